@@ -1,0 +1,63 @@
+# zen-flow developer commands. Everything installs what it needs; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
+        test-load bench cluster dev run validate-examples manifests clean
+
+help:
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install zen-flow with its dev tools
+
+controlplane: ## build (or reuse) the local control-plane binaries; prints their directory
+	@tools/build-controlplane.sh
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format src tests tools
+	$(BIN)/ruff check --fix src tests tools
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests tools
+	$(BIN)/ruff check src tests tools
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint typecheck imports ## format check, lint, mypy --strict, import contracts
+
+test: $(STAMP) ## run every test tier (unit, integration, e2e); builds the control plane if needed
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/pytest tests $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## unit and property tests of the pure core (no cluster)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## tests against a real kube-apiserver + etcd
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) ## tests on the full local cluster (controller-manager, scheduler, kwok)
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+cluster: $(STAMP) ## start the local full cluster in the foreground and print its kubeconfig path
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/zen-flow cluster --profile full
+
+clean: ## remove the virtualenv and caches (not the control-plane binaries; see docs/TESTING.md)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,102 @@
+"""Names that make up the JobFlow API contract: group, kinds, labels, annotations, phases."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+GROUP = "workflow.kube-zen.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "JobFlow"
+PLURAL = "jobflows"
+SINGULAR = "jobflow"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# Labels put on every Job (and its pod template) that zen-flow creates (JOBFLOW_API.md decision 13).
+LABEL_FLOW = f"{GROUP}/flow"
+LABEL_STEP = f"{GROUP}/step"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "zen-flow"
+JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+# Approval (decision 6). The original's `workflow.kube-zen.io/approved/<step>` is not a legal key (two
+# slashes); the prefix carries the verb and the name part is the step name (<= 63 characters).
+APPROVE_PREFIX = f"approve.{GROUP}/"
+REJECT_PREFIX = f"reject.{GROUP}/"
+
+# Audit annotations written by the mutating webhook from the admission request's userInfo.
+ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
+ANNOTATION_APPROVED_BY_PREFIX = f"approved-by.{GROUP}/"
+
+FIELD_MANAGER = "zen-flow"
+
+
+class FlowPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    PAUSED = "Paused"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
+
+
+class StepPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    PENDING_APPROVAL = "PendingApproval"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED)
+
+
+class StepType(StrEnum):
+    JOB = "Job"
+    MANUAL = "Manual"
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class BackoffType(StrEnum):
+    EXPONENTIAL = "Exponential"
+    LINEAR = "Linear"
+    FIXED = "Fixed"
+
+
+class ApprovalDecision(StrEnum):
+    """`status.audit.approvals[].decision`."""
+
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+
+
+class ConditionType(StrEnum):
+    """Condition types on a JobFlow; `kubectl wait --for=condition=Complete jf/x` works like for Jobs."""
+
+    READY = "Ready"  # kept from the original: True while healthy (Running/Succeeded), False otherwise
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    WAITING_FOR_APPROVAL = "WaitingForApproval"
+    VALID = "Valid"
+
+
+# Defaults (decision 15): the original's executionPolicy defaults, shared by the mutating webhook, the CRD
+# schema defaults and the controller's fallbacks.
+DEFAULT_CONCURRENCY_POLICY = ConcurrencyPolicy.FORBID
+DEFAULT_TTL_SECONDS_AFTER_FINISHED = 86400
+DEFAULT_BACKOFF_LIMIT = 6

@@ -1,0 +1,268 @@
+"""pydantic models of the JobFlow resource (workflow.kube-zen.io/v1alpha1).
+
+Field names are the compatibility contract with the original Go zen-flow (JOBFLOW_API.md). Enumerated
+fields are plain strings here on purpose: parsing must never fail on a value the validator is meant to
+report with its field path; `zen_flow.validation` owns the rules. The CRD
+(`config/crd/jobflows.workflow.kube-zen.io.yaml`) must agree with these models field by field
+(tests/unit/test_crd_schema.py proves it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from zen_flow.api.constants import API_VERSION, KIND, StepType
+from zen_flow.api.meta import Condition, Model, ObjectMeta, Timestamp
+
+# --- spec ---------------------------------------------------------------------------------------------
+
+
+class ExitCodesRule(Model):
+    container_name: str | None = None
+    operator: str = "In"
+    values: tuple[int, ...] = ()
+
+
+class PodConditionRule(Model):
+    type: str
+    status: str = "True"
+
+
+class PodFailurePolicyRule(Model):
+    action: str
+    on_exit_codes: ExitCodesRule | None = None
+    on_pod_conditions: tuple[PodConditionRule, ...] = ()
+
+
+class PodFailurePolicy(Model):
+    rules: tuple[PodFailurePolicyRule, ...] = ()
+
+
+class ExecutionPolicy(Model):
+    concurrency_policy: str | None = None
+    ttl_seconds_after_finished: int | None = None
+    backoff_limit: int | None = None
+    active_deadline_seconds: int | None = None
+    pod_failure_policy: PodFailurePolicy | None = None
+
+
+class ResourceTemplates(Model):
+    volume_claim_templates: tuple[dict[str, Any], ...] = ()
+    config_map_templates: tuple[dict[str, Any], ...] = ()
+
+
+class StepMetadata(Model):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Backoff(Model):
+    type: str | None = None
+    factor: float | None = None
+    duration: str | None = None
+    max_duration: str | None = None
+
+
+class RetryPolicy(Model):
+    limit: int | None = None
+    backoff: Backoff | None = None
+
+
+class KeyRef(Model):
+    name: str = ""
+    key: str = ""
+
+
+class ParameterSource(Model):
+    json_path: str | None = None
+    config_map_key_ref: KeyRef | None = None
+    secret_key_ref: KeyRef | None = None
+
+
+class InputParameter(Model):
+    name: str = ""
+    value: str | None = None
+    value_from: ParameterSource | None = None
+
+
+class HTTPSource(Model):
+    url: str = ""
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class InputArtifact(Model):
+    name: str = ""
+    from_: str | None = Field(default=None, alias="from")
+    path: str | None = None
+    http: HTTPSource | None = None
+
+
+class StepInputs(Model):
+    artifacts: tuple[InputArtifact, ...] = ()
+    parameters: tuple[InputParameter, ...] = ()
+
+
+class OutputParameterSource(Model):
+    json_path: str | None = None
+
+
+class OutputParameter(Model):
+    name: str = ""
+    value_from: OutputParameterSource | None = None
+
+
+class ArchiveSpec(Model):
+    format: str | None = None
+    compression: str | None = None
+
+
+class S3Target(Model):
+    endpoint: str | None = None
+    bucket: str | None = None
+    key: str | None = None
+    region: str | None = None
+    insecure: bool | None = None
+    access_key_id_secret_ref: KeyRef | None = Field(default=None, alias="accessKeyIDSecretRef")
+    secret_access_key_secret_ref: KeyRef | None = None
+
+
+class OutputArtifact(Model):
+    name: str = ""
+    path: str | None = None
+    optional: bool | None = None
+    archive: ArchiveSpec | None = None
+    s3: S3Target | None = None
+
+
+class StepOutputs(Model):
+    artifacts: tuple[OutputArtifact, ...] = ()
+    parameters: tuple[OutputParameter, ...] = ()
+
+
+class Step(Model):
+    name: str = ""
+    type: str | None = None
+    message: str | None = None
+    metadata: StepMetadata | None = None
+    dependencies: tuple[str, ...] = ()
+    retry_policy: RetryPolicy | None = None
+    timeout_seconds: int | None = None
+    when: str | None = None
+    continue_on_failure: bool = False
+    template: dict[str, Any] | None = None
+    inputs: StepInputs | None = None
+    outputs: StepOutputs | None = None
+
+    @property
+    def is_manual(self) -> bool:
+        """Manual approval gate: `type: Manual`, or (as in the original) no type and no template."""
+        if self.type:
+            return self.type == StepType.MANUAL
+        return not self.template
+
+
+class JobFlowSpec(Model):
+    execution_policy: ExecutionPolicy | None = None
+    resource_templates: ResourceTemplates | None = None
+    steps: tuple[Step, ...] = ()
+    suspend: bool | None = None
+
+
+# --- status -------------------------------------------------------------------------------------------
+
+
+class ObjectRef(Model):
+    api_version: str | None = None
+    kind: str | None = None
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+
+
+class ParameterValue(Model):
+    name: str
+    value: str = ""
+
+
+class ArtifactRef(Model):
+    name: str
+    path: str | None = None
+
+
+class StepOutputValues(Model):
+    parameters: tuple[ParameterValue, ...] = ()
+    artifacts: tuple[ArtifactRef, ...] = ()
+
+
+class StepStatus(Model):
+    name: str
+    phase: str = "Pending"
+    start_time: Timestamp | None = None
+    completion_time: Timestamp | None = None
+    job_ref: ObjectRef | None = None
+    outputs: StepOutputValues | None = None
+    retry_count: int = 0
+    message: str | None = None
+    # When a Retrying step's next attempt is due (time is scheduled, not polled).
+    next_retry_time: Timestamp | None = None
+    # Who approved or rejected a Manual step (from the admission request's userInfo, when recorded).
+    approved_by: str | None = None
+
+
+class Progress(Model):
+    completed_steps: int = 0
+    total_steps: int = 0
+    successful_steps: int = 0
+    failed_steps: int = 0
+    skipped_steps: int = 0
+
+
+class Initiator(Model):
+    user: str | None = None
+    type: str | None = None
+
+
+class Approval(Model):
+    step: str
+    decision: str  # Approved | Rejected
+    user: str | None = None
+    time: Timestamp | None = None
+
+
+class Audit(Model):
+    initiated_by: Initiator | None = None
+    correlation_id: str | None = Field(default=None, alias="correlationID")
+    approvals: tuple[Approval, ...] = ()
+
+
+class JobFlowStatus(Model):
+    phase: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    start_time: Timestamp | None = None
+    completion_time: Timestamp | None = None
+    estimated_completion_time: Timestamp | None = None
+    steps: tuple[StepStatus, ...] = ()
+    resource_refs: tuple[ObjectRef, ...] = ()
+    progress: Progress | None = None
+    audit: Audit | None = None
+    observed_generation: int | None = None
+    # "done/total", for the printer column (JSONPath cannot format).
+    progress_summary: str | None = None
+    message: str | None = None
+
+    def step(self, name: str) -> StepStatus | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+
+class JobFlow(Model):
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = ObjectMeta()
+    spec: JobFlowSpec = JobFlowSpec()
+    status: JobFlowStatus = JobFlowStatus()
+
+    @property
+    def key(self) -> str:
+        return self.metadata.key

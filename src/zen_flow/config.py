@@ -1,0 +1,167 @@
+"""Controller settings: every option is a flag and an environment variable (`ZEN_FLOW_<NAME>`).
+
+Precedence: command-line flag > environment variable > default. The settings object is frozen and
+passed down explicitly; nothing reads the environment after start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "ZEN_FLOW_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None = field(
+        default=None,
+        metadata={"help": "kubeconfig path (default: in-cluster, then $KUBECONFIG / ~/.kube/config)"},
+    )
+    namespaces: tuple[str, ...] = field(
+        default=(), metadata={"help": "namespaces to watch, comma-separated (default: all)"}
+    )
+    workers: int = field(default=8, metadata={"help": "concurrent reconcile workers"})
+    qps: float = field(default=50.0, metadata={"help": "client-side API requests per second"})
+    burst: int = field(default=100, metadata={"help": "client-side API burst"})
+    leader_elect: bool = field(
+        default=True, metadata={"help": "elect a leader on a Lease before reconciling"}
+    )
+    leader_election_namespace: str = field(
+        default="", metadata={"help": "namespace of the Lease (default: the pod's namespace, else default)"}
+    )
+    leader_election_name: str = field(default="zen-flow-controller", metadata={"help": "name of the Lease"})
+    identity: str = field(
+        default="", metadata={"help": "leader-election identity (default: <hostname>_<random>)"}
+    )
+    lease_duration: float = field(default=15.0, metadata={"help": "seconds a lease is valid"})
+    renew_deadline: float = field(
+        default=10.0, metadata={"help": "seconds the leader retries renewing before giving up"}
+    )
+    retry_period: float = field(default=2.0, metadata={"help": "seconds between lease attempts"})
+    metrics_addr: str = field(
+        default="0.0.0.0:8080", metadata={"help": "host:port for /metrics, /healthz, /readyz ('' disables)"}
+    )
+    webhook_addr: str = field(
+        default="0.0.0.0:9443", metadata={"help": "host:port of the HTTPS admission webhooks ('' disables)"}
+    )
+    webhook_cert_dir: str = field(
+        default="/etc/webhook/certs",
+        metadata={"help": "directory holding tls.crt and tls.key (reloaded on change)"},
+    )
+    resync_seconds: float = field(
+        default=0.0, metadata={"help": "re-enqueue every cached flow this often (0 disables)"}
+    )
+    log_format: str = field(
+        default="auto", metadata={"help": "json | console | auto (console on a terminal)"}
+    )
+    log_level: str = field(default="info", metadata={"help": "debug | info | warning | error"})
+
+    @property
+    def lease_namespace(self) -> str:
+        if self.leader_election_namespace:
+            return self.leader_election_namespace
+        return _pod_namespace() or "default"
+
+    @property
+    def elector_identity(self) -> str:
+        if self.identity:
+            return self.identity
+        base = os.environ.get("POD_NAME") or socket.gethostname()
+        return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+def _pod_namespace() -> str:
+    if ns := os.environ.get("POD_NAMESPACE"):
+        return ns
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    if kind in (bool, "bool"):
+        return _parse_bool(raw)
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (float, "float"):
+        return float(raw)
+    if kind in ("tuple[str, ...]",):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind in ("str | None",):
+        return raw or None
+    return raw
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in fields(Settings):
+        parser.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata.get('help', '')} [env {_env_name(f.name)}; default {f.default!r}]",
+        )
+
+
+def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from parsed flags and the environment; raises ValueError naming the bad option."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = getattr(args, f.name, None) if args is not None else None
+        source = _flag(f.name)
+        if raw is None and _env_name(f.name) in env:
+            raw, source = env[_env_name(f.name)], _env_name(f.name)
+        if raw is None:
+            continue
+        try:
+            values[f.name] = _convert(f.type, raw)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    problems: list[str] = []
+    if s.workers < 1:
+        problems.append("--workers must be >= 1")
+    if s.qps <= 0 or s.burst < 1:
+        problems.append("--qps must be > 0 and --burst >= 1")
+    if not s.lease_duration > s.renew_deadline > 1.2 * s.retry_period > 0:
+        problems.append("need --lease-duration > --renew-deadline > 1.2 x --retry-period > 0")
+    if s.log_format not in ("json", "console", "auto"):
+        problems.append("--log-format must be json, console or auto")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host or "0.0.0.0", int(port)

@@ -1,0 +1,202 @@
+"""`zen-flow dev` (`make dev`): a local cluster, the CRD, the controller and example flows, live.
+
+It is the first thing a newcomer runs, so it narrates: each phase with its duration, then every step
+transition of the example flows as the controller makes it, then how to reach the cluster with kubectl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from zen_flow.api.constants import CRD_NAME, FlowPhase
+from zen_flow.devcluster import LocalCluster, find_bin_dir, find_kubectl
+from zen_flow.kube.client import ClientOptions, KubeClient, load_config
+from zen_flow.kube.jobflows import JobFlowClient
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "config" / "crd"
+_UPSTREAM = REPO.parent / "shared" / "examples-upstream"
+DEFAULT_EXAMPLES = (
+    (_UPSTREAM / "dag-flow.yaml", _UPSTREAM / "simple-linear-flow.yaml")
+    if (_UPSTREAM / "dag-flow.yaml").exists()
+    else (REPO / "examples" / "dag-flow.yaml", REPO / "examples" / "linear-flow.yaml")
+)
+
+
+class _Narrator:
+    def __init__(self, out: TextIO, total: int) -> None:
+        self._out, self._total, self._n = out, total, 0
+
+    @contextlib.contextmanager
+    def phase(self, text: str) -> Iterator[None]:
+        self._n += 1
+        print(f"[{self._n}/{self._total}] {text} ...", file=self._out, flush=True)
+        started = time.monotonic()
+        yield
+        print(f"      done in {time.monotonic() - started:.1f}s", file=self._out, flush=True)
+
+    def say(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the controller exited with code {proc.returncode}; see {log}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.2)  # polling a local probe while a child process starts; there is no event to wait on
+    raise RuntimeError(f"the controller did not become ready within {deadline_s:.0f}s; see {log}")
+
+
+async def _follow(kubeconfig: Path, names: set[tuple[str, str]], timeout: float, say: _Narrator) -> bool:
+    """Print each step transition until every flow is terminal; True when all Succeeded."""
+    config = await load_config(str(kubeconfig))
+    seen: dict[tuple[str, str, str], str] = {}
+    async with KubeClient(config, ClientOptions(qps=20, burst=20)) as client:
+        flows = JobFlowClient(client)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            phases: dict[tuple[str, str], str] = {}
+            for ns, name in sorted(names):
+                try:
+                    obj = await flows.get(ns, name)
+                except Exception:  # not created yet, or a passing API error: look again
+                    continue
+                status = obj.get("status") or {}
+                phases[(ns, name)] = status.get("phase") or "Pending"
+                for step in status.get("steps") or []:
+                    key = (ns, name, step.get("name", ""))
+                    if seen.get(key) != step.get("phase"):
+                        seen[key] = step.get("phase", "")
+                        stamp = datetime.now().strftime("%H:%M:%S")
+                        line = f"  {stamp}  {name:<24} {step.get('name', ''):<20} {step.get('phase', '')}"
+                        if step.get("message") and step.get("phase") in ("Failed", "Skipped", "Retrying"):
+                            line += f"  ({step['message']})"
+                        say.say(line)
+            if len(phases) == len(names) and all(FlowPhase(p).terminal for p in phases.values()):
+                return all(p == FlowPhase.SUCCEEDED for p in phases.values())
+            await asyncio.sleep(0.25)  # a terminal UI refresh, not a test wait
+    raise TimeoutError(f"flows did not finish within {timeout:.0f}s")
+
+
+def _flow_names(files: Sequence[Path]) -> set[tuple[str, str]]:
+    names = set()
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "JobFlow":
+                meta = doc.get("metadata") or {}
+                names.add((meta.get("namespace") or "default", meta.get("name", "")))
+    return names
+
+
+def run_dev(examples: Sequence[str] = (), *, exit_when_done: bool = False, timeout: float = 600.0) -> int:
+    files = [Path(p) for p in examples] or list(DEFAULT_EXAMPLES)
+    say = _Narrator(sys.stdout, 5)
+    bin_dir = find_bin_dir()
+    cluster = LocalCluster("full", bin_dir=bin_dir, smoke_job=False)
+    controller: subprocess.Popen[bytes] | None = None
+    try:
+        with say.phase(
+            "starting a local Kubernetes: etcd, kube-apiserver, controller-manager, scheduler, kwok"
+        ):
+            cluster.start()
+        kubectl = [str(find_kubectl(bin_dir)), "--kubeconfig", str(cluster.kubeconfig)]
+        with say.phase("installing the JobFlow CRD"):
+            subprocess.run([*kubectl, "apply", "-f", str(CRD_DIR)], check=True, capture_output=True)
+            subprocess.run(
+                [*kubectl, "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s"],
+                check=True,
+                capture_output=True,
+            )
+        log = cluster.workdir / "controller.log"
+        port = _free_port()
+        with say.phase(f"starting the zen-flow controller (logs: {log})"):
+            env = {**os.environ, "ZEN_FLOW_LOG_FORMAT": "json"}
+            with log.open("wb") as sink:
+                controller = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "zen_flow",
+                        "run",
+                        "--kubeconfig",
+                        str(cluster.kubeconfig),
+                        "--leader-elect",
+                        "false",
+                        "--webhook-addr",
+                        "",
+                        "--metrics-addr",
+                        f"127.0.0.1:{port}",
+                    ],
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            _wait_ready(f"http://127.0.0.1:{port}/readyz", controller, log)
+        with say.phase("applying " + ", ".join(f.name for f in files)):
+            names = _flow_names(files)
+            subprocess.run([*kubectl, "apply", *[arg for f in files for arg in ("-f", str(f))]], check=True)
+        say.say(
+            f"[5/5] following {len(names)} flow(s); each line is a step transition made by the controller:"
+        )
+        ok = asyncio.run(_follow(cluster.kubeconfig, names, timeout, say))
+        subprocess.run([*kubectl, "get", "jobflows", "-A"], check=False)
+        say.say("")
+        say.say("All flows succeeded." if ok else "Some flows failed; `kubectl describe jf NAME` says why.")
+        say.say("Point kubectl at this cluster:")
+        say.say(f"  export KUBECONFIG={cluster.kubeconfig}")
+        say.say(
+            f"  export PATH={bin_dir}:$PATH   # kubectl {bin_dir.name.split('_')[0]} built with the cluster"
+        )
+        say.say("  kubectl get jf")
+        say.say("  kubectl get jobs -l app.kubernetes.io/managed-by=zen-flow")
+        say.say("  kubectl describe jf dag-flow")
+        say.say(f"  controller metrics: http://127.0.0.1:{port}/metrics   logs: {log}")
+        if exit_when_done:
+            return 0 if ok else 1
+        say.say("The cluster and the controller keep running; press Ctrl-C to stop them.")
+        _wait_for_signal()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if controller is not None and controller.poll() is None:
+            controller.send_signal(signal.SIGTERM)
+            try:
+                controller.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                controller.kill()
+        cluster.stop()
+
+
+def _wait_for_signal() -> None:
+    received = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    while not received:
+        signal.pause()

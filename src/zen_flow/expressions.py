@@ -1,0 +1,305 @@
+"""The `when` language: CEL over the steps' phases and outputs and the flow's metadata, fail-closed.
+
+Variables (JOBFLOW_API.md decision 7):
+  steps  map step name -> {"phase": "Succeeded", "outputs": {"parameters": {name: value}}}
+  flow   {"name", "namespace", "labels", "annotations"}
+
+Forms of the original keep working: `always` / `true` and `never` / `false` (any case), and
+`steps.<name>.phase == 'Succeeded'` with names that contain dashes. `steps.extract-a.phase` is not CEL
+(CEL reads `steps.extract - a.phase`), so before compiling, a dotted step reference whose name is not a
+plain CEL identifier is rewritten to the index form `steps["extract-a"]`. The name after `steps.` runs
+over letters, digits, `_` and `-` written without spaces; write subtraction with spaces. A step name
+with dots must use the index form (`steps["a.b"]`).
+
+Evaluation is fail-closed: an error (unknown key, wrong type, division by zero...) or a non-bool result
+counts as false, and the reason is returned for the step's status message. Compilation is cached: the
+planner evaluates on every reconcile.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cel
+
+from zen_flow.api.jobflow import JobFlow, StepStatus
+
+MAX_EXPRESSION_LENGTH = 4096
+_MAX_REASON = 200
+_CONSTANTS = {"always": True, "true": True, "never": False, "false": False, "": True}
+# CEL reserved words cannot follow a dot either; the rewrite turns `steps.in.phase` into `steps["in"]...`.
+_RESERVED = frozenset(
+    {
+        *("as", "break", "const", "continue", "else", "false", "for", "function", "if", "import", "in"),
+        *("let", "loop", "package", "namespace", "null", "return", "true", "var", "void"),
+    }
+)
+_STRING_PREFIXES = ("rb", "br", "r", "b", "")
+
+
+class ExpressionError(ValueError):
+    """A `when` expression that does not compile; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "ident" | "string" | "punct"
+    text: str
+    start: int
+    end: int
+    value: str = ""  # decoded value of a string literal
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledWhen:
+    """A compiled `when`: a constant, or a CEL program plus the steps it names."""
+
+    source: str
+    cel_source: str
+    constant: bool | None
+    references: frozenset[str]
+    # True when `steps` is used in a way that names no step statically (`steps.exists(...)`,
+    # `steps[x]`): evaluation then needs every step.
+    dynamic: bool
+    program: cel.Program | None
+
+
+@dataclass(frozen=True)
+class WhenContext:
+    """What an expression sees; `steps` maps names to `step_view` dicts."""
+
+    steps: Mapping[str, Mapping[str, Any]]
+    flow: Mapping[str, Any]
+
+    @classmethod
+    def from_flow(cls, flow: JobFlow, steps: Mapping[str, StepStatus] | None = None) -> WhenContext:
+        statuses = steps if steps is not None else {s.name: s for s in flow.status.steps}
+        return cls({name: step_view(st) for name, st in statuses.items()}, flow_view(flow))
+
+
+@dataclass(frozen=True)
+class WhenResult:
+    value: bool
+    reason: str  # why it is false (or "true"); goes into the step message
+
+
+def step_view(status: StepStatus) -> dict[str, Any]:
+    params = status.outputs.parameters if status.outputs else ()
+    return {"phase": status.phase, "outputs": {"parameters": {p.name: p.value for p in params}}}
+
+
+def flow_view(flow: JobFlow) -> dict[str, Any]:
+    meta = flow.metadata
+    return {
+        "name": meta.name,
+        "namespace": meta.namespace,
+        "labels": dict(meta.labels),
+        "annotations": dict(meta.annotations),
+    }
+
+
+# --- scanning ---------------------------------------------------------------------------------------
+
+
+def _string_end(src: str, i: int) -> tuple[int, bool, int]:
+    """If a string literal starts at i: (index after its opening quote, raw?, length of the quote)."""
+    for prefix in _STRING_PREFIXES:
+        n = len(prefix)
+        if src[i : i + n].lower() != prefix:
+            continue
+        j = i + n
+        if j < len(src) and src[j] in "'\"":
+            quote = 3 if src[j : j + 3] in ("'''", '"""') else 1
+            return j + quote, "r" in prefix, quote
+    return -1, False, 0
+
+
+def _tokens(src: str) -> list[_Token]:
+    out: list[_Token] = []
+    i, n = 0, len(src)
+    while i < n:
+        ch = src[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if src.startswith("//", i):
+            nl = src.find("\n", i)
+            i = n if nl < 0 else nl + 1
+            continue
+        body, raw, qlen = _string_end(src, i)
+        if body >= 0:
+            quote = src[body - qlen : body]
+            j = body
+            while True:
+                if j >= n:
+                    raise ExpressionError(f"unterminated string literal at offset {i}")
+                if not raw and src[j] == "\\":
+                    j += 2
+                    continue
+                if src.startswith(quote, j):
+                    break
+                j += 1
+            end = j + qlen
+            text = src[i:end]
+            out.append(_Token("string", text, i, end, _decode(text, src[body:j])))
+            i = end
+            continue
+        if ch.isalnum() or ch == "_":
+            j = i
+            while j < n and (src[j].isalnum() or src[j] == "_"):
+                j += 1
+            out.append(_Token("ident", src[i:j], i, j))
+            i = j
+            continue
+        out.append(_Token("punct", ch, i, i + 1))
+        i += 1
+    return out
+
+
+def _decode(literal: str, body: str) -> str:
+    # CEL string escapes are a subset of Python's; bytes or odd escapes fall back to the raw body.
+    try:
+        value = ast.literal_eval(literal)
+    except (ValueError, SyntaxError):
+        return body
+    return value if isinstance(value, str) else body
+
+
+def _is_identifier(name: str) -> bool:
+    return name.isidentifier() and name.isascii() and name not in _RESERVED
+
+
+def _rewrite(src: str, toks: list[_Token]) -> tuple[str, frozenset[str], bool]:
+    """Rewrite dotted dashed step references; return (CEL source, referenced steps, dynamic use?)."""
+    pieces: list[str] = []
+    last = 0
+    refs: set[str] = set()
+    dynamic = False
+    k = 0
+    while k < len(toks):
+        tok = toks[k]
+        if tok.kind != "ident" or tok.text != "steps" or (k > 0 and toks[k - 1].text == "."):
+            k += 1
+            continue
+        nxt = toks[k + 1] if k + 1 < len(toks) else None
+        if nxt is not None and nxt.text == "." and k + 2 < len(toks) and toks[k + 2].kind == "ident":
+            # The name: ident/'-' tokens glued together without spaces.
+            m = k + 2
+            while (
+                m + 2 < len(toks)
+                and toks[m + 1].text == "-"
+                and toks[m + 1].start == toks[m].end
+                and toks[m + 2].kind == "ident"
+                and toks[m + 2].start == toks[m + 1].end
+            ):
+                m += 2
+            name = src[toks[k + 2].start : toks[m].end]
+            after = toks[m + 1] if m + 1 < len(toks) else None
+            if after is not None and after.text == "(" and m == k + 2:
+                dynamic = True  # a macro or method on the map: steps.exists(s, ...)
+            else:
+                refs.add(name)
+                if not _is_identifier(name):
+                    pieces.append(src[last : nxt.start])
+                    pieces.append(f'["{name}"]')
+                    last = toks[m].end
+            k = m + 1
+            continue
+        if (
+            nxt is not None
+            and nxt.text == "["
+            and k + 3 < len(toks)
+            and toks[k + 2].kind == "string"
+            and toks[k + 3].text == "]"
+        ):
+            refs.add(toks[k + 2].value)
+            k += 4
+            continue
+        dynamic = True
+        k += 1
+    pieces.append(src[last:])
+    return "".join(pieces), frozenset(refs), dynamic
+
+
+# --- compiling and evaluating -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _compile(expr: str) -> CompiledWhen | ExpressionError:
+    key = expr.strip().lower()
+    if key in _CONSTANTS:
+        return CompiledWhen(expr, key, _CONSTANTS[key], frozenset(), False, None)
+    if len(expr) > MAX_EXPRESSION_LENGTH:
+        return ExpressionError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
+    try:
+        cel_source, refs, dynamic = _rewrite(expr, _tokens(expr))
+    except ExpressionError as err:
+        return err
+    try:
+        program = cel.compile(cel_source)
+    except Exception as err:  # the binding raises ValueError, but any failure means "does not compile"
+        return ExpressionError(_first_lines(str(err)))
+    bad = [v for v in program.variables() if v not in ("steps", "flow") and not _bound_by_macro(v, expr)]
+    if bad:
+        return ExpressionError(f"unknown variable {bad[0]!r}: only 'steps' and 'flow' are defined")
+    return CompiledWhen(expr, cel_source, None, refs, dynamic, program)
+
+
+def _bound_by_macro(name: str, expr: str) -> bool:
+    # Program.variables() also lists names bound by comprehensions (`steps.exists(s, ...)`); such a
+    # name appears as the first macro argument `(name,`.
+    compact = "".join(expr.split())
+    return f"({name}," in compact
+
+
+def _first_lines(message: str, limit: int = 600) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def compile_when(expr: str) -> CompiledWhen:
+    """Compile (cached); raise `ExpressionError` when the expression cannot compile. Used at admission."""
+    result = _compile(expr)
+    if isinstance(result, ExpressionError):
+        raise result
+    return result
+
+
+def referenced_steps(expr: str) -> set[str]:
+    """The step names the expression names statically; the validator checks they exist."""
+    return set(compile_when(expr).references)
+
+
+def check_when(expr: str | CompiledWhen | None, context: WhenContext) -> WhenResult:
+    """Evaluate fail-closed and say why: errors and non-bool results are false."""
+    if expr is None:
+        return WhenResult(True, "no condition")
+    compiled = _compile(expr) if isinstance(expr, str) else expr
+    if isinstance(compiled, ExpressionError):
+        return WhenResult(False, _bound(f"when does not compile: {compiled}"))
+    if compiled.constant is not None:
+        return WhenResult(compiled.constant, f"when is {compiled.cel_source or 'empty'}")
+    assert compiled.program is not None
+    if compiled.dynamic:
+        steps: Mapping[str, Any] = dict(context.steps)
+    else:
+        steps = {name: context.steps[name] for name in compiled.references if name in context.steps}
+    try:
+        value = compiled.program.execute({"steps": steps, "flow": dict(context.flow)})
+    except Exception as err:  # fail-closed: whatever went wrong, the condition does not hold
+        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {type(err).__name__}: {err}"))
+    if not isinstance(value, bool):
+        return WhenResult(False, _bound(f"when {compiled.source!r} is not a bool: {value!r}"))
+    return WhenResult(value, _bound(f"when {compiled.source!r} is {str(value).lower()}"))
+
+
+def evaluate_when(expr: str | CompiledWhen | None, context: WhenContext) -> bool:
+    """True only when the expression evaluates to the bool true (fail-closed)."""
+    return check_when(expr, context).value
+
+
+def _bound(text: str) -> str:
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."

@@ -1,0 +1,237 @@
+"""An informer: reflectors feeding one store, transforming objects on the way in, notifying handlers.
+
+The reflector task applies each change to the store synchronously and then calls the handlers, which
+must only enqueue keys (they run inside the watch loop; anything slow there delays every other event).
+Readers get the store's frozen objects. Handler exceptions are not caught: a broken handler is a bug and
+ends the process (crash, don't limp).
+
+Transforms decide what is cached: the Job and JobFlow informers keep pydantic models only (no pod
+templates, no managedFields). An object the transform cannot parse must not stop the informer, nor
+vanish from the cache (reconcile has to see it to report the problem), so a *fallback* builds a
+placeholder (metadata, plus whatever else still parses) and the error is kept in a side table,
+`parse_error(key)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic
+
+import structlog
+from pydantic import ValidationError
+
+from zen_flow.api.meta import ObjectMeta
+from zen_flow.clock import Clock
+from zen_flow.informer.reflector import ListerWatcher, Reflector, ReflectorOptions
+from zen_flow.informer.store import IndexFunc, Store, T
+
+Transform = Callable[[dict[str, Any]], T]
+Fallback = Callable[[dict[str, Any]], T]
+
+log = structlog.get_logger("zen_flow.informer")
+
+
+@dataclass(frozen=True)
+class Handler(Generic[T]):
+    on_add: Callable[[T], None] | None = None
+    on_update: Callable[[T, T], None] | None = None  # (old, new)
+    on_delete: Callable[[T], None] | None = None  # the final state, or the last known one (tombstone)
+
+
+class Informer(Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        source: ListerWatcher,
+        *,
+        transform: Transform[T],
+        fallback: Fallback[T] | None = None,
+        indexers: Mapping[str, IndexFunc[T]] | None = None,
+        namespaces: Sequence[str] = (),
+        clock: Clock,
+        options: ReflectorOptions | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`namespaces=()` watches all namespaces with one reflector; otherwise one reflector each."""
+        self.name = name
+        self.store: Store[T] = Store(indexers)
+        self._transform = transform
+        self._fallback = fallback
+        self._handlers: list[Handler[T]] = []
+        self._parse_errors: dict[str, str] = {}
+        scopes: Sequence[str | None] = tuple(dict.fromkeys(namespaces)) or (None,)
+        self.reflectors = [
+            Reflector(
+                name,
+                source,
+                scope,
+                on_list=self._list_applier(scope),
+                on_event=self._apply_event,
+                clock=clock,
+                options=options,
+                rng=rng,
+            )
+            for scope in scopes
+        ]
+
+    # --- wiring --------------------------------------------------------------------------------------
+
+    def add_handler(
+        self,
+        *,
+        on_add: Callable[[T], None] | None = None,
+        on_update: Callable[[T, T], None] | None = None,
+        on_delete: Callable[[T], None] | None = None,
+    ) -> None:
+        """Register callbacks. Like client-go, a handler added late first gets `on_add` for every object
+        already cached, so it never misses state."""
+        handler = Handler(on_add, on_update, on_delete)
+        self._handlers.append(handler)
+        if on_add is not None:
+            for obj in self.store.list():
+                on_add(obj)
+
+    async def run(self) -> None:
+        """Run every reflector until cancelled; an unexpected error in one ends them all."""
+        async with asyncio.TaskGroup() as tg:
+            for reflector in self.reflectors:
+                tg.create_task(reflector.run(), name=f"reflector/{self.name}/{reflector.namespace or '*'}")
+
+    async def wait_synced(self) -> None:
+        for reflector in self.reflectors:
+            await reflector.synced.wait()
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    @property
+    def has_synced(self) -> bool:
+        """Every reflector has completed its first list (the cache has been complete at least once)."""
+        return all(r.has_synced for r in self.reflectors)
+
+    @property
+    def last_progress(self) -> float:
+        """Clock-monotonic time of the stalest reflector's last list, event or bookmark (for /healthz)."""
+        return min(r.last_progress for r in self.reflectors)
+
+    @property
+    def resource_version(self) -> str:
+        """The cache's position: the RV of the single scope, or `ns=rv,...` (display only) for several."""
+        if len(self.reflectors) == 1:
+            return self.reflectors[0].resource_version
+        return ",".join(f"{r.namespace}={r.resource_version}" for r in self.reflectors)
+
+    def get(self, key: str) -> T | None:
+        return self.store.get(key)
+
+    def list(self) -> builtins.list[T]:
+        return self.store.list()
+
+    def by_index(self, index: str, value: str) -> builtins.list[T]:
+        return self.store.by_index(index, value)
+
+    def parse_error(self, key: str) -> str | None:
+        """Why the cached object under `key` is only a placeholder, or None if it parsed."""
+        return self._parse_errors.get(key)
+
+    # --- applying changes ----------------------------------------------------------------------------
+
+    def _list_applier(self, namespace: str | None) -> Callable[[Sequence[dict[str, Any]]], None]:
+        def apply(items: Sequence[dict[str, Any]]) -> None:
+            objects = [obj for raw in items if (obj := self._convert(raw)) is not None]
+            result = self.store.replace(objects, namespace)
+            for obj in result.deleted:
+                self._parse_errors.pop(obj.metadata.key, None)
+            for handler in self._handlers:
+                for obj in result.added:
+                    if handler.on_add:
+                        handler.on_add(obj)
+                for old, new in result.updated:
+                    if handler.on_update:
+                        handler.on_update(old, new)
+                for obj in result.deleted:
+                    if handler.on_delete:
+                        handler.on_delete(obj)
+
+        return apply
+
+    def _apply_event(self, type_: str, raw: dict[str, Any]) -> None:
+        obj = self._convert(raw)
+        if type_ == "DELETED":
+            key = obj.metadata.key if obj is not None else _key_of(raw)
+            old = self.store.delete(key)
+            self._parse_errors.pop(key, None)
+            final = obj if obj is not None else old
+            if final is not None:
+                for handler in self._handlers:
+                    if handler.on_delete:
+                        handler.on_delete(final)
+            return
+        if obj is None:
+            return
+        old = self.store.upsert(obj)
+        for handler in self._handlers:
+            if old is None:
+                if handler.on_add:
+                    handler.on_add(obj)
+            elif handler.on_update:
+                handler.on_update(old, obj)
+
+    def _convert(self, raw: dict[str, Any]) -> T | None:
+        try:
+            obj = self._transform(raw)
+        except (ValidationError, ValueError, TypeError, KeyError) as err:
+            key = _key_of(raw)
+            message = describe_error(err)
+            if self._fallback is None:
+                log.error("object skipped: cannot parse it", informer=self.name, key=key, error=message)
+                return None
+            if self._parse_errors.get(key) != message:
+                log.warning(
+                    "object cached as a placeholder: cannot parse it",
+                    informer=self.name,
+                    key=key,
+                    error=message,
+                )
+            self._parse_errors[key] = message
+            return self._fallback(raw)
+        self._parse_errors.pop(obj.metadata.key, None)
+        return obj
+
+
+def describe_error(err: Exception) -> str:
+    """One line per problem, with the field path: `spec.steps.0.retryPolicy.limit: Input should be ...`."""
+    if isinstance(err, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in err.errors(include_url=False)
+        )
+    return str(err) or type(err).__name__
+
+
+def metadata_of(raw: dict[str, Any]) -> ObjectMeta:
+    """The object's metadata, as much of it as parses (for placeholders)."""
+    meta = raw.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    try:
+        return ObjectMeta.model_validate(meta)
+    except ValidationError:
+        generation = meta.get("generation")
+        return ObjectMeta(
+            name=str(meta.get("name", "")),
+            namespace=str(meta.get("namespace", "")),
+            uid=str(meta.get("uid", "")),
+            resource_version=str(meta.get("resourceVersion", "")),
+            generation=generation if isinstance(generation, int) else 0,
+        )
+
+
+def _key_of(raw: dict[str, Any]) -> str:
+    meta = raw.get("metadata")
+    if not isinstance(meta, dict):
+        return "/"
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"

@@ -1,0 +1,100 @@
+"""The two informers zen-flow runs: labelled Jobs (indexed by owner) and JobFlows."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from zen_flow.api import Job, JobFlow
+from zen_flow.api.constants import GROUP, KIND
+from zen_flow.api.jobflow import JobFlowStatus
+from zen_flow.clock import Clock
+from zen_flow.informer.informer import Informer, metadata_of
+from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
+
+OWNER_UID_INDEX = "controller-uid"
+
+
+def controller_uid(job: Job) -> list[str]:
+    ref = job.metadata.controller_ref()
+    return [ref.uid] if ref is not None else []
+
+
+def owner_flow_key(job: Job) -> str | None:
+    """`namespace/name` of the JobFlow controlling `job`, or None if a JobFlow does not control it."""
+    ref = job.metadata.controller_ref()
+    if ref is None or ref.kind != KIND or ref.api_version.split("/")[0] != GROUP:
+        return None
+    return f"{job.metadata.namespace}/{ref.name}"
+
+
+class JobInformer(Informer[Job]):
+    """Jobs selected by `app.kubernetes.io/managed-by=zen-flow` (the source applies the selector)."""
+
+    def __init__(
+        self,
+        source: ListerWatcher,
+        *,
+        clock: Clock,
+        namespaces: Sequence[str] = (),
+        options: ReflectorOptions | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            "jobs",
+            source,
+            transform=Job.from_api,
+            fallback=_job_placeholder,
+            indexers={OWNER_UID_INDEX: controller_uid},
+            namespaces=namespaces,
+            clock=clock,
+            options=options,
+            rng=rng,
+        )
+
+    def jobs_for(self, owner_uid: str) -> list[Job]:
+        """The Jobs whose controller ownerReference has this UID (a JobFlow's Jobs), sorted by name."""
+        return sorted(self.store.by_index(OWNER_UID_INDEX, owner_uid), key=lambda job: job.metadata.name)
+
+
+class JobFlowInformer(Informer[JobFlow]):
+    """JobFlows. One whose spec does not parse is cached as a placeholder with its metadata and (if that
+    parses) its status, so reconcile can mark it Failed; `parse_error(key)` says what is wrong."""
+
+    def __init__(
+        self,
+        source: ListerWatcher,
+        *,
+        clock: Clock,
+        namespaces: Sequence[str] = (),
+        options: ReflectorOptions | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            "jobflows",
+            source,
+            transform=JobFlow.model_validate,
+            fallback=_flow_placeholder,
+            namespaces=namespaces,
+            clock=clock,
+            options=options,
+            rng=rng,
+        )
+
+
+def _job_placeholder(raw: dict[str, Any]) -> Job:
+    # Metadata alone keeps the owner index right; a Job with no readable status looks "not finished".
+    return Job(metadata=metadata_of(raw))
+
+
+def _flow_placeholder(raw: dict[str, Any]) -> JobFlow:
+    status = JobFlowStatus()
+    raw_status = raw.get("status")
+    if isinstance(raw_status, dict):
+        with contextlib.suppress(ValidationError):  # a placeholder with an empty status then
+            status = JobFlowStatus.model_validate(raw_status)
+    return JobFlow(metadata=metadata_of(raw), status=status)

@@ -1,0 +1,64 @@
+"""The only package that imports kubernetes_asyncio: typed calls to the apiserver.
+
+`KubeClient` (one per process) carries config, QPS limits, timeouts and retries; the resource modules
+add what zen-flow does with Jobs, JobFlows, Events and Leases. Errors are `zen_flow.kube.errors`.
+"""
+
+from zen_flow.kube.client import (
+    USER_AGENT,
+    ClientOptions,
+    KubeClient,
+    KubeConfig,
+    ListResult,
+    ResponseHook,
+    WatchEvent,
+    WatchStream,
+    load_config,
+    request_labels,
+)
+from zen_flow.kube.cluster import Cluster
+from zen_flow.kube.errors import (
+    AlreadyExists,
+    ApiError,
+    Conflict,
+    Expired,
+    Invalid,
+    KubeError,
+    NotFound,
+    TooManyRequests,
+    TransportError,
+)
+from zen_flow.kube.events import EventRecorder
+from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.leases import LeaseClient
+from zen_flow.kube.resource import Resource, ResourceLister
+
+__all__ = [
+    "USER_AGENT",
+    "AlreadyExists",
+    "ApiError",
+    "ClientOptions",
+    "Cluster",
+    "Conflict",
+    "EventRecorder",
+    "Expired",
+    "Invalid",
+    "JobClient",
+    "JobFlowClient",
+    "KubeClient",
+    "KubeConfig",
+    "KubeError",
+    "LeaseClient",
+    "ListResult",
+    "NotFound",
+    "Resource",
+    "ResourceLister",
+    "ResponseHook",
+    "TooManyRequests",
+    "TransportError",
+    "WatchEvent",
+    "WatchStream",
+    "load_config",
+    "request_labels",
+]

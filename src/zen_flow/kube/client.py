@@ -1,0 +1,392 @@
+"""One connection to the apiserver for the whole process: config loading, limits, timeouts, retries.
+
+Every request goes through `KubeClient.request` or `KubeClient.stream`, which
+
+- wait for a token from a client-side token bucket (QPS/burst, like client-go's `rest.Config`);
+- send `User-Agent: zen-flow/<version>` (the benchmark tells controller traffic apart by it);
+- always carry a client-side timeout: kubernetes_asyncio's default is *no* timeout at all, so a half-open
+  TCP connection would hang a call forever (craft.md §2.2);
+- read the body as raw JSON. We call `ApiClient.call_api` with `_preload_content=False` instead of the
+  generated `BatchV1Api`/`CustomObjectsApi` methods: no model deserialization (a Job list decoded into
+  `V1Job` objects costs more than the request), explicit content types (the JSON-patch trap, craft.md
+  §2.3), status checked by us and mapped to `zen_flow.kube.errors`;
+- retry single idempotent calls on transient failures with tenacity: few attempts, short, jittered,
+  honouring Retry-After (craft.md §7). Long retries belong to the workqueue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import tenacity
+from kubernetes_asyncio.client.api_client import ApiClient
+from kubernetes_asyncio.client.configuration import Configuration
+from kubernetes_asyncio.config import ConfigException, load_kube_config
+from kubernetes_asyncio.config.incluster_config import (
+    SERVICE_CERT_FILENAME,
+    SERVICE_TOKEN_FILENAME,
+    InClusterConfigLoader,
+)
+
+from zen_flow import __version__
+from zen_flow.clock import Clock, SystemClock
+from zen_flow.kube.errors import ApiError, Expired, KubeError, TransportError, from_response, from_status
+from zen_flow.ratelimit import TokenBucket
+
+USER_AGENT = f"zen-flow/{__version__}"
+
+Query = Sequence[tuple[str, str]]
+
+ResponseHook = Callable[[str, str, int], None]
+"""`hook(verb, resource, code)`, called once per HTTP request sent (every retry attempt, every watch
+opened) with the apiserver's verb name (see `request_labels`) and the status code, 0 when no answer came.
+It runs on the event loop for every request: keep it cheap and never let it raise."""
+
+# Errors that mean "no HTTP answer": aiohttp's own, OS-level socket errors, and client timeouts.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    qps: float = 50.0
+    burst: int = 100
+    timeout: float = 30.0  # total seconds for one ordinary request, body included
+    connect_timeout: float = 10.0
+    user_agent: str = USER_AGENT
+    retry_attempts: int = 3
+    retry_deadline: float = 5.0  # give up retrying after this many seconds
+    retry_max_wait: float = 2.0  # cap on one wait, also applied to Retry-After
+    # HTTP/1.1: every open watch holds a connection of its own (two per watched namespace), and a request
+    # finding the pool exhausted waits for a free connection; keep this well above the watch count.
+    max_connections: int = 100
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """Where the apiserver is and how to authenticate; an opaque handle for `KubeClient`."""
+
+    host: str
+    source: str  # "in-cluster" or the kubeconfig path, for the startup log line
+    configuration: Configuration = field(repr=False, compare=False)
+
+
+async def load_config(kubeconfig: str | None = None, context: str | None = None) -> KubeConfig:
+    """Find the cluster like controller-runtime does: explicit path, then $KUBECONFIG, then in-cluster,
+    then ~/.kube/config.
+
+    An explicit choice ($KUBECONFIG) wins over the ambient service account, so `KUBECONFIG=... zen-flow`
+    inside a pod talks to the cluster the user named. The kubeconfig is never written back
+    (`persist_config=False`: the container's root filesystem is read-only).
+    """
+    configuration = Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            # Re-reads the projected service-account token every minute (it rotates hourly).
+            loader = InClusterConfigLoader(
+                token_filename=SERVICE_TOKEN_FILENAME, cert_filename=SERVICE_CERT_FILENAME
+            )
+            loader.load_and_set(configuration)
+        except ConfigException as err:
+            raise KubeError(f"in-cluster config: {err}") from err
+        return KubeConfig(host=str(configuration.host), source="in-cluster", configuration=configuration)
+    path = path or _default_kubeconfig()
+    try:
+        await load_kube_config(
+            config_file=path, context=context, client_configuration=configuration, persist_config=False
+        )
+    except (ConfigException, OSError) as err:
+        raise KubeError(f"kubeconfig {path}: {err}") from err
+    return KubeConfig(host=str(configuration.host), source=path, configuration=configuration)
+
+
+class Limiter(Protocol):
+    async def acquire(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ListResult:
+    """A complete (all pages) LIST: raw items and the list's resourceVersion to watch from."""
+
+    items: tuple[dict[str, Any], ...]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK (ERROR is raised as an exception)
+    object: dict[str, Any]
+
+    @property
+    def resource_version(self) -> str:
+        meta = self.object.get("metadata")
+        return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
+
+
+class KubeClient:
+    """The process's one ApiClient (one aiohttp session, one connection pool). Close it on shutdown."""
+
+    def __init__(
+        self,
+        config: KubeConfig,
+        options: ClientOptions | None = None,
+        *,
+        clock: Clock | None = None,
+        limiter: Limiter | None = None,
+        on_response: ResponseHook | None = None,
+    ) -> None:
+        self.options = options or ClientOptions()
+        self._on_response = on_response
+        self.host = config.host
+        config.configuration.connection_pool_maxsize = self.options.max_connections
+        self._api = ApiClient(configuration=config.configuration)
+        self._api.user_agent = self.options.user_agent
+        self._clock = clock or SystemClock()
+        self._limiter: Limiter = limiter or TokenBucket(
+            self.options.qps, self.options.burst, clock=self._clock
+        )
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        retry: bool = True,
+        request_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """One API call; returns the decoded JSON body. Raises `ApiError` subclasses or `TransportError`."""
+        if not retry:
+            return await self._request_once(method, path, query, body, content_type, request_timeout)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.options.retry_attempts)
+            | tenacity.stop_after_delay(self.options.retry_deadline),
+            wait=self._retry_wait,
+            retry=tenacity.retry_if_exception(_transient),
+            sleep=self._clock.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._request_once(method, path, query, body, content_type, request_timeout)
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    async def list_all(self, path: str, query: Query = (), *, page_size: int | None = 500) -> ListResult:
+        """LIST every page (`page_size=None`: one request). If a continue token expires mid-way (the
+        snapshot was compacted), start over with one unpaginated LIST, as client-go's pager does."""
+        items: list[dict[str, Any]] = []
+        resource_version = ""
+        token = ""
+        while True:
+            page_query = [*query, ("limit", str(page_size))] if page_size else [*query]
+            if token:
+                page_query.append(("continue", token))
+            try:
+                page = await self.request("GET", path, query=page_query)
+            except Expired:
+                if not token:
+                    raise
+                page = await self.request("GET", path, query=query)
+                items, resource_version = [], ""
+            meta = page.get("metadata") or {}
+            resource_version = resource_version or str(meta.get("resourceVersion", ""))
+            items.extend(page.get("items") or ())
+            token = str(meta.get("continue") or "")
+            if not token:
+                return ListResult(items=tuple(items), resource_version=resource_version)
+
+    @asynccontextmanager
+    async def stream(self, path: str, query: Query, *, timeout_seconds: int) -> AsyncIterator[WatchStream]:
+        """Open a WATCH; the server ends it after `timeout_seconds`, the client gives it 30 s more.
+
+        The response is closed (not returned to the pool half-read) when the block exits, however it
+        exits. No retries here: the informer owns reconnect policy.
+        """
+        await self._limiter.acquire()
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds + 30, sock_connect=self.options.connect_timeout
+        )
+        full_query = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
+        try:
+            response: aiohttp.ClientResponse = await self._call(path, "GET", full_query, None, client_timeout)
+        except _TRANSPORT_ERRORS as err:
+            self._observe("GET", path, 0, watch=True)
+            raise TransportError(f"GET {path} (watch): {err!r}") from err
+        self._observe("GET", path, response.status, watch=True)
+        try:
+            if response.status != 200:
+                raise from_response(
+                    response.status, await _read(response), response.headers.get("Retry-After")
+                )
+            yield WatchStream(response)
+        finally:
+            response.close()
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        query: Query,
+        body: dict[str, Any] | None,
+        content_type: str,
+        request_timeout: float | None,
+    ) -> dict[str, Any]:
+        await self._limiter.acquire()
+        client_timeout = aiohttp.ClientTimeout(
+            total=request_timeout or self.options.timeout, sock_connect=self.options.connect_timeout
+        )
+        headers = {"Content-Type": content_type} if body is not None else {}
+        try:
+            response: aiohttp.ClientResponse = await self._call(
+                path, method, query, body, client_timeout, headers
+            )
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+        except _TRANSPORT_ERRORS as err:
+            self._observe(method, path, 0)
+            raise TransportError(f"{method} {path}: {err!r}") from err
+        self._observe(method, path, response.status)
+        if not 200 <= response.status < 300:
+            raise from_response(response.status, raw, response.headers.get("Retry-After"))
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError as err:
+            raise TransportError(f"{method} {path}: undecodable response {raw[:200]!r}") from err
+        return decoded if isinstance(decoded, dict) else {}
+
+    async def _call(
+        self,
+        path: str,
+        method: str,
+        query: Query,
+        body: dict[str, Any] | None,
+        client_timeout: aiohttp.ClientTimeout,
+        headers: dict[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await self._api.call_api(
+            path,
+            method,
+            query_params=list(query),
+            header_params={"Accept": "application/json", **(headers or {})},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=client_timeout,
+        )
+        return response
+
+    def _observe(self, method: str, path: str, code: int, *, watch: bool = False) -> None:
+        if self._on_response is not None:
+            verb, resource = request_labels(method, path, watch=watch)
+            self._on_response(verb, resource, code)
+
+    def _retry_wait(self, state: tenacity.RetryCallState) -> float:
+        cap = self.options.retry_max_wait
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, ApiError) and error.retry_after is not None:
+            return min(error.retry_after, cap)
+        # 0.1 s, 0.2 s, 0.4 s ... each plus up to 100 % jitter, so a fleet of clients does not retry in step.
+        base = 0.1 * 2.0 ** (state.attempt_number - 1)
+        return min(base * (1 + random.random()), cap)
+
+
+class WatchStream:
+    """Decoded watch events, one JSON object per line. ERROR events raise (410 → `Expired`).
+
+    A plain iterator class rather than an async generator: an abandoned generator would be finalized
+    at some later garbage collection, outside the `stream()` block that owns the response.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._content = response.content
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while True:
+            try:
+                line = await self._content.readline()
+            except (*_TRANSPORT_ERRORS, ValueError) as err:
+                raise TransportError(f"watch stream: {err!r}") from err
+            if not line:
+                raise StopAsyncIteration  # the server closed the watch (timeoutSeconds elapsed)
+            if line.strip():
+                return _decode_event(line)
+
+
+def _decode_event(line: bytes) -> WatchEvent:
+    try:
+        decoded = json.loads(line)
+    except ValueError as err:
+        raise TransportError(f"undecodable watch line: {line[:200]!r}") from err
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("object"), dict):
+        raise TransportError(f"malformed watch event: {line[:200]!r}")
+    event_type = str(decoded.get("type", ""))
+    obj: dict[str, Any] = decoded["object"]
+    if event_type == "ERROR":
+        raise from_status(500, obj)
+    return WatchEvent(type=event_type, object=obj)
+
+
+def request_labels(method: str, path: str, *, watch: bool = False) -> tuple[str, str]:
+    """(verb, resource) of a request as the apiserver's audit log names them, from the method and path.
+
+    `GET /apis/batch/v1/namespaces/ns/jobs` -> ("list", "jobs"); `PATCH .../jobflows/x/status` ->
+    ("patch", "jobflows/status"); a watch is ("watch", plural). String splitting only: it runs per request.
+    """
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:]  # drop /api/<v> or /apis/<group>/<v>
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]  # namespaced: drop namespaces/<ns>; `/api/v1/namespaces/<ns>` is a Namespace
+    resource = rest[0] if rest else ""
+    named = len(rest) >= 2
+    if len(rest) >= 3:
+        resource = f"{resource}/{rest[2]}"
+    if method == "GET":
+        verb = "watch" if watch else "get" if named else "list"
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = _VERBS.get(method, method.lower())
+    return verb, resource
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def _default_kubeconfig() -> str:
+    return os.path.expanduser("~/.kube/config")
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, TransportError) or (isinstance(error, ApiError) and error.transient)
+
+
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    except _TRANSPORT_ERRORS:
+        return b""

@@ -1,0 +1,33 @@
+"""The writes reconcile makes, in the shape `zen_flow.controller.ClusterApi` asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zen_flow.api import Job
+from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.kube.jobs import JobClient
+
+
+class Cluster:
+    def __init__(self, jobs: JobClient, flows: JobFlowClient) -> None:
+        self._jobs = jobs
+        self._flows = flows
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        """`AlreadyExists` if the name is taken."""
+        return await self._jobs.create(namespace, body)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Background propagation (the Pods go too). `NotFound` if already gone."""
+        await self._jobs.delete(namespace, name, propagation="Background")
+
+    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        """Merge patch on /status; `Conflict` if the patch carries a stale resourceVersion.
+        Returns the flow's new resourceVersion."""
+        updated = await self._flows.patch_status(namespace, name, patch)
+        return str((updated.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
+        """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""
+        await self._flows.delete(namespace, name, uid)

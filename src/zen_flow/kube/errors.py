@@ -1,0 +1,120 @@
+"""Our own exceptions for apiserver failures, so no kubernetes_asyncio or aiohttp type leaks upward.
+
+The apiserver answers errors with a `Status` object (`{"kind": "Status", "code": 409, "reason":
+"AlreadyExists", "message": ...}`); `from_status` maps it to the narrowest class here. Callers catch by
+class (`except NotFound`) instead of comparing status codes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class KubeError(Exception):
+    """Anything that went wrong talking to the apiserver."""
+
+
+class TransportError(KubeError):
+    """The request did not get an HTTP answer: connection refused/reset, TLS failure, client timeout."""
+
+
+class ApiError(KubeError):
+    """The apiserver answered with an error status."""
+
+    def __init__(self, status: int, reason: str = "", message: str = "", retry_after: float | None = None):
+        super().__init__(f"{status} {reason}: {message}" if reason else f"{status}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        # Seconds the server asked us to wait (Retry-After header or details.retryAfterSeconds).
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Worth a short retry: throttling or a server-side hiccup, not a verdict on the request."""
+        return self.status in (429, 500, 502, 503, 504)
+
+
+class NotFound(ApiError):
+    """404."""
+
+
+class Conflict(ApiError):
+    """409: a stale resourceVersion, a failed precondition, or (subclass) the name is taken."""
+
+
+class AlreadyExists(Conflict):
+    """409 with reason AlreadyExists: a create found an object of that name (adopt it)."""
+
+
+class Invalid(ApiError):
+    """422: the object failed validation or admission (a webhook's or CEL rule's denial)."""
+
+
+class Expired(ApiError):
+    """410 Gone / Expired: the resourceVersion or continue token is too old; relist."""
+
+
+class TooManyRequests(ApiError):
+    """429: throttled by API priority and fairness; `retry_after` says for how long."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    404: NotFound,
+    409: Conflict,
+    410: Expired,
+    422: Invalid,
+    429: TooManyRequests,
+}
+
+
+def from_status(
+    status: int, body: Mapping[str, Any] | None, retry_after_header: str | None = None
+) -> ApiError:
+    """Build the right exception from an HTTP status and a decoded `Status` body (may be empty)."""
+    body = body or {}
+    reason = str(body.get("reason") or "")
+    message = str(body.get("message") or "")
+    code = body.get("code")
+    if isinstance(code, int) and code >= 400:
+        status = code  # a watch ERROR event carries the real code in the body
+    retry_after = _retry_after(retry_after_header, body)
+    cls = _BY_STATUS.get(status, ApiError)
+    if cls is Conflict and reason == "AlreadyExists":
+        cls = AlreadyExists
+    # A list at a resourceVersion newer than the cache answers 504 "Too large resource version"; like
+    # client-go we treat it as "expired" so the reflector falls back to a consistent list.
+    if status == 504 and _has_cause(body, "ResourceVersionTooLarge"):
+        cls = Expired
+    return cls(status, reason, message, retry_after)
+
+
+def from_response(status: int, raw: bytes, retry_after_header: str | None = None) -> ApiError:
+    try:
+        decoded = json.loads(raw) if raw else {}
+    except ValueError:
+        decoded = {"message": raw[:512].decode("utf-8", "replace")}
+    body = decoded if isinstance(decoded, dict) else {}
+    return from_status(status, body, retry_after_header)
+
+
+def _retry_after(header: str | None, body: Mapping[str, Any]) -> float | None:
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            pass  # an HTTP-date: the apiserver never sends one; ignore rather than parse
+    details = body.get("details")
+    if isinstance(details, dict):
+        seconds = details.get("retryAfterSeconds")
+        if isinstance(seconds, int | float):
+            return max(0.0, float(seconds))
+    return None
+
+
+def _has_cause(body: Mapping[str, Any], reason: str) -> bool:
+    details = body.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return isinstance(causes, list) and any(isinstance(c, dict) and c.get("reason") == reason for c in causes)

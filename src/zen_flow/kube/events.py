@@ -1,0 +1,110 @@
+"""Kubernetes Events on JobFlows (`kubectl describe jobflow` shows them). Best effort by design.
+
+Reconcile calls `emit()`, which only queues: an event must never slow a reconcile down, let alone fail
+it. `run()` (one long-lived task) sends them; a failed send is logged and dropped, and when the queue is
+full new events are dropped too (an apiserver outage must not grow memory without bound).
+
+Each event is a fresh core/v1 Event named `<flow>.<random hex>`, like client-go's recorder names them,
+without its count aggregation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from dataclasses import dataclass
+
+import structlog
+
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.api.meta import format_time
+from zen_flow.clock import Clock
+from zen_flow.kube.client import KubeClient
+from zen_flow.kube.errors import KubeError
+from zen_flow.kube.resource import Resource
+
+EVENTS = Resource("", "v1", "events")
+COMPONENT = "zen-flow"
+_MAX_MESSAGE = 1024  # what the apiserver accepts for a core/v1 Event message
+_MAX_NAME = 253
+
+log = structlog.get_logger("zen_flow.events")
+
+
+@dataclass(frozen=True)
+class _Pending:
+    flow: JobFlow
+    type: str
+    reason: str
+    message: str
+
+
+class EventRecorder:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        clock: Clock,
+        instance: str | None = None,
+        max_pending: int = 1000,
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._instance = instance or socket.gethostname()
+        self._pending: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
+        self.dropped = 0
+
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
+        """Queue an event (type_ "Normal" or "Warning"). Never blocks, never raises."""
+        try:
+            self._pending.put_nowait(_Pending(flow, type_, reason, message))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("event dropped: queue full", flow=flow.key, reason=reason)
+
+    async def run(self) -> None:
+        """Send queued events, one at a time, forever."""
+        while True:
+            item = await self._pending.get()
+            await self.record(item.flow, item.type, item.reason, item.message)
+
+    async def record(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
+        """Send one event now. Errors are logged and swallowed."""
+        ns = flow.metadata.namespace
+        try:
+            await self._client.request(
+                "POST", EVENTS.path(ns), body=self.body(flow, type_, reason, message), retry=False
+            )
+        except KubeError as err:
+            log.warning("event not recorded", flow=flow.key, reason=reason, error=str(err))
+        except Exception:  # a bug here must not take the process down for a diagnostic
+            log.exception("event not recorded", flow=flow.key, reason=reason)
+
+    def body(self, flow: JobFlow, type_: str, reason: str, message: str) -> dict[str, object]:
+        meta = flow.metadata
+        stamp = format_time(self._clock.now())
+        return {
+            "metadata": {
+                "name": f"{meta.name[: _MAX_NAME - 17]}.{secrets.token_hex(8)}",
+                "namespace": meta.namespace,
+            },
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "uid": meta.uid,
+                "resourceVersion": meta.resource_version,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:_MAX_MESSAGE],
+            "source": {"component": COMPONENT, "host": self._instance},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }

@@ -1,0 +1,52 @@
+"""batch/v1 Jobs that zen-flow manages: list/watch (label-selected), create, delete."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from zen_flow.api import Job
+from zen_flow.api.constants import FIELD_MANAGER, JOB_SELECTOR
+from zen_flow.kube.client import KubeClient
+from zen_flow.kube.resource import Resource, ResourceLister
+
+JOBS = Resource("batch", "v1", "jobs")
+
+Propagation = Literal["Background", "Foreground", "Orphan"]
+
+
+class JobClient(ResourceLister):
+    """Only Jobs labelled `app.kubernetes.io/managed-by=zen-flow` are listed or watched: caching every Job
+    of the cluster is the classic operator memory blow-up."""
+
+    def __init__(self, client: KubeClient, label_selector: str = JOB_SELECTOR) -> None:
+        super().__init__(client, JOBS, label_selector)
+        self._client = client
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> Job:
+        """Create a Job. `AlreadyExists` (a `Conflict`) when the name is taken: the caller adopts it.
+
+        Retried on transient errors like any call: if a lost answer hid a successful create, the retry
+        gets AlreadyExists, which the caller treats as success anyway (names are deterministic).
+        """
+        created = await self._client.request(
+            "POST", JOBS.path(namespace), query=[("fieldManager", FIELD_MANAGER)], body=body
+        )
+        return Job.from_api(created)
+
+    async def delete(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        propagation: Propagation = "Background",
+        uid: str | None = None,
+    ) -> None:
+        """Delete a Job and (Background) its Pods; a plain DELETE of a Job orphans its Pods.
+
+        Raises `NotFound` if it is already gone (callers use that to settle expectations) and `Conflict`
+        if `uid` is given and the Job of that name is a different one.
+        """
+        body: dict[str, Any] = {"propagationPolicy": propagation}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        await self._client.request("DELETE", JOBS.path(namespace, name), body=body)

@@ -1,0 +1,93 @@
+"""coordination.k8s.io/v1 Leases for leader election: `zen_flow.leader.LeaseStore` over the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from zen_flow.api.meta import parse_time
+from zen_flow.kube.client import KubeClient
+from zen_flow.kube.errors import Conflict, NotFound
+from zen_flow.kube.resource import Resource
+from zen_flow.leader import ConflictError, LeaseRecord
+
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+def format_micro_time(value: datetime) -> str:
+    """metav1.MicroTime: RFC 3339 with microseconds and a `Z`."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseClient:
+    """No retries here: the elector bounds each attempt with its own timeout and retries on its period."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self._client = client
+
+    async def get(self, name: str, namespace: str) -> LeaseRecord | None:
+        try:
+            lease = await self._client.request("GET", LEASES.path(namespace, name), retry=False)
+        except NotFound:
+            return None
+        return _record(lease)
+
+    async def create(self, record: LeaseRecord) -> LeaseRecord:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": record.name, "namespace": record.namespace},
+            "spec": _spec(record),
+        }
+        try:
+            lease = await self._client.request("POST", LEASES.path(record.namespace), body=body, retry=False)
+        except Conflict as err:
+            raise ConflictError(str(err)) from err
+        return _record(lease)
+
+    async def update(self, record: LeaseRecord) -> LeaseRecord:
+        """A merge patch made conditional by the resourceVersion: 409 if anyone wrote the Lease since we
+        read it. Unlike a PUT it leaves fields we do not own (labels, annotations) alone."""
+        if not record.resource_version:
+            raise ValueError("update needs the resourceVersion the record was read at")
+        patch = {"metadata": {"resourceVersion": record.resource_version}, "spec": _spec(record)}
+        try:
+            lease = await self._client.request(
+                "PATCH",
+                LEASES.path(record.namespace, record.name),
+                body=patch,
+                content_type=_MERGE_PATCH,
+                retry=False,
+            )
+        except Conflict as err:
+            raise ConflictError(str(err)) from err
+        return _record(lease)
+
+
+def _spec(record: LeaseRecord) -> dict[str, Any]:
+    # Explicit nulls: in a merge patch they delete a timestamp the record no longer has.
+    return {
+        "holderIdentity": record.holder_identity,
+        "leaseDurationSeconds": record.lease_duration_seconds,
+        "acquireTime": format_micro_time(record.acquire_time) if record.acquire_time else None,
+        "renewTime": format_micro_time(record.renew_time) if record.renew_time else None,
+        "leaseTransitions": record.lease_transitions,
+    }
+
+
+def _record(lease: dict[str, Any]) -> LeaseRecord:
+    meta = lease.get("metadata") or {}
+    spec = lease.get("spec") or {}
+    acquire = spec.get("acquireTime")
+    renew = spec.get("renewTime")
+    return LeaseRecord(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace", "")),
+        holder_identity=str(spec.get("holderIdentity") or ""),
+        lease_duration_seconds=int(spec.get("leaseDurationSeconds") or LeaseRecord.lease_duration_seconds),
+        acquire_time=parse_time(acquire) if acquire else None,
+        renew_time=parse_time(renew) if renew else None,
+        lease_transitions=int(spec.get("leaseTransitions") or 0),
+        resource_version=str(meta.get("resourceVersion", "")),
+    )

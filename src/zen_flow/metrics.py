@@ -1,0 +1,205 @@
+"""Prometheus metrics, on a registry of our own (no global state; tests build their own).
+
+Gauges that describe the world (flows and steps by phase, pending approvals) are computed from the
+informer cache at scrape time by a collector, so they can never drift the way inc/dec gauges do.
+Labels are bounded: namespace and phase, never flow or step names (cardinality).
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from zen_flow import __version__
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import StepPhase
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+class FlowCollector(Collector):
+    """zen_flow_jobflows{namespace,phase}, zen_flow_steps{namespace,phase}, zen_flow_approvals_pending."""
+
+    def __init__(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
+        self._flows = flows
+
+    def collect(self) -> Iterator[Metric]:
+        by_flow: Tally[tuple[str, str]] = Tally()
+        by_step: Tally[tuple[str, str]] = Tally()
+        approvals: Tally[str] = Tally()
+        for flow in self._flows():
+            ns = flow.metadata.namespace
+            by_flow[(ns, flow.status.phase or "Pending")] += 1
+            for step in flow.status.steps:
+                by_step[(ns, step.phase)] += 1
+                if step.phase == StepPhase.PENDING_APPROVAL:
+                    approvals[ns] += 1
+        flows = GaugeMetricFamily(
+            "zen_flow_jobflows", "JobFlows in the cache by phase", labels=["namespace", "phase"]
+        )
+        for (ns, phase), n in sorted(by_flow.items()):
+            flows.add_metric([ns, phase], n)
+        steps = GaugeMetricFamily(
+            "zen_flow_steps", "Steps of cached JobFlows by phase", labels=["namespace", "phase"]
+        )
+        for (ns, phase), n in sorted(by_step.items()):
+            steps.add_metric([ns, phase], n)
+        pending = GaugeMetricFamily(
+            "zen_flow_approvals_pending", "Manual steps waiting for approval", labels=["namespace"]
+        )
+        for ns, n in sorted(approvals.items()):
+            pending.add_metric([ns], n)
+        yield from (flows, steps, pending)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge("zen_flow_build_info", "zen-flow version", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        # reconcile
+        self.reconciles = Counter(
+            "zen_flow_reconcile_total",
+            "Reconciles by result (ok, requeue, error, invalid)",
+            ["result"],
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "zen_flow_reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.plan_duration = Histogram(
+            "zen_flow_plan_duration_seconds",
+            "Time spent in the pure planner",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.status_patches = Counter(
+            "zen_flow_status_patches_total",
+            "Status writes (written) and skipped unchanged ones",
+            ["result"],
+            registry=r,
+        )
+        self.flow_completions = Counter(
+            "zen_flow_jobflow_completions_total",
+            "Flows that reached a terminal phase",
+            ["namespace", "phase"],
+            registry=r,
+        )
+        self.step_transitions = Counter(
+            "zen_flow_step_transitions_total", "Step phase transitions", ["namespace", "phase"], registry=r
+        )
+        self.step_duration = Histogram(
+            "zen_flow_step_duration_seconds",
+            "Step run time by result",
+            ["namespace", "result"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.step_retries = Counter(
+            "zen_flow_step_retries_total", "Step retries started", ["namespace"], registry=r
+        )
+        self.step_timeouts = Counter(
+            "zen_flow_step_timeouts_total", "Steps stopped by their timeout", ["namespace"], registry=r
+        )
+        self.job_creates = Counter(
+            "zen_flow_job_creates_total",
+            "Job creates by result (created, adopted, error)",
+            ["result"],
+            registry=r,
+        )
+        self.job_deletes = Counter(
+            "zen_flow_job_deletes_total", "Jobs deleted by reason", ["reason"], registry=r
+        )
+        self.api_requests = Counter(
+            "zen_flow_api_requests_total",
+            "Requests sent to the apiserver",
+            ["verb", "resource", "code"],
+            registry=r,
+        )
+        # informers
+        self.informer_events = Counter(
+            "zen_flow_informer_events_total",
+            "Watch events applied to the cache",
+            ["resource", "type"],
+            registry=r,
+        )
+        self.informer_relists = Counter(
+            "zen_flow_informer_relists_total", "Full relists", ["resource"], registry=r
+        )
+        self.informer_cached = Gauge(
+            "zen_flow_informer_cached_objects", "Objects in the cache", ["resource"], registry=r
+        )
+        # leader election
+        self.leader = Gauge(
+            "leader_election_master_status", "1 while this replica leads", ["name"], registry=r
+        )
+        self.leader_transitions = Counter(
+            "zen_flow_leader_transitions_total", "Times this replica became leader", registry=r
+        )
+        # webhooks
+        self.webhook_requests = Counter(
+            "zen_flow_webhook_requests_total",
+            "Admission reviews by webhook and outcome",
+            ["webhook", "allowed"],
+            registry=r,
+        )
+        self.webhook_duration = Histogram(
+            "zen_flow_webhook_duration_seconds",
+            "Admission review handling time",
+            ["webhook"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cert_reloads = Counter(
+            "zen_flow_webhook_cert_reloads_total",
+            "Serving certificate reloads by result",
+            ["result"],
+            registry=r,
+        )
+        self.cert_expiry = Gauge(
+            "zen_flow_webhook_cert_expiry_timestamp_seconds",
+            "notAfter of the serving certificate",
+            registry=r,
+        )
+        # work queue (client-go names)
+        self.wq_depth = Gauge("workqueue_depth", "Current depth of the work queue", ["name"], registry=r)
+        self.wq_adds = Counter("workqueue_adds_total", "Adds handled by the work queue", ["name"], registry=r)
+        self.wq_latency = Histogram(
+            "workqueue_queue_duration_seconds",
+            "Time an item waits before being processed",
+            ["name"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.wq_work = Histogram(
+            "workqueue_work_duration_seconds",
+            "Time processing an item takes",
+            ["name"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.wq_retries = Counter("workqueue_retries_total", "Rate-limited re-adds", ["name"], registry=r)
+        self.wq_unfinished = Gauge(
+            "workqueue_unfinished_work_seconds",
+            "Seconds of work in progress not yet done",
+            ["name"],
+            registry=r,
+        )
+        self.wq_longest = Gauge(
+            "workqueue_longest_running_processor_seconds", "Longest running processor", ["name"], registry=r
+        )
+
+    def watch_flows(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
+        self.registry.register(FlowCollector(flows))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

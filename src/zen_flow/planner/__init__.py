@@ -1,0 +1,22 @@
+"""The pure heart of the controller: `plan(flow, jobs, now) -> Plan` (no I/O, no clock reads)."""
+
+from zen_flow.planner.actions import Action, CreateJob, DeleteFlow, DeleteJob, EventSpec, Plan
+from zen_flow.planner.backoff import parse_duration, retry_delay
+from zen_flow.planner.engine import plan
+from zen_flow.planner.jobs import JobBuildError, build_job
+from zen_flow.planner.lifecycle import fail_invalid
+
+__all__ = [
+    "Action",
+    "CreateJob",
+    "DeleteFlow",
+    "DeleteJob",
+    "EventSpec",
+    "JobBuildError",
+    "Plan",
+    "build_job",
+    "fail_invalid",
+    "parse_duration",
+    "plan",
+    "retry_delay",
+]

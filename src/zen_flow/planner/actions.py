@@ -1,0 +1,57 @@
+"""What the planner hands to the controller: actions to execute, the status to write, events to emit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zen_flow.api.jobflow import JobFlowStatus
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    """Create one attempt of a step; `body` is the full batch/v1 Job manifest (a 409 is harmless)."""
+
+    step: str
+    attempt: int
+    body: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """Stop a Job: executed with background propagation so its pods go too."""
+
+    name: str
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteFlow:
+    """Delete the JobFlow itself (ttlSecondsAfterFinished expired); its Jobs follow by ownerReference."""
+
+    reason: str
+
+
+Action = CreateJob | DeleteJob | DeleteFlow
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # "Normal" | "Warning"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The outcome of one reconcile. Write `status` only if it differs from the flow's current status."""
+
+    actions: tuple[Action, ...]
+    status: JobFlowStatus
+    events: tuple[EventSpec, ...]
+    requeue_after: float | None

@@ -1,0 +1,393 @@
+"""`plan(flow, jobs, now)`: one reconcile decision, as a pure function.
+
+Three passes over the steps:
+  1. observe: advance started steps from their Jobs (terminal conditions, timeouts, vanished Jobs),
+     decide approvals, adopt Jobs a lost status write did not record;
+  2. schedule: in topological order, skip what can never run, evaluate `when`, start ready steps and
+     due retries (unless suspended, failing fast, or past the deadline);
+  3. conclude: enforce the flow deadline, end a failing flow once nothing runs, derive the phase.
+An unchanged situation yields the input status object itself and no actions (a quiet flow costs no
+API calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    APPROVE_PREFIX,
+    REJECT_PREFIX,
+    FlowPhase,
+    StepPhase,
+)
+from zen_flow.api.job import Job
+from zen_flow.api.jobflow import Approval, Audit, JobFlow, ObjectRef, Step
+from zen_flow.expressions import WhenContext, check_when
+from zen_flow.naming import job_name
+from zen_flow.planner.actions import Action, CreateJob, DeleteJob, Plan
+from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
+from zen_flow.planner.events import TIMEOUT_MARK, derive_events
+from zen_flow.planner.jobs import JobBuildError, build_job
+from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
+from zen_flow.planner.status import REASON_DEADLINE, REASON_STEP_FAILED, assemble
+from zen_flow.planner.steps import StepWork, bound
+from zen_flow.planner.timing import after, normalize, until
+
+_name = lru_cache(maxsize=65536)(job_name)
+
+
+def _true(value: str | None) -> bool:
+    return value is not None and value.strip().lower() == "true"
+
+
+class _Views(Mapping[str, Mapping[str, Any]]):
+    """What `when` sees of each step, built on access: an expression names a few steps of many."""
+
+    def __init__(self, works: Mapping[str, StepWork]) -> None:
+        self._works = works
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        work = self._works[key]
+        params = work.outputs.parameters if work.outputs is not None else ()
+        return {"phase": work.phase.value, "outputs": {"parameters": {p.name: p.value for p in params}}}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._works)
+
+    def __len__(self) -> int:
+        return len(self._works)
+
+
+class _Planner:
+    def __init__(self, flow: JobFlow, jobs: Sequence[Job], now: datetime, order: Sequence[str]) -> None:
+        self.flow = flow
+        self.now = now
+        self.order = order
+        self.jobs = {job.metadata.name: job for job in jobs}
+        old = {s.name: s for s in flow.status.steps}
+        self.works = {s.name: StepWork.load(s, old.get(s.name)) for s in flow.spec.steps}
+        self.actions: list[Action] = []
+        self.wakeups: list[datetime] = []
+        self.approvals: list[Approval] = []
+        self.suspended = bool(flow.spec.suspend)
+        self.budget = retry_budget(flow)
+        self.budget_used = sum(
+            w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0) for w in self.works.values()
+        )
+        self.failure: str | None = None  # the first step that failed for good (fail-fast)
+        for w in self.works.values():
+            if w.phase == StepPhase.FAILED and not w.spec.continue_on_failure:
+                self.failure = self.failure or f"step {w.name} failed: {w.message or 'failed'}"
+        policy = flow.spec.execution_policy
+        self.active_deadline = policy.active_deadline_seconds if policy is not None else None
+        self.start_time = flow.status.start_time
+        self.deadline_passed = self._deadline_passed()
+        self.when_context = WhenContext(_Views(self.works), self._flow_view())
+
+    def _flow_view(self) -> dict[str, Any]:
+        meta = self.flow.metadata
+        return {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "labels": dict(meta.labels),
+            "annotations": dict(meta.annotations),
+        }
+
+    def _deadline(self) -> datetime | None:
+        if self.active_deadline is None or self.active_deadline <= 0 or self.start_time is None:
+            return None
+        return after(self.start_time, self.active_deadline)
+
+    def _deadline_passed(self) -> bool:
+        deadline = self._deadline()
+        return deadline is not None and self.now >= deadline
+
+    def job_name(self, step: str, attempt: int) -> str:
+        return _name(self.flow.metadata.name, step, attempt)
+
+    def job_ref(self, name: str, job: Job | None) -> ObjectRef:
+        return ObjectRef(
+            api_version="batch/v1",
+            kind="Job",
+            name=name,
+            namespace=self.flow.metadata.namespace,
+            uid=(job.metadata.uid or None) if job is not None else None,
+        )
+
+    # --- pass 1: observe ------------------------------------------------------------------------------
+
+    def observe(self) -> None:
+        for w in self.works.values():
+            if w.phase == StepPhase.PENDING_APPROVAL:
+                self.observe_approval(w)
+            elif w.phase == StepPhase.RUNNING:
+                self.observe_running(w)
+            self.adopt(w)
+
+    def adopt(self, w: StepWork) -> None:
+        """A Job of the next attempt exists although status does not know it: the status write after
+        the create was lost. Take it over (never create it twice); repeat for several lost writes."""
+        while not w.spec.is_manual and w.phase in (StepPhase.PENDING, StepPhase.RETRYING):
+            attempt = w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0)
+            name = self.job_name(w.name, attempt)
+            job = self.jobs.get(name)
+            if job is None:
+                return
+            # The budget is unchanged: a Retrying step's reservation becomes its retry count.
+            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=w.message)
+            self.observe_running(w)
+
+    def observe_running(self, w: StepWork) -> None:
+        ref = w.job_ref
+        name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
+        job = self.jobs.get(name)
+        if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
+            self.attempt_failed(w, f"Job {name} not found (deleted outside zen-flow)", self.now)
+            return
+        if ref is None or ref.uid is None or ref.name != name:
+            w.job_ref = self.job_ref(name, job)
+        if job.complete:
+            w.succeed(self.now, None)
+            return
+        if job.failed:
+            cond = job.condition("Failed")
+            detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
+            failed_at = cond.last_transition_time if cond is not None else None
+            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", failed_at or self.now)
+            return
+        if job.deleting:
+            self.attempt_failed(w, f"Job {name} was deleted outside zen-flow", self.now)
+            return
+        timeout = w.spec.timeout_seconds
+        if timeout is not None and timeout > 0:
+            began = job.metadata.creation_timestamp or job.status.start_time or w.start_time or self.now
+            due = after(began, timeout)
+            if self.now >= due:
+                self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
+                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
+            else:
+                self.wakeups.append(due)
+
+    def attempt_failed(self, w: StepWork, error: str, failed_at: datetime) -> None:
+        limit = retry_limit(w.spec)
+        done = w.retry_count
+        error = f"attempt {done + 1} failed: {error}" if limit else error
+        if done < limit and self.budget_used < self.budget and self.failure is None:
+            self.budget_used += 1
+            w.retry_at(after(failed_at, retry_delay(w.spec.retry_policy, done)), error)
+            return
+        if limit and done >= limit:
+            error += f" (retries exhausted: {done}/{limit})"
+        elif limit and self.budget_used >= self.budget:
+            error += f" (flow retry budget backoffLimit={self.budget} used up)"
+        w.fail(self.now, error)
+        self.note_failure(w)
+
+    def note_failure(self, w: StepWork) -> None:
+        if not w.spec.continue_on_failure and self.failure is None:
+            self.failure = f"step {w.name} failed: {w.message or 'failed'}"
+
+    def decision(self, step: str) -> tuple[str, str | None] | None:
+        annotations = self.flow.metadata.annotations
+        user = annotations.get(ANNOTATION_APPROVED_BY_PREFIX + step) or None
+        if _true(annotations.get(REJECT_PREFIX + step)):
+            return "Rejected", user
+        if _true(annotations.get(APPROVE_PREFIX + step)):
+            return "Approved", user
+        return None
+
+    def observe_approval(self, w: StepWork) -> None:
+        decided = self.decision(w.name)
+        if decided is None:
+            return
+        verdict, user = decided
+        w.approved_by = user
+        self.approvals.append(Approval(step=w.name, decision=verdict, user=user, time=self.now))
+        if verdict == "Approved":
+            w.succeed(self.now, f"approved by {user}" if user else "approved")
+        else:
+            w.fail(self.now, f"rejected by {user}" if user else "rejected")
+            self.note_failure(w)
+
+    # --- pass 2: schedule -----------------------------------------------------------------------------
+
+    def blocked(self) -> bool:
+        return self.suspended or self.failure is not None or self.deadline_passed
+
+    def schedule(self) -> None:
+        for name in self.order:
+            w = self.works[name]
+            if w.phase == StepPhase.RETRYING:
+                self.schedule_retry(w)
+            elif w.phase == StepPhase.PENDING:
+                self.schedule_pending(w)
+
+    def schedule_retry(self, w: StepWork) -> None:
+        if self.blocked():
+            return
+        due = w.next_retry_time
+        if due is not None and self.now < due:
+            self.wakeups.append(due)
+            return
+        previous = w.message
+        self.create(w, w.retry_count + 1)
+        if w.phase == StepPhase.RUNNING and previous:
+            w.message = bound(f"attempt {w.retry_count + 1}; {previous}")
+
+    def dependency_verdict(self, w: StepWork) -> tuple[bool, str | None]:
+        """(ready, why it can never run)."""
+        ready = True
+        for dep in w.spec.dependencies:
+            d = self.works.get(dep)
+            if d is None or d is w:
+                continue  # unknown names are the validator's business; structural_errors rejects them
+            if d.phase == StepPhase.SKIPPED:
+                return False, f"dependency {dep} was skipped"
+            if d.phase == StepPhase.FAILED and not d.spec.continue_on_failure:
+                return False, f"dependency {dep} failed"
+            if d.phase not in (StepPhase.SUCCEEDED, StepPhase.FAILED):
+                ready = False
+        return ready, None
+
+    def schedule_pending(self, w: StepWork) -> None:
+        ready, never = self.dependency_verdict(w)
+        if never is not None:
+            w.skip(self.now, never)
+            return
+        if not ready or self.blocked():
+            return
+        if w.spec.when is not None:
+            verdict = check_when(w.spec.when, self.when_context)
+            if not verdict.value:
+                w.skip(self.now, verdict.reason)
+                return
+        if w.spec.is_manual:
+            self.start_manual(w)
+        else:
+            self.create(w, w.retry_count)
+
+    def start_manual(self, w: StepWork) -> None:
+        w.await_approval(self.now, w.spec.message or f"waiting for manual approval of step {w.name}")
+        self.observe_approval(w)  # approved (or rejected) before the gate was reached
+
+    def create(self, w: StepWork, attempt: int) -> None:
+        name = self.job_name(w.name, attempt)
+        existing = self.jobs.get(name)
+        if existing is not None:  # only reachable when adoption was skipped; never create twice
+            w.start(self.job_ref(name, existing), self.now, attempt=attempt)
+            self.observe_running(w)
+            return
+        try:
+            body = build_job(self.flow, w.spec, name, attempt)
+        except JobBuildError as err:
+            w.fail(self.now, f"cannot create Job: {err}")
+            self.note_failure(w)
+            return
+        self.actions.append(CreateJob(w.name, attempt, body))
+        w.start(self.job_ref(name, None), self.now, attempt=attempt)
+        if w.spec.timeout_seconds is not None and w.spec.timeout_seconds > 0:
+            self.wakeups.append(after(self.now, w.spec.timeout_seconds))
+
+    # --- pass 3: conclude -----------------------------------------------------------------------------
+
+    def conclude(self) -> tuple[FlowPhase, str | None, str]:
+        """(phase, failure message, Failed condition reason)."""
+        works = self.works.values()
+        if self.deadline_passed:
+            self.stop_all("flow deadline exceeded")
+            return FlowPhase.FAILED, f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
+        if self.failure is not None:
+            for w in works:
+                if w.phase == StepPhase.RETRYING:
+                    w.fail(self.now, f"not retried, the flow is failing; {w.message or ''}")
+            if not any(w.phase == StepPhase.RUNNING for w in works):
+                for w in works:
+                    if not w.terminal:
+                        w.skip(self.now, "not started: the flow failed")
+        if all(w.terminal for w in works):
+            failed = next((w for w in works if w.phase == StepPhase.FAILED), None)
+            if failed is None:
+                return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
+            return (
+                FlowPhase.FAILED,
+                self.failure or f"step {failed.name} failed: {failed.message}",
+                REASON_STEP_FAILED,
+            )
+        if self.suspended:
+            phase = FlowPhase.SUSPENDED
+        elif any(w.phase in (StepPhase.RUNNING, StepPhase.RETRYING) for w in works):
+            phase = FlowPhase.RUNNING
+        elif any(w.phase == StepPhase.PENDING_APPROVAL for w in works):
+            phase = FlowPhase.PAUSED
+        elif all(w.phase == StepPhase.PENDING for w in works) and self.start_time is None:
+            phase = FlowPhase.PENDING
+        else:
+            phase = FlowPhase.RUNNING
+        return phase, self.failure, REASON_STEP_FAILED
+
+    def stop_all(self, reason: str) -> None:
+        for w in self.works.values():
+            if w.phase == StepPhase.RUNNING:
+                name = w.job_ref.name if w.job_ref is not None else ""
+                job = self.jobs.get(name)
+                if job is not None and not job.finished and not job.deleting:
+                    self.actions.append(DeleteJob(name, w.name, reason))
+                w.fail(self.now, reason)
+            elif w.phase == StepPhase.RETRYING:
+                w.fail(self.now, f"{reason}; {w.message or ''}")
+            elif not w.terminal:
+                w.skip(self.now, f"not started: {reason}")
+
+    def run(self) -> Plan:
+        self.observe()
+        self.schedule()
+        if self.start_time is None and any(w.phase != StepPhase.PENDING for w in self.works.values()):
+            self.start_time = self.now
+            deadline = self._deadline()
+            if deadline is not None:
+                self.wakeups.append(deadline)
+        elif not self.deadline_passed and (deadline := self._deadline()) is not None:
+            self.wakeups.append(deadline)
+        phase, failure, reason = self.conclude()
+        old = self.flow.status
+        audit = old.audit
+        if self.approvals:
+            base = audit or Audit()
+            audit = base.model_copy(update={"approvals": (*base.approvals, *self.approvals)})
+        status = assemble(
+            self.flow,
+            [w.status() for w in self.works.values()],
+            phase,
+            failure=failure,
+            failed_reason=reason,
+            start_time=self.start_time,
+            audit=audit,
+            now=self.now,
+        )
+        if phase.terminal:
+            # TTL counts from now; the deletion itself happens on a later reconcile, after the final
+            # status (and its events) are written.
+            self.wakeups = [ttl_expiry(self.flow, self.now)]
+        requeue = [max(0.0, until(self.now, t)) for t in self.wakeups if t > self.now or phase.terminal]
+        specs: dict[str, Step] = {s.name: s for s in self.flow.spec.steps}
+        return Plan(
+            actions=tuple(self.actions),
+            status=status,
+            events=derive_events(old, status, specs),
+            requeue_after=min(requeue) if requeue else None,
+        )
+
+
+def plan(flow: JobFlow, jobs: Sequence[Job], now: datetime) -> Plan:
+    """Decide what to do for `flow`, given the Jobs it owns (any attempt) and the current time."""
+    now = normalize(now)
+    if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+        return terminal_plan(flow, now)
+    errors, order = structural_errors(flow)
+    if errors:
+        return fail_invalid(flow, errors, now)
+    return _Planner(flow, jobs, now, order).run()

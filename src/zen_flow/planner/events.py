@@ -1,0 +1,104 @@
+"""Events derived from the old → new status transition only, so planning the same state twice emits
+nothing (level-based reconcile must not spam the event stream)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
+from zen_flow.api.jobflow import JobFlowStatus, Step, StepStatus
+from zen_flow.api.meta import format_time
+from zen_flow.planner.actions import EventSpec
+from zen_flow.planner.backoff import retry_limit
+from zen_flow.planner.status import REASON_DEADLINE
+
+NORMAL = "Normal"
+WARNING = "Warning"
+TIMEOUT_MARK = "timed out after"
+REJECT_MARK = "rejected"
+
+
+def _job(status: StepStatus) -> str:
+    return status.job_ref.name if status.job_ref is not None else ""
+
+
+def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> list[EventSpec]:
+    before = old.phase if old is not None else StepPhase.PENDING
+    before_retries = old.retry_count if old is not None else 0
+    before_job = _job(old) if old is not None else ""
+    name = new.name
+    message = new.message or ""
+    out: list[EventSpec] = []
+    if new.phase == before and new.retry_count == before_retries and _job(new) == before_job:
+        return out
+    limit = retry_limit(spec) if spec is not None else 0
+    # An attempt that failed and was retried within one plan never showed as Retrying: announce it.
+    failed_silently = new.retry_count > before_retries and before == StepPhase.RUNNING
+    if new.phase == StepPhase.RETRYING or failed_silently:
+        if TIMEOUT_MARK in message:
+            out.append(EventSpec(WARNING, "StepTimedOut", f"step {name}: {message}"))
+        when = f" at {format_time(new.next_retry_time)}" if new.next_retry_time is not None else ""
+        retry = new.retry_count if new.phase != StepPhase.RETRYING else new.retry_count + 1
+        out.append(EventSpec(NORMAL, "StepRetrying", f"step {name}: {message}; retry {retry}/{limit}{when}"))
+    if new.phase == StepPhase.RUNNING:
+        attempt = f" (attempt {new.retry_count + 1})" if new.retry_count else ""
+        out.append(EventSpec(NORMAL, "StepStarted", f"step {name}: created Job {_job(new)}{attempt}"))
+    elif new.phase == StepPhase.SUCCEEDED:
+        if spec is not None and spec.is_manual:
+            out.append(EventSpec(NORMAL, "StepApproved", f"step {name}: {message or 'approved'}"))
+        else:
+            out.append(EventSpec(NORMAL, "StepSucceeded", f"step {name} succeeded"))
+    elif new.phase == StepPhase.FAILED:
+        if spec is not None and spec.is_manual and message.startswith(REJECT_MARK):
+            out.append(EventSpec(WARNING, "StepRejected", f"step {name}: {message}"))
+        else:
+            if TIMEOUT_MARK in message and before != StepPhase.RETRYING:
+                out.append(EventSpec(WARNING, "StepTimedOut", f"step {name}: {message}"))
+            out.append(EventSpec(WARNING, "StepFailed", f"step {name} failed: {message}"))
+    elif new.phase == StepPhase.SKIPPED:
+        out.append(EventSpec(NORMAL, "StepSkipped", f"step {name} skipped: {message}"))
+    elif new.phase == StepPhase.PENDING_APPROVAL:
+        out.append(EventSpec(NORMAL, "StepPendingApproval", f"step {name}: {message}"))
+    return out
+
+
+def _failed_reason(status: JobFlowStatus) -> str:
+    cond = next((c for c in status.conditions if c.type == ConditionType.FAILED), None)
+    return cond.reason if cond is not None else ""
+
+
+def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
+    out: list[EventSpec] = []
+    message = new.message or ""
+    if old.start_time is None and new.start_time is not None:
+        out.append(EventSpec(NORMAL, "FlowStarted", "flow started"))
+    if new.phase == old.phase:
+        return out
+    if old.phase == FlowPhase.SUSPENDED and new.phase != FlowPhase.SUSPENDED:
+        out.append(EventSpec(NORMAL, "FlowResumed", "flow resumed"))
+    if new.phase == FlowPhase.SUSPENDED:
+        out.append(EventSpec(NORMAL, "FlowSuspended", message or "flow suspended"))
+    elif new.phase == FlowPhase.PAUSED:
+        out.append(EventSpec(NORMAL, "FlowPaused", message))
+    elif new.phase == FlowPhase.SUCCEEDED:
+        out.append(EventSpec(NORMAL, "FlowSucceeded", message))
+    elif new.phase == FlowPhase.FAILED:
+        if _failed_reason(new) == REASON_DEADLINE:
+            out.append(EventSpec(WARNING, "FlowDeadlineExceeded", message))
+        out.append(EventSpec(WARNING, "FlowFailed", message))
+    return out
+
+
+def derive_events(old: JobFlowStatus, new: JobFlowStatus, specs: Mapping[str, Step]) -> tuple[EventSpec, ...]:
+    """Step events in status order, then flow events."""
+    if old is new:
+        return ()
+    previous = {s.name: s for s in old.steps}
+    out: list[EventSpec] = []
+    for step in new.steps:
+        before = previous.get(step.name)
+        if before is step:
+            continue
+        out.extend(_step_events(before, step, specs.get(step.name)))
+    out.extend(_flow_events(old, new))
+    return tuple(out)

@@ -1,0 +1,144 @@
+"""The batch/v1 Job manifest for one attempt of a step (JOBFLOW_API.md decisions 5, 10, 13)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from zen_flow.api.constants import (
+    API_VERSION,
+    KIND,
+    LABEL_ATTEMPT,
+    LABEL_FLOW,
+    LABEL_MANAGED_BY,
+    LABEL_STEP,
+    MANAGED_BY,
+)
+from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
+from zen_flow.naming import label_value
+
+# Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
+# would be rejected or meaningless on a new object.
+_SERVER_FIELDS = ("generateName", "resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink")
+
+
+class JobBuildError(ValueError):
+    """The step's template cannot become a Job (the validator should have said so at admission)."""
+
+
+def _dict(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = parent.get(key)
+    if value is None:
+        value = parent[key] = {}
+    if not isinstance(value, dict):
+        raise JobBuildError(f"{where}.{key} must be an object")
+    return value
+
+
+def _str_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise JobBuildError(f"{where} must be a map of strings")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def job_labels(flow: JobFlow, step: Step, attempt: int) -> dict[str, str]:
+    """Our labels: every Job and pod of a flow is selectable by flow, step and attempt."""
+    return {
+        LABEL_FLOW: label_value(flow.metadata.name),
+        LABEL_STEP: label_value(step.name),
+        LABEL_ATTEMPT: str(attempt),
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+
+
+def owner_reference(flow: JobFlow) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": flow.metadata.name,
+        "uid": flow.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def native_pod_failure_policy(policy: PodFailurePolicy) -> dict[str, Any] | None:
+    """The Job API's own `spec.podFailurePolicy`; rules without a matcher are left out (the API needs one)."""
+    rules: list[dict[str, Any]] = []
+    for rule in policy.rules:
+        out: dict[str, Any] = {"action": rule.action}
+        if rule.on_exit_codes is not None:
+            codes: dict[str, Any] = {
+                "operator": rule.on_exit_codes.operator,
+                "values": list(rule.on_exit_codes.values),
+            }
+            # No containerName means every container (the Job API's meaning); the original's implicit
+            # "main" would be rejected by the apiserver for pods without such a container.
+            if rule.on_exit_codes.container_name:
+                codes["containerName"] = rule.on_exit_codes.container_name
+            out["onExitCodes"] = codes
+        elif rule.on_pod_conditions:
+            out["onPodConditions"] = [{"type": c.type, "status": c.status} for c in rule.on_pod_conditions]
+        else:
+            continue
+        rules.append(out)
+    return {"rules": rules} if rules else None
+
+
+def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, Any]:
+    """Deep copy of the template with our name, namespace, labels, ownerReference and deadlines."""
+    if not isinstance(step.template, dict) or not step.template:
+        raise JobBuildError("step has no Job template")
+    body = copy.deepcopy(step.template)
+    body["apiVersion"] = "batch/v1"
+    body["kind"] = "Job"
+    body.pop("status", None)
+    ours = job_labels(flow, step, attempt)
+    extra_labels = step.metadata.labels if step.metadata else {}
+    extra_annotations = step.metadata.annotations if step.metadata else {}
+
+    meta = _dict(body, "metadata", "template")
+    for field in _SERVER_FIELDS:
+        meta.pop(field, None)
+    meta["name"] = name
+    meta["namespace"] = flow.metadata.namespace
+    meta["labels"] = {**_str_map(meta.get("labels"), "template.metadata.labels"), **extra_labels, **ours}
+    annotations = {**_str_map(meta.get("annotations"), "template.metadata.annotations"), **extra_annotations}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    meta["ownerReferences"] = [owner_reference(flow)]
+
+    spec = _dict(body, "spec", "template")
+    pod = _dict(spec, "template", "template.spec")
+    pod_meta = _dict(pod, "metadata", "template.spec.template")
+    pod_meta["labels"] = {
+        **_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels"),
+        **extra_labels,
+        **ours,
+    }
+    pod_annotations = {
+        **_str_map(pod_meta.get("annotations"), "template.spec.template.metadata.annotations"),
+        **extra_annotations,
+    }
+    if pod_annotations:
+        pod_meta["annotations"] = pod_annotations
+    pod_spec = pod.get("spec")
+
+    if step.timeout_seconds is not None and step.timeout_seconds > 0:
+        current = spec.get("activeDeadlineSeconds")
+        if isinstance(current, int) and not isinstance(current, bool) and current > 0:
+            spec["activeDeadlineSeconds"] = min(current, step.timeout_seconds)
+        else:
+            spec["activeDeadlineSeconds"] = step.timeout_seconds
+
+    policy = flow.spec.execution_policy.pod_failure_policy if flow.spec.execution_policy else None
+    restart_never = isinstance(pod_spec, dict) and pod_spec.get("restartPolicy") == "Never"
+    if policy is not None and "podFailurePolicy" not in spec and restart_never:
+        native = native_pod_failure_policy(policy)
+        if native is not None:
+            spec["podFailurePolicy"] = native
+    return body

@@ -1,0 +1,214 @@
+"""The flow-level parts of the status: phase, progress, the one-line message and the conditions.
+
+Conditions come in a fixed order, all of them always present, so `kubectl wait --for=condition=Complete`
+and `--for=condition=Failed` work; `lastTransitionTime` changes only when a condition's status flips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
+from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
+from zen_flow.api.meta import Condition
+
+MAX_FLOW_MESSAGE = 256
+MAX_CONDITION_MESSAGE = 1024
+_LISTED = 5
+
+REASON_STEP_FAILED = "StepFailed"
+REASON_DEADLINE = "DeadlineExceeded"
+REASON_INVALID = "InvalidSpec"
+
+
+def progress(steps: Sequence[StepStatus]) -> Progress:
+    ok = failed = skipped = 0
+    for step in steps:
+        if step.phase == StepPhase.SUCCEEDED:
+            ok += 1
+        elif step.phase == StepPhase.FAILED:
+            failed += 1
+        elif step.phase == StepPhase.SKIPPED:
+            skipped += 1
+    return Progress(
+        completed_steps=ok + failed + skipped,
+        total_steps=len(steps),
+        successful_steps=ok,
+        failed_steps=failed,
+        skipped_steps=skipped,
+    )
+
+
+def summary(value: Progress) -> str:
+    return f"{value.completed_steps}/{value.total_steps}"
+
+
+def listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_LISTED])
+    return shown if len(names) <= _LISTED else f"{shown} (+{len(names) - _LISTED} more)"
+
+
+def cut(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _names(steps: Sequence[StepStatus], phase: StepPhase) -> list[str]:
+    return [s.name for s in steps if s.phase == phase]
+
+
+def flow_message(phase: FlowPhase, steps: Sequence[StepStatus], failure: str | None) -> str:
+    """One short human line saying what the flow is doing or why it ended."""
+    running = _names(steps, StepPhase.RUNNING)
+    retrying = _names(steps, StepPhase.RETRYING)
+    waiting = _names(steps, StepPhase.PENDING_APPROVAL)
+    parts: list[str] = []
+    if phase == FlowPhase.SUCCEEDED:
+        counts = progress(steps)
+        text = f"all {counts.total_steps} steps succeeded"
+        if counts.skipped_steps:
+            text = f"{counts.successful_steps} steps succeeded, {counts.skipped_steps} skipped"
+        return text
+    if phase == FlowPhase.FAILED:
+        return cut(failure or "failed", MAX_FLOW_MESSAGE)
+    if phase == FlowPhase.SUSPENDED:
+        parts.append("suspended")
+    if failure:
+        parts.append(f"{failure}; waiting for running steps to finish")
+    if running:
+        parts.append(f"running: {listing(running)}")
+    if retrying:
+        parts.append(f"retrying: {listing(retrying)}")
+    if waiting:
+        parts.append(f"waiting for approval of {listing(waiting)}")
+    if not parts:
+        parts.append("waiting to start")
+    return cut("; ".join(parts), MAX_FLOW_MESSAGE)
+
+
+@dataclass(frozen=True)
+class _Want:
+    type: ConditionType
+    true: bool
+    reason: str
+    message: str = ""
+
+
+def _wanted(phase: FlowPhase, message: str, failed_reason: str, waiting: Sequence[str]) -> list[_Want]:
+    label = f"Flow{phase.value}"
+    msg = cut(message, MAX_CONDITION_MESSAGE)
+    healthy = phase in (FlowPhase.RUNNING, FlowPhase.SUCCEEDED)
+    return [
+        _Want(ConditionType.READY, healthy, label, msg if healthy else ""),
+        _Want(
+            ConditionType.RUNNING,
+            phase == FlowPhase.RUNNING,
+            label,
+            msg if phase == FlowPhase.RUNNING else "",
+        ),
+        _Want(
+            ConditionType.COMPLETE,
+            phase == FlowPhase.SUCCEEDED,
+            label,
+            msg if phase == FlowPhase.SUCCEEDED else "",
+        ),
+        _Want(
+            ConditionType.FAILED,
+            phase == FlowPhase.FAILED,
+            failed_reason if phase == FlowPhase.FAILED else label,
+            msg if phase == FlowPhase.FAILED else "",
+        ),
+        _Want(
+            ConditionType.WAITING_FOR_APPROVAL,
+            bool(waiting),
+            "PendingApproval" if waiting else "NoPendingApproval",
+            cut(f"waiting for approval of {listing(waiting)}", MAX_CONDITION_MESSAGE) if waiting else "",
+        ),
+        _Want(
+            ConditionType.SUSPENDED,
+            phase == FlowPhase.SUSPENDED,
+            "SuspendedBySpec" if phase == FlowPhase.SUSPENDED else "NotSuspended",
+        ),
+        _Want(
+            ConditionType.VALID,
+            failed_reason != REASON_INVALID or phase != FlowPhase.FAILED,
+            REASON_INVALID if failed_reason == REASON_INVALID and phase == FlowPhase.FAILED else "SpecValid",
+            msg if failed_reason == REASON_INVALID and phase == FlowPhase.FAILED else "",
+        ),
+    ]
+
+
+def conditions(
+    old: Sequence[Condition],
+    phase: FlowPhase,
+    *,
+    message: str,
+    failed_reason: str,
+    waiting: Sequence[str],
+    generation: int | None,
+    now: datetime,
+) -> tuple[Condition, ...]:
+    """The full condition list; an unchanged condition is the old object itself."""
+    previous = {c.type: c for c in old}
+    out: list[Condition] = []
+    for want in _wanted(phase, message, failed_reason, waiting):
+        status = "True" if want.true else "False"
+        before = previous.get(want.type)
+        since = before.last_transition_time if before is not None and before.status == status else None
+        cond = Condition(
+            type=want.type.value,
+            status=status,
+            reason=want.reason,
+            message=want.message,
+            last_transition_time=since or now,
+            observed_generation=generation,
+        )
+        out.append(before if before is not None and before == cond else cond)
+    return tuple(out)
+
+
+def assemble(
+    flow: JobFlow,
+    steps: Sequence[StepStatus],
+    phase: FlowPhase,
+    *,
+    failure: str | None,
+    failed_reason: str,
+    start_time: datetime | None,
+    audit: Audit | None,
+    now: datetime,
+) -> JobFlowStatus:
+    """The new status; the old object itself when nothing changed, so the controller skips the write."""
+    old = flow.status
+    step_tuple = tuple(steps)
+    counts = progress(step_tuple)
+    if old.progress == counts:
+        counts = old.progress
+    message = flow_message(phase, step_tuple, failure)
+    generation = flow.metadata.generation or old.observed_generation
+    update: dict[str, Any] = {
+        "phase": phase.value,
+        "conditions": conditions(
+            old.conditions,
+            phase,
+            message=failure if phase == FlowPhase.FAILED and failure else message,
+            failed_reason=failed_reason,
+            waiting=_names(step_tuple, StepPhase.PENDING_APPROVAL),
+            generation=generation,
+            now=now,
+        ),
+        "start_time": start_time,
+        "completion_time": old.completion_time or (now if phase.terminal else None),
+        "steps": step_tuple,
+        "progress": counts,
+        "progress_summary": summary(counts),
+        "observed_generation": generation,
+        "message": message,
+        "audit": audit,
+    }
+    if all(getattr(old, key) == value for key, value in update.items()):
+        return old
+    return old.model_copy(update=update)

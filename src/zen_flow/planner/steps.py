@@ -1,0 +1,139 @@
+"""The step state machine: a mutable working copy of one step's status and its transitions.
+
+    Pending ──start──▶ Running ──Job Complete──▶ Succeeded
+       │                  │ Job Failed / timed out / Job gone
+       │                  ├── retries left ──▶ Retrying ──due──▶ Running (attempt n+1, new Job)
+       │                  └── none left ─────▶ Failed
+       ├── dependency Failed (no continueOnFailure) or Skipped, `when` false, flow ended ──▶ Skipped
+       └── Manual ──▶ PendingApproval ──approve──▶ Succeeded / ──reject──▶ Failed (no retry)
+
+Terminal phases (Succeeded, Failed, Skipped) never change; timestamps are set once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from zen_flow.api.constants import StepPhase
+from zen_flow.api.jobflow import ObjectRef, Step, StepOutputValues, StepStatus
+
+MAX_MESSAGE = 256
+_PHASES = {phase.value: phase for phase in StepPhase}
+
+
+def bound(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Status stays small (decision 14): messages are cut, never unbounded."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(slots=True)
+class StepWork:
+    """A step's status while one plan is being made; turned back into a frozen StepStatus at the end."""
+
+    spec: Step
+    old: StepStatus | None
+    phase: StepPhase
+    start_time: datetime | None
+    completion_time: datetime | None
+    job_ref: ObjectRef | None
+    retry_count: int
+    message: str | None
+    next_retry_time: datetime | None
+    approved_by: str | None
+    outputs: StepOutputValues | None
+
+    @classmethod
+    def load(cls, spec: Step, old: StepStatus | None) -> StepWork:
+        if old is None:
+            return cls(spec, None, StepPhase.PENDING, None, None, None, 0, None, None, None, None)
+        phase = _PHASES.get(old.phase, StepPhase.PENDING)
+        return cls(
+            spec,
+            old,
+            phase,
+            old.start_time,
+            old.completion_time,
+            old.job_ref,
+            max(0, old.retry_count),
+            old.message,
+            old.next_retry_time,
+            old.approved_by,
+            old.outputs,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase.terminal
+
+    def status(self) -> StepStatus:
+        """The frozen status; the old object itself when nothing changed (cheap, and equal by identity)."""
+        old = self.old
+        if (
+            old is not None
+            and old.phase == self.phase
+            and old.start_time == self.start_time
+            and old.completion_time == self.completion_time
+            and old.job_ref == self.job_ref
+            and old.retry_count == self.retry_count
+            and old.message == self.message
+            and old.next_retry_time == self.next_retry_time
+            and old.approved_by == self.approved_by
+            and old.outputs == self.outputs
+        ):
+            return old
+        return StepStatus(
+            name=self.name,
+            phase=self.phase.value,
+            start_time=self.start_time,
+            completion_time=self.completion_time,
+            job_ref=self.job_ref,
+            outputs=self.outputs,
+            retry_count=self.retry_count,
+            message=self.message,
+            next_retry_time=self.next_retry_time,
+            approved_by=self.approved_by,
+        )
+
+    # --- transitions ---------------------------------------------------------------------------------
+
+    def start(self, job_ref: ObjectRef, now: datetime, *, attempt: int, message: str | None = None) -> None:
+        self.phase = StepPhase.RUNNING
+        self.job_ref = job_ref
+        self.retry_count = attempt
+        self.next_retry_time = None
+        self.message = message
+        if self.start_time is None:
+            self.start_time = now
+
+    def finish(self, phase: StepPhase, now: datetime, message: str | None) -> None:
+        self.phase = phase
+        self.next_retry_time = None
+        self.message = bound(message) if message is not None else None
+        if self.completion_time is None:
+            self.completion_time = now
+
+    def succeed(self, now: datetime, message: str | None = None) -> None:
+        self.finish(StepPhase.SUCCEEDED, now, message)
+
+    def fail(self, now: datetime, message: str) -> None:
+        self.finish(StepPhase.FAILED, now, message)
+
+    def skip(self, now: datetime, message: str) -> None:
+        self.finish(StepPhase.SKIPPED, now, message)
+
+    def retry_at(self, when: datetime, message: str) -> None:
+        self.phase = StepPhase.RETRYING
+        self.next_retry_time = when
+        self.message = bound(message)
+
+    def await_approval(self, now: datetime, message: str) -> None:
+        self.phase = StepPhase.PENDING_APPROVAL
+        self.message = bound(message)
+        if self.start_time is None:
+            self.start_time = now

@@ -1,0 +1,31 @@
+"""Time arithmetic for the planner. Status timestamps have second precision (metav1.Time), so every
+instant the planner stores is a whole second; wake-ups are rounded up so nothing fires early."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+
+def normalize(now: datetime) -> datetime:
+    """`now` in UTC, truncated to the second (a naive datetime is taken as UTC)."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    return now.astimezone(UTC).replace(microsecond=0)
+
+
+def utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def after(start: datetime, seconds: float) -> datetime:
+    """`start + seconds`, rounded up to the next whole second (and clamped to datetime's range)."""
+    whole = math.ceil(seconds) if math.isfinite(seconds) else 10**9
+    try:
+        return utc(start).replace(microsecond=0) + timedelta(seconds=min(max(whole, 0), 10**10))
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
+def until(now: datetime, when: datetime) -> float:
+    return (utc(when) - now).total_seconds()

@@ -1,0 +1,1 @@
+"""Public testing utilities (a fake cluster for the planner)."""

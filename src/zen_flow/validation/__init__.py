@@ -1,0 +1,22 @@
+"""Admission rules for JobFlows, shared by the webhook, `zen-flow validate` and the controller.
+
+Pure: no I/O. `validate_jobflow(obj)` (the flow's definition; what the controller re-checks),
+`validate_approvals(obj)` (approval annotations; admission only) and `validate_update(old, new)` (both,
+plus the UPDATE rules) take raw objects (dicts as they arrive in an AdmissionReview or a YAML file) and
+return every FieldError at once.
+"""
+
+from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.errors import ErrorType, FieldError, render
+from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.update import has_started, validate_update
+
+__all__ = [
+    "ErrorType",
+    "FieldError",
+    "has_started",
+    "render",
+    "validate_approvals",
+    "validate_jobflow",
+    "validate_update",
+]

@@ -1,0 +1,48 @@
+"""Approval annotations: `approve.workflow.kube-zen.io/<step>` and `reject.workflow.kube-zen.io/<step>`.
+
+Checked at admission (and by `zen-flow validate`), not by the controller: an annotation naming no
+Manual step would silently do nothing, so the user hears about it when writing it; but a flow that
+already runs is never failed because of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.validation.errors import FieldError, invalid, not_found
+from zen_flow.validation.steps import is_manual
+
+_ANNOTATIONS = "metadata.annotations"
+
+
+def validate_approvals(obj: Any) -> list[FieldError]:
+    """Every approval annotation must name a Manual step of the flow."""
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if not isinstance(annotations, Mapping):
+        return []
+    spec = obj.get("spec")
+    steps = spec.get("steps") if isinstance(spec, Mapping) else None
+    names: set[str] = set()
+    manual: set[str] = set()
+    for step in steps if isinstance(steps, list | tuple) else ():
+        if isinstance(step, Mapping) and isinstance(step.get("name"), str):
+            names.add(step["name"])
+            if is_manual(step):
+                manual.add(step["name"])
+    errors: list[FieldError] = []
+    for key in annotations:
+        if not isinstance(key, str):
+            continue
+        for prefix in (APPROVE_PREFIX, REJECT_PREFIX):
+            if not key.startswith(prefix):
+                continue
+            step = key[len(prefix) :]
+            path = f"{_ANNOTATIONS}[{key}]"
+            if step not in names:
+                errors.append(not_found(path, step, "this flow has no step of that name"))
+            elif step not in manual:
+                errors.append(invalid(path, step, "only Manual steps are approved or rejected"))
+    return errors

@@ -1,0 +1,77 @@
+"""`zen-flow validate PATH...`: the admission rules, offline, on YAML files and directories.
+
+Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents
+that are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be
+checked. One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number,
+when the file has several documents). Exit status: 0 all valid, 1 some flow invalid, 2 a path could not
+be read or parsed (this wins over 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from zen_flow.api.constants import GROUP, KIND
+from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.flow import validate_jobflow
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_UNREADABLE = 2
+_SUFFIXES = (".yaml", ".yml")
+
+
+def _files(path: Path) -> Iterator[Path]:
+    if path.is_dir():
+        yield from sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+    else:
+        yield path
+
+
+def is_jobflow(doc: Any) -> bool:
+    if not isinstance(doc, Mapping) or doc.get("kind") != KIND:
+        return False
+    api_version = doc.get("apiVersion")
+    return not isinstance(api_version, str) or api_version.split("/")[0] == GROUP
+
+
+def validate_paths(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
+    status = EXIT_OK
+    flows = invalid = 0
+    for raw in paths:
+        root = Path(raw)
+        if not root.exists():
+            err.write(f"{raw}: no such file or directory\n")
+            status = EXIT_UNREADABLE
+            continue
+        for file in _files(root):
+            try:
+                docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as exc:
+                err.write(f"{file}: cannot read: {exc}\n")
+                status = EXIT_UNREADABLE
+                continue
+            except yaml.YAMLError as exc:
+                err.write(f"{file}: not valid YAML: {' '.join(str(exc).split())}\n")
+                status = EXIT_UNREADABLE
+                continue
+            for number, doc in enumerate(docs, start=1):
+                if not is_jobflow(doc):
+                    continue
+                flows += 1
+                label = f"{file}#{number}" if len(docs) > 1 else str(file)
+                errors = validate_jobflow(doc) + validate_approvals(doc)
+                for error in errors:
+                    out.write(f"{label}: {error}\n")
+                if errors:
+                    invalid += 1
+                    status = max(status, EXIT_INVALID)
+    if flows == 0 and status == EXIT_OK:
+        err.write("zen-flow validate: no JobFlow documents found\n")
+    elif flows:
+        err.write(f"zen-flow validate: {flows} JobFlow(s) checked, {invalid} invalid\n")
+    return status

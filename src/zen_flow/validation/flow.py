@@ -1,0 +1,164 @@
+"""`validate_jobflow`: every rule for a JobFlow's definition, all errors at once.
+
+Works on the raw object (an AdmissionReview's `object`, a YAML document) and never raises: anything
+malformed is a FieldError with the path where it was found. The webhook, `zen-flow validate` and the
+controller use this same function. (Approval annotations are checked separately, by `approvals.py`:
+they are requests made at admission time, and a typo in one must never fail a running flow.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.validation.errors import (
+    ROOT,
+    FieldError,
+    Path,
+    invalid,
+    not_supported,
+    required,
+    too_long,
+)
+from zen_flow.validation.formats import subdomain_problem
+from zen_flow.validation.index import StepIndex, build_index
+from zen_flow.validation.io import check_inputs, check_outputs
+from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME, MAX_SPEC_BYTES
+from zen_flow.validation.policy import (
+    PolicyNeeds,
+    check_execution_policy,
+    check_pod_failure_policy,
+    check_policy_fits,
+)
+from zen_flow.validation.reader import Reader
+from zen_flow.validation.resources import check_resource_templates
+from zen_flow.validation.steps import check_cycle, check_step, check_step_count, check_step_names
+from zen_flow.validation.template import TemplateInfo, check_metadata_maps
+
+METADATA = "metadata"
+SPEC = "spec"
+_NAME_LABEL = (
+    "the flow name is the value of the workflow.kube-zen.io/flow label on the flow's Jobs and pods, "
+    f"and a label value has at most {MAX_FLOW_NAME} characters"
+)
+
+
+def validate_jobflow(obj: Mapping[str, Any]) -> list[FieldError]:
+    """Every problem with `obj` as a JobFlow; an empty list means valid."""
+    errors: list[FieldError] = []
+    r = Reader(errors)
+    root = r.mapping(obj, ROOT, require=True)
+    if root is None:
+        return errors
+    api_version = r.string(root.get("apiVersion"), "apiVersion")
+    if api_version and api_version != API_VERSION:
+        r.add(not_supported("apiVersion", api_version, [API_VERSION]))
+    kind = r.string(root.get("kind"), "kind")
+    if kind and kind != KIND:
+        r.add(not_supported("kind", kind, [KIND]))
+    meta = r.mapping(root.get("metadata"), METADATA, require=True)
+    flow_name = check_flow_metadata(r, meta) if meta is not None else ""
+    spec = r.mapping(root.get("spec"), SPEC, require=True)
+    if spec is None:
+        return errors
+    check_spec(r, spec, flow_name)
+    return errors
+
+
+def check_flow_metadata(r: Reader, meta: Mapping[str, Any]) -> str:
+    """Name rules; returns the flow name ('' when unknown)."""
+    name_path = METADATA + ".name"
+    name = r.string(meta.get("name"), name_path)
+    generate = r.string(meta.get("generateName"), METADATA + ".generateName")
+    if not name and not generate:
+        r.add(required(name_path, "name or generateName is required"))
+    if name:
+        if len(name) > MAX_FLOW_NAME:
+            r.add(invalid(name_path, name, f"must be no more than {MAX_FLOW_NAME} characters: {_NAME_LABEL}"))
+        elif problem := subdomain_problem(name):
+            r.add(invalid(name_path, name, problem))
+    if generate and len(generate) > MAX_GENERATE_NAME:
+        r.add(
+            invalid(
+                METADATA + ".generateName",
+                generate,
+                f"must be no more than {MAX_GENERATE_NAME} characters (the apiserver appends 5 more): "
+                + _NAME_LABEL,
+            )
+        )
+    r.string(meta.get("namespace"), METADATA + ".namespace")
+    check_metadata_maps(r, meta, METADATA)
+    return name or ""
+
+
+def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str) -> StepIndex | None:
+    needs: PolicyNeeds | None = None
+    policy = r.mapping(spec.get("executionPolicy"), SPEC + ".executionPolicy")
+    if policy is not None:
+        needs = check_execution_policy(r, policy, SPEC + ".executionPolicy")
+    templates = r.mapping(spec.get("resourceTemplates"), SPEC + ".resourceTemplates")
+    if templates is not None:
+        check_resource_templates(r, templates, SPEC + ".resourceTemplates", flow_name)
+    r.boolean(spec.get("suspend"), SPEC + ".suspend")
+    steps_path = SPEC + ".steps"
+    raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
+    check_step_count(r, raw_steps, steps_path)
+    items = r.mappings(raw_steps, steps_path)
+    check_step_names(r, items)
+    index = build_index(items)
+    for path, step in items:
+        info = check_step(r, index, step, path)
+        raw_name = step.get("name")
+        name = raw_name if isinstance(raw_name, str) else ""
+        inputs = r.mapping(step.get("inputs"), path + ".inputs")
+        if inputs is not None:
+            check_inputs(r, index, name, inputs, path + ".inputs")
+        outputs = r.mapping(step.get("outputs"), path + ".outputs")
+        if outputs is not None:
+            check_outputs(r, name, outputs, path + ".outputs")
+        if info is not None:
+            _check_step_policy(r, step, path, name, info, needs)
+    check_cycle(r, index)
+    _check_size(r, spec)
+    return index
+
+
+def _check_step_policy(
+    r: Reader,
+    step: Mapping[str, Any],
+    path: Path,
+    name: str,
+    info: TemplateInfo,
+    flow_needs: PolicyNeeds | None,
+) -> None:
+    """The podFailurePolicy that will end up in this step's Job must suit its pod template."""
+    if info.has_own_pod_failure_policy:
+        job_spec = step["template"]["spec"]  # check_template returned info, so both are mappings
+        pfp_path = path + ".template" + ".spec" + ".podFailurePolicy"
+        pfp = r.mapping(job_spec.get("podFailurePolicy"), pfp_path)
+        if pfp is not None:
+            own = check_pod_failure_policy(
+                r, pfp, pfp_path, allow_fail_index=job_spec.get("backoffLimitPerIndex") is not None
+            )
+            check_policy_fits(r, own, name, info)
+    elif flow_needs is not None:
+        check_policy_fits(r, flow_needs, name, info)
+
+
+def _check_size(r: Reader, spec: Mapping[str, Any]) -> None:
+    try:
+        size = len(json.dumps(spec, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    except (ValueError, TypeError, RecursionError):
+        return  # not JSON at all (a YAML alias cycle); the apiserver would never see it
+    if size > MAX_SPEC_BYTES:
+        r.add(
+            too_long(
+                SPEC,
+                None,
+                MAX_SPEC_BYTES,
+                f"the serialized spec is {size} bytes; etcd stores at most 1.5 MiB per object and the "
+                "flow's status needs room to grow while it runs",
+            )
+        )

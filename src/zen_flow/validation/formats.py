@@ -1,0 +1,195 @@
+"""String formats: Kubernetes names, label keys and values, quantities, Go durations, file paths.
+
+Messages are apimachinery's wording, so users see the same text as from `kubectl apply`.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+from zen_flow.naming import MAX_NAME, is_dns1123_label, is_dns1123_subdomain, is_label_value
+
+DNS1123_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character (e.g. 'my-name', or '123-abc', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+DNS1123_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
+    "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+LABEL_VALUE_MSG = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and "
+    "must start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', or '12345', regex "
+    "used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+QUALIFIED_NAME_MSG = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc', regex used for validation is "
+    "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' "
+    "(e.g. 'example.com/MyName')"
+)
+CONFIG_KEY_MSG = (
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', or "
+    "'KEY_NAME', or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+)
+QUANTITY_MSG = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+DURATION_MSG = "must be a Go duration such as 10s, 1m30s or 1h (units ns, us, ms, s, m, h)"
+
+
+@lru_cache(maxsize=4096)
+def label_problem(value: str) -> str | None:
+    """Why `value` is not a DNS-1123 label, or None."""
+    if is_dns1123_label(value):
+        return None
+    if len(value) > MAX_NAME:
+        return f"must be no more than {MAX_NAME} characters"
+    return DNS1123_LABEL_MSG
+
+
+@lru_cache(maxsize=4096)
+def subdomain_problem(value: str) -> str | None:
+    if is_dns1123_subdomain(value):
+        return None
+    if len(value) > 253:
+        return "must be no more than 253 characters"
+    return DNS1123_SUBDOMAIN_MSG
+
+
+def label_value_problem(value: str) -> str | None:
+    if is_label_value(value):
+        return None
+    if len(value) > MAX_NAME:
+        return f"must be no more than {MAX_NAME} characters"
+    return LABEL_VALUE_MSG
+
+
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why `key` is not a valid label or annotation key, or None."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and "/" in prefix:
+        return "a qualified name must consist of an optional DNS subdomain prefix, one '/' and a name part"
+    if slash and not is_dns1123_subdomain(prefix):
+        return "prefix part " + DNS1123_SUBDOMAIN_MSG
+    if not name:
+        return "name part must be non-empty"
+    if len(name) > MAX_NAME:
+        return f"name part must be no more than {MAX_NAME} characters"
+    if not _NAME_PART.match(name):
+        return QUALIFIED_NAME_MSG
+    return None
+
+
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def config_key_problem(key: str) -> str | None:
+    if len(key) > 253:
+        return "must be no more than 253 characters"
+    if not _CONFIG_KEY.match(key):
+        return CONFIG_KEY_MSG
+    if key in (".", ".."):
+        return "must not be '.' or '..'"
+    return None
+
+
+# --- quantities (resource.Quantity) -------------------------------------------------------------------
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+_EXPONENT = re.compile(r"^[eE]([-+]?[0-9]+)$")
+
+
+def parse_quantity(value: object) -> Decimal | None:
+    """A Kubernetes quantity (`500m`, `1Gi`, `2`, `1e3`) as a Decimal, or None when malformed."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            number = Decimal(str(value))
+        except ValueError:  # an int beyond Python's str() digit limit: no resource is that large
+            return None
+        return number if number.is_finite() else None
+    if not isinstance(value, str):
+        return None
+    return _parse_quantity(value)
+
+
+# Flows repeat the same few amounts ("100m", "1Gi") in every step: parse each once.
+@lru_cache(maxsize=1024)
+def _parse_quantity(value: str) -> Decimal | None:
+    match = _QUANTITY.match(value.strip())
+    if match is None:
+        return None
+    number, suffix = match.groups()
+    if number.count(".") > 1 or not any(c.isdigit() for c in number):
+        return None
+    try:
+        base = Decimal(number)
+    except InvalidOperation:
+        return None
+    if suffix in _BINARY:
+        return base * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return base * _DECIMAL[suffix]
+    exponent = _EXPONENT.match(suffix)
+    if exponent is None or len(exponent.group(1)) > 4:  # 1e99999 is not a resource amount
+        return None
+    return base.scaleb(int(exponent.group(1)))
+
+
+# --- Go durations -------------------------------------------------------------------------------------
+
+# The CRD's pattern for retryPolicy.backoff.duration, so webhook and schema agree on what parses.
+_DURATION = re.compile(r"^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": Decimal("1e-9"),
+    "us": Decimal("1e-6"),
+    "ms": Decimal("1e-3"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+}
+
+
+def parse_duration(value: str) -> Decimal | None:
+    """Seconds of a Go duration string (`10s`, `1m30s`, `1.5h`, `0`), or None when malformed."""
+    if len(value) > 32 or not _DURATION.match(value):
+        return None
+    return sum(
+        (Decimal(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value)),
+        start=Decimal(0),
+    )
+
+
+# --- file paths ---------------------------------------------------------------------------------------
+
+
+def abs_path_problem(value: str) -> str | None:
+    """Artifact paths live in the step's containers: absolute, no `..` (no escaping the mount)."""
+    if not value.startswith("/"):
+        return "must be an absolute path"
+    if ".." in value.split("/"):
+        return "must not contain '..'"
+    if "\x00" in value:
+        return "must not contain NUL"
+    return None

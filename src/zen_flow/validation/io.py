@@ -1,0 +1,238 @@
+"""A step's inputs and outputs: parameters and artifacts, and the steps they refer to.
+
+A reference to another step (`<step>:$.path` in a jsonPath, `<step>/<artifact>` in `from`) must name a
+step the referring step depends on, directly or through other steps: inputs are resolved when the Job is
+created, and only a dependency is guaranteed to have finished (and committed its outputs) by then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.validation.errors import (
+    Path,
+    duplicate,
+    forbidden,
+    invalid,
+    not_found,
+    not_supported,
+    quote,
+    required,
+)
+from zen_flow.validation.formats import (
+    abs_path_problem,
+    config_key_problem,
+    label_problem,
+    subdomain_problem,
+)
+from zen_flow.validation.index import StepIndex
+from zen_flow.validation.reader import Reader
+
+ARCHIVE_FORMATS = ("tar", "zip")
+COMPRESSIONS = ("gzip", "none")
+_SOURCES = ("jsonPath", "configMapKeyRef", "secretKeyRef")
+
+
+def _check_name(r: Reader, item: Mapping[str, Any], path: Path, seen: set[str]) -> None:
+    name = r.string(item.get("name"), path + ".name", require=True)
+    if name is None:
+        return
+    if problem := subdomain_problem(name):
+        r.add(invalid(path + ".name", name, problem))
+    if name in seen:
+        r.add(duplicate(path + ".name", name))
+    seen.add(name)
+
+
+def _check_step_ref(r: Reader, index: StepIndex, step: str, ref: str, value: str, path: Path) -> bool:
+    """`ref` names a step that `step` depends on; reports and returns False otherwise."""
+    if problem := label_problem(ref):
+        r.add(invalid(path, value, f"step name {quote(ref)}: {problem}"))
+        return False
+    if ref not in index:
+        r.add(not_found(path, value, f"this flow has no step {quote(ref)}"))
+        return False
+    if ref == step or index.precedes(ref, step) is False:
+        r.add(
+            invalid(
+                path,
+                value,
+                f"step {quote(step)} does not depend (directly or indirectly) on step {quote(ref)}, so its "
+                "outputs are not available when this step starts",
+            )
+        )
+        return False
+    return True
+
+
+def _check_input_json_path(r: Reader, index: StepIndex, step: str, value: str, path: Path) -> None:
+    ref, colon, expr = value.partition(":")
+    if not colon or value.startswith("$"):
+        r.add(invalid(path, value, 'must name the step it reads and a JSONPath: "<step>:$.path"'))
+        return
+    if not expr.startswith("$"):
+        r.add(invalid(path, value, 'the JSONPath after "<step>:" must start with "$"'))
+    _check_step_ref(r, index, step, ref, value, path)
+
+
+def _check_key_ref(r: Reader, ref: Mapping[str, Any], path: Path) -> None:
+    name = r.string(ref.get("name"), path + ".name", require=True)
+    if name is not None and (problem := subdomain_problem(name)):
+        r.add(invalid(path + ".name", name, problem))
+    key = r.string(ref.get("key"), path + ".key", require=True)
+    if key is not None and (problem := config_key_problem(key)):
+        r.add(invalid(path + ".key", key, problem))
+
+
+def _check_input_parameter(
+    r: Reader, index: StepIndex, step: str, param: Mapping[str, Any], path: Path
+) -> None:
+    value = r.string(param.get("value"), path + ".value")
+    source = r.mapping(param.get("valueFrom"), path + ".valueFrom")
+    if value is not None and param.get("valueFrom") is not None:
+        r.add(forbidden(path + ".valueFrom", "may not be specified together with value: set exactly one"))
+        return
+    if value is None and param.get("valueFrom") is None:
+        r.add(required(path + ".value", "set exactly one of value and valueFrom"))
+        return
+    if source is None:
+        return
+    src_path = path + ".valueFrom"
+    given = [s for s in _SOURCES if source.get(s) is not None]
+    if not given:
+        r.add(required(src_path, "exactly one of jsonPath, configMapKeyRef and secretKeyRef"))
+    elif len(given) > 1:
+        r.add(
+            forbidden(
+                src_path + "." + given[1],
+                f"may not be specified together with {given[0]}: set exactly one source",
+            )
+        )
+        return
+    json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
+    if json_path is not None:
+        _check_input_json_path(r, index, step, json_path, src_path + ".jsonPath")
+    for field in ("configMapKeyRef", "secretKeyRef"):
+        ref = r.mapping(source.get(field), src_path + "." + field)
+        if ref is not None:
+            _check_key_ref(r, ref, src_path + "." + field)
+
+
+def _check_input_artifact(
+    r: Reader, index: StepIndex, step: str, artifact: Mapping[str, Any], path: Path
+) -> None:
+    file_path = r.string(artifact.get("path"), path + ".path")
+    if file_path is not None and (problem := abs_path_problem(file_path)):
+        r.add(invalid(path + ".path", file_path, problem))
+    origin = r.string(artifact.get("from"), path + ".from")
+    http = r.mapping(artifact.get("http"), path + ".http")
+    if artifact.get("from") is not None and artifact.get("http") is not None:
+        r.add(forbidden(path + ".http", "may not be specified together with from: set exactly one"))
+    elif artifact.get("from") is None and artifact.get("http") is None:
+        r.add(required(path + ".from", "set exactly one of from and http"))
+    if origin is not None:
+        _check_from(r, index, step, origin, path + ".from")
+    if http is not None:
+        url = r.string(http.get("url"), path + ".http" + ".url", require=True)
+        if url is not None and not url.startswith(("http://", "https://")):
+            r.add(invalid(path + ".http" + ".url", url, "must start with http:// or https://"))
+        r.string_map(http.get("headers"), path + ".http" + ".headers")
+
+
+def _check_from(r: Reader, index: StepIndex, step: str, origin: str, path: Path) -> None:
+    parts = origin.split("/")
+    if len(parts) > 2 or not all(parts):
+        r.add(invalid(path, origin, 'must be "<step>" or "<step>/<artifact>"'))
+        return
+    if not _check_step_ref(r, index, step, parts[0], origin, path) or len(parts) == 1:
+        return
+    if problem := subdomain_problem(parts[1]):
+        r.add(invalid(path, origin, f"artifact name {quote(parts[1])}: {problem}"))
+    elif parts[1] not in index.output_artifacts.get(parts[0], frozenset()):
+        r.add(not_found(path, origin, f"step {quote(parts[0])} has no output artifact {quote(parts[1])}"))
+
+
+def check_inputs(r: Reader, index: StepIndex, step: str, inputs: Mapping[str, Any], path: Path) -> None:
+    names: set[str] = set()
+    params_path = path + ".parameters"
+    for item_path, param in r.mappings(inputs.get("parameters"), params_path):
+        _check_name(r, param, item_path, names)
+        _check_input_parameter(r, index, step, param, item_path)
+    names = set()
+    for item_path, artifact in r.mappings(inputs.get("artifacts"), path + ".artifacts"):
+        _check_name(r, artifact, item_path, names)
+        _check_input_artifact(r, index, step, artifact, item_path)
+
+
+def _check_output_json_path(r: Reader, step: str, value: str, path: Path) -> None:
+    # An output reads the step's own finished Job; the original's validator also allowed a "<step>:"
+    # prefix, which we accept only when it names this very step.
+    ref, colon, expr = value.partition(":")
+    if colon and not ref.startswith("$"):
+        if ref != step:
+            r.add(
+                invalid(
+                    path,
+                    value,
+                    f"an output reads this step's own Job; the prefix must be {quote(step)} or absent",
+                )
+            )
+            return
+        value = expr
+    if not value.startswith("$"):
+        r.add(invalid(path, value, 'a JSONPath must start with "$" (e.g. "$.succeeded")'))
+
+
+def _check_output_artifact(r: Reader, artifact: Mapping[str, Any], path: Path) -> None:
+    file_path = r.string(artifact.get("path"), path + ".path", require=True)
+    if file_path is not None and (problem := abs_path_problem(file_path)):
+        r.add(invalid(path + ".path", file_path, problem))
+    r.boolean(artifact.get("optional"), path + ".optional")
+    archive = r.mapping(artifact.get("archive"), path + ".archive")
+    if archive is not None:
+        fmt = r.string(archive.get("format"), path + ".archive" + ".format")
+        if fmt and fmt not in ARCHIVE_FORMATS:
+            r.add(not_supported(path + ".archive" + ".format", fmt, ARCHIVE_FORMATS))
+        comp = r.string(archive.get("compression"), path + ".archive" + ".compression")
+        if comp and comp not in COMPRESSIONS:
+            r.add(not_supported(path + ".archive" + ".compression", comp, COMPRESSIONS))
+    s3 = r.mapping(artifact.get("s3"), path + ".s3")
+    if s3 is not None:
+        _check_s3(r, s3, path + ".s3")
+
+
+def _check_s3(r: Reader, s3: Mapping[str, Any], path: Path) -> None:
+    r.string(s3.get("bucket"), path + ".bucket", require=True)
+    for field in ("key", "region"):
+        r.string(s3.get(field), path + "." + field)
+    endpoint = r.string(s3.get("endpoint"), path + ".endpoint")
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        r.add(invalid(path + ".endpoint", endpoint, "must start with http:// or https://"))
+    r.boolean(s3.get("insecure"), path + ".insecure")
+    for field in ("accessKeyIDSecretRef", "secretAccessKeySecretRef"):
+        ref = r.mapping(s3.get(field), path + "." + field)
+        if ref is None:
+            continue
+        name = r.string(ref.get("name"), path + "." + field + ".name", require=True)
+        if name is not None and (problem := subdomain_problem(name)):
+            r.add(invalid(path + "." + field + ".name", name, problem))
+        key = r.string(ref.get("key"), path + "." + field + ".key")
+        if key and (problem := config_key_problem(key)):
+            r.add(invalid(path + "." + field + ".key", key, problem))
+
+
+def check_outputs(r: Reader, step: str, outputs: Mapping[str, Any], path: Path) -> None:
+    names: set[str] = set()
+    for item_path, param in r.mappings(outputs.get("parameters"), path + ".parameters"):
+        _check_name(r, param, item_path, names)
+        source = r.mapping(param.get("valueFrom"), item_path + ".valueFrom", require=True)
+        if source is None:
+            continue
+        json_path = r.string(source.get("jsonPath"), item_path + ".valueFrom" + ".jsonPath", require=True)
+        if json_path is not None:
+            _check_output_json_path(r, step, json_path, item_path + ".valueFrom" + ".jsonPath")
+    names = set()
+    for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
+        _check_name(r, artifact, item_path, names)
+        _check_output_artifact(r, artifact, item_path)

@@ -1,0 +1,168 @@
+"""spec.executionPolicy, and podFailurePolicy as the batch/v1 Job API will accept it.
+
+The flow's podFailurePolicy is copied into every Job step that has none of its own (JOBFLOW_API.md
+decision 10), so it must be valid for each of those Jobs: Kubernetes honours a podFailurePolicy only
+with restartPolicy Never, and a rule's containerName must name a container of that Job's pod. Both are
+checked against every step it applies to, naming the step, instead of failing at Job creation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zen_flow.validation.errors import (
+    Path,
+    duplicate,
+    forbidden,
+    invalid,
+    not_found,
+    not_supported,
+    quote,
+    required,
+    too_many,
+)
+from zen_flow.validation.formats import label_problem, qualified_name_problem
+from zen_flow.validation.limits import MAX_EXIT_CODE_VALUES, MAX_POD_CONDITION_PATTERNS, MAX_POD_FAILURE_RULES
+from zen_flow.validation.reader import INT32_MAX, Reader
+from zen_flow.validation.template import TemplateInfo
+
+CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+POD_FAILURE_ACTIONS = ("FailJob", "Ignore", "Count")
+EXIT_CODE_OPERATORS = ("In", "NotIn")
+CONDITION_STATUSES = ("True", "False", "Unknown")
+
+
+@dataclass(frozen=True)
+class PolicyNeeds:
+    """What a podFailurePolicy asks of each Job it is put into."""
+
+    path: Path
+    container_refs: tuple[tuple[Path, str], ...]
+
+
+def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> PolicyNeeds | None:
+    """Check spec.executionPolicy; returns the needs of its podFailurePolicy, if it has one."""
+    concurrency = r.string(policy.get("concurrencyPolicy"), path + ".concurrencyPolicy")
+    if concurrency and concurrency not in CONCURRENCY_POLICIES:
+        r.add(not_supported(path + ".concurrencyPolicy", concurrency, CONCURRENCY_POLICIES))
+    for field in ("ttlSecondsAfterFinished", "backoffLimit"):
+        value = r.integer(policy.get(field), path + "." + field, maximum=INT32_MAX)
+        if value is not None and value < 0:
+            r.add(invalid(path + "." + field, value, "must be greater than or equal to 0"))
+    deadline = r.integer(policy.get("activeDeadlineSeconds"), path + ".activeDeadlineSeconds")
+    if deadline is not None and deadline <= 0:
+        r.add(invalid(path + ".activeDeadlineSeconds", deadline, "must be greater than 0"))
+    pfp_path = path + ".podFailurePolicy"
+    pfp = r.mapping(policy.get("podFailurePolicy"), pfp_path)
+    if pfp is None:
+        return None
+    return check_pod_failure_policy(r, pfp, pfp_path, allow_fail_index=False)
+
+
+def check_pod_failure_policy(
+    r: Reader, pfp: Mapping[str, Any], path: Path, *, allow_fail_index: bool
+) -> PolicyNeeds:
+    rules_path = path + ".rules"
+    raw_rules = pfp.get("rules")
+    rules = r.sequence(raw_rules, rules_path)
+    if raw_rules is None or (rules is not None and len(rules) == 0):
+        r.add(required(rules_path, "a podFailurePolicy needs at least one rule"))
+    elif rules is not None and len(rules) > MAX_POD_FAILURE_RULES:
+        r.add(too_many(rules_path, len(rules), MAX_POD_FAILURE_RULES))
+    refs: list[tuple[Path, str]] = []
+    for rule_path, rule in r.mappings(rules, rules_path):
+        ref = _check_rule(r, rule, rule_path, allow_fail_index)
+        if ref is not None:
+            refs.append(ref)
+    return PolicyNeeds(path, tuple(refs))
+
+
+def _check_rule(
+    r: Reader, rule: Mapping[str, Any], path: Path, allow_fail_index: bool
+) -> tuple[Path, str] | None:
+    action = r.string(rule.get("action"), path + ".action", require=True)
+    actions = (*POD_FAILURE_ACTIONS, "FailIndex") if allow_fail_index else POD_FAILURE_ACTIONS
+    if action is not None and action not in actions:
+        detail = "FailIndex needs the Job's backoffLimitPerIndex" if action == "FailIndex" else ""
+        r.add(not_supported(path + ".action", action, actions, detail))
+    exit_codes = r.mapping(rule.get("onExitCodes"), path + ".onExitCodes")
+    conditions = r.sequence(rule.get("onPodConditions"), path + ".onPodConditions")
+    if exit_codes is not None and conditions:
+        r.add(forbidden(path + ".onPodConditions", "may not be specified together with onExitCodes"))
+    elif exit_codes is None and not conditions:
+        r.add(required(path + ".onExitCodes", "a rule needs onExitCodes or onPodConditions"))
+    if conditions:
+        _check_pod_conditions(r, conditions, path + ".onPodConditions")
+    if exit_codes is None:
+        return None
+    return _check_exit_codes(r, exit_codes, path + ".onExitCodes")
+
+
+def _check_exit_codes(r: Reader, rule: Mapping[str, Any], path: Path) -> tuple[Path, str] | None:
+    operator = r.string(rule.get("operator"), path + ".operator") or "In"
+    if operator not in EXIT_CODE_OPERATORS:
+        r.add(not_supported(path + ".operator", operator, EXIT_CODE_OPERATORS))
+    values_path = path + ".values"
+    values = r.sequence(rule.get("values"), values_path, require=True)
+    if values is not None and not values:
+        r.add(required(values_path, "at least one exit code"))
+    elif values is not None and len(values) > MAX_EXIT_CODE_VALUES:
+        r.add(too_many(values_path, len(values), MAX_EXIT_CODE_VALUES))
+    seen: set[int] = set()
+    for i, raw in enumerate(values or ()):
+        value = r.integer(raw, values_path + f"[{i}]", maximum=INT32_MAX)
+        if value is None:
+            continue
+        if not 0 <= value <= 255:
+            r.add(invalid(values_path + f"[{i}]", value, "an exit code must be between 0 and 255"))
+        elif value == 0 and operator == "In":
+            r.add(invalid(values_path + f"[{i}]", value, "value 0 cannot be used for the In operator"))
+        if value in seen:
+            r.add(duplicate(values_path + f"[{i}]", value))
+        seen.add(value)
+    name_path = path + ".containerName"
+    name = r.string(rule.get("containerName"), name_path)
+    if name is None:
+        return None
+    if problem := label_problem(name):
+        r.add(invalid(name_path, name, problem))
+        return None
+    return (name_path, name)
+
+
+def _check_pod_conditions(r: Reader, patterns: Any, path: Path) -> None:
+    if len(patterns) > MAX_POD_CONDITION_PATTERNS:
+        r.add(too_many(path, len(patterns), MAX_POD_CONDITION_PATTERNS))
+    for item_path, pattern in r.mappings(patterns, path):
+        kind = r.string(pattern.get("type"), item_path + ".type", require=True)
+        if kind is not None and (problem := qualified_name_problem(kind)):
+            r.add(invalid(item_path + ".type", kind, problem))
+        status = r.string(pattern.get("status"), item_path + ".status")
+        if status is not None and status not in CONDITION_STATUSES:
+            r.add(not_supported(item_path + ".status", status, CONDITION_STATUSES))
+
+
+def check_policy_fits(r: Reader, needs: PolicyNeeds, step: str, info: TemplateInfo) -> None:
+    """Would the Job API accept `needs`' podFailurePolicy in the Job of `step`?"""
+    if info.restart_policy == "OnFailure":  # other values were reported as unsupported already
+        r.add(
+            invalid(
+                info.restart_policy_path,
+                info.restart_policy,
+                f"{needs.path} applies to step {quote(step)}, and Kubernetes accepts a podFailurePolicy only "
+                "with restartPolicy Never (a pod restarted in place never fails); set restartPolicy: "
+                "Never in this step's template, or give its Job a podFailurePolicy of its own",
+            )
+        )
+    for ref_path, name in needs.container_refs:
+        if name not in info.container_names:
+            r.add(
+                not_found(
+                    ref_path,
+                    name,
+                    f"step {quote(step)} has no container or initContainer of that name, and the Job API "
+                    "rejects a podFailurePolicy rule naming an unknown container",
+                )
+            )

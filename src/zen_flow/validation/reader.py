@@ -1,0 +1,136 @@
+"""Typed reads from raw JSON-like data: a wrong type becomes a FieldError, never an exception.
+
+The validator works on the object exactly as it arrives (an AdmissionReview's `object` or a YAML
+document), so a string where a number belongs is reported with its field path instead of a traceback.
+JSON `null` counts as "not set", as it does for optional fields in the apiserver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from zen_flow.validation.errors import FieldError, Path, invalid, required
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+class Reader:
+    """Collects errors while reading; each method returns None when the value is absent or unusable."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+
+    def add(self, error: FieldError) -> None:
+        self.errors.append(error)
+
+    def _wrong(self, path: Path, value: Any, expected: str) -> None:
+        self.errors.append(invalid(path, value, f"must be {expected}, not {type_name(value)}"))
+
+    def mapping(self, value: Any, path: Path, *, require: bool = False) -> Mapping[str, Any] | None:
+        if value is None:
+            if require:
+                self.errors.append(required(path))
+            return None
+        if not isinstance(value, Mapping):
+            self._wrong(path, value, "an object")
+            return None
+        return value
+
+    def sequence(self, value: Any, path: Path, *, require: bool = False) -> Sequence[Any] | None:
+        if value is None:
+            if require:
+                self.errors.append(required(path))
+            return None
+        if not isinstance(value, list | tuple):
+            self._wrong(path, value, "an array")
+            return None
+        return value
+
+    def string(self, value: Any, path: Path, *, require: bool = False) -> str | None:
+        """A string; with `require`, the empty string counts as missing (as in Kubernetes validation)."""
+        if value is None or (require and value == ""):
+            if require:
+                self.errors.append(required(path))
+            return None
+        if not isinstance(value, str):
+            self._wrong(path, value, "a string")
+            return None
+        return value
+
+    def integer(self, value: Any, path: Path, *, maximum: int = INT64_MAX) -> int | None:
+        if value is None:
+            return None
+        # bool is an int subclass in Python, but `true` is not a number in JSON
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._wrong(path, value, "an integer")
+            return None
+        if value > maximum:
+            self.errors.append(invalid(path, value, f"must be less than or equal to {maximum}"))
+            return None
+        return value
+
+    def number(self, value: Any, path: Path) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong(path, value, "a number")
+            return None
+        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities are not JSON
+            self.errors.append(invalid(path, value, "must be a finite number"))
+            return None
+        return float(value)
+
+    def boolean(self, value: Any, path: Path) -> bool | None:
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self._wrong(path, value, "a boolean")
+            return None
+        return value
+
+    def string_map(self, value: Any, path: Path) -> dict[str, str] | None:
+        """A map of strings to strings (labels, annotations, headers, ConfigMap data)."""
+        raw = self.mapping(value, path)
+        if raw is None:
+            return None
+        out: dict[str, str] = {}
+        for raw_key, item in raw.items():
+            key: object = raw_key  # YAML allows non-string keys
+            if not isinstance(key, str):
+                self.errors.append(invalid(path, key, "keys must be strings"))
+                continue
+            text = self.string(item, path + f"[{key}]")
+            if text is not None:
+                out[key] = text
+        return out
+
+    def mappings(self, value: Any, path: Path) -> list[tuple[Path, Mapping[str, Any]]]:
+        """The object items of an array, each with its path; other items are reported and dropped."""
+        items = self.sequence(value, path)
+        out: list[tuple[Path, Mapping[str, Any]]] = []
+        for i, item in enumerate(items or ()):
+            item_path = path + f"[{i}]"
+            obj = self.mapping(item, item_path, require=True)
+            if obj is not None:
+                out.append((item_path, obj))
+        return out

@@ -1,0 +1,85 @@
+"""spec.resourceTemplates: PersistentVolumeClaims and ConfigMaps created once when the flow starts.
+
+Each is created as `<flow name>-<metadata.name>`; the original's checks (a name, access modes, a
+non-zero storage request) plus unique names and that the prefixed name is still a valid object name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.validation.errors import Path, duplicate, invalid, not_supported, required
+from zen_flow.validation.formats import QUANTITY_MSG, config_key_problem, parse_quantity, subdomain_problem
+from zen_flow.validation.reader import Reader
+
+ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
+
+
+def _check_name(r: Reader, obj: Mapping[str, Any], path: Path, flow: str, seen: set[str]) -> None:
+    meta = r.mapping(obj.get("metadata"), path + ".metadata", require=True)
+    if meta is None:
+        return
+    name_path = path + ".metadata" + ".name"
+    name = r.string(meta.get("name"), name_path, require=True)
+    if name is None:
+        return
+    if problem := subdomain_problem(name):
+        r.add(invalid(name_path, name, problem))
+    elif flow and (problem := subdomain_problem(f"{flow}-{name}")):
+        r.add(invalid(name_path, name, f"the object is created as {flow}-{name}, which {problem}"))
+    if name in seen:
+        r.add(duplicate(name_path, name))
+    seen.add(name)
+
+
+def _check_claim(r: Reader, claim: Mapping[str, Any], path: Path) -> None:
+    spec_path = path + ".spec"
+    spec = r.mapping(claim.get("spec"), spec_path, require=True)
+    if spec is None:
+        return
+    modes_path = spec_path + ".accessModes"
+    modes = r.sequence(spec.get("accessModes"), modes_path, require=True)
+    if modes is not None and not modes:
+        r.add(required(modes_path, "at least one access mode"))
+    for i, mode in enumerate(modes or ()):
+        text = r.string(mode, modes_path + f"[{i}]")
+        if text is not None and text not in ACCESS_MODES:
+            r.add(not_supported(modes_path + f"[{i}]", text, ACCESS_MODES))
+    resources = r.mapping(spec.get("resources"), spec_path + ".resources", require=True)
+    if resources is None:
+        return
+    requests_path = spec_path + ".resources" + ".requests"
+    requests = r.mapping(resources.get("requests"), requests_path, require=True)
+    if requests is None:
+        return
+    storage_path = requests_path + "[storage]"
+    if requests.get("storage") is None:
+        r.add(required(storage_path, "a volume claim must request storage"))
+        return
+    amount = parse_quantity(requests["storage"])
+    if amount is None:
+        r.add(invalid(storage_path, requests["storage"], QUANTITY_MSG))
+    elif amount <= 0:
+        r.add(invalid(storage_path, requests["storage"], "must be greater than 0"))
+
+
+def _check_config_map(r: Reader, config_map: Mapping[str, Any], path: Path) -> None:
+    for field in ("data", "binaryData"):
+        data = r.string_map(config_map.get(field), path + "." + field)
+        for key in data or {}:
+            if problem := config_key_problem(key):
+                r.add(invalid(path + "." + field, key, problem))
+
+
+def check_resource_templates(r: Reader, templates: Mapping[str, Any], path: Path, flow: str) -> None:
+    seen: set[str] = set()
+    for item_path, claim in r.mappings(templates.get("volumeClaimTemplates"), path + ".volumeClaimTemplates"):
+        _check_name(r, claim, item_path, flow, seen)
+        _check_claim(r, claim, item_path)
+    seen = set()
+    for item_path, config_map in r.mappings(
+        templates.get("configMapTemplates"), path + ".configMapTemplates"
+    ):
+        _check_name(r, config_map, item_path, flow, seen)
+        _check_config_map(r, config_map, item_path)

@@ -1,0 +1,206 @@
+"""Rules for one step: name, type, dependencies, retryPolicy, timeoutSeconds, `when`, template."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from zen_flow.expressions import ExpressionError, compile_when
+from zen_flow.validation.errors import (
+    Path,
+    duplicate,
+    forbidden,
+    invalid,
+    not_found,
+    not_supported,
+    quote,
+    required,
+    too_long,
+    too_many,
+)
+from zen_flow.validation.formats import DURATION_MSG, label_problem, parse_duration
+from zen_flow.validation.index import StepIndex
+from zen_flow.validation.limits import (
+    MAX_BACKOFF_SECONDS,
+    MAX_MESSAGE,
+    MAX_STEPS,
+    MAX_TIMEOUT_SECONDS,
+    MAX_WHEN,
+)
+from zen_flow.validation.reader import INT32_MAX, Reader
+from zen_flow.validation.template import TemplateInfo, check_metadata_maps, check_template
+
+STEP_TYPES = ("Job", "Manual")
+BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
+
+
+def check_step_names(r: Reader, steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
+    """Every step has a unique DNS-1123 label as its name (it becomes a label value and a key part)."""
+    seen: set[str] = set()
+    for path, step in steps:
+        name_path = path + ".name"
+        name = r.string(step.get("name"), name_path, require=True)
+        if name is None:
+            continue
+        if problem := label_problem(name):
+            r.add(invalid(name_path, name, problem))
+        if name in seen:
+            r.add(duplicate(name_path, name))
+        seen.add(name)
+
+
+def check_step_count(r: Reader, steps: Sequence[Any] | None, path: Path) -> None:
+    if steps is None:
+        return
+    if not steps:
+        r.add(required(path, "a JobFlow needs at least one step"))
+    elif len(steps) > MAX_STEPS:
+        r.add(too_many(path, len(steps), MAX_STEPS))
+
+
+def check_cycle(r: Reader, index: StepIndex) -> None:
+    if index.cycle is None:
+        return
+    first = index.paths[index.cycle[0]]
+    r.add(
+        invalid(
+            first + ".dependencies",
+            " -> ".join(index.cycle),
+            "the dependencies form a cycle, so these steps could never start",
+        )
+    )
+
+
+def is_manual(step: Mapping[str, Any]) -> bool:
+    """As `api.jobflow.Step.is_manual`: `type: Manual`, or no type and no template (the original's rule)."""
+    kind = step.get("type")
+    if isinstance(kind, str) and kind:
+        return kind == "Manual"
+    return not step.get("template")
+
+
+def check_step(r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path) -> TemplateInfo | None:
+    """All single-step rules; returns the template summary of a Job step (for podFailurePolicy)."""
+    name = step.get("name") if isinstance(step.get("name"), str) else ""
+    kind = r.string(step.get("type"), path + ".type")
+    if kind and kind not in STEP_TYPES:
+        r.add(not_supported(path + ".type", kind, STEP_TYPES))
+    message = r.string(step.get("message"), path + ".message")
+    if message is not None and len(message) > MAX_MESSAGE:
+        r.add(too_long(path + ".message", message, MAX_MESSAGE))
+    meta = r.mapping(step.get("metadata"), path + ".metadata")
+    if meta is not None:
+        check_metadata_maps(r, meta, path + ".metadata")
+    _check_dependencies(r, index, step.get("dependencies"), path + ".dependencies")
+    retry = r.mapping(step.get("retryPolicy"), path + ".retryPolicy")
+    if retry is not None:
+        _check_retry_policy(r, retry, path + ".retryPolicy")
+    timeout = r.integer(step.get("timeoutSeconds"), path + ".timeoutSeconds")
+    if timeout is not None and timeout <= 0:
+        r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
+    elif timeout is not None and timeout > MAX_TIMEOUT_SECONDS:
+        r.add(invalid(path + ".timeoutSeconds", timeout, f"must be at most {MAX_TIMEOUT_SECONDS} (30 days)"))
+    when = r.string(step.get("when"), path + ".when")
+    if when is not None:
+        _check_when(r, index, str(name), when, path + ".when")
+    r.boolean(step.get("continueOnFailure"), path + ".continueOnFailure")
+    return _check_template_for_type(r, step, kind, path + ".template")
+
+
+def _check_template_for_type(
+    r: Reader, step: Mapping[str, Any], kind: str | None, path: Path
+) -> TemplateInfo | None:
+    raw = step.get("template")
+    if kind == "Manual":
+        if raw is not None:
+            r.add(
+                forbidden(
+                    path, "Manual steps take no template: a Manual step is an approval gate and runs nothing"
+                )
+            )
+        return None
+    if is_manual(step):
+        return None  # no type and an empty template: the original's implicit approval gate
+    if raw is None or raw == {}:
+        r.add(
+            required(
+                path, "Job steps need a template (a batch/v1 Job); for an approval gate use type: Manual"
+            )
+        )
+        return None
+    template = r.mapping(raw, path)
+    if template is None:
+        return None
+    return check_template(r, template, path)
+
+
+def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path) -> None:
+    deps = r.sequence(raw, path)
+    if deps is None:
+        return
+    if len(deps) > MAX_STEPS:
+        r.add(too_many(path, len(deps), MAX_STEPS))
+    for i, dep in enumerate(deps):
+        name = r.string(dep, path + f"[{i}]")
+        if name is None:
+            continue
+        if name == "":
+            r.add(invalid(path + f"[{i}]", name, "must name a step of this flow"))
+        elif name not in index:
+            r.add(not_found(path + f"[{i}]", name))
+
+
+def _check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None:
+    limit = r.integer(retry.get("limit"), path + ".limit", maximum=INT32_MAX)
+    if limit is not None and limit < 0:
+        r.add(invalid(path + ".limit", limit, "must be greater than or equal to 0"))
+    backoff_path = path + ".backoff"
+    backoff = r.mapping(retry.get("backoff"), backoff_path)
+    if backoff is None:
+        return
+    kind = r.string(backoff.get("type"), backoff_path + ".type")
+    if kind and kind not in BACKOFF_TYPES:
+        r.add(not_supported(backoff_path + ".type", kind, BACKOFF_TYPES))
+    factor = r.number(backoff.get("factor"), backoff_path + ".factor")
+    if factor is not None and factor < 1:
+        r.add(invalid(backoff_path + ".factor", backoff.get("factor"), "must be greater than or equal to 1"))
+    for field in ("duration", "maxDuration"):
+        text = r.string(backoff.get(field), backoff_path + "." + field)
+        if text is None:
+            continue
+        seconds = parse_duration(text)
+        if seconds is None:
+            r.add(invalid(backoff_path + "." + field, text, DURATION_MSG))
+        elif seconds <= 0:
+            r.add(invalid(backoff_path + "." + field, text, "must be greater than 0"))
+        elif seconds > MAX_BACKOFF_SECONDS:
+            r.add(invalid(backoff_path + "." + field, text, "must be at most 720h (30 days)"))
+
+
+def _check_when(r: Reader, index: StepIndex, step: str, expr: str, path: Path) -> None:
+    if len(expr) > MAX_WHEN:
+        r.add(too_long(path, expr, MAX_WHEN))
+        return
+    try:
+        compiled = compile_when(expr)
+    except ExpressionError as err:
+        r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
+        return
+    for ref in sorted(compiled.references):
+        if ref not in index:
+            r.add(not_found(path, ref, "the condition refers to a step this flow does not have"))
+        elif index.precedes(ref, step) is False:
+            r.add(
+                invalid(
+                    path,
+                    expr,
+                    f"refers to step {quote(ref)}, which is not among the dependencies (direct or indirect) "
+                    f"of step {quote(step)}: its phase would not be final when the condition is evaluated",
+                )
+            )
+
+
+def _one_line(message: str) -> str:
+    """CEL errors come with a caret diagram over several lines; keep the words, one line per error."""
+    lines = [line.strip() for line in message.splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith("|"))

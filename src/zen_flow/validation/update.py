@@ -1,0 +1,77 @@
+"""`validate_update`: the rules for changing an existing JobFlow (admission UPDATE).
+
+`spec.steps` is immutable once the flow has started (JOBFLOW_API.md decision 12): the controller has
+created Jobs from those steps and recorded their status by name, so an edited step list would describe
+a different flow than the one running. Suspending, the execution policy, labels and annotations (which
+carry approvals) stay changeable.
+
+Ratcheting, as the apiserver does for CRD schemas: problems in a part the update leaves untouched
+(`spec`, the name, labels, annotations) are not reported, so a flow stored before a rule existed can
+still be approved, suspended, relabelled or have its finalizers removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.api.constants import StepPhase
+from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.errors import FieldError, forbidden
+from zen_flow.validation.flow import SPEC, validate_jobflow
+
+
+def has_started(flow: Mapping[str, Any]) -> bool:
+    """A phase other than Pending, or any step that left Pending."""
+    status = _get(flow, "status")
+    if not isinstance(status, Mapping):
+        return False
+    phase = status.get("phase")
+    if phase and phase != "Pending":
+        return True
+    steps = status.get("steps")
+    for step in steps if isinstance(steps, list | tuple) else ():
+        if isinstance(step, Mapping) and step.get("phase", StepPhase.PENDING) != StepPhase.PENDING:
+            return True
+    return False
+
+
+def _get(obj: Mapping[str, Any], *keys: str) -> Any:
+    cur: Any = obj
+    for key in keys:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
+
+
+def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Paths whose problems are not reported because the update does not touch what they depend on."""
+    same = {
+        key: _get(old, *key.split(".")) is not None
+        and _get(old, *key.split(".")) == _get(new, *key.split("."))
+        for key in (
+            "spec",
+            "metadata.name",
+            "metadata.generateName",
+            "metadata.labels",
+            "metadata.annotations",
+        )
+    }
+    # approval annotations are checked against the steps, so they ratchet only with an unchanged spec
+    same["metadata.annotations"] = same["metadata.annotations"] and same["spec"]
+    return [key for key, unchanged in same.items() if unchanged]
+
+
+def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldError]:
+    """The new object's own errors (approvals included) plus the transition rules; [] means fine."""
+    ratcheted = _ratcheted(old, new)
+    found = validate_jobflow(new) + validate_approvals(new)
+    errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
+    if has_started(old) and _get(old, "spec", "steps") != _get(new, "spec", "steps"):
+        errors.append(forbidden(SPEC + ".steps", "steps cannot change after the flow started"))
+    return errors

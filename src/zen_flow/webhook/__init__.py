@@ -1,0 +1,1 @@
+"""Admission webhooks: pure review functions, the aiohttp server, TLS certificate reload."""

@@ -1,0 +1,130 @@
+"""What the mutating webhook changes, as RFC 6902 operations.
+
+1. executionPolicy defaults (JOBFLOW_API.md decision 15): only missing fields, the same values as the
+   CRD schema defaults, so the result is identical whether the webhook or the apiserver filled them in.
+2. Audit annotations the user cannot forge: `workflow.kube-zen.io/created-by` is the creating user
+   (CREATE), and `approved-by.workflow.kube-zen.io/<step>` is the user who added or changed the step's
+   approve./reject. annotation. Any other value a user writes into these keys is put back (UPDATE) or
+   dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
+
+Every function is idempotent: run on its own output it returns no operations (the apiserver may
+re-invoke mutating webhooks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_CREATED_BY,
+    APPROVE_PREFIX,
+    DEFAULT_BACKOFF_LIMIT,
+    DEFAULT_CONCURRENCY_POLICY,
+    DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    REJECT_PREFIX,
+)
+from zen_flow.webhook.patch import pointer
+
+Op = dict[str, Any]
+
+EXECUTION_POLICY_DEFAULTS: Mapping[str, Any] = {
+    "concurrencyPolicy": str(DEFAULT_CONCURRENCY_POLICY),
+    "ttlSecondsAfterFinished": DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    "backoffLimit": DEFAULT_BACKOFF_LIMIT,
+}
+
+
+def default_ops(obj: Mapping[str, Any]) -> list[Op]:
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        return []  # validation reports it
+    policy = spec.get("executionPolicy")
+    if policy is None:
+        return [{"op": "add", "path": "/spec/executionPolicy", "value": dict(EXECUTION_POLICY_DEFAULTS)}]
+    if not isinstance(policy, Mapping):
+        return []
+    return [
+        {"op": "add", "path": pointer("spec", "executionPolicy", key), "value": value}
+        for key, value in EXECUTION_POLICY_DEFAULTS.items()
+        if policy.get(key) is None
+    ]
+
+
+def _annotations(obj: Any) -> dict[str, str]:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if not isinstance(annotations, Mapping):
+        return {}
+    return {k: v for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _decisions(annotations: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """step -> (approve value, reject value) for every step with an approval annotation."""
+    out: dict[str, tuple[str, str]] = {}
+    for key in annotations:
+        for prefix in (APPROVE_PREFIX, REJECT_PREFIX):
+            if key.startswith(prefix) and key != prefix:
+                step = key[len(prefix) :]
+                out[step] = (
+                    annotations.get(APPROVE_PREFIX + step, ""),
+                    annotations.get(REJECT_PREFIX + step, ""),
+                )
+    return out
+
+
+def desired_audit(
+    operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None, username: str
+) -> dict[str, str | None]:
+    """The audit annotations the object must carry: key -> value, or None for "must be absent"."""
+    new_ann = _annotations(obj)
+    old_ann = _annotations(old) if operation == "UPDATE" and old is not None else {}
+    want: dict[str, str | None] = {}
+    if operation == "CREATE":
+        want[ANNOTATION_CREATED_BY] = username or None
+    else:
+        want[ANNOTATION_CREATED_BY] = old_ann.get(ANNOTATION_CREATED_BY)
+    for key in new_ann.keys() | old_ann.keys():
+        if key.startswith(ANNOTATION_APPROVED_BY_PREFIX):
+            want[key] = old_ann.get(key)  # only the webhook writes these
+    old_decisions = _decisions(old_ann)
+    for step, decision in _decisions(new_ann).items():
+        if old_decisions.get(step) != decision:
+            want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
+    return want
+
+
+def audit_ops(
+    operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None, username: str
+) -> list[Op]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        return []  # validation reports it
+    current = meta.get("annotations")
+    if current is not None and not isinstance(current, Mapping):
+        return []
+    have = dict(current or {})
+    want = desired_audit(operation, obj, old, username)
+    changes = {k: v for k, v in want.items() if have.get(k) != v}
+    if not changes:
+        return []
+    if current is None:
+        values = {k: v for k, v in changes.items() if v is not None}
+        return [{"op": "add", "path": "/metadata/annotations", "value": values}] if values else []
+    ops: list[Op] = []
+    for key, value in sorted(changes.items()):
+        path = pointer("metadata", "annotations", key)
+        if value is None:
+            if key in have:
+                ops.append({"op": "remove", "path": path})
+        else:
+            ops.append({"op": "add", "path": path, "value": value})
+    return ops
+
+
+def mutation_ops(
+    operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None, username: str
+) -> list[Op]:
+    """Every operation for a CREATE or UPDATE of a JobFlow (empty when nothing changes)."""
+    return [*default_ops(obj), *audit_ops(operation, obj, old, username)]

@@ -1,0 +1,41 @@
+"""The webhook server as the controller process runs it: Prometheus hooks, an address string, and a
+coroutine that serves until cancelled (one task of the application's TaskGroup)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from zen_flow.metrics import Metrics
+from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, WebhookServer
+from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """`host:port`, `:port` (all interfaces) or `[v6]:port` -> (host, port)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"webhook address {addr!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class WebhookRuntime:
+    def __init__(
+        self, cert_dir: str | Path, metrics: Metrics, *, reload_interval: float = DEFAULT_RELOAD_INTERVAL
+    ):
+        self.server = WebhookServer(
+            cert_dir, reload_interval=reload_interval, metrics=PrometheusWebhookMetrics(metrics)
+        )
+
+    def tls_problem(self) -> str | None:
+        """Readiness: None once a serving certificate is loaded."""
+        return self.server.not_ready_reason()
+
+    async def serve(self, addr: str) -> None:
+        """Listen on `addr` and serve until cancelled; then close the listener."""
+        host, port = split_address(addr)
+        await self.server.start(host, port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.server.stop()

@@ -1,0 +1,156 @@
+"""The HTTPS admission server: `/validate-jobflow`, `/mutate-jobflow` (the original's paths),
+`/healthz` and `/readyz`.
+
+Request handling is thin: read the body (at most `MAX_BODY_BYTES`, else 413), parse JSON (else 400),
+run the pure review function in a worker thread (a 500-step UPDATE review takes tens of milliseconds;
+the event loop keeps serving probes and other reviews meanwhile), answer 200 with the decision. A body
+that is not an AdmissionReview gets 400 with the reason, never a 500 traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+
+from zen_flow.webhook.review import ReviewError, mutate_review, validate_review
+from zen_flow.webhook.tls import CertMetrics, CertReloader
+
+log = structlog.get_logger(__name__)
+
+# An UPDATE review carries the object and the old object, each up to etcd's ~1.5 MiB: 3 MiB plus the
+# envelope. (aiohttp's default of 1 MiB would reject large flows' updates with 413.)
+MAX_BODY_BYTES = 3 * 1024 * 1024 + 64 * 1024
+VALIDATE_PATH = "/validate-jobflow"
+MUTATE_PATH = "/mutate-jobflow"
+DEFAULT_RELOAD_INTERVAL = 30.0
+
+
+class WebhookMetrics(CertMetrics, Protocol):
+    def review_done(self, webhook: str, allowed: bool, seconds: float) -> None:
+        """One admission review answered by `webhook` ("validate" or "mutate")."""
+
+
+def _review_handler(
+    name: str, review: Callable[[Any], dict[str, Any]], metrics: WebhookMetrics | None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def decide(body: bytes) -> dict[str, Any]:
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ReviewError(f"the body is not JSON: {exc}") from None
+        return review(document)
+
+    async def handle(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await request.read()  # raises 413 above client_max_size
+        try:
+            answer = await asyncio.to_thread(decide, body)
+        except ReviewError as exc:
+            log.warning("bad admission request", webhook=name, error=str(exc))
+            return web.json_response({"error": str(exc)}, status=400)
+        allowed = bool(answer["response"]["allowed"])
+        if metrics is not None:
+            metrics.review_done(name, allowed, time.perf_counter() - started)
+        if not allowed:
+            log.info("admission denied", webhook=name, uid=answer["response"]["uid"])
+        return web.json_response(answer)
+
+    return handle
+
+
+def create_webhook_app(
+    *,
+    ready: Callable[[], str | None] = lambda: None,
+    metrics: WebhookMetrics | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> web.Application:
+    """The aiohttp app (no TLS: the site adds it). `ready` returns None when ready, else the reason."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        reason = ready()
+        if reason is not None:
+            return web.Response(status=503, text=reason + "\n")
+        return web.Response(text="ok\n")
+
+    app = web.Application(client_max_size=max_body_bytes)
+    app.router.add_post(VALIDATE_PATH, _review_handler("validate", validate_review, metrics))
+    app.router.add_post(MUTATE_PATH, _review_handler("mutate", mutate_review, metrics))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+class WebhookServer:
+    """HTTPS server with hot certificate reload; `start`/`stop` from a TaskGroup or a test.
+
+    `cert_dir` holds `tls.crt` and `tls.key`. The server starts even before the files exist (it answers
+    handshakes with an alert and /readyz with 503 until they do), so a pod can come up while
+    cert-manager is still issuing its certificate.
+    """
+
+    def __init__(
+        self,
+        cert_dir: str | Path,
+        *,
+        reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+        metrics: WebhookMetrics | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.certs = CertReloader(cert_dir, metrics=metrics)
+        self._interval = reload_interval
+        self._app = create_webhook_app(
+            ready=self.not_ready_reason, metrics=metrics, max_body_bytes=max_body_bytes
+        )
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def not_ready_reason(self) -> str | None:
+        """None when a certificate is loaded (a readiness probe for the controller's /readyz too)."""
+        if self.certs.ready:
+            return None
+        return "webhook certificate not loaded" + (
+            f": {self.certs.last_error}" if self.certs.last_error else ""
+        )
+
+    @property
+    def listening(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        if self._runner is None:
+            raise RuntimeError("the webhook server is not started")
+        for address in self._runner.addresses:
+            return int(address[1])
+        raise RuntimeError("the webhook server has no address")
+
+    async def start(self, host: str, port: int) -> None:
+        self.certs.check()
+        self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, host, port, ssl_context=self.certs.listening_context())
+        await self._site.start()
+        self._watcher = asyncio.create_task(self.certs.watch(self._interval), name="webhook-cert-reload")
+        log.info("webhook server listening", host=host, port=self.port, ready=self.certs.ready)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            # wait() does not re-raise the watcher's CancelledError, and lets our own cancellation through
+            await asyncio.wait([self._watcher])
+            self._watcher = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,145 @@
+"""The webhook's serving certificate, read from a directory and swapped in place when it changes.
+
+cert-manager renews the certificate into a Secret; the kubelet updates the mounted directory (never
+mount it with subPath: those mounts are not updated) by an atomic symlink swap, so inotify is unreliable
+and we poll: the pair's content hash every `interval` seconds. A new pair is loaded into a fresh
+SSLContext and installed only if it loads (a half-written pair, a key that does not match, an unreadable
+file: the old context keeps serving and the failure is counted). The listening socket's context has an
+`sni_callback` that hands every new handshake the current context, so rotation needs no restart and
+drops no connection; established connections keep the certificate they negotiated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from cryptography import x509
+
+log = structlog.get_logger(__name__)
+
+
+class CertMetrics(Protocol):
+    def cert_reloaded(self, ok: bool, not_after: float | None) -> None:
+        """A reload attempt: ok, and the new certificate's notAfter (Unix seconds) when it loaded."""
+
+
+@dataclass(frozen=True)
+class ServingCert:
+    context: ssl.SSLContext
+    digest: str
+    not_after: float
+    serial: int
+    subject: str
+
+
+class CertReloader:
+    """Holds the current serving context; `check()` reloads it when the files changed."""
+
+    def __init__(
+        self,
+        cert_dir: str | Path,
+        *,
+        cert_file: str = "tls.crt",
+        key_file: str = "tls.key",
+        metrics: CertMetrics | None = None,
+    ) -> None:
+        self.cert_path = Path(cert_dir) / cert_file
+        self.key_path = Path(cert_dir) / key_file
+        self._metrics = metrics
+        self._current: ServingCert | None = None
+        self._failed_digest: str | None = None  # do not retry (and re-count) the same broken pair
+        self.last_error: str | None = None
+        self._listening: ssl.SSLContext | None = None
+
+    @property
+    def current(self) -> ServingCert | None:
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    def _digest(self) -> str:
+        h = hashlib.sha256()
+        h.update(self.cert_path.read_bytes())
+        h.update(b"\0")
+        h.update(self.key_path.read_bytes())
+        return h.hexdigest()
+
+    def check(self) -> bool:
+        """Load the pair if its content changed; True when a new certificate was installed."""
+        try:
+            digest = self._digest()
+        except OSError as exc:
+            return self._fail(None, f"cannot read {self.cert_path.parent}: {exc}")
+        if self._current is not None and digest == self._current.digest:
+            return False
+        if digest == self._failed_digest:
+            return False
+        try:
+            cert_bytes = self.cert_path.read_bytes()
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(self.cert_path, self.key_path)
+            cert = x509.load_pem_x509_certificate(cert_bytes)
+            # The files may have changed between hashing and loading (a rotation mid-read): only
+            # install what matches the digest, and pick up the rest on the next check.
+            if self._digest() != digest:
+                return False
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return self._fail(digest, f"cannot load {self.cert_path} / {self.key_path}: {exc}")
+        not_after = cert.not_valid_after_utc.timestamp()
+        self._current = ServingCert(
+            context, digest, not_after, cert.serial_number, cert.subject.rfc4514_string()
+        )
+        self._failed_digest = None
+        self.last_error = None
+        if self._metrics is not None:
+            self._metrics.cert_reloaded(True, not_after)
+        log.info("webhook certificate loaded", subject=self._current.subject, serial=hex(cert.serial_number))
+        return True
+
+    def _fail(self, digest: str | None, message: str) -> bool:
+        if digest is not None and digest == self._failed_digest:
+            return False
+        if message != self.last_error:
+            log.warning("webhook certificate not reloaded; keeping the current one", error=message)
+            if self._metrics is not None:
+                self._metrics.cert_reloaded(False, None)
+        self._failed_digest = digest
+        self.last_error = message
+        return False
+
+    def listening_context(self) -> ssl.SSLContext:
+        """The context for the listening socket: each handshake is handed the current certificate."""
+        if self._listening is None:
+            listening = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            listening.minimum_version = ssl.TLSVersion.TLSv1_2
+            listening.sni_callback = self._select
+            self._listening = listening
+        return self._listening
+
+    def _select(
+        self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> int | None:
+        # Called for every ClientHello, with or without SNI (the apiserver sends none for an IP URL).
+        current = self._current
+        if current is None:
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # no certificate yet: refuse, do not crash
+        conn.context = current.context
+        return None
+
+    async def watch(self, interval: float) -> None:
+        """Poll forever; cancel to stop."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.check()
+            except Exception as exc:  # a reload is best effort: the current certificate keeps serving
+                self._fail(None, f"unexpected error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,177 @@
+"""Shared test configuration: tier markers, the local clusters, and per-test cluster fixtures.
+
+Tiers: tests/unit (no cluster), tests/integration (`apiserver_cluster`: etcd + kube-apiserver) and
+tests/e2e (`full_cluster`: + controller-manager, scheduler, kwok). Each tier's conftest binds `cluster`
+to its cluster; the fixtures below (`kubeconfig`, `kubectl`, `namespace`, `api_client`) use that
+binding, so they are available in tests/integration and tests/e2e only. See docs/TESTING.md.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import pytest
+
+from zen_flow.devcluster import ExternalCluster, LocalCluster, existing_kubeconfig, find_kubectl
+
+TESTS_DIR = Path(__file__).parent
+TIER_MARKERS = {"integration": "integration", "e2e": "e2e"}
+LOG_TAIL_LINES = 60
+_CLUSTER_FIXTURES = ("cluster", "apiserver_cluster", "full_cluster")
+
+
+class ClusterHandle(Protocol):
+    """What tests may rely on: LocalCluster, or ExternalCluster under ZENFLOW_TEST_KUBECONFIG."""
+
+    @property
+    def kubeconfig(self) -> Path: ...
+    @property
+    def server(self) -> str: ...
+    @property
+    def ca_cert(self) -> Path | None: ...
+    def log_tails(self, lines: int = 60) -> dict[str, str]: ...
+    def stop(self) -> None: ...
+
+
+class Kubectl(Protocol):
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+class KubectlError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A CI timeout or `kill` sends SIGTERM, whose default action skips atexit and fixture teardown. As a
+    # KeyboardInterrupt it unwinds like Ctrl-C: session fixtures and atexit stop the local clusters and
+    # remove their directories (the processes would die with us anyway, see devcluster/process.py).
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            tier = item.path.relative_to(TESTS_DIR).parts[0]
+        except (ValueError, IndexError):
+            continue
+        marker = TIER_MARKERS.get(tier)
+        if marker is not None:
+            item.add_marker(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """On failure, append the tail of every control-plane log to the report."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+        seen: set[int] = set()
+        for name in _CLUSTER_FIXTURES:
+            cluster = funcargs.get(name)
+            if cluster is None or id(cluster) in seen or not hasattr(cluster, "log_tails"):
+                continue
+            seen.add(id(cluster))
+            for component, tail in cluster.log_tails(LOG_TAIL_LINES).items():
+                report.sections.append((f"{component} log (last {LOG_TAIL_LINES} lines)", tail))
+    return report
+
+
+def _smoke_job_enabled() -> bool:
+    return os.environ.get("ZENFLOW_CLUSTER_SMOKE", "1") not in ("0", "false", "no")
+
+
+def _cluster(profile: str, tmp_path_factory: pytest.TempPathFactory) -> ClusterHandle:
+    existing = existing_kubeconfig()
+    if existing is not None:
+        return ExternalCluster.from_kubeconfig(existing, tmp_path_factory.mktemp("external-cluster"))
+    local = LocalCluster("full" if profile == "full" else "apiserver", smoke_job=_smoke_job_enabled())
+    return local.start()
+
+
+@pytest.fixture(scope="session")
+def apiserver_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    """etcd + kube-apiserver (TLS, RBAC, client-cert auth), started once per session."""
+    cluster = _cluster("apiserver", tmp_path_factory)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def full_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    """apiserver + kube-controller-manager + kube-scheduler + kwok (node kwok-node-0), once per session."""
+    cluster = _cluster("full", tmp_path_factory)
+    yield cluster
+    cluster.stop()
+
+
+# The fixtures below are function-scoped on purpose: `cluster` differs per tier, and a session-scoped
+# fixture built on it would be cached with whichever tier ran first.
+
+
+@pytest.fixture(scope="session")
+def _kubectl_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A private discovery cache: every local cluster has a new port, ~/.kube/cache would only grow.
+    return tmp_path_factory.mktemp("kubectl-cache")
+
+
+@pytest.fixture
+def kubeconfig(cluster: ClusterHandle) -> Path:
+    return cluster.kubeconfig
+
+
+@pytest.fixture
+def kubectl(cluster: ClusterHandle, _kubectl_cache_dir: Path) -> Kubectl:
+    """`kubectl(*args, input=None, check=True)` with the tier's kubeconfig; raises KubectlError on failure."""
+    binary = str(find_kubectl(getattr(cluster, "bin_dir", None)))
+    env = {**os.environ, "KUBECACHEDIR": str(_kubectl_cache_dir)}
+    base = [binary, f"--kubeconfig={cluster.kubeconfig}"]
+
+    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [*base, *args]
+        result = subprocess.run(argv, input=input, capture_output=True, text=True, env=env, timeout=120)
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+    return run
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace `zf-<8 hex>` (label zenflow.test/namespace=true), deleted afterwards without
+    waiting for its termination."""
+    name = f"zf-{secrets.token_hex(4)}"
+    manifest = (
+        '{"apiVersion": "v1", "kind": "Namespace", "metadata": '
+        f'{{"name": "{name}", "labels": {{"zenflow.test/namespace": "true"}}}}}}'
+    )
+    kubectl("create", "-f", "-", input=manifest)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+async def api_client(kubeconfig: Path) -> AsyncIterator[Any]:
+    """A kubernetes_asyncio ApiClient for the tier's kubeconfig, closed after the test."""
+    from kubernetes_asyncio import client, config
+
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
+        yield api

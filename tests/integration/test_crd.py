@@ -1,0 +1,353 @@
+"""The JobFlow CRD on a real kube-apiserver: it installs, keeps every field, defaults, prints.
+
+The CRD is installed by the session fixture `jobflow_crd` (tests/integration/conftest.py); what the
+apiserver rejects is in test_crd_validation.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from jobflow_objects import (
+    DEFAULT_POLICY,
+    Kubectl,
+    covered_paths,
+    crd_schema,
+    create,
+    flow,
+    get,
+    job,
+    leaf_paths,
+    patch_status,
+    upstream_examples,
+    with_defaults,
+)
+from kubernetes_asyncio import client
+
+from zen_flow.api.jobflow import JobFlowStatus
+from zen_flow.devcluster.adminclient import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def objects(api_client: Any, jobflow_crd: dict[str, Any]) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+# --- installation ------------------------------------------------------------------------------------
+
+
+def test_crd_is_established_and_the_apiserver_kept_the_whole_schema(jobflow_crd: dict[str, Any]) -> None:
+    conditions = {c["type"]: c["status"] for c in jobflow_crd["status"]["conditions"]}
+    assert conditions["Established"] == "True"
+    assert conditions["NamesAccepted"] == "True"
+    assert "NonStructuralSchema" not in conditions
+    assert jobflow_crd["status"]["acceptedNames"]["shortNames"] == ["jf", "flow"]
+    # The apiserver drops schema keywords it does not know (a typo such as x-kubernetes-list-typ):
+    # what it stored must be exactly what we wrote.
+    version = jobflow_crd["spec"]["versions"][0]
+    assert version["schema"]["openAPIV3Schema"] == crd_schema()
+
+
+# --- the original's examples -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [yaml.safe_load(p.read_text()) for p in upstream_examples()],
+    ids=[p.name for p in upstream_examples()],
+)
+async def test_the_original_examples_are_accepted_and_read_back_whole(
+    objects: client.CustomObjectsApi, namespace: str, sent: dict[str, Any]
+) -> None:
+    # The examples say `namespace: default`; only that is changed, so tests stay isolated.
+    sent = {**sent, "metadata": {**sent["metadata"], "namespace": namespace}}
+    await create(objects, sent)
+    stored = await get(objects, namespace, sent["metadata"]["name"])
+    assert stored["spec"] == with_defaults(sent["spec"])
+
+
+async def test_defaults_fill_a_partial_execution_policy(
+    objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    sent = flow("partial", namespace, [{"name": "a", "template": job()}], executionPolicy={"backoffLimit": 0})
+    await create(objects, sent)
+    stored = await get(objects, namespace, "partial")
+    assert stored["spec"]["executionPolicy"] == {**DEFAULT_POLICY, "backoffLimit": 0}
+    # No default on steps[].type: the type-less step with a template stays type-less (a Job by the rule).
+    assert "type" not in stored["spec"]["steps"][0]
+
+
+def kitchen_sink_spec() -> dict[str, Any]:
+    """A spec that sets every field of the schema."""
+    key_ref = {"name": "creds", "key": "token"}
+    return {
+        "executionPolicy": {
+            "concurrencyPolicy": "Replace",
+            "ttlSecondsAfterFinished": 0,
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": 7200,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]},
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
+        },
+        "resourceTemplates": {
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                }
+            ],
+            "configMapTemplates": [{"metadata": {"name": "cfg"}, "data": {"k": "v"}}],
+        },
+        "suspend": False,
+        "steps": [
+            {
+                "name": "produce",
+                "type": "Job",
+                "metadata": {"labels": {"team": "data"}, "annotations": {"note": "x"}},
+                "retryPolicy": {
+                    "limit": 0,
+                    "backoff": {"type": "Exponential", "factor": 1.5, "duration": "10s", "maxDuration": "1h"},
+                },
+                "timeoutSeconds": 600,
+                "when": "always",
+                "continueOnFailure": True,
+                "template": job("echo produce"),
+                "inputs": {
+                    "artifacts": [
+                        {
+                            "name": "seed",
+                            "path": "/in/seed",
+                            "http": {"url": "https://example.com/seed", "headers": {"Accept": "*/*"}},
+                        }
+                    ],
+                    "parameters": [
+                        {"name": "literal", "value": "1"},
+                        {"name": "cm", "valueFrom": {"configMapKeyRef": key_ref}},
+                        {"name": "secret", "valueFrom": {"secretKeyRef": key_ref}},
+                    ],
+                },
+                "outputs": {
+                    "artifacts": [
+                        {
+                            "name": "result",
+                            "path": "/out/result",
+                            "optional": True,
+                            "archive": {"format": "tar", "compression": "gzip"},
+                            "s3": {
+                                "endpoint": "https://s3.example.com",
+                                "bucket": "b",
+                                "key": "k",
+                                "region": "eu-west-1",
+                                "insecure": False,
+                                "accessKeyIDSecretRef": key_ref,
+                                "secretAccessKeySecretRef": key_ref,
+                            },
+                        }
+                    ],
+                    "parameters": [{"name": "count", "valueFrom": {"jsonPath": "$.succeeded"}}],
+                },
+            },
+            {
+                "name": "gate",
+                "type": "Manual",
+                "message": "Look at produce's result first",
+                "dependencies": ["produce"],
+            },
+            {
+                "name": "consume",
+                "dependencies": ["gate"],
+                "when": "steps.produce.phase == 'Succeeded'",
+                "template": job("echo consume"),
+                "inputs": {
+                    "artifacts": [{"name": "result", "from": "produce/result", "path": "/in/result"}],
+                    "parameters": [{"name": "count", "valueFrom": {"jsonPath": "produce:$.succeeded"}}],
+                },
+            },
+        ],
+    }
+
+
+def full_status() -> dict[str, Any]:
+    """A status that sets every field of the schema, in the form the models write it (to_wire())."""
+    t0, t1 = "2026-01-02T03:04:05Z", "2026-01-02T03:14:05Z"
+    job_ref = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": "f-produce-0",
+        "namespace": "ns",
+        "uid": "u-1",
+    }
+    return {
+        "phase": "Paused",
+        "conditions": [
+            {
+                "type": "WaitingForApproval",
+                "status": "True",
+                "reason": "StepPendingApproval",
+                "message": "step gate waits for approval",
+                "lastTransitionTime": t1,
+                "observedGeneration": 1,
+            },
+            {
+                "type": "Complete",
+                "status": "False",
+                "reason": "Running",
+                "message": "",
+                "lastTransitionTime": t0,
+            },
+        ],
+        "startTime": t0,
+        "completionTime": t1,
+        "estimatedCompletionTime": t1,
+        "steps": [
+            {
+                "name": "produce",
+                "phase": "Succeeded",
+                "startTime": t0,
+                "completionTime": t1,
+                "jobRef": job_ref,
+                "outputs": {
+                    "parameters": [{"name": "count", "value": "1"}],
+                    "artifacts": [{"name": "result", "path": "s3://b/k"}],
+                },
+                "retryCount": 1,
+                "message": "Job completed",
+                "nextRetryTime": t0,
+            },
+            {
+                "name": "gate",
+                "phase": "PendingApproval",
+                "startTime": t1,
+                "retryCount": 0,
+                "approvedBy": "alice",
+            },
+            {"name": "consume", "phase": "Pending", "retryCount": 0},
+        ],
+        "resourceRefs": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "f-cfg", "namespace": "ns", "uid": "u-2"}
+        ],
+        "progress": {
+            "completedSteps": 1,
+            "totalSteps": 3,
+            "successfulSteps": 1,
+            "failedSteps": 0,
+            "skippedSteps": 0,
+        },
+        "audit": {
+            "initiatedBy": {"user": "alice", "type": "User"},
+            "correlationID": "req-42",
+            "approvals": [{"step": "gate", "decision": "Approved", "user": "bob", "time": t1}],
+        },
+        "observedGeneration": 1,
+        "progressSummary": "1/3",
+        "message": "waiting for approval of step gate",
+    }
+
+
+def test_the_samples_set_every_field_of_the_schema() -> None:
+    schema = crd_schema()["properties"]
+    for key, sample in (("spec", kitchen_sink_spec()), ("status", full_status())):
+        assert set(leaf_paths(schema[key])) - set(covered_paths(sample, schema[key])) == set(), key
+
+
+async def test_every_spec_field_survives_a_round_trip(
+    objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    sent = flow("everything", namespace, [])
+    sent["spec"] = kitchen_sink_spec()
+    await create(objects, sent)
+    stored = await get(objects, namespace, "everything")
+    assert stored["spec"] == sent["spec"]
+
+
+async def test_a_full_status_survives_a_round_trip(objects: client.CustomObjectsApi, namespace: str) -> None:
+    sent = flow("with-status", namespace, [])
+    sent["spec"] = kitchen_sink_spec()
+    await create(objects, sent)
+    status = full_status()
+    patched = await patch_status(objects, namespace, "with-status", status)
+    assert patched["status"] == status
+    stored = await get(objects, namespace, "with-status")
+    assert stored["status"] == status
+    # The controller's model reads it and writes back exactly the same document.
+    assert JobFlowStatus.model_validate(stored["status"]).to_wire() == status
+
+
+async def test_a_status_write_ignores_spec_and_a_spec_write_ignores_status(
+    objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    sent = flow("split", namespace, [{"name": "a", "template": job()}])
+    sent["status"] = {"phase": "Succeeded"}
+    created = await create(objects, sent)
+    assert "status" not in created  # the status subresource is on: create drops status
+    await patch_status(objects, namespace, "split", {"phase": "Running"})
+    stored = await get(objects, namespace, "split")
+    assert stored["status"] == {"phase": "Running"}
+    assert stored["metadata"]["generation"] == 1
+
+
+async def test_kubectl_wait_for_condition_complete(
+    objects: client.CustomObjectsApi, kubectl: Kubectl, namespace: str
+) -> None:
+    await create(objects, flow("done", namespace, [{"name": "a", "template": job()}]))
+    complete = {
+        "type": "Complete",
+        "status": "True",
+        "reason": "FlowSucceeded",
+        "lastTransitionTime": "2026-01-02T03:04:05Z",
+    }
+    await patch_status(objects, namespace, "done", {"phase": "Succeeded", "conditions": [complete]})
+    done = kubectl("wait", "--for=condition=Complete", "--timeout=20s", "jf/done", "-n", namespace)
+    assert "condition met" in done.stdout
+
+
+# --- kubectl UX ---------------------------------------------------------------------------------------
+
+
+async def test_kubectl_get_shows_phase_and_progress(
+    objects: client.CustomObjectsApi, kubectl: Kubectl, namespace: str
+) -> None:
+    await create(objects, flow("shown", namespace, [{"name": "a", "template": job()}]))
+    await patch_status(
+        objects,
+        namespace,
+        "shown",
+        {
+            "phase": "Running",
+            "progressSummary": "1/3",
+            "progress": {"successfulSteps": 1, "failedSteps": 0},
+            "message": "step b is running",
+        },
+    )
+    header, row = kubectl("get", "jf", "-n", namespace).stdout.splitlines()
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "AGE"]
+    assert row.split()[:3] == ["shown", "Running", "1/3"]
+    wide_header, wide_row = kubectl("get", "flow", "shown", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide_header.split() == ["NAME", "PHASE", "PROGRESS", "SUCCEEDED", "FAILED", "MESSAGE", "AGE"]
+    assert "step b is running" in wide_row
+    # category `all`
+    assert "jobflow.workflow.kube-zen.io/shown" in kubectl("get", "all", "-n", namespace, "-o", "name").stdout
+
+
+def test_kubectl_explain_prints_the_descriptions(kubectl: Kubectl, jobflow_crd: Any) -> None:
+    # The aggregated OpenAPI document picks up a new CRD asynchronously: wait for it, with a deadline.
+    def explained() -> str | None:
+        done = kubectl("explain", "jobflow.spec.steps", check=False)
+        return done.stdout if done.returncode == 0 else None
+
+    text = wait_until(explained, timeout=30, what="kubectl explain jobflow.spec.steps")
+    for fragment in ("at most 500", "retryPolicy", "continueOnFailure", "approve.workflow.kube-zen.io"):
+        assert fragment in " ".join(text.split()), fragment
+    policy = " ".join(kubectl("explain", "jobflow.spec.executionPolicy.backoffLimit").stdout.split())
+    assert "total number of step retries allowed across the whole flow" in policy

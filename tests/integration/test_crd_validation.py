@@ -1,0 +1,235 @@
+"""What the apiserver rejects, by the JobFlow CRD's schema and CEL rules, with the message users see."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+from jobflow_objects import Kubectl, create, flow, get, job, kubectl_create, patch_status
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def objects(api_client: Any, jobflow_crd: dict[str, Any]) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+@pytest.mark.parametrize(
+    "started",
+    [
+        pytest.param({"phase": "Running", "startTime": "2026-01-02T03:04:05Z"}, id="flow-running"),
+        pytest.param({"phase": "Pending", "steps": [{"name": "a", "phase": "Running"}]}, id="step-running"),
+        pytest.param({"phase": "Failed"}, id="flow-failed-before-any-step"),
+    ],
+)
+async def test_steps_are_immutable_once_the_flow_started(
+    objects: client.CustomObjectsApi, kubectl: Kubectl, namespace: str, started: dict[str, Any]
+) -> None:
+    await create(objects, flow("frozen", namespace, [{"name": "a", "template": job("echo 1")}]))
+
+    def edit(patch: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        body = json.dumps({"spec": patch})
+        return kubectl("patch", "jf", "frozen", "-n", namespace, "--type=merge", "-p", body, check=False)
+
+    def set_command(command: str) -> subprocess.CompletedProcess[str]:
+        return edit({"steps": [{"name": "a", "template": job(command)}]})
+
+    assert set_command("echo 2").returncode == 0  # no status yet: editable
+    await patch_status(
+        objects, namespace, "frozen", {"phase": "Pending", "steps": [{"name": "a", "phase": "Pending"}]}
+    )
+    assert set_command("echo 3").returncode == 0  # not started yet: still editable
+    await patch_status(objects, namespace, "frozen", started)
+    refused = set_command("echo 4")  # a change deep inside the Job template is seen too
+    assert refused.returncode != 0
+    assert "spec.steps cannot change once the flow has started" in refused.stderr
+    # What stays possible after the start: suspend, policy edits, approvals, status writes.
+    assert edit({"suspend": True}).returncode == 0
+    assert edit({"executionPolicy": {"ttlSecondsAfterFinished": 60}}).returncode == 0
+    kubectl("annotate", "jf", "frozen", "-n", namespace, "approve.workflow.kube-zen.io/a=true")
+    await patch_status(objects, namespace, "frozen", {"phase": "Suspended"})
+    stored = await get(objects, namespace, "frozen")
+    assert stored["spec"]["steps"][0]["template"] == job("echo 3")
+
+
+# --- rejections ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "spec", "message"),
+    [
+        pytest.param(
+            [{"name": "a", "type": "Job"}],
+            {},
+            "a step of type Job needs a template",
+            id="job-without-template",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job()}, {"name": "a", "type": "Manual"}],
+            {},
+            'spec.steps[1]: Duplicate value: {"name":"a"}',
+            id="duplicate-step-names",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job(), "dependencies": ["a"]}],
+            {},
+            "a step cannot depend on itself",
+            id="self-dependency",
+        ),
+        pytest.param(
+            [{"name": "Step_1", "template": job()}], {}, "spec.steps[0].name: Invalid value", id="bad-name"
+        ),
+        pytest.param(
+            [{"name": "a", "type": "Script", "template": job()}],
+            {},
+            'spec.steps[0].type: Unsupported value: "Script"',
+            id="unknown-type",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job(), "retryPolicy": {"limit": -1}}],
+            {},
+            "spec.steps[0].retryPolicy.limit in body should be greater than or equal to 0",
+            id="negative-retry-limit",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job(), "retryPolicy": {"backoff": {"duration": "ten seconds"}}}],
+            {},
+            "spec.steps[0].retryPolicy.backoff.duration: Invalid value",
+            id="bad-duration",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job(), "timeoutSeconds": 0}],
+            {},
+            "spec.steps[0].timeoutSeconds: Invalid value",
+            id="zero-timeout",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job()}],
+            {"executionPolicy": {"concurrencyPolicy": "Sometimes"}},
+            'spec.executionPolicy.concurrencyPolicy: Unsupported value: "Sometimes"',
+            id="unknown-concurrency-policy",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job()}],
+            {
+                "executionPolicy": {
+                    "podFailurePolicy": {
+                        "rules": [
+                            {
+                                "action": "Count",
+                                "onExitCodes": {"operator": "In", "values": [1]},
+                                "onPodConditions": [{"type": "DisruptionTarget"}],
+                            }
+                        ]
+                    }
+                }
+            },
+            "a podFailurePolicy rule needs exactly one of onExitCodes and onPodConditions",
+            id="pod-failure-rule-with-both-matchers",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job()}],
+            {
+                "executionPolicy": {
+                    "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": []}]}
+                }
+            },
+            "a podFailurePolicy rule needs exactly one of onExitCodes and onPodConditions",
+            id="pod-failure-rule-without-matcher",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job()}],
+            {
+                "executionPolicy": {
+                    "podFailurePolicy": {"rules": [{"action": "Count", "onExitCodes": {"values": [0]}}]}
+                }
+            },
+            "exit code 0 cannot be used with the In operator",
+            id="exit-code-zero-with-in",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job(), "retryPolicy": {"backoff": {"duration": "0s"}}}],
+            {},
+            "must be more than 0s and at most 720h (30 days)",
+            id="zero-backoff",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job(), "retryPolicy": {"backoff": {"maxDuration": "721h"}}}],
+            {},
+            "must be more than 0s and at most 720h (30 days)",
+            id="backoff-cap-over-30-days",
+        ),
+        pytest.param(
+            [{"name": "a", "type": "Manual", "template": job()}],
+            {},
+            "a Manual step takes no template: it is an approval gate and runs nothing",
+            id="manual-with-template",
+        ),
+        pytest.param([], {}, "spec.steps: Invalid value", id="no-steps"),
+    ],
+)
+def test_invalid_flows_are_rejected_with_a_clear_message(
+    kubectl: Kubectl,
+    namespace: str,
+    jobflow_crd: Any,
+    steps: list[dict[str, Any]],
+    spec: dict[str, Any],
+    message: str,
+) -> None:
+    done = kubectl_create(kubectl, flow("bad", namespace, steps, **spec))
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+def test_a_flow_name_longer_than_a_label_value_is_rejected(
+    kubectl: Kubectl, namespace: str, jobflow_crd: Any
+) -> None:
+    done = kubectl_create(kubectl, flow("f" * 64, namespace, [{"name": "a", "template": job()}]))
+    assert done.returncode != 0
+    assert "a JobFlow name must be at most 63 characters" in done.stderr
+    assert (
+        kubectl_create(kubectl, flow("f" * 63, namespace, [{"name": "a", "template": job()}])).returncode == 0
+    )
+
+
+def test_a_step_without_type_or_template_is_accepted_as_a_manual_gate(
+    kubectl: Kubectl, namespace: str, jobflow_crd: Any
+) -> None:
+    # The original's rule: no type and no template is a Manual gate, so steps[].type has no default.
+    steps: list[dict[str, Any]] = [
+        {"name": "gate"},
+        {"name": "work", "dependencies": ["gate"], "template": job()},
+    ]
+    done = kubectl_create(kubectl, flow("gates", namespace, steps))
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ({"phase": "Exploded"}, 'status.phase: Unsupported value: "Exploded"'),
+        ({"steps": [{"name": "a", "phase": "Done"}]}, 'status.steps[0].phase: Unsupported value: "Done"'),
+        (
+            {"conditions": [{"type": "Complete", "status": True}]},
+            "status.conditions[0].status: Invalid value",
+        ),
+        (
+            {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}]},
+            "status.conditions[1]: Duplicate value",
+        ),
+        ({"steps": [{"name": "a", "message": "m" * 1025}]}, "status.steps[0].message: Too long"),
+    ],
+)
+async def test_invalid_status_writes_are_rejected(
+    objects: client.CustomObjectsApi, namespace: str, status: dict[str, Any], message: str
+) -> None:
+    await create(objects, flow("st", namespace, [{"name": "a", "template": job()}]))
+    with pytest.raises(ApiException) as raised:
+        await patch_status(objects, namespace, "st", status)
+    assert raised.value.status == 422
+    assert message in json.loads(raised.value.body or "{}")["message"]

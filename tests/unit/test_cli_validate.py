@@ -1,0 +1,134 @@
+"""`zen-flow validate PATH...`: files, multi-document files, directories, exit codes, output lines."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from validation_samples import EXAMPLES, base_flow, step
+
+from zen_flow.validation.cli import validate_paths
+
+
+def run(*paths: Path | str) -> tuple[int, list[str], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = validate_paths([str(p) for p in paths], out, err)
+    return code, out.getvalue().splitlines(), err.getvalue()
+
+
+def bad_flow() -> dict[str, Any]:
+    flow = base_flow()
+    step(flow, "b")["dependencies"] = ["a", "zzz"]
+    return flow
+
+
+def write(path: Path, *docs: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+def test_valid_files_exit_0_and_print_no_error_lines(tmp_path: Path) -> None:
+    code, lines, err = run(*EXAMPLES)
+    assert code == 0
+    assert lines == []
+    assert "3 JobFlow(s) checked, 0 invalid" in err
+
+
+def test_an_invalid_file_exits_1_with_one_line_per_error_naming_file_and_field(tmp_path: Path) -> None:
+    flow = bad_flow()
+    step(flow, "c")["timeoutSeconds"] = 0
+    path = write(tmp_path / "bad.yaml", flow)
+    code, lines, _ = run(path)
+    assert code == 1
+    assert lines == [
+        f'{path}: spec.steps[1].dependencies[1]: Not found: "zzz"',
+        f"{path}: spec.steps[3].timeoutSeconds: Invalid value: 0: must be greater than 0",
+    ]
+
+
+def test_approval_annotations_are_checked(tmp_path: Path) -> None:
+    flow = base_flow()
+    flow["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/b": "true"}
+    path = write(tmp_path / "approved.yaml", flow)
+    code, lines, _ = run(path)
+    assert code == 1
+    assert lines == [
+        f'{path}: metadata.annotations[approve.workflow.kube-zen.io/b]: Invalid value: "b": '
+        "only Manual steps are approved or rejected"
+    ]
+
+
+def test_multi_document_files_name_the_document_and_skip_other_kinds(tmp_path: Path) -> None:
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    path = write(tmp_path / "all.yaml", config_map, base_flow(), None, bad_flow())
+    code, lines, err = run(path)
+    assert code == 1
+    assert lines == [f'{path}#4: spec.steps[1].dependencies[1]: Not found: "zzz"']
+    assert "2 JobFlow(s) checked, 1 invalid" in err
+
+
+def test_a_jobflow_of_another_group_is_not_ours(tmp_path: Path) -> None:
+    other = {**bad_flow(), "apiVersion": "example.com/v1"}
+    code, lines, err = run(write(tmp_path / "other.yaml", other))
+    assert (code, lines) == (0, [])
+    assert "no JobFlow documents found" in err
+
+
+def test_directories_are_searched_recursively_for_yaml_and_yml(tmp_path: Path) -> None:
+    write(tmp_path / "flows" / "good.yaml", base_flow())
+    bad = write(tmp_path / "flows" / "nested" / "bad.yml", bad_flow())
+    (tmp_path / "flows" / "notes.txt").write_text("not: [yaml")
+    (tmp_path / "flows" / "README.md").write_text("# flows")
+    code, lines, err = run(tmp_path / "flows")
+    assert code == 1
+    assert lines == [f'{bad}: spec.steps[1].dependencies[1]: Not found: "zzz"']
+    assert "2 JobFlow(s) checked, 1 invalid" in err
+
+
+def test_a_directory_of_examples_is_valid(tmp_path: Path) -> None:
+    for example in EXAMPLES:
+        shutil.copy(example, tmp_path / example.name)
+    assert run(tmp_path)[0] == 0
+
+
+def test_unparsable_yaml_exits_2_and_other_files_are_still_checked(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    bad = write(tmp_path / "bad.yaml", bad_flow())
+    code, lines, err = run(broken, bad)
+    assert code == 2
+    assert f"{broken}: not valid YAML" in err
+    assert "\n" not in err.split(f"{broken}: not valid YAML")[1].split("zen-flow validate")[0].rstrip("\n")
+    assert lines == [f'{bad}: spec.steps[1].dependencies[1]: Not found: "zzz"']
+
+
+def test_missing_and_unreadable_paths_exit_2(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    code, _, err = run(tmp_path / "nope.yaml", binary)
+    assert code == 2
+    assert f"{tmp_path / 'nope.yaml'}: no such file or directory" in err
+    assert f"{binary}: cannot read" in err
+
+
+def test_yaml_specific_values_do_not_crash_the_validator(tmp_path: Path) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text(
+        "apiVersion: workflow.kube-zen.io/v1alpha1\nkind: JobFlow\nmetadata: {name: odd}\n"
+        "spec:\n  steps:\n  - name: a\n    timeoutSeconds: 2024-01-01\n    template: &t {spec: *t}\n"
+    )
+    code, lines, _ = run(path)
+    assert code == 1
+    assert any("timeoutSeconds: Invalid value" in line for line in lines)
+
+
+def test_the_cli_entry_point_is_wired(tmp_path: Path, capsys: Any) -> None:
+    from zen_flow.cli import main
+
+    code = main(["validate", str(write(tmp_path / "bad.yaml", bad_flow()))])
+    assert code == 1
+    assert 'Not found: "zzz"' in capsys.readouterr().out

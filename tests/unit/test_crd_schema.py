@@ -1,0 +1,422 @@
+"""The JobFlow CRD and the pydantic models agree field by field, and the schema is fully structural.
+
+The walker goes through a model class and the CRD's OpenAPI schema side by side, so a field added to one
+and forgotten in the other fails here instead of being pruned by the apiserver (the original's bug).
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from zen_flow import naming
+from zen_flow.api import constants
+from zen_flow.api.constants import (
+    ApprovalDecision,
+    BackoffType,
+    ConcurrencyPolicy,
+    FlowPhase,
+    StepPhase,
+    StepType,
+)
+from zen_flow.api.jobflow import JobFlow, JobFlowSpec, JobFlowStatus
+from zen_flow.planner import status as planner_status
+from zen_flow.planner import steps as planner_steps
+from zen_flow.validation import formats, io, limits, policy
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
+# The original's examples; the shared copy is the fallback until the repository carries its own.
+EXAMPLE_DIRS = (ROOT / "examples" / "upstream", Path("/work/shared/examples-upstream"))
+
+# The models keep enumerated fields as plain strings (parsing must not fail on a value the validator
+# reports), so this is the one place that says which StrEnum (or validator tuple, where the API has no
+# StrEnum) each enumerated schema path mirrors.
+ENUMS: dict[str, type[StrEnum] | Sequence[str]] = {
+    "spec.executionPolicy.concurrencyPolicy": ConcurrencyPolicy,
+    "spec.executionPolicy.podFailurePolicy.rules[].action": policy.POD_FAILURE_ACTIONS,
+    "spec.executionPolicy.podFailurePolicy.rules[].onExitCodes.operator": policy.EXIT_CODE_OPERATORS,
+    "spec.executionPolicy.podFailurePolicy.rules[].onPodConditions[].status": policy.CONDITION_STATUSES,
+    "spec.steps[].type": StepType,
+    "spec.steps[].retryPolicy.backoff.type": BackoffType,
+    "spec.steps[].outputs.artifacts[].archive.format": io.ARCHIVE_FORMATS,
+    "spec.steps[].outputs.artifacts[].archive.compression": io.COMPRESSIONS,
+    "status.phase": FlowPhase,
+    "status.conditions[].status": policy.CONDITION_STATUSES,
+    "status.steps[].phase": StepPhase,
+    "status.audit.approvals[].decision": ApprovalDecision,
+}
+
+SCALARS: dict[type, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def load_crd() -> dict[str, Any]:
+    with CRD_PATH.open() as f:
+        crd: dict[str, Any] = yaml.safe_load(f)
+    return crd
+
+
+CRD = load_crd()
+VERSION = next(v for v in CRD["spec"]["versions"] if v["name"] == constants.VERSION)
+SCHEMA: dict[str, Any] = VERSION["schema"]["openAPIV3Schema"]
+
+
+# --- the walker --------------------------------------------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip `X | None` and `Annotated[X, ...]` down to X."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            assert len(args) == 1, f"unsupported union {annotation}"
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def compare_model(model: type[BaseModel], schema: dict[str, Any], path: str) -> Iterator[str]:
+    """Every mismatch between a model class and the object schema at `path`, in both directions."""
+    if schema.get("type") != "object" or "properties" not in schema:
+        yield f"{path}: model {model.__name__} needs an object schema with properties"
+        return
+    props: dict[str, Any] = schema["properties"]
+    fields = {(info.alias or name): info for name, info in model.model_fields.items()}
+    for alias in sorted(fields.keys() - props.keys()):
+        yield f"{path}.{alias}: model field missing from the CRD (the apiserver would prune it)"
+    for alias in sorted(props.keys() - fields.keys()):
+        yield f"{path}.{alias}: CRD property missing from model {model.__name__}"
+    required = set(schema.get("required", ()))
+    for alias in sorted(required - fields.keys()):
+        yield f"{path}: CRD requires {alias!r}, which the model does not have"
+    for alias, info in fields.items():
+        if alias not in props:
+            continue
+        if info.is_required() and alias not in required:
+            # The apiserver would store objects the controller cannot parse.
+            yield f"{path}.{alias}: required by the model but optional in the CRD"
+        enum = props[alias].get("enum")
+        default = info.get_default()
+        if enum is not None and isinstance(default, str) and default not in enum:
+            yield f"{path}.{alias}: model default {default!r} is not in the CRD enum {enum}"
+        yield from compare_type(info.annotation, props[alias], f"{path}.{alias}")
+
+
+def compare_type(annotation: Any, schema: dict[str, Any], path: str) -> Iterator[str]:
+    tp = _unwrap(annotation)
+    origin = get_origin(tp)
+    kind = schema.get("type")
+    if tp in SCALARS:
+        if kind != SCALARS[tp]:
+            yield f"{path}: model {tp.__name__} but CRD type {kind!r}"
+    elif tp is datetime:
+        if kind != "string" or schema.get("format") != "date-time":
+            yield f"{path}: model timestamp but CRD is not a date-time string"
+    elif origin in (tuple, list):
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        if kind != "array" or "items" not in schema:
+            yield f"{path}: model sequence but CRD type {kind!r}"
+        else:
+            yield from compare_type(args[0], schema["items"], f"{path}[]")
+    elif origin is dict:
+        key, value = get_args(tp)
+        assert key is str, f"{path}: map keys must be strings"
+        if kind != "object" or "properties" in schema:
+            yield f"{path}: model map but CRD is not a property-less object"
+        elif value is Any:
+            if (
+                schema.get("x-kubernetes-preserve-unknown-fields") is not True
+                or "additionalProperties" in schema
+            ):
+                yield f"{path}: free-form model dict needs x-kubernetes-preserve-unknown-fields"
+        else:
+            extra = schema.get("additionalProperties")
+            if not isinstance(extra, dict):
+                yield f"{path}: model dict[str, {value.__name__}] needs additionalProperties"
+            else:
+                yield from compare_type(value, extra, f"{path}.*")
+    elif isinstance(tp, type) and issubclass(tp, BaseModel):
+        yield from compare_model(tp, schema, path)
+    else:
+        yield f"{path}: the walker does not know model type {tp!r}"
+
+
+def schema_nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every node of the schema with its dotted path (`[]` for array items, `.*` for map values)."""
+    yield path, schema
+    for name, prop in schema.get("properties", {}).items():
+        yield from schema_nodes(prop, f"{path}.{name}" if path else name)
+    if isinstance(schema.get("items"), dict):
+        yield from schema_nodes(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from schema_nodes(schema["additionalProperties"], f"{path}.*")
+
+
+def node_at(path: str) -> dict[str, Any] | None:
+    """The schema node at a dotted path of the form schema_nodes() yields, or None."""
+    nodes = dict(schema_nodes(SCHEMA))
+    return nodes.get(path)
+
+
+# --- models <-> CRD ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "key"), [(JobFlowSpec, "spec"), (JobFlowStatus, "status")])
+def test_model_and_crd_agree_field_by_field(model: type[BaseModel], key: str) -> None:
+    assert list(compare_model(model, SCHEMA["properties"][key], key)) == []
+
+
+def test_top_level_holds_exactly_the_resource_fields() -> None:
+    assert SCHEMA["properties"].keys() == {info.alias for info in JobFlow.model_fields.values()}
+    assert SCHEMA["properties"]["metadata"] == {"type": "object"}  # the apiserver owns ObjectMeta
+
+
+def test_the_walker_finds_a_missing_field_a_stray_property_and_a_wrong_type() -> None:
+    class Inner(BaseModel):
+        count: int = 0
+
+    class Outer(BaseModel):
+        items: tuple[Inner, ...] = ()
+        tags: dict[str, str] = {}
+        name: str
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"count": {"type": "string"}}},
+            },
+            "tags": {"type": "object"},
+            "stray": {"type": "string"},
+        },
+    }
+    assert sorted(compare_model(Outer, schema, "x")) == [
+        "x.items[].count: model int but CRD type 'string'",
+        "x.name: model field missing from the CRD (the apiserver would prune it)",
+        "x.stray: CRD property missing from model Outer",
+        "x.tags: model dict[str, str] needs additionalProperties",
+    ]
+
+
+# --- structure, descriptions, enums, defaults, limits ------------------------------------------------
+
+
+def test_schema_is_structural_nothing_is_pruned_silently() -> None:
+    bad = [
+        path
+        for path, node in schema_nodes(SCHEMA)
+        if "type" not in node
+        or (
+            node["type"] == "object"
+            and path != "metadata"
+            and not ({"properties", "additionalProperties"} & node.keys())
+            and node.get("x-kubernetes-preserve-unknown-fields") is not True
+        )
+    ]
+    assert bad == []
+
+
+def test_every_field_has_a_description() -> None:
+    missing = [
+        path
+        for path, node in schema_nodes(SCHEMA)
+        if path and path != "metadata" and not path.endswith(("[]", ".*")) and not node.get("description")
+    ]
+    assert missing == []
+
+
+def test_every_enum_mirrors_its_strenum() -> None:
+    enums = {path: node["enum"] for path, node in schema_nodes(SCHEMA) if "enum" in node}
+    assert enums.keys() == ENUMS.keys()
+    for path, values in enums.items():
+        assert values == [str(member) for member in ENUMS[path]], path
+        assert all(isinstance(v, str) for v in values), f"{path}: YAML turned an enum value into a non-string"
+
+
+def test_defaults_are_the_documented_ones_and_always_apply() -> None:
+    policy = SCHEMA["properties"]["spec"]["properties"]["executionPolicy"]
+    # The apiserver defaults a field only when its parent exists, so the parent defaults to {}.
+    assert policy["default"] == {}
+    defaults = {name: prop["default"] for name, prop in policy["properties"].items() if "default" in prop}
+    assert defaults == {
+        "concurrencyPolicy": constants.DEFAULT_CONCURRENCY_POLICY.value,
+        "ttlSecondsAfterFinished": constants.DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+        "backoffLimit": constants.DEFAULT_BACKOFF_LIMIT,
+    }
+    others = [
+        path for path, node in schema_nodes(SCHEMA) if "default" in node and ".executionPolicy" not in path
+    ]
+    # No default on steps[].type: a step without type and template is a Manual gate (as in the original).
+    assert others == []
+
+
+def limit(path: str, keyword: str) -> Any:
+    node = node_at(path)
+    assert node is not None, path
+    return node[keyword]
+
+
+def test_spec_limits_are_the_validators() -> None:
+    assert limit("spec.steps", "maxItems") == limits.MAX_STEPS
+    assert limit("spec.steps[].dependencies", "maxItems") == limits.MAX_STEPS
+    for path in ("spec.steps[].name", "spec.steps[].dependencies[]", "status.steps[].name"):
+        assert limit(path, "maxLength") == naming.MAX_NAME, path
+    assert limit("spec.steps[].message", "maxLength") == limits.MAX_MESSAGE
+    assert limit("spec.steps[].when", "maxLength") == limits.MAX_WHEN
+    assert limit("spec.steps[].timeoutSeconds", "maximum") == limits.MAX_TIMEOUT_SECONDS
+    rules = "spec.executionPolicy.podFailurePolicy.rules"
+    assert limit(rules, "maxItems") == limits.MAX_POD_FAILURE_RULES
+    assert limit(f"{rules}[].onExitCodes.values", "maxItems") == limits.MAX_EXIT_CODE_VALUES
+    assert limit(f"{rules}[].onPodConditions", "maxItems") == limits.MAX_POD_CONDITION_PATTERNS
+    assert f"size() <= {limits.MAX_FLOW_NAME}" in SCHEMA["x-kubernetes-validations"][0]["rule"]
+
+
+def test_the_planner_writes_status_within_the_schemas_bounds() -> None:
+    # A status write over a bound fails with 422 and the flow would stop making progress.
+    assert limit("status.steps", "maxItems") == limits.MAX_STEPS
+    assert limit("status.steps[].message", "maxLength") >= planner_steps.MAX_MESSAGE
+    assert limit("status.message", "maxLength") >= planner_status.MAX_FLOW_MESSAGE
+    assert limit("status.conditions[].message", "maxLength") >= planner_status.MAX_CONDITION_MESSAGE
+    assert len(f"{limits.MAX_STEPS}/{limits.MAX_STEPS}") <= limit("status.progressSummary", "maxLength")
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [("step1", True), ("extract-a", True), ("a" * 63, True), ("a" * 64, False), ("Step", False),
+     ("a.b", False), ("-a", False), ("a-", False), ("", False)],
+)  # fmt: skip
+def test_step_name_pattern_is_the_dns1123_label_rule(name: str, valid: bool) -> None:
+    node = node_at("spec.steps[].name")
+    assert node is not None
+    in_schema = (
+        bool(re.fullmatch(node["pattern"], name)) and node["minLength"] <= len(name) <= node["maxLength"]
+    )
+    assert in_schema is valid
+    assert naming.is_dns1123_label(name) is valid
+
+
+DURATION = st.text(alphabet="0123456789.nsumh-", max_size=12)
+
+
+@given(st.one_of(DURATION, st.from_regex(r"([0-9]{1,3}(\.[0-9])?(ns|us|ms|s|m|h)){1,3}", fullmatch=True)))
+def test_duration_pattern_accepts_what_the_validator_parses(value: str) -> None:
+    # The range (0s < d <= 720h) is a CEL rule, which the integration tests exercise.
+    for path in ("spec.steps[].retryPolicy.backoff.duration", "spec.steps[].retryPolicy.backoff.maxDuration"):
+        in_schema = re.fullmatch(limit(path, "pattern"), value) is not None and len(value) <= limit(
+            path, "maxLength"
+        )
+        assert in_schema is (formats.parse_duration(value) is not None)
+
+
+def test_list_map_keys_are_required_fields() -> None:
+    for path, node in schema_nodes(SCHEMA):
+        if node.get("x-kubernetes-list-type") == "map":
+            keys = node["x-kubernetes-list-map-keys"]
+            assert set(keys) <= set(node["items"].get("required", ())), path
+
+
+# --- CEL rules, printer columns ----------------------------------------------------------------------
+
+
+def test_cel_rules_have_messages_and_valid_field_paths() -> None:
+    rules = [
+        (path, rule)
+        for path, node in schema_nodes(SCHEMA)
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
+    assert len(rules) >= 3
+    for path, rule in rules:
+        assert rule.get("message"), rule["rule"]
+        if "fieldPath" in rule:
+            target = f"{path}{rule['fieldPath']}" if path else rule["fieldPath"].lstrip(".")
+            assert node_at(target) is not None, f"{path}: fieldPath {rule['fieldPath']} is not in the schema"
+
+
+def test_printer_columns_reference_existing_fields() -> None:
+    columns = VERSION["additionalPrinterColumns"]
+    names = [c["name"] for c in columns]
+    assert names[:2] == ["Phase", "Progress"]
+    assert names[-1] == "Age"
+    types_for = {"string": {"string"}, "integer": {"integer"}, "date": {"string"}}
+    for column in columns:
+        path = column["jsonPath"].lstrip(".")
+        if path == "metadata.creationTimestamp":
+            continue
+        node = node_at(path)
+        assert node is not None, column
+        assert node["type"] in types_for[column["type"]], column
+
+
+def test_crd_identity_matches_the_constants() -> None:
+    names = CRD["spec"]["names"]
+    assert CRD["metadata"]["name"] == constants.CRD_NAME
+    assert CRD["spec"]["group"] == constants.GROUP
+    assert (names["kind"], names["plural"], names["singular"]) == (
+        constants.KIND,
+        constants.PLURAL,
+        constants.SINGULAR,
+    )
+    assert names["shortNames"] == ["jf", "flow"]
+    assert names["categories"] == ["all"]
+    assert CRD["spec"]["scope"] == "Namespaced"
+    assert VERSION["served"] is VERSION["storage"] is True
+    assert VERSION["subresources"] == {"status": {}}
+
+
+# --- the original's examples ---------------------------------------------------------------------------
+
+
+def upstream_examples() -> list[Path]:
+    for directory in EXAMPLE_DIRS:
+        found = sorted(directory.glob("*.yaml"))
+        if found:
+            return found
+    raise FileNotFoundError(f"the original's examples are in none of {EXAMPLE_DIRS}")
+
+
+def pruned_paths(value: Any, schema: dict[str, Any], path: str) -> Iterator[str]:
+    """Paths in `value` that the schema does not describe: the apiserver would drop them."""
+    if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            if props is not None and key in props:
+                yield from pruned_paths(item, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                yield from pruned_paths(item, extra, f"{path}.{key}")
+            else:
+                yield f"{path}.{key}"
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from pruned_paths(item, schema.get("items", {}), f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("example", upstream_examples(), ids=lambda p: p.name)
+def test_every_field_of_the_original_examples_is_in_the_schema(example: Path) -> None:
+    doc = yaml.safe_load(example.read_text())
+    del doc["metadata"]  # ObjectMeta is the apiserver's, not part of our schema
+    assert list(pruned_paths(doc, SCHEMA, "")) == []
+
+
+@pytest.mark.parametrize("example", upstream_examples(), ids=lambda p: p.name)
+def test_the_models_keep_every_field_of_the_original_examples(example: Path) -> None:
+    doc = yaml.safe_load(example.read_text())
+    flow = JobFlow.model_validate(doc)
+    assert flow.spec.model_dump(by_alias=True, exclude_unset=True, mode="json") == doc["spec"]

@@ -1,0 +1,166 @@
+"""The `when` language: CEL, the original's legacy forms, fail-closed evaluation, static references."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zen_flow.api import JobFlow
+from zen_flow.api.jobflow import ParameterValue, StepOutputValues, StepStatus
+from zen_flow.expressions import (
+    CompiledWhen,
+    ExpressionError,
+    WhenContext,
+    check_when,
+    compile_when,
+    evaluate_when,
+    referenced_steps,
+)
+
+CTX = WhenContext(
+    steps={
+        "extract-a": {"phase": "Succeeded", "outputs": {"parameters": {"rows": "42"}}},
+        "load": {"phase": "Failed", "outputs": {"parameters": {}}},
+        "in": {"phase": "Skipped", "outputs": {"parameters": {}}},
+    },
+    flow={"name": "etl", "namespace": "data", "labels": {"env": "prod"}, "annotations": {}},
+)
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("always", True),
+        ("Always", True),
+        ("TRUE", True),
+        (" true ", True),
+        ("never", False),
+        ("Never", False),
+        ("False", False),
+        ("", True),
+    ],
+)
+def test_legacy_constants_are_case_insensitive(expr: str, expected: bool) -> None:
+    assert evaluate_when(expr, CTX) is expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("steps.extract-a.phase == 'Succeeded'", True),
+        ("steps.extract-a.phase != 'Failed'", True),
+        ("steps.load.phase == 'Succeeded'", False),
+        ("steps.load.phase != 'Failed'", False),
+        ('steps["extract-a"].phase == "Succeeded"', True),
+        ("steps.in.phase == 'Skipped'", True),  # a reserved word as a step name
+        ("int(steps.extract-a.outputs.parameters.rows) > 40", True),
+        ("flow.labels.env == 'prod' && steps.extract-a.phase == 'Succeeded'", True),
+        ("steps.exists(s, steps[s].phase == 'Failed')", True),
+        ("steps.all(s, steps[s].phase == 'Succeeded')", False),
+        ("'extract-a' in steps", True),
+        ("flow.name == 'etl' || 1/0 == 1", True),
+    ],
+)
+def test_cel_over_steps_and_flow(expr: str, expected: bool) -> None:
+    assert evaluate_when(expr, CTX) is expected
+
+
+def test_dashed_names_are_rewritten_to_index_form() -> None:
+    compiled = compile_when("steps.extract-a.phase == 'Succeeded' && steps.load.phase == 'Failed'")
+    assert compiled.cel_source == "steps[\"extract-a\"].phase == 'Succeeded' && steps.load.phase == 'Failed'"
+
+
+def test_rewrite_leaves_string_literals_and_subtraction_with_spaces_alone() -> None:
+    compiled = compile_when("flow.name == 'steps.extract-a.phase'")
+    assert compiled.cel_source == "flow.name == 'steps.extract-a.phase'"
+    assert compiled.references == frozenset()
+    # With spaces the dash is subtraction, and `b` is then an unknown variable.
+    with pytest.raises(ExpressionError, match="unknown variable 'b'"):
+        compile_when("steps.a - b.phase == 1")
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("steps.a.phase ==", "Syntax error"),
+        ("foo == 1", "unknown variable 'foo'"),
+        ("'unterminated", "unterminated string"),
+        ("{{ .Steps.a }}", "Syntax error|parse"),
+        ("x" * 5000, "longer than"),
+    ],
+)
+def test_compile_errors_are_reported(expr: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=message):
+        compile_when(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "reason"),
+    [
+        ("steps.missing.phase == 'Succeeded'", "KeyError"),
+        ("flow.labels.team == 'x'", "KeyError"),
+        ("1/0 == 1", "ZeroDivision"),
+        ("steps.load.phase", "not a bool"),
+        ("int(steps.load.phase) == 1", "failed"),
+        ("steps.a.phase ==", "does not compile"),
+    ],
+)
+def test_evaluation_is_fail_closed_with_a_reason(expr: str, reason: str) -> None:
+    result = check_when(expr, CTX)
+    assert result.value is False
+    assert reason in result.reason
+    assert len(result.reason) <= 200
+
+
+def test_referenced_steps() -> None:
+    assert referenced_steps("steps.extract-a.phase == 'Succeeded' || steps['load'].phase == 'x'") == {
+        "extract-a",
+        "load",
+    }
+    assert referenced_steps("has(steps.load)") == {"load"}
+    assert referenced_steps("steps.exists(s, s == 'x')") == set()
+    assert referenced_steps('steps["a.b"].phase == "Succeeded"') == {"a.b"}
+    assert referenced_steps("always") == set()
+
+
+def test_dynamic_use_of_steps_is_flagged() -> None:
+    assert compile_when("size(steps) > 2").dynamic
+    assert not compile_when("steps.load.phase == 'Failed'").dynamic
+
+
+def test_compilation_is_cached() -> None:
+    assert compile_when("steps.load.phase == 'Failed'") is compile_when("steps.load.phase == 'Failed'")
+
+
+def test_context_from_flow_exposes_phase_and_outputs() -> None:
+    flow = JobFlow.model_validate({"metadata": {"name": "f", "namespace": "ns", "labels": {"a": "b"}}})
+    status = StepStatus(
+        name="extract",
+        phase="Succeeded",
+        outputs=StepOutputValues(parameters=(ParameterValue(name="rows", value="7"),)),
+    )
+    ctx = WhenContext.from_flow(flow, {"extract": status})
+    assert evaluate_when("steps.extract.outputs.parameters.rows == '7' && flow.labels.a == 'b'", ctx)
+    assert evaluate_when("flow.namespace == 'ns'", ctx)
+
+
+def test_none_means_no_condition() -> None:
+    assert evaluate_when(None, CTX) is True
+
+
+def test_accepts_a_compiled_expression() -> None:
+    compiled = compile_when("steps.load.phase == 'Failed'")
+    assert isinstance(compiled, CompiledWhen)
+    assert evaluate_when(compiled, CTX) is True
+
+
+@given(st.text(max_size=80))
+def test_arbitrary_text_never_raises_at_evaluation(expr: str) -> None:
+    # Admission may reject it, but the planner's evaluation must never crash or count an error as true.
+    result = check_when(expr, CTX)
+    assert isinstance(result.value, bool)
+    try:
+        compile_when(expr)
+    except ExpressionError:
+        assert result.value is False

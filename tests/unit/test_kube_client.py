@@ -1,0 +1,500 @@
+"""zen_flow.kube against a scripted HTTP apiserver: paths, headers, errors, retries, watch decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio.client.configuration import Configuration
+
+from zen_flow import __version__
+from zen_flow.api import JobFlow
+from zen_flow.api.meta import ObjectMeta
+from zen_flow.clock import SystemClock
+from zen_flow.kube import (
+    AlreadyExists,
+    ApiError,
+    ClientOptions,
+    Conflict,
+    EventRecorder,
+    Expired,
+    Invalid,
+    JobClient,
+    JobFlowClient,
+    KubeClient,
+    KubeConfig,
+    LeaseClient,
+    NotFound,
+    TooManyRequests,
+    TransportError,
+    load_config,
+)
+from zen_flow.kube.errors import from_response
+from zen_flow.leader import ConflictError, LeaseRecord
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class InstantClock(SystemClock):
+    """Real time, except that sleeps return at once and are recorded (retry waits, throttling)."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+class FakeApiserver:
+    def __init__(self) -> None:
+        # (method, path, headers, query, body)
+        self.requests: list[tuple[str, str, dict[str, str], dict[str, str], bytes]] = []
+        self.answers: list[Handler] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((request.method, request.path, dict(request.headers), dict(request.query), body))
+        return await self.answers.pop(0)(request)
+
+    def answer(self, *handlers: Handler) -> None:
+        self.answers.extend(handlers)
+
+
+def reply(status: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response(body or {}, status=status, headers=headers)
+
+    return handler
+
+
+def status_body(code: int, reason: str, message: str = "", **details: Any) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+        "details": details,
+    }
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeApiserver, TestServer]]:
+    api = FakeApiserver()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", api.handle)
+    server = TestServer(app)
+    await server.start_server()
+    yield api, server
+    await server.close()
+
+
+@pytest.fixture
+def clock() -> InstantClock:
+    return InstantClock()
+
+
+@pytest.fixture
+async def kube(fake: tuple[FakeApiserver, TestServer], clock: InstantClock) -> AsyncIterator[KubeClient]:
+    _, server = fake
+    host = str(server.make_url("")).rstrip("/")
+    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    async with KubeClient(config, ClientOptions(timeout=2.0), clock=clock) as client:
+        yield client
+
+
+@pytest.fixture
+def api(fake: tuple[FakeApiserver, TestServer]) -> FakeApiserver:
+    return fake[0]
+
+
+async def test_requests_identify_zen_flow_by_user_agent(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(200, {"metadata": {"name": "x"}}))
+    await JobFlowClient(kube).get("ns", "x")
+    method, path, headers, _, _ = api.requests[0]
+    assert (method, path) == ("GET", "/apis/workflow.kube-zen.io/v1alpha1/namespaces/ns/jobflows/x")
+    assert headers["User-Agent"] == f"zen-flow/{__version__}"
+
+
+async def test_status_patch_is_a_merge_patch_on_the_status_subresource(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    api.answer(reply(200, {"status": {"phase": "Running"}}))
+    patch = {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}}
+    result = await JobFlowClient(kube).patch_status("ns", "flow", patch)
+    method, path, headers, query, body = api.requests[0]
+    assert (method, path) == (
+        "PATCH",
+        "/apis/workflow.kube-zen.io/v1alpha1/namespaces/ns/jobflows/flow/status",
+    )
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert query["fieldManager"] == "zen-flow"
+    assert json.loads(body) == patch
+    assert result == {"status": {"phase": "Running"}}
+
+
+async def test_create_job_that_exists_raises_already_exists(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(409, status_body(409, "AlreadyExists", 'jobs.batch "j" already exists')))
+    with pytest.raises(AlreadyExists) as info:
+        await JobClient(kube).create("ns", {"metadata": {"name": "j"}})
+    assert isinstance(info.value, Conflict)
+    assert info.value.status == 409
+    assert len(api.requests) == 1  # a verdict, not retried
+
+
+async def test_plain_conflict_is_not_already_exists(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(409, status_body(409, "Conflict", "the object has been modified")))
+    with pytest.raises(Conflict) as info:
+        await JobFlowClient(kube).patch_status("ns", "flow", {"status": {}})
+    assert not isinstance(info.value, AlreadyExists)
+
+
+async def test_create_job_returns_the_cached_model(api: FakeApiserver, kube: KubeClient) -> None:
+    created = {
+        "metadata": {"name": "j", "namespace": "ns", "uid": "u", "managedFields": [{"manager": "zen-flow"}]},
+        "spec": {"template": {"spec": {"containers": []}}},
+    }
+    api.answer(reply(201, created))
+    job = await JobClient(kube).create("ns", {"metadata": {"name": "j"}})
+    assert job.metadata.uid == "u"
+    _, path, _, query, _ = api.requests[0]
+    assert path == "/apis/batch/v1/namespaces/ns/jobs"
+    assert query["fieldManager"] == "zen-flow"
+
+
+async def test_delete_job_propagates_in_background_with_uid_precondition(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    api.answer(reply(200, {"kind": "Status", "status": "Success"}), reply(404, status_body(404, "NotFound")))
+    jobs = JobClient(kube)
+    await jobs.delete("ns", "j", uid="u1")
+    with pytest.raises(NotFound):
+        await jobs.delete("ns", "j")
+    method, path, _, _, body = api.requests[0]
+    assert (method, path) == ("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j")
+    assert json.loads(body) == {"propagationPolicy": "Background", "preconditions": {"uid": "u1"}}
+
+
+async def test_transient_errors_are_retried_briefly(
+    api: FakeApiserver, kube: KubeClient, clock: InstantClock
+) -> None:
+    api.answer(
+        reply(503, status_body(503, "ServiceUnavailable")),
+        reply(429, status_body(429, "TooManyRequests"), headers={"Retry-After": "1"}),
+        reply(200, {"metadata": {"name": "x"}}),
+    )
+    assert await JobFlowClient(kube).get("ns", "x") == {"metadata": {"name": "x"}}
+    assert len(api.requests) == 3
+    assert len(clock.slept) == 2
+    assert clock.slept[1] == 1.0  # Retry-After honoured
+    assert all(0 < s <= 2.0 for s in clock.slept)
+
+
+async def test_retries_give_up_after_a_few_attempts(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(*[reply(429, status_body(429, "TooManyRequests", retryAfterSeconds=30))] * 3)
+    with pytest.raises(TooManyRequests) as info:
+        await JobFlowClient(kube).get("ns", "x")
+    assert info.value.retry_after == 30
+    assert len(api.requests) == 3
+
+
+async def test_client_errors_are_not_retried(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(403, status_body(403, "Forbidden", "no")))
+    with pytest.raises(ApiError) as info:
+        await JobFlowClient(kube).get("ns", "x")
+    assert (info.value.status, info.value.reason) == (403, "Forbidden")
+    assert len(api.requests) == 1
+
+
+async def test_a_hung_request_times_out(api: FakeApiserver, fake: tuple[FakeApiserver, TestServer]) -> None:
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response({})
+
+    api.answer(hang)
+    _, server = fake
+    host = str(server.make_url("")).rstrip("/")
+    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    async with KubeClient(config, ClientOptions(timeout=0.2), clock=InstantClock()) as client:
+        with pytest.raises(TransportError):
+            await client.request("GET", "/api/v1/namespaces", retry=False)
+    release.set()
+
+
+async def test_list_follows_continue_tokens_and_keeps_the_snapshot_rv(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    api.answer(
+        reply(
+            200,
+            {
+                "metadata": {"resourceVersion": "100", "continue": "t1"},
+                "items": [{"metadata": {"name": "a"}}],
+            },
+        ),
+        reply(200, {"metadata": {"resourceVersion": "100"}, "items": [{"metadata": {"name": "b"}}]}),
+    )
+    result = await JobClient(kube).list(None)
+    assert [i["metadata"]["name"] for i in result.items] == ["a", "b"]
+    assert result.resource_version == "100"
+    first, second = api.requests
+    assert first[1] == "/apis/batch/v1/jobs"
+    assert first[3] == {"labelSelector": "app.kubernetes.io/managed-by=zen-flow", "limit": "500"}
+    assert second[3]["continue"] == "t1"
+
+
+async def test_an_expired_continue_token_restarts_with_one_full_list(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    api.answer(
+        reply(
+            200,
+            {
+                "metadata": {"resourceVersion": "100", "continue": "t1"},
+                "items": [{"metadata": {"name": "a"}}],
+            },
+        ),
+        reply(410, status_body(410, "Expired", "continue token expired")),
+        reply(200, {"metadata": {"resourceVersion": "300"}, "items": [{"metadata": {"name": "b"}}]}),
+    )
+    result = await JobFlowClient(kube).list("ns", "")
+    assert [i["metadata"]["name"] for i in result.items] == ["b"]
+    assert result.resource_version == "300"
+    assert "limit" not in api.requests[2][3]
+
+
+def watch_lines(*events: dict[str, Any]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for event in events:
+            await response.write(json.dumps(event).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+async def test_watch_decodes_events_and_bookmarks(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(
+        watch_lines(
+            {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "11"}}},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+        )
+    )
+    async with JobClient(kube).watch("ns", "10", 300) as stream:
+        events = [(e.type, e.resource_version) async for e in stream]
+    assert events == [("ADDED", "11"), ("BOOKMARK", "12")]
+    _, path, _, query, _ = api.requests[0]
+    assert path == "/apis/batch/v1/namespaces/ns/jobs"
+    assert query == {
+        "labelSelector": "app.kubernetes.io/managed-by=zen-flow",
+        "watch": "true",
+        "allowWatchBookmarks": "true",
+        "resourceVersion": "10",
+        "timeoutSeconds": "300",
+    }
+
+
+async def test_watch_error_event_410_raises_expired(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(
+        watch_lines(
+            {"type": "ERROR", "object": status_body(410, "Expired", "too old resource version: 5 (90)")}
+        )
+    )
+    async with JobClient(kube).watch("ns", "5", 300) as stream:
+        with pytest.raises(Expired):
+            await anext(stream)
+
+
+async def test_watch_refused_with_an_http_error_raises_it(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(403, status_body(403, "Forbidden", "cannot watch jobs")))
+    with pytest.raises(ApiError, match="Forbidden"):
+        async with JobClient(kube).watch(None, "5", 300):
+            pass
+
+
+def flow() -> JobFlow:
+    return JobFlow(metadata=ObjectMeta(name="f", namespace="ns", uid="u1", resource_version="3"))
+
+
+async def test_event_names_the_flow_and_errors_are_swallowed(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(201, {}), reply(403, status_body(403, "Forbidden")))
+    recorder = EventRecorder(kube, clock=InstantClock(), instance="pod-1")
+    await recorder.record(flow(), "Warning", "StepFailed", "step a failed")
+    await recorder.record(flow(), "Normal", "Ignored", "the apiserver refuses this one")  # must not raise
+    method, path, _, _, body = api.requests[0]
+    assert (method, path) == ("POST", "/api/v1/namespaces/ns/events")
+    sent = json.loads(body)
+    assert sent["metadata"]["name"].startswith("f.")
+    assert sent["involvedObject"] == {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlow",
+        "name": "f",
+        "namespace": "ns",
+        "uid": "u1",
+        "resourceVersion": "3",
+    }
+    assert (sent["type"], sent["reason"], sent["reportingComponent"]) == ("Warning", "StepFailed", "zen-flow")
+    assert sent["source"] == {"component": "zen-flow", "host": "pod-1"}
+
+
+async def test_emit_queues_and_run_sends(api: FakeApiserver, kube: KubeClient) -> None:
+    sent = asyncio.Event()
+
+    async def accept(request: web.Request) -> web.StreamResponse:
+        sent.set()
+        return web.json_response({}, status=201)
+
+    api.answer(accept)
+    recorder = EventRecorder(kube, clock=InstantClock(), max_pending=1)
+    recorder.emit(flow(), "Normal", "Started", "go")
+    recorder.emit(flow(), "Normal", "Dropped", "queue is full")
+    assert recorder.dropped == 1
+    task = asyncio.create_task(recorder.run())
+    async with asyncio.timeout(5):
+        await sent.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+LEASE = {
+    "metadata": {"name": "zen-flow", "namespace": "ns", "resourceVersion": "8"},
+    "spec": {
+        "holderIdentity": "pod-a",
+        "leaseDurationSeconds": 15,
+        "acquireTime": "2030-01-01T00:00:00.000000Z",
+        "renewTime": "2030-01-01T00:00:05.250000Z",
+        "leaseTransitions": 2,
+    },
+}
+
+
+async def test_lease_store_round_trips_micro_times(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(404, status_body(404, "NotFound")), reply(200, LEASE), reply(201, LEASE))
+    leases = LeaseClient(kube)
+    assert await leases.get("zen-flow", "ns") is None
+    record = await leases.get("zen-flow", "ns")
+    assert record == LeaseRecord(
+        name="zen-flow",
+        namespace="ns",
+        holder_identity="pod-a",
+        lease_duration_seconds=15,
+        acquire_time=datetime(2030, 1, 1, tzinfo=UTC),
+        renew_time=datetime(2030, 1, 1, 0, 0, 5, 250000, tzinfo=UTC),
+        lease_transitions=2,
+        resource_version="8",
+    )
+    await leases.create(record)
+    sent = json.loads(api.requests[2][4])
+    assert sent["spec"]["renewTime"] == "2030-01-01T00:00:05.250000Z"
+    assert sent["metadata"] == {"name": "zen-flow", "namespace": "ns"}
+
+
+async def test_lease_update_is_conditional_and_409_is_the_elector_conflict(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    api.answer(reply(409, status_body(409, "Conflict", "the object has been modified")))
+    record = LeaseRecord(name="zen-flow", namespace="ns", holder_identity="pod-b", resource_version="8")
+    with pytest.raises(ConflictError):
+        await LeaseClient(kube).update(record)
+    method, path, headers, _, body = api.requests[0]
+    assert (method, path) == ("PATCH", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/zen-flow")
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    sent = json.loads(body)
+    assert sent["metadata"] == {"resourceVersion": "8"}
+    assert sent["spec"]["holderIdentity"] == "pod-b"
+    assert sent["spec"]["renewTime"] is None
+
+
+async def test_every_request_waits_for_the_limiter(fake: tuple[FakeApiserver, TestServer]) -> None:
+    api, server = fake
+
+    class Counting:
+        def __init__(self) -> None:
+            self.acquired = 0
+
+        async def acquire(self) -> None:
+            self.acquired += 1
+
+    limiter = Counting()
+    api.answer(reply(200, {}), watch_lines())
+    host = str(server.make_url("")).rstrip("/")
+    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    async with KubeClient(config, clock=InstantClock(), limiter=limiter) as client:
+        await client.request("GET", "/api/v1/namespaces")
+        async with client.stream("/api/v1/namespaces", (), timeout_seconds=300) as stream:
+            assert [e async for e in stream] == []
+    assert limiter.acquired == 2
+
+
+async def test_load_config_reads_an_explicit_kubeconfig(tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    config = await load_config(str(path))
+    assert config.host == "https://127.0.0.1:6443"
+    assert config.source == str(path)
+
+
+async def test_relist_at_an_rv_is_one_not_older_than_request(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(reply(200, {"metadata": {"resourceVersion": "60"}, "items": []}))
+    result = await JobFlowClient(kube).list("ns", "55")
+    assert result.resource_version == "60"
+    # No limit: with an RV and a limit the apiserver would read exactly that revision from etcd.
+    assert api.requests[0][3] == {"resourceVersion": "55", "resourceVersionMatch": "NotOlderThan"}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (404, status_body(404, "NotFound"), NotFound),
+        (409, status_body(409, "AlreadyExists"), AlreadyExists),
+        (409, status_body(409, "Conflict"), Conflict),
+        (410, status_body(410, "Gone"), Expired),
+        (422, status_body(422, "Invalid", "spec.template: Required value"), Invalid),
+        (429, status_body(429, "TooManyRequests"), TooManyRequests),
+        # A relist at an RV the watch cache has not reached yet: client-go treats it like Expired.
+        (
+            504,
+            status_body(
+                504, "Timeout", "Too large resource version", causes=[{"reason": "ResourceVersionTooLarge"}]
+            ),
+            Expired,
+        ),
+        (504, status_body(504, "Timeout", "request timed out"), ApiError),
+    ],
+)
+def test_status_codes_map_to_exception_classes(
+    status: int, body: dict[str, Any], expected: type[ApiError]
+) -> None:
+    error = from_response(status, json.dumps(body).encode())
+    assert type(error) is expected
+    assert error.status == status
+
+
+def test_an_unreadable_error_body_still_maps_by_status() -> None:
+    error = from_response(503, b"<html>upstream connect error</html>")
+    assert error.status == 503
+    assert error.transient
+    assert "upstream" in error.message

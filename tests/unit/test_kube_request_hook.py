@@ -1,0 +1,131 @@
+"""KubeClient's `on_response` hook: one call per request sent, labelled the way the apiserver's audit does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio.client.configuration import Configuration
+
+from zen_flow.clock import SystemClock
+from zen_flow.kube import ClientOptions, JobClient, JobFlowClient, KubeClient, KubeConfig, request_labels
+from zen_flow.kube.errors import NotFound, TransportError
+
+Call = tuple[str, str, int]
+
+
+class InstantClock(SystemClock):
+    async def sleep(self, seconds: float) -> None:
+        return None
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[TestServer, list[int]]]:
+    """Answers every request with the next status of `statuses` (200 once they run out)."""
+    statuses: list[int] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        status = statuses.pop(0) if statuses else 200
+        if request.query.get("watch") == "true":
+            response = web.StreamResponse(status=status)
+            await response.prepare(request)
+            return response  # an empty watch: the server closed it at once
+        return web.json_response({"metadata": {"name": "x", "uid": "u"}}, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    test_server = TestServer(app)
+    await test_server.start_server()
+    yield test_server, statuses
+    await test_server.close()
+
+
+@pytest.fixture
+async def observed(server: tuple[TestServer, list[int]]) -> AsyncIterator[tuple[KubeClient, list[Call]]]:
+    host = str(server[0].make_url("")).rstrip("/")
+    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    calls: list[Call] = []
+
+    def hook(verb: str, resource: str, code: int) -> None:
+        calls.append((verb, resource, code))
+
+    options = ClientOptions(timeout=2.0)
+    async with KubeClient(config, options, clock=InstantClock(), on_response=hook) as client:
+        yield client, calls
+
+
+async def test_every_request_is_reported_with_verb_resource_and_code(
+    observed: tuple[KubeClient, list[Call]],
+) -> None:
+    kube, calls = observed
+    flows, jobs = JobFlowClient(kube), JobClient(kube)
+    await flows.get("ns", "x")
+    await flows.patch_status("ns", "x", {"status": {}})
+    await jobs.create("ns", {"metadata": {"name": "x"}})
+    await jobs.list("ns")
+    async with jobs.watch(None, "1", timeout_seconds=5) as stream:
+        assert [event async for event in stream] == []
+    await jobs.delete("ns", "x")
+    assert calls == [
+        ("get", "jobflows", 200),
+        ("patch", "jobflows/status", 200),
+        ("create", "jobs", 200),
+        ("list", "jobs", 200),
+        ("watch", "jobs", 200),
+        ("delete", "jobs", 200),
+    ]
+
+
+async def test_each_retry_attempt_and_each_error_is_a_request(
+    observed: tuple[KubeClient, list[Call]], server: tuple[TestServer, list[int]]
+) -> None:
+    kube, calls = observed
+    server[1].extend([503, 200, 404])
+    await JobFlowClient(kube).get("ns", "x")  # 503 is transient: retried once, then 200
+    with pytest.raises(NotFound):
+        await JobFlowClient(kube).get("ns", "x")
+    assert calls == [("get", "jobflows", 503), ("get", "jobflows", 200), ("get", "jobflows", 404)]
+
+
+async def test_no_answer_is_reported_as_code_zero() -> None:
+    calls: list[Call] = []
+    # Nothing listens on port 9 of loopback (discard service): the connection is refused at once.
+    config = KubeConfig(
+        host="http://127.0.0.1:9", source="test", configuration=Configuration(host="http://127.0.0.1:9")
+    )
+
+    def hook(*call: Any) -> None:
+        calls.append(call)  # type: ignore[arg-type]
+
+    options = ClientOptions(timeout=2.0, retry_attempts=1)
+    async with KubeClient(config, options, clock=InstantClock(), on_response=hook) as kube:
+        with pytest.raises(TransportError, match="jobflows"):
+            await JobFlowClient(kube).get("ns", "x")
+    assert calls == [("get", "jobflows", 0)]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "watch", "expected"),
+    [
+        ("GET", "/apis/batch/v1/namespaces/ns/jobs", False, ("list", "jobs")),
+        ("GET", "/apis/batch/v1/jobs", True, ("watch", "jobs")),
+        ("GET", "/apis/batch/v1/namespaces/ns/jobs/j", False, ("get", "jobs")),
+        (
+            "PATCH",
+            "/apis/workflow.kube-zen.io/v1alpha1/namespaces/ns/jobflows/f/status",
+            False,
+            ("patch", "jobflows/status"),
+        ),
+        ("POST", "/api/v1/namespaces/ns/events", False, ("create", "events")),
+        ("PUT", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l", False, ("update", "leases")),
+        ("DELETE", "/apis/batch/v1/namespaces/ns/jobs", False, ("deletecollection", "jobs")),
+        ("GET", "/api/v1/namespaces/ns", False, ("get", "namespaces")),
+        ("GET", "/api/v1/namespaces", False, ("list", "namespaces")),
+    ],
+)
+def test_request_labels(method: str, path: str, watch: bool, expected: tuple[str, str]) -> None:
+    assert request_labels(method, path, watch=watch) == expected

@@ -1,0 +1,190 @@
+"""Planner: Manual approval gates (approve, reject, pre-approve, audit) and suspend/resume."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import ANNOTATION_APPROVED_BY_PREFIX, APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.planner import CreateJob
+from zen_flow.testing.flows import job_step, make_flow, manual_step
+from zen_flow.testing.simulator import Simulator, run
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+EXAMPLES = Path("/work/shared/examples-upstream")
+
+
+def phases(sim: Simulator) -> dict[str, str]:
+    return {s.name: s.phase for s in sim.flow.status.steps}
+
+
+def reasons(sim: Simulator) -> list[str]:
+    return [e.reason for e in sim.last.events]
+
+
+def gated() -> Simulator:
+    flow = make_flow(
+        [
+            job_step("backup"),
+            manual_step("approve", "backup", message="Approve the migration?"),
+            job_step("migrate", "approve"),
+        ]
+    )
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    return sim
+
+
+def test_manual_step_waits_for_approval_and_the_flow_pauses() -> None:
+    sim = gated()
+    assert phases(sim) == {"backup": "Succeeded", "approve": "PendingApproval", "migrate": "Pending"}
+    assert sim.phase == "Paused"
+    approve = sim.flow.status.step("approve")
+    assert approve is not None
+    assert approve.message == "Approve the migration?"
+    assert sim.flow.status.message == "waiting for approval of approve"
+    conds = {c.type: c for c in sim.flow.status.conditions}
+    assert conds["WaitingForApproval"].status == "True"
+    assert conds["Ready"].status == "False"
+    assert "StepPendingApproval" in reasons(sim)
+    assert "FlowPaused" in reasons(sim)
+    # Waiting costs nothing: no actions, same status, no wake-up.
+    again = sim.reconcile()
+    assert again.actions == ()
+    assert again.status is sim.flow.status
+    assert again.requeue_after is None
+
+
+def test_approval_annotation_releases_the_gate_and_records_the_user() -> None:
+    sim = gated()
+    sim.advance(120)
+    sim.annotate(APPROVE_PREFIX + "approve", "true")
+    sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "approve", "alice@example.com")
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["migrate"]
+    approve = sim.flow.status.step("approve")
+    assert approve is not None
+    assert (approve.phase, approve.approved_by) == ("Succeeded", "alice@example.com")
+    assert sim.phase == "Running"
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert len(audit.approvals) == 1
+    record = audit.approvals[0]
+    assert (record.step, record.decision, record.user, record.time) == (
+        "approve",
+        "Approved",
+        "alice@example.com",
+        T0.replace(minute=2),
+    )
+    assert "StepApproved" in reasons(sim)
+    sim.reconcile()
+    assert len(sim.flow.status.audit.approvals) == 1  # type: ignore[union-attr]
+
+
+def test_rejection_fails_the_step_without_retry() -> None:
+    sim = gated()
+    sim.annotate(REJECT_PREFIX + "approve", "true")
+    sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "approve", "bob")
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert phases(sim) == {"backup": "Succeeded", "approve": "Failed", "migrate": "Skipped"}
+    approve = sim.flow.status.step("approve")
+    assert approve is not None
+    assert approve.message == "rejected by bob"
+    assert sim.phase == "Failed"
+    assert "StepRejected" in reasons(sim)
+    assert sim.flow.status.audit.approvals[0].decision == "Rejected"  # type: ignore[union-attr]
+
+
+def test_pre_approval_passes_the_gate_directly() -> None:
+    flow = make_flow(
+        [job_step("backup"), manual_step("approve", "backup"), job_step("migrate", "approve")],
+        annotations={APPROVE_PREFIX + "approve": "True"},
+    )
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["migrate"]
+    assert phases(sim)["approve"] == "Succeeded"
+    assert "StepApproved" in reasons(sim)
+
+
+def test_approval_value_must_be_true() -> None:
+    sim = gated()
+    sim.annotate(APPROVE_PREFIX + "approve", "yes")
+    sim.reconcile()
+    assert phases(sim)["approve"] == "PendingApproval"
+
+
+def test_other_branches_keep_running_while_a_gate_waits() -> None:
+    flow = make_flow([manual_step("gate"), job_step("side")])
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    assert phases(sim) == {"gate": "PendingApproval", "side": "Running"}
+    assert sim.phase == "Running"  # Paused only when nothing runs
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Paused"
+
+
+@pytest.mark.skipif(
+    not (EXAMPLES / "manual-approval-flow.yaml").exists(), reason="upstream examples not present"
+)
+def test_upstream_manual_example_runs_once_approved() -> None:
+    doc = yaml.safe_load((EXAMPLES / "manual-approval-flow.yaml").read_text())
+    doc["metadata"].update(uid="u-1", generation=1)
+    sim = Simulator(JobFlow.model_validate(doc), T0)
+
+    def approve(s: Simulator) -> bool:
+        pending = [st.name for st in s.flow.status.steps if st.phase == "PendingApproval"]
+        for name in pending:
+            s.annotate(APPROVE_PREFIX + name, "true")
+        return bool(pending)
+
+    run(sim, lambda _: "complete", on_idle=approve)
+    assert sim.phase == "Succeeded"
+
+
+# --- suspend --------------------------------------------------------------------------------------------
+
+
+def test_suspend_starts_nothing_new_but_lets_running_jobs_finish() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.set_suspend(True)
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert sim.phase == "Suspended"
+    assert "FlowSuspended" in reasons(sim)
+    assert sim.flow.status.observed_generation == 2
+    conds = {c.type: c for c in sim.flow.status.conditions}
+    assert conds["Suspended"].status == "True"
+    sim.complete(sim.running()[0])
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert phases(sim) == {"a": "Succeeded", "b": "Pending"}
+    assert sim.phase == "Suspended"
+    sim.set_suspend(False)
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["b"]
+    assert sim.phase == "Running"
+    assert "FlowResumed" in reasons(sim)
+
+
+def test_a_flow_created_suspended_starts_nothing() -> None:
+    sim = Simulator(make_flow([job_step("a")], suspend=True), T0)
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert sim.phase == "Suspended"
+    assert sim.flow.status.start_time is None
+    sim.set_suspend(False)
+    sim.reconcile()
+    assert sim.phase == "Running"
+    assert "FlowStarted" in reasons(sim)

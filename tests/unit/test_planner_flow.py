@@ -1,0 +1,333 @@
+"""Planner: the DAG runs step by step, failures skip what depends on them, the flow always ends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zen_flow.api import JobFlow
+from zen_flow.planner import CreateJob, fail_invalid, plan
+from zen_flow.testing.flows import job_step, make_flow
+from zen_flow.testing.simulator import Simulator, run
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+EXAMPLES = Path("/work/shared/examples-upstream")
+
+
+def phases(sim: Simulator) -> dict[str, str]:
+    return {s.name: s.phase for s in sim.flow.status.steps}
+
+
+def step_of(sim: Simulator, name: str) -> str:
+    return phases(sim)[name]
+
+
+def reasons(sim: Simulator) -> list[str]:
+    return [e.reason for e in sim.last.events]
+
+
+def test_linear_flow_runs_one_step_at_a_time() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a"), job_step("c", "b")]), T0)
+    first = sim.reconcile()
+    assert [a.step for a in first.actions if isinstance(a, CreateJob)] == ["a"]
+    assert sim.phase == "Running"
+    assert phases(sim) == {"a": "Running", "b": "Pending", "c": "Pending"}
+    assert sim.flow.status.message == "running: a"
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert phases(sim) == {"a": "Succeeded", "b": "Running", "c": "Pending"}
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Succeeded"
+    assert sim.flow.status.progress_summary == "3/3"
+    assert sim.flow.status.completion_time == T0
+
+
+@pytest.mark.skipif(not (EXAMPLES / "dag-flow.yaml").exists(), reason="upstream examples not present")
+def test_upstream_dag_example_runs_to_success() -> None:
+    doc = yaml.safe_load((EXAMPLES / "dag-flow.yaml").read_text())
+    doc["metadata"].update(uid="u-1", generation=1)
+    sim = Simulator(JobFlow.model_validate(doc), T0)
+    first = sim.reconcile()
+    assert {a.step for a in first.actions if isinstance(a, CreateJob)} == {"extract-a", "extract-b"}
+    run(sim, lambda _: "complete")
+    assert sim.phase == "Succeeded"
+    assert len(sim.created) == 6
+    status = sim.flow.status
+    assert status.progress is not None
+    assert status.progress.successful_steps == 6
+    assert [s.name for s in status.steps] == [s.name for s in sim.flow.spec.steps]
+    complete = next(c for c in status.conditions if c.type == "Complete")
+    assert complete.status == "True"
+    # The original's TTL of 3600 s is scheduled, not polled.
+    assert sim.last.requeue_after == 3600
+
+
+def test_failure_skips_dependents_and_fails_the_flow() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a"), job_step("c", "b")]), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0], message="exit code 1")
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert phases(sim) == {"a": "Failed", "b": "Skipped", "c": "Skipped"}
+    b = sim.flow.status.step("b")
+    assert b is not None
+    assert b.message == "dependency a failed"
+    c = sim.flow.status.step("c")
+    assert c is not None
+    assert c.message == "dependency b was skipped"
+    assert sim.flow.status.message is not None
+    assert sim.flow.status.message.startswith("step a failed")
+    failed = next(c for c in sim.flow.status.conditions if c.type == "Failed")
+    assert (failed.status, failed.reason) == ("True", "StepFailed")
+    assert "FlowFailed" in reasons(sim)
+    assert reasons(sim).count("StepSkipped") == 2
+
+
+def test_continue_on_failure_lets_dependents_run_but_flow_ends_failed() -> None:
+    flow = make_flow([job_step("a", continueOnFailure=True), job_step("b", "a")])
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    assert phases(sim) == {"a": "Failed", "b": "Running"}
+    assert sim.phase == "Running"
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert phases(sim) == {"a": "Failed", "b": "Succeeded"}
+
+
+def test_fail_fast_lets_running_steps_finish_and_starts_nothing_new() -> None:
+    flow = make_flow([job_step("a"), job_step("slow"), job_step("after-slow", "slow"), job_step("b", "a")])
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    job_a = next(n for n in sim.running() if "-a-" in n)
+    sim.fail(job_a)
+    result = sim.reconcile()
+    assert not result.actions  # running `slow` is not killed, nothing new starts
+    assert sim.phase == "Running"
+    assert phases(sim) == {"a": "Failed", "slow": "Running", "after-slow": "Pending", "b": "Skipped"}
+    assert "step a failed" in (sim.flow.status.message or "")
+    sim.complete(sim.running()[0])
+    result = sim.reconcile()
+    assert not any(isinstance(a, CreateJob) for a in result.actions)
+    assert sim.phase == "Failed"
+    assert phases(sim) == {"a": "Failed", "slow": "Succeeded", "after-slow": "Skipped", "b": "Skipped"}
+    after_slow = sim.flow.status.step("after-slow")
+    assert after_slow is not None
+    assert after_slow.message == "not started: the flow failed"
+
+
+def test_when_false_skips_the_step_and_propagates() -> None:
+    flow = make_flow(
+        [
+            job_step("a"),
+            job_step("only-on-failure", "a", when="steps.a.phase == 'Failed'"),
+            job_step("after", "only-on-failure"),
+            job_step("always", "a", when="Always"),
+        ]
+    )
+    sim = Simulator(flow, T0)
+    run(sim, lambda _: "complete")
+    assert sim.phase == "Succeeded"
+    assert phases(sim) == {
+        "a": "Succeeded",
+        "only-on-failure": "Skipped",
+        "after": "Skipped",
+        "always": "Succeeded",
+    }
+    skipped = sim.flow.status.step("only-on-failure")
+    assert skipped is not None
+    assert "is false" in (skipped.message or "")
+
+
+def test_when_that_errors_is_false_and_says_why() -> None:
+    flow = make_flow([job_step("a"), job_step("b", "a", when="steps.a.outputs.parameters.rows == '3'")])
+    sim = Simulator(flow, T0)
+    run(sim, lambda _: "complete")
+    b = sim.flow.status.step("b")
+    assert b is not None
+    assert b.phase == "Skipped"
+    assert "KeyError" in (b.message or "")
+
+
+def test_when_sees_the_flow_labels() -> None:
+    flow = make_flow([job_step("a", when="flow.labels.env == 'prod'")], labels={"env": "dev"})
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    assert phases(sim) == {"a": "Skipped"}
+    assert sim.phase == "Succeeded"  # every step Succeeded or Skipped
+
+
+def test_unchanged_input_gives_the_same_status_and_nothing_to_do() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.reconcile()  # picks up the Job's uid
+    again = plan(sim.flow, list(sim.jobs.values()), T0.replace(hour=5))
+    assert again.status == sim.flow.status
+    assert again.status is sim.flow.status
+    assert again.actions == ()
+    assert again.events == ()
+    assert again.requeue_after is None
+
+
+def test_events_are_emitted_only_on_transitions() -> None:
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    sim.reconcile()
+    assert reasons(sim) == ["StepStarted", "FlowStarted"]
+    sim.reconcile()
+    assert reasons(sim) == []
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert reasons(sim) == ["StepSucceeded", "FlowSucceeded"]
+    sim.reconcile()
+    assert reasons(sim) == []
+
+
+def test_status_lists_steps_in_spec_order_even_when_topological_order_differs() -> None:
+    flow = make_flow([job_step("z", "y"), job_step("y", "x"), job_step("x")])
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    assert [s.name for s in sim.flow.status.steps] == ["z", "y", "x"]
+    assert phases(sim) == {"z": "Pending", "y": "Pending", "x": "Running"}
+
+
+def test_observed_generation_and_timestamps_are_set_once() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    status = sim.flow.status
+    assert status.observed_generation == 1
+    assert status.start_time == T0
+    sim.advance(30)
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    a = sim.flow.status.step("a")
+    assert a is not None
+    assert a.start_time == T0
+    assert a.completion_time == T0.replace(second=30)
+    assert sim.flow.status.start_time == T0
+
+
+def test_conditions_keep_their_transition_time_until_they_flip() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    before = {c.type: c.last_transition_time for c in sim.flow.status.conditions}
+    sim.advance(10)
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    after = {c.type: c.last_transition_time for c in sim.flow.status.conditions}
+    assert after == before  # still Running: nothing flipped
+    sim.advance(10)
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    final = {c.type: c for c in sim.flow.status.conditions}
+    assert final["Complete"].status == "True"
+    assert final["Complete"].last_transition_time == T0.replace(second=20)
+    assert final["Ready"].last_transition_time == T0  # True while Running and while Succeeded
+    assert [c.type for c in sim.flow.status.conditions] == [
+        "Ready",
+        "Running",
+        "Complete",
+        "Failed",
+        "WaitingForApproval",
+        "Suspended",
+        "Valid",
+    ]
+
+
+def test_lost_status_write_adopts_the_job_instead_of_creating_it_again() -> None:
+    flow = make_flow([job_step("a"), job_step("b", "a")])
+    sim = Simulator(flow, T0)
+    first = sim.reconcile()
+    # The Job was created but the status write was lost: plan again from the original status.
+    again = plan(flow, list(sim.jobs.values()), T0)
+    assert again.actions == ()
+    a = again.status.step("a")
+    assert a is not None
+    assert a.phase == "Running"
+    assert a.job_ref is not None
+    assert a.job_ref.name == first.actions[0].body["metadata"]["name"]  # type: ignore[union-attr]
+    assert a.job_ref.uid == "uid-1"
+
+
+def test_adoption_follows_a_job_that_already_finished() -> None:
+    flow = make_flow([job_step("a"), job_step("b", "a")])
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    again = plan(flow, list(sim.jobs.values()), T0)
+    assert [a.step for a in again.actions if isinstance(a, CreateJob)] == ["b"]
+    assert {s.name: s.phase for s in again.status.steps} == {"a": "Succeeded", "b": "Running"}
+
+
+def test_running_step_whose_job_vanished_fails() -> None:
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    sim.reconcile()
+    sim.vanish(sim.running()[0])
+    sim.reconcile()
+    a = sim.flow.status.step("a")
+    assert a is not None
+    assert a.phase == "Failed"
+    assert "not found" in (a.message or "")
+
+
+@pytest.mark.parametrize(
+    ("steps", "needle"),
+    [
+        ([], "must not be empty"),
+        ([job_step("a"), job_step("a")], "duplicate step name"),
+        ([job_step("a", "ghost")], "unknown step 'ghost'"),
+        ([job_step("a", "b"), job_step("b", "a")], "dependency cycle"),
+        ([job_step("a", "a")], "dependency cycle"),
+    ],
+)
+def test_structurally_invalid_flows_fail_once_with_valid_false(
+    steps: list[dict[str, object]], needle: str
+) -> None:
+    sim = Simulator(make_flow(steps), T0)
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert sim.phase == "Failed"
+    conds = {c.type: c for c in sim.flow.status.conditions}
+    assert (conds["Valid"].status, conds["Valid"].reason) == ("False", "InvalidSpec")
+    assert (conds["Failed"].status, conds["Failed"].reason) == ("True", "InvalidSpec")
+    assert needle in conds["Failed"].message
+    assert [e.reason for e in result.events] == ["FlowFailed"]
+    again = sim.reconcile()
+    assert again.status is sim.flow.status
+    assert again.events == ()
+
+
+def test_fail_invalid_bounds_the_message_and_skips_steps() -> None:
+    flow = make_flow([job_step("a"), job_step("b")])
+    result = fail_invalid(flow, [f"error number {i}" for i in range(50)], T0)
+    failed = next(c for c in result.status.conditions if c.type == "Failed")
+    assert "(+40 more)" in failed.message
+    assert len(result.status.message or "") <= 256
+    assert {s.name: s.phase for s in result.status.steps} == {"a": "Skipped", "b": "Skipped"}
+    assert result.requeue_after == 86400
+
+
+def test_job_step_without_template_fails_cleanly() -> None:
+    flow = make_flow([{"name": "a", "type": "Job"}, job_step("b", "a")])
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    a = sim.flow.status.step("a")
+    assert a is not None
+    assert "no Job template" in (a.message or "")
+
+
+def test_a_spec_step_added_later_appears_and_removed_ones_vanish() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("old")]), T0)
+    sim.reconcile()
+    spec = make_flow([job_step("a"), job_step("new", "a")]).spec
+    sim.flow = sim.flow.model_copy(update={"spec": spec})
+    sim.reconcile()
+    assert [s.name for s in sim.flow.status.steps] == ["a", "new"]

@@ -1,0 +1,112 @@
+"""Planner: the Job manifest created for a step attempt."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from zen_flow.naming import is_dns1123_subdomain, job_name
+from zen_flow.planner import CreateJob, plan
+from zen_flow.testing.flows import job_step, job_template, make_flow
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+POLICY = {
+    "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
+}
+
+
+def body_for(step: dict[str, Any], **flow_kw: Any) -> dict[str, Any]:
+    result = plan(make_flow([step], name="etl", namespace="data", **flow_kw), [], T0)
+    creates = [a for a in result.actions if isinstance(a, CreateJob)]
+    assert len(creates) == 1
+    return creates[0].body
+
+
+def test_job_identity_owner_and_labels() -> None:
+    step = job_step("extract", metadata={"labels": {"team": "data", "app.kubernetes.io/managed-by": "me"}})
+    step["template"]["metadata"] = {
+        "name": "ignored",
+        "generateName": "x-",
+        "namespace": "other",
+        "labels": {"from": "template"},
+        "annotations": {"note": "kept"},
+        "resourceVersion": "123",
+    }
+    body = body_for(step)
+    meta = body["metadata"]
+    assert (body["apiVersion"], body["kind"]) == ("batch/v1", "Job")
+    assert meta["name"] == job_name("etl", "extract", 0)
+    assert meta["namespace"] == "data"
+    assert "generateName" not in meta
+    assert "resourceVersion" not in meta
+    assert meta["labels"] == {
+        "from": "template",
+        "team": "data",
+        "workflow.kube-zen.io/flow": "etl",
+        "workflow.kube-zen.io/step": "extract",
+        "workflow.kube-zen.io/attempt": "0",
+        "app.kubernetes.io/managed-by": "zen-flow",  # ours win
+    }
+    assert meta["annotations"] == {"note": "kept"}
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "workflow.kube-zen.io/v1alpha1",
+            "kind": "JobFlow",
+            "name": "etl",
+            "uid": "uid-etl",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def test_pods_carry_the_same_labels_and_step_metadata() -> None:
+    step = job_step("extract", metadata={"labels": {"team": "data"}, "annotations": {"a": "1"}})
+    body = body_for(step)
+    pod_meta = body["spec"]["template"]["metadata"]
+    assert pod_meta["labels"]["workflow.kube-zen.io/flow"] == "etl"
+    assert pod_meta["labels"]["workflow.kube-zen.io/step"] == "extract"
+    assert pod_meta["labels"]["team"] == "data"
+    assert pod_meta["annotations"] == {"a": "1"}
+
+
+def test_the_template_is_not_mutated() -> None:
+    step = job_step("extract", timeoutSeconds=5)
+    flow = make_flow([step])
+    before = copy.deepcopy(flow.spec.steps[0].template)
+    plan(flow, [], T0)
+    assert flow.spec.steps[0].template == before
+
+
+def test_pod_failure_policy_maps_to_the_native_field_when_restart_policy_is_never() -> None:
+    body = body_for(job_step("a"), execution_policy=POLICY)
+    assert body["spec"]["podFailurePolicy"] == {
+        "rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]
+    }
+
+
+def test_pod_failure_policy_is_left_out_with_restart_on_failure() -> None:
+    step = job_step("a")
+    step["template"] = job_template(restart_policy="OnFailure")
+    body = body_for(step, execution_policy=POLICY)
+    assert "podFailurePolicy" not in body["spec"]
+
+
+def test_a_template_pod_failure_policy_wins() -> None:
+    step = job_step("a")
+    own = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+    step["template"]["spec"]["podFailurePolicy"] = own
+    body = body_for(step, execution_policy=POLICY)
+    assert body["spec"]["podFailurePolicy"] == own
+
+
+def test_long_names_stay_valid() -> None:
+    name = "s" * 60 + ".x-" + "y" * 80
+    result = plan(make_flow([job_step(name)], name="f" * 200), [], T0)
+    body = next(a for a in result.actions if isinstance(a, CreateJob)).body
+    job = body["metadata"]["name"]
+    assert len(job) <= 63
+    assert is_dns1123_subdomain(job)
+    labels = body["metadata"]["labels"]
+    assert all(len(v) <= 63 for v in labels.values())

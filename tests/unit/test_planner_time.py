@@ -1,0 +1,354 @@
+"""Planner: retries with backoff, step timeouts, the flow deadline and TTL — all scheduled, not polled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from zen_flow.api.jobflow import Backoff, RetryPolicy
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, parse_duration, plan, retry_delay
+from zen_flow.testing.flows import job_step, make_flow
+from zen_flow.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def step(sim: Simulator, name: str = "a") -> Any:
+    status = sim.flow.status.step(name)
+    assert status is not None
+    return status
+
+
+def reasons(sim: Simulator) -> list[str]:
+    return [e.reason for e in sim.last.events]
+
+
+# --- durations and backoff ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("10s", 10),
+        ("1m30s", 90),
+        ("2h", 7200),
+        ("1.5h", 5400),
+        ("0", 0),
+        ("1h2m3s4ms", 3723.004),
+    ],
+)
+def test_parse_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "s", "1x", "1m 30s", "abc"])
+def test_reject_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def policy(type_: str | None = None, **backoff: Any) -> RetryPolicy:
+    return RetryPolicy(limit=10, backoff=Backoff(type=type_, **backoff))
+
+
+@pytest.mark.parametrize(
+    ("retry_policy", "expected"),
+    [
+        (policy("Exponential", duration="10s"), [10, 20, 40, 80]),
+        (policy("Exponential", duration="1s", factor=3.0), [1, 3, 9, 27]),
+        (policy("Linear", duration="5s"), [5, 10, 15, 20]),
+        (policy("Fixed", duration="7s"), [7, 7, 7, 7]),
+        (policy(), [10, 20, 40, 80]),
+        (RetryPolicy(), [10, 20, 40, 80]),
+        (policy("Exponential", duration="bogus"), [10, 20, 40, 80]),
+    ],
+)
+def test_backoff_types(retry_policy: RetryPolicy, expected: list[float]) -> None:
+    assert [retry_delay(retry_policy, n) for n in range(4)] == expected
+
+
+def test_backoff_is_capped() -> None:
+    assert retry_delay(policy("Exponential", duration="10s"), 20) == 3600
+    assert retry_delay(policy("Linear", duration="10m"), 100) == 3600
+    assert retry_delay(policy("Exponential", duration="10s", maxDuration="1m"), 5) == 60
+    assert retry_delay(policy("Exponential", duration="10s"), 10**9) == 3600  # no overflow
+
+
+# --- retries --------------------------------------------------------------------------------------------
+
+
+def retrying_flow(**retry: Any) -> Simulator:
+    return Simulator(make_flow([job_step("a", retryPolicy=retry), job_step("b", "a")]), T0)
+
+
+def test_failed_attempt_retries_after_the_backoff_with_a_new_job() -> None:
+    sim = retrying_flow(limit=2, backoff={"type": "Fixed", "duration": "30s"})
+    sim.reconcile()
+    first = sim.running()[0]
+    sim.fail(first)
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert step(sim).phase == "Retrying"
+    assert step(sim).next_retry_time == T0 + timedelta(seconds=30)
+    assert result.requeue_after == 30
+    assert reasons(sim) == ["StepRetrying"]
+    sim.advance(29)
+    assert sim.reconcile().actions == ()
+    sim.advance(1)
+    result = sim.reconcile()
+    created = [a for a in result.actions if isinstance(a, CreateJob)]
+    assert [(a.step, a.attempt) for a in created] == [("a", 1)]
+    assert created[0].name != first
+    assert created[0].name.endswith("-r1")
+    assert first in sim.jobs  # the old attempt is kept for its logs
+    assert (step(sim).phase, step(sim).retry_count) == ("Running", 1)
+    assert step(sim).job_ref.name == created[0].name
+    assert step(sim).start_time == T0  # set once, at the first attempt
+    assert reasons(sim) == ["StepStarted"]
+    sim.complete(created[0].name)
+    sim.reconcile()
+    assert step(sim).phase == "Succeeded"
+
+
+def test_retries_stop_at_the_limit() -> None:
+    sim = retrying_flow(limit=2, backoff={"type": "Fixed", "duration": "1s"})
+    sim.reconcile()
+    for _ in range(3):
+        sim.fail(sim.running()[0])
+        sim.reconcile()
+        sim.advance(1)
+        sim.reconcile()
+    assert step(sim).phase == "Failed"
+    assert step(sim).retry_count == 2
+    assert "retries exhausted: 2/2" in step(sim).message
+    assert sim.phase == "Failed"
+    assert len(sim.created) == 3
+    assert len(set(sim.created)) == 3
+
+
+def test_limit_zero_means_no_retry() -> None:
+    sim = retrying_flow(limit=0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    assert step(sim).phase == "Failed"
+    assert sim.phase == "Failed"
+
+
+def test_no_retry_policy_means_no_retry() -> None:
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0], message="boom")
+    sim.reconcile()
+    assert step(sim).phase == "Failed"
+    assert step(sim).message == "Job failed: BackoffLimitExceeded: boom"
+
+
+def test_retry_policy_without_limit_retries_three_times() -> None:
+    sim = retrying_flow(backoff={"type": "Fixed", "duration": "1s"})
+    sim.reconcile()
+    attempts = 1
+    while not sim.terminal:
+        if sim.running():
+            sim.fail(sim.running()[0])
+        sim.reconcile()
+        sim.advance(1)
+        sim.reconcile()
+        attempts = len(sim.created)
+    assert attempts == 4
+
+
+def test_the_flow_wide_backoff_limit_is_a_budget() -> None:
+    # continueOnFailure keeps fail-fast out of the way: each step spends the budget on its own.
+    retry = {"limit": 5, "backoff": {"type": "Fixed", "duration": "1s"}}
+    steps = [job_step(n, retryPolicy=retry, continueOnFailure=True) for n in "xy"]
+    sim = Simulator(make_flow(steps, execution_policy={"backoffLimit": 3}), T0)
+    sim.reconcile()
+    for _ in range(10):
+        for name in sim.running():
+            sim.fail(name)
+        sim.reconcile()
+        sim.advance(1)
+        sim.reconcile()
+        if sim.terminal:
+            break
+    total = sum(s.retry_count for s in sim.flow.status.steps)
+    assert total == 3
+    assert sim.phase == "Failed"
+    assert any("backoffLimit=3 used up" in (s.message or "") for s in sim.flow.status.steps)
+
+
+def test_two_failures_at_once_do_not_overdraw_the_budget() -> None:
+    steps = [job_step(n, retryPolicy={"limit": 5}, continueOnFailure=True) for n in "xy"]
+    sim = Simulator(make_flow(steps, execution_policy={"backoffLimit": 1}), T0)
+    sim.reconcile()
+    for name in sim.running():
+        sim.fail(name)
+    sim.reconcile()
+    assert [s.phase for s in sim.flow.status.steps] == ["Retrying", "Failed"]
+
+
+def test_a_final_failure_cancels_pending_retries() -> None:
+    # Fail-fast: once a step failed for good, no new Job starts, retries included.
+    steps = [job_step("x", retryPolicy={"limit": 5}), job_step("y")]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    for name in sim.running():
+        sim.fail(name)
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert sim.phase == "Failed"
+    x = step(sim, "x")
+    assert x.phase == "Failed"
+    assert "not retried" in x.message
+
+
+def test_retry_waits_while_suspended() -> None:
+    sim = retrying_flow(limit=2, backoff={"type": "Fixed", "duration": "5s"})
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    sim.set_suspend(True)
+    sim.advance(60)
+    result = sim.reconcile()
+    assert result.actions == ()
+    assert result.requeue_after is None
+    assert sim.phase == "Suspended"
+    sim.set_suspend(False)
+    result = sim.reconcile()
+    assert [a.attempt for a in result.actions if isinstance(a, CreateJob)] == [1]
+    assert "FlowResumed" in reasons(sim)
+
+
+# --- timeouts -------------------------------------------------------------------------------------------
+
+
+def test_timeout_sets_the_job_deadline_and_is_enforced() -> None:
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=60)]), T0)
+    result = sim.reconcile()
+    body = next(a for a in result.actions if isinstance(a, CreateJob)).body
+    assert body["spec"]["activeDeadlineSeconds"] == 60
+    assert result.requeue_after == 60
+    sim.advance(59)
+    assert sim.reconcile().requeue_after == 1
+    sim.advance(1)
+    result = sim.reconcile()
+    assert [type(a) for a in result.actions] == [DeleteJob]
+    assert result.actions[0].reason == "timed out after 60s"  # type: ignore[union-attr]
+    assert step(sim).phase == "Failed"
+    assert step(sim).message == "timed out after 60s"
+    assert reasons(sim)[:2] == ["StepTimedOut", "StepFailed"]
+    assert sim.phase == "Failed"
+
+
+def test_timed_out_attempt_is_retried_with_a_fresh_clock() -> None:
+    sim = Simulator(
+        make_flow(
+            [
+                job_step(
+                    "a",
+                    timeoutSeconds=60,
+                    retryPolicy={"limit": 1, "backoff": {"type": "Fixed", "duration": "10s"}},
+                )
+            ]
+        ),
+        T0,
+    )
+    sim.reconcile()
+    sim.advance(60)
+    sim.reconcile()
+    assert step(sim).phase == "Retrying"
+    assert "StepTimedOut" in reasons(sim)
+    sim.advance(10)
+    result = sim.reconcile()
+    assert any(isinstance(a, CreateJob) for a in result.actions)
+    assert result.requeue_after == 60  # measured from the new attempt, not the step's first start
+    sim.advance(30)
+    sim.reconcile()
+    assert step(sim).phase == "Running"
+
+
+def test_template_deadline_keeps_the_smaller_value() -> None:
+    template = job_step("a", timeoutSeconds=600)
+    template["template"]["spec"]["activeDeadlineSeconds"] = 30
+    result = plan(make_flow([template]), [], T0)
+    body = next(a for a in result.actions if isinstance(a, CreateJob)).body
+    assert body["spec"]["activeDeadlineSeconds"] == 30
+
+
+# --- flow deadline --------------------------------------------------------------------------------------
+
+
+def test_flow_deadline_stops_everything() -> None:
+    flow = make_flow(
+        [
+            job_step("a"),
+            job_step("b"),
+            job_step("c", "a"),
+            job_step("d", retryPolicy={"limit": 3, "backoff": {"duration": "1h"}}),
+        ],
+        execution_policy={"activeDeadlineSeconds": 100},
+    )
+    sim = Simulator(flow, T0)
+    first = sim.reconcile()
+    assert first.requeue_after == 100
+    job_d = next(n for n in sim.running() if "-d-" in n)
+    sim.fail(job_d)
+    sim.advance(50)
+    sim.complete(next(n for n in sim.running() if "-a-" in n))
+    result = sim.reconcile()
+    assert result.requeue_after == 50
+    sim.advance(50)
+    result = sim.reconcile()
+    deleted = sorted(a.step for a in result.actions if isinstance(a, DeleteJob))
+    assert deleted == ["b", "c"]
+    assert sim.phase == "Failed"
+    assert {s.name: s.phase for s in sim.flow.status.steps} == {
+        "a": "Succeeded",
+        "b": "Failed",
+        "c": "Failed",
+        "d": "Failed",
+    }
+    failed = next(c for c in sim.flow.status.conditions if c.type == "Failed")
+    assert failed.reason == "DeadlineExceeded"
+    assert "FlowDeadlineExceeded" in reasons(sim)
+
+
+def test_deadline_never_touches_a_finished_flow() -> None:
+    sim = Simulator(make_flow([job_step("a")], execution_policy={"activeDeadlineSeconds": 10}), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Succeeded"
+    sim.advance(1000)
+    result = sim.reconcile()
+    assert sim.phase == "Succeeded"
+    assert result.status is sim.flow.status
+
+
+# --- TTL ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ttl", "expected"), [(None, 86400), (3600, 3600), (0, 0)])
+def test_ttl_deletes_the_finished_flow(ttl: int | None, expected: int) -> None:
+    policy = {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
+    sim = Simulator(make_flow([job_step("a")], execution_policy=policy), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    done = sim.reconcile()
+    assert sim.phase == "Succeeded"
+    assert done.requeue_after == expected
+    assert not any(isinstance(a, DeleteFlow) for a in done.actions)
+    if expected:
+        sim.advance(expected - 1)
+        waiting = sim.reconcile()
+        assert waiting.actions == ()
+        assert waiting.requeue_after == 1
+        sim.advance(1)
+    result = sim.reconcile()
+    assert [type(a) for a in result.actions] == [DeleteFlow]
+    assert result.requeue_after is None
+    assert result.status is sim.flow.status

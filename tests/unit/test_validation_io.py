@@ -1,0 +1,339 @@
+"""Step inputs and outputs: parameters, artifacts and the steps they read from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from validation_samples import ErrorType, Flow, assert_error, assert_valid, mutated, step
+
+E = ErrorType
+# Step "c" (index 3) depends on gate -> b -> a; step "d" (index 4) depends on a only.
+C_IN = "spec.steps[3].inputs"
+A_OUT = "spec.steps[0].outputs"
+
+
+def inputs(**fields: Any) -> Flow:
+    return mutated(lambda f: step(f, "c").update(inputs=fields))
+
+
+def outputs(**fields: Any) -> Flow:
+    return mutated(lambda f: step(f, "a").update(outputs=fields))
+
+
+# --- input parameters ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        {"name": "greeting", "value": "hello"},
+        {"name": "empty", "value": ""},
+        {"name": "count", "valueFrom": {"jsonPath": "a:$.succeeded"}},  # a is an indirect dependency
+        {"name": "status", "valueFrom": {"jsonPath": "b:$.status.conditions[0].type"}},
+        {"name": "cfg", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+        {"name": "token", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token.txt"}}},
+        {"name": "db.host", "value": "x"},
+    ],
+)
+def test_valid_input_parameters(param: dict[str, Any]) -> None:
+    assert_valid(inputs(parameters=[param]))
+
+
+@pytest.mark.parametrize(
+    ("param", "path", "kind", "text"),
+    [
+        ({"value": "x"}, "name", E.REQUIRED, ""),
+        ({"name": "Bad_Name", "value": "x"}, "name", E.INVALID, "RFC 1123 subdomain"),
+        ({"name": "p"}, "value", E.REQUIRED, "exactly one of value and valueFrom"),
+        (
+            {"name": "p", "value": "x", "valueFrom": {"jsonPath": "a:$.x"}},
+            "valueFrom",
+            E.FORBIDDEN,
+            "together with value",
+        ),
+        ({"name": "p", "value": 3}, "value", E.INVALID, "must be a string"),
+        (
+            {"name": "p", "valueFrom": {}},
+            "valueFrom",
+            E.REQUIRED,
+            "jsonPath, configMapKeyRef and secretKeyRef",
+        ),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "a:$.x", "secretKeyRef": {"name": "s", "key": "k"}}},
+            "valueFrom.secretKeyRef",
+            E.FORBIDDEN,
+            "together with jsonPath",
+        ),
+        (
+            {"name": "p", "valueFrom": {"configMapKeyRef": {"key": "k"}}},
+            "valueFrom.configMapKeyRef.name",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {"name": "p", "valueFrom": {"configMapKeyRef": {"name": "c"}}},
+            "valueFrom.configMapKeyRef.key",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {"name": "p", "valueFrom": {"secretKeyRef": {"name": "s"}}},
+            "valueFrom.secretKeyRef.key",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {"name": "p", "valueFrom": {"secretKeyRef": {"name": "S!", "key": "k"}}},
+            "valueFrom.secretKeyRef.name",
+            E.INVALID,
+            "",
+        ),
+        (
+            {"name": "p", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a/b"}}},
+            "valueFrom.secretKeyRef.key",
+            E.INVALID,
+            "config key",
+        ),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "$.succeeded"}},
+            "valueFrom.jsonPath",
+            E.INVALID,
+            '"<step>:$.path"',
+        ),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "a:succeeded"}},
+            "valueFrom.jsonPath",
+            E.INVALID,
+            'must start with "$"',
+        ),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "zzz:$.x"}},
+            "valueFrom.jsonPath",
+            E.NOT_FOUND,
+            'no step "zzz"',
+        ),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "d:$.x"}},
+            "valueFrom.jsonPath",
+            E.INVALID,
+            'does not depend (directly or indirectly) on step "d"',
+        ),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "c:$.x"}},
+            "valueFrom.jsonPath",
+            E.INVALID,
+            "does not depend",
+        ),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "A_b:$.x"}},
+            "valueFrom.jsonPath",
+            E.INVALID,
+            "RFC 1123 label",
+        ),
+        ({"name": "p", "valueFrom": "a:$.x"}, "valueFrom", E.INVALID, "must be an object"),
+    ],
+)
+def test_invalid_input_parameters(param: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
+    assert_error(inputs(parameters=[param]), f"{C_IN}.parameters[0].{path}", kind, text)
+
+
+def test_duplicate_input_parameter_names() -> None:
+    flow = inputs(parameters=[{"name": "p", "value": "1"}, {"name": "p", "value": "2"}])
+    assert_error(flow, f"{C_IN}.parameters[1].name", E.DUPLICATE)
+
+
+# --- input artifacts -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        {"name": "data", "from": "a/out", "path": "/in/data"},
+        {"name": "data", "from": "a"},
+        {"name": "page", "http": {"url": "https://example.com/x.csv", "headers": {"Accept": "text/csv"}}},
+        {"name": "page", "http": {"url": "http://example.com"}, "path": "/tmp/page"},
+    ],
+)
+def test_valid_input_artifacts(artifact: dict[str, Any]) -> None:
+    assert_valid(inputs(artifacts=[artifact]))
+
+
+@pytest.mark.parametrize(
+    ("artifact", "path", "kind", "text"),
+    [
+        ({"from": "a/out"}, "name", E.REQUIRED, ""),
+        ({"name": "Data", "from": "a/out"}, "name", E.INVALID, "RFC 1123"),
+        ({"name": "x", "from": "a/out", "path": "relative/x"}, "path", E.INVALID, "absolute path"),
+        ({"name": "x", "from": "a/out", "path": "/data/../etc/passwd"}, "path", E.INVALID, "'..'"),
+        ({"name": "x"}, "from", E.REQUIRED, "exactly one of from and http"),
+        (
+            {"name": "x", "from": "a/out", "http": {"url": "https://x"}},
+            "http",
+            E.FORBIDDEN,
+            "together with from",
+        ),
+        ({"name": "x", "from": "a/out/more"}, "from", E.INVALID, '"<step>/<artifact>"'),
+        ({"name": "x", "from": "/out"}, "from", E.INVALID, '"<step>/<artifact>"'),
+        ({"name": "x", "from": "zzz/out"}, "from", E.NOT_FOUND, 'no step "zzz"'),
+        ({"name": "x", "from": "d/out"}, "from", E.INVALID, "does not depend"),
+        (
+            {"name": "x", "from": "a/missing"},
+            "from",
+            E.NOT_FOUND,
+            'step "a" has no output artifact "missing"',
+        ),
+        ({"name": "x", "from": "a/Out_"}, "from", E.INVALID, "artifact name"),
+        ({"name": "x", "http": {"url": "ftp://example.com/x"}}, "http.url", E.INVALID, "http:// or https://"),
+        ({"name": "x", "http": {}}, "http.url", E.REQUIRED, ""),
+        (
+            {"name": "x", "http": {"url": "https://x", "headers": {"A": 1}}},
+            "http.headers[A]",
+            E.INVALID,
+            "string",
+        ),
+    ],
+)
+def test_invalid_input_artifacts(artifact: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
+    assert_error(inputs(artifacts=[artifact]), f"{C_IN}.artifacts[0].{path}", kind, text)
+
+
+def test_duplicate_input_artifact_names() -> None:
+    flow = inputs(artifacts=[{"name": "x", "from": "a/out"}, {"name": "x", "from": "a"}])
+    assert_error(flow, f"{C_IN}.artifacts[1].name", E.DUPLICATE)
+
+
+def test_inputs_must_be_objects_and_lists() -> None:
+    assert_error(mutated(lambda f: step(f, "c").update(inputs=[])), C_IN, E.INVALID, "must be an object")
+    assert_error(inputs(parameters={"p": "v"}), C_IN + ".parameters", E.INVALID, "must be an array")
+
+
+# --- outputs -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}]},
+        {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "a:$.succeeded"}}]},  # the step itself
+        {
+            "artifacts": [
+                {
+                    "name": "out",
+                    "path": "/out",
+                    "optional": True,
+                    "archive": {"format": "tar", "compression": "gzip"},
+                }
+            ]
+        },
+        {"artifacts": [{"name": "out", "path": "/out", "archive": {"format": "zip", "compression": "none"}}]},
+        {
+            "artifacts": [
+                {
+                    "name": "out",
+                    "path": "/out",
+                    "s3": {
+                        "endpoint": "https://s3.example.com",
+                        "bucket": "b",
+                        "key": "k",
+                        "accessKeyIDSecretRef": {"name": "s3"},
+                        "secretAccessKeySecretRef": {"name": "s3", "key": "secret"},
+                    },
+                }
+            ]
+        },
+    ],
+)
+def test_valid_outputs(fields: dict[str, Any]) -> None:
+    assert_valid(outputs(**fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "kind", "text"),
+    [
+        ({"parameters": [{"valueFrom": {"jsonPath": "$.x"}}]}, "parameters[0].name", E.REQUIRED, ""),
+        (
+            {"parameters": [{"name": "N", "valueFrom": {"jsonPath": "$.x"}}]},
+            "parameters[0].name",
+            E.INVALID,
+            "",
+        ),
+        ({"parameters": [{"name": "n"}]}, "parameters[0].valueFrom", E.REQUIRED, ""),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {}}]},
+            "parameters[0].valueFrom.jsonPath",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {"jsonPath": ".x"}}]},
+            "parameters[0].valueFrom.jsonPath",
+            E.INVALID,
+            'start with "$"',
+        ),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "b:$.x"}}]},
+            "parameters[0].valueFrom.jsonPath",
+            E.INVALID,
+            "own Job",
+        ),
+        ({"artifacts": [{"name": "out"}]}, "artifacts[0].path", E.REQUIRED, ""),
+        ({"artifacts": [{"name": "out", "path": "out"}]}, "artifacts[0].path", E.INVALID, "absolute"),
+        ({"artifacts": [{"name": "out", "path": "/a/../b"}]}, "artifacts[0].path", E.INVALID, "'..'"),
+        (
+            {"artifacts": [{"name": "out", "path": "/o", "optional": "yes"}]},
+            "artifacts[0].optional",
+            E.INVALID,
+            "boolean",
+        ),
+        (
+            {"artifacts": [{"name": "out", "path": "/o", "archive": {"format": "rar"}}]},
+            "artifacts[0].archive.format",
+            E.NOT_SUPPORTED,
+            '"tar", "zip"',
+        ),
+        (
+            {"artifacts": [{"name": "out", "path": "/o", "archive": {"compression": "xz"}}]},
+            "artifacts[0].archive.compression",
+            E.NOT_SUPPORTED,
+            '"gzip", "none"',
+        ),
+        (
+            {"artifacts": [{"name": "out", "path": "/o", "s3": {"key": "k"}}]},
+            "artifacts[0].s3.bucket",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {"artifacts": [{"name": "out", "path": "/o", "s3": {"bucket": "b", "endpoint": "s3.local"}}]},
+            "artifacts[0].s3.endpoint",
+            E.INVALID,
+            "https://",
+        ),
+        (
+            {"artifacts": [{"name": "out", "path": "/o", "s3": {"bucket": "b", "accessKeyIDSecretRef": {}}}]},
+            "artifacts[0].s3.accessKeyIDSecretRef.name",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {"artifacts": [{"name": "out", "path": "/o"}, {"name": "out", "path": "/p"}]},
+            "artifacts[1].name",
+            E.DUPLICATE,
+            "",
+        ),
+        (
+            {
+                "parameters": [
+                    {"name": "n", "valueFrom": {"jsonPath": "$.a"}},
+                    {"name": "n", "valueFrom": {"jsonPath": "$.b"}},
+                ]
+            },
+            "parameters[1].name",
+            E.DUPLICATE,
+            "",
+        ),
+    ],
+)
+def test_invalid_outputs(fields: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
+    assert_error(outputs(**fields), f"{A_OUT}.{path}", kind, text)

@@ -1,0 +1,226 @@
+"""Property tests: the validator never raises, and accepts every flow of a grammar of valid flows."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from validation_samples import EXAMPLES, load_yaml
+
+from zen_flow.api import JobFlow
+from zen_flow.validation import validate_jobflow, validate_update
+
+# --- arbitrary JSON-like input -------------------------------------------------------------------------
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_like = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+# Keys the validator looks up, so random objects reach deep rules instead of stopping at the top.
+KEYS = [
+    "apiVersion", "kind", "metadata", "name", "generateName", "annotations", "labels", "spec", "steps",
+    "executionPolicy", "podFailurePolicy", "rules", "action", "onExitCodes", "onPodConditions", "values",
+    "operator", "containerName", "resourceTemplates", "volumeClaimTemplates", "configMapTemplates",
+    "accessModes", "resources", "requests", "limits", "storage", "type", "template", "containers",
+    "initContainers", "image", "restartPolicy", "dependencies", "when", "retryPolicy", "backoff", "limit",
+    "duration", "factor", "timeoutSeconds", "inputs", "outputs", "parameters", "artifacts", "valueFrom",
+    "jsonPath", "from", "http", "url", "path", "value", "archive", "s3", "status", "phase", "data",
+]  # fmt: skip
+shaped = st.recursive(
+    scalars | st.sampled_from(["a", "b", "main", "Never", "Manual", "a:$.x", "a/out", "/x", "1Gi", "10s"]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(KEYS), children, max_size=6)
+    ),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_like)
+def test_never_raises_on_arbitrary_json(obj: Any) -> None:
+    for error in validate_jobflow(obj):
+        str(error)  # rendering must not raise either
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shaped, shaped)
+def test_never_raises_on_objects_shaped_like_flows(obj: Any, old: Any) -> None:
+    for error in validate_jobflow(obj) + validate_update(old, obj):
+        str(error)
+
+
+@st.composite
+def corrupted_examples(draw: st.DrawFn) -> Any:
+    """An original example with a random subtree replaced by random JSON."""
+    flow = copy.deepcopy(load_yaml(draw(st.sampled_from(EXAMPLES))))
+    node: Any = flow
+    for _ in range(draw(st.integers(0, 8))):
+        if isinstance(node, dict) and node:
+            key = draw(st.sampled_from(sorted(node)))
+        elif isinstance(node, list) and node:
+            key = draw(st.integers(0, len(node) - 1))
+        else:
+            break
+        if not isinstance(node[key], dict | list) or draw(st.booleans()):
+            node[key] = draw(json_like)
+            break
+        node = node[key]
+    return flow
+
+
+@settings(max_examples=300, deadline=None)
+@given(corrupted_examples())
+def test_never_raises_on_corrupted_examples(flow: Any) -> None:
+    for error in validate_jobflow(flow):
+        str(error)
+
+
+# --- a grammar of valid flows --------------------------------------------------------------------------
+
+labels = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?\Z")
+
+
+def template(restart: str) -> dict[str, Any]:
+    resources = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}
+    container = {"name": "main", "image": "busybox", "command": ["sh", "-c", "true"], "resources": resources}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": restart, "containers": [container]}},
+        },
+    }
+
+
+@st.composite
+def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(labels, min_size=1, max_size=12, unique=True))
+    with_pfp = draw(st.booleans())
+    steps: list[dict[str, Any]] = []
+    ancestors: dict[str, set[str]] = {}
+    manual: set[str] = set()
+    for i, name in enumerate(names):
+        deps = draw(st.lists(st.sampled_from(names[:i]), max_size=3, unique=True)) if i else []
+        ancestors[name] = set(deps).union(*(ancestors[d] for d in deps))
+        step: dict[str, Any] = {"name": name}
+        if deps:
+            step["dependencies"] = deps
+        if draw(st.integers(0, 4)) == 0:
+            manual.add(name)
+            step.update(type="Manual", message=draw(st.text(max_size=30)))
+        else:
+            if draw(st.booleans()):
+                step["type"] = "Job"
+            step["template"] = template(
+                "Never" if with_pfp else draw(st.sampled_from(["Never", "OnFailure"]))
+            )
+            step["outputs"] = {
+                "parameters": [{"name": "succeeded", "valueFrom": {"jsonPath": "$.succeeded"}}],
+                "artifacts": [
+                    {"name": "out", "path": "/out", "archive": {"format": "tar", "compression": "gzip"}}
+                ],
+            }
+            if draw(st.booleans()):
+                step["retryPolicy"] = {
+                    "limit": draw(st.integers(0, 10)),
+                    "backoff": {
+                        "type": draw(st.sampled_from(["Exponential", "Linear", "Fixed"])),
+                        "factor": draw(st.floats(1, 10)),
+                        "duration": draw(st.sampled_from(["1s", "10s", "1m30s", "0.5s", "720h"])),
+                    },
+                }
+            if draw(st.booleans()):
+                step["timeoutSeconds"] = draw(st.integers(1, 2_592_000))
+        readable = sorted(ancestors[name] - manual)
+        if readable and name not in manual and draw(st.booleans()):
+            source = draw(st.sampled_from(readable))
+            step["inputs"] = {
+                "parameters": [
+                    {"name": "p", "valueFrom": {"jsonPath": f"{source}:$.succeeded"}},
+                    {"name": "q", "value": draw(st.text(max_size=10))},
+                ],
+                "artifacts": [{"name": "in", "from": f"{source}/out", "path": "/in"}],
+            }
+        if ancestors[name] and draw(st.booleans()):
+            ref = draw(st.sampled_from(sorted(ancestors[name])))
+            step["when"] = draw(
+                st.sampled_from(
+                    [
+                        f"steps.{ref}.phase == 'Succeeded'",
+                        f"steps['{ref}'].phase != 'Failed'",
+                        "always",
+                        "never",
+                    ]
+                )
+            )
+        steps.append(step)
+    spec: dict[str, Any] = {"steps": steps}
+    if draw(st.booleans()):
+        claim = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": draw(st.sampled_from(["1Gi", "500M", "1e9"]))}},
+        }
+        spec["resourceTemplates"] = {
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim}],
+            "configMapTemplates": [
+                {"metadata": {"name": "settings"}, "data": {"mode": draw(st.text(max_size=10))}}
+            ],
+        }
+    if with_pfp:
+        spec["executionPolicy"] = {
+            "concurrencyPolicy": draw(st.sampled_from(["Allow", "Forbid", "Replace"])),
+            "ttlSecondsAfterFinished": draw(st.integers(0, 2**31 - 1)),
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "FailJob", "onExitCodes": {"containerName": "main", "values": [42]}},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [0, 1]}},
+                ]
+            },
+        }
+    return {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlow",
+        "metadata": {
+            "name": draw(labels),
+            "annotations": {f"approve.workflow.kube-zen.io/{m}": "true" for m in manual},
+        },
+        "spec": spec,
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_flows())
+def test_accepts_every_flow_of_the_valid_grammar(flow: dict[str, Any]) -> None:
+    assert [str(e) for e in validate_jobflow(flow)] == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(valid_flows(), st.sampled_from(["Pending", "Running"]))
+def test_an_unchanged_flow_is_always_a_valid_update(flow: dict[str, Any], phase: str) -> None:
+    old = {**flow, "status": {"phase": phase}}
+    assert validate_update(old, copy.deepcopy(old)) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(valid_flows())
+def test_a_valid_flow_stays_valid_through_the_api_models(flow: dict[str, Any]) -> None:
+    """The controller re-validates `JobFlow.model_dump(...)`, which fills model defaults: same verdict."""
+    flow["metadata"]["namespace"] = "default"
+    dumped = JobFlow.model_validate(flow).model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert [str(e) for e in validate_jobflow(dumped)] == []
+
+
+def test_the_examples_stay_valid_through_the_api_models() -> None:
+    for path in EXAMPLES:
+        dumped = JobFlow.model_validate(load_yaml(path)).model_dump(
+            by_alias=True, exclude_none=True, mode="json"
+        )
+        assert validate_jobflow(dumped) == [], path

@@ -1,0 +1,452 @@
+"""Step rules: type and template (a batch/v1 Job), message and metadata, retryPolicy, timeoutSeconds,
+`when`, continueOnFailure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from validation_samples import (
+    ErrorType,
+    Mutation,
+    assert_error,
+    assert_valid,
+    base_flow,
+    container,
+    job_step,
+    make_flow,
+    mutated,
+    pod_spec,
+    step,
+)
+
+E = ErrorType
+POD = "spec.steps[0].template.spec.template.spec"
+C0 = POD + ".containers[0]"
+
+# --- type and template ---------------------------------------------------------------------------------
+
+
+def test_type_must_be_job_or_manual() -> None:
+    assert_error(
+        mutated(lambda f: step(f, "a").update(type="Cron")),
+        "spec.steps[0].type",
+        E.NOT_SUPPORTED,
+        '"Job", "Manual"',
+    )
+
+
+def test_manual_step_takes_no_template() -> None:
+    flow = mutated(lambda f: step(f, "gate").update(template=step(f, "a")["template"]))
+    error = assert_error(flow, "spec.steps[2].template", E.FORBIDDEN)
+    assert "Manual steps take no template" in str(error)
+
+
+@pytest.mark.parametrize("template", [None, {}], ids=["missing", "empty"])
+def test_job_step_needs_a_template(template: Any) -> None:
+    flow = mutated(lambda f: step(f, "a").update(type="Job", template=template))
+    assert_error(flow, "spec.steps[0].template", E.REQUIRED, "Job steps need a template")
+
+
+def test_a_step_without_type_and_template_is_an_approval_gate_as_in_the_original() -> None:
+    assert_valid(make_flow({"name": "gate"}, job_step("b", "gate")))
+
+
+def test_template_must_be_an_object() -> None:
+    assert_error(mutated(lambda f: step(f, "a").update(template="job")), "spec.steps[0].template", E.INVALID)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "path", "kind", "text"),
+    [
+        (
+            lambda f: step(f, "a")["template"].update(apiVersion="batch/v1beta1"),
+            "spec.steps[0].template.apiVersion",
+            E.NOT_SUPPORTED,
+            '"batch/v1"',
+        ),
+        (
+            lambda f: step(f, "a")["template"].update(kind="CronJob"),
+            "spec.steps[0].template.kind",
+            E.NOT_SUPPORTED,
+            '"Job"',
+        ),
+        (lambda f: step(f, "a")["template"].pop("spec"), "spec.steps[0].template.spec", E.REQUIRED, ""),
+        (
+            lambda f: step(f, "a")["template"].update(spec=[]),
+            "spec.steps[0].template.spec",
+            E.INVALID,
+            "must be an object",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].pop("template"),
+            "spec.steps[0].template.spec.template",
+            E.REQUIRED,
+            "",
+        ),
+        (lambda f: step(f, "a")["template"]["spec"]["template"].pop("spec"), POD, E.REQUIRED, ""),
+        (lambda f: pod_spec(f, "a").pop("containers"), POD + ".containers", E.REQUIRED, ""),
+        (
+            lambda f: pod_spec(f, "a").update(containers=[]),
+            POD + ".containers",
+            E.REQUIRED,
+            "at least one container",
+        ),
+        (
+            lambda f: pod_spec(f, "a").update(containers={"name": "main"}),
+            POD + ".containers",
+            E.INVALID,
+            "must be an array",
+        ),
+        (
+            lambda f: pod_spec(f, "a").update(containers=["main"]),
+            POD + ".containers[0]",
+            E.INVALID,
+            "must be an object",
+        ),
+        (lambda f: container(f, "a").pop("name"), C0 + ".name", E.REQUIRED, ""),
+        (lambda f: container(f, "a").update(name="Main"), C0 + ".name", E.INVALID, "RFC 1123 label"),
+        (lambda f: container(f, "a").pop("image"), C0 + ".image", E.REQUIRED, ""),
+        (lambda f: container(f, "a").update(image=""), C0 + ".image", E.REQUIRED, ""),
+        (lambda f: container(f, "a").update(command="true"), C0 + ".command", E.INVALID, "must be an array"),
+        (lambda f: container(f, "a").update(args=[1]), C0 + ".args[0]", E.INVALID, "must be a string"),
+        (lambda f: container(f, "a").update(env=[{"value": "x"}]), C0 + ".env[0].name", E.REQUIRED, ""),
+        (
+            lambda f: container(f, "a").update(env=[{"name": "X", "value": 1}]),
+            C0 + ".env[0].value",
+            E.INVALID,
+            "must be a string",
+        ),
+        (lambda f: container(f, "a").update(ports={}), C0 + ".ports", E.INVALID, "must be an array"),
+        (
+            lambda f: pod_spec(f, "a")["containers"].append({"name": "main", "image": "x"}),
+            POD + ".containers[1].name",
+            E.DUPLICATE,
+            "",
+        ),
+        (
+            lambda f: pod_spec(f, "a").update(initContainers=[{"name": "main", "image": "x"}]),
+            POD + ".initContainers[0].name",
+            E.DUPLICATE,
+            "",
+        ),
+        (
+            lambda f: pod_spec(f, "a").update(initContainers=[{"name": "init"}]),
+            POD + ".initContainers[0].image",
+            E.REQUIRED,
+            "",
+        ),
+        (lambda f: pod_spec(f, "a").update(volumes=[{}]), POD + ".volumes[0].name", E.REQUIRED, ""),
+        (
+            lambda f: pod_spec(f, "a").update(restartPolicy="Always"),
+            POD + ".restartPolicy",
+            E.NOT_SUPPORTED,
+            '"OnFailure", "Never"',
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(backoffLimit=-1),
+            "spec.steps[0].template.spec.backoffLimit",
+            E.INVALID,
+            "greater than or equal to 0",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(backoffLimit="6"),
+            "spec.steps[0].template.spec.backoffLimit",
+            E.INVALID,
+            "must be an integer",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(activeDeadlineSeconds=0),
+            "spec.steps[0].template.spec.activeDeadlineSeconds",
+            E.INVALID,
+            "greater than 0",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(parallelism=-2),
+            "spec.steps[0].template.spec.parallelism",
+            E.INVALID,
+            "",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(completions=1.5),
+            "spec.steps[0].template.spec.completions",
+            E.INVALID,
+            "integer",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(completionMode="Random"),
+            "spec.steps[0].template.spec.completionMode",
+            E.NOT_SUPPORTED,
+            "",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(suspend="no"),
+            "spec.steps[0].template.spec.suspend",
+            E.INVALID,
+            "boolean",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"].update(selector={"matchLabels": {"a": "b"}}),
+            "spec.steps[0].template.spec.selector",
+            E.FORBIDDEN,
+            "manualSelector",
+        ),
+        (
+            lambda f: step(f, "a")["template"].update(metadata={"labels": {"x": "a b"}}),
+            "spec.steps[0].template.metadata.labels[x]",
+            E.INVALID,
+            "",
+        ),
+        (
+            lambda f: step(f, "a")["template"]["spec"]["template"].update(metadata={"labels": {"-x": "y"}}),
+            "spec.steps[0].template.spec.template.metadata.labels",
+            E.INVALID,
+            "",
+        ),
+    ],
+)
+def test_template_must_be_a_valid_job(mutation: Mutation, path: str, kind: ErrorType, text: str) -> None:
+    assert_error(mutated(mutation), path, kind, text)
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        lambda f: step(f, "a")["template"].pop("apiVersion"),
+        lambda f: step(f, "a")["template"].pop("kind"),
+        lambda f: pod_spec(f, "a").pop("restartPolicy"),
+        lambda f: pod_spec(f, "a").update(restartPolicy="OnFailure"),
+        lambda f: step(f, "a")["template"]["spec"].update(
+            backoffLimit=0, activeDeadlineSeconds=1, completionMode="Indexed"
+        ),
+        lambda f: step(f, "a")["template"]["spec"].update(
+            selector={"matchLabels": {"a": "b"}}, manualSelector=True
+        ),
+        lambda f: pod_spec(f, "a").update(
+            initContainers=[{"name": "init", "image": "x"}], volumes=[{"name": "v", "emptyDir": {}}]
+        ),
+        lambda f: step(f, "a")["template"].update(
+            metadata={"labels": {"team": "data"}, "annotations": {"example.com/x": "y"}}
+        ),
+    ],
+    ids=[
+        "no-apiVersion",
+        "no-kind",
+        "no-restartPolicy",
+        "OnFailure",
+        "limits-at-edge",
+        "manualSelector",
+        "init",
+        "metadata",
+    ],
+)
+def test_valid_templates(mutation: Mutation) -> None:
+    assert_valid(mutated(mutation))
+
+
+# --- container resources -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "64Mi"}},
+        {"requests": {"cpu": 1}, "limits": {"cpu": 2.5}},
+        {"limits": {"nvidia.com/gpu": "1", "ephemeral-storage": "1e9"}},
+        {"requests": {"memory": "1Gi"}, "limits": {"memory": "1074M"}},
+    ],
+)
+def test_valid_resources(resources: dict[str, Any]) -> None:
+    assert_valid(mutated(lambda f: container(f, "a").update(resources=resources)))
+
+
+@pytest.mark.parametrize(
+    ("resources", "path", "text"),
+    [
+        ({"requests": {"cpu": "-1"}}, "requests[cpu]", "greater than 0"),
+        ({"requests": {"cpu": "0"}}, "requests[cpu]", "greater than 0"),
+        ({"limits": {"memory": 0}}, "limits[memory]", "greater than 0"),
+        ({"limits": {"memory": "lots"}}, "limits[memory]", "quantities must match"),
+        ({"limits": {"memory": "1.2.3"}}, "limits[memory]", "quantities must match"),
+        (
+            {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}},
+            "requests[cpu]",
+            "must be less than or equal to cpu limit of 1500m",
+        ),
+        ({"requests": {"memory": "2Gi"}, "limits": {"memory": "2G"}}, "requests[memory]", "limit of 2G"),
+        ({"requests": {"cpu": True}}, "requests[cpu]", "quantities must match"),
+    ],
+)
+def test_invalid_resources(resources: dict[str, Any], path: str, text: str) -> None:
+    flow = mutated(lambda f: container(f, "a").update(resources=resources))
+    assert_error(flow, f"{C0}.resources.{path}", E.INVALID, text)
+
+
+def test_resources_must_be_objects() -> None:
+    flow = mutated(lambda f: container(f, "a").update(resources={"limits": ["1"]}))
+    assert_error(flow, C0 + ".resources.limits", E.INVALID, "must be an object")
+
+
+# --- message and metadata ------------------------------------------------------------------------------
+
+
+def test_message_is_a_bounded_string() -> None:
+    assert_valid(mutated(lambda f: step(f, "gate").update(message="m" * 1024)))
+    assert_error(
+        mutated(lambda f: step(f, "gate").update(message="m" * 1025)), "spec.steps[2].message", E.TOO_LONG
+    )
+    assert_error(mutated(lambda f: step(f, "gate").update(message=3)), "spec.steps[2].message", E.INVALID)
+
+
+def test_step_metadata_labels_and_annotations_are_valid_for_the_job() -> None:
+    assert_valid(
+        mutated(
+            lambda f: step(f, "a").update(
+                metadata={"labels": {"team": "x"}, "annotations": {"a.io/b": "long text"}}
+            )
+        )
+    )
+    flow = mutated(
+        lambda f: step(f, "a").update(metadata={"labels": {"team": "x" * 64}, "annotations": {"_bad": "v"}})
+    )
+    assert_error(flow, "spec.steps[0].metadata.labels[team]", E.INVALID, "no more than 63")
+    assert_error(flow, "spec.steps[0].metadata.annotations", E.INVALID, '"_bad"')
+    assert_error(
+        mutated(lambda f: step(f, "a").update(metadata={"labels": {"a": 1}})),
+        "spec.steps[0].metadata.labels[a]",
+        E.INVALID,
+    )
+
+
+# --- retryPolicy ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "retry",
+    [
+        {"limit": 0},
+        {"limit": 3, "backoff": {"type": "Exponential", "factor": 1, "duration": "10s", "maxDuration": "1h"}},
+        {"backoff": {"type": "Linear", "duration": "1m30s"}},
+        {"backoff": {"type": "Fixed", "duration": "720h", "factor": 2.5}},
+        {"backoff": {"duration": "0.5s"}},
+        {"backoff": {"duration": "1500ms"}},
+    ],
+)
+def test_valid_retry_policies(retry: dict[str, Any]) -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retry)))
+
+
+@pytest.mark.parametrize(
+    ("retry", "path", "kind", "text"),
+    [
+        ({"limit": -1}, "limit", E.INVALID, "greater than or equal to 0"),
+        ({"limit": "3"}, "limit", E.INVALID, "must be an integer"),
+        ({"limit": 2**31}, "limit", E.INVALID, "less than or equal to 2147483647"),
+        (
+            {"backoff": {"type": "Random"}},
+            "backoff.type",
+            E.NOT_SUPPORTED,
+            '"Exponential", "Linear", "Fixed"',
+        ),
+        ({"backoff": {"factor": 0.5}}, "backoff.factor", E.INVALID, "greater than or equal to 1"),
+        ({"backoff": {"factor": "2"}}, "backoff.factor", E.INVALID, "must be a number"),
+        ({"backoff": {"duration": "0"}}, "backoff.duration", E.INVALID, "greater than 0"),
+        ({"backoff": {"duration": "0s"}}, "backoff.duration", E.INVALID, "greater than 0"),
+        ({"backoff": {"duration": "10"}}, "backoff.duration", E.INVALID, "Go duration"),
+        ({"backoff": {"duration": "-5s"}}, "backoff.duration", E.INVALID, "Go duration"),
+        ({"backoff": {"duration": "1d"}}, "backoff.duration", E.INVALID, "Go duration"),
+        ({"backoff": {"duration": "721h"}}, "backoff.duration", E.INVALID, "at most 720h (30 days)"),
+        ({"backoff": {"maxDuration": "soon"}}, "backoff.maxDuration", E.INVALID, "Go duration"),
+        ({"backoff": "10s"}, "backoff", E.INVALID, "must be an object"),
+    ],
+)
+def test_invalid_retry_policies(retry: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retry))
+    assert_error(flow, f"spec.steps[0].retryPolicy.{path}", kind, text)
+
+
+# --- timeoutSeconds ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [1, 3600, 2_592_000])
+def test_valid_timeouts(timeout: int) -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(timeoutSeconds=timeout)))
+
+
+@pytest.mark.parametrize(
+    ("timeout", "text"),
+    [
+        (0, "greater than 0"),
+        (-5, "greater than 0"),
+        (2_592_001, "at most 2592000 (30 days)"),
+        ("60", "must be an integer"),
+        (1.5, "integer"),
+    ],
+)
+def test_invalid_timeouts(timeout: Any, text: str) -> None:
+    assert_error(
+        mutated(lambda f: step(f, "a").update(timeoutSeconds=timeout)),
+        "spec.steps[0].timeoutSeconds",
+        E.INVALID,
+        text,
+    )
+
+
+# --- when ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "always",
+        "never",
+        "true",
+        "False",
+        "steps.b.phase == 'Succeeded'",
+        "steps.a.phase == 'Succeeded'",  # a is an indirect dependency of c
+        "steps['gate'].phase == 'Succeeded' && steps.a.phase != 'Failed'",
+    ],
+)
+def test_valid_when(when: str) -> None:
+    assert_valid(mutated(lambda f: step(f, "c").update(when=when)))
+
+
+def test_when_must_compile() -> None:
+    flow = mutated(lambda f: step(f, "c").update(when="steps.b.phase == "))
+    error = assert_error(flow, "spec.steps[3].when", E.INVALID, "does not compile")
+    assert "\n" not in str(error)
+
+
+def test_when_must_name_existing_steps() -> None:
+    flow = mutated(lambda f: step(f, "c").update(when="steps.zzz.phase == 'Succeeded'"))
+    error = assert_error(flow, "spec.steps[3].when", E.NOT_FOUND)
+    assert str(error).startswith('spec.steps[3].when: Not found: "zzz"')
+
+
+def test_when_may_only_read_steps_it_depends_on() -> None:
+    flow = mutated(lambda f: step(f, "c").update(when="steps.d.phase == 'Succeeded'"))
+    error = assert_error(flow, "spec.steps[3].when", E.INVALID, "not among the dependencies")
+    assert '"d"' in str(error)
+    assert '"c"' in str(error)
+
+
+def test_when_is_bounded_and_a_string() -> None:
+    long = "true || " * 200 + "true"
+    assert_error(mutated(lambda f: step(f, "c").update(when=long)), "spec.steps[3].when", E.TOO_LONG)
+    assert_error(
+        mutated(lambda f: step(f, "c").update(when=True)), "spec.steps[3].when", E.INVALID, "must be a string"
+    )
+
+
+def test_continue_on_failure_is_a_boolean() -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(continueOnFailure=True)))
+    assert_error(
+        mutated(lambda f: step(f, "a").update(continueOnFailure="yes")),
+        "spec.steps[0].continueOnFailure",
+        E.INVALID,
+    )
+
+
+def test_base_flow_steps_are_where_the_tests_think() -> None:
+    assert [s["name"] for s in base_flow()["spec"]["steps"]] == ["a", "b", "gate", "c", "d"]
+    assert make_flow(job_step("x"))["spec"]["steps"][0]["name"] == "x"

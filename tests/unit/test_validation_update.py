@@ -1,0 +1,143 @@
+"""UPDATE rules: spec.steps is immutable once the flow started; everything else stays changeable."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from validation_samples import ErrorType, Flow, base_flow, job_step, step
+
+from zen_flow.validation import has_started, validate_update
+
+E = ErrorType
+FORBIDDEN_LINE = "spec.steps: Forbidden: steps cannot change after the flow started"
+
+
+def started(phase: str = "Running", step_phases: dict[str, str] | None = None) -> Flow:
+    flow = base_flow()
+    flow["status"] = {
+        "phase": phase,
+        "steps": [{"name": n, "phase": p} for n, p in (step_phases or {}).items()],
+    }
+    return flow
+
+
+def edited(flow: Flow) -> Flow:
+    new = copy.deepcopy(flow)
+    new["spec"]["steps"].append(job_step("e", "d"))
+    return new
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        None,
+        {},
+        {"phase": "Pending"},
+        {"phase": "Pending", "steps": [{"name": "a", "phase": "Pending"}]},
+        {"steps": [{"name": "a"}]},
+    ],
+)
+def test_steps_may_change_before_the_flow_started(status: Any) -> None:
+    old = base_flow()
+    if status is not None:
+        old["status"] = status
+    assert not has_started(old)
+    assert validate_update(old, edited(old)) == []
+
+
+@pytest.mark.parametrize(
+    "old",
+    [
+        started("Running"),
+        started("Suspended"),
+        started("Succeeded"),
+        started("Pending", {"a": "Running"}),
+        started("", {"a": "Succeeded", "b": "Pending"}),
+    ],
+    ids=["running", "suspended", "succeeded", "step-running", "step-done"],
+)
+def test_steps_may_not_change_after_the_flow_started(old: Flow) -> None:
+    assert has_started(old)
+    errors = validate_update(old, edited(old))
+    assert [str(e) for e in errors] == [FORBIDDEN_LINE]
+
+
+def test_editing_one_field_of_a_step_counts_as_a_change() -> None:
+    old = started()
+    new = copy.deepcopy(old)
+    step(new, "b")["timeoutSeconds"] = 60
+    assert [str(e) for e in validate_update(old, new)] == [FORBIDDEN_LINE]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda f: f["spec"].update(suspend=True),
+        lambda f: f["spec"].update(executionPolicy={"ttlSecondsAfterFinished": 60}),
+        lambda f: f["metadata"].update(annotations={"approve.workflow.kube-zen.io/gate": "true"}),
+        lambda f: f["metadata"].update(labels={"team": "data"}, finalizers=[]),
+        lambda f: f["status"].update(phase="Failed"),
+    ],
+    ids=["suspend", "ttl", "approve", "labels", "status"],
+)
+def test_other_changes_stay_possible_after_start(change: Any) -> None:
+    old = started()
+    new = copy.deepcopy(old)
+    change(new)
+    assert validate_update(old, new) == []
+
+
+def test_the_new_object_is_validated_too() -> None:
+    old = started()
+    new = copy.deepcopy(old)
+    new["spec"]["executionPolicy"] = {"backoffLimit": -1}
+    assert [e.path for e in validate_update(old, new)] == ["spec.executionPolicy.backoffLimit"]
+
+
+def test_errors_of_an_unchanged_spec_are_not_reported_so_old_flows_stay_manageable() -> None:
+    old = started()
+    step(old, "b")["timeoutSeconds"] = 0  # stored before the rule existed
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/gate": "true"}
+    assert validate_update(old, new) == []
+    new["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/nope": "true"}
+    assert [e.path for e in validate_update(old, new)] == [
+        "metadata.annotations[approve.workflow.kube-zen.io/nope]"
+    ]
+
+
+def test_steps_removed_after_start_are_forbidden_and_reported_with_new_errors() -> None:
+    old = started()
+    new = copy.deepcopy(old)
+    new["spec"]["steps"] = new["spec"]["steps"][:1]
+    new["spec"]["suspend"] = "yes"
+    assert [str(e).split(":")[0] for e in validate_update(old, new)] == ["spec.suspend", "spec.steps"]
+
+
+@pytest.mark.parametrize("old", [None, [], "x", {"status": "Running"}, {"status": {"steps": "x"}}])
+def test_a_malformed_old_object_does_not_raise(old: Any) -> None:
+    assert validate_update(old, base_flow()) == []
+
+
+def test_untouched_metadata_problems_do_not_block_unrelated_updates() -> None:
+    old = started()
+    old["metadata"]["labels"] = {"bad key": "x"}  # stored before the rule existed
+    old["metadata"]["finalizers"] = ["example.com/cleanup"]
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = []
+    assert validate_update(old, new) == []
+    new["metadata"]["labels"] = {"bad key": "x", "other bad": "y"}
+    assert [e.path for e in validate_update(old, new)] == ["metadata.labels", "metadata.labels"]
+
+
+def test_approval_annotations_are_rechecked_when_the_steps_change() -> None:
+    old = base_flow()
+    old["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/gate": "true"}
+    new = copy.deepcopy(old)
+    new["spec"]["steps"] = [s for s in new["spec"]["steps"] if s["name"] != "gate"]
+    step(new, "c")["dependencies"] = ["b"]
+    assert [e.path for e in validate_update(old, new)] == [
+        "metadata.annotations[approve.workflow.kube-zen.io/gate]"
+    ]

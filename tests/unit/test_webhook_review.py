@@ -1,0 +1,415 @@
+"""The pure admission functions with AdmissionReview documents shaped like the apiserver's."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from validation_samples import base_flow, step
+
+from zen_flow.webhook.patch import apply_patch, pointer
+from zen_flow.webhook.review import ReviewError, mutate_review, validate_review
+
+UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
+CREATED_BY = "workflow.kube-zen.io/created-by"
+APPROVE = "approve.workflow.kube-zen.io/"
+REJECT = "reject.workflow.kube-zen.io/"
+APPROVED_BY = "approved-by.workflow.kube-zen.io/"
+
+
+def review(
+    obj: Any,
+    operation: str = "CREATE",
+    old: Any = None,
+    user: str = "alice@example.com",
+    **request: Any,
+) -> dict[str, Any]:
+    """An admission.k8s.io/v1 AdmissionReview as kube-apiserver sends it."""
+    body: dict[str, Any] = {
+        "uid": UID,
+        "kind": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "kind": "JobFlow"},
+        "resource": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "resource": "jobflows"},
+        "requestKind": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "kind": "JobFlow"},
+        "requestResource": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "resource": "jobflows"},
+        "name": "flow",
+        "namespace": "default",
+        "operation": operation,
+        "userInfo": {"username": user, "uid": "u-1", "groups": ["system:authenticated"]},
+        "object": obj,
+        "oldObject": old,
+        "dryRun": False,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        **request,
+    }
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body}
+
+
+def patch_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    response = answer["response"]
+    if "patch" not in response:
+        assert "patchType" not in response
+        return []
+    assert response["patchType"] == "JSONPatch"
+    ops: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"]))
+    return ops
+
+
+def mutate(obj: Any, operation: str = "CREATE", old: Any = None, user: str = "alice@example.com") -> Any:
+    """Run the mutating webhook and apply its patch, as the apiserver does."""
+    return apply_patch(obj, patch_of(mutate_review(review(obj, operation, old, user))))
+
+
+# --- envelope ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("handler", [validate_review, mutate_review])
+def test_response_echoes_uid_and_is_an_admission_review_v1(handler: Any) -> None:
+    answer = handler(review(base_flow()))
+    assert answer["apiVersion"] == "admission.k8s.io/v1"
+    assert answer["kind"] == "AdmissionReview"
+    assert answer["response"]["uid"] == UID
+    assert answer["response"]["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "JSON object"),
+        (
+            {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}},
+            "admission.k8s.io/v1",
+        ),
+        ({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}, "AdmissionReview"),
+        ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}, "no request"),
+        (
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"operation": "CREATE"},
+            },
+            "no uid",
+        ),
+        (
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "x"}},
+            "no operation",
+        ),
+    ],
+)
+@pytest.mark.parametrize("handler", [validate_review, mutate_review])
+def test_malformed_reviews_raise_review_error(handler: Any, body: Any, message: str) -> None:
+    with pytest.raises(ReviewError, match=message):
+        handler(body)
+
+
+# --- validation ----------------------------------------------------------------------------------------
+
+
+def test_a_valid_flow_is_allowed_without_status() -> None:
+    assert validate_review(review(base_flow()))["response"] == {"uid": UID, "allowed": True}
+
+
+def test_denial_lists_every_error_one_per_line_with_422_invalid() -> None:
+    flow = base_flow()
+    step(flow, "b")["dependencies"] = ["zzz"]
+    step(flow, "c")["timeoutSeconds"] = 0
+    response = validate_review(review(flow))["response"]
+    assert response["allowed"] is False
+    status = response["status"]
+    assert status["code"] == 422
+    assert status["reason"] == "Invalid"
+    assert status["status"] == "Failure"
+    assert status["message"].splitlines() == [
+        'JobFlow "flow" is invalid:',
+        'spec.steps[1].dependencies[0]: Not found: "zzz"',
+        "spec.steps[3].timeoutSeconds: Invalid value: 0: must be greater than 0",
+    ]
+    assert status["details"]["causes"] == [
+        {
+            "reason": "FieldValueNotFound",
+            "message": 'Not found: "zzz"',
+            "field": "spec.steps[1].dependencies[0]",
+        },
+        {
+            "reason": "FieldValueInvalid",
+            "message": "Invalid value: 0: must be greater than 0",
+            "field": "spec.steps[3].timeoutSeconds",
+        },
+    ]
+
+
+def test_create_checks_approval_annotations() -> None:
+    flow = base_flow()
+    flow["metadata"]["annotations"] = {APPROVE + "gat": "true"}
+    response = validate_review(review(flow))["response"]
+    assert response["allowed"] is False
+    assert (
+        'metadata.annotations[approve.workflow.kube-zen.io/gat]: Not found: "gat"'
+        in response["status"]["message"]
+    )
+
+
+def test_update_checks_the_transition_with_the_old_object() -> None:
+    old = {**base_flow(), "status": {"phase": "Running"}}
+    new = copy.deepcopy(old)
+    new["spec"]["steps"].pop()
+    response = validate_review(review(new, "UPDATE", old))["response"]
+    assert response["allowed"] is False
+    assert (
+        "spec.steps: Forbidden: steps cannot change after the flow started" in response["status"]["message"]
+    )
+
+
+def test_update_of_annotations_after_start_is_allowed() -> None:
+    old = {**base_flow(), "status": {"phase": "Running"}}
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"] = {APPROVE + "gate": "true"}
+    assert validate_review(review(new, "UPDATE", old))["response"]["allowed"] is True
+
+
+@pytest.mark.parametrize("operation", ["DELETE", "CONNECT"])
+def test_other_operations_are_allowed(operation: str) -> None:
+    assert validate_review(review(None, operation, base_flow()))["response"]["allowed"] is True
+
+
+def test_subresource_requests_are_allowed() -> None:
+    broken = {"spec": {"steps": []}}
+    assert (
+        validate_review(review(broken, "UPDATE", broken, subResource="status"))["response"]["allowed"] is True
+    )
+
+
+def test_dry_run_gets_the_same_decision() -> None:
+    flow = base_flow()
+    step(flow, "a")["timeoutSeconds"] = -1
+    wet = validate_review(review(flow))
+    dry = validate_review(review(flow, dryRun=True))
+    assert dry == wet
+
+
+def test_a_bug_denies_with_a_message_instead_of_crashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(_: Any) -> Any:
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr("zen_flow.webhook.review.validate_jobflow", boom)
+    response = validate_review(review(base_flow()))["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 500
+    assert "kaput" in response["status"]["message"]
+
+
+# --- mutation: defaults --------------------------------------------------------------------------------
+
+
+def test_defaults_are_added_when_execution_policy_is_absent() -> None:
+    out = mutate(base_flow())
+    assert out["spec"]["executionPolicy"] == {
+        "concurrencyPolicy": "Forbid",
+        "ttlSecondsAfterFinished": 86400,
+        "backoffLimit": 6,
+    }
+
+
+def test_only_missing_defaults_are_added() -> None:
+    flow = base_flow()
+    flow["spec"]["executionPolicy"] = {
+        "concurrencyPolicy": "Allow",
+        "ttlSecondsAfterFinished": 0,
+        "activeDeadlineSeconds": 60,
+    }
+    out = mutate(flow)
+    assert out["spec"]["executionPolicy"] == {
+        "concurrencyPolicy": "Allow",
+        "ttlSecondsAfterFinished": 0,
+        "activeDeadlineSeconds": 60,
+        "backoffLimit": 6,
+    }
+
+
+def test_nothing_else_in_the_spec_changes() -> None:
+    flow = base_flow()
+    out = mutate(flow)
+    del out["spec"]["executionPolicy"]
+    assert out["spec"] == flow["spec"]
+
+
+@pytest.mark.parametrize("obj", [None, "x", {"metadata": "x", "spec": "y"}, {"spec": {"executionPolicy": 3}}])
+def test_malformed_objects_are_left_to_validation(obj: Any) -> None:
+    answer = mutate_review(review(obj))
+    assert answer["response"]["allowed"] is True
+    patch_of(answer)  # whatever it is, it is well-formed
+
+
+# --- mutation: audit annotations -----------------------------------------------------------------------
+
+
+def test_create_records_the_creator_even_without_annotations() -> None:
+    flow = base_flow()
+    assert "annotations" not in flow["metadata"]
+    out = mutate(flow, user="system:serviceaccount:ci:deployer")
+    assert out["metadata"]["annotations"] == {CREATED_BY: "system:serviceaccount:ci:deployer"}
+
+
+def test_create_overwrites_a_forged_creator_and_forged_approvers() -> None:
+    flow = base_flow()
+    flow["metadata"]["annotations"] = {CREATED_BY: "mallory", APPROVED_BY + "gate": "mallory", "keep": "me"}
+    out = mutate(flow, user="bob")
+    assert out["metadata"]["annotations"] == {CREATED_BY: "bob", "keep": "me"}
+
+
+def test_pre_approval_at_create_records_the_approver() -> None:
+    flow = base_flow()
+    flow["metadata"]["annotations"] = {APPROVE + "gate": "true"}
+    out = mutate(flow, user="carol")
+    assert out["metadata"]["annotations"][APPROVED_BY + "gate"] == "carol"
+
+
+def test_approval_on_update_records_the_approver_and_keeps_the_creator() -> None:
+    old = mutate(base_flow(), user="alice")
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"][APPROVE + "gate"] = "true"
+    out = mutate(new, "UPDATE", old, user="bob")
+    annotations = out["metadata"]["annotations"]
+    assert annotations[CREATED_BY] == "alice"
+    assert annotations[APPROVED_BY + "gate"] == "bob"
+
+
+def test_rejection_is_recorded_the_same_way() -> None:
+    old = mutate(base_flow(), user="alice")
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"][REJECT + "gate"] = "true"
+    assert mutate(new, "UPDATE", old, user="dave")["metadata"]["annotations"][APPROVED_BY + "gate"] == "dave"
+
+
+def test_an_unchanged_approval_keeps_its_approver() -> None:
+    first = mutate(base_flow(), user="alice")
+    approved = copy.deepcopy(first)
+    approved["metadata"]["annotations"][APPROVE + "gate"] = "true"
+    approved = mutate(approved, "UPDATE", first, user="bob")
+    relabelled = copy.deepcopy(approved)
+    relabelled["metadata"]["labels"] = {"x": "y"}
+    assert patch_of(mutate_review(review(relabelled, "UPDATE", approved, user="eve"))) == []
+
+
+def test_update_puts_back_forged_audit_annotations() -> None:
+    old = copy.deepcopy(base_flow())
+    old["metadata"]["annotations"] = {
+        CREATED_BY: "alice",
+        APPROVE + "gate": "true",
+        APPROVED_BY + "gate": "bob",
+    }
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"].update(
+        {CREATED_BY: "mallory", APPROVED_BY + "gate": "mallory", APPROVED_BY + "c": "m"}
+    )
+    out = mutate(new, "UPDATE", old, user="mallory")
+    assert out["metadata"]["annotations"] == old["metadata"]["annotations"]
+
+
+def test_update_removing_annotations_restores_the_audit_ones() -> None:
+    old = copy.deepcopy(base_flow())
+    old["metadata"]["annotations"] = {CREATED_BY: "alice"}
+    new = copy.deepcopy(old)
+    del new["metadata"]["annotations"]
+    out = mutate(new, "UPDATE", old, user="mallory")
+    assert out["metadata"]["annotations"] == {CREATED_BY: "alice"}
+
+
+def test_patch_paths_escape_slashes_and_tildes() -> None:
+    flow = base_flow()
+    flow["metadata"]["annotations"] = {APPROVE + "gate": "true"}
+    ops = patch_of(mutate_review(review(flow, user="u")))
+    paths = {op["path"] for op in ops}
+    assert "/metadata/annotations/workflow.kube-zen.io~1created-by" in paths
+    assert "/metadata/annotations/approved-by.workflow.kube-zen.io~1gate" in paths
+    assert pointer("a~b", "c/d") == "/a~0b/c~1d"
+
+
+def test_mutation_is_idempotent_on_its_own_output() -> None:
+    flow = base_flow()
+    flow["metadata"]["annotations"] = {APPROVE + "gate": "true", CREATED_BY: "forged"}
+    once = mutate(flow, user="alice")
+    assert patch_of(mutate_review(review(once, user="alice"))) == []
+    old = copy.deepcopy(once)
+    new = copy.deepcopy(once)
+    new["metadata"]["annotations"][REJECT + "gate"] = "true"
+    updated = mutate(new, "UPDATE", old, user="bob")
+    assert patch_of(mutate_review(review(updated, "UPDATE", old, user="bob"))) == []
+
+
+@st.composite
+def annotation_maps(draw: st.DrawFn) -> dict[str, str] | None:
+    keys = st.sampled_from(
+        [
+            CREATED_BY,
+            APPROVE + "gate",
+            REJECT + "gate",
+            APPROVED_BY + "gate",
+            APPROVE + "x",
+            APPROVED_BY + "y",
+            "other",
+        ]
+    )
+    if draw(st.booleans()):
+        return None
+    return draw(st.dictionaries(keys, st.sampled_from(["true", "false", "alice", "mallory"]), max_size=5))
+
+
+def with_annotations(annotations: dict[str, str] | None) -> dict[str, Any]:
+    flow = base_flow()
+    if annotations is not None:
+        flow["metadata"]["annotations"] = annotations
+    return flow
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    annotation_maps(), annotation_maps(), st.sampled_from(["CREATE", "UPDATE"]), st.sampled_from(["bob", ""])
+)
+def test_mutation_is_idempotent_and_audit_is_never_forged(
+    old_ann: dict[str, str] | None, new_ann: dict[str, str] | None, operation: str, user: str
+) -> None:
+    old = with_annotations(old_ann) if operation == "UPDATE" else None
+    once = mutate(with_annotations(new_ann), operation, old, user=user)
+    assert patch_of(mutate_review(review(once, operation, old, user=user))) == []
+    result = once["metadata"].get("annotations", {})
+    previous = (old_ann or {}) if operation == "UPDATE" else {}
+    for key, value in result.items():
+        if key == CREATED_BY or key.startswith(APPROVED_BY):
+            # every audit value is the requesting user's or was already there before this request
+            assert value == user or previous.get(key) == value
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_like, json_like, st.sampled_from(["CREATE", "UPDATE", "DELETE"]), json_like)
+def test_any_object_in_a_review_gets_an_answer(obj: Any, old: Any, operation: str, user: Any) -> None:
+    body = review(obj, operation, old)
+    body["request"]["userInfo"] = {"username": user}
+    for handler in (validate_review, mutate_review):
+        answer = handler(body)
+        assert answer["response"]["uid"] == UID
+        assert answer["response"].get("status", {}).get("code") != 500, answer  # no internal error
+        json.dumps(answer)  # serializable as it is sent
+        patch_of(answer)
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_like)
+def test_any_body_is_an_answer_or_a_review_error(body: Any) -> None:
+    for handler in (validate_review, mutate_review):
+        with contextlib.suppress(ReviewError):
+            handler(body)

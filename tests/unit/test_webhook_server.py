@@ -1,0 +1,362 @@
+"""The HTTP layer (status codes, limits, probes) and HTTPS with in-place certificate rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from cryptography import x509
+from validation_samples import base_flow
+
+from zen_flow.devcluster.pki import CertificateAuthority, create_ca, issue_serving_cert
+from zen_flow.webhook.server import MAX_BODY_BYTES, WebhookServer, create_webhook_app
+
+UID = "b0a3d0a8-0000-4000-8000-000000000001"
+
+
+def review(obj: Any, operation: str = "CREATE") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": UID, "operation": operation, "userInfo": {"username": "alice"}, "object": obj},
+    }
+
+
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.reviews: list[tuple[str, bool]] = []
+        self.reloads: list[tuple[bool, float | None]] = []
+
+    def review_done(self, webhook: str, allowed: bool, seconds: float) -> None:
+        assert seconds >= 0
+        self.reviews.append((webhook, allowed))
+
+    def cert_reloaded(self, ok: bool, not_after: float | None) -> None:
+        self.reloads.append((ok, not_after))
+
+
+@pytest.fixture
+def metrics() -> RecordingMetrics:
+    return RecordingMetrics()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, metrics: RecordingMetrics) -> TestClient[Any, Any]:
+    app = create_webhook_app(metrics=metrics)
+    test_client: TestClient[Any, Any] = await aiohttp_client(app)
+    return test_client
+
+
+# --- plain HTTP layer ----------------------------------------------------------------------------------
+
+
+async def test_validate_answers_200_with_the_decision(
+    client: TestClient[Any, Any], metrics: RecordingMetrics
+) -> None:
+    resp = await client.post("/validate-jobflow", json=review(base_flow()))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["response"] == {"uid": UID, "allowed": True}
+    broken = base_flow()
+    broken["spec"]["steps"] = []
+    resp = await client.post("/validate-jobflow", json=review(broken))
+    assert resp.status == 200
+    assert (await resp.json())["response"]["status"]["code"] == 422
+    assert metrics.reviews == [("validate", True), ("validate", False)]
+
+
+async def test_mutate_answers_with_a_patch(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/mutate-jobflow", json=review(base_flow()))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["response"]["patchType"] == "JSONPatch"
+
+
+@pytest.mark.parametrize("path", ["/validate-jobflow", "/mutate-jobflow"])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not JSON"),
+        (b"", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps({"kind": "Pod"}).encode(), "AdmissionReview"),
+        (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(), "no request"),
+        (
+            json.dumps(
+                {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}
+            ).encode(),
+            "no uid",
+        ),
+        (b"[" * 100_000, "not JSON"),
+    ],
+    ids=["garbage", "empty", "array", "pod", "no-request", "no-uid", "deep"],
+)
+async def test_malformed_bodies_get_400_with_a_message(
+    client: TestClient[Any, Any], path: str, body: bytes, message: str
+) -> None:
+    resp = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert message in (await resp.json())["error"]
+
+
+async def test_oversized_body_gets_413(aiohttp_client: Any) -> None:
+    test_client = await aiohttp_client(create_webhook_app(max_body_bytes=4096))
+    resp = await test_client.post("/validate-jobflow", data=b"x" * 5000)
+    assert resp.status == 413
+
+
+async def test_the_default_limit_fits_an_update_of_two_large_flows(client: TestClient[Any, Any]) -> None:
+    assert MAX_BODY_BYTES > 3 * 1024 * 1024
+    flow = base_flow()
+    flow["metadata"]["annotations"] = {"note": "x" * (1400 * 1024)}
+    body = review(flow, "UPDATE")
+    body["request"]["oldObject"] = flow
+    payload = io.BytesIO(json.dumps(body).encode())
+    resp = await client.post("/validate-jobflow", data=payload, headers={"Content-Type": "application/json"})
+    assert resp.status == 200
+    assert (await resp.json())["response"]["allowed"] is True
+
+
+async def test_get_on_a_review_path_is_405(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/validate-jobflow")).status == 405
+
+
+async def test_healthz_and_readyz(aiohttp_client: Any) -> None:
+    reason: list[str | None] = ["no certificate yet"]
+    test_client = await aiohttp_client(create_webhook_app(ready=lambda: reason[0]))
+    assert (await test_client.get("/healthz")).status == 200
+    resp = await test_client.get("/readyz")
+    assert resp.status == 503
+    assert "no certificate yet" in await resp.text()
+    reason[0] = None
+    assert (await test_client.get("/readyz")).status == 200
+
+
+# --- HTTPS and certificate rotation --------------------------------------------------------------------
+
+
+def issue(ca: CertificateAuthority, cert_dir: Path, host: str = "127.0.0.1") -> int:
+    """Write tls.crt/tls.key for `host` into cert_dir; returns the new certificate's serial."""
+    cert_path, _ = issue_serving_cert(ca, cert_dir, [host, "localhost"], name="tls")
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+
+
+async def peer_serial(port: int, context: ssl.SSLContext) -> int:
+    """A new TLS handshake with the server; the serial of the certificate it presented."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return create_ca(tmp_path / "ca")
+
+
+@pytest.fixture
+def trust(ca: CertificateAuthority) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca.cert_path))
+
+
+@pytest.fixture
+async def https(
+    tmp_path: Path, ca: CertificateAuthority, metrics: RecordingMetrics
+) -> AsyncIterator[WebhookServer]:
+    cert_dir = tmp_path / "certs"
+    issue(ca, cert_dir)
+    server = WebhookServer(cert_dir, reload_interval=3600, metrics=metrics)
+    await server.start("127.0.0.1", 0)
+    yield server
+    await server.stop()
+
+
+async def test_https_serves_reviews_to_a_client_trusting_the_ca(
+    https: WebhookServer, trust: ssl.SSLContext
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = f"https://127.0.0.1:{https.port}"
+        async with session.get(url + "/readyz", ssl=trust) as resp:
+            assert resp.status == 200
+        async with session.post(url + "/validate-jobflow", json=review(base_flow()), ssl=trust) as resp:
+            assert (await resp.json())["response"]["allowed"] is True
+
+
+async def test_a_client_not_trusting_the_ca_is_refused(https: WebhookServer) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await peer_serial(https.port, ssl.create_default_context())
+
+
+async def test_rotated_certificate_is_served_to_new_handshakes_without_restart(
+    https: WebhookServer,
+    ca: CertificateAuthority,
+    trust: ssl.SSLContext,
+    tmp_path: Path,
+    metrics: RecordingMetrics,
+) -> None:
+    first = await peer_serial(https.port, trust)
+    async with aiohttp.ClientSession() as session:  # a keep-alive connection opened before the rotation
+        url = f"https://127.0.0.1:{https.port}/validate-jobflow"
+
+        async def admit() -> bool:
+            async with session.post(url, json=review(base_flow()), ssl=trust) as resp:
+                return bool(resp.status == 200 and (await resp.json())["response"]["allowed"])
+
+        assert await admit()
+        second = issue(ca, tmp_path / "certs")
+        assert second != first
+        assert await peer_serial(https.port, trust) == first  # nothing changes before the check
+        assert https.certs.check() is True
+        assert await peer_serial(https.port, trust) == second
+        assert await admit()  # the server kept running and serving
+        assert https.certs.check() is False  # unchanged files: no reload
+    assert [ok for ok, _ in metrics.reloads] == [True, True]
+    assert all(after is not None and after > time.time() for _, after in metrics.reloads)
+
+
+async def test_the_poller_picks_up_a_rotation_while_requests_keep_succeeding(
+    tmp_path: Path, ca: CertificateAuthority, trust: ssl.SSLContext
+) -> None:
+    cert_dir = tmp_path / "certs"
+    first = issue(ca, cert_dir)
+    server = WebhookServer(cert_dir, reload_interval=0.01)
+    await server.start("127.0.0.1", 0)
+    failures: list[BaseException] = []
+    served = 0
+
+    async def keep_requesting(session: aiohttp.ClientSession) -> None:
+        nonlocal served
+        url = f"https://127.0.0.1:{server.port}/validate-jobflow"
+        while True:
+            try:
+                async with session.post(url, json=review(base_flow()), ssl=trust) as resp:
+                    assert resp.status == 200
+                    served += 1
+            except (AssertionError, aiohttp.ClientError, ssl.SSLError) as exc:
+                failures.append(exc)
+            await asyncio.sleep(0)
+
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            load = asyncio.create_task(keep_requesting(session))
+            second = issue(ca, cert_dir)
+            deadline = time.monotonic() + 10
+            while (await peer_serial(server.port, trust)) != second:
+                assert time.monotonic() < deadline, "the rotated certificate was not picked up"
+            before = served
+            while served < before + 3:  # and requests still go through on new connections
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            load.cancel()
+            await asyncio.wait([load])
+        assert first != second
+        assert failures == []
+    finally:
+        await server.stop()
+
+
+async def test_a_broken_pair_keeps_the_old_certificate(
+    https: WebhookServer, trust: ssl.SSLContext, tmp_path: Path, metrics: RecordingMetrics
+) -> None:
+    serving = await peer_serial(https.port, trust)
+    (tmp_path / "certs" / "tls.key").write_text(
+        "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n"
+    )
+    assert https.certs.check() is False
+    assert https.certs.last_error is not None
+    assert https.certs.check() is False  # the same broken pair is not counted twice
+    assert [ok for ok, _ in metrics.reloads] == [True, False]
+    assert await peer_serial(https.port, trust) == serving
+    assert https.not_ready_reason() is None
+
+
+async def test_the_server_starts_before_the_certificate_exists(
+    tmp_path: Path, ca: CertificateAuthority, trust: ssl.SSLContext
+) -> None:
+    cert_dir = tmp_path / "not-yet"
+    server = WebhookServer(cert_dir, reload_interval=3600)
+    await server.start("127.0.0.1", 0)
+    try:
+        reason = server.not_ready_reason()
+        assert reason is not None
+        assert "certificate not loaded" in reason
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await peer_serial(server.port, trust)
+        serial = issue(ca, cert_dir)
+        assert server.certs.check() is True
+        assert server.not_ready_reason() is None
+        assert await peer_serial(server.port, trust) == serial
+    finally:
+        await server.stop()
+
+
+def test_prometheus_hooks_count_reviews_reloads_and_expiry() -> None:
+    from zen_flow.metrics import Metrics
+    from zen_flow.webhook.server import WebhookMetrics
+    from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
+
+    registry = Metrics()
+    hooks: WebhookMetrics = PrometheusWebhookMetrics(registry)
+    hooks.review_done("validate", False, 0.002)
+    hooks.cert_reloaded(True, 1_900_000_000.0)
+    hooks.cert_reloaded(False, None)
+    text = registry.render().decode()
+    assert 'zen_flow_webhook_requests_total{allowed="false",webhook="validate"} 1.0' in text
+    assert 'zen_flow_webhook_cert_reloads_total{result="success"} 1.0' in text
+    assert 'zen_flow_webhook_cert_reloads_total{result="failure"} 1.0' in text
+    assert "zen_flow_webhook_cert_expiry_timestamp_seconds 1.9e+09" in text
+
+
+@pytest.mark.parametrize(
+    ("addr", "expected"),
+    [("0.0.0.0:9443", ("0.0.0.0", 9443)), (":9443", ("0.0.0.0", 9443)), ("[::1]:8443", ("::1", 8443))],
+)
+def test_split_address(addr: str, expected: tuple[str, int]) -> None:
+    from zen_flow.webhook.runtime import split_address
+
+    assert split_address(addr) == expected
+
+
+@pytest.mark.parametrize("addr", ["9443", "host:", "host:https"])
+def test_split_address_rejects_garbage(addr: str) -> None:
+    from zen_flow.webhook.runtime import split_address
+
+    with pytest.raises(ValueError, match="host:port"):
+        split_address(addr)
+
+
+async def test_runtime_serves_until_cancelled(
+    tmp_path: Path, ca: CertificateAuthority, trust: ssl.SSLContext
+) -> None:
+    from zen_flow.metrics import Metrics
+    from zen_flow.webhook.runtime import WebhookRuntime
+
+    cert_dir = tmp_path / "certs"
+    serial = issue(ca, cert_dir)
+    runtime = WebhookRuntime(cert_dir, Metrics())
+    task = asyncio.create_task(runtime.serve("127.0.0.1:0"))
+    deadline = time.monotonic() + 10
+    while not runtime.server.listening:
+        assert time.monotonic() < deadline, "the webhook did not start"
+        await asyncio.sleep(0.01)
+    assert runtime.tls_problem() is None
+    port = runtime.server.port
+    assert await peer_serial(port, trust) == serial
+    task.cancel()
+    await asyncio.wait([task])
+    assert task.cancelled()
+    assert not runtime.server.listening
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)

@@ -1,0 +1,367 @@
+"""The work queue keeps client-go's promises: FIFO, deduplicated, one worker per key, delays, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zen_flow.ratelimit import ItemExponentialFailureRateLimiter
+from zen_flow.testing.clock import FakeClock, settle
+from zen_flow.workqueue import QueueShutDown, WorkQueue
+
+
+def make_queue(clock: FakeClock | None = None) -> WorkQueue[str]:
+    return WorkQueue[str](name="test", clock=clock or FakeClock())
+
+
+async def test_keys_come_out_in_the_order_they_went_in() -> None:
+    q = make_queue()
+    for key in ["ns/c", "ns/a", "ns/b"]:
+        q.add(key)
+    assert [await q.get() for _ in range(3)] == ["ns/c", "ns/a", "ns/b"]
+
+
+async def test_a_key_added_twice_while_queued_is_held_once() -> None:
+    q = make_queue()
+    q.add("ns/a")
+    q.add("ns/b")
+    q.add("ns/a")
+    assert len(q) == 2
+    assert [await q.get(), await q.get()] == ["ns/a", "ns/b"]
+    assert len(q) == 0
+
+
+async def test_a_key_added_while_processing_waits_for_done_then_comes_back_once() -> None:
+    q = make_queue()
+    q.add("ns/a")
+    key = await q.get()
+    q.add("ns/a")
+    q.add("ns/a")
+    assert len(q) == 0  # not handed to a second worker while the first holds it
+    q.done(key)
+    assert len(q) == 1
+    assert await q.get() == "ns/a"
+    q.done("ns/a")
+    assert len(q) == 0
+
+
+async def test_get_waits_for_an_add() -> None:
+    q = make_queue()
+    getter = asyncio.create_task(q.get())
+    await settle()
+    assert not getter.done()
+    q.add("ns/a")
+    assert await getter == "ns/a"
+
+
+async def test_done_for_a_key_not_being_processed_is_an_error() -> None:
+    q = make_queue()
+    q.add("ns/a")
+    with pytest.raises(ValueError, match="not being processed"):
+        q.done("ns/a")
+
+
+async def test_a_cancelled_getter_does_not_swallow_the_key_it_was_woken_for() -> None:
+    q = make_queue()
+    first = asyncio.create_task(q.get())
+    second = asyncio.create_task(q.get())
+    await settle()
+    q.add("ns/a")  # wakes `first`...
+    first.cancel()  # ...which is cancelled before it runs
+    await asyncio.gather(first, return_exceptions=True)
+    assert await asyncio.wait_for(second, timeout=5) == "ns/a"
+
+
+async def test_several_workers_never_process_one_key_at_once() -> None:
+    clock = FakeClock()
+    q = make_queue(clock)
+    active: set[str] = set()
+    overlaps: list[str] = []
+    processed: Counter[str] = Counter()
+
+    async def worker() -> None:
+        while True:
+            try:
+                key = await q.get()
+            except QueueShutDown:
+                return
+            if key in active:
+                overlaps.append(key)
+            active.add(key)
+            await clock.sleep(1.0)  # work takes time; meanwhile producers keep adding
+            active.discard(key)
+            processed[key] += 1
+            q.done(key)
+
+    workers = [asyncio.create_task(worker()) for _ in range(8)]
+    for _ in range(20):
+        for key in ["ns/a", "ns/b", "ns/c"]:
+            q.add(key)
+        await clock.advance(0.25)
+    await clock.advance(5.0)
+    drain = asyncio.create_task(q.shutdown_with_drain())
+    await clock.advance(5.0)
+    await drain
+    await asyncio.gather(*workers)
+    assert overlaps == []
+    # 20 adds over 5 s, work takes 1 s: each key is processed about once a second, not 20 times.
+    assert all(3 <= processed[key] <= 7 for key in ["ns/a", "ns/b", "ns/c"]), processed
+
+
+async def test_add_after_adds_when_the_delay_has_passed() -> None:
+    clock = FakeClock()
+    q = make_queue(clock)
+    q.add_after("ns/a", 5.0)
+    assert q.delayed == 1
+    await clock.advance(4.999)
+    assert len(q) == 0
+    await clock.advance(0.001)
+    assert len(q) == 1
+    assert q.delayed == 0
+
+
+async def test_add_after_keeps_only_the_earliest_timer_per_key() -> None:
+    clock = FakeClock()
+    q = make_queue(clock)
+    q.add_after("ns/a", 10.0)
+    q.add_after("ns/a", 3.0)  # earlier: replaces
+    q.add_after("ns/a", 7.0)  # later: ignored
+    assert clock.pending_timers == 1
+    await clock.advance(3.0)
+    assert await q.get() == "ns/a"
+    q.done("ns/a")
+    await clock.advance(20.0)
+    assert len(q) == 0  # neither the 7 s nor the 10 s timer survived
+
+
+async def test_add_after_without_delay_adds_at_once_and_delayed_duplicates_collapse() -> None:
+    clock = FakeClock()
+    q = make_queue(clock)
+    q.add_after("ns/a", 0)
+    assert len(q) == 1
+    q.add_after("ns/b", 1.0)
+    q.add("ns/b")
+    await clock.advance(1.0)
+    assert len(q) == 2  # ns/b fired while still queued: deduplicated
+
+
+async def test_add_rate_limited_backs_off_per_key_and_forget_resets() -> None:
+    clock = FakeClock()
+    q = WorkQueue[str](
+        clock=clock, rate_limiter=ItemExponentialFailureRateLimiter(base_delay=1.0, max_delay=8.0)
+    )
+    for expected_delay in [1.0, 2.0, 4.0, 8.0, 8.0]:
+        q.add_rate_limited("ns/a")
+        await clock.advance(expected_delay - 0.01)
+        assert len(q) == 0
+        await clock.advance(0.01)
+        assert await q.get() == "ns/a"
+        q.done("ns/a")
+    assert q.num_requeues("ns/a") == 5
+    q.forget("ns/a")
+    assert q.num_requeues("ns/a") == 0
+    q.add_rate_limited("ns/a")
+    await clock.advance(1.0)
+    assert len(q) == 1
+
+
+async def test_the_default_limiter_is_client_gos() -> None:
+    clock = FakeClock()
+    q = make_queue(clock)
+    q.add_rate_limited("ns/a")
+    await clock.advance(0.004)
+    assert len(q) == 0
+    await clock.advance(0.001)
+    assert len(q) == 1
+
+
+async def test_shutdown_wakes_every_getter_and_stops_everything() -> None:
+    clock = FakeClock()
+    q = make_queue(clock)
+    getters = [asyncio.create_task(q.get()) for _ in range(3)]
+    q.add_after("ns/later", 5.0)
+    await settle()
+    q.shutdown()
+    results = await asyncio.gather(*getters, return_exceptions=True)
+    assert all(isinstance(r, QueueShutDown) for r in results)
+    assert q.shutting_down
+    assert clock.pending_timers == 0  # delayed adds were cancelled
+    q.add("ns/a")
+    q.add_after("ns/b", 0)
+    assert len(q) == 0
+    with pytest.raises(QueueShutDown):
+        await q.get()
+
+
+async def test_shutdown_drops_queued_keys_but_lets_in_flight_work_finish() -> None:
+    q = make_queue()
+    q.add("ns/a")
+    q.add("ns/b")
+    key = await q.get()
+    q.shutdown()
+    with pytest.raises(QueueShutDown):
+        await q.get()
+    q.done(key)  # still allowed
+    assert len(q) == 0
+
+
+async def test_shutdown_with_drain_hands_out_what_is_queued_and_waits_for_done() -> None:
+    q = make_queue()
+    for key in ["ns/a", "ns/b"]:
+        q.add(key)
+    held = await q.get()
+    drain = asyncio.create_task(q.shutdown_with_drain())
+    await settle()
+    q.add("ns/c")  # ignored: draining
+    assert await q.get() == "ns/b"
+    with pytest.raises(QueueShutDown):
+        await q.get()
+    assert not drain.done()
+    q.done(held)
+    q.done("ns/b")
+    await asyncio.wait_for(drain, timeout=5)
+
+
+async def test_metrics_follow_client_go_semantics() -> None:
+    clock = FakeClock()
+    events: list[tuple[str, float]] = []
+
+    class Recorder:
+        def add(self, name: str) -> None:
+            events.append(("add", 1))
+
+        def depth(self, name: str, depth: int) -> None:
+            events.append(("depth", depth))
+
+        def queue_duration(self, name: str, seconds: float) -> None:
+            events.append(("queue", seconds))
+
+        def work_duration(self, name: str, seconds: float) -> None:
+            events.append(("work", seconds))
+
+        def retry(self, name: str) -> None:
+            events.append(("retry", 1))
+
+    q = WorkQueue[str](name="flows", clock=clock, metrics=Recorder())
+    q.add("ns/a")
+    q.add("ns/a")  # duplicate: not an add
+    await clock.advance(3.0)
+    a = await q.get()
+    q.add("ns/b")
+    await clock.advance(2.0)
+    b = await q.get()
+    await clock.advance(4.0)
+    assert q.unfinished_work_seconds() == pytest.approx(6.0 + 4.0)
+    assert q.longest_running_processor_seconds() == pytest.approx(6.0)
+    q.done(a)
+    q.done(b)
+    assert q.longest_running_processor_seconds() == 0.0
+    q.add_rate_limited("ns/a")
+    assert events == [
+        ("add", 1),
+        ("depth", 1),
+        ("queue", 3.0),
+        ("depth", 0),
+        ("add", 1),
+        ("depth", 1),
+        ("queue", 2.0),
+        ("depth", 0),
+        ("work", 6.0),
+        ("work", 4.0),
+        ("retry", 1),
+    ]
+
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from(["a", "b", "c", "d"])),
+        st.tuples(st.just("get"), st.just("")),
+        st.tuples(st.just("done"), st.integers(min_value=0, max_value=3).map(str)),
+    ),
+    max_size=60,
+)
+
+
+@settings(deadline=None)
+@given(ops=_ops)
+async def test_no_key_is_held_twice_and_no_add_is_lost(ops: list[tuple[str, str]]) -> None:
+    """Under any interleaving of add/get/done, a key is never handed out while held, the queue never
+    holds duplicates, and every add is followed by a get of that key (once everything is drained)."""
+    q = make_queue()
+    held: list[str] = []
+    step = 0
+    last_add: dict[str, int] = {}
+    last_get: dict[str, int] = {}
+
+    async def take() -> None:
+        nonlocal step
+        key = await q.get()  # only called when len(q) > 0, so it returns at once
+        assert key not in held
+        held.append(key)
+        step += 1
+        last_get[key] = step
+
+    for op, arg in ops:
+        if op == "add":
+            q.add(arg)
+            step += 1
+            last_add[arg] = step
+        elif op == "get" and len(q):
+            await take()
+        elif op == "done" and held:
+            q.done(held.pop(int(arg) % len(held)))
+        assert len(q) <= len(set(last_add))
+    while held or len(q):  # drain: workers finish, then take what is left
+        while held:
+            q.done(held.pop())
+        while len(q):
+            await take()
+    assert all(last_get.get(key, -1) > added for key, added in last_add.items())
+
+
+@settings(deadline=None, max_examples=50)
+@given(
+    adds=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3)), min_size=1, max_size=40),
+    work=st.lists(st.integers(0, 4), min_size=1, max_size=10),
+)
+async def test_concurrent_workers_under_random_schedules(
+    adds: list[tuple[str, int]], work: list[int]
+) -> None:
+    q = make_queue()
+    active: set[str] = set()
+    step = 0
+    last_add: dict[str, int] = {}
+    last_start: dict[str, int] = {}
+
+    async def worker(index: int) -> None:
+        nonlocal step
+        rounds = 0
+        while True:
+            try:
+                key = await q.get()
+            except QueueShutDown:
+                return
+            assert key not in active, f"{key} handed to two workers"
+            active.add(key)
+            step += 1
+            last_start[key] = step
+            for _ in range(work[(index + rounds) % len(work)]):
+                await asyncio.sleep(0)  # yield: lets producers and other workers interleave
+            rounds += 1
+            active.discard(key)
+            q.done(key)
+
+    workers = [asyncio.create_task(worker(i)) for i in range(3)]
+    for key, pause in adds:
+        q.add(key)
+        step += 1
+        last_add[key] = step
+        for _ in range(pause):
+            await asyncio.sleep(0)
+    await asyncio.wait_for(q.shutdown_with_drain(), timeout=10)
+    await asyncio.gather(*workers)
+    assert all(last_start.get(key, -1) > added for key, added in last_add.items())
