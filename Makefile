@@ -58,6 +58,16 @@ cluster: $(STAMP) ## start the local full cluster in the foreground and print it
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
 	  $(BIN)/zen-flow cluster --profile full
 
+dev: $(STAMP) ## local cluster + CRD + controller + the example flows, with live progress (Ctrl-C stops)
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/zen-flow dev $(DEV_ARGS)
+
+run: $(STAMP) ## run the controller against the current kubeconfig
+	$(BIN)/zen-flow run $(RUN_ARGS)
+
+validate-examples: $(STAMP) ## validate examples/ and the original's examples offline
+	$(BIN)/zen-flow validate examples $(wildcard ../shared/examples-upstream)
+
 clean: ## remove the virtualenv and caches (not the control-plane binaries; see docs/TESTING.md)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

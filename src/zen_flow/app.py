@@ -188,7 +188,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             async def lead() -> None:
                 metrics.leader.labels(settings.leader_election_name).set(1)
                 metrics.leader_transitions.inc()
-                log.info("became leader", identity=settings.elector_identity)
                 try:
                     await work()
                 finally:

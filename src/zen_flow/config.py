@@ -21,7 +21,7 @@ ENV_PREFIX = "ZEN_FLOW_"
 class Settings:
     kubeconfig: str | None = field(
         default=None,
-        metadata={"help": "kubeconfig path (default: in-cluster, then $KUBECONFIG / ~/.kube/config)"},
+        metadata={"help": "kubeconfig path (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)"},
     )
     namespaces: tuple[str, ...] = field(
         default=(), metadata={"help": "namespaces to watch, comma-separated (default: all)"}

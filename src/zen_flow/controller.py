@@ -21,7 +21,7 @@ from zen_flow.clock import Clock
 from zen_flow.expectations import Expectations
 from zen_flow.kube.errors import AlreadyExists, Conflict, NotFound
 from zen_flow.metrics import Metrics
-from zen_flow.validation import validate_jobflow
+from zen_flow.validation import has_started, validate_jobflow
 from zen_flow.workqueue import QueueShutDown, WorkQueue
 
 log = structlog.get_logger("zen_flow.controller")
@@ -32,6 +32,7 @@ WRITE_VISIBLE_TIMEOUT = 5.0
 
 class FlowCache(Protocol):
     def get(self, key: str) -> JobFlow | None: ...
+    def parse_error(self, key: str) -> str | None: ...
 
 
 class JobCache(Protocol):
@@ -159,7 +160,7 @@ class Controller:
         errors = self._validation_errors(flow)
         now = self._clock.now()
         started = time.perf_counter()
-        if errors and not FlowPhase(flow.status.phase or "Pending").terminal:
+        if errors:
             result = planner.fail_invalid(flow, errors, now)
             self._metrics.reconciles.labels("invalid").inc()
         else:
@@ -176,12 +177,21 @@ class Controller:
         return result.requeue_after
 
     def _validation_errors(self, flow: JobFlow) -> tuple[str, ...]:
+        """Errors that make the flow fail now; empty for valid flows and for flows already under way.
+
+        A flow that started was valid when it started (webhook, or this check on its first reconcile);
+        re-validating it after an upgrade that added a rule would fail work that is running fine, and
+        `spec.steps` cannot change after the start anyway (admission and CEL enforce it).
+        """
         uid, generation = flow.metadata.uid, flow.metadata.generation
         cached = self._validated.get(uid)
         if cached is not None and cached[0] == generation:
             return cached[1]
-        raw = flow.model_dump(by_alias=True, exclude_none=True, mode="json")
-        errors = tuple(str(e) for e in validate_jobflow(raw))
+        if (parse_error := self._flows.parse_error(flow.key)) is not None:
+            errors: tuple[str, ...] = (parse_error,)
+        else:
+            raw = flow.model_dump(by_alias=True, exclude_none=True, mode="json")
+            errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
         self._validated[uid] = (generation, errors)
         return errors
 

@@ -26,10 +26,11 @@ from zen_flow.api.constants import CRD_NAME, FlowPhase
 from zen_flow.devcluster import LocalCluster, find_bin_dir, find_kubectl
 from zen_flow.kube.client import ClientOptions, KubeClient, load_config
 from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "config" / "crd"
-_UPSTREAM = REPO.parent / "shared" / "examples-upstream"
+_UPSTREAM = UPSTREAM_EXAMPLES
 DEFAULT_EXAMPLES = (
     (_UPSTREAM / "dag-flow.yaml", _UPSTREAM / "simple-linear-flow.yaml")
     if (_UPSTREAM / "dag-flow.yaml").exists()

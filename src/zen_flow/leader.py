@@ -69,7 +69,13 @@ class LeadershipLost(Exception):
 
 
 class LeaseStore(Protocol):
-    """The elector's view of the API; the kubernetes_asyncio implementation lives in `zen_flow.kube`."""
+    """The elector's view of the API; the kubernetes_asyncio implementation lives in `zen_flow.kube`.
+
+    Notes for implementers: `acquire_time` / `renew_time` are aware datetimes, written as MicroTime
+    (RFC 3339 with microseconds and `Z`); `update` must be conditional on
+    `record.resource_version` (a PUT, or a merge patch carrying `metadata.resourceVersion`). Bound
+    nothing yourself: the elector wraps every attempt in its own timeout and retries on its period.
+    """
 
     async def get(self, name: str, namespace: str) -> LeaseRecord | None:
         """The Lease, or None if it does not exist (404)."""

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
+from zen_flow.devcluster import find_kubectl
+from zen_flow.testing.crd import install_crd
+
 
 @pytest.fixture(scope="session")
 def cluster(full_cluster: Any) -> Any:
     return full_cluster
+
+
+@pytest.fixture(scope="session")
+def jobflow_crd(cluster: Any) -> dict[str, Any]:
+    """The JobFlow CRD, installed once per session and Established, as the apiserver stored it."""
+    return install_crd(find_kubectl(getattr(cluster, "bin_dir", None)), cluster.kubeconfig)

@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from zen_flow.testing.controller import ControllerProcess
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow.testing.flows import chain, flow_manifest, job_step, job_template
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples-upstream"
+EXAMPLES = UPSTREAM_EXAMPLES
 StartController = Callable[..., ControllerProcess]
 
 

@@ -13,11 +13,12 @@ import yaml
 from kubernetes_asyncio import client
 
 from zen_flow.api import constants
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
 # The original's examples; the shared copy is the fallback until the repository carries its own.
-EXAMPLE_DIRS = (ROOT / "examples" / "upstream", Path("/work/shared/examples-upstream"))
+EXAMPLE_DIRS = (UPSTREAM_EXAMPLES,)
 DEFAULT_POLICY = {
     "concurrencyPolicy": constants.DEFAULT_CONCURRENCY_POLICY.value,
     "ttlSecondsAfterFinished": constants.DEFAULT_TTL_SECONDS_AFTER_FINISHED,

@@ -33,12 +33,13 @@ from zen_flow.api.constants import (
 from zen_flow.api.jobflow import JobFlow, JobFlowSpec, JobFlowStatus
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 from zen_flow.validation import formats, io, limits, policy
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
 # The original's examples; the shared copy is the fallback until the repository carries its own.
-EXAMPLE_DIRS = (ROOT / "examples" / "upstream", Path("/work/shared/examples-upstream"))
+EXAMPLE_DIRS = (UPSTREAM_EXAMPLES,)
 
 # The models keep enumerated fields as plain strings (parsing must not fail on a value the validator
 # reports), so this is the one place that says which StrEnum (or validator tuple, where the API has no

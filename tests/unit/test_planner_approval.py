@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import yaml
@@ -11,11 +10,12 @@ import yaml
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ANNOTATION_APPROVED_BY_PREFIX, APPROVE_PREFIX, REJECT_PREFIX
 from zen_flow.planner import CreateJob
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 from zen_flow.testing.flows import job_step, make_flow, manual_step
 from zen_flow.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-EXAMPLES = Path("/work/shared/examples-upstream")
+EXAMPLES = UPSTREAM_EXAMPLES
 
 
 def phases(sim: Simulator) -> dict[str, str]:

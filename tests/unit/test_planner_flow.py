@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import yaml
 
 from zen_flow.api import JobFlow
 from zen_flow.planner import CreateJob, fail_invalid, plan
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 from zen_flow.testing.flows import job_step, make_flow
 from zen_flow.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-EXAMPLES = Path("/work/shared/examples-upstream")
+EXAMPLES = UPSTREAM_EXAMPLES
 
 
 def phases(sim: Simulator) -> dict[str, str]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 from zen_flow.validation import ErrorType, FieldError, validate_jobflow
 
-UPSTREAM_EXAMPLES = Path("/work/shared/examples-upstream")
 EXAMPLES = sorted(UPSTREAM_EXAMPLES.glob("*.yaml"))
 
 Flow = dict[str, Any]

@@ -221,7 +221,12 @@ class LocalCluster:
             bootstrap.register_node(client)
             # The components serve self-signed certs from their cert dirs: only liveness matters here.
             insecure = ssl._create_unverified_context()
-            self._wait_http(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure, 60.0, "kcm")
+            self._wait_http(
+                f"https://127.0.0.1:{ports.controller_manager}/healthz",
+                insecure,
+                60.0,
+                "kube-controller-manager",
+            )
             self._wait_http(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure, 60.0, "kube-scheduler")
             self._wait_http(f"http://127.0.0.1:{ports.kwok}/healthz", None, 60.0, "kwok")
         with self._phase("node"):

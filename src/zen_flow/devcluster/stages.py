@@ -35,6 +35,10 @@ REASON_ANNOTATION = "zenflow.test/reason"
 MESSAGE_ANNOTATION = "zenflow.test/message"
 RUN_SECONDS_ANNOTATION = "zenflow.test/run-seconds"
 START_SECONDS_ANNOTATION = "zenflow.test/start-seconds"
+# With an exit code: fail only the first N attempts of a zen-flow step (its pods carry the attempt label),
+# so a test can watch a retry succeed.
+FAIL_ATTEMPTS_ANNOTATION = "zenflow.test/fail-attempts"
+ATTEMPT_LABEL = "workflow.kube-zen.io/attempt"
 
 TERMINATED_EXIT_CODE = 137
 
@@ -224,6 +228,12 @@ def _status(template: str) -> dict[str, Any]:
 
 
 _NOT_DELETING = _jq(".metadata.deletionTimestamp", "DoesNotExist")
+# true when the pod must fail: an exit code is set and (if limited) this attempt is one of the first N.
+_WILL_FAIL = (
+    f"({_annotation(EXIT_CODE_ANNOTATION)} != null) and "
+    f'(((.metadata.labels["{ATTEMPT_LABEL}"] // "0") | tonumber) < '
+    f'(({_annotation(FAIL_ATTEMPTS_ANNOTATION)} // "1000000000") | tonumber))'
+)
 _DELETING = _jq(".metadata.deletionTimestamp", "Exists")
 
 
@@ -251,7 +261,7 @@ def stages() -> list[dict[str, Any]]:
                 _NOT_DELETING,
                 _jq(phase, "In", "Running"),
                 _jq(".metadata.ownerReferences.[].kind", "In", "Job"),
-                _jq(_annotation(EXIT_CODE_ANNOTATION), "DoesNotExist"),
+                _jq(_WILL_FAIL, "In", "false"),
             ],
             [_status(_POD_SUCCEEDED)],
             delay=_seconds_delay(RUN_SECONDS_ANNOTATION),
@@ -259,7 +269,7 @@ def stages() -> list[dict[str, Any]]:
         _stage(
             "zenflow-pod-fail",
             "Pod",
-            [_NOT_DELETING, _jq(phase, "In", "Running"), _jq(_annotation(EXIT_CODE_ANNOTATION), "Exists")],
+            [_NOT_DELETING, _jq(phase, "In", "Running"), _jq(_WILL_FAIL, "In", "true")],
             [_status(_POD_FAILED)],
             delay=_seconds_delay(RUN_SECONDS_ANNOTATION),
         ),

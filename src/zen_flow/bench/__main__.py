@@ -1,0 +1,3 @@
+from zen_flow.bench.cli import main
+
+raise SystemExit(main())

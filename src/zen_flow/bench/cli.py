@@ -1,0 +1,84 @@
+"""`python -m zen_flow.bench`: run the benchmark, print the tables, write every figure as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from zen_flow import logging as zf_logging
+from zen_flow.bench.report import render, write_json
+from zen_flow.bench.runner import BenchConfig, run
+from zen_flow.bench.session import ControllerSettings
+from zen_flow.bench.workloads import PRESETS, WORKLOAD_NAMES
+
+ADMISSION_BUDGET = {"quick": 0.3, "default": 1.0, "large": 2.0}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m zen_flow.bench",
+        description="Benchmark zen-flow against an ideal baseline on a local (kwok) or existing cluster.",
+    )
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="default", help="sizes (default: %(default)s)"
+    )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="use this cluster instead of starting a local one (it needs a node that runs pods; "
+        "the run-seconds pod annotation only matters with zen-flow's kwok stages)",
+    )
+    p.add_argument("--out", type=Path, help="JSON results file (default: bench-results/<UTC timestamp>.json)")
+    p.add_argument("--only", help=f"comma-separated workloads to run, of: {', '.join(WORKLOAD_NAMES)}")
+    p.add_argument("--skip-admission", action="store_true", help="skip the admission latency timings")
+    p.add_argument("--admission-budget", type=float, help="seconds of repetitions per admission case")
+    p.add_argument("--step-timeout", type=float, default=1.0, help="timeout per step (+120 s) of each run")
+    c = p.add_argument_group("controller under test")
+    defaults = ControllerSettings()
+    c.add_argument("--controller-workers", type=int, default=defaults.workers)
+    c.add_argument("--controller-qps", type=float, default=defaults.qps)
+    c.add_argument("--controller-burst", type=int, default=defaults.burst)
+    s = p.add_argument_group("sizes (override the preset)")
+    for key in PRESETS["default"]:
+        s.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, metavar="N")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    zf_logging.configure("console", "warning")
+    sizes = dict(PRESETS[args.preset])
+    for key in sizes:
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    only = frozenset(x.strip() for x in args.only.split(",")) if args.only else None
+    if only and not only <= set(WORKLOAD_NAMES):
+        print(f"unknown workloads: {sorted(only - set(WORKLOAD_NAMES))}", file=sys.stderr)
+        return 2
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or Path("bench-results") / f"{stamp}.json"
+    config = BenchConfig(
+        preset=args.preset,
+        sizes=sizes,
+        only=only,
+        kubeconfig=args.kubeconfig,
+        out=out,
+        controller=ControllerSettings(args.controller_workers, args.controller_qps, args.controller_burst),
+        admission_budget=args.admission_budget or ADMISSION_BUDGET[args.preset],
+        skip_admission=args.skip_admission,
+        step_timeout=args.step_timeout,
+    )
+    results = run(config)
+    write_json(results, out)
+    print(render(results))
+    print(f"\nresults: {out}\nlogs:    {results['meta']['logs']}")
+    failed = [
+        w["workload"]
+        for w in results.get("workloads", [])
+        for e in ("zen-flow", "baseline")
+        if w.get(e, {}).get("error")
+    ]
+    return 1 if failed else 0

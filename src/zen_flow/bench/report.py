@@ -1,0 +1,206 @@
+"""The run's results as text tables (stdout) and the targets of issue 5, measured against each figure.
+
+Targets are reported, never asserted: a missed one is a finding to explain, not a failed build.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+CACHE_TARGET_JOBS = 20_000
+
+
+def write_json(results: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in cells
+    ]
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def flow_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for w in workloads:
+        if w["kind"] not in ("flows", "drain"):
+            continue
+        for engine in ("zen-flow", "baseline"):
+            r = w.get(engine)
+            if not r:
+                continue
+            lat = r["transition_latency_ms"]
+            api = r.get("api", {})
+            res = r.get("resources", {})
+            rows.append([
+                w["workload"] if engine == "zen-flow" else "", engine, r["steps_completed"], lat["n"], lat["p50"],
+                lat["p90"], lat["p99"], lat["max"], r["steps_per_second"], r["drain_seconds"],
+                api.get("controller_requests_per_step") if engine == "zen-flow" else None,
+                api.get("status_writes_per_step") if engine == "zen-flow" else None,
+                api.get("cluster_writes_per_step"),
+                res.get("controller_cpu_seconds") if engine == "zen-flow" else None,
+                res.get("controller_peak_rss_mb") if engine == "zen-flow" else None,
+                "ERROR" if r.get("error") else "",
+            ])  # fmt: skip
+        cmp = w.get("comparison")
+        if cmp:
+            rows.append([
+                "", "zf/base", None, None, cmp.get("latency_p50_ratio"), cmp.get("latency_p90_ratio"),
+                cmp.get("latency_p99_ratio"), None, cmp.get("throughput_ratio"), cmp.get("drain_ratio"),
+                None, None, None, None, None, "",
+            ])  # fmt: skip
+    return rows
+
+
+FLOW_HEADERS = (
+    "workload", "engine", "steps", "edges", "p50 ms", "p90 ms", "p99 ms", "max ms", "steps/s", "drain s",
+    "ctrl req/step", "status w/step", "cluster w/step", "ctrl cpu s", "ctrl peak MB", "",
+)  # fmt: skip
+
+
+def targets(results: Mapping[str, Any]) -> list[list[Any]]:
+    """[target, measured, verdict] for each target of issue 5 that this run measured."""
+    rows: list[list[Any]] = []
+    by_name = {w["workload"]: w for w in results.get("workloads", [])}
+    many = by_name.get("many")
+    if many and many.get("comparison", {}).get("own_share_p50_ms") is not None:
+        cmp = many["comparison"]
+        flows = many["flows"]
+        rows.append(
+            [
+                f"own share of transition latency p50 <= 50 ms ({flows} flows)",
+                f"{cmp['own_share_p50_ms']} ms",
+                _verdict(cmp["own_share_p50_ms"] <= 50),
+            ]
+        )
+        rows.append(
+            [
+                f"own share of transition latency p99 <= 250 ms ({flows} flows)",
+                f"{cmp['own_share_p99_ms']} ms",
+                _verdict(cmp["own_share_p99_ms"] <= 250),
+            ]
+        )
+    for name, w in by_name.items():
+        ratio_ = w.get("comparison", {}).get("throughput_ratio")
+        if ratio_ is not None:
+            rows.append([f"throughput >= 0.8 x baseline ({name})", f"{ratio_} x", _verdict(ratio_ >= 0.8)])
+    writes = [
+        (n, w["zen-flow"]["api"]["status_writes_per_step"])
+        for n, w in by_name.items()
+        if w["kind"] in ("flows", "drain") and "api" in w.get("zen-flow", {})
+    ]
+    if writes:
+        worst = max(writes, key=lambda x: x[1])
+        rows.append(
+            [
+                "<= 2 status writes per step (worst workload)",
+                f"{worst[1]} ({worst[0]})",
+                _verdict(worst[1] <= 2),
+            ]
+        )
+    waiting = by_name.get("waiting", {}).get("zen-flow", {}).get("window")
+    if waiting is not None:
+        n = waiting.get("audit_requests", waiting["controller_requests"])
+        rows.append(
+            [
+                f"zero API calls for waiting flows ({by_name['waiting']['flows']} flows)",
+                f"{n} requests",
+                _verdict(n == 0),
+            ]
+        )
+    cache = by_name.get("cache", {}).get("zen-flow")
+    if cache and cache.get("fresh_controller", {}).get("rss_mb"):
+        jobs = cache.get("cached_jobs") or cache["jobs"]
+        rss = cache["fresh_controller"]["rss_mb"]
+        idle = results.get("controller_idle", {}).get("rss_mb") or 0.0
+        label = f"RSS <= 150 MB at {CACHE_TARGET_JOBS} cached Jobs"
+        if jobs >= CACHE_TARGET_JOBS:
+            rows.append([label, f"{rss:.0f} MB (measured, {jobs} Jobs)", _verdict(rss <= 150)])
+        elif jobs:
+            projected = idle + (rss - idle) * CACHE_TARGET_JOBS / jobs
+            rows.append(
+                [
+                    label,
+                    f"{projected:.0f} MB (linear from {rss:.0f} MB at {jobs} Jobs)",
+                    _verdict(projected <= 150),
+                ]
+            )
+    for row in results.get("admission", {}).get("webhook", []):
+        if row["steps"] == 500 and row["path"].endswith("validate-jobflow CREATE"):
+            lat = row["latency_ms"]
+            rows.append(
+                [
+                    "500-step flow admitted < 50 ms (webhook validate, p50/p99)",
+                    f"{lat['p50']} / {lat['p99']} ms",
+                    _verdict(lat["p50"] < 50) + ("" if lat["p99"] < 50 else " (p99 over)"),
+                ]
+            )
+    return rows  # fmt: skip
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def render(results: Mapping[str, Any]) -> str:
+    parts = []
+    meta = results["meta"]
+    m = meta["machine"]
+    parts.append(
+        f"zen-flow benchmark, {meta['date']}, commit {meta['commit']}, preset {meta['preset']}, "
+        f"{m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; controller {meta['controller']}"
+    )
+    workloads = results.get("workloads", [])
+    parts.append(
+        "\nStep-transition latency (harness-observed: upstream Complete -> downstream Job created), throughput:"
+    )
+    parts.append(_table(FLOW_HEADERS, flow_rows(workloads)))
+    for w in workloads:
+        r = w.get("zen-flow", {})
+        if w["kind"] == "waiting" and "window" in r:
+            win = r["window"]
+            parts.append(
+                f"\nWaiting flows ({w['flows']}): {r['quiet_window_seconds']} s quiet window: controller requests "
+                f"{win['controller_requests']} (audit: {win.get('audit_requests', '-')}), reconciles {win['reconciles']}"
+            )
+        if w["kind"] == "cache":
+            fresh = r.get("fresh_controller", {})
+            res = r.get("resources", {})
+            parts.append(
+                f"\nCache ({r.get('cached_jobs')} Jobs, {r.get('cached_flows')} flows): running controller RSS "
+                f"{res.get('controller_rss_mb')} MB (peak {res.get('controller_peak_rss_mb')}); fresh controller "
+                f"ready in {fresh.get('ready_seconds')} s, RSS {fresh.get('rss_mb')} MB (peak {fresh.get('peak_rss_mb')}), "
+                f"CPU {fresh.get('cpu_seconds')} s; quiet window requests {r.get('quiet_window', {}).get('controller_requests')}"
+            )
+        for engine in ("zen-flow", "baseline"):
+            if w.get(engine, {}).get("error"):
+                parts.append(f"  ! {w['workload']} / {engine}: {w[engine]['error'][:300]}")
+    adm = results.get("admission")
+    if adm:
+        rows = [[r["path"], r["shape"], r["steps"], r["first_ms"], r["latency_ms"]["p50"], r["latency_ms"]["p90"],
+                 r["latency_ms"]["p99"], r["latency_ms"]["n"]] for r in [*adm["validator"], *adm.get("webhook", [])]]  # fmt: skip
+        parts.append("\nAdmission latency (ms):")
+        parts.append(_table(("path", "shape", "steps", "first", "p50", "p90", "p99", "n"), rows))
+        if "webhook_error" in adm:
+            parts.append(f"  ! webhook: {adm['webhook_error']}")
+    parts.append("\nTargets (issue 5; reported, not asserted):")
+    parts.append(_table(("target", "measured", "verdict"), targets(results)))
+    return "\n".join(parts)
