@@ -10,6 +10,7 @@ successor starts at once, then everything else is cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import ssl
 import time
@@ -74,9 +75,11 @@ class PrometheusQueueMetrics:
         self._m.wq_retries.labels(name).inc()
 
 
-async def _critical(name: str, coro: Coroutine[Any, Any, object]) -> None:
+async def _critical(name: str, coro: Coroutine[Any, Any, object], stop: asyncio.Event | None = None) -> None:
+    """Run a task that must not end: returning is a crash, unless `stop` says we are shutting down."""
     await coro
-    raise RuntimeError(f"{name} ended unexpectedly")
+    if stop is None or not stop.is_set():
+        raise RuntimeError(f"{name} ended unexpectedly")
 
 
 async def _serve_site(app: web.Application, addr: str, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -150,7 +153,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         flows.add_handler(
             on_add=controller.on_flow_event,
-            on_update=lambda _old, new: controller.on_flow_event(new),
+            on_update=lambda old, new: controller.on_flow_event(new, old),
             on_delete=controller.on_flow_deleted,
         )
         jobs.add_handler(
@@ -216,17 +219,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                     tg.create_task(_critical("health server", _serve_site(health, settings.metrics_addr)))
                 if webhook is not None:
                     tg.create_task(_critical("webhook server", webhook.serve(settings.webhook_addr)))
-                reconciler = tg.create_task(_critical("reconcile", reconcile()))
+                reconciler = tg.create_task(_critical("reconcile", reconcile(), stop))
                 await stop.wait()
                 log.info("shutting down: finishing in-flight reconciles, releasing the lease")
                 queue.shutdown()
                 # Workers return once the queue is shut down; lead() then returns and the elector releases.
-                with_timeout = asyncio.timeout(settings.renew_deadline)
-                try:
-                    async with with_timeout:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.renew_deadline):
                         await asyncio.shield(reconciler)
-                except (TimeoutError, RuntimeError):
-                    pass
                 raise _Stop
         except* _Stop:
             log.info("stopped")

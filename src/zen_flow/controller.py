@@ -33,6 +33,7 @@ WRITE_VISIBLE_TIMEOUT = 5.0
 class FlowCache(Protocol):
     def get(self, key: str) -> JobFlow | None: ...
     def parse_error(self, key: str) -> str | None: ...
+    def concurrency_group(self, group: str) -> Sequence[JobFlow]: ...
 
 
 class JobCache(Protocol):
@@ -82,20 +83,33 @@ class Controller:
         # delivers that version, the cached flow is older than what we wrote: reconciling it would only
         # earn a 409 (the patch is conditional) and a wasted round trip.
         self._written: dict[str, tuple[str, float]] = {}
+        # UIDs of grouped flows this controller started whose start the cache does not show yet: their
+        # group's Forbid flows must see them running already (read your own writes across flows).
+        self._starting: set[str] = set()
 
     # --- informer handlers: only enqueue (and lower expectations) -----------------------------------
 
-    def on_flow_event(self, flow: JobFlow) -> None:
+    def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
         written = self._written.get(flow.metadata.uid)
         if written is not None and written[0] == flow.metadata.resource_version:
             del self._written[flow.metadata.uid]
+        if flow.status.start_time is not None or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+            self._starting.discard(flow.metadata.uid)
         self._queue.add(flow.key)
+        self._wake_group(old, flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
         self._validated.pop(flow.metadata.uid, None)
         self._written.pop(flow.metadata.uid, None)
+        self._starting.discard(flow.metadata.uid)
         self._queue.add(flow.key)
+        self._wake_group(flow, None)
+
+    def _wake_group(self, old: JobFlow | None, new: JobFlow | None) -> None:
+        """A flow of a concurrency group started, finished or went away: its group decides anew."""
+        for key in planner.keys_to_wake(old, new, self._flows.concurrency_group):
+            self._queue.add(key)
 
     def on_job_event(self, job: Job, *, deleted: bool = False) -> None:
         owner = job.metadata.controller_ref()
@@ -164,7 +178,8 @@ class Controller:
             result = planner.fail_invalid(flow, errors, now)
             self._metrics.reconciles.labels("invalid").inc()
         else:
-            result = planner.plan(flow, self._jobs.jobs_for(uid), now)
+            result = planner.plan(flow, self._jobs.jobs_for(uid), now, peers=self._peers(flow))
+            self._track_start(flow, result.status)
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         created = await self._apply(flow, result.actions)
         status = _with_job_uids(result.status, created) if created else result.status
@@ -175,6 +190,20 @@ class Controller:
         for event in result.events:
             self._events.emit(flow, event.type, event.reason, event.message)
         return result.requeue_after
+
+    def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
+        group = planner.group_of(flow)
+        if group is None:
+            return ()
+        return planner.peers_of(flow, self._flows.concurrency_group(group), self._starting)
+
+    def _track_start(self, flow: JobFlow, status: JobFlowStatus) -> None:
+        # Before any await: another worker may plan a flow of the same group while this one's Job
+        # creates and status write are in flight.
+        if status.start_time is None:
+            self._starting.discard(flow.metadata.uid)
+        elif flow.status.start_time is None and planner.group_of(flow) is not None:
+            self._starting.add(flow.metadata.uid)
 
     def _validation_errors(self, flow: JobFlow) -> tuple[str, ...]:
         """Errors that make the flow fail now; empty for valid flows and for flows already under way.

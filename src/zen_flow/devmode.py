@@ -91,7 +91,7 @@ async def _follow(kubeconfig: Path, names: set[tuple[str, str]], timeout: float,
                 phases[(ns, name)] = status.get("phase") or "Pending"
                 for step in status.get("steps") or []:
                     key = (ns, name, step.get("name", ""))
-                    if seen.get(key) != step.get("phase"):
+                    if seen.get(key, "Pending") != step.get("phase", "Pending"):
                         seen[key] = step.get("phase", "")
                         stamp = datetime.now().strftime("%H:%M:%S")
                         line = f"  {stamp}  {name:<24} {step.get('name', ''):<20} {step.get('phase', '')}"
@@ -169,6 +169,8 @@ def run_dev(examples: Sequence[str] = (), *, exit_when_done: bool = False, timeo
         subprocess.run([*kubectl, "get", "jobflows", "-A"], check=False)
         say.say("")
         say.say("All flows succeeded." if ok else "Some flows failed; `kubectl describe jf NAME` says why.")
+        if exit_when_done:
+            return 0 if ok else 1
         say.say("Point kubectl at this cluster:")
         say.say(f"  export KUBECONFIG={cluster.kubeconfig}")
         say.say(
@@ -178,8 +180,6 @@ def run_dev(examples: Sequence[str] = (), *, exit_when_done: bool = False, timeo
         say.say("  kubectl get jobs -l app.kubernetes.io/managed-by=zen-flow")
         say.say("  kubectl describe jf dag-flow")
         say.say(f"  controller metrics: http://127.0.0.1:{port}/metrics   logs: {log}")
-        if exit_when_done:
-            return 0 if ok else 1
         say.say("The cluster and the controller keep running; press Ctrl-C to stop them.")
         _wait_for_signal()
         return 0

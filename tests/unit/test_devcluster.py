@@ -19,7 +19,7 @@ from zen_flow.devcluster import (
     issue_serving_cert,
 )
 from zen_flow.devcluster.kubeconfig import read_current_target, write_kubeconfig
-from zen_flow.devcluster.stages import EXIT_CODE_ANNOTATION, kwok_stages_yaml
+from zen_flow.devcluster.stages import EXIT_CODE_ANNOTATION, FAIL_ATTEMPTS_ANNOTATION, kwok_stages_yaml
 
 
 def _load(path: Path) -> x509.Certificate:
@@ -87,15 +87,18 @@ def test_pod_stages_never_compete() -> None:
     """kwok picks at random among matching stages; ours must partition the pod states instead."""
     stages = {doc["metadata"]["name"]: doc["spec"] for doc in yaml.safe_load_all(kwok_stages_yaml())}
     succeed = {
-        e["jq"]["key"]: e["jq"]["operator"]
+        e["jq"]["key"]: (e["jq"]["operator"], tuple(e["jq"].get("values", ())))
         for e in stages["zenflow-pod-succeed"]["selector"]["matchExpressions"]
     }
     fail = {
-        e["jq"]["key"]: e["jq"]["operator"]
+        e["jq"]["key"]: (e["jq"]["operator"], tuple(e["jq"].get("values", ())))
         for e in stages["zenflow-pod-fail"]["selector"]["matchExpressions"]
     }
-    exit_code = f'.metadata.annotations["{EXIT_CODE_ANNOTATION}"]'
-    assert (succeed[exit_code], fail[exit_code]) == ("DoesNotExist", "Exists")
+    # One boolean expression decides between them (exit-code annotation, limited to the first
+    # `fail-attempts` attempts): succeed takes "false", fail takes "true".
+    (will_fail,) = [key for key in succeed if EXIT_CODE_ANNOTATION in key]
+    assert FAIL_ATTEMPTS_ANNOTATION in will_fail
+    assert (succeed[will_fail], fail[will_fail]) == (("In", ("false",)), ("In", ("true",)))
     terminal = ("Succeeded", "Failed")
     for name in ("zenflow-pod-start", "zenflow-pod-succeed", "zenflow-pod-fail", "zenflow-pod-terminate"):
         phases = next(

@@ -238,6 +238,7 @@ def test_conditions_keep_their_transition_time_until_they_flip() -> None:
         "WaitingForApproval",
         "Suspended",
         "Valid",
+        "Queued",
     ]
 
 

@@ -29,6 +29,10 @@ REJECT_PREFIX = f"reject.{GROUP}/"
 ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
 ANNOTATION_APPROVED_BY_PREFIX = f"approved-by.{GROUP}/"
 
+# Concurrency groups (decision 9): flows of one namespace with the same value of this label share
+# their executionPolicy.concurrencyPolicy. A flow without it (or with an empty value) is in no group.
+LABEL_CONCURRENCY_KEY = f"{GROUP}/concurrency-key"
+
 FIELD_MANAGER = "zen-flow"
 
 
@@ -93,6 +97,7 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     WAITING_FOR_APPROVAL = "WaitingForApproval"
     VALID = "Valid"
+    QUEUED = "Queued"  # True while concurrencyPolicy Forbid holds the flow back behind its group
 
 
 # Defaults (decision 15): the original's executionPolicy defaults, shared by the mutating webhook, the CRD

@@ -11,6 +11,7 @@ flows.get("ns/name"); jobs.jobs_for(flow_uid)
 from zen_flow.informer.informer import Handler, Informer, describe_error, metadata_of
 from zen_flow.informer.reflector import Backoff, ListerWatcher, Reflector, ReflectorOptions, VeryShortWatch
 from zen_flow.informer.resources import (
+    CONCURRENCY_GROUP_INDEX,
     OWNER_UID_INDEX,
     JobFlowInformer,
     JobInformer,
@@ -20,6 +21,7 @@ from zen_flow.informer.resources import (
 from zen_flow.informer.store import ReplaceResult, Store
 
 __all__ = [
+    "CONCURRENCY_GROUP_INDEX",
     "OWNER_UID_INDEX",
     "Backoff",
     "Handler",

@@ -15,13 +15,21 @@ from zen_flow.api.jobflow import JobFlowStatus
 from zen_flow.clock import Clock
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
+from zen_flow.planner.concurrency import group_of
 
 OWNER_UID_INDEX = "controller-uid"
+# JobFlows by concurrency group, `namespace/<workflow.kube-zen.io/concurrency-key label>`.
+CONCURRENCY_GROUP_INDEX = "concurrency-group"
 
 
 def controller_uid(job: Job) -> list[str]:
     ref = job.metadata.controller_ref()
     return [ref.uid] if ref is not None else []
+
+
+def flow_concurrency_group(flow: JobFlow) -> list[str]:
+    group = group_of(flow)
+    return [group] if group is not None else []
 
 
 def owner_flow_key(job: Job) -> str | None:
@@ -79,11 +87,16 @@ class JobFlowInformer(Informer[JobFlow]):
             source,
             transform=JobFlow.model_validate,
             fallback=_flow_placeholder,
+            indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group},
             namespaces=namespaces,
             clock=clock,
             options=options,
             rng=rng,
         )
+
+    def concurrency_group(self, group: str) -> list[JobFlow]:
+        """The cached flows of a concurrency group (`namespace/key`, see `planner.group_of`)."""
+        return self.store.by_index(CONCURRENCY_GROUP_INDEX, group)
 
 
 def _job_placeholder(raw: dict[str, Any]) -> Job:

@@ -2,6 +2,7 @@
 
 from zen_flow.planner.actions import Action, CreateJob, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.backoff import parse_duration, retry_delay
+from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid
@@ -13,10 +14,14 @@ __all__ = [
     "DeleteJob",
     "EventSpec",
     "JobBuildError",
+    "Peer",
     "Plan",
     "build_job",
     "fail_invalid",
+    "group_of",
+    "keys_to_wake",
     "parse_duration",
+    "peers_of",
     "plan",
     "retry_delay",
 ]

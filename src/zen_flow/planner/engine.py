@@ -2,7 +2,8 @@
 
 Three passes over the steps:
   1. observe: advance started steps from their Jobs (terminal conditions, timeouts, vanished Jobs),
-     decide approvals, adopt Jobs a lost status write did not record;
+     decide approvals, adopt Jobs a lost status write did not record; then ask the flow's concurrency
+     group (`peers`) whether it must wait or has been replaced;
   2. schedule: in topological order, skip what can never run, evaluate `when`, start ready steps and
      due retries (unless suspended, failing fast, or past the deadline);
   3. conclude: enforce the flow deadline, end a failing flow once nothing runs, derive the phase.
@@ -12,7 +13,7 @@ API calls).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -25,16 +26,17 @@ from zen_flow.api.constants import (
     StepPhase,
 )
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import Approval, Audit, JobFlow, ObjectRef, Step
+from zen_flow.api.jobflow import Approval, Audit, JobFlow, ObjectRef
 from zen_flow.expressions import WhenContext, check_when
 from zen_flow.naming import job_name
-from zen_flow.planner.actions import Action, CreateJob, DeleteJob, Plan
+from zen_flow.planner.actions import Action, CreateJob, DeleteJob, EventSpec, Plan
 from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
-from zen_flow.planner.events import TIMEOUT_MARK, derive_events
+from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
+from zen_flow.planner.events import NORMAL, TIMEOUT_MARK, derive_events
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
-from zen_flow.planner.status import REASON_DEADLINE, REASON_STEP_FAILED, assemble
-from zen_flow.planner.steps import StepWork, bound
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, assemble
+from zen_flow.planner.steps import StepViews, StepWork, bound
 from zen_flow.planner.timing import after, normalize, until
 
 _name = lru_cache(maxsize=65536)(job_name)
@@ -44,27 +46,13 @@ def _true(value: str | None) -> bool:
     return value is not None and value.strip().lower() == "true"
 
 
-class _Views(Mapping[str, Mapping[str, Any]]):
-    """What `when` sees of each step, built on access: an expression names a few steps of many."""
-
-    def __init__(self, works: Mapping[str, StepWork]) -> None:
-        self._works = works
-
-    def __getitem__(self, key: str) -> Mapping[str, Any]:
-        work = self._works[key]
-        params = work.outputs.parameters if work.outputs is not None else ()
-        return {"phase": work.phase.value, "outputs": {"parameters": {p.name: p.value for p in params}}}
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._works)
-
-    def __len__(self) -> int:
-        return len(self._works)
-
-
 class _Planner:
-    def __init__(self, flow: JobFlow, jobs: Sequence[Job], now: datetime, order: Sequence[str]) -> None:
+    def __init__(
+        self, flow: JobFlow, jobs: Sequence[Job], now: datetime, order: Sequence[str], peers: Sequence[Peer]
+    ) -> None:
         self.flow = flow
+        self.peers = peers
+        self.group = NO_GROUP
         self.now = now
         self.order = order
         self.jobs = {job.metadata.name: job for job in jobs}
@@ -86,7 +74,7 @@ class _Planner:
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time
         self.deadline_passed = self._deadline_passed()
-        self.when_context = WhenContext(_Views(self.works), self._flow_view())
+        self.when_context = WhenContext(StepViews(self.works), self._flow_view())
 
     def _flow_view(self) -> dict[str, Any]:
         meta = self.flow.metadata
@@ -216,7 +204,7 @@ class _Planner:
     # --- pass 2: schedule -----------------------------------------------------------------------------
 
     def blocked(self) -> bool:
-        return self.suspended or self.failure is not None or self.deadline_passed
+        return self.suspended or self.failure is not None or self.deadline_passed or self.group.holds
 
     def schedule(self) -> None:
         for name in self.order:
@@ -297,6 +285,9 @@ class _Planner:
     def conclude(self) -> tuple[FlowPhase, str | None, str]:
         """(phase, failure message, Failed condition reason)."""
         works = self.works.values()
+        if self.group.replaced is not None:
+            self.stop_all(self.group.replaced, REPLACED_JOB_REASON)
+            return FlowPhase.FAILED, self.group.replaced, REASON_REPLACED
         if self.deadline_passed:
             self.stop_all("flow deadline exceeded")
             return FlowPhase.FAILED, f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
@@ -329,13 +320,13 @@ class _Planner:
             phase = FlowPhase.RUNNING
         return phase, self.failure, REASON_STEP_FAILED
 
-    def stop_all(self, reason: str) -> None:
+    def stop_all(self, reason: str, job_reason: str | None = None) -> None:
         for w in self.works.values():
             if w.phase == StepPhase.RUNNING:
                 name = w.job_ref.name if w.job_ref is not None else ""
                 job = self.jobs.get(name)
                 if job is not None and not job.finished and not job.deleting:
-                    self.actions.append(DeleteJob(name, w.name, reason))
+                    self.actions.append(DeleteJob(name, w.name, job_reason or reason))
                 w.fail(self.now, reason)
             elif w.phase == StepPhase.RETRYING:
                 w.fail(self.now, f"{reason}; {w.message or ''}")
@@ -344,6 +335,10 @@ class _Planner:
 
     def run(self) -> Plan:
         self.observe()
+        started = self.start_time is not None or any(
+            w.phase != StepPhase.PENDING for w in self.works.values()
+        )
+        self.group = judge(self.flow, self.peers, started=started)
         self.schedule()
         if self.start_time is None and any(w.phase != StepPhase.PENDING for w in self.works.values()):
             self.start_time = self.now
@@ -367,27 +362,31 @@ class _Planner:
             start_time=self.start_time,
             audit=audit,
             now=self.now,
+            queued=self.group.waiting,
         )
+        events = derive_events(old, status, {s.name: s for s in self.flow.spec.steps})
+        if self.group.replacing and old.start_time is None and status.start_time is not None:
+            events += (EventSpec(NORMAL, "ReplacingFlows", self.group.replacing_message()),)
         if phase.terminal:
             # TTL counts from now; the deletion itself happens on a later reconcile, after the final
             # status (and its events) are written.
             self.wakeups = [ttl_expiry(self.flow, self.now)]
         requeue = [max(0.0, until(self.now, t)) for t in self.wakeups if t > self.now or phase.terminal]
-        specs: dict[str, Step] = {s.name: s for s in self.flow.spec.steps}
         return Plan(
             actions=tuple(self.actions),
             status=status,
-            events=derive_events(old, status, specs),
+            events=events,
             requeue_after=min(requeue) if requeue else None,
         )
 
 
-def plan(flow: JobFlow, jobs: Sequence[Job], now: datetime) -> Plan:
-    """Decide what to do for `flow`, given the Jobs it owns (any attempt) and the current time."""
+def plan(flow: JobFlow, jobs: Sequence[Job], now: datetime, *, peers: Sequence[Peer] = ()) -> Plan:
+    """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
+    other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label)."""
     now = normalize(now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
     errors, order = structural_errors(flow)
     if errors:
         return fail_invalid(flow, errors, now)
-    return _Planner(flow, jobs, now, order).run()
+    return _Planner(flow, jobs, now, order, peers).run()

@@ -10,7 +10,7 @@ from zen_flow.api.jobflow import JobFlowStatus, Step, StepStatus
 from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.backoff import retry_limit
-from zen_flow.planner.status import REASON_DEADLINE
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -67,11 +67,17 @@ def _failed_reason(status: JobFlowStatus) -> str:
     return cond.reason if cond is not None else ""
 
 
+def _queued(status: JobFlowStatus) -> bool:
+    return any(c.type == ConditionType.QUEUED and c.status == "True" for c in status.conditions)
+
+
 def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
     out: list[EventSpec] = []
     message = new.message or ""
     if old.start_time is None and new.start_time is not None:
         out.append(EventSpec(NORMAL, "FlowStarted", "flow started"))
+    if _queued(new) and not _queued(old):  # once per wait, not once per flow that went ahead
+        out.append(EventSpec(NORMAL, "FlowQueued", message))
     if new.phase == old.phase:
         return out
     if old.phase == FlowPhase.SUSPENDED and new.phase != FlowPhase.SUSPENDED:
@@ -85,6 +91,8 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
     elif new.phase == FlowPhase.FAILED:
         if _failed_reason(new) == REASON_DEADLINE:
             out.append(EventSpec(WARNING, "FlowDeadlineExceeded", message))
+        elif _failed_reason(new) == REASON_REPLACED:
+            out.append(EventSpec(WARNING, "FlowReplaced", message))
         out.append(EventSpec(WARNING, "FlowFailed", message))
     return out
 

@@ -22,6 +22,8 @@ _LISTED = 5
 REASON_STEP_FAILED = "StepFailed"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_INVALID = "InvalidSpec"
+REASON_REPLACED = "Replaced"
+REASON_QUEUED = "ConcurrencyForbid"
 
 
 def progress(steps: Sequence[StepStatus]) -> Progress:
@@ -60,7 +62,9 @@ def _names(steps: Sequence[StepStatus], phase: StepPhase) -> list[str]:
     return [s.name for s in steps if s.phase == phase]
 
 
-def flow_message(phase: FlowPhase, steps: Sequence[StepStatus], failure: str | None) -> str:
+def flow_message(
+    phase: FlowPhase, steps: Sequence[StepStatus], failure: str | None, queued: str | None = None
+) -> str:
     """One short human line saying what the flow is doing or why it ended."""
     running = _names(steps, StepPhase.RUNNING)
     retrying = _names(steps, StepPhase.RETRYING)
@@ -74,6 +78,8 @@ def flow_message(phase: FlowPhase, steps: Sequence[StepStatus], failure: str | N
         return text
     if phase == FlowPhase.FAILED:
         return cut(failure or "failed", MAX_FLOW_MESSAGE)
+    if phase == FlowPhase.PENDING and queued:
+        return cut(queued, MAX_FLOW_MESSAGE)
     if phase == FlowPhase.SUSPENDED:
         parts.append("suspended")
     if failure:
@@ -97,7 +103,9 @@ class _Want:
     message: str = ""
 
 
-def _wanted(phase: FlowPhase, message: str, failed_reason: str, waiting: Sequence[str]) -> list[_Want]:
+def _wanted(
+    phase: FlowPhase, message: str, failed_reason: str, waiting: Sequence[str], queued: str | None
+) -> list[_Want]:
     label = f"Flow{phase.value}"
     msg = cut(message, MAX_CONDITION_MESSAGE)
     healthy = phase in (FlowPhase.RUNNING, FlowPhase.SUCCEEDED)
@@ -138,6 +146,12 @@ def _wanted(phase: FlowPhase, message: str, failed_reason: str, waiting: Sequenc
             REASON_INVALID if failed_reason == REASON_INVALID and phase == FlowPhase.FAILED else "SpecValid",
             msg if failed_reason == REASON_INVALID and phase == FlowPhase.FAILED else "",
         ),
+        _Want(
+            ConditionType.QUEUED,
+            bool(queued),
+            REASON_QUEUED if queued else "NotQueued",
+            cut(queued, MAX_CONDITION_MESSAGE) if queued else "",
+        ),
     ]
 
 
@@ -150,11 +164,12 @@ def conditions(
     waiting: Sequence[str],
     generation: int | None,
     now: datetime,
+    queued: str | None = None,
 ) -> tuple[Condition, ...]:
     """The full condition list; an unchanged condition is the old object itself."""
     previous = {c.type: c for c in old}
     out: list[Condition] = []
-    for want in _wanted(phase, message, failed_reason, waiting):
+    for want in _wanted(phase, message, failed_reason, waiting, queued):
         status = "True" if want.true else "False"
         before = previous.get(want.type)
         since = before.last_transition_time if before is not None and before.status == status else None
@@ -180,14 +195,17 @@ def assemble(
     start_time: datetime | None,
     audit: Audit | None,
     now: datetime,
+    queued: str | None = None,
 ) -> JobFlowStatus:
-    """The new status; the old object itself when nothing changed, so the controller skips the write."""
+    """The new status; the old object itself when nothing changed, so the controller skips the write.
+    `queued`: why a Pending flow is held back by its concurrency group (condition Queued)."""
     old = flow.status
     step_tuple = tuple(steps)
     counts = progress(step_tuple)
     if old.progress == counts:
         counts = old.progress
-    message = flow_message(phase, step_tuple, failure)
+    queued = queued if phase == FlowPhase.PENDING else None
+    message = flow_message(phase, step_tuple, failure, queued)
     generation = flow.metadata.generation or old.observed_generation
     update: dict[str, Any] = {
         "phase": phase.value,
@@ -199,6 +217,7 @@ def assemble(
             waiting=_names(step_tuple, StepPhase.PENDING_APPROVAL),
             generation=generation,
             now=now,
+            queued=queued,
         ),
         "start_time": start_time,
         "completion_time": old.completion_time or (now if phase.terminal else None),

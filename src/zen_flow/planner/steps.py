@@ -12,8 +12,10 @@ Terminal phases (Succeeded, Failed, Skipped) never change; timestamps are set on
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.jobflow import ObjectRef, Step, StepOutputValues, StepStatus
@@ -137,3 +139,21 @@ class StepWork:
         self.message = bound(message)
         if self.start_time is None:
             self.start_time = now
+
+
+class StepViews(Mapping[str, Mapping[str, Any]]):
+    """What `when` sees of each step, built on access: an expression names a few steps of many."""
+
+    def __init__(self, works: Mapping[str, StepWork]) -> None:
+        self._works = works
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        work = self._works[key]
+        params = work.outputs.parameters if work.outputs is not None else ()
+        return {"phase": work.phase.value, "outputs": {"parameters": {p.name: p.value for p in params}}}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._works)
+
+    def __len__(self) -> int:
+        return len(self._works)

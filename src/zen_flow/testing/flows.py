@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.api.meta import format_time
 
 
 def job_template(
@@ -100,8 +102,9 @@ def make_flow(
     labels: Mapping[str, str] | None = None,
     suspend: bool | None = None,
     generation: int = 1,
+    created: datetime | None = None,
 ) -> JobFlow:
-    """A parsed JobFlow (uid `uid-<name>`) for planner tests."""
+    """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`) for planner tests."""
     spec: dict[str, Any] = {}
     if execution_policy is not None:
         spec["executionPolicy"] = dict(execution_policy)
@@ -109,4 +112,6 @@ def make_flow(
         spec["suspend"] = suspend
     doc = flow_manifest(name, namespace, steps, annotations=annotations, labels=labels, **spec)
     doc["metadata"].update(uid=f"uid-{name}", generation=generation)
+    if created is not None:
+        doc["metadata"]["creationTimestamp"] = format_time(created)
     return JobFlow.model_validate(doc)

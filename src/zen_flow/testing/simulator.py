@@ -10,7 +10,7 @@ fails Jobs on request, and moves a fake clock. Used by the planner's tests and b
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from zen_flow.api.constants import FlowPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import Condition
-from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Peer, Plan, plan
 
 
 class DuplicateCreate(AssertionError):
@@ -53,9 +53,10 @@ class Simulator:
     def terminal(self) -> bool:
         return self.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
 
-    def reconcile(self, *, write_status: bool = True) -> Plan:
-        """One reconcile; `write_status=False` simulates a status write lost after the actions ran."""
-        result = plan(self.flow, list(self.jobs.values()), self.now)
+    def reconcile(self, *, write_status: bool = True, peers: Sequence[Peer] = ()) -> Plan:
+        """One reconcile; `write_status=False` simulates a status write lost after the actions ran;
+        `peers`: the other flows of its concurrency group (see `zen_flow.testing.group`)."""
+        result = plan(self.flow, list(self.jobs.values()), self.now, peers=peers)
         self.apply(result, write_status=write_status)
         return result
 

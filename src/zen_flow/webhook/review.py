@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from zen_flow.api.constants import GROUP, KIND
 from zen_flow.validation import (
     ErrorType,
     FieldError,
@@ -106,22 +107,30 @@ def allow(uid: str, patch: list[dict[str, Any]] | None = None) -> dict[str, Any]
 
 
 def deny(
-    uid: str, code: int, reason: str, message: str, causes: list[dict[str, str]] | None = None
+    uid: str, code: int, reason: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     status: dict[str, Any] = {"status": "Failure", "code": code, "reason": reason, "message": message}
-    if causes:
-        status["details"] = {"causes": causes}
+    if details:
+        status["details"] = details
     return _envelope({"uid": uid, "allowed": False, "status": status})
 
 
 def deny_invalid(request: AdmissionRequest, errors: list[FieldError]) -> dict[str, Any]:
-    """422 Invalid with every error, one per line, like the apiserver's own validation failures."""
+    """422 Invalid with every error, shaped like the apiserver's own validation failures.
+
+    kubectl prints an Invalid status that has `details` from the details alone (`The JobFlow "x" is
+    invalid:` and one `field: message` line per cause) and drops the message, so the causes must carry
+    every error users need to see, and kind and name make kubectl name the flow.
+    """
     subject = f'JobFlow "{request.name}"' if request.name else "JobFlow"
     message = f"{subject} is invalid:\n{render(errors)}"
-    causes = [
+    causes: list[dict[str, str]] = [
         {"reason": _CAUSE_REASONS[e.type], "message": e.body(), "field": e.path} for e in errors[:_MAX_CAUSES]
     ]
-    return deny(request.uid, 422, "Invalid", message, causes)
+    if len(errors) > _MAX_CAUSES:
+        causes.append({"message": f"and {len(errors) - _MAX_CAUSES} more errors"})
+    details = {"name": request.name, "group": GROUP, "kind": KIND, "causes": causes}
+    return deny(request.uid, 422, "Invalid", message, details)
 
 
 def _internal(request: AdmissionRequest, what: str, exc: Exception) -> dict[str, Any]:

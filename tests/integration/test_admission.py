@@ -1,0 +1,551 @@
+"""zen-flow's admission webhooks registered with the real kube-apiserver, exercised with kubectl.
+
+The webhook server runs in this process, in a thread with its own event loop (a test blocked in a
+kubectl subprocess must not stop it from answering the apiserver), on 127.0.0.1 with a serving
+certificate from a throwaway CA. The webhook configurations are the shipped config/webhook/*.yaml with
+`clientConfig.service` replaced by a URL, the CA as `caBundle`, and a namespaceSelector for the test
+namespaces (label zenflow.test/namespace=true), so the shipped rules, failure policy and timeouts are
+what the apiserver applies.
+
+Order matters for what can be tested here: the apiserver runs mutating webhooks, then the CRD's schema
+and CEL rules, then validating webhooks. An input the CRD already rejects never reaches the validating
+webhook, so the denial cases below are ones only the webhook catches, and they assert its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from cryptography import x509
+from jobflow_objects import DEFAULT_POLICY, Kubectl, flow, job, upstream_examples
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_CREATED_BY,
+    APPROVE_PREFIX,
+    GROUP,
+    PLURAL,
+    VERSION,
+)
+from zen_flow.devcluster import (
+    CertificateAuthority,
+    LocalCluster,
+    create_ca,
+    find_kubectl,
+    issue_serving_cert,
+)
+from zen_flow.devcluster.adminclient import WaitTimeout, wait_until
+from zen_flow.testing.crd import REPO, UPSTREAM_EXAMPLES
+from zen_flow.webhook.server import WebhookServer
+
+pytestmark = pytest.mark.integration
+
+WEBHOOK_MANIFESTS = REPO / "config" / "webhook"
+CONFIGURATIONS = {
+    "validatingwebhookconfiguration": WEBHOOK_MANIFESTS / "validating-webhook.yaml",
+    "mutatingwebhookconfiguration": WEBHOOK_MANIFESTS / "mutating-webhook.yaml",
+}
+TEST_NAMESPACE_LABEL = {"zenflow.test/namespace": "true"}  # what the `namespace` fixture sets
+DENIED = 'admission webhook "validate.jobflows.workflow.kube-zen.io" denied the request'
+ZZZ = 'spec.steps[1].dependencies[0]: Not found: "zzz"'
+# Short, so a rotation is picked up quickly; checking is a hash of two small files.
+RELOAD_INTERVAL = 0.1
+DEADLINE = 30.0
+# The apiserver calls https://127.0.0.1:<port> and so sends no SNI; our own probes send this name.
+PROBE_NAME = "localhost"
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop running in a daemon thread; `run` a coroutine on it from the test's thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="webhook-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = DEADLINE) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(self.loop.shutdown_asyncgens())
+        self.run(self.loop.shutdown_default_executor())  # the review worker threads
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(DEADLINE)
+        self.loop.close()
+
+
+def serial_of(cert_path: Path) -> int:
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+
+
+@dataclass
+class Webhook:
+    """The running server, its certificate directory and CA, and the user kubectl acts as."""
+
+    server: WebhookServer
+    cert_dir: Path
+    ca: CertificateAuthority
+    user: str
+    versions: int = 0
+
+    def publish_cert(self) -> int:
+        """Write a new serving cert from the same CA the way the kubelet updates a Secret volume: files
+        in a fresh `..<version>` directory, then one atomic rename of the `..data` symlink (tls.crt and
+        tls.key are symlinks through it). Returns the new certificate's serial."""
+        self.versions += 1
+        stage = self.cert_dir / f"..v{self.versions}"
+        cert, _ = issue_serving_cert(self.ca, stage, ["127.0.0.1", PROBE_NAME], name="tls")
+        swap = self.cert_dir / "..data_tmp"
+        swap.symlink_to(stage.name)
+        os.replace(swap, self.cert_dir / "..data")
+        for name in ("tls.crt", "tls.key"):
+            link = self.cert_dir / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        return serial_of(cert)
+
+    def presented_serial(self) -> int:
+        """The serial of the certificate a new TLS handshake gets, verified against the CA. Sends SNI
+        `PROBE_NAME`, so the server side can tell these handshakes from the apiserver's (no SNI)."""
+        context = ssl.create_default_context(cafile=str(self.ca.cert_path))
+        with (
+            socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname=PROBE_NAME) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+
+def registered(path: Path, port: int, ca: CertificateAuthority) -> dict[str, Any]:
+    """A shipped webhook configuration pointed at this process instead of the in-cluster Service."""
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    config["metadata"].get("annotations", {}).pop("cert-manager.io/inject-ca-from", None)  # no cainjector
+    for hook in config["webhooks"]:
+        service = hook["clientConfig"]["service"]
+        hook["clientConfig"] = {
+            "url": f"https://127.0.0.1:{port}{service['path']}",
+            "caBundle": base64.b64encode(ca.cert_path.read_bytes()).decode(),
+        }
+        hook["namespaceSelector"] = {"matchLabels": TEST_NAMESPACE_LABEL}
+    return config
+
+
+def admin_kubectl(cluster: Any, cache_dir: Path) -> Kubectl:
+    """The `kubectl` fixture's runner, for module-scoped fixtures (that fixture is per test)."""
+    base = [str(find_kubectl(getattr(cluster, "bin_dir", None))), f"--kubeconfig={cluster.kubeconfig}"]
+    env = {**os.environ, "KUBECACHEDIR": str(cache_dir)}
+
+    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*base, *args], input=input, capture_output=True, text=True, env=env, timeout=120
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+        return done
+
+    return run
+
+
+def unknown_dependency_flow(name: str, namespace: str) -> dict[str, Any]:
+    return flow(name, namespace, [{"name": "a", "template": job()}, {"name": "b", "dependencies": ["zzz"]}])
+
+
+@pytest.fixture(scope="module")
+def webhook(
+    cluster: Any, jobflow_crd: Any, tmp_path_factory: pytest.TempPathFactory, _kubectl_cache_dir: Path
+) -> Iterator[Webhook]:
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("the apiserver must reach a webhook on this machine's 127.0.0.1 (a local cluster)")
+    kubectl = admin_kubectl(cluster, _kubectl_cache_dir)
+    workdir = tmp_path_factory.mktemp("webhook")
+    cert_dir = workdir / "certs"
+    cert_dir.mkdir()
+    user = kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
+    hook = Webhook(
+        WebhookServer(cert_dir, reload_interval=RELOAD_INTERVAL), cert_dir, create_ca(workdir / "ca"), user
+    )
+    hook.publish_cert()
+    loop = LoopThread()
+    probe_namespace = f"zf-admission-{secrets.token_hex(4)}"
+    try:
+        loop.run(hook.server.start("127.0.0.1", 0))
+        assert hook.server.not_ready_reason() is None
+        for path in CONFIGURATIONS.values():
+            kubectl("apply", "-f", "-", input=json.dumps(registered(path, hook.server.port, hook.ca)))
+        namespace = {"metadata": {"name": probe_namespace, "labels": TEST_NAMESPACE_LABEL}}
+        kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", **namespace}))
+        wait_until_webhooks_answer(kubectl, probe_namespace, user)
+        yield hook
+    finally:
+        for kind, path in CONFIGURATIONS.items():
+            name = yaml.safe_load(path.read_text())["metadata"]["name"]
+            kubectl("delete", kind, name, "--ignore-not-found", check=False)
+        kubectl("delete", "namespace", probe_namespace, "--wait=false", "--ignore-not-found", check=False)
+        try:
+            loop.run(hook.server.stop())
+        finally:
+            loop.close()
+
+
+def wait_until_webhooks_answer(kubectl: Kubectl, namespace: str, user: str) -> None:
+    """Registration is eventually consistent: dry-run requests until both webhooks act on them."""
+    last: list[str] = []
+
+    def both_called() -> bool:
+        bad = json.dumps(unknown_dependency_flow("probe", namespace))
+        denied = kubectl("create", "--dry-run=server", "-f", "-", input=bad, check=False)
+        good = json.dumps(flow("probe", namespace, [{"name": "a", "template": job()}]))
+        mutated = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=good, check=False)
+        last[:] = [denied.stderr, mutated.stderr, mutated.stdout[:1500]]
+        return (
+            ZZZ in denied.stderr
+            and mutated.returncode == 0
+            and annotations(json.loads(mutated.stdout)).get(ANNOTATION_CREATED_BY) == user
+        )
+
+    try:
+        wait_until(both_called, timeout=DEADLINE, what="the apiserver to call both webhooks")
+    except WaitTimeout as exc:
+        pytest.fail(f"{exc}; last kubectl errors: {last}")
+
+
+def annotations(obj: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = obj["metadata"].get("annotations") or {}
+    return found
+
+
+def apply(kubectl: Kubectl, body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+
+
+def get_flow(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    got: dict[str, Any] = json.loads(kubectl("get", "jobflow", name, "-n", namespace, "-o", "json").stdout)
+    return got
+
+
+def field_errors(stderr: str, name: str) -> list[str]:
+    """What kubectl prints for an Invalid JobFlow: a heading with one error, or one `* ` line each."""
+    heading = f'The JobFlow "{name}" is invalid: '
+    assert stderr.startswith(heading), stderr
+    lines = stderr[len(heading) :].strip().splitlines()
+    return lines if len(lines) == 1 else [line.removeprefix("* ") for line in lines]
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "spec", "error"),
+    [
+        pytest.param(
+            [{"name": "a", "template": job()}, {"name": "b", "template": job(), "dependencies": ["zzz"]}],
+            {},
+            'spec.steps[1].dependencies[0]: Not found: "zzz"',
+            id="unknown-dependency",
+        ),
+        pytest.param(
+            [
+                {"name": "a", "template": job(), "dependencies": ["c"]},
+                {"name": "b", "template": job(), "dependencies": ["a"]},
+                {"name": "c", "template": job(), "dependencies": ["b"]},
+            ],
+            {},
+            'spec.steps[0].dependencies: Invalid value: "a -> c -> b -> a": the dependencies form a cycle',
+            id="cycle",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job(), "when": "steps.a.phase == "}],
+            {},
+            'spec.steps[0].when: Invalid value: "steps.a.phase == ": does not compile',
+            id="when-does-not-compile",
+        ),
+        pytest.param(
+            [
+                {"name": "a", "template": job()},
+                {
+                    "name": "b",
+                    "template": job(),
+                    "dependencies": ["a"],
+                    "inputs": {"parameters": [{"name": "p", "valueFrom": {"jsonPath": "nope:$.status"}}]},
+                },
+            ],
+            {},
+            'spec.steps[1].inputs.parameters[0].valueFrom.jsonPath: Not found: "nope:$.status"',
+            id="jsonpath-to-unknown-step",
+        ),
+        pytest.param(
+            [{"name": "a", "template": {**job(), "apiVersion": "batch/v2"}}],
+            {},
+            'spec.steps[0].template.apiVersion: Unsupported value: "batch/v2"',
+            id="template-not-a-batch-v1-job",
+        ),
+    ],
+)
+def test_kubectl_apply_of_an_invalid_flow_is_refused_with_the_field_error(
+    webhook: Webhook,
+    kubectl: Kubectl,
+    namespace: str,
+    steps: list[dict[str, Any]],
+    spec: dict[str, Any],
+    error: str,
+) -> None:
+    done = apply(kubectl, flow("bad", namespace, steps, **spec))
+    assert done.returncode != 0
+    [printed] = field_errors(done.stderr, "bad")
+    assert printed.startswith(error)
+    assert kubectl("get", "jobflow", "bad", "-n", namespace, check=False).returncode != 0
+
+
+async def test_every_error_of_a_flow_is_reported_at_once(
+    webhook: Webhook, kubectl: Kubectl, namespace: str, api_client: Any
+) -> None:
+    steps = [
+        {"name": "a", "template": job(), "dependencies": ["b"]},
+        {"name": "b", "template": job(), "dependencies": ["a"]},
+        {"name": "c", "template": job(), "dependencies": ["zzz"], "when": "=="},
+    ]
+    body = flow("many", namespace, steps)
+    done = apply(kubectl, body)
+    assert done.returncode != 0
+    printed = field_errors(done.stderr, "many")
+    expected = [
+        'spec.steps[0].dependencies: Invalid value: "a -> b -> a"',
+        'spec.steps[2].dependencies[0]: Not found: "zzz"',
+        'spec.steps[2].when: Invalid value: "==": does not compile',
+    ]
+    assert len(printed) == len(expected)
+    for start in expected:
+        assert any(line.startswith(start) for line in printed), (start, printed)
+
+    # What API clients get: the webhook named in the message, and one cause per error.
+    objects = client.CustomObjectsApi(api_client)
+    with pytest.raises(ApiException) as raised:
+        await objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    assert raised.value.status == 422
+    status = json.loads(raised.value.body)
+    assert status["reason"] == "Invalid"
+    assert status["message"].startswith(f'{DENIED}: JobFlow "many" is invalid:')
+    assert status["details"]["kind"] == "JobFlow"
+    assert status["details"]["name"] == "many"
+    assert [f"{c['field']}: {c['message']}" for c in status["details"]["causes"]] == printed
+
+
+def test_an_update_is_validated_too(webhook: Webhook, kubectl: Kubectl, namespace: str) -> None:
+    body = flow("upd", namespace, [{"name": "a", "template": job()}, {"name": "b", "template": job()}])
+    assert apply(kubectl, body).returncode == 0
+    body["spec"]["steps"][1]["dependencies"] = ["zzz"]
+    done = apply(kubectl, body)
+    assert done.returncode != 0
+    assert field_errors(done.stderr, "upd") == [ZZZ]
+    assert "dependencies" not in get_flow(kubectl, namespace, "upd")["spec"]["steps"][1]
+
+
+def test_steps_cannot_change_once_the_flow_started(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    body = flow("started", namespace, [{"name": "a", "template": job("echo 1")}])
+    assert apply(kubectl, body).returncode == 0
+    body["spec"]["steps"][0]["template"] = job("echo 2")
+    assert apply(kubectl, body).returncode == 0  # not started: editable
+    status = json.dumps({"status": {"phase": "Running", "startTime": "2026-01-02T03:04:05Z"}})
+    kubectl(
+        "patch", "jobflow", "started", "-n", namespace, "--subresource=status", "--type=merge", "-p", status
+    )
+    body["spec"]["steps"][0]["template"] = job("echo 3")
+    done = apply(kubectl, body)
+    assert done.returncode != 0
+    # The CRD's transition rule runs before the validating webhook and refuses first; the webhook's
+    # own check ("spec.steps: Forbidden: steps cannot change after the flow started") stands behind it
+    # for a cluster whose CRD predates that rule.
+    assert "spec.steps cannot change once the flow has started" in done.stderr
+    assert get_flow(kubectl, namespace, "started")["spec"]["steps"][0]["template"] == job("echo 2")
+    # Suspending stays possible, and goes through both webhooks.
+    kubectl("patch", "jobflow", "started", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+
+
+# --- mutation -------------------------------------------------------------------------------------------
+
+
+def test_a_created_flow_gets_its_defaults_and_its_creator(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    body = flow(
+        "defaults", namespace, [{"name": "a", "template": job()}], executionPolicy={"backoffLimit": 2}
+    )
+    body["metadata"]["annotations"] = {
+        ANNOTATION_CREATED_BY: "mallory",  # forged: overwritten
+        ANNOTATION_APPROVED_BY_PREFIX + "a": "mallory",  # forged: dropped
+    }
+    done = apply(kubectl, body)
+    assert done.returncode == 0, done.stderr
+    stored = get_flow(kubectl, namespace, "defaults")
+    assert stored["spec"]["executionPolicy"] == {**DEFAULT_POLICY, "backoffLimit": 2}
+    assert annotations(stored)[ANNOTATION_CREATED_BY] == webhook.user
+    assert ANNOTATION_APPROVED_BY_PREFIX + "a" not in annotations(stored)
+
+    # An UPDATE cannot rewrite who created the flow either.
+    kubectl(
+        "annotate", "jobflow", "defaults", "-n", namespace, "--overwrite", f"{ANNOTATION_CREATED_BY}=mallory"
+    )
+    assert annotations(get_flow(kubectl, namespace, "defaults"))[ANNOTATION_CREATED_BY] == webhook.user
+
+
+def test_an_approval_records_the_approver(webhook: Webhook, kubectl: Kubectl, namespace: str) -> None:
+    steps = [
+        {"name": "gate", "type": "Manual"},
+        {"name": "work", "template": job(), "dependencies": ["gate"]},
+    ]
+    done = kubectl("create", "-f", "-", input=json.dumps(flow("gated", namespace, steps)))
+    assert done.returncode == 0
+
+    kubectl("annotate", "jobflow", "gated", "-n", namespace, f"{APPROVE_PREFIX}gate=true")
+    stored = annotations(get_flow(kubectl, namespace, "gated"))
+    assert stored[APPROVE_PREFIX + "gate"] == "true"
+    assert stored[ANNOTATION_APPROVED_BY_PREFIX + "gate"] == webhook.user
+
+    typo = kubectl("annotate", "jobflow", "gated", "-n", namespace, f"{APPROVE_PREFIX}gaet=true", check=False)
+    assert typo.returncode != 0
+    [printed] = field_errors(typo.stderr, "gated")
+    assert printed.startswith(f'metadata.annotations[{APPROVE_PREFIX}gaet]: Not found: "gaet"')
+
+
+def test_the_upstream_examples_are_admitted(webhook: Webhook, kubectl: Kubectl, namespace: str) -> None:
+    for path in upstream_examples():
+        example = yaml.safe_load(path.read_text())
+        example["metadata"]["namespace"] = namespace
+        done = kubectl("create", "-o", "json", "-f", "-", input=json.dumps(example), check=False)
+        assert done.returncode == 0, f"{path.name}: {done.stderr}"
+        created = json.loads(done.stdout)
+        assert annotations(created)[ANNOTATION_CREATED_BY] == webhook.user, path.name
+        assert created["spec"]["steps"] == example["spec"]["steps"], path.name
+
+
+# --- certificate rotation -------------------------------------------------------------------------------
+
+
+class FlowCreator:
+    """Creates valid flows with kubectl, one after another in a thread, until stopped."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str) -> None:
+        self._kubectl = kubectl
+        self._namespace = namespace
+        self.done: list[subprocess.CompletedProcess[str]] = []
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flow-creator", daemon=True)
+        self._thread.start()
+
+    def create(self, name: str) -> subprocess.CompletedProcess[str]:
+        body = json.dumps(flow(name, self._namespace, [{"name": "a", "template": job()}]))
+        return self._kubectl("create", "-o", "json", "-f", "-", input=body, check=False)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            done = self.create(f"loop-{len(self.done)}")
+            with self._changed:
+                self.done.append(done)
+                self._changed.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.done) >= count, timeout=DEADLINE):
+                raise AssertionError(f"only {len(self.done)} of {count} creations finished in time")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(DEADLINE)
+
+
+def test_a_certificate_rotated_on_disk_is_served_without_restart(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    # Record the certificate each of the apiserver's TLS handshakes gets: the listener's SNI callback
+    # runs for every handshake, and the apiserver's are the ones without a server name.
+    context = webhook.server.certs.listening_context()
+    select = context.sni_callback
+    assert select is not None
+    apiserver_handshakes: list[int] = []
+
+    def recording(conn: Any, server_name: str | None, ctx: ssl.SSLContext) -> Any:
+        result = select(conn, server_name, ctx)
+        current = webhook.server.certs.current
+        if server_name is None and current is not None:
+            apiserver_handshakes.append(current.serial)
+        return result
+
+    listener = webhook.server.port
+    old = webhook.presented_serial()
+    context.sni_callback = recording
+    creator = FlowCreator(kubectl, namespace)
+    burst: list[subprocess.CompletedProcess[str]] = []
+    try:
+        creator.wait_for(1)  # admission works before the rotation
+        new = webhook.publish_cert()
+        assert new != old
+        # While the background creations go on, every probe is a new handshake.
+        wait_until(
+            lambda: webhook.presented_serial() == new,
+            timeout=DEADLINE,
+            what="the new certificate",
+            interval=0.02,
+        )
+
+        # The apiserver keeps its connections to the webhook alive, and those keep the certificate
+        # they negotiated; concurrent requests make it open more, whose handshakes get the new one.
+        def apiserver_connected_anew() -> bool:
+            with ThreadPoolExecutor(4) as pool:
+                burst.extend(pool.map(creator.create, [f"burst-{len(burst) + i}" for i in range(4)]))
+            return new in apiserver_handshakes
+
+        wait_until(apiserver_connected_anew, timeout=DEADLINE, what="an apiserver handshake", interval=0)
+        creator.wait_for(len(creator.done) + 1)  # and it keeps working after
+    finally:
+        creator.stop()
+        context.sni_callback = select
+
+    for done in [*creator.done, *burst]:
+        assert done.returncode == 0, done.stderr
+        created = json.loads(done.stdout)  # every one went through the mutating webhook
+        assert annotations(created)[ANNOTATION_CREATED_BY] == webhook.user, created["metadata"]["name"]
+    assert webhook.server.port == listener  # the same listener: no restart
+    assert webhook.server.certs.current is not None
+    assert webhook.server.certs.current.serial == new
+    assert webhook.server.certs.last_error is None
+    print(
+        f"handshakes {apiserver_handshakes} old={old} new={new} burst={len(burst)} creations={len(creator.done)}"
+    )
+
+
+# --- offline validation ---------------------------------------------------------------------------------
+
+
+def test_zen_flow_validate_accepts_the_upstream_examples() -> None:
+    # The installed console script, as `make validate-examples` runs it.
+    examples = sorted(str(p) for p in UPSTREAM_EXAMPLES.glob("*.yaml"))
+    assert examples
+    binary = Path(sys.executable).parent / "zen-flow"
+    done = subprocess.run([str(binary), "validate", *examples], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert f"{len(examples)} JobFlow(s) checked, 0 invalid" in done.stderr

@@ -1,0 +1,402 @@
+"""The deployment manifests in config/ agree with the code they deploy.
+
+Each test guards against a way the original zen-flow's manifests were broken (upstream.md §3, §7): flags
+the binary does not have, a cert Secret mounted that nothing creates, a webhook Service that selects no
+pod, alerts on a job label that never matches, rates without sum, metrics that do not exist,
+cluster-wide secrets access and missing verbs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_manifests import (
+    CONFIG,
+    PROMETHEUS_SERIES,
+    ROOT,
+    TARGET_LABELS,
+    alert_rules,
+    config_yaml_files,
+    container,
+    dashboard_queries,
+    dashboard_variable_metrics,
+    documents,
+    find,
+    find_all,
+    load_dashboard,
+    metric_catalog,
+    objects,
+    parse_promql,
+    selectors,
+    settings_of,
+    unaggregated_rates,
+)
+
+from zen_flow.config import split_addr
+from zen_flow.testing.rbac import Permission, granted, required_permissions, rules_allow
+
+CONTROLLER = objects("manager")
+RBAC = objects("rbac")
+WEBHOOK = objects("webhook")
+PROMETHEUS = objects("prometheus")
+DEPLOYMENT = find(CONTROLLER, "Deployment", "zen-flow-controller")
+POD = DEPLOYMENT["spec"]["template"]
+SETTINGS = settings_of(DEPLOYMENT)
+CLUSTER_ROLE = find(RBAC, "ClusterRole")
+LEASE_ROLE = find(RBAC, "Role")
+SERVICE_MONITOR = find(PROMETHEUS, "ServiceMonitor")
+RULES = find(PROMETHEUS, "PrometheusRule")
+DASHBOARD = load_dashboard(CONFIG / "grafana" / "dashboard.json")
+FORBIDDEN_RESOURCES = ("secrets", "pods", "configmaps", "persistentvolumeclaims", "serviceaccounts")
+# Granted beyond what the code sends, each for a stated reason (docs/RBAC.md):
+GRANTED_EXTRAS = {
+    ("workflow.kube-zen.io", "jobflows/status", "get"): "read the status subresource (kubectl, debugging)",
+    ("workflow.kube-zen.io", "jobflows/status", "update"): "a status PUT, should the client switch from patch",
+    ("batch", "jobs", "get"): "a single-Job read (adoption after AlreadyExists)",
+    ("", "events", "patch"): "an aggregating event recorder bumps counts with patch",
+    ("coordination.k8s.io", "leases", "update"): "client-go-style lease renewal with PUT",
+}
+
+
+# --- every file parses ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", config_yaml_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_config_yaml_parses_into_objects_with_kind_and_name(path: Path) -> None:
+    docs = documents(path)
+    assert docs, f"{path} is empty"
+    for doc in docs:
+        assert doc.get("apiVersion") and doc.get("kind"), doc
+        if not doc["kind"].startswith("Kustomization"):
+            assert doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("directory", ["crd", "rbac", "manager", "webhook", "prometheus", "default"])
+def test_kustomization_lists_exactly_the_manifests_of_its_directory(directory: str) -> None:
+    base = CONFIG / directory
+    kustomization = next(base / n for n in ("kustomization.yaml", "Kustomization") if (base / n).exists())
+    listed = set(documents(kustomization)[0]["resources"])
+    if directory == "default":
+        assert listed == {"../crd", "../rbac", "../manager", "../webhook"}
+        return
+    present = {p.name for p in base.glob("*.yaml") if p.name != "kustomization.yaml"}
+    # vpa.yaml needs the VPA CRDs and is applied on its own (its comment says so).
+    assert listed == present - {"vpa.yaml"}
+
+
+def test_kustomize_builds_the_default_composition() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not on PATH")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(CONFIG / "default")], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    built = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out) if d}
+    expected = {
+        (d["kind"], d["metadata"]["name"]) for d in objects("crd", "rbac", "manager", "webhook")
+    }
+    assert built == expected
+
+
+# --- the Deployment runs the real CLI ---------------------------------------------------------------
+
+
+def test_deployment_args_are_flags_the_controller_accepts_with_valid_values() -> None:
+    # settings_of parsed them with zen_flow.cli.build_parser() and converted them with config.load().
+    assert SETTINGS.leader_elect is True
+    assert SETTINGS.webhook_addr and SETTINGS.metrics_addr
+    assert SETTINGS.log_format == "json"
+
+
+def test_unknown_or_malformed_args_would_be_caught() -> None:
+    broken = yaml.safe_load(yaml.safe_dump(DEPLOYMENT))
+    args = container(broken)["args"]
+    args.append("--enable-leader-election=true")  # the original's nonexistent flag
+    with pytest.raises(SystemExit):
+        settings_of(broken)
+    args[-1] = "--leader-elect=maybe"
+    with pytest.raises(ValueError, match="leader-elect"):
+        settings_of(broken)
+
+
+def test_environment_variables_are_real_settings_or_the_downward_api() -> None:
+    env = {e["name"]: e for e in container(DEPLOYMENT).get("env", [])}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    fields = set(SETTINGS.__dataclass_fields__)
+    for name in env:
+        if name.startswith("ZEN_FLOW_"):
+            assert name.removeprefix("ZEN_FLOW_").lower() in fields, name
+
+
+def test_two_replicas_elect_a_leader_on_the_lease_the_role_allows() -> None:
+    assert DEPLOYMENT["spec"]["replicas"] == 2
+    assert SETTINGS.leader_elect
+    # The Lease lives in the pod's namespace (POD_NAMESPACE) unless overridden.
+    assert SETTINGS.leader_election_namespace in ("", DEPLOYMENT["metadata"]["namespace"])
+    assert LEASE_ROLE["metadata"]["namespace"] == DEPLOYMENT["metadata"]["namespace"]
+    lease = SETTINGS.leader_election_name
+    for verb in ("get", "patch"):
+        assert rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name=lease)
+        assert not rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name="other")
+    assert rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", "create")
+
+
+def test_ports_probes_and_services_line_up() -> None:
+    c = container(DEPLOYMENT)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == split_addr(SETTINGS.metrics_addr)[1]
+    assert ports["webhook"] == split_addr(SETTINGS.webhook_addr)[1]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["startupProbe"]["httpGet"]["port"] == "metrics"
+    metrics_service = find(CONTROLLER, "Service", "zen-flow-controller-metrics")
+    assert metrics_service["spec"]["ports"][0]["targetPort"] in ("metrics", ports["metrics"])
+    webhook_service = find(WEBHOOK, "Service", "zen-flow-webhook")
+    assert webhook_service["spec"]["ports"][0]["targetPort"] in ("webhook", ports["webhook"])
+
+
+def test_services_and_pdb_select_the_controller_pods() -> None:
+    pod_labels = POD["metadata"]["labels"]
+    selected = [
+        find(WEBHOOK, "Service", "zen-flow-webhook")["spec"]["selector"],
+        find(CONTROLLER, "Service", "zen-flow-controller-metrics")["spec"]["selector"],
+        find(CONTROLLER, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        DEPLOYMENT["spec"]["selector"]["matchLabels"],
+    ]
+    for selector in selected:
+        assert selector.items() <= pod_labels.items(), selector
+    assert pod_labels["app.kubernetes.io/name"] == "zen-flow"
+    assert pod_labels["app.kubernetes.io/component"] == "controller"
+
+
+def test_webhook_certificate_secret_is_mounted_as_a_directory_at_the_cert_dir() -> None:
+    certificate = find(WEBHOOK, "Certificate")
+    volumes = {v["name"]: v for v in POD["spec"]["volumes"]}
+    cert_volumes = [n for n, v in volumes.items() if v.get("secret", {}).get("secretName")]
+    assert len(cert_volumes) == 1
+    volume = volumes[cert_volumes[0]]
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"] == "zen-flow-webhook-cert"
+    mount = next(m for m in container(DEPLOYMENT)["volumeMounts"] if m["name"] == cert_volumes[0])
+    assert mount["mountPath"] == SETTINGS.webhook_cert_dir
+    assert "subPath" not in mount  # subPath mounts never see cert-manager's renewals
+    assert mount.get("readOnly") is True
+    service = find(WEBHOOK, "Service")
+    ns = service["metadata"]["namespace"]
+    assert f"{service['metadata']['name']}.{ns}.svc" in certificate["spec"]["dnsNames"]
+
+
+def test_pod_meets_the_restricted_pod_security_profile() -> None:
+    pod_sc = POD["spec"]["securityContext"]
+    c = container(DEPLOYMENT)
+    sc = c["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == pod_sc["runAsUser"] == 65532  # numeric: runAsNonRoot can verify it
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"]["type"] == pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert c["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+    namespace = find(CONTROLLER, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_vpa_only_recommends_within_bounds() -> None:
+    vpa = documents(CONFIG / "manager" / "vpa.yaml")[0]
+    assert vpa["spec"]["targetRef"]["name"] == DEPLOYMENT["metadata"]["name"]
+    assert vpa["spec"]["updatePolicy"]["updateMode"] in ("Off", "Initial")
+    policy = vpa["spec"]["resourcePolicy"]["containerPolicies"][0]
+    assert policy["containerName"] == container(DEPLOYMENT)["name"]
+    assert policy["minAllowed"] == container(DEPLOYMENT)["resources"]["requests"]
+
+
+def test_containerfile_matches_the_deployment() -> None:
+    text = (ROOT / "Containerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert stages and all(s.startswith("python:3.11-slim") for s in stages) and len(stages) >= 2
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users[-1] == "65532:65532"
+    exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.M) for p in line.split()}
+    assert exposed == {p["containerPort"] for p in container(DEPLOYMENT)["ports"]}
+    assert re.search(r'^ENTRYPOINT \["zen-flow"\]$', text, re.M)
+    assert re.search(r'^CMD \["run"\]$', text, re.M)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "zen-flow" in scripts
+    assert "PYTHONDONTWRITEBYTECODE=1" in text and "PYTHONUNBUFFERED=1" in text
+
+
+# --- RBAC: what the code sends, nothing more --------------------------------------------------------
+
+
+def _cluster_permissions() -> list[Permission]:
+    return sorted(p for p in required_permissions() if not p.leader_election)
+
+
+@pytest.mark.parametrize("perm", _cluster_permissions(), ids=str)
+def test_cluster_role_grants_every_request_the_code_sends(perm: Permission) -> None:
+    assert rules_allow(CLUSTER_ROLE["rules"], perm.group, perm.resource, perm.verb), (
+        f"{perm} is used at {perm.why} but not granted"
+    )
+
+
+@pytest.mark.parametrize("perm", sorted(p for p in required_permissions() if p.leader_election), ids=str)
+def test_leader_election_role_grants_the_lease_requests(perm: Permission) -> None:
+    name = "" if perm.verb == "create" else SETTINGS.leader_election_name
+    assert rules_allow(LEASE_ROLE["rules"], perm.group, perm.resource, perm.verb, name=name)
+
+
+def test_nothing_is_granted_beyond_the_code_and_the_documented_extras() -> None:
+    needed = {p.key for p in required_permissions()}
+    extra = (granted(CLUSTER_ROLE["rules"]) | granted(LEASE_ROLE["rules"])) - needed
+    assert extra <= set(GRANTED_EXTRAS), sorted(extra - set(GRANTED_EXTRAS))
+    for role in (CLUSTER_ROLE, LEASE_ROLE):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], rule
+
+
+def test_no_access_to_secrets_pods_or_leases_cluster_wide() -> None:
+    for resource in FORBIDDEN_RESOURCES:
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+            assert not rules_allow(CLUSTER_ROLE["rules"], "", resource, verb)
+            assert not rules_allow(LEASE_ROLE["rules"], "", resource, verb)
+    assert not any(g == "coordination.k8s.io" for g, _, _ in granted(CLUSTER_ROLE["rules"]))
+
+
+def test_bindings_give_the_roles_to_the_deployments_service_account() -> None:
+    sa = find(RBAC, "ServiceAccount")
+    assert sa["metadata"]["name"] == POD["spec"]["serviceAccountName"]
+    assert sa["metadata"]["namespace"] == DEPLOYMENT["metadata"]["namespace"]
+    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
+    for binding_kind, role in (("ClusterRoleBinding", CLUSTER_ROLE), ("RoleBinding", LEASE_ROLE)):
+        binding = find(RBAC, binding_kind)
+        assert binding["roleRef"]["kind"] == role["kind"]
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert subject in binding["subjects"]
+        if binding_kind == "RoleBinding":
+            assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+
+
+# --- metrics, alerts and dashboard use real series --------------------------------------------------
+
+
+def _rule_ids() -> list[str]:
+    return [r["alert"] for r in alert_rules(RULES)]
+
+
+def _check_selectors(where: str, expr: str, *, need_job: str | None) -> None:
+    catalog = metric_catalog()
+    for sel in selectors(expr):
+        if sel.metric in PROMETHEUS_SERIES:
+            labels: frozenset[str] = frozenset()
+        else:
+            assert sel.metric in catalog, f"{where}: {sel.metric} is not a metric zen-flow exports"
+            labels = catalog[sel.metric]
+        unknown = set(sel.matchers) - labels - TARGET_LABELS
+        assert not unknown, f"{where}: {sel.metric} has no label {sorted(unknown)}"
+        if need_job is not None:
+            assert sel.matchers.get("job") == need_job, f"{where}: {sel.metric} must select job={need_job!r}"
+
+
+def test_alert_job_label_is_the_one_the_service_monitor_produces() -> None:
+    # The Prometheus Operator names the job after the Service unless spec.jobLabel says otherwise.
+    assert "jobLabel" not in SERVICE_MONITOR["spec"]
+    selected = SERVICE_MONITOR["spec"]["selector"]["matchLabels"]
+    services = [
+        s for s in find_all(CONTROLLER + WEBHOOK, "Service") if selected.items() <= s["metadata"]["labels"].items()
+    ]
+    assert [s["metadata"]["name"] for s in services] == ["zen-flow-controller-metrics"]
+    endpoint = SERVICE_MONITOR["spec"]["endpoints"][0]
+    assert endpoint["port"] in {p["name"] for p in services[0]["spec"]["ports"]}
+    assert endpoint["honorLabels"] is True  # keeps zen-flow's own namespace label
+
+
+@pytest.mark.parametrize("rule", alert_rules(RULES), ids=_rule_ids())
+def test_alert_uses_real_metrics_and_labels_and_selects_the_job(rule: dict[str, Any]) -> None:
+    _check_selectors(rule["alert"], rule["expr"], need_job="zen-flow-controller-metrics")
+
+
+@pytest.mark.parametrize("rule", alert_rules(RULES), ids=_rule_ids())
+def test_alert_aggregates_its_rates(rule: dict[str, Any]) -> None:
+    assert unaggregated_rates(rule["expr"]) == [], "rates over two replicas must be aggregated (sum/max)"
+
+
+@pytest.mark.parametrize("rule", alert_rules(RULES), ids=_rule_ids())
+def test_alert_is_complete(rule: dict[str, Any]) -> None:
+    assert rule["alert"].startswith("ZenFlow")
+    assert rule["labels"]["severity"] in ("critical", "warning", "info")
+    assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_alerts_cover_the_roadmap() -> None:
+    names = set(_rule_ids())
+    for expected in (
+        "ZenFlowControllerDown",
+        "ZenFlowReconcileErrors",
+        "ZenFlowJobFlowsFailing",
+        "ZenFlowStepsFailing",
+        "ZenFlowJobFlowsNotProgressing",
+        "ZenFlowApprovalsPendingLong",
+        "ZenFlowWebhookCertificateExpiringSoon",
+        "ZenFlowNoLeader",
+        "ZenFlowWorkqueueBacklog",
+        "ZenFlowJobCreateErrors",
+        "ZenFlowSlowSteps",
+    ):
+        assert expected in names
+
+
+def test_controller_down_fires_on_no_target_at_all() -> None:
+    # `up{job=...} == 0` returns nothing when Prometheus discovers no target; absent() does not.
+    expr = next(r["expr"] for r in alert_rules(RULES) if r["alert"] == "ZenFlowControllerDown")
+    assert expr.startswith("absent(")
+
+
+@pytest.mark.parametrize("title,expr", list(dashboard_queries(DASHBOARD)), ids=lambda v: str(v)[:40])
+def test_dashboard_query_uses_real_metrics_and_labels(title: str, expr: str) -> None:
+    _check_selectors(f"panel {title!r}", expr, need_job="zen-flow-controller-metrics")
+    assert unaggregated_rates(expr) == [], f"panel {title!r}"
+
+
+def test_dashboard_variables_and_panels() -> None:
+    names = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert names["datasource"]["type"] == "datasource"
+    assert names["namespace"]["includeAll"] and names["namespace"]["multi"]
+    for metric in dashboard_variable_metrics(DASHBOARD):
+        assert metric in metric_catalog()
+    titles = {title for title, _ in dashboard_queries(DASHBOARD)}
+    for expected in (
+        "JobFlows by phase",
+        "Steps by phase",
+        "Step completions and failures",
+        "Step duration",
+        "Reconciles by result",
+        "Reconcile duration",
+        "Queue depth",
+        "Queue latency and work time",
+        "API requests by verb and code",
+        "Leader by replica",
+        "Webhook requests",
+        "Webhook latency",
+        "Certificate expiry",
+    ):
+        assert expected in titles
+    for panel in DASHBOARD["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_dashboard_queries_parse_after_grafana_substitutes_variables() -> None:
+    for title, expr in dashboard_queries(DASHBOARD):
+        parse_promql(expr)  # raises on a syntax error
+        assert "$namespace" not in expr or 'namespace=~"$namespace"' in expr, title
