@@ -129,6 +129,12 @@ def test_denial_lists_every_error_one_per_line_with_422_invalid() -> None:
         'spec.steps[1].dependencies[0]: Not found: "zzz"',
         "spec.steps[3].timeoutSeconds: Invalid value: 0: must be greater than 0",
     ]
+    # kubectl prints an Invalid status from its details alone: `The JobFlow "flow" is invalid: ...`
+    assert {k: v for k, v in status["details"].items() if k != "causes"} == {
+        "name": "flow",
+        "group": "workflow.kube-zen.io",
+        "kind": "JobFlow",
+    }
     assert status["details"]["causes"] == [
         {
             "reason": "FieldValueNotFound",
@@ -141,6 +147,18 @@ def test_denial_lists_every_error_one_per_line_with_422_invalid() -> None:
             "field": "spec.steps[3].timeoutSeconds",
         },
     ]
+
+
+def test_a_denial_beyond_the_cause_limit_says_how_many_more_errors_there_are() -> None:
+    # kubectl shows only the causes, so the cut must be visible there, not only in the message.
+    flow = base_flow()
+    step(flow, "b")["dependencies"] = [f"missing-{i}" for i in range(105)]
+    status = validate_review(review(flow))["response"]["status"]
+    causes = status["details"]["causes"]
+    assert len(causes) == 101
+    assert causes[99]["field"] == "spec.steps[1].dependencies[99]"
+    assert causes[100] == {"message": "and 5 more errors"}
+    assert 'spec.steps[1].dependencies[104]: Not found: "missing-104"' in status["message"]
 
 
 def test_create_checks_approval_annotations() -> None:

@@ -14,7 +14,7 @@ from zen_flow.bench.runner import BenchConfig, run
 from zen_flow.bench.session import ControllerSettings
 from zen_flow.bench.workloads import PRESETS, WORKLOAD_NAMES
 
-ADMISSION_BUDGET = {"quick": 0.3, "default": 1.0, "large": 2.0}
+ADMISSION_BUDGET = {"quick": 0.2, "default": 1.0, "large": 2.0}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -103,6 +103,11 @@ class Environment:
         return out
 
 
+def load_crd(path: Path = CRD_PATH) -> dict[str, Any]:
+    crd: dict[str, Any] = yaml.safe_load(path.read_text())
+    return crd
+
+
 def machine() -> dict[str, Any]:
     """nproc, memory, CPU model, kernel: what the figures were measured on."""
     import os
@@ -130,9 +135,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def install_crd(kube: KubeClient, crd_path: Path = CRD_PATH) -> None:
-    """Create or replace the JobFlow CRD, then wait until it is Established."""
-    crd = yaml.safe_load(crd_path.read_text())
+async def install_crd(kube: KubeClient, crd: dict[str, Any]) -> None:
+    """Create or replace the JobFlow CRD (`load_crd()`), then wait until it is Established."""
     path = f"{CRDS}/{crd['metadata']['name']}"
     try:
         current = await kube.request("GET", path)

@@ -50,8 +50,9 @@ def flow_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
             lat = r["transition_latency_ms"]
             api = r.get("api", {})
             res = r.get("resources", {})
+            name = w["workload"] if engine == "zen-flow" else ""
             rows.append([
-                w["workload"] if engine == "zen-flow" else "", engine, r["steps_completed"], lat["n"], lat["p50"],
+                name, engine, r["steps_completed"], lat["n"], lat["p50"],
                 lat["p90"], lat["p99"], lat["max"], r["steps_per_second"], r["drain_seconds"],
                 api.get("controller_requests_per_step") if engine == "zen-flow" else None,
                 api.get("status_writes_per_step") if engine == "zen-flow" else None,
@@ -156,6 +157,18 @@ def targets(results: Mapping[str, Any]) -> list[list[Any]]:
     return rows  # fmt: skip
 
 
+def _cache_line(r: Mapping[str, Any]) -> str:
+    fresh = r.get("fresh_controller", {})
+    res = r.get("resources", {})
+    return (
+        f"\nCache ({r.get('cached_jobs')} Jobs, {r.get('cached_flows')} flows): running controller "
+        f"RSS {res.get('controller_rss_mb')} MB (peak {res.get('controller_peak_rss_mb')}); "
+        f"a fresh controller is ready in {fresh.get('ready_seconds')} s with RSS {fresh.get('rss_mb')} MB "
+        f"(peak {fresh.get('peak_rss_mb')}), CPU {fresh.get('cpu_seconds')} s; "
+        f"requests in a quiet window: {r.get('quiet_window', {}).get('controller_requests')}"
+    )
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -170,7 +183,7 @@ def render(results: Mapping[str, Any]) -> str:
     )
     workloads = results.get("workloads", [])
     parts.append(
-        "\nStep-transition latency (harness-observed: upstream Complete -> downstream Job created), throughput:"
+        "\nStep-transition latency (upstream Job seen Complete -> downstream Job seen created), throughput:"
     )
     parts.append(_table(FLOW_HEADERS, flow_rows(workloads)))
     for w in workloads:
@@ -178,25 +191,27 @@ def render(results: Mapping[str, Any]) -> str:
         if w["kind"] == "waiting" and "window" in r:
             win = r["window"]
             parts.append(
-                f"\nWaiting flows ({w['flows']}): {r['quiet_window_seconds']} s quiet window: controller requests "
-                f"{win['controller_requests']} (audit: {win.get('audit_requests', '-')}), reconciles {win['reconciles']}"
+                f"\nWaiting flows ({w['flows']}), {r['quiet_window_seconds']} s quiet window: "
+                f"controller requests {win['controller_requests']} "
+                f"(audit: {win.get('audit_requests', '-')}), reconciles {win['reconciles']}"
             )
         if w["kind"] == "cache":
-            fresh = r.get("fresh_controller", {})
-            res = r.get("resources", {})
-            parts.append(
-                f"\nCache ({r.get('cached_jobs')} Jobs, {r.get('cached_flows')} flows): running controller RSS "
-                f"{res.get('controller_rss_mb')} MB (peak {res.get('controller_peak_rss_mb')}); fresh controller "
-                f"ready in {fresh.get('ready_seconds')} s, RSS {fresh.get('rss_mb')} MB (peak {fresh.get('peak_rss_mb')}), "
-                f"CPU {fresh.get('cpu_seconds')} s; quiet window requests {r.get('quiet_window', {}).get('controller_requests')}"
-            )
+            parts.append(_cache_line(r))
         for engine in ("zen-flow", "baseline"):
             if w.get(engine, {}).get("error"):
                 parts.append(f"  ! {w['workload']} / {engine}: {w[engine]['error'][:300]}")
     adm = results.get("admission")
     if adm:
-        rows = [[r["path"], r["shape"], r["steps"], r["first_ms"], r["latency_ms"]["p50"], r["latency_ms"]["p90"],
-                 r["latency_ms"]["p99"], r["latency_ms"]["n"]] for r in [*adm["validator"], *adm.get("webhook", [])]]  # fmt: skip
+        rows = [
+            [
+                r["path"],
+                r["shape"],
+                r["steps"],
+                r["first_ms"],
+                *(r["latency_ms"][k] for k in ("p50", "p90", "p99", "n")),
+            ]
+            for r in [*adm["validator"], *adm.get("webhook", [])]
+        ]
         parts.append("\nAdmission latency (ms):")
         parts.append(_table(("path", "shape", "steps", "first", "p50", "p90", "p99", "n"), rows))
         if "webhook_error" in adm:

@@ -29,6 +29,7 @@ from zen_flow.bench.environment import (
     create_namespace,
     delete_namespace,
     install_crd,
+    load_crd,
     machine,
 )
 from zen_flow.bench.scenarios import measure_cache, measure_flows, measure_waiting
@@ -129,7 +130,7 @@ async def _workloads(
     )
     created: list[str] = []
     try:
-        await install_crd(kube)
+        await install_crd(kube, load_crd())
         await _warm_up(kube, f"zfb-{run_id}-warmup", run_id)
         for name in [*namespaces.values(), *base_namespaces.values()]:
             await create_namespace(kube, name, run_id)
@@ -151,9 +152,9 @@ async def _workloads(
                 session, workload, namespaces[workload.name], base_namespaces.get(workload.name), quiet
             )
             results.append(entry)
-            for name in (namespaces[workload.name], base_namespaces.get(workload.name)):
-                if name:
-                    await delete_namespace(kube, name, wait=NAMESPACE_DELETE_WAIT)
+            for ns in [namespaces[workload.name], base_namespaces.get(workload.name)]:
+                if ns is not None:
+                    await delete_namespace(kube, ns, wait=NAMESPACE_DELETE_WAIT)
         return results, idle_figures
     finally:
         controller.stop()
@@ -190,11 +191,24 @@ async def _one(
         entry["zen-flow"] = await measure_cache(session, workload, namespace, quiet)
         return entry
     entry["zen-flow"] = await measure_flows(session, workload, "zen-flow", namespace)
+    _summary_line("zen-flow", entry["zen-flow"])
+    started = time.monotonic()
     await delete_namespace(session.kube, namespace, wait=NAMESPACE_DELETE_WAIT)
+    progress(f"  namespace deleted in {time.monotonic() - started:.1f} s")
     assert base_namespace is not None
     entry["baseline"] = await measure_flows(session, workload, "baseline", base_namespace)
+    _summary_line("baseline", entry["baseline"])
     entry["comparison"] = compare(entry["zen-flow"], entry["baseline"])
     return entry
+
+
+def _summary_line(engine: str, run: Mapping[str, Any]) -> None:
+    lat = run["transition_latency_ms"]
+    error = f" ERROR {run['error'][:200]}" if run.get("error") else ""
+    progress(
+        f"  {engine}: {run['steps_completed']}/{run['steps']} steps in {run['makespan_seconds']} s "
+        f"({run['steps_per_second']}/s), transition p50 {lat['p50']} ms p99 {lat['p99']} ms{error}"
+    )
 
 
 def compare(zen: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:

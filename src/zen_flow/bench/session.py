@@ -179,6 +179,6 @@ def _cluster_figures(cluster: apicost.Tally, steps: int) -> dict[str, Any]:
         "cluster_writes_by_verb_resource_per_step": {
             key: value
             for key, value in apicost.per_step(everyone, steps).items()
-            if key.split(" ")[0] in ("create", "update", "patch", "apply", "delete")
+            if key.split(" ")[0] in ("create", "update", "patch", "apply", "delete") and value >= 0.01
         },
     }

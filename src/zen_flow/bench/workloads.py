@@ -134,17 +134,17 @@ PRESETS: Mapping[str, Mapping[str, int]] = {
     # Each knob is a CLI flag (`--chain-length` etc.); a preset only changes the defaults.
     "quick": {
         "chain_length": 10,
-        "chain_flows": 2,
+        "chain_flows": 1,
         "diamond_width": 10,
-        "diamond_flows": 2,
+        "diamond_flows": 1,
         "wide_width": 50,
         "many_flows": 20,
-        "many_steps": 10,
+        "many_steps": 5,
         "many_large_flows": 0,
         "drain_flows": 50,
         "waiting_flows": 10,
-        "quiet_seconds": 5,
-        "cache_flows": 25,
+        "quiet_seconds": 3,
+        "cache_flows": 10,
         "cache_steps": 20,
     },
     "default": {
@@ -203,13 +203,13 @@ def build_workloads(sizes: Mapping[str, int], only: frozenset[str] | None = None
             "many-large", f"{s['many_large_flows']} concurrent flows x chain of {s['many_steps']}", "flows",
             chain(s["many_steps"]), s["many_large_flows"],
         ),
-        Workload("drain", f"drain: {s['drain_flows']} single-step flows", "drain", chain(1), s["drain_flows"]),
+        Workload("drain", f"{s['drain_flows']} single-step flows", "drain", chain(1), s["drain_flows"]),
         Workload(
             "waiting", f"{s['waiting_flows']} flows waiting on a long step", "waiting",
             chain(2), s["waiting_flows"], run_seconds=3600,
         ),
         Workload(
-            "cache", f"cache: {s['cache_flows']} flows x {s['cache_steps']} suspended Jobs", "cache",
+            "cache", f"{s['cache_flows']} flows x {s['cache_steps']} suspended Jobs", "cache",
             parallel(s["cache_steps"]), s["cache_flows"], suspend_jobs=True,
         ),
     ]  # fmt: skip

@@ -124,7 +124,7 @@ def judge(flow: JobFlow, peers: Sequence[Peer], *, started: bool) -> Verdict:
     if me.policy == ConcurrencyPolicy.FORBID and not started:
         # Name the flow directly ahead: its name only changes when that flow goes away, so a long
         # queue costs one status write per departure, not one per waiting flow.
-        running: list[Peer] = []
+        running = sorted((p for p in others if p.started), key=lambda p: p.rank)
         ahead = older[-1] if older else (running[0] if running else None)
         if ahead is not None:
             return Verdict(key, waiting=f"waiting for {ahead.name} (concurrency group {key})")

@@ -1,0 +1,148 @@
+"""The benchmark's arithmetic: DAG shapes, transition latencies, percentiles, request counting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zen_flow.bench import apicost
+from zen_flow.bench.stats import percentile, summarize, transition_latencies
+from zen_flow.bench.workloads import (
+    PRESETS,
+    Workload,
+    baseline_job,
+    build_workloads,
+    chain,
+    diamond,
+    flow_manifest_for,
+    wide,
+)
+from zen_flow.validation import validate_jobflow
+
+
+def test_shapes_have_the_documented_edges() -> None:
+    assert chain(3).steps == (("s0", ()), ("s1", ("s0",)), ("s2", ("s1",)))
+    d = diamond(2)
+    assert d.steps[-1] == ("s3", ("s1", "s2"))
+    assert d.dependents["s0"] == ("s1", "s2")
+    assert wide(200).size == 201
+    assert wide(200).edges == 200
+    assert wide(200).roots == ("s0",)
+
+
+def test_every_preset_builds_valid_flows_and_matching_baseline_jobs() -> None:
+    for sizes in PRESETS.values():
+        for workload in build_workloads(sizes):
+            flow = flow_manifest_for(workload, workload.flow_names()[0], "ns")
+            assert validate_jobflow(flow) == []
+            step = workload.dag.steps[-1][0]
+            job = baseline_job(workload, workload.flow_names()[0], step, "ns")
+            template = next(s["template"] for s in flow["spec"]["steps"] if s["name"] == step)
+            assert job["spec"] == template["spec"]  # both engines run the very same pods
+
+
+def test_only_long_roots_run_long_in_a_waiting_workload() -> None:
+    waiting = Workload("w", "", "waiting", chain(2), 1, run_seconds=3600)
+    annotations = [
+        waiting.template(step)["spec"]["template"].get("metadata", {}).get("annotations", {})
+        for step in ("s0", "s1")
+    ]
+    assert annotations == [{"zenflow.test/run-seconds": "3600"}, {}]
+
+
+def test_a_join_is_timed_from_its_last_dependency() -> None:
+    dag = diamond(2)  # s0 -> s1, s2 -> s3
+    created = {("f", "s0"): 0.0, ("f", "s1"): 1.1, ("f", "s2"): 1.2, ("f", "s3"): 5.5}
+    completed = {("f", "s0"): 1.0, ("f", "s1"): 3.0, ("f", "s2"): 5.0, ("f", "s3"): 6.0}
+    latencies = transition_latencies(dag, ["f"], created, completed)
+    assert latencies == pytest.approx([0.1, 0.2, 0.5])
+
+
+def test_unseen_steps_give_no_sample() -> None:
+    created = {("f", "s0"): 0.0, ("f", "s1"): 2.0}
+    assert transition_latencies(chain(3), ["f"], created, {("f", "s0"): 1.0}) == [pytest.approx(1.0)]
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e4), min_size=1, max_size=200))
+def test_percentiles_are_ordered_and_bounded(values: list[float]) -> None:
+    ordered = sorted(values)
+    p50, p90, p99 = (percentile(ordered, q) for q in (0.5, 0.9, 0.99))
+    assert ordered[0] <= p50 <= p90 <= p99 <= ordered[-1]
+
+
+def test_summary_is_in_milliseconds() -> None:
+    s = summarize([0.001 * i for i in range(1, 101)])
+    assert (s.n, s.p50, s.max) == (100, 50.5, 100.0)
+    assert summarize([]).n == 0
+
+
+def _event(
+    verb: str, stage: str, resource: str, at: str, user: str = apicost.AUDIT_USER, sub: str = ""
+) -> str:
+    ref = {"resource": resource, **({"subresource": sub} if sub else {})}
+    return json.dumps(
+        {
+            "verb": verb,
+            "stage": stage,
+            "user": {"username": user},
+            "objectRef": ref,
+            "requestReceivedTimestamp": at,
+        }
+    )
+
+
+def test_audit_counts_each_request_once_in_its_window(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    t = "2026-01-01T00:00:10.000000Z"
+    lines = [
+        _event("create", "ResponseComplete", "jobs", t),
+        _event("patch", "ResponseComplete", "jobflows", t, sub="status"),
+        _event("watch", "ResponseStarted", "jobs", t),
+        _event("watch", "ResponseComplete", "jobs", t),  # the same watch ending: not a second request
+        _event("create", "ResponseComplete", "jobs", t, user="someone-else"),
+        _event("create", "ResponseComplete", "jobs", "2026-01-01T00:00:30.000000Z"),  # after the window
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    audit = apicost.AuditLog(log)
+    start = 1767225600.0  # 2026-01-01T00:00:00Z
+    tally = audit.count(0, start, start + 20)
+    assert tally == {("create", "jobs"): 1, ("patch", "jobflows/status"): 1, ("watch", "jobs"): 1}
+    assert audit.count(audit.mark(), start, start + 60) == {}
+
+
+def test_apiserver_counter_is_summed_over_codes_with_audit_verbs() -> None:
+    def sample(verb: str, code: str, subresource: str, value: int) -> str:
+        labels = f'code="{code}",group="batch",resource="jobs",subresource="{subresource}",verb="{verb}"'
+        return f"apiserver_request_total{{{labels}}} {value}"
+
+    text = "\n".join(
+        [
+            "# HELP apiserver_request_total x",
+            sample("POST", "201", "", 7),
+            sample("POST", "409", "", 2),
+            sample("PUT", "200", "status", 3),
+            'apiserver_request_total_other{verb="POST"} 100',
+        ]
+    )
+    assert apicost.apiserver_requests(text) == {("create", "jobs"): 9, ("update", "jobs/status"): 3}
+
+
+def test_controller_counter_and_deltas() -> None:
+    before = 'zen_flow_api_requests_total{code="201",resource="jobs",verb="create"} 4.0\n'
+    after = (
+        'zen_flow_api_requests_total{code="201",resource="jobs",verb="create"} 10.0\n'
+        'zen_flow_api_requests_total{code="409",resource="jobs",verb="create"} 1.0\n'
+        'zen_flow_api_requests_total{code="200",resource="jobflows/status",verb="patch"} 3.0\n'
+    )
+    d = apicost.delta(apicost.controller_requests(before), apicost.controller_requests(after))
+    assert d == {("create", "jobs"): 7, ("patch", "jobflows/status"): 3}
+    assert apicost.writes(d) == 10
+    assert apicost.per_step(d, 5) == {
+        "create jobs": 1.4,
+        "patch jobflows/status": 0.6,
+    }
+    assert apicost.metric_sum(after, "zen_flow_api_requests_total", verb="create") == 11.0
