@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
-        test-load bench cluster dev run validate-examples manifests clean
+        test-load bench cluster dev run validate-examples manifests helm-lint helm-template helm-package \
+        deploy image clean
 
 help:
-	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
+	@grep -E '^[a-z0-9-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +68,24 @@ run: $(STAMP) ## run the controller against the current kubeconfig
 
 validate-examples: $(STAMP) ## validate examples/ and the original's examples offline
 	$(BIN)/zen-flow validate examples $(wildcard ../shared/examples-upstream)
+
+manifests: ## copy the CRD, alert rules and dashboard into the Helm chart (config/ is the source)
+	tools/sync-chart-files.sh
+
+helm-lint: ## helm lint the chart (helm is built from its Go module and cached on first use)
+	"$$(tools/build-gotool.sh helm)" lint --strict charts/zen-flow
+
+helm-template: ## render the chart with its default values
+	"$$(tools/build-gotool.sh helm)" template zen-flow charts/zen-flow -n zen-flow-system
+
+helm-package: ## package the chart into dist/
+	"$$(tools/build-gotool.sh helm)" package charts/zen-flow -d dist
+
+deploy: ## install CRD, RBAC, controller and webhooks into the current kubeconfig's cluster
+	kubectl apply --server-side -k config/default
+
+image: ## build the container image (needs podman or docker)
+	podman build -t ghcr.io/kube-zen/zen-flow:0.1.0 -f Containerfile .
 
 clean: ## remove the virtualenv and caches (not the control-plane binaries; see docs/TESTING.md)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

@@ -37,7 +37,7 @@ from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.leases import LeaseClient
 from zen_flow.leader import LeaderElector, LeadershipLost
-from zen_flow.metrics import Metrics
+from zen_flow.metrics import InformerStats, Metrics
 from zen_flow.ratelimit import default_controller_rate_limiter
 from zen_flow.workqueue import WorkQueue
 
@@ -162,6 +162,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             on_delete=lambda job: controller.on_job_event(job, deleted=True),
         )
         metrics.watch_flows(flows.list)
+        metrics.watch_informers(
+            lambda: [InformerStats(i.name, i.events, i.lists) for i in (flows, jobs)]
+        )
         metrics.informer_cached.labels("jobflows").set_function(lambda: len(flows.store))
         metrics.informer_cached.labels("jobs").set_function(lambda: len(jobs.store))
 
@@ -177,6 +180,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
 
         elector: LeaderElector | None = None
         if settings.leader_elect:
+            # A standby exports 0 (not nothing), so "no leader" alerts can sum over replicas.
+            metrics.leader.labels(settings.leader_election_name).set(0)
             elector = LeaderElector(
                 LeaseClient(kube),
                 settings.leader_election_name,

@@ -21,6 +21,7 @@ from zen_flow.clock import Clock
 from zen_flow.expectations import Expectations
 from zen_flow.kube.errors import AlreadyExists, Conflict, NotFound
 from zen_flow.metrics import Metrics
+from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.validation import has_started, validate_jobflow
 from zen_flow.workqueue import QueueShutDown, WorkQueue
 
@@ -254,7 +255,10 @@ class Controller:
                 await self._api.delete_job(ns, delete.name)
             except NotFound:
                 self._expectations.deletion_observed(uid, delete.name)
-            self._metrics.job_deletes.labels(delete.reason).inc()
+            cause = _delete_cause(delete.reason)
+            self._metrics.job_deletes.labels(cause).inc()
+            if cause == "timeout":
+                self._metrics.step_timeouts.labels(ns).inc()
             log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
         for action in actions:
             if isinstance(action, planner.DeleteFlow):
@@ -302,6 +306,15 @@ class Controller:
                     self._metrics.step_duration.labels(ns, step.phase).observe(seconds)
         if status.phase != flow.status.phase and status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
             self._metrics.flow_completions.labels(ns, status.phase).inc()
+
+
+def _delete_cause(reason: str) -> str:
+    """A bounded metric label for why a Job was stopped (the planner's reason is free text)."""
+    lowered = reason.lower()
+    for mark, cause in ((TIMEOUT_MARK, "timeout"), ("deadline", "deadline"), ("replaced", "replaced")):
+        if mark in lowered:
+            return cause
+    return "other"
 
 
 def _with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowStatus:

@@ -8,10 +8,11 @@ Labels are bounded: namespace and phase, never flow or step names (cardinality).
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from zen_flow import __version__
@@ -55,6 +56,36 @@ class FlowCollector(Collector):
         for ns, n in sorted(approvals.items()):
             pending.add_metric([ns], n)
         yield from (flows, steps, pending)
+
+
+@dataclass(frozen=True)
+class InformerStats:
+    resource: str
+    events: Mapping[str, int]  # watch event type -> count
+    lists: int  # the first list plus every relist
+
+
+class InformerCollector(Collector):
+    """zen_flow_informer_events_total{resource,type} and zen_flow_informer_lists_total{resource},
+    read from the informers' own tallies at scrape time."""
+
+    def __init__(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "zen_flow_informer_events", "Watch events applied to the cache", labels=["resource", "type"]
+        )
+        lists = CounterMetricFamily(
+            "zen_flow_informer_lists",
+            "Full lists: the first one plus relists after 410 Gone",
+            labels=["resource"],
+        )
+        for stat in self._stats():
+            for type_, n in sorted(stat.events.items()):
+                events.add_metric([stat.resource, type_], n)
+            lists.add_metric([stat.resource], stat.lists)
+        yield from (events, lists)
 
 
 class Metrics:
@@ -200,6 +231,9 @@ class Metrics:
 
     def watch_flows(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
         self.registry.register(FlowCollector(flows))
+
+    def watch_informers(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
+        self.registry.register(InformerCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -59,7 +59,15 @@ class Access:
 
     def can(self, verb: str, group: str, resource: str, namespace: str, name: str = "") -> bool:
         target, sub = _resource_arg(group, resource)
-        args = ["auth", "can-i", verb, f"{target}/{name}" if name else target, "-n", namespace, f"--as={SA_USER}"]
+        args = [
+            "auth",
+            "can-i",
+            verb,
+            f"{target}/{name}" if name else target,
+            "-n",
+            namespace,
+            f"--as={SA_USER}",
+        ]
         if sub:
             args.append(f"--subresource={sub}")
         done = self.kubectl(*args, check=False)
@@ -116,7 +124,9 @@ def test_service_account_may_send_every_request_of_the_code(
         ("patch", "workflow.kube-zen.io", "jobflows"),
     ],
 )
-def test_service_account_may_not(access: Access, namespace: str, verb: str, group: str, resource: str) -> None:
+def test_service_account_may_not(
+    access: Access, namespace: str, verb: str, group: str, resource: str
+) -> None:
     for where in (namespace, SYSTEM_NS):
         assert not access.can(verb, group, resource, where), f"{verb} {resource} in {where}"
 
@@ -142,14 +152,21 @@ async def admin(kubeconfig: Path) -> AsyncIterator[FlowDriver]:
 
 @pytest.fixture
 def controller_as_service_account(
-    cluster: Any, access: Access, namespace: str, jobflow_crd: Any, tmp_path: Path, request: pytest.FixtureRequest
+    cluster: Any,
+    access: Access,
+    namespace: str,
+    jobflow_crd: Any,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[ControllerProcess]:
     pki = getattr(cluster, "pki", None)
     if pki is None:
         pytest.skip("needs the local cluster's CA to sign a client certificate for the ServiceAccount")
     groups = ("system:serviceaccounts", f"system:serviceaccounts:{SYSTEM_NS}")
     cert, key = issue_client_cert(pki.ca, tmp_path / "pki", SA_USER, groups, name="controller")
-    kubeconfig = write_kubeconfig(tmp_path / "controller.kubeconfig", cluster.server, cluster.ca_cert, cert, key)
+    kubeconfig = write_kubeconfig(
+        tmp_path / "controller.kubeconfig", cluster.server, cluster.ca_cert, cert, key
+    )
     proc = ControllerProcess(
         kubeconfig,
         tmp_path / "controller.log",
@@ -180,7 +197,9 @@ async def test_controller_runs_flows_with_only_its_rbac(
         flow = await admin.get(namespace, "done")
         if flow is None or step_phases(flow).get("a") != "Running":
             return None
-        return next((j for j in await admin.jobs(namespace) if j["metadata"]["name"].startswith("done-")), None)
+        return next(
+            (j for j in await admin.jobs(namespace) if j["metadata"]["name"].startswith("done-")), None
+        )
 
     job = await wait_until(running_job, WAIT, what="flow done: step a Running with its Job")
     await complete_job(admin.kube, namespace, job["metadata"]["name"])

@@ -169,9 +169,12 @@ def unaggregated_rates(expr: str) -> list[str]:
         nonlocal depth
         if isinstance(node, promql_parser.AggregateExpr):
             depth += 1
-        elif isinstance(node, promql_parser.Call) and node.func.name in ("rate", "increase", "irate"):
-            if depth == 0:
-                bad.append(str(node))
+        elif (
+            isinstance(node, promql_parser.Call)
+            and node.func.name in ("rate", "increase", "irate")
+            and depth == 0
+        ):
+            bad.append(str(node))
 
     def post(node: Any) -> None:
         nonlocal depth

@@ -34,7 +34,8 @@ from deploy_manifests import (
 from zen_flow.testing.rbac import rules_allow
 
 SYNCED = {
-    CONFIG / "crd" / "jobflows.workflow.kube-zen.io.yaml": CHART / "files/crds/jobflows.workflow.kube-zen.io.yaml",
+    CONFIG / "crd" / "jobflows.workflow.kube-zen.io.yaml": CHART
+    / "files/crds/jobflows.workflow.kube-zen.io.yaml",
     CONFIG / "prometheus" / "prometheusrule.yaml": CHART / "files/prometheusrule.yaml",
     CONFIG / "grafana" / "dashboard.json": CHART / "files/dashboard.json",
 }
@@ -96,11 +97,23 @@ def test_chart_metadata_and_values_parse() -> None:
     values = documents(CHART / "values.yaml")[0]
     assert values["replicaCount"] == 2
     assert values["leaderElection"]["enabled"] is True
-    assert values["webhook"]["enabled"] and values["webhook"]["certManager"]["enabled"]
+    assert values["webhook"]["enabled"]
+    assert values["webhook"]["certManager"]["enabled"]
     assert values["crds"]["install"] is True
     for key in ("workers", "qps", "burst"):
         assert key in values["controller"]
-    assert "serviceMonitor" in values["metrics"] and "prometheusRule" in values["metrics"]
+    assert "serviceMonitor" in values["metrics"]
+    assert "prometheusRule" in values["metrics"]
+
+
+def _chart_yaml_files() -> list[Path]:
+    """Every YAML file of the chart that is not a template (templates are checked rendered)."""
+    return sorted(p for p in CHART.rglob("*.yaml") if "templates" not in p.relative_to(CHART).parts)
+
+
+@pytest.mark.parametrize("path", _chart_yaml_files(), ids=lambda p: str(p.relative_to(CHART)))
+def test_every_non_template_chart_yaml_parses(path: Path) -> None:
+    assert documents(path), f"{path} is empty"
 
 
 @pytest.mark.parametrize("source", sorted(SYNCED), ids=lambda p: p.name)
@@ -126,7 +139,9 @@ def test_helm_lint_strict(helm: str) -> None:
 def test_default_release_renders_the_objects_of_config_default(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path)
     for doc in docs:
-        assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], doc
+        assert doc["apiVersion"], doc
+        assert doc["kind"], doc
+        assert doc["metadata"]["name"], doc
     config = [
         d
         for d in objects("crd", "rbac", "manager", "webhook")
@@ -212,7 +227,8 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
     settings = settings_of(dep)
     pod = dep["spec"]["template"]["spec"]
     sa = find(docs, "ServiceAccount")["metadata"]
-    assert pod["serviceAccountName"] == sa["name"] and sa["namespace"] == "ops"
+    assert pod["serviceAccountName"] == sa["name"]
+    assert sa["namespace"] == "ops"
     role = find(docs, "Role")
     assert role["metadata"]["namespace"] == "ops"
     assert rules_allow(role["rules"], "coordination.k8s.io", "leases", "patch", settings.leader_election_name)
@@ -256,7 +272,12 @@ def test_webhook_disabled_runs_without_webhooks_or_certificates(helm: str, tmp_p
     values = {"webhook": {"enabled": False}, "metrics": {"prometheusRule": {"enabled": True}}}
     docs = render(helm, tmp_path, values)
     kinds = {d["kind"] for d in docs}
-    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Certificate", "Issuer"}
+    assert not kinds & {
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "Certificate",
+        "Issuer",
+    }
     dep = deployment(docs)
     assert settings_of(dep).webhook_addr == ""  # the controller's way to disable them
     assert all("secret" not in v for v in dep["spec"]["template"]["spec"]["volumes"])
@@ -267,23 +288,30 @@ def test_webhook_disabled_runs_without_webhooks_or_certificates(helm: str, tmp_p
 def test_single_replica_without_leader_election(helm: str, tmp_path: Path) -> None:
     with pytest.raises(RenderError, match="leaderElection"):
         render(helm, tmp_path, {"leaderElection": {"enabled": False}})
-    values = {"replicaCount": 1, "leaderElection": {"enabled": False}, "metrics": {"prometheusRule": {"enabled": True}}}
+    values = {
+        "replicaCount": 1,
+        "leaderElection": {"enabled": False},
+        "metrics": {"prometheusRule": {"enabled": True}},
+    }
     docs = render(helm, tmp_path, values)
     assert settings_of(deployment(docs)).leader_elect is False
-    assert not find_all(docs, "Role") and not find_all(docs, "PodDisruptionBudget")
+    assert not find_all(docs, "Role")
+    assert not find_all(docs, "PodDisruptionBudget")
     alerts = {r["alert"] for r in alert_rules(find(docs, "PrometheusRule"))}
-    assert "ZenFlowNoLeader" not in alerts and "ZenFlowControllerDown" in alerts
+    assert "ZenFlowNoLeader" not in alerts
+    assert "ZenFlowControllerDown" in alerts
 
 
 def test_without_cert_manager_an_existing_secret_and_ca_are_required(helm: str, tmp_path: Path) -> None:
     no_cert_manager = {"certManager": {"enabled": False}}
-    with pytest.raises(RenderError, match="webhook.secretName"):
+    with pytest.raises(RenderError, match=r"webhook\.secretName"):
         render(helm, tmp_path, {"webhook": {**no_cert_manager, "caBundle": "Q0E="}})
-    with pytest.raises(RenderError, match="webhook.caBundle"):
+    with pytest.raises(RenderError, match=r"webhook\.caBundle"):
         render(helm, tmp_path, {"webhook": {**no_cert_manager, "secretName": "my-tls"}})
     values = {"webhook": {"certManager": {"enabled": False}, "secretName": "my-tls", "caBundle": "Q0E="}}
     docs = render(helm, tmp_path, values)
-    assert not find_all(docs, "Certificate") and not find_all(docs, "Issuer")
+    assert not find_all(docs, "Certificate")
+    assert not find_all(docs, "Issuer")
     volume = next(v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if "secret" in v)
     assert volume["secret"]["secretName"] == "my-tls"
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
@@ -300,21 +328,27 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path, values)
     settings = settings_of(deployment(docs))
     assert (settings.workers, settings.qps, settings.burst) == (3, 20.0, 40)
-    assert settings.resync_seconds == 600.0 and settings.log_level == "debug"
+    assert settings.resync_seconds == 600.0
+    assert settings.log_level == "debug"
     assert settings.leader_election_name == "custom-lease"
     assert rules_allow(find(docs, "Role")["rules"], "coordination.k8s.io", "leases", "get", "custom-lease")
 
 
 def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:
     values = {
-        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True, "disabled": ["ZenFlowSlowSteps"]}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "disabled": ["ZenFlowSlowSteps"]},
+        },
         "grafana": {"dashboard": {"enabled": True}},
         "vpa": {"enabled": True},
     }
     docs = render(helm, tmp_path, values)
     dashboard = find(docs, "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(dashboard["data"]["zen-flow.json"]) == load_dashboard(CONFIG / "grafana" / "dashboard.json")
+    assert json.loads(dashboard["data"]["zen-flow.json"]) == load_dashboard(
+        CONFIG / "grafana" / "dashboard.json"
+    )
     rendered = {r["alert"]: r for r in alert_rules(find(docs, "PrometheusRule"))}
     source = {r["alert"]: r for r in alert_rules(find(objects("prometheus"), "PrometheusRule"))}
     assert set(rendered) == set(source) - {"ZenFlowSlowSteps"}

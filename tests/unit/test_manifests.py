@@ -58,7 +58,11 @@ FORBIDDEN_RESOURCES = ("secrets", "pods", "configmaps", "persistentvolumeclaims"
 # Granted beyond what the code sends, each for a stated reason (docs/RBAC.md):
 GRANTED_EXTRAS = {
     ("workflow.kube-zen.io", "jobflows/status", "get"): "read the status subresource (kubectl, debugging)",
-    ("workflow.kube-zen.io", "jobflows/status", "update"): "a status PUT, should the client switch from patch",
+    (
+        "workflow.kube-zen.io",
+        "jobflows/status",
+        "update",
+    ): "a status PUT, should the client switch from patch",
     ("batch", "jobs", "get"): "a single-Job read (adoption after AlreadyExists)",
     ("", "events", "patch"): "an aggregating event recorder bumps counts with patch",
     ("coordination.k8s.io", "leases", "update"): "client-go-style lease renewal with PUT",
@@ -73,7 +77,8 @@ def test_every_config_yaml_parses_into_objects_with_kind_and_name(path: Path) ->
     docs = documents(path)
     assert docs, f"{path} is empty"
     for doc in docs:
-        assert doc.get("apiVersion") and doc.get("kind"), doc
+        assert doc.get("apiVersion"), doc
+        assert doc.get("kind"), doc
         if not doc["kind"].startswith("Kustomization"):
             assert doc["metadata"]["name"]
 
@@ -96,7 +101,11 @@ def test_kustomize_builds_the_default_composition() -> None:
     if kubectl is None:
         pytest.skip("kubectl (with its built-in kustomize) is not on PATH")
     out = subprocess.run(
-        [kubectl, "kustomize", str(CONFIG / "default")], capture_output=True, text=True, check=True, timeout=60
+        [kubectl, "kustomize", str(CONFIG / "default")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     built = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out) if d}
     expected = {
@@ -113,7 +122,8 @@ def test_kustomize_builds_the_default_composition() -> None:
 def test_deployment_args_are_flags_the_controller_accepts_with_valid_values() -> None:
     # settings_of parsed them with zen_flow.cli.build_parser() and converted them with config.load().
     assert SETTINGS.leader_elect is True
-    assert SETTINGS.webhook_addr and SETTINGS.metrics_addr
+    assert SETTINGS.webhook_addr
+    assert SETTINGS.metrics_addr
     assert SETTINGS.log_format == "json"
 
 
@@ -199,7 +209,8 @@ def test_pod_meets_the_restricted_pod_security_profile() -> None:
     pod_sc = POD["spec"]["securityContext"]
     c = container(DEPLOYMENT)
     sc = c["securityContext"]
-    assert pod_sc["runAsNonRoot"] is True and sc["runAsNonRoot"] is True
+    assert pod_sc["runAsNonRoot"] is True
+    assert sc["runAsNonRoot"] is True
     assert sc["runAsUser"] == pod_sc["runAsUser"] == 65532  # numeric: runAsNonRoot can verify it
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
@@ -225,7 +236,9 @@ def test_vpa_only_recommends_within_bounds() -> None:
 def test_containerfile_matches_the_deployment() -> None:
     text = (ROOT / "Containerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
-    assert stages and all(s.startswith("python:3.11-slim") for s in stages) and len(stages) >= 2
+    assert stages
+    assert all(s.startswith("python:3.11-slim") for s in stages)
+    assert len(stages) >= 2
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users[-1] == "65532:65532"
     exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.M) for p in line.split()}
@@ -234,7 +247,8 @@ def test_containerfile_matches_the_deployment() -> None:
     assert re.search(r'^CMD \["run"\]$', text, re.M)
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert "zen-flow" in scripts
-    assert "PYTHONDONTWRITEBYTECODE=1" in text and "PYTHONUNBUFFERED=1" in text
+    assert "PYTHONDONTWRITEBYTECODE=1" in text
+    assert "PYTHONUNBUFFERED=1" in text
 
 
 # --- RBAC: what the code sends, nothing more --------------------------------------------------------
@@ -279,7 +293,11 @@ def test_bindings_give_the_roles_to_the_deployments_service_account() -> None:
     sa = find(RBAC, "ServiceAccount")
     assert sa["metadata"]["name"] == POD["spec"]["serviceAccountName"]
     assert sa["metadata"]["namespace"] == DEPLOYMENT["metadata"]["namespace"]
-    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
+    subject = {
+        "kind": "ServiceAccount",
+        "name": sa["metadata"]["name"],
+        "namespace": sa["metadata"]["namespace"],
+    }
     for binding_kind, role in (("ClusterRoleBinding", CLUSTER_ROLE), ("RoleBinding", LEASE_ROLE)):
         binding = find(RBAC, binding_kind)
         assert binding["roleRef"]["kind"] == role["kind"]
@@ -315,7 +333,9 @@ def test_alert_job_label_is_the_one_the_service_monitor_produces() -> None:
     assert "jobLabel" not in SERVICE_MONITOR["spec"]
     selected = SERVICE_MONITOR["spec"]["selector"]["matchLabels"]
     services = [
-        s for s in find_all(CONTROLLER + WEBHOOK, "Service") if selected.items() <= s["metadata"]["labels"].items()
+        s
+        for s in find_all(CONTROLLER + WEBHOOK, "Service")
+        if selected.items() <= s["metadata"]["labels"].items()
     ]
     assert [s["metadata"]["name"] for s in services] == ["zen-flow-controller-metrics"]
     endpoint = SERVICE_MONITOR["spec"]["endpoints"][0]
@@ -337,7 +357,8 @@ def test_alert_aggregates_its_rates(rule: dict[str, Any]) -> None:
 def test_alert_is_complete(rule: dict[str, Any]) -> None:
     assert rule["alert"].startswith("ZenFlow")
     assert rule["labels"]["severity"] in ("critical", "warning", "info")
-    assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    assert rule["annotations"]["summary"]
+    assert rule["annotations"]["description"]
 
 
 def test_alerts_cover_the_roadmap() -> None:
@@ -364,7 +385,7 @@ def test_controller_down_fires_on_no_target_at_all() -> None:
     assert expr.startswith("absent(")
 
 
-@pytest.mark.parametrize("title,expr", list(dashboard_queries(DASHBOARD)), ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(("title", "expr"), list(dashboard_queries(DASHBOARD)), ids=lambda v: str(v)[:40])
 def test_dashboard_query_uses_real_metrics_and_labels(title: str, expr: str) -> None:
     _check_selectors(f"panel {title!r}", expr, need_job="zen-flow-controller-metrics")
     assert unaggregated_rates(expr) == [], f"panel {title!r}"
@@ -373,7 +394,8 @@ def test_dashboard_query_uses_real_metrics_and_labels(title: str, expr: str) -> 
 def test_dashboard_variables_and_panels() -> None:
     names = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
     assert names["datasource"]["type"] == "datasource"
-    assert names["namespace"]["includeAll"] and names["namespace"]["multi"]
+    assert names["namespace"]["includeAll"]
+    assert names["namespace"]["multi"]
     for metric in dashboard_variable_metrics(DASHBOARD):
         assert metric in metric_catalog()
     titles = {title for title, _ in dashboard_queries(DASHBOARD)}

@@ -35,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help=f"comma-separated workloads to run, of: {', '.join(WORKLOAD_NAMES)}")
     p.add_argument("--skip-admission", action="store_true", help="skip the admission latency timings")
     p.add_argument("--admission-budget", type=float, help="seconds of repetitions per admission case")
+    p.add_argument(
+        "--py-spy", action="store_true", help="profile the controller with py-spy (pip install py-spy)"
+    )
     p.add_argument("--step-timeout", type=float, default=1.0, help="timeout per step (+120 s) of each run")
     c = p.add_argument_group("controller under test")
     defaults = ControllerSettings()
@@ -70,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         admission_budget=args.admission_budget or ADMISSION_BUDGET[args.preset],
         skip_admission=args.skip_admission,
         step_timeout=args.step_timeout,
+        py_spy=args.py_spy,
     )
     results = run(config)
     write_json(results, out)

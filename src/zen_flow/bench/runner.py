@@ -55,6 +55,8 @@ class BenchConfig:
     admission_budget: float
     skip_admission: bool = False
     step_timeout: float = 1.0
+    py_spy: bool = False
+    """Profile the controller for the whole run with py-spy (collapsed stacks in the logs directory)."""
 
 
 def progress(message: str) -> None:
@@ -138,6 +140,8 @@ async def _workloads(
         progress(f"starting the controller ({' '.join(config.controller.args())}), namespaces zfb-{run_id}-*")
         controller.start()
         await asyncio.to_thread(controller.wait_ready, 60.0)
+        if config.py_spy:
+            _attach_py_spy(controller.pid, log_dir / "controller.py-spy.txt")
         idle = procstats.sample(controller.pid)
         idle_figures = {
             "rss_mb": idle.rss_mb if idle else None,
@@ -161,6 +165,15 @@ async def _workloads(
         for name in created:
             await delete_namespace(kube, name)
         await kube.close()
+
+
+def _attach_py_spy(pid: int, output: Path) -> None:
+    """py-spy samples the controller until it exits, then writes collapsed stacks (flamegraph.pl and
+    speedscope read them). Not waited for: it ends with the controller."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(output)]
+    subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    progress(f"py-spy is sampling the controller into {output}")
 
 
 async def _warm_up(kube: KubeClient, namespace: str, run_id: str) -> None:

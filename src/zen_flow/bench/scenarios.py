@@ -77,6 +77,10 @@ async def measure_flows(
         steps_completed=completed,
         duplicate_jobs=len(seen.duplicates()),
         transition_latency_ms=summarize(latencies).as_dict(),
+        # Job seen created -> seen Complete: the cluster's share (scheduler, kwok, Job controller).
+        job_run_ms=summarize(
+            [t - seen.created[k] for k, t in seen.completed.items() if k in seen.created]
+        ).as_dict(),
         makespan_seconds=round(makespan, 2),
         steps_per_second=round(completed / makespan, 2) if makespan > 0 else 0.0,
     )

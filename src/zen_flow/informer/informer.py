@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ class Informer(Generic[T]):
         self._fallback = fallback
         self._handlers: list[Handler[T]] = []
         self._parse_errors: dict[str, str] = {}
+        # Plain tallies read by the metrics collector at scrape time (no metrics import down here).
+        self.events: collections.Counter[str] = collections.Counter()
+        self.lists = 0  # the first list and every relist
         scopes: Sequence[str | None] = tuple(dict.fromkeys(namespaces)) or (None,)
         self.reflectors = [
             Reflector(
@@ -141,6 +145,7 @@ class Informer(Generic[T]):
 
     def _list_applier(self, namespace: str | None) -> Callable[[Sequence[dict[str, Any]]], None]:
         def apply(items: Sequence[dict[str, Any]]) -> None:
+            self.lists += 1
             objects = [obj for raw in items if (obj := self._convert(raw)) is not None]
             result = self.store.replace(objects, namespace)
             for obj in result.deleted:
@@ -159,6 +164,7 @@ class Informer(Generic[T]):
         return apply
 
     def _apply_event(self, type_: str, raw: dict[str, Any]) -> None:
+        self.events[type_] += 1
         obj = self._convert(raw)
         if type_ == "DELETED":
             key = obj.metadata.key if obj is not None else _key_of(raw)
