@@ -36,6 +36,7 @@ from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.leases import LeaseClient
+from zen_flow.kube.objects import ObjectClient
 from zen_flow.leader import LeaderElector, LeadershipLost
 from zen_flow.metrics import InformerStats, Metrics
 from zen_flow.ratelimit import default_controller_rate_limiter
@@ -144,7 +145,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         controller = Controller(
             flows=flows,
             jobs=jobs,
-            api=Cluster(job_api, flow_api),
+            api=Cluster(job_api, flow_api, ObjectClient(kube)),
             queue=queue,
             expectations=Expectations(clock),
             events=recorder,
@@ -162,9 +163,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             on_delete=lambda job: controller.on_job_event(job, deleted=True),
         )
         metrics.watch_flows(flows.list)
-        metrics.watch_informers(
-            lambda: [InformerStats(i.name, i.events, i.lists) for i in (flows, jobs)]
-        )
+        metrics.watch_informers(lambda: [InformerStats(i.name, i.events, i.lists) for i in (flows, jobs)])
         metrics.informer_cached.labels("jobflows").set_function(lambda: len(flows.store))
         metrics.informer_cached.labels("jobs").set_function(lambda: len(jobs.store))
 

@@ -157,15 +157,6 @@ class Metrics:
             registry=r,
         )
         # informers
-        self.informer_events = Counter(
-            "zen_flow_informer_events_total",
-            "Watch events applied to the cache",
-            ["resource", "type"],
-            registry=r,
-        )
-        self.informer_relists = Counter(
-            "zen_flow_informer_relists_total", "Full relists", ["resource"], registry=r
-        )
         self.informer_cached = Gauge(
             "zen_flow_informer_cached_objects", "Objects in the cache", ["resource"], registry=r
         )

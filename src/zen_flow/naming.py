@@ -65,3 +65,20 @@ def label_value(value: str) -> str:
     tag = short_hash(value)
     base = cleaned[: MAX_NAME - len(tag) - 1].rstrip("-_.")
     return f"{base}-{tag}" if base else tag
+
+
+MAX_OBJECT_NAME = 253  # DNS-1123 subdomain: PersistentVolumeClaim and ConfigMap names
+
+
+def resource_name(flow: str, template: str) -> str:
+    """The name of an object created from `spec.resourceTemplates`: `<flow>-<template>`.
+
+    Deterministic, so a create repeated after a crash finds its own object (409) and adopts it. Longer
+    than 253 characters (the validator refuses such flows; a flow admitted without the webhook may
+    still have one), it is truncated and a hash of the full name appended, so it stays unique.
+    """
+    name = f"{flow}-{template}"
+    if len(name) <= MAX_OBJECT_NAME:
+        return name
+    suffix = "-" + short_hash(flow, template)
+    return name[: MAX_OBJECT_NAME - len(suffix)].rstrip("-.") + suffix

@@ -17,7 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from zen_flow import config
 from zen_flow.api.constants import StepPhase
 from zen_flow.cli import build_parser
-from zen_flow.metrics import Metrics
+from zen_flow.metrics import InformerStats, Metrics
 from zen_flow.testing.flows import job_step, make_flow, manual_step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +102,7 @@ def metric_catalog() -> dict[str, frozenset[str]]:
         }
     )
     metrics.watch_flows(lambda: [flow])
+    metrics.watch_informers(lambda: [InformerStats("jobs", {"ADDED": 1}, 1)])
     catalog: dict[str, frozenset[str]] = {}
     for wrapper in vars(metrics).values():
         if not isinstance(wrapper, MetricWrapperBase):

@@ -54,7 +54,9 @@ LEASE_ROLE = find(RBAC, "Role")
 SERVICE_MONITOR = find(PROMETHEUS, "ServiceMonitor")
 RULES = find(PROMETHEUS, "PrometheusRule")
 DASHBOARD = load_dashboard(CONFIG / "grafana" / "dashboard.json")
-FORBIDDEN_RESOURCES = ("secrets", "pods", "configmaps", "persistentvolumeclaims", "serviceaccounts")
+FORBIDDEN_RESOURCES = ("secrets", "pods", "serviceaccounts")
+# spec.resourceTemplates: create one object and read one by name (its owner), never more.
+TEMPLATE_RESOURCES = ("configmaps", "persistentvolumeclaims")
 # Granted beyond what the code sends, each for a stated reason (docs/RBAC.md):
 GRANTED_EXTRAS = {
     ("workflow.kube-zen.io", "jobflows/status", "get"): "read the status subresource (kubectl, debugging)",
@@ -287,6 +289,15 @@ def test_no_access_to_secrets_pods_or_leases_cluster_wide() -> None:
             assert not rules_allow(CLUSTER_ROLE["rules"], "", resource, verb)
             assert not rules_allow(LEASE_ROLE["rules"], "", resource, verb)
     assert not any(g == "coordination.k8s.io" for g, _, _ in granted(CLUSTER_ROLE["rules"]))
+
+
+def test_template_objects_are_only_created_and_read_by_name() -> None:
+    for resource in TEMPLATE_RESOURCES:
+        assert rules_allow(CLUSTER_ROLE["rules"], "", resource, "create")
+        assert rules_allow(CLUSTER_ROLE["rules"], "", resource, "get")
+        for verb in ("list", "watch", "update", "patch", "delete", "deletecollection"):
+            assert not rules_allow(CLUSTER_ROLE["rules"], "", resource, verb), (verb, resource)
+            assert not rules_allow(LEASE_ROLE["rules"], "", resource, verb), (verb, resource)
 
 
 def test_bindings_give_the_roles_to_the_deployments_service_account() -> None:

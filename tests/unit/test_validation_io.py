@@ -132,6 +132,12 @@ def test_valid_input_parameters(param: dict[str, Any]) -> None:
             "RFC 1123 label",
         ),
         ({"name": "p", "valueFrom": "a:$.x"}, "valueFrom", E.INVALID, "must be an object"),
+        (
+            {"name": "p", "valueFrom": {"jsonPath": "a:$.conditions[*].type"}},
+            "valueFrom.jsonPath",
+            E.INVALID,
+            "unsupported JSONPath",
+        ),
     ],
 )
 def test_invalid_input_parameters(param: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
@@ -276,6 +282,12 @@ def test_valid_outputs(fields: dict[str, Any]) -> None:
             "parameters[0].valueFrom.jsonPath",
             E.INVALID,
             "own Job",
+        ),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$..succeeded"}}]},
+            "parameters[0].valueFrom.jsonPath",
+            E.INVALID,
+            "unsupported JSONPath",
         ),
         ({"artifacts": [{"name": "out"}]}, "artifacts[0].path", E.REQUIRED, ""),
         ({"artifacts": [{"name": "out", "path": "out"}]}, "artifacts[0].path", E.INVALID, "absolute"),

@@ -32,6 +32,7 @@ from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.leases import LeaseClient
+from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.resource import Resource, ResourceLister
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "LeaseClient",
     "ListResult",
     "NotFound",
+    "ObjectClient",
     "Resource",
     "ResourceLister",
     "ResponseHook",

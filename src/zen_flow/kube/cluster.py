@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from zen_flow.api import Job
+from zen_flow.api.meta import ObjectMeta
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.objects import ObjectClient
 
 
 class Cluster:
-    def __init__(self, jobs: JobClient, flows: JobFlowClient) -> None:
+    def __init__(self, jobs: JobClient, flows: JobFlowClient, objects: ObjectClient) -> None:
         self._jobs = jobs
         self._flows = flows
+        self._objects = objects
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
         """`AlreadyExists` if the name is taken."""
@@ -31,3 +34,12 @@ class Cluster:
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""
         await self._flows.delete(namespace, name, uid)
+
+    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
+        """A PersistentVolumeClaim or ConfigMap of `spec.resourceTemplates`. `AlreadyExists` if the name
+        is taken, `Invalid` if the apiserver refuses the manifest."""
+        return await self._objects.create(namespace, kind, body)
+
+    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
+        """Metadata of such an object (who owns it). `NotFound` if it is gone."""
+        return await self._objects.get(namespace, kind, name)

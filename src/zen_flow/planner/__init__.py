@@ -1,15 +1,17 @@
 """The pure heart of the controller: `plan(flow, jobs, now) -> Plan` (no I/O, no clock reads)."""
 
-from zen_flow.planner.actions import Action, CreateJob, DeleteFlow, DeleteJob, EventSpec, Plan
+from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid
+from zen_flow.planner.resources import fail_resources
 
 __all__ = [
     "Action",
     "CreateJob",
+    "CreateResource",
     "DeleteFlow",
     "DeleteJob",
     "EventSpec",
@@ -18,6 +20,7 @@ __all__ = [
     "Plan",
     "build_job",
     "fail_invalid",
+    "fail_resources",
     "group_of",
     "keys_to_wake",
     "parse_duration",

@@ -37,7 +37,22 @@ class DeleteFlow:
     reason: str
 
 
-Action = CreateJob | DeleteJob | DeleteFlow
+@dataclass(frozen=True)
+class CreateResource:
+    """Create one object of `spec.resourceTemplates` (a core/v1 PersistentVolumeClaim or ConfigMap).
+
+    `body` is the full manifest. A 409 is adopted only if the existing object's controller is this flow;
+    otherwise the flow fails (the name belongs to someone else)."""
+
+    kind: str  # "PersistentVolumeClaim" | "ConfigMap"
+    body: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+
+Action = CreateJob | DeleteJob | DeleteFlow | CreateResource
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,23 @@ from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, Audit, JobFlow, ObjectRef
 from zen_flow.expressions import WhenContext, check_when
 from zen_flow.naming import job_name
-from zen_flow.planner.actions import Action, CreateJob, DeleteJob, EventSpec, Plan
+from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, EventSpec, Plan
 from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
 from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.events import NORMAL, TIMEOUT_MARK, derive_events
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
-from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, assemble
+from zen_flow.planner.outputs import OutputError, capture_outputs, job_document
+from zen_flow.planner.parameters import Producer, apply_parameters, json_path_sources, resolve_inputs
+from zen_flow.planner.resources import describe, missing, resource_ref
+from zen_flow.planner.status import (
+    MAX_FLOW_MESSAGE,
+    REASON_DEADLINE,
+    REASON_REPLACED,
+    REASON_STEP_FAILED,
+    assemble,
+    cut,
+)
 from zen_flow.planner.steps import StepViews, StepWork, bound
 from zen_flow.planner.timing import after, normalize, until
 
@@ -67,6 +77,8 @@ class _Planner:
             w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0) for w in self.works.values()
         )
         self.failure: str | None = None  # the first step that failed for good (fail-fast)
+        # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
+        self.creating: tuple[CreateResource, ...] = ()
         for w in self.works.values():
             if w.phase == StepPhase.FAILED and not w.spec.continue_on_failure:
                 self.failure = self.failure or f"step {w.name} failed: {w.message or 'failed'}"
@@ -139,7 +151,7 @@ class _Planner:
         if ref is None or ref.uid is None or ref.name != name:
             w.job_ref = self.job_ref(name, job)
         if job.complete:
-            w.succeed(self.now, None)
+            self.complete(w, job)
             return
         if job.failed:
             cond = job.condition("Failed")
@@ -159,6 +171,17 @@ class _Planner:
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
             else:
                 self.wakeups.append(due)
+
+    def complete(self, w: StepWork, job: Job) -> None:
+        """The Job completed: capture the output parameters; they go out in the same status write that
+        marks the step Succeeded. One that cannot be captured fails the step (retrying reruns the work)."""
+        try:
+            w.outputs = capture_outputs(w.spec, job, w.outputs)
+        except OutputError as err:
+            w.fail(self.now, str(err))
+            self.note_failure(w)
+            return
+        w.succeed(self.now, None)
 
     def attempt_failed(self, w: StepWork, error: str, failed_at: datetime) -> None:
         limit = retry_limit(w.spec)
@@ -204,7 +227,13 @@ class _Planner:
     # --- pass 2: schedule -----------------------------------------------------------------------------
 
     def blocked(self) -> bool:
-        return self.suspended or self.failure is not None or self.deadline_passed or self.group.holds
+        return (
+            self.suspended
+            or self.failure is not None
+            or self.deadline_passed
+            or self.group.holds
+            or bool(self.creating)
+        )
 
     def schedule(self) -> None:
         for name in self.order:
@@ -246,7 +275,7 @@ class _Planner:
         if never is not None:
             w.skip(self.now, never)
             return
-        if not ready or self.blocked():
+        if not ready or self.blocked() or self.uncommitted(w):
             return
         if w.spec.when is not None:
             verdict = check_when(w.spec.when, self.when_context)
@@ -257,6 +286,31 @@ class _Planner:
             self.start_manual(w)
         else:
             self.create(w, w.retry_count)
+
+    def uncommitted(self, w: StepWork) -> bool:
+        """A step `w` reads (a dependency or a `<step>:` input) captured output values in this very plan:
+        `w` waits for the next reconcile, so the values are committed in status before it starts (the
+        controller creates Jobs before it writes status; the status write itself wakes the flow)."""
+        for name in (*w.spec.dependencies, *json_path_sources(w.spec)):
+            d = self.works.get(name)
+            if d is not None and d.outputs != (d.old.outputs if d.old is not None else None):
+                return True
+        return False
+
+    def producer(self, name: str) -> Producer | None:
+        """What a `<name>:<path>` input reads: the step's last Job's status and its stored outputs."""
+        d = self.works.get(name)
+        if d is None:
+            return None
+        job_name = d.job_ref.name if d.job_ref is not None and d.job_ref.name else None
+        job = self.jobs.get(job_name) if job_name else None
+        params = d.outputs.parameters if d.outputs is not None else ()
+        return Producer(
+            phase=d.phase.value,
+            job_name=job_name,
+            job_status=job_document(job) if job is not None else None,
+            outputs={p.name: p.value for p in params},
+        )
 
     def start_manual(self, w: StepWork) -> None:
         w.await_approval(self.now, w.spec.message or f"waiting for manual approval of step {w.name}")
@@ -271,6 +325,7 @@ class _Planner:
             return
         try:
             body = build_job(self.flow, w.spec, name, attempt)
+            body = apply_parameters(body, w.name, resolve_inputs(w.spec, self.producer))
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
             self.note_failure(w)
@@ -339,6 +394,10 @@ class _Planner:
             w.phase != StepPhase.PENDING for w in self.works.values()
         )
         self.group = judge(self.flow, self.peers, started=started)
+        if not self.blocked():
+            # Only a flow that may start steps now gets its objects (not a queued or suspended one).
+            self.creating = missing(self.flow)
+            self.actions.extend(self.creating)
         self.schedule()
         if self.start_time is None and any(w.phase != StepPhase.PENDING for w in self.works.values()):
             self.start_time = self.now
@@ -364,7 +423,16 @@ class _Planner:
             now=self.now,
             queued=self.group.waiting,
         )
+        if self.creating:
+            # Recorded now, in the write that follows the creates; the controller fills in the UIDs.
+            refs = (*old.resource_refs, *(resource_ref(self.flow, c) for c in self.creating))
+            update: dict[str, Any] = {"resource_refs": refs}
+            if phase == FlowPhase.PENDING:
+                update["message"] = cut(f"creating {describe(self.creating)}", MAX_FLOW_MESSAGE)
+            status = status.model_copy(update=update)
         events = derive_events(old, status, {s.name: s for s in self.flow.spec.steps})
+        if self.creating:
+            events += (EventSpec(NORMAL, "ResourcesCreated", cut(describe(self.creating), 1024)),)
         if self.group.replacing and old.start_time is None and status.start_time is not None:
             events += (EventSpec(NORMAL, "ReplacingFlows", self.group.replacing_message()),)
         if phase.terminal:

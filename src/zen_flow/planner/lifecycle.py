@@ -74,14 +74,23 @@ def _structure(steps: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[tuple[st
     return (), order
 
 
-def fail_invalid(flow: JobFlow, errors: Sequence[str], now: datetime) -> Plan:
-    """An invalid spec: the flow fails once with condition Valid=False (reason InvalidSpec)."""
+def fail_invalid(
+    flow: JobFlow,
+    errors: Sequence[str],
+    now: datetime,
+    *,
+    reason: str = REASON_INVALID,
+    prefix: str = "invalid spec",
+) -> Plan:
+    """An invalid spec: the flow fails once with condition Valid=False (reason InvalidSpec). Another
+    `reason` fails it the same way for a cause found while executing the plan (condition Failed only)."""
     now = normalize(now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
     listed = "; ".join(errors[:_LISTED_ERRORS]) or "unknown error"
     more = f" (+{len(errors) - _LISTED_ERRORS} more)" if len(errors) > _LISTED_ERRORS else ""
-    failure = f"invalid spec: {listed}{more}"
+    failure = f"{prefix}: {listed}{more}"
+    cause = "the flow spec is invalid" if reason == REASON_INVALID else prefix
     old = {s.name: s for s in flow.status.steps}
     works: dict[str, StepWork] = {}
     for spec in flow.spec.steps:
@@ -89,16 +98,16 @@ def fail_invalid(flow: JobFlow, errors: Sequence[str], now: datetime) -> Plan:
             continue
         work = StepWork.load(spec, old.get(spec.name))
         if work.phase == StepPhase.RUNNING:
-            work.fail(now, "the flow spec is invalid")
+            work.fail(now, cause)
         elif not work.terminal:
-            work.skip(now, "not started: the flow spec is invalid")
+            work.skip(now, f"not started: {cause}")
         works[spec.name] = work
     status = assemble(
         flow,
         [w.status() for w in works.values()],
         FlowPhase.FAILED,
         failure=failure,
-        failed_reason=REASON_INVALID,
+        failed_reason=reason,
         start_time=flow.status.start_time,
         audit=flow.status.audit,
         now=now,

@@ -20,7 +20,7 @@ from zen_flow.api.constants import FlowPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import Condition
-from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Peer, Plan, plan
+from zen_flow.planner import CreateJob, CreateResource, DeleteFlow, DeleteJob, Peer, Plan, plan
 
 
 class DuplicateCreate(AssertionError):
@@ -35,6 +35,8 @@ class Simulator:
     plans: list[Plan] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # every Job name ever created, in order
     flow_deleted: bool = False
+    # Objects of spec.resourceTemplates: (kind, name) -> manifest, as created.
+    resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # False: a deleted Job lingers with a deletionTimestamp (as while its pods terminate) until
     # `collect()` removes it; True: it disappears at once.
     instant_delete: bool = True
@@ -69,6 +71,10 @@ class Simulator:
                 self._delete(action.name)
             elif isinstance(action, DeleteFlow):
                 self.flow_deleted = True
+            elif isinstance(action, CreateResource):
+                if (action.kind, action.name) in self.resources and self.strict:
+                    raise DuplicateCreate(f"{action.kind} {action.name}")
+                self.resources[(action.kind, action.name)] = action.body
         if write_status and result.status != self.flow.status:
             # Through the wire, as the controller does it: a JSON merge patch on the old status. A
             # status that does not survive the round trip unchanged would cause endless writes.
@@ -108,19 +114,27 @@ class Simulator:
     def running(self) -> list[str]:
         return sorted(n for n, j in self.jobs.items() if not j.finished and not j.deleting)
 
-    def _finish(self, name: str, type_: str, reason: str, message: str) -> None:
+    def _finish(self, name: str, type_: str, reason: str, message: str, **counts: Any) -> None:
+        """Terminal condition plus the counters and times the Job controller sets for a one-pod Job (what
+        output parameters such as `$.succeeded` read)."""
         job = self.jobs[name]
         cond = Condition(
             type=type_, status="True", reason=reason, message=message, last_transition_time=self.now
         )
-        status = job.status.model_copy(update={"conditions": (*job.status.conditions, cond)})
+        update: dict[str, Any] = {
+            "conditions": (*job.status.conditions, cond),
+            "start_time": job.status.start_time or self.now,
+            "active": 0,
+            **counts,
+        }
+        status = job.status.model_copy(update=update)
         self.jobs[name] = job.model_copy(update={"status": status})
 
     def complete(self, name: str) -> None:
-        self._finish(name, "Complete", "Completed", "")
+        self._finish(name, "Complete", "Completed", "", succeeded=1, completion_time=self.now)
 
     def fail(self, name: str, reason: str = "BackoffLimitExceeded", message: str = "Job has failed") -> None:
-        self._finish(name, "Failed", reason, message)
+        self._finish(name, "Failed", reason, message, failed=1)
 
     def vanish(self, name: str) -> None:
         """Someone else deleted the Job."""

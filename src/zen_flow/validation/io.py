@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from zen_flow.jsonpath import JsonPathError, parse
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -73,7 +74,17 @@ def _check_input_json_path(r: Reader, index: StepIndex, step: str, value: str, p
         return
     if not expr.startswith("$"):
         r.add(invalid(path, value, 'the JSONPath after "<step>:" must start with "$"'))
+    else:
+        _check_json_path_syntax(r, expr, value, path)
     _check_step_ref(r, index, step, ref, value, path)
+
+
+def _check_json_path_syntax(r: Reader, expr: str, value: str, path: Path) -> None:
+    # The subset zen_flow.jsonpath evaluates: an unsupported form is rejected here, not at run time.
+    try:
+        parse(expr)
+    except JsonPathError as err:
+        r.add(invalid(path, value, f"unsupported JSONPath ($, .field, ['field'] and [index] only): {err}"))
 
 
 def _check_key_ref(r: Reader, ref: Mapping[str, Any], path: Path) -> None:
@@ -182,6 +193,8 @@ def _check_output_json_path(r: Reader, step: str, value: str, path: Path) -> Non
         value = expr
     if not value.startswith("$"):
         r.add(invalid(path, value, 'a JSONPath must start with "$" (e.g. "$.succeeded")'))
+    else:
+        _check_json_path_syntax(r, value, value, path)
 
 
 def _check_output_artifact(r: Reader, artifact: Mapping[str, Any], path: Path) -> None:

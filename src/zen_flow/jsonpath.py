@@ -1,0 +1,128 @@
+"""The small JSONPath subset parameters use, and how a found value is rendered as a parameter value.
+
+Grammar (a path is `$` followed by any number of segments):
+  `$`                the document itself
+  `.name`            a field; `name` is letters, digits, `_` and `-` (e.g. `.startTime`, `.my-key`)
+  `['name']`         a field with any other characters (`"` quotes work too; `\\'` escapes a quote)
+  `[3]`, `[-1]`      a list element, counted from the end when negative
+Nothing else: no wildcards, filters, slices or recursive descent. One path selects at most one value,
+which is what a parameter needs, and an unsupported form is a clear error instead of a silent miss.
+
+Rendering (`render`): strings as they are; integers and floats as JSON writes them but without losing
+decimals (3 -> "3", 2.5 -> "2.5", 3.0 -> "3"); booleans `true`/`false`; objects and lists as compact
+JSON. The original formatted every number with `%.0f` and so lost decimals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+Segment = str | int
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_INDEX = re.compile(r"-?[0-9]+")
+
+
+class JsonPathError(ValueError):
+    """A path outside the supported subset; the message says where."""
+
+
+class NotFound(LookupError):
+    """The path selects nothing in the document (or a JSON null, which Kubernetes treats as absent)."""
+
+
+def _quoted(path: str, pos: int) -> tuple[str, int]:
+    """The quoted field name starting at `path[pos]` (a quote) and the index after its closing `]`."""
+    quote = path[pos]
+    out: list[str] = []
+    i = pos + 1
+    while i < len(path):
+        char = path[i]
+        if char == "\\" and i + 1 < len(path):
+            out.append(path[i + 1])
+            i += 2
+            continue
+        if char == quote:
+            if path[i + 1 : i + 2] != "]":
+                raise JsonPathError(f"{path!r}: expected ']' after the quoted name at position {i + 1}")
+            return "".join(out), i + 2
+        out.append(char)
+        i += 1
+    raise JsonPathError(f"{path!r}: unterminated quoted name at position {pos}")
+
+
+@lru_cache(maxsize=4096)
+def parse(path: str) -> tuple[Segment, ...]:
+    """The segments of `path` (field names and list indexes); raises JsonPathError."""
+    if not path.startswith("$"):
+        raise JsonPathError(f'{path!r}: a JSONPath starts with "$"')
+    segments: list[Segment] = []
+    i = 1
+    while i < len(path):
+        char = path[i]
+        if char == ".":
+            match = _NAME.match(path, i + 1)
+            if match is None:
+                raise JsonPathError(
+                    f"{path!r}: expected a field name after '.' at position {i} "
+                    "(use ['name'] for other characters; wildcards and '..' are not supported)"
+                )
+            segments.append(match.group())
+            i = match.end()
+        elif char == "[":
+            if path[i + 1 : i + 2] in ("'", '"'):
+                name, i = _quoted(path, i + 1)
+                segments.append(name)
+                continue
+            match = _INDEX.match(path, i + 1)
+            if match is None or path[match.end() : match.end() + 1] != "]":
+                raise JsonPathError(
+                    f"{path!r}: expected an integer index or a quoted name after '[' at position {i} "
+                    "(wildcards, slices and filters are not supported)"
+                )
+            segments.append(int(match.group()))
+            i = match.end() + 1
+        else:
+            raise JsonPathError(f"{path!r}: unexpected {char!r} at position {i}")
+    return tuple(segments)
+
+
+def evaluate(path: str, document: Any) -> Any:
+    """The value `path` selects in `document` (parsed JSON); raises NotFound or JsonPathError."""
+    value = document
+    for segment in parse(path):
+        if isinstance(segment, int):
+            if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+                raise NotFound(f"{path!r}: [{segment}] needs a list")
+            if not -len(value) <= segment < len(value):
+                raise NotFound(f"{path!r}: index [{segment}] is out of range (the list has {len(value)})")
+            value = value[segment]
+        else:
+            if not isinstance(value, Mapping):
+                raise NotFound(f"{path!r}: field {segment!r} needs an object")
+            if segment not in value:
+                raise NotFound(f"{path!r}: no field {segment!r}")
+            value = value[segment]
+    if value is None:
+        raise NotFound(f"{path!r}: the value is null")
+    return value
+
+
+def render(value: Any) -> str:
+    """A found value as parameter text (see the module docstring)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)

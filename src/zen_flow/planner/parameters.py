@@ -1,0 +1,258 @@
+"""Input parameters: resolved when a step's Job is built, substituted into it, and exposed as env vars.
+
+Sources (`spec.steps[].inputs.parameters[]`):
+  value                     the literal text;
+  valueFrom.jsonPath        `<step>:<JSONPath>` over that step's document: its Job's status as the cache
+                            holds it (as in the original: `build:$.succeeded`), plus `outputs.parameters`
+                            with its stored output values (`build:$.outputs.parameters.version`; still
+                            readable when the Job is gone);
+  valueFrom.configMapKeyRef / secretKeyRef
+                            never read by the controller: the pod gets an env var with Kubernetes' own
+                            `valueFrom`, and a placeholder becomes `$(ENV_NAME)`, which Kubernetes expands
+                            in containers' `command`, `args` and `env[].value` (and nowhere else, so a
+                            placeholder of such a parameter anywhere else fails the step).
+
+Every parameter is also an env var `ZF_PARAM_<NAME>` (upper-cased, other characters `_`) in every
+container and init container, placed before the container's own env so those can use `$(ZF_PARAM_X)`.
+
+Placeholders `{{inputs.parameters.NAME}}`, and the original's `{{.Parameters.NAME}}`, `{{parameters.NAME}}`,
+`{{.parameters.NAME}}` and `${parameters.NAME}`, are replaced in every string VALUE of the Job (never in
+keys, never as text over serialized JSON, so any value is JSON-safe), in one pass (a value containing
+`{{` is not expanded again). Where Kubernetes expands `$(VAR)` (command, args, env values) a substituted
+value has `$` doubled so it arrives literally. An unknown name, or a parameter that cannot be resolved,
+fails the step: the Job is never created with a placeholder left in it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zen_flow.api.constants import StepPhase
+from zen_flow.api.jobflow import InputParameter, KeyRef, Step
+from zen_flow.jsonpath import JsonPathError, NotFound, evaluate, render
+from zen_flow.planner.jobs import JobBuildError
+
+ENV_PREFIX = "ZF_PARAM_"
+_PLACEHOLDER = re.compile(
+    r"\{\{\s*(?:inputs\.parameters|\.?[Pp]arameters)\.([A-Za-z0-9_.-]+?)\s*\}\}"
+    r"|\$\{parameters\.([A-Za-z0-9_.-]+)\}"
+)
+_NOT_ENV = re.compile(r"[^A-Z0-9]")
+_CONTAINER_LISTS = ("containers", "initContainers")
+_FINISHED = (StepPhase.SUCCEEDED.value, StepPhase.FAILED.value)
+
+
+class ParameterError(JobBuildError):
+    """A parameter cannot be resolved or substituted; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Producer:
+    """What a `<step>:<path>` input can read of an earlier step."""
+
+    phase: str
+    job_name: str | None
+    job_status: Mapping[str, Any] | None  # None: the Job is gone (or the step never had one)
+    outputs: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    name: str
+    env_name: str
+    value: str | None  # None: from a ConfigMap or Secret, known only inside the pod
+    env: Mapping[str, Any]  # the container env entry
+
+
+def env_name(parameter: str) -> str:
+    return ENV_PREFIX + _NOT_ENV.sub("_", parameter.upper())
+
+
+def escape_expansion(value: str) -> str:
+    """Kubernetes turns `$$` into `$` where it expands `$(VAR)`; doubling keeps a value literal."""
+    return value.replace("$", "$$")
+
+
+def json_path_sources(step: Step) -> tuple[str, ...]:
+    """The steps whose documents this step's `<step>:<path>` inputs read."""
+    params = step.inputs.parameters if step.inputs is not None else ()
+    refs: list[str] = []
+    for param in params:
+        path = param.value_from.json_path if param.value_from is not None else None
+        if param.value is None and path and not path.startswith("$") and ":" in path:
+            refs.append(path.partition(":")[0])
+    return tuple(refs)
+
+
+def _key_ref(ref: KeyRef, kind: str, what: str) -> dict[str, str]:
+    if not ref.name:
+        raise ParameterError(f"{what}: {kind}.name is not set")
+    return {"name": ref.name, "key": ref.key or "value"}  # the original's default key
+
+
+def _from_step(param: InputParameter, source: str, producer: Callable[[str], Producer | None]) -> str:
+    what = f"input parameter {param.name}"
+    ref, colon, path = source.partition(":")
+    if not colon or source.startswith("$"):
+        raise ParameterError(f'{what}: jsonPath {source!r} must name the step it reads: "<step>:$.path"')
+    found = producer(ref)
+    if found is None:
+        raise ParameterError(f"{what}: jsonPath {source!r} names no step of this flow")
+    if found.phase not in _FINISHED:
+        raise ParameterError(f"{what}: step {ref} has not finished (it is {found.phase})")
+    document = {**(found.job_status or {}), "outputs": {"parameters": dict(found.outputs)}}
+    try:
+        return render(evaluate(path, document))
+    except JsonPathError as err:
+        raise ParameterError(f"{what}: invalid jsonPath: {err}") from None
+    except NotFound as err:
+        hint = ""
+        if found.job_status is None and not path.startswith("$.outputs"):
+            job = f"its Job {found.job_name}" if found.job_name else "it has no Job that"
+            hint = f" ({job} no longer exists; stored values are read as {ref}:$.outputs.parameters.NAME)"
+        raise ParameterError(f"{what}: nothing found in step {ref}: {err}{hint}") from None
+
+
+def resolve_inputs(step: Step, producer: Callable[[str], Producer | None]) -> tuple[Resolved, ...]:
+    """Every input parameter of `step`, resolved; `producer(name)` describes an earlier step."""
+    params = step.inputs.parameters if step.inputs is not None else ()
+    out: list[Resolved] = []
+    seen: dict[str, str] = {}
+    for param in params:
+        what = f"input parameter {param.name}"
+        env = env_name(param.name)
+        if env in seen:
+            raise ParameterError(f"{what}: its env var {env} is also that of input parameter {seen[env]}")
+        seen[env] = param.name
+        source = param.value_from
+        if param.value is not None:
+            value: str | None = param.value
+        elif source is not None and source.json_path:
+            value = _from_step(param, source.json_path, producer)
+        else:
+            value = None
+        if value is not None:
+            entry: dict[str, Any] = {"name": env, "value": escape_expansion(value)}
+        elif source is not None and source.config_map_key_ref is not None:
+            ref = _key_ref(source.config_map_key_ref, "configMapKeyRef", what)
+            entry = {"name": env, "valueFrom": {"configMapKeyRef": ref}}
+        elif source is not None and source.secret_key_ref is not None:
+            ref = _key_ref(source.secret_key_ref, "secretKeyRef", what)
+            entry = {"name": env, "valueFrom": {"secretKeyRef": ref}}
+        else:
+            raise ParameterError(f"{what}: it has neither a value nor a valueFrom source")
+        out.append(Resolved(param.name, env, value, entry))
+    return tuple(out)
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "the Job"
+
+
+def _expandable(path: tuple[str | int, ...]) -> bool:
+    """Kubernetes expands `$(VAR)` here: containers' command/args items and env values."""
+    if len(path) < 7 or path[:3] != ("spec", "template", "spec") or path[3] not in _CONTAINER_LISTS:
+        return False
+    if len(path) == 7:
+        return path[5] in ("command", "args")
+    return len(path) == 8 and path[5] == "env" and path[7] == "value"
+
+
+class _Substitution:
+    def __init__(self, step: str, resolved: tuple[Resolved, ...]) -> None:
+        self.step = step
+        self.by_name = {r.name: r for r in resolved}
+
+    def text(self, value: str, path: tuple[str | int, ...]) -> str:
+        if "{{" not in value and "${" not in value:
+            return value
+        expandable = _expandable(path)
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1) or match.group(2)
+            found = self.by_name.get(name)
+            if found is None:
+                known = ", ".join(sorted(self.by_name)) or "none"
+                raise ParameterError(
+                    f"unknown parameter {name} in {match.group(0)} at {_where(path)} "
+                    f"(the inputs.parameters of step {self.step}: {known})"
+                )
+            if found.value is not None:
+                return escape_expansion(found.value) if expandable else found.value
+            if not expandable:
+                raise ParameterError(
+                    f"input parameter {name} comes from a ConfigMap or Secret, which only the pod reads: "
+                    f"use it in a container's command, args or env value (as $({found.env_name})), "
+                    f"not at {_where(path)}"
+                )
+            return f"$({found.env_name})"
+
+        return _PLACEHOLDER.sub(replace, value)
+
+    def walk(self, node: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(node, str):
+            return self.text(node, path)
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if isinstance(item, str | dict | list):
+                    node[key] = self.walk(item, (*path, key))
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str | dict | list):
+                    node[index] = self.walk(item, (*path, index))
+        return node
+
+
+def _inject_env(body: dict[str, Any], resolved: tuple[Resolved, ...]) -> None:
+    pod = body.get("spec", {}).get("template", {}).get("spec")
+    if not isinstance(pod, dict):
+        return
+    names = {r.env_name for r in resolved}
+    for field in _CONTAINER_LISTS:
+        containers = pod.get(field)
+        if not isinstance(containers, list):
+            continue
+        for container in containers:
+            if not isinstance(container, dict):
+                continue
+            own = container.get("env")
+            kept = (
+                [e for e in own if not (isinstance(e, dict) and e.get("name") in names)]
+                if isinstance(own, list)
+                else []
+            )
+            # Ours first: a container's own env entries may then refer to them as $(ZF_PARAM_X).
+            container["env"] = [_copy(r.env) for r in resolved] + kept
+
+
+def _copy(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (_copy(v) if isinstance(v, Mapping) else v) for k, v in entry.items()}
+
+
+def _marked(node: Any) -> bool:
+    """Whether any string in `node` may hold a placeholder (a cheap scan: most templates have none)."""
+    if isinstance(node, str):
+        return "{{" in node or "${" in node
+    if isinstance(node, dict):
+        node = node.values()
+    elif not isinstance(node, list):
+        return False
+    for item in node:
+        if not isinstance(item, int | float | bool) and _marked(item):
+            return True
+    return False
+
+
+def apply_parameters(body: dict[str, Any], step: str, resolved: tuple[Resolved, ...]) -> dict[str, Any]:
+    """Substitute the placeholders in `body` (changed in place and returned) and add the env vars."""
+    if _marked(body):
+        _Substitution(step, resolved).walk(body, ())
+    if resolved:
+        _inject_env(body, resolved)
+    return body

@@ -1,0 +1,143 @@
+"""`spec.resourceTemplates`: the PersistentVolumeClaims and ConfigMaps a flow gets before its first step.
+
+Each template becomes `<flow>-<metadata.name>` in the flow's namespace, with our labels and a controller
+ownerReference to the flow (the garbage collector deletes it with the flow). An object counts as created
+once `status.resourceRefs` lists it: the plan that creates it also records it, and that status write is
+what lets a later reconcile start steps. The names are deterministic, so a create repeated after a lost
+status write answers 409, and the controller adopts the object if the flow owns it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from zen_flow.api.constants import LABEL_FLOW, LABEL_MANAGED_BY, MANAGED_BY
+from zen_flow.api.jobflow import JobFlow, ObjectRef
+from zen_flow.naming import label_value, resource_name
+from zen_flow.planner.actions import CreateResource, Plan
+from zen_flow.planner.jobs import owner_reference
+from zen_flow.planner.lifecycle import fail_invalid
+
+PVC = "PersistentVolumeClaim"
+CONFIG_MAP = "ConfigMap"
+API_VERSION = "v1"
+REASON_RESOURCE_CONFLICT = "ResourceConflict"
+
+# Server-populated fields a template copied from `kubectl get -o yaml` may carry.
+_SERVER_FIELDS = (
+    "generateName",
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "managedFields",
+    "selfLink",
+    "finalizers",
+)
+
+
+def resource_labels(flow: JobFlow) -> dict[str, str]:
+    return {LABEL_FLOW: label_value(flow.metadata.name), LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def _template_name(template: Mapping[str, Any]) -> str:
+    meta = template.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return name if isinstance(name, str) else ""
+
+
+def build_resource(flow: JobFlow, kind: str, template: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep copy of the template with our name, namespace, labels and ownerReference."""
+    body = copy.deepcopy(dict(template))
+    body["apiVersion"] = API_VERSION
+    body["kind"] = kind
+    body.pop("status", None)
+    meta = body.get("metadata")
+    meta = dict(meta) if isinstance(meta, Mapping) else {}
+    for field in _SERVER_FIELDS:
+        meta.pop(field, None)
+    labels = meta.get("labels")
+    extra = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+    meta["name"] = resource_name(flow.metadata.name, _template_name(template))
+    meta["namespace"] = flow.metadata.namespace
+    meta["labels"] = {**extra, **resource_labels(flow)}
+    # Only ours: an object has at most one controller, and it must be the flow for GC and adoption.
+    meta["ownerReferences"] = [owner_reference(flow)]
+    body["metadata"] = meta
+    return body
+
+
+def _templates(flow: JobFlow) -> list[tuple[str, Mapping[str, Any]]]:
+    """(kind, template) of every named template, PVCs first, in spec order. Templates without a name
+    are left out (the validator rejects them; the controller validates a flow before planning it)."""
+    templates = flow.spec.resource_templates
+    if templates is None:
+        return []
+    return [
+        (kind, template)
+        for kind, items in (
+            (PVC, templates.volume_claim_templates),
+            (CONFIG_MAP, templates.config_map_templates),
+        )
+        for template in items
+        if _template_name(template)
+    ]
+
+
+def wanted(flow: JobFlow) -> tuple[CreateResource, ...]:
+    """Every object the flow's templates describe."""
+    return tuple(CreateResource(kind, build_resource(flow, kind, t)) for kind, t in _templates(flow))
+
+
+def missing(flow: JobFlow) -> tuple[CreateResource, ...]:
+    """The objects `status.resourceRefs` does not list yet: to create before any step may start.
+    Cheap once they are all recorded (no manifest is built): it runs on every reconcile."""
+    templates = _templates(flow)
+    if not templates:
+        return ()
+    recorded = {(ref.kind, ref.name) for ref in flow.status.resource_refs}
+    flow_name = flow.metadata.name
+    return tuple(
+        CreateResource(kind, build_resource(flow, kind, t))
+        for kind, t in templates
+        if (kind, resource_name(flow_name, _template_name(t))) not in recorded
+    )
+
+
+def resource_ref(flow: JobFlow, create: CreateResource, uid: str | None = None) -> ObjectRef:
+    return ObjectRef(
+        api_version=API_VERSION,
+        kind=create.kind,
+        name=create.name,
+        namespace=flow.metadata.namespace,
+        uid=uid or None,
+    )
+
+
+def describe(creates: tuple[CreateResource, ...]) -> str:
+    return ", ".join(f"{c.kind} {c.name}" for c in creates)
+
+
+def fail_resources(
+    flow: JobFlow, problems: Sequence[str], now: datetime, recorded: Sequence[ObjectRef] = ()
+) -> Plan:
+    """Objects that cannot be created (the name belongs to an object the flow does not own, or the
+    apiserver refuses the template): the flow fails once, condition Failed with reason
+    ResourceConflict. `recorded`: the objects this reconcile did create or adopt; they are the flow's
+    and are listed in `status.resourceRefs` so that nobody wonders where they came from."""
+    result = fail_invalid(
+        flow,
+        problems,
+        now,
+        reason=REASON_RESOURCE_CONFLICT,
+        prefix="cannot create the flow's resources",
+    )
+    if not recorded or result.status is flow.status:
+        return result
+    known = {(ref.kind, ref.name) for ref in flow.status.resource_refs}
+    refs = (*flow.status.resource_refs, *(r for r in recorded if (r.kind, r.name) not in known))
+    status = result.status.model_copy(update={"resource_refs": refs})
+    return Plan(result.actions, status, result.events, result.requeue_after)

@@ -1,0 +1,205 @@
+"""Controller: executing CreateResource (create, adopt our own on 409, fail on someone else's)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from zen_flow import mergepatch
+from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api.jobflow import ResourceTemplates
+from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller import Controller
+from zen_flow.expectations import Expectations
+from zen_flow.kube.errors import AlreadyExists, Invalid
+from zen_flow.metrics import Metrics
+from zen_flow.testing.clock import FakeClock
+from zen_flow.testing.flows import job_step, make_flow
+from zen_flow.workqueue import WorkQueue
+
+CLAIM: dict[str, Any] = {
+    "metadata": {"name": "data"},
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+}
+CONFIG: dict[str, Any] = {"metadata": {"name": "settings"}, "data": {"mode": "fast"}}
+
+
+class Fake:
+    """Flow cache, Job cache, cluster API and event sink in one."""
+
+    def __init__(self, flow: JobFlow) -> None:
+        self.flow = flow
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobs: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.rv = 1
+        self.invalid: set[str] = set()
+
+    # FlowCache
+    def get(self, key: str) -> JobFlow | None:
+        return self.flow if key == self.flow.key else None
+
+    def parse_error(self, key: str) -> str | None:
+        return None
+
+    def concurrency_group(self, group: str) -> Sequence[JobFlow]:
+        return ()
+
+    # JobCache
+    def jobs_for(self, owner_uid: str) -> Sequence[Job]:
+        return ()
+
+    # ClusterApi
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        self.jobs.append(body)
+        return Job.model_validate({"metadata": {**body["metadata"], "uid": f"job-{len(self.jobs)}"}})
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        raise AssertionError("no Job is deleted here")
+
+    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        old = self.flow.status.to_wire()
+        status = JobFlowStatus.model_validate(mergepatch.apply(old, patch["status"]))
+        self.rv += 1
+        meta = self.flow.metadata.model_copy(update={"resource_version": str(self.rv)})
+        self.flow = self.flow.model_copy(update={"status": status, "metadata": meta})
+        return str(self.rv)
+
+    async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
+        raise AssertionError("the flow is not deleted here")
+
+    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
+        name = body["metadata"]["name"]
+        if name in self.invalid:
+            raise Invalid(422, "Invalid", f"{kind} {name} is invalid: spec.accessModes: Required value")
+        if (kind, name) in self.objects:
+            raise AlreadyExists(409, "AlreadyExists", f"{name} already exists")
+        meta = {**body["metadata"], "uid": f"{kind}-{name}-uid"}
+        self.objects[(kind, name)] = {**body, "metadata": meta}
+        return ObjectMeta.model_validate(meta)
+
+    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
+        return ObjectMeta.model_validate(self.objects[(kind, name)]["metadata"])
+
+    # EventSink
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def flow_with_resources() -> JobFlow:
+    flow = make_flow([job_step("a")], name="etl")
+    templates = ResourceTemplates(volume_claim_templates=(CLAIM,), config_map_templates=(CONFIG,))
+    meta = flow.metadata.model_copy(update={"resource_version": "1"})
+    spec = flow.spec.model_copy(update={"resource_templates": templates})
+    return flow.model_copy(update={"spec": spec, "metadata": meta})
+
+
+@pytest.fixture
+def fake() -> Fake:
+    return Fake(flow_with_resources())
+
+
+@pytest.fixture
+def controller(fake: Fake) -> Controller:
+    clock = FakeClock()
+    return Controller(
+        flows=fake,
+        jobs=fake,
+        api=fake,
+        queue=WorkQueue(clock=clock),
+        expectations=Expectations(clock),
+        events=fake,
+        clock=clock,
+        metrics=Metrics(),
+    )
+
+
+def refs(fake: Fake) -> list[tuple[str | None, str, str | None]]:
+    return [(r.kind, r.name, r.uid) for r in fake.flow.status.resource_refs]
+
+
+async def test_objects_are_created_and_recorded_with_uids_before_any_job(
+    fake: Fake, controller: Controller
+) -> None:
+    await controller.reconcile(fake.flow.key)
+    assert set(fake.objects) == {("PersistentVolumeClaim", "etl-data"), ("ConfigMap", "etl-settings")}
+    assert refs(fake) == [
+        ("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid"),
+        ("ConfigMap", "etl-settings", "ConfigMap-etl-settings-uid"),
+    ]
+    assert fake.jobs == []
+    await controller.reconcile(fake.flow.key)
+    assert [j["metadata"]["labels"]["workflow.kube-zen.io/step"] for j in fake.jobs] == ["a"]
+
+
+async def test_our_own_object_is_adopted_after_a_lost_status_write(
+    fake: Fake, controller: Controller
+) -> None:
+    before = fake.flow
+    await controller.reconcile(fake.flow.key)
+    fake.flow = before  # the status write was lost: the objects exist, the status does not know them
+    await controller.reconcile(fake.flow.key)
+    assert fake.flow.status.phase == "Pending"
+    assert [uid for _, _, uid in refs(fake)] == [
+        "PersistentVolumeClaim-etl-data-uid",
+        "ConfigMap-etl-settings-uid",
+    ]
+
+
+async def test_someone_elses_object_fails_the_flow(fake: Fake, controller: Controller) -> None:
+    fake.objects[("ConfigMap", "etl-settings")] = {
+        "metadata": {
+            "name": "etl-settings",
+            "uid": "other",
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": "web",
+                    "uid": "d1",
+                    "controller": True,
+                }
+            ],
+        }
+    }
+    await controller.reconcile(fake.flow.key)
+    status = fake.flow.status
+    assert status.phase == "Failed"
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert failed.reason == "ResourceConflict"
+    assert "ConfigMap etl-settings already exists and was not created by this flow" in failed.message
+    assert "Deployment web" in failed.message
+    # The claim this flow did create is its own and listed; no Job ever ran.
+    assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
+    assert fake.jobs == []
+    assert ("Warning", "FlowFailed") in [(t, r) for t, r, _ in fake.events]
+    await controller.reconcile(fake.flow.key)  # terminal: nothing more happens
+    assert fake.jobs == []
+
+
+async def test_a_manifest_the_apiserver_refuses_fails_the_flow(fake: Fake, controller: Controller) -> None:
+    fake.invalid.add("etl-data")
+    await controller.reconcile(fake.flow.key)
+    assert fake.flow.status.phase == "Failed"
+    assert "spec.accessModes: Required value" in (fake.flow.status.message or "")
+
+
+async def test_a_name_held_by_an_object_being_deleted_is_waited_for(
+    fake: Fake, controller: Controller
+) -> None:
+    fake.objects[("ConfigMap", "etl-settings")] = {
+        "metadata": {"name": "etl-settings", "uid": "old", "deletionTimestamp": "2025-01-01T00:00:00Z"}
+    }
+    requeue = await controller.reconcile(fake.flow.key)
+    assert requeue is not None
+    assert requeue <= 5.0
+    assert fake.flow.status.phase == "Pending"
+    assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
+    del fake.objects[("ConfigMap", "etl-settings")]  # the garbage collector finished
+    await controller.reconcile(fake.flow.key)
+    assert [name for _, name, _ in refs(fake)] == ["etl-data", "etl-settings"]
+    assert fake.jobs == []
+    await controller.reconcile(fake.flow.key)
+    assert len(fake.jobs) == 1
