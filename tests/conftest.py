@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import pytest
 
 from zen_flow.devcluster import ExternalCluster, LocalCluster, existing_kubeconfig, find_kubectl
+from zen_flow.testing.controller import ControllerProcess, StartController
+from zen_flow.testing.driver import FlowDriver
 
 TESTS_DIR = Path(__file__).parent
 TIER_MARKERS = {"integration": "integration", "e2e": "e2e"}
@@ -175,3 +177,36 @@ async def api_client(kubeconfig: Path) -> AsyncIterator[Any]:
     await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     async with client.ApiClient(configuration) as api:
         yield api
+
+
+# --- a zen-flow controller process per test ------------------------------------------------------
+
+
+@pytest.fixture
+def start_controller(
+    kubeconfig: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest, jobflow_crd: Any
+) -> Iterator[StartController]:
+    """Start (and wait for /readyz of) `zen-flow run` watching only the test's namespace; keyword
+    arguments go to `ControllerProcess`. All are stopped at teardown, their log tails attached to the
+    report. Needs the tier's `jobflow_crd` fixture."""
+    started: list[ControllerProcess] = []
+
+    def start(**kwargs: Any) -> ControllerProcess:
+        kwargs.setdefault("namespaces", [namespace])
+        proc = ControllerProcess(kubeconfig, tmp_path / f"controller-{len(started)}.log", **kwargs)
+        started.append(proc.start())
+        proc.wait_ready()
+        return proc
+
+    yield start
+    for n, proc in enumerate(started):
+        proc.stop()
+        request.node.add_report_section("teardown", f"controller-{n} log", proc.log_tail(60))
+
+
+@pytest.fixture
+async def driver(kubeconfig: Path) -> AsyncIterator[FlowDriver]:
+    """Create, read and wait on JobFlows and Jobs in the tier's cluster."""
+    drv = await FlowDriver.connect(kubeconfig)
+    yield drv
+    await drv.close()

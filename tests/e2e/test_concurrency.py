@@ -7,47 +7,16 @@ both carry the same creation second.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY, LABEL_FLOW
 from zen_flow.api.meta import parse_time
-from zen_flow.testing.controller import ControllerProcess
+from zen_flow.testing.controller import StartController
 from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow.testing.flows import flow_manifest, job_step, job_template
 
-StartController = Callable[..., ControllerProcess]
 KEY = "nightly-report"
 GROUP = {LABEL_CONCURRENCY_KEY: KEY}
-
-
-@pytest.fixture
-def start_controller(
-    kubeconfig: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest, jobflow_crd: Any
-) -> Iterator[StartController]:
-    started: list[ControllerProcess] = []
-
-    def start(**kwargs: Any) -> ControllerProcess:
-        kwargs.setdefault("namespaces", [namespace])
-        proc = ControllerProcess(kubeconfig, tmp_path / f"controller-{len(started)}.log", **kwargs)
-        started.append(proc.start())
-        proc.wait_ready()
-        return proc
-
-    yield start
-    for n, proc in enumerate(started):
-        proc.stop()
-        request.node.add_report_section("teardown", f"controller-{n} log", proc.log_tail(60))
-
-
-@pytest.fixture
-async def driver(kubeconfig: Path) -> AsyncIterator[FlowDriver]:
-    drv = await FlowDriver.connect(kubeconfig)
-    yield drv
-    await drv.close()
 
 
 def conditions(flow: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -10,15 +10,13 @@ keeps that finding honest).
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.objects import CONFIG_MAPS, PERSISTENT_VOLUME_CLAIMS
-from zen_flow.testing.controller import ControllerProcess
+from zen_flow.testing.controller import ControllerProcess, StartController
 from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow.testing.flows import flow_manifest, job_step, job_template
 
@@ -30,21 +28,8 @@ SETTINGS = {"metadata": {"name": "settings"}, "data": {"mode": "fast"}}
 
 
 @pytest.fixture
-def controller(
-    kubeconfig: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest, jobflow_crd: Any
-) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(kubeconfig, tmp_path / "controller.log", namespaces=[namespace]).start()
-    proc.wait_ready()
-    yield proc
-    proc.stop()
-    request.node.add_report_section("teardown", "controller log", proc.log_tail(60))
-
-
-@pytest.fixture
-async def driver(kubeconfig: Path) -> AsyncIterator[FlowDriver]:
-    drv = await FlowDriver.connect(kubeconfig)
-    yield drv
-    await drv.close()
+def controller(start_controller: StartController) -> ControllerProcess:
+    return start_controller()
 
 
 async def get_object(driver: FlowDriver, path: str) -> dict[str, Any] | None:

@@ -13,8 +13,6 @@ reconcile created is already in the API, and a re-list that still lacks a Job me
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +27,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.kube.jobs import JOBS
 from zen_flow.naming import label_value
-from zen_flow.testing.controller import ControllerProcess
+from zen_flow.testing.controller import ControllerProcess, StartController
 from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow.testing.flows import flow_manifest, job_step
 from zen_flow.testing.jobstatus import complete_job, fail_job
@@ -38,39 +36,9 @@ pytestmark = pytest.mark.integration
 
 WAIT = 30.0  # seconds; generous for a 2-core machine shared by the control plane and the controller
 QUIET_WINDOW = 2.0  # seconds a waiting flow is watched for API writes
-StartController = Callable[[], ControllerProcess]
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def start_controller(
-    kubeconfig: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest, jobflow_crd: Any
-) -> Iterator[StartController]:
-    """Start (and wait for /readyz of) a controller watching only the test's namespace; all are stopped
-    at teardown and their log tails attached to the report (shown when the test fails)."""
-    started: list[ControllerProcess] = []
-
-    def start() -> ControllerProcess:
-        proc = ControllerProcess(
-            kubeconfig, tmp_path / f"controller-{len(started)}.log", namespaces=[namespace]
-        )
-        started.append(proc.start())
-        proc.wait_ready()
-        return proc
-
-    yield start
-    for n, proc in enumerate(started):
-        proc.stop()
-        request.node.add_report_section("teardown", f"controller-{n} log", proc.log_tail(60))
-
-
-@pytest.fixture
-async def driver(kubeconfig: Path) -> AsyncIterator[FlowDriver]:
-    drv = await FlowDriver.connect(kubeconfig)
-    yield drv
-    await drv.close()
 
 
 # --- helpers --------------------------------------------------------------------------------------

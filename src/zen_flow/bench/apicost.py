@@ -166,6 +166,34 @@ class AuditLog:
             return Counter()
         return tally_events((json.loads(line) for line in lines if line.strip()), self.user, start, end)
 
+    def rate(self, since: int, start: float, end: float, qps: float) -> dict[str, float]:
+        """The user's request rate per wall-clock second (watches excluded): the busiest second, and how
+        many seconds ran at >= 90 % of the client-side limit `qps` (the limiter was then the bound)."""
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(since)
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            return {}
+        per_second: Counter[int] = Counter()
+        for line in lines:
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete" or event.get("verb") == "watch":
+                continue
+            if (event.get("user") or {}).get("username") != self.user:
+                continue
+            received = _epoch(str(event.get("requestReceivedTimestamp", "")))
+            if received is not None and start <= received <= end:
+                per_second[int(received)] += 1
+        if not per_second:
+            return {"active_seconds": 0, "busiest_second": 0, "seconds_at_limit": 0}
+        return {
+            "active_seconds": len(per_second),
+            "busiest_second": max(per_second.values()),
+            "mean_per_active_second": round(sum(per_second.values()) / len(per_second), 1),
+            "seconds_at_limit": sum(1 for n in per_second.values() if n >= 0.9 * qps),
+        }
+
 
 def tally_events(events: Iterable[Mapping[str, object]], user: str, start: float, end: float) -> Tally:
     out: Tally = Counter()

@@ -44,10 +44,24 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--controller-workers", type=int, default=defaults.workers)
     c.add_argument("--controller-qps", type=float, default=defaults.qps)
     c.add_argument("--controller-burst", type=int, default=defaults.burst)
+    c.add_argument(
+        "--controller-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment variable for the controller process (repeatable)",
+    )
     s = p.add_argument_group("sizes (override the preset)")
     for key in PRESETS["default"]:
         s.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, metavar="N")
     return p
+
+
+def _env_pair(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--controller-env expects NAME=VALUE, got {item!r}")
+    return name, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         only=only,
         kubeconfig=args.kubeconfig,
         out=out,
-        controller=ControllerSettings(args.controller_workers, args.controller_qps, args.controller_burst),
+        controller=ControllerSettings(
+            args.controller_workers,
+            args.controller_qps,
+            args.controller_burst,
+            tuple(_env_pair(item) for item in args.controller_env),
+        ),
         admission_budget=args.admission_budget or ADMISSION_BUDGET[args.preset],
         skip_admission=args.skip_admission,
         step_timeout=args.step_timeout,

@@ -73,7 +73,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "preset": config.preset,
             "sizes": dict(config.sizes),
             "controller": {"workers": config.controller.workers, "qps": config.controller.qps,
-                           "burst": config.controller.burst},
+                           "burst": config.controller.burst, "env": dict(config.controller.env)},
             "machine": machine(),
             "command": " ".join(sys.argv),
         },
@@ -129,6 +129,7 @@ async def _workloads(
         log_dir / "controller.log",
         namespaces=list(namespaces.values()),
         extra_args=config.controller.args(),
+        env=dict(config.controller.env),
     )
     created: list[str] = []
     try:

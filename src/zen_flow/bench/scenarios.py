@@ -195,6 +195,7 @@ async def _fresh_controller(session: Session, namespace: str) -> dict[str, Any]:
         log,
         namespaces=[namespace],
         extra_args=session.controller_settings.args(),
+        env=dict(session.controller_settings.env),
     )
     out: dict[str, Any] = {}
     audit_mark = session.env.audit.mark() if session.env.audit else 0

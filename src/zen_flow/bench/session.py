@@ -24,6 +24,8 @@ class ControllerSettings:
     workers: int = 8
     qps: float = 50.0
     burst: int = 100
+    env: tuple[tuple[str, str], ...] = ()
+    """Extra environment of the controller process (e.g. ZEN_FLOW_* settings, PYTHONPATH)."""
 
     def args(self) -> list[str]:
         return ["--workers", str(self.workers), "--qps", f"{self.qps:g}", "--burst", str(self.burst)]
@@ -132,6 +134,9 @@ class Session:
             out["audit_writes_per_step"] = _per(apicost.writes(audited), steps)
             out["audit_requests_per_step"] = _per(apicost.total(audited), steps)
             out["audit_by_verb_resource"] = apicost.as_json(audited)
+            out["controller_rate"] = self.env.audit.rate(
+                before.audit_mark, before.wall, after.wall, self.controller_settings.qps
+            )
         if before.apiserver is not None and after.apiserver is not None:
             cluster = apicost.delta(before.apiserver, after.apiserver)
             out.update(_cluster_figures(cluster, steps))

@@ -243,10 +243,7 @@ def _marked(node: Any) -> bool:
         node = node.values()
     elif not isinstance(node, list):
         return False
-    for item in node:
-        if not isinstance(item, int | float | bool) and _marked(item):
-            return True
-    return False
+    return any(not isinstance(item, int | float | bool) and _marked(item) for item in node)
 
 
 def apply_parameters(body: dict[str, Any], step: str, resolved: tuple[Resolved, ...]) -> dict[str, Any]:

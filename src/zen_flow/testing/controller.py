@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -150,3 +150,7 @@ class ControllerProcess:
             return self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return []
+
+
+# The `start_controller` test fixture: keyword arguments go to ControllerProcess.
+StartController = Callable[..., ControllerProcess]
