@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +23,7 @@ from zen_flow.api.constants import CRD_NAME, FlowPhase
 from zen_flow.devcluster import LocalCluster, find_bin_dir, find_kubectl
 from zen_flow.kube.client import ClientOptions, KubeClient, load_config
 from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.testing.controller import ControllerProcess
 from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,25 +50,6 @@ class _Narrator:
 
     def say(self, text: str) -> None:
         print(text, file=self._out, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, deadline_s: float = 60.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the controller exited with code {proc.returncode}; see {log}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.2)  # polling a local probe while a child process starts; there is no event to wait on
-    raise RuntimeError(f"the controller did not become ready within {deadline_s:.0f}s; see {log}")
 
 
 async def _follow(kubeconfig: Path, names: set[tuple[str, str]], timeout: float, say: _Narrator) -> bool:
@@ -119,7 +98,7 @@ def run_dev(examples: Sequence[str] = (), *, exit_when_done: bool = False, timeo
     say = _Narrator(sys.stdout, 5)
     bin_dir = find_bin_dir()
     cluster = LocalCluster("full", bin_dir=bin_dir, smoke_job=False)
-    controller: subprocess.Popen[bytes] | None = None
+    controller: ControllerProcess | None = None
     try:
         with say.phase(
             "starting a local Kubernetes: etcd, kube-apiserver, controller-manager, scheduler, kwok"
@@ -134,31 +113,9 @@ def run_dev(examples: Sequence[str] = (), *, exit_when_done: bool = False, timeo
                 capture_output=True,
             )
         log = cluster.workdir / "controller.log"
-        port = _free_port()
+        controller = ControllerProcess(cluster.kubeconfig, log)
         with say.phase(f"starting the zen-flow controller (logs: {log})"):
-            env = {**os.environ, "ZEN_FLOW_LOG_FORMAT": "json"}
-            with log.open("wb") as sink:
-                controller = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "zen_flow",
-                        "run",
-                        "--kubeconfig",
-                        str(cluster.kubeconfig),
-                        "--leader-elect",
-                        "false",
-                        "--webhook-addr",
-                        "",
-                        "--metrics-addr",
-                        f"127.0.0.1:{port}",
-                    ],
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            _wait_ready(f"http://127.0.0.1:{port}/readyz", controller, log)
+            controller.start().wait_ready()
         with say.phase("applying " + ", ".join(f.name for f in files)):
             names = _flow_names(files)
             subprocess.run([*kubectl, "apply", *[arg for f in files for arg in ("-f", str(f))]], check=True)
@@ -179,19 +136,15 @@ def run_dev(examples: Sequence[str] = (), *, exit_when_done: bool = False, timeo
         say.say("  kubectl get jf")
         say.say("  kubectl get jobs -l app.kubernetes.io/managed-by=zen-flow")
         say.say("  kubectl describe jf dag-flow")
-        say.say(f"  controller metrics: http://127.0.0.1:{port}/metrics   logs: {log}")
+        say.say(f"  controller metrics: {controller.url}/metrics   logs: {log}")
         say.say("The cluster and the controller keep running; press Ctrl-C to stop them.")
         _wait_for_signal()
         return 0
     except KeyboardInterrupt:
         return 130
     finally:
-        if controller is not None and controller.poll() is None:
-            controller.send_signal(signal.SIGTERM)
-            try:
-                controller.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                controller.kill()
+        if controller is not None:
+            controller.stop()
         cluster.stop()
 
 
