@@ -18,42 +18,28 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from zen_flow.api.constants import (
-    ANNOTATION_APPROVED_BY_PREFIX,
-    APPROVE_PREFIX,
-    REJECT_PREFIX,
-    FlowPhase,
-    StepPhase,
-)
+from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import Approval, Audit, JobFlow, ObjectRef
+from zen_flow.api.jobflow import Approval, JobFlow, ObjectRef
 from zen_flow.expressions import WhenContext, check_when
 from zen_flow.naming import job_name
-from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, EventSpec, Plan
+from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, Plan
+from zen_flow.planner.approvals import decision, with_approvals
 from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
 from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
-from zen_flow.planner.events import NORMAL, TIMEOUT_MARK, derive_events
+from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
-from zen_flow.planner.outputs import OutputError, capture_outputs, job_document
-from zen_flow.planner.parameters import Producer, apply_parameters, json_path_sources, resolve_inputs
-from zen_flow.planner.resources import describe, missing, resource_ref
-from zen_flow.planner.status import (
-    MAX_FLOW_MESSAGE,
-    REASON_DEADLINE,
-    REASON_REPLACED,
-    REASON_STEP_FAILED,
-    assemble,
-    cut,
-)
+from zen_flow.planner.outcome import outcome
+from zen_flow.planner.outputs import OutputError, capture_outputs
+from zen_flow.planner.parameters import apply_parameters, resolve_inputs
+from zen_flow.planner.readiness import producer, uncommitted
+from zen_flow.planner.resources import missing
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED
 from zen_flow.planner.steps import StepViews, StepWork, bound
 from zen_flow.planner.timing import after, normalize, until
 
 _name = lru_cache(maxsize=65536)(job_name)
-
-
-def _true(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "true"
 
 
 class _Planner:
@@ -202,17 +188,8 @@ class _Planner:
         if not w.spec.continue_on_failure and self.failure is None:
             self.failure = f"step {w.name} failed: {w.message or 'failed'}"
 
-    def decision(self, step: str) -> tuple[str, str | None] | None:
-        annotations = self.flow.metadata.annotations
-        user = annotations.get(ANNOTATION_APPROVED_BY_PREFIX + step) or None
-        if _true(annotations.get(REJECT_PREFIX + step)):
-            return "Rejected", user
-        if _true(annotations.get(APPROVE_PREFIX + step)):
-            return "Approved", user
-        return None
-
     def observe_approval(self, w: StepWork) -> None:
-        decided = self.decision(w.name)
+        decided = decision(self.flow.metadata.annotations, w.name)
         if decided is None:
             return
         verdict, user = decided
@@ -275,7 +252,7 @@ class _Planner:
         if never is not None:
             w.skip(self.now, never)
             return
-        if not ready or self.blocked() or self.uncommitted(w):
+        if not ready or self.blocked() or uncommitted(w, self.works):
             return
         if w.spec.when is not None:
             verdict = check_when(w.spec.when, self.when_context)
@@ -286,31 +263,6 @@ class _Planner:
             self.start_manual(w)
         else:
             self.create(w, w.retry_count)
-
-    def uncommitted(self, w: StepWork) -> bool:
-        """A step `w` reads (a dependency or a `<step>:` input) captured output values in this very plan:
-        `w` waits for the next reconcile, so the values are committed in status before it starts (the
-        controller creates Jobs before it writes status; the status write itself wakes the flow)."""
-        for name in (*w.spec.dependencies, *json_path_sources(w.spec)):
-            d = self.works.get(name)
-            if d is not None and d.outputs != (d.old.outputs if d.old is not None else None):
-                return True
-        return False
-
-    def producer(self, name: str) -> Producer | None:
-        """What a `<name>:<path>` input reads: the step's last Job's status and its stored outputs."""
-        d = self.works.get(name)
-        if d is None:
-            return None
-        job_name = d.job_ref.name if d.job_ref is not None and d.job_ref.name else None
-        job = self.jobs.get(job_name) if job_name else None
-        params = d.outputs.parameters if d.outputs is not None else ()
-        return Producer(
-            phase=d.phase.value,
-            job_name=job_name,
-            job_status=job_document(job) if job is not None else None,
-            outputs={p.name: p.value for p in params},
-        )
 
     def start_manual(self, w: StepWork) -> None:
         w.await_approval(self.now, w.spec.message or f"waiting for manual approval of step {w.name}")
@@ -325,7 +277,9 @@ class _Planner:
             return
         try:
             body = build_job(self.flow, w.spec, name, attempt)
-            body = apply_parameters(body, w.name, resolve_inputs(w.spec, self.producer))
+            body = apply_parameters(
+                body, w.name, resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs))
+            )
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
             self.note_failure(w)
@@ -407,34 +361,18 @@ class _Planner:
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
         phase, failure, reason = self.conclude()
-        old = self.flow.status
-        audit = old.audit
-        if self.approvals:
-            base = audit or Audit()
-            audit = base.model_copy(update={"approvals": (*base.approvals, *self.approvals)})
-        status = assemble(
+        status, events = outcome(
             self.flow,
             [w.status() for w in self.works.values()],
             phase,
             failure=failure,
-            failed_reason=reason,
+            reason=reason,
             start_time=self.start_time,
-            audit=audit,
+            audit=with_approvals(self.flow.status.audit, self.approvals),
             now=self.now,
-            queued=self.group.waiting,
+            group=self.group,
+            creating=self.creating,
         )
-        if self.creating:
-            # Recorded now, in the write that follows the creates; the controller fills in the UIDs.
-            refs = (*old.resource_refs, *(resource_ref(self.flow, c) for c in self.creating))
-            update: dict[str, Any] = {"resource_refs": refs}
-            if phase == FlowPhase.PENDING:
-                update["message"] = cut(f"creating {describe(self.creating)}", MAX_FLOW_MESSAGE)
-            status = status.model_copy(update=update)
-        events = derive_events(old, status, {s.name: s for s in self.flow.spec.steps})
-        if self.creating:
-            events += (EventSpec(NORMAL, "ResourcesCreated", cut(describe(self.creating), 1024)),)
-        if self.group.replacing and old.start_time is None and status.start_time is not None:
-            events += (EventSpec(NORMAL, "ReplacingFlows", self.group.replacing_message()),)
         if phase.terminal:
             # TTL counts from now; the deletion itself happens on a later reconcile, after the final
             # status (and its events) are written.

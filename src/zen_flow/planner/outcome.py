@@ -1,0 +1,55 @@
+"""The last step of a plan: the new status and the events its transitions deserve."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from zen_flow.api.constants import FlowPhase
+from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, StepStatus
+from zen_flow.planner.actions import CreateResource, EventSpec
+from zen_flow.planner.concurrency import Verdict
+from zen_flow.planner.events import NORMAL, derive_events
+from zen_flow.planner.resources import describe, resource_ref
+from zen_flow.planner.status import MAX_FLOW_MESSAGE, assemble, cut
+
+
+def outcome(
+    flow: JobFlow,
+    steps: Sequence[StepStatus],
+    phase: FlowPhase,
+    *,
+    failure: str | None,
+    reason: str,
+    start_time: datetime | None,
+    audit: Audit | None,
+    now: datetime,
+    group: Verdict,
+    creating: tuple[CreateResource, ...],
+) -> tuple[JobFlowStatus, tuple[EventSpec, ...]]:
+    old = flow.status
+    status = assemble(
+        flow,
+        steps,
+        phase,
+        failure=failure,
+        failed_reason=reason,
+        start_time=start_time,
+        audit=audit,
+        now=now,
+        queued=group.waiting,
+    )
+    if creating:
+        # Recorded now, in the write that follows the creates; the controller fills in the UIDs.
+        refs = (*old.resource_refs, *(resource_ref(flow, c) for c in creating))
+        update: dict[str, Any] = {"resource_refs": refs}
+        if phase == FlowPhase.PENDING:
+            update["message"] = cut(f"creating {describe(creating)}", MAX_FLOW_MESSAGE)
+        status = status.model_copy(update=update)
+    events = derive_events(old, status, {s.name: s for s in flow.spec.steps})
+    if creating:
+        events += (EventSpec(NORMAL, "ResourcesCreated", cut(describe(creating), 1024)),)
+    if group.replacing and old.start_time is None and status.start_time is not None:
+        events += (EventSpec(NORMAL, "ReplacingFlows", group.replacing_message()),)
+    return status, events
