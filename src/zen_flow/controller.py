@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -19,13 +18,13 @@ import structlog
 from zen_flow import mergepatch, planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase, StepPhase
-from zen_flow.api.jobflow import ObjectRef
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.clock import Clock
 from zen_flow.expectations import Expectations
-from zen_flow.kube.errors import AlreadyExists, Conflict, Invalid, NotFound
+from zen_flow.kube.errors import AlreadyExists, Conflict, NotFound
 from zen_flow.metrics import Metrics
 from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.provisioning import create_resources, with_resource_uids
 from zen_flow.validation import has_started, validate_jobflow
 from zen_flow.workqueue import QueueShutDown, WorkQueue
 
@@ -196,13 +195,13 @@ class Controller:
             result = planner.plan(flow, self._jobs.jobs_for(uid), now, peers=self._peers(flow))
             self._track_start(flow, result.status)
         self._metrics.plan_duration.observe(time.perf_counter() - started)
-        made = await self._create_resources(flow, result.actions)
+        made = await create_resources(self._api, flow, result.actions)
         if made.problems:
             result = planner.fail_resources(flow, made.problems, now, made.recorded)
         created = await self._apply(flow, result.actions)
         status = _with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
-            status = _with_resource_uids(status, made.uids, made.waiting)
+            status = with_resource_uids(status, made.uids, made.waiting)
         if status != flow.status:
             await self._write_status(flow, status)
         else:
@@ -245,49 +244,6 @@ class Controller:
             errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
         self._validated[uid] = (generation, errors)
         return errors
-
-    async def _create_resources(self, flow: JobFlow, actions: Sequence[planner.Action]) -> _Resources:
-        """Create the objects of spec.resourceTemplates the plan asks for.
-
-        No informer caches them, so no expectations either: the create's answer carries the UID, the
-        status write records the object, and only then does a later reconcile start steps. A 409 after a
-        lost status write is resolved by reading the object: ours (controller UID) is adopted; one being
-        deleted is waited for; anything else fails the flow, as does a manifest the apiserver refuses.
-        """
-        made = _Resources()
-        ns, uid = flow.metadata.namespace, flow.metadata.uid
-        for action in actions:
-            if not isinstance(action, planner.CreateResource):
-                continue
-            key = (action.kind, action.name)
-            try:
-                meta = await self._api.create_resource(ns, action.kind, action.body)
-                made.uids[key] = meta.uid
-                log.info("created resource", kind=action.kind, name=action.name)
-                continue
-            except AlreadyExists:
-                meta = await self._api.get_resource(ns, action.kind, action.name)
-            except Invalid as err:
-                made.problems.append(f"{action.kind} {action.name}: {err.message or err}")
-                continue
-            owner = meta.controller_ref()
-            if owner is not None and owner.uid == uid:
-                made.uids[key] = meta.uid
-                log.info("adopted resource", kind=action.kind, name=action.name)
-            elif meta.deletion_timestamp is not None:
-                made.waiting.add(key)
-                log.info("resource name held by an object being deleted", kind=action.kind, name=action.name)
-            else:
-                holder = f"; it belongs to {owner.kind} {owner.name}" if owner is not None else ""
-                made.problems.append(
-                    f"{action.kind} {action.name} already exists and was not created by this flow{holder}"
-                )
-        if made.problems:
-            made.recorded = [
-                ObjectRef(api_version="v1", kind=kind, name=name, namespace=ns, uid=object_uid or None)
-                for (kind, name), object_uid in made.uids.items()
-            ]
-        return made
 
     async def _apply(self, flow: JobFlow, actions: Sequence[planner.Action]) -> dict[str, str]:
         """Execute the plan's actions; returns {job name: uid} of the Jobs it created."""
@@ -390,32 +346,6 @@ def _delete_cause(reason: str) -> str:
         if mark in lowered:
             return cause
     return "other"
-
-
-@dataclass
-class _Resources:
-    """What `_create_resources` did: {(kind, name): uid} created or adopted, names held by objects being
-    deleted, problems that fail the flow, and (when failing) the refs of what was made."""
-
-    uids: dict[tuple[str, str], str] = field(default_factory=dict)
-    waiting: set[tuple[str, str]] = field(default_factory=set)
-    problems: list[str] = field(default_factory=list)
-    recorded: list[ObjectRef] = field(default_factory=list)
-
-
-def _with_resource_uids(
-    status: JobFlowStatus, uids: dict[tuple[str, str], str], waiting: set[tuple[str, str]]
-) -> JobFlowStatus:
-    """Fill in the UIDs of the objects just created or adopted, and drop the refs of those still waiting
-    for a namesake to be deleted (not recorded, they are tried again on the next reconcile)."""
-    refs = tuple(
-        ref.model_copy(update={"uid": uids[(ref.kind or "", ref.name)]})
-        if not ref.uid and uids.get((ref.kind or "", ref.name))
-        else ref
-        for ref in status.resource_refs
-        if (ref.kind or "", ref.name) not in waiting
-    )
-    return status.model_copy(update={"resource_refs": refs})
 
 
 def _with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowStatus:

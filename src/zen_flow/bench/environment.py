@@ -22,9 +22,9 @@ from zen_flow.bench.apicost import AUDIT_POLICY, AUDIT_USER, AuditLog
 from zen_flow.devcluster import LocalCluster, find_kubectl, issue_client_cert
 from zen_flow.devcluster.kubeconfig import write_kubeconfig
 from zen_flow.kube import KubeClient, NotFound
+from zen_flow.testing.crd import JOBFLOW_CRD_PATH
 from zen_flow.testing.driver import wait_until
 
-CRD_PATH = Path(__file__).resolve().parents[3] / "config" / "crd" / f"{CRD_NAME}.yaml"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 NAMESPACES = "/api/v1/namespaces"
 RUN_LABEL = "zenflow.bench/run"
@@ -103,7 +103,7 @@ class Environment:
         return out
 
 
-def load_crd(path: Path = CRD_PATH) -> dict[str, Any]:
+def load_crd(path: Path = JOBFLOW_CRD_PATH) -> dict[str, Any]:
     crd: dict[str, Any] = yaml.safe_load(path.read_text())
     return crd
 
