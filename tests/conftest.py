@@ -18,10 +18,18 @@ from types import FrameType
 from typing import Any, Protocol
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from zen_flow.devcluster import ExternalCluster, LocalCluster, existing_kubeconfig, find_kubectl
 from zen_flow.testing.controller import ControllerProcess, StartController
 from zen_flow.testing.driver import FlowDriver
+
+# Property tests: no per-example deadline (a shared 2-core machine makes timings noisy), and in CI a
+# fixed derandomized search, so a landing never depends on the luck of the draw. Locally each run explores
+# new examples (and keeps failures in .hypothesis/).
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 TESTS_DIR = Path(__file__).parent
 TIER_MARKERS = {"integration": "integration", "e2e": "e2e"}

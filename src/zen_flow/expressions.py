@@ -187,16 +187,21 @@ def _rewrite(src: str, toks: list[_Token]) -> tuple[str, frozenset[str], bool]:
             continue
         nxt = toks[k + 1] if k + 1 < len(toks) else None
         if nxt is not None and nxt.text == "." and k + 2 < len(toks) and toks[k + 2].kind == "ident":
-            # The name: ident/'-' tokens glued together without spaces.
+            # The name: ident tokens joined by runs of '-' (DNS labels allow "a--b"), all glued together
+            # without spaces.
             m = k + 2
-            while (
-                m + 2 < len(toks)
-                and toks[m + 1].text == "-"
-                and toks[m + 1].start == toks[m].end
-                and toks[m + 2].kind == "ident"
-                and toks[m + 2].start == toks[m + 1].end
-            ):
-                m += 2
+            while True:
+                j = m + 1
+                while j < len(toks) and toks[j].text == "-" and toks[j].start == toks[j - 1].end:
+                    j += 1
+                if (
+                    j == m + 1
+                    or j >= len(toks)
+                    or toks[j].kind != "ident"
+                    or toks[j].start != toks[j - 1].end
+                ):
+                    break
+                m = j
             name = src[toks[k + 2].start : toks[m].end]
             after = toks[m + 1] if m + 1 < len(toks) else None
             if after is not None and after.text == "(" and m == k + 2:

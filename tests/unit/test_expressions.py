@@ -71,6 +71,15 @@ def test_dashed_names_are_rewritten_to_index_form() -> None:
     assert compiled.cel_source == "steps[\"extract-a\"].phase == 'Succeeded' && steps.load.phase == 'Failed'"
 
 
+def test_names_with_consecutive_dashes_and_leading_digits_are_one_reference() -> None:
+    # DNS-1123 labels allow "0--0" and "a--b"; found by the validator's property test.
+    expr = "steps.0--0.phase == 'Succeeded' && steps.a--b-c.phase == 'Failed'"
+    assert referenced_steps(expr) == {"0--0", "a--b-c"}
+    assert compile_when(expr).cel_source == (
+        "steps[\"0--0\"].phase == 'Succeeded' && steps[\"a--b-c\"].phase == 'Failed'"
+    )
+
+
 def test_rewrite_leaves_string_literals_and_subtraction_with_spaces_alone() -> None:
     compiled = compile_when("flow.name == 'steps.extract-a.phase'")
     assert compiled.cel_source == "flow.name == 'steps.extract-a.phase'"
