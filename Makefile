@@ -69,6 +69,14 @@ run: $(STAMP) ## run the controller against the current kubeconfig
 validate-examples: $(STAMP) ## validate examples/ and the original's examples offline
 	$(BIN)/zen-flow validate examples $(wildcard ../shared/examples-upstream)
 
+bench: $(STAMP) ## benchmarks on a local kwok cluster: latency, throughput vs ideal baseline, API cost, memory (BENCH_ARGS=--preset quick|default|large)
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/python -m zen_flow.bench $(BENCH_ARGS)
+
+test-load: $(STAMP) ## the load-test smoke (correctness only) and the quick benchmark preset
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/pytest tests/load $(PYTEST_ARGS) && $(BIN)/python -m zen_flow.bench --preset quick
+
 manifests: ## copy the CRD, alert rules and dashboard into the Helm chart (config/ is the source)
 	tools/sync-chart-files.sh
 
