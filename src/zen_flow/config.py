@@ -27,8 +27,8 @@ class Settings:
         default=(), metadata={"help": "namespaces to watch, comma-separated (default: all)"}
     )
     workers: int = field(default=8, metadata={"help": "concurrent reconcile workers"})
-    qps: float = field(default=50.0, metadata={"help": "client-side API requests per second"})
-    burst: int = field(default=100, metadata={"help": "client-side API burst"})
+    qps: float = field(default=100.0, metadata={"help": "client-side API requests per second"})
+    burst: int = field(default=200, metadata={"help": "client-side API burst"})
     leader_elect: bool = field(
         default=True, metadata={"help": "elect a leader on a Lease before reconciling"}
     )
