@@ -18,6 +18,7 @@ from zen_flow.bench.workloads import BENCH_LABEL, Workload, baseline_job
 from zen_flow.clock import SystemClock
 from zen_flow.informer import JobInformer
 from zen_flow.kube import AlreadyExists, ClientOptions, JobClient, KubeClient, load_config
+from zen_flow.kube.jobs import JOBS
 
 USER_AGENT = "zen-flow-bench-baseline"
 
@@ -92,11 +93,8 @@ class BaselineDriver:
     async def _create(self, flow: str, step: str) -> None:
         body = baseline_job(self._workload, flow, step, self._namespace)
         try:
-            await self._kube.request("POST", self._jobs_path(), body=body)
+            await self._kube.request("POST", JOBS.path(self._namespace), body=body)
         except AlreadyExists:
             pass
         except Exception as exc:  # reported, not raised: the run is then marked failed
             self.errors.append(f"create {flow}/{step}: {exc}")
-
-    def _jobs_path(self) -> str:
-        return f"/apis/batch/v1/namespaces/{self._namespace}/jobs"

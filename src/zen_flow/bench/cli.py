@@ -33,8 +33,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="JSON results file (default: bench-results/<UTC timestamp>.json)")
     p.add_argument("--only", help=f"comma-separated workloads to run, of: {', '.join(WORKLOAD_NAMES)}")
+    p.add_argument(
+        "--skip-crd-install",
+        action="store_true",
+        help="use the JobFlow CRD already installed (default: create or replace it from config/crd/)",
+    )
     p.add_argument("--skip-admission", action="store_true", help="skip the admission latency timings")
     p.add_argument("--admission-budget", type=float, help="seconds of repetitions per admission case")
+    p.add_argument(
+        "--wait-deletes",
+        action=argparse.BooleanOptionalAction,
+        help="wait until each run's namespace is deleted before the next run (default: yes, except quick)",
+    )
     p.add_argument(
         "--py-spy", action="store_true", help="profile the controller with py-spy (pip install py-spy)"
     )
@@ -93,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip_admission=args.skip_admission,
         step_timeout=args.step_timeout,
         py_spy=args.py_spy,
+        install_crd=not args.skip_crd_install,
+        wait_deletes=args.wait_deletes if args.wait_deletes is not None else args.preset != "quick",
     )
     results = run(config)
     write_json(results, out)

@@ -9,6 +9,7 @@ kubeconfig's identity, and its API cost comes from its own counter (plus the api
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from zen_flow.api.constants import CRD_NAME
 from zen_flow.bench.apicost import AUDIT_POLICY, AUDIT_USER, AuditLog
 from zen_flow.devcluster import LocalCluster, find_kubectl, issue_client_cert
 from zen_flow.devcluster.kubeconfig import write_kubeconfig
-from zen_flow.kube import KubeClient, NotFound
+from zen_flow.kube import Conflict, KubeClient, NotFound
 from zen_flow.testing.crd import JOBFLOW_CRD_PATH
 from zen_flow.testing.driver import wait_until
 
@@ -110,8 +111,6 @@ def load_crd(path: Path = JOBFLOW_CRD_PATH) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """nproc, memory, CPU model, kernel: what the figures were measured on."""
-    import os
-
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -165,6 +164,8 @@ async def delete_namespace(kube: KubeClient, name: str, *, wait: float = 0.0) ->
         await kube.request("DELETE", f"{NAMESPACES}/{name}", body={"propagationPolicy": "Background"})
     except NotFound:
         return True
+    except Conflict:
+        pass  # already terminating
     if wait <= 0:
         return False
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 CACHE_TARGET_JOBS = 20_000
+MIN_JOBS_TO_PROJECT = 2_000
+"""Below this, the RSS growth over the idle process is within allocator noise."""
 
 
 def write_json(results: Mapping[str, Any], path: Path) -> None:
@@ -135,7 +137,9 @@ def targets(results: Mapping[str, Any]) -> list[list[Any]]:
         label = f"RSS <= 150 MB at {CACHE_TARGET_JOBS} cached Jobs"
         if jobs >= CACHE_TARGET_JOBS:
             rows.append([label, f"{rss:.0f} MB (measured, {jobs} Jobs)", _verdict(rss <= 150)])
-        elif jobs:
+        elif jobs < MIN_JOBS_TO_PROJECT:
+            rows.append([label, f"{rss:.0f} MB at {jobs} Jobs (too few to project)", "-"])
+        else:
             projected = idle + (rss - idle) * CACHE_TARGET_JOBS / jobs
             rows.append(
                 [
@@ -147,11 +151,12 @@ def targets(results: Mapping[str, Any]) -> list[list[Any]]:
     for row in results.get("admission", {}).get("webhook", []):
         if row["steps"] == 500 and row["path"].endswith("validate-jobflow CREATE"):
             lat = row["latency_ms"]
+            verdict = "met" if lat["p99"] < 50 else "p50 met, p99 MISSED" if lat["p50"] < 50 else "MISSED"
             rows.append(
                 [
                     "500-step flow admitted < 50 ms (webhook validate, p50/p99)",
                     f"{lat['p50']} / {lat['p99']} ms",
-                    _verdict(lat["p50"] < 50) + ("" if lat["p99"] < 50 else " (p99 over)"),
+                    verdict,
                 ]
             )
     return rows  # fmt: skip

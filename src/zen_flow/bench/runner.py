@@ -56,6 +56,10 @@ class BenchConfig:
     skip_admission: bool = False
     step_timeout: float = 1.0
     py_spy: bool = False
+    install_crd: bool = True
+    wait_deletes: bool = True
+    """Wait for each run's namespace to be gone before the next run (the quick preset does not: its runs
+    then overlap the namespace controller's clean-up of the previous one)."""
     """Profile the controller for the whole run with py-spy (collapsed stacks in the logs directory)."""
 
 
@@ -133,7 +137,8 @@ async def _workloads(
     )
     created: list[str] = []
     try:
-        await install_crd(kube, load_crd())
+        if config.install_crd:
+            await install_crd(kube, load_crd())
         await _warm_up(kube, f"zfb-{run_id}-warmup", run_id)
         for name in [*namespaces.values(), *base_namespaces.values()]:
             await create_namespace(kube, name, run_id)
@@ -148,7 +153,16 @@ async def _workloads(
             "rss_mb": idle.rss_mb if idle else None,
             "cpu_seconds": idle.cpu_seconds if idle else None,
         }
-        session = Session(env, kube, controller, config.controller, log_dir, run_id, config.step_timeout)
+        session = Session(
+            env,
+            kube,
+            controller,
+            config.controller,
+            log_dir,
+            run_id,
+            config.step_timeout,
+            delete_wait=NAMESPACE_DELETE_WAIT if config.wait_deletes else 0.0,
+        )
         quiet = float(config.sizes.get("quiet_seconds", 10))
         results = []
         for workload in workloads:
@@ -159,7 +173,7 @@ async def _workloads(
             results.append(entry)
             for ns in [namespaces[workload.name], base_namespaces.get(workload.name)]:
                 if ns is not None:
-                    await delete_namespace(kube, ns, wait=NAMESPACE_DELETE_WAIT)
+                    await delete_namespace(kube, ns, wait=session.delete_wait)
         return results, idle_figures
     finally:
         controller.stop()
@@ -183,7 +197,8 @@ async def _warm_up(kube: KubeClient, namespace: str, run_id: str) -> None:
     await create_namespace(kube, namespace, run_id)
     manifest = flow_manifest_for(Workload("warmup", "", "flows", chain(1), 1), "warmup", namespace)
     await kube.request("POST", JOBFLOWS.path(namespace), body=manifest)
-    await delete_namespace(kube, namespace)
+    # Waited for: its clean-up would otherwise count in the first run's cluster-wide requests.
+    await delete_namespace(kube, namespace, wait=120.0)
 
 
 async def _one(
@@ -207,8 +222,8 @@ async def _one(
     entry["zen-flow"] = await measure_flows(session, workload, "zen-flow", namespace)
     _summary_line("zen-flow", entry["zen-flow"])
     started = time.monotonic()
-    await delete_namespace(session.kube, namespace, wait=NAMESPACE_DELETE_WAIT)
-    progress(f"  namespace deleted in {time.monotonic() - started:.1f} s")
+    if await delete_namespace(session.kube, namespace, wait=session.delete_wait):
+        progress(f"  namespace deleted in {time.monotonic() - started:.1f} s")
     assert base_namespace is not None
     entry["baseline"] = await measure_flows(session, workload, "baseline", base_namespace)
     _summary_line("baseline", entry["baseline"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,8 @@ class Session:
     step_timeout: float = 1.0
     """Seconds of timeout granted per step of a workload (plus two minutes)."""
     cluster_requests: bool = True
-    notes: list[str] = field(default_factory=list)
+    delete_wait: float = 600.0
+    """Seconds to wait for a finished run's namespace to be gone (0: do not wait)."""
 
     def timeout_for(self, workload: Workload) -> float:
         return 120.0 + self.step_timeout * workload.steps

@@ -133,7 +133,7 @@ def baseline_job(workload: Workload, flow: str, step: str, namespace: str) -> di
 PRESETS: Mapping[str, Mapping[str, int]] = {
     # Each knob is a CLI flag (`--chain-length` etc.); a preset only changes the defaults.
     "quick": {
-        "chain_length": 10,
+        "chain_length": 5,
         "chain_flows": 1,
         "diamond_width": 10,
         "diamond_flows": 1,
