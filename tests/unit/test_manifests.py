@@ -9,7 +9,6 @@ cluster-wide secrets access and missing verbs.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -40,6 +39,7 @@ from deploy_manifests import (
 )
 
 from zen_flow.config import split_addr
+from zen_flow.devcluster import find_kubectl
 from zen_flow.testing.rbac import Permission, granted, required_permissions, rules_allow
 
 CONTROLLER = objects("manager")
@@ -99,11 +99,10 @@ def test_kustomization_lists_exactly_the_manifests_of_its_directory(directory: s
 
 
 def test_kustomize_builds_the_default_composition() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not on PATH")
+    # The kubectl built with the local control plane (make controlplane), or one on PATH.
+    kubectl = find_kubectl()
     out = subprocess.run(
-        [kubectl, "kustomize", str(CONFIG / "default")],
+        [str(kubectl), "kustomize", str(CONFIG / "default")],
         capture_output=True,
         text=True,
         check=True,
