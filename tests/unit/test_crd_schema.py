@@ -31,10 +31,11 @@ from zen_flow.api.constants import (
     StepType,
 )
 from zen_flow.api.jobflow import JobFlow, JobFlowSpec, JobFlowStatus
+from zen_flow.durations import parse_duration
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
 from zen_flow.testing.crd import UPSTREAM_EXAMPLES
-from zen_flow.validation import formats, io, limits, policy
+from zen_flow.validation import io, limits, policy
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
@@ -321,7 +322,7 @@ def test_duration_pattern_accepts_what_the_validator_parses(value: str) -> None:
         in_schema = re.fullmatch(limit(path, "pattern"), value) is not None and len(value) <= limit(
             path, "maxLength"
         )
-        assert in_schema is (formats.parse_duration(value) is not None)
+        assert in_schema is (parse_duration(value) is not None)
 
 
 def test_list_map_keys_are_required_fields() -> None:

@@ -10,40 +10,23 @@ with `duration` 10s and a cap of `maxDuration` (1h). A missing backoff means Exp
 from __future__ import annotations
 
 import math
-import re
 
 from zen_flow.api.constants import DEFAULT_BACKOFF_LIMIT, BackoffType
 from zen_flow.api.jobflow import JobFlow, RetryPolicy, Step
+from zen_flow.durations import parse_duration as go_duration
 
 DEFAULT_RETRY_LIMIT = 3
 DEFAULT_BACKOFF_DURATION = 10.0
 DEFAULT_BACKOFF_FACTOR = 2.0
 DEFAULT_BACKOFF_CAP = 3600.0
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
 
 def parse_duration(text: str) -> float:
     """A Go duration ("500ms", "10s", "1m30s", "2h", "1.5h") in seconds; raises ValueError otherwise."""
-    value = text.strip()
-    sign = 1.0
-    if value[:1] in "+-" and value:
-        sign = -1.0 if value[0] == "-" else 1.0
-        value = value[1:]
-    if value == "0":
-        return 0.0
-    if not value:
-        raise ValueError(f"invalid duration {text!r}")
-    total, pos = 0.0, 0
-    for match in _PART.finditer(value):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(value):
+    seconds = go_duration(text.strip())
+    if seconds is None:
         raise ValueError(f"invalid duration {text!r}: use e.g. 500ms, 10s, 1m30s, 2h")
-    return sign * total
+    return float(seconds)
 
 
 def _duration_or(text: str | None, default: float) -> float:

@@ -156,31 +156,6 @@ def _parse_quantity(value: str) -> Decimal | None:
     return base.scaleb(int(exponent.group(1)))
 
 
-# --- Go durations -------------------------------------------------------------------------------------
-
-# The CRD's pattern for retryPolicy.backoff.duration, so webhook and schema agree on what parses.
-_DURATION = re.compile(r"^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": Decimal("1e-9"),
-    "us": Decimal("1e-6"),
-    "ms": Decimal("1e-3"),
-    "s": Decimal(1),
-    "m": Decimal(60),
-    "h": Decimal(3600),
-}
-
-
-def parse_duration(value: str) -> Decimal | None:
-    """Seconds of a Go duration string (`10s`, `1m30s`, `1.5h`, `0`), or None when malformed."""
-    if len(value) > 32 or not _DURATION.match(value):
-        return None
-    return sum(
-        (Decimal(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value)),
-        start=Decimal(0),
-    )
-
-
 # --- file paths ---------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from zen_flow.durations import parse_duration
 from zen_flow.expressions import ExpressionError, compile_when
 from zen_flow.validation.errors import (
     Path,
@@ -18,7 +19,7 @@ from zen_flow.validation.errors import (
     too_long,
     too_many,
 )
-from zen_flow.validation.formats import DURATION_MSG, label_problem, parse_duration
+from zen_flow.validation.formats import DURATION_MSG, label_problem
 from zen_flow.validation.index import StepIndex
 from zen_flow.validation.limits import (
     MAX_BACKOFF_SECONDS,
