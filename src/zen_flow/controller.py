@@ -21,6 +21,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.clock import Clock
 from zen_flow.expectations import Expectations
+from zen_flow.informer import owner_flow_key
 from zen_flow.kube.errors import AlreadyExists, Conflict, NotFound
 from zen_flow.metrics import Metrics
 from zen_flow.planner.events import TIMEOUT_MARK
@@ -126,8 +127,9 @@ class Controller:
             self._queue.add(key)
 
     def on_job_event(self, job: Job, *, deleted: bool = False) -> None:
+        key = owner_flow_key(job)
         owner = job.metadata.controller_ref()
-        if owner is None or owner.kind != "JobFlow":
+        if key is None or owner is None:
             return
         if deleted:
             self._expectations.deletion_observed(owner.uid, job.metadata.name)
@@ -135,7 +137,7 @@ class Controller:
             self._expectations.creation_observed(owner.uid, job.metadata.name)
             if job.deleting:
                 self._expectations.deletion_observed(owner.uid, job.metadata.name)
-        self._queue.add(f"{job.metadata.namespace}/{owner.name}")
+        self._queue.add(key)
 
     # --- workers -------------------------------------------------------------------------------------
 
