@@ -29,6 +29,11 @@ class Settings:
     workers: int = field(default=8, metadata={"help": "concurrent reconcile workers"})
     qps: float = field(default=100.0, metadata={"help": "client-side API requests per second"})
     burst: int = field(default=200, metadata={"help": "client-side API burst"})
+    event_qps: float = field(
+        default=50.0,
+        metadata={"help": "Events per second, a budget apart from --qps so Events never delay Job creates"},
+    )
+    event_burst: int = field(default=100, metadata={"help": "Event burst"})
     leader_elect: bool = field(
         default=True, metadata={"help": "elect a leader on a Lease before reconciling"}
     )
@@ -154,6 +159,8 @@ def _check(s: Settings) -> None:
         problems.append("--workers must be >= 1")
     if s.qps <= 0 or s.burst < 1:
         problems.append("--qps must be > 0 and --burst >= 1")
+    if s.event_qps <= 0 or s.event_burst < 1:
+        problems.append("--event-qps must be > 0 and --event-burst >= 1")
     if not s.lease_duration > s.renew_deadline > 1.2 * s.retry_period > 0:
         problems.append("need --lease-duration > --renew-deadline > 1.2 x --retry-period > 0")
     if s.log_format not in ("json", "console", "auto"):

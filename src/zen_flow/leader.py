@@ -69,7 +69,7 @@ class LeadershipLost(Exception):
 
 
 class LeaseStore(Protocol):
-    """The elector's view of the API; the kubernetes_asyncio implementation lives in `zen_flow.kube`.
+    """The elector's view of the API; the implementation lives in `zen_flow.kube`.
 
     Notes for implementers: `acquire_time` / `renew_time` are aware datetimes, written as MicroTime
     (RFC 3339 with microseconds and `Z`); `update` must be conditional on

@@ -33,7 +33,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (aiohttp access logs, kubernetes_asyncio) log through stdlib logging; keep them quiet
+    # Libraries (aiohttp access logs) log through stdlib logging; keep them quiet
     # unless debugging, and on the same stream.
     logging.basicConfig(
         stream=sys.stderr, level=max(numeric, logging.WARNING), format="%(name)s: %(message)s"

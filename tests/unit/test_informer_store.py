@@ -19,7 +19,7 @@ from zen_flow.informer import (
     Store,
     owner_flow_key,
 )
-from zen_flow.kube import Expired, ListResult, TransportError, WatchEvent
+from zen_flow.kube import Convert, Expired, ListResult, TransportError, WatchEvent
 from zen_flow.testing.clock import FakeClock, settle
 
 # --- builders -------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_owner_index_follows_updates_and_deletes() -> None:
 def test_job_transform_keeps_no_pod_template_or_managed_fields() -> None:
     cached = Job.from_api(job_raw("a"))
     wire = cached.model_dump(by_alias=True)
-    assert "template" not in wire["spec"]
+    assert "spec" not in wire  # reconcile reads no Job spec field
     assert "managedFields" not in wire["metadata"]
     assert cached.metadata.labels == {"app.kubernetes.io/managed-by": "zen-flow"}
 
@@ -195,12 +195,14 @@ class FakeSource:
         self.calls: list[tuple[str, str]] = []
         self.streams: asyncio.Queue[FakeStream] = asyncio.Queue()
 
-    async def list(self, namespace: str | None, resource_version: str = "") -> ListResult:
+    async def list(
+        self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+    ) -> ListResult:
         self.calls.append(("list", resource_version))
         answer = self.lists.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return converted(answer, convert)
 
     @asynccontextmanager
     async def watch(
@@ -218,6 +220,14 @@ class FakeSource:
     async def next_stream(self) -> FakeStream:
         async with asyncio.timeout(5):
             return await self.streams.get()
+
+
+def converted(answer: ListResult, convert: Convert | None) -> ListResult:
+    """What `KubeClient.list_all` does with `convert`: each item converted, the Nones left out."""
+    if convert is None:
+        return answer
+    items = tuple(obj for raw in answer.items if (obj := convert(raw)) is not None)
+    return ListResult(items=items, resource_version=answer.resource_version)
 
 
 def event(type_: str, raw: dict[str, Any]) -> WatchEvent:
@@ -473,10 +483,12 @@ async def test_one_reflector_per_namespace_each_replacing_only_its_own(clock: Fa
                 "two": [ListResult(items=(job_raw("b", ns="two"),), resource_version="11")],
             }
 
-        async def list(self, namespace: str | None, resource_version: str = "") -> ListResult:
+        async def list(
+            self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+        ) -> ListResult:
             assert namespace is not None
             self.calls.append(("list", namespace))
-            return self.by_namespace[namespace].pop(0)
+            return converted(self.by_namespace[namespace].pop(0), convert)
 
     source = PerNamespace()
     informer = JobInformer(source, clock=clock, namespaces=["one", "two"])

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from kubernetes_asyncio.client.configuration import Configuration
 
 from zen_flow import __version__
 from zen_flow.api import JobFlow
@@ -36,6 +35,7 @@ from zen_flow.kube import (
     TransportError,
     load_config,
 )
+from zen_flow.kube.credentials import TokenFile
 from zen_flow.kube.errors import from_response
 from zen_flow.leader import ConflictError, LeaseRecord
 
@@ -105,7 +105,7 @@ def clock() -> InstantClock:
 async def kube(fake: tuple[FakeApiserver, TestServer], clock: InstantClock) -> AsyncIterator[KubeClient]:
     _, server = fake
     host = str(server.make_url("")).rstrip("/")
-    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    config = KubeConfig(host=host, source="test")
     async with KubeClient(config, ClientOptions(timeout=2.0), clock=clock) as client:
         yield client
 
@@ -223,7 +223,7 @@ async def test_a_hung_request_times_out(api: FakeApiserver, fake: tuple[FakeApis
     api.answer(hang)
     _, server = fake
     host = str(server.make_url("")).rstrip("/")
-    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    config = KubeConfig(host=host, source="test")
     async with KubeClient(config, ClientOptions(timeout=0.2), clock=InstantClock()) as client:
         with pytest.raises(TransportError):
             await client.request("GET", "/api/v1/namespaces", retry=False)
@@ -250,6 +250,24 @@ async def test_list_follows_continue_tokens_and_keeps_the_snapshot_rv(
     assert first[1] == "/apis/batch/v1/jobs"
     assert first[3] == {"labelSelector": "app.kubernetes.io/managed-by=zen-flow", "limit": "500"}
     assert second[3]["continue"] == "t1"
+
+
+async def test_list_converts_each_page_before_asking_for_the_next(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    page = {"metadata": {"resourceVersion": "100", "continue": "t1"}, "items": [{"metadata": {"name": "a"}}]}
+    api.answer(reply(200, page), reply(200, {"metadata": {"resourceVersion": "100"}, "items": [{}, {}]}))
+    seen: list[tuple[str, int]] = []
+
+    def convert(raw: dict[str, Any]) -> str | None:
+        name = raw.get("metadata", {}).get("name")
+        seen.append((name or "?", len(api.requests)))
+        return name  # None: dropped
+
+    result = await JobClient(kube).list(None, convert=convert)
+    assert result.items == ("a",)
+    # "a" was converted while only the first page had been requested; the nameless ones were dropped.
+    assert seen == [("a", 1), ("?", 2), ("?", 2)]
 
 
 async def test_an_expired_continue_token_restarts_with_one_full_list(
@@ -430,7 +448,7 @@ async def test_every_request_waits_for_the_limiter(fake: tuple[FakeApiserver, Te
     limiter = Counting()
     api.answer(reply(200, {}), watch_lines())
     host = str(server.make_url("")).rstrip("/")
-    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    config = KubeConfig(host=host, source="test")
     async with KubeClient(config, clock=InstantClock(), limiter=limiter) as client:
         await client.request("GET", "/api/v1/namespaces")
         async with client.stream("/api/v1/namespaces", (), timeout_seconds=300) as stream:
@@ -498,3 +516,24 @@ def test_an_unreadable_error_body_still_maps_by_status() -> None:
     assert error.status == 503
     assert error.transient
     assert "upstream" in error.message
+
+
+async def test_a_401_refetches_rotating_credentials_and_retries_once(
+    fake: tuple[FakeApiserver, TestServer], clock: InstantClock, tmp_path: Path
+) -> None:
+    api, server = fake
+    token = tmp_path / "token"
+    token.write_text("old")
+    host = str(server.make_url("")).rstrip("/")
+    config = KubeConfig(host=host, source="test", credentials=TokenFile(token, clock=clock))
+    api.answer(reply(401, status_body(401, "Unauthorized")), reply(200, {"kind": "Namespace"}))
+    async with KubeClient(config, ClientOptions(timeout=2.0), clock=clock) as client:
+        await client.request("GET", "/api/v1/namespaces/a")  # reads "old" at first use
+        token.write_text("new")
+        api.answer(reply(401, status_body(401, "Unauthorized")), reply(401, status_body(401, "Unauthorized")))
+        with pytest.raises(ApiError) as caught:
+            await client.request("GET", "/api/v1/namespaces/b")
+    assert caught.value.status == 401
+    auth = [headers.get("Authorization") for _, _, headers, _, _ in api.requests]
+    # First call: refused, token re-read (unchanged), sent again. Second: refused twice, not a third time.
+    assert auth == ["Bearer old", "Bearer old", "Bearer old", "Bearer new"]

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from kubernetes_asyncio.client.configuration import Configuration
 
 from zen_flow.clock import SystemClock
 from zen_flow.kube import ClientOptions, JobClient, JobFlowClient, KubeClient, KubeConfig, request_labels
@@ -47,7 +46,7 @@ async def server() -> AsyncIterator[tuple[TestServer, list[int]]]:
 @pytest.fixture
 async def observed(server: tuple[TestServer, list[int]]) -> AsyncIterator[tuple[KubeClient, list[Call]]]:
     host = str(server[0].make_url("")).rstrip("/")
-    config = KubeConfig(host=host, source="test", configuration=Configuration(host=host))
+    config = KubeConfig(host=host, source="test")
     calls: list[Call] = []
 
     def hook(verb: str, resource: str, code: int) -> None:
@@ -94,9 +93,7 @@ async def test_each_retry_attempt_and_each_error_is_a_request(
 async def test_no_answer_is_reported_as_code_zero() -> None:
     calls: list[Call] = []
     # Nothing listens on port 9 of loopback (discard service): the connection is refused at once.
-    config = KubeConfig(
-        host="http://127.0.0.1:9", source="test", configuration=Configuration(host="http://127.0.0.1:9")
-    )
+    config = KubeConfig(host="http://127.0.0.1:9", source="test")
 
     def hook(*call: Any) -> None:
         calls.append(call)  # type: ignore[arg-type]

@@ -17,14 +17,8 @@ class JobStatus(Model):
     ready: int | None = None
 
 
-class JobSpec(Model):
-    suspend: bool | None = None
-    active_deadline_seconds: int | None = None
-
-
 class Job(Model):
     metadata: ObjectMeta
-    spec: JobSpec = JobSpec()
     status: JobStatus = JobStatus()
 
     @classmethod

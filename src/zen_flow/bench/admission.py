@@ -1,9 +1,12 @@
 """Admission latency: `validate_jobflow` alone, and whole AdmissionReviews through the webhook over HTTPS.
 
 The webhook is zen-flow's own server (`zen_flow.webhook.server.WebhookServer`, TLS, certificate from a
-throwaway CA) running on 127.0.0.1 in a thread of this process with its own event loop; the client is a
-keep-alive `http.client` connection, as the apiserver keeps its connections to a webhook alive. Each
-review is timed from sending the request to having read the whole answer.
+throwaway CA) on 127.0.0.1 in a process of its own, as in production where the apiserver is another
+process: sharing this one would share its GIL and its garbage collector with the client. Like the
+controller once its caches are synced, the server process freezes what it holds at start-up
+(`zen_flow.app.freeze_long_lived`). The client is a keep-alive `http.client` connection, as the apiserver
+keeps its connections to a webhook alive. Each review is timed from sending the request to having read
+the whole answer.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import multiprocessing
+import queue
 import ssl
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -121,50 +125,60 @@ def time_validator(budget: float) -> list[dict[str, Any]]:
     return rows
 
 
-class _ThreadedWebhook:
-    """WebhookServer on 127.0.0.1:<free port> in a daemon thread with its own event loop."""
+class _WebhookProcess:
+    """WebhookServer on 127.0.0.1:<free port> in a child process; `port` once it listens."""
 
     def __init__(self, cert_dir: Path) -> None:
-        self._cert_dir = cert_dir
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
+        context = multiprocessing.get_context("spawn")  # a clean interpreter, not a fork of the harness
+        self._ports: multiprocessing.Queue[int | str] = context.Queue()
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_serve_webhook, args=(cert_dir, self._ports, self._stop), name="bench-webhook", daemon=True
+        )
         self.port = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bench-webhook", daemon=True)
 
-    def __enter__(self) -> _ThreadedWebhook:
-        self._thread.start()
-        if not self._ready.wait(30) or self.error is not None:
-            raise RuntimeError(f"webhook server did not start: {self.error!r}")
+    def __enter__(self) -> _WebhookProcess:
+        self._process.start()
+        deadline = time.monotonic() + 60
+        answer: int | str = "no answer within 60 s"
+        while time.monotonic() < deadline:
+            try:
+                answer = self._ports.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._process.is_alive():
+                    answer = f"the process exited with {self._process.exitcode}"
+                    break
+        if isinstance(answer, str):
+            raise RuntimeError(f"webhook server did not start: {answer}")
+        self.port = answer
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+        self._stop.set()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
 
-    def _run(self) -> None:
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported to the main thread
-            self.error = exc
-            self._ready.set()
-        finally:
-            self._loop.close()
 
-    async def _serve(self) -> None:
-        from zen_flow.webhook.server import WebhookServer  # only this benchmark needs the webhook
+def _serve_webhook(cert_dir: Path, ports: multiprocessing.Queue[int | str], stop: Any) -> None:
+    from zen_flow.app import freeze_long_lived  # the child's own imports
+    from zen_flow.webhook.server import WebhookServer
 
-        server = WebhookServer(self._cert_dir)
-        self._stop = asyncio.Event()
+    async def serve() -> None:
+        server = WebhookServer(cert_dir)
         await server.start("127.0.0.1", 0)
-        self.port = server.port
-        self._ready.set()
+        freeze_long_lived()
+        ports.put(server.port)
         try:
-            await self._stop.wait()
+            await asyncio.to_thread(stop.wait)
         finally:
             await server.stop()
+
+    try:
+        asyncio.run(serve())
+    except Exception as exc:  # reported to the harness
+        ports.put(repr(exc))
 
 
 def time_webhook(budget: float) -> list[dict[str, Any]]:
@@ -174,7 +188,7 @@ def time_webhook(budget: float) -> list[dict[str, Any]]:
         ca = create_ca(Path(tmp) / "ca", common_name="zen-flow-bench-ca")
         issue_serving_cert(ca, Path(tmp) / "serving", ("127.0.0.1",), name="tls")
         context = ssl.create_default_context(cafile=str(ca.cert_path))
-        with _ThreadedWebhook(Path(tmp) / "serving") as server:
+        with _WebhookProcess(Path(tmp) / "serving") as server:
             connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=30)
             try:
                 for path, operation in (

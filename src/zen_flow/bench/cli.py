@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--controller-workers", type=int, default=defaults.workers)
     c.add_argument("--controller-qps", type=float, default=defaults.qps)
     c.add_argument("--controller-burst", type=int, default=defaults.burst)
+    c.add_argument("--controller-event-qps", type=float, default=defaults.event_qps)
+    c.add_argument("--controller-event-burst", type=int, default=defaults.event_burst)
     c.add_argument(
         "--controller-env",
         action="append",
@@ -97,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.controller_workers,
             args.controller_qps,
             args.controller_burst,
+            args.controller_event_qps,
+            args.controller_event_burst,
             tuple(_env_pair(item) for item in args.controller_env),
         ),
         admission_budget=args.admission_budget or ADMISSION_BUDGET[args.preset],

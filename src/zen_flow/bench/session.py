@@ -14,21 +14,31 @@ from zen_flow.bench import apicost, procstats
 from zen_flow.bench.environment import Environment
 from zen_flow.bench.procstats import ProcSample
 from zen_flow.bench.workloads import Workload, flow_manifest_for
+from zen_flow.config import Settings
 from zen_flow.kube import KubeClient
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.testing.controller import ControllerProcess
 
+_DEFAULTS = Settings()
+
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    workers: int = 8
-    qps: float = 50.0
-    burst: int = 100
+    """The controller's flags under test; the defaults are the controller's own."""
+
+    workers: int = _DEFAULTS.workers
+    qps: float = _DEFAULTS.qps
+    burst: int = _DEFAULTS.burst
+    event_qps: float = _DEFAULTS.event_qps
+    event_burst: int = _DEFAULTS.event_burst
     env: tuple[tuple[str, str], ...] = ()
     """Extra environment of the controller process (e.g. ZEN_FLOW_* settings, PYTHONPATH)."""
 
     def args(self) -> list[str]:
-        return ["--workers", str(self.workers), "--qps", f"{self.qps:g}", "--burst", str(self.burst)]
+        return [
+            *("--workers", str(self.workers), "--qps", f"{self.qps:g}", "--burst", str(self.burst)),
+            *("--event-qps", f"{self.event_qps:g}", "--event-burst", str(self.event_burst)),
+        ]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A minimal synchronous HTTPS client for the local apiserver, authenticated by the admin client cert.
 
-The dev cluster must not depend on zen-flow's kube layer (kubernetes_asyncio): it is what that layer
+The dev cluster must not depend on zen-flow's kube layer: it is what that layer
 is tested against. Start-up needs only a handful of calls (health, create a Node, run a smoke Job).
 """
 

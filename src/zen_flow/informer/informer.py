@@ -73,6 +73,7 @@ class Informer(Generic[T]):
                 name,
                 source,
                 scope,
+                convert=self._convert,
                 on_list=self._list_applier(scope),
                 on_event=self._apply_event,
                 clock=clock,
@@ -143,10 +144,10 @@ class Informer(Generic[T]):
 
     # --- applying changes ----------------------------------------------------------------------------
 
-    def _list_applier(self, namespace: str | None) -> Callable[[Sequence[dict[str, Any]]], None]:
-        def apply(items: Sequence[dict[str, Any]]) -> None:
+    def _list_applier(self, namespace: str | None) -> Callable[[Sequence[T]], None]:
+        # The reflector lists with `convert=self._convert`: the items arrive converted, page by page.
+        def apply(objects: Sequence[T]) -> None:
             self.lists += 1
-            objects = [obj for raw in items if (obj := self._convert(raw)) is not None]
             result = self.store.replace(objects, namespace)
             for obj in result.deleted:
                 self._parse_errors.pop(obj.metadata.key, None)

@@ -32,14 +32,18 @@ from typing import Any, Protocol
 import structlog
 
 from zen_flow.clock import Clock, Timer
-from zen_flow.kube.client import ListResult, WatchEvent
+from zen_flow.kube.client import Convert, ListResult, WatchEvent
 from zen_flow.kube.errors import Expired, KubeError
 
 
 class ListerWatcher(Protocol):
     """What a reflector needs from the API (`zen_flow.kube.JobClient`/`JobFlowClient` provide it)."""
 
-    async def list(self, namespace: str | None, resource_version: str = "") -> ListResult: ...
+    async def list(
+        self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+    ) -> ListResult:
+        """Every object, each passed through `convert` as it arrives (None: leave it out)."""
+        ...
 
     def watch(
         self, namespace: str | None, resource_version: str, timeout_seconds: int
@@ -124,7 +128,8 @@ class Reflector:
         source: ListerWatcher,
         namespace: str | None,
         *,
-        on_list: Callable[[Sequence[dict[str, Any]]], None],
+        convert: Convert,
+        on_list: Callable[[Sequence[Any]], None],
         on_event: Callable[[str, dict[str, Any]], None],
         clock: Clock,
         options: ReflectorOptions | None = None,
@@ -136,6 +141,7 @@ class Reflector:
         self.has_synced = False
         self.synced = asyncio.Event()
         self._source = source
+        self._convert = convert
         self._on_list = on_list
         self._on_event = on_event
         self._clock = clock
@@ -178,7 +184,7 @@ class Reflector:
                 await self._clock.sleep(delay)
 
     async def _list(self, resource_version: str) -> None:
-        result = await self._source.list(self.namespace, resource_version)
+        result = await self._source.list(self.namespace, resource_version, self._convert)
         self._on_list(result.items)
         self.resource_version = result.resource_version
         self._progress()

@@ -13,6 +13,7 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import GROUP, KIND
 from zen_flow.api.jobflow import JobFlowStatus
 from zen_flow.clock import Clock
+from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
 from zen_flow.planner.concurrency import group_of
@@ -52,10 +53,11 @@ class JobInformer(Informer[Job]):
         options: ReflectorOptions | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        compactor = Compactor()
         super().__init__(
             "jobs",
             source,
-            transform=Job.from_api,
+            transform=lambda raw: compactor.compact(Job.from_api(raw)),
             fallback=_job_placeholder,
             indexers={OWNER_UID_INDEX: controller_uid},
             namespaces=namespaces,
@@ -82,10 +84,11 @@ class JobFlowInformer(Informer[JobFlow]):
         options: ReflectorOptions | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        compactor = Compactor()
         super().__init__(
             "jobflows",
             source,
-            transform=JobFlow.model_validate,
+            transform=lambda raw: compactor.compact(JobFlow.model_validate(raw)),
             fallback=_flow_placeholder,
             indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group},
             namespaces=namespaces,

@@ -1,4 +1,4 @@
-"""The only package that imports kubernetes_asyncio: typed calls to the apiserver.
+"""The only package that talks to the apiserver (over aiohttp): config, typed calls, errors.
 
 `KubeClient` (one per process) carries config, QPS limits, timeouts and retries; the resource modules
 add what zen-flow does with Jobs, JobFlows, Events and Leases. Errors are `zen_flow.kube.errors`.
@@ -7,6 +7,7 @@ add what zen-flow does with Jobs, JobFlows, Events and Leases. Errors are `zen_f
 from zen_flow.kube.client import (
     USER_AGENT,
     ClientOptions,
+    Convert,
     KubeClient,
     KubeConfig,
     ListResult,
@@ -42,6 +43,7 @@ __all__ = [
     "ClientOptions",
     "Cluster",
     "Conflict",
+    "Convert",
     "EventRecorder",
     "Expired",
     "Invalid",

@@ -1,44 +1,40 @@
-"""One connection to the apiserver for the whole process: config loading, limits, timeouts, retries.
+"""One connection to the apiserver for the whole process: limits, timeouts, retries.
 
 Every request goes through `KubeClient.request` or `KubeClient.stream`, which
 
 - wait for a token from a client-side token bucket (QPS/burst, like client-go's `rest.Config`);
 - send `User-Agent: zen-flow/<version>` (the benchmark tells controller traffic apart by it);
-- always carry a client-side timeout: kubernetes_asyncio's default is *no* timeout at all, so a half-open
-  TCP connection would hang a call forever (craft.md §2.2);
-- read the body as raw JSON. We call `ApiClient.call_api` with `_preload_content=False` instead of the
-  generated `BatchV1Api`/`CustomObjectsApi` methods: no model deserialization (a Job list decoded into
-  `V1Job` objects costs more than the request), explicit content types (the JSON-patch trap, craft.md
-  §2.3), status checked by us and mapped to `zen_flow.kube.errors`;
+- always carry a client-side timeout, so a half-open TCP connection cannot hang a call forever
+  (craft.md §2.2);
+- use one aiohttp session directly, with `trust_env=False`: the proxy is decided once when the config is
+  loaded (`zen_flow.kube.config`), where aiohttp would re-read the proxy environment and ~/.netrc in a
+  thread for every request (31 % of the controller's CPU, docs/BENCHMARKS.md). Bodies are raw JSON with
+  explicit content types (the JSON-patch trap, craft.md §2.3), status codes are mapped to
+  `zen_flow.kube.errors`;
 - retry single idempotent calls on transient failures with tenacity: few attempts, short, jittered,
-  honouring Retry-After (craft.md §7). Long retries belong to the workqueue.
+  honouring Retry-After (craft.md §7). Long retries belong to the workqueue. A 401 with rotating
+  credentials (token file, exec plugin) re-fetches them and is sent again once.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 import tenacity
-from kubernetes_asyncio.client.api_client import ApiClient
-from kubernetes_asyncio.client.configuration import Configuration
-from kubernetes_asyncio.config import ConfigException, load_kube_config
-from kubernetes_asyncio.config.incluster_config import (
-    SERVICE_CERT_FILENAME,
-    SERVICE_TOKEN_FILENAME,
-    InClusterConfigLoader,
-)
 
 from zen_flow import __version__
 from zen_flow.clock import Clock, SystemClock
-from zen_flow.kube.errors import ApiError, Expired, KubeError, TransportError, from_response, from_status
+from zen_flow.kube.config import KubeConfig, load_config
+from zen_flow.kube.errors import ApiError, Expired, TransportError, from_response, from_status
 from zen_flow.ratelimit import TokenBucket
+
+__all__ = ["KubeClient", "KubeConfig", "load_config"]
 
 USER_AGENT = f"zen-flow/{__version__}"
 
@@ -68,54 +64,20 @@ class ClientOptions:
     max_connections: int = 100
 
 
-@dataclass(frozen=True)
-class KubeConfig:
-    """Where the apiserver is and how to authenticate; an opaque handle for `KubeClient`."""
-
-    host: str
-    source: str  # "in-cluster" or the kubeconfig path, for the startup log line
-    configuration: Configuration = field(repr=False, compare=False)
-
-
-async def load_config(kubeconfig: str | None = None, context: str | None = None) -> KubeConfig:
-    """Find the cluster like controller-runtime does: explicit path, then $KUBECONFIG, then in-cluster,
-    then ~/.kube/config.
-
-    An explicit choice ($KUBECONFIG) wins over the ambient service account, so `KUBECONFIG=... zen-flow`
-    inside a pod talks to the cluster the user named. The kubeconfig is never written back
-    (`persist_config=False`: the container's root filesystem is read-only).
-    """
-    configuration = Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        try:
-            # Re-reads the projected service-account token every minute (it rotates hourly).
-            loader = InClusterConfigLoader(
-                token_filename=SERVICE_TOKEN_FILENAME, cert_filename=SERVICE_CERT_FILENAME
-            )
-            loader.load_and_set(configuration)
-        except ConfigException as err:
-            raise KubeError(f"in-cluster config: {err}") from err
-        return KubeConfig(host=str(configuration.host), source="in-cluster", configuration=configuration)
-    path = path or _default_kubeconfig()
-    try:
-        await load_kube_config(
-            config_file=path, context=context, client_configuration=configuration, persist_config=False
-        )
-    except (ConfigException, OSError) as err:
-        raise KubeError(f"kubeconfig {path}: {err}") from err
-    return KubeConfig(host=str(configuration.host), source=path, configuration=configuration)
-
-
 class Limiter(Protocol):
     async def acquire(self) -> None: ...
 
 
+Convert = Callable[[dict[str, Any]], Any]
+"""Turns one listed item into what the caller keeps (None: drop it)."""
+
+
 @dataclass(frozen=True)
 class ListResult:
-    """A complete (all pages) LIST: raw items and the list's resourceVersion to watch from."""
+    """A complete (all pages) LIST: its items (raw dicts, or what `convert` made of them) and the list's
+    resourceVersion to watch from."""
 
-    items: tuple[dict[str, Any], ...]
+    items: tuple[Any, ...]
     resource_version: str
 
 
@@ -131,7 +93,10 @@ class WatchEvent:
 
 
 class KubeClient:
-    """The process's one ApiClient (one aiohttp session, one connection pool). Close it on shutdown."""
+    """The process's one aiohttp session (one connection pool). Close it on shutdown.
+
+    Create it inside the event loop that will use it (aiohttp binds the session to the running loop).
+    """
 
     def __init__(
         self,
@@ -145,16 +110,22 @@ class KubeClient:
         self.options = options or ClientOptions()
         self._on_response = on_response
         self.host = config.host
-        config.configuration.connection_pool_maxsize = self.options.max_connections
-        self._api = ApiClient(configuration=config.configuration)
-        self._api.user_agent = self.options.user_agent
+        self._config = config
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self.options.max_connections,
+                ssl=config.ssl_context if config.ssl_context is not None else True,
+            ),
+            headers={"User-Agent": self.options.user_agent, "Accept": "application/json"},
+            trust_env=False,
+        )
         self._clock = clock or SystemClock()
         self._limiter: Limiter = limiter or TokenBucket(
             self.options.qps, self.options.burst, clock=self._clock
         )
 
     async def close(self) -> None:
-        await self._api.close()
+        await self._session.close()
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -172,10 +143,15 @@ class KubeClient:
         content_type: str = "application/json",
         retry: bool = True,
         request_timeout: float | None = None,
+        limiter: Limiter | None = None,
     ) -> dict[str, Any]:
-        """One API call; returns the decoded JSON body. Raises `ApiError` subclasses or `TransportError`."""
+        """One API call; returns the decoded JSON body. Raises `ApiError` subclasses or `TransportError`.
+
+        `limiter` replaces the client's token bucket for this call (the event recorder's own budget).
+        """
+        limiter = limiter or self._limiter
         if not retry:
-            return await self._request_once(method, path, query, body, content_type, request_timeout)
+            return await self._request_once(method, path, query, body, content_type, request_timeout, limiter)
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.options.retry_attempts)
             | tenacity.stop_after_delay(self.options.retry_deadline),
@@ -186,13 +162,22 @@ class KubeClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._request_once(method, path, query, body, content_type, request_timeout)
+                return await self._request_once(
+                    method, path, query, body, content_type, request_timeout, limiter
+                )
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
-    async def list_all(self, path: str, query: Query = (), *, page_size: int | None = 500) -> ListResult:
+    async def list_all(
+        self, path: str, query: Query = (), *, page_size: int | None = 500, convert: Convert | None = None
+    ) -> ListResult:
         """LIST every page (`page_size=None`: one request). If a continue token expires mid-way (the
-        snapshot was compacted), start over with one unpaginated LIST, as client-go's pager does."""
-        items: list[dict[str, Any]] = []
+        snapshot was compacted), start over with one unpaginated LIST, as client-go's pager does.
+
+        `convert` is applied to each item as its page arrives, so only one page of raw dicts (~20 KB a
+        Job, managedFields and pod template included) is alive at a time, not the whole list: a fresh
+        start on 20,000 Jobs otherwise peaks at ~400 MB that CPython's allocator never gives back.
+        """
+        items: list[Any] = []
         resource_version = ""
         token = ""
         while True:
@@ -208,7 +193,13 @@ class KubeClient:
                 items, resource_version = [], ""
             meta = page.get("metadata") or {}
             resource_version = resource_version or str(meta.get("resourceVersion", ""))
-            items.extend(page.get("items") or ())
+            raw_items = page.pop("items", None) or ()
+            del page  # the page's raw items die as they are converted
+            if convert is None:
+                items.extend(raw_items)
+            else:
+                items.extend(obj for raw in raw_items if (obj := convert(raw)) is not None)
+            del raw_items
             token = str(meta.get("continue") or "")
             if not token:
                 return ListResult(items=tuple(items), resource_version=resource_version)
@@ -250,24 +241,29 @@ class KubeClient:
         body: dict[str, Any] | None,
         content_type: str,
         request_timeout: float | None,
+        limiter: Limiter,
     ) -> dict[str, Any]:
-        await self._limiter.acquire()
+        await limiter.acquire()
         client_timeout = aiohttp.ClientTimeout(
             total=request_timeout or self.options.timeout, sock_connect=self.options.connect_timeout
         )
         headers = {"Content-Type": content_type} if body is not None else {}
-        try:
-            response: aiohttp.ClientResponse = await self._call(
-                path, method, query, body, client_timeout, headers
-            )
+        data = json.dumps(body).encode() if body is not None else None
+        for refreshed in (False, True):
             try:
-                raw = await response.read()
-            finally:
-                response.release()
-        except _TRANSPORT_ERRORS as err:
-            self._observe(method, path, 0)
-            raise TransportError(f"{method} {path}: {err!r}") from err
-        self._observe(method, path, response.status)
+                response: aiohttp.ClientResponse = await self._call(
+                    path, method, query, data, client_timeout, headers
+                )
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+            except _TRANSPORT_ERRORS as err:
+                self._observe(method, path, 0)
+                raise TransportError(f"{method} {path}: {err!r}") from err
+            self._observe(method, path, response.status)
+            if response.status != 401 or refreshed or not self._config.credentials.invalidate():
+                break
         if not 200 <= response.status < 300:
             raise from_response(response.status, raw, response.headers.get("Retry-After"))
         try:
@@ -281,21 +277,23 @@ class KubeClient:
         path: str,
         method: str,
         query: Query,
-        body: dict[str, Any] | None,
+        data: bytes | None,
         client_timeout: aiohttp.ClientTimeout,
         headers: dict[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
-        response: aiohttp.ClientResponse = await self._api.call_api(
-            path,
+        all_headers = dict(headers or {})
+        if authorization := await self._config.credentials.authorization():
+            all_headers["Authorization"] = authorization
+        return await self._session.request(
             method,
-            query_params=list(query),
-            header_params={"Accept": "application/json", **(headers or {})},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=client_timeout,
+            self.host + path,
+            params=list(query),
+            data=data,
+            headers=all_headers,
+            timeout=client_timeout,
+            proxy=self._config.proxy,
+            server_hostname=self._config.tls_server_name,
         )
-        return response
 
     def _observe(self, method: str, path: str, code: int, *, watch: bool = False) -> None:
         if self._on_response is not None:
@@ -375,10 +373,6 @@ def request_labels(method: str, path: str, *, watch: bool = False) -> tuple[str,
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
-
-
-def _default_kubeconfig() -> str:
-    return os.path.expanduser("~/.kube/config")
 
 
 def _transient(error: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""Our own exceptions for apiserver failures, so no kubernetes_asyncio or aiohttp type leaks upward.
+"""Our own exceptions for apiserver failures, so no aiohttp type leaks upward.
 
 The apiserver answers errors with a `Status` object (`{"kind": "Status", "code": 409, "reason":
 "AlreadyExists", "message": ...}`); `from_status` maps it to the narrowest class here. Callers catch by

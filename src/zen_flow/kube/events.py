@@ -6,6 +6,11 @@ full new events are dropped too (an apiserver outage must not grow memory withou
 
 Each event is a fresh core/v1 Event named `<flow>.<random hex>`, like client-go's recorder names them,
 without its count aggregation.
+
+Events have a request budget of their own (`--event-qps`/`--event-burst`), not the controller's: they
+were half of its requests, and in one bucket with Job creates an Event could delay the next step's Job
+(docs/BENCHMARKS.md). kube-scheduler and kube-controller-manager separate them the same way (a second
+client for events). When the budget cannot keep up, the queue absorbs bursts and then drops.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from zen_flow.clock import Clock
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import KubeError
 from zen_flow.kube.resource import Resource
+from zen_flow.ratelimit import TokenBucket
 
 EVENTS = Resource("", "v1", "events")
 COMPONENT = "zen-flow"
@@ -49,8 +55,11 @@ class EventRecorder:
         clock: Clock,
         instance: str | None = None,
         max_pending: int = 1000,
+        qps: float = 50.0,
+        burst: int = 100,
     ) -> None:
         self._client = client
+        self._limiter = TokenBucket(qps, burst, clock=clock)
         self._clock = clock
         self._instance = instance or socket.gethostname()
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
@@ -75,7 +84,11 @@ class EventRecorder:
         ns = flow.metadata.namespace
         try:
             await self._client.request(
-                "POST", EVENTS.path(ns), body=self.body(flow, type_, reason, message), retry=False
+                "POST",
+                EVENTS.path(ns),
+                body=self.body(flow, type_, reason, message),
+                retry=False,
+                limiter=self._limiter,
             )
         except KubeError as err:
             log.warning("event not recorded", flow=flow.key, reason=reason, error=str(err))

@@ -10,8 +10,9 @@ from zen_flow.kube.resource import Resource, ResourceLister
 
 JOBFLOWS = Resource(GROUP, VERSION, PLURAL)
 
-# RFC 7386. Never let the content type be chosen for us: for a dict body on a custom resource
-# kubernetes_asyncio would pick application/json-patch+json, which the apiserver rejects (craft.md §2.3).
+# RFC 7386. Never let the content type be chosen for us: for a dict body on a custom resource a
+# generated client (kubernetes_asyncio) picks application/json-patch+json, which the apiserver rejects
+# (craft.md §2.3).
 MERGE_PATCH = "application/merge-patch+json"
 
 

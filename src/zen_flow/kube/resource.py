@@ -6,7 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from zen_flow.kube.client import KubeClient, ListResult, WatchStream
+from zen_flow.kube.client import Convert, KubeClient, ListResult, WatchStream
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,11 @@ class ResourceLister:
         self._resource = resource
         self._selector = (("labelSelector", label_selector),) if label_selector else ()
 
-    async def list(self, namespace: str | None, resource_version: str = "") -> ListResult:
-        """All matching objects and the list's resourceVersion.
+    async def list(
+        self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+    ) -> ListResult:
+        """All matching objects (each passed through `convert` as its page arrives, see
+        `KubeClient.list_all`) and the list's resourceVersion.
 
         `resource_version=""`: a consistent read, in pages of 500. Otherwise "at least as fresh as" that
         RV (`resourceVersionMatch=NotOlderThan`) in one unpaginated request, as client-go relists: the
@@ -49,13 +52,13 @@ class ResourceLister:
         """
         path = self._resource.path(namespace)
         if not resource_version:
-            return await self._client.list_all(path, self._selector)
+            return await self._client.list_all(path, self._selector, convert=convert)
         query = [
             *self._selector,
             ("resourceVersion", resource_version),
             ("resourceVersionMatch", "NotOlderThan"),
         ]
-        return await self._client.list_all(path, query, page_size=None)
+        return await self._client.list_all(path, query, page_size=None, convert=convert)
 
     def watch(
         self, namespace: str | None, resource_version: str, timeout_seconds: int

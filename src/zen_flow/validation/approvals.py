@@ -7,7 +7,6 @@ already runs is never failed because of one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX
@@ -19,16 +18,16 @@ _ANNOTATIONS = "metadata.annotations"
 
 def validate_approvals(obj: Any) -> list[FieldError]:
     """Every approval annotation must name a Manual step of the flow."""
-    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    if not isinstance(annotations, Mapping):
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(annotations, dict):
         return []
     spec = obj.get("spec")
-    steps = spec.get("steps") if isinstance(spec, Mapping) else None
+    steps = spec.get("steps") if isinstance(spec, dict) else None
     names: set[str] = set()
     manual: set[str] = set()
     for step in steps if isinstance(steps, list | tuple) else ():
-        if isinstance(step, Mapping) and isinstance(step.get("name"), str):
+        if isinstance(step, dict) and isinstance(step.get("name"), str):
             names.add(step["name"])
             if is_manual(step):
                 manual.add(step["name"])

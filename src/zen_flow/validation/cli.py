@@ -9,7 +9,7 @@ be read or parsed (this wins over 1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,7 +33,7 @@ def _files(path: Path) -> Iterator[Path]:
 
 
 def is_jobflow(doc: Any) -> bool:
-    if not isinstance(doc, Mapping) or doc.get("kind") != KIND:
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
         return False
     api_version = doc.get("apiVersion")
     return not isinstance(api_version, str) or api_version.split("/")[0] == GROUP

@@ -45,12 +45,10 @@ def _dependency_names(step: Mapping[str, Any]) -> list[str]:
 
 def _output_artifacts(step: Mapping[str, Any]) -> frozenset[str]:
     outputs = step.get("outputs")
-    artifacts = outputs.get("artifacts") if isinstance(outputs, Mapping) else None
+    artifacts = outputs.get("artifacts") if isinstance(outputs, dict) else None
     if not isinstance(artifacts, list | tuple):
         return frozenset()
-    return frozenset(
-        a["name"] for a in artifacts if isinstance(a, Mapping) and isinstance(a.get("name"), str)
-    )
+    return frozenset(a["name"] for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str))
 
 
 def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:

@@ -25,7 +25,7 @@ def type_name(value: Any) -> str:
         return "number"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return "object"
     if isinstance(value, list | tuple):
         return "array"
@@ -51,7 +51,7 @@ class Reader:
             if require:
                 self.errors.append(required(path))
             return None
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             self._wrong(path, value, "an object")
             return None
         return value

@@ -24,14 +24,14 @@ from zen_flow.validation.flow import SPEC, validate_jobflow
 def has_started(flow: Mapping[str, Any]) -> bool:
     """A phase other than Pending, or any step that left Pending."""
     status = _get(flow, "status")
-    if not isinstance(status, Mapping):
+    if not isinstance(status, dict):
         return False
     phase = status.get("phase")
     if phase and phase != "Pending":
         return True
     steps = status.get("steps")
     for step in steps if isinstance(steps, list | tuple) else ():
-        if isinstance(step, Mapping) and step.get("phase", StepPhase.PENDING) != StepPhase.PENDING:
+        if isinstance(step, dict) and step.get("phase", StepPhase.PENDING) != StepPhase.PENDING:
             return True
     return False
 
@@ -39,7 +39,7 @@ def has_started(flow: Mapping[str, Any]) -> bool:
 def _get(obj: Mapping[str, Any], *keys: str) -> Any:
     cur: Any = obj
     for key in keys:
-        if not isinstance(cur, Mapping):
+        if not isinstance(cur, dict):
             return None
         cur = cur.get(key)
     return cur

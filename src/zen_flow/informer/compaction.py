@@ -1,0 +1,109 @@
+"""Making cached objects small: the informer's cache is most of the controller's memory at scale.
+
+Measured on real objects from a 1.36 apiserver (docs/BENCHMARKS.md, "Memory"): a pydantic model of a
+Job took 8.4 KB and a 20-step JobFlow 122 KB, most of it not data but repetition:
+
+- every model instance carries its own `__pydantic_fields_set__`, a `set` of 216-728 bytes, although
+  the objects of one class share a handful of distinct field combinations. Our models are frozen (no
+  `__setattr__`, the only in-place writer of that set; `model_copy` copies it before updating), so one
+  shared set per (class, combination) is safe;
+- the same short strings (label keys, `batch/v1`, `True`, phases, reasons, namespaces, step names) are
+  separate objects in every decoded document: `json.loads` shares keys only within one document;
+- flows stamped from one manifest repeat the same Job templates, each a tree of a dozen dicts.
+
+`Compactor.compact(model)` rewrites a freshly parsed model in place, before anyone else sees it: equal
+fields sets become one object, strings shorter than `MAX_INTERNED` become `sys.intern`ed ones (which the
+interpreter frees with their last user), and dict/list values equal to one seen recently become that
+one object. Nothing changes value, only identity. The price: values are shared between cached objects,
+so they must be treated as read-only, which the store's contract already demands (the planner deep-copies
+a template before building a Job from it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import OrderedDict
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_INTERNED = 64  # longer strings are rarely repeated (messages, uids are 36 but unique)
+# Containers remembered for sharing. An evicted one stays valid in the objects holding it; later equal
+# values just stop sharing it. 4096 distinct templates/label sets is far more than a cluster's pipelines.
+MAX_SHARED_CONTAINERS = 4096
+
+
+class Compactor:
+    """One per informer; keeps the tables of shared fields sets and shared containers."""
+
+    def __init__(self, max_shared: int = MAX_SHARED_CONTAINERS) -> None:
+        self._fields_sets: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
+        self._containers: OrderedDict[str, Any] = OrderedDict()
+        self._max_shared = max_shared
+
+    def compact(self, model: M) -> M:
+        """Shrink `model` (and every model, dict and list inside it) in place; returns it."""
+        self._model(model)
+        return model
+
+    @property
+    def shared_containers(self) -> int:
+        return len(self._containers)
+
+    def _model(self, model: BaseModel) -> None:
+        fields_set = model.__pydantic_fields_set__
+        key = (type(model), frozenset(fields_set))
+        shared = self._fields_sets.get(key)
+        if shared is None:
+            shared = self._fields_sets[key] = set(fields_set)
+        object.__setattr__(model, "__pydantic_fields_set__", shared)
+        values = model.__dict__
+        for name, value in values.items():
+            values[name] = self._value(value)
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return sys.intern(value) if len(value) < MAX_INTERNED else value
+        if isinstance(value, BaseModel):
+            self._model(value)
+            return value
+        if isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    self._model(item)
+            return value
+        if isinstance(value, dict | list):
+            return self._shared(value) if value else value
+        return value
+
+    def _shared(self, container: dict[str, Any] | list[Any]) -> Any:
+        """An equal container seen before, or this one (its strings interned) from now on."""
+        try:
+            key = json.dumps(container, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):  # not JSON (never from the API): leave it alone
+            return container
+        known = self._containers.get(key)
+        if known is not None:
+            self._containers.move_to_end(key)
+            return known
+        _intern_json(container)
+        self._containers[key] = container
+        if len(self._containers) > self._max_shared:
+            self._containers.popitem(last=False)
+        return container
+
+
+def _intern_json(value: Any) -> Any:
+    """Intern the short strings (keys and values) of a decoded JSON document, in place."""
+    if isinstance(value, str):
+        return sys.intern(value) if len(value) < MAX_INTERNED else value
+    if isinstance(value, dict):
+        items = [(_intern_json(k), _intern_json(v)) for k, v in value.items()]
+        value.clear()
+        value.update(items)
+    elif isinstance(value, list):
+        value[:] = [_intern_json(item) for item in value]
+    return value

@@ -1,0 +1,117 @@
+"""Compaction of cached objects: same values, shared identity, and independent copies."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zen_flow.api import Job, JobFlow
+from zen_flow.informer.compaction import Compactor
+from zen_flow.informer.resources import JobFlowInformer
+from zen_flow.testing.clock import FakeClock
+
+
+def flow_raw(name: str, uid: str) -> dict[str, Any]:
+    template = {"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}
+    return {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlow",
+        "metadata": {"name": name, "namespace": "ns", "uid": uid, "labels": {"team": "data"}},
+        "spec": {"steps": [{"name": "a", "template": template}, {"name": "b", "dependencies": ["a"]}]},
+        "status": {"phase": "Running", "steps": [{"name": "a", "phase": "Running"}]},
+    }
+
+
+def job_raw(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "labels": {"app.kubernetes.io/managed-by": "zen-flow", "workflow.kube-zen.io/step": name},
+        },
+        "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
+    }
+
+
+def test_compaction_changes_no_value() -> None:
+    compactor = Compactor()
+    for raw, model in ((flow_raw("f", "u1"), JobFlow), (job_raw("j"), Job)):
+        plain = model.model_validate(copy.deepcopy(raw))
+        compacted = compactor.compact(model.model_validate(copy.deepcopy(raw)))
+        assert compacted == plain
+        assert compacted.model_dump(by_alias=True, exclude_unset=True) == plain.model_dump(
+            by_alias=True, exclude_unset=True
+        )
+
+
+def test_flows_from_one_manifest_share_templates_and_strings() -> None:
+    compactor = Compactor()
+    one = compactor.compact(JobFlow.model_validate(flow_raw("one", "u1")))
+    two = compactor.compact(JobFlow.model_validate(flow_raw("two", "u2")))
+    assert one.spec.steps[0].template is two.spec.steps[0].template
+    assert one.metadata.labels is two.metadata.labels
+    assert one.status.phase is two.status.phase  # interned
+    assert one.__pydantic_fields_set__ is two.__pydantic_fields_set__
+    assert one.metadata.name == "one"
+    assert two.metadata.name == "two"
+    assert compactor.shared_containers == 2  # the template and the labels; "b" has no template
+
+
+def test_copies_of_compacted_objects_do_not_share_their_fields_set() -> None:
+    compactor = Compactor()
+    one = compactor.compact(JobFlow.model_validate(flow_raw("one", "u1")))
+    two = compactor.compact(JobFlow.model_validate(flow_raw("two", "u2")))
+    status = one.status.model_copy(update={"message": "changed"})
+    assert "message" in status.model_fields_set
+    assert "message" not in two.status.model_fields_set
+
+
+def test_the_sharing_table_is_bounded() -> None:
+    compactor = Compactor(max_shared=2)
+    for i in range(5):
+        compactor.compact(Job.model_validate(job_raw(f"j{i}")))
+    assert compactor.shared_containers == 2
+
+
+def test_long_strings_are_left_alone() -> None:
+    long_message = "x" * 200
+    raw = job_raw("j")
+    raw["status"]["conditions"][0]["message"] = long_message
+    job = Compactor().compact(Job.model_validate(raw))
+    assert job.status.conditions[0].message == long_message
+    assert job.metadata.namespace is sys.intern("ns")
+
+
+def test_the_flow_informer_caches_compacted_flows() -> None:
+    informer = JobFlowInformer(source=None, clock=FakeClock())  # type: ignore[arg-type]
+    informer._apply_event("ADDED", flow_raw("one", "u1"))
+    informer._apply_event("ADDED", flow_raw("two", "u2"))
+    one, two = informer.get("ns/one"), informer.get("ns/two")
+    assert one is not None
+    assert two is not None
+    assert one.spec.steps[0].template is two.spec.steps[0].template
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(labels=st.dictionaries(st.text(max_size=70), st.text(max_size=70), max_size=5), extra=json_values)
+def test_any_json_survives_compaction_unchanged(labels: dict[str, str], extra: Any) -> None:
+    raw = flow_raw("f", "u")
+    raw["metadata"]["labels"] = labels
+    raw["spec"]["steps"][0]["template"]["extra"] = extra
+    expected = json.loads(json.dumps(raw))
+    compacted = Compactor().compact(JobFlow.model_validate(raw))
+    assert compacted == JobFlow.model_validate(expected)
