@@ -324,11 +324,13 @@ async def test_jobflow_informer_status_merge_patch_and_delete(
         raw = await flows.get(namespace, "f")
         rv, uid = raw["metadata"]["resourceVersion"], raw["metadata"]["uid"]
 
-        patched = await flows.patch_status(
+        new_rv = await flows.patch_status(
             namespace,
             "f",
             {"metadata": {"resourceVersion": rv}, "status": {"phase": "Running", "message": "started"}},
         )
+        patched = await flows.get(namespace, "f")
+        assert new_rv == patched["metadata"]["resourceVersion"] != rv
         assert patched["status"]["phase"] == "Running"
         assert patched["spec"]["steps"] == [{"name": "gate", "type": "Manual"}]  # merge, not replace
         await seen.until(lambda: (f := informer.get(key)) is not None and f.status.phase == "Running")

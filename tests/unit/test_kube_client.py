@@ -126,7 +126,8 @@ async def test_requests_identify_zen_flow_by_user_agent(api: FakeApiserver, kube
 async def test_status_patch_is_a_merge_patch_on_the_status_subresource(
     api: FakeApiserver, kube: KubeClient
 ) -> None:
-    api.answer(reply(200, {"status": {"phase": "Running"}}))
+    written = {"metadata": {"resourceVersion": "8", "managedFields": [{"manager": "zen-flow"}]}, "spec": {}}
+    api.answer(reply(200, written))
     patch = {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}}
     result = await JobFlowClient(kube).patch_status("ns", "flow", patch)
     method, path, headers, query, body = api.requests[0]
@@ -137,7 +138,15 @@ async def test_status_patch_is_a_merge_patch_on_the_status_subresource(
     assert headers["Content-Type"] == "application/merge-patch+json"
     assert query["fieldManager"] == "zen-flow"
     assert json.loads(body) == patch
-    assert result == {"status": {"phase": "Running"}}
+    assert result == "8"  # the new resourceVersion, all the caller needs of the whole object
+
+
+async def test_a_status_patch_answer_without_a_resource_version_is_a_transport_error(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    api.answer(reply(200, {"kind": "Status"}))
+    with pytest.raises(TransportError, match="unexpected answer"):
+        await JobFlowClient(kube).patch_status("ns", "flow", {"status": {}})
 
 
 async def test_create_job_that_exists_raises_already_exists(api: FakeApiserver, kube: KubeClient) -> None:

@@ -33,7 +33,9 @@ async def server() -> AsyncIterator[tuple[TestServer, list[int]]]:
             response = web.StreamResponse(status=status)
             await response.prepare(request)
             return response  # an empty watch: the server closed it at once
-        return web.json_response({"metadata": {"name": "x", "uid": "u"}}, status=status)
+        return web.json_response(
+            {"metadata": {"name": "x", "uid": "u", "resourceVersion": "1"}}, status=status
+        )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

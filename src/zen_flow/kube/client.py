@@ -149,6 +149,35 @@ class KubeClient:
 
         `limiter` replaces the client's token bucket for this call (the event recorder's own budget).
         """
+        raw = await self.request_raw(
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+            retry=retry,
+            request_timeout=request_timeout,
+            limiter=limiter,
+        )
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError as err:
+            raise TransportError(f"{method} {path}: undecodable response {raw[:200]!r}") from err
+        return decoded if isinstance(decoded, dict) else {}
+
+    async def request_raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        retry: bool = True,
+        request_timeout: float | None = None,
+        limiter: Limiter | None = None,
+    ) -> bytes:
+        """`request`, returning the body undecoded: for a caller that needs one field of a big answer."""
         limiter = limiter or self._limiter
         if not retry:
             return await self._request_once(method, path, query, body, content_type, request_timeout, limiter)
@@ -242,7 +271,7 @@ class KubeClient:
         content_type: str,
         request_timeout: float | None,
         limiter: Limiter,
-    ) -> dict[str, Any]:
+    ) -> bytes:
         await limiter.acquire()
         client_timeout = aiohttp.ClientTimeout(
             total=request_timeout or self.options.timeout, sock_connect=self.options.connect_timeout
@@ -266,11 +295,7 @@ class KubeClient:
                 break
         if not 200 <= response.status < 300:
             raise from_response(response.status, raw, response.headers.get("Retry-After"))
-        try:
-            decoded = json.loads(raw) if raw else {}
-        except ValueError as err:
-            raise TransportError(f"{method} {path}: undecodable response {raw[:200]!r}") from err
-        return decoded if isinstance(decoded, dict) else {}
+        return raw
 
     async def _call(
         self,

@@ -28,8 +28,7 @@ class Cluster:
     async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
         """Merge patch on /status; `Conflict` if the patch carries a stale resourceVersion.
         Returns the flow's new resourceVersion."""
-        updated = await self._flows.patch_status(namespace, name, patch)
-        return str((updated.get("metadata") or {}).get("resourceVersion", ""))
+        return await self._flows.patch_status(namespace, name, patch)
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from zen_flow.api.constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
 from zen_flow.kube.client import KubeClient
+from zen_flow.kube.errors import TransportError
 from zen_flow.kube.resource import Resource, ResourceLister
 
 JOBFLOWS = Resource(GROUP, VERSION, PLURAL)
@@ -14,6 +17,18 @@ JOBFLOWS = Resource(GROUP, VERSION, PLURAL)
 # generated client (kubernetes_asyncio) picks application/json-patch+json, which the apiserver rejects
 # (craft.md §2.3).
 MERGE_PATCH = "application/merge-patch+json"
+
+
+class _Version(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    resource_version: str = Field(alias="resourceVersion")
+
+
+class _Written(BaseModel):
+    """What we read of a written object: its new resourceVersion."""
+
+    model_config = ConfigDict(extra="ignore")
+    metadata: _Version
 
 
 class JobFlowClient(ResourceLister):
@@ -25,20 +40,28 @@ class JobFlowClient(ResourceLister):
         """The raw object (parsing is the caller's choice: a broken spec must not make `get` fail)."""
         return await self._client.request("GET", JOBFLOWS.path(namespace, name))
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch the /status subresource; returns the updated raw object.
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        """Merge-patch the /status subresource; returns the flow's new resourceVersion.
 
         `patch` is the merge patch itself, e.g. `{"status": {...}}`. Including
         `{"metadata": {"resourceVersion": rv}}` makes it conditional: `Conflict` if the object changed.
         Only `.status` is written through this endpoint; anything else in the patch is ignored.
+
+        The apiserver answers with the whole object, managedFields included (~30 KB for 20 steps);
+        decoding it was 8 % of the controller's CPU for one field. pydantic reads that field straight
+        from the bytes and skips the rest without building it.
         """
-        return await self._client.request(
+        raw = await self._client.request_raw(
             "PATCH",
             JOBFLOWS.path(namespace, name, "status"),
             query=[("fieldManager", FIELD_MANAGER)],
             body=patch,
             content_type=MERGE_PATCH,
         )
+        try:
+            return _Written.model_validate_json(raw).metadata.resource_version
+        except ValidationError as err:
+            raise TransportError(f"PATCH {namespace}/{name}/status: unexpected answer {raw[:200]!r}") from err
 
     async def delete(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Delete (its Jobs go with it through ownerReferences). `NotFound` if gone; with `uid`, `Conflict`

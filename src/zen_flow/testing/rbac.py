@@ -1,7 +1,7 @@
 """The API permissions the controller's code needs, read from the code itself, and RBAC rule matching.
 
 `required_permissions()` scans `zen_flow.kube` for the requests it sends: every
-`<client>.request("<METHOD>", <RESOURCE>.path(namespace, name, subresource), ...)` call and every
+`<client>.request[_raw]("<METHOD>", <RESOURCE>.path(namespace, name, subresource), ...)` call and every
 `ResourceLister` subclass (LIST + WATCH). So a request added to the code without its RBAC rule fails the
 manifest tests (tests/unit/test_manifests.py) and the RBAC integration test (tests/integration/test_rbac.py)
 instead of failing in a cluster with a 403.
@@ -118,7 +118,7 @@ def _lister_resource(module: ModuleType, node: ast.ClassDef) -> Resource:
 def _is_request(node: ast.Call) -> bool:
     return (
         isinstance(node.func, ast.Attribute)
-        and node.func.attr == "request"
+        and node.func.attr in ("request", "request_raw")
         and len(node.args) >= 2
         and isinstance(node.args[0], ast.Constant)
         and isinstance(node.args[0].value, str)
