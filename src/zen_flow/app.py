@@ -30,6 +30,7 @@ from zen_flow.controller import Controller
 from zen_flow.expectations import Expectations
 from zen_flow.health import Probe, create_health_app
 from zen_flow.informer import JobFlowInformer, JobInformer
+from zen_flow.informer.decoding import release_freed_memory
 from zen_flow.kube.client import ClientOptions, KubeClient, load_config
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.errors import KubeError
@@ -121,6 +122,7 @@ def freeze_long_lived() -> None:
     """
     gc.collect()
     gc.freeze()
+    release_freed_memory()
     log.debug("gc frozen", objects=gc.get_freeze_count())
 
 

@@ -24,7 +24,7 @@ from zen_flow.informer import Informer, JobFlowInformer, JobInformer, ReflectorO
 from zen_flow.kube import (
     AlreadyExists,
     Conflict,
-    Convert,
+    Decoder,
     EventRecorder,
     JobClient,
     JobFlowClient,
@@ -114,16 +114,20 @@ class Recording:
         self._changed = asyncio.Event()
 
     async def list(
-        self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+        self, namespace: str | None, resource_version: str = "", decoder: Decoder | None = None
     ) -> ListResult:
         self._call("list", resource_version)
-        return await self._inner.list(namespace, resource_version, convert)
+        return await self._inner.list(namespace, resource_version, decoder)
 
     def watch(
-        self, namespace: str | None, resource_version: str, timeout_seconds: int
+        self,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        decoder: Decoder | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
         self._call("watch", resource_version)
-        return self._inner.watch(namespace, resource_version, timeout_seconds)
+        return self._inner.watch(namespace, resource_version, timeout_seconds, decoder)
 
     def _call(self, kind: str, resource_version: str) -> None:
         self.calls.append((kind, resource_version))

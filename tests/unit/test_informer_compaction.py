@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from zen_flow.api import Job, JobFlow
 from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.resources import JobFlowInformer
+from zen_flow.kube.client import decode_event
 from zen_flow.testing.clock import FakeClock
 
 
@@ -90,8 +91,9 @@ def test_long_strings_are_left_alone() -> None:
 
 def test_the_flow_informer_caches_compacted_flows() -> None:
     informer = JobFlowInformer(source=None, clock=FakeClock())  # type: ignore[arg-type]
-    informer._apply_event("ADDED", flow_raw("one", "u1"))
-    informer._apply_event("ADDED", flow_raw("two", "u2"))
+    for name, uid in (("one", "u1"), ("two", "u2")):
+        line = json.dumps({"type": "ADDED", "object": flow_raw(name, uid)}).encode()
+        informer._apply_event("ADDED", decode_event(line, informer.decoder).object)
     one, two = informer.get("ns/one"), informer.get("ns/two")
     assert one is not None
     assert two is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,8 @@ from zen_flow.informer import (
     Store,
     owner_flow_key,
 )
-from zen_flow.kube import Convert, Expired, ListResult, TransportError, WatchEvent
+from zen_flow.kube import Decoder, Expired, ListResult, TransportError, WatchEvent
+from zen_flow.kube.client import decode_event, decode_page
 from zen_flow.testing.clock import FakeClock, settle
 
 # --- builders -------------------------------------------------------------------------------------
@@ -163,9 +165,12 @@ END = object()
 
 
 class FakeStream:
-    def __init__(self, namespace: str | None, resource_version: str) -> None:
+    """Feeds pushed events through the client's own line decoding, as the apiserver's bytes would be."""
+
+    def __init__(self, namespace: str | None, resource_version: str, decoder: Decoder | None) -> None:
         self.namespace = namespace
         self.resource_version = resource_version
+        self.decoder = decoder
         self.items: asyncio.Queue[object] = asyncio.Queue()
         self.closed = False
 
@@ -183,7 +188,7 @@ class FakeStream:
         if isinstance(item, Exception):
             raise item
         assert isinstance(item, WatchEvent)
-        return item
+        return decode_event(json.dumps({"type": item.type, "object": item.object}).encode(), self.decoder)
 
 
 class FakeSource:
@@ -196,21 +201,25 @@ class FakeSource:
         self.streams: asyncio.Queue[FakeStream] = asyncio.Queue()
 
     async def list(
-        self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+        self, namespace: str | None, resource_version: str = "", decoder: Decoder | None = None
     ) -> ListResult:
         self.calls.append(("list", resource_version))
         answer = self.lists.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return converted(answer, convert)
+        return decoded(answer, decoder)
 
     @asynccontextmanager
     async def watch(
-        self, namespace: str | None, resource_version: str, timeout_seconds: int
+        self,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        decoder: Decoder | None = None,
     ) -> AsyncIterator[FakeStream]:
         assert 300 <= timeout_seconds <= 600
         self.calls.append(("watch", resource_version))
-        stream = FakeStream(namespace, resource_version)
+        stream = FakeStream(namespace, resource_version, decoder)
         self.streams.put_nowait(stream)
         try:
             yield stream
@@ -222,12 +231,11 @@ class FakeSource:
             return await self.streams.get()
 
 
-def converted(answer: ListResult, convert: Convert | None) -> ListResult:
-    """What `KubeClient.list_all` does with `convert`: each item converted, the Nones left out."""
-    if convert is None:
-        return answer
-    items = tuple(obj for raw in answer.items if (obj := convert(raw)) is not None)
-    return ListResult(items=items, resource_version=answer.resource_version)
+def decoded(answer: ListResult, decoder: Decoder | None) -> ListResult:
+    """The scripted list as the apiserver would send it (one JSON page), decoded as the client does."""
+    raw = json.dumps({"metadata": {"resourceVersion": answer.resource_version}, "items": list(answer.items)})
+    page = decode_page(raw.encode(), decoder)
+    return ListResult(items=tuple(page.items), resource_version=page.resource_version)
 
 
 def event(type_: str, raw: dict[str, Any]) -> WatchEvent:
@@ -484,11 +492,11 @@ async def test_one_reflector_per_namespace_each_replacing_only_its_own(clock: Fa
             }
 
         async def list(
-            self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+            self, namespace: str | None, resource_version: str = "", decoder: Decoder | None = None
         ) -> ListResult:
             assert namespace is not None
             self.calls.append(("list", namespace))
-            return converted(self.by_namespace[namespace].pop(0), convert)
+            return decoded(self.by_namespace[namespace].pop(0), decoder)
 
     source = PerNamespace()
     informer = JobInformer(source, clock=clock, namespaces=["one", "two"])

@@ -261,21 +261,31 @@ async def test_list_follows_continue_tokens_and_keeps_the_snapshot_rv(
     assert second[3]["continue"] == "t1"
 
 
-async def test_list_converts_each_page_before_asking_for_the_next(
+async def test_list_decodes_each_page_before_asking_for_the_next(
     api: FakeApiserver, kube: KubeClient
 ) -> None:
     page = {"metadata": {"resourceVersion": "100", "continue": "t1"}, "items": [{"metadata": {"name": "a"}}]}
     api.answer(reply(200, page), reply(200, {"metadata": {"resourceVersion": "100"}, "items": [{}, {}]}))
     seen: list[tuple[str, int]] = []
 
-    def convert(raw: dict[str, Any]) -> str | None:
-        name = raw.get("metadata", {}).get("name")
-        seen.append((name or "?", len(api.requests)))
-        return name  # None: dropped
+    class Names:
+        """Decodes nothing fast (page/event None): the client's fallback calls `item` per object."""
 
-    result = await JobClient(kube).list(None, convert=convert)
+        def item(self, raw: dict[str, Any]) -> str | None:
+            name = raw.get("metadata", {}).get("name")
+            seen.append((name or "?", len(api.requests)))
+            return name  # None: dropped
+
+        def page(self, raw: bytes) -> None:
+            return None
+
+        def event(self, raw: bytes) -> None:
+            return None
+
+    result = await JobClient(kube).list(None, decoder=Names())
     assert result.items == ("a",)
-    # "a" was converted while only the first page had been requested; the nameless ones were dropped.
+    assert result.resource_version == "100"
+    # "a" was decoded while only the first page had been requested; the nameless ones were dropped.
     assert seen == [("a", 1), ("?", 2), ("?", 2)]
 
 

@@ -5,11 +5,11 @@ must only enqueue keys (they run inside the watch loop; anything slow there dela
 Readers get the store's frozen objects. Handler exceptions are not caught: a broken handler is a bug and
 ends the process (crash, don't limp).
 
-Transforms decide what is cached: the Job and JobFlow informers keep pydantic models only (no pod
-templates, no managedFields). An object the transform cannot parse must not stop the informer, nor
-vanish from the cache (reconcile has to see it to report the problem), so a *fallback* builds a
-placeholder (metadata, plus whatever else still parses) and the error is kept in a side table,
-`parse_error(key)`.
+The model decides what is cached: the Job and JobFlow informers keep pydantic models only (no pod
+templates, no managedFields), decoded straight from the apiserver's bytes (`decoding.py`) and compacted
+(`compaction.py`). An object the model cannot parse must not stop the informer, nor vanish from the
+cache (reconcile has to see it to report the problem), so a *fallback* builds a placeholder (metadata,
+plus whatever else still parses) and the error is kept in a side table, `parse_error(key)`.
 """
 
 from __future__ import annotations
@@ -20,17 +20,18 @@ import collections
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.clock import Clock
+from zen_flow.informer.compaction import Compactor
+from zen_flow.informer.decoding import ModelDecoder, release_freed_memory
 from zen_flow.informer.reflector import ListerWatcher, Reflector, ReflectorOptions
 from zen_flow.informer.store import IndexFunc, Store, T
 
-Transform = Callable[[dict[str, Any]], T]
 Fallback = Callable[[dict[str, Any]], T]
 
 log = structlog.get_logger("zen_flow.informer")
@@ -49,8 +50,8 @@ class Informer(Generic[T]):
         name: str,
         source: ListerWatcher,
         *,
-        transform: Transform[T],
-        fallback: Fallback[T] | None = None,
+        model: type[T],
+        fallback: Fallback[T],
         indexers: Mapping[str, IndexFunc[T]] | None = None,
         namespaces: Sequence[str] = (),
         clock: Clock,
@@ -60,8 +61,11 @@ class Informer(Generic[T]):
         """`namespaces=()` watches all namespaces with one reflector; otherwise one reflector each."""
         self.name = name
         self.store: Store[T] = Store(indexers)
-        self._transform = transform
-        self._fallback = fallback
+        # A pydantic model class (the store's protocol only needs `.metadata`; decoding needs pydantic).
+        self._model: type[BaseModel] = cast("type[BaseModel]", model)
+        self._fallback: Fallback[T] = fallback
+        self._compactor = Compactor()
+        self.decoder: ModelDecoder[Any] = ModelDecoder(self._model, finish=self._finish, item=self._convert)
         self._handlers: list[Handler[T]] = []
         self._parse_errors: dict[str, str] = {}
         # Plain tallies read by the metrics collector at scrape time (no metrics import down here).
@@ -73,7 +77,7 @@ class Informer(Generic[T]):
                 name,
                 source,
                 scope,
-                convert=self._convert,
+                decoder=self.decoder,
                 on_list=self._list_applier(scope),
                 on_event=self._apply_event,
                 clock=clock,
@@ -145,9 +149,10 @@ class Informer(Generic[T]):
     # --- applying changes ----------------------------------------------------------------------------
 
     def _list_applier(self, namespace: str | None) -> Callable[[Sequence[T]], None]:
-        # The reflector lists with `convert=self._convert`: the items arrive converted, page by page.
+        # The reflector lists with `self.decoder`: the items arrive as models, decoded page by page.
         def apply(objects: Sequence[T]) -> None:
             self.lists += 1
+            release_freed_memory()  # what decoding the pages left behind
             result = self.store.replace(objects, namespace)
             for obj in result.deleted:
                 self._parse_errors.pop(obj.metadata.key, None)
@@ -164,20 +169,17 @@ class Informer(Generic[T]):
 
         return apply
 
-    def _apply_event(self, type_: str, raw: dict[str, Any]) -> None:
+    def _apply_event(self, type_: str, obj: T | None) -> None:
         self.events[type_] += 1
-        obj = self._convert(raw)
-        if type_ == "DELETED":
-            key = obj.metadata.key if obj is not None else _key_of(raw)
-            old = self.store.delete(key)
-            self._parse_errors.pop(key, None)
-            final = obj if obj is not None else old
-            if final is not None:
-                for handler in self._handlers:
-                    if handler.on_delete:
-                        handler.on_delete(final)
-            return
         if obj is None:
+            return  # the decoder kept nothing (cannot happen with a fallback; no key to act on)
+        if type_ == "DELETED":
+            key = obj.metadata.key
+            self.store.delete(key)
+            self._parse_errors.pop(key, None)
+            for handler in self._handlers:
+                if handler.on_delete:
+                    handler.on_delete(obj)
             return
         old = self.store.upsert(obj)
         for handler in self._handlers:
@@ -187,15 +189,18 @@ class Informer(Generic[T]):
             elif handler.on_update:
                 handler.on_update(old, obj)
 
-    def _convert(self, raw: dict[str, Any]) -> T | None:
+    def _finish(self, obj: Any) -> Any:
+        """Every model decoded from the API passes here once: it parsed, so any old parse error is gone."""
+        self._parse_errors.pop(obj.metadata.key, None)
+        return self._compactor.compact(obj)
+
+    def _convert(self, raw: dict[str, Any]) -> T:
+        """The slow path for one decoded object: validate, or cache a placeholder and remember why."""
         try:
-            obj = self._transform(raw)
+            obj = self._model.model_validate(raw)
         except (ValidationError, ValueError, TypeError, KeyError) as err:
             key = _key_of(raw)
             message = describe_error(err)
-            if self._fallback is None:
-                log.error("object skipped: cannot parse it", informer=self.name, key=key, error=message)
-                return None
             if self._parse_errors.get(key) != message:
                 log.warning(
                     "object cached as a placeholder: cannot parse it",
@@ -205,8 +210,7 @@ class Informer(Generic[T]):
                 )
             self._parse_errors[key] = message
             return self._fallback(raw)
-        self._parse_errors.pop(obj.metadata.key, None)
-        return obj
+        return cast("T", self._finish(obj))
 
 
 def describe_error(err: Exception) -> str:

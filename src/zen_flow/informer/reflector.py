@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import structlog
 
 from zen_flow.clock import Clock, Timer
-from zen_flow.kube.client import Convert, ListResult, WatchEvent
+from zen_flow.kube.client import Decoder, ListResult, WatchEvent
 from zen_flow.kube.errors import Expired, KubeError
 
 
@@ -40,14 +40,20 @@ class ListerWatcher(Protocol):
     """What a reflector needs from the API (`zen_flow.kube.JobClient`/`JobFlowClient` provide it)."""
 
     async def list(
-        self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+        self, namespace: str | None, resource_version: str = "", decoder: Decoder | None = None
     ) -> ListResult:
-        """Every object, each passed through `convert` as it arrives (None: leave it out)."""
+        """Every object, decoded by `decoder` as it arrives."""
         ...
 
     def watch(
-        self, namespace: str | None, resource_version: str, timeout_seconds: int
-    ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]: ...
+        self,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        decoder: Decoder | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
+        """Events with their objects decoded by `decoder`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,9 @@ class Reflector:
         source: ListerWatcher,
         namespace: str | None,
         *,
-        convert: Convert,
+        decoder: Decoder,
         on_list: Callable[[Sequence[Any]], None],
-        on_event: Callable[[str, dict[str, Any]], None],
+        on_event: Callable[[str, Any], None],
         clock: Clock,
         options: ReflectorOptions | None = None,
         rng: random.Random | None = None,
@@ -141,7 +147,7 @@ class Reflector:
         self.has_synced = False
         self.synced = asyncio.Event()
         self._source = source
-        self._convert = convert
+        self._decoder = decoder
         self._on_list = on_list
         self._on_event = on_event
         self._clock = clock
@@ -184,7 +190,7 @@ class Reflector:
                 await self._clock.sleep(delay)
 
     async def _list(self, resource_version: str) -> None:
-        result = await self._source.list(self.namespace, resource_version, self._convert)
+        result = await self._source.list(self.namespace, resource_version, self._decoder)
         self._on_list(result.items)
         self.resource_version = result.resource_version
         self._progress()
@@ -203,7 +209,7 @@ class Reflector:
                 watchdog = _Watchdog(self._clock, opts.inactivity_timeout, deadline)
                 try:
                     async with self._source.watch(
-                        self.namespace, self.resource_version, timeout_seconds
+                        self.namespace, self.resource_version, timeout_seconds, self._decoder
                     ) as stream:
                         self._progress()  # the apiserver answered: proof of life even when nothing changes
                         async for event in stream:

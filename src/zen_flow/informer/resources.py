@@ -13,7 +13,6 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import GROUP, KIND
 from zen_flow.api.jobflow import JobFlowStatus
 from zen_flow.clock import Clock
-from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
 from zen_flow.planner.concurrency import group_of
@@ -53,11 +52,10 @@ class JobInformer(Informer[Job]):
         options: ReflectorOptions | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        compactor = Compactor()
         super().__init__(
             "jobs",
             source,
-            transform=lambda raw: compactor.compact(Job.from_api(raw)),
+            model=Job,
             fallback=_job_placeholder,
             indexers={OWNER_UID_INDEX: controller_uid},
             namespaces=namespaces,
@@ -84,11 +82,10 @@ class JobFlowInformer(Informer[JobFlow]):
         options: ReflectorOptions | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        compactor = Compactor()
         super().__init__(
             "jobflows",
             source,
-            transform=lambda raw: compactor.compact(JobFlow.model_validate(raw)),
+            model=JobFlow,
             fallback=_flow_placeholder,
             indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group},
             namespaces=namespaces,

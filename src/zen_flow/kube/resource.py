@@ -6,7 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from zen_flow.kube.client import Convert, KubeClient, ListResult, WatchStream
+from zen_flow.kube.client import Decoder, KubeClient, ListResult, WatchStream
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,10 @@ class ResourceLister:
         self._selector = (("labelSelector", label_selector),) if label_selector else ()
 
     async def list(
-        self, namespace: str | None, resource_version: str = "", convert: Convert | None = None
+        self, namespace: str | None, resource_version: str = "", decoder: Decoder | None = None
     ) -> ListResult:
-        """All matching objects (each passed through `convert` as its page arrives, see
-        `KubeClient.list_all`) and the list's resourceVersion.
+        """All matching objects (raw, or decoded by `decoder` as each page arrives) and the list's
+        resourceVersion.
 
         `resource_version=""`: a consistent read, in pages of 500. Otherwise "at least as fresh as" that
         RV (`resourceVersionMatch=NotOlderThan`) in one unpaginated request, as client-go relists: the
@@ -52,17 +52,23 @@ class ResourceLister:
         """
         path = self._resource.path(namespace)
         if not resource_version:
-            return await self._client.list_all(path, self._selector, convert=convert)
+            return await self._client.list_all(path, self._selector, decoder=decoder)
         query = [
             *self._selector,
             ("resourceVersion", resource_version),
             ("resourceVersionMatch", "NotOlderThan"),
         ]
-        return await self._client.list_all(path, query, page_size=None, convert=convert)
+        return await self._client.list_all(path, query, page_size=None, decoder=decoder)
 
     def watch(
-        self, namespace: str | None, resource_version: str, timeout_seconds: int
+        self,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        decoder: Decoder | None = None,
     ) -> AbstractAsyncContextManager[WatchStream]:
         """Events after `resource_version`, with BOOKMARKs; the server ends it after `timeout_seconds`."""
         query = [*self._selector, ("allowWatchBookmarks", "true"), ("resourceVersion", resource_version)]
-        return self._client.stream(self._resource.path(namespace), query, timeout_seconds=timeout_seconds)
+        return self._client.stream(
+            self._resource.path(namespace), query, timeout_seconds=timeout_seconds, decoder=decoder
+        )

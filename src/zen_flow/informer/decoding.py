@@ -1,0 +1,115 @@
+"""From the apiserver's bytes to cached models, without building the raw objects in between.
+
+A LIST page of 500 Jobs is ~10 MB of JSON; `json.loads` turns it into ~1.5 million Python objects
+(managedFields, pod templates) of which the cache keeps ~2 KB per Job. Measured on 20,000 Jobs and
+1,000 flows (docs/BENCHMARKS.md, "Memory"): the cache's live objects took 80 MB, but decoding every page
+to dicts first left the process at +190 MB, because the freed dicts were interleaved with the kept
+models in the allocator's arenas and those can never be returned. pydantic validates the bytes directly
+(Rust), builds only the fields our models declare, and reuses one object per short string.
+
+Anything the fast path rejects (a JobFlow whose spec does not parse, an ERROR event) goes the slow way:
+`json.loads`, then the informer's per-object conversion with its placeholder fallback, which knows how to
+report the problem.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from zen_flow.kube.client import DecodedPage, WatchEvent
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _ListMeta(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    resource_version: str = Field("", alias="resourceVersion")
+    continue_token: str | None = Field(None, alias="continue")
+
+
+class _Page(BaseModel, Generic[M]):
+    model_config = ConfigDict(extra="ignore")
+    metadata: _ListMeta = _ListMeta()
+    items: list[M] | None = None
+
+
+class _Event(BaseModel, Generic[M]):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    object: M
+
+
+class ModelDecoder(Generic[M]):
+    """A `zen_flow.kube.Decoder` producing `model` instances.
+
+    `finish` runs on every decoded object before anyone sees it (compaction, clearing a stale parse
+    error); `item` is the slow path for one decoded dict (validation with a placeholder fallback).
+    """
+
+    def __init__(
+        self,
+        model: type[M],
+        *,
+        finish: Callable[[M], M],
+        item: Callable[[dict[str, Any]], M | None],
+    ) -> None:
+        self._page: TypeAdapter[_Page[M]] = TypeAdapter(_Page[model])  # type: ignore[valid-type]
+        self._event: TypeAdapter[_Event[M]] = TypeAdapter(_Event[model])  # type: ignore[valid-type]
+        self._finish = finish
+        self._item = item
+
+    def item(self, raw: dict[str, Any]) -> M | None:
+        return self._item(raw)
+
+    def page(self, raw: bytes) -> DecodedPage | None:
+        try:
+            page = self._page.validate_json(raw)
+        except ValidationError:
+            return None  # one object did not parse: the slow path finds which and keeps a placeholder
+        items = [self._finish(obj) for obj in page.items or ()]
+        return DecodedPage(items, page.metadata.resource_version, page.metadata.continue_token or "")
+
+    def event(self, raw: bytes) -> WatchEvent | None:
+        try:
+            event = self._event.validate_json(raw)
+        except ValidationError:
+            return None
+        if event.type == "ERROR":
+            return None  # its object is a Status, not a model: the client decodes and raises it
+        obj = self._finish(event.object)
+        return WatchEvent(type=event.type, object=obj, version=_resource_version(obj))
+
+
+def _resource_version(obj: BaseModel) -> str:
+    metadata = getattr(obj, "metadata", None)
+    return str(getattr(metadata, "resource_version", "") or "")
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the OS (glibc `malloc_trim`); a no-op elsewhere.
+
+    pydantic parses a page into a tree of small Rust allocations before validating it; once freed, they
+    stay in glibc's heap as holes the OS still counts as resident: 50 MB after listing 20,000 Jobs
+    (measured; docs/BENCHMARKS.md). Called after each full LIST, not per event: a trim walks the heap.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim  # absent from musl
+    except (OSError, AttributeError):
+        return None
+    return trim
