@@ -103,3 +103,25 @@ def test_an_error_event_still_raises(informer_type: Any) -> None:
     status = {"kind": "Status", "metadata": {}, "status": "Failure", "reason": "Expired", "code": 410}
     with pytest.raises(Expired):
         decode_event(json.dumps({"type": "ERROR", "object": status}).encode(), informer.decoder)
+
+
+def test_every_list_gives_the_freed_heap_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr("zen_flow.informer.informer.release_freed_memory", lambda: calls.append(1))
+    jobs = JobInformer(None, clock=FakeClock())  # type: ignore[arg-type]
+    page = decode_page(page_bytes(job_raw("a")), jobs.decoder)
+    jobs._list_applier(None)(page.items)
+    assert calls == [1]
+    assert jobs.get("ns/a") is not None
+
+
+def test_without_a_c_library_releasing_memory_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zen_flow.informer import decoding
+
+    decoding._malloc_trim.cache_clear()
+    monkeypatch.setattr(decoding.ctypes.util, "find_library", lambda _: None)
+    try:
+        assert decoding._malloc_trim() is None
+        decoding.release_freed_memory()  # no libc: nothing to call, nothing raised
+    finally:
+        decoding._malloc_trim.cache_clear()

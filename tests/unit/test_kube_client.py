@@ -342,6 +342,21 @@ async def test_watch_decodes_events_and_bookmarks(api: FakeApiserver, kube: Kube
     }
 
 
+async def test_watch_reads_events_larger_than_aiohttps_line_limit(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    # A JobFlow of a few hundred steps is a watch line of several hundred KB (aiohttp's default: 128 KB).
+    steps = [{"name": f"s{i}", "template": {"spec": {"x": "y" * 900}}} for i in range(600)]
+    big = {"metadata": {"name": "big", "resourceVersion": "12"}, "spec": {"steps": steps}}
+    api.answer(watch_lines({"type": "ADDED", "object": big}))
+    async with JobFlowClient(kube).watch("ns", "1", timeout_seconds=300) as stream:
+        events = [event async for event in stream]
+    assert len(json.dumps(big)) > 500_000
+    assert [(e.type, e.resource_version, len(e.object["spec"]["steps"])) for e in events] == [
+        ("ADDED", "12", 600)
+    ]
+
+
 async def test_watch_error_event_410_raises_expired(api: FakeApiserver, kube: KubeClient) -> None:
     api.answer(
         watch_lines(

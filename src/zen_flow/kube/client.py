@@ -45,6 +45,11 @@ ResponseHook = Callable[[str, str, int], None]
 opened) with the apiserver's verb name (see `request_labels`) and the status code, 0 when no answer came.
 It runs on the event loop for every request: keep it cheap and never let it raise."""
 
+# aiohttp's readline() refuses lines over 128 KB (twice its read buffer), and a watch line is a whole
+# object: a 300-step JobFlow is larger. Refusing it would end the watch, and every rewatch would replay
+# the same event: the flow would never be seen again. etcd stores at most 1.5 MiB per object.
+MAX_WATCH_LINE = 16 * 1024 * 1024
+
 # Errors that mean "no HTTP answer": aiohttp's own, OS-level socket errors, and client timeouts.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
@@ -373,7 +378,7 @@ class WatchStream:
     async def __anext__(self) -> WatchEvent:
         while True:
             try:
-                line = await self._content.readline()
+                line = await self._content.readuntil(b"\n", max_size=MAX_WATCH_LINE)
             except (*_TRANSPORT_ERRORS, ValueError) as err:
                 raise TransportError(f"watch stream: {err!r}") from err
             if not line:
