@@ -111,6 +111,9 @@ def _synced_probe(name: str, informer: JobFlowInformer | JobInformer) -> Probe:
     return Probe(f"informer-{name}-synced", lambda: None if informer.has_synced else "cache not synced yet")
 
 
+MEMORY_RELEASE_SECONDS = 30.0
+
+
 def freeze_long_lived() -> None:
     """Exempt what exists now (imported code, the freshly synced cache) from cyclic garbage collection.
 
@@ -236,6 +239,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 tg.create_task(_critical("jobflow informer", flows.run()))
                 tg.create_task(_critical("job informer", jobs.run()))
                 tg.create_task(_critical("event recorder", recorder.run()))
+                tg.create_task(_critical("memory release", _release_memory(clock, MEMORY_RELEASE_SECONDS)))
                 if settings.metrics_addr:
                     health = create_health_app(metrics, liveness, readiness)
                     tg.create_task(_critical("health server", _serve_site(health, settings.metrics_addr)))
@@ -255,6 +259,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         except* LeadershipLost:
             log.error("lost leadership; exiting so a fresh process rejoins as a follower")
             raise
+
+
+async def _release_memory(clock: Clock, period: float) -> None:
+    """Give the C heap's free pages back to the OS now and then (see `release_freed_memory`).
+
+    Every watch event is parsed in Rust heap memory before it becomes a model; under a burst of events
+    the freed parse trees leave the heap larger than the cache. A trim costs a few milliseconds.
+    """
+    while True:
+        await clock.sleep(period)
+        release_freed_memory()
 
 
 async def _resync(flows: JobFlowInformer, queue: WorkQueue[str], clock: Clock, period: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -418,6 +419,33 @@ async def test_emit_queues_and_run_sends(api: FakeApiserver, kube: KubeClient) -
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_queued_event_does_not_keep_its_flow_alive(api: FakeApiserver, kube: KubeClient) -> None:
+    posted: list[dict[str, Any]] = []
+    sent = asyncio.Event()
+
+    async def accept(request: web.Request) -> web.StreamResponse:
+        posted.append(await request.json())
+        sent.set()
+        return web.json_response({}, status=201)
+
+    api.answer(accept)
+    recorder = EventRecorder(kube, clock=InstantClock())
+    old_version = flow()
+    references = sys.getrefcount(old_version)
+    recorder.emit(old_version, "Normal", "StepStarted", "a started")
+    assert sys.getrefcount(old_version) == references  # the queue holds what the Event needs, not the flow
+    task = asyncio.create_task(recorder.run())
+    async with asyncio.timeout(5):
+        await sent.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    meta = old_version.metadata
+    assert posted[0]["involvedObject"]["name"] == meta.name
+    assert posted[0]["involvedObject"]["uid"] == meta.uid
+    assert posted[0]["involvedObject"]["resourceVersion"] == meta.resource_version
 
 
 LEASE = {

@@ -40,8 +40,28 @@ log = structlog.get_logger("zen_flow.events")
 
 
 @dataclass(frozen=True)
+class _Target:
+    """What an Event says about its flow. Queued events keep only this, not the flow: up to 1,000 waiting
+    events would otherwise pin as many old versions of 20-step flows (~30 KB each) in memory."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+
+    @classmethod
+    def of(cls, flow: JobFlow) -> _Target:
+        meta = flow.metadata
+        return cls(meta.namespace, meta.name, meta.uid, meta.resource_version)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class _Pending:
-    flow: JobFlow
+    target: _Target
     type: str
     reason: str
     message: str
@@ -68,7 +88,7 @@ class EventRecorder:
     def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
         """Queue an event (type_ "Normal" or "Warning"). Never blocks, never raises."""
         try:
-            self._pending.put_nowait(_Pending(flow, type_, reason, message))
+            self._pending.put_nowait(_Pending(_Target.of(flow), type_, reason, message))
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("event dropped: queue full", flow=flow.key, reason=reason)
@@ -77,26 +97,30 @@ class EventRecorder:
         """Send queued events, one at a time, forever."""
         while True:
             item = await self._pending.get()
-            await self.record(item.flow, item.type, item.reason, item.message)
+            await self._send(item.target, item.type, item.reason, item.message)
 
     async def record(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
         """Send one event now. Errors are logged and swallowed."""
-        ns = flow.metadata.namespace
+        await self._send(_Target.of(flow), type_, reason, message)
+
+    def body(self, flow: JobFlow, type_: str, reason: str, message: str) -> dict[str, object]:
+        return self._body(_Target.of(flow), type_, reason, message)
+
+    async def _send(self, target: _Target, type_: str, reason: str, message: str) -> None:
         try:
             await self._client.request(
                 "POST",
-                EVENTS.path(ns),
-                body=self.body(flow, type_, reason, message),
+                EVENTS.path(target.namespace),
+                body=self._body(target, type_, reason, message),
                 retry=False,
                 limiter=self._limiter,
             )
         except KubeError as err:
-            log.warning("event not recorded", flow=flow.key, reason=reason, error=str(err))
+            log.warning("event not recorded", flow=target.key, reason=reason, error=str(err))
         except Exception:  # a bug here must not take the process down for a diagnostic
-            log.exception("event not recorded", flow=flow.key, reason=reason)
+            log.exception("event not recorded", flow=target.key, reason=reason)
 
-    def body(self, flow: JobFlow, type_: str, reason: str, message: str) -> dict[str, object]:
-        meta = flow.metadata
+    def _body(self, meta: _Target, type_: str, reason: str, message: str) -> dict[str, object]:
         stamp = format_time(self._clock.now())
         return {
             "metadata": {
