@@ -76,7 +76,7 @@ def flow_raw(
 
 
 def job(name: str, **kw: Any) -> Job:
-    return Job.from_api(job_raw(name, **kw))
+    return Job.model_validate(job_raw(name, **kw))
 
 
 # --- store ----------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_owner_index_follows_updates_and_deletes() -> None:
 
 
 def test_job_transform_keeps_no_pod_template_or_managed_fields() -> None:
-    cached = Job.from_api(job_raw("a"))
+    cached = Job.model_validate(job_raw("a"))
     wire = cached.model_dump(by_alias=True)
     assert "spec" not in wire  # reconcile reads no Job spec field
     assert "managedFields" not in wire["metadata"]
@@ -142,7 +142,7 @@ def test_owner_flow_key_only_for_jobflow_controllers() -> None:
     raw = job_raw("c")
     raw["metadata"]["ownerReferences"][0]["kind"] = "CronJob"
     raw["metadata"]["ownerReferences"][0]["apiVersion"] = "batch/v1"
-    assert owner_flow_key(Job.from_api(raw)) is None
+    assert owner_flow_key(Job.model_validate(raw)) is None
 
 
 def test_backoff_doubles_to_the_cap_and_resets_after_a_quiet_period() -> None:

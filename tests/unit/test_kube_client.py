@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -307,6 +308,7 @@ async def test_an_expired_continue_token_restarts_with_one_full_list(
     result = await JobFlowClient(kube).list("ns", "")
     assert [i["metadata"]["name"] for i in result.items] == ["b"]
     assert result.resource_version == "300"
+    assert api.requests[0][3]["limit"] == "100"  # JobFlows are big: smaller pages than Jobs
     assert "limit" not in api.requests[2][3]
 
 
@@ -599,3 +601,53 @@ async def test_a_401_refetches_rotating_credentials_and_retries_once(
     auth = [headers.get("Authorization") for _, _, headers, _, _ in api.requests]
     # First call: refused, token re-read (unchanged), sent again. Second: refused twice, not a third time.
     assert auth == ["Bearer old", "Bearer old", "Bearer old", "Bearer new"]
+
+
+async def test_requests_in_flight_are_bounded_but_watches_are_not(
+    fake: tuple[FakeApiserver, TestServer], clock: InstantClock
+) -> None:
+    api, server = fake
+    release = asyncio.Event()
+    slots_full, too_many = asyncio.Event(), asyncio.Event()
+    in_flight = 0
+    most = 0
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight == 2:
+            slots_full.set()
+        if in_flight > 2:
+            too_many.set()
+        await release.wait()
+        in_flight -= 1
+        return web.json_response({})
+
+    async def open_watch(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await release.wait()  # stays open like a quiet watch
+        return response
+
+    host = str(server.make_url("")).rstrip("/")
+    options = ClientOptions(timeout=5.0, max_concurrent_requests=2)
+    async with KubeClient(KubeConfig(host=host, source="test"), options, clock=clock) as client:
+        api.answer(*[open_watch] * 3)
+        async with contextlib.AsyncExitStack() as watches:
+            for _ in range(3):  # more watches than request slots: none of them takes a slot
+                await watches.enter_async_context(
+                    client.stream("/apis/batch/v1/jobs", (), timeout_seconds=300)
+                )
+            api.answer(*[slow] * 5)
+            calls = [asyncio.create_task(client.request("GET", f"/api/v1/namespaces/n{i}")) for i in range(5)]
+            async with asyncio.timeout(5):
+                await slots_full.wait()
+            # Negative check: while two are held, no third request may reach the server.
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await too_many.wait()
+            release.set()
+            async with asyncio.timeout(5):
+                await asyncio.gather(*calls)
+    assert most == 2

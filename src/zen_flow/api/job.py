@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from zen_flow.api.meta import Condition, Model, ObjectMeta, Timestamp
 
 
@@ -20,11 +18,6 @@ class JobStatus(Model):
 class Job(Model):
     metadata: ObjectMeta
     status: JobStatus = JobStatus()
-
-    @classmethod
-    def from_api(cls, obj: dict[str, Any]) -> Job:
-        """Build from an API dict, keeping only what reconcile needs (no pod template, no managedFields)."""
-        return cls.model_validate(obj)
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.status.conditions if c.type == type_), None)

@@ -49,7 +49,7 @@ class BaselineDriver:
     @classmethod
     async def connect(cls, kubeconfig: Path, workload: Workload, namespace: str) -> BaselineDriver:
         config = await load_config(str(kubeconfig))
-        options = ClientOptions(qps=5000, burst=5000, user_agent=USER_AGENT, max_connections=200)
+        options = ClientOptions(qps=5000, burst=5000, user_agent=USER_AGENT, max_concurrent_requests=200)
         return cls(KubeClient(config, options), workload, namespace)
 
     async def __aenter__(self) -> BaselineDriver:

@@ -123,7 +123,7 @@ def _admission(budget: float) -> dict[str, Any]:
 async def _workloads(
     env: Environment, config: BenchConfig, log_dir: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    options = ClientOptions(qps=5000, burst=5000, user_agent=HARNESS_USER_AGENT, max_connections=200)
+    options = ClientOptions(qps=5000, burst=5000, user_agent=HARNESS_USER_AGENT, max_concurrent_requests=200)
     kube = KubeClient(await load_config(str(env.kubeconfig)), options)
     run_id = secrets.token_hex(3)
     workloads = build_workloads(config.sizes, config.only)

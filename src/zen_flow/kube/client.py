@@ -18,6 +18,7 @@ Every request goes through `KubeClient.request` or `KubeClient.stream`, which
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -64,9 +65,11 @@ class ClientOptions:
     retry_attempts: int = 3
     retry_deadline: float = 5.0  # give up retrying after this many seconds
     retry_max_wait: float = 2.0  # cap on one wait, also applied to Retry-After
-    # HTTP/1.1: every open watch holds a connection of its own (two per watched namespace), and a request
-    # finding the pool exhausted waits for a free connection; keep this well above the watch count.
-    max_connections: int = 100
+    # Ordinary requests in flight at once (watches are not counted: each holds a connection of its own
+    # for minutes). HTTP/1.1 means one connection per request in flight, and asyncio gives every TLS
+    # connection a 256 KiB read buffer: at 64 the pool held 17 MB of buffers (docs/BENCHMARKS.md).
+    # 16 carry ~1,000 requests/s against a local apiserver, far above the QPS limit.
+    max_concurrent_requests: int = 16
 
 
 class Limiter(Protocol):
@@ -142,9 +145,10 @@ class KubeClient:
         self._on_response = on_response
         self.host = config.host
         self._config = config
+        self._requests = asyncio.Semaphore(self.options.max_concurrent_requests)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=self.options.max_connections,
+                limit=0,  # watches are never queued behind requests; `_requests` bounds the rest
                 ssl=config.ssl_context if config.ssl_context is not None else True,
             ),
             headers={"User-Agent": self.options.user_agent, "Accept": "application/json"},
@@ -306,13 +310,14 @@ class KubeClient:
         data = json.dumps(body).encode() if body is not None else None
         for refreshed in (False, True):
             try:
-                response: aiohttp.ClientResponse = await self._call(
-                    path, method, query, data, client_timeout, headers
-                )
-                try:
-                    raw = await response.read()
-                finally:
-                    response.release()
+                async with self._requests:
+                    response: aiohttp.ClientResponse = await self._call(
+                        path, method, query, data, client_timeout, headers
+                    )
+                    try:
+                        raw = await response.read()
+                    finally:
+                        response.release()
             except _TRANSPORT_ERRORS as err:
                 self._observe(method, path, 0)
                 raise TransportError(f"{method} {path}: {err!r}") from err

@@ -33,9 +33,12 @@ class Resource:
 class ResourceLister:
     """LIST and WATCH one resource in one namespace or all (`namespace=None`), optionally label-selected."""
 
-    def __init__(self, client: KubeClient, resource: Resource, label_selector: str = "") -> None:
+    def __init__(
+        self, client: KubeClient, resource: Resource, label_selector: str = "", *, page_size: int = 500
+    ) -> None:
         self._client = client
         self._resource = resource
+        self._page_size = page_size
         self._selector = (("labelSelector", label_selector),) if label_selector else ()
 
     async def list(
@@ -44,15 +47,18 @@ class ResourceLister:
         """All matching objects (raw, or decoded by `decoder` as each page arrives) and the list's
         resourceVersion.
 
-        `resource_version=""`: a consistent read, in pages of 500. Otherwise "at least as fresh as" that
-        RV (`resourceVersionMatch=NotOlderThan`) in one unpaginated request, as client-go relists: the
+        `resource_version=""`: a consistent read, in pages (of 500 unless the resource says otherwise).
+        Otherwise "at least as fresh as" that RV (`resourceVersionMatch=NotOlderThan`) in one
+        unpaginated request, as client-go relists: the
         apiserver serves it from its watch cache, whereas an RV *with* a limit would mean "exactly at
         that RV", an etcd read that fails (410) once the revision is compacted. `Expired` can still come
         back when the RV is ahead of the cache ("too large resource version").
         """
         path = self._resource.path(namespace)
         if not resource_version:
-            return await self._client.list_all(path, self._selector, decoder=decoder)
+            return await self._client.list_all(
+                path, self._selector, page_size=self._page_size, decoder=decoder
+            )
         query = [
             *self._selector,
             ("resourceVersion", resource_version),
