@@ -7,12 +7,14 @@ import json
 import sys
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.meta import OwnerReference
 from zen_flow.informer.compaction import Compactor
-from zen_flow.informer.resources import JobFlowInformer
+from zen_flow.informer.resources import JobFlowInformer, JobInformer
 from zen_flow.kube.client import decode_event
 from zen_flow.testing.clock import FakeClock
 
@@ -117,3 +119,42 @@ def test_any_json_survives_compaction_unchanged(labels: dict[str, str], extra: A
     expected = json.loads(json.dumps(raw))
     compacted = Compactor().compact(JobFlow.model_validate(raw))
     assert compacted == JobFlow.model_validate(expected)
+
+
+def owned_job_raw(name: str, flow_uid: str) -> dict[str, Any]:
+    raw = job_raw(name)
+    raw["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "workflow.kube-zen.io/v1alpha1",
+            "kind": "JobFlow",
+            "name": "f",
+            "uid": flow_uid,
+            "controller": True,
+        }
+    ]
+    return raw
+
+
+def test_the_jobs_of_a_flow_share_their_owner_reference_and_equal_statuses() -> None:
+    informer = JobInformer(source=None, clock=FakeClock())  # type: ignore[arg-type]
+    a, b, c = (informer.decoder.item(owned_job_raw(n, "u1" if n != "c" else "u2")) for n in "abc")
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    assert a.metadata.owner_references[0] is b.metadata.owner_references[0]
+    assert a.metadata.owner_references[0] is not c.metadata.owner_references[0]  # another flow
+    assert c.metadata.owner_references[0].uid == "u2"
+    assert a.status is b.status  # equal (same conditions at the same time)
+    assert a.metadata is not b.metadata  # unique parts stay apart
+
+
+@pytest.mark.parametrize(("room", "shared_again"), [(3, True), (2, False)])
+def test_only_the_named_classes_are_shared_and_the_table_is_bounded(room: int, shared_again: bool) -> None:
+    compactor = Compactor((OwnerReference,), max_models=room)
+    jobs = [compactor.compact(Job.model_validate(owned_job_raw(f"j{i}", f"u{i % 3}"))) for i in range(6)]
+    refs = [job.metadata.owner_references[0] for job in jobs]
+    # Owners u0, u1, u2, u0, u1, u2: with room for three, the second round reuses the first; with room
+    # for two, each owner was evicted before it came back. Values are right either way.
+    assert [refs[i + 3] is refs[i] for i in range(3)] == [shared_again] * 3
+    assert [ref.uid for ref in refs] == ["u0", "u1", "u2", "u0", "u1", "u2"]
+    assert jobs[0].status is not jobs[1].status  # JobStatus was not named here: not shared

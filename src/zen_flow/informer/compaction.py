@@ -11,12 +11,17 @@ Job took 8.4 KB and a 20-step JobFlow 122 KB, most of it not data but repetition
   separate objects in every decoded document: `json.loads` shares keys only within one document;
 - flows stamped from one manifest repeat the same Job templates, each a tree of a dozen dicts.
 
+- nested models repeat too: the 20 Jobs of a flow carry equal ownerReferences, Jobs that changed in the
+  same second equal conditions and statuses.
+
 `Compactor.compact(model)` rewrites a freshly parsed model in place, before anyone else sees it: equal
 fields sets become one object, strings shorter than `MAX_INTERNED` become `sys.intern`ed ones (which the
-interpreter frees with their last user), and dict/list values equal to one seen recently become that
-one object. Nothing changes value, only identity. The price: values are shared between cached objects,
-so they must be treated as read-only, which the store's contract already demands (the planner deep-copies
-a template before building a Job from it).
+interpreter frees with their last user), dict/list values equal to one seen recently become that one
+object, and so do nested models of the classes the informer names as repeating (not all: a unique one,
+like a step's status, would only churn the table and keep dead versions alive). Nothing changes value, only
+identity. The price: values are shared between cached objects, so they must be treated as read-only,
+which the store's contract already demands (the planner deep-copies a template before building a Job
+from it). Sharing tables are bounded LRUs: an evicted value stays valid where it is used.
 """
 
 from __future__ import annotations
@@ -34,26 +39,55 @@ MAX_INTERNED = 64  # longer strings are rarely repeated (messages, uids are 36 b
 # Containers remembered for sharing. An evicted one stays valid in the objects holding it; later equal
 # values just stop sharing it. 4096 distinct templates/label sets is far more than a cluster's pipelines.
 MAX_SHARED_CONTAINERS = 4096
+MAX_SHARED_MODELS = 8192
 
 
 class Compactor:
     """One per informer; keeps the tables of shared fields sets and shared containers."""
 
-    def __init__(self, max_shared: int = MAX_SHARED_CONTAINERS) -> None:
+    def __init__(
+        self,
+        shared_models: tuple[type[BaseModel], ...] = (),
+        *,
+        max_shared: int = MAX_SHARED_CONTAINERS,
+        max_models: int = MAX_SHARED_MODELS,
+    ) -> None:
+        """`shared_models`: nested model classes whose equal instances become one (frozen, hashable)."""
+        self._shareable = frozenset(shared_models)
         self._fields_sets: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
         self._containers: OrderedDict[str, Any] = OrderedDict()
+        self._models: OrderedDict[BaseModel, BaseModel] = OrderedDict()
         self._max_shared = max_shared
+        self._max_models = max_models
 
     def compact(self, model: M) -> M:
-        """Shrink `model` (and every model, dict and list inside it) in place; returns it."""
-        self._model(model)
+        """Shrink `model` (and every model, dict and list inside it) in place; returns it (itself: the
+        top-level object is never swapped for another, only what it holds)."""
+        self._shrink(model)
         return model
 
     @property
     def shared_containers(self) -> int:
         return len(self._containers)
 
-    def _model(self, model: BaseModel) -> None:
+    def _model(self, model: BaseModel) -> BaseModel:
+        """`model` shrunk, or an equal model seen recently."""
+        self._shrink(model)
+        if type(model) not in self._shareable:
+            return model
+        try:
+            known = self._models.get(model)
+        except TypeError:  # a dict inside after all: not hashable
+            return model
+        if known is not None:
+            self._models.move_to_end(known)
+            return known
+        self._models[model] = model
+        if len(self._models) > self._max_models:
+            self._models.popitem(last=False)
+        return model
+
+    def _shrink(self, model: BaseModel) -> None:
         fields_set = model.__pydantic_fields_set__
         key = (type(model), frozenset(fields_set))
         shared = self._fields_sets.get(key)
@@ -68,13 +102,9 @@ class Compactor:
         if isinstance(value, str):
             return sys.intern(value) if len(value) < MAX_INTERNED else value
         if isinstance(value, BaseModel):
-            self._model(value)
-            return value
-        if isinstance(value, tuple):
-            for item in value:
-                if isinstance(item, BaseModel):
-                    self._model(item)
-            return value
+            return self._model(value)
+        if isinstance(value, tuple) and value:
+            return tuple(self._model(item) if isinstance(item, BaseModel) else item for item in value)
         if isinstance(value, dict | list):
             return self._shared(value) if value else value
         return value

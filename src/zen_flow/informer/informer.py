@@ -52,6 +52,7 @@ class Informer(Generic[T]):
         *,
         model: type[T],
         fallback: Fallback[T],
+        shared_models: tuple[type[BaseModel], ...] = (),
         indexers: Mapping[str, IndexFunc[T]] | None = None,
         namespaces: Sequence[str] = (),
         clock: Clock,
@@ -64,7 +65,7 @@ class Informer(Generic[T]):
         # A pydantic model class (the store's protocol only needs `.metadata`; decoding needs pydantic).
         self._model: type[BaseModel] = cast("type[BaseModel]", model)
         self._fallback: Fallback[T] = fallback
-        self._compactor = Compactor()
+        self._compactor = Compactor(shared_models)
         self.decoder: ModelDecoder[Any] = ModelDecoder(self._model, finish=self._finish, item=self._convert)
         self._handlers: list[Handler[T]] = []
         self._parse_errors: dict[str, str] = {}

@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import GROUP, KIND
-from zen_flow.api.jobflow import JobFlowStatus
+from zen_flow.api.job import JobStatus
+from zen_flow.api.jobflow import Initiator, JobFlowStatus, Progress
+from zen_flow.api.meta import Condition, OwnerReference
 from zen_flow.clock import Clock
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
@@ -56,6 +58,8 @@ class JobInformer(Informer[Job]):
             "jobs",
             source,
             model=Job,
+            # A flow's Jobs share its ownerReference; Jobs that changed in the same second, their status.
+            shared_models=(OwnerReference, Condition, JobStatus),
             fallback=_job_placeholder,
             indexers={OWNER_UID_INDEX: controller_uid},
             namespaces=namespaces,
@@ -86,6 +90,7 @@ class JobFlowInformer(Informer[JobFlow]):
             "jobflows",
             source,
             model=JobFlow,
+            shared_models=(Condition, Progress, Initiator),
             fallback=_flow_placeholder,
             indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group},
             namespaces=namespaces,
