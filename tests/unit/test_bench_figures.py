@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.bench import apicost
+from zen_flow.bench import apicost, report
 from zen_flow.bench.stats import percentile, summarize, transition_latencies
 from zen_flow.bench.workloads import (
     PRESETS,
@@ -146,3 +146,29 @@ def test_controller_counter_and_deltas() -> None:
         "patch jobflows/status": 0.6,
     }
     assert apicost.metric_sum(after, "zen_flow_api_requests_total", verb="create") == 11.0
+
+
+@pytest.mark.parametrize(
+    ("running", "fresh", "verdict"),
+    [(134.5, 121.4, "met"), (171.0, 145.6, "MISSED"), (120.0, 151.0, "MISSED")],
+)
+def test_the_memory_target_is_judged_on_the_larger_of_running_and_fresh(
+    running: float, fresh: float, verdict: str
+) -> None:
+    cache = {
+        "workload": "cache",
+        "kind": "cache",
+        "zen-flow": {
+            "cached_jobs": 20_000,
+            "resources": {"controller_rss_mb": running},
+            "fresh_controller": {"rss_mb": fresh},
+        },
+    }
+    rows = [row for row in report.targets({"workloads": [cache]}) if row[0].startswith("RSS")]
+    assert rows == [
+        [
+            "RSS <= 150 MB at 20000 cached Jobs",
+            f"{max(running, fresh):.0f} MB (measured, 20000 Jobs)",
+            verdict,
+        ]
+    ]

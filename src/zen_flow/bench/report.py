@@ -132,19 +132,26 @@ def targets(results: Mapping[str, Any]) -> list[list[Any]]:
     cache = by_name.get("cache", {}).get("zen-flow")
     if cache and cache.get("fresh_controller", {}).get("rss_mb"):
         jobs = cache.get("cached_jobs") or cache["jobs"]
-        rss = cache["fresh_controller"]["rss_mb"]
+        fresh = cache["fresh_controller"]["rss_mb"]
+        running = cache.get("resources", {}).get("controller_rss_mb") or 0.0
         idle = results.get("controller_idle", {}).get("rss_mb") or 0.0
         label = f"RSS <= 150 MB at {CACHE_TARGET_JOBS} cached Jobs"
         if jobs >= CACHE_TARGET_JOBS:
+            # The larger of the controller that filled its cache through watch events and a fresh one
+            # that listed it: both hold the same objects, reached differently.
+            rss = max(fresh, running)
             rows.append([label, f"{rss:.0f} MB (measured, {jobs} Jobs)", _verdict(rss <= 150)])
         elif jobs < MIN_JOBS_TO_PROJECT:
-            rows.append([label, f"{rss:.0f} MB at {jobs} Jobs (too few to project)", "-"])
+            rows.append([label, f"{fresh:.0f} MB at {jobs} Jobs (too few to project)", "-"])
         else:
-            projected = idle + (rss - idle) * CACHE_TARGET_JOBS / jobs
+            # Only the fresh controller scales with the cache alone: the running one also holds what the
+            # fill left (connection buffers, allocator slack), which does not grow with the cache, so a
+            # linear projection of it overstates (measured: 90 MB at 4,000 Jobs, 135 MB at 20,000).
+            projected = idle + (fresh - idle) * CACHE_TARGET_JOBS / jobs
             rows.append(
                 [
                     label,
-                    f"{projected:.0f} MB (linear from {rss:.0f} MB at {jobs} Jobs)",
+                    f"{projected:.0f} MB (linear from a fresh {fresh:.0f} MB at {jobs} Jobs; measure 20000)",
                     _verdict(projected <= 150),
                 ]
             )
