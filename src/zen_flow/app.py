@@ -31,8 +31,9 @@ from zen_flow.expectations import Expectations
 from zen_flow.health import Probe, create_health_app
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.informer.decoding import release_freed_memory
-from zen_flow.kube.client import ClientOptions, KubeClient, load_config
+from zen_flow.kube.client import ClientOptions, KubeClient
 from zen_flow.kube.cluster import Cluster
+from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import KubeError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient

@@ -21,7 +21,8 @@ import yaml
 
 from zen_flow.api.constants import CRD_NAME, FlowPhase
 from zen_flow.devcluster import LocalCluster, find_bin_dir, find_kubectl
-from zen_flow.kube.client import ClientOptions, KubeClient, load_config
+from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.config import load_config
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.testing.controller import ControllerProcess
 from zen_flow.testing.crd import UPSTREAM_EXAMPLES

@@ -15,7 +15,7 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import OwnerReference
 from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.resources import JobFlowInformer, JobInformer
-from zen_flow.kube.client import decode_event
+from zen_flow.kube.streams import decode_event
 from zen_flow.testing.clock import FakeClock
 
 

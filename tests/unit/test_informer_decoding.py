@@ -10,7 +10,7 @@ import pytest
 
 from zen_flow.informer.resources import JobFlowInformer, JobInformer
 from zen_flow.kube import Expired
-from zen_flow.kube.client import decode_event, decode_page
+from zen_flow.kube.streams import decode_event, decode_page
 from zen_flow.testing.clock import FakeClock
 
 

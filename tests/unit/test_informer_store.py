@@ -21,7 +21,7 @@ from zen_flow.informer import (
     owner_flow_key,
 )
 from zen_flow.kube import Decoder, Expired, ListResult, TransportError, WatchEvent
-from zen_flow.kube.client import decode_event, decode_page
+from zen_flow.kube.streams import decode_event, decode_page
 from zen_flow.testing.clock import FakeClock, settle
 
 # --- builders -------------------------------------------------------------------------------------

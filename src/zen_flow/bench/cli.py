@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
         help="use the JobFlow CRD already installed (default: create or replace it from config/crd/)",
     )
     p.add_argument("--skip-admission", action="store_true", help="skip the admission latency timings")
+    p.add_argument(
+        "--admission-only", action="store_true", help="only the admission timings (no cluster is started)"
+    )
     p.add_argument("--admission-budget", type=float, help="seconds of repetitions per admission case")
     p.add_argument(
         "--wait-deletes",
@@ -104,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tuple(_env_pair(item) for item in args.controller_env),
         ),
         admission_budget=args.admission_budget or ADMISSION_BUDGET[args.preset],
-        skip_admission=args.skip_admission,
+        skip_admission=args.skip_admission and not args.admission_only,
+        admission_only=args.admission_only,
         step_timeout=args.step_timeout,
         py_spy=args.py_spy,
         install_crd=not args.skip_crd_install,

@@ -54,6 +54,7 @@ class BenchConfig:
     controller: ControllerSettings
     admission_budget: float
     skip_admission: bool = False
+    admission_only: bool = False  # no cluster: only figure 6
     step_timeout: float = 1.0
     py_spy: bool = False
     install_crd: bool = True
@@ -86,6 +87,9 @@ def run(config: BenchConfig) -> dict[str, Any]:
     if not config.skip_admission:
         progress("admission: validator and webhook timings")
         results["admission"] = _admission(config.admission_budget)
+    if config.admission_only:
+        results["workloads"] = []
+        return results
     log_dir = config.out.parent / (config.out.stem + "-logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(

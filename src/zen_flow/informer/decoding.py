@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from zen_flow.kube.client import DecodedPage, WatchEvent
+from zen_flow.kube.streams import DecodedPage, WatchEvent
 
 M = TypeVar("M", bound=BaseModel)
 

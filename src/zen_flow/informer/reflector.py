@@ -32,8 +32,8 @@ from typing import Any, Protocol
 import structlog
 
 from zen_flow.clock import Clock, Timer
-from zen_flow.kube.client import Decoder, ListResult, WatchEvent
 from zen_flow.kube.errors import Expired, KubeError
+from zen_flow.kube.streams import Decoder, ListResult, WatchEvent
 
 
 class ListerWatcher(Protocol):

@@ -4,21 +4,9 @@
 add what zen-flow does with Jobs, JobFlows, Events and Leases. Errors are `zen_flow.kube.errors`.
 """
 
-from zen_flow.kube.client import (
-    USER_AGENT,
-    ClientOptions,
-    DecodedPage,
-    Decoder,
-    KubeClient,
-    KubeConfig,
-    ListResult,
-    ResponseHook,
-    WatchEvent,
-    WatchStream,
-    load_config,
-    request_labels,
-)
+from zen_flow.kube.client import USER_AGENT, ClientOptions, KubeClient, ResponseHook, request_labels
 from zen_flow.kube.cluster import Cluster
+from zen_flow.kube.config import KubeConfig, load_config
 from zen_flow.kube.errors import (
     AlreadyExists,
     ApiError,
@@ -36,6 +24,7 @@ from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.leases import LeaseClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.resource import Resource, ResourceLister
+from zen_flow.kube.streams import DecodedPage, Decoder, ListResult, WatchEvent, WatchStream
 
 __all__ = [
     "USER_AGENT",

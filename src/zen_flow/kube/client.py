@@ -31,11 +31,16 @@ import tenacity
 
 from zen_flow import __version__
 from zen_flow.clock import Clock, SystemClock
-from zen_flow.kube.config import KubeConfig, load_config
-from zen_flow.kube.errors import ApiError, Expired, TransportError, from_response, from_status
+from zen_flow.kube.config import KubeConfig
+from zen_flow.kube.errors import ApiError, Expired, TransportError, from_response
+from zen_flow.kube.streams import (
+    TRANSPORT_ERRORS,
+    Decoder,
+    ListResult,
+    WatchStream,
+    decode_page,
+)
 from zen_flow.ratelimit import TokenBucket
-
-__all__ = ["KubeClient", "KubeConfig", "load_config"]
 
 USER_AGENT = f"zen-flow/{__version__}"
 
@@ -45,14 +50,6 @@ ResponseHook = Callable[[str, str, int], None]
 """`hook(verb, resource, code)`, called once per HTTP request sent (every retry attempt, every watch
 opened) with the apiserver's verb name (see `request_labels`) and the status code, 0 when no answer came.
 It runs on the event loop for every request: keep it cheap and never let it raise."""
-
-# aiohttp's readline() refuses lines over 128 KB (twice its read buffer), and a watch line is a whole
-# object: a 300-step JobFlow is larger. Refusing it would end the watch, and every rewatch would replay
-# the same event: the flow would never be seen again. etcd stores at most 1.5 MiB per object.
-MAX_WATCH_LINE = 16 * 1024 * 1024
-
-# Errors that mean "no HTTP answer": aiohttp's own, OS-level socket errors, and client timeouts.
-_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -74,56 +71,6 @@ class ClientOptions:
 
 class Limiter(Protocol):
     async def acquire(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class DecodedPage:
-    items: list[Any]
-    resource_version: str
-    continue_token: str
-
-
-class Decoder(Protocol):
-    """How listed and watched objects become what a caller keeps, for callers that keep models.
-
-    `page` and `event` decode straight from the bytes the apiserver sent (None: they cannot, and the
-    client falls back to `json.loads` and `item` on each object). A raw dict of a Job is ~20 KB of
-    Python objects (managedFields, the pod template) for ~2 KB kept; never building it saves the
-    decoding and, above all, the allocator fragmentation it leaves behind the cache.
-    """
-
-    def item(self, raw: dict[str, Any]) -> Any | None:
-        """One object as decoded JSON -> what is kept (None: nothing)."""
-        ...
-
-    def page(self, raw: bytes) -> DecodedPage | None: ...
-
-    def event(self, raw: bytes) -> WatchEvent | None:
-        """A watch line; None for ERROR events (the client raises them) and whatever it cannot read."""
-        ...
-
-
-@dataclass(frozen=True)
-class ListResult:
-    """A complete (all pages) LIST: its items (raw dicts, or what a `Decoder` made of them) and the list's
-    resourceVersion to watch from."""
-
-    items: tuple[Any, ...]
-    resource_version: str
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK (ERROR is raised as an exception)
-    object: Any  # the raw dict, or what a `Decoder` made of it (None: it kept nothing)
-    version: str | None = None  # the object's resourceVersion, when `object` is not a raw dict
-
-    @property
-    def resource_version(self) -> str:
-        if self.version is not None:
-            return self.version
-        meta = self.object.get("metadata") if isinstance(self.object, dict) else None
-        return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
 
 
 class KubeClient:
@@ -277,7 +224,7 @@ class KubeClient:
         full_query = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
         try:
             response: aiohttp.ClientResponse = await self._call(path, "GET", full_query, None, client_timeout)
-        except _TRANSPORT_ERRORS as err:
+        except TRANSPORT_ERRORS as err:
             self._observe("GET", path, 0, watch=True)
             raise TransportError(f"GET {path} (watch): {err!r}") from err
         self._observe("GET", path, response.status, watch=True)
@@ -318,7 +265,7 @@ class KubeClient:
                         raw = await response.read()
                     finally:
                         response.release()
-            except _TRANSPORT_ERRORS as err:
+            except TRANSPORT_ERRORS as err:
                 self._observe(method, path, 0)
                 raise TransportError(f"{method} {path}: {err!r}") from err
             self._observe(method, path, response.status)
@@ -366,69 +313,6 @@ class KubeClient:
         return min(base * (1 + random.random()), cap)
 
 
-class WatchStream:
-    """Decoded watch events, one JSON object per line. ERROR events raise (410 → `Expired`).
-
-    A plain iterator class rather than an async generator: an abandoned generator would be finalized
-    at some later garbage collection, outside the `stream()` block that owns the response.
-    """
-
-    def __init__(self, response: aiohttp.ClientResponse, decoder: Decoder | None = None) -> None:
-        self._content = response.content
-        self._decoder = decoder
-
-    def __aiter__(self) -> WatchStream:
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        while True:
-            try:
-                line = await self._content.readuntil(b"\n", max_size=MAX_WATCH_LINE)
-            except (*_TRANSPORT_ERRORS, ValueError) as err:
-                raise TransportError(f"watch stream: {err!r}") from err
-            if not line:
-                raise StopAsyncIteration  # the server closed the watch (timeoutSeconds elapsed)
-            if line.strip():
-                return decode_event(line, self._decoder)
-
-
-def decode_page(raw: bytes, decoder: Decoder | None, path: str = "") -> DecodedPage:
-    """One LIST page: through `decoder` if it can, else `json.loads` (and `decoder.item` per object)."""
-    if decoder is not None and (decoded := decoder.page(raw)) is not None:
-        return decoded
-    try:
-        page = json.loads(raw) if raw else {}
-    except ValueError as err:
-        raise TransportError(f"LIST {path}: undecodable response {raw[:200]!r}") from err
-    if not isinstance(page, dict):
-        raise TransportError(f"LIST {path}: not a list: {raw[:200]!r}")
-    meta = page.get("metadata") or {}
-    raw_items = page.pop("items", None) or []
-    if decoder is not None:
-        raw_items = [obj for item in raw_items if (obj := decoder.item(item)) is not None]
-    return DecodedPage(raw_items, str(meta.get("resourceVersion", "")), str(meta.get("continue") or ""))
-
-
-def decode_event(line: bytes, decoder: Decoder | None = None) -> WatchEvent:
-    """One watch line: through `decoder` if it can, else `json.loads` (ERROR events raise)."""
-    if decoder is not None and (event := decoder.event(line)) is not None:
-        return event
-    try:
-        decoded = json.loads(line)
-    except ValueError as err:
-        raise TransportError(f"undecodable watch line: {line[:200]!r}") from err
-    if not isinstance(decoded, dict) or not isinstance(decoded.get("object"), dict):
-        raise TransportError(f"malformed watch event: {line[:200]!r}")
-    event_type = str(decoded.get("type", ""))
-    obj: dict[str, Any] = decoded["object"]
-    if event_type == "ERROR":
-        raise from_status(500, obj)
-    if decoder is None:
-        return WatchEvent(type=event_type, object=obj)
-    version = WatchEvent(event_type, obj).resource_version
-    return WatchEvent(type=event_type, object=decoder.item(obj), version=version)
-
-
 def request_labels(method: str, path: str, *, watch: bool = False) -> tuple[str, str]:
     """(verb, resource) of a request as the apiserver's audit log names them, from the method and path.
 
@@ -462,5 +346,5 @@ def _transient(error: BaseException) -> bool:
 async def _read(response: aiohttp.ClientResponse) -> bytes:
     try:
         return await response.read()
-    except _TRANSPORT_ERRORS:
+    except TRANSPORT_ERRORS:
         return b""

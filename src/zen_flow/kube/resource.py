@@ -6,7 +6,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from zen_flow.kube.client import Decoder, KubeClient, ListResult, WatchStream
+from zen_flow.kube.client import KubeClient
+from zen_flow.kube.streams import Decoder, ListResult, WatchStream
 
 
 @dataclass(frozen=True)

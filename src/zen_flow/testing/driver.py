@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from zen_flow.clock import Clock, SystemClock
-from zen_flow.kube.client import ClientOptions, KubeClient, load_config
+from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
 from zen_flow.kube.jobs import JobClient
