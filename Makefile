@@ -3,12 +3,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/zen_flow/__init__.py)
+IMAGE ?= ghcr.io/kube-zen/zen-flow
+PLATFORMS ?= linux/amd64,linux/arm64
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
         test-load bench cluster dev run validate-examples manifests helm-lint helm-template helm-package \
-        deploy image clean
+        deploy image build-image-multiarch build-release coverage clean
 
 help:
 	@grep -E '^[a-z0-9-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -43,6 +46,13 @@ check: lint typecheck imports ## format check, lint, mypy --strict, import contr
 test: $(STAMP) ## run every test tier (unit, integration, e2e); builds the control plane if needed
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
 	  $(BIN)/pytest tests $(PYTEST_ARGS)
+
+coverage: $(STAMP) ## every test tier under coverage, controller subprocesses included; report here and in htmlcov/
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE="$(CURDIR)/.coverage" \
+	  ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/coverage run -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/coverage combine -q && $(BIN)/coverage report && $(BIN)/coverage html -q
 
 test-unit: $(STAMP) ## unit and property tests of the pure core (no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -93,7 +103,18 @@ deploy: ## install CRD, RBAC, controller and webhooks into the current kubeconfi
 	kubectl apply --server-side -k config/default
 
 image: ## build the container image (needs podman or docker)
-	podman build -t ghcr.io/kube-zen/zen-flow:0.1.0 -f Containerfile .
+	podman build -t $(IMAGE):$(VERSION) -f Containerfile .
+
+build-image-multiarch: ## one image for PLATFORMS (default linux/amd64,linux/arm64); checks every dependency has wheels for them first; needs podman
+	tools/check-platform-wheels.sh $(PLATFORMS)
+	podman build --platform $(PLATFORMS) --manifest $(IMAGE):$(VERSION) -f Containerfile .
+
+build-release: $(STAMP) ## wheel, sdist and packaged Helm chart in dist/, with SHA256SUMS
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	"$$(tools/build-gotool.sh helm)" package charts/zen-flow -d dist
+	cd dist && sha256sum -- * > SHA256SUMS
+	@ls -l dist
 
 clean: ## remove the virtualenv and caches (not the control-plane binaries; see docs/TESTING.md)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
