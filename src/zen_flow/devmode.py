@@ -19,16 +19,15 @@ from typing import TextIO
 
 import yaml
 
-from zen_flow.api.constants import CRD_NAME, FlowPhase
+from zen_flow.api.constants import FlowPhase
 from zen_flow.devcluster import LocalCluster, find_bin_dir, find_kubectl
 from zen_flow.kube.client import ClientOptions, KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.testing.controller import ControllerProcess
-from zen_flow.testing.crd import UPSTREAM_EXAMPLES
+from zen_flow.testing.crd import UPSTREAM_EXAMPLES, install_crd
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO / "config" / "crd"
 _UPSTREAM = UPSTREAM_EXAMPLES
 DEFAULT_EXAMPLES = (
     (_UPSTREAM / "dag-flow.yaml", _UPSTREAM / "simple-linear-flow.yaml")
@@ -107,12 +106,9 @@ def run_dev(examples: Sequence[str] = (), *, exit_when_done: bool = False, timeo
             cluster.start()
         kubectl = [str(find_kubectl(bin_dir)), "--kubeconfig", str(cluster.kubeconfig)]
         with say.phase("installing the JobFlow CRD"):
-            subprocess.run([*kubectl, "apply", "-f", str(CRD_DIR)], check=True, capture_output=True)
-            subprocess.run(
-                [*kubectl, "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s"],
-                check=True,
-                capture_output=True,
-            )
+            # Waits for Established by polling: `kubectl wait` fails at once (exit 1) while a new CRD has
+            # no status.conditions yet, which made this phase fail now and then.
+            install_crd(kubectl[0], cluster.kubeconfig)
         log = cluster.workdir / "controller.log"
         controller = ControllerProcess(cluster.kubeconfig, log)
         with say.phase(f"starting the zen-flow controller (logs: {log})"):
