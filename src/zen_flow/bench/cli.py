@@ -117,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(config)
     write_json(results, out)
     print(render(results))
-    print(f"\nresults: {out}\nlogs:    {results['meta']['logs']}")
+    print(f"\nresults: {out}")
+    if logs := results["meta"].get("logs"):  # none with --admission-only: no controller ran
+        print(f"logs:    {logs}")
     failed = [
         w["workload"]
         for w in results.get("workloads", [])

@@ -194,10 +194,12 @@ def render(results: Mapping[str, Any]) -> str:
         f"{m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; controller {meta['controller']}"
     )
     workloads = results.get("workloads", [])
-    parts.append(
-        "\nStep-transition latency (upstream Job seen Complete -> downstream Job seen created), throughput:"
-    )
-    parts.append(_table(FLOW_HEADERS, flow_rows(workloads)))
+    if workloads:  # none with --admission-only
+        parts.append(
+            "\nStep-transition latency (upstream Job seen Complete -> downstream Job seen created),"
+            " throughput:"
+        )
+        parts.append(_table(FLOW_HEADERS, flow_rows(workloads)))
     for w in workloads:
         r = w.get("zen-flow", {})
         if w["kind"] == "waiting" and "window" in r:
