@@ -158,3 +158,19 @@ def test_only_the_named_classes_are_shared_and_the_table_is_bounded(room: int, s
     assert [refs[i + 3] is refs[i] for i in range(3)] == [shared_again] * 3
     assert [ref.uid for ref in refs] == ["u0", "u1", "u2", "u0", "u1", "u2"]
     assert jobs[0].status is not jobs[1].status  # JobStatus was not named here: not shared
+
+
+def test_strings_inside_tuples_are_interned_too() -> None:
+    def flow(name: str) -> dict[str, Any]:
+        raw = flow_raw(name, f"uid-{name}")
+        # Built at run time, so two flows do not share the string objects until compaction.
+        raw["spec"]["steps"] = [
+            {"name": "-".join(["extract", "orders"]), "type": "Manual"},
+            {"name": "load", "type": "Manual", "dependencies": ["-".join(["extract", "orders"])]},
+        ]
+        return raw
+
+    compactor = Compactor()
+    one, two = (compactor.compact(JobFlow.model_validate(flow(n))) for n in ("one", "two"))
+    assert one.spec.steps[1].dependencies == ("extract-orders",)
+    assert one.spec.steps[1].dependencies[0] is two.spec.steps[1].dependencies[0]

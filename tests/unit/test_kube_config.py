@@ -111,6 +111,13 @@ async def test_broken_kubeconfigs_say_what_is_wrong(
     assert str(path) in str(caught.value)
 
 
+async def test_a_malformed_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "kc"
+    path.write_text("clusters: {c: x}\n")
+    with pytest.raises(KubeError, match="clusters must be a list"):
+        await load_config(str(path))
+
+
 async def test_in_cluster_reads_the_service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = create_ca(tmp_path / "sa-pki")
     (tmp_path / "ca.crt").write_bytes(ca.cert_path.read_bytes())

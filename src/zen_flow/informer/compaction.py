@@ -43,7 +43,7 @@ MAX_SHARED_MODELS = 8192
 
 
 class Compactor:
-    """One per informer; keeps the tables of shared fields sets and shared containers."""
+    """One per informer; keeps the tables of shared fields sets, containers and nested models."""
 
     def __init__(
         self,
@@ -103,8 +103,8 @@ class Compactor:
             return sys.intern(value) if len(value) < MAX_INTERNED else value
         if isinstance(value, BaseModel):
             return self._model(value)
-        if isinstance(value, tuple) and value:
-            return tuple(self._model(item) if isinstance(item, BaseModel) else item for item in value)
+        if isinstance(value, tuple) and value:  # models, step names (`dependencies`), ...
+            return tuple(self._value(item) for item in value)
         if isinstance(value, dict | list):
             return self._shared(value) if value else value
         return value

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import os
 import ssl
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,15 +119,22 @@ class _Merged:
 
     def add(self, doc: Mapping[str, Any], path: Path) -> None:
         for section, target in (("clusters", self.clusters), ("users", self.users)):
-            for entry in doc.get(section) or ():
+            for entry in _entries(doc, section):
                 name, body = entry.get("name"), entry.get(section[:-1])
                 if isinstance(name, str) and isinstance(body, dict):
                     target.setdefault(name, (body, path))
-        for entry in doc.get("contexts") or ():
+        for entry in _entries(doc, "contexts"):
             name, body = entry.get("name"), entry.get("context")
             if isinstance(name, str) and isinstance(body, dict):
                 self.contexts.setdefault(name, body)
         self.current_context = self.current_context or str(doc.get("current-context") or "")
+
+
+def _entries(doc: Mapping[str, Any], section: str) -> list[dict[str, Any]]:
+    entries = doc.get(section) or []
+    if not isinstance(entries, list):
+        raise ValueError(f"{section} must be a list")
+    return [entry for entry in entries if isinstance(entry, dict)]
 
 
 def _read(paths: list[Path]) -> _Merged:
@@ -163,7 +171,7 @@ async def _from_kubeconfig(paths: list[Path], context: str | None, clock: Clock)
     if ssl_context is not None:
         _load_client_cert(ssl_context, user, user_file)
         await credentials.prepare()  # an exec plugin may hand out the client certificate
-    host = server.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    host = urllib.parse.urlsplit(server).hostname or ""
     return KubeConfig(
         host=server,
         source=os.pathsep.join(str(p) for p in paths),
