@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from zen_flow.api.meta import parse_time
 from zen_flow.clock import Clock
 from zen_flow.kube.errors import KubeError
 
@@ -201,7 +202,7 @@ class ExecPlugin(Credentials):
             load_cert_chain(self._ssl_context, str(cert).encode(), str(key).encode())
         self._header = f"Bearer {token}" if token else None
         expiry = status.get("expirationTimestamp")
-        self._expires = datetime.fromisoformat(str(expiry).replace("Z", "+00:00")) if expiry else None
+        self._expires = parse_time(str(expiry)) if expiry else None  # RFC 3339; always aware
         self._fetched = True
 
 
