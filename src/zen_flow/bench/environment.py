@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,13 @@ class Environment:
 
     def component_pids(self) -> dict[str, int]:
         return self.cluster.pids() if self.cluster is not None else {}
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy the control plane's component logs (apiserver, controller-manager, scheduler, kwok,
+        etcd) to `dest` before the cluster's work directory goes: they explain what the figures cannot
+        (an apiserver that closed a watch, a slow Job controller)."""
+        if self.cluster is not None and self.cluster.log_dir.is_dir():
+            shutil.copytree(self.cluster.log_dir, dest, dirs_exist_ok=True)
 
     def stop(self) -> None:
         if self.cluster is not None:

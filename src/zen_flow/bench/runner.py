@@ -105,6 +105,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             results["cluster"] = env.describe()
             results["workloads"], results["controller_idle"] = asyncio.run(_workloads(env, config, log_dir))
         finally:
+            env.save_logs(log_dir / "cluster")
             env.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
