@@ -191,7 +191,7 @@ def exec_plugin(tmp_path: Path, clock: FakeClock, *, expires_in: float | None) -
         "env": [{"name": "EXTRA", "value": "yes"}],
     }
     plugin = ExecPlugin.from_kubeconfig(
-        spec, tmp_path / "kc", clock=clock, ssl_context=None, server="https://x"
+        spec, tmp_path / "kc", clock=clock, ssl_context=None, cluster_info={"server": "https://x"}
     )
     return plugin, counter
 
@@ -222,7 +222,7 @@ async def test_a_failing_exec_plugin_reports_its_stderr(tmp_path: Path) -> None:
         "args": [str(script)],
     }
     plugin = ExecPlugin.from_kubeconfig(
-        spec, tmp_path / "kc", clock=FakeClock(), ssl_context=None, server="x"
+        spec, tmp_path / "kc", clock=FakeClock(), ssl_context=None, cluster_info={"server": "x"}
     )
     with pytest.raises(KubeError, match="exited with 3: please run aws sso login"):
         await plugin.authorization()
@@ -233,3 +233,33 @@ def test_exec_credential_status_is_required() -> None:
 
     with pytest.raises(KubeError, match="no status"):
         _parse_credential(json.dumps({"kind": "ExecCredential"}).encode(), "p")
+
+
+async def test_an_exec_plugin_asking_for_cluster_info_gets_the_server_and_ca(tmp_path: Path) -> None:
+    ca = create_ca(tmp_path / "pki")
+    seen = tmp_path / "exec-info.json"
+    script = tmp_path / "plugin.py"
+    script.write_text(
+        "import json, os, pathlib\n"
+        f"pathlib.Path({str(seen)!r}).write_text(os.environ['KUBERNETES_EXEC_INFO'])\n"
+        "print(json.dumps({'kind': 'ExecCredential', 'status': {'token': 'from-plugin'}}))\n"
+    )
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": [str(script)],
+            "provideClusterInfo": True,
+        }
+    }
+    cluster = {
+        "server": "https://10.0.0.1:6443",
+        "certificate-authority": "pki/ca.crt",
+        "tls-server-name": "api",
+    }
+    config = await load_config(str(kubeconfig(tmp_path / "kc", user=user, cluster=cluster)))
+    assert await config.credentials.authorization() == "Bearer from-plugin"
+    info = json.loads(seen.read_text())["spec"]["cluster"]
+    assert info["server"] == "https://10.0.0.1:6443"
+    assert info["tls-server-name"] == "api"
+    assert base64.b64decode(info["certificate-authority-data"]) == ca.cert_path.read_bytes()

@@ -167,7 +167,7 @@ async def _from_kubeconfig(paths: list[Path], context: str | None, clock: Clock)
         raise ValueError(f"cluster {ctx.get('cluster')!r}: server {server!r} is not an http(s) URL")
 
     ssl_context = _ssl_context(cluster, cluster_file) if server.startswith("https://") else None
-    credentials = _credentials(user, user_file, ssl_context, clock, server)
+    credentials = _credentials(user, user_file, ssl_context, clock, _exec_cluster_info(cluster, cluster_file))
     if ssl_context is not None:
         _load_client_cert(ssl_context, user, user_file)
         await credentials.prepare()  # an exec plugin may hand out the client certificate
@@ -214,7 +214,11 @@ def _pem(user: Mapping[str, Any], name: str, base: Path) -> bytes | None:
 
 
 def _credentials(
-    user: Mapping[str, Any], base: Path, context: ssl.SSLContext | None, clock: Clock, server: str
+    user: Mapping[str, Any],
+    base: Path,
+    context: ssl.SSLContext | None,
+    clock: Clock,
+    cluster_info: Mapping[str, Any],
 ) -> Credentials:
     if "auth-provider" in user:
         provider = (user.get("auth-provider") or {}).get("name", "?")
@@ -227,10 +231,24 @@ def _credentials(
     if path := user.get("tokenFile"):
         return TokenFile(_resolve(path, base), clock=clock)
     if isinstance(exec_spec := user.get("exec"), dict):
-        return ExecPlugin.from_kubeconfig(exec_spec, base, clock=clock, ssl_context=context, server=server)
+        return ExecPlugin.from_kubeconfig(
+            exec_spec, base, clock=clock, ssl_context=context, cluster_info=cluster_info
+        )
     if user.get("username") is not None and user.get("password") is not None:
         return BasicAuth(str(user["username"]), str(user["password"]))
     return NoCredentials()
+
+
+def _exec_cluster_info(cluster: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """The ExecCredential `spec.cluster` client-go hands a plugin that asks for it (`provideClusterInfo`):
+    the cluster's connection fields, the CA inlined as data."""
+    info: dict[str, Any] = {"server": str(cluster.get("server") or "")}
+    for name in ("tls-server-name", "insecure-skip-tls-verify", "proxy-url", "certificate-authority-data"):
+        if cluster.get(name):
+            info[name] = cluster[name]
+    if "certificate-authority-data" not in info and (path := cluster.get("certificate-authority")):
+        info["certificate-authority-data"] = base64.b64encode(_resolve(path, base).read_bytes()).decode()
+    return info
 
 
 def _resolve(path: str, base: Path) -> Path:

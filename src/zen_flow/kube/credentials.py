@@ -122,7 +122,7 @@ class ExecPlugin(Credentials):
         *,
         clock: Clock,
         ssl_context: ssl.SSLContext | None,
-        server: str,
+        cluster_info: Mapping[str, Any],
     ) -> ExecPlugin:
         api_version = str(spec.get("apiVersion") or "")
         if api_version not in EXEC_API_VERSIONS:
@@ -136,7 +136,7 @@ class ExecPlugin(Credentials):
         if os.sep in command and not os.path.isabs(command):
             command = str(base.parent / command)
         env = {str(e["name"]): str(e.get("value", "")) for e in spec.get("env") or () if "name" in e}
-        cluster = {"server": server} if spec.get("provideClusterInfo") else None
+        cluster = dict(cluster_info) if spec.get("provideClusterInfo") else None
         return cls(
             command,
             tuple(str(a) for a in spec.get("args") or ()),
