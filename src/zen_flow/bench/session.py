@@ -47,6 +47,8 @@ class Snapshot:
     mono: float
     controller_metrics: str
     apiserver: apicost.Tally | None
+    # Watches the apiserver closed because their client read too slowly (all clients, all resources).
+    terminated_watchers: float | None
     audit_mark: int
     controller: ProcSample | None
     components_cpu: dict[str, float]
@@ -79,9 +81,12 @@ class Session:
     async def snapshot(self, controller: ControllerProcess | None = None) -> Snapshot:
         proc = controller or self.controller
         apiserver: apicost.Tally | None = None
+        terminated: float | None = None
         if self.cluster_requests and self.env.kubectl is not None:
             text = await asyncio.to_thread(apicost.scrape_apiserver, self.env.kubectl, self.env.kubeconfig)
-            apiserver = apicost.apiserver_requests(text) if text is not None else None
+            if text is not None:
+                apiserver = apicost.apiserver_requests(text)
+                terminated = apicost.metric_sum(text, "apiserver_terminated_watchers_total")
         pids = {**self.env.component_pids()}
         if proc.alive:
             pids["zen-flow"] = proc.pid
@@ -90,6 +95,7 @@ class Session:
             mono=time.monotonic(),
             controller_metrics=await self.controller_metrics(proc) if proc.alive else "",
             apiserver=apiserver,
+            terminated_watchers=terminated,
             audit_mark=self.env.audit.mark() if self.env.audit else 0,
             controller=procstats.sample(proc.pid) if proc.alive else None,
             components_cpu=procstats.cpu_by_name(pids),
@@ -151,6 +157,8 @@ class Session:
         if before.apiserver is not None and after.apiserver is not None:
             cluster = apicost.delta(before.apiserver, after.apiserver)
             out.update(_cluster_figures(cluster, steps))
+        if before.terminated_watchers is not None and after.terminated_watchers is not None:
+            out["apiserver_terminated_watchers"] = int(after.terminated_watchers - before.terminated_watchers)
         return out
 
     @staticmethod
