@@ -126,7 +126,6 @@ def freeze_long_lived() -> None:
     """
     gc.collect()
     gc.freeze()
-    release_freed_memory()
     log.debug("gc frozen", objects=gc.get_freeze_count())
 
 

@@ -24,10 +24,11 @@ import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import tenacity
+from pydantic import BaseModel, ValidationError
 
 from zen_flow import __version__
 from zen_flow.clock import Clock, SystemClock
@@ -43,6 +44,8 @@ from zen_flow.kube.streams import (
 from zen_flow.ratelimit import TokenBucket
 
 USER_AGENT = f"zen-flow/{__version__}"
+
+M = TypeVar("M", bound=BaseModel)
 
 Query = Sequence[tuple[str, str]]
 
@@ -146,6 +149,15 @@ class KubeClient:
         except ValueError as err:
             raise TransportError(f"{method} {path}: undecodable response {raw[:200]!r}") from err
         return decoded if isinstance(decoded, dict) else {}
+
+    async def request_model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        """`request`, decoding only `model`'s fields straight from the answer's bytes: the apiserver
+        answers a write with the whole object (managedFields, pod templates), most of it not needed."""
+        raw = await self.request_raw(method, path, **kwargs)
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as err:
+            raise TransportError(f"{method} {path}: unexpected answer {raw[:200]!r}") from err
 
     async def request_raw(
         self,

@@ -103,9 +103,6 @@ class EventRecorder:
         """Send one event now. Errors are logged and swallowed."""
         await self._send(_Target.of(flow), type_, reason, message)
 
-    def body(self, flow: JobFlow, type_: str, reason: str, message: str) -> dict[str, object]:
-        return self._body(_Target.of(flow), type_, reason, message)
-
     async def _send(self, target: _Target, type_: str, reason: str, message: str) -> None:
         try:
             await self._client.request(

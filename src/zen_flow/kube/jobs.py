@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from zen_flow.api import Job
 from zen_flow.api.constants import FIELD_MANAGER, JOB_SELECTOR
 from zen_flow.kube.client import KubeClient
-from zen_flow.kube.errors import TransportError
 from zen_flow.kube.resource import Resource, ResourceLister
 
 JOBS = Resource("batch", "v1", "jobs")
@@ -31,15 +28,11 @@ class JobClient(ResourceLister):
         Retried on transient errors like any call: if a lost answer hid a successful create, the retry
         gets AlreadyExists, which the caller treats as success anyway (names are deterministic).
         """
-        created = await self._client.request_raw(
-            "POST", JOBS.path(namespace), query=[("fieldManager", FIELD_MANAGER)], body=body
+        # The answer repeats the pod template and managedFields (~3.5 KB of JSON, ~300 Python objects as a
+        # dict) for the few fields the model keeps: decoded straight from the bytes.
+        return await self._client.request_model(
+            Job, "POST", JOBS.path(namespace), query=[("fieldManager", FIELD_MANAGER)], body=body
         )
-        # Straight from the bytes: the answer repeats the pod template and managedFields (~3.5 KB of
-        # JSON, ~300 Python objects as a dict) for the few fields the model keeps.
-        try:
-            return Job.model_validate_json(created)
-        except ValidationError as err:
-            raise TransportError(f"POST {namespace}/jobs: unexpected answer {created[:200]!r}") from err
 
     async def delete(
         self,

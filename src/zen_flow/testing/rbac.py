@@ -1,7 +1,8 @@
 """The API permissions the controller's code needs, read from the code itself, and RBAC rule matching.
 
 `required_permissions()` scans `zen_flow.kube` for the requests it sends: every
-`<client>.request[_raw]("<METHOD>", <RESOURCE>.path(namespace, name, subresource), ...)` call and every
+`<client>.request[_raw]("<METHOD>", <RESOURCE>.path(namespace, name, subresource), ...)` call (and
+`request_model(Model, "<METHOD>", ...)`) and every
 `ResourceLister` subclass (LIST + WATCH). So a request added to the code without its RBAC rule fails the
 manifest tests (tests/unit/test_manifests.py) and the RBAC integration test (tests/integration/test_rbac.py)
 instead of failing in a cluster with a 403.
@@ -90,7 +91,7 @@ def _scan(module: ModuleType) -> Iterator[Permission]:
             resource = _lister_resource(module, node)
             for verb in ("list", "watch"):
                 yield Permission(resource.group, resource.plural, verb, f"{where}.{node.name} (informer)")
-        if isinstance(node, ast.Call) and _is_request(node):
+        if isinstance(node, ast.Call) and _request_args(node):
             yield _request_permission(module, node, where)
 
 
@@ -115,19 +116,23 @@ def _lister_resource(module: ModuleType, node: ast.ClassDef) -> Resource:
     raise AssertionError(f"{module.__name__}.{node.name}: no super().__init__(client, RESOURCE, ...)")
 
 
-def _is_request(node: ast.Call) -> bool:
-    return (
-        isinstance(node.func, ast.Attribute)
-        and node.func.attr in ("request", "request_raw")
-        and len(node.args) >= 2
-        and isinstance(node.args[0], ast.Constant)
-        and isinstance(node.args[0].value, str)
-    )
+# KubeClient's request methods and where their (method, path) arguments start.
+_REQUEST_METHODS = {"request": 0, "request_raw": 0, "request_model": 1}
+
+
+def _request_args(node: ast.Call) -> list[ast.expr]:
+    """`[method, path, ...]` of a KubeClient request call (after `request_model`'s model), else []."""
+    if not isinstance(node.func, ast.Attribute) or node.func.attr not in _REQUEST_METHODS:
+        return []
+    args = node.args[_REQUEST_METHODS[node.func.attr] :]
+    if len(args) >= 2 and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+        return args
+    return []
 
 
 def _request_permission(module: ModuleType, node: ast.Call, where: str) -> Permission:
-    method = str(node.args[0].value).upper()  # type: ignore[attr-defined]
-    path = node.args[1]
+    method_arg, path = _request_args(node)[:2]
+    method = str(method_arg.value).upper()  # type: ignore[attr-defined]
     if not (isinstance(path, ast.Call) and isinstance(path.func, ast.Attribute) and path.func.attr == "path"):
         raise AssertionError(f"{where}:{node.lineno}: request path is not <RESOURCE>.path(...)")
     resource = _resource(module, path.func.value)
