@@ -16,10 +16,10 @@ PYTEST_ARGS ?=
 help:
 	@grep -E '^[a-z0-9-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devkit/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e . -e ./devkit
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install zen-flow with its dev tools
@@ -28,15 +28,15 @@ controlplane: ## build (or reuse) the local control-plane binaries; prints their
 	@tools/build-controlplane.sh
 
 fmt: $(STAMP) ## format the code
-	$(BIN)/ruff format src tests tools
-	$(BIN)/ruff check --fix src tests tools
+	$(BIN)/ruff format src devkit tests tools
+	$(BIN)/ruff check --fix src devkit tests tools
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests tools
-	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff format --check src devkit tests tools
+	$(BIN)/ruff check src devkit tests tools
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src devkit/zen_flow_dev
 
 imports: $(STAMP)
 	$(BIN)/lint-imports
@@ -67,25 +67,25 @@ test-e2e: $(STAMP) ## tests on the full local cluster (controller-manager, sched
 
 cluster: $(STAMP) ## start the local full cluster in the foreground and print its kubeconfig path
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
-	  $(BIN)/zen-flow cluster --profile full
+	  $(BIN)/zen-flow-dev cluster --profile full
 
 dev: $(STAMP) ## local cluster + CRD + controller + the example flows, with live progress (Ctrl-C stops)
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
-	  $(BIN)/zen-flow dev $(DEV_ARGS)
+	  $(BIN)/zen-flow-dev dev $(DEV_ARGS)
 
 run: $(STAMP) ## run the controller against the current kubeconfig
 	$(BIN)/zen-flow run $(RUN_ARGS)
 
-validate-examples: $(STAMP) ## validate examples/ and the original's examples offline
-	$(BIN)/zen-flow validate examples $(wildcard ../shared/examples-upstream)
+validate-examples: $(STAMP) ## validate examples/, the original-forms fixtures and (when beside the checkout) the original's examples offline
+	$(BIN)/zen-flow validate examples tests/fixtures/original-forms $(wildcard ../shared/examples-upstream)
 
 bench: $(STAMP) ## benchmarks on a local kwok cluster: latency, throughput vs ideal baseline, API cost, memory (BENCH_ARGS=--preset quick|default|large)
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
-	  $(BIN)/python -m zen_flow.bench $(BENCH_ARGS)
+	  $(BIN)/zen-flow-dev bench $(BENCH_ARGS)
 
 test-load: $(STAMP) ## the load-test smoke (correctness only) and the quick benchmark preset
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
-	  $(BIN)/pytest tests/load $(PYTEST_ARGS) && $(BIN)/python -m zen_flow.bench --preset quick
+	  $(BIN)/pytest tests/load $(PYTEST_ARGS) && $(BIN)/zen-flow-dev bench --preset quick
 
 manifests: ## copy the CRD, alert rules and dashboard into the Helm chart (config/ is the source)
 	tools/sync-chart-files.sh

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import pytest
 from hypothesis import HealthCheck, settings
 
-from zen_flow.devcluster import ExternalCluster, LocalCluster, existing_kubeconfig, find_kubectl
-from zen_flow.testing.controller import ControllerProcess, StartController
-from zen_flow.testing.driver import FlowDriver
+from zen_flow_dev.cluster import ExternalCluster, LocalCluster, existing_kubeconfig, find_kubectl
+from zen_flow_dev.testing.controller import ControllerProcess, StartController
+from zen_flow_dev.testing.driver import FlowDriver
 
 # Property tests: no per-example deadline (a shared 2-core machine makes timings noisy), and in CI a
 # fixed derandomized search, so a landing never depends on the luck of the draw. Locally each run explores
@@ -64,7 +64,7 @@ class KubectlError(subprocess.CalledProcessError):
 def pytest_configure(config: pytest.Config) -> None:
     # A CI timeout or `kill` sends SIGTERM, whose default action skips atexit and fixture teardown. As a
     # KeyboardInterrupt it unwinds like Ctrl-C: session fixtures and atexit stop the local clusters and
-    # remove their directories (the processes would die with us anyway, see devcluster/process.py).
+    # remove their directories (the processes would die with us anyway, see zen_flow_dev/cluster/process.py).
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
 

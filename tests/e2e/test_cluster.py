@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
 
-from zen_flow.devcluster import EXIT_CODE_ANNOTATION, NODE_NAME, RUN_SECONDS_ANNOTATION
+from zen_flow_dev.cluster import EXIT_CODE_ANNOTATION, NODE_NAME, RUN_SECONDS_ANNOTATION
 
 T = TypeVar("T")
 DEADLINE = 30.0

@@ -11,9 +11,9 @@ from typing import Any
 
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY, LABEL_FLOW
 from zen_flow.api.meta import parse_time
-from zen_flow.testing.controller import StartController
-from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
-from zen_flow.testing.flows import flow_manifest, job_step, job_template
+from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
+from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
 KEY = "nightly-report"
 GROUP = {LABEL_CONCURRENCY_KEY: KEY}

@@ -9,14 +9,21 @@ import copy
 from typing import Any
 
 import pytest
-import yaml
 
-from zen_flow.testing.controller import StartController
-from zen_flow.testing.crd import UPSTREAM_EXAMPLES
-from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
-from zen_flow.testing.flows import chain, flow_manifest, job_step, job_template
+from zen_flow.api.constants import APPROVE_PREFIX
+from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
+from zen_flow_dev.testing.examples import (
+    EXPECT_PHASE,
+    load,
+    original_form_params,
+    project_examples,
+    upstream_params,
+)
+from zen_flow_dev.testing.flows import chain, flow_manifest, job_step, job_template
 
-EXAMPLES = UPSTREAM_EXAMPLES
+# What an example ends in on the local cluster before anyone approves anything.
+EXPECTED = {"approval-gate.yaml": "Paused"}
 
 
 def _jobs_by_step(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -27,23 +34,71 @@ def _jobs_by_step(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("example", ["dag-flow.yaml", "simple-linear-flow.yaml"])
-async def test_upstream_examples_succeed(
-    example: str, namespace: str, driver: FlowDriver, start_controller: StartController
+def _example_params() -> list[Any]:
+    ours = [pytest.param(p, id=f"examples/{p.name}") for p in project_examples()]
+    return (
+        ours
+        + original_form_params(upstream=False)
+        + upstream_params("dag-flow.yaml", "simple-linear-flow.yaml")
+    )
+
+
+async def _provide_volume(driver: FlowDriver, manifest: dict[str, Any], namespace: str) -> None:
+    """A PersistentVolume pre-bound to each claim the flow will create (the local cluster has no
+    provisioner): what an administrator's storage class would do."""
+    flow = manifest["metadata"]["name"]
+    for template in (manifest["spec"].get("resourceTemplates") or {}).get("volumeClaimTemplates", []):
+        claim = f"{flow}-{template['metadata']['name']}"
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{namespace}-{claim}"[:253]},
+            "spec": {
+                "capacity": {"storage": template["spec"]["resources"]["requests"]["storage"]},
+                "accessModes": template["spec"]["accessModes"],
+                "hostPath": {"path": f"/tmp/{namespace}/{claim}"},
+                "claimRef": {"namespace": namespace, "name": claim},
+                "persistentVolumeReclaimPolicy": "Retain",
+            },
+        }
+        await driver.kube.request("POST", "/api/v1/persistentvolumes", body=volume)
+
+
+@pytest.mark.parametrize("path", _example_params())
+async def test_every_example_runs_to_its_phase_and_gates_release_on_approval(
+    path: Any, namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:
-    manifest = yaml.safe_load((EXAMPLES / example).read_text())
+    manifest = load(path)
     manifest["metadata"]["namespace"] = namespace  # the only change: run it in the test's namespace
+    manifest["metadata"].setdefault("name", manifest["metadata"].pop("generateName", "flow-").rstrip("-"))
+    name = manifest["metadata"]["name"]
+    await _provide_volume(driver, manifest, namespace)
+    expected = (manifest["metadata"].get("annotations") or {}).get(EXPECT_PHASE) or EXPECTED.get(
+        path.name, "Succeeded"
+    )
     start_controller()
     await driver.create(manifest)
-    name = manifest["metadata"]["name"]
-    flow = await driver.wait_phase(namespace, name, timeout=90)
-    assert flow["status"]["phase"] == "Succeeded", flow["status"]
-    assert set(step_phases(flow).values()) == {"Succeeded"}
+    terminal_or_paused = {"Succeeded", "Failed", "Paused"}
+    flow = await driver.wait_phase(namespace, name, terminal_or_paused, timeout=90)
+    assert flow["status"]["phase"] == expected, flow["status"]
+    if expected == "Paused":
+        gates = [s for s, phase in step_phases(flow).items() if phase == "PendingApproval"]
+        assert gates
+        await driver.patch(
+            namespace, name, {"metadata": {"annotations": {APPROVE_PREFIX + g: "true" for g in gates}}}
+        )
+        flow = await driver.wait_phase(namespace, name, {"Succeeded", "Failed"}, timeout=90)
+        assert flow["status"]["phase"] == "Succeeded", flow["status"]
+    phases = step_phases(flow)
+    assert set(phases.values()) <= {"Succeeded", "Skipped"}
     progress = flow["status"]["progress"]
     assert progress["completedSteps"] == progress["totalSteps"] == len(manifest["spec"]["steps"])
     assert {c["type"]: c["status"] for c in flow["status"]["conditions"]}["Complete"] == "True"
     jobs = _jobs_by_step(await driver.jobs(namespace))
-    assert sorted(jobs) == sorted(s["name"] for s in manifest["spec"]["steps"])
+    ran = {
+        s["name"] for s in manifest["spec"]["steps"] if phases[s["name"]] == "Succeeded" and "template" in s
+    }
+    assert set(jobs) == ran
     assert all(len(names) == 1 for names in jobs.values())
 
 

@@ -5,9 +5,9 @@ Runs its own `zen-flow run` process watching only the test's namespace (as tests
 
 from __future__ import annotations
 
-from zen_flow.testing.controller import StartController
-from zen_flow.testing.driver import FlowDriver, step_phases
-from zen_flow.testing.flows import flow_manifest, job_step, job_template
+from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.testing.driver import FlowDriver, step_phases
+from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
 
 async def test_an_output_value_reaches_the_dependent_job(

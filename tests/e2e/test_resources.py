@@ -16,9 +16,9 @@ import pytest
 
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.objects import CONFIG_MAPS, PERSISTENT_VOLUME_CLAIMS
-from zen_flow.testing.controller import ControllerProcess, StartController
-from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
-from zen_flow.testing.flows import flow_manifest, job_step, job_template
+from zen_flow_dev.testing.controller import ControllerProcess, StartController
+from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
+from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
 CLAIM = {
     "metadata": {"name": "scratch", "labels": {"team": "data"}},

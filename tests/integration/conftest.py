@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from zen_flow.devcluster import find_kubectl
-from zen_flow.testing.crd import install_crd
+from zen_flow_dev.cluster import find_kubectl
+from zen_flow_dev.testing.crd import install_crd
 
 
 @pytest.fixture(scope="session")

@@ -13,26 +13,15 @@ import yaml
 from kubernetes_asyncio import client
 
 from zen_flow.api import constants
-from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
-# The original's examples; the shared copy is the fallback until the repository carries its own.
-EXAMPLE_DIRS = (UPSTREAM_EXAMPLES,)
 DEFAULT_POLICY = {
     "concurrencyPolicy": constants.DEFAULT_CONCURRENCY_POLICY.value,
     "ttlSecondsAfterFinished": constants.DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     "backoffLimit": constants.DEFAULT_BACKOFF_LIMIT,
 }
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-def upstream_examples() -> list[Path]:
-    for directory in EXAMPLE_DIRS:
-        found = sorted(directory.glob("*.yaml"))
-        if found:
-            return found
-    raise FileNotFoundError(f"the original's examples are in none of {EXAMPLE_DIRS}")
 
 
 def job(command: str = "true") -> dict[str, Any]:

@@ -25,7 +25,6 @@ import secrets
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from cryptography import x509
-from jobflow_objects import DEFAULT_POLICY, Kubectl, flow, job, upstream_examples
+from jobflow_objects import DEFAULT_POLICY, Kubectl, flow, job
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -48,16 +47,23 @@ from zen_flow.api.constants import (
     PLURAL,
     VERSION,
 )
-from zen_flow.devcluster import (
+from zen_flow.webhook.server import WebhookServer
+from zen_flow_dev.cluster import (
     CertificateAuthority,
     LocalCluster,
     create_ca,
     find_kubectl,
     issue_serving_cert,
 )
-from zen_flow.devcluster.adminclient import WaitTimeout, wait_until
-from zen_flow.testing.crd import REPO, UPSTREAM_EXAMPLES
-from zen_flow.webhook.server import WebhookServer
+from zen_flow_dev.cluster.adminclient import WaitTimeout, wait_until
+from zen_flow_dev.testing.crd import REPO
+from zen_flow_dev.testing.examples import (
+    all_flow_params,
+    load,
+    original_forms,
+    project_examples,
+    upstream_examples,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -433,15 +439,15 @@ def test_an_approval_records_the_approver(webhook: Webhook, kubectl: Kubectl, na
     assert printed.startswith(f'metadata.annotations[{APPROVE_PREFIX}gaet]: Not found: "gaet"')
 
 
-def test_the_upstream_examples_are_admitted(webhook: Webhook, kubectl: Kubectl, namespace: str) -> None:
-    for path in upstream_examples():
-        example = yaml.safe_load(path.read_text())
-        example["metadata"]["namespace"] = namespace
-        done = kubectl("create", "-o", "json", "-f", "-", input=json.dumps(example), check=False)
-        assert done.returncode == 0, f"{path.name}: {done.stderr}"
-        created = json.loads(done.stdout)
-        assert annotations_of(created)[ANNOTATION_CREATED_BY] == webhook.user, path.name
-        assert created["spec"]["steps"] == example["spec"]["steps"], path.name
+@pytest.mark.parametrize("path", all_flow_params())
+def test_the_examples_are_admitted(webhook: Webhook, kubectl: Kubectl, namespace: str, path: Path) -> None:
+    example = load(path)
+    example["metadata"]["namespace"] = namespace
+    done = kubectl("create", "-o", "json", "-f", "-", input=json.dumps(example), check=False)
+    assert done.returncode == 0, f"{path.name}: {done.stderr}"
+    created = json.loads(done.stdout)
+    assert annotations_of(created)[ANNOTATION_CREATED_BY] == webhook.user
+    assert created["spec"]["steps"] == example["spec"]["steps"]
 
 
 # --- certificate rotation -------------------------------------------------------------------------------
@@ -540,12 +546,11 @@ def test_a_certificate_rotated_on_disk_is_served_without_restart(
 # --- offline validation ---------------------------------------------------------------------------------
 
 
-def test_zen_flow_validate_accepts_the_upstream_examples() -> None:
-    # The installed console script, as `make validate-examples` runs it.
-    examples = sorted(str(p) for p in UPSTREAM_EXAMPLES.glob("*.yaml"))
-    assert examples
-    binary = Path(sys.executable).parent / "zen-flow"
-    done = subprocess.run([str(binary), "validate", *examples], capture_output=True, text=True, timeout=60)
+def test_make_validate_examples_checks_the_examples_and_the_original_forms() -> None:
+    done = subprocess.run(
+        ["make", "-s", "validate-examples"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout == ""
-    assert f"{len(examples)} JobFlow(s) checked, 0 invalid" in done.stderr
+    assert "JobFlow(s)" not in done.stdout  # errors only on stdout; the summary is on stderr
+    expected = len(project_examples()) + len(original_forms()) + len(upstream_examples())
+    assert f"{expected} JobFlow(s) checked, 0 invalid" in done.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from zen_flow.devcluster import LocalCluster, issue_client_cert
+from zen_flow_dev.cluster import LocalCluster, issue_client_cert
 
 NOBODY = "zf-nobody"
 

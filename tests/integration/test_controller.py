@@ -1,7 +1,7 @@
 """The controller against a bare kube-apiserver: the test plays the Job controller.
 
 In this profile no Job controller and no kubelet run, so the Jobs zen-flow creates never start. The test
-finishes them by writing valid terminal conditions to their /status (`zen_flow.testing.jobstatus`) and
+finishes them by writing valid terminal conditions to their /status (`zen_flow_dev.testing.jobstatus`) and
 checks what the controller creates, and when. Each test runs its own `zen-flow run` process watching only
 the test's namespace.
 
@@ -25,12 +25,12 @@ from zen_flow.api.constants import (
     LABEL_STEP,
     MANAGED_BY,
 )
+from zen_flow.core.naming import label_value
 from zen_flow.kube.jobs import JOBS
-from zen_flow.naming import label_value
-from zen_flow.testing.controller import ControllerProcess, StartController
-from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
-from zen_flow.testing.flows import flow_manifest, job_step
-from zen_flow.testing.jobstatus import complete_job, fail_job
+from zen_flow_dev.testing.controller import ControllerProcess, StartController
+from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
+from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.jobstatus import complete_job, fail_job
 
 pytestmark = pytest.mark.integration
 

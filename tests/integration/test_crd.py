@@ -6,10 +6,10 @@ apiserver rejects is in test_crd_validation.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from jobflow_objects import (
     DEFAULT_POLICY,
     Kubectl,
@@ -21,13 +21,13 @@ from jobflow_objects import (
     job,
     leaf_paths,
     patch_status,
-    upstream_examples,
     with_defaults,
 )
 from kubernetes_asyncio import client
 
 from zen_flow.api.jobflow import JobFlowStatus
-from zen_flow.devcluster.adminclient import wait_until
+from zen_flow_dev.cluster.adminclient import wait_until
+from zen_flow_dev.testing.examples import all_flow_params, load
 
 pytestmark = pytest.mark.integration
 
@@ -55,18 +55,15 @@ def test_crd_is_established_and_the_apiserver_kept_the_whole_schema(jobflow_crd:
 # --- the original's examples -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "sent",
-    [yaml.safe_load(p.read_text()) for p in upstream_examples()],
-    ids=[p.name for p in upstream_examples()],
-)
-async def test_the_original_examples_are_accepted_and_read_back_whole(
-    objects: client.CustomObjectsApi, namespace: str, sent: dict[str, Any]
+@pytest.mark.parametrize("path", all_flow_params())
+async def test_the_examples_are_accepted_and_read_back_whole(
+    objects: client.CustomObjectsApi, namespace: str, path: Path
 ) -> None:
-    # The examples say `namespace: default`; only that is changed, so tests stay isolated.
-    sent = {**sent, "metadata": {**sent["metadata"], "namespace": namespace}}
-    await create(objects, sent)
-    stored = await get(objects, namespace, sent["metadata"]["name"])
+    sent = load(path)
+    # Some say `namespace: default`; only that is changed, so tests stay isolated.
+    sent["metadata"]["namespace"] = namespace
+    created = await create(objects, sent)
+    stored = await get(objects, namespace, created["metadata"]["name"])
     assert stored["spec"] == with_defaults(sent["spec"])
 
 
@@ -336,8 +333,13 @@ async def test_kubectl_get_shows_phase_and_progress(
     wide_header, wide_row = kubectl("get", "flow", "shown", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide_header.split() == ["NAME", "PHASE", "PROGRESS", "SUCCEEDED", "FAILED", "MESSAGE", "AGE"]
     assert "step b is running" in wide_row
-    # category `all`
-    assert "jobflow.workflow.kube-zen.io/shown" in kubectl("get", "all", "-n", namespace, "-o", "name").stdout
+    # category `zen-flow`, not `all`: `kubectl delete all --all` must not delete flows (and, through owner
+    # references, their Jobs) as a side effect
+    assert (
+        "jobflow.workflow.kube-zen.io/shown"
+        in kubectl("get", "zen-flow", "-n", namespace, "-o", "name").stdout
+    )
+    assert "jobflow" not in kubectl("get", "all", "-n", namespace, "-o", "name").stdout
 
 
 def test_kubectl_explain_prints_the_descriptions(kubectl: Kubectl, jobflow_crd: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zen_flow.devcluster import LocalCluster
+from zen_flow_dev.cluster import LocalCluster
 
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from zen_flow.api import Job, JobFlow
-from zen_flow.clock import SystemClock
 from zen_flow.informer import Informer, JobFlowInformer, JobInformer, ReflectorOptions
 from zen_flow.kube import (
     AlreadyExists,
@@ -35,7 +34,8 @@ from zen_flow.kube import (
     WatchEvent,
     load_config,
 )
-from zen_flow.leader import ConflictError, LeaseRecord
+from zen_flow.machinery.clock import SystemClock
+from zen_flow.machinery.leader import ConflictError, LeaseRecord
 
 pytestmark = pytest.mark.integration
 

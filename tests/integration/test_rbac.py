@@ -3,7 +3,7 @@ and not touch Secrets, Pods or other namespaces' Leases.
 
 Two levels:
 - `kubectl auth can-i --as=<the ServiceAccount>` for every request the code sends (read from the code by
-  `zen_flow.testing.rbac`) and for what it must never do;
+  `zen_flow_dev.testing.rbac`) and for what it must never do;
 - the real controller process, authenticated as the ServiceAccount (a client certificate with its user
   name, signed by the local cluster's CA), runs flows through create, status patch, timeout delete, TTL
   delete, events and leader election, and gets no 403.
@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
-from zen_flow.devcluster import find_kubectl
-from zen_flow.devcluster.kubeconfig import write_kubeconfig
-from zen_flow.devcluster.pki import issue_client_cert
 from zen_flow.kube.events import COMPONENT, EVENTS
 from zen_flow.kube.leases import LEASES
-from zen_flow.testing.controller import ControllerProcess
-from zen_flow.testing.driver import FlowDriver, step_phases, wait_until
-from zen_flow.testing.flows import flow_manifest, job_step
-from zen_flow.testing.jobstatus import complete_job
-from zen_flow.testing.rbac import Permission, required_permissions
+from zen_flow_dev.cluster import find_kubectl
+from zen_flow_dev.cluster.kubeconfig import write_kubeconfig
+from zen_flow_dev.cluster.pki import issue_client_cert
+from zen_flow_dev.testing.controller import ControllerProcess
+from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
+from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.jobstatus import complete_job
+from zen_flow_dev.testing.rbac import Permission, required_permissions
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Load tier: the small correctness-only smoke of the benchmark workloads, on the full local cluster.
 
-The benchmark itself (timings, the baseline, API cost, memory) is `python -m zen_flow.bench`
+The benchmark itself (timings, the baseline, API cost, memory) is `python -m zen_flow_dev.bench`
 (docs/BENCHMARKS.md); nothing here measures time. `cluster` binds the shared fixtures of
 tests/conftest.py to the session's `full_cluster`, like tests/e2e.
 """
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from zen_flow.devcluster import find_kubectl
-from zen_flow.testing.crd import install_crd
+from zen_flow_dev.cluster import find_kubectl
+from zen_flow_dev.testing.crd import install_crd
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Many concurrent flows through one controller: every flow Succeeds, every step gets exactly one Job.
 
-The benchmark's workload builders and observer (zen_flow.bench) on a small size; correctness only, no
+The benchmark's workload builders and observer (zen_flow_dev.bench) on a small size; correctness only, no
 timing assertion. 20 flows of 5 steps with a fan-out and a join (s0 -> s1, s2, s3 -> s4), created at once.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from zen_flow.api.constants import LABEL_FLOW, LABEL_STEP
-from zen_flow.bench.observer import Observer
-from zen_flow.bench.workloads import Workload, diamond, flow_manifest_for
-from zen_flow.testing.controller import ControllerProcess
-from zen_flow.testing.driver import FlowDriver
+from zen_flow_dev.bench.observer import Observer
+from zen_flow_dev.bench.workloads import Workload, diamond, flow_manifest_for
+from zen_flow_dev.testing.controller import ControllerProcess
+from zen_flow_dev.testing.driver import FlowDriver
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from zen_flow import config
 from zen_flow.api.constants import StepPhase
 from zen_flow.cli import build_parser
-from zen_flow.metrics import InformerStats, Metrics
-from zen_flow.testing.flows import job_step, make_flow, manual_step
+from zen_flow.controller.metrics import InformerStats, Metrics
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.bench import apicost, report
-from zen_flow.bench.stats import percentile, summarize, transition_latencies
-from zen_flow.bench.workloads import (
+from zen_flow.validation import validate_jobflow
+from zen_flow_dev.bench import apicost, report
+from zen_flow_dev.bench.stats import percentile, summarize, transition_latencies
+from zen_flow_dev.bench.workloads import (
     PRESETS,
     Workload,
     baseline_job,
@@ -21,7 +22,6 @@ from zen_flow.bench.workloads import (
     flow_manifest_for,
     wide,
 )
-from zen_flow.validation import validate_jobflow
 
 
 def test_shapes_have_the_documented_edges() -> None:

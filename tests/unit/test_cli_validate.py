@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from validation_samples import EXAMPLES, base_flow, step
 
-from zen_flow.validation.cli import validate_paths
+from zen_flow.cli.validate import validate_paths
 
 
 def run(*paths: Path | str) -> tuple[int, list[str], str]:
@@ -35,7 +35,7 @@ def test_valid_files_exit_0_and_print_no_error_lines(tmp_path: Path) -> None:
     code, lines, err = run(*EXAMPLES)
     assert code == 0
     assert lines == []
-    assert "3 JobFlow(s) checked, 0 invalid" in err
+    assert f"{len(EXAMPLES)} JobFlow(s) checked, 0 invalid" in err
 
 
 def test_an_invalid_file_exits_1_with_one_line_per_error_naming_file_and_field(tmp_path: Path) -> None:

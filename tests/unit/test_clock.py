@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from zen_flow.clock import SystemClock, timeout
-from zen_flow.testing.clock import FakeClock, settle
+from zen_flow.machinery.clock import SystemClock, timeout
+from zen_flow_dev.testing.clock import FakeClock, settle
 
 
 async def test_time_stands_still_until_advanced() -> None:

@@ -10,13 +10,13 @@ import pytest
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import ObjectMeta
-from zen_flow.controller import CREATE_CONCURRENCY, Controller
-from zen_flow.expectations import Expectations
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import CREATE_CONCURRENCY, Controller
 from zen_flow.kube.errors import ApiError
-from zen_flow.metrics import Metrics
-from zen_flow.testing.clock import FakeClock
-from zen_flow.testing.flows import job_step, make_flow
-from zen_flow.workqueue import WorkQueue
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
 
 WIDTH = 3 * CREATE_CONCURRENCY
 

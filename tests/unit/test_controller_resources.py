@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from zen_flow import mergepatch
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.jobflow import ResourceTemplates
 from zen_flow.api.meta import ObjectMeta
-from zen_flow.controller import Controller
-from zen_flow.expectations import Expectations
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.core import mergepatch
 from zen_flow.kube.errors import AlreadyExists, Invalid
-from zen_flow.metrics import Metrics
-from zen_flow.testing.clock import FakeClock
-from zen_flow.testing.flows import job_step, make_flow
-from zen_flow.workqueue import WorkQueue
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
 
 CLAIM: dict[str, Any] = {
     "metadata": {"name": "data"},

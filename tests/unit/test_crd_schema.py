@@ -20,7 +20,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from zen_flow import naming
 from zen_flow.api import constants
 from zen_flow.api.constants import (
     ApprovalDecision,
@@ -31,16 +30,15 @@ from zen_flow.api.constants import (
     StepType,
 )
 from zen_flow.api.jobflow import JobFlow, JobFlowSpec, JobFlowStatus
-from zen_flow.durations import parse_duration
+from zen_flow.core import naming
+from zen_flow.core.durations import parse_duration
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
-from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 from zen_flow.validation import io, limits, policy
+from zen_flow_dev.testing.examples import all_flow_params
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
-# The original's examples; the shared copy is the fallback until the repository carries its own.
-EXAMPLE_DIRS = (UPSTREAM_EXAMPLES,)
 
 # The models keep enumerated fields as plain strings (parsing must not fail on a value the validator
 # reports), so this is the one place that says which StrEnum (or validator tuple, where the API has no
@@ -374,21 +372,13 @@ def test_crd_identity_matches_the_constants() -> None:
         constants.SINGULAR,
     )
     assert names["shortNames"] == ["jf", "flow"]
-    assert names["categories"] == ["all"]
+    assert names["categories"] == ["zen-flow"]
     assert CRD["spec"]["scope"] == "Namespaced"
     assert VERSION["served"] is VERSION["storage"] is True
     assert VERSION["subresources"] == {"status": {}}
 
 
-# --- the original's examples ---------------------------------------------------------------------------
-
-
-def upstream_examples() -> list[Path]:
-    for directory in EXAMPLE_DIRS:
-        found = sorted(directory.glob("*.yaml"))
-        if found:
-            return found
-    raise FileNotFoundError(f"the original's examples are in none of {EXAMPLE_DIRS}")
+# --- the examples and the original's field forms --------------------------------------------------------
 
 
 def pruned_paths(value: Any, schema: dict[str, Any], path: str) -> Iterator[str]:
@@ -410,15 +400,15 @@ def pruned_paths(value: Any, schema: dict[str, Any], path: str) -> Iterator[str]
             yield from pruned_paths(item, schema.get("items", {}), f"{path}[{i}]")
 
 
-@pytest.mark.parametrize("example", upstream_examples(), ids=lambda p: p.name)
-def test_every_field_of_the_original_examples_is_in_the_schema(example: Path) -> None:
+@pytest.mark.parametrize("example", all_flow_params())
+def test_every_field_of_the_examples_is_in_the_schema(example: Path) -> None:
     doc = yaml.safe_load(example.read_text())
     del doc["metadata"]  # ObjectMeta is the apiserver's, not part of our schema
     assert list(pruned_paths(doc, SCHEMA, "")) == []
 
 
-@pytest.mark.parametrize("example", upstream_examples(), ids=lambda p: p.name)
-def test_the_models_keep_every_field_of_the_original_examples(example: Path) -> None:
+@pytest.mark.parametrize("example", all_flow_params())
+def test_the_models_keep_every_field_of_the_examples(example: Path) -> None:
     doc = yaml.safe_load(example.read_text())
     flow = JobFlow.model_validate(doc)
     assert flow.spec.model_dump(by_alias=True, exclude_unset=True, mode="json") == doc["spec"]

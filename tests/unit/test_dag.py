@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.dag import CycleError, Graph
+from zen_flow.core.dag import CycleError, Graph
 
 
 def test_order_puts_dependencies_first_and_breaks_ties_by_declaration() -> None:

@@ -11,15 +11,15 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from zen_flow.devcluster import (
+from zen_flow_dev.cluster import (
     MissingBinariesError,
     create_ca,
     find_bin_dir,
     issue_client_cert,
     issue_serving_cert,
 )
-from zen_flow.devcluster.kubeconfig import read_current_target, write_kubeconfig
-from zen_flow.devcluster.stages import EXIT_CODE_ANNOTATION, FAIL_ATTEMPTS_ANNOTATION, kwok_stages_yaml
+from zen_flow_dev.cluster.kubeconfig import read_current_target, write_kubeconfig
+from zen_flow_dev.cluster.stages import EXIT_CODE_ANNOTATION, FAIL_ATTEMPTS_ANNOTATION, kwok_stages_yaml
 
 
 def _load(path: Path) -> x509.Certificate:

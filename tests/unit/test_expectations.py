@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.expectations import EXPECTATIONS_TIMEOUT, Expectations
-from zen_flow.testing.clock import FakeClock
+from zen_flow.machinery.expectations import EXPECTATIONS_TIMEOUT, Expectations
+from zen_flow_dev.testing.clock import FakeClock
 
 UID = "3f1c-uid"
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from zen_flow.api import JobFlow
 from zen_flow.api.jobflow import ParameterValue, StepOutputValues, StepStatus
-from zen_flow.expressions import (
+from zen_flow.core.expressions import (
     CompiledWhen,
     ExpressionError,
     WhenContext,

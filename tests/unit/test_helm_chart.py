@@ -31,7 +31,7 @@ from deploy_manifests import (
     settings_of,
 )
 
-from zen_flow.testing.rbac import rules_allow
+from zen_flow_dev.testing.rbac import rules_allow
 
 SYNCED = {
     CONFIG / "crd" / "jobflows.workflow.kube-zen.io.yaml": CHART

@@ -16,7 +16,7 @@ from zen_flow.api.meta import OwnerReference
 from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.resources import JobFlowInformer, JobInformer
 from zen_flow.kube.streams import decode_event
-from zen_flow.testing.clock import FakeClock
+from zen_flow_dev.testing.clock import FakeClock
 
 
 def flow_raw(name: str, uid: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from zen_flow.informer.resources import JobFlowInformer, JobInformer
 from zen_flow.kube import Expired
 from zen_flow.kube.streams import decode_event, decode_page
-from zen_flow.testing.clock import FakeClock
+from zen_flow_dev.testing.clock import FakeClock
 
 
 def job_raw(name: str, rv: str = "5") -> dict[str, Any]:

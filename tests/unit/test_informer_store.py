@@ -22,7 +22,7 @@ from zen_flow.informer import (
 )
 from zen_flow.kube import Decoder, Expired, ListResult, TransportError, WatchEvent
 from zen_flow.kube.streams import decode_event, decode_page
-from zen_flow.testing.clock import FakeClock, settle
+from zen_flow_dev.testing.clock import FakeClock, settle
 
 # --- builders -------------------------------------------------------------------------------------
 

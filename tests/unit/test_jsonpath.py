@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.jsonpath import JsonPathError, NotFound, evaluate, parse, render
+from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, parse, render
 
 STATUS: dict[str, Any] = {
     "succeeded": 1,

@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestServer
 from zen_flow import __version__
 from zen_flow.api import JobFlow
 from zen_flow.api.meta import ObjectMeta
-from zen_flow.clock import SystemClock
 from zen_flow.kube import (
     AlreadyExists,
     ApiError,
@@ -39,7 +38,8 @@ from zen_flow.kube import (
 )
 from zen_flow.kube.credentials import TokenFile
 from zen_flow.kube.errors import from_response
-from zen_flow.leader import ConflictError, LeaseRecord
+from zen_flow.machinery.clock import SystemClock
+from zen_flow.machinery.leader import ConflictError, LeaseRecord
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

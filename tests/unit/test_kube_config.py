@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from zen_flow.devcluster.pki import create_ca, issue_client_cert
 from zen_flow.kube import KubeError, load_config
 from zen_flow.kube.config import in_cluster_config
 from zen_flow.kube.credentials import ExecPlugin, TokenFile
-from zen_flow.testing.clock import FakeClock
+from zen_flow_dev.cluster.pki import create_ca, issue_client_cert
+from zen_flow_dev.testing.clock import FakeClock
 
 
 def kubeconfig(

@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from zen_flow.clock import SystemClock
 from zen_flow.kube import ClientOptions, JobClient, JobFlowClient, KubeClient, KubeConfig, request_labels
 from zen_flow.kube.errors import NotFound, TransportError
+from zen_flow.machinery.clock import SystemClock
 
 Call = tuple[str, str, int]
 

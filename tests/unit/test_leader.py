@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from zen_flow.leader import ConflictError, LeaderElector, LeadershipLost, LeaseRecord, make_identity
-from zen_flow.testing.clock import FakeClock, settle
-from zen_flow.testing.lease_store import InMemoryLeaseStore
+from zen_flow.machinery.leader import ConflictError, LeaderElector, LeadershipLost, LeaseRecord, make_identity
+from zen_flow_dev.testing.clock import FakeClock, settle
+from zen_flow_dev.testing.lease_store import InMemoryLeaseStore
 
 NAME, NS = "zen-flow", "zen-system"
 T0 = 1000.0  # FakeClock's start

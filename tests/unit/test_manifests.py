@@ -39,8 +39,8 @@ from deploy_manifests import (
 )
 
 from zen_flow.config import split_addr
-from zen_flow.devcluster import find_kubectl
-from zen_flow.testing.rbac import Permission, granted, required_permissions, rules_allow
+from zen_flow_dev.cluster import find_kubectl
+from zen_flow_dev.testing.rbac import Permission, granted, required_permissions, rules_allow
 
 CONTROLLER = objects("manager")
 RBAC = objects("rbac")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.naming import (
+from zen_flow.core.naming import (
     is_dns1123_label,
     is_dns1123_subdomain,
     is_label_value,

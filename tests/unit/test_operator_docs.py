@@ -8,7 +8,7 @@ from dataclasses import fields
 from deploy_manifests import CONFIG, ROOT, alert_rules, documents, metric_catalog
 
 from zen_flow.config import Settings
-from zen_flow.testing.rbac import required_permissions
+from zen_flow_dev.testing.rbac import required_permissions
 
 DOCS = ROOT / "docs"
 START, END = "<!-- settings-table", "<!-- end settings-table -->"

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-import yaml
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ANNOTATION_APPROVED_BY_PREFIX, APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_CORRELATION_ID,
+    ANNOTATION_CREATED_BY,
+    APPROVE_PREFIX,
+    REJECT_PREFIX,
+)
 from zen_flow.planner import CreateJob
-from zen_flow.testing.crd import UPSTREAM_EXAMPLES
-from zen_flow.testing.flows import job_step, make_flow, manual_step
-from zen_flow.testing.simulator import Simulator, run
+from zen_flow_dev.testing.examples import ORIGINAL_FORMS, load, upstream_params
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-EXAMPLES = UPSTREAM_EXAMPLES
 
 
 def phases(sim: Simulator) -> dict[str, str]:
@@ -134,13 +139,23 @@ def test_other_branches_keep_running_while_a_gate_waits() -> None:
     assert sim.phase == "Paused"
 
 
-@pytest.mark.skipif(
-    not (EXAMPLES / "manual-approval-flow.yaml").exists(), reason="upstream examples not present"
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(ORIGINAL_FORMS / "typeless-gate.yaml", id="original-forms/typeless-gate.yaml"),
+        *upstream_params("manual-approval-flow.yaml"),
+    ],
 )
-def test_upstream_manual_example_runs_once_approved() -> None:
-    doc = yaml.safe_load((EXAMPLES / "manual-approval-flow.yaml").read_text())
+def test_the_original_gate_forms_pause_and_run_once_approved(path: Path) -> None:
+    doc = load(path)
     doc["metadata"].update(uid="u-1", generation=1)
     sim = Simulator(JobFlow.model_validate(doc), T0)
+    for _ in range(10):  # bounded: every round starts or finishes a step
+        sim.reconcile()
+        for name in sim.running():
+            sim.complete(name)
+    assert sim.phase == "Paused"
+    assert "PendingApproval" in {s.phase for s in sim.flow.status.steps}
 
     def approve(s: Simulator) -> bool:
         pending = [st.name for st in s.flow.status.steps if st.phase == "PendingApproval"]
@@ -188,3 +203,54 @@ def test_a_flow_created_suspended_starts_nothing() -> None:
     sim.reconcile()
     assert sim.phase == "Running"
     assert "FlowStarted" in reasons(sim)
+
+
+# --- who started the flow -------------------------------------------------------------------------------
+
+
+def test_the_creator_and_correlation_id_are_recorded_once_in_the_audit() -> None:
+    flow = make_flow([job_step("a"), job_step("b", "a")])
+    annotations = {
+        ANNOTATION_CREATED_BY: "system:serviceaccount:ci:deployer",
+        ANNOTATION_CORRELATION_ID: "pipeline-4711",
+    }
+    flow = flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"annotations": annotations})})
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert audit.initiated_by is not None
+    assert (audit.initiated_by.user, audit.initiated_by.type) == (
+        "system:serviceaccount:ci:deployer",
+        "ServiceAccount",
+    )
+    assert audit.correlation_id == "pipeline-4711"
+    # An edited annotation does not rewrite history.
+    sim.annotate(ANNOTATION_CREATED_BY, "mallory")
+    sim.annotate(ANNOTATION_CORRELATION_ID, "other")
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert audit.initiated_by is not None
+    assert (audit.initiated_by.user, audit.correlation_id) == (
+        "system:serviceaccount:ci:deployer",
+        "pipeline-4711",
+    )
+
+
+def test_a_person_is_recorded_as_a_user_and_no_webhook_means_no_initiator() -> None:
+    flow = make_flow([job_step("a")])
+    with_user = flow.model_copy(
+        update={
+            "metadata": flow.metadata.model_copy(update={"annotations": {ANNOTATION_CREATED_BY: "alice"}})
+        }
+    )
+    sim = Simulator(with_user, T0)
+    sim.reconcile()
+    assert sim.flow.status.audit is not None
+    assert sim.flow.status.audit.initiated_by is not None
+    assert sim.flow.status.audit.initiated_by.type == "User"
+    bare = Simulator(flow, T0)
+    bare.reconcile()
+    assert bare.flow.status.audit is None

@@ -14,8 +14,8 @@ from zen_flow.api import JobFlow
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY, ConcurrencyPolicy
 from zen_flow.planner import CreateJob, DeleteJob, Peer, keys_to_wake, peers_of, plan
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, groups_to_wake, policy_of
-from zen_flow.testing.flows import job_step, make_flow
-from zen_flow.testing.group import FlowGroup
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.group import FlowGroup
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 KEY = "nightly"

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY
-from zen_flow.testing.flows import job_step, make_flow
-from zen_flow.testing.group import FlowGroup
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.group import FlowGroup
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NAMES = ["a", "b", "c", "d", "e", "nightly-1", "nightly-2", "zz"]

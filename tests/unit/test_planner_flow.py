@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-import yaml
 
 from zen_flow.api import JobFlow
+from zen_flow.api.constants import APPROVE_PREFIX
 from zen_flow.planner import CreateJob, fail_invalid, plan
-from zen_flow.testing.crd import UPSTREAM_EXAMPLES
-from zen_flow.testing.flows import job_step, make_flow
-from zen_flow.testing.simulator import Simulator, run
+from zen_flow_dev.testing.examples import ORIGINAL_FORMS, all_flow_params, load
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-EXAMPLES = UPSTREAM_EXAMPLES
 
 
 def phases(sim: Simulator) -> dict[str, str]:
@@ -48,23 +48,52 @@ def test_linear_flow_runs_one_step_at_a_time() -> None:
     assert sim.flow.status.completion_time == T0
 
 
-@pytest.mark.skipif(not (EXAMPLES / "dag-flow.yaml").exists(), reason="upstream examples not present")
-def test_upstream_dag_example_runs_to_success() -> None:
-    doc = yaml.safe_load((EXAMPLES / "dag-flow.yaml").read_text())
+@pytest.mark.parametrize("path", all_flow_params())
+def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_approved(path: Path) -> None:
+    doc = load(path)
+    doc["metadata"].setdefault("name", "generated-1")
     doc["metadata"].update(uid="u-1", generation=1)
     sim = Simulator(JobFlow.model_validate(doc), T0)
+    roots = {s["name"] for s in doc["spec"]["steps"] if not s.get("dependencies")}
     first = sim.reconcile()
-    assert {a.step for a in first.actions if isinstance(a, CreateJob)} == {"extract-a", "extract-b"}
+    if not doc["spec"].get("resourceTemplates"):  # else the first reconcile creates those objects only
+        assert {a.step for a in first.actions if isinstance(a, CreateJob)} == roots
+
+    def approve(s: Simulator) -> bool:
+        pending = [st.name for st in s.flow.status.steps if st.phase == "PendingApproval"]
+        for name in pending:
+            s.annotate(APPROVE_PREFIX + name, "true")
+        return bool(pending)
+
+    run(sim, lambda _: "complete", on_idle=approve)
+    assert sim.phase == "Succeeded"
+    ran = {s.name for s in sim.flow.status.steps if s.phase == "Succeeded"}
+    skipped = {s.name for s in sim.flow.status.steps if s.phase == "Skipped"}
+    assert ran | skipped == {s["name"] for s in doc["spec"]["steps"]}
+    assert len(sim.created) == len(ran - {s["name"] for s in doc["spec"]["steps"] if "template" not in s})
+
+
+def test_the_original_when_forms_choose_the_steps_that_run() -> None:
+    doc = load(ORIGINAL_FORMS / "when-forms.yaml")
+    doc["metadata"].update(uid="u-1", generation=1)
+    sim = Simulator(JobFlow.model_validate(doc), T0)
     run(sim, lambda _: "complete")
     assert sim.phase == "Succeeded"
-    assert len(sim.created) == 6
+    assert {n for n, p in phases(sim).items() if p == "Skipped"} == {"never-runs", "false-runs", "on-failure"}
     status = sim.flow.status
     assert status.progress is not None
-    assert status.progress.successful_steps == 6
+    assert status.progress.successful_steps == 5
     assert [s.name for s in status.steps] == [s.name for s in sim.flow.spec.steps]
     complete = next(c for c in status.conditions if c.type == "Complete")
     assert complete.status == "True"
-    # The original's TTL of 3600 s is scheduled, not polled.
+
+
+def test_the_original_ttl_is_scheduled_not_polled() -> None:
+    doc = load(ORIGINAL_FORMS / "linear.yaml")
+    doc["metadata"].update(uid="u-1", generation=1)
+    sim = Simulator(JobFlow.model_validate(doc), T0)
+    run(sim, lambda _: "complete")
+    assert sim.phase == "Succeeded"
     assert sim.last.requeue_after == 3600
 
 

@@ -6,9 +6,9 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from zen_flow.naming import is_dns1123_subdomain, job_name
+from zen_flow.core.naming import is_dns1123_subdomain, job_name
 from zen_flow.planner import CreateJob, plan
-from zen_flow.testing.flows import job_step, job_template, make_flow
+from zen_flow_dev.testing.flows import job_step, job_template, make_flow
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 POLICY = {

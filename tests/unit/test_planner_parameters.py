@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from zen_flow.api.meta import Condition
-from zen_flow.naming import job_name
+from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob
-from zen_flow.testing.flows import job_step, make_flow
-from zen_flow.testing.simulator import Simulator
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

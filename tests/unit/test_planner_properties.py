@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, StepPhase
 from zen_flow.planner import CreateJob, DeleteFlow, Plan, plan
-from zen_flow.testing.flows import job_step, make_flow, manual_step
-from zen_flow.testing.simulator import Simulator
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 MAX_ROUNDS = 3000

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from zen_flow.api.constants import FlowPhase
 from zen_flow.api.jobflow import JobFlow, ResourceTemplates
-from zen_flow.naming import MAX_OBJECT_NAME, is_dns1123_subdomain, resource_name
+from zen_flow.core.naming import MAX_OBJECT_NAME, is_dns1123_subdomain, resource_name
 from zen_flow.planner import CreateJob, CreateResource, fail_resources, plan
-from zen_flow.testing.flows import job_step, make_flow, manual_step
-from zen_flow.testing.simulator import Simulator, run
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 CLAIM: dict[str, Any] = {

@@ -9,8 +9,8 @@ import pytest
 
 from zen_flow.api.jobflow import Backoff, RetryPolicy
 from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, parse_duration, plan, retry_delay
-from zen_flow.testing.flows import job_step, make_flow
-from zen_flow.testing.simulator import Simulator
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.ratelimit import (
+from zen_flow.machinery.ratelimit import (
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
     TokenBucket,
     TokenBucketRateLimiter,
     default_controller_rate_limiter,
 )
-from zen_flow.testing.clock import FakeClock, settle
+from zen_flow_dev.testing.clock import FakeClock, settle
 
 
 def test_exponential_backoff_doubles_from_5ms_and_caps_at_1000s() -> None:

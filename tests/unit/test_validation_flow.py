@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from validation_samples import (
-    EXAMPLES,
     ErrorType,
     Flow,
     assert_error,
@@ -24,22 +23,59 @@ from validation_samples import (
     step,
 )
 
+from zen_flow.api.constants import LABEL_CONCURRENCY_KEY
 from zen_flow.validation import render, validate_approvals, validate_jobflow
+from zen_flow_dev.testing.examples import all_flow_params, project_examples
 
 E = ErrorType
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: Path(p).name)
-def test_the_original_examples_are_valid(path: Path) -> None:
+@pytest.mark.parametrize("path", all_flow_params())
+def test_the_examples_and_the_original_forms_are_valid(path: Path) -> None:
     assert_valid(load_yaml(path))
 
 
-def test_the_original_examples_are_all_here() -> None:
-    assert {p.name for p in EXAMPLES} == {
-        "simple-linear-flow.yaml",
-        "dag-flow.yaml",
-        "manual-approval-flow.yaml",
+def test_the_examples_cover_every_feature_of_the_api() -> None:
+    """examples/ is the users' catalogue: each feature of the API appears in at least one example."""
+    flows = [load_yaml(p) for p in project_examples()]
+    steps = [s for f in flows for s in f["spec"]["steps"]]
+    policies = [f["spec"].get("executionPolicy") or {} for f in flows]
+    templates = [f["spec"].get("resourceTemplates") or {} for f in flows]
+
+    def is_chain(flow: Flow) -> bool:
+        return len(flow["spec"]["steps"]) >= 3 and all(
+            s.get("dependencies", []) == ([] if i == 0 else [flow["spec"]["steps"][i - 1]["name"]])
+            for i, s in enumerate(flow["spec"]["steps"])
+        )
+
+    def is_diamond(flow: Flow) -> bool:
+        deps = [s.get("dependencies", []) for s in flow["spec"]["steps"]]
+        fan_out = any([d[0] for d in deps if len(d) == 1].count(n) >= 2 for n in {d[0] for d in deps if d})
+        return fan_out and any(len(d) >= 2 for d in deps)
+
+    covered = {
+        "linear chain": any(is_chain(f) for f in flows),
+        "diamond DAG": any(is_diamond(f) for f in flows),
+        "retries with backoff": any((s.get("retryPolicy") or {}).get("backoff") for s in steps),
+        "step timeout": any("timeoutSeconds" in s for s in steps),
+        "flow deadline": any("activeDeadlineSeconds" in p for p in policies),
+        "when": any("when" in s for s in steps),
+        "continueOnFailure": any(s.get("continueOnFailure") for s in steps),
+        "manual approval": any(s.get("type") == "Manual" for s in steps),
+        "parameters between steps": any(
+            "jsonPath" in (p.get("valueFrom") or {})
+            for s in steps
+            for p in (s.get("inputs") or {}).get("parameters", [])
+        ),
+        "output parameters": any((s.get("outputs") or {}).get("parameters") for s in steps),
+        "PVC template": any(t.get("volumeClaimTemplates") for t in templates),
+        "ConfigMap template": any(t.get("configMapTemplates") for t in templates),
+        "concurrency policy": any(p.get("concurrencyPolicy") == "Forbid" for p in policies)
+        and any(LABEL_CONCURRENCY_KEY in (f["metadata"].get("labels") or {}) for f in flows),
+        "podFailurePolicy": any("podFailurePolicy" in p for p in policies),
+        "TTL": any("ttlSecondsAfterFinished" in p for p in policies),
     }
+    assert [feature for feature, shown in covered.items() if not shown] == []
 
 
 def test_base_flow_is_valid() -> None:

@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from validation_samples import base_flow
 
-from zen_flow.devcluster.pki import CertificateAuthority, create_ca, issue_serving_cert
 from zen_flow.webhook.server import MAX_BODY_BYTES, WebhookServer, create_webhook_app
+from zen_flow_dev.cluster.pki import CertificateAuthority, create_ca, issue_serving_cert
 
 UID = "b0a3d0a8-0000-4000-8000-000000000001"
 
@@ -303,7 +303,7 @@ async def test_the_server_starts_before_the_certificate_exists(
 
 
 def test_prometheus_hooks_count_reviews_reloads_and_expiry() -> None:
-    from zen_flow.metrics import Metrics
+    from zen_flow.controller.metrics import Metrics
     from zen_flow.webhook.server import WebhookMetrics
     from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
 
@@ -340,7 +340,7 @@ def test_split_address_rejects_garbage(addr: str) -> None:
 async def test_runtime_serves_until_cancelled(
     tmp_path: Path, ca: CertificateAuthority, trust: ssl.SSLContext
 ) -> None:
-    from zen_flow.metrics import Metrics
+    from zen_flow.controller.metrics import Metrics
     from zen_flow.webhook.runtime import WebhookRuntime
 
     cert_dir = tmp_path / "certs"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zen_flow.ratelimit import ItemExponentialFailureRateLimiter
-from zen_flow.testing.clock import FakeClock, settle
-from zen_flow.workqueue import QueueShutDown, WorkQueue
+from zen_flow.machinery.ratelimit import ItemExponentialFailureRateLimiter
+from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
+from zen_flow_dev.testing.clock import FakeClock, settle
 
 
 def make_queue(clock: FakeClock | None = None) -> WorkQueue[str]:

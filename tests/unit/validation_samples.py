@@ -9,10 +9,11 @@ from typing import Any
 
 import yaml
 
-from zen_flow.testing.crd import UPSTREAM_EXAMPLES
 from zen_flow.validation import ErrorType, FieldError, validate_jobflow
+from zen_flow_dev.testing.examples import original_forms, project_examples, upstream_examples
 
-EXAMPLES = sorted(UPSTREAM_EXAMPLES.glob("*.yaml"))
+# Every flow file the project answers for; the original's own files only when they are beside the checkout.
+EXAMPLES = project_examples() + original_forms() + upstream_examples()
 
 Flow = dict[str, Any]
 Mutation = Callable[[Flow], Any]

@@ -28,6 +28,9 @@ REJECT_PREFIX = f"reject.{GROUP}/"
 # Audit annotations written by the mutating webhook from the admission request's userInfo.
 ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
 ANNOTATION_APPROVED_BY_PREFIX = f"approved-by.{GROUP}/"
+# Set by whoever creates the flow (a CI system, a portal) to tie it to their request; copied to
+# status.audit.correlationID.
+ANNOTATION_CORRELATION_ID = f"{GROUP}/correlation-id"
 
 # Concurrency groups (decision 9): flows of one namespace with the same value of this label share
 # their executionPolicy.concurrencyPolicy. A flow without it (or with an empty value) is in no group.

@@ -47,6 +47,8 @@ class OwnerReference(Model):
 
 class ObjectMeta(Model):
     name: str = ""
+    # Kept so that a flow read from a file (`kubectl create` with generateName) re-validates the same.
+    generate_name: str | None = None
     namespace: str = ""
     uid: str = ""
     generation: int = 0

@@ -26,11 +26,11 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from zen_flow.api.meta import ObjectMeta
-from zen_flow.clock import Clock
 from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.decoding import ModelDecoder, release_freed_memory
 from zen_flow.informer.reflector import ListerWatcher, Reflector, ReflectorOptions
 from zen_flow.informer.store import IndexFunc, Store, T
+from zen_flow.machinery.clock import Clock
 
 Fallback = Callable[[dict[str, Any]], T]
 

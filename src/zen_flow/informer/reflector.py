@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from zen_flow.clock import Clock, Timer
 from zen_flow.kube.errors import Expired, KubeError
 from zen_flow.kube.streams import Decoder, ListResult, WatchEvent
+from zen_flow.machinery.clock import Clock, Timer
 
 
 class ListerWatcher(Protocol):

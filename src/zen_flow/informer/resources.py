@@ -14,9 +14,9 @@ from zen_flow.api.constants import GROUP, KIND
 from zen_flow.api.job import JobStatus
 from zen_flow.api.jobflow import Initiator, JobFlowStatus, Progress
 from zen_flow.api.meta import Condition, OwnerReference
-from zen_flow.clock import Clock
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
+from zen_flow.machinery.clock import Clock
 from zen_flow.planner.concurrency import group_of
 
 OWNER_UID_INDEX = "controller-uid"

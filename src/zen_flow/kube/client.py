@@ -31,7 +31,6 @@ import tenacity
 from pydantic import BaseModel, ValidationError
 
 from zen_flow import __version__
-from zen_flow.clock import Clock, SystemClock
 from zen_flow.kube.config import KubeConfig
 from zen_flow.kube.errors import ApiError, Expired, TransportError, from_response
 from zen_flow.kube.streams import (
@@ -41,7 +40,8 @@ from zen_flow.kube.streams import (
     WatchStream,
     decode_page,
 )
-from zen_flow.ratelimit import TokenBucket
+from zen_flow.machinery.clock import Clock, SystemClock
+from zen_flow.machinery.ratelimit import TokenBucket
 
 USER_AGENT = f"zen-flow/{__version__}"
 

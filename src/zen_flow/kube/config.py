@@ -29,7 +29,6 @@ from typing import Any
 
 import yaml
 
-from zen_flow.clock import Clock, SystemClock
 from zen_flow.kube.credentials import (
     BasicAuth,
     Credentials,
@@ -40,6 +39,7 @@ from zen_flow.kube.credentials import (
     load_cert_chain,
 )
 from zen_flow.kube.errors import KubeError
+from zen_flow.machinery.clock import Clock, SystemClock
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 

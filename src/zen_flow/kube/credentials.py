@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from zen_flow.api.meta import parse_time
-from zen_flow.clock import Clock
 from zen_flow.kube.errors import KubeError
+from zen_flow.machinery.clock import Clock
 
 TOKEN_FILE_REFRESH = 60.0  # seconds, client-go's cached token file source
 EXEC_TIMEOUT = 60.0  # a plugin may prompt a browser login; longer means something is stuck

@@ -25,11 +25,11 @@ import structlog
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import API_VERSION, KIND
 from zen_flow.api.meta import format_time
-from zen_flow.clock import Clock
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import KubeError
 from zen_flow.kube.resource import Resource
-from zen_flow.ratelimit import TokenBucket
+from zen_flow.machinery.clock import Clock
+from zen_flow.machinery.ratelimit import TokenBucket
 
 EVENTS = Resource("", "v1", "events")
 COMPONENT = "zen-flow"

@@ -1,4 +1,4 @@
-"""coordination.k8s.io/v1 Leases for leader election: `zen_flow.leader.LeaseStore` over the API."""
+"""coordination.k8s.io/v1 Leases for leader election: `zen_flow.machinery.leader.LeaseStore` over the API."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zen_flow.api.meta import parse_time
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import Conflict, NotFound
 from zen_flow.kube.resource import Resource
-from zen_flow.leader import ConflictError, LeaseRecord
+from zen_flow.machinery.leader import ConflictError, LeaseRecord
 
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _MERGE_PATCH = "application/merge-patch+json"

@@ -1,4 +1,4 @@
-"""Manual approval gates: reading decisions from the flow's annotations, recording them in the audit.
+"""The audit trail: who created the flow, and the decisions taken on its Manual approval gates.
 
 A decision is an annotation `approve.workflow.kube-zen.io/<step>: "true"` or
 `reject.workflow.kube-zen.io/<step>: "true"` (any case; reject wins when both are set). The mutating
@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from zen_flow.api.constants import ANNOTATION_APPROVED_BY_PREFIX, APPROVE_PREFIX, REJECT_PREFIX
-from zen_flow.api.jobflow import Approval, Audit
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_CORRELATION_ID,
+    ANNOTATION_CREATED_BY,
+    APPROVE_PREFIX,
+    REJECT_PREFIX,
+)
+from zen_flow.api.jobflow import Approval, Audit, Initiator
+
+_SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 
 
 def _true(value: str | None) -> bool:
@@ -25,6 +33,22 @@ def decision(annotations: Mapping[str, str], step: str) -> tuple[str, str | None
     if _true(annotations.get(APPROVE_PREFIX + step)):
         return "Approved", user
     return None
+
+
+def with_origin(audit: Audit | None, annotations: Mapping[str, str]) -> Audit | None:
+    """The audit with `initiatedBy` (from the webhook's created-by annotation) and `correlationID`
+    recorded, each once: a later annotation edit never rewrites the record. The same object when
+    there is nothing new (no webhook ran, or both are recorded)."""
+    base = audit or Audit()
+    update: dict[str, object] = {}
+    user = annotations.get(ANNOTATION_CREATED_BY)
+    if base.initiated_by is None and user:
+        kind = "ServiceAccount" if user.startswith(_SERVICE_ACCOUNT_PREFIX) else "User"
+        update["initiated_by"] = Initiator(user=user, type=kind)
+    correlation = annotations.get(ANNOTATION_CORRELATION_ID)
+    if base.correlation_id is None and correlation:
+        update["correlation_id"] = correlation
+    return base.model_copy(update=update) if update else audit
 
 
 def with_approvals(audit: Audit | None, approvals: Sequence[Approval]) -> Audit | None:

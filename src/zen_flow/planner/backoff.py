@@ -13,7 +13,7 @@ import math
 
 from zen_flow.api.constants import DEFAULT_BACKOFF_LIMIT, BackoffType
 from zen_flow.api.jobflow import JobFlow, RetryPolicy, Step
-from zen_flow.durations import parse_duration as go_duration
+from zen_flow.core.durations import parse_duration as go_duration
 
 DEFAULT_RETRY_LIMIT = 3
 DEFAULT_BACKOFF_DURATION = 10.0

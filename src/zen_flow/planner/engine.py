@@ -21,10 +21,10 @@ from typing import Any
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, JobFlow, ObjectRef
-from zen_flow.expressions import WhenContext, check_when
-from zen_flow.naming import job_name
+from zen_flow.core.expressions import WhenContext, check_when
+from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, Plan
-from zen_flow.planner.approvals import decision, with_approvals
+from zen_flow.planner.approvals import decision, with_approvals, with_origin
 from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
 from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.events import TIMEOUT_MARK
@@ -368,7 +368,9 @@ class _Planner:
             failure=failure,
             reason=reason,
             start_time=self.start_time,
-            audit=with_approvals(self.flow.status.audit, self.approvals),
+            audit=with_approvals(
+                with_origin(self.flow.status.audit, self.flow.metadata.annotations), self.approvals
+            ),
             now=self.now,
             group=self.group,
             creating=self.creating,

@@ -15,7 +15,7 @@ from zen_flow.api.constants import (
     MANAGED_BY,
 )
 from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
-from zen_flow.naming import label_value
+from zen_flow.core.naming import label_value
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
 # would be rejected or meaningless on a new object.

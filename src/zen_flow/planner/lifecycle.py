@@ -9,8 +9,9 @@ from functools import lru_cache
 
 from zen_flow.api.constants import DEFAULT_TTL_SECONDS_AFTER_FINISHED, FlowPhase, StepPhase
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.dag import CycleError, Graph
+from zen_flow.core.dag import CycleError, Graph
 from zen_flow.planner.actions import DeleteFlow, Plan
+from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import derive_events
 from zen_flow.planner.status import REASON_INVALID, assemble
 from zen_flow.planner.steps import StepWork
@@ -109,7 +110,7 @@ def fail_invalid(
         failure=failure,
         failed_reason=reason,
         start_time=flow.status.start_time,
-        audit=flow.status.audit,
+        audit=with_origin(flow.status.audit, flow.metadata.annotations),
         now=now,
     )
     # Only the flow's own events: one event per never-run step would be noise here.

@@ -14,7 +14,7 @@ from typing import Any
 
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import ParameterValue, Step, StepOutputValues
-from zen_flow.jsonpath import JsonPathError, NotFound, evaluate, render
+from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 
 MAX_VALUE_BYTES = 1024
 

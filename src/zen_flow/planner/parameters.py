@@ -32,7 +32,7 @@ from typing import Any
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.jobflow import InputParameter, KeyRef, Step
-from zen_flow.jsonpath import JsonPathError, NotFound, evaluate, render
+from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.planner.jobs import JobBuildError
 
 ENV_PREFIX = "ZF_PARAM_"

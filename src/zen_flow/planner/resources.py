@@ -16,7 +16,7 @@ from typing import Any
 
 from zen_flow.api.constants import LABEL_FLOW, LABEL_MANAGED_BY, MANAGED_BY
 from zen_flow.api.jobflow import JobFlow, ObjectRef
-from zen_flow.naming import label_value, resource_name
+from zen_flow.core.naming import label_value, resource_name
 from zen_flow.planner.actions import CreateResource, Plan
 from zen_flow.planner.jobs import owner_reference
 from zen_flow.planner.lifecycle import fail_invalid

@@ -14,6 +14,7 @@ from typing import Any
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
 from zen_flow.api.meta import Condition
+from zen_flow.planner.estimate import estimate_completion
 
 MAX_FLOW_MESSAGE = 256
 MAX_CONDITION_MESSAGE = 1024
@@ -207,6 +208,14 @@ def assemble(
     queued = queued if phase == FlowPhase.PENDING else None
     message = flow_message(phase, step_tuple, failure, queued)
     generation = flow.metadata.generation or old.observed_generation
+    # Re-estimated only when a step or the flow changes phase: between transitions the old estimate
+    # stands, so a reconcile that changes nothing else writes nothing.
+    if old.phase == phase.value and [(s.name, s.phase) for s in old.steps] == [
+        (s.name, s.phase) for s in step_tuple
+    ]:
+        estimated = old.estimated_completion_time
+    else:
+        estimated = estimate_completion(flow, step_tuple, phase, now)
     update: dict[str, Any] = {
         "phase": phase.value,
         "conditions": conditions(
@@ -221,6 +230,7 @@ def assemble(
         ),
         "start_time": start_time,
         "completion_time": old.completion_time or (now if phase.terminal else None),
+        "estimated_completion_time": estimated,
         "steps": step_tuple,
         "progress": counts,
         "progress_summary": summary(counts),

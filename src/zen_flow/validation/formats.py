@@ -9,7 +9,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-from zen_flow.naming import MAX_NAME, is_dns1123_label, is_dns1123_subdomain, is_label_value
+from zen_flow.core.naming import MAX_NAME, is_dns1123_label, is_dns1123_subdomain, is_label_value
 
 DNS1123_LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "

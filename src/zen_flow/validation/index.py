@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zen_flow.dag import Graph
+from zen_flow.core.dag import Graph
 from zen_flow.validation.errors import Path
 
 

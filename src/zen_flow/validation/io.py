@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.jsonpath import JsonPathError, parse
+from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -80,7 +80,7 @@ def _check_input_json_path(r: Reader, index: StepIndex, step: str, value: str, p
 
 
 def _check_json_path_syntax(r: Reader, expr: str, value: str, path: Path) -> None:
-    # The subset zen_flow.jsonpath evaluates: an unsupported form is rejected here, not at run time.
+    # The subset zen_flow.core.jsonpath evaluates: an unsupported form is rejected here, not at run time.
     try:
         parse(expr)
     except JsonPathError as err:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zen_flow.durations import parse_duration
-from zen_flow.expressions import ExpressionError, compile_when
+from zen_flow.core.durations import parse_duration
+from zen_flow.core.expressions import ExpressionError, compile_when
 from zen_flow.validation.errors import (
     Path,
     duplicate,

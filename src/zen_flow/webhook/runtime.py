@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from zen_flow.metrics import Metrics
+from zen_flow.controller.metrics import Metrics
 from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, WebhookServer
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
 

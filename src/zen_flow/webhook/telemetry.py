@@ -1,8 +1,8 @@
-"""The webhook's metric hooks mapped onto the controller's Prometheus registry (zen_flow.metrics)."""
+"""The webhook's metric hooks mapped onto the controller's Prometheus registry (controller.metrics)."""
 
 from __future__ import annotations
 
-from zen_flow.metrics import Metrics
+from zen_flow.controller.metrics import Metrics
 
 
 class PrometheusWebhookMetrics:

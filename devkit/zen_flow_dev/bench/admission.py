@@ -1,0 +1,226 @@
+"""Admission latency: `validate_jobflow` alone, and whole AdmissionReviews through the webhook over HTTPS.
+
+The webhook is zen-flow's own server (`zen_flow.webhook.server.WebhookServer`, TLS, certificate from a
+throwaway CA) on 127.0.0.1 in a process of its own, as in production where the apiserver is another
+process: sharing this one would share its GIL and its garbage collector with the client. Like the
+controller once its caches are synced, the server process freezes what it holds at start-up
+(`zen_flow.controller.app.freeze_long_lived`). The client is a keep-alive `http.client` connection,
+as the apiserver keeps its connections to a webhook alive. Each review is timed from sending the
+request to having read the whole answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import multiprocessing
+import queue
+import ssl
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from zen_flow.validation import validate_jobflow
+from zen_flow_dev.bench.stats import summarize
+from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
+from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
+
+SIZES = (10, 100, 500)
+
+
+def admission_flow(steps: int, *, rich: bool) -> dict[str, Any]:
+    """A DAG of `steps` steps, each depending on up to three earlier ones (i-1, i-2, i/2).
+
+    "plain": only a Job template. "rich": also resources, retryPolicy, timeout, a `when` expression,
+    input parameters and artifacts from a dependency, outputs: every validator rule has work to do.
+    """
+    out = []
+    for i in range(steps):
+        deps = list(dict.fromkeys(f"s{j}" for j in (i - 1, i - 2, i // 2) if 0 <= j < i))
+        template = job_template()
+        fields: dict[str, Any] = {}
+        if rich:
+            container = template["spec"]["template"]["spec"]["containers"][0]
+            container["resources"] = {
+                "requests": {"cpu": "100m", "memory": "64Mi"},
+                "limits": {"memory": "128Mi"},
+            }
+            fields["retryPolicy"] = {
+                "limit": 2,
+                "backoff": {"type": "Exponential", "duration": "10s", "factor": 2},
+            }
+            fields["timeoutSeconds"] = 600
+            fields["outputs"] = {
+                "parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}],
+                "artifacts": [{"name": "out", "path": "/out"}],
+            }
+            if deps:
+                fields["when"] = f"steps.{deps[0]}.phase == 'Succeeded'"
+                fields["inputs"] = {
+                    "parameters": [{"name": "p", "valueFrom": {"jsonPath": f"{deps[0]}:$.succeeded"}}],
+                    "artifacts": [{"name": "in", "from": f"{deps[0]}/out", "path": "/in"}],
+                }
+        out.append(job_step(f"s{i}", *deps, template=template, **fields))
+    return flow_manifest(f"admission-{steps}", "default", out)
+
+
+def admission_review(flow: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
+    meta = flow["metadata"]
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "kind": "JobFlow"},
+            "resource": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "resource": "jobflows"},
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "operation": operation,
+            "userInfo": {"username": "zen-flow-bench", "groups": ["system:authenticated"]},
+            "object": flow,
+            "oldObject": flow if operation == "UPDATE" else None,
+            "dryRun": False,
+        },
+    }
+
+
+def _repeat(call: Callable[[], object], budget: float, minimum: int = 20) -> tuple[float, list[float]]:
+    """(first call, later calls) in seconds: at least `minimum` calls, more while within `budget`."""
+    started = time.perf_counter()
+    call()
+    first = time.perf_counter() - started
+    times: list[float] = []
+    deadline = time.perf_counter() + budget
+    while len(times) < minimum or time.perf_counter() < deadline:
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+        if len(times) >= 10_000:
+            break
+    return first, times
+
+
+def time_validator(budget: float) -> list[dict[str, Any]]:
+    rows = []
+    for rich in (False, True):
+        for steps in SIZES:
+            flow = admission_flow(steps, rich=rich)
+            errors = validate_jobflow(flow)
+            if errors:
+                raise AssertionError(f"benchmark flow is invalid: {errors[:3]}")
+            first, times = _repeat(lambda flow=flow: validate_jobflow(flow), budget)  # type: ignore[misc]
+            rows.append(
+                {
+                    "path": "validator",
+                    "shape": "rich" if rich else "plain",
+                    "steps": steps,
+                    "first_ms": round(first * 1000, 2),
+                    "latency_ms": summarize(times).as_dict(),
+                }
+            )
+    return rows
+
+
+class _WebhookProcess:
+    """WebhookServer on 127.0.0.1:<free port> in a child process; `port` once it listens."""
+
+    def __init__(self, cert_dir: Path) -> None:
+        context = multiprocessing.get_context("spawn")  # a clean interpreter, not a fork of the harness
+        self._ports: multiprocessing.Queue[int | str] = context.Queue()
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_serve_webhook, args=(cert_dir, self._ports, self._stop), name="bench-webhook", daemon=True
+        )
+        self.port = 0
+
+    def __enter__(self) -> _WebhookProcess:
+        self._process.start()
+        deadline = time.monotonic() + 60
+        answer: int | str = "no answer within 60 s"
+        while time.monotonic() < deadline:
+            try:
+                answer = self._ports.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._process.is_alive():
+                    answer = f"the process exited with {self._process.exitcode}"
+                    break
+        if isinstance(answer, str):
+            raise RuntimeError(f"webhook server did not start: {answer}")
+        self.port = answer
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _serve_webhook(cert_dir: Path, ports: multiprocessing.Queue[int | str], stop: Any) -> None:
+    from zen_flow.controller.app import freeze_long_lived  # the child's own imports
+    from zen_flow.webhook.server import WebhookServer
+
+    async def serve() -> None:
+        server = WebhookServer(cert_dir)
+        await server.start("127.0.0.1", 0)
+        freeze_long_lived()
+        ports.put(server.port)
+        try:
+            await asyncio.to_thread(stop.wait)
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(serve())
+    except Exception as exc:  # reported to the harness
+        ports.put(repr(exc))
+
+
+def time_webhook(budget: float) -> list[dict[str, Any]]:
+    """Validate and mutate reviews of CREATE (and validate of UPDATE, which also checks the transition)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="zenflow-bench-webhook-") as tmp:
+        ca = create_ca(Path(tmp) / "ca", common_name="zen-flow-bench-ca")
+        issue_serving_cert(ca, Path(tmp) / "serving", ("127.0.0.1",), name="tls")
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        with _WebhookProcess(Path(tmp) / "serving") as server:
+            connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=30)
+            try:
+                for path, operation in (
+                    ("/validate-jobflow", "CREATE"),
+                    ("/mutate-jobflow", "CREATE"),
+                    ("/validate-jobflow", "UPDATE"),
+                ):
+                    for steps in SIZES:
+                        body = json.dumps(
+                            admission_review(admission_flow(steps, rich=True), operation)
+                        ).encode()
+
+                        def post(body: bytes = body, path: str = path) -> None:
+                            connection.request(
+                                "POST", path, body=body, headers={"Content-Type": "application/json"}
+                            )
+                            answer = connection.getresponse()
+                            payload = json.loads(answer.read())
+                            if answer.status != 200 or not payload["response"]["allowed"]:
+                                raise AssertionError(f"{path}: {answer.status} {str(payload)[:300]}")
+
+                        first, times = _repeat(post, budget)
+                        rows.append(
+                            {
+                                "path": f"webhook {path} {operation}",
+                                "shape": "rich",
+                                "steps": steps,
+                                "request_kb": round(len(body) / 1024, 1),
+                                "first_ms": round(first * 1000, 2),
+                                "latency_ms": summarize(times).as_dict(),
+                            }
+                        )
+            finally:
+                connection.close()
+    return rows

@@ -1,0 +1,277 @@
+"""One benchmark run, start to finish: admission timings, the cluster, the controller, every workload.
+
+Order: admission first (nothing else running), then the cluster starts, the CRD and every namespace are
+created, ONE controller process starts watching the zen-flow namespaces, and each workload runs on
+zen-flow then on the baseline, each in its own namespace, deleted (and waited for) before the next run
+so runs do not overlap. The cache scenario runs last: it replaces the controller at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zen_flow import __version__
+from zen_flow.kube import ClientOptions, KubeClient, load_config
+from zen_flow.kube.jobflows import JOBFLOWS
+from zen_flow_dev.bench import admission, procstats
+from zen_flow_dev.bench.environment import (
+    Environment,
+    create_namespace,
+    delete_namespace,
+    install_crd,
+    load_crd,
+    machine,
+)
+from zen_flow_dev.bench.scenarios import measure_cache, measure_flows, measure_waiting
+from zen_flow_dev.bench.session import ControllerSettings, Session
+from zen_flow_dev.bench.stats import ratio
+from zen_flow_dev.bench.workloads import Workload, build_workloads, chain, flow_manifest_for
+from zen_flow_dev.testing.controller import ControllerProcess
+
+HARNESS_USER_AGENT = "zen-flow-bench"
+NAMESPACE_DELETE_WAIT = 600.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    preset: str
+    sizes: Mapping[str, int]
+    only: frozenset[str] | None
+    kubeconfig: Path | None
+    out: Path
+    controller: ControllerSettings
+    admission_budget: float
+    skip_admission: bool = False
+    admission_only: bool = False  # no cluster: only figure 6
+    step_timeout: float = 1.0
+    py_spy: bool = False
+    install_crd: bool = True
+    wait_deletes: bool = True
+    """Wait for each run's namespace to be gone before the next run (the quick preset does not: its runs
+    then overlap the namespace controller's clean-up of the previous one)."""
+    """Profile the controller for the whole run with py-spy (collapsed stacks in the logs directory)."""
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    started = datetime.datetime.now(datetime.UTC)
+    results: dict[str, Any] = {
+        "meta": {
+            "date": started.isoformat(timespec="seconds"),
+            "commit": git_commit(),
+            "zen_flow_version": __version__,
+            "preset": config.preset,
+            "sizes": dict(config.sizes),
+            "controller": {"workers": config.controller.workers, "qps": config.controller.qps,
+                           "burst": config.controller.burst, "event_qps": config.controller.event_qps,
+                           "event_burst": config.controller.event_burst, "env": dict(config.controller.env)},
+            "machine": machine(),
+            "command": " ".join(sys.argv),
+        },
+    }  # fmt: skip
+    if not config.skip_admission:
+        progress("admission: validator and webhook timings")
+        results["admission"] = _admission(config.admission_budget)
+    if config.admission_only:
+        results["workloads"] = []
+        return results
+    log_dir = config.out.parent / (config.out.stem + "-logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(
+        tempfile.mkdtemp(prefix="zenflow-bench-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    )
+    try:
+        if config.kubeconfig is not None:
+            env = Environment.existing(config.kubeconfig)
+        else:
+            progress("starting the local cluster (full profile, with the controller's audit log)")
+            env = Environment.local(workdir)
+        try:
+            results["cluster"] = env.describe()
+            results["workloads"], results["controller_idle"] = asyncio.run(_workloads(env, config, log_dir))
+        finally:
+            env.save_logs(log_dir / "cluster")
+            env.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["meta"]["duration_seconds"] = round(
+        (datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1
+    )
+    results["meta"]["logs"] = str(log_dir)
+    return results
+
+
+def _admission(budget: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"validator": admission.time_validator(budget)}
+    try:
+        out["webhook"] = admission.time_webhook(budget)
+    except Exception as exc:  # the webhook is optional for the rest of the run
+        out["webhook_error"] = repr(exc)
+    return out
+
+
+async def _workloads(
+    env: Environment, config: BenchConfig, log_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    options = ClientOptions(qps=5000, burst=5000, user_agent=HARNESS_USER_AGENT, max_concurrent_requests=200)
+    kube = KubeClient(await load_config(str(env.kubeconfig)), options)
+    run_id = secrets.token_hex(3)
+    workloads = build_workloads(config.sizes, config.only)
+    namespaces = {w.name: f"zfb-{run_id}-{w.name}" for w in workloads}
+    base_namespaces = {w.name: f"zfb-{run_id}-{w.name}-base" for w in workloads if w.has_baseline}
+    controller = ControllerProcess(
+        env.controller_kubeconfig,
+        log_dir / "controller.log",
+        namespaces=list(namespaces.values()),
+        extra_args=config.controller.args(),
+        env=dict(config.controller.env),
+    )
+    created: list[str] = []
+    try:
+        if config.install_crd:
+            await install_crd(kube, load_crd())
+        await _warm_up(kube, f"zfb-{run_id}-warmup", run_id)
+        for name in [*namespaces.values(), *base_namespaces.values()]:
+            await create_namespace(kube, name, run_id)
+            created.append(name)
+        progress(f"starting the controller ({' '.join(config.controller.args())}), namespaces zfb-{run_id}-*")
+        controller.start()
+        await asyncio.to_thread(controller.wait_ready, 60.0)
+        if config.py_spy:
+            _attach_py_spy(controller.pid, log_dir / "controller.py-spy.txt")
+        idle = procstats.sample(controller.pid)
+        idle_figures = {
+            "rss_mb": idle.rss_mb if idle else None,
+            "cpu_seconds": idle.cpu_seconds if idle else None,
+        }
+        session = Session(
+            env,
+            kube,
+            controller,
+            config.controller,
+            log_dir,
+            run_id,
+            config.step_timeout,
+            delete_wait=NAMESPACE_DELETE_WAIT if config.wait_deletes else 0.0,
+        )
+        quiet = float(config.sizes.get("quiet_seconds", 10))
+        results = []
+        for workload in workloads:
+            progress(f"{workload.name}: {workload.title} ({workload.steps} steps)")
+            entry = await _one(
+                session, workload, namespaces[workload.name], base_namespaces.get(workload.name), quiet
+            )
+            results.append(entry)
+            for ns in [namespaces[workload.name], base_namespaces.get(workload.name)]:
+                if ns is not None:
+                    await delete_namespace(kube, ns, wait=session.delete_wait)
+        return results, idle_figures
+    finally:
+        controller.stop()
+        for name in created:
+            await delete_namespace(kube, name)
+        await kube.close()
+
+
+def _attach_py_spy(pid: int, output: Path) -> None:
+    """py-spy samples the controller until it exits, then writes collapsed stacks (flamegraph.pl and
+    speedscope read them). Not waited for: it ends with the controller."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(output)]
+    subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    progress(f"py-spy is sampling the controller into {output}")
+
+
+async def _warm_up(kube: KubeClient, namespace: str, run_id: str) -> None:
+    """The apiserver builds a new CRD's storage on its first request (about 2 s here): pay that before
+    the first measured run, with one JobFlow in a namespace the controller does not watch."""
+    await create_namespace(kube, namespace, run_id)
+    manifest = flow_manifest_for(Workload("warmup", "", "flows", chain(1), 1), "warmup", namespace)
+    await kube.request("POST", JOBFLOWS.path(namespace), body=manifest)
+    # Waited for: its clean-up would otherwise count in the first run's cluster-wide requests.
+    await delete_namespace(kube, namespace, wait=120.0)
+
+
+async def _one(
+    session: Session, workload: Workload, namespace: str, base_namespace: str | None, quiet: float
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "workload": workload.name,
+        "title": workload.title,
+        "kind": workload.kind,
+        "flows": workload.flows,
+        "steps_per_flow": workload.dag.size,
+        "steps": workload.steps,
+        "edges": workload.dag.edges * workload.flows,
+    }
+    if workload.kind == "waiting":
+        entry["zen-flow"] = await measure_waiting(session, workload, namespace, quiet)
+        return entry
+    if workload.kind == "cache":
+        entry["zen-flow"] = await measure_cache(session, workload, namespace, quiet)
+        return entry
+    entry["zen-flow"] = await measure_flows(session, workload, "zen-flow", namespace)
+    _summary_line("zen-flow", entry["zen-flow"])
+    started = time.monotonic()
+    if await delete_namespace(session.kube, namespace, wait=session.delete_wait):
+        progress(f"  namespace deleted in {time.monotonic() - started:.1f} s")
+    assert base_namespace is not None
+    entry["baseline"] = await measure_flows(session, workload, "baseline", base_namespace)
+    _summary_line("baseline", entry["baseline"])
+    entry["comparison"] = compare(entry["zen-flow"], entry["baseline"])
+    return entry
+
+
+def _summary_line(engine: str, run: Mapping[str, Any]) -> None:
+    lat = run["transition_latency_ms"]
+    error = f" ERROR {run['error'][:200]}" if run.get("error") else ""
+    progress(
+        f"  {engine}: {run['steps_completed']}/{run['steps']} steps in {run['makespan_seconds']} s "
+        f"({run['steps_per_second']}/s), transition p50 {lat['p50']} ms p99 {lat['p99']} ms{error}"
+    )
+
+
+def compare(zen: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """zen-flow against the baseline: ratios (the headline) and zen-flow's own share of the latency."""
+    lz, lb = zen["transition_latency_ms"], base["transition_latency_ms"]
+    out: dict[str, Any] = {
+        "throughput_ratio": ratio(zen["steps_per_second"], base["steps_per_second"]),
+        "makespan_ratio": ratio(zen["makespan_seconds"], base["makespan_seconds"]),
+        "drain_ratio": ratio(zen["drain_seconds"], base["drain_seconds"]),
+    }
+    if lz["n"] and lb["n"]:
+        for q in ("p50", "p90", "p99"):
+            out[f"latency_{q}_ratio"] = ratio(lz[q], lb[q])
+            out[f"own_share_{q}_ms"] = round(lz[q] - lb[q], 1)
+    return out
+
+
+def git_commit() -> str:
+    """The short commit, with "+dirty" for local changes; or "uncommitted working tree"."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "uncommitted working tree"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown (no git)"

@@ -1,0 +1,230 @@
+"""One measured run each: a workload through zen-flow or the baseline, flows that only wait, a big cache.
+
+Every function returns a JSON-ready dict of figures and never raises for a run that went wrong (a
+timeout, a failed Job): it reports `error` and whatever it measured, so one bad scenario does not lose
+the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Literal
+
+from zen_flow_dev.bench import apicost, procstats
+from zen_flow_dev.bench.baseline import BaselineDriver
+from zen_flow_dev.bench.observer import Observer
+from zen_flow_dev.bench.session import Session
+from zen_flow_dev.bench.stats import summarize, transition_latencies
+from zen_flow_dev.bench.workloads import Workload
+from zen_flow_dev.testing.controller import ControllerProcess
+
+Engine = Literal["zen-flow", "baseline"]
+
+
+async def measure_flows(
+    session: Session, workload: Workload, engine: Engine, namespace: str
+) -> dict[str, Any]:
+    """Create every flow at once; time each step transition and the whole run, count API requests."""
+    flows = workload.flow_names()
+    result: dict[str, Any] = {
+        "engine": engine,
+        "namespace": namespace,
+        "flows": len(flows),
+        "steps": workload.steps,
+    }
+    zen = engine == "zen-flow"
+    async with (
+        Observer(session.kube, namespace, watch_flows=zen) as seen,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        baseline: BaselineDriver | None = None
+        if not zen:
+            driver = await BaselineDriver.connect(session.env.kubeconfig, workload, namespace)
+            baseline = await stack.enter_async_context(driver)
+        procstats.reset_peak(session.controller.pid)
+        before = await session.snapshot()
+        started = time.monotonic()
+        if baseline is not None:
+            await baseline.start()
+        else:
+            await session.create_flows(workload, namespace)
+        result["create_seconds"] = round(time.monotonic() - started, 2)
+
+        def finished() -> bool:
+            if seen.failed or (baseline is not None and baseline.errors):
+                return True
+            return len(seen.completed) >= workload.steps and (not zen or len(seen.flow_done) >= len(flows))
+
+        try:
+            await seen.wait_for(finished, session.timeout_for(workload), f"{workload.name} on {engine}")
+        except TimeoutError as exc:
+            result["error"] = str(exc)
+        if zen:
+            result["settle_seconds"] = await session.settle()
+        after = await session.snapshot()
+        if seen.failed:
+            result["error"] = f"{len(seen.failed)} Jobs failed, e.g. {sorted(seen.failed)[:3]}"
+        if baseline is not None and baseline.errors:
+            result["error"] = f"baseline: {baseline.errors[:3]}"
+
+    latencies = transition_latencies(workload.dag, flows, seen.created, seen.completed)
+    completed = len(seen.completed)
+    last_complete = max(seen.completed.values(), default=started)
+    makespan = last_complete - started
+    result.update(
+        steps_completed=completed,
+        duplicate_jobs=len(seen.duplicates()),
+        transition_latency_ms=summarize(latencies).as_dict(),
+        # Job seen created -> seen Complete: the cluster's share (scheduler, kwok, Job controller).
+        job_run_ms=summarize(
+            [t - seen.created[k] for k, t in seen.completed.items() if k in seen.created]
+        ).as_dict(),
+        makespan_seconds=round(makespan, 2),
+        steps_per_second=round(completed / makespan, 2) if makespan > 0 else 0.0,
+    )
+    if zen:
+        succeeded = sum(1 for phase, _ in seen.flow_done.values() if phase == "Succeeded")
+        last_done = max((t for _, t in seen.flow_done.values()), default=started)
+        result["flows_succeeded"] = succeeded
+        result["drain_seconds"] = round(last_done - started, 2)
+        result["api"] = session.api_figures(before, after, completed)
+    else:
+        result["drain_seconds"] = round(makespan, 2)
+        if before.apiserver is not None and after.apiserver is not None:
+            cluster = session.api_figures(before, after, completed)
+            result["api"] = {k: v for k, v in cluster.items() if k.startswith("cluster_")}
+    result["resources"] = session.resource_figures(before, after)
+    return result
+
+
+async def measure_waiting(
+    session: Session, workload: Workload, namespace: str, quiet_seconds: float
+) -> dict[str, Any]:
+    """Flows whose first step runs for an hour: once their pods run and the controller is idle, count
+    its API requests over a quiet window. Nothing changes, so the target is zero."""
+    result: dict[str, Any] = {"engine": "zen-flow", "namespace": namespace, "flows": workload.flows}
+    roots = [(flow, root) for flow in workload.flow_names() for root in workload.dag.roots]
+    async with Observer(session.kube, namespace, watch_flows=True) as seen:
+        started = time.monotonic()
+        await session.create_flows(workload, namespace)
+        try:
+            await seen.wait_for(
+                lambda: all(key in seen.running for key in roots),
+                session.timeout_for(workload),
+                "pods running",
+            )
+        except TimeoutError as exc:
+            result["error"] = str(exc)
+            return result
+        result["all_running_seconds"] = round(time.monotonic() - started, 2)
+        result["settle_seconds"] = await session.settle(quiet=2.0)
+        before = await session.snapshot()
+        await asyncio.sleep(quiet_seconds)  # the measurement itself: a window in which nothing happens
+        after = await session.snapshot()
+    api = session.api_figures(before, after, 0)
+    result["quiet_window_seconds"] = round(after.mono - before.mono, 2)
+    result["window"] = {
+        key: api[key]
+        for key in ("controller_requests", "controller_by_verb_resource", "reconciles", "status_patches",
+                    "audit_requests", "audit_by_verb_resource")
+        if key in api
+    }  # fmt: skip
+    result["resources"] = session.resource_figures(before, after)
+    return result
+
+
+async def measure_cache(
+    session: Session, workload: Workload, namespace: str, quiet_seconds: float
+) -> dict[str, Any]:
+    """Fill the controller's cache with `workload.steps` suspended Jobs (no pods) of `workload.flows`
+    waiting flows; then its memory, a quiet window at that scale, and a freshly started second controller
+    that syncs the same cache from scratch (its start-up time, memory and API requests).
+
+    Stops the session's controller first for the fresh one (two active controllers would both reconcile):
+    the cache scenario always runs last.
+    """
+    result: dict[str, Any] = {
+        "engine": "zen-flow",
+        "namespace": namespace,
+        "flows": workload.flows,
+        "jobs": workload.steps,
+    }
+    async with Observer(session.kube, namespace, watch_flows=False) as seen:
+        procstats.reset_peak(session.controller.pid)
+        before = await session.snapshot()
+        started = time.monotonic()
+        await session.create_flows(workload, namespace)
+        try:
+            await seen.wait_for(
+                lambda: len(seen.created) >= workload.steps, session.timeout_for(workload), "Jobs"
+            )
+        except TimeoutError as exc:
+            result["error"] = str(exc)
+        result["jobs_seen"] = len(seen.created)
+        result["fill_seconds"] = round(time.monotonic() - started, 2)
+        result["settle_seconds"] = await session.settle(quiet=2.0)
+        filled = await session.snapshot()
+        await asyncio.sleep(quiet_seconds)  # the measurement itself: a window in which nothing happens
+        quiet = await session.snapshot()
+    text = filled.controller_metrics
+    result["cached_jobs"] = int(apicost.metric_sum(text, "zen_flow_informer_cached_objects", resource="jobs"))
+    result["cached_flows"] = int(
+        apicost.metric_sum(text, "zen_flow_informer_cached_objects", resource="jobflows")
+    )
+    result["api_fill"] = session.api_figures(before, filled, workload.steps)
+    result["resources"] = session.resource_figures(before, filled)
+    window = session.api_figures(filled, quiet, 0)
+    result["quiet_window"] = {
+        "seconds": round(quiet.mono - filled.mono, 2),
+        "controller_requests": window["controller_requests"],
+        "audit_requests": window.get("audit_requests"),
+        "by_verb_resource": window.get("audit_by_verb_resource", window["controller_by_verb_resource"]),
+    }
+    session.controller.stop()
+    result["fresh_controller"] = await _fresh_controller(session, namespace)
+    return result
+
+
+async def _fresh_controller(session: Session, namespace: str) -> dict[str, Any]:
+    """A new controller process for the filled namespace: LIST everything, reconcile every flow once."""
+    log = session.log_dir / "controller-fresh.log"
+    proc = ControllerProcess(
+        session.env.controller_kubeconfig,
+        log,
+        namespaces=[namespace],
+        extra_args=session.controller_settings.args(),
+        env=dict(session.controller_settings.env),
+    )
+    out: dict[str, Any] = {}
+    audit_mark = session.env.audit.mark() if session.env.audit else 0
+    wall = time.time()
+    started = time.monotonic()
+    proc.start()
+    try:
+        await asyncio.to_thread(proc.wait_ready, 600.0)
+        out["ready_seconds"] = round(time.monotonic() - started, 2)
+        out["settle_seconds"] = await session.settle(quiet=2.0, limit=300.0, controller=proc)
+        after = await session.snapshot(controller=proc)
+        if after.controller is not None:
+            out["cpu_seconds"] = round(after.controller.cpu_seconds, 2)
+            out["rss_mb"] = round(after.controller.rss_mb, 1)
+            out["peak_rss_mb"] = round(after.controller.peak_rss_mb, 1)
+        requests = apicost.controller_requests(after.controller_metrics)
+        out["controller_by_verb_resource"] = apicost.as_json(requests)
+        out["status_patches"] = {
+            result: int(
+                apicost.metric_sum(after.controller_metrics, "zen_flow_status_patches_total", result=result)
+            )
+            for result in ("written", "unchanged", "conflict")
+        }
+        if session.env.audit is not None:
+            out["audit_by_verb_resource"] = apicost.as_json(
+                session.env.audit.count(audit_mark, wall, after.wall)
+            )
+    except (TimeoutError, RuntimeError) as exc:
+        out["error"] = str(exc)[:2000]
+    finally:
+        proc.stop()
+    return out

@@ -1,0 +1,73 @@
+"""Latency samples and their summaries; step-transition latencies from an observed run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from zen_flow_dev.bench.workloads import Dag
+
+StepKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Milliseconds. `n` = 0 means no samples (every other field is then 0)."""
+
+    n: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default) on sorted data."""
+    if not ordered:
+        return 0.0
+    position = (len(ordered) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(seconds: Sequence[float]) -> Summary:
+    ordered = sorted(s * 1000 for s in seconds)
+    if not ordered:
+        return Summary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return Summary(
+        n=len(ordered),
+        p50=round(percentile(ordered, 0.5), 1),
+        p90=round(percentile(ordered, 0.9), 1),
+        p99=round(percentile(ordered, 0.99), 1),
+        max=round(ordered[-1], 1),
+        mean=round(sum(ordered) / len(ordered), 1),
+    )
+
+
+def transition_latencies(
+    dag: Dag, flows: Sequence[str], created: Mapping[StepKey, float], completed: Mapping[StepKey, float]
+) -> list[float]:
+    """Per step with dependencies: seen-created minus the last dependency's seen-Complete (seconds).
+
+    Steps whose Job or dependencies were never seen are left out (the run is then reported incomplete).
+    """
+    out: list[float] = []
+    for flow in flows:
+        for step, deps in dag.steps:
+            if not deps or (flow, step) not in created:
+                continue
+            done = [completed.get((flow, dep)) for dep in deps]
+            if any(t is None for t in done):
+                continue
+            out.append(created[(flow, step)] - max(t for t in done if t is not None))
+    return out
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 2) if denominator else None

@@ -1,0 +1,67 @@
+"""Where the example flows are: the project's own, the compatibility fixtures, and the original's.
+
+The project's `examples/` and `tests/fixtures/original-forms/` are in every checkout and are always
+tested. The original zen-flow's own example files are not ours to copy in: when a folder of them sits
+beside the checkout (`../shared/examples-upstream`) the tests that apply them run too; otherwise those
+tests are skipped with `UPSTREAM_MISSING` as the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLES = REPO / "examples"
+ORIGINAL_FORMS = REPO / "tests" / "fixtures" / "original-forms"
+UPSTREAM_EXAMPLES = REPO.parent / "shared" / "examples-upstream"
+UPSTREAM_MISSING = f"the original zen-flow's examples are not beside this checkout ({UPSTREAM_EXAMPLES})"
+# The flows `make dev` runs when given none: a DAG and a chain, both done in seconds.
+DEV_DEFAULTS = (EXAMPLES / "dag.yaml", EXAMPLES / "chain.yaml")
+# A fixture's expected final phase on the local cluster (no approval given).
+EXPECT_PHASE = "zen-flow.test/expect-phase"
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.yaml"))
+
+
+def project_examples() -> list[Path]:
+    return _yaml_files(EXAMPLES)
+
+
+def original_forms() -> list[Path]:
+    return _yaml_files(ORIGINAL_FORMS)
+
+
+def upstream_examples() -> list[Path]:
+    """The original's example files, or [] when they are not beside the checkout."""
+    return _yaml_files(UPSTREAM_EXAMPLES) if UPSTREAM_EXAMPLES.is_dir() else []
+
+
+def load(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    return doc
+
+
+def upstream_params(*names: str) -> list[Any]:
+    """pytest parameters of the original's files (all, or those `names`): one skipped parameter saying
+    why when the folder is absent."""
+    found = [p for p in upstream_examples() if not names or p.name in names]
+    if not found:
+        return [pytest.param(None, id="upstream", marks=pytest.mark.skip(reason=UPSTREAM_MISSING))]
+    return [pytest.param(p, id=f"upstream/{p.name}") for p in found]
+
+
+def original_form_params(*, upstream: bool = True) -> list[Any]:
+    """Flows in the original's field forms: our fixtures always, plus the original's files."""
+    ours = [pytest.param(p, id=f"original-forms/{p.name}") for p in original_forms()]
+    return ours + (upstream_params() if upstream else [])
+
+
+def all_flow_params() -> list[Any]:
+    """Every flow file the project answers for: examples, fixtures, and the original's when present."""
+    return [pytest.param(p, id=f"examples/{p.name}") for p in project_examples()] + original_form_params()

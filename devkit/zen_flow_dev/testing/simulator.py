@@ -1,0 +1,217 @@
+"""A fake cluster for the planner: applies a Plan's actions to an in-memory set of Jobs, completes or
+fails Jobs on request, and moves a fake clock. Used by the planner's tests and benchmarks; no I/O.
+
+    sim = Simulator(flow, now=T0)
+    sim.reconcile()                 # plan + apply, like one controller reconcile
+    sim.complete(sim.running()[0])  # the Job controller finished a Job
+    sim.advance(sim.last.requeue_after)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from zen_flow.api.constants import FlowPhase
+from zen_flow.api.job import Job
+from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.api.meta import Condition
+from zen_flow.core import mergepatch
+from zen_flow.planner import CreateJob, CreateResource, DeleteFlow, DeleteJob, Peer, Plan, plan
+
+
+class DuplicateCreate(AssertionError):
+    """The planner asked to create a Job that already exists (a real apiserver would answer 409)."""
+
+
+@dataclass
+class Simulator:
+    flow: JobFlow
+    now: datetime
+    jobs: dict[str, Job] = field(default_factory=dict)
+    plans: list[Plan] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # every Job name ever created, in order
+    flow_deleted: bool = False
+    # Objects of spec.resourceTemplates: (kind, name) -> manifest, as created.
+    resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # False: a deleted Job lingers with a deletionTimestamp (as while its pods terminate) until
+    # `collect()` removes it; True: it disappears at once.
+    instant_delete: bool = True
+    strict: bool = True  # raise DuplicateCreate instead of ignoring a second create of one name
+    _uid: int = 0
+
+    @property
+    def last(self) -> Plan:
+        return self.plans[-1]
+
+    @property
+    def phase(self) -> str | None:
+        return self.flow.status.phase
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
+
+    def reconcile(self, *, write_status: bool = True, peers: Sequence[Peer] = ()) -> Plan:
+        """One reconcile; `write_status=False` simulates a status write lost after the actions ran;
+        `peers`: the other flows of its concurrency group (see `zen_flow_dev.testing.group`)."""
+        result = plan(self.flow, list(self.jobs.values()), self.now, peers=peers)
+        self.apply(result, write_status=write_status)
+        return result
+
+    def apply(self, result: Plan, *, write_status: bool = True) -> None:
+        self.plans.append(result)
+        for action in result.actions:
+            if isinstance(action, CreateJob):
+                self._create(action)
+            elif isinstance(action, DeleteJob):
+                self._delete(action.name)
+            elif isinstance(action, DeleteFlow):
+                self.flow_deleted = True
+            elif isinstance(action, CreateResource):
+                if (action.kind, action.name) in self.resources and self.strict:
+                    raise DuplicateCreate(f"{action.kind} {action.name}")
+                self.resources[(action.kind, action.name)] = action.body
+        if write_status and result.status != self.flow.status:
+            # Through the wire, as the controller does it: a JSON merge patch on the old status. A
+            # status that does not survive the round trip unchanged would cause endless writes.
+            old = self.flow.status.to_wire()
+            wire = mergepatch.apply(old, mergepatch.diff(old, result.status.to_wire()))
+            self.flow = self.flow.model_copy(update={"status": JobFlowStatus.model_validate(wire)})
+
+    def _create(self, action: CreateJob) -> None:
+        name = action.name
+        if name in self.jobs:
+            if self.strict:
+                raise DuplicateCreate(name)
+            return
+        self._uid += 1
+        meta: dict[str, Any] = dict(action.body["metadata"])
+        meta["uid"] = f"uid-{self._uid}"
+        meta["creationTimestamp"] = self.now.isoformat()
+        self.jobs[name] = Job.model_validate({"metadata": meta, "spec": action.body.get("spec", {})})
+        self.created.append(name)
+
+    def _delete(self, name: str) -> None:
+        job = self.jobs.get(name)
+        if job is None:
+            return
+        if self.instant_delete:
+            del self.jobs[name]
+        else:
+            meta = job.metadata.model_copy(update={"deletion_timestamp": self.now})
+            self.jobs[name] = job.model_copy(update={"metadata": meta})
+
+    def collect(self) -> None:
+        """Garbage-collect Jobs that are being deleted."""
+        self.jobs = {n: j for n, j in self.jobs.items() if not j.deleting}
+
+    # --- what the Job controller and users do ---------------------------------------------------------
+
+    def running(self) -> list[str]:
+        return sorted(n for n, j in self.jobs.items() if not j.finished and not j.deleting)
+
+    def _finish(self, name: str, type_: str, reason: str, message: str, **counts: Any) -> None:
+        """Terminal condition plus the counters and times the Job controller sets for a one-pod Job (what
+        output parameters such as `$.succeeded` read)."""
+        job = self.jobs[name]
+        cond = Condition(
+            type=type_, status="True", reason=reason, message=message, last_transition_time=self.now
+        )
+        update: dict[str, Any] = {
+            "conditions": (*job.status.conditions, cond),
+            "start_time": job.status.start_time or self.now,
+            "active": 0,
+            **counts,
+        }
+        status = job.status.model_copy(update=update)
+        self.jobs[name] = job.model_copy(update={"status": status})
+
+    def complete(self, name: str) -> None:
+        self._finish(name, "Complete", "Completed", "", succeeded=1, completion_time=self.now)
+
+    def fail(self, name: str, reason: str = "BackoffLimitExceeded", message: str = "Job has failed") -> None:
+        self._finish(name, "Failed", reason, message, failed=1)
+
+    def vanish(self, name: str) -> None:
+        """Someone else deleted the Job."""
+        self.jobs.pop(name, None)
+
+    def advance(self, seconds: float | None) -> None:
+        if seconds:
+            self.now += timedelta(seconds=seconds)
+
+    def annotate(self, key: str, value: str | None) -> None:
+        annotations = dict(self.flow.metadata.annotations)
+        if value is None:
+            annotations.pop(key, None)
+        else:
+            annotations[key] = value
+        meta = self.flow.metadata.model_copy(update={"annotations": annotations})
+        self.flow = self.flow.model_copy(update={"metadata": meta})
+
+    def set_suspend(self, suspend: bool) -> None:
+        spec = self.flow.spec.model_copy(update={"suspend": suspend})
+        meta = self.flow.metadata.model_copy(update={"generation": self.flow.metadata.generation + 1})
+        self.flow = self.flow.model_copy(update={"spec": spec, "metadata": meta})
+
+
+Outcome = Callable[[str], str]  # Job name -> "complete" | "fail" | "wait"
+
+
+def run(
+    sim: Simulator,
+    outcome: Outcome,
+    *,
+    max_rounds: int = 10_000,
+    tick: float = 1.0,
+    on_idle: Callable[[Simulator], bool] | None = None,
+) -> int:
+    """Drive the flow until it is terminal and return the number of reconciles.
+
+    Each round: reconcile, settle every running Job as `outcome` says ("wait" leaves it running), then
+    move the clock: by `tick` while Jobs are busy, else to the planner's requested wake-up. `on_idle`
+    runs when nothing else can happen (e.g. to approve a Manual step); without progress the flow is
+    stuck and an AssertionError says where.
+    """
+    for rounds in range(1, max_rounds + 1):
+        result = sim.reconcile()
+        if sim.terminal:
+            return rounds
+        settled = False
+        for name in sim.running():
+            verdict = outcome(name)
+            if verdict == "complete":
+                sim.complete(name)
+                settled = True
+            elif verdict == "fail":
+                sim.fail(name)
+                settled = True
+        busy = settled or bool(result.actions) or bool(sim.running())
+        if busy:
+            step = tick if result.requeue_after is None else min(tick, result.requeue_after)
+            sim.advance(step)
+        elif result.requeue_after is not None:
+            sim.advance(max(result.requeue_after, 0.001))
+        elif (
+            not (on_idle is not None and on_idle(sim))
+            and len(sim.plans) > 1
+            and sim.plans[-2].status == result.status
+        ):
+            raise AssertionError(f"flow is stuck in {sim.phase}: {sim.flow.status.message}")
+    raise AssertionError(f"flow did not finish within {max_rounds} rounds")
+
+
+def random_outcome(rng: random.Random, failure_rate: float = 0.2, wait_rate: float = 0.2) -> Outcome:
+    """Settle Jobs at random: fail with `failure_rate`, stay running with `wait_rate`, else complete."""
+
+    def decide(_: str) -> str:
+        roll = rng.random()
+        if roll < failure_rate:
+            return "fail"
+        return "wait" if roll < failure_rate + wait_rate else "complete"
+
+    return decide

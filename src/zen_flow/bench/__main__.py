@@ -1,3 +1,0 @@
-from zen_flow.bench.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""The process: every long-running task in one TaskGroup, and an orderly shutdown.
+
+Informers, the event recorder, the health/metrics server and the webhooks run on every replica; only the
+reconcile workers wait for leadership, so a standby is warm (its caches are synced) and takes over within
+a lease period. Any long-running task that ends unexpectedly ends the process (crash, don't limp).
+On SIGTERM the queue is shut down first (workers finish the key in hand), the lease is released so a
+successor starts at once, then everything else is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+import ssl
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from zen_flow import __version__
+from zen_flow import logging as zf_logging
+from zen_flow.config import Settings, split_addr
+from zen_flow.controller.health import Probe, create_health_app
+from zen_flow.controller.metrics import InformerStats, Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.informer import JobFlowInformer, JobInformer
+from zen_flow.informer.decoding import release_freed_memory
+from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.cluster import Cluster
+from zen_flow.kube.config import load_config
+from zen_flow.kube.errors import KubeError
+from zen_flow.kube.events import EventRecorder
+from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.leases import LeaseClient
+from zen_flow.kube.objects import ObjectClient
+from zen_flow.machinery.clock import Clock, SystemClock
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.leader import LeaderElector, LeadershipLost
+from zen_flow.machinery.ratelimit import default_controller_rate_limiter
+from zen_flow.machinery.workqueue import WorkQueue
+
+log = structlog.get_logger("zen_flow.controller.app")
+
+# An informer that made no progress (list, event or bookmark) for this long is stuck. Watches end every
+# 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
+# reports progress far more often than this.
+STALE_INFORMER_SECONDS = 15 * 60
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to cancel the remaining tasks on an orderly shutdown."""
+
+
+class PrometheusQueueMetrics:
+    """`WorkQueue` hooks onto the client-go-named workqueue metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def add(self, name: str) -> None:
+        self._m.wq_adds.labels(name).inc()
+
+    def depth(self, name: str, depth: int) -> None:
+        self._m.wq_depth.labels(name).set(depth)
+
+    def queue_duration(self, name: str, seconds: float) -> None:
+        self._m.wq_latency.labels(name).observe(seconds)
+
+    def work_duration(self, name: str, seconds: float) -> None:
+        self._m.wq_work.labels(name).observe(seconds)
+
+    def retry(self, name: str) -> None:
+        self._m.wq_retries.labels(name).inc()
+
+
+async def _critical(name: str, coro: Coroutine[Any, Any, object], stop: asyncio.Event | None = None) -> None:
+    """Run a task that must not end: returning is a crash, unless `stop` says we are shutting down."""
+    await coro
+    if stop is None or not stop.is_set():
+        raise RuntimeError(f"{name} ended unexpectedly")
+
+
+async def _serve_site(app: web.Application, addr: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    host, port = split_addr(addr)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        log.info("serving", addr=addr, tls=ssl_context is not None)
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await runner.cleanup()
+
+
+def _informer_probe(name: str, informer: JobFlowInformer | JobInformer, clock: Clock) -> Probe:
+    def check() -> str | None:
+        idle = clock.monotonic() - informer.last_progress
+        if informer.has_synced and idle > STALE_INFORMER_SECONDS:
+            return f"no list, event or bookmark for {idle:.0f}s"
+        return None
+
+    return Probe(f"informer-{name}", check)
+
+
+def _synced_probe(name: str, informer: JobFlowInformer | JobInformer) -> Probe:
+    return Probe(f"informer-{name}-synced", lambda: None if informer.has_synced else "cache not synced yet")
+
+
+MEMORY_RELEASE_SECONDS = 30.0
+
+
+def freeze_long_lived() -> None:
+    """Exempt what exists now (imported code, the freshly synced cache) from cyclic garbage collection.
+
+    A full collection walks every tracked object. An admission review of a 500-step flow builds ~50,000
+    dicts and lists that live long enough to be promoted, so full collections ran every few reviews and
+    each walked the whole process: the webhook's p99 was 98 ms against a p50 of 42 ms, with those pauses
+    (docs/BENCHMARKS.md). Frozen objects are still freed by reference counting (cached models hold no
+    cycles); only a cycle among them would never be collected.
+    """
+    gc.collect()
+    gc.freeze()
+    log.debug("gc frozen", objects=gc.get_freeze_count())
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock: Clock | None = None) -> None:
+    """Run the controller until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
+    clock = clock or SystemClock()
+    stop = stop or _signal_event()
+    metrics = Metrics()
+    config = await load_config(settings.kubeconfig)
+    log.info(
+        "starting zen-flow",
+        version=__version__,
+        cluster=config.host,
+        config=config.source,
+        namespaces=list(settings.namespaces) or "all",
+        workers=settings.workers,
+        leader_elect=settings.leader_elect,
+    )
+    options = ClientOptions(qps=settings.qps, burst=settings.burst)
+
+    def count_request(verb: str, resource: str, code: int) -> None:
+        metrics.api_requests.labels(verb, resource, str(code)).inc()
+
+    async with KubeClient(config, options, clock=clock, on_response=count_request) as kube:
+        job_api, flow_api = JobClient(kube), JobFlowClient(kube)
+        flows = JobFlowInformer(flow_api, clock=clock, namespaces=settings.namespaces)
+        jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces)
+        queue: WorkQueue[str] = WorkQueue(
+            name="jobflows",
+            clock=clock,
+            rate_limiter=default_controller_rate_limiter(clock),
+            metrics=PrometheusQueueMetrics(metrics),
+        )
+        metrics.wq_unfinished.labels("jobflows").set_function(queue.unfinished_work_seconds)
+        metrics.wq_longest.labels("jobflows").set_function(queue.longest_running_processor_seconds)
+        recorder = EventRecorder(kube, clock=clock, qps=settings.event_qps, burst=settings.event_burst)
+        controller = Controller(
+            flows=flows,
+            jobs=jobs,
+            api=Cluster(job_api, flow_api, ObjectClient(kube)),
+            queue=queue,
+            expectations=Expectations(clock),
+            events=recorder,
+            clock=clock,
+            metrics=metrics,
+        )
+        flows.add_handler(
+            on_add=controller.on_flow_event,
+            on_update=lambda old, new: controller.on_flow_event(new, old),
+            on_delete=controller.on_flow_deleted,
+        )
+        jobs.add_handler(
+            on_add=controller.on_job_event,
+            on_update=lambda _old, new: controller.on_job_event(new),
+            on_delete=lambda job: controller.on_job_event(job, deleted=True),
+        )
+        metrics.watch_flows(flows.list)
+        metrics.watch_informers(lambda: [InformerStats(i.name, i.events, i.lists) for i in (flows, jobs)])
+        metrics.informer_cached.labels("jobflows").set_function(lambda: len(flows.store))
+        metrics.informer_cached.labels("jobs").set_function(lambda: len(jobs.store))
+
+        async def work() -> None:
+            await flows.wait_synced()
+            await jobs.wait_synced()
+            log.info("caches synced; reconciling", flows=len(flows.store), jobs=len(jobs.store))
+            freeze_long_lived()
+            async with asyncio.TaskGroup() as workers:
+                for n in range(settings.workers):
+                    workers.create_task(controller.run_worker(), name=f"worker-{n}")
+                if settings.resync_seconds > 0:
+                    workers.create_task(_resync(flows, queue, clock, settings.resync_seconds))
+
+        elector: LeaderElector | None = None
+        if settings.leader_elect:
+            # A standby exports 0 (not nothing), so "no leader" alerts can sum over replicas.
+            metrics.leader.labels(settings.leader_election_name).set(0)
+            elector = LeaderElector(
+                LeaseClient(kube),
+                settings.leader_election_name,
+                settings.lease_namespace,
+                settings.elector_identity,
+                clock,
+                lease_duration=int(settings.lease_duration),
+                renew_deadline=settings.renew_deadline,
+                retry_period=settings.retry_period,
+            )
+
+            async def lead() -> None:
+                metrics.leader.labels(settings.leader_election_name).set(1)
+                metrics.leader_transitions.inc()
+                try:
+                    await work()
+                finally:
+                    metrics.leader.labels(settings.leader_election_name).set(0)
+
+            campaign = elector
+
+            async def reconcile() -> None:
+                await campaign.run(lead)
+        else:
+            reconcile = work
+
+        liveness = [_informer_probe("jobflows", flows, clock), _informer_probe("jobs", jobs, clock)]
+        readiness = [_synced_probe("jobflows", flows), _synced_probe("jobs", jobs)]
+        webhook = _webhook_server(settings, metrics)
+        if webhook is not None:
+            readiness.append(Probe("webhook-tls", webhook.tls_problem))
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(_critical("jobflow informer", flows.run()))
+                tg.create_task(_critical("job informer", jobs.run()))
+                tg.create_task(_critical("event recorder", recorder.run()))
+                tg.create_task(_critical("memory release", _release_memory(clock, MEMORY_RELEASE_SECONDS)))
+                if settings.metrics_addr:
+                    health = create_health_app(metrics, liveness, readiness)
+                    tg.create_task(_critical("health server", _serve_site(health, settings.metrics_addr)))
+                if webhook is not None:
+                    tg.create_task(_critical("webhook server", webhook.serve(settings.webhook_addr)))
+                reconciler = tg.create_task(_critical("reconcile", reconcile(), stop))
+                await stop.wait()
+                log.info("shutting down: finishing in-flight reconciles, releasing the lease")
+                queue.shutdown()
+                # Workers return once the queue is shut down; lead() then returns and the elector releases.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.renew_deadline):
+                        await asyncio.shield(reconciler)
+                raise _Stop
+        except* _Stop:
+            log.info("stopped")
+        except* LeadershipLost:
+            log.error("lost leadership; exiting so a fresh process rejoins as a follower")
+            raise
+
+
+async def _release_memory(clock: Clock, period: float) -> None:
+    """Give the C heap's free pages back to the OS now and then (see `release_freed_memory`).
+
+    Every watch event is parsed in Rust heap memory before it becomes a model; under a burst of events
+    the freed parse trees leave the heap larger than the cache. A trim costs a few milliseconds.
+    """
+    while True:
+        await clock.sleep(period)
+        release_freed_memory()
+
+
+async def _resync(flows: JobFlowInformer, queue: WorkQueue[str], clock: Clock, period: float) -> None:
+    """Safety net for lost edges: re-enqueue every cached flow now and then (no API calls)."""
+    while True:
+        await clock.sleep(period)
+        for flow in flows.list():
+            queue.add(flow.key)
+
+
+def _webhook_server(settings: Settings, metrics: Metrics) -> Any:
+    """The admission webhook server, or None when disabled or when no certificate is mounted."""
+    if not settings.webhook_addr:
+        return None
+    cert_dir = Path(settings.webhook_cert_dir)
+    if not (cert_dir / "tls.crt").exists():
+        log.warning("admission webhooks disabled: no tls.crt/tls.key", cert_dir=str(cert_dir))
+        return None
+    from zen_flow.webhook.runtime import WebhookRuntime
+
+    return WebhookRuntime(cert_dir, metrics)
+
+
+def _signal_event() -> asyncio.Event:
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+def run_controller(settings: Settings) -> int:
+    zf_logging.configure(settings.log_format, settings.log_level)
+    started = time.monotonic()
+    code = 0
+    try:
+        asyncio.run(serve(settings))
+    except* KubeError as group:
+        log.error("cannot reach the cluster", error=str(group.exceptions[0]))
+        code = 1
+    except* LeadershipLost:
+        code = 1
+    except* Exception as group:
+        log.error("controller crashed", error=repr(group.exceptions[0]), exc_info=group.exceptions[0])
+        code = 1
+    log.info("exited", code=code, uptime_seconds=round(time.monotonic() - started, 1))
+    return code

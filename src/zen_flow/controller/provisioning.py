@@ -1,0 +1,98 @@
+"""Creating a flow's `spec.resourceTemplates` objects (PVCs, ConfigMaps) for the controller.
+
+No informer caches these kinds, so no expectations either: the create's answer carries the UID, the
+status write records the object, and only then does a later reconcile start steps. A 409 after a lost
+status write is resolved by reading the object: ours (controller UID) is adopted; one being deleted is
+waited for; anything else fails the flow, as does a manifest the apiserver refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from zen_flow import planner
+from zen_flow.api import JobFlow, JobFlowStatus
+from zen_flow.api.jobflow import ObjectRef
+from zen_flow.api.meta import ObjectMeta
+from zen_flow.kube.errors import AlreadyExists, Invalid
+
+log = structlog.get_logger("zen_flow.controller.reconciler")
+
+
+class ResourceApi(Protocol):
+    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
+    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
+
+
+@dataclass
+class Provisioned:
+    """What `create_resources` did: {(kind, name): uid} created or adopted, names held by objects being
+    deleted, problems that fail the flow, and (when failing) the refs of what was made."""
+
+    uids: dict[tuple[str, str], str] = field(default_factory=dict)
+    waiting: set[tuple[str, str]] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+    recorded: list[ObjectRef] = field(default_factory=list)
+
+
+def with_resource_uids(
+    status: JobFlowStatus, uids: dict[tuple[str, str], str], waiting: set[tuple[str, str]]
+) -> JobFlowStatus:
+    """Fill in the UIDs of the objects just created or adopted, and drop the refs of those still waiting
+    for a namesake to be deleted (not recorded, they are tried again on the next reconcile)."""
+    refs = tuple(
+        ref.model_copy(update={"uid": uids[(ref.kind or "", ref.name)]})
+        if not ref.uid and uids.get((ref.kind or "", ref.name))
+        else ref
+        for ref in status.resource_refs
+        if (ref.kind or "", ref.name) not in waiting
+    )
+    return status.model_copy(update={"resource_refs": refs})
+
+
+async def create_resources(api: ResourceApi, flow: JobFlow, actions: Sequence[planner.Action]) -> Provisioned:
+    """Create the objects of spec.resourceTemplates the plan asks for.
+
+    No informer caches them, so no expectations either: the create's answer carries the UID, the
+    status write records the object, and only then does a later reconcile start steps. A 409 after a
+    lost status write is resolved by reading the object: ours (controller UID) is adopted; one being
+    deleted is waited for; anything else fails the flow, as does a manifest the apiserver refuses.
+    """
+    made = Provisioned()
+    ns, uid = flow.metadata.namespace, flow.metadata.uid
+    for action in actions:
+        if not isinstance(action, planner.CreateResource):
+            continue
+        key = (action.kind, action.name)
+        try:
+            meta = await api.create_resource(ns, action.kind, action.body)
+            made.uids[key] = meta.uid
+            log.info("created resource", kind=action.kind, name=action.name)
+            continue
+        except AlreadyExists:
+            meta = await api.get_resource(ns, action.kind, action.name)
+        except Invalid as err:
+            made.problems.append(f"{action.kind} {action.name}: {err.message or err}")
+            continue
+        owner = meta.controller_ref()
+        if owner is not None and owner.uid == uid:
+            made.uids[key] = meta.uid
+            log.info("adopted resource", kind=action.kind, name=action.name)
+        elif meta.deletion_timestamp is not None:
+            made.waiting.add(key)
+            log.info("resource name held by an object being deleted", kind=action.kind, name=action.name)
+        else:
+            holder = f"; it belongs to {owner.kind} {owner.name}" if owner is not None else ""
+            made.problems.append(
+                f"{action.kind} {action.name} already exists and was not created by this flow{holder}"
+            )
+    if made.problems:
+        made.recorded = [
+            ObjectRef(api_version="v1", kind=kind, name=name, namespace=ns, uid=object_uid or None)
+            for (kind, name), object_uid in made.uids.items()
+        ]
+    return made

@@ -1,0 +1,365 @@
+"""Reconcile workers: take a flow key from the queue, plan, apply the plan, write status once.
+
+Level-based: a key is all a worker gets; everything else is read from the informer caches. Reconcile is
+idempotent (deterministic Job names, 409 = adopt), so running it twice is harmless, and it never acts on
+a cache that has not yet seen its own creates and deletes (expectations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from zen_flow import planner
+from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.provisioning import create_resources, with_resource_uids
+from zen_flow.core import mergepatch
+from zen_flow.informer import owner_flow_key
+from zen_flow.kube.errors import AlreadyExists, Conflict, NotFound
+from zen_flow.machinery.clock import Clock
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
+from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.validation import has_started, validate_jobflow
+
+log = structlog.get_logger("zen_flow.controller.reconciler")
+
+# How long to wait for our own status write to show up in the cache before trusting the cache anyway.
+WRITE_VISIBLE_TIMEOUT = 5.0
+
+# Job creates in flight per reconcile. With the default 8 workers that is at most 64 requests, well below
+# the client's connection pool (100), which the watches (two per namespace) share.
+CREATE_CONCURRENCY = 8
+
+# How soon to look again when a resourceTemplates object's name is held by an object being deleted (a
+# flow deleted and re-created under the same name: the old flow's PVC waits for its pods to go).
+RESOURCE_RETRY_SECONDS = 5.0
+
+
+class FlowCache(Protocol):
+    def get(self, key: str) -> JobFlow | None: ...
+    def parse_error(self, key: str) -> str | None: ...
+    def concurrency_group(self, group: str) -> Sequence[JobFlow]: ...
+
+
+class JobCache(Protocol):
+    def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
+
+
+class ClusterApi(Protocol):
+    """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
+    async def delete_job(self, namespace: str, name: str) -> None: ...
+    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        """Returns the new resourceVersion."""
+        ...
+
+    async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
+    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
+    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
+
+
+class EventSink(Protocol):
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None: ...
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        flows: FlowCache,
+        jobs: JobCache,
+        api: ClusterApi,
+        queue: WorkQueue[str],
+        expectations: Expectations,
+        events: EventSink,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._flows = flows
+        self._jobs = jobs
+        self._api = api
+        self._queue = queue
+        self._expectations = expectations
+        self._events = events
+        self._clock = clock
+        self._metrics = metrics
+        # Validation is pure but not free (500 steps: milliseconds); a spec only changes with its generation.
+        self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}
+        # flow uid -> (resourceVersion of our last status write, monotonic deadline). Until the informer
+        # delivers that version, the cached flow is older than what we wrote: reconciling it would only
+        # earn a 409 (the patch is conditional) and a wasted round trip.
+        self._written: dict[str, tuple[str, float]] = {}
+        # UIDs of grouped flows this controller started whose start the cache does not show yet: their
+        # group's Forbid flows must see them running already (read your own writes across flows).
+        self._starting: set[str] = set()
+
+    # --- informer handlers: only enqueue (and lower expectations) -----------------------------------
+
+    def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
+        written = self._written.get(flow.metadata.uid)
+        if written is not None and written[0] == flow.metadata.resource_version:
+            del self._written[flow.metadata.uid]
+        if flow.status.start_time is not None or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+            self._starting.discard(flow.metadata.uid)
+        self._queue.add(flow.key)
+        self._wake_group(old, flow)
+
+    def on_flow_deleted(self, flow: JobFlow) -> None:
+        self._expectations.forget(flow.metadata.uid)
+        self._validated.pop(flow.metadata.uid, None)
+        self._written.pop(flow.metadata.uid, None)
+        self._starting.discard(flow.metadata.uid)
+        self._queue.add(flow.key)
+        self._wake_group(flow, None)
+
+    def _wake_group(self, old: JobFlow | None, new: JobFlow | None) -> None:
+        """A flow of a concurrency group started, finished or went away: its group decides anew."""
+        for key in planner.keys_to_wake(old, new, self._flows.concurrency_group):
+            self._queue.add(key)
+
+    def on_job_event(self, job: Job, *, deleted: bool = False) -> None:
+        key = owner_flow_key(job)
+        owner = job.metadata.controller_ref()
+        if key is None or owner is None:
+            return
+        if deleted:
+            self._expectations.deletion_observed(owner.uid, job.metadata.name)
+        else:
+            self._expectations.creation_observed(owner.uid, job.metadata.name)
+            if job.deleting:
+                self._expectations.deletion_observed(owner.uid, job.metadata.name)
+        self._queue.add(key)
+
+    # --- workers -------------------------------------------------------------------------------------
+
+    async def run_worker(self) -> None:
+        while True:
+            try:
+                key = await self._queue.get()
+            except QueueShutDown:
+                return
+            started = time.perf_counter()
+            try:
+                with structlog.contextvars.bound_contextvars(flow=key):
+                    requeue_after = await self.reconcile(key)
+            except Conflict as exc:
+                # Expected now and then (a stale cache); the conditional write refused it. Retry soon.
+                self._metrics.reconciles.labels("conflict").inc()
+                log.debug("status conflict; retrying", flow=key, error=str(exc))
+                self._queue.add_rate_limited(key)
+            except Exception as exc:
+                self._metrics.reconciles.labels("error").inc()
+                log.warning("reconcile failed; retrying with backoff", flow=key, error=str(exc), exc_info=exc)
+                self._queue.add_rate_limited(key)
+            else:
+                self._queue.forget(key)
+                if requeue_after is not None:
+                    self._metrics.reconciles.labels("requeue").inc()
+                    self._queue.add_after(key, requeue_after)
+                else:
+                    self._metrics.reconciles.labels("ok").inc()
+            finally:
+                self._metrics.reconcile_duration.observe(time.perf_counter() - started)
+                self._queue.done(key)
+
+    async def reconcile(self, key: str) -> float | None:
+        flow = self._flows.get(key)
+        if flow is None or flow.metadata.deletion_timestamp is not None:
+            return None  # gone: owner references let the garbage collector remove its Jobs
+        uid = flow.metadata.uid
+        if not self._expectations.satisfied(uid):
+            # Our own creates/deletes are not in the cache yet; their watch events will enqueue us again.
+            return None
+        written = self._written.get(uid)
+        if written is not None:
+            remaining = written[1] - self._clock.monotonic()
+            if remaining > 0:
+                # Our last status write is on its way to the cache and its event wakes us; the requeue
+                # is only the safety net for when that event never comes (a relist skipped it).
+                return remaining
+            del self._written[uid]  # never arrived (e.g. a relist skipped it): trust the cache again
+        errors = self._validation_errors(flow)
+        now = self._clock.now()
+        started = time.perf_counter()
+        if errors:
+            result = planner.fail_invalid(flow, errors, now)
+            self._metrics.reconciles.labels("invalid").inc()
+        else:
+            result = planner.plan(flow, self._jobs.jobs_for(uid), now, peers=self._peers(flow))
+            self._track_start(flow, result.status)
+        self._metrics.plan_duration.observe(time.perf_counter() - started)
+        made = await create_resources(self._api, flow, result.actions)
+        if made.problems:
+            result = planner.fail_resources(flow, made.problems, now, made.recorded)
+        created = await self._apply(flow, result.actions)
+        status = _with_job_uids(result.status, created) if created else result.status
+        if made.uids or made.waiting:
+            status = with_resource_uids(status, made.uids, made.waiting)
+        if status != flow.status:
+            await self._write_status(flow, status)
+        else:
+            self._metrics.status_patches.labels("unchanged").inc()
+        for event in result.events:
+            self._events.emit(flow, event.type, event.reason, event.message)
+        if made.waiting and not made.problems:
+            return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
+        return result.requeue_after
+
+    def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
+        group = planner.group_of(flow)
+        if group is None:
+            return ()
+        return planner.peers_of(flow, self._flows.concurrency_group(group), self._starting)
+
+    def _track_start(self, flow: JobFlow, status: JobFlowStatus) -> None:
+        # Before any await: another worker may plan a flow of the same group while this one's Job
+        # creates and status write are in flight.
+        if status.start_time is None:
+            self._starting.discard(flow.metadata.uid)
+        elif flow.status.start_time is None and planner.group_of(flow) is not None:
+            self._starting.add(flow.metadata.uid)
+
+    def _validation_errors(self, flow: JobFlow) -> tuple[str, ...]:
+        """Errors that make the flow fail now; empty for valid flows and for flows already under way.
+
+        A flow that started was valid when it started (webhook, or this check on its first reconcile);
+        re-validating it after an upgrade that added a rule would fail work that is running fine, and
+        `spec.steps` cannot change after the start anyway (admission and CEL enforce it).
+        """
+        uid, generation = flow.metadata.uid, flow.metadata.generation
+        cached = self._validated.get(uid)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        if (parse_error := self._flows.parse_error(flow.key)) is not None:
+            errors: tuple[str, ...] = (parse_error,)
+        else:
+            raw = flow.model_dump(by_alias=True, exclude_none=True, mode="json")
+            errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
+        self._validated[uid] = (generation, errors)
+        return errors
+
+    async def _apply(self, flow: JobFlow, actions: Sequence[planner.Action]) -> dict[str, str]:
+        """Execute the plan's actions; returns {job name: uid} of the Jobs it created."""
+        ns, uid = flow.metadata.namespace, flow.metadata.uid
+        created: dict[str, str] = {}
+        creates = [a for a in actions if isinstance(a, planner.CreateJob)]
+        deletes = [a for a in actions if isinstance(a, planner.DeleteJob)]
+        if creates:
+            self._expectations.expect_creations(uid, [a.body["metadata"]["name"] for a in creates])
+        if deletes:
+            self._expectations.expect_deletions(uid, [a.name for a in deletes])
+        gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def create_one(create: planner.CreateJob) -> None:
+            name = create.body["metadata"]["name"]
+            try:
+                async with gate:
+                    job = await self._api.create_job(ns, create.body)
+                created[name] = job.metadata.uid
+                self._metrics.job_creates.labels("created").inc()
+                log.info("created job", step=create.step, job=name, attempt=create.attempt)
+            except AlreadyExists:
+                # Same deterministic name: a previous reconcile created it and its status write was lost.
+                self._metrics.job_creates.labels("adopted").inc()
+                self._expectations.creation_observed(uid, name)
+            except Exception:
+                self._metrics.job_creates.labels("error").inc()
+                self._expectations.creation_failed(uid, name)
+                raise
+
+        # Concurrently: one after the other, the last Job of a 200-wide fan-out waited for 199 round trips
+        # (docs/BENCHMARKS.md). Every create is attempted even when one fails, so no expectation is left
+        # waiting for a create that was never sent; the first error is raised once all have settled.
+        outcomes = await asyncio.gather(*(create_one(c) for c in creates), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+        for delete in deletes:
+            try:
+                await self._api.delete_job(ns, delete.name)
+            except NotFound:
+                self._expectations.deletion_observed(uid, delete.name)
+            cause = _delete_cause(delete.reason)
+            self._metrics.job_deletes.labels(cause).inc()
+            if cause == "timeout":
+                self._metrics.step_timeouts.labels(ns).inc()
+            log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
+        for action in actions:
+            if isinstance(action, planner.DeleteFlow):
+                with contextlib.suppress(NotFound):  # already gone: what we wanted
+                    await self._api.delete_flow(ns, flow.metadata.name, uid)
+                log.info("deleted flow", reason=action.reason)
+        return created
+
+    async def _write_status(self, flow: JobFlow, status: JobFlowStatus) -> None:
+        old = flow.status.to_wire()
+        new = status.to_wire()
+        patch = mergepatch.diff(old, new)
+        if not patch:
+            self._metrics.status_patches.labels("unchanged").inc()
+            return
+        # The resourceVersion makes the patch conditional: a status computed from a stale cache is refused
+        # (409) instead of overwriting a newer one; the worker retries once the cache caught up.
+        body = {"metadata": {"resourceVersion": flow.metadata.resource_version}, "status": patch}
+        try:
+            rv = await self._api.patch_flow_status(flow.metadata.namespace, flow.metadata.name, body)
+        except Conflict:
+            self._metrics.status_patches.labels("conflict").inc()
+            raise
+        self._metrics.status_patches.labels("written").inc()
+        cached = self._flows.get(flow.key)
+        # The watch event may already have been applied while we awaited the response.
+        if rv and (cached is None or cached.metadata.resource_version != rv):
+            self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
+        self._record_transitions(flow, status)
+
+    def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:
+        ns = flow.metadata.namespace
+        before = {s.name: s.phase for s in flow.status.steps}
+        for step in status.steps:
+            if before.get(step.name) != step.phase:
+                self._metrics.step_transitions.labels(ns, step.phase).inc()
+                if step.phase == StepPhase.RETRYING:
+                    self._metrics.step_retries.labels(ns).inc()
+                if (
+                    step.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
+                    and step.start_time
+                    and step.completion_time
+                ):
+                    seconds = (step.completion_time - step.start_time).total_seconds()
+                    self._metrics.step_duration.labels(ns, step.phase).observe(seconds)
+        if status.phase != flow.status.phase and status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+            self._metrics.flow_completions.labels(ns, status.phase).inc()
+
+
+def _delete_cause(reason: str) -> str:
+    """A bounded metric label for why a Job was stopped (the planner's reason is free text)."""
+    lowered = reason.lower()
+    for mark, cause in ((TIMEOUT_MARK, "timeout"), ("deadline", "deadline"), ("replaced", "replaced")):
+        if mark in lowered:
+            return cause
+    return "other"
+
+
+def _with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowStatus:
+    """Fill in the UIDs of Jobs this reconcile just created, so the status is complete in one write
+    (otherwise the next reconcile would learn them from the cache and write status a second time)."""
+    steps = tuple(
+        step.model_copy(
+            update={"job_ref": step.job_ref.model_copy(update={"uid": created[step.job_ref.name]})}
+        )
+        if step.job_ref is not None and not step.job_ref.uid and step.job_ref.name in created
+        else step
+        for step in status.steps
+    )
+    return status.model_copy(update={"steps": steps})

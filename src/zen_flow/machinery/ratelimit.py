@@ -1,0 +1,179 @@
+"""Rate limiters: client-go's controller retry limiters, and a token bucket for API-call QPS.
+
+Two uses, one token-bucket core:
+
+* Work-queue retries (`RateLimiter`): `when(item)` answers "how long before this item may be retried".
+  `default_controller_rate_limiter()` is client-go's `DefaultTypedControllerRateLimiter`:
+  the max of a per-item exponential backoff (5 ms · 2^failures, capped at 1000 s) and a global token
+  bucket (10 qps, burst 100), so one broken flow backs off on its own and a storm of failures cannot
+  retry faster than ~10/s overall.
+* Client-side API throttling (`TokenBucket`): `await bucket.acquire()` before each API request, like
+  client-go's `--kube-api-qps` / `--kube-api-burst` flowcontrol limiter.
+
+Both buckets use *reserve* semantics (golang.org/x/time/rate `Reserve`): taking a token never fails; if
+none is free the bucket goes into debt and the caller is told how long to wait. Time comes from an
+injected `Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Hashable
+from typing import Protocol
+
+from zen_flow.machinery.clock import Clock
+
+
+class RateLimiter(Protocol):
+    def when(self, item: Hashable) -> float:
+        """Record one more failure of `item`; return the seconds to wait before retrying it."""
+        ...
+
+    def forget(self, item: Hashable) -> None:
+        """`item` succeeded (or was dropped): clear its failure history."""
+        ...
+
+    def num_requeues(self, item: Hashable) -> int:
+        """How many failures of `item` are on record."""
+        ...
+
+
+class ItemExponentialFailureRateLimiter:
+    """Per item `base_delay · 2^failures`, capped at `max_delay`; `forget` starts the item over."""
+
+    def __init__(self, base_delay: float = 0.005, max_delay: float = 1000.0) -> None:
+        if base_delay <= 0 or max_delay < base_delay:
+            raise ValueError("need 0 < base_delay <= max_delay")
+        self._base = base_delay
+        self._max = max_delay
+        self._failures: dict[Hashable, int] = {}
+
+    def when(self, item: Hashable) -> float:
+        exp = self._failures.get(item, 0)
+        self._failures[item] = exp + 1
+        # Beyond ~2^1023 the float overflows; far earlier than that the cap applies anyway.
+        if exp >= 1000:
+            return self._max
+        return min(self._base * 2.0**exp, self._max)
+
+    def forget(self, item: Hashable) -> None:
+        self._failures.pop(item, None)
+
+    def num_requeues(self, item: Hashable) -> int:
+        return self._failures.get(item, 0)
+
+
+class _Bucket:
+    """The token bucket arithmetic of golang.org/x/time/rate, on an injected monotonic clock.
+
+    Starts full (`burst` tokens); refills at `qps` tokens per second up to `burst`. `reserve()` takes
+    one token, possibly going negative, and returns how long until that token will have been earned.
+    """
+
+    def __init__(self, qps: float, burst: int, clock: Clock) -> None:
+        if qps <= 0:
+            raise ValueError("qps must be positive (math.inf disables the limit)")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._qps = qps
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock.monotonic()
+
+    def reserve(self) -> float:
+        if math.isinf(self._qps):
+            return 0.0
+        self._refill()
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._qps
+
+    def give_back(self) -> None:
+        """Return a reserved token that will not be used (the waiter was cancelled)."""
+        if not math.isinf(self._qps):
+            self._refill()
+            self._tokens = min(self._burst, self._tokens + 1.0)
+
+    def _refill(self) -> None:
+        now = self._clock.monotonic()
+        elapsed = max(0.0, now - self._last)
+        self._last = max(self._last, now)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._qps)
+
+
+class TokenBucketRateLimiter:
+    """A global limit over all items: `when()` is the delay until the next token, never a refusal.
+
+    It keeps no per-item state, so `forget` does nothing and `num_requeues` is always 0 (as in client-go).
+    """
+
+    def __init__(self, qps: float = 10.0, burst: int = 100, *, clock: Clock) -> None:
+        self._bucket = _Bucket(qps, burst, clock)
+
+    def when(self, item: Hashable) -> float:
+        return self._bucket.reserve()
+
+    def forget(self, item: Hashable) -> None:
+        return None
+
+    def num_requeues(self, item: Hashable) -> int:
+        return 0
+
+
+class MaxOfRateLimiter:
+    """The longest delay any of `limiters` asks for. Every limiter sees every call, so all keep count."""
+
+    def __init__(self, *limiters: RateLimiter) -> None:
+        if not limiters:
+            raise ValueError("need at least one limiter")
+        self._limiters = limiters
+
+    def when(self, item: Hashable) -> float:
+        return max([limiter.when(item) for limiter in self._limiters])
+
+    def forget(self, item: Hashable) -> None:
+        for limiter in self._limiters:
+            limiter.forget(item)
+
+    def num_requeues(self, item: Hashable) -> int:
+        return max(limiter.num_requeues(item) for limiter in self._limiters)
+
+
+def default_controller_rate_limiter(clock: Clock) -> MaxOfRateLimiter:
+    """client-go's default: max(per-item 5 ms · 2^n capped at 1000 s, global 10 qps with burst 100)."""
+    return MaxOfRateLimiter(
+        ItemExponentialFailureRateLimiter(base_delay=0.005, max_delay=1000.0),
+        TokenBucketRateLimiter(qps=10.0, burst=100, clock=clock),
+    )
+
+
+class TokenBucket:
+    """Client-side QPS/burst limit for API calls: `await acquire()` before each request.
+
+    Up to `burst` calls pass at once; after that calls are spaced `1/qps` seconds apart, in the order
+    they called `acquire()`. `math.inf` qps disables the limit.
+    """
+
+    def __init__(self, qps: float, burst: int, *, clock: Clock) -> None:
+        self._bucket = _Bucket(qps, burst, clock)
+        self._clock = clock
+
+    async def acquire(self) -> None:
+        delay = self._bucket.reserve()
+        if delay <= 0:
+            return
+        try:
+            await self._clock.sleep(delay)
+        except asyncio.CancelledError:
+            # The request will not be sent: do not charge it against later callers.
+            self._bucket.give_back()
+            raise
+
+    def try_acquire(self) -> bool:
+        """Take a token only if one is free right now (no debt); for callers that would rather skip."""
+        delay = self._bucket.reserve()
+        if delay > 0:
+            self._bucket.give_back()
+            return False
+        return True

@@ -1,0 +1,304 @@
+"""client-go's rate-limited work queue (`util/workqueue`), ported to asyncio.
+
+Guarantees, as in client-go:
+
+* **Fair**: keys are handed out in the order they were added (FIFO).
+* **Stingy**: a key waiting in the queue is held once, however often it is added (the `dirty` set);
+  a key is never handed to two workers at once (the `processing` set). Adding a key that a worker is
+  processing marks it dirty; `done()` then puts it back in the queue, so the change is seen again.
+* **Delayed and rate-limited adds**: `add_after` keeps only the earliest pending timer per key;
+  `add_rate_limited` asks the limiter for the delay (per-key backoff, global bucket); `forget` clears
+  the key's failure history and must be called when a key succeeds.
+* **Shutdown notification**: `get()` raises `QueueShutDown` once there is nothing more to hand out.
+
+Worker loop::
+
+    while True:
+        try:
+            key = await queue.get()
+        except QueueShutDown:
+            return
+        try:
+            requeue_after = await reconcile(key)
+        except Exception:
+            queue.add_rate_limited(key)          # back off
+        else:
+            queue.forget(key)                    # success: reset the backoff
+            if requeue_after is not None:
+                queue.add_after(key, requeue_after)
+        finally:
+            queue.done(key)                      # always, or the key is stuck forever
+
+Everything runs on one event loop, and no method awaits between reading and changing the queue's state,
+so no lock is needed. Timers come from the injected clock (`Clock.call_later`), so no background task is
+owned by the queue and `FakeClock` drives delayed adds in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, Protocol, TypeVar
+
+from zen_flow.machinery.clock import Clock, SystemClock, Timer
+from zen_flow.machinery.ratelimit import RateLimiter, default_controller_rate_limiter
+
+K = TypeVar("K", bound=Hashable)
+
+
+class QueueShutDown(Exception):
+    """Raised by `WorkQueue.get()` once the queue is shut down and has nothing left to hand out."""
+
+
+class QueueMetrics(Protocol):
+    """Event hooks, named after client-go's workqueue metrics (all labelled with the queue's `name`).
+
+    The two gauges about work in progress (`workqueue_unfinished_work_seconds`,
+    `workqueue_longest_running_processor_seconds`) are not pushed: read them at scrape time from
+    `WorkQueue.unfinished_work_seconds()` / `longest_running_processor_seconds()` (e.g. with
+    prometheus_client's `Gauge.set_function`), so they are exact instead of sampled on a ticker.
+    """
+
+    def add(self, name: str) -> None:
+        """workqueue_adds_total: a key became dirty (duplicate adds of a queued key do not count)."""
+        ...
+
+    def depth(self, name: str, depth: int) -> None:
+        """workqueue_depth: keys waiting to be processed (queued, or dirty while being processed)."""
+        ...
+
+    def queue_duration(self, name: str, seconds: float) -> None:
+        """workqueue_queue_duration_seconds: from the add that made the key dirty to its `get()`."""
+        ...
+
+    def work_duration(self, name: str, seconds: float) -> None:
+        """workqueue_work_duration_seconds: from `get()` to `done()`."""
+        ...
+
+    def retry(self, name: str) -> None:
+        """workqueue_retries_total: one `add_after` / `add_rate_limited` call (as in client-go)."""
+        ...
+
+
+class NoQueueMetrics:
+    """The default `QueueMetrics`: records nothing."""
+
+    def add(self, name: str) -> None:
+        return None
+
+    def depth(self, name: str, depth: int) -> None:
+        return None
+
+    def queue_duration(self, name: str, seconds: float) -> None:
+        return None
+
+    def work_duration(self, name: str, seconds: float) -> None:
+        return None
+
+    def retry(self, name: str) -> None:
+        return None
+
+
+class WorkQueue(Generic[K]):
+    """A deduplicating FIFO of keys with delayed and rate-limited adds (see the module docstring).
+
+    Parameters (keyword-only):
+        name: the `name` label passed to the metrics hooks.
+        clock: time source for delays and durations (default `SystemClock()`).
+        rate_limiter: consulted by `add_rate_limited` (default client-go's controller limiter).
+        metrics: event hooks (default: none).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        clock: Clock | None = None,
+        rate_limiter: RateLimiter | None = None,
+        metrics: QueueMetrics | None = None,
+    ) -> None:
+        self.name = name
+        self._clock: Clock = clock or SystemClock()
+        self._limiter: RateLimiter = rate_limiter or default_controller_rate_limiter(self._clock)
+        self._metrics: QueueMetrics = metrics or NoQueueMetrics()
+        self._queue: deque[K] = deque()
+        self._dirty: set[K] = set()
+        self._processing: dict[K, float] = {}  # key -> monotonic time of its get()
+        self._added_at: dict[K, float] = {}  # key -> monotonic time it became dirty
+        self._timers: dict[K, tuple[float, Timer]] = {}  # key -> (deadline, timer): earliest only
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._shutting_down = False
+        self._drained = asyncio.Event()
+
+    # -- producers ----------------------------------------------------------------------------------
+    def add(self, key: K) -> None:
+        """Queue `key` unless it is already waiting; ignored after shutdown."""
+        if self._shutting_down or key in self._dirty:
+            return
+        self._dirty.add(key)
+        self._added_at.setdefault(key, self._clock.monotonic())
+        self._metrics.add(self.name)
+        self._metrics.depth(self.name, len(self._dirty))
+        if key in self._processing:
+            return  # done() re-queues it: never two workers on one key
+        self._queue.append(key)
+        self._wake_one()
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Add `key` once `delay` seconds have passed; a later deadline never replaces an earlier one."""
+        if self._shutting_down:
+            return
+        self._metrics.retry(self.name)
+        if delay <= 0:
+            self.add(key)
+            return
+        deadline = self._clock.monotonic() + delay
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending[0] <= deadline:
+                return
+            pending[1].cancel()
+        timer = self._clock.call_later(delay, lambda: self._fire(key, deadline))
+        self._timers[key] = (deadline, timer)
+
+    def add_rate_limited(self, key: K) -> None:
+        """Add `key` after the delay the rate limiter assigns it (counts one more failure)."""
+        self.add_after(key, self._limiter.when(key))
+
+    def forget(self, key: K) -> None:
+        """Clear `key`'s failure history (its next `add_rate_limited` starts from the base delay)."""
+        self._limiter.forget(key)
+
+    def num_requeues(self, key: K) -> int:
+        return self._limiter.num_requeues(key)
+
+    # -- consumers ----------------------------------------------------------------------------------
+    async def get(self) -> K:
+        """Wait for a key and mark it processing; the caller must call `done(key)` (in a `finally`).
+
+        Raises `QueueShutDown` after `shutdown()`, or after `shutdown_with_drain()` once the queue is
+        empty. A getter cancelled while waiting takes no key.
+        """
+        while True:
+            if self._queue:
+                return self._take()
+            if self._shutting_down:
+                raise QueueShutDown
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # we were woken for a key we will not take: pass the wakeup on
+                raise
+
+    def done(self, key: K) -> None:
+        """Finish processing `key`; if it was added meanwhile, it goes to the back of the queue."""
+        started = self._processing.pop(key, None)
+        if started is None:
+            raise ValueError(f"done({key!r}) for a key that is not being processed")
+        self._metrics.work_duration(self.name, self._clock.monotonic() - started)
+        if key in self._dirty:
+            self._queue.append(key)
+            self._wake_one()
+        self._check_drained()
+
+    # -- shutdown -----------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop now: later adds are ignored, pending delayed adds and queued keys are dropped, and every
+        waiting or future `get()` raises `QueueShutDown`. Keys being processed may still call `done`.
+
+        Unlike client-go's `ShutDown` (which still hands out queued items) this drops them: reconcile is
+        level-based, so a key dropped here is picked up again by whoever reconciles next.
+        """
+        self._begin_shutdown()
+        self._queue.clear()
+        self._dirty.clear()
+        self._added_at.clear()
+        self._metrics.depth(self.name, 0)
+        self._wake_all()
+        self._check_drained()
+
+    async def shutdown_with_drain(self) -> None:
+        """Stop accepting adds, keep handing out the keys already queued, and return once the queue is
+        empty and every key handed out is `done` (client-go's `ShutDownWithDrain`). Getters raise
+        `QueueShutDown` as soon as nothing is left to hand out. Bound it with a timeout if workers may hang.
+        """
+        self._begin_shutdown()
+        self._wake_all()
+        self._check_drained()
+        await self._drained.wait()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    # -- introspection ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Keys queued and ready to be handed out (not counting keys being processed or delayed)."""
+        return len(self._queue)
+
+    @property
+    def processing(self) -> frozenset[K]:
+        return frozenset(self._processing)
+
+    @property
+    def delayed(self) -> int:
+        """Keys waiting on an `add_after` timer."""
+        return len(self._timers)
+
+    def unfinished_work_seconds(self) -> float:
+        """Sum of the time every in-progress key has been processing (workqueue_unfinished_work_seconds)."""
+        now = self._clock.monotonic()
+        return sum(now - started for started in self._processing.values())
+
+    def longest_running_processor_seconds(self) -> float:
+        """How long the oldest in-progress key has been processing (0 when idle)."""
+        if not self._processing:
+            return 0.0
+        return self._clock.monotonic() - min(self._processing.values())
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _take(self) -> K:
+        key = self._queue.popleft()
+        self._dirty.discard(key)
+        now = self._clock.monotonic()
+        self._processing[key] = now
+        added = self._added_at.pop(key, None)
+        if added is not None:
+            self._metrics.queue_duration(self.name, now - added)
+        self._metrics.depth(self.name, len(self._dirty))
+        if self._queue:
+            self._wake_one()  # several keys may have arrived while fewer getters were woken
+        return key
+
+    def _fire(self, key: K, deadline: float) -> None:
+        pending = self._timers.get(key)
+        if pending is not None and pending[0] == deadline:
+            del self._timers[key]
+            self.add(key)
+
+    def _wake_one(self) -> None:
+        while self._getters:
+            waiter = self._getters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        while self._getters:
+            waiter = self._getters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _begin_shutdown(self) -> None:
+        self._shutting_down = True
+        for _, timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _check_drained(self) -> None:
+        if self._shutting_down and not self._queue and not self._processing:
+            self._drained.set()
