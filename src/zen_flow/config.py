@@ -59,6 +59,16 @@ class Settings:
         default="/etc/webhook/certs",
         metadata={"help": "directory holding tls.crt and tls.key (reloaded on change)"},
     )
+    expression_budget: float = field(
+        default=2.0,
+        metadata={
+            "help": "seconds one `when` with comprehensions may evaluate (in a worker process) before its "
+            "step fails"
+        },
+    )
+    expression_workers: int = field(
+        default=2, metadata={"help": "worker processes for `when` expressions with comprehensions"}
+    )
     resync_seconds: float = field(
         default=0.0, metadata={"help": "re-enqueue every cached flow this often (0 disables)"}
     )
@@ -159,16 +169,30 @@ def _check(s: Settings) -> None:
         problems.append("--workers must be >= 1")
     if s.qps <= 0 or s.burst < 1:
         problems.append("--qps must be > 0 and --burst >= 1")
+    if s.expression_budget <= 0 or s.expression_workers < 1:
+        problems.append("--expression-budget must be > 0 and --expression-workers >= 1")
     if s.event_qps <= 0 or s.event_burst < 1:
         problems.append("--event-qps must be > 0 and --event-burst >= 1")
     if not s.lease_duration > s.renew_deadline > 1.2 * s.retry_period > 0:
         problems.append("need --lease-duration > --renew-deadline > 1.2 x --retry-period > 0")
     if s.log_format not in ("json", "console", "auto"):
         problems.append("--log-format must be json, console or auto")
+    for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):
+        if addr:  # empty disables the server
+            try:
+                split_addr(addr)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
     if problems:
         raise ValueError("; ".join(problems))
 
 
 def split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host or "0.0.0.0", int(port)
+    """`host:port`, `:port` (all interfaces) or `[v6]:port` -> (host, port); the one parser for every
+    listen address (metrics and webhooks alike)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{addr!r} is not host:port (e.g. :8080, 127.0.0.1:8080, [::1]:8080)")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"{addr!r}: write an IPv6 host in brackets, e.g. [::1]:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from validation_samples import EXAMPLES, base_flow, step
 
@@ -112,14 +113,14 @@ def test_missing_and_unreadable_paths_exit_2(tmp_path: Path) -> None:
     code, _, err = run(tmp_path / "nope.yaml", binary)
     assert code == 2
     assert f"{tmp_path / 'nope.yaml'}: no such file or directory" in err
-    assert f"{binary}: cannot read" in err
+    assert f"{binary}: not UTF-8 text (byte 0)" in err
 
 
 def test_yaml_specific_values_do_not_crash_the_validator(tmp_path: Path) -> None:
     path = tmp_path / "odd.yaml"
     path.write_text(
         "apiVersion: workflow.kube-zen.io/v1alpha1\nkind: JobFlow\nmetadata: {name: odd}\n"
-        "spec:\n  steps:\n  - name: a\n    timeoutSeconds: 2024-01-01\n    template: &t {spec: *t}\n"
+        "spec:\n  steps:\n  - name: a\n    timeoutSeconds: 2024-01-01\n    template: {spec: 1.5e3}\n"
     )
     code, lines, _ = run(path)
     assert code == 1
@@ -132,3 +133,77 @@ def test_the_cli_entry_point_is_wired(tmp_path: Path, capsys: Any) -> None:
     code = main(["validate", str(write(tmp_path / "bad.yaml", bad_flow()))])
     assert code == 1
     assert 'Not found: "zzz"' in capsys.readouterr().out
+
+
+# --- hostile input: bounded, one line, exit 2, never a traceback ---------------------------------------
+
+BOMB = "\n".join(
+    ["a: &a [" + ",".join(['"lol"'] * 9) + "]"]
+    + [f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(BOMB, "expands to more than 1,000,000 YAML nodes (aliases included)", id="alias-bomb"),
+        pytest.param("kind: JobFlow\nspec: &s {steps: [*s]}\n", "recursive alias", id="recursive-alias"),
+        pytest.param("[" * 3000 + "]" * 3000, "nested more than 100 levels deep", id="deep-nesting"),
+        pytest.param(b"\x7fELF\x02\x01\x01\x00\xff\xfe", "not UTF-8 text (byte 8)", id="binary"),
+        pytest.param("kind: JobFlow\nspec: [unclosed\n", "not valid YAML", id="broken"),
+    ],
+)
+def test_hostile_files_are_refused_in_one_line_with_exit_2(
+    tmp_path: Path, content: str | bytes, message: str
+) -> None:
+    path = tmp_path / "hostile.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    code, lines, err = run(path)
+    assert code == 2
+    assert lines == []
+    (line,) = [x for x in err.splitlines() if not x.startswith("zen-flow validate:")]
+    assert line.startswith(f"{path}: ")
+    assert message in line
+    assert "Traceback" not in err
+
+
+def test_the_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    assert len(BOMB) < 1000  # 9^9 = 387 million strings if expanded
+    code, _, err = run(path)
+    assert code == 2
+    assert "aliases included" in err
+
+
+def test_oversized_and_special_files_are_refused_before_parsing(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * (8 * 1024 * 1024) + b"\n")
+    code, _, err = run(big, "/dev/zero")
+    assert code == 2
+    assert f"{big}: larger than 8 MiB" in err
+    assert "/dev/zero: not a regular file" in err
+
+
+def test_anchors_that_share_a_template_are_fine(tmp_path: Path) -> None:
+    flow = """\
+apiVersion: workflow.kube-zen.io/v1alpha1
+kind: JobFlow
+metadata: {name: shared}
+spec:
+  steps:
+    - name: a
+      template: &job
+        apiVersion: batch/v1
+        kind: Job
+        spec: {template: {spec: {restartPolicy: Never, containers: [{name: main, image: busybox}]}}}
+    - name: b
+      dependencies: [a]
+      template: *job
+"""
+    path = tmp_path / "anchors.yaml"
+    path.write_text(flow)
+    assert run(path)[0] == 0

@@ -34,7 +34,7 @@ from zen_flow.core import naming
 from zen_flow.core.durations import parse_duration
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
-from zen_flow.validation import io, limits, policy
+from zen_flow.validation import io, limits, policy, size
 from zen_flow_dev.testing.examples import all_flow_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,6 +283,7 @@ def test_spec_limits_are_the_validators() -> None:
     assert limit(rules, "maxItems") == limits.MAX_POD_FAILURE_RULES
     assert limit(f"{rules}[].onExitCodes.values", "maxItems") == limits.MAX_EXIT_CODE_VALUES
     assert limit(f"{rules}[].onPodConditions", "maxItems") == limits.MAX_POD_CONDITION_PATTERNS
+    assert limit("spec.steps[].outputs.parameters", "maxItems") == size.MAX_OUTPUT_PARAMETERS
     assert f"size() <= {limits.MAX_FLOW_NAME}" in SCHEMA["x-kubernetes-validations"][0]["rule"]
 
 

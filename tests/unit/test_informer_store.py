@@ -159,6 +159,17 @@ def test_backoff_jitter_stays_within_bounds() -> None:
     assert 0.8 <= first <= 1.6
 
 
+def test_backoff_keeps_its_jitter_at_the_cap() -> None:
+    """client-go jitters the capped delay too (30-60 s), so replicas that lost the apiserver together
+    do not all come back at the same instant."""
+    backoff = Backoff(ReflectorOptions(), FakeClock(), random.Random(7))
+    for _ in range(6):
+        backoff.next()
+    at_cap = [backoff.next() for _ in range(50)]
+    assert all(30.0 <= d <= 60.0 for d in at_cap)
+    assert max(at_cap) - min(at_cap) > 10.0  # spread, not a constant
+
+
 # --- a scripted apiserver -------------------------------------------------------------------------
 
 END = object()

@@ -263,3 +263,70 @@ async def test_an_exec_plugin_asking_for_cluster_info_gets_the_server_and_ca(tmp
     assert info["server"] == "https://10.0.0.1:6443"
     assert info["tls-server-name"] == "api"
     assert base64.b64decode(info["certificate-authority-data"]) == ca.cert_path.read_bytes()
+
+
+# --- strict typing: the verdicts client-go gives, each one line ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cluster", "user", "message"),
+    [
+        pytest.param(
+            {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": "false"},
+            {"token": "t"},
+            "clusters[0] ('c').cluster.insecure-skip-tls-verify: Input should be a valid boolean",
+            id="quoted-bool-never-turns-verification-off",
+        ),
+        pytest.param(
+            None,
+            {"auth-provider": "gcp"},
+            "users[0] ('u').user.auth-provider: Input should be",
+            id="auth-provider-as-a-string",
+        ),
+        pytest.param(
+            None,
+            {"auth-provider": {"name": "gcp"}},
+            "user auth-provider 'gcp' is not supported",
+            id="auth-provider-refused",
+        ),
+        pytest.param(
+            None, {"token": 42}, "users[0] ('u').user.token: Input should be a valid string", id="int-token"
+        ),
+        pytest.param(
+            None, {"exec": {"command": ["x"]}}, "user.exec.command: Input should be a valid string", id="exec"
+        ),
+    ],
+)
+async def test_wrongly_typed_fields_are_refused_with_the_field_named(
+    tmp_path: Path, cluster: dict[str, Any] | None, user: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(KubeError) as caught:
+        await load_config(str(kubeconfig(tmp_path / "kc", user=user, cluster=cluster)))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_user_that_is_a_string_is_an_error_not_an_anonymous_user(tmp_path: Path) -> None:
+    path = tmp_path / "kc"
+    doc = yaml.safe_load(kubeconfig(path, user={"token": "t"}).read_text())
+    doc["users"][0]["user"] = "alice"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(KubeError, match=r"users\[0\] \('u'\).user must be a mapping, not the string 'alice'"):
+        await load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("clusters: " + "[" * 2000 + "]" * 2000, "nested more than 100 levels deep", id="deep"),
+        pytest.param("a: &a [*a]", "recursive alias", id="recursive"),
+        pytest.param("clusters: [unclosed", "not valid YAML", id="broken"),
+    ],
+)
+async def test_malformed_files_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "kc"
+    path.write_text(text)
+    with pytest.raises(KubeError) as caught:
+        await load_config(str(path))
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"kubeconfig {path}: ")

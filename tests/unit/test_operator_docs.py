@@ -29,7 +29,7 @@ def _settings_rows() -> dict[str, list[str]]:
 def test_operator_guide_settings_table_is_settings() -> None:
     rows = _settings_rows()
     expected = {"--" + f.name.replace("_", "-"): f for f in fields(Settings)}
-    assert set(rows) == set(expected), "regenerate the table from zen_flow.config.Settings"
+    assert set(rows) == set(expected), "regenerate the table: .venv/bin/python tools/settings-table.py"
     for flag, f in expected.items():
         _, env, default, meaning = rows[flag]
         assert env == "ZEN_FLOW_" + f.name.upper()

@@ -188,6 +188,39 @@ def test_a_spec_too_large_for_etcd_is_rejected_with_limit_and_size() -> None:
     assert "the serialized spec is 10" in str(error)
 
 
+def _outputs(count: int) -> dict[str, Any]:
+    return {"parameters": [{"name": f"p{i}", "valueFrom": {"jsonPath": "$.succeeded"}} for i in range(count)]}
+
+
+def test_a_flow_whose_status_could_outgrow_etcd_is_rejected_at_admission() -> None:
+    """The hostile-input probe: 100 steps x 60 output parameters passed and then hung with every status
+    write refused. Both the per-step cap and the whole-object bound speak now."""
+    chain = [job_step("s0", outputs=_outputs(60))] + [
+        job_step(f"s{i}", f"s{i - 1}", outputs=_outputs(60)) for i in range(1, 100)
+    ]
+    errors = errors_of(make_flow(*chain))
+    assert (
+        "spec.steps[0].outputs.parameters: Too many: 60: must have at most 32 items: "
+        "each value is stored in the flow's status, which must fit in etcd"
+    ) in [str(e) for e in errors]
+    (size,) = [e for e in errors if e.path == "spec"]
+    assert "its status can grow to" in str(size)
+    assert "over the 1,400,000 that fit in etcd" in str(size)
+
+
+def test_big_flows_that_fit_are_admitted() -> None:
+    chain = [job_step("s0")] + [job_step(f"s{i}", f"s{i - 1}") for i in range(1, 500)]
+    assert_valid(make_flow(*chain))  # the largest flow, without outputs
+    with_outputs = [job_step("s0", outputs=_outputs(1))] + [
+        job_step(f"s{i}", f"s{i - 1}", outputs=_outputs(1)) for i in range(1, 500)
+    ]
+    assert_valid(make_flow(*with_outputs))  # one output parameter per step still fits
+    wide = [job_step("s0", outputs=_outputs(32))] + [
+        job_step(f"s{i}", "s0", outputs=_outputs(32)) for i in range(1, 25)
+    ]
+    assert_valid(make_flow(*wide))
+
+
 # --- step names ----------------------------------------------------------------------------------------
 
 

@@ -324,17 +324,27 @@ def test_prometheus_hooks_count_reviews_reloads_and_expiry() -> None:
     [("0.0.0.0:9443", ("0.0.0.0", 9443)), (":9443", ("0.0.0.0", 9443)), ("[::1]:8443", ("::1", 8443))],
 )
 def test_split_address(addr: str, expected: tuple[str, int]) -> None:
-    from zen_flow.webhook.runtime import split_address
+    from zen_flow.config import split_addr
 
-    assert split_address(addr) == expected
+    assert split_addr(addr) == expected
 
 
-@pytest.mark.parametrize("addr", ["9443", "host:", "host:https"])
+@pytest.mark.parametrize("addr", ["9443", "host:", "host:https", ":70000", "::1:8443", "[::1:8443"])
 def test_split_address_rejects_garbage(addr: str) -> None:
-    from zen_flow.webhook.runtime import split_address
+    from zen_flow.config import split_addr
 
-    with pytest.raises(ValueError, match="host:port"):
-        split_address(addr)
+    with pytest.raises(ValueError, match=r"host:port|brackets"):
+        split_addr(addr)
+
+
+@pytest.mark.parametrize("flag", ["--metrics-addr", "--webhook-addr"])
+def test_both_listen_addresses_are_checked_at_start_up_by_the_same_rules(flag: str) -> None:
+    from zen_flow.cli import build_parser
+    from zen_flow.config import load
+
+    args = build_parser().parse_args(["run", flag, "localhost:http"])
+    with pytest.raises(ValueError, match=f"{flag}: 'localhost:http' is not host:port"):
+        load(args, env={})
 
 
 async def test_runtime_serves_until_cancelled(

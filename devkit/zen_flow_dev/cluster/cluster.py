@@ -56,6 +56,7 @@ class LocalCluster:
         start_timeout: float = 90.0,
         stop_grace: float = 10.0,
         extra_apiserver_args: Sequence[str] = (),
+        extra_etcd_args: Sequence[str] = (),
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
@@ -66,6 +67,9 @@ class LocalCluster:
         self.extra_apiserver_args = tuple(extra_apiserver_args)
         """Appended to kube-apiserver's command line (a repeated flag overrides ours), e.g. an audit log
         for the benchmark: `--audit-policy-file=...`, `--audit-log-path=...`."""
+        self.extra_etcd_args = tuple(extra_etcd_args)
+        """Appended to etcd's command line, e.g. `--max-request-bytes=...` to meet etcd's size limit
+        with small objects."""
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self._requested_workdir = workdir
@@ -189,7 +193,9 @@ class LocalCluster:
         ports, pki = self._ports, self._pki
 
         with self._phase("etcd"):
-            self._spawn("etcd", components.etcd_argv(self.bin_dir, etcd_data, ports))
+            self._spawn(
+                "etcd", [*components.etcd_argv(self.bin_dir, etcd_data, ports), *self.extra_etcd_args]
+            )
             self._wait_http(f"http://127.0.0.1:{ports.etcd_client}/health", None, 30.0, "etcd")
 
         admin_tls = self._admin_tls()

@@ -42,10 +42,14 @@ def _condition(type_: str, reason: str, message: str, stamp: str) -> dict[str, s
     }
 
 
-def terminal_status(outcome: Outcome, now: datetime | None = None) -> dict[str, Any]:
-    """The `status` of a one-pod Job that just ended with `outcome`, in a form the apiserver accepts."""
+def terminal_status(
+    outcome: Outcome, now: datetime | None = None, message: str | None = None
+) -> dict[str, Any]:
+    """The `status` of a one-pod Job that just ended with `outcome`, in a form the apiserver accepts.
+    `message` replaces the Job controller's condition message (tests that read it as an output)."""
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if outcome == "Complete":
+        text = message or _COMPLETE_MESSAGE
         return {
             "startTime": stamp,
             "completionTime": stamp,
@@ -53,8 +57,8 @@ def terminal_status(outcome: Outcome, now: datetime | None = None) -> dict[str, 
             "ready": 0,
             "succeeded": 1,
             "conditions": [
-                _condition("SuccessCriteriaMet", _COMPLETE_REASON, _COMPLETE_MESSAGE, stamp),
-                _condition("Complete", _COMPLETE_REASON, _COMPLETE_MESSAGE, stamp),
+                _condition("SuccessCriteriaMet", _COMPLETE_REASON, text, stamp),
+                _condition("Complete", _COMPLETE_REASON, text, stamp),
             ],
         }
     return {
@@ -70,7 +74,12 @@ def terminal_status(outcome: Outcome, now: datetime | None = None) -> dict[str, 
 
 
 async def finish_job(
-    kube: KubeClient, namespace: str, name: str, outcome: Outcome, now: datetime | None = None
+    kube: KubeClient,
+    namespace: str,
+    name: str,
+    outcome: Outcome,
+    now: datetime | None = None,
+    message: str | None = None,
 ) -> dict[str, Any]:
     """Merge-patch the Job's /status to a terminal `outcome`; returns the updated Job.
 
@@ -79,13 +88,15 @@ async def finish_job(
     return await kube.request(
         "PATCH",
         JOBS.path(namespace, name, "status"),
-        body={"status": terminal_status(outcome, now)},
+        body={"status": terminal_status(outcome, now, message)},
         content_type="application/merge-patch+json",
     )
 
 
-async def complete_job(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:
-    return await finish_job(kube, namespace, name, "Complete")
+async def complete_job(
+    kube: KubeClient, namespace: str, name: str, message: str | None = None
+) -> dict[str, Any]:
+    return await finish_job(kube, namespace, name, "Complete", message=message)
 
 
 async def fail_job(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:

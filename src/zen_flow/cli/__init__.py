@@ -26,9 +26,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from zen_flow.cli.validate import validate_paths
+    from zen_flow.cli.validate import EXIT_UNREADABLE, validate_paths
 
-    return validate_paths(args.paths, sys.stdout, sys.stderr)
+    try:
+        return validate_paths(args.paths, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug of ours must still be one line, not a traceback
+        print(f"zen-flow validate: internal error: {exc!r}", file=sys.stderr)
+        return EXIT_UNREADABLE
 
 
 def build_parser() -> argparse.ArgumentParser:

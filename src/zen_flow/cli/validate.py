@@ -13,9 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from zen_flow.api.constants import GROUP, KIND
+from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 
@@ -50,13 +49,9 @@ def validate_paths(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
             continue
         for file in _files(root):
             try:
-                docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as exc:
-                err.write(f"{file}: cannot read: {exc}\n")
-                status = EXIT_UNREADABLE
-                continue
-            except yaml.YAMLError as exc:
-                err.write(f"{file}: not valid YAML: {' '.join(str(exc).split())}\n")
+                docs = load_all(read_bounded(file))
+            except DocumentError as exc:
+                err.write(f"{file}: {exc}\n")
                 status = EXIT_UNREADABLE
                 continue
             for number, doc in enumerate(docs, start=1):

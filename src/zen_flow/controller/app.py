@@ -25,7 +25,9 @@ from aiohttp import web
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
 from zen_flow.config import Settings, split_addr
+from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.health import Probe, create_health_app
+from zen_flow.controller.lease_keeper import LeaseKeeper
 from zen_flow.controller.metrics import InformerStats, Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.informer import JobFlowInformer, JobInformer
@@ -37,11 +39,10 @@ from zen_flow.kube.errors import KubeError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
-from zen_flow.kube.leases import LeaseClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
-from zen_flow.machinery.leader import LeaderElector, LeadershipLost
+from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.ratelimit import default_controller_rate_limiter
 from zen_flow.machinery.workqueue import WorkQueue
 
@@ -109,7 +110,15 @@ def _informer_probe(name: str, informer: JobFlowInformer | JobInformer, clock: C
 
 
 def _synced_probe(name: str, informer: JobFlowInformer | JobInformer) -> Probe:
-    return Probe(f"informer-{name}-synced", lambda: None if informer.has_synced else "cache not synced yet")
+    def check() -> str | None:
+        if informer.has_synced:
+            return None
+        error = informer.last_error
+        # The reason matters most here: a wrong token file or an unreachable apiserver would otherwise
+        # look like a slow start forever.
+        return f"cache not synced yet: {error}" if error else "cache not synced yet"
+
+    return Probe(f"informer-{name}-synced", check)
 
 
 MEMORY_RELEASE_SECONDS = 30.0
@@ -149,7 +158,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
     def count_request(verb: str, resource: str, code: int) -> None:
         metrics.api_requests.labels(verb, resource, str(code)).inc()
 
-    async with KubeClient(config, options, clock=clock, on_response=count_request) as kube:
+    async with (
+        KubeClient(config, options, clock=clock, on_response=count_request) as kube,
+        contextlib.AsyncExitStack() as stack,
+    ):
         job_api, flow_api = JobClient(kube), JobFlowClient(kube)
         flows = JobFlowInformer(flow_api, clock=clock, namespaces=settings.namespaces)
         jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces)
@@ -162,6 +174,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         metrics.wq_unfinished.labels("jobflows").set_function(queue.unfinished_work_seconds)
         metrics.wq_longest.labels("jobflows").set_function(queue.longest_running_processor_seconds)
         recorder = EventRecorder(kube, clock=clock, qps=settings.event_qps, burst=settings.event_burst)
+        sandbox = ExpressionSandbox(budget=settings.expression_budget, workers=settings.expression_workers)
+        stack.callback(sandbox.close)
         controller = Controller(
             flows=flows,
             jobs=jobs,
@@ -171,6 +185,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             events=recorder,
             clock=clock,
             metrics=metrics,
+            evaluate=sandbox.evaluate,
         )
         flows.add_handler(
             on_add=controller.on_flow_event,
@@ -192,25 +207,29 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             await jobs.wait_synced()
             log.info("caches synced; reconciling", flows=len(flows.store), jobs=len(jobs.store))
             freeze_long_lived()
-            async with asyncio.TaskGroup() as workers:
-                for n in range(settings.workers):
-                    workers.create_task(controller.run_worker(), name=f"worker-{n}")
+            async with asyncio.TaskGroup() as group:
+                workers = [
+                    group.create_task(controller.run_worker(), name=f"worker-{n}")
+                    for n in range(settings.workers)
+                ]
                 if settings.resync_seconds > 0:
-                    workers.create_task(_resync(flows, queue, clock, settings.resync_seconds))
+                    resync = group.create_task(_resync(flows, queue, clock, settings.resync_seconds))
+                    # Workers end when the queue shuts down; the resync loop never would by itself.
+                    group.create_task(_cancel_when_done(workers, resync))
 
-        elector: LeaderElector | None = None
+        keeper: LeaseKeeper | None = None
         if settings.leader_elect:
             # A standby exports 0 (not nothing), so "no leader" alerts can sum over replicas.
             metrics.leader.labels(settings.leader_election_name).set(0)
-            elector = LeaderElector(
-                LeaseClient(kube),
-                settings.leader_election_name,
-                settings.lease_namespace,
-                settings.elector_identity,
-                clock,
-                lease_duration=int(settings.lease_duration),
+            keeper = LeaseKeeper(
+                kubeconfig=settings.kubeconfig,
+                name=settings.leader_election_name,
+                namespace=settings.lease_namespace,
+                identity=settings.elector_identity,
+                lease_duration=settings.lease_duration,
                 renew_deadline=settings.renew_deadline,
                 retry_period=settings.retry_period,
+                on_response=count_request,
             )
 
             async def lead() -> None:
@@ -221,7 +240,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 finally:
                     metrics.leader.labels(settings.leader_election_name).set(0)
 
-            campaign = elector
+            campaign = keeper
 
             async def reconcile() -> None:
                 await campaign.run(lead)
@@ -249,10 +268,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 await stop.wait()
                 log.info("shutting down: finishing in-flight reconciles, releasing the lease")
                 queue.shutdown()
-                # Workers return once the queue is shut down; lead() then returns and the elector releases.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(settings.renew_deadline):
-                        await asyncio.shield(reconciler)
+                # Workers return once the queue is shut down; lead() then returns and the lease is
+                # released. A standby has nothing to finish: cancelling it stops its campaign at once.
+                if keeper is None or keeper.is_leader:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(settings.renew_deadline):
+                            await asyncio.shield(reconciler)
                 raise _Stop
         except* _Stop:
             log.info("stopped")
@@ -270,6 +291,11 @@ async def _release_memory(clock: Clock, period: float) -> None:
     while True:
         await clock.sleep(period)
         release_freed_memory()
+
+
+async def _cancel_when_done(tasks: list[asyncio.Task[None]], other: asyncio.Task[None]) -> None:
+    await asyncio.wait(tasks)
+    other.cancel()
 
 
 async def _resync(flows: JobFlowInformer, queue: WorkQueue[str], clock: Clock, period: float) -> None:

@@ -143,7 +143,7 @@ class Metrics:
         )
         self.job_creates = Counter(
             "zen_flow_job_creates_total",
-            "Job creates by result (created, adopted, error)",
+            "Job creates by result (created, adopted, error, rejected)",
             ["result"],
             registry=r,
         )

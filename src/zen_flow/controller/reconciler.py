@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -22,12 +23,14 @@ from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.core import mergepatch
+from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
-from zen_flow.kube.errors import AlreadyExists, Conflict, NotFound
+from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.planner.status import REASON_JOB_REJECTED, REASON_STATUS_REJECTED, cut
 from zen_flow.validation import has_started, validate_jobflow
 
 log = structlog.get_logger("zen_flow.controller.reconciler")
@@ -42,6 +45,9 @@ CREATE_CONCURRENCY = 8
 # How soon to look again when a resourceTemplates object's name is held by an object being deleted (a
 # flow deleted and re-created under the same name: the old flow's PVC waits for its pods to go).
 RESOURCE_RETRY_SECONDS = 5.0
+
+# Flows whose failure cause is remembered (to log it once); past this, causes are logged every time.
+MAX_TRACKED_FAILURES = 10_000
 
 
 class FlowCache(Protocol):
@@ -84,8 +90,13 @@ class Controller:
         events: EventSink,
         clock: Clock,
         metrics: Metrics,
+        evaluate: Evaluator | None = None,
     ) -> None:
         self._flows = flows
+        self._evaluate = evaluate
+        # One planner at a time per concurrency group: a Forbid flow must see a peer that another worker
+        # just decided to start (`_starting`), also while a plan runs in a thread.
+        self._group_locks: dict[str, asyncio.Lock] = {}
         self._jobs = jobs
         self._api = api
         self._queue = queue
@@ -102,6 +113,8 @@ class Controller:
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
         # group's Forbid flows must see them running already (read your own writes across flows).
         self._starting: set[str] = set()
+        # flow key -> the cause of its failing reconciles, logged once until it changes or succeeds.
+        self._failing: dict[str, str] = {}
 
     # --- informer handlers: only enqueue (and lower expectations) -----------------------------------
 
@@ -119,6 +132,7 @@ class Controller:
         self._validated.pop(flow.metadata.uid, None)
         self._written.pop(flow.metadata.uid, None)
         self._starting.discard(flow.metadata.uid)
+        self._failing.pop(flow.key, None)
         self._queue.add(flow.key)
         self._wake_group(flow, None)
 
@@ -159,10 +173,12 @@ class Controller:
                 self._queue.add_rate_limited(key)
             except Exception as exc:
                 self._metrics.reconciles.labels("error").inc()
-                log.warning("reconcile failed; retrying with backoff", flow=key, error=str(exc), exc_info=exc)
+                self._report_failure(key, exc)
                 self._queue.add_rate_limited(key)
             else:
                 self._queue.forget(key)
+                if self._failing.pop(key, None) is not None:
+                    log.info("reconcile succeeded again", flow=key)
                 if requeue_after is not None:
                     self._metrics.reconciles.labels("requeue").inc()
                     self._queue.add_after(key, requeue_after)
@@ -172,6 +188,19 @@ class Controller:
                 self._metrics.reconcile_duration.observe(time.perf_counter() - started)
                 self._queue.done(key)
 
+    def _report_failure(self, key: str, exc: Exception) -> None:
+        """The cause once per flow (with the traceback at debug level); repeats of the same cause only
+        count, so an apiserver outage does not bury the log under one traceback per retry."""
+        cause = f"{type(exc).__name__}: {exc}"
+        if self._failing.get(key) == cause:
+            log.debug("reconcile failed again", flow=key, error=cause)
+            return
+        first = key not in self._failing
+        if len(self._failing) < MAX_TRACKED_FAILURES or not first:
+            self._failing[key] = cause
+        log.warning("reconcile failed; retrying with backoff", flow=key, error=cause)
+        log.debug("reconcile failure detail", flow=key, exc_info=exc)
+
     async def reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
         if flow is None or flow.metadata.deletion_timestamp is not None:
@@ -179,7 +208,9 @@ class Controller:
         uid = flow.metadata.uid
         if not self._expectations.satisfied(uid):
             # Our own creates/deletes are not in the cache yet; their watch events will enqueue us again.
-            return None
+            # Should an event be lost, look again when the expectation expires rather than never (with
+            # resync off nothing else would wake the flow).
+            return self._expectations.expires_in(uid)
         written = self._written.get(uid)
         if written is not None:
             remaining = written[1] - self._clock.monotonic()
@@ -195,18 +226,32 @@ class Controller:
             result = planner.fail_invalid(flow, errors, now)
             self._metrics.reconciles.labels("invalid").inc()
         else:
-            result = planner.plan(flow, self._jobs.jobs_for(uid), now, peers=self._peers(flow))
-            self._track_start(flow, result.status)
+            group = planner.group_of(flow)
+            lock = self._group_locks.setdefault(group, asyncio.Lock()) if group else contextlib.nullcontext()
+            async with lock:
+                result = await self._plan(flow, now)
+                self._track_start(flow, result.status)
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         made = await create_resources(self._api, flow, result.actions)
         if made.problems:
             result = planner.fail_resources(flow, made.problems, now, made.recorded)
-        created = await self._apply(flow, result.actions)
+        created, rejected = await self._apply(flow, result.actions)
+        if rejected:
+            # The apiserver will never accept these Jobs (422/400): sending them again would loop.
+            result = planner.fail_invalid(
+                flow, rejected, now, reason=REASON_JOB_REJECTED, prefix="the apiserver refused a step's Job"
+            )
         status = _with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
         if status != flow.status:
-            await self._write_status(flow, status)
+            try:
+                await self._write_status(flow, status)
+            except ApiError as err:
+                if not err.permanent:
+                    raise
+                await self._status_refused(flow, err, now)
+                return None
         else:
             self._metrics.status_patches.labels("unchanged").inc()
         for event in result.events:
@@ -214,6 +259,15 @@ class Controller:
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
+
+    async def _plan(self, flow: JobFlow, now: datetime) -> planner.Plan:
+        jobs, peers = self._jobs.jobs_for(flow.metadata.uid), self._peers(flow)
+        if self._evaluate is not None and planner.uses_comprehensions(flow):
+            # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
+            return await asyncio.to_thread(
+                planner.plan, flow, jobs, now, peers=peers, evaluate=self._evaluate
+            )
+        return planner.plan(flow, jobs, now, peers=peers)
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)
@@ -248,10 +302,43 @@ class Controller:
         self._validated[uid] = (generation, errors)
         return errors
 
-    async def _apply(self, flow: JobFlow, actions: Sequence[planner.Action]) -> dict[str, str]:
-        """Execute the plan's actions; returns {job name: uid} of the Jobs it created."""
+    async def _status_refused(self, flow: JobFlow, err: ApiError, now: datetime) -> None:
+        """The apiserver refused the new status for good (too large for etcd, or invalid). End the flow
+        Failed with a write that changes only its phase, conditions and message (the status it has
+        already fits), instead of retrying the same refused write forever."""
+        cause = "too large to store" if err.too_large else "refused"
+        log.error(
+            "status write refused; failing the flow", flow=flow.key, status=err.status, error=err.message
+        )
+        self._metrics.status_patches.labels("refused").inc()
+        failed = planner.fail_invalid(
+            flow,
+            [f"the apiserver answered {err.status}: {err.message}"],
+            now,
+            reason=REASON_STATUS_REJECTED,
+            prefix=f"the flow's status is {cause}",
+        ).status
+        unchanged = {"steps", "progress", "progress_summary", "resource_refs", "audit"}
+        minimal = failed.model_copy(update={k: getattr(flow.status, k) for k in unchanged})
+        self._events.emit(flow, "Warning", "StatusRejected", cut(f"status {cause}: {err.message}", 1024))
+        try:
+            await self._write_status(flow, minimal)
+        except ApiError as again:
+            if not again.permanent:
+                raise
+            # Even the smallest write is refused: nothing more we can do for this flow but say so.
+            log.error(
+                "the failure status was refused too; giving up on the flow", flow=flow.key, error=str(again)
+            )
+
+    async def _apply(
+        self, flow: JobFlow, actions: Sequence[planner.Action]
+    ) -> tuple[dict[str, str], list[str]]:
+        """Execute the plan's actions; returns {job name: uid} of the Jobs it created, and why the
+        apiserver refused Jobs for good (422/400: sending them again could not succeed)."""
         ns, uid = flow.metadata.namespace, flow.metadata.uid
         created: dict[str, str] = {}
+        rejected: list[str] = []
         creates = [a for a in actions if isinstance(a, planner.CreateJob)]
         deletes = [a for a in actions if isinstance(a, planner.DeleteJob)]
         if creates:
@@ -272,6 +359,13 @@ class Controller:
                 # Same deterministic name: a previous reconcile created it and its status write was lost.
                 self._metrics.job_creates.labels("adopted").inc()
                 self._expectations.creation_observed(uid, name)
+            except ApiError as err:
+                self._expectations.creation_failed(uid, name)
+                if not err.permanent:
+                    self._metrics.job_creates.labels("error").inc()
+                    raise
+                self._metrics.job_creates.labels("rejected").inc()
+                rejected.append(f"step {create.step}: {err.status} {err.message}")
             except Exception:
                 self._metrics.job_creates.labels("error").inc()
                 self._expectations.creation_failed(uid, name)
@@ -299,7 +393,7 @@ class Controller:
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
                     await self._api.delete_flow(ns, flow.metadata.name, uid)
                 log.info("deleted flow", reason=action.reason)
-        return created
+        return created, rejected
 
     async def _write_status(self, flow: JobFlow, status: JobFlowStatus) -> None:
         old = flow.status.to_wire()

@@ -19,7 +19,7 @@ planner evaluates on every reconcile.
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -40,14 +40,20 @@ _RESERVED = frozenset(
     }
 )
 _STRING_PREFIXES = ("rb", "br", "r", "b", "")
+# CEL's comprehension macros: the only constructs that loop (see expression_cost.py).
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 class ExpressionError(ValueError):
     """A `when` expression that does not compile; the message says where and why."""
 
 
+class BudgetExceeded(Exception):
+    """An evaluator stopped an expression that ran past its time budget; the message says which."""
+
+
 @dataclass(frozen=True)
-class _Token:
+class Token:
     kind: str  # "ident" | "string" | "punct"
     text: str
     start: int
@@ -67,6 +73,9 @@ class CompiledWhen:
     # `steps[x]`): evaluation then needs every step.
     dynamic: bool
     program: cel.Program | None
+    # Uses a comprehension macro: the only kind of expression whose cost is not linear in its inputs,
+    # so the controller evaluates it in a separate process under a time budget.
+    loops: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,13 @@ class WhenContext:
 class WhenResult:
     value: bool
     reason: str  # why it is false (or "true"); goes into the step message
+    # The evaluation was stopped for running too long: the step fails (a skip would hide a broken spec).
+    exceeded: bool = False
+
+
+# Evaluates a compiled expression with comprehensions on the given variables and returns CEL's value;
+# raises BudgetExceeded when it takes too long. The controller passes one that runs in another process.
+Evaluator = Callable[["CompiledWhen", dict[str, Any]], Any]
 
 
 def step_view(status: StepStatus) -> dict[str, Any]:
@@ -119,8 +135,8 @@ def _string_end(src: str, i: int) -> tuple[int, bool, int]:
     return -1, False, 0
 
 
-def _tokens(src: str) -> list[_Token]:
-    out: list[_Token] = []
+def tokens(src: str) -> list[Token]:
+    out: list[Token] = []
     i, n = 0, len(src)
     while i < n:
         ch = src[i]
@@ -146,19 +162,30 @@ def _tokens(src: str) -> list[_Token]:
                 j += 1
             end = j + qlen
             text = src[i:end]
-            out.append(_Token("string", text, i, end, _decode(text, src[body:j])))
+            out.append(Token("string", text, i, end, _decode(text, src[body:j])))
             i = end
             continue
         if ch.isalnum() or ch == "_":
             j = i
             while j < n and (src[j].isalnum() or src[j] == "_"):
                 j += 1
-            out.append(_Token("ident", src[i:j], i, j))
+            out.append(Token("ident", src[i:j], i, j))
             i = j
             continue
-        out.append(_Token("punct", ch, i, i + 1))
+        out.append(Token("punct", ch, i, i + 1))
         i += 1
     return out
+
+
+def is_comprehension(toks: list[Token], i: int) -> bool:
+    """Is toks[i] the name of a comprehension macro called as a method (`x.all(`)?"""
+    return (
+        0 < i < len(toks) - 1
+        and toks[i].kind == "ident"
+        and toks[i].text in MACROS
+        and toks[i - 1].text == "."
+        and toks[i + 1].text == "("
+    )
 
 
 def _decode(literal: str, body: str) -> str:
@@ -174,7 +201,7 @@ def _is_identifier(name: str) -> bool:
     return name.isidentifier() and name.isascii() and name not in _RESERVED
 
 
-def _rewrite(src: str, toks: list[_Token]) -> tuple[str, frozenset[str], bool]:
+def _rewrite(src: str, toks: list[Token]) -> tuple[str, frozenset[str], bool]:
     """Rewrite dotted dashed step references; return (CEL source, referenced steps, dynamic use?)."""
     pieces: list[str] = []
     last = 0
@@ -242,9 +269,11 @@ def _compile(expr: str) -> CompiledWhen | ExpressionError:
     if len(expr) > MAX_EXPRESSION_LENGTH:
         return ExpressionError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
-        cel_source, refs, dynamic = _rewrite(expr, _tokens(expr))
+        toks = tokens(expr)
+        cel_source, refs, dynamic = _rewrite(expr, toks)
     except ExpressionError as err:
         return err
+    loops = any(is_comprehension(toks, i) for i in range(len(toks)))
     # Imported on first use: the `cel` package's __init__ also imports its command-line interface
     # (typer, prompt_toolkit, rich): 9 MB resident and 0.2 s of start-up for a controller whose flows
     # may never use `when`.
@@ -257,7 +286,7 @@ def _compile(expr: str) -> CompiledWhen | ExpressionError:
     bad = [v for v in program.variables() if v not in ("steps", "flow") and not _bound_by_macro(v, expr)]
     if bad:
         return ExpressionError(f"unknown variable {bad[0]!r}: only 'steps' and 'flow' are defined")
-    return CompiledWhen(expr, cel_source, None, refs, dynamic, program)
+    return CompiledWhen(expr, cel_source, None, refs, dynamic, program, loops)
 
 
 def _bound_by_macro(name: str, expr: str) -> bool:
@@ -279,13 +308,23 @@ def compile_when(expr: str) -> CompiledWhen:
     return result
 
 
+def has_comprehension(expr: str | None) -> bool:
+    """Does the expression use a comprehension macro (and compile)? Such expressions are the ones an
+    evaluator should bound in time."""
+    compiled = _compile(expr) if expr is not None else None
+    return isinstance(compiled, CompiledWhen) and compiled.loops
+
+
 def referenced_steps(expr: str) -> set[str]:
     """The step names the expression names statically; the validator checks they exist."""
     return set(compile_when(expr).references)
 
 
-def check_when(expr: str | CompiledWhen | None, context: WhenContext) -> WhenResult:
-    """Evaluate fail-closed and say why: errors and non-bool results are false."""
+def check_when(
+    expr: str | CompiledWhen | None, context: WhenContext, evaluate: Evaluator | None = None
+) -> WhenResult:
+    """Evaluate fail-closed and say why: errors and non-bool results are false. Expressions with
+    comprehensions go to `evaluate` when one is given (in-process otherwise)."""
     if expr is None:
         return WhenResult(True, "no condition")
     compiled = _compile(expr) if isinstance(expr, str) else expr
@@ -298,8 +337,16 @@ def check_when(expr: str | CompiledWhen | None, context: WhenContext) -> WhenRes
         steps: Mapping[str, Any] = dict(context.steps)
     else:
         steps = {name: context.steps[name] for name in compiled.references if name in context.steps}
+    variables = {"steps": steps, "flow": dict(context.flow)}
     try:
-        value = compiled.program.execute({"steps": steps, "flow": dict(context.flow)})
+        if compiled.loops and evaluate is not None:
+            value = evaluate(compiled, variables)
+        else:
+            value = compiled.program.execute(variables)
+    except BudgetExceeded as err:
+        # The reason first: a long expression would push it past the message bound.
+        reason = _bound(f"when stopped: {err}; expression {compiled.source!r}")
+        return WhenResult(False, reason, exceeded=True)
     except Exception as err:  # fail-closed: whatever went wrong, the condition does not hold
         return WhenResult(False, _bound(f"when {compiled.source!r} failed: {type(err).__name__}: {err}"))
     if not isinstance(value, bool):

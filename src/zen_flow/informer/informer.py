@@ -123,6 +123,11 @@ class Informer(Generic[T]):
         return all(r.has_synced for r in self.reflectors)
 
     @property
+    def last_error(self) -> str | None:
+        """Why a reflector's last list or watch failed (None once it listed again)."""
+        return next((r.last_error for r in self.reflectors if r.last_error), None)
+
+    @property
     def last_progress(self) -> float:
         """Clock-monotonic time of the stalest reflector's last list, event or bookmark (for /healthz)."""
         return min(r.last_progress for r in self.reflectors)

@@ -17,7 +17,8 @@ history that the cache reflects. Its loop:
 - Every event advances `resource_version`; a BOOKMARK does only that. A normal end (the server's
   timeout) rewatches at once. `Expired` (410) relists. Any other failure, and a watch that ends within a
   second without a single event (client-go's `VeryShortWatchError`), waits out an exponential backoff:
-  0.8 s doubling to 30 s, jittered, reset after 2 healthy minutes.
+  0.8 s doubling to 30 s, then up to 100 % jitter on top (30-60 s at the cap, as client-go), reset
+  after 2 healthy minutes.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class Backoff:
         self._last = now
         delay = self._delay
         self._delay = min(self._delay * opts.backoff_factor, opts.backoff_max)
-        return min(delay * (1 + opts.backoff_jitter * self._rng.random()), opts.backoff_max)
+        # Jitter on top of the capped delay, as client-go's wait.Jitter: at the cap, 30-60 s, so a fleet
+        # of controllers that lost the apiserver together does not come back in step.
+        return delay * (1 + opts.backoff_jitter * self._rng.random())
 
 
 class _Watchdog:
@@ -155,6 +158,8 @@ class Reflector:
         self._rng = rng or random.Random()
         self._backoff = Backoff(self._options, clock, self._rng)
         self.last_progress = clock.monotonic()
+        # Why the last list or watch failed, until a list succeeds: readiness says it while not synced.
+        self.last_error: str | None = None
         self._expired_streak = False  # the last watch expired and nothing arrived since the relist
         self._log = structlog.get_logger("zen_flow.informer").bind(informer=name, namespace=namespace or "*")
 
@@ -183,6 +188,7 @@ class Reflector:
                     need_list, list_rv = True, self.resource_version
             except (KubeError, VeryShortWatch) as err:
                 # Anything else (a bug in a handler, say) escapes: crash, don't limp.
+                self.last_error = str(err) or repr(err)
                 delay = self._backoff.next()
                 self._log.warning(
                     "list/watch failed; retrying", error=str(err) or repr(err), retry_in=round(delay, 2)
@@ -193,6 +199,7 @@ class Reflector:
         result = await self._source.list(self.namespace, resource_version, self._decoder)
         self._on_list(result.items)
         self.resource_version = result.resource_version
+        self.last_error = None
         self._progress()
         if not self.has_synced:
             self.has_synced = True

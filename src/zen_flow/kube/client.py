@@ -241,6 +241,10 @@ class KubeClient:
             raise TransportError(f"GET {path} (watch): {err!r}") from err
         self._observe("GET", path, response.status, watch=True)
         try:
+            if response.status == 401:
+                # As for requests: rotating credentials (a token file, an exec plugin) are fetched anew,
+                # so the informer's next attempt (after its backoff) carries fresh ones.
+                self._config.credentials.invalidate()
             if response.status != 200:
                 raise from_response(
                     response.status, await _read(response), response.headers.get("Retry-After")

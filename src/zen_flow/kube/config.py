@@ -18,6 +18,7 @@ YAML file. What is supported, as kubectl resolves it:
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import ssl
 import urllib.parse
@@ -27,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from zen_flow.documents import DocumentError, load_one, read_bounded
 from zen_flow.kube.credentials import (
     BasicAuth,
     Credentials,
@@ -39,9 +39,11 @@ from zen_flow.kube.credentials import (
     load_cert_chain,
 )
 from zen_flow.kube.errors import KubeError
+from zen_flow.kube.kubeconfig_schema import check_entry
 from zen_flow.machinery.clock import Clock, SystemClock
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MAX_KUBECONFIG_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ async def load_config(
     source = os.pathsep.join(str(p) for p in paths)
     try:
         return await _from_kubeconfig(paths, context, clock)
-    except (OSError, ValueError, yaml.YAMLError, ssl.SSLError) as err:
+    except (OSError, ValueError, ssl.SSLError, binascii.Error) as err:
         raise KubeError(f"kubeconfig {source}: {err}") from err
 
 
@@ -119,22 +121,23 @@ class _Merged:
 
     def add(self, doc: Mapping[str, Any], path: Path) -> None:
         for section, target in (("clusters", self.clusters), ("users", self.users)):
-            for entry in _entries(doc, section):
-                name, body = entry.get("name"), entry.get(section[:-1])
-                if isinstance(name, str) and isinstance(body, dict):
-                    target.setdefault(name, (body, path))
-        for entry in _entries(doc, "contexts"):
-            name, body = entry.get("name"), entry.get("context")
-            if isinstance(name, str) and isinstance(body, dict):
-                self.contexts.setdefault(name, body)
-        self.current_context = self.current_context or str(doc.get("current-context") or "")
+            for index, entry in enumerate(_entries(doc, section)):
+                name, body = check_entry(section, index, entry)
+                target.setdefault(name, (body, path))
+        for index, entry in enumerate(_entries(doc, "contexts")):
+            name, body = check_entry("contexts", index, entry)
+            self.contexts.setdefault(name, body)
+        current = doc.get("current-context") or ""
+        if not isinstance(current, str):
+            raise ValueError("current-context must be a string")
+        self.current_context = self.current_context or current
 
 
-def _entries(doc: Mapping[str, Any], section: str) -> list[dict[str, Any]]:
+def _entries(doc: Mapping[str, Any], section: str) -> list[Any]:
     entries = doc.get(section) or []
     if not isinstance(entries, list):
         raise ValueError(f"{section} must be a list")
-    return [entry for entry in entries if isinstance(entry, dict)]
+    return entries
 
 
 def _read(paths: list[Path]) -> _Merged:
@@ -142,7 +145,10 @@ def _read(paths: list[Path]) -> _Merged:
     for path in paths:
         if not path.exists() and len(paths) > 1:
             continue  # kubectl skips missing entries of a path list
-        doc = yaml.safe_load(path.read_text()) or {}
+        try:
+            doc = load_one(read_bounded(path, MAX_KUBECONFIG_BYTES)) or {}
+        except DocumentError as err:
+            raise ValueError(f"{path}: {err}") from None
         if not isinstance(doc, dict):
             raise ValueError(f"{path} is not a kubeconfig mapping")
         merged.add(doc, path)

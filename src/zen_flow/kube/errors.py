@@ -34,7 +34,18 @@ class ApiError(KubeError):
     @property
     def transient(self) -> bool:
         """Worth a short retry: throttling or a server-side hiccup, not a verdict on the request."""
-        return self.status in (429, 500, 502, 503, 504)
+        return self.status in (429, 500, 502, 503, 504) and not self.too_large
+
+    @property
+    def too_large(self) -> bool:
+        """The object or the request is too big to store: 413, or etcd's "request is too large", which
+        the apiserver passes on as a 500."""
+        return self.status == 413 or (self.status == 500 and "too large" in self.message.lower())
+
+    @property
+    def permanent(self) -> bool:
+        """A verdict on this request: sending it again cannot succeed (bad request, invalid, too big)."""
+        return self.status in (400, 413, 422) or self.too_large
 
 
 class NotFound(ApiError):
@@ -47,6 +58,14 @@ class Conflict(ApiError):
 
 class AlreadyExists(Conflict):
     """409 with reason AlreadyExists: a create found an object of that name (adopt it)."""
+
+
+class BadRequest(ApiError):
+    """400: the request is malformed for this object (e.g. a patch of the wrong shape)."""
+
+
+class RequestTooLarge(ApiError):
+    """413: the request body is over the apiserver's limit."""
 
 
 class Invalid(ApiError):
@@ -62,9 +81,11 @@ class TooManyRequests(ApiError):
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
     404: NotFound,
     409: Conflict,
     410: Expired,
+    413: RequestTooLarge,
     422: Invalid,
     429: TooManyRequests,
 }

@@ -99,6 +99,14 @@ class Expectations:
         del self._records[uid]  # keep the map bounded by the flows with work in flight
         return True
 
+    def expires_in(self, uid: str) -> float | None:
+        """Seconds until the earliest pending expectation of `uid` expires (None: nothing pending)."""
+        record = self._live(uid)
+        if not record:
+            return None
+        deadlines = (*record.creations.values(), *record.deletions.values())
+        return max(0.0, min(deadlines) - self._clock.monotonic())
+
     def pending_creations(self, uid: str) -> frozenset[str]:
         """Names still expected to appear (unexpired), for logs and status messages."""
         record = self._live(uid)

@@ -3,7 +3,7 @@
 from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
-from zen_flow.planner.engine import plan
+from zen_flow.planner.engine import plan, uses_comprehensions
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid
 from zen_flow.planner.resources import fail_resources
@@ -27,4 +27,5 @@ __all__ = [
     "peers_of",
     "plan",
     "retry_delay",
+    "uses_comprehensions",
 ]

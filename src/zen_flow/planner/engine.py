@@ -21,7 +21,7 @@ from typing import Any
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, JobFlow, ObjectRef
-from zen_flow.core.expressions import WhenContext, check_when
+from zen_flow.core.expressions import Evaluator, WhenContext, check_when, has_comprehension
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, Plan
 from zen_flow.planner.approvals import decision, with_approvals, with_origin
@@ -44,10 +44,17 @@ _name = lru_cache(maxsize=65536)(job_name)
 
 class _Planner:
     def __init__(
-        self, flow: JobFlow, jobs: Sequence[Job], now: datetime, order: Sequence[str], peers: Sequence[Peer]
+        self,
+        flow: JobFlow,
+        jobs: Sequence[Job],
+        now: datetime,
+        order: Sequence[str],
+        peers: Sequence[Peer],
+        evaluate: Evaluator | None,
     ) -> None:
         self.flow = flow
         self.peers = peers
+        self.evaluate = evaluate
         self.group = NO_GROUP
         self.now = now
         self.order = order
@@ -255,7 +262,11 @@ class _Planner:
         if not ready or self.blocked() or uncommitted(w, self.works):
             return
         if w.spec.when is not None:
-            verdict = check_when(w.spec.when, self.when_context)
+            verdict = check_when(w.spec.when, self.when_context, self.evaluate)
+            if verdict.exceeded:
+                w.fail(self.now, verdict.reason)
+                self.note_failure(w)
+                return
             if not verdict.value:
                 w.skip(self.now, verdict.reason)
                 return
@@ -388,13 +399,27 @@ class _Planner:
         )
 
 
-def plan(flow: JobFlow, jobs: Sequence[Job], now: datetime, *, peers: Sequence[Peer] = ()) -> Plan:
+def uses_comprehensions(flow: JobFlow) -> bool:
+    """Does a step's `when` use a comprehension? Evaluating those can take long (the controller bounds
+    it in another process), so their flows are planned off the event loop."""
+    return any(has_comprehension(step.when) for step in flow.spec.steps)
+
+
+def plan(
+    flow: JobFlow,
+    jobs: Sequence[Job],
+    now: datetime,
+    *,
+    peers: Sequence[Peer] = (),
+    evaluate: Evaluator | None = None,
+) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
-    other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label)."""
+    other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
+    `evaluate` runs `when` expressions with comprehensions (the controller's is time-bounded)."""
     now = normalize(now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
     errors, order = structural_errors(flow)
     if errors:
         return fail_invalid(flow, errors, now)
-    return _Planner(flow, jobs, now, order, peers).run()
+    return _Planner(flow, jobs, now, order, peers, evaluate).run()

@@ -25,6 +25,8 @@ REASON_DEADLINE = "DeadlineExceeded"
 REASON_INVALID = "InvalidSpec"
 REASON_REPLACED = "Replaced"
 REASON_QUEUED = "ConcurrencyForbid"
+REASON_JOB_REJECTED = "JobRejected"
+REASON_STATUS_REJECTED = "StatusRejected"
 
 
 def progress(steps: Sequence[StepStatus]) -> Progress:

@@ -8,7 +8,6 @@ they are requests made at admission time, and a typo in one must never fail a ru
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ from zen_flow.validation.errors import (
     ROOT,
     FieldError,
     Path,
+    forbidden,
     invalid,
     not_supported,
     required,
@@ -25,7 +25,7 @@ from zen_flow.validation.errors import (
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import StepIndex, build_index
 from zen_flow.validation.io import check_inputs, check_outputs
-from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME, MAX_SPEC_BYTES
+from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
 from zen_flow.validation.policy import (
     PolicyNeeds,
     check_execution_policy,
@@ -34,6 +34,7 @@ from zen_flow.validation.policy import (
 )
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.resources import check_resource_templates
+from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_bytes, status_bound
 from zen_flow.validation.steps import check_cycle, check_step, check_step_count, check_step_names
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
@@ -149,7 +150,7 @@ def _check_step_policy(
 
 def _check_size(r: Reader, spec: Mapping[str, Any]) -> None:
     try:
-        size = len(json.dumps(spec, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+        size = spec_bytes(spec)
     except (ValueError, TypeError, RecursionError):
         return  # not JSON at all (a YAML alias cycle); the apiserver would never see it
     if size > MAX_SPEC_BYTES:
@@ -160,5 +161,18 @@ def _check_size(r: Reader, spec: Mapping[str, Any]) -> None:
                 MAX_SPEC_BYTES,
                 f"the serialized spec is {size} bytes; etcd stores at most 1.5 MiB per object and the "
                 "flow's status needs room to grow while it runs",
+            )
+        )
+        return
+    bound = object_bound(spec, size)
+    if bound > MAX_OBJECT_BYTES:
+        status = status_bound(spec)
+        r.add(
+            forbidden(
+                SPEC,
+                f"too large to run: its status can grow to {status:,} bytes (steps, output parameters, "
+                f"messages) and with the spec ({size:,} bytes) the stored flow could reach {bound:,} bytes, "
+                f"over the {MAX_OBJECT_BYTES:,} that fit in etcd; use fewer steps or output parameters, "
+                "or split the flow",
             )
         )

@@ -20,6 +20,7 @@ from zen_flow.validation.errors import (
     not_supported,
     quote,
     required,
+    too_many,
 )
 from zen_flow.validation.formats import (
     abs_path_problem,
@@ -29,6 +30,7 @@ from zen_flow.validation.formats import (
 )
 from zen_flow.validation.index import StepIndex
 from zen_flow.validation.reader import Reader
+from zen_flow.validation.size import MAX_OUTPUT_PARAMETERS
 
 ARCHIVE_FORMATS = ("tar", "zip")
 COMPRESSIONS = ("gzip", "none")
@@ -237,7 +239,17 @@ def _check_s3(r: Reader, s3: Mapping[str, Any], path: Path) -> None:
 
 def check_outputs(r: Reader, step: str, outputs: Mapping[str, Any], path: Path) -> None:
     names: set[str] = set()
-    for item_path, param in r.mappings(outputs.get("parameters"), path + ".parameters"):
+    params = outputs.get("parameters")
+    if isinstance(params, list) and len(params) > MAX_OUTPUT_PARAMETERS:
+        r.add(
+            too_many(
+                path + ".parameters",
+                len(params),
+                MAX_OUTPUT_PARAMETERS,
+                "each value is stored in the flow's status, which must fit in etcd",
+            )
+        )
+    for item_path, param in r.mappings(params, path + ".parameters"):
         _check_name(r, param, item_path, names)
         source = r.mapping(param.get("valueFrom"), item_path + ".valueFrom", require=True)
         if source is None:

@@ -7,9 +7,7 @@ MAX_MESSAGE = 1024  # CRD steps[].message maxLength
 MAX_WHEN = 1024  # CRD steps[].when maxLength
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600  # 2,592,000: the original's cap on timeoutSeconds
 MAX_BACKOFF_SECONDS = 30 * 24 * 3600  # the original's cap on retryPolicy.backoff.duration
-# etcd rejects requests above 1.5 MiB; the spec must leave room for metadata and a status that grows
-# with the number of steps, so the serialized spec is capped well below that.
-MAX_SPEC_BYTES = 1024 * 1024
+# Object and status sizes (etcd's 1.5 MiB): validation/size.py.
 MAX_FLOW_NAME = 63  # the flow name is the value of the workflow.kube-zen.io/flow label
 # generateName gets 5 random characters appended by the apiserver.
 MAX_GENERATE_NAME = MAX_FLOW_NAME - 5

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zen_flow.core.durations import parse_duration
+from zen_flow.core.expression_cost import estimate_cost
 from zen_flow.core.expressions import ExpressionError, compile_when
 from zen_flow.validation.errors import (
     Path,
@@ -186,6 +187,11 @@ def _check_when(r: Reader, index: StepIndex, step: str, expr: str, path: Path) -
         compiled = compile_when(expr)
     except ExpressionError as err:
         r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
+        return
+    try:
+        estimate_cost(compiled.cel_source, len(index.paths))
+    except ExpressionError as err:
+        r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
         return
     for ref in sorted(compiled.references):
         if ref not in index:

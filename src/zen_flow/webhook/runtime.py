@@ -6,17 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from zen_flow.config import split_addr
 from zen_flow.controller.metrics import Metrics
 from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, WebhookServer
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
-
-
-def split_address(addr: str) -> tuple[str, int]:
-    """`host:port`, `:port` (all interfaces) or `[v6]:port` -> (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"webhook address {addr!r} is not host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class WebhookRuntime:
@@ -33,7 +26,7 @@ class WebhookRuntime:
 
     async def serve(self, addr: str) -> None:
         """Listen on `addr` and serve until cancelled; then close the listener."""
-        host, port = split_address(addr)
+        host, port = split_addr(addr)
         await self.server.start(host, port)
         try:
             await asyncio.Event().wait()

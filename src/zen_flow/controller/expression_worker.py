@@ -1,0 +1,71 @@
+"""The process that evaluates `when` expressions with comprehensions for the controller.
+
+Started by `ExpressionSandbox` as `python -m zen_flow.controller.expression_worker`. Once it has
+imported CEL it says `{"ready": true}`; then it reads requests from stdin and answers on stdout, each
+a 4-byte big-endian length and a JSON document:
+
+  request  {"source": "<CEL>", "variables": {"steps": ..., "flow": ...}}
+  answer   {"bool": true|false} | {"other": "<repr of a non-bool result>"} | {"error": "<Type>: <message>"}
+
+The CEL library evaluates holding the GIL; in here that cannot stall the controller, and the
+controller kills this process when an evaluation outlives its budget. Its address space is capped, so a
+runaway allocation ends this process, not the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import struct
+import sys
+from functools import lru_cache
+from typing import Any, BinaryIO
+
+MEMORY_LIMIT = 1024 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+@lru_cache(maxsize=1024)
+def _program(source: str) -> Any:
+    import cel
+
+    return cel.compile(source)
+
+
+def _answer(request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        value = _program(request["source"]).execute(request["variables"])
+    except Exception as err:
+        return {"error": f"{type(err).__name__}: {err}"}
+    if isinstance(value, bool):
+        return {"bool": value}
+    return {"other": repr(value)[:200]}
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    import cel  # noqa: F401  (before saying ready: the import is most of the start-up time)
+
+    ready = json.dumps({"ready": True}).encode()
+    out.write(_HEADER.pack(len(ready)) + ready)
+    out.flush()
+    while (header := _read_exact(inp, _HEADER.size)) is not None:
+        body = _read_exact(inp, _HEADER.unpack(header)[0])
+        if body is None:
+            return
+        answer = json.dumps(_answer(json.loads(body))).encode()
+        out.write(_HEADER.pack(len(answer)) + answer)
+        out.flush()
+
+
+def main() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""A flow must fit in etcd for its whole life, status included (decision 14).
+
+etcd refuses a request above 1.5 MiB (`--max-request-bytes`). The spec is known at admission; the status
+grows while the flow runs, with one entry per step and the output values the steps record. Every part of
+the status is bounded (step messages 256 characters, output values 1 KiB, names by their formats), so
+its largest possible size can be computed from the spec, and a flow whose spec plus worst-case status
+could outgrow etcd is refused at admission instead of hanging half-way with every status write refused.
+
+The figures are generous (field names, managedFields that repeat the spec's shape, some JSON escaping)
+without assuming every character of every message is an escaped control character: should a status
+still be refused for its size, the controller ends the flow Failed with a minimal write that says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
+MAX_OBJECT_BYTES = 1_400_000
+# Serialized spec size; the apiserver's managedFields repeat its shape (about a third more).
+MAX_SPEC_BYTES = 1024 * 1024
+MANAGED_FIELDS_FACTOR = 1.3
+METADATA_BYTES = 16 * 1024
+
+MAX_OUTPUT_PARAMETERS = 32  # per step (CRD maxItems)
+OUTPUT_VALUE_BYTES = 1024 + 64  # planner/outputs.py MAX_VALUE_BYTES, and some escaping
+STEP_MESSAGE_BYTES = 256 + 64  # 256 characters (planner/steps.py MAX_MESSAGE), and some escaping
+# One status.steps[] entry without outputs: field names and punctuation, name, three timestamps,
+# jobRef (Job name and namespace up to 63 each, UID, kind), retryCount, message.
+STEP_ENTRY_BYTES = 300 + 63 + 3 * 30 + (63 + 63 + 36 + 40) + 20 + STEP_MESSAGE_BYTES
+# Conditions (8, messages up to 1 KiB), phase, times, progress, message, observedGeneration.
+FLOW_STATUS_BYTES = 8 * (1024 + 200) + 256 * 3 + 800
+APPROVAL_BYTES = 2 * 256 + 63 + 30 + 80  # approvedBy, and status.audit.approvals[]: step, user, time
+RESOURCE_REF_BYTES = 400  # status.resourceRefs[]
+AUDIT_BYTES = 600  # initiatedBy and correlationID
+
+
+def spec_bytes(spec: Mapping[str, Any]) -> int:
+    return len(json.dumps(spec, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
+def status_bound(spec: Mapping[str, Any]) -> int:
+    """The largest status.* this spec can produce, in bytes of JSON."""
+    steps = _items(spec.get("steps"))
+    total = FLOW_STATUS_BYTES + AUDIT_BYTES
+    for step in steps:
+        total += STEP_ENTRY_BYTES
+        outputs = _mapping(step.get("outputs"))
+        for param in _items(outputs.get("parameters")):
+            name = param.get("name")
+            total += (len(name) if isinstance(name, str) else 253) + OUTPUT_VALUE_BYTES + 40
+        # name, path, size and digest once artifacts are recorded
+        total += 600 * len(_items(outputs.get("artifacts")))
+        if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
+            total += APPROVAL_BYTES
+    templates = _mapping(spec.get("resourceTemplates"))
+    for kind in ("volumeClaimTemplates", "configMapTemplates"):
+        total += RESOURCE_REF_BYTES * len(_items(templates.get(kind)))
+    return total
+
+
+def object_bound(spec: Mapping[str, Any], size: int | None = None) -> int:
+    """The largest stored JobFlow this spec can become (spec, its managedFields, status, metadata)."""
+    size = spec_bytes(spec) if size is None else size
+    return int(size * MANAGED_FIELDS_FACTOR) + status_bound(spec) + METADATA_BYTES
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _items(value: Any) -> Sequence[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []

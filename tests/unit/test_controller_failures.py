@@ -1,0 +1,219 @@
+"""Controller: refusals that cannot change (413, 422, etcd's "too large") end the flow Failed instead of
+looping; an unobserved expectation is looked at again; a failing flow is logged once, not per retry;
+a `when` that runs too long fails its step without stalling anything."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from zen_flow.api import Job, JobFlow
+from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.expression_sandbox import ExpressionSandbox
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.core.expressions import BudgetExceeded, compile_when
+from zen_flow.kube.errors import ApiError, from_status
+from zen_flow.machinery.expectations import EXPECTATIONS_TIMEOUT, Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+# Ten elements, nested eight deep: 10^8 iterations, about half a minute of CPU.
+TEN = "[0,1,2,3,4,5,6,7,8,9]"
+PATHOLOGICAL = "".join(f"{TEN}.all(v{i}, " for i in range(8)) + "true" + ")" * 8
+
+
+class Fake:
+    """One flow in the caches, a cluster API whose answers the test scripts, an event sink."""
+
+    def __init__(self, flow: JobFlow, jobs: Sequence[Job] = ()) -> None:
+        self.jobs = tuple(jobs)
+        self.flow = flow.model_copy(
+            update={"metadata": flow.metadata.model_copy(update={"resource_version": "1"})}
+        )
+        self.patches: list[dict[str, Any]] = []
+        self.patch_errors: list[ApiError] = []
+        self.create_errors: dict[str, ApiError] = {}
+        self.created: list[str] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def get(self, key: str) -> JobFlow | None:
+        return self.flow if key == self.flow.key else None
+
+    def parse_error(self, key: str) -> str | None:
+        return None
+
+    def concurrency_group(self, group: str) -> Sequence[JobFlow]:
+        return ()
+
+    def jobs_for(self, owner_uid: str) -> Sequence[Job]:
+        return self.jobs
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        step = body["metadata"]["labels"]["workflow.kube-zen.io/step"]
+        if step in self.create_errors:
+            raise self.create_errors[step]
+        self.created.append(step)
+        return Job.model_validate({"metadata": {**body["metadata"], "uid": f"uid-{step}"}})
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        pass
+
+    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        self.patches.append(patch)
+        if self.patch_errors:
+            raise self.patch_errors.pop(0)
+        return str(len(self.patches) + 1)
+
+    async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
+        pass
+
+    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
+        raise AssertionError("no resourceTemplates here")
+
+    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
+        raise AssertionError("no resourceTemplates here")
+
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def controller(fake: Fake, clock: FakeClock, **kwargs: Any) -> Controller:
+    return Controller(
+        flows=fake,
+        jobs=fake,
+        api=fake,
+        queue=WorkQueue(clock=clock),
+        expectations=kwargs.pop("expectations", Expectations(clock)),
+        events=fake,
+        clock=clock,
+        metrics=Metrics(),
+        **kwargs,
+    )
+
+
+def too_large(status: int) -> ApiError:
+    message = (
+        "etcdserver: request is too large" if status == 500 else "Request entity too large: limit is 3145728"
+    )
+    return from_status(status, {"kind": "Status", "code": status, "message": message})
+
+
+@pytest.mark.parametrize("status", [413, 500])
+async def test_a_status_too_large_for_etcd_fails_the_flow_with_a_minimal_write(status: int) -> None:
+    fake, clock = Fake(make_flow([job_step("a"), job_step("b", "a")])), FakeClock()
+    fake.patch_errors = [too_large(status)]
+    requeue = await controller(fake, clock).reconcile(fake.flow.key)
+    assert requeue is None  # not retried: the same write would be refused again
+    first, minimal = fake.patches
+    assert "steps" in first["status"]
+    assert "steps" not in minimal["status"]  # only phase, conditions and message change
+    assert minimal["status"]["phase"] == "Failed"
+    failed = next(c for c in minimal["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "StatusRejected"
+    assert "too large to store" in failed["message"]
+    assert ("Warning", "StatusRejected") in {(t, r) for t, r, _ in fake.events}
+
+
+async def test_a_refused_failure_write_gives_up_quietly_instead_of_looping() -> None:
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    fake.patch_errors = [too_large(413), too_large(413)]
+    assert await controller(fake, clock).reconcile(fake.flow.key) is None
+    assert len(fake.patches) == 2
+
+
+async def test_a_transient_status_error_is_retried_not_failed() -> None:
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    fake.patch_errors = [from_status(500, {"message": "etcdserver: leader changed"})]
+    with pytest.raises(ApiError, match="leader changed"):
+        await controller(fake, clock).reconcile(fake.flow.key)
+    assert len(fake.patches) == 1
+
+
+async def test_a_job_the_apiserver_refuses_fails_the_flow_naming_the_step() -> None:
+    fake, clock = Fake(make_flow([job_step("good"), job_step("bad")])), FakeClock()
+    message = 'Job.batch "x" is invalid: spec.template.metadata.labels: Invalid value: "$(x)"'
+    fake.create_errors["bad"] = from_status(422, {"reason": "Invalid", "message": message})
+    assert await controller(fake, clock).reconcile(fake.flow.key) is not None  # the TTL wake-up
+    (patch,) = fake.patches
+    assert patch["status"]["phase"] == "Failed"
+    failed = next(c for c in patch["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "JobRejected"
+    assert "step bad: 422" in failed["message"]
+    assert fake.created == ["good"]
+
+
+async def test_an_unobserved_expectation_is_looked_at_again_when_it_expires() -> None:
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    expectations = Expectations(clock)
+    expectations.expect_creations(fake.flow.metadata.uid, ["never-seen"])
+    clock.jump(100)
+    requeue = await controller(fake, clock, expectations=expectations).reconcile(fake.flow.key)
+    assert requeue == pytest.approx(EXPECTATIONS_TIMEOUT - 100)
+    assert fake.patches == []
+
+
+async def test_a_failing_flow_is_logged_once_until_its_cause_changes() -> None:
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    ctrl = controller(fake, clock)
+    hiccup = from_status(503, {"message": "apiserver unavailable"})
+    with capture_logs() as logs:
+        for error in (hiccup, hiccup, hiccup, from_status(504, {"message": "timeout"})):
+            ctrl._report_failure(fake.flow.key, error)
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [w["error"] for w in warnings] == [
+        "ApiError: 503: apiserver unavailable",
+        "ApiError: 504: timeout",
+    ]
+
+
+def test_the_sandbox_stops_a_pathological_expression_and_keeps_serving() -> None:
+    sandbox = ExpressionSandbox(budget=0.5, workers=1)
+    try:
+        with pytest.raises(BudgetExceeded, match=r"ran past its 0.5s budget"):
+            sandbox.evaluate(compile_when(PATHOLOGICAL), {"steps": {}, "flow": {}})
+        assert sandbox.budget_exceeded == 1
+        # The killed worker is replaced: the next expression is answered.
+        cheap = compile_when("steps.exists(s, steps[s].phase == 'Failed')")
+        assert sandbox.evaluate(cheap, {"steps": {"a": {"phase": "Failed"}}, "flow": {}}) is True
+        assert sandbox.evaluate(cheap, {"steps": {"a": {"phase": "Succeeded"}}, "flow": {}}) is False
+    finally:
+        sandbox.close()
+
+
+async def test_a_pathological_when_fails_its_step_while_the_event_loop_keeps_running() -> None:
+    # Step a has run and its Job completed; the reconcile that sees it decides b's `when`.
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a", when=PATHOLOGICAL)]), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock()
+    sandbox = ExpressionSandbox(budget=0.5, workers=1)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        await controller(fake, clock, evaluate=sandbox.evaluate).reconcile(fake.flow.key)
+    finally:
+        tick_task.cancel()
+        sandbox.close()
+    assert ticks > 10  # the loop ran while the worker was busy (it would be ~0 if evaluated inline)
+    (patch,) = fake.patches
+    b = next(s for s in patch["status"]["steps"] if s["name"] == "b")
+    assert b["phase"] == "Failed"
+    assert "ran past its 0.5s budget" in b["message"]
+    assert patch["status"]["phase"] == "Failed"
