@@ -8,10 +8,12 @@ IMAGE ?= ghcr.io/kube-zen/zen-flow
 PLATFORMS ?= linux/amd64,linux/arm64
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test runs hypothesis derandomized (the same cases every run, as CI must); plain `pytest` explores.
+export ZENFLOW_HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: help install controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
         test-load bench cluster dev run validate-examples manifests helm-lint helm-template helm-package \
-        deploy image build-image-multiarch build-release coverage clean
+        deploy image build-image-multiarch build-release coverage clean test-chaos fuzz
 
 help:
 	@grep -E '^[a-z0-9-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -82,6 +84,13 @@ validate-examples: $(STAMP) ## validate examples/, the original-forms fixtures a
 bench: $(STAMP) ## benchmarks on a local kwok cluster: latency, throughput vs ideal baseline, API cost, memory (BENCH_ARGS=--preset quick|default|large)
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
 	  $(BIN)/zen-flow-dev bench $(BENCH_ARGS)
+
+test-chaos: $(STAMP) ## random SIGKILLs of the controller during 100 flows x 10 steps; prints duplicates and stuck flows
+	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/zen-flow-dev chaos $(CHAOS_ARGS)
+
+fuzz: $(STAMP) ## the webhook fuzz test with 20,000 generated reviews (make test runs 100, derandomized)
+	ZENFLOW_HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/unit/test_webhook_fuzz.py $(PYTEST_ARGS)
 
 test-load: $(STAMP) ## the load-test smoke (correctness only) and the quick benchmark preset
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \

@@ -29,7 +29,11 @@ from zen_flow_dev.testing.driver import FlowDriver
 # new examples (and keeps failures in .hypothesis/).
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
-settings.load_profile("ci" if os.environ.get("CI") else "default")
+# `make fuzz`: the webhook fuzz test (and any other property) with many more cases.
+settings.register_profile("fuzz", parent=settings.get_profile("default"), max_examples=20_000)
+settings.load_profile(
+    os.environ.get("ZENFLOW_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
+)
 
 TESTS_DIR = Path(__file__).parent
 TIER_MARKERS = {"integration": "integration", "e2e": "e2e"}

@@ -1,4 +1,5 @@
-"""`zen-flow-dev`: the developer commands behind `make cluster`, `make dev` and `make bench`.
+"""`zen-flow-dev`: the developer commands behind `make cluster`, `make dev`, `make bench` and
+`make test-chaos`.
 
 They live here, not in `zen-flow`, because they need the source checkout (config/crd, examples) and
 the control-plane binaries: an installed zen-flow (wheel or image) has neither.
@@ -28,6 +29,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    from zen_flow_dev.chaos import main as chaos_main
+
+    return chaos_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zen-flow-dev", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="the benchmarks (`zen-flow-dev bench --help` for their options)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("chaos", help="SIGKILL the controller at random during 100 flows; count duplicates")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_chaos)
     return parser
 
 

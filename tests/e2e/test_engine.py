@@ -242,3 +242,30 @@ async def test_leader_election_one_acts_and_the_other_takes_over(
     assert flow["status"]["phase"] == "Succeeded"
     assert b.metric("leader_election_master_status") == 1
     assert b.metric("zen_flow_job_creates_total") == 3
+
+
+async def test_sigterm_ends_a_leader_with_resync_and_a_standby_without_waiting_out_the_deadline(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    """With a 50 s renew deadline, a shutdown that waited for it would outlast stop()'s 20 s and end in
+    SIGKILL (exit -9). Both must exit 0: the leader once its workers are done (resync included), the
+    standby at once, and the lease must be released for a successor."""
+    slow_deadline = ["--lease-duration", "60", "--renew-deadline", "50", "--retry-period", "1"]
+    common = {"leader_elect": True, "lease_namespace": namespace}
+    leader = start_controller(
+        identity="leader", extra_args=[*slow_deadline, "--resync-seconds", "30"], **common
+    )
+
+    async def leads() -> bool:
+        return leader.metric("leader_election_master_status") == 1
+
+    await wait_until(leads, 30, what="the first replica leads")
+    standby = start_controller(identity="standby", extra_args=slow_deadline, **common)
+    await driver.create(chain("before-shutdown", namespace, 2))
+    await driver.wait_phase(namespace, "before-shutdown", timeout=60)
+    assert standby.stop(timeout=20) == 0
+    assert leader.stop(timeout=20) == 0
+    lease = await driver.kube.request(
+        "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/zen-flow-controller"
+    )
+    assert lease["spec"].get("holderIdentity", "") == ""  # released, not left to expire

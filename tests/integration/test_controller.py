@@ -329,3 +329,29 @@ async def test_sigterm_stops_the_controller_cleanly(start_controller: StartContr
     code = controller.stop()
     assert code == 0, controller.log_tail()
     assert not any('"controller crashed"' in line for line in controller.log_lines())
+
+
+async def test_readiness_says_why_the_caches_cannot_sync(
+    kubeconfig: Any, tmp_path: Any, namespace: str
+) -> None:
+    """A token file that is missing (a bad mount) must show up as the reason the controller is not
+    ready, not as a start-up that never ends."""
+    import yaml
+
+    config = yaml.safe_load(kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"tokenFile": str(tmp_path / "no-such-token")}
+    broken = tmp_path / "kubeconfig"
+    broken.write_text(yaml.safe_dump(config))
+    controller = ControllerProcess(broken, tmp_path / "controller.log", namespaces=[namespace]).start()
+    try:
+
+        async def reason() -> str | None:
+            status, body = controller.get("/readyz")
+            return body if status == 503 and "last error" not in body and "no-such-token" in body else None
+
+        body = await wait_until(reason, WAIT, what="/readyz naming the missing token file")
+    finally:
+        controller.stop()
+    assert "informer-jobflows-synced: cache not synced yet: token file" in body
+    assert "no-such-token" in body

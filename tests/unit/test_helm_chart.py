@@ -268,6 +268,18 @@ def test_watch_namespaces_bind_per_namespace_and_restrict_the_informers(helm: st
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
 
 
+def test_the_network_policy_is_the_kustomize_components(helm: str, tmp_path: Path) -> None:
+    assert not find_all(render(helm, tmp_path), "NetworkPolicy")  # off by default
+    docs = render(helm, tmp_path, {"networkPolicy": {"enabled": True}})
+    chart_policy = find(docs, "NetworkPolicy")
+    (component,) = documents(CONFIG / "components" / "network-policy" / "networkpolicy.yaml")
+    assert chart_policy["spec"]["ingress"] == component["spec"]["ingress"]
+    assert chart_policy["spec"]["policyTypes"] == component["spec"]["policyTypes"]
+    # It selects exactly the controller's pods.
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert chart_policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
 def test_webhook_disabled_runs_without_webhooks_or_certificates(helm: str, tmp_path: Path) -> None:
     values = {"webhook": {"enabled": False}, "metrics": {"prometheusRule": {"enabled": True}}}
     docs = render(helm, tmp_path, values)

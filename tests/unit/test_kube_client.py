@@ -603,6 +603,28 @@ async def test_a_401_refetches_rotating_credentials_and_retries_once(
     assert auth == ["Bearer old", "Bearer old", "Bearer old", "Bearer new"]
 
 
+async def test_a_watch_refused_with_401_refreshes_rotating_credentials_for_the_next_attempt(
+    fake: tuple[FakeApiserver, TestServer], clock: InstantClock, tmp_path: Path
+) -> None:
+    api, server = fake
+    token = tmp_path / "token"
+    token.write_text("old")
+    host = str(server.make_url("")).rstrip("/")
+    config = KubeConfig(host=host, source="test", credentials=TokenFile(token, clock=clock))
+    api.answer(reply(401, status_body(401, "Unauthorized")), reply(401, status_body(401, "Unauthorized")))
+    async with KubeClient(config, ClientOptions(timeout=2.0), clock=clock) as client:
+        with pytest.raises(ApiError, match="Unauthorized"):
+            async with JobClient(client).watch(None, "5", 300):
+                pass
+        token.write_text("rotated")  # the kubelet projected a new token meanwhile
+        with pytest.raises(ApiError):
+            async with JobClient(client).watch(None, "5", 300):
+                pass
+    auth = [headers.get("Authorization") for _, _, headers, _, _ in api.requests]
+    # Without the refresh the second watch would still carry "old" (the file is re-read only every minute).
+    assert auth == ["Bearer old", "Bearer rotated"]
+
+
 async def test_requests_in_flight_are_bounded_but_watches_are_not(
     fake: tuple[FakeApiserver, TestServer], clock: InstantClock
 ) -> None:

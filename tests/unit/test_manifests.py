@@ -8,6 +8,7 @@ cluster-wide secrets access and missing verbs.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
@@ -60,11 +61,6 @@ TEMPLATE_RESOURCES = ("configmaps", "persistentvolumeclaims")
 # Granted beyond what the code sends, each for a stated reason (docs/RBAC.md):
 GRANTED_EXTRAS = {
     ("workflow.kube-zen.io", "jobflows/status", "get"): "read the status subresource (kubectl, debugging)",
-    (
-        "workflow.kube-zen.io",
-        "jobflows/status",
-        "update",
-    ): "a status PUT, should the client switch from patch",
     ("batch", "jobs", "get"): "a single-Job read (adoption after AlreadyExists)",
     ("", "events", "patch"): "an aggregating event recorder bumps counts with patch",
     ("coordination.k8s.io", "leases", "update"): "client-go-style lease renewal with PUT",
@@ -81,7 +77,7 @@ def test_every_config_yaml_parses_into_objects_with_kind_and_name(path: Path) ->
     for doc in docs:
         assert doc.get("apiVersion"), doc
         assert doc.get("kind"), doc
-        if not doc["kind"].startswith("Kustomization"):
+        if doc["kind"] not in ("Kustomization", "Component"):
             assert doc["metadata"]["name"]
 
 
@@ -115,6 +111,53 @@ def test_kustomize_builds_the_default_composition() -> None:
         if d["kind"] != "VerticalPodAutoscaler"  # applied on its own
     }
     assert built == expected
+
+
+def _kustomize_overlay(tmp_path: Path, components: list[str]) -> list[dict[str, Any]]:
+    """An overlay of config/default with `components`, as a user would write it, built by kubectl."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize takes relative paths only
+                "resources": [os.path.relpath(CONFIG / "default", overlay)],
+                "components": [os.path.relpath(CONFIG / "components" / c, overlay) for c in components],
+            }
+        )
+    )
+    out = subprocess.run(
+        [str(find_kubectl()), "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_the_namespaced_rbac_component_binds_only_the_watched_namespaces(tmp_path: Path) -> None:
+    docs = _kustomize_overlay(tmp_path, ["namespaced-rbac"])
+    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"]
+    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings] == [
+        ("team-a", "zen-flow-controller")
+    ]
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert settings_of(deploy).namespaces == ("team-a",)
+
+
+def test_the_network_policy_component_selects_the_controller_pods(tmp_path: Path) -> None:
+    docs = _kustomize_overlay(tmp_path, ["network-policy"])
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert policy["metadata"]["namespace"] == deploy["metadata"]["namespace"]
+    pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ports == {split_addr(SETTINGS.metrics_addr)[1], split_addr(SETTINGS.webhook_addr)[1]}
 
 
 # --- the Deployment runs the real CLI ---------------------------------------------------------------

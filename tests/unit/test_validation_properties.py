@@ -11,17 +11,10 @@ from validation_samples import EXAMPLES, load_yaml
 
 from zen_flow.api import JobFlow
 from zen_flow.validation import validate_jobflow, validate_update
+from zen_flow_dev.testing.mutations import corrupted_examples, json_like, scalars, without_nulls
 
 # --- arbitrary JSON-like input -------------------------------------------------------------------------
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-json_like = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=30,
-)
 # Keys the validator looks up, so random objects reach deep rules instead of stopping at the top.
 KEYS = [
     "apiVersion", "kind", "metadata", "name", "generateName", "annotations", "labels", "spec", "steps",
@@ -53,25 +46,6 @@ def test_never_raises_on_arbitrary_json(obj: Any) -> None:
 def test_never_raises_on_objects_shaped_like_flows(obj: Any, old: Any) -> None:
     for error in validate_jobflow(obj) + validate_update(old, obj):
         str(error)
-
-
-@st.composite
-def corrupted_examples(draw: st.DrawFn) -> Any:
-    """An original example with a random subtree replaced by random JSON."""
-    flow = copy.deepcopy(load_yaml(draw(st.sampled_from(EXAMPLES))))
-    node: Any = flow
-    for _ in range(draw(st.integers(0, 8))):
-        if isinstance(node, dict) and node:
-            key = draw(st.sampled_from(sorted(node)))
-        elif isinstance(node, list) and node:
-            key = draw(st.integers(0, len(node) - 1))
-        else:
-            break
-        if not isinstance(node[key], dict | list) or draw(st.booleans()):
-            node[key] = draw(json_like)
-            break
-        node = node[key]
-    return flow
 
 
 @settings(max_examples=300, deadline=None)
@@ -224,3 +198,37 @@ def test_the_examples_stay_valid_through_the_api_models() -> None:
             by_alias=True, exclude_none=True, mode="json"
         )
         assert validate_jobflow(dumped) == [], path
+
+
+# --- the validator and the models agree -----------------------------------------------------------------
+
+
+def _declared_manual(step: Any) -> bool:
+    """The API's rule on the raw step: `type: Manual`, or no type and no template at all."""
+    kind = step.get("type")
+    return kind == "Manual" if kind else step.get("template") is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(corrupted_examples())
+def test_what_the_validator_accepts_the_models_read_the_same_way(flow: Any) -> None:
+    """The controller re-reads an admitted flow through the models: a flow the validator admits must
+    parse, and every step must be the kind (Job or approval gate) the validator judged it to be.
+    (A falsy template such as 0, "" or [] once passed the validator and became an approval gate.)"""
+    if validate_jobflow(flow):
+        return
+    # The apiserver prunes nulls of a structural schema before anyone reads the object (not inside the
+    # template, whose unknown fields it keeps): the models never see them.
+    model = JobFlow.model_validate(without_nulls(flow))
+    for raw, step in zip(flow["spec"]["steps"], model.spec.steps, strict=True):
+        assert step.is_manual == _declared_manual(raw), raw
+
+
+@given(st.sampled_from([0, "", [], False, {}, "x", 1]))
+def test_a_template_that_is_not_a_job_object_is_refused_not_read_as_a_gate(bad: Any) -> None:
+    flow = copy.deepcopy(load_yaml(EXAMPLES[0]))
+    step = flow["spec"]["steps"][0]
+    step.pop("type", None)
+    step["template"] = bad
+    errors = [str(e) for e in validate_jobflow(flow)]
+    assert any(e.startswith("spec.steps[0].template") for e in errors), errors

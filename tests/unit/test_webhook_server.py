@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import ssl
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from validation_samples import base_flow
 
+from zen_flow.webhook.connections import ConnectionLimits
 from zen_flow.webhook.server import MAX_BODY_BYTES, WebhookServer, create_webhook_app
 from zen_flow_dev.cluster.pki import CertificateAuthority, create_ca, issue_serving_cert
 
@@ -370,3 +372,128 @@ async def test_runtime_serves_until_cancelled(
     assert not runtime.server.listening
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+# --- slow clients and too many connections ---------------------------------------------------------------
+
+TIGHT = ConnectionLimits(max_connections=4, request_timeout=0.5, handshake_timeout=0.5, keepalive_timeout=1.0)
+
+
+@pytest.fixture
+async def tight(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[WebhookServer]:
+    cert_dir = tmp_path / "certs"
+    issue(ca, cert_dir)
+    server = WebhookServer(cert_dir, reload_interval=3600, limits=TIGHT)
+    await server.start("127.0.0.1", 0)
+    yield server
+    await server.stop()
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    """True once the server closes the connection (EOF or reset), False if it is still open at `within`."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(1024):
+                pass
+    except TimeoutError:
+        return False
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return True
+
+
+async def _answered(port: int, trust: ssl.SSLContext) -> bool:
+    """Does a new connection get an answer to GET /healthz?"""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trust)
+    except (ConnectionResetError, ssl.SSLError, OSError):
+        return False
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return bool(await reader.read(1024))
+    except (ConnectionResetError, ssl.SSLError, OSError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionResetError, ssl.SSLError, OSError):
+            await writer.wait_closed()
+
+
+async def test_a_connection_that_never_sends_a_request_is_closed(
+    tight: WebhookServer, trust: ssl.SSLContext
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", tight.port, ssl=trust)
+    try:
+        assert await _closed_by_server(reader, within=TIGHT.request_timeout * 10)
+    finally:
+        writer.close()
+    assert tight.guard.timed_out == 1
+
+
+async def test_a_request_head_dribbled_in_byte_by_byte_is_cut_off(
+    tight: WebhookServer, trust: ssl.SSLContext
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", tight.port, ssl=trust)
+    head = b"POST /validate-jobflow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+    async def dribble() -> None:
+        for byte in head:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the attack is slowness itself: one byte per 50 ms
+
+    sender = asyncio.create_task(dribble())
+    try:
+        assert await _closed_by_server(reader, within=TIGHT.request_timeout * 10)
+    finally:
+        sender.cancel()
+        writer.close()
+    assert tight.guard.timed_out == 1
+
+
+async def test_connections_past_the_cap_are_refused_and_the_server_keeps_serving(
+    tight: WebhookServer, trust: ssl.SSLContext
+) -> None:
+    idle = [
+        await asyncio.open_connection("127.0.0.1", tight.port, ssl=trust)
+        for _ in range(TIGHT.max_connections)
+    ]
+    try:
+        deadline = time.monotonic() + 5
+        while tight.guard.open < TIGHT.max_connections:  # handshakes finish in the server's loop
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert not await _answered(tight.port, trust)  # one more: closed at once, no answer
+        assert tight.guard.refused >= 1
+    finally:
+        for _, writer in idle:
+            writer.close()
+    # Once the idle ones are gone (closed by us, or timed out), reviews are served again.
+    async with aiohttp.ClientSession() as session:
+        url = f"https://127.0.0.1:{tight.port}/validate-jobflow"
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                async with session.post(url, json=review(base_flow()), ssl=trust) as resp:
+                    assert (await resp.json())["response"]["allowed"] is True
+                    break
+            except aiohttp.ClientError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+
+
+async def test_a_keep_alive_connection_serves_several_reviews_then_idles_out(
+    tight: WebhookServer, trust: ssl.SSLContext
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = f"https://127.0.0.1:{tight.port}/validate-jobflow"
+        for _ in range(3):  # one connection, re-armed after each response
+            async with session.post(url, json=review(base_flow()), ssl=trust) as resp:
+                assert resp.status == 200
+        assert tight.guard.open == 1
+        deadline = time.monotonic() + TIGHT.keepalive_timeout * 10
+        while tight.guard.open:
+            assert time.monotonic() < deadline, "an idle keep-alive connection was never closed"
+            await asyncio.sleep(0.05)

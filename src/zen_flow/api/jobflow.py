@@ -157,10 +157,11 @@ class Step(Model):
 
     @property
     def is_manual(self) -> bool:
-        """Manual approval gate: `type: Manual`, or (as in the original) no type and no template."""
+        """Manual approval gate: `type: Manual`, or (as in the original) no type and no template. An
+        empty template is a broken Job step (the validator says so), not an approval gate."""
         if self.type:
             return self.type == StepType.MANUAL
-        return not self.template
+        return self.template is None
 
 
 class JobFlowSpec(Model):

@@ -202,11 +202,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         metrics.informer_cached.labels("jobflows").set_function(lambda: len(flows.store))
         metrics.informer_cached.labels("jobs").set_function(lambda: len(jobs.store))
 
+        working = asyncio.Event()  # workers are running: a shutdown lets them finish the key in hand
+
         async def work() -> None:
             await flows.wait_synced()
             await jobs.wait_synced()
             log.info("caches synced; reconciling", flows=len(flows.store), jobs=len(jobs.store))
             freeze_long_lived()
+            working.set()
             async with asyncio.TaskGroup() as group:
                 workers = [
                     group.create_task(controller.run_worker(), name=f"worker-{n}")
@@ -269,8 +272,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 log.info("shutting down: finishing in-flight reconciles, releasing the lease")
                 queue.shutdown()
                 # Workers return once the queue is shut down; lead() then returns and the lease is
-                # released. A standby has nothing to finish: cancelling it stops its campaign at once.
-                if keeper is None or keeper.is_leader:
+                # released. A standby, or a controller still syncing its caches, has nothing to finish:
+                # cancelling it stops at once.
+                if working.is_set() and (keeper is None or keeper.is_leader):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(settings.renew_deadline):
                             await asyncio.shield(reconciler)

@@ -74,11 +74,13 @@ def check_cycle(r: Reader, index: StepIndex) -> None:
 
 
 def is_manual(step: Mapping[str, Any]) -> bool:
-    """As `api.jobflow.Step.is_manual`: `type: Manual`, or no type and no template (the original's rule)."""
+    """As `api.jobflow.Step.is_manual`: `type: Manual`, or no type and no template (the original's rule).
+    "No template" means absent (or null): an empty or falsy template (`{}`, `0`, `""`) is a Job step's
+    broken template, reported as such, never silently an approval gate."""
     kind = step.get("type")
     if isinstance(kind, str) and kind:
         return kind == "Manual"
-    return not step.get("template")
+    return step.get("template") is None
 
 
 def check_step(r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path) -> TemplateInfo | None:
@@ -122,7 +124,7 @@ def _check_template_for_type(
             )
         return None
     if is_manual(step):
-        return None  # no type and an empty template: the original's implicit approval gate
+        return None  # no type and no template: the original's implicit approval gate
     if raw is None or raw == {}:
         r.add(
             required(

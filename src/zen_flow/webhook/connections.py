@@ -45,7 +45,7 @@ class ConnectionGuard:
         self.timed_out = 0
         self._by_transport: weakref.WeakKeyDictionary[Any, _Guarded] = weakref.WeakKeyDictionary()
 
-    def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+    def wrap(self, factory: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
         return lambda: _Guarded(factory(), self)
 
     @web.middleware

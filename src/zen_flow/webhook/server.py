@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.review import ReviewError, mutate_review, validate_review
 from zen_flow.webhook.tls import CertMetrics, CertReloader
 
@@ -30,6 +31,7 @@ MAX_BODY_BYTES = 3 * 1024 * 1024 + 64 * 1024
 VALIDATE_PATH = "/validate-jobflow"
 MUTATE_PATH = "/mutate-jobflow"
 DEFAULT_RELOAD_INTERVAL = 30.0
+DEFAULT_LIMITS = ConnectionLimits()
 
 
 class WebhookMetrics(CertMetrics, Protocol):
@@ -37,8 +39,15 @@ class WebhookMetrics(CertMetrics, Protocol):
         """One admission review answered by `webhook` ("validate" or "mutate")."""
 
 
+BodyReader = Callable[[web.Request], Awaitable[bytes]]
+
+
+async def _read_whole(request: web.Request) -> bytes:
+    return await request.read()
+
+
 def _review_handler(
-    name: str, review: Callable[[Any], dict[str, Any]], metrics: WebhookMetrics | None
+    name: str, review: Callable[[Any], dict[str, Any]], metrics: WebhookMetrics | None, read_body: BodyReader
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     def decide(body: bytes) -> dict[str, Any]:
         try:
@@ -49,7 +58,11 @@ def _review_handler(
 
     async def handle(request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await request.read()  # raises 413 above client_max_size
+        try:
+            body = await read_body(request)  # raises 413 above client_max_size
+        except TimeoutError:
+            log.warning("admission request body too slow; connection dropped", webhook=name)
+            raise web.HTTPRequestTimeout() from None
         try:
             answer = await asyncio.to_thread(decide, body)
         except ReviewError as exc:
@@ -70,6 +83,7 @@ def create_webhook_app(
     ready: Callable[[], str | None] = lambda: None,
     metrics: WebhookMetrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
     """The aiohttp app (no TLS: the site adds it). `ready` returns None when ready, else the reason."""
 
@@ -82,9 +96,11 @@ def create_webhook_app(
             return web.Response(status=503, text=reason + "\n")
         return web.Response(text="ok\n")
 
-    app = web.Application(client_max_size=max_body_bytes)
-    app.router.add_post(VALIDATE_PATH, _review_handler("validate", validate_review, metrics))
-    app.router.add_post(MUTATE_PATH, _review_handler("mutate", mutate_review, metrics))
+    middlewares = [guard.middleware] if guard is not None else []
+    read_body = guard.read_body if guard is not None else _read_whole
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
+    app.router.add_post(VALIDATE_PATH, _review_handler("validate", validate_review, metrics, read_body))
+    app.router.add_post(MUTATE_PATH, _review_handler("mutate", mutate_review, metrics, read_body))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
@@ -105,14 +121,16 @@ class WebhookServer:
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         metrics: WebhookMetrics | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
     ) -> None:
         self.certs = CertReloader(cert_dir, metrics=metrics)
         self._interval = reload_interval
+        self.guard = ConnectionGuard(limits)
         self._app = create_webhook_app(
-            ready=self.not_ready_reason, metrics=metrics, max_body_bytes=max_body_bytes
+            ready=self.not_ready_reason, metrics=metrics, max_body_bytes=max_body_bytes, guard=self.guard
         )
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     def not_ready_reason(self) -> str | None:
@@ -130,18 +148,31 @@ class WebhookServer:
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        if self._runner is None:
+        if self._server is None:
             raise RuntimeError("the webhook server is not started")
-        for address in self._runner.addresses:
-            return int(address[1])
+        for sock in self._server.sockets:
+            return int(sock.getsockname()[1])
         raise RuntimeError("the webhook server has no address")
 
     async def start(self, host: str, port: int) -> None:
         self.certs.check()
-        self._runner = web.AppRunner(self._app, handle_signals=False, access_log=None)
+        limits = self.guard.limits
+        self._runner = web.AppRunner(
+            self._app, handle_signals=False, access_log=None, keepalive_timeout=limits.keepalive_timeout
+        )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port, ssl_context=self.certs.listening_context())
-        await self._site.start()
+        factory = self._runner.server
+        assert factory is not None  # set by setup()
+        # Our own listener instead of web.TCPSite: each connection goes through the guard (a cap, and
+        # deadlines for clients that connect and never finish a request), and the TLS handshake is bounded.
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard.wrap(factory),
+            host,
+            port,
+            ssl=self.certs.listening_context(),
+            ssl_handshake_timeout=limits.handshake_timeout,
+            reuse_address=True,
+        )
         self._watcher = asyncio.create_task(self.certs.watch(self._interval), name="webhook-cert-reload")
         log.info("webhook server listening", host=host, port=self.port, ready=self.certs.ready)
 
@@ -151,6 +182,11 @@ class WebhookServer:
             # wait() does not re-raise the watcher's CancelledError, and lets our own cancellation through
             await asyncio.wait([self._watcher])
             self._watcher = None
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
