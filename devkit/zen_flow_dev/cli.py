@@ -8,6 +8,7 @@ the control-plane binaries: an installed zen-flow (wheel or image) has neither.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 
@@ -64,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# These take their own options (and their own --help): everything after the command name is theirs.
+_PASS_THROUGH = {"bench": _cmd_bench, "chaos": _cmd_chaos}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASS_THROUGH:
+        return _PASS_THROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

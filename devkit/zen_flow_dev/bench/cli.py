@@ -19,7 +19,7 @@ ADMISSION_BUDGET = {"quick": 0.2, "default": 1.0, "large": 2.0}
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m zen_flow_dev.bench",
+        prog="zen-flow-dev bench",
         description="Benchmark zen-flow against an ideal baseline on a local (kwok) or existing cluster.",
     )
     p.add_argument(
