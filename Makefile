@@ -45,9 +45,11 @@ imports: $(STAMP)
 
 check: lint typecheck imports ## format check, lint, mypy --strict, import contracts
 
-test: $(STAMP) ## run every test tier (unit, integration, e2e); builds the control plane if needed
-	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
-	  $(BIN)/pytest tests $(PYTEST_ARGS)
+test: $(STAMP) ## every test tier (unit, integration, e2e, real node); builds what they need first (cached)
+	@set -e; \
+	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
+	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_NODE_BIN="$$node" $(BIN)/pytest tests $(PYTEST_ARGS)
 
 coverage: $(STAMP) ## every test tier under coverage, controller subprocesses included; report here and in htmlcov/
 	rm -f .coverage .coverage.*

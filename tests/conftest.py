@@ -36,7 +36,7 @@ settings.load_profile(
 )
 
 TESTS_DIR = Path(__file__).parent
-TIER_MARKERS = {"integration": "integration", "e2e": "e2e"}
+TIER_MARKERS = {"integration": "integration", "e2e": "e2e", "node": "node"}
 LOG_TAIL_LINES = 60
 _CLUSTER_FIXTURES = ("cluster", "apiserver_cluster", "full_cluster")
 

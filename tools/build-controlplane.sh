@@ -39,39 +39,15 @@ WORK="$(mktemp -d "${CACHE_ROOT}/build.XXXXXX")"
 trap 'rm -rf "${WORK}"' EXIT
 start=$(date +%s)
 
+# shellcheck source=lib/k8s-module.sh
+source "$(dirname "$0")/lib/k8s-module.sh"
+
 build_kubernetes() {
-  local dir="${WORK}/kubernetes" minor gomod
   [ -x "${BIN}/kube-apiserver" ] && [ -x "${BIN}/kube-controller-manager" ] && [ -x "${BIN}/kube-scheduler" ] \
     && [ -x "${BIN}/kubectl" ] && return 0
-  mkdir -p "${dir}" && cd "${dir}"
-  go mod init zenflow.local/controlplane-build >/dev/null 2>&1
-  log "kubernetes ${K8S_VERSION}: reading its go.mod from the module proxy"
-  gomod="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
-  [ -f "${gomod}" ] || { log "could not download k8s.io/kubernetes@${K8S_VERSION}"; exit 1; }
-  # Every staging module is required at v0.0.0 and replaced by a ./staging path upstream; map each to its
-  # published tag (k8s v1.X.Y -> staging v0.X.Y). Derived, never hard-coded.
-  local staging="v0.${K8S_VERSION#v1.}"
-  local replaces=()
-  while read -r mod; do
-    replaces+=("-replace=${mod}=${mod}@${staging}")
-  done < <(sed -n 's|^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/k8s.io/.*$|\1|p' "${gomod}")
-  log "kubernetes: ${#replaces[@]} staging replaces"
-  go mod edit "${replaces[@]}"
-  local godebug
-  godebug="$(sed -n 's/^godebug[[:space:]]\{1,\}\(default=.*\)$/\1/p' "${gomod}" | head -n1)"
-  [ -n "${godebug}" ] && go mod edit -godebug="${godebug}"
-  local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-              k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-  log "kubernetes: resolving dependencies"
-  go get "${pkgs[@]/%/@${K8S_VERSION}}" >&2
-  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  local ld="-s -w" date; date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X ${p}.gitVersion=${K8S_VERSION} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${minor}"
-    ld+=" -X ${p}.gitCommit=zenflow-module-build -X ${p}.gitTreeState=clean -X ${p}.buildDate=${date}"
-  done
-  log "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl"
-  go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "${ld}" -o "${BIN}/" "${pkgs[@]}" >&2
+  k8s_module_build "${K8S_VERSION}" "${WORK}/kubernetes" "${BIN}" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 }
 
 build_etcd() {

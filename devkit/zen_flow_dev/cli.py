@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("cluster", help="start a local control plane in the foreground (tests, demos)")
-    p.add_argument("--profile", choices=["apiserver", "full"], default="full")
+    p.add_argument("--profile", choices=["apiserver", "full", "node"], default="full")
     p.set_defaults(func=_cmd_cluster)
 
     p = sub.add_parser("dev", help="local cluster + CRD + controller + example flows, with live progress")

@@ -59,6 +59,41 @@ def check_bin_dir(bin_dir: Path, required: tuple[str, ...], source: str = "bin_d
     return bin_dir
 
 
+NODE_VERSIONS = {"k8s": K8S_VERSION, "containerd": "v2.4.2", "registry": "v3.1.2", "crane": "v0.22.1"}
+NODE_CACHE_KEY = "_".join(f"{name}-{version}" for name, version in NODE_VERSIONS.items())
+"""Must match KEY in tools/build-node.sh."""
+NODE_BINARIES = (
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "registry",
+    "crane",
+    "pause",
+)
+
+
+def find_node_bin_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """tools/build-node.sh's output: $ZENFLOW_NODE_BIN, else its cache directory."""
+    env = os.environ if environ is None else environ
+    if value := env.get("ZENFLOW_NODE_BIN"):
+        bin_dir, source = Path(value), "$ZENFLOW_NODE_BIN"
+    else:
+        bin_dir, source = (
+            default_bin_dir(env).parents[2] / "node" / NODE_CACHE_KEY / "bin",
+            "the default cache",
+        )
+    missing = [name for name in NODE_BINARIES if not os.access(bin_dir / name, os.X_OK)]
+    if missing:
+        raise MissingBinariesError(
+            f"real-node binaries missing from {bin_dir} ({source}): {', '.join(missing)}. Run "
+            "tools/build-node.sh (builds kubelet, kube-proxy, containerd, the registry and crane from their "
+            "Go modules, installs runc and the CNI plugins; minutes the first time)."
+        )
+    return bin_dir
+
+
 def find_kubectl(bin_dir: Path | None = None) -> Path:
     """kubectl from the control-plane bin dir (same version as the apiserver), else from PATH."""
     candidates: list[Path] = []

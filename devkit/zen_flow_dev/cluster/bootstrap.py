@@ -20,6 +20,9 @@ def register_node(client: AdminClient, name: str = NODE_NAME) -> None:
 
 
 def node_ready(client: AdminClient, name: str = NODE_NAME) -> bool:
+    response = client.request("GET", f"/api/v1/nodes/{name}")
+    if response.status == 404:
+        return False  # a kubelet registers its Node itself, a moment after it starts
     node = client.get(f"/api/v1/nodes/{name}")
     return _condition(node, "Ready") == "True"
 

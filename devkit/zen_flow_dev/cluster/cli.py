@@ -38,7 +38,7 @@ def run_cluster(
     if profile not in PROFILES:
         print(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}", file=sys.stderr)
         return 2
-    chosen: Profile = "full" if profile == "full" else "apiserver"
+    chosen: Profile = "full" if profile == "full" else "node" if profile == "node" else "apiserver"
     try:
         cluster = LocalCluster(chosen, workdir=workdir, smoke_job=smoke_job)
     except MissingBinariesError as error:

@@ -18,16 +18,26 @@ from typing import Literal, TypeVar
 
 from zen_flow_dev.cluster import bootstrap, components, leftovers
 from zen_flow_dev.cluster.adminclient import AdminClient, WaitTimeout, http_ok, tls_context, wait_until
-from zen_flow_dev.cluster.binaries import APISERVER_BINARIES, FULL_BINARIES, check_bin_dir, find_bin_dir
+from zen_flow_dev.cluster.binaries import (
+    APISERVER_BINARIES,
+    FULL_BINARIES,
+    check_bin_dir,
+    find_bin_dir,
+    find_node_bin_dir,
+)
 from zen_flow_dev.cluster.kubeconfig import write_kubeconfig
 from zen_flow_dev.cluster.pki import ClusterPKI, create_cluster_pki, issue_serving_cert
 from zen_flow_dev.cluster.process import ComponentProcess, stop_all, tail_file
 from zen_flow_dev.cluster.stages import kwok_stages_yaml
+from zen_flow_dev.node.node import NODE_IP, NODE_NAME, NodeInputs, RealNode, wait_for
 
 _T = TypeVar("_T")
 
-Profile = Literal["apiserver", "full"]
-PROFILES: tuple[Profile, ...] = ("apiserver", "full")
+Profile = Literal["apiserver", "full", "node"]
+PROFILES: tuple[Profile, ...] = ("apiserver", "full", "node")
+"""apiserver: etcd + kube-apiserver. full: + controller-manager, scheduler, kwok with a fake node.
+node: + controller-manager, scheduler, and a real node (containerd, kubelet, kube-proxy, a local image
+registry; zen_flow_dev.node) instead of kwok; needs root (docs/TESTING.md, "The real-node tier")."""
 
 _SHM = Path("/dev/shm")
 _PORT_CONFLICT = "address already in use"
@@ -60,7 +70,7 @@ class LocalCluster:
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
-        required = FULL_BINARIES if profile == "full" else APISERVER_BINARIES
+        required = APISERVER_BINARIES if profile == "apiserver" else FULL_BINARIES
         self.profile: Profile = profile
         self.bin_dir = check_bin_dir(bin_dir, required) if bin_dir is not None else find_bin_dir(required)
         self.smoke_job = smoke_job
@@ -79,6 +89,7 @@ class LocalCluster:
         self._pki: ClusterPKI | None = None
         self._ports: components.Ports | None = None
         self._processes: list[ComponentProcess] = []
+        self.node: RealNode | None = None
         self._lock = threading.Lock()
         self.startup_seconds: dict[str, float] = {}
         """Wall-clock seconds per start-up phase (etcd, kube-apiserver, components, node, smoke-job,
@@ -112,7 +123,8 @@ class LocalCluster:
         return f"https://127.0.0.1:{self._require(self._ports, 'server').apiserver}"
 
     def component_logs(self) -> dict[str, Path]:
-        return {p.name: p.log_path for p in self._processes}
+        node = self.node.processes if self.node is not None else []
+        return {p.name: p.log_path for p in [*self._processes, *node]}
 
     def log_tails(self, lines: int = 60) -> dict[str, str]:
         return {name: tail_file(path, lines) for name, path in self.component_logs().items()}
@@ -201,8 +213,15 @@ class LocalCluster:
         admin_tls = self._admin_tls()
         with self._phase("kube-apiserver"):
             cert_dir = workdir / "certs" / "apiserver"
+            real_node = self.profile == "node"
+            disabled = (
+                components.NODE_DISABLED_ADMISSION_PLUGINS
+                if real_node
+                else components.DISABLED_ADMISSION_PLUGINS
+            )
             argv = [
-                *components.apiserver_argv(self.bin_dir, pki, cert_dir, ports),
+                *components.apiserver_argv(self.bin_dir, pki, cert_dir, ports, disabled),
+                *(components.node_apiserver_args(pki, NODE_IP) if real_node else []),
                 *self.extra_apiserver_args,
             ]
             self._spawn("kube-apiserver", argv)
@@ -216,15 +235,29 @@ class LocalCluster:
             stages.write_text(kwok_stages_yaml())
             certs = workdir / "certs"
             kubeconfig = self.kubeconfig
-            kcm = components.controller_manager_argv(self.bin_dir, kubeconfig, certs / "kcm", ports)
+            controllers = components.NODE_KCM_CONTROLLERS if real_node else components.KCM_CONTROLLERS
+            kcm = components.controller_manager_argv(
+                self.bin_dir,
+                kubeconfig,
+                certs / "kcm",
+                ports,
+                controllers,
+                pki.ca.cert_path if real_node else None,
+            )
             self._spawn("kube-controller-manager", kcm)
             self._spawn(
                 "kube-scheduler",
                 components.scheduler_argv(self.bin_dir, kubeconfig, certs / "scheduler", ports),
             )
-            kwok_env = {**os.environ, "KWOK_WORKDIR": str(workdir / "kwok")}  # ignore any ~/.kwok/kwok.yaml
-            self._spawn("kwok", components.kwok_argv(self.bin_dir, kubeconfig, stages, ports), env=kwok_env)
-            bootstrap.register_node(client)
+            if not real_node:
+                kwok_env = {
+                    **os.environ,
+                    "KWOK_WORKDIR": str(workdir / "kwok"),
+                }  # ignore any ~/.kwok/kwok.yaml
+                self._spawn(
+                    "kwok", components.kwok_argv(self.bin_dir, kubeconfig, stages, ports), env=kwok_env
+                )
+                bootstrap.register_node(client)
             # The components serve self-signed certs from their cert dirs: only liveness matters here.
             insecure = ssl._create_unverified_context()
             self._wait_http(
@@ -234,9 +267,15 @@ class LocalCluster:
                 "kube-controller-manager",
             )
             self._wait_http(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure, 60.0, "kube-scheduler")
-            self._wait_http(f"http://127.0.0.1:{ports.kwok}/healthz", None, 60.0, "kwok")
+            if not real_node:
+                self._wait_http(f"http://127.0.0.1:{ports.kwok}/healthz", None, 60.0, "kwok")
         with self._phase("node"):
-            bootstrap.wait_node_ready(client, 60.0, abort=self._abort_reason)
+            if real_node:
+                self.node = RealNode(NodeInputs(find_node_bin_dir(), pki, ports.apiserver, self.log_dir))
+                self.node.start(wait_for)
+                bootstrap.wait_node_ready(client, 90.0, abort=self._node_abort_reason, name=NODE_NAME)
+            else:
+                bootstrap.wait_node_ready(client, 60.0, abort=self._abort_reason)
         if self.smoke_job:
             with self._phase("smoke-job"):
                 bootstrap.run_smoke_job(client, 60.0, abort=self._abort_reason)
@@ -262,6 +301,9 @@ class LocalCluster:
     def _wait_http(self, url: str, context: ssl.SSLContext | None, timeout: float, name: str) -> None:
         wait_until(lambda: http_ok(url, context), timeout, f"{name} at {url}", abort=self._abort_reason)
 
+    def _node_abort_reason(self) -> str | None:
+        return self._abort_reason() or (self.node.failed() if self.node is not None else None)
+
     def _abort_reason(self) -> str | None:
         dead = self.dead_components()
         if not dead:
@@ -280,6 +322,9 @@ class LocalCluster:
     def _teardown(self) -> None:
         with self._lock:
             processes, self._processes = self._processes, []
+            node, self.node = self.node, None
+        if node is not None:
+            node.stop()  # before the control plane: the kubelet must not outlive its apiserver
         with ExitStack() as cleanup:
             if self._etcd_dir is not None:
                 cleanup.callback(shutil.rmtree, self._etcd_dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,47 @@ def etcd_argv(bin_dir: Path, data_dir: Path, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_argv(bin_dir: Path, pki: ClusterPKI, cert_dir: Path, ports: Ports) -> list[str]:
+# The `node` profile: a real kubelet (node/node.py) needs more of a real cluster.
+NODE_KCM_CONTROLLERS = (
+    *KCM_CONTROLLERS,
+    # The controller runs as a Deployment under its ServiceAccount; its webhook Service has endpoints.
+    "deployment-controller",
+    "replicaset-controller",
+    "serviceaccount-controller",
+    "root-ca-certificate-publisher-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "disruption-controller",
+)
+
+
+def node_apiserver_args(pki: ClusterPKI, node_ip: str) -> list[str]:
+    """What the apiserver needs for a real node: reach its kubelet (logs, exec) with a client
+    certificate, advertise the node-side relay as the `kubernetes` Service's endpoint, call webhooks at
+    their endpoints (no kube-proxy on the host), and mount ServiceAccount tokens into pods."""
+    return [
+        f"--advertise-address={node_ip}",
+        "--endpoint-reconciler-type=lease",
+        "--enable-aggregator-routing=true",
+        f"--kubelet-client-certificate={pki.admin_cert}",
+        f"--kubelet-client-key={pki.admin_key}",
+        f"--kubelet-certificate-authority={pki.ca.cert_path}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
+# With a real kubelet the ServiceAccount admission plugin is needed (it mounts the pods' tokens).
+NODE_DISABLED_ADMISSION_PLUGINS = ("TaintNodesByCondition",)
+
+
+def apiserver_argv(
+    bin_dir: Path,
+    pki: ClusterPKI,
+    cert_dir: Path,
+    ports: Ports,
+    disabled_admission: Sequence[str] = DISABLED_ADMISSION_PLUGINS,
+) -> list[str]:
     server = f"https://127.0.0.1:{ports.apiserver}"
     return [
         str(bin_dir / "kube-apiserver"),
@@ -88,7 +129,7 @@ def apiserver_argv(bin_dir: Path, pki: ClusterPKI, cert_dir: Path, ports: Ports)
         f"--service-account-issuer={server}",
         f"--service-account-key-file={pki.service_account_public_key}",
         f"--service-account-signing-key-file={pki.service_account_private_key}",
-        f"--disable-admission-plugins={','.join(DISABLED_ADMISSION_PLUGINS)}",
+        f"--disable-admission-plugins={','.join(disabled_admission)}",
         # Loopback addresses are invalid in Endpoints; the default reconciler would log errors forever.
         "--endpoint-reconciler-type=none",
         "--allow-privileged=true",
@@ -96,7 +137,15 @@ def apiserver_argv(bin_dir: Path, pki: ClusterPKI, cert_dir: Path, ports: Ports)
     ]
 
 
-def controller_manager_argv(bin_dir: Path, kubeconfig: Path, cert_dir: Path, ports: Ports) -> list[str]:
+def controller_manager_argv(
+    bin_dir: Path,
+    kubeconfig: Path,
+    cert_dir: Path,
+    ports: Ports,
+    controllers: Sequence[str] = KCM_CONTROLLERS,
+    root_ca: Path | None = None,
+) -> list[str]:
+    extra = [f"--root-ca-file={root_ca}"] if root_ca is not None else []
     return [
         str(bin_dir / "kube-controller-manager"),
         f"--kubeconfig={kubeconfig}",
@@ -104,7 +153,8 @@ def controller_manager_argv(bin_dir: Path, kubeconfig: Path, cert_dir: Path, por
         "--bind-address=127.0.0.1",
         f"--secure-port={ports.controller_manager}",
         f"--cert-dir={cert_dir}",
-        f"--controllers={','.join(KCM_CONTROLLERS)}",
+        f"--controllers={','.join(controllers)}",
+        *extra,
         # Tests create bursts of Jobs; the default 20 QPS would make the controllers the bottleneck.
         "--kube-api-qps=100",
         "--kube-api-burst=200",

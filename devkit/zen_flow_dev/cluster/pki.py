@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from zen_flow_dev.node.host import NODE_IP
+
 # A year: long enough for a `make dev` cluster left running, and nothing here outlives its workdir anyway.
 _VALIDITY = datetime.timedelta(days=365)
 # Backdated so a client whose clock is slightly behind ours does not reject a brand-new certificate.
@@ -28,6 +30,7 @@ APISERVER_SERVICE_IP = "10.0.0.1"
 
 _APISERVER_HOSTS = (
     "127.0.0.1",
+    NODE_IP,  # the node profile's kubelet, kube-proxy and pods reach the apiserver through a relay there
     "localhost",
     APISERVER_SERVICE_IP,
     "kubernetes",
