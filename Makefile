@@ -8,10 +8,14 @@ IMAGE ?= ghcr.io/kube-zen/zen-flow
 PLATFORMS ?= linux/amd64,linux/arm64
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+KUBECTL ?= kubectl
+OVERLAY ?=
+DEPLOY_DIR := $(if $(OVERLAY),config/overlays/$(OVERLAY),config/default)
+IMAGE_TAR := $(HOME)/.cache/zen-flow/image/zen-flow.tar
 # make test runs hypothesis derandomized (the same cases every run, as CI must); plain `pytest` explores.
 export ZENFLOW_HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help install controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
+.PHONY: help venv install uninstall undeploy test-node controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
         test-load bench cluster dev run validate-examples manifests helm-lint helm-template helm-package \
         deploy image build-image-multiarch build-release coverage clean test-chaos fuzz
 
@@ -24,7 +28,7 @@ $(STAMP): pyproject.toml devkit/pyproject.toml
 	$(BIN)/python -m pip install -q -e . -e ./devkit
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install zen-flow with its dev tools
+venv: $(STAMP) ## create .venv with zen-flow and its developer tools (devkit/); every target below does it first
 
 controlplane: ## build (or reuse) the local control-plane binaries; prints their directory
 	@tools/build-controlplane.sh
@@ -49,7 +53,17 @@ test: $(STAMP) ## every test tier (unit, integration, e2e, real node); builds wh
 	@set -e; \
 	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
 	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
-	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_NODE_BIN="$$node" $(BIN)/pytest tests $(PYTEST_ARGS)
+	  image="$${ZENFLOW_IMAGE_TAR:-$$(tools/build-image.sh --if-supported --save $(IMAGE_TAR))}"; \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
+	  $(BIN)/pytest tests $(PYTEST_ARGS)
+
+test-node: $(STAMP) ## the real-node tier only (root: containerd, kubelet, kube-proxy, local registry, the image)
+	@set -e; \
+	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
+	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
+	  image="$${ZENFLOW_IMAGE_TAR:-$$(tools/build-image.sh --if-supported --save $(IMAGE_TAR))}"; \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
+	  $(BIN)/pytest tests/node $(PYTEST_ARGS)
 
 coverage: $(STAMP) ## every test tier under coverage, controller subprocesses included; report here and in htmlcov/
 	rm -f .coverage .coverage.*
@@ -110,11 +124,20 @@ helm-template: ## render the chart with its default values
 helm-package: ## package the chart into dist/
 	"$$(tools/build-gotool.sh helm)" package charts/zen-flow -d dist
 
-deploy: ## install CRD, RBAC, controller and webhooks into the current kubeconfig's cluster
-	kubectl apply --server-side -k config/default
+install: ## install the JobFlow CRD into the current kubeconfig's cluster
+	$(KUBECTL) apply --server-side -k config/crd
 
-image: ## build the container image (needs podman or docker)
-	podman build -t $(IMAGE):$(VERSION) -f Containerfile .
+uninstall: ## remove the JobFlow CRD (and with it every JobFlow) from the current cluster
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+deploy: ## CRD, RBAC, controller and webhooks into the current cluster (OVERLAY=dev|staging|production; default: config/default)
+	$(KUBECTL) apply --server-side -k $(DEPLOY_DIR)
+
+undeploy: ## remove what `make deploy` applied (what went with its namespace is not an error)
+	$(KUBECTL) kustomize $(DEPLOY_DIR) | $(KUBECTL) delete --ignore-not-found --wait=false -f -
+
+image: $(STAMP) ## build the controller image from the Containerfile with podman, offline (tools/build-image.sh; BASE_IMAGE to choose the base)
+	IMAGE=$(IMAGE):$(VERSION) tools/build-image.sh
 
 build-image-multiarch: ## one image for PLATFORMS (default linux/amd64,linux/arm64); checks every dependency has wheels for them first; needs podman
 	tools/check-platform-wheels.sh $(PLATFORMS)

@@ -280,9 +280,9 @@ def test_vpa_only_recommends_within_bounds() -> None:
 def test_containerfile_matches_the_deployment() -> None:
     text = (ROOT / "Containerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
-    assert stages
-    assert all(s.startswith("python:3.11-slim") for s in stages)
     assert len(stages) >= 2
+    assert all(s.startswith("${BASE_IMAGE}") for s in stages)  # one base, overridable
+    assert re.search(r"^ARG BASE_IMAGE=python:3.11-slim$", text, re.M)
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users[-1] == "65532:65532"
     exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.M) for p in line.split()}

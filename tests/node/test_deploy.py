@@ -1,0 +1,237 @@
+"""zen-flow deployed for real: the image built from the Containerfile, pulled by containerd from the local
+registry, run by the kubelet as two pods under the controller's own ServiceAccount and RBAC, electing a
+leader; the webhooks reached by the apiserver through their Service (no cert-manager: the set-up of
+docs/WEBHOOKS.md); a flow of real containers; the leader SIGKILLed mid-flow. Then the same with the Helm
+chart.
+
+The image comes from `make test` (tools/build-image.sh, before pytest: building it fetches wheels, which
+a test must not). Without it, these tests are skipped and say so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from zen_flow.api.constants import ANNOTATION_CREATED_BY, LABEL_STEP
+from zen_flow_dev.cluster import LocalCluster
+from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
+from zen_flow_dev.testing.driver import FlowDriver, wait_until
+from zen_flow_dev.testing.flows import flow_manifest, job_step
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "ghcr.io/kube-zen/zen-flow:0.1.0"
+NS, SVC, SA = "zen-flow-system", "zen-flow-webhook", "zen-flow-controller"
+WEBHOOKS = (
+    "validatingwebhookconfiguration/zen-flow-validating-webhook",
+    "mutatingwebhookconfiguration/zen-flow-mutating-webhook",
+)
+
+
+@pytest.fixture(scope="module")
+def image(node_cluster: LocalCluster) -> str:
+    tarball = os.environ.get("ZENFLOW_IMAGE_TAR", "")
+    if not tarball or not Path(tarball).is_file():
+        pytest.skip(
+            "no zen-flow image: `make test` builds it (tools/build-image.sh: root, podman, mmdebstrap)"
+        )
+    assert node_cluster.node is not None
+    node_cluster.node.push(Path(tarball), IMAGE)  # containerd pulls ghcr.io from the local registry
+    return IMAGE
+
+
+def _webhook_tls(tmp: Path) -> tuple[Path, Path, str]:
+    """A CA and a serving certificate for the webhook Service, as docs/WEBHOOKS.md makes them."""
+    ca = create_ca(tmp / "ca", common_name="zen-flow-webhook-ca")
+    cert, key = issue_serving_cert(ca, tmp / "serving", [f"{SVC}.{NS}.svc", f"{SVC}.{NS}.svc.cluster.local"])
+    return cert, key, base64.b64encode(ca.cert_path.read_bytes()).decode()
+
+
+def _install_webhook_tls(kubectl: Any, tmp: Path) -> None:
+    cert, key, bundle = _webhook_tls(tmp)
+    kubectl("-n", NS, "create", "secret", "tls", "zen-flow-webhook-cert", f"--cert={cert}", f"--key={key}")
+    patch = json.dumps([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}])
+    for kind in WEBHOOKS:
+        kubectl("patch", kind, "--type=json", "-p", patch)
+
+
+def _overlay(tmp: Path) -> Path:
+    """The dev overlay, as a user would take it, with two replicas (to see them elect a leader)."""
+    overlay = tmp / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(ROOT / "config" / "overlays" / "dev", overlay)],
+                "patches": [
+                    {
+                        "target": {"kind": "Deployment", "name": "zen-flow-controller"},
+                        "patch": "- op: replace\n  path: /spec/replicas\n  value: 2\n",
+                    }
+                ],
+            }
+        )
+    )
+    return overlay
+
+
+def _pods(kubectl: Any) -> list[dict[str, Any]]:
+    listed = json.loads(
+        kubectl("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=controller", "-o", "json").stdout
+    )
+    return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def _holder(kubectl: Any) -> str:
+    done = kubectl(
+        "-n", NS, "get", "lease", "zen-flow-controller", "-o", "jsonpath={.spec.holderIdentity}", check=False
+    )
+    return done.stdout if done.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    node_cluster: LocalCluster, image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    from zen_flow_dev.cluster import find_kubectl
+
+    tmp = tmp_path_factory.mktemp("deploy")
+    binary = str(find_kubectl(node_cluster.bin_dir))
+
+    def kubectl(*args: str, check: bool = True, input: str | None = None) -> Any:
+        import subprocess
+
+        done = subprocess.run(
+            [binary, f"--kubeconfig={node_cluster.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            input=input,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        return done
+
+    # The overlay lives outside the repository, so kustomize must be allowed to load ../ paths from it.
+    built = kubectl("kustomize", "--load-restrictor=LoadRestrictionsNone", str(_overlay(tmp))).stdout
+    kubectl("apply", "--server-side", "-f", "-", input=built)
+    _install_webhook_tls(kubectl, tmp)
+    kubectl("-n", NS, "rollout", "status", "deployment/zen-flow-controller", "--timeout=180s")
+    yield kubectl
+    kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", input=built, check=False)
+
+
+def test_two_pods_under_their_service_account_elect_one_leader(deployed: Any) -> None:
+    kubectl = deployed
+    pods = _pods(kubectl)
+    assert len(pods) == 2
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["serviceAccountName"] == SA
+        assert spec["containers"][0]["image"] == IMAGE
+        status = pod["status"]["containerStatuses"][0]
+        assert status["ready"] is True
+        assert status["imageID"].startswith("ghcr.io/kube-zen/zen-flow@sha256:")  # pulled, not faked
+        assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # The process really runs as the image's non-root user, on a read-only root filesystem.
+    name = pods[0]["metadata"]["name"]
+    assert kubectl("-n", NS, "exec", name, "--", "id", "-u").stdout.strip() == "65532"
+    touched = kubectl("-n", NS, "exec", name, "--", "touch", "/opt/zen-flow/x", check=False)
+    assert "Read-only file system" in touched.stderr
+    deadline = time.monotonic() + 60
+    while not (holder := _holder(kubectl)):
+        assert time.monotonic() < deadline, "no replica took the lease"
+        time.sleep(0.5)  # polling the Lease object: nothing to wait on
+    assert holder.split("_")[0] in {p["metadata"]["name"] for p in pods}
+    # The controller's identity is exactly config/rbac's: it may not read Secrets or Pods.
+    identity = f"--as=system:serviceaccount:{NS}:{SA}"
+    assert (
+        kubectl("auth", "can-i", "create", "jobs", "-n", "default", identity, check=False).stdout.strip()
+        == "yes"
+    )
+    for verb, resource in (
+        ("get", "secrets"),
+        ("list", "pods"),
+        ("update", "jobflows.workflow.kube-zen.io/status"),
+    ):
+        assert (
+            kubectl("auth", "can-i", verb, resource, "-n", "default", identity, check=False).stdout.strip()
+            == "no"
+        )
+
+
+def _webhook_denials(kubectl: Any) -> float:
+    """Denials counted by the controller pods themselves, read through the apiserver's pod proxy."""
+    total = 0.0
+    for pod in _pods(kubectl):
+        name = pod["metadata"]["name"]
+        text = kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/pods/{name}:8080/proxy/metrics").stdout
+        for line in text.splitlines():
+            if line.startswith("zen_flow_webhook_requests_total{") and 'allowed="false"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_the_webhooks_answer_through_their_service(deployed: Any, namespace: str) -> None:
+    kubectl = deployed
+    before = _webhook_denials(kubectl)
+    # Only the webhook checks that dependencies name real steps (the CRD's CEL cannot afford it).
+    broken = flow_manifest("broken", namespace, [job_step("a"), job_step("b", "nope")])
+    refused = kubectl("create", "-f", "-", input=json.dumps(broken), check=False)
+    assert refused.returncode != 0
+    assert (
+        'The JobFlow "broken" is invalid: spec.steps[1].dependencies[0]: Not found: "nope"' in refused.stderr
+    )
+    assert _webhook_denials(kubectl) == before + 1
+    good = flow_manifest("stamped", namespace, [job_step("a")])
+    created = json.loads(kubectl("create", "-o", "json", "-f", "-", input=json.dumps(good)).stdout)
+    assert created["metadata"]["annotations"][ANNOTATION_CREATED_BY] == "zenflow-admin"  # the mutating one
+
+
+async def test_a_flow_of_real_containers_survives_the_leader_being_killed(
+    deployed: Any, namespace: str, node_cluster: LocalCluster
+) -> None:
+    kubectl = deployed
+    steps = [job_step(f"s{i}", *([f"s{i - 1}"] if i else []), template=_sleepy_job()) for i in range(6)]
+    driver = await FlowDriver.connect(node_cluster.kubeconfig)
+    try:
+        await driver.create(flow_manifest("in-cluster", namespace, steps))
+
+        async def halfway() -> bool:
+            flow = await driver.get(namespace, "in-cluster")
+            return ((flow or {}).get("status") or {}).get("progress", {}).get("completedSteps", 0) >= 2
+
+        await wait_until(halfway, 120, what="two steps done by the in-cluster controller")
+        leader = _holder(kubectl).split("_")[0]
+        kubectl("-n", NS, "delete", "pod", leader, "--grace-period=0", "--force")  # SIGKILL, no release
+        flow = await driver.wait_phase(namespace, "in-cluster", timeout=240)
+        jobs = await driver.jobs(namespace)
+    finally:
+        await driver.close()
+    assert flow["status"]["phase"] == "Succeeded", flow["status"]
+    steps_run = sorted(j["metadata"]["labels"][LABEL_STEP] for j in jobs)
+    assert steps_run == sorted(f"s{i}" for i in range(6))  # no step ran twice
+    assert _holder(kubectl).split("_")[0] != leader
+
+
+def _sleepy_job() -> dict[str, Any]:
+    container = {"name": "main", "image": "busybox:1.36", "command": ["sh", "-c", "sleep 2; echo done"]}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+        },
+    }
