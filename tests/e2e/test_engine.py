@@ -18,6 +18,7 @@ from zen_flow_dev.testing.examples import (
     load,
     original_form_params,
     project_examples,
+    simulate_messages,
     upstream_params,
 )
 from zen_flow_dev.testing.flows import chain, flow_manifest, job_step, job_template
@@ -68,8 +69,9 @@ async def _provide_volume(driver: FlowDriver, manifest: dict[str, Any], namespac
 async def test_every_example_runs_to_its_phase_and_gates_release_on_approval(
     path: Any, namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:
-    manifest = load(path)
-    manifest["metadata"]["namespace"] = namespace  # the only change: run it in the test's namespace
+    # The only changes: run it in the test's namespace, and what its containers would write.
+    manifest = simulate_messages(load(path), path)
+    manifest["metadata"]["namespace"] = namespace
     manifest["metadata"].setdefault("name", manifest["metadata"].pop("generateName", "flow-").rstrip("-"))
     name = manifest["metadata"]["name"]
     await _provide_volume(driver, manifest, namespace)

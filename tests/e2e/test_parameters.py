@@ -1,12 +1,16 @@
-"""Parameters end to end: an output value read from a real finished Job reaches the next step's Job.
+"""Parameters end to end: an output value read from a real finished Job (its status, or its pod's
+termination message) reaches the next step's Job; flow arguments reach the steps that take them.
 
 Runs its own `zen-flow run` process watching only the test's namespace (as tests/e2e/test_engine.py).
 """
 
 from __future__ import annotations
 
+from zen_flow.cli.overrides import override_arguments
+from zen_flow_dev.cluster.stages import TERMINATION_MESSAGE_ANNOTATION
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases
+from zen_flow_dev.testing.examples import EXAMPLES, load, simulate_messages
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
 
@@ -49,3 +53,66 @@ async def test_an_output_value_reaches_the_dependent_job(
     assert env["ZF_PARAM_DONE"] == "Complete"
     # The dependent started only after the value was committed: its Job is younger than a's completion.
     assert job_b["metadata"]["creationTimestamp"] >= steps["a"]["completionTime"]
+
+
+async def test_the_build_and_check_example_passes_arguments_and_written_values(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    """examples/build-and-check.yaml with `version` overridden as `-p` would: the argument reaches
+    `build`, the values its container wrote reach `check`, and the controller listed pods once."""
+    path = EXAMPLES / "build-and-check.yaml"
+    manifest, errors = override_arguments(load(path), {"version": "2.0.0"})
+    assert errors == []
+    manifest = simulate_messages(manifest, path)
+    manifest["metadata"]["namespace"] = namespace
+    controller = start_controller()
+    await driver.create(manifest)
+    flow = await driver.wait_phase(namespace, "build-and-check", timeout=90)
+
+    assert flow["status"]["phase"] == "Succeeded", flow["status"]
+    digest = "sha256:" + "0123456789abcdef" * 4
+    build = next(s for s in flow["status"]["steps"] if s["name"] == "build")
+    assert build["outputs"]["parameters"] == [
+        {"name": "digest", "value": digest},
+        {"name": "size", "value": "10"},
+    ]
+    jobs = {j["metadata"]["labels"]["workflow.kube-zen.io/step"]: j for j in await driver.jobs(namespace)}
+    build_script = jobs["build"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert 'echo "app 2.0.0"' in build_script
+    check = jobs["check"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in check["env"]}
+    assert (env["ZF_PARAM_DIGEST"], env["ZF_PARAM_SIZE"], env["ZF_PARAM_ENVIRONMENT"]) == (
+        digest,
+        "10",
+        "staging",
+    )
+    assert f'echo "checked {digest} (' in check["command"][2]
+    # One LIST of the build step's pods; no pod watch, no other pod request.
+    assert controller.metric("zen_flow_api_requests_total", resource="pods") == 1
+    assert controller.metric("zen_flow_api_requests_total", resource="pods", verb="list") == 1
+
+
+async def test_a_value_the_container_did_not_write_fails_the_step_naming_it(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    writer = job_template()
+    writer["spec"]["template"]["metadata"] = {"annotations": {TERMINATION_MESSAGE_ANNOTATION: "rows=3\n"}}
+    a = job_step(
+        "a",
+        template=writer,
+        outputs={
+            "parameters": [
+                {"name": "rows", "valueFrom": {"terminationMessage": {"key": "rows"}}},
+                {"name": "digest", "valueFrom": {"terminationMessage": {"key": "digest"}}},
+            ]
+        },
+    )
+    start_controller()
+    await driver.create(flow_manifest("unwritten", namespace, [a, job_step("b", "a")]))
+    flow = await driver.wait_phase(namespace, "unwritten", timeout=90)
+
+    assert flow["status"]["phase"] == "Failed"
+    assert step_phases(flow) == {"a": "Failed", "b": "Skipped"}
+    message = next(s for s in flow["status"]["steps"] if s["name"] == "a")["message"]
+    assert "output parameter digest" in message
+    assert "container main's termination message: no JSON object field and no line digest=" in message

@@ -107,6 +107,11 @@ def kitchen_sink_spec() -> dict[str, Any]:
             "configMapTemplates": [{"metadata": {"name": "cfg"}, "data": {"k": "v"}}],
         },
         "suspend": False,
+        "arguments": {
+            "parameters": [
+                {"name": "env", "value": "staging", "description": "where", "enum": ["staging", "production"]}
+            ]
+        },
         "steps": [
             {
                 "name": "produce",
@@ -132,6 +137,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
                         {"name": "literal", "value": "1"},
                         {"name": "cm", "valueFrom": {"configMapKeyRef": key_ref}},
                         {"name": "secret", "valueFrom": {"secretKeyRef": key_ref}},
+                        {"name": "env", "valueFrom": {"argument": "env"}},
                     ],
                 },
                 "outputs": {
@@ -152,7 +158,13 @@ def kitchen_sink_spec() -> dict[str, Any]:
                             },
                         }
                     ],
-                    "parameters": [{"name": "count", "valueFrom": {"jsonPath": "$.succeeded"}}],
+                    "parameters": [
+                        {"name": "count", "valueFrom": {"jsonPath": "$.succeeded"}},
+                        {
+                            "name": "digest",
+                            "valueFrom": {"terminationMessage": {"container": "main", "key": "d"}},
+                        },
+                    ],
                 },
             },
             {

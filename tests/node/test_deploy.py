@@ -154,15 +154,17 @@ def test_two_pods_under_their_service_account_elect_one_leader(deployed: Any) ->
         assert time.monotonic() < deadline, "no replica took the lease"
         time.sleep(0.5)  # polling the Lease object: nothing to wait on
     assert holder.split("_")[0] in {p["metadata"]["name"] for p in pods}
-    # The controller's identity is exactly config/rbac's: it may not read Secrets or Pods.
+    # The controller's identity is exactly config/rbac's: no Secrets; pods only listed (termination
+    # messages), never read one by one, watched or changed.
     identity = f"--as=system:serviceaccount:{NS}:{SA}"
-    assert (
-        kubectl("auth", "can-i", "create", "jobs", "-n", "default", identity, check=False).stdout.strip()
-        == "yes"
-    )
+    for verb, resource in (("create", "jobs"), ("list", "pods")):
+        allowed = kubectl("auth", "can-i", verb, resource, "-n", "default", identity, check=False)
+        assert allowed.stdout.strip() == "yes", (verb, resource)
     for verb, resource in (
         ("get", "secrets"),
-        ("list", "pods"),
+        ("get", "pods"),
+        ("watch", "pods"),
+        ("delete", "pods"),
         ("update", "jobflows.workflow.kube-zen.io/status"),
     ):
         assert (

@@ -135,6 +135,84 @@ def test_the_cli_entry_point_is_wired(tmp_path: Path, capsys: Any) -> None:
     assert 'Not found: "zzz"' in capsys.readouterr().out
 
 
+# --- -p NAME=VALUE: arguments overridden before validating ------------------------------------------------
+
+
+def with_arguments() -> dict[str, Any]:
+    flow = base_flow()
+    flow["spec"]["arguments"] = {
+        "parameters": [{"name": "env", "value": "staging", "enum": ["staging", "production"]}]
+    }
+    return flow
+
+
+@pytest.mark.parametrize(
+    ("parameters", "code", "line"),
+    [
+        (["env=production"], 0, None),
+        (["env=dev"], 1, 'spec.arguments.parameters[0].value: Unsupported value: "dev"'),
+        (["envv=production"], 1, 'spec.arguments.parameters: Not found: "envv": the flow declares no such'),
+    ],
+)
+def test_overridden_arguments_are_validated_like_the_webhook_would(
+    tmp_path: Path, capsys: Any, parameters: list[str], code: int, line: str | None
+) -> None:
+    from zen_flow.cli import main
+
+    path = write(tmp_path / "args.yaml", with_arguments())
+    assert main(["validate", *(f"-p{p}" for p in parameters), str(path)]) == code
+    out = capsys.readouterr().out
+    assert (line in out) if line else out == ""
+
+
+def test_the_validate_commands_shown_in_the_docs_run_as_shown(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    """Every `zen-flow validate` command in a shell block of README.md and docs/ exits 0 from the
+    repository root; a file the repository lacks stands for the reader's own flow (a valid one)."""
+    import re
+    import shlex
+
+    from zen_flow.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    commands = [
+        line.strip()
+        for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        for block in re.findall(r"```(?:sh|bash|console)\n(.*?)```", doc.read_text(), re.S)
+        for line in block.splitlines()
+        if line.strip().startswith("zen-flow validate ")
+    ]
+    assert any("-p " in c for c in commands)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(root / "examples")
+    for command in commands:
+        words = shlex.split(command)
+        for word in words[2:]:
+            if word.endswith(".yaml") and not (tmp_path / word).exists():
+                (tmp_path / word).write_text((root / "examples" / "chain.yaml").read_text())
+        assert main(words[1:]) == 0, (command, capsys.readouterr())
+
+
+def test_a_malformed_override_exits_2_before_reading_files(tmp_path: Path, capsys: Any) -> None:
+    from zen_flow.cli import main
+
+    assert main(["validate", "-p", "env", str(tmp_path / "missing.yaml")]) == 2
+    assert "-p 'env': expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_the_override_value_may_hold_equals_signs_and_the_file_is_not_changed(tmp_path: Path) -> None:
+    from zen_flow.cli.overrides import override_arguments, parse_overrides
+
+    flow = with_arguments()
+    overrides = parse_overrides(["env=a=b", "env=production"])
+    assert overrides == {"env": "production"}
+    changed, errors = override_arguments(flow, parse_overrides(["env=a=b"]))
+    assert errors == []
+    assert changed["spec"]["arguments"]["parameters"][0]["value"] == "a=b"
+    assert flow["spec"]["arguments"]["parameters"][0]["value"] == "staging"
+
+
 # --- hostile input: bounded, one line, exit 2, never a traceback ---------------------------------------
 
 BOMB = "\n".join(

@@ -55,7 +55,7 @@ LEASE_ROLE = find(RBAC, "Role")
 SERVICE_MONITOR = find(PROMETHEUS, "ServiceMonitor")
 RULES = find(PROMETHEUS, "PrometheusRule")
 DASHBOARD = load_dashboard(CONFIG / "grafana" / "dashboard.json")
-FORBIDDEN_RESOURCES = ("secrets", "pods", "serviceaccounts")
+FORBIDDEN_RESOURCES = ("secrets", "serviceaccounts")
 # spec.resourceTemplates: create one object and read one by name (its owner), never more.
 TEMPLATE_RESOURCES = ("configmaps", "persistentvolumeclaims")
 # Granted beyond what the code sends, each for a stated reason (docs/RBAC.md):
@@ -331,6 +331,15 @@ def test_no_access_to_secrets_pods_or_leases_cluster_wide() -> None:
             assert not rules_allow(CLUSTER_ROLE["rules"], "", resource, verb)
             assert not rules_allow(LEASE_ROLE["rules"], "", resource, verb)
     assert not any(g == "coordination.k8s.io" for g, _, _ in granted(CLUSTER_ROLE["rules"]))
+
+
+def test_pods_are_only_listed() -> None:
+    """Termination messages are read by listing one Job's pods; nothing else is allowed on pods."""
+    assert rules_allow(CLUSTER_ROLE["rules"], "", "pods", "list")
+    for verb in ("get", "watch", "create", "update", "patch", "delete", "deletecollection"):
+        assert not rules_allow(CLUSTER_ROLE["rules"], "", "pods", verb), verb
+    for sub in ("pods/log", "pods/exec", "pods/status"):
+        assert not rules_allow(CLUSTER_ROLE["rules"], "", sub, "get"), sub
 
 
 def test_template_objects_are_only_created_and_read_by_name() -> None:

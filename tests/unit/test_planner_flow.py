@@ -10,7 +10,7 @@ import pytest
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX
 from zen_flow.planner import CreateJob, fail_invalid, plan
-from zen_flow_dev.testing.examples import ORIGINAL_FORMS, all_flow_params, load
+from zen_flow_dev.testing.examples import ORIGINAL_FORMS, WRITTEN, all_flow_params, load
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator, run
 
@@ -53,7 +53,9 @@ def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_appr
     doc = load(path)
     doc["metadata"].setdefault("name", "generated-1")
     doc["metadata"].update(uid="u-1", generation=1)
-    sim = Simulator(JobFlow.model_validate(doc), T0)
+    # What the examples' containers write to their termination messages (containers named "main").
+    written = {step: {"main": message} for step, message in WRITTEN.get(path.name, {}).items()}
+    sim = Simulator(JobFlow.model_validate(doc), T0, written=written)
     roots = {s["name"] for s in doc["spec"]["steps"] if not s.get("dependencies")}
     first = sim.reconcile()
     if not doc["spec"].get("resourceTemplates"):  # else the first reconcile creates those objects only

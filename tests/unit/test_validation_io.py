@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from validation_samples import ErrorType, Flow, assert_error, assert_valid, mutated, step
+from validation_samples import ErrorType, Flow, assert_error, assert_valid, mutated, pod_spec, step
 
 E = ErrorType
 # Step "c" (index 3) depends on gate -> b -> a; step "d" (index 4) depends on a only.
@@ -57,7 +57,7 @@ def test_valid_input_parameters(param: dict[str, Any]) -> None:
             {"name": "p", "valueFrom": {}},
             "valueFrom",
             E.REQUIRED,
-            "jsonPath, configMapKeyRef and secretKeyRef",
+            "jsonPath, argument, configMapKeyRef and secretKeyRef",
         ),
         (
             {"name": "p", "valueFrom": {"jsonPath": "a:$.x", "secretKeyRef": {"name": "s", "key": "k"}}},
@@ -222,6 +222,13 @@ def test_inputs_must_be_objects_and_lists() -> None:
     [
         {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}]},
         {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "a:$.succeeded"}}]},  # the step itself
+        {"parameters": [{"name": "n", "valueFrom": {"terminationMessage": {}}}]},  # whole message
+        {"parameters": [{"name": "n", "valueFrom": {"terminationMessage": {"key": "image.digest"}}}]},
+        {
+            "parameters": [
+                {"name": "n", "valueFrom": {"terminationMessage": {"container": "main", "key": "x"}}}
+            ]
+        },
         {
             "artifacts": [
                 {
@@ -270,6 +277,30 @@ def test_valid_outputs(fields: dict[str, Any]) -> None:
             "parameters[0].valueFrom.jsonPath",
             E.REQUIRED,
             "",
+        ),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.x", "terminationMessage": {}}}]},
+            "parameters[0].valueFrom.terminationMessage",
+            E.FORBIDDEN,
+            "jsonPath or terminationMessage",
+        ),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {"terminationMessage": {"container": "side"}}}]},
+            "parameters[0].valueFrom.terminationMessage.container",
+            E.NOT_FOUND,
+            "containers are: main",
+        ),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {"terminationMessage": {"key": "a b"}}}]},
+            "parameters[0].valueFrom.terminationMessage.key",
+            E.INVALID,
+            "letters, digits",
+        ),
+        (
+            {"parameters": [{"name": "n", "valueFrom": {"terminationMessage": "digest"}}]},
+            "parameters[0].valueFrom.terminationMessage",
+            E.INVALID,
+            "object",
         ),
         (
             {"parameters": [{"name": "n", "valueFrom": {"jsonPath": ".x"}}]},
@@ -349,3 +380,88 @@ def test_valid_outputs(fields: dict[str, Any]) -> None:
 )
 def test_invalid_outputs(fields: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
     assert_error(outputs(**fields), f"{A_OUT}.{path}", kind, text)
+
+
+def test_the_container_is_required_when_the_pod_has_several() -> None:
+    def two_containers(flow: Flow) -> None:
+        step(flow, "a")["outputs"] = {"parameters": [{"name": "n", "valueFrom": {"terminationMessage": {}}}]}
+        pod_spec(flow, "a")["containers"].append({"name": "side", "image": "busybox"})
+
+    assert_error(
+        mutated(two_containers),
+        f"{A_OUT}.parameters[0].valueFrom.terminationMessage.container",
+        E.REQUIRED,
+        "2 containers",
+    )
+
+
+# --- flow arguments --------------------------------------------------------------------------------------
+
+
+def with_arguments(*params: dict[str, Any], reference: str | None = None) -> Flow:
+    def change(flow: Flow) -> None:
+        flow["spec"]["arguments"] = {"parameters": list(params)}
+        if reference is not None:
+            step(flow, "c")["inputs"] = {"parameters": [{"name": "p", "valueFrom": {"argument": reference}}]}
+
+    return mutated(change)
+
+
+def test_valid_arguments_and_a_reference_to_one() -> None:
+    assert_valid(
+        with_arguments(
+            {"name": "environment", "value": "staging", "enum": ["staging", "production"]},
+            {"name": "image.tag", "value": "", "description": "empty is a value too"},
+            reference="environment",
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "reference", "path", "kind", "text"),
+    [
+        (
+            [{"name": "env", "value": "x"}],
+            "nope",
+            f"{C_IN}.parameters[0].valueFrom.argument",
+            E.NOT_FOUND,
+            "(env)",
+        ),
+        ([], "env", f"{C_IN}.parameters[0].valueFrom.argument", E.NOT_FOUND, "(none)"),
+        ([{"value": "x"}], None, "spec.arguments.parameters[0].name", E.REQUIRED, ""),
+        ([{"name": "Env", "value": "x"}], None, "spec.arguments.parameters[0].name", E.INVALID, "RFC 1123"),
+        ([{"name": "env"}], None, "spec.arguments.parameters[0].value", E.REQUIRED, ""),
+        (
+            [{"name": "env", "value": "x"}, {"name": "env", "value": "y"}],
+            None,
+            "spec.arguments.parameters[1].name",
+            E.DUPLICATE,
+            "",
+        ),
+        (
+            [{"name": "env", "value": "dev", "enum": ["staging", "production"]}],
+            None,
+            "spec.arguments.parameters[0].value",
+            E.NOT_SUPPORTED,
+            '"staging", "production"',
+        ),
+        (
+            [{"name": "env", "value": "x" * 4097}],
+            None,
+            "spec.arguments.parameters[0].value",
+            E.TOO_LONG,
+            "4096",
+        ),
+        (
+            [{"name": f"a{i}", "value": ""} for i in range(65)],
+            None,
+            "spec.arguments.parameters",
+            E.TOO_MANY,
+            "64",
+        ),
+    ],
+)
+def test_invalid_arguments(
+    params: list[dict[str, Any]], reference: str | None, path: str, kind: ErrorType, text: str
+) -> None:
+    assert_error(with_arguments(*params, reference=reference), path, kind, text)

@@ -76,6 +76,7 @@ def template(restart: str) -> dict[str, Any]:
 @st.composite
 def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
     names = draw(st.lists(labels, min_size=1, max_size=12, unique=True))
+    arguments = draw(st.lists(labels, max_size=3, unique=True))
     with_pfp = draw(st.booleans())
     steps: list[dict[str, Any]] = []
     ancestors: dict[str, set[str]] = {}
@@ -96,7 +97,13 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
                 "Never" if with_pfp else draw(st.sampled_from(["Never", "OnFailure"]))
             )
             step["outputs"] = {
-                "parameters": [{"name": "succeeded", "valueFrom": {"jsonPath": "$.succeeded"}}],
+                "parameters": [
+                    {"name": "succeeded", "valueFrom": {"jsonPath": "$.succeeded"}},
+                    {
+                        "name": "written",
+                        "valueFrom": {"terminationMessage": draw(st.sampled_from([{}, {"key": "digest"}]))},
+                    },
+                ],
                 "artifacts": [
                     {"name": "out", "path": "/out", "archive": {"format": "tar", "compression": "gzip"}}
                 ],
@@ -119,6 +126,7 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
                 "parameters": [
                     {"name": "p", "valueFrom": {"jsonPath": f"{source}:$.succeeded"}},
                     {"name": "q", "value": draw(st.text(max_size=10))},
+                    *[{"name": "r", "valueFrom": {"argument": a}} for a in arguments[:1]],
                 ],
                 "artifacts": [{"name": "in", "from": f"{source}/out", "path": "/in"}],
             }
@@ -136,6 +144,13 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
             )
         steps.append(step)
     spec: dict[str, Any] = {"steps": steps}
+    if arguments:
+        spec["arguments"] = {
+            "parameters": [
+                {"name": a, "value": "v", **({"enum": ["v", "w"]} if draw(st.booleans()) else {})}
+                for a in arguments
+            ]
+        }
     if draw(st.booleans()):
         claim = {
             "accessModes": ["ReadWriteOnce"],

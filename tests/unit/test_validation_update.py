@@ -71,6 +71,19 @@ def test_editing_one_field_of_a_step_counts_as_a_change() -> None:
     assert [str(e) for e in validate_update(old, new)] == [FORBIDDEN_LINE]
 
 
+@pytest.mark.parametrize("started_flow", [True, False], ids=["started", "pending"])
+def test_arguments_are_frozen_once_the_flow_started(started_flow: bool) -> None:
+    old = started("Running" if started_flow else "Pending")
+    old["spec"]["arguments"] = {"parameters": [{"name": "env", "value": "staging"}]}
+    new = copy.deepcopy(old)
+    new["spec"]["arguments"]["parameters"][0]["value"] = "production"
+    errors = [str(e) for e in validate_update(old, new)]
+    if started_flow:
+        assert errors == ["spec.arguments: Forbidden: arguments cannot change after the flow started"]
+    else:
+        assert errors == []
+
+
 @pytest.mark.parametrize(
     "change",
     [

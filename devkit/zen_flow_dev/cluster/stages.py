@@ -16,6 +16,8 @@ Per-pod knobs (pod annotations, e.g. on a Job's pod template):
   zenflow.test/exit-code:     "<n>"   end Failed with exit code n (use n != 0); any owner, not only Jobs
   zenflow.test/reason:        "<s>"   terminated.reason for the failure (default "Error")
   zenflow.test/message:       "<s>"   terminated.message for the failure (default "exit code <n>")
+  zenflow.test/termination-message: "<s>"  terminated.message of every container on success (what a
+                                      real container would write to /dev/termination-log)
   zenflow.test/run-seconds:   "<x>"   stay Running x seconds (decimal allowed) before succeeding/failing
   zenflow.test/start-seconds: "<x>"   stay Pending x seconds after binding before Running
 """
@@ -33,6 +35,7 @@ NODE_ANNOTATION_VALUE = "fake"
 EXIT_CODE_ANNOTATION = "zenflow.test/exit-code"
 REASON_ANNOTATION = "zenflow.test/reason"
 MESSAGE_ANNOTATION = "zenflow.test/message"
+TERMINATION_MESSAGE_ANNOTATION = "zenflow.test/termination-message"
 RUN_SECONDS_ANNOTATION = "zenflow.test/run-seconds"
 START_SECONDS_ANNOTATION = "zenflow.test/start-seconds"
 # With an exit code: fail only the first N attempts of a zen-flow step (its pods carry the attempt label),
@@ -155,13 +158,14 @@ phase: {{ $phase }}
 """
 
 _POD_SUCCEEDED = (
-    """\
-{{ $now := Now }}
-{{ $code := 0 }}
-{{ $reason := "Completed" }}
-{{ $message := "" }}
-{{ $phase := "Succeeded" }}
-{{ $podReason := "PodCompleted" }}
+    f"""\
+{{{{ $now := Now }}}}
+{{{{ $annotations := or .metadata.annotations dict }}}}
+{{{{ $code := 0 }}}}
+{{{{ $reason := "Completed" }}}}
+{{{{ $message := index $annotations "{TERMINATION_MESSAGE_ANNOTATION}" }}}}
+{{{{ $phase := "Succeeded" }}}}
+{{{{ $podReason := "PodCompleted" }}}}
 """
     + _POD_TERMINATED_TAIL
 )

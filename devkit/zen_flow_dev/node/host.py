@@ -198,7 +198,12 @@ class NodeHost:
 
 def sweep() -> bool:
     """Undo a node's changes (after a clean stop or a crash); True if there was anything to undo."""
-    if not STATE_FILE.exists() and NETNS not in _netns_names() and not any(_cgroup_trees()):
+    if (
+        not STATE_FILE.exists()
+        and NETNS not in _netns_names()
+        and not any(_cgroup_trees())
+        and HOST_IF not in set(_links())
+    ):
         return False
     state = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
     _kill_node_processes()
@@ -208,6 +213,10 @@ def sweep() -> bool:
     for name in _netns_names():
         if name.startswith("cni-") or name == NETNS:
             run(["ip", "netns", "del", name], check=False)
+    # The kernel tears a deleted namespace down asynchronously, so the veth's host end may outlive
+    # `ip netns del` for a moment: delete it now (both ends go; "no such device" means it already went).
+    if HOST_IF in set(_links()):
+        run(["ip", "link", "del", HOST_IF], check=False)
     if not state.get("run_netns_mounted", True) and "/run/netns" in set(_mountpoints()):
         run(["umount", "/run/netns"], check=False)
     _remove_cgroups()

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from zen_flow_dev.cluster.stages import TERMINATION_MESSAGE_ANNOTATION
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
 ORIGINAL_FORMS = REPO / "tests" / "fixtures" / "original-forms"
@@ -23,6 +25,27 @@ UPSTREAM_MISSING = f"the original zen-flow's examples are not beside this checko
 DEV_DEFAULTS = (EXAMPLES / "dag.yaml", EXAMPLES / "chain.yaml")
 # A fixture's expected final phase on the local cluster (no approval given).
 EXPECT_PHASE = "zen-flow.test/expect-phase"
+
+
+# What an example's containers write to their termination message, by file and step: on a cluster whose
+# nodes run no containers (kwok) the tests hand it to the fake kubelet (see `simulate_messages`).
+WRITTEN = {
+    "build-and-check.yaml": {
+        "build": "digest=sha256:" + "0123456789abcdef" * 4 + "\nsize=10\n",
+    },
+}
+
+
+def simulate_messages(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`manifest` with the termination messages of `WRITTEN` as pod annotations the kwok Stages read."""
+    for step in manifest["spec"]["steps"]:
+        message = WRITTEN.get(path.name, {}).get(step["name"])
+        if message is not None:
+            pod = step["template"]["spec"]["template"]
+            pod.setdefault("metadata", {}).setdefault("annotations", {})[TERMINATION_MESSAGE_ANNOTATION] = (
+                message
+            )
+    return manifest
 
 
 def _yaml_files(directory: Path) -> list[Path]:

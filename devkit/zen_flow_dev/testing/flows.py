@@ -103,6 +103,7 @@ def make_flow(
     suspend: bool | None = None,
     generation: int = 1,
     created: datetime | None = None,
+    arguments: Mapping[str, str] | None = None,
 ) -> JobFlow:
     """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`) for planner tests."""
     spec: dict[str, Any] = {}
@@ -110,6 +111,8 @@ def make_flow(
         spec["executionPolicy"] = dict(execution_policy)
     if suspend is not None:
         spec["suspend"] = suspend
+    if arguments is not None:
+        spec["arguments"] = {"parameters": [{"name": n, "value": v} for n, v in arguments.items()]}
     doc = flow_manifest(name, namespace, steps, annotations=annotations, labels=labels, **spec)
     doc["metadata"].update(uid=f"uid-{name}", generation=generation)
     if created is not None:

@@ -4,6 +4,7 @@ fails Jobs on request, and moves a fake clock. Used by the planner's tests and b
     sim = Simulator(flow, now=T0)
     sim.reconcile()                 # plan + apply, like one controller reconcile
     sim.complete(sim.running()[0])  # the Job controller finished a Job
+    sim.complete(name, messages={"main": '{"digest": "sha256:..."}'})  # ...its pod wrote these
     sim.advance(sim.last.requeue_after)
 """
 
@@ -15,12 +16,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from zen_flow.api.constants import FlowPhase
+from zen_flow.api.constants import LABEL_STEP, FlowPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import Condition
 from zen_flow.core import mergepatch
-from zen_flow.planner import CreateJob, CreateResource, DeleteFlow, DeleteJob, Peer, Plan, plan
+from zen_flow.planner import (
+    CreateJob,
+    CreateResource,
+    DeleteFlow,
+    DeleteJob,
+    Peer,
+    Plan,
+    PodMessages,
+    jobs_to_read,
+    plan,
+)
 
 
 class DuplicateCreate(AssertionError):
@@ -41,6 +52,11 @@ class Simulator:
     # `collect()` removes it; True: it disappears at once.
     instant_delete: bool = True
     strict: bool = True  # raise DuplicateCreate instead of ignoring a second create of one name
+    # Job name -> {container: termination message} of its succeeded pod; a completed Job missing here
+    # has no pod left (as after the pod was garbage-collected).
+    pod_messages: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Step name -> {container: message}: what every Job of that step writes when `complete` gets none.
+    written: dict[str, dict[str, str]] = field(default_factory=dict)
     _uid: int = 0
 
     @property
@@ -58,7 +74,12 @@ class Simulator:
     def reconcile(self, *, write_status: bool = True, peers: Sequence[Peer] = ()) -> Plan:
         """One reconcile; `write_status=False` simulates a status write lost after the actions ran;
         `peers`: the other flows of its concurrency group (see `zen_flow_dev.testing.group`)."""
-        result = plan(self.flow, list(self.jobs.values()), self.now, peers=peers)
+        jobs = list(self.jobs.values())
+        # What the controller reads before planning: the pods of the Jobs the planner asks about.
+        messages: dict[str, PodMessages] = {
+            name: self.pod_messages.get(name) for name in jobs_to_read(self.flow, jobs)
+        }
+        result = plan(self.flow, jobs, self.now, peers=peers, messages=messages)
         self.apply(result, write_status=write_status)
         return result
 
@@ -130,7 +151,12 @@ class Simulator:
         status = job.status.model_copy(update=update)
         self.jobs[name] = job.model_copy(update={"status": status})
 
-    def complete(self, name: str) -> None:
+    def complete(self, name: str, messages: dict[str, str] | None = None) -> None:
+        """The Job completed; `messages`: what its pod's containers wrote to their termination message."""
+        step = self.jobs[name].metadata.labels.get(LABEL_STEP, "")
+        messages = messages if messages is not None else self.written.get(step)
+        if messages is not None:
+            self.pod_messages[name] = messages
         self._finish(name, "Complete", "Completed", "", succeeded=1, completion_time=self.now)
 
     def fail(self, name: str, reason: str = "BackoffLimitExceeded", message: str = "Job has failed") -> None:

@@ -77,6 +77,7 @@ class KeyRef(Model):
 
 class ParameterSource(Model):
     json_path: str | None = None
+    argument: str | None = None
     config_map_key_ref: KeyRef | None = None
     secret_key_ref: KeyRef | None = None
 
@@ -104,8 +105,14 @@ class StepInputs(Model):
     parameters: tuple[InputParameter, ...] = ()
 
 
+class TerminationMessageSource(Model):
+    container: str | None = None
+    key: str | None = None
+
+
 class OutputParameterSource(Model):
     json_path: str | None = None
+    termination_message: TerminationMessageSource | None = None
 
 
 class OutputParameter(Model):
@@ -164,7 +171,19 @@ class Step(Model):
         return self.template is None
 
 
+class ArgumentParameter(Model):
+    name: str = ""
+    value: str = ""
+    description: str | None = None
+    enum: tuple[str, ...] = ()
+
+
+class Arguments(Model):
+    parameters: tuple[ArgumentParameter, ...] = ()
+
+
 class JobFlowSpec(Model):
+    arguments: Arguments | None = None
     execution_policy: ExecutionPolicy | None = None
     resource_templates: ResourceTemplates | None = None
     steps: tuple[Step, ...] = ()

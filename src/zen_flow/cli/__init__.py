@@ -26,10 +26,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from zen_flow.cli.overrides import parse_overrides
     from zen_flow.cli.validate import EXIT_UNREADABLE, validate_paths
 
     try:
-        return validate_paths(args.paths, sys.stdout, sys.stderr)
+        overrides = parse_overrides(args.parameters)
+    except ValueError as exc:
+        print(f"zen-flow validate: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        return validate_paths(args.paths, sys.stdout, sys.stderr, overrides)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug of ours must still be one line, not a traceback
@@ -50,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate JobFlow YAML files or directories offline")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override the flows' argument NAME (spec.arguments.parameters) before validating",
+    )
     p.set_defaults(func=_cmd_validate)
 
     return parser

@@ -1,4 +1,5 @@
-"""`zen-flow validate PATH...`: the admission rules, offline, on YAML files and directories.
+"""`zen-flow validate [-p NAME=VALUE]... PATH...`: the admission rules, offline, on YAML files and
+directories; `-p` overrides the flows' arguments first (as creating the flow from the file would).
 
 Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents
 that are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be
@@ -9,11 +10,12 @@ be read or parsed (this wins over 1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from zen_flow.api.constants import GROUP, KIND
+from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
@@ -38,7 +40,9 @@ def is_jobflow(doc: Any) -> bool:
     return not isinstance(api_version, str) or api_version.split("/")[0] == GROUP
 
 
-def validate_paths(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
+def validate_paths(
+    paths: Sequence[str], out: TextIO, err: TextIO, overrides: Mapping[str, str] | None = None
+) -> int:
     status = EXIT_OK
     flows = invalid = 0
     for raw in paths:
@@ -59,7 +63,8 @@ def validate_paths(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
                     continue
                 flows += 1
                 label = f"{file}#{number}" if len(docs) > 1 else str(file)
-                errors = validate_jobflow(doc) + validate_approvals(doc)
+                doc, errors = override_arguments(doc, overrides or {})
+                errors += validate_jobflow(doc) + validate_approvals(doc)
                 for error in errors:
                     out.write(f"{label}: {error}\n")
                 if errors:

@@ -40,6 +40,7 @@ from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.objects import ObjectClient
+from zen_flow.kube.pods import PodClient
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
@@ -179,7 +180,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         controller = Controller(
             flows=flows,
             jobs=jobs,
-            api=Cluster(job_api, flow_api, ObjectClient(kube)),
+            api=Cluster(job_api, flow_api, ObjectClient(kube), PodClient(kube)),
             queue=queue,
             expectations=Expectations(clock),
             events=recorder,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -71,6 +71,7 @@ class ClusterApi(Protocol):
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
+    async def termination_messages(self, namespace: str, job: str) -> dict[str, str] | None: ...
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
 
 
@@ -226,10 +227,11 @@ class Controller:
             result = planner.fail_invalid(flow, errors, now)
             self._metrics.reconciles.labels("invalid").inc()
         else:
+            messages = await self._termination_messages(flow)
             group = planner.group_of(flow)
             lock = self._group_locks.setdefault(group, asyncio.Lock()) if group else contextlib.nullcontext()
             async with lock:
-                result = await self._plan(flow, now)
+                result = await self._plan(flow, now, messages)
                 self._track_start(flow, result.status)
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         made = await create_resources(self._api, flow, result.actions)
@@ -260,14 +262,25 @@ class Controller:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
 
-    async def _plan(self, flow: JobFlow, now: datetime) -> planner.Plan:
+    async def _termination_messages(self, flow: JobFlow) -> dict[str, planner.PodMessages]:
+        """Termination-message outputs: the pods of just-completed Jobs are read here, once, outside
+        any concurrency-group lock (planning stays pure; the next status write records the values)."""
+        jobs = self._jobs.jobs_for(flow.metadata.uid)
+        return {
+            name: await self._api.termination_messages(flow.metadata.namespace, name)
+            for name in planner.jobs_to_read(flow, jobs)
+        }
+
+    async def _plan(
+        self, flow: JobFlow, now: datetime, messages: Mapping[str, planner.PodMessages]
+    ) -> planner.Plan:
         jobs, peers = self._jobs.jobs_for(flow.metadata.uid), self._peers(flow)
         if self._evaluate is not None and planner.uses_comprehensions(flow):
             # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
             return await asyncio.to_thread(
-                planner.plan, flow, jobs, now, peers=peers, evaluate=self._evaluate
+                planner.plan, flow, jobs, now, peers=peers, evaluate=self._evaluate, messages=messages
             )
-        return planner.plan(flow, jobs, now, peers=peers)
+        return planner.plan(flow, jobs, now, peers=peers, messages=messages)
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)

@@ -2,7 +2,7 @@
 
 Variables (JOBFLOW_API.md decision 7):
   steps  map step name -> {"phase": "Succeeded", "outputs": {"parameters": {name: value}}}
-  flow   {"name", "namespace", "labels", "annotations"}
+  flow   {"name", "namespace", "labels", "annotations", "arguments"}
 
 Forms of the original keep working: `always` / `true` and `never` / `false` (any case), and
 `steps.<name>.phase == 'Succeeded'` with names that contain dashes. `steps.extract-a.phase` is not CEL
@@ -116,6 +116,9 @@ def flow_view(flow: JobFlow) -> dict[str, Any]:
         "namespace": meta.namespace,
         "labels": dict(meta.labels),
         "annotations": dict(meta.annotations),
+        "arguments": {
+            a.name: a.value for a in (flow.spec.arguments.parameters if flow.spec.arguments else ())
+        },
     }
 
 

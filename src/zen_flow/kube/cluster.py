@@ -9,13 +9,15 @@ from zen_flow.api.meta import ObjectMeta
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.objects import ObjectClient
+from zen_flow.kube.pods import PodClient
 
 
 class Cluster:
-    def __init__(self, jobs: JobClient, flows: JobFlowClient, objects: ObjectClient) -> None:
+    def __init__(self, jobs: JobClient, flows: JobFlowClient, objects: ObjectClient, pods: PodClient) -> None:
         self._jobs = jobs
         self._flows = flows
         self._objects = objects
+        self._pods = pods
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
         """`AlreadyExists` if the name is taken."""
@@ -38,6 +40,10 @@ class Cluster:
         """A PersistentVolumeClaim or ConfigMap of `spec.resourceTemplates`. `AlreadyExists` if the name
         is taken, `Invalid` if the apiserver refuses the manifest."""
         return await self._objects.create(namespace, kind, body)
+
+    async def termination_messages(self, namespace: str, job: str) -> dict[str, str] | None:
+        """{container: message} of the Job's succeeded pod, or None when none is left."""
+        return await self._pods.termination_messages(namespace, job)
 
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
         """Metadata of such an object (who owns it). `NotFound` if it is gone."""

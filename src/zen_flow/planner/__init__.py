@@ -6,6 +6,7 @@ from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_comprehensions
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid
+from zen_flow.planner.outputs import PodMessages, jobs_to_read
 from zen_flow.planner.resources import fail_resources
 
 __all__ = [
@@ -18,10 +19,12 @@ __all__ = [
     "JobBuildError",
     "Peer",
     "Plan",
+    "PodMessages",
     "build_job",
     "fail_invalid",
     "fail_resources",
     "group_of",
+    "jobs_to_read",
     "keys_to_wake",
     "parse_duration",
     "peers_of",

@@ -13,15 +13,14 @@ API calls).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
 
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, JobFlow, ObjectRef
-from zen_flow.core.expressions import Evaluator, WhenContext, check_when, has_comprehension
+from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view, has_comprehension
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, Plan
 from zen_flow.planner.approvals import decision, with_approvals, with_origin
@@ -31,7 +30,7 @@ from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
-from zen_flow.planner.outputs import OutputError, capture_outputs
+from zen_flow.planner.outputs import OutputError, PodMessages, capture_outputs, reads_messages
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
 from zen_flow.planner.readiness import producer, uncommitted
 from zen_flow.planner.resources import missing
@@ -40,6 +39,8 @@ from zen_flow.planner.steps import StepViews, StepWork, bound
 from zen_flow.planner.timing import after, normalize, until
 
 _name = lru_cache(maxsize=65536)(job_name)
+# How soon to look again at a completed Job whose pod's termination messages were not read yet.
+MESSAGES_RETRY_SECONDS = 1.0
 
 
 class _Planner:
@@ -51,10 +52,12 @@ class _Planner:
         order: Sequence[str],
         peers: Sequence[Peer],
         evaluate: Evaluator | None,
+        messages: Mapping[str, PodMessages],
     ) -> None:
         self.flow = flow
         self.peers = peers
         self.evaluate = evaluate
+        self.messages = messages
         self.group = NO_GROUP
         self.now = now
         self.order = order
@@ -79,16 +82,9 @@ class _Planner:
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time
         self.deadline_passed = self._deadline_passed()
-        self.when_context = WhenContext(StepViews(self.works), self._flow_view())
-
-    def _flow_view(self) -> dict[str, Any]:
-        meta = self.flow.metadata
-        return {
-            "name": meta.name,
-            "namespace": meta.namespace,
-            "labels": dict(meta.labels),
-            "annotations": dict(meta.annotations),
-        }
+        arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
+        self.arguments = {a.name: a.value for a in arguments}
+        self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
 
     def _deadline(self) -> datetime | None:
         if self.active_deadline is None or self.active_deadline <= 0 or self.start_time is None:
@@ -168,8 +164,14 @@ class _Planner:
     def complete(self, w: StepWork, job: Job) -> None:
         """The Job completed: capture the output parameters; they go out in the same status write that
         marks the step Succeeded. One that cannot be captured fails the step (retrying reruns the work)."""
+        name = job.metadata.name
+        if reads_messages(w.spec) and name not in self.messages:
+            # Its pod's termination messages have not been read yet (the controller reads them before
+            # planning, see outputs.jobs_to_read): stay Running and look again in a moment.
+            self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))
+            return
         try:
-            w.outputs = capture_outputs(w.spec, job, w.outputs)
+            w.outputs = capture_outputs(w.spec, job, w.outputs, self.messages.get(name))
         except OutputError as err:
             w.fail(self.now, str(err))
             self.note_failure(w)
@@ -289,7 +291,9 @@ class _Planner:
         try:
             body = build_job(self.flow, w.spec, name, attempt)
             body = apply_parameters(
-                body, w.name, resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs))
+                body,
+                w.name,
+                resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments),
             )
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
@@ -412,14 +416,16 @@ def plan(
     *,
     peers: Sequence[Peer] = (),
     evaluate: Evaluator | None = None,
+    messages: Mapping[str, PodMessages] | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
-    `evaluate` runs `when` expressions with comprehensions (the controller's is time-bounded)."""
+    `evaluate` runs `when` expressions with comprehensions (the controller's is time-bounded);
+    `messages` holds the termination messages of the Jobs `outputs.jobs_to_read` names."""
     now = normalize(now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
     errors, order = structural_errors(flow)
     if errors:
         return fail_invalid(flow, errors, now)
-    return _Planner(flow, jobs, now, order, peers, evaluate).run()
+    return _Planner(flow, jobs, now, order, peers, evaluate, messages or {}).run()

@@ -1,22 +1,41 @@
 """Output parameters: values read from a step's finished Job, kept in `status.steps[].outputs`.
 
-Each `outputs.parameters[].valueFrom.jsonPath` is evaluated on the Job's `status` as the controller's
-cache holds it (`conditions`, `startTime`, `completionTime`, `active`, `succeeded`, `failed`, `ready`;
-the counters read 0 when the Job controller left them out), e.g. `$.succeeded` -> "1". The VALUES are
-stored (the original stored the jsonPath strings), in the same status write that marks the step
-Succeeded. A path that finds nothing, or a value above MAX_VALUE_BYTES, fails the step: a silent empty
-value would flow into later steps unnoticed, and status must stay small (JOBFLOW_API.md decision 14).
+Two sources:
+- `valueFrom.jsonPath` is evaluated on the Job's `status` as the controller's cache holds it
+  (`conditions`, `startTime`, `completionTime`, `active`, `succeeded`, `failed`, `ready`; the counters
+  read 0 when the Job controller left them out), e.g. `$.succeeded` -> "1";
+- `valueFrom.terminationMessage` reads what a container wrote to its termination message
+  (/dev/termination-log, at most 4 KiB per container): with `key`, a field of a JSON object, else a
+  `key=value` line; without `key`, the whole message (one trailing newline dropped). The controller
+  reads the messages of the Job's succeeded pod once, when the Job completed (`PodMessages`).
+The VALUES are stored (the original stored the jsonPath strings), in the same status write that marks
+the step Succeeded. A source that finds nothing, or a value above MAX_VALUE_BYTES, fails the step: a
+silent empty value would flow into later steps unnoticed, and status must stay small (JOBFLOW_API.md
+decision 14).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from zen_flow.api.constants import StepPhase
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import ParameterValue, Step, StepOutputValues
+from zen_flow.api.jobflow import (
+    JobFlow,
+    OutputParameter,
+    ParameterValue,
+    Step,
+    StepOutputValues,
+    TerminationMessageSource,
+)
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 
 MAX_VALUE_BYTES = 1024
+
+# {container name: termination message} of a finished Job's succeeded pod; None: no such pod is left.
+PodMessages = Mapping[str, str] | None
 
 
 class OutputError(ValueError):
@@ -40,9 +59,73 @@ def check_size(what: str, value: str) -> None:
         raise OutputError(f"{what}: the value has {size} bytes, more than the limit of {MAX_VALUE_BYTES}")
 
 
-def capture_outputs(step: Step, job: Job, current: StepOutputValues | None) -> StepOutputValues | None:
+def reads_messages(step: Step) -> bool:
+    """Does an output parameter of `step` come from a termination message (so its pod must be read)?"""
+    params = step.outputs.parameters if step.outputs is not None else ()
+    return any(p.value_from is not None and p.value_from.termination_message is not None for p in params)
+
+
+def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
+    """The completed Jobs whose pods the controller must read before planning: those of Running steps
+    with termination-message outputs (once per finished step: the next status write records it)."""
+    complete = {job.metadata.name for job in jobs if job.complete}
+    status = {s.name: s for s in flow.status.steps}
+    names = []
+    for step in flow.spec.steps:
+        seen = status.get(step.name)
+        if (
+            seen is not None
+            and seen.phase == StepPhase.RUNNING
+            and seen.job_ref is not None
+            and seen.job_ref.name in complete
+            and reads_messages(step)
+        ):
+            names.append(seen.job_ref.name)
+    return tuple(names)
+
+
+def message_value(message: str, key: str | None) -> str:
+    """The value `key` selects in a termination message (NotFound when it has none)."""
+    if key is None:
+        return message[:-1] if message.endswith("\n") else message
+    try:
+        document = json.loads(message)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        if key not in document:
+            raise NotFound(f"the JSON object has no field {key!r}")
+        return render(document[key])
+    for line in message.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and name.strip() == key:
+            return value.strip()
+    raise NotFound(f"no JSON object field and no line {key}=... in the message")
+
+
+def _from_message(
+    step: Step, job: Job, param: OutputParameter, source: TerminationMessageSource, messages: PodMessages
+) -> str:
+    what = f"output parameter {param.name}"
+    if messages is None:
+        raise OutputError(
+            f"{what}: Job {job.metadata.name} has no succeeded pod left to read its message from"
+        )
+    container = source.container or (next(iter(messages)) if len(messages) == 1 else None)
+    if container is None or container not in messages:
+        raise OutputError(f"{what}: the pod has no container {source.container or '(not named)'}")
+    try:
+        return message_value(messages[container], source.key)
+    except NotFound as err:
+        raise OutputError(f"{what}: container {container}'s termination message: {err}") from None
+
+
+def capture_outputs(
+    step: Step, job: Job, current: StepOutputValues | None, messages: PodMessages = None
+) -> StepOutputValues | None:
     """The step's outputs once `job` completed: `current` with the parameter values filled in (its
-    artifacts are kept). None (nothing to store) for a step without output parameters."""
+    artifacts are kept). None (nothing to store) for a step without output parameters. `messages`: the
+    termination messages of the Job's pod, for outputs that read them."""
     params = step.outputs.parameters if step.outputs is not None else ()
     if not params:
         return current
@@ -50,20 +133,23 @@ def capture_outputs(step: Step, job: Job, current: StepOutputValues | None) -> S
     values: list[ParameterValue] = []
     for param in params:
         what = f"output parameter {param.name}"
-        source = param.value_from.json_path if param.value_from is not None else None
-        if not source:
-            raise OutputError(f"{what}: valueFrom.jsonPath is not set")
-        if document is None:
-            document = job_document(job)
-        try:
-            found = evaluate(own_path(step, source), document)
-        except JsonPathError as err:
-            raise OutputError(f"{what}: invalid jsonPath: {err}") from None
-        except NotFound as err:
-            raise OutputError(
-                f"{what}: jsonPath found nothing in Job {job.metadata.name}'s status: {err}"
-            ) from None
-        value = render(found)
+        source = param.value_from
+        if source is not None and source.termination_message is not None:
+            value = _from_message(step, job, param, source.termination_message, messages)
+        elif source is not None and source.json_path:
+            if document is None:
+                document = job_document(job)
+            try:
+                found = evaluate(own_path(step, source.json_path), document)
+            except JsonPathError as err:
+                raise OutputError(f"{what}: invalid jsonPath: {err}") from None
+            except NotFound as err:
+                raise OutputError(
+                    f"{what}: jsonPath found nothing in Job {job.metadata.name}'s status: {err}"
+                ) from None
+            value = render(found)
+        else:
+            raise OutputError(f"{what}: valueFrom needs jsonPath or terminationMessage")
         check_size(what, value)
         values.append(ParameterValue(name=param.name, value=value))
     artifacts = current.artifacts if current is not None else ()

@@ -2,6 +2,7 @@
 
 Sources (`spec.steps[].inputs.parameters[]`):
   value                     the literal text;
+  valueFrom.argument        one of the flow's spec.arguments.parameters;
   valueFrom.jsonPath        `<step>:<JSONPath>` over that step's document: its Job's status as the cache
                             holds it (as in the original: `build:$.succeeded`), plus `outputs.parameters`
                             with its stored output values (`build:$.outputs.parameters.version`; still
@@ -116,8 +117,11 @@ def _from_step(param: InputParameter, source: str, producer: Callable[[str], Pro
         raise ParameterError(f"{what}: nothing found in step {ref}: {err}{hint}") from None
 
 
-def resolve_inputs(step: Step, producer: Callable[[str], Producer | None]) -> tuple[Resolved, ...]:
-    """Every input parameter of `step`, resolved; `producer(name)` describes an earlier step."""
+def resolve_inputs(
+    step: Step, producer: Callable[[str], Producer | None], arguments: Mapping[str, str] | None = None
+) -> tuple[Resolved, ...]:
+    """Every input parameter of `step`, resolved; `producer(name)` describes an earlier step,
+    `arguments` are the flow's spec.arguments (name -> value)."""
     params = step.inputs.parameters if step.inputs is not None else ()
     out: list[Resolved] = []
     seen: dict[str, str] = {}
@@ -132,6 +136,10 @@ def resolve_inputs(step: Step, producer: Callable[[str], Producer | None]) -> tu
             value: str | None = param.value
         elif source is not None and source.json_path:
             value = _from_step(param, source.json_path, producer)
+        elif source is not None and source.argument:
+            if source.argument not in (arguments or {}):
+                raise ParameterError(f"{what}: the flow has no argument {source.argument}")
+            value = (arguments or {})[source.argument]
         else:
             value = None
         if value is not None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
     ROOT,
     FieldError,
@@ -103,6 +104,10 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str) -> StepIndex 
     if templates is not None:
         check_resource_templates(r, templates, SPEC + ".resourceTemplates", flow_name)
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
+    raw_arguments = r.mapping(spec.get("arguments"), SPEC + ".arguments")
+    arguments = (
+        check_arguments(r, raw_arguments, SPEC + ".arguments") if raw_arguments is not None else frozenset()
+    )
     steps_path = SPEC + ".steps"
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
@@ -115,10 +120,10 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str) -> StepIndex 
         name = raw_name if isinstance(raw_name, str) else ""
         inputs = r.mapping(step.get("inputs"), path + ".inputs")
         if inputs is not None:
-            check_inputs(r, index, name, inputs, path + ".inputs")
+            check_inputs(r, index, name, inputs, path + ".inputs", arguments)
         outputs = r.mapping(step.get("outputs"), path + ".outputs")
         if outputs is not None:
-            check_outputs(r, name, outputs, path + ".outputs")
+            check_outputs(r, name, outputs, path + ".outputs", _container_names(step))
         if info is not None:
             _check_step_policy(r, step, path, name, info, needs)
     check_cycle(r, index)
@@ -146,6 +151,18 @@ def _check_step_policy(
             check_policy_fits(r, own, name, info)
     elif flow_needs is not None:
         check_policy_fits(r, flow_needs, name, info)
+
+
+def _container_names(step: Mapping[str, Any]) -> list[str] | None:
+    """The container names of a step's Job template, or None when it is not shaped like one (the
+    template's own checks report that)."""
+    try:
+        containers = step["template"]["spec"]["template"]["spec"]["containers"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(containers, list):
+        return None
+    return [c["name"] for c in containers if isinstance(c, Mapping) and isinstance(c.get("name"), str)]
 
 
 def _check_size(r: Reader, spec: Mapping[str, Any]) -> None:

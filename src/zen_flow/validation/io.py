@@ -7,7 +7,8 @@ created, and only a dependency is guaranteed to have finished (and committed its
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zen_flow.core.jsonpath import JsonPathError, parse
@@ -34,7 +35,8 @@ from zen_flow.validation.size import MAX_OUTPUT_PARAMETERS
 
 ARCHIVE_FORMATS = ("tar", "zip")
 COMPRESSIONS = ("gzip", "none")
-_SOURCES = ("jsonPath", "configMapKeyRef", "secretKeyRef")
+_SOURCES = ("jsonPath", "argument", "configMapKeyRef", "secretKeyRef")
+_MESSAGE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _check_name(r: Reader, item: Mapping[str, Any], path: Path, seen: set[str]) -> None:
@@ -99,7 +101,7 @@ def _check_key_ref(r: Reader, ref: Mapping[str, Any], path: Path) -> None:
 
 
 def _check_input_parameter(
-    r: Reader, index: StepIndex, step: str, param: Mapping[str, Any], path: Path
+    r: Reader, index: StepIndex, step: str, param: Mapping[str, Any], path: Path, arguments: frozenset[str]
 ) -> None:
     value = r.string(param.get("value"), path + ".value")
     source = r.mapping(param.get("valueFrom"), path + ".valueFrom")
@@ -114,7 +116,7 @@ def _check_input_parameter(
     src_path = path + ".valueFrom"
     given = [s for s in _SOURCES if source.get(s) is not None]
     if not given:
-        r.add(required(src_path, "exactly one of jsonPath, configMapKeyRef and secretKeyRef"))
+        r.add(required(src_path, "exactly one of jsonPath, argument, configMapKeyRef and secretKeyRef"))
     elif len(given) > 1:
         r.add(
             forbidden(
@@ -126,6 +128,14 @@ def _check_input_parameter(
     json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
     if json_path is not None:
         _check_input_json_path(r, index, step, json_path, src_path + ".jsonPath")
+    argument = r.string(source.get("argument"), src_path + ".argument")
+    if argument is not None and argument not in arguments:
+        known = ", ".join(sorted(arguments)) or "none"
+        r.add(
+            not_found(
+                src_path + ".argument", argument, f"spec.arguments.parameters has no such name ({known})"
+            )
+        )
     for field in ("configMapKeyRef", "secretKeyRef"):
         ref = r.mapping(source.get(field), src_path + "." + field)
         if ref is not None:
@@ -166,12 +176,19 @@ def _check_from(r: Reader, index: StepIndex, step: str, origin: str, path: Path)
         r.add(not_found(path, origin, f"step {quote(parts[0])} has no output artifact {quote(parts[1])}"))
 
 
-def check_inputs(r: Reader, index: StepIndex, step: str, inputs: Mapping[str, Any], path: Path) -> None:
+def check_inputs(
+    r: Reader,
+    index: StepIndex,
+    step: str,
+    inputs: Mapping[str, Any],
+    path: Path,
+    arguments: frozenset[str] = frozenset(),
+) -> None:
     names: set[str] = set()
     params_path = path + ".parameters"
     for item_path, param in r.mappings(inputs.get("parameters"), params_path):
         _check_name(r, param, item_path, names)
-        _check_input_parameter(r, index, step, param, item_path)
+        _check_input_parameter(r, index, step, param, item_path, arguments)
     names = set()
     for item_path, artifact in r.mappings(inputs.get("artifacts"), path + ".artifacts"):
         _check_name(r, artifact, item_path, names)
@@ -237,7 +254,27 @@ def _check_s3(r: Reader, s3: Mapping[str, Any], path: Path) -> None:
             r.add(invalid(path + "." + field + ".key", key, problem))
 
 
-def check_outputs(r: Reader, step: str, outputs: Mapping[str, Any], path: Path) -> None:
+def _check_termination_message(
+    r: Reader, source: Mapping[str, Any], path: Path, containers: Sequence[str] | None
+) -> None:
+    container = r.string(source.get("container"), path + ".container")
+    if container is not None:
+        if containers is not None and container not in containers:
+            known = ", ".join(containers) or "none"
+            r.add(not_found(path + ".container", container, f"the Job template's containers are: {known}"))
+    elif containers is not None and len(containers) > 1:
+        r.add(
+            required(path + ".container", f"the Job has {len(containers)} containers: name the one to read")
+        )
+    key = r.string(source.get("key"), path + ".key")
+    if key is not None and not _MESSAGE_KEY.match(key):
+        r.add(invalid(path + ".key", key, "must consist of letters, digits, '-', '_' or '.'"))
+
+
+def check_outputs(
+    r: Reader, step: str, outputs: Mapping[str, Any], path: Path, containers: Sequence[str] | None = None
+) -> None:
+    """`containers`: the names in the step's Job template (None when it has none to read)."""
     names: set[str] = set()
     params = outputs.get("parameters")
     if isinstance(params, list) and len(params) > MAX_OUTPUT_PARAMETERS:
@@ -254,9 +291,23 @@ def check_outputs(r: Reader, step: str, outputs: Mapping[str, Any], path: Path) 
         source = r.mapping(param.get("valueFrom"), item_path + ".valueFrom", require=True)
         if source is None:
             continue
-        json_path = r.string(source.get("jsonPath"), item_path + ".valueFrom" + ".jsonPath", require=True)
+        src_path = item_path + ".valueFrom"
+        has_path, has_message = (
+            source.get("jsonPath") is not None,
+            source.get("terminationMessage") is not None,
+        )
+        if has_path == has_message:
+            what = "may not be specified together with jsonPath" if has_path else "set exactly one"
+            target = ".terminationMessage" if has_path else ".jsonPath"
+            error = forbidden if has_path else required
+            r.add(error(src_path + target, f"{what}: an output reads jsonPath or terminationMessage"))
+            continue
+        json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
         if json_path is not None:
-            _check_output_json_path(r, step, json_path, item_path + ".valueFrom" + ".jsonPath")
+            _check_output_json_path(r, step, json_path, src_path + ".jsonPath")
+        message = r.mapping(source.get("terminationMessage"), src_path + ".terminationMessage")
+        if message is not None:
+            _check_termination_message(r, message, src_path + ".terminationMessage", containers)
     names = set()
     for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
         _check_name(r, artifact, item_path, names)

@@ -72,6 +72,10 @@ def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Fiel
     ratcheted = _ratcheted(old, new)
     found = validate_jobflow(new) + validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
-    if has_started(old) and _get(old, "spec", "steps") != _get(new, "spec", "steps"):
-        errors.append(forbidden(SPEC + ".steps", "steps cannot change after the flow started"))
+    if has_started(old):
+        # The arguments were substituted into Jobs already created: a changed value would make the
+        # flow's steps disagree about it.
+        for field in ("steps", "arguments"):
+            if _get(old, "spec", field) != _get(new, "spec", field):
+                errors.append(forbidden(f"{SPEC}.{field}", f"{field} cannot change after the flow started"))
     return errors

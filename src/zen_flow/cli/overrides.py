@@ -1,0 +1,46 @@
+"""`-p NAME=VALUE`: a flow's arguments (spec.arguments.parameters) overridden when it is read from a file.
+
+Only declared arguments may be overridden: a name the flow does not declare is an error naming it
+(a typo must not silently run with the default). The result is validated like any flow, so an enum
+violation reads exactly as the webhook would report it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from zen_flow.validation.errors import FieldError, not_found
+
+ARGUMENTS = "spec.arguments.parameters"
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """{name: value} from NAME=VALUE strings (the value may hold '='; the last of a repeated name wins)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise ValueError(f"-p {item!r}: expected NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def override_arguments(doc: Mapping[str, Any], overrides: Mapping[str, str]) -> tuple[Any, list[FieldError]]:
+    """A copy of the JobFlow `doc` with the arguments' values replaced, and an error per unknown name."""
+    if not overrides:
+        return doc, []
+    flow = copy.deepcopy(dict(doc))
+    spec = flow.get("spec")
+    arguments = spec.get("arguments") if isinstance(spec, dict) else None
+    params = arguments.get("parameters") if isinstance(arguments, dict) else None
+    declared = {p.get("name"): p for p in params or () if isinstance(p, dict)}
+    errors = []
+    for name, value in overrides.items():
+        if name in declared:
+            declared[name]["value"] = value
+        else:
+            known = ", ".join(sorted(str(n) for n in declared)) or "none"
+            errors.append(not_found(ARGUMENTS, name, f"the flow declares no such argument ({known})"))
+    return flow, errors
