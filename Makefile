@@ -16,7 +16,7 @@ IMAGE_TAR := $(HOME)/.cache/zen-flow/image/zen-flow.tar
 export ZENFLOW_HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: help venv install uninstall undeploy test-node controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
-        test-load bench cluster dev run validate-examples manifests helm-lint helm-template helm-package \
+        test-load test-transfer bench cluster dev run validate-examples manifests helm-lint helm-template helm-package \
         deploy image build-image-multiarch build-release coverage clean test-chaos fuzz
 
 help:
@@ -49,20 +49,22 @@ imports: $(STAMP)
 
 check: lint typecheck imports ## format check, lint, mypy --strict, import contracts
 
-test: $(STAMP) ## every test tier (unit, integration, e2e, real node); builds what they need first (cached)
+test: $(STAMP) ## every test tier (unit, transfer, integration, e2e, real node); builds what they need first (cached)
 	@set -e; \
 	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
+	  s3="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}"; \
 	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
 	  image="$${ZENFLOW_IMAGE_TAR:-$$(tools/build-image.sh --if-supported --save $(IMAGE_TAR))}"; \
-	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
 	  $(BIN)/pytest tests $(PYTEST_ARGS)
 
 test-node: $(STAMP) ## the real-node tier only (root: containerd, kubelet, kube-proxy, local registry, the image)
 	@set -e; \
 	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
 	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
+	  s3="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}"; \
 	  image="$${ZENFLOW_IMAGE_TAR:-$$(tools/build-image.sh --if-supported --save $(IMAGE_TAR))}"; \
-	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
 	  $(BIN)/pytest tests/node $(PYTEST_ARGS)
 
 coverage: $(STAMP) ## every test tier under coverage, controller subprocesses included; report here and in htmlcov/
@@ -74,6 +76,10 @@ coverage: $(STAMP) ## every test tier under coverage, controller subprocesses in
 
 test-unit: $(STAMP) ## unit and property tests of the pure core (no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-transfer: $(STAMP) ## `zen-flow artifact` as processes against a real S3 server (versitygw) and HTTP server
+	@ZENFLOW_VERSITYGW="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}" \
+	  $(BIN)/pytest tests/transfer $(PYTEST_ARGS)
 
 test-integration: $(STAMP) ## tests against a real kube-apiserver + etcd
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \

@@ -5,9 +5,11 @@
 #
 #   tools/build-gotool.sh helm       # helm lint / helm template of charts/zen-flow (`make helm-lint`)
 #   tools/build-gotool.sh promtool   # promtool check/test rules of config/prometheus
+#   tools/build-gotool.sh versitygw  # an S3-compatible server (Apache-2.0) for the artifact tests
 #
-# ZENFLOW_HELM / ZENFLOW_PROMTOOL: use that binary instead (nothing is built).
-# Versions: ZENFLOW_HELM_VERSION, ZENFLOW_PROMETHEUS_VERSION (Prometheus 3.x Go module tags are v0.3XX.Y).
+# ZENFLOW_HELM / ZENFLOW_PROMTOOL / ZENFLOW_VERSITYGW: use that binary instead (nothing is built).
+# Versions: ZENFLOW_HELM_VERSION, ZENFLOW_PROMETHEUS_VERSION (Prometheus 3.x Go module tags are v0.3XX.Y),
+# ZENFLOW_VERSITYGW_VERSION.
 set -euo pipefail
 
 tool="${1:-}"
@@ -26,8 +28,16 @@ case "${tool}" in
     ldflags="-s -w"
     override="${ZENFLOW_PROMTOOL:-}"
     ;;
+  versitygw)
+    # Versity's S3 gateway: one process, one port, SigV4 with static keys, objects as plain files. MinIO's
+    # server is AGPL, SeaweedFS needs 8 ports and a minute to be ready.
+    version="${ZENFLOW_VERSITYGW_VERSION:-v1.8.0}"
+    package="github.com/versity/versitygw/cmd/versitygw"
+    ldflags="-s -w"
+    override="${ZENFLOW_VERSITYGW:-}"
+    ;;
   *)
-    echo "usage: $0 helm|promtool" >&2
+    echo "usage: $0 helm|promtool|versitygw" >&2
     exit 2
     ;;
 esac

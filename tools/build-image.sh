@@ -46,7 +46,7 @@ start=$(date +%s)
 
 log "wheels: zen-flow ${VERSION} and its runtime dependencies -> dist/wheels"
 rm -rf "${ROOT}/dist/wheels" && mkdir -p "${ROOT}/dist/wheels"
-"${PYTHON}" -m pip wheel -q --wheel-dir "${ROOT}/dist/wheels" "${ROOT}" >&2
+"${PYTHON}" -m pip wheel -q --wheel-dir "${ROOT}/dist/wheels" "${ROOT}[artifacts]" >&2
 
 if ! "${PODMAN[@]}" image exists "${BASE_IMAGE}"; then
   if [ "${BASE_IMAGE}" != "localhost/zen-flow-base:bookworm" ]; then

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from zen_flow.api.transfer import DEFAULT_IMAGE as DEFAULT_ARTIFACT_IMAGE
+
 ENV_PREFIX = "ZEN_FLOW_"
 
 
@@ -68,6 +70,13 @@ class Settings:
     )
     expression_workers: int = field(
         default=2, metadata={"help": "worker processes for `when` expressions with comprehensions"}
+    )
+    artifact_image: str = field(
+        default=DEFAULT_ARTIFACT_IMAGE,
+        metadata={
+            "help": "image of the containers that move a step's artifacts (`zen-flow artifact`); the "
+            "controller's own image, so both are one version"
+        },
     )
     resync_seconds: float = field(
         default=0.0, metadata={"help": "re-enqueue every cached flow this often (0 disables)"}

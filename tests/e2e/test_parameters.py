@@ -6,11 +6,12 @@ Runs its own `zen-flow run` process watching only the test's namespace (as tests
 
 from __future__ import annotations
 
+from zen_flow.api.transfer import PLAN_ENV, UPLOADER, TransferPlan
 from zen_flow.cli.overrides import override_arguments
 from zen_flow_dev.cluster.stages import TERMINATION_MESSAGE_ANNOTATION
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases
-from zen_flow_dev.testing.examples import EXAMPLES, load, simulate_messages
+from zen_flow_dev.testing.examples import EXAMPLES, WRITTEN, load, simulate_messages
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
 
@@ -55,11 +56,13 @@ async def test_an_output_value_reaches_the_dependent_job(
     assert job_b["metadata"]["creationTimestamp"] >= steps["a"]["completionTime"]
 
 
-async def test_the_build_and_check_example_passes_arguments_and_written_values(
+async def test_the_build_and_check_example_passes_arguments_values_and_a_file(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:
     """examples/build-and-check.yaml with `version` overridden as `-p` would: the argument reaches
-    `build`, the values its container wrote reach `check`, and the controller listed pods once."""
+    `build`, the values its container wrote reach `check`, the uploader's report (what kwok's fake
+    kubelet hands over here) becomes the stored artifact that `check`'s downloader fetches and checks,
+    and the controller listed pods once."""
     path = EXAMPLES / "build-and-check.yaml"
     manifest, errors = override_arguments(load(path), {"version": "2.0.0"})
     assert errors == []
@@ -70,24 +73,45 @@ async def test_the_build_and_check_example_passes_arguments_and_written_values(
     flow = await driver.wait_phase(namespace, "build-and-check", timeout=90)
 
     assert flow["status"]["phase"] == "Succeeded", flow["status"]
-    digest = "sha256:" + "0123456789abcdef" * 4
+    written = WRITTEN["build-and-check.yaml"]["build"]
+    digest, size = (line.split("=", 1)[1] for line in written["main"].splitlines())
     build = next(s for s in flow["status"]["steps"] if s["name"] == "build")
     assert build["outputs"]["parameters"] == [
         {"name": "digest", "value": digest},
-        {"name": "size", "value": "10"},
+        {"name": "size", "value": size},
     ]
+    (artifact,) = build["outputs"]["artifacts"]
+    uid = flow["metadata"]["uid"][:8]
+    assert artifact == {
+        "name": "app",
+        "path": "/out/app.txt",
+        "url": f"s3://builds/zen-flow/{namespace}/build-and-check/{uid}/build/app",
+        "size": int(size),
+        "digest": digest,
+        "archive": "none",
+    }
     jobs = {j["metadata"]["labels"]["workflow.kube-zen.io/step"]: j for j in await driver.jobs(namespace)}
-    build_script = jobs["build"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
-    assert 'echo "app 2.0.0"' in build_script
-    check = jobs["check"]["spec"]["template"]["spec"]["containers"][0]
+    build_pod = jobs["build"]["spec"]["template"]["spec"]
+    assert 'echo "app 2.0.0"' in build_pod["containers"][0]["command"][2]
+    assert [c["name"] for c in build_pod["initContainers"]] == [UPLOADER]  # the apiserver took the sidecar
+    check_pod = jobs["check"]["spec"]["template"]["spec"]
+    check = check_pod["containers"][0]
     env = {e["name"]: e.get("value") for e in check["env"]}
     assert (env["ZF_PARAM_DIGEST"], env["ZF_PARAM_SIZE"], env["ZF_PARAM_ENVIRONMENT"]) == (
         digest,
-        "10",
+        size,
         "staging",
     )
-    assert f'echo "checked {digest} (' in check["command"][2]
-    # One LIST of the build step's pods; no pod watch, no other pod request.
+    (downloader,) = check_pod["initContainers"]
+    plan = TransferPlan.model_validate_json(
+        next(e["value"] for e in downloader["env"] if e["name"] == PLAN_ENV)
+    )
+    (download,) = plan.downloads
+    assert download.s3 is not None
+    assert (download.s3.url, download.digest) == (artifact["url"], digest)
+    secrets = [e["valueFrom"]["secretKeyRef"]["name"] for e in downloader["env"] if "valueFrom" in e]
+    assert secrets == ["artifact-storage", "artifact-storage"]
+    # One LIST of pods for the one step whose pod had something to say; no pod watch, no other request.
     assert controller.metric("zen_flow_api_requests_total", resource="pods") == 1
     assert controller.metric("zen_flow_api_requests_total", resource="pods", verb="list") == 1
 

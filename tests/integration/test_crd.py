@@ -131,7 +131,20 @@ def kitchen_sink_spec() -> dict[str, Any]:
                             "name": "seed",
                             "path": "/in/seed",
                             "http": {"url": "https://example.com/seed", "headers": {"Accept": "*/*"}},
-                        }
+                        },
+                        {
+                            "name": "model",
+                            "path": "/in/model",
+                            "s3": {
+                                "endpoint": "https://s3.example.com",
+                                "bucket": "b",
+                                "key": "models/m.bin",
+                                "region": "eu-west-1",
+                                "insecure": False,
+                                "accessKeyIDSecretRef": key_ref,
+                                "secretAccessKeySecretRef": key_ref,
+                            },
+                        },
                     ],
                     "parameters": [
                         {"name": "literal", "value": "1"},
@@ -228,7 +241,16 @@ def full_status() -> dict[str, Any]:
                 "jobRef": job_ref,
                 "outputs": {
                     "parameters": [{"name": "count", "value": "1"}],
-                    "artifacts": [{"name": "result", "path": "s3://b/k"}],
+                    "artifacts": [
+                        {
+                            "name": "result",
+                            "path": "/out/result",
+                            "url": "s3://b/k",
+                            "size": 1234,
+                            "digest": "sha256:" + "0" * 64,
+                            "archive": "tar+gzip",
+                        }
+                    ],
                 },
                 "retryCount": 1,
                 "message": "Job completed",

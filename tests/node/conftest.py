@@ -10,15 +10,19 @@ marked `node`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from zen_flow.api.transfer import DEFAULT_IMAGE
 from zen_flow_dev.cluster import LocalCluster, find_kubectl
 from zen_flow_dev.cluster.binaries import MissingBinariesError, find_node_bin_dir
-from zen_flow_dev.node.host import unsupported_reason
+from zen_flow_dev.node.host import BASE, NODE_IP, in_node, unsupported_reason
 from zen_flow_dev.testing.crd import install_crd
+from zen_flow_dev.testing.storage import MISSING, S3Server, versitygw_binary
 
 
 def node_skip_reason() -> str | None:
@@ -49,3 +53,31 @@ def cluster(node_cluster: LocalCluster) -> LocalCluster:
 @pytest.fixture(scope="module")
 def jobflow_crd(cluster: LocalCluster) -> dict[str, Any]:
     return install_crd(find_kubectl(cluster.bin_dir), cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def image(node_cluster: LocalCluster) -> str:
+    """The zen-flow image in the local registry, as ghcr.io/kube-zen/zen-flow:<version>: what the
+    Deployment runs and what steps' artifact containers run (--artifact-image's default)."""
+    tarball = os.environ.get("ZENFLOW_IMAGE_TAR", "")
+    if not tarball or not Path(tarball).is_file():
+        pytest.skip(
+            "no zen-flow image: `make test` builds it (tools/build-image.sh: root, podman, mmdebstrap)"
+        )
+    assert node_cluster.node is not None
+    node_cluster.node.push(Path(tarball), DEFAULT_IMAGE)  # containerd pulls ghcr.io from the local registry
+    return DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="module")
+def storage(node_cluster: LocalCluster) -> Iterator[S3Server]:
+    """A real S3-compatible server on the node's address, inside the node's network namespace: pods
+    reach it like a storage service of their cluster; its data is under the node's own directory."""
+    binary = versitygw_binary()
+    if binary is None or not binary.exists():
+        pytest.skip(MISSING)
+    server = S3Server(binary, host=NODE_IP, port=19000, argv_prefix=in_node, data=BASE / "s3").start()
+    try:
+        yield server
+    finally:
+        server.stop()

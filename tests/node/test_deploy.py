@@ -22,30 +22,19 @@ import pytest
 import yaml
 
 from zen_flow.api.constants import ANNOTATION_CREATED_BY, LABEL_STEP
+from zen_flow.api.transfer import DEFAULT_IMAGE
 from zen_flow_dev.cluster import LocalCluster
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "ghcr.io/kube-zen/zen-flow:0.1.0"
+IMAGE = DEFAULT_IMAGE
 NS, SVC, SA = "zen-flow-system", "zen-flow-webhook", "zen-flow-controller"
 WEBHOOKS = (
     "validatingwebhookconfiguration/zen-flow-validating-webhook",
     "mutatingwebhookconfiguration/zen-flow-mutating-webhook",
 )
-
-
-@pytest.fixture(scope="module")
-def image(node_cluster: LocalCluster) -> str:
-    tarball = os.environ.get("ZENFLOW_IMAGE_TAR", "")
-    if not tarball or not Path(tarball).is_file():
-        pytest.skip(
-            "no zen-flow image: `make test` builds it (tools/build-image.sh: root, podman, mmdebstrap)"
-        )
-    assert node_cluster.node is not None
-    node_cluster.node.push(Path(tarball), IMAGE)  # containerd pulls ghcr.io from the local registry
-    return IMAGE
 
 
 def _webhook_tls(tmp: Path) -> tuple[Path, Path, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +20,12 @@ from zen_flow_dev.testing.flows import flow_manifest, job_step
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "zen-flow-system"
-IMAGE = "ghcr.io/kube-zen/zen-flow:0.1.0"
 
 
 @pytest.fixture(scope="module")
-def released(node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tarball = os.environ.get("ZENFLOW_IMAGE_TAR", "")
-    if not tarball or not Path(tarball).is_file():
-        pytest.skip(
-            "no zen-flow image: `make test` builds it (tools/build-image.sh: root, podman, mmdebstrap)"
-        )
+def released(
+    node_cluster: LocalCluster, image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     helm = subprocess.run(
         [str(ROOT / "tools" / "build-gotool.sh"), "helm"],
         capture_output=True,
@@ -40,8 +35,6 @@ def released(node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
     )
     if helm.returncode != 0:
         pytest.skip(f"helm could not be built: {helm.stderr.strip()[-300:]}")
-    assert node_cluster.node is not None
-    node_cluster.node.push(Path(tarball), IMAGE)
     tmp = tmp_path_factory.mktemp("helm")
     binary = str(find_kubectl(node_cluster.bin_dir))
 

@@ -6,7 +6,6 @@ never runs a step twice. The controller runs as a local process here (test_deplo
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from zen_flow_dev.testing.flows import chain, flow_manifest, job_step
 # What an example ends in before anyone approves anything (the rest: Succeeded).
 PAUSED = {"approval-gate.yaml"}
 UPSTREAM_RUNNABLE = {"dag-flow.yaml", "simple-linear-flow.yaml"}  # the third needs a database
+NEEDS_STORAGE = {"build-and-check.yaml"}  # run with a real S3 server in test_artifacts.py
 
 
 def _container(command: str) -> dict[str, Any]:
@@ -76,7 +76,7 @@ async def test_every_example_runs_to_the_end_with_real_containers(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:
     files = [
-        *project_examples(),
+        *(p for p in project_examples() if p.name not in NEEDS_STORAGE),
         *original_forms(),
         *(p for p in upstream_examples() if p.name in UPSTREAM_RUNNABLE),
     ]
@@ -115,14 +115,6 @@ async def test_every_example_runs_to_the_end_with_real_containers(
     built_at = next(s for s in params["status"]["steps"] if s["name"] == "build")["outputs"]["parameters"][0]
     assert built_at["name"] == "built-at"
     assert built_at["value"].endswith("Z")
-    # build-and-check: the container computed the digest and wrote it to its termination message; the
-    # controller read it from the pod and `check` (which verifies it) succeeded with it.
-    build = next(s for s in by_name["build-and-check"]["status"]["steps"] if s["name"] == "build")
-    written = hashlib.sha256(b"app 1.4.2\n").hexdigest()
-    assert build["outputs"]["parameters"] == [
-        {"name": "digest", "value": f"sha256:{written}"},
-        {"name": "size", "value": "10"},
-    ]
 
 
 async def test_exit_codes_and_pod_failure_policy_are_the_containers_own(

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pytest
 import yaml
@@ -30,6 +30,7 @@ from zen_flow.api.constants import (
     StepType,
 )
 from zen_flow.api.jobflow import JobFlow, JobFlowSpec, JobFlowStatus
+from zen_flow.api.transfer import ARCHIVES
 from zen_flow.core import naming
 from zen_flow.core.durations import parse_duration
 from zen_flow.planner import status as planner_status
@@ -56,6 +57,7 @@ ENUMS: dict[str, type[StrEnum] | Sequence[str]] = {
     "status.conditions[].status": policy.CONDITION_STATUSES,
     "status.steps[].phase": StepPhase,
     "status.audit.approvals[].decision": ApprovalDecision,
+    "status.steps[].outputs.artifacts[].archive": ARCHIVES,
 }
 
 SCALARS: dict[type, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -149,6 +151,9 @@ def compare_type(annotation: Any, schema: dict[str, Any], path: str) -> Iterator
                 yield f"{path}: model dict[str, {value.__name__}] needs additionalProperties"
             else:
                 yield from compare_type(value, extra, f"{path}.*")
+    elif origin is Literal:
+        if kind != "string" or sorted(schema.get("enum", ())) != sorted(get_args(tp)):
+            yield f"{path}: model Literal{list(get_args(tp))} but CRD enum {schema.get('enum')}"
     elif isinstance(tp, type) and issubclass(tp, BaseModel):
         yield from compare_model(tp, schema, path)
     else:

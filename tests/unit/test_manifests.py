@@ -190,6 +190,10 @@ def test_environment_variables_are_real_settings_or_the_downward_api() -> None:
     for name in env:
         if name.startswith("ZEN_FLOW_"):
             assert name.removeprefix("ZEN_FLOW_").lower() in fields, name
+    # Steps' artifact containers run the controller's own image, so both are always one version.
+    assert (
+        env["ZEN_FLOW_ARTIFACT_IMAGE"]["value"] == container(DEPLOYMENT)["image"] == SETTINGS.artifact_image
+    )
 
 
 def test_two_replicas_elect_a_leader_on_the_lease_the_role_allows() -> None:

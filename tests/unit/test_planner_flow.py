@@ -53,9 +53,7 @@ def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_appr
     doc = load(path)
     doc["metadata"].setdefault("name", "generated-1")
     doc["metadata"].update(uid="u-1", generation=1)
-    # What the examples' containers write to their termination messages (containers named "main").
-    written = {step: {"main": message} for step, message in WRITTEN.get(path.name, {}).items()}
-    sim = Simulator(JobFlow.model_validate(doc), T0, written=written)
+    sim = Simulator(JobFlow.model_validate(doc), T0, written=WRITTEN.get(path.name, {}))
     roots = {s["name"] for s in doc["spec"]["steps"] if not s.get("dependencies")}
     first = sim.reconcile()
     if not doc["spec"].get("resourceTemplates"):  # else the first reconcile creates those objects only

@@ -172,7 +172,14 @@ def test_valid_input_artifacts(artifact: dict[str, Any]) -> None:
         ({"name": "Data", "from": "a/out"}, "name", E.INVALID, "RFC 1123"),
         ({"name": "x", "from": "a/out", "path": "relative/x"}, "path", E.INVALID, "absolute path"),
         ({"name": "x", "from": "a/out", "path": "/data/../etc/passwd"}, "path", E.INVALID, "'..'"),
-        ({"name": "x"}, "from", E.REQUIRED, "exactly one of from and http"),
+        ({"name": "x"}, "from", E.REQUIRED, "exactly one of from, http and s3"),
+        (
+            {"name": "x", "http": {"url": "https://x"}, "s3": {"bucket": "b", "key": "k"}},
+            "s3",
+            E.FORBIDDEN,
+            "together with http",
+        ),
+        ({"name": "x", "s3": {"bucket": "b"}}, "s3.key", E.REQUIRED, ""),
         (
             {"name": "x", "from": "a/out", "http": {"url": "https://x"}},
             "http",
@@ -244,7 +251,7 @@ def test_inputs_must_be_objects_and_lists() -> None:
             "artifacts": [
                 {
                     "name": "out",
-                    "path": "/out",
+                    "path": "/out/result",
                     "s3": {
                         "endpoint": "https://s3.example.com",
                         "bucket": "b",
@@ -465,3 +472,54 @@ def test_invalid_arguments(
     params: list[dict[str, Any]], reference: str | None, path: str, kind: ErrorType, text: str
 ) -> None:
     assert_error(with_arguments(*params, reference=reference), path, kind, text)
+
+
+# --- artifact transfer -----------------------------------------------------------------------------------
+
+
+def test_an_input_from_an_artifact_that_is_not_stored_is_refused() -> None:
+    def unstored(flow: Flow) -> None:
+        del step(flow, "a")["outputs"]["artifacts"][0]["s3"]
+        step(flow, "c")["inputs"] = {"artifacts": [{"name": "x", "from": "a/out", "path": "/in/x"}]}
+
+    assert_error(mutated(unstored), f"{C_IN}.artifacts[0].from", E.INVALID, "(it has no s3)")
+
+
+def test_the_bare_step_form_needs_exactly_one_stored_artifact() -> None:
+    def two(flow: Flow) -> None:
+        step(flow, "a")["outputs"]["artifacts"].append(
+            {"name": "more", "path": "/work/more", "s3": {"bucket": "b"}}
+        )
+        step(flow, "c")["inputs"] = {"artifacts": [{"name": "x", "from": "a"}]}
+
+    assert_error(mutated(two), f"{C_IN}.artifacts[0].from", E.INVALID, "stores 2 artifacts")
+
+
+def test_a_stored_output_needs_a_directory_unless_a_volume_holds_it() -> None:
+    def at_root(flow: Flow) -> None:
+        step(flow, "a")["outputs"]["artifacts"][0]["path"] = "/report.txt"
+
+    assert_error(mutated(at_root), f"{A_OUT}.artifacts[0].path", E.INVALID, "e.g. /outputs/report.txt")
+
+    def on_a_volume(flow: Flow) -> None:
+        at_root(flow)
+        step(flow, "a")["outputs"]["artifacts"][0]["path"] = "/data"
+        pod_spec(flow, "a")["containers"][0]["volumeMounts"] = [{"name": "d", "mountPath": "/data"}]
+        pod_spec(flow, "a")["volumes"] = [{"name": "d", "emptyDir": {}}]
+
+    assert_valid(mutated(on_a_volume))
+
+
+@pytest.mark.parametrize("field", ["volumes", "initContainers", "containers"])
+def test_our_transfer_names_are_reserved_in_steps_that_move_artifacts(field: str) -> None:
+    def clash(flow: Flow) -> None:
+        item = (
+            {"name": "zf-artifacts-out", "image": "busybox"}
+            if field != "volumes"
+            else {"name": "zf-artifacts"}
+        )
+        pod_spec(flow, "a").setdefault(field, []).append(item)
+
+    index = 1 if field == "containers" else 0
+    path = f"spec.steps[0].template.spec.template.spec.{field}[{index}].name"
+    assert_error(mutated(clash), path, E.INVALID, "reserved for zen-flow's artifact transfer")

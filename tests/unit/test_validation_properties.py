@@ -105,7 +105,12 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
                     },
                 ],
                 "artifacts": [
-                    {"name": "out", "path": "/out", "archive": {"format": "tar", "compression": "gzip"}}
+                    {
+                        "name": "out",
+                        "path": "/out/data",
+                        "archive": {"format": "tar", "compression": "gzip"},
+                        "s3": {"bucket": "results"},
+                    }
                 ],
             }
             if draw(st.booleans()):

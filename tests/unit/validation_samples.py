@@ -54,7 +54,7 @@ def base_flow() -> Flow:
             "a",
             outputs={
                 "parameters": [{"name": "count", "valueFrom": {"jsonPath": "$.succeeded"}}],
-                "artifacts": [{"name": "out", "path": "/work/out"}],
+                "artifacts": [{"name": "out", "path": "/work/out", "s3": {"bucket": "results"}}],
             },
         ),
         job_step("b", "a"),

@@ -18,6 +18,8 @@ Per-pod knobs (pod annotations, e.g. on a Job's pod template):
   zenflow.test/message:       "<s>"   terminated.message for the failure (default "exit code <n>")
   zenflow.test/termination-message: "<s>"  terminated.message of every container on success (what a
                                       real container would write to /dev/termination-log)
+  zenflow.test/init-termination-message: "<s>"  the same for every init container (e.g. the report of
+                                      zen-flow's artifact uploader)
   zenflow.test/run-seconds:   "<x>"   stay Running x seconds (decimal allowed) before succeeding/failing
   zenflow.test/start-seconds: "<x>"   stay Pending x seconds after binding before Running
 """
@@ -36,6 +38,7 @@ EXIT_CODE_ANNOTATION = "zenflow.test/exit-code"
 REASON_ANNOTATION = "zenflow.test/reason"
 MESSAGE_ANNOTATION = "zenflow.test/message"
 TERMINATION_MESSAGE_ANNOTATION = "zenflow.test/termination-message"
+INIT_TERMINATION_MESSAGE_ANNOTATION = "zenflow.test/init-termination-message"
 RUN_SECONDS_ANNOTATION = "zenflow.test/run-seconds"
 START_SECONDS_ANNOTATION = "zenflow.test/start-seconds"
 # With an exit code: fail only the first N attempts of a zen-flow step (its pods carry the attempt label),
@@ -128,8 +131,30 @@ phase: Running
 startTime: {{ $now | Quote }}
 """
 
-# Shared tail of every "containers have exited" template; $code/$reason/$message are set by the caller.
-_POD_TERMINATED_TAIL = """\
+
+def _terminated(code: str, reason: str, message: str) -> str:
+    """One `terminated` status per container of the enclosing `range` (Go template variables)."""
+    return f"""\
+- name: {{{{ .name | Quote }}}}
+  image: {{{{ .image | Quote }}}}
+  imageID: ""
+  ready: false
+  started: false
+  restartCount: 0
+  state:
+    terminated:
+      exitCode: {code}
+      reason: {reason}
+      {{{{ with {message} }}}}message: {{{{ . | Quote }}}}{{{{ end }}}}
+      startedAt: {{{{ $started | Quote }}}}
+      finishedAt: {{{{ $now | Quote }}}}
+"""
+
+
+# Shared tail of every "containers have exited" template; $code/$reason/$message (the containers) and
+# $initMessage (the init containers, which always completed) are set by the caller.
+_POD_TERMINATED_TAIL = (
+    """\
 {{ $started := or .status.startTime $now }}
 conditions:
 {{ range list "ContainersReady" "Ready" }}
@@ -140,22 +165,21 @@ conditions:
 {{ end }}
 containerStatuses:
 {{ range .spec.containers }}
-- name: {{ .name | Quote }}
-  image: {{ .image | Quote }}
-  imageID: ""
-  ready: false
-  started: false
-  restartCount: 0
-  state:
-    terminated:
-      exitCode: {{ $code }}
-      reason: {{ $reason | Quote }}
-      {{ with $message }}message: {{ . | Quote }}{{ end }}
-      startedAt: {{ $started | Quote }}
-      finishedAt: {{ $now | Quote }}
+"""
+    + _terminated("{{ $code }}", "{{ $reason | Quote }}", "$message")
+    + """\
+{{ end }}
+{{ with .spec.initContainers }}
+initContainerStatuses:
+{{ range . }}
+"""
+    + _terminated("0", '"Completed"', "$initMessage")
+    + """\
+{{ end }}
 {{ end }}
 phase: {{ $phase }}
 """
+)
 
 _POD_SUCCEEDED = (
     f"""\
@@ -164,6 +188,7 @@ _POD_SUCCEEDED = (
 {{{{ $code := 0 }}}}
 {{{{ $reason := "Completed" }}}}
 {{{{ $message := index $annotations "{TERMINATION_MESSAGE_ANNOTATION}" }}}}
+{{{{ $initMessage := index $annotations "{INIT_TERMINATION_MESSAGE_ANNOTATION}" }}}}
 {{{{ $phase := "Succeeded" }}}}
 {{{{ $podReason := "PodCompleted" }}}}
 """
@@ -177,6 +202,7 @@ _POD_FAILED = (
 {{{{ $code := index $annotations "{EXIT_CODE_ANNOTATION}" }}}}
 {{{{ $reason := or ( index $annotations "{REASON_ANNOTATION}" ) "Error" }}}}
 {{{{ $message := or ( index $annotations "{MESSAGE_ANNOTATION}" ) ( printf "exit code %v" $code ) }}}}
+{{{{ $initMessage := "" }}}}
 {{{{ $phase := "Failed" }}}}
 {{{{ $podReason := "PodFailed" }}}}
 """
@@ -189,6 +215,7 @@ _POD_KILLED = (
 {{{{ $code := {TERMINATED_EXIT_CODE} }}}}
 {{{{ $reason := "Error" }}}}
 {{{{ $message := "pod deleted: the fake kubelet killed its containers" }}}}
+{{{{ $initMessage := "" }}}}
 {{{{ $phase := "Failed" }}}}
 {{{{ $podReason := "PodFailed" }}}}
 """

@@ -8,13 +8,15 @@ tests are skipped with `UPSTREAM_MISSING` as the reason.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from zen_flow_dev.cluster.stages import TERMINATION_MESSAGE_ANNOTATION
+from zen_flow.api.transfer import TRANSFER_NAMES, UPLOADER, Stored, UploadReport
+from zen_flow_dev.cluster.stages import INIT_TERMINATION_MESSAGE_ANNOTATION, TERMINATION_MESSAGE_ANNOTATION
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
@@ -27,24 +29,36 @@ DEV_DEFAULTS = (EXAMPLES / "dag.yaml", EXAMPLES / "chain.yaml")
 EXPECT_PHASE = "zen-flow.test/expect-phase"
 
 
-# What an example's containers write to their termination message, by file and step: on a cluster whose
-# nodes run no containers (kwok) the tests hand it to the fake kubelet (see `simulate_messages`).
-WRITTEN = {
+# What the containers of an example's steps write to their termination messages (container -> text),
+# by file and step: on a cluster whose nodes run no containers (kwok) the tests hand it to the fake
+# kubelet (`simulate_messages`), the planner tests to the simulator.
+_APP = b"app 1.4.2\n"  # what build-and-check's `build` writes to /out/app.txt
+WRITTEN: dict[str, dict[str, dict[str, str]]] = {
     "build-and-check.yaml": {
-        "build": "digest=sha256:" + "0123456789abcdef" * 4 + "\nsize=10\n",
+        "build": {
+            "main": f"digest=sha256:{hashlib.sha256(_APP).hexdigest()}\nsize={len(_APP)}\n",
+            UPLOADER: UploadReport(
+                stored={"app": Stored(size=len(_APP), digest="sha256:" + hashlib.sha256(_APP).hexdigest())}
+            ).model_dump_json(),
+        },
     },
 }
 
 
 def simulate_messages(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
-    """`manifest` with the termination messages of `WRITTEN` as pod annotations the kwok Stages read."""
+    """`manifest` with the termination messages of `WRITTEN` as pod annotations the kwok Stages read
+    (one text for the step's containers, one for zen-flow's init containers)."""
     for step in manifest["spec"]["steps"]:
-        message = WRITTEN.get(path.name, {}).get(step["name"])
-        if message is not None:
+        written = WRITTEN.get(path.name, {}).get(step["name"], {})
+        annotations = {
+            INIT_TERMINATION_MESSAGE_ANNOTATION
+            if container in TRANSFER_NAMES
+            else TERMINATION_MESSAGE_ANNOTATION: text
+            for container, text in written.items()
+        }
+        if annotations:
             pod = step["template"]["spec"]["template"]
-            pod.setdefault("metadata", {}).setdefault("annotations", {})[TERMINATION_MESSAGE_ANNOTATION] = (
-                message
-            )
+            pod.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
     return manifest
 
 

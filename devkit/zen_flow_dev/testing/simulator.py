@@ -52,7 +52,7 @@ class Simulator:
     # `collect()` removes it; True: it disappears at once.
     instant_delete: bool = True
     strict: bool = True  # raise DuplicateCreate instead of ignoring a second create of one name
-    # Job name -> {container: termination message} of its succeeded pod; a completed Job missing here
+    # Job name -> {container: termination message} of its finished pod; a finished Job missing here
     # has no pod left (as after the pod was garbage-collected).
     pod_messages: dict[str, dict[str, str]] = field(default_factory=dict)
     # Step name -> {container: message}: what every Job of that step writes when `complete` gets none.
@@ -159,7 +159,16 @@ class Simulator:
             self.pod_messages[name] = messages
         self._finish(name, "Complete", "Completed", "", succeeded=1, completion_time=self.now)
 
-    def fail(self, name: str, reason: str = "BackoffLimitExceeded", message: str = "Job has failed") -> None:
+    def fail(
+        self,
+        name: str,
+        reason: str = "BackoffLimitExceeded",
+        message: str = "Job has failed",
+        messages: dict[str, str] | None = None,
+    ) -> None:
+        """The Job failed; `messages`: the termination messages of its last failed pod."""
+        if messages is not None:
+            self.pod_messages[name] = messages
         self._finish(name, "Failed", reason, message, failed=1)
 
     def vanish(self, name: str) -> None:

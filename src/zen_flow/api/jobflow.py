@@ -15,6 +15,7 @@ from pydantic import Field
 
 from zen_flow.api.constants import API_VERSION, KIND, StepType
 from zen_flow.api.meta import Condition, Model, ObjectMeta, Timestamp
+from zen_flow.api.transfer import Archive
 
 # --- spec ---------------------------------------------------------------------------------------------
 
@@ -93,11 +94,22 @@ class HTTPSource(Model):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class S3Target(Model):
+    endpoint: str | None = None
+    bucket: str | None = None
+    key: str | None = None
+    region: str | None = None
+    insecure: bool | None = None
+    access_key_id_secret_ref: KeyRef | None = Field(default=None, alias="accessKeyIDSecretRef")
+    secret_access_key_secret_ref: KeyRef | None = None
+
+
 class InputArtifact(Model):
     name: str = ""
     from_: str | None = Field(default=None, alias="from")
     path: str | None = None
     http: HTTPSource | None = None
+    s3: S3Target | None = None
 
 
 class StepInputs(Model):
@@ -123,16 +135,6 @@ class OutputParameter(Model):
 class ArchiveSpec(Model):
     format: str | None = None
     compression: str | None = None
-
-
-class S3Target(Model):
-    endpoint: str | None = None
-    bucket: str | None = None
-    key: str | None = None
-    region: str | None = None
-    insecure: bool | None = None
-    access_key_id_secret_ref: KeyRef | None = Field(default=None, alias="accessKeyIDSecretRef")
-    secret_access_key_secret_ref: KeyRef | None = None
 
 
 class OutputArtifact(Model):
@@ -209,6 +211,10 @@ class ParameterValue(Model):
 class ArtifactRef(Model):
     name: str
     path: str | None = None
+    url: str | None = None
+    size: int | None = None
+    digest: str | None = None
+    archive: Archive | None = None
 
 
 class StepOutputValues(Model):

@@ -1,4 +1,4 @@
-"""The `zen-flow` command: run the controller, validate flows offline."""
+"""The `zen-flow` command: run the controller, validate flows offline, move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_UNREADABLE
 
 
+def _cmd_artifact(args: argparse.Namespace) -> int:
+    from zen_flow.cli.artifact import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zen-flow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the flows' argument NAME (spec.arguments.parameters) before validating",
     )
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "artifact", help="move a step's artifacts: run by zen-flow's containers in the step's pod"
+    )
+    from zen_flow.cli.artifact import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_cmd_artifact)
 
     return parser
 

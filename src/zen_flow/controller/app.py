@@ -46,6 +46,7 @@ from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.ratelimit import default_controller_rate_limiter
 from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner import ArtifactOptions
 
 log = structlog.get_logger("zen_flow.controller.app")
 
@@ -187,6 +188,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             clock=clock,
             metrics=metrics,
             evaluate=sandbox.evaluate,
+            transfers=ArtifactOptions(image=settings.artifact_image),
         )
         flows.add_handler(
             on_add=controller.on_flow_event,

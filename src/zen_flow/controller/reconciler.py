@@ -71,7 +71,9 @@ class ClusterApi(Protocol):
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
-    async def termination_messages(self, namespace: str, job: str) -> dict[str, str] | None: ...
+    async def termination_messages(
+        self, namespace: str, job: str, *, succeeded: bool
+    ) -> dict[str, str] | None: ...
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
 
 
@@ -92,9 +94,11 @@ class Controller:
         clock: Clock,
         metrics: Metrics,
         evaluate: Evaluator | None = None,
+        transfers: planner.ArtifactOptions | None = None,
     ) -> None:
         self._flows = flows
         self._evaluate = evaluate
+        self._transfers = transfers or planner.ArtifactOptions()
         # One planner at a time per concurrency group: a Forbid flow must see a peer that another worker
         # just decided to start (`_starting`), also while a plan runs in a thread.
         self._group_locks: dict[str, asyncio.Lock] = {}
@@ -263,12 +267,15 @@ class Controller:
         return result.requeue_after
 
     async def _termination_messages(self, flow: JobFlow) -> dict[str, planner.PodMessages]:
-        """Termination-message outputs: the pods of just-completed Jobs are read here, once, outside
-        any concurrency-group lock (planning stays pure; the next status write records the values)."""
-        jobs = self._jobs.jobs_for(flow.metadata.uid)
+        """What finished pods wrote (termination-message outputs, artifact reports, download failures):
+        read here, once per finished step, outside any concurrency-group lock (planning stays pure; the
+        next status write records what it found)."""
+        jobs = {job.metadata.name: job for job in self._jobs.jobs_for(flow.metadata.uid)}
         return {
-            name: await self._api.termination_messages(flow.metadata.namespace, name)
-            for name in planner.jobs_to_read(flow, jobs)
+            name: await self._api.termination_messages(
+                flow.metadata.namespace, name, succeeded=jobs[name].complete
+            )
+            for name in planner.jobs_to_read(flow, list(jobs.values()))
         }
 
     async def _plan(
@@ -278,9 +285,16 @@ class Controller:
         if self._evaluate is not None and planner.uses_comprehensions(flow):
             # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
             return await asyncio.to_thread(
-                planner.plan, flow, jobs, now, peers=peers, evaluate=self._evaluate, messages=messages
+                planner.plan,
+                flow,
+                jobs,
+                now,
+                peers=peers,
+                evaluate=self._evaluate,
+                messages=messages,
+                transfers=self._transfers,
             )
-        return planner.plan(flow, jobs, now, peers=peers, messages=messages)
+        return planner.plan(flow, jobs, now, peers=peers, messages=messages, transfers=self._transfers)
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)

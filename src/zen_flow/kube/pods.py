@@ -1,9 +1,10 @@
-"""Pods, read-only: the termination messages of a finished step's pods (its output parameters).
+"""Pods, read-only: the termination messages of a finished step's pod.
 
-The controller lists the pods of one Job by label, once, when that Job has completed and its step
-declares `outputs.parameters[].valueFrom.terminationMessage`. No watch, no cache: pods are many and
-short-lived, and only their termination messages are read. The answer is decoded straight into a small
-model (names, phase, containers' terminated state), never kept.
+The controller lists the pods of one Job by label, once, when that Job has finished and its step needs
+what the pod wrote: `outputs.parameters[].valueFrom.terminationMessage`, the artifact uploader's report,
+or why the artifact downloader failed (planner.outputs.jobs_to_read). No watch, no cache: pods are many
+and short-lived, and only their termination messages are read. The answer is decoded straight into a
+small model (phase, containers' and init containers' terminated state), never kept.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class _ContainerStatus(Model):
 class _PodStatus(Model):
     phase: str | None = None
     container_statuses: tuple[_ContainerStatus, ...] = ()
+    init_container_statuses: tuple[_ContainerStatus, ...] = ()
+
+    def all(self) -> tuple[_ContainerStatus, ...]:
+        return (*self.init_container_statuses, *self.container_statuses)
 
 
 class _Pod(Model):
@@ -49,19 +54,22 @@ class PodClient:
     def __init__(self, client: KubeClient) -> None:
         self._client = client
 
-    async def termination_messages(self, namespace: str, job: str) -> dict[str, str] | None:
-        """{container: termination message} of the Job's succeeded pod (the latest to finish), or None
-        when the Job has no succeeded pod left to read."""
+    async def termination_messages(
+        self, namespace: str, job: str, *, succeeded: bool
+    ) -> dict[str, str] | None:
+        """{container or init container: termination message} of the Job's pod that succeeded (or,
+        with `succeeded=False`, failed) last; None when no such pod is left to read."""
         pods = await self._client.request_model(
             _PodList, "GET", PODS.path(namespace), query=[("labelSelector", f"{JOB_NAME_LABEL}={job}")]
         )
-        succeeded = [p for p in pods.items if p.status.phase == "Succeeded"]
-        if not succeeded:
+        wanted = "Succeeded" if succeeded else "Failed"
+        finished = [p for p in pods.items if p.status.phase == wanted]
+        if not finished:
             return None
-        latest = max(succeeded, key=_finished)
+        latest = max(finished, key=_finished)
         return {
             c.name: (c.state.terminated.message or "") if c.state.terminated is not None else ""
-            for c in latest.status.container_statuses
+            for c in latest.status.all()
         }
 
 
@@ -70,7 +78,7 @@ def _finished(pod: _Pod) -> float:
     return max(
         (
             c.state.terminated.finished_at.timestamp()
-            for c in pod.status.container_statuses
+            for c in pod.status.all()
             if c.state.terminated is not None and c.state.terminated.finished_at is not None
         ),
         default=0.0,

@@ -1,6 +1,7 @@
 """The pure heart of the controller: `plan(flow, jobs, now) -> Plan` (no I/O, no clock reads)."""
 
 from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteFlow, DeleteJob, EventSpec, Plan
+from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_comprehensions
@@ -11,6 +12,7 @@ from zen_flow.planner.resources import fail_resources
 
 __all__ = [
     "Action",
+    "ArtifactOptions",
     "CreateJob",
     "CreateResource",
     "DeleteFlow",

@@ -19,20 +19,28 @@ from functools import lru_cache
 
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import Approval, JobFlow, ObjectRef
+from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
 from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view, has_comprehension
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, Plan
 from zen_flow.planner.approvals import decision, with_approvals, with_origin
+from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
 from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
 from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
-from zen_flow.planner.outputs import OutputError, PodMessages, capture_outputs, reads_messages
+from zen_flow.planner.outputs import (
+    OutputError,
+    PodMessages,
+    capture_outputs,
+    explains_failure,
+    reads_messages,
+)
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
 from zen_flow.planner.readiness import producer, uncommitted
+from zen_flow.planner.reports import download_failure
 from zen_flow.planner.resources import missing
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED
 from zen_flow.planner.steps import StepViews, StepWork, bound
@@ -53,8 +61,10 @@ class _Planner:
         peers: Sequence[Peer],
         evaluate: Evaluator | None,
         messages: Mapping[str, PodMessages],
+        transfers: ArtifactOptions,
     ) -> None:
         self.flow = flow
+        self.transfers = transfers
         self.peers = peers
         self.evaluate = evaluate
         self.messages = messages
@@ -85,6 +95,12 @@ class _Planner:
         arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
         self.arguments = {a.name: a.value for a in arguments}
         self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
+
+    def stored(self, step: str, artifact: str) -> ArtifactRef | None:
+        """What step `step` stored as `artifact` (from its status outputs)."""
+        w = self.works.get(step)
+        found = w.outputs.artifacts if w is not None and w.outputs is not None else ()
+        return next((a for a in found if a.name == artifact), None)
 
     def _deadline(self) -> datetime | None:
         if self.active_deadline is None or self.active_deadline <= 0 or self.start_time is None:
@@ -143,8 +159,13 @@ class _Planner:
             self.complete(w, job)
             return
         if job.failed:
+            if explains_failure(w.spec) and name not in self.messages:
+                self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
+                return
             cond = job.condition("Failed")
             detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
+            if why := download_failure(self.messages.get(name)):
+                detail = f"{why} ({detail})" if detail else why
             failed_at = cond.last_transition_time if cond is not None else None
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", failed_at or self.now)
             return
@@ -171,7 +192,7 @@ class _Planner:
             self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))
             return
         try:
-            w.outputs = capture_outputs(w.spec, job, w.outputs, self.messages.get(name))
+            w.outputs = capture_outputs(self.flow, w.spec, job, w.outputs, self.messages.get(name))
         except OutputError as err:
             w.fail(self.now, str(err))
             self.note_failure(w)
@@ -295,6 +316,7 @@ class _Planner:
                 w.name,
                 resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments),
             )
+            body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
             self.note_failure(w)
@@ -417,15 +439,19 @@ def plan(
     peers: Sequence[Peer] = (),
     evaluate: Evaluator | None = None,
     messages: Mapping[str, PodMessages] | None = None,
+    transfers: ArtifactOptions | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
     `evaluate` runs `when` expressions with comprehensions (the controller's is time-bounded);
-    `messages` holds the termination messages of the Jobs `outputs.jobs_to_read` names."""
+    `messages` holds the termination messages of the Jobs `outputs.jobs_to_read` names; `transfers`
+    shapes the artifact transfer containers (planner.artifacts)."""
     now = normalize(now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
     errors, order = structural_errors(flow)
     if errors:
         return fail_invalid(flow, errors, now)
-    return _Planner(flow, jobs, now, order, peers, evaluate, messages or {}).run()
+    return _Planner(
+        flow, jobs, now, order, peers, evaluate, messages or {}, transfers or ArtifactOptions()
+    ).run()

@@ -31,6 +31,8 @@ from zen_flow.api.jobflow import (
     TerminationMessageSource,
 )
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
+from zen_flow.planner.artifacts import downloads, uploads
+from zen_flow.planner.reports import ReportError, stored_artifacts
 
 MAX_VALUE_BYTES = 1024
 
@@ -60,27 +62,33 @@ def check_size(what: str, value: str) -> None:
 
 
 def reads_messages(step: Step) -> bool:
-    """Does an output parameter of `step` come from a termination message (so its pod must be read)?"""
+    """Must the pod of `step`'s completed Job be read: an output parameter comes from a termination
+    message, or artifacts were stored (the uploader's report)?"""
     params = step.outputs.parameters if step.outputs is not None else ()
-    return any(p.value_from is not None and p.value_from.termination_message is not None for p in params)
+    written = any(p.value_from is not None and p.value_from.termination_message is not None for p in params)
+    return written or bool(uploads(step))
+
+
+def explains_failure(step: Step) -> bool:
+    """Must the pod of `step`'s failed Job be read: the downloader may say why it failed?"""
+    return bool(downloads(step))
 
 
 def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
-    """The completed Jobs whose pods the controller must read before planning: those of Running steps
-    with termination-message outputs (once per finished step: the next status write records it)."""
+    """The finished Jobs whose pods the controller must read before planning: those of Running steps
+    whose outputs come from the pod (`reads_messages`) or whose failure the pod explains; once per
+    finished step, since the next status write moves the step on."""
     complete = {job.metadata.name for job in jobs if job.complete}
+    failed = {job.metadata.name for job in jobs if job.failed}
     status = {s.name: s for s in flow.status.steps}
     names = []
     for step in flow.spec.steps:
         seen = status.get(step.name)
-        if (
-            seen is not None
-            and seen.phase == StepPhase.RUNNING
-            and seen.job_ref is not None
-            and seen.job_ref.name in complete
-            and reads_messages(step)
-        ):
-            names.append(seen.job_ref.name)
+        if seen is None or seen.phase != StepPhase.RUNNING or seen.job_ref is None:
+            continue
+        job = seen.job_ref.name
+        if (job in complete and reads_messages(step)) or (job in failed and explains_failure(step)):
+            names.append(job)
     return tuple(names)
 
 
@@ -111,7 +119,7 @@ def _from_message(
         raise OutputError(
             f"{what}: Job {job.metadata.name} has no succeeded pod left to read its message from"
         )
-    container = source.container or (next(iter(messages)) if len(messages) == 1 else None)
+    container = source.container or _only_container(step)
     if container is None or container not in messages:
         raise OutputError(f"{what}: the pod has no container {source.container or '(not named)'}")
     try:
@@ -120,14 +128,26 @@ def _from_message(
         raise OutputError(f"{what}: container {container}'s termination message: {err}") from None
 
 
+def _only_container(step: Step) -> str | None:
+    """The name of the template's one container (None unless there is exactly one)."""
+    try:
+        containers = (step.template or {})["spec"]["template"]["spec"]["containers"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(containers, list) or len(containers) != 1 or not isinstance(containers[0], dict):
+        return None
+    name = containers[0].get("name")
+    return name if isinstance(name, str) else None
+
+
 def capture_outputs(
-    step: Step, job: Job, current: StepOutputValues | None, messages: PodMessages = None
+    flow: JobFlow, step: Step, job: Job, current: StepOutputValues | None, messages: PodMessages = None
 ) -> StepOutputValues | None:
-    """The step's outputs once `job` completed: `current` with the parameter values filled in (its
-    artifacts are kept). None (nothing to store) for a step without output parameters. `messages`: the
-    termination messages of the Job's pod, for outputs that read them."""
+    """The step's outputs once `job` completed: the parameter values and the stored artifacts. None
+    (nothing to store) for a step without either. `messages`: the termination messages of the Job's
+    pod (containers and init containers), for what comes from the pod."""
     params = step.outputs.parameters if step.outputs is not None else ()
-    if not params:
+    if not params and not uploads(step):
         return current
     document: dict[str, Any] | None = None
     values: list[ParameterValue] = []
@@ -152,5 +172,8 @@ def capture_outputs(
             raise OutputError(f"{what}: valueFrom needs jsonPath or terminationMessage")
         check_size(what, value)
         values.append(ParameterValue(name=param.name, value=value))
-    artifacts = current.artifacts if current is not None else ()
+    try:
+        artifacts = stored_artifacts(flow, step, messages) if uploads(step) else ()
+    except ReportError as err:
+        raise OutputError(str(err)) from None
     return StepOutputValues(parameters=tuple(values), artifacts=artifacts)

@@ -25,7 +25,7 @@ from zen_flow.validation.errors import (
 )
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import StepIndex, build_index
-from zen_flow.validation.io import check_inputs, check_outputs
+from zen_flow.validation.io import check_inputs, check_outputs, check_transfer_names
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
 from zen_flow.validation.policy import (
     PolicyNeeds,
@@ -123,7 +123,10 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str) -> StepIndex 
             check_inputs(r, index, name, inputs, path + ".inputs", arguments)
         outputs = r.mapping(step.get("outputs"), path + ".outputs")
         if outputs is not None:
-            check_outputs(r, name, outputs, path + ".outputs", _container_names(step))
+            check_outputs(r, name, outputs, path + ".outputs", _container_names(step), _mount_paths(step))
+        pod = _pod_spec(step)
+        if pod is not None and _moves_artifacts(inputs, outputs):
+            check_transfer_names(r, pod, path + ".template.spec.template.spec")
         if info is not None:
             _check_step_policy(r, step, path, name, info, needs)
     check_cycle(r, index)
@@ -153,16 +156,50 @@ def _check_step_policy(
         check_policy_fits(r, flow_needs, name, info)
 
 
-def _container_names(step: Mapping[str, Any]) -> list[str] | None:
-    """The container names of a step's Job template, or None when it is not shaped like one (the
-    template's own checks report that)."""
+def _pod_spec(step: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec of a step's Job template, or None when it is not shaped like one (the template's
+    own checks report that)."""
     try:
-        containers = step["template"]["spec"]["template"]["spec"]["containers"]
+        pod = step["template"]["spec"]["template"]["spec"]
     except (KeyError, TypeError):
         return None
+    return pod if isinstance(pod, Mapping) else None
+
+
+def _containers(step: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    pod = _pod_spec(step)
+    containers = pod.get("containers") if pod is not None else None
     if not isinstance(containers, list):
         return None
-    return [c["name"] for c in containers if isinstance(c, Mapping) and isinstance(c.get("name"), str)]
+    return [c for c in containers if isinstance(c, Mapping)]
+
+
+def _container_names(step: Mapping[str, Any]) -> list[str] | None:
+    containers = _containers(step)
+    if containers is None:
+        return None
+    return [c["name"] for c in containers if isinstance(c.get("name"), str)]
+
+
+def _mount_paths(step: Mapping[str, Any]) -> list[str]:
+    paths: list[str] = []
+    for container in _containers(step) or ():
+        mounts = container.get("volumeMounts")
+        for mount in mounts if isinstance(mounts, list) else ():
+            if isinstance(mount, Mapping) and isinstance(mount.get("mountPath"), str):
+                paths.append(mount["mountPath"])
+    return paths
+
+
+def _moves_artifacts(inputs: Mapping[str, Any] | None, outputs: Mapping[str, Any] | None) -> bool:
+    incoming = (inputs or {}).get("artifacts")
+    outgoing = (outputs or {}).get("artifacts")
+    stored = (
+        [a for a in outgoing if isinstance(a, Mapping) and a.get("s3") is not None]
+        if isinstance(outgoing, list)
+        else []
+    )
+    return bool(incoming) or bool(stored)
 
 
 def _check_size(r: Reader, spec: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ from zen_flow.validation.errors import Path
 class StepIndex:
     paths: Mapping[str, Path]  # step name -> path of its first declaration
     output_artifacts: Mapping[str, frozenset[str]]
+    stored_artifacts: Mapping[str, frozenset[str]]  # those with s3: the only ones a later step can fetch
     graph: Graph
     cycle: tuple[str, ...] | None
     _bits: Mapping[str, int]
@@ -43,18 +44,25 @@ def _dependency_names(step: Mapping[str, Any]) -> list[str]:
     return [d for d in deps if isinstance(d, str)]
 
 
-def _output_artifacts(step: Mapping[str, Any]) -> frozenset[str]:
+def _output_artifacts(step: Mapping[str, Any], *, stored: bool = False) -> frozenset[str]:
     outputs = step.get("outputs")
     artifacts = outputs.get("artifacts") if isinstance(outputs, dict) else None
     if not isinstance(artifacts, list | tuple):
         return frozenset()
-    return frozenset(a["name"] for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str))
+    return frozenset(
+        a["name"]
+        for a in artifacts
+        if isinstance(a, dict)
+        and isinstance(a.get("name"), str)
+        and (not stored or isinstance(a.get("s3"), dict))
+    )
 
 
 def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     """`steps` are the well-formed step objects with their paths (names already checked elsewhere)."""
     paths: dict[str, Path] = {}
     outputs: dict[str, frozenset[str]] = {}
+    stored: dict[str, frozenset[str]] = {}
     edges: list[tuple[str, list[str]]] = []
     for path, step in steps:
         name = step.get("name")
@@ -62,6 +70,7 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
             continue
         paths[name] = path
         outputs[name] = _output_artifacts(step)
+        stored[name] = _output_artifacts(step, stored=True)
         edges.append((name, _dependency_names(step)))
     graph = Graph.build(edges)
     found = graph.find_cycle()
@@ -77,6 +86,7 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     return StepIndex(
         paths=paths,
         output_artifacts=outputs,
+        stored_artifacts=stored,
         graph=graph,
         cycle=tuple(found) if found else None,
         _bits=bits,

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.validation.errors import (
     Path,
@@ -36,6 +37,8 @@ from zen_flow.validation.size import MAX_OUTPUT_PARAMETERS
 ARCHIVE_FORMATS = ("tar", "zip")
 COMPRESSIONS = ("gzip", "none")
 _SOURCES = ("jsonPath", "argument", "configMapKeyRef", "secretKeyRef")
+_ARTIFACT_SOURCES = ("from", "http", "s3")
+
 _MESSAGE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -150,12 +153,18 @@ def _check_input_artifact(
         r.add(invalid(path + ".path", file_path, problem))
     origin = r.string(artifact.get("from"), path + ".from")
     http = r.mapping(artifact.get("http"), path + ".http")
-    if artifact.get("from") is not None and artifact.get("http") is not None:
-        r.add(forbidden(path + ".http", "may not be specified together with from: set exactly one"))
-    elif artifact.get("from") is None and artifact.get("http") is None:
-        r.add(required(path + ".from", "set exactly one of from and http"))
+    s3 = r.mapping(artifact.get("s3"), path + ".s3")
+    given = [f for f in _ARTIFACT_SOURCES if artifact.get(f) is not None]
+    if len(given) > 1:
+        r.add(
+            forbidden(f"{path}.{given[1]}", f"may not be specified together with {given[0]}: set exactly one")
+        )
+    elif not given:
+        r.add(required(path + ".from", "set exactly one of from, http and s3"))
     if origin is not None:
         _check_from(r, index, step, origin, path + ".from")
+    if s3 is not None:
+        _check_s3(r, s3, path + ".s3", key_required=True)
     if http is not None:
         url = r.string(http.get("url"), path + ".http" + ".url", require=True)
         if url is not None and not url.startswith(("http://", "https://")):
@@ -168,12 +177,33 @@ def _check_from(r: Reader, index: StepIndex, step: str, origin: str, path: Path)
     if len(parts) > 2 or not all(parts):
         r.add(invalid(path, origin, 'must be "<step>" or "<step>/<artifact>"'))
         return
-    if not _check_step_ref(r, index, step, parts[0], origin, path) or len(parts) == 1:
+    if not _check_step_ref(r, index, step, parts[0], origin, path):
+        return
+    stored = index.stored_artifacts.get(parts[0], frozenset())
+    if len(parts) == 1:
+        # The original's bare "<step>": that step's one stored artifact.
+        if len(stored) != 1:
+            r.add(
+                invalid(
+                    path,
+                    origin,
+                    f"step {quote(parts[0])} stores {len(stored)} artifacts: use <step>/<artifact>",
+                )
+            )
         return
     if problem := subdomain_problem(parts[1]):
         r.add(invalid(path, origin, f"artifact name {quote(parts[1])}: {problem}"))
     elif parts[1] not in index.output_artifacts.get(parts[0], frozenset()):
         r.add(not_found(path, origin, f"step {quote(parts[0])} has no output artifact {quote(parts[1])}"))
+    elif parts[1] not in stored:
+        r.add(
+            invalid(
+                path,
+                origin,
+                f"step {quote(parts[0])} does not store artifact {quote(parts[1])} (it has no s3), "
+                "so no later step can fetch it",
+            )
+        )
 
 
 def check_inputs(
@@ -216,10 +246,27 @@ def _check_output_json_path(r: Reader, step: str, value: str, path: Path) -> Non
         _check_json_path_syntax(r, value, value, path)
 
 
-def _check_output_artifact(r: Reader, artifact: Mapping[str, Any], path: Path) -> None:
+def _check_output_artifact(
+    r: Reader, artifact: Mapping[str, Any], path: Path, mounts: Sequence[str] | None
+) -> None:
     file_path = r.string(artifact.get("path"), path + ".path", require=True)
     if file_path is not None and (problem := abs_path_problem(file_path)):
         r.add(invalid(path + ".path", file_path, problem))
+    elif (
+        file_path is not None
+        and artifact.get("s3") is not None
+        and file_path.rstrip("/").count("/") < 2
+        and not any(_under(file_path, m) for m in mounts or ())
+    ):
+        r.add(
+            invalid(
+                path + ".path",
+                file_path,
+                "zen-flow mounts a volume at the directory of a stored output (unless a volume of the "
+                "template holds the path), so the path needs a directory below /, e.g. /outputs"
+                + file_path.rstrip("/"),
+            )
+        )
     r.boolean(artifact.get("optional"), path + ".optional")
     archive = r.mapping(artifact.get("archive"), path + ".archive")
     if archive is not None:
@@ -234,10 +281,10 @@ def _check_output_artifact(r: Reader, artifact: Mapping[str, Any], path: Path) -
         _check_s3(r, s3, path + ".s3")
 
 
-def _check_s3(r: Reader, s3: Mapping[str, Any], path: Path) -> None:
+def _check_s3(r: Reader, s3: Mapping[str, Any], path: Path, *, key_required: bool = False) -> None:
     r.string(s3.get("bucket"), path + ".bucket", require=True)
-    for field in ("key", "region"):
-        r.string(s3.get(field), path + "." + field)
+    r.string(s3.get("key"), path + ".key", require=key_required)
+    r.string(s3.get("region"), path + ".region")
     endpoint = r.string(s3.get("endpoint"), path + ".endpoint")
     if endpoint and not endpoint.startswith(("http://", "https://")):
         r.add(invalid(path + ".endpoint", endpoint, "must start with http:// or https://"))
@@ -272,9 +319,15 @@ def _check_termination_message(
 
 
 def check_outputs(
-    r: Reader, step: str, outputs: Mapping[str, Any], path: Path, containers: Sequence[str] | None = None
+    r: Reader,
+    step: str,
+    outputs: Mapping[str, Any],
+    path: Path,
+    containers: Sequence[str] | None = None,
+    mounts: Sequence[str] | None = None,
 ) -> None:
-    """`containers`: the names in the step's Job template (None when it has none to read)."""
+    """`containers`: the names in the step's Job template (None when it has none to read); `mounts`:
+    the mountPaths of its containers' volumes."""
     names: set[str] = set()
     params = outputs.get("parameters")
     if isinstance(params, list) and len(params) > MAX_OUTPUT_PARAMETERS:
@@ -311,4 +364,19 @@ def check_outputs(
     names = set()
     for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
         _check_name(r, artifact, item_path, names)
-        _check_output_artifact(r, artifact, item_path)
+        _check_output_artifact(r, artifact, item_path, mounts)
+
+
+def _under(path: str, mount: str) -> bool:
+    base = mount.rstrip("/")
+    return bool(base) and (path == base or path.startswith(base + "/"))
+
+
+def check_transfer_names(r: Reader, pod: Mapping[str, Any], path: Path) -> None:
+    """A step that moves artifacts gets zen-flow's volume and containers: its own may not take those names."""
+    for field in ("volumes", "containers", "initContainers"):
+        items = pod.get(field)
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if name in TRANSFER_NAMES:
+                r.add(invalid(f"{path}.{field}[{i}].name", name, "reserved for zen-flow's artifact transfer"))

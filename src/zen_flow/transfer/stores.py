@@ -1,0 +1,108 @@
+"""Where artifacts live: S3-compatible storage (through the `minio` client: signing, multipart uploads,
+retries) and plain HTTP(S) downloads. Runs in the step's pod only; the controller never imports it.
+
+Credentials come from environment variables the kubelet filled from the flow's Secrets; they are
+handed to the client and never printed: errors name the endpoint, bucket and key, not the keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from zen_flow.api.transfer import HttpLocation, S3Location
+from zen_flow.transfer.archive import TransferError
+
+if TYPE_CHECKING:
+    from minio import Minio
+
+CHUNK = 1 << 20
+HTTP_TIMEOUT = 60.0  # seconds without progress on one read, not for the whole download
+USER_AGENT = "zen-flow-artifact"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _env(name: str | None) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise TransferError(f"the credential variable {name} is empty: check the Secret the flow names")
+    return value
+
+
+def s3_client(location: S3Location) -> Minio:
+    from minio import Minio
+    from minio.credentials.providers import ChainedProvider, EnvAWSProvider, EnvMinioProvider, IamAwsProvider
+
+    parts = urlsplit(location.endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TransferError(f"endpoint {location.endpoint!r} is not http(s)://host[:port]")
+    access, secret = _env(location.access_key_env), _env(location.secret_key_env)
+    # Without Secrets: the usual chain (AWS_* or MINIO_* variables, then the instance or pod role).
+    chain = None if access else ChainedProvider([EnvAWSProvider(), EnvMinioProvider(), IamAwsProvider()])
+    return Minio(
+        parts.netloc,
+        access_key=access,
+        secret_key=secret,
+        secure=parts.scheme == "https",
+        region=location.region,
+        credentials=chain,
+        cert_check=not location.insecure,
+    )
+
+
+def _s3_problem(location: S3Location, err: Exception) -> TransferError:
+    from minio.error import S3Error
+
+    where = f"{location.url} at {location.endpoint}"
+    if isinstance(err, S3Error):
+        return TransferError(f"{where}: {err.code}: {err.message}")
+    return TransferError(f"{where}: {type(err).__name__}: {err}")
+
+
+def put_s3(location: S3Location, file: Path) -> None:
+    try:
+        s3_client(location).fput_object(location.bucket, location.key, str(file))
+    except TransferError:
+        raise
+    except Exception as err:  # the client raises S3Error, urllib3 and OS errors: all mean "not stored"
+        raise _s3_problem(location, err) from None
+
+
+def get_s3(location: S3Location, file: Path) -> None:
+    try:
+        s3_client(location).fget_object(location.bucket, location.key, str(file))
+    except TransferError:
+        raise
+    except Exception as err:
+        raise _s3_problem(location, err) from None
+
+
+def get_http(location: HttpLocation, file: Path) -> None:
+    parts = urlsplit(location.url)
+    if parts.scheme not in ("http", "https"):
+        raise TransferError(f"{location.url}: only http and https URLs can be downloaded")
+    request = urllib.request.Request(location.url, headers={"User-Agent": USER_AGENT, **location.headers})
+    where = parts._replace(query="", fragment="").geturl()  # a query may hold a token: not in messages
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response, file.open("wb") as out:
+            shutil.copyfileobj(response, out, CHUNK)
+    except urllib.error.HTTPError as err:
+        raise TransferError(f"{where}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = err.reason if isinstance(err, urllib.error.URLError) else err
+        raise TransferError(f"{where}: {reason}") from None
