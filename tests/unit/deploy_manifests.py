@@ -125,13 +125,12 @@ def _step_status(name: str, phase: StepPhase) -> Any:
 
 def _series_names(name: str, kind: str, labels: frozenset[str]) -> dict[str, frozenset[str]]:
     if kind == "counter":
-        return {f"{name}_total": labels, f"{name}_created": labels}
+        return {f"{name}_total": labels}
     if kind == "histogram":
         return {
             f"{name}_bucket": labels | {"le"},
             f"{name}_sum": labels,
             f"{name}_count": labels,
-            f"{name}_created": labels,
         }
     if kind == "gauge":
         return {name: labels}

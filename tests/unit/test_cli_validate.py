@@ -165,35 +165,6 @@ def test_overridden_arguments_are_validated_like_the_webhook_would(
     assert (line in out) if line else out == ""
 
 
-def test_the_validate_commands_shown_in_the_docs_run_as_shown(
-    tmp_path: Path, monkeypatch: Any, capsys: Any
-) -> None:
-    """Every `zen-flow validate` command in a shell block of README.md and docs/ exits 0 from the
-    repository root; a file the repository lacks stands for the reader's own flow (a valid one)."""
-    import re
-    import shlex
-
-    from zen_flow.cli import main
-
-    root = Path(__file__).resolve().parents[2]
-    commands = [
-        line.strip()
-        for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
-        for block in re.findall(r"```(?:sh|bash|console)\n(.*?)```", doc.read_text(), re.S)
-        for line in block.splitlines()
-        if line.strip().startswith("zen-flow validate ")
-    ]
-    assert any("-p " in c for c in commands)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "examples").symlink_to(root / "examples")
-    for command in commands:
-        words = shlex.split(command)
-        for word in words[2:]:
-            if word.endswith(".yaml") and not (tmp_path / word).exists():
-                (tmp_path / word).write_text((root / "examples" / "chain.yaml").read_text())
-        assert main(words[1:]) == 0, (command, capsys.readouterr())
-
-
 def test_a_malformed_override_exits_2_before_reading_files(tmp_path: Path, capsys: Any) -> None:
     from zen_flow.cli import main
 

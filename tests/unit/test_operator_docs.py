@@ -53,3 +53,17 @@ def test_rbac_doc_explains_every_permission() -> None:
     text = (DOCS / "RBAC.md").read_text()
     for perm in required_permissions():
         assert f"`{perm.resource}`" in text, perm
+
+
+def test_no_created_series_double_the_count() -> None:
+    """prometheus-client would add a `*_created` series per counter and histogram; nothing reads them."""
+    from prometheus_client import generate_latest
+
+    from zen_flow.controller.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.reconciles.labels("ok").inc()
+    metrics.reconcile_duration.observe(0.01)
+    text = generate_latest(metrics.registry).decode()
+    assert "zen_flow_reconcile_total" in text
+    assert "_created" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -361,3 +362,18 @@ def test_a_spec_step_added_later_appears_and_removed_ones_vanish() -> None:
     sim.flow = sim.flow.model_copy(update={"spec": spec})
     sim.reconcile()
     assert [s.name for s in sim.flow.status.steps] == ["a", "new"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([job_step("a")], "the step succeeded"),
+        ([job_step("a"), job_step("b", "a")], "all 2 steps succeeded"),
+        ([job_step("a"), job_step("b", "a", when="never")], "1 step succeeded, 1 skipped"),
+    ],
+)
+def test_the_success_message_counts_in_plain_english(steps: list[dict[str, Any]], message: str) -> None:
+    sim = Simulator(make_flow(steps), T0)
+    run(sim, lambda _: "complete")
+    assert sim.phase == "Succeeded"
+    assert sim.flow.status.message == message

@@ -450,3 +450,13 @@ def test_continue_on_failure_is_a_boolean() -> None:
 def test_base_flow_steps_are_where_the_tests_think() -> None:
     assert [s["name"] for s in base_flow()["spec"]["steps"]] == ["a", "b", "gate", "c", "d"]
     assert make_flow(job_step("x"))["spec"]["steps"][0]["name"] == "x"
+
+
+def test_a_null_in_a_list_of_strings_is_an_error_not_an_absence() -> None:
+    """The apiserver refuses `[null]` in a string list; the validator must too (the models cannot read it)."""
+    assert_error(
+        mutated(lambda f: step(f, "b").update(dependencies=[None])),
+        "spec.steps[1].dependencies[0]",
+        E.INVALID,
+        "must be a string, not null",
+    )

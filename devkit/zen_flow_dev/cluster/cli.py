@@ -76,6 +76,8 @@ def _print_ready(cluster: LocalCluster, stream: TextIO) -> None:
         f"logs:       {cluster.log_dir}",
         "",
         f"  export KUBECONFIG={cluster.kubeconfig}",
+        # The kubectl built with the cluster: the machine's own may be many minor versions older.
+        f"  export PATH={cluster.bin_dir}:$PATH",
         "",
         "Ctrl-C stops it and removes its working directory.",
     ]

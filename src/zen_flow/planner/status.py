@@ -75,10 +75,12 @@ def flow_message(
     parts: list[str] = []
     if phase == FlowPhase.SUCCEEDED:
         counts = progress(steps)
-        text = f"all {counts.total_steps} steps succeeded"
         if counts.skipped_steps:
-            text = f"{counts.successful_steps} steps succeeded, {counts.skipped_steps} skipped"
-        return text
+            return f"{_count(counts.successful_steps, 'step')} succeeded, {counts.skipped_steps} skipped"
+        return (
+            "the step succeeded" if counts.total_steps == 1 else f"all {counts.total_steps} steps succeeded"
+        )
+
     if phase == FlowPhase.FAILED:
         return cut(failure or "failed", MAX_FLOW_MESSAGE)
     if phase == FlowPhase.PENDING and queued:
@@ -243,3 +245,7 @@ def assemble(
     if all(getattr(old, key) == value for key, value in update.items()):
         return old
     return old.model_copy(update=update)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -45,7 +45,9 @@ def check_arguments(r: Reader, arguments: Mapping[str, Any], path: Path) -> froz
         allowed = r.sequence(param.get("enum"), item_path + ".enum")
         if allowed is None:
             continue
-        choices = [c for i, c in enumerate(allowed) if r.string(c, f"{item_path}.enum[{i}]") is not None]
+        choices = [
+            c for i, c in enumerate(allowed) if r.string(c, f"{item_path}.enum[{i}]", item=True) is not None
+        ]
         if value is not None and choices and value not in choices:
             r.add(not_supported(item_path + ".value", value, choices))
     return frozenset(names)

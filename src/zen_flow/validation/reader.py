@@ -66,8 +66,13 @@ class Reader:
             return None
         return value
 
-    def string(self, value: Any, path: Path, *, require: bool = False) -> str | None:
-        """A string; with `require`, the empty string counts as missing (as in Kubernetes validation)."""
+    def string(self, value: Any, path: Path, *, require: bool = False, item: bool = False) -> str | None:
+        """A string; with `require`, the empty string counts as missing (as in Kubernetes validation).
+        `item`: an element of a list, where null is not "absent" but a wrong value (the apiserver refuses
+        it in a list of strings)."""
+        if item and value is None:
+            self._wrong(path, value, "a string")
+            return None
         if value is None or (require and value == ""):
             if require:
                 self.errors.append(required(path))

@@ -43,7 +43,7 @@ def _check_claim(r: Reader, claim: Mapping[str, Any], path: Path) -> None:
     if modes is not None and not modes:
         r.add(required(modes_path, "at least one access mode"))
     for i, mode in enumerate(modes or ()):
-        text = r.string(mode, modes_path + f"[{i}]")
+        text = r.string(mode, modes_path + f"[{i}]", item=True)
         if text is not None and text not in ACCESS_MODES:
             r.add(not_supported(modes_path + f"[{i}]", text, ACCESS_MODES))
     resources = r.mapping(spec.get("resources"), spec_path + ".resources", require=True)

@@ -145,7 +145,7 @@ def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path) -> No
     if len(deps) > MAX_STEPS:
         r.add(too_many(path, len(deps), MAX_STEPS))
     for i, dep in enumerate(deps):
-        name = r.string(dep, path + f"[{i}]")
+        name = r.string(dep, path + f"[{i}]", item=True)
         if name is None:
             continue
         if name == "":

@@ -148,7 +148,7 @@ def _check_container(r: Reader, container: Mapping[str, Any], path: Path) -> str
         args = r.sequence(container.get(field), path + "." + field)
         if args and not all(isinstance(arg, str) for arg in args):  # look closer only when wrong
             for i, arg in enumerate(args):
-                r.string(arg, path + "." + field + f"[{i}]")
+                r.string(arg, path + "." + field + f"[{i}]", item=True)
     for item_path, env in r.mappings(container.get("env"), path + ".env"):
         r.string(env.get("name"), item_path + ".name", require=True)
         r.string(env.get("value"), item_path + ".value")
