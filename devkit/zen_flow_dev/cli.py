@@ -1,5 +1,5 @@
 """`zen-flow-dev`: the developer commands behind `make cluster`, `make dev`, `make bench` and
-`make test-chaos`.
+`make test-chaos`, and `webhooks` (a local controller's admission webhooks, registered by URL).
 
 They live here, not in `zen-flow`, because they need the source checkout (config/crd, examples) and
 the control-plane binaries: an installed zen-flow (wheel or image) has neither.
@@ -36,6 +36,12 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
     return chaos_main(args.rest)
 
 
+def _cmd_webhooks(args: argparse.Namespace) -> int:
+    from zen_flow_dev.webhooks import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zen-flow-dev", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -54,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-done", action="store_true", help="stop everything once the flows finished")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the flows")
     p.set_defaults(func=_cmd_dev)
+
+    p = sub.add_parser(
+        "webhooks", help="certificates and URL-registered webhook configurations for a local controller"
+    )
+    from zen_flow_dev.webhooks import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_cmd_webhooks)
 
     p = sub.add_parser("bench", help="the benchmarks (`zen-flow-dev bench --help` for their options)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

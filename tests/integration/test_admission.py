@@ -18,7 +18,6 @@ that message too (checked once, through the Python client).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import secrets
@@ -64,6 +63,7 @@ from zen_flow_dev.testing.examples import (
     project_examples,
     upstream_examples,
 )
+from zen_flow_dev.webhooks import url_configurations
 
 pytestmark = pytest.mark.integration
 
@@ -146,18 +146,14 @@ class Webhook:
         return x509.load_der_x509_certificate(der).serial_number
 
 
-def registered(path: Path, port: int, ca: CertificateAuthority) -> dict[str, Any]:
-    """A shipped webhook configuration pointed at this process instead of the in-cluster Service."""
-    config: dict[str, Any] = yaml.safe_load(path.read_text())
-    config["metadata"].get("annotations", {}).pop("cert-manager.io/inject-ca-from", None)  # no cainjector
-    for hook in config["webhooks"]:
-        service = hook["clientConfig"]["service"]
-        hook["clientConfig"] = {
-            "url": f"https://127.0.0.1:{port}{service['path']}",
-            "caBundle": base64.b64encode(ca.cert_path.read_bytes()).decode(),
-        }
-        hook["namespaceSelector"] = {"matchLabels": TEST_NAMESPACE_LABEL}
-    return config
+def registered(port: int, ca: CertificateAuthority) -> list[dict[str, Any]]:
+    """The shipped webhook configurations pointed at this process (what `zen-flow-dev webhooks` prints),
+    for the tests' namespaces only."""
+    configs = url_configurations(f"https://127.0.0.1:{port}", ca.cert_path.read_bytes())
+    for config in configs:
+        for hook in config["webhooks"]:
+            hook["namespaceSelector"] = {"matchLabels": TEST_NAMESPACE_LABEL}
+    return configs
 
 
 def admin_kubectl(cluster: Any, cache_dir: Path) -> Kubectl:
@@ -200,8 +196,8 @@ def webhook(
     try:
         loop.run(hook.server.start("127.0.0.1", 0))
         assert hook.server.not_ready_reason() is None
-        for path in CONFIGURATIONS.values():
-            kubectl("apply", "-f", "-", input=json.dumps(registered(path, hook.server.port, hook.ca)))
+        for config in registered(hook.server.port, hook.ca):
+            kubectl("apply", "-f", "-", input=json.dumps(config))
         namespace = {"metadata": {"name": probe_namespace, "labels": TEST_NAMESPACE_LABEL}}
         kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", **namespace}))
         wait_until_webhooks_answer(kubectl, probe_namespace, user)
