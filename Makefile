@@ -53,9 +53,11 @@ test: $(STAMP) ## every test tier (unit, transfer, integration, e2e, real node);
 	@set -e; \
 	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
 	  s3="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}"; \
+	  prom="$$(tools/fetch-prometheus.sh)"; \
 	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
 	  image="$${ZENFLOW_IMAGE_TAR:-$$(tools/build-image.sh --if-supported --save $(IMAGE_TAR))}"; \
-	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_PROMETHEUS_BIN="$$prom" \
+	  ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
 	  $(BIN)/pytest tests $(PYTEST_ARGS)
 
 test-node: $(STAMP) ## the real-node tier only (root: containerd, kubelet, kube-proxy, local registry, the image)
@@ -74,8 +76,8 @@ coverage: $(STAMP) ## every test tier under coverage, controller subprocesses in
 	  $(BIN)/coverage run -m pytest tests $(PYTEST_ARGS)
 	$(BIN)/coverage combine -q && $(BIN)/coverage report && $(BIN)/coverage html -q
 
-test-unit: $(STAMP) ## unit and property tests of the pure core (no cluster)
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+test-unit: $(STAMP) ## unit and property tests of the pure core (no cluster; promtool from Debian's package)
+	@ZENFLOW_PROMETHEUS_BIN="$$(tools/fetch-prometheus.sh)" $(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-transfer: $(STAMP) ## `zen-flow artifact` as processes against a real S3 server (versitygw) and HTTP server
 	@ZENFLOW_VERSITYGW="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}" \

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import FileServer
 from zen_flow.api.transfer import (
     PLAN_ENV,
     Download,
@@ -23,7 +22,7 @@ from zen_flow.api.transfer import (
     Upload,
     UploadReport,
 )
-from zen_flow_dev.testing.storage import S3Server
+from zen_flow_dev.testing.storage import FileServer, S3Server
 
 ACCESS, SECRET = "ZF_S3_ACCESS_KEY_0", "ZF_S3_SECRET_KEY_0"
 

@@ -4,14 +4,13 @@
 scenarios of tests/unit/data/alert_tests.yaml: nothing scraped, a healthy pair whose standby exports no
 leader series, a lost leader, a backed-up leader queue, 403s, stuck and failing flows, certificates.
 
-promtool is built from the Prometheus Go module by `tools/build-gotool.sh promtool`, which takes many
-minutes the first time, so these tests do not build it: they run once it is cached (or ZENFLOW_PROMTOOL
-names a binary) and are skipped otherwise, saying how to get it.
+promtool comes from Debian's prometheus package, unpacked into the tool cache by
+`tools/fetch-prometheus.sh` (seconds; `make test` runs it first and passes ZENFLOW_PROMETHEUS_BIN). Run
+alone, these tests use that cache (or ZENFLOW_PROMTOOL) and are skipped without it, saying how to get it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,21 +20,18 @@ import pytest
 import yaml
 from deploy_manifests import CONFIG, documents
 
+from zen_flow_dev.testing.prometheus import FETCH_HINT, prometheus_tool
+
 RULES = documents(CONFIG / "prometheus" / "prometheusrule.yaml")[0]
 SCENARIOS = Path(__file__).parent / "data" / "alert_tests.yaml"
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    if override := os.environ.get("ZENFLOW_PROMTOOL"):
-        return override
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zen-flow"
-    cache = Path(os.environ.get("ZENFLOW_CACHE") or cache)
-    built = sorted(cache.glob("tools/promtool-*/bin/promtool"))
-    found = str(built[-1]) if built else shutil.which("promtool")
+    found = prometheus_tool("promtool")
     if found is None:
-        pytest.skip("promtool is not built: run `tools/build-gotool.sh promtool` once (cached afterwards)")
-    return found
+        pytest.skip(f"promtool is not fetched: {FETCH_HINT}")
+    return str(found)
 
 
 def _write_rules(path: Path, *, annotations: bool) -> None:

@@ -8,6 +8,7 @@ test owns. It listens on loopback, or on the real node's address inside the node
 
 from __future__ import annotations
 
+import http.server
 import os
 import secrets
 import shutil
@@ -117,3 +118,39 @@ class S3Server:
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
         shutil.rmtree(self.data, ignore_errors=True)
+
+
+class FileServer(http.server.ThreadingHTTPServer):
+    """A plain HTTP server for http input artifacts: serves `files` (path -> bytes); paths under
+    /private/ need `Authorization: Bearer let-me-in`; `seen_headers` records each request's headers."""
+
+    files: dict[str, bytes]
+    seen_headers: list[dict[str, str]]
+
+    @classmethod
+    def on_loopback(cls) -> FileServer:
+        server = cls(("127.0.0.1", 0), _FileHandler)
+        server.files, server.seen_headers = {}, []
+        return server
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    server: FileServer
+
+    def do_GET(self) -> None:
+        self.server.seen_headers.append(dict(self.headers.items()))
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/private/") and self.headers.get("Authorization") != "Bearer let-me-in":
+            self.send_error(401)
+            return
+        body = self.server.files.get(path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass

@@ -2,7 +2,7 @@
 one session (a fresh namespace as the kubeconfig's default, a controller watching it, the document's
 files in the working directory, the cluster's kubectl and the project's `zen-flow` on PATH). Its `run`
 blocks go in order; a console block's commands must exit 0 and print what the document shows (retried
-until they do, within a deadline: flows move on). tests/unit/test_docs.py checks the markers and runs
+until they do, within a deadline: flows move on). tests/unit/test_doc_blocks.py checks the markers and runs
 the offline blocks."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The docs' code blocks, offline: each says how it is tested (or, visibly, why it is not); manifests
 and fragments parse, flows validate, and the offline commands run as shown. The blocks that need a
-cluster run in tests/node/test_docs.py."""
+cluster run in tests/node/test_doc_sessions.py."""
 
 from __future__ import annotations
 
