@@ -66,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", help="judge only this namespace's JobFlows")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    # sys.stdout read at call time, not bound at import (pytest's capture and redirect_stdout replace it)
+    out = out or sys.stdout
     try:
         configs = prepare(args.url, args.cert_dir, args.namespace)
     except ValueError as err:

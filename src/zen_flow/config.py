@@ -78,6 +78,13 @@ class Settings:
             "controller's own image, so both are one version"
         },
     )
+    progress_deadline_seconds: float = field(
+        default=7200.0,
+        metadata={
+            "help": "seconds a Running flow may go without any step changing phase before its condition "
+            "Progressing turns False (an Event and zen_flow_jobflows_not_progressing say so; 0 disables)"
+        },
+    )
     resync_seconds: float = field(
         default=0.0, metadata={"help": "re-enqueue every cached flow this often (0 disables)"}
     )
@@ -180,6 +187,8 @@ def _check(s: Settings) -> None:
         problems.append("--qps must be > 0 and --burst >= 1")
     if s.expression_budget <= 0 or s.expression_workers < 1:
         problems.append("--expression-budget must be > 0 and --expression-workers >= 1")
+    if s.progress_deadline_seconds < 0:
+        problems.append("--progress-deadline-seconds must be >= 0 (0 disables)")
     if s.event_qps <= 0 or s.event_burst < 1:
         problems.append("--event-qps must be > 0 and --event-burst >= 1")
     if not s.lease_duration > s.renew_deadline > 1.2 * s.retry_period > 0:

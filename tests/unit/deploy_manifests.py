@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -183,23 +182,6 @@ def unaggregated_rates(expr: str) -> list[str]:
 
     promql_parser.walk(parse_promql(expr), pre_visit=pre, post_visit=post)
     return bad
-
-
-def alert_rules(rule_object: dict[str, Any]) -> list[dict[str, Any]]:
-    return [rule for group in rule_object["spec"]["groups"] for rule in group["rules"]]
-
-
-def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(panel title, expr) of every query, nested rows included."""
-
-    def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for panel in items:
-            yield panel
-            yield from panels(panel.get("panels", []))
-
-    for panel in panels(dashboard["panels"]):
-        for target in panel.get("targets", []):
-            yield panel.get("title", "?"), target["expr"]
 
 
 def dashboard_variable_metrics(dashboard: dict[str, Any]) -> list[str]:

@@ -19,7 +19,6 @@ from deploy_manifests import (
     CHART,
     CONFIG,
     ROOT,
-    alert_rules,
     container,
     documents,
     find,
@@ -31,6 +30,7 @@ from deploy_manifests import (
     settings_of,
 )
 
+from zen_flow_dev.testing.prometheus import alert_rules
 from zen_flow_dev.testing.rbac import rules_allow
 
 SYNCED = {

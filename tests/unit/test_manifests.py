@@ -22,10 +22,8 @@ from deploy_manifests import (
     PROMETHEUS_SERIES,
     ROOT,
     TARGET_LABELS,
-    alert_rules,
     config_yaml_files,
     container,
-    dashboard_queries,
     dashboard_variable_metrics,
     documents,
     find,
@@ -41,6 +39,7 @@ from deploy_manifests import (
 
 from zen_flow.config import split_addr
 from zen_flow_dev.cluster import find_kubectl
+from zen_flow_dev.testing.prometheus import alert_rules, dashboard_queries
 from zen_flow_dev.testing.rbac import Permission, granted, required_permissions, rules_allow
 
 CONTROLLER = objects("manager")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
-from deploy_manifests import CONFIG, ROOT, alert_rules, documents, metric_catalog
+from deploy_manifests import CONFIG, ROOT, documents, metric_catalog
 
 from zen_flow.config import Settings
+from zen_flow_dev.testing.prometheus import alert_rules
 from zen_flow_dev.testing.rbac import required_permissions
 
 DOCS = ROOT / "docs"

@@ -269,6 +269,7 @@ def test_conditions_keep_their_transition_time_until_they_flip() -> None:
         "Suspended",
         "Valid",
         "Queued",
+        "Progressing",
     ]
 
 

@@ -57,6 +57,7 @@ class Simulator:
     pod_messages: dict[str, dict[str, str]] = field(default_factory=dict)
     # Step name -> {container: message}: what every Job of that step writes when `complete` gets none.
     written: dict[str, dict[str, str]] = field(default_factory=dict)
+    progress_deadline: float = 0.0  # the controller's --progress-deadline-seconds (0: off)
     _uid: int = 0
 
     @property
@@ -79,7 +80,14 @@ class Simulator:
         messages: dict[str, PodMessages] = {
             name: self.pod_messages.get(name) for name in jobs_to_read(self.flow, jobs)
         }
-        result = plan(self.flow, jobs, self.now, peers=peers, messages=messages)
+        result = plan(
+            self.flow,
+            jobs,
+            self.now,
+            peers=peers,
+            messages=messages,
+            progress_deadline=self.progress_deadline,
+        )
         self.apply(result, write_status=write_status)
         return result
 

@@ -101,6 +101,8 @@ class ConditionType(StrEnum):
     WAITING_FOR_APPROVAL = "WaitingForApproval"
     VALID = "Valid"
     QUEUED = "Queued"  # True while concurrencyPolicy Forbid holds the flow back behind its group
+    # True while Running and a step changed phase within the progress deadline (planner.progress)
+    PROGRESSING = "Progressing"
 
 
 # Defaults (decision 15): the original's executionPolicy defaults, shared by the mutating webhook, the CRD

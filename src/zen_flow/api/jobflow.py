@@ -269,6 +269,8 @@ class JobFlowStatus(Model):
     start_time: Timestamp | None = None
     completion_time: Timestamp | None = None
     estimated_completion_time: Timestamp | None = None
+    # When the flow or one of its steps last changed phase (the progress deadline counts from it).
+    last_progress_time: Timestamp | None = None
     steps: tuple[StepStatus, ...] = ()
     resource_refs: tuple[ObjectRef, ...] = ()
     progress: Progress | None = None

@@ -19,7 +19,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from zen_flow import __version__
@@ -41,6 +40,7 @@ from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.pods import PodClient
+from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
@@ -48,7 +48,7 @@ from zen_flow.machinery.ratelimit import default_controller_rate_limiter
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner import ArtifactOptions
 
-log = structlog.get_logger("zen_flow.controller.app")
+log = get_logger(__name__)
 
 # An informer that made no progress (list, event or bookmark) for this long is stuck. Watches end every
 # 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
@@ -189,6 +189,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             metrics=metrics,
             evaluate=sandbox.evaluate,
             transfers=ArtifactOptions(image=settings.artifact_image),
+            progress_deadline=settings.progress_deadline_seconds,
         )
         flows.add_handler(
             on_add=controller.on_flow_event,

@@ -27,11 +27,10 @@ import threading
 import time
 from typing import Any
 
-import structlog
-
 from zen_flow.core.expressions import BudgetExceeded, CompiledWhen
+from zen_flow.logging import get_logger
 
-log = structlog.get_logger("zen_flow.controller.expression_sandbox")
+log = get_logger(__name__)
 
 DEFAULT_BUDGET = 2.0
 DEFAULT_WORKERS = 2

@@ -18,15 +18,14 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from zen_flow.kube.client import ClientOptions, KubeClient, ResponseHook
 from zen_flow.kube.config import load_config
 from zen_flow.kube.leases import LeaseClient
+from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import LeaderElector, LeadershipLost
 
-log = structlog.get_logger("zen_flow.controller.lease_keeper")
+log = get_logger(__name__)
 
 # Lease traffic is a GET and a PUT every retry period at most: a small budget of its own, apart from the
 # reconcile workers' (a saturated --qps must not delay a renewal either).

@@ -12,15 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import structlog
-
 from zen_flow import planner
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.api.jobflow import ObjectRef
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.kube.errors import AlreadyExists, Invalid
+from zen_flow.logging import get_logger
 
-log = structlog.get_logger("zen_flow.controller.reconciler")
+log = get_logger(__name__)
 
 
 class ResourceApi(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -26,6 +27,7 @@ from zen_flow.core import mergepatch
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
+from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
@@ -33,7 +35,7 @@ from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.status import REASON_JOB_REJECTED, REASON_STATUS_REJECTED, cut
 from zen_flow.validation import has_started, validate_jobflow
 
-log = structlog.get_logger("zen_flow.controller.reconciler")
+log = get_logger(__name__)
 
 # How long to wait for our own status write to show up in the cache before trusting the cache anyway.
 WRITE_VISIBLE_TIMEOUT = 5.0
@@ -95,8 +97,10 @@ class Controller:
         metrics: Metrics,
         evaluate: Evaluator | None = None,
         transfers: planner.ArtifactOptions | None = None,
+        progress_deadline: float = 0.0,
     ) -> None:
         self._flows = flows
+        self._progress_deadline = progress_deadline
         self._evaluate = evaluate
         self._transfers = transfers or planner.ArtifactOptions()
         # One planner at a time per concurrency group: a Forbid flow must see a peer that another worker
@@ -119,7 +123,9 @@ class Controller:
         # group's Forbid flows must see them running already (read your own writes across flows).
         self._starting: set[str] = set()
         # flow key -> the cause of its failing reconciles, logged once until it changes or succeeds.
-        self._failing: dict[str, str] = {}
+        # flow key -> (the cause last logged, failures in a row)
+        self._failing: dict[str, tuple[str, int]] = {}
+        self._reconcile_ids = itertools.count(1)
 
     # --- informer handlers: only enqueue (and lower expectations) -----------------------------------
 
@@ -167,44 +173,52 @@ class Controller:
                 key = await self._queue.get()
             except QueueShutDown:
                 return
-            started = time.perf_counter()
-            try:
-                with structlog.contextvars.bound_contextvars(flow=key):
-                    requeue_after = await self.reconcile(key)
-            except Conflict as exc:
-                # Expected now and then (a stale cache); the conditional write refused it. Retry soon.
-                self._metrics.reconciles.labels("conflict").inc()
-                log.debug("status conflict; retrying", flow=key, error=str(exc))
-                self._queue.add_rate_limited(key)
-            except Exception as exc:
-                self._metrics.reconciles.labels("error").inc()
-                self._report_failure(key, exc)
-                self._queue.add_rate_limited(key)
+            # Every line of this reconcile, the failure report included, names the flow and the reconcile.
+            with structlog.contextvars.bound_contextvars(
+                flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
+            ):
+                await self._work(key)
+
+    async def _work(self, key: str) -> None:
+        started = time.perf_counter()
+        try:
+            requeue_after = await self.reconcile(key)
+        except Conflict as exc:
+            # Expected now and then (a stale cache); the conditional write refused it. Retry soon.
+            self._metrics.reconciles.labels("conflict").inc()
+            log.debug("status conflict; retrying", error=str(exc))
+            self._queue.add_rate_limited(key)
+        except Exception as exc:
+            self._metrics.reconciles.labels("error").inc()
+            self._report_failure(key, exc)
+            self._queue.add_rate_limited(key)
+        else:
+            self._queue.forget(key)
+            if (failed := self._failing.pop(key, None)) is not None:
+                log.info("reconcile succeeded again", failures=failed[1], last_error=failed[0])
+            if requeue_after is not None:
+                self._metrics.reconciles.labels("requeue").inc()
+                self._queue.add_after(key, requeue_after)
             else:
-                self._queue.forget(key)
-                if self._failing.pop(key, None) is not None:
-                    log.info("reconcile succeeded again", flow=key)
-                if requeue_after is not None:
-                    self._metrics.reconciles.labels("requeue").inc()
-                    self._queue.add_after(key, requeue_after)
-                else:
-                    self._metrics.reconciles.labels("ok").inc()
-            finally:
-                self._metrics.reconcile_duration.observe(time.perf_counter() - started)
-                self._queue.done(key)
+                self._metrics.reconciles.labels("ok").inc()
+        finally:
+            self._metrics.reconcile_duration.observe(time.perf_counter() - started)
+            self._queue.done(key)
 
     def _report_failure(self, key: str, exc: Exception) -> None:
-        """The cause once per flow (with the traceback at debug level); repeats of the same cause only
-        count, so an apiserver outage does not bury the log under one traceback per retry."""
+        """The cause once per flow (with the traceback at debug level); repeats of the same cause are only
+        counted (zen_flow_reconcile_total{result="error"}, and `failures` when it recovers), so an apiserver
+        outage does not bury the log under one line per retry."""
         cause = f"{type(exc).__name__}: {exc}"
-        if self._failing.get(key) == cause:
-            log.debug("reconcile failed again", flow=key, error=cause)
+        known = self._failing.get(key)
+        if known is not None and known[0] == cause:
+            self._failing[key] = (cause, known[1] + 1)
+            log.debug("reconcile failed again", error=cause, failures=known[1] + 1)
             return
-        first = key not in self._failing
-        if len(self._failing) < MAX_TRACKED_FAILURES or not first:
-            self._failing[key] = cause
-        log.warning("reconcile failed; retrying with backoff", flow=key, error=cause)
-        log.debug("reconcile failure detail", flow=key, exc_info=exc)
+        if len(self._failing) < MAX_TRACKED_FAILURES or known is not None:
+            self._failing[key] = (cause, 1 if known is None else known[1] + 1)
+        log.warning("reconcile failed; retrying with backoff", error=cause)
+        log.debug("reconcile failure detail", exc_info=exc)
 
     async def reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
@@ -293,8 +307,17 @@ class Controller:
                 evaluate=self._evaluate,
                 messages=messages,
                 transfers=self._transfers,
+                progress_deadline=self._progress_deadline,
             )
-        return planner.plan(flow, jobs, now, peers=peers, messages=messages, transfers=self._transfers)
+        return planner.plan(
+            flow,
+            jobs,
+            now,
+            peers=peers,
+            messages=messages,
+            transfers=self._transfers,
+            progress_deadline=self._progress_deadline,
+        )
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, cast
 
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from zen_flow.api.meta import ObjectMeta
@@ -30,11 +29,12 @@ from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.decoding import ModelDecoder, release_freed_memory
 from zen_flow.informer.reflector import ListerWatcher, Reflector, ReflectorOptions
 from zen_flow.informer.store import IndexFunc, Store, T
+from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 
 Fallback = Callable[[dict[str, Any]], T]
 
-log = structlog.get_logger("zen_flow.informer")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

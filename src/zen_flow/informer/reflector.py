@@ -30,10 +30,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import structlog
-
 from zen_flow.kube.errors import Expired, KubeError
 from zen_flow.kube.streams import Decoder, ListResult, WatchEvent
+from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, Timer
 
 
@@ -161,7 +160,7 @@ class Reflector:
         # Why the last list or watch failed, until a list succeeds: readiness says it while not synced.
         self.last_error: str | None = None
         self._expired_streak = False  # the last watch expired and nothing arrived since the relist
-        self._log = structlog.get_logger("zen_flow.informer").bind(informer=name, namespace=namespace or "*")
+        self._log = get_logger(__name__).bind(informer=name, namespace=namespace or "*")
 
     async def run(self) -> None:
         need_list = True

@@ -20,14 +20,13 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-import structlog
-
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import API_VERSION, KIND
 from zen_flow.api.meta import format_time
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import KubeError
 from zen_flow.kube.resource import Resource
+from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.ratelimit import TokenBucket
 
@@ -36,7 +35,7 @@ COMPONENT = "zen-flow"
 _MAX_MESSAGE = 1024  # what the apiserver accepts for a core/v1 Event message
 _MAX_NAME = 253
 
-log = structlog.get_logger("zen_flow.events")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

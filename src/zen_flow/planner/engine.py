@@ -39,6 +39,8 @@ from zen_flow.planner.outputs import (
     reads_messages,
 )
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
+from zen_flow.planner.progress import judge as judge_progress
+from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import producer, uncommitted
 from zen_flow.planner.reports import download_failure
 from zen_flow.planner.resources import missing
@@ -62,8 +64,10 @@ class _Planner:
         evaluate: Evaluator | None,
         messages: Mapping[str, PodMessages],
         transfers: ArtifactOptions,
+        progress_deadline: float,
     ) -> None:
         self.flow = flow
+        self.progress_deadline = progress_deadline
         self.transfers = transfers
         self.peers = peers
         self.evaluate = evaluate
@@ -398,9 +402,19 @@ class _Planner:
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
         phase, failure, reason = self.conclude()
+        steps = [w.status() for w in self.works.values()]
+        stall, due = judge_progress(
+            phase,
+            steps,
+            last_progress(self.flow.status, phase, steps, self.now),
+            self.progress_deadline,
+            self.now,
+        )
+        if due is not None:
+            self.wakeups.append(due)
         status, events = outcome(
             self.flow,
-            [w.status() for w in self.works.values()],
+            steps,
             phase,
             failure=failure,
             reason=reason,
@@ -411,6 +425,7 @@ class _Planner:
             now=self.now,
             group=self.group,
             creating=self.creating,
+            stall=stall,
         )
         if phase.terminal:
             # TTL counts from now; the deletion itself happens on a later reconcile, after the final
@@ -440,12 +455,14 @@ def plan(
     evaluate: Evaluator | None = None,
     messages: Mapping[str, PodMessages] | None = None,
     transfers: ArtifactOptions | None = None,
+    progress_deadline: float = 0.0,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
     `evaluate` runs `when` expressions with comprehensions (the controller's is time-bounded);
     `messages` holds the termination messages of the Jobs `outputs.jobs_to_read` names; `transfers`
-    shapes the artifact transfer containers (planner.artifacts)."""
+    shapes the artifact transfer containers (planner.artifacts); `progress_deadline` is how many seconds a
+    Running flow may go without a step changing phase before it is marked not progressing (0: never)."""
     now = normalize(now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
@@ -453,5 +470,13 @@ def plan(
     if errors:
         return fail_invalid(flow, errors, now)
     return _Planner(
-        flow, jobs, now, order, peers, evaluate, messages or {}, transfers or ArtifactOptions()
+        flow,
+        jobs,
+        now,
+        order,
+        peers,
+        evaluate,
+        messages or {},
+        transfers or ArtifactOptions(),
+        progress_deadline,
     ).run()

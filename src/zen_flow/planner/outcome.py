@@ -11,6 +11,7 @@ from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, StepStatus
 from zen_flow.planner.actions import CreateResource, EventSpec
 from zen_flow.planner.concurrency import Verdict
 from zen_flow.planner.events import NORMAL, derive_events
+from zen_flow.planner.progress import Stall
 from zen_flow.planner.resources import describe, resource_ref
 from zen_flow.planner.status import MAX_FLOW_MESSAGE, assemble, cut
 
@@ -27,6 +28,7 @@ def outcome(
     now: datetime,
     group: Verdict,
     creating: tuple[CreateResource, ...],
+    stall: Stall,
 ) -> tuple[JobFlowStatus, tuple[EventSpec, ...]]:
     old = flow.status
     status = assemble(
@@ -39,6 +41,7 @@ def outcome(
         audit=audit,
         now=now,
         queued=group.waiting,
+        stall=stall,
     )
     if creating:
         # Recorded now, in the write that follows the creates; the controller fills in the UIDs.

@@ -15,6 +15,7 @@ from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
 from zen_flow.api.meta import Condition
 from zen_flow.planner.estimate import estimate_completion
+from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall
 
 MAX_FLOW_MESSAGE = 256
 MAX_CONDITION_MESSAGE = 1024
@@ -109,7 +110,12 @@ class _Want:
 
 
 def _wanted(
-    phase: FlowPhase, message: str, failed_reason: str, waiting: Sequence[str], queued: str | None
+    phase: FlowPhase,
+    message: str,
+    failed_reason: str,
+    waiting: Sequence[str],
+    queued: str | None,
+    stalled: str | None,
 ) -> list[_Want]:
     label = f"Flow{phase.value}"
     msg = cut(message, MAX_CONDITION_MESSAGE)
@@ -157,7 +163,16 @@ def _wanted(
             REASON_QUEUED if queued else "NotQueued",
             cut(queued, MAX_CONDITION_MESSAGE) if queued else "",
         ),
+        _progressing(phase, label, stalled),
     ]
+
+
+def _progressing(phase: FlowPhase, label: str, stalled: str | None) -> _Want:
+    if phase != FlowPhase.RUNNING:
+        return _Want(ConditionType.PROGRESSING, False, label)
+    if stalled is not None:
+        return _Want(ConditionType.PROGRESSING, False, REASON_STALLED, cut(stalled, MAX_CONDITION_MESSAGE))
+    return _Want(ConditionType.PROGRESSING, True, REASON_PROGRESSING)
 
 
 def conditions(
@@ -170,11 +185,12 @@ def conditions(
     generation: int | None,
     now: datetime,
     queued: str | None = None,
+    stalled: str | None = None,
 ) -> tuple[Condition, ...]:
     """The full condition list; an unchanged condition is the old object itself."""
     previous = {c.type: c for c in old}
     out: list[Condition] = []
-    for want in _wanted(phase, message, failed_reason, waiting, queued):
+    for want in _wanted(phase, message, failed_reason, waiting, queued, stalled):
         status = "True" if want.true else "False"
         before = previous.get(want.type)
         since = before.last_transition_time if before is not None and before.status == status else None
@@ -201,9 +217,11 @@ def assemble(
     audit: Audit | None,
     now: datetime,
     queued: str | None = None,
+    stall: Stall | None = None,
 ) -> JobFlowStatus:
     """The new status; the old object itself when nothing changed, so the controller skips the write.
-    `queued`: why a Pending flow is held back by its concurrency group (condition Queued)."""
+    `queued`: why a Pending flow is held back by its concurrency group (condition Queued); `stall`: when
+    a step last changed phase and whether that is past the progress deadline (none: as recorded)."""
     old = flow.status
     step_tuple = tuple(steps)
     counts = progress(step_tuple)
@@ -231,10 +249,12 @@ def assemble(
             generation=generation,
             now=now,
             queued=queued,
+            stalled=stall.stalled if stall is not None else None,
         ),
         "start_time": start_time,
         "completion_time": old.completion_time or (now if phase.terminal else None),
         "estimated_completion_time": estimated,
+        "last_progress_time": stall.last_progress if stall is not None else old.last_progress_time,
         "steps": step_tuple,
         "progress": counts,
         "progress_summary": summary(counts),

@@ -115,7 +115,8 @@ def _shorten(message: str, limit: int) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
-def run_download(plan: TransferPlan, message_file: Path, log: TextIO = sys.stderr) -> int:
+def run_download(plan: TransferPlan, message_file: Path, log: TextIO | None = None) -> int:
+    log = log or sys.stderr  # read at call time: a default bound at import misses later redirections
     for item in plan.downloads:
         try:
             download(item, log)
@@ -129,12 +130,13 @@ def run_download(plan: TransferPlan, message_file: Path, log: TextIO = sys.stder
 
 
 def run_upload(
-    plan: TransferPlan, message_file: Path, scratch: Path, ready_file: Path | None, log: TextIO = sys.stderr
+    plan: TransferPlan, message_file: Path, scratch: Path, ready_file: Path | None, log: TextIO | None = None
 ) -> int:
     """Wait for SIGTERM (or SIGINT), then store the outputs. Both signals are blocked before
     `ready_file` appears: the sidecar's startup probe waits for that file, and the kubelet starts the
     step's containers only then, so even a step that exits at once cannot stop the uploader before it
     listens (Python's default for SIGTERM would end it without a report)."""
+    log = log or sys.stderr
     stop = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)
     if ready_file is not None:

@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
 from aiohttp import web
 
+from zen_flow.logging import get_logger
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.review import ReviewError, mutate_review, validate_review
 from zen_flow.webhook.tls import CertMetrics, CertReloader
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # An UPDATE review carries the object and the old object, each up to etcd's ~1.5 MiB: 3 MiB plus the
 # envelope. (aiohttp's default of 1 MiB would reject large flows' updates with 413.)

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import structlog
 from cryptography import x509
 
-log = structlog.get_logger(__name__)
+from zen_flow.logging import get_logger
+
+log = get_logger(__name__)
 
 
 class CertMetrics(Protocol):
