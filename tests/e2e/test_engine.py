@@ -6,11 +6,13 @@ Each test runs its own `zen-flow run` process watching only the test's namespace
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from zen_flow.api.constants import APPROVE_PREFIX
+from zen_flow.api.meta import parse_time
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.examples import (
@@ -160,6 +162,9 @@ async def test_retry_creates_a_new_job_and_succeeds_on_a_later_attempt(
 async def test_step_timeout_stops_its_job(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:
+    # Whoever stops the Job first, zen-flow (deleting it) or the Job controller (its activeDeadlineSeconds,
+    # which zen-flow sets to the same timeout), the user sees one outcome: the step timed out after 2 s,
+    # not earlier, its pod is stopped, its dependents are skipped, and a StepTimedOut event says so.
     steps = [
         job_step("slow", template=job_template(run_seconds=300), timeoutSeconds=2),
         job_step("next", "slow"),
@@ -168,29 +173,43 @@ async def test_step_timeout_stops_its_job(
     await driver.create(flow_manifest("deadline", namespace, steps))
     flow = await driver.wait_phase(namespace, "deadline", timeout=60)
     assert step_phases(flow) == {"slow": "Failed", "next": "Skipped"}
-    assert "timed out" in flow["status"]["steps"][0]["message"]
+    slow = flow["status"]["steps"][0]
+    assert slow["message"] == "timed out after 2s"
+    assert (parse_time(slow["completionTime"]) - parse_time(slow["startTime"])).total_seconds() >= 2
+    reasons = [e["reason"] for e in await _events(driver, namespace, "deadline")]
+    assert reasons.count("StepTimedOut") == 1
 
-    async def job_gone_or_stopped() -> bool:
-        jobs = await driver.jobs(namespace)
+    async def pods_stopped() -> bool:
+        pods = (await driver.kube.request("GET", f"/api/v1/namespaces/{namespace}/pods"))["items"]
         return all(
-            j["metadata"].get("deletionTimestamp")
-            or any(
-                c["type"] == "Failed" and c["status"] == "True"
-                for c in j.get("status", {}).get("conditions", [])
-            )
-            for j in jobs
+            p["metadata"].get("deletionTimestamp") or p["status"].get("phase") != "Running" for p in pods
         )
 
-    await wait_until(job_gone_or_stopped, 30, what="the timed-out Job stopped")
+    await wait_until(pods_stopped, 30, what="the timed-out step's pod stopped")
+
+
+async def _events(driver: FlowDriver, namespace: str, flow: str) -> list[dict[str, Any]]:
+    query = (("fieldSelector", f"involvedObject.name={flow}"),)
+    events: list[dict[str, Any]] = (
+        await driver.kube.request("GET", f"/api/v1/namespaces/{namespace}/events", query=query)
+    )["items"]
+    return events
 
 
 async def test_ttl_deletes_a_finished_flow_and_its_jobs(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:
-    start_controller()
+    controller = start_controller()
     await driver.create(chain("short-lived", namespace, 2, executionPolicy={"ttlSecondsAfterFinished": 2}))
-    await driver.wait_phase(namespace, "short-lived", timeout=60)
+    flow = await driver.wait_phase(namespace, "short-lived", timeout=60)
+    assert flow["status"]["phase"] == "Succeeded"  # a flow that failed would be deleted by its TTL too
+    finished = parse_time(flow["status"]["completionTime"])
     await driver.wait_gone(namespace, "short-lived", timeout=30)
+    # Not before its TTL (counted from completionTime, a whole second like every status time), by zen-flow.
+    assert datetime.now(UTC) - finished >= timedelta(seconds=2)
+    deleted = [line for line in controller.log_lines() if '"deleted flow"' in line]
+    assert len(deleted) == 1
+    assert "ttlSecondsAfterFinished=2s expired" in deleted[0]
 
     async def no_jobs() -> bool:
         return not await driver.jobs(namespace)

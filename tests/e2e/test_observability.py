@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from zen_flow.kube.jobflows import JOBFLOWS
+from zen_flow_dev.cluster.adminclient import wait_until as wait_until_sync
 from zen_flow_dev.testing.controller import StartController, free_port
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template, manual_step
@@ -87,10 +87,8 @@ def _refuse_jobs(kubectl: Any, namespace: str) -> None:
         done = kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(job), check=False)
         return done.returncode != 0 and "exceeded quota" in done.stderr
 
-    deadline = time.monotonic() + 30
-    while not refused():  # the quota admission plugin reads quotas from an informer: eventually consistent
-        assert time.monotonic() < deadline, "the ResourceQuota never refused a Job"
-        time.sleep(0.2)
+    # The quota admission plugin reads quotas from an informer: eventually consistent.
+    wait_until_sync(refused, 30, "the ResourceQuota to refuse Jobs", interval=0.2)
 
 
 def _firing(prometheus: PrometheusServer) -> dict[str, set[str]]:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import pytest
+from controller_steps import WAIT, conditions, finish, job_of, jobs_by_step, wait_steps
 
 from zen_flow.api.constants import (
     API_VERSION,
@@ -30,68 +31,13 @@ from zen_flow.kube.jobs import JOBS
 from zen_flow_dev.testing.controller import ControllerProcess, StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step
-from zen_flow_dev.testing.jobstatus import complete_job, fail_job
 
 pytestmark = pytest.mark.integration
 
-WAIT = 30.0  # seconds; generous for a 2-core machine shared by the control plane and the controller
 QUIET_WINDOW = 2.0  # seconds a waiting flow is watched for API writes
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-# --- helpers --------------------------------------------------------------------------------------
-
-
-async def jobs_by_step(driver: FlowDriver, namespace: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for job in await driver.jobs(namespace):
-        step = job["metadata"].get("labels", {}).get(LABEL_STEP, "?")
-        out.setdefault(step, []).append(job)
-    return out
-
-
-async def job_of(driver: FlowDriver, namespace: str, step: str) -> dict[str, Any]:
-    """The one Job of `step` (waits for it to appear; fails if there are several)."""
-
-    async def probe() -> list[dict[str, Any]] | None:
-        return (await jobs_by_step(driver, namespace)).get(step)
-
-    jobs = await wait_until(probe, WAIT, what=f"a Job for step {step!r}")
-    assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
-    return jobs[0]
-
-
-async def wait_steps(
-    driver: FlowDriver, namespace: str, name: str, expected: dict[str, str]
-) -> dict[str, Any]:
-    """The flow once its step phases include `expected` (and Running steps name their Job)."""
-
-    async def probe() -> dict[str, Any] | None:
-        flow = await driver.get(namespace, name)
-        if flow is None:
-            return None
-        phases = step_phases(flow)
-        if any(phases.get(step) != phase for step, phase in expected.items()):
-            return None
-        refs = {s["name"]: s.get("jobRef") or {} for s in flow["status"]["steps"]}
-        running = [step for step, phase in expected.items() if phase == "Running"]
-        return flow if all(refs[step].get("uid") for step in running) else None
-
-    return await wait_until(probe, WAIT, what=f"{name} steps {expected}")
-
-
-async def finish(driver: FlowDriver, namespace: str, step: str, *, ok: bool = True) -> dict[str, Any]:
-    job = await job_of(driver, namespace, step)
-    name = job["metadata"]["name"]
-    if ok:
-        return await complete_job(driver.kube, namespace, name)
-    return await fail_job(driver.kube, namespace, name)
-
-
-def conditions(flow: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in flow["status"].get("conditions", [])}
 
 
 # --- tests ----------------------------------------------------------------------------------------
@@ -263,30 +209,33 @@ async def test_a_waiting_flow_costs_no_api_writes(
     baseline = await wait_until(settled, WAIT, interval=0.5, what="controller metrics settle")
     assert baseline["job creates"] == 1
     assert baseline["status patches"] >= 1
-    reconciles = controller.metric("zen_flow_reconcile_total")
     quiet_since = time.monotonic()
 
-    # Provoke reconciles that have nothing to do: an unrelated change to the Job and to the flow.
-    await driver.kube.request(
-        "PATCH",
-        JOBS.path(namespace, job["metadata"]["name"]),
-        body={"metadata": {"annotations": {"zenflow.test/poke": "1"}}},
-        content_type="application/merge-patch+json",
-    )
+    # Provoke reconciles that have nothing to do: an unrelated change to the Job, then to the flow. One
+    # at a time, each seen reconciled: two changes close together may merge into one reconcile.
+    async def reconciled_once_more() -> None:
+        before = controller.metric("zen_flow_reconcile_total")
+
+        async def moved() -> bool:
+            return controller.metric("zen_flow_reconcile_total") > before
+
+        await wait_until(moved, WAIT, what="a reconcile of the poked flow")
+
+    poke = {"metadata": {"annotations": {"zenflow.test/poke": "1"}}}
+    job_path = JOBS.path(namespace, job["metadata"]["name"])
+    await driver.kube.request("PATCH", job_path, body=poke, content_type="application/merge-patch+json")
+    await reconciled_once_more()
     await driver.patch(namespace, "idle", {"metadata": {"labels": {"zenflow.test/poke": "1"}}})
+    await reconciled_once_more()
 
     async def observed() -> bool:
         # The observation window, not a wait for an outcome: writes a timer would make (a requeue loop,
         # a resync that writes) must have had QUIET_WINDOW seconds to show up.
-        reconciled = controller.metric("zen_flow_reconcile_total") >= reconciles + 2
-        return reconciled and time.monotonic() - quiet_since >= QUIET_WINDOW
+        return time.monotonic() - quiet_since >= QUIET_WINDOW
 
-    await wait_until(observed, WAIT, what="two more reconciles and a quiet window")
+    await wait_until(observed, WAIT, what="a quiet window")
     after = _write_counts(controller)
-    if baseline["api requests"] == 0:
-        # The kube client does not count requests (yet): compare only what the controller counts itself.
-        after.pop("api requests")
-        baseline.pop("api requests")
+    assert baseline["api requests"] > 0  # the counters really count: the start itself made requests
     assert after == baseline
     assert step_phases(await driver.get(namespace, "idle") or {}) == {"a": "Running"}
 

@@ -232,6 +232,7 @@ def full_status() -> dict[str, Any]:
         "startTime": t0,
         "completionTime": t1,
         "estimatedCompletionTime": t1,
+        "lastProgressTime": t1,
         "steps": [
             {
                 "name": "produce",

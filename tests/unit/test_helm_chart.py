@@ -334,13 +334,21 @@ def test_without_cert_manager_an_existing_secret_and_ca_are_required(helm: str, 
 
 def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     values = {
-        "controller": {"workers": 3, "qps": 20, "burst": 40, "resyncSeconds": 600, "logLevel": "debug"},
+        "controller": {
+            "workers": 3,
+            "qps": 20,
+            "burst": 40,
+            "resyncSeconds": 600,
+            "progressDeadlineSeconds": 900,
+            "logLevel": "debug",
+        },
         "leaderElection": {"leaseName": "custom-lease"},
     }
     docs = render(helm, tmp_path, values)
     settings = settings_of(deployment(docs))
     assert (settings.workers, settings.qps, settings.burst) == (3, 20.0, 40)
     assert settings.resync_seconds == 600.0
+    assert settings.progress_deadline_seconds == 900.0
     assert settings.log_level == "debug"
     assert settings.leader_election_name == "custom-lease"
     assert rules_allow(find(docs, "Role")["rules"], "coordination.k8s.io", "leases", "get", "custom-lease")

@@ -231,8 +231,9 @@ def test_timeout_sets_the_job_deadline_and_is_enforced() -> None:
     result = sim.reconcile()
     body = next(a for a in result.actions if isinstance(a, CreateJob)).body
     assert body["spec"]["activeDeadlineSeconds"] == 60
-    assert result.requeue_after == 60
-    sim.advance(59)
+    # Counted from the second after the Job's creationTimestamp (whole seconds, cut down): never early.
+    assert result.requeue_after == 61
+    sim.advance(60)
     assert sim.reconcile().requeue_after == 1
     sim.advance(1)
     result = sim.reconcile()
@@ -258,17 +259,43 @@ def test_timed_out_attempt_is_retried_with_a_fresh_clock() -> None:
         T0,
     )
     sim.reconcile()
-    sim.advance(60)
+    sim.advance(61)
     sim.reconcile()
     assert step(sim).phase == "Retrying"
     assert "StepTimedOut" in reasons(sim)
     sim.advance(10)
     result = sim.reconcile()
     assert any(isinstance(a, CreateJob) for a in result.actions)
-    assert result.requeue_after == 60  # measured from the new attempt, not the step's first start
+    assert result.requeue_after == 61  # measured from the new attempt, not the step's first start
     sim.advance(30)
     sim.reconcile()
     assert step(sim).phase == "Running"
+
+
+def test_a_timeout_never_fires_before_the_job_has_run_that_long() -> None:
+    # The create happens 0.9 s into a second; the apiserver stores creationTimestamp cut down to it.
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=2)]), T0 + timedelta(seconds=0.9))
+    sim.reconcile()
+    sim.advance(1.6)  # the Job has run 1.6 s, its creationTimestamp says 2.5 s
+    assert not any(isinstance(a, DeleteJob) for a in sim.reconcile().actions)
+    assert step(sim).phase == "Running"
+    sim.advance(0.5)  # 2.1 s: at most a second late
+    assert [type(a) for a in sim.reconcile().actions] == [DeleteJob]
+    assert step(sim).message == "timed out after 2s"
+
+
+def test_the_jobs_own_deadline_reads_as_the_same_timeout() -> None:
+    # The Job controller's activeDeadlineSeconds (= timeoutSeconds) may stop the Job before zen-flow does.
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=60)]), T0)
+    sim.reconcile()
+    sim.advance(60)
+    sim.fail(
+        sim.running()[0], reason="DeadlineExceeded", message="Job was active longer than specified deadline"
+    )
+    result = sim.reconcile()
+    assert not any(isinstance(a, DeleteJob) for a in result.actions)  # already stopped
+    assert step(sim).message == "timed out after 60s"
+    assert reasons(sim)[:2] == ["StepTimedOut", "StepFailed"]
 
 
 def test_template_deadline_keeps_the_smaller_value() -> None:

@@ -252,3 +252,48 @@ def test_a_template_that_is_not_a_job_object_is_refused_not_read_as_a_gate(bad: 
     step["template"] = bad
     errors = [str(e) for e in validate_jobflow(flow)]
     assert any(e.startswith("spec.steps[0].template") for e in errors), errors
+
+
+# --- broken flows are refused, naming the field -----------------------------------------------------------
+
+BadStep = tuple[str, Any]  # (field of the step that is broken, the bad value)
+BREAKAGES: list[BadStep] = [
+    ("dependencies", ["zz-unknown"]),
+    ("name", "Not_A_Label"),
+    ("when", "steps.a.phase =="),
+    ("timeoutSeconds", -1),
+    ("retryPolicy", {"limit": -2}),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_flows(), st.data())
+def test_every_breakage_of_a_valid_flow_is_refused_naming_the_field(
+    flow: dict[str, Any], data: st.DataObject
+) -> None:
+    steps = flow["spec"]["steps"]
+    i = data.draw(st.integers(0, len(steps) - 1), label="step")
+    field, bad = data.draw(st.sampled_from(BREAKAGES), label="breakage")
+    broken = copy.deepcopy(flow)
+    if field == "dependencies":
+        broken["spec"]["steps"][i]["dependencies"] = [*steps[i].get("dependencies", []), *bad]
+    else:
+        broken["spec"]["steps"][i][field] = bad
+    errors = [str(e) for e in validate_jobflow(broken)]
+    assert any(e.startswith(f"spec.steps[{i}].{field}") for e in errors), errors
+
+
+@settings(max_examples=100, deadline=None)
+@given(valid_flows(), st.data())
+def test_a_duplicate_or_self_dependency_is_refused(flow: dict[str, Any], data: st.DataObject) -> None:
+    steps = flow["spec"]["steps"]
+    i = data.draw(st.integers(0, len(steps) - 1), label="step")
+    looped = copy.deepcopy(flow)
+    looped["spec"]["steps"][i]["dependencies"] = [*steps[i].get("dependencies", []), steps[i]["name"]]
+    assert any(str(e).startswith(f"spec.steps[{i}].dependencies") for e in validate_jobflow(looped))
+    if len(steps) > 1:
+        j = data.draw(st.integers(0, len(steps) - 1).filter(lambda j: j != i), label="other")
+        twin = copy.deepcopy(flow)
+        twin["spec"]["steps"][j]["name"] = steps[i]["name"]
+        errors = [str(e) for e in validate_jobflow(twin)]
+        assert any("name: Duplicate value" in e for e in errors), errors

@@ -120,7 +120,8 @@ class Simulator:
         self._uid += 1
         meta: dict[str, Any] = dict(action.body["metadata"])
         meta["uid"] = f"uid-{self._uid}"
-        meta["creationTimestamp"] = self.now.isoformat()
+        # As the apiserver stores it: whole seconds, cut down (the create happened later within the second).
+        meta["creationTimestamp"] = self.now.replace(microsecond=0).isoformat()
         self.jobs[name] = Job.model_validate({"metadata": meta, "spec": action.body.get("spec", {})})
         self.created.append(name)
 
@@ -147,12 +148,11 @@ class Simulator:
         """Terminal condition plus the counters and times the Job controller sets for a one-pod Job (what
         output parameters such as `$.succeeded` read)."""
         job = self.jobs[name]
-        cond = Condition(
-            type=type_, status="True", reason=reason, message=message, last_transition_time=self.now
-        )
+        now = self.now.replace(microsecond=0)  # metav1.Time: whole seconds, as the apiserver stores them
+        cond = Condition(type=type_, status="True", reason=reason, message=message, last_transition_time=now)
         update: dict[str, Any] = {
             "conditions": (*job.status.conditions, cond),
-            "start_time": job.status.start_time or self.now,
+            "start_time": job.status.start_time or now,
             "active": 0,
             **counts,
         }
@@ -165,7 +165,9 @@ class Simulator:
         messages = messages if messages is not None else self.written.get(step)
         if messages is not None:
             self.pod_messages[name] = messages
-        self._finish(name, "Complete", "Completed", "", succeeded=1, completion_time=self.now)
+        self._finish(
+            name, "Complete", "Completed", "", succeeded=1, completion_time=self.now.replace(microsecond=0)
+        )
 
     def fail(
         self,

@@ -1,10 +1,11 @@
-"""The `zen-flow` command: run the controller, validate flows offline, move artifacts (in a pod)."""
+"""The `zen-flow` command: run the controller, validate flows offline, drive flows on a cluster with your own
+kubeconfig (list, get, submit, approve, reject, suspend, resume), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from zen_flow import __version__, config
 
@@ -81,7 +82,78 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=_cmd_artifact)
 
+    _add_flow_commands(sub)
     return parser
+
+
+def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
+    def invoke(args: argparse.Namespace) -> int:
+        from zen_flow.cli import flows
+
+        command = {
+            "list": flows.list_flows,
+            "get": flows.get_flow,
+            "submit": flows.submit,
+            "approve": flows.decide,
+            "reject": flows.decide,
+            "suspend": flows.suspend,
+            "resume": flows.suspend,
+        }[name]
+        return flows.run(command, args)
+
+    return invoke
+
+
+def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from zen_flow.cli.flows import add_client_arguments
+
+    def command(
+        name: str, help: str, example: str, *, all_namespaces: bool = False
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help, description=f"{help}.", epilog=f"example: {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        add_client_arguments(p, all_namespaces=all_namespaces)
+        p.set_defaults(func=_flow_command(name))
+        return p
+
+    p = command(
+        "list",
+        "list JobFlows: phase, progress, age, message",
+        "zen-flow list -A --phase Failed",
+        all_namespaces=True,
+    )
+    p.add_argument("--phase", choices=["Pending", "Running", "Paused", "Suspended", "Succeeded", "Failed"])
+    p.add_argument("-l", "--selector", help="label selector, as kubectl's")
+
+    p = command("get", "show a JobFlow and its steps in dependency order", "zen-flow get nightly -n team-a")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=["yaml", "json"], help="the whole object instead of the summary")
+
+    p = command(
+        "submit",
+        "validate JobFlow files offline, then create them",
+        "zen-flow submit flow.yaml -p env=prod --wait",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
+                   help="override the flow's argument NAME (spec.arguments.parameters)")  # fmt: skip
+    p.add_argument("--generate-name", action="store_true", help="name each flow <its name>-<random suffix>")
+    p.add_argument("--wait", action="store_true", help="wait for the flows to finish; exit 1 if one failed")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+
+    for verb in ("approve", "reject"):
+        p = command(verb, f"{verb} a Manual step (the webhook records who)", f"zen-flow {verb} release gate")
+        p.add_argument("name")
+        p.add_argument("step")
+
+    for verb, what in (
+        ("suspend", "start no new step (running steps finish)"),
+        ("resume", "start steps again"),
+    ):
+        p = command(verb, f"{verb} a JobFlow: {what}", f"zen-flow {verb} nightly")
+        p.add_argument("name")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,6 +56,7 @@ class KubeConfig:
     credentials: Credentials = field(default_factory=NoCredentials, repr=False, compare=False)
     tls_server_name: str | None = None
     proxy: str | None = None
+    namespace: str = ""  # the context's namespace (or the service account's): what kubectl defaults to
 
 
 async def load_config(
@@ -104,7 +105,15 @@ def in_cluster_config(*, clock: Clock | None = None, directory: Path = SERVICE_A
         ssl_context=ssl.create_default_context(cafile=str(ca)),
         credentials=TokenFile(token, clock=clock or SystemClock()),
         proxy=_env_proxy(host),
+        namespace=_read_namespace(directory / "namespace"),
     )
+
+
+def _read_namespace(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
 
 
 # --- kubeconfig ---------------------------------------------------------------------------------------
@@ -185,6 +194,7 @@ async def _from_kubeconfig(paths: list[Path], context: str | None, clock: Clock)
         credentials=credentials,
         tls_server_name=cluster.get("tls-server-name") or None,
         proxy=cluster.get("proxy-url") or _env_proxy(host),
+        namespace=str(ctx.get("namespace") or ""),
     )
 
 

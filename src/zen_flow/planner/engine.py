@@ -49,6 +49,8 @@ from zen_flow.planner.steps import StepViews, StepWork, bound
 from zen_flow.planner.timing import after, normalize, until
 
 _name = lru_cache(maxsize=65536)(job_name)
+# The Job controller's reason when a Job's activeDeadlineSeconds passed.
+JOB_DEADLINE_REASON = "DeadlineExceeded"
 # How soon to look again at a completed Job whose pod's termination messages were not read yet.
 MESSAGES_RETRY_SECONDS = 1.0
 
@@ -167,6 +169,12 @@ class _Planner:
                 self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
                 return
             cond = job.condition("Failed")
+            timeout = w.spec.timeout_seconds
+            if cond is not None and cond.reason == JOB_DEADLINE_REASON and timeout:
+                # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did: the
+                # same timeout, said the same way whoever noticed first.
+                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", cond.last_transition_time or self.now)
+                return
             detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
             if why := download_failure(self.messages.get(name)):
                 detail = f"{why} ({detail})" if detail else why
@@ -179,7 +187,9 @@ class _Planner:
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             began = job.metadata.creation_timestamp or job.status.start_time or w.start_time or self.now
-            due = after(began, timeout)
+            # Timestamps are whole seconds, cut down: the Job was created up to a second after `began`.
+            # Counting from the next second, the timeout never fires early (at most a second late).
+            due = after(began, timeout + 1)
             if self.now >= due:
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
@@ -328,7 +338,7 @@ class _Planner:
         self.actions.append(CreateJob(w.name, attempt, body))
         w.start(self.job_ref(name, None), self.now, attempt=attempt)
         if w.spec.timeout_seconds is not None and w.spec.timeout_seconds > 0:
-            self.wakeups.append(after(self.now, w.spec.timeout_seconds))
+            self.wakeups.append(after(self.now, w.spec.timeout_seconds + 1))  # see observe_running
 
     # --- pass 3: conclude -----------------------------------------------------------------------------
 

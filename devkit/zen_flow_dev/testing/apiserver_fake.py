@@ -1,0 +1,196 @@
+"""An in-memory stand-in for the apiserver and the controller's informer caches, for unit tests of the
+controller (the integration tier runs against the real apiserver; tests/integration/test_fake_contract.py
+checks that this fake answers like it).
+
+What it keeps from the apiserver, because the controller's correctness depends on it:
+- optimistic concurrency: every write that changes an object bumps one resourceVersion counter (a
+  no-op write keeps the version); a status patch that carries `metadata.resourceVersion` is refused
+  with 409 Conflict unless that is the object's current version;
+- names are unique: creating a Job whose name exists answers 409 AlreadyExists;
+- timestamps in whole seconds (creationTimestamp, conditions), as metav1.Time serialises them.
+And from informers: the controller reads caches that lag behind the truth until `sync()` delivers the
+changes (with the controller's event handlers, as watch events would).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api.meta import Condition, ObjectMeta
+from zen_flow.core import mergepatch
+from zen_flow.kube.errors import ApiError, from_status
+from zen_flow.machinery.clock import Clock
+
+
+def conflict(name: str) -> ApiError:
+    return from_status(
+        409,
+        {
+            "kind": "Status",
+            "code": 409,
+            "reason": "Conflict",
+            "message": f'Operation cannot be fulfilled on jobflows.workflow.kube-zen.io "{name}": the '
+            "object has been modified; please apply your changes to the latest version and try again",
+        },
+    )
+
+
+def already_exists(name: str) -> ApiError:
+    return from_status(
+        409,
+        {
+            "kind": "Status",
+            "code": 409,
+            "reason": "AlreadyExists",
+            "message": f'jobs.batch "{name}" already exists',
+        },
+    )
+
+
+class FakeApiServer:
+    """Implements the controller's FlowCache, JobCache, ClusterApi and EventSink."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._versions = itertools.count(1)
+        self._uids = itertools.count(1)
+        self.flows: dict[str, JobFlow] = {}  # the truth, by namespace/name
+        self.jobs: dict[tuple[str, str], Job] = {}  # the truth, by (namespace, name)
+        self._cached_flows: dict[str, JobFlow] = {}
+        self._cached_jobs: dict[tuple[str, str], Job] = {}
+        self.job_creates: list[str] = []  # every Job create that succeeded, in order
+        self.refused: list[str] = []  # "409 Conflict" / "409 AlreadyExists", in order
+        self.events: list[tuple[str, str, str]] = []
+        self.on_flow: Callable[[JobFlow], None] | None = None
+        self.on_job: Callable[[Job], None] | None = None
+
+    # --- writes that happen outside the controller (users, the Job controller) -------------------------
+
+    def create_flow(self, flow: JobFlow) -> JobFlow:
+        meta = flow.metadata.model_copy(
+            update={"uid": f"uid-{next(self._uids)}", "creation_timestamp": self._now(), "generation": 1}
+        )
+        return self._store_flow(flow.model_copy(update={"metadata": meta}))
+
+    def update_flow(self, key: str, change: Callable[[JobFlow], JobFlow]) -> JobFlow:
+        """Another writer (a user's kubectl, another replica) changes the flow: a new resourceVersion,
+        unless the change changes nothing."""
+        old = self.flows[key]
+        new = change(old)
+        return old if new == old else self._store_flow(new)
+
+    def finish_job(self, namespace: str, name: str, *, succeeded: bool = True) -> Job:
+        """What the Job controller writes when the Job's pod ends."""
+        job = self.jobs[(namespace, name)]
+        now = self._now()
+        kind, reason = ("Complete", "Completed") if succeeded else ("Failed", "BackoffLimitExceeded")
+        cond = Condition(type=kind, status="True", reason=reason, last_transition_time=now)
+        counts = {"succeeded": 1} if succeeded else {"failed": 1}
+        status = job.status.model_copy(
+            update={"conditions": (*job.status.conditions, cond), "start_time": job.status.start_time or now,
+                    "completion_time": now if succeeded else None, "active": 0, **counts}
+        )  # fmt: skip
+        return self._store_job(job.model_copy(update={"status": status}))
+
+    def sync(self, *, flows: bool = True, jobs: bool = True) -> None:
+        """The informers catch up (both, or one: two informers lag independently): the caches see the
+        truth, and the handlers get the changed objects."""
+        changed_flows = [f for k, f in self.flows.items() if flows and self._cached_flows.get(k) is not f]
+        changed_jobs = [j for k, j in self.jobs.items() if jobs and self._cached_jobs.get(k) is not j]
+        if flows:
+            self._cached_flows = dict(self.flows)
+        if jobs:
+            self._cached_jobs = dict(self.jobs)
+        for job in changed_jobs:
+            if self.on_job is not None:
+                self.on_job(job)
+        for flow in changed_flows:
+            if self.on_flow is not None:
+                self.on_flow(flow)
+
+    # --- FlowCache, JobCache: what the controller's informers have seen --------------------------------
+
+    def get(self, key: str) -> JobFlow | None:
+        return self._cached_flows.get(key)
+
+    def parse_error(self, key: str) -> str | None:
+        return None
+
+    def concurrency_group(self, group: str) -> Sequence[JobFlow]:
+        return ()
+
+    def jobs_for(self, owner_uid: str) -> Sequence[Job]:
+        return [
+            j
+            for j in self._cached_jobs.values()
+            if any(r.uid == owner_uid for r in j.metadata.owner_references)
+        ]
+
+    # --- ClusterApi ------------------------------------------------------------------------------------
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.jobs:
+            self.refused.append("409 AlreadyExists")
+            raise already_exists(name)
+        meta = {**body["metadata"], "namespace": namespace, "uid": f"uid-{next(self._uids)}"}
+        meta["creationTimestamp"] = self._now().isoformat()
+        job = Job.model_validate({"metadata": meta, "spec": body.get("spec", {})})
+        self.job_creates.append(name)
+        return self._store_job(job)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.jobs.pop((namespace, name), None)
+
+    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        key = f"{namespace}/{name}"
+        flow = self.flows[key]
+        wanted = (patch.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != flow.metadata.resource_version:
+            self.refused.append("409 Conflict")
+            raise conflict(name)
+        wire = mergepatch.apply(flow.status.to_wire(), patch.get("status") or {})
+        if wire == flow.status.to_wire():
+            return flow.metadata.resource_version  # a write that changes nothing keeps the version
+        stored = self._store_flow(flow.model_copy(update={"status": JobFlowStatus.model_validate(wire)}))
+        return stored.metadata.resource_version
+
+    async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
+        self.flows.pop(f"{namespace}/{name}", None)
+
+    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
+        raise NotImplementedError("spec.resourceTemplates: not in this fake")
+
+    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
+        raise NotImplementedError("spec.resourceTemplates: not in this fake")
+
+    async def termination_messages(
+        self, namespace: str, job: str, *, succeeded: bool
+    ) -> dict[str, str] | None:
+        return None
+
+    # --- EventSink -------------------------------------------------------------------------------------
+
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    # --- internals -------------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self._clock.now().replace(microsecond=0)
+
+    def _store_flow(self, flow: JobFlow) -> JobFlow:
+        meta = flow.metadata.model_copy(update={"resource_version": str(next(self._versions))})
+        stored = flow.model_copy(update={"metadata": meta})
+        self.flows[stored.key] = stored
+        return stored
+
+    def _store_job(self, job: Job) -> Job:
+        meta = job.metadata.model_copy(update={"resource_version": str(next(self._versions))})
+        stored = job.model_copy(update={"metadata": meta})
+        self.jobs[(meta.namespace, meta.name)] = stored
+        return stored

@@ -1,0 +1,244 @@
+"""`zen-flow list|get|submit|approve|reject|suspend|resume`: JobFlows driven from a terminal with the user's
+own kubeconfig and RBAC (never the controller's), through the same API and annotations as kubectl.
+
+Exit status: 0 done (with `submit --wait`: the flow Succeeded); 1 the flow Failed (`submit --wait`), or
+the apiserver refused or could not be reached (the message says which: not found, forbidden with the
+apiserver's words naming the verb and resource, a webhook's field errors); 2 bad usage or unreadable,
+invalid input (nothing was sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.cli.overrides import override_arguments, parse_overrides
+from zen_flow.cli.render import flow_detail, flow_list
+from zen_flow.cli.validate import is_jobflow
+from zen_flow.documents import DocumentError, load_all, read_bounded
+from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.config import load_config
+from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
+from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
+from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.flow import validate_jobflow
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+USER_AGENT = "zen-flow-cli"
+WAIT_POLL_SECONDS = 1.0
+
+
+class UsageError(Exception):
+    """Bad input, found before anything was sent: exit 2."""
+
+
+def add_client_arguments(parser: argparse.ArgumentParser, *, all_namespaces: bool = False) -> None:
+    """kubectl's flags, with kubectl's meaning."""
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current context)")
+    parser.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    if all_namespaces:
+        parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+def run(command: Callable[[Session, argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+    """Run one command; errors become one line on stderr and an exit status."""
+    prog = f"zen-flow {args.command}"
+    try:
+        if args.command == "submit":  # bad files are refused before any cluster is contacted
+            args.flows = _read_flows(args.files, _overrides(args.parameters))
+        return asyncio.run(_with_session(command, args))
+    except UsageError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except NotFound as err:
+        print(f"{prog}: not found: {err.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except ApiError as err:
+        # 403 names the user, the verb and the resource; a webhook's denial lists its field errors.
+        print(f"{prog}: the apiserver refused ({err.status} {err.reason}): {err.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except TransportError as err:
+        print(f"{prog}: cannot reach the apiserver: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KubeError, ValueError, OSError) as err:  # kubeconfig problems
+        print(f"{prog}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+class Session:
+    """A client for the user's cluster and the namespace the command acts in."""
+
+    def __init__(self, client: KubeClient, namespace: str, out: TextIO) -> None:
+        self.client = client
+        self.flows = JobFlowClient(client)
+        self.namespace = namespace
+        self.out = out
+
+    async def get(self, name: str) -> JobFlow:
+        return JobFlow.model_validate(await self.flows.get(self.namespace, name))
+
+    async def merge_patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.client.request(
+            "PATCH",
+            JOBFLOWS.path(self.namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+
+async def _with_session(
+    command: Callable[[Session, argparse.Namespace], Awaitable[int]], args: argparse.Namespace
+) -> int:
+    config = await load_config(args.kubeconfig, args.context)
+    client = KubeClient(config, ClientOptions(user_agent=USER_AGENT))
+    try:
+        return await command(
+            Session(client, args.namespace or config.namespace or "default", sys.stdout), args
+        )
+    finally:
+        await client.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+async def list_flows(session: Session, args: argparse.Namespace) -> int:
+    namespace = None if args.all_namespaces else session.namespace
+    selector = (("labelSelector", args.selector),) if args.selector else ()
+    listed = await session.client.list_all(JOBFLOWS.path(namespace), selector, page_size=100)
+    flows = [JobFlow.model_validate(item) for item in listed.items]
+    if args.phase:
+        flows = [f for f in flows if (f.status.phase or "Pending") == args.phase]
+    if not flows:
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        print(f"No JobFlows found in {where}.", file=sys.stderr)
+        return EXIT_OK
+    session.out.write(flow_list(flows, _now(), all_namespaces=namespace is None))
+    return EXIT_OK
+
+
+async def get_flow(session: Session, args: argparse.Namespace) -> int:
+    raw = await session.flows.get(session.namespace, args.name)
+    if args.output == "json":
+        session.out.write(json.dumps(raw, indent=2) + "\n")
+    elif args.output == "yaml":
+        session.out.write(yaml.safe_dump(raw, sort_keys=False))
+    else:
+        session.out.write(flow_detail(JobFlow.model_validate(raw), _now()))
+    return EXIT_OK
+
+
+async def decide(session: Session, args: argparse.Namespace) -> int:
+    """`approve` / `reject`: the annotation the API defines; the mutating webhook records who did it."""
+    flow = await session.get(args.name)
+    step = next((s for s in flow.spec.steps if s.name == args.step), None)
+    if step is None:
+        raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
+    if not step.is_manual:
+        raise UsageError(f"step {args.step!r} of jobflow {args.name} is not a Manual step")
+    prefix = APPROVE_PREFIX if args.command == "approve" else REJECT_PREFIX
+    await session.merge_patch(args.name, {"metadata": {"annotations": {f"{prefix}{args.step}": "true"}}})
+    verb = "approved" if args.command == "approve" else "rejected"
+    session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}\n")
+    return EXIT_OK
+
+
+async def suspend(session: Session, args: argparse.Namespace) -> int:
+    """`suspend` / `resume`: spec.suspend (running steps finish; no new step starts while suspended)."""
+    await session.get(args.name)  # a clear "not found" before any write
+    suspended = args.command == "suspend"
+    await session.merge_patch(args.name, {"spec": {"suspend": suspended}})
+    session.out.write(f"jobflow {session.namespace}/{args.name} {'suspended' if suspended else 'resumed'}\n")
+    return EXIT_OK
+
+
+async def submit(session: Session, args: argparse.Namespace) -> int:
+    """Validate every flow of the files offline (as the webhook would), then create them; `--wait`
+    follows them to the end and exits with their outcome."""
+    created: list[str] = []
+    for doc in args.flows:
+        metadata = doc.setdefault("metadata", {})
+        if args.generate_name and metadata.get("name"):
+            metadata["generateName"] = f"{metadata.pop('name')}-"
+        metadata["namespace"] = metadata.get("namespace") or session.namespace
+        made = await session.client.request("POST", JOBFLOWS.path(metadata["namespace"]), body=doc)
+        name = made["metadata"]["name"]
+        created.append(f"{metadata['namespace']}/{name}")
+        session.out.write(f"jobflow {metadata['namespace']}/{name} created\n")
+    if not args.wait:
+        return EXIT_OK
+    outcome = EXIT_OK
+    for key in created:
+        namespace, name = key.split("/", 1)
+        flow = await _until_finished(session, namespace, name, args.timeout)
+        if flow is None:
+            session.out.write(f"jobflow {key}: still running after {args.timeout:g}s\n")
+            outcome = EXIT_FAILED
+            continue
+        session.out.write(f"jobflow {key} {flow.status.phase}: {flow.status.message or ''}\n")
+        if flow.status.phase != "Succeeded":
+            outcome = EXIT_FAILED
+    return outcome
+
+
+async def _until_finished(session: Session, namespace: str, name: str, timeout: float) -> JobFlow | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        flow = JobFlow.model_validate(await session.flows.get(namespace, name))
+        if flow.status.phase in ("Succeeded", "Failed"):
+            return flow
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(WAIT_POLL_SECONDS)  # polling one object; a watch is the `watch` command's job
+
+
+def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for raw in paths:
+        try:
+            found = load_all(read_bounded(Path(raw)))
+        except (DocumentError, OSError) as err:
+            raise UsageError(f"{raw}: {err}") from None
+        for number, doc in enumerate(found, start=1):
+            if not is_jobflow(doc):
+                continue
+            label = f"{raw}#{number}" if len(found) > 1 else raw
+            doc, errors = override_arguments(doc, overrides)
+            errors += validate_jobflow(doc) + validate_approvals(doc)
+            problems += [f"{label}: {error}" for error in errors]
+            docs.append(doc)
+    if problems:
+        raise UsageError("invalid, nothing was created:\n" + "\n".join(problems))
+    if not docs:
+        raise UsageError(f"no JobFlow in {', '.join(paths)}")
+    return docs
+
+
+def _overrides(items: list[str]) -> dict[str, str]:
+    try:
+        return parse_overrides(items)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _names(flow: JobFlow) -> str:
+    return ", ".join(s.name for s in flow.spec.steps)

@@ -1,0 +1,129 @@
+"""What `zen-flow list` and `zen-flow get` print: plain-text tables like kubectl's, as pure functions of
+the flows and the current time (so tests render real status objects at a fixed instant)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import ConditionType
+from zen_flow.api.meta import format_time
+from zen_flow.core.dag import CycleError, Graph
+
+_GAP = "   "
+
+
+def span(seconds: float) -> str:
+    """A duration as kubectl shows ages: 45s, 3m20s, 2h5m, 3d4h."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m{secs}s" if secs and minutes < 10 else f"{minutes}m"
+    return f"{secs}s"
+
+
+def _since(start: datetime | None, now: datetime) -> str:
+    return span((now - start).total_seconds()) if start is not None else "-"
+
+
+def _between(start: datetime | None, end: datetime | None, now: datetime) -> str:
+    if start is None:
+        return "-"
+    return span(((end or now) - start).total_seconds())
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, three spaces apart; the last column is not padded."""
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    lines = []
+    for row in (header, *rows):
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)] + [str(row[-1])]
+        lines.append(_GAP.join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def flow_list(flows: Sequence[JobFlow], now: datetime, *, all_namespaces: bool) -> str:
+    header = ["NAME", "PHASE", "PROGRESS", "AGE", "MESSAGE"]
+    rows = []
+    for flow in sorted(flows, key=lambda f: (f.metadata.namespace, f.metadata.name)):
+        status = flow.status
+        rows.append(
+            [
+                flow.metadata.name,
+                status.phase or "Pending",
+                status.progress_summary or "-",
+                _since(flow.metadata.creation_timestamp, now),
+                status.message or "",
+            ]
+        )
+        if all_namespaces:
+            rows[-1].insert(0, flow.metadata.namespace)
+    if all_namespaces:
+        header.insert(0, "NAMESPACE")
+    return table(header, rows)
+
+
+def dependency_order(flow: JobFlow) -> list[tuple[str, int]]:
+    """(step, depth) in a topological order (depth: the longest chain of dependencies above it); spec
+    order when the graph has a cycle (an invalid flow is still shown)."""
+    steps = flow.spec.steps
+    graph = Graph.build([(s.name, s.dependencies) for s in steps])
+    try:
+        order = list(graph.topological_order())
+    except CycleError:
+        return [(s.name, 0) for s in steps]
+    deps = {s.name: s.dependencies for s in steps}
+    depth: dict[str, int] = {}
+    for name in order:
+        depth[name] = 1 + max((depth.get(d, -1) for d in deps.get(name, ())), default=-1)
+    return [(name, depth[name]) for name in order]
+
+
+def flow_detail(flow: JobFlow, now: datetime) -> str:
+    """`zen-flow get NAME`: the flow's state, then one row per step in dependency order."""
+    status = flow.status
+    lines = [
+        f"Name:       {flow.metadata.namespace}/{flow.metadata.name}",
+        f"Phase:      {status.phase or 'Pending'}",
+        f"Progress:   {status.progress_summary or '-'}",
+        f"Started:    {format_time(status.start_time) if status.start_time else '-'}",
+        f"Duration:   {_between(status.start_time, status.completion_time, now)}",
+        f"Message:    {status.message or ''}",
+    ]
+    for cond in status.conditions:
+        # The conditions that ask for attention; the others repeat the phase.
+        stalled = cond.type == ConditionType.PROGRESSING and cond.status == "False" and cond.message
+        failed = cond.type == ConditionType.FAILED and cond.status == "True"
+        if stalled or failed:
+            lines.append(f"Condition:  {cond.type}={cond.status} {cond.reason}: {cond.message}")
+    specs = {s.name: s for s in flow.spec.steps}
+    rows = []
+    for name, depth in dependency_order(flow):
+        step = status.step(name)
+        spec = specs[name]
+        job = (
+            step.job_ref.name if step is not None and step.job_ref is not None and step.job_ref.name else "-"
+        )
+        rows.append(
+            [
+                "  " * depth + name,
+                step.phase if step is not None else "Pending",
+                str(step.retry_count + 1)
+                if step is not None and step.start_time and not spec.is_manual
+                else "-",
+                _since(step.start_time, now) + " ago" if step is not None and step.start_time else "-",
+                _between(step.start_time, step.completion_time, now) if step is not None else "-",
+                ", ".join(spec.dependencies) or "-",
+                job,
+                (step.message or "") if step is not None else "",
+            ]
+        )
+    header = ["STEP", "PHASE", "ATTEMPT", "STARTED", "DURATION", "AFTER", "JOB", "MESSAGE"]
+    return "\n".join(lines) + "\n\n" + table(header, rows)

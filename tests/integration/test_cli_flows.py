@@ -1,0 +1,130 @@
+"""`zen-flow submit|list|get|approve|reject|suspend|resume` as a user runs them: the installed command, a
+kubeconfig, the real apiserver, a controller reconciling; the test plays the Job controller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from controller_steps import WAIT, finish, job_of, wait_steps
+
+from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.testing.driver import FlowDriver
+from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
+from zen_flow_dev.testing.jobstatus import complete_job, fail_job
+
+pytestmark = pytest.mark.integration
+
+
+def cli(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "zen_flow", *args, "--kubeconfig", str(kubeconfig)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _release(namespace: str) -> dict[str, Any]:
+    steps = [job_step("build"), manual_step("gate", "build"), job_step("ship", "gate")]
+    flow = flow_manifest(
+        "release", namespace, steps, arguments={"parameters": [{"name": "env", "value": "dev"}]}
+    )
+    del flow["metadata"]["namespace"]  # as users write files: the namespace comes from -n
+    return flow
+
+
+async def test_a_release_driven_from_the_command_line(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController, tmp_path: Path
+) -> None:
+    start_controller()
+    file = tmp_path / "release.yaml"
+    file.write_text(yaml.safe_dump(_release(namespace)))
+
+    done = cli(kubeconfig, "submit", str(file), "-n", namespace, "-p", "env=prod")
+    assert (done.returncode, done.stdout) == (0, f"jobflow {namespace}/release created\n"), done.stderr
+    flow = await driver.get(namespace, "release")
+    assert flow is not None
+    assert flow["spec"]["arguments"]["parameters"] == [{"name": "env", "value": "prod"}]
+
+    await wait_steps(driver, namespace, "release", {"build": "Running"})
+    listed = cli(kubeconfig, "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[:3] == ["release", "Running", "0/3"]
+
+    await finish(driver, namespace, "build")
+    await driver.wait_phase(namespace, "release", phases=("Paused",), timeout=WAIT)
+    shown = cli(kubeconfig, "get", "release", "-n", namespace)
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split()[0]: line.split()[1] for line in shown.stdout.split("\n\n")[1].splitlines()[1:]}
+    assert rows == {"build": "Succeeded", "gate": "PendingApproval", "ship": "Pending"}
+
+    wrong = cli(kubeconfig, "approve", "release", "ship", "-n", namespace)
+    assert wrong.returncode == 2
+    assert "step 'ship' of jobflow release is not a Manual step" in wrong.stderr
+    approved = cli(kubeconfig, "approve", "release", "gate", "-n", namespace)
+    assert approved.returncode == 0, approved.stderr
+    flow = await wait_steps(driver, namespace, "release", {"gate": "Succeeded", "ship": "Running"})
+    assert [(a["step"], a["decision"]) for a in flow["status"]["audit"]["approvals"]] == [
+        ("gate", "Approved")
+    ]
+
+    assert cli(kubeconfig, "suspend", "release", "-n", namespace).returncode == 0
+    assert (await driver.get(namespace, "release") or {})["spec"]["suspend"] is True
+    assert cli(kubeconfig, "resume", "release", "-n", namespace).returncode == 0
+    assert (await driver.get(namespace, "release") or {})["spec"]["suspend"] is False
+
+    as_json = cli(kubeconfig, "get", "release", "-n", namespace, "-o", "json")
+    assert json.loads(as_json.stdout)["metadata"]["name"] == "release"
+
+
+async def test_submit_wait_exits_with_the_flows_outcome(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController, tmp_path: Path
+) -> None:
+    start_controller()
+    for name, ok in (("good", True), ("bad", False)):
+        (tmp_path / f"{name}.yaml").write_text(
+            yaml.safe_dump(flow_manifest(name, namespace, [job_step("a")]))
+        )
+        command = [sys.executable, "-m", "zen_flow", "submit", str(tmp_path / f"{name}.yaml"), "--wait",
+                   "--kubeconfig", str(kubeconfig)]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        await wait_steps(driver, namespace, name, {"a": "Running"})
+        job = await job_of(driver, namespace, "a", flow=name)
+        await (complete_job if ok else fail_job)(
+            driver.kube, namespace, job["metadata"]["name"]
+        )  # while it waits
+        out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
+        phase = "Succeeded" if ok else "Failed"
+        assert f"jobflow {namespace}/{name} {phase}" in out.decode()
+        assert proc.returncode == (0 if ok else 1), out
+
+
+def test_errors_say_what_went_wrong(namespace: str, kubeconfig: Path, tmp_path: Path) -> None:
+    missing = cli(kubeconfig, "get", "nothing-here", "-n", namespace)
+    assert missing.returncode == 1
+    assert 'not found: jobflows.workflow.kube-zen.io "nothing-here" not found' in missing.stderr
+    bad = flow_manifest("bad", namespace, [job_step("a", "ghost")])
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    refused = cli(kubeconfig, "submit", str(tmp_path / "bad.yaml"))
+    assert refused.returncode == 2
+    assert 'spec.steps[0].dependencies[0]: Not found: "ghost"' in refused.stderr
+    nothing = cli(kubeconfig, "list", "-n", namespace)
+    assert (nothing.returncode, nothing.stdout) == (0, "")  # nothing was created
+    assert f"No JobFlows found in namespace {namespace}." in nothing.stderr
+
+
+def test_the_namespace_defaults_to_the_kubeconfig_contexts(
+    namespace: str, kubeconfig: Path, tmp_path: Path, kubectl: Any
+) -> None:
+    config = yaml.safe_load(kubeconfig.read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = namespace
+    own = tmp_path / "kubeconfig"
+    own.write_text(yaml.safe_dump(config))
+    kubectl("create", "-f", "-", input=json.dumps(flow_manifest("here", namespace, [job_step("a")])))
+    listed = cli(own, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[0] == "here"

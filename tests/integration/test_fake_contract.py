@@ -1,0 +1,119 @@
+"""The unit tier's FakeApiServer answers writes as the real apiserver does: the same script of status
+patches (with a current, a stale or no resourceVersion), metadata changes and Job creates, run against
+both, gets the same answers. The controller's conflict tests (tests/unit/test_controller_conflicts.py)
+rely on exactly these answers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from zen_flow.api import JobFlow
+from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict
+from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.driver import FlowDriver
+from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
+
+
+class Server(Protocol):
+    async def create_flow(self, manifest: dict[str, Any]) -> str: ...  # returns its resourceVersion
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str: ...
+    async def relabel(self, namespace: str, name: str) -> str: ...
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None: ...
+
+
+class Real:
+    def __init__(self, driver: FlowDriver) -> None:
+        self.driver = driver
+        self.flows = JobFlowClient(driver.kube)
+
+    async def create_flow(self, manifest: dict[str, Any]) -> str:
+        created = await self.driver.create(manifest)
+        return str(created["metadata"]["resourceVersion"])
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        return await self.flows.patch_status(namespace, name, patch)
+
+    async def relabel(self, namespace: str, name: str) -> str:
+        patched = await self.driver.patch(namespace, name, {"metadata": {"labels": {"owner": "data-team"}}})
+        return str(patched["metadata"]["resourceVersion"])
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        await self.driver.kube.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=body)
+
+
+class Fake:
+    def __init__(self) -> None:
+        self.api = FakeApiServer(FakeClock())
+
+    async def create_flow(self, manifest: dict[str, Any]) -> str:
+        return self.api.create_flow(JobFlow.model_validate(manifest)).metadata.resource_version
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        return await self.api.patch_flow_status(namespace, name, patch)
+
+    async def relabel(self, namespace: str, name: str) -> str:
+        def label(flow: JobFlow) -> JobFlow:
+            meta = flow.metadata.model_copy(update={"labels": {**flow.metadata.labels, "owner": "data-team"}})
+            return flow.model_copy(update={"metadata": meta})
+
+        return self.api.update_flow(f"{namespace}/{name}", label).metadata.resource_version
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        await self.api.create_job(namespace, body)
+
+
+async def _answer(call: Callable[[], Awaitable[Any]]) -> str:
+    try:
+        result = await call()
+    except AlreadyExists:
+        return "409 AlreadyExists"
+    except Conflict:
+        return "409 Conflict"
+    except ApiError as err:
+        return f"{err.status} {err.reason}"
+    return f"ok, {result}" if result else "ok"
+
+
+async def _script(server: Server, namespace: str) -> list[str]:
+    name = "contract"
+    versions = [await server.create_flow(flow_manifest(name, namespace, [job_step("a")]))]
+
+    def version(new: str) -> str:
+        """How a write's resourceVersion relates to the one before: a no-op write keeps it."""
+        seen = "same version" if new == versions[-1] else "new version"
+        versions.append(new)
+        return seen
+
+    async def write(rv: str | None, phase: str) -> str:
+        meta = {"metadata": {"resourceVersion": rv}} if rv is not None else {}
+        return version(await server.patch_status(namespace, name, {**meta, "status": {"phase": phase}}))
+
+    async def relabel() -> str:
+        return version(await server.relabel(namespace, name))
+
+    first = versions[0]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "contract-a"}, **job_template()}
+    return [
+        await _answer(lambda: write(first, "Running")),  # the current version: written
+        await _answer(lambda: write(first, "Failed")),  # a stale one: refused
+        await _answer(lambda: write(None, "Running")),  # unconditional, and changes nothing
+        await _answer(relabel),  # another writer changes the metadata
+        await _answer(lambda: write(versions[-2], "Failed")),  # the version before that: refused
+        await _answer(lambda: write(versions[-1], "Succeeded")),  # the newest: written
+        await _answer(lambda: server.create_job(namespace, job)),
+        await _answer(lambda: server.create_job(namespace, job)),  # the name is taken
+    ]
+
+
+async def test_the_fake_answers_writes_like_the_apiserver(
+    driver: FlowDriver, namespace: str, jobflow_crd: Any
+) -> None:
+    real = await _script(Real(driver), namespace)
+    assert real == [
+        "ok, new version", "409 Conflict", "ok, same version", "ok, new version", "409 Conflict",
+        "ok, new version", "ok", "409 AlreadyExists",
+    ]  # fmt: skip
+    assert await _script(Fake(), namespace) == real

@@ -1,0 +1,103 @@
+"""What `zen-flow get` and `zen-flow list` print, rendered from real status objects (the planner simulator
+ran the flow) at a fixed instant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from textwrap import dedent
+
+import pytest
+
+from zen_flow.cli.render import dependency_order, flow_detail, flow_list, span
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+NOW = T0 + timedelta(seconds=50)
+
+
+def release() -> Simulator:
+    steps = [
+        job_step("build"),
+        job_step("lint"),
+        manual_step("gate", "build", "lint"),
+        job_step("ship", "gate"),
+    ]
+    sim = Simulator(make_flow(steps, name="release", namespace="team-a", created=T0), T0)
+    sim.reconcile()
+    sim.advance(30)
+    sim.complete(sim.running()[0])  # build
+    sim.reconcile()
+    sim.advance(12)
+    sim.complete(sim.running()[0])  # lint
+    sim.reconcile()
+    return sim
+
+
+def test_get_shows_the_steps_in_dependency_order_with_what_each_is_doing() -> None:
+    # Job names are the controller's deterministic ones (flow, step, attempt).
+    assert flow_detail(release().flow, NOW) == dedent("""\
+        Name:       team-a/release
+        Phase:      Paused
+        Progress:   2/4
+        Started:    2025-01-01T00:00:00Z
+        Duration:   50s
+        Message:    waiting for approval of gate
+
+        STEP       PHASE             ATTEMPT   STARTED   DURATION   AFTER         JOB                      MESSAGE
+        build      Succeeded         1         50s ago   30s        -             release-build-bd282ae1
+        lint       Succeeded         1         50s ago   42s        -             release-lint-d20baedc
+          gate     PendingApproval   -         8s ago    8s         build, lint   -                        waiting for manual approval of step gate
+            ship   Pending           -         -         -          gate          -
+        """)  # noqa: E501 - the table is as wide as it is
+
+
+def test_get_names_the_condition_that_needs_attention() -> None:
+    sim = Simulator(
+        make_flow([job_step("train")], name="slow", namespace="ml", created=T0), T0, progress_deadline=60
+    )
+    sim.reconcile()
+    sim.advance(90)
+    sim.reconcile()
+    text = flow_detail(sim.flow, T0 + timedelta(seconds=90))
+    assert (
+        "Condition:  Progressing=False ProgressDeadlineExceeded: no step changed phase for 1m "
+        "(last change 2025-01-01T00:00:00Z); still running: train" in text
+    )
+
+
+def test_list_shows_one_line_per_flow_and_the_namespace_with_all_namespaces() -> None:
+    sim = release()
+    other = make_flow([job_step("a")], name="nightly", namespace="team-b", created=T0 - timedelta(hours=3))
+    assert flow_list([other, sim.flow], NOW, all_namespaces=True) == dedent("""\
+        NAMESPACE   NAME      PHASE     PROGRESS   AGE   MESSAGE
+        team-a      release   Paused    2/4        50s   waiting for approval of gate
+        team-b      nightly   Pending   -          3h
+        """)
+    assert flow_list([sim.flow], NOW, all_namespaces=False).splitlines()[0].split() == [
+        "NAME", "PHASE", "PROGRESS", "AGE", "MESSAGE",
+    ]  # fmt: skip
+
+
+def test_an_invalid_graph_is_still_shown_in_spec_order() -> None:
+    looped = make_flow([job_step("a", "b"), job_step("b", "a")])
+    assert dependency_order(looped) == [("a", 0), ("b", 0)]
+    diamond = make_flow([job_step("d", "b", "c"), job_step("b", "a"), job_step("c", "a"), job_step("a")])
+    assert dependency_order(diamond) == [("a", 0), ("b", 1), ("c", 1), ("d", 2)]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0s"),
+        (59, "59s"),
+        (61, "1m1s"),
+        (600, "10m"),
+        (725, "12m"),
+        (3600, "1h"),
+        (5400, "1h30m"),
+        (90000, "1d1h"),
+    ],
+)
+def test_durations_read_like_kubectl_ages(seconds: float, shown: str) -> None:
+    assert span(seconds) == shown

@@ -1,0 +1,142 @@
+"""A status write that races another writer (409 Conflict): nothing the other writer did is lost, no Job is
+created twice, and the flow converges. The controller runs its real worker loop and queue against
+FakeApiServer, which answers a stale resourceVersion with 409 as the apiserver does
+(tests/integration/test_fake_contract.py holds it to that)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from zen_flow.api import JobFlow
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer
+from zen_flow_dev.testing.clock import FakeClock, settle
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+
+APPROVE = "approve.workflow.kube-zen.io/gate"
+
+
+@dataclass
+class Rig:
+    api: FakeApiServer
+    clock: FakeClock
+    metrics: Metrics
+    key: str
+
+    @property
+    def flow(self) -> JobFlow:
+        return self.api.flows[self.key]
+
+    def step(self, name: str) -> str:
+        found = self.flow.status.step(name)
+        return found.phase if found is not None else ""
+
+    def job(self, step: str) -> str:
+        found = self.flow.status.step(step)
+        assert found is not None
+        assert found.job_ref is not None
+        return found.job_ref.name
+
+    def count(self, family: str, result: str) -> float:
+        value = self.metrics.registry.get_sample_value(family, {"result": result})
+        return value or 0.0
+
+    async def settle(self, seconds: float = 1.0) -> None:
+        """Let the worker run; `seconds` later (rate-limited retries are milliseconds apart)."""
+        await self.clock.advance(seconds)
+        await settle()
+
+
+@pytest.fixture
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    clock = FakeClock()
+    api = FakeApiServer(clock)
+    flow = api.create_flow(request.param)
+    metrics = Metrics()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = Controller(
+        flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
+        clock=clock, metrics=metrics,
+    )  # fmt: skip
+    api.on_flow = ctrl.on_flow_event
+    api.on_job = ctrl.on_job_event
+    worker = asyncio.create_task(ctrl.run_worker())
+    try:
+        yield Rig(api, clock, metrics, flow.key)
+    finally:
+        queue.shutdown()
+        await worker
+
+
+CHAIN = make_flow([job_step("a"), job_step("b", "a")], name="chain", namespace="team")
+GATED = make_flow(
+    [job_step("a"), manual_step("gate", "a"), job_step("b", "gate")], name="gated", namespace="team"
+)
+
+
+@pytest.mark.parametrize("rig", [CHAIN], indirect=True)
+async def test_jobs_created_before_a_conflicting_status_write_are_adopted_not_created_again(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.step("a") == "Running"
+    # Job a finishes; at the same time a user labels the flow. The job informer delivers first, so the
+    # controller plans from a flow one version old: it creates Job b, then its status write is refused.
+    api.finish_job("team", rig.job("a"))
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"labels": {**f.metadata.labels, "owner": "data-team"}})}))  # fmt: skip
+    api.sync(flows=False)
+    await rig.settle()
+    assert api.refused == ["409 Conflict"]
+    assert rig.count("zen_flow_status_patches_total", "conflict") == 1
+    assert [name.split("-")[1] for name in api.job_creates] == ["a", "b"]  # b was created, unrecorded
+    assert rig.step("b") == "Pending"  # the refused write recorded nothing
+
+    api.sync()  # the flow informer catches up; the retry plans from the current version
+    await rig.settle()
+    api.sync()
+    assert rig.step("b") == "Running"
+    api.finish_job("team", rig.job("b"))
+    api.sync()
+    await rig.settle()
+
+    assert rig.flow.status.phase == "Succeeded"
+    assert len(api.job_creates) == 2  # Job b was adopted, never sent twice
+    assert api.refused == ["409 Conflict"]  # no AlreadyExists either: the expectation held the create back
+    assert rig.flow.metadata.labels["owner"] == "data-team"  # the other writer's change is kept
+
+
+@pytest.mark.parametrize("rig", [GATED], indirect=True)
+async def test_an_approval_racing_a_status_write_is_not_lost(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    # The user approves the gate while Job a finishes; the controller first sees only the Job.
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"annotations": {**f.metadata.annotations, APPROVE: "true"}})}))  # fmt: skip
+    api.finish_job("team", rig.job("a"))
+    api.sync(flows=False)
+    await rig.settle(0)
+    assert api.refused == ["409 Conflict"]  # its plan (gate waiting) would have hidden the approval
+    await rig.settle()  # retried with backoff, refused again while the flow informer lags
+    assert set(api.refused) == {"409 Conflict"}
+
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.step("gate") == "Succeeded"
+    assert rig.step("b") == "Running"
+    approvals = rig.flow.status.audit.approvals if rig.flow.status.audit else ()
+    assert [(a.step, a.decision) for a in approvals] == [("gate", "Approved")]
+    assert len(api.job_creates) == 2
+    reasons = [reason for _, reason, _ in api.events]
+    assert reasons.count("StepApproved") == 1  # events of the refused plan were never sent
