@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from controller_steps import WAIT, finish, job_of, wait_steps
+from controller_steps import WAIT, finish, job_of, jobs_by_step, wait_steps
 
+from zen_flow_dev.cluster import find_kubectl
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver
 from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
@@ -102,7 +104,9 @@ async def test_submit_wait_exits_with_the_flows_outcome(
         assert proc.returncode == (0 if ok else 1), out
 
 
-def test_errors_say_what_went_wrong(namespace: str, kubeconfig: Path, tmp_path: Path) -> None:
+def test_errors_say_what_went_wrong(
+    namespace: str, kubeconfig: Path, tmp_path: Path, jobflow_crd: Any
+) -> None:
     missing = cli(kubeconfig, "get", "nothing-here", "-n", namespace)
     assert missing.returncode == 1
     assert 'not found: jobflows.workflow.kube-zen.io "nothing-here" not found' in missing.stderr
@@ -117,7 +121,7 @@ def test_errors_say_what_went_wrong(namespace: str, kubeconfig: Path, tmp_path: 
 
 
 def test_the_namespace_defaults_to_the_kubeconfig_contexts(
-    namespace: str, kubeconfig: Path, tmp_path: Path, kubectl: Any
+    namespace: str, kubeconfig: Path, tmp_path: Path, kubectl: Any, jobflow_crd: Any
 ) -> None:
     config = yaml.safe_load(kubeconfig.read_text())
     for context in config["contexts"]:
@@ -128,3 +132,86 @@ def test_the_namespace_defaults_to_the_kubeconfig_contexts(
     listed = cli(own, "list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].split()[0] == "here"
+
+
+def test_the_same_program_is_a_kubectl_plugin(
+    namespace: str, kubeconfig: Path, kubectl: Any, cluster: Any, jobflow_crd: Any
+) -> None:
+    kubectl("create", "-f", "-", input=json.dumps(flow_manifest("plugged", namespace, [job_step("a")])))
+    binary = find_kubectl(getattr(cluster, "bin_dir", None))
+    scripts = Path(sys.executable).parent  # where the package installed kubectl-jobflow
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        [str(binary), "jobflow", "list", "-n", namespace, "--kubeconfig", str(kubeconfig)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split()[0] == "plugged"
+
+
+async def test_watch_prints_each_change_and_ends_with_the_flow(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    await driver.create(flow_manifest("watched", namespace, [job_step("a"), job_step("b", "a")]))
+    await wait_steps(driver, namespace, "watched", {"a": "Running"})
+    command = [
+        sys.executable,
+        "-m",
+        "zen_flow",
+        "watch",
+        "watched",
+        "-n",
+        namespace,
+        "--kubeconfig",
+        str(kubeconfig),
+    ]
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    first = await asyncio.wait_for(proc.stdout.readline(), WAIT)  # the state it found
+    assert first.decode().split()[1:4] == ["watched", "Running", "0/2"]
+    await finish(driver, namespace, "a")
+    await wait_steps(driver, namespace, "watched", {"b": "Running"})
+    await finish(driver, namespace, "b")
+    rest, _ = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0  # the flow Succeeded
+    lines = [line.split(maxsplit=4) for line in rest.decode().splitlines()]
+    assert [line[2:4] for line in lines][-1] == ["Succeeded", "2/2"]
+    assert ["Running", "1/2"] in [line[2:4] for line in lines]  # a step finished: one line for it
+
+
+async def test_retry_reruns_the_failed_step_and_resubmit_starts_afresh(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    await driver.create(
+        flow_manifest("nightly", namespace, [job_step("extract"), job_step("load", "extract")])
+    )
+    await wait_steps(driver, namespace, "nightly", {"extract": "Running"})
+    await finish(driver, namespace, "extract", ok=False)
+    await driver.wait_phase(namespace, "nightly", timeout=WAIT)
+
+    done = cli(kubeconfig, "retry", "nightly", "-n", namespace)
+    assert done.returncode == 0, done.stderr
+    flow = await wait_steps(driver, namespace, "nightly", {"extract": "Running", "load": "Pending"})
+    (retry,) = flow["status"]["audit"]["retries"]
+    assert retry["steps"] == ["extract"]
+    assert f"rerun requested ({retry['id']})" in done.stdout
+    attempts = sorted(j["metadata"]["name"] for j in (await jobs_by_step(driver, namespace))["extract"])
+    assert len(attempts) == 2  # the failed attempt's Job stays for its logs
+    assert attempts[1].endswith("-r1")
+    job = next(j for j in await driver.jobs(namespace) if j["metadata"]["name"] == attempts[1])
+    await complete_job(driver.kube, namespace, job["metadata"]["name"])
+    await wait_steps(driver, namespace, "nightly", {"extract": "Succeeded", "load": "Running"})
+    await finish(driver, namespace, "load")
+    flow = await driver.wait_phase(namespace, "nightly", timeout=WAIT)
+    assert flow["status"]["phase"] == "Succeeded"
+
+    again = cli(kubeconfig, "retry", "nightly", "-n", namespace)
+    assert again.returncode == 2
+    assert "jobflow nightly is Succeeded: only a Failed flow reruns" in again.stderr
+    fresh = cli(kubeconfig, "resubmit", "nightly", "-n", namespace)
+    assert fresh.returncode == 0, fresh.stderr
+    name = fresh.stdout.split()[1].split("/")[1]
+    assert name.startswith("nightly-")
+    await wait_steps(driver, namespace, name, {"extract": "Running"})

@@ -145,3 +145,22 @@ async def test_forbid_lets_exactly_one_of_two_simultaneous_flows_run_first(
         assert len(queued) == 1
     jobs = await driver.jobs(namespace)
     assert len(jobs) == len(groups)  # one Job per group: the queued twin never created one
+
+
+async def test_a_gate_nobody_decides_is_rejected_after_its_timeout(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    steps = [job_step("build"), manual_step("gate", "build", timeoutSeconds=2), job_step("ship", "gate")]
+    await driver.create(flow_manifest("expiring", namespace, steps))
+    await wait_steps(driver, namespace, "expiring", {"build": "Running"})
+    await finish(driver, namespace, "build")
+    paused = await driver.wait_phase(namespace, "expiring", phases=("Paused",), timeout=WAIT)
+    flow = await driver.wait_phase(namespace, "expiring", timeout=WAIT)
+    assert flow["status"]["phase"] == "Failed"
+    assert step_phases(flow) == {"build": "Succeeded", "gate": "Failed", "ship": "Skipped"}
+    gate = next(s for s in flow["status"]["steps"] if s["name"] == "gate")
+    assert gate["message"] == "rejected: no decision within 2s (timeoutSeconds)"
+    reached = next(s for s in paused["status"]["steps"] if s["name"] == "gate")["startTime"]
+    assert (parse_time(gate["completionTime"]) - parse_time(reached)).total_seconds() >= 2
+    assert sorted(await jobs_by_step(driver, namespace)) == ["build"]

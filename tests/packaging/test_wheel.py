@@ -69,6 +69,7 @@ def test_the_wheel_installs_the_zen_flow_command(wheel: zipfile.ZipFile) -> None
     (entry_points,) = (n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))
     text = wheel.read(entry_points).decode()
     assert "zen-flow = zen_flow.__main__:main" in text
+    assert "kubectl-jobflow = zen_flow.__main__:main" in text  # `kubectl jobflow ...`
     assert "zen-flow-dev" not in text
 
 

@@ -254,3 +254,49 @@ def test_a_person_is_recorded_as_a_user_and_no_webhook_means_no_initiator() -> N
     bare = Simulator(flow, T0)
     bare.reconcile()
     assert bare.flow.status.audit is None
+
+
+# --- a gate's timeoutSeconds: how long it waits for a decision ---------------------------------------------
+
+
+def timed_gate(timeout: int) -> Simulator:
+    flow = make_flow(
+        [job_step("build"), manual_step("gate", "build", timeoutSeconds=timeout), job_step("ship", "gate")]
+    )
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    sim.advance(10)
+    sim.complete(sim.running()[0])
+    sim.reconcile()  # the gate is reached at T0+10
+    return sim
+
+
+def test_a_gate_nobody_decides_is_rejected_when_its_timeout_passes() -> None:
+    sim = timed_gate(60)
+    assert phases(sim)["gate"] == "PendingApproval"
+    assert sim.last.requeue_after == 60  # the planner wakes itself up to end the wait
+    sim.advance(59)
+    sim.reconcile()
+    assert phases(sim)["gate"] == "PendingApproval"
+    sim.advance(1)
+    sim.reconcile()
+    assert phases(sim) == {"build": "Succeeded", "gate": "Failed", "ship": "Skipped"}
+    gate = sim.flow.status.step("gate")
+    assert gate is not None
+    assert gate.message == "rejected: no decision within 60s (timeoutSeconds)"
+    assert "StepRejected" in reasons(sim)
+    assert sim.phase == "Failed"
+    failed = next(c for c in sim.flow.status.conditions if c.type == "Failed")
+    assert failed.message == "step gate failed: rejected: no decision within 60s (timeoutSeconds)"
+
+
+def test_a_decision_before_the_timeout_wins() -> None:
+    sim = timed_gate(60)
+    sim.advance(30)
+    sim.annotate(f"{APPROVE_PREFIX}gate", "true")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Succeeded"
+    sim.advance(600)
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Succeeded"
+    assert phases(sim)["ship"] == "Running"

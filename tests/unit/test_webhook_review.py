@@ -21,6 +21,9 @@ CREATED_BY = "workflow.kube-zen.io/created-by"
 APPROVE = "approve.workflow.kube-zen.io/"
 REJECT = "reject.workflow.kube-zen.io/"
 APPROVED_BY = "approved-by.workflow.kube-zen.io/"
+RETRY = "workflow.kube-zen.io/retry"
+RETRY_STEPS = "workflow.kube-zen.io/retry-steps"
+RETRIED_BY = "workflow.kube-zen.io/retried-by"
 
 
 def review(
@@ -431,3 +434,20 @@ def test_any_body_is_an_answer_or_a_review_error(body: Any) -> None:
     for handler in (validate_review, mutate_review):
         with contextlib.suppress(ReviewError):
             handler(body)
+
+
+def test_a_rerun_request_records_who_asked_and_cannot_be_forged() -> None:
+    old = mutate(base_flow(), user="alice")
+    asked = copy.deepcopy(old)
+    asked["metadata"]["annotations"].update({RETRY: "r1", RETRIED_BY: "mallory"})
+    asked = mutate(asked, "UPDATE", old, user="bob")
+    assert asked["metadata"]["annotations"][RETRIED_BY] == "bob"
+    relabelled = copy.deepcopy(asked)
+    relabelled["metadata"]["labels"] = {"x": "y"}
+    assert patch_of(mutate_review(review(relabelled, "UPDATE", asked, user="eve"))) == []  # still bob's
+    scoped = copy.deepcopy(asked)
+    scoped["metadata"]["annotations"][RETRY_STEPS] = "load"
+    assert mutate(scoped, "UPDATE", asked, user="carol")["metadata"]["annotations"][RETRIED_BY] == "carol"
+    dropped = copy.deepcopy(asked)
+    del dropped["metadata"]["annotations"][RETRY]
+    assert RETRIED_BY not in mutate(dropped, "UPDATE", asked, user="dave")["metadata"]["annotations"]

@@ -31,6 +31,12 @@ ANNOTATION_APPROVED_BY_PREFIX = f"approved-by.{GROUP}/"
 # Set by whoever creates the flow (a CI system, a portal) to tie it to their request; copied to
 # status.audit.correlationID.
 ANNOTATION_CORRELATION_ID = f"{GROUP}/correlation-id"
+# A request to rerun a Failed flow from its failed steps (`zen-flow retry`): the value is an id the
+# controller honours once (status.audit.retries), retry-steps optionally limits it to some failed steps,
+# and retried-by is written by the mutating webhook (the user who set or changed the request).
+ANNOTATION_RETRY = f"{GROUP}/retry"
+ANNOTATION_RETRY_STEPS = f"{GROUP}/retry-steps"
+ANNOTATION_RETRIED_BY = f"{GROUP}/retried-by"
 
 # Concurrency groups (decision 9): flows of one namespace with the same value of this label share
 # their executionPolicy.concurrencyPolicy. A flow without it (or with an empty value) is in no group.

@@ -257,10 +257,20 @@ class Approval(Model):
     time: Timestamp | None = None
 
 
+class Retry(Model):
+    """A rerun of a Failed flow, honoured once per request id."""
+
+    id: str
+    user: str | None = None
+    time: Timestamp | None = None
+    steps: tuple[str, ...] = ()  # the failed steps it reran
+
+
 class Audit(Model):
     initiated_by: Initiator | None = None
     correlation_id: str | None = Field(default=None, alias="correlationID")
     approvals: tuple[Approval, ...] = ()
+    retries: tuple[Retry, ...] = ()
 
 
 class JobFlowStatus(Model):

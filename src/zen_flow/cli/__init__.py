@@ -1,5 +1,6 @@
-"""The `zen-flow` command: run the controller, validate flows offline, drive flows on a cluster with your own
-kubeconfig (list, get, submit, approve, reject, suspend, resume), move artifacts (in a pod)."""
+"""The `zen-flow` command: run the controller, validate flows offline, drive flows on a cluster with your
+own kubeconfig (list, get, watch, submit, logs, approve, reject, retry, resubmit, suspend, resume,
+graph), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
     def invoke(args: argparse.Namespace) -> int:
-        from zen_flow.cli import flows
+        from zen_flow.cli import flows, watcher
 
         command = {
             "list": flows.list_flows,
@@ -98,6 +99,11 @@ def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
             "reject": flows.decide,
             "suspend": flows.suspend,
             "resume": flows.suspend,
+            "graph": flows.graph,
+            "logs": flows.logs,
+            "watch": watcher.watch,
+            "retry": flows.retry,
+            "resubmit": flows.resubmit,
         }[name]
         return flows.run(command, args)
 
@@ -147,6 +153,40 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         p = command(verb, f"{verb} a Manual step (the webhook records who)", f"zen-flow {verb} release gate")
         p.add_argument("name")
         p.add_argument("step")
+
+    p = command(
+        "watch", "follow one flow, or every flow of the namespace, as it changes", "zen-flow watch nightly"
+    )
+    p.add_argument("name", nargs="?", help="one flow: ends when it does (exit 1 if it failed)")
+
+    p = command("logs", "print the logs of a flow's step pods", "zen-flow logs nightly load --attempt 1")
+    p.add_argument("name")
+    p.add_argument("step", nargs="?", help="one step (default: every step that ran, in dependency order)")
+    p.add_argument("--attempt", type=int, help="the attempt to show, 1 for the first (default: the latest)")
+
+    p = command(
+        "graph",
+        "draw a flow's DAG, its steps coloured by phase",
+        "zen-flow graph nightly --format dot | dot -Tpng > nightly.png",
+    )
+    p.add_argument(
+        "name", metavar="NAME|FILE", help="a flow on the cluster, or a YAML file (no cluster needed)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["mermaid", "dot", "svg"],
+        default="mermaid",
+        help="default mermaid; svg needs Graphviz",
+    )
+
+    p = command("retry", "rerun a Failed flow from its failed steps", "zen-flow retry nightly --step load")
+    p.add_argument("name")
+    p.add_argument(
+        "--step", dest="steps", action="append", default=[], help="only this failed step (repeatable)"
+    )
+
+    p = command("resubmit", "create a new flow from an old one's spec", "zen-flow resubmit nightly")
+    p.add_argument("name")
 
     for verb, what in (
         ("suspend", "start no new step (running steps finish)"),

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,15 +25,25 @@ from typing import Any, TextIO
 import yaml
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_CREATED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
+    APPROVE_PREFIX,
+    REJECT_PREFIX,
+)
+from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.cli.overrides import override_arguments, parse_overrides
-from zen_flow.cli.render import flow_detail, flow_list
+from zen_flow.cli.render import dependency_order, flow_detail, flow_list
 from zen_flow.cli.validate import is_jobflow
+from zen_flow.core.naming import job_name
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.client import ClientOptions, KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
+from zen_flow.kube.pods import JOB_NAME_LABEL
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 
@@ -52,12 +65,18 @@ def add_client_arguments(parser: argparse.ArgumentParser, *, all_namespaces: boo
         parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
 
 
-def run(command: Callable[[Session, argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+Command = Callable[["Session", argparse.Namespace], Awaitable[int]]
+
+
+def run(command: Command, args: argparse.Namespace) -> int:
     """Run one command; errors become one line on stderr and an exit status."""
     prog = f"zen-flow {args.command}"
     try:
         if args.command == "submit":  # bad files are refused before any cluster is contacted
             args.flows = _read_flows(args.files, _overrides(args.parameters))
+        if args.command == "graph" and Path(args.name).is_file():
+            args.flow_from_file = JobFlow.model_validate(_read_flows([args.name], {})[0])
+            return asyncio.run(graph(None, args))
         return asyncio.run(_with_session(command, args))
     except UsageError as err:
         print(f"{prog}: {err}", file=sys.stderr)
@@ -100,9 +119,7 @@ class Session:
         )
 
 
-async def _with_session(
-    command: Callable[[Session, argparse.Namespace], Awaitable[int]], args: argparse.Namespace
-) -> int:
+async def _with_session(command: Command, args: argparse.Namespace) -> int:
     config = await load_config(args.kubeconfig, args.context)
     client = KubeClient(config, ClientOptions(user_agent=USER_AGENT))
     try:
@@ -113,7 +130,7 @@ async def _with_session(
         await client.close()
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -131,7 +148,7 @@ async def list_flows(session: Session, args: argparse.Namespace) -> int:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         print(f"No JobFlows found in {where}.", file=sys.stderr)
         return EXIT_OK
-    session.out.write(flow_list(flows, _now(), all_namespaces=namespace is None))
+    session.out.write(flow_list(flows, now(), all_namespaces=namespace is None))
     return EXIT_OK
 
 
@@ -142,7 +159,7 @@ async def get_flow(session: Session, args: argparse.Namespace) -> int:
     elif args.output == "yaml":
         session.out.write(yaml.safe_dump(raw, sort_keys=False))
     else:
-        session.out.write(flow_detail(JobFlow.model_validate(raw), _now()))
+        session.out.write(flow_detail(JobFlow.model_validate(raw), now()))
     return EXIT_OK
 
 
@@ -158,6 +175,59 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
     await session.merge_patch(args.name, {"metadata": {"annotations": {f"{prefix}{args.step}": "true"}}})
     verb = "approved" if args.command == "approve" else "rejected"
     session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}\n")
+    return EXIT_OK
+
+
+async def retry(session: Session, args: argparse.Namespace) -> int:
+    """Ask the controller to rerun a Failed flow from its failed steps (or only `--step` ones): the
+    request annotation with a fresh id, honoured once (docs/API.md, "Rerunning a failed flow")."""
+    flow = await session.get(args.name)
+    if flow.status.phase != "Failed":
+        raise UsageError(
+            f"jobflow {args.name} is {flow.status.phase or 'Pending'}: only a Failed flow reruns"
+        )
+    failed = {s.name for s in flow.status.steps if s.phase == "Failed"}
+    unknown = [s for s in args.steps if s not in failed]
+    if unknown:
+        raise UsageError(
+            f"not failed steps of jobflow {args.name}: {', '.join(unknown)} "
+            f"(failed: {', '.join(sorted(failed))})"
+        )
+    rid = f"{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    scope = ",".join(args.steps) or None  # null removes an earlier request's scope
+    await session.merge_patch(
+        args.name, {"metadata": {"annotations": {ANNOTATION_RETRY: rid, ANNOTATION_RETRY_STEPS: scope}}}
+    )
+    session.out.write(f"jobflow {session.namespace}/{args.name}: rerun requested ({rid})\n")
+    return EXIT_OK
+
+
+_NOT_COPIED = (
+    APPROVE_PREFIX,
+    REJECT_PREFIX,
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_RETRY,
+    ANNOTATION_CREATED_BY,
+)
+
+
+async def resubmit(session: Session, args: argparse.Namespace) -> int:
+    """A new flow from an old one's spec, labels and annotations (not its decisions, requests or audit)."""
+    old = await session.flows.get(session.namespace, args.name)
+    meta = old.get("metadata", {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(_NOT_COPIED)}
+    body = {
+        "apiVersion": old["apiVersion"],
+        "kind": old["kind"],
+        "metadata": {
+            "generateName": f"{args.name}-",
+            "labels": meta.get("labels") or {},
+            "annotations": annotations,
+        },
+        "spec": old["spec"],
+    }
+    made = await session.client.request("POST", JOBFLOWS.path(session.namespace), body=body)
+    session.out.write(f"jobflow {session.namespace}/{made['metadata']['name']} created\n")
     return EXIT_OK
 
 
@@ -197,6 +267,68 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
         if flow.status.phase != "Succeeded":
             outcome = EXIT_FAILED
     return outcome
+
+
+async def logs(session: Session, args: argparse.Namespace) -> int:
+    """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
+    `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
+    left out. A step's latest attempt unless `--attempt N` (1 = the first)."""
+    flow = await session.get(args.name)
+    names = [name for name, _ in dependency_order(flow)]
+    if args.step is not None and args.step not in names:
+        raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
+    shown: list[tuple[str, str, str]] = []  # (step, pod, container)
+    for step in [args.step] if args.step is not None else names:
+        status = flow.status.step(step)
+        if args.attempt is not None:
+            job = job_name(flow.metadata.name, step, args.attempt - 1)
+        elif status is not None and status.job_ref is not None and status.job_ref.name:
+            job = status.job_ref.name
+        else:
+            continue  # not started (or a Manual step): no pod
+        pods = await session.client.request(
+            "GET",
+            f"/api/v1/namespaces/{session.namespace}/pods",
+            query=(("labelSelector", f"{JOB_NAME_LABEL}={job}"),),
+        )
+        if not pods["items"]:
+            continue
+        pod = max(pods["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        for container in pod["spec"].get("containers", []):
+            if container["name"] not in TRANSFER_NAMES:
+                shown.append((step, pod["metadata"]["name"], container["name"]))
+    if not shown:
+        raise UsageError(f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show")
+    several_steps = len({step for step, _, _ in shown}) > 1
+    several_containers = len(shown) > len({step for step, _, _ in shown})
+    for step, pod, container in shown:
+        path = f"/api/v1/namespaces/{session.namespace}/pods/{pod}/log"
+        text = (await session.client.request_raw("GET", path, query=(("container", container),))).decode(
+            errors="replace"
+        )
+        prefix = f"[{step}/{container}] " if several_containers else f"[{step}] " if several_steps else ""
+        session.out.writelines(f"{prefix}{line}\n" for line in text.splitlines())
+    return EXIT_OK
+
+
+async def graph(session: Session | None, args: argparse.Namespace) -> int:
+    """The DAG of a flow on the cluster, or of the first flow in a file (no cluster needed then)."""
+    from zen_flow.cli.graph import dot, mermaid
+
+    flow = args.flow_from_file if session is None else await session.get(args.name)
+    text = mermaid(flow) if args.format == "mermaid" else dot(flow)
+    if args.format == "svg":
+        graphviz = shutil.which("dot")
+        if graphviz is None:
+            raise UsageError("--format svg needs Graphviz's `dot` on PATH; --format dot prints its input")
+        done = await asyncio.to_thread(
+            subprocess.run, [graphviz, "-Tsvg"], input=text, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise UsageError(f"dot failed: {done.stderr.strip()}")
+        text = done.stdout
+    sys.stdout.write(text)
+    return EXIT_OK
 
 
 async def _until_finished(session: Session, namespace: str, name: str, timeout: float) -> JobFlow | None:

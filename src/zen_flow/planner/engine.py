@@ -14,6 +14,7 @@ API calls).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
 
@@ -22,12 +23,12 @@ from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
 from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view, has_comprehension
 from zen_flow.core.naming import job_name
-from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, Plan
+from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import decision, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
 from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
 from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
-from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
@@ -43,6 +44,7 @@ from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import producer, uncommitted
 from zen_flow.planner.reports import download_failure
+from zen_flow.planner.rerun import request, rerun
 from zen_flow.planner.resources import missing
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED
 from zen_flow.planner.steps import StepViews, StepWork, bound
@@ -235,6 +237,7 @@ class _Planner:
     def observe_approval(self, w: StepWork) -> None:
         decided = decision(self.flow.metadata.annotations, w.name)
         if decided is None:
+            self.expire_approval(w)
             return
         verdict, user = decided
         w.approved_by = user
@@ -244,6 +247,19 @@ class _Planner:
         else:
             w.fail(self.now, f"rejected by {user}" if user else "rejected")
             self.note_failure(w)
+
+    def expire_approval(self, w: StepWork) -> None:
+        """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:
+        then it is rejected (Failed), as if someone had said no."""
+        timeout = w.spec.timeout_seconds
+        if not timeout or w.start_time is None or w.phase != StepPhase.PENDING_APPROVAL:
+            return
+        due = after(w.start_time, timeout)
+        if self.now < due:
+            self.wakeups.append(due)
+            return
+        w.fail(self.now, f"{REJECT_MARK}: no decision within {timeout}s (timeoutSeconds)")
+        self.note_failure(w)
 
     # --- pass 2: schedule -----------------------------------------------------------------------------
 
@@ -474,12 +490,16 @@ def plan(
     shapes the artifact transfer containers (planner.artifacts); `progress_deadline` is how many seconds a
     Running flow may go without a step changing phase before it is marked not progressing (0: never)."""
     now = normalize(now)
+    said: EventSpec | None = None  # what became of a rerun request
+    if (retry := request(flow)) is not None:
+        flow, said = rerun(flow, retry, now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
-        return terminal_plan(flow, now)
+        ended = terminal_plan(flow, now)
+        return replace(ended, events=(said, *ended.events)) if said is not None else ended
     errors, order = structural_errors(flow)
     if errors:
         return fail_invalid(flow, errors, now)
-    return _Planner(
+    result = _Planner(
         flow,
         jobs,
         now,
@@ -490,3 +510,4 @@ def plan(
         transfers or ArtifactOptions(),
         progress_deadline,
     ).run()
+    return replace(result, events=(said, *result.events)) if said is not None else result

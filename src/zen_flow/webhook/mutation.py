@@ -4,8 +4,9 @@
    CRD schema defaults, so the result is identical whether the webhook or the apiserver filled them in.
 2. Audit annotations the user cannot forge: `workflow.kube-zen.io/created-by` is the creating user
    (CREATE), and `approved-by.workflow.kube-zen.io/<step>` is the user who added or changed the step's
-   approve./reject. annotation. Any other value a user writes into these keys is put back (UPDATE) or
-   dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
+   approve./reject. annotation, and `workflow.kube-zen.io/retried-by` the user who set or changed the
+   rerun request `workflow.kube-zen.io/retry`. Any other value a user writes into these keys is put back
+   (UPDATE) or dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
 re-invoke mutating webhooks).
@@ -19,6 +20,9 @@ from typing import Any
 from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CREATED_BY,
+    ANNOTATION_RETRIED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
     APPROVE_PREFIX,
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CONCURRENCY_POLICY,
@@ -85,6 +89,16 @@ def desired_audit(
         want[ANNOTATION_CREATED_BY] = username or None
     else:
         want[ANNOTATION_CREATED_BY] = old_ann.get(ANNOTATION_CREATED_BY)
+    # Who asked for a rerun: whoever set or changed the request (kept otherwise, dropped with it).
+    retry = new_ann.get(ANNOTATION_RETRY)
+    if not retry:
+        want[ANNOTATION_RETRIED_BY] = None
+    elif retry != old_ann.get(ANNOTATION_RETRY) or new_ann.get(ANNOTATION_RETRY_STEPS) != old_ann.get(
+        ANNOTATION_RETRY_STEPS
+    ):
+        want[ANNOTATION_RETRIED_BY] = username or None
+    else:
+        want[ANNOTATION_RETRIED_BY] = old_ann.get(ANNOTATION_RETRIED_BY)
     for key in new_ann.keys() | old_ann.keys():
         if key.startswith(ANNOTATION_APPROVED_BY_PREFIX):
             want[key] = old_ann.get(key)  # only the webhook writes these

@@ -1,0 +1,96 @@
+"""`zen-flow watch [NAME]`: one flow, or every flow of a namespace, followed through one WATCH (never
+polling): on a terminal the `get` (or `list`) view is redrawn in place at every change, otherwise one line
+per change, so the output can be piped or logged."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from zen_flow.api import JobFlow
+from zen_flow.cli.flows import EXIT_FAILED, EXIT_OK, Session, UsageError, now
+from zen_flow.cli.render import flow_detail, flow_list
+from zen_flow.kube.errors import Expired
+from zen_flow.kube.jobflows import JOBFLOWS
+
+WATCH_SECONDS = 300  # the server ends a watch after this; the next one starts where it stopped
+
+Summary = tuple[str | None, str | None, str | None]
+
+
+async def watch(session: Session, args: argparse.Namespace) -> int:
+    """Follow one flow (NAME) or every flow of the namespace through one WATCH (never polling). On a
+    terminal: the `get` (or `list`) view redrawn in place at every change; otherwise one line per change.
+    With NAME it ends when the flow does: exit 0 if it Succeeded, 1 if it Failed."""
+    selector = (("fieldSelector", f"metadata.name={args.name}"),) if args.name else ()
+    tty = session.out.isatty()
+    flows: dict[str, JobFlow] = {}
+    shown: dict[str, Summary] = {}
+    path = JOBFLOWS.path(session.namespace)
+    version = ""
+    while True:
+        if not version:  # the first time, and after 410 Gone: a fresh LIST says where to watch from
+            listed = await session.client.list_all(path, selector, page_size=100)
+            flows = {f.metadata.name: f for f in (JobFlow.model_validate(i) for i in listed.items)}
+            version = listed.resource_version
+            if args.name and args.name not in flows:
+                raise UsageError(f"jobflow {session.namespace}/{args.name} not found")
+            outcome = _show(session.out, flows, shown, args.name, tty)
+            if outcome is not None:
+                return outcome
+        query = [*selector, ("allowWatchBookmarks", "true"), ("resourceVersion", version)]
+        try:
+            async with session.client.stream(path, query, timeout_seconds=WATCH_SECONDS) as events:
+                async for event in events:
+                    version = event.resource_version or version
+                    if event.type == "BOOKMARK":
+                        continue
+                    flow = JobFlow.model_validate(event.object)
+                    if event.type == "DELETED":
+                        flows.pop(flow.metadata.name, None)
+                        session.out.write(f"jobflow {flow.key} deleted\n")
+                        if args.name:
+                            return EXIT_FAILED
+                    else:
+                        flows[flow.metadata.name] = flow
+                    outcome = _show(session.out, flows, shown, args.name, tty)
+                    if outcome is not None:
+                        return outcome
+        except Expired:
+            version = ""
+
+
+def _show(
+    out: TextIO,
+    flows: dict[str, JobFlow],
+    shown: dict[str, Summary],
+    name: str | None,
+    tty: bool,
+) -> int | None:
+    """Print what changed; the exit status once the watched flow is over."""
+    at = now()
+    changed = [f for f in flows.values() if shown.get(f.metadata.name) != _summary(f)]
+    if changed and tty:
+        view = (
+            flow_detail(flows[name], at)
+            if name
+            else flow_list(list(flows.values()), at, all_namespaces=False)
+        )
+        out.write("\x1b[H\x1b[2J" + view)  # home, clear: redrawn in place
+    for flow in sorted(changed, key=lambda f: f.metadata.name):
+        shown[flow.metadata.name] = _summary(flow)
+        if not tty:
+            status = flow.status
+            out.write(
+                f"{at:%H:%M:%S} {flow.metadata.name} {status.phase or 'Pending'} "
+                f"{status.progress_summary or '-'} {status.message or ''}".rstrip()
+                + "\n"
+            )
+    out.flush()
+    if name and name in flows and flows[name].status.phase in ("Succeeded", "Failed"):
+        return EXIT_OK if flows[name].status.phase == "Succeeded" else EXIT_FAILED
+    return None
+
+
+def _summary(flow: JobFlow) -> Summary:
+    return flow.status.phase, flow.status.progress_summary, flow.status.message

@@ -1,0 +1,95 @@
+"""Rerunning a Failed flow from its failed steps (`zen-flow retry`, or by hand).
+
+The request is the annotation `workflow.kube-zen.io/retry: <id>` (any new value is a new request),
+optionally limited by `workflow.kube-zen.io/retry-steps: a,b` to some of the failed steps; the mutating
+webhook records who set it in `workflow.kube-zen.io/retried-by`. Each id is honoured once and recorded
+in `status.audit.retries` (id, user, time, the steps it reran):
+
+- on a Failed flow: its failed Job steps in scope go back to Pending with their next attempt (a new Job
+  name, so the old attempts' Jobs stay for their logs), every Skipped step goes back to Pending (it never
+  ran), Succeeded steps and their outputs stay, a rejected Manual step stays rejected (its annotation
+  decides it); the flow is Running again and its deadline counts from now;
+- otherwise (the flow is not Failed, nothing in scope can rerun, or a failed step left out would fail
+  the flow again at once): recorded with no steps, a RetryIgnored event says why, and nothing else
+  happens, so a request can never fire later by surprise.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from zen_flow.api.constants import (
+    ANNOTATION_RETRIED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
+    FlowPhase,
+    StepPhase,
+)
+from zen_flow.api.jobflow import Audit, JobFlow, Retry, StepStatus
+from zen_flow.planner.actions import EventSpec
+from zen_flow.planner.events import NORMAL, WARNING
+from zen_flow.planner.status import listing
+
+
+def request(flow: JobFlow) -> Retry | None:
+    """The request the flow carries and has not honoured yet (steps: the ones it asks for, or all)."""
+    annotations = flow.metadata.annotations
+    rid = (annotations.get(ANNOTATION_RETRY) or "").strip()
+    audit = flow.status.audit
+    if not rid or (audit is not None and any(r.id == rid for r in audit.retries)):
+        return None
+    steps = tuple(s.strip() for s in (annotations.get(ANNOTATION_RETRY_STEPS) or "").split(",") if s.strip())
+    return Retry(id=rid, user=annotations.get(ANNOTATION_RETRIED_BY) or None, steps=steps)
+
+
+def recorded(flow: JobFlow, retry: Retry, now: datetime) -> Audit:
+    base = flow.status.audit or Audit()
+    return base.model_copy(update={"retries": (*base.retries, retry.model_copy(update={"time": now}))})
+
+
+def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpec]:
+    """The flow to plan (reset for a rerun, or with the request only recorded) and the event saying
+    which: FlowRetried, or RetryIgnored with the reason."""
+    status = flow.status
+    specs = {s.name: s for s in flow.spec.steps}
+    wanted = set(retry.steps)
+    failed = [s.name for s in status.steps if s.phase == StepPhase.FAILED and s.name in specs]
+    rerunnable = [n for n in failed if not specs[n].is_manual and (not wanted or n in wanted)]
+    # A failed step left as it is fails the flow again at once, unless it may fail (continueOnFailure).
+    blocking = [n for n in failed if n not in rerunnable and not specs[n].continue_on_failure]
+    why = None
+    if status.phase != FlowPhase.FAILED:
+        why = f"the flow is {status.phase or 'Pending'}, not Failed"
+    elif not rerunnable:
+        why = "no failed Job step to rerun" + (f" among {listing(sorted(wanted))}" if wanted else "")
+    elif blocking:
+        why = f"step {listing(blocking)} failed too and would fail the flow again at once: rerun it as well"
+    if why is not None:
+        void = retry.model_copy(update={"steps": ()})
+        ignored = EventSpec(WARNING, "RetryIgnored", f"retry {retry.id} ignored: {why}")
+        kept = status.model_copy(update={"audit": recorded(flow, void, now)})
+        return flow.model_copy(update={"status": kept}), ignored
+    who = retry.user or "an unrecorded user"
+    steps = tuple(_reset(s, s.name in rerunnable, who) for s in status.steps)
+    update: dict[str, object] = {
+        "phase": FlowPhase.RUNNING.value,
+        "steps": steps,
+        "start_time": now,  # the deadline is per run
+        "completion_time": None,
+        "estimated_completion_time": None,
+        "audit": recorded(flow, retry.model_copy(update={"steps": tuple(rerunnable)}), now),
+    }
+    event = EventSpec(NORMAL, "FlowRetried", f"rerun requested by {who}: {listing(rerunnable)}")
+    return flow.model_copy(update={"status": status.model_copy(update=update)}), event
+
+
+def _reset(step: StepStatus, failed: bool, who: str) -> StepStatus:
+    if failed:
+        return StepStatus(
+            name=step.name,
+            retry_count=step.retry_count + 1,  # the next attempt: a new Job, the old one kept for its logs
+            message=f"rerun requested by {who}",
+        )
+    if step.phase == StepPhase.SKIPPED:
+        return StepStatus(name=step.name, retry_count=step.retry_count)
+    return step

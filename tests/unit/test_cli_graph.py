@@ -1,0 +1,49 @@
+"""`zen-flow graph`: the DAG as Mermaid and DOT, steps coloured by phase; from a file without a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cli_render import release
+
+from zen_flow.cli import main
+from zen_flow.cli.graph import COLOURS, dot, mermaid
+from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
+
+
+def test_mermaid_draws_every_step_and_edge_coloured_by_phase() -> None:
+    text = mermaid(release().flow).splitlines()
+    assert text[0] == "flowchart TD"
+    assert '  s0["build<br/>Succeeded"]:::succeeded' in text
+    assert '  s2{{"gate<br/>PendingApproval"}}:::pendingapproval' in text  # a Manual step is a hexagon
+    assert sorted(line for line in text if "-->" in line) == sorted(
+        ["  s0 --> s2", "  s1 --> s2", "  s2 --> s3"]
+    )
+    fill, stroke = COLOURS["PendingApproval"]
+    assert f"  classDef pendingapproval fill:{fill},stroke:{stroke}" in text
+
+
+def test_dot_draws_the_same_graph() -> None:
+    text = dot(release().flow)
+    assert text.startswith('digraph "release" {\n')
+    assert (
+        '"gate" [label="gate\\nPendingApproval", fillcolor="#fff9c4", color="#f9a825", shape=hexagon];'
+        in text
+    )
+    assert '"build" -> "gate";' in text
+    assert '"gate" -> "ship";' in text
+    assert text.count("->") == 3
+
+
+def test_a_file_needs_no_cluster_and_svg_says_what_it_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "flow.yaml"
+    file.write_text(yaml.safe_dump(flow_manifest("f", "ns", [job_step("a"), manual_step("ok", "a")])))
+    assert main(["graph", str(file), "--format", "dot", "--kubeconfig", str(tmp_path / "none")]) == 0
+    assert '"a" -> "ok";' in capsys.readouterr().out
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Graphviz here
+    assert main(["graph", str(file), "--format", "svg"]) == 2
+    assert "--format svg needs Graphviz's `dot` on PATH" in capsys.readouterr().err

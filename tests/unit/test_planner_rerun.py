@@ -1,0 +1,200 @@
+"""Rerunning a Failed flow from its failed steps (`workflow.kube-zen.io/retry: <id>`): what reruns, what
+stays, honoured once; examples, then a property over random flows driven to failure."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_planner_properties import MAX_ROUNDS, perturb, random_flows
+
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import (
+    ANNOTATION_RETRIED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
+    REJECT_PREFIX,
+)
+from zen_flow.planner import CreateJob, DeleteJob
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def phases(sim: Simulator) -> dict[str, str]:
+    return {s.name: s.phase for s in sim.flow.status.steps}
+
+
+def ask(sim: Simulator, rid: str, user: str = "alice", steps: str | None = None) -> None:
+    sim.annotate(ANNOTATION_RETRY, rid)
+    sim.annotate(ANNOTATION_RETRIED_BY, user)  # what the mutating webhook writes
+    sim.annotate(ANNOTATION_RETRY_STEPS, steps)
+
+
+def failed_pipeline() -> Simulator:
+    """extract, then load (fails) and report (succeeds) in parallel, then publish after both."""
+    steps = [
+        job_step("extract"),
+        job_step("load", "extract"),
+        job_step("report", "extract"),
+        job_step("publish", "load", "report"),
+    ]
+    sim = Simulator(make_flow(steps, name="etl"), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    load, report = sim.running()
+    sim.fail(load)
+    sim.complete(report)
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert phases(sim) == {
+        "extract": "Succeeded",
+        "load": "Failed",
+        "report": "Succeeded",
+        "publish": "Skipped",
+    }
+    return sim
+
+
+def test_a_rerun_starts_the_failed_step_again_and_keeps_what_succeeded() -> None:
+    sim = failed_pipeline()
+    kept = {n: sim.flow.status.step(n) for n in ("extract", "report")}
+    before = set(sim.jobs)
+    sim.advance(60)
+    ask(sim, "r1")
+    result = sim.reconcile()
+    assert next((e.type, e.reason, e.message) for e in result.events) == (
+        "Normal", "FlowRetried", "rerun requested by alice: load",
+    )  # fmt: skip
+    created = [a for a in result.actions if isinstance(a, CreateJob)]
+    assert [(a.step, a.attempt) for a in created] == [("load", 1)]  # a new Job; the old one stays
+    assert before <= set(sim.jobs)
+    assert sim.phase == "Running"
+    assert phases(sim) == {
+        "extract": "Succeeded",
+        "load": "Running",
+        "report": "Succeeded",
+        "publish": "Pending",
+    }
+    assert all(sim.flow.status.step(n) == step for n, step in kept.items())  # outputs and times kept
+    assert sim.flow.status.start_time == sim.now  # the deadline counts from the rerun
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert [(r.id, r.user, r.steps, r.time) for r in audit.retries] == [("r1", "alice", ("load",), sim.now)]
+    failed = next(c for c in sim.flow.status.conditions if c.type == "Failed")
+    assert failed.status == "False"
+
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Succeeded"
+    frozen = sim.flow.status
+    assert sim.reconcile().status is frozen  # the same request is never honoured twice
+
+
+def test_a_request_made_before_the_failure_never_fires_later() -> None:
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    ask(sim, "early")
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert [(r.id, r.steps) for r in audit.retries] == [("early", ())]  # recorded, ignored
+
+
+def test_retry_steps_limits_the_rerun() -> None:
+    steps = [
+        job_step("x", continueOnFailure=True),
+        job_step("y", continueOnFailure=True),
+        job_step("z", "x", "y"),
+    ]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    for name in sim.running():
+        sim.fail(name)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert (sim.phase, phases(sim)) == ("Failed", {"x": "Failed", "y": "Failed", "z": "Succeeded"})
+    ask(sim, "only-x", steps="x")
+    result = sim.reconcile()
+    assert [(a.step, a.attempt) for a in result.actions if isinstance(a, CreateJob)] == [("x", 1)]
+    assert phases(sim) == {"x": "Running", "y": "Failed", "z": "Succeeded"}
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Failed"  # y still failed
+    assert phases(sim)["x"] == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("steps", "annotations", "scope", "why"),
+    [
+        ([manual_step("gate")], {f"{REJECT_PREFIX}gate": "true"}, None, "no failed Job step to rerun"),
+        ([job_step("x"), job_step("y")], {}, "x", "step y failed too and would fail the flow again at once"),
+        ([job_step("x")], {}, "nope", "no failed Job step to rerun among nope"),
+    ],
+)
+def test_a_rerun_that_cannot_help_is_refused_with_the_reason(
+    steps: list[dict[str, object]], annotations: dict[str, str], scope: str | None, why: str
+) -> None:
+    sim = Simulator(make_flow(steps, annotations=annotations), T0)
+    sim.reconcile()
+    for name in sim.running():
+        sim.fail(name)
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    ask(sim, "r", steps=scope)
+    result = sim.reconcile()
+    assert [a for a in result.actions if isinstance(a, CreateJob)] == []
+    assert sim.phase == "Failed"
+    (event,) = [e for e in result.events if e.reason == "RetryIgnored"]
+    assert event.type == "Warning"
+    assert event.message.startswith(f"retry r ignored: {why}")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_flows(), st.integers(0, 2**32))
+def test_a_rerun_never_repeats_what_succeeded_and_never_reuses_a_job(flow: JobFlow, seed: int) -> None:
+    rng = random.Random(seed)
+    sim = Simulator(flow, T0)
+    for _ in range(MAX_ROUNDS):  # run it to its end (no lost writes: the rerun is the subject here)
+        result = sim.reconcile()
+        if sim.terminal:
+            break
+        perturb(sim, rng, result)
+    else:
+        raise AssertionError("flow did not finish")
+    succeeded = {s.name: s for s in sim.flow.status.steps if s.phase == "Succeeded"}
+    failed_jobs = {s.name for s in sim.flow.status.steps if s.phase == "Failed"} - {
+        s.name for s in flow.spec.steps if s.is_manual
+    }
+    skipped = {s.name for s in sim.flow.status.steps if s.phase == "Skipped"}
+    was = sim.phase
+    ask(sim, "again")
+    result = sim.reconcile()  # DuplicateCreate if a rerun reused a Job name
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert audit.retries[-1].id == "again"
+    created = {a.step for a in result.actions if isinstance(a, CreateJob)}
+    assert not created & set(succeeded)
+    reasons = {e.reason for e in result.events}
+    if "FlowRetried" in reasons:  # every failed Job step reruns (no scope was given)
+        assert was == "Failed"
+        assert set(audit.retries[-1].steps) == failed_jobs
+        assert created <= failed_jobs | skipped  # skipped steps never ran: they may start now
+    else:  # refused, and it says why
+        assert "RetryIgnored" in reasons
+        assert audit.retries[-1].steps == ()
+        assert not any(isinstance(a, CreateJob | DeleteJob) for a in result.actions)
+        assert sim.phase == was
+    assert all(sim.flow.status.step(n) == s for n, s in succeeded.items())
+    again = sim.reconcile()
+    assert not any(e.reason == "FlowRetried" for e in again.events)  # honoured once
