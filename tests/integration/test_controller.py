@@ -13,6 +13,7 @@ reconcile created is already in the API, and a re-list that still lacks a Job me
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -211,22 +212,25 @@ async def test_a_waiting_flow_costs_no_api_writes(
     assert baseline["status patches"] >= 1
     quiet_since = time.monotonic()
 
-    # Provoke reconciles that have nothing to do: an unrelated change to the Job, then to the flow. One
-    # at a time, each seen reconciled: two changes close together may merge into one reconcile.
-    async def reconciled_once_more() -> None:
-        before = controller.metric("zen_flow_reconcile_total")
+    # Provoke reconciles that have nothing to do: unrelated changes to the Job and the flow.
+    async def reconciled_after(change: Awaitable[object]) -> None:
+        before = controller.metric("zen_flow_reconcile_total")  # read before the change, not after
+        await change
 
         async def moved() -> bool:
             return controller.metric("zen_flow_reconcile_total") > before
 
         await wait_until(moved, WAIT, what="a reconcile of the poked flow")
 
+    # The Job's change wakes the flow too; only the flow's changes are counted, each on its own, since two
+    # changes close together may merge into one reconcile.
     poke = {"metadata": {"annotations": {"zenflow.test/poke": "1"}}}
     job_path = JOBS.path(namespace, job["metadata"]["name"])
     await driver.kube.request("PATCH", job_path, body=poke, content_type="application/merge-patch+json")
-    await reconciled_once_more()
-    await driver.patch(namespace, "idle", {"metadata": {"labels": {"zenflow.test/poke": "1"}}})
-    await reconciled_once_more()
+    await reconciled_after(
+        driver.patch(namespace, "idle", {"metadata": {"labels": {"zenflow.test/poke": "1"}}})
+    )
+    await reconciled_after(driver.patch(namespace, "idle", poke))
 
     async def observed() -> bool:
         # The observation window, not a wait for an outcome: writes a timer would make (a requeue loop,

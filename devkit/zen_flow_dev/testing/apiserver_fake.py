@@ -26,29 +26,21 @@ from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.machinery.clock import Clock
 
 
+def _refusal(reason: str, message: str) -> ApiError:
+    """A 409 as the apiserver words it."""
+    return from_status(409, {"kind": "Status", "code": 409, "reason": reason, "message": message})
+
+
 def conflict(name: str) -> ApiError:
-    return from_status(
-        409,
-        {
-            "kind": "Status",
-            "code": 409,
-            "reason": "Conflict",
-            "message": f'Operation cannot be fulfilled on jobflows.workflow.kube-zen.io "{name}": the '
-            "object has been modified; please apply your changes to the latest version and try again",
-        },
+    return _refusal(
+        "Conflict",
+        f'Operation cannot be fulfilled on jobflows.workflow.kube-zen.io "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
     )
 
 
 def already_exists(name: str) -> ApiError:
-    return from_status(
-        409,
-        {
-            "kind": "Status",
-            "code": 409,
-            "reason": "AlreadyExists",
-            "message": f'jobs.batch "{name}" already exists',
-        },
-    )
+    return _refusal("AlreadyExists", f'jobs.batch "{name}" already exists')
 
 
 class FakeApiServer:

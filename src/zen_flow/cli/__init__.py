@@ -1,6 +1,6 @@
-"""The `zen-flow` command: run the controller, validate flows offline, drive flows on a cluster with your
-own kubeconfig (list, get, watch, submit, logs, approve, reject, retry, resubmit, suspend, resume,
-graph), move artifacts (in a pod)."""
+"""The `zen-flow` command: run the controller, validate flows offline, drive flows with your own
+kubeconfig (list, get, watch, submit, logs, approve, reject, retry, resubmit, suspend, resume, graph),
+move artifacts (in a pod)."""
 
 from __future__ import annotations
 
