@@ -17,7 +17,7 @@ from controller_steps import WAIT, finish, job_of, jobs_by_step, wait_steps
 
 from zen_flow_dev.cluster import find_kubectl
 from zen_flow_dev.testing.controller import StartController
-from zen_flow_dev.testing.driver import FlowDriver
+from zen_flow_dev.testing.driver import FlowDriver, step_phases
 from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
 from zen_flow_dev.testing.jobstatus import complete_job, fail_job
 
@@ -215,3 +215,25 @@ async def test_retry_reruns_the_failed_step_and_resubmit_starts_afresh(
     name = fresh.stdout.split()[1].split("/")[1]
     assert name.startswith("nightly-")
     await wait_steps(driver, namespace, name, {"extract": "Running"})
+
+
+async def test_stop_fails_a_running_flow_and_retry_takes_it_up_again(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    await driver.create(flow_manifest("runaway", namespace, [job_step("a"), job_step("b", "a")]))
+    await wait_steps(driver, namespace, "runaway", {"a": "Running"})
+    stopped = cli(kubeconfig, "stop", "runaway", "-n", namespace)
+    assert stopped.returncode == 0, stopped.stderr
+    flow = await driver.wait_phase(namespace, "runaway", timeout=WAIT)
+    failed = next(c for c in flow["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "Stopped"
+    assert failed["message"].startswith("stopped by ")
+    assert step_phases(flow) == {"a": "Failed", "b": "Skipped"}
+    live = [j for j in await driver.jobs(namespace) if not j["metadata"].get("deletionTimestamp")]
+    assert live == []  # the running Job was deleted
+    assert cli(kubeconfig, "stop", "runaway", "-n", namespace).returncode == 2  # it has ended
+
+    assert cli(kubeconfig, "retry", "runaway", "-n", namespace).returncode == 0
+    flow = await wait_steps(driver, namespace, "runaway", {"a": "Running", "b": "Pending"})
+    assert "workflow.kube-zen.io/stop" not in flow["metadata"].get("annotations", {})

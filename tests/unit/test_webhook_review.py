@@ -24,6 +24,8 @@ APPROVED_BY = "approved-by.workflow.kube-zen.io/"
 RETRY = "workflow.kube-zen.io/retry"
 RETRY_STEPS = "workflow.kube-zen.io/retry-steps"
 RETRIED_BY = "workflow.kube-zen.io/retried-by"
+STOP = "workflow.kube-zen.io/stop"
+STOPPED_BY = "workflow.kube-zen.io/stopped-by"
 
 
 def review(
@@ -451,3 +453,10 @@ def test_a_rerun_request_records_who_asked_and_cannot_be_forged() -> None:
     dropped = copy.deepcopy(asked)
     del dropped["metadata"]["annotations"][RETRY]
     assert RETRIED_BY not in mutate(dropped, "UPDATE", asked, user="dave")["metadata"]["annotations"]
+
+
+def test_a_stop_request_records_who_stopped() -> None:
+    old = mutate(base_flow(), user="alice")
+    stopped = copy.deepcopy(old)
+    stopped["metadata"]["annotations"].update({STOP: "true", STOPPED_BY: "mallory"})
+    assert mutate(stopped, "UPDATE", old, user="bob")["metadata"]["annotations"][STOPPED_BY] == "bob"

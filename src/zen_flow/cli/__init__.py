@@ -1,6 +1,6 @@
 """The `zen-flow` command: run the controller, validate flows offline, drive flows with your own
-kubeconfig (list, get, watch, submit, logs, approve, reject, retry, resubmit, suspend, resume, graph),
-move artifacts (in a pod)."""
+kubeconfig (list, get, watch, submit, logs, approve, reject, stop, retry, resubmit, suspend, resume,
+graph), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,7 @@ def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
             "watch": watcher.watch,
             "retry": flows.retry,
             "resubmit": flows.resubmit,
+            "stop": flows.stop,
         }[name]
         return flows.run(command, args)
 
@@ -184,6 +185,9 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "--step", dest="steps", action="append", default=[], help="only this failed step (repeatable)"
     )
+
+    p = command("stop", "fail a flow now: its running Jobs are deleted", "zen-flow stop nightly")
+    p.add_argument("name")
 
     p = command("resubmit", "create a new flow from an old one's spec", "zen-flow resubmit nightly")
     p.add_argument("name")

@@ -30,6 +30,7 @@ from zen_flow.api.constants import (
     ANNOTATION_CREATED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
+    ANNOTATION_STOP,
     APPROVE_PREFIX,
     REJECT_PREFIX,
 )
@@ -195,9 +196,9 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
         )
     rid = f"{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     scope = ",".join(args.steps) or None  # null removes an earlier request's scope
-    await session.merge_patch(
-        args.name, {"metadata": {"annotations": {ANNOTATION_RETRY: rid, ANNOTATION_RETRY_STEPS: scope}}}
-    )
+    # A stop request left on the flow would stop the rerun at once: the rerun replaces it.
+    requested = {ANNOTATION_RETRY: rid, ANNOTATION_RETRY_STEPS: scope, ANNOTATION_STOP: None}
+    await session.merge_patch(args.name, {"metadata": {"annotations": requested}})
     session.out.write(f"jobflow {session.namespace}/{args.name}: rerun requested ({rid})\n")
     return EXIT_OK
 
@@ -208,6 +209,7 @@ _NOT_COPIED = (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_RETRY,
     ANNOTATION_CREATED_BY,
+    ANNOTATION_STOP,
 )
 
 
@@ -228,6 +230,16 @@ async def resubmit(session: Session, args: argparse.Namespace) -> int:
     }
     made = await session.client.request("POST", JOBFLOWS.path(session.namespace), body=body)
     session.out.write(f"jobflow {session.namespace}/{made['metadata']['name']} created\n")
+    return EXIT_OK
+
+
+async def stop(session: Session, args: argparse.Namespace) -> int:
+    """Fail the flow now: running Jobs are deleted, nothing else starts (docs/API.md, "Stopping a flow")."""
+    flow = await session.get(args.name)
+    if flow.status.phase in ("Succeeded", "Failed"):
+        raise UsageError(f"jobflow {args.name} has ended ({flow.status.phase}): nothing to stop")
+    await session.merge_patch(args.name, {"metadata": {"annotations": {ANNOTATION_STOP: "true"}}})
+    session.out.write(f"jobflow {session.namespace}/{args.name}: stop requested\n")
     return EXIT_OK
 
 

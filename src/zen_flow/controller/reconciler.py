@@ -489,7 +489,12 @@ class Controller:
 def _delete_cause(reason: str) -> str:
     """A bounded metric label for why a Job was stopped (the planner's reason is free text)."""
     lowered = reason.lower()
-    for mark, cause in ((TIMEOUT_MARK, "timeout"), ("deadline", "deadline"), ("replaced", "replaced")):
+    for mark, cause in (
+        (TIMEOUT_MARK, "timeout"),
+        ("deadline", "deadline"),
+        ("replaced", "replaced"),
+        ("stopped", "stopped"),
+    ):
         if mark in lowered:
             return cause
     return "other"

@@ -29,6 +29,7 @@ from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
 from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
 from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
+from zen_flow.planner.interventions import request, rerun, stop_request
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
@@ -44,9 +45,8 @@ from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import producer, uncommitted
 from zen_flow.planner.reports import download_failure
-from zen_flow.planner.rerun import request, rerun
 from zen_flow.planner.resources import missing
-from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
 from zen_flow.planner.steps import StepViews, StepWork, bound
 from zen_flow.planner.timing import after, normalize, until
 
@@ -86,6 +86,7 @@ class _Planner:
         self.wakeups: list[datetime] = []
         self.approvals: list[Approval] = []
         self.suspended = bool(flow.spec.suspend)
+        self.stopping = stop_request(flow) is not None
         self.budget = retry_budget(flow)
         self.budget_used = sum(
             w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0) for w in self.works.values()
@@ -265,7 +266,8 @@ class _Planner:
 
     def blocked(self) -> bool:
         return (
-            self.suspended
+            self.stopping
+            or self.suspended
             or self.failure is not None
             or self.deadline_passed
             or self.group.holds
@@ -361,6 +363,9 @@ class _Planner:
     def conclude(self) -> tuple[FlowPhase, str | None, str]:
         """(phase, failure message, Failed condition reason)."""
         works = self.works.values()
+        if (stopped := stop_request(self.flow)) is not None:
+            self.stop_all(stopped)
+            return FlowPhase.FAILED, stopped, REASON_STOPPED
         if self.group.replaced is not None:
             self.stop_all(self.group.replaced, REPLACED_JOB_REASON)
             return FlowPhase.FAILED, self.group.replaced, REASON_REPLACED

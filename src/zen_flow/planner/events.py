@@ -11,7 +11,7 @@ from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.progress import REASON_STALLED
-from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -104,6 +104,8 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
             out.append(EventSpec(WARNING, "FlowDeadlineExceeded", message))
         elif _failed_reason(new) == REASON_REPLACED:
             out.append(EventSpec(WARNING, "FlowReplaced", message))
+        elif _failed_reason(new) == REASON_STOPPED:
+            out.append(EventSpec(WARNING, "FlowStopped", message))
         out.append(EventSpec(WARNING, "FlowFailed", message))
     return out
 

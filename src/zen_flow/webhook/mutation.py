@@ -5,7 +5,8 @@
 2. Audit annotations the user cannot forge: `workflow.kube-zen.io/created-by` is the creating user
    (CREATE), and `approved-by.workflow.kube-zen.io/<step>` is the user who added or changed the step's
    approve./reject. annotation, and `workflow.kube-zen.io/retried-by` the user who set or changed the
-   rerun request `workflow.kube-zen.io/retry`. Any other value a user writes into these keys is put back
+   rerun request `workflow.kube-zen.io/retry`, and `workflow.kube-zen.io/stopped-by` the user who set the
+   stop request `workflow.kube-zen.io/stop`. Any other value a user writes into these keys is put back
    (UPDATE) or dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
@@ -23,6 +24,8 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
     APPROVE_PREFIX,
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CONCURRENCY_POLICY,
@@ -99,6 +102,13 @@ def desired_audit(
         want[ANNOTATION_RETRIED_BY] = username or None
     else:
         want[ANNOTATION_RETRIED_BY] = old_ann.get(ANNOTATION_RETRIED_BY)
+    stop = new_ann.get(ANNOTATION_STOP)
+    if not stop:
+        want[ANNOTATION_STOPPED_BY] = None
+    elif stop != old_ann.get(ANNOTATION_STOP):
+        want[ANNOTATION_STOPPED_BY] = username or None
+    else:
+        want[ANNOTATION_STOPPED_BY] = old_ann.get(ANNOTATION_STOPPED_BY)
     for key in new_ann.keys() | old_ann.keys():
         if key.startswith(ANNOTATION_APPROVED_BY_PREFIX):
             want[key] = old_ann.get(key)  # only the webhook writes these

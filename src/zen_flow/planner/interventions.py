@@ -1,6 +1,11 @@
-"""Rerunning a Failed flow from its failed steps (`zen-flow retry`, or by hand).
+"""What a user asks of a flow through annotations, beyond approvals: stop it now, or rerun it from its
+failed steps (`zen-flow stop`, `zen-flow retry`, or kubectl annotate).
 
-The request is the annotation `workflow.kube-zen.io/retry: <id>` (any new value is a new request),
+**Stop**: `workflow.kube-zen.io/stop` (any non-empty value) fails a flow that has not ended: running
+Jobs are deleted, nothing else starts, the Failed condition's reason is Stopped and the message names
+who asked (`workflow.kube-zen.io/stopped-by`, written by the mutating webhook). An ended flow ignores it.
+
+**Rerun**: the annotation `workflow.kube-zen.io/retry: <id>` (any new value is a new request),
 optionally limited by `workflow.kube-zen.io/retry-steps: a,b` to some of the failed steps; the mutating
 webhook records who set it in `workflow.kube-zen.io/retried-by`. Each id is honoured once and recorded
 in `status.audit.retries` (id, user, time, the steps it reran):
@@ -9,9 +14,9 @@ in `status.audit.retries` (id, user, time, the steps it reran):
   name, so the old attempts' Jobs stay for their logs), every Skipped step goes back to Pending (it never
   ran), Succeeded steps and their outputs stay, a rejected Manual step stays rejected (its annotation
   decides it); the flow is Running again and its deadline counts from now;
-- otherwise (the flow is not Failed, nothing in scope can rerun, or a failed step left out would fail
-  the flow again at once): recorded with no steps, a RetryIgnored event says why, and nothing else
-  happens, so a request can never fire later by surprise.
+- otherwise (the flow is not Failed, the stop request is still set, nothing in scope can rerun, or a
+  failed step left out would fail the flow again at once): recorded with no steps, a RetryIgnored event
+  says why, and nothing else happens, so a request can never fire later by surprise.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
     FlowPhase,
     StepPhase,
 )
@@ -29,6 +36,14 @@ from zen_flow.api.jobflow import Audit, JobFlow, Retry, StepStatus
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import NORMAL, WARNING
 from zen_flow.planner.status import listing
+
+
+def stop_request(flow: JobFlow) -> str | None:
+    """Why the flow must fail now (`workflow.kube-zen.io/stop`, any non-empty value), or None."""
+    annotations = flow.metadata.annotations
+    if not (annotations.get(ANNOTATION_STOP) or "").strip():
+        return None
+    return f"stopped by {annotations.get(ANNOTATION_STOPPED_BY) or 'an unrecorded user'}"
 
 
 def request(flow: JobFlow) -> Retry | None:
@@ -58,7 +73,9 @@ def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpe
     # A failed step left as it is fails the flow again at once, unless it may fail (continueOnFailure).
     blocking = [n for n in failed if n not in rerunnable and not specs[n].continue_on_failure]
     why = None
-    if status.phase != FlowPhase.FAILED:
+    if stop_request(flow) is not None:
+        why = f"the stop request is still set (remove {ANNOTATION_STOP})"
+    elif status.phase != FlowPhase.FAILED:
         why = f"the flow is {status.phase or 'Pending'}, not Failed"
     elif not rerunnable:
         why = "no failed Job step to rerun" + (f" among {listing(sorted(wanted))}" if wanted else "")

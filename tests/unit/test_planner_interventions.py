@@ -1,5 +1,6 @@
-"""Rerunning a Failed flow from its failed steps (`workflow.kube-zen.io/retry: <id>`): what reruns, what
-stays, honoured once; examples, then a property over random flows driven to failure."""
+"""What a user asks through annotations: stop a flow now (`workflow.kube-zen.io/stop`), rerun a Failed flow
+from its failed steps (`workflow.kube-zen.io/retry: <id>`): what reruns, what stays, honoured once;
+examples, then a property over random flows driven to their end."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
     REJECT_PREFIX,
 )
 from zen_flow.planner import CreateJob, DeleteJob
@@ -198,3 +201,41 @@ def test_a_rerun_never_repeats_what_succeeded_and_never_reuses_a_job(flow: JobFl
     assert all(sim.flow.status.step(n) == s for n, s in succeeded.items())
     again = sim.reconcile()
     assert not any(e.reason == "FlowRetried" for e in again.events)  # honoured once
+
+
+# --- stop ----------------------------------------------------------------------------------------------
+
+
+def test_stop_fails_the_flow_now_and_deletes_its_running_jobs() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b"), job_step("c", "a", "b")], name="big"), T0)
+    sim.reconcile()
+    running = sim.running()
+    sim.annotate(ANNOTATION_STOP, "true")
+    sim.annotate(ANNOTATION_STOPPED_BY, "alice")
+    result = sim.reconcile()
+    assert sorted(a.name for a in result.actions if isinstance(a, DeleteJob)) == running
+    assert sim.phase == "Failed"
+    assert phases(sim) == {"a": "Failed", "b": "Failed", "c": "Skipped"}
+    failed = next(c for c in sim.flow.status.conditions if c.type == "Failed")
+    assert (failed.reason, failed.message) == ("Stopped", "stopped by alice")
+    assert "FlowStopped" in [e.reason for e in result.events]
+
+    ask(sim, "after-stop")  # a rerun while the stop request is set would be stopped again at once
+    refused = sim.reconcile()
+    assert [e.message for e in refused.events if e.reason == "RetryIgnored"] == [
+        "retry after-stop ignored: the stop request is still set (remove workflow.kube-zen.io/stop)"
+    ]
+    sim.annotate(ANNOTATION_STOP, None)
+    ask(sim, "then-rerun")
+    sim.reconcile()
+    assert phases(sim) == {"a": "Running", "b": "Running", "c": "Pending"}
+
+
+def test_stop_leaves_an_ended_flow_alone() -> None:
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    frozen = sim.flow.status
+    sim.annotate(ANNOTATION_STOP, "true")
+    assert sim.reconcile().status is frozen
