@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, settings
 from zen_flow_dev.cluster import ExternalCluster, LocalCluster, existing_kubeconfig, find_kubectl
 from zen_flow_dev.testing.controller import ControllerProcess, StartController
 from zen_flow_dev.testing.driver import FlowDriver
+from zen_flow_dev.testing.kubectl import Kubectl, kubectl_runner
 
 # Property tests: no per-example deadline (a shared 2-core machine makes timings noisy), and in CI a
 # fixed derandomized search, so a landing never depends on the luck of the draw. Locally each run explores
@@ -52,17 +52,6 @@ class ClusterHandle(Protocol):
     def ca_cert(self) -> Path | None: ...
     def log_tails(self, lines: int = 60) -> dict[str, str]: ...
     def stop(self) -> None: ...
-
-
-class Kubectl(Protocol):
-    def __call__(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]: ...
-
-
-class KubectlError(subprocess.CalledProcessError):
-    def __str__(self) -> str:
-        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -152,18 +141,9 @@ def kubeconfig(cluster: ClusterHandle) -> Path:
 @pytest.fixture
 def kubectl(cluster: ClusterHandle, _kubectl_cache_dir: Path) -> Kubectl:
     """`kubectl(*args, input=None, check=True)` with the tier's kubeconfig; raises KubectlError on failure."""
-    binary = str(find_kubectl(getattr(cluster, "bin_dir", None)))
-    env = {**os.environ, "KUBECACHEDIR": str(_kubectl_cache_dir)}
-    base = [binary, f"--kubeconfig={cluster.kubeconfig}"]
-
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [*base, *args]
-        result = subprocess.run(argv, input=input, capture_output=True, text=True, env=env, timeout=120)
-        if check and result.returncode != 0:
-            raise KubectlError(result.returncode, argv, result.stdout, result.stderr)
-        return result
-
-    return run
+    return kubectl_runner(
+        find_kubectl(getattr(cluster, "bin_dir", None)), cluster.kubeconfig, cache_dir=_kubectl_cache_dir
+    )
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ import yaml
 from kubernetes_asyncio import client
 
 from zen_flow.api import constants
+from zen_flow_dev.testing.flows import flow_manifest
+from zen_flow_dev.testing.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
@@ -21,7 +23,6 @@ DEFAULT_POLICY = {
     "ttlSecondsAfterFinished": constants.DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     "backoffLimit": constants.DEFAULT_BACKOFF_LIMIT,
 }
-Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def job(command: str = "true") -> dict[str, Any]:
@@ -40,12 +41,8 @@ def job(command: str = "true") -> dict[str, Any]:
 
 
 def flow(name: str, namespace: str, steps: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": constants.API_VERSION,
-        "kind": constants.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"steps": steps, **spec},
-    }
+    """The tests' one flow builder (zen_flow_dev.testing.flows), under this tier's short name."""
+    return flow_manifest(name, namespace, steps, **spec)
 
 
 def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:

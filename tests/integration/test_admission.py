@@ -63,6 +63,7 @@ from zen_flow_dev.testing.examples import (
     project_examples,
     upstream_examples,
 )
+from zen_flow_dev.testing.kubectl import kubectl_runner
 from zen_flow_dev.webhooks import url_configurations
 
 pytestmark = pytest.mark.integration
@@ -158,18 +159,9 @@ def registered(port: int, ca: CertificateAuthority) -> list[dict[str, Any]]:
 
 def admin_kubectl(cluster: Any, cache_dir: Path) -> Kubectl:
     """The `kubectl` fixture's runner, for module-scoped fixtures (that fixture is per test)."""
-    base = [str(find_kubectl(getattr(cluster, "bin_dir", None))), f"--kubeconfig={cluster.kubeconfig}"]
-    env = {**os.environ, "KUBECACHEDIR": str(cache_dir)}
-
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [*base, *args], input=input, capture_output=True, text=True, env=env, timeout=120
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
-        return done
-
-    return run
+    return kubectl_runner(
+        find_kubectl(getattr(cluster, "bin_dir", None)), cluster.kubeconfig, cache_dir=cache_dir
+    )
 
 
 def unknown_dependency_flow(name: str, namespace: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ Two levels:
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from zen_flow_dev.testing.controller import ControllerProcess
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step
 from zen_flow_dev.testing.jobstatus import complete_job
+from zen_flow_dev.testing.kubectl import kubectl_runner
 from zen_flow_dev.testing.rbac import Permission, required_permissions
 
 pytestmark = pytest.mark.integration
@@ -49,13 +49,7 @@ class Access:
     """`kubectl auth can-i` as the controller's ServiceAccount (impersonated by the admin)."""
 
     def __init__(self, kubectl: Path, kubeconfig: Path) -> None:
-        self._base = [str(kubectl), f"--kubeconfig={kubeconfig}"]
-
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*self._base, *args], capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done
+        self.kubectl = kubectl_runner(kubectl, kubeconfig)
 
     def can(self, verb: str, group: str, resource: str, namespace: str, name: str = "") -> bool:
         target, sub = _resource_arg(group, resource)

@@ -27,6 +27,7 @@ from zen_flow_dev.cluster import LocalCluster
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.kubectl import kubectl_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = DEFAULT_IMAGE
@@ -97,20 +98,7 @@ def deployed(
     tmp = tmp_path_factory.mktemp("deploy")
     binary = str(find_kubectl(node_cluster.bin_dir))
 
-    def kubectl(*args: str, check: bool = True, input: str | None = None) -> Any:
-        import subprocess
-
-        done = subprocess.run(
-            [binary, f"--kubeconfig={node_cluster.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            input=input,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done
+    kubectl = kubectl_runner(binary, node_cluster.kubeconfig, timeout=180)
 
     # The overlay lives outside the repository, so kustomize must be allowed to load ../ paths from it.
     built = kubectl("kustomize", "--load-restrictor=LoadRestrictionsNone", str(_overlay(tmp))).stdout

@@ -17,6 +17,7 @@ from zen_flow_dev.cluster import LocalCluster, find_kubectl
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 from zen_flow_dev.testing.driver import FlowDriver
 from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.kubectl import kubectl_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "zen-flow-system"
@@ -38,14 +39,7 @@ def released(
     tmp = tmp_path_factory.mktemp("helm")
     binary = str(find_kubectl(node_cluster.bin_dir))
 
-    def kubectl(*args: str, check: bool = True, input: str | None = None) -> Any:
-        done = subprocess.run(
-            [binary, f"--kubeconfig={node_cluster.kubeconfig}", *args],
-            capture_output=True, text=True, timeout=180, input=input, check=False,
-        )  # fmt: skip
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done
+    kubectl = kubectl_runner(binary, node_cluster.kubeconfig, timeout=180)
 
     ca = create_ca(tmp / "ca", common_name="zen-flow-webhook-ca")
     cert, key = issue_serving_cert(ca, tmp / "serving", [f"zen-flow-webhook.{NS}.svc"])

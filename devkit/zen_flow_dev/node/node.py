@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from zen_flow_dev.cluster.adminclient import WaitTimeout, wait_until
 from zen_flow_dev.cluster.pki import ClusterPKI, issue_serving_cert
 from zen_flow_dev.cluster.process import ComponentProcess, stop_all
 from zen_flow_dev.node import images
@@ -331,12 +331,11 @@ state = "{BASE}/containerd/state"
 
 
 def wait_for(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `probe` until true, or raise with `what`."""
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise HostError(f"{what} not ready within {timeout:.0f}s")
-        time.sleep(0.1)  # polling a process that has no event to wait on
+    """Poll `probe` until true (the devkit's one synchronous wait), or raise HostError naming `what`."""
+    try:
+        wait_until(probe, timeout, f"{what} to be ready")
+    except WaitTimeout as err:
+        raise HostError(str(err)) from None
 
 
 __all__ = ["NETNS", "NODE_IP", "NODE_NAME", "NodeInputs", "RealNode", "wait_for"]
