@@ -216,6 +216,14 @@ async def test_retry_reruns_the_failed_step_and_resubmit_starts_afresh(
     assert name.startswith("nightly-")
     await wait_steps(driver, namespace, name, {"extract": "Running"})
 
+    gone = cli(kubeconfig, "delete", "nightly", name, "-n", namespace)
+    assert gone.stdout.splitlines() == [
+        f"jobflow {namespace}/nightly deleted",
+        f"jobflow {namespace}/{name} deleted",
+    ]
+    await driver.wait_gone(namespace, "nightly")
+    await driver.wait_gone(namespace, name)
+
 
 async def test_stop_fails_a_running_flow_and_retry_takes_it_up_again(
     namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController

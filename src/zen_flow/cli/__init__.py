@@ -1,6 +1,6 @@
 """The `zen-flow` command: run the controller, validate flows offline, drive flows with your own
 kubeconfig (list, get, watch, submit, logs, approve, reject, stop, retry, resubmit, suspend, resume,
-graph), move artifacts (in a pod)."""
+delete, graph), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
             "retry": flows.retry,
             "resubmit": flows.resubmit,
             "stop": flows.stop,
+            "delete": flows.delete,
         }[name]
         return flows.run(command, args)
 
@@ -188,6 +189,9 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     p = command("stop", "fail a flow now: its running Jobs are deleted", "zen-flow stop nightly")
     p.add_argument("name")
+
+    p = command("delete", "delete flows, with their Jobs and pods", "zen-flow delete nightly weekly")
+    p.add_argument("names", nargs="+", metavar="NAME")
 
     p = command("resubmit", "create a new flow from an old one's spec", "zen-flow resubmit nightly")
     p.add_argument("name")

@@ -243,6 +243,16 @@ async def stop(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def delete(session: Session, args: argparse.Namespace) -> int:
+    """Delete flows; their Jobs and pods go with them (owner references, background deletion)."""
+    for name in args.names:
+        await session.client.request(
+            "DELETE", JOBFLOWS.path(session.namespace, name), body={"propagationPolicy": "Background"}
+        )
+        session.out.write(f"jobflow {session.namespace}/{name} deleted\n")
+    return EXIT_OK
+
+
 async def suspend(session: Session, args: argparse.Namespace) -> int:
     """`suspend` / `resume`: spec.suspend (running steps finish; no new step starts while suspended)."""
     await session.get(args.name)  # a clear "not found" before any write
