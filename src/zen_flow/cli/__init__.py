@@ -45,6 +45,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_UNREADABLE
 
 
+def _cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def _cmd_artifact(args: argparse.Namespace) -> int:
     from zen_flow.cli.artifact import run
 
@@ -84,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_artifact)
 
     _add_flow_commands(sub)
+
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for bash or zsh, generated from this command's own parser.",
+        epilog="example: source <(zen-flow completion bash)",
+    )
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p.set_defaults(func=_cmd_completion)
     return parser
 
 
