@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
     def invoke(args: argparse.Namespace) -> int:
-        from zen_flow.cli import flows, watcher
+        from zen_flow.cli import flows, podlogs, session, watcher
 
         command = {
             "list": flows.list_flows,
@@ -116,20 +116,21 @@ def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
             "suspend": flows.suspend,
             "resume": flows.suspend,
             "graph": flows.graph,
-            "logs": flows.logs,
+            "logs": podlogs.logs,
             "watch": watcher.watch,
             "retry": flows.retry,
             "resubmit": flows.resubmit,
             "stop": flows.stop,
             "delete": flows.delete,
         }[name]
-        return flows.run(command, args)
+        offline = {"submit": flows.prepare_submit, "graph": flows.graph_of_file}.get(name)
+        return session.run(command, args, offline)
 
     return invoke
 
 
 def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from zen_flow.cli.flows import add_client_arguments
+    from zen_flow.cli.session import add_client_arguments
 
     def command(
         name: str, help: str, example: str, *, all_namespaces: bool = False
@@ -181,6 +182,7 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("name")
     p.add_argument("step", nargs="?", help="one step (default: every step that ran, in dependency order)")
     p.add_argument("--attempt", type=int, help="the attempt to show, 1 for the first (default: the latest)")
+    p.add_argument("-f", "--follow", action="store_true", help="stream the logs until the containers end")
 
     p = command(
         "graph",

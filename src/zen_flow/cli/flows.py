@@ -1,11 +1,6 @@
-"""`zen-flow list|get|submit|approve|reject|suspend|resume`: JobFlows driven from a terminal with the user's
-own kubeconfig and RBAC (never the controller's), through the same API and annotations as kubectl.
-
-Exit status: 0 done (with `submit --wait`: the flow Succeeded); 1 the flow Failed (`submit --wait`), or
-the apiserver refused or could not be reached (the message says which: not found, forbidden with the
-apiserver's words naming the verb and resource, a webhook's field errors); 2 bad usage or unreadable,
-invalid input (nothing was sent).
-"""
+"""`zen-flow list|get|submit|approve|reject|stop|retry|resubmit|suspend|resume|delete|graph`: JobFlows driven
+from a terminal with the user's own kubeconfig and RBAC (never the controller's), through the same API and
+annotations as kubectl (cli.session: connection, errors, exit status)."""
 
 from __future__ import annotations
 
@@ -17,10 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
@@ -34,108 +27,17 @@ from zen_flow.api.constants import (
     APPROVE_PREFIX,
     REJECT_PREFIX,
 )
-from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.cli.graph import dot, mermaid
 from zen_flow.cli.overrides import override_arguments, parse_overrides
-from zen_flow.cli.render import dependency_order, flow_detail, flow_list
+from zen_flow.cli.render import flow_detail, flow_list
+from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import is_jobflow
-from zen_flow.core.naming import job_name
 from zen_flow.documents import DocumentError, load_all, read_bounded
-from zen_flow.kube.client import ClientOptions, KubeClient
-from zen_flow.kube.config import load_config
-from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
-from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
-from zen_flow.kube.pods import JOB_NAME_LABEL
+from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-USER_AGENT = "zen-flow-cli"
 WAIT_POLL_SECONDS = 1.0
-
-
-class UsageError(Exception):
-    """Bad input, found before anything was sent: exit 2."""
-
-
-def add_client_arguments(parser: argparse.ArgumentParser, *, all_namespaces: bool = False) -> None:
-    """kubectl's flags, with kubectl's meaning."""
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
-    parser.add_argument("--context", help="kubeconfig context (default: the current context)")
-    parser.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
-    if all_namespaces:
-        parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
-
-
-Command = Callable[["Session", argparse.Namespace], Awaitable[int]]
-
-
-def run(command: Command, args: argparse.Namespace) -> int:
-    """Run one command; errors become one line on stderr and an exit status."""
-    prog = f"zen-flow {args.command}"
-    try:
-        if args.command == "submit":  # bad files are refused before any cluster is contacted
-            args.flows = _read_flows(args.files, _overrides(args.parameters))
-        if args.command == "graph" and Path(args.name).is_file():
-            args.flow_from_file = JobFlow.model_validate(_read_flows([args.name], {})[0])
-            return asyncio.run(graph(None, args))
-        return asyncio.run(_with_session(command, args))
-    except UsageError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotFound as err:
-        print(f"{prog}: not found: {err.message}", file=sys.stderr)
-        return EXIT_FAILED
-    except ApiError as err:
-        # 403 names the user, the verb and the resource; a webhook's denial lists its field errors.
-        print(f"{prog}: the apiserver refused ({err.status} {err.reason}): {err.message}", file=sys.stderr)
-        return EXIT_FAILED
-    except TransportError as err:
-        print(f"{prog}: cannot reach the apiserver: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except (KubeError, ValueError, OSError) as err:  # kubeconfig problems
-        print(f"{prog}: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
-
-
-class Session:
-    """A client for the user's cluster and the namespace the command acts in."""
-
-    def __init__(self, client: KubeClient, namespace: str, out: TextIO) -> None:
-        self.client = client
-        self.flows = JobFlowClient(client)
-        self.namespace = namespace
-        self.out = out
-
-    async def get(self, name: str) -> JobFlow:
-        return JobFlow.model_validate(await self.flows.get(self.namespace, name))
-
-    async def merge_patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return await self.client.request(
-            "PATCH",
-            JOBFLOWS.path(self.namespace, name),
-            body=patch,
-            content_type="application/merge-patch+json",
-        )
-
-
-async def _with_session(command: Command, args: argparse.Namespace) -> int:
-    config = await load_config(args.kubeconfig, args.context)
-    client = KubeClient(config, ClientOptions(user_agent=USER_AGENT))
-    try:
-        return await command(
-            Session(client, args.namespace or config.namespace or "default", sys.stdout), args
-        )
-    finally:
-        await client.close()
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-# --- commands ------------------------------------------------------------------------------------------
 
 
 async def list_flows(session: Session, args: argparse.Namespace) -> int:
@@ -291,66 +193,37 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
     return outcome
 
 
-async def logs(session: Session, args: argparse.Namespace) -> int:
-    """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
-    `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
-    left out. A step's latest attempt unless `--attempt N` (1 = the first)."""
+def prepare_submit(args: argparse.Namespace) -> None:
+    """Offline, before any cluster is contacted: every file read and validated (`args.flows`)."""
+    args.flows = _read_flows(args.files, _overrides(args.parameters))
+
+
+def graph_of_file(args: argparse.Namespace) -> int | None:
+    """`graph FILE` needs no cluster: drawn here; None for a flow's name."""
+    if not Path(args.name).is_file():
+        return None
+    sys.stdout.write(_drawn(JobFlow.model_validate(_read_flows([args.name], {})[0]), args.format))
+    return EXIT_OK
+
+
+async def graph(session: Session, args: argparse.Namespace) -> int:
+    """The DAG of a flow on the cluster."""
     flow = await session.get(args.name)
-    names = [name for name, _ in dependency_order(flow)]
-    if args.step is not None and args.step not in names:
-        raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
-    shown: list[tuple[str, str, str]] = []  # (step, pod, container)
-    for step in [args.step] if args.step is not None else names:
-        status = flow.status.step(step)
-        if args.attempt is not None:
-            job = job_name(flow.metadata.name, step, args.attempt - 1)
-        elif status is not None and status.job_ref is not None and status.job_ref.name:
-            job = status.job_ref.name
-        else:
-            continue  # not started (or a Manual step): no pod
-        pods = await session.client.request(
-            "GET",
-            f"/api/v1/namespaces/{session.namespace}/pods",
-            query=(("labelSelector", f"{JOB_NAME_LABEL}={job}"),),
-        )
-        if not pods["items"]:
-            continue
-        pod = max(pods["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""))
-        for container in pod["spec"].get("containers", []):
-            if container["name"] not in TRANSFER_NAMES:
-                shown.append((step, pod["metadata"]["name"], container["name"]))
-    if not shown:
-        raise UsageError(f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show")
-    several_steps = len({step for step, _, _ in shown}) > 1
-    several_containers = len(shown) > len({step for step, _, _ in shown})
-    for step, pod, container in shown:
-        path = f"/api/v1/namespaces/{session.namespace}/pods/{pod}/log"
-        text = (await session.client.request_raw("GET", path, query=(("container", container),))).decode(
-            errors="replace"
-        )
-        prefix = f"[{step}/{container}] " if several_containers else f"[{step}] " if several_steps else ""
-        session.out.writelines(f"{prefix}{line}\n" for line in text.splitlines())
+    session.out.write(await asyncio.to_thread(_drawn, flow, args.format))
     return EXIT_OK
 
 
-async def graph(session: Session | None, args: argparse.Namespace) -> int:
-    """The DAG of a flow on the cluster, or of the first flow in a file (no cluster needed then)."""
-    from zen_flow.cli.graph import dot, mermaid
-
-    flow = args.flow_from_file if session is None else await session.get(args.name)
-    text = mermaid(flow) if args.format == "mermaid" else dot(flow)
-    if args.format == "svg":
-        graphviz = shutil.which("dot")
-        if graphviz is None:
-            raise UsageError("--format svg needs Graphviz's `dot` on PATH; --format dot prints its input")
-        done = await asyncio.to_thread(
-            subprocess.run, [graphviz, "-Tsvg"], input=text, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise UsageError(f"dot failed: {done.stderr.strip()}")
-        text = done.stdout
-    sys.stdout.write(text)
-    return EXIT_OK
+def _drawn(flow: JobFlow, fmt: str) -> str:
+    text = mermaid(flow) if fmt == "mermaid" else dot(flow)
+    if fmt != "svg":
+        return text
+    graphviz = shutil.which("dot")
+    if graphviz is None:
+        raise UsageError("--format svg needs Graphviz's `dot` on PATH; --format dot prints its input")
+    done = subprocess.run([graphviz, "-Tsvg"], input=text, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise UsageError(f"dot failed: {done.stderr.strip()}")
+    return done.stdout
 
 
 async def _until_finished(session: Session, namespace: str, name: str, timeout: float) -> JobFlow | None:

@@ -8,8 +8,8 @@ import argparse
 from typing import TextIO
 
 from zen_flow.api import JobFlow
-from zen_flow.cli.flows import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.render import flow_detail, flow_list
+from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.kube.errors import Expired
 from zen_flow.kube.jobflows import JOBFLOWS
 

@@ -253,6 +253,34 @@ class KubeClient:
         finally:
             response.close()
 
+    @asynccontextmanager
+    async def stream_lines(self, path: str, query: Query) -> AsyncIterator[AsyncIterator[str]]:
+        """A GET whose body arrives over time (pods/log with follow=true), as decoded lines; no timeout
+        but the connect timeout: the server ends it (the container exits) or the caller leaves the block."""
+        await self._limiter.acquire()
+        client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.options.connect_timeout)
+        try:
+            response: aiohttp.ClientResponse = await self._call(
+                path, "GET", list(query), None, client_timeout
+            )
+        except TRANSPORT_ERRORS as err:
+            self._observe("GET", path, 0)
+            raise TransportError(f"GET {path}: {err!r}") from err
+        self._observe("GET", path, response.status)
+        try:
+            if response.status != 200:
+                raise from_response(
+                    response.status, await _read(response), response.headers.get("Retry-After")
+                )
+
+            async def lines() -> AsyncIterator[str]:
+                async for raw in response.content:
+                    yield raw.decode(errors="replace").rstrip("\n")
+
+            yield lines()
+        finally:
+            response.close()
+
     # --- internals ---------------------------------------------------------------------------------
 
     async def _request_once(

@@ -1,0 +1,70 @@
+"""`zen-flow logs NAME [STEP] [--attempt N] [--follow]`: the step pods' logs through the API (pods/log),
+each line prefixed with `[step]` (or `[step/container]`) when more than one container is shown;
+zen-flow's own transfer containers are left out. A step's latest attempt unless `--attempt N`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.cli.render import dependency_order
+from zen_flow.cli.session import EXIT_OK, Session, UsageError
+from zen_flow.core.naming import job_name
+from zen_flow.kube.pods import JOB_NAME_LABEL
+
+
+async def logs(session: Session, args: argparse.Namespace) -> int:
+    """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
+    `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
+    left out. A step's latest attempt unless `--attempt N` (1 = the first)."""
+    flow = await session.get(args.name)
+    names = [name for name, _ in dependency_order(flow)]
+    if args.step is not None and args.step not in names:
+        raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {', '.join(names)})")
+    shown: list[tuple[str, str, str]] = []  # (step, pod, container)
+    for step in [args.step] if args.step is not None else names:
+        status = flow.status.step(step)
+        if args.attempt is not None:
+            job = job_name(flow.metadata.name, step, args.attempt - 1)
+        elif status is not None and status.job_ref is not None and status.job_ref.name:
+            job = status.job_ref.name
+        else:
+            continue  # not started (or a Manual step): no pod
+        pods = await session.client.request(
+            "GET",
+            f"/api/v1/namespaces/{session.namespace}/pods",
+            query=(("labelSelector", f"{JOB_NAME_LABEL}={job}"),),
+        )
+        if not pods["items"]:
+            continue
+        pod = max(pods["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        for container in pod["spec"].get("containers", []):
+            if container["name"] not in TRANSFER_NAMES:
+                shown.append((step, pod["metadata"]["name"], container["name"]))
+    if not shown:
+        raise UsageError(f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show")
+    several_steps = len({step for step, _, _ in shown}) > 1
+    several_containers = len(shown) > len({step for step, _, _ in shown})
+
+    def prefix(step: str, container: str) -> str:
+        return f"[{step}/{container}] " if several_containers else f"[{step}] " if several_steps else ""
+
+    if args.follow:  # every container at once, lines as they come, until each one's log ends
+        await asyncio.gather(*(_follow(session, pod, c, prefix(step, c)) for step, pod, c in shown))
+        return EXIT_OK
+    for step, pod, container in shown:
+        path = f"/api/v1/namespaces/{session.namespace}/pods/{pod}/log"
+        text = (await session.client.request_raw("GET", path, query=(("container", container),))).decode(
+            errors="replace"
+        )
+        session.out.writelines(f"{prefix(step, container)}{line}\n" for line in text.splitlines())
+    return EXIT_OK
+
+
+async def _follow(session: Session, pod: str, container: str, prefix: str) -> None:
+    path = f"/api/v1/namespaces/{session.namespace}/pods/{pod}/log"
+    async with session.client.stream_lines(path, (("container", container), ("follow", "true"))) as lines:
+        async for line in lines:
+            session.out.write(f"{prefix}{line}\n")
+            session.out.flush()

@@ -1,0 +1,109 @@
+"""What every `zen-flow` cluster command shares: kubectl's connection flags, one client and namespace per
+run, and errors turned into one line and an exit status.
+
+Exit status: 0 done (with `submit --wait`: the flow Succeeded); 1 the flow Failed (`submit --wait`), or
+the apiserver refused or could not be reached (the message says which: not found, forbidden with the
+apiserver's words naming the verb and resource, a webhook's field errors); 2 bad usage or unreadable,
+invalid input (nothing was sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from zen_flow.api import JobFlow
+from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.config import load_config
+from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
+from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+USER_AGENT = "zen-flow-cli"
+
+
+class UsageError(Exception):
+    """Bad input, found before anything was sent: exit 2."""
+
+
+def add_client_arguments(parser: argparse.ArgumentParser, *, all_namespaces: bool = False) -> None:
+    """kubectl's flags, with kubectl's meaning."""
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current context)")
+    parser.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    if all_namespaces:
+        parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+Command = Callable[["Session", argparse.Namespace], Awaitable[int]]
+
+
+Offline = Callable[[argparse.Namespace], "int | None"]
+
+
+def run(command: Command, args: argparse.Namespace, offline: Offline | None = None) -> int:
+    """Run one command; errors become one line on stderr and an exit status. `offline` runs first,
+    without a cluster: it checks the input (and may prepare `args`), or answers alone (an exit status)."""
+    prog = f"zen-flow {args.command}"
+    try:
+        if offline is not None and (code := offline(args)) is not None:
+            return code
+        return asyncio.run(_with_session(command, args))
+    except UsageError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except NotFound as err:
+        print(f"{prog}: not found: {err.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except ApiError as err:
+        # 403 names the user, the verb and the resource; a webhook's denial lists its field errors.
+        print(f"{prog}: the apiserver refused ({err.status} {err.reason}): {err.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except TransportError as err:
+        print(f"{prog}: cannot reach the apiserver: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KubeError, ValueError, OSError) as err:  # kubeconfig problems
+        print(f"{prog}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+class Session:
+    """A client for the user's cluster and the namespace the command acts in."""
+
+    def __init__(self, client: KubeClient, namespace: str, out: TextIO) -> None:
+        self.client = client
+        self.flows = JobFlowClient(client)
+        self.namespace = namespace
+        self.out = out
+
+    async def get(self, name: str) -> JobFlow:
+        return JobFlow.model_validate(await self.flows.get(self.namespace, name))
+
+    async def merge_patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.client.request(
+            "PATCH",
+            JOBFLOWS.path(self.namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+
+async def _with_session(command: Command, args: argparse.Namespace) -> int:
+    config = await load_config(args.kubeconfig, args.context)
+    client = KubeClient(config, ClientOptions(user_agent=USER_AGENT))
+    try:
+        return await command(
+            Session(client, args.namespace or config.namespace or "default", sys.stdout), args
+        )
+    finally:
+        await client.close()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
