@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -245,3 +246,47 @@ async def test_stop_fails_a_running_flow_and_retry_takes_it_up_again(
     assert cli(kubeconfig, "retry", "runaway", "-n", namespace).returncode == 0
     flow = await wait_steps(driver, namespace, "runaway", {"a": "Running", "b": "Pending"})
     assert "workflow.kube-zen.io/stop" not in flow["metadata"].get("annotations", {})
+
+
+async def test_watch_on_a_terminal_redraws_the_flow_in_place(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    await driver.create(flow_manifest("shown", namespace, [job_step("a")]))
+    await wait_steps(driver, namespace, "shown", {"a": "Running"})
+    main, terminal = pty.openpty()  # what a person's terminal is: watch sees a TTY
+    command = [
+        sys.executable,
+        "-m",
+        "zen_flow",
+        "watch",
+        "shown",
+        "-n",
+        namespace,
+        "--kubeconfig",
+        str(kubeconfig),
+    ]
+    proc = await asyncio.create_subprocess_exec(*command, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    seen = bytearray()
+
+    def read_until(marker: bytes) -> None:
+        while marker not in seen:
+            chunk = os.read(main, 65536)  # blocks until the program writes; EOF raises OSError on Linux
+            seen.extend(chunk)
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(read_until, b"Phase:      Running"), WAIT)
+        await finish(driver, namespace, "a")
+        await asyncio.wait_for(asyncio.to_thread(read_until, b"Phase:      Succeeded"), WAIT)
+        assert await asyncio.wait_for(proc.wait(), WAIT) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        os.close(main)
+    screens = seen.split(b"\x1b[H\x1b[2J")[1:]  # each redraw starts at the top of a cleared screen
+    assert len(screens) >= 2
+    assert screens[0].startswith(b"Name:       " + f"{namespace}/shown".encode())
+    last = screens[-1].decode().replace("\r\n", "\n").splitlines()
+    assert last[1] == "Phase:      Succeeded"
+    assert last[-1].split()[:2] == ["a", "Succeeded"]
