@@ -101,3 +101,27 @@ def test_an_invalid_graph_is_still_shown_in_spec_order() -> None:
 )
 def test_durations_read_like_kubectl_ages(seconds: float, shown: str) -> None:
     assert span(seconds) == shown
+
+
+def test_get_wide_shows_what_each_step_produced() -> None:
+    outputs = {"parameters": [{"name": "digest", "valueFrom": {"jsonPath": "$.succeeded"}}]}
+    sim = Simulator(
+        make_flow([job_step("build", outputs=outputs), job_step("ship", "build")], name="rel"), T0
+    )
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    rows = flow_detail(sim.flow, NOW, wide=True).split("\n\n")[1].splitlines()
+    assert rows[0].split() == [
+        "STEP",
+        "PHASE",
+        "ATTEMPT",
+        "STARTED",
+        "DURATION",
+        "AFTER",
+        "JOB",
+        "OUTPUTS",
+        "MESSAGE",
+    ]
+    assert rows[1].split()[-1] == "digest=1"  # the Job's status.succeeded, captured as the step's output
+    assert "OUTPUTS" not in flow_detail(sim.flow, NOW)

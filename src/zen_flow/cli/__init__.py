@@ -154,7 +154,12 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     p = command("get", "show a JobFlow and its steps in dependency order", "zen-flow get nightly -n team-a")
     p.add_argument("name")
-    p.add_argument("-o", "--output", choices=["yaml", "json"], help="the whole object instead of the summary")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["wide", "yaml", "json"],
+        help="wide: with the steps' outputs; yaml, json: the object",
+    )
 
     p = command(
         "submit",

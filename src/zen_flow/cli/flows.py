@@ -62,7 +62,7 @@ async def get_flow(session: Session, args: argparse.Namespace) -> int:
     elif args.output == "yaml":
         session.out.write(yaml.safe_dump(raw, sort_keys=False))
     else:
-        session.out.write(flow_detail(JobFlow.model_validate(raw), now()))
+        session.out.write(flow_detail(JobFlow.model_validate(raw), now(), wide=args.output == "wide"))
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ConditionType
+from zen_flow.api.jobflow import StepStatus
 from zen_flow.api.meta import format_time
 from zen_flow.core.dag import CycleError, Graph
 
@@ -86,8 +87,23 @@ def dependency_order(flow: JobFlow) -> list[tuple[str, int]]:
     return [(name, depth[name]) for name in order]
 
 
-def flow_detail(flow: JobFlow, now: datetime) -> str:
-    """`zen-flow get NAME`: the flow's state, then one row per step in dependency order."""
+def outputs(step: StepStatus | None) -> str:
+    """What a step produced, shortly: `name=value` parameters, then artifacts as `name (size)`."""
+    if step is None or step.outputs is None:
+        return ""
+    shown = [f"{p.name}={_short(p.value)}" for p in step.outputs.parameters]
+    shown += [f"{a.name} ({a.size} B)" if a.size is not None else a.name for a in step.outputs.artifacts]
+    return ", ".join(shown)
+
+
+def _short(value: str, limit: int = 40) -> str:
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
+    """`zen-flow get NAME`: the flow's state, then one row per step in dependency order (`wide`: with
+    each step's outputs)."""
     status = flow.status
     lines = [
         f"Name:       {flow.metadata.namespace}/{flow.metadata.name}",
@@ -122,8 +138,19 @@ def flow_detail(flow: JobFlow, now: datetime) -> str:
                 _between(step.start_time, step.completion_time, now) if step is not None else "-",
                 ", ".join(spec.dependencies) or "-",
                 job,
+                *([outputs(step)] if wide else []),
                 (step.message or "") if step is not None else "",
             ]
         )
-    header = ["STEP", "PHASE", "ATTEMPT", "STARTED", "DURATION", "AFTER", "JOB", "MESSAGE"]
+    header = [
+        "STEP",
+        "PHASE",
+        "ATTEMPT",
+        "STARTED",
+        "DURATION",
+        "AFTER",
+        "JOB",
+        *(["OUTPUTS"] if wide else []),
+        "MESSAGE",
+    ]
     return "\n".join(lines) + "\n\n" + table(header, rows)
