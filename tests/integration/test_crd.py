@@ -280,6 +280,7 @@ def full_status() -> dict[str, Any]:
             "initiatedBy": {"user": "alice", "type": "User"},
             "correlationID": "req-42",
             "approvals": [{"step": "gate", "decision": "Approved", "user": "bob", "time": t1}],
+            "retries": [{"id": "r1", "user": "carol", "time": t1, "steps": ["produce"]}],
         },
         "observedGeneration": 1,
         "progressSummary": "1/3",
