@@ -67,11 +67,11 @@ async def test_a_release_driven_from_the_command_line(
     wrong = cli(kubeconfig, "approve", "release", "ship", "-n", namespace)
     assert wrong.returncode == 2
     assert "step 'ship' of jobflow release is not a Manual step" in wrong.stderr
-    approved = cli(kubeconfig, "approve", "release", "gate", "-n", namespace)
+    approved = cli(kubeconfig, "approve", "release", "gate", "-n", namespace, "-m", "checked the staging run")
     assert approved.returncode == 0, approved.stderr
     flow = await wait_steps(driver, namespace, "release", {"gate": "Succeeded", "ship": "Running"})
-    assert [(a["step"], a["decision"]) for a in flow["status"]["audit"]["approvals"]] == [
-        ("gate", "Approved")
+    assert [(a["step"], a["decision"], a["message"]) for a in flow["status"]["audit"]["approvals"]] == [
+        ("gate", "Approved", "checked the staging run")
     ]
 
     assert cli(kubeconfig, "suspend", "release", "-n", namespace).returncode == 0

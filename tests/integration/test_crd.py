@@ -279,7 +279,15 @@ def full_status() -> dict[str, Any]:
         "audit": {
             "initiatedBy": {"user": "alice", "type": "User"},
             "correlationID": "req-42",
-            "approvals": [{"step": "gate", "decision": "Approved", "user": "bob", "time": t1}],
+            "approvals": [
+                {
+                    "step": "gate",
+                    "decision": "Approved",
+                    "user": "bob",
+                    "time": t1,
+                    "message": "checked the diff",
+                }
+            ],
             "retries": [{"id": "r1", "user": "carol", "time": t1, "steps": ["produce"]}],
         },
         "observedGeneration": 1,

@@ -300,3 +300,15 @@ def test_a_decision_before_the_timeout_wins() -> None:
     sim.reconcile()
     assert phases(sim)["gate"] == "Succeeded"
     assert phases(sim)["ship"] == "Running"
+
+
+def test_the_deciders_message_is_kept_in_the_audit() -> None:
+    sim = gated()
+    sim.annotate("decision-message.workflow.kube-zen.io/approve", "backup verified")
+    sim.annotate(f"{APPROVE_PREFIX}approve", "true")
+    sim.reconcile()
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert [(a.step, a.decision, a.message) for a in audit.approvals] == [
+        ("approve", "Approved", "backup verified")
+    ]

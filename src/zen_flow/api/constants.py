@@ -28,6 +28,8 @@ REJECT_PREFIX = f"reject.{GROUP}/"
 # Audit annotations written by the mutating webhook from the admission request's userInfo.
 ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
 ANNOTATION_APPROVED_BY_PREFIX = f"approved-by.{GROUP}/"
+# Why the decision on a Manual step was taken (free text, `zen-flow approve --message`), kept in the audit.
+ANNOTATION_DECISION_MESSAGE_PREFIX = f"decision-message.{GROUP}/"
 # Set by whoever creates the flow (a CI system, a portal) to tie it to their request; copied to
 # status.audit.correlationID.
 ANNOTATION_CORRELATION_ID = f"{GROUP}/correlation-id"

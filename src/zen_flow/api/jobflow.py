@@ -255,6 +255,7 @@ class Approval(Model):
     decision: str  # Approved | Rejected
     user: str | None = None
     time: Timestamp | None = None
+    message: str | None = None  # why, as the decider wrote it (decision-message annotation)
 
 
 class Retry(Model):

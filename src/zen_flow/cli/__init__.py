@@ -177,6 +177,7 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         p = command(verb, f"{verb} a Manual step (the webhook records who)", f"zen-flow {verb} release gate")
         p.add_argument("name")
         p.add_argument("step")
+        p.add_argument("-m", "--message", help="why (recorded in status.audit.approvals)")
 
     p = command(
         "watch", "follow one flow, or every flow of the namespace, as it changes", "zen-flow watch nightly"

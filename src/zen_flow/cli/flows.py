@@ -21,6 +21,7 @@ from zen_flow.api import JobFlow
 from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CREATED_BY,
+    ANNOTATION_DECISION_MESSAGE_PREFIX,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
@@ -75,7 +76,10 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
     if not step.is_manual:
         raise UsageError(f"step {args.step!r} of jobflow {args.name} is not a Manual step")
     prefix = APPROVE_PREFIX if args.command == "approve" else REJECT_PREFIX
-    await session.merge_patch(args.name, {"metadata": {"annotations": {f"{prefix}{args.step}": "true"}}})
+    annotations = {f"{prefix}{args.step}": "true"}
+    if args.message:
+        annotations[ANNOTATION_DECISION_MESSAGE_PREFIX + args.step] = args.message
+    await session.merge_patch(args.name, {"metadata": {"annotations": annotations}})
     verb = "approved" if args.command == "approve" else "rejected"
     session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}\n")
     return EXIT_OK
@@ -112,6 +116,7 @@ _NOT_COPIED = (
     ANNOTATION_RETRY,
     ANNOTATION_CREATED_BY,
     ANNOTATION_STOP,
+    ANNOTATION_DECISION_MESSAGE_PREFIX,
 )
 
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
 
-from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
 from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view, has_comprehension
@@ -242,7 +242,10 @@ class _Planner:
             return
         verdict, user = decided
         w.approved_by = user
-        self.approvals.append(Approval(step=w.name, decision=verdict, user=user, time=self.now))
+        why = self.flow.metadata.annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
+        self.approvals.append(
+            Approval(step=w.name, decision=verdict, user=user, time=self.now, message=why and why[:1024])
+        )
         if verdict == "Approved":
             w.succeed(self.now, f"approved by {user}" if user else "approved")
         else:
