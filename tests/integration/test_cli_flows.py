@@ -275,11 +275,22 @@ async def test_watch_on_a_terminal_redraws_the_flow_in_place(
             chunk = os.read(main, 65536)  # blocks until the program writes; EOF raises OSError on Linux
             seen.extend(chunk)
 
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the program has exited and its terminal is closed
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
     try:
         await asyncio.wait_for(asyncio.to_thread(read_until, b"Phase:      Running"), WAIT)
         await finish(driver, namespace, "a")
         await asyncio.wait_for(asyncio.to_thread(read_until, b"Phase:      Succeeded"), WAIT)
         assert await asyncio.wait_for(proc.wait(), WAIT) == 0
+        await asyncio.wait_for(asyncio.to_thread(drain), WAIT)  # the rest of the last screen
     finally:
         if proc.returncode is None:
             proc.kill()
