@@ -176,7 +176,12 @@ async def test_step_timeout_stops_its_job(
     slow = flow["status"]["steps"][0]
     assert slow["message"] == "timed out after 2s"
     assert (parse_time(slow["completionTime"]) - parse_time(slow["startTime"])).total_seconds() >= 2
-    reasons = [e["reason"] for e in await _events(driver, namespace, "deadline")]
+
+    async def timed_out_events() -> list[str] | None:  # events are sent after the status write
+        reasons = [e["reason"] for e in await _events(driver, namespace, "deadline")]
+        return reasons if "StepFailed" in reasons else None
+
+    reasons = await wait_until(timed_out_events, 30, what="the step's events")
     assert reasons.count("StepTimedOut") == 1
 
     async def pods_stopped() -> bool:
@@ -207,7 +212,11 @@ async def test_ttl_deletes_a_finished_flow_and_its_jobs(
     await driver.wait_gone(namespace, "short-lived", timeout=30)
     # Not before its TTL (counted from completionTime, a whole second like every status time), by zen-flow.
     assert datetime.now(UTC) - finished >= timedelta(seconds=2)
-    deleted = [line for line in controller.log_lines() if '"deleted flow"' in line]
+
+    async def logged() -> list[str] | None:  # the line follows the delete call's answer
+        return [line for line in controller.log_lines() if '"deleted flow"' in line] or None
+
+    deleted = await wait_until(logged, 30, what="the controller's log of the deletion")
     assert len(deleted) == 1
     assert "ttlSecondsAfterFinished=2s expired" in deleted[0]
 
