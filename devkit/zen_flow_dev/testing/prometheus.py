@@ -191,13 +191,6 @@ class PrometheusServer:
         found: list[dict[str, Any]] = self.api("alerts")["alerts"]
         return found
 
-    def firing(self) -> set[str]:
-        return {a["labels"]["alertname"] for a in self.alerts() if a["state"] == "firing"}
-
-    def targets_up(self) -> dict[str, str]:
-        """scrape URL -> health ("up", "down", "unknown") of every active target."""
-        return {t["scrapeUrl"]: t["health"] for t in self.api("targets")["activeTargets"]}
-
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
