@@ -24,8 +24,8 @@ from prometheus_client.registry import Collector
 
 from zen_flow import __version__
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ConditionType, StepPhase
-from zen_flow.planner.progress import REASON_STALLED
+from zen_flow.api.constants import StepPhase
+from zen_flow.planner.progress import stalled
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -42,15 +42,12 @@ class FlowCollector(Collector):
         by_flow: Tally[tuple[str, str]] = Tally()
         by_step: Tally[tuple[str, str]] = Tally()
         approvals: Tally[str] = Tally()
-        stalled: Tally[str] = Tally()
+        not_moving: Tally[str] = Tally()
         for flow in self._flows():
             ns = flow.metadata.namespace
             by_flow[(ns, flow.status.phase or "Pending")] += 1
-            if any(
-                c.type == ConditionType.PROGRESSING and c.reason == REASON_STALLED
-                for c in flow.status.conditions
-            ):
-                stalled[ns] += 1
+            if stalled(flow.status) is not None:
+                not_moving[ns] += 1
             for step in flow.status.steps:
                 by_step[(ns, step.phase)] += 1
                 if step.phase == StepPhase.PENDING_APPROVAL:
@@ -77,7 +74,7 @@ class FlowCollector(Collector):
             labels=["namespace"],
         )
         for ns in sorted({ns for ns, _ in by_flow}):
-            not_progressing.add_metric([ns], stalled[ns])
+            not_progressing.add_metric([ns], not_moving[ns])
         yield from (flows, steps, pending, not_progressing)
 
 

@@ -48,7 +48,7 @@ from zen_flow.planner.reports import download_failure
 from zen_flow.planner.resources import missing
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
 from zen_flow.planner.steps import StepViews, StepWork, bound
-from zen_flow.planner.timing import after, normalize, until
+from zen_flow.planner.timing import after, after_cut, normalize, until
 
 _name = lru_cache(maxsize=65536)(job_name)
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -86,7 +86,7 @@ class _Planner:
         self.wakeups: list[datetime] = []
         self.approvals: list[Approval] = []
         self.suspended = bool(flow.spec.suspend)
-        self.stopping = stop_request(flow) is not None
+        self.stopped = stop_request(flow)  # why the flow must fail now, or None
         self.budget = retry_budget(flow)
         self.budget_used = sum(
             w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0) for w in self.works.values()
@@ -190,9 +190,7 @@ class _Planner:
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             began = job.metadata.creation_timestamp or job.status.start_time or w.start_time or self.now
-            # Timestamps are whole seconds, cut down: the Job was created up to a second after `began`.
-            # Counting from the next second, the timeout never fires early (at most a second late).
-            due = after(began, timeout + 1)
+            due = after_cut(began, timeout)
             if self.now >= due:
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
@@ -269,7 +267,7 @@ class _Planner:
 
     def blocked(self) -> bool:
         return (
-            self.stopping
+            self.stopped is not None
             or self.suspended
             or self.failure is not None
             or self.deadline_passed
@@ -359,16 +357,16 @@ class _Planner:
         self.actions.append(CreateJob(w.name, attempt, body))
         w.start(self.job_ref(name, None), self.now, attempt=attempt)
         if w.spec.timeout_seconds is not None and w.spec.timeout_seconds > 0:
-            self.wakeups.append(after(self.now, w.spec.timeout_seconds + 1))  # see observe_running
+            self.wakeups.append(after_cut(self.now, w.spec.timeout_seconds))
 
     # --- pass 3: conclude -----------------------------------------------------------------------------
 
     def conclude(self) -> tuple[FlowPhase, str | None, str]:
         """(phase, failure message, Failed condition reason)."""
         works = self.works.values()
-        if (stopped := stop_request(self.flow)) is not None:
-            self.stop_all(stopped)
-            return FlowPhase.FAILED, stopped, REASON_STOPPED
+        if self.stopped is not None:
+            self.stop_all(self.stopped)
+            return FlowPhase.FAILED, self.stopped, REASON_STOPPED
         if self.group.replaced is not None:
             self.stop_all(self.group.replaced, REPLACED_JOB_REASON)
             return FlowPhase.FAILED, self.group.replaced, REASON_REPLACED

@@ -10,7 +10,7 @@ from zen_flow.api.jobflow import JobFlowStatus, Step, StepStatus
 from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.backoff import retry_limit
-from zen_flow.planner.progress import REASON_STALLED
+from zen_flow.planner.progress import REASON_STALLED, stalled
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED
 
 NORMAL = "Normal"
@@ -72,20 +72,15 @@ def _queued(status: JobFlowStatus) -> bool:
     return any(c.type == ConditionType.QUEUED and c.status == "True" for c in status.conditions)
 
 
-def _stalled(status: JobFlowStatus) -> str | None:
-    cond = next((c for c in status.conditions if c.type == ConditionType.PROGRESSING), None)
-    return cond.message or "" if cond is not None and cond.reason == REASON_STALLED else None
-
-
 def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
     out: list[EventSpec] = []
     message = new.message or ""
     if old.start_time is None and new.start_time is not None:
         out.append(EventSpec(NORMAL, "FlowStarted", "flow started"))
-    stalled, was_stalled = _stalled(new), _stalled(old)
-    if stalled is not None and was_stalled is None:
-        out.append(EventSpec(WARNING, REASON_STALLED, stalled))
-    elif was_stalled is not None and stalled is None and new.phase == FlowPhase.RUNNING:
+    now_stalled, was_stalled = stalled(new), stalled(old)
+    if now_stalled is not None and was_stalled is None:
+        out.append(EventSpec(WARNING, REASON_STALLED, now_stalled))
+    elif was_stalled is not None and now_stalled is None and new.phase == FlowPhase.RUNNING:
         out.append(EventSpec(NORMAL, "FlowProgressing", "a step changed phase again: " + message))
     if _queued(new) and not _queued(old):  # once per wait, not once per flow that went ahead
         out.append(EventSpec(NORMAL, "FlowQueued", message))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.jobflow import JobFlowStatus, StepStatus
 from zen_flow.api.meta import format_time
 from zen_flow.planner.timing import after, utc
@@ -33,6 +33,19 @@ class Stall:
     stalled: str | None = None  # the condition's message when Progressing is False for lack of progress
 
 
+def phases_changed(old: JobFlowStatus, phase: FlowPhase, steps: Sequence[StepStatus]) -> bool:
+    """Did the flow or one of its steps change phase between `old` and this plan?"""
+    return old.phase != phase.value or [(s.name, s.phase) for s in old.steps] != [
+        (s.name, s.phase) for s in steps
+    ]
+
+
+def stalled(status: JobFlowStatus) -> str | None:
+    """The message of a Progressing=False ProgressDeadlineExceeded condition, or None."""
+    cond = next((c for c in status.conditions if c.type == ConditionType.PROGRESSING), None)
+    return cond.message or "" if cond is not None and cond.reason == REASON_STALLED else None
+
+
 def last_progress(
     old: JobFlowStatus, phase: FlowPhase, steps: Sequence[StepStatus], now: datetime
 ) -> datetime | None:
@@ -41,9 +54,7 @@ def last_progress(
     timestamp, so an upgrade does not declare every long-running flow stuck."""
     if phase == FlowPhase.PENDING:
         return old.last_progress_time
-    if old.phase != phase.value or [(s.name, s.phase) for s in old.steps] != [
-        (s.name, s.phase) for s in steps
-    ]:
+    if phases_changed(old, phase, steps):
         return now
     if old.last_progress_time is not None:
         return old.last_progress_time

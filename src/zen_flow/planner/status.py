@@ -15,7 +15,7 @@ from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
 from zen_flow.api.meta import Condition
 from zen_flow.planner.estimate import estimate_completion
-from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall
+from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
 
 MAX_FLOW_MESSAGE = 256
 MAX_CONDITION_MESSAGE = 1024
@@ -233,9 +233,7 @@ def assemble(
     generation = flow.metadata.generation or old.observed_generation
     # Re-estimated only when a step or the flow changes phase: between transitions the old estimate
     # stands, so a reconcile that changes nothing else writes nothing.
-    if old.phase == phase.value and [(s.name, s.phase) for s in old.steps] == [
-        (s.name, s.phase) for s in step_tuple
-    ]:
+    if not phases_changed(old, phase, step_tuple):
         estimated = old.estimated_completion_time
     else:
         estimated = estimate_completion(flow, step_tuple, phase, now)

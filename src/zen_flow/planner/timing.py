@@ -29,3 +29,9 @@ def after(start: datetime, seconds: float) -> datetime:
 
 def until(now: datetime, when: datetime) -> float:
     return (utc(when) - now).total_seconds()
+
+
+def after_cut(stamp: datetime, seconds: float) -> datetime:
+    """`seconds` after an event whose timestamp `stamp` was cut down to the second (metav1.Time): the
+    event happened up to a second later, so count from the next second: never early, at most 1 s late."""
+    return after(stamp, seconds + 1)
