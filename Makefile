@@ -15,7 +15,7 @@ IMAGE_TAR := $(HOME)/.cache/zen-flow/image/zen-flow.tar
 # make test runs hypothesis derandomized (the same cases every run, as CI must); plain `pytest` explores.
 export ZENFLOW_HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: help venv install uninstall undeploy test-node controlplane check fmt lint typecheck imports test test-unit test-integration test-e2e \
+.PHONY: help venv install uninstall undeploy test-node controlplane check fmt lint typecheck imports test test-unit test-tools test-integration test-e2e \
         test-load test-transfer bench cluster dev run validate-examples manifests helm-lint helm-template helm-package \
         deploy image build-image-multiarch build-release coverage clean test-chaos fuzz
 
@@ -49,16 +49,17 @@ imports: $(STAMP)
 
 check: lint typecheck imports ## format check, lint, mypy --strict, import contracts
 
-test: $(STAMP) ## every test tier (unit, transfer, integration, e2e, real node); builds what they need first (cached)
+test: $(STAMP) ## every test tier (the real-node tier beside the others); builds what they need first (cached)
 	@set -e; \
 	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
 	  s3="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}"; \
 	  prom="$$(tools/fetch-prometheus.sh)"; \
+	  shells="$$(tools/fetch-shells.sh)"; \
 	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
 	  image="$${ZENFLOW_IMAGE_TAR:-$$(tools/build-image.sh --if-supported --save $(IMAGE_TAR))}"; \
-	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_PROMETHEUS_BIN="$$prom" \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_PROMETHEUS_BIN="$$prom" ZENFLOW_SHELLS_BIN="$$shells" \
 	  ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
-	  $(BIN)/pytest tests $(PYTEST_ARGS)
+	  tools/test-tiers.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 test-node: $(STAMP) ## the real-node tier only (root: containerd, kubelet, kube-proxy, local registry, the image)
 	@set -e; \
@@ -76,8 +77,13 @@ coverage: $(STAMP) ## every test tier under coverage, controller subprocesses in
 	  $(BIN)/coverage run -m pytest tests $(PYTEST_ARGS)
 	$(BIN)/coverage combine -q && $(BIN)/coverage report && $(BIN)/coverage html -q
 
-test-unit: $(STAMP) ## unit and property tests of the pure core (no cluster; promtool from Debian's package)
-	@ZENFLOW_PROMETHEUS_BIN="$$(tools/fetch-prometheus.sh)" $(BIN)/pytest tests/unit $(PYTEST_ARGS)
+test-unit: $(STAMP) ## unit and property tests (hermetic: no cluster tools, no network)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-tools: $(STAMP) ## the real tools: kubectl kustomize, helm, promtool, shell completion in bash/zsh/fish (cached)
+	@ZENFLOW_PROMETHEUS_BIN="$$(tools/fetch-prometheus.sh)" ZENFLOW_SHELLS_BIN="$$(tools/fetch-shells.sh)" \
+	  ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  $(BIN)/pytest tests/tools $(PYTEST_ARGS)
 
 test-transfer: $(STAMP) ## `zen-flow artifact` as processes against a real S3 server (versitygw) and HTTP server
 	@ZENFLOW_VERSITYGW="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}" \

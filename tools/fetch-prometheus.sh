@@ -17,13 +17,9 @@ fi
 CACHE_ROOT="${ZENFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/zen-flow}"
 log() { printf '[fetch-prometheus] %s\n' "$*" >&2; }
 
-command -v apt-get >/dev/null && command -v dpkg >/dev/null \
-  || { log "needs apt-get and dpkg (Debian or Ubuntu); or set ZENFLOW_PROMETHEUS_BIN"; exit 1; }
-version="$(apt-cache policy prometheus 2>/dev/null | sed -n 's/^  Candidate: //p')"
-if [ -z "${version}" ] || [ "${version}" = "(none)" ]; then
-  log "apt knows no 'prometheus' package: run apt-get update, or set ZENFLOW_PROMETHEUS_BIN"
-  exit 1
-fi
+# shellcheck source=lib/debs.sh
+source "$(dirname "$0")/lib/debs.sh"
+version="$(debs_candidate prometheus)" || { log "or set ZENFLOW_PROMETHEUS_BIN"; exit 1; }
 BIN="${CACHE_ROOT}/tools/prometheus-${version//[^A-Za-z0-9.+-]/_}/bin"
 if [ -x "${BIN}/prometheus" ] && [ -x "${BIN}/promtool" ]; then
   log "cached: ${BIN}"
@@ -33,12 +29,7 @@ fi
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "${scratch}"' EXIT
-log "prometheus ${version}: apt-get download + dpkg -x (not installed)"
-# apt drops privileges to _apt for downloads when it can; in a root-only temp dir it cannot, which only
-# costs a warning.
-(cd "${scratch}" && apt-get download -q "prometheus=${version}" >&2 2>/dev/null) \
-  || (cd "${scratch}" && apt-get download -q prometheus >&2)
-dpkg -x "${scratch}"/prometheus_*.deb "${scratch}/root"
+debs_unpack "${scratch}/root" "prometheus=${version}"
 mkdir -p "${BIN}"
 install -m 0755 "${scratch}/root/usr/bin/prometheus" "${scratch}/root/usr/bin/promtool" "${BIN}/"
 "${BIN}/promtool" --version >&2

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
 from zen_flow_dev.testing.jobstatus import complete_job, fail_job
 
 pytestmark = pytest.mark.integration
+COLOURS = re.compile(rb"\x1b\[[0-9;]*m")  # SGR sequences: colour, bold, reset
 
 
 def cli(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -266,12 +268,13 @@ async def test_watch_on_a_terminal_redraws_the_flow_in_place(
         "--kubeconfig",
         str(kubeconfig),
     ]
-    proc = await asyncio.create_subprocess_exec(*command, stdout=terminal, stderr=terminal)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "xterm-256color"}
+    proc = await asyncio.create_subprocess_exec(*command, stdout=terminal, stderr=terminal, env=env)
     os.close(terminal)
     seen = bytearray()
 
     def read_until(marker: bytes) -> None:
-        while marker not in seen:
+        while marker not in COLOURS.sub(b"", seen):  # what a person reads, whatever its colour
             chunk = os.read(main, 65536)  # blocks until the program writes; EOF raises OSError on Linux
             seen.extend(chunk)
 
@@ -295,9 +298,94 @@ async def test_watch_on_a_terminal_redraws_the_flow_in_place(
         if proc.returncode is None:
             proc.kill()
         os.close(main)
-    screens = seen.split(b"\x1b[H\x1b[2J")[1:]  # each redraw starts at the top of a cleared screen
+    assert b"\x1b[32mSucceeded\x1b[0m" in seen  # the phase in green
+    screens = COLOURS.sub(b"", seen).split(b"\x1b[H\x1b[2J")[1:]  # each redraw: top of a cleared screen
     assert len(screens) >= 2
     assert screens[0].startswith(b"Name:       " + f"{namespace}/shown".encode())
     last = screens[-1].decode().replace("\r\n", "\n").splitlines()
     assert last[1] == "Phase:      Succeeded"
     assert last[-1].split()[:2] == ["a", "Succeeded"]
+
+
+def tab(kubeconfig: Path, command: str, typed: str) -> list[str]:
+    """The names bash, zsh or fish offer after `zen-flow COMMAND --kubeconfig K TYPED`: the program run as
+    their completion scripts run it (argcomplete's protocol)."""
+    line = f"zen-flow {command} --kubeconfig {kubeconfig} {typed}"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n", "COMP_LINE": line,
+           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": "/dev/stdout"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "zen_flow"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    words = (word.strip() for word in done.stdout.split("\n"))
+    return sorted(word for word in words if word and not word.startswith("-"))  # names, not options
+
+
+def test_tab_completes_flow_and_step_names_from_the_cluster(
+    namespace: str, kubeconfig: Path, kubectl: Any, cluster: Any, jobflow_crd: Any
+) -> None:
+    for name in ("nightly", "nightly-eu", "weekly"):
+        steps = [job_step("build"), manual_step("gate", "build"), job_step("ship", "gate")]
+        kubectl("create", "-f", "-", input=json.dumps(flow_manifest(name, namespace, steps)))
+    assert tab(kubeconfig, "get", f"-n {namespace} night") == ["nightly", "nightly-eu"]
+    assert tab(kubeconfig, "delete", f"-n {namespace} weekly w") == ["weekly"]
+    assert tab(kubeconfig, "get", "-n elsewhere night") == []  # the namespace typed is the one asked
+    assert tab(kubeconfig, "logs", f"-n {namespace} weekly ") == ["build", "gate", "ship"]
+    assert tab(kubeconfig, "approve", f"-n {namespace} weekly ") == ["gate"]  # Manual steps only
+
+    # `kubectl jobflow <TAB>`: kubectl runs the plugin's kubectl_complete-jobflow (installed beside it).
+    scripts = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        [str(find_kubectl(getattr(cluster, "bin_dir", None))), "__complete", "jobflow", "get",
+         "--kubeconfig", str(kubeconfig), "-n", namespace, "week"],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[0] == "weekly", done.stdout
+
+
+def _jobflow_requests(kubectl: Any) -> dict[str, float]:
+    """The apiserver's own count of requests on jobflows, by verb, and the watches open on them now."""
+    text = kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if 'resource="jobflows"' not in line or 'subresource="status"' in line:  # the writes below
+            continue
+        name = line.split("{", 1)[0]
+        verb = line.split('verb="', 1)[1].split('"', 1)[0] if 'verb="' in line else ""
+        if name == "apiserver_request_total":
+            counts[verb] = counts.get(verb, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif name == "apiserver_longrunning_requests" and verb == "WATCH":
+            counts["open watches"] = counts.get("open watches", 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def test_watch_of_fifty_flows_is_one_watch(
+    namespace: str, kubeconfig: Path, kubectl: Any, driver: FlowDriver, jobflow_crd: Any
+) -> None:
+    names = [f"flow-{i:02d}" for i in range(50)]
+    await asyncio.gather(*(driver.create(flow_manifest(n, namespace, [job_step("a")])) for n in names))
+    before = _jobflow_requests(kubectl)
+    command = [sys.executable, "-m", "zen_flow", "watch", "-n", namespace, "--kubeconfig", str(kubeconfig)]
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    async def lines(count: int) -> list[list[str]]:
+        return [(await stdout.readline()).decode().split() for _ in range(count)]
+
+    try:
+        found = await asyncio.wait_for(lines(50), WAIT)  # every flow once, as found
+        assert sorted(line[1] for line in found) == names
+        watching = _jobflow_requests(kubectl)
+        assert watching.get("open watches", 0) - before.get("open watches", 0) == 1
+        for name in names:  # 50 changes while it watches
+            await driver.flows.patch_status(namespace, name, {"status": {"phase": "Running"}})
+        changed = await asyncio.wait_for(lines(50), WAIT)
+        assert sorted((line[1], line[2]) for line in changed) == [(n, "Running") for n in names]
+    finally:
+        proc.terminate()
+        await proc.wait()
+    after = _jobflow_requests(kubectl)
+    # One LIST (the state to start from) and one WATCH, whatever the number of flows: no GET, no polling.
+    assert after.get("LIST", 0) - before.get("LIST", 0) == 1
+    assert after.get("GET", 0) == before.get("GET", 0)

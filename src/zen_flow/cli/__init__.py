@@ -5,6 +5,7 @@ delete, graph), move artifacts (in a pod)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -46,9 +47,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
-    import shtab
+    from zen_flow.cli.completion import script
 
-    print(shtab.complete(build_parser(), shell=args.shell))
+    print(script(args.shell), end="")
     return 0
 
 
@@ -95,10 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "completion",
         help="print a shell completion script",
-        description="Print a completion script for bash or zsh, generated from this command's own parser.",
-        epilog="example: source <(zen-flow completion bash)",
+        description="Print a completion script for bash, zsh or fish: commands, options, their values and\n"
+        "the names of flows and steps on the cluster (with your kubeconfig, --context and -n as typed).",
+        epilog="examples:\n  source <(zen-flow completion bash)        # in ~/.bashrc\n"
+        '  zen-flow completion zsh > "${fpath[1]}/_zen-flow"\n'
+        "  zen-flow completion fish > ~/.config/fish/completions/zen-flow.fish",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("shell", choices=["bash", "zsh"])
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
     p.set_defaults(func=_cmd_completion)
     return parser
 
@@ -130,7 +135,11 @@ def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from zen_flow.cli.completion import flow_names, step_names
     from zen_flow.cli.session import add_client_arguments
+
+    def completes(action: argparse.Action, completer: Callable[..., list[str]]) -> None:
+        action.completer = completer  # type: ignore[attr-defined]  # read by argcomplete
 
     def command(
         name: str, help: str, example: str, *, all_namespaces: bool = False
@@ -153,7 +162,7 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("-l", "--selector", help="label selector, as kubectl's")
 
     p = command("get", "show a JobFlow and its steps in dependency order", "zen-flow get nightly -n team-a")
-    p.add_argument("name")
+    completes(p.add_argument("name"), flow_names)
     p.add_argument(
         "-o",
         "--output",
@@ -175,18 +184,26 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     for verb in ("approve", "reject"):
         p = command(verb, f"{verb} a Manual step (the webhook records who)", f"zen-flow {verb} release gate")
-        p.add_argument("name")
-        p.add_argument("step")
+        completes(p.add_argument("name"), flow_names)
+        completes(p.add_argument("step"), step_names(manual_only=True))
         p.add_argument("-m", "--message", help="why (recorded in status.audit.approvals)")
 
     p = command(
         "watch", "follow one flow, or every flow of the namespace, as it changes", "zen-flow watch nightly"
     )
-    p.add_argument("name", nargs="?", help="one flow: ends when it does (exit 1 if it failed)")
+    completes(
+        p.add_argument("name", nargs="?", help="one flow: ends when it does (exit 1 if it failed)"),
+        flow_names,
+    )
 
     p = command("logs", "print the logs of a flow's step pods", "zen-flow logs nightly load --attempt 1")
-    p.add_argument("name")
-    p.add_argument("step", nargs="?", help="one step (default: every step that ran, in dependency order)")
+    completes(p.add_argument("name"), flow_names)
+    completes(
+        p.add_argument(
+            "step", nargs="?", help="one step (default: every step that ran, in dependency order)"
+        ),
+        step_names(),
+    )
     p.add_argument("--attempt", type=int, help="the attempt to show, 1 for the first (default: the latest)")
     p.add_argument("-f", "--follow", action="store_true", help="stream the logs until the containers end")
 
@@ -206,29 +223,37 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
 
     p = command("retry", "rerun a Failed flow from its failed steps", "zen-flow retry nightly --step load")
-    p.add_argument("name")
-    p.add_argument(
-        "--step", dest="steps", action="append", default=[], help="only this failed step (repeatable)"
+    completes(p.add_argument("name"), flow_names)
+    completes(
+        p.add_argument(
+            "--step", dest="steps", action="append", default=[], help="only this failed step (repeatable)"
+        ),
+        step_names(),
     )
 
     p = command("stop", "fail a flow now: its running Jobs are deleted", "zen-flow stop nightly")
-    p.add_argument("name")
+    completes(p.add_argument("name"), flow_names)
 
     p = command("delete", "delete flows, with their Jobs and pods", "zen-flow delete nightly weekly")
-    p.add_argument("names", nargs="+", metavar="NAME")
+    completes(p.add_argument("names", nargs="+", metavar="NAME"), flow_names)
 
     p = command("resubmit", "create a new flow from an old one's spec", "zen-flow resubmit nightly")
-    p.add_argument("name")
+    completes(p.add_argument("name"), flow_names)
 
     for verb, what in (
         ("suspend", "start no new step (running steps finish)"),
         ("resume", "start steps again"),
     ):
         p = command(verb, f"{verb} a JobFlow: {what}", f"zen-flow {verb} nightly")
-        p.add_argument("name")
+        completes(p.add_argument("name"), flow_names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (zen-flow completion SHELL)
+        from zen_flow.cli.completion import answer
+
+        answer(parser)
+    args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -52,7 +52,7 @@ async def list_flows(session: Session, args: argparse.Namespace) -> int:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         print(f"No JobFlows found in {where}.", file=sys.stderr)
         return EXIT_OK
-    session.out.write(flow_list(flows, now(), all_namespaces=namespace is None))
+    session.show(flow_list(flows, now(), all_namespaces=namespace is None))
     return EXIT_OK
 
 
@@ -63,7 +63,7 @@ async def get_flow(session: Session, args: argparse.Namespace) -> int:
     elif args.output == "yaml":
         session.out.write(yaml.safe_dump(raw, sort_keys=False))
     else:
-        session.out.write(flow_detail(JobFlow.model_validate(raw), now(), wide=args.output == "wide"))
+        session.show(flow_detail(JobFlow.model_validate(raw), now(), wide=args.output == "wide"))
     return EXIT_OK
 
 

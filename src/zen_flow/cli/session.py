@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from zen_flow.api import JobFlow
+from zen_flow.cli.colour import painter
 from zen_flow.kube.client import ClientOptions, KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
@@ -81,6 +83,7 @@ class Session:
         self.flows = JobFlowClient(client)
         self.namespace = namespace
         self.out = out
+        self.show = painter(out)  # rendered views: coloured on a terminal
 
     async def get(self, name: str) -> JobFlow:
         return JobFlow.model_validate(await self.flows.get(self.namespace, name))
@@ -95,12 +98,17 @@ class Session:
 
 
 async def _with_session(command: Command, args: argparse.Namespace) -> int:
+    async with open_session(args) as session:
+        return await command(session, args)
+
+
+@asynccontextmanager
+async def open_session(args: argparse.Namespace, out: TextIO = sys.stdout) -> AsyncIterator[Session]:
+    """A session for kubectl's flags in `args` (--kubeconfig, --context, -n); the client closed after."""
     config = await load_config(args.kubeconfig, args.context)
     client = KubeClient(config, ClientOptions(user_agent=USER_AGENT))
     try:
-        return await command(
-            Session(client, args.namespace or config.namespace or "default", sys.stdout), args
-        )
+        yield Session(client, args.namespace or config.namespace or "default", out)
     finally:
         await client.close()
 

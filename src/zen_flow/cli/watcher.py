@@ -5,7 +5,6 @@ per change, so the output can be piped or logged."""
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
 
 from zen_flow.api import JobFlow
 from zen_flow.cli.render import flow_detail, flow_list
@@ -35,7 +34,7 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
             version = listed.resource_version
             if args.name and args.name not in flows:
                 raise UsageError(f"jobflow {session.namespace}/{args.name} not found")
-            outcome = _show(session.out, flows, shown, args.name, tty)
+            outcome = _show(session, flows, shown, args.name, tty)
             if outcome is not None:
                 return outcome
         query = [*selector, ("allowWatchBookmarks", "true"), ("resourceVersion", version)]
@@ -53,7 +52,7 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
                             return EXIT_FAILED
                     else:
                         flows[flow.metadata.name] = flow
-                    outcome = _show(session.out, flows, shown, args.name, tty)
+                    outcome = _show(session, flows, shown, args.name, tty)
                     if outcome is not None:
                         return outcome
         except Expired:
@@ -61,14 +60,14 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
 
 
 def _show(
-    out: TextIO,
+    session: Session,
     flows: dict[str, JobFlow],
     shown: dict[str, Summary],
     name: str | None,
     tty: bool,
 ) -> int | None:
     """Print what changed; the exit status once the watched flow is over."""
-    at = now()
+    at, out = now(), session.out
     changed = [f for f in flows.values() if shown.get(f.metadata.name) != _summary(f)]
     if changed and tty:
         view = (
@@ -76,7 +75,8 @@ def _show(
             if name
             else flow_list(list(flows.values()), at, all_namespaces=False)
         )
-        out.write("\x1b[H\x1b[2J" + view)  # home, clear: redrawn in place
+        out.write("\x1b[H\x1b[2J")  # home, clear: redrawn in place
+        session.show(view)
     for flow in sorted(changed, key=lambda f: f.metadata.name):
         shown[flow.metadata.name] = _summary(flow)
         if not tty:

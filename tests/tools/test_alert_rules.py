@@ -1,7 +1,7 @@
 """The alerts fire when they should, checked by Prometheus' own rule engine (promtool).
 
 `promtool check rules` validates every expression and annotation template; `promtool test rules` runs the
-scenarios of tests/unit/data/alert_tests.yaml: nothing scraped, a healthy pair whose standby exports no
+scenarios of tests/tools/data/alert_tests.yaml: nothing scraped, a healthy pair whose standby exports no
 leader series, a lost leader, a backed-up leader queue, 403s, stuck and failing flows, certificates.
 
 promtool comes from Debian's prometheus package, unpacked into the tool cache by
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_manifests import CONFIG, documents
 
+from deploy_manifests import CONFIG, documents
 from zen_flow_dev.testing.prometheus import FETCH_HINT, prometheus_tool
 
 RULES = documents(CONFIG / "prometheus" / "prometheusrule.yaml")[0]

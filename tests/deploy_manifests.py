@@ -19,7 +19,7 @@ from zen_flow.cli import build_parser
 from zen_flow.controller.metrics import InformerStats, Metrics
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
 CHART = ROOT / "charts" / "zen-flow"
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")

@@ -1,0 +1,85 @@
+"""Shell completion for bash, zsh and fish (argcomplete): commands, options and their choices come from the
+argument parser; flow and step names from the cluster, as kubectl completes resource names.
+
+The shell runs `zen-flow` itself with the command line in its environment (`_ARGCOMPLETE`); `main` hands
+such a run to `answer` before parsing, so the script `zen-flow completion SHELL` prints never goes stale.
+Names are looked up with the user's kubeconfig, context and namespace flags as typed so far, within
+NAMES_TIMEOUT: an unreachable cluster completes nothing rather than hanging the prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+SHELLS = ("bash", "zsh", "fish")
+NAMES_TIMEOUT = 3.0
+
+
+def script(shell: str) -> str:
+    from argcomplete.shell_integration import shellcode
+
+    return shellcode(["zen-flow"], shell=shell)
+
+
+def answer(parser: argparse.ArgumentParser) -> None:
+    """Print the completions the shell asked for and exit."""
+    import argcomplete
+
+    argcomplete.autocomplete(parser)
+
+
+def kubectl_plugin(parser: argparse.ArgumentParser, words: list[str]) -> int:
+    """`kubectl jobflow ...<TAB>`: kubectl (1.26+) runs `kubectl_complete-jobflow WORD... PARTIAL` and reads
+    cobra's answer: one candidate per line, then `:<directive>` (4: do not fall back to file names)."""
+    import io
+    import os
+
+    import argcomplete
+
+    line = " ".join(["zen-flow", *words])
+    os.environ.update(_ARGCOMPLETE="1", _ARGCOMPLETE_IFS="\n", COMP_LINE=line, COMP_POINT=str(len(line)))
+    out = io.StringIO()
+    argcomplete.autocomplete(parser, exit_method=lambda code: None, output_stream=out)
+    candidates = [c.rstrip() for c in out.getvalue().split("\n") if c.strip()]
+    print("\n".join([*candidates, ":4"]))
+    return 0
+
+
+def flow_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    from zen_flow.kube.jobflows import JOBFLOWS
+
+    async def names() -> list[str]:
+        from zen_flow.cli.session import open_session
+
+        async with open_session(parsed_args) as session:
+            listed = await session.client.list_all(JOBFLOWS.path(session.namespace), (), page_size=500)
+            return [item["metadata"]["name"] for item in listed.items]
+
+    return [name for name in _lookup(names) if name.startswith(prefix)]
+
+
+def step_names(*, manual_only: bool = False) -> Callable[..., list[str]]:
+    """The steps of the flow named earlier on the line (for approve/reject: its Manual steps)."""
+
+    def complete(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+        async def names() -> list[str]:
+            from zen_flow.cli.session import open_session
+
+            async with open_session(parsed_args) as session:
+                flow = await session.get(parsed_args.name)
+                return [s.name for s in flow.spec.steps if not manual_only or s.is_manual]
+
+        return [name for name in _lookup(names) if name.startswith(prefix)]
+
+    return complete
+
+
+def _lookup(names: Callable[[], Any]) -> list[str]:
+    try:
+        found: list[str] = asyncio.run(asyncio.wait_for(names(), NAMES_TIMEOUT))
+    except Exception:  # no cluster, no flow, no rights: nothing to offer, and no traceback in the prompt
+        return []
+    return found

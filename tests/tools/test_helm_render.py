@@ -1,0 +1,333 @@
+"""The Helm chart rendered and linted by the real helm: it renders what config/ holds, with real flags, and
+its values change what they say.
+
+Tools tier: helm is built from its Go module by tools/build-gotool.sh (cached under ~/.cache/zen-flow/tools);
+the tests are skipped only when it cannot be built, with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy_manifests import (
+    CHART,
+    CONFIG,
+    ROOT,
+    container,
+    documents,
+    find,
+    find_all,
+    load_dashboard,
+    metric_catalog,
+    objects,
+    selectors,
+    settings_of,
+)
+from zen_flow_dev.testing.prometheus import alert_rules
+from zen_flow_dev.testing.rbac import rules_allow
+
+RELEASE, NAMESPACE = "zen-flow", "zen-flow-system"  # the names config/ uses
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    if override := os.environ.get("ZENFLOW_HELM"):
+        return override
+    done = subprocess.run(
+        [str(ROOT / "tools" / "build-gotool.sh"), "helm"], capture_output=True, text=True, timeout=1200
+    )
+    if done.returncode != 0:
+        pytest.skip(f"helm could not be built: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def render(
+    helm: str,
+    tmp_path: Path,
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[dict[str, Any]]:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values or {}))
+    done = subprocess.run(
+        [helm, "template", release, str(CHART), "--namespace", namespace, "--values", str(values_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RenderError(done.stderr)
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+class RenderError(Exception):
+    pass
+
+
+def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(docs, "Deployment")
+
+
+def identity(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace", "")) for d in docs}
+
+
+# --- helm lint and the default rendering ------------------------------------------------------------
+
+
+def test_helm_lint_strict(helm: str) -> None:
+    done = subprocess.run([helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_default_release_renders_the_objects_of_config_default(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    for doc in docs:
+        assert doc["apiVersion"], doc
+        assert doc["kind"], doc
+        assert doc["metadata"]["name"], doc
+    config = [
+        d
+        for d in objects("crd", "rbac", "manager", "webhook")
+        # Helm installs into the release namespace (--create-namespace); the VPA is opt-in.
+        if d["kind"] not in ("Namespace", "VerticalPodAutoscaler")
+    ]
+    assert identity(docs) == identity(config)
+
+
+def test_default_deployment_runs_with_the_settings_of_config(helm: str, tmp_path: Path) -> None:
+    chart = deployment(render(helm, tmp_path))
+    config = find(objects("manager"), "Deployment")
+    assert settings_of(chart) == settings_of(config)
+    assert chart["spec"]["replicas"] == config["spec"]["replicas"] == 2
+    chart_pod, config_pod = chart["spec"]["template"]["spec"], config["spec"]["template"]["spec"]
+    for key in ("securityContext", "volumes", "serviceAccountName", "terminationGracePeriodSeconds"):
+        assert chart_pod[key] == config_pod[key], key
+    c, k = container(chart), container(config)
+    for key in (
+        "image",
+        "env",
+        "ports",
+        "resources",
+        "securityContext",
+        "volumeMounts",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+    ):
+        assert c[key] == k[key], key
+
+
+def test_default_rbac_and_webhooks_equal_config(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path)
+    config = objects("rbac", "webhook")
+    for kind in ("ClusterRole", "Role"):
+        assert find(docs, kind)["rules"] == find(config, kind)["rules"], kind
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        chart, ours = find(docs, kind), find(config, kind)
+        assert chart["webhooks"] == ours["webhooks"], kind
+        assert chart["metadata"]["annotations"] == ours["metadata"]["annotations"], kind
+    assert find(docs, "Certificate")["spec"] == find(config, "Certificate")["spec"]
+    chart_service, config_service = find(docs, "Service", "zen-flow-webhook"), find(config, "Service")
+    assert chart_service["spec"]["ports"] == config_service["spec"]["ports"]
+    # The chart also selects its release (app.kubernetes.io/instance), so two releases never mix.
+    assert chart_service["spec"]["selector"].items() >= config_service["spec"]["selector"].items()
+
+
+def test_services_select_the_pods_of_the_release(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"metrics": {"serviceMonitor": {"enabled": True}}})
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    for service in find_all(docs, "Service"):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert find(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    monitor = find(docs, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    selected = [s for s in find_all(docs, "Service") if monitor.items() <= s["metadata"]["labels"].items()]
+    assert [s["metadata"]["name"] for s in selected] == ["zen-flow-controller-metrics"]
+
+
+def test_crd_is_config_crd_kept_on_uninstall(helm: str, tmp_path: Path) -> None:
+    crd = find(render(helm, tmp_path), "CustomResourceDefinition")
+    source = documents(CONFIG / "crd" / "jobflows.workflow.kube-zen.io.yaml")[0]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["metadata"]["labels"].items() >= source["metadata"]["labels"].items()
+    stripped = copy.deepcopy(crd)
+    stripped["metadata"] = {"name": crd["metadata"]["name"]}
+    source["metadata"] = {"name": source["metadata"]["name"]}
+    assert stripped == source  # the round trip through the template changed nothing
+
+
+def test_crds_install_false_leaves_the_crd_out(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"crds": {"install": False}})
+    assert not find_all(docs, "CustomResourceDefinition")
+
+
+# --- values do what they say ------------------------------------------------------------------------
+
+
+def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path: Path) -> None:
+    values = {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
+    docs = render(helm, tmp_path, values, release="flows", namespace="ops")
+    dep = deployment(docs)
+    settings = settings_of(dep)
+    pod = dep["spec"]["template"]["spec"]
+    sa = find(docs, "ServiceAccount")["metadata"]
+    assert pod["serviceAccountName"] == sa["name"]
+    assert sa["namespace"] == "ops"
+    role = find(docs, "Role")
+    assert role["metadata"]["namespace"] == "ops"
+    assert rules_allow(role["rules"], "coordination.k8s.io", "leases", "patch", settings.leader_election_name)
+    for binding in find_all(docs, "RoleBinding") + find_all(docs, "ClusterRoleBinding"):
+        assert {"kind": "ServiceAccount", "name": sa["name"], "namespace": "ops"} in binding["subjects"]
+    cert = find(docs, "Certificate")
+    webhook_service = find(docs, "Service", "flows-zen-flow-webhook")
+    assert "flows-zen-flow-webhook.ops.svc" in cert["spec"]["dnsNames"]
+    volume = next(v for v in pod["volumes"] if "secret" in v)
+    assert volume["secret"]["secretName"] == cert["spec"]["secretName"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = find(docs, kind)
+        assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"ops/{cert['metadata']['name']}"
+        )
+        hook = config["webhooks"][0]
+        assert hook["clientConfig"]["service"] == {
+            "name": webhook_service["metadata"]["name"],
+            "namespace": "ops",
+            "path": hook["clientConfig"]["service"]["path"],
+            "port": 443,
+        }
+        assert "ops" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
+    # The alerts select the job Prometheus gives this release's metrics Service.
+    metrics_service = find(docs, "Service", "flows-zen-flow-controller-metrics")["metadata"]["name"]
+    for rule in alert_rules(find(docs, "PrometheusRule")):
+        for sel in selectors(rule["expr"]):
+            assert sel.matchers.get("job") == metrics_service, rule["alert"]
+            assert sel.metric in metric_catalog() or sel.metric == "up"
+
+
+def test_watch_namespaces_bind_per_namespace_and_restrict_the_informers(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"watchNamespaces": ["team-a", "team-b"]})
+    assert settings_of(deployment(docs)).namespaces == ("team-a", "team-b")
+    assert not find_all(docs, "ClusterRoleBinding")
+    bindings = [b for b in find_all(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+
+
+def test_the_network_policy_is_the_kustomize_components(helm: str, tmp_path: Path) -> None:
+    assert not find_all(render(helm, tmp_path), "NetworkPolicy")  # off by default
+    docs = render(helm, tmp_path, {"networkPolicy": {"enabled": True}})
+    chart_policy = find(docs, "NetworkPolicy")
+    (component,) = documents(CONFIG / "components" / "network-policy" / "networkpolicy.yaml")
+    assert chart_policy["spec"]["ingress"] == component["spec"]["ingress"]
+    assert chart_policy["spec"]["policyTypes"] == component["spec"]["policyTypes"]
+    # It selects exactly the controller's pods.
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert chart_policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_webhook_disabled_runs_without_webhooks_or_certificates(helm: str, tmp_path: Path) -> None:
+    values = {"webhook": {"enabled": False}, "metrics": {"prometheusRule": {"enabled": True}}}
+    docs = render(helm, tmp_path, values)
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "Certificate",
+        "Issuer",
+    }
+    dep = deployment(docs)
+    assert settings_of(dep).webhook_addr == ""  # the controller's way to disable them
+    assert all("secret" not in v for v in dep["spec"]["template"]["spec"]["volumes"])
+    alerts = {r["alert"] for r in alert_rules(find(docs, "PrometheusRule"))}
+    assert not {a for a in alerts if a.startswith("ZenFlowWebhook")}
+
+
+def test_single_replica_without_leader_election(helm: str, tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="leaderElection"):
+        render(helm, tmp_path, {"leaderElection": {"enabled": False}})
+    values = {
+        "replicaCount": 1,
+        "leaderElection": {"enabled": False},
+        "metrics": {"prometheusRule": {"enabled": True}},
+    }
+    docs = render(helm, tmp_path, values)
+    assert settings_of(deployment(docs)).leader_elect is False
+    assert not find_all(docs, "Role")
+    assert not find_all(docs, "PodDisruptionBudget")
+    alerts = {r["alert"] for r in alert_rules(find(docs, "PrometheusRule"))}
+    assert "ZenFlowNoLeader" not in alerts
+    assert "ZenFlowControllerDown" in alerts
+
+
+def test_without_cert_manager_an_existing_secret_and_ca_are_required(helm: str, tmp_path: Path) -> None:
+    no_cert_manager = {"certManager": {"enabled": False}}
+    with pytest.raises(RenderError, match=r"webhook\.secretName"):
+        render(helm, tmp_path, {"webhook": {**no_cert_manager, "caBundle": "Q0E="}})
+    with pytest.raises(RenderError, match=r"webhook\.caBundle"):
+        render(helm, tmp_path, {"webhook": {**no_cert_manager, "secretName": "my-tls"}})
+    values = {"webhook": {"certManager": {"enabled": False}, "secretName": "my-tls", "caBundle": "Q0E="}}
+    docs = render(helm, tmp_path, values)
+    assert not find_all(docs, "Certificate")
+    assert not find_all(docs, "Issuer")
+    volume = next(v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    assert volume["secret"]["secretName"] == "my-tls"
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = find(docs, kind)
+        assert config["webhooks"][0]["clientConfig"]["caBundle"] == "Q0E="
+        assert "cert-manager.io/inject-ca-from" not in (config["metadata"].get("annotations") or {})
+
+
+def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
+    values = {
+        "controller": {
+            "workers": 3,
+            "qps": 20,
+            "burst": 40,
+            "resyncSeconds": 600,
+            "progressDeadlineSeconds": 900,
+            "logLevel": "debug",
+        },
+        "leaderElection": {"leaseName": "custom-lease"},
+    }
+    docs = render(helm, tmp_path, values)
+    settings = settings_of(deployment(docs))
+    assert (settings.workers, settings.qps, settings.burst) == (3, 20.0, 40)
+    assert settings.resync_seconds == 600.0
+    assert settings.progress_deadline_seconds == 900.0
+    assert settings.log_level == "debug"
+    assert settings.leader_election_name == "custom-lease"
+    assert rules_allow(find(docs, "Role")["rules"], "coordination.k8s.io", "leases", "get", "custom-lease")
+
+
+def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:
+    values = {
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "disabled": ["ZenFlowSlowSteps"]},
+        },
+        "grafana": {"dashboard": {"enabled": True}},
+        "vpa": {"enabled": True},
+    }
+    docs = render(helm, tmp_path, values)
+    dashboard = find(docs, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["zen-flow.json"]) == load_dashboard(
+        CONFIG / "grafana" / "dashboard.json"
+    )
+    rendered = {r["alert"]: r for r in alert_rules(find(docs, "PrometheusRule"))}
+    source = {r["alert"]: r for r in alert_rules(find(objects("prometheus"), "PrometheusRule"))}
+    assert set(rendered) == set(source) - {"ZenFlowSlowSteps"}
+    assert rendered["ZenFlowNoLeader"] == source["ZenFlowNoLeader"]  # same names: nothing replaced
+    vpa = find(docs, "VerticalPodAutoscaler")
+    assert vpa["spec"]["updatePolicy"]["updateMode"] == "Off"
+    assert vpa["spec"]["targetRef"]["name"] == deployment(docs)["metadata"]["name"]
+    assert find(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
