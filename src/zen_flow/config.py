@@ -36,6 +36,13 @@ class Settings:
         metadata={"help": "Events per second, a budget apart from --qps so Events never delay Job creates"},
     )
     event_burst: int = field(default=100, metadata={"help": "Event burst"})
+    step_events: str = field(
+        default="notable",
+        metadata={
+            "help": "notable: Warnings, the flow's own Events and steps' retries, approvals and skips; all: "
+            "also StepStarted and StepSucceeded for every step (status.steps records those either way)"
+        },
+    )
     leader_elect: bool = field(
         default=True, metadata={"help": "elect a leader on a Lease before reconciling"}
     )
@@ -193,6 +200,8 @@ def _check(s: Settings) -> None:
         problems.append("--event-qps must be > 0 and --event-burst >= 1")
     if not s.lease_duration > s.renew_deadline > 1.2 * s.retry_period > 0:
         problems.append("need --lease-duration > --renew-deadline > 1.2 x --retry-period > 0")
+    if s.step_events not in ("notable", "all"):
+        problems.append("--step-events must be notable or all")
     if s.log_format not in ("json", "console", "auto"):
         problems.append("--log-format must be json, console or auto")
     for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):

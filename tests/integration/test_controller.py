@@ -12,6 +12,7 @@ reconcile created is already in the API, and a re-list that still lacks a Job me
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -100,6 +101,33 @@ async def test_failed_job_fails_the_flow_and_skips_dependents(
     assert sorted(await jobs_by_step(driver, namespace)) == ["a"]
     # Not even created and deleted again in between: the controller made exactly one Job.
     assert controller.metric("zen_flow_job_creates_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "routine"), [((), False), (("--step-events", "all"), True)], ids=["notable", "all"]
+)
+async def test_step_events_are_the_notable_ones_unless_all_are_asked_for(
+    namespace: str,
+    driver: FlowDriver,
+    start_controller: StartController,
+    kubectl: Any,
+    setting: tuple[str, ...],
+    routine: bool,
+) -> None:
+    start_controller(extra_args=setting)
+    await driver.create(flow_manifest("told", namespace, [job_step("a"), job_step("b", "a")]))
+    await wait_steps(driver, namespace, "told", {"a": "Running"})
+    await finish(driver, namespace, "a", ok=False)
+    await driver.wait_phase(namespace, "told", timeout=WAIT)
+
+    async def reasons() -> list[str] | None:  # Events are sent after the status write that caused them
+        items = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        found = sorted(e["reason"] for e in items if e["involvedObject"]["name"] == "told")
+        return found if "FlowFailed" in found else None
+
+    found = await wait_until(reasons, timeout=WAIT)
+    assert {"FlowStarted", "StepFailed", "StepSkipped", "FlowFailed"} <= set(found)
+    assert ("StepStarted" in found) is routine
 
 
 async def test_created_jobs_carry_the_contract(

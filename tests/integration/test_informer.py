@@ -393,9 +393,17 @@ async def test_events_are_recorded_on_the_flow(
 ) -> None:
     kubectl("apply", "-f", "-", input=flow_manifest("f", namespace))
     flow = JobFlow.model_validate(await JobFlowClient(kube).get(namespace, "f"))
-    await EventRecorder(kube, clock=clock, instance="test").record(flow, "Normal", "StepStarted", "step gate")
+    recorder = EventRecorder(kube, clock=clock, instance="test")
+    await recorder.record(flow, "Normal", "StepStarted", "step gate")
+    await recorder.record(flow, "Warning", "StatusRejected", "too large")
+    await recorder.record(flow, "Warning", "StatusRejected", "too large")  # folded into the one before
     events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
-    assert [(e["reason"], e["involvedObject"]["uid"]) for e in events] == [("StepStarted", flow.metadata.uid)]
+    assert sorted((e["reason"], e["involvedObject"]["uid"], e["count"]) for e in events) == [
+        ("StatusRejected", flow.metadata.uid, 2),
+        ("StepStarted", flow.metadata.uid, 1),
+    ]
+    described = kubectl("describe", "jobflow", "f", "-n", namespace).stdout
+    assert "(x2 over" in described  # how kubectl shows a count
 
 
 async def test_lease_store_against_the_apiserver(

@@ -172,3 +172,16 @@ def test_the_memory_target_is_judged_on_the_larger_of_running_and_fresh(
             verdict,
         ]
     ]
+
+
+def test_the_get_timing_renders_a_finished_flow_of_every_step() -> None:
+    from datetime import UTC, datetime
+
+    from zen_flow_dev.bench.clirender import finished_flow, get_command
+
+    raw = finished_flow(10)
+    assert json.loads(raw)["status"]["phase"] == "Succeeded"
+    shown = get_command(raw, datetime.now(UTC))
+    rows = shown.split("STEP", 1)[1].splitlines()[1:]
+    assert len([r for r in rows if r.strip()]) == 10
+    assert all("Succeeded" in r for r in rows if r.strip())

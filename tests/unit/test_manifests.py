@@ -58,7 +58,6 @@ TEMPLATE_RESOURCES = ("configmaps", "persistentvolumeclaims")
 GRANTED_EXTRAS = {
     ("workflow.kube-zen.io", "jobflows/status", "get"): "read the status subresource (kubectl, debugging)",
     ("batch", "jobs", "get"): "a single-Job read (adoption after AlreadyExists)",
-    ("", "events", "patch"): "an aggregating event recorder bumps counts with patch",
     ("coordination.k8s.io", "leases", "update"): "client-go-style lease renewal with PUT",
 }
 

@@ -88,7 +88,7 @@ def admission_review(flow: dict[str, Any], operation: str = "CREATE") -> dict[st
     }
 
 
-def _repeat(call: Callable[[], object], budget: float, minimum: int = 20) -> tuple[float, list[float]]:
+def repeat(call: Callable[[], object], budget: float, minimum: int = 20) -> tuple[float, list[float]]:
     """(first call, later calls) in seconds: at least `minimum` calls, more while within `budget`."""
     started = time.perf_counter()
     call()
@@ -112,7 +112,7 @@ def time_validator(budget: float) -> list[dict[str, Any]]:
             errors = validate_jobflow(flow)
             if errors:
                 raise AssertionError(f"benchmark flow is invalid: {errors[:3]}")
-            first, times = _repeat(lambda flow=flow: validate_jobflow(flow), budget)  # type: ignore[misc]
+            first, times = repeat(lambda flow=flow: validate_jobflow(flow), budget)  # type: ignore[misc]
             rows.append(
                 {
                     "path": "validator",
@@ -210,7 +210,7 @@ def time_webhook(budget: float) -> list[dict[str, Any]]:
                             if answer.status != 200 or not payload["response"]["allowed"]:
                                 raise AssertionError(f"{path}: {answer.status} {str(payload)[:300]}")
 
-                        first, times = _repeat(post, budget)
+                        first, times = repeat(post, budget)
                         rows.append(
                             {
                                 "path": f"webhook {path} {operation}",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zen_flow import logging as zf_logging
+from zen_flow_dev.bench.charts import write_charts
 from zen_flow_dev.bench.report import render, write_json
 from zen_flow_dev.bench.runner import BenchConfig, run
 from zen_flow_dev.bench.session import ControllerSettings
@@ -118,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(results, out)
     print(render(results))
     print(f"\nresults: {out}")
+    for chart in write_charts(results, out):
+        print(f"chart: {chart}")
     if logs := results["meta"].get("logs"):  # none with --admission-only: no controller ran
         print(f"logs:    {logs}")
     failed = [

@@ -224,9 +224,9 @@ def render(results: Mapping[str, Any]) -> str:
                 r["first_ms"],
                 *(r["latency_ms"][k] for k in ("p50", "p90", "p99", "n")),
             ]
-            for r in [*adm["validator"], *adm.get("webhook", [])]
+            for r in [*adm["validator"], *adm.get("webhook", []), *adm.get("cli", [])]
         ]
-        parts.append("\nAdmission latency (ms):")
+        parts.append("\nAdmission latency, and `zen-flow get` after the API answered (ms):")
         parts.append(_table(("path", "shape", "steps", "first", "p50", "p90", "p99", "n"), rows))
         if "webhook_error" in adm:
             parts.append(f"  ! webhook: {adm['webhook_error']}")

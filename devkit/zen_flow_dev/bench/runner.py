@@ -25,7 +25,7 @@ from typing import Any
 from zen_flow import __version__
 from zen_flow.kube import ClientOptions, KubeClient, load_config
 from zen_flow.kube.jobflows import JOBFLOWS
-from zen_flow_dev.bench import admission, procstats
+from zen_flow_dev.bench import admission, clirender, procstats
 from zen_flow_dev.bench.environment import (
     Environment,
     create_namespace,
@@ -117,7 +117,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
 
 
 def _admission(budget: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"validator": admission.time_validator(budget)}
+    out: dict[str, Any] = {"validator": admission.time_validator(budget), "cli": clirender.time_get(budget)}
     try:
         out["webhook"] = admission.time_webhook(budget)
     except Exception as exc:  # the webhook is optional for the rest of the run

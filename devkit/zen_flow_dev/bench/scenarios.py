@@ -77,6 +77,8 @@ async def measure_flows(
         steps_completed=completed,
         duplicate_jobs=len(seen.duplicates()),
         transition_latency_ms=summarize(latencies).as_dict(),
+        # Every sample, for the distribution charts (charts.py): a few thousand numbers at most.
+        transition_latency_samples_ms=sorted(round(t * 1000, 1) for t in latencies),
         # Job seen created -> seen Complete: the cluster's share (scheduler, kwok, Job controller).
         job_run_ms=summarize(
             [t - seen.created[k] for k, t in seen.completed.items() if k in seen.created]

@@ -47,6 +47,7 @@ from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.ratelimit import default_controller_rate_limiter
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner import ArtifactOptions
+from zen_flow.planner.events import ROUTINE_STEP_EVENTS
 
 log = get_logger(__name__)
 
@@ -175,7 +176,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         metrics.wq_unfinished.labels("jobflows").set_function(queue.unfinished_work_seconds)
         metrics.wq_longest.labels("jobflows").set_function(queue.longest_running_processor_seconds)
-        recorder = EventRecorder(kube, clock=clock, qps=settings.event_qps, burst=settings.event_burst)
+        recorder = EventRecorder(
+            kube,
+            clock=clock,
+            qps=settings.event_qps,
+            burst=settings.event_burst,
+            skip=frozenset() if settings.step_events == "all" else ROUTINE_STEP_EVENTS,
+        )
         sandbox = ExpressionSandbox(budget=settings.expression_budget, workers=settings.expression_workers)
         stack.callback(sandbox.close)
         controller = Controller(

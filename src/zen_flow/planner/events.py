@@ -15,6 +15,9 @@ from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STO
 
 NORMAL = "Normal"
 WARNING = "Warning"
+# Normal events that only restate a step's phase change, which status.steps records with its times: a
+# controller sends them only with --step-events=all (they were half of its requests; docs/BENCHMARKS.md).
+ROUTINE_STEP_EVENTS = frozenset({"StepStarted", "StepSucceeded"})
 TIMEOUT_MARK = "timed out after"
 REJECT_MARK = "rejected"
 

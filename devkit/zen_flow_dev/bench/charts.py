@@ -1,0 +1,103 @@
+"""Pictures of a benchmark run, next to its JSON: what the tables say, at a glance (docs/BENCHMARKS.md).
+
+- `<stem>-latency.svg`: per workload, the distribution (empirical CDF) of step-transition latency for
+  zen-flow and for the ideal baseline in the same run: the closer the curves, the less zen-flow costs.
+- `<stem>-cost.svg`: per workload, what a step costs the cluster: every client's writes per step for
+  zen-flow and the baseline (apiserver metrics), and the controller's own requests per step.
+
+matplotlib draws them headless (the Agg backend, SVG text as text). A workload without samples (an
+older results file, or a failed run) is left out of the picture, never drawn empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("zen-flow", "baseline")
+COLOURS = {"zen-flow": "#1f77b4", "baseline": "#7f7f7f", "controller": "#ff7f0e"}
+
+
+def _flow_workloads(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [w for w in results.get("workloads", []) if w.get("kind") in ("flows", "drain")]
+
+
+def _samples(workload: Mapping[str, Any], engine: str) -> Sequence[float]:
+    run = workload.get(engine) or {}
+    samples: Sequence[float] = run.get("transition_latency_samples_ms") or ()
+    return samples
+
+
+def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
+    """Draw the charts of `results` beside `json_path`; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "zen-flow"})
+    written: list[Path] = []
+    stamp = _caption(results)
+    latency = [w for w in _flow_workloads(results) if all(_samples(w, e) for e in ENGINES)]
+    if latency:
+        fig, axes = plt.subplots(
+            1, len(latency), figsize=(max(6.4, 3.2 * len(latency)), 3.3), squeeze=False, layout="constrained"
+        )
+        for ax, workload in zip(axes[0], latency, strict=True):
+            for engine in ENGINES:
+                xs = sorted(max(x, 0.1) for x in _samples(workload, engine))  # log scale: no zeros
+                ys = [(i + 1) / len(xs) for i in range(len(xs))]
+                ax.step(xs, ys, where="post", label=engine, color=COLOURS[engine])
+            ax.set_xscale("log")
+            ax.set_title(workload["workload"])
+            ax.set_xlabel("transition latency (ms)")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("share of steps at or below")
+        axes[0][0].legend(loc="lower right")
+        fig.suptitle(f"Step-transition latency: zen-flow vs the ideal baseline\n{stamp}", fontsize=9)
+        written.append(_save(fig, json_path, "latency"))
+        plt.close(fig)
+
+    cost = [w for w in _flow_workloads(results) if (w.get("zen-flow") or {}).get("api")]
+    if cost:
+        fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(cost) + 2.5), 3.6), layout="constrained")
+        width = 0.27
+        for i, workload in enumerate(cost):
+            zen = workload["zen-flow"]["api"]
+            base = (workload.get("baseline") or {}).get("api", {})
+            bars = [
+                ("zen-flow", zen.get("cluster_writes_per_step"), -width),
+                ("baseline", base.get("cluster_writes_per_step"), 0.0),
+                ("controller", zen.get("controller_requests_per_step"), width),
+            ]
+            for label, value, offset in bars:
+                if value is None:
+                    continue
+                ax.bar(i + offset, value, width, color=COLOURS[label], label=label if i == 0 else None)
+                ax.annotate(f"{value:g}", (i + offset, value), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(cost)), [w["workload"] for w in cost])
+        ax.set_ylabel("requests per step")
+        fig.suptitle(
+            f"What a step costs: writes by every client, and the controller's requests\n{stamp}", fontsize=9
+        )
+        ax.legend(
+            ["zen-flow: cluster writes", "baseline: cluster writes", "zen-flow controller: requests"],
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+        )
+        ax.grid(True, axis="y", alpha=0.3)
+        written.append(_save(fig, json_path, "cost"))
+        plt.close(fig)
+    return written
+
+
+def _caption(results: Mapping[str, Any]) -> str:
+    meta = results.get("meta", {})
+    return ", ".join(str(x) for x in (meta.get("commit"), meta.get("date")) if x) or "this run"
+
+
+def _save(fig: Any, json_path: Path, kind: str) -> Path:
+    path = json_path.with_name(f"{json_path.stem}-{kind}.svg")
+    fig.savefig(path, format="svg", metadata={"Date": None})  # no timestamp: the same run, the same file
+    return path
