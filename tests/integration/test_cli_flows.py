@@ -85,15 +85,21 @@ async def test_a_release_driven_from_the_command_line(
     assert json.loads(as_json.stdout)["metadata"]["name"] == "release"
 
 
+@pytest.mark.parametrize("follow", ["--wait", "--watch"])
 async def test_submit_wait_exits_with_the_flows_outcome(
-    namespace: str, kubeconfig: Path, driver: FlowDriver, start_controller: StartController, tmp_path: Path
+    namespace: str,
+    kubeconfig: Path,
+    driver: FlowDriver,
+    start_controller: StartController,
+    tmp_path: Path,
+    follow: str,
 ) -> None:
     start_controller()
     for name, ok in (("good", True), ("bad", False)):
         (tmp_path / f"{name}.yaml").write_text(
             yaml.safe_dump(flow_manifest(name, namespace, [job_step("a")]))
         )
-        command = [sys.executable, "-m", "zen_flow", "submit", str(tmp_path / f"{name}.yaml"), "--wait",
+        command = [sys.executable, "-m", "zen_flow", "submit", str(tmp_path / f"{name}.yaml"), follow,
                    "--kubeconfig", str(kubeconfig)]  # fmt: skip
         proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
         await wait_steps(driver, namespace, name, {"a": "Running"})
@@ -103,8 +109,23 @@ async def test_submit_wait_exits_with_the_flows_outcome(
         )  # while it waits
         out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
         phase = "Succeeded" if ok else "Failed"
-        assert f"jobflow {namespace}/{name} {phase}" in out.decode()
+        lines = out.decode().splitlines()
+        assert lines[0] == f"jobflow {namespace}/{name} created"
+        if follow == "--wait":
+            assert lines[-1].startswith(f"jobflow {namespace}/{name} {phase}: ")
+        else:  # a line per change, as `zen-flow watch` prints them when piped
+            assert [line.split()[1:3] for line in lines[1:]][-1] == [name, phase]
         assert proc.returncode == (0 if ok else 1), out
+
+
+def test_submit_watch_follows_one_flow_only(namespace: str, kubeconfig: Path, tmp_path: Path) -> None:
+    two = tmp_path / "two.yaml"
+    two.write_text(
+        yaml.safe_dump_all([flow_manifest(n, namespace, [job_step("a")]) for n in ("one", "other")])
+    )
+    done = cli(kubeconfig, "submit", str(two), "--watch")
+    assert done.returncode == 2  # refused before anything was sent
+    assert "--watch follows one flow; these files hold 2 (use --wait)" in done.stderr
 
 
 def test_errors_say_what_went_wrong(

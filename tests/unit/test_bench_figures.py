@@ -185,3 +185,13 @@ def test_the_get_timing_renders_a_finished_flow_of_every_step() -> None:
     rows = shown.split("STEP", 1)[1].splitlines()[1:]
     assert len([r for r in rows if r.strip()]) == 10
     assert all("Succeeded" in r for r in rows if r.strip())
+
+
+@pytest.mark.parametrize("rich", [False, True], ids=["plain", "rich"])
+def test_the_admission_flows_are_admitted_at_every_size(rich: bool) -> None:
+    # A validator rule added later must not turn `make bench` into a crash (it did once: stored outputs
+    # without s3, then a 500-step flow over etcd's size).
+    from zen_flow_dev.bench.admission import SIZES, admission_flow
+
+    for steps in SIZES:
+        assert validate_jobflow(admission_flow(steps, rich=rich)) == [], steps

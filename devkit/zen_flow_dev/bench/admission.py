@@ -30,6 +30,13 @@ from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
 SIZES = (10, 100, 500)
+# Where the rich flow's steps store their artifacts (never contacted: admission only reads the fields).
+STORAGE = {
+    "endpoint": "https://s3.example.com",
+    "bucket": "builds",
+    "accessKeyIDSecretRef": {"name": "artifact-storage", "key": "access-key"},
+    "secretAccessKeySecretRef": {"name": "artifact-storage", "key": "secret-key"},
+}
 
 
 def admission_flow(steps: int, *, rich: bool) -> dict[str, Any]:
@@ -54,16 +61,21 @@ def admission_flow(steps: int, *, rich: bool) -> dict[str, Any]:
                 "backoff": {"type": "Exponential", "duration": "10s", "factor": 2},
             }
             fields["timeoutSeconds"] = 600
-            fields["outputs"] = {
-                "parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}],
-                "artifacts": [{"name": "out", "path": "/out"}],
-            }
+            # A quarter of the steps store an artifact and publish a value, which their dependents read:
+            # on every step, a 500-step flow could outgrow what etcd stores, and the validator refuses it.
+            if i % 4 == 0:
+                fields["outputs"] = {
+                    "parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}],
+                    "artifacts": [{"name": "out", "path": "/outputs/out", "s3": STORAGE}],
+                }
             if deps:
                 fields["when"] = f"steps.{deps[0]}.phase == 'Succeeded'"
-                fields["inputs"] = {
-                    "parameters": [{"name": "p", "valueFrom": {"jsonPath": f"{deps[0]}:$.succeeded"}}],
-                    "artifacts": [{"name": "in", "from": f"{deps[0]}/out", "path": "/in"}],
+                inputs: dict[str, Any] = {
+                    "parameters": [{"name": "p", "valueFrom": {"jsonPath": f"{deps[0]}:$.succeeded"}}]
                 }
+                if source := next((d for d in deps if int(d[1:]) % 4 == 0), None):
+                    inputs["artifacts"] = [{"name": "in", "from": f"{source}/out", "path": "/inputs/in"}]
+                fields["inputs"] = inputs
         out.append(job_step(f"s{i}", *deps, template=template, **fields))
     return flow_manifest(f"admission-{steps}", "default", out)
 

@@ -35,6 +35,7 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "zen-flow"})
     written: list[Path] = []
@@ -50,6 +51,7 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
                 ys = [(i + 1) / len(xs) for i in range(len(xs))]
                 ax.step(xs, ys, where="post", label=engine, color=COLOURS[engine])
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # within one decade it would label every tick
             ax.set_title(workload["workload"])
             ax.set_xlabel("transition latency (ms)")
             ax.grid(True, which="both", alpha=0.3)
@@ -75,7 +77,7 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
                 if value is None:
                     continue
                 ax.bar(i + offset, value, width, color=COLOURS[label], label=label if i == 0 else None)
-                ax.annotate(f"{value:g}", (i + offset, value), ha="center", va="bottom", fontsize=7)
+                ax.annotate(f"{value:.3g}", (i + offset, value), ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(cost)), [w["workload"] for w in cost])
         ax.set_ylabel("requests per step")
         fig.suptitle(

@@ -179,7 +179,13 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
                    help="override the flow's argument NAME (spec.arguments.parameters)")  # fmt: skip
     p.add_argument("--generate-name", action="store_true", help="name each flow <its name>-<random suffix>")
-    p.add_argument("--wait", action="store_true", help="wait for the flows to finish; exit 1 if one failed")
+    follow = p.add_mutually_exclusive_group()
+    follow.add_argument(
+        "--wait", action="store_true", help="wait for the flows to finish; exit 1 if one failed"
+    )
+    follow.add_argument(
+        "--watch", action="store_true", help="follow the flow as `zen-flow watch` does; exit 1 if it failed"
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
 
     for verb in ("approve", "reject"):

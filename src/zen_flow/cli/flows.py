@@ -171,7 +171,7 @@ async def suspend(session: Session, args: argparse.Namespace) -> int:
 
 async def submit(session: Session, args: argparse.Namespace) -> int:
     """Validate every flow of the files offline (as the webhook would), then create them; `--wait`
-    follows them to the end and exits with their outcome."""
+    follows them to the end and exits with their outcome; `--watch` shows one as `zen-flow watch` does."""
     created: list[str] = []
     for doc in args.flows:
         metadata = doc.setdefault("metadata", {})
@@ -182,6 +182,11 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
         name = made["metadata"]["name"]
         created.append(f"{metadata['namespace']}/{name}")
         session.out.write(f"jobflow {metadata['namespace']}/{name} created\n")
+    if args.watch:
+        from zen_flow.cli.watcher import watch
+
+        namespace, name = created[0].split("/", 1)
+        return await watch(Session(session.client, namespace, session.out), argparse.Namespace(name=name))
     if not args.wait:
         return EXIT_OK
     outcome = EXIT_OK
@@ -201,6 +206,8 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
 def prepare_submit(args: argparse.Namespace) -> None:
     """Offline, before any cluster is contacted: every file read and validated (`args.flows`)."""
     args.flows = _read_flows(args.files, _overrides(args.parameters))
+    if args.watch and len(args.flows) != 1:
+        raise UsageError(f"--watch follows one flow; these files hold {len(args.flows)} (use --wait)")
 
 
 def graph_of_file(args: argparse.Namespace) -> int | None:
