@@ -40,9 +40,10 @@ log = get_logger(__name__)
 # How long to wait for our own status write to show up in the cache before trusting the cache anyway.
 WRITE_VISIBLE_TIMEOUT = 5.0
 
-# Job creates in flight per reconcile. With the default 8 workers that is at most 64 requests, well below
-# the client's connection pool (100), which the watches (two per namespace) share.
-CREATE_CONCURRENCY = 8
+# Job creates in flight per reconcile: at 8, the last Job of a 200-wide fan-out came 1.8x later than an
+# ideal driver's; at 16, no later (docs/BENCHMARKS.md). The client lets 32 requests fly at once, so one
+# fan-out leaves room for the other workers' requests (the watches have connections of their own).
+CREATE_CONCURRENCY = 16
 
 # How soon to look again when a resourceTemplates object's name is held by an object being deleted (a
 # flow deleted and re-created under the same name: the old flow's PVC waits for its pods to go).

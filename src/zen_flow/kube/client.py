@@ -67,9 +67,9 @@ class ClientOptions:
     retry_max_wait: float = 2.0  # cap on one wait, also applied to Retry-After
     # Ordinary requests in flight at once (watches are not counted: each holds a connection of its own
     # for minutes). HTTP/1.1 means one connection per request in flight, and asyncio gives every TLS
-    # connection a 256 KiB read buffer: at 64 the pool held 17 MB of buffers (docs/BENCHMARKS.md).
-    # 16 carry ~1,000 requests/s against a local apiserver, far above the QPS limit.
-    max_concurrent_requests: int = 16
+    # connection a 256 KiB read buffer: at 64 the pool held 17 MB of buffers (docs/BENCHMARKS.md). 32
+    # leave room for a fan-out's 16 concurrent creates beside the other workers' requests (8 MB at most).
+    max_concurrent_requests: int = 32
 
 
 class Limiter(Protocol):
