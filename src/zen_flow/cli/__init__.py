@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_flow_commands(sub)
 
+    from zen_flow.cli.completion import SHELLS
+
     p = sub.add_parser(
         "completion",
         help="print a shell completion script",
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  zen-flow completion fish > ~/.config/fish/completions/zen-flow.fish",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.add_argument("shell", choices=SHELLS)
     p.set_defaults(func=_cmd_completion)
     return parser
 
