@@ -65,3 +65,18 @@ def test_the_same_results_draw_the_same_files(tmp_path: Path) -> None:
 
 def test_results_without_figures_draw_nothing(tmp_path: Path) -> None:
     assert write_charts({"meta": {}, "workloads": []}, tmp_path / "empty.json") == []
+
+
+def test_the_growth_chart_shows_cpu_per_step_of_each_length(tmp_path: Path) -> None:
+    def length(name: str, steps: int, cpu: float) -> dict[str, Any]:
+        run = engine_run(3, 20.0, {"controller_requests_per_step": 2.0})
+        run.update(steps_completed=steps, resources={"controller_cpu_seconds": cpu})
+        run["transition_latency_ms"] = {"p50": 10.0, "p99": 40.0}
+        return {"workload": name, "kind": "flows", "zen-flow": run}
+
+    results = {"meta": {}, "workloads": [length("length-10", 10, 0.12), length("length-500", 500, 42.8)]}
+    written = write_charts(results, tmp_path / "grow.json")
+    growth = next(p for p in written if p.name == "grow-growth.svg").read_text()
+    assert "length-10" in growth
+    assert "length-500" in growth
+    assert "85.6" in growth  # 42.8 CPU s over 500 steps

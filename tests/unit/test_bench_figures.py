@@ -195,3 +195,29 @@ def test_the_admission_flows_are_admitted_at_every_size(rich: bool) -> None:
 
     for steps in SIZES:
         assert validate_jobflow(admission_flow(steps, rich=rich)) == [], steps
+
+
+def test_the_length_workloads_grow_one_chain_and_report_per_step() -> None:
+    shapes = {
+        w.name: (w.dag.size, w.flows) for w in build_workloads(PRESETS["default"], frozenset({"length"}))
+    }
+    assert shapes == {
+        "length-10": (10, 1),
+        "length-100": (100, 1),
+        "length-500": (500, 1),
+        "length-wide-500": (500, 1),
+    }
+    run = {
+        "steps_completed": 500,
+        "api": {
+            "controller_requests_per_step": 2.0,
+            "status_writes_per_step": 1.0,
+            "cluster_writes_per_step": 12.0,
+        },
+        "transition_latency_ms": {"p50": 10.0, "p99": 40.0},
+        "resources": {"controller_cpu_seconds": 5.0},
+    }
+    rows = report.growth_rows(
+        [{"workload": "length-500", "zen-flow": run}, {"workload": "chain", "zen-flow": run}]
+    )
+    assert rows == [["length-500", 500, 10.0, 2.0, 1.0, 12.0, 10.0, 40.0]]  # 5 CPU s over 500 steps: 10 ms

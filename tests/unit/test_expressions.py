@@ -16,6 +16,7 @@ from zen_flow.core.expressions import (
     compile_when,
     evaluate_when,
     referenced_steps,
+    tokens,
 )
 
 CTX = WhenContext(
@@ -173,3 +174,16 @@ def test_arbitrary_text_never_raises_at_evaluation(expr: str) -> None:
         compile_when(expr)
     except ExpressionError:
         assert result.value is False
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab_9Zü٣ .=&'\"\\\n/r")), max_size=40))
+def test_identifiers_are_the_longest_runs_of_letters_digits_and_underscores(src: str) -> None:
+    try:
+        found = tokens(src)
+    except ExpressionError:  # an unterminated string literal
+        return
+    for tok in found:
+        if tok.kind == "ident":
+            assert all(c.isalnum() or c == "_" for c in tok.text)
+            assert tok.end == len(src) or not (src[tok.end].isalnum() or src[tok.end] == "_")
+            assert tok.start == 0 or not (src[tok.start - 1].isalnum() or src[tok.start - 1] == "_")

@@ -4,6 +4,8 @@
   zen-flow and for the ideal baseline in the same run: the closer the curves, the less zen-flow costs.
 - `<stem>-cost.svg`: per workload, what a step costs the cluster: every client's writes per step for
   zen-flow and the baseline (apiserver metrics), and the controller's own requests per step.
+- `<stem>-growth.svg` (the `length` workloads): the controller's CPU per step as one flow grows; flat is
+  the goal.
 
 matplotlib draws them headless (the Agg backend, SVG text as text). A workload without samples (an
 older results file, or a failed run) is left out of the picture, never drawn empty.
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from zen_flow_dev.bench.report import growth_rows
 
 ENGINES = ("zen-flow", "baseline")
 COLOURS = {"zen-flow": "#1f77b4", "baseline": "#7f7f7f", "controller": "#ff7f0e"}
@@ -90,6 +94,20 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
         )
         ax.grid(True, axis="y", alpha=0.3)
         written.append(_save(fig, json_path, "cost"))
+        plt.close(fig)
+
+    growth = [row for row in growth_rows(results.get("workloads", [])) if row[2] is not None]
+    if growth:
+        fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+        names = [f"{row[0]}\n({row[1]} steps)" for row in growth]
+        ax.bar(range(len(growth)), [row[2] for row in growth], color=COLOURS["zen-flow"])
+        for i, row in enumerate(growth):
+            ax.annotate(f"{row[2]:.3g}", (i, row[2]), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(growth)), names)
+        ax.set_ylabel("controller CPU ms per step")
+        ax.grid(True, axis="y", alpha=0.3)
+        fig.suptitle(f"The controller's CPU per step as one flow grows\n{stamp}", fontsize=9)
+        written.append(_save(fig, json_path, "growth"))
         plt.close(fig)
     return written
 

@@ -79,6 +79,26 @@ FLOW_HEADERS = (
 )  # fmt: skip
 
 
+GROWTH_HEADERS = ("workload", "steps", "ctrl cpu ms", "ctrl req", "status w", "cluster w", "p50 ms", "p99 ms")
+
+
+def growth_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """The `length-*` workloads side by side, every figure per step: is a long flow's step dearer?"""
+    rows: list[list[Any]] = []
+    for w in workloads:
+        r = w.get("zen-flow") or {}
+        if not w["workload"].startswith("length-") or not r.get("steps_completed"):
+            continue
+        api, lat = r.get("api", {}), r["transition_latency_ms"]
+        cpu = r.get("resources", {}).get("controller_cpu_seconds")
+        per_step_cpu = round(cpu * 1000 / r["steps_completed"], 2) if cpu is not None else None
+        rows.append([
+            w["workload"], r["steps_completed"], per_step_cpu, api.get("controller_requests_per_step"),
+            api.get("status_writes_per_step"), api.get("cluster_writes_per_step"), lat["p50"], lat["p99"],
+        ])  # fmt: skip
+    return rows
+
+
 def targets(results: Mapping[str, Any]) -> list[list[Any]]:
     """[target, measured, verdict] for each target of issue 5 that this run measured."""
     rows: list[list[Any]] = []
@@ -200,6 +220,9 @@ def render(results: Mapping[str, Any]) -> str:
             " throughput:"
         )
         parts.append(_table(FLOW_HEADERS, flow_rows(workloads)))
+        if rows := growth_rows(workloads):
+            parts.append("\nCost as flows grow, per step (zen-flow):")
+            parts.append(_table(GROWTH_HEADERS, rows))
     for w in workloads:
         r = w.get("zen-flow", {})
         if w["kind"] == "waiting" and "window" in r:

@@ -146,6 +146,7 @@ PRESETS: Mapping[str, Mapping[str, int]] = {
         "quiet_seconds": 3,
         "cache_flows": 10,
         "cache_steps": 20,
+        "length_max": 50,
     },
     "default": {
         "chain_length": 20,
@@ -161,6 +162,7 @@ PRESETS: Mapping[str, Mapping[str, int]] = {
         "quiet_seconds": 15,
         "cache_flows": 200,
         "cache_steps": 20,
+        "length_max": 500,
     },
     "large": {
         "chain_length": 20,
@@ -176,10 +178,11 @@ PRESETS: Mapping[str, Mapping[str, int]] = {
         "quiet_seconds": 30,
         "cache_flows": 1000,
         "cache_steps": 20,
+        "length_max": 500,
     },
 }
 
-WORKLOAD_NAMES = ("chain", "diamond", "wide", "many", "many-large", "drain", "waiting", "cache")
+WORKLOAD_NAMES = ("chain", "diamond", "wide", "many", "many-large", "drain", "waiting", "cache", "length")
 
 
 def build_workloads(sizes: Mapping[str, int], only: frozenset[str] | None = None) -> list[Workload]:
@@ -213,4 +216,20 @@ def build_workloads(sizes: Mapping[str, int], only: frozenset[str] | None = None
             parallel(s["cache_steps"]), s["cache_flows"], suspend_jobs=True,
         ),
     ]  # fmt: skip
-    return [w for w in candidates if w.flows > 0 and (only is None or w.name in only)]
+    # Cost as flows grow: one chain of 10, of a fifth of the longest, of the longest, and a fan-out as wide
+    # (`--only length` runs them all; per step, a longer flow should cost no more than a short one).
+    longest = s["length_max"]
+    if longest:
+        for length in sorted({10, longest // 5, longest}):
+            candidates.append(
+                Workload(f"length-{length}", f"1 x chain of {length}", "flows", chain(length), 1)
+            )
+        # 1 -> longest-1: as many steps as the longest chain (a flow holds at most 500 steps)
+        fan = wide(longest - 1)
+        candidates.append(Workload(f"length-wide-{longest}", f"1 x wide 1 -> {longest - 1}", "flows", fan, 1))
+    return [
+        w
+        for w in candidates
+        if w.flows > 0
+        and (only is None or w.name in only or (w.name.startswith("length-") and "length" in only))
+    ]

@@ -19,6 +19,7 @@ planner evaluates on every reconcile.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +41,8 @@ _RESERVED = frozenset(
     }
 )
 _STRING_PREFIXES = ("rb", "br", "r", "b", "")
+_STRING_STARTS = frozenset("'\"rRbB")
+_WORD = re.compile(r"\w+")
 # CEL's comprehension macros: the only constructs that loop (see expression_cost.py).
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
@@ -150,7 +153,8 @@ def tokens(src: str) -> list[Token]:
             nl = src.find("\n", i)
             i = n if nl < 0 else nl + 1
             continue
-        body, raw, qlen = _string_end(src, i)
+        # Every string literal starts with its quote or a prefix letter (r, b): skip the check elsewhere.
+        body, raw, qlen = _string_end(src, i) if ch in _STRING_STARTS else (-1, False, 0)
         if body >= 0:
             quote = src[body - qlen : body]
             j = body
@@ -169,9 +173,8 @@ def tokens(src: str) -> list[Token]:
             i = end
             continue
         if ch.isalnum() or ch == "_":
-            j = i
-            while j < n and (src[j].isalnum() or src[j] == "_"):
-                j += 1
+            word = _WORD.match(src, i)  # \w is exactly isalnum() or "_", scanned in C
+            j = word.end() if word else i + 1
             out.append(Token("ident", src[i:j], i, j))
             i = j
             continue
