@@ -198,6 +198,8 @@ def test_the_admission_flows_are_admitted_at_every_size(rich: bool) -> None:
 
 
 def test_the_length_workloads_grow_one_chain_and_report_per_step() -> None:
+    # Only when asked for: at 500 steps a chain takes ~25 minutes.
+    assert not [w for w in build_workloads(PRESETS["default"]) if w.name.startswith("length-")]
     shapes = {
         w.name: (w.dag.size, w.flows) for w in build_workloads(PRESETS["default"], frozenset({"length"}))
     }
