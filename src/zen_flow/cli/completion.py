@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zen_flow.cli.session import Session
 
 SHELLS = ("bash", "zsh", "fish")
 NAMES_TIMEOUT = 3.0
@@ -49,37 +52,40 @@ def kubectl_plugin(parser: argparse.ArgumentParser, words: list[str]) -> int:
 
 
 def flow_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-    from zen_flow.kube.jobflows import JOBFLOWS
+    from zen_flow.kube.jobflows import JOBFLOWS  # imported when completing, not at every start
 
-    async def names() -> list[str]:
-        from zen_flow.cli.session import open_session
+    async def names(session: Session) -> list[str]:
+        listed = await session.client.list_all(JOBFLOWS.path(session.namespace), (), page_size=500)
+        return [item["metadata"]["name"] for item in listed.items]
 
-        async with open_session(parsed_args) as session:
-            listed = await session.client.list_all(JOBFLOWS.path(session.namespace), (), page_size=500)
-            return [item["metadata"]["name"] for item in listed.items]
-
-    return [name for name in _lookup(names) if name.startswith(prefix)]
+    return _lookup(names, prefix, parsed_args)
 
 
 def step_names(*, manual_only: bool = False) -> Callable[..., list[str]]:
     """The steps of the flow named earlier on the line (for approve/reject: its Manual steps)."""
 
+    async def names(session: Session, name: str) -> list[str]:
+        flow = await session.get(name)
+        return [s.name for s in flow.spec.steps if not manual_only or s.is_manual]
+
     def complete(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-        async def names() -> list[str]:
-            from zen_flow.cli.session import open_session
-
-            async with open_session(parsed_args) as session:
-                flow = await session.get(parsed_args.name)
-                return [s.name for s in flow.spec.steps if not manual_only or s.is_manual]
-
-        return [name for name in _lookup(names) if name.startswith(prefix)]
+        return _lookup(lambda session: names(session, parsed_args.name), prefix, parsed_args)
 
     return complete
 
 
-def _lookup(names: Callable[[], Any]) -> list[str]:
+def _lookup(
+    names: Callable[[Session], Awaitable[list[str]]], prefix: str, parsed_args: argparse.Namespace
+) -> list[str]:
+    """The names starting with `prefix`, asked with kubectl's flags typed so far, within NAMES_TIMEOUT."""
+    from zen_flow.cli.session import open_session
+
+    async def ask() -> list[str]:
+        async with open_session(parsed_args) as session:
+            return await names(session)
+
     try:
-        found: list[str] = asyncio.run(asyncio.wait_for(names(), NAMES_TIMEOUT))
+        found = asyncio.run(asyncio.wait_for(ask(), NAMES_TIMEOUT))
     except Exception:  # no cluster, no flow, no rights: nothing to offer, and no traceback in the prompt
         return []
-    return found
+    return [name for name in found if name.startswith(prefix)]

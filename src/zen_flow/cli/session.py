@@ -83,7 +83,14 @@ class Session:
         self.flows = JobFlowClient(client)
         self.namespace = namespace
         self.out = out
-        self.show = painter(out)  # rendered views: coloured on a terminal
+        self._painter: Callable[[str], object] | None = None
+
+    def show(self, text: str) -> None:
+        """Write a rendered view (`get`, `list`, `watch`): coloured on a terminal. The painter, and rich
+        with it, is made on first use: commands that print no view never pay for it."""
+        if self._painter is None:
+            self._painter = painter(self.out)
+        self._painter(text)
 
     async def get(self, name: str) -> JobFlow:
         return JobFlow.model_validate(await self.flows.get(self.namespace, name))
