@@ -400,7 +400,9 @@ async def test_watch_of_fifty_flows_is_one_watch(
         watching = _jobflow_requests(kubectl)
         assert watching.get("open watches", 0) - before.get("open watches", 0) == 1
         for name in names:  # 50 changes while it watches
-            await driver.flows.patch_status(namespace, name, {"status": {"phase": "Running"}})
+            await driver.flows.patch_status(
+                namespace, name, [{"op": "add", "path": "/status", "value": {"phase": "Running"}}]
+            )
         changed = await asyncio.wait_for(lines(50), WAIT)
         assert sorted((line[1], line[2]) for line in changed) == [(n, "Running") for n in names]
     finally:

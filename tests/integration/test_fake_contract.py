@@ -19,7 +19,7 @@ from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
 class Server(Protocol):
     async def create_flow(self, manifest: dict[str, Any]) -> str: ...  # returns its resourceVersion
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str: ...
+    async def patch_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str: ...
     async def relabel(self, namespace: str, name: str) -> str: ...
     async def create_job(self, namespace: str, body: dict[str, Any]) -> None: ...
 
@@ -33,8 +33,8 @@ class Real:
         created = await self.driver.create(manifest)
         return str(created["metadata"]["resourceVersion"])
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
-        return await self.flows.patch_status(namespace, name, patch)
+    async def patch_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        return await self.flows.patch_status(namespace, name, ops)
 
     async def relabel(self, namespace: str, name: str) -> str:
         patched = await self.driver.patch(namespace, name, {"metadata": {"labels": {"owner": "data-team"}}})
@@ -51,8 +51,8 @@ class Fake:
     async def create_flow(self, manifest: dict[str, Any]) -> str:
         return self.api.create_flow(JobFlow.model_validate(manifest)).metadata.resource_version
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
-        return await self.api.patch_flow_status(namespace, name, patch)
+    async def patch_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        return await self.api.patch_flow_status(namespace, name, ops)
 
     async def relabel(self, namespace: str, name: str) -> str:
         def label(flow: JobFlow) -> JobFlow:
@@ -87,9 +87,18 @@ async def _script(server: Server, namespace: str) -> list[str]:
         versions.append(new)
         return seen
 
-    async def write(rv: str | None, phase: str) -> str:
-        meta = {"metadata": {"resourceVersion": rv}} if rv is not None else {}
-        return version(await server.patch_status(namespace, name, {**meta, "status": {"phase": phase}}))
+    async def write(rv: str | None, *ops: dict[str, Any]) -> str:
+        """A JSON patch as the controller sends it, conditional on `rv` (the controller's always are)."""
+        meta = [{"op": "replace", "path": "/metadata/resourceVersion", "value": rv}] if rv is not None else []
+        return version(await server.patch_status(namespace, name, [*meta, *ops]))
+
+    def status(phase: str, step_phase: str) -> dict[str, Any]:
+        return {"op": "add", "path": "/status", "value": {"phase": phase, "steps": [step(step_phase)]}}
+
+    def step(phase: str) -> dict[str, Any]:
+        return {"name": "a", "phase": phase, "retryCount": 0}
+
+    entry = {"op": "replace", "path": "/status/steps/0", "value": step("Succeeded")}
 
     async def relabel() -> str:
         return version(await server.relabel(namespace, name))
@@ -97,12 +106,14 @@ async def _script(server: Server, namespace: str) -> list[str]:
     first = versions[0]
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "contract-a"}, **job_template()}
     return [
-        await _answer(lambda: write(first, "Running")),  # the current version: written
-        await _answer(lambda: write(first, "Failed")),  # a stale one: refused
-        await _answer(lambda: write(None, "Running")),  # unconditional, and changes nothing
+        await _answer(lambda: write(first, status("Running", "Running"))),  # the current version: written
+        await _answer(lambda: write(first, status("Failed", "Failed"))),  # a stale one: refused
+        await _answer(lambda: write(None, status("Running", "Running"))),  # unconditional, changes nothing
         await _answer(relabel),  # another writer changes the metadata
-        await _answer(lambda: write(versions[-2], "Failed")),  # the version before that: refused
-        await _answer(lambda: write(versions[-1], "Succeeded")),  # the newest: written
+        await _answer(lambda: write(versions[-2], entry)),  # the version before that: refused
+        await _answer(lambda: write(versions[-1], entry)),  # the newest: one step entry written
+        await _answer(lambda: write(versions[-1], {**entry, "path": "/status/steps/1"})),  # no such entry
+        await _answer(lambda: write(versions[-1], {"op": "remove", "path": "/status/message"})),  # no member
         await _answer(lambda: server.create_job(namespace, job)),
         await _answer(lambda: server.create_job(namespace, job)),  # the name is taken
     ]
@@ -114,6 +125,6 @@ async def test_the_fake_answers_writes_like_the_apiserver(
     real = await _script(Real(driver), namespace)
     assert real == [
         "ok, new version", "409 Conflict", "ok, same version", "ok, new version", "409 Conflict",
-        "ok, new version", "ok", "409 AlreadyExists",
+        "ok, new version", "422 Invalid", "422 Invalid", "ok", "409 AlreadyExists",
     ]  # fmt: skip
     assert await _script(Fake(), namespace) == real

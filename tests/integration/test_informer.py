@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from zen_flow.api import Job, JobFlow
+from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.core import jsonpatch
 from zen_flow.informer import Informer, JobFlowInformer, JobInformer, ReflectorOptions
 from zen_flow.kube import (
     AlreadyExists,
@@ -40,6 +41,7 @@ from zen_flow.machinery.leader import ConflictError, LeaseRecord
 pytestmark = pytest.mark.integration
 
 WAIT = 30.0  # seconds; generous for a 2-core machine running the control plane
+NEW = JobFlowStatus()  # a flow whose status was never written
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -329,9 +331,7 @@ async def test_jobflow_informer_status_merge_patch_and_delete(
         rv, uid = raw["metadata"]["resourceVersion"], raw["metadata"]["uid"]
 
         new_rv = await flows.patch_status(
-            namespace,
-            "f",
-            {"metadata": {"resourceVersion": rv}, "status": {"phase": "Running", "message": "started"}},
+            namespace, "f", jsonpatch.status_ops(NEW, JobFlowStatus(phase="Running", message="started"), rv)
         )
         patched = await flows.get(namespace, "f")
         assert new_rv == patched["metadata"]["resourceVersion"] != rv
@@ -341,7 +341,7 @@ async def test_jobflow_informer_status_merge_patch_and_delete(
 
         with pytest.raises(Conflict):  # a status computed from a stale read is refused
             await flows.patch_status(
-                namespace, "f", {"metadata": {"resourceVersion": rv}, "status": {"phase": "Failed"}}
+                namespace, "f", jsonpatch.status_ops(NEW, JobFlowStatus(phase="Failed"), rv)
             )
         with pytest.raises(Conflict):
             await flows.delete(namespace, "f", uid="00000000-0000-0000-0000-000000000000")

@@ -66,7 +66,7 @@ class FanOut:
     async def delete_job(self, namespace: str, name: str) -> None:
         raise AssertionError("nothing is deleted here")
 
-    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         return "2"
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:

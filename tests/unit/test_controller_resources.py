@@ -12,7 +12,7 @@ from zen_flow.api.jobflow import ResourceTemplates
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
-from zen_flow.core import mergepatch
+from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import AlreadyExists, Invalid
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
@@ -59,9 +59,9 @@ class Fake:
     async def delete_job(self, namespace: str, name: str) -> None:
         raise AssertionError("no Job is deleted here")
 
-    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
-        old = self.flow.status.to_wire()
-        status = JobFlowStatus.model_validate(mergepatch.apply(old, patch["status"]))
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        document = {"metadata": {"resourceVersion": str(self.rv)}, "status": self.flow.status.to_wire()}
+        status = JobFlowStatus.model_validate(jsonpatch.apply(document, ops)["status"])
         self.rv += 1
         meta = self.flow.metadata.model_copy(update={"resource_version": str(self.rv)})
         self.flow = self.flow.model_copy(update={"status": status, "metadata": meta})

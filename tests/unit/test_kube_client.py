@@ -125,19 +125,22 @@ async def test_requests_identify_zen_flow_by_user_agent(api: FakeApiserver, kube
     assert headers["User-Agent"] == f"zen-flow/{__version__}"
 
 
-async def test_status_patch_is_a_merge_patch_on_the_status_subresource(
+async def test_status_patch_is_a_json_patch_on_the_status_subresource(
     api: FakeApiserver, kube: KubeClient
 ) -> None:
     written = {"metadata": {"resourceVersion": "8", "managedFields": [{"manager": "zen-flow"}]}, "spec": {}}
     api.answer(reply(200, written))
-    patch = {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}}
+    patch = [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": "7"},
+        {"op": "add", "path": "/status/phase", "value": "Running"},
+    ]
     result = await JobFlowClient(kube).patch_status("ns", "flow", patch)
     method, path, headers, query, body = api.requests[0]
     assert (method, path) == (
         "PATCH",
         "/apis/workflow.kube-zen.io/v1alpha1/namespaces/ns/jobflows/flow/status",
     )
-    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert headers["Content-Type"] == "application/json-patch+json"
     assert query["fieldManager"] == "zen-flow"
     assert json.loads(body) == patch
     assert result == "8"  # the new resourceVersion, all the caller needs of the whole object
@@ -148,7 +151,7 @@ async def test_a_status_patch_answer_without_a_resource_version_is_a_transport_e
 ) -> None:
     api.answer(reply(200, {"kind": "Status"}))
     with pytest.raises(TransportError, match="unexpected answer"):
-        await JobFlowClient(kube).patch_status("ns", "flow", {"status": {}})
+        await JobFlowClient(kube).patch_status("ns", "flow", [])
 
 
 async def test_create_job_that_exists_raises_already_exists(api: FakeApiserver, kube: KubeClient) -> None:
@@ -163,7 +166,7 @@ async def test_create_job_that_exists_raises_already_exists(api: FakeApiserver, 
 async def test_plain_conflict_is_not_already_exists(api: FakeApiserver, kube: KubeClient) -> None:
     api.answer(reply(409, status_body(409, "Conflict", "the object has been modified")))
     with pytest.raises(Conflict) as info:
-        await JobFlowClient(kube).patch_status("ns", "flow", {"status": {}})
+        await JobFlowClient(kube).patch_status("ns", "flow", [])
     assert not isinstance(info.value, AlreadyExists)
 
 

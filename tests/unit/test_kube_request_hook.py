@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from zen_flow.kube import ClientOptions, JobClient, JobFlowClient, KubeClient, K
 from zen_flow.kube.errors import NotFound, TransportError
 from zen_flow.machinery.clock import SystemClock
 
-Call = tuple[str, str, int]
+Call = tuple[str, str, int, int]
 
 
 class InstantClock(SystemClock):
@@ -51,33 +52,36 @@ async def observed(server: tuple[TestServer, list[int]]) -> AsyncIterator[tuple[
     config = KubeConfig(host=host, source="test")
     calls: list[Call] = []
 
-    def hook(verb: str, resource: str, code: int) -> None:
-        calls.append((verb, resource, code))
+    def hook(verb: str, resource: str, code: int, sent: int) -> None:
+        calls.append((verb, resource, code, sent))
 
     options = ClientOptions(timeout=2.0)
     async with KubeClient(config, options, clock=InstantClock(), on_response=hook) as client:
         yield client, calls
 
 
-async def test_every_request_is_reported_with_verb_resource_and_code(
+async def test_every_request_is_reported_with_verb_resource_code_and_bytes_sent(
     observed: tuple[KubeClient, list[Call]],
 ) -> None:
     kube, calls = observed
     flows, jobs = JobFlowClient(kube), JobClient(kube)
+    ops = [{"op": "add", "path": "/status", "value": {}}]
+    job = {"metadata": {"name": "x"}}
     await flows.get("ns", "x")
-    await flows.patch_status("ns", "x", {"status": {}})
-    await jobs.create("ns", {"metadata": {"name": "x"}})
+    await flows.patch_status("ns", "x", ops)
+    await jobs.create("ns", job)
     await jobs.list("ns")
     async with jobs.watch(None, "1", timeout_seconds=5) as stream:
         assert [event async for event in stream] == []
     await jobs.delete("ns", "x")
+    deleted = len(json.dumps({"propagationPolicy": "Background"}))
     assert calls == [
-        ("get", "jobflows", 200),
-        ("patch", "jobflows/status", 200),
-        ("create", "jobs", 200),
-        ("list", "jobs", 200),
-        ("watch", "jobs", 200),
-        ("delete", "jobs", 200),
+        ("get", "jobflows", 200, 0),
+        ("patch", "jobflows/status", 200, len(json.dumps(ops))),
+        ("create", "jobs", 200, len(json.dumps(job))),
+        ("list", "jobs", 200, 0),
+        ("watch", "jobs", 200, 0),
+        ("delete", "jobs", 200, deleted),
     ]
 
 
@@ -89,7 +93,7 @@ async def test_each_retry_attempt_and_each_error_is_a_request(
     await JobFlowClient(kube).get("ns", "x")  # 503 is transient: retried once, then 200
     with pytest.raises(NotFound):
         await JobFlowClient(kube).get("ns", "x")
-    assert calls == [("get", "jobflows", 503), ("get", "jobflows", 200), ("get", "jobflows", 404)]
+    assert calls == [("get", "jobflows", 503, 0), ("get", "jobflows", 200, 0), ("get", "jobflows", 404, 0)]
 
 
 async def test_no_answer_is_reported_as_code_zero() -> None:
@@ -104,7 +108,7 @@ async def test_no_answer_is_reported_as_code_zero() -> None:
     async with KubeClient(config, options, clock=InstantClock(), on_response=hook) as kube:
         with pytest.raises(TransportError, match="jobflows"):
             await JobFlowClient(kube).get("ns", "x")
-    assert calls == [("get", "jobflows", 0)]
+    assert calls == [("get", "jobflows", 0, 0)]
 
 
 @pytest.mark.parametrize(

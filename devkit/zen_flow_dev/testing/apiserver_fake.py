@@ -4,8 +4,9 @@ checks that this fake answers like it).
 
 What it keeps from the apiserver, because the controller's correctness depends on it:
 - optimistic concurrency: every write that changes an object bumps one resourceVersion counter (a
-  no-op write keeps the version); a status patch that carries `metadata.resourceVersion` is refused
-  with 409 Conflict unless that is the object's current version;
+  no-op write keeps the version); a status JSON patch that sets `metadata.resourceVersion` is refused
+  with 409 Conflict unless that is the object's current version, and one whose operation does not
+  apply (an index or member that is not there) with 422 Invalid;
 - names are unique: creating a Job whose name exists answers 409 AlreadyExists;
 - timestamps in whole seconds (creationTimestamp, conditions), as metav1.Time serialises them.
 And from informers: the controller reads caches that lag behind the truth until `sync()` delivers the
@@ -21,7 +22,7 @@ from typing import Any
 
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.meta import Condition, ObjectMeta
-from zen_flow.core import mergepatch
+from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.machinery.clock import Clock
 
@@ -138,17 +139,26 @@ class FakeApiServer:
     async def delete_job(self, namespace: str, name: str) -> None:
         self.jobs.pop((namespace, name), None)
 
-    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         key = f"{namespace}/{name}"
         flow = self.flows[key]
-        wanted = (patch.get("metadata") or {}).get("resourceVersion")
-        if wanted is not None and wanted != flow.metadata.resource_version:
+        current = {"metadata": {"resourceVersion": flow.metadata.resource_version}}
+        current["status"] = flow.status.to_wire()
+        try:
+            patched = jsonpatch.apply(current, ops)
+        except jsonpatch.PatchError as err:
+            self.refused.append("422 Invalid")
+            raise from_status(
+                422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": str(err)}
+            ) from err
+        # The apiserver's rule: a patch that sets a resourceVersion other than the object's is refused.
+        if patched["metadata"]["resourceVersion"] != flow.metadata.resource_version:
             self.refused.append("409 Conflict")
             raise conflict(name)
-        wire = mergepatch.apply(flow.status.to_wire(), patch.get("status") or {})
-        if wire == flow.status.to_wire():
+        status = JobFlowStatus.model_validate(patched.get("status") or {})
+        if status == flow.status:
             return flow.metadata.resource_version  # a write that changes nothing keeps the version
-        stored = self._store_flow(flow.model_copy(update={"status": JobFlowStatus.model_validate(wire)}))
+        stored = self._store_flow(flow.model_copy(update={"status": status}))
         return stored.metadata.resource_version
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:

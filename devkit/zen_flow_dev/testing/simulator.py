@@ -20,7 +20,7 @@ from zen_flow.api.constants import LABEL_STEP, FlowPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import Condition
-from zen_flow.core import mergepatch
+from zen_flow.core import jsonpatch
 from zen_flow.planner import (
     CreateJob,
     CreateResource,
@@ -105,10 +105,10 @@ class Simulator:
                     raise DuplicateCreate(f"{action.kind} {action.name}")
                 self.resources[(action.kind, action.name)] = action.body
         if write_status and result.status != self.flow.status:
-            # Through the wire, as the controller does it: a JSON merge patch on the old status. A
-            # status that does not survive the round trip unchanged would cause endless writes.
-            old = self.flow.status.to_wire()
-            wire = mergepatch.apply(old, mergepatch.diff(old, result.status.to_wire()))
+            # Through the wire, as the controller does it: a JSON patch on the old status. A status
+            # that does not survive the round trip unchanged would cause endless writes.
+            old = {"metadata": {"resourceVersion": "1"}, "status": self.flow.status.to_wire()}
+            wire = jsonpatch.apply(old, jsonpatch.status_ops(self.flow.status, result.status, "1"))["status"]
             self.flow = self.flow.model_copy(update={"status": JobFlowStatus.model_validate(wire)})
 
     def _create(self, action: CreateJob) -> None:

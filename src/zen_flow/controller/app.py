@@ -158,8 +158,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
     )
     options = ClientOptions(qps=settings.qps, burst=settings.burst)
 
-    def count_request(verb: str, resource: str, code: int) -> None:
+    def count_request(verb: str, resource: str, code: int, sent: int) -> None:
         metrics.api_requests.labels(verb, resource, str(code)).inc()
+        if sent:
+            metrics.api_request_bytes.labels(verb, resource).inc(sent)
 
     async with (
         KubeClient(config, options, clock=clock, on_response=count_request) as kube,

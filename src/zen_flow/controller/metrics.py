@@ -181,6 +181,12 @@ class Metrics:
             ["verb", "resource", "code"],
             registry=r,
         )
+        self.api_request_bytes = Counter(
+            "zen_flow_api_request_bytes_total",
+            "Bytes of request bodies sent to the apiserver",
+            ["verb", "resource"],
+            registry=r,
+        )
         # informers
         self.informer_cached = Gauge(
             "zen_flow_informer_cached_objects", "Objects in the cache", ["resource"], registry=r

@@ -23,7 +23,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
-from zen_flow.core import mergepatch
+from zen_flow.core import jsonpatch
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
@@ -68,8 +68,8 @@ class ClusterApi(Protocol):
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
-    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
-        """Returns the new resourceVersion."""
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""
         ...
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
@@ -447,17 +447,15 @@ class Controller:
         return created, rejected
 
     async def _write_status(self, flow: JobFlow, status: JobFlowStatus) -> None:
-        old = flow.status.to_wire()
-        new = status.to_wire()
-        patch = mergepatch.diff(old, new)
-        if not patch:
+        # Only the step entries that changed are sent, and the resourceVersion makes the patch
+        # conditional: a status computed from a stale cache is refused (409) instead of overwriting a
+        # newer one (or replacing an entry by a stale index); the worker retries once the cache caught up.
+        ops = jsonpatch.status_ops(flow.status, status, flow.metadata.resource_version)
+        if not ops:
             self._metrics.status_patches.labels("unchanged").inc()
             return
-        # The resourceVersion makes the patch conditional: a status computed from a stale cache is refused
-        # (409) instead of overwriting a newer one; the worker retries once the cache caught up.
-        body = {"metadata": {"resourceVersion": flow.metadata.resource_version}, "status": patch}
         try:
-            rv = await self._api.patch_flow_status(flow.metadata.namespace, flow.metadata.name, body)
+            rv = await self._api.patch_flow_status(flow.metadata.namespace, flow.metadata.name, ops)
         except Conflict:
             self._metrics.status_patches.labels("conflict").inc()
             raise

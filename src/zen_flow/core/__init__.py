@@ -1,4 +1,4 @@
-"""Pure helpers of the core: the DAG, Go durations, `when` expressions (CEL), JSONPath, names, merge patches.
+"""Pure helpers of the core: the DAG, Go durations, `when` expressions (CEL), JSONPath, names, JSON patches.
 
 No I/O, no asyncio: the planner and the validator build on these.
 """

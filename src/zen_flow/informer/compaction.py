@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -59,11 +60,17 @@ class Compactor:
         self._models: OrderedDict[BaseModel, BaseModel] = OrderedDict()
         self._max_shared = max_shared
         self._max_models = max_models
+        self._done: set[int] = set()
 
-    def compact(self, model: M) -> M:
+    def compact(self, model: M, *, done: Collection[object] = ()) -> M:
         """Shrink `model` (and every model, dict and list inside it) in place; returns it (itself: the
-        top-level object is never swapped for another, only what it holds)."""
-        self._shrink(model)
+        top-level object is never swapped for another, only what it holds). Values in `done` (by
+        identity: parts reused from an object compacted before) are left as they are, unwalked."""
+        self._done = {id(value) for value in done}
+        try:
+            self._shrink(model)
+        finally:
+            self._done = set()
         return model
 
     @property
@@ -99,6 +106,8 @@ class Compactor:
             values[name] = self._value(value)
 
     def _value(self, value: Any) -> Any:
+        if self._done and id(value) in self._done:
+            return value
         if isinstance(value, str):
             return sys.intern(value) if len(value) < MAX_INTERNED else value
         if isinstance(value, BaseModel):

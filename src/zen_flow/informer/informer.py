@@ -37,6 +37,12 @@ Fallback = Callable[[dict[str, Any]], T]
 log = get_logger(__name__)
 
 
+Reuse = Callable[[T, T], Sequence[object]]
+"""`reuse(cached, decoded)`: put into the freshly decoded object (in place, before anyone sees it) the parts
+of the cached one it can keep, and return them. Decoding and compacting a 500-step flow on every status
+write cost more than planning it; what did not change is kept as it was, already compacted."""
+
+
 @dataclass(frozen=True)
 class Handler(Generic[T]):
     on_add: Callable[[T], None] | None = None
@@ -53,6 +59,7 @@ class Informer(Generic[T]):
         model: type[T],
         fallback: Fallback[T],
         shared_models: tuple[type[BaseModel], ...] = (),
+        reuse: Reuse[T] | None = None,
         indexers: Mapping[str, IndexFunc[T]] | None = None,
         namespaces: Sequence[str] = (),
         clock: Clock,
@@ -66,6 +73,7 @@ class Informer(Generic[T]):
         self._model: type[BaseModel] = cast("type[BaseModel]", model)
         self._fallback: Fallback[T] = fallback
         self._compactor = Compactor(shared_models)
+        self._reuse = reuse
         self.decoder: ModelDecoder[Any] = ModelDecoder(self._model, finish=self._finish, item=self._convert)
         self._handlers: list[Handler[T]] = []
         self._parse_errors: dict[str, str] = {}
@@ -197,8 +205,12 @@ class Informer(Generic[T]):
 
     def _finish(self, obj: Any) -> Any:
         """Every model decoded from the API passes here once: it parsed, so any old parse error is gone."""
-        self._parse_errors.pop(obj.metadata.key, None)
-        return self._compactor.compact(obj)
+        key = obj.metadata.key
+        # A placeholder (cached while the object did not parse) has nothing worth keeping.
+        placeholder = self._parse_errors.pop(key, None) is not None
+        cached = None if placeholder or self._reuse is None else self.store.get(key)
+        kept = self._reuse(cached, obj) if self._reuse is not None and cached is not None else ()
+        return self._compactor.compact(obj, done=kept)
 
     def _convert(self, raw: dict[str, Any]) -> T:
         """The slow path for one decoded object: validate, or cache a placeholder and remember why."""

@@ -91,6 +91,7 @@ class JobFlowInformer(Informer[JobFlow]):
             source,
             model=JobFlow,
             shared_models=(Condition, Progress, Initiator),
+            reuse=reuse_unchanged,
             fallback=_flow_placeholder,
             indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group},
             namespaces=namespaces,
@@ -102,6 +103,28 @@ class JobFlowInformer(Informer[JobFlow]):
     def concurrency_group(self, group: str) -> list[JobFlow]:
         """The cached flows of a concurrency group (`namespace/key`, see `planner.group_of`)."""
         return self.store.by_index(CONCURRENCY_GROUP_INDEX, group)
+
+
+def reuse_unchanged(cached: JobFlow, decoded: JobFlow) -> list[object]:
+    """Keep the cached flow's spec and unchanged step entries in `decoded` (see `informer.Reuse`).
+
+    The spec is kept when the generation is the same: the apiserver bumps it on every spec change of a
+    custom resource with a status subresource (a generation of 0 means nobody counts: never kept). A
+    step entry is kept when it equals the cached one at the same index.
+    """
+    meta, old_meta = decoded.metadata, cached.metadata
+    if meta.uid != old_meta.uid:
+        return []
+    kept: list[object] = []
+    if meta.generation and meta.generation == old_meta.generation:
+        decoded.__dict__["spec"] = cached.spec
+        kept.append(cached.spec)
+    old_steps, steps = cached.status.steps, decoded.status.steps
+    if old_steps and len(old_steps) == len(steps):
+        merged = tuple(old if old == new else new for old, new in zip(old_steps, steps, strict=True))
+        decoded.status.__dict__["steps"] = merged
+        kept.extend(old for old, new in zip(old_steps, merged, strict=True) if old is new)
+    return kept
 
 
 def _job_placeholder(raw: dict[str, Any]) -> Job:

@@ -49,10 +49,14 @@ M = TypeVar("M", bound=BaseModel)
 
 Query = Sequence[tuple[str, str]]
 
-ResponseHook = Callable[[str, str, int], None]
-"""`hook(verb, resource, code)`, called once per HTTP request sent (every retry attempt, every watch
-opened) with the apiserver's verb name (see `request_labels`) and the status code, 0 when no answer came.
-It runs on the event loop for every request: keep it cheap and never let it raise."""
+Body = dict[str, Any] | list[Any]
+"""A request body: an object, or a JSON patch's list of operations."""
+
+ResponseHook = Callable[[str, str, int, int], None]
+"""`hook(verb, resource, code, sent)`, called once per HTTP request sent (every retry attempt, every watch
+opened) with the apiserver's verb name (see `request_labels`), the status code (0 when no answer came) and
+the bytes of the request body. It runs on the event loop for every request: keep it cheap and never let
+it raise."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ class KubeClient:
         path: str,
         *,
         query: Query = (),
-        body: dict[str, Any] | None = None,
+        body: Body | None = None,
         content_type: str = "application/json",
         retry: bool = True,
         request_timeout: float | None = None,
@@ -165,7 +169,7 @@ class KubeClient:
         path: str,
         *,
         query: Query = (),
-        body: dict[str, Any] | None = None,
+        body: Body | None = None,
         content_type: str = "application/json",
         retry: bool = True,
         request_timeout: float | None = None,
@@ -288,7 +292,7 @@ class KubeClient:
         method: str,
         path: str,
         query: Query,
-        body: dict[str, Any] | None,
+        body: Body | None,
         content_type: str,
         request_timeout: float | None,
         limiter: Limiter,
@@ -310,9 +314,9 @@ class KubeClient:
                     finally:
                         response.release()
             except TRANSPORT_ERRORS as err:
-                self._observe(method, path, 0)
+                self._observe(method, path, 0, len(data or b""))
                 raise TransportError(f"{method} {path}: {err!r}") from err
-            self._observe(method, path, response.status)
+            self._observe(method, path, response.status, len(data or b""))
             if response.status != 401 or refreshed or not self._config.credentials.invalidate():
                 break
         if not 200 <= response.status < 300:
@@ -342,10 +346,10 @@ class KubeClient:
             server_hostname=self._config.tls_server_name,
         )
 
-    def _observe(self, method: str, path: str, code: int, *, watch: bool = False) -> None:
+    def _observe(self, method: str, path: str, code: int, sent: int = 0, *, watch: bool = False) -> None:
         if self._on_response is not None:
             verb, resource = request_labels(method, path, watch=watch)
-            self._on_response(verb, resource, code)
+            self._on_response(verb, resource, code, sent)
 
     def _retry_wait(self, state: tenacity.RetryCallState) -> float:
         cap = self.options.retry_max_wait

@@ -27,10 +27,10 @@ class Cluster:
         """Background propagation (the Pods go too). `NotFound` if already gone."""
         await self._jobs.delete(namespace, name, propagation="Background")
 
-    async def patch_flow_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
-        """Merge patch on /status; `Conflict` if the patch carries a stale resourceVersion.
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        """JSON patch on /status; `Conflict` if the patch carries a stale resourceVersion.
         Returns the flow's new resourceVersion."""
-        return await self._flows.patch_status(namespace, name, patch)
+        return await self._flows.patch_status(namespace, name, ops)
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""

@@ -1,4 +1,4 @@
-"""JobFlow custom objects: list/watch, get, merge-patch of /status, delete."""
+"""JobFlow custom objects: list/watch, get, JSON patch of /status, delete."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from zen_flow.kube.resource import Resource, ResourceLister
 
 JOBFLOWS = Resource(GROUP, VERSION, PLURAL)
 
-# RFC 7386. Never let the content type be chosen for us: for a dict body on a custom resource a
-# generated client (kubernetes_asyncio) picks application/json-patch+json, which the apiserver rejects
-# (craft.md §2.3).
-MERGE_PATCH = "application/merge-patch+json"
+# RFC 6902: a list of operations (a generated client that guesses the type from the body would send a dict
+# as this type too, and the apiserver would reject it: craft.md §2.3; we always name it).
+JSON_PATCH = "application/json-patch+json"
 
 
 class _Version(BaseModel):
@@ -41,24 +40,21 @@ class JobFlowClient(ResourceLister):
         """The raw object (parsing is the caller's choice: a broken spec must not make `get` fail)."""
         return await self._client.request("GET", JOBFLOWS.path(namespace, name))
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
-        """Merge-patch the /status subresource; returns the flow's new resourceVersion.
+    async def patch_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        """JSON-patch (RFC 6902) the /status subresource; returns the flow's new resourceVersion.
 
-        `patch` is the merge patch itself, e.g. `{"status": {...}}`. Including
-        `{"metadata": {"resourceVersion": rv}}` makes it conditional: `Conflict` if the object changed.
-        Only `.status` is written through this endpoint; anything else in the patch is ignored.
-
-        The apiserver answers with the whole object, managedFields included (~30 KB for 20 steps);
-        decoding it was 8 % of the controller's CPU for one field. pydantic reads that field straight
-        from the bytes and skips the rest without building it.
+        The reconciler's write (`zen_flow.core.jsonpatch.status_ops`): it replaces only the step entries
+        that changed, and its `replace` of `/metadata/resourceVersion` makes it conditional (`Conflict`
+        if the object changed). An operation that does not apply (a path that is not there) is `Invalid`
+        (422).
         """
         written = await self._client.request_model(
             _Written,
             "PATCH",
             JOBFLOWS.path(namespace, name, "status"),
             query=[("fieldManager", FIELD_MANAGER)],
-            body=patch,
-            content_type=MERGE_PATCH,
+            body=ops,
+            content_type=JSON_PATCH,
         )
         return written.metadata.resource_version
 
