@@ -215,6 +215,9 @@ def test_the_length_workloads_grow_one_chain_and_report_per_step() -> None:
             "controller_requests_per_step": 2.0,
             "status_writes_per_step": 1.0,
             "cluster_writes_per_step": 12.0,
+            "controller_kb_sent_per_step": 3.5,
+            "status_kb_sent_per_step": 0.9,
+            "status_kb_stored_per_step": 240.0,
         },
         "transition_latency_ms": {"p50": 10.0, "p99": 40.0},
         "resources": {"controller_cpu_seconds": 5.0},
@@ -222,4 +225,21 @@ def test_the_length_workloads_grow_one_chain_and_report_per_step() -> None:
     rows = report.growth_rows(
         [{"workload": "length-500", "zen-flow": run}, {"workload": "chain", "zen-flow": run}]
     )
-    assert rows == [["length-500", 500, 10.0, 2.0, 1.0, 12.0, 10.0, 40.0]]  # 5 CPU s over 500 steps: 10 ms
+    # 5 CPU s over 500 steps: 10 ms
+    assert rows == [["length-500", 500, 10.0, 2.0, 1.0, 3.5, 0.9, 240.0, 10.0, 40.0]]
+
+
+def test_closed_watches_are_reported_with_the_client_that_read_too_slowly() -> None:
+    workload = {
+        "workload": "many-large",
+        "zen-flow": {
+            "api": {"apiserver_terminated_watchers": 3, "controller_watches_closed_early": 0},
+            "observer_watches_closed_early": 3,
+        },
+        "baseline": {"api": {"apiserver_terminated_watchers": 0}, "observer_watches_closed_early": 0},
+    }
+    line = report._closed_watches(workload)
+    assert "many-large" in line
+    assert "zen-flow run: 3 (controller 0, harness observer 3)" in line
+    assert "baseline" not in line  # it closed none then
+    assert report._closed_watches({"workload": "chain", "zen-flow": {"api": {}}}) == ""

@@ -388,6 +388,33 @@ async def test_normal_watch_end_rewatches_from_the_last_rv_without_relisting(
         assert [c for c in source.calls if c[0] == "list"] == [("list", "")]
 
 
+async def test_a_watch_the_server_ends_early_is_counted_and_resumed(
+    clock: FakeClock, recorder: Recorder
+) -> None:
+    # What the apiserver does to a client that reads too slowly: it ends the watch long before the
+    # timeout the client asked for (300-600 s here). The informer resumes from where it was and counts it.
+    source = FakeSource(ListResult(items=(), resource_version="10"))
+    informer = JobInformer(source, clock=clock, options=ReflectorOptions(inactivity_timeout=10_000))
+    async with running(informer):
+        first = await source.next_stream()
+        await clock.advance(200)
+        first.push(event("ADDED", job_raw("a", rv="11")), END)
+        assert (await source.next_stream()).resource_version == "11"
+        assert informer.closed_early == 1
+        assert [c for c in source.calls if c[0] == "list"] == [("list", "")]  # no relist
+
+
+async def test_a_watch_that_ran_its_course_is_not_counted_as_closed_early(clock: FakeClock) -> None:
+    source = FakeSource(ListResult(items=(), resource_version="10"))
+    informer = JobInformer(source, clock=clock, options=ReflectorOptions(inactivity_timeout=10_000))
+    async with running(informer):
+        first = await source.next_stream()
+        await clock.advance(600)
+        first.push(bookmark("12"), END)
+        await source.next_stream()
+        assert informer.closed_early == 0
+
+
 async def test_connection_error_backs_off_then_rewatches(clock: FakeClock, recorder: Recorder) -> None:
     source = FakeSource(ListResult(items=(), resource_version="10"))
     informer = job_informer(source, clock, recorder)

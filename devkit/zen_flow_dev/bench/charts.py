@@ -98,15 +98,19 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
 
     growth = [row for row in growth_rows(results.get("workloads", [])) if row[2] is not None]
     if growth:
-        fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), layout="constrained")
         names = [f"{row[0]}\n({row[1]} steps)" for row in growth]
-        ax.bar(range(len(growth)), [row[2] for row in growth], color=COLOURS["zen-flow"])
-        for i, row in enumerate(growth):
-            ax.annotate(f"{row[2]:.3g}", (i, row[2]), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(growth)), names)
-        ax.set_ylabel("controller CPU ms per step")
-        ax.grid(True, axis="y", alpha=0.3)
-        fig.suptitle(f"The controller's CPU per step as one flow grows\n{stamp}", fontsize=9)
+        for ax, column, label in zip(
+            axes, (2, 6), ("controller CPU ms per step", "status KB sent per step"), strict=True
+        ):
+            values = [row[column] or 0.0 for row in growth]
+            ax.bar(range(len(growth)), values, color=COLOURS["zen-flow"])
+            for i, value in enumerate(values):
+                ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(growth)), names, fontsize=7)
+            ax.set_ylabel(label)
+            ax.grid(True, axis="y", alpha=0.3)
+        fig.suptitle(f"What one step costs the controller as one flow grows\n{stamp}", fontsize=9)
         written.append(_save(fig, json_path, "growth"))
         plt.close(fig)
     return written

@@ -47,6 +47,11 @@ class Observer:
             self._flows.add_handler(on_add=self._on_flow, on_update=lambda _old, new: self._on_flow(new))
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def closed_early(self) -> int:
+        """Watches the apiserver ended early (its verdict on a slow reader): the harness's own."""
+        return sum(i.closed_early for i in (self._jobs, self._flows) if i is not None)
+
     async def __aenter__(self) -> Observer:
         self._tasks.append(asyncio.create_task(self._jobs.run(), name=f"observe-jobs/{self.namespace}"))
         if self._flows is not None:

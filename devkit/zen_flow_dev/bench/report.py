@@ -79,7 +79,10 @@ FLOW_HEADERS = (
 )  # fmt: skip
 
 
-GROWTH_HEADERS = ("workload", "steps", "ctrl cpu ms", "ctrl req", "status w", "cluster w", "p50 ms", "p99 ms")
+GROWTH_HEADERS = (
+    "workload", "steps", "ctrl cpu ms", "ctrl req", "status w", "KB sent", "status KB sent",
+    "status KB stored", "p50 ms", "p99 ms",
+)  # fmt: skip
 
 
 def growth_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
@@ -94,7 +97,8 @@ def growth_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         per_step_cpu = round(cpu * 1000 / r["steps_completed"], 2) if cpu is not None else None
         rows.append([
             w["workload"], r["steps_completed"], per_step_cpu, api.get("controller_requests_per_step"),
-            api.get("status_writes_per_step"), api.get("cluster_writes_per_step"), lat["p50"], lat["p99"],
+            api.get("status_writes_per_step"), api.get("controller_kb_sent_per_step"),
+            api.get("status_kb_sent_per_step"), api.get("status_kb_stored_per_step"), lat["p50"], lat["p99"],
         ])  # fmt: skip
     return rows
 
@@ -201,6 +205,21 @@ def _cache_line(r: Mapping[str, Any]) -> str:
     )
 
 
+def _closed_watches(w: Mapping[str, Any]) -> str:
+    """Who read too slowly, when the apiserver closed watches during a run ('' when it closed none)."""
+    parts = []
+    for engine in ("zen-flow", "baseline"):
+        r = w.get(engine) or {}
+        terminated = r.get("api", {}).get("apiserver_terminated_watchers")
+        if terminated:
+            mine = r.get("api", {}).get("controller_watches_closed_early")
+            parts.append(
+                f"{engine} run: {terminated} (controller {mine if mine is not None else '-'}, "
+                f"harness observer {r.get('observer_watches_closed_early', '-')})"
+            )
+    return f"  ! {w['workload']}: watches the apiserver closed: " + "; ".join(parts) if parts else ""
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -234,6 +253,8 @@ def render(results: Mapping[str, Any]) -> str:
             )
         if w["kind"] == "cache":
             parts.append(_cache_line(r))
+        if closed := _closed_watches(w):
+            parts.append(closed)
         for engine in ("zen-flow", "baseline"):
             if w.get(engine, {}).get("error"):
                 parts.append(f"  ! {w['workload']} / {engine}: {w[engine]['error'][:300]}")

@@ -69,6 +69,7 @@ async def measure_flows(
         if baseline is not None and baseline.errors:
             result["error"] = f"baseline: {baseline.errors[:3]}"
 
+    result["observer_watches_closed_early"] = seen.closed_early
     latencies = transition_latencies(workload.dag, flows, seen.created, seen.completed)
     completed = len(seen.completed)
     last_complete = max(seen.completed.values(), default=started)
@@ -96,7 +97,11 @@ async def measure_flows(
         result["drain_seconds"] = round(makespan, 2)
         if before.apiserver is not None and after.apiserver is not None:
             cluster = session.api_figures(before, after, completed)
-            result["api"] = {k: v for k, v in cluster.items() if k.startswith("cluster_")}
+            result["api"] = {
+                k: v
+                for k, v in cluster.items()
+                if k.startswith("cluster_") or k == "apiserver_terminated_watchers"
+            }
     result["resources"] = session.resource_figures(before, after)
     return result
 

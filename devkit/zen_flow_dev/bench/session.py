@@ -49,6 +49,8 @@ class Snapshot:
     apiserver: apicost.Tally | None
     # Watches the apiserver closed because their client read too slowly (all clients, all resources).
     terminated_watchers: float | None
+    # Bytes of the JobFlow objects the apiserver answered status writes with: what each write stored.
+    status_stored_bytes: float | None
     audit_mark: int
     controller: ProcSample | None
     components_cpu: dict[str, float]
@@ -82,11 +84,19 @@ class Session:
         proc = controller or self.controller
         apiserver: apicost.Tally | None = None
         terminated: float | None = None
+        stored: float | None = None
         if self.cluster_requests and self.env.kubectl is not None:
             text = await asyncio.to_thread(apicost.scrape_apiserver, self.env.kubectl, self.env.kubeconfig)
             if text is not None:
                 apiserver = apicost.apiserver_requests(text)
                 terminated = apicost.metric_sum(text, "apiserver_terminated_watchers_total")
+                stored = apicost.metric_sum(
+                    text,
+                    "apiserver_response_sizes_sum",
+                    resource="jobflows",
+                    subresource="status",
+                    verb="PATCH",
+                )
         pids = {**self.env.component_pids()}
         if proc.alive:
             pids["zen-flow"] = proc.pid
@@ -96,6 +106,7 @@ class Session:
             controller_metrics=await self.controller_metrics(proc) if proc.alive else "",
             apiserver=apiserver,
             terminated_watchers=terminated,
+            status_stored_bytes=stored,
             audit_mark=self.env.audit.mark() if self.env.audit else 0,
             controller=procstats.sample(proc.pid) if proc.alive else None,
             components_cpu=procstats.cpu_by_name(pids),
@@ -142,6 +153,11 @@ class Session:
                 for result in ("written", "unchanged", "conflict")
             },
             "status_writes_per_step": _per(counter("zen_flow_status_patches_total", result="written"), steps),
+            "controller_kb_sent_per_step": _per(counter("zen_flow_api_request_bytes_total") / 1024, steps),
+            "status_kb_sent_per_step": _per(
+                counter("zen_flow_api_request_bytes_total", resource="jobflows/status") / 1024, steps
+            ),
+            "controller_watches_closed_early": int(counter("zen_flow_informer_watch_closed_early_total")),
             "job_creates": int(counter("zen_flow_job_creates_total")),
             "reconciles": int(counter("zen_flow_reconcile_total")),
         }
@@ -159,6 +175,9 @@ class Session:
             out.update(_cluster_figures(cluster, steps))
         if before.terminated_watchers is not None and after.terminated_watchers is not None:
             out["apiserver_terminated_watchers"] = int(after.terminated_watchers - before.terminated_watchers)
+        if before.status_stored_bytes is not None and after.status_stored_bytes is not None:
+            stored = (after.status_stored_bytes - before.status_stored_bytes) / 1024
+            out["status_kb_stored_per_step"] = _per(stored, steps)
         return out
 
     @staticmethod

@@ -83,11 +83,12 @@ class InformerStats:
     resource: str
     events: Mapping[str, int]  # watch event type -> count
     lists: int  # the first list plus every relist
+    closed_early: int = 0  # watches the server ended before their timeout (a slow reader's, usually)
 
 
 class InformerCollector(Collector):
-    """zen_flow_informer_events_total{resource,type} and zen_flow_informer_lists_total{resource},
-    read from the informers' own tallies at scrape time."""
+    """zen_flow_informer_events_total{resource,type}, zen_flow_informer_lists_total{resource} and
+    zen_flow_informer_watch_closed_early_total{resource}, read from the informers' tallies at scrape time."""
 
     def __init__(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
         self._stats = stats
@@ -101,11 +102,18 @@ class InformerCollector(Collector):
             "Full lists: the first one plus relists after 410 Gone",
             labels=["resource"],
         )
+        closed = CounterMetricFamily(
+            "zen_flow_informer_watch_closed_early",
+            "Watches the apiserver ended before their timeout (it closes the watch of a client that reads "
+            "too slowly)",
+            labels=["resource"],
+        )
         for stat in self._stats():
             for type_, n in sorted(stat.events.items()):
                 events.add_metric([stat.resource, type_], n)
             lists.add_metric([stat.resource], stat.lists)
-        yield from (events, lists)
+            closed.add_metric([stat.resource], stat.closed_early)
+        yield from (events, lists, closed)
 
 
 # No `*_created` series: prometheus-client adds one per counter and histogram (the time it was made),

@@ -141,6 +141,11 @@ class Informer(Generic[T]):
         return min(r.last_progress for r in self.reflectors)
 
     @property
+    def closed_early(self) -> int:
+        """Watches the server ended before their timeout, over every namespace's reflector."""
+        return sum(r.closed_early for r in self.reflectors)
+
+    @property
     def resource_version(self) -> str:
         """The cache's position: the RV of the single scope, or `ns=rv,...` (display only) for several."""
         if len(self.reflectors) == 1:

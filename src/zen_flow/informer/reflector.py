@@ -56,6 +56,10 @@ class ListerWatcher(Protocol):
         ...
 
 
+# A watch that ends before this share of the timeout it asked for was ended by the server.
+EARLY_CLOSE_FRACTION = 0.9
+
+
 @dataclass(frozen=True)
 class ReflectorOptions:
     min_watch_timeout: int = 300
@@ -160,6 +164,10 @@ class Reflector:
         # Why the last list or watch failed, until a list succeeds: readiness says it while not synced.
         self.last_error: str | None = None
         self._expired_streak = False  # the last watch expired and nothing arrived since the relist
+        # Watches the server ended well before the timeout we asked for: the apiserver closes the watch
+        # of a client that reads too slowly (apiserver_terminated_watchers_total counts them for every
+        # client; this says which client it was).
+        self.closed_early = 0
         self._log = get_logger(__name__).bind(informer=name, namespace=namespace or "*")
 
     async def run(self) -> None:
@@ -229,8 +237,18 @@ class Reflector:
                 raise
             self._log.info("watch silent for too long; reopening", seconds=opts.inactivity_timeout)
             return
-        if events == 0 and self._clock.monotonic() - started < opts.short_watch:
+        lasted = self._clock.monotonic() - started
+        if events == 0 and lasted < opts.short_watch:
             raise VeryShortWatch(f"watch closed within {opts.short_watch}s without events")
+        if lasted < timeout_seconds * EARLY_CLOSE_FRACTION:
+            self.closed_early += 1
+            self._log.info(
+                "watch closed by the server early; resuming",
+                seconds=round(lasted, 1),
+                asked=timeout_seconds,
+                events=events,
+                resource_version=self.resource_version,
+            )
         self._progress()
 
     def _handle(self, event: WatchEvent) -> None:
