@@ -246,11 +246,13 @@ class Controller:
             result = planner.fail_invalid(flow, errors, now)
             self._metrics.reconciles.labels("invalid").inc()
         else:
-            messages = await self._termination_messages(flow)
+            jobs = self._jobs.jobs_for(uid)
+            messages = await self._termination_messages(flow, jobs)
             group = planner.group_of(flow)
             lock = self._group_locks.setdefault(group, asyncio.Lock()) if group else contextlib.nullcontext()
             async with lock:
-                result = await self._plan(flow, now, messages)
+                # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
+                result = await self._plan(flow, jobs, now, messages)
                 self._track_start(flow, result.status)
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         made = await create_resources(self._api, flow, result.actions)
@@ -281,22 +283,27 @@ class Controller:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
 
-    async def _termination_messages(self, flow: JobFlow) -> dict[str, planner.PodMessages]:
+    async def _termination_messages(
+        self, flow: JobFlow, jobs: Sequence[Job]
+    ) -> dict[str, planner.PodMessages]:
         """What finished pods wrote (termination-message outputs, artifact reports, download failures):
         read here, once per finished step, outside any concurrency-group lock (planning stays pure; the
         next status write records what it found)."""
-        jobs = {job.metadata.name: job for job in self._jobs.jobs_for(flow.metadata.uid)}
+        names = planner.jobs_to_read(flow, jobs)
+        if not names:
+            return {}
+        by_name = {job.metadata.name: job for job in jobs}
         return {
             name: await self._api.termination_messages(
-                flow.metadata.namespace, name, succeeded=jobs[name].complete
+                flow.metadata.namespace, name, succeeded=by_name[name].complete
             )
-            for name in planner.jobs_to_read(flow, list(jobs.values()))
+            for name in names
         }
 
     async def _plan(
-        self, flow: JobFlow, now: datetime, messages: Mapping[str, planner.PodMessages]
+        self, flow: JobFlow, jobs: Sequence[Job], now: datetime, messages: Mapping[str, planner.PodMessages]
     ) -> planner.Plan:
-        jobs, peers = self._jobs.jobs_for(flow.metadata.uid), self._peers(flow)
+        peers = self._peers(flow)
         if self._evaluate is not None and planner.uses_comprehensions(flow):
             # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
             return await asyncio.to_thread(

@@ -69,8 +69,9 @@ class JobInformer(Informer[Job]):
         )
 
     def jobs_for(self, owner_uid: str) -> list[Job]:
-        """The Jobs whose controller ownerReference has this UID (a JobFlow's Jobs), sorted by name."""
-        return sorted(self.store.by_index(OWNER_UID_INDEX, owner_uid), key=lambda job: job.metadata.name)
+        """The Jobs whose controller ownerReference has this UID (a JobFlow's Jobs), sorted by name (their
+        keys are `namespace/name`, and a flow's Jobs share its namespace)."""
+        return self.store.by_index(OWNER_UID_INDEX, owner_uid, ordered=True)
 
 
 class JobFlowInformer(Informer[JobFlow]):

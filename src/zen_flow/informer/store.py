@@ -64,10 +64,11 @@ class Store(Generic[T]):
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
-    def by_index(self, index: str, value: str) -> builtins.list[T]:
-        """Objects whose `index` function yields `value`, in no particular order. KeyError: no such index."""
+    def by_index(self, index: str, value: str, *, ordered: bool = False) -> builtins.list[T]:
+        """Objects whose `index` function yields `value`, in no particular order (`ordered`: by key).
+        KeyError: no such index."""
         keys = self._indexes[index].keys_by_value.get(value, ())
-        return [self._items[key] for key in keys]
+        return [self._items[key] for key in (sorted(keys) if ordered else keys)]
 
     # --- writes --------------------------------------------------------------------------------------
 

@@ -78,17 +78,21 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     """The finished Jobs whose pods the controller must read before planning: those of Running steps
     whose outputs come from the pod (`reads_messages`) or whose failure the pod explains; once per
     finished step, since the next status write moves the step on."""
-    complete = {job.metadata.name for job in jobs if job.complete}
-    failed = {job.metadata.name for job in jobs if job.failed}
-    status = {s.name: s for s in flow.status.steps}
+    # Only Running steps' Jobs matter: a long flow has few of them, so the Jobs are looked at by name
+    # instead of asking every one of them whether it finished.
+    running = {
+        s.job_ref.name: s.name for s in flow.status.steps if s.phase == StepPhase.RUNNING and s.job_ref
+    }
+    if not running:
+        return ()
+    specs = {step.name: step for step in flow.spec.steps}
     names = []
-    for step in flow.spec.steps:
-        seen = status.get(step.name)
-        if seen is None or seen.phase != StepPhase.RUNNING or seen.job_ref is None:
-            continue
-        job = seen.job_ref.name
-        if (job in complete and reads_messages(step)) or (job in failed and explains_failure(step)):
-            names.append(job)
+    for job in jobs:
+        step = specs.get(running.get(job.metadata.name, ""))
+        if step is not None and (
+            (job.complete and reads_messages(step)) or (job.failed and explains_failure(step))
+        ):
+            names.append(job.metadata.name)
     return tuple(names)
 
 
