@@ -217,7 +217,7 @@ def test_the_length_workloads_grow_one_chain_and_report_per_step() -> None:
             "cluster_writes_per_step": 12.0,
             "controller_kb_sent_per_step": 3.5,
             "status_kb_sent_per_step": 0.9,
-            "status_kb_stored_per_step": 240.0,
+            "flow_watch_kb_per_step": 240.0,
         },
         "transition_latency_ms": {"p50": 10.0, "p99": 40.0},
         "resources": {"controller_cpu_seconds": 5.0},

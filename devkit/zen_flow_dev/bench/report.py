@@ -81,7 +81,7 @@ FLOW_HEADERS = (
 
 GROWTH_HEADERS = (
     "workload", "steps", "ctrl cpu ms", "ctrl req", "status w", "KB sent", "status KB sent",
-    "status KB stored", "p50 ms", "p99 ms",
+    "flow watch KB", "p50 ms", "p99 ms",
 )  # fmt: skip
 
 
@@ -98,7 +98,7 @@ def growth_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         rows.append([
             w["workload"], r["steps_completed"], per_step_cpu, api.get("controller_requests_per_step"),
             api.get("status_writes_per_step"), api.get("controller_kb_sent_per_step"),
-            api.get("status_kb_sent_per_step"), api.get("status_kb_stored_per_step"), lat["p50"], lat["p99"],
+            api.get("status_kb_sent_per_step"), api.get("flow_watch_kb_per_step"), lat["p50"], lat["p99"],
         ])  # fmt: skip
     return rows
 

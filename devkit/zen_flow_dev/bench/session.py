@@ -49,8 +49,9 @@ class Snapshot:
     apiserver: apicost.Tally | None
     # Watches the apiserver closed because their client read too slowly (all clients, all resources).
     terminated_watchers: float | None
-    # Bytes of the JobFlow objects the apiserver answered status writes with: what each write stored.
-    status_stored_bytes: float | None
+    # Bytes of JobFlow watch events the apiserver sent (to every watcher): a status write stores and
+    # sends the whole object, however little of it the patch changed.
+    flow_watch_bytes: float | None
     audit_mark: int
     controller: ProcSample | None
     components_cpu: dict[str, float]
@@ -84,19 +85,13 @@ class Session:
         proc = controller or self.controller
         apiserver: apicost.Tally | None = None
         terminated: float | None = None
-        stored: float | None = None
+        watched: float | None = None
         if self.cluster_requests and self.env.kubectl is not None:
             text = await asyncio.to_thread(apicost.scrape_apiserver, self.env.kubectl, self.env.kubeconfig)
             if text is not None:
                 apiserver = apicost.apiserver_requests(text)
                 terminated = apicost.metric_sum(text, "apiserver_terminated_watchers_total")
-                stored = apicost.metric_sum(
-                    text,
-                    "apiserver_response_sizes_sum",
-                    resource="jobflows",
-                    subresource="status",
-                    verb="PATCH",
-                )
+                watched = apicost.metric_sum(text, "apiserver_watch_events_sizes_sum", resource="jobflows")
         pids = {**self.env.component_pids()}
         if proc.alive:
             pids["zen-flow"] = proc.pid
@@ -106,7 +101,7 @@ class Session:
             controller_metrics=await self.controller_metrics(proc) if proc.alive else "",
             apiserver=apiserver,
             terminated_watchers=terminated,
-            status_stored_bytes=stored,
+            flow_watch_bytes=watched,
             audit_mark=self.env.audit.mark() if self.env.audit else 0,
             controller=procstats.sample(proc.pid) if proc.alive else None,
             components_cpu=procstats.cpu_by_name(pids),
@@ -175,9 +170,9 @@ class Session:
             out.update(_cluster_figures(cluster, steps))
         if before.terminated_watchers is not None and after.terminated_watchers is not None:
             out["apiserver_terminated_watchers"] = int(after.terminated_watchers - before.terminated_watchers)
-        if before.status_stored_bytes is not None and after.status_stored_bytes is not None:
-            stored = (after.status_stored_bytes - before.status_stored_bytes) / 1024
-            out["status_kb_stored_per_step"] = _per(stored, steps)
+        if before.flow_watch_bytes is not None and after.flow_watch_bytes is not None:
+            watched = (after.flow_watch_bytes - before.flow_watch_bytes) / 1024
+            out["flow_watch_kb_per_step"] = _per(watched, steps)
         return out
 
     @staticmethod

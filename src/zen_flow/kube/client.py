@@ -49,6 +49,12 @@ M = TypeVar("M", bound=BaseModel)
 
 Query = Sequence[tuple[str, str]]
 
+# What a watch may hold unread before the client stops reading its socket (aiohttp pauses at twice this).
+# aiohttp's 64 KiB is one 20-step JobFlow event or two: during a burst (1,000 flows created at once) the
+# controller's JobFlow watch then stopped being read, and the apiserver closed it as a slow reader's
+# (docs/BENCHMARKS.md). Held only while the reader is behind.
+WATCH_READ_BUFFER = 4 * 1024 * 1024
+
 Body = dict[str, Any] | list[Any]
 """A request body: an object, or a JSON patch's list of operations."""
 
@@ -239,7 +245,9 @@ class KubeClient:
         )
         full_query = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
         try:
-            response: aiohttp.ClientResponse = await self._call(path, "GET", full_query, None, client_timeout)
+            response: aiohttp.ClientResponse = await self._call(
+                path, "GET", full_query, None, client_timeout, read_bufsize=WATCH_READ_BUFFER
+            )
         except TRANSPORT_ERRORS as err:
             self._observe("GET", path, 0, watch=True)
             raise TransportError(f"GET {path} (watch): {err!r}") from err
@@ -331,6 +339,8 @@ class KubeClient:
         data: bytes | None,
         client_timeout: aiohttp.ClientTimeout,
         headers: dict[str, str] | None = None,
+        *,
+        read_bufsize: int | None = None,
     ) -> aiohttp.ClientResponse:
         all_headers = dict(headers or {})
         if authorization := await self._config.credentials.authorization():
@@ -344,6 +354,7 @@ class KubeClient:
             timeout=client_timeout,
             proxy=self._config.proxy,
             server_hostname=self._config.tls_server_name,
+            read_bufsize=read_bufsize,
         )
 
     def _observe(self, method: str, path: str, code: int, sent: int = 0, *, watch: bool = False) -> None:
