@@ -42,6 +42,7 @@ class Fake:
             update={"metadata": flow.metadata.model_copy(update={"resource_version": "1"})}
         )
         self.patches: list[dict[str, Any]] = []
+        self.ops: list[list[dict[str, Any]]] = []  # each write as sent
         self.patch_errors: list[ApiError] = []
         self.create_errors: dict[str, ApiError] = {}
         self.created: list[str] = []
@@ -70,6 +71,7 @@ class Fake:
         pass
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        self.ops.append(ops)
         # What the write touched, as {"status": {member: its new value}} (a whole list for an entry).
         document = {"metadata": {"resourceVersion": "1"}, "status": self.flow.status.to_wire()}
         written = jsonpatch.apply(document, ops)["status"]
@@ -130,6 +132,24 @@ async def test_a_status_too_large_for_etcd_fails_the_flow_with_a_minimal_write(s
     assert failed["reason"] == "StatusRejected"
     assert "too large to store" in failed["message"]
     assert ("Warning", "StatusRejected") in {(t, r) for t, r, _ in fake.events}
+
+
+async def test_a_patch_that_does_not_apply_is_sent_again_as_the_whole_status() -> None:
+    # Someone edited the status by hand: the entry the cache shows is not there any more.
+    names = [f"s{i}" for i in range(8)]
+    sim = Simulator(make_flow([job_step(n, *names[:i][-1:]) for i, n in enumerate(names)]), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock()
+    missing = "replace operation does not apply: doc is missing path: /status/steps/1"
+    fake.patch_errors = [from_status(422, {"reason": "Invalid", "message": missing})]
+    await controller(fake, clock).reconcile(fake.flow.key)
+    entries, whole = fake.ops
+    assert any(op["path"].startswith("/status/steps/") for op in entries)
+    assert [op["path"] for op in whole] == ["/metadata/resourceVersion", "/status"]
+    assert whole[0] == entries[0]  # still conditional on the same version
+    assert [s["phase"] for s in whole[1]["value"]["steps"]] == ["Succeeded", "Running"] + ["Pending"] * 6
+    assert "StatusRejected" not in {r for _, r, _ in fake.events}  # the flow goes on
 
 
 async def test_a_refused_failure_write_gives_up_quietly_instead_of_looping() -> None:

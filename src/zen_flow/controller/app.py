@@ -207,7 +207,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         jobs.add_handler(
             on_add=controller.on_job_event,
-            on_update=lambda _old, new: controller.on_job_event(new),
+            on_update=lambda old, new: controller.on_job_event(new, old),
             on_delete=lambda job: controller.on_job_event(job, deleted=True),
         )
         metrics.watch_flows(flows.list)

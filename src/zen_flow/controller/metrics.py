@@ -189,6 +189,11 @@ class Metrics:
             ["verb", "resource", "code"],
             registry=r,
         )
+        self.job_updates_ignored = Counter(
+            "zen_flow_job_updates_ignored_total",
+            "Job updates that woke no reconcile: only counters the planner does not read changed",
+            registry=r,
+        )
         self.api_request_bytes = Counter(
             "zen_flow_api_request_bytes_total",
             "Bytes of request bodies sent to the apiserver",

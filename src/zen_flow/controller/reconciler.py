@@ -153,7 +153,8 @@ class Controller:
         for key in planner.keys_to_wake(old, new, self._flows.concurrency_group):
             self._queue.add(key)
 
-    def on_job_event(self, job: Job, *, deleted: bool = False) -> None:
+    def on_job_event(self, job: Job, old: Job | None = None, *, deleted: bool = False) -> None:
+        """A Job was added, updated (`old` is its previous version) or deleted."""
         key = owner_flow_key(job)
         owner = job.metadata.controller_ref()
         if key is None or owner is None:
@@ -164,6 +165,9 @@ class Controller:
             self._expectations.creation_observed(owner.uid, job.metadata.name)
             if job.deleting:
                 self._expectations.deletion_observed(owner.uid, job.metadata.name)
+        if old is not None and not deleted and not planner.plan_sees_change(old, job):
+            self._metrics.job_updates_ignored.inc()
+            return  # a counter moved (active, ready): no plan can differ
         self._queue.add(key)
 
     # --- workers -------------------------------------------------------------------------------------
@@ -461,8 +465,20 @@ class Controller:
         if not ops:
             self._metrics.status_patches.labels("unchanged").inc()
             return
+        ns, name = flow.metadata.namespace, flow.metadata.name
         try:
-            rv = await self._api.patch_flow_status(flow.metadata.namespace, flow.metadata.name, ops)
+            try:
+                rv = await self._api.patch_flow_status(ns, name, ops)
+            except ApiError as err:
+                whole = jsonpatch.whole_status_ops(status, flow.metadata.resource_version)
+                if err.status != 422 or ops == whole:
+                    raise
+                # The stored status lacks an entry or member the cached one showed: a cache behind an
+                # edit by hand (a patch is applied before its version is checked, so this is a 422, not a
+                # 409). Write the status whole, still conditional: a stale cache now gets its 409 and
+                # waits; a status the apiserver finds invalid is refused again and fails the flow.
+                log.warning("status patch did not apply; writing the whole status", error=err.message)
+                rv = await self._api.patch_flow_status(ns, name, whole)
         except Conflict:
             self._metrics.status_patches.labels("conflict").inc()
             raise

@@ -45,25 +45,34 @@ def status_ops(old: JobFlowStatus, new: JobFlowStatus, resource_version: str) ->
     """
     if old is new or old == new:
         return []
+    if old == _NEVER_WRITTEN:  # the stored object may have no status at all
+        return whole_status_ops(new, resource_version)
     ops: list[Operation] = []
-    if old == _NEVER_WRITTEN:
-        # The stored object may have no status at all: write it whole.
-        ops.append({"op": "add", "path": "/status", "value": new.to_wire()})
-    else:
-        changed: set[str] = set()
-        for name, field in JobFlowStatus.model_fields.items():
-            before, after = getattr(old, name), getattr(new, name)
-            if before is after or before == after:
-                continue
-            if name == "steps" and (entries := _entry_ops(before, after)) is not None:
-                ops.extend(entries)
-            elif after is None:
-                ops.append({"op": "remove", "path": pointer("status", field.alias or name)})
-            else:
-                changed.add(name)
-        written = new.model_dump(include=changed, by_alias=True, exclude_none=True, mode="json")
-        ops.extend({"op": "add", "path": pointer("status", k), "value": v} for k, v in written.items())
-    return [{"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}, *ops]
+    changed: set[str] = set()
+    for name, field in JobFlowStatus.model_fields.items():
+        before, after = getattr(old, name), getattr(new, name)
+        if before is after or before == after:
+            continue
+        if name == "steps" and (entries := _entry_ops(before, after)) is not None:
+            ops.extend(entries)
+        elif after is None:
+            ops.append({"op": "remove", "path": pointer("status", field.alias or name)})
+        else:
+            changed.add(name)
+    written = new.model_dump(include=changed, by_alias=True, exclude_none=True, mode="json")
+    ops.extend({"op": "add", "path": pointer("status", k), "value": v} for k, v in written.items())
+    return [_condition(resource_version), *ops]
+
+
+def whole_status_ops(new: JobFlowStatus, resource_version: str) -> list[Operation]:
+    """The whole status in one operation, conditional on `resource_version`: for an object that has no
+    status yet, and to fall back on when the stored status does not have an entry or member that the
+    cache showed (someone edited it by hand): `add` of `/status` applies to any object."""
+    return [_condition(resource_version), {"op": "add", "path": "/status", "value": new.to_wire()}]
+
+
+def _condition(resource_version: str) -> Operation:
+    return {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}
 
 
 def _entry_ops(old: tuple[StepStatus, ...], new: tuple[StepStatus, ...]) -> list[Operation] | None:

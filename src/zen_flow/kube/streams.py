@@ -6,6 +6,7 @@ one, objects arrive as decoded JSON dicts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -95,6 +96,11 @@ class WatchStream:
                 raise TransportError(f"watch stream: {err!r}") from err
             if not line:
                 raise StopAsyncIteration  # the server closed the watch (timeoutSeconds elapsed)
+            # Back to the event loop between events: with events already buffered, `readuntil` returns
+            # without suspending, and decoding a burst of them in one go kept the loop from reading
+            # any socket, the watch's own included: the apiserver then closed the watch as a slow
+            # reader's (1,000 flows created at once, docs/BENCHMARKS.md).
+            await asyncio.sleep(0)
             if line.strip():
                 return decode_event(line, self._decoder)
 

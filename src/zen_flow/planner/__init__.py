@@ -7,6 +7,7 @@ from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_comprehensions
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid
+from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read
 from zen_flow.planner.resources import fail_resources
 
@@ -31,6 +32,7 @@ __all__ = [
     "parse_duration",
     "peers_of",
     "plan",
+    "plan_sees_change",
     "retry_delay",
     "uses_comprehensions",
 ]

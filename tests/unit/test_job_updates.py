@@ -1,0 +1,94 @@
+"""A Job update that no plan can see (a counter moved) wakes no reconcile; one that a plan can see does.
+The guarantee behind it is checked on the planner itself: such an update never changes the plan."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zen_flow.api import Job
+from zen_flow.api.meta import Condition
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner import plan, plan_sees_change
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2026, 12, 2, 7, tzinfo=UTC)
+FLOW = make_flow([job_step("a"), job_step("b", "a"), job_step("c", "b")])
+
+
+def running_sim() -> Simulator:
+    sim = Simulator(FLOW, T0)
+    sim.reconcile()
+    return sim
+
+
+def with_counters(job: Job, active: int, ready: int | None, succeeded: int, failed: int) -> Job:
+    status = job.status.model_copy(
+        update={"active": active, "ready": ready, "succeeded": succeeded, "failed": failed}
+    )
+    return job.model_copy(update={"status": status})
+
+
+counters = st.tuples(st.integers(0, 3), st.none() | st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+
+
+@given(counters)
+def test_an_update_of_counters_only_never_changes_the_plan(values: tuple[int, int | None, int, int]) -> None:
+    sim = running_sim()
+    (name,) = sim.running()
+    old = sim.jobs[name]
+    new = with_counters(old, *values)
+    assert not plan_sees_change(old, new)
+    before = plan(sim.flow, [old], sim.now + timedelta(seconds=5))
+    after = plan(sim.flow, [new], sim.now + timedelta(seconds=5))
+    assert (after.actions, after.status, after.requeue_after) == (
+        before.actions,
+        before.status,
+        before.requeue_after,
+    )
+
+
+def test_what_a_plan_reads_is_seen() -> None:
+    sim = running_sim()
+    (name,) = sim.running()
+    old = sim.jobs[name]
+    complete = Condition(type="Complete", status="True", last_transition_time=T0)
+    finished = old.model_copy(update={"status": old.status.model_copy(update={"conditions": (complete,)})})
+    deleting = old.model_copy(update={"metadata": old.metadata.model_copy(update={"deletion_timestamp": T0})})
+    started = old.model_copy(update={"status": old.status.model_copy(update={"start_time": T0})})
+    replaced = old.model_copy(update={"metadata": old.metadata.model_copy(update={"uid": "another"})})
+    for new in (finished, deleting, started, replaced):
+        assert plan_sees_change(old, new)
+
+
+def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
+    clock = FakeClock()
+    api = FakeApiServer(clock)
+    sim = running_sim()
+    api.create_flow(sim.flow)
+    (name,) = sim.running()
+    job = sim.jobs[name]
+    owner = job.metadata.owner_references[0].model_copy(update={"uid": api.flows[sim.flow.key].metadata.uid})
+    job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"owner_references": (owner,)})})
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    metrics = Metrics()
+    ctrl = Controller(
+        flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
+        clock=clock, metrics=metrics,
+    )  # fmt: skip
+    ctrl.on_job_event(with_counters(job, 1, 1, 0, 0), job)
+    assert len(queue) == 0
+    assert metrics.registry.get_sample_value("zen_flow_job_updates_ignored_total") == 1
+    complete = Condition(type="Complete", status="True", last_transition_time=T0)
+    ctrl.on_job_event(
+        job.model_copy(update={"status": job.status.model_copy(update={"conditions": (complete,)})}), job
+    )
+    assert len(queue) == 1
