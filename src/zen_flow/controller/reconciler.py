@@ -470,14 +470,14 @@ class Controller:
             try:
                 rv = await self._api.patch_flow_status(ns, name, ops)
             except ApiError as err:
-                whole = jsonpatch.whole_status_ops(status, flow.metadata.resource_version)
-                if err.status != 422 or ops == whole:
+                if err.status != 422 or jsonpatch.writes_whole(ops):
                     raise
                 # The stored status lacks an entry or member the cached one showed: a cache behind an
                 # edit by hand (a patch is applied before its version is checked, so this is a 422, not a
                 # 409). Write the status whole, still conditional: a stale cache now gets its 409 and
                 # waits; a status the apiserver finds invalid is refused again and fails the flow.
                 log.warning("status patch did not apply; writing the whole status", error=err.message)
+                whole = jsonpatch.whole_status_ops(status, flow.metadata.resource_version)
                 rv = await self._api.patch_flow_status(ns, name, whole)
         except Conflict:
             self._metrics.status_patches.labels("conflict").inc()

@@ -71,6 +71,11 @@ def whole_status_ops(new: JobFlowStatus, resource_version: str) -> list[Operatio
     return [_condition(resource_version), {"op": "add", "path": "/status", "value": new.to_wire()}]
 
 
+def writes_whole(ops: list[Operation]) -> bool:
+    """Do `ops` write the status whole (`whole_status_ops`)?"""
+    return any(op["path"] == "/status" for op in ops)
+
+
 def _condition(resource_version: str) -> Operation:
     return {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}
 

@@ -50,9 +50,10 @@ M = TypeVar("M", bound=BaseModel)
 Query = Sequence[tuple[str, str]]
 
 # What a watch may hold unread before the client stops reading its socket (aiohttp pauses at twice this).
-# aiohttp's 64 KiB is one 20-step JobFlow event or two: during a burst (1,000 flows created at once) the
-# controller's JobFlow watch then stopped being read, and the apiserver closed it as a slow reader's
-# (docs/BENCHMARKS.md). Held only while the reader is behind.
+# aiohttp's 64 KiB is one 20-step JobFlow event or two; with WatchStream giving the event loop back
+# between events, a burst (1,000 flows created at once) is taken off the socket while it is decoded, so
+# the apiserver does not close the watch as a slow reader's (docs/BENCHMARKS.md). Held only while the
+# reader is behind.
 WATCH_READ_BUFFER = 4 * 1024 * 1024
 
 Body = dict[str, Any] | list[Any]

@@ -47,6 +47,10 @@ class JobFlowClient(ResourceLister):
         that changed, and its `replace` of `/metadata/resourceVersion` makes it conditional (`Conflict`
         if the object changed). An operation that does not apply (a path that is not there) is `Invalid`
         (422).
+
+        The apiserver answers with the whole object, managedFields included (~30 KB for 20 steps);
+        decoding it was 8 % of the controller's CPU for one field. pydantic reads that field straight
+        from the bytes and skips the rest without building it.
         """
         written = await self._client.request_model(
             _Written,
