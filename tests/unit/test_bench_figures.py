@@ -195,6 +195,9 @@ def test_the_admission_flows_are_admitted_at_every_size(rich: bool) -> None:
 
     for steps in SIZES:
         assert validate_jobflow(admission_flow(steps, rich=rich)) == [], steps
+        unseen = admission_flow(steps, rich=rich, prefix="u7-")  # the "unseen" flows' names
+        assert validate_jobflow(unseen) == [], steps
+        assert {s["name"] for s in unseen["spec"]["steps"]} == {f"u7-{i}" for i in range(steps)}
 
 
 def test_the_length_workloads_grow_one_chain_and_report_per_step() -> None:

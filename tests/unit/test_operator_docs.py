@@ -6,7 +6,6 @@ import re
 from dataclasses import fields
 
 from deploy_manifests import CONFIG, ROOT, documents, metric_catalog
-
 from zen_flow.config import Settings
 from zen_flow_dev.testing.prometheus import alert_rules
 from zen_flow_dev.testing.rbac import required_permissions

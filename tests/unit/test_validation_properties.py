@@ -11,6 +11,8 @@ from validation_samples import EXAMPLES, load_yaml
 
 from zen_flow.api import JobFlow
 from zen_flow.validation import validate_jobflow, validate_update
+from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.update import _ratcheted, _under
 from zen_flow_dev.testing.mutations import corrupted_examples, json_like, scalars, without_nulls
 
 # --- arbitrary JSON-like input -------------------------------------------------------------------------
@@ -53,6 +55,24 @@ def test_never_raises_on_objects_shaped_like_flows(obj: Any, old: Any) -> None:
 def test_never_raises_on_corrupted_examples(flow: Any) -> None:
     for error in validate_jobflow(flow):
         str(error)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    corrupted_examples(), st.dictionaries(st.sampled_from(["team", "bad key"]), st.sampled_from(["a", "b c"]))
+)
+def test_an_update_that_keeps_the_spec_skips_it_and_reports_the_same(
+    flow: Any, labels: dict[str, str]
+) -> None:
+    """Relabelling a stored flow does not read its spec, and says what checking everything and
+    dropping the problems of untouched parts (ratcheting) would say."""
+    new = copy.deepcopy(flow)
+    if isinstance(new.get("metadata"), dict):
+        new["metadata"]["labels"] = labels
+    ratcheted = _ratcheted(flow, new)
+    everything = validate_jobflow(new) + validate_approvals(new)
+    expected = [str(e) for e in everything if not any(_under(e.path, p) for p in ratcheted)]
+    assert [str(e) for e in validate_update(flow, new)] == expected
 
 
 # --- a grammar of valid flows --------------------------------------------------------------------------

@@ -12,7 +12,9 @@ request to having read the whole answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
+import itertools
 import json
 import multiprocessing
 import queue
@@ -20,10 +22,11 @@ import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zen_flow.core.expressions import COMPILE_CACHE_SIZE
 from zen_flow.validation import validate_jobflow
 from zen_flow_dev.bench.stats import summarize
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
@@ -39,15 +42,17 @@ STORAGE = {
 }
 
 
-def admission_flow(steps: int, *, rich: bool) -> dict[str, Any]:
-    """A DAG of `steps` steps, each depending on up to three earlier ones (i-1, i-2, i/2).
+def admission_flow(steps: int, *, rich: bool, prefix: str = "s") -> dict[str, Any]:
+    """A DAG of `steps` steps named `<prefix><i>`, each depending on up to three earlier ones (i-1, i-2,
+    i/2).
 
     "plain": only a Job template. "rich": also resources, retryPolicy, timeout, a `when` expression,
     input parameters and artifacts from a dependency, outputs: every validator rule has work to do.
     """
     out = []
     for i in range(steps):
-        deps = list(dict.fromkeys(f"s{j}" for j in (i - 1, i - 2, i // 2) if 0 <= j < i))
+        earlier = list(dict.fromkeys(j for j in (i - 1, i - 2, i // 2) if 0 <= j < i))
+        deps = [f"{prefix}{j}" for j in earlier]
         template = job_template()
         fields: dict[str, Any] = {}
         if rich:
@@ -73,10 +78,11 @@ def admission_flow(steps: int, *, rich: bool) -> dict[str, Any]:
                 inputs: dict[str, Any] = {
                     "parameters": [{"name": "p", "valueFrom": {"jsonPath": f"{deps[0]}:$.succeeded"}}]
                 }
-                if source := next((d for d in deps if int(d[1:]) % 4 == 0), None):
-                    inputs["artifacts"] = [{"name": "in", "from": f"{source}/out", "path": "/inputs/in"}]
+                if (source := next((j for j in earlier if j % 4 == 0), None)) is not None:
+                    artifact = {"name": "in", "from": f"{prefix}{source}/out", "path": "/inputs/in"}
+                    inputs["artifacts"] = [artifact]
                 fields["inputs"] = inputs
-        out.append(job_step(f"s{i}", *deps, template=template, **fields))
+        out.append(job_step(f"{prefix}{i}", *deps, template=template, **fields))
     return flow_manifest(f"admission-{steps}", "default", out)
 
 
@@ -116,19 +122,36 @@ def repeat(call: Callable[[], object], budget: float, minimum: int = 20) -> tupl
     return first, times
 
 
+def _validate_next(flows: Iterator[dict[str, Any]]) -> object:
+    return validate_jobflow(next(flows))
+
+
 def time_validator(budget: float) -> list[dict[str, Any]]:
+    """The same flow again and again ("plain", "rich"), and "rich, unseen": flows never validated before,
+    whose conditions are new strings (as a new flow's are), so no compiled condition is reused; only
+    their shapes are (a process that admitted one such flow has them)."""
     rows = []
-    for rich in (False, True):
+    for shape in ("plain", "rich", "rich, unseen"):
         for steps in SIZES:
-            flow = admission_flow(steps, rich=rich)
-            errors = validate_jobflow(flow)
-            if errors:
-                raise AssertionError(f"benchmark flow is invalid: {errors[:3]}")
-            first, times = repeat(lambda flow=flow: validate_jobflow(flow), budget)  # type: ignore[misc]
+            if shape == "rich, unseen":
+                # Enough flows that their conditions outnumber twice what the compile cache keeps.
+                flows = [
+                    admission_flow(steps, rich=True, prefix=f"u{k}-")
+                    for k in range(2 * COMPILE_CACHE_SIZE // steps + 1)
+                ]
+                for flow in flows[:2]:
+                    validate_jobflow(flow)  # the shapes, as in a process that admitted such a flow
+                call: Callable[[], object] = functools.partial(_validate_next, itertools.cycle(flows[2:]))
+            else:
+                flow = admission_flow(steps, rich=shape == "rich")
+                if errors := validate_jobflow(flow):
+                    raise AssertionError(f"benchmark flow is invalid: {errors[:3]}")
+                call = functools.partial(validate_jobflow, flow)
+            first, times = repeat(call, budget)
             rows.append(
                 {
                     "path": "validator",
-                    "shape": "rich" if rich else "plain",
+                    "shape": shape,
                     "steps": steps,
                     "first_ms": round(first * 1000, 2),
                     "latency_ms": summarize(times).as_dict(),

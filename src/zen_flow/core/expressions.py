@@ -14,6 +14,13 @@ with dots must use the index form (`steps["a.b"]`).
 Evaluation is fail-closed: an error (unknown key, wrong type, division by zero...) or a non-bool result
 counts as false, and the reason is returned for the step's status message. Compilation is cached: the
 planner evaluates on every reconcile.
+
+Admission checks that an expression compiles without building its program: a 500-step flow carries 500
+conditions that differ only in the step they name (`steps.build-7.phase == 'Succeeded'`), and compiling
+each took a quarter of a millisecond. Whether an expression compiles does not depend on the names it
+refers to (the rewrite below produces them: an identifier after a dot, or a plain quoted string in an
+index), so the check compiles its *shape* (every such name replaced by one placeholder) once per shape;
+the program itself is compiled the first time the planner evaluates it.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ import ast
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import cel
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
 from zen_flow.api.jobflow import JobFlow, StepStatus
 
 MAX_EXPRESSION_LENGTH = 4096
+COMPILE_CACHE_SIZE = 4096  # conditions kept compiled (the planner evaluates them on every reconcile)
 _MAX_REASON = 200
 _CONSTANTS = {"always": True, "true": True, "never": False, "false": False, "": True}
 # CEL reserved words cannot follow a dot either; the rewrite turns `steps.in.phase` into `steps["in"]...`.
@@ -40,11 +48,31 @@ _RESERVED = frozenset(
         *("let", "loop", "package", "namespace", "null", "return", "true", "var", "void"),
     }
 )
-_STRING_PREFIXES = ("rb", "br", "r", "b", "")
-_STRING_STARTS = frozenset("'\"rRbB")
-_WORD = re.compile(r"\w+")
+# One token per match, in this order: a string literal starts with its quote, after an optional prefix
+# (r: raw, b: bytes, any case), so it is tried before a word; a triple quote before a single one.
+_SCANNER = re.compile(
+    r"(?P<space>\s+)|(?P<comment>//[^\n]*\n?)"
+    r"|(?P<quote>(?P<prefix>(?i:rb|br|r|b)?)(?P<q>'''|\"\"\"|'|\"))"
+    r"|(?P<ident>\w+)|(?P<punct>.)",
+    re.DOTALL,
+)
+
+
+def _body(raw: bool, quote: str) -> re.Pattern[str]:
+    """The rest of a string literal after its opening quote: an escape pairs a backslash with the next
+    character (a raw literal has none); a triple-quoted literal ends at the first unescaped triple."""
+    if raw:
+        inner = ".*?" if len(quote) == 3 else f"[^{quote}]*"
+    else:
+        inner = r"(?:[^\\]|\\.)*?" if len(quote) == 3 else rf"(?:[^\\{quote}]|\\.)*"
+    return re.compile(inner + quote, re.DOTALL)
+
+
+_BODIES = {(raw, quote): _body(raw, quote) for raw in (False, True) for quote in ("'''", '"""', "'", '"')}
 # CEL's comprehension macros: the only constructs that loop (see expression_cost.py).
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+# What a step reference becomes in an expression's shape (see the module docstring).
+_PLACEHOLDER = "_s"
 
 
 class ExpressionError(ValueError):
@@ -55,8 +83,7 @@ class BudgetExceeded(Exception):
     """An evaluator stopped an expression that ran past its time budget; the message says which."""
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):  # a tuple: an expression of a few hundred characters makes a hundred of them
     kind: str  # "ident" | "string" | "punct"
     text: str
     start: int
@@ -75,10 +102,19 @@ class CompiledWhen:
     # True when `steps` is used in a way that names no step statically (`steps.exists(...)`,
     # `steps[x]`): evaluation then needs every step.
     dynamic: bool
-    program: cel.Program | None
     # Uses a comprehension macro: the only kind of expression whose cost is not linear in its inputs,
     # so the controller evaluates it in a separate process under a time budget.
     loops: bool = False
+
+    @cached_property
+    def program(self) -> cel.Program:
+        """The CEL program, compiled on first use (admission never needs it). Its shape compiled, so it
+        compiles; a constant has none."""
+        if self.constant is not None:
+            raise ValueError(f"{self.source!r} is a constant, not a program")
+        import cel  # see _compile_shape
+
+        return cel.compile(self.cel_source)
 
 
 @dataclass(frozen=True)
@@ -128,58 +164,26 @@ def flow_view(flow: JobFlow) -> dict[str, Any]:
 # --- scanning ---------------------------------------------------------------------------------------
 
 
-def _string_end(src: str, i: int) -> tuple[int, bool, int]:
-    """If a string literal starts at i: (index after its opening quote, raw?, length of the quote)."""
-    for prefix in _STRING_PREFIXES:
-        n = len(prefix)
-        if src[i : i + n].lower() != prefix:
-            continue
-        j = i + n
-        if j < len(src) and src[j] in "'\"":
-            quote = 3 if src[j : j + 3] in ("'''", '"""') else 1
-            return j + quote, "r" in prefix, quote
-    return -1, False, 0
-
-
 def tokens(src: str) -> list[Token]:
     out: list[Token] = []
-    i, n = 0, len(src)
-    while i < n:
-        ch = src[i]
-        if ch.isspace():
-            i += 1
-            continue
-        if src.startswith("//", i):
-            nl = src.find("\n", i)
-            i = n if nl < 0 else nl + 1
-            continue
-        # Every string literal starts with its quote or a prefix letter (r, b): skip the check elsewhere.
-        body, raw, qlen = _string_end(src, i) if ch in _STRING_STARTS else (-1, False, 0)
-        if body >= 0:
-            quote = src[body - qlen : body]
-            j = body
-            while True:
-                if j >= n:
-                    raise ExpressionError(f"unterminated string literal at offset {i}")
-                if not raw and src[j] == "\\":
-                    j += 2
-                    continue
-                if src.startswith(quote, j):
-                    break
-                j += 1
-            end = j + qlen
-            text = src[i:end]
-            out.append(Token("string", text, i, end, _decode(text, src[body:j])))
-            i = end
-            continue
-        if ch.isalnum() or ch == "_":
-            word = _WORD.match(src, i)  # \w is exactly isalnum() or "_", scanned in C
-            j = word.end() if word else i + 1
-            out.append(Token("ident", src[i:j], i, j))
-            i = j
-            continue
-        out.append(Token("punct", ch, i, i + 1))
-        i += 1
+    pos, n = 0, len(src)
+    scan = _SCANNER.match
+    while pos < n:
+        m = scan(src, pos)  # always matches: its last alternative is any one character
+        assert m is not None
+        kind, end = m.lastgroup, m.end()
+        if kind == "quote":
+            quote = m.group("q")
+            closed = _BODIES["r" in m.group("prefix").lower(), quote].match(src, end)
+            if closed is None:
+                raise ExpressionError(f"unterminated string literal at offset {pos}")
+            stop = closed.end()
+            text, body = src[pos:stop], src[end : stop - len(quote)]
+            out.append(Token("string", text, pos, stop, _decode(text, body) if "\\" in body else body))
+            end = stop
+        elif kind == "ident" or kind == "punct":
+            out.append(Token(kind, m.group(), pos, end))
+        pos = end  # "space" and "comment" are skipped
     return out
 
 
@@ -207,9 +211,11 @@ def _is_identifier(name: str) -> bool:
     return name.isidentifier() and name.isascii() and name not in _RESERVED
 
 
-def _rewrite(src: str, toks: list[Token]) -> tuple[str, frozenset[str], bool]:
-    """Rewrite dotted dashed step references; return (CEL source, referenced steps, dynamic use?)."""
+def _rewrite(src: str, toks: list[Token]) -> tuple[str, str, frozenset[str], bool]:
+    """Rewrite dotted dashed step references; return (CEL source, its shape, referenced steps, dynamic
+    use?). The shape names `_PLACEHOLDER` wherever the source names a step after `steps.`."""
     pieces: list[str] = []
+    shape: list[str] = []
     last = 0
     refs: set[str] = set()
     dynamic = False
@@ -242,10 +248,14 @@ def _rewrite(src: str, toks: list[Token]) -> tuple[str, frozenset[str], bool]:
                 dynamic = True  # a macro or method on the map: steps.exists(s, ...)
             else:
                 refs.add(name)
-                if not _is_identifier(name):
-                    pieces.append(src[last : nxt.start])
-                    pieces.append(f'["{name}"]')
-                    last = toks[m].end
+                kept = src[last : nxt.start]
+                if _is_identifier(name):
+                    pieces.append(src[last : toks[m].end])
+                    shape.extend((kept, "." + _PLACEHOLDER))
+                else:
+                    pieces.extend((kept, f'["{name}"]'))
+                    shape.extend((kept, f'["{_PLACEHOLDER}"]'))
+                last = toks[m].end
             k = m + 1
             continue
         if (
@@ -261,38 +271,52 @@ def _rewrite(src: str, toks: list[Token]) -> tuple[str, frozenset[str], bool]:
         dynamic = True
         k += 1
     pieces.append(src[last:])
-    return "".join(pieces), frozenset(refs), dynamic
+    shape.append(src[last:])
+    return "".join(pieces), "".join(shape), frozenset(refs), dynamic
 
 
 # --- compiling and evaluating -------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=COMPILE_CACHE_SIZE)
 def _compile(expr: str) -> CompiledWhen | ExpressionError:
     key = expr.strip().lower()
     if key in _CONSTANTS:
-        return CompiledWhen(expr, key, _CONSTANTS[key], frozenset(), False, None)
+        return CompiledWhen(expr, key, _CONSTANTS[key], frozenset(), False)
     if len(expr) > MAX_EXPRESSION_LENGTH:
         return ExpressionError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
         toks = tokens(expr)
-        cel_source, refs, dynamic = _rewrite(expr, toks)
+        cel_source, shape, refs, dynamic = _rewrite(expr, toks)
     except ExpressionError as err:
         return err
+    variables = _compile_shape(shape)
+    if variables is None:  # compiled again for an error message that quotes the expression, not its shape
+        import cel
+
+        try:
+            variables = tuple(cel.compile(cel_source).variables())
+        except Exception as err:  # the binding raises ValueError; any failure means "does not compile"
+            return ExpressionError(_first_lines(str(err)))
+    bad = [v for v in variables if v not in ("steps", "flow") and not _bound_by_macro(v, expr)]
+    if bad:
+        return ExpressionError(f"unknown variable {bad[0]!r}: only 'steps' and 'flow' are defined")
     loops = any(is_comprehension(toks, i) for i in range(len(toks)))
+    return CompiledWhen(expr, cel_source, None, refs, dynamic, loops)
+
+
+@lru_cache(maxsize=1024)
+def _compile_shape(shape: str) -> tuple[str, ...] | None:
+    """The variables a shape uses; None when it does not compile."""
     # Imported on first use: the `cel` package's __init__ also imports its command-line interface
     # (typer, prompt_toolkit, rich): 9 MB resident and 0.2 s of start-up for a controller whose flows
     # may never use `when`.
     import cel
 
     try:
-        program = cel.compile(cel_source)
-    except Exception as err:  # the binding raises ValueError, but any failure means "does not compile"
-        return ExpressionError(_first_lines(str(err)))
-    bad = [v for v in program.variables() if v not in ("steps", "flow") and not _bound_by_macro(v, expr)]
-    if bad:
-        return ExpressionError(f"unknown variable {bad[0]!r}: only 'steps' and 'flow' are defined")
-    return CompiledWhen(expr, cel_source, None, refs, dynamic, program, loops)
+        return tuple(cel.compile(shape).variables())
+    except Exception:  # the binding raises ValueError, but any failure means "does not compile"
+        return None
 
 
 def _bound_by_macro(name: str, expr: str) -> bool:
@@ -338,7 +362,6 @@ def check_when(
         return WhenResult(False, _bound(f"when does not compile: {compiled}"))
     if compiled.constant is not None:
         return WhenResult(compiled.constant, f"when is {compiled.cel_source or 'empty'}")
-    assert compiled.program is not None
     if compiled.dynamic:
         steps: Mapping[str, Any] = dict(context.steps)
     else:
@@ -348,7 +371,7 @@ def check_when(
         if compiled.loops and evaluate is not None:
             value = evaluate(compiled, variables)
         else:
-            value = compiled.program.execute(variables)
+            value = compiled.program.execute(variables)  # compiled here the first time
     except BudgetExceeded as err:
         # The reason first: a long expression would push it past the message bound.
         reason = _bound(f"when stopped: {err}; expression {compiled.source!r}")

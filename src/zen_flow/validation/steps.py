@@ -30,7 +30,7 @@ from zen_flow.validation.limits import (
     MAX_WHEN,
 )
 from zen_flow.validation.reader import INT32_MAX, Reader
-from zen_flow.validation.template import TemplateInfo, check_metadata_maps, check_template
+from zen_flow.validation.template import TemplateChecks, TemplateInfo, check_metadata_maps
 
 STEP_TYPES = ("Job", "Manual")
 BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
@@ -83,7 +83,9 @@ def is_manual(step: Mapping[str, Any]) -> bool:
     return step.get("template") is None
 
 
-def check_step(r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path) -> TemplateInfo | None:
+def check_step(
+    r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path, templates: TemplateChecks
+) -> TemplateInfo | None:
     """All single-step rules; returns the template summary of a Job step (for podFailurePolicy)."""
     name = step.get("name") if isinstance(step.get("name"), str) else ""
     kind = r.string(step.get("type"), path + ".type")
@@ -108,11 +110,11 @@ def check_step(r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path)
     if when is not None:
         _check_when(r, index, str(name), when, path + ".when")
     r.boolean(step.get("continueOnFailure"), path + ".continueOnFailure")
-    return _check_template_for_type(r, step, kind, path + ".template")
+    return _check_template_for_type(r, step, kind, path + ".template", templates)
 
 
 def _check_template_for_type(
-    r: Reader, step: Mapping[str, Any], kind: str | None, path: Path
+    r: Reader, step: Mapping[str, Any], kind: str | None, path: Path, templates: TemplateChecks
 ) -> TemplateInfo | None:
     raw = step.get("template")
     if kind == "Manual":
@@ -135,7 +137,7 @@ def _check_template_for_type(
     template = r.mapping(raw, path)
     if template is None:
         return None
-    return check_template(r, template, path)
+    return templates.check(r, template, path)
 
 
 def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path) -> None:
@@ -191,7 +193,8 @@ def _check_when(r: Reader, index: StepIndex, step: str, expr: str, path: Path) -
         r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
         return
     try:
-        estimate_cost(compiled.cel_source, len(index.paths))
+        if compiled.loops:  # without a comprehension, the cost is linear in the inputs (expression_cost.py)
+            estimate_cost(compiled.cel_source, len(index.paths))
     except ExpressionError as err:
         r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
         return

@@ -70,7 +70,7 @@ def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldError]:
     """The new object's own errors (approvals included) plus the transition rules; [] means fine."""
     ratcheted = _ratcheted(old, new)
-    found = validate_jobflow(new) + validate_approvals(new)
+    found = validate_jobflow(new, spec_unchanged="spec" in ratcheted) + validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if has_started(old):
         # The arguments were substituted into Jobs already created: a changed value would make the
