@@ -107,3 +107,20 @@ def test_kept_parts_are_equal_to_what_the_event_carried() -> None:
     after = deliver(flows, copy.deepcopy(raw))
     assert after.status.steps[1].message == "retrying"
     assert after == fresh(raw)
+
+
+def test_while_the_generation_stands_an_events_spec_is_not_decoded() -> None:
+    """The apiserver bumps the generation on every spec change, so an event of the cached generation is
+    decoded without its spec (the costly part of a large flow) and takes the cached one."""
+    flows = JobFlowInformer(None, clock=FakeClock())  # type: ignore[arg-type]
+    before = deliver(flows, flow_raw(), "ADDED")
+    unread = flow_raw(phases=("Succeeded", "Succeeded"))
+    unread["spec"] = {"steps": "never read"}  # what no apiserver sends: same generation, another spec
+    after = deliver(flows, unread)
+    assert after.spec is before.spec
+    assert after == fresh(flow_raw(phases=("Succeeded", "Succeeded")))
+    assert flows.parse_error("ns/f") is None
+    # a new generation is decoded whole, so the same spec now makes a placeholder that says why
+    unread["metadata"]["generation"] = 2
+    deliver(flows, unread)
+    assert "spec.steps" in (flows.parse_error("ns/f") or "")

@@ -10,6 +10,12 @@ models in the allocator's arenas and those can never be returned. pydantic valid
 Anything the fast path rejects (a JobFlow whose spec does not parse, an ERROR event) goes the slow way:
 `json.loads`, then the informer's per-object conversion with its placeholder fallback, which knows how to
 report the problem.
+
+A watch event can be decoded in two steps: first its *head* (a model without the parts that rarely
+change: a JobFlow without its spec), which `complete` turns into the whole object from what the cache
+already holds; only when it cannot (a new object, a new generation) is the event decoded whole. Every
+status write of a 500-step flow is a ~250 KB event, and its spec was 60 % of decoding it (measured:
+5.0 ms whole, 2.1 ms without the spec).
 """
 
 from __future__ import annotations
@@ -58,11 +64,17 @@ class ModelDecoder(Generic[M]):
         *,
         finish: Callable[[M], M],
         item: Callable[[dict[str, Any]], M | None],
+        head: type[BaseModel] | None = None,
+        complete: Callable[[Any], M | None] = lambda head: None,
     ) -> None:
         self._page: TypeAdapter[_Page[M]] = TypeAdapter(_Page[model])  # type: ignore[valid-type]
         self._event: TypeAdapter[_Event[M]] = TypeAdapter(_Event[model])  # type: ignore[valid-type]
+        self._head: TypeAdapter[_Event[Any]] | None = (
+            TypeAdapter(_Event[head]) if head is not None else None  # type: ignore[valid-type]
+        )
         self._finish = finish
         self._item = item
+        self._complete = complete
 
     def item(self, raw: dict[str, Any]) -> M | None:
         return self._item(raw)
@@ -76,14 +88,25 @@ class ModelDecoder(Generic[M]):
         return DecodedPage(items, page.metadata.resource_version, page.metadata.continue_token or "")
 
     def event(self, raw: bytes) -> WatchEvent | None:
-        try:
-            event = self._event.validate_json(raw)
-        except ValidationError:
-            return None
-        if event.type == "ERROR":
+        whole: M | None = None
+        if self._head is not None:
+            try:
+                head = self._head.validate_json(raw)
+            except ValidationError:
+                head = None  # decoded whole below, which fails too and goes the slow way
+            if head is not None and head.type != "ERROR":
+                whole = self._complete(head.object)
+                event_type = head.type
+        if whole is None:
+            try:
+                event = self._event.validate_json(raw)
+            except ValidationError:
+                return None
+            whole, event_type = event.object, event.type
+        if event_type == "ERROR":
             return None  # its object is a Status, not a model: the client decodes and raises it
-        obj = self._finish(event.object)
-        return WatchEvent(type=event.type, object=obj, version=_resource_version(obj))
+        obj = self._finish(whole)
+        return WatchEvent(type=event_type, object=obj, version=_resource_version(obj))
 
 
 def _resource_version(obj: BaseModel) -> str:

@@ -37,6 +37,10 @@ Fallback = Callable[[dict[str, Any]], T]
 log = get_logger(__name__)
 
 
+Assemble = Callable[[T, Any], T | None]
+"""`assemble(cached, head)`: the whole object from its freshly decoded head (see `ModelDecoder`) and the
+cached object, or None when the cache's parts may be stale (the event is then decoded whole)."""
+
 Reuse = Callable[[T, T], Sequence[object]]
 """`reuse(cached, decoded)`: put into the freshly decoded object (in place, before anyone sees it) the parts
 of the cached one it can keep, and return them. Decoding and compacting a 500-step flow on every status
@@ -60,6 +64,7 @@ class Informer(Generic[T]):
         fallback: Fallback[T],
         shared_models: tuple[type[BaseModel], ...] = (),
         reuse: Reuse[T] | None = None,
+        head: tuple[type[BaseModel], Assemble[T]] | None = None,
         indexers: Mapping[str, IndexFunc[T]] | None = None,
         namespaces: Sequence[str] = (),
         clock: Clock,
@@ -74,7 +79,14 @@ class Informer(Generic[T]):
         self._fallback: Fallback[T] = fallback
         self._compactor = Compactor(shared_models)
         self._reuse = reuse
-        self.decoder: ModelDecoder[Any] = ModelDecoder(self._model, finish=self._finish, item=self._convert)
+        self._assemble = head[1] if head is not None else None
+        self.decoder: ModelDecoder[Any] = ModelDecoder(
+            self._model,
+            finish=self._finish,
+            item=self._convert,
+            head=head[0] if head is not None else None,
+            complete=self._complete,
+        )
         self._handlers: list[Handler[T]] = []
         self._parse_errors: dict[str, str] = {}
         # Plain tallies read by the metrics collector at scrape time (no metrics import down here).
@@ -216,6 +228,12 @@ class Informer(Generic[T]):
         cached = None if placeholder or self._reuse is None else self.store.get(key)
         kept = self._reuse(cached, obj) if self._reuse is not None and cached is not None else ()
         return self._compactor.compact(obj, done=kept)
+
+    def _complete(self, head: Any) -> T | None:
+        """A watch event's head made whole from the cache; never from a placeholder."""
+        key = head.metadata.key
+        cached = None if key in self._parse_errors else self.store.get(key)
+        return self._assemble(cached, head) if cached is not None and self._assemble is not None else None
 
     def _convert(self, raw: dict[str, Any]) -> T:
         """The slow path for one decoded object: validate, or cache a placeholder and remember why."""

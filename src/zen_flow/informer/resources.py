@@ -10,10 +10,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from zen_flow.api import Job, JobFlow
-from zen_flow.api.constants import GROUP, KIND
+from zen_flow.api.constants import API_VERSION, GROUP, KIND
 from zen_flow.api.job import JobStatus
 from zen_flow.api.jobflow import Initiator, JobFlowStatus, Progress
-from zen_flow.api.meta import Condition, OwnerReference
+from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
 from zen_flow.machinery.clock import Clock
@@ -93,6 +93,7 @@ class JobFlowInformer(Informer[JobFlow]):
             model=JobFlow,
             shared_models=(Condition, Progress, Initiator),
             reuse=reuse_unchanged,
+            head=(FlowHead, assemble_flow),
             fallback=_flow_placeholder,
             indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group},
             namespaces=namespaces,
@@ -104,6 +105,26 @@ class JobFlowInformer(Informer[JobFlow]):
     def concurrency_group(self, group: str) -> list[JobFlow]:
         """The cached flows of a concurrency group (`namespace/key`, see `planner.group_of`)."""
         return self.store.by_index(CONCURRENCY_GROUP_INDEX, group)
+
+
+class FlowHead(Model):
+    """A JobFlow without its spec: what a watch event is decoded into first (see `assemble_flow`)."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = ObjectMeta()
+    status: JobFlowStatus = JobFlowStatus()
+
+
+def assemble_flow(cached: JobFlow, head: FlowHead) -> JobFlow | None:
+    """The flow with the cached spec, when the cache holds this generation of this flow (the rule of
+    `reuse_unchanged`); None otherwise. The head is validated, the spec was: nothing to validate again."""
+    meta, old_meta = head.metadata, cached.metadata
+    if meta.uid != old_meta.uid or not meta.generation or meta.generation != old_meta.generation:
+        return None
+    return JobFlow.model_construct(
+        api_version=head.api_version, kind=head.kind, metadata=meta, spec=cached.spec, status=head.status
+    )
 
 
 def reuse_unchanged(cached: JobFlow, decoded: JobFlow) -> list[object]:
