@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from zen_flow.kube.streams import DecodedPage, WatchEvent
 
 M = TypeVar("M", bound=BaseModel)
+_ADDED = b'{"type":"ADDED"'
 
 
 class _ListMeta(BaseModel):
@@ -89,7 +90,9 @@ class ModelDecoder(Generic[M]):
 
     def event(self, raw: bytes) -> WatchEvent | None:
         whole: M | None = None
-        if self._head is not None:
+        # An ADDED event is a new object: nothing in the cache to complete its head from. The apiserver
+        # writes `type` first; a line written otherwise only takes the longer way.
+        if self._head is not None and not raw.startswith(_ADDED):
             try:
                 head = self._head.validate_json(raw)
             except ValidationError:
