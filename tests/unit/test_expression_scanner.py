@@ -7,14 +7,13 @@ refused, on any text made of the characters that matter to it.
 
 from __future__ import annotations
 
-import ast
 import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.core.expressions import ExpressionError, compile_when, tokens
+from zen_flow.core.expressions import ExpressionError, _decode, compile_when, tokens
 
 _PREFIXES = ("rb", "br", "r", "b", "")
 _WORD = re.compile(r"\w+")
@@ -30,14 +29,6 @@ def _string_end(src: str, i: int) -> tuple[int, bool, int]:
             quote = 3 if src[j : j + 3] in ("'''", '"""') else 1
             return j + quote, "r" in prefix, quote
     return -1, False, 0
-
-
-def _decode(literal: str, body: str) -> str:
-    try:
-        value = ast.literal_eval(literal)
-    except (ValueError, SyntaxError):
-        return body
-    return value if isinstance(value, str) else body
 
 
 def reference_tokens(src: str) -> list[tuple[str, str, int, int, str]]:
