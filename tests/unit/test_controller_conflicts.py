@@ -140,3 +140,24 @@ async def test_an_approval_racing_a_status_write_is_not_lost(rig: Rig) -> None:
     assert len(api.job_creates) == 2
     reasons = [reason for _, reason, _ in api.events]
     assert reasons.count("StepApproved") == 1  # events of the refused plan were never sent
+
+
+TIMED = make_flow([job_step("a", timeoutSeconds=30)], name="timed", namespace="team")
+
+
+@pytest.mark.parametrize("rig", [TIMED], indirect=True)
+async def test_a_timeout_the_jobs_own_deadline_noticed_first_is_counted_as_one(rig: Rig) -> None:
+    """The Job carries the step's timeout as activeDeadlineSeconds; when the Job controller stops it
+    first, zen-flow deletes nothing, and the timeout still counts (it once counted only its deletes)."""
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    api.finish_job("team", rig.job("a"), succeeded=False, reason="DeadlineExceeded")
+    api.sync()
+    await rig.settle()
+    assert rig.step("a") == "Failed"
+    assert "timed out after 30s" in (rig.flow.status.step("a").message or "")  # type: ignore[union-attr]
+    timeouts = rig.metrics.registry.get_sample_value("zen_flow_step_timeouts_total", {"namespace": "team"})
+    assert timeouts == 1
+    assert rig.metrics.registry.get_sample_value("zen_flow_job_deletes_total", {"reason": "timeout"}) is None

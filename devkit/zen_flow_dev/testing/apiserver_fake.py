@@ -76,11 +76,14 @@ class FakeApiServer:
         new = change(old)
         return old if new == old else self._store_flow(new)
 
-    def finish_job(self, namespace: str, name: str, *, succeeded: bool = True) -> Job:
-        """What the Job controller writes when the Job's pod ends."""
+    def finish_job(self, namespace: str, name: str, *, succeeded: bool = True, reason: str = "") -> Job:
+        """What the Job controller writes when the Job's pod ends (`reason` of a failure, e.g.
+        DeadlineExceeded for its activeDeadlineSeconds)."""
         job = self.jobs[(namespace, name)]
         now = self._now()
-        kind, reason = ("Complete", "Completed") if succeeded else ("Failed", "BackoffLimitExceeded")
+        kind, reason = (
+            ("Complete", "Completed") if succeeded else ("Failed", reason or "BackoffLimitExceeded")
+        )
         cond = Condition(type=kind, status="True", reason=reason, last_transition_time=now)
         counts = {"succeeded": 1} if succeeded else {"failed": 1}
         status = job.status.model_copy(

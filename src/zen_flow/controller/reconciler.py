@@ -31,7 +31,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
-from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.planner.events import TIMED_OUT, TIMEOUT_MARK
 from zen_flow.planner.status import REASON_JOB_REJECTED, REASON_STATUS_REJECTED, cut
 from zen_flow.validation import has_started, validate_jobflow
 
@@ -282,6 +282,10 @@ class Controller:
         else:
             self._metrics.status_patches.labels("unchanged").inc()
         for event in result.events:
+            # Counted from the event, not from our delete: the Job's own activeDeadlineSeconds (the same
+            # timeout) often stops it first, and then nothing is deleted.
+            if event.reason == TIMED_OUT:
+                self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
             self._events.emit(flow, event.type, event.reason, event.message)
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
@@ -447,8 +451,6 @@ class Controller:
                 self._expectations.deletion_observed(uid, delete.name)
             cause = _delete_cause(delete.reason)
             self._metrics.job_deletes.labels(cause).inc()
-            if cause == "timeout":
-                self._metrics.step_timeouts.labels(ns).inc()
             log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
         for action in actions:
             if isinstance(action, planner.DeleteFlow):

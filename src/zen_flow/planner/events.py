@@ -19,6 +19,7 @@ WARNING = "Warning"
 # controller sends them only with --step-events=all (they were half of its requests; docs/BENCHMARKS.md).
 ROUTINE_STEP_EVENTS = frozenset({"StepStarted", "StepSucceeded"})
 TIMEOUT_MARK = "timed out after"
+TIMED_OUT = "StepTimedOut"  # the event reason, whoever noticed the timeout (we, or the Job's own deadline)
 REJECT_MARK = "rejected"
 
 
@@ -40,7 +41,7 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
     failed_silently = new.retry_count > before_retries and before == StepPhase.RUNNING
     if new.phase == StepPhase.RETRYING or failed_silently:
         if TIMEOUT_MARK in message:
-            out.append(EventSpec(WARNING, "StepTimedOut", f"step {name}: {message}"))
+            out.append(EventSpec(WARNING, TIMED_OUT, f"step {name}: {message}"))
         when = f" at {format_time(new.next_retry_time)}" if new.next_retry_time is not None else ""
         retry = new.retry_count if new.phase != StepPhase.RETRYING else new.retry_count + 1
         out.append(EventSpec(NORMAL, "StepRetrying", f"step {name}: {message}; retry {retry}/{limit}{when}"))
@@ -57,7 +58,7 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
             out.append(EventSpec(WARNING, "StepRejected", f"step {name}: {message}"))
         else:
             if TIMEOUT_MARK in message and before != StepPhase.RETRYING:
-                out.append(EventSpec(WARNING, "StepTimedOut", f"step {name}: {message}"))
+                out.append(EventSpec(WARNING, TIMED_OUT, f"step {name}: {message}"))
             out.append(EventSpec(WARNING, "StepFailed", f"step {name} failed: {message}"))
     elif new.phase == StepPhase.SKIPPED:
         out.append(EventSpec(NORMAL, "StepSkipped", f"step {name} skipped: {message}"))
