@@ -31,6 +31,10 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
 
+# `zen_flow_job_deletes_total{reason}` (reconciler._delete_cause maps the planner's reasons to these).
+JOB_DELETE_CAUSES = ("timeout", "deadline", "replaced", "stopped", "other")
+
+
 class FlowCollector(Collector):
     """zen_flow_jobflows{namespace,phase}, zen_flow_steps{namespace,phase},
     zen_flow_approvals_pending{namespace}, zen_flow_jobflows_not_progressing{namespace}."""
@@ -183,6 +187,10 @@ class Metrics:
         self.job_deletes = Counter(
             "zen_flow_job_deletes_total", "Jobs deleted by reason", ["reason"], registry=r
         )
+        # Exported from the start, at 0: a delete is rare (the Job's own deadline usually stops a timed
+        # out Job first), and a series that does not exist yet shows "No data" and breaks rate().
+        for cause in JOB_DELETE_CAUSES:
+            self.job_deletes.labels(cause)
         self.api_requests = Counter(
             "zen_flow_api_requests_total",
             "Requests sent to the apiserver",
