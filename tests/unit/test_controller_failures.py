@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.job import JOB
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.metrics import Metrics
@@ -65,7 +66,7 @@ class Fake:
         if step in self.create_errors:
             raise self.create_errors[step]
         self.created.append(step)
-        return Job.model_validate({"metadata": {**body["metadata"], "uid": f"uid-{step}"}})
+        return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"uid-{step}"}})
 
     async def delete_job(self, namespace: str, name: str) -> None:
         pass

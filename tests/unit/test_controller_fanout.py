@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.job import JOB
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import CREATE_CONCURRENCY, Controller
@@ -61,7 +62,7 @@ class FanOut:
             self.in_flight -= 1
         if body["metadata"]["labels"]["workflow.kube-zen.io/step"] == self.fail:
             raise ApiError(500, "InternalError", "etcd hiccup")
-        return Job.model_validate({"metadata": {**body["metadata"], "uid": f"uid-{name}"}})
+        return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"uid-{name}"}})
 
     async def delete_job(self, namespace: str, name: str) -> None:
         raise AssertionError("nothing is deleted here")

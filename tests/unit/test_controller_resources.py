@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api.job import JOB
 from zen_flow.api.jobflow import ResourceTemplates
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.metrics import Metrics
@@ -54,7 +55,7 @@ class Fake:
     # ClusterApi
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
         self.jobs.append(body)
-        return Job.model_validate({"metadata": {**body["metadata"], "uid": f"job-{len(self.jobs)}"}})
+        return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"job-{len(self.jobs)}"}})
 
     async def delete_job(self, namespace: str, name: str) -> None:
         raise AssertionError("no Job is deleted here")

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
-from zen_flow.api import Job, JobFlow
+from zen_flow.api import JobFlow, Step
+from zen_flow.api.job import JOB, JobStatus
 from zen_flow.api.meta import OwnerReference
 from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.resources import JobFlowInformer, JobInformer
@@ -43,14 +45,13 @@ def job_raw(name: str) -> dict[str, Any]:
 
 
 def test_compaction_changes_no_value() -> None:
-    compactor = Compactor()
-    for raw, model in ((flow_raw("f", "u1"), JobFlow), (job_raw("j"), Job)):
-        plain = model.model_validate(copy.deepcopy(raw))
-        compacted = compactor.compact(model.model_validate(copy.deepcopy(raw)))
+    compactor = Compactor((OwnerReference, Step, JobStatus))
+    adapter: TypeAdapter[Any]
+    for raw, adapter in ((flow_raw("f", "u1"), TypeAdapter(JobFlow)), (owned_job_raw("j", "u1"), JOB)):
+        plain = adapter.validate_python(copy.deepcopy(raw))
+        compacted = compactor.compact(adapter.validate_python(copy.deepcopy(raw)))
         assert compacted == plain
-        assert compacted.model_dump(by_alias=True, exclude_unset=True) == plain.model_dump(
-            by_alias=True, exclude_unset=True
-        )
+        assert adapter.dump_python(compacted, by_alias=True) == adapter.dump_python(plain, by_alias=True)
 
 
 def test_flows_from_one_manifest_share_templates_and_strings() -> None:
@@ -78,7 +79,10 @@ def test_copies_of_compacted_objects_do_not_share_their_fields_set() -> None:
 def test_the_sharing_table_is_bounded() -> None:
     compactor = Compactor(max_shared=2)
     for i in range(5):
-        compactor.compact(Job.model_validate(job_raw(f"j{i}")))
+        raw = flow_raw(f"f{i}", f"u{i}")
+        raw["metadata"]["labels"] = {"team": f"t{i}"}
+        del raw["spec"]["steps"][0]["template"]
+        compactor.compact(JobFlow.model_validate(raw))
     assert compactor.shared_containers == 2
 
 
@@ -86,7 +90,7 @@ def test_long_strings_are_left_alone() -> None:
     long_message = "x" * 200
     raw = job_raw("j")
     raw["status"]["conditions"][0]["message"] = long_message
-    job = Compactor().compact(Job.model_validate(raw))
+    job = Compactor().compact(JOB.validate_python(raw))
     assert job.status.conditions[0].message == long_message
     assert job.metadata.namespace is sys.intern("ns")
 
@@ -144,17 +148,45 @@ def test_the_jobs_of_a_flow_share_their_owner_reference_and_equal_statuses() -> 
     assert a.metadata.owner_references[0] is b.metadata.owner_references[0]
     assert a.metadata.owner_references[0] is not c.metadata.owner_references[0]  # another flow
     assert c.metadata.owner_references[0].uid == "u2"
+    assert a.metadata.owner_references is b.metadata.owner_references  # the tuple too
     assert a.status is b.status  # equal (same conditions at the same time)
     assert a.metadata is not b.metadata  # unique parts stay apart
 
 
-@pytest.mark.parametrize(("room", "shared_again"), [(3, True), (2, False)])
+def test_strings_that_identify_one_object_are_not_interned() -> None:
+    # Interning a unique string only adds it to the interpreter's table, for good.
+    informer = JobInformer(source=None, clock=FakeClock())  # type: ignore[arg-type]
+    raw = owned_job_raw("job-" + "a" * 20, "u1")
+    raw["metadata"]["resourceVersion"] = str(10**6 + 7)  # built at run time: literals are interned
+    job = informer.decoder.item(raw)
+    assert job is not None
+    for value in (job.metadata.name, job.metadata.uid, job.metadata.resource_version):
+        assert sys.intern("".join(value)) is not value
+    assert sys.intern("".join("ns")) is job.metadata.namespace  # shared by many: interned
+
+
+def test_flows_from_one_manifest_share_their_steps() -> None:
+    informer = JobFlowInformer(source=None, clock=FakeClock())  # type: ignore[arg-type]
+    raws = [flow_raw(name, f"uid-{name}") for name in ("one", "two", "three")]
+    raws[2]["spec"]["steps"][0]["template"]["spec"]["backoffLimit"] = 2  # step "a" differs
+    one, two, three = (informer.decoder.item(raw) for raw in raws)
+    assert one is not None
+    assert two is not None
+    assert three is not None
+    assert one.spec.steps[0] is two.spec.steps[0]
+    assert one.spec.steps[1] is two.spec.steps[1] is three.spec.steps[1]
+    assert three.spec.steps[0] is not one.spec.steps[0]
+    assert three.spec.steps[0].template["spec"]["backoffLimit"] == 2
+
+
+@pytest.mark.parametrize(("room", "shared_again"), [(6, True), (4, False)])
 def test_only_the_named_classes_are_shared_and_the_table_is_bounded(room: int, shared_again: bool) -> None:
     compactor = Compactor((OwnerReference,), max_models=room)
-    jobs = [compactor.compact(Job.model_validate(owned_job_raw(f"j{i}", f"u{i % 3}"))) for i in range(6)]
+    jobs = [compactor.compact(JOB.validate_python(owned_job_raw(f"j{i}", f"u{i % 3}"))) for i in range(6)]
     refs = [job.metadata.owner_references[0] for job in jobs]
-    # Owners u0, u1, u2, u0, u1, u2: with room for three, the second round reuses the first; with room
-    # for two, each owner was evicted before it came back. Values are right either way.
+    # Owners u0, u1, u2, u0, u1, u2, each an ownerReference and the tuple holding it: with room for six,
+    # the second round reuses the first; with room for four, each owner was evicted before it came back.
+    # Values are right either way.
     assert [refs[i + 3] is refs[i] for i in range(3)] == [shared_again] * 3
     assert [ref.uid for ref in refs] == ["u0", "u1", "u2", "u0", "u1", "u2"]
     assert jobs[0].status is not jobs[1].status  # JobStatus was not named here: not shared

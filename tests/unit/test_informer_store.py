@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.job import JOB
 from zen_flow.informer import (
     Backoff,
     JobFlowInformer,
@@ -76,7 +77,7 @@ def flow_raw(
 
 
 def job(name: str, **kw: Any) -> Job:
-    return Job.model_validate(job_raw(name, **kw))
+    return JOB.validate_python(job_raw(name, **kw))
 
 
 # --- store ----------------------------------------------------------------------------------------
@@ -129,11 +130,12 @@ def test_owner_index_follows_updates_and_deletes() -> None:
 
 
 def test_job_transform_keeps_no_pod_template_or_managed_fields() -> None:
-    cached = Job.model_validate(job_raw("a"))
-    wire = cached.model_dump(by_alias=True)
+    cached = JOB.validate_python(job_raw("a"))
+    wire = JOB.dump_python(cached, by_alias=True)
     assert "spec" not in wire  # reconcile reads no Job spec field
     assert "managedFields" not in wire["metadata"]
-    assert cached.metadata.labels == {"app.kubernetes.io/managed-by": "zen-flow"}
+    assert "labels" not in wire["metadata"]  # nor labels (the owner reference names the flow)
+    assert not hasattr(cached, "__dict__")  # a slotted record: no dict per cached Job
 
 
 def test_owner_flow_key_only_for_jobflow_controllers() -> None:
@@ -142,7 +144,7 @@ def test_owner_flow_key_only_for_jobflow_controllers() -> None:
     raw = job_raw("c")
     raw["metadata"]["ownerReferences"][0]["kind"] = "CronJob"
     raw["metadata"]["ownerReferences"][0]["apiVersion"] = "batch/v1"
-    assert owner_flow_key(Job.model_validate(raw)) is None
+    assert owner_flow_key(JOB.validate_python(raw)) is None
 
 
 def test_backoff_doubles_to_the_cap_and_resets_after_a_quiet_period() -> None:

@@ -3,6 +3,7 @@ The guarantee behind it is checked on the planner itself: such an update never c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -31,10 +32,8 @@ def running_sim() -> Simulator:
 
 
 def with_counters(job: Job, active: int, ready: int | None, succeeded: int, failed: int) -> Job:
-    status = job.status.model_copy(
-        update={"active": active, "ready": ready, "succeeded": succeeded, "failed": failed}
-    )
-    return job.model_copy(update={"status": status})
+    status = replace(job.status, active=active, ready=ready, succeeded=succeeded, failed=failed)
+    return replace(job, status=status)
 
 
 counters = st.tuples(st.integers(0, 3), st.none() | st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
@@ -61,10 +60,10 @@ def test_what_a_plan_reads_is_seen() -> None:
     (name,) = sim.running()
     old = sim.jobs[name]
     complete = Condition(type="Complete", status="True", last_transition_time=T0)
-    finished = old.model_copy(update={"status": old.status.model_copy(update={"conditions": (complete,)})})
-    deleting = old.model_copy(update={"metadata": old.metadata.model_copy(update={"deletion_timestamp": T0})})
-    started = old.model_copy(update={"status": old.status.model_copy(update={"start_time": T0})})
-    replaced = old.model_copy(update={"metadata": old.metadata.model_copy(update={"uid": "another"})})
+    finished = replace(old, status=replace(old.status, conditions=(complete,)))
+    deleting = replace(old, metadata=replace(old.metadata, deletion_timestamp=T0))
+    started = replace(old, status=replace(old.status, start_time=T0))
+    replaced = replace(old, metadata=replace(old.metadata, uid="another"))
     for new in (finished, deleting, started, replaced):
         assert plan_sees_change(old, new)
 
@@ -77,7 +76,7 @@ def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
     (name,) = sim.running()
     job = sim.jobs[name]
     owner = job.metadata.owner_references[0].model_copy(update={"uid": api.flows[sim.flow.key].metadata.uid})
-    job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"owner_references": (owner,)})})
+    job = replace(job, metadata=replace(job.metadata, owner_references=(owner,)))
     queue: WorkQueue[str] = WorkQueue(clock=clock)
     metrics = Metrics()
     ctrl = Controller(
@@ -88,7 +87,5 @@ def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
     assert len(queue) == 0
     assert metrics.registry.get_sample_value("zen_flow_job_updates_ignored_total") == 1
     complete = Condition(type="Complete", status="True", last_transition_time=T0)
-    ctrl.on_job_event(
-        job.model_copy(update={"status": job.status.model_copy(update={"conditions": (complete,)})}), job
-    )
+    ctrl.on_job_event(replace(job, status=replace(job.status, conditions=(complete,))), job)
     assert len(queue) == 1

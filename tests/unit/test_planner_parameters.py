@@ -3,6 +3,7 @@ env vars, and a parameter that cannot be resolved fails the step instead of leav
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,7 +133,7 @@ def test_an_oversized_value_fails_the_step() -> None:
     name = job_name("flow", "a", 0)
     job = sim.jobs[name]
     cond = Condition(type="Complete", status="True", message="x" * 2000, last_transition_time=T0)
-    sim.jobs[name] = job.model_copy(update={"status": job.status.model_copy(update={"conditions": (cond,)})})
+    sim.jobs[name] = replace(job, status=replace(job.status, conditions=(cond,)))
     sim.reconcile()
     message = status_of(sim, "a").message or ""
     assert status_of(sim, "a").phase == "Failed"

@@ -18,6 +18,7 @@ from zen_flow.informer import JobInformer
 from zen_flow.kube import AlreadyExists, ClientOptions, JobClient, KubeClient, load_config
 from zen_flow.kube.jobs import JOBS
 from zen_flow.machinery.clock import SystemClock
+from zen_flow_dev.bench.observer import LabelledJob, labels_of
 from zen_flow_dev.bench.workloads import BENCH_LABEL, Workload, baseline_job
 
 USER_AGENT = "zen-flow-bench-baseline"
@@ -32,7 +33,9 @@ class BaselineDriver:
         self._workload = workload
         self._namespace = namespace
         self._jobs = JobClient(kube, label_selector=f"{BENCH_LABEL}=baseline")
-        self._informer = JobInformer(self._jobs, clock=SystemClock(), namespaces=[namespace])
+        self._informer = JobInformer(
+            self._jobs, clock=SystemClock(), namespaces=[namespace], model=LabelledJob
+        )
         self._informer.add_handler(on_add=self._on_job, on_update=lambda _old, new: self._on_job(new))
         # (flow, step) -> dependencies not yet seen Complete
         self._waiting: dict[tuple[str, str], set[str]] = {
@@ -74,7 +77,7 @@ class BaselineDriver:
     def _on_job(self, job: Job) -> None:
         if not job.complete:
             return
-        labels = job.metadata.labels
+        labels = labels_of(job)
         flow, step = labels.get(LABEL_FLOW, ""), labels.get(LABEL_STEP, "")
         if (flow, step) in self._done:
             return

@@ -12,14 +12,36 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import field
+
+from pydantic.dataclasses import dataclass
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import LABEL_FLOW, LABEL_STEP
+from zen_flow.api.job import RECORD, JobMeta
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube import JobClient, JobFlowClient, KubeClient
 from zen_flow.machinery.clock import SystemClock
 
 StepKey = tuple[str, str]  # (flow, step)
+
+
+@dataclass(frozen=True, slots=True, config=RECORD)
+class LabelledMeta(JobMeta):
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, config=RECORD)
+class LabelledJob(Job):
+    """A Job with its labels: the harness tells steps apart by them (the controller's record drops them)."""
+
+    metadata: LabelledMeta
+
+
+def labels_of(job: Job) -> dict[str, str]:
+    """The labels of a Job cached by an informer of `LabelledJob`s."""
+    assert isinstance(job.metadata, LabelledMeta), "the informer must cache LabelledJob"
+    return job.metadata.labels
 
 
 class Observer:
@@ -38,7 +60,7 @@ class Observer:
         self._changed = asyncio.Event()
         # Exists-selector: zen-flow's Jobs and the baseline's carry the step label; nothing else does.
         self._jobs = JobInformer(
-            JobClient(kube, label_selector=LABEL_STEP), clock=clock, namespaces=[namespace]
+            JobClient(kube, label_selector=LABEL_STEP), clock=clock, namespaces=[namespace], model=LabelledJob
         )
         self._jobs.add_handler(on_add=self._on_job, on_update=lambda _old, new: self._on_job(new))
         self._flows: JobFlowInformer | None = None
@@ -72,7 +94,7 @@ class Observer:
 
     def _on_job(self, job: Job) -> None:
         now = time.monotonic()
-        labels = job.metadata.labels
+        labels = labels_of(job)
         key = (labels.get(LABEL_FLOW, ""), labels.get(LABEL_STEP, ""))
         names = self.job_names.setdefault(key, [])
         if job.metadata.name not in names:

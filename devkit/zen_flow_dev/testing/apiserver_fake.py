@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api.job import JOB
 from zen_flow.api.meta import Condition, ObjectMeta
 from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import ApiError, from_status
@@ -86,11 +88,11 @@ class FakeApiServer:
         )
         cond = Condition(type=kind, status="True", reason=reason, last_transition_time=now)
         counts = {"succeeded": 1} if succeeded else {"failed": 1}
-        status = job.status.model_copy(
-            update={"conditions": (*job.status.conditions, cond), "start_time": job.status.start_time or now,
-                    "completion_time": now if succeeded else None, "active": 0, **counts}
+        status = replace(
+            job.status, conditions=(*job.status.conditions, cond), start_time=job.status.start_time or now,
+            completion_time=now if succeeded else None, active=0, **counts,
         )  # fmt: skip
-        return self._store_job(job.model_copy(update={"status": status}))
+        return self._store_job(replace(job, status=status))
 
     def sync(self, *, flows: bool = True, jobs: bool = True) -> None:
         """The informers catch up (both, or one: two informers lag independently): the caches see the
@@ -135,7 +137,7 @@ class FakeApiServer:
             raise already_exists(name)
         meta = {**body["metadata"], "namespace": namespace, "uid": f"uid-{next(self._uids)}"}
         meta["creationTimestamp"] = self._now().isoformat()
-        job = Job.model_validate({"metadata": meta, "spec": body.get("spec", {})})
+        job = JOB.validate_python({"metadata": meta, "spec": body.get("spec", {})})
         self.job_creates.append(name)
         return self._store_job(job)
 
@@ -195,7 +197,7 @@ class FakeApiServer:
         return stored
 
     def _store_job(self, job: Job) -> Job:
-        meta = job.metadata.model_copy(update={"resource_version": str(next(self._versions))})
-        stored = job.model_copy(update={"metadata": meta})
+        meta = replace(job.metadata, resource_version=str(next(self._versions)))
+        stored = replace(job, metadata=meta)
         self.jobs[(meta.namespace, meta.name)] = stored
         return stored

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from zen_flow.api.constants import LABEL_STEP, FlowPhase
-from zen_flow.api.job import Job
+from zen_flow.api.constants import FlowPhase
+from zen_flow.api.job import JOB, Job
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import Condition
 from zen_flow.core import jsonpatch
@@ -45,6 +45,7 @@ class Simulator:
     jobs: dict[str, Job] = field(default_factory=dict)
     plans: list[Plan] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # every Job name ever created, in order
+    steps: dict[str, str] = field(default_factory=dict)  # Job name -> its step
     flow_deleted: bool = False
     # Objects of spec.resourceTemplates: (kind, name) -> manifest, as created.
     resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -122,7 +123,8 @@ class Simulator:
         meta["uid"] = f"uid-{self._uid}"
         # As the apiserver stores it: whole seconds, cut down (the create happened later within the second).
         meta["creationTimestamp"] = self.now.replace(microsecond=0).isoformat()
-        self.jobs[name] = Job.model_validate({"metadata": meta, "spec": action.body.get("spec", {})})
+        self.jobs[name] = JOB.validate_python({"metadata": meta, "spec": action.body.get("spec", {})})
+        self.steps[name] = action.step
         self.created.append(name)
 
     def _delete(self, name: str) -> None:
@@ -132,8 +134,7 @@ class Simulator:
         if self.instant_delete:
             del self.jobs[name]
         else:
-            meta = job.metadata.model_copy(update={"deletion_timestamp": self.now})
-            self.jobs[name] = job.model_copy(update={"metadata": meta})
+            self.jobs[name] = replace(job, metadata=replace(job.metadata, deletion_timestamp=self.now))
 
     def collect(self) -> None:
         """Garbage-collect Jobs that are being deleted."""
@@ -156,12 +157,11 @@ class Simulator:
             "active": 0,
             **counts,
         }
-        status = job.status.model_copy(update=update)
-        self.jobs[name] = job.model_copy(update={"status": status})
+        self.jobs[name] = replace(job, status=replace(job.status, **update))
 
     def complete(self, name: str, messages: dict[str, str] | None = None) -> None:
         """The Job completed; `messages`: what its pod's containers wrote to their termination message."""
-        step = self.jobs[name].metadata.labels.get(LABEL_STEP, "")
+        step = self.steps[name]
         messages = messages if messages is not None else self.written.get(step)
         if messages is not None:
             self.pod_messages[name] = messages

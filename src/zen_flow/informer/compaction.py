@@ -26,15 +26,17 @@ from it). Sharing tables are bounded LRUs: an evicted value stays valid where it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
+import pydantic_core
 from pydantic import BaseModel
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 MAX_INTERNED = 64  # longer strings are rarely repeated (messages, uids are 36 but unique)
 # Containers remembered for sharing. An evicted one stays valid in the objects holding it; later equal
@@ -48,23 +50,29 @@ class Compactor:
 
     def __init__(
         self,
-        shared_models: tuple[type[BaseModel], ...] = (),
+        shared_models: tuple[type[Any], ...] = (),
         *,
+        unique: Mapping[type[Any], Collection[str]] | None = None,
         max_shared: int = MAX_SHARED_CONTAINERS,
         max_models: int = MAX_SHARED_MODELS,
     ) -> None:
-        """`shared_models`: nested model classes whose equal instances become one (frozen, hashable)."""
+        """`shared_models`: nested model or record classes whose equal instances become one (frozen; an
+        unhashable one, holding a dict, is matched by its JSON). `unique`: per class, the fields whose
+        strings identify one object (uids, resourceVersions, a Job's name): interning them would only
+        grow the interpreter's table of interned strings (~60 bytes each, three per cached Job)."""
         self._shareable = frozenset(shared_models)
+        self._unique = {cls: frozenset(names) for cls, names in (unique or {}).items()}
         self._fields_sets: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
+        self._record_fields: dict[type[Any], tuple[str, ...]] = {}
         self._containers: OrderedDict[str, Any] = OrderedDict()
-        self._models: OrderedDict[BaseModel, BaseModel] = OrderedDict()
+        self._models: OrderedDict[object, Any] = OrderedDict()
         self._max_shared = max_shared
         self._max_models = max_models
         self._done: set[int] = set()
 
     def compact(self, model: M, *, done: Collection[object] = ()) -> M:
-        """Shrink `model` (and every model, dict and list inside it) in place; returns it (itself: the
-        top-level object is never swapped for another, only what it holds). Values in `done` (by
+        """Shrink `model` (and every model, record, dict and list inside it) in place; returns it (itself:
+        the top-level object is never swapped for another, only what it holds). Values in `done` (by
         identity: parts reused from an object compacted before) are left as they are, unwalked."""
         self._done = {id(value) for value in done}
         try:
@@ -77,33 +85,59 @@ class Compactor:
     def shared_containers(self) -> int:
         return len(self._containers)
 
-    def _model(self, model: BaseModel) -> BaseModel:
-        """`model` shrunk, or an equal model seen recently."""
+    def _model(self, model: Any) -> Any:
+        """`model` (or record) shrunk, or an equal one seen recently."""
         self._shrink(model)
         if type(model) not in self._shareable:
             return model
         try:
-            known = self._models.get(model)
-        except TypeError:  # a dict inside after all: not hashable
-            return model
+            return self._known(model, model)
+        except TypeError:  # a dict inside: matched by its JSON's hash, confirmed by equality
+            key = (type(model), hash(pydantic_core.to_json(model)))
+        known = self._models.get(key)
+        if known is not None and known != model:
+            return model  # a hash collision: keep both
+        return known if known is not None else self._known(key, model)
+
+    def _known(self, key: object, value: Any) -> Any:
+        """The value remembered under `key` (hashable), or `value`, remembered from now on."""
+        known = self._models.get(key)
         if known is not None:
-            self._models.move_to_end(known)
+            self._models.move_to_end(key)
             return known
-        self._models[model] = model
+        self._models[key] = value
         if len(self._models) > self._max_models:
             self._models.popitem(last=False)
-        return model
+        return value
 
-    def _shrink(self, model: BaseModel) -> None:
-        fields_set = model.__pydantic_fields_set__
-        key = (type(model), frozenset(fields_set))
-        shared = self._fields_sets.get(key)
-        if shared is None:
-            shared = self._fields_sets[key] = set(fields_set)
-        object.__setattr__(model, "__pydantic_fields_set__", shared)
-        values = model.__dict__
-        for name, value in values.items():
-            values[name] = self._value(value)
+    def _shrink(self, obj: Any) -> None:
+        unique = self._unique.get(type(obj), ())
+        if isinstance(obj, BaseModel):
+            fields_set = obj.__pydantic_fields_set__
+            key = (type(obj), frozenset(fields_set))
+            shared = self._fields_sets.get(key)
+            if shared is None:
+                shared = self._fields_sets[key] = set(fields_set)
+            object.__setattr__(obj, "__pydantic_fields_set__", shared)
+            values = obj.__dict__
+            for name, value in values.items():
+                if name not in unique:
+                    values[name] = self._value(value)
+            return
+        # A record: a frozen slotted dataclass, no __dict__; set what changes (object.__setattr__, as
+        # dataclasses' own __init__ does for frozen ones).
+        for name in self._fields_of(type(obj)):
+            if name not in unique:
+                value = getattr(obj, name)
+                shrunk = self._value(value)
+                if shrunk is not value:
+                    object.__setattr__(obj, name, shrunk)
+
+    def _fields_of(self, cls: type[Any]) -> tuple[str, ...]:
+        names = self._record_fields.get(cls)
+        if names is None:
+            names = self._record_fields[cls] = tuple(getattr(cls, "__dataclass_fields__", ()))
+        return names
 
     def _value(self, value: Any) -> Any:
         if self._done and id(value) in self._done:
@@ -113,9 +147,15 @@ class Compactor:
         if isinstance(value, BaseModel):
             return self._model(value)
         if isinstance(value, tuple) and value:  # models, step names (`dependencies`), ...
-            return tuple(self._value(item) for item in value)
+            items = tuple(self._value(item) for item in value)
+            if all(type(item) in self._shareable for item in items):
+                with contextlib.suppress(TypeError):  # a dict inside (steps): not hashable
+                    return self._known(items, items)  # a flow's Jobs share one tuple of ownerReferences
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
         if isinstance(value, dict | list):
             return self._shared(value) if value else value
+        if hasattr(type(value), "__dataclass_fields__"):
+            return self._model(value)
         return value
 
     def _shared(self, container: dict[str, Any] | list[Any]) -> Any:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from zen_flow.kube.streams import DecodedPage, WatchEvent
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")  # a pydantic model or a pydantic dataclass (a record)
 _ADDED = b'{"type":"ADDED"'
 
 
@@ -53,7 +53,7 @@ class _Event(BaseModel, Generic[M]):
 
 
 class ModelDecoder(Generic[M]):
-    """A `zen_flow.kube.Decoder` producing `model` instances.
+    """A `zen_flow.kube.Decoder` producing `model` instances (a pydantic model or record class).
 
     `finish` runs on every decoded object before anyone sees it (compaction, clearing a stale parse
     error); `item` is the slow path for one decoded dict (validation with a placeholder fallback).
@@ -112,7 +112,7 @@ class ModelDecoder(Generic[M]):
         return WatchEvent(type=event_type, object=obj, version=_resource_version(obj))
 
 
-def _resource_version(obj: BaseModel) -> str:
+def _resource_version(obj: object) -> str:
     metadata = getattr(obj, "metadata", None)
     return str(getattr(metadata, "resource_version", "") or "")
 

@@ -5,11 +5,12 @@ must only enqueue keys (they run inside the watch loop; anything slow there dela
 Readers get the store's frozen objects. Handler exceptions are not caught: a broken handler is a bug and
 ends the process (crash, don't limp).
 
-The model decides what is cached: the Job and JobFlow informers keep pydantic models only (no pod
-templates, no managedFields), decoded straight from the apiserver's bytes (`decoding.py`) and compacted
-(`compaction.py`). An object the model cannot parse must not stop the informer, nor vanish from the
-cache (reconcile has to see it to report the problem), so a *fallback* builds a placeholder (metadata,
-plus whatever else still parses) and the error is kept in a side table, `parse_error(key)`.
+The model decides what is cached: the Job informer keeps records (`zen_flow.api.job`), the JobFlow
+informer pydantic models, with only the fields they declare (no pod templates, no managedFields),
+decoded straight from the apiserver's bytes (`decoding.py`) and compacted (`compaction.py`). An object
+the model cannot parse must not stop the informer, nor vanish from the cache (reconcile has to see it to
+report the problem), so a *fallback* builds a placeholder (metadata, plus whatever else still parses)
+and the error is kept in a side table, `parse_error(key)`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.informer.compaction import Compactor
@@ -62,7 +63,8 @@ class Informer(Generic[T]):
         *,
         model: type[T],
         fallback: Fallback[T],
-        shared_models: tuple[type[BaseModel], ...] = (),
+        shared_models: tuple[type[Any], ...] = (),
+        unique: Mapping[type[Any], Sequence[str]] | None = None,
         reuse: Reuse[T] | None = None,
         head: tuple[type[BaseModel], Assemble[T]] | None = None,
         indexers: Mapping[str, IndexFunc[T]] | None = None,
@@ -74,14 +76,14 @@ class Informer(Generic[T]):
         """`namespaces=()` watches all namespaces with one reflector; otherwise one reflector each."""
         self.name = name
         self.store: Store[T] = Store(indexers)
-        # A pydantic model class (the store's protocol only needs `.metadata`; decoding needs pydantic).
-        self._model: type[BaseModel] = cast("type[BaseModel]", model)
+        # A pydantic model or dataclass (the store's protocol only needs `.metadata`; decoding, pydantic).
+        self._model: TypeAdapter[Any] = TypeAdapter(model)
         self._fallback: Fallback[T] = fallback
-        self._compactor = Compactor(shared_models)
+        self._compactor = Compactor(shared_models, unique=unique)
         self._reuse = reuse
         self._assemble = head[1] if head is not None else None
         self.decoder: ModelDecoder[Any] = ModelDecoder(
-            self._model,
+            model,
             finish=self._finish,
             item=self._convert,
             head=head[0] if head is not None else None,
@@ -238,7 +240,7 @@ class Informer(Generic[T]):
     def _convert(self, raw: dict[str, Any]) -> T:
         """The slow path for one decoded object: validate, or cache a placeholder and remember why."""
         try:
-            obj = self._model.model_validate(raw)
+            obj = self._model.validate_python(raw)
         except (ValidationError, ValueError, TypeError, KeyError) as err:
             key = _key_of(raw)
             message = describe_error(err)

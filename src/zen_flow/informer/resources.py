@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import API_VERSION, GROUP, KIND
-from zen_flow.api.job import JobStatus
-from zen_flow.api.jobflow import Initiator, JobFlowStatus, Progress
+from zen_flow.api.job import JobMeta, JobStatus
+from zen_flow.api.jobflow import Initiator, JobFlowStatus, ObjectRef, Progress, Step
 from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
@@ -53,13 +53,16 @@ class JobInformer(Informer[Job]):
         namespaces: Sequence[str] = (),
         options: ReflectorOptions | None = None,
         rng: random.Random | None = None,
+        model: type[Job] = Job,
     ) -> None:
+        """`model`: the record each Job is cached as (a tool that reads more fields passes a subclass)."""
         super().__init__(
             "jobs",
             source,
-            model=Job,
+            model=model,
             # A flow's Jobs share its ownerReference; Jobs that changed in the same second, their status.
             shared_models=(OwnerReference, Condition, JobStatus),
+            unique={JobMeta: ("name", "uid", "resource_version")},
             fallback=_job_placeholder,
             indexers={OWNER_UID_INDEX: controller_uid},
             namespaces=namespaces,
@@ -91,7 +94,9 @@ class JobFlowInformer(Informer[JobFlow]):
             "jobflows",
             source,
             model=JobFlow,
-            shared_models=(Condition, Progress, Initiator),
+            # Flows stamped from one manifest repeat its steps (matched by their JSON: they hold dicts).
+            shared_models=(Condition, Progress, Initiator, Step),
+            unique={ObjectMeta: ("name", "uid", "resource_version"), ObjectRef: ("name", "uid")},
             reuse=reuse_unchanged,
             head=(FlowHead, assemble_flow),
             fallback=_flow_placeholder,
@@ -151,7 +156,18 @@ def reuse_unchanged(cached: JobFlow, decoded: JobFlow) -> list[object]:
 
 def _job_placeholder(raw: dict[str, Any]) -> Job:
     # Metadata alone keeps the owner index right; a Job with no readable status looks "not finished".
-    return Job(metadata=metadata_of(raw))
+    meta = metadata_of(raw)
+    return Job(
+        metadata=JobMeta(
+            name=meta.name,
+            namespace=meta.namespace,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+            creation_timestamp=meta.creation_timestamp,
+            deletion_timestamp=meta.deletion_timestamp,
+            owner_references=meta.owner_references,
+        )
+    )
 
 
 def _flow_placeholder(raw: dict[str, Any]) -> JobFlow:

@@ -1,8 +1,8 @@
 """The informer's cache: `namespace/name` → latest object, plus secondary indexes (client-go's indexer).
 
 One event loop means no locks: the reflector task mutates the store synchronously, and readers (reconcile
-workers) never see a half-applied change because nothing awaits in between. Objects are frozen pydantic
-models, so a reader can keep one without it changing underneath.
+workers) never see a half-applied change because nothing awaits in between. Objects are frozen (pydantic
+models or records), so a reader can keep one without it changing underneath.
 
 `replace()` is what a relist does: it reports every listed object as added or updated, and every cached
 object the list no longer has as deleted, with its last known state (client-go's
@@ -16,12 +16,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from zen_flow.api.meta import ObjectMeta
+
+class Metadata(Protocol):
+    @property
+    def key(self) -> str: ...  # `namespace/name`
+
+    @property
+    def namespace(self) -> str: ...
 
 
 class KubeObject(Protocol):
+    """A pydantic model (`JobFlow`) or a record (`Job`): anything with metadata."""
+
     @property
-    def metadata(self) -> ObjectMeta: ...
+    def metadata(self) -> Metadata: ...
 
 
 T = TypeVar("T", bound=KubeObject)

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import tenacity
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from zen_flow import __version__
 from zen_flow.kube.config import KubeConfig
@@ -45,7 +45,7 @@ from zen_flow.machinery.ratelimit import TokenBucket
 
 USER_AGENT = f"zen-flow/{__version__}"
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")  # a pydantic model or a pydantic dataclass (a record, `zen_flow.api.job`)
 
 Query = Sequence[tuple[str, str]]
 
@@ -166,7 +166,8 @@ class KubeClient:
         answers a write with the whole object (managedFields, pod templates), most of it not needed."""
         raw = await self.request_raw(method, path, **kwargs)
         try:
-            return model.model_validate_json(raw)
+            decoded: M = _adapter(model).validate_json(raw)
+            return decoded
         except ValidationError as err:
             raise TransportError(f"{method} {path}: unexpected answer {raw[:200]!r}") from err
 
@@ -408,3 +409,13 @@ async def _read(response: aiohttp.ClientResponse) -> bytes:
         return await response.read()
     except TRANSPORT_ERRORS:
         return b""
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(model: type[Any]) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    return adapter
