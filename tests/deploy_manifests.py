@@ -119,7 +119,7 @@ def metric_catalog() -> dict[str, frozenset[str]]:
 def _step_status(name: str, phase: StepPhase) -> Any:
     from zen_flow.api.jobflow import StepStatus
 
-    return StepStatus.model_validate({"name": name, "phase": phase.value})
+    return StepStatus(name=name, phase=phase.value)
 
 
 def _series_names(name: str, kind: str, labels: frozenset[str]) -> dict[str, frozenset[str]]:

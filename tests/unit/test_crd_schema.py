@@ -19,6 +19,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from pydantic.dataclasses import is_pydantic_dataclass
 
 from zen_flow.api import constants
 from zen_flow.api.constants import (
@@ -97,7 +98,8 @@ def compare_model(model: type[BaseModel], schema: dict[str, Any], path: str) -> 
         yield f"{path}: model {model.__name__} needs an object schema with properties"
         return
     props: dict[str, Any] = schema["properties"]
-    fields = {(info.alias or name): info for name, info in model.model_fields.items()}
+    # A model's fields, or a record's (pydantic keeps both in `__pydantic_fields__`).
+    fields = {(info.alias or name): info for name, info in model.__pydantic_fields__.items()}
     for alias in sorted(fields.keys() - props.keys()):
         yield f"{path}.{alias}: model field missing from the CRD (the apiserver would prune it)"
     for alias in sorted(props.keys() - fields.keys()):
@@ -154,7 +156,7 @@ def compare_type(annotation: Any, schema: dict[str, Any], path: str) -> Iterator
     elif origin is Literal:
         if kind != "string" or sorted(schema.get("enum", ())) != sorted(get_args(tp)):
             yield f"{path}: model Literal{list(get_args(tp))} but CRD enum {schema.get('enum')}"
-    elif isinstance(tp, type) and issubclass(tp, BaseModel):
+    elif isinstance(tp, type) and (issubclass(tp, BaseModel) or is_pydantic_dataclass(tp)):
         yield from compare_model(tp, schema, path)
     else:
         yield f"{path}: the walker does not know model type {tp!r}"

@@ -4,6 +4,7 @@ changed, and are conditional on the version they were computed from."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,7 +137,7 @@ def test_the_patch_turns_the_old_status_into_the_new_one(old: JobFlowStatus, new
 @given(st.lists(_entry, min_size=1, max_size=8, unique_by=lambda e: e.name), st.data())
 def test_unchanged_entries_are_never_sent(entries: list[StepStatus], data: st.DataObject) -> None:
     changed = data.draw(st.sets(st.integers(0, len(entries) - 1), max_size=1))
-    new = [e.model_copy(update={"phase": "Done"}) if i in changed else e for i, e in enumerate(entries)]
+    new = [replace(e, phase="Done") if i in changed else e for i, e in enumerate(entries)]
     old_status, new_status = (
         status(phase="Running", steps=tuple(entries)),
         status(phase="Running", steps=tuple(new)),

@@ -18,7 +18,8 @@ from pydantic.dataclasses import dataclass
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import LABEL_FLOW, LABEL_STEP
-from zen_flow.api.job import RECORD, JobMeta
+from zen_flow.api.job import JobMeta
+from zen_flow.api.meta import RECORD
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube import JobClient, JobFlowClient, KubeClient
 from zen_flow.machinery.clock import SystemClock

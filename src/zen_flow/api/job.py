@@ -1,8 +1,8 @@
 """The subset of a batch/v1 Job that reconcile reads (the informer caches only this).
 
-These are *records*, frozen slotted pydantic dataclasses, not `Model`s: a controller caches every Job
-of every flow, and a pydantic model carries a `__dict__` per instance (a Job with its metadata was ~1.1 KB
-of dicts before any value; a record of the same fields ~0.2 KB). They are decoded from the apiserver's
+These are *records* (`zen_flow.api.meta.RECORD`), not `Model`s: a controller caches every Job of every
+flow, and a pydantic model carries a `__dict__` per instance (a Job with its metadata was ~1.1 KB of
+dicts before any value; a record of the same fields ~0.2 KB). They are decoded from the apiserver's
 bytes as directly as models are. What reconcile never reads is not kept: labels, annotations,
 managedFields, the spec (the planner rebuilds a step's Job from the flow). A tool that needs more
 declares its own record (the benchmark's observer keeps the labels) and passes it to the informer.
@@ -12,14 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter
-from pydantic.alias_generators import to_camel
+from pydantic import TypeAdapter
 from pydantic.dataclasses import dataclass
 
-from zen_flow.api.meta import Condition, OwnerReference, Timestamp
-
-RECORD = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-"""Like `Model`: camelCase on the wire, unknown fields ignored (frozen and slots are the decorator's)."""
+from zen_flow.api.meta import RECORD, Condition, OwnerReference, Timestamp, record_to_wire
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)
@@ -52,8 +48,7 @@ class JobStatus:
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready dict as the apiserver writes it: camelCase, no nulls."""
-        wire: dict[str, Any] = _STATUS.dump_python(self, by_alias=True, exclude_none=True, mode="json")
-        return wire
+        return record_to_wire(_STATUS, self)
 
 
 _STATUS: TypeAdapter[JobStatus] = TypeAdapter(JobStatus)

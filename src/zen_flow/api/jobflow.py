@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 
 from zen_flow.api.constants import API_VERSION, KIND, StepType
-from zen_flow.api.meta import Condition, Model, ObjectMeta, Timestamp
+from zen_flow.api.meta import RECORD, Condition, Model, ObjectMeta, Timestamp, record_to_wire
 from zen_flow.api.transfer import Archive
 
 # --- spec ---------------------------------------------------------------------------------------------
@@ -195,7 +196,10 @@ class JobFlowSpec(Model):
 # --- status -------------------------------------------------------------------------------------------
 
 
-class ObjectRef(Model):
+@dataclass(frozen=True, slots=True, config=RECORD)
+class ObjectRef:
+    """A record (`meta.RECORD`): one per step entry of every cached flow."""
+
     api_version: str | None = None
     kind: str | None = None
     name: str = ""
@@ -222,7 +226,10 @@ class StepOutputValues(Model):
     artifacts: tuple[ArtifactRef, ...] = ()
 
 
-class StepStatus(Model):
+@dataclass(frozen=True, slots=True, config=RECORD)
+class StepStatus:
+    """A record (`meta.RECORD`), not a model: a cached flow holds one per step (~860 -> ~330 bytes)."""
+
     name: str
     phase: str = "Pending"
     start_time: Timestamp | None = None
@@ -235,6 +242,12 @@ class StepStatus(Model):
     next_retry_time: Timestamp | None = None
     # Who approved or rejected a Manual step (from the admission request's userInfo, when recorded).
     approved_by: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return record_to_wire(_STEP_STATUS, self)
+
+
+_STEP_STATUS: TypeAdapter[StepStatus] = TypeAdapter(StepStatus)
 
 
 class Progress(Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 
@@ -34,6 +34,18 @@ class Model(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready dict as the apiserver expects it: camelCase, no nulls."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+RECORD = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+"""The config of *records*, frozen slotted pydantic dataclasses (`@dataclass(frozen=True, slots=True,
+config=RECORD)`): what is cached by the thousand (a Job, a step's status). Like `Model` on the wire, but
+no `__dict__` per instance: a model of 10 fields costs ~420 bytes before any value, a record ~110."""
+
+
+def record_to_wire(adapter: TypeAdapter[Any], value: Any) -> dict[str, Any]:
+    """A record as `Model.to_wire` gives a model: camelCase, no nulls, JSON-ready."""
+    wire: dict[str, Any] = adapter.dump_python(value, by_alias=True, exclude_none=True, mode="json")
+    return wire
 
 
 class OwnerReference(Model):

@@ -9,7 +9,7 @@ waited for; anything else fails the flow, as does a manifest the apiserver refus
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from zen_flow import planner
@@ -44,7 +44,7 @@ def with_resource_uids(
     """Fill in the UIDs of the objects just created or adopted, and drop the refs of those still waiting
     for a namesake to be deleted (not recorded, they are tried again on the next reconcile)."""
     refs = tuple(
-        ref.model_copy(update={"uid": uids[(ref.kind or "", ref.name)]})
+        replace(ref, uid=uids[(ref.kind or "", ref.name)])
         if not ref.uid and uids.get((ref.kind or "", ref.name))
         else ref
         for ref in status.resource_refs

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -528,9 +529,7 @@ def _with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowSta
     """Fill in the UIDs of Jobs this reconcile just created, so the status is complete in one write
     (otherwise the next reconcile would learn them from the cache and write status a second time)."""
     steps = tuple(
-        step.model_copy(
-            update={"job_ref": step.job_ref.model_copy(update={"uid": created[step.job_ref.name]})}
-        )
+        replace(step, job_ref=replace(step.job_ref, uid=created[step.job_ref.name]))
         if step.job_ref is not None and not step.job_ref.uid and step.job_ref.name in created
         else step
         for step in status.steps

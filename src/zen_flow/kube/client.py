@@ -19,6 +19,7 @@ Every request goes through `KubeClient.request` or `KubeClient.stream`, which
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -77,10 +78,24 @@ class ClientOptions:
     retry_deadline: float = 5.0  # give up retrying after this many seconds
     retry_max_wait: float = 2.0  # cap on one wait, also applied to Retry-After
     # Ordinary requests in flight at once (watches are not counted: each holds a connection of its own
-    # for minutes). HTTP/1.1 means one connection per request in flight, and asyncio gives every TLS
-    # connection a 256 KiB read buffer: at 64 the pool held 17 MB of buffers (docs/BENCHMARKS.md). 32
-    # leave room for a fan-out's 16 concurrent creates beside the other workers' requests (8 MB at most).
+    # for minutes). HTTP/1.1 means one connection per request in flight, each with a TLS read buffer
+    # (`TLS_READ_CHUNK`): at 64 and asyncio's 256 KiB the pool held 17 MB (docs/BENCHMARKS.md). 32 leave
+    # room for a fan-out's 16 concurrent creates beside the other workers' requests.
     max_concurrent_requests: int = 32
+
+
+TLS_READ_CHUNK = 64 * 1024
+"""asyncio reads TLS in chunks of `SSLProtocol.max_size` (256 KiB) into a buffer every connection keeps
+for its life: ~300 KB per pooled connection with OpenSSL's own, 9.7 MB for 32 (measured: 32 loopback
+TLS connections, client side). Four TLS records a read serve the apiserver's answers as well: 3.5 MB."""
+
+
+def _shrink_tls_read_buffers() -> None:
+    """Set asyncio's TLS read chunk (a class attribute of `asyncio.sslproto.SSLProtocol` in 3.11-3.13) to
+    `TLS_READ_CHUNK` for the process; a Python without it is left as it is."""
+    protocol = getattr(asyncio.sslproto, "SSLProtocol", None)
+    if protocol is not None and getattr(protocol, "max_size", 0) > TLS_READ_CHUNK:
+        protocol.max_size = TLS_READ_CHUNK
 
 
 class Limiter(Protocol):
@@ -107,6 +122,7 @@ class KubeClient:
         self.host = config.host
         self._config = config
         self._requests = asyncio.Semaphore(self.options.max_concurrent_requests)
+        _shrink_tls_read_buffers()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=0,  # watches are never queued behind requests; `_requests` bounds the rest
