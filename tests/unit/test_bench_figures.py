@@ -149,29 +149,28 @@ def test_controller_counter_and_deltas() -> None:
 
 
 @pytest.mark.parametrize(
-    ("running", "fresh", "verdict"),
-    [(134.5, 121.4, "met"), (171.0, 145.6, "MISSED"), (120.0, 151.0, "MISSED")],
+    ("jobs", "running", "fresh", "target", "verdict"),
+    [
+        (20_000, 99.5, 93.2, "RSS <= 100 MB at 20000 cached Jobs", "met"),
+        (20_000, 134.5, 93.2, "RSS <= 100 MB at 20000 cached Jobs", "MISSED"),
+        (20_000, 90.0, 101.0, "RSS <= 100 MB at 20000 cached Jobs", "MISSED"),
+        (100_000, 215.9, 202.8, "RSS <= 300 MB at 100000 cached Jobs", "met"),
+    ],
 )
 def test_the_memory_target_is_judged_on_the_larger_of_running_and_fresh(
-    running: float, fresh: float, verdict: str
+    jobs: int, running: float, fresh: float, target: str, verdict: str
 ) -> None:
     cache = {
         "workload": "cache",
         "kind": "cache",
         "zen-flow": {
-            "cached_jobs": 20_000,
+            "cached_jobs": jobs,
             "resources": {"controller_rss_mb": running},
             "fresh_controller": {"rss_mb": fresh},
         },
     }
     rows = [row for row in report.targets({"workloads": [cache]}) if row[0].startswith("RSS")]
-    assert rows == [
-        [
-            "RSS <= 150 MB at 20000 cached Jobs",
-            f"{max(running, fresh):.0f} MB (measured, 20000 Jobs)",
-            verdict,
-        ]
-    ]
+    assert rows == [[target, f"{max(running, fresh):.0f} MB (measured, {jobs} Jobs)", verdict]]
 
 
 def test_the_get_timing_renders_a_finished_flow_of_every_step() -> None:

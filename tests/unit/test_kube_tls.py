@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 
 from zen_flow.kube import KubeClient, load_config
-from zen_flow.kube.client import TLS_READ_CHUNK
+from zen_flow.kube.client import TLS_READ_CHUNK, WATCH_TLS_READ_CHUNK
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 
 # A LIST page of 500 Jobs is ~10 MB; 3 MB is dozens of read chunks.
@@ -32,8 +32,20 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[Path]:
     async def big(_: web.Request) -> web.Response:
         return web.json_response(BIG)
 
+    done = asyncio.Event()
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for i in range(3):
+            event = {"type": "ADDED", "object": {"metadata": {"name": f"f{i}", "resourceVersion": str(i)}}}
+            await response.write(json.dumps(event).encode() + b"\n")
+        await done.wait()  # held open, as the apiserver holds a watch, until the test ends
+        return response
+
     app = web.Application()
     app.router.add_get("/big", big)
+    app.router.add_get("/watch", watch)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
@@ -63,6 +75,7 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[Path]:
     try:
         yield path
     finally:
+        done.set()
         await runner.cleanup()
 
 
@@ -72,3 +85,16 @@ async def test_big_answers_arrive_whole_over_tls(tls_server: Path) -> None:
     assert all(json.loads(raw) == BIG for raw in answers)
     # Every pooled connection keeps one read buffer of this size for its life (256 KiB in asyncio).
     assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_CHUNK
+
+
+async def test_a_watch_reads_in_larger_chunks(tls_server: Path) -> None:
+    async with (
+        KubeClient(await load_config(str(tls_server))) as client,
+        client.stream("/watch", [], timeout_seconds=5) as events,
+    ):
+        names = [(await anext(events)).object["metadata"]["name"] for _ in range(3)]
+        # One socket read per event-loop pass: a watch drains up to this much per pass.
+        transport = events._content._protocol.transport  # type: ignore[attr-defined]
+        assert transport._ssl_protocol.max_size == WATCH_TLS_READ_CHUNK
+    assert names == ["f0", "f1", "f2"]
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_CHUNK  # only the watch's connection

@@ -9,19 +9,24 @@ Job took 8.4 KB and a 20-step JobFlow 122 KB, most of it not data but repetition
   shared set per (class, combination) is safe;
 - the same short strings (label keys, `batch/v1`, `True`, phases, reasons, namespaces, step names) are
   separate objects in every decoded document: `json.loads` shares keys only within one document;
-- flows stamped from one manifest repeat the same Job templates, each a tree of a dozen dicts.
-
+- flows stamped from one manifest repeat the same Job templates, each a tree of a dozen dicts, and the
+  same steps;
 - nested models repeat too: the 20 Jobs of a flow carry equal ownerReferences, Jobs that changed in the
   same second equal conditions and statuses.
+
+What is cached by the thousand is a *record* now (`zen_flow.api.meta.RECORD`: a slotted dataclass, no
+`__dict__` and no fields set): a Job 435 bytes, a 20-step flow 10.3 KB (tracemalloc, 2026-12-02).
 
 `Compactor.compact(model)` rewrites a freshly parsed model in place, before anyone else sees it: equal
 fields sets become one object, strings shorter than `MAX_INTERNED` become `sys.intern`ed ones (which the
 interpreter frees with their last user), dict/list values equal to one seen recently become that one
 object, and so do nested models of the classes the informer names as repeating (not all: a unique one,
-like a step's status, would only churn the table and keep dead versions alive). Nothing changes value, only
-identity. The price: values are shared between cached objects, so they must be treated as read-only,
-which the store's contract already demands (the planner deep-copies a template before building a Job
-from it). Sharing tables are bounded LRUs: an evicted value stays valid where it is used.
+like a step's status, would only churn the table and keep dead versions alive). Strings that identify
+one object (uids, names, resourceVersions) stay uninterned: the interpreter's table would hold an entry
+for each. Nothing changes value, only identity. The price: values are shared between cached objects,
+so they must be treated as read-only, which the store's contract already demands (the planner
+deep-copies a template before building a Job from it). Sharing tables are bounded LRUs: an evicted
+value stays valid where it is used.
 """
 
 from __future__ import annotations

@@ -85,17 +85,29 @@ class ClientOptions:
 
 
 TLS_READ_CHUNK = 64 * 1024
-"""asyncio reads TLS in chunks of `SSLProtocol.max_size` (256 KiB) into a buffer every connection keeps
-for its life: ~300 KB per pooled connection with OpenSSL's own, 9.7 MB for 32 (measured: 32 loopback
-TLS connections, client side). Four TLS records a read serve the apiserver's answers as well: 3.5 MB."""
+"""asyncio reads a TLS socket once per event-loop pass, up to `SSLProtocol.max_size` (256 KiB), into a
+buffer every connection keeps for its life: ~300 KB per pooled connection with OpenSSL's own, 9.7 MB for
+32 (measured: 32 loopback TLS connections, client side). Requests read in 64 KiB chunks (3.5 MB for 32):
+an answer waits on no one else's reading."""
+
+WATCH_TLS_READ_CHUNK = 256 * 1024
+"""A watch keeps asyncio's 256 KiB: when reconciles keep the event loop busy, a pass comes every few tens
+of milliseconds, and what one pass drains is what keeps the apiserver from closing the watch as a slow
+reader's (1,000 flows created at once, docs/BENCHMARKS.md). With 64 KiB the controller's JobFlow watch
+was closed twice in a 1,000-flow burst (once with 256 KiB), and 4 times in a 5,000-flow one."""
 
 
-def _shrink_tls_read_buffers() -> None:
-    """Set asyncio's TLS read chunk (a class attribute of `asyncio.sslproto.SSLProtocol` in 3.11-3.13) to
-    `TLS_READ_CHUNK` for the process; a Python without it is left as it is."""
-    protocol = getattr(asyncio.sslproto, "SSLProtocol", None)
-    if protocol is not None and getattr(protocol, "max_size", 0) > TLS_READ_CHUNK:
-        protocol.max_size = TLS_READ_CHUNK
+def _set_tls_read_chunk(protocol: object, size: int) -> None:
+    """asyncio's TLS read chunk, `max_size` (a class attribute of `asyncio.sslproto.SSLProtocol` in 3.11-3.13,
+    read through the instance); a Python without it is left as it is."""
+    if protocol is not None and isinstance(getattr(protocol, "max_size", None), int):
+        protocol.max_size = size  # type: ignore[attr-defined]
+
+
+def _watch_read_chunk(response: aiohttp.ClientResponse) -> None:
+    """Give the watch's connection (closed with the watch, never pooled again) the larger read chunk."""
+    transport = response.connection.transport if response.connection is not None else None
+    _set_tls_read_chunk(getattr(transport, "_ssl_protocol", None), WATCH_TLS_READ_CHUNK)
 
 
 class Limiter(Protocol):
@@ -122,7 +134,7 @@ class KubeClient:
         self.host = config.host
         self._config = config
         self._requests = asyncio.Semaphore(self.options.max_concurrent_requests)
-        _shrink_tls_read_buffers()
+        _set_tls_read_chunk(getattr(asyncio.sslproto, "SSLProtocol", None), TLS_READ_CHUNK)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=0,  # watches are never queued behind requests; `_requests` bounds the rest
@@ -279,6 +291,7 @@ class KubeClient:
                 raise from_response(
                     response.status, await _read(response), response.headers.get("Retry-After")
                 )
+            _watch_read_chunk(response)
             yield WatchStream(response, decoder)
         finally:
             response.close()
