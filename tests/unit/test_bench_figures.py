@@ -245,3 +245,22 @@ def test_closed_watches_are_reported_with_the_client_that_read_too_slowly() -> N
     assert "zen-flow run: 3 (controller 0, harness observer 3)" in line
     assert "baseline" not in line  # it closed none then
     assert report._closed_watches({"workload": "chain", "zen-flow": {"api": {}}}) == ""
+
+
+def test_a_cached_job_and_flow_cost_less_than_their_json() -> None:
+    from zen_flow_dev.bench import cachesize
+
+    sizes = cachesize.measure(jobs=400, flows=40)
+    # Records, only the fields reconcile reads, shared parts: a quarter of the JSON the apiserver sends
+    # for a Job (a pydantic model of the same fields was as big as the JSON itself).
+    assert 0 < sizes["bytes_per_job"] < sizes["job_json_bytes"] / 2
+    assert 0 < sizes["bytes_per_flow"] < sizes["flow_json_bytes"]
+    meta = {
+        "date": "d",
+        "commit": "c",
+        "preset": "p",
+        "controller": {},
+        "machine": {"nproc": 2, "cpu_model": "x", "memory_gb": 1},
+    }
+    shown = report.render({"meta": meta, "workloads": [], "cache_objects": sizes})
+    assert f"a Job {sizes['bytes_per_job']} B" in shown

@@ -277,6 +277,13 @@ def render(results: Mapping[str, Any]) -> str:
         parts.append(_table(("path", "shape", "steps", "first", "p50", "p90", "p99", "n"), rows))
         if "webhook_error" in adm:
             parts.append(f"  ! webhook: {adm['webhook_error']}")
+    if sizes := results.get("cache_objects"):
+        parts.append(
+            "\nCached objects (tracemalloc, decoded and compacted as the informers do; "
+            f"{sizes['jobs']} Jobs, {sizes['flows']} flows): a Job {sizes['bytes_per_job']} B "
+            f"(its JSON {sizes['job_json_bytes']} B), a {sizes['flow_steps']}-step flow "
+            f"{sizes['bytes_per_flow'] / 1000:.1f} KB (its JSON {sizes['flow_json_bytes'] / 1000:.1f} KB)"
+        )
     parts.append("\nTargets (issues 5 and 15; reported, not asserted):")
     parts.append(_table(("target", "measured", "verdict"), targets(results)))
     return "\n".join(parts)

@@ -25,7 +25,7 @@ from typing import Any
 from zen_flow import __version__
 from zen_flow.kube import ClientOptions, KubeClient, load_config
 from zen_flow.kube.jobflows import JOBFLOWS
-from zen_flow_dev.bench import admission, clirender, procstats
+from zen_flow_dev.bench import admission, cachesize, clirender, procstats
 from zen_flow_dev.bench.environment import (
     Environment,
     create_namespace,
@@ -87,6 +87,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
     if not config.skip_admission:
         progress("admission: validator and webhook timings")
         results["admission"] = _admission(config.admission_budget)
+    progress("cached objects: bytes per Job and per flow (tracemalloc)")
+    results["cache_objects"] = cachesize.measure()
     if config.admission_only:
         results["workloads"] = []
         return results

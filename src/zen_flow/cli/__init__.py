@@ -17,7 +17,19 @@ def _cmd_version(_: argparse.Namespace) -> int:
     return 0
 
 
+def without_rich() -> None:
+    """Make `import rich` fail in this process (a None entry in `sys.modules`), unless it was imported.
+
+    The controller draws nothing on a terminal, but structlog imports rich (and pygments) for pretty
+    tracebacks whenever it is installed, as it is for the CLI's colours: 3.2 MB of the controller's RSS
+    (measured). structlog then formats tracebacks plainly; the other commands keep rich.
+    """
+    if "rich" not in sys.modules:
+        sys.modules["rich"] = None  # type: ignore[assignment]
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    without_rich()
     from zen_flow.controller.app import run_controller
 
     try:

@@ -93,8 +93,8 @@ an answer waits on no one else's reading."""
 WATCH_TLS_READ_CHUNK = 256 * 1024
 """A watch keeps asyncio's 256 KiB: when reconciles keep the event loop busy, a pass comes every few tens
 of milliseconds, and what one pass drains is what keeps the apiserver from closing the watch as a slow
-reader's (1,000 flows created at once, docs/BENCHMARKS.md). With 64 KiB the controller's JobFlow watch
-was closed twice in a 1,000-flow burst (once with 256 KiB), and 4 times in a 5,000-flow one."""
+reader's (1,000 flows created at once, docs/BENCHMARKS.md). Not shrunk without a measurement that it is
+harmless: the closes counted in 1,000-flow bursts (1 and 3 at 256 KiB, 2 at 64 KiB) are too few to tell."""
 
 
 def _set_tls_read_chunk(protocol: object, size: int) -> None:

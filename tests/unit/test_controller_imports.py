@@ -1,0 +1,27 @@
+"""What the controller process imports: nothing it never uses (every module costs resident memory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_controller_runs_without_rich_and_still_logs_tracebacks() -> None:
+    program = """
+import sys
+from zen_flow.cli import without_rich
+without_rich()
+import zen_flow.controller.app
+from zen_flow.logging import configure, get_logger
+configure(fmt="console", level="info")
+try:
+    raise ValueError("boom")
+except ValueError:
+    get_logger("t").exception("failed")
+print("rich" in sys.modules and sys.modules["rich"] is not None, "pygments" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False False"
+    assert "ValueError: boom" in done.stdout + done.stderr
