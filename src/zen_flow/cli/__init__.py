@@ -29,7 +29,6 @@ def without_rich() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    without_rich()
     from zen_flow.controller.app import run_controller
 
     try:
@@ -269,6 +268,8 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["run"]:
+        without_rich()  # before the parser imports the API client, and structlog with it
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (zen-flow completion SHELL)
         from zen_flow.cli.completion import answer
