@@ -141,7 +141,10 @@ def owned_job_raw(name: str, flow_uid: str) -> dict[str, Any]:
 
 def test_the_jobs_of_a_flow_share_their_owner_reference_and_equal_statuses() -> None:
     informer = JobInformer(source=None, clock=FakeClock())  # type: ignore[arg-type]
-    a, b, c = (informer.decoder.item(owned_job_raw(n, "u1" if n != "c" else "u2")) for n in "abc")
+    raws = [owned_job_raw(n, "u1" if n != "c" else "u2") for n in "abc"]
+    for raw in raws:
+        raw["metadata"]["creationTimestamp"] = "2026-12-02T10:00:00Z"  # one reconcile created them
+    a, b, c = (informer.decoder.item(raw) for raw in raws)
     assert a is not None
     assert b is not None
     assert c is not None
@@ -149,6 +152,7 @@ def test_the_jobs_of_a_flow_share_their_owner_reference_and_equal_statuses() -> 
     assert a.metadata.owner_references[0] is not c.metadata.owner_references[0]  # another flow
     assert c.metadata.owner_references[0].uid == "u2"
     assert a.metadata.owner_references is b.metadata.owner_references  # the tuple too
+    assert a.metadata.creation_timestamp is b.metadata.creation_timestamp  # created in the same second
     assert a.status is b.status  # equal (same conditions at the same time)
     assert a.metadata is not b.metadata  # unique parts stay apart
 

@@ -44,7 +44,8 @@ def job_json(i: int) -> dict[str, Any]:
         "kind": "Job",
         "metadata": {
             "name": name, "namespace": "bench", "uid": uid, "resourceVersion": str(100_000 + i),
-            "generation": 1, "creationTimestamp": f"2026-12-02T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
+            # A flow's Jobs are created by one reconcile, within a second.
+            "generation": 1, "creationTimestamp": f"2026-12-02T10:{flow // 60 % 60:02d}:{flow % 60:02d}Z",
             "labels": labels, "annotations": {"batch.kubernetes.io/job-tracking": ""},
             "ownerReferences": [owner],
             "managedFields": [{"manager": "zen-flow", "operation": "Update", "apiVersion": "batch/v1",

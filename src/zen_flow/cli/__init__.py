@@ -17,17 +17,6 @@ def _cmd_version(_: argparse.Namespace) -> int:
     return 0
 
 
-def without_rich() -> None:
-    """Make `import rich` fail in this process (a None entry in `sys.modules`), unless it was imported.
-
-    The controller draws nothing on a terminal, but structlog imports rich (and pygments) for pretty
-    tracebacks whenever it is installed, as it is for the CLI's colours: 3.2 MB of the controller's RSS
-    (measured). structlog then formats tracebacks plainly; the other commands keep rich.
-    """
-    if "rich" not in sys.modules:
-        sys.modules["rich"] = None  # type: ignore[assignment]
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from zen_flow.controller.app import run_controller
 
@@ -268,8 +257,6 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["run"]:
-        without_rich()  # before the parser imports the API client, and structlog with it
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (zen-flow completion SHELL)
         from zen_flow.cli.completion import answer

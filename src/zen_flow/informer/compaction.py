@@ -36,6 +36,7 @@ import json
 import sys
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import pydantic_core
@@ -149,6 +150,8 @@ class Compactor:
             return value
         if isinstance(value, str):
             return sys.intern(value) if len(value) < MAX_INTERNED else value
+        if isinstance(value, datetime):  # second precision: Jobs created in one second share one
+            return self._known(value, value)
         if isinstance(value, BaseModel):
             return self._model(value)
         if isinstance(value, tuple) and value:  # models, step names (`dependencies`), ...
