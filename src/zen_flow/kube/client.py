@@ -88,13 +88,13 @@ TLS_READ_CHUNK = 64 * 1024
 """asyncio reads a TLS socket once per event-loop pass, up to `SSLProtocol.max_size` (256 KiB), into a
 buffer every connection keeps for its life: ~300 KB per pooled connection with OpenSSL's own, 9.7 MB for
 32 (measured: 32 loopback TLS connections, client side). Requests read in 64 KiB chunks (3.5 MB for 32):
-an answer waits on no one else's reading."""
+most answers are one Job or a status patch's few KB, and a 10 MB LIST page takes a few more passes."""
 
 WATCH_TLS_READ_CHUNK = 256 * 1024
 """A watch keeps asyncio's 256 KiB: when reconciles keep the event loop busy, a pass comes every few tens
 of milliseconds, and what one pass drains is what keeps the apiserver from closing the watch as a slow
 reader's (1,000 flows created at once, docs/BENCHMARKS.md). Not shrunk without a measurement that it is
-harmless: the closes counted in 1,000-flow bursts (1 and 3 at 256 KiB, 2 at 64 KiB) are too few to tell."""
+harmless: the closes counted in 1,000-flow bursts (0-3 per run at 256 KiB, 2 at 64 KiB) cannot tell."""
 
 
 def _set_tls_read_chunk(protocol: object, size: int) -> None:
