@@ -1,5 +1,5 @@
 """Memory as a guarded property, not a benchmark: a controller that starts on a namespace holding many of
-its Jobs caches them all and stays under a generous RSS bound. docs/BENCHMARKS.md measured 121 MB for
+its Jobs caches them all and stays under a generous RSS bound. docs/BENCHMARKS.md measured 92 MB (fresh) for
 20,000 cached Jobs; a regression that keeps whole Job objects (pod templates, managedFields) in the cache
 would pass 2 KB a Job and fail here."""
 
