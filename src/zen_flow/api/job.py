@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic.dataclasses import dataclass
 
-from zen_flow.api.meta import RECORD, Condition, OwnerReference, Timestamp, record_to_wire
+from zen_flow.api.meta import RECORD, Condition, OwnerReference, Timestamp, controller_of, record_to_wire
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)
@@ -33,7 +33,7 @@ class JobMeta:
         return f"{self.namespace}/{self.name}"
 
     def controller_ref(self) -> OwnerReference | None:
-        return next((ref for ref in self.owner_references if ref.controller), None)
+        return controller_of(self.owner_references)
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)

@@ -76,7 +76,12 @@ class ObjectMeta(Model):
         return f"{self.namespace}/{self.name}"
 
     def controller_ref(self) -> OwnerReference | None:
-        return next((ref for ref in self.owner_references if ref.controller), None)
+        return controller_of(self.owner_references)
+
+
+def controller_of(refs: tuple[OwnerReference, ...]) -> OwnerReference | None:
+    """The controller among an object's ownerReferences (ObjectMeta, and the Job record's JobMeta)."""
+    return next((ref for ref in refs if ref.controller), None)
 
 
 class Condition(Model):

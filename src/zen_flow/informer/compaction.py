@@ -140,6 +140,7 @@ class Compactor:
                     object.__setattr__(obj, name, shrunk)
 
     def _fields_of(self, cls: type[Any]) -> tuple[str, ...]:
+        """A record class's field names; () for any other class."""
         names = self._record_fields.get(cls)
         if names is None:
             names = self._record_fields[cls] = tuple(getattr(cls, "__dataclass_fields__", ()))
@@ -162,7 +163,7 @@ class Compactor:
             return value if all(a is b for a, b in zip(items, value, strict=True)) else items
         if isinstance(value, dict | list):
             return self._shared(value) if value else value
-        if hasattr(type(value), "__dataclass_fields__"):
+        if self._fields_of(type(value)):  # a record (the per-type lookup also answers for ints, None)
             return self._model(value)
         return value
 
