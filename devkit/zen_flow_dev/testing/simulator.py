@@ -76,12 +76,18 @@ class Simulator:
     def reconcile(self, *, write_status: bool = True, peers: Sequence[Peer] = ()) -> Plan:
         """One reconcile; `write_status=False` simulates a status write lost after the actions ran;
         `peers`: the other flows of its concurrency group (see `zen_flow_dev.testing.group`)."""
+        result = self.preview(peers=peers)
+        self.apply(result, write_status=write_status)
+        return result
+
+    def preview(self, *, peers: Sequence[Peer] = ()) -> Plan:
+        """The plan the next reconcile makes, without applying it."""
         jobs = list(self.jobs.values())
         # What the controller reads before planning: the pods of the Jobs the planner asks about.
         messages: dict[str, PodMessages] = {
             name: self.pod_messages.get(name) for name in jobs_to_read(self.flow, jobs)
         }
-        result = plan(
+        return plan(
             self.flow,
             jobs,
             self.now,
@@ -89,8 +95,6 @@ class Simulator:
             messages=messages,
             progress_deadline=self.progress_deadline,
         )
-        self.apply(result, write_status=write_status)
-        return result
 
     def apply(self, result: Plan, *, write_status: bool = True) -> None:
         self.plans.append(result)

@@ -21,7 +21,7 @@ from functools import lru_cache
 from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
-from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view, has_comprehension
+from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import decision, with_approvals, with_origin
@@ -31,7 +31,7 @@ from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, ju
 from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
 from zen_flow.planner.interventions import request, rerun, stop_request
 from zen_flow.planner.jobs import JobBuildError, build_job
-from zen_flow.planner.lifecycle import fail_invalid, structural_errors, terminal_plan, ttl_expiry
+from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import (
     OutputError,
@@ -46,8 +46,9 @@ from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import producer, uncommitted
 from zen_flow.planner.reports import download_failure
 from zen_flow.planner.resources import missing
+from zen_flow.planner.shape import Shape, shape_of
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
-from zen_flow.planner.steps import StepViews, StepWork, bound
+from zen_flow.planner.steps import StepViews, StepWork, Works, bound
 from zen_flow.planner.timing import after, after_cut, normalize, until
 
 _name = lru_cache(maxsize=65536)(job_name)
@@ -63,7 +64,7 @@ class _Planner:
         flow: JobFlow,
         jobs: Sequence[Job],
         now: datetime,
-        order: Sequence[str],
+        shape: Shape,
         peers: Sequence[Peer],
         evaluate: Evaluator | None,
         messages: Mapping[str, PodMessages],
@@ -78,25 +79,30 @@ class _Planner:
         self.messages = messages
         self.group = NO_GROUP
         self.now = now
-        self.order = order
+        self.order = shape.order
         self.jobs = {job.metadata.name: job for job in jobs}
         old = {s.name: s for s in flow.status.steps}
-        self.works = {s.name: StepWork.load(s, old.get(s.name)) for s in flow.spec.steps}
+        self.works = Works(shape.specs, old)
+        # The steps that can move in this plan; the passes below walk only these (see `Works`).
+        self.moving = self.works.moving
+        self.dependents = shape.dependents
         self.actions: list[Action] = []
         self.wakeups: list[datetime] = []
         self.approvals: list[Approval] = []
         self.suspended = bool(flow.spec.suspend)
         self.stopped = stop_request(flow)  # why the flow must fail now, or None
         self.budget = retry_budget(flow)
+        # Retrying steps are never settled nor dormant: they are all in `moving`.
         self.budget_used = sum(
-            w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0) for w in self.works.values()
-        )
+            s.retry_count for name, s in old.items() if s.retry_count > 0 and name in shape.specs
+        ) + sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
         self.failure: str | None = None  # the first step that failed for good (fail-fast)
         # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
         self.creating: tuple[CreateResource, ...] = ()
-        for w in self.works.values():
-            if w.phase == StepPhase.FAILED and not w.spec.continue_on_failure:
-                self.failure = self.failure or f"step {w.name} failed: {w.message or 'failed'}"
+        for s in self.works.settled():
+            if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
+                self.failure = f"step {s.name} failed: {s.message or 'failed'}"
+                break
         policy = flow.spec.execution_policy
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time
@@ -135,12 +141,15 @@ class _Planner:
     # --- pass 1: observe ------------------------------------------------------------------------------
 
     def observe(self) -> None:
-        for w in self.works.values():
+        for w in self.moving.values():
             if w.phase == StepPhase.PENDING_APPROVAL:
                 self.observe_approval(w)
             elif w.phase == StepPhase.RUNNING:
                 self.observe_running(w)
             self.adopt(w)
+        self.works.wake(
+            [d for w in self.moving.values() if w.terminal for d in self.dependents.get(w.name, ())]
+        )
 
     def adopt(self, w: StepWork) -> None:
         """A Job of the next attempt exists although status does not know it: the status write after
@@ -276,12 +285,17 @@ class _Planner:
         )
 
     def schedule(self) -> None:
+        moving = self.moving
         for name in self.order:
-            w = self.works[name]
+            w = moving.get(name)
+            if w is None:
+                continue
             if w.phase == StepPhase.RETRYING:
                 self.schedule_retry(w)
             elif w.phase == StepPhase.PENDING:
                 self.schedule_pending(w)
+            if w.terminal:
+                self.works.wake(self.dependents.get(name, ()))
 
     def schedule_retry(self, w: StepWork) -> None:
         if self.blocked():
@@ -301,7 +315,7 @@ class _Planner:
         for dep in w.spec.dependencies:
             d = self.works.get(dep)
             if d is None or d is w:
-                continue  # unknown names are the validator's business; structural_errors rejects them
+                continue  # unknown names are the validator's business; the plan's shape rejects them
             if d.phase == StepPhase.SKIPPED:
                 return False, f"dependency {dep} was skipped"
             if d.phase == StepPhase.FAILED and not d.spec.continue_on_failure:
@@ -363,7 +377,7 @@ class _Planner:
 
     def conclude(self) -> tuple[FlowPhase, str | None, str]:
         """(phase, failure message, Failed condition reason)."""
-        works = self.works.values()
+        works = self.moving.values()
         if self.stopped is not None:
             self.stop_all(self.stopped)
             return FlowPhase.FAILED, self.stopped, REASON_STOPPED
@@ -378,11 +392,12 @@ class _Planner:
                 if w.phase == StepPhase.RETRYING:
                     w.fail(self.now, f"not retried, the flow is failing; {w.message or ''}")
             if not any(w.phase == StepPhase.RUNNING for w in works):
+                self.works.wake_all()
                 for w in works:
                     if not w.terminal:
                         w.skip(self.now, "not started: the flow failed")
-        if all(w.terminal for w in works):
-            failed = next((w for w in works if w.phase == StepPhase.FAILED), None)
+        if not self.works.dormant and all(w.terminal for w in works):
+            failed = next((s for s in self.works.statuses() if s.phase == StepPhase.FAILED), None)
             if failed is None:
                 return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
             return (
@@ -396,14 +411,15 @@ class _Planner:
             phase = FlowPhase.RUNNING
         elif any(w.phase == StepPhase.PENDING_APPROVAL for w in works):
             phase = FlowPhase.PAUSED
-        elif all(w.phase == StepPhase.PENDING for w in works) and self.start_time is None:
+        elif self.start_time is None and not self.begun():
             phase = FlowPhase.PENDING
         else:
             phase = FlowPhase.RUNNING
         return phase, self.failure, REASON_STEP_FAILED
 
     def stop_all(self, reason: str, job_reason: str | None = None) -> None:
-        for w in self.works.values():
+        self.works.wake_all()
+        for w in self.moving.values():
             if w.phase == StepPhase.RUNNING:
                 name = w.job_ref.name if w.job_ref is not None else ""
                 job = self.jobs.get(name)
@@ -415,18 +431,22 @@ class _Planner:
             elif not w.terminal:
                 w.skip(self.now, f"not started: {reason}")
 
+    def begun(self) -> bool:
+        """Has any step left Pending (a settled step has)?"""
+        return len(self.moving) + len(self.works.dormant) < len(self.works) or any(
+            w.phase != StepPhase.PENDING for w in self.moving.values()
+        )
+
     def run(self) -> Plan:
         self.observe()
-        started = self.start_time is not None or any(
-            w.phase != StepPhase.PENDING for w in self.works.values()
-        )
+        started = self.start_time is not None or self.begun()
         self.group = judge(self.flow, self.peers, started=started)
         if not self.blocked():
             # Only a flow that may start steps now gets its objects (not a queued or suspended one).
             self.creating = missing(self.flow)
             self.actions.extend(self.creating)
         self.schedule()
-        if self.start_time is None and any(w.phase != StepPhase.PENDING for w in self.works.values()):
+        if self.start_time is None and self.begun():
             self.start_time = self.now
             deadline = self._deadline()
             if deadline is not None:
@@ -434,7 +454,7 @@ class _Planner:
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
         phase, failure, reason = self.conclude()
-        steps = [w.status() for w in self.works.values()]
+        steps = self.works.statuses()
         stall, due = judge_progress(
             phase,
             steps,
@@ -475,7 +495,7 @@ class _Planner:
 def uses_comprehensions(flow: JobFlow) -> bool:
     """Does a step's `when` use a comprehension? Evaluating those can take long (the controller bounds
     it in another process), so their flows are planned off the event loop."""
-    return any(has_comprehension(step.when) for step in flow.spec.steps)
+    return shape_of(flow).comprehensions
 
 
 def plan(
@@ -502,14 +522,14 @@ def plan(
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         ended = terminal_plan(flow, now)
         return replace(ended, events=(said, *ended.events)) if said is not None else ended
-    errors, order = structural_errors(flow)
-    if errors:
-        return fail_invalid(flow, errors, now)
+    shape = shape_of(flow)
+    if shape.errors:
+        return fail_invalid(flow, shape.errors, now)
     result = _Planner(
         flow,
         jobs,
         now,
-        order,
+        shape,
         peers,
         evaluate,
         messages or {},

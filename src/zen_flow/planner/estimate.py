@@ -14,17 +14,9 @@ from datetime import datetime, timedelta
 
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.jobflow import JobFlow, StepStatus
+from zen_flow.planner.shape import shape_of
 
 _TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED})
-
-
-def _mean_duration(steps: Sequence[StepStatus]) -> timedelta | None:
-    spans = [
-        s.completion_time - s.start_time
-        for s in steps
-        if s.phase == StepPhase.SUCCEEDED and s.job_ref is not None and s.start_time and s.completion_time
-    ]
-    return sum(spans, timedelta()) / len(spans) if spans else None
 
 
 def estimate_completion(
@@ -32,38 +24,40 @@ def estimate_completion(
 ) -> datetime | None:
     if phase != FlowPhase.RUNNING:
         return None
-    mean = _mean_duration(steps)
-    if mean is None:
-        return None
+    shape = shape_of(flow)
+    spans = [
+        s.completion_time - s.start_time
+        for s in steps
+        if s.phase == StepPhase.SUCCEEDED and s.job_ref is not None and s.start_time and s.completion_time
+    ]
+    if not spans or shape.errors:
+        return None  # errors: a cycle, say; the planner fails such a flow before it runs
+    mean = sum(spans, timedelta()) / len(spans)
     status: Mapping[str, StepStatus] = {s.name: s for s in steps}
-    specs = {s.name: s for s in flow.spec.steps}
-    if any(spec.is_manual and status[name].phase not in _TERMINAL for name, spec in specs.items()):
+    if any(status[name].phase not in _TERMINAL for name in shape.manual):
         return None
-    finish: dict[str, datetime] = {}
-    # Iterative post-order over dependencies (a 500-step chain would be deep for recursion).
-    for root in specs:
-        stack, entered = [root], set()
-        while stack:
-            name = stack[-1]
-            if name in finish:
-                stack.pop()
-                continue
-            deps = [d for d in specs[name].dependencies if d in specs]
-            pending = [d for d in deps if d not in finish]
-            if pending:
-                if name in entered:
-                    return None  # a cycle: the planner fails such a flow before it runs
-                entered.add(name)
-                stack.extend(pending)
-                continue
-            stack.pop()
-            finish[name] = _expected_finish(status[name], [finish[d] for d in deps], mean, now)
-    return max(finish.values(), default=now).replace(microsecond=0)
+    # A finished step finished when it did; the others, in topological order (dependencies first), when
+    # their last dependency is expected to finish plus the mean.
+    finish = {s.name: s.completion_time or now for s in steps if s.phase in _TERMINAL}
+    latest = max(finish.values(), default=now)
+    specs = shape.specs
+    for name in shape.order:
+        if name in finish:
+            continue
+        step = status[name]
+        if step.phase == StepPhase.PENDING:  # most of a long flow: inline, no list, no call
+            begin = now
+            for dep in specs[name].dependencies:
+                begin = max(begin, finish[dep])
+            end = begin + mean
+        else:
+            end = _expected_finish(step, [finish[d] for d in specs[name].dependencies], mean, now)
+        finish[name] = end
+        latest = max(latest, end)
+    return latest.replace(microsecond=0)
 
 
 def _expected_finish(step: StepStatus, deps: Sequence[datetime], mean: timedelta, now: datetime) -> datetime:
-    if step.phase in _TERMINAL:
-        return step.completion_time or now
     if step.phase == StepPhase.RETRYING and step.next_retry_time is not None:
         return max(now, step.next_retry_time + mean)
     if step.phase == StepPhase.RUNNING and step.start_time is not None:

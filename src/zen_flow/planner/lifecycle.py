@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import lru_cache
 
 from zen_flow.api.constants import DEFAULT_TTL_SECONDS_AFTER_FINISHED, FlowPhase, StepPhase
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.dag import CycleError, Graph
 from zen_flow.planner.actions import DeleteFlow, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import derive_events
@@ -40,39 +38,6 @@ def terminal_plan(flow: JobFlow, now: datetime) -> Plan:
     if now >= expiry:
         return Plan((DeleteFlow(f"ttlSecondsAfterFinished={ttl_seconds(flow)}s expired"),), status, (), None)
     return Plan((), status, (), until(now, expiry))
-
-
-def structural_errors(flow: JobFlow) -> tuple[list[str], tuple[str, ...]]:
-    """What makes a flow impossible to plan (the validator normally rejects it at admission), and
-    otherwise the deterministic topological order. Cached by the steps' names and dependencies: the
-    spec of a running flow does not change, but it is planned on every reconcile."""
-    errors, order = _structure(tuple((s.name, s.dependencies) for s in flow.spec.steps))
-    return list(errors), order
-
-
-@lru_cache(maxsize=1024)
-def _structure(steps: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    if not steps:
-        return ("spec.steps must not be empty",), ()
-    errors: list[str] = []
-    names: set[str] = set()
-    for i, (name, _) in enumerate(steps):
-        if not name:
-            errors.append(f"spec.steps[{i}].name must not be empty")
-        elif name in names:
-            errors.append(f"spec.steps[{i}].name: duplicate step name {name!r}")
-        names.add(name)
-    for i, (_, deps) in enumerate(steps):
-        for dep in deps:
-            if dep and dep not in names:
-                errors.append(f"spec.steps[{i}].dependencies: unknown step {dep!r}")
-    if errors:
-        return tuple(errors), ()
-    try:
-        order = Graph.build(steps).topological_order()
-    except CycleError as err:
-        return (f"spec.steps: {err}",), ()
-    return (), order
 
 
 def fail_invalid(

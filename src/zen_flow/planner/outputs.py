@@ -33,6 +33,7 @@ from zen_flow.api.jobflow import (
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.planner.artifacts import downloads, uploads
 from zen_flow.planner.reports import ReportError, stored_artifacts
+from zen_flow.planner.shape import shape_of
 
 MAX_VALUE_BYTES = 1024
 
@@ -85,7 +86,7 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     }
     if not running:
         return ()
-    specs = {step.name: step for step in flow.spec.steps}
+    specs = shape_of(flow).specs
     names = []
     for job in jobs:
         step = specs.get(running.get(job.metadata.name, ""))

@@ -35,9 +35,12 @@ class Stall:
 
 def phases_changed(old: JobFlowStatus, phase: FlowPhase, steps: Sequence[StepStatus]) -> bool:
     """Did the flow or one of its steps change phase between `old` and this plan?"""
-    return old.phase != phase.value or [(s.name, s.phase) for s in old.steps] != [
-        (s.name, s.phase) for s in steps
-    ]
+    if old.phase != phase.value or len(old.steps) != len(steps):
+        return True
+    # Most entries of a long flow are the old objects themselves: identity first.
+    return any(
+        a is not b and (a.name != b.name or a.phase != b.phase) for a, b in zip(old.steps, steps, strict=True)
+    )
 
 
 def stalled(status: JobFlowStatus) -> str | None:

@@ -12,7 +12,7 @@ Terminal phases (Succeeded, Failed, Skipped) never change; timestamps are set on
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,6 +151,88 @@ class StepWork:
         self.message = bound(message)
         if self.start_time is None:
             self.start_time = now
+
+
+SETTLED = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED})
+
+
+class Works(Mapping[str, StepWork]):
+    """Every step's working copy, in spec order, made on first use.
+
+    A long flow is mostly steps no plan can move: settled ones (Succeeded, Failed, Skipped: they never
+    change again) and dormant ones (Pending, and so is every dependency: nothing for them to wait on has
+    even started). A plan's passes walk only the others (`moving`), so its cost follows what is
+    happening, not how long the flow is. A dormant step wakes (joins `moving`) when one of its
+    dependencies settles during the plan, or when the flow ends and every unsettled step must; the
+    others are read (dependencies, `when`, inputs) through this mapping, loaded on first use.
+    """
+
+    __slots__ = ("_loaded", "_old", "_specs", "dormant", "moving")
+
+    def __init__(self, specs: Mapping[str, Step], old: Mapping[str, StepStatus]) -> None:
+        self._specs = specs
+        self._old = old
+        self.moving: dict[str, StepWork] = {}
+        self.dormant: set[str] = set()
+        self._loaded: dict[str, StepWork] = {}
+        started = {s.name for s in old.values() if s.phase != StepPhase.PENDING}
+        settled = {s.name for s in old.values() if s.phase in SETTLED}
+        for name, spec in specs.items():
+            if name in settled:
+                continue
+            deps = spec.dependencies
+            if deps and name not in started and started.isdisjoint(deps):
+                self.dormant.add(name)
+            else:
+                self.moving[name] = self._loaded[name] = StepWork.load(spec, old.get(name))
+
+    def __getitem__(self, name: str) -> StepWork:
+        work = self._loaded.get(name)
+        if work is None:
+            work = self._loaded[name] = StepWork.load(self._specs[name], self._old.get(name))
+        return work
+
+    def get(self, name: str, default: None = None) -> StepWork | None:  # type: ignore[override]
+        return self[name] if name in self._specs else None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def wake(self, names: Iterable[str]) -> None:
+        """Dormant steps among `names` join `moving` (a dependency of theirs just settled)."""
+        for name in names:
+            if name in self.dormant:
+                self.dormant.discard(name)
+                self.moving[name] = self[name]
+
+    def wake_all(self) -> None:
+        """Every unsettled step joins `moving`, in spec order (the flow is ending)."""
+        if self.dormant:
+            merged = {n: self[n] for n in self._specs if n in self.moving or n in self.dormant}
+            self.dormant.clear()
+            self.moving.clear()
+            self.moving.update(merged)
+
+    def statuses(self) -> list[StepStatus]:
+        """Every step's frozen status in spec order; an untouched step's is its old object."""
+        loaded, old = self._loaded, self._old
+        out = []
+        for name in self._specs:
+            work = loaded.get(name)
+            status = old.get(name) if work is None else work.status()
+            out.append(status if status is not None else self[name].status())
+        return out
+
+    def settled(self) -> Iterator[StepStatus]:
+        """The statuses of the steps that were settled when the plan began, in spec order."""
+        old = self._old
+        return (s for s in map(old.get, self._specs) if s is not None and s.phase in SETTLED)
 
 
 class StepViews(Mapping[str, Mapping[str, Any]]):

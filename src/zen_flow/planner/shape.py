@@ -1,0 +1,107 @@
+"""What a plan needs to know about a flow's steps that only their spec decides: the steps by name, the
+topological order, which use a comprehension or wait for approval, and what makes the spec impossible to
+plan. A running flow's spec does not change, yet it is planned on every reconcile: a 500-step flow is
+planned ~1,500 times, and deriving these each time was a fifth of its planning.
+
+The shape is remembered by the identity of the spec's step tuple: the informer keeps a flow's spec object
+across watch events while its generation stays (`informer.resources.reuse_unchanged`), and a frozen
+model's tuple never changes. Identity, not equality: `Step` models are not hashable, and comparing two
+500-step specs costs what deriving the shape does. The memo holds shapes up to `MEMO_STEPS` steps in all
+(least recently planned first out), so memory stays bounded however many flows there are.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from zen_flow.api.jobflow import JobFlow, Step
+from zen_flow.core.dag import CycleError, Graph
+from zen_flow.core.expressions import has_comprehension
+
+# ~150 bytes per step remembered: at most ~1.2 MB however many flows the controller plans.
+MEMO_STEPS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    errors: tuple[str, ...]  # why the flow cannot be planned (the validator normally rejects it first)
+    order: tuple[str, ...]  # deterministic topological order; empty when there are errors
+    specs: Mapping[str, Step]  # by name (the first of duplicated names)
+    dependents: Mapping[str, tuple[str, ...]]  # the steps that depend on each step (only those that do)
+    manual: tuple[str, ...]  # steps that wait for an approval
+    comprehensions: bool  # does a step's `when` use a comprehension (evaluated off the event loop)?
+
+
+def _derive(steps: tuple[Step, ...]) -> Shape:
+    specs: dict[str, Step] = {}
+    errors: list[str] = []
+    if not steps:
+        errors.append("spec.steps must not be empty")
+    for i, step in enumerate(steps):
+        if not step.name:
+            errors.append(f"spec.steps[{i}].name must not be empty")
+        elif step.name in specs:
+            errors.append(f"spec.steps[{i}].name: duplicate step name {step.name!r}")
+        else:
+            specs[step.name] = step
+    for i, step in enumerate(steps):
+        for dep in step.dependencies:
+            if dep and dep not in specs:
+                errors.append(f"spec.steps[{i}].dependencies: unknown step {dep!r}")
+    order: tuple[str, ...] = ()
+    if not errors:
+        try:
+            order = Graph.build([(s.name, s.dependencies) for s in steps]).topological_order()
+        except CycleError as err:
+            errors.append(f"spec.steps: {err}")
+    dependents: dict[str, list[str]] = {}
+    for name, step in specs.items():
+        for dep in dict.fromkeys(step.dependencies):
+            dependents.setdefault(dep, []).append(name)
+    return Shape(
+        errors=tuple(errors),
+        order=order,
+        specs=specs,
+        dependents={name: tuple(names) for name, names in dependents.items()},
+        manual=tuple(s.name for s in steps if s.is_manual),
+        comprehensions=any(has_comprehension(s.when) for s in steps),
+    )
+
+
+class _Memo:
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._held = 0
+        # id(steps) -> (steps, shape): the tuple is kept so that its id cannot be reused by another.
+        self._entries: OrderedDict[int, tuple[tuple[Step, ...], Shape]] = OrderedDict()
+        self._lock = threading.Lock()  # flows with comprehensions are planned in worker threads
+
+    def get(self, steps: tuple[Step, ...]) -> Shape:
+        key = id(steps)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is steps:
+                self._entries.move_to_end(key)
+                return entry[1]
+        shape = _derive(steps)
+        if len(steps) <= self._budget:
+            with self._lock:
+                old = self._entries.pop(key, None)
+                if old is not None:
+                    self._held -= len(old[0])
+                self._entries[key] = (steps, shape)
+                self._held += len(steps)
+                while self._held > self._budget:
+                    _, (dropped, _) = self._entries.popitem(last=False)
+                    self._held -= len(dropped)
+        return shape
+
+
+_memo = _Memo(MEMO_STEPS)
+
+
+def shape_of(flow: JobFlow) -> Shape:
+    return _memo.get(flow.spec.steps)
