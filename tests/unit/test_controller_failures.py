@@ -58,6 +58,9 @@ class Fake:
     def concurrency_group(self, group: str) -> Sequence[JobFlow]:
         return ()
 
+    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
+        pass  # this cache takes every version from the fake apiserver
+
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return self.jobs
 

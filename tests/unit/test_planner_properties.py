@@ -155,7 +155,7 @@ def test_random_flows_terminate_and_keep_the_invariants(flow: JobFlow, seed: int
 class EagerWorks(Works):
     """Every unsettled step moving from the start: the planner before dormant steps were left alone."""
 
-    def __init__(self, specs: Mapping[str, Step], old: Mapping[str, StepStatus]) -> None:
+    def __init__(self, specs: Mapping[str, Step], old: tuple[StepStatus, ...]) -> None:
         super().__init__(specs, old)
         self.wake_all()
 

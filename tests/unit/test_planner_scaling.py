@@ -10,7 +10,8 @@ import pytest
 
 from zen_flow.api.jobflow import Step, StepStatus
 from zen_flow.planner import CreateJob, plan
-from zen_flow.planner.shape import _Memo, shape_of
+from zen_flow.planner.memo import IdentityMemo
+from zen_flow.planner.shape import Shape, _derive, shape_of
 from zen_flow.planner.steps import StepWork
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -131,14 +132,15 @@ def test_the_shape_is_derived_once_per_spec_and_the_memo_stays_bounded() -> None
     assert shape_of(other) is not shape_of(flow)
     assert shape_of(other) == shape_of(flow)
 
-    memo = _Memo(budget=50)
+    memo: IdentityMemo[Shape] = IdentityMemo(budget=50)
     a, b, c = (make_flow(chain(20)).spec.steps for _ in range(3))
-    first = memo.get(a)
-    assert memo.get(a) is first
-    memo.get(b)
-    memo.get(c)  # 60 steps > 50: the least recently planned (a) is dropped
-    assert memo.get(a) is not first
-    assert memo.get(a) == first
+    first = memo.get(a, lambda: _derive(a))
+    assert memo.get(a, lambda: _derive(a)) is first
+    memo.get(b, lambda: _derive(b))
+    memo.get(c, lambda: _derive(c))  # 60 steps > 50: the least recently planned (a) is dropped
+    assert memo.get(a, lambda: _derive(a)) is not first
+    assert memo.get(a, lambda: _derive(a)) == first
+    assert memo.get(a, lambda: _derive(b), context="other") is not first  # another context: derived anew
 
 
 def test_a_plan_of_an_invalid_spec_still_names_what_is_wrong() -> None:

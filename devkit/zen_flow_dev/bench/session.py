@@ -153,6 +153,9 @@ class Session:
                 counter("zen_flow_api_request_bytes_total", resource="jobflows/status") / 1024, steps
             ),
             "controller_watches_closed_early": int(counter("zen_flow_informer_watch_closed_early_total")),
+            # Flow events, and those that were our own status write recognised without decoding.
+            "flow_events": int(counter("zen_flow_informer_events_total", resource="jobflows")),
+            "flow_events_recognised": int(counter("zen_flow_informer_events_recognised_total")),
             "job_creates": int(counter("zen_flow_job_creates_total")),
             "reconciles": int(counter("zen_flow_reconcile_total")),
         }

@@ -10,6 +10,7 @@ fails Jobs on request, and moves a fake clock. Used by the planner's tests and b
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -113,8 +114,15 @@ class Simulator:
             # Through the wire, as the controller does it: a JSON patch on the old status. A status
             # that does not survive the round trip unchanged would cause endless writes.
             old = {"metadata": {"resourceVersion": "1"}, "status": self.flow.status.to_wire()}
-            wire = jsonpatch.apply(old, jsonpatch.status_ops(self.flow.status, result.status, "1"))["status"]
-            self.flow = self.flow.model_copy(update={"status": JobFlowStatus.model_validate(wire)})
+            ops = jsonpatch.status_ops(self.flow.status, result.status, "1")
+            wire = jsonpatch.apply(old, ops)["status"]
+            status = JobFlowStatus.model_validate_json(json.dumps(wire))
+            # The controller's cache takes its own write's watch event as this prediction: it must be
+            # what decoding the stored status gives.
+            predicted = jsonpatch.patched_status(self.flow.status, ops)
+            if predicted is not None and predicted != status:
+                raise AssertionError(f"patched_status predicted {predicted!r}, the wire holds {status!r}")
+            self.flow = self.flow.model_copy(update={"status": status})
 
     def _create(self, action: CreateJob) -> None:
         name = action.name

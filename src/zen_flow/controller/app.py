@@ -212,7 +212,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         metrics.watch_flows(flows.list)
         metrics.watch_informers(
-            lambda: [InformerStats(i.name, i.events, i.lists, i.closed_early) for i in (flows, jobs)]
+            lambda: [
+                InformerStats(i.name, i.events, i.lists, i.closed_early, i.recognised) for i in (flows, jobs)
+            ]
         )
         metrics.informer_cached.labels("jobflows").set_function(lambda: len(flows.store))
         metrics.informer_cached.labels("jobs").set_function(lambda: len(jobs.store))

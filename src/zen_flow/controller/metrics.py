@@ -88,11 +88,13 @@ class InformerStats:
     events: Mapping[str, int]  # watch event type -> count
     lists: int  # the first list plus every relist
     closed_early: int = 0  # watches the server ended before their timeout (a slow reader's, usually)
+    recognised: int = 0  # events that were the result of our own write, known already (not decoded)
 
 
 class InformerCollector(Collector):
-    """zen_flow_informer_events_total{resource,type}, zen_flow_informer_lists_total{resource} and
-    zen_flow_informer_watch_closed_early_total{resource}, read from the informers' tallies at scrape time."""
+    """zen_flow_informer_events_total{resource,type}, zen_flow_informer_lists_total{resource},
+    zen_flow_informer_watch_closed_early_total{resource} and zen_flow_informer_events_recognised_total
+    {resource}, read from the informers' tallies at scrape time."""
 
     def __init__(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
         self._stats = stats
@@ -112,12 +114,19 @@ class InformerCollector(Collector):
             "too slowly)",
             labels=["resource"],
         )
+        recognised = CounterMetricFamily(
+            "zen_flow_informer_events_recognised",
+            "Watch events (also counted in zen_flow_informer_events_total) that were the result of the "
+            "controller's own status write, known from its answer and not decoded again",
+            labels=["resource"],
+        )
         for stat in self._stats():
             for type_, n in sorted(stat.events.items()):
                 events.add_metric([stat.resource, type_], n)
             lists.add_metric([stat.resource], stat.lists)
             closed.add_metric([stat.resource], stat.closed_early)
-        yield from (events, lists, closed)
+            recognised.add_metric([stat.resource], stat.recognised)
+        yield from (events, lists, closed, recognised)
 
 
 # No `*_created` series: prometheus-client adds one per counter and histogram (the time it was made),

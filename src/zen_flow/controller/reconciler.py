@@ -58,6 +58,10 @@ class FlowCache(Protocol):
     def get(self, key: str) -> JobFlow | None: ...
     def parse_error(self, key: str) -> str | None: ...
     def concurrency_group(self, group: str) -> Sequence[JobFlow]: ...
+    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
+        """Our status patch `ops` of `flow` made `resource_version`: the cache may take its watch event
+        as known instead of decoding it."""
+        ...
 
 
 class JobCache(Protocol):
@@ -480,8 +484,8 @@ class Controller:
                 # 409). Write the status whole, still conditional: a stale cache now gets its 409 and
                 # waits; a status the apiserver finds invalid is refused again and fails the flow.
                 log.warning("status patch did not apply; writing the whole status", error=err.message)
-                whole = jsonpatch.whole_status_ops(status, flow.metadata.resource_version)
-                rv = await self._api.patch_flow_status(ns, name, whole)
+                ops = jsonpatch.whole_status_ops(status, flow.metadata.resource_version)
+                rv = await self._api.patch_flow_status(ns, name, ops)
         except Conflict:
             self._metrics.status_patches.labels("conflict").inc()
             raise
@@ -490,6 +494,7 @@ class Controller:
         # The watch event may already have been applied while we awaited the response.
         if rv and (cached is None or cached.metadata.resource_version != rv):
             self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
+            self._flows.expect_status(flow, rv, ops)
         self._record_transitions(flow, status)
 
     def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:

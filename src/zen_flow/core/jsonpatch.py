@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from zen_flow.api.jobflow import JobFlowStatus, StepStatus
 
 # The apiserver refuses a JSON patch of more than 10,000 operations; past a quarter of the entries
@@ -25,6 +27,7 @@ WHOLE_LIST_FRACTION = 0.25
 Operation = dict[str, Any]
 
 _NEVER_WRITTEN = JobFlowStatus()
+_STEP: TypeAdapter[StepStatus] = TypeAdapter(StepStatus)
 
 
 def pointer(*parts: str | int) -> str:
@@ -92,6 +95,44 @@ def _entry_ops(old: tuple[StepStatus, ...], new: tuple[StepStatus, ...]) -> list
     return [
         {"op": "replace", "path": pointer("status", "steps", i), "value": new[i].to_wire()} for i in changed
     ]
+
+
+def patched_status(old: JobFlowStatus, ops: list[Operation]) -> JobFlowStatus | None:
+    """The status the apiserver holds once `ops` (from `status_ops`, against `old`) applied, as decoding
+    it would give it: what was written is decoded from the operations' own values (a timestamp as the
+    wire has it, not as the planner held it), everything else is `old`'s, the same objects. None when the
+    operations write the status or the step list whole (rare; those are decoded from the watch event).
+
+    The controller knows its write's result before the watch event brings it back, and recognising that
+    event is ~25 µs where decoding a 500-step flow's is ~1.8 ms (`zen_flow.informer`'s `expect`).
+    """
+    steps = list(old.steps)
+    members: dict[str, Any] = {}
+    removed: list[str] = []
+    for op in ops:
+        parts = op["path"].split("/")[1:]
+        if parts[0] == "metadata":
+            continue  # the condition on the resourceVersion
+        if len(parts) == 3 and parts[1] == "steps" and op["op"] == "replace":
+            steps[int(parts[2])] = _STEP.validate_python(op["value"])
+        elif len(parts) == 2 and parts[1] != "steps" and op["op"] in ("add", "remove"):
+            if op["op"] == "add":
+                members[_unescape(parts[1])] = op["value"]
+            else:
+                removed.append(_unescape(parts[1]))
+        else:
+            return None
+    written = JobFlowStatus.model_validate(members)
+    update: dict[str, Any] = {}
+    for name, field in JobFlowStatus.model_fields.items():
+        alias = field.alias or name
+        if alias in members:
+            update[name] = getattr(written, name)
+        elif alias in removed:
+            update[name] = field.default
+    if len(steps) and any(a is not b for a, b in zip(steps, old.steps, strict=True)):
+        update["steps"] = tuple(steps)
+    return old.model_copy(update=update)
 
 
 class PatchError(ValueError):

@@ -19,7 +19,7 @@ import asyncio
 import builtins
 import collections
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, cast
 
@@ -30,6 +30,7 @@ from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.decoding import ModelDecoder, release_freed_memory
 from zen_flow.informer.reflector import ListerWatcher, Reflector, ReflectorOptions
 from zen_flow.informer.store import IndexFunc, Store, T
+from zen_flow.kube.object_head import event_head
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 
@@ -88,7 +89,11 @@ class Informer(Generic[T]):
             item=self._convert,
             head=head[0] if head is not None else None,
             complete=self._complete,
+            recall=self._recall,
         )
+        # uid -> the object our own write made (see `expect`); dropped at that object's next event.
+        self._expected: dict[str, T] = {}
+        self.recognised = 0  # watch events recognised as an `expect`ed object, not decoded
         self._handlers: list[Handler[T]] = []
         self._parse_errors: dict[str, str] = {}
         # Plain tallies read by the metrics collector at scrape time (no metrics import down here).
@@ -181,10 +186,38 @@ class Informer(Generic[T]):
 
     # --- applying changes ----------------------------------------------------------------------------
 
+    def expect(self, obj: T, *, unchanged: Collection[object] = ()) -> None:
+        """`obj` is what the apiserver holds after our own write (its answer gave the resourceVersion): its
+        watch event will be taken as `obj` instead of being decoded. `unchanged`: parts of it taken from a
+        cached object (already compacted). Only for a write whose event has not arrived yet: otherwise the
+        expectation waits, unused, for that object's next event, which drops it."""
+        self._expected[obj.metadata.uid] = self._compactor.compact(obj, done=unchanged)
+
+    def _recall(self, raw: bytes) -> T | None:
+        """The expected object, if `raw` is the MODIFIED event of its resourceVersion. Any other event of
+        that object drops the expectation: the object moved on (the watch delivers an object's versions
+        in order), or a relist went past it."""
+        if not self._expected:
+            return None
+        head = event_head(raw)
+        if head is None:
+            return None
+        event_type, seen = head
+        expected = self._expected.pop(seen.uid, None)
+        if (
+            expected is None
+            or event_type != "MODIFIED"
+            or expected.metadata.resource_version != seen.resource_version
+        ):
+            return None
+        self.recognised += 1
+        return expected
+
     def _list_applier(self, namespace: str | None) -> Callable[[Sequence[T]], None]:
         # The reflector lists with `self.decoder`: the items arrive as models, decoded page by page.
         def apply(objects: Sequence[T]) -> None:
             self.lists += 1
+            self._expected.clear()  # the list is newer than any write still expected
             release_freed_memory()  # what decoding the pages left behind
             result = self.store.replace(objects, namespace)
             for obj in result.deleted:

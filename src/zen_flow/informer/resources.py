@@ -14,6 +14,7 @@ from zen_flow.api.constants import API_VERSION, GROUP, KIND
 from zen_flow.api.job import JobMeta, JobStatus
 from zen_flow.api.jobflow import Initiator, JobFlowStatus, ObjectRef, Progress, Step
 from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
+from zen_flow.core import jsonpatch
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
 from zen_flow.machinery.clock import Clock
@@ -110,6 +111,25 @@ class JobFlowInformer(Informer[JobFlow]):
     def concurrency_group(self, group: str) -> list[JobFlow]:
         """The cached flows of a concurrency group (`namespace/key`, see `planner.group_of`)."""
         return self.store.by_index(CONCURRENCY_GROUP_INDEX, group)
+
+    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[jsonpatch.Operation]) -> None:
+        """Our JSON patch `ops` of `flow`'s status was answered with `resource_version`: its watch event is
+        `flow` with that version and the patched status (`Informer.expect`; a write of the whole status or
+        step list, or of a flow cached as a placeholder, is decoded as usual)."""
+        if self.parse_error(flow.key) is not None:
+            return
+        status = jsonpatch.patched_status(flow.status, ops)
+        if status is None:
+            return
+        old = flow.status
+        written = flow.model_copy(
+            update={
+                "metadata": flow.metadata.model_copy(update={"resource_version": resource_version}),
+                "status": status,
+            }
+        )
+        kept = (flow.spec, *old.steps, *(getattr(old, name) for name in JobFlowStatus.model_fields))
+        self.expect(written, unchanged=kept)
 
 
 class FlowHead(Model):

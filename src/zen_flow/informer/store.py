@@ -24,6 +24,12 @@ class Metadata(Protocol):
     @property
     def namespace(self) -> str: ...
 
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def resource_version(self) -> str: ...
+
 
 class KubeObject(Protocol):
     """A pydantic model (`JobFlow`) or a record (`Job`): anything with metadata."""

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
+from operator import attrgetter
 
 from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, FlowPhase, StepPhase
 from zen_flow.api.job import Job
@@ -48,7 +49,7 @@ from zen_flow.planner.reports import download_failure
 from zen_flow.planner.resources import missing
 from zen_flow.planner.shape import Shape, shape_of
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
-from zen_flow.planner.steps import StepViews, StepWork, Works, bound
+from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works, bound
 from zen_flow.planner.timing import after, after_cut, normalize, until
 
 _name = lru_cache(maxsize=65536)(job_name)
@@ -56,6 +57,7 @@ _name = lru_cache(maxsize=65536)(job_name)
 JOB_DEADLINE_REASON = "DeadlineExceeded"
 # How soon to look again at a completed Job whose pod's termination messages were not read yet.
 MESSAGES_RETRY_SECONDS = 1.0
+_RETRIES = attrgetter("retry_count")
 
 
 class _Planner:
@@ -80,9 +82,8 @@ class _Planner:
         self.group = NO_GROUP
         self.now = now
         self.order = shape.order
-        self.jobs = {job.metadata.name: job for job in jobs}
-        old = {s.name: s for s in flow.status.steps}
-        self.works = Works(shape.specs, old)
+        self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
+        self.works = Works(shape.specs, flow.status.steps)
         # The steps that can move in this plan; the passes below walk only these (see `Works`).
         self.moving = self.works.moving
         self.dependents = shape.dependents
@@ -93,16 +94,20 @@ class _Planner:
         self.stopped = stop_request(flow)  # why the flow must fail now, or None
         self.budget = retry_budget(flow)
         # Retrying steps are never settled nor dormant: they are all in `moving`.
-        self.budget_used = sum(
-            s.retry_count for name, s in old.items() if s.retry_count > 0 and name in shape.specs
-        ) + sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
+        self.budget_used = sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
+        initial = self.works.initial
+        if any(map(_RETRIES, initial.values())):  # rare: a pass in C decides whether the Python one is needed
+            self.budget_used += sum(
+                s.retry_count for name, s in initial.items() if s.retry_count > 0 and name in shape.specs
+            )
         self.failure: str | None = None  # the first step that failed for good (fail-fast)
         # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
         self.creating: tuple[CreateResource, ...] = ()
-        for s in self.works.settled():
-            if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
-                self.failure = f"step {s.name} failed: {s.message or 'failed'}"
-                break
+        if StepPhase.FAILED in map(PHASE, initial.values()):
+            for s in self.works.settled():
+                if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
+                    self.failure = f"step {s.name} failed: {s.message or 'failed'}"
+                    break
         policy = flow.spec.execution_policy
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from itertools import compress
 from typing import Any
 
 from zen_flow.api.constants import StepPhase
@@ -34,6 +35,7 @@ from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.planner.artifacts import downloads, uploads
 from zen_flow.planner.reports import ReportError, stored_artifacts
 from zen_flow.planner.shape import shape_of
+from zen_flow.planner.steps import JOB_NAME, PHASE
 
 MAX_VALUE_BYTES = 1024
 
@@ -81,15 +83,18 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     finished step, since the next status write moves the step on."""
     # Only Running steps' Jobs matter: a long flow has few of them, so the Jobs are looked at by name
     # instead of asking every one of them whether it finished.
+    steps = flow.status.steps
     running = {
-        s.job_ref.name: s.name for s in flow.status.steps if s.phase == StepPhase.RUNNING and s.job_ref
+        s.job_ref.name: s.name
+        for s in compress(steps, map(StepPhase.RUNNING.__eq__, map(PHASE, steps)))
+        if s.job_ref
     }
     if not running:
         return ()
     specs = shape_of(flow).specs
     names = []
-    for job in jobs:
-        step = specs.get(running.get(job.metadata.name, ""))
+    for job in compress(jobs, map(running.__contains__, map(JOB_NAME, jobs))):
+        step = specs.get(running[job.metadata.name])
         if step is not None and (
             (job.complete and reads_messages(step)) or (job.failed and explains_failure(step))
         ):

@@ -37,6 +37,8 @@ def phases_changed(old: JobFlowStatus, phase: FlowPhase, steps: Sequence[StepSta
     """Did the flow or one of its steps change phase between `old` and this plan?"""
     if old.phase != phase.value or len(old.steps) != len(steps):
         return True
+    if steps is old.steps:  # the plan changed no step (`Works.statuses`)
+        return False
     # Most entries of a long flow are the old objects themselves: identity first.
     return any(
         a is not b and (a.name != b.name or a.phase != b.phase) for a, b in zip(old.steps, steps, strict=True)

@@ -3,26 +3,20 @@ topological order, which use a comprehension or wait for approval, and what make
 plan. A running flow's spec does not change, yet it is planned on every reconcile: a 500-step flow is
 planned ~1,500 times, and deriving these each time was a fifth of its planning.
 
-The shape is remembered by the identity of the spec's step tuple: the informer keeps a flow's spec object
-across watch events while its generation stays (`informer.resources.reuse_unchanged`), and a frozen
-model's tuple never changes. Identity, not equality: `Step` models are not hashable, and comparing two
-500-step specs costs what deriving the shape does. The memo holds shapes up to `MEMO_STEPS` steps in all
-(least recently planned first out), so memory stays bounded however many flows there are.
+The shape is remembered by the identity of the spec's step tuple (`planner.memo`): the informer keeps a
+flow's spec object across watch events while its generation stays (`informer.resources.reuse_unchanged`),
+and a frozen model's tuple never changes. The memo holds shapes up to `MEMO_STEPS` steps in all.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.core.expressions import has_comprehension
-
-# ~150 bytes per step remembered: at most ~1.2 MB however many flows the controller plans.
-MEMO_STEPS = 8192
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,37 +65,9 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
     )
 
 
-class _Memo:
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._held = 0
-        # id(steps) -> (steps, shape): the tuple is kept so that its id cannot be reused by another.
-        self._entries: OrderedDict[int, tuple[tuple[Step, ...], Shape]] = OrderedDict()
-        self._lock = threading.Lock()  # flows with comprehensions are planned in worker threads
-
-    def get(self, steps: tuple[Step, ...]) -> Shape:
-        key = id(steps)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] is steps:
-                self._entries.move_to_end(key)
-                return entry[1]
-        shape = _derive(steps)
-        if len(steps) <= self._budget:
-            with self._lock:
-                old = self._entries.pop(key, None)
-                if old is not None:
-                    self._held -= len(old[0])
-                self._entries[key] = (steps, shape)
-                self._held += len(steps)
-                while self._held > self._budget:
-                    _, (dropped, _) = self._entries.popitem(last=False)
-                    self._held -= len(dropped)
-        return shape
-
-
-_memo = _Memo(MEMO_STEPS)
+_memo: IdentityMemo[Shape] = IdentityMemo(MEMO_STEPS)
 
 
 def shape_of(flow: JobFlow) -> Shape:
-    return _memo.get(flow.spec.steps)
+    steps = flow.spec.steps
+    return _memo.get(steps, lambda: _derive(steps))

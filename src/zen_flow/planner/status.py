@@ -6,7 +6,7 @@ and `--for=condition=Failed` work; `lastTransitionTime` changes only when a cond
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,9 @@ from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
 from zen_flow.api.meta import Condition
 from zen_flow.planner.estimate import estimate_completion
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
+from zen_flow.planner.steps import NAME, PHASE
 
 MAX_FLOW_MESSAGE = 256
 MAX_CONDITION_MESSAGE = 1024
@@ -31,15 +33,26 @@ REASON_JOB_REJECTED = "JobRejected"
 REASON_STATUS_REJECTED = "StatusRejected"
 
 
+def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
+    """Step names by phase. Every plan asks (progress, message, conditions); a plan that changed no step
+    hands back the status's own tuple, so the answer is remembered by its identity."""
+
+    def derive() -> dict[str, tuple[str, ...]]:
+        grouped: dict[str, list[str]] = {}
+        for name, phase in zip(map(NAME, steps), map(PHASE, steps), strict=True):
+            grouped.setdefault(phase, []).append(name)
+        return {phase: tuple(names) for phase, names in grouped.items()}
+
+    return _phases.get(steps, derive) if isinstance(steps, tuple) else derive()
+
+
+_phases: IdentityMemo[Mapping[str, tuple[str, ...]]] = IdentityMemo(MEMO_STEPS)
+
+
 def progress(steps: Sequence[StepStatus]) -> Progress:
-    ok = failed = skipped = 0
-    for step in steps:
-        if step.phase == StepPhase.SUCCEEDED:
-            ok += 1
-        elif step.phase == StepPhase.FAILED:
-            failed += 1
-        elif step.phase == StepPhase.SKIPPED:
-            skipped += 1
+    phases = _by_phase(steps)
+    ok, failed = len(phases.get(StepPhase.SUCCEEDED, ())), len(phases.get(StepPhase.FAILED, ()))
+    skipped = len(phases.get(StepPhase.SKIPPED, ()))
     return Progress(
         completed_steps=ok + failed + skipped,
         total_steps=len(steps),
@@ -64,7 +77,7 @@ def cut(text: str, limit: int) -> str:
 
 
 def _names(steps: Sequence[StepStatus], phase: StepPhase) -> list[str]:
-    return [s.name for s in steps if s.phase == phase]
+    return list(_by_phase(steps).get(phase, ()))
 
 
 def flow_message(

@@ -12,13 +12,16 @@ Terminal phases (Succeeded, Failed, Skipped) never change; timestamps are set on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import compress, filterfalse
+from operator import attrgetter
 from typing import Any
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.jobflow import ObjectRef, Step, StepOutputValues, StepStatus
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 
 MAX_MESSAGE = 256
 _PHASES = {phase.value: phase for phase in StepPhase}
@@ -154,6 +157,44 @@ class StepWork:
 
 
 SETTLED = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED})
+# The per-plan passes over every step of a long flow run in C (map, filter, zip): a Python loop over a
+# 500-step status was a third of a quiet plan.
+NAME = attrgetter("name")
+PHASE = attrgetter("phase")
+JOB_NAME = attrgetter("metadata.name")
+
+
+def by_name(steps: Sequence[StepStatus]) -> dict[str, StepStatus]:
+    return dict(zip(map(NAME, steps), steps, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """A status's entries by name, and its unsettled steps split into dormant and moving (spec order)."""
+
+    old: Mapping[str, StepStatus]
+    dormant: frozenset[str]
+    moving: tuple[str, ...]
+
+    @staticmethod
+    def of(specs: Mapping[str, Step], old_steps: Sequence[StepStatus]) -> _Split:
+        old = by_name(old_steps)
+        phases = list(map(PHASE, old.values()))
+        pending = set(compress(old, map(StepPhase.PENDING.__eq__, phases)))
+        settled = set(compress(old, map(SETTLED.__contains__, phases)))
+        started = old.keys() - pending
+        dormant: set[str] = set()
+        moving: list[str] = []
+        for name in filterfalse(settled.__contains__, specs):
+            deps = specs[name].dependencies
+            if deps and name not in started and started.isdisjoint(deps):
+                dormant.add(name)
+            else:
+                moving.append(name)
+        return _Split(old, frozenset(dormant), tuple(moving))
+
+
+_splits: IdentityMemo[_Split] = IdentityMemo(MEMO_STEPS)
 
 
 class Works(Mapping[str, StepWork]):
@@ -167,24 +208,21 @@ class Works(Mapping[str, StepWork]):
     others are read (dependencies, `when`, inputs) through this mapping, loaded on first use.
     """
 
-    __slots__ = ("_loaded", "_old", "_specs", "dormant", "moving")
+    __slots__ = ("_loaded", "_old", "_old_steps", "_specs", "dormant", "moving")
 
-    def __init__(self, specs: Mapping[str, Step], old: Mapping[str, StepStatus]) -> None:
+    def __init__(self, specs: Mapping[str, Step], old_steps: tuple[StepStatus, ...]) -> None:
+        """`old_steps`: the status's step entries (those of steps no longer in `specs` are ignored)."""
         self._specs = specs
-        self._old = old
-        self.moving: dict[str, StepWork] = {}
-        self.dormant: set[str] = set()
-        self._loaded: dict[str, StepWork] = {}
-        started = {s.name for s in old.values() if s.phase != StepPhase.PENDING}
-        settled = {s.name for s in old.values() if s.phase in SETTLED}
-        for name, spec in specs.items():
-            if name in settled:
-                continue
-            deps = spec.dependencies
-            if deps and name not in started and started.isdisjoint(deps):
-                self.dormant.add(name)
-            else:
-                self.moving[name] = self._loaded[name] = StepWork.load(spec, old.get(name))
+        self._old_steps = old_steps
+        # Which steps are dormant depends only on the spec and the status: between two status writes, a
+        # flow is planned again and again on the same two objects.
+        split = _splits.get(old_steps, lambda: _Split.of(specs, old_steps), context=specs)
+        self._old = old = split.old
+        self.dormant: set[str] = set(split.dormant)
+        self._loaded: dict[str, StepWork] = {
+            name: StepWork.load(specs[name], old.get(name)) for name in split.moving
+        }
+        self.moving: dict[str, StepWork] = dict(self._loaded)
 
     def __getitem__(self, name: str) -> StepWork:
         work = self._loaded.get(name)
@@ -219,15 +257,25 @@ class Works(Mapping[str, StepWork]):
             self.moving.clear()
             self.moving.update(merged)
 
-    def statuses(self) -> list[StepStatus]:
-        """Every step's frozen status in spec order; an untouched step's is its old object."""
+    @property
+    def initial(self) -> Mapping[str, StepStatus]:
+        """The status entries the plan began with, by step name."""
+        return self._old
+
+    def statuses(self) -> tuple[StepStatus, ...]:
+        """Every step's frozen status in spec order; an untouched step's is its old object, and when no
+        step changed, the old tuple itself (the status is then unchanged by identity, checked cheaply)."""
         loaded, old = self._loaded, self._old
+        if all(work.status() is old.get(name) for name, work in loaded.items()) and list(
+            map(NAME, self._old_steps)
+        ) == list(self._specs):
+            return tuple(self._old_steps)
         out = []
         for name in self._specs:
             work = loaded.get(name)
             status = old.get(name) if work is None else work.status()
             out.append(status if status is not None else self[name].status())
-        return out
+        return tuple(out)
 
     def settled(self) -> Iterator[StepStatus]:
         """The statuses of the steps that were settled when the plan began, in spec order."""

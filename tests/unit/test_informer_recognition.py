@@ -1,0 +1,152 @@
+"""The controller's own status write comes back as a watch event it already knows: the JobFlow informer
+recognises that event from its first bytes and caches the object the write's answer described, which
+must be exactly what decoding the event would have given. Anything else is decoded as before."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from test_informer_reuse import flow_raw, fresh
+
+from zen_flow.api import JobFlow
+from zen_flow.api.jobflow import JobFlowStatus
+from zen_flow.core import jsonpatch
+from zen_flow.informer.resources import JobFlowInformer
+from zen_flow.kube.object_head import ObjectHead, event_head, object_head
+from zen_flow.kube.streams import decode_event
+from zen_flow_dev.testing.clock import FakeClock
+
+
+def wire(value: Any) -> bytes:
+    """JSON as the apiserver writes it: compact, members in key order."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def event(type_: str, raw: dict[str, Any]) -> bytes:
+    """A watch event as the apiserver writes it (a struct: `type` first)."""
+    return b'{"type":"%s","object":%s}' % (type_.encode(), wire(raw))
+
+
+def deliver(flows: JobFlowInformer, raw: dict[str, Any], type_: str = "MODIFIED") -> JobFlow:
+    decoded = decode_event(event(type_, raw), flows.decoder)
+    flows._apply_event(decoded.type, decoded.object)
+    cached = flows.get("ns/f")
+    assert cached is not None
+    return cached
+
+
+def written(raw: dict[str, Any], ops: list[dict[str, Any]], version: str) -> dict[str, Any]:
+    """What the apiserver stores once `ops` applied: the patch, then its new resourceVersion."""
+    result = jsonpatch.apply(raw, ops)
+    result["metadata"]["resourceVersion"] = version
+    return result
+
+
+# --- reading the front of an object ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        {},
+        # A key named like the member, braces and quotes in values, non-ASCII before the version.
+        {"resourceVersion": "1", "note": '}{"uid":"x"} ü 🚀', "a\\b": "\\"},
+    ],
+)
+def test_the_head_is_the_objects_own_uid_and_version(annotations: dict[str, str]) -> None:
+    raw = flow_raw()
+    raw["metadata"]["annotations"] = annotations
+    assert object_head(wire(raw)) == ObjectHead("uid-f", "7")
+    assert event_head(event("MODIFIED", raw)) == ("MODIFIED", ObjectHead("uid-f", "7"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"kind":"JobFlow","apiVersion":"v","metadata":{"uid":"u","resourceVersion":"7"}}',  # other order
+        b'{"apiVersion": "v", "kind": "JobFlow", "metadata": {"uid": "u", "resourceVersion": "7"}}',
+        b'{"apiVersion":"v","kind":"JobFlow","metadata":{"uid":"u","resourceVersion":"7"',  # cut short
+        b'{"apiVersion":"v","kind":"JobFlow","metadata":{"resourceVersion":"7"}}',  # no uid
+        b'{"apiVersion":"v","kind":"JobFlow","metadata":{"uid":"u","resourceVersion":7}}',  # not a string
+        b'{"apiVersion":"v","kind":"JobFlow","metadata":{"uid":"u","resourceVersion":"7","x":"\xff"}}',
+        b'{"apiVersion":"v","kind":"JobFlow","metadata":[]}',
+    ],
+)
+def test_a_front_it_cannot_read_is_declined_not_guessed(text: bytes) -> None:
+    assert object_head(text) is None
+    assert event_head(b'{"type":"MODIFIED","object":' + text) is None
+
+
+# --- the informer --------------------------------------------------------------------------------
+
+
+def informer_with(raw: dict[str, Any]) -> tuple[JobFlowInformer, JobFlow]:
+    flows = JobFlowInformer(None, clock=FakeClock())  # type: ignore[arg-type]
+    return flows, deliver(flows, raw, "ADDED")
+
+
+def test_our_own_status_write_is_recognised_and_equals_the_decoded_event() -> None:
+    raw = flow_raw(phases=("Succeeded", "Running", "Pending"))
+    flows, before = informer_with(raw)
+    first, second, third = before.status.steps
+    after_status = before.status.model_copy(
+        update={"message": "two of three", "steps": (first, replace(second, phase="Succeeded"), third)}
+    )
+    ops = jsonpatch.status_ops(before.status, after_status, "7")
+    stored = written(raw, ops, "8")
+
+    flows.expect_status(before, "8", ops)
+    after = deliver(flows, stored)
+
+    assert flows.recognised == 1
+    assert after == fresh(stored)  # what decoding the event gives
+    assert after.metadata.resource_version == "8"
+    assert after.spec is before.spec
+    assert after.status.steps[0] is before.status.steps[0]
+    assert after.status.steps[1].phase == "Succeeded"
+
+
+def test_another_version_of_the_flow_is_decoded_and_drops_the_expectation() -> None:
+    raw = flow_raw()
+    flows, before = informer_with(raw)
+    ops = jsonpatch.status_ops(before.status, before.status.model_copy(update={"message": "ours"}), "7")
+    flows.expect_status(before, "8", ops)
+
+    theirs = written(raw, [{"op": "add", "path": "/status/message", "value": "theirs"}], "9")
+    assert deliver(flows, theirs).status.message == "theirs"  # the write that won, not the expected one
+    # The expectation is gone: even an event claiming the expected version is decoded.
+    ours = written(raw, ops, "8")
+    assert deliver(flows, ours) == fresh(ours)
+    assert flows.recognised == 0
+
+
+def test_a_write_of_the_whole_status_is_decoded_as_usual() -> None:
+    raw = flow_raw()
+    flows, before = informer_with(raw)
+    ops = jsonpatch.whole_status_ops(JobFlowStatus(phase="Failed", message="refused"), "7")
+    flows.expect_status(before, "8", ops)
+    stored = written(raw, ops, "8")
+    assert deliver(flows, stored) == fresh(stored)
+    assert flows.recognised == 0
+
+
+def test_a_deletion_or_a_relist_drops_the_expectation() -> None:
+    raw = flow_raw()
+    flows, before = informer_with(raw)
+    ops = jsonpatch.status_ops(before.status, before.status.model_copy(update={"message": "ours"}), "7")
+    flows.expect_status(before, "8", ops)
+    flows._list_applier(None)([before])  # a relist: what it brought is newer than the expectation
+    stored = written(raw, ops, "8")
+    assert deliver(flows, stored) == fresh(stored)
+    assert flows.recognised == 0
+
+    flows.expect_status(flows.get("ns/f"), "9", ops)  # type: ignore[arg-type]
+    gone = decode_event(event("DELETED", written(raw, ops, "9")), flows.decoder)
+    flows._apply_event(gone.type, gone.object)
+    assert flows.get("ns/f") is None
+    again = written(raw, ops, "9")
+    assert deliver(flows, again, "ADDED") == fresh(again)
+    assert flows.recognised == 0
