@@ -14,6 +14,7 @@ must carry every entry its manager owns (an omitted entry is removed), which is 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import is_not
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -130,7 +131,7 @@ def patched_status(old: JobFlowStatus, ops: list[Operation]) -> JobFlowStatus | 
             update[name] = getattr(written, name)
         elif alias in removed:
             update[name] = field.default
-    if len(steps) and any(a is not b for a, b in zip(steps, old.steps, strict=True)):
+    if any(map(is_not, steps, old.steps)):
         update["steps"] = tuple(steps)
     return old.model_copy(update=update)
 

@@ -164,10 +164,6 @@ PHASE = attrgetter("phase")
 JOB_NAME = attrgetter("metadata.name")
 
 
-def by_name(steps: Sequence[StepStatus]) -> dict[str, StepStatus]:
-    return dict(zip(map(NAME, steps), steps, strict=True))
-
-
 @dataclass(frozen=True, slots=True)
 class _Split:
     """A status's entries by name, and its unsettled steps split into dormant and moving (spec order)."""
@@ -175,10 +171,12 @@ class _Split:
     old: Mapping[str, StepStatus]
     dormant: frozenset[str]
     moving: tuple[str, ...]
+    aligned: bool  # one entry per spec step, in spec order: a plan that changes none returns the tuple
 
     @staticmethod
     def of(specs: Mapping[str, Step], old_steps: Sequence[StepStatus]) -> _Split:
-        old = by_name(old_steps)
+        names = list(map(NAME, old_steps))
+        old = dict(zip(names, old_steps, strict=True))
         phases = list(map(PHASE, old.values()))
         pending = set(compress(old, map(StepPhase.PENDING.__eq__, phases)))
         settled = set(compress(old, map(SETTLED.__contains__, phases)))
@@ -191,7 +189,7 @@ class _Split:
                 dormant.add(name)
             else:
                 moving.append(name)
-        return _Split(old, frozenset(dormant), tuple(moving))
+        return _Split(old, frozenset(dormant), tuple(moving), names == list(specs))
 
 
 _splits: IdentityMemo[_Split] = IdentityMemo(MEMO_STEPS)
@@ -208,7 +206,7 @@ class Works(Mapping[str, StepWork]):
     others are read (dependencies, `when`, inputs) through this mapping, loaded on first use.
     """
 
-    __slots__ = ("_loaded", "_old", "_old_steps", "_specs", "dormant", "moving")
+    __slots__ = ("_aligned", "_loaded", "_old", "_old_steps", "_specs", "dormant", "moving")
 
     def __init__(self, specs: Mapping[str, Step], old_steps: tuple[StepStatus, ...]) -> None:
         """`old_steps`: the status's step entries (those of steps no longer in `specs` are ignored)."""
@@ -218,6 +216,7 @@ class Works(Mapping[str, StepWork]):
         # flow is planned again and again on the same two objects.
         split = _splits.get(old_steps, lambda: _Split.of(specs, old_steps), context=specs)
         self._old = old = split.old
+        self._aligned = split.aligned
         self.dormant: set[str] = set(split.dormant)
         self._loaded: dict[str, StepWork] = {
             name: StepWork.load(specs[name], old.get(name)) for name in split.moving
@@ -266,10 +265,8 @@ class Works(Mapping[str, StepWork]):
         """Every step's frozen status in spec order; an untouched step's is its old object, and when no
         step changed, the old tuple itself (the status is then unchanged by identity, checked cheaply)."""
         loaded, old = self._loaded, self._old
-        if all(work.status() is old.get(name) for name, work in loaded.items()) and list(
-            map(NAME, self._old_steps)
-        ) == list(self._specs):
-            return tuple(self._old_steps)
+        if self._aligned and all(work.status() is old.get(name) for name, work in loaded.items()):
+            return self._old_steps
         out = []
         for name in self._specs:
             work = loaded.get(name)
