@@ -14,6 +14,9 @@ def engine_run(seed: int, scale: float, api: dict[str, float]) -> dict[str, Any]
     rng = random.Random(seed)
     return {
         "transition_latency_samples_ms": sorted(round(rng.expovariate(1 / scale), 1) for _ in range(200)),
+        "transition_latency_timeline": [
+            [s, 10, scale, round(rng.expovariate(1 / scale), 1)] for s in range(20)
+        ],
         "api": api,
     }
 
@@ -24,6 +27,7 @@ def results() -> dict[str, Any]:
         base = engine_run(2, 30.0, {"cluster_writes_per_step": 11.1})
         if not samples:
             zen["transition_latency_samples_ms"] = base["transition_latency_samples_ms"] = []
+            zen["transition_latency_timeline"] = base["transition_latency_timeline"] = []
         return {"workload": name, "kind": kind, "zen-flow": zen, "baseline": base}
 
     return {
@@ -39,9 +43,9 @@ def results() -> dict[str, Any]:
 
 def test_latency_and_cost_charts_show_every_workload_that_has_figures(tmp_path: Path) -> None:
     written = write_charts(results(), tmp_path / "run.json")
-    assert [p.name for p in written] == ["run-latency.svg", "run-cost.svg"]
-    latency, cost = (p.read_text() for p in written)
-    for text in (latency, cost):
+    assert [p.name for p in written] == ["run-latency.svg", "run-timeline.svg", "run-cost.svg"]
+    latency, timeline, cost = (p.read_text() for p in written)
+    for text in (latency, timeline, cost):
         assert text.startswith("<?xml")
         assert "abc1234" in text
     # Latency: one panel per workload with samples on both engines; drain has none, so no empty panel.
@@ -50,6 +54,11 @@ def test_latency_and_cost_charts_show_every_workload_that_has_figures(tmp_path: 
     assert "drain" not in latency
     assert "zen-flow" in latency
     assert "baseline" in latency
+    # Timeline: the same workloads, each engine's slowest and median per second.
+    assert "chain" in timeline
+    assert "drain" not in timeline
+    assert "zen-flow: slowest" in timeline
+    assert "baseline: slowest" in timeline
     # Cost: every flow workload with API figures, values written on the bars.
     assert all(name in cost for name in ("chain", "wide", "drain"))
     assert "14.2" in cost

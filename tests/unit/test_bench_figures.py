@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from zen_flow.validation import validate_jobflow
 from zen_flow_dev.bench import apicost, report
-from zen_flow_dev.bench.stats import percentile, summarize, transition_latencies
+from zen_flow_dev.bench.stats import latency_timeline, percentile, summarize, transitions
 from zen_flow_dev.bench.workloads import (
     PRESETS,
     Workload,
@@ -58,13 +58,24 @@ def test_a_join_is_timed_from_its_last_dependency() -> None:
     dag = diamond(2)  # s0 -> s1, s2 -> s3
     created = {("f", "s0"): 0.0, ("f", "s1"): 1.1, ("f", "s2"): 1.2, ("f", "s3"): 5.5}
     completed = {("f", "s0"): 1.0, ("f", "s1"): 3.0, ("f", "s2"): 5.0, ("f", "s3"): 6.0}
-    latencies = transition_latencies(dag, ["f"], created, completed)
-    assert latencies == pytest.approx([0.1, 0.2, 0.5])
+    seen = transitions(dag, ["f"], created, completed)
+    assert [latency for _, latency in seen] == pytest.approx([0.1, 0.2, 0.5])
+    assert [at for at, _ in seen] == [1.1, 1.2, 5.5]  # when each Job was seen created
 
 
 def test_unseen_steps_give_no_sample() -> None:
     created = {("f", "s0"): 0.0, ("f", "s1"): 2.0}
-    assert transition_latencies(chain(3), ["f"], created, {("f", "s0"): 1.0}) == [pytest.approx(1.0)]
+    assert transitions(chain(3), ["f"], created, {("f", "s0"): 1.0}) == [(2.0, pytest.approx(1.0))]
+
+
+def test_a_stall_shows_in_the_timeline_as_the_seconds_it_happened_in() -> None:
+    # Started at t=100: a steady 10 ms, then one second where everything waited for a 3 s stall.
+    steady = [(100.0 + s + 0.5, 0.010) for s in range(5)]
+    stall = [(106.2, 3.0), (106.4, 2.5), (106.9, 0.02)]
+    timeline = latency_timeline(steady + stall, started=100.0)
+    assert [row[0] for row in timeline] == [0, 1, 2, 3, 4, 6]  # second 5 had no transition
+    assert timeline[0] == [0, 1, 10.0, 10.0]
+    assert timeline[-1] == [6, 3, 2500.0, 3000.0]  # [second, count, p50 ms, max ms]
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e4), min_size=1, max_size=200))

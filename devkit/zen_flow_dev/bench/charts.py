@@ -4,6 +4,8 @@
   zen-flow and for the ideal baseline in the same run: the closer the curves, the less zen-flow costs.
 - `<stem>-cost.svg`: per workload, what a step costs the cluster: every client's writes per step for
   zen-flow and the baseline (apiserver metrics), and the controller's own requests per step.
+- `<stem>-timeline.svg`: per workload, transition latency over the run (per second: the slowest and the
+  median), zen-flow and the baseline: a tail that is one stall shows as a spike, a steady cost as a band.
 - `<stem>-growth.svg` (the `length` workloads): the controller's CPU per step as one flow grows; flat is
   the goal.
 
@@ -31,6 +33,12 @@ def _samples(workload: Mapping[str, Any], engine: str) -> Sequence[float]:
     run = workload.get(engine) or {}
     samples: Sequence[float] = run.get("transition_latency_samples_ms") or ()
     return samples
+
+
+def _timeline(workload: Mapping[str, Any], engine: str) -> Sequence[Sequence[float]]:
+    run = workload.get(engine) or {}
+    rows: Sequence[Sequence[float]] = run.get("transition_latency_timeline") or ()
+    return rows
 
 
 def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
@@ -63,6 +71,30 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
         axes[0][0].legend(loc="lower right")
         fig.suptitle(f"Step-transition latency: zen-flow vs the ideal baseline\n{stamp}", fontsize=9)
         written.append(_save(fig, json_path, "latency"))
+        plt.close(fig)
+
+    timeline = [w for w in _flow_workloads(results) if all(_timeline(w, e) for e in ENGINES)]
+    if timeline:
+        fig, axes = plt.subplots(
+            len(timeline), 1, figsize=(7.2, 2.2 * len(timeline) + 0.8), squeeze=False, layout="constrained"
+        )
+        for ax, workload in zip(axes[:, 0], timeline, strict=True):
+            for engine in ENGINES:
+                rows = _timeline(workload, engine)
+                seconds = [row[0] for row in rows]
+                colour = COLOURS[engine]
+                ax.plot(seconds, [max(row[3], 0.1) for row in rows], color=colour, label=f"{engine}: slowest")
+                ax.plot(
+                    seconds, [max(row[2], 0.1) for row in rows], color=colour, linestyle=":", label="median"
+                )
+            ax.set_yscale("log")
+            ax.set_title(workload["workload"], fontsize=9)
+            ax.set_ylabel("latency (ms)")
+            ax.grid(True, which="major", alpha=0.3)
+        axes[-1][0].set_xlabel("seconds since the flows were created")
+        axes[0][0].legend(loc="upper right", fontsize=7, ncols=2)
+        fig.suptitle(f"Step-transition latency over the run, per second\n{stamp}", fontsize=9)
+        written.append(_save(fig, json_path, "timeline"))
         plt.close(fig)
 
     cost = [w for w in _flow_workloads(results) if (w.get("zen-flow") or {}).get("api")]

@@ -16,7 +16,7 @@ from zen_flow_dev.bench import apicost, procstats
 from zen_flow_dev.bench.baseline import BaselineDriver
 from zen_flow_dev.bench.observer import Observer
 from zen_flow_dev.bench.session import Session
-from zen_flow_dev.bench.stats import summarize, transition_latencies
+from zen_flow_dev.bench.stats import latency_timeline, summarize, transitions
 from zen_flow_dev.bench.workloads import Workload
 from zen_flow_dev.testing.controller import ControllerProcess
 
@@ -70,7 +70,8 @@ async def measure_flows(
             result["error"] = f"baseline: {baseline.errors[:3]}"
 
     result["observer_watches_closed_early"] = seen.closed_early
-    latencies = transition_latencies(workload.dag, flows, seen.created, seen.completed)
+    observed = transitions(workload.dag, flows, seen.created, seen.completed)
+    latencies = [latency for _, latency in observed]
     completed = len(seen.completed)
     last_complete = max(seen.completed.values(), default=started)
     makespan = last_complete - started
@@ -80,6 +81,8 @@ async def measure_flows(
         transition_latency_ms=summarize(latencies).as_dict(),
         # Every sample, for the distribution charts (charts.py): a few thousand numbers at most.
         transition_latency_samples_ms=sorted(round(t * 1000, 1) for t in latencies),
+        # ... and over time, per second of the run: [second, transitions, p50 ms, max ms].
+        transition_latency_timeline=latency_timeline(observed, started),
         # Job seen created -> seen Complete: the cluster's share (scheduler, kwok, Job controller).
         job_run_ms=summarize(
             [t - seen.created[k] for k, t in seen.completed.items() if k in seen.created]

@@ -50,14 +50,15 @@ def summarize(seconds: Sequence[float]) -> Summary:
     )
 
 
-def transition_latencies(
+def transitions(
     dag: Dag, flows: Sequence[str], created: Mapping[StepKey, float], completed: Mapping[StepKey, float]
-) -> list[float]:
-    """Per step with dependencies: seen-created minus the last dependency's seen-Complete (seconds).
+) -> list[tuple[float, float]]:
+    """Per step with dependencies: (when its Job was seen created, that minus the last dependency's
+    seen-Complete), in seconds on the observer's clock.
 
     Steps whose Job or dependencies were never seen are left out (the run is then reported incomplete).
     """
-    out: list[float] = []
+    out: list[tuple[float, float]] = []
     for flow in flows:
         for step, deps in dag.steps:
             if not deps or (flow, step) not in created:
@@ -65,8 +66,25 @@ def transition_latencies(
             done = [completed.get((flow, dep)) for dep in deps]
             if any(t is None for t in done):
                 continue
-            out.append(created[(flow, step)] - max(t for t in done if t is not None))
+            seen = created[(flow, step)]
+            out.append((seen, seen - max(t for t in done if t is not None)))
     return out
+
+
+def latency_timeline(samples: Sequence[tuple[float, float]], started: float) -> list[list[float]]:
+    """Per second of the run that had transitions: [second, count, p50 ms, max ms], in order.
+
+    A tail in the distribution can be a steady cost or one stall; over time the two look different
+    (a stall is a ramp: every step that finished during it waits until it ends).
+    """
+    by_second: dict[int, list[float]] = {}
+    for seen, latency in samples:
+        by_second.setdefault(max(int(seen - started), 0), []).append(latency * 1000)
+    timeline = []
+    for second in sorted(by_second):
+        ordered = sorted(by_second[second])
+        timeline.append([second, len(ordered), round(percentile(ordered, 0.5), 1), round(ordered[-1], 1)])
+    return timeline
 
 
 def ratio(numerator: float, denominator: float) -> float | None:
