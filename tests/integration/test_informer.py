@@ -36,6 +36,7 @@ from zen_flow.kube import (
     WatchEvent,
     load_config,
 )
+from zen_flow.kube import object_head as object_head_module
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
 
@@ -363,17 +364,31 @@ async def test_jobflow_informer_status_merge_patch_and_delete(
 
 @pytest.mark.usefixtures("jobflow_crd")
 async def test_our_own_status_write_is_recognised_as_the_apiserver_sends_it(
-    kube: KubeClient, relayed: KubeClient, relay: Relay, namespace: str, kubectl: Any, clock: SystemClock
+    kube: KubeClient,
+    relayed: KubeClient,
+    relay: Relay,
+    namespace: str,
+    kubectl: Any,
+    clock: SystemClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The apiserver's own bytes: its answer and its watch event are read from their front (member order
-    as it writes them), and the flow cached without decoding the event is the flow it stores. The watch
-    goes through the relay, held while we write: its event comes after the answer (either may come first)."""
+    as it writes them, the metadata's end found without parsing managedFields, whatever the labels say),
+    and the flow cached without decoding the event is the flow it stores. The watch goes through the
+    relay, held while we write: its event comes after the answer (either may come first)."""
+
+    def parsed_head(raw: bytes, start: int) -> None:
+        raise AssertionError(f"the apiserver's metadata was parsed: {raw[start : start + 300]!r}")
+
+    monkeypatch.setattr(object_head_module, "_parsed_head", parsed_head)
     flows = JobFlowClient(kube)
     informer = JobFlowInformer(JobFlowClient(relayed), clock=clock, namespaces=[namespace])
     seen = Seen(informer)
     key = f"{namespace}/f"
     manifest = json.loads(flow_manifest("f", namespace))
     manifest["spec"]["steps"] = [{"name": n, "type": "Manual"} for n in ("a", "b", "c")]
+    # Labels named like the metadata's last members, which the apiserver writes before them.
+    manifest["metadata"]["labels"] = {"namespace": "x", "resourceVersion": "1", "uid": "not-mine"}
     async with running(informer):
         kubectl("apply", "-f", "-", input=json.dumps(manifest))
         await seen.until(lambda: seen.of("f") == ["add"])

@@ -15,6 +15,7 @@ from zen_flow.api import JobFlow
 from zen_flow.api.jobflow import JobFlowStatus
 from zen_flow.core import jsonpatch
 from zen_flow.informer.resources import JobFlowInformer
+from zen_flow.kube import object_head as object_head_module
 from zen_flow.kube.object_head import ObjectHead, event_head, object_head
 from zen_flow.kube.streams import decode_event
 from zen_flow_dev.testing.clock import FakeClock
@@ -61,6 +62,57 @@ def test_the_head_is_the_objects_own_uid_and_version(annotations: dict[str, str]
     raw["metadata"]["annotations"] = annotations
     assert object_head(wire(raw)) == ObjectHead("uid-f", "7")
     assert event_head(event("MODIFIED", raw)) == ("MODIFIED", ObjectHead("uid-f", "7"))
+
+
+def managed(steps: int) -> list[dict[str, Any]]:
+    """managedFields as the apiserver keeps them for a flow: one field set per manager, a key per step."""
+    entry = {"f:phase": {}, "f:startTime": {}, "f:jobRef": {".": {}, "f:name": {}, "f:uid": {}}}
+    status = {f'k:{{"name":"s{i}"}}': entry for i in range(steps)}
+    return [
+        {
+            "apiVersion": "workflow.kube-zen.io/v1alpha1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:steps": {}}, "f:status": {"f:steps": status}},
+            "manager": "zen-flow",
+            "operation": "Update",
+            "subresource": "status",
+            "time": "2026-12-03T00:00:00Z",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        # What a large flow's metadata is mostly made of; labels named like its last members (sorted
+        # before them), and owners, which have a uid of their own.
+        {
+            "managedFields": managed(500),
+            "labels": {"namespace": "x", "resourceVersion": "1", "uid": "not-mine"},
+        },
+        {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "owner-uid"}]},
+        {"annotations": {"a": '"namespace":"x","resourceVersion":"1","uid":"u"},"spec":'}},
+    ],
+)
+def test_the_metadatas_end_is_found_without_parsing_it(
+    metadata: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def parsed_head(raw: bytes, start: int) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(object_head_module, "_parsed_head", parsed_head)
+    raw = flow_raw()
+    raw["metadata"].update(metadata)
+    assert object_head(wire(raw)) == ObjectHead("uid-f", "7")
+    assert event_head(event("MODIFIED", raw)) == ("MODIFIED", ObjectHead("uid-f", "7"))
+
+
+def test_a_template_in_the_spec_is_never_taken_for_the_objects_metadata() -> None:
+    raw = flow_raw()
+    del raw["metadata"]["uid"]  # not as the apiserver writes it: parsed, and declined
+    template = {"metadata": {"namespace": "ns", "resourceVersion": "1", "uid": "template"}, "spec": {}}
+    raw["spec"]["steps"][0]["template"] = template
+    assert object_head(wire(raw)) is None
 
 
 @pytest.mark.parametrize(
