@@ -24,6 +24,7 @@ def engine_run(seed: int, scale: float, api: dict[str, float]) -> dict[str, Any]
 def results() -> dict[str, Any]:
     def flows(name: str, kind: str = "flows", samples: bool = True) -> dict[str, Any]:
         zen = engine_run(1, 40.0, {"cluster_writes_per_step": 14.2, "controller_requests_per_step": 2.3})
+        zen["observer_resumed_at"] = [7.0]  # drawn as a mark on the timeline
         base = engine_run(2, 30.0, {"cluster_writes_per_step": 11.1})
         if not samples:
             zen["transition_latency_samples_ms"] = base["transition_latency_samples_ms"] = []

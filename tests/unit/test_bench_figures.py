@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from zen_flow.validation import validate_jobflow
 from zen_flow_dev.bench import apicost, report
+from zen_flow_dev.bench.observer import Observer
 from zen_flow_dev.bench.stats import latency_timeline, percentile, summarize, transitions
 from zen_flow_dev.bench.workloads import (
     PRESETS,
@@ -275,3 +276,14 @@ def test_a_cached_job_and_flow_cost_less_than_their_json() -> None:
     }
     shown = report.render({"meta": meta, "workloads": [], "cache_objects": sizes})
     assert f"a Job {sizes['bytes_per_job']} B" in shown
+
+
+def test_the_observer_notes_when_its_watch_resumed_after_the_apiserver_closed_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = Observer(None, "ns", watch_flows=False)  # type: ignore[arg-type]  # never started: no client
+    closures = iter([0, 0, 1, 1, 3])  # what the informers count, event after event
+    monkeypatch.setattr(Observer, "closed_early", property(lambda _: next(closures)))
+    for now in (1.0, 2.0, 3.0, 4.0, 5.0):
+        seen._note_resumed(now)
+    assert seen.resumed_at == [3.0, 5.0]  # the first event after each closure (two at once: one mark)

@@ -6,6 +6,8 @@
   zen-flow and the baseline (apiserver metrics), and the controller's own requests per step.
 - `<stem>-timeline.svg`: per workload, transition latency over the run (per second: the slowest and the
   median), zen-flow and the baseline: a tail that is one stall shows as a spike, a steady cost as a band.
+  A dashed line marks where the harness's own watch resumed after the apiserver closed it: what it saw
+  just before was seen late, whichever engine ran.
 - `<stem>-growth.svg` (the `length` workloads): the controller's CPU per step as one flow grows; flat is
   the goal.
 
@@ -87,6 +89,8 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
                 ax.plot(
                     seconds, [max(row[2], 0.1) for row in rows], color=colour, linestyle=":", label="median"
                 )
+                for second in (workload.get(engine) or {}).get("observer_resumed_at") or ():
+                    ax.axvline(second, color=colour, linestyle="--", linewidth=0.8)
             ax.set_yscale("log")
             ax.set_title(workload["workload"], fontsize=9)
             ax.set_ylabel("latency (ms)")

@@ -58,6 +58,9 @@ class Observer:
         """Every distinct Job name seen per step: more than one is a duplicate (or a retry)."""
         self.flow_done: dict[str, tuple[str, float]] = {}
         """flow -> (terminal phase, first seen)."""
+        self.resumed_at: list[float] = []
+        """When the first event after each early-closed watch arrived: what the harness saw late."""
+        self._closed_seen = 0
         self._changed = asyncio.Event()
         # Exists-selector: zen-flow's Jobs and the baseline's carry the step label; nothing else does.
         self._jobs = JobInformer(
@@ -93,8 +96,14 @@ class Observer:
 
     # --- handlers (run on the informer's event, so the stamp is the moment the event was decoded) ------
 
+    def _note_resumed(self, now: float) -> None:
+        if (closed := self.closed_early) != self._closed_seen:
+            self._closed_seen = closed
+            self.resumed_at.append(now)
+
     def _on_job(self, job: Job) -> None:
         now = time.monotonic()
+        self._note_resumed(now)
         labels = labels_of(job)
         key = (labels.get(LABEL_FLOW, ""), labels.get(LABEL_STEP, ""))
         names = self.job_names.setdefault(key, [])
@@ -111,6 +120,7 @@ class Observer:
 
     def _on_flow(self, flow: JobFlow) -> None:
         now = time.monotonic()
+        self._note_resumed(now)
         name = flow.metadata.name
         phase = flow.status.phase or ""
         if phase in ("Succeeded", "Failed"):

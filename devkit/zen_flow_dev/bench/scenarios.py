@@ -70,6 +70,8 @@ async def measure_flows(
             result["error"] = f"baseline: {baseline.errors[:3]}"
 
     result["observer_watches_closed_early"] = seen.closed_early
+    # Seconds into the run: a latency spike there may be the harness seeing late, not the engine.
+    result["observer_resumed_at"] = [round(t - started, 1) for t in seen.resumed_at]
     observed = transitions(workload.dag, flows, seen.created, seen.completed)
     latencies = [latency for _, latency in observed]
     completed = len(seen.completed)
