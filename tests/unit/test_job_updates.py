@@ -89,3 +89,30 @@ def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
     complete = Condition(type="Complete", status="True", last_transition_time=T0)
     ctrl.on_job_event(replace(job, status=replace(job.status, conditions=(complete,))), job)
     assert len(queue) == 1
+
+
+async def test_a_running_flows_finished_step_is_reconciled_before_flows_that_have_not_started() -> None:
+    """A burst of new flows must not hold a running flow's next step behind all their first reconciles."""
+    clock = FakeClock()
+    api = FakeApiServer(clock)
+    sim = running_sim()
+    api.create_flow(sim.flow)
+    (name,) = sim.running()
+    job = sim.jobs[name]
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = Controller(
+        flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
+        clock=clock, metrics=Metrics(),
+    )  # fmt: skip
+    new_flows = [make_flow([job_step("a")], name=f"new-{i}") for i in range(20)]
+    for flow in new_flows:
+        ctrl.on_flow_event(flow)
+    complete = Condition(type="Complete", status="True", last_transition_time=T0)
+    ctrl.on_job_event(replace(job, status=replace(job.status, conditions=(complete,))), job)
+    assert await queue.get() == sim.flow.key
+    queue.done(sim.flow.key)
+    assert await queue.get() == new_flows[0].key  # the new flows keep their order
+    # A flow that has started is work in progress: its own status echo is not held behind new flows.
+    assert sim.flow.status.start_time is not None
+    ctrl.on_flow_event(sim.flow)
+    assert await queue.get() == sim.flow.key

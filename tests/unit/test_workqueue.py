@@ -1,4 +1,5 @@
-"""The work queue keeps client-go's promises: FIFO, deduplicated, one worker per key, delays, shutdown."""
+"""The work queue keeps client-go's promises (FIFO, deduplicated, one worker per key, delays, shutdown), and
+serves work in progress before new work without starving the new work."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zen_flow.machinery.ratelimit import ItemExponentialFailureRateLimiter
-from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
+from zen_flow.machinery.workqueue import NORMAL_STREAK, Priority, QueueShutDown, WorkQueue
 from zen_flow_dev.testing.clock import FakeClock, settle
 
 
@@ -47,6 +48,54 @@ async def test_a_key_added_while_processing_waits_for_done_then_comes_back_once(
     assert await q.get() == "ns/a"
     q.done("ns/a")
     assert len(q) == 0
+
+
+async def test_normal_keys_are_handed_out_before_low_keys_added_earlier() -> None:
+    q = make_queue()
+    q.add("ns/new-1", Priority.LOW)
+    q.add("ns/new-2", Priority.LOW)
+    q.add("ns/running-1")
+    q.add("ns/running-2")
+    assert [await q.get() for _ in range(4)] == ["ns/running-1", "ns/running-2", "ns/new-1", "ns/new-2"]
+
+
+async def test_a_waiting_low_key_added_again_as_normal_moves_up_and_is_held_once() -> None:
+    q = make_queue()
+    q.add("ns/a", Priority.LOW)
+    q.add("ns/b", Priority.LOW)
+    q.add("ns/c")
+    q.add("ns/b")  # b's Job changed: it joins the normal line behind c
+    q.add("ns/c", Priority.LOW)  # a later low add never lowers a key
+    assert len(q) == 3
+    assert [await q.get() for _ in range(3)] == ["ns/c", "ns/b", "ns/a"]
+    assert len(q) == 0
+
+
+async def test_a_key_raised_while_processing_comes_back_in_the_normal_line() -> None:
+    q = make_queue()
+    q.add("ns/a", Priority.LOW)
+    assert await q.get() == "ns/a"
+    q.add("ns/a", Priority.LOW)
+    q.add("ns/a")
+    q.add("ns/b", Priority.LOW)
+    q.done("ns/a")
+    assert [await q.get(), await q.get()] == ["ns/a", "ns/b"]
+
+
+async def test_low_keys_are_never_starved_by_a_stream_of_normal_keys() -> None:
+    q = make_queue()
+    for i in range(3):
+        q.add(f"ns/new-{i}", Priority.LOW)
+    handed: list[str] = []
+    for i in range(3 * (NORMAL_STREAK + 1)):
+        q.add(f"ns/running-{i}")  # always more normal work waiting than there are workers
+        q.add(f"ns/running-{i}-b")
+        key = await q.get()
+        handed.append(key)
+        q.done(key)
+    low = [i for i, key in enumerate(handed) if key.startswith("ns/new-")]
+    assert low == [NORMAL_STREAK, 2 * NORMAL_STREAK + 1, 3 * NORMAL_STREAK + 2]
+    assert [handed[i] for i in low] == ["ns/new-0", "ns/new-1", "ns/new-2"]
 
 
 async def test_get_waits_for_an_add() -> None:
@@ -279,6 +328,7 @@ async def test_metrics_follow_client_go_semantics() -> None:
 _ops = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.sampled_from(["a", "b", "c", "d"])),
+        st.tuples(st.just("low"), st.sampled_from(["a", "b", "c", "d"])),
         st.tuples(st.just("get"), st.just("")),
         st.tuples(st.just("done"), st.integers(min_value=0, max_value=3).map(str)),
     ),
@@ -306,8 +356,8 @@ async def test_no_key_is_held_twice_and_no_add_is_lost(ops: list[tuple[str, str]
         last_get[key] = step
 
     for op, arg in ops:
-        if op == "add":
-            q.add(arg)
+        if op in ("add", "low"):
+            q.add(arg, Priority.LOW if op == "low" else Priority.NORMAL)
             step += 1
             last_add[arg] = step
         elif op == "get" and len(q):
@@ -325,11 +375,15 @@ async def test_no_key_is_held_twice_and_no_add_is_lost(ops: list[tuple[str, str]
 
 @settings(deadline=None, max_examples=50)
 @given(
-    adds=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3)), min_size=1, max_size=40),
+    adds=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3), st.sampled_from(Priority)),
+        min_size=1,
+        max_size=40,
+    ),
     work=st.lists(st.integers(0, 4), min_size=1, max_size=10),
 )
 async def test_concurrent_workers_under_random_schedules(
-    adds: list[tuple[str, int]], work: list[int]
+    adds: list[tuple[str, int, Priority]], work: list[int]
 ) -> None:
     q = make_queue()
     active: set[str] = set()
@@ -356,8 +410,8 @@ async def test_concurrent_workers_under_random_schedules(
             q.done(key)
 
     workers = [asyncio.create_task(worker(i)) for i in range(3)]
-    for key, pause in adds:
-        q.add(key)
+    for key, pause, priority in adds:
+        q.add(key, priority)
         step += 1
         last_add[key] = step
         for _ in range(pause):

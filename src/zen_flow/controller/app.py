@@ -45,7 +45,7 @@ from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.ratelimit import default_controller_rate_limiter
-from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
 
@@ -324,7 +324,7 @@ async def _resync(flows: JobFlowInformer, queue: WorkQueue[str], clock: Clock, p
     while True:
         await clock.sleep(period)
         for flow in flows.list():
-            queue.add(flow.key)
+            queue.add(flow.key, Priority.LOW)  # never ahead of a change someone is waiting for
 
 
 def _webhook_server(settings: Settings, metrics: Metrics) -> Any:

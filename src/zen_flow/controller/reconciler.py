@@ -31,7 +31,7 @@ from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
-from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
+from zen_flow.machinery.workqueue import Priority, QueueShutDown, WorkQueue
 from zen_flow.planner.events import TIMED_OUT, TIMEOUT_MARK
 from zen_flow.planner.status import REASON_JOB_REJECTED, REASON_STATUS_REJECTED, cut
 from zen_flow.validation import has_started, validate_jobflow
@@ -139,9 +139,13 @@ class Controller:
         written = self._written.get(flow.metadata.uid)
         if written is not None and written[0] == flow.metadata.resource_version:
             del self._written[flow.metadata.uid]
-        if flow.status.start_time is not None or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+        started = flow.status.start_time is not None
+        if started or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
             self._starting.discard(flow.metadata.uid)
-        self._queue.add(flow.key)
+        # A flow that has not started waits behind the steps of running flows (a burst of new flows must not
+        # hold every running flow's next step); once started, or when it finishes, it is work in progress.
+        fresh = not started and flow.status.phase in (None, FlowPhase.PENDING)
+        self._queue.add(flow.key, Priority.LOW if fresh else Priority.NORMAL)
         self._wake_group(old, flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:

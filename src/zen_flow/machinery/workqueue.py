@@ -2,7 +2,13 @@
 
 Guarantees, as in client-go:
 
-* **Fair**: keys are handed out in the order they were added (FIFO).
+* **Fair**: keys are handed out in the order they were added (FIFO), within two priorities.
+* **Work in progress first**: a key added with `Priority.LOW` (a flow that has not started yet, a periodic
+  resync) waits behind `Priority.NORMAL` keys (a Job of a running flow changed), so a burst of new flows
+  does not queue the next step of every running flow behind all of their first reconciles (measured:
+  1,000 flows created at once held transitions for up to 13 s). Unlike controller-runtime's priority queue
+  (strict order) a low key is never starved: while low keys wait, every `NORMAL_STREAK + 1`-th key handed
+  out is a low one. A key keeps the highest priority it was added with until it is handed out.
 * **Stingy**: a key waiting in the queue is held once, however often it is added (the `dirty` set);
   a key is never handed to two workers at once (the `processing` set). Adding a key that a worker is
   processing marks it dirty; `done()` then puts it back in the queue, so the change is seen again.
@@ -37,14 +43,27 @@ owned by the queue and `FakeClock` drives delayed adds in tests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Hashable
+from enum import IntEnum
 from typing import Generic, Protocol, TypeVar
 
 from zen_flow.machinery.clock import Clock, SystemClock, Timer
 from zen_flow.machinery.ratelimit import RateLimiter, default_controller_rate_limiter
 
 K = TypeVar("K", bound=Hashable)
+
+
+class Priority(IntEnum):
+    """Which of the queue's two lines a key waits in (higher is served first)."""
+
+    LOW = 0
+    NORMAL = 1
+
+
+# While low keys wait, at most this many normal keys are handed out in a row before a low one.
+NORMAL_STREAK = 4
 
 
 class QueueShutDown(Exception):
@@ -101,7 +120,7 @@ class NoQueueMetrics:
 
 
 class WorkQueue(Generic[K]):
-    """A deduplicating FIFO of keys with delayed and rate-limited adds (see the module docstring).
+    """A deduplicating two-priority FIFO of keys with delayed and rate-limited adds (module docstring).
 
     Parameters (keyword-only):
         name: the `name` label passed to the metrics hooks.
@@ -122,8 +141,13 @@ class WorkQueue(Generic[K]):
         self._clock: Clock = clock or SystemClock()
         self._limiter: RateLimiter = rate_limiter or default_controller_rate_limiter(self._clock)
         self._metrics: QueueMetrics = metrics or NoQueueMetrics()
-        self._queue: deque[K] = deque()
-        self._dirty: set[K] = set()
+        # One line per priority, of (sequence, key): an entry is live while `_queued[key]` is its sequence,
+        # so raising a waiting key's priority appends a new entry and leaves the old one to be skipped.
+        self._lines: tuple[deque[tuple[int, K]], deque[tuple[int, K]]] = (deque(), deque())
+        self._queued: dict[K, int] = {}
+        self._sequence = itertools.count()
+        self._streak = 0  # normal keys handed out in a row while low keys waited
+        self._dirty: dict[K, Priority] = {}  # key -> highest priority it was added with since it got dirty
         self._processing: dict[K, float] = {}  # key -> monotonic time of its get()
         self._added_at: dict[K, float] = {}  # key -> monotonic time it became dirty
         self._timers: dict[K, tuple[float, Timer]] = {}  # key -> (deadline, timer): earliest only
@@ -132,17 +156,24 @@ class WorkQueue(Generic[K]):
         self._drained = asyncio.Event()
 
     # -- producers ----------------------------------------------------------------------------------
-    def add(self, key: K) -> None:
-        """Queue `key` unless it is already waiting; ignored after shutdown."""
-        if self._shutting_down or key in self._dirty:
+    def add(self, key: K, priority: Priority = Priority.NORMAL) -> None:
+        """Queue `key` unless it is already waiting (then only raise its priority); ignored after shutdown."""
+        if self._shutting_down:
             return
-        self._dirty.add(key)
+        held = self._dirty.get(key)
+        if held is not None:
+            if priority > held:
+                self._dirty[key] = priority
+                if key in self._queued:
+                    self._enqueue(key, priority)  # moves up a line; its old entry is skipped
+            return
+        self._dirty[key] = priority
         self._added_at.setdefault(key, self._clock.monotonic())
         self._metrics.add(self.name)
         self._metrics.depth(self.name, len(self._dirty))
         if key in self._processing:
             return  # done() re-queues it: never two workers on one key
-        self._queue.append(key)
+        self._enqueue(key, priority)
         self._wake_one()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -181,7 +212,7 @@ class WorkQueue(Generic[K]):
         empty. A getter cancelled while waiting takes no key.
         """
         while True:
-            if self._queue:
+            if self._queued:
                 return self._take()
             if self._shutting_down:
                 raise QueueShutDown
@@ -195,13 +226,14 @@ class WorkQueue(Generic[K]):
                 raise
 
     def done(self, key: K) -> None:
-        """Finish processing `key`; if it was added meanwhile, it goes to the back of the queue."""
+        """Finish processing `key`; if it was added meanwhile, it goes to the back of its priority's line."""
         started = self._processing.pop(key, None)
         if started is None:
             raise ValueError(f"done({key!r}) for a key that is not being processed")
         self._metrics.work_duration(self.name, self._clock.monotonic() - started)
-        if key in self._dirty:
-            self._queue.append(key)
+        priority = self._dirty.get(key)
+        if priority is not None:
+            self._enqueue(key, priority)
             self._wake_one()
         self._check_drained()
 
@@ -214,7 +246,9 @@ class WorkQueue(Generic[K]):
         level-based, so a key dropped here is picked up again by whoever reconciles next.
         """
         self._begin_shutdown()
-        self._queue.clear()
+        for line in self._lines:
+            line.clear()
+        self._queued.clear()
         self._dirty.clear()
         self._added_at.clear()
         self._metrics.depth(self.name, 0)
@@ -238,7 +272,7 @@ class WorkQueue(Generic[K]):
     # -- introspection ------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Keys queued and ready to be handed out (not counting keys being processed or delayed)."""
-        return len(self._queue)
+        return len(self._queued)
 
     @property
     def processing(self) -> frozenset[K]:
@@ -261,16 +295,35 @@ class WorkQueue(Generic[K]):
         return self._clock.monotonic() - min(self._processing.values())
 
     # -- internals ----------------------------------------------------------------------------------
+    def _enqueue(self, key: K, priority: Priority) -> None:
+        sequence = next(self._sequence)
+        self._queued[key] = sequence
+        self._lines[priority].append((sequence, key))
+
+    def _live(self, priority: Priority) -> deque[tuple[int, K]]:
+        line = self._lines[priority]
+        while line and self._queued.get(line[0][1]) != line[0][0]:
+            line.popleft()  # a key that moved up a line, or was dropped
+        return line
+
     def _take(self) -> K:
-        key = self._queue.popleft()
-        self._dirty.discard(key)
+        normal, low = self._live(Priority.NORMAL), self._live(Priority.LOW)
+        if normal and (not low or self._streak < NORMAL_STREAK):
+            self._streak = self._streak + 1 if low else 0
+            line = normal
+        else:
+            self._streak = 0
+            line = low
+        key = line.popleft()[1]
+        del self._queued[key]
+        del self._dirty[key]
         now = self._clock.monotonic()
         self._processing[key] = now
         added = self._added_at.pop(key, None)
         if added is not None:
             self._metrics.queue_duration(self.name, now - added)
         self._metrics.depth(self.name, len(self._dirty))
-        if self._queue:
+        if self._queued:
             self._wake_one()  # several keys may have arrived while fewer getters were woken
         return key
 
@@ -300,5 +353,5 @@ class WorkQueue(Generic[K]):
         self._timers.clear()
 
     def _check_drained(self) -> None:
-        if self._shutting_down and not self._queue and not self._processing:
+        if self._shutting_down and not self._queued and not self._processing:
             self._drained.set()
