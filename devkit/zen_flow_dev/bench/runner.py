@@ -38,6 +38,7 @@ from zen_flow_dev.bench.scenarios import measure_cache, measure_flows, measure_w
 from zen_flow_dev.bench.session import ControllerSettings, Session
 from zen_flow_dev.bench.stats import ratio
 from zen_flow_dev.bench.workloads import Workload, build_workloads, chain, flow_manifest_for
+from zen_flow_dev.cluster import leftovers
 from zen_flow_dev.testing.controller import ControllerProcess
 
 HARNESS_USER_AGENT = "zen-flow-bench"
@@ -97,6 +98,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     workdir = Path(
         tempfile.mkdtemp(prefix="zenflow-bench-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     )
+    leftovers.claim(workdir)  # a killed run's directory is swept by the next cluster start
     try:
         if config.kubeconfig is not None:
             env = Environment.existing(config.kubeconfig)

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 OWNER_FILE = "owner"
-PREFIXES = ("zenflow-cluster-", "zenflow-etcd-")
+# The benchmark's work directory holds the apiserver's audit log: hundreds of MB of RAM on /dev/shm.
+PREFIXES = ("zenflow-cluster-", "zenflow-etcd-", "zenflow-bench-")
 
 
 def claim(directory: Path) -> None:
