@@ -68,10 +68,10 @@ def test_what_a_plan_reads_is_seen() -> None:
         assert plan_sees_change(old, new)
 
 
-def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
+def controller_of(sim: Simulator) -> tuple[Controller, WorkQueue[str], Metrics, Job]:
+    """A controller over a fake apiserver holding `sim`'s flow; also its queue, metrics and running Job."""
     clock = FakeClock()
     api = FakeApiServer(clock)
-    sim = running_sim()
     api.create_flow(sim.flow)
     (name,) = sim.running()
     job = sim.jobs[name]
@@ -83,32 +83,31 @@ def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
         flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
         clock=clock, metrics=metrics,
     )  # fmt: skip
+    return ctrl, queue, metrics, job
+
+
+def completed(job: Job) -> Job:
+    complete = Condition(type="Complete", status="True", last_transition_time=T0)
+    return replace(job, status=replace(job.status, conditions=(complete,)))
+
+
+def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
+    ctrl, queue, metrics, job = controller_of(running_sim())
     ctrl.on_job_event(with_counters(job, 1, 1, 0, 0), job)
     assert len(queue) == 0
     assert metrics.registry.get_sample_value("zen_flow_job_updates_ignored_total") == 1
-    complete = Condition(type="Complete", status="True", last_transition_time=T0)
-    ctrl.on_job_event(replace(job, status=replace(job.status, conditions=(complete,))), job)
+    ctrl.on_job_event(completed(job), job)
     assert len(queue) == 1
 
 
 async def test_a_running_flows_finished_step_is_reconciled_before_flows_that_have_not_started() -> None:
     """A burst of new flows must not hold a running flow's next step behind all their first reconciles."""
-    clock = FakeClock()
-    api = FakeApiServer(clock)
     sim = running_sim()
-    api.create_flow(sim.flow)
-    (name,) = sim.running()
-    job = sim.jobs[name]
-    queue: WorkQueue[str] = WorkQueue(clock=clock)
-    ctrl = Controller(
-        flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
-        clock=clock, metrics=Metrics(),
-    )  # fmt: skip
+    ctrl, queue, _, job = controller_of(sim)
     new_flows = [make_flow([job_step("a")], name=f"new-{i}") for i in range(20)]
     for flow in new_flows:
         ctrl.on_flow_event(flow)
-    complete = Condition(type="Complete", status="True", last_transition_time=T0)
-    ctrl.on_job_event(replace(job, status=replace(job.status, conditions=(complete,))), job)
+    ctrl.on_job_event(completed(job), job)
     assert await queue.get() == sim.flow.key
     queue.done(sim.flow.key)
     assert await queue.get() == new_flows[0].key  # the new flows keep their order

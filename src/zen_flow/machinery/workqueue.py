@@ -9,7 +9,7 @@ Guarantees, as in client-go:
   1,000 flows created at once held transitions for up to 13 s). Unlike controller-runtime's priority queue
   (strict order) a low key is never starved: while low keys wait, every `NORMAL_STREAK + 1`-th key handed
   out is a low one. A key keeps the highest priority it was added with until it is handed out.
-* **Stingy**: a key waiting in the queue is held once, however often it is added (the `dirty` set);
+* **Stingy**: a key waiting in the queue is held once, however often it is added (the `dirty` map);
   a key is never handed to two workers at once (the `processing` set). Adding a key that a worker is
   processing marks it dirty; `done()` then puts it back in the queue, so the change is seen again.
 * **Delayed and rate-limited adds**: `add_after` keeps only the earliest pending timer per key;
