@@ -13,7 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.core.expressions import ExpressionError, _decode, compile_when, tokens
+from zen_flow.core.expressions import (
+    ExpressionError,
+    _decode,
+    compile_when,
+    scan,
+    scan_phase_tests,
+    tokens,
+)
 
 _PREFIXES = ("rb", "br", "r", "b", "")
 _WORD = re.compile(r"\w+")
@@ -116,3 +123,49 @@ def test_conditions_that_differ_only_in_the_step_they_name_compile_once() -> Non
         compile_when("steps.fan-out-3.phase == nope")
     with pytest.raises(ExpressionError):
         compile_when("steps.fan-out-4.phase == ")
+
+
+# Step names as users write them (DNS labels, reserved words, a leading digit, dash runs) and some that
+# only the rewrite's rule allows (underscores, non-ASCII word characters).
+_NAMES = st.one_of(
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True),
+    st.sampled_from(["in", "null", "true", "a--b", "a_b", "é", "x٣", "build-7"]),
+)
+_PHASE_TESTS = st.builds(
+    lambda name, op, phase, quote, pad: f"steps.{name}.phase{pad}{op}{pad}{quote}{phase}{quote}",
+    _NAMES,
+    st.sampled_from(["==", "!="]),
+    st.sampled_from(["Succeeded", "Failed", "Skipped", ""]),
+    st.sampled_from(["'", '"']),
+    st.sampled_from(["", " ", "  ", "\n"]),
+)
+
+
+@given(
+    st.lists(_PHASE_TESTS, min_size=1, max_size=4),
+    st.lists(st.sampled_from([" && ", " || ", "&&", "\n|| "]), min_size=3, max_size=3),
+    st.sampled_from(["", " ", "\t\n"]),
+)
+def test_the_phase_test_fast_path_reads_conditions_as_the_scanner_does(
+    tests: list[str], joiners: list[str], pad: str
+) -> None:
+    expr = pad + tests[0] + "".join(j + t for j, t in zip(joiners, tests[1:], strict=False)) + pad
+    fast = scan_phase_tests(expr)
+    assert fast is not None, expr  # every condition of this grammar takes the fast path
+    assert fast == scan(expr)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "steps.a .phase == 'Succeeded'",  # a space ends the name: the scanner reads `steps.a`
+        "steps.a-.phase == 'Succeeded'",
+        "steps.a.phase == r'Succeeded'",
+        "steps.a.phase == 'Succ eeded'",
+        "steps.a.phase == 'Succeeded' && flow.name == 'x'",
+        "steps.exists(s, s.phase == 'Failed')",
+        "(steps.a.phase == 'Succeeded')",
+    ],
+)
+def test_anything_else_is_scanned(expr: str) -> None:
+    assert scan_phase_tests(expr) is None

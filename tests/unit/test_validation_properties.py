@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,8 @@ from validation_samples import EXAMPLES, load_yaml
 from zen_flow.api import JobFlow
 from zen_flow.validation import validate_jobflow, validate_update
 from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.memo import CheckMemo
+from zen_flow.validation.reader import Reader
 from zen_flow.validation.update import _ratcheted, _under
 from zen_flow_dev.testing.mutations import corrupted_examples, json_like, scalars, without_nulls
 
@@ -317,3 +320,24 @@ def test_a_duplicate_or_self_dependency_is_refused(flow: dict[str, Any], data: s
         twin["spec"]["steps"][j]["name"] = steps[i]["name"]
         errors = [str(e) for e in validate_jobflow(twin)]
         assert any("name: Duplicate value" in e for e in errors), errors
+
+
+def _check_every_time(self: CheckMemo[Any], r: Reader, value: Any, path: str) -> Any:
+    return self._check(r, value, path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(corrupted_examples())
+def test_repeated_steps_checked_once_report_what_checking_each_step_reports(flow: Any) -> None:
+    """The validator checks a step's own rules once per distinct step (validation/memo.py); the errors
+    are exactly those of checking every step, each at its own step's path, in the same order."""
+    spec = flow.get("spec") if isinstance(flow, dict) else None
+    steps = spec.get("steps") if isinstance(spec, dict) else None
+    if isinstance(steps, list):  # every step twice: the copies hit the memo
+        steps.extend(
+            copy.deepcopy(step) | {"name": f"copy-{i}"} if isinstance(step, dict) else copy.deepcopy(step)
+            for i, step in enumerate(list(steps))
+        )
+    remembered = validate_jobflow(flow)
+    with patch.object(CheckMemo, "run", _check_every_time):
+        assert validate_jobflow(flow) == remembered

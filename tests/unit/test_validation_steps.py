@@ -13,7 +13,9 @@ from validation_samples import (
     assert_valid,
     base_flow,
     container,
+    errors_of,
     job_step,
+    job_template,
     make_flow,
     mutated,
     pod_spec,
@@ -460,3 +462,24 @@ def test_a_null_in_a_list_of_strings_is_an_error_not_an_absence() -> None:
         E.INVALID,
         "must be a string, not null",
     )
+
+
+def test_steps_alike_but_for_their_wiring_each_get_their_own_errors() -> None:
+    """A fan-out repeats one step under many names; each copy's problems are reported at its own path,
+    and each copy's references are checked against its own name (`validation/memo.py`)."""
+    fields = {"retryPolicy": {"limit": -1}, "template": job_template(restart="Always")}
+    outputs = {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "w0:$.succeeded"}}]}
+    flow = make_flow(
+        job_step("w0", outputs=outputs, **fields),
+        job_step("w1", "w0", when="steps.w0.phase == 'Succeeded'", outputs=outputs, **fields),
+        job_step("w2", "w9", outputs=outputs, **fields),
+    )
+    errors = {(e.path, e.type) for e in errors_of(flow)}
+    for i in range(3):
+        assert (f"spec.steps[{i}].retryPolicy.limit", E.INVALID) in errors
+        assert (f"spec.steps[{i}].template.spec.template.spec.restartPolicy", E.NOT_SUPPORTED) in errors
+    prefix = ".outputs.parameters[0].valueFrom.jsonPath"
+    assert ("spec.steps[0]" + prefix, E.INVALID) not in errors  # "w0:" names w0 itself
+    assert {("spec.steps[1]" + prefix, E.INVALID), ("spec.steps[2]" + prefix, E.INVALID)} <= errors
+    assert ("spec.steps[2].dependencies[0]", E.NOT_FOUND) in errors
+    assert len(errors) == 9

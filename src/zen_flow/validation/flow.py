@@ -25,8 +25,14 @@ from zen_flow.validation.errors import (
 )
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import StepIndex, build_index
-from zen_flow.validation.io import check_inputs, check_outputs, check_transfer_names
+from zen_flow.validation.io import (
+    check_inputs,
+    check_output_references,
+    check_outputs,
+    check_transfer_names,
+)
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
+from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.policy import (
     PolicyNeeds,
     check_execution_policy,
@@ -36,8 +42,14 @@ from zen_flow.validation.policy import (
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.resources import check_resource_templates
 from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_bytes, status_bound
-from zen_flow.validation.steps import check_cycle, check_step, check_step_count, check_step_names
-from zen_flow.validation.template import TemplateChecks, TemplateInfo, check_metadata_maps
+from zen_flow.validation.steps import (
+    check_cycle,
+    check_step_count,
+    check_step_fields,
+    check_step_names,
+    check_step_references,
+)
+from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
 
 METADATA = "metadata"
 SPEC = "spec"
@@ -116,25 +128,45 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str) -> StepIndex 
     items = r.mappings(raw_steps, steps_path)
     check_step_names(r, items)
     index = build_index(items)
-    job_templates = TemplateChecks()
+    alike = step_memo()
     for path, step in items:
-        info = check_step(r, index, step, path, job_templates)
+        info = alike.run(r, step, path)
+        check_step_references(r, index, step, path)
         raw_name = step.get("name")
         name = raw_name if isinstance(raw_name, str) else ""
         inputs = r.mapping(step.get("inputs"), path + ".inputs")
         if inputs is not None:
             check_inputs(r, index, name, inputs, path + ".inputs", arguments)
-        outputs = r.mapping(step.get("outputs"), path + ".outputs")
-        if outputs is not None:
-            check_outputs(r, name, outputs, path + ".outputs", _container_names(step), _mount_paths(step))
+        outputs = step.get("outputs")
+        if isinstance(outputs, dict):
+            check_output_references(r, name, outputs, path + ".outputs")
         pod = _pod_spec(step)
-        if pod is not None and _moves_artifacts(inputs, outputs):
+        if pod is not None and _moves_artifacts(inputs, outputs if isinstance(outputs, dict) else None):
             check_transfer_names(r, pod, path + ".template.spec.template.spec")
         if info is not None:
             _check_step_policy(r, step, path, name, info, needs)
     check_cycle(r, index)
     _check_size(r, spec)
     return index
+
+
+# What a step's own rules never read: the memo keys a step by the rest (see memo.py).
+_WIRING = frozenset({"name", "dependencies", "when", "inputs"})
+
+
+def step_memo() -> CheckMemo[TemplateInfo | None]:
+    """A flow's steps checked once per distinct step, wiring aside; a step that differs still shares
+    the check of its Job template with the steps that have the same one."""
+    templates = template_memo()
+
+    def check(r: Reader, step: Mapping[str, Any], path: Path) -> TemplateInfo | None:
+        info = check_step_fields(r, step, path, templates)
+        outputs = r.mapping(step.get("outputs"), path + ".outputs")
+        if outputs is not None:
+            check_outputs(r, outputs, path + ".outputs", _container_names(step), _mount_paths(step))
+        return info
+
+    return CheckMemo(check, relocate_info, _WIRING)
 
 
 def _check_step_policy(

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zen_flow.core.dag import Graph
+from zen_flow.core.dag import CycleError, Graph
 from zen_flow.validation.errors import Path
 
 
@@ -58,6 +58,16 @@ def _output_artifacts(step: Mapping[str, Any], *, stored: bool = False) -> froze
     )
 
 
+def _ancestors(graph: Graph, bits: Mapping[str, int], order: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name in order:
+        acc = 0
+        for dep in graph.deps[name]:
+            acc |= out[dep] | bits[dep]
+        out[name] = acc
+    return out
+
+
 def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     """`steps` are the well-formed step objects with their paths (names already checked elsewhere)."""
     paths: dict[str, Path] = {}
@@ -73,22 +83,19 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         stored[name] = _output_artifacts(step, stored=True)
         edges.append((name, _dependency_names(step)))
     graph = Graph.build(edges)
-    found = graph.find_cycle()
     bits = {name: 1 << i for i, name in enumerate(graph.nodes)}
     ancestors: dict[str, int] | None = None
-    if found is None:
-        ancestors = {}
-        for name in graph.topological_order():
-            acc = 0
-            for dep in graph.deps[name]:
-                acc |= ancestors[dep] | bits[dep]
-            ancestors[name] = acc
+    found: tuple[str, ...] | None = None
+    try:
+        ancestors = _ancestors(graph, bits, graph.topological_order())  # looks for a cycle only if any
+    except CycleError as err:
+        found = err.cycle
     return StepIndex(
         paths=paths,
         output_artifacts=outputs,
         stored_artifacts=stored,
         graph=graph,
-        cycle=tuple(found) if found else None,
+        cycle=found or None,
         _bits=bits,
         _ancestors=ancestors,
     )

@@ -225,25 +225,37 @@ def check_inputs(
         _check_input_artifact(r, index, step, artifact, item_path)
 
 
-def _check_output_json_path(r: Reader, step: str, value: str, path: Path) -> None:
+def _check_output_json_path(r: Reader, value: str, path: Path) -> None:
     # An output reads the step's own finished Job; the original's validator also allowed a "<step>:"
-    # prefix, which we accept only when it names this very step.
+    # prefix, which we accept only when it names this very step (check_output_references).
     ref, colon, expr = value.partition(":")
     if colon and not ref.startswith("$"):
-        if ref != step:
-            r.add(
-                invalid(
-                    path,
-                    value,
-                    f"an output reads this step's own Job; the prefix must be {quote(step)} or absent",
-                )
-            )
-            return
         value = expr
     if not value.startswith("$"):
         r.add(invalid(path, value, 'a JSONPath must start with "$" (e.g. "$.succeeded")'))
     else:
         _check_json_path_syntax(r, value, value, path)
+
+
+def check_output_references(r: Reader, step: str, outputs: Mapping[str, Any], path: Path) -> None:
+    """The one output rule that reads the step's name: a jsonPath's `<step>:` prefix names this step."""
+    params = outputs.get("parameters")
+    for i, param in enumerate(params if isinstance(params, list) else ()):
+        source = param.get("valueFrom") if isinstance(param, Mapping) else None
+        if not isinstance(source, Mapping) or source.get("terminationMessage") is not None:
+            continue
+        value = source.get("jsonPath")
+        if not isinstance(value, str):
+            continue
+        ref, colon, _ = value.partition(":")
+        if colon and not ref.startswith("$") and ref != step:
+            r.add(
+                invalid(
+                    f"{path}.parameters[{i}].valueFrom.jsonPath",
+                    value,
+                    f"an output reads this step's own Job; the prefix must be {quote(step)} or absent",
+                )
+            )
 
 
 def _check_output_artifact(
@@ -320,14 +332,14 @@ def _check_termination_message(
 
 def check_outputs(
     r: Reader,
-    step: str,
     outputs: Mapping[str, Any],
     path: Path,
     containers: Sequence[str] | None = None,
     mounts: Sequence[str] | None = None,
 ) -> None:
-    """`containers`: the names in the step's Job template (None when it has none to read); `mounts`:
-    the mountPaths of its containers' volumes."""
+    """The outputs' own rules (check_output_references has the one that reads the step's name).
+    `containers`: the names in the step's Job template (None when it has none to read); `mounts`: the
+    mountPaths of its containers' volumes."""
     names: set[str] = set()
     params = outputs.get("parameters")
     if isinstance(params, list) and len(params) > MAX_OUTPUT_PARAMETERS:
@@ -357,7 +369,7 @@ def check_outputs(
             continue
         json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
         if json_path is not None:
-            _check_output_json_path(r, step, json_path, src_path + ".jsonPath")
+            _check_output_json_path(r, json_path, src_path + ".jsonPath")
         message = r.mapping(source.get("terminationMessage"), src_path + ".terminationMessage")
         if message is not None:
             _check_termination_message(r, message, src_path + ".terminationMessage", containers)

@@ -29,8 +29,9 @@ from zen_flow.validation.limits import (
     MAX_TIMEOUT_SECONDS,
     MAX_WHEN,
 )
+from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.reader import INT32_MAX, Reader
-from zen_flow.validation.template import TemplateChecks, TemplateInfo, check_metadata_maps
+from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
 STEP_TYPES = ("Job", "Manual")
 BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
@@ -83,11 +84,12 @@ def is_manual(step: Mapping[str, Any]) -> bool:
     return step.get("template") is None
 
 
-def check_step(
-    r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path, templates: TemplateChecks
+def check_step_fields(
+    r: Reader, step: Mapping[str, Any], path: Path, templates: CheckMemo[TemplateInfo | None]
 ) -> TemplateInfo | None:
-    """All single-step rules; returns the template summary of a Job step (for podFailurePolicy)."""
-    name = step.get("name") if isinstance(step.get("name"), str) else ""
+    """The rules of one step that do not read its name or wiring (name, dependencies, when, inputs),
+    so a flow checks them once per distinct step (`CheckMemo`); returns the template summary of a Job
+    step (for podFailurePolicy)."""
     kind = r.string(step.get("type"), path + ".type")
     if kind and kind not in STEP_TYPES:
         r.add(not_supported(path + ".type", kind, STEP_TYPES))
@@ -97,7 +99,6 @@ def check_step(
     meta = r.mapping(step.get("metadata"), path + ".metadata")
     if meta is not None:
         check_metadata_maps(r, meta, path + ".metadata")
-    _check_dependencies(r, index, step.get("dependencies"), path + ".dependencies")
     retry = r.mapping(step.get("retryPolicy"), path + ".retryPolicy")
     if retry is not None:
         _check_retry_policy(r, retry, path + ".retryPolicy")
@@ -106,15 +107,25 @@ def check_step(
         r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
     elif timeout is not None and timeout > MAX_TIMEOUT_SECONDS:
         r.add(invalid(path + ".timeoutSeconds", timeout, f"must be at most {MAX_TIMEOUT_SECONDS} (30 days)"))
-    when = r.string(step.get("when"), path + ".when")
-    if when is not None:
-        _check_when(r, index, str(name), when, path + ".when")
     r.boolean(step.get("continueOnFailure"), path + ".continueOnFailure")
     return _check_template_for_type(r, step, kind, path + ".template", templates)
 
 
+def check_step_references(r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path) -> None:
+    """The rules of one step that name other steps: dependencies and `when`."""
+    _check_dependencies(r, index, step.get("dependencies"), path + ".dependencies")
+    when = r.string(step.get("when"), path + ".when")
+    if when is not None:
+        name = step.get("name")
+        _check_when(r, index, name if isinstance(name, str) else "", when, path + ".when")
+
+
 def _check_template_for_type(
-    r: Reader, step: Mapping[str, Any], kind: str | None, path: Path, templates: TemplateChecks
+    r: Reader,
+    step: Mapping[str, Any],
+    kind: str | None,
+    path: Path,
+    templates: CheckMemo[TemplateInfo | None],
 ) -> TemplateInfo | None:
     raw = step.get("template")
     if kind == "Manual":
@@ -137,7 +148,7 @@ def _check_template_for_type(
     template = r.mapping(raw, path)
     if template is None:
         return None
-    return templates.check(r, template, path)
+    return templates.run(r, template, path)
 
 
 def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path) -> None:

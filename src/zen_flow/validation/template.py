@@ -9,14 +9,10 @@ that did not parse as a Job; we check what a Job needs, and the types of the fie
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic_core import to_json
-
 from zen_flow.validation.errors import (
-    ROOT,
-    FieldError,
     Path,
     duplicate,
     forbidden,
@@ -31,6 +27,7 @@ from zen_flow.validation.formats import (
     parse_quantity,
     qualified_name_problem,
 )
+from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.reader import INT32_MAX, Reader
 
 RESTART_POLICIES = ("OnFailure", "Never")
@@ -104,35 +101,22 @@ def check_template(r: Reader, template: Mapping[str, Any], path: Path) -> Templa
     )
 
 
-class TemplateChecks:
-    """`check_template` once per distinct template of a flow.
+def relocate_info(info: TemplateInfo | None, path: Path) -> TemplateInfo | None:
+    """`info` of a template checked at ROOT, for the template at `path` (for `CheckMemo`)."""
+    if info is None:
+        return None
+    return TemplateInfo(
+        info.restart_policy,
+        path + info.restart_policy_path,
+        info.container_names,
+        info.has_own_pod_failure_policy,
+    )
 
-    A wide flow's steps mostly share one Job template (a 500-step fan-out of the same worker), and its
-    checks were a quarter of a 500-step admission. Whether a template is valid does not depend on where
-    it is, so the errors of the first one found at ROOT are kept and moved under each later path. The
-    key is the template's JSON (a few microseconds in Rust); a hit is confirmed with `==`, since
-    YAML input can serialize alike and differ (an integer map key and its string).
-    """
 
-    def __init__(self) -> None:
-        self._seen: dict[bytes, tuple[Mapping[str, Any], tuple[FieldError, ...], TemplateInfo | None]] = {}
-
-    def check(self, r: Reader, template: Mapping[str, Any], path: Path) -> TemplateInfo | None:
-        try:
-            key = to_json(template)
-        except ValueError:  # not JSON (a YAML alias cycle): checked in place, which reports it
-            return check_template(r, template, path)
-        found = self._seen.get(key)
-        if found is None or found[0] != template:
-            local = Reader([])
-            info = check_template(local, template, ROOT)
-            found = self._seen[key] = (template, tuple(local.errors), info)
-        _, errors, info = found
-        for error in errors:
-            r.add(replace(error, path=path + error.path))
-        if info is None:
-            return None
-        return replace(info, restart_policy_path=path + info.restart_policy_path)
+def template_memo() -> CheckMemo[TemplateInfo | None]:
+    """`check_template` once per distinct template of a flow: a step whose other fields differ from
+    every earlier step's (so the step memo missed) still mostly shares its Job template."""
+    return CheckMemo(check_template, relocate_info)
 
 
 def _check_job_spec_fields(r: Reader, spec: Mapping[str, Any], path: Path) -> None:
