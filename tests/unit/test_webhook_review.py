@@ -216,7 +216,7 @@ def test_dry_run_gets_the_same_decision() -> None:
 
 
 def test_a_bug_denies_with_a_message_instead_of_crashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(_: Any) -> Any:
+    def boom(*_: Any, **__: Any) -> Any:
         raise RuntimeError("kaput")
 
     monkeypatch.setattr("zen_flow.webhook.review.validate_jobflow", boom)

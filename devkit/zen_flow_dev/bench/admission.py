@@ -216,8 +216,15 @@ def _serve_webhook(cert_dir: Path, ports: multiprocessing.Queue[int | str], stop
         ports.put(repr(exc))
 
 
+# A step message that numbers a review: "rich, new spec" sends a spec the webhook has not seen each time
+# (its verdict on a spec it saw is remembered: zen_flow.validation.verdicts).
+_UNIQUE = "review %09d"
+_UNIQUE_BYTES = _UNIQUE.encode()
+
+
 def time_webhook(budget: float) -> list[dict[str, Any]]:
-    """Validate and mutate reviews of CREATE (and validate of UPDATE, which also checks the transition)."""
+    """Validate and mutate reviews of CREATE (and validate of UPDATE, which also checks the transition);
+    "rich" sends one review again and again, "rich, new spec" a spec not seen before each time."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="zenflow-bench-webhook-") as tmp:
         ca = create_ca(Path(tmp) / "ca", common_name="zen-flow-bench-ca")
@@ -226,19 +233,25 @@ def time_webhook(budget: float) -> list[dict[str, Any]]:
         with _WebhookProcess(Path(tmp) / "serving") as server:
             connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=30)
             try:
-                for path, operation in (
-                    ("/validate-jobflow", "CREATE"),
-                    ("/mutate-jobflow", "CREATE"),
-                    ("/validate-jobflow", "UPDATE"),
+                for path, operation, shape in (
+                    ("/validate-jobflow", "CREATE", "rich"),
+                    ("/validate-jobflow", "CREATE", "rich, new spec"),
+                    ("/mutate-jobflow", "CREATE", "rich"),
+                    ("/validate-jobflow", "UPDATE", "rich"),
                 ):
                     for steps in SIZES:
-                        body = json.dumps(
-                            admission_review(admission_flow(steps, rich=True), operation)
-                        ).encode()
+                        flow = admission_flow(steps, rich=True)
+                        flow["spec"]["steps"][0]["message"] = _UNIQUE % 0
+                        body = json.dumps(admission_review(flow, operation)).encode()
+                        reviews = (
+                            (body.replace(_UNIQUE_BYTES % 0, _UNIQUE_BYTES % n) for n in itertools.count(1))
+                            if shape == "rich, new spec"
+                            else itertools.repeat(body)
+                        )
 
-                        def post(body: bytes = body, path: str = path) -> None:
+                        def post(reviews: Iterator[bytes] = reviews, path: str = path) -> None:
                             connection.request(
-                                "POST", path, body=body, headers={"Content-Type": "application/json"}
+                                "POST", path, body=next(reviews), headers={"Content-Type": "application/json"}
                             )
                             answer = connection.getresponse()
                             payload = json.loads(answer.read())
@@ -249,7 +262,7 @@ def time_webhook(budget: float) -> list[dict[str, Any]]:
                         rows.append(
                             {
                                 "path": f"webhook {path} {operation}",
-                                "shape": "rich",
+                                "shape": shape,
                                 "steps": steps,
                                 "request_kb": round(len(body) / 1024, 1),
                                 "first_ms": round(first * 1000, 2),

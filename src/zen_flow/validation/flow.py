@@ -24,7 +24,7 @@ from zen_flow.validation.errors import (
     too_long,
 )
 from zen_flow.validation.formats import subdomain_problem
-from zen_flow.validation.index import StepIndex, build_index
+from zen_flow.validation.index import build_index
 from zen_flow.validation.io import (
     check_inputs,
     check_output_references,
@@ -41,7 +41,7 @@ from zen_flow.validation.policy import (
 )
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.resources import check_resource_templates
-from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_bytes, status_bound
+from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_json, status_bound
 from zen_flow.validation.steps import (
     check_cycle,
     check_step_count,
@@ -50,6 +50,7 @@ from zen_flow.validation.steps import (
     check_step_references,
 )
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
+from zen_flow.validation.verdicts import SpecVerdicts
 
 METADATA = "metadata"
 SPEC = "spec"
@@ -59,10 +60,13 @@ _NAME_LABEL = (
 )
 
 
-def validate_jobflow(obj: Mapping[str, Any], *, spec_unchanged: bool = False) -> list[FieldError]:
+def validate_jobflow(
+    obj: Mapping[str, Any], *, spec_unchanged: bool = False, verdicts: SpecVerdicts | None = None
+) -> list[FieldError]:
     """Every problem with `obj` as a JobFlow; an empty list means valid. `spec_unchanged`: an update
     that keeps the spec as stored, whose problems are not reported (ratcheting, update.py), so the spec
-    is not read at all: relabelling or approving a 500-step flow costs no step checks."""
+    is not read at all: relabelling or approving a 500-step flow costs no step checks. `verdicts`:
+    remember the spec's verdict by its content, for `obj` decoded from JSON only (verdicts.py)."""
     errors: list[FieldError] = []
     r = Reader(errors)
     root = r.mapping(obj, ROOT, require=True)
@@ -79,7 +83,21 @@ def validate_jobflow(obj: Mapping[str, Any], *, spec_unchanged: bool = False) ->
     spec = r.mapping(root.get("spec"), SPEC, require=True)
     if spec is None or spec_unchanged:
         return errors
-    check_spec(r, spec, flow_name)
+    try:
+        encoded: bytes | None = spec_json(spec)
+    except (ValueError, TypeError, RecursionError):
+        encoded = None  # not JSON at all (a YAML alias cycle); the apiserver would never see it
+    if verdicts is None or encoded is None:
+        check_spec(r, spec, flow_name, encoded)
+        return errors
+    key = verdicts.key(flow_name, encoded)
+    known = verdicts.get(key)
+    if known is None:
+        local = Reader([])
+        check_spec(local, spec, flow_name, encoded)
+        known = tuple(local.errors)
+        verdicts.put(key, known)
+    errors.extend(known)
     return errors
 
 
@@ -109,7 +127,8 @@ def check_flow_metadata(r: Reader, meta: Mapping[str, Any]) -> str:
     return name or ""
 
 
-def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str) -> StepIndex | None:
+def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: bytes | None) -> None:
+    """`encoded`: the spec as compact JSON (its size must fit in etcd), None when it is not JSON."""
     needs: PolicyNeeds | None = None
     policy = r.mapping(spec.get("executionPolicy"), SPEC + ".executionPolicy")
     if policy is not None:
@@ -146,8 +165,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str) -> StepIndex 
         if info is not None:
             _check_step_policy(r, step, path, name, info, needs)
     check_cycle(r, index)
-    _check_size(r, spec)
-    return index
+    if encoded is not None:
+        _check_size(r, spec, len(encoded))
 
 
 # What a step's own rules never read: the memo keys a step by the rest (see memo.py).
@@ -237,11 +256,7 @@ def _moves_artifacts(inputs: Mapping[str, Any] | None, outputs: Mapping[str, Any
     return bool(incoming) or bool(stored)
 
 
-def _check_size(r: Reader, spec: Mapping[str, Any]) -> None:
-    try:
-        size = spec_bytes(spec)
-    except (ValueError, TypeError, RecursionError):
-        return  # not JSON at all (a YAML alias cycle); the apiserver would never see it
+def _check_size(r: Reader, spec: Mapping[str, Any], size: int) -> None:
     if size > MAX_SPEC_BYTES:
         r.add(
             too_long(

@@ -38,10 +38,10 @@ RESOURCE_REF_BYTES = 400  # status.resourceRefs[]
 AUDIT_BYTES = 600  # initiatedBy and correlationID
 
 
-def spec_bytes(spec: Mapping[str, Any]) -> int:
+def spec_json(spec: Mapping[str, Any]) -> bytes:
     """Compact JSON, as the apiserver stores it (serialized in Rust: a 500-step spec takes 1.6 ms where
     `json.dumps` took 7). Raises ValueError for what is not JSON (a YAML alias cycle)."""
-    return len(to_json(spec, fallback=str))
+    return to_json(spec, fallback=str)
 
 
 def status_bound(spec: Mapping[str, Any]) -> int:
@@ -66,7 +66,7 @@ def status_bound(spec: Mapping[str, Any]) -> int:
 
 def object_bound(spec: Mapping[str, Any], size: int | None = None) -> int:
     """The largest stored JobFlow this spec can become (spec, its managedFields, status, metadata)."""
-    size = spec_bytes(spec) if size is None else size
+    size = len(spec_json(spec)) if size is None else size
     return int(size * MANAGED_FIELDS_FACTOR) + status_bound(spec) + METADATA_BYTES
 
 

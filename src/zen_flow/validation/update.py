@@ -19,6 +19,7 @@ from zen_flow.api.constants import StepPhase
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import SPEC, validate_jobflow
+from zen_flow.validation.verdicts import SpecVerdicts
 
 
 def has_started(flow: Mapping[str, Any]) -> bool:
@@ -67,10 +68,14 @@ def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return [key for key, unchanged in same.items() if unchanged]
 
 
-def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldError]:
-    """The new object's own errors (approvals included) plus the transition rules; [] means fine."""
+def validate_update(
+    old: Mapping[str, Any], new: Mapping[str, Any], verdicts: SpecVerdicts | None = None
+) -> list[FieldError]:
+    """The new object's own errors (approvals included) plus the transition rules; [] means fine.
+    `verdicts`: as for `validate_jobflow`."""
     ratcheted = _ratcheted(old, new)
-    found = validate_jobflow(new, spec_unchanged="spec" in ratcheted) + validate_approvals(new)
+    found = validate_jobflow(new, spec_unchanged="spec" in ratcheted, verdicts=verdicts)
+    found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if has_started(old):
         # The arguments were substituted into Jobs already created: a changed value would make the
