@@ -19,6 +19,7 @@ from zen_flow.validation.errors import Path
 @dataclass(frozen=True)
 class StepIndex:
     paths: Mapping[str, Path]  # step name -> path of its first declaration
+    # Steps without output artifacts have no entry in these two.
     output_artifacts: Mapping[str, frozenset[str]]
     stored_artifacts: Mapping[str, frozenset[str]]  # those with s3: the only ones a later step can fetch
     graph: Graph
@@ -44,18 +45,13 @@ def _dependency_names(step: Mapping[str, Any]) -> list[str]:
     return [d for d in deps if isinstance(d, str)]
 
 
-def _output_artifacts(step: Mapping[str, Any], *, stored: bool = False) -> frozenset[str]:
+def _output_artifacts(step: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The step's well-formed output artifacts (a mapping with a string name)."""
     outputs = step.get("outputs")
     artifacts = outputs.get("artifacts") if isinstance(outputs, dict) else None
     if not isinstance(artifacts, list | tuple):
-        return frozenset()
-    return frozenset(
-        a["name"]
-        for a in artifacts
-        if isinstance(a, dict)
-        and isinstance(a.get("name"), str)
-        and (not stored or isinstance(a.get("s3"), dict))
-    )
+        return []
+    return [a for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str)]
 
 
 def _ancestors(graph: Graph, bits: Mapping[str, int], order: Sequence[str]) -> dict[str, int]:
@@ -79,8 +75,9 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         if not isinstance(name, str) or not name or name in paths:
             continue
         paths[name] = path
-        outputs[name] = _output_artifacts(step)
-        stored[name] = _output_artifacts(step, stored=True)
+        if artifacts := _output_artifacts(step):  # most steps have none: no entry (readers use .get)
+            outputs[name] = frozenset(a["name"] for a in artifacts)
+            stored[name] = frozenset(a["name"] for a in artifacts if isinstance(a.get("s3"), dict))
         edges.append((name, _dependency_names(step)))
     graph = Graph.build(edges)
     bits = {name: 1 << i for i, name in enumerate(graph.nodes)}
