@@ -34,13 +34,14 @@ class CheckMemo(Generic[T]):
         self._check = check
         self._relocate = relocate
         self._ignore = ignore
+        self._exclude = set(ignore) or None  # to_json's form
         self._seen: dict[bytes, tuple[Mapping[str, Any], tuple[FieldError, ...], T]] = {}
 
     def run(self, r: Reader, value: Mapping[str, Any], path: Path) -> T:
         """`check(r, value, path)`, from the memo when an equal value (ignored fields aside) was seen."""
         ignore = self._ignore
         try:
-            key = to_json(value, exclude=set(ignore)) if ignore else to_json(value)
+            key = to_json(value, exclude=self._exclude)
         except ValueError:  # not JSON (a YAML alias cycle): checked in place, which reports it
             return self._check(r, value, path)
         kept = {k: v for k, v in value.items() if k not in ignore} if ignore else value
