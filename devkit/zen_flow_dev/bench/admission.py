@@ -217,7 +217,7 @@ def _serve_webhook(cert_dir: Path, ports: multiprocessing.Queue[int | str], stop
 
 
 # A step message that numbers a review: "rich, new spec" sends a spec the webhook has not seen each time
-# (its verdict on a spec it saw is remembered: zen_flow.validation.verdicts).
+# (a valid spec it saw is remembered: zen_flow.validation.accepted).
 _UNIQUE = "review %09d"
 _UNIQUE_BYTES = _UNIQUE.encode()
 

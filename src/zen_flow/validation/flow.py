@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.validation.accepted import AcceptedSpecs
 from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
     ROOT,
@@ -50,7 +51,6 @@ from zen_flow.validation.steps import (
     check_step_references,
 )
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
-from zen_flow.validation.verdicts import SpecVerdicts
 
 METADATA = "metadata"
 SPEC = "spec"
@@ -61,12 +61,12 @@ _NAME_LABEL = (
 
 
 def validate_jobflow(
-    obj: Mapping[str, Any], *, spec_unchanged: bool = False, verdicts: SpecVerdicts | None = None
+    obj: Mapping[str, Any], *, spec_unchanged: bool = False, accepted: AcceptedSpecs | None = None
 ) -> list[FieldError]:
     """Every problem with `obj` as a JobFlow; an empty list means valid. `spec_unchanged`: an update
     that keeps the spec as stored, whose problems are not reported (ratcheting, update.py), so the spec
-    is not read at all: relabelling or approving a 500-step flow costs no step checks. `verdicts`:
-    remember the spec's verdict by its content, for `obj` decoded from JSON only (verdicts.py)."""
+    is not read at all: relabelling or approving a 500-step flow costs no step checks. `accepted`: specs
+    found valid before, by content, for `obj` decoded from JSON only (accepted.py)."""
     errors: list[FieldError] = []
     r = Reader(errors)
     root = r.mapping(obj, ROOT, require=True)
@@ -87,17 +87,16 @@ def validate_jobflow(
         encoded: bytes | None = spec_json(spec)
     except (ValueError, TypeError, RecursionError):
         encoded = None  # not JSON at all (a YAML alias cycle); the apiserver would never see it
-    if verdicts is None or encoded is None:
+    if accepted is None or encoded is None:
         check_spec(r, spec, flow_name, encoded)
         return errors
-    key = verdicts.key(flow_name, encoded)
-    known = verdicts.get(key)
-    if known is None:
-        local = Reader([])
-        check_spec(local, spec, flow_name, encoded)
-        known = tuple(local.errors)
-        verdicts.put(key, known)
-    errors.extend(known)
+    key = accepted.key(flow_name, encoded)
+    if accepted.knows(key):
+        return errors
+    before = len(errors)
+    check_spec(r, spec, flow_name, encoded)
+    if len(errors) == before:
+        accepted.add(key)
     return errors
 
 

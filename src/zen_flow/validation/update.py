@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import StepPhase
+from zen_flow.validation.accepted import AcceptedSpecs
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import SPEC, validate_jobflow
-from zen_flow.validation.verdicts import SpecVerdicts
 
 
 def has_started(flow: Mapping[str, Any]) -> bool:
@@ -69,12 +69,12 @@ def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def validate_update(
-    old: Mapping[str, Any], new: Mapping[str, Any], verdicts: SpecVerdicts | None = None
+    old: Mapping[str, Any], new: Mapping[str, Any], accepted: AcceptedSpecs | None = None
 ) -> list[FieldError]:
     """The new object's own errors (approvals included) plus the transition rules; [] means fine.
-    `verdicts`: as for `validate_jobflow`."""
+    `accepted`: as for `validate_jobflow`."""
     ratcheted = _ratcheted(old, new)
-    found = validate_jobflow(new, spec_unchanged="spec" in ratcheted, verdicts=verdicts)
+    found = validate_jobflow(new, spec_unchanged="spec" in ratcheted, accepted=accepted)
     found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if has_started(old):

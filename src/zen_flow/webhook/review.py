@@ -15,9 +15,9 @@ from typing import Any
 
 from zen_flow.api.constants import GROUP, KIND
 from zen_flow.validation import (
+    AcceptedSpecs,
     ErrorType,
     FieldError,
-    SpecVerdicts,
     render,
     validate_approvals,
     validate_jobflow,
@@ -39,8 +39,8 @@ _CAUSE_REASONS = {
 }
 # Bound what one denial carries back through the apiserver to kubectl.
 _MAX_CAUSES = 100
-# What this process decided about the specs it saw lately (a review's object is decoded JSON).
-VERDICTS = SpecVerdicts()
+# The specs this process accepted lately (a review's object is decoded JSON).
+ACCEPTED = AcceptedSpecs()
 
 
 class ReviewError(ValueError):
@@ -148,10 +148,10 @@ def validate_review(review: Any) -> dict[str, Any]:
         return allow(request.uid)
     try:
         if request.operation == "CREATE":
-            errors = validate_jobflow(request.object, verdicts=VERDICTS) + validate_approvals(request.object)
+            errors = validate_jobflow(request.object, accepted=ACCEPTED) + validate_approvals(request.object)
         else:
             old = request.old_object if isinstance(request.old_object, Mapping) else {}
-            errors = validate_update(old, request.object, VERDICTS)
+            errors = validate_update(old, request.object, ACCEPTED)
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc)
     return deny_invalid(request, errors) if errors else allow(request.uid)
