@@ -13,14 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.core.expressions import (
-    ExpressionError,
-    _decode,
-    compile_when,
-    scan,
-    scan_phase_tests,
-    tokens,
-)
+from zen_flow.core.expression_scanner import ExpressionError, _decode, scan, scan_phase_tests, tokens
+from zen_flow.core.expressions import compile_when
 
 _PREFIXES = ("rb", "br", "r", "b", "")
 _WORD = re.compile(r"\w+")

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from zen_flow.api import JobFlow
 from zen_flow.api.jobflow import ParameterValue, StepOutputValues, StepStatus
+from zen_flow.core.expression_scanner import tokens
 from zen_flow.core.expressions import (
     CompiledWhen,
     ExpressionError,
@@ -16,7 +17,6 @@ from zen_flow.core.expressions import (
     compile_when,
     evaluate_when,
     referenced_steps,
-    tokens,
 )
 
 CTX = WhenContext(

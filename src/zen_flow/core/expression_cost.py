@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zen_flow.core.expressions import ExpressionError, Token, is_comprehension, tokens
+from zen_flow.core.expression_scanner import ExpressionError, Token, is_comprehension, tokens
 
 MAX_NESTING = 2
 MAX_ITERATIONS = 1_000_000
