@@ -155,11 +155,11 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         inputs = r.mapping(step.get("inputs"), path + ".inputs")
         if inputs is not None:
             check_inputs(r, index, name, inputs, path + ".inputs", arguments)
-        outputs = step.get("outputs")
-        if isinstance(outputs, dict):
+        outputs = step.get("outputs") if isinstance(step.get("outputs"), dict) else None
+        if outputs is not None:  # not an object: the step memo reported it
             check_output_references(r, name, outputs, path + ".outputs")
         pod = _pod_spec(step)
-        if pod is not None and _moves_artifacts(inputs, outputs if isinstance(outputs, dict) else None):
+        if pod is not None and _moves_artifacts(inputs, outputs):
             check_transfer_names(r, pod, path + ".template.spec.template.spec")
         if info is not None:
             _check_step_policy(r, step, path, name, info, needs)

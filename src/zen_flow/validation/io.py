@@ -225,12 +225,16 @@ def check_inputs(
         _check_input_artifact(r, index, step, artifact, item_path)
 
 
-def _check_output_json_path(r: Reader, value: str, path: Path) -> None:
-    # An output reads the step's own finished Job; the original's validator also allowed a "<step>:"
-    # prefix, which we accept only when it names this very step (check_output_references).
+def _step_prefix(value: str) -> tuple[str | None, str]:
+    """An output jsonPath as (its `<step>:` prefix or None, the path after it). An output reads the
+    step's own finished Job; the original's validator also allowed the prefix, which we accept only when
+    it names this very step (check_output_references)."""
     ref, colon, expr = value.partition(":")
-    if colon and not ref.startswith("$"):
-        value = expr
+    return (ref, expr) if colon and not ref.startswith("$") else (None, value)
+
+
+def _check_output_json_path(r: Reader, value: str, path: Path) -> None:
+    _, value = _step_prefix(value)
     if not value.startswith("$"):
         r.add(invalid(path, value, 'a JSONPath must start with "$" (e.g. "$.succeeded")'))
     else:
@@ -247,8 +251,8 @@ def check_output_references(r: Reader, step: str, outputs: Mapping[str, Any], pa
         value = source.get("jsonPath")
         if not isinstance(value, str):
             continue
-        ref, colon, _ = value.partition(":")
-        if colon and not ref.startswith("$") and ref != step:
+        ref, _ = _step_prefix(value)
+        if ref is not None and ref != step:
             r.add(
                 invalid(
                     f"{path}.parameters[{i}].valueFrom.jsonPath",
