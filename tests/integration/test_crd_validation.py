@@ -1,4 +1,5 @@
-"""What the apiserver rejects, by the JobFlow CRD's schema and CEL rules, with the message users see."""
+"""What the apiserver rejects, by the JobFlow CRD's schema and CEL rules and the admission policy that ships
+with it (config/crd/), with the message users see."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ async def test_steps_are_immutable_once_the_flow_started(
     refused = set_command("echo 4")  # a change deep inside the Job template is seen too
     assert refused.returncode != 0
     assert "spec.steps cannot change once the flow has started" in refused.stderr
+    refused = edit({"arguments": {"parameters": [{"name": "p", "value": "v"}]}})
+    assert refused.returncode != 0
+    assert "spec.arguments cannot change once the flow has started" in refused.stderr
     # What stays possible after the start: suspend, policy edits, approvals, status writes.
     assert edit({"suspend": True}).returncode == 0
     assert edit({"executionPolicy": {"ttlSecondsAfterFinished": 60}}).returncode == 0

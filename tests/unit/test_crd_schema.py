@@ -355,6 +355,22 @@ def test_cel_rules_have_messages_and_valid_field_paths() -> None:
             assert node_at(target) is not None, f"{path}: fieldPath {rule['fieldPath']} is not in the schema"
 
 
+def test_no_crd_rule_compares_with_the_old_object() -> None:
+    # CRD rules run on every write, the controller's status writes included (the apiserver evaluates
+    # them all and only ratchets their errors); comparing spec.steps there cost ~10 % of each status
+    # write. Transition rules live in the admission policy, which matches writes to the flow only.
+    for path, node in schema_nodes(SCHEMA):
+        for rule in node.get("x-kubernetes-validations", []):
+            assert "oldSelf" not in rule["rule"], f"{path or '<root>'}: {rule['rule']}"
+    policy, binding = yaml.safe_load_all((CRD_PATH.parent / "spec-immutability.yaml").read_text())
+    (match,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert match["resources"] == [constants.PLURAL]  # not jobflows/status
+    assert match["apiGroups"] == [constants.GROUP]
+    assert match["operations"] == ["UPDATE"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
 def test_printer_columns_reference_existing_fields() -> None:
     columns = VERSION["additionalPrinterColumns"]
     names = [c["name"] for c in columns]

@@ -24,10 +24,16 @@ from zen_flow.kube import Conflict, KubeClient, NotFound
 from zen_flow_dev.bench.apicost import AUDIT_POLICY, AUDIT_USER, AuditLog
 from zen_flow_dev.cluster import LocalCluster, find_kubectl, issue_client_cert
 from zen_flow_dev.cluster.kubeconfig import write_kubeconfig
-from zen_flow_dev.testing.crd import JOBFLOW_CRD_PATH
+from zen_flow_dev.testing.crd import JOBFLOW_CRD_PATH, SPEC_POLICY_PATH
 from zen_flow_dev.testing.driver import wait_until
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+# Where each kind of config/crd/spec-immutability.yaml is created.
+_ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+_COLLECTIONS = {
+    "ValidatingAdmissionPolicy": f"{_ADMISSION}/validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": f"{_ADMISSION}/validatingadmissionpolicybindings",
+}
 NAMESPACES = "/api/v1/namespaces"
 RUN_LABEL = "zenflow.bench/run"
 
@@ -143,15 +149,11 @@ def machine() -> dict[str, Any]:
 
 
 async def install_crd(kube: KubeClient, crd: dict[str, Any]) -> None:
-    """Create or replace the JobFlow CRD (`load_crd()`), then wait until it is Established."""
-    path = f"{CRDS}/{crd['metadata']['name']}"
-    try:
-        current = await kube.request("GET", path)
-    except NotFound:
-        await kube.request("POST", CRDS, body=crd)
-    else:
-        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        await kube.request("PUT", path, body=crd)
+    """Create or replace the JobFlow CRD (`load_crd()`) and its admission policy (what users install
+    from config/crd/), then wait until the CRD is Established."""
+    path = await _create_or_replace(kube, CRDS, crd)
+    for policy in yaml.safe_load_all(SPEC_POLICY_PATH.read_text()):
+        await _create_or_replace(kube, _COLLECTIONS[policy["kind"]], policy)
 
     async def established() -> bool:
         got = await kube.request("GET", path)
@@ -159,6 +161,19 @@ async def install_crd(kube: KubeClient, crd: dict[str, Any]) -> None:
         return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
     await wait_until(established, 60, what=f"CRD {CRD_NAME} Established")
+
+
+async def _create_or_replace(kube: KubeClient, collection: str, body: dict[str, Any]) -> str:
+    """Create the cluster-scoped `body`, or replace the one of its name; returns its path."""
+    path = f"{collection}/{body['metadata']['name']}"
+    try:
+        current = await kube.request("GET", path)
+    except NotFound:
+        await kube.request("POST", collection, body=body)
+    else:
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        await kube.request("PUT", path, body=body)
+    return path
 
 
 async def create_namespace(kube: KubeClient, name: str, run_id: str) -> None:

@@ -1,4 +1,5 @@
-"""Install the JobFlow CRD from config/crd/ into a cluster and wait until it is Established."""
+"""Install the JobFlow CRD and its admission policy from config/crd/ into a cluster and wait until the CRD
+is Established."""
 
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ from zen_flow_dev.cluster.adminclient import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 JOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
+# spec.steps and spec.arguments immutable once a flow started (a ValidatingAdmissionPolicy and its binding).
+SPEC_POLICY_PATH = REPO / "config" / "crd" / "spec-immutability.yaml"
 
 
 def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60.0) -> dict[str, Any]:
-    """Server-side apply (idempotent, also updates an existing cluster's CRD); returns the stored CRD."""
+    """Server-side apply of the CRD and its admission policy (idempotent, also updates an existing
+    cluster's); returns the stored CRD once both are in force."""
     base = [str(kubectl), f"--kubeconfig={kubeconfig}"]
 
-    def run(*args: str) -> str:
-        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120, check=False)
+    def attempt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        done = attempt(*args, stdin=stdin)
         if done.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr}")
         return done.stdout
@@ -31,6 +40,8 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
         "--force-conflicts",
         "-f",
         str(JOBFLOW_CRD_PATH),
+        "-f",
+        str(SPEC_POLICY_PATH),
     )
 
     # Not `kubectl wait`: kubectl 1.36 fails at once while a new CRD has no status.conditions yet.
@@ -39,4 +50,33 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
         conditions = crd.get("status", {}).get("conditions") or []
         return crd if any(c["type"] == "Established" and c["status"] == "True" for c in conditions) else None
 
-    return wait_until(established, timeout=timeout, what=f"CRD {constants.CRD_NAME} Established")
+    crd = wait_until(established, timeout=timeout, what=f"CRD {constants.CRD_NAME} Established")
+
+    # The apiserver enforces a new admission policy from its next policy refresh (about a second): until
+    # then a started flow's steps could still be edited. Wait for it on a probe: a finished flow in
+    # `default`, edited with a server-side dry run until the edit is refused.
+    probe = ("jobflow", _PROBE, "-n", "default")
+    run("delete", *probe, "--ignore-not-found")
+    run("create", "-f", "-", stdin=json.dumps(_probe_flow()))
+    run("patch", *probe, "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Failed"}}')
+    edit = json.dumps({"spec": {"steps": [{"name": "edited", "type": "Manual"}]}})
+
+    def refused() -> bool:
+        done = attempt("patch", *probe, "--dry-run=server", "--type=merge", "-p", edit)
+        return done.returncode != 0 and "cannot change" in done.stderr
+
+    wait_until(refused, timeout=timeout, what="the JobFlow spec-immutability policy enforced")
+    run("delete", *probe, "--wait=false")
+    return crd
+
+
+_PROBE = "zen-flow-policy-probe"
+
+
+def _probe_flow() -> dict[str, Any]:
+    return {
+        "apiVersion": f"{constants.GROUP}/{constants.VERSION}",
+        "kind": constants.KIND,
+        "metadata": {"name": _PROBE, "namespace": "default"},
+        "spec": {"steps": [{"name": "gate", "type": "Manual"}]},
+    }
