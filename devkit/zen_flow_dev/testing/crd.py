@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,29 +55,29 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
 
     # The apiserver enforces a new admission policy from its next policy refresh (about a second): until
     # then a started flow's steps could still be edited. Wait for it on a probe: a finished flow in
-    # `default`, edited with a server-side dry run until the edit is refused.
-    probe = ("jobflow", _PROBE, "-n", "default")
-    run("delete", *probe, "--ignore-not-found")
-    run("create", "-f", "-", stdin=json.dumps(_probe_flow()))
-    run("patch", *probe, "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Failed"}}')
-    edit = json.dumps({"spec": {"steps": [{"name": "edited", "type": "Manual"}]}})
+    # `default` (named for this call: test sessions may share a cluster), edited with a server-side dry
+    # run until the edit is refused.
+    name = f"zen-flow-policy-probe-{uuid.uuid4().hex[:8]}"
+    probe = ("jobflow", name, "-n", "default")
+    run("create", "-f", "-", stdin=json.dumps(_probe_flow(name)))
+    try:
+        run("patch", *probe, "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Failed"}}')
+        edit = json.dumps({"spec": {"steps": [{"name": "edited", "type": "Manual"}]}})
 
-    def refused() -> bool:
-        done = attempt("patch", *probe, "--dry-run=server", "--type=merge", "-p", edit)
-        return done.returncode != 0 and "cannot change" in done.stderr
+        def refused() -> bool:
+            done = attempt("patch", *probe, "--dry-run=server", "--type=merge", "-p", edit)
+            return done.returncode != 0 and "cannot change" in done.stderr
 
-    wait_until(refused, timeout=timeout, what="the JobFlow spec-immutability policy enforced")
-    run("delete", *probe, "--wait=false")
+        wait_until(refused, timeout=timeout, what="the JobFlow spec-immutability policy enforced")
+    finally:
+        attempt("delete", *probe, "--wait=false")
     return crd
 
 
-_PROBE = "zen-flow-policy-probe"
-
-
-def _probe_flow() -> dict[str, Any]:
+def _probe_flow(name: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{constants.GROUP}/{constants.VERSION}",
         "kind": constants.KIND,
-        "metadata": {"name": _PROBE, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default"},
         "spec": {"steps": [{"name": "gate", "type": "Manual"}]},
     }
