@@ -53,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
         "--py-spy", action="store_true", help="profile the controller with py-spy (pip install py-spy)"
     )
     p.add_argument("--step-timeout", type=float, default=1.0, help="timeout per step (+120 s) of each run")
+    p.add_argument(
+        "--apiserver-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra kube-apiserver flag for the local cluster (repeatable), e.g. --apiserver-arg=--v=1: "
+        "its log then says why it closed a watch",
+    )
     c = p.add_argument_group("controller under test")
     defaults = ControllerSettings()
     c.add_argument("--controller-workers", type=int, default=defaults.workers)
@@ -112,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         admission_only=args.admission_only,
         step_timeout=args.step_timeout,
         py_spy=args.py_spy,
+        apiserver_args=tuple(args.apiserver_arg),
         install_crd=not args.skip_crd_install,
         wait_deletes=args.wait_deletes if args.wait_deletes is not None else args.preset != "quick",
     )

@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,10 @@ class Environment:
     startup_seconds: float = 0.0
 
     @classmethod
-    def local(cls, workdir: Path) -> Environment:
+    def local(cls, workdir: Path, apiserver_args: Sequence[str] = ()) -> Environment:
         policy, audit_log = workdir / "audit-policy.yaml", workdir / "audit.log"
         policy.write_text(AUDIT_POLICY)
-        args = [f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}"]
+        args = [f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}", *apiserver_args]
         cluster = LocalCluster("full", smoke_job=False, extra_apiserver_args=args).start()
         try:
             cert, key = issue_client_cert(

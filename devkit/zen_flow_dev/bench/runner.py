@@ -58,6 +58,7 @@ class BenchConfig:
     admission_only: bool = False  # no cluster: only figure 6
     step_timeout: float = 1.0
     py_spy: bool = False
+    apiserver_args: tuple[str, ...] = ()
     install_crd: bool = True
     wait_deletes: bool = True
     """Wait for each run's namespace to be gone before the next run (the quick preset does not: its runs
@@ -104,7 +105,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             env = Environment.existing(config.kubeconfig)
         else:
             progress("starting the local cluster (full profile, with the controller's audit log)")
-            env = Environment.local(workdir)
+            env = Environment.local(workdir, config.apiserver_args)
         try:
             results["cluster"] = env.describe()
             results["workloads"], results["controller_idle"] = asyncio.run(_workloads(env, config, log_dir))
