@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -124,6 +125,31 @@ def test_audit_counts_each_request_once_in_its_window(tmp_path: Path) -> None:
     tally = audit.count(0, start, start + 20)
     assert tally == {("create", "jobs"): 1, ("patch", "jobflows/status"): 1, ("watch", "jobs"): 1}
     assert audit.count(audit.mark(), start, start + 60) == {}
+
+
+def test_audit_latency_timeline_tells_how_long_the_apiserver_took_per_second(tmp_path: Path) -> None:
+    def done(at: str, took_ms: int, **kw: str) -> str:
+        event = json.loads(
+            _event(kw.pop("verb", "create"), "ResponseComplete", kw.pop("res", "jobs"), at, **kw)
+        )
+        received = datetime.datetime.fromisoformat(at)
+        event["stageTimestamp"] = (received + datetime.timedelta(milliseconds=took_ms)).isoformat()
+        return json.dumps(event)
+
+    lines = [
+        done("2026-01-01T00:00:01.100000Z", 100),
+        done("2026-01-01T00:00:01.500000Z", 300),
+        done("2026-01-01T00:00:01.600000Z", 200, res="jobflows", sub="status"),
+        done("2026-01-01T00:00:01.700000Z", 900, res="events"),  # Events have their own budget
+        done("2026-01-01T00:00:01.800000Z", 900, verb="watch"),
+        done("2026-01-01T00:00:01.900000Z", 900, user="someone-else"),
+        done("2026-01-01T00:00:03.000000Z", 20),
+    ]
+    log = tmp_path / "audit.log"
+    log.write_text("\n".join(lines) + "\n")
+    start = 1767225600.0  # 2026-01-01T00:00:00Z
+    rows = apicost.AuditLog(log).latency_timeline(0, start, start + 10)
+    assert rows == [[1, 3, 200.0, 280.0, 300.0], [3, 1, 20.0, 20.0, 20.0]]
 
 
 def test_apiserver_counter_is_summed_over_codes_with_audit_verbs() -> None:

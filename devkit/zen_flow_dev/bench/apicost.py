@@ -19,8 +19,10 @@ import json
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+
+from zen_flow_dev.bench.stats import percentile
 
 Tally = Counter[tuple[str, str]]
 
@@ -170,13 +172,41 @@ class AuditLog:
         """The user's request rate per wall-clock second (watches excluded): the busiest second, and how
         many seconds ran at >= 90 % of the client-side limit `qps` (the limiter was then the bound).
         Events are left out: they have a budget of their own (`--event-qps`)."""
+        if not self.path.exists():
+            return {}
+        per_second: Counter[int] = Counter(int(received) for received, _ in self._requests(since, start, end))
+        if not per_second:
+            return {"active_seconds": 0, "busiest_second": 0, "seconds_at_limit": 0}
+        return {
+            "active_seconds": len(per_second),
+            "busiest_second": max(per_second.values()),
+            "mean_per_active_second": round(sum(per_second.values()) / len(per_second), 1),
+            "seconds_at_limit": sum(1 for n in per_second.values() if n >= 0.9 * qps),
+        }
+
+    def latency_timeline(self, since: int, start: float, end: float) -> list[list[float]]:
+        """Per second of the run (from `start`): [second, requests, p50, p90, max] of how long the apiserver
+        took to answer the user's requests (requestReceived to ResponseComplete, ms; watches and Events
+        left out). It tells a slow apiserver from a slow controller when transitions are slow."""
+        per_second: dict[int, list[float]] = {}
+        for received, took_ms in self._requests(since, start, end):
+            per_second.setdefault(int(received - start), []).append(took_ms)
+        rows = []
+        for second, took in sorted(per_second.items()):
+            took.sort()
+            p50, p90 = percentile(took, 0.5), percentile(took, 0.9)
+            rows.append([second, len(took), round(p50, 1), round(p90, 1), round(took[-1], 1)])
+        return rows
+
+    def _requests(self, since: int, start: float, end: float) -> Iterator[tuple[float, float]]:
+        """(received, milliseconds to answer) of the user's completed requests received in [start, end],
+        watches and Events left out."""
         try:
             with self.path.open("rb") as fh:
                 fh.seek(since)
                 lines = fh.read().splitlines()
         except FileNotFoundError:
-            return {}
-        per_second: Counter[int] = Counter()
+            return
         for line in lines:
             event = json.loads(line)
             if event.get("stage") != "ResponseComplete" or event.get("verb") == "watch":
@@ -186,16 +216,9 @@ class AuditLog:
             if (event.get("user") or {}).get("username") != self.user:
                 continue
             received = _epoch(str(event.get("requestReceivedTimestamp", "")))
-            if received is not None and start <= received <= end:
-                per_second[int(received)] += 1
-        if not per_second:
-            return {"active_seconds": 0, "busiest_second": 0, "seconds_at_limit": 0}
-        return {
-            "active_seconds": len(per_second),
-            "busiest_second": max(per_second.values()),
-            "mean_per_active_second": round(sum(per_second.values()) / len(per_second), 1),
-            "seconds_at_limit": sum(1 for n in per_second.values() if n >= 0.9 * qps),
-        }
+            completed = _epoch(str(event.get("stageTimestamp", "")))
+            if received is not None and completed is not None and start <= received <= end:
+                yield received, (completed - received) * 1000
 
 
 def tally_events(events: Iterable[Mapping[str, object]], user: str, start: float, end: float) -> Tally:

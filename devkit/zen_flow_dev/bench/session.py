@@ -168,6 +168,9 @@ class Session:
             out["controller_rate"] = self.env.audit.rate(
                 before.audit_mark, before.wall, after.wall, self.controller_settings.qps
             )
+            out["controller_request_latency_timeline"] = self.env.audit.latency_timeline(
+                before.audit_mark, before.wall, after.wall
+            )
         if before.apiserver is not None and after.apiserver is not None:
             cluster = apicost.delta(before.apiserver, after.apiserver)
             out.update(_cluster_figures(cluster, steps))

@@ -4,7 +4,7 @@
 
 Starts a local kube-apiserver and etcd (nothing else runs: the quietest place to see this), installs the
 JobFlow CRD (each `--crd` file in turn, alternating per round, to compare versions of it), creates a flow
-of `--steps` steps with a status shaped like the controller's (nine conditions, one entry per step with
+of `--steps` steps with a status shaped like the controller's (eight conditions, one entry per step with
 its jobRef), and sends conditional JSON patches of one `status.steps` entry, as the controller does,
 while `--watchers` watches read every JobFlow event (the controller's and an observer's in `make bench`).
 The apiserver's CPU comes from /proc; a ConfigMap of the flow's size patched the same way is the yardstick.
