@@ -48,8 +48,8 @@ class Connection:
     def __init__(self, cluster: LocalCluster) -> None:
         url = urllib.parse.urlsplit(cluster.server)
         self._context = tls_context(cluster.ca_cert, cluster.pki.admin_cert, cluster.pki.admin_key)
-        self._http = http.client.HTTPSConnection(url.hostname or "", url.port or 443, context=self._context)
         self.host, self.port = url.hostname or "", url.port or 443
+        self._http = http.client.HTTPSConnection(self.host, self.port, context=self._context)
 
     def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         payload = None if body is None else json.dumps(body).encode()
@@ -213,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--watchers", type=int, default=2)
     args = parser.parse_args(argv)
     sizes, crds = args.steps or [10, 500], args.crd or [JOBFLOW_CRD_PATH]
+
+    writes: int = args.writes
+
+    def writes_for(steps: int) -> int:  # as many for a large flow would take minutes
+        return max(20, writes * 10 // steps)
+
     results: dict[tuple[str, int], list[float]] = {}
     sizes_bytes: dict[int, int] = {}
     with LocalCluster("apiserver", smoke_job=False) as cluster:
@@ -223,8 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for crd in crds:
                     install(conn, crd)
                     for steps in sizes:
-                        writes = max(20, args.writes * 10 // steps)
-                        ms, size = flow_write_ms(conn, apiserver, steps, writes)
+                        ms, size = flow_write_ms(conn, apiserver, steps, writes_for(steps))
                         results.setdefault((str(crd), steps), []).append(ms)
                         sizes_bytes[steps] = size
                         print(
@@ -232,8 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             flush=True,
                         )
             for steps in sizes:
-                writes = max(20, args.writes * 10 // steps)
-                ms = configmap_write_ms(conn, apiserver, sizes_bytes[steps], writes)
+                ms = configmap_write_ms(conn, apiserver, sizes_bytes[steps], writes_for(steps))
                 results.setdefault(("ConfigMap", steps), []).append(ms)
     print("\n| writes of | flow steps | object bytes | apiserver CPU ms per write, median (range) |")
     print("|---|---|---|---|")

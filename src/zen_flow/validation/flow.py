@@ -155,7 +155,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         inputs = r.mapping(step.get("inputs"), path + ".inputs")
         if inputs is not None:
             check_inputs(r, index, name, inputs, path + ".inputs", arguments)
-        outputs = step.get("outputs") if isinstance(step.get("outputs"), dict) else None
+        outputs = found if isinstance(found := step.get("outputs"), dict) else None
         if outputs is not None:  # not an object: the step memo reported it
             check_output_references(r, name, outputs, path + ".outputs")
         pod = _pod_spec(step)
