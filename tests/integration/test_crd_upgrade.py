@@ -1,0 +1,111 @@
+"""Upgrading the JobFlow CRD under running flows.
+
+Until 0.x `status.steps` was a list-map keyed by `name`; it is an atomic list now (its managedFields and
+key checks were ~30 % of every status write). A flow started under the old CRD holds managedFields that
+name each entry (`k:{"name":"a"}`); the controller's status writes must keep working on it after the CRD
+is replaced, or an upgrade would stall every running flow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from controller_steps import WAIT, finish, wait_steps
+
+from zen_flow.api.constants import FIELD_MANAGER
+from zen_flow_dev.cluster import find_kubectl
+from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.testing.crd import JOBFLOW_CRD_PATH, install_crd
+from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
+from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.kubectl import Kubectl
+
+pytestmark = pytest.mark.integration
+
+
+def list_map_crd() -> str:
+    """The shipped CRD with `status.steps` as the list-map it was before."""
+    crd = yaml.safe_load(JOBFLOW_CRD_PATH.read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    steps = status["properties"]["steps"]
+    assert steps["x-kubernetes-list-type"] == "atomic", "the test's premise changed"
+    steps["x-kubernetes-list-type"] = "map"
+    steps["x-kubernetes-list-map-keys"] = ["name"]
+    return yaml.safe_dump(crd)
+
+
+def install_shipped_crd(cluster: Any) -> None:
+    install_crd(find_kubectl(getattr(cluster, "bin_dir", None)), cluster.kubeconfig)
+
+
+@pytest.fixture
+def old_crd(kubectl: Kubectl, cluster: Any, jobflow_crd: Any) -> Iterator[None]:
+    """The list-map CRD in force for the test; the shipped one again afterwards, whatever happened."""
+    kubectl(
+        "apply", "--server-side", "--field-manager=zen-flow-tests", "--force-conflicts", "-f", "-",
+        input=list_map_crd(),
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        install_shipped_crd(cluster)
+
+
+async def duplicate_entries_refused(kubectl: Kubectl, namespace: str, name: str) -> bool:
+    """Does the apiserver refuse two status entries of one step (only a list-map does)? A server-side
+    dry run: nothing is written."""
+    body = json.dumps({"status": {"steps": [{"name": "a"}, {"name": "a"}]}})
+    done: subprocess.CompletedProcess[str] = kubectl(
+        "patch", "jobflow", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "--dry-run=server", "-p", body, check=False,
+    )  # fmt: skip
+    return "Duplicate value" in done.stderr
+
+
+def entry_keys(flow: dict[str, Any], manager: str) -> set[str]:
+    """The `k:{...}` members under status.steps in `manager`'s managedFields."""
+    for entry in flow["metadata"].get("managedFields", []):
+        if entry["manager"] == manager and entry.get("subresource") == "status":
+            steps = entry["fieldsV1"].get("f:status", {}).get("f:steps", {})
+            return {key for key in steps if key.startswith("k:")}
+    return set()
+
+
+async def test_a_flow_started_under_the_list_map_crd_finishes_after_the_upgrade(
+    namespace: str,
+    driver: FlowDriver,
+    start_controller: StartController,
+    kubectl: Kubectl,
+    cluster: Any,
+    old_crd: None,
+) -> None:
+    await driver.create(flow_manifest("upgraded", namespace, [job_step("a"), job_step("b", "a")]))
+    # The CRD handler takes the new schema asynchronously: wait until the list-map is what refuses.
+    await wait_until(
+        lambda: duplicate_entries_refused(kubectl, namespace, "upgraded"),
+        timeout=WAIT,
+        what="list-map in force",
+    )
+    start_controller()
+    await wait_steps(driver, namespace, "upgraded", {"a": "Running", "b": "Pending"})
+    await finish(driver, namespace, "a")
+    await wait_steps(driver, namespace, "upgraded", {"a": "Succeeded", "b": "Running"})
+    before = await driver.get(namespace, "upgraded")
+    assert before is not None
+    assert entry_keys(before, FIELD_MANAGER) == {'k:{"name":"a"}', 'k:{"name":"b"}'}
+
+    install_shipped_crd(cluster)
+
+    async def atomic_in_force() -> bool:
+        return not await duplicate_entries_refused(kubectl, namespace, "upgraded")
+
+    await wait_until(atomic_in_force, timeout=WAIT, what="atomic list in force")
+    await finish(driver, namespace, "b")
+    done = await driver.wait_phase(namespace, "upgraded", timeout=WAIT)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert step_phases(done) == {"a": "Succeeded", "b": "Succeeded"}
