@@ -3,11 +3,11 @@
 Pure: no I/O. `validate_jobflow(obj)` (the flow's definition; what the controller re-checks),
 `validate_approvals(obj)` (approval annotations; admission only) and `validate_update(old, new)` (both,
 plus the UPDATE rules) take raw objects (dicts as they arrive in an AdmissionReview or a YAML file) and
-return every FieldError at once; `AcceptedSpecs` remembers valid specs decoded from JSON.
+return every FieldError at once; `AcceptedSpecs` remembers valid specs by their JSON bytes.
 """
 
 from zen_flow.validation.accepted import AcceptedSpecs
-from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.approvals import has_approvals, validate_approvals
 from zen_flow.validation.errors import ErrorType, FieldError, render
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.update import has_started, validate_update
@@ -16,6 +16,7 @@ __all__ = [
     "AcceptedSpecs",
     "ErrorType",
     "FieldError",
+    "has_approvals",
     "has_started",
     "render",
     "validate_approvals",

@@ -9,11 +9,10 @@ Only valid specs: a denial's errors hold the offending values (parts of the spec
 a tenant sending distinct invalid specs must not grow this process. A spec that was denied is checked
 again, and by then it has usually changed anyway.
 
-Only for input decoded from JSON (str keys; str, int, float, bool, null): there the compact JSON
-encoding is one-to-one (NaN and Infinity are written as such, a lone surrogate does not encode at all),
-so equal encodings are equal specs. A YAML document can differ from another and encode alike (a date
-and its string), so the CLI never uses this. The digest is SHA-256 (0.2 ms for a 340 KB spec): no one
-can make a spec that collides with a valid one to be admitted in its place.
+Keyed by the spec's JSON bytes as the apiserver sent them (zen_flow.webhook.envelope): Go's encoder
+writes map keys sorted, so equal specs arrive as equal bytes, and equal bytes are equal specs. The CLI
+never uses this (a YAML document is not those bytes). The digest is SHA-256 (0.2 ms for a 340 KB spec):
+no one can make a spec that collides with a valid one to be admitted in its place.
 """
 
 from __future__ import annotations

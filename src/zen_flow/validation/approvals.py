@@ -16,6 +16,14 @@ from zen_flow.validation.steps import is_manual
 _ANNOTATIONS = "metadata.annotations"
 
 
+def has_approvals(meta: Any) -> bool:
+    """Does this metadata carry an approval or rejection annotation (which the spec's steps decide)?"""
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    return isinstance(annotations, dict) and any(
+        isinstance(key, str) and key.startswith((APPROVE_PREFIX, REJECT_PREFIX)) for key in annotations
+    )
+
+
 def validate_approvals(obj: Any) -> list[FieldError]:
     """Every approval annotation must name a Manual step of the flow."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None

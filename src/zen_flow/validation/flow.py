@@ -8,11 +8,11 @@ they are requests made at admission time, and a typo in one must never fail a ru
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import API_VERSION, KIND
-from zen_flow.validation.accepted import AcceptedSpecs
 from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
     ROOT,
@@ -61,12 +61,14 @@ _NAME_LABEL = (
 
 
 def validate_jobflow(
-    obj: Mapping[str, Any], *, spec_unchanged: bool = False, accepted: AcceptedSpecs | None = None
+    obj: Mapping[str, Any], *, skip_spec: bool = False, spec_bytes: bytes | None = None
 ) -> list[FieldError]:
-    """Every problem with `obj` as a JobFlow; an empty list means valid. `spec_unchanged`: an update
-    that keeps the spec as stored, whose problems are not reported (ratcheting, update.py), so the spec
-    is not read at all: relabelling or approving a 500-step flow costs no step checks. `accepted`: specs
-    found valid before, by content, for `obj` decoded from JSON only (accepted.py)."""
+    """Every problem with `obj` as a JobFlow; an empty list means valid.
+
+    `skip_spec`: the spec is known to pass, so it is not read at all (an update that keeps the spec as
+    stored, whose problems are not reported: ratcheting, update.py; or a spec the webhook accepted
+    before): relabelling or approving a 500-step flow costs no step checks. `spec_bytes`: the spec's JSON
+    as the apiserver sent it, for the size check (else it is serialised here)."""
     errors: list[FieldError] = []
     r = Reader(errors)
     root = r.mapping(obj, ROOT, require=True)
@@ -80,23 +82,16 @@ def validate_jobflow(
         r.add(not_supported("kind", kind, [KIND]))
     meta = r.mapping(root.get("metadata"), METADATA, require=True)
     flow_name = check_flow_metadata(r, meta) if meta is not None else ""
+    if skip_spec:
+        return errors
     spec = r.mapping(root.get("spec"), SPEC, require=True)
-    if spec is None or spec_unchanged:
+    if spec is None:
         return errors
-    try:
-        encoded: bytes | None = spec_json(spec)
-    except (ValueError, TypeError, RecursionError):
-        encoded = None  # not JSON at all (a YAML alias cycle); the apiserver would never see it
-    if accepted is None or encoded is None:
-        check_spec(r, spec, flow_name, encoded)
-        return errors
-    key = accepted.key(flow_name, encoded)
-    if accepted.knows(key):
-        return errors
-    before = len(errors)
-    check_spec(r, spec, flow_name, encoded)
-    if len(errors) == before:
-        accepted.add(key)
+    if spec_bytes is None:
+        # Not JSON at all (a YAML alias cycle): no size to check; the apiserver would never see it.
+        with contextlib.suppress(ValueError, TypeError, RecursionError):
+            spec_bytes = spec_json(spec)
+    check_spec(r, spec, flow_name, spec_bytes)
     return errors
 
 

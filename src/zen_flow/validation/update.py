@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import StepPhase
-from zen_flow.validation.accepted import AcceptedSpecs
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import SPEC, validate_jobflow
@@ -69,12 +68,18 @@ def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def validate_update(
-    old: Mapping[str, Any], new: Mapping[str, Any], accepted: AcceptedSpecs | None = None
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    spec_accepted: bool = False,
+    spec_bytes: bytes | None = None,
 ) -> list[FieldError]:
     """The new object's own errors (approvals included) plus the transition rules; [] means fine.
-    `accepted`: as for `validate_jobflow`."""
+    `spec_accepted`: the new spec is known to pass (the webhook accepted it before); `spec_bytes`: as
+    for `validate_jobflow`."""
     ratcheted = _ratcheted(old, new)
-    found = validate_jobflow(new, spec_unchanged="spec" in ratcheted, accepted=accepted)
+    skip = spec_accepted or "spec" in ratcheted
+    found = validate_jobflow(new, skip_spec=skip, spec_bytes=spec_bytes)
     found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if has_started(old):

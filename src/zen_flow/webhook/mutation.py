@@ -10,7 +10,8 @@
    (UPDATE) or dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
-re-invoke mutating webhooks).
+re-invoke mutating webhooks). They read the metadata and `spec.executionPolicy`, nothing else of the spec
+(`SPEC_READ`): the webhook decodes no more of a 500-step spec than that.
 """
 
 from __future__ import annotations
@@ -145,6 +146,10 @@ def audit_ops(
         else:
             ops.append({"op": "add", "path": path, "value": value})
     return ops
+
+
+# The spec members mutation reads; the webhook decodes only these (zen_flow.webhook.review).
+SPEC_READ = ("executionPolicy",)
 
 
 def mutation_ops(

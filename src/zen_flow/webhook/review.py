@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from zen_flow.api.constants import GROUP, KIND
@@ -18,15 +17,24 @@ from zen_flow.validation import (
     AcceptedSpecs,
     ErrorType,
     FieldError,
+    has_approvals,
     render,
     validate_approvals,
     validate_jobflow,
     validate_update,
 )
-from zen_flow.webhook.mutation import mutation_ops
+from zen_flow.webhook.envelope import (
+    ADMISSION_API_VERSION,
+    ADMISSION_KIND,
+    AdmissionRequest,
+    RawObject,
+    ReviewError,
+    parse_review,
+)
+from zen_flow.webhook.mutation import SPEC_READ, mutation_ops
 
-ADMISSION_API_VERSION = "admission.k8s.io/v1"
-ADMISSION_KIND = "AdmissionReview"
+__all__ = ["ReviewError", "mutate_review", "validate_review"]
+
 _CAUSE_REASONS = {
     ErrorType.NOT_FOUND: "FieldValueNotFound",
     ErrorType.REQUIRED: "FieldValueRequired",
@@ -39,62 +47,8 @@ _CAUSE_REASONS = {
 }
 # Bound what one denial carries back through the apiserver to kubectl.
 _MAX_CAUSES = 100
-# The specs this process accepted lately (a review's object is decoded JSON).
+# The specs this process accepted lately, by their bytes as the apiserver sent them (envelope.py).
 ACCEPTED = AcceptedSpecs()
-
-
-class ReviewError(ValueError):
-    """The body is not an admission.k8s.io/v1 AdmissionReview request."""
-
-
-@dataclass(frozen=True)
-class AdmissionRequest:
-    uid: str
-    operation: str
-    object: Any
-    old_object: Any
-    username: str
-    sub_resource: str
-    name: str
-    namespace: str
-    dry_run: bool
-
-
-def _text(obj: Mapping[str, Any], key: str) -> str:
-    value = obj.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def parse_review(review: Any) -> AdmissionRequest:
-    if not isinstance(review, Mapping):
-        raise ReviewError("the body must be a JSON object (an AdmissionReview)")
-    if review.get("kind") != ADMISSION_KIND or review.get("apiVersion") != ADMISSION_API_VERSION:
-        raise ReviewError(
-            f"expected apiVersion {ADMISSION_API_VERSION} kind {ADMISSION_KIND}, got "
-            f"apiVersion {review.get('apiVersion')!r} kind {review.get('kind')!r}"
-        )
-    request = review.get("request")
-    if not isinstance(request, Mapping):
-        raise ReviewError("the AdmissionReview has no request")
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise ReviewError("the AdmissionReview request has no uid")
-    operation = request.get("operation")
-    if not isinstance(operation, str) or not operation:
-        raise ReviewError("the AdmissionReview request has no operation")
-    user = request.get("userInfo")
-    username = user.get("username") if isinstance(user, Mapping) else None
-    return AdmissionRequest(
-        uid=uid,
-        operation=operation,
-        object=request.get("object"),
-        old_object=request.get("oldObject"),
-        username=username if isinstance(username, str) else "",
-        sub_resource=_text(request, "subResource"),
-        name=_text(request, "name"),
-        namespace=_text(request, "namespace"),
-        dry_run=request.get("dryRun") is True,
-    )
 
 
 def _envelope(response: dict[str, Any]) -> dict[str, Any]:
@@ -141,32 +95,77 @@ def _internal(request: AdmissionRequest, what: str, exc: Exception) -> dict[str,
     return deny(request.uid, 500, "InternalError", f"zen-flow {what} failed: {type(exc).__name__}: {exc}")
 
 
-def validate_review(review: Any) -> dict[str, Any]:
+def validate_review(body: bytes) -> dict[str, Any]:
     """The validating webhook: CREATE checks the object, UPDATE also the transition; the rest passes."""
-    request = parse_review(review)
+    request = parse_review(body)
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
         return allow(request.uid)
     try:
         if request.operation == "CREATE":
-            errors = validate_jobflow(request.object, accepted=ACCEPTED) + validate_approvals(request.object)
+            errors = _check_create(request.object)
         else:
-            old = request.old_object if isinstance(request.old_object, Mapping) else {}
-            errors = validate_update(old, request.object, ACCEPTED)
+            errors = _check_update(request.old_object, request.object)
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc)
     return deny_invalid(request, errors) if errors else allow(request.uid)
 
 
-def mutate_review(review: Any) -> dict[str, Any]:
+def _check_create(raw: RawObject) -> list[FieldError]:
+    spec = raw.raw("spec")
+    key = ACCEPTED.key(_flow_name(raw), spec) if spec is not None else None
+    if key is not None and ACCEPTED.knows(key):
+        # Only the metadata is new; the spec is decoded only if approval annotations name its steps.
+        obj = raw.decode(skip=() if has_approvals(raw.member("metadata")) else ("spec",))
+        return validate_jobflow(obj, skip_spec=True) + validate_approvals(obj)
+    obj = raw.decode()
+    errors = validate_jobflow(obj, spec_bytes=spec) + validate_approvals(obj)
+    if key is not None and not errors:
+        ACCEPTED.add(key)
+    return errors
+
+
+def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
+    spec = new_raw.raw("spec")
+    new = new_raw.decode()
+    kept = spec is not None and spec == old_raw.raw("spec")
+    old = old_raw.decode(reuse={"spec": new["spec"]} if kept else None)
+    key = ACCEPTED.key(_flow_name(new_raw), spec) if spec is not None else None
+    known = key is not None and ACCEPTED.knows(key)
+    errors = validate_update(
+        old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_bytes=spec
+    )
+    if key is not None and not known and not errors:
+        ACCEPTED.add(key)
+    return errors
+
+
+def _flow_name(raw: RawObject) -> str:
+    meta = raw.member("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def mutate_review(body: bytes) -> dict[str, Any]:
     """The mutating webhook: defaults and audit annotations as a JSONPatch (omitted when empty)."""
-    request = parse_review(review)
+    request = parse_review(body)
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
         return allow(request.uid)
-    if not isinstance(request.object, Mapping):
+    obj = _mutation_view(request.object)
+    if not isinstance(obj, Mapping):
         return allow(request.uid)  # nothing to patch; the validating webhook explains
-    old = request.old_object if isinstance(request.old_object, Mapping) else None
+    old = _mutation_view(request.old_object)
     try:
-        ops = mutation_ops(request.operation, request.object, old, request.username)
+        ops = mutation_ops(
+            request.operation, obj, old if isinstance(old, Mapping) else None, request.username
+        )
     except Exception as exc:
         return _internal(request, "defaulting", exc)
     return allow(request.uid, ops)
+
+
+def _mutation_view(raw: RawObject) -> Any:
+    """The object as far as mutation reads it: all but the spec, and of the spec only `SPEC_READ`."""
+    obj = raw.decode(skip=("spec",))
+    if isinstance(obj, dict) and raw.raw("spec") is not None:
+        obj["spec"] = raw.member_part("spec", SPEC_READ)
+    return obj

@@ -1,0 +1,138 @@
+"""Specs the webhook accepted before, remembered by their bytes (webhook/review.py, validation/accepted.py):
+the same answer, less work."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from hypothesis import given, settings
+from validation_samples import base_flow, step
+
+import zen_flow.validation.flow as flow_rules
+import zen_flow.webhook.review as review_module
+from zen_flow.validation import AcceptedSpecs
+from zen_flow.webhook.review import validate_review
+from zen_flow_dev.testing.mutations import corrupted_examples
+
+APPROVE = "approve.workflow.kube-zen.io/"
+
+
+@pytest.fixture(autouse=True)
+def accepted() -> Iterator[AcceptedSpecs]:
+    """A memory of its own per test (the webhook's is the process's)."""
+    memory = AcceptedSpecs()
+    with patch.object(review_module, "ACCEPTED", memory):
+        yield memory
+
+
+def body(flow: Any, operation: str = "CREATE", old: Any = None) -> bytes:
+    """A review as the apiserver encodes it: compact, map keys sorted (Go's encoder)."""
+    request = {"uid": "u", "operation": operation, "object": flow, "oldObject": old, "name": "flow"}
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    return json.dumps(
+        review, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+    ).encode()
+
+
+def response(review: bytes) -> dict[str, Any]:
+    answer: dict[str, Any] = validate_review(review)["response"]
+    return answer
+
+
+def checks_of_spec(review: bytes) -> int:
+    with patch.object(flow_rules, "check_spec", wraps=flow_rules.check_spec) as check_spec:
+        response(review)
+    return check_spec.call_count
+
+
+@settings(max_examples=150, deadline=None)
+@given(corrupted_examples())
+def test_remembering_accepted_specs_never_changes_an_answer(flow: Any) -> None:
+    try:
+        review = body(flow)
+    except (TypeError, ValueError):
+        return  # not JSON (NaN, a lone surrogate: Go never writes them): no review can carry it
+    with patch.object(review_module, "ACCEPTED", AcceptedSpecs()):
+        first = response(review)
+        assert response(review) == first
+    assert response(review) == first  # a memory that never saw it
+
+
+def test_a_valid_spec_again_is_not_checked_again_but_another_name_or_spec_is(accepted: AcceptedSpecs) -> None:
+    flow = base_flow()
+    assert checks_of_spec(body(flow)) == 1
+    assert checks_of_spec(body(flow)) == 0  # `kubectl apply --dry-run=server`, then the apply
+    renamed = base_flow()
+    renamed["metadata"]["name"] = "other"  # resource templates are checked against the flow's name
+    assert checks_of_spec(body(renamed)) == 1
+    step(flow, "c")["timeoutSeconds"] = 7
+    assert checks_of_spec(body(flow)) == 1
+    assert len(accepted) == 3
+
+
+def test_a_remembered_spec_still_gets_its_metadata_and_approvals_checked() -> None:
+    flow = base_flow()
+    assert response(body(flow))["allowed"] is True
+    flow["metadata"]["labels"] = {"bad label!": "x"}
+    flow["metadata"]["annotations"] = {APPROVE + "c": "true"}  # c is a Job step, not a Manual one
+    denied = response(body(flow))
+    assert denied["allowed"] is False
+    fields = {cause["field"] for cause in denied["status"]["details"]["causes"]}
+    assert fields == {"metadata.labels", f"metadata.annotations[{APPROVE}c]"}
+    flow["metadata"] = {"name": "flow", "annotations": {APPROVE + "gate": "true"}}
+    assert response(body(flow))["allowed"] is True
+
+
+def test_an_invalid_spec_is_checked_every_time_and_not_kept(accepted: AcceptedSpecs) -> None:
+    # A denial's errors hold parts of the spec: remembering them would let a tenant grow the webhook.
+    flow = base_flow()
+    step(flow, "c")["timeoutSeconds"] = 0
+    assert checks_of_spec(body(flow)) == 1
+    assert checks_of_spec(body(flow)) == 1
+    assert response(body(flow))["allowed"] is False
+    assert len(accepted) == 0
+
+
+def test_a_spec_that_differs_only_in_a_type_is_checked_on_its_own(accepted: AcceptedSpecs) -> None:
+    # 1 and 1.0 and "1": distinct encodings, so the invalid ones are never taken for the valid one.
+    answers = []
+    for value in (1, 1.0, "1", 1):
+        flow = base_flow()
+        step(flow, "c")["timeoutSeconds"] = value
+        answers.append(response(body(flow))["allowed"])
+    assert answers == [True, False, False, True]
+    assert len(accepted) == 1
+
+
+def test_the_least_recently_used_specs_are_forgotten_first() -> None:
+    flows: list[dict[str, Any]] = []
+    with patch.object(review_module, "ACCEPTED", AcceptedSpecs(size=2)) as small:
+        for i in range(3):
+            flow = base_flow()
+            flow["metadata"]["name"] = f"flow-{i}"
+            flows.append(flow)
+            response(body(flow))
+        assert len(small) == 2
+        assert checks_of_spec(body(flows[2])) == 0
+        assert checks_of_spec(body(flows[0])) == 1
+
+
+def test_an_update_that_changes_the_spec_uses_them_too(accepted: AcceptedSpecs) -> None:
+    old, new = base_flow(), base_flow()
+    step(new, "c")["timeoutSeconds"] = 7
+    assert checks_of_spec(body(new, "UPDATE", old)) == 1
+    assert len(accepted) == 1
+    assert checks_of_spec(body(new, "UPDATE", old)) == 0
+    assert response(body(new, "UPDATE", old))["allowed"] is True
+
+
+def test_an_update_that_keeps_the_spec_does_not_check_it() -> None:
+    old = base_flow()
+    new = base_flow()
+    new["metadata"]["labels"] = {"team": "data"}
+    assert checks_of_spec(body(new, "UPDATE", old)) == 0
+    assert response(body(new, "UPDATE", old))["allowed"] is True
