@@ -111,11 +111,11 @@ def validate_review(body: bytes) -> dict[str, Any]:
 
 
 def _check_create(raw: RawObject) -> list[FieldError]:
-    spec = raw.raw("spec")
-    key = ACCEPTED.key(_flow_name(raw), spec) if spec is not None else None
+    spec, meta = raw.raw("spec"), raw.member("metadata")
+    key = ACCEPTED.key(_flow_name(meta), spec) if spec is not None else None
     if key is not None and ACCEPTED.knows(key):
         # Only the metadata is new; the spec is decoded only if approval annotations name its steps.
-        obj = raw.decode(skip=() if has_approvals(raw.member("metadata")) else ("spec",))
+        obj = raw.decode(skip=() if has_approvals(meta) else ("spec",))
         return validate_jobflow(obj, skip_spec=True) + validate_approvals(obj)
     obj = raw.decode()
     errors = validate_jobflow(obj, spec_bytes=spec) + validate_approvals(obj)
@@ -128,8 +128,9 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
     spec = new_raw.raw("spec")
     new = new_raw.decode()
     kept = spec is not None and spec == old_raw.raw("spec")
+    # An unchanged spec is decoded once for both: the transition rules then compare it by identity.
     old = old_raw.decode(reuse={"spec": new["spec"]} if kept else None)
-    key = ACCEPTED.key(_flow_name(new_raw), spec) if spec is not None else None
+    key = ACCEPTED.key(_flow_name(new.get("metadata")), spec) if spec is not None else None
     known = key is not None and ACCEPTED.knows(key)
     errors = validate_update(
         old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_bytes=spec
@@ -139,8 +140,7 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
     return errors
 
 
-def _flow_name(raw: RawObject) -> str:
-    meta = raw.member("metadata")
+def _flow_name(meta: Any) -> str:
     name = meta.get("name") if isinstance(meta, dict) else None
     return name if isinstance(name, str) else ""
 
