@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from validation_samples import base_flow, step
 
+from zen_flow.validation import validate_update
 from zen_flow.webhook.mutation import mutation_ops
 from zen_flow.webhook.patch import apply_patch, pointer
 from zen_flow.webhook.review import ReviewError, mutate_review, validate_review
@@ -481,3 +482,26 @@ def test_mutation_decides_on_what_the_webhook_decodes(obj: Any, old: Any, operat
     with contextlib.suppress(ReviewError):
         expected = mutation_ops(operation, whole, whole_old if isinstance(whole_old, dict) else None, "bob")
         assert patch_of(mutate_review(body)) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(corrupted_examples(), st.sampled_from([{}, {"team": "data"}, {"bad label!": "x"}]), st.booleans())
+def test_an_update_that_keeps_the_spec_is_decided_as_on_the_whole_objects(
+    old: Any, labels: dict[str, str], approve: bool
+) -> None:
+    # The webhook decodes neither spec when their bytes are equal (and no approval needs the steps).
+    new = copy.deepcopy(old)
+    if isinstance(new.get("metadata"), dict):
+        new["metadata"]["labels"] = labels
+        if approve:
+            new["metadata"]["annotations"] = {APPROVE + "gate": "true"}
+    try:
+        body = review(new, "UPDATE", old)
+        request = json.loads(body)["request"]
+    except ValueError:
+        return  # NaN and friends: the apiserver never sends them
+    with contextlib.suppress(ReviewError):
+        response = validate_review(body)["response"]
+        expected = validate_update(request["oldObject"], request["object"])
+        causes = response.get("status", {}).get("details", {}).get("causes", [])
+        assert [c["field"] for c in causes] == [e.path for e in expected][:100]

@@ -49,7 +49,7 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith((prefix + ".", prefix + "["))
 
 
-def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any], spec_kept: bool = False) -> list[str]:
     """Paths whose problems are not reported because the update does not touch what they depend on."""
     same = {
         key: _get(old, *key.split(".")) is not None
@@ -62,6 +62,7 @@ def _ratcheted(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             "metadata.annotations",
         )
     }
+    same["spec"] = same["spec"] or spec_kept
     # approval annotations are checked against the steps, so they ratchet only with an unchanged spec
     same["metadata.annotations"] = same["metadata.annotations"] and same["spec"]
     return [key for key, unchanged in same.items() if unchanged]
@@ -72,17 +73,19 @@ def validate_update(
     new: Mapping[str, Any],
     *,
     spec_accepted: bool = False,
+    spec_kept: bool = False,
     spec_bytes: bytes | None = None,
 ) -> list[FieldError]:
     """The new object's own errors (approvals included) plus the transition rules; [] means fine.
-    `spec_accepted`: the new spec is known to pass (the webhook accepted it before); `spec_bytes`: as
-    for `validate_jobflow`."""
-    ratcheted = _ratcheted(old, new)
+    `spec_accepted`: the new spec is known to pass (the webhook accepted it before). `spec_kept`: the
+    caller knows the spec did not change (the webhook compared its bytes), and may leave it out of both
+    objects unless approval annotations need it. `spec_bytes`: as for `validate_jobflow`."""
+    ratcheted = _ratcheted(old, new, spec_kept)
     skip = spec_accepted or "spec" in ratcheted
     found = validate_jobflow(new, skip_spec=skip, spec_bytes=spec_bytes)
     found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
-    if has_started(old):
+    if has_started(old) and not spec_kept:
         # The arguments were substituted into Jobs already created: a changed value would make the
         # flow's steps disagree about it.
         for field in ("steps", "arguments"):

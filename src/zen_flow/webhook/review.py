@@ -125,15 +125,19 @@ def _check_create(raw: RawObject) -> list[FieldError]:
 
 
 def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
-    spec = new_raw.raw("spec")
+    spec, meta = new_raw.raw("spec"), new_raw.member("metadata")
+    kept = spec not in (None, b"null") and spec == old_raw.raw("spec")  # a null spec is never ratcheted
+    if kept and not has_approvals(meta):
+        # An update that keeps the spec (a label, a finalizer): its steps are not even decoded.
+        new, old = new_raw.decode(skip=("spec",)), old_raw.decode(skip=("spec",))
+        return validate_update(old if isinstance(old, Mapping) else {}, new, spec_kept=True)
     new = new_raw.decode()
-    kept = spec is not None and spec == old_raw.raw("spec")
-    # An unchanged spec is decoded once for both: the transition rules then compare it by identity.
+    # A kept spec is decoded once for both (approvals read it): the transition rules then compare by identity.
     old = old_raw.decode(reuse={"spec": new["spec"]} if kept else None)
-    key = ACCEPTED.key(_flow_name(new.get("metadata")), spec) if spec is not None else None
+    key = ACCEPTED.key(_flow_name(meta), spec) if spec is not None else None
     known = key is not None and ACCEPTED.knows(key)
     errors = validate_update(
-        old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_bytes=spec
+        old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_kept=kept, spec_bytes=spec
     )
     if key is not None and not known and not errors:
         ACCEPTED.add(key)
