@@ -55,8 +55,7 @@ class RawObject:
 
     def member(self, member: str) -> Any:
         """The member decoded (None when absent)."""
-        found = self.members.get(member) if self.members is not None else None
-        return None if found is None else _ANY.decode(found)
+        return None if self.members is None else _member(self.members, member)
 
     def member_part(self, member: str, keys: Iterable[str]) -> Any:
         """The member decoded with only `keys` of it when it is an object (absent keys stay absent); as
