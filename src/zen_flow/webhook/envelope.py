@@ -71,8 +71,8 @@ class RawObject:
 
     def decode(self, *, skip: Iterable[str] = (), reuse: Mapping[str, Any] | None = None) -> Any:
         """The object as `json.loads` would give it, without the members in `skip`; a member in `reuse`
-        is that value instead of a new decoding (an update's unchanged spec, decoded once for both
-        objects: comparing them is then an identity check)."""
+        is that value instead of a new decoding (metadata decoded already, an update's unchanged spec
+        decoded once for both objects)."""
         if self.members is None:
             return self.value
         skipped, reused = frozenset(skip), reuse or {}

@@ -115,9 +115,9 @@ def _check_create(raw: RawObject) -> list[FieldError]:
     key = ACCEPTED.key(_flow_name(meta), spec) if spec is not None else None
     if key is not None and ACCEPTED.knows(key):
         # Only the metadata is new; the spec is decoded only if approval annotations name its steps.
-        obj = raw.decode(skip=() if has_approvals(meta) else ("spec",))
+        obj = raw.decode(skip=() if has_approvals(meta) else ("spec",), reuse={"metadata": meta})
         return validate_jobflow(obj, skip_spec=True) + validate_approvals(obj)
-    obj = raw.decode()
+    obj = raw.decode(reuse={"metadata": meta})
     errors = validate_jobflow(obj, spec_bytes=spec) + validate_approvals(obj)
     if key is not None and not errors:
         ACCEPTED.add(key)
@@ -126,18 +126,18 @@ def _check_create(raw: RawObject) -> list[FieldError]:
 
 def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
     spec, meta = new_raw.raw("spec"), new_raw.member("metadata")
-    kept = spec not in (None, b"null") and spec == old_raw.raw("spec")  # a null spec is never ratcheted
-    if kept and not has_approvals(meta):
-        # An update that keeps the spec (a label, a finalizer): its steps are not even decoded.
-        new, old = new_raw.decode(skip=("spec",)), old_raw.decode(skip=("spec",))
+    if spec not in (None, b"null") and spec == old_raw.raw("spec"):  # a null spec is never ratcheted
+        # A label, a finalizer, an approval: the spec is decoded (once, for both objects) only when
+        # approval annotations name its steps.
+        skip = () if has_approvals(meta) else ("spec",)
+        new = new_raw.decode(skip=skip, reuse={"metadata": meta})
+        old = old_raw.decode(skip=skip, reuse=None if skip else {"spec": new["spec"]})
         return validate_update(old if isinstance(old, Mapping) else {}, new, spec_kept=True)
-    new = new_raw.decode()
-    # A kept spec is decoded once for both (approvals read it): the transition rules then compare by identity.
-    old = old_raw.decode(reuse={"spec": new["spec"]} if kept else None)
+    new, old = new_raw.decode(reuse={"metadata": meta}), old_raw.decode()
     key = ACCEPTED.key(_flow_name(meta), spec) if spec is not None else None
     known = key is not None and ACCEPTED.knows(key)
     errors = validate_update(
-        old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_kept=kept, spec_bytes=spec
+        old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_bytes=spec
     )
     if key is not None and not known and not errors:
         ACCEPTED.add(key)
