@@ -207,6 +207,10 @@ async def test_restarted_controller_adopts_jobs_instead_of_duplicating_them(
         "lost-b": 1,
     }
     assert second.metric("zen_flow_job_creates_total", result="created") == 2
+    # Every request is timed, the apiserver's time apart from the wait for a token.
+    creates = second.metric("zen_flow_api_requests_total", verb="create", resource="jobs")
+    for timed in ("zen_flow_api_request_duration_seconds_count", "zen_flow_api_request_wait_seconds_count"):
+        assert second.metric(timed, verb="create", resource="jobs") == creates == 2
 
 
 def _write_counts(controller: ControllerProcess) -> dict[str, float]:

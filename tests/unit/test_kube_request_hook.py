@@ -1,16 +1,24 @@
-"""KubeClient's `on_response` hook: one call per request sent, labelled the way the apiserver's audit does."""
+"""KubeClient's `on_response` hook: one call per request sent, labelled the way the apiserver's audit does,
+with the time the apiserver took apart from the time the request waited in the client."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from zen_flow.kube import ClientOptions, JobClient, JobFlowClient, KubeClient, KubeConfig, request_labels
+from zen_flow.kube import (
+    ClientOptions,
+    JobClient,
+    JobFlowClient,
+    KubeClient,
+    KubeConfig,
+    RequestRecord,
+    request_labels,
+)
 from zen_flow.kube.errors import NotFound, TransportError
 from zen_flow.machinery.clock import SystemClock
 
@@ -52,8 +60,8 @@ async def observed(server: tuple[TestServer, list[int]]) -> AsyncIterator[tuple[
     config = KubeConfig(host=host, source="test")
     calls: list[Call] = []
 
-    def hook(verb: str, resource: str, code: int, sent: int) -> None:
-        calls.append((verb, resource, code, sent))
+    def hook(r: RequestRecord) -> None:
+        calls.append((r.verb, r.resource, r.code, r.sent))
 
     options = ClientOptions(timeout=2.0)
     async with KubeClient(config, options, clock=InstantClock(), on_response=hook) as client:
@@ -101,14 +109,62 @@ async def test_no_answer_is_reported_as_code_zero() -> None:
     # Nothing listens on port 9 of loopback (discard service): the connection is refused at once.
     config = KubeConfig(host="http://127.0.0.1:9", source="test")
 
-    def hook(*call: Any) -> None:
-        calls.append(call)  # type: ignore[arg-type]
+    def hook(r: RequestRecord) -> None:
+        calls.append((r.verb, r.resource, r.code, r.sent))
 
     options = ClientOptions(timeout=2.0, retry_attempts=1)
     async with KubeClient(config, options, clock=InstantClock(), on_response=hook) as kube:
         with pytest.raises(TransportError, match="jobflows"):
             await JobFlowClient(kube).get("ns", "x")
     assert calls == [("get", "jobflows", 0, 0)]
+
+
+class ManualClock(SystemClock):
+    """Time moves only when someone sleeps on it or a test handler says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_the_apiserver_s_time_and_the_wait_for_a_token_are_reported_apart() -> None:
+    clock = ManualClock()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        clock.now += 0.25  # the apiserver takes a quarter of a second to answer
+        if request.query.get("watch") == "true":
+            response = web.StreamResponse()
+            await response.prepare(request)
+            return response  # an empty watch: its time is the time to its headers
+        return web.json_response({"metadata": {"name": "x", "uid": "u", "resourceVersion": "1"}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = TestServer(app)
+    await server.start_server()
+    records: list[RequestRecord] = []
+    config = KubeConfig(host=str(server.make_url("")).rstrip("/"), source="test")
+    options = ClientOptions(qps=1.0, burst=1, timeout=2.0)
+    try:
+        async with KubeClient(config, options, clock=clock, on_response=records.append) as kube:
+            for _ in range(2):
+                await JobFlowClient(kube).get("ns", "x")
+            async with JobClient(kube).watch(None, "1", timeout_seconds=5) as stream:
+                assert [event async for event in stream] == []
+    finally:
+        await server.close()
+    # One token a second: the first request takes the burst's token; the second waits for the rest of
+    # the second (0.25 s of it went by while the first was answered); the watch waits a whole one.
+    assert [(r.verb, r.seconds, r.waited) for r in records] == [
+        ("get", 0.25, 0.0),
+        ("get", 0.25, 0.75),
+        ("watch", 0.25, 0.75),
+    ]
 
 
 @pytest.mark.parametrize(

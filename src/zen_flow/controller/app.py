@@ -31,7 +31,7 @@ from zen_flow.controller.metrics import InformerStats, Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.informer.decoding import release_freed_memory
-from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.client import ClientOptions, KubeClient, RequestRecord
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import KubeError
@@ -158,10 +158,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
     )
     options = ClientOptions(qps=settings.qps, burst=settings.burst)
 
-    def count_request(verb: str, resource: str, code: int, sent: int) -> None:
-        metrics.api_requests.labels(verb, resource, str(code)).inc()
-        if sent:
-            metrics.api_request_bytes.labels(verb, resource).inc(sent)
+    def count_request(r: RequestRecord) -> None:
+        metrics.api_requests.labels(r.verb, r.resource, str(r.code)).inc()
+        metrics.api_request_duration.labels(r.verb, r.resource).observe(r.seconds)
+        metrics.api_request_waited.labels(r.verb, r.resource).observe(r.waited)
+        if r.sent:
+            metrics.api_request_bytes.labels(r.verb, r.resource).inc(r.sent)
 
     async with (
         KubeClient(config, options, clock=clock, on_response=count_request) as kube,

@@ -28,6 +28,8 @@ from zen_flow.api.constants import StepPhase
 from zen_flow.planner.progress import stalled
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# From "no wait" (a token was free) up: most requests wait nothing, and a throttled one waits 1/qps or more.
+_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
 
@@ -204,6 +206,22 @@ class Metrics:
             "zen_flow_api_requests_total",
             "Requests sent to the apiserver",
             ["verb", "resource", "code"],
+            registry=r,
+        )
+        # client-go's rest_client_request_duration_seconds and rest_client_rate_limiter_duration_seconds,
+        # by resource instead of host: a slow reconcile waits either on the apiserver or on --qps/--burst.
+        self.api_request_duration = Histogram(
+            "zen_flow_api_request_duration_seconds",
+            "Time from sending a request to the apiserver to having read its answer (a watch: its headers)",
+            ["verb", "resource"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.api_request_waited = Histogram(
+            "zen_flow_api_request_wait_seconds",
+            "Time a request waited in the client before it was sent: a --qps/--burst token, a free slot",
+            ["verb", "resource"],
+            buckets=_WAIT_BUCKETS,
             registry=r,
         )
         self.job_updates_ignored = Counter(

@@ -4,7 +4,14 @@
 add what zen-flow does with Jobs, JobFlows, Events and Leases. Errors are `zen_flow.kube.errors`.
 """
 
-from zen_flow.kube.client import USER_AGENT, ClientOptions, KubeClient, ResponseHook, request_labels
+from zen_flow.kube.client import (
+    USER_AGENT,
+    ClientOptions,
+    KubeClient,
+    RequestRecord,
+    ResponseHook,
+    request_labels,
+)
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import KubeConfig, load_config
 from zen_flow.kube.errors import (
@@ -47,6 +54,7 @@ __all__ = [
     "ListResult",
     "NotFound",
     "ObjectClient",
+    "RequestRecord",
     "Resource",
     "ResourceLister",
     "ResponseHook",

@@ -60,11 +60,24 @@ WATCH_READ_BUFFER = 4 * 1024 * 1024
 Body = dict[str, Any] | list[Any]
 """A request body: an object, or a JSON patch's list of operations."""
 
-ResponseHook = Callable[[str, str, int, int], None]
-"""`hook(verb, resource, code, sent)`, called once per HTTP request sent (every retry attempt, every watch
-opened) with the apiserver's verb name (see `request_labels`), the status code (0 when no answer came) and
-the bytes of the request body. It runs on the event loop for every request: keep it cheap and never let
-it raise."""
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One HTTP request sent (every retry attempt, every watch opened), for metrics."""
+
+    verb: str  # the apiserver's name for it (see `request_labels`)
+    resource: str
+    code: int  # the HTTP status, 0 when no answer came
+    sent: int  # bytes of the request body
+    seconds: float  # from sending it to having read the answer (a watch or a log stream: its headers)
+    # Before sending: a client-side token (QPS/burst) and a free request slot. With `seconds`, this says
+    # whether a slow reconcile waits on the apiserver or on the client's own limits.
+    waited: float
+
+
+ResponseHook = Callable[[RequestRecord], None]
+"""`hook(record)`, called once per HTTP request sent. It runs on the event loop (the lease keeper's:
+its own thread) for every request: keep it cheap and never let it raise."""
 
 
 @dataclass(frozen=True)
@@ -269,19 +282,23 @@ class KubeClient:
         The response is closed (not returned to the pool half-read) when the block exits, however it
         exits. No retries here: the informer owns reconnect policy.
         """
+        queued = self._clock.monotonic()
         await self._limiter.acquire()
         client_timeout = aiohttp.ClientTimeout(
             total=timeout_seconds + 30, sock_connect=self.options.connect_timeout
         )
         full_query = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
+        sending = self._clock.monotonic()
         try:
             response: aiohttp.ClientResponse = await self._call(
                 path, "GET", full_query, None, client_timeout, read_bufsize=WATCH_READ_BUFFER
             )
         except TRANSPORT_ERRORS as err:
-            self._observe("GET", path, 0, watch=True)
+            self._observe("GET", path, 0, watch=True, times=(queued, sending, self._clock.monotonic()))
             raise TransportError(f"GET {path} (watch): {err!r}") from err
-        self._observe("GET", path, response.status, watch=True)
+        self._observe(
+            "GET", path, response.status, watch=True, times=(queued, sending, self._clock.monotonic())
+        )
         try:
             if response.status == 401:
                 # As for requests: rotating credentials (a token file, an exec plugin) are fetched anew,
@@ -300,16 +317,18 @@ class KubeClient:
     async def stream_lines(self, path: str, query: Query) -> AsyncIterator[AsyncIterator[str]]:
         """A GET whose body arrives over time (pods/log with follow=true), as decoded lines; no timeout
         but the connect timeout: the server ends it (the container exits) or the caller leaves the block."""
+        queued = self._clock.monotonic()
         await self._limiter.acquire()
         client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.options.connect_timeout)
+        sending = self._clock.monotonic()
         try:
             response: aiohttp.ClientResponse = await self._call(
                 path, "GET", list(query), None, client_timeout
             )
         except TRANSPORT_ERRORS as err:
-            self._observe("GET", path, 0)
+            self._observe("GET", path, 0, times=(queued, sending, self._clock.monotonic()))
             raise TransportError(f"GET {path}: {err!r}") from err
-        self._observe("GET", path, response.status)
+        self._observe("GET", path, response.status, times=(queued, sending, self._clock.monotonic()))
         try:
             if response.status != 200:
                 raise from_response(
@@ -336,26 +355,34 @@ class KubeClient:
         request_timeout: float | None,
         limiter: Limiter,
     ) -> bytes:
+        queued = self._clock.monotonic()
         await limiter.acquire()
         client_timeout = aiohttp.ClientTimeout(
             total=request_timeout or self.options.timeout, sock_connect=self.options.connect_timeout
         )
         headers = {"Content-Type": content_type} if body is not None else {}
         data = json.dumps(body).encode() if body is not None else None
+        sent = len(data or b"")
         for refreshed in (False, True):
+            sending = answered = queued
             try:
                 async with self._requests:
-                    response: aiohttp.ClientResponse = await self._call(
-                        path, method, query, data, client_timeout, headers
-                    )
+                    sending = self._clock.monotonic()
                     try:
-                        raw = await response.read()
+                        response: aiohttp.ClientResponse = await self._call(
+                            path, method, query, data, client_timeout, headers
+                        )
+                        try:
+                            raw = await response.read()
+                        finally:
+                            response.release()
                     finally:
-                        response.release()
+                        answered = self._clock.monotonic()
             except TRANSPORT_ERRORS as err:
-                self._observe(method, path, 0, len(data or b""))
+                self._observe(method, path, 0, sent, times=(queued, sending, answered))
                 raise TransportError(f"{method} {path}: {err!r}") from err
-            self._observe(method, path, response.status, len(data or b""))
+            self._observe(method, path, response.status, sent, times=(queued, sending, answered))
+            queued = answered  # a second attempt (fresh credentials) waits only for a request slot
             if response.status != 401 or refreshed or not self._config.credentials.invalidate():
                 break
         if not 200 <= response.status < 300:
@@ -388,10 +415,21 @@ class KubeClient:
             read_bufsize=read_bufsize,
         )
 
-    def _observe(self, method: str, path: str, code: int, sent: int = 0, *, watch: bool = False) -> None:
+    def _observe(
+        self,
+        method: str,
+        path: str,
+        code: int,
+        sent: int = 0,
+        *,
+        times: tuple[float, float, float],
+        watch: bool = False,
+    ) -> None:
+        """`times`: (queued, sent, answered) on the client's clock."""
         if self._on_response is not None:
             verb, resource = request_labels(method, path, watch=watch)
-            self._on_response(verb, resource, code, sent)
+            queued, sending, answered = times
+            self._on_response(RequestRecord(verb, resource, code, sent, answered - sending, sending - queued))
 
     def _retry_wait(self, state: tenacity.RetryCallState) -> float:
         cap = self.options.retry_max_wait
