@@ -158,8 +158,8 @@ async def test_the_apiserver_s_time_and_the_wait_for_a_token_are_reported_apart(
                 assert [event async for event in stream] == []
     finally:
         await server.close()
-    # One token a second: the first request takes the burst's token; the second waits for the rest of
-    # the second (0.25 s of it went by while the first was answered); the watch waits a whole one.
+    # One token a second: the first request takes the burst's token; each later one waits for the rest
+    # of the second (0.25 s of it went by while the one before was answered).
     assert [(r.verb, r.seconds, r.waited) for r in records] == [
         ("get", 0.25, 0.0),
         ("get", 0.25, 0.75),
