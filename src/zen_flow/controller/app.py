@@ -161,7 +161,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
     def count_request(r: RequestRecord) -> None:
         metrics.api_requests.labels(r.verb, r.resource, str(r.code)).inc()
         metrics.api_request_duration.labels(r.verb, r.resource).observe(r.seconds)
-        metrics.api_request_waited.labels(r.verb, r.resource).observe(r.waited)
+        metrics.api_request_wait.labels(r.verb, r.resource).observe(r.waited)
         if r.sent:
             metrics.api_request_bytes.labels(r.verb, r.resource).inc(r.sent)
 

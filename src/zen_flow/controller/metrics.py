@@ -217,7 +217,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.api_request_waited = Histogram(
+        self.api_request_wait = Histogram(
             "zen_flow_api_request_wait_seconds",
             "Time a request waited in the client before it was sent: a --qps/--burst token, a free slot",
             ["verb", "resource"],

@@ -294,11 +294,9 @@ class KubeClient:
                 path, "GET", full_query, None, client_timeout, read_bufsize=WATCH_READ_BUFFER
             )
         except TRANSPORT_ERRORS as err:
-            self._observe("GET", path, 0, watch=True, times=(queued, sending, self._clock.monotonic()))
+            self._observe("GET", path, 0, queued=queued, sending=sending, watch=True)
             raise TransportError(f"GET {path} (watch): {err!r}") from err
-        self._observe(
-            "GET", path, response.status, watch=True, times=(queued, sending, self._clock.monotonic())
-        )
+        self._observe("GET", path, response.status, queued=queued, sending=sending, watch=True)
         try:
             if response.status == 401:
                 # As for requests: rotating credentials (a token file, an exec plugin) are fetched anew,
@@ -326,9 +324,9 @@ class KubeClient:
                 path, "GET", list(query), None, client_timeout
             )
         except TRANSPORT_ERRORS as err:
-            self._observe("GET", path, 0, times=(queued, sending, self._clock.monotonic()))
+            self._observe("GET", path, 0, queued=queued, sending=sending)
             raise TransportError(f"GET {path}: {err!r}") from err
-        self._observe("GET", path, response.status, times=(queued, sending, self._clock.monotonic()))
+        self._observe("GET", path, response.status, queued=queued, sending=sending)
         try:
             if response.status != 200:
                 raise from_response(
@@ -364,25 +362,22 @@ class KubeClient:
         data = json.dumps(body).encode() if body is not None else None
         sent = len(data or b"")
         for refreshed in (False, True):
-            sending = answered = queued
+            sending = queued
             try:
                 async with self._requests:
                     sending = self._clock.monotonic()
+                    response: aiohttp.ClientResponse = await self._call(
+                        path, method, query, data, client_timeout, headers
+                    )
                     try:
-                        response: aiohttp.ClientResponse = await self._call(
-                            path, method, query, data, client_timeout, headers
-                        )
-                        try:
-                            raw = await response.read()
-                        finally:
-                            response.release()
+                        raw = await response.read()
                     finally:
-                        answered = self._clock.monotonic()
+                        response.release()
             except TRANSPORT_ERRORS as err:
-                self._observe(method, path, 0, sent, times=(queued, sending, answered))
+                self._observe(method, path, 0, sent, queued=queued, sending=sending)
                 raise TransportError(f"{method} {path}: {err!r}") from err
-            self._observe(method, path, response.status, sent, times=(queued, sending, answered))
-            queued = answered  # a second attempt (fresh credentials) waits only for a request slot
+            self._observe(method, path, response.status, sent, queued=queued, sending=sending)
+            queued = self._clock.monotonic()  # a second attempt (fresh credentials) waits only for a slot
             if response.status != 401 or refreshed or not self._config.credentials.invalidate():
                 break
         if not 200 <= response.status < 300:
@@ -422,14 +417,16 @@ class KubeClient:
         code: int,
         sent: int = 0,
         *,
-        times: tuple[float, float, float],
+        queued: float,
+        sending: float,
         watch: bool = False,
     ) -> None:
-        """`times`: (queued, sent, answered) on the client's clock."""
+        """Called as the answer is in: `queued` (waiting in the client from) and `sending` (sent at) are
+        on the client's clock."""
         if self._on_response is not None:
             verb, resource = request_labels(method, path, watch=watch)
-            queued, sending, answered = times
-            self._on_response(RequestRecord(verb, resource, code, sent, answered - sending, sending - queued))
+            seconds = self._clock.monotonic() - sending
+            self._on_response(RequestRecord(verb, resource, code, sent, seconds, sending - queued))
 
     def _retry_wait(self, state: tenacity.RetryCallState) -> float:
         cap = self.options.retry_max_wait
