@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest.mock import patch
 
 import pytest
 import yaml
@@ -38,6 +39,8 @@ from jobflow_objects import DEFAULT_POLICY, Kubectl, flow, job
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+import zen_flow.validation.flow as flow_rules
+import zen_flow.webhook.review as review_module
 from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CREATED_BY,
@@ -46,6 +49,7 @@ from zen_flow.api.constants import (
     PLURAL,
     VERSION,
 )
+from zen_flow.validation import AcceptedSpecs
 from zen_flow.webhook.server import WebhookServer
 from zen_flow_dev.cluster import (
     CertificateAuthority,
@@ -379,6 +383,25 @@ def test_steps_cannot_change_once_the_flow_started(
     assert get_flow(kubectl, namespace, "started")["spec"]["steps"][0]["template"] == job("echo 2")
     # Suspending stays possible, and goes through both webhooks.
     kubectl("patch", "jobflow", "started", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+
+
+def test_flows_created_from_one_manifest_with_generate_name_have_their_spec_checked_once(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    # The validating webhook sees the name the apiserver generated, a new one for every flow, and a
+    # pipeline that creates flows from one manifest must not pay a 500-step spec's checks each time.
+    body = flow("unused", namespace, [{"name": "a", "template": job()}, {"name": "b", "template": job()}])
+    body["metadata"] = {"generateName": "nightly-", "namespace": namespace}
+    with (
+        patch.object(review_module, "ACCEPTED", AcceptedSpecs()),
+        patch.object(flow_rules, "check_spec", wraps=flow_rules.check_spec) as check_spec,
+    ):
+        created = [
+            json.loads(kubectl("create", "-o", "json", "-f", "-", input=json.dumps(body)).stdout)
+            for _ in range(3)
+        ]
+    assert len({c["metadata"]["name"] for c in created}) == 3
+    assert check_spec.call_count == 1
 
 
 # --- mutation -------------------------------------------------------------------------------------------

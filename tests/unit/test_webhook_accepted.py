@@ -9,8 +9,9 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from hypothesis import given, settings
-from validation_samples import base_flow, step
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from validation_samples import Flow, base_flow, step
 
 import zen_flow.validation.flow as flow_rules
 import zen_flow.webhook.review as review_module
@@ -62,16 +63,57 @@ def test_remembering_accepted_specs_never_changes_an_answer(flow: Any) -> None:
     assert response(review) == first  # a memory that never saw it
 
 
-def test_a_valid_spec_again_is_not_checked_again_but_another_name_or_spec_is(accepted: AcceptedSpecs) -> None:
+@settings(max_examples=100, deadline=None)
+@given(corrupted_examples(), st.sampled_from(["x", "a" * 63, "nightly-x7k2p"]))
+def test_a_spec_remembered_under_one_name_gets_the_answer_a_fresh_check_gives_under_another(
+    flow: Any, name: str
+) -> None:
+    assume(isinstance(flow, dict) and isinstance(flow.get("metadata"), dict))
+    renamed = {**flow, "metadata": {**flow["metadata"], "name": name}}
+    try:
+        reviews = body(flow), body(renamed)
+    except (TypeError, ValueError):
+        return  # not JSON: no review can carry it
+    with patch.object(review_module, "ACCEPTED", AcceptedSpecs()):
+        response(reviews[0])
+        remembered = response(reviews[1])
+    assert remembered == response(reviews[1])  # the fixture's memory never saw either
+
+
+def test_a_valid_spec_again_is_not_checked_again_under_any_name_but_another_spec_is(
+    accepted: AcceptedSpecs,
+) -> None:
     flow = base_flow()
     assert checks_of_spec(body(flow)) == 1
     assert checks_of_spec(body(flow)) == 0  # `kubectl apply --dry-run=server`, then the apply
     renamed = base_flow()
-    renamed["metadata"]["name"] = "other"  # resource templates are checked against the flow's name
-    assert checks_of_spec(body(renamed)) == 1
+    renamed["metadata"]["name"] = "nightly-x7k2p"  # generateName: a new name for every flow
+    assert checks_of_spec(body(renamed)) == 0
     step(flow, "c")["timeoutSeconds"] = 7
     assert checks_of_spec(body(flow)) == 1
-    assert len(accepted) == 3
+    assert len(accepted) == 2
+
+
+def with_resource_template(flow: Flow, name: str) -> Flow:
+    claim = {"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"]}}
+    claim["spec"]["resources"] = {"requests": {"storage": "1Gi"}}
+    flow["spec"]["resourceTemplates"] = {"volumeClaimTemplates": [claim]}
+    return flow
+
+
+def test_a_spec_with_resource_templates_is_known_only_under_the_name_it_was_checked_with() -> None:
+    # Each is created as <flow>-<template>, which must still be a valid name: 253 characters at most.
+    short, long = base_flow(), base_flow()
+    short["metadata"]["name"], long["metadata"]["name"] = "a", "a" * 63
+    for flow in (short, long):
+        with_resource_template(flow, "t" * 200)
+    assert response(body(short))["allowed"] is True
+    assert checks_of_spec(body(long)) == 1
+    refused = response(body(long))
+    assert refused["allowed"] is False
+    assert refused["status"]["details"]["causes"][0]["field"] == (
+        "spec.resourceTemplates.volumeClaimTemplates[0].metadata.name"
+    )
 
 
 def test_a_remembered_spec_still_gets_its_metadata_and_approvals_checked() -> None:
@@ -113,7 +155,7 @@ def test_the_least_recently_used_specs_are_forgotten_first() -> None:
     with patch.object(review_module, "ACCEPTED", AcceptedSpecs(size=2)) as small:
         for i in range(3):
             flow = base_flow()
-            flow["metadata"]["name"] = f"flow-{i}"
+            step(flow, "c")["timeoutSeconds"] = i + 1
             flows.append(flow)
             response(body(flow))
         assert len(small) == 2

@@ -217,9 +217,13 @@ def _serve_webhook(cert_dir: Path, ports: multiprocessing.Queue[int | str], stop
 
 
 # A step message that numbers a review: "rich, new spec" sends a spec the webhook has not seen each time
-# (a valid spec it saw is remembered: zen_flow.validation.accepted).
+# (a valid spec it saw is remembered: zen_flow.validation.accepted). "rich, generated name" numbers the
+# flow's name instead: one spec under a new name each time, as flows created with `generateName` reach
+# the validating webhook.
 _UNIQUE = "review %09d"
 _UNIQUE_BYTES = _UNIQUE.encode()
+_GENERATED = "nightly-%09d"
+_RENUMBERED = {"rich, new spec": _UNIQUE_BYTES, "rich, generated name": _GENERATED.encode()}
 
 
 def time_webhook(budget: float) -> list[dict[str, Any]]:
@@ -236,16 +240,19 @@ def time_webhook(budget: float) -> list[dict[str, Any]]:
                 for path, operation, shape in (
                     ("/validate-jobflow", "CREATE", "rich"),
                     ("/validate-jobflow", "CREATE", "rich, new spec"),
+                    ("/validate-jobflow", "CREATE", "rich, generated name"),
                     ("/mutate-jobflow", "CREATE", "rich"),
                     ("/validate-jobflow", "UPDATE", "rich"),
                 ):
                     for steps in SIZES:
                         flow = admission_flow(steps, rich=True)
                         flow["spec"]["steps"][0]["message"] = _UNIQUE % 0
+                        flow["metadata"]["name"] = _GENERATED % 0
                         body = json.dumps(admission_review(flow, operation)).encode()
+                        token = _RENUMBERED.get(shape)
                         reviews = (
-                            (body.replace(_UNIQUE_BYTES % 0, _UNIQUE_BYTES % n) for n in itertools.count(1))
-                            if shape == "rich, new spec"
+                            (body.replace(token % 0, token % n) for n in itertools.count(1))
+                            if token is not None
                             else itertools.repeat(body)
                         )
 

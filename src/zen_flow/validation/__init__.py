@@ -6,13 +6,14 @@ plus the UPDATE rules) take raw objects (dicts as they arrive in an AdmissionRev
 return every FieldError at once; `AcceptedSpecs` remembers valid specs by their JSON bytes.
 """
 
-from zen_flow.validation.accepted import AcceptedSpecs
+from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs
 from zen_flow.validation.approvals import has_approvals, validate_approvals
 from zen_flow.validation.errors import ErrorType, FieldError, render
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.update import has_started, validate_update
 
 __all__ = [
+    "NAME_READERS",
     "AcceptedSpecs",
     "ErrorType",
     "FieldError",

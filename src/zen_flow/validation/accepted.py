@@ -2,8 +2,12 @@
 
 An admission webhook sees the same spec many times: `kubectl apply --dry-run=server` and then the apply,
 a client retrying a create, a pipeline that creates flows of one spec with `generateName`. Checking a
-500-step spec takes tens of milliseconds; whether it is valid depends only on the spec and the flow's
-name (`check_spec` reads nothing else), so a digest of the two is kept for each spec found valid.
+500-step spec takes tens of milliseconds; whether it is valid depends only on the spec and, when it has
+resource templates, on the flow's name (`check_spec` reads nothing else), so a digest of the two is kept
+for each spec found valid. The name stays out of the digest when the spec does not read it: a flow
+created with `generateName` reaches the validating webhook with the name the apiserver generated for it,
+a new one every time, and the pipeline that creates flows from one manifest must still find its spec
+known.
 
 Only valid specs: a denial's errors hold the offending values (parts of the spec, up to megabytes), and
 a tenant sending distinct invalid specs must not grow this process. A spec that was denied is checked
@@ -22,6 +26,9 @@ import threading
 from collections import OrderedDict
 
 DEFAULT_SIZE = 512
+# The spec's fields whose checks read the flow's name: a resource template is created as
+# `<flow>-<template>`, which must still be a valid object name (resources.py).
+NAME_READERS = frozenset({"resourceTemplates"})
 
 
 class AcceptedSpecs:
@@ -34,9 +41,9 @@ class AcceptedSpecs:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(flow_name: str, encoded_spec: bytes) -> bytes:
-        digest = hashlib.sha256(flow_name.encode())
-        digest.update(b"\0")
+    def key(flow_name: str | None, encoded_spec: bytes) -> bytes:
+        """`flow_name`: None when the spec has none of `NAME_READERS` (its validity does not depend on it)."""
+        digest = hashlib.sha256(b"-" if flow_name is None else b"n" + flow_name.encode() + b"\0")
         digest.update(encoded_spec)
         return digest.digest()
 

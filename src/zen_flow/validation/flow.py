@@ -128,7 +128,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     if policy is not None:
         needs = check_execution_policy(r, policy, SPEC + ".executionPolicy")
     templates = r.mapping(spec.get("resourceTemplates"), SPEC + ".resourceTemplates")
-    if templates is not None:
+    if templates is not None:  # the only rule that reads the flow's name: see accepted.NAME_READERS
         check_resource_templates(r, templates, SPEC + ".resourceTemplates", flow_name)
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
     raw_arguments = r.mapping(spec.get("arguments"), SPEC + ".arguments")

@@ -57,6 +57,16 @@ class RawObject:
         """The member decoded (None when absent)."""
         return None if self.members is None else _member(self.members, member)
 
+    def member_keys(self, member: str) -> frozenset[str] | None:
+        """The keys of the member when it is an object (None when absent or not an object)."""
+        found = self.members.get(member) if self.members is not None else None
+        if found is None:
+            return None
+        try:
+            return frozenset(_MEMBERS.decode(found))
+        except msgspec.ValidationError:
+            return None
+
     def member_part(self, member: str, keys: Iterable[str]) -> Any:
         """The member decoded with only `keys` of it when it is an object (absent keys stay absent); as
         a whole when it is not."""

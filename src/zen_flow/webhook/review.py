@@ -14,6 +14,7 @@ from typing import Any
 
 from zen_flow.api.constants import GROUP, KIND
 from zen_flow.validation import (
+    NAME_READERS,
     AcceptedSpecs,
     ErrorType,
     FieldError,
@@ -112,7 +113,7 @@ def validate_review(body: bytes) -> dict[str, Any]:
 
 def _check_create(raw: RawObject) -> list[FieldError]:
     spec, meta = raw.raw("spec"), raw.member("metadata")
-    key = ACCEPTED.key(_flow_name(meta), spec) if spec is not None else None
+    key = _spec_key(raw, meta, spec)
     if key is not None and ACCEPTED.knows(key):
         # Only the metadata is new; the spec is decoded only if approval annotations name its steps.
         obj = raw.decode(skip=() if has_approvals(meta) else ("spec",), reuse={"metadata": meta})
@@ -134,7 +135,7 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
         old = old_raw.decode(skip=skip, reuse=None if skip else {"spec": new["spec"]})
         return validate_update(old if isinstance(old, Mapping) else {}, new, spec_kept=True)
     new, old = new_raw.decode(reuse={"metadata": meta}), old_raw.decode()
-    key = ACCEPTED.key(_flow_name(meta), spec) if spec is not None else None
+    key = _spec_key(new_raw, meta, spec)
     known = key is not None and ACCEPTED.knows(key)
     errors = validate_update(
         old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_bytes=spec
@@ -142,6 +143,15 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
     if key is not None and not known and not errors:
         ACCEPTED.add(key)
     return errors
+
+
+def _spec_key(raw: RawObject, meta: Any, spec: bytes | None) -> bytes | None:
+    """What `ACCEPTED` knows the spec by: with the flow's name only when the spec's checks read it."""
+    if spec is None:
+        return None
+    keys = raw.member_keys("spec")
+    reads_name = keys is None or not NAME_READERS.isdisjoint(keys)
+    return ACCEPTED.key(_flow_name(meta) if reads_name else None, spec)
 
 
 def _flow_name(meta: Any) -> str:
