@@ -313,6 +313,10 @@ def _check_log(lines: list[str], failing_flow: str, reconcile_errors: float) -> 
             entry
         ):
             problems.append(f"log line {n} is part of a reconcile but does not say which: {line[:200]}")
+        if entry.get("event") == "created job" and not all(
+            isinstance(entry.get(k), float) and entry[k] >= 0 for k in ("queued_ms", "create_ms")
+        ):
+            problems.append(f"log line {n} does not say how long the step's start took: {line[:200]}")
     failed = [e for e in entries if e.get("event") == "reconcile failed; retrying with backoff"]
     blocked = [e for e in failed if e.get("flow") == failing_flow]
     if reconcile_errors < 3 or len(blocked) != 1:

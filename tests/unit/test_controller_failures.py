@@ -106,11 +106,11 @@ def controller(fake: Fake, clock: FakeClock, **kwargs: Any) -> Controller:
         flows=fake,
         jobs=fake,
         api=fake,
-        queue=WorkQueue(clock=clock),
+        queue=kwargs.pop("queue") if "queue" in kwargs else WorkQueue(clock=clock),
         expectations=kwargs.pop("expectations", Expectations(clock)),
         events=fake,
         clock=clock,
-        metrics=Metrics(),
+        metrics=kwargs.pop("metrics", None) or Metrics(),
         **kwargs,
     )
 
@@ -192,6 +192,58 @@ async def test_an_unobserved_expectation_is_looked_at_again_when_it_expires() ->
     requeue = await controller(fake, clock, expectations=expectations).reconcile(fake.flow.key)
     assert requeue == pytest.approx(EXPECTATIONS_TIMEOUT - 100)
     assert fake.patches == []
+
+
+async def test_the_created_job_line_says_how_long_the_flow_queued_and_the_create_took() -> None:
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = controller(fake, clock, queue=queue)
+    create = fake.create_job
+
+    async def slow_create(namespace: str, body: dict[str, Any]) -> Job:
+        clock.jump(0.25)  # the apiserver takes a quarter of a second
+        return await create(namespace, body)
+
+    fake.create_job = slow_create  # type: ignore[method-assign]
+    queue.add(fake.flow.key)
+    clock.jump(1.5)  # all workers busy
+    key = await queue.get()
+    with capture_logs() as logs:
+        await ctrl._work(key)
+    [line] = [e for e in logs if e["event"] == "created job"]
+    assert (line["step"], line["queued_ms"], line["create_ms"]) == ("a", 1500.0, 250.0)
+
+
+def failed_first_attempt() -> Simulator:
+    """Step a's first Job failed at T0; its retry policy waits 1 s."""
+    retry = {"limit": 2, "backoff": {"type": "Fixed", "duration": "1s"}}
+    sim = Simulator(make_flow([job_step("a", retryPolicy=retry)]), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    return sim
+
+
+async def retries_counted(sim: Simulator, seen_after: float, metrics: Metrics) -> float | None:
+    """The controller reconciles the simulator's state `seen_after` seconds on; the retries it counted."""
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock(wall_start=sim.now)
+    clock.jump(seen_after)
+    await controller(fake, clock, metrics=metrics).reconcile(fake.flow.key)
+    return metrics.registry.get_sample_value("zen_flow_step_retries_total", {"namespace": "default"})
+
+
+async def test_a_retry_is_counted_when_it_starts() -> None:
+    sim, metrics = failed_first_attempt(), Metrics()
+    assert await retries_counted(sim, 0, metrics) is None  # seen at once: Retrying, nothing started yet
+    sim.reconcile()
+    assert sim.flow.status.steps[0].phase == "Retrying"
+    sim.advance(1)
+    assert await retries_counted(sim, 0, metrics) == 1
+
+
+async def test_a_retry_started_without_showing_retrying_is_counted_too() -> None:
+    # The failure seen 10 s late (a slow watch, a restarted controller): its backoff has passed, so the
+    # plan that sees it starts the retry, and the status never shows Retrying.
+    assert await retries_counted(failed_first_attempt(), 10, Metrics()) == 1
 
 
 async def test_a_failing_flow_is_logged_once_until_its_cause_changes() -> None:

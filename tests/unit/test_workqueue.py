@@ -275,6 +275,24 @@ async def test_shutdown_with_drain_hands_out_what_is_queued_and_waits_for_done()
     await asyncio.wait_for(drain, timeout=5)
 
 
+async def test_a_key_being_processed_says_how_long_it_waited() -> None:
+    clock = FakeClock()
+    q = make_queue(clock)
+    q.add("a")
+    await clock.advance(1.5)
+    q.add("a")  # already waiting: the wait counts from the first add
+    await clock.advance(0.5)
+    key = await q.get()
+    assert (q.waited(key), q.waited("b")) == (2.0, None)
+    q.add("a")  # while processing: it waits for done() too
+    await clock.advance(3.0)
+    q.done(key)
+    assert q.waited("a") is None  # queued again, not being processed
+    await clock.advance(1.0)
+    assert await q.get() == "a"
+    assert q.waited("a") == 4.0
+
+
 async def test_metrics_follow_client_go_semantics() -> None:
     clock = FakeClock()
     events: list[tuple[str, float]] = []

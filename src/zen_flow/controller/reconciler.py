@@ -424,12 +424,19 @@ class Controller:
 
         async def create_one(create: planner.CreateJob) -> None:
             name = create.body["metadata"]["name"]
+            asked = self._clock.monotonic()
             try:
                 async with gate:
                     job = await self._api.create_job(ns, create.body)
                 created[name] = job.metadata.uid
                 self._metrics.job_creates.labels("created").inc()
-                log.info("created job", step=create.step, job=name, attempt=create.attempt)
+                # Why a step started late, per step: the flow waited for a worker (`queued_ms`, since the
+                # event that woke it), or the create for the apiserver (`create_ms`, request slot and
+                # rate-limiter token included).
+                timing = {"create_ms": _ms(self._clock.monotonic() - asked)}
+                if (queued := self._queue.waited(flow.key)) is not None:
+                    timing["queued_ms"] = _ms(queued)
+                log.info("created job", step=create.step, job=name, attempt=create.attempt, **timing)
             except AlreadyExists:
                 # Same deterministic name: a previous reconcile created it and its status write was lost.
                 self._metrics.job_creates.labels("adopted").inc()
@@ -503,12 +510,15 @@ class Controller:
 
     def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:
         ns = flow.metadata.namespace
-        before = {s.name: s.phase for s in flow.status.steps}
+        before = {s.name: s for s in flow.status.steps}
         for step in status.steps:
-            if before.get(step.name) != step.phase:
+            old = before.get(step.name)
+            # Counted by attempt, not by the Retrying phase: a failure seen only after its backoff had
+            # passed is retried in the same plan, and the status never shows Retrying.
+            if (retries := step.retry_count - (old.retry_count if old is not None else 0)) > 0:
+                self._metrics.step_retries.labels(ns).inc(retries)
+            if old is None or old.phase != step.phase:
                 self._metrics.step_transitions.labels(ns, step.phase).inc()
-                if step.phase == StepPhase.RETRYING:
-                    self._metrics.step_retries.labels(ns).inc()
                 if (
                     step.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
                     and step.start_time
@@ -518,6 +528,10 @@ class Controller:
                     self._metrics.step_duration.labels(ns, step.phase).observe(seconds)
         if status.phase != flow.status.phase and status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
             self._metrics.flow_completions.labels(ns, status.phase).inc()
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _delete_cause(reason: str) -> str:

@@ -150,6 +150,7 @@ class WorkQueue(Generic[K]):
         self._dirty: dict[K, Priority] = {}  # key -> highest priority it was added with since it got dirty
         self._processing: dict[K, float] = {}  # key -> monotonic time of its get()
         self._added_at: dict[K, float] = {}  # key -> monotonic time it became dirty
+        self._waited: dict[K, float] = {}  # key being processed -> seconds it waited before its get()
         self._timers: dict[K, tuple[float, Timer]] = {}  # key -> (deadline, timer): earliest only
         self._getters: deque[asyncio.Future[None]] = deque()
         self._shutting_down = False
@@ -230,12 +231,18 @@ class WorkQueue(Generic[K]):
         started = self._processing.pop(key, None)
         if started is None:
             raise ValueError(f"done({key!r}) for a key that is not being processed")
+        self._waited.pop(key, None)
         self._metrics.work_duration(self.name, self._clock.monotonic() - started)
         priority = self._dirty.get(key)
         if priority is not None:
             self._enqueue(key, priority)
             self._wake_one()
         self._check_drained()
+
+    def waited(self, key: K) -> float | None:
+        """For a key being processed: how long it waited, from the add that made it dirty to its `get()`
+        (what `queue_duration` observed); None for any other key."""
+        return self._waited.get(key)
 
     # -- shutdown -----------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -321,6 +328,7 @@ class WorkQueue(Generic[K]):
         self._processing[key] = now
         added = self._added_at.pop(key, None)
         if added is not None:
+            self._waited[key] = now - added
             self._metrics.queue_duration(self.name, now - added)
         self._metrics.depth(self.name, len(self._dirty))
         if self._queued:
