@@ -13,7 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.core.expression_scanner import ExpressionError, _decode, scan, scan_phase_tests, tokens
+from zen_flow.core.expression_scanner import (
+    ExpressionError,
+    _decode,
+    phase_test_references,
+    scan,
+    scan_phase_tests,
+    tokens,
+)
 from zen_flow.core.expressions import compile_when
 
 _PREFIXES = ("rb", "br", "r", "b", "")
@@ -147,6 +154,10 @@ def test_the_phase_test_fast_path_reads_conditions_as_the_scanner_does(
     fast = scan_phase_tests(expr)
     assert fast is not None, expr  # every condition of this grammar takes the fast path
     assert fast == scan(expr)
+    # What admission reads of it without compiling: it compiles, never loops, and names these steps.
+    compiled = compile_when(expr)
+    assert not compiled.loops
+    assert phase_test_references(expr) == compiled.references
 
 
 @pytest.mark.parametrize(
@@ -163,3 +174,4 @@ def test_the_phase_test_fast_path_reads_conditions_as_the_scanner_does(
 )
 def test_anything_else_is_scanned(expr: str) -> None:
     assert scan_phase_tests(expr) is None
+    assert phase_test_references(expr) is None

@@ -33,9 +33,17 @@ class Graph:
             if name in deps:
                 continue
             nodes.append(name)
-            deps[name] = tuple(dict.fromkeys(d for d in needs if d))
-        known = set(nodes)
-        return cls(tuple(nodes), {n: tuple(d for d in ds if d in known) for n, ds in deps.items()})
+            deps[name] = tuple(dict.fromkeys(needs))
+        # Filtered only where a name is unknown (or empty): a 500-step flow usually has none, and a
+        # generator per step was a fifth of building its graph.
+        unknown = set().union(*deps.values()).difference(deps)
+        if "" in deps:
+            unknown.add("")  # never a dependency, even where a caller named a node so
+        if unknown:
+            for n, ds in deps.items():
+                if not unknown.isdisjoint(ds):
+                    deps[n] = tuple(d for d in ds if d not in unknown)
+        return cls(tuple(nodes), deps)
 
     def dependents(self) -> dict[str, tuple[str, ...]]:
         out: dict[str, list[str]] = {n: [] for n in self.nodes}

@@ -64,6 +64,17 @@ def _ancestors(graph: Graph, bits: Mapping[str, int], order: Sequence[str]) -> d
     return out
 
 
+def _declared_order(graph: Graph) -> tuple[str, ...] | None:
+    """The declaration order when every step comes after its dependencies (as flows are usually written,
+    and then no sort is needed), else None."""
+    seen: set[str] = set()
+    for name in graph.nodes:
+        if not seen.issuperset(graph.deps[name]):
+            return None
+        seen.add(name)
+    return graph.nodes
+
+
 def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     """`steps` are the well-formed step objects with their paths (names already checked elsewhere)."""
     paths: dict[str, Path] = {}
@@ -84,8 +95,8 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     ancestors: dict[str, int] | None = None
     found: tuple[str, ...] | None = None
     try:
-        ancestors = _ancestors(graph, bits, graph.topological_order())  # looks for a cycle only if any
-    except CycleError as err:
+        ancestors = _ancestors(graph, bits, _declared_order(graph) or graph.topological_order())
+    except CycleError as err:  # topological_order looks for a cycle only if there is one
         found = err.cycle
     return StepIndex(
         paths=paths,

@@ -7,6 +7,7 @@ from typing import Any
 
 from zen_flow.core.durations import parse_duration
 from zen_flow.core.expression_cost import estimate_cost
+from zen_flow.core.expression_scanner import phase_test_references
 from zen_flow.core.expressions import ExpressionError, compile_when
 from zen_flow.validation.errors import (
     Path,
@@ -157,7 +158,10 @@ def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path) -> No
         return
     if len(deps) > MAX_STEPS:
         r.add(too_many(path, len(deps), MAX_STEPS))
+    known = index.paths
     for i, dep in enumerate(deps):
+        if type(dep) is str and dep in known:
+            continue  # nearly every dependency: no path built for a line that reports nothing
         name = r.string(dep, path + f"[{i}]", item=True)
         if name is None:
             continue
@@ -198,18 +202,23 @@ def _check_when(r: Reader, index: StepIndex, step: str, expr: str, path: Path) -
     if len(expr) > MAX_WHEN:
         r.add(too_long(path, expr, MAX_WHEN))
         return
-    try:
-        compiled = compile_when(expr)
-    except ExpressionError as err:
-        r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
-        return
-    try:
-        if compiled.loops:  # without a comprehension, the cost is linear in the inputs (expression_cost.py)
-            estimate_cost(compiled.cel_source, len(index.paths))
-    except ExpressionError as err:
-        r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
-        return
-    for ref in sorted(compiled.references):
+    references = phase_test_references(expr)
+    if references is None:
+        try:
+            compiled = compile_when(expr)
+        except ExpressionError as err:
+            r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
+            return
+        try:
+            if (
+                compiled.loops
+            ):  # without a comprehension, the cost is linear in the inputs (expression_cost.py)
+                estimate_cost(compiled.cel_source, len(index.paths))
+        except ExpressionError as err:
+            r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
+            return
+        references = compiled.references
+    for ref in sorted(references):
         if ref not in index:
             r.add(not_found(path, ref, "the condition refers to a step this flow does not have"))
         elif index.precedes(ref, step) is False:
