@@ -211,7 +211,7 @@ def _pod_spec(step: Mapping[str, Any]) -> Mapping[str, Any] | None:
         pod = step["template"]["spec"]["template"]["spec"]
     except (KeyError, TypeError):
         return None
-    return pod if isinstance(pod, Mapping) else None
+    return pod if isinstance(pod, dict) else None
 
 
 def _containers(step: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
@@ -219,7 +219,7 @@ def _containers(step: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
     containers = pod.get("containers") if pod is not None else None
     if not isinstance(containers, list):
         return None
-    return [c for c in containers if isinstance(c, Mapping)]
+    return [c for c in containers if isinstance(c, dict)]
 
 
 def _container_names(step: Mapping[str, Any]) -> list[str] | None:
@@ -234,7 +234,7 @@ def _mount_paths(step: Mapping[str, Any]) -> list[str]:
     for container in _containers(step) or ():
         mounts = container.get("volumeMounts")
         for mount in mounts if isinstance(mounts, list) else ():
-            if isinstance(mount, Mapping) and isinstance(mount.get("mountPath"), str):
+            if isinstance(mount, dict) and isinstance(mount.get("mountPath"), str):
                 paths.append(mount["mountPath"])
     return paths
 
@@ -243,7 +243,7 @@ def _moves_artifacts(inputs: Mapping[str, Any] | None, outputs: Mapping[str, Any
     incoming = (inputs or {}).get("artifacts")
     outgoing = (outputs or {}).get("artifacts")
     stored = (
-        [a for a in outgoing if isinstance(a, Mapping) and a.get("s3") is not None]
+        [a for a in outgoing if isinstance(a, dict) and a.get("s3") is not None]
         if isinstance(outgoing, list)
         else []
     )

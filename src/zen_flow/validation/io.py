@@ -106,12 +106,14 @@ def _check_key_ref(r: Reader, ref: Mapping[str, Any], path: Path) -> None:
 def _check_input_parameter(
     r: Reader, index: StepIndex, step: str, param: Mapping[str, Any], path: Path, arguments: frozenset[str]
 ) -> None:
-    value = r.string(param.get("value"), path + ".value")
-    source = r.mapping(param.get("valueFrom"), path + ".valueFrom")
-    if value is not None and param.get("valueFrom") is not None:
+    # Field paths are built only for the fields that are set: a 500-step flow has a thousand inputs.
+    raw_value, raw_source = param.get("value"), param.get("valueFrom")
+    value = None if raw_value is None else r.string(raw_value, path + ".value")
+    source = None if raw_source is None else r.mapping(raw_source, path + ".valueFrom")
+    if value is not None and raw_source is not None:
         r.add(forbidden(path + ".valueFrom", "may not be specified together with value: set exactly one"))
         return
-    if value is None and param.get("valueFrom") is None:
+    if value is None and raw_source is None:
         r.add(required(path + ".value", "set exactly one of value and valueFrom"))
         return
     if source is None:
@@ -120,7 +122,8 @@ def _check_input_parameter(
     given = [s for s in _SOURCES if source.get(s) is not None]
     if not given:
         r.add(required(src_path, "exactly one of jsonPath, argument, configMapKeyRef and secretKeyRef"))
-    elif len(given) > 1:
+        return
+    if len(given) > 1:
         r.add(
             forbidden(
                 src_path + "." + given[1],
@@ -128,32 +131,31 @@ def _check_input_parameter(
             )
         )
         return
-    json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
-    if json_path is not None:
-        _check_input_json_path(r, index, step, json_path, src_path + ".jsonPath")
-    argument = r.string(source.get("argument"), src_path + ".argument")
-    if argument is not None and argument not in arguments:
-        known = ", ".join(sorted(arguments)) or "none"
-        r.add(
-            not_found(
-                src_path + ".argument", argument, f"spec.arguments.parameters has no such name ({known})"
-            )
-        )
-    for field in ("configMapKeyRef", "secretKeyRef"):
-        ref = r.mapping(source.get(field), src_path + "." + field)
-        if ref is not None:
-            _check_key_ref(r, ref, src_path + "." + field)
+    field = given[0]
+    field_path = src_path + "." + field
+    if field == "jsonPath":
+        if (json_path := r.string(source[field], field_path)) is not None:
+            _check_input_json_path(r, index, step, json_path, field_path)
+    elif field == "argument":
+        argument = r.string(source[field], field_path)
+        if argument is not None and argument not in arguments:
+            known = ", ".join(sorted(arguments)) or "none"
+            r.add(not_found(field_path, argument, f"spec.arguments.parameters has no such name ({known})"))
+    elif (ref := r.mapping(source[field], field_path)) is not None:  # configMapKeyRef, secretKeyRef
+        _check_key_ref(r, ref, field_path)
 
 
 def _check_input_artifact(
     r: Reader, index: StepIndex, step: str, artifact: Mapping[str, Any], path: Path
 ) -> None:
-    file_path = r.string(artifact.get("path"), path + ".path")
+    raw_path, raw_from = artifact.get("path"), artifact.get("from")
+    raw_http, raw_s3 = artifact.get("http"), artifact.get("s3")
+    file_path = None if raw_path is None else r.string(raw_path, path + ".path")
     if file_path is not None and (problem := abs_path_problem(file_path)):
         r.add(invalid(path + ".path", file_path, problem))
-    origin = r.string(artifact.get("from"), path + ".from")
-    http = r.mapping(artifact.get("http"), path + ".http")
-    s3 = r.mapping(artifact.get("s3"), path + ".s3")
+    origin = None if raw_from is None else r.string(raw_from, path + ".from")
+    http = None if raw_http is None else r.mapping(raw_http, path + ".http")
+    s3 = None if raw_s3 is None else r.mapping(raw_s3, path + ".s3")
     given = [f for f in _ARTIFACT_SOURCES if artifact.get(f) is not None]
     if len(given) > 1:
         r.add(
@@ -245,8 +247,8 @@ def check_output_references(r: Reader, step: str, outputs: Mapping[str, Any], pa
     """The one output rule that reads the step's name: a jsonPath's `<step>:` prefix names this step."""
     params = outputs.get("parameters")
     for i, param in enumerate(params if isinstance(params, list) else ()):
-        source = param.get("valueFrom") if isinstance(param, Mapping) else None
-        if not isinstance(source, Mapping) or source.get("terminationMessage") is not None:
+        source = param.get("valueFrom") if isinstance(param, dict) else None
+        if not isinstance(source, dict) or source.get("terminationMessage") is not None:
             continue
         value = source.get("jsonPath")
         if not isinstance(value, str):
@@ -393,6 +395,6 @@ def check_transfer_names(r: Reader, pod: Mapping[str, Any], path: Path) -> None:
     for field in ("volumes", "containers", "initContainers"):
         items = pod.get(field)
         for i, item in enumerate(items if isinstance(items, list) else ()):
-            name = item.get("name") if isinstance(item, Mapping) else None
+            name = item.get("name") if isinstance(item, dict) else None
             if name in TRANSFER_NAMES:
                 r.add(invalid(f"{path}.{field}[{i}].name", name, "reserved for zen-flow's artifact transfer"))
