@@ -188,7 +188,7 @@ def targets(results: Mapping[str, Any]) -> list[list[Any]]:
             verdict = "met" if lat["p99"] < 50 else "p50 met, p99 MISSED" if lat["p50"] < 50 else "MISSED"
             rows.append(
                 [
-                    "500-step flow admitted < 50 ms (webhook validate, p50/p99)",
+                    f"500-step flow admitted < 50 ms (webhook validate, {row['shape']}, p50/p99)",
                     f"{lat['p50']} / {lat['p99']} ms",
                     verdict,
                 ]
