@@ -236,7 +236,7 @@ async def test_a_retry_is_counted_when_it_starts() -> None:
     assert await retries_counted(sim, 0, metrics) is None  # seen at once: Retrying, nothing started yet
     sim.reconcile()
     assert sim.flow.status.steps[0].phase == "Retrying"
-    sim.advance(1)
+    sim.advance(2)  # the 1 s backoff counts from the second after the failure's (cut) time
     assert await retries_counted(sim, 0, metrics) == 1
 
 

@@ -92,10 +92,11 @@ def test_failed_attempt_retries_after_the_backoff_with_a_new_job() -> None:
     result = sim.reconcile()
     assert result.actions == ()
     assert step(sim).phase == "Retrying"
-    assert step(sim).next_retry_time == T0 + timedelta(seconds=30)
-    assert result.requeue_after == 30
+    # The failure's time is cut to the second (T0 stands for T0 up to T0 + 1 s): never less than 30 s.
+    assert step(sim).next_retry_time == T0 + timedelta(seconds=31)
+    assert result.requeue_after == 31
     assert reasons(sim) == ["StepRetrying"]
-    sim.advance(29)
+    sim.advance(30)
     assert sim.reconcile().actions == ()
     sim.advance(1)
     result = sim.reconcile()
@@ -119,7 +120,7 @@ def test_retries_stop_at_the_limit() -> None:
     for _ in range(3):
         sim.fail(sim.running()[0])
         sim.reconcile()
-        sim.advance(1)
+        sim.advance(2)
         sim.reconcile()
     assert step(sim).phase == "Failed"
     assert step(sim).retry_count == 2
@@ -263,7 +264,7 @@ def test_timed_out_attempt_is_retried_with_a_fresh_clock() -> None:
     sim.reconcile()
     assert step(sim).phase == "Retrying"
     assert "StepTimedOut" in reasons(sim)
-    sim.advance(10)
+    sim.advance(11)
     result = sim.reconcile()
     assert any(isinstance(a, CreateJob) for a in result.actions)
     assert result.requeue_after == 61  # measured from the new attempt, not the step's first start

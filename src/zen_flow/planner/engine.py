@@ -234,7 +234,9 @@ class _Planner:
         error = f"attempt {done + 1} failed: {error}" if limit else error
         if done < limit and self.budget_used < self.budget and self.failure is None:
             self.budget_used += 1
-            w.retry_at(after(failed_at, retry_delay(w.spec.retry_policy, done)), error)
+            # failed_at is a whole second (a Job condition, or the planner's now): the failure came up to a
+            # second later, so the delay counts from the next second and is never shorter than asked.
+            w.retry_at(after_cut(failed_at, retry_delay(w.spec.retry_policy, done)), error)
             return
         if limit and done >= limit:
             error += f" (retries exhausted: {done}/{limit})"
