@@ -101,16 +101,24 @@ class Fake:
         self.events.append((type_, reason, message))
 
 
-def controller(fake: Fake, clock: FakeClock, **kwargs: Any) -> Controller:
+def controller(
+    fake: Fake,
+    clock: FakeClock,
+    *,
+    queue: WorkQueue[str] | None = None,
+    expectations: Expectations | None = None,
+    metrics: Metrics | None = None,
+    **kwargs: Any,
+) -> Controller:
     return Controller(
         flows=fake,
         jobs=fake,
         api=fake,
-        queue=kwargs.pop("queue") if "queue" in kwargs else WorkQueue(clock=clock),
-        expectations=kwargs.pop("expectations", Expectations(clock)),
+        queue=queue if queue is not None else WorkQueue(clock=clock),
+        expectations=expectations if expectations is not None else Expectations(clock),
         events=fake,
         clock=clock,
-        metrics=kwargs.pop("metrics", None) or Metrics(),
+        metrics=metrics if metrics is not None else Metrics(),
         **kwargs,
     )
 
