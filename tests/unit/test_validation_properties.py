@@ -333,10 +333,15 @@ def test_repeated_steps_checked_once_report_what_checking_each_step_reports(flow
     are exactly those of checking every step, each at its own step's path, in the same order."""
     spec = flow.get("spec") if isinstance(flow, dict) else None
     steps = spec.get("steps") if isinstance(spec, dict) else None
-    if isinstance(steps, list):  # every step twice: the copies hit the memo
+    if isinstance(steps, list):  # every step three times: the copies hit the memo
+        originals = list(steps)
         steps.extend(
             copy.deepcopy(step) | {"name": f"copy-{i}"} if isinstance(step, dict) else copy.deepcopy(step)
-            for i, step in enumerate(list(steps))
+            for i, step in enumerate(originals)
+        )
+        # Sharing their members, as the webhook decodes repeated steps (decode_spec): hits by identity.
+        steps.extend(
+            step | {"name": f"same-{i}"} for i, step in enumerate(originals) if isinstance(step, dict)
         )
     remembered = validate_jobflow(flow)
     with patch.object(CheckMemo, "run", _check_every_time):

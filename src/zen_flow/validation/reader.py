@@ -134,8 +134,8 @@ class Reader:
         items = self.sequence(value, path)
         out: list[tuple[Path, Mapping[str, Any]]] = []
         for i, item in enumerate(items or ()):
-            item_path = path + f"[{i}]"
-            obj = self.mapping(item, item_path, require=True)
-            if obj is not None:
-                out.append((item_path, obj))
+            if isinstance(item, dict):  # nearly always: no method call per item
+                out.append((f"{path}[{i}]", item))
+            else:
+                self.mapping(item, f"{path}[{i}]", require=True)
         return out

@@ -14,7 +14,7 @@ and those bytes are what etcd will store.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -24,6 +24,7 @@ ADMISSION_KIND = "AdmissionReview"
 
 _MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ANY = msgspec.json.Decoder()
+_STEP_MEMBERS = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
 
 
 class ReviewError(ValueError):
@@ -37,6 +38,9 @@ class RawObject:
 
     members: Mapping[str, msgspec.Raw] | None
     value: Any = None
+    _nested: dict[str, Mapping[str, msgspec.Raw] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def parse(cls, raw: msgspec.Raw | None) -> RawObject:
@@ -59,25 +63,39 @@ class RawObject:
 
     def member_keys(self, member: str) -> frozenset[str] | None:
         """The keys of the member when it is an object (None when absent or not an object)."""
-        found = self.members.get(member) if self.members is not None else None
-        if found is None:
-            return None
-        try:
-            return frozenset(_MEMBERS.decode(found))
-        except msgspec.ValidationError:
-            return None
+        members = self._members_of(member)
+        return None if members is None else frozenset(members)
 
     def member_part(self, member: str, keys: Iterable[str]) -> Any:
         """The member decoded with only `keys` of it when it is an object (absent keys stay absent); as
         a whole when it is not."""
-        found = self.members.get(member) if self.members is not None else None
-        if found is None:
-            return None
-        try:
-            members = _MEMBERS.decode(found)
-        except msgspec.ValidationError:
-            return _ANY.decode(found)
+        members = self._members_of(member)
+        if members is None:
+            return self.member(member)
         return {key: _ANY.decode(members[key]) for key in keys if key in members}
+
+    def decode_spec(self) -> Any:
+        """The spec as `decode` gives it, except that members of different steps that are equal JSON are
+        one Python object: the ~30 objects of a Job template a 500-step flow repeats are decoded once and
+        freed once, and the validator's step memo (validation/memo.py) knows a repeated step by identity
+        instead of serialising it. Only for reading: a change to one step would show in its equals."""
+        members = self._members_of("spec")
+        if members is None:
+            return self.member("spec")
+        return {
+            key: _shared_steps(raw) if key == "steps" else _ANY.decode(raw) for key, raw in members.items()
+        }
+
+    def _members_of(self, member: str) -> Mapping[str, msgspec.Raw] | None:
+        """The member's own members as raw JSON when it is an object, else None; scanned once per
+        request (the spec's keys, then its steps: each scan of a 500-step spec is ~0.5 ms)."""
+        if member not in self._nested:
+            found = self.members.get(member) if self.members is not None else None
+            try:
+                self._nested[member] = None if found is None else _MEMBERS.decode(found)
+            except msgspec.ValidationError:  # not an object
+                self._nested[member] = None
+        return self._nested[member]
 
     def decode(self, *, skip: Iterable[str] = (), reuse: Mapping[str, Any] | None = None) -> Any:
         """The object as `json.loads` would give it, without the members in `skip`; a member in `reuse`
@@ -93,6 +111,24 @@ class RawObject:
         }
 
 
+def _shared_steps(raw: msgspec.Raw) -> Any:
+    try:
+        steps = _STEP_MEMBERS.decode(raw)
+    except msgspec.ValidationError:  # not a list of objects: as it is, for the validator to report
+        return _ANY.decode(raw)
+    decoded: dict[bytes, Any] = {}
+    out = []
+    for step in steps:
+        item = {}
+        for key, member in step.items():
+            text = bytes(member)
+            if (value := decoded.get(text)) is None:
+                value = decoded[text] = _ANY.decode(text)
+            item[key] = value
+        out.append(item)
+    return out
+
+
 @dataclass(frozen=True)
 class AdmissionRequest:
     uid: str
@@ -106,42 +142,92 @@ class AdmissionRequest:
     dry_run: bool
 
 
+class _Request(msgspec.Struct, rename="camel"):
+    uid: Any = None
+    operation: Any = None
+    object: dict[str, msgspec.Raw] | None = None
+    old_object: dict[str, msgspec.Raw] | None = None
+    user_info: Any = None
+    sub_resource: Any = None
+    name: Any = None
+    namespace: Any = None
+    dry_run: Any = None
+
+
+class _Review(msgspec.Struct, rename="camel"):
+    api_version: Any = None
+    kind: Any = None
+    request: _Request | None = None
+
+
+# The usual review in one pass: the request's objects come out as members, their bytes scanned once (a
+# pass per level was ~1 ms of a 500-step flow's review). Anything else takes the member-by-member way.
+_REVIEW = msgspec.json.Decoder(_Review)
+
+
 def parse_review(body: bytes) -> AdmissionRequest:
     """The request of an AdmissionReview; ReviewError (the server answers 400) when it is not one."""
+    try:
+        review = _REVIEW.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return _parse_by_members(body)
+    request = review.request
+    _check_kind(review.api_version, review.kind)
+    if request is None:
+        raise ReviewError("the AdmissionReview has no request")
+    return _request(
+        request,
+        RawObject(request.object),
+        RawObject(request.old_object),
+    )
+
+
+def _parse_by_members(body: bytes) -> AdmissionRequest:
+    """What `_REVIEW` refused: not a review (said precisely), or objects that are not JSON objects."""
     try:
         review = _MEMBERS.decode(body)
     except msgspec.ValidationError:
         raise ReviewError("the body must be a JSON object (an AdmissionReview)") from None
     except (msgspec.DecodeError, RecursionError) as exc:  # the whole body is read here, nesting too
         raise ReviewError(f"the body is not JSON: {exc}") from None
-    api_version, kind = _member(review, "apiVersion"), _member(review, "kind")
+    _check_kind(_member(review, "apiVersion"), _member(review, "kind"))
+    try:
+        members = _MEMBERS.decode(review.get("request", b"null"))
+    except msgspec.ValidationError:
+        raise ReviewError("the AdmissionReview has no request") from None
+    fields = {key: _ANY.decode(raw) for key, raw in members.items() if key not in ("object", "oldObject")}
+    return _request(
+        msgspec.convert(fields, _Request),
+        RawObject.parse(members.get("object")),
+        RawObject.parse(members.get("oldObject")),
+    )
+
+
+def _check_kind(api_version: Any, kind: Any) -> None:
     if kind != ADMISSION_KIND or api_version != ADMISSION_API_VERSION:
         raise ReviewError(
             f"expected apiVersion {ADMISSION_API_VERSION} kind {ADMISSION_KIND}, got "
             f"apiVersion {api_version!r} kind {kind!r}"
         )
-    try:
-        request = _MEMBERS.decode(review.get("request", b"null"))
-    except msgspec.ValidationError:
-        raise ReviewError("the AdmissionReview has no request") from None
-    uid = _member(request, "uid")
+
+
+def _request(request: _Request, obj: RawObject, old: RawObject) -> AdmissionRequest:
+    uid, operation, user = request.uid, request.operation, request.user_info
     if not isinstance(uid, str) or not uid:
         raise ReviewError("the AdmissionReview request has no uid")
-    operation = _member(request, "operation")
     if not isinstance(operation, str) or not operation:
         raise ReviewError("the AdmissionReview request has no operation")
-    user = _member(request, "userInfo")
     username = user.get("username") if isinstance(user, dict) else None
     return AdmissionRequest(
         uid=uid,
         operation=operation,
-        object=RawObject.parse(request.get("object")),
-        old_object=RawObject.parse(request.get("oldObject")),
+        object=obj,
+        old_object=old,
         username=username if isinstance(username, str) else "",
-        sub_resource=_text(request, "subResource"),
-        name=_text(request, "name"),
-        namespace=_text(request, "namespace"),
-        dry_run=_member(request, "dryRun") is True,
+        sub_resource=_text(request.sub_resource),
+        name=_text(request.name),
+        namespace=_text(request.namespace),
+        dry_run=request.dry_run is True,
     )
 
 
@@ -150,6 +236,5 @@ def _member(members: Mapping[str, msgspec.Raw], key: str) -> Any:
     return None if found is None else _ANY.decode(found)
 
 
-def _text(members: Mapping[str, msgspec.Raw], key: str) -> str:
-    value = _member(members, key)
+def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""

@@ -118,7 +118,7 @@ def _check_create(raw: RawObject) -> list[FieldError]:
         # Only the metadata is new; the spec is decoded only if approval annotations name its steps.
         obj = raw.decode(skip=() if has_approvals(meta) else ("spec",), reuse={"metadata": meta})
         return validate_jobflow(obj, skip_spec=True) + validate_approvals(obj)
-    obj = raw.decode(reuse={"metadata": meta})
+    obj = raw.decode(reuse={"metadata": meta, "spec": raw.decode_spec()})
     errors = validate_jobflow(obj, spec_bytes=spec) + validate_approvals(obj)
     if key is not None and not errors:
         ACCEPTED.add(key)
@@ -134,7 +134,7 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
         new = new_raw.decode(skip=skip, reuse={"metadata": meta})
         old = old_raw.decode(skip=skip, reuse=None if skip else {"spec": new["spec"]})
         return validate_update(old if isinstance(old, Mapping) else {}, new, spec_kept=True)
-    new, old = new_raw.decode(reuse={"metadata": meta}), old_raw.decode()
+    new, old = new_raw.decode(reuse={"metadata": meta, "spec": new_raw.decode_spec()}), old_raw.decode()
     key = _spec_key(new_raw, meta, spec)
     known = key is not None and ACCEPTED.knows(key)
     errors = validate_update(
