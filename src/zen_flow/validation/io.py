@@ -43,7 +43,11 @@ _MESSAGE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _check_name(r: Reader, item: Mapping[str, Any], path: Path, seen: set[str]) -> None:
-    name = r.string(item.get("name"), path + ".name", require=True)
+    name = item.get("name")
+    if type(name) is str and name and name not in seen and subdomain_problem(name) is None:
+        seen.add(name)  # nearly always: no field path built
+        return
+    name = r.string(name, path + ".name", require=True)
     if name is None:
         return
     if problem := subdomain_problem(name):
@@ -58,7 +62,7 @@ def _check_step_ref(r: Reader, index: StepIndex, step: str, ref: str, value: str
     if problem := label_problem(ref):
         r.add(invalid(path, value, f"step name {quote(ref)}: {problem}"))
         return False
-    if ref not in index:
+    if ref not in index.paths:
         r.add(not_found(path, value, f"this flow has no step {quote(ref)}"))
         return False
     if ref == step or index.precedes(ref, step) is False:
@@ -119,7 +123,10 @@ def _check_input_parameter(
     if source is None:
         return
     src_path = path + ".valueFrom"
-    given = [s for s in _SOURCES if source.get(s) is not None]
+    if len(source) == 1 and source.get("jsonPath") is not None:  # the commonest source: no scan for others
+        given = ["jsonPath"]
+    else:
+        given = [s for s in _SOURCES if source.get(s) is not None]
     if not given:
         r.add(required(src_path, "exactly one of jsonPath, argument, configMapKeyRef and secretKeyRef"))
         return

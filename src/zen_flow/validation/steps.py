@@ -114,9 +114,11 @@ def check_step_fields(
 
 def check_step_references(r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path) -> None:
     """The rules of one step that name other steps: dependencies and `when`."""
-    _check_dependencies(r, index, step.get("dependencies"), path + ".dependencies")
-    when = r.string(step.get("when"), path + ".when")
-    if when is not None:
+    deps = step.get("dependencies")
+    if deps is not None:
+        _check_dependencies(r, index, deps, path + ".dependencies")
+    when = step.get("when")
+    if when is not None and (when := r.string(when, path + ".when")) is not None:
         name = step.get("name")
         _check_when(r, index, name if isinstance(name, str) else "", when, path + ".when")
 
@@ -219,7 +221,7 @@ def _check_when(r: Reader, index: StepIndex, step: str, expr: str, path: Path) -
             return
         references = compiled.references
     for ref in sorted(references):
-        if ref not in index:
+        if ref not in index.paths:
             r.add(not_found(path, ref, "the condition refers to a step this flow does not have"))
         elif index.precedes(ref, step) is False:
             r.add(
