@@ -55,11 +55,7 @@ class CheckMemo(Generic[T]):
         if found is None:
             try:
                 key = _ENCODE(kept)
-            except (
-                TypeError,
-                ValueError,
-                RecursionError,
-            ):  # not JSON (YAML): checked in place, which reports it
+            except (TypeError, ValueError, RecursionError):  # not JSON (YAML): checked in place
                 return self._check(r, value, path)
             found = self._seen.get(key)
             if found is None or found[0] != kept:
