@@ -406,6 +406,27 @@ def test_flows_created_from_one_manifest_with_generate_name_have_their_spec_chec
     assert check_spec.call_count == 1
 
 
+def test_flows_submitted_with_other_argument_values_have_their_spec_checked_once_and_each_value_checked(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    # `zen-flow submit flow.yaml -p env=...`: the same spec with other values; only the values are new.
+    body = flow("unused", namespace, [{"name": "a", "template": job()}])
+    body["metadata"] = {"generateName": "deploy-", "namespace": namespace}
+    env = {"name": "env", "value": "dev", "enum": ["dev", "prod"]}
+    with (
+        patch.object(review_module, "ACCEPTED", AcceptedSpecs()),
+        patch.object(flow_rules, "check_spec", wraps=flow_rules.check_spec) as check_spec,
+    ):
+        outcomes = []
+        for value in ("dev", "prod", "staging"):
+            body["spec"]["arguments"] = {"parameters": [{**env, "value": value}]}
+            outcomes.append(kubectl("create", "-f", "-", input=json.dumps(body), check=False))
+    assert [done.returncode for done in outcomes[:2]] == [0, 0]
+    assert check_spec.call_count == 1
+    assert outcomes[2].returncode != 0
+    assert 'spec.arguments.parameters[0].value: Unsupported value: "staging"' in outcomes[2].stderr
+
+
 # --- mutation -------------------------------------------------------------------------------------------
 
 

@@ -178,3 +178,107 @@ def test_an_update_that_keeps_the_spec_does_not_check_it() -> None:
     new["metadata"]["labels"] = {"team": "data"}
     assert checks_of_spec(body(new, "UPDATE", old)) == 0
     assert response(body(new, "UPDATE", old))["allowed"] is True
+
+
+# --- argument values aside ----------------------------------------------------------------------------
+
+UNSET = object()  # a parameter without a value
+ARGUMENTS = {
+    "parameters": [
+        {"name": "env", "value": "dev", "enum": ["dev", "prod"]},
+        {"name": "tag", "value": "v1"},
+    ]
+}
+
+
+def with_argument_values(flow: Any, values: list[Any]) -> Any:
+    """A copy of `flow` whose arguments' values are `values` in order (arguments added if it has none)."""
+    flow = json.loads(json.dumps(flow))
+    spec = flow["spec"]
+    arguments = spec.setdefault("arguments", json.loads(json.dumps(ARGUMENTS)))
+    params = arguments.get("parameters") if isinstance(arguments, dict) else None
+    for param, value in zip(params if isinstance(params, list) else (), values, strict=False):
+        if isinstance(param, dict):
+            param.pop("value", None)
+            if value is not UNSET:
+                param["value"] = value
+    return flow
+
+
+argument_values = st.one_of(
+    st.sampled_from(["dev", "prod", "", "x" * 4097, UNSET, 7, None, ["dev"]]), st.text(max_size=8)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(corrupted_examples(), st.lists(argument_values, max_size=3), st.lists(argument_values, max_size=3))
+def test_a_spec_remembered_with_other_argument_values_gets_the_answer_a_fresh_check_gives(
+    flow: Any, first: list[Any], second: list[Any]
+) -> None:
+    assume(isinstance(flow, dict) and isinstance(flow.get("spec"), dict))
+    try:
+        reviews = body(with_argument_values(flow, first)), body(with_argument_values(flow, second))
+    except (TypeError, ValueError):
+        return  # not JSON: no review can carry it
+    with patch.object(review_module, "ACCEPTED", AcceptedSpecs()):
+        response(reviews[0])
+        remembered = response(reviews[1])
+    with patch.object(review_module, "ACCEPTED", AcceptedSpecs()):
+        assert remembered == response(reviews[1])
+
+
+def test_a_spec_submitted_with_other_argument_values_is_not_checked_again_but_its_values_are(
+    accepted: AcceptedSpecs,
+) -> None:
+    # `zen-flow submit flow.yaml -p env=prod`: one spec, other values every time.
+    flow = with_argument_values(base_flow(), ["dev", "v1"])
+    step(flow, "b")["inputs"] = {"parameters": [{"name": "env", "valueFrom": {"argument": "env"}}]}
+    assert checks_of_spec(body(flow)) == 1
+    assert checks_of_spec(body(with_argument_values(flow, ["prod", "v2"]))) == 0
+    denied = response(body(with_argument_values(flow, ["staging", "v2"])))
+    assert denied["allowed"] is False
+    assert [c["field"] for c in denied["status"]["details"]["causes"]] == [
+        "spec.arguments.parameters[0].value"
+    ]
+    assert "staging" in denied["status"]["message"]
+    # A name is not a value: a step reads the argument by it.
+    renamed = json.loads(json.dumps(flow))
+    renamed["spec"]["arguments"]["parameters"][0]["name"] = "environment"
+    assert checks_of_spec(body(renamed)) == 1
+    assert response(body(renamed))["status"]["details"]["causes"][0]["field"] == (
+        "spec.steps[1].inputs.parameters[0].valueFrom.argument"
+    )
+    assert len(accepted) == 1
+
+
+def test_argument_values_that_make_a_remembered_spec_too_large_are_refused() -> None:
+    # Steps that may each record 32 output values of 1 KiB: a status that may grow past 1 MB.
+    outputs = {"parameters": [{"name": f"p{i}", "valueFrom": {"jsonPath": "$.succeeded"}} for i in range(32)]}
+    flow = base_flow()
+    for i in range(30):
+        flow["spec"]["steps"].append({**step(flow, "d"), "name": f"e{i}", "outputs": outputs})
+    params = [{"name": f"a{i}", "value": ""} for i in range(64)]
+    flow["spec"]["arguments"] = {"parameters": params}
+    small = body(flow)
+    large = body(with_argument_values(flow, ["x" * 4096] * 64))
+    with patch.object(review_module, "ACCEPTED", AcceptedSpecs()):
+        fresh = response(small)["allowed"], response(large)
+    assert fresh[0] is True
+    assert fresh[1]["allowed"] is False
+    assert "too large to run" in fresh[1]["status"]["message"]
+    assert response(small)["allowed"] is True  # now remembered
+    assert checks_of_spec(large) == 0
+    assert response(large) == fresh[1]
+
+
+def test_an_update_to_other_argument_values_checks_the_values_alone() -> None:
+    old = with_argument_values(base_flow(), ["dev", "v1"])
+    assert response(body(old))["allowed"] is True
+    new = with_argument_values(old, ["prod", "v2"])
+    assert checks_of_spec(body(new, "UPDATE", old)) == 0
+    assert response(body(new, "UPDATE", old))["allowed"] is True
+    bad = with_argument_values(old, ["staging", "v2"])
+    denied = response(body(bad, "UPDATE", old))
+    assert [c["field"] for c in denied["status"]["details"]["causes"]] == [
+        "spec.arguments.parameters[0].value"
+    ]

@@ -219,11 +219,17 @@ def _serve_webhook(cert_dir: Path, ports: multiprocessing.Queue[int | str], stop
 # A step message that numbers a review: "rich, new spec" sends a spec the webhook has not seen each time
 # (a valid spec it saw is remembered: zen_flow.validation.accepted). "rich, generated name" numbers the
 # flow's name instead: one spec under a new name each time, as flows created with `generateName` reach
-# the validating webhook.
+# the validating webhook. "rich, other arguments" numbers an argument's value: one spec submitted with
+# another value each time (`zen-flow submit flow.yaml -p build=...`).
 _UNIQUE = "review %09d"
 _UNIQUE_BYTES = _UNIQUE.encode()
 _GENERATED = "nightly-%09d"
-_RENUMBERED = {"rich, new spec": _UNIQUE_BYTES, "rich, generated name": _GENERATED.encode()}
+_ARGUMENT = "build-%09d"
+_RENUMBERED = {
+    "rich, new spec": _UNIQUE_BYTES,
+    "rich, generated name": _GENERATED.encode(),
+    "rich, other arguments": _ARGUMENT.encode(),
+}
 
 
 def time_webhook(budget: float) -> list[dict[str, Any]]:
@@ -241,6 +247,7 @@ def time_webhook(budget: float) -> list[dict[str, Any]]:
                     ("/validate-jobflow", "CREATE", "rich"),
                     ("/validate-jobflow", "CREATE", "rich, new spec"),
                     ("/validate-jobflow", "CREATE", "rich, generated name"),
+                    ("/validate-jobflow", "CREATE", "rich, other arguments"),
                     ("/mutate-jobflow", "CREATE", "rich"),
                     ("/validate-jobflow", "UPDATE", "rich"),
                 ):
@@ -248,6 +255,10 @@ def time_webhook(budget: float) -> list[dict[str, Any]]:
                         flow = admission_flow(steps, rich=True)
                         flow["spec"]["steps"][0]["message"] = _UNIQUE % 0
                         flow["metadata"]["name"] = _GENERATED % 0
+                        if shape == "rich, other arguments":
+                            flow["spec"]["arguments"] = {
+                                "parameters": [{"name": "build", "value": _ARGUMENT % 0}]
+                            }
                         body = json.dumps(admission_review(flow, operation)).encode()
                         token = _RENUMBERED.get(shape)
                         reviews = (

@@ -3,13 +3,15 @@
 Pure: no I/O. `validate_jobflow(obj)` (the flow's definition; what the controller re-checks),
 `validate_approvals(obj)` (approval annotations; admission only) and `validate_update(old, new)` (both,
 plus the UPDATE rules) take raw objects (dicts as they arrive in an AdmissionReview or a YAML file) and
-return every FieldError at once; `AcceptedSpecs` remembers valid specs by their JSON bytes.
+return every FieldError at once; `AcceptedSpecs` remembers valid specs by their JSON bytes
+(argument values aside).
 """
 
-from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs
+from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs, KnownSpec
 from zen_flow.validation.approvals import has_approvals, validate_approvals
 from zen_flow.validation.errors import ErrorType, FieldError, render
 from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.size import status_bound
 from zen_flow.validation.update import has_started, validate_update
 
 __all__ = [
@@ -17,9 +19,11 @@ __all__ = [
     "AcceptedSpecs",
     "ErrorType",
     "FieldError",
+    "KnownSpec",
     "has_approvals",
     "has_started",
     "render",
+    "status_bound",
     "validate_approvals",
     "validate_jobflow",
     "validate_update",

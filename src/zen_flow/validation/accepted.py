@@ -13,6 +13,13 @@ Only valid specs: a denial's errors hold the offending values (parts of the spec
 a tenant sending distinct invalid specs must not grow this process. A spec that was denied is checked
 again, and by then it has usually changed anyway.
 
+The values of `spec.arguments` stay out of the digest too: `zen-flow submit flow.yaml -p env=prod`
+sends one spec with other values every time, and no rule but the arguments' own reads a value (a step
+names an argument, `valueFrom.argument`, and reads its value when its Job is created). So what a digest
+stands for is "every rule passes, except perhaps those of `spec.arguments` and the size", and a spec
+found by it still has both checked (`KnownSpec`, validate_jobflow): the arguments as sent, and the
+spec's own size against the largest status its steps can write, which is remembered with the digest.
+
 Keyed by the spec's JSON bytes as the apiserver sent them (zen_flow.webhook.envelope): Go's encoder
 writes map keys sorted, so equal specs arrive as equal bytes, and equal bytes are equal specs. The CLI
 never uses this (a YAML document is not those bytes). The digest is SHA-256 (0.2 ms for a 340 KB spec):
@@ -24,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 DEFAULT_SIZE = 512
 # The spec's fields whose checks read the flow's name: a resource template is created as
@@ -31,32 +40,45 @@ DEFAULT_SIZE = 512
 NAME_READERS = frozenset({"resourceTemplates"})
 
 
+@dataclass(frozen=True)
+class KnownSpec:
+    """A spec whose digest was found: all that is left to check of it."""
+
+    size: int  # its JSON's bytes as sent (argument values included)
+    status_bound: int  # the largest status its steps can write (size.status_bound), as remembered
+
+
 class AcceptedSpecs:
-    """A bounded LRU of digests of valid specs; safe to share between threads (the webhook decides in
-    a thread pool)."""
+    """A bounded LRU of digests of valid specs, each with the spec's status bound; safe to share between
+    threads (the webhook decides in a thread pool)."""
 
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         self._size = size
-        self._digests: OrderedDict[bytes, None] = OrderedDict()
+        self._digests: OrderedDict[bytes, int] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(flow_name: str | None, encoded_spec: bytes) -> bytes:
-        """`flow_name`: None when the spec has none of `NAME_READERS` (its validity does not depend on it)."""
+    def key(flow_name: str | None, spec: Iterable[bytes]) -> bytes:
+        """The digest of a spec given as pieces of JSON: the spec's bytes, or its members with the
+        argument values left out (webhook/review.py). `flow_name`: None when the spec has none of
+        `NAME_READERS` (its validity does not depend on it)."""
         digest = hashlib.sha256(b"-" if flow_name is None else b"n" + flow_name.encode() + b"\0")
-        digest.update(encoded_spec)
+        for piece in spec:
+            digest.update(piece)
         return digest.digest()
 
-    def knows(self, key: bytes) -> bool:
+    def recall(self, key: bytes, size: int) -> KnownSpec | None:
+        """What is left to check of a spec of `size` bytes with this digest, None when it is unknown."""
         with self._lock:
-            if key not in self._digests:
-                return False
+            bound = self._digests.get(key)
+            if bound is None:
+                return None
             self._digests.move_to_end(key)
-            return True
+        return KnownSpec(size, bound)
 
-    def add(self, key: bytes) -> None:
+    def add(self, key: bytes, status_bound: int) -> None:
         with self._lock:
-            self._digests[key] = None
+            self._digests[key] = status_bound
             self._digests.move_to_end(key)
             while len(self._digests) > self._size:
                 self._digests.popitem(last=False)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
     ROOT,
@@ -61,14 +62,20 @@ _NAME_LABEL = (
 
 
 def validate_jobflow(
-    obj: Mapping[str, Any], *, skip_spec: bool = False, spec_bytes: bytes | None = None
+    obj: Mapping[str, Any],
+    *,
+    skip_spec: bool = False,
+    spec_bytes: bytes | None = None,
+    known: KnownSpec | None = None,
 ) -> list[FieldError]:
     """Every problem with `obj` as a JobFlow; an empty list means valid.
 
     `skip_spec`: the spec is known to pass, so it is not read at all (an update that keeps the spec as
-    stored, whose problems are not reported: ratcheting, update.py; or a spec the webhook accepted
-    before): relabelling or approving a 500-step flow costs no step checks. `spec_bytes`: the spec's JSON
-    as the apiserver sent it, for the size check (else it is serialised here)."""
+    stored, whose problems are not reported: ratcheting, update.py): relabelling or approving a 500-step
+    flow costs no step checks. `known`: the spec is one the webhook accepted before but for its argument
+    values (accepted.py), so only `spec.arguments` is read (the spec needs no other member) and the size
+    is checked from `known`. `spec_bytes`: the spec's JSON as the apiserver sent it, for the size check
+    (else it is serialised here)."""
     errors: list[FieldError] = []
     r = Reader(errors)
     root = r.mapping(obj, ROOT, require=True)
@@ -86,6 +93,10 @@ def validate_jobflow(
         return errors
     spec = r.mapping(root.get("spec"), SPEC, require=True)
     if spec is None:
+        return errors
+    if known is not None:
+        _check_arguments(r, spec)
+        _check_size(r, known.size, known.status_bound)
         return errors
     if spec_bytes is None:
         # Not JSON at all (a YAML alias cycle): no size to check; the apiserver would never see it.
@@ -131,10 +142,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     if templates is not None:  # the only rule that reads the flow's name: see accepted.NAME_READERS
         check_resource_templates(r, templates, SPEC + ".resourceTemplates", flow_name)
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
-    raw_arguments = r.mapping(spec.get("arguments"), SPEC + ".arguments")
-    arguments = (
-        check_arguments(r, raw_arguments, SPEC + ".arguments") if raw_arguments is not None else frozenset()
-    )
+    arguments = _check_arguments(r, spec)
     steps_path = SPEC + ".steps"
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
@@ -166,7 +174,13 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
             _check_step_policy(r, step, path, name, info, needs)
     check_cycle(r, index)
     if encoded is not None:
-        _check_size(r, spec, len(encoded))
+        _check_size(r, len(encoded), status_bound(spec))
+
+
+def _check_arguments(r: Reader, spec: Mapping[str, Any]) -> frozenset[str]:
+    """The arguments' own rules (the only ones that read their values); the names declared."""
+    raw = r.mapping(spec.get("arguments"), SPEC + ".arguments")
+    return check_arguments(r, raw, SPEC + ".arguments") if raw is not None else frozenset()
 
 
 # What a step's own rules never read: the memo keys a step by the rest (see memo.py).
@@ -256,7 +270,8 @@ def _moves_artifacts(inputs: Mapping[str, Any] | None, outputs: Mapping[str, Any
     return bool(incoming) or bool(stored)
 
 
-def _check_size(r: Reader, spec: Mapping[str, Any], size: int) -> None:
+def _check_size(r: Reader, size: int, status: int) -> None:
+    """`size`: the spec's JSON in bytes; `status`: its status bound (size.status_bound)."""
     if size > MAX_SPEC_BYTES:
         r.add(
             too_long(
@@ -268,9 +283,8 @@ def _check_size(r: Reader, spec: Mapping[str, Any], size: int) -> None:
             )
         )
         return
-    bound = object_bound(spec, size)
+    bound = object_bound(size, status)
     if bound > MAX_OBJECT_BYTES:
-        status = status_bound(spec)
         r.add(
             forbidden(
                 SPEC,

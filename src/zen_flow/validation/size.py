@@ -73,10 +73,10 @@ def _outputs_bound(outputs: Mapping[str, Any]) -> int:
     return total + 600 * len(_items(outputs.get("artifacts")))
 
 
-def object_bound(spec: Mapping[str, Any], size: int | None = None) -> int:
-    """The largest stored JobFlow this spec can become (spec, its managedFields, status, metadata)."""
-    size = len(spec_json(spec)) if size is None else size
-    return int(size * MANAGED_FIELDS_FACTOR) + status_bound(spec) + METADATA_BYTES
+def object_bound(spec_size: int, status: int) -> int:
+    """The largest stored JobFlow a spec of `spec_size` bytes whose status bound is `status` can become
+    (spec, its managedFields, status, metadata)."""
+    return int(spec_size * MANAGED_FIELDS_FACTOR) + status + METADATA_BYTES
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import StepPhase
+from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import SPEC, validate_jobflow
@@ -72,17 +73,16 @@ def validate_update(
     old: Mapping[str, Any],
     new: Mapping[str, Any],
     *,
-    spec_accepted: bool = False,
+    known: KnownSpec | None = None,
     spec_kept: bool = False,
     spec_bytes: bytes | None = None,
 ) -> list[FieldError]:
     """The new object's own errors (approvals included) plus the transition rules; [] means fine.
-    `spec_accepted`: the new spec is known to pass (the webhook accepted it before). `spec_kept`: the
-    caller knows the spec did not change (the webhook compared its bytes), and may leave it out of both
-    objects unless approval annotations need it. `spec_bytes`: as for `validate_jobflow`."""
+    `known`: the new spec is one the webhook accepted before, argument values aside (validate_jobflow).
+    `spec_kept`: the caller knows the spec did not change (the webhook compared its bytes), and may leave
+    it out of both objects unless approval annotations need it. `spec_bytes`: as for `validate_jobflow`."""
     ratcheted = _ratcheted(old, new, spec_kept)
-    skip = spec_accepted or "spec" in ratcheted
-    found = validate_jobflow(new, skip_spec=skip, spec_bytes=spec_bytes)
+    found = validate_jobflow(new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known)
     found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if has_started(old) and not spec_kept:

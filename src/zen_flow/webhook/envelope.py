@@ -61,15 +61,10 @@ class RawObject:
         """The member decoded (None when absent)."""
         return None if self.members is None else _member(self.members, member)
 
-    def member_keys(self, member: str) -> frozenset[str] | None:
-        """The keys of the member when it is an object (None when absent or not an object)."""
-        members = self._members_of(member)
-        return None if members is None else frozenset(members)
-
     def member_part(self, member: str, keys: Iterable[str]) -> Any:
         """The member decoded with only `keys` of it when it is an object (absent keys stay absent); as
         a whole when it is not."""
-        members = self._members_of(member)
+        members = self.members_of(member)
         if members is None:
             return self.member(member)
         return {key: _ANY.decode(members[key]) for key in keys if key in members}
@@ -79,14 +74,14 @@ class RawObject:
         one Python object: the ~30 objects of a Job template a 500-step flow repeats are decoded once and
         freed once, and the validator's step memo (validation/memo.py) knows a repeated step by identity
         instead of serialising it. Only for reading: a change to one step would show in its equals."""
-        members = self._members_of("spec")
+        members = self.members_of("spec")
         if members is None:
             return self.member("spec")
         return {
             key: _shared_steps(raw) if key == "steps" else _ANY.decode(raw) for key, raw in members.items()
         }
 
-    def _members_of(self, member: str) -> Mapping[str, msgspec.Raw] | None:
+    def members_of(self, member: str) -> Mapping[str, msgspec.Raw] | None:
         """The member's own members as raw JSON when it is an object, else None; scanned once per
         request (the spec's keys, then its steps: each scan of a 500-step spec is ~0.5 ms)."""
         if member not in self._nested:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+import msgspec
 
 from zen_flow.api.constants import GROUP, KIND
 from zen_flow.validation import (
@@ -20,6 +22,7 @@ from zen_flow.validation import (
     FieldError,
     has_approvals,
     render,
+    status_bound,
     validate_approvals,
     validate_jobflow,
     validate_update,
@@ -50,6 +53,8 @@ _CAUSE_REASONS = {
 _MAX_CAUSES = 100
 # The specs this process accepted lately, by their bytes as the apiserver sent them (envelope.py).
 ACCEPTED = AcceptedSpecs()
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE = msgspec.json.Decoder().decode
 
 
 def _envelope(response: dict[str, Any]) -> dict[str, Any]:
@@ -114,14 +119,20 @@ def validate_review(body: bytes) -> dict[str, Any]:
 def _check_create(raw: RawObject) -> list[FieldError]:
     spec, meta = raw.raw("spec"), raw.member("metadata")
     key = _spec_key(raw, meta, spec)
-    if key is not None and ACCEPTED.knows(key):
-        # Only the metadata is new; the spec is decoded only if approval annotations name its steps.
-        obj = raw.decode(skip=() if has_approvals(meta) else ("spec",), reuse={"metadata": meta})
-        return validate_jobflow(obj, skip_spec=True) + validate_approvals(obj)
+    known = None if key is None or spec is None else ACCEPTED.recall(key, len(spec))
+    if known is not None:
+        # Only the metadata and the argument values are new; the rest of the spec is decoded only if
+        # approval annotations name its steps.
+        if has_approvals(meta):
+            obj = raw.decode(reuse={"metadata": meta})
+        else:
+            obj = raw.decode(skip=("spec",), reuse={"metadata": meta})
+            obj["spec"] = raw.member_part("spec", ("arguments",))
+        return validate_jobflow(obj, known=known) + validate_approvals(obj)
     obj = raw.decode(reuse={"metadata": meta, "spec": raw.decode_spec()})
     errors = validate_jobflow(obj, spec_bytes=spec) + validate_approvals(obj)
     if key is not None and not errors:
-        ACCEPTED.add(key)
+        ACCEPTED.add(key, status_bound(obj["spec"]))
     return errors
 
 
@@ -135,23 +146,48 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
         old = old_raw.decode(skip=skip, reuse=None if skip else {"spec": new["spec"]})
         return validate_update(old if isinstance(old, Mapping) else {}, new, spec_kept=True)
     new, old = new_raw.decode(reuse={"metadata": meta, "spec": new_raw.decode_spec()}), old_raw.decode()
+    old = old if isinstance(old, Mapping) else {}
     key = _spec_key(new_raw, meta, spec)
-    known = key is not None and ACCEPTED.knows(key)
-    errors = validate_update(
-        old if isinstance(old, Mapping) else {}, new, spec_accepted=known, spec_bytes=spec
-    )
-    if key is not None and not known and not errors:
-        ACCEPTED.add(key)
+    known = None if key is None or spec is None else ACCEPTED.recall(key, len(spec))
+    errors = validate_update(old, new, known=known, spec_bytes=spec)
+    # Not a spec equal to the stored one in other bytes: its problems are ratcheted, not checked.
+    if key is not None and known is None and not errors and new["spec"] != old.get("spec"):
+        ACCEPTED.add(key, status_bound(new["spec"]))
     return errors
 
 
 def _spec_key(raw: RawObject, meta: Any, spec: bytes | None) -> bytes | None:
-    """What `ACCEPTED` knows the spec by: with the flow's name only when the spec's checks read it."""
+    """What `ACCEPTED` knows the spec by (accepted.py): its bytes, or its members with the argument values
+    left out; with the flow's name only when the spec's checks read it."""
     if spec is None:
         return None
-    keys = raw.member_keys("spec")
-    reads_name = keys is None or not NAME_READERS.isdisjoint(keys)
-    return ACCEPTED.key(_flow_name(meta) if reads_name else None, spec)
+    members = raw.members_of("spec")
+    reads_name = members is None or not NAME_READERS.isdisjoint(members)
+    name = _flow_name(meta) if reads_name else None
+    if members is None or "arguments" not in members:
+        return ACCEPTED.key(name, (spec,))
+    return ACCEPTED.key(name, _without_argument_values(members))
+
+
+def _without_argument_values(members: Mapping[str, msgspec.Raw]) -> Iterator[bytes]:
+    """The spec's members as JSON tokens (each delimits itself, so no two specs give the same stream),
+    `arguments` without its parameters' `value`s."""
+    yield b"argument values aside\0"
+    for key, raw in members.items():
+        yield _ENCODE(key)
+        yield _argument_shape(raw) if key == "arguments" else bytes(raw)
+
+
+def _argument_shape(raw: msgspec.Raw) -> bytes:
+    try:
+        arguments = _DECODE(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # a number beyond 64 bits: keyed as it is
+        return bytes(raw)
+    params = arguments.get("parameters") if isinstance(arguments, dict) else None
+    if not isinstance(params, list):
+        return bytes(raw)
+    shape = [{k: v for k, v in p.items() if k != "value"} if isinstance(p, dict) else p for p in params]
+    return _ENCODE({**arguments, "parameters": shape})
 
 
 def _flow_name(meta: Any) -> str:
