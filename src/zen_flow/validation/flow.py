@@ -158,7 +158,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         check_step_references(r, index, step, path)
         raw_name = step.get("name")
         name = raw_name if isinstance(raw_name, str) else ""
-        inputs = r.mapping(step.get("inputs"), path + ".inputs")
+        raw_inputs = step.get("inputs")
+        inputs = None if raw_inputs is None else r.mapping(raw_inputs, path + ".inputs")
         if inputs is not None:
             check_inputs(r, index, name, inputs, path + ".inputs", arguments)
         outputs = found if isinstance(found := step.get("outputs"), dict) else None

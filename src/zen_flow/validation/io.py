@@ -31,6 +31,7 @@ from zen_flow.validation.formats import (
     subdomain_problem,
 )
 from zen_flow.validation.index import StepIndex
+from zen_flow.validation.plain_inputs import plain_artifact, plain_parameter
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.size import MAX_OUTPUT_PARAMETERS
 
@@ -113,16 +114,16 @@ def _check_input_parameter(
     # Field paths are built only for the fields that are set: a 500-step flow has a thousand inputs.
     raw_value, raw_source = param.get("value"), param.get("valueFrom")
     value = None if raw_value is None else r.string(raw_value, path + ".value")
-    source = None if raw_source is None else r.mapping(raw_source, path + ".valueFrom")
+    src_path = path + ".valueFrom"
+    source = None if raw_source is None else r.mapping(raw_source, src_path)
     if value is not None and raw_source is not None:
-        r.add(forbidden(path + ".valueFrom", "may not be specified together with value: set exactly one"))
+        r.add(forbidden(src_path, "may not be specified together with value: set exactly one"))
         return
     if value is None and raw_source is None:
         r.add(required(path + ".value", "set exactly one of value and valueFrom"))
         return
     if source is None:
         return
-    src_path = path + ".valueFrom"
     if len(source) == 1 and source.get("jsonPath") is not None:  # the commonest source: no scan for others
         given = ["jsonPath"]
     else:
@@ -223,15 +224,28 @@ def check_inputs(
     path: Path,
     arguments: frozenset[str] = frozenset(),
 ) -> None:
+    # An input of a common shape that passes every rule is known in one call (plain_inputs.py); the
+    # others are checked here, field by field, in order, so errors come as they always did.
     names: set[str] = set()
     params_path = path + ".parameters"
-    for item_path, param in r.mappings(inputs.get("parameters"), params_path):
-        _check_name(r, param, item_path, names)
-        _check_input_parameter(r, index, step, param, item_path, arguments)
+    params = r.sequence(inputs.get("parameters"), params_path)
+    for i, param in enumerate(params or ()):
+        if type(param) is dict and plain_parameter(index, step, param, names):
+            continue
+        item_path = f"{params_path}[{i}]"
+        if (item := r.mapping(param, item_path, require=True)) is not None:
+            _check_name(r, item, item_path, names)
+            _check_input_parameter(r, index, step, item, item_path, arguments)
     names = set()
-    for item_path, artifact in r.mappings(inputs.get("artifacts"), path + ".artifacts"):
-        _check_name(r, artifact, item_path, names)
-        _check_input_artifact(r, index, step, artifact, item_path)
+    artifacts_path = path + ".artifacts"
+    artifacts = r.sequence(inputs.get("artifacts"), artifacts_path)
+    for i, artifact in enumerate(artifacts or ()):
+        if type(artifact) is dict and plain_artifact(index, step, artifact, names):
+            continue
+        item_path = f"{artifacts_path}[{i}]"
+        if (item := r.mapping(artifact, item_path, require=True)) is not None:
+            _check_name(r, item, item_path, names)
+            _check_input_artifact(r, index, step, item, item_path)
 
 
 def _step_prefix(value: str) -> tuple[str | None, str]:

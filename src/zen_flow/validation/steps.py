@@ -42,6 +42,10 @@ def check_step_names(r: Reader, steps: Sequence[tuple[Path, Mapping[str, Any]]])
     """Every step has a unique DNS-1123 label as its name (it becomes a label value and a key part)."""
     seen: set[str] = set()
     for path, step in steps:
+        name = step.get("name")
+        if type(name) is str and name and name not in seen and label_problem(name) is None:
+            seen.add(name)  # nearly always: no field path built
+            continue
         name_path = path + ".name"
         name = r.string(step.get("name"), name_path, require=True)
         if name is None:
