@@ -26,12 +26,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# What each kind sends: (path, operation, numbered so that each review is a spec never seen).
+# What each kind sends: (path, operation, what differs between its reviews: the step names, so each is
+# a spec never seen; an argument's value, as `zen-flow submit -p` sends one spec; or nothing).
 KINDS = {
-    "new spec": ("/validate-jobflow", "CREATE", True),
-    "same spec": ("/validate-jobflow", "CREATE", False),
-    "update": ("/validate-jobflow", "UPDATE", False),
-    "mutate": ("/mutate-jobflow", "CREATE", False),
+    "new spec": ("/validate-jobflow", "CREATE", "names"),
+    "same spec": ("/validate-jobflow", "CREATE", ""),
+    "other arguments": ("/validate-jobflow", "CREATE", "argument"),
+    "update": ("/validate-jobflow", "UPDATE", ""),
+    "mutate": ("/mutate-jobflow", "CREATE", ""),
 }
 _COLLECTED = re.compile(r"Collected : (\d+)")
 _DEVKIT = Path(__file__).resolve().parents[2]
@@ -42,11 +44,13 @@ def _child(kind: str, steps: int, total: int, run: int) -> None:
     from zen_flow.webhook.review import mutate_review, validate_review
     from zen_flow_dev.bench.admission import admission_flow, admission_review
 
-    path, operation, numbered = KINDS[kind]
+    path, operation, differs = KINDS[kind]
     handler: Callable[[bytes], dict[str, object]] = validate_review if "validate" in path else mutate_review
     bodies = []
     for n in range(total):
-        flow = admission_flow(steps, rich=True, prefix=f"u{n}-" if numbered else "s")
+        flow = admission_flow(steps, rich=True, prefix=f"u{n}-" if differs == "names" else "s")
+        if differs == "argument":
+            flow["spec"]["arguments"] = {"parameters": [{"name": "build", "value": f"build-{n}"}]}
         bodies.append(json.dumps(admission_review(flow, operation), separators=(",", ":")).encode())
     for body in bodies[:run]:
         answer = handler(body)
