@@ -63,6 +63,9 @@ def count(src: str | None, kind: str, steps: int, total: int, run: int) -> int:
     with tempfile.TemporaryDirectory(prefix="zenflow-callgrind-") as tmp:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, str(_DEVKIT), env.get("PYTHONPATH")) if p)
+        # One string-hash salt for every child: with a salt of its own each, dictionaries collide
+        # differently and two counts of one build moved by ~0.5 M, more than a small review costs.
+        env["PYTHONHASHSEED"] = "0"
         args = [sys.executable, "-m", "zen_flow_dev.bench.instructions", "--child", kind]
         args += ["--steps", str(steps), "--total", str(total), "--run", str(run)]
         done = subprocess.run(

@@ -38,20 +38,20 @@ class StepIndex:
         return bit is not None and bool(self._ancestors.get(later, 0) & bit)
 
 
-def _dependency_names(step: Mapping[str, Any]) -> list[str]:
-    deps = step.get("dependencies")
+def _dependency_names(deps: Any) -> list[str]:
     if not isinstance(deps, list | tuple):
         return []
     return [d for d in deps if isinstance(d, str)]
 
 
-def _output_artifacts(step: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The step's well-formed output artifacts (a mapping with a string name)."""
-    outputs = step.get("outputs")
+def _artifact_names(outputs: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """The names of well-formed output artifacts (a mapping with a string name), and of those stored."""
     artifacts = outputs.get("artifacts") if isinstance(outputs, dict) else None
     if not isinstance(artifacts, list | tuple):
-        return []
-    return [a for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str)]
+        return frozenset(), frozenset()
+    named = [a for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str)]
+    stored = (a["name"] for a in named if isinstance(a.get("s3"), dict))
+    return frozenset(a["name"] for a in named), frozenset(stored)
 
 
 def _ancestors(graph: Graph, bits: Mapping[str, int], order: Sequence[str]) -> dict[str, int]:
@@ -81,15 +81,20 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     outputs: dict[str, frozenset[str]] = {}
     stored: dict[str, frozenset[str]] = {}
     edges: list[tuple[str, list[str]]] = []
+    # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
+    names_of: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
     for path, step in steps:
         name = step.get("name")
         if not isinstance(name, str) or not name or name in paths:
             continue
         paths[name] = path
-        if artifacts := _output_artifacts(step):  # most steps have none: no entry (readers use .get)
-            outputs[name] = frozenset(a["name"] for a in artifacts)
-            stored[name] = frozenset(a["name"] for a in artifacts if isinstance(a.get("s3"), dict))
-        edges.append((name, _dependency_names(step)))
+        if (declared := step.get("outputs")) is not None:  # most have none: no entry (readers use .get)
+            if (names := names_of.get(id(declared))) is None:
+                names = names_of[id(declared)] = _artifact_names(declared)
+            if names[0]:
+                outputs[name], stored[name] = names
+        deps = step.get("dependencies")
+        edges.append((name, [] if deps is None else _dependency_names(deps)))
     graph = Graph.build(edges)
     bits = {name: 1 << i for i, name in enumerate(graph.nodes)}
     ancestors: dict[str, int] | None = None
