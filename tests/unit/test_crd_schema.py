@@ -36,7 +36,7 @@ from zen_flow.core import naming
 from zen_flow.core.durations import parse_duration
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
-from zen_flow.validation import io, limits, policy, size
+from zen_flow.validation import limits, outputs, policy, size
 from zen_flow_dev.testing.examples import all_flow_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,8 +52,8 @@ ENUMS: dict[str, type[StrEnum] | Sequence[str]] = {
     "spec.executionPolicy.podFailurePolicy.rules[].onPodConditions[].status": policy.CONDITION_STATUSES,
     "spec.steps[].type": StepType,
     "spec.steps[].retryPolicy.backoff.type": BackoffType,
-    "spec.steps[].outputs.artifacts[].archive.format": io.ARCHIVE_FORMATS,
-    "spec.steps[].outputs.artifacts[].archive.compression": io.COMPRESSIONS,
+    "spec.steps[].outputs.artifacts[].archive.format": outputs.ARCHIVE_FORMATS,
+    "spec.steps[].outputs.artifacts[].archive.compression": outputs.COMPRESSIONS,
     "status.phase": FlowPhase,
     "status.conditions[].status": policy.CONDITION_STATUSES,
     "status.steps[].phase": StepPhase,

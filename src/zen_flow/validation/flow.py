@@ -27,14 +27,10 @@ from zen_flow.validation.errors import (
 )
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import build_index
-from zen_flow.validation.io import (
-    check_inputs,
-    check_output_references,
-    check_outputs,
-    check_transfer_names,
-)
+from zen_flow.validation.io import check_inputs
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
 from zen_flow.validation.memo import CheckMemo
+from zen_flow.validation.outputs import check_output_references, check_outputs, check_transfer_names
 from zen_flow.validation.policy import (
     PolicyNeeds,
     check_execution_policy,

@@ -1,0 +1,187 @@
+"""A step's outputs: the parameters and artifacts it publishes, and the names zen-flow's artifact
+transfer reserves in its pod.
+
+An output reads the step's own finished Job (a jsonPath on the Job, or a container's termination
+message); a stored artifact is uploaded from a path in the step's containers, where zen-flow mounts a
+volume unless one of the template's already holds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.validation.errors import (
+    Path,
+    forbidden,
+    invalid,
+    not_found,
+    not_supported,
+    quote,
+    required,
+    too_many,
+)
+from zen_flow.validation.formats import abs_path_problem
+from zen_flow.validation.io import check_item_name, check_json_path_syntax, check_s3
+from zen_flow.validation.reader import Reader
+from zen_flow.validation.size import MAX_OUTPUT_PARAMETERS
+
+ARCHIVE_FORMATS = ("tar", "zip")
+COMPRESSIONS = ("gzip", "none")
+
+_MESSAGE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _step_prefix(value: str) -> tuple[str | None, str]:
+    """An output jsonPath as (its `<step>:` prefix or None, the path after it). An output reads the
+    step's own finished Job; the original's validator also allowed the prefix, which we accept only when
+    it names this very step (check_output_references)."""
+    ref, colon, expr = value.partition(":")
+    return (ref, expr) if colon and not ref.startswith("$") else (None, value)
+
+
+def _check_output_json_path(r: Reader, value: str, path: Path) -> None:
+    _, value = _step_prefix(value)
+    if not value.startswith("$"):
+        r.add(invalid(path, value, 'a JSONPath must start with "$" (e.g. "$.succeeded")'))
+    else:
+        check_json_path_syntax(r, value, value, path)
+
+
+def check_output_references(r: Reader, step: str, outputs: Mapping[str, Any], path: Path) -> None:
+    """The one output rule that reads the step's name: a jsonPath's `<step>:` prefix names this step."""
+    params = outputs.get("parameters")
+    for i, param in enumerate(params if isinstance(params, list) else ()):
+        source = param.get("valueFrom") if isinstance(param, dict) else None
+        if not isinstance(source, dict) or source.get("terminationMessage") is not None:
+            continue
+        value = source.get("jsonPath")
+        if not isinstance(value, str):
+            continue
+        ref, _ = _step_prefix(value)
+        if ref is not None and ref != step:
+            r.add(
+                invalid(
+                    f"{path}.parameters[{i}].valueFrom.jsonPath",
+                    value,
+                    f"an output reads this step's own Job; the prefix must be {quote(step)} or absent",
+                )
+            )
+
+
+def _check_output_artifact(
+    r: Reader, artifact: Mapping[str, Any], path: Path, mounts: Sequence[str] | None
+) -> None:
+    file_path = r.string(artifact.get("path"), path + ".path", require=True)
+    if file_path is not None and (problem := abs_path_problem(file_path)):
+        r.add(invalid(path + ".path", file_path, problem))
+    elif (
+        file_path is not None
+        and artifact.get("s3") is not None
+        and file_path.rstrip("/").count("/") < 2
+        and not any(_under(file_path, m) for m in mounts or ())
+    ):
+        r.add(
+            invalid(
+                path + ".path",
+                file_path,
+                "zen-flow mounts a volume at the directory of a stored output (unless a volume of the "
+                "template holds the path), so the path needs a directory below /, e.g. /outputs"
+                + file_path.rstrip("/"),
+            )
+        )
+    r.boolean(artifact.get("optional"), path + ".optional")
+    archive = r.mapping(artifact.get("archive"), path + ".archive")
+    if archive is not None:
+        fmt = r.string(archive.get("format"), path + ".archive" + ".format")
+        if fmt and fmt not in ARCHIVE_FORMATS:
+            r.add(not_supported(path + ".archive" + ".format", fmt, ARCHIVE_FORMATS))
+        comp = r.string(archive.get("compression"), path + ".archive" + ".compression")
+        if comp and comp not in COMPRESSIONS:
+            r.add(not_supported(path + ".archive" + ".compression", comp, COMPRESSIONS))
+    s3 = r.mapping(artifact.get("s3"), path + ".s3")
+    if s3 is not None:
+        check_s3(r, s3, path + ".s3")
+
+
+def _check_termination_message(
+    r: Reader, source: Mapping[str, Any], path: Path, containers: Sequence[str] | None
+) -> None:
+    container = r.string(source.get("container"), path + ".container")
+    if container is not None:
+        if containers is not None and container not in containers:
+            known = ", ".join(containers) or "none"
+            r.add(not_found(path + ".container", container, f"the Job template's containers are: {known}"))
+    elif containers is not None and len(containers) > 1:
+        r.add(
+            required(path + ".container", f"the Job has {len(containers)} containers: name the one to read")
+        )
+    key = r.string(source.get("key"), path + ".key")
+    if key is not None and not _MESSAGE_KEY.match(key):
+        r.add(invalid(path + ".key", key, "must consist of letters, digits, '-', '_' or '.'"))
+
+
+def check_outputs(
+    r: Reader,
+    outputs: Mapping[str, Any],
+    path: Path,
+    containers: Sequence[str] | None = None,
+    mounts: Sequence[str] | None = None,
+) -> None:
+    """The outputs' own rules (check_output_references has the one that reads the step's name).
+    `containers`: the names in the step's Job template (None when it has none to read); `mounts`: the
+    mountPaths of its containers' volumes."""
+    names: set[str] = set()
+    params = outputs.get("parameters")
+    if isinstance(params, list) and len(params) > MAX_OUTPUT_PARAMETERS:
+        r.add(
+            too_many(
+                path + ".parameters",
+                len(params),
+                MAX_OUTPUT_PARAMETERS,
+                "each value is stored in the flow's status, which must fit in etcd",
+            )
+        )
+    for item_path, param in r.mappings(params, path + ".parameters"):
+        check_item_name(r, param, item_path, names)
+        source = r.mapping(param.get("valueFrom"), item_path + ".valueFrom", require=True)
+        if source is None:
+            continue
+        src_path = item_path + ".valueFrom"
+        has_path, has_message = (
+            source.get("jsonPath") is not None,
+            source.get("terminationMessage") is not None,
+        )
+        if has_path == has_message:
+            what = "may not be specified together with jsonPath" if has_path else "set exactly one"
+            target = ".terminationMessage" if has_path else ".jsonPath"
+            error = forbidden if has_path else required
+            r.add(error(src_path + target, f"{what}: an output reads jsonPath or terminationMessage"))
+            continue
+        json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
+        if json_path is not None:
+            _check_output_json_path(r, json_path, src_path + ".jsonPath")
+        message = r.mapping(source.get("terminationMessage"), src_path + ".terminationMessage")
+        if message is not None:
+            _check_termination_message(r, message, src_path + ".terminationMessage", containers)
+    names = set()
+    for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
+        check_item_name(r, artifact, item_path, names)
+        _check_output_artifact(r, artifact, item_path, mounts)
+
+
+def _under(path: str, mount: str) -> bool:
+    base = mount.rstrip("/")
+    return bool(base) and (path == base or path.startswith(base + "/"))
+
+
+def check_transfer_names(r: Reader, pod: Mapping[str, Any], path: Path) -> None:
+    """A step that moves artifacts gets zen-flow's volume and containers: its own may not take those names."""
+    for field in ("volumes", "containers", "initContainers"):
+        items = pod.get(field)
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            name = item.get("name") if isinstance(item, dict) else None
+            if name in TRANSFER_NAMES:
+                r.add(invalid(f"{path}.{field}[{i}].name", name, "reserved for zen-flow's artifact transfer"))
