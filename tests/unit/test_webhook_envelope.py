@@ -10,6 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from zen_flow.validation import STEP_WIRING
 from zen_flow.webhook.envelope import ReviewError, _parse_by_members, parse_review
 from zen_flow_dev.testing.mutations import corrupted_examples, json_like
 
@@ -66,9 +67,6 @@ def _spec_object(spec: Any) -> Any:
     return parse_review(body).object
 
 
-WIRING = {"name", "dependencies", "when", "inputs"}
-
-
 @settings(max_examples=300, deadline=None)
 @given(corrupted_examples())
 def test_a_decoded_spec_is_its_json_with_equal_step_members_shared(flow: Any) -> None:
@@ -84,7 +82,7 @@ def test_a_decoded_spec_is_its_json_with_equal_step_members_shared(flow: Any) ->
     if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
         return  # shared only in a list of objects; anything else the validator refuses anyway
     # A step's wiring is its own (decoded in place: nothing there to share); the rest is shared.
-    members = [(key, value) for step in steps for key, value in step.items() if key not in WIRING]
+    members = [(key, value) for step in steps for key, value in step.items() if key not in STEP_WIRING]
     for i, (key, value) in enumerate(members):
         for other_key, other in members[i + 1 :]:
             if type(value) is type(other) and msgspec.json.encode(value) == msgspec.json.encode(other):

@@ -10,12 +10,13 @@ return every FieldError at once; `AcceptedSpecs` remembers valid specs by their 
 from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs, KnownSpec
 from zen_flow.validation.approvals import has_approvals, validate_approvals
 from zen_flow.validation.errors import ErrorType, FieldError, render
-from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.flow import STEP_WIRING, validate_jobflow
 from zen_flow.validation.size import status_bound
 from zen_flow.validation.update import has_started, validate_update
 
 __all__ = [
     "NAME_READERS",
+    "STEP_WIRING",
     "AcceptedSpecs",
     "ErrorType",
     "FieldError",

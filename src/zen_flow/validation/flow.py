@@ -180,8 +180,9 @@ def _check_arguments(r: Reader, spec: Mapping[str, Any]) -> frozenset[str]:
     return check_arguments(r, raw, SPEC + ".arguments") if raw is not None else frozenset()
 
 
-# What a step's own rules never read: the memo keys a step by the rest (see memo.py).
-_WIRING = frozenset({"name", "dependencies", "when", "inputs"})
+# What a step's own rules never read: the memo keys a step by the rest (see memo.py), and the webhook
+# decodes these members of each step in place, the rest shared between steps (webhook/envelope.py).
+STEP_WIRING = frozenset({"name", "dependencies", "when", "inputs"})
 
 
 def step_memo() -> CheckMemo[TemplateInfo | None]:
@@ -196,7 +197,7 @@ def step_memo() -> CheckMemo[TemplateInfo | None]:
             check_outputs(r, outputs, path + ".outputs", _container_names(step), _mount_paths(step))
         return info
 
-    return CheckMemo(check, relocate_info, _WIRING)
+    return CheckMemo(check, relocate_info, STEP_WIRING)
 
 
 def _check_step_policy(

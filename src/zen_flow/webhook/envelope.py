@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from zen_flow.validation import STEP_WIRING
+
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 ADMISSION_KIND = "AdmissionReview"
 
@@ -71,7 +73,7 @@ class RawObject:
 
     def decode_spec(self) -> Any:
         """The spec as `decode` gives it, except that members of different steps that are equal JSON are
-        one Python object (all but a step's name and wiring, `_WIRING`, which are its own): the ~30
+        one Python object (all but a step's name and wiring, `STEP_WIRING`, which are its own): the ~30
         objects of a Job template a 500-step flow repeats are decoded once and freed once, and the
         validator's step memo (validation/memo.py) knows a repeated step by identity instead of
         serialising it. Only for reading: a change to one step would show in its equals."""
@@ -117,7 +119,7 @@ def _shared_steps(raw: msgspec.Raw) -> Any:
     for step in steps:
         item = {}
         for key, member in step.items():
-            if key in _WIRING:  # a step's own: nothing to share, no copy to look up
+            if key in STEP_WIRING:  # a step's own: nothing to share, no copy to look up
                 item[key] = _ANY.decode(member)
                 continue
             text = bytes(member)
@@ -126,10 +128,6 @@ def _shared_steps(raw: msgspec.Raw) -> Any:
             item[key] = value
         out.append(item)
     return out
-
-
-# What each step has of its own (its name and what it reads from others): decoded in place.
-_WIRING = frozenset({"name", "dependencies", "when", "inputs"})
 
 
 @dataclass(frozen=True)
