@@ -7,7 +7,7 @@ return every FieldError at once; `AcceptedSpecs` remembers valid specs by their 
 (argument values aside).
 """
 
-from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs, KnownSpec
+from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs
 from zen_flow.validation.approvals import has_approvals, validate_approvals
 from zen_flow.validation.errors import ErrorType, FieldError, render
 from zen_flow.validation.flow import STEP_WIRING, validate_jobflow
@@ -20,7 +20,6 @@ __all__ = [
     "AcceptedSpecs",
     "ErrorType",
     "FieldError",
-    "KnownSpec",
     "has_approvals",
     "has_started",
     "render",
