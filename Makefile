@@ -34,15 +34,15 @@ controlplane: ## build (or reuse) the local control-plane binaries; prints their
 	@tools/build-controlplane.sh
 
 fmt: $(STAMP) ## format the code
-	$(BIN)/ruff format src devkit tests tools
-	$(BIN)/ruff check --fix src devkit tests tools
+	$(BIN)/ruff format src devkit tests tools hatch_build.py
+	$(BIN)/ruff check --fix src devkit tests tools hatch_build.py
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src devkit tests tools
-	$(BIN)/ruff check src devkit tests tools
+	$(BIN)/ruff format --check src devkit tests tools hatch_build.py
+	$(BIN)/ruff check src devkit tests tools hatch_build.py
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src devkit/zen_flow_dev
+	$(BIN)/mypy src devkit/zen_flow_dev hatch_build.py
 
 imports: $(STAMP)
 	$(BIN)/lint-imports

@@ -150,13 +150,17 @@ def test_two_pods_under_their_service_account_elect_one_leader(deployed: Any) ->
         )
 
 
+def _pod_metrics(kubectl: Any, pod: dict[str, Any]) -> str:
+    """A controller pod's /metrics, read through the apiserver's pod proxy."""
+    name = pod["metadata"]["name"]
+    return str(kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/pods/{name}:8080/proxy/metrics").stdout)
+
+
 def _webhook_denials(kubectl: Any) -> float:
     """Denials counted by the controller pods themselves, read through the apiserver's pod proxy."""
     total = 0.0
     for pod in _pods(kubectl):
-        name = pod["metadata"]["name"]
-        text = kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/pods/{name}:8080/proxy/metrics").stdout
-        for line in text.splitlines():
+        for line in _pod_metrics(kubectl, pod).splitlines():
             if line.startswith("zen_flow_webhook_requests_total{") and 'allowed="false"' in line:
                 total += float(line.rsplit(" ", 1)[1])
     return total
@@ -164,6 +168,9 @@ def _webhook_denials(kubectl: Any) -> float:
 
 def test_the_webhooks_answer_through_their_service(deployed: Any, namespace: str) -> None:
     kubectl = deployed
+    # The image's admission rules are the compiled ones (tools/build-image.sh, hatch_build.py).
+    for pod in _pods(kubectl):
+        assert 'zen_flow_build_info{validator="compiled",version=' in _pod_metrics(kubectl, pod)
     before = _webhook_denials(kubectl)
     # Only the webhook checks that dependencies name real steps (the CRD's CEL cannot afford it).
     broken = flow_manifest("broken", namespace, [job_step("a"), job_step("b", "nope")])

@@ -233,7 +233,8 @@ def render(results: Mapping[str, Any]) -> str:
     m = meta["machine"]
     parts.append(
         f"zen-flow benchmark, {meta['date']}, commit {meta['commit']}, preset {meta['preset']}, "
-        f"{m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; controller {meta['controller']}"
+        f"{m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; controller {meta['controller']}; "
+        f"admission rules {meta.get('admission_rules', 'python')}"
     )
     workloads = results.get("workloads", [])
     if workloads:  # none with --admission-only

@@ -25,6 +25,7 @@ from typing import Any
 from zen_flow import __version__
 from zen_flow.kube import ClientOptions, KubeClient, load_config
 from zen_flow.kube.jobflows import JOBFLOWS
+from zen_flow.validation import BUILD as VALIDATOR_BUILD
 from zen_flow_dev.bench import admission, cachesize, clirender, procstats
 from zen_flow_dev.bench.environment import (
     Environment,
@@ -77,6 +78,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "date": started.isoformat(timespec="seconds"),
             "commit": git_commit(),
             "zen_flow_version": __version__,
+            "admission_rules": VALIDATOR_BUILD,
             "preset": config.preset,
             "sizes": dict(config.sizes),
             "controller": {"workers": config.controller.workers, "qps": config.controller.qps,

@@ -13,7 +13,10 @@ from zen_flow import __version__, config
 
 
 def _cmd_version(_: argparse.Namespace) -> int:
+    from zen_flow.validation import BUILD  # the image's are compiled (mypyc); a pip install's, Python
+
     print(f"zen-flow {__version__}")
+    print(f"admission rules: {BUILD}")
     return 0
 
 

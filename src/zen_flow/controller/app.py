@@ -48,6 +48,7 @@ from zen_flow.machinery.ratelimit import default_controller_rate_limiter
 from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
+from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 log = get_logger(__name__)
 
@@ -150,6 +151,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
     log.info(
         "starting zen-flow",
         version=__version__,
+        validator=VALIDATOR_BUILD,
         cluster=config.host,
         config=config.source,
         namespaces=list(settings.namespaces) or "all",

@@ -26,6 +26,7 @@ from zen_flow import __version__
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import StepPhase
 from zen_flow.planner.progress import stalled
+from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # From "no wait" (a token was free) up: most requests wait nothing, and a throttled one waits 1/qps or more.
@@ -140,8 +141,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.build_info = Gauge("zen_flow_build_info", "zen-flow version", ["version"], registry=r)
-        self.build_info.labels(__version__).set(1)
+        self.build_info = Gauge(
+            "zen_flow_build_info",
+            "zen-flow version; validator: compiled or python",
+            ["version", "validator"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, VALIDATOR_BUILD).set(1)
         # reconcile
         self.reconciles = Counter(
             "zen_flow_reconcile_total",

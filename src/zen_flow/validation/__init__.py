@@ -5,7 +5,13 @@ Pure: no I/O. `validate_jobflow(obj)` (the flow's definition; what the controlle
 plus the UPDATE rules) take raw objects (dicts as they arrive in an AdmissionReview or a YAML file) and
 return every FieldError at once; `AcceptedSpecs` remembers valid specs by their JSON bytes
 (argument values aside).
+
+The image runs these modules compiled with mypyc (hatch_build.py); `COMPILED` says whether this
+process does, `BUILD` says it in a word ("compiled" or "python": `zen-flow version`, the controller's
+start-up line, `zen_flow_build_info`).
 """
+
+from types import FunctionType
 
 from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs
 from zen_flow.validation.approvals import has_approvals, validate_approvals
@@ -14,7 +20,13 @@ from zen_flow.validation.flow import STEP_WIRING, validate_jobflow
 from zen_flow.validation.size import status_bound
 from zen_flow.validation.update import has_started, validate_update
 
+# A function mypyc compiled is a built-in, not a Python function.
+COMPILED = not isinstance(validate_jobflow, FunctionType)
+BUILD = "compiled" if COMPILED else "python"
+
 __all__ = [
+    "BUILD",
+    "COMPILED",
     "NAME_READERS",
     "STEP_WIRING",
     "AcceptedSpecs",

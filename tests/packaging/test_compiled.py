@@ -1,0 +1,134 @@
+"""The wheel the image installs: the admission rules compiled by mypyc (hatch_build.py,
+tools/build-image.sh), answering exactly as the Python they are compiled from.
+
+mypyc checks declared types at run time where Python does not look, and a compiled module calls its
+neighbours directly; so the unit and property tests of the rules and the webhook run again here, against
+the compiled build, in a process of their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compiled_sources(src: Path) -> list[str]:
+    """The build hook's own list of what it compiles."""
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None
+    assert spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    found: list[str] = hook.compiled_sources(src)
+    return found
+
+
+# The tests that exercise what is compiled: the rules, the webhook that calls them, `zen-flow validate`.
+SUITES = (
+    "tests/unit/test_validation_flow.py",
+    "tests/unit/test_validation_io.py",
+    "tests/unit/test_validation_plain_inputs.py",
+    "tests/unit/test_validation_policy.py",
+    "tests/unit/test_validation_properties.py",
+    "tests/unit/test_validation_steps.py",
+    "tests/unit/test_validation_update.py",
+    "tests/unit/test_webhook_accepted.py",
+    "tests/unit/test_webhook_envelope.py",
+    "tests/unit/test_webhook_fuzz.py",
+    "tests/unit/test_webhook_review.py",
+    "tests/unit/test_cli_validate.py",
+    "tests/unit/test_dag.py",
+    "tests/unit/test_naming.py",
+    "tests/unit/test_expression_scanner.py",
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) to compile with")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The compiled wheel, and a directory it is unpacked into (to put first on PYTHONPATH)."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-build-isolation",
+            "--no-deps",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "ZEN_FLOW_COMPILE": "1"},
+    )
+    (wheel,) = out.glob("zen_flow-*.whl")
+    unpacked = tmp_path_factory.mktemp("unpacked")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+    return wheel, unpacked
+
+
+def _env(unpacked: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(unpacked), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_the_wheel_is_for_this_platform_and_holds_every_compiled_module(compiled: tuple[Path, Path]) -> None:
+    wheel, _ = compiled
+    assert "-cp311-cp311-linux_" in wheel.name  # not py3-none-any: pip elsewhere takes the pure wheel
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = compiled_sources(ROOT / "src")
+    assert len(expected) > 10
+    for source in expected:
+        module = source.removesuffix(".py")
+        assert any(n.startswith(module + ".cpython-") and n.endswith(".so") for n in names), source
+        assert source in names  # the source stays beside it
+    assert not any(n.startswith("build/") for n in names)
+
+
+def test_the_compiled_build_says_so(compiled: tuple[Path, Path]) -> None:
+    _, unpacked = compiled
+    done = subprocess.run(
+        [sys.executable, "-m", "zen_flow", "version"],
+        env=_env(unpacked),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "admission rules: compiled" in done.stdout
+    here = subprocess.run(
+        [sys.executable, "-m", "zen_flow", "version"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "admission rules: python" in here.stdout  # the development install stays pure
+
+
+def test_the_compiled_rules_pass_the_rules_tests(compiled: tuple[Path, Path]) -> None:
+    _, unpacked = compiled
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *SUITES],
+        env=_env(unpacked),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+    # They ran against the compiled modules: the tests that patch a module function skipped themselves.
+    assert "counts check_spec calls by patching it" in done.stdout
