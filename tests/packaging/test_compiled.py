@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from zen_flow_dev.bench.compiled import build_wheel, unpack
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,30 +59,8 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compile
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The compiled wheel, and a directory it is unpacked into (to put first on PYTHONPATH)."""
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-build-isolation",
-            "--no-deps",
-            "-w",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-        env={**os.environ, "ZEN_FLOW_COMPILE": "1"},
-    )
-    (wheel,) = out.glob("zen_flow-*.whl")
-    unpacked = tmp_path_factory.mktemp("unpacked")
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(unpacked)
-    return wheel, unpacked
+    wheel = build_wheel(tmp_path_factory.mktemp("dist"))
+    return wheel, unpack(wheel, tmp_path_factory.mktemp("unpacked"))
 
 
 def _env(unpacked: Path) -> dict[str, str]:

@@ -19,28 +19,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def build(into: Path) -> Path:
-    """The compiled wheel, unpacked into `into`; returns `into`."""
-    with tempfile.TemporaryDirectory(prefix="zen-flow-compiled-") as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "-q",
-                "--no-build-isolation",
-                "--no-deps",
-                "-w",
-                tmp,
-                str(ROOT),
-            ],
-            check=True,
-            env={**os.environ, "ZEN_FLOW_COMPILE": "1"},
-        )
-        (wheel,) = Path(tmp).glob("zen_flow-*.whl")
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(into)
+def build_wheel(out: Path) -> Path:
+    """The compiled wheel, built into `out` with the image's command (tools/build-image.sh)."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-build-isolation",
+        "--no-deps",
+        "-w",
+        str(out),
+    ]
+    done = subprocess.run(
+        [*command, str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "ZEN_FLOW_COMPILE": "1"},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building the compiled wheel failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    (wheel,) = out.glob("zen_flow-*.whl")
+    return wheel
+
+
+def unpack(wheel: Path, into: Path) -> Path:
+    """`wheel`'s files under `into` (a directory to put first on PYTHONPATH); returns `into`."""
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(into)
     return into
 
 
@@ -48,7 +57,7 @@ def rerun(args: Sequence[str]) -> int:
     """The benchmark with `args`, importing zen-flow from a compiled build."""
     print("[bench] building zen-flow with its admission rules compiled (mypyc, ~40 s)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="zen-flow-compiled-") as tmp:
-        unpacked = build(Path(tmp))
+        unpacked = unpack(build_wheel(Path(tmp)), Path(tmp) / "unpacked")
         path = os.pathsep.join(p for p in (str(unpacked), os.environ.get("PYTHONPATH")) if p)
         return subprocess.run(
             [sys.executable, "-m", "zen_flow_dev.bench", *args],
