@@ -13,6 +13,7 @@ every later edit of the source under an editable install.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -46,6 +47,11 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel" or version == "editable" or os.environ.get("ZEN_FLOW_COMPILE") != "1":
             return
+        if importlib.util.find_spec("mypyc") is None:
+            raise RuntimeError(
+                "ZEN_FLOW_COMPILE=1 needs mypy (mypyc) and setuptools where the wheel is built: "
+                "pip wheel --no-build-isolation from the development virtualenv (tools/build-image.sh)"
+            )
         src = Path(self.root) / "src"
         with tempfile.TemporaryDirectory(prefix="zen-flow-mypyc-") as tmp:
             work = Path(tmp) / "src"
