@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from zen_flow import logging as zf_logging
+from zen_flow.validation import COMPILED
 from zen_flow_dev.bench import compiled
 from zen_flow_dev.bench.charts import write_charts
 from zen_flow_dev.bench.report import render, write_json
@@ -47,9 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--admission-budget", type=float, help="seconds of repetitions per admission case")
     p.add_argument(
         "--compiled",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="run zen-flow as the image does, its admission rules compiled with mypyc (builds the wheel "
-        "first, ~40 s; needs a C compiler)",
+        "first, ~40 s; default: yes where a C compiler is found); --no-compiled: as installed",
     )
     p.add_argument(
         "--wait-deletes",
@@ -97,8 +99,9 @@ def _env_pair(item: str) -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.compiled:
-        return compiled.rerun([a for a in (sys.argv[1:] if argv is None else argv) if a != "--compiled"])
+    if args.compiled is not False and not COMPILED and (args.compiled or shutil.which("cc")):
+        given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--compiled"]
+        return compiled.rerun([*given, "--no-compiled"])
     zf_logging.configure("console", "warning")
     sizes = dict(PRESETS[args.preset])
     for key in sizes:
