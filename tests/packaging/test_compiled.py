@@ -3,22 +3,29 @@ tools/build-image.sh), answering exactly as the Python they are compiled from.
 
 mypyc checks declared types at run time where Python does not look, and a compiled module calls its
 neighbours directly; so the unit and property tests of the rules and the webhook run again here, against
-the compiled build, in a process of their own.
+the compiled build, in a process of their own, and 500 broken example flows are reviewed by both builds,
+whose answers (denials with every cause) must be equal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
 from zen_flow_dev.bench.compiled import build_wheel, unpack
+from zen_flow_dev.testing.mutations import corrupted_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,3 +119,52 @@ def test_the_compiled_rules_pass_the_rules_tests(compiled: tuple[Path, Path]) ->
     assert " passed" in done.stdout
     # They ran against the compiled modules: the tests that patch a module function skipped themselves.
     assert "counts check_spec calls by patching it" in done.stdout
+
+
+# Answers every review of a pickled list with the rules it imports; pickles the answers.
+_ANSWER = """
+import pickle, sys
+from zen_flow.validation import COMPILED
+from zen_flow.webhook.review import mutate_review, validate_review
+reviews = pickle.load(open(sys.argv[1], "rb"))
+answers = [(validate_review(r), mutate_review(r)) for r in reviews]
+pickle.dump((COMPILED, answers), open(sys.argv[2], "wb"))
+"""
+
+
+def _corpus() -> list[bytes]:
+    """CREATE reviews of the project's examples with a random subtree replaced (derandomized)."""
+    found: list[bytes] = []
+
+    @settings(max_examples=500, derandomize=True, database=None, deadline=None)
+    @given(corrupted_examples())
+    def collect(flow: Any) -> None:
+        request = {"uid": "u", "operation": "CREATE", "object": flow, "oldObject": None, "name": "f"}
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+        # Not JSON (NaN, a lone surrogate: Go never writes them): no review can carry it.
+        with contextlib.suppress(TypeError, ValueError):
+            found.append(json.dumps(review, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+
+    collect()
+    return found
+
+
+def test_the_compiled_rules_answer_every_review_as_the_python_ones(
+    compiled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    corpus = tmp_path / "reviews.pickle"
+    corpus.write_bytes(pickle.dumps(_corpus()))
+    answers = {}
+    for build, env in (("python", os.environ), ("compiled", _env(compiled[1]))):
+        out = tmp_path / f"{build}.pickle"
+        subprocess.run(
+            [sys.executable, "-c", _ANSWER, str(corpus), str(out)], env=env, check=True, timeout=600
+        )
+        answers[build] = pickle.loads(out.read_bytes())
+    assert answers["python"][0] is False
+    assert answers["compiled"][0] is True
+    python, compiled_answers = answers["python"][1], answers["compiled"][1]
+    assert len(python) > 400
+    assert sum(not a["response"]["allowed"] for a, _ in python) > 100  # denials, with their causes
+    for number, (expected, got) in enumerate(zip(python, compiled_answers, strict=True)):
+        assert got == expected, f"review {number}"
