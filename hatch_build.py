@@ -66,8 +66,9 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
             )
             if done.returncode != 0:
                 raise RuntimeError(f"mypyc failed ({done.returncode}):\n{done.stdout[-4000:]}")
-            out = Path(self.directory) / "mypyc"
-            shutil.rmtree(out, ignore_errors=True)
+            # Kept until the wheel is written (finalize): force_include is read after this returns.
+            out = Path(tempfile.mkdtemp(prefix="zen-flow-mypyc-built-"))
+            self._built = out
             # mypyc leaves each module next to its source and the modules' shared library at the top
             # (a copy of both also under build/, not wanted).
             for built in [*work.glob("*.so"), *(work / "zen_flow").rglob("*.so")]:
@@ -77,3 +78,8 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
                 build_data["force_include"][str(target)] = str(built.relative_to(work))
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        built = getattr(self, "_built", None)
+        if built is not None:
+            shutil.rmtree(built, ignore_errors=True)
