@@ -27,18 +27,18 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 # What the webhook and the controller's spec check run per step, and nothing that defines a msgspec
 # Struct (mypyc compiles those into classes msgspec cannot decode into). webhook/envelope.py, its Structs
 # moved out, measured 75.6 -> 74.9 M instructions per new 500-step review: not worth the split.
-COMPILED = (
+COMPILED_MODULES = (
     "zen_flow/validation/*.py",
     "zen_flow/core/naming.py",
     "zen_flow/core/dag.py",
     "zen_flow/core/expression_scanner.py",
 )
-NOT_COMPILED = ("zen_flow/validation/__init__.py",)
+SKIPPED_MODULES = ("zen_flow/validation/__init__.py",)
 
 
 def compiled_sources(src: Path) -> list[str]:
-    found = {str(p.relative_to(src)) for pattern in COMPILED for p in src.glob(pattern)}
-    return sorted(found - set(NOT_COMPILED))
+    found = {str(p.relative_to(src)) for pattern in COMPILED_MODULES for p in src.glob(pattern)}
+    return sorted(found - set(SKIPPED_MODULES))
 
 
 class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
