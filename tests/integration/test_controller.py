@@ -287,6 +287,12 @@ INVALID_FLOWS = {
         [job_step("a"), job_step("b", "a", when="steps.a.phase == (")],
         "spec.steps[1].when",
     ),
+    # spec.steps is an atomic list (a keyed one made every status write ~30 % dearer): unique names are
+    # the webhook's rule and, without it, the controller's.
+    "duplicate-step-names": (
+        [job_step("a"), job_step("b", "a"), job_step("a")],
+        "spec.steps[2].name: Duplicate value",
+    ),
 }
 
 

@@ -74,12 +74,6 @@ async def test_steps_are_immutable_once_the_flow_started(
             id="job-without-template",
         ),
         pytest.param(
-            [{"name": "a", "template": job()}, {"name": "a", "type": "Manual"}],
-            {},
-            'spec.steps[1]: Duplicate value: {"name":"a"}',
-            id="duplicate-step-names",
-        ),
-        pytest.param(
             [{"name": "a", "template": job(), "dependencies": ["a"]}],
             {},
             "a step cannot depend on itself",

@@ -5,12 +5,13 @@ rely on exactly these answers."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from zen_flow.api import JobFlow
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict
-from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.kube.jobflows import JOBFLOWS, JSON_PATCH, METADATA_ONLY, JobFlowClient
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.driver import FlowDriver
@@ -128,3 +129,36 @@ async def test_the_fake_answers_writes_like_the_apiserver(
         "ok, new version", "422 Invalid", "422 Invalid", "ok", "409 AlreadyExists",
     ]  # fmt: skip
     assert await _script(Fake(), namespace) == real
+
+
+async def test_a_status_write_is_answered_with_the_flow_metadata_only(
+    driver: FlowDriver, namespace: str, jobflow_crd: Any
+) -> None:
+    """The controller asks for its status writes' answers as PartialObjectMetadata (`METADATA_ONLY`): the
+    apiserver then encodes no spec or status for an answer of which one field is read."""
+    created = await driver.create(flow_manifest("answered", namespace, [job_step("a")]))
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": created["metadata"]["resourceVersion"]},
+        {"op": "add", "path": "/status", "value": {"phase": "Running"}},
+    ]
+    raw = await driver.kube.request_raw(
+        "PATCH",
+        JOBFLOWS.path(namespace, "answered", "status"),
+        body=ops,
+        content_type=JSON_PATCH,
+        accept=METADATA_ONLY,
+    )
+    answer = json.loads(raw)
+    assert answer["kind"] == "PartialObjectMetadata"
+    assert set(answer) == {"kind", "apiVersion", "metadata"}
+    stored = await driver.get(namespace, "answered")
+    assert stored is not None
+    assert stored["status"]["phase"] == "Running"
+    assert answer["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    # ... and what the controller's client makes of it: the new version.
+    ops[0]["value"] = stored["metadata"]["resourceVersion"]
+    ops[1]["value"] = {"phase": "Succeeded"}
+    written = await JobFlowClient(driver.kube).patch_status(namespace, "answered", ops)
+    again = await driver.get(namespace, "answered")
+    assert again is not None
+    assert written == again["metadata"]["resourceVersion"]

@@ -141,6 +141,10 @@ async def test_status_patch_is_a_json_patch_on_the_status_subresource(
         "/apis/workflow.kube-zen.io/v1alpha1/namespaces/ns/jobflows/flow/status",
     )
     assert headers["Content-Type"] == "application/json-patch+json"
+    # Answered with the metadata only where the apiserver can, the whole object otherwise.
+    assert (
+        headers["Accept"] == "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+    )
     assert query["fieldManager"] == "zen-flow"
     assert json.loads(body) == patch
     assert result == "8"  # the new resourceVersion, all the caller needs of the whole object

@@ -223,11 +223,15 @@ class KubeClient:
         retry: bool = True,
         request_timeout: float | None = None,
         limiter: Limiter | None = None,
+        accept: str | None = None,
     ) -> bytes:
-        """`request`, returning the body undecoded: for a caller that needs one field of a big answer."""
+        """`request`, returning the body undecoded: for a caller that needs one field of a big answer.
+        `accept` replaces the session's `Accept: application/json` (e.g. `METADATA_ONLY`)."""
         limiter = limiter or self._limiter
         if not retry:
-            return await self._request_once(method, path, query, body, content_type, request_timeout, limiter)
+            return await self._request_once(
+                method, path, query, body, content_type, request_timeout, limiter, accept
+            )
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.options.retry_attempts)
             | tenacity.stop_after_delay(self.options.retry_deadline),
@@ -239,7 +243,7 @@ class KubeClient:
         async for attempt in retrying:
             with attempt:
                 return await self._request_once(
-                    method, path, query, body, content_type, request_timeout, limiter
+                    method, path, query, body, content_type, request_timeout, limiter, accept
                 )
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
@@ -352,6 +356,7 @@ class KubeClient:
         content_type: str,
         request_timeout: float | None,
         limiter: Limiter,
+        accept: str | None = None,
     ) -> bytes:
         queued = self._clock.monotonic()
         await limiter.acquire()
@@ -359,6 +364,8 @@ class KubeClient:
             total=request_timeout or self.options.timeout, sock_connect=self.options.connect_timeout
         )
         headers = {"Content-Type": content_type} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         data = json.dumps(body).encode() if body is not None else None
         sent = len(data or b"")
         for refreshed in (False, True):

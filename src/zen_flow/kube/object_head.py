@@ -1,15 +1,16 @@
 """An object's uid and resourceVersion, read from the front of its JSON without parsing the rest.
 
-A status write of a 500-step flow is answered with the whole ~200 KB object, and comes back once more as a
-watch event of the same size. Parsing either for two strings cost 0.6-0.8 ms (pydantic reads every byte
-even when it builds nothing), decoding the event 1.8 ms. It relies on how the apiserver writes a custom
-resource (a map, so its members in key order): `apiVersion`, `kind` and `metadata` come first, a watch
-event's `type` before its `object`, and the metadata ends `..."namespace":...,"resourceVersion":...,
-"uid":...}` after `managedFields`, which is most of a large flow's metadata (one entry per step and
-field, ~100 KB at 500 steps): parsing the metadata to reach its last two members cost ~2 ms. The end
-of the metadata is found by a byte search instead (tens of µs). Bytes written otherwise fall back to
-parsing the metadata; what cannot be read is None, and the caller parses it whole: never a wrong
-answer, only the slower one.
+A status write of a 500-step flow comes back as a watch event of the whole ~200 KB object (its answer
+too, where an apiserver ignores the request for metadata only). Parsing either for two strings cost
+0.6-0.8 ms (pydantic reads every byte even when it builds nothing), decoding the event 1.8 ms. It relies
+on how the apiserver writes a custom resource (a map, so its members in key order): `apiVersion`, `kind`
+and `metadata` come first, a watch event's `type` before its `object`, and the metadata ends
+`..."namespace":...,"resourceVersion":...,"uid":...}` after `managedFields`, which can be most of a
+flow's metadata (~100 KB at 500 steps for a flow stored while `spec.steps` was a keyed list, one entry
+per step and field): parsing the metadata to reach its last two members cost ~2 ms. The end of the
+metadata is found by a byte search instead (tens of µs). Bytes written otherwise fall back to parsing the
+metadata; what cannot be read is None, and the caller parses it whole: never a wrong answer, only the
+slower one.
 """
 
 from __future__ import annotations
