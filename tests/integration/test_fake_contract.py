@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from zen_flow.api import JobFlow
+from zen_flow.kube.client import METADATA_ONLY
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict
-from zen_flow.kube.jobflows import JOBFLOWS, JSON_PATCH, METADATA_ONLY, JobFlowClient
+from zen_flow.kube.jobflows import JOBFLOWS, JSON_PATCH, JobFlowClient
+from zen_flow.kube.jobs import JobClient
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.driver import FlowDriver
@@ -131,11 +133,12 @@ async def test_the_fake_answers_writes_like_the_apiserver(
     assert await _script(Fake(), namespace) == real
 
 
-async def test_a_status_write_is_answered_with_the_flow_metadata_only(
+async def test_writes_are_answered_with_the_metadata_only(
     driver: FlowDriver, namespace: str, jobflow_crd: Any
 ) -> None:
-    """The controller asks for its status writes' answers as PartialObjectMetadata (`METADATA_ONLY`): the
-    apiserver then encodes no spec or status for an answer of which one field is read."""
+    """The controller asks for the answers to its status writes and Job creates as PartialObjectMetadata
+    (`METADATA_ONLY`): the apiserver then encodes no spec or status for an answer read for its
+    metadata."""
     created = await driver.create(flow_manifest("answered", namespace, [job_step("a")]))
     ops = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": created["metadata"]["resourceVersion"]},
@@ -162,3 +165,10 @@ async def test_a_status_write_is_answered_with_the_flow_metadata_only(
     again = await driver.get(namespace, "answered")
     assert again is not None
     assert written == again["metadata"]["resourceVersion"]
+
+    job = await JobClient(driver.kube).create(
+        namespace, {"metadata": {"name": "answered-a"}, **job_template()}
+    )
+    stored_job = await driver.kube.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/answered-a")
+    assert job.metadata.uid == stored_job["metadata"]["uid"]
+    assert job.metadata.name == "answered-a"

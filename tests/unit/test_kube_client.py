@@ -36,6 +36,7 @@ from zen_flow.kube import (
     TransportError,
     load_config,
 )
+from zen_flow.kube.client import METADATA_ONLY
 from zen_flow.kube.credentials import TokenFile
 from zen_flow.kube.errors import from_response
 from zen_flow.machinery.clock import SystemClock
@@ -142,9 +143,7 @@ async def test_status_patch_is_a_json_patch_on_the_status_subresource(
     )
     assert headers["Content-Type"] == "application/json-patch+json"
     # Answered with the metadata only where the apiserver can, the whole object otherwise.
-    assert (
-        headers["Accept"] == "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
-    )
+    assert headers["Accept"] == METADATA_ONLY
     assert query["fieldManager"] == "zen-flow"
     assert json.loads(body) == patch
     assert result == "8"  # the new resourceVersion, all the caller needs of the whole object
@@ -181,10 +180,11 @@ async def test_create_job_returns_the_cached_model(api: FakeApiserver, kube: Kub
     }
     api.answer(reply(201, created))
     job = await JobClient(kube).create("ns", {"metadata": {"name": "j"}})
-    assert job.metadata.uid == "u"
-    _, path, _, query, _ = api.requests[0]
+    assert job.metadata.uid == "u"  # from the whole Job, should an apiserver not answer metadata only
+    _, path, headers, query, _ = api.requests[0]
     assert path == "/apis/batch/v1/namespaces/ns/jobs"
     assert query["fieldManager"] == "zen-flow"
+    assert headers["Accept"] == METADATA_ONLY
 
 
 async def test_delete_job_propagates_in_background_with_uid_precondition(

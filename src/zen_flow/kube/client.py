@@ -61,6 +61,13 @@ Body = dict[str, Any] | list[Any]
 """A request body: an object, or a JSON patch's list of operations."""
 
 
+# `Accept` for a write whose answer is read for its metadata alone: the object as PartialObjectMetadata,
+# so the apiserver encodes no spec or status (a status write of a flow: ~1 ms less apiserver CPU at 10
+# steps, ~4 ms at 100). `application/json` after the comma: an apiserver that cannot transform answers
+# the whole object, which callers must still read.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One HTTP request sent (every retry attempt, every watch opened), for metrics."""

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from zen_flow.api import Job
 from zen_flow.api.constants import FIELD_MANAGER, JOB_SELECTOR
-from zen_flow.kube.client import KubeClient
+from zen_flow.kube.client import METADATA_ONLY, KubeClient
 from zen_flow.kube.resource import Resource, ResourceLister
 
 JOBS = Resource("batch", "v1", "jobs")
@@ -28,10 +28,15 @@ class JobClient(ResourceLister):
         Retried on transient errors like any call: if a lost answer hid a successful create, the retry
         gets AlreadyExists, which the caller treats as success anyway (names are deterministic).
         """
-        # The answer repeats the pod template and managedFields (~3.5 KB of JSON, ~300 Python objects as a
-        # dict) for the few fields the model keeps: decoded straight from the bytes.
+        # Answered with the metadata only (the model keeps nothing else of a Job this new); an apiserver that
+        # answers the whole Job (~3.5 KB of JSON with its pod template) is decoded straight from the bytes.
         return await self._client.request_model(
-            Job, "POST", JOBS.path(namespace), query=[("fieldManager", FIELD_MANAGER)], body=body
+            Job,
+            "POST",
+            JOBS.path(namespace),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=body,
+            accept=METADATA_ONLY,
         )
 
     async def delete(
