@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from zen_flow.api.constants import GROUP, KIND, PLURAL, VERSION
+from zen_flow.kube.client import METADATA_ONLY  # how the controller asks for its writes' answers
 from zen_flow_dev.bench import procstats
 from zen_flow_dev.bench.workloads import Workload, chain, flow_manifest_for
 from zen_flow_dev.cluster import LocalCluster
@@ -40,8 +41,6 @@ FLOWS = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{GROUP}"
 JSON_PATCH = "application/json-patch+json"
-# The answer to a write as the object's metadata only (as zen_flow.kube asks for its status writes).
-METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 CONDITIONS = ("Ready", "Running", "Complete", "Failed", "WaitingForApproval", "Suspended", "Valid", "Queued")
 
 
