@@ -29,8 +29,14 @@ class Settings:
         default=(), metadata={"help": "namespaces to watch, comma-separated (default: all)"}
     )
     workers: int = field(default=8, metadata={"help": "concurrent reconcile workers"})
-    qps: float = field(default=100.0, metadata={"help": "client-side API requests per second"})
-    burst: int = field(default=200, metadata={"help": "client-side API burst"})
+    qps: float = field(
+        default=0.0,
+        metadata={
+            "help": "client-side API requests per second; 0: no client-side limit, the apiserver's priority "
+            "and fairness paces the controller"
+        },
+    )
+    burst: int = field(default=200, metadata={"help": "client-side API burst (with --qps > 0)"})
     event_qps: float = field(
         default=50.0,
         metadata={"help": "Events per second, a budget apart from --qps so Events never delay Job creates"},
@@ -190,8 +196,8 @@ def _check(s: Settings) -> None:
     problems: list[str] = []
     if s.workers < 1:
         problems.append("--workers must be >= 1")
-    if s.qps <= 0 or s.burst < 1:
-        problems.append("--qps must be > 0 and --burst >= 1")
+    if s.qps < 0 or s.burst < 1:
+        problems.append("--qps must be >= 0 (0: no client-side limit) and --burst >= 1")
     if s.expression_budget <= 0 or s.expression_workers < 1:
         problems.append("--expression-budget must be > 0 and --expression-workers >= 1")
     if s.progress_deadline_seconds < 0:

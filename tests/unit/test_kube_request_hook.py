@@ -10,6 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from zen_flow import config as settings
+from zen_flow.controller.app import client_options
 from zen_flow.kube import (
     ClientOptions,
     JobClient,
@@ -188,3 +190,46 @@ async def test_the_apiserver_s_time_and_the_wait_for_a_token_are_reported_apart(
 )
 def test_request_labels(method: str, path: str, watch: bool, expected: tuple[str, str]) -> None:
     assert request_labels(method, path, watch=watch) == expected
+
+
+def _limits_server() -> TestServer:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"metadata": {"name": "x", "uid": "u", "resourceVersion": "1"}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return TestServer(app)
+
+
+@pytest.mark.parametrize(
+    ("env", "waits"),
+    [
+        # The default: no client-side limit (the apiserver's priority and fairness paces the controller),
+        # so more requests than the old burst of 200 go out back to back.
+        ({}, [0.0] * 250),
+        # --qps 50 --burst 10: ten at once, then one every 1/50 s.
+        ({"ZEN_FLOW_QPS": "50", "ZEN_FLOW_BURST": "10"}, [0.0] * 10 + [0.02] * 240),
+    ],
+    ids=["default", "qps-50"],
+)
+async def test_the_controller_s_client_waits_for_tokens_only_when_qps_is_set(
+    env: dict[str, str], waits: list[float]
+) -> None:
+    clock = ManualClock()
+    server = _limits_server()
+    await server.start_server()
+    records: list[RequestRecord] = []
+    config = KubeConfig(host=str(server.make_url("")).rstrip("/"), source="test")
+    try:
+        options = client_options(settings.load(None, env=env))
+        async with KubeClient(config, options, clock=clock, on_response=records.append) as kube:
+            for _ in range(250):
+                await JobFlowClient(kube).get("ns", "x")
+    finally:
+        await server.close()
+    assert [round(r.waited, 6) for r in records] == waits
+
+
+def test_a_negative_qps_is_refused_naming_the_flag() -> None:
+    with pytest.raises(ValueError, match="--qps must be >= 0"):
+        settings.load(None, env={"ZEN_FLOW_QPS": "-1"})

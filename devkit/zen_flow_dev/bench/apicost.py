@@ -170,8 +170,8 @@ class AuditLog:
 
     def rate(self, since: int, start: float, end: float, qps: float) -> dict[str, float]:
         """The user's request rate per wall-clock second (watches excluded): the busiest second, and how
-        many seconds ran at >= 90 % of the client-side limit `qps` (the limiter was then the bound).
-        Events are left out: they have a budget of their own (`--event-qps`)."""
+        many seconds ran at >= 90 % of the client-side limit `qps` (the limiter was then the bound; none
+        with `qps` 0, no limit). Events are left out: they have a budget of their own (`--event-qps`)."""
         if not self.path.exists():
             return {}
         per_second: Counter[int] = Counter(int(received) for received, _ in self._requests(since, start, end))
@@ -181,7 +181,7 @@ class AuditLog:
             "active_seconds": len(per_second),
             "busiest_second": max(per_second.values()),
             "mean_per_active_second": round(sum(per_second.values()) / len(per_second), 1),
-            "seconds_at_limit": sum(1 for n in per_second.values() if n >= 0.9 * qps),
+            "seconds_at_limit": sum(1 for n in per_second.values() if n >= 0.9 * qps) if qps > 0 else 0,
         }
 
     def latency_timeline(self, since: int, start: float, end: float) -> list[list[float]]:
