@@ -192,15 +192,6 @@ def test_request_labels(method: str, path: str, watch: bool, expected: tuple[str
     assert request_labels(method, path, watch=watch) == expected
 
 
-def _limits_server() -> TestServer:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"metadata": {"name": "x", "uid": "u", "resourceVersion": "1"}})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return TestServer(app)
-
-
 @pytest.mark.parametrize(
     ("env", "waits"),
     [
@@ -213,20 +204,14 @@ def _limits_server() -> TestServer:
     ids=["default", "qps-50"],
 )
 async def test_the_controller_s_client_waits_for_tokens_only_when_qps_is_set(
-    env: dict[str, str], waits: list[float]
+    server: tuple[TestServer, list[int]], env: dict[str, str], waits: list[float]
 ) -> None:
-    clock = ManualClock()
-    server = _limits_server()
-    await server.start_server()
     records: list[RequestRecord] = []
-    config = KubeConfig(host=str(server.make_url("")).rstrip("/"), source="test")
-    try:
-        options = client_options(settings.load(None, env=env))
-        async with KubeClient(config, options, clock=clock, on_response=records.append) as kube:
-            for _ in range(250):
-                await JobFlowClient(kube).get("ns", "x")
-    finally:
-        await server.close()
+    config = KubeConfig(host=str(server[0].make_url("")).rstrip("/"), source="test")
+    options = client_options(settings.load(None, env=env))
+    async with KubeClient(config, options, clock=ManualClock(), on_response=records.append) as kube:
+        for _ in range(250):
+            await JobFlowClient(kube).get("ns", "x")
     assert [round(r.waited, 6) for r in records] == waits
 
 
