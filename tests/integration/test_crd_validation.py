@@ -216,10 +216,6 @@ def test_a_step_without_type_or_template_is_accepted_as_a_manual_gate(
             {"conditions": [{"type": "Complete", "status": True}]},
             "status.conditions[0].status: Invalid value",
         ),
-        (
-            {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}]},
-            "status.conditions[1]: Duplicate value",
-        ),
         ({"steps": [{"name": "a", "message": "m" * 1025}]}, "status.steps[0].message: Too long"),
     ],
 )

@@ -273,6 +273,21 @@ def test_conditions_keep_their_transition_time_until_they_flip() -> None:
     ]
 
 
+def test_a_condition_duplicated_by_hand_is_written_back_once() -> None:
+    # status.conditions is an atomic list (cheaper status writes), so the apiserver no longer refuses two
+    # conditions of one type: the hand edit wakes the flow, and its next status has one per type again.
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    status = sim.flow.status
+    complete = next(c for c in status.conditions if c.type == "Complete")
+    duplicated = (*status.conditions, complete.model_copy(update={"status": "True"}))
+    sim.flow = sim.flow.model_copy(update={"status": status.model_copy(update={"conditions": duplicated})})
+    sim.reconcile()
+    types = [c.type for c in sim.flow.status.conditions]
+    assert len(types) == len(set(types)) == 9
+    assert next(c for c in sim.flow.status.conditions if c.type == "Complete").status == "False"
+
+
 def test_lost_status_write_adopts_the_job_instead_of_creating_it_again() -> None:
     flow = make_flow([job_step("a"), job_step("b", "a")])
     sim = Simulator(flow, T0)

@@ -4,8 +4,8 @@
 
 Starts a local kube-apiserver and etcd (nothing else runs: the quietest place to see this), installs the
 JobFlow CRD (each `--crd` file in turn, alternating per round, to compare versions of it), creates a flow
-of `--steps` steps with a status shaped like the controller's (eight conditions, one entry per step with
-its jobRef), and sends conditional JSON patches of one `status.steps` entry, as the controller does
+of `--steps` steps with the status the controller writes for it (the planner's, every step Succeeded
+with its jobRef), and sends conditional JSON patches of one `status.steps` entry, as the controller does
 (answered with the flow's metadata only; `--way` for other ways), while `--watchers` watches read every
 JobFlow event (the controller's and an observer's in `make bench`).
 The apiserver's CPU comes from /proc; a ConfigMap of the flow's size patched the same way is the yardstick.
@@ -24,11 +24,14 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from zen_flow import planner
+from zen_flow.api import JobFlow
 from zen_flow.api.constants import GROUP, KIND, PLURAL, VERSION
 from zen_flow.kube.client import METADATA_ONLY  # how the controller asks for its writes' answers
 from zen_flow_dev.bench import procstats
@@ -41,7 +44,6 @@ FLOWS = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{GROUP}"
 JSON_PATCH = "application/json-patch+json"
-CONDITIONS = ("Ready", "Running", "Complete", "Failed", "WaitingForApproval", "Suspended", "Valid", "Queued")
 
 
 class Connection:
@@ -115,39 +117,41 @@ def cpu_seconds(pid: int) -> float:
 
 
 def flow_and_status(steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A `steps`-step chain and the status the controller writes for it, every step Succeeded with its
+    Job's reference: the planner's own status (its conditions, progress and messages), not a copy of its
+    shape, so the measurement follows what the controller writes."""
     workload = Workload(name="writecost", title="", kind="flows", dag=chain(steps), flows=1)
     flow = flow_manifest_for(workload, "writecost", "default")
-    now = "2026-12-03T11:00:00Z"
-    conditions = [
-        {"type": t, "status": "False", "reason": "Reason", "message": "", "lastTransitionTime": now}
-        for t in CONDITIONS
-    ]
-    entries = [
+    meta = {**flow["metadata"], "uid": "aa95ac31-e3a5-4b7b-b4a1-dfac9060af65", "generation": 1}
+    now = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
+    running = planner.plan(JobFlow.model_validate({**flow, "metadata": meta}), [], now).status
+    status = running.to_wire()
+    status["steps"] = [
         {
-            "name": f"s{i}",
+            "name": entry["name"],
             "phase": "Succeeded",
-            "startTime": now,
-            "completionTime": now,
+            "startTime": status["startTime"],
+            "completionTime": status["startTime"],
             "retryCount": 0,
             "jobRef": {
                 "apiVersion": "batch/v1",
                 "kind": "Job",
-                "name": f"writecost-s{i}-0123abcd",
+                "name": f"writecost-{entry['name']}-0123abcd",
                 "namespace": "default",
                 "uid": "aa95ac31-e3a5-4b7b-b4a1-dfac9060af65",
             },
         }
-        for i in range(steps)
+        for entry in status["steps"]
     ]
-    status = {"phase": "Running", "startTime": now, "conditions": conditions, "steps": entries}
     return flow, status
 
 
 def flow_write_ms(conn: Connection, apiserver: int, steps: int, writes: int, way: str) -> tuple[float, int]:
     """Apiserver CPU ms per status write of a `steps`-step flow, and the flow's size in bytes. `way`:
-    "patch", a conditional JSON patch of the one entry that changed; "patch-whole-answer", the same
-    answered with the whole flow instead of its metadata; "put", the whole status with the object's
-    resourceVersion (an update of the status subresource takes nothing else from the body)."""
+    "patch", a conditional JSON patch of what a transition changes (one entry, the conditions, the
+    message); "patch-whole-answer", the same answered with the whole flow instead of its metadata;
+    "put", the whole status with the object's resourceVersion (an update of the status subresource takes
+    nothing else from the body)."""
     flow, status = flow_and_status(steps)
     name = f"writecost-{steps}-{time.monotonic_ns()}"
     flow["metadata"]["name"] = name
@@ -161,10 +165,18 @@ def flow_write_ms(conn: Connection, apiserver: int, steps: int, writes: int, way
     )
     before = cpu_seconds(apiserver)
     for i in range(writes):
+        # What a transition writes: the entry that changed, and the conditions and message that name the
+        # running step (the controller sends the conditions whole when one of them changed).
         entry = {**status["steps"][i % steps], "retryCount": i % 3}
+        message = f"running: s{i % steps} ({i})"
+        conditions = [
+            {**c, "message": message} if c["type"] in ("Ready", "Running") else c
+            for c in status["conditions"]
+        ]
         version = written["metadata"]["resourceVersion"]
         if way == "put":
             status["steps"][i % steps] = entry
+            status["conditions"], status["message"] = conditions, message
             meta = {"name": name, "namespace": "default", "resourceVersion": version}
             body = {"apiVersion": flow["apiVersion"], "kind": KIND, "metadata": meta, "status": status}
             written = conn.call("PUT", f"{FLOWS}/{name}/status", body)
@@ -172,6 +184,8 @@ def flow_write_ms(conn: Connection, apiserver: int, steps: int, writes: int, way
         ops = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": version},
             {"op": "replace", "path": f"/status/steps/{i % steps}", "value": entry},
+            {"op": "add", "path": "/status/conditions", "value": conditions},
+            {"op": "add", "path": "/status/message", "value": message},
         ]
         accept = "application/json" if way == "patch-whole-answer" else METADATA_ONLY
         written = conn.call("PATCH", f"{FLOWS}/{name}/status", ops, JSON_PATCH, accept)
