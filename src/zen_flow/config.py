@@ -29,6 +29,13 @@ class Settings:
         default=(), metadata={"help": "namespaces to watch, comma-separated (default: all)"}
     )
     workers: int = field(default=8, metadata={"help": "concurrent reconcile workers"})
+    start_workers: int = field(
+        default=0,
+        metadata={
+            "help": "workers that may start new flows at once; the others stay free for the next steps of "
+            "flows already running (0: a quarter of --workers, at least one, stays free for them)"
+        },
+    )
     qps: float = field(
         default=0.0,
         metadata={
@@ -105,6 +112,11 @@ class Settings:
         default="auto", metadata={"help": "json | console | auto (console on a terminal)"}
     )
     log_level: str = field(default="info", metadata={"help": "debug | info | warning | error"})
+
+    @property
+    def start_limit(self) -> int:
+        """How many workers may reconcile flows that have not started yet, at once (`--start-workers`)."""
+        return self.start_workers or max(1, self.workers - max(1, self.workers // 4))
 
     @property
     def lease_namespace(self) -> str:
@@ -196,6 +208,8 @@ def _check(s: Settings) -> None:
     problems: list[str] = []
     if s.workers < 1:
         problems.append("--workers must be >= 1")
+    if not 0 <= s.start_workers <= s.workers:
+        problems.append("--start-workers must be between 0 (automatic) and --workers")
     if s.qps < 0 or s.burst < 1:
         problems.append("--qps must be >= 0 (0: no client-side limit) and --burst >= 1")
     if s.expression_budget <= 0 or s.expression_workers < 1:

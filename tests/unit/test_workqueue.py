@@ -98,6 +98,45 @@ async def test_low_keys_are_never_starved_by_a_stream_of_normal_keys() -> None:
     assert [handed[i] for i in low] == ["ns/new-0", "ns/new-1", "ns/new-2"]
 
 
+async def test_low_keys_beyond_the_limit_wait_and_leave_workers_for_normal_keys() -> None:
+    q = WorkQueue[str](name="test", clock=FakeClock(), low_limit=2)
+    for i in range(4):
+        q.add(f"ns/new-{i}", Priority.LOW)
+    assert [await q.get(), await q.get()] == ["ns/new-0", "ns/new-1"]
+    third = asyncio.create_task(q.get())
+    await settle()
+    assert not third.done(), "a third low key must wait while two are processed"
+    q.add("ns/running", Priority.NORMAL)  # a running flow's Job changed: a free worker takes it at once
+    await settle()
+    assert third.done()
+    assert third.result() == "ns/running"
+    fourth = asyncio.create_task(q.get())
+    await settle()
+    assert not fourth.done()
+    q.done("ns/new-0")  # a low slot frees: the waiting worker takes the next low key
+    await settle()
+    assert fourth.done()
+    assert fourth.result() == "ns/new-2"
+
+
+async def test_low_keys_held_back_by_the_limit_are_still_drained_at_shutdown() -> None:
+    q = WorkQueue[str](name="test", clock=FakeClock(), low_limit=1)
+    q.add("ns/a", Priority.LOW)
+    q.add("ns/b", Priority.LOW)
+    first = await q.get()
+    waiting = asyncio.create_task(q.get())
+    drained = asyncio.create_task(q.shutdown_with_drain())
+    await settle()
+    assert not waiting.done()
+    assert not drained.done()
+    q.done(first)
+    await settle()
+    assert waiting.result() == "ns/b"
+    q.done("ns/b")
+    await settle()
+    assert drained.done()
+
+
 async def test_get_waits_for_an_add() -> None:
     q = make_queue()
     getter = asyncio.create_task(q.get())
@@ -399,11 +438,14 @@ async def test_no_key_is_held_twice_and_no_add_is_lost(ops: list[tuple[str, str]
         max_size=40,
     ),
     work=st.lists(st.integers(0, 4), min_size=1, max_size=10),
+    low_limit=st.sampled_from([None, 1, 2]),
 )
 async def test_concurrent_workers_under_random_schedules(
-    adds: list[tuple[str, int, Priority]], work: list[int]
+    adds: list[tuple[str, int, Priority]], work: list[int], low_limit: int | None
 ) -> None:
-    q = make_queue()
+    """Three workers, any schedule, with or without a limit on low keys: no key is handed to two workers,
+    every add is followed by a start of its key, and the drain never hangs."""
+    q = WorkQueue[str](name="test", clock=FakeClock(), low_limit=low_limit)
     active: set[str] = set()
     step = 0
     last_add: dict[str, int] = {}

@@ -9,6 +9,9 @@ Guarantees, as in client-go:
   1,000 flows created at once held transitions for up to 13 s). Unlike controller-runtime's priority queue
   (strict order) a low key is never starved: while low keys wait, every `NORMAL_STREAK + 1`-th key handed
   out is a low one. A key keeps the highest priority it was added with until it is handed out.
+  With `low_limit`, at most that many low keys are processed at once: the other workers stay free for
+  normal keys (while 1,000 new flows started, a running flow's next step waited 12-25 ms at p50 for a
+  worker without it, well under 1 ms with it; docs/BENCHMARKS.md).
 * **Stingy**: a key waiting in the queue is held once, however often it is added (the `dirty` map);
   a key is never handed to two workers at once (the `processing` set). Adding a key that a worker is
   processing marks it dirty; `done()` then puts it back in the queue, so the change is seen again.
@@ -127,6 +130,8 @@ class WorkQueue(Generic[K]):
         clock: time source for delays and durations (default `SystemClock()`).
         rate_limiter: consulted by `add_rate_limited` (default client-go's controller limiter).
         metrics: event hooks (default: none).
+        low_limit: at most this many low keys are processed at once (default: no limit), so that a
+            burst of low keys leaves workers free for normal ones.
     """
 
     def __init__(
@@ -136,8 +141,10 @@ class WorkQueue(Generic[K]):
         clock: Clock | None = None,
         rate_limiter: RateLimiter | None = None,
         metrics: QueueMetrics | None = None,
+        low_limit: int | None = None,
     ) -> None:
         self.name = name
+        self._low_limit = low_limit
         self._clock: Clock = clock or SystemClock()
         self._limiter: RateLimiter = rate_limiter or default_controller_rate_limiter(self._clock)
         self._metrics: QueueMetrics = metrics or NoQueueMetrics()
@@ -149,6 +156,7 @@ class WorkQueue(Generic[K]):
         self._streak = 0  # normal keys handed out in a row while low keys waited
         self._dirty: dict[K, Priority] = {}  # key -> highest priority it was added with since it got dirty
         self._processing: dict[K, float] = {}  # key -> monotonic time of its get()
+        self._processing_low: set[K] = set()  # keys being processed that were handed out as low
         self._added_at: dict[K, float] = {}  # key -> monotonic time it became dirty
         self._waited: dict[K, float] = {}  # key being processed -> seconds it waited before its get()
         self._timers: dict[K, tuple[float, Timer]] = {}  # key -> (deadline, timer): earliest only
@@ -213,9 +221,9 @@ class WorkQueue(Generic[K]):
         empty. A getter cancelled while waiting takes no key.
         """
         while True:
-            if self._queued:
+            if self._takeable():
                 return self._take()
-            if self._shutting_down:
+            if self._shutting_down and not self._queued:  # low keys held back by the limit still wait
                 raise QueueShutDown
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._getters.append(waiter)
@@ -231,6 +239,12 @@ class WorkQueue(Generic[K]):
         started = self._processing.pop(key, None)
         if started is None:
             raise ValueError(f"done({key!r}) for a key that is not being processed")
+        if key in self._processing_low:
+            self._processing_low.discard(key)
+            if self._shutting_down and not self._queued:
+                self._wake_all()  # getters that waited for held-back low keys: nothing is left for them
+            elif self._live(Priority.LOW):
+                self._wake_one()  # a low key may have been held back by the limit
         self._waited.pop(key, None)
         self._metrics.work_duration(self.name, self._clock.monotonic() - started)
         priority = self._dirty.get(key)
@@ -313,8 +327,16 @@ class WorkQueue(Generic[K]):
             line.popleft()  # a key that moved up a line, or was dropped
         return line
 
+    def _low_allowed(self) -> bool:
+        return self._low_limit is None or len(self._processing_low) < self._low_limit
+
+    def _takeable(self) -> bool:
+        return bool(self._live(Priority.NORMAL)) or (bool(self._live(Priority.LOW)) and self._low_allowed())
+
     def _take(self) -> K:
         normal, low = self._live(Priority.NORMAL), self._live(Priority.LOW)
+        if not self._low_allowed():
+            low = deque()
         if normal and (not low or self._streak < NORMAL_STREAK):
             self._streak = self._streak + 1 if low else 0
             line = normal
@@ -322,6 +344,8 @@ class WorkQueue(Generic[K]):
             self._streak = 0
             line = low
         key = line.popleft()[1]
+        if line is low:
+            self._processing_low.add(key)
         del self._queued[key]
         del self._dirty[key]
         now = self._clock.monotonic()
@@ -331,7 +355,7 @@ class WorkQueue(Generic[K]):
             self._waited[key] = now - added
             self._metrics.queue_duration(self.name, now - added)
         self._metrics.depth(self.name, len(self._dirty))
-        if self._queued:
+        if self._takeable():
             self._wake_one()  # several keys may have arrived while fewer getters were woken
         return key
 
