@@ -5,9 +5,10 @@
 Starts a local kube-apiserver and etcd (nothing else runs: the quietest place to see this), installs the
 JobFlow CRD (each `--crd` file in turn, alternating per round, to compare versions of it), creates a flow
 of `--steps` steps with the status the controller writes for it (the planner's, every step Succeeded
-with its jobRef), and sends conditional JSON patches of one `status.steps` entry, as the controller does
-(answered with the flow's metadata only; `--way` for other ways), while `--watchers` watches read every
-JobFlow event (the controller's and an observer's in `make bench`).
+with its jobRef), and sends conditional JSON patches of what a transition changes (a `status.steps`
+entry, the conditions, the message), as the controller does (answered with the flow's metadata only;
+`--way` for other ways), while `--watchers` watches read every JobFlow event (the controller's and an
+observer's in `make bench`).
 The apiserver's CPU comes from /proc; a ConfigMap of the flow's size patched the same way is the yardstick.
 This is how docs/BENCHMARKS.md ("Spec immutability off the status path") measured the CRD's rules.
 """
