@@ -2,7 +2,7 @@
 # Copy the files the Helm chart ships from their single source in config/ into charts/zen-flow/files/
 # (Helm's .Files cannot read outside the chart directory):
 #   config/crd/jobflows.workflow.kube-zen.io.yaml  -> files/crds/   (rendered by templates/crd.yaml)
-#   config/crd/spec-immutability.yaml              -> files/crds/   (templates/spec-immutability.yaml)
+#   config/crd/admission-policies.yaml             -> files/crds/   (templates/admission-policies.yaml)
 #   config/prometheus/prometheusrule.yaml          -> files/        (templates/prometheusrule.yaml)
 #   config/grafana/dashboard.json                  -> files/        (templates/dashboard.yaml)
 # Run it after changing any of them (`make manifests`). `--check` changes nothing and exits 1 when a
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 CHART_FILES=charts/zen-flow/files
 pairs=(
   "config/crd/jobflows.workflow.kube-zen.io.yaml:${CHART_FILES}/crds/jobflows.workflow.kube-zen.io.yaml"
-  "config/crd/spec-immutability.yaml:${CHART_FILES}/crds/spec-immutability.yaml"
+  "config/crd/admission-policies.yaml:${CHART_FILES}/crds/admission-policies.yaml"
   "config/prometheus/prometheusrule.yaml:${CHART_FILES}/prometheusrule.yaml"
   "config/grafana/dashboard.json:${CHART_FILES}/dashboard.json"
 )

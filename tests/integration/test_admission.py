@@ -376,7 +376,7 @@ def test_steps_cannot_change_once_the_flow_started(
     body["spec"]["steps"][0]["template"] = job("echo 3")
     done = apply(kubectl, body)
     assert done.returncode != 0
-    # The admission policy that ships with the CRD (config/crd/spec-immutability.yaml) runs before the
+    # The admission policy that ships with the CRD (config/crd/admission-policies.yaml) runs before the
     # validating webhook and refuses first; the webhook's own check ("spec.steps: Forbidden: steps cannot
     # change after the flow started") stands behind it for a cluster without that policy.
     assert "spec.steps cannot change once the flow has started" in done.stderr

@@ -68,15 +68,16 @@ async def test_steps_are_immutable_once_the_flow_started(
     ("steps", "spec", "message"),
     [
         pytest.param(
-            [{"name": "a", "type": "Job"}],
+            [{"name": "ok", "template": job()}, {"name": "a", "type": "Job"}],
             {},
-            "a step of type Job needs a template",
+            "a step of type Job needs a template (a batch/v1 Job); for an approval gate use type: Manual"
+            " (step a)",
             id="job-without-template",
         ),
         pytest.param(
             [{"name": "a", "template": job(), "dependencies": ["a"]}],
             {},
-            "a step cannot depend on itself",
+            "spec.steps: a step cannot depend on itself (step a)",
             id="self-dependency",
         ),
         pytest.param(
@@ -165,7 +166,7 @@ async def test_steps_are_immutable_once_the_flow_started(
         pytest.param(
             [{"name": "a", "type": "Manual", "template": job()}],
             {},
-            "a Manual step takes no template: it is an approval gate and runs nothing",
+            "a Manual step takes no template: it is an approval gate and runs nothing (step a)",
             id="manual-with-template",
         ),
         pytest.param([], {}, "spec.steps: Invalid value", id="no-steps"),
@@ -182,6 +183,23 @@ def test_invalid_flows_are_rejected_with_a_clear_message(
     done = kubectl_create(kubectl, flow("bad", namespace, steps, **spec))
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_a_pending_flow_cannot_be_edited_into_a_broken_one(
+    kubectl: Kubectl, namespace: str, jobflow_crd: Any
+) -> None:
+    # The step rules are an admission policy (not CRD rules, which would run on every status write): it
+    # checks updates that change spec.steps as it checks creates.
+    assert (
+        kubectl_create(kubectl, flow("edited", namespace, [{"name": "a", "template": job()}])).returncode == 0
+    )
+    broken = json.dumps({"spec": {"steps": [{"name": "a", "template": job()}, {"name": "b", "type": "Job"}]}})
+    done = kubectl("patch", "jf", "edited", "-n", namespace, "--type=merge", "-p", broken, check=False)
+    assert done.returncode != 0
+    assert "a step of type Job needs a template" in done.stderr
+    assert "(step b)" in done.stderr
+    label = kubectl("label", "jf", "edited", "-n", namespace, "team=a", check=False)
+    assert label.returncode == 0, label.stderr
 
 
 def test_a_flow_name_longer_than_a_label_value_is_rejected(

@@ -20,7 +20,7 @@ from deploy_manifests import (
 SYNCED = {
     CONFIG / "crd" / "jobflows.workflow.kube-zen.io.yaml": CHART
     / "files/crds/jobflows.workflow.kube-zen.io.yaml",
-    CONFIG / "crd" / "spec-immutability.yaml": CHART / "files/crds/spec-immutability.yaml",
+    CONFIG / "crd" / "admission-policies.yaml": CHART / "files/crds/admission-policies.yaml",
     CONFIG / "prometheus" / "prometheusrule.yaml": CHART / "files/prometheusrule.yaml",
     CONFIG / "grafana" / "dashboard.json": CHART / "files/dashboard.json",
 }

@@ -25,11 +25,11 @@ from zen_flow.kube import Conflict, KubeClient, NotFound
 from zen_flow_dev.bench.apicost import AUDIT_POLICY, AUDIT_USER, AuditLog
 from zen_flow_dev.cluster import LocalCluster, find_kubectl, issue_client_cert
 from zen_flow_dev.cluster.kubeconfig import write_kubeconfig
-from zen_flow_dev.testing.crd import JOBFLOW_CRD_PATH, SPEC_POLICY_PATH
+from zen_flow_dev.testing.crd import ADMISSION_POLICIES_PATH, JOBFLOW_CRD_PATH
 from zen_flow_dev.testing.driver import wait_until
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-# Where each kind of config/crd/spec-immutability.yaml is created.
+# Where each kind of config/crd/admission-policies.yaml is created.
 _ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 _COLLECTIONS = {
     "ValidatingAdmissionPolicy": f"{_ADMISSION}/validatingadmissionpolicies",
@@ -153,7 +153,7 @@ async def install_crd(kube: KubeClient, crd: dict[str, Any]) -> None:
     """Create or replace the JobFlow CRD (`load_crd()`) and its admission policy (what users install
     from config/crd/), then wait until the CRD is Established."""
     path = await _create_or_replace(kube, CRDS, crd)
-    for policy in yaml.safe_load_all(SPEC_POLICY_PATH.read_text()):
+    for policy in yaml.safe_load_all(ADMISSION_POLICIES_PATH.read_text()):
         await _create_or_replace(kube, _COLLECTIONS[policy["kind"]], policy)
 
     async def established() -> bool:

@@ -14,8 +14,9 @@ from zen_flow_dev.cluster.adminclient import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 JOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
-# spec.steps and spec.arguments immutable once a flow started (a ValidatingAdmissionPolicy and its binding).
-SPEC_POLICY_PATH = REPO / "config" / "crd" / "spec-immutability.yaml"
+# The ValidatingAdmissionPolicies (and bindings) that ship with the CRD: a started flow's spec.steps and
+# spec.arguments stay unchanged; what each step must be.
+ADMISSION_POLICIES_PATH = REPO / "config" / "crd" / "admission-policies.yaml"
 
 
 def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60.0) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
         "-f",
         str(JOBFLOW_CRD_PATH),
         "-f",
-        str(SPEC_POLICY_PATH),
+        str(ADMISSION_POLICIES_PATH),
     )
 
     # Not `kubectl wait`: kubectl 1.36 fails at once while a new CRD has no status.conditions yet.
@@ -54,9 +55,9 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
     crd = wait_until(established, timeout=timeout, what=f"CRD {constants.CRD_NAME} Established")
 
     # The apiserver enforces a new admission policy from its next policy refresh (about a second): until
-    # then a started flow's steps could still be edited. Wait for it on a probe: a finished flow in
-    # `default` (named for this call: test sessions may share a cluster), edited with a server-side dry
-    # run until the edit is refused.
+    # then a started flow's steps could still be edited, and a Job step without a template created. Wait
+    # for both on probes: a finished flow in `default` (named for this call: test sessions may share a
+    # cluster) edited, and a broken flow created, with server-side dry runs until both are refused.
     name = f"zen-flow-policy-probe-{uuid.uuid4().hex[:8]}"
     probe = ("jobflow", name, "-n", "default")
     run("create", "-f", "-", stdin=json.dumps(_probe_flow(name)))
@@ -69,6 +70,14 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
             return done.returncode != 0 and "cannot change" in done.stderr
 
         wait_until(refused, timeout=timeout, what="the JobFlow spec-immutability policy enforced")
+        broken = _probe_flow(f"{name}-steps")
+        broken["spec"]["steps"] = [{"name": "work", "type": "Job"}]
+
+        def refused_steps() -> bool:
+            done = attempt("create", "--dry-run=server", "-f", "-", stdin=json.dumps(broken))
+            return done.returncode != 0 and "needs a template" in done.stderr
+
+        wait_until(refused_steps, timeout=timeout, what="the JobFlow step policy enforced")
     finally:
         attempt("delete", *probe, "--wait=false")
     return crd
