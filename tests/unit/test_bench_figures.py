@@ -313,3 +313,50 @@ def test_the_observer_notes_when_its_watch_resumed_after_the_apiserver_closed_it
     for now in (1.0, 2.0, 3.0, 4.0, 5.0):
         seen._note_resumed(now)
     assert seen.resumed_at == [3.0, 5.0]  # the first event after each closure (two at once: one mark)
+
+
+@pytest.mark.parametrize(
+    ("apiserver", "controller_manager", "measured", "verdict"),
+    [
+        (
+            (36.0, 29.5),
+            (7.3, 7.3),
+            "36.0 / 29.5 s = 1.22 x (controller-manager's same work 1.00 x; over it 1.22 x)",
+            "met",
+        ),
+        # The baseline's part ran on a faster machine: the verdict stays on the ratio as measured.
+        (
+            (35.9, 23.5),
+            (7.2, 5.85),
+            "35.9 / 23.5 s = 1.53 x (controller-manager's same work 1.23 x; over it 1.24 x)",
+            "MISSED",
+        ),
+    ],
+)
+def test_the_api_cost_of_a_step_is_judged_against_the_baseline_in_the_same_run(
+    apiserver: tuple[float, float], controller_manager: tuple[float, float], measured: str, verdict: str
+) -> None:
+    def part(apiserver_s: float, kcm_s: float) -> dict[str, object]:
+        cpu = {"kube-apiserver": apiserver_s, "kube-controller-manager": kcm_s}
+        return {"resources": {"components_cpu_seconds": cpu}}
+
+    many = {
+        "workload": "many",
+        "kind": "flows",
+        "zen-flow": {
+            **part(apiserver[0], controller_manager[0]),
+            "api": {
+                "steps": 1000,
+                "controller_requests_per_step": 2.4,
+                "audit_requests_per_step": 2.6,
+                "status_writes_per_step": 1.1,
+            },
+        },
+        "baseline": part(apiserver[1], controller_manager[1]),
+    }
+    rows = {row[0]: row[1:] for row in report.targets({"workloads": [many]})}
+    assert rows["<= 2.5 requests per step, Events included (many)"] == [
+        "2.6",
+        "MISSED",
+    ]  # the audit log's count
+    assert rows["apiserver CPU s per 1,000 steps <= 1.3 x baseline (many)"] == [measured, verdict]
