@@ -202,6 +202,52 @@ def test_a_pending_flow_cannot_be_edited_into_a_broken_one(
     assert label.returncode == 0, label.stderr
 
 
+def test_the_largest_flow_passes_the_admission_policies_within_their_cost_limits(
+    kubectl: Kubectl, namespace: str, jobflow_crd: Any
+) -> None:
+    # CEL in an admission policy has a runtime cost limit, and both policies scan or compare the steps:
+    # they must hold at the CRD's 500 steps, for the create and for what users do to a big flow later.
+    steps = [
+        {"name": f"s{i}", "template": job(f"echo {i}"), "dependencies": [f"s{i - 1}"] if i else []}
+        for i in range(500)
+    ]
+    done = kubectl_create(kubectl, flow("big", namespace, steps))
+    assert done.returncode == 0, done.stderr
+
+    def edit(*ops: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return kubectl(
+            "patch", "jf", "big", "-n", namespace, "--type=json", "-p", json.dumps(ops), check=False
+        )
+
+    broken = edit({"op": "add", "path": "/spec/steps/499/type", "value": "Manual"})
+    assert broken.returncode != 0
+    assert "a Manual step takes no template" in broken.stderr
+    assert "(step s499)" in broken.stderr
+    edited = edit(
+        {
+            "op": "replace",
+            "path": "/spec/steps/499/template/spec/template/spec/containers/0/image",
+            "value": "alpine",
+        }
+    )
+    assert edited.returncode == 0, edited.stderr  # not started: editable
+    status = json.dumps({"status": {"phase": "Running", "startTime": "2026-01-02T03:04:05Z"}})
+    kubectl("patch", "jf", "big", "-n", namespace, "--subresource=status", "--type=merge", "-p", status)
+    frozen = edit(
+        {
+            "op": "replace",
+            "path": "/spec/steps/0/template/spec/template/spec/containers/0/image",
+            "value": "alpine",
+        }
+    )
+    assert frozen.returncode != 0
+    assert "spec.steps cannot change once the flow has started" in frozen.stderr
+    approved = kubectl(
+        "annotate", "jf", "big", "-n", namespace, "approve.workflow.kube-zen.io/s3=true", check=False
+    )
+    assert approved.returncode == 0, approved.stderr
+
+
 def test_a_flow_name_longer_than_a_label_value_is_rejected(
     kubectl: Kubectl, namespace: str, jobflow_crd: Any
 ) -> None:
