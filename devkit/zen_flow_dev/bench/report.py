@@ -207,8 +207,8 @@ def _api_cost_rows(many: Mapping[str, Any]) -> list[list[Any]]:
 
     The two parts run one after the other, and this machine's speed moves between them (neighbours on
     the host): in one run every component of the baseline's part took 12-19 % less CPU, the Job
-    controller's identical work included. So beside the ratio stands the kube-controller-manager's own (the same Jobs
-    and pods in both parts) and the ratio over it; the verdict is on the ratio as measured."""
+    controller's identical work included. So beside the ratio stands the kube-controller-manager's own
+    (the same Jobs and pods in both parts) and the ratio over it; the verdict is on the ratio as measured."""
     api = many.get("zen-flow", {}).get("api")
     ours = many.get("zen-flow", {}).get("resources", {}).get("components_cpu_seconds", {})
     theirs = many.get("baseline", {}).get("resources", {}).get("components_cpu_seconds", {})
