@@ -1,5 +1,6 @@
-"""A Job update that no plan can see (a counter moved) wakes no reconcile; one that a plan can see does.
-The guarantee behind it is checked on the planner itself: such an update never changes the plan."""
+"""A Job update that no plan can see (a counter moved, the Job's start time or an interim condition such as
+`SuccessCriteriaMet` came) wakes no reconcile; one that a plan can see does. The guarantee behind it is
+checked on the planner itself: such an update never changes the plan."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.api import Job
+from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import Condition
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
@@ -23,10 +24,12 @@ from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2026, 12, 2, 7, tzinfo=UTC)
 FLOW = make_flow([job_step("a"), job_step("b", "a"), job_step("c", "b")])
+# Its first step times out after 300 s, counted from its Job's creation.
+TIMED_FLOW = make_flow([job_step("a", timeoutSeconds=300), job_step("b", "a")], name="timed")
 
 
-def running_sim() -> Simulator:
-    sim = Simulator(FLOW, T0)
+def running_sim(flow: JobFlow = FLOW) -> Simulator:
+    sim = Simulator(flow, T0)
     sim.reconcile()
     return sim
 
@@ -37,17 +40,43 @@ def with_counters(job: Job, active: int, ready: int | None, succeeded: int, fail
 
 
 counters = st.tuples(st.integers(0, 3), st.none() | st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+# What the Job controller sets while a Job runs, before (or beside) its terminal Complete or Failed.
+interim_conditions = st.lists(
+    st.builds(
+        Condition,
+        type=st.sampled_from(["SuccessCriteriaMet", "FailureTarget", "Suspended", "Progressing"]),
+        status=st.sampled_from(["True", "False", "Unknown"]),
+        reason=st.sampled_from(["", "CompletionsReached", "BackoffLimitExceeded"]),
+        last_transition_time=st.just(T0),
+    ),
+    max_size=3,
+)
 
 
-@given(counters)
-def test_an_update_of_counters_only_never_changes_the_plan(values: tuple[int, int | None, int, int]) -> None:
-    sim = running_sim()
+@given(
+    st.sampled_from([FLOW, TIMED_FLOW]),
+    counters,
+    st.none() | st.integers(0, 600),
+    interim_conditions,
+    st.sampled_from([5, 299, 301, 900]),
+)
+def test_an_update_a_plan_cannot_see_never_changes_the_plan(
+    flow: JobFlow,
+    values: tuple[int, int | None, int, int],
+    started_after: int | None,
+    conditions: list[Condition],
+    later: int,
+) -> None:
+    sim = running_sim(flow)
     (name,) = sim.running()
     old = sim.jobs[name]
+    assert old.metadata.creation_timestamp is not None  # the apiserver always sets it
+    start = None if started_after is None else T0 + timedelta(seconds=started_after)
     new = with_counters(old, *values)
+    new = replace(new, status=replace(new.status, start_time=start, conditions=tuple(conditions)))
     assert not plan_sees_change(old, new)
-    before = plan(sim.flow, [old], sim.now + timedelta(seconds=5))
-    after = plan(sim.flow, [new], sim.now + timedelta(seconds=5))
+    before = plan(sim.flow, [old], sim.now + timedelta(seconds=later))
+    after = plan(sim.flow, [new], sim.now + timedelta(seconds=later))
     assert (after.actions, after.status, after.requeue_after) == (
         before.actions,
         before.status,
@@ -61,11 +90,17 @@ def test_what_a_plan_reads_is_seen() -> None:
     old = sim.jobs[name]
     complete = Condition(type="Complete", status="True", last_transition_time=T0)
     finished = replace(old, status=replace(old.status, conditions=(complete,)))
+    failed = replace(
+        old, status=replace(old.status, conditions=(complete.model_copy(update={"type": "Failed"}),))
+    )
     deleting = replace(old, metadata=replace(old.metadata, deletion_timestamp=T0))
-    started = replace(old, status=replace(old.status, start_time=T0))
     replaced = replace(old, metadata=replace(old.metadata, uid="another"))
-    for new in (finished, deleting, started, replaced):
+    for new in (finished, failed, deleting, replaced):
         assert plan_sees_change(old, new)
+    # A step's timeout counts from the Job's creation; its start only stands in for a Job without one.
+    uncreated = replace(old, metadata=replace(old.metadata, creation_timestamp=None))
+    assert plan_sees_change(uncreated, replace(uncreated, status=replace(old.status, start_time=T0)))
+    assert not plan_sees_change(old, replace(old, status=replace(old.status, start_time=T0)))
 
 
 def controller_of(sim: Simulator) -> tuple[Controller, WorkQueue[str], Metrics, Job]:
@@ -96,6 +131,11 @@ def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
     ctrl.on_job_event(with_counters(job, 1, 1, 0, 0), job)
     assert len(queue) == 0
     assert metrics.registry.get_sample_value("zen_flow_job_updates_ignored_total") == 1
+    # The Job controller's interim condition before Complete, and the Job's start time: nothing to plan.
+    criteria = Condition(type="SuccessCriteriaMet", status="True", last_transition_time=T0)
+    ctrl.on_job_event(replace(job, status=replace(job.status, start_time=T0, conditions=(criteria,))), job)
+    assert len(queue) == 0
+    assert metrics.registry.get_sample_value("zen_flow_job_updates_ignored_total") == 2
     ctrl.on_job_event(completed(job), job)
     assert len(queue) == 1
 

@@ -1,16 +1,22 @@
 """Which changes of a Job a plan can see, so that the ones it cannot wake no reconcile.
 
-A Job's status changes several times while it runs (`active`, `ready`, then `succeeded` or `failed`
-counters, `SuccessCriteriaMet` before `Complete`); the planner reads only whether the Job exists (its
-UID), whether it finished (`Complete`/`Failed` conditions, with their message), whether it is being
-deleted, and when it started. Every other update planned the whole flow again for nothing: two of a
-chain step's four reconciles, each O(steps) (docs/BENCHMARKS.md, "Cost as flows grow"). Counters read by
-`outputs` (a jsonPath on the Job's status) are read once the Job finished, when they are final.
+A Job's status changes several times while it runs (`startTime` and `active`, `ready`, then the
+`succeeded` or `failed` counters, `SuccessCriteriaMet` or `FailureTarget` before `Complete` or `Failed`);
+the planner reads only whether the Job exists (its UID), whether it finished (the `Complete` and `Failed`
+conditions, with their reason, message and time), whether it is being deleted, and when it was created
+(a step's timeout counts from then; the Job's `startTime` stands in only for a Job without a creation
+time, which the apiserver never sends). Every other update planned the whole flow again for nothing:
+three of a chain step's five plans (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan
+cannot see"). What `outputs` read from the Job's status (a jsonPath) is read once the Job finished, when
+it is final.
 """
 
 from __future__ import annotations
 
 from zen_flow.api.job import Job
+
+READ_CONDITIONS = ("Complete", "Failed")
+"""The Job conditions a plan reads (zen_flow.planner.engine)."""
 
 
 def plan_sees_change(old: Job, new: Job) -> bool:
@@ -19,6 +25,6 @@ def plan_sees_change(old: Job, new: Job) -> bool:
         old.metadata.uid != new.metadata.uid
         or old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
         or old.metadata.creation_timestamp != new.metadata.creation_timestamp
-        or old.status.start_time != new.status.start_time
-        or old.status.conditions != new.status.conditions
+        or (new.metadata.creation_timestamp is None and old.status.start_time != new.status.start_time)
+        or any(old.condition(kind) != new.condition(kind) for kind in READ_CONDITIONS)
     )
