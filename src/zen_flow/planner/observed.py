@@ -6,8 +6,8 @@ the planner reads only whether the Job exists (its UID), whether it finished (th
 conditions, with their reason, message and time), whether it is being deleted, and when it was created
 (a step's timeout counts from then; the Job's `startTime` stands in only for a Job without a creation
 time, which the apiserver never sends). Every other update planned the whole flow again for nothing:
-three of a chain step's five plans (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan
-cannot see"). What `outputs` read from the Job's status (a jsonPath) is read once the Job finished, when
+first the counters' updates, then the start time's and `SuccessCriteriaMet`'s, 2 of the 4.9 plans per
+step of a chain (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan cannot see"). What `outputs` read from the Job's status (a jsonPath) is read once the Job finished, when
 it is final.
 """
 
