@@ -7,8 +7,8 @@ conditions, with their reason, message and time), whether it is being deleted, a
 (a step's timeout counts from then; the Job's `startTime` stands in only for a Job without a creation
 time, which the apiserver never sends). Every other update planned the whole flow again for nothing:
 first the counters' updates, then the start time's and `SuccessCriteriaMet`'s, 2 of the 4.9 plans per
-step of a chain (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan cannot see"). What `outputs` read from the Job's status (a jsonPath) is read once the Job finished, when
-it is final.
+step of a chain (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan cannot see"). What
+`outputs` read from the Job's status (a jsonPath) is read once the Job finished, when it is final.
 """
 
 from __future__ import annotations
