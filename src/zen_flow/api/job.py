@@ -17,6 +17,10 @@ from pydantic.dataclasses import dataclass
 
 from zen_flow.api.meta import RECORD, Condition, OwnerReference, Timestamp, controller_of, record_to_wire
 
+# The Job controller's terminal conditions: a step's outcome (not pod counts).
+JOB_COMPLETE = "Complete"
+JOB_FAILED = "Failed"
+
 
 @dataclass(frozen=True, slots=True, config=RECORD)
 class JobMeta:
@@ -69,12 +73,12 @@ class Job:
     @property
     def complete(self) -> bool:
         """Terminal success: the Job controller's `Complete` condition (not pod counts)."""
-        return self._is_true("Complete")
+        return self._is_true(JOB_COMPLETE)
 
     @property
     def failed(self) -> bool:
         """Terminal failure: the Job controller's `Failed` condition."""
-        return self._is_true("Failed")
+        return self._is_true(JOB_FAILED)
 
     @property
     def finished(self) -> bool:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from operator import attrgetter
 
 from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, FlowPhase, StepPhase
-from zen_flow.api.job import Job
+from zen_flow.api.job import JOB_FAILED, Job
 from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
 from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view
 from zen_flow.core.naming import job_name
@@ -185,7 +185,7 @@ class _Planner:
             if explains_failure(w.spec) and name not in self.messages:
                 self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
                 return
-            cond = job.condition("Failed")
+            cond = job.condition(JOB_FAILED)
             timeout = w.spec.timeout_seconds
             if cond is not None and cond.reason == JOB_DEADLINE_REASON and timeout:
                 # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did: the

@@ -13,9 +13,9 @@ step of a chain (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan c
 
 from __future__ import annotations
 
-from zen_flow.api.job import Job
+from zen_flow.api.job import JOB_COMPLETE, JOB_FAILED, Job
 
-READ_CONDITIONS = ("Complete", "Failed")
+READ_CONDITIONS = (JOB_COMPLETE, JOB_FAILED)
 """The Job conditions a plan reads (zen_flow.planner.engine)."""
 
 
