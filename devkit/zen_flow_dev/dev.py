@@ -23,9 +23,10 @@ import yaml
 
 from zen_flow.api.constants import FlowPhase
 from zen_flow.cli.validate import validate_paths
-from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.kube.transport import ClientOptions
 from zen_flow_dev.cluster import LocalCluster, find_bin_dir, find_kubectl
 from zen_flow_dev.testing.controller import ControllerProcess
 from zen_flow_dev.testing.crd import install_crd

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from zen_flow.api import JobFlow
-from zen_flow.kube.client import METADATA_ONLY
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict
 from zen_flow.kube.jobflows import JOBFLOWS, JSON_PATCH, JobFlowClient
 from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.transport import METADATA_ONLY
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.driver import FlowDriver

@@ -164,11 +164,11 @@ async def test_a_timeout_the_jobs_own_deadline_noticed_first_is_counted_as_one(r
 
 
 def test_every_job_delete_cause_is_exported_from_the_start() -> None:
+    from zen_flow.controller.executor import delete_cause
     from zen_flow.controller.metrics import JOB_DELETE_CAUSES
-    from zen_flow.controller.reconciler import _delete_cause
 
     registry = Metrics().registry
     for reason in ("timed out after 30s", "flow deadline passed", "replaced by a newer flow", "stopped", "x"):
-        cause = _delete_cause(reason)
+        cause = delete_cause(reason)
         assert cause in JOB_DELETE_CAUSES
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0

@@ -11,8 +11,9 @@ import pytest
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.executor import CREATE_CONCURRENCY
 from zen_flow.controller.metrics import Metrics
-from zen_flow.controller.reconciler import CREATE_CONCURRENCY, Controller
+from zen_flow.controller.reconciler import Controller
 from zen_flow.kube.errors import ApiError
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue

@@ -36,9 +36,9 @@ from zen_flow.kube import (
     TransportError,
     load_config,
 )
-from zen_flow.kube.client import METADATA_ONLY
 from zen_flow.kube.credentials import TokenFile
 from zen_flow.kube.errors import from_response
+from zen_flow.kube.transport import METADATA_ONLY
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
 

@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 
 from zen_flow.kube import KubeClient, load_config
-from zen_flow.kube.client import TLS_READ_CHUNK, WATCH_TLS_READ_CHUNK
+from zen_flow.kube.transport import TLS_READ_CHUNK, WATCH_TLS_READ_CHUNK
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 
 # A LIST page of 500 Jobs is ~10 MB; 3 MB is dozens of read chunks.

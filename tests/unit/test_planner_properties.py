@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, StepPhase
 from zen_flow.api.jobflow import Step, StepStatus
-from zen_flow.planner import CreateJob, DeleteFlow, Plan, engine, plan
+from zen_flow.planner import CreateJob, DeleteFlow, Plan, plan, plan_state
 from zen_flow.planner.steps import Works
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -161,7 +161,7 @@ class EagerWorks(Works):
 
 
 def planned_eagerly(sim: Simulator) -> Plan:
-    with mock.patch.object(engine, "Works", EagerWorks):
+    with mock.patch.object(plan_state, "Works", EagerWorks):
         return sim.preview()
 
 

@@ -34,7 +34,7 @@ import yaml
 from zen_flow import planner
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import GROUP, KIND, PLURAL, VERSION
-from zen_flow.kube.client import METADATA_ONLY  # how the controller asks for its writes' answers
+from zen_flow.kube.transport import METADATA_ONLY  # how the controller asks for its writes' answers
 from zen_flow_dev.bench import procstats
 from zen_flow_dev.bench.workloads import Workload, chain, flow_manifest_for
 from zen_flow_dev.cluster import LocalCluster

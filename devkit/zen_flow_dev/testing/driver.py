@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
 from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.transport import ClientOptions
 from zen_flow.machinery.clock import Clock, SystemClock
 
 T = TypeVar("T")

@@ -19,10 +19,11 @@ from typing import Any, TextIO
 
 from zen_flow.api import JobFlow
 from zen_flow.cli.colour import painter
-from zen_flow.kube.client import ClientOptions, KubeClient
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
+from zen_flow.kube.transport import ClientOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 USER_AGENT = "zen-flow-cli"

@@ -32,7 +32,7 @@ from zen_flow.controller.metrics import InformerStats, Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.informer.decoding import release_freed_memory
-from zen_flow.kube.client import ClientOptions, KubeClient, RequestRecord
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import KubeError
@@ -41,6 +41,7 @@ from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.pods import PodClient
+from zen_flow.kube.transport import ClientOptions, RequestRecord
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations

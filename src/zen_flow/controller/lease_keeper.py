@@ -18,9 +18,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from zen_flow.kube.client import ClientOptions, KubeClient, ResponseHook
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.leases import LeaseClient
+from zen_flow.kube.transport import ClientOptions, ResponseHook
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import LeaderElector, LeadershipLost

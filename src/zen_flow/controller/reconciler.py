@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,31 +19,24 @@ import structlog
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
-from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.executor import PlanExecutor
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
-from zen_flow.core import jsonpatch
+from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
-from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
+from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import Priority, QueueShutDown, WorkQueue
-from zen_flow.planner.events import TIMED_OUT, TIMEOUT_MARK
-from zen_flow.planner.status import REASON_JOB_REJECTED, REASON_STATUS_REJECTED, cut
+from zen_flow.planner.events import TIMED_OUT
+from zen_flow.planner.status import REASON_JOB_REJECTED
 from zen_flow.validation import has_started, validate_jobflow
 
 log = get_logger(__name__)
-
-# How long to wait for our own status write to show up in the cache before trusting the cache anyway.
-WRITE_VISIBLE_TIMEOUT = 5.0
-
-# Job creates in flight per reconcile: at 8, the last Job of a 200-wide fan-out came 1.8x later than an
-# ideal driver's; at 16, no later (docs/BENCHMARKS.md). The client lets 32 requests fly at once, so one
-# fan-out leaves room for the other workers' requests (the watches have connections of their own).
-CREATE_CONCURRENCY = 16
 
 # How soon to look again when a resourceTemplates object's name is held by an object being deleted (a
 # flow deleted and re-created under the same name: the old flow's PVC waits for its pods to go).
@@ -119,12 +111,12 @@ class Controller:
         self._events = events
         self._clock = clock
         self._metrics = metrics
+        self._executor = PlanExecutor(
+            api=api, expectations=expectations, metrics=metrics, clock=clock, waited=queue.waited
+        )
+        self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
         # Validation is pure but not free (500 steps: milliseconds); a spec only changes with its generation.
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}
-        # flow uid -> (resourceVersion of our last status write, monotonic deadline). Until the informer
-        # delivers that version, the cached flow is older than what we wrote: reconciling it would only
-        # earn a 409 (the patch is conditional) and a wasted round trip.
-        self._written: dict[str, tuple[str, float]] = {}
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
         # group's Forbid flows must see them running already (read your own writes across flows).
         self._starting: set[str] = set()
@@ -136,9 +128,7 @@ class Controller:
     # --- informer handlers: only enqueue (and lower expectations) -----------------------------------
 
     def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
-        written = self._written.get(flow.metadata.uid)
-        if written is not None and written[0] == flow.metadata.resource_version:
-            del self._written[flow.metadata.uid]
+        self._status.observed(flow)
         started = flow.status.start_time is not None
         if started or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
             self._starting.discard(flow.metadata.uid)
@@ -151,7 +141,7 @@ class Controller:
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
         self._validated.pop(flow.metadata.uid, None)
-        self._written.pop(flow.metadata.uid, None)
+        self._status.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._failing.pop(flow.key, None)
         self._queue.add(flow.key)
@@ -244,14 +234,10 @@ class Controller:
             # Should an event be lost, look again when the expectation expires rather than never (with
             # resync off nothing else would wake the flow).
             return self._expectations.expires_in(uid)
-        written = self._written.get(uid)
-        if written is not None:
-            remaining = written[1] - self._clock.monotonic()
-            if remaining > 0:
-                # Our last status write is on its way to the cache and its event wakes us; the requeue
-                # is only the safety net for when that event never comes (a relist skipped it).
-                return remaining
-            del self._written[uid]  # never arrived (e.g. a relist skipped it): trust the cache again
+        if (unseen := self._status.unseen_for(uid)) is not None:
+            # Our last status write is on its way to the cache and its event wakes us; the requeue is
+            # only the safety net for when that event never comes (a relist skipped it).
+            return unseen
         errors = self._validation_errors(flow)
         now = self._clock.now()
         started = time.perf_counter()
@@ -271,22 +257,22 @@ class Controller:
         made = await create_resources(self._api, flow, result.actions)
         if made.problems:
             result = planner.fail_resources(flow, made.problems, now, made.recorded)
-        created, rejected = await self._apply(flow, result.actions)
+        created, rejected = await self._executor.execute(flow, result.actions)
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop.
             result = planner.fail_invalid(
                 flow, rejected, now, reason=REASON_JOB_REJECTED, prefix="the apiserver refused a step's Job"
             )
-        status = _with_job_uids(result.status, created) if created else result.status
+        status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
         if status != flow.status:
             try:
-                await self._write_status(flow, status)
+                await self._status.write(flow, status)
             except ApiError as err:
                 if not err.permanent:
                     raise
-                await self._status_refused(flow, err, now)
+                await self._status.refused(flow, err, now)
                 return None
         else:
             self._metrics.status_patches.labels("unchanged").inc()
@@ -376,185 +362,3 @@ class Controller:
             errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
         self._validated[uid] = (generation, errors)
         return errors
-
-    async def _status_refused(self, flow: JobFlow, err: ApiError, now: datetime) -> None:
-        """The apiserver refused the new status for good (too large for etcd, or invalid). End the flow
-        Failed with a write that changes only its phase, conditions and message (the status it has
-        already fits), instead of retrying the same refused write forever."""
-        cause = "too large to store" if err.too_large else "refused"
-        log.error(
-            "status write refused; failing the flow", flow=flow.key, status=err.status, error=err.message
-        )
-        self._metrics.status_patches.labels("refused").inc()
-        failed = planner.fail_invalid(
-            flow,
-            [f"the apiserver answered {err.status}: {err.message}"],
-            now,
-            reason=REASON_STATUS_REJECTED,
-            prefix=f"the flow's status is {cause}",
-        ).status
-        unchanged = {"steps", "progress", "progress_summary", "resource_refs", "audit"}
-        minimal = failed.model_copy(update={k: getattr(flow.status, k) for k in unchanged})
-        self._events.emit(flow, "Warning", "StatusRejected", cut(f"status {cause}: {err.message}", 1024))
-        try:
-            await self._write_status(flow, minimal)
-        except ApiError as again:
-            if not again.permanent:
-                raise
-            # Even the smallest write is refused: nothing more we can do for this flow but say so.
-            log.error(
-                "the failure status was refused too; giving up on the flow", flow=flow.key, error=str(again)
-            )
-
-    async def _apply(
-        self, flow: JobFlow, actions: Sequence[planner.Action]
-    ) -> tuple[dict[str, str], list[str]]:
-        """Execute the plan's actions; returns {job name: uid} of the Jobs it created, and why the
-        apiserver refused Jobs for good (422/400: sending them again could not succeed)."""
-        ns, uid = flow.metadata.namespace, flow.metadata.uid
-        created: dict[str, str] = {}
-        rejected: list[str] = []
-        creates = [a for a in actions if isinstance(a, planner.CreateJob)]
-        deletes = [a for a in actions if isinstance(a, planner.DeleteJob)]
-        if creates:
-            self._expectations.expect_creations(uid, [a.body["metadata"]["name"] for a in creates])
-        if deletes:
-            self._expectations.expect_deletions(uid, [a.name for a in deletes])
-        gate = asyncio.Semaphore(CREATE_CONCURRENCY)
-
-        async def create_one(create: planner.CreateJob) -> None:
-            name = create.body["metadata"]["name"]
-            asked = self._clock.monotonic()
-            try:
-                async with gate:
-                    job = await self._api.create_job(ns, create.body)
-                created[name] = job.metadata.uid
-                self._metrics.job_creates.labels("created").inc()
-                # Why a step started late, per step: the flow waited for a worker (`queued_ms`, since the
-                # event that woke it), or the create for the apiserver (`create_ms`, request slot and
-                # rate-limiter token included).
-                timing = {"create_ms": _ms(self._clock.monotonic() - asked)}
-                if (queued := self._queue.waited(flow.key)) is not None:
-                    timing["queued_ms"] = _ms(queued)
-                log.info("created job", step=create.step, job=name, attempt=create.attempt, **timing)
-            except AlreadyExists:
-                # Same deterministic name: a previous reconcile created it and its status write was lost.
-                self._metrics.job_creates.labels("adopted").inc()
-                self._expectations.creation_observed(uid, name)
-            except ApiError as err:
-                self._expectations.creation_failed(uid, name)
-                if not err.permanent:
-                    self._metrics.job_creates.labels("error").inc()
-                    raise
-                self._metrics.job_creates.labels("rejected").inc()
-                rejected.append(f"step {create.step}: {err.status} {err.message}")
-            except Exception:
-                self._metrics.job_creates.labels("error").inc()
-                self._expectations.creation_failed(uid, name)
-                raise
-
-        # Concurrently: one after the other, the last Job of a 200-wide fan-out waited for 199 round trips
-        # (docs/BENCHMARKS.md). Every create is attempted even when one fails, so no expectation is left
-        # waiting for a create that was never sent; the first error is raised once all have settled.
-        outcomes = await asyncio.gather(*(create_one(c) for c in creates), return_exceptions=True)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if failures:
-            raise failures[0]
-        for delete in deletes:
-            try:
-                await self._api.delete_job(ns, delete.name)
-            except NotFound:
-                self._expectations.deletion_observed(uid, delete.name)
-            cause = _delete_cause(delete.reason)
-            self._metrics.job_deletes.labels(cause).inc()
-            log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
-        for action in actions:
-            if isinstance(action, planner.DeleteFlow):
-                with contextlib.suppress(NotFound):  # already gone: what we wanted
-                    await self._api.delete_flow(ns, flow.metadata.name, uid)
-                log.info("deleted flow", reason=action.reason)
-        return created, rejected
-
-    async def _write_status(self, flow: JobFlow, status: JobFlowStatus) -> None:
-        # Only the step entries that changed are sent, and the resourceVersion makes the patch
-        # conditional: a status computed from a stale cache is refused (409) instead of overwriting a
-        # newer one (or replacing an entry by a stale index); the worker retries once the cache caught up.
-        ops = jsonpatch.status_ops(flow.status, status, flow.metadata.resource_version)
-        if not ops:
-            self._metrics.status_patches.labels("unchanged").inc()
-            return
-        ns, name = flow.metadata.namespace, flow.metadata.name
-        try:
-            try:
-                rv = await self._api.patch_flow_status(ns, name, ops)
-            except ApiError as err:
-                if err.status != 422 or jsonpatch.writes_whole(ops):
-                    raise
-                # The stored status lacks an entry or member the cached one showed: a cache behind an
-                # edit by hand (a patch is applied before its version is checked, so this is a 422, not a
-                # 409). Write the status whole, still conditional: a stale cache now gets its 409 and
-                # waits; a status the apiserver finds invalid is refused again and fails the flow.
-                log.warning("status patch did not apply; writing the whole status", error=err.message)
-                ops = jsonpatch.whole_status_ops(status, flow.metadata.resource_version)
-                rv = await self._api.patch_flow_status(ns, name, ops)
-        except Conflict:
-            self._metrics.status_patches.labels("conflict").inc()
-            raise
-        self._metrics.status_patches.labels("written").inc()
-        cached = self._flows.get(flow.key)
-        # The watch event may already have been applied while we awaited the response.
-        if rv and (cached is None or cached.metadata.resource_version != rv):
-            self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
-            self._flows.expect_status(flow, rv, ops)
-        self._record_transitions(flow, status)
-
-    def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:
-        ns = flow.metadata.namespace
-        before = {s.name: s for s in flow.status.steps}
-        for step in status.steps:
-            old = before.get(step.name)
-            # Counted by attempt, not by the Retrying phase: a failure seen only after its backoff had
-            # passed is retried in the same plan, and the status never shows Retrying.
-            if (retries := step.retry_count - (old.retry_count if old is not None else 0)) > 0:
-                self._metrics.step_retries.labels(ns).inc(retries)
-            if old is None or old.phase != step.phase:
-                self._metrics.step_transitions.labels(ns, step.phase).inc()
-                if (
-                    step.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
-                    and step.start_time
-                    and step.completion_time
-                ):
-                    seconds = (step.completion_time - step.start_time).total_seconds()
-                    self._metrics.step_duration.labels(ns, step.phase).observe(seconds)
-        if status.phase != flow.status.phase and status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
-            self._metrics.flow_completions.labels(ns, status.phase).inc()
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
-
-
-def _delete_cause(reason: str) -> str:
-    """A bounded metric label for why a Job was stopped (the planner's reason is free text)."""
-    lowered = reason.lower()
-    for mark, cause in (
-        (TIMEOUT_MARK, "timeout"),
-        ("deadline", "deadline"),
-        ("replaced", "replaced"),
-        ("stopped", "stopped"),
-    ):
-        if mark in lowered:
-            return cause
-    return "other"
-
-
-def _with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowStatus:
-    """Fill in the UIDs of Jobs this reconcile just created, so the status is complete in one write
-    (otherwise the next reconcile would learn them from the cache and write status a second time)."""
-    steps = tuple(
-        replace(step, job_ref=replace(step.job_ref, uid=created[step.job_ref.name]))
-        if step.job_ref is not None and not step.job_ref.uid and step.job_ref.name in created
-        else step
-        for step in status.steps
-    )
-    return status.model_copy(update={"steps": steps})

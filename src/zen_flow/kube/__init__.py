@@ -4,14 +4,7 @@
 add what zen-flow does with Jobs, JobFlows, Events and Leases. Errors are `zen_flow.kube.errors`.
 """
 
-from zen_flow.kube.client import (
-    USER_AGENT,
-    ClientOptions,
-    KubeClient,
-    RequestRecord,
-    ResponseHook,
-    request_labels,
-)
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import KubeConfig, load_config
 from zen_flow.kube.errors import (
@@ -32,6 +25,7 @@ from zen_flow.kube.leases import LeaseClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.resource import Resource, ResourceLister
 from zen_flow.kube.streams import DecodedPage, Decoder, ListResult, WatchEvent, WatchStream
+from zen_flow.kube.transport import USER_AGENT, ClientOptions, RequestRecord, ResponseHook, request_labels
 
 __all__ = [
     "USER_AGENT",

@@ -7,10 +7,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from zen_flow.api.constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
-from zen_flow.kube.client import METADATA_ONLY, KubeClient
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import TransportError
 from zen_flow.kube.object_head import object_head
 from zen_flow.kube.resource import Resource, ResourceLister
+from zen_flow.kube.transport import METADATA_ONLY
 
 JOBFLOWS = Resource(GROUP, VERSION, PLURAL)
 

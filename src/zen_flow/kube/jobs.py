@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from zen_flow.api import Job
 from zen_flow.api.constants import FIELD_MANAGER, JOB_SELECTOR
-from zen_flow.kube.client import METADATA_ONLY, KubeClient
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource, ResourceLister
+from zen_flow.kube.transport import METADATA_ONLY
 
 JOBS = Resource("batch", "v1", "jobs")
 

@@ -16,280 +16,34 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from functools import lru_cache
-from operator import attrgetter
 
-from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, FlowPhase, StepPhase
-from zen_flow.api.job import JOB_FAILED, Job
-from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
-from zen_flow.core.expressions import Evaluator, WhenContext, check_when, flow_view
-from zen_flow.core.naming import job_name
-from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteJob, EventSpec, Plan
-from zen_flow.planner.approvals import decision, with_approvals, with_origin
+from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.job import Job
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.core.expressions import Evaluator, check_when
+from zen_flow.planner.actions import CreateJob, DeleteJob, EventSpec, Plan
+from zen_flow.planner.approvals import with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
-from zen_flow.planner.backoff import retry_budget, retry_delay, retry_limit
-from zen_flow.planner.concurrency import NO_GROUP, REPLACED_JOB_REASON, Peer, judge
-from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
-from zen_flow.planner.interventions import request, rerun, stop_request
+from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
+from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
+from zen_flow.planner.observation import Observation
 from zen_flow.planner.outcome import outcome
-from zen_flow.planner.outputs import (
-    OutputError,
-    PodMessages,
-    capture_outputs,
-    explains_failure,
-    reads_messages,
-)
+from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import producer, uncommitted
-from zen_flow.planner.reports import download_failure
 from zen_flow.planner.resources import missing
-from zen_flow.planner.shape import Shape, shape_of
+from zen_flow.planner.shape import shape_of
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
-from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works, bound
-from zen_flow.planner.timing import after, after_cut, normalize, until
-
-_name = lru_cache(maxsize=65536)(job_name)
-# The Job controller's reason when a Job's activeDeadlineSeconds passed.
-JOB_DEADLINE_REASON = "DeadlineExceeded"
-# How soon to look again at a completed Job whose pod's termination messages were not read yet.
-MESSAGES_RETRY_SECONDS = 1.0
-_RETRIES = attrgetter("retry_count")
+from zen_flow.planner.steps import StepWork, bound
+from zen_flow.planner.timing import after_cut, normalize, until
 
 
-class _Planner:
-    def __init__(
-        self,
-        flow: JobFlow,
-        jobs: Sequence[Job],
-        now: datetime,
-        shape: Shape,
-        peers: Sequence[Peer],
-        evaluate: Evaluator | None,
-        messages: Mapping[str, PodMessages],
-        transfers: ArtifactOptions,
-        progress_deadline: float,
-    ) -> None:
-        self.flow = flow
-        self.progress_deadline = progress_deadline
-        self.transfers = transfers
-        self.peers = peers
-        self.evaluate = evaluate
-        self.messages = messages
-        self.group = NO_GROUP
-        self.now = now
-        self.order = shape.order
-        self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
-        self.works = Works(shape.specs, flow.status.steps)
-        # The steps that can move in this plan; the passes below walk only these (see `Works`).
-        self.moving = self.works.moving
-        self.dependents = shape.dependents
-        self.actions: list[Action] = []
-        self.wakeups: list[datetime] = []
-        self.approvals: list[Approval] = []
-        self.suspended = bool(flow.spec.suspend)
-        self.stopped = stop_request(flow)  # why the flow must fail now, or None
-        self.budget = retry_budget(flow)
-        # Retrying steps are never settled nor dormant: they are all in `moving`.
-        self.budget_used = sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
-        initial = self.works.initial
-        if any(map(_RETRIES, initial.values())):  # rare: a pass in C decides whether the Python one is needed
-            self.budget_used += sum(
-                s.retry_count for name, s in initial.items() if s.retry_count > 0 and name in shape.specs
-            )
-        self.failure: str | None = None  # the first step that failed for good (fail-fast)
-        # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
-        self.creating: tuple[CreateResource, ...] = ()
-        if StepPhase.FAILED in map(PHASE, initial.values()):
-            for s in self.works.settled():
-                if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
-                    self.failure = f"step {s.name} failed: {s.message or 'failed'}"
-                    break
-        policy = flow.spec.execution_policy
-        self.active_deadline = policy.active_deadline_seconds if policy is not None else None
-        self.start_time = flow.status.start_time
-        self.deadline_passed = self._deadline_passed()
-        arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
-        self.arguments = {a.name: a.value for a in arguments}
-        self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
-
-    def stored(self, step: str, artifact: str) -> ArtifactRef | None:
-        """What step `step` stored as `artifact` (from its status outputs)."""
-        w = self.works.get(step)
-        found = w.outputs.artifacts if w is not None and w.outputs is not None else ()
-        return next((a for a in found if a.name == artifact), None)
-
-    def _deadline(self) -> datetime | None:
-        if self.active_deadline is None or self.active_deadline <= 0 or self.start_time is None:
-            return None
-        return after(self.start_time, self.active_deadline)
-
-    def _deadline_passed(self) -> bool:
-        deadline = self._deadline()
-        return deadline is not None and self.now >= deadline
-
-    def job_name(self, step: str, attempt: int) -> str:
-        return _name(self.flow.metadata.name, step, attempt)
-
-    def job_ref(self, name: str, job: Job | None) -> ObjectRef:
-        return ObjectRef(
-            api_version="batch/v1",
-            kind="Job",
-            name=name,
-            namespace=self.flow.metadata.namespace,
-            uid=(job.metadata.uid or None) if job is not None else None,
-        )
-
-    # --- pass 1: observe ------------------------------------------------------------------------------
-
-    def observe(self) -> None:
-        for w in self.moving.values():
-            if w.phase == StepPhase.PENDING_APPROVAL:
-                self.observe_approval(w)
-            elif w.phase == StepPhase.RUNNING:
-                self.observe_running(w)
-            self.adopt(w)
-        self.works.wake(
-            [d for w in self.moving.values() if w.terminal for d in self.dependents.get(w.name, ())]
-        )
-
-    def adopt(self, w: StepWork) -> None:
-        """A Job of the next attempt exists although status does not know it: the status write after
-        the create was lost. Take it over (never create it twice); repeat for several lost writes."""
-        while not w.spec.is_manual and w.phase in (StepPhase.PENDING, StepPhase.RETRYING):
-            attempt = w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0)
-            name = self.job_name(w.name, attempt)
-            job = self.jobs.get(name)
-            if job is None:
-                return
-            # The budget is unchanged: a Retrying step's reservation becomes its retry count.
-            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=w.message)
-            self.observe_running(w)
-
-    def observe_running(self, w: StepWork) -> None:
-        ref = w.job_ref
-        name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
-        job = self.jobs.get(name)
-        if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
-            self.attempt_failed(w, f"Job {name} not found (deleted outside zen-flow)", self.now)
-            return
-        if ref is None or ref.uid is None or ref.name != name:
-            w.job_ref = self.job_ref(name, job)
-        if job.complete:
-            self.complete(w, job)
-            return
-        if job.failed:
-            if explains_failure(w.spec) and name not in self.messages:
-                self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
-                return
-            cond = job.condition(JOB_FAILED)
-            timeout = w.spec.timeout_seconds
-            if cond is not None and cond.reason == JOB_DEADLINE_REASON and timeout:
-                # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did: the
-                # same timeout, said the same way whoever noticed first.
-                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", cond.last_transition_time or self.now)
-                return
-            detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
-            if why := download_failure(self.messages.get(name)):
-                detail = f"{why} ({detail})" if detail else why
-            failed_at = cond.last_transition_time if cond is not None else None
-            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", failed_at or self.now)
-            return
-        if job.deleting:
-            self.attempt_failed(w, f"Job {name} was deleted outside zen-flow", self.now)
-            return
-        timeout = w.spec.timeout_seconds
-        if timeout is not None and timeout > 0:
-            began = job.metadata.creation_timestamp or job.status.start_time or w.start_time or self.now
-            due = after_cut(began, timeout)
-            if self.now >= due:
-                self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
-                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
-            else:
-                self.wakeups.append(due)
-
-    def complete(self, w: StepWork, job: Job) -> None:
-        """The Job completed: capture the output parameters; they go out in the same status write that
-        marks the step Succeeded. One that cannot be captured fails the step (retrying reruns the work)."""
-        name = job.metadata.name
-        if reads_messages(w.spec) and name not in self.messages:
-            # Its pod's termination messages have not been read yet (the controller reads them before
-            # planning, see outputs.jobs_to_read): stay Running and look again in a moment.
-            self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))
-            return
-        try:
-            w.outputs = capture_outputs(self.flow, w.spec, job, w.outputs, self.messages.get(name))
-        except OutputError as err:
-            w.fail(self.now, str(err))
-            self.note_failure(w)
-            return
-        w.succeed(self.now, None)
-
-    def attempt_failed(self, w: StepWork, error: str, failed_at: datetime) -> None:
-        limit = retry_limit(w.spec)
-        done = w.retry_count
-        error = f"attempt {done + 1} failed: {error}" if limit else error
-        if done < limit and self.budget_used < self.budget and self.failure is None:
-            self.budget_used += 1
-            # failed_at is a whole second (a Job condition, or the planner's now): the failure came up to a
-            # second later, so the delay counts from the next second and is never shorter than asked.
-            w.retry_at(after_cut(failed_at, retry_delay(w.spec.retry_policy, done)), error)
-            return
-        if limit and done >= limit:
-            error += f" (retries exhausted: {done}/{limit})"
-        elif limit and self.budget_used >= self.budget:
-            error += f" (flow retry budget backoffLimit={self.budget} used up)"
-        w.fail(self.now, error)
-        self.note_failure(w)
-
-    def note_failure(self, w: StepWork) -> None:
-        if not w.spec.continue_on_failure and self.failure is None:
-            self.failure = f"step {w.name} failed: {w.message or 'failed'}"
-
-    def observe_approval(self, w: StepWork) -> None:
-        decided = decision(self.flow.metadata.annotations, w.name)
-        if decided is None:
-            self.expire_approval(w)
-            return
-        verdict, user = decided
-        w.approved_by = user
-        why = self.flow.metadata.annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
-        self.approvals.append(
-            Approval(step=w.name, decision=verdict, user=user, time=self.now, message=why and why[:1024])
-        )
-        if verdict == "Approved":
-            w.succeed(self.now, f"approved by {user}" if user else "approved")
-        else:
-            w.fail(self.now, f"rejected by {user}" if user else "rejected")
-            self.note_failure(w)
-
-    def expire_approval(self, w: StepWork) -> None:
-        """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:
-        then it is rejected (Failed), as if someone had said no."""
-        timeout = w.spec.timeout_seconds
-        if not timeout or w.start_time is None or w.phase != StepPhase.PENDING_APPROVAL:
-            return
-        due = after(w.start_time, timeout)
-        if self.now < due:
-            self.wakeups.append(due)
-            return
-        w.fail(self.now, f"{REJECT_MARK}: no decision within {timeout}s (timeoutSeconds)")
-        self.note_failure(w)
-
-    # --- pass 2: schedule -----------------------------------------------------------------------------
-
-    def blocked(self) -> bool:
-        return (
-            self.stopped is not None
-            or self.suspended
-            or self.failure is not None
-            or self.deadline_passed
-            or self.group.holds
-            or bool(self.creating)
-        )
+class _Planner(Observation):
+    """Passes 2 and 3, and the run of all three."""
 
     def schedule(self) -> None:
         moving = self.moving
@@ -437,12 +191,6 @@ class _Planner:
                 w.fail(self.now, f"{reason}; {w.message or ''}")
             elif not w.terminal:
                 w.skip(self.now, f"not started: {reason}")
-
-    def begun(self) -> bool:
-        """Has any step left Pending (a settled step has)?"""
-        return len(self.moving) + len(self.works.dormant) < len(self.works) or any(
-            w.phase != StepPhase.PENDING for w in self.moving.values()
-        )
 
     def run(self) -> Plan:
         self.observe()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from zen_flow.api.job import JOB_COMPLETE, JOB_FAILED, Job
 
 READ_CONDITIONS = (JOB_COMPLETE, JOB_FAILED)
-"""The Job conditions a plan reads (zen_flow.planner.engine)."""
+"""The Job conditions a plan reads (zen_flow.planner.observation)."""
 
 
 def plan_sees_change(old: Job, new: Job) -> bool:

@@ -1,0 +1,138 @@
+"""Carrying out a plan's Job creates and deletes (and a flow's TTL deletion) for the reconciler.
+
+Expectations are raised before a request goes out and lowered when it fails, so the reconciler never
+plans on a cache that has not seen its own writes yet, and never waits for a write that was not made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from zen_flow import planner
+from zen_flow.api import Job, JobFlow
+from zen_flow.controller.metrics import Metrics
+from zen_flow.kube.errors import AlreadyExists, ApiError, NotFound
+from zen_flow.logging import get_logger
+from zen_flow.machinery.clock import Clock
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.planner.events import TIMEOUT_MARK
+
+log = get_logger(__name__)
+
+# Job creates in flight per reconcile: at 8, the last Job of a 200-wide fan-out came 1.8x later than an
+# ideal driver's; at 16, no later (docs/BENCHMARKS.md). The client lets 32 requests fly at once, so one
+# fan-out leaves room for the other workers' requests (the watches have connections of their own).
+CREATE_CONCURRENCY = 16
+
+
+class JobApi(Protocol):
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
+    async def delete_job(self, namespace: str, name: str) -> None: ...
+    async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
+
+
+class PlanExecutor:
+    def __init__(
+        self,
+        *,
+        api: JobApi,
+        expectations: Expectations,
+        metrics: Metrics,
+        clock: Clock,
+        waited: Callable[[str], float | None],
+    ) -> None:
+        self._api = api
+        self._expectations = expectations
+        self._metrics = metrics
+        self._clock = clock
+        # How long a flow waited in the queue for the reconcile now running (`WorkQueue.waited`).
+        self._waited = waited
+
+    async def execute(
+        self, flow: JobFlow, actions: Sequence[planner.Action]
+    ) -> tuple[dict[str, str], list[str]]:
+        """Execute the plan's actions; returns {job name: uid} of the Jobs it created, and why the
+        apiserver refused Jobs for good (422/400: sending them again could not succeed)."""
+        ns, uid = flow.metadata.namespace, flow.metadata.uid
+        created: dict[str, str] = {}
+        rejected: list[str] = []
+        creates = [a for a in actions if isinstance(a, planner.CreateJob)]
+        deletes = [a for a in actions if isinstance(a, planner.DeleteJob)]
+        if creates:
+            self._expectations.expect_creations(uid, [a.body["metadata"]["name"] for a in creates])
+        if deletes:
+            self._expectations.expect_deletions(uid, [a.name for a in deletes])
+        gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def create_one(create: planner.CreateJob) -> None:
+            name = create.body["metadata"]["name"]
+            asked = self._clock.monotonic()
+            try:
+                async with gate:
+                    job = await self._api.create_job(ns, create.body)
+                created[name] = job.metadata.uid
+                self._metrics.job_creates.labels("created").inc()
+                # Why a step started late, per step: the flow waited for a worker (`queued_ms`, since the
+                # event that woke it), or the create for the apiserver (`create_ms`, request slot and
+                # rate-limiter token included).
+                timing = {"create_ms": _ms(self._clock.monotonic() - asked)}
+                if (queued := self._waited(flow.key)) is not None:
+                    timing["queued_ms"] = _ms(queued)
+                log.info("created job", step=create.step, job=name, attempt=create.attempt, **timing)
+            except AlreadyExists:
+                # Same deterministic name: a previous reconcile created it and its status write was lost.
+                self._metrics.job_creates.labels("adopted").inc()
+                self._expectations.creation_observed(uid, name)
+            except ApiError as err:
+                self._expectations.creation_failed(uid, name)
+                if not err.permanent:
+                    self._metrics.job_creates.labels("error").inc()
+                    raise
+                self._metrics.job_creates.labels("rejected").inc()
+                rejected.append(f"step {create.step}: {err.status} {err.message}")
+            except Exception:
+                self._metrics.job_creates.labels("error").inc()
+                self._expectations.creation_failed(uid, name)
+                raise
+
+        # Concurrently: one after the other, the last Job of a 200-wide fan-out waited for 199 round trips
+        # (docs/BENCHMARKS.md). Every create is attempted even when one fails, so no expectation is left
+        # waiting for a create that was never sent; the first error is raised once all have settled.
+        outcomes = await asyncio.gather(*(create_one(c) for c in creates), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+        for delete in deletes:
+            try:
+                await self._api.delete_job(ns, delete.name)
+            except NotFound:
+                self._expectations.deletion_observed(uid, delete.name)
+            self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
+            log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
+        for action in actions:
+            if isinstance(action, planner.DeleteFlow):
+                with contextlib.suppress(NotFound):  # already gone: what we wanted
+                    await self._api.delete_flow(ns, flow.metadata.name, uid)
+                log.info("deleted flow", reason=action.reason)
+        return created, rejected
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def delete_cause(reason: str) -> str:
+    """A bounded metric label for why a Job was stopped (the planner's reason is free text)."""
+    lowered = reason.lower()
+    for mark, cause in (
+        (TIMEOUT_MARK, "timeout"),
+        ("deadline", "deadline"),
+        ("replaced", "replaced"),
+        ("stopped", "stopped"),
+    ):
+        if mark in lowered:
+            return cause
+    return "other"

@@ -1,0 +1,175 @@
+"""Writing a flow's status for the reconciler: once per reconcile, only what changed, conditionally.
+
+It also remembers each write until the informer shows it: a flow whose cached copy is older than our
+last write would only earn a 409 if reconciled, so the reconciler waits for the watch event instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from zen_flow import planner
+from zen_flow.api import JobFlow, JobFlowStatus
+from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.controller.metrics import Metrics
+from zen_flow.core import jsonpatch
+from zen_flow.kube.errors import ApiError, Conflict
+from zen_flow.logging import get_logger
+from zen_flow.machinery.clock import Clock
+from zen_flow.planner.status import REASON_STATUS_REJECTED, cut
+
+log = get_logger(__name__)
+
+# How long to wait for our own status write to show up in the cache before trusting the cache anyway.
+WRITE_VISIBLE_TIMEOUT = 5.0
+
+
+class StatusApi(Protocol):
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""
+        ...
+
+
+class WrittenFlows(Protocol):
+    def get(self, key: str) -> JobFlow | None: ...
+    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
+        """Our status patch `ops` of `flow` made `resource_version`: the cache may take its watch event
+        as known instead of decoding it."""
+        ...
+
+
+class Events(Protocol):
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None: ...
+
+
+class StatusWriter:
+    def __init__(
+        self, *, api: StatusApi, flows: WrittenFlows, events: Events, metrics: Metrics, clock: Clock
+    ) -> None:
+        self._api = api
+        self._flows = flows
+        self._events = events
+        self._metrics = metrics
+        self._clock = clock
+        # flow uid -> (resourceVersion of our last status write, monotonic deadline). Until the informer
+        # delivers that version, the cached flow is older than what we wrote: reconciling it would only
+        # earn a 409 (the patch is conditional) and a wasted round trip.
+        self._written: dict[str, tuple[str, float]] = {}
+
+    def observed(self, flow: JobFlow) -> None:
+        """The informer delivered `flow`: if it is our last write, the cache has caught up."""
+        written = self._written.get(flow.metadata.uid)
+        if written is not None and written[0] == flow.metadata.resource_version:
+            del self._written[flow.metadata.uid]
+
+    def forget(self, uid: str) -> None:
+        self._written.pop(uid, None)
+
+    def unseen_for(self, uid: str) -> float | None:
+        """Seconds to go before the cache is trusted although it has not shown our last write of the
+        flow; None when the cache shows every write (or the wait is over: a relist may skip an event)."""
+        written = self._written.get(uid)
+        if written is None:
+            return None
+        remaining = written[1] - self._clock.monotonic()
+        if remaining > 0:
+            return remaining
+        del self._written[uid]
+        return None
+
+    async def write(self, flow: JobFlow, status: JobFlowStatus) -> None:
+        # Only the step entries that changed are sent, and the resourceVersion makes the patch
+        # conditional: a status computed from a stale cache is refused (409) instead of overwriting a
+        # newer one (or replacing an entry by a stale index); the worker retries once the cache caught up.
+        ops = jsonpatch.status_ops(flow.status, status, flow.metadata.resource_version)
+        if not ops:
+            self._metrics.status_patches.labels("unchanged").inc()
+            return
+        ns, name = flow.metadata.namespace, flow.metadata.name
+        try:
+            try:
+                rv = await self._api.patch_flow_status(ns, name, ops)
+            except ApiError as err:
+                if err.status != 422 or jsonpatch.writes_whole(ops):
+                    raise
+                # The stored status lacks an entry or member the cached one showed: a cache behind an
+                # edit by hand (a patch is applied before its version is checked, so this is a 422, not a
+                # 409). Write the status whole, still conditional: a stale cache now gets its 409 and
+                # waits; a status the apiserver finds invalid is refused again and fails the flow.
+                log.warning("status patch did not apply; writing the whole status", error=err.message)
+                ops = jsonpatch.whole_status_ops(status, flow.metadata.resource_version)
+                rv = await self._api.patch_flow_status(ns, name, ops)
+        except Conflict:
+            self._metrics.status_patches.labels("conflict").inc()
+            raise
+        self._metrics.status_patches.labels("written").inc()
+        cached = self._flows.get(flow.key)
+        # The watch event may already have been applied while we awaited the response.
+        if rv and (cached is None or cached.metadata.resource_version != rv):
+            self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
+            self._flows.expect_status(flow, rv, ops)
+        self._record_transitions(flow, status)
+
+    async def refused(self, flow: JobFlow, err: ApiError, now: datetime) -> None:
+        """The apiserver refused the new status for good (too large for etcd, or invalid). End the flow
+        Failed with a write that changes only its phase, conditions and message (the status it has
+        already fits), instead of retrying the same refused write forever."""
+        cause = "too large to store" if err.too_large else "refused"
+        log.error(
+            "status write refused; failing the flow", flow=flow.key, status=err.status, error=err.message
+        )
+        self._metrics.status_patches.labels("refused").inc()
+        failed = planner.fail_invalid(
+            flow,
+            [f"the apiserver answered {err.status}: {err.message}"],
+            now,
+            reason=REASON_STATUS_REJECTED,
+            prefix=f"the flow's status is {cause}",
+        ).status
+        unchanged = {"steps", "progress", "progress_summary", "resource_refs", "audit"}
+        minimal = failed.model_copy(update={k: getattr(flow.status, k) for k in unchanged})
+        self._events.emit(flow, "Warning", "StatusRejected", cut(f"status {cause}: {err.message}", 1024))
+        try:
+            await self.write(flow, minimal)
+        except ApiError as again:
+            if not again.permanent:
+                raise
+            # Even the smallest write is refused: nothing more we can do for this flow but say so.
+            log.error(
+                "the failure status was refused too; giving up on the flow", flow=flow.key, error=str(again)
+            )
+
+    def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:
+        ns = flow.metadata.namespace
+        before = {s.name: s for s in flow.status.steps}
+        for step in status.steps:
+            old = before.get(step.name)
+            # Counted by attempt, not by the Retrying phase: a failure seen only after its backoff had
+            # passed is retried in the same plan, and the status never shows Retrying.
+            if (retries := step.retry_count - (old.retry_count if old is not None else 0)) > 0:
+                self._metrics.step_retries.labels(ns).inc(retries)
+            if old is None or old.phase != step.phase:
+                self._metrics.step_transitions.labels(ns, step.phase).inc()
+                if (
+                    step.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
+                    and step.start_time
+                    and step.completion_time
+                ):
+                    seconds = (step.completion_time - step.start_time).total_seconds()
+                    self._metrics.step_duration.labels(ns, step.phase).observe(seconds)
+        if status.phase != flow.status.phase and status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+            self._metrics.flow_completions.labels(ns, status.phase).inc()
+
+
+def with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowStatus:
+    """Fill in the UIDs of Jobs this reconcile just created, so the status is complete in one write
+    (otherwise the next reconcile would learn them from the cache and write status a second time)."""
+    steps = tuple(
+        replace(step, job_ref=replace(step.job_ref, uid=created[step.job_ref.name]))
+        if step.job_ref is not None and not step.job_ref.uid and step.job_ref.name in created
+        else step
+        for step in status.steps
+    )
+    return status.model_copy(update={"steps": steps})

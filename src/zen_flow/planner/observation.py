@@ -1,0 +1,163 @@
+"""Pass 1 of a plan: advance started steps from their Jobs (terminal conditions, timeouts, vanished
+Jobs), decide approvals, and adopt Jobs a lost status write did not record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, StepPhase
+from zen_flow.api.job import JOB_FAILED, Job
+from zen_flow.api.jobflow import Approval
+from zen_flow.planner.actions import DeleteJob
+from zen_flow.planner.approvals import decision
+from zen_flow.planner.backoff import retry_delay, retry_limit
+from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
+from zen_flow.planner.outputs import (
+    OutputError,
+    capture_outputs,
+    explains_failure,
+    reads_messages,
+)
+from zen_flow.planner.plan_state import PlanState
+from zen_flow.planner.reports import download_failure
+from zen_flow.planner.steps import StepWork
+from zen_flow.planner.timing import after, after_cut
+
+# The Job controller's reason when a Job's activeDeadlineSeconds passed.
+JOB_DEADLINE_REASON = "DeadlineExceeded"
+# How soon to look again at a completed Job whose pod's termination messages were not read yet.
+MESSAGES_RETRY_SECONDS = 1.0
+
+
+class Observation(PlanState):
+    """The observe pass (see `zen_flow.planner.engine`)."""
+
+    def observe(self) -> None:
+        for w in self.moving.values():
+            if w.phase == StepPhase.PENDING_APPROVAL:
+                self.observe_approval(w)
+            elif w.phase == StepPhase.RUNNING:
+                self.observe_running(w)
+            self.adopt(w)
+        self.works.wake(
+            [d for w in self.moving.values() if w.terminal for d in self.dependents.get(w.name, ())]
+        )
+
+    def adopt(self, w: StepWork) -> None:
+        """A Job of the next attempt exists although status does not know it: the status write after
+        the create was lost. Take it over (never create it twice); repeat for several lost writes."""
+        while not w.spec.is_manual and w.phase in (StepPhase.PENDING, StepPhase.RETRYING):
+            attempt = w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0)
+            name = self.job_name(w.name, attempt)
+            job = self.jobs.get(name)
+            if job is None:
+                return
+            # The budget is unchanged: a Retrying step's reservation becomes its retry count.
+            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=w.message)
+            self.observe_running(w)
+
+    def observe_running(self, w: StepWork) -> None:
+        ref = w.job_ref
+        name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
+        job = self.jobs.get(name)
+        if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
+            self.attempt_failed(w, f"Job {name} not found (deleted outside zen-flow)", self.now)
+            return
+        if ref is None or ref.uid is None or ref.name != name:
+            w.job_ref = self.job_ref(name, job)
+        if job.complete:
+            self.complete(w, job)
+            return
+        if job.failed:
+            if explains_failure(w.spec) and name not in self.messages:
+                self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
+                return
+            cond = job.condition(JOB_FAILED)
+            timeout = w.spec.timeout_seconds
+            if cond is not None and cond.reason == JOB_DEADLINE_REASON and timeout:
+                # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did: the
+                # same timeout, said the same way whoever noticed first.
+                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", cond.last_transition_time or self.now)
+                return
+            detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
+            if why := download_failure(self.messages.get(name)):
+                detail = f"{why} ({detail})" if detail else why
+            failed_at = cond.last_transition_time if cond is not None else None
+            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", failed_at or self.now)
+            return
+        if job.deleting:
+            self.attempt_failed(w, f"Job {name} was deleted outside zen-flow", self.now)
+            return
+        timeout = w.spec.timeout_seconds
+        if timeout is not None and timeout > 0:
+            began = job.metadata.creation_timestamp or job.status.start_time or w.start_time or self.now
+            due = after_cut(began, timeout)
+            if self.now >= due:
+                self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
+                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
+            else:
+                self.wakeups.append(due)
+
+    def complete(self, w: StepWork, job: Job) -> None:
+        """The Job completed: capture the output parameters; they go out in the same status write that
+        marks the step Succeeded. One that cannot be captured fails the step (retrying reruns the work)."""
+        name = job.metadata.name
+        if reads_messages(w.spec) and name not in self.messages:
+            # Its pod's termination messages have not been read yet (the controller reads them before
+            # planning, see outputs.jobs_to_read): stay Running and look again in a moment.
+            self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))
+            return
+        try:
+            w.outputs = capture_outputs(self.flow, w.spec, job, w.outputs, self.messages.get(name))
+        except OutputError as err:
+            w.fail(self.now, str(err))
+            self.note_failure(w)
+            return
+        w.succeed(self.now, None)
+
+    def attempt_failed(self, w: StepWork, error: str, failed_at: datetime) -> None:
+        limit = retry_limit(w.spec)
+        done = w.retry_count
+        error = f"attempt {done + 1} failed: {error}" if limit else error
+        if done < limit and self.budget_used < self.budget and self.failure is None:
+            self.budget_used += 1
+            # failed_at is a whole second (a Job condition, or the planner's now): the failure came up to a
+            # second later, so the delay counts from the next second and is never shorter than asked.
+            w.retry_at(after_cut(failed_at, retry_delay(w.spec.retry_policy, done)), error)
+            return
+        if limit and done >= limit:
+            error += f" (retries exhausted: {done}/{limit})"
+        elif limit and self.budget_used >= self.budget:
+            error += f" (flow retry budget backoffLimit={self.budget} used up)"
+        w.fail(self.now, error)
+        self.note_failure(w)
+
+    def observe_approval(self, w: StepWork) -> None:
+        decided = decision(self.flow.metadata.annotations, w.name)
+        if decided is None:
+            self.expire_approval(w)
+            return
+        verdict, user = decided
+        w.approved_by = user
+        why = self.flow.metadata.annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
+        self.approvals.append(
+            Approval(step=w.name, decision=verdict, user=user, time=self.now, message=why and why[:1024])
+        )
+        if verdict == "Approved":
+            w.succeed(self.now, f"approved by {user}" if user else "approved")
+        else:
+            w.fail(self.now, f"rejected by {user}" if user else "rejected")
+            self.note_failure(w)
+
+    def expire_approval(self, w: StepWork) -> None:
+        """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:
+        then it is rejected (Failed), as if someone had said no."""
+        timeout = w.spec.timeout_seconds
+        if not timeout or w.start_time is None or w.phase != StepPhase.PENDING_APPROVAL:
+            return
+        due = after(w.start_time, timeout)
+        if self.now < due:
+            self.wakeups.append(due)
+            return
+        w.fail(self.now, f"{REJECT_MARK}: no decision within {timeout}s (timeoutSeconds)")
+        self.note_failure(w)

@@ -1,0 +1,134 @@
+"""The state one plan works on: the flow's steps as mutable work items, the Jobs it owns, what the
+plan has decided so far (actions, wake-ups, approvals), and the facts every pass asks (the retry budget,
+the first failure, the deadline, whether steps may start)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from operator import attrgetter
+
+from zen_flow.api.constants import StepPhase
+from zen_flow.api.job import Job
+from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
+from zen_flow.core.expressions import Evaluator, WhenContext, flow_view
+from zen_flow.core.naming import job_name
+from zen_flow.planner.actions import Action, CreateResource
+from zen_flow.planner.artifacts import ArtifactOptions
+from zen_flow.planner.backoff import retry_budget
+from zen_flow.planner.concurrency import NO_GROUP, Peer
+from zen_flow.planner.interventions import stop_request
+from zen_flow.planner.outputs import PodMessages
+from zen_flow.planner.shape import Shape
+from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works
+from zen_flow.planner.timing import after
+
+_name = lru_cache(maxsize=65536)(job_name)
+_RETRIES = attrgetter("retry_count")
+
+
+class PlanState:
+    """What the three passes of one plan share; built once per plan, then mutated by the passes."""
+
+    def __init__(
+        self,
+        flow: JobFlow,
+        jobs: Sequence[Job],
+        now: datetime,
+        shape: Shape,
+        peers: Sequence[Peer],
+        evaluate: Evaluator | None,
+        messages: Mapping[str, PodMessages],
+        transfers: ArtifactOptions,
+        progress_deadline: float,
+    ) -> None:
+        self.flow = flow
+        self.progress_deadline = progress_deadline
+        self.transfers = transfers
+        self.peers = peers
+        self.evaluate = evaluate
+        self.messages = messages
+        self.group = NO_GROUP
+        self.now = now
+        self.order = shape.order
+        self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
+        self.works = Works(shape.specs, flow.status.steps)
+        # The steps that can move in this plan; the passes below walk only these (see `Works`).
+        self.moving = self.works.moving
+        self.dependents = shape.dependents
+        self.actions: list[Action] = []
+        self.wakeups: list[datetime] = []
+        self.approvals: list[Approval] = []
+        self.suspended = bool(flow.spec.suspend)
+        self.stopped = stop_request(flow)  # why the flow must fail now, or None
+        self.budget = retry_budget(flow)
+        # Retrying steps are never settled nor dormant: they are all in `moving`.
+        self.budget_used = sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
+        initial = self.works.initial
+        if any(map(_RETRIES, initial.values())):  # rare: a pass in C decides whether the Python one is needed
+            self.budget_used += sum(
+                s.retry_count for name, s in initial.items() if s.retry_count > 0 and name in shape.specs
+            )
+        self.failure: str | None = None  # the first step that failed for good (fail-fast)
+        # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
+        self.creating: tuple[CreateResource, ...] = ()
+        if StepPhase.FAILED in map(PHASE, initial.values()):
+            for s in self.works.settled():
+                if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
+                    self.failure = f"step {s.name} failed: {s.message or 'failed'}"
+                    break
+        policy = flow.spec.execution_policy
+        self.active_deadline = policy.active_deadline_seconds if policy is not None else None
+        self.start_time = flow.status.start_time
+        self.deadline_passed = self._deadline_passed()
+        arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
+        self.arguments = {a.name: a.value for a in arguments}
+        self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
+
+    def stored(self, step: str, artifact: str) -> ArtifactRef | None:
+        """What step `step` stored as `artifact` (from its status outputs)."""
+        w = self.works.get(step)
+        found = w.outputs.artifacts if w is not None and w.outputs is not None else ()
+        return next((a for a in found if a.name == artifact), None)
+
+    def _deadline(self) -> datetime | None:
+        if self.active_deadline is None or self.active_deadline <= 0 or self.start_time is None:
+            return None
+        return after(self.start_time, self.active_deadline)
+
+    def _deadline_passed(self) -> bool:
+        deadline = self._deadline()
+        return deadline is not None and self.now >= deadline
+
+    def job_name(self, step: str, attempt: int) -> str:
+        return _name(self.flow.metadata.name, step, attempt)
+
+    def job_ref(self, name: str, job: Job | None) -> ObjectRef:
+        return ObjectRef(
+            api_version="batch/v1",
+            kind="Job",
+            name=name,
+            namespace=self.flow.metadata.namespace,
+            uid=(job.metadata.uid or None) if job is not None else None,
+        )
+
+    def note_failure(self, w: StepWork) -> None:
+        if not w.spec.continue_on_failure and self.failure is None:
+            self.failure = f"step {w.name} failed: {w.message or 'failed'}"
+
+    def blocked(self) -> bool:
+        return (
+            self.stopped is not None
+            or self.suspended
+            or self.failure is not None
+            or self.deadline_passed
+            or self.group.holds
+            or bool(self.creating)
+        )
+
+    def begun(self) -> bool:
+        """Has any step left Pending (a settled step has)?"""
+        return len(self.moving) + len(self.works.dormant) < len(self.works) or any(
+            w.phase != StepPhase.PENDING for w in self.moving.values()
+        )
