@@ -18,6 +18,8 @@ REQUESTS_PER_STEP = 2.5
 """Issue 15, item 2: the controller's requests per step, Events included (on `many`)."""
 APISERVER_CPU_RATIO = 1.3
 """Issue 15, item 2: the apiserver's CPU in zen-flow's part over the baseline's (on `many`)."""
+LATENCY_RATIO = 1.2
+"""Issue 15, items 1 and 4: transition p99 on `wide` and `many-large` over the baseline's."""
 
 
 def write_json(results: Mapping[str, Any], path: Path) -> None:
@@ -132,6 +134,9 @@ def targets(results: Mapping[str, Any]) -> list[list[Any]]:
         )
     if many:
         rows.extend(_api_cost_rows(many))
+    for name in ("wide", "many-large"):
+        if name in by_name:
+            rows.extend(_latency_rows(by_name[name]))
     for name, w in by_name.items():
         ratio_ = w.get("comparison", {}).get("throughput_ratio")
         if ratio_ is not None:
@@ -239,6 +244,38 @@ def _api_cost_rows(many: Mapping[str, Any]) -> list[list[Any]]:
                 _verdict(ratio_ <= APISERVER_CPU_RATIO),
             ]
         )
+    return rows
+
+
+def _latency_rows(w: Mapping[str, Any]) -> list[list[Any]]:
+    """Items 1 and 4 of issue 15: transition p99 against the baseline's in the same run; for the burst of
+    many-large also the watches the apiserver closed. When some transitions fell inside the engine's
+    start (its creation burst; the baseline's takes about a second, before any Job completes), the p99 of
+    those after it stands beside (context: the verdict is on the whole run)."""
+    ours, theirs = w.get("zen-flow", {}), w.get("baseline", {})
+    mine, base = ours.get("transition_latency_ms", {}), theirs.get("transition_latency_ms", {})
+    if not mine.get("n") or not base.get("p99"):
+        return []
+    name = w["workload"]
+    ratio_ = mine["p99"] / base["p99"]
+    measured = f"{mine['p99']} / {base['p99']} ms = {ratio_:.2f} x"
+    later = ours.get("transition_latency_after_start_ms", {})
+    if later.get("n") and later["n"] < mine["n"]:
+        base_later = theirs.get("transition_latency_after_start_ms", base)
+        measured += (
+            f" (after the flows' start, {ours['start_seconds']} s: {later['p99']} / {base_later['p99']} ms"
+            f" = {later['p99'] / base_later['p99']:.2f} x, {later['n']} of {mine['n']} transitions)"
+        )
+    rows = [
+        [
+            f"transition p99 <= {LATENCY_RATIO} x baseline ({name})",
+            measured,
+            _verdict(ratio_ <= LATENCY_RATIO),
+        ]
+    ]
+    closed = ours.get("api", {}).get("apiserver_terminated_watchers")
+    if name == "many-large" and closed is not None:
+        rows.append([f"no watch closed by the apiserver ({name})", f"{closed}", _verdict(closed == 0)])
     return rows
 
 

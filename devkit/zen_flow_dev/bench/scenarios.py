@@ -16,7 +16,7 @@ from zen_flow_dev.bench import apicost, procstats
 from zen_flow_dev.bench.baseline import BaselineDriver
 from zen_flow_dev.bench.observer import Observer
 from zen_flow_dev.bench.session import Session
-from zen_flow_dev.bench.stats import latency_timeline, summarize, transitions
+from zen_flow_dev.bench.stats import latencies_after, latency_timeline, start_end, summarize, transitions
 from zen_flow_dev.bench.workloads import Workload
 from zen_flow_dev.testing.controller import ControllerProcess
 
@@ -77,6 +77,12 @@ async def measure_flows(
     completed = len(seen.completed)
     last_complete = max(seen.completed.values(), default=started)
     makespan = last_complete - started
+    if (began := start_end(workload.dag, flows, seen.created)) is not None:
+        # Every flow's first Job seen: the creation burst is over. The baseline creates its first Jobs
+        # itself in about a second, before any Job completes; an engine that starts flows more slowly
+        # has transitions inside its burst, on a saturated apiserver (docs/BENCHMARKS.md, issue 15 item 4).
+        result["start_seconds"] = round(began - started, 2)
+        result["transition_latency_after_start_ms"] = summarize(latencies_after(observed, began)).as_dict()
     result.update(
         steps_completed=completed,
         duplicate_jobs=len(seen.duplicates()),

@@ -71,6 +71,20 @@ def transitions(
     return out
 
 
+def start_end(dag: Dag, flows: Sequence[str], created: Mapping[StepKey, float]) -> float | None:
+    """When the last flow's first Job was seen created (every flow had started), on the observer's clock;
+    None when no root Job was seen."""
+    roots = [step for step, deps in dag.steps if not deps]
+    seen = [created[(flow, root)] for flow in flows for root in roots if (flow, root) in created]
+    return max(seen, default=None)
+
+
+def latencies_after(samples: Sequence[tuple[float, float]], moment: float) -> list[float]:
+    """The latencies of the transitions (`transitions`) whose dependency was seen Complete after
+    `moment`: none of their time was spent during what happened before it."""
+    return [latency for seen, latency in samples if seen - latency > moment]
+
+
 def latency_timeline(samples: Sequence[tuple[float, float]], started: float) -> list[list[float]]:
     """Per second of the run that had transitions: [second, count, p50 ms, max ms], in order.
 
