@@ -54,7 +54,7 @@ class PlanState:
         self.order = shape.order
         self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
         self.works = Works(shape.specs, flow.status.steps)
-        # The steps that can move in this plan; the passes below walk only these (see `Works`).
+        # The steps that can move in this plan; the passes walk only these (see `Works`).
         self.moving = self.works.moving
         self.dependents = shape.dependents
         self.actions: list[Action] = []
