@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zen_flow_dev.bench.report import growth_rows
+from zen_flow_dev.bench.report import growth_rows, run_label
 
 ENGINES = ("zen-flow", "baseline")
 COLOURS = {"zen-flow": "#1f77b4", "baseline": "#7f7f7f", "controller": "#ff7f0e"}
@@ -66,7 +66,7 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
                 ax.step(xs, ys, where="post", label=engine, color=COLOURS[engine])
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # within one decade it would label every tick
-            ax.set_title(workload["workload"])
+            ax.set_title(run_label(workload))
             ax.set_xlabel("transition latency (ms)")
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("share of steps at or below")
@@ -92,7 +92,7 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
                 for second in (workload.get(engine) or {}).get("observer_resumed_at") or ():
                     ax.axvline(second, color=colour, linestyle="--", linewidth=0.8)
             ax.set_yscale("log")
-            ax.set_title(workload["workload"], fontsize=9)
+            ax.set_title(run_label(workload), fontsize=9)
             ax.set_ylabel("latency (ms)")
             ax.grid(True, which="major", alpha=0.3)
         axes[-1][0].set_xlabel("seconds since the flows were created")
@@ -118,7 +118,7 @@ def write_charts(results: Mapping[str, Any], json_path: Path) -> list[Path]:
                     continue
                 ax.bar(i + offset, value, width, color=COLOURS[label], label=label if i == 0 else None)
                 ax.annotate(f"{value:.3g}", (i + offset, value), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(cost)), [w["workload"] for w in cost])
+        ax.set_xticks(range(len(cost)), [run_label(w) for w in cost])
         ax.set_ylabel("requests per step")
         fig.suptitle(
             f"What a step costs: writes by every client, and the controller's requests\n{stamp}", fontsize=9

@@ -59,12 +59,14 @@ class BenchConfig:
     admission_only: bool = False  # no cluster: only figure 6
     step_timeout: float = 1.0
     py_spy: bool = False
+    """Profile the controller for the whole run with py-spy (collapsed stacks in the logs directory)."""
     apiserver_args: tuple[str, ...] = ()
     install_crd: bool = True
     wait_deletes: bool = True
     """Wait for each run's namespace to be gone before the next run (the quick preset does not: its runs
     then overlap the namespace controller's clean-up of the previous one)."""
-    """Profile the controller for the whole run with py-spy (collapsed stacks in the logs directory)."""
+    repeat: int = 1
+    """Runs of each workload that has a baseline; the targets are judged on their median."""
 
 
 def progress(message: str) -> None:
@@ -139,8 +141,15 @@ async def _workloads(
     kube = KubeClient(await load_config(str(env.kubeconfig)), options)
     run_id = secrets.token_hex(3)
     workloads = build_workloads(config.sizes, config.only)
-    namespaces = {w.name: f"zfb-{run_id}-{w.name}" for w in workloads}
-    base_namespaces = {w.name: f"zfb-{run_id}-{w.name}-base" for w in workloads if w.has_baseline}
+    # Every run gets namespaces of its own, known to the controller from its start.
+    rounds = {w.name: config.repeat if w.has_baseline else 1 for w in workloads}
+    namespaces = {
+        (w.name, i): f"zfb-{run_id}-{w.name}" + (f"-{i + 1}" if rounds[w.name] > 1 else "")
+        for w in workloads
+        for i in range(rounds[w.name])
+    }
+    with_baseline = {w.name for w in workloads if w.has_baseline}
+    base_namespaces = {key: f"{ns}-base" for key, ns in namespaces.items() if key[0] in with_baseline}
     controller = ControllerProcess(
         env.controller_kubeconfig,
         log_dir / "controller.log",
@@ -179,14 +188,17 @@ async def _workloads(
         quiet = float(config.sizes.get("quiet_seconds", 10))
         results = []
         for workload in workloads:
-            progress(f"{workload.name}: {workload.title} ({workload.steps} steps)")
-            entry = await _one(
-                session, workload, namespaces[workload.name], base_namespaces.get(workload.name), quiet
-            )
-            results.append(entry)
-            for ns in [namespaces[workload.name], base_namespaces.get(workload.name)]:
-                if ns is not None:
-                    await delete_namespace(kube, ns, wait=session.delete_wait)
+            for i in range(rounds[workload.name]):
+                key = (workload.name, i)
+                which = f" (run {i + 1} of {rounds[workload.name]})" if rounds[workload.name] > 1 else ""
+                progress(f"{workload.name}{which}: {workload.title} ({workload.steps} steps)")
+                entry = await _one(session, workload, namespaces[key], base_namespaces.get(key), quiet)
+                if rounds[workload.name] > 1:
+                    entry["repeat"] = i + 1
+                results.append(entry)
+                for ns in [namespaces[key], base_namespaces.get(key)]:
+                    if ns is not None:
+                        await delete_namespace(kube, ns, wait=session.delete_wait)
         return results, idle_figures
     finally:
         controller.stop()
