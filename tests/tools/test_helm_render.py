@@ -290,6 +290,7 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     values = {
         "controller": {
             "workers": 3,
+            "startWorkers": 2,
             "qps": 20,
             "burst": 40,
             "resyncSeconds": 600,
@@ -301,6 +302,7 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path, values)
     settings = settings_of(deployment(docs))
     assert (settings.workers, settings.qps, settings.burst) == (3, 20.0, 40)
+    assert settings.start_workers == 2
     assert settings.resync_seconds == 600.0
     assert settings.progress_deadline_seconds == 900.0
     assert settings.log_level == "debug"

@@ -117,7 +117,7 @@ def growth_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
 
 
 def targets(results: Mapping[str, Any]) -> list[list[Any]]:
-    """[target, measured, verdict] for each target of issue 5 that this run measured."""
+    """[target, measured, verdict] for each target of issues 5 and 15 that this run measured."""
     rows: list[list[Any]] = []
     by_name = {w["workload"]: w for w in results.get("workloads", [])}
     runs: dict[str, list[Mapping[str, Any]]] = {}

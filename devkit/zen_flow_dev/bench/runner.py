@@ -35,7 +35,7 @@ from zen_flow_dev.bench.environment import (
     load_crd,
     machine,
 )
-from zen_flow_dev.bench.scenarios import measure_cache, measure_flows, measure_waiting
+from zen_flow_dev.bench.scenarios import Engine, measure_cache, measure_flows, measure_waiting
 from zen_flow_dev.bench.session import ControllerSettings, Session
 from zen_flow_dev.bench.stats import ratio
 from zen_flow_dev.bench.workloads import Workload, build_workloads, chain, flow_manifest_for
@@ -192,7 +192,16 @@ async def _workloads(
                 key = (workload.name, i)
                 which = f" (run {i + 1} of {rounds[workload.name]})" if rounds[workload.name] > 1 else ""
                 progress(f"{workload.name}{which}: {workload.title} ({workload.steps} steps)")
-                entry = await _one(session, workload, namespaces[key], base_namespaces.get(key), quiet)
+                # Every other run measures the baseline first: a cluster that grows cheaper (or dearer)
+                # over a run's minutes then favours neither engine in the median.
+                entry = await _one(
+                    session,
+                    workload,
+                    namespaces[key],
+                    base_namespaces.get(key),
+                    quiet,
+                    baseline_first=i % 2 == 1,
+                )
                 if rounds[workload.name] > 1:
                     entry["repeat"] = i + 1
                 results.append(entry)
@@ -227,7 +236,13 @@ async def _warm_up(kube: KubeClient, namespace: str, run_id: str) -> None:
 
 
 async def _one(
-    session: Session, workload: Workload, namespace: str, base_namespace: str | None, quiet: float
+    session: Session,
+    workload: Workload,
+    namespace: str,
+    base_namespace: str | None,
+    quiet: float,
+    *,
+    baseline_first: bool = False,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "workload": workload.name,
@@ -244,14 +259,17 @@ async def _one(
     if workload.kind == "cache":
         entry["zen-flow"] = await measure_cache(session, workload, namespace, quiet)
         return entry
-    entry["zen-flow"] = await measure_flows(session, workload, "zen-flow", namespace)
-    _summary_line("zen-flow", entry["zen-flow"])
-    started = time.monotonic()
-    if await delete_namespace(session.kube, namespace, wait=session.delete_wait):
-        progress(f"  namespace deleted in {time.monotonic() - started:.1f} s")
     assert base_namespace is not None
-    entry["baseline"] = await measure_flows(session, workload, "baseline", base_namespace)
-    _summary_line("baseline", entry["baseline"])
+    parts: list[tuple[Engine, str]] = [("zen-flow", namespace), ("baseline", base_namespace)]
+    if baseline_first:
+        parts.reverse()
+        entry["baseline_first"] = True
+    for engine, ns in parts:
+        entry[engine] = await measure_flows(session, workload, engine, ns)
+        _summary_line(engine, entry[engine])
+        started = time.monotonic()
+        if await delete_namespace(session.kube, ns, wait=session.delete_wait):
+            progress(f"  namespace deleted in {time.monotonic() - started:.1f} s")
     entry["comparison"] = compare(entry["zen-flow"], entry["baseline"])
     return entry
 
