@@ -58,8 +58,8 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="run each workload that has a baseline N times (zen-flow, then the baseline, each time); the "
-        "targets table judges the median of the runs (this VM's speed moves one run's ratios by ~20 %%)",
+        help="run each workload that has a baseline N times (every other run measures the baseline first); "
+        "the targets table judges the median of the runs (one run's ratios move by ~20 %% on a shared VM)",
     )
     p.add_argument(
         "--wait-deletes",

@@ -74,8 +74,7 @@ def transitions(
 def start_end(dag: Dag, flows: Sequence[str], created: Mapping[StepKey, float]) -> float | None:
     """When the last flow's first Job was seen created (every flow had started), on the observer's clock;
     None when no root Job was seen."""
-    roots = [step for step, deps in dag.steps if not deps]
-    seen = [created[(flow, root)] for flow in flows for root in roots if (flow, root) in created]
+    seen = [created[(flow, root)] for flow in flows for root in dag.roots if (flow, root) in created]
     return max(seen, default=None)
 
 
