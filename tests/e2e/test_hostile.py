@@ -1,5 +1,6 @@
-"""One tenant's flow must never stop another's: pathological `when` expressions fail their own flow while
-other flows run to the end and the leader keeps its lease.
+"""One tenant's flow must never stop another's: pathological `when` expressions and templates nested
+thousands of levels deep fail their own flow while other flows run to the end and the leader keeps its
+lease.
 
 The probe that found it: a 448-character `when` passed admission, took 18.8 s to evaluate inline on the
 event loop, starved the lease renewal, and every leader that picked the flow up resigned in turn.
@@ -8,17 +9,23 @@ event loop, starved the lease renewal, and every leader that picked the flow up 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from zen_flow.machinery.leader import LeadershipLost
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.flows import chain, flow_manifest, job_step
+from zen_flow_dev.testing.kubectl import Kubectl
 
 LEASE = "zen-flow-controller"
 TEN = "[0,1,2,3,4,5,6,7,8,9]"
 # Comprehensions eight deep: 10^8 iterations (half a minute of CPU). Admission refuses it.
 NESTED = "".join(f"{TEN}.all(v{i}, " for i in range(8)) + "true" + ")" * 8
+# The CEL library's other spelling of exists_one, nested 3 deep: once read as linear and run on the loop.
+NESTED_EXISTS_ONE = "".join(f"{TEN}.existsOne(v{i}, " for i in range(3)) + "true" + ")" * 3
+# Each pattern takes the CEL library ~40 ms to compile, on every call.
+REGEXES = "||".join(['"".matches("\\\\w{290}")'] * 20)
 # Passes admission (20 x 20 iterations), but each iteration copies 400 kB: far past a 0.05 s budget.
 COSTLY = "steps.all(a, steps.all(b, size(flow.annotations.big + flow.annotations.big) > 0))"
 
@@ -45,22 +52,26 @@ async def test_pathological_when_expressions_fail_alone_and_the_leader_keeps_its
     before = (await wait_until(held, 30, what="the controller to lead"))["spec"]
 
     nested = flow_manifest("nested", namespace, [job_step("a"), job_step("judge", "a", when=NESTED)])
+    exists_one = flow_manifest("exists-one", namespace, [job_step("judge", when=NESTED_EXISTS_ONE)])
+    regexes = flow_manifest("regexes", namespace, [job_step("judge", when=REGEXES)])
     costly_steps = [job_step(f"s{i}") for i in range(19)] + [job_step("judge", when=COSTLY)]
     costly = flow_manifest("costly", namespace, costly_steps, annotations={"big": "x" * 200_000})
     good = [chain(f"good-{n}", namespace, 5) for n in range(2)]
-    await asyncio.gather(*(driver.create(m) for m in (nested, costly, *good)))
+    await asyncio.gather(*(driver.create(m) for m in (nested, exists_one, regexes, costly, *good)))
 
     results = {
         name: await driver.wait_phase(namespace, name, timeout=120)
-        for name in ("nested", "costly", "good-0", "good-1")
+        for name in ("nested", "exists-one", "regexes", "costly", "good-0", "good-1")
     }
-    invalid = next(c for c in results["nested"]["status"]["conditions"] if c["type"] == "Failed")
-    assert invalid["reason"] == "InvalidSpec"
-    assert "too expensive: comprehensions nested 8 deep (at most 2)" in invalid["message"]
-    assert results["costly"]["status"]["phase"] == "Failed"
-    judge = next(s for s in results["costly"]["status"]["steps"] if s["name"] == "judge")
-    assert judge["phase"] == "Failed"
-    assert judge["message"].startswith("when stopped: evaluation ran past its 0.05s budget")
+    for name, deep in (("nested", 8), ("exists-one", 3)):
+        invalid = next(c for c in results[name]["status"]["conditions"] if c["type"] == "Failed")
+        assert invalid["reason"] == "InvalidSpec"
+        assert f"too expensive: comprehensions nested {deep} deep (at most 2)" in invalid["message"]
+    for name in ("costly", "regexes"):
+        assert results[name]["status"]["phase"] == "Failed"
+        judge = next(s for s in results[name]["status"]["steps"] if s["name"] == "judge")
+        assert judge["phase"] == "Failed"
+        assert judge["message"].startswith("when stopped: evaluation ran past its 0.05s budget")
     for name in ("good-0", "good-1"):
         assert results[name]["status"]["phase"] == "Succeeded"
         assert set(step_phases(results[name]).values()) == {"Succeeded"}
@@ -71,3 +82,22 @@ async def test_pathological_when_expressions_fail_alone_and_the_leader_keeps_its
     assert controller.alive
     assert LeadershipLost.__name__ not in controller.log_tail(400)
     assert "lost leadership" not in controller.log_tail(400)
+
+
+async def test_a_flow_nested_thousands_of_levels_deep_fails_alone(
+    namespace: str, driver: FlowDriver, kubectl: Kubectl, start_controller: StartController
+) -> None:
+    # The apiserver stores JSON nested up to 10,000 levels in a template; Python's decoders stop near
+    # 1,000. Such a flow once crashed the controller at every start (its LIST could not be decoded).
+    controller = start_controller()
+    deep = flow_manifest("deep", namespace, [job_step("a", template={"kind": "Job", "z": "DEEP"})])
+    body = json.dumps(deep).replace('"DEEP"', "[" * 3000 + "]" * 3000)
+    kubectl("create", "-f", "-", input=body)
+    await driver.create(chain("good", namespace, 2))
+
+    failed = await driver.wait_phase(namespace, "deep", timeout=60)
+    condition = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
+    assert condition["reason"] == "InvalidSpec"
+    assert "nested more than 128 levels deep (at spec.steps[0].template.z[0]..." in condition["message"]
+    assert (await driver.wait_phase(namespace, "good", timeout=60))["status"]["phase"] == "Succeeded"
+    assert controller.alive

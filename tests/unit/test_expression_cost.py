@@ -18,6 +18,7 @@ from zen_flow.core.expressions import ExpressionError, compile_when
         ("steps.all(a, steps.all(b, true))", 40 + 40 * 40),
         ("size(steps.filter(s, steps[s].phase == 'Failed')) == 0", 40),
         ("[1, 2, 3].exists(x, x == 2)", 3),
+        ("[1, 2, 3].existsOne(x, x == 2)", 3),
         ("[[1, 2], [3]].exists(x, x.exists(y, y == 2))", 2 + 2 * UNKNOWN_SIZE),
         ("flow.labels.exists(k, k == 'team')", UNKNOWN_SIZE),
         ("[].all(x, false)", 0),
@@ -32,6 +33,7 @@ def test_cheap_expressions_are_admitted_with_their_worst_case(expr: str, iterati
     ("expr", "message"),
     [
         ("steps.all(a, steps.all(b, steps.all(c, true)))", "comprehensions nested 3 deep (at most 2)"),
+        ("[1].existsOne(a, [1].existsOne(b, [1].existsOne(c, true)))", "comprehensions nested 3 deep"),
         ("steps.map(s, s).exists(x, true)", "'exists' iterates over the result of 'map'"),
         ("(steps.filter(s, true)).all(x, true)", "'all' iterates over the result of 'filter'"),
         ("['a'].map(x, x + x).map(x, x + x)", "'map' iterates over the result of 'map'"),

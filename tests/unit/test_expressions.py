@@ -187,3 +187,27 @@ def test_identifiers_are_the_longest_runs_of_letters_digits_and_underscores(src:
             assert all(c.isalnum() or c == "_" for c in tok.text)
             assert tok.end == len(src) or not (src[tok.end].isalnum() or src[tok.end] == "_")
             assert tok.start == 0 or not (src[tok.start - 1].isalnum() or src[tok.start - 1] == "_")
+
+
+@pytest.mark.parametrize(
+    ("expr", "bounded"),
+    [
+        ("steps['extract-a'].outputs.parameters.rows == '42'", False),
+        ("steps.exists(s, steps[s].phase == 'Failed')", True),
+        # The CEL library's other spelling of exists_one: once read as linear, a nested one ran on the
+        # controller's event loop without a budget.
+        ("[1, 2].existsOne(x, x == 1)", True),
+        # A pattern is compiled on every call: `"".matches("\\w{290}")` takes ~40 ms.
+        ("flow.name.matches('^e')", True),
+        ("flow.name != 'matches('", False),
+    ],
+)
+def test_expressions_that_can_be_slow_go_to_the_evaluator(expr: str, bounded: bool) -> None:
+    asked: list[str] = []
+
+    def evaluate(compiled: CompiledWhen, variables: dict[str, object]) -> object:
+        asked.append(compiled.source)
+        return compiled.program.execute(variables)
+
+    assert check_when(expr, CTX, evaluate).value is True
+    assert asked == ([expr] if bounded else [])

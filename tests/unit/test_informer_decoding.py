@@ -125,3 +125,33 @@ def test_without_a_c_library_releasing_memory_does_nothing(monkeypatch: pytest.M
         decoding.release_freed_memory()  # no libc: nothing to call, nothing raised
     finally:
         decoding._malloc_trim.cache_clear()
+
+
+def deep_flow_bytes(name: str, levels: int) -> bytes:
+    """A flow whose template nests `levels` deep, as the apiserver stores it (10,000 levels): built as
+    text, since Python's own encoder recurses."""
+    flow = flow_raw(name, steps=[{"name": "a", "template": {"kind": "Job", "z": "DEEP"}}])
+    return json.dumps(flow).replace('"DEEP"', "[" * levels + "]" * levels).encode()
+
+
+@pytest.mark.parametrize("levels", [300, 5_000])
+def test_a_flow_nested_too_deep_is_a_placeholder_that_says_where(levels: int) -> None:
+    # 300: past pydantic's parser (200) and serializer (255); 5,000: past json.loads (~1,000). Either
+    # once ended the informer, and the controller with it, on every start.
+    flows = JobFlowInformer(None, clock=FakeClock())  # type: ignore[arg-type]
+    good = json.dumps(flow_raw("good")).encode()
+    page = (
+        b'{"metadata": {"resourceVersion": "9"}, "items": [' + good + b", " + deep_flow_bytes("deep", levels)
+    )
+    decoded = decode_page(page + b"]}", flows.decoder)
+    assert [flow.metadata.name for flow in decoded.items] == ["good", "deep"]
+    assert decoded.items[0].spec.steps[0].name == "gate"
+    expected = "nested more than 128 levels deep (at spec.steps[0].template.z[0]...)"
+    assert flows.parse_error("ns/deep") == expected
+    assert flows.parse_error("ns/good") is None
+
+    event = decode_event(
+        b'{"type": "MODIFIED", "object": ' + deep_flow_bytes("other", levels) + b"}", flows.decoder
+    )
+    assert event.object.metadata.name == "other"
+    assert flows.parse_error("ns/other") == expected

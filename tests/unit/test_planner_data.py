@@ -85,6 +85,13 @@ def test_a_key_the_message_lacks_is_not_found(message: str, key: str) -> None:
         message_value(message, key)
 
 
+def test_a_message_nested_deeper_than_json_decodes_is_not_found_saying_why() -> None:
+    # 4 KiB of brackets nest 2,000 deep: json.loads raised RecursionError, which nothing caught, and
+    # the flow's reconcile failed and was retried for ever instead of failing the step.
+    with pytest.raises(NotFound, match="its JSON nests too deep to read"):
+        message_value('{"v": ' + "[" * 2000 + "]" * 2000 + "}", "v")
+
+
 @given(
     st.dictionaries(
         st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True),

@@ -221,6 +221,34 @@ def test_dry_run_gets_the_same_decision() -> None:
     assert dry == wet
 
 
+def _nested_template(levels: int) -> bytes:
+    """A review of a flow whose first template nests `levels` levels deep (written as text: Python's
+    encoder recurses; the apiserver stores up to 10,000 levels)."""
+    flow = base_flow()
+    flow["spec"]["steps"][0]["template"]["z"] = "DEEP"
+    # The template is level 1 and `z` level 2: `levels - 1` brackets make it `levels` deep.
+    return review(flow).replace(b'"DEEP"', b"[" * (levels - 1) + b"]" * (levels - 1))
+
+
+@pytest.mark.parametrize("levels", [65, 400, 5_000])
+def test_a_template_nested_too_deep_is_denied_naming_it(levels: int) -> None:
+    response = validate_review(_nested_template(levels))["response"]
+    assert response["allowed"] is False
+    assert response["status"]["message"].endswith(
+        "spec.steps[0].template: Forbidden: nested more than 64 levels deep (at z[0][0][0][0][0]...): "
+        "no Job needs that many"
+    )
+    # Mutation never writes inside a template, also when the body had to be cut to be read.
+    assert {op["path"] for op in patch_of(mutate_review(_nested_template(levels)))} <= {
+        "/spec/executionPolicy",
+        "/metadata/annotations",
+    }
+
+
+def test_a_template_at_the_depth_limit_is_allowed() -> None:
+    assert validate_review(_nested_template(64))["response"]["allowed"] is True
+
+
 def test_a_bug_denies_with_a_message_instead_of_crashing(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*_: Any, **__: Any) -> Any:
         raise RuntimeError("kaput")

@@ -3,10 +3,11 @@ estimates, in a simpler form).
 
 Without comprehensions, a CEL expression costs time linear in its length times the size of its inputs
 (the flow's labels, annotations and step outputs, all bounded by the apiserver): it cannot loop and
-cannot reuse a result. The comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`) are
-what multiplies: nested ones multiply their iteration counts, and one that iterates over another's
-result can grow its elements at every link of the chain (`l.map(x, x + x).map(x, x + x)...` doubles
-them each time). So, at admission:
+cannot reuse a result (`matches`, which compiles its pattern per call, is bounded in time instead: see
+expression_scanner.COSTLY_FUNCTIONS). The comprehension macros (`all`, `exists`, `exists_one` or
+`existsOne`, `map`, `filter`) are what multiplies: nested ones multiply their iteration counts, and one
+that iterates over another's result can grow its elements at every link of the chain
+(`l.map(x, x + x).map(x, x + x)...` doubles them each time). So, at admission:
 
 - comprehensions nest at most `MAX_NESTING` deep;
 - a comprehension never iterates over another comprehension's result;

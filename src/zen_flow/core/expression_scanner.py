@@ -49,8 +49,12 @@ def _body(raw: bool, quote: str) -> re.Pattern[str]:
 
 
 _BODIES = {(raw, quote): _body(raw, quote) for raw in (False, True) for quote in ("'''", '"""', "'", '"')}
-# CEL's comprehension macros: the only constructs that loop (see expression_cost.py).
-MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+# CEL's comprehension macros: the only constructs that loop (see expression_cost.py). The CEL library
+# also takes `existsOne` for `exists_one` (missing here once, it let a nested one pass as linear).
+MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
+# Functions whose cost is not linear in their inputs either: the CEL library compiles a `matches`
+# pattern on every call, and `"".matches("\\w{290}")` takes ~40 ms to compile.
+COSTLY_FUNCTIONS = frozenset({"matches"})
 # What a step reference becomes in an expression's shape (see the module docstring).
 _PLACEHOLDER = "_s"
 
@@ -97,6 +101,16 @@ def is_comprehension(toks: list[Token], i: int) -> bool:
         and toks[i].kind == "ident"
         and toks[i].text in MACROS
         and toks[i - 1].text == "."
+        and toks[i + 1].text == "("
+    )
+
+
+def is_costly_call(toks: list[Token], i: int) -> bool:
+    """Is toks[i] a call of a `COSTLY_FUNCTIONS` function (`s.matches(` or `matches(s, `)?"""
+    return (
+        i < len(toks) - 1
+        and toks[i].kind == "ident"
+        and toks[i].text in COSTLY_FUNCTIONS
         and toks[i + 1].text == "("
     )
 
@@ -190,7 +204,7 @@ def scan(expr: str) -> Scanned:
     """Tokenize and rewrite; raises ExpressionError for an unterminated string literal."""
     toks = tokens(expr)
     cel_source, shape, refs, dynamic = _rewrite(expr, toks)
-    loops = any(is_comprehension(toks, i) for i in range(len(toks)))
+    loops = any(is_comprehension(toks, i) or is_costly_call(toks, i) for i in range(len(toks)))
     return Scanned(cel_source, shape, refs, dynamic, loops)
 
 

@@ -58,8 +58,9 @@ class CompiledWhen:
     # True when `steps` is used in a way that names no step statically (`steps.exists(...)`,
     # `steps[x]`): evaluation then needs every step.
     dynamic: bool
-    # Uses a comprehension macro: the only kind of expression whose cost is not linear in its inputs,
-    # so the controller evaluates it in a separate process under a time budget.
+    # Uses a comprehension macro or `matches` (a regex compiled per call): the only expressions whose
+    # cost is not linear in their inputs, so the controller evaluates them in a separate process under
+    # a time budget.
     loops: bool = False
 
     @cached_property
@@ -180,8 +181,8 @@ def compile_when(expr: str) -> CompiledWhen:
 
 
 def has_comprehension(expr: str | None) -> bool:
-    """Does the expression use a comprehension macro (and compile)? Such expressions are the ones an
-    evaluator should bound in time."""
+    """Does the expression use a comprehension macro or `matches` (and compile)? Such expressions are
+    the ones an evaluator should bound in time."""
     compiled = _compile(expr) if expr is not None else None
     return isinstance(compiled, CompiledWhen) and compiled.loops
 

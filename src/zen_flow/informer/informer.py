@@ -26,6 +26,7 @@ from typing import Any, Generic, cast
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.core.nesting import MAX_OBJECT_DEPTH, deepest_path, describe_depth
 from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.decoding import ModelDecoder, release_freed_memory
 from zen_flow.informer.reflector import ListerWatcher, Reflector, ReflectorOptions
@@ -273,6 +274,9 @@ class Informer(Generic[T]):
     def _convert(self, raw: dict[str, Any]) -> T:
         """The slow path for one decoded object: validate, or cache a placeholder and remember why."""
         try:
+            # Deeper than the decoders and the compactor's serializer go (core/nesting.py): a placeholder.
+            if (deep := deepest_path(raw, MAX_OBJECT_DEPTH)) is not None:
+                raise ValueError(describe_depth(deep, MAX_OBJECT_DEPTH))
             obj = self._model.validate_python(raw)
         except (ValidationError, ValueError, TypeError, KeyError) as err:
             key = _key_of(raw)

@@ -29,6 +29,7 @@ import aiohttp
 import tenacity
 from pydantic import TypeAdapter, ValidationError
 
+from zen_flow.core import nesting
 from zen_flow.kube.config import KubeConfig
 from zen_flow.kube.errors import ApiError, Expired, TransportError, from_response
 from zen_flow.kube.streams import (
@@ -130,7 +131,7 @@ class KubeClient:
             limiter=limiter,
         )
         try:
-            decoded = json.loads(raw) if raw else {}
+            decoded = nesting.loads(raw) if raw else {}
         except ValueError as err:
             raise TransportError(f"{method} {path}: undecodable response {raw[:200]!r}") from err
         return decoded if isinstance(decoded, dict) else {}

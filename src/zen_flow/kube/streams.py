@@ -7,12 +7,12 @@ one, objects arrive as decoded JSON dicts.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 
+from zen_flow.core import nesting
 from zen_flow.kube.errors import TransportError, from_status
 
 # aiohttp's readline() refuses lines over 128 KB (twice its read buffer), and a watch line is a whole
@@ -110,7 +110,7 @@ def decode_page(raw: bytes, decoder: Decoder | None, path: str = "") -> DecodedP
     if decoder is not None and (decoded := decoder.page(raw)) is not None:
         return decoded
     try:
-        page = json.loads(raw) if raw else {}
+        page = nesting.loads(raw) if raw else {}
     except ValueError as err:
         raise TransportError(f"LIST {path}: undecodable response {raw[:200]!r}") from err
     if not isinstance(page, dict):
@@ -127,7 +127,7 @@ def decode_event(line: bytes, decoder: Decoder | None = None) -> WatchEvent:
     if decoder is not None and (event := decoder.event(line)) is not None:
         return event
     try:
-        decoded = json.loads(line)
+        decoded = nesting.loads(line)
     except ValueError as err:
         raise TransportError(f"undecodable watch line: {line[:200]!r}") from err
     if not isinstance(decoded, dict) or not isinstance(decoded.get("object"), dict):

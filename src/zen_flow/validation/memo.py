@@ -58,7 +58,12 @@ class CheckMemo(Generic[T]):
             except (TypeError, ValueError, RecursionError):  # not JSON (YAML): checked in place
                 return self._check(r, value, path)
             found = self._seen.get(key)
-            if found is None or found[0] != kept:
+            try:
+                if found is not None and found[0] != kept:
+                    found = None
+            except RecursionError:  # nested too deep to compare (the check says so): checked in place
+                return self._check(r, value, path)
+            if found is None:
                 local = Reader([])
                 result = self._check(local, value, ROOT)
                 found = self._seen[key] = (kept, tuple(local.errors), result)

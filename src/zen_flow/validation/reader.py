@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zen_flow.validation.errors import FieldError, Path, invalid, required
+from zen_flow.core.nesting import MAX_TEMPLATE_DEPTH, deepest_path, describe_depth
+from zen_flow.validation.errors import FieldError, Path, forbidden, invalid, required
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -139,3 +140,12 @@ class Reader:
             else:
                 self.mapping(item, f"{path}[{i}]", require=True)
         return out
+
+    def shallow(self, value: Mapping[str, Any], path: Path) -> bool:
+        """A free-form object (a Job or resource template) nested at most MAX_TEMPLATE_DEPTH levels;
+        else reported, and nothing else should read it: other checks and the memo's key recurse."""
+        found = deepest_path(value, MAX_TEMPLATE_DEPTH)
+        if found is None:
+            return True
+        self.add(forbidden(path, describe_depth(found, MAX_TEMPLATE_DEPTH) + ": no Job needs that many"))
+        return False

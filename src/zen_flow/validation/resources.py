@@ -75,11 +75,13 @@ def _check_config_map(r: Reader, config_map: Mapping[str, Any], path: Path) -> N
 def check_resource_templates(r: Reader, templates: Mapping[str, Any], path: Path, flow: str) -> None:
     seen: set[str] = set()
     for item_path, claim in r.mappings(templates.get("volumeClaimTemplates"), path + ".volumeClaimTemplates"):
-        _check_name(r, claim, item_path, flow, seen)
-        _check_claim(r, claim, item_path)
+        if r.shallow(claim, item_path):
+            _check_name(r, claim, item_path, flow, seen)
+            _check_claim(r, claim, item_path)
     seen = set()
     for item_path, config_map in r.mappings(
         templates.get("configMapTemplates"), path + ".configMapTemplates"
     ):
-        _check_name(r, config_map, item_path, flow, seen)
-        _check_config_map(r, config_map, item_path)
+        if r.shallow(config_map, item_path):
+            _check_name(r, config_map, item_path, flow, seen)
+            _check_config_map(r, config_map, item_path)

@@ -62,6 +62,8 @@ def check_metadata_maps(r: Reader, meta: Mapping[str, Any], path: Path) -> None:
 
 def check_template(r: Reader, template: Mapping[str, Any], path: Path) -> TemplateInfo | None:
     """Check a Job template; returns what the podFailurePolicy rules need, or None if unusable."""
+    if not r.shallow(template, path):
+        return None
     api_version = r.string(template.get("apiVersion"), path + ".apiVersion")
     if api_version and api_version != "batch/v1":
         r.add(not_supported(path + ".apiVersion", api_version, ["batch/v1"]))

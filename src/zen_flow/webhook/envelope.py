@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from zen_flow.core import nesting
 from zen_flow.validation import STEP_WIRING
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
@@ -189,7 +190,15 @@ def _parse_by_members(body: bytes) -> AdmissionRequest:
         review = _MEMBERS.decode(body)
     except msgspec.ValidationError:
         raise ReviewError("the body must be a JSON object (an AdmissionReview)") from None
-    except (msgspec.DecodeError, RecursionError) as exc:  # the whole body is read here, nesting too
+    except RecursionError:
+        # JSON nested deeper than msgspec decodes (the apiserver stores 10,000 levels): what was too
+        # deep is cut, and still too deep for the validator, which denies the flow naming the field.
+        # Mutation never writes inside a template, so its patch holds nothing that was cut.
+        cut = nesting.cut_deep(body)
+        if cut == body:
+            raise ReviewError("the body is not JSON: nested too deep") from None
+        return parse_review(cut)
+    except msgspec.DecodeError as exc:  # the whole body is read here
         raise ReviewError(f"the body is not JSON: {exc}") from None
     _check_kind(_member(review, "apiVersion"), _member(review, "kind"))
     try:
