@@ -159,6 +159,42 @@ async def test_created_jobs_carry_the_contract(
     assert (ref["name"], ref["uid"]) == (meta["name"], meta["uid"])
 
 
+async def test_a_flow_recreated_under_its_name_waits_for_the_old_flows_jobs_to_go(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    """`kubectl delete jf f && kubectl apply -f f.yaml`: the old flow's Jobs, with the same names, stay
+    until the garbage collector removes them (none runs in this profile: the test plays it). The new
+    flow once took the old Job for its own and failed its step as "deleted outside zen-flow"."""
+    controller = start_controller()
+    manifest = flow_manifest("again", namespace, [job_step("a"), job_step("b", "a")])
+    await driver.create(manifest)
+    await wait_steps(driver, namespace, "again", {"a": "Running"})
+    old = await job_of(driver, namespace, "a")
+    await driver.delete(namespace, "again")
+    await wait_until(lambda: _gone(driver, namespace, "again"), WAIT, what="the flow deleted")
+    await driver.create(manifest)
+
+    async def refused_once() -> float | None:
+        return controller.metric("zen_flow_job_creates_total", result="taken") or None
+
+    await wait_until(refused_once, WAIT, what="a create of the old Job's name refused")
+    flow = await driver.get(namespace, "again")
+    assert flow is not None
+    assert step_phases(flow).get("a") in (None, "Pending")  # waiting, not failed
+    await driver.jobs_api.delete(namespace, old["metadata"]["name"])  # the garbage collector's turn
+
+    await wait_steps(driver, namespace, "again", {"a": "Running"})
+    new = await job_of(driver, namespace, "a")
+    assert new["metadata"]["name"] == old["metadata"]["name"]
+    assert new["metadata"]["ownerReferences"][0]["uid"] == flow["metadata"]["uid"]
+    await finish(driver, namespace, "a")
+    await wait_steps(driver, namespace, "again", {"a": "Succeeded", "b": "Running"})
+
+
+async def _gone(driver: FlowDriver, namespace: str, name: str) -> bool | None:
+    return (await driver.get(namespace, name)) is None or None
+
+
 async def test_restarted_controller_adopts_jobs_instead_of_duplicating_them(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:

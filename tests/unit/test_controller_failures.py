@@ -15,12 +15,13 @@ from structlog.testing import capture_logs
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.executor import JobNameTaken
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core import jsonpatch
 from zen_flow.core.expressions import BudgetExceeded, compile_when
-from zen_flow.kube.errors import ApiError, from_status
+from zen_flow.kube.errors import AlreadyExists, ApiError, from_status
 from zen_flow.machinery.expectations import EXPECTATIONS_TIMEOUT, Expectations
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow_dev.testing.clock import FakeClock
@@ -46,7 +47,9 @@ class Fake:
         self.ops: list[list[dict[str, Any]]] = []  # each write as sent
         self.patch_errors: list[ApiError] = []
         self.create_errors: dict[str, ApiError] = {}
+        self.delete_errors: list[ApiError] = []
         self.created: list[str] = []
+        self.deleted: list[str] = []
         self.events: list[tuple[str, str, str]] = []
 
     def get(self, key: str) -> JobFlow | None:
@@ -72,7 +75,9 @@ class Fake:
         return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"uid-{step}"}})
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        pass
+        if self.delete_errors:
+            raise self.delete_errors.pop(0)
+        self.deleted.append(name)
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         self.ops.append(ops)
@@ -190,6 +195,38 @@ async def test_a_job_the_apiserver_refuses_fails_the_flow_naming_the_step() -> N
     assert failed["reason"] == "JobRejected"
     assert "step bad: 422" in failed["message"]
     assert fake.created == ["good"]
+
+
+async def test_a_delete_that_failed_is_sent_again_on_the_retry_not_five_minutes_later() -> None:
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=5), job_step("b", "a")]), T0)
+    sim.reconcile()
+    (job,) = sim.running()
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock(wall_start=sim.now)
+    clock.jump(10)  # past step a's timeout: the plan deletes its Job
+    fake.delete_errors = [from_status(503, {"message": "apiserver unavailable"})]
+    ctrl = controller(fake, clock)
+    with pytest.raises(ApiError, match="unavailable"):
+        await ctrl.reconcile(fake.flow.key)
+    assert fake.deleted == []
+    await ctrl.reconcile(fake.flow.key)  # the queue's retry, after its backoff
+    assert fake.deleted == [job]
+
+
+async def test_a_job_name_taken_by_another_owner_is_retried_not_adopted() -> None:
+    # A flow deleted and created again under its name: the old Job awaits the garbage collector.
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    fake.create_errors["a"] = AlreadyExists(409, "AlreadyExists", 'jobs.batch "flow-a-0" already exists')
+    expectations, metrics = Expectations(clock), Metrics()
+    ctrl = controller(fake, clock, expectations=expectations, metrics=metrics)
+    with pytest.raises(JobNameTaken, match="already exists and is not this flow's yet"):
+        await ctrl.reconcile(fake.flow.key)
+    assert fake.patches == []  # no step recorded as Running on a Job that is not the flow's
+    assert expectations.satisfied(fake.flow.metadata.uid)  # the retry plans again, now
+    assert metrics.registry.get_sample_value("zen_flow_job_creates_total", {"result": "taken"}) == 1
+    del fake.create_errors["a"]  # collected
+    await ctrl.reconcile(fake.flow.key)
+    assert fake.created == ["a"]
+    assert fake.patches[-1]["status"]["steps"][0]["phase"] == "Running"
 
 
 async def test_an_unobserved_expectation_is_looked_at_again_when_it_expires() -> None:

@@ -34,6 +34,20 @@ class JobApi(Protocol):
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
 
 
+class JobNameTaken(ApiError):
+    """A Job of the planned name exists but is not (yet) among the flow's: retried with the queue's
+    backoff until the cache shows it as the flow's or its owner's garbage collection removes it."""
+
+    def __init__(self, name: str, err: ApiError) -> None:
+        super().__init__(
+            err.status,
+            err.reason,
+            f"Job {name} already exists and is not this flow's yet; waiting for it to show as the flow's "
+            "or to be deleted (a flow of the same name deleted moments ago leaves its Jobs to the garbage "
+            "collector)",
+        )
+
+
 class PlanExecutor:
     def __init__(
         self,
@@ -82,10 +96,15 @@ class PlanExecutor:
                 if (queued := self._waited(flow.key)) is not None:
                     timing["queued_ms"] = _ms(queued)
                 log.info("created job", step=create.step, job=name, attempt=create.attempt, **timing)
-            except AlreadyExists:
-                # Same deterministic name: a previous reconcile created it and its status write was lost.
-                self._metrics.job_creates.labels("adopted").inc()
-                self._expectations.creation_observed(uid, name)
+            except AlreadyExists as err:
+                # The plan creates only names its Jobs lack, so the cache does not show this one as the
+                # flow's: ours from a create that failed after the apiserver took it (the cache catches up,
+                # and the retry's plan adopts it by name), or another's, such as the Job of a flow of the
+                # same name deleted moments ago, which the garbage collector has yet to remove. Adopting it
+                # blindly failed the step later ("not found"), as it never shows among the flow's Jobs.
+                self._metrics.job_creates.labels("taken").inc()
+                self._expectations.creation_failed(uid, name)
+                raise JobNameTaken(name, err) from None
             except ApiError as err:
                 self._expectations.creation_failed(uid, name)
                 if not err.permanent:
@@ -103,15 +122,24 @@ class PlanExecutor:
         # waiting for a create that was never sent; the first error is raised once all have settled.
         outcomes = await asyncio.gather(*(create_one(c) for c in creates), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if failures:
-            raise failures[0]
-        for delete in deletes:
-            try:
-                await self._api.delete_job(ns, delete.name)
-            except NotFound:
-                self._expectations.deletion_observed(uid, delete.name)
-            self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
-            log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
+        sent = 0
+        try:
+            if failures:
+                raise failures[0]
+            for delete in deletes:
+                try:
+                    await self._api.delete_job(ns, delete.name)
+                except NotFound:
+                    self._expectations.deletion_observed(uid, delete.name)
+                sent += 1
+                self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
+                log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
+        except BaseException:
+            # A delete that failed or was never sent will not be observed: an expectation left for it
+            # held the flow's next reconcile until it expired (5 minutes) instead of the retry's backoff.
+            for delete in deletes[sent:]:
+                self._expectations.deletion_failed(uid, delete.name)
+            raise
         for action in actions:
             if isinstance(action, planner.DeleteFlow):
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
