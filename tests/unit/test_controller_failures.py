@@ -195,6 +195,30 @@ async def test_a_job_the_apiserver_refuses_fails_the_flow_naming_the_step() -> N
     assert failed["reason"] == "JobRejected"
     assert "step bad: 422" in failed["message"]
     assert fake.created == ["good"]
+    # The Job that did start is stopped with the flow, and its step says so (it once read Skipped "not
+    # started" while its Job ran on).
+    steps = {s["name"]: s for s in patch["status"]["steps"]}
+    assert steps["good"]["phase"] == "Failed"
+    assert steps["good"]["jobRef"]["uid"] == "uid-good"
+    assert steps["bad"]["phase"] == "Failed"
+    assert fake.deleted == [steps["good"]["jobRef"]["name"]]  # not bad's, which never existed
+
+
+async def test_a_refused_job_stops_the_steps_already_running() -> None:
+    sim = Simulator(make_flow([job_step("first"), job_step("bad", "first"), job_step("long")]), T0)
+    sim.reconcile()
+    assert sorted(sim.steps.values()) == ["first", "long"]
+    sim.complete(next(name for name, step in sim.steps.items() if step == "first"))
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock(wall_start=sim.now)
+    fake.create_errors["bad"] = from_status(422, {"reason": "Invalid", "message": "no"})
+    await controller(fake, clock).reconcile(fake.flow.key)
+    steps = {s["name"]: s for s in fake.patches[-1]["status"]["steps"]}
+    assert (steps["first"]["phase"], steps["bad"]["phase"], steps["long"]["phase"]) == (
+        "Succeeded",
+        "Failed",
+        "Failed",
+    )
+    assert fake.deleted == [steps["long"]["jobRef"]["name"]]
 
 
 async def test_a_delete_that_failed_is_sent_again_on_the_retry_not_five_minutes_later() -> None:

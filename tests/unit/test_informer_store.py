@@ -552,3 +552,38 @@ async def test_one_reflector_per_namespace_each_replacing_only_its_own(clock: Fa
             ("list", "one"),
             ("list", "two"),
         ]
+
+
+COMPLETE = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
+
+
+async def test_a_finished_job_deleted_at_once_still_counts_for_its_flow_a_while(
+    clock: FakeClock, recorder: Recorder
+) -> None:
+    # ttlSecondsAfterFinished: 0: the Job is gone moments after it completed. When both events are read
+    # before the flow's reconcile, its plan must still find the outcome, not "deleted outside zen-flow".
+    source = FakeSource(ListResult(items=(job_raw("done"), job_raw("running")), resource_version="10"))
+    informer = job_informer(source, clock, recorder)
+    async with running(informer):
+        await informer.wait_synced()
+        stream = await source.next_stream()
+        stream.push(
+            event("MODIFIED", job_raw("done", rv="11", status=COMPLETE)),
+            event("DELETED", job_raw("done", rv="12", status=COMPLETE)),
+            event("DELETED", job_raw("running", rv="13")),  # deleted unfinished: not its flow's result
+        )
+        await settle()
+        [kept] = informer.jobs_for("u1")
+        assert (kept.metadata.name, kept.complete) == ("done", True)
+        assert informer.get("ns/done") is None  # gone from the cache itself
+
+        stream.push(event("ADDED", job_raw("done", rv="14")))  # created again: the live one counts
+        await settle()
+        [live] = informer.jobs_for("u1")
+        assert (live.metadata.resource_version, live.complete) == ("14", False)
+
+        stream.push(event("DELETED", job_raw("done", rv="15", status=COMPLETE)))
+        await settle()
+        assert [j.metadata.name for j in informer.jobs_for("u1")] == ["done"]
+        clock.jump(301)  # remembered five minutes
+        assert informer.jobs_for("u1") == []

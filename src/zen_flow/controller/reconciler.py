@@ -259,10 +259,23 @@ class Controller:
             result = planner.fail_resources(flow, made.problems, now, made.recorded)
         created, rejected = await self._executor.execute(flow, result.actions)
         if rejected:
-            # The apiserver will never accept these Jobs (422/400): sending them again would loop.
+            # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
+            # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
             result = planner.fail_invalid(
-                flow, rejected, now, reason=REASON_JOB_REJECTED, prefix="the apiserver refused a step's Job"
+                flow,
+                rejected,
+                now,
+                reason=REASON_JOB_REJECTED,
+                prefix="the apiserver refused a step's Job",
+                base=with_job_uids(result.status, created) if created else result.status,
+                unborn={
+                    name
+                    for a in result.actions
+                    if isinstance(a, planner.CreateJob)
+                    and (name := a.body["metadata"]["name"]) not in created
+                },
             )
+            await self._executor.execute(flow, result.actions)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)

@@ -17,6 +17,7 @@ from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
 from zen_flow.core import jsonpatch
 from zen_flow.informer.informer import Informer, metadata_of
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
+from zen_flow.informer.tombstones import Tombstones
 from zen_flow.machinery.clock import Clock
 from zen_flow.planner.concurrency import group_of
 
@@ -71,11 +72,19 @@ class JobInformer(Informer[Job]):
             options=options,
             rng=rng,
         )
+        # Registered first, so the controller's own handlers (which enqueue the flow) run after it.
+        self.gone = Tombstones(clock, lambda job: next(iter(controller_uid(job)), None))
+        self.add_handler(on_add=lambda job: self.gone.forget(job.metadata.key), on_delete=self.gone.remember)
 
     def jobs_for(self, owner_uid: str) -> list[Job]:
         """The Jobs whose controller ownerReference has this UID (a JobFlow's Jobs), sorted by name (their
-        keys are `namespace/name`, and a flow's Jobs share its namespace)."""
-        return self.store.by_index(OWNER_UID_INDEX, owner_uid, ordered=True)
+        keys are `namespace/name`, and a flow's Jobs share its namespace), with the finished ones deleted
+        moments ago (tombstones.py)."""
+        live = self.store.by_index(OWNER_UID_INDEX, owner_uid, ordered=True)
+        gone = self.gone.of(owner_uid)
+        if not gone:
+            return live
+        return sorted([*live, *gone], key=lambda job: job.metadata.name)
 
 
 class JobFlowInformer(Informer[JobFlow]):

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from zen_flow.api.constants import DEFAULT_TTL_SECONDS_AFTER_FINISHED, FlowPhase, StepPhase
-from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner.actions import DeleteFlow, Plan
+from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import derive_events
 from zen_flow.planner.status import REASON_INVALID, assemble
@@ -47,9 +47,14 @@ def fail_invalid(
     *,
     reason: str = REASON_INVALID,
     prefix: str = "invalid spec",
+    base: JobFlowStatus | None = None,
+    unborn: Collection[str] = (),
 ) -> Plan:
     """An invalid spec: the flow fails once with condition Valid=False (reason InvalidSpec). Another
-    `reason` fails it the same way for a cause found while executing the plan (condition Failed only)."""
+    `reason` fails it the same way for a cause found while executing the plan (condition Failed only);
+    `base` is then that plan's status: the steps it started are Running, and every Running step's Job is
+    stopped, as when a flow is stopped (a failed flow with Jobs still running would hold their pods),
+    but for the `unborn` ones (the Jobs the apiserver refused: their steps fail with the flow)."""
     now = normalize(now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
@@ -57,14 +62,20 @@ def fail_invalid(
     more = f" (+{len(errors) - _LISTED_ERRORS} more)" if len(errors) > _LISTED_ERRORS else ""
     failure = f"{prefix}: {listed}{more}"
     cause = "the flow spec is invalid" if reason == REASON_INVALID else prefix
-    old = {s.name: s for s in flow.status.steps}
+    current = flow.status if base is None else base
+    old = {s.name: s for s in current.steps}
     works: dict[str, StepWork] = {}
+    stops: list[DeleteJob] = []
     for spec in flow.spec.steps:
         if not spec.name or spec.name in works:
             continue
         work = StepWork.load(spec, old.get(spec.name))
         if work.phase == StepPhase.RUNNING:
+            if base is not None and work.job_ref is not None and work.job_ref.name not in unborn:
+                stops.append(DeleteJob(work.job_ref.name, spec.name, cause))
             work.fail(now, cause)
+        elif work.phase == StepPhase.RETRYING:
+            work.fail(now, f"{cause}; {work.message or ''}")
         elif not work.terminal:
             work.skip(now, f"not started: {cause}")
         works[spec.name] = work
@@ -74,10 +85,10 @@ def fail_invalid(
         FlowPhase.FAILED,
         failure=failure,
         failed_reason=reason,
-        start_time=flow.status.start_time,
+        start_time=current.start_time,
         audit=with_origin(flow.status.audit, flow.metadata.annotations),
         now=now,
     )
     # Only the flow's own events: one event per never-run step would be noise here.
     events = tuple(e for e in derive_events(flow.status, status, {}) if e.reason.startswith("Flow"))
-    return Plan((), status, events, max(0.0, until(now, ttl_expiry(flow, now))))
+    return Plan(tuple(stops), status, events, max(0.0, until(now, ttl_expiry(flow, now))))

@@ -112,7 +112,7 @@ def message_value(message: str, key: str | None) -> str:
             if key not in document:
                 raise NotFound(f"the JSON object has no field {key!r}")
             return render(document[key])
-    except RecursionError:  # 4 KiB of `[` nest 4,000 deep: the step fails saying so
+    except RecursionError:  # 4 KiB of brackets nest 2,000 deep: the step fails saying so
         raise NotFound("its JSON nests too deep to read") from None
     except ValueError:
         pass
