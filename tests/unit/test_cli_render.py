@@ -125,3 +125,16 @@ def test_get_wide_shows_what_each_step_produced() -> None:
     ]
     assert rows[1].split()[-1] == "digest=1"  # the Job's status.succeeded, captured as the step's output
     assert "OUTPUTS" not in flow_detail(sim.flow, NOW)
+
+
+def test_control_characters_from_tenants_reach_the_terminal_escaped() -> None:
+    # A Manual step's message is the tenant's text: OSC 52 would write the reader's clipboard, and a bidi
+    # override would show `exe.png` for `gnp.exe`.
+    hostile = "ok\x1b]52;c;ZXZpbA==\x07 \u202egnp.exe\nnext"
+    sim = Simulator(make_flow([manual_step("gate", message=hostile)], name="f", created=T0), T0)
+    sim.reconcile()
+    for text in (flow_detail(sim.flow, NOW), flow_list([sim.flow], NOW, all_namespaces=True)):
+        assert "\x1b" not in text
+        assert "\u202e" not in text
+        assert "\x07" not in text
+    assert r"ok\x1b]52;c;ZXZpbA==\x07 \u202egnp.exe" in flow_detail(sim.flow, NOW)

@@ -1,8 +1,14 @@
 """What `zen-flow list` and `zen-flow get` print: plain-text tables like kubectl's, as pure functions of
-the flows and the current time (so tests render real status objects at a fixed instant)."""
+the flows and the current time (so tests render real status objects at a fixed instant).
+
+Messages, outputs and names come from tenants (a Manual step's message, a pod's termination message, an
+approver's annotation): a control character in them would reach the reader's terminal as a command (OSC
+52 writes the clipboard; a bidi override reorders what is shown), so every line is made printable here
+(`printable`), escaped as `\x1b` or `\u202e`, before colour is added (colour.py)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -13,6 +19,13 @@ from zen_flow.api.meta import format_time
 from zen_flow.core.dag import CycleError, Graph
 
 _GAP = "   "
+# C0 and C1 controls, and the bidi controls of "Trojan Source" (CVE-2021-42574).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character shown as its escape (`\x1b`, `\n`, `\u202e`)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def span(seconds: float) -> str:
@@ -42,10 +55,11 @@ def _between(start: datetime | None, end: datetime | None, now: datetime) -> str
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns padded to their widest cell, three spaces apart; the last column is not padded."""
-    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    shown = [[printable(str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in (header, *shown)) for i in range(len(header))]
     lines = []
-    for row in (header, *rows):
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)] + [str(row[-1])]
+    for row in (header, *shown):
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)] + [row[-1]]
         lines.append(_GAP.join(cells).rstrip())
     return "\n".join(lines) + "\n"
 
@@ -153,4 +167,4 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         *(["OUTPUTS"] if wide else []),
         "MESSAGE",
     ]
-    return "\n".join(lines) + "\n\n" + table(header, rows)
+    return "\n".join(map(printable, lines)) + "\n\n" + table(header, rows)
