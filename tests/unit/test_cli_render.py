@@ -3,12 +3,15 @@ ran the flow) at a fixed instant."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from textwrap import dedent
+from types import SimpleNamespace
 
 import pytest
 
 from zen_flow.cli.render import dependency_order, flow_detail, flow_list, span
+from zen_flow.cli.watcher import _show
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -138,3 +141,15 @@ def test_control_characters_from_tenants_reach_the_terminal_escaped() -> None:
         assert "\u202e" not in text
         assert "\x07" not in text
     assert r"ok\x1b]52;c;ZXZpbA==\x07 \u202egnp.exe" in flow_detail(sim.flow, NOW)
+
+
+def test_watch_piped_prints_tenant_messages_escaped_too() -> None:
+    sim = Simulator(make_flow([job_step("a")], name="f", created=T0), T0)
+    sim.reconcile()
+    status = sim.flow.status.model_copy(update={"message": "stopped by \x1b]52;c;ZXZpbA==\x07"})
+    flow = sim.flow.model_copy(update={"status": status})
+    out = io.StringIO()
+    session = SimpleNamespace(out=out, show=out.write)
+    _show(session, {"f": flow}, {}, "f", tty=False)  # type: ignore[arg-type]
+    assert "\x1b" not in out.getvalue()
+    assert out.getvalue().endswith(r"f Running 0/1 stopped by \x1b]52;c;ZXZpbA==\x07" + "\n")

@@ -13,6 +13,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_RETRY,
+    API_VERSION,
+    APPROVE_PREFIX,
+)
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.executor import JobNameTaken
@@ -21,11 +27,12 @@ from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core import jsonpatch
 from zen_flow.core.expressions import BudgetExceeded, compile_when
+from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import AlreadyExists, ApiError, from_status
 from zen_flow.machinery.expectations import EXPECTATIONS_TIMEOUT, Expectations
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow_dev.testing.clock import FakeClock
-from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -48,6 +55,7 @@ class Fake:
         self.patch_errors: list[ApiError] = []
         self.create_errors: dict[str, ApiError] = {}
         self.delete_errors: list[ApiError] = []
+        self.existing: dict[str, Job] = {}  # what a GET of a Job finds (after a create's 409)
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.events: list[tuple[str, str, str]] = []
@@ -73,6 +81,11 @@ class Fake:
             raise self.create_errors[step]
         self.created.append(step)
         return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"uid-{step}"}})
+
+    async def get_job(self, namespace: str, name: str) -> Job:
+        if name not in self.existing:
+            raise from_status(404, {"reason": "NotFound", "message": name})
+        return self.existing[name]
 
     async def delete_job(self, namespace: str, name: str) -> None:
         if self.delete_errors:
@@ -221,6 +234,40 @@ async def test_a_refused_job_stops_the_steps_already_running() -> None:
     assert fake.deleted == [steps["long"]["jobRef"]["name"]]
 
 
+async def test_a_refused_job_in_a_rerun_stops_the_rerun_and_says_why() -> None:
+    # The cached flow is Failed when a rerun plans: failing "from the cached flow" once returned the
+    # terminal plan, left the rerun's other Job running untracked and wrote nothing.
+    sim = Simulator(make_flow([job_step("good"), job_step("bad")]), T0)
+    sim.reconcile()
+    for name in sim.running():
+        sim.fail(name)
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    sim.annotate(ANNOTATION_RETRY, "r1")
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock(wall_start=sim.now)
+    fake.create_errors["bad"] = from_status(422, {"reason": "Invalid", "message": "no"})
+    await controller(fake, clock).reconcile(fake.flow.key)
+    assert fake.created == ["good"]
+    status = fake.patches[-1]["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "JobRejected")  # the phase stays Failed
+    good = next(s for s in status["steps"] if s["name"] == "good")
+    assert fake.deleted == [good["jobRef"]["name"]]
+
+
+async def test_an_approval_decided_in_the_plan_whose_job_is_refused_stays_recorded() -> None:
+    sim = Simulator(make_flow([manual_step("gate"), job_step("next", "gate")]), T0)
+    sim.reconcile()
+    sim.annotate(APPROVE_PREFIX + "gate", "true")
+    sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "gate", "alice@example.com")
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock(wall_start=sim.now)
+    fake.create_errors["next"] = from_status(422, {"reason": "Invalid", "message": "no"})
+    await controller(fake, clock).reconcile(fake.flow.key)
+    status = fake.patches[-1]["status"]
+    assert status["phase"] == "Failed"
+    assert [(a["step"], a["user"]) for a in status["audit"]["approvals"]] == [("gate", "alice@example.com")]
+
+
 async def test_a_delete_that_failed_is_sent_again_on_the_retry_not_five_minutes_later() -> None:
     sim = Simulator(make_flow([job_step("a", timeoutSeconds=5), job_step("b", "a")]), T0)
     sim.reconcile()
@@ -236,13 +283,27 @@ async def test_a_delete_that_failed_is_sent_again_on_the_retry_not_five_minutes_
     assert fake.deleted == [job]
 
 
-async def test_a_job_name_taken_by_another_owner_is_retried_not_adopted() -> None:
-    # A flow deleted and created again under its name: the old Job awaits the garbage collector.
+def taken(fake: Fake, step: str, owner: dict[str, Any] | None) -> str:
+    """The create of `step`'s Job finds its name taken by a Job of `owner` (an ownerReference)."""
+    name = job_name(fake.flow.metadata.name, step, 0)
+    fake.create_errors[step] = AlreadyExists(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+    refs = [owner] if owner is not None else []
+    meta = {"name": name, "namespace": "default", "uid": f"old-{step}", "ownerReferences": refs}
+    fake.existing[name] = JOB.validate_python({"metadata": meta})
+    return name
+
+
+def flow_ref(name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "JobFlow", "name": name, "uid": uid, "controller": True}
+
+
+async def test_a_job_of_a_deleted_flow_of_the_same_name_is_waited_for_not_adopted() -> None:
+    # `kubectl delete jf f && kubectl apply -f f.yaml`: the old Job awaits the garbage collector.
     fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
-    fake.create_errors["a"] = AlreadyExists(409, "AlreadyExists", 'jobs.batch "flow-a-0" already exists')
+    taken(fake, "a", flow_ref(fake.flow.metadata.name, "the-deleted-flow"))
     expectations, metrics = Expectations(clock), Metrics()
     ctrl = controller(fake, clock, expectations=expectations, metrics=metrics)
-    with pytest.raises(JobNameTaken, match="already exists and is not this flow's yet"):
+    with pytest.raises(JobNameTaken, match="belongs to a deleted flow of the same name"):
         await ctrl.reconcile(fake.flow.key)
     assert fake.patches == []  # no step recorded as Running on a Job that is not the flow's
     assert expectations.satisfied(fake.flow.metadata.uid)  # the retry plans again, now
@@ -251,6 +312,33 @@ async def test_a_job_name_taken_by_another_owner_is_retried_not_adopted() -> Non
     await ctrl.reconcile(fake.flow.key)
     assert fake.created == ["a"]
     assert fake.patches[-1]["status"]["steps"][0]["phase"] == "Running"
+
+
+async def test_a_job_name_held_by_another_owner_fails_the_flow_saying_whose() -> None:
+    # Orphaned (`kubectl delete jf --cascade=orphan`) or anyone else's: waiting would never end.
+    fake, clock = Fake(make_flow([job_step("a"), job_step("b")])), FakeClock()
+    name = taken(fake, "a", None)
+    assert await controller(fake, clock).reconcile(fake.flow.key) is not None
+    status = fake.patches[-1]["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "JobRejected"
+    assert (
+        f"step a: Job {name} already exists and is not this flow's (owned by no controller)"
+        in failed["message"]
+    )
+    assert fake.created == ["b"]
+    assert fake.deleted == [next(s for s in status["steps"] if s["name"] == "b")["jobRef"]["name"]]
+
+
+async def test_our_own_job_found_under_its_name_is_adopted() -> None:
+    # A create whose answer was lost: the retried POST finds the Job it made.
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    taken(fake, "a", flow_ref(fake.flow.metadata.name, fake.flow.metadata.uid))
+    metrics = Metrics()
+    await controller(fake, clock, metrics=metrics).reconcile(fake.flow.key)
+    (step,) = fake.patches[-1]["status"]["steps"]
+    assert (step["phase"], step["jobRef"]["uid"]) == ("Running", "old-a")
+    assert metrics.registry.get_sample_value("zen_flow_job_creates_total", {"result": "adopted"}) == 1
 
 
 async def test_an_unobserved_expectation_is_looked_at_again_when_it_expires() -> None:

@@ -587,3 +587,18 @@ async def test_a_finished_job_deleted_at_once_still_counts_for_its_flow_a_while(
         assert [j.metadata.name for j in informer.jobs_for("u1")] == ["done"]
         clock.jump(301)  # remembered five minutes
         assert informer.jobs_for("u1") == []
+
+
+def test_the_jobs_of_a_deleted_flow_leave_no_tombstones() -> None:
+    # The garbage collector deletes a deleted flow's Jobs: no flow waits for their results, and 2,000
+    # of them would push out the tombstones that matter.
+    flows = JobFlowInformer(None, clock=FakeClock())  # type: ignore[arg-type]
+    flows.store.replace([JobFlow.model_validate(flow_raw("flow"))])
+    done = JOB.validate_python(job_raw("done", owner_uid="uid-flow", status=COMPLETE))
+    orphan = JOB.validate_python(job_raw("orphan", owner_uid="u2", status=COMPLETE))  # a flow gone since
+    assert (flows.owns(done), flows.owns(orphan)) == (True, False)
+    jobs = JobInformer(None, clock=FakeClock(), owner_alive=flows.owns)  # type: ignore[arg-type]
+    jobs.gone.remember(done)
+    jobs.gone.remember(orphan)
+    assert len(jobs.gone) == 1
+    assert [j.metadata.name for j in jobs.jobs_for("uid-flow")] == ["done"]

@@ -144,6 +144,11 @@ class FakeApiServer:
         self.job_creates.append(name)
         return self._store_job(job)
 
+    async def get_job(self, namespace: str, name: str) -> Job:
+        if (namespace, name) not in self.jobs:
+            raise from_status(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": name})
+        return self.jobs[(namespace, name)]
+
     async def delete_job(self, namespace: str, name: str) -> None:
         self.jobs.pop((namespace, name), None)
 

@@ -30,7 +30,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.cli.graph import dot, mermaid
 from zen_flow.cli.overrides import override_arguments, parse_overrides
-from zen_flow.cli.render import flow_detail, flow_list
+from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import is_jobflow
 from zen_flow.documents import DocumentError, load_all, read_bounded
@@ -197,7 +197,7 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
             session.out.write(f"jobflow {key}: still running after {args.timeout:g}s\n")
             outcome = EXIT_FAILED
             continue
-        session.out.write(f"jobflow {key} {flow.status.phase}: {flow.status.message or ''}\n")
+        session.out.write(f"jobflow {key} {flow.status.phase}: {printable(flow.status.message or '')}\n")
         if flow.status.phase != "Succeeded":
             outcome = EXIT_FAILED
     return outcome

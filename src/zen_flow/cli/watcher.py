@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from zen_flow.api import JobFlow
-from zen_flow.cli.render import flow_detail, flow_list
+from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.kube.errors import Expired
 from zen_flow.kube.jobflows import JOBFLOWS
@@ -83,7 +83,7 @@ def _show(
             status = flow.status
             out.write(
                 f"{at:%H:%M:%S} {flow.metadata.name} {status.phase or 'Pending'} "
-                f"{status.progress_summary or '-'} {status.message or ''}".rstrip()
+                f"{status.progress_summary or '-'} {printable(status.message or '')}".rstrip()
                 + "\n"
             )
     out.flush()

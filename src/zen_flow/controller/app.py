@@ -187,7 +187,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
     ):
         job_api, flow_api = JobClient(kube), JobFlowClient(kube)
         flows = JobFlowInformer(flow_api, clock=clock, namespaces=settings.namespaces)
-        jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces)
+        jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces, owner_alive=flows.owns)
         queue: WorkQueue[str] = WorkQueue(
             name="jobflows",
             clock=clock,

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.constants import KIND
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import AlreadyExists, ApiError, NotFound
 from zen_flow.logging import get_logger
@@ -30,21 +31,21 @@ CREATE_CONCURRENCY = 16
 
 class JobApi(Protocol):
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
+    async def get_job(self, namespace: str, name: str) -> Job: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
 
 
 class JobNameTaken(ApiError):
-    """A Job of the planned name exists but is not (yet) among the flow's: retried with the queue's
-    backoff until the cache shows it as the flow's or its owner's garbage collection removes it."""
+    """A Job of the planned name exists and is on its way out: the Job of a flow of the same name deleted
+    moments ago, which the garbage collector has yet to remove. Retried with the queue's backoff."""
 
     def __init__(self, name: str, err: ApiError) -> None:
         super().__init__(
             err.status,
             err.reason,
-            f"Job {name} already exists and is not this flow's yet; waiting for it to show as the flow's "
-            "or to be deleted (a flow of the same name deleted moments ago leaves its Jobs to the garbage "
-            "collector)",
+            f"Job {name} already exists and belongs to a deleted flow of the same name; waiting for the "
+            "garbage collector to remove it",
         )
 
 
@@ -97,14 +98,24 @@ class PlanExecutor:
                     timing["queued_ms"] = _ms(queued)
                 log.info("created job", step=create.step, job=name, attempt=create.attempt, **timing)
             except AlreadyExists as err:
-                # The plan creates only names its Jobs lack, so the cache does not show this one as the
-                # flow's: ours from a create that failed after the apiserver took it (the cache catches up,
-                # and the retry's plan adopts it by name), or another's, such as the Job of a flow of the
-                # same name deleted moments ago, which the garbage collector has yet to remove. Adopting it
-                # blindly failed the step later ("not found"), as it never shows among the flow's Jobs.
-                self._metrics.job_creates.labels("taken").inc()
+                try:
+                    found = await self._holder(flow, name, err)
+                except BaseException:
+                    self._metrics.job_creates.labels("error").inc()
+                    self._expectations.creation_failed(uid, name)
+                    raise
+                if isinstance(found, Job):
+                    created[name] = found.metadata.uid
+                    self._metrics.job_creates.labels("adopted").inc()
+                    self._expectations.creation_observed(uid, name)
+                    log.info("adopted job", step=create.step, job=name, attempt=create.attempt)
+                    return
                 self._expectations.creation_failed(uid, name)
-                raise JobNameTaken(name, err) from None
+                if isinstance(found, JobNameTaken):
+                    self._metrics.job_creates.labels("taken").inc()
+                    raise found from None
+                self._metrics.job_creates.labels("rejected").inc()
+                rejected.append(f"step {create.step}: {found}")
             except ApiError as err:
                 self._expectations.creation_failed(uid, name)
                 if not err.permanent:
@@ -146,6 +157,27 @@ class PlanExecutor:
                     await self._api.delete_flow(ns, flow.metadata.name, uid)
                 log.info("deleted flow", reason=action.reason)
         return created, rejected
+
+    async def _holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:
+        """Whose is the Job a create found under its name? The flow's (a create whose answer was lost, or
+        one the cache has not shown yet): the Job, adopted. A deleted flow's of the same name (recreated
+        at once: the garbage collector has yet to remove its Jobs), or any Job being deleted: wait for it.
+        Anyone else's: why the step cannot run, for good (adopting it failed the step later as "deleted
+        outside zen-flow", since it never shows among the flow's Jobs)."""
+        try:
+            job = await self._api.get_job(flow.metadata.namespace, name)
+        except NotFound:
+            return JobNameTaken(name, err)  # gone since: the retry creates it
+        ref = job.metadata.controller_ref()
+        if ref is not None and ref.uid == flow.metadata.uid:
+            return job
+        if job.deleting or (ref is not None and ref.kind == KIND and ref.name == flow.metadata.name):
+            return JobNameTaken(name, err)
+        owner = f"{ref.kind} {ref.name}" if ref is not None else "no controller"
+        return (
+            f"Job {name} already exists and is not this flow's (owned by {owner}): "
+            "delete it or rename the flow"
+        )
 
 
 def _ms(seconds: float) -> float:

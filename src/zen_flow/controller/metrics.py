@@ -197,7 +197,7 @@ class Metrics:
         )
         self.job_creates = Counter(
             "zen_flow_job_creates_total",
-            "Job creates by result (created, taken, error, rejected)",
+            "Job creates by result (created, adopted, taken, error, rejected)",
             ["result"],
             registry=r,
         )

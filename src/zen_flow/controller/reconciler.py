@@ -1,8 +1,8 @@
 """Reconcile workers: take a flow key from the queue, plan, apply the plan, write status once.
 
 Level-based: a key is all a worker gets; everything else is read from the informer caches. Reconcile is
-idempotent (deterministic Job names, 409 = adopt), so running it twice is harmless, and it never acts on
-a cache that has not yet seen its own creates and deletes (expectations).
+idempotent (deterministic Job names; a 409 adopts the flow's own Job), so running it twice is harmless,
+and it never acts on a cache that has not yet seen its own creates and deletes (expectations).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class ClusterApi(Protocol):
     """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
+    async def get_job(self, namespace: str, name: str) -> Job: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""

@@ -41,11 +41,13 @@ def job_name(flow: str, step: str, attempt: int) -> str:
     """Deterministic Job name for one attempt of a step: `<flow>-<step>-<hash>`, plus `-r<n>` on retries.
 
     Deterministic names make creates idempotent: after a crash the controller re-derives the same name
-    and adopts the Job (409 AlreadyExists) instead of creating a duplicate. The hash of the (flow, step)
-    pair is always there because `-` is legal inside names: without it flow `a` step `b-c` and flow
-    `a-b` step `c` (same namespace) would both get `a-b-c`, and step `s` attempt 1 would collide with a
-    step named `s-r1`. The hash ends in a hex digit and a retry suffix in `-r<n>`, so the parts never
-    blur. Long names are truncated before the hash.
+    and adopts the Job (409 AlreadyExists, and the Job's owner is the flow) instead of creating a
+    duplicate. A flow deleted and created again under its name derives the old flow's names too: its
+    creates wait until the garbage collector has removed the old Jobs (controller/executor.py). The hash
+    of the (flow, step) pair is always there because `-` is legal inside names: without it flow `a` step
+    `b-c` and flow `a-b` step `c` (same namespace) would both get `a-b-c`, and step `s` attempt 1 would
+    collide with a step named `s-r1`. The hash ends in a hex digit and a retry suffix in `-r<n>`, so the
+    parts never blur. Long names are truncated before the hash.
     """
     suffix = ("-" + short_hash(flow, step)) + (f"-r{attempt}" if attempt else "")
     base = f"{flow}-{step}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -56,8 +56,11 @@ class JobInformer(Informer[Job]):
         options: ReflectorOptions | None = None,
         rng: random.Random | None = None,
         model: type[Job] = Job,
+        owner_alive: Callable[[Job], bool] = lambda job: True,
     ) -> None:
-        """`model`: the record each Job is cached as (a tool that reads more fields passes a subclass)."""
+        """`model`: the record each Job is cached as (a tool that reads more fields passes a subclass).
+        `owner_alive`: does the Job's flow still exist (`JobFlowInformer.owns`)? The garbage collector's
+        deletes of a deleted flow's Jobs are no flow's results, and would crowd the tombstones out."""
         super().__init__(
             "jobs",
             source,
@@ -73,7 +76,9 @@ class JobInformer(Informer[Job]):
             rng=rng,
         )
         # Registered first, so the controller's own handlers (which enqueue the flow) run after it.
-        self.gone = Tombstones(clock, lambda job: next(iter(controller_uid(job)), None))
+        self.gone = Tombstones(
+            clock, lambda job: next(iter(controller_uid(job)), None) if owner_alive(job) else None
+        )
         self.add_handler(on_add=lambda job: self.gone.forget(job.metadata.key), on_delete=self.gone.remember)
 
     def jobs_for(self, owner_uid: str) -> list[Job]:
@@ -116,6 +121,14 @@ class JobFlowInformer(Informer[JobFlow]):
             options=options,
             rng=rng,
         )
+
+    def owns(self, job: Job) -> bool:
+        """Is the Job's controller a cached flow that is not being deleted?"""
+        ref = job.metadata.controller_ref()
+        if ref is None:
+            return False
+        flow = self.get(f"{job.metadata.namespace}/{ref.name}")
+        return flow is not None and flow.metadata.uid == ref.uid and flow.metadata.deletion_timestamp is None
 
     def concurrency_group(self, group: str) -> list[JobFlow]:
         """The cached flows of a concurrency group (`namespace/key`, see `planner.group_of`)."""

@@ -23,6 +23,10 @@ class Cluster:
         """`AlreadyExists` if the name is taken."""
         return await self._jobs.create(namespace, body)
 
+    async def get_job(self, namespace: str, name: str) -> Job:
+        """The Job's metadata; `NotFound` if there is none."""
+        return await self._jobs.get(namespace, name)
+
     async def delete_job(self, namespace: str, name: str) -> None:
         """Background propagation (the Pods go too). `NotFound` if already gone."""
         await self._jobs.delete(namespace, name, propagation="Background")

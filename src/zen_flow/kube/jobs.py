@@ -24,10 +24,11 @@ class JobClient(ResourceLister):
         self._client = client
 
     async def create(self, namespace: str, body: dict[str, Any]) -> Job:
-        """Create a Job. `AlreadyExists` (a `Conflict`) when the name is taken: the caller adopts it.
+        """Create a Job. `AlreadyExists` (a `Conflict`) when the name is taken: the caller looks at the
+        Job's owner (`get`) and adopts it when it is the flow's.
 
         Retried on transient errors like any call: if a lost answer hid a successful create, the retry
-        gets AlreadyExists, which the caller treats as success anyway (names are deterministic).
+        gets AlreadyExists, and the Job it finds is the flow's (names are deterministic).
         """
         # Answered with the metadata only (the model keeps nothing else of a Job this new); an apiserver that
         # answers the whole Job (~3.5 KB of JSON with its pod template) is decoded straight from the bytes.
@@ -39,6 +40,10 @@ class JobClient(ResourceLister):
             body=body,
             accept=METADATA_ONLY,
         )
+
+    async def get(self, namespace: str, name: str) -> Job:
+        """One Job's metadata (its owners, whether it is being deleted); `NotFound` if there is none."""
+        return await self._client.request_model(Job, "GET", JOBS.path(namespace, name), accept=METADATA_ONLY)
 
     async def delete(
         self,

@@ -23,8 +23,9 @@ Protocol for callers:
   arrive before the request returns);
 * informer handlers call `creation_observed` / `deletion_observed` for Jobs owned by the flow;
 * a create that fails calls `creation_failed` (nothing will ever be observed); a create answered with 409
-  AlreadyExists calls `creation_observed` (the Job exists; no ADDED event may follow if the cache already
-  holds it); likewise `deletion_failed`, and a delete answered with 404 calls `deletion_observed`;
+  AlreadyExists calls `creation_observed` when the Job is the flow's (it exists; no ADDED event may
+  follow if the cache already holds it), `creation_failed` when it is another's; likewise
+  `deletion_failed`, and a delete answered with 404 calls `deletion_observed`;
 * reconcile checks `satisfied(uid)` first and, if not, waits for the events (they enqueue the flow);
 * `forget(uid)` when the flow is deleted.
 """

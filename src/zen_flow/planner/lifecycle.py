@@ -56,7 +56,9 @@ def fail_invalid(
     stopped, as when a flow is stopped (a failed flow with Jobs still running would hold their pods),
     but for the `unborn` ones (the Jobs the apiserver refused: their steps fail with the flow)."""
     now = normalize(now)
-    if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+    # A plan that created Jobs was not terminal, whatever the cached flow says (a rerun starts from a
+    # Failed flow).
+    if base is None and flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         return terminal_plan(flow, now)
     listed = "; ".join(errors[:_LISTED_ERRORS]) or "unknown error"
     more = f" (+{len(errors) - _LISTED_ERRORS} more)" if len(errors) > _LISTED_ERRORS else ""
@@ -86,7 +88,7 @@ def fail_invalid(
         failure=failure,
         failed_reason=reason,
         start_time=current.start_time,
-        audit=with_origin(flow.status.audit, flow.metadata.annotations),
+        audit=with_origin(current.audit, flow.metadata.annotations),  # the plan's approvals too
         now=now,
     )
     # Only the flow's own events: one event per never-run step would be noise here.
