@@ -479,3 +479,41 @@ async def test_concurrent_workers_under_random_schedules(
     await asyncio.wait_for(q.shutdown_with_drain(), timeout=10)
     await asyncio.gather(*workers)
     assert all(last_start.get(key, -1) > added for key, added in last_add.items())
+
+
+def by_namespace(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+async def test_new_flows_of_one_tenant_do_not_hold_back_another_tenants() -> None:
+    # One namespace creates 100 flows at once; another creates one just after: it is handed out second,
+    # not 101st. Each tenant's own flows keep their order.
+    q = WorkQueue[str](name="test", clock=FakeClock(), group_of=by_namespace)
+    for i in range(100):
+        q.add(f"busy/f{i}", Priority.LOW)
+    q.add("quiet/f", Priority.LOW)
+    q.add("busy/f0", Priority.NORMAL)  # moved up a line: its low entry is skipped
+    handed = [await q.get() for _ in range(4)]
+    assert handed == ["busy/f0", "busy/f1", "quiet/f", "busy/f2"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 9)), max_size=40))
+async def test_low_keys_take_turns_by_group_and_are_each_handed_out_once(adds: list[tuple[str, int]]) -> None:
+    q = WorkQueue[str](name="test", clock=FakeClock(), group_of=by_namespace)
+    for group, n in adds:
+        q.add(f"{group}/{n}", Priority.LOW)
+    expected = list(dict.fromkeys(f"{g}/{n}" for g, n in adds))
+    handed = [await q.get() for _ in range(len(expected))]
+    assert sorted(handed) == sorted(expected)
+    for group in "abc":  # each group in the order it added its keys
+        assert [k for k in handed if k[0] == group] == [k for k in expected if k[0] == group]
+    # In turns: while every group still had keys, no group was served twice before another once.
+    left = Counter(by_namespace(k) for k in expected)
+    served: Counter[str] = Counter()
+    for key in handed:
+        group = by_namespace(key)
+        waiting = [g for g in left if left[g] > 0]
+        assert served[group] <= min(served[g] for g in waiting)
+        served[group] += 1
+        left[group] -= 1

@@ -196,6 +196,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             # A burst of new flows must not take every worker: the next step of a running flow would wait
             # for one (measured: 12-25 ms at p50 while 1,000 flows started; docs/BENCHMARKS.md).
             low_limit=settings.start_limit,
+            # And new flows take turns by namespace: one tenant's 1,000 new flows do not queue another
+            # tenant's first step behind them all (machinery/queue_lines.py).
+            group_of=lambda key: key.partition("/")[0],
         )
         metrics.wq_unfinished.labels("jobflows").set_function(queue.unfinished_work_seconds)
         metrics.wq_longest.labels("jobflows").set_function(queue.longest_running_processor_seconds)

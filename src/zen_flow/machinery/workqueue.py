@@ -2,7 +2,8 @@
 
 Guarantees, as in client-go:
 
-* **Fair**: keys are handed out in the order they were added (FIFO), within two priorities.
+* **Fair**: keys are handed out in the order they were added (FIFO), within two priorities; with
+  `group_of`, low keys take turns between their groups (a tenant's namespace: queue_lines.py).
 * **Work in progress first**: a key added with `Priority.LOW` (a flow that has not started yet, a periodic
   resync) waits behind `Priority.NORMAL` keys (a Job of a running flow changed), so a burst of new flows
   does not queue the next step of every running flow behind all of their first reconciles (measured:
@@ -48,11 +49,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from enum import IntEnum
 from typing import Generic, Protocol, TypeVar
 
 from zen_flow.machinery.clock import Clock, SystemClock, Timer
+from zen_flow.machinery.queue_lines import Line, TurnLine
 from zen_flow.machinery.ratelimit import RateLimiter, default_controller_rate_limiter
 
 K = TypeVar("K", bound=Hashable)
@@ -132,6 +134,8 @@ class WorkQueue(Generic[K]):
         metrics: event hooks (default: none).
         low_limit: at most this many low keys are processed at once (default: no limit), so that a
             burst of low keys leaves workers free for normal ones.
+        group_of: low keys of different groups take turns (default: one FIFO line), so that a burst of
+            one group's low keys does not hold another group's back.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class WorkQueue(Generic[K]):
         rate_limiter: RateLimiter | None = None,
         metrics: QueueMetrics | None = None,
         low_limit: int | None = None,
+        group_of: Callable[[K], Hashable] | None = None,
     ) -> None:
         self.name = name
         self._low_limit = low_limit
@@ -150,8 +155,11 @@ class WorkQueue(Generic[K]):
         self._metrics: QueueMetrics = metrics or NoQueueMetrics()
         # One line per priority, of (sequence, key): an entry is live while `_queued[key]` is its sequence,
         # so raising a waiting key's priority appends a new entry and leaves the old one to be skipped.
-        self._lines: tuple[deque[tuple[int, K]], deque[tuple[int, K]]] = (deque(), deque())
         self._queued: dict[K, int] = {}
+        low: Line[K] | TurnLine[K] = (
+            Line(self._is_live) if group_of is None else TurnLine(self._is_live, group_of)
+        )
+        self._lines: tuple[Line[K] | TurnLine[K], Line[K] | TurnLine[K]] = (low, Line(self._is_live))
         self._sequence = itertools.count()
         self._streak = 0  # normal keys handed out in a row while low keys waited
         self._dirty: dict[K, Priority] = {}  # key -> highest priority it was added with since it got dirty
@@ -243,7 +251,7 @@ class WorkQueue(Generic[K]):
             self._processing_low.discard(key)
             if self._shutting_down and not self._queued:
                 self._wake_all()  # getters that waited for held-back low keys: nothing is left for them
-            elif self._live(Priority.LOW):
+            elif self._lines[Priority.LOW]:
                 self._wake_one()  # a low key may have been held back by the limit
         self._waited.pop(key, None)
         self._metrics.work_duration(self.name, self._clock.monotonic() - started)
@@ -321,30 +329,24 @@ class WorkQueue(Generic[K]):
         self._queued[key] = sequence
         self._lines[priority].append((sequence, key))
 
-    def _live(self, priority: Priority) -> deque[tuple[int, K]]:
-        line = self._lines[priority]
-        while line and self._queued.get(line[0][1]) != line[0][0]:
-            line.popleft()  # a key that moved up a line, or was dropped
-        return line
+    def _is_live(self, entry: tuple[int, K]) -> bool:
+        return self._queued.get(entry[1]) == entry[0]  # else it moved up a line, or was handed out
 
     def _low_allowed(self) -> bool:
         return self._low_limit is None or len(self._processing_low) < self._low_limit
 
     def _takeable(self) -> bool:
-        return bool(self._live(Priority.NORMAL)) or (bool(self._live(Priority.LOW)) and self._low_allowed())
+        return bool(self._lines[Priority.NORMAL]) or (bool(self._lines[Priority.LOW]) and self._low_allowed())
 
     def _take(self) -> K:
-        normal, low = self._live(Priority.NORMAL), self._live(Priority.LOW)
-        if not self._low_allowed():
-            low = deque()
-        if normal and (not low or self._streak < NORMAL_STREAK):
-            self._streak = self._streak + 1 if low else 0
-            line = normal
+        normal, low = self._lines[Priority.NORMAL], self._lines[Priority.LOW]
+        has_low = bool(low) and self._low_allowed()
+        if normal and (not has_low or self._streak < NORMAL_STREAK):
+            self._streak = self._streak + 1 if has_low else 0
+            key = normal.popleft()
         else:
             self._streak = 0
-            line = low
-        key = line.popleft()[1]
-        if line is low:
+            key = low.popleft()
             self._processing_low.add(key)
         del self._queued[key]
         del self._dirty[key]
