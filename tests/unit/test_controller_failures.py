@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -339,6 +339,32 @@ async def test_our_own_job_found_under_its_name_is_adopted() -> None:
     (step,) = fake.patches[-1]["status"]["steps"]
     assert (step["phase"], step["jobRef"]["uid"]) == ("Running", "old-a")
     assert metrics.registry.get_sample_value("zen_flow_job_creates_total", {"result": "adopted"}) == 1
+
+
+@pytest.mark.parametrize(("age", "waits"), [(2, True), (600, False), (None, False)])
+async def test_a_running_steps_job_missing_from_the_cache_is_asked_for_before_it_is_called_deleted(
+    age: float | None, waits: bool
+) -> None:
+    # A new leader whose Job watch has not yet brought the Job the old leader just created: taking it for
+    # deleted failed the step (or ran it again). A young Job of the flow's is waited for; an old one the
+    # cache lacks was relabelled, and a Job the apiserver lacks too was deleted: those fail as before.
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    sim.reconcile()
+    (name,) = sim.running()
+    fake, clock = Fake(sim.flow, jobs=[]), FakeClock(wall_start=sim.now + timedelta(seconds=age or 0))
+    if age is not None:
+        meta = {"name": name, "namespace": "default", "uid": "uid-a", "creationTimestamp": T0.isoformat()}
+        meta["ownerReferences"] = [flow_ref(fake.flow.metadata.name, fake.flow.metadata.uid)]
+        fake.existing[name] = JOB.validate_python({"metadata": meta})
+    requeue = await controller(fake, clock).reconcile(fake.flow.key)
+    if waits:
+        assert (requeue, fake.patches) == (1.0, [])
+    else:
+        (step,) = fake.patches[-1]["status"]["steps"]
+        assert (step["phase"], step["message"]) == (
+            "Failed",
+            f"Job {name} not found (deleted outside zen-flow)",
+        )
 
 
 async def test_an_unobserved_expectation_is_looked_at_again_when_it_expires() -> None:

@@ -27,7 +27,7 @@ from zen_flow.controller.provisioning import create_resources, with_resource_uid
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
-from zen_flow.kube.errors import ApiError, Conflict
+from zen_flow.kube.errors import ApiError, Conflict, NotFound
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
@@ -44,6 +44,12 @@ RESOURCE_RETRY_SECONDS = 5.0
 
 # Flows whose failure cause is remembered (to log it once); past this, causes are logged every time.
 MAX_TRACKED_FAILURES = 10_000
+# A Running step's Job the cache lacks (`_cache_lags`): younger than this, the cache is taken to lag behind
+# the apiserver (watch delivery takes milliseconds to seconds); older, it was deleted or relabelled, and
+# the plan says so. At most this many are looked up per reconcile, and the flow looks again after this.
+CACHE_LAG_SECONDS = 60.0
+CACHE_LAG_LOOKUPS = 8
+CACHE_LAG_RETRY_SECONDS = 1.0
 
 
 class FlowCache(Protocol):
@@ -247,6 +253,8 @@ class Controller:
             self._metrics.reconciles.labels("invalid").inc()
         else:
             jobs = self._jobs.jobs_for(uid)
+            if (lag := await self._cache_lags(flow, jobs, now)) is not None:
+                return lag
             messages = await self._termination_messages(flow, jobs)
             group = planner.group_of(flow)
             lock = self._group_locks.setdefault(group, asyncio.Lock()) if group else contextlib.nullcontext()
@@ -299,6 +307,25 @@ class Controller:
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
+
+    async def _cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
+        """When to look again if a Running step's Job is missing from the cache but not from the
+        apiserver: one the flow made moments ago (by the leader before this one, whose creates this
+        process has no expectations for) that the Job watch has yet to bring. The plan would take it for
+        deleted, and fail or re-run the step. None when there is nothing to wait for (one GET per Job
+        the cache lacks, which is rare: a Job deleted outside zen-flow fails its step after it)."""
+        for name in planner.unseen_jobs(flow, jobs)[:CACHE_LAG_LOOKUPS]:
+            try:
+                job = await self._api.get_job(flow.metadata.namespace, name)
+            except NotFound:
+                continue
+            ref, created = job.metadata.controller_ref(), job.metadata.creation_timestamp
+            if ref is None or ref.uid != flow.metadata.uid or created is None:
+                continue
+            if (now - created).total_seconds() < CACHE_LAG_SECONDS:
+                log.info("job not in the cache yet; planning once it is", job=name)
+                return CACHE_LAG_RETRY_SECONDS
+        return None
 
     async def _termination_messages(
         self, flow: JobFlow, jobs: Sequence[Job]

@@ -8,7 +8,7 @@ from zen_flow.planner.engine import plan, uses_comprehensions
 from zen_flow.planner.jobs import JobBuildError, build_job
 from zen_flow.planner.lifecycle import fail_invalid
 from zen_flow.planner.observed import plan_sees_change
-from zen_flow.planner.outputs import PodMessages, jobs_to_read
+from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
 from zen_flow.planner.resources import fail_resources
 
 __all__ = [
@@ -34,5 +34,6 @@ __all__ = [
     "plan",
     "plan_sees_change",
     "retry_delay",
+    "unseen_jobs",
     "uses_comprehensions",
 ]

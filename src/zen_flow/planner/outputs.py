@@ -102,6 +102,20 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def unseen_jobs(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
+    """The Jobs of Running steps that `jobs` (the cache) lacks: the plan takes them for deleted, so the
+    controller first asks the apiserver whether the cache merely lags (a new leader's, after the old one
+    created them). Empty in the usual case, at the cost of a set of the Running steps' Job names."""
+    steps = flow.status.steps
+    running = {
+        s.job_ref.name for s in compress(steps, map(StepPhase.RUNNING.__eq__, map(PHASE, steps))) if s.job_ref
+    }
+    if not running:
+        return ()
+    running.difference_update(map(JOB_NAME, jobs))
+    return tuple(sorted(running))
+
+
 def message_value(message: str, key: str | None) -> str:
     """The value `key` selects in a termination message (NotFound when it has none)."""
     if key is None:
