@@ -4,7 +4,7 @@ the flows and the current time (so tests render real status objects at a fixed i
 Messages, outputs and names come from tenants (a Manual step's message, a pod's termination message, an
 approver's annotation): a control character in them would reach the reader's terminal as a command (OSC
 52 writes the clipboard; a bidi override reorders what is shown), so every line is made printable here
-(`printable`), escaped as `\x1b` or `\u202e`, before colour is added (colour.py)."""
+(`printable`), escaped as `\\x1b` or `\\u202e`, before colour is added (colour.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2
 
 
 def printable(text: str) -> str:
-    """`text` with every control character shown as its escape (`\x1b`, `\n`, `\u202e`)."""
+    """`text` with every control character shown as its escape (`\\x1b`, `\\n`, `\\u202e`)."""
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
