@@ -308,6 +308,9 @@ async def test_a_job_of_a_deleted_flow_of_the_same_name_is_waited_for_not_adopte
     assert fake.patches == []  # no step recorded as Running on a Job that is not the flow's
     assert expectations.satisfied(fake.flow.metadata.uid)  # the retry plans again, now
     assert metrics.registry.get_sample_value("zen_flow_job_creates_total", {"result": "taken"}) == 1
+    [(kind, reason, message)] = fake.events  # what `kubectl describe` shows of why the flow waits
+    assert (kind, reason) == ("Warning", "JobNameTaken")
+    assert "belongs to a deleted flow of the same name" in message
     del fake.create_errors["a"]  # collected
     await ctrl.reconcile(fake.flow.key)
     assert fake.created == ["a"]

@@ -21,7 +21,7 @@ from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
-from zen_flow.controller.executor import PlanExecutor
+from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
@@ -32,7 +32,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import Priority, QueueShutDown, WorkQueue
-from zen_flow.planner.events import TIMED_OUT
+from zen_flow.planner.events import TIMED_OUT, WARNING
 from zen_flow.planner.status import REASON_JOB_REJECTED
 from zen_flow.validation import has_started, validate_jobflow
 
@@ -266,7 +266,13 @@ class Controller:
         made = await create_resources(self._api, flow, result.actions)
         if made.problems:
             result = planner.fail_resources(flow, made.problems, now, made.recorded)
-        created, rejected = await self._executor.execute(flow, result.actions)
+        try:
+            created, rejected = await self._executor.execute(flow, result.actions)
+        except JobNameTaken as err:
+            # Retried with backoff and not in the status (nothing is written while a create fails): the
+            # Event is what `kubectl describe` shows of why the flow waits (a repeat is one count more).
+            self._events.emit(flow, WARNING, "JobNameTaken", err.message)
+            raise
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
