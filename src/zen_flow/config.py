@@ -89,7 +89,12 @@ class Settings:
         },
     )
     expression_workers: int = field(
-        default=2, metadata={"help": "worker processes for `when` expressions with comprehensions"}
+        default=2,
+        metadata={
+            "help": "worker processes for `when` expressions with comprehensions or `matches`; as many "
+            "flows are planned with them at once, and a flow that finds them all taken is looked at "
+            "again a second later"
+        },
     )
     artifact_image: str = field(
         default=DEFAULT_ARTIFACT_IMAGE,

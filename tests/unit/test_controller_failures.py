@@ -5,6 +5,7 @@ a `when` that runs too long fails its step without stalling anything."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -487,3 +488,30 @@ async def test_a_pathological_when_fails_its_step_while_the_event_loop_keeps_run
     assert b["phase"] == "Failed"
     assert "ran past its 0.5s budget" in b["message"]
     assert patch["status"]["phase"] == "Failed"
+
+
+async def test_a_plan_that_finds_every_sandbox_thread_busy_frees_its_worker_and_comes_back() -> None:
+    # One plan thread, held by a slow `when`: another flow's reconcile does not wait for the thread (that
+    # held every reconcile worker once a tenant had enough such flows); it asks to be looked at again.
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a", when="[1].all(x, true)")]), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(compiled: Any, variables: dict[str, Any]) -> Any:
+        started.set()
+        release.wait(10)
+        return compiled.program.execute(variables)
+
+    ctrl = controller(fake, clock, evaluate=slow, sandboxed_plans=1)
+    first = asyncio.create_task(ctrl.reconcile(fake.flow.key))
+    try:
+        await asyncio.to_thread(started.wait, 10)
+        assert await ctrl.reconcile(fake.flow.key) == 1.0  # at once: no thread for it
+        assert fake.patches == []
+    finally:
+        release.set()
+        await first
+        ctrl.close()
+    assert next(s for s in fake.patches[-1]["status"]["steps"] if s["name"] == "b")["phase"] == "Running"

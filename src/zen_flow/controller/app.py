@@ -223,7 +223,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             evaluate=sandbox.evaluate,
             transfers=ArtifactOptions(image=settings.artifact_image),
             progress_deadline=settings.progress_deadline_seconds,
+            sandboxed_plans=settings.expression_workers,
         )
+        stack.callback(controller.close)
         flows.add_handler(
             on_add=controller.on_flow_event,
             on_update=lambda old, new: controller.on_flow_event(new, old),

@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -23,11 +22,12 @@ from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
-from zen_flow.kube.errors import ApiError, Conflict, NotFound
+from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
@@ -44,12 +44,6 @@ RESOURCE_RETRY_SECONDS = 5.0
 
 # Flows whose failure cause is remembered (to log it once); past this, causes are logged every time.
 MAX_TRACKED_FAILURES = 10_000
-# A Running step's Job the cache lacks (`_cache_lags`): younger than this, the cache is taken to lag behind
-# the apiserver (watch delivery takes milliseconds to seconds); older, it was deleted or relabelled, and
-# the plan says so. At most this many are looked up per reconcile, and the flow looks again after this.
-CACHE_LAG_SECONDS = 60.0
-CACHE_LAG_LOOKUPS = 8
-CACHE_LAG_RETRY_SECONDS = 1.0
 
 
 class FlowCache(Protocol):
@@ -103,11 +97,18 @@ class Controller:
         evaluate: Evaluator | None = None,
         transfers: planner.ArtifactOptions | None = None,
         progress_deadline: float = 0.0,
+        sandboxed_plans: int = 2,
     ) -> None:
+        """`sandboxed_plans`: plans that evaluate `when` in the expression workers at once (one per
+        worker); a flow that finds them all busy is looked at again a second later (plan_runner.py)."""
         self._flows = flows
-        self._progress_deadline = progress_deadline
-        self._evaluate = evaluate
-        self._transfers = transfers or planner.ArtifactOptions()
+        self._runner = PlanRunner(
+            api=api,
+            evaluate=evaluate,
+            transfers=transfers or planner.ArtifactOptions(),
+            progress_deadline=progress_deadline,
+            sandboxed_plans=sandboxed_plans,
+        )
         # One planner at a time per concurrency group: a Forbid flow must see a peer that another worker
         # just decided to start (`_starting`), also while a plan runs in a thread.
         self._group_locks: dict[str, asyncio.Lock] = {}
@@ -131,6 +132,10 @@ class Controller:
         # flow key -> (the cause last logged, failures in a row)
         self._failing: dict[str, tuple[str, int]] = {}
         self._reconcile_ids = itertools.count(1)
+
+    def close(self) -> None:
+        """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
+        self._runner.close()
 
     # --- informer handlers: only enqueue (and lower expectations) -----------------------------------
 
@@ -253,14 +258,17 @@ class Controller:
             self._metrics.reconciles.labels("invalid").inc()
         else:
             jobs = self._jobs.jobs_for(uid)
-            if (lag := await self._cache_lags(flow, jobs, now)) is not None:
+            if (lag := await self._runner.cache_lags(flow, jobs, now)) is not None:
                 return lag
-            messages = await self._termination_messages(flow, jobs)
+            messages = await self._runner.termination_messages(flow, jobs)
             group = planner.group_of(flow)
             lock = self._group_locks.setdefault(group, asyncio.Lock()) if group else contextlib.nullcontext()
             async with lock:
                 # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
-                result = await self._plan(flow, jobs, now, messages)
+                planned = await self._runner.plan(flow, jobs, now, messages, self._peers(flow))
+                if planned is None:
+                    return SANDBOX_BUSY_RETRY_SECONDS
+                result = planned
                 self._track_start(flow, result.status)
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         made = await create_resources(self._api, flow, result.actions)
@@ -313,69 +321,6 @@ class Controller:
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
-
-    async def _cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
-        """When to look again if a Running step's Job is missing from the cache but not from the
-        apiserver: one the flow made moments ago (by the leader before this one, whose creates this
-        process has no expectations for) that the Job watch has yet to bring. The plan would take it for
-        deleted, and fail or re-run the step. None when there is nothing to wait for (one GET per Job
-        the cache lacks, which is rare: a Job deleted outside zen-flow fails its step after it)."""
-        for name in planner.unseen_jobs(flow, jobs)[:CACHE_LAG_LOOKUPS]:
-            try:
-                job = await self._api.get_job(flow.metadata.namespace, name)
-            except NotFound:
-                continue
-            ref, created = job.metadata.controller_ref(), job.metadata.creation_timestamp
-            if ref is None or ref.uid != flow.metadata.uid or created is None:
-                continue
-            if (now - created).total_seconds() < CACHE_LAG_SECONDS:
-                log.info("job not in the cache yet; planning once it is", job=name)
-                return CACHE_LAG_RETRY_SECONDS
-        return None
-
-    async def _termination_messages(
-        self, flow: JobFlow, jobs: Sequence[Job]
-    ) -> dict[str, planner.PodMessages]:
-        """What finished pods wrote (termination-message outputs, artifact reports, download failures):
-        read here, once per finished step, outside any concurrency-group lock (planning stays pure; the
-        next status write records what it found)."""
-        names = planner.jobs_to_read(flow, jobs)
-        if not names:
-            return {}
-        by_name = {job.metadata.name: job for job in jobs}
-        return {
-            name: await self._api.termination_messages(
-                flow.metadata.namespace, name, succeeded=by_name[name].complete
-            )
-            for name in names
-        }
-
-    async def _plan(
-        self, flow: JobFlow, jobs: Sequence[Job], now: datetime, messages: Mapping[str, planner.PodMessages]
-    ) -> planner.Plan:
-        peers = self._peers(flow)
-        if self._evaluate is not None and planner.uses_comprehensions(flow):
-            # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
-            return await asyncio.to_thread(
-                planner.plan,
-                flow,
-                jobs,
-                now,
-                peers=peers,
-                evaluate=self._evaluate,
-                messages=messages,
-                transfers=self._transfers,
-                progress_deadline=self._progress_deadline,
-            )
-        return planner.plan(
-            flow,
-            jobs,
-            now,
-            peers=peers,
-            messages=messages,
-            transfers=self._transfers,
-            progress_deadline=self._progress_deadline,
-        )
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)

@@ -1,0 +1,136 @@
+"""Running the pure planner for the reconciler: what it must first read from the API, and where it runs.
+
+Before a plan: what finished pods wrote (termination-message outputs, artifact reports), and whether a
+Running step's Job the cache lacks is merely late (`cache_lags`). The plan itself runs on the event loop,
+or in a thread of its own pool when its `when` expressions may wait for an expression worker (up to the
+budget each). That pool has as many threads as there are expression workers, and a plan that finds
+them all busy is not queued for one: the reconciler looks at the flow again a second later. A tenant's
+flows full of slow expressions once held every reconcile worker waiting for threads, and every other
+flow with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Protocol
+
+from zen_flow import planner
+from zen_flow.api import Job, JobFlow
+from zen_flow.core.expressions import Evaluator
+from zen_flow.kube.errors import NotFound
+from zen_flow.logging import get_logger
+
+log = get_logger(__name__)
+
+# A Running step's Job the cache lacks (`cache_lags`): younger than this, the cache is taken to lag behind
+# the apiserver (watch delivery takes milliseconds to seconds); older, it was deleted or relabelled, and
+# the plan says so. At most this many are looked up per reconcile, and the flow looks again after this.
+CACHE_LAG_SECONDS = 60.0
+CACHE_LAG_LOOKUPS = 8
+CACHE_LAG_RETRY_SECONDS = 1.0
+# When every thread for plans that evaluate in the sandbox is taken: look at the flow again after this.
+SANDBOX_BUSY_RETRY_SECONDS = 1.0
+
+
+class PlanApi(Protocol):
+    async def get_job(self, namespace: str, name: str) -> Job: ...
+    async def termination_messages(
+        self, namespace: str, job: str, *, succeeded: bool
+    ) -> dict[str, str] | None: ...
+
+
+class PlanRunner:
+    def __init__(
+        self,
+        *,
+        api: PlanApi,
+        evaluate: Evaluator | None,
+        transfers: planner.ArtifactOptions,
+        progress_deadline: float,
+        sandboxed_plans: int = 2,
+    ) -> None:
+        self._api = api
+        self._evaluate = evaluate
+        self._transfers = transfers
+        self._progress_deadline = progress_deadline
+        self._slots = sandboxed_plans
+        self._busy = 0
+        self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
+
+    async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
+        """When to look again if a Running step's Job is missing from the cache but not from the
+        apiserver: one the flow made moments ago (by the leader before this one, whose creates this
+        process has no expectations for) that the Job watch has yet to bring. The plan would take it for
+        deleted, and fail or re-run the step. None when there is nothing to wait for (one GET per Job
+        the cache lacks, which is rare: a Job deleted outside zen-flow fails its step after it)."""
+        for name in planner.unseen_jobs(flow, jobs)[:CACHE_LAG_LOOKUPS]:
+            try:
+                job = await self._api.get_job(flow.metadata.namespace, name)
+            except NotFound:
+                continue
+            ref, created = job.metadata.controller_ref(), job.metadata.creation_timestamp
+            if ref is None or ref.uid != flow.metadata.uid or created is None:
+                continue
+            if (now - created).total_seconds() < CACHE_LAG_SECONDS:
+                log.info("job not in the cache yet; planning once it is", job=name)
+                return CACHE_LAG_RETRY_SECONDS
+        return None
+
+    async def termination_messages(
+        self, flow: JobFlow, jobs: Sequence[Job]
+    ) -> dict[str, planner.PodMessages]:
+        """What finished pods wrote (termination-message outputs, artifact reports, download failures):
+        read here, once per finished step, outside any concurrency-group lock (planning stays pure; the
+        next status write records what it found)."""
+        names = planner.jobs_to_read(flow, jobs)
+        if not names:
+            return {}
+        by_name = {job.metadata.name: job for job in jobs}
+        return {
+            name: await self._api.termination_messages(
+                flow.metadata.namespace, name, succeeded=by_name[name].complete
+            )
+            for name in names
+        }
+
+    async def plan(
+        self,
+        flow: JobFlow,
+        jobs: Sequence[Job],
+        now: datetime,
+        messages: Mapping[str, planner.PodMessages],
+        peers: Sequence[planner.Peer],
+    ) -> planner.Plan | None:
+        """The plan; None when it would evaluate in the sandbox and every thread for that is taken."""
+        run = functools.partial(
+            planner.plan,
+            flow,
+            jobs,
+            now,
+            peers=tuple(peers),
+            messages=messages,
+            transfers=self._transfers,
+            progress_deadline=self._progress_deadline,
+        )
+        if self._evaluate is None or not planner.uses_comprehensions(flow):
+            return run()
+        if self._busy >= self._slots:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._slots, thread_name_prefix="zen-flow-plan")
+        self._busy += 1
+        try:
+            # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, functools.partial(run, evaluate=self._evaluate)
+            )
+        finally:
+            self._busy -= 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
