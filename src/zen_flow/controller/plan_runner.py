@@ -6,21 +6,24 @@ or in a thread of its own pool when its `when` expressions may wait for an expre
 budget each). That pool has as many threads as there are expression workers, and a plan that finds
 them all busy is not queued for one: the reconciler looks at the flow again a second later. A tenant's
 flows full of slow expressions once held every reconcile worker waiting for threads, and every other
-flow with them.
+flow with them. And one plan evaluates for at most `PLAN_EVALUATION_SECONDS` (then one expression more
+at most): the conditions left are decided by the flow's next plans (`Deferred`), so a 500-step flow of
+slow conditions takes turns with the other flows instead of holding a worker for minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
-from zen_flow.core.expressions import Evaluator
+from zen_flow.core.expressions import CompiledWhen, Deferred, Evaluator
 from zen_flow.kube.errors import NotFound
 from zen_flow.logging import get_logger
 
@@ -34,6 +37,8 @@ CACHE_LAG_LOOKUPS = 8
 CACHE_LAG_RETRY_SECONDS = 1.0
 # When every thread for plans that evaluate in the sandbox is taken: look at the flow again after this.
 SANDBOX_BUSY_RETRY_SECONDS = 1.0
+# Expression evaluation one plan may spend before the conditions left wait for the next plan.
+PLAN_EVALUATION_SECONDS = 5.0
 
 
 class PlanApi(Protocol):
@@ -52,8 +57,10 @@ class PlanRunner:
         transfers: planner.ArtifactOptions,
         progress_deadline: float,
         sandboxed_plans: int = 2,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
+        self._monotonic = monotonic
         self._evaluate = evaluate
         self._transfers = transfers
         self._progress_deadline = progress_deadline
@@ -126,10 +133,26 @@ class PlanRunner:
         try:
             # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
             return await asyncio.get_running_loop().run_in_executor(
-                self._pool, functools.partial(run, evaluate=self._evaluate)
+                self._pool, functools.partial(run, evaluate=self._share(self._evaluate))
             )
         finally:
             self._busy -= 1
+
+    def _share(self, evaluate: Evaluator) -> Evaluator:
+        """`evaluate` for one plan: `Deferred` once the plan has spent PLAN_EVALUATION_SECONDS in it."""
+        spent = 0.0
+
+        def evaluate_in_turn(compiled: CompiledWhen, variables: dict[str, Any]) -> Any:
+            nonlocal spent
+            if spent >= PLAN_EVALUATION_SECONDS:
+                raise Deferred(f"this plan spent {spent:.1f}s evaluating; the rest waits for the next one")
+            started = self._monotonic()
+            try:
+                return evaluate(compiled, variables)
+            finally:
+                spent += self._monotonic() - started
+
+        return evaluate_in_turn
 
     def close(self) -> None:
         if self._pool is not None:

@@ -108,6 +108,7 @@ class Controller:
             transfers=transfers or planner.ArtifactOptions(),
             progress_deadline=progress_deadline,
             sandboxed_plans=sandboxed_plans,
+            monotonic=clock.monotonic,
         )
         # One planner at a time per concurrency group: a Forbid flow must see a peer that another worker
         # just decided to start (`_starting`), also while a plan runs in a thread.

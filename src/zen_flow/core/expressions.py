@@ -47,6 +47,11 @@ class BudgetExceeded(Exception):
     """An evaluator stopped an expression that ran past its time budget; the message says which."""
 
 
+class Deferred(Exception):
+    """An evaluator declined to evaluate now: the plan has had its share of the expression workers, and
+    the step's condition is decided by a later plan (other flows' expressions go first meanwhile)."""
+
+
 @dataclass(frozen=True, eq=False)
 class CompiledWhen:
     """A compiled `when`: a constant, or a CEL program plus the steps it names."""
@@ -214,6 +219,8 @@ def check_when(
             value = evaluate(compiled, variables)
         else:
             value = compiled.program.execute(variables)  # compiled here the first time
+    except Deferred:
+        raise
     except BudgetExceeded as err:
         # The reason first: a long expression would push it past the message bound.
         reason = _bound(f"when stopped: {err}; expression {compiled.source!r}")

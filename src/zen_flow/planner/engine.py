@@ -20,7 +20,7 @@ from datetime import datetime
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.expressions import Evaluator, check_when
+from zen_flow.core.expressions import Deferred, Evaluator, check_when
 from zen_flow.planner.actions import CreateJob, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
@@ -39,7 +39,10 @@ from zen_flow.planner.resources import missing
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, bound
-from zen_flow.planner.timing import after_cut, normalize, until
+from zen_flow.planner.timing import after, after_cut, normalize, until
+
+# A `when` the evaluator deferred (`Deferred`) is looked at again after this.
+DEFERRED_RETRY_SECONDS = 1.0
 
 
 class _Planner(Observation):
@@ -93,7 +96,11 @@ class _Planner(Observation):
         if not ready or self.blocked() or uncommitted(w, self.works):
             return
         if w.spec.when is not None:
-            verdict = check_when(w.spec.when, self.when_context, self.evaluate)
+            try:
+                verdict = check_when(w.spec.when, self.when_context, self.evaluate)
+            except Deferred:  # decided by a later plan: the step stays Pending until then
+                self.wakeups.append(after(self.now, DEFERRED_RETRY_SECONDS))
+                return
             if verdict.exceeded:
                 w.fail(self.now, verdict.reason)
                 self.note_failure(w)

@@ -1,0 +1,63 @@
+"""The plan runner: a plan that evaluates `when` in the expression workers takes its share and no more."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from zen_flow import planner
+from zen_flow.api import JobFlow
+from zen_flow.api.job import JOB
+from zen_flow.controller.plan_runner import PLAN_EVALUATION_SECONDS, PlanRunner
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+SLOW = 3.0  # seconds each evaluation takes, on the runner's clock
+
+
+def phases(status: Any) -> dict[str, str]:
+    return {s.name: s.phase for s in status.steps}
+
+
+async def test_a_plan_of_slow_conditions_decides_its_share_and_leaves_the_rest_to_the_next() -> None:
+    # Four conditions of 3 s each: one plan evaluates two (then it has spent 6 s of its 5), the other two
+    # stay Pending for the flow's next plan, a second later; other flows' plans get the workers meanwhile.
+    now = [0.0]
+    evaluated: list[str] = []
+
+    def evaluate(compiled: Any, variables: dict[str, Any]) -> Any:
+        evaluated.append(compiled.source)
+        now[0] += SLOW
+        return compiled.program.execute(variables)
+
+    runner = PlanRunner(
+        api=None,  # type: ignore[arg-type]  (not read by a plan)
+        evaluate=evaluate,
+        transfers=planner.ArtifactOptions(),
+        progress_deadline=0.0,
+        monotonic=lambda: now[0],
+    )
+    steps = [job_step(f"s{i}", when=f"[{i}].all(x, x == {i})") for i in range(4)]
+    flow = make_flow(steps)
+    try:
+        first = await runner.plan(flow, [], T0, {}, ())
+        assert first is not None
+        assert SLOW < PLAN_EVALUATION_SECONDS < 2 * SLOW
+        assert phases(first.status) == {"s0": "Running", "s1": "Running", "s2": "Pending", "s3": "Pending"}
+        assert [a.step for a in first.actions if isinstance(a, planner.CreateJob)] == ["s0", "s1"]
+        assert first.requeue_after is not None
+        assert 0 < first.requeue_after <= 1
+        assert len(evaluated) == 2
+
+        flow = JobFlow.model_validate({**flow.model_dump(by_alias=True), "status": first.status.to_wire()})
+        jobs = [
+            JOB.validate_python({"metadata": {**a.body["metadata"], "namespace": "default", "uid": a.step}})
+            for a in first.actions
+            if isinstance(a, planner.CreateJob)
+        ]
+        second = await runner.plan(flow, jobs, T0, {}, ())
+        assert second is not None
+        assert set(phases(second.status).values()) == {"Running"}
+        assert len(evaluated) == 4
+    finally:
+        runner.close()
