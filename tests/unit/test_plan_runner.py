@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from zen_flow import planner
 from zen_flow.api import JobFlow
 from zen_flow.api.job import JOB
@@ -61,3 +63,26 @@ async def test_a_plan_of_slow_conditions_decides_its_share_and_leaves_the_rest_t
         assert len(evaluated) == 4
     finally:
         runner.close()
+
+
+async def test_a_sandboxed_plan_runs_in_the_reconciles_context() -> None:
+    # Log lines from inside the plan (a worker killed past its budget) keep the flow and reconcile id the
+    # reconcile bound, as they did under asyncio.to_thread.
+    seen: list[str | None] = []
+
+    def evaluate(compiled: Any, variables: dict[str, Any]) -> Any:
+        seen.append(structlog.contextvars.get_contextvars().get("flow"))
+        return compiled.program.execute(variables)
+
+    runner = PlanRunner(
+        api=None,  # type: ignore[arg-type]  (not read by a plan)
+        evaluate=evaluate,
+        transfers=planner.ArtifactOptions(),
+        progress_deadline=0.0,
+    )
+    try:
+        with structlog.contextvars.bound_contextvars(flow="team-a/etl"):
+            await runner.plan(make_flow([job_step("a", when="[1].all(x, true)")]), [], T0, {}, ())
+    finally:
+        runner.close()
+    assert seen == ["team-a/etl"]

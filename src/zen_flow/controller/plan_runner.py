@@ -14,6 +14,7 @@ slow conditions takes turns with the other flows instead of holding a worker for
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -131,9 +132,11 @@ class PlanRunner:
             self._pool = ThreadPoolExecutor(self._slots, thread_name_prefix="zen-flow-plan")
         self._busy += 1
         try:
-            # Its `when` may wait for an expression worker (up to its budget): not on the event loop.
+            # Its `when` may wait for an expression worker (up to its budget): not on the event loop. In
+            # the reconcile's context, as `asyncio.to_thread` would: its log lines keep the flow's fields.
+            call = functools.partial(run, evaluate=self._share(self._evaluate))
             return await asyncio.get_running_loop().run_in_executor(
-                self._pool, functools.partial(run, evaluate=self._share(self._evaluate))
+                self._pool, functools.partial(contextvars.copy_context().run, call)
             )
         finally:
             self._busy -= 1
