@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,3 +88,49 @@ async def test_a_sandboxed_plan_runs_in_the_reconciles_context() -> None:
     finally:
         runner.close()
     assert seen == ["team-a/etl"]
+
+
+async def test_while_another_tenant_waits_one_holds_at_most_half_of_the_threads() -> None:
+    gates: dict[str, threading.Event] = {}
+    entered: dict[str, threading.Event] = {}
+
+    def evaluate(compiled: Any, variables: dict[str, Any]) -> Any:
+        name = variables["flow"]["name"]
+        entered[name].set()
+        gates[name].wait(10)
+        return compiled.program.execute(variables)
+
+    runner = PlanRunner(
+        api=None,  # type: ignore[arg-type]  (not read by a plan)
+        evaluate=evaluate,
+        transfers=planner.ArtifactOptions(),
+        progress_deadline=0.0,
+        sandboxed_plans=2,
+        monotonic=lambda: 0.0,
+    )
+
+    def flow(namespace: str, name: str) -> JobFlow:
+        gates[name], entered[name] = threading.Event(), threading.Event()
+        return make_flow([job_step("a", when="[1].all(x, true)")], name=name, namespace=namespace)
+
+    async def start(f: JobFlow) -> asyncio.Task[planner.Plan | None]:
+        task = asyncio.create_task(runner.plan(f, [], T0, {}, ()))
+        await asyncio.to_thread(entered[f.metadata.name].wait, 10)
+        return task
+
+    try:
+        a1, a2 = await start(flow("busy", "a1")), await start(flow("busy", "a2"))  # alone: every thread
+        assert await runner.plan(flow("quiet", "b1"), [], T0, {}, ()) is None  # full: turned away
+        gates["a1"].set()
+        assert await a1 is not None
+        # A thread is free, but busy holds one and quiet is waiting: busy's next flow must wait its turn.
+        assert await runner.plan(flow("busy", "a3"), [], T0, {}, ()) is None
+        b1 = await start(flow("quiet", "b1"))
+        gates["b1"].set()
+        gates["a2"].set()
+        assert await b1 is not None
+        assert await a2 is not None
+    finally:
+        for gate in gates.values():
+            gate.set()
+        runner.close()

@@ -8,7 +8,8 @@ them all busy is not queued for one: the reconciler looks at the flow again a se
 flows full of slow expressions once held every reconcile worker waiting for threads, and every other
 flow with them. And one plan evaluates for at most `PLAN_EVALUATION_SECONDS` (then one expression more
 at most): the conditions left are decided by the flow's next plans (`Deferred`), so a 500-step flow of
-slow conditions takes turns with the other flows instead of holding a worker for minutes.
+slow conditions takes turns with the other flows instead of holding a worker for minutes. The turns go
+by namespace (`_may_start`): while another tenant waits, one holds at most half of the threads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import contextvars
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -40,6 +42,8 @@ CACHE_LAG_RETRY_SECONDS = 1.0
 SANDBOX_BUSY_RETRY_SECONDS = 1.0
 # Expression evaluation one plan may spend before the conditions left wait for the next plan.
 PLAN_EVALUATION_SECONDS = 5.0
+# A namespace turned away within this long is waiting for a thread: the others hold at most half of them.
+TURN_SECONDS = 5.0
 
 
 class PlanApi(Protocol):
@@ -67,6 +71,8 @@ class PlanRunner:
         self._progress_deadline = progress_deadline
         self._slots = sandboxed_plans
         self._busy = 0
+        self._held: Counter[str] = Counter()  # namespace -> its plans in the pool
+        self._turned_away: dict[str, float] = {}  # namespace -> when a plan of it last found no turn
         self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
 
     async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
@@ -126,11 +132,13 @@ class PlanRunner:
         )
         if self._evaluate is None or not planner.uses_comprehensions(flow):
             return run()
-        if self._busy >= self._slots:
+        namespace = flow.metadata.namespace
+        if not self._may_start(namespace):
             return None
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._slots, thread_name_prefix="zen-flow-plan")
         self._busy += 1
+        self._held[namespace] += 1
         try:
             # Its `when` may wait for an expression worker (up to its budget): not on the event loop. In
             # the reconcile's context, as `asyncio.to_thread` would: its log lines keep the flow's fields.
@@ -140,6 +148,24 @@ class PlanRunner:
             )
         finally:
             self._busy -= 1
+            self._held[namespace] -= 1
+            if not self._held[namespace]:
+                del self._held[namespace]
+
+    def _may_start(self, namespace: str) -> bool:
+        """A free thread, and this namespace's turn: while another namespace was turned away within
+        TURN_SECONDS, a namespace holds at most half of the threads (at least one), so one tenant's many
+        flows of slow conditions cannot keep another tenant's flow out for as long as they come back."""
+        now = self._monotonic()
+        for other, when in list(self._turned_away.items()):
+            if now - when > TURN_SECONDS:
+                del self._turned_away[other]
+        share = self._slots if set(self._turned_away) <= {namespace} else max(1, self._slots // 2)
+        if self._busy < self._slots and self._held[namespace] < share:
+            self._turned_away.pop(namespace, None)
+            return True
+        self._turned_away[namespace] = now
+        return False
 
     def _share(self, evaluate: Evaluator) -> Evaluator:
         """`evaluate` for one plan: `Deferred` once the plan has spent PLAN_EVALUATION_SECONDS in it."""
