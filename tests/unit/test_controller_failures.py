@@ -31,7 +31,7 @@ from zen_flow.core.expressions import BudgetExceeded, compile_when
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import AlreadyExists, ApiError, from_status
 from zen_flow.machinery.expectations import EXPECTATIONS_TIMEOUT, Expectations
-from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -304,14 +304,14 @@ async def test_a_job_of_a_deleted_flow_of_the_same_name_is_waited_for_not_adopte
     taken(fake, "a", flow_ref(fake.flow.metadata.name, "the-deleted-flow"))
     expectations, metrics = Expectations(clock), Metrics()
     ctrl = controller(fake, clock, expectations=expectations, metrics=metrics)
-    with pytest.raises(JobNameTaken, match="belongs to a deleted flow of the same name"):
+    with pytest.raises(JobNameTaken, match="a deleted flow's of the same name"):
         await ctrl.reconcile(fake.flow.key)
     assert fake.patches == []  # no step recorded as Running on a Job that is not the flow's
     assert expectations.satisfied(fake.flow.metadata.uid)  # the retry plans again, now
     assert metrics.registry.get_sample_value("zen_flow_job_creates_total", {"result": "taken"}) == 1
     [(kind, reason, message)] = fake.events  # what `kubectl describe` shows of why the flow waits
     assert (kind, reason) == ("Warning", "JobNameTaken")
-    assert "belongs to a deleted flow of the same name" in message
+    assert "a deleted flow's of the same name awaiting the garbage collector" in message
     del fake.create_errors["a"]  # collected
     await ctrl.reconcile(fake.flow.key)
     assert fake.created == ["a"]
@@ -515,3 +515,26 @@ async def test_a_plan_that_finds_every_sandbox_thread_busy_frees_its_worker_and_
         await first
         ctrl.close()
     assert next(s for s in fake.patches[-1]["status"]["steps"] if s["name"] == "b")["phase"] == "Running"
+
+
+async def test_a_new_flow_turned_away_for_a_thread_reads_nothing_and_comes_back_behind_running_ones() -> None:
+    fake, clock = Fake(make_flow([job_step("a", when="[1].all(x, true)")])), FakeClock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = controller(fake, clock, queue=queue, evaluate=lambda c, v: True, sandboxed_plans=1)
+    ctrl._runner._busy, ctrl._runner._held["other"] = 1, 1  # another tenant's plan holds the thread
+
+    reads: list[str] = []
+
+    async def read(*args: Any, **_: Any) -> Any:
+        reads.append(str(args))
+        raise AssertionError("a flow without a thread read the API")
+
+    fake.termination_messages = read  # type: ignore[attr-defined]
+    fake.get_job = read  # type: ignore[method-assign]
+    queue.add(fake.flow.key, Priority.LOW)
+    await ctrl._work(await queue.get())
+    assert (reads, fake.patches, fake.created) == ([], [], [])
+    await clock.advance(1)
+    queue.add("default/running")  # a running flow's next step, queued after it came back
+    # The new flow came back at low priority, as its events queue it: behind work in progress.
+    assert [await queue.get(), await queue.get()] == ["default/running", fake.flow.key]

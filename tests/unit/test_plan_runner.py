@@ -134,3 +134,55 @@ async def test_while_another_tenant_waits_one_holds_at_most_half_of_the_threads(
         for gate in gates.values():
             gate.set()
         runner.close()
+
+
+def runner_at(clock: list[float], slots: int) -> PlanRunner:
+    return PlanRunner(
+        api=None,  # type: ignore[arg-type]  (not read here)
+        evaluate=lambda compiled, variables: True,
+        transfers=planner.ArtifactOptions(),
+        progress_deadline=0.0,
+        sandboxed_plans=slots,
+        monotonic=lambda: clock[0],
+    )
+
+
+def take(runner: PlanRunner, namespace: str) -> bool:
+    """Ask for a thread as `plan()` does, and hold it when given."""
+    if not runner._may_start(namespace):
+        return False
+    runner._busy += 1
+    runner._held[namespace] += 1
+    return True
+
+
+def give_back(runner: PlanRunner, namespace: str) -> None:
+    runner._busy -= 1
+    runner._held[namespace] -= 1
+
+
+def test_with_one_thread_the_namespace_that_waited_longest_goes_next() -> None:
+    clock = [0.0]
+    runner = runner_at(clock, 1)
+    assert take(runner, "busy")
+    assert not take(runner, "quiet")  # waits from t=0
+    clock[0] = 0.8
+    give_back(runner, "busy")
+    assert not take(runner, "busy")  # busy's next flow came back first, but quiet has waited longer
+    clock[0] = 1.0
+    assert take(runner, "quiet")
+    give_back(runner, "quiet")
+    assert take(runner, "busy")  # and then busy's turn: they alternate
+    clock[0] = 5.0
+    give_back(runner, "busy")
+    assert take(runner, "busy")  # quiet stopped asking 4 s ago: it no longer waits
+
+
+def test_every_thread_is_used_when_the_shares_do_not_divide_evenly() -> None:
+    clock = [0.0]
+    runner = runner_at(clock, 3)
+    assert [take(runner, "a") for _ in range(3)] == [True, True, True]  # alone: every thread
+    give_back(runner, "a")
+    assert take(runner, "b")
+    assert runner._busy == 3  # b took the free thread: 2 for a, 1 for b, none idle
+    assert not take(runner, "a")

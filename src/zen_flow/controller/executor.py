@@ -44,8 +44,8 @@ class JobNameTaken(ApiError):
         super().__init__(
             err.status,
             err.reason,
-            f"Job {name} already exists and belongs to a deleted flow of the same name; waiting for the "
-            "garbage collector to remove it",
+            f"Job {name} already exists and is on its way out (being deleted, or a deleted flow's of the "
+            "same name awaiting the garbage collector); waiting for it to go",
         )
 
 

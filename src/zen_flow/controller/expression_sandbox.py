@@ -8,9 +8,9 @@ each evaluation under a wall-clock budget; past it the worker is killed (and rep
 request) and `BudgetExceeded` fails that step. Expressions without comprehensions cost time linear in
 their inputs and stay in-process.
 
-Calls block: the reconciler runs such flows' plans in a thread (`asyncio.to_thread`), so the event loop
-keeps going while a worker thinks. Workers start on first use: a controller whose flows never loop in a
-`when` never starts one (each costs ~15 MB).
+Calls block: the reconciler runs such flows' plans in threads of their own (controller/plan_runner.py),
+so the event loop keeps going while a worker thinks. Workers start on first use: a controller whose
+flows never loop in a `when` never starts one (each costs ~15 MB).
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ or in a thread of its own pool when its `when` expressions may wait for an expre
 budget each). That pool has as many threads as there are expression workers, and a plan that finds
 them all busy is not queued for one: the reconciler looks at the flow again a second later. A tenant's
 flows full of slow expressions once held every reconcile worker waiting for threads, and every other
-flow with them. And one plan evaluates for at most `PLAN_EVALUATION_SECONDS` (then one expression more
-at most): the conditions left are decided by the flow's next plans (`Deferred`), so a 500-step flow of
+flow with them. And one plan evaluates for `PLAN_EVALUATION_SECONDS` (and the expression under way
+then): the conditions left are decided by the flow's next plans (`Deferred`), so a 500-step flow of
 slow conditions takes turns with the other flows instead of holding a worker for minutes. The turns go
-by namespace (`_may_start`): while another tenant waits, one holds at most half of the threads.
+by namespace (`_may_start`): each namespace that wants threads gets an equal share, and a free thread
+goes to the namespace that has waited longest.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ CACHE_LAG_RETRY_SECONDS = 1.0
 SANDBOX_BUSY_RETRY_SECONDS = 1.0
 # Expression evaluation one plan may spend before the conditions left wait for the next plan.
 PLAN_EVALUATION_SECONDS = 5.0
-# A namespace turned away within this long is waiting for a thread: the others hold at most half of them.
-TURN_SECONDS = 5.0
+# A namespace turned away is waiting for a thread until it has not asked for this long (its flows come
+# back every SANDBOX_BUSY_RETRY_SECONDS while they wait).
+TURN_SECONDS = 3.0
 
 
 class PlanApi(Protocol):
@@ -72,7 +74,8 @@ class PlanRunner:
         self._slots = sandboxed_plans
         self._busy = 0
         self._held: Counter[str] = Counter()  # namespace -> its plans in the pool
-        self._turned_away: dict[str, float] = {}  # namespace -> when a plan of it last found no turn
+        # namespace -> (when it began waiting for a thread, when it last asked)
+        self._waiting: dict[str, tuple[float, float]] = {}
         self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
 
     async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
@@ -152,19 +155,39 @@ class PlanRunner:
             if not self._held[namespace]:
                 del self._held[namespace]
 
+    def turned_away(self, flow: JobFlow) -> bool:
+        """Would the flow's plan find no thread now? Asked before the reconcile reads anything for it,
+        so a flow that comes back every second for a thread does not read its pods every time."""
+        return (
+            self._evaluate is not None
+            and planner.uses_comprehensions(flow)
+            and not self._may_start(flow.metadata.namespace)
+        )
+
     def _may_start(self, namespace: str) -> bool:
-        """A free thread, and this namespace's turn: while another namespace was turned away within
-        TURN_SECONDS, a namespace holds at most half of the threads (at least one), so one tenant's many
-        flows of slow conditions cannot keep another tenant's flow out for as long as they come back."""
+        """A thread for this namespace's plan now? Each namespace that holds or waits for threads gets an
+        equal share of them (rounded up), and a free thread goes to the namespace that has waited
+        longest: one tenant's many flows of slow conditions, coming back every second, cannot keep
+        another tenant's flow out. A namespace that stopped asking (TURN_SECONDS) no longer waits."""
         now = self._monotonic()
-        for other, when in list(self._turned_away.items()):
-            if now - when > TURN_SECONDS:
-                del self._turned_away[other]
-        share = self._slots if set(self._turned_away) <= {namespace} else max(1, self._slots // 2)
-        if self._busy < self._slots and self._held[namespace] < share:
-            self._turned_away.pop(namespace, None)
+        for other, (_, last) in list(self._waiting.items()):
+            if now - last > TURN_SECONDS:
+                del self._waiting[other]
+        contenders = len(set(self._held) | set(self._waiting) | {namespace})
+        share = -(-self._slots // contenders)
+        first = min(
+            ((since, other) for other, (since, _) in self._waiting.items() if self._held[other] < share),
+            default=None,
+        )
+        if (
+            self._busy < self._slots
+            and self._held[namespace] < share
+            and (first is None or first[1] == namespace)
+        ):
+            self._waiting.pop(namespace, None)
             return True
-        self._turned_away[namespace] = now
+        since = self._waiting.get(namespace, (now, now))[0]
+        self._waiting[namespace] = (since, now)
         return False
 
     def _share(self, evaluate: Evaluator) -> Evaluator:

@@ -145,10 +145,7 @@ class Controller:
         started = flow.status.start_time is not None
         if started or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
             self._starting.discard(flow.metadata.uid)
-        # A flow that has not started waits behind the steps of running flows (a burst of new flows must not
-        # hold every running flow's next step); once started, or when it finishes, it is work in progress.
-        fresh = not started and flow.status.phase in (None, FlowPhase.PENDING)
-        self._queue.add(flow.key, Priority.LOW if fresh else Priority.NORMAL)
+        self._queue.add(flow.key, _priority(flow))
         self._wake_group(old, flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
@@ -215,7 +212,12 @@ class Controller:
                 log.info("reconcile succeeded again", failures=failed[1], last_error=failed[0])
             if requeue_after is not None:
                 self._metrics.reconciles.labels("requeue").inc()
-                self._queue.add_after(key, requeue_after)
+                # As the flow's events would queue it: a flow that has not started stays behind running
+                # ones when it comes back (waiting for a sandbox thread, a queued Forbid flow).
+                flow = self._flows.get(key)
+                self._queue.add_after(
+                    key, requeue_after, Priority.NORMAL if flow is None else _priority(flow)
+                )
             else:
                 self._metrics.reconciles.labels("ok").inc()
         finally:
@@ -258,6 +260,8 @@ class Controller:
             result = planner.fail_invalid(flow, errors, now)
             self._metrics.reconciles.labels("invalid").inc()
         else:
+            if self._runner.turned_away(flow):
+                return SANDBOX_BUSY_RETRY_SECONDS
             jobs = self._jobs.jobs_for(uid)
             if (lag := await self._runner.cache_lags(flow, jobs, now)) is not None:
                 return lag
@@ -355,3 +359,10 @@ class Controller:
             errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
         self._validated[uid] = (generation, errors)
         return errors
+
+
+def _priority(flow: JobFlow) -> Priority:
+    """A flow that has not started waits behind the steps of running flows (a burst of new flows must not
+    hold every running flow's next step); once started, or when it finishes, it is work in progress."""
+    fresh = flow.status.start_time is None and flow.status.phase in (None, FlowPhase.PENDING)
+    return Priority.LOW if fresh else Priority.NORMAL

@@ -193,13 +193,14 @@ class WorkQueue(Generic[K]):
         self._enqueue(key, priority)
         self._wake_one()
 
-    def add_after(self, key: K, delay: float) -> None:
-        """Add `key` once `delay` seconds have passed; a later deadline never replaces an earlier one."""
+    def add_after(self, key: K, delay: float, priority: Priority = Priority.NORMAL) -> None:
+        """Add `key` (at `priority`) once `delay` seconds have passed; a later deadline never replaces an
+        earlier one."""
         if self._shutting_down:
             return
         self._metrics.retry(self.name)
         if delay <= 0:
-            self.add(key)
+            self.add(key, priority)
             return
         deadline = self._clock.monotonic() + delay
         pending = self._timers.get(key)
@@ -207,7 +208,7 @@ class WorkQueue(Generic[K]):
             if pending[0] <= deadline:
                 return
             pending[1].cancel()
-        timer = self._clock.call_later(delay, lambda: self._fire(key, deadline))
+        timer = self._clock.call_later(delay, lambda: self._fire(key, deadline, priority))
         self._timers[key] = (deadline, timer)
 
     def add_rate_limited(self, key: K) -> None:
@@ -361,11 +362,11 @@ class WorkQueue(Generic[K]):
             self._wake_one()  # several keys may have arrived while fewer getters were woken
         return key
 
-    def _fire(self, key: K, deadline: float) -> None:
+    def _fire(self, key: K, deadline: float, priority: Priority) -> None:
         pending = self._timers.get(key)
         if pending is not None and pending[0] == deadline:
             del self._timers[key]
-            self.add(key)
+            self.add(key, priority)
 
     def _wake_one(self) -> None:
         while self._getters:
