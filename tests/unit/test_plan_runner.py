@@ -19,6 +19,18 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 SLOW = 3.0  # seconds each evaluation takes, on the runner's clock
 
 
+def make_runner(evaluate: Any, *, slots: int = 2, clock: list[float] | None = None) -> PlanRunner:
+    """A runner whose clock is `clock[0]` (0 when none is given); it never reads the API here."""
+    return PlanRunner(
+        api=None,  # type: ignore[arg-type]
+        evaluate=evaluate,
+        transfers=planner.ArtifactOptions(),
+        progress_deadline=0.0,
+        sandboxed_plans=slots,
+        monotonic=(lambda: clock[0]) if clock is not None else (lambda: 0.0),
+    )
+
+
 def phases(status: Any) -> dict[str, str]:
     return {s.name: s.phase for s in status.steps}
 
@@ -34,13 +46,7 @@ async def test_a_plan_of_slow_conditions_decides_its_share_and_leaves_the_rest_t
         now[0] += SLOW
         return compiled.program.execute(variables)
 
-    runner = PlanRunner(
-        api=None,  # type: ignore[arg-type]  (not read by a plan)
-        evaluate=evaluate,
-        transfers=planner.ArtifactOptions(),
-        progress_deadline=0.0,
-        monotonic=lambda: now[0],
-    )
+    runner = make_runner(evaluate, clock=now)
     steps = [job_step(f"s{i}", when=f"[{i}].all(x, x == {i})") for i in range(4)]
     flow = make_flow(steps)
     try:
@@ -76,12 +82,7 @@ async def test_a_sandboxed_plan_runs_in_the_reconciles_context() -> None:
         seen.append(structlog.contextvars.get_contextvars().get("flow"))
         return compiled.program.execute(variables)
 
-    runner = PlanRunner(
-        api=None,  # type: ignore[arg-type]  (not read by a plan)
-        evaluate=evaluate,
-        transfers=planner.ArtifactOptions(),
-        progress_deadline=0.0,
-    )
+    runner = make_runner(evaluate)
     try:
         with structlog.contextvars.bound_contextvars(flow="team-a/etl"):
             await runner.plan(make_flow([job_step("a", when="[1].all(x, true)")]), [], T0, {}, ())
@@ -100,14 +101,7 @@ async def test_while_another_tenant_waits_one_holds_at_most_half_of_the_threads(
         gates[name].wait(10)
         return compiled.program.execute(variables)
 
-    runner = PlanRunner(
-        api=None,  # type: ignore[arg-type]  (not read by a plan)
-        evaluate=evaluate,
-        transfers=planner.ArtifactOptions(),
-        progress_deadline=0.0,
-        sandboxed_plans=2,
-        monotonic=lambda: 0.0,
-    )
+    runner = make_runner(evaluate, slots=2)
 
     def flow(namespace: str, name: str) -> JobFlow:
         gates[name], entered[name] = threading.Event(), threading.Event()
@@ -137,14 +131,7 @@ async def test_while_another_tenant_waits_one_holds_at_most_half_of_the_threads(
 
 
 def runner_at(clock: list[float], slots: int) -> PlanRunner:
-    return PlanRunner(
-        api=None,  # type: ignore[arg-type]  (not read here)
-        evaluate=lambda compiled, variables: True,
-        transfers=planner.ArtifactOptions(),
-        progress_deadline=0.0,
-        sandboxed_plans=slots,
-        monotonic=lambda: clock[0],
-    )
+    return make_runner(lambda compiled, variables: True, slots=slots, clock=clock)
 
 
 def take(runner: PlanRunner, namespace: str) -> bool:

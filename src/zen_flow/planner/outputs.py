@@ -83,12 +83,7 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     finished step, since the next status write moves the step on."""
     # Only Running steps' Jobs matter: a long flow has few of them, so the Jobs are looked at by name
     # instead of asking every one of them whether it finished.
-    steps = flow.status.steps
-    running = {
-        s.job_ref.name: s.name
-        for s in compress(steps, map(StepPhase.RUNNING.__eq__, map(PHASE, steps)))
-        if s.job_ref
-    }
+    running = _running_jobs(flow)
     if not running:
         return ()
     specs = shape_of(flow).specs
@@ -106,14 +101,20 @@ def unseen_jobs(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     """The Jobs of Running steps that `jobs` (the cache) lacks: the plan takes them for deleted, so the
     controller first asks the apiserver whether the cache merely lags (a new leader's, after the old one
     created them). Empty in the usual case, at the cost of a set of the Running steps' Job names."""
-    steps = flow.status.steps
-    running = {
-        s.job_ref.name for s in compress(steps, map(StepPhase.RUNNING.__eq__, map(PHASE, steps))) if s.job_ref
-    }
+    running = _running_jobs(flow)
     if not running:
         return ()
-    running.difference_update(map(JOB_NAME, jobs))
-    return tuple(sorted(running))
+    return tuple(sorted(running.keys() - set(map(JOB_NAME, jobs))))
+
+
+def _running_jobs(flow: JobFlow) -> dict[str, str]:
+    """{Job name: step name} of the flow's Running steps, as its status records them."""
+    steps = flow.status.steps
+    return {
+        s.job_ref.name: s.name
+        for s in compress(steps, map(StepPhase.RUNNING.__eq__, map(PHASE, steps)))
+        if s.job_ref
+    }
 
 
 def message_value(message: str, key: str | None) -> str:
