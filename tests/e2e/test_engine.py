@@ -25,6 +25,8 @@ from zen_flow_dev.testing.examples import (
 )
 from zen_flow_dev.testing.flows import chain, flow_manifest, job_step, job_template
 
+# A step timeout long enough for a short Job's pod to be scheduled and run on the local cluster.
+TIMEOUT = 5
 # What an example ends in on the local cluster before anyone approves anything.
 EXPECTED = {"approval-gate.yaml": "Paused"}
 
@@ -191,6 +193,54 @@ async def test_step_timeout_stops_its_job(
         )
 
     await wait_until(pods_stopped, 30, what="the timed-out step's pod stopped")
+
+
+async def test_a_job_held_suspended_waits_without_its_timeout_running(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # What a queue such as Kueue does: the Job is created suspended and resumed when the queue admits it.
+    # The real Job controller sets the `Suspended` condition; the step says it is held, and its timeout
+    # waits for the resume, as the Job's own activeDeadlineSeconds does.
+    held = job_template(run_seconds=1)  # well inside the timeout once resumed
+    held["spec"]["suspend"] = True
+    start_controller()
+    await driver.create(
+        flow_manifest(
+            "queued", namespace, [job_step("q", template=held, timeoutSeconds=TIMEOUT), job_step("next", "q")]
+        )
+    )
+    # Created after it with the same timeout: once this one timed out, so would the held step have.
+    await driver.create(
+        flow_manifest(
+            "witness",
+            namespace,
+            [job_step("slow", template=job_template(run_seconds=300), timeoutSeconds=TIMEOUT)],
+        )
+    )
+
+    async def held_step() -> dict[str, Any] | None:
+        flow = await driver.get(namespace, "queued")
+        step = ((flow or {}).get("status") or {}).get("steps", [{}])[0]
+        return flow if (step.get("message") or "").startswith("Job suspended") else None
+
+    flow = await wait_until(held_step, 60, what="the held step's message")
+    assert flow["status"]["message"] == "held (Job suspended): q"
+    witness = await driver.wait_phase(namespace, "witness", timeout=60)
+    assert witness["status"]["steps"][0]["message"] == f"timed out after {TIMEOUT}s"
+    flow = await driver.get(namespace, "queued")
+    assert flow is not None
+    assert (flow["status"]["phase"], step_phases(flow)) == ("Running", {"q": "Running", "next": "Pending"})
+    (job,) = _jobs_by_step(await driver.jobs(namespace))["q"]
+    await driver.kube.request(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}",
+        body={"spec": {"suspend": False}},
+        content_type="application/merge-patch+json",
+    )
+    flow = await driver.wait_phase(namespace, "queued", timeout=60)
+    assert step_phases(flow) == {"q": "Succeeded", "next": "Succeeded"}
+    assert "message" not in flow["status"]["steps"][0]
+    assert flow["status"]["steps"][0].get("retryCount", 0) == 0
 
 
 async def _events(driver: FlowDriver, namespace: str, flow: str) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ counters = st.tuples(st.integers(0, 3), st.none() | st.integers(0, 3), st.intege
 interim_conditions = st.lists(
     st.builds(
         Condition,
-        type=st.sampled_from(["SuccessCriteriaMet", "FailureTarget", "Suspended", "Progressing"]),
+        type=st.sampled_from(["SuccessCriteriaMet", "FailureTarget", "Progressing"]),
         status=st.sampled_from(["True", "False", "Unknown"]),
         reason=st.sampled_from(["", "CompletionsReached", "BackoffLimitExceeded"]),
         last_transition_time=st.just(T0),
@@ -95,8 +95,19 @@ def test_what_a_plan_reads_is_seen() -> None:
     )
     deleting = replace(old, metadata=replace(old.metadata, deletion_timestamp=T0))
     replaced = replace(old, metadata=replace(old.metadata, uid="another"))
-    for new in (finished, failed, deleting, replaced):
+    # Held suspended by a queue such as Kueue, and resumed: the step says so, and its timeout restarts.
+    held = replace(
+        old, status=replace(old.status, conditions=(complete.model_copy(update={"type": "Suspended"}),))
+    )
+    resumed = replace(
+        held,
+        status=replace(
+            held.status, conditions=(held.status.conditions[0].model_copy(update={"status": "False"}),)
+        ),
+    )
+    for new in (finished, failed, deleting, replaced, held):
         assert plan_sees_change(old, new)
+    assert plan_sees_change(held, resumed)
     # A step's timeout counts from the Job's creation; its start only stands in for a Job without one.
     uncreated = replace(old, metadata=replace(old.metadata, creation_timestamp=None))
     assert plan_sees_change(uncreated, replace(uncreated, status=replace(old.status, start_time=T0)))

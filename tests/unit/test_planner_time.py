@@ -9,6 +9,7 @@ import pytest
 
 from zen_flow.api.jobflow import Backoff, RetryPolicy
 from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, parse_duration, plan, retry_delay
+from zen_flow.planner.steps import HELD
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -297,6 +298,73 @@ def test_the_jobs_own_deadline_reads_as_the_same_timeout() -> None:
     assert not any(isinstance(a, DeleteJob) for a in result.actions)  # already stopped
     assert step(sim).message == "timed out after 60s"
     assert reasons(sim)[:2] == ["StepTimedOut", "StepFailed"]
+
+
+def test_a_suspended_job_holds_its_step_without_the_timeout_running() -> None:
+    # What Kueue does: the Job waits suspended until the queue admits it, and may be preempted (suspended
+    # again) later. Like the Job's own activeDeadlineSeconds, the step's timeout counts only from a resume.
+    sim = Simulator(
+        make_flow([job_step("a", timeoutSeconds=60, retryPolicy={"limit": 1}), job_step("b", "a")]), T0
+    )
+    sim.reconcile()
+    (job,) = sim.running()
+    sim.hold(job)
+    sim.reconcile()
+    assert (step(sim).phase, step(sim).message) == ("Running", HELD)
+    assert sim.flow.status.message == "held (Job suspended): a"
+    sim.advance(600)  # ten timeouts in the queue
+    result = sim.reconcile()
+    assert not result.actions
+    assert step(sim).phase == "Running"
+    assert result.requeue_after is None  # the resume wakes the flow
+    sim.hold(job, suspended=False)  # admitted at T0 + 600 s
+    result = sim.reconcile()
+    assert (step(sim).message, sim.flow.status.message) == (None, "running: a")
+    assert result.requeue_after == 61
+    sim.advance(30)
+    sim.hold(job)  # preempted after 30 s of run time
+    sim.reconcile()
+    sim.advance(300)
+    sim.hold(job, suspended=False)
+    sim.advance(59)
+    assert not sim.reconcile().actions  # 59 s since the last resume
+    sim.advance(2)
+    assert [type(a) for a in sim.reconcile().actions] == [DeleteJob]
+    assert step(sim).phase == "Retrying"
+    assert step(sim).retry_count == 0
+
+
+def test_a_held_retry_keeps_what_its_message_said() -> None:
+    sim = Simulator(make_flow([job_step("a", retryPolicy={"limit": 2, "backoff": {"duration": "1s"}})]), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    sim.advance(2)
+    sim.reconcile()
+    said = step(sim).message
+    assert said is not None
+    assert said.startswith("attempt 2;")
+    sim.hold(sim.running()[0])
+    sim.reconcile()
+    assert step(sim).message == f"{HELD}; {said}"
+    sim.hold(sim.running()[0], suspended=False)
+    sim.reconcile()
+    assert step(sim).message == said
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Succeeded"
+
+
+def test_a_stopped_flow_deletes_its_held_job() -> None:
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    sim.reconcile()
+    (job,) = sim.running()
+    sim.hold(job)
+    sim.reconcile()
+    sim.annotate("workflow.kube-zen.io/stop", "no longer needed")
+    result = sim.reconcile()
+    assert [(type(a), getattr(a, "name", None)) for a in result.actions] == [(DeleteJob, job)]
+    assert sim.phase == "Failed"
 
 
 def test_template_deadline_keeps_the_smaller_value() -> None:

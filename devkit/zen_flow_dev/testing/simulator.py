@@ -193,6 +193,22 @@ class Simulator:
             self.pod_messages[name] = messages
         self._finish(name, "Failed", reason, message, failed=1)
 
+    def hold(self, name: str, suspended: bool = True) -> None:
+        """A queue (Kueue) or a user suspended the Job, or resumed it: the Job controller's `Suspended`
+        condition, and on a resume a new start time (its activeDeadlineSeconds counts from it)."""
+        job = self.jobs[name]
+        now = self.now.replace(microsecond=0)
+        cond = Condition(
+            type="Suspended",
+            status="True" if suspended else "False",
+            reason="JobSuspended" if suspended else "JobResumed",
+            last_transition_time=now,
+        )
+        others = tuple(c for c in job.status.conditions if c.type != "Suspended")
+        started = job.status.start_time if suspended else now
+        status = replace(job.status, conditions=(*others, cond), start_time=started, active=0)
+        self.jobs[name] = replace(job, status=status)
+
     def vanish(self, name: str) -> None:
         """Someone else deleted the Job."""
         self.jobs.pop(name, None)

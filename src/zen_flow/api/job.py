@@ -20,6 +20,9 @@ from zen_flow.api.meta import RECORD, Condition, OwnerReference, Timestamp, cont
 # The Job controller's terminal conditions: a step's outcome (not pod counts).
 JOB_COMPLETE = "Complete"
 JOB_FAILED = "Failed"
+# True while the Job is suspended (`spec.suspend`: a queue such as Kueue holds it until it admits it, or
+# preempts it; or a user); False once it was resumed, with the time of the resume.
+JOB_SUSPENDED = "Suspended"
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)
@@ -83,6 +86,20 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.complete or self.failed
+
+    @property
+    def suspended(self) -> bool:
+        """Held suspended: no pod runs, and its activeDeadlineSeconds waits for the resume."""
+        return self._is_true(JOB_SUSPENDED)
+
+    @property
+    def resumed_at(self) -> Timestamp | None:
+        """When a Job that was suspended was last resumed (the Job controller restarts its
+        activeDeadlineSeconds then, and resets `status.startTime`); None for a Job never suspended."""
+        cond = self.condition(JOB_SUSPENDED)
+        if cond is None or cond.status != "False":
+            return None
+        return cond.last_transition_time or self.status.start_time
 
     @property
     def deleting(self) -> bool:

@@ -20,7 +20,7 @@ from zen_flow.planner.outputs import (
 )
 from zen_flow.planner.plan_state import PlanState
 from zen_flow.planner.reports import download_failure
-from zen_flow.planner.steps import StepWork
+from zen_flow.planner.steps import StepWork, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -88,9 +88,23 @@ class Observation(PlanState):
         if job.deleting:
             self.attempt_failed(w, f"Job {name} was deleted outside zen-flow", self.now)
             return
+        if job.suspended:
+            # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
+            # resume wakes the flow (its `Suspended` condition turns False).
+            w.message = held(w.message)
+            return
+        w.message = unheld(w.message)
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
-            began = job.metadata.creation_timestamp or job.status.start_time or w.start_time or self.now
+            # From the creation, or from the last resume of a Job that was suspended (a queue's wait, or a
+            # preemption, does not count: the Job controller restarts activeDeadlineSeconds then too).
+            began = (
+                job.resumed_at
+                or job.metadata.creation_timestamp
+                or job.status.start_time
+                or w.start_time
+                or self.now
+            )
             due = after_cut(began, timeout)
             if self.now >= due:
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))

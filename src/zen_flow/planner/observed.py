@@ -3,19 +3,20 @@
 A Job's status changes several times while it runs (`startTime` and `active`, `ready`, then the
 `succeeded` or `failed` counters, `SuccessCriteriaMet` or `FailureTarget` before `Complete` or `Failed`);
 the planner reads only whether the Job exists (its UID), whether it finished (the `Complete` and `Failed`
-conditions, with their reason, message and time), whether it is being deleted, and when it was created
-(a step's timeout counts from then; the Job's `startTime` stands in only for a Job without a creation
-time, which the apiserver never sends). Every other update planned the whole flow again for nothing:
-first the counters' updates, then the start time's and `SuccessCriteriaMet`'s, 2 of the 4.9 plans per
-step of a chain (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan cannot see"). What
-`outputs` read from the Job's status (a jsonPath) is read once the Job finished, when it is final.
+conditions, with their reason, message and time), whether it is held suspended or was resumed (the
+`Suspended` condition and its time), whether it is being deleted, and when it was created (a step's
+timeout counts from then, or from the last resume; the Job's `startTime` stands in only for a Job without
+a creation time, which the apiserver never sends). Every other update planned the whole flow again for
+nothing: first the counters' updates, then the start time's and `SuccessCriteriaMet`'s, 2 of the 4.9
+plans per step of a chain (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan cannot see").
+What `outputs` read from the Job's status (a jsonPath) is read once the Job finished, when it is final.
 """
 
 from __future__ import annotations
 
-from zen_flow.api.job import JOB_COMPLETE, JOB_FAILED, Job
+from zen_flow.api.job import JOB_COMPLETE, JOB_FAILED, JOB_SUSPENDED, Job
 
-READ_CONDITIONS = (JOB_COMPLETE, JOB_FAILED)
+READ_CONDITIONS = (JOB_COMPLETE, JOB_FAILED, JOB_SUSPENDED)
 """The Job conditions a plan reads (zen_flow.planner.observation)."""
 
 

@@ -17,7 +17,7 @@ from zen_flow.api.meta import Condition
 from zen_flow.planner.estimate import estimate_completion
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
-from zen_flow.planner.steps import NAME, PHASE
+from zen_flow.planner.steps import HELD, NAME, PHASE
 
 MAX_FLOW_MESSAGE = 256
 MAX_CONDITION_MESSAGE = 1024
@@ -31,6 +31,8 @@ REASON_STOPPED = "Stopped"
 REASON_QUEUED = "ConcurrencyForbid"
 REASON_JOB_REJECTED = "JobRejected"
 REASON_STATUS_REJECTED = "StatusRejected"
+# Running steps whose Job is held suspended, grouped beside the phases (`_by_phase`).
+_HELD_KEY = "Running/held"
 
 
 def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
@@ -41,6 +43,12 @@ def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
         grouped: dict[str, list[str]] = {}
         for name, phase in zip(map(NAME, steps), map(PHASE, steps), strict=True):
             grouped.setdefault(phase, []).append(name)
+        if StepPhase.RUNNING in grouped:
+            grouped[_HELD_KEY] = [
+                s.name
+                for s in steps
+                if s.phase == StepPhase.RUNNING and s.message is not None and s.message.startswith(HELD)
+            ]
         return {phase: tuple(names) for phase, names in grouped.items()}
 
     return _phases.get(steps, derive) if isinstance(steps, tuple) else derive()
@@ -84,7 +92,8 @@ def flow_message(
     phase: FlowPhase, steps: Sequence[StepStatus], failure: str | None, queued: str | None = None
 ) -> str:
     """One short human line saying what the flow is doing or why it ended."""
-    running = _names(steps, StepPhase.RUNNING)
+    held = _by_phase(steps).get(_HELD_KEY, ())
+    running = [n for n in _names(steps, StepPhase.RUNNING) if n not in held]
     retrying = _names(steps, StepPhase.RETRYING)
     waiting = _names(steps, StepPhase.PENDING_APPROVAL)
     parts: list[str] = []
@@ -106,6 +115,8 @@ def flow_message(
         parts.append(f"{failure}; waiting for running steps to finish")
     if running:
         parts.append(f"running: {listing(running)}")
+    if held:
+        parts.append(f"held (Job suspended): {listing(held)}")
     if retrying:
         parts.append(f"retrying: {listing(retrying)}")
     if waiting:

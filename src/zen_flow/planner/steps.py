@@ -33,6 +33,24 @@ def bound(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# A Running step whose Job is suspended (held by a queue such as Kueue until it admits or after it preempts
+# the Job, or by a user) says so first in its message, and stops saying it once the Job is resumed; what the
+# message said before (an earlier attempt's error) stays after it.
+HELD = "Job suspended, waiting to be resumed (e.g. admitted by Kueue)"
+
+
+def held(message: str | None) -> str:
+    if message is not None and message.startswith(HELD):
+        return message
+    return bound(f"{HELD}; {message}") if message else HELD
+
+
+def unheld(message: str | None) -> str | None:
+    if message is None or not message.startswith(HELD):
+        return message
+    return message[len(HELD) :].removeprefix(";").strip() or None
+
+
 @dataclass(slots=True)
 class StepWork:
     """A step's status while one plan is being made; turned back into a frozen StepStatus at the end."""
