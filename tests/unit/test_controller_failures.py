@@ -165,6 +165,17 @@ async def test_a_status_too_large_for_etcd_fails_the_flow_with_a_minimal_write(s
     assert ("Warning", "StatusRejected") in {(t, r) for t, r, _ in fake.events}
 
 
+async def test_a_refused_status_stops_the_jobs_its_plan_created() -> None:
+    # The plan's Jobs were created before its status write was refused: the flow ends Failed, and they
+    # must not run on unrecorded.
+    fake, clock = Fake(make_flow([job_step("a"), job_step("b")])), FakeClock()
+    fake.patch_errors = [too_large(413)]
+    assert await controller(fake, clock).reconcile(fake.flow.key) is None
+    assert fake.patches[-1]["status"]["phase"] == "Failed"
+    assert sorted(fake.created) == ["a", "b"]  # steps
+    assert sorted(fake.deleted) == [job_name("flow", "a", 0), job_name("flow", "b", 0)]
+
+
 async def test_a_patch_that_does_not_apply_is_sent_again_as_the_whole_status() -> None:
     # Someone edited the status by hand: the entry the cache shows is not there any more.
     names = [f"s{i}" for i in range(8)]

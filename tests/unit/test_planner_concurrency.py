@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import LABEL_CONCURRENCY_KEY, ConcurrencyPolicy
+from zen_flow.api.constants import ANNOTATION_RETRY, LABEL_CONCURRENCY_KEY, ConcurrencyPolicy
 from zen_flow.planner import CreateJob, DeleteJob, Peer, keys_to_wake, peers_of, plan
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, groups_to_wake, policy_of
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -103,6 +103,38 @@ def test_forbid_flow_starts_as_soon_as_the_older_one_finished() -> None:
     assert conditions(newer)["Queued"].status == "False"
     assert conditions(newer)["Queued"].reason == "NotQueued"
     assert "FlowStarted" in reasons(result)
+
+
+def test_a_rerun_waits_like_a_new_flow_while_another_flow_of_its_group_runs() -> None:
+    # `old` failed, `newer` started behind it; a rerun of `old` must not run beside `newer` (Forbid).
+    group = FlowGroup(T0)
+    group.add(flow("old", created=at(0), steps=1))
+    group.add(flow("newer", created=at(1), steps=1))
+    group.reconcile("old")
+    group.reconcile("newer")
+    group["old"].fail(group["old"].running()[0])
+    group.advance(10)
+    group.reconcile("old")
+    group.reconcile("newer")
+    assert (group["old"].phase, group["newer"].phase) == ("Failed", "Running")
+    group["old"].annotate(ANNOTATION_RETRY, "r1")
+    group.advance(5)
+    rerun = group.reconcile("old")
+    assert not [a for a in rerun.actions if isinstance(a, CreateJob)]
+    old = group["old"].flow
+    assert (old.status.phase, old.status.start_time) == ("Pending", None)
+    assert old.status.message == f"waiting for newer (concurrency group {KEY})"
+    assert conditions(old)["Queued"].status == "True"
+    assert reasons(rerun) == ["FlowRetried", "FlowQueued"]
+    group.advance(20)
+    group.complete_all("newer")
+    group.reconcile("newer")
+    started = group.reconcile("old")
+    assert [a.step for a in started.actions if isinstance(a, CreateJob)] == ["s0"]
+    assert (group["old"].phase, group["old"].flow.status.start_time) == (
+        "Running",
+        at(35),
+    )  # deadline: per run
 
 
 def test_forbid_is_the_default_policy_and_unknown_values_fall_back_to_it() -> None:

@@ -300,6 +300,19 @@ def test_the_jobs_own_deadline_reads_as_the_same_timeout() -> None:
     assert reasons(sim)[:2] == ["StepTimedOut", "StepFailed"]
 
 
+@pytest.mark.parametrize("instant_delete", [True, False])
+def test_a_timeout_whose_status_write_was_lost_still_reads_as_a_timeout(instant_delete: bool) -> None:
+    # The plan that deleted the Job for its timeout lost its status write: the next plan finds the Job
+    # gone (or going) and must not blame someone outside zen-flow for it.
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=30)]), T0, instant_delete=instant_delete)
+    sim.reconcile()
+    sim.advance(40)
+    sim.reconcile(write_status=False)
+    sim.reconcile()
+    assert (step(sim).phase, step(sim).message) == ("Failed", "timed out after 30s")
+    assert reasons(sim)[:2] == ["StepTimedOut", "StepFailed"]
+
+
 def test_a_suspended_job_holds_its_step_without_the_timeout_running() -> None:
     # What Kueue does: the Job waits suspended until the queue admits it, and may be preempted (suspended
     # again) later. Like the Job's own activeDeadlineSeconds, the step's timeout counts only from a resume.

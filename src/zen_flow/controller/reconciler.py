@@ -313,7 +313,7 @@ class Controller:
             except ApiError as err:
                 if not err.permanent:
                     raise
-                await self._status.refused(flow, err, now)
+                await self._executor.execute(flow, await self._status.refused(flow, err, now, status))
                 return None
         else:
             self._metrics.status_patches.labels("unchanged").inc()

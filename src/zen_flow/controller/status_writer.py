@@ -112,22 +112,28 @@ class StatusWriter:
             self._flows.expect_status(flow, rv, ops)
         self._record_transitions(flow, status)
 
-    async def refused(self, flow: JobFlow, err: ApiError, now: datetime) -> None:
+    async def refused(
+        self, flow: JobFlow, err: ApiError, now: datetime, planned: JobFlowStatus
+    ) -> tuple[planner.DeleteJob, ...]:
         """The apiserver refused the new status for good (too large for etcd, or invalid). End the flow
         Failed with a write that changes only its phase, conditions and message (the status it has
-        already fits), instead of retrying the same refused write forever."""
+        already fits), instead of retrying the same refused write forever. Returns the deletes of the
+        Jobs still running in the `planned` status (those the refused plan created included): a Failed
+        flow must not leave them running, unrecorded."""
         cause = "too large to store" if err.too_large else "refused"
         log.error(
             "status write refused; failing the flow", flow=flow.key, status=err.status, error=err.message
         )
         self._metrics.status_patches.labels("refused").inc()
-        failed = planner.fail_invalid(
+        ended = planner.fail_invalid(
             flow,
             [f"the apiserver answered {err.status}: {err.message}"],
             now,
             reason=REASON_STATUS_REJECTED,
             prefix=f"the flow's status is {cause}",
-        ).status
+            base=planned,
+        )
+        failed = ended.status
         unchanged = {"steps", "progress", "progress_summary", "resource_refs", "audit"}
         minimal = failed.model_copy(update={k: getattr(flow.status, k) for k in unchanged})
         self._events.emit(flow, "Warning", "StatusRejected", cut(f"status {cause}: {err.message}", 1024))
@@ -140,6 +146,7 @@ class StatusWriter:
             log.error(
                 "the failure status was refused too; giving up on the flow", flow=flow.key, error=str(again)
             )
+        return tuple(a for a in ended.actions if isinstance(a, planner.DeleteJob))
 
     def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:
         ns = flow.metadata.namespace

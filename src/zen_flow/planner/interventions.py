@@ -91,7 +91,9 @@ def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpe
     update: dict[str, object] = {
         "phase": FlowPhase.RUNNING.value,
         "steps": steps,
-        "start_time": now,  # the deadline is per run
+        # Set again when the rerun's first step starts: the deadline is per run, and until then the rerun
+        # has not started for its concurrency group either (a Forbid flow waits while another one runs).
+        "start_time": None,
         "completion_time": None,
         "estimated_completion_time": None,
         "audit": recorded(flow, retry.model_copy(update={"steps": tuple(rerunnable)}), now),

@@ -61,7 +61,9 @@ class Observation(PlanState):
         name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
         job = self.jobs.get(name)
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
-            self.attempt_failed(w, f"Job {name} not found (deleted outside zen-flow)", self.now)
+            self.attempt_failed(
+                w, self.gone(w, None, f"Job {name} not found (deleted outside zen-flow)"), self.now
+            )
             return
         if ref is None or ref.uid is None or ref.name != name:
             w.job_ref = self.job_ref(name, job)
@@ -86,7 +88,7 @@ class Observation(PlanState):
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", failed_at or self.now)
             return
         if job.deleting:
-            self.attempt_failed(w, f"Job {name} was deleted outside zen-flow", self.now)
+            self.attempt_failed(w, self.gone(w, job, f"Job {name} was deleted outside zen-flow"), self.now)
             return
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
@@ -96,21 +98,34 @@ class Observation(PlanState):
         w.message = unheld(w.message)
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
-            # From the creation, or from the last resume of a Job that was suspended (a queue's wait, or a
-            # preemption, does not count: the Job controller restarts activeDeadlineSeconds then too).
-            began = (
-                job.resumed_at
-                or job.metadata.creation_timestamp
-                or job.status.start_time
-                or w.start_time
-                or self.now
-            )
-            due = after_cut(began, timeout)
+            due = after_cut(self.began(w, job), timeout)
             if self.now >= due:
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
             else:
                 self.wakeups.append(due)
+
+    def began(self, w: StepWork, job: Job) -> datetime:
+        """Whence the step's timeout counts: the Job's creation, or the last resume of a Job that was
+        suspended (a queue's wait, or a preemption, does not count: the Job controller restarts its
+        activeDeadlineSeconds then too)."""
+        return (
+            job.resumed_at
+            or job.metadata.creation_timestamp
+            or job.status.start_time
+            or w.start_time
+            or self.now
+        )
+
+    def gone(self, w: StepWork, job: Job | None, why: str) -> str:
+        """Why a Running step's Job went away: `why`, unless its timeout had passed (then it was our own
+        delete for the timeout, whose status write was lost: said as a timeout, whoever noticed)."""
+        timeout = w.spec.timeout_seconds
+        if timeout is not None and timeout > 0:
+            began = self.began(w, job) if job is not None else w.start_time
+            if began is not None and self.now >= after_cut(began, timeout):
+                return f"{TIMEOUT_MARK} {timeout}s"
+        return why
 
     def complete(self, w: StepWork, job: Job) -> None:
         """The Job completed: capture the output parameters; they go out in the same status write that

@@ -54,6 +54,8 @@ class PlanState:
         self.order = shape.order
         self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
         self.works = Works(shape.specs, flow.status.steps)
+        if self.works.dormant and self.jobs:
+            self.works.wake(self._created_unrecorded())
         # The steps that can move in this plan; the passes walk only these (see `Works`).
         self.moving = self.works.moving
         self.dependents = shape.dependents
@@ -85,6 +87,18 @@ class PlanState:
         arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
         self.arguments = {a.name: a.value for a in arguments}
         self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
+
+    def _created_unrecorded(self) -> list[str]:
+        """Dormant steps whose Job exists: a plan created it, and its status write was lost (a 409 after
+        an edit of the flow, a leader change). They must move, so that `adopt` takes the Job over before
+        anything skips them (a stop, a failure, the deadline) and leaves it running untracked."""
+        initial = self.works.initial
+        found = []
+        for name in self.works.dormant:
+            old = initial.get(name)
+            if self.job_name(name, old.retry_count if old is not None else 0) in self.jobs:
+                found.append(name)
+        return found
 
     def stored(self, step: str, artifact: str) -> ArtifactRef | None:
         """What step `step` stored as `artifact` (from its status outputs)."""
@@ -128,7 +142,6 @@ class PlanState:
         )
 
     def begun(self) -> bool:
-        """Has any step left Pending (a settled step has)?"""
-        return len(self.moving) + len(self.works.dormant) < len(self.works) or any(
-            w.phase != StepPhase.PENDING for w in self.moving.values()
-        )
+        """Has a step left Pending in this run? Asked only while `start_time` is unset: before a flow's
+        first step, or after a rerun reset it (its settled steps, kept from the run before, do not count)."""
+        return any(w.phase != StepPhase.PENDING for w in self.moving.values())
