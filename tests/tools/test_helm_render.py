@@ -137,7 +137,8 @@ def test_default_rbac_and_webhooks_equal_config(helm: str, tmp_path: Path) -> No
         chart, ours = find(docs, kind), find(config, kind)
         assert chart["webhooks"] == ours["webhooks"], kind
         assert chart["metadata"]["annotations"] == ours["metadata"]["annotations"], kind
-    assert find(docs, "Certificate")["spec"] == find(config, "Certificate")["spec"]
+    for kind in ("Certificate", "Issuer"):
+        assert [d["spec"] for d in find_all(docs, kind)] == [d["spec"] for d in find_all(config, kind)], kind
     chart_service, config_service = find(docs, "Service", "zen-flow-webhook"), find(config, "Service")
     assert chart_service["spec"]["ports"] == config_service["spec"]["ports"]
     # The chart also selects its release (app.kubernetes.io/instance), so two releases never mix.
@@ -188,7 +189,7 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
     assert rules_allow(role["rules"], "coordination.k8s.io", "leases", "patch", settings.leader_election_name)
     for binding in find_all(docs, "RoleBinding") + find_all(docs, "ClusterRoleBinding"):
         assert {"kind": "ServiceAccount", "name": sa["name"], "namespace": "ops"} in binding["subjects"]
-    cert = find(docs, "Certificate")
+    cert = find(docs, "Certificate", "flows-zen-flow-webhook-cert")
     webhook_service = find(docs, "Service", "flows-zen-flow-webhook")
     assert "flows-zen-flow-webhook.ops.svc" in cert["spec"]["dnsNames"]
     volume = next(v for v in pod["volumes"] if "secret" in v)
@@ -205,7 +206,15 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
             "path": hook["clientConfig"]["service"]["path"],
             "port": 443,
         }
-        assert "ops" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
+        # No namespace left out by default, the release's own included: where the webhooks do not run,
+        # anyone could write the audit annotations (who approved a step) that the controller records.
+        assert "namespaceSelector" not in hook
+    left_out = render(helm, tmp_path, {"webhook": {"excludeNamespaces": ["sandbox"]}})
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        selector = find(left_out, kind)["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+        assert selector == [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["sandbox"]}
+        ]
     # The alerts select the job Prometheus gives this release's metrics Service.
     metrics_service = find(docs, "Service", "flows-zen-flow-controller-metrics")["metadata"]["name"]
     for rule in alert_rules(find(docs, "PrometheusRule")):
@@ -232,6 +241,20 @@ def test_the_network_policy_is_the_kustomize_components(helm: str, tmp_path: Pat
     # It selects exactly the controller's pods.
     pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
     assert chart_policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_the_network_policy_lets_in_the_ports_the_pods_serve(helm: str, tmp_path: Path) -> None:
+    # With other ports, a policy still naming 9443 cut the apiserver off the webhooks (failurePolicy
+    # Fail: every JobFlow write refused), and one naming 8080 cut Prometheus off /metrics.
+    values = {"networkPolicy": {"enabled": True}, "webhook": {"port": 10443}, "metrics": {"port": 9090}}
+    docs = render(helm, tmp_path, values)
+    allowed = {p["port"] for rule in find(docs, "NetworkPolicy")["spec"]["ingress"] for p in rule["ports"]}
+    served = {p["containerPort"] for p in container(deployment(docs))["ports"]}
+    assert allowed == served == {10443, 9090}
+    off = render(helm, tmp_path, {"networkPolicy": {"enabled": True}, "webhook": {"enabled": False}})
+    assert [p["port"] for rule in find(off, "NetworkPolicy")["spec"]["ingress"] for p in rule["ports"]] == [
+        8080
+    ]
 
 
 def test_webhook_disabled_runs_without_webhooks_or_certificates(helm: str, tmp_path: Path) -> None:

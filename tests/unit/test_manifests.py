@@ -167,7 +167,7 @@ def test_services_and_pdb_select_the_controller_pods() -> None:
 
 
 def test_webhook_certificate_secret_is_mounted_as_a_directory_at_the_cert_dir() -> None:
-    certificate = find(WEBHOOK, "Certificate")
+    certificate = find(WEBHOOK, "Certificate", "zen-flow-webhook-cert")
     volumes = {v["name"]: v for v in POD["spec"]["volumes"]}
     cert_volumes = [n for n, v in volumes.items() if v.get("secret", {}).get("secretName")]
     assert len(cert_volumes) == 1
@@ -180,6 +180,28 @@ def test_webhook_certificate_secret_is_mounted_as_a_directory_at_the_cert_dir() 
     service = find(WEBHOOK, "Service")
     ns = service["metadata"]["namespace"]
     assert f"{service['metadata']['name']}.{ns}.svc" in certificate["spec"]["dnsNames"]
+
+
+def test_the_ca_bundle_outlives_a_renewal_of_the_serving_certificate() -> None:
+    # cainjector fills the caBundle from the serving certificate's ca.crt. Self-signed, that is the serving
+    # certificate itself, new at every renewal (rotationPolicy Always) while the pods still serve the old
+    # pair for up to ~90 s: the apiserver then refuses the webhook, and every JobFlow write with it. Signed
+    # by a CA of its own whose key survives its own renewals, the caBundle stays valid throughout.
+    serving = find(WEBHOOK, "Certificate", "zen-flow-webhook-cert")
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        injected = find(WEBHOOK, kind)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        assert injected == f"zen-flow-system/{serving['metadata']['name']}"
+    issuer = find(WEBHOOK, serving["spec"]["issuerRef"]["kind"], serving["spec"]["issuerRef"]["name"])
+    ca = next(
+        c
+        for c in find_all(WEBHOOK, "Certificate")
+        if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]
+    )
+    assert ca["spec"]["isCA"] is True
+    assert ca["spec"]["privateKey"]["rotationPolicy"] == "Never"
+    assert "selfSigned" in find(WEBHOOK, "Issuer", ca["spec"]["issuerRef"]["name"])["spec"]
+    hours = {c["metadata"]["name"]: int(c["spec"]["duration"].removesuffix("h")) for c in (ca, serving)}
+    assert hours[ca["metadata"]["name"]] >= 10 * hours[serving["metadata"]["name"]]
 
 
 def test_pod_meets_the_restricted_pod_security_profile() -> None:
