@@ -412,3 +412,36 @@ async def test_watch_of_fifty_flows_is_one_watch(
     # One LIST (the state to start from) and one WATCH, whatever the number of flows: no GET, no polling.
     assert after.get("LIST", 0) - before.get("LIST", 0) == 1
     assert after.get("GET", 0) == before.get("GET", 0)
+
+
+async def test_names_that_are_not_there_and_namespaces_that_disagree_are_said_as_kubectl_says_them(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, tmp_path: Path, jobflow_crd: Any
+) -> None:
+    for name in ("one", "two"):
+        await driver.create(flow_manifest(name, namespace, [job_step("a")]))
+    # A missing name among several: said, and the others deleted all the same (exit 1).
+    deleted = cli(kubeconfig, "delete", "one", "missing", "two", "-n", namespace)
+    assert deleted.returncode == 1
+    assert deleted.stdout.splitlines() == [
+        f"jobflow {namespace}/one deleted",
+        f"jobflow {namespace}/two deleted",
+    ]
+    assert f"jobflow {namespace}/missing not found" in deleted.stderr
+    await driver.wait_gone(namespace, "two")
+    # Not found is exit 1 for `watch` as for `get` (2 is for a usage error, with nothing sent).
+    for verb in ("get", "watch"):
+        missing = cli(kubeconfig, verb, "missing", "-n", namespace)
+        assert (missing.returncode, missing.stderr) == (
+            1,
+            f'zen-flow {verb}: not found: jobflows.workflow.kube-zen.io "missing" not found\n',
+        )
+    # -n fills in a missing namespace; one the file names otherwise is refused before anything is sent.
+    file = tmp_path / "elsewhere.yaml"
+    file.write_text(
+        yaml.safe_dump_all([flow_manifest("elsewhere", "prod", [job_step("a")]), {"kind": "ConfigMap"}])
+    )
+    refused = cli(kubeconfig, "submit", str(file), "-n", namespace)
+    assert refused.returncode == 2
+    assert f"the namespace of elsewhere in the file (prod) does not match -n {namespace}" in refused.stderr
+    assert f"skipped {file}#2: ConfigMap (only JobFlows are read)" in refused.stderr
+    assert await driver.get("prod", "elsewhere") is None

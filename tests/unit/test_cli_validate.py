@@ -256,3 +256,37 @@ spec:
     path = tmp_path / "anchors.yaml"
     path.write_text(flow)
     assert run(path)[0] == 0
+
+
+@pytest.mark.parametrize("command", ["validate", "completion", "version"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(command: str, tmp_path: Path) -> None:
+    # `zen-flow ... | head -1`: the pipe's reader is gone before the command writes. Python printed
+    # "Exception ignored ... BrokenPipeError" (or `validate` an "internal error", exit 2).
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    write(tmp_path / "bad.yaml", bad_flow())
+    args = {"validate": ["validate", str(tmp_path)], "completion": ["completion", "bash"]}.get(
+        command, [command]
+    )
+    reader, writer = os.pipe()
+    os.close(reader)  # no reader at all: the first write fails, however fast the command is
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "zen_flow", *args],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            cwd=root,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    said = done.stderr.decode()
+    assert done.returncode == 141, said
+    assert "Error" not in said
+    assert "internal error" not in said

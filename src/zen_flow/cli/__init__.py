@@ -44,6 +44,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return validate_paths(args.paths, sys.stdout, sys.stderr, overrides)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): zen_flow.__main__ ends quietly
     except Exception as exc:  # a bug of ours must still be one line, not a traceback
         print(f"zen-flow validate: internal error: {exc!r}", file=sys.stderr)
         return EXIT_UNREADABLE

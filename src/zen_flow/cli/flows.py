@@ -34,6 +34,7 @@ from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import is_jobflow
 from zen_flow.documents import DocumentError, load_all, read_bounded
+from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
@@ -151,13 +152,20 @@ async def stop(session: Session, args: argparse.Namespace) -> int:
 
 
 async def delete(session: Session, args: argparse.Namespace) -> int:
-    """Delete flows; their Jobs and pods go with them (owner references, background deletion)."""
+    """Delete flows; their Jobs and pods go with them (owner references, background deletion). As kubectl,
+    a name not found is said and the others are deleted all the same; the exit code is then 1."""
+    outcome = EXIT_OK
     for name in args.names:
-        await session.client.request(
-            "DELETE", JOBFLOWS.path(session.namespace, name), body={"propagationPolicy": "Background"}
-        )
+        try:
+            await session.client.request(
+                "DELETE", JOBFLOWS.path(session.namespace, name), body={"propagationPolicy": "Background"}
+            )
+        except NotFound:
+            sys.stderr.write(f"zen-flow delete: jobflow {session.namespace}/{name} not found\n")
+            outcome = EXIT_FAILED
+            continue
         session.out.write(f"jobflow {session.namespace}/{name} deleted\n")
-    return EXIT_OK
+    return outcome
 
 
 async def suspend(session: Session, args: argparse.Namespace) -> int:
@@ -206,6 +214,16 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
 def prepare_submit(args: argparse.Namespace) -> None:
     """Offline, before any cluster is contacted: every file read and validated (`args.flows`)."""
     args.flows = _read_flows(args.files, _overrides(args.parameters))
+    # As kubectl: `-n` fills in a missing namespace, and one that says otherwise is a mistake, not a
+    # choice between the two (a flow meant for staging was created in prod).
+    for doc in args.flows:
+        named = doc.get("metadata", {}).get("namespace")
+        if args.namespace and named and named != args.namespace:
+            flow = doc["metadata"].get("name") or doc["metadata"].get("generateName") or "a flow"
+            raise UsageError(
+                f"the namespace of {flow} in the file ({named}) does not match -n {args.namespace}; "
+                "nothing was created"
+            )
     if args.watch and len(args.flows) != 1:
         raise UsageError(f"--watch follows one flow; these files hold {len(args.flows)} (use --wait)")
 
@@ -258,9 +276,14 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
         except (DocumentError, OSError) as err:
             raise UsageError(f"{raw}: {err}") from None
         for number, doc in enumerate(found, start=1):
-            if not is_jobflow(doc):
-                continue
             label = f"{raw}#{number}" if len(found) > 1 else raw
+            if not is_jobflow(doc):
+                kind = doc.get("kind") if isinstance(doc, dict) else None
+                if doc is not None:  # an empty document (a trailing ---) is nothing to mention
+                    sys.stderr.write(
+                        f"zen-flow: skipped {label}: {kind or 'not a JobFlow'} (only JobFlows are read)\n"
+                    )
+                continue
             doc, errors = override_arguments(doc, overrides)
             errors += validate_jobflow(doc) + validate_approvals(doc)
             problems += [f"{label}: {error}" for error in errors]

@@ -69,6 +69,8 @@ def run(command: Command, args: argparse.Namespace, offline: Offline | None = No
     except TransportError as err:
         print(f"{prog}: cannot reach the apiserver: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): zen_flow.__main__ ends quietly
     except (KubeError, ValueError, OSError) as err:  # kubeconfig problems
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_FAILED

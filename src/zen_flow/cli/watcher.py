@@ -8,8 +8,8 @@ import argparse
 
 from zen_flow.api import JobFlow
 from zen_flow.cli.render import flow_detail, flow_list, printable
-from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
-from zen_flow.kube.errors import Expired
+from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, now
+from zen_flow.kube.errors import Expired, NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 
 WATCH_SECONDS = 300  # the server ends a watch after this; the next one starts where it stopped
@@ -33,7 +33,8 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
             flows = {f.metadata.name: f for f in (JobFlow.model_validate(i) for i in listed.items)}
             version = listed.resource_version
             if args.name and args.name not in flows:
-                raise UsageError(f"jobflow {session.namespace}/{args.name} not found")
+                # Exit 1 as `get` does: 2 means a usage error, with nothing sent.
+                raise NotFound(404, "NotFound", f'jobflows.workflow.kube-zen.io "{args.name}" not found')
             outcome = _show(session, flows, shown, args.name, tty)
             if outcome is not None:
                 return outcome
