@@ -67,6 +67,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     )  # fmt: skip
     api.on_flow = ctrl.on_flow_event
     api.on_job = ctrl.on_job_event
+    api.on_job_deleted = lambda job: ctrl.on_job_event(job, deleted=True)
     worker = asyncio.create_task(ctrl.run_worker())
     try:
         yield Rig(api, clock, metrics, flow.key)
@@ -112,6 +113,61 @@ async def test_jobs_created_before_a_conflicting_status_write_are_adopted_not_cr
     assert len(api.job_creates) == 2  # Job b was adopted, never sent twice
     assert api.refused == ["409 Conflict"]  # no AlreadyExists either: the expectation held the create back
     assert rig.flow.metadata.labels["owner"] == "data-team"  # the other writer's change is kept
+
+
+FRESH = make_flow([job_step("migrate"), job_step("extra")], name="fresh", namespace="team")
+
+
+def edited(flow: JobFlow) -> JobFlow:
+    """What a user's second `kubectl apply` does to a flow that has not started: `extra` removed, and
+    `migrate` runs another command (a new generation, as the apiserver counts spec changes)."""
+    (migrate, _) = flow.spec.steps
+    template = {**migrate.template, "metadata": {"annotations": {"version": "2"}}}
+    steps = (migrate.model_copy(update={"template": template}),)
+    meta = flow.metadata.model_copy(update={"generation": flow.metadata.generation + 1})
+    return flow.model_copy(update={"spec": flow.spec.model_copy(update={"steps": steps}), "metadata": meta})
+
+
+@pytest.mark.parametrize("rig", [FRESH], indirect=True)
+async def test_steps_edited_before_the_start_was_recorded_replace_the_first_jobs(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    # The user applies the edited flow while the first reconcile, planned from the first version,
+    # creates its Jobs: its status write is refused, and admission let the edit through (not started).
+    api.update_flow(rig.key, edited)
+    await rig.settle()
+    assert api.refused == ["409 Conflict"]
+    assert sorted(name.split("-")[1] for name in api.job_creates) == ["extra", "migrate"]
+    api.sync()  # the edited flow reaches the cache: the Jobs built from the old steps go
+    await rig.settle()
+    assert sorted(job for _, job in api.jobs) == []
+    assert ("Normal", "StepsChanged") in {(t, r) for t, r, _ in api.events}
+    api.sync()  # their deletions are seen: the steps start from the new spec
+    await rig.settle()
+    api.sync()
+    assert [s.name for s in rig.flow.status.steps] == ["migrate"]
+    assert rig.step("migrate") == "Running"
+    assert [job for _, job in api.jobs] == [rig.job("migrate")]
+    api.finish_job("team", rig.job("migrate"))
+    api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Succeeded"
+
+
+@pytest.mark.parametrize("rig", [CHAIN], indirect=True)
+async def test_a_label_added_before_the_start_was_recorded_keeps_the_first_jobs(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"labels": {**f.metadata.labels, "owner": "data-team"}})}))  # fmt: skip
+    await rig.settle()
+    assert api.refused == ["409 Conflict"]
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.step("a") == "Running"
+    assert len(api.job_creates) == 1  # the first Job was kept, and recorded by the retried write
+    assert "StepsChanged" not in {r for _, r, _ in api.events}
 
 
 @pytest.mark.parametrize("rig", [GATED], indirect=True)

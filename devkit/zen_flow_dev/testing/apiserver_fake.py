@@ -62,6 +62,7 @@ class FakeApiServer:
         self.events: list[tuple[str, str, str]] = []
         self.on_flow: Callable[[JobFlow], None] | None = None
         self.on_job: Callable[[Job], None] | None = None
+        self.on_job_deleted: Callable[[Job], None] | None = None
 
     # --- writes that happen outside the controller (users, the Job controller) -------------------------
 
@@ -99,6 +100,7 @@ class FakeApiServer:
         truth, and the handlers get the changed objects."""
         changed_flows = [f for k, f in self.flows.items() if flows and self._cached_flows.get(k) is not f]
         changed_jobs = [j for k, j in self.jobs.items() if jobs and self._cached_jobs.get(k) is not j]
+        gone_jobs = [j for k, j in self._cached_jobs.items() if jobs and k not in self.jobs]
         if flows:
             self._cached_flows = dict(self.flows)
         if jobs:
@@ -106,6 +108,9 @@ class FakeApiServer:
         for job in changed_jobs:
             if self.on_job is not None:
                 self.on_job(job)
+        for job in gone_jobs:
+            if self.on_job_deleted is not None:
+                self.on_job_deleted(job)
         for flow in changed_flows:
             if self.on_flow is not None:
                 self.on_flow(flow)

@@ -21,6 +21,7 @@ from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
+from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
@@ -32,7 +33,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import Priority, QueueShutDown, WorkQueue
-from zen_flow.planner.events import TIMED_OUT, WARNING
+from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 from zen_flow.planner.status import REASON_JOB_REJECTED
 from zen_flow.validation import has_started, validate_jobflow
 
@@ -124,6 +125,7 @@ class Controller:
             api=api, expectations=expectations, metrics=metrics, clock=clock, waited=queue.waited
         )
         self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
+        self._first_jobs = FirstJobs()
         # Validation is pure but not free (500 steps: milliseconds); a spec only changes with its generation.
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
@@ -153,6 +155,7 @@ class Controller:
         self._validated.pop(flow.metadata.uid, None)
         self._status.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
+        self._first_jobs.forget(flow.metadata.uid)
         self._failing.pop(flow.key, None)
         self._queue.add(flow.key)
         self._wake_group(flow, None)
@@ -253,6 +256,14 @@ class Controller:
             # Our last status write is on its way to the cache and its event wakes us; the requeue is
             # only the safety net for when that event never comes (a relist skipped it).
             return unseen
+        if outdated := self._first_jobs.outdated(flow):
+            # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
+            log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
+            self._events.emit(
+                flow, NORMAL, REASON_STEPS_CHANGED, f"{STEPS_CHANGED}: its first Jobs are replaced"
+            )
+            await self._executor.execute(flow, outdated)
+            return None
         errors = self._validation_errors(flow)
         now = self._clock.now()
         started = time.perf_counter()
@@ -310,6 +321,9 @@ class Controller:
         if status != flow.status:
             try:
                 await self._status.write(flow, status)
+            except Conflict:
+                self._first_jobs.unrecorded(flow, created, result.actions)
+                raise
             except ApiError as err:
                 if not err.permanent:
                     raise
