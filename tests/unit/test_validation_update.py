@@ -154,3 +154,24 @@ def test_approval_annotations_are_rechecked_when_the_steps_change() -> None:
     assert [e.path for e in validate_update(old, new)] == [
         "metadata.annotations[approve.workflow.kube-zen.io/gate]"
     ]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda f: f["spec"].update(suspend=True),
+        lambda f: f["spec"].update(executionPolicy={"backoffLimit": 3}),
+    ],
+    ids=["suspend", "backoff"],
+)
+def test_a_started_flow_that_breaks_a_later_rule_can_still_be_suspended_and_tuned(change: Any) -> None:
+    # Stored before the rule existed: `d`'s `when` names a step that is not among its dependencies.
+    old = started()
+    step(old, "d")["when"] = "steps.c.phase == 'Succeeded'"
+    assert validate_update(old, copy.deepcopy(old)) == []
+    new = copy.deepcopy(old)
+    change(new)
+    assert validate_update(old, new) == []
+    # What the update itself breaks is still refused, the old problem still not reported.
+    new["spec"]["executionPolicy"] = {"backoffLimit": -1}
+    assert [e.path for e in validate_update(old, new)] == ["spec.executionPolicy.backoffLimit"]

@@ -353,6 +353,36 @@ def test_an_unchanged_approval_keeps_its_approver() -> None:
     assert patch_of(mutate_review(review(relabelled, "UPDATE", approved, user="eve"))) == []
 
 
+MESSAGE = "decision-message.workflow.kube-zen.io/"
+
+
+def test_a_decision_message_is_the_deciders_only_when_written_with_the_decision() -> None:
+    # Planted beforehand ("CAB-1234 verified by security"), a message read as the approver's own words
+    # in status.audit once someone approved without one.
+    planted = base_flow()
+    planted["metadata"]["annotations"] = {MESSAGE + "gate": "CAB-1234 verified by security"}
+    created = mutate(planted, user="mallory")
+    assert MESSAGE + "gate" not in created["metadata"]["annotations"]  # no decision: no message
+    old = copy.deepcopy(created)
+    old["metadata"]["annotations"][MESSAGE + "gate"] = "CAB-1234 verified by security"  # no webhook then
+    relabelled = copy.deepcopy(old)
+    relabelled["metadata"]["annotations"][MESSAGE + "gate"] = "edited"
+    kept = mutate(relabelled, "UPDATE", old, user="mallory")["metadata"]["annotations"]
+    assert kept[MESSAGE + "gate"] == "CAB-1234 verified by security"  # put back: no decision with it
+    approved = copy.deepcopy(old)
+    approved["metadata"]["annotations"][APPROVE + "gate"] = "true"
+    removed = mutate(approved, "UPDATE", old, user="bob")
+    out = removed["metadata"]["annotations"]
+    assert (out[APPROVED_BY + "gate"], out.get(MESSAGE + "gate")) == ("bob", None)
+    assert patch_of(mutate_review(review(removed, "UPDATE", old, user="bob"))) == []
+    approved["metadata"]["annotations"][MESSAGE + "gate"] = "checked the staging run"
+    out = mutate(approved, "UPDATE", old, user="bob")["metadata"]["annotations"]
+    assert (out[APPROVED_BY + "gate"], out[MESSAGE + "gate"]) == ("bob", "checked the staging run")
+    # The apiserver may call the webhook again on its own output: nothing more changes.
+    again = mutate(approved, "UPDATE", old, user="bob")
+    assert patch_of(mutate_review(review(again, "UPDATE", old, user="bob"))) == []
+
+
 def test_update_puts_back_forged_audit_annotations() -> None:
     old = copy.deepcopy(base_flow())
     old["metadata"]["annotations"] = {

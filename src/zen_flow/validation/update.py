@@ -6,8 +6,9 @@ a different flow than the one running. Suspending, the execution policy, labels 
 carry approvals) stay changeable.
 
 Ratcheting, as the apiserver does for CRD schemas: problems in a part the update leaves untouched
-(`spec`, the name, labels, annotations) are not reported, so a flow stored before a rule existed can
-still be approved, suspended, relabelled or have its finalizers removed.
+(`spec`, the name, labels, annotations) are not reported, and when the spec changes, neither is a problem
+the stored flow already had (same field, same message): so a flow stored before a rule existed can still
+be approved, suspended, resumed, relabelled, have its execution policy changed or its finalizers removed.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def validate_update(
     found = validate_jobflow(new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known)
     found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
+    if errors and "spec" not in ratcheted and _get(old, "spec") is not None:
+        # Error by error: `suspend: true` on a flow whose untouched steps break a later rule is not the
+        # update's doing. (Only when the new object has errors: the old one is then checked as well.)
+        before = set(validate_jobflow(old) + validate_approvals(old))
+        errors = [e for e in errors if e not in before]
     if has_started(old) and not spec_kept:
         # The arguments were substituted into Jobs already created: a changed value would make the
         # flow's steps disagree about it.

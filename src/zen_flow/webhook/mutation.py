@@ -8,6 +8,9 @@
    rerun request `workflow.kube-zen.io/retry`, and `workflow.kube-zen.io/stopped-by` the user who set the
    stop request `workflow.kube-zen.io/stop`. Any other value a user writes into these keys is put back
    (UPDATE) or dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
+   So is `decision-message.workflow.kube-zen.io/<step>`, recorded beside the approver's name: it is kept
+   only when written in the request that takes the decision (else put back, or dropped, so that a message
+   planted earlier never reads as the approver's words).
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
 re-invoke mutating webhooks). They read the metadata and `spec.executionPolicy`, nothing else of the spec
@@ -22,6 +25,7 @@ from typing import Any
 from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CREATED_BY,
+    ANNOTATION_DECISION_MESSAGE_PREFIX,
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
@@ -113,10 +117,18 @@ def desired_audit(
     for key in new_ann.keys() | old_ann.keys():
         if key.startswith(ANNOTATION_APPROVED_BY_PREFIX):
             want[key] = old_ann.get(key)  # only the webhook writes these
-    old_decisions = _decisions(old_ann)
-    for step, decision in _decisions(new_ann).items():
-        if old_decisions.get(step) != decision:
-            want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
+    old_decisions, new_decisions = _decisions(old_ann), _decisions(new_ann)
+    decided = {step for step, decision in new_decisions.items() if old_decisions.get(step) != decision}
+    for step in decided:
+        want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
+    for key in new_ann.keys() | old_ann.keys():
+        step = key[len(ANNOTATION_DECISION_MESSAGE_PREFIX) :]
+        if not key.startswith(ANNOTATION_DECISION_MESSAGE_PREFIX) or not step:
+            continue
+        if step not in decided:
+            want[key] = old_ann.get(key)  # a message goes with a decision, or not at all
+        elif new_ann.get(key) == old_ann.get(key):
+            want[key] = None  # there before this decision: not the decider's words
     return want
 
 
