@@ -83,3 +83,11 @@ def test_the_network_policy_component_selects_the_controller_pods(tmp_path: Path
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
     assert ports == {split_addr(SETTINGS.metrics_addr)[1], split_addr(SETTINGS.webhook_addr)[1]}
+
+
+def test_the_no_cert_manager_component_leaves_no_cert_manager_object(tmp_path: Path) -> None:
+    # On a cluster without cert-manager one such object fails the whole apply ("no matches for kind").
+    docs = _kustomize_overlay(tmp_path, ["no-cert-manager"])
+    assert [d["kind"] for d in docs if d["apiVersion"].startswith("cert-manager.io/")] == []
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        assert "cert-manager.io/inject-ca-from" not in (find(docs, kind)["metadata"].get("annotations") or {})
