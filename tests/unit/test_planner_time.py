@@ -313,6 +313,35 @@ def test_a_timeout_whose_status_write_was_lost_still_reads_as_a_timeout(instant_
     assert reasons(sim)[:2] == ["StepTimedOut", "StepFailed"]
 
 
+def test_a_job_deleted_outside_is_not_taken_for_a_timeout_that_never_ran() -> None:
+    # A retry's Job deleted 20 s into its attempt (its first attempt began 52 s earlier), and a Job held
+    # suspended past its timeout then deleted: both say who deleted them, not "timed out".
+    policy = {"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}}
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=60, retryPolicy=policy)]), T0)
+    sim.reconcile()
+    sim.advance(50)
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    sim.advance(2)
+    sim.reconcile()
+    sim.advance(20)
+    sim.vanish(sim.running()[0])
+    sim.reconcile()
+    assert step(sim).message is not None
+    assert "not found (deleted outside zen-flow)" in step(sim).message
+    assert "StepTimedOut" not in reasons(sim)
+    for instant in (True, False):
+        held = Simulator(make_flow([job_step("a", timeoutSeconds=60)]), T0, instant_delete=instant)
+        held.reconcile()
+        (job,) = held.running()
+        held.hold(job)
+        held.reconcile()
+        held.advance(600)
+        held.delete(job)
+        held.reconcile()
+        assert "deleted outside zen-flow" in (step(held).message or ""), step(held).message
+
+
 def test_a_suspended_job_holds_its_step_without_the_timeout_running() -> None:
     # What Kueue does: the Job waits suspended until the queue admits it, and may be preempted (suspended
     # again) later. Like the Job's own activeDeadlineSeconds, the step's timeout counts only from a resume.

@@ -209,6 +209,10 @@ class Simulator:
         status = replace(job.status, conditions=(*others, cond), start_time=started, active=0)
         self.jobs[name] = replace(job, status=status)
 
+    def delete(self, name: str) -> None:
+        """Someone else deletes the Job: gone at once, or lingering while its pods go (`instant_delete`)."""
+        self._delete(name)
+
     def vanish(self, name: str) -> None:
         """Someone else deleted the Job."""
         self.jobs.pop(name, None)

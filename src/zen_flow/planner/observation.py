@@ -20,7 +20,7 @@ from zen_flow.planner.outputs import (
 )
 from zen_flow.planner.plan_state import PlanState
 from zen_flow.planner.reports import download_failure
-from zen_flow.planner.steps import StepWork, held, unheld
+from zen_flow.planner.steps import HELD, StepWork, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -119,12 +119,17 @@ class Observation(PlanState):
 
     def gone(self, w: StepWork, job: Job | None, why: str) -> str:
         """Why a Running step's Job went away: `why`, unless its timeout had passed (then it was our own
-        delete for the timeout, whose status write was lost: said as a timeout, whoever noticed)."""
+        delete for the timeout, whose status write was lost: said as a timeout, whoever noticed). Only
+        when that is known: a held Job's timeout never ran, and without the Job a retry's attempt began
+        at a time no status records (`start_time` is the first attempt's)."""
         timeout = w.spec.timeout_seconds
-        if timeout is not None and timeout > 0:
-            began = self.began(w, job) if job is not None else w.start_time
-            if began is not None and self.now >= after_cut(began, timeout):
-                return f"{TIMEOUT_MARK} {timeout}s"
+        if not timeout or timeout <= 0 or (job is not None and job.suspended):
+            return why
+        if job is None and (w.retry_count > 0 or (w.message or "").startswith(HELD)):
+            return why
+        began = self.began(w, job) if job is not None else w.start_time
+        if began is not None and self.now >= after_cut(began, timeout):
+            return f"{TIMEOUT_MARK} {timeout}s"
         return why
 
     def complete(self, w: StepWork, job: Job) -> None:

@@ -19,12 +19,28 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer
 from zen_flow.planner.interventions import stop_request
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.shape import Shape
 from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works
 from zen_flow.planner.timing import after
 
 _name = lru_cache(maxsize=65536)(job_name)
+# flow name -> {the first attempt's Job name: step}, by the identity of the spec's step tuple.
+_first: IdentityMemo[tuple[str, Mapping[str, str]]] = IdentityMemo(MEMO_STEPS)
+
+
+def first_attempts(flow: JobFlow) -> Mapping[str, str]:
+    """Each step's first Job name -> the step."""
+    flow_name, steps = flow.metadata.name, flow.spec.steps
+
+    def derive() -> tuple[str, Mapping[str, str]]:
+        return flow_name, {_name(flow_name, s.name, 0): s.name for s in steps}
+
+    found = _first.get(steps, derive)
+    return found[1] if found[0] == flow_name else derive()[1]
+
+
 _RETRIES = attrgetter("retry_count")
 
 
@@ -91,14 +107,12 @@ class PlanState:
     def _created_unrecorded(self) -> list[str]:
         """Dormant steps whose Job exists: a plan created it, and its status write was lost (a 409 after
         an edit of the flow, a leader change). They must move, so that `adopt` takes the Job over before
-        anything skips them (a stop, a failure, the deadline) and leaves it running untracked."""
-        initial = self.works.initial
-        found = []
-        for name in self.works.dormant:
-            old = initial.get(name)
-            if self.job_name(name, old.retry_count if old is not None else 0) in self.jobs:
-                found.append(name)
-        return found
+        anything skips them (a stop, a failure, the deadline) and leaves it running untracked. A dormant
+        step has never run (its first attempt's Job is the one to look for), and the flow's Jobs are
+        looked up by name, not its dormant steps: a plan's cost follows what is happening."""
+        steps = first_attempts(self.flow)
+        dormant = self.works.dormant
+        return [step for job in self.jobs if (step := steps.get(job)) is not None and step in dormant]
 
     def stored(self, step: str, artifact: str) -> ArtifactRef | None:
         """What step `step` stored as `artifact` (from its status outputs)."""
