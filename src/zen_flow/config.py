@@ -81,6 +81,13 @@ class Settings:
         default="/etc/webhook/certs",
         metadata={"help": "directory holding tls.crt and tls.key (reloaded on change)"},
     )
+    authorize_approvals: bool = field(
+        default=True,
+        metadata={
+            "help": "the mutating webhook lets a user decide a Manual step only with the RBAC verb "
+            "approve on the flow (a LocalSubjectAccessReview); false: whoever may patch the flow may decide"
+        },
+    )
     expression_budget: float = field(
         default=2.0,
         metadata={

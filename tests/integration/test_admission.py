@@ -50,6 +50,11 @@ from zen_flow.api.constants import (
     VERSION,
 )
 from zen_flow.validation import AcceptedSpecs
+from zen_flow.kube.access_reviews import AccessReviews
+from zen_flow.kube.client import KubeClient
+from zen_flow.kube.config import load_config
+from zen_flow.kube.transport import ClientOptions
+from zen_flow.webhook.approvers import ApprovalAuthorizer
 from zen_flow.webhook.server import WebhookServer
 from zen_flow_dev.cluster import (
     CertificateAuthority,
@@ -183,11 +188,15 @@ def webhook(
     cert_dir = workdir / "certs"
     cert_dir.mkdir()
     user = kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
-    hook = Webhook(
-        WebhookServer(cert_dir, reload_interval=RELOAD_INTERVAL), cert_dir, create_ca(workdir / "ca"), user
-    )
-    hook.publish_cert()
     loop = LoopThread()
+    # Who may decide Manual steps: asked of this apiserver with the admin's client, as the controller
+    # asks with its own (the admin may create LocalSubjectAccessReviews).
+    kube = loop.run(_client(cluster.kubeconfig))
+    server = WebhookServer(
+        cert_dir, reload_interval=RELOAD_INTERVAL, authorize=ApprovalAuthorizer(AccessReviews(kube))
+    )
+    hook = Webhook(server, cert_dir, create_ca(workdir / "ca"), user)
+    hook.publish_cert()
     probe_namespace = f"zf-admission-{secrets.token_hex(4)}"
     try:
         loop.run(hook.server.start("127.0.0.1", 0))
@@ -205,8 +214,13 @@ def webhook(
         kubectl("delete", "namespace", probe_namespace, "--wait=false", "--ignore-not-found", check=False)
         try:
             loop.run(hook.server.stop())
+            loop.run(kube.close())
         finally:
             loop.close()
+
+
+async def _client(kubeconfig: Path) -> KubeClient:
+    return KubeClient(await load_config(str(kubeconfig)), ClientOptions(user_agent="zen-flow-tests"))
 
 
 def wait_until_webhooks_answer(kubectl: Kubectl, namespace: str, user: str) -> None:
@@ -471,6 +485,48 @@ def test_an_approval_records_the_approver(webhook: Webhook, kubectl: Kubectl, na
     assert typo.returncode != 0
     [printed] = field_errors(typo.stderr, "gated")
     assert printed.startswith(f'metadata.annotations[{APPROVE_PREFIX}gaet]: Not found: "gaet"')
+
+
+def test_only_a_user_with_the_approve_verb_decides_a_manual_step(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    # bob may read and patch flows (so he may write the annotation) but not `approve` them: the mutating
+    # webhook asks this apiserver's RBAC and refuses his decision; once a Role grants the verb, it is his.
+    steps: list[dict[str, Any]] = [
+        {"name": "gate", "type": "Manual"},
+        {"name": "work", "template": job(), "dependencies": ["gate"]},
+    ]
+    kubectl("create", "-f", "-", input=json.dumps(flow("guarded", namespace, steps)))
+    rule = {"apiGroups": ["workflow.kube-zen.io"], "resources": ["jobflows"], "verbs": ["get", "patch"]}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "flow-deciders", "namespace": namespace}, "rules": [rule]}  # fmt: skip
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "flow-deciders", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "flow-deciders"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}],
+    }
+    kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]})
+    )
+    decide = ("annotate", "jobflow", "guarded", "-n", namespace, f"{APPROVE_PREFIX}gate=true", "--as=bob")
+
+    def refused() -> subprocess.CompletedProcess[str] | None:
+        done = kubectl(*decide, check=False)
+        return done if 'needs the verb "approve"' in done.stderr else None  # once bob's patch is allowed
+
+    said = wait_until(refused, timeout=DEADLINE, what="bob's decision refused for want of approve")
+    assert "user 'bob' may not decide step gate of jobflow" in said.stderr
+    assert APPROVE_PREFIX + "gate" not in annotations_of(get_flow(kubectl, namespace, "guarded"))
+
+    rule["verbs"].append("approve")
+    kubectl("apply", "-f", "-", input=json.dumps(role))
+    wait_until(
+        lambda: kubectl(*decide, check=False).returncode == 0, timeout=DEADLINE, what="bob's decision taken"
+    )
+    stored = annotations_of(get_flow(kubectl, namespace, "guarded"))
+    assert stored[ANNOTATION_APPROVED_BY_PREFIX + "gate"] == "bob"
 
 
 @pytest.mark.parametrize("path", all_flow_params())

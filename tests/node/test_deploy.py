@@ -21,12 +21,17 @@ from typing import Any
 import pytest
 import yaml
 
-from zen_flow.api.constants import ANNOTATION_CREATED_BY, LABEL_STEP
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_CREATED_BY,
+    APPROVE_PREFIX,
+    LABEL_STEP,
+)
 from zen_flow.api.transfer import DEFAULT_IMAGE
 from zen_flow_dev.cluster import LocalCluster
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
-from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
 from zen_flow_dev.testing.kubectl import kubectl_runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +188,13 @@ def test_the_webhooks_answer_through_their_service(deployed: Any, namespace: str
     good = flow_manifest("stamped", namespace, [job_step("a")])
     created = json.loads(kubectl("create", "-o", "json", "-f", "-", input=json.dumps(good)).stdout)
     assert created["metadata"]["annotations"][ANNOTATION_CREATED_BY] == "zenflow-admin"  # the mutating one
+    # A decision on a Manual step is taken only by a user RBAC lets `approve` the flow: the webhook asks
+    # the apiserver with the controller's own ServiceAccount (the shipped ClusterRole lets it ask).
+    gated = flow_manifest(
+        "pre-approved", namespace, [manual_step("gate")], annotations={APPROVE_PREFIX + "gate": "true"}
+    )
+    decided = json.loads(kubectl("create", "-o", "json", "-f", "-", input=json.dumps(gated)).stdout)
+    assert decided["metadata"]["annotations"][ANNOTATION_APPROVED_BY_PREFIX + "gate"] == "zenflow-admin"
 
 
 async def test_a_flow_of_real_containers_survives_the_leader_being_killed(

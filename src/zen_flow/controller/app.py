@@ -295,7 +295,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
 
         liveness = [_informer_probe("jobflows", flows, clock), _informer_probe("jobs", jobs, clock)]
         readiness = [_synced_probe("jobflows", flows), _synced_probe("jobs", jobs)]
-        webhook = _webhook_server(settings, metrics)
+        webhook = _webhook_server(settings, metrics, kube)
         if webhook is not None:
             readiness.append(Probe("webhook-tls", webhook.tls_problem))
 
@@ -353,7 +353,7 @@ async def _resync(flows: JobFlowInformer, queue: WorkQueue[str], clock: Clock, p
             queue.add(flow.key, Priority.LOW)  # never ahead of a change someone is waiting for
 
 
-def _webhook_server(settings: Settings, metrics: Metrics) -> Any:
+def _webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> Any:
     """The admission webhook server, or None when disabled or when no certificate is mounted."""
     if not settings.webhook_addr:
         return None
@@ -361,9 +361,15 @@ def _webhook_server(settings: Settings, metrics: Metrics) -> Any:
     if not (cert_dir / "tls.crt").exists():
         log.warning("admission webhooks disabled: no tls.crt/tls.key", cert_dir=str(cert_dir))
         return None
+    from zen_flow.kube.access_reviews import AccessReviews
+    from zen_flow.webhook.approvers import ApprovalAuthorizer
     from zen_flow.webhook.runtime import WebhookRuntime
 
-    return WebhookRuntime(cert_dir, metrics)
+    return WebhookRuntime(
+        cert_dir,
+        metrics,
+        authorize=ApprovalAuthorizer(AccessReviews(kube)) if settings.authorize_approvals else None,
+    )
 
 
 def _signal_event() -> asyncio.Event:

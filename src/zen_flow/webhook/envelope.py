@@ -138,6 +138,9 @@ class AdmissionRequest:
     object: RawObject
     old_object: RawObject
     username: str
+    # The requesting user's userInfo as the apiserver sent it (username, uid, groups, extra): what a
+    # SubjectAccessReview asks about (webhook/approvers.py).
+    user: Mapping[str, Any]
     sub_resource: str
     name: str
     namespace: str
@@ -234,6 +237,7 @@ def _request(request: _Request, obj: RawObject, old: RawObject) -> AdmissionRequ
         object=obj,
         old_object=old,
         username=username if isinstance(username, str) else "",
+        user=user if isinstance(user, dict) else {},
         sub_resource=_text(request.sub_resource),
         name=_text(request.name),
         namespace=_text(request.namespace),

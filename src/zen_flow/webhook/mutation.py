@@ -86,6 +86,17 @@ def _decisions(annotations: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def decided_steps(new_ann: Mapping[str, str], old_ann: Mapping[str, str]) -> set[str]:
+    """The Manual steps whose decision (approve./reject. annotation) the request adds or changes."""
+    old_decisions = _decisions(old_ann)
+    return {step for step, decision in _decisions(new_ann).items() if old_decisions.get(step) != decision}
+
+
+def request_decisions(operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> set[str]:
+    """`decided_steps` of an admission request's objects."""
+    return decided_steps(_annotations(obj), _annotations(old) if operation == "UPDATE" and old else {})
+
+
 def desired_audit(
     operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None, username: str
 ) -> dict[str, str | None]:
@@ -117,8 +128,7 @@ def desired_audit(
     for key in new_ann.keys() | old_ann.keys():
         if key.startswith(ANNOTATION_APPROVED_BY_PREFIX):
             want[key] = old_ann.get(key)  # only the webhook writes these
-    old_decisions, new_decisions = _decisions(old_ann), _decisions(new_ann)
-    decided = {step for step, decision in new_decisions.items() if old_decisions.get(step) != decision}
+    decided = decided_steps(new_ann, old_ann)
     for step in decided:
         want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
     for key in new_ann.keys() | old_ann.keys():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -35,7 +36,7 @@ from zen_flow.webhook.envelope import (
     ReviewError,
     parse_review,
 )
-from zen_flow.webhook.mutation import SPEC_READ, mutation_ops
+from zen_flow.webhook.mutation import SPEC_READ, mutation_ops, request_decisions
 
 __all__ = ["ReviewError", "mutate_review", "validate_review"]
 
@@ -195,22 +196,44 @@ def _flow_name(meta: Any) -> str:
     return name if isinstance(name, str) else ""
 
 
+@dataclass(frozen=True)
+class Decisions:
+    """The Manual-step decisions an admission request takes: the server asks the apiserver whether the
+    user may take them (webhook/approvers.py) before it answers."""
+
+    uid: str
+    namespace: str
+    name: str
+    user: Mapping[str, Any]
+    steps: tuple[str, ...]
+
+
 def mutate_review(body: bytes) -> dict[str, Any]:
     """The mutating webhook: defaults and audit annotations as a JSONPatch (omitted when empty)."""
+    return mutate_review_decisions(body)[0]
+
+
+def mutate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | None]:
+    """`mutate_review`, and the decisions on Manual steps the request takes (None when it takes none)."""
     request = parse_review(body)
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
-        return allow(request.uid)
+        return allow(request.uid), None
     obj = _mutation_view(request.object)
     if not isinstance(obj, Mapping):
-        return allow(request.uid)  # nothing to patch; the validating webhook explains
+        return allow(request.uid), None  # nothing to patch; the validating webhook explains
     old = _mutation_view(request.old_object)
+    previous = old if isinstance(old, Mapping) else None
     try:
-        ops = mutation_ops(
-            request.operation, obj, old if isinstance(old, Mapping) else None, request.username
-        )
+        ops = mutation_ops(request.operation, obj, previous, request.username)
+        steps = request_decisions(request.operation, obj, previous)
     except Exception as exc:
-        return _internal(request, "defaulting", exc)
-    return allow(request.uid, ops)
+        return _internal(request, "defaulting", exc), None
+    decisions = None
+    if steps:
+        decisions = Decisions(
+            request.uid, request.namespace, request.name, request.user, tuple(sorted(steps))
+        )
+    return allow(request.uid, ops), decisions
 
 
 def _mutation_view(raw: RawObject) -> Any:

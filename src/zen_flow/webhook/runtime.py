@@ -8,16 +8,24 @@ from pathlib import Path
 
 from zen_flow.config import split_addr
 from zen_flow.controller.metrics import Metrics
-from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, WebhookServer
+from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, Authorize, WebhookServer
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
 
 
 class WebhookRuntime:
     def __init__(
-        self, cert_dir: str | Path, metrics: Metrics, *, reload_interval: float = DEFAULT_RELOAD_INTERVAL
+        self,
+        cert_dir: str | Path,
+        metrics: Metrics,
+        *,
+        reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+        authorize: Authorize | None = None,
     ):
         self.server = WebhookServer(
-            cert_dir, reload_interval=reload_interval, metrics=PrometheusWebhookMetrics(metrics)
+            cert_dir,
+            reload_interval=reload_interval,
+            metrics=PrometheusWebhookMetrics(metrics),
+            authorize=authorize,
         )
 
     def tls_problem(self) -> str | None:

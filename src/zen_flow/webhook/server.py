@@ -4,7 +4,8 @@
 Request handling is thin: read the body (at most `MAX_BODY_BYTES`, else 413), run the pure review
 function on its bytes in a worker thread (a new 500-step spec takes tens of milliseconds; the event loop
 keeps serving probes and other reviews meanwhile), answer 200 with the decision. A body that is not an
-AdmissionReview gets 400 with the reason, never a 500 traceback.
+AdmissionReview gets 400 with the reason, never a 500 traceback. A mutation that decides a Manual step
+waits, after the review, for `authorize` (webhook/approvers.py: may this user decide it?).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from zen_flow.logging import get_logger
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
-from zen_flow.webhook.review import ReviewError, mutate_review, validate_review
+from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_review_decisions, validate_review
 from zen_flow.webhook.tls import CertMetrics, CertReloader
 
 log = get_logger(__name__)
@@ -39,15 +40,36 @@ class WebhookMetrics(CertMetrics, Protocol):
 
 
 BodyReader = Callable[[web.Request], Awaitable[bytes]]
+Review = Callable[[bytes], Awaitable[dict[str, Any]]]
+# None when the request's user may take its decisions on Manual steps, else why not.
+Authorize = Callable[[Decisions], Awaitable[str | None]]
 
 
 async def _read_whole(request: web.Request) -> bytes:
     return await request.read()
 
 
+def _in_thread(review: Callable[[bytes], dict[str, Any]]) -> Review:
+    async def run(body: bytes) -> dict[str, Any]:
+        return await asyncio.to_thread(review, body)
+
+    return run
+
+
+def _mutation(authorize: Authorize | None) -> Review:
+    async def run(body: bytes) -> dict[str, Any]:
+        answer, decisions = await asyncio.to_thread(mutate_review_decisions, body)
+        if decisions is None or authorize is None or not answer["response"]["allowed"]:
+            return answer
+        why = await authorize(decisions)
+        return answer if why is None else deny(decisions.uid, 403, "Forbidden", why)
+
+    return run
+
+
 def _review_handler(
     name: str,
-    review: Callable[[bytes], dict[str, Any]],
+    review: Review,
     metrics: WebhookMetrics | None,
     read_body: BodyReader,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -59,7 +81,7 @@ def _review_handler(
             log.warning("admission request body too slow; connection dropped", webhook=name)
             raise web.HTTPRequestTimeout() from None
         try:
-            answer = await asyncio.to_thread(review, body)
+            answer = await review(body)
         except ReviewError as exc:
             log.warning("bad admission request", webhook=name, error=str(exc))
             return web.json_response({"error": str(exc)}, status=400)
@@ -79,8 +101,10 @@ def create_webhook_app(
     metrics: WebhookMetrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     guard: ConnectionGuard | None = None,
+    authorize: Authorize | None = None,
 ) -> web.Application:
-    """The aiohttp app (no TLS: the site adds it). `ready` returns None when ready, else the reason."""
+    """The aiohttp app (no TLS: the site adds it). `ready` returns None when ready, else the reason;
+    `authorize`: who may decide Manual steps (None: whoever may write the annotation)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -94,8 +118,10 @@ def create_webhook_app(
     middlewares = [guard.middleware] if guard is not None else []
     read_body = guard.read_body if guard is not None else _read_whole
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
-    app.router.add_post(VALIDATE_PATH, _review_handler("validate", validate_review, metrics, read_body))
-    app.router.add_post(MUTATE_PATH, _review_handler("mutate", mutate_review, metrics, read_body))
+    app.router.add_post(
+        VALIDATE_PATH, _review_handler("validate", _in_thread(validate_review), metrics, read_body)
+    )
+    app.router.add_post(MUTATE_PATH, _review_handler("mutate", _mutation(authorize), metrics, read_body))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
@@ -117,12 +143,17 @@ class WebhookServer:
         metrics: WebhookMetrics | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         limits: ConnectionLimits = DEFAULT_LIMITS,
+        authorize: Authorize | None = None,
     ) -> None:
         self.certs = CertReloader(cert_dir, metrics=metrics)
         self._interval = reload_interval
         self.guard = ConnectionGuard(limits)
         self._app = create_webhook_app(
-            ready=self.not_ready_reason, metrics=metrics, max_body_bytes=max_body_bytes, guard=self.guard
+            ready=self.not_ready_reason,
+            metrics=metrics,
+            max_body_bytes=max_body_bytes,
+            guard=self.guard,
+            authorize=authorize,
         )
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
