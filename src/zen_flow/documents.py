@@ -31,6 +31,8 @@ class DocumentError(ValueError):
 def read_bounded(path: Path, max_bytes: int = MAX_BYTES) -> str:
     """A regular file's text, refused when larger than `max_bytes` or not UTF-8."""
     try:
+        if not path.exists():
+            raise DocumentError("no such file")
         if not path.is_file():
             raise DocumentError("not a regular file")
         with path.open("rb") as handle:

@@ -49,11 +49,11 @@ from zen_flow.api.constants import (
     PLURAL,
     VERSION,
 )
-from zen_flow.validation import AcceptedSpecs
 from zen_flow.kube.access_reviews import AccessReviews
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.transport import ClientOptions
+from zen_flow.validation import AcceptedSpecs
 from zen_flow.webhook.approvers import ApprovalAuthorizer
 from zen_flow.webhook.server import WebhookServer
 from zen_flow_dev.cluster import (

@@ -237,6 +237,14 @@ def test_oversized_and_special_files_are_refused_before_parsing(tmp_path: Path) 
     assert "/dev/zero: not a regular file" in err
 
 
+def test_a_missing_file_is_said_to_be_missing(tmp_path: Path) -> None:
+    # What `zen-flow submit typo.yaml` and a kubeconfig path with a typo print (not "not a regular file").
+    from zen_flow.documents import DocumentError, read_bounded
+
+    with pytest.raises(DocumentError, match=r"^no such file$"):
+        read_bounded(tmp_path / "typo.yaml")
+
+
 def test_anchors_that_share_a_template_are_fine(tmp_path: Path) -> None:
     flow = """\
 apiVersion: workflow.kube-zen.io/v1alpha1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -243,9 +244,25 @@ async def test_a_hung_request_times_out(api: FakeApiserver, fake: tuple[FakeApis
     host = str(server.make_url("")).rstrip("/")
     config = KubeConfig(host=host, source="test")
     async with KubeClient(config, ClientOptions(timeout=0.2), clock=InstantClock()) as client:
-        with pytest.raises(TransportError):
+        with pytest.raises(TransportError, match=r"^GET /api/v1/namespaces: TimeoutError$"):
             await client.request("GET", "/api/v1/namespaces", retry=False)
     release.set()
+
+
+async def test_an_unreachable_apiserver_is_said_in_words() -> None:
+    # What `zen-flow get` prints after "cannot reach the apiserver:" (not the exception's nested repr).
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = KubeConfig(host=f"http://127.0.0.1:{port}", source="test")
+    async with KubeClient(config, ClientOptions(timeout=5), clock=InstantClock()) as client:
+        with pytest.raises(TransportError) as info:
+            await client.request("GET", "/api/v1/namespaces", retry=False)
+    said = str(info.value)
+    assert said.startswith(
+        f"GET /api/v1/namespaces: ClientConnectorError: Cannot connect to host 127.0.0.1:{port}"
+    )
+    assert "ConnectionKey(" not in said
 
 
 async def test_list_follows_continue_tokens_and_keeps_the_snapshot_rv(

@@ -31,7 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from zen_flow.core import nesting
 from zen_flow.kube.config import KubeConfig
-from zen_flow.kube.errors import ApiError, Expired, TransportError, from_response
+from zen_flow.kube.errors import ApiError, Expired, TransportError, describe, from_response
 from zen_flow.kube.streams import (
     TRANSPORT_ERRORS,
     Decoder,
@@ -233,7 +233,7 @@ class KubeClient:
             )
         except TRANSPORT_ERRORS as err:
             self._observe("GET", path, 0, queued=queued, sending=sending, watch=True)
-            raise TransportError(f"GET {path} (watch): {err!r}") from err
+            raise TransportError(f"GET {path} (watch): {describe(err)}") from err
         self._observe("GET", path, response.status, queued=queued, sending=sending, watch=True)
         try:
             if response.status == 401:
@@ -263,7 +263,7 @@ class KubeClient:
             )
         except TRANSPORT_ERRORS as err:
             self._observe("GET", path, 0, queued=queued, sending=sending)
-            raise TransportError(f"GET {path}: {err!r}") from err
+            raise TransportError(f"GET {path}: {describe(err)}") from err
         self._observe("GET", path, response.status, queued=queued, sending=sending)
         try:
             if response.status != 200:
@@ -316,7 +316,7 @@ class KubeClient:
                         response.release()
             except TRANSPORT_ERRORS as err:
                 self._observe(method, path, 0, sent, queued=queued, sending=sending)
-                raise TransportError(f"{method} {path}: {err!r}") from err
+                raise TransportError(f"{method} {path}: {describe(err)}") from err
             self._observe(method, path, response.status, sent, queued=queued, sending=sending)
             queued = self._clock.monotonic()  # a second attempt (fresh credentials) waits only for a slot
             if response.status != 401 or refreshed or not self._config.credentials.invalidate():

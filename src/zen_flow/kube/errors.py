@@ -20,6 +20,14 @@ class TransportError(KubeError):
     """The request did not get an HTTP answer: connection refused/reset, TLS failure, client timeout."""
 
 
+def describe(err: BaseException) -> str:
+    """A transport failure in words (`ClientConnectorError: Cannot connect to host 127.0.0.1:1 ...`), not
+    its repr (which nests the connection key and the OS error); the type alone when it says nothing
+    (`TimeoutError`)."""
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 class ApiError(KubeError):
     """The apiserver answered with an error status."""
 

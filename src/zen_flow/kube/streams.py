@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from zen_flow.core import nesting
-from zen_flow.kube.errors import TransportError, from_status
+from zen_flow.kube.errors import TransportError, describe, from_status
 
 # aiohttp's readline() refuses lines over 128 KB (twice its read buffer), and a watch line is a whole
 # object: a 300-step JobFlow is larger. Refusing it would end the watch, and every rewatch would replay
@@ -93,7 +93,7 @@ class WatchStream:
             try:
                 line = await self._content.readuntil(b"\n", max_size=MAX_WATCH_LINE)
             except (*TRANSPORT_ERRORS, ValueError) as err:
-                raise TransportError(f"watch stream: {err!r}") from err
+                raise TransportError(f"watch stream: {describe(err)}") from err
             if not line:
                 raise StopAsyncIteration  # the server closed the watch (timeoutSeconds elapsed)
             # Back to the event loop between events: with events already buffered, `readuntil` returns
