@@ -14,6 +14,7 @@ import pytest
 from zen_flow.api import JobFlow
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
+from zen_flow.kube.errors import from_status
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
@@ -152,6 +153,46 @@ async def test_steps_edited_before_the_start_was_recorded_replace_the_first_jobs
     api.sync()
     await rig.settle()
     assert rig.flow.status.phase == "Succeeded"
+
+
+@pytest.mark.parametrize("rig", [FRESH], indirect=True)
+async def test_steps_edited_after_a_failed_first_status_write_replace_the_first_jobs_too(rig: Rig) -> None:
+    # The write failed without a conflict (a 503); the edit came after it, and admission let it through.
+    api = rig.api
+    api.sync()
+    api.status_errors.append(from_status(503, {"message": "etcdserver: leader changed"}))
+    await rig.settle(0)
+    api.update_flow(rig.key, edited)
+    api.sync()
+    await rig.settle()
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert [s.name for s in rig.flow.status.steps] == ["migrate"]
+    assert [job for _, job in api.jobs] == [rig.job("migrate")]
+    assert sorted(name.split("-")[1] for name in api.job_creates) == ["extra", "migrate", "migrate"]
+
+
+@pytest.mark.parametrize("rig", [FRESH], indirect=True)
+async def test_a_suspend_before_the_start_was_recorded_keeps_the_running_first_jobs(rig: Rig) -> None:
+    # A new generation, but nothing the Jobs were built from changed: they run on (API.md, suspend).
+    api = rig.api
+    api.sync()
+
+    def suspended(flow: JobFlow) -> JobFlow:
+        meta = flow.metadata.model_copy(update={"generation": flow.metadata.generation + 1})
+        spec = flow.spec.model_copy(update={"suspend": True})
+        return flow.model_copy(update={"spec": spec, "metadata": meta})
+
+    api.update_flow(rig.key, suspended)
+    await rig.settle()
+    assert api.refused == ["409 Conflict"]
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert len(api.job_creates) == len(api.jobs) == 2
+    assert {rig.step("migrate"), rig.step("extra")} == {"Running"}
+    assert "StepsChanged" not in {r for _, r, _ in api.events}
 
 
 @pytest.mark.parametrize("rig", [CHAIN], indirect=True)

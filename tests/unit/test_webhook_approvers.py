@@ -4,6 +4,7 @@ ask (fail closed). Requests that decide nothing never ask."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from validation_samples import base_flow
 
+from zen_flow.kube import access_reviews
 from zen_flow.kube.access_reviews import AccessReviews
 from zen_flow.kube.errors import TransportError, from_status
 from zen_flow.webhook.approvers import ApprovalAuthorizer
@@ -156,3 +158,30 @@ async def test_an_allowed_decider_gets_the_patch_and_others_are_never_asked(aioh
 
 def _bytes(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj).encode()
+
+
+def test_taking_a_decision_back_is_a_decision() -> None:
+    # A reject set to block a release, removed by someone who may only patch: the gate reopens.
+    old = decided({REJECT + "gate": "true"})
+    _, decisions = mutate_review_decisions(_bytes(review(decided({}), "UPDATE", old)))
+    assert decisions is not None
+    assert decisions.steps == ("gate",)
+
+
+async def test_an_apiserver_that_does_not_answer_in_time_is_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The client's queue counts too: the webhook must answer before the apiserver's own 5 s run out.
+    monkeypatch.setattr(access_reviews, "REVIEW_TIMEOUT_SECONDS", 0.05)
+
+    class Stuck(Apiserver):
+        async def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    _, decisions = mutate_review_decisions(_bytes(review(decided({APPROVE + "gate": "true"}))))
+    assert decisions is not None
+    said = await ApprovalAuthorizer(AccessReviews(Stuck(True)))(decisions)  # type: ignore[arg-type]
+    assert said is not None
+    assert "could not check that 'bob' may decide step gate" in said
+    assert "no answer within 0.05s" in said

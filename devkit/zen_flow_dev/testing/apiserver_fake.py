@@ -63,6 +63,8 @@ class FakeApiServer:
         self.on_flow: Callable[[JobFlow], None] | None = None
         self.on_job: Callable[[Job], None] | None = None
         self.on_job_deleted: Callable[[Job], None] | None = None
+        # Raised by the next status patches, in order, before anything is applied (a 503, a timeout).
+        self.status_errors: list[Exception] = []
 
     # --- writes that happen outside the controller (users, the Job controller) -------------------------
 
@@ -158,6 +160,8 @@ class FakeApiServer:
         self.jobs.pop((namespace, name), None)
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        if self.status_errors:
+            raise self.status_errors.pop(0)
         key = f"{namespace}/{name}"
         flow = self.flows[key]
         current = {"metadata": {"resourceVersion": flow.metadata.resource_version}}

@@ -1,12 +1,14 @@
-"""A flow's first Jobs, created by a reconcile whose status write an edit of the flow then refused.
+"""A flow's first Jobs, created by a reconcile whose status write then failed.
 
 Until a flow's start is recorded in its status, admission lets its `spec.steps` change (docs/API.md,
 "Spec edits"). A reconcile creates the first Jobs and then writes the status, conditional on the flow's
-resourceVersion: an edit in between refuses the write (409). The next plan would take those Jobs over by
-their names, which come from the flow's and steps' names only: a step whose command the edit changed would
-run the old one, and the Job of a step the edit removed would run on, untracked. So when the edit changed
-the spec (a new generation), those Jobs are deleted, and the steps start from the new spec. An edit that
-left the spec alone (a label, an annotation) keeps them: the retried status write records them.
+resourceVersion: an edit in between refuses the write (409), and one after a write that failed otherwise
+(a timeout, a 503) is let through as well. The next plan would take those Jobs over by their names,
+which come from the flow's and steps' names only: a step whose command the edit changed would run the old
+one, and the Job of a step the edit removed would run on, untracked. So the Jobs of the steps the edit
+changed or removed are deleted, and those steps start from the new spec; all of them when the arguments
+or the pod failure policy (copied into every Job) changed. Other edits (a label, `suspend`, the TTL) keep
+the Jobs: the retried status write records them.
 
 Held in memory only: a restart between the refused write and the next reconcile loses it (the race needs
 an edit within the milliseconds between the creates and the write; a restart there too is not covered).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from zen_flow import planner
 from zen_flow.api import JobFlow
@@ -27,8 +30,13 @@ STEPS_CHANGED = "the flow's steps changed before its start was recorded"
 
 @dataclass(frozen=True)
 class _Start:
-    generation: int
-    jobs: tuple[tuple[str, str], ...]  # (Job name, step)
+    inputs: tuple[Any, ...]  # what every first Job was built from beside its step (`_shared`)
+    jobs: tuple[tuple[str, str, Any], ...]  # (Job name, step, the step's spec)
+
+
+def _shared(flow: JobFlow) -> tuple[Any, ...]:
+    policy = flow.spec.execution_policy
+    return (flow.spec.arguments, policy.pod_failure_policy if policy is not None else None)
 
 
 class FirstJobs:
@@ -40,25 +48,29 @@ class FirstJobs:
     def unrecorded(
         self, flow: JobFlow, created: Mapping[str, str], actions: Iterable[planner.Action]
     ) -> None:
-        """The status write after `created` (Job name -> UID) was refused for a conflict."""
+        """The status write after `created` (Job name -> UID) failed."""
         if flow.status.start_time is not None or not created or flow.metadata.uid in self._starts:
             return
         steps = {a.body["metadata"]["name"]: a.step for a in actions if isinstance(a, planner.CreateJob)}
-        jobs = tuple((name, steps[name]) for name in created if name in steps)
-        self._starts[flow.metadata.uid] = _Start(flow.metadata.generation, jobs)
+        specs = {s.name: s for s in flow.spec.steps}
+        jobs = tuple((name, steps[name], specs.get(steps[name])) for name in created if name in steps)
+        self._starts[flow.metadata.uid] = _Start(_shared(flow), jobs)
 
     def outdated(self, flow: JobFlow) -> tuple[planner.DeleteJob, ...]:
-        """The deletes of `flow`'s first Jobs if its spec changed since they were built, else ()."""
+        """The deletes of those of `flow`'s first Jobs that its spec no longer describes, else ()."""
         start = self._starts.get(flow.metadata.uid)
         if start is None:
             return ()
         if flow.status.start_time is not None:  # recorded: they are the flow's Jobs now
             del self._starts[flow.metadata.uid]
             return ()
-        if flow.metadata.generation == start.generation:  # no spec change, or the cache lags: keep
+        everything = _shared(flow) != start.inputs
+        specs = {s.name: s for s in flow.spec.steps}
+        stale = [(name, step) for name, step, spec in start.jobs if everything or specs.get(step) != spec]
+        if not stale:  # no edit of what they were built from, or the cache lags: keep them
             return ()
         del self._starts[flow.metadata.uid]
-        return tuple(planner.DeleteJob(name, step, STEPS_CHANGED) for name, step in start.jobs)
+        return tuple(planner.DeleteJob(name, step, STEPS_CHANGED) for name, step in stale)
 
     def forget(self, uid: str) -> None:
         self._starts.pop(uid, None)

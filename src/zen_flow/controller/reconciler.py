@@ -321,14 +321,15 @@ class Controller:
         if status != flow.status:
             try:
                 await self._status.write(flow, status)
-            except Conflict:
-                self._first_jobs.unrecorded(flow, created, result.actions)
-                raise
             except ApiError as err:
                 if not err.permanent:
+                    self._first_jobs.unrecorded(flow, created, result.actions)
                     raise
                 await self._executor.execute(flow, await self._status.refused(flow, err, now, status))
                 return None
+            except BaseException:  # a timeout, a reset connection: the same doubt as a conflict
+                self._first_jobs.unrecorded(flow, created, result.actions)
+                raise
         else:
             self._metrics.status_patches.labels("unchanged").inc()
         for event in result.events:

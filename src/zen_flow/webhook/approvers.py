@@ -43,7 +43,7 @@ class ApprovalAuthorizer:
         flow = (
             f"{decisions.namespace}/{decisions.name}"
             if decisions.name
-            else f"a new flow in {decisions.namespace}"
+            else f"(a new one) in {decisions.namespace}"
         )
         attributes = {"verb": APPROVE_VERB, "group": GROUP, "resource": PLURAL}
         if decisions.name:

@@ -93,8 +93,11 @@ def decided_steps(new_ann: Mapping[str, str], old_ann: Mapping[str, str]) -> set
 
 
 def request_decisions(operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> set[str]:
-    """`decided_steps` of an admission request's objects."""
-    return decided_steps(_annotations(obj), _annotations(old) if operation == "UPDATE" and old else {})
+    """The Manual steps whose decision an admission request adds, changes or removes (a reject taken
+    back reopens the gate: a decision too)."""
+    before = _decisions(_annotations(old) if operation == "UPDATE" and old else {})
+    after = _decisions(_annotations(obj))
+    return {step for step in before.keys() | after.keys() if before.get(step) != after.get(step)}
 
 
 def desired_audit(
