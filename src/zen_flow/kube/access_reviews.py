@@ -31,13 +31,16 @@ class AccessReviews:
             if user.get(key):
                 spec[key] = user[key]
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview", "spec": spec}
-        path = LOCAL_SUBJECT_ACCESS_REVIEWS.path(namespace)
         try:
             # The whole wait, the client's queue for a request slot included (a fan-out's creates may
             # hold them all), not just the request: else the apiserver's own timeout answers for us.
             async with asyncio.timeout(REVIEW_TIMEOUT_SECONDS):
-                answer = await self._client.request("POST", path, body=body, retry=False)
+                answer = await self._client.request(
+                    "POST", LOCAL_SUBJECT_ACCESS_REVIEWS.path(namespace), body=body, retry=False
+                )
         except TimeoutError:
-            raise TransportError(f"POST {path}: no answer within {REVIEW_TIMEOUT_SECONDS:g}s") from None
+            raise TransportError(
+                f"a LocalSubjectAccessReview in {namespace}: no answer within {REVIEW_TIMEOUT_SECONDS:g}s"
+            ) from None
         status = answer.get("status")
         return isinstance(status, dict) and status.get("allowed") is True
