@@ -419,6 +419,15 @@ async def test_names_that_are_not_there_and_namespaces_that_disagree_are_said_as
 ) -> None:
     for name in ("one", "two"):
         await driver.create(flow_manifest(name, namespace, [job_step("a")]))
+    names = cli(kubeconfig, "list", "-n", namespace, "-o", "name")
+    assert names.stdout.splitlines() == [
+        "jobflow.workflow.kube-zen.io/one",
+        "jobflow.workflow.kube-zen.io/two",
+    ]
+    assert (
+        cli(kubeconfig, "get", "one", "-n", namespace, "-o", "name").stdout
+        == "jobflow.workflow.kube-zen.io/one\n"
+    )
     # A missing name among several: said, and the others deleted all the same (exit 1).
     deleted = cli(kubeconfig, "delete", "one", "missing", "two", "-n", namespace)
     assert deleted.returncode == 1

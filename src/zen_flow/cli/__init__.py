@@ -167,14 +167,17 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("--phase", choices=["Pending", "Running", "Paused", "Suspended", "Succeeded", "Failed"])
     p.add_argument("-l", "--selector", help="label selector, as kubectl's")
+    p.add_argument(
+        "-o", "--output", choices=["name"], help="name: one `jobflow.workflow.kube-zen.io/NAME` per line"
+    )
 
     p = command("get", "show a JobFlow and its steps in dependency order", "zen-flow get nightly -n team-a")
     completes(p.add_argument("name"), flow_names)
     p.add_argument(
         "-o",
         "--output",
-        choices=["wide", "yaml", "json"],
-        help="wide: with the steps' outputs; yaml, json: the object",
+        choices=["wide", "yaml", "json", "name"],
+        help="wide: with the steps' outputs; yaml, json: the object; name: as kubectl prints it",
     )
 
     p = command(

@@ -53,8 +53,16 @@ async def list_flows(session: Session, args: argparse.Namespace) -> int:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         print(f"No JobFlows found in {where}.", file=sys.stderr)
         return EXIT_OK
+    if args.output == "name":  # for scripts: `zen-flow list -o name --phase Failed | xargs ...`
+        session.out.write("".join(f"{_kind_name(f.metadata.name)}\n" for f in flows))
+        return EXIT_OK
     session.show(flow_list(flows, now(), all_namespaces=namespace is None))
     return EXIT_OK
+
+
+def _kind_name(name: str) -> str:
+    """kubectl's `-o name`: resource.group/name."""
+    return f"{JOBFLOWS.plural.removesuffix('s')}.{JOBFLOWS.group}/{name}"
 
 
 async def get_flow(session: Session, args: argparse.Namespace) -> int:
@@ -63,6 +71,8 @@ async def get_flow(session: Session, args: argparse.Namespace) -> int:
         session.out.write(json.dumps(raw, indent=2) + "\n")
     elif args.output == "yaml":
         session.out.write(yaml.safe_dump(raw, sort_keys=False))
+    elif args.output == "name":
+        session.out.write(_kind_name(raw["metadata"]["name"]) + "\n")
     else:
         session.show(flow_detail(JobFlow.model_validate(raw), now(), wide=args.output == "wide"))
     return EXIT_OK
