@@ -84,7 +84,7 @@ class Settings:
     authorize_approvals: bool = field(
         default=True,
         metadata={
-            "help": "the mutating webhook lets a user decide a Manual step only with the RBAC verb "
+            "help": "the validating webhook lets a user decide a Manual step only with the RBAC verb "
             "approve on the flow (a LocalSubjectAccessReview); false: whoever may patch the flow may decide"
         },
     )

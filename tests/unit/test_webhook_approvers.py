@@ -1,4 +1,4 @@
-"""Who may decide a Manual step: the mutating webhook asks the apiserver (a LocalSubjectAccessReview)
+"""Who may decide a Manual step: the validating webhook asks the apiserver (a LocalSubjectAccessReview)
 whether the requesting user may `approve` the flow, and denies the request when not, or when it cannot
 ask (fail closed). Requests that decide nothing never ask."""
 
@@ -17,7 +17,7 @@ from zen_flow.kube import access_reviews
 from zen_flow.kube.access_reviews import AccessReviews
 from zen_flow.kube.errors import TransportError, from_status
 from zen_flow.webhook.approvers import ApprovalAuthorizer
-from zen_flow.webhook.review import mutate_review_decisions
+from zen_flow.webhook.review import validate_review_decisions
 from zen_flow.webhook.server import create_webhook_app
 
 UID = "b0a3d0a8-0000-4000-8000-000000000002"
@@ -78,20 +78,24 @@ class Apiserver:
 def test_a_request_reports_the_decisions_it_takes() -> None:
     old = decided({})
     new = decided({APPROVE + "gate": "true"})
-    _, decisions = mutate_review_decisions(_bytes(review(new, "UPDATE", old)))
+    _, decisions = validate_review_decisions(_bytes(review(new, "UPDATE", old)))
     assert decisions is not None
     assert (decisions.namespace, decisions.name, decisions.steps) == ("team-a", "release", ("gate",))
     assert decisions.user == BOB
-    # Pre-approval at creation is a decision too; a label, or a decision left as it was, is none.
-    assert mutate_review_decisions(_bytes(review(new)))[1] is not None
+    # Pre-approval at creation is a decision too; a label, or a decision left as it was, is none; an
+    # invalid flow is refused for that, before anyone is asked.
+    assert validate_review_decisions(_bytes(review(new)))[1] is not None
     relabelled = copy.deepcopy(new)
     relabelled["metadata"]["labels"] = {"x": "y"}
-    assert mutate_review_decisions(_bytes(review(relabelled, "UPDATE", new)))[1] is None
+    assert validate_review_decisions(_bytes(review(relabelled, "UPDATE", new)))[1] is None
+    typo = decided({APPROVE + "gaet": "true"})
+    answer, decisions = validate_review_decisions(_bytes(review(typo)))
+    assert (answer["response"]["allowed"], decisions) == (False, None)
 
 
 async def test_the_apiserver_is_asked_about_the_user_the_verb_and_the_flow() -> None:
     api = Apiserver(True)
-    _, decisions = mutate_review_decisions(
+    _, decisions = validate_review_decisions(
         _bytes(review(decided({REJECT + "gate": "no"}), "UPDATE", decided({})))
     )
     assert decisions is not None
@@ -133,7 +137,7 @@ async def test_a_user_who_may_not_decide_is_refused_and_so_is_an_unanswered_ques
     client: TestClient[Any, Any] = await aiohttp_client(
         create_webhook_app(authorize=ApprovalAuthorizer(AccessReviews(api)))
     )
-    resp = await client.post("/mutate-jobflow", json=review(decided({APPROVE + "gate": "true"})))
+    resp = await client.post("/validate-jobflow", json=review(decided({APPROVE + "gate": "true"})))
     assert resp.status == 200
     response = (await resp.json())["response"]
     assert (response["uid"], response["allowed"], response["status"]["code"]) == (UID, False, 403)
@@ -141,17 +145,21 @@ async def test_a_user_who_may_not_decide_is_refused_and_so_is_an_unanswered_ques
     assert "step gate of jobflow team-a/release" in response["status"]["message"]
 
 
-async def test_an_allowed_decider_gets_the_patch_and_others_are_never_asked(aiohttp_client: Any) -> None:
+async def test_an_allowed_decider_passes_and_others_are_never_asked(aiohttp_client: Any) -> None:
     api = Apiserver(True)
     client: TestClient[Any, Any] = await aiohttp_client(
         create_webhook_app(authorize=ApprovalAuthorizer(AccessReviews(api)))
     )
-    resp = await client.post("/mutate-jobflow", json=review(decided({APPROVE + "gate": "true"})))
+    resp = await client.post("/validate-jobflow", json=review(decided({APPROVE + "gate": "true"})))
     response = (await resp.json())["response"]
     assert response["allowed"] is True
-    assert response["patchType"] == "JSONPatch"
     assert len(api.asked) == 1
-    resp = await client.post("/mutate-jobflow", json=review(decided({"team": "a"})))
+    # The mutating webhook never asks (it records the decider; the validating one, which sees the object
+    # after every mutation and with its generated name, decides whether the decider may).
+    resp = await client.post("/mutate-jobflow", json=review(decided({APPROVE + "gate": "true"})))
+    assert (await resp.json())["response"]["allowed"] is True
+    assert len(api.asked) == 1
+    resp = await client.post("/validate-jobflow", json=review(decided({"team": "a"})))
     assert (await resp.json())["response"]["allowed"] is True
     assert len(api.asked) == 1  # no decision, no question
 
@@ -163,7 +171,7 @@ def _bytes(obj: dict[str, Any]) -> bytes:
 def test_taking_a_decision_back_is_a_decision() -> None:
     # A reject set to block a release, removed by someone who may only patch: the gate reopens.
     old = decided({REJECT + "gate": "true"})
-    _, decisions = mutate_review_decisions(_bytes(review(decided({}), "UPDATE", old)))
+    _, decisions = validate_review_decisions(_bytes(review(decided({}), "UPDATE", old)))
     assert decisions is not None
     assert decisions.steps == ("gate",)
 
@@ -179,7 +187,7 @@ async def test_an_apiserver_that_does_not_answer_in_time_is_a_refusal(
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
-    _, decisions = mutate_review_decisions(_bytes(review(decided({APPROVE + "gate": "true"}))))
+    _, decisions = validate_review_decisions(_bytes(review(decided({APPROVE + "gate": "true"}))))
     assert decisions is not None
     said = await ApprovalAuthorizer(AccessReviews(Stuck(True)))(decisions)  # type: ignore[arg-type]
     assert said is not None

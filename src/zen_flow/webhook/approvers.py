@@ -1,7 +1,7 @@
 """Who may decide a Manual step: the apiserver's authorizer says, through a LocalSubjectAccessReview.
 
 A decision is an annotation, so anyone who may patch a flow could approve its steps, and anyone who may
-create one could pre-approve its gates (docs/SECURITY.md). With this check, the mutating webhook also
+create one could pre-approve its gates (docs/SECURITY.md). With this check, the validating webhook also
 asks whether the requesting user may `approve` the flow (verb `approve` on `jobflows` in group
 `workflow.kube-zen.io`, a verb of RBAC's own making, as `approve` on `signers` is for certificate
 signing requests): a Role grants it like any other verb, per namespace and, with `resourceNames`, per

@@ -102,19 +102,47 @@ def _internal(request: AdmissionRequest, what: str, exc: Exception) -> dict[str,
     return deny(request.uid, 500, "InternalError", f"zen-flow {what} failed: {type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True)
+class Decisions:
+    """The Manual-step decisions an admission request takes: the server asks the apiserver whether the
+    user may take them (webhook/approvers.py) before the validating webhook answers."""
+
+    uid: str
+    namespace: str
+    name: str
+    user: Mapping[str, Any]
+    steps: tuple[str, ...]
+
+
 def validate_review(body: bytes) -> dict[str, Any]:
     """The validating webhook: CREATE checks the object, UPDATE also the transition; the rest passes."""
+    return validate_review_decisions(body)[0]
+
+
+def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | None]:
+    """`validate_review`, and the decisions on Manual steps an allowed request takes (None: none). They
+    are the validating webhook's to authorize: it sees the object as stored, after every mutating
+    webhook (one that adds a decision included) and with the name a `generateName` got."""
     request = parse_review(body)
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
-        return allow(request.uid)
+        return allow(request.uid), None
     try:
         if request.operation == "CREATE":
             errors = _check_create(request.object)
         else:
             errors = _check_update(request.old_object, request.object)
+        if errors:
+            return deny_invalid(request, errors), None
+        old = {"metadata": request.old_object.member("metadata")} if request.operation == "UPDATE" else None
+        steps = request_decisions(request.operation, {"metadata": request.object.member("metadata")}, old)
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
-        return _internal(request, "validation", exc)
-    return deny_invalid(request, errors) if errors else allow(request.uid)
+        return _internal(request, "validation", exc), None
+    decisions = None
+    if steps:
+        decisions = Decisions(
+            request.uid, request.namespace, request.name, request.user, tuple(sorted(steps))
+        )
+    return allow(request.uid), decisions
 
 
 def _check_create(raw: RawObject) -> list[FieldError]:
@@ -196,44 +224,22 @@ def _flow_name(meta: Any) -> str:
     return name if isinstance(name, str) else ""
 
 
-@dataclass(frozen=True)
-class Decisions:
-    """The Manual-step decisions an admission request takes: the server asks the apiserver whether the
-    user may take them (webhook/approvers.py) before it answers."""
-
-    uid: str
-    namespace: str
-    name: str
-    user: Mapping[str, Any]
-    steps: tuple[str, ...]
-
-
 def mutate_review(body: bytes) -> dict[str, Any]:
     """The mutating webhook: defaults and audit annotations as a JSONPatch (omitted when empty)."""
-    return mutate_review_decisions(body)[0]
-
-
-def mutate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | None]:
-    """`mutate_review`, and the decisions on Manual steps the request takes (None when it takes none)."""
     request = parse_review(body)
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
-        return allow(request.uid), None
+        return allow(request.uid)
     obj = _mutation_view(request.object)
     if not isinstance(obj, Mapping):
-        return allow(request.uid), None  # nothing to patch; the validating webhook explains
+        return allow(request.uid)  # nothing to patch; the validating webhook explains
     old = _mutation_view(request.old_object)
-    previous = old if isinstance(old, Mapping) else None
     try:
-        ops = mutation_ops(request.operation, obj, previous, request.username)
-        steps = request_decisions(request.operation, obj, previous)
-    except Exception as exc:
-        return _internal(request, "defaulting", exc), None
-    decisions = None
-    if steps:
-        decisions = Decisions(
-            request.uid, request.namespace, request.name, request.user, tuple(sorted(steps))
+        ops = mutation_ops(
+            request.operation, obj, old if isinstance(old, Mapping) else None, request.username
         )
-    return allow(request.uid, ops), decisions
+    except Exception as exc:
+        return _internal(request, "defaulting", exc)
+    return allow(request.uid, ops)
 
 
 def _mutation_view(raw: RawObject) -> Any:

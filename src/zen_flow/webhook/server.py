@@ -5,7 +5,7 @@ Request handling is thin: read the body (at most `MAX_BODY_BYTES`, else 413), ru
 function on its bytes in a worker thread (a new 500-step spec takes tens of milliseconds; the event loop
 keeps serving probes and other reviews meanwhile), answer 200 with the decision. A body that is not an
 AdmissionReview gets 400 with the reason, never a 500 traceback. A mutation that decides a Manual step
-waits, after the review, for `authorize` (webhook/approvers.py: may this user decide it?).
+waits, after the validating review, for `authorize` (webhook/approvers.py: may this user decide it?).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from zen_flow.logging import get_logger
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
-from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_review_decisions, validate_review
+from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_review, validate_review_decisions
 from zen_flow.webhook.tls import CertMetrics, CertReloader
 
 log = get_logger(__name__)
@@ -56,9 +56,9 @@ def _in_thread(review: Callable[[bytes], dict[str, Any]]) -> Review:
     return run
 
 
-def _mutation(authorize: Authorize | None) -> Review:
+def _validation(authorize: Authorize | None) -> Review:
     async def run(body: bytes) -> dict[str, Any]:
-        answer, decisions = await asyncio.to_thread(mutate_review_decisions, body)
+        answer, decisions = await asyncio.to_thread(validate_review_decisions, body)
         if decisions is None or authorize is None or not answer["response"]["allowed"]:
             return answer
         why = await authorize(decisions)
@@ -119,9 +119,9 @@ def create_webhook_app(
     read_body = guard.read_body if guard is not None else _read_whole
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app.router.add_post(
-        VALIDATE_PATH, _review_handler("validate", _in_thread(validate_review), metrics, read_body)
+        VALIDATE_PATH, _review_handler("validate", _validation(authorize), metrics, read_body)
     )
-    app.router.add_post(MUTATE_PATH, _review_handler("mutate", _mutation(authorize), metrics, read_body))
+    app.router.add_post(MUTATE_PATH, _review_handler("mutate", _in_thread(mutate_review), metrics, read_body))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
