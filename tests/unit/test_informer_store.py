@@ -469,6 +469,31 @@ async def test_progress_stamp_moves_on_bookmarks(clock: FakeClock, recorder: Rec
         assert informer.last_progress == listed_at + 30
 
 
+async def test_watches_that_fail_before_delivering_are_no_progress(
+    clock: FakeClock, recorder: Recorder
+) -> None:
+    # A proxy cutting every stream after its headers: the cache stands still, and liveness must see it.
+    source = FakeSource(ListResult(items=(), resource_version="10"))
+    informer = job_informer(source, clock, recorder)
+    async with running(informer):
+        stream = await source.next_stream()
+        listed_at = informer.last_progress
+        for _ in range(3):
+            await clock.advance(60)
+            stream.push(TransportError("watch stream: ClientPayloadError: Response payload is not completed"))
+            await settle()
+            await clock.advance(120)  # past any backoff
+            await settle()
+            while not source.streams.empty():  # the newest watch opened
+                stream = source.streams.get_nowait()
+        assert not stream.closed
+        assert len(source.calls) > 4  # it kept reconnecting...
+        assert informer.last_progress == listed_at  # ...and nothing came through
+        stream.push(bookmark("11"))
+        await settle()
+        assert informer.last_progress > listed_at
+
+
 async def test_handler_bug_ends_the_informer(clock: FakeClock) -> None:
     source = FakeSource(ListResult(items=(job_raw("a"),), resource_version="10"))
     informer = JobInformer(source, clock=clock)

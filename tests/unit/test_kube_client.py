@@ -315,25 +315,32 @@ async def test_list_decodes_each_page_before_asking_for_the_next(
     assert seen == [("a", 1), ("?", 2), ("?", 2)]
 
 
-async def test_an_expired_continue_token_restarts_with_one_full_list(
+async def test_an_expired_continue_token_restarts_the_list_in_pages_then_in_one(
     api: FakeApiserver, kube: KubeClient
 ) -> None:
+    first_page = reply(
+        200,
+        {"metadata": {"resourceVersion": "100", "continue": "t1"}, "items": [{"metadata": {"name": "a"}}]},
+    )
+    expired = reply(410, status_body(410, "Expired", "continue token expired"))
     api.answer(
-        reply(
-            200,
-            {
-                "metadata": {"resourceVersion": "100", "continue": "t1"},
-                "items": [{"metadata": {"name": "a"}}],
-            },
-        ),
-        reply(410, status_body(410, "Expired", "continue token expired")),
+        first_page,
+        expired,
+        first_page,  # the restart, in pages: one unpaginated answer would hold the whole list at once
+        expired,
         reply(200, {"metadata": {"resourceVersion": "300"}, "items": [{"metadata": {"name": "b"}}]}),
     )
     result = await JobFlowClient(kube).list("ns", "")
     assert [i["metadata"]["name"] for i in result.items] == ["b"]
     assert result.resource_version == "300"
     assert api.requests[0][3]["limit"] == "100"  # JobFlows are big: smaller pages than Jobs
-    assert "limit" not in api.requests[2][3]
+    assert [(q.get("limit"), q.get("continue")) for _, _, _, q, _ in api.requests] == [
+        ("100", None),
+        ("100", "t1"),
+        ("100", None),
+        ("100", "t1"),
+        (None, None),  # twice expired: one full list, as client-go's pager falls back to
+    ]
 
 
 def watch_lines(*events: dict[str, Any]) -> Handler:
@@ -563,12 +570,19 @@ async def test_load_config_reads_an_explicit_kubeconfig(tmp_path: Path) -> None:
     assert config.source == str(path)
 
 
-async def test_relist_at_an_rv_is_one_not_older_than_request(api: FakeApiserver, kube: KubeClient) -> None:
-    api.answer(reply(200, {"metadata": {"resourceVersion": "60"}, "items": []}))
+async def test_relist_at_an_rv_is_not_older_than_it_in_pages(api: FakeApiserver, kube: KubeClient) -> None:
+    api.answer(
+        reply(200, {"metadata": {"resourceVersion": "60", "continue": "t1"}, "items": []}),
+        reply(200, {"metadata": {"resourceVersion": "60"}, "items": []}),
+    )
     result = await JobFlowClient(kube).list("ns", "55")
     assert result.resource_version == "60"
-    # No limit: with an RV and a limit the apiserver would read exactly that revision from etcd.
-    assert api.requests[0][3] == {"resourceVersion": "55", "resourceVersionMatch": "NotOlderThan"}
+    # In pages: resourceVersionMatch spelt out keeps "not older than" with a limit (KEP-2523); the next
+    # pages name only their continue token (the apiserver refuses an RV or a match beside one: 422).
+    assert [q for _, _, _, q, _ in api.requests] == [
+        {"resourceVersion": "55", "resourceVersionMatch": "NotOlderThan", "limit": "100"},
+        {"limit": "100", "continue": "t1"},
+    ]
 
 
 @pytest.mark.parametrize(

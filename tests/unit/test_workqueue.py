@@ -119,6 +119,22 @@ async def test_low_keys_beyond_the_limit_wait_and_leave_workers_for_normal_keys(
     assert fourth.result() == "ns/new-2"
 
 
+async def test_a_held_back_low_key_raised_to_normal_wakes_an_idle_worker() -> None:
+    # A new flow waiting behind the low limit gets an event that makes it urgent: a worker kept free
+    # for urgent keys takes it now, not at the next unrelated add.
+    q = WorkQueue[str](name="test", clock=FakeClock(), low_limit=1)
+    q.add("ns/new-0", Priority.LOW)
+    q.add("ns/new-1", Priority.LOW)
+    assert await q.get() == "ns/new-0"
+    idle = asyncio.create_task(q.get())
+    await settle()
+    assert not idle.done()
+    q.add("ns/new-1", Priority.NORMAL)
+    await settle()
+    assert idle.done()
+    assert idle.result() == "ns/new-1"
+
+
 async def test_low_keys_held_back_by_the_limit_are_still_drained_at_shutdown() -> None:
     q = WorkQueue[str](name="test", clock=FakeClock(), low_limit=1)
     q.add("ns/a", Priority.LOW)

@@ -7,7 +7,6 @@ and it never acts on a cache that has not yet seen its own creates and deletes (
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import time
@@ -32,6 +31,7 @@ from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.keyed_locks import KeyedLocks
 from zen_flow.machinery.workqueue import Priority, QueueShutDown, WorkQueue
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 from zen_flow.planner.status import REASON_JOB_REJECTED
@@ -113,7 +113,7 @@ class Controller:
         )
         # One planner at a time per concurrency group: a Forbid flow must see a peer that another worker
         # just decided to start (`_starting`), also while a plan runs in a thread.
-        self._group_locks: dict[str, asyncio.Lock] = {}
+        self._group_locks = KeyedLocks()
         self._jobs = jobs
         self._api = api
         self._queue = queue
@@ -278,7 +278,7 @@ class Controller:
                 return lag
             messages = await self._runner.termination_messages(flow, jobs)
             group = planner.group_of(flow)
-            lock = self._group_locks.setdefault(group, asyncio.Lock()) if group else contextlib.nullcontext()
+            lock = self._group_locks.hold(group) if group else contextlib.nullcontext()
             async with lock:
                 # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
                 planned = await self._runner.plan(flow, jobs, now, messages, self._peers(flow))

@@ -225,11 +225,14 @@ class Reflector:
                     async with self._source.watch(
                         self.namespace, self.resource_version, timeout_seconds, self._decoder
                     ) as stream:
-                        self._progress()  # the apiserver answered: proof of life even when nothing changes
+                        # Progress is what the stream delivers (bookmarks too, about once a minute on a
+                        # quiet one) or its clean end, not the answer to the request: a watch cut after
+                        # its headers every time would otherwise look alive while the cache stood still.
                         async for event in stream:
                             watchdog.feed()
                             events += 1
                             self._handle(event)
+                            self._progress()
                 finally:
                     watchdog.cancel()
         except TimeoutError:

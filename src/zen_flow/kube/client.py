@@ -185,15 +185,19 @@ class KubeClient:
         self, path: str, query: Query = (), *, page_size: int | None = 500, decoder: Decoder | None = None
     ) -> ListResult:
         """LIST every page (`page_size=None`: one request). If a continue token expires mid-way (the
-        snapshot was compacted), start over with one unpaginated LIST, as client-go's pager does.
+        snapshot was compacted), start over, in pages again the first time (one unpaginated answer
+        holds the whole list in memory at once), then with one unpaginated LIST, as client-go's pager.
 
         With a `decoder`, each page is decoded as it arrives, so no page's raw objects outlive it.
         """
         items: list[Any] = []
         resource_version = ""
         token = ""
+        restarts = 0
+        # A continue token carries the list's resourceVersion; the apiserver refuses either beside it (422).
+        paged = [(k, v) for k, v in query if k not in ("resourceVersion", "resourceVersionMatch")]
         while True:
-            page_query = [*query, ("limit", str(page_size))] if page_size else [*query]
+            page_query = [*(paged if token else query), ("limit", str(page_size))] if page_size else [*query]
             if token:
                 page_query.append(("continue", token))
             try:
@@ -201,8 +205,11 @@ class KubeClient:
             except Expired:
                 if not token:
                     raise
+                items, resource_version, token = [], "", ""
+                restarts += 1
+                if restarts == 1:
+                    continue
                 raw = await self.request_raw("GET", path, query=query)
-                items, resource_version = [], ""
             page = decode_page(raw, decoder, path)
             del raw
             resource_version = resource_version or page.resource_version

@@ -36,10 +36,10 @@ _WRITTEN = TypeAdapter(_Written)
 
 
 class JobFlowClient(ResourceLister):
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, *, page_size: int = 100) -> None:
         # Pages of 100: a JobFlow is 10-50 KB of JSON (up to 1.5 MiB), and a page is parsed whole, so
         # 500 large flows per page made the start-up peak (217 MB at 1,000 20-step flows).
-        super().__init__(client, JOBFLOWS, page_size=100)
+        super().__init__(client, JOBFLOWS, page_size=page_size)
         self._client = client
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:

@@ -183,6 +183,8 @@ class WorkQueue(Generic[K]):
                 self._dirty[key] = priority
                 if key in self._queued:
                     self._enqueue(key, priority)  # moves up a line; its old entry is skipped
+                    # A worker kept idle for the higher lines (the low ones were all taken) may take it.
+                    self._wake_one()
             return
         self._dirty[key] = priority
         self._added_at.setdefault(key, self._clock.monotonic())
