@@ -25,6 +25,16 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture
 def web() -> Iterator[FileServer]:
+    yield from _serving()
+
+
+@pytest.fixture
+def other_web() -> Iterator[FileServer]:
+    """A second server: another origin (its own port) for redirects."""
+    yield from _serving()
+
+
+def _serving() -> Iterator[FileServer]:
     server = FileServer.on_loopback()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

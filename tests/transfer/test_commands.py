@@ -255,6 +255,44 @@ def test_http_inputs_with_headers_and_their_failures(s3: S3Server, web: FileServ
     assert (code, message) == (1, f"input artifact gone: {base}/nope: HTTP 404 Not Found")
 
 
+def test_headers_go_only_to_the_origin_they_were_written_for(
+    s3: S3Server, web: FileServer, other_web: FileServer, tmp_path: Path
+) -> None:
+    # urllib copies every header to wherever a redirect points: a token meant for one server reached
+    # another. A redirect on the same origin keeps them; one to another origin drops the flow's headers.
+    private = {"/private/model.bin": b"\x00\x01"}
+    web.files = other_web.files = private
+    web.redirects = {
+        "/private/moved": web.base + "/private/model.bin",
+        "/private/away": other_web.base + "/private/model.bin",
+    }
+    token = {"Authorization": "Bearer let-me-in"}
+    code, message, log = download(
+        s3,
+        tmp_path,
+        Download(
+            name="same",
+            dest=str(tmp_path / "same"),
+            http=HttpLocation(url=web.base + "/private/moved", headers=token),
+        ),
+    )
+    assert (code, message) == (0, ""), log
+    assert (tmp_path / "same").read_bytes() == b"\x00\x01"
+    code, message, _ = download(
+        s3,
+        tmp_path,
+        Download(
+            name="away",
+            dest=str(tmp_path / "away"),
+            http=HttpLocation(url=web.base + "/private/away", headers=token),
+        ),
+    )
+    assert (code, message) == (1, f"input artifact away: {web.base}/private/away: HTTP 401 Unauthorized")
+    assert other_web.seen_headers
+    assert all("Authorization" not in seen for seen in other_web.seen_headers)
+    assert other_web.seen_headers[-1]["User-Agent"] == "zen-flow-artifact"
+
+
 def test_an_unreadable_plan_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(
         command("download", tmp_path),

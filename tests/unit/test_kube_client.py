@@ -39,6 +39,7 @@ from zen_flow.kube import (
 )
 from zen_flow.kube.credentials import TokenFile
 from zen_flow.kube.errors import from_response
+from zen_flow.kube.pods import PodClient
 from zen_flow.kube.transport import METADATA_ONLY
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
@@ -711,3 +712,41 @@ async def test_requests_in_flight_are_bounded_but_watches_are_not(
             async with asyncio.timeout(5):
                 await asyncio.gather(*calls)
     assert most == 2
+
+
+async def test_a_steps_messages_come_only_from_a_pod_its_job_controls(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    # Job names are predictable: anyone who may create pods can label one with a step's Job name and
+    # finish it last. Its "termination message" must not become the step's outputs or artifact report.
+    def pod(owner: str | None, finished: str, message: str) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": f"p-{message}"}
+        if owner is not None:
+            meta["ownerReferences"] = [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": owner, "controller": True}
+            ]
+        terminated = {"exitCode": 0, "message": message, "finishedAt": finished}
+        return {
+            "metadata": meta,
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [{"name": "main", "state": {"terminated": terminated}}],
+            },
+        }
+
+    api.answer(
+        reply(
+            200,
+            {
+                "metadata": {"resourceVersion": "9"},
+                "items": [
+                    pod("job-uid", "2026-12-05T10:00:00Z", "real"),
+                    pod(None, "2026-12-05T10:00:05Z", "forged"),
+                    pod("another-job", "2026-12-05T10:00:09Z", "other"),
+                ],
+            },
+        )
+    )
+    messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=True)
+    assert messages == {"main": "real"}
+    assert api.requests[0][3] == {"labelSelector": "batch.kubernetes.io/job-name=j"}

@@ -193,7 +193,7 @@ class FakeApiServer:
         raise NotImplementedError("spec.resourceTemplates: not in this fake")
 
     async def termination_messages(
-        self, namespace: str, job: str, *, succeeded: bool
+        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None:
         return None
 

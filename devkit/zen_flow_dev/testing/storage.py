@@ -122,16 +122,22 @@ class S3Server:
 
 class FileServer(http.server.ThreadingHTTPServer):
     """A plain HTTP server for http input artifacts: serves `files` (path -> bytes); paths under
-    /private/ need `Authorization: Bearer let-me-in`; `seen_headers` records each request's headers."""
+    /private/ need `Authorization: Bearer let-me-in`; `redirects` (path -> URL) answer 302;
+    `seen_headers` records each request's headers."""
 
     files: dict[str, bytes]
+    redirects: dict[str, str]
     seen_headers: list[dict[str, str]]
 
     @classmethod
     def on_loopback(cls) -> FileServer:
         server = cls(("127.0.0.1", 0), _FileHandler)
-        server.files, server.seen_headers = {}, []
+        server.files, server.redirects, server.seen_headers = {}, {}, []
         return server
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 class _FileHandler(http.server.BaseHTTPRequestHandler):
@@ -140,6 +146,12 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.seen_headers.append(dict(self.headers.items()))
         path = self.path.split("?", 1)[0]
+        if (target := self.server.redirects.get(path)) is not None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path.startswith("/private/") and self.headers.get("Authorization") != "Bearer let-me-in":
             self.send_error(401)
             return

@@ -51,7 +51,7 @@ TURN_SECONDS = 3.0
 class PlanApi(Protocol):
     async def get_job(self, namespace: str, name: str) -> Job: ...
     async def termination_messages(
-        self, namespace: str, job: str, *, succeeded: bool
+        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
 
 
@@ -109,7 +109,10 @@ class PlanRunner:
         by_name = {job.metadata.name: job for job in jobs}
         return {
             name: await self._api.termination_messages(
-                flow.metadata.namespace, name, succeeded=by_name[name].complete
+                flow.metadata.namespace,
+                name,
+                job_uid=by_name[name].metadata.uid,
+                succeeded=by_name[name].complete,
             )
             for name in names
         }

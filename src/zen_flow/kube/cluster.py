@@ -46,10 +46,10 @@ class Cluster:
         return await self._objects.create(namespace, kind, body)
 
     async def termination_messages(
-        self, namespace: str, job: str, *, succeeded: bool
+        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None:
         """{container: message} of the Job's last succeeded (or failed) pod, or None when none is left."""
-        return await self._pods.termination_messages(namespace, job, succeeded=succeeded)
+        return await self._pods.termination_messages(namespace, job, job_uid=job_uid, succeeded=succeeded)
 
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
         """Metadata of such an object (who owns it). `NotFound` if it is gone."""

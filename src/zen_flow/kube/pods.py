@@ -42,8 +42,21 @@ class _PodStatus(Model):
         return (*self.init_container_statuses, *self.container_statuses)
 
 
+class _Owner(Model):
+    uid: str = ""
+    controller: bool | None = None
+
+
+class _PodMeta(Model):
+    owner_references: tuple[_Owner, ...] = ()
+
+
 class _Pod(Model):
+    metadata: _PodMeta = _PodMeta()
     status: _PodStatus = _PodStatus()
+
+    def owned_by(self, uid: str) -> bool:
+        return any(o.controller and o.uid == uid for o in self.metadata.owner_references)
 
 
 class _PodList(Model):
@@ -55,15 +68,18 @@ class PodClient:
         self._client = client
 
     async def termination_messages(
-        self, namespace: str, job: str, *, succeeded: bool
+        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None:
         """{container or init container: termination message} of the Job's pod that succeeded (or,
-        with `succeeded=False`, failed) last; None when no such pod is left to read."""
+        with `succeeded=False`, failed) last; None when no such pod is left to read. Only pods the Job
+        (`job_uid`) controls count: anyone who may create pods in the namespace can put the Job's name
+        label on one (the name is predictable), and its "termination message" would become the step's
+        outputs and artifact report."""
         pods = await self._client.request_model(
             _PodList, "GET", PODS.path(namespace), query=[("labelSelector", f"{JOB_NAME_LABEL}={job}")]
         )
         wanted = "Succeeded" if succeeded else "Failed"
-        finished = [p for p in pods.items if p.status.phase == wanted]
+        finished = [p for p in pods.items if p.status.phase == wanted and p.owned_by(job_uid)]
         if not finished:
             return None
         latest = max(finished, key=_finished)

@@ -9,6 +9,7 @@ filter; the same rules for zip by hand). Symlinks are kept in tar and refused in
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tarfile
 import tempfile
@@ -77,11 +78,58 @@ def unpack(stored: Path, archive: Archive, dest: Path) -> None:
 def _untar(stored: Path, root: Path) -> None:
     try:
         with tarfile.open(stored, "r:*") as tar:
+            _refuse_escapes(tar.getmembers())
             tar.extractall(root, filter="data")
     except tarfile.FilterError as err:
         raise TransferError(f"refused archive entry: {err}") from None
     except tarfile.TarError as err:
         raise TransferError(f"not a readable tar archive: {err}") from None
+
+
+def _refuse_escapes(members: list[tarfile.TarInfo]) -> None:
+    """What could write outside the destination, refused by its names alone, before anything is written:
+    tarfile's "data" filter resolves paths on disk, and before Python 3.11.13 a symlink chain deep enough
+    to pass PATH_MAX got past it (CVE-2025-4517). A name is taken as the filter takes it (leading slashes
+    dropped). Refused: `..` in a name; a name under a symbolic link of the archive; a symbolic link whose
+    target is absolute, climbs out, or goes through another link of the archive (not followed here); a
+    hard link to anything but a regular file of the archive; devices and FIFOs."""
+
+    def path(name: str) -> PurePosixPath:
+        return PurePosixPath(posixpath.normpath(name.lstrip("/")))
+
+    links = {path(m.name) for m in members if m.issym()}
+    files = {path(m.name) for m in members if m.isfile()}
+    for member in members:
+        name = path(member.name)
+        why = ""
+        if ".." in PurePosixPath(member.name.lstrip("/")).parts or name.parts[:1] == ("..",):
+            why = "outside the destination"
+        elif any(parent in links for parent in name.parents if parent.parts):
+            why = "under a symbolic link"
+        elif member.issym() and not _stays_inside(name.parent, member.linkname, links):
+            why = f"a link to {member.linkname!r}, outside the destination or through another link"
+        elif member.islnk() and path(member.linkname) not in files:
+            why = f"a hard link to {member.linkname!r}, not a file of the archive"
+        elif not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            why = "not a file, a directory or a link"
+        if why:
+            raise TransferError(f"refused archive entry {member.name!r}: {why}")
+
+
+def _stays_inside(base: PurePosixPath, target: str, links: set[PurePosixPath]) -> bool:
+    if not target or PurePosixPath(target).is_absolute():
+        return False
+    parts = list(base.parts)
+    for part in PurePosixPath(target).parts:
+        if part == "..":
+            if not parts:
+                return False
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+            if PurePosixPath(*parts) in links:
+                return False
+    return True
 
 
 def _unzip(stored: Path, root: Path) -> None:

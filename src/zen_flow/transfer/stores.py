@@ -12,8 +12,10 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from zen_flow.api.transfer import HttpLocation, S3Location
@@ -92,14 +94,43 @@ def get_s3(location: S3Location, file: Path) -> None:
         raise _s3_problem(location, err) from None
 
 
+class _OwnOriginHeaders(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed, but the flow's headers (an API key, a bearer token) only to the origin
+    (scheme, host, port) they were written for: urllib copies every header to wherever one points."""
+
+    def __init__(self, private: Iterable[str]) -> None:
+        self._private = [name.capitalize() for name in private]  # how urllib stores header names
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in self._private:
+                new.remove_header(name)
+        return new
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
 def get_http(location: HttpLocation, file: Path) -> None:
     parts = urlsplit(location.url)
     if parts.scheme not in ("http", "https"):
         raise TransferError(f"{location.url}: only http and https URLs can be downloaded")
     request = urllib.request.Request(location.url, headers={"User-Agent": USER_AGENT, **location.headers})
+    opener = urllib.request.build_opener(_OwnOriginHeaders(location.headers))
     where = parts._replace(query="", fragment="").geturl()  # a query may hold a token: not in messages
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response, file.open("wb") as out:
+        with opener.open(request, timeout=HTTP_TIMEOUT) as response, file.open("wb") as out:
             shutil.copyfileobj(response, out, CHUNK)
     except urllib.error.HTTPError as err:
         raise TransferError(f"{where}: HTTP {err.code} {err.reason}") from None
