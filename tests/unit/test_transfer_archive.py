@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -139,6 +140,24 @@ def test_a_tar_is_checked_by_its_names_before_anything_is_written(
     with pytest.raises(TransferError, match=why):
         unpack(stored, "tar", tmp_path / "dest" / "x")
     assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").iterdir())
+
+
+@pytest.mark.parametrize("archive", ["tar+gzip", "zip+deflate"])
+def test_an_archive_that_would_fill_the_disk_is_refused_before_writing(
+    tmp_path: Path, archive: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10 MB of zeros compress to a few KB; on a disk with 5 MB to spare it must not be written at all.
+    source = tree(tmp_path / "d", {"zeros": bytes(10_000_000)})
+    stored = pack(source, archive, tmp_path)  # type: ignore[arg-type]
+    assert stored.stat().st_size < 100_000
+    disk = shutil.disk_usage(tmp_path)
+    spare = disk.total // 10 + 5_000_000  # what the 10 % kept free leaves: 5 MB
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: disk._replace(free=spare))
+    with pytest.raises(
+        TransferError, match=r"holds 10000000 bytes, more than the 5000000 its disk can spare"
+    ):
+        unpack(stored, archive, tmp_path / "dest")  # type: ignore[arg-type]
+    assert not (tmp_path / "dest").exists()
 
 
 def test_hard_links_and_links_inside_the_archive_are_kept(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from zen_flow.api.transfer import Archive
@@ -75,10 +76,30 @@ def unpack(stored: Path, archive: Archive, dest: Path) -> None:
             root.mkdir()  # for TemporaryDirectory's clean-up
 
 
+# What unpacking leaves free of the disk the artifact goes to, at least: the kubelet starts evicting pods,
+# other tenants' among them, when a node's filesystem falls under 10 % free (its default threshold).
+KEEP_FREE = 0.10
+
+
+def _fits(sizes: Iterable[int], root: Path) -> None:
+    """Refuse an archive that would not fit before writing any of it: a few KB of gzip can hold a
+    terabyte of zeros, which would fill the node's disk (the artifacts' emptyDir shares it)."""
+    needed = sum(sizes)
+    disk = shutil.disk_usage(root)
+    room = disk.free - int(disk.total * KEEP_FREE)
+    if needed > room:
+        raise TransferError(
+            f"the archive holds {needed} bytes, more than the {max(room, 0)} its disk can spare "
+            f"(keeping {KEEP_FREE:.0%} free)"
+        )
+
+
 def _untar(stored: Path, root: Path) -> None:
     try:
         with tarfile.open(stored, "r:*") as tar:
-            _refuse_escapes(tar.getmembers())
+            members = tar.getmembers()
+            _refuse_escapes(members)
+            _fits((m.size for m in members if m.isfile()), root)
             tar.extractall(root, filter="data")
     except tarfile.FilterError as err:
         raise TransferError(f"refused archive entry: {err}") from None
@@ -139,6 +160,7 @@ def _unzip(stored: Path, root: Path) -> None:
                 name = PurePosixPath(info.filename)
                 if name.is_absolute() or ".." in name.parts:
                     raise TransferError(f"refused archive entry {info.filename!r}: outside the destination")
+            _fits((info.file_size for info in zf.infolist()), root)
             zf.extractall(root)
     except zipfile.BadZipFile as err:
         raise TransferError(f"not a readable zip archive: {err}") from None
