@@ -85,7 +85,8 @@ class Settings:
         default=True,
         metadata={
             "help": "the validating webhook lets a user decide a Manual step only with the RBAC verb "
-            "approve on the flow (a LocalSubjectAccessReview); false: whoever may patch the flow may decide"
+            "approve on the flow (a LocalSubjectAccessReview); false: whoever may patch (or create) the flow "
+            "may decide"
         },
     )
     expression_budget: float = field(

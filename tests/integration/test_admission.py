@@ -490,7 +490,7 @@ def test_an_approval_records_the_approver(webhook: Webhook, kubectl: Kubectl, na
 def test_only_a_user_with_the_approve_verb_decides_a_manual_step(
     webhook: Webhook, kubectl: Kubectl, namespace: str
 ) -> None:
-    # bob may read and patch flows (so he may write the annotation) but not `approve` them: the mutating
+    # bob may read and patch flows (so he may write the annotation) but not `approve` them: the validating
     # webhook asks this apiserver's RBAC and refuses his decision; once a Role grants the verb, it is his.
     steps: list[dict[str, Any]] = [
         {"name": "gate", "type": "Manual"},

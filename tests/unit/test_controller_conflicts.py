@@ -156,6 +156,33 @@ async def test_steps_edited_before_the_start_was_recorded_replace_the_first_jobs
 
 
 @pytest.mark.parametrize("rig", [FRESH], indirect=True)
+async def test_a_failed_delete_of_outdated_first_jobs_is_sent_again(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    api.update_flow(rig.key, edited)
+    await rig.settle()
+    api.sync()
+    deletes: list[str] = []
+    delete = api.delete_job
+
+    async def flaky_delete(namespace: str, name: str) -> None:
+        deletes.append(name)
+        if len(deletes) == 1:
+            raise from_status(503, {"message": "etcdserver: leader changed"})
+        await delete(namespace, name)
+
+    api.delete_job = flaky_delete  # type: ignore[method-assign]
+    await rig.settle()  # the first delete fails; the reconcile is retried with backoff
+    await rig.settle()
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert [s.name for s in rig.flow.status.steps] == ["migrate"]
+    assert [job for _, job in api.jobs] == [rig.job("migrate")]
+    assert sorted(name.split("-")[1] for name in api.job_creates) == ["extra", "migrate", "migrate"]
+
+
+@pytest.mark.parametrize("rig", [FRESH], indirect=True)
 async def test_steps_edited_after_a_failed_first_status_write_replace_the_first_jobs_too(rig: Rig) -> None:
     # The write failed without a conflict (a 503); the edit came after it, and admission let it through.
     api = rig.api

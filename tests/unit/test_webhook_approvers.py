@@ -168,6 +168,14 @@ def _bytes(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj).encode()
 
 
+def test_a_generated_name_is_taken_from_the_object_when_the_request_has_none() -> None:
+    flow = decided({APPROVE + "gate": "true"})
+    flow["metadata"]["name"] = "release-x7k2p"
+    _, decisions = validate_review_decisions(_bytes(review(flow, name="")))
+    assert decisions is not None
+    assert decisions.name == "release-x7k2p"
+
+
 def test_taking_a_decision_back_is_a_decision() -> None:
     # A reject set to block a release, removed by someone who may only patch: the gate reopens.
     old = decided({REJECT + "gate": "true"})

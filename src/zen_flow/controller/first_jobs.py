@@ -57,7 +57,8 @@ class FirstJobs:
         self._starts[flow.metadata.uid] = _Start(_shared(flow), jobs)
 
     def outdated(self, flow: JobFlow) -> tuple[planner.DeleteJob, ...]:
-        """The deletes of those of `flow`'s first Jobs that its spec no longer describes, else ()."""
+        """The deletes of those of `flow`'s first Jobs that its spec no longer describes, else (). The
+        record stays until `replaced`: a delete that fails is sent again on the next reconcile."""
         start = self._starts.get(flow.metadata.uid)
         if start is None:
             return ()
@@ -67,10 +68,12 @@ class FirstJobs:
         everything = _shared(flow) != start.inputs
         specs = {s.name: s for s in flow.spec.steps}
         stale = [(name, step) for name, step, spec in start.jobs if everything or specs.get(step) != spec]
-        if not stale:  # no edit of what they were built from, or the cache lags: keep them
-            return ()
-        del self._starts[flow.metadata.uid]
+        # None stale: no edit of what they were built from, or the cache lags: keep them.
         return tuple(planner.DeleteJob(name, step, STEPS_CHANGED) for name, step in stale)
+
+    def replaced(self, uid: str) -> None:
+        """The deletes `outdated` asked for were sent."""
+        self._starts.pop(uid, None)
 
     def forget(self, uid: str) -> None:
         self._starts.pop(uid, None)

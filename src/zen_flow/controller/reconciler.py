@@ -263,6 +263,7 @@ class Controller:
                 flow, NORMAL, REASON_STEPS_CHANGED, f"{STEPS_CHANGED}: its first Jobs are replaced"
             )
             await self._executor.execute(flow, outdated)
+            self._first_jobs.replaced(uid)
             return None
         errors = self._validation_errors(flow)
         now = self._clock.now()

@@ -8,8 +8,9 @@ history that the cache reflects. Its loop:
   be cheaper on old apiservers but may serve arbitrarily stale data from the watch cache, and a stale
   first list after a restart or failover could show a deleted JobFlow and make us act on it. Since
   Kubernetes 1.31 (ConsistentListFromCache) `""` is served from the watch cache anyway. Relists after a
-  410 ask for "at least as fresh as" our last RV (cheap: the watch cache answers), falling back to `""`
-  if the server still answers Expired (an RV too large for its cache).
+  410 ask for "at least as fresh as" our last RV, in pages (the watch cache answers them from 1.33;
+  before, etcd does), falling back to `""` if the server still answers Expired (an RV too large for its
+  cache).
 - **Watch** from `resource_version` with bookmarks, a server-side timeout random in [5, 10) min (to
   spread reconnects), a client timeout 30 s longer, and an inactivity watchdog: kubernetes watches can
   hang silently (kubernetes_asyncio#360), so if nothing (not even a BOOKMARK) arrives for
@@ -225,14 +226,14 @@ class Reflector:
                     async with self._source.watch(
                         self.namespace, self.resource_version, timeout_seconds, self._decoder
                     ) as stream:
-                        # Progress is what the stream delivers (bookmarks too, about once a minute on a
-                        # quiet one) or its clean end, not the answer to the request: a watch cut after
-                        # its headers every time would otherwise look alive while the cache stood still.
+                        # Progress is what the stream delivers (`_handle` stamps it; bookmarks too, about
+                        # once a minute on a quiet one) or its clean end, not the answer to the request: a
+                        # watch cut after its headers every time would otherwise look alive while the
+                        # cache stood still.
                         async for event in stream:
                             watchdog.feed()
                             events += 1
                             self._handle(event)
-                            self._progress()
                 finally:
                     watchdog.cancel()
         except TimeoutError:

@@ -182,9 +182,9 @@ class KubeClient:
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     async def list_all(
-        self, path: str, query: Query = (), *, page_size: int | None = 500, decoder: Decoder | None = None
+        self, path: str, query: Query = (), *, page_size: int = 500, decoder: Decoder | None = None
     ) -> ListResult:
-        """LIST every page (`page_size=None`: one request). If a continue token expires mid-way (the
+        """LIST every page of `page_size` items. If a continue token expires mid-way (the
         snapshot was compacted), start over, in pages again the first time (one unpaginated answer
         holds the whole list in memory at once), then with one unpaginated LIST, as client-go's pager.
 
@@ -197,7 +197,7 @@ class KubeClient:
         # A continue token carries the list's resourceVersion; the apiserver refuses either beside it (422).
         paged = [(k, v) for k, v in query if k not in ("resourceVersion", "resourceVersionMatch")]
         while True:
-            page_query = [*(paged if token else query), ("limit", str(page_size))] if page_size else [*query]
+            page_query = [*(paged if token else query), ("limit", str(page_size))]
             if token:
                 page_query.append(("continue", token))
             try:

@@ -86,18 +86,18 @@ def _decisions(annotations: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def decided_steps(new_ann: Mapping[str, str], old_ann: Mapping[str, str]) -> set[str]:
-    """The Manual steps whose decision (approve./reject. annotation) the request adds or changes."""
-    old_decisions = _decisions(old_ann)
-    return {step for step, decision in _decisions(new_ann).items() if old_decisions.get(step) != decision}
+def changed_decisions(new_ann: Mapping[str, str], old_ann: Mapping[str, str]) -> tuple[set[str], set[str]]:
+    """(the Manual steps whose decision, an approve./reject. annotation, the request adds, changes or
+    removes; those of them that still carry one): the first is what needs authorizing (a reject taken
+    back reopens the gate: a decision too), the second who gets a new `approved-by`."""
+    before, after = _decisions(old_ann), _decisions(new_ann)
+    changed = {step for step in before.keys() | after.keys() if before.get(step) != after.get(step)}
+    return changed, changed & after.keys()
 
 
 def request_decisions(operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> set[str]:
-    """The Manual steps whose decision an admission request adds, changes or removes (a reject taken
-    back reopens the gate: a decision too)."""
-    before = _decisions(_annotations(old) if operation == "UPDATE" and old else {})
-    after = _decisions(_annotations(obj))
-    return {step for step in before.keys() | after.keys() if before.get(step) != after.get(step)}
+    """`changed_decisions` of an admission request's objects: every step whose decision it touches."""
+    return changed_decisions(_annotations(obj), _annotations(old) if operation == "UPDATE" and old else {})[0]
 
 
 def desired_audit(
@@ -131,7 +131,7 @@ def desired_audit(
     for key in new_ann.keys() | old_ann.keys():
         if key.startswith(ANNOTATION_APPROVED_BY_PREFIX):
             want[key] = old_ann.get(key)  # only the webhook writes these
-    decided = decided_steps(new_ann, old_ann)
+    _, decided = changed_decisions(new_ann, old_ann)
     for step in decided:
         want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
     for key in new_ann.keys() | old_ann.keys():

@@ -133,15 +133,16 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
             errors = _check_update(request.old_object, request.object)
         if errors:
             return deny_invalid(request, errors), None
+        meta = request.object.member("metadata")
         old = {"metadata": request.old_object.member("metadata")} if request.operation == "UPDATE" else None
-        steps = request_decisions(request.operation, {"metadata": request.object.member("metadata")}, old)
+        steps = request_decisions(request.operation, {"metadata": meta}, old)
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc), None
     decisions = None
     if steps:
-        decisions = Decisions(
-            request.uid, request.namespace, request.name, request.user, tuple(sorted(steps))
-        )
+        # The request names the flow; the object too, should a `generateName` leave the request's empty.
+        name = request.name or (meta.get("name") if isinstance(meta, dict) else None) or ""
+        decisions = Decisions(request.uid, request.namespace, name, request.user, tuple(sorted(steps)))
     return allow(request.uid), decisions
 
 

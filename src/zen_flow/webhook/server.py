@@ -4,7 +4,7 @@
 Request handling is thin: read the body (at most `MAX_BODY_BYTES`, else 413), run the pure review
 function on its bytes in a worker thread (a new 500-step spec takes tens of milliseconds; the event loop
 keeps serving probes and other reviews meanwhile), answer 200 with the decision. A body that is not an
-AdmissionReview gets 400 with the reason, never a 500 traceback. A mutation that decides a Manual step
+AdmissionReview gets 400 with the reason, never a 500 traceback. A request that decides a Manual step
 waits, after the validating review, for `authorize` (webhook/approvers.py: may this user decide it?).
 """
 
