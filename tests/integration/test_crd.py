@@ -130,7 +130,16 @@ def kitchen_sink_spec() -> dict[str, Any]:
                         {
                             "name": "seed",
                             "path": "/in/seed",
-                            "http": {"url": "https://example.com/seed", "headers": {"Accept": "*/*"}},
+                            "http": {
+                                "url": "https://example.com/seed",
+                                "headers": {"Accept": "*/*"},
+                                "headersFrom": [
+                                    {
+                                        "name": "Authorization",
+                                        "secretKeyRef": {"name": "seed-token", "key": "header"},
+                                    }
+                                ],
+                            },
                         },
                         {
                             "name": "model",

@@ -38,12 +38,15 @@ def location(s3: S3Server, bucket: str, key: str) -> S3Location:
     )
 
 
-def environment(s3: S3Server, plan: TransferPlan, *, secret: str | None = None) -> dict[str, str]:
+def environment(
+    s3: S3Server, plan: TransferPlan, *, secret: str | None = None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     return {
         "PATH": os.environ["PATH"],
         PLAN_ENV: plan.model_dump_json(exclude_defaults=True),
         ACCESS: s3.access_key,
         SECRET: secret if secret is not None else s3.secret_key,
+        **(extra or {}),
     }
 
 
@@ -83,10 +86,12 @@ def upload(s3: S3Server, tmp: Path, *items: Upload, secret: str | None = None) -
     return report, err
 
 
-def download(s3: S3Server, tmp: Path, *items: Download, secret: str | None = None) -> tuple[int, str, str]:
+def download(
+    s3: S3Server, tmp: Path, *items: Download, secret: str | None = None, extra: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     done = subprocess.run(
         command("download", tmp),
-        env=environment(s3, TransferPlan(downloads=items), secret=secret),
+        env=environment(s3, TransferPlan(downloads=items), secret=secret, extra=extra),
         capture_output=True,
         text=True,
         timeout=60,
@@ -291,6 +296,27 @@ def test_headers_go_only_to_the_origin_they_were_written_for(
     assert other_web.seen_headers
     assert all("Authorization" not in seen for seen in other_web.seen_headers)
     assert other_web.seen_headers[-1]["User-Agent"] == "zen-flow-artifact"
+
+
+def test_a_header_from_a_secret_is_read_from_its_env_var(
+    s3: S3Server, web: FileServer, tmp_path: Path
+) -> None:
+    # `http.headersFrom`: the kubelet puts the Secret's key in the container's env; the plan names the
+    # variable only.
+    web.files = {"/private/model.bin": b"\x00\x01"}
+    location = HttpLocation(
+        url=web.base + "/private/model.bin", header_env={"Authorization": "ZF_HTTP_HEADER_0"}
+    )
+    item = Download(name="model", dest=str(tmp_path / "model"), http=location)
+    code, message, log = download(s3, tmp_path, item, extra={"ZF_HTTP_HEADER_0": "Bearer let-me-in"})
+    assert (code, message) == (0, ""), log
+    assert (tmp_path / "model").read_bytes() == b"\x00\x01"
+    assert "let-me-in" not in TransferPlan(downloads=(item,)).model_dump_json()
+    code, message, _ = download(s3, tmp_path, item.model_copy(update={"dest": str(tmp_path / "again")}))
+    assert (code, message) == (
+        1,
+        "input artifact model: Authorization: no value in ZF_HTTP_HEADER_0 (http.headersFrom)",
+    )
 
 
 def test_an_unreadable_plan_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -189,6 +189,28 @@ def test_a_missing_optional_artifact_is_fine_until_a_step_needs_it() -> None:
     assert sim.created == [A0]  # no Job with a missing input
 
 
+def test_a_header_from_a_secret_reaches_the_downloader_as_an_env_var_only() -> None:
+    # The controller never reads the Secret: the kubelet fills the transfer container's env from it, and
+    # the plan (JSON in the Job) names the variable, never a value.
+    ref = {"name": "gh-token", "key": "header"}
+    http = {
+        "name": "seed",
+        "http": {
+            "url": "https://example.com/seed.csv",
+            "headersFrom": [{"name": "Authorization", "secretKeyRef": ref}],
+        },
+    }
+    sim = Simulator(make_flow([job_step("b", inputs={"artifacts": [http]})]), T0)
+    sim.reconcile()
+    container = init(created(sim, "b"), DOWNLOADER)
+    (download,) = transfer_plan(container).downloads
+    assert download.http is not None
+    assert download.http.headers == {}
+    (variable,) = download.http.header_env.values()
+    assert download.http.header_env == {"Authorization": variable}
+    assert {"name": variable, "valueFrom": {"secretKeyRef": ref}} in container["env"]
+
+
 def test_a_failed_download_is_named_in_the_steps_message() -> None:
     http = {"name": "seed", "http": {"url": "https://example.com/seed.csv?token=t"}, "path": "/in/seed.csv"}
     sim = Simulator(make_flow([job_step("b", inputs={"artifacts": [http]})]), T0)

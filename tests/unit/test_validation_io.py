@@ -159,6 +159,16 @@ def test_duplicate_input_parameter_names() -> None:
         {"name": "data", "from": "a"},
         {"name": "page", "http": {"url": "https://example.com/x.csv", "headers": {"Accept": "text/csv"}}},
         {"name": "page", "http": {"url": "http://example.com"}, "path": "/tmp/page"},
+        {
+            "name": "page",
+            "http": {
+                "url": "https://example.com/x",
+                "headers": {"Accept": "text/csv"},
+                "headersFrom": [
+                    {"name": "Authorization", "secretKeyRef": {"name": "gh-token", "key": "header"}}
+                ],
+            },
+        },
     ],
 )
 def test_valid_input_artifacts(artifact: dict[str, Any]) -> None:
@@ -204,6 +214,58 @@ def test_valid_input_artifacts(artifact: dict[str, Any]) -> None:
             "http.headers[A]",
             E.INVALID,
             "string",
+        ),
+        (
+            {
+                "name": "x",
+                "http": {
+                    "url": "https://x",
+                    "headersFrom": [{"name": "Bad Header", "secretKeyRef": {"name": "s", "key": "k"}}],
+                },
+            },
+            "http.headersFrom[0].name",
+            E.INVALID,
+            "HTTP header name",
+        ),
+        (
+            {
+                "name": "x",
+                "http": {
+                    "url": "https://x",
+                    "headers": {"Authorization": "plain"},
+                    "headersFrom": [{"name": "authorization", "secretKeyRef": {"name": "s", "key": "k"}}],
+                },
+            },
+            "http.headersFrom[0].name",
+            E.DUPLICATE,
+            "once, in headers or headersFrom",
+        ),
+        (
+            {"name": "x", "http": {"url": "https://x", "headersFrom": [{"name": "A"}]}},
+            "http.headersFrom[0].secretKeyRef",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {
+                "name": "x",
+                "http": {"url": "https://x", "headersFrom": [{"name": "A", "secretKeyRef": {"name": "s"}}]},
+            },
+            "http.headersFrom[0].secretKeyRef.key",
+            E.REQUIRED,
+            "",
+        ),
+        (
+            {
+                "name": "x",
+                "http": {
+                    "url": "https://x",
+                    "headersFrom": [{"name": "A", "secretKeyRef": {"name": "S_", "key": "k"}}],
+                },
+            },
+            "http.headersFrom[0].secretKeyRef.name",
+            E.INVALID,
+            "",
         ),
     ],
 )

@@ -90,9 +90,18 @@ class InputParameter(Model):
     value_from: ParameterSource | None = None
 
 
+class HeaderFrom(Model):
+    """A request header whose value is a Secret's key: the kubelet puts it in the transfer container's
+    environment; the controller never reads it."""
+
+    name: str = ""
+    secret_key_ref: KeyRef | None = None
+
+
 class HTTPSource(Model):
     url: str = ""
     headers: dict[str, str] = Field(default_factory=dict)
+    headers_from: tuple[HeaderFrom, ...] = ()
 
 
 class S3Target(Model):

@@ -48,6 +48,8 @@ class S3Location(Model):
 class HttpLocation(Model):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
+    # header -> the env var holding its value (`http.headersFrom`: a Secret's key, set by the kubelet)
+    header_env: dict[str, str] = Field(default_factory=dict)
 
 
 class Download(Model):

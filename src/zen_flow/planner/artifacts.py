@@ -117,6 +117,15 @@ class Credentials:
             self.env.append({"name": name, "valueFrom": {"secretKeyRef": ref_body}})
         return self._names[pair]
 
+    def header(self, ref: KeyRef) -> str:
+        """The env var of a header's Secret key (`http.headersFrom`)."""
+        pair = (ref.name, ref.key)
+        if pair not in self._names:
+            name = f"ZF_HTTP_HEADER_{len(self._names)}"
+            self._names[pair] = name
+            self.env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        return self._names[pair]
+
 
 def _location(target: S3Target, key: str, credentials: Credentials) -> S3Location:
     return S3Location(
@@ -156,7 +165,15 @@ def _download(
         return Download(
             name=artifact.name,
             dest=dest,
-            http=HttpLocation(url=artifact.http.url, headers=artifact.http.headers),
+            http=HttpLocation(
+                url=artifact.http.url,
+                headers=artifact.http.headers,
+                header_env={
+                    h.name: credentials.header(h.secret_key_ref)
+                    for h in artifact.http.headers_from
+                    if h.secret_key_ref is not None
+                },
+            ),
         )
     if artifact.s3 is not None:
         location = _location(artifact.s3, artifact.s3.key or "", credentials)

@@ -126,8 +126,15 @@ def get_http(location: HttpLocation, file: Path) -> None:
     parts = urlsplit(location.url)
     if parts.scheme not in ("http", "https"):
         raise TransferError(f"{location.url}: only http and https URLs can be downloaded")
-    request = urllib.request.Request(location.url, headers={"User-Agent": USER_AGENT, **location.headers})
-    opener = urllib.request.build_opener(_OwnOriginHeaders(location.headers))
+    secret = {}
+    for header, variable in location.header_env.items():
+        value = os.environ.get(variable)
+        if value is None:  # the kubelet sets it from the Secret, or the pod does not start
+            raise TransferError(f"{header}: no value in {variable} (http.headersFrom)")
+        secret[header] = value
+    headers = {"User-Agent": USER_AGENT, **location.headers, **secret}
+    request = urllib.request.Request(location.url, headers=headers)
+    opener = urllib.request.build_opener(_OwnOriginHeaders([*location.headers, *secret]))
     where = parts._replace(query="", fragment="").geturl()  # a query may hold a token: not in messages
     try:
         with opener.open(request, timeout=HTTP_TIMEOUT) as response, file.open("wb") as out:

@@ -7,6 +7,7 @@ created, and only a dependency is guaranteed to have finished (and committed its
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from zen_flow.validation.errors import (
     not_found,
     quote,
     required,
+    too_many,
 )
 from zen_flow.validation.formats import (
     abs_path_problem,
@@ -171,7 +173,44 @@ def _check_input_artifact(
         url = r.string(http.get("url"), path + ".http" + ".url", require=True)
         if url is not None and not url.startswith(("http://", "https://")):
             r.add(invalid(path + ".http" + ".url", url, "must start with http:// or https://"))
-        r.string_map(http.get("headers"), path + ".http" + ".headers")
+        plain = r.string_map(http.get("headers"), path + ".http" + ".headers") or {}
+        _check_headers_from(
+            r, http.get("headersFrom"), {h.lower() for h in plain}, path + ".http.headersFrom"
+        )
+
+
+# RFC 9110's field-name: one or more "tchar".
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+MAX_HEADERS_FROM = 16
+
+
+def _check_headers_from(r: Reader, value: Any, taken: set[str], path: Path) -> None:
+    """Headers whose values are Secrets' keys: a valid header name, once (beside `headers` too), and a
+    Secret's name and key."""
+    items = r.mappings(value, path)
+    if len(items) > MAX_HEADERS_FROM:
+        r.add(too_many(path, len(items), MAX_HEADERS_FROM))
+    for item_path, item in items:
+        name = r.string(item.get("name"), item_path + ".name", require=True)
+        if name is not None:
+            if not _TOKEN.match(name) or len(name) > 256:
+                r.add(invalid(item_path + ".name", name, "must be an HTTP header name (letters, digits, -)"))
+            elif name.lower() in taken:
+                r.add(
+                    duplicate(
+                        item_path + ".name", name, "a header may be given once, in headers or headersFrom"
+                    )
+                )
+            taken.add(name.lower())
+        ref = r.mapping(item.get("secretKeyRef"), item_path + ".secretKeyRef", require=True)
+        if ref is None:
+            continue
+        secret = r.string(ref.get("name"), item_path + ".secretKeyRef.name", require=True)
+        if secret is not None and (problem := subdomain_problem(secret)):
+            r.add(invalid(item_path + ".secretKeyRef.name", secret, problem))
+        key = r.string(ref.get("key"), item_path + ".secretKeyRef.key", require=True)
+        if key is not None and (problem := config_key_problem(key)):
+            r.add(invalid(item_path + ".secretKeyRef.key", key, problem))
 
 
 def _check_from(r: Reader, index: StepIndex, step: str, origin: str, path: Path) -> None:
