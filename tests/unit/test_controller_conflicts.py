@@ -129,6 +129,15 @@ def edited(flow: JobFlow) -> JobFlow:
     return flow.model_copy(update={"spec": flow.spec.model_copy(update={"steps": steps}), "metadata": meta})
 
 
+def assert_restarted_from_the_edit(rig: Rig) -> None:
+    """`edited`'s flow runs its one step from the new spec: `extra`'s first Job went, `migrate`'s was
+    created again, and only that one is left."""
+    api = rig.api
+    assert [s.name for s in rig.flow.status.steps] == ["migrate"]
+    assert [job for _, job in api.jobs] == [rig.job("migrate")]
+    assert sorted(name.split("-")[1] for name in api.job_creates) == ["extra", "migrate", "migrate"]
+
+
 @pytest.mark.parametrize("rig", [FRESH], indirect=True)
 async def test_steps_edited_before_the_start_was_recorded_replace_the_first_jobs(rig: Rig) -> None:
     api = rig.api
@@ -177,9 +186,7 @@ async def test_a_failed_delete_of_outdated_first_jobs_is_sent_again(rig: Rig) ->
     api.sync()
     await rig.settle()
     api.sync()
-    assert [s.name for s in rig.flow.status.steps] == ["migrate"]
-    assert [job for _, job in api.jobs] == [rig.job("migrate")]
-    assert sorted(name.split("-")[1] for name in api.job_creates) == ["extra", "migrate", "migrate"]
+    assert_restarted_from_the_edit(rig)
 
 
 @pytest.mark.parametrize("rig", [FRESH], indirect=True)
@@ -195,9 +202,7 @@ async def test_steps_edited_after_a_failed_first_status_write_replace_the_first_
     api.sync()
     await rig.settle()
     api.sync()
-    assert [s.name for s in rig.flow.status.steps] == ["migrate"]
-    assert [job for _, job in api.jobs] == [rig.job("migrate")]
-    assert sorted(name.split("-")[1] for name in api.job_creates) == ["extra", "migrate", "migrate"]
+    assert_restarted_from_the_edit(rig)
 
 
 @pytest.mark.parametrize("rig", [FRESH], indirect=True)

@@ -107,23 +107,21 @@ class Credentials:
         self._names: dict[tuple[str, str], str] = {}
 
     def variable(self, ref: KeyRef | None, kind: str) -> str | None:
+        """The env var of an S3 credential's Secret key (None without a ref: the client's own chain)."""
         if ref is None or not ref.name:
             return None
-        pair = (ref.name, ref.key or DEFAULT_KEYS[kind])
-        if pair not in self._names:
-            name = f"ZF_S3_{kind.upper()}_KEY_{len(self._names)}"
-            self._names[pair] = name
-            ref_body = {"name": pair[0], "key": pair[1]}
-            self.env.append({"name": name, "valueFrom": {"secretKeyRef": ref_body}})
-        return self._names[pair]
+        return self._env(ref.name, ref.key or DEFAULT_KEYS[kind], f"ZF_S3_{kind.upper()}_KEY")
 
     def header(self, ref: KeyRef) -> str:
         """The env var of a header's Secret key (`http.headersFrom`)."""
-        pair = (ref.name, ref.key)
+        return self._env(ref.name, ref.key, "ZF_HTTP_HEADER")
+
+    def _env(self, secret: str, key: str, prefix: str) -> str:
+        pair = (secret, key)
         if pair not in self._names:
-            name = f"ZF_HTTP_HEADER_{len(self._names)}"
+            name = f"{prefix}_{len(self._names)}"
             self._names[pair] = name
-            self.env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+            self.env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
         return self._names[pair]
 
 

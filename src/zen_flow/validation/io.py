@@ -203,14 +203,8 @@ def _check_headers_from(r: Reader, value: Any, taken: set[str], path: Path) -> N
                 )
             taken.add(name.lower())
         ref = r.mapping(item.get("secretKeyRef"), item_path + ".secretKeyRef", require=True)
-        if ref is None:
-            continue
-        secret = r.string(ref.get("name"), item_path + ".secretKeyRef.name", require=True)
-        if secret is not None and (problem := subdomain_problem(secret)):
-            r.add(invalid(item_path + ".secretKeyRef.name", secret, problem))
-        key = r.string(ref.get("key"), item_path + ".secretKeyRef.key", require=True)
-        if key is not None and (problem := config_key_problem(key)):
-            r.add(invalid(item_path + ".secretKeyRef.key", key, problem))
+        if ref is not None:
+            _check_key_ref(r, ref, item_path + ".secretKeyRef")
 
 
 def _check_from(r: Reader, index: StepIndex, step: str, origin: str, path: Path) -> None:

@@ -137,7 +137,6 @@ class AdmissionRequest:
     operation: str
     object: RawObject
     old_object: RawObject
-    username: str
     # The requesting user's userInfo as the apiserver sent it (username, uid, groups, extra): what a
     # SubjectAccessReview asks about (webhook/approvers.py).
     user: Mapping[str, Any]
@@ -145,6 +144,11 @@ class AdmissionRequest:
     name: str
     namespace: str
     dry_run: bool
+
+    @property
+    def username(self) -> str:
+        name = self.user.get("username")
+        return name if isinstance(name, str) else ""
 
 
 class _Request(msgspec.Struct, rename="camel"):
@@ -230,13 +234,11 @@ def _request(request: _Request, obj: RawObject, old: RawObject) -> AdmissionRequ
         raise ReviewError("the AdmissionReview request has no uid")
     if not isinstance(operation, str) or not operation:
         raise ReviewError("the AdmissionReview request has no operation")
-    username = user.get("username") if isinstance(user, dict) else None
     return AdmissionRequest(
         uid=uid,
         operation=operation,
         object=obj,
         old_object=old,
-        username=username if isinstance(username, str) else "",
         user=user if isinstance(user, dict) else {},
         sub_resource=_text(request.sub_resource),
         name=_text(request.name),
