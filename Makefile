@@ -53,11 +53,13 @@ test: $(STAMP) ## every test tier (the real-node tier beside the others); builds
 	@set -e; \
 	  cp="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}"; \
 	  s3="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}"; \
+	  kueue="$${ZENFLOW_KUEUE:-$$(tools/build-gotool.sh kueue)}"; \
 	  prom="$$(tools/fetch-prometheus.sh)"; \
 	  shells="$$(tools/fetch-shells.sh)"; \
 	  node="$${ZENFLOW_NODE_BIN:-$$(tools/build-node.sh --if-supported)}"; \
 	  image="$${ZENFLOW_IMAGE_TAR:-$$(tools/build-image.sh --if-supported --save $(IMAGE_TAR))}"; \
-	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_PROMETHEUS_BIN="$$prom" ZENFLOW_SHELLS_BIN="$$shells" \
+	  ZENFLOW_CONTROLPLANE_BIN="$$cp" ZENFLOW_VERSITYGW="$$s3" ZENFLOW_KUEUE="$$kueue" \
+	  ZENFLOW_PROMETHEUS_BIN="$$prom" ZENFLOW_SHELLS_BIN="$$shells" \
 	  ZENFLOW_NODE_BIN="$$node" ZENFLOW_IMAGE_TAR="$$image" \
 	  tools/test-tiers.sh $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -93,8 +95,9 @@ test-integration: $(STAMP) ## tests against a real kube-apiserver + etcd
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
 	  $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: $(STAMP) ## tests on the full local cluster (controller-manager, scheduler, kwok)
+test-e2e: $(STAMP) ## tests on the full local cluster (controller-manager, scheduler, kwok; Kueue for queued steps)
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  ZENFLOW_KUEUE="$${ZENFLOW_KUEUE:-$$(tools/build-gotool.sh kueue)}" \
 	  $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 cluster: $(STAMP) ## start the local full cluster in the foreground and print its kubeconfig path

@@ -6,10 +6,13 @@
 #   tools/build-gotool.sh helm       # helm lint / helm template of charts/zen-flow (`make helm-lint`)
 #   tools/build-gotool.sh promtool   # promtool check/test rules of config/prometheus
 #   tools/build-gotool.sh versitygw  # an S3-compatible server (Apache-2.0) for the artifact tests
+#   tools/build-gotool.sh kueue      # Kueue's manager (Apache-2.0) for the e2e tests of queued Jobs; its
+#                                    # CRDs and webhook manifests are copied beside it from the module
 #
-# ZENFLOW_HELM / ZENFLOW_PROMTOOL / ZENFLOW_VERSITYGW: use that binary instead (nothing is built).
+# ZENFLOW_HELM / ZENFLOW_PROMTOOL / ZENFLOW_VERSITYGW / ZENFLOW_KUEUE: use that binary instead (nothing is
+# built; for Kueue, a binary in DIR/bin with the manifests in DIR/config).
 # Versions: ZENFLOW_HELM_VERSION, ZENFLOW_PROMETHEUS_VERSION (Prometheus 3.x Go module tags are v0.3XX.Y),
-# ZENFLOW_VERSITYGW_VERSION.
+# ZENFLOW_VERSITYGW_VERSION, ZENFLOW_KUEUE_VERSION.
 set -euo pipefail
 
 tool="${1:-}"
@@ -36,8 +39,15 @@ case "${tool}" in
     ldflags="-s -w"
     override="${ZENFLOW_VERSITYGW:-}"
     ;;
+  kueue)
+    version="${ZENFLOW_KUEUE_VERSION:-v0.17.0}"
+    module="sigs.k8s.io/kueue"
+    package="${module}/cmd/kueue"
+    ldflags="-s -w"
+    override="${ZENFLOW_KUEUE:-}"
+    ;;
   *)
-    echo "usage: $0 helm|promtool|versitygw" >&2
+    echo "usage: $0 helm|promtool|versitygw|kueue" >&2
     exit 2
     ;;
 esac
@@ -66,6 +76,16 @@ if [ "${tool}" = helm ]; then
   k8s_minor="$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*$|\1|p' "${gomod}" | head -n1)"
   [ -n "${k8s_minor}" ] || { log "cannot read k8s.io/client-go's version from ${gomod}"; exit 1; }
   ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${k8s_minor}"
+fi
+if [ "${tool}" = kueue ]; then
+  # The manager needs its CRDs and the apiserver its webhook configurations: taken from the same module
+  # version (never committed), before the binary, so a cached binary always has them beside it.
+  moddir="$(go mod download -json "${module}@${version}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+  [ -d "${moddir}" ] || { log "cannot find ${module}@${version} in the module cache"; exit 1; }
+  rm -rf "${BIN%/bin}/config" && mkdir -p "${BIN%/bin}/config/crd" "${BIN%/bin}/config/webhook"
+  cp "${moddir}"/config/components/crd/bases/*.yaml "${BIN%/bin}/config/crd/"
+  cp "${moddir}/config/components/webhook/manifests.yaml" "${BIN%/bin}/config/webhook/"
+  chmod -R u+w "${BIN%/bin}/config"
 fi
 log "${tool} ${version}: go install ${package} (minutes the first time)"
 GOBIN="${BIN}" go install -trimpath -ldflags "${ldflags}" "${package}@${version}" >&2
