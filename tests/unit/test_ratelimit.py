@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zen_flow.machinery.ratelimit import (
+    GroupTokenBucketRateLimiter,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
     TokenBucket,
@@ -115,6 +116,33 @@ def test_default_controller_limiter_is_backoff_bounded_by_10_qps_burst_100() -> 
     assert delays == pytest.approx([0.01, 0.02, 0.04, 0.08])
     limiter.forget("ns/0")
     assert limiter.num_requeues("ns/0") == 0
+
+
+def test_per_namespace_limiter_keeps_one_tenants_failures_from_delaying_anothers_retry() -> None:
+    clock = FakeClock()
+    limiter = default_controller_rate_limiter(clock, group_of=lambda key: str(key).partition("/")[0])
+    # Tenant a: 1,000 flows failing at once put a's bucket ~90 s into debt ...
+    delays = [limiter.when(f"a/{i}") for i in range(1000)]
+    assert max(delays) == pytest.approx(90.0)
+    # ... while b's first failure is retried after its own 5 ms, not behind a's 1,000.
+    assert limiter.when("b/only") == 0.005
+    assert limiter.when("a/new") == pytest.approx(90.1)
+
+
+def test_group_buckets_that_refilled_are_forgotten() -> None:
+    clock = FakeClock()
+    limiter = GroupTokenBucketRateLimiter(
+        lambda key: str(key).partition("/")[0], qps=10.0, burst=100, clock=clock
+    )
+    for i in range(200):
+        limiter.when(f"ns-{i}/f")  # one token each: full again a tenth of a second later
+    for _ in range(1000):
+        limiter.when("busy/f")  # 90 s in debt
+    assert len(limiter) == 201
+    clock.jump(61.0)
+    assert limiter.when("new/f") == 0.0  # a new group sweeps the buckets that are full again ...
+    assert len(limiter) == 2  # ... and keeps the one still in debt, which still paces its group
+    assert limiter.when("busy/g") == pytest.approx(90.1 - 61.0)
 
 
 async def test_async_bucket_lets_the_burst_through_then_paces_callers() -> None:

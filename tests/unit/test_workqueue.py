@@ -513,6 +513,16 @@ async def test_new_flows_of_one_tenant_do_not_hold_back_another_tenants() -> Non
     assert handed == ["busy/f0", "busy/f1", "quiet/f", "busy/f2"]
 
 
+async def test_running_flows_of_one_tenant_do_not_hold_back_another_tenants() -> None:
+    # 1,000 of one tenant's running flows had a Job finish at once; another tenant's flow too, just
+    # after: it is handed out second, not 1,001st.
+    q = WorkQueue[str](name="test", clock=FakeClock(), group_of=by_namespace)
+    for i in range(1000):
+        q.add(f"busy/f{i}")
+    q.add("quiet/f")
+    assert [await q.get() for _ in range(3)] == ["busy/f0", "quiet/f", "busy/f1"]
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 9)), max_size=40))
 async def test_low_keys_take_turns_by_group_and_are_each_handed_out_once(adds: list[tuple[str, int]]) -> None:

@@ -16,7 +16,7 @@ import math
 import signal
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.ratelimit import default_controller_rate_limiter
-from zen_flow.machinery.workqueue import Priority, WorkQueue
+from zen_flow.machinery.workqueue import Priority, QueueMetrics, WorkQueue
 from zen_flow.planner import ArtifactOptions
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
@@ -58,6 +58,29 @@ log = get_logger(__name__)
 # 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
 # reports progress far more often than this.
 STALE_INFORMER_SECONDS = 15 * 60
+
+
+def namespace_of(key: Hashable) -> str:
+    """The tenant of a work-queue key (`namespace/name`)."""
+    return str(key).partition("/")[0]
+
+
+def flow_queue(clock: Clock, start_limit: int, metrics: QueueMetrics | None = None) -> WorkQueue[str]:
+    """The controller's work queue of flow keys, shared fairly between tenants (namespaces)."""
+    return WorkQueue(
+        name="jobflows",
+        clock=clock,
+        # Retries are paced per namespace: one tenant's failing flows must not delay another's retry.
+        rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
+        metrics=metrics,
+        # A burst of new flows must not take every worker: the next step of a running flow would wait
+        # for one (measured: 12-25 ms at p50 while 1,000 flows started; docs/BENCHMARKS.md).
+        low_limit=start_limit,
+        # And namespaces take turns: one tenant's 1,000 new flows, or 1,000 running flows whose Jobs
+        # finished together, do not queue another tenant's next step behind them all
+        # (machinery/queue_lines.py).
+        group_of=namespace_of,
+    )
 
 
 def client_options(settings: Settings) -> ClientOptions:
@@ -188,18 +211,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         job_api, flow_api = JobClient(kube), JobFlowClient(kube)
         flows = JobFlowInformer(flow_api, clock=clock, namespaces=settings.namespaces)
         jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces, owner_alive=flows.owns)
-        queue: WorkQueue[str] = WorkQueue(
-            name="jobflows",
-            clock=clock,
-            rate_limiter=default_controller_rate_limiter(clock),
-            metrics=PrometheusQueueMetrics(metrics),
-            # A burst of new flows must not take every worker: the next step of a running flow would wait
-            # for one (measured: 12-25 ms at p50 while 1,000 flows started; docs/BENCHMARKS.md).
-            low_limit=settings.start_limit,
-            # And new flows take turns by namespace: one tenant's 1,000 new flows do not queue another
-            # tenant's first step behind them all (machinery/queue_lines.py).
-            group_of=lambda key: key.partition("/")[0],
-        )
+        queue = flow_queue(clock, settings.start_limit, PrometheusQueueMetrics(metrics))
         metrics.wq_unfinished.labels("jobflows").set_function(queue.unfinished_work_seconds)
         metrics.wq_longest.labels("jobflows").set_function(queue.longest_running_processor_seconds)
         recorder = EventRecorder(

@@ -4,9 +4,11 @@ Two uses, one token-bucket core:
 
 * Work-queue retries (`RateLimiter`): `when(item)` answers "how long before this item may be retried".
   `default_controller_rate_limiter()` is client-go's `DefaultTypedControllerRateLimiter`:
-  the max of a per-item exponential backoff (5 ms · 2^failures, capped at 1000 s) and a global token
-  bucket (10 qps, burst 100), so one broken flow backs off on its own and a storm of failures cannot
-  retry faster than ~10/s overall.
+  the max of a per-item exponential backoff (5 ms · 2^failures, capped at 1000 s) and a token bucket
+  (10 qps, burst 100), so one broken flow backs off on its own and a storm of failures cannot retry
+  faster than ~10/s. With `group_of` the bucket is one per group (a tenant's namespace): client-go's
+  single bucket went into debt under one tenant's 1,000 failing flows (403s from its own exhausted quota)
+  and made every other tenant's first retry wait ~100 s behind them.
 * Client-side API throttling (`TokenBucket`): `await bucket.acquire()` before each API request, like
   client-go's `--kube-api-qps` / `--kube-api-burst` flowcontrol limiter.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from zen_flow.machinery.clock import Clock
@@ -95,6 +97,11 @@ class _Bucket:
             self._refill()
             self._tokens = min(self._burst, self._tokens + 1.0)
 
+    def full(self) -> bool:
+        """Refilled to the burst: indistinguishable from a new bucket."""
+        self._refill()
+        return self._tokens >= self._burst
+
     def _refill(self) -> None:
         now = self._clock.monotonic()
         elapsed = max(0.0, now - self._last)
@@ -121,6 +128,46 @@ class TokenBucketRateLimiter:
         return 0
 
 
+class GroupTokenBucketRateLimiter:
+    """`TokenBucketRateLimiter` with one bucket per group of items (`group_of(item)`): one group's
+    failures never delay another group's retries. A bucket that has refilled is forgotten (a new one
+    starts full), so groups that stopped failing cost nothing."""
+
+    _SWEEP_SECONDS = 60.0
+
+    def __init__(
+        self, group_of: Callable[[Hashable], Hashable], qps: float = 10.0, burst: int = 100, *, clock: Clock
+    ) -> None:
+        _Bucket(qps, burst, clock)  # the same checks as a single bucket's, at once
+        self._group_of = group_of
+        self._qps, self._burst, self._clock = qps, burst, clock
+        self._buckets: dict[Hashable, _Bucket] = {}
+        self._swept = clock.monotonic()
+
+    def when(self, item: Hashable) -> float:
+        group = self._group_of(item)
+        bucket = self._buckets.get(group)
+        if bucket is None:
+            self._sweep()
+            bucket = self._buckets[group] = _Bucket(self._qps, self._burst, self._clock)
+        return bucket.reserve()
+
+    def forget(self, item: Hashable) -> None:
+        return None
+
+    def num_requeues(self, item: Hashable) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _sweep(self) -> None:
+        now = self._clock.monotonic()
+        if now - self._swept >= self._SWEEP_SECONDS:
+            self._swept = now
+            self._buckets = {group: b for group, b in self._buckets.items() if not b.full()}
+
+
 class MaxOfRateLimiter:
     """The longest delay any of `limiters` asks for. Every limiter sees every call, so all keep count."""
 
@@ -140,12 +187,17 @@ class MaxOfRateLimiter:
         return max(limiter.num_requeues(item) for limiter in self._limiters)
 
 
-def default_controller_rate_limiter(clock: Clock) -> MaxOfRateLimiter:
-    """client-go's default: max(per-item 5 ms · 2^n capped at 1000 s, global 10 qps with burst 100)."""
-    return MaxOfRateLimiter(
-        ItemExponentialFailureRateLimiter(base_delay=0.005, max_delay=1000.0),
-        TokenBucketRateLimiter(qps=10.0, burst=100, clock=clock),
+def default_controller_rate_limiter(
+    clock: Clock, group_of: Callable[[Hashable], Hashable] | None = None
+) -> MaxOfRateLimiter:
+    """client-go's default: max(per-item 5 ms · 2^n capped at 1000 s, 10 qps with burst 100); the bucket
+    is global, or one per group with `group_of`."""
+    bucket: RateLimiter = (
+        TokenBucketRateLimiter(qps=10.0, burst=100, clock=clock)
+        if group_of is None
+        else GroupTokenBucketRateLimiter(group_of, qps=10.0, burst=100, clock=clock)
     )
+    return MaxOfRateLimiter(ItemExponentialFailureRateLimiter(base_delay=0.005, max_delay=1000.0), bucket)
 
 
 class TokenBucket:

@@ -3,7 +3,8 @@
 Guarantees, as in client-go:
 
 * **Fair**: keys are handed out in the order they were added (FIFO), within two priorities; with
-  `group_of`, low keys take turns between their groups (a tenant's namespace: queue_lines.py).
+  `group_of`, keys of each priority take turns between their groups (a tenant's namespace:
+  queue_lines.py), so one group's backlog never queues another group's key behind all of it.
 * **Work in progress first**: a key added with `Priority.LOW` (a flow that has not started yet, a periodic
   resync) waits behind `Priority.NORMAL` keys (a Job of a running flow changed), so a burst of new flows
   does not queue the next step of every running flow behind all of their first reconciles (measured:
@@ -134,8 +135,8 @@ class WorkQueue(Generic[K]):
         metrics: event hooks (default: none).
         low_limit: at most this many low keys are processed at once (default: no limit), so that a
             burst of low keys leaves workers free for normal ones.
-        group_of: low keys of different groups take turns (default: one FIFO line), so that a burst of
-            one group's low keys does not hold another group's back.
+        group_of: keys of different groups take turns within each priority (default: one FIFO line
+            per priority), so that a burst of one group's keys does not hold another group's back.
     """
 
     def __init__(
@@ -156,10 +157,11 @@ class WorkQueue(Generic[K]):
         # One line per priority, of (sequence, key): an entry is live while `_queued[key]` is its sequence,
         # so raising a waiting key's priority appends a new entry and leaves the old one to be skipped.
         self._queued: dict[K, int] = {}
-        low: Line[K] | TurnLine[K] = (
-            Line(self._is_live) if group_of is None else TurnLine(self._is_live, group_of)
-        )
-        self._lines: tuple[Line[K] | TurnLine[K], Line[K] | TurnLine[K]] = (low, Line(self._is_live))
+
+        def line() -> Line[K] | TurnLine[K]:
+            return Line(self._is_live) if group_of is None else TurnLine(self._is_live, group_of)
+
+        self._lines: tuple[Line[K] | TurnLine[K], Line[K] | TurnLine[K]] = (line(), line())
         self._sequence = itertools.count()
         self._streak = 0  # normal keys handed out in a row while low keys waited
         self._dirty: dict[K, Priority] = {}  # key -> highest priority it was added with since it got dirty

@@ -1,0 +1,133 @@
+"""Tenants (namespaces) share the controller's work queue fairly: the real Controller on the queue the
+controller runs with (`app.flow_queue`), against the fake apiserver and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from zen_flow.api import Job
+from zen_flow.controller.app import flow_queue
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.kube.errors import from_status
+from zen_flow.machinery.expectations import Expectations
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer
+from zen_flow_dev.testing.clock import FakeClock, settle
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+NOISY, QUIET = "tenant-a", "tenant-b"
+FLOWS = 300
+FAILING = 150
+
+
+class QuotaExceeded(FakeApiServer):
+    """The noisy tenant's Job creates are refused for good (its namespace's quota is used up); the quiet
+    tenant's first create meets one transient error."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.quiet_failed = False
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        if namespace == NOISY:
+            status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "exceeded quota: jobs"}
+            raise from_status(403, status)
+        if not self.quiet_failed:
+            self.quiet_failed = True
+            raise from_status(503, {"kind": "Status", "code": 503, "reason": "ServiceUnavailable"})
+        return await super().create_job(namespace, body)
+
+
+async def _controller(api: FakeApiServer, clock: FakeClock, workers: int) -> AsyncIterator[Controller]:
+    controller = Controller(
+        flows=api,
+        jobs=api,
+        api=api,
+        queue=flow_queue(clock, start_limit=workers),
+        expectations=Expectations(clock),
+        events=api,
+        clock=clock,
+        metrics=Metrics(),
+    )
+    api.on_flow, api.on_job = controller.on_flow_event, controller.on_job_event
+    tasks = [asyncio.create_task(controller.run_worker()) for _ in range(workers)]
+    try:
+        yield controller
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def _until(clock: FakeClock, done: Callable[[], bool], limit: float) -> float:
+    """Fake seconds until `done()`, stepping the clock by 10 ms (fails past `limit`)."""
+    start = clock.monotonic()
+    while not done():
+        assert clock.monotonic() - start < limit, "not done in time"
+        await clock.advance(0.01)
+        await settle()
+    return clock.monotonic() - start
+
+
+async def test_one_tenants_failing_flows_do_not_delay_anothers_retry(clock: FakeClock) -> None:
+    api = QuotaExceeded(clock)
+    # Captured, not rendered: every refusal is logged with its traceback.
+    with capture_logs():
+        await _quiet_tenant_retried_soon(api, clock)
+
+
+async def _quiet_tenant_retried_soon(api: QuotaExceeded, clock: FakeClock) -> None:
+    async for _ in _controller(api, clock, workers=4):
+        for i in range(FAILING):
+            api.create_flow(make_flow([job_step("a")], name=f"a{i}", namespace=NOISY))
+        api.sync()
+        await settle()  # the noisy tenant's flows have failed once: 50 over the bucket's burst of 100
+        api.create_flow(make_flow([job_step("a")], name="b", namespace=QUIET))
+        api.sync()
+
+        def quiet_job() -> bool:
+            return any(name.startswith("b-a-") for name in api.job_creates)
+
+        # One bucket for all had put the retry behind the noisy tenant's failures at 10/s (5 s and more).
+        assert await _until(clock, quiet_job, limit=30.0) < 1.0
+
+
+async def test_one_tenants_finished_jobs_do_not_queue_anothers_next_step_behind_them(
+    clock: FakeClock,
+) -> None:
+    api = FakeApiServer(clock)
+    async for controller in _controller(api, clock, workers=1):
+        flows = [
+            make_flow([job_step("a"), job_step("b", "a")], name=f"f{i}", namespace=NOISY)
+            for i in range(FLOWS)
+        ]
+        flows.append(make_flow([job_step("a"), job_step("b", "a")], name="quiet", namespace=QUIET))
+        keys = [api.create_flow(flow).key for flow in flows]
+        api.sync()
+        for key in keys:
+            await controller.reconcile(key)  # every flow's step a runs
+        api.sync()
+        await settle()
+        started = len(api.job_creates)
+        # Every step a finishes at once, the quiet tenant's last: all are queued before a worker runs.
+        for name in api.job_creates:
+            if not name.startswith("quiet-"):
+                api.finish_job(NOISY, name)
+        api.sync()
+        api.finish_job(QUIET, next(name for name in api.job_creates if name.startswith("quiet-")))
+        api.sync()
+        await settle()
+        next_steps = api.job_creates[started:]
+        assert len(next_steps) == FLOWS + 1
+        # Handed out in turns, not after the noisy tenant's 300 reconciles.
+        assert [n for n, name in enumerate(next_steps) if name.startswith("quiet-b-")] == [1]
