@@ -1,4 +1,5 @@
-"""Controller: executing CreateResource (create, adopt our own on 409, fail on someone else's)."""
+"""Controller: executing CreateResource (create, adopt our own on 409, wait for one on its way out, fail on
+someone else's)."""
 
 from __future__ import annotations
 
@@ -152,21 +153,20 @@ async def test_our_own_object_is_adopted_after_a_lost_status_write(
     ]
 
 
-async def test_someone_elses_object_fails_the_flow(fake: Fake, controller: Controller) -> None:
+def owned_by(kind: str, name: str, uid: str) -> list[dict[str, Any]]:
+    api_version = "apps/v1" if kind == "Deployment" else "workflow.kube-zen.io/v1alpha1"
+    return [{"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True}]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("Deployment", "web"), ("JobFlow", "other")],  # a flow of another name is not going away for us
+)
+async def test_someone_elses_object_fails_the_flow(
+    fake: Fake, controller: Controller, kind: str, name: str
+) -> None:
     fake.objects[("ConfigMap", "etl-settings")] = {
-        "metadata": {
-            "name": "etl-settings",
-            "uid": "other",
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": "web",
-                    "uid": "d1",
-                    "controller": True,
-                }
-            ],
-        }
+        "metadata": {"name": "etl-settings", "uid": "other", "ownerReferences": owned_by(kind, name, "d1")}
     }
     await controller.reconcile(fake.flow.key)
     status = fake.flow.status
@@ -174,7 +174,7 @@ async def test_someone_elses_object_fails_the_flow(fake: Fake, controller: Contr
     failed = next(c for c in status.conditions if c.type == "Failed")
     assert failed.reason == "ResourceConflict"
     assert "ConfigMap etl-settings already exists and was not created by this flow" in failed.message
-    assert "Deployment web" in failed.message
+    assert f"it belongs to {kind} {name}" in failed.message
     # The claim this flow did create is its own and listed; no Job ever ran.
     assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
     assert fake.jobs == []
@@ -190,17 +190,31 @@ async def test_a_manifest_the_apiserver_refuses_fails_the_flow(fake: Fake, contr
     assert "spec.accessModes: Required value" in (fake.flow.status.message or "")
 
 
-async def test_a_name_held_by_an_object_being_deleted_is_waited_for(
-    fake: Fake, controller: Controller
+@pytest.mark.parametrize(
+    "held_by",
+    [
+        # e.g. the PVC of a deleted flow, kept by kubernetes.io/pvc-protection while a pod uses it
+        {"deletionTimestamp": "2025-01-01T00:00:00Z"},
+        # `kubectl delete jf etl && kubectl apply -f etl.yaml`, or a restore: the deleted flow's object,
+        # which the garbage collector has not even marked yet
+        {"ownerReferences": owned_by("JobFlow", "etl", "the-deleted-flow")},
+    ],
+)
+async def test_a_name_held_by_an_object_on_its_way_out_is_waited_for(
+    fake: Fake, controller: Controller, held_by: dict[str, Any]
 ) -> None:
     fake.objects[("ConfigMap", "etl-settings")] = {
-        "metadata": {"name": "etl-settings", "uid": "old", "deletionTimestamp": "2025-01-01T00:00:00Z"}
+        "metadata": {"name": "etl-settings", "uid": "old", **held_by}
     }
     requeue = await controller.reconcile(fake.flow.key)
     assert requeue is not None
     assert requeue <= 5.0
     assert fake.flow.status.phase == "Pending"
     assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
+    # What `kubectl describe` shows of why the flow waits (its status says only Pending).
+    [(kind, message)] = [(t, m) for t, r, m in fake.events if r == "ResourceNameTaken"]
+    assert kind == "Warning"
+    assert message.startswith("ConfigMap etl-settings already exists and is on its way out")
     del fake.objects[("ConfigMap", "etl-settings")]  # the garbage collector finished
     await controller.reconcile(fake.flow.key)
     assert [name for _, name, _ in refs(fake)] == ["etl-data", "etl-settings"]

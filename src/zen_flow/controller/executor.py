@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
-from zen_flow.api.constants import KIND
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import AlreadyExists, ApiError, NotFound
 from zen_flow.logging import get_logger
@@ -41,12 +40,7 @@ class JobNameTaken(ApiError):
     moments ago, which the garbage collector has yet to remove. Retried with the queue's backoff."""
 
     def __init__(self, name: str, err: ApiError) -> None:
-        super().__init__(
-            err.status,
-            err.reason,
-            f"Job {name} already exists and is on its way out (being deleted, or a deleted flow's of the "
-            "same name awaiting the garbage collector); waiting for it to go",
-        )
+        super().__init__(err.status, err.reason, planner.name_taken("Job", name))
 
 
 class PlanExecutor:
@@ -171,7 +165,7 @@ class PlanExecutor:
         ref = job.metadata.controller_ref()
         if ref is not None and ref.uid == flow.metadata.uid:
             return job
-        if job.deleting or (ref is not None and ref.kind == KIND and ref.name == flow.metadata.name):
+        if planner.on_its_way_out(ref, job.deleting, flow):
             return JobNameTaken(name, err)
         owner = f"{ref.kind} {ref.name}" if ref is not None else "no controller"
         return (

@@ -2,13 +2,14 @@
 
 No informer caches these kinds, so no expectations either: the create's answer carries the UID, the
 status write records the object, and only then does a later reconcile start steps. A 409 after a lost
-status write is resolved by reading the object: ours (controller UID) is adopted; one being deleted is
-waited for; anything else fails the flow, as does a manifest the apiserver refuses.
+status write is resolved by reading the object: ours (controller UID) is adopted; one on its way out
+(being deleted, or a deleted flow's of the same name: `planner.on_its_way_out`, as for Jobs) is waited
+for; anything else fails the flow, as does a manifest the apiserver refuses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -21,6 +22,9 @@ from zen_flow.logging import get_logger
 
 log = get_logger(__name__)
 
+# The Warning event while a name is held by an object on its way out (a Job's is `JobNameTaken`).
+REASON_RESOURCE_NAME_TAKEN = "ResourceNameTaken"
+
 
 class ResourceApi(Protocol):
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
@@ -29,20 +33,21 @@ class ResourceApi(Protocol):
 
 @dataclass
 class Provisioned:
-    """What `create_resources` did: {(kind, name): uid} created or adopted, names held by objects being
-    deleted, problems that fail the flow, and (when failing) the refs of what was made."""
+    """What `create_resources` did: {(kind, name): uid} created or adopted, names held by objects on
+    their way out (with why the flow waits, for its Warning event), problems that fail the flow, and
+    (when failing) the refs of what was made."""
 
     uids: dict[tuple[str, str], str] = field(default_factory=dict)
-    waiting: set[tuple[str, str]] = field(default_factory=set)
+    waiting: dict[tuple[str, str], str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     recorded: list[ObjectRef] = field(default_factory=list)
 
 
 def with_resource_uids(
-    status: JobFlowStatus, uids: dict[tuple[str, str], str], waiting: set[tuple[str, str]]
+    status: JobFlowStatus, uids: dict[tuple[str, str], str], waiting: Container[tuple[str, str]]
 ) -> JobFlowStatus:
     """Fill in the UIDs of the objects just created or adopted, and drop the refs of those still waiting
-    for a namesake to be deleted (not recorded, they are tried again on the next reconcile)."""
+    for a namesake to go (not recorded, they are tried again on the next reconcile)."""
     refs = tuple(
         replace(ref, uid=uids[(ref.kind or "", ref.name)])
         if not ref.uid and uids.get((ref.kind or "", ref.name))
@@ -56,10 +61,7 @@ def with_resource_uids(
 async def create_resources(api: ResourceApi, flow: JobFlow, actions: Sequence[planner.Action]) -> Provisioned:
     """Create the objects of spec.resourceTemplates the plan asks for.
 
-    No informer caches them, so no expectations either: the create's answer carries the UID, the
-    status write records the object, and only then does a later reconcile start steps. A 409 after a
-    lost status write is resolved by reading the object: ours (controller UID) is adopted; one being
-    deleted is waited for; anything else fails the flow, as does a manifest the apiserver refuses.
+    See the module's docstring for what a 409 leads to.
     """
     made = Provisioned()
     ns, uid = flow.metadata.namespace, flow.metadata.uid
@@ -81,9 +83,11 @@ async def create_resources(api: ResourceApi, flow: JobFlow, actions: Sequence[pl
         if owner is not None and owner.uid == uid:
             made.uids[key] = meta.uid
             log.info("adopted resource", kind=action.kind, name=action.name)
-        elif meta.deletion_timestamp is not None:
-            made.waiting.add(key)
-            log.info("resource name held by an object being deleted", kind=action.kind, name=action.name)
+        elif planner.on_its_way_out(owner, meta.deletion_timestamp is not None, flow):
+            # A re-created or restored flow meets its predecessor's objects before the garbage collector
+            # has even marked them: failing it would make `delete && apply` fail for good.
+            made.waiting[key] = planner.name_taken(action.kind, action.name)
+            log.info("resource name held by an object on its way out", kind=action.kind, name=action.name)
         else:
             holder = f"; it belongs to {owner.kind} {owner.name}" if owner is not None else ""
             made.problems.append(

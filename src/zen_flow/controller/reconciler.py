@@ -23,7 +23,11 @@ from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
-from zen_flow.controller.provisioning import create_resources, with_resource_uids
+from zen_flow.controller.provisioning import (
+    REASON_RESOURCE_NAME_TAKEN,
+    create_resources,
+    with_resource_uids,
+)
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
@@ -39,8 +43,9 @@ from zen_flow.validation import has_started, validate_jobflow
 
 log = get_logger(__name__)
 
-# How soon to look again when a resourceTemplates object's name is held by an object being deleted (a
-# flow deleted and re-created under the same name: the old flow's PVC waits for its pods to go).
+# How soon to look again when a resourceTemplates object's name is held by an object on its way out (a
+# flow deleted and re-created under the same name: the old flow's PVC awaits the garbage collector, then
+# its pods).
 RESOURCE_RETRY_SECONDS = 5.0
 
 # Flows whose failure cause is remembered (to log it once); past this, causes are logged every time.
@@ -340,6 +345,10 @@ class Controller:
                 self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
             self._events.emit(flow, event.type, event.reason, event.message)
         if made.waiting and not made.problems:
+            # As for a Job's name (JobNameTaken): the status says nothing of the wait (the flow is still
+            # Pending), so the Event is what `kubectl describe` shows of why it does not start.
+            for message in made.waiting.values():
+                self._events.emit(flow, WARNING, REASON_RESOURCE_NAME_TAKEN, message)
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
 

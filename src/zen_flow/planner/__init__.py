@@ -5,7 +5,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_comprehensions
-from zen_flow.planner.jobs import JobBuildError, build_job
+from zen_flow.planner.jobs import JobBuildError, build_job, name_taken, on_its_way_out
 from zen_flow.planner.lifecycle import fail_invalid
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
@@ -29,6 +29,8 @@ __all__ = [
     "group_of",
     "jobs_to_read",
     "keys_to_wake",
+    "name_taken",
+    "on_its_way_out",
     "parse_duration",
     "peers_of",
     "plan",

@@ -15,6 +15,7 @@ from zen_flow.api.constants import (
     MANAGED_BY,
 )
 from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
+from zen_flow.api.meta import OwnerReference
 from zen_flow.core.naming import label_value
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
@@ -62,6 +63,28 @@ def owner_reference(flow: JobFlow) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def on_its_way_out(owner: OwnerReference | None, deleting: bool, flow: JobFlow) -> bool:
+    """Will the object holding a name the flow wants (a Job's, a resourceTemplates object's) go by
+    itself? Yes when it is being deleted, or when its controller is a JobFlow of the flow's name with
+    another UID: a deleted flow's (`kubectl delete jf etl && kubectl apply -f etl.yaml`, or a restore),
+    which the garbage collector has yet to remove. The flow waits for those instead of failing: the names
+    come from the flow's name, so a flow re-created at once always meets its predecessor's objects."""
+    return deleting or (
+        owner is not None
+        and owner.kind == KIND
+        and owner.name == flow.metadata.name
+        and owner.uid != flow.metadata.uid
+    )
+
+
+def name_taken(kind: str, name: str) -> str:
+    """Why the flow waits, for the Warning event of `on_its_way_out` (Jobs and resources alike)."""
+    return (
+        f"{kind} {name} already exists and is on its way out (being deleted, or a deleted flow's of the "
+        "same name awaiting the garbage collector); waiting for it to go"
+    )
 
 
 def native_pod_failure_policy(policy: PodFailurePolicy) -> dict[str, Any] | None:
