@@ -29,6 +29,9 @@ from zen_flow.planner.progress import stalled
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A queue wait has no 10 s ceiling: histogram_quantile never answers above the largest finite bucket, so
+# ZenFlowWorkqueueLatency (p99 > 60 s) needs buckets past 60 s to fire at all.
+_QUEUE_BUCKETS = (*_LATENCY_BUCKETS, 30.0, 60.0, 120.0, 300.0)
 # From "no wait" (a token was free) up: most requests wait nothing, and a throttled one waits 1/qps or more.
 _WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -284,7 +287,7 @@ class Metrics:
             "workqueue_queue_duration_seconds",
             "Time an item waits before being processed",
             ["name"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=_QUEUE_BUCKETS,
             registry=r,
         )
         self.wq_work = Histogram(
