@@ -79,5 +79,4 @@ def test_every_alert_has_a_scenario() -> None:
         "ZenFlowSlowReconcile",
         "ZenFlowReconcileStuck",
         "ZenFlowSlowSteps",
-        "ZenFlowWebhookCertificateReloadFailing",
     }, untested

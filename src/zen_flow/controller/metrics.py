@@ -275,6 +275,10 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # At 0 from the start, as job_deletes: a broken pair is counted once, and a series born at 1 is no
+        # increase, so ZenFlowWebhookCertificateReloadFailing would miss a single failed renewal.
+        for result in ("success", "failure"):
+            self.cert_reloads.labels(result)
         self.cert_expiry = Gauge(
             "zen_flow_webhook_cert_expiry_timestamp_seconds",
             "notAfter of the serving certificate",
