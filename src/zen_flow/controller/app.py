@@ -237,6 +237,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             on_delete=lambda job: controller.on_job_event(job, deleted=True),
         )
         metrics.watch_flows(flows.list)
+        metrics.watch_job_creates(controller.creates_failing)
         metrics.watch_informers(
             lambda: [
                 InformerStats(i.name, i.events, i.lists, i.closed_early, i.recognised) for i in (flows, jobs)

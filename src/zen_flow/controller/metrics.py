@@ -88,6 +88,24 @@ class FlowCollector(Collector):
         yield from (flows, steps, pending, not_progressing)
 
 
+class CreatesFailingCollector(Collector):
+    """zen_flow_jobflows_job_creates_failing{namespace}, from the keys of the flows whose Job creates the
+    leader retries after a failure (the reconciler's record, read at scrape time; a standby has none)."""
+
+    def __init__(self, keys: Callable[[], Iterable[str]]) -> None:
+        self._keys = keys
+
+    def collect(self) -> Iterator[Metric]:
+        failing = GaugeMetricFamily(
+            "zen_flow_jobflows_job_creates_failing",
+            "JobFlows whose last Job creates failed and are retried with backoff",
+            labels=["namespace"],
+        )
+        for ns, n in sorted(Tally(key.partition("/")[0] for key in self._keys()).items()):
+            failing.add_metric([ns], n)
+        yield failing
+
+
 @dataclass(frozen=True)
 class InformerStats:
     resource: str
@@ -314,6 +332,10 @@ class Metrics:
 
     def watch_flows(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
         self.registry.register(FlowCollector(flows))
+
+    def watch_job_creates(self, failing: Callable[[], Iterable[str]]) -> None:
+        """`failing`: the keys (namespace/name) of the flows whose Job creates are being retried."""
+        self.registry.register(CreatesFailingCollector(failing))
 
     def watch_informers(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
         self.registry.register(InformerCollector(stats))

@@ -136,6 +136,10 @@ class Controller:
         self._failing: dict[str, tuple[str, int]] = {}
         self._reconcile_ids = itertools.count(1)
 
+    def creates_failing(self) -> list[str]:
+        """Keys of the flows whose last Job creates failed and are being retried (read at scrape time)."""
+        return self._executor.creates_failing()
+
     def close(self) -> None:
         """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
         self._runner.close()
@@ -156,6 +160,7 @@ class Controller:
         self._status.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
+        self._executor.forget(flow.key)
         self._failing.pop(flow.key, None)
         self._queue.add(flow.key)
         self._wake_group(flow, None)
