@@ -9,10 +9,16 @@ import pytest
 from controller_rig import Rig
 
 from zen_flow.api import Job
+from zen_flow.api.constants import APPROVE_PREFIX
 from zen_flow.kube.errors import from_status
-from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
 BLOCKED = make_flow([job_step("a")], name="blocked", namespace="team")
+GATED = make_flow(
+    [job_step("backup"), manual_step("gate", "backup"), job_step("migrate", "gate")],
+    name="gated",
+    namespace="team",
+)
 
 
 def creates_failing(rig: Rig) -> float | None:
@@ -63,3 +69,36 @@ async def test_a_deleted_flow_no_longer_counts_as_failing(rig: Rig) -> None:
     assert creates_failing(rig) == 1
     rig.controller.on_flow_deleted(rig.flow)
     assert creates_failing(rig) is None
+
+
+@pytest.mark.parametrize("rig", [GATED], indirect=True)
+async def test_step_duration_is_the_run_time_of_jobs_not_the_wait_for_an_approval(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    await rig.settle(60)  # the backup runs a minute
+    api.finish_job("team", rig.job("backup"))
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.step("gate") == "PendingApproval"
+    await rig.settle(6 * 3600)  # a human approves six hours later
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"annotations": {**f.metadata.annotations, APPROVE_PREFIX + "gate": "true"}})}))  # fmt: skip
+    api.sync()
+    await rig.settle()
+    api.sync()
+    await rig.settle(30)  # the migration runs half a minute
+    api.finish_job("team", rig.job("migrate"))
+    api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Succeeded"
+    succeeded = {"namespace": "team", "result": "Succeeded"}
+    registry = rig.metrics.registry
+    assert registry.get_sample_value("zen_flow_step_duration_seconds_count", succeeded) == 2
+    ran = [rig.flow.status.step(name) for name in ("backup", "migrate")]
+    seconds = sum((s.completion_time - s.start_time).total_seconds() for s in ran if s)  # type: ignore[operator]
+    assert registry.get_sample_value("zen_flow_step_duration_seconds_sum", succeeded) == seconds < 120
+    # The gate still counts as a step that succeeded; its wait was zen_flow_approvals_pending's to show.
+    transitions = {"namespace": "team", "phase": "Succeeded"}
+    assert registry.get_sample_value("zen_flow_step_transitions_total", transitions) == 3

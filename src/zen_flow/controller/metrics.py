@@ -205,7 +205,7 @@ class Metrics:
         )
         self.step_duration = Histogram(
             "zen_flow_step_duration_seconds",
-            "Step run time by result",
+            "Run time of a finished step's Jobs by result (Manual gates, which run no Job, are not observed)",
             ["namespace", "result"],
             buckets=_STEP_BUCKETS,
             registry=r,

@@ -159,8 +159,11 @@ class StatusWriter:
                 self._metrics.step_retries.labels(ns).inc(retries)
             if old is None or old.phase != step.phase:
                 self._metrics.step_transitions.labels(ns, step.phase).inc()
+                # The run time of the step's Jobs (retries and their backoff included). A Manual gate has
+                # no Job: its "run" is the wait for a human, hours that would swamp every percentile.
                 if (
                     step.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
+                    and step.job_ref is not None
                     and step.start_time
                     and step.completion_time
                 ):
