@@ -14,6 +14,7 @@ from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
 BLOCKED = make_flow([job_step("a")], name="blocked", namespace="team")
+INVALID = make_flow([job_step("a", "missing")], name="invalid", namespace="team")  # an unknown dependency
 GATED = make_flow(
     [job_step("backup"), manual_step("gate", "backup"), job_step("migrate", "gate")],
     name="gated",
@@ -102,3 +103,17 @@ async def test_step_duration_is_the_run_time_of_jobs_not_the_wait_for_an_approva
     # The gate still counts as a step that succeeded; its wait was zen_flow_approvals_pending's to show.
     transitions = {"namespace": "team", "phase": "Succeeded"}
     assert registry.get_sample_value("zen_flow_step_transitions_total", transitions) == 3
+
+
+@pytest.mark.parametrize("rig", [INVALID], indirect=True)
+async def test_an_invalid_flow_is_counted_once_not_at_every_reconcile_of_it(rig: Rig) -> None:
+    rig.api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    for _ in range(3):  # the event of our own write, then a user's label each time: reconciled again
+        rig.api.sync()
+        await rig.settle()
+        rig.api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+            update={"labels": {**f.metadata.labels, "touched": str(rig.clock.monotonic())}})}))  # fmt: skip
+    assert rig.count("zen_flow_reconcile_total", "ok") + rig.count("zen_flow_reconcile_total", "requeue") >= 4
+    assert rig.count("zen_flow_reconcile_total", "invalid") == 1
