@@ -1,7 +1,7 @@
 """The alerts fire when they should, checked by Prometheus' own rule engine (promtool).
 
 `promtool check rules` validates every expression and annotation template; `promtool test rules` runs the
-scenarios of tests/tools/data/alert_tests.yaml: nothing scraped, a healthy pair whose standby exports no
+scenarios of tests/tools/data/alert_tests.yaml: nothing scraped, a healthy pair whose standby exports a 0
 leader series, a lost leader, a backed-up leader queue, keys that wait long in it, Job creates refused for
 hours, 403s, stuck and failing flows, certificates.
 

@@ -90,6 +90,9 @@ async def test_steps_edited_before_the_start_was_recorded_replace_the_first_jobs
     await rig.settle()
     assert sorted(job for _, job in api.jobs) == []
     assert ("Normal", "StepsChanged") in {(t, r) for t, r, _ in api.events}
+    deletes = rig.metrics.registry.get_sample_value
+    assert deletes("zen_flow_job_deletes_total", {"reason": "edited"}) == 2
+    assert deletes("zen_flow_job_deletes_total", {"reason": "other"}) == 0
     api.sync()  # their deletions are seen: the steps start from the new spec
     await rig.settle()
     api.sync()
@@ -232,10 +235,13 @@ async def test_a_timeout_the_jobs_own_deadline_noticed_first_is_counted_as_one(r
 
 def test_every_job_delete_cause_is_exported_from_the_start() -> None:
     from zen_flow.controller.executor import delete_cause
+    from zen_flow.controller.first_jobs import STEPS_CHANGED
     from zen_flow.controller.metrics import JOB_DELETE_CAUSES
 
     registry = Metrics().registry
-    for reason in ("timed out after 30s", "flow deadline passed", "replaced by a newer flow", "stopped", "x"):
-        cause = delete_cause(reason)
-        assert cause in JOB_DELETE_CAUSES
+    reasons = ("timed out after 30s", "flow deadline exceeded", "replaced by a newer flow", "stopped by ann")
+    causes = [delete_cause(reason) for reason in (*reasons, STEPS_CHANGED, "the flow spec is invalid")]
+    assert causes == ["timeout", "deadline", "replaced", "stopped", "edited", "other"]
+    assert sorted(causes) == sorted(JOB_DELETE_CAUSES)
+    for cause in causes:
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0

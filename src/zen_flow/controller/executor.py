@@ -208,6 +208,7 @@ def delete_cause(reason: str) -> str:
         ("deadline", "deadline"),
         ("replaced", "replaced"),
         ("stopped", "stopped"),
+        ("steps changed", "edited"),  # first_jobs.STEPS_CHANGED: Jobs built from steps edited since
     ):
         if mark in lowered:
             return cause

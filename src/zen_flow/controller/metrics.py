@@ -37,8 +37,8 @@ _WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
 
-# `zen_flow_job_deletes_total{reason}` (reconciler._delete_cause maps the planner's reasons to these).
-JOB_DELETE_CAUSES = ("timeout", "deadline", "replaced", "stopped", "other")
+# `zen_flow_job_deletes_total{reason}` (executor.delete_cause maps the DeleteJob reasons to these).
+JOB_DELETE_CAUSES = ("timeout", "deadline", "replaced", "stopped", "edited", "other")
 
 
 class FlowCollector(Collector):
@@ -268,7 +268,10 @@ class Metrics:
         )
         # leader election
         self.leader = Gauge(
-            "leader_election_master_status", "1 while this replica leads", ["name"], registry=r
+            "leader_election_master_status",
+            "1 while this replica leads, 0 while it stands by",
+            ["name"],
+            registry=r,
         )
         self.leader_transitions = Counter(
             "zen_flow_leader_transitions_total", "Times this replica became leader", registry=r
@@ -319,7 +322,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.wq_retries = Counter("workqueue_retries_total", "Rate-limited re-adds", ["name"], registry=r)
+        self.wq_retries = Counter(
+            "workqueue_retries_total",
+            "Delayed re-adds: retries after an error or conflict, and requeues a reconcile scheduled",
+            ["name"],
+            registry=r,
+        )
         self.wq_unfinished = Gauge(
             "workqueue_unfinished_work_seconds",
             "Seconds of work in progress not yet done",
