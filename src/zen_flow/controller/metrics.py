@@ -350,3 +350,25 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PrometheusQueueMetrics:
+    """`WorkQueue` hooks (machinery.workqueue.QueueMetrics) onto the client-go-named workqueue metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def add(self, name: str) -> None:
+        self._m.wq_adds.labels(name).inc()
+
+    def depth(self, name: str, depth: int) -> None:
+        self._m.wq_depth.labels(name).set(depth)
+
+    def queue_duration(self, name: str, seconds: float) -> None:
+        self._m.wq_latency.labels(name).observe(seconds)
+
+    def work_duration(self, name: str, seconds: float) -> None:
+        self._m.wq_work.labels(name).observe(seconds)
+
+    def retry(self, name: str) -> None:
+        self._m.wq_retries.labels(name).inc()
