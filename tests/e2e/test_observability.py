@@ -141,7 +141,7 @@ async def test_dashboard_and_alerts_on_live_metrics(
         await _run_scenario(driver, controller, prometheus, ok, fail, quota)
         problems = _check_dashboard(prometheus, [ok, fail, quota])
         problems += _check_alert_expressions(prometheus)
-        problems += await _check_alerts_fire_while_up(prometheus, ok, fail)
+        problems += await _check_alerts_fire_while_up(prometheus, ok, fail, quota)
         reconcile_errors = controller.metric("zen_flow_reconcile_total", result="error")
         controller.stop()
         problems += _check_log(controller.log_lines(), f"{quota}/blocked", reconcile_errors)
@@ -197,7 +197,6 @@ async def _run_scenario(
     await driver.wait_phase(fail, "broken-0", timeout=60)
     await _scraped(prometheus, f'zen_flow_step_transitions_total{{namespace="{fail}", phase="Failed"}}')
     await _scraped(prometheus, f'zen_flow_jobflow_completions_total{{namespace="{fail}", phase="Failed"}}')
-    await _scraped(prometheus, 'zen_flow_job_creates_total{result="error"}')
     for manifest in broken[1:]:
         await driver.create(manifest)
         await driver.wait_phase(fail, manifest["metadata"]["name"], timeout=60)
@@ -265,13 +264,15 @@ async def _wait_for_alerts(
     return seen
 
 
-async def _check_alerts_fire_while_up(prometheus: PrometheusServer, ok: str, fail: str) -> list[str]:
+async def _check_alerts_fire_while_up(
+    prometheus: PrometheusServer, ok: str, fail: str, quota: str
+) -> list[str]:
     expected = {
         "ZenFlowJobFlowsFailing": {fail},
         "ZenFlowStepsFailing": {fail},
         "ZenFlowJobFlowsNotProgressing": {ok},
         "ZenFlowApprovalsPendingLong": {ok},
-        "ZenFlowJobCreateErrors": {""},
+        "ZenFlowJobCreateErrors": {quota},
     }
     firing = await _wait_for_alerts(prometheus, expected, timeout=90)
     problems = [

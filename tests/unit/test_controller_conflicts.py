@@ -5,77 +5,15 @@ FakeApiServer, which answers a stale resourceVersion with 409 as the apiserver d
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
 import pytest
+from controller_rig import Rig
 
 from zen_flow.api import JobFlow
 from zen_flow.controller.metrics import Metrics
-from zen_flow.controller.reconciler import Controller
 from zen_flow.kube.errors import from_status
-from zen_flow.machinery.expectations import Expectations
-from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow_dev.testing.apiserver_fake import FakeApiServer
-from zen_flow_dev.testing.clock import FakeClock, settle
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
 APPROVE = "approve.workflow.kube-zen.io/gate"
-
-
-@dataclass
-class Rig:
-    api: FakeApiServer
-    clock: FakeClock
-    metrics: Metrics
-    key: str
-
-    @property
-    def flow(self) -> JobFlow:
-        return self.api.flows[self.key]
-
-    def step(self, name: str) -> str:
-        found = self.flow.status.step(name)
-        return found.phase if found is not None else ""
-
-    def job(self, step: str) -> str:
-        found = self.flow.status.step(step)
-        assert found is not None
-        assert found.job_ref is not None
-        return found.job_ref.name
-
-    def count(self, family: str, result: str) -> float:
-        value = self.metrics.registry.get_sample_value(family, {"result": result})
-        return value or 0.0
-
-    async def settle(self, seconds: float = 1.0) -> None:
-        """Let the worker run; `seconds` later (rate-limited retries are milliseconds apart)."""
-        await self.clock.advance(seconds)
-        await settle()
-
-
-@pytest.fixture
-async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    clock = FakeClock()
-    api = FakeApiServer(clock)
-    flow = api.create_flow(request.param)
-    metrics = Metrics()
-    queue: WorkQueue[str] = WorkQueue(clock=clock)
-    ctrl = Controller(
-        flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
-        clock=clock, metrics=metrics,
-    )  # fmt: skip
-    api.on_flow = ctrl.on_flow_event
-    api.on_job = ctrl.on_job_event
-    api.on_job_deleted = lambda job: ctrl.on_job_event(job, deleted=True)
-    worker = asyncio.create_task(ctrl.run_worker())
-    try:
-        yield Rig(api, clock, metrics, flow.key)
-    finally:
-        queue.shutdown()
-        await worker
-
 
 CHAIN = make_flow([job_step("a"), job_step("b", "a")], name="chain", namespace="team")
 GATED = make_flow(
@@ -152,6 +90,9 @@ async def test_steps_edited_before_the_start_was_recorded_replace_the_first_jobs
     await rig.settle()
     assert sorted(job for _, job in api.jobs) == []
     assert ("Normal", "StepsChanged") in {(t, r) for t, r, _ in api.events}
+    deletes = rig.metrics.registry.get_sample_value
+    assert deletes("zen_flow_job_deletes_total", {"reason": "edited"}) == 2
+    assert deletes("zen_flow_job_deletes_total", {"reason": "other"}) == 0
     api.sync()  # their deletions are seen: the steps start from the new spec
     await rig.settle()
     api.sync()
@@ -294,10 +235,13 @@ async def test_a_timeout_the_jobs_own_deadline_noticed_first_is_counted_as_one(r
 
 def test_every_job_delete_cause_is_exported_from_the_start() -> None:
     from zen_flow.controller.executor import delete_cause
+    from zen_flow.controller.first_jobs import STEPS_CHANGED
     from zen_flow.controller.metrics import JOB_DELETE_CAUSES
 
     registry = Metrics().registry
-    for reason in ("timed out after 30s", "flow deadline passed", "replaced by a newer flow", "stopped", "x"):
-        cause = delete_cause(reason)
-        assert cause in JOB_DELETE_CAUSES
+    reasons = ("timed out after 30s", "flow deadline exceeded", "replaced by a newer flow", "stopped by ann")
+    causes = [delete_cause(reason) for reason in (*reasons, STEPS_CHANGED, "the flow spec is invalid")]
+    assert causes == ["timeout", "deadline", "replaced", "stopped", "edited", "other"]
+    assert sorted(causes) == sorted(JOB_DELETE_CAUSES)
+    for cause in causes:
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import Histogram
 
 from deploy_manifests import (
     CONFIG,
@@ -36,6 +37,7 @@ from deploy_manifests import (
     unaggregated_rates,
 )
 from zen_flow.config import split_addr
+from zen_flow.controller.metrics import Metrics
 from zen_flow_dev.testing.prometheus import alert_rules, dashboard_queries
 from zen_flow_dev.testing.rbac import Permission, granted, required_permissions, rules_allow
 
@@ -376,6 +378,39 @@ def test_alert_is_complete(rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in ("critical", "warning", "info")
     assert rule["annotations"]["summary"]
     assert rule["annotations"]["description"]
+
+
+# `histogram_quantile(..., rate(X_bucket...)) > threshold`, the threshold at the end of the expression.
+_QUANTILE_ALERT = re.compile(r"histogram_quantile\(.*?\b([a-z_]+)_bucket\b.*>\s*([0-9.]+)\s*$", re.DOTALL)
+
+
+def _finite_buckets(family: str) -> list[float]:
+    """The upper bounds of a histogram's finite buckets, as /metrics exports them."""
+    metrics = Metrics()
+    for wrapper in vars(metrics).values():
+        if isinstance(wrapper, Histogram) and wrapper.describe()[0].name == family:
+            labels = sorted(metric_catalog()[f"{family}_bucket"] - {"le"})
+            if labels:
+                wrapper.labels(**dict.fromkeys(labels, "x"))  # a labelled histogram has no series before
+            return sorted(
+                float(s.labels["le"])
+                for s in wrapper.collect()[0].samples
+                if s.name.endswith("_bucket") and s.labels["le"] != "+Inf"
+            )
+    raise AssertionError(f"{family} is not a histogram zen-flow exports")
+
+
+QUANTILE_RULES = [r for r in alert_rules(RULES) if "histogram_quantile" in r["expr"]]
+
+
+@pytest.mark.parametrize("rule", QUANTILE_RULES, ids=[r["alert"] for r in QUANTILE_RULES])
+def test_a_quantile_alert_can_exceed_its_threshold(rule: dict[str, Any]) -> None:
+    # histogram_quantile answers at most the largest finite bucket: below the threshold, the alert can
+    # never fire (ZenFlowWorkqueueLatency's 60 s over buckets that ended at 10 s did not).
+    found = _QUANTILE_ALERT.search(rule["expr"])
+    assert found is not None, rule["expr"]
+    family, threshold = found.group(1), float(found.group(2))
+    assert max(_finite_buckets(family)) > threshold
 
 
 def test_alerts_cover_the_roadmap() -> None:

@@ -321,6 +321,26 @@ def test_prometheus_hooks_count_reviews_reloads_and_expiry() -> None:
     assert "zen_flow_webhook_cert_expiry_timestamp_seconds 1.9e+09" in text
 
 
+def test_the_first_failed_reload_is_an_increase_of_a_series_scraped_at_zero(
+    tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    # A broken pair is counted once. Had the failure series first appeared at 1, increase() would see no
+    # increase and ZenFlowWebhookCertificateReloadFailing would miss a single failed renewal.
+    from zen_flow.controller.metrics import Metrics
+    from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
+    from zen_flow.webhook.tls import CertReloader
+
+    metrics = Metrics()
+    issue(ca, tmp_path)
+    certs = CertReloader(tmp_path, metrics=PrometheusWebhookMetrics(metrics))
+    assert certs.check() is True
+    failures = {"result": "failure"}
+    assert metrics.registry.get_sample_value("zen_flow_webhook_cert_reloads_total", failures) == 0
+    (tmp_path / "tls.key").write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+    assert certs.check() is False
+    assert metrics.registry.get_sample_value("zen_flow_webhook_cert_reloads_total", failures) == 1
+
+
 @pytest.mark.parametrize(
     ("addr", "expected"),
     [("0.0.0.0:9443", ("0.0.0.0", 9443)), (":9443", ("0.0.0.0", 9443)), ("[::1]:8443", ("::1", 8443))],

@@ -28,7 +28,8 @@ from zen_flow.config import Settings, split_addr
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.health import Probe, create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
-from zen_flow.controller.metrics import InformerStats, Metrics
+from zen_flow.controller.metrics import InformerStats, Metrics, PrometheusQueueMetrics
+from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.informer.decoding import release_freed_memory
@@ -95,28 +96,6 @@ def client_options(settings: Settings) -> ClientOptions:
 
 class _Stop(Exception):
     """Raised inside the TaskGroup to cancel the remaining tasks on an orderly shutdown."""
-
-
-class PrometheusQueueMetrics:
-    """`WorkQueue` hooks onto the client-go-named workqueue metrics."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def add(self, name: str) -> None:
-        self._m.wq_adds.labels(name).inc()
-
-    def depth(self, name: str, depth: int) -> None:
-        self._m.wq_depth.labels(name).set(depth)
-
-    def queue_duration(self, name: str, seconds: float) -> None:
-        self._m.wq_latency.labels(name).observe(seconds)
-
-    def work_duration(self, name: str, seconds: float) -> None:
-        self._m.wq_work.labels(name).observe(seconds)
-
-    def retry(self, name: str) -> None:
-        self._m.wq_retries.labels(name).inc()
 
 
 async def _critical(name: str, coro: Coroutine[Any, Any, object], stop: asyncio.Event | None = None) -> None:
@@ -249,6 +228,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             on_delete=lambda job: controller.on_job_event(job, deleted=True),
         )
         metrics.watch_flows(flows.list)
+        metrics.watch_job_creates(controller.creates_failing)
         metrics.watch_informers(
             lambda: [
                 InformerStats(i.name, i.events, i.lists, i.closed_early, i.recognised) for i in (flows, jobs)
@@ -317,6 +297,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 tg.create_task(_critical("job informer", jobs.run()))
                 tg.create_task(_critical("event recorder", recorder.run()))
                 tg.create_task(_critical("memory release", _release_memory(clock, MEMORY_RELEASE_SECONDS)))
+                tg.create_task(_critical("namespace series", NamespaceSeries(metrics).run(flows.list, clock)))
                 if settings.metrics_addr:
                     health = create_health_app(metrics, liveness, readiness)
                     tg.create_task(_critical("health server", _serve_site(health, settings.metrics_addr)))

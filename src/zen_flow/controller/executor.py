@@ -59,6 +59,16 @@ class PlanExecutor:
         self._clock = clock
         # How long a flow waited in the queue for the reconcile now running (`WorkQueue.waited`).
         self._waited = waited
+        # Keys of the flows whose last Job creates failed and are retried with backoff (a ResourceQuota's
+        # 403, an admission webhook's refusal, a 5xx): zen_flow_jobflows_job_creates_failing. The retries
+        # back off to 1000 s apart, too rarely for a rate of failed creates to show a flow that stays stuck.
+        self._creates_failing: set[str] = set()
+
+    def creates_failing(self) -> list[str]:
+        return list(self._creates_failing)
+
+    def forget(self, key: str) -> None:
+        self._creates_failing.discard(key)
 
     async def execute(
         self, flow: JobFlow, actions: Sequence[planner.Action]
@@ -127,6 +137,12 @@ class PlanExecutor:
         # waiting for a create that was never sent; the first error is raised once all have settled.
         outcomes = await asyncio.gather(*(create_one(c) for c in creates), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
+        # Until the flow's next plan gets here: a plan without creates (the flow was stopped, suspended,
+        # failed) waits on none. A taken name is no failure: it waits for the garbage collector.
+        if any(not isinstance(f, JobNameTaken) for f in failures):
+            self._creates_failing.add(flow.key)
+        else:
+            self._creates_failing.discard(flow.key)
         sent = 0
         try:
             if failures:
@@ -186,6 +202,7 @@ def delete_cause(reason: str) -> str:
         ("deadline", "deadline"),
         ("replaced", "replaced"),
         ("stopped", "stopped"),
+        ("steps changed", "edited"),  # first_jobs.STEPS_CHANGED: Jobs built from steps edited since
     ):
         if mark in lowered:
             return cause

@@ -29,13 +29,16 @@ from zen_flow.planner.progress import stalled
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A queue wait has no 10 s ceiling: histogram_quantile never answers above the largest finite bucket, so
+# ZenFlowWorkqueueLatency (p99 > 60 s) needs buckets past 60 s to fire at all.
+_QUEUE_BUCKETS = (*_LATENCY_BUCKETS, 30.0, 60.0, 120.0, 300.0)
 # From "no wait" (a token was free) up: most requests wait nothing, and a throttled one waits 1/qps or more.
 _WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
 
-# `zen_flow_job_deletes_total{reason}` (reconciler._delete_cause maps the planner's reasons to these).
-JOB_DELETE_CAUSES = ("timeout", "deadline", "replaced", "stopped", "other")
+# `zen_flow_job_deletes_total{reason}` (executor.delete_cause maps the DeleteJob reasons to these).
+JOB_DELETE_CAUSES = ("timeout", "deadline", "replaced", "stopped", "edited", "other")
 
 
 class FlowCollector(Collector):
@@ -83,6 +86,24 @@ class FlowCollector(Collector):
         for ns in sorted({ns for ns, _ in by_flow}):
             not_progressing.add_metric([ns], not_moving[ns])
         yield from (flows, steps, pending, not_progressing)
+
+
+class CreatesFailingCollector(Collector):
+    """zen_flow_jobflows_job_creates_failing{namespace}, from the keys of the flows whose Job creates the
+    leader retries after a failure (the reconciler's record, read at scrape time; a standby has none)."""
+
+    def __init__(self, keys: Callable[[], Iterable[str]]) -> None:
+        self._keys = keys
+
+    def collect(self) -> Iterator[Metric]:
+        failing = GaugeMetricFamily(
+            "zen_flow_jobflows_job_creates_failing",
+            "JobFlows whose last Job creates failed and are retried with backoff",
+            labels=["namespace"],
+        )
+        for ns, n in sorted(Tally(key.partition("/")[0] for key in self._keys()).items()):
+            failing.add_metric([ns], n)
+        yield failing
 
 
 @dataclass(frozen=True)
@@ -184,7 +205,7 @@ class Metrics:
         )
         self.step_duration = Histogram(
             "zen_flow_step_duration_seconds",
-            "Step run time by result",
+            "Run time of a finished step's Jobs by result (Manual gates, which run no Job, are not observed)",
             ["namespace", "result"],
             buckets=_STEP_BUCKETS,
             registry=r,
@@ -247,7 +268,10 @@ class Metrics:
         )
         # leader election
         self.leader = Gauge(
-            "leader_election_master_status", "1 while this replica leads", ["name"], registry=r
+            "leader_election_master_status",
+            "1 while this replica leads, 0 while it stands by",
+            ["name"],
+            registry=r,
         )
         self.leader_transitions = Counter(
             "zen_flow_leader_transitions_total", "Times this replica became leader", registry=r
@@ -272,6 +296,10 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # At 0 from the start, as job_deletes: a broken pair is counted once, and a series born at 1 is no
+        # increase, so ZenFlowWebhookCertificateReloadFailing would miss a single failed renewal.
+        for result in ("success", "failure"):
+            self.cert_reloads.labels(result)
         self.cert_expiry = Gauge(
             "zen_flow_webhook_cert_expiry_timestamp_seconds",
             "notAfter of the serving certificate",
@@ -284,7 +312,7 @@ class Metrics:
             "workqueue_queue_duration_seconds",
             "Time an item waits before being processed",
             ["name"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=_QUEUE_BUCKETS,
             registry=r,
         )
         self.wq_work = Histogram(
@@ -294,7 +322,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.wq_retries = Counter("workqueue_retries_total", "Rate-limited re-adds", ["name"], registry=r)
+        self.wq_retries = Counter(
+            "workqueue_retries_total",
+            "Delayed re-adds: retries after an error or conflict, and requeues a reconcile scheduled",
+            ["name"],
+            registry=r,
+        )
         self.wq_unfinished = Gauge(
             "workqueue_unfinished_work_seconds",
             "Seconds of work in progress not yet done",
@@ -308,8 +341,34 @@ class Metrics:
     def watch_flows(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
         self.registry.register(FlowCollector(flows))
 
+    def watch_job_creates(self, failing: Callable[[], Iterable[str]]) -> None:
+        """`failing`: the keys (namespace/name) of the flows whose Job creates are being retried."""
+        self.registry.register(CreatesFailingCollector(failing))
+
     def watch_informers(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
         self.registry.register(InformerCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PrometheusQueueMetrics:
+    """`WorkQueue` hooks (machinery.workqueue.QueueMetrics) onto the client-go-named workqueue metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def add(self, name: str) -> None:
+        self._m.wq_adds.labels(name).inc()
+
+    def depth(self, name: str, depth: int) -> None:
+        self._m.wq_depth.labels(name).set(depth)
+
+    def queue_duration(self, name: str, seconds: float) -> None:
+        self._m.wq_latency.labels(name).observe(seconds)
+
+    def work_duration(self, name: str, seconds: float) -> None:
+        self._m.wq_work.labels(name).observe(seconds)
+
+    def retry(self, name: str) -> None:
+        self._m.wq_retries.labels(name).inc()

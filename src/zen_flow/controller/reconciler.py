@@ -141,6 +141,10 @@ class Controller:
         self._failing: dict[str, tuple[str, int]] = {}
         self._reconcile_ids = itertools.count(1)
 
+    def creates_failing(self) -> list[str]:
+        """Keys of the flows whose last Job creates failed and are being retried (read at scrape time)."""
+        return self._executor.creates_failing()
+
     def close(self) -> None:
         """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
         self._runner.close()
@@ -161,6 +165,7 @@ class Controller:
         self._status.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
+        self._executor.forget(flow.key)
         self._failing.pop(flow.key, None)
         self._queue.add(flow.key)
         self._wake_group(flow, None)
@@ -275,7 +280,6 @@ class Controller:
         started = time.perf_counter()
         if errors:
             result = planner.fail_invalid(flow, errors, now)
-            self._metrics.reconciles.labels("invalid").inc()
         else:
             if self._runner.turned_away(flow):
                 return SANDBOX_BUSY_RETRY_SECONDS
@@ -326,7 +330,7 @@ class Controller:
             status = with_resource_uids(status, made.uids, made.waiting)
         if status != flow.status:
             try:
-                await self._status.write(flow, status)
+                written = await self._status.write(flow, status)
             except ApiError as err:
                 if not err.permanent:
                     self._first_jobs.unrecorded(flow, created, result.actions)
@@ -336,6 +340,10 @@ class Controller:
             except BaseException:  # a timeout, a reset connection: the same doubt as a conflict
                 self._first_jobs.unrecorded(flow, created, result.actions)
                 raise
+            if errors and written:
+                # Once, with the write that fails the flow: every later reconcile of the failed flow
+                # (the watch event of that very write, a resync) plans it again and writes nothing.
+                self._metrics.reconciles.labels("invalid").inc()
         else:
             self._metrics.status_patches.labels("unchanged").inc()
         for event in result.events:

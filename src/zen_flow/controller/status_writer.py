@@ -79,14 +79,15 @@ class StatusWriter:
         del self._written[uid]
         return None
 
-    async def write(self, flow: JobFlow, status: JobFlowStatus) -> None:
+    async def write(self, flow: JobFlow, status: JobFlowStatus) -> bool:
+        """True when a patch was sent and accepted; False when there was nothing to write."""
         # Only the step entries that changed are sent, and the resourceVersion makes the patch
         # conditional: a status computed from a stale cache is refused (409) instead of overwriting a
         # newer one (or replacing an entry by a stale index); the worker retries once the cache caught up.
         ops = jsonpatch.status_ops(flow.status, status, flow.metadata.resource_version)
         if not ops:
             self._metrics.status_patches.labels("unchanged").inc()
-            return
+            return False
         ns, name = flow.metadata.namespace, flow.metadata.name
         try:
             try:
@@ -111,6 +112,7 @@ class StatusWriter:
             self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
             self._flows.expect_status(flow, rv, ops)
         self._record_transitions(flow, status)
+        return True
 
     async def refused(
         self, flow: JobFlow, err: ApiError, now: datetime, planned: JobFlowStatus
@@ -159,8 +161,11 @@ class StatusWriter:
                 self._metrics.step_retries.labels(ns).inc(retries)
             if old is None or old.phase != step.phase:
                 self._metrics.step_transitions.labels(ns, step.phase).inc()
+                # The run time of the step's Jobs (retries and their backoff included). A Manual gate has
+                # no Job: its "run" is the wait for a human, hours that would swamp every percentile.
                 if (
                     step.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
+                    and step.job_ref is not None
                     and step.start_time
                     and step.completion_time
                 ):

@@ -1,0 +1,119 @@
+"""What the controller's metrics tell whoever scrapes them, with its real worker loop against
+FakeApiServer (controller_rig.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from controller_rig import Rig
+
+from zen_flow.api import Job
+from zen_flow.api.constants import APPROVE_PREFIX
+from zen_flow.kube.errors import from_status
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+
+BLOCKED = make_flow([job_step("a")], name="blocked", namespace="team")
+INVALID = make_flow([job_step("a", "missing")], name="invalid", namespace="team")  # an unknown dependency
+GATED = make_flow(
+    [job_step("backup"), manual_step("gate", "backup"), job_step("migrate", "gate")],
+    name="gated",
+    namespace="team",
+)
+
+
+def creates_failing(rig: Rig) -> float | None:
+    return rig.metrics.registry.get_sample_value(
+        "zen_flow_jobflows_job_creates_failing", {"namespace": "team"}
+    )
+
+
+def refuse_creates(rig: Rig) -> list[str]:
+    """Job creates answer 403 "exceeded quota" (a ResourceQuota) until the returned list is emptied."""
+    create = rig.api.create_job
+    refusing = ["quota"]
+
+    async def quota(namespace: str, body: dict[str, Any]) -> Job:
+        if refusing:
+            message = 'jobs.batch "x" is forbidden: exceeded quota: no-jobs, requested: count/jobs.batch=1'
+            raise from_status(403, {"kind": "Status", "code": 403, "reason": "Forbidden", "message": message})
+        return await create(namespace, body)
+
+    rig.api.create_job = quota  # type: ignore[method-assign]
+    return refusing
+
+
+@pytest.mark.parametrize("rig", [BLOCKED], indirect=True)
+async def test_a_flow_whose_job_creates_are_refused_counts_as_failing_until_one_succeeds(rig: Rig) -> None:
+    rig.metrics.watch_job_creates(rig.controller.creates_failing)
+    refusing = refuse_creates(rig)
+    rig.api.sync()
+    await rig.settle()
+    assert creates_failing(rig) == 1
+    # The retries back off to 1000 s apart: hours with few failed creates, the flow counted all along.
+    for _ in range(8):
+        await rig.settle(900)
+        assert creates_failing(rig) == 1
+    assert rig.count("zen_flow_job_creates_total", "error") > 10
+    refusing.clear()  # the quota is raised
+    await rig.settle(1000)
+    assert rig.step("a") == "Running"
+    assert creates_failing(rig) is None
+
+
+@pytest.mark.parametrize("rig", [BLOCKED], indirect=True)
+async def test_a_deleted_flow_no_longer_counts_as_failing(rig: Rig) -> None:
+    rig.metrics.watch_job_creates(rig.controller.creates_failing)
+    refuse_creates(rig)
+    rig.api.sync()
+    await rig.settle()
+    assert creates_failing(rig) == 1
+    rig.controller.on_flow_deleted(rig.flow)
+    assert creates_failing(rig) is None
+
+
+@pytest.mark.parametrize("rig", [GATED], indirect=True)
+async def test_step_duration_is_the_run_time_of_jobs_not_the_wait_for_an_approval(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    await rig.settle(60)  # the backup runs a minute
+    api.finish_job("team", rig.job("backup"))
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.step("gate") == "PendingApproval"
+    await rig.settle(6 * 3600)  # a human approves six hours later
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"annotations": {**f.metadata.annotations, APPROVE_PREFIX + "gate": "true"}})}))  # fmt: skip
+    api.sync()
+    await rig.settle()
+    api.sync()
+    await rig.settle(30)  # the migration runs half a minute
+    api.finish_job("team", rig.job("migrate"))
+    api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Succeeded"
+    succeeded = {"namespace": "team", "result": "Succeeded"}
+    registry = rig.metrics.registry
+    assert registry.get_sample_value("zen_flow_step_duration_seconds_count", succeeded) == 2
+    ran = [rig.flow.status.step(name) for name in ("backup", "migrate")]
+    seconds = sum((s.completion_time - s.start_time).total_seconds() for s in ran if s)  # type: ignore[operator]
+    assert registry.get_sample_value("zen_flow_step_duration_seconds_sum", succeeded) == seconds < 120
+    # The gate still counts as a step that succeeded; its wait was zen_flow_approvals_pending's to show.
+    transitions = {"namespace": "team", "phase": "Succeeded"}
+    assert registry.get_sample_value("zen_flow_step_transitions_total", transitions) == 3
+
+
+@pytest.mark.parametrize("rig", [INVALID], indirect=True)
+async def test_an_invalid_flow_is_counted_once_not_at_every_reconcile_of_it(rig: Rig) -> None:
+    rig.api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    for _ in range(3):  # the event of our own write, then a user's label each time: reconciled again
+        rig.api.sync()
+        await rig.settle()
+        rig.api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+            update={"labels": {**f.metadata.labels, "touched": str(rig.clock.monotonic())}})}))  # fmt: skip
+    assert rig.count("zen_flow_reconcile_total", "ok") + rig.count("zen_flow_reconcile_total", "requeue") >= 4
+    assert rig.count("zen_flow_reconcile_total", "invalid") == 1
