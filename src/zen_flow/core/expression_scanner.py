@@ -198,6 +198,30 @@ class Scanned(NamedTuple):
     references: frozenset[str]
     dynamic: bool
     loops: bool
+    flow_fields: frozenset[str] | None  # see flow_fields
+
+
+def flow_fields(toks: list[Token]) -> frozenset[str] | None:
+    """The members of `flow` the expression reads (`flow.labels`, `flow["labels"]`); None when it uses
+    `flow` any other way (`flow[x]`, `flow.all(...)`, a macro variable named `flow`) and may read them
+    all. An evaluation is then given only these: the annotations alone can be 256 KiB (`kubectl apply`
+    keeps the whole manifest in one), and CEL converts every variable it is given on every call."""
+    fields: set[str] = set()
+    for k, tok in enumerate(toks):
+        if tok.kind != "ident" or tok.text != "flow" or (k > 0 and toks[k - 1].text == "."):
+            continue
+        following = [t.text for t in toks[k + 1 : k + 4]]
+        if following[:1] == ["."] and len(following) > 1 and toks[k + 2].kind == "ident":
+            if following[2:] == ["("]:
+                return None  # a macro or method on the whole map
+            fields.add(toks[k + 2].text)
+        elif following[:1] == ["["] and len(following) == 3 and toks[k + 2].kind == "string":
+            if following[2] != "]":
+                return None
+            fields.add(toks[k + 2].value)
+        else:
+            return None
+    return frozenset(fields)
 
 
 def scan(expr: str) -> Scanned:
@@ -205,7 +229,7 @@ def scan(expr: str) -> Scanned:
     toks = tokens(expr)
     cel_source, shape, refs, dynamic = _rewrite(expr, toks)
     loops = any(is_comprehension(toks, i) or is_costly_call(toks, i) for i in range(len(toks)))
-    return Scanned(cel_source, shape, refs, dynamic, loops)
+    return Scanned(cel_source, shape, refs, dynamic, loops, flow_fields(toks))
 
 
 def scan_phase_tests(expr: str) -> Scanned | None:
@@ -231,7 +255,7 @@ def scan_phase_tests(expr: str) -> Scanned | None:
         last = m.end(1)
     cel.append(expr[last:])
     shape.append(expr[last:])
-    return Scanned("".join(cel), "".join(shape), frozenset(refs), False, False)
+    return Scanned("".join(cel), "".join(shape), frozenset(refs), False, False, frozenset())
 
 
 def phase_test_references(expr: str) -> frozenset[str] | None:
