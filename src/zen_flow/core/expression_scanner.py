@@ -128,6 +128,19 @@ def _is_identifier(name: str) -> bool:
     return name.isidentifier() and name.isascii() and name not in _RESERVED
 
 
+def step_name_end(toks: list[Token], first: int) -> int:
+    """The index of the last token of the step name after `steps.` that starts at toks[first] (an ident):
+    ident tokens joined by runs of '-' (DNS labels allow "a--b"), all glued together without spaces."""
+    m = first
+    while True:
+        j = m + 1
+        while j < len(toks) and toks[j].text == "-" and toks[j].start == toks[j - 1].end:
+            j += 1
+        if j == m + 1 or j >= len(toks) or toks[j].kind != "ident" or toks[j].start != toks[j - 1].end:
+            return m
+        m = j
+
+
 def _rewrite(src: str, toks: list[Token]) -> tuple[str, str, frozenset[str], bool]:
     """Rewrite dotted dashed step references; return (CEL source, its shape, referenced steps, dynamic
     use?). The shape names `_PLACEHOLDER` wherever the source names a step after `steps.`."""
@@ -144,21 +157,7 @@ def _rewrite(src: str, toks: list[Token]) -> tuple[str, str, frozenset[str], boo
             continue
         nxt = toks[k + 1] if k + 1 < len(toks) else None
         if nxt is not None and nxt.text == "." and k + 2 < len(toks) and toks[k + 2].kind == "ident":
-            # The name: ident tokens joined by runs of '-' (DNS labels allow "a--b"), all glued together
-            # without spaces.
-            m = k + 2
-            while True:
-                j = m + 1
-                while j < len(toks) and toks[j].text == "-" and toks[j].start == toks[j - 1].end:
-                    j += 1
-                if (
-                    j == m + 1
-                    or j >= len(toks)
-                    or toks[j].kind != "ident"
-                    or toks[j].start != toks[j - 1].end
-                ):
-                    break
-                m = j
+            m = step_name_end(toks, k + 2)
             name = src[toks[k + 2].start : toks[m].end]
             after = toks[m + 1] if m + 1 < len(toks) else None
             if after is not None and after.text == "(" and m == k + 2:

@@ -34,14 +34,9 @@ from typing import Any
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.jobflow import InputParameter, KeyRef, Step
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
+from zen_flow.core.parameter_forms import PLACEHOLDER, env_name, marked
 from zen_flow.planner.jobs import JobBuildError
 
-ENV_PREFIX = "ZF_PARAM_"
-_PLACEHOLDER = re.compile(
-    r"\{\{\s*(?:inputs\.parameters|\.?[Pp]arameters)\.([A-Za-z0-9_.-]+?)\s*\}\}"
-    r"|\$\{parameters\.([A-Za-z0-9_.-]+)\}"
-)
-_NOT_ENV = re.compile(r"[^A-Z0-9]")
 _CONTAINER_LISTS = ("containers", "initContainers")
 _FINISHED = (StepPhase.SUCCEEDED.value, StepPhase.FAILED.value)
 
@@ -66,10 +61,6 @@ class Resolved:
     env_name: str
     value: str | None  # None: from a ConfigMap or Secret, known only inside the pod
     env: Mapping[str, Any]  # the container env entry
-
-
-def env_name(parameter: str) -> str:
-    return ENV_PREFIX + _NOT_ENV.sub("_", parameter.upper())
 
 
 def escape_expansion(value: str) -> str:
@@ -178,7 +169,7 @@ class _Substitution:
         self.by_name = {r.name: r for r in resolved}
 
     def text(self, value: str, path: tuple[str | int, ...]) -> str:
-        if "{{" not in value and "${" not in value:
+        if not marked(value):
             return value
         expandable = _expandable(path)
 
@@ -201,7 +192,7 @@ class _Substitution:
                 )
             return f"$({found.env_name})"
 
-        return _PLACEHOLDER.sub(replace, value)
+        return PLACEHOLDER.sub(replace, value)
 
     def walk(self, node: Any, path: tuple[str | int, ...]) -> Any:
         if isinstance(node, str):
@@ -246,7 +237,7 @@ def _copy(entry: Mapping[str, Any]) -> dict[str, Any]:
 def _marked(node: Any) -> bool:
     """Whether any string in `node` may hold a placeholder (a cheap scan: most templates have none)."""
     if isinstance(node, str):
-        return "{{" in node or "${" in node
+        return marked(node)
     if isinstance(node, dict):
         node = node.values()
     elif not isinstance(node, list):
