@@ -193,3 +193,20 @@ def test_inputs_that_would_share_an_env_var_are_refused() -> None:
     flow = inputs_of_b({"name": "a.b", "value": "1"}, {"name": "a-b", "value": "2"})
     error = assert_error(flow, "spec.steps[1].inputs.parameters[1].name", E.DUPLICATE)
     assert 'its environment variable ZF_PARAM_A_B is also that of input parameter "a.b"' in str(error)
+
+
+@pytest.mark.parametrize(
+    "action", ["{{ .Parameters.version | upper }}", "{{.JobFlow.Labels}}", '{{ printf "%s" .StepName }}']
+)
+def test_another_action_on_the_originals_template_context_is_refused(action: str) -> None:
+    error = assert_error(inputs_of_b(VERSION, command=["echo", action]), B_COMMAND + "[1]", E.INVALID)
+    assert error.value == action
+    assert "use {{inputs.parameters.NAME}} (or {{.Parameters.NAME}}), {{.JobFlow.Name}}" in str(error)
+
+
+def test_the_originals_simple_context_forms_and_other_templates_are_admitted() -> None:
+    command = [
+        "echo",
+        "{{.JobFlow.Name}} {{ .JobFlow.Namespace }} {{.StepName}} {{range .items}}{{.x}}{{end}}",
+    ]
+    assert_valid(inputs_of_b(VERSION, command=command))

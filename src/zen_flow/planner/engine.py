@@ -137,6 +137,7 @@ class _Planner(Observation):
                 body,
                 w.name,
                 resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments),
+                (self.flow.metadata.name, self.flow.metadata.namespace),
             )
             body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
         except JobBuildError as err:

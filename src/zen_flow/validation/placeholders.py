@@ -1,5 +1,6 @@
 """A step's placeholders (`{{inputs.parameters.NAME}}` and the original's forms, core/parameter_forms.py)
-name its own input parameters.
+name its own input parameters, and it uses no other action on the original's template context
+(`{{ .Parameters.x | upper }}`), which nothing would substitute.
 
 The planner fails a step whose Job would keep a placeholder it cannot fill; a typo in a name is knowable
 from the spec, so admission refuses it, naming the field that holds it. A template's strings are read
@@ -15,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from zen_flow.core.parameter_forms import marked, placeholders
-from zen_flow.validation.errors import Path, not_found, quote
+from zen_flow.core.parameter_forms import SUPPORTED, marked, placeholders, unsupported
+from zen_flow.validation.errors import Path, invalid, not_found, quote
 from zen_flow.validation.reader import Reader
 
 # Where a step's placeholders are substituted: its Job template and its metadata (planner/parameters.py).
@@ -24,8 +25,9 @@ _FIELDS = ("template", "metadata")
 
 _ENCODE = msgspec.json.Encoder().encode
 
-# A template's placeholders: (where, relative to the template, as written, the parameter's name).
-Found = tuple[tuple[str, str, str], ...]
+# A template's placeholders: (where, relative to the template, as written, the parameter's name; None
+# for an unsupported action).
+Found = tuple[tuple[str, str, str | None], ...]
 
 
 class PlaceholderMemo:
@@ -55,9 +57,11 @@ class PlaceholderMemo:
         return found
 
 
-def _collect(node: Any, at: str) -> Iterator[tuple[str, str, str]]:
+def _collect(node: Any, at: str) -> Iterator[tuple[str, str, str | None]]:
     if isinstance(node, str):
         if marked(node):
+            for text in unsupported(node):
+                yield at, text, None
             for text, name in placeholders(node):
                 yield at, text, name
     elif isinstance(node, dict):
@@ -96,6 +100,9 @@ def check_placeholders(
         if not isinstance(node, dict):
             continue
         for at, text, parameter in memo.found(node):
+            if parameter is None:
+                r.add(invalid(f"{path}.{field}{at}", text, f"unsupported template action: use {SUPPORTED}"))
+                continue
             if declared is None:
                 declared = input_names(inputs)
             if parameter not in declared:
