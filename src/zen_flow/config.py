@@ -92,15 +92,15 @@ class Settings:
     expression_budget: float = field(
         default=2.0,
         metadata={
-            "help": "seconds one `when` with comprehensions may evaluate (in a worker process) before its "
-            "step fails"
+            "help": "seconds one `when` (any but the constants and phase tests) may evaluate (in a worker "
+            "process) before its step fails"
         },
     )
     expression_workers: int = field(
         default=2,
         metadata={
-            "help": "worker processes for `when` expressions with comprehensions or `matches`; as many "
-            "flows are planned with them at once, and a flow that finds them all taken is looked at "
+            "help": "worker processes for `when` expressions other than the constants and phase tests; as "
+            "many plans evaluate with them at once, and a flow that finds them all taken is looked at "
             "again a second later"
         },
     )

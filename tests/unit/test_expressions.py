@@ -11,7 +11,9 @@ from zen_flow.api.jobflow import ParameterValue, StepOutputValues, StepStatus
 from zen_flow.core.expression_scanner import tokens
 from zen_flow.core.expressions import (
     CompiledWhen,
+    EvaluationError,
     ExpressionError,
+    Unavailable,
     WhenContext,
     check_when,
     compile_when,
@@ -192,17 +194,24 @@ def test_identifiers_are_the_longest_runs_of_letters_digits_and_underscores(src:
 @pytest.mark.parametrize(
     ("expr", "bounded"),
     [
-        ("steps['extract-a'].outputs.parameters.rows == '42'", False),
+        # Phase tests cost the same whatever the flow holds: evaluated in-process.
+        ("steps.extract-a.phase == 'Succeeded'", False),
+        ("steps.load.phase == 'Failed' || steps.extract-a.phase != 'Succeeded'", False),
+        ("always", False),
+        # Anything else may read the flow's data, and no loop is needed to make that slow: 50 terms of
+        # `+` over a 250 KiB annotation copied 300 MB per evaluation, on the event loop.
+        ("steps['extract-a'].outputs.parameters.rows == '42'", True),
+        ("size(flow.name + flow.name + flow.name) == 9", True),
+        ("flow.name != 'matches('", True),
         ("steps.exists(s, steps[s].phase == 'Failed')", True),
         # The CEL library's other spelling of exists_one: once read as linear, a nested one ran on the
         # controller's event loop without a budget.
         ("[1, 2].existsOne(x, x == 1)", True),
         # A pattern is compiled on every call: `"".matches("\\w{290}")` takes ~40 ms.
         ("flow.name.matches('^e')", True),
-        ("flow.name != 'matches('", False),
     ],
 )
-def test_expressions_that_can_be_slow_go_to_the_evaluator(expr: str, bounded: bool) -> None:
+def test_only_phase_tests_are_evaluated_without_the_evaluator(expr: str, bounded: bool) -> None:
     asked: list[str] = []
 
     def evaluate(compiled: CompiledWhen, variables: dict[str, object]) -> object:
@@ -211,3 +220,53 @@ def test_expressions_that_can_be_slow_go_to_the_evaluator(expr: str, bounded: bo
 
     assert check_when(expr, CTX, evaluate).value is True
     assert asked == ([expr] if bounded else [])
+
+
+@pytest.mark.parametrize(
+    ("expr", "given"),
+    [
+        ("flow.labels.env == 'prod'", {"labels"}),
+        ("has(flow.labels.env) && flow['name'] == 'etl'", {"labels", "name"}),
+        ("steps.load.phase == 'Failed' && flow.name == 'etl'", {"name"}),
+        # Any other use of `flow` may read every member.
+        ("flow.exists(k, k == 'name')", {"name", "namespace", "labels", "annotations"}),
+        (
+            "flow[flow.name == 'etl' ? 'name' : 'labels'] == 'etl'",
+            {"name", "namespace", "labels", "annotations"},
+        ),
+    ],
+)
+def test_an_evaluator_is_given_only_the_members_of_flow_the_expression_reads(
+    expr: str, given: set[str]
+) -> None:
+    # A flow applied with kubectl carries its whole manifest in an annotation: sent with every
+    # condition, a 500-step flow's would be sent 500 times.
+    seen: list[set[str]] = []
+
+    def evaluate(compiled: CompiledWhen, variables: dict[str, object]) -> object:
+        flow = variables["flow"]
+        assert isinstance(flow, dict)
+        seen.append(set(flow))
+        return compiled.program.execute(variables)
+
+    assert check_when(expr, CTX, evaluate).value is True
+    assert seen == [given]
+
+
+def test_an_evaluator_that_fails_leaves_the_condition_undecided() -> None:
+    # Its worker did not start, it crashed...: that says nothing about the condition, which must not
+    # be taken as false (the step would be Skipped and the flow could end Succeeded).
+    def broken(compiled: CompiledWhen, variables: dict[str, object]) -> object:
+        raise OSError("no process")
+
+    with pytest.raises(Unavailable, match="the expression evaluator failed: OSError: no process"):
+        check_when("flow.name == 'etl'", CTX, broken)
+
+
+def test_an_error_the_evaluator_reports_of_the_expression_is_false() -> None:
+    def reports(compiled: CompiledWhen, variables: dict[str, object]) -> object:
+        raise EvaluationError("KeyError: 'verison'")
+
+    result = check_when("flow.arguments.verison == '1'", CTX, reports)
+    assert (result.value, result.exceeded) == (False, False)
+    assert result.reason == "when \"flow.arguments.verison == '1'\" failed: KeyError: 'verison'"

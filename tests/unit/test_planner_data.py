@@ -146,6 +146,8 @@ def test_the_named_container_is_read_when_the_pod_has_several() -> None:
         (None, from_message("digest", "digest"), "has no succeeded pod left"),
         ({"main": "other=1"}, from_message("digest", "digest"), "no JSON object field and no line digest="),
         ({"main": '{"x": 1}'}, from_message("digest", "digest"), "has no field 'digest'"),
+        # As a jsonPath that finds null: nothing was written (it once stored the text "null").
+        ({"main": '{"digest": null}'}, from_message("digest", "digest"), "field 'digest' is null"),
         ({"main": "a=1"}, from_message("digest", "a", container="sidecar"), "no container sidecar"),
         ({"main": "x" * 2000}, from_message("digest"), "more than the limit of 1024"),
     ],

@@ -303,6 +303,30 @@ def test_every_placeholder_form_is_replaced(placeholder: str) -> None:
     assert container(created(sim, "s"))["args"] == ["<v>"]
 
 
+def test_the_originals_flow_and_step_names_are_substituted_and_other_templates_left_alone() -> None:
+    # The original's Go-template context; a kubectl go-template in a command is not ours to touch.
+    args = ["{{.JobFlow.Name}}/{{ .JobFlow.Namespace }}/{{.StepName}}", "-o=go-template={{.metadata.name}}"]
+    sim = Simulator(make_flow([job_step("build", template=template(args=args))], name="nightly"), T0)
+    sim.reconcile()
+    assert container(created(sim, "build"))["args"] == ["nightly/default/build", args[1]]
+
+
+@pytest.mark.parametrize(
+    "action", ["{{ .Parameters.x | upper }}", "{{.JobFlow.Spec}}", '{{ printf "%s" .StepName }}']
+)
+def test_another_action_on_the_originals_context_fails_the_step_and_creates_no_job(action: str) -> None:
+    # Without the webhook (which refuses it): the Job would have run with the text left in it.
+    step = job_step("s", template=template(args=[action]), inputs=inputs({"name": "x", "value": "v"}))
+    sim = Simulator(make_flow([step]), T0)
+    sim.reconcile()
+    s = status_of(sim, "s")
+    assert s.phase == "Failed"
+    assert f"unsupported template action {action} at spec.template.spec.containers[0].args[0]" in (
+        s.message or ""
+    )
+    assert sim.created == []
+
+
 def test_an_unknown_placeholder_fails_the_step_and_creates_no_job() -> None:
     step = job_step(
         "s",

@@ -116,7 +116,7 @@ def test_a_form_the_original_accepted_is_refused_at_its_field(flow: Flow, path: 
     assert path in [e.path for e in errors_of(flow)]
 
 
-def test_an_output_without_s3_and_other_go_templates_are_accepted_and_left_alone() -> None:
+def test_an_output_without_s3_is_stored_nowhere_and_the_simple_go_template_forms_are_filled_in() -> None:
     flow = make_flow(
         job_step(
             "a",
@@ -126,12 +126,13 @@ def test_an_output_without_s3_and_other_go_templates_are_accepted_and_left_alone
         )
     )
     flow["spec"]["steps"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["command"] = [
-        "echo {{.JobFlow.Name}} {{.Parameters.x}}"
+        "echo {{.JobFlow.Name}} {{.Parameters.x}} {{.metadata.name}}"
     ]
     assert_valid(flow)
     flow["metadata"]["uid"] = "uid-1"
     plan = Simulator(JobFlow.model_validate(flow), datetime(2025, 1, 1, tzinfo=UTC)).reconcile()
     [create] = [a for a in plan.actions if isinstance(a, CreateJob)]
     pod = create.body["spec"]["template"]["spec"]
-    assert pod["containers"][0]["command"] == ["echo {{.JobFlow.Name}} 1"]  # only the parameter is replaced
+    # The original's simple forms are filled in; other `{{ }}` text (a kubectl go-template) is left alone.
+    assert pod["containers"][0]["command"] == [f"echo {flow['metadata']['name']} 1 {{{{.metadata.name}}}}"]
     assert "initContainers" not in pod  # no uploader: the output is stored nowhere

@@ -22,6 +22,7 @@ from zen_flow.api.job import JOB, Job
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import Condition
 from zen_flow.core import jsonpatch
+from zen_flow.core.expressions import Evaluator
 from zen_flow.planner import (
     CreateJob,
     CreateResource,
@@ -60,6 +61,8 @@ class Simulator:
     # Step name -> {container: message}: what every Job of that step writes when `complete` gets none.
     written: dict[str, dict[str, str]] = field(default_factory=dict)
     progress_deadline: float = 0.0  # the controller's --progress-deadline-seconds (0: off)
+    # What evaluates `when` expressions other than phase tests (None: in-process, unbounded).
+    evaluate: Evaluator | None = None
     _uid: int = 0
 
     @property
@@ -95,6 +98,7 @@ class Simulator:
             peers=peers,
             messages=messages,
             progress_deadline=self.progress_deadline,
+            evaluate=self.evaluate,
         )
 
     def apply(self, result: Plan, *, write_status: bool = True) -> None:

@@ -1,16 +1,25 @@
-"""Time-bounded evaluation of `when` expressions with comprehensions, in worker processes.
+"""Time-bounded evaluation of `when` expressions, in worker processes.
 
 Admission refuses expressions whose comprehensions could be expensive (core/expression_cost.py), but an
-estimate can err, a flow can arrive without the webhook, and the CEL library evaluates holding the GIL:
-one pathological expression evaluated in the controller would stall every flow, the probes and the
-lease renewal. So the expressions that loop are evaluated in separate processes (`expression_worker`),
-each evaluation under a wall-clock budget; past it the worker is killed (and replaced on the next
-request) and `BudgetExceeded` fails that step. Expressions without comprehensions cost time linear in
-their inputs and stay in-process.
+estimate can err, a flow can arrive without the webhook, an expression without a loop can still be slow
+(a chain of `+` over a large annotation copies ever longer strings), and the CEL library evaluates
+holding the GIL: one pathological expression evaluated in the controller would stall every flow, the
+probes and the lease renewal. So every expression but constants and phase tests (core/expressions.py)
+is evaluated in a separate process (`expression_worker`), each evaluation under a wall-clock budget;
+past it the worker is killed (and replaced on the next request) and `BudgetExceeded` fails that step.
 
-Calls block: the reconciler runs such flows' plans in threads of their own (controller/plan_runner.py),
-so the event loop keeps going while a worker thinks. Workers start on first use: a controller whose
-flows never loop in a `when` never starts one (each costs ~15 MB).
+How an evaluation can end, and what becomes of the step:
+- an answer: its value (a CEL error is an `EvaluationError`: the condition is false);
+- past the budget: `BudgetExceeded` (the step fails);
+- the worker exits while evaluating: asked once more of a fresh worker (something outside may have
+  killed it); when that one exits too, the expression is what ends them (memory past the worker's cap,
+  a crash in the CEL library): `BudgetExceeded` (the step fails);
+- no worker (it does not start, the sandbox is closed): `Unavailable`; nothing is known of the
+  condition, so it is decided by a later plan, never taken as false.
+
+Calls block: the reconciler runs such plans in threads of their own (controller/plan_runner.py), so the
+event loop keeps going while a worker thinks. Workers start on first use: a controller whose flows
+write only phase tests never starts one (each costs ~15 MB).
 """
 
 from __future__ import annotations
@@ -25,9 +34,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from zen_flow.core.expressions import BudgetExceeded, CompiledWhen
+from zen_flow.core.expressions import BudgetExceeded, CompiledWhen, EvaluationError, Unavailable
 from zen_flow.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,36 +60,52 @@ class NotBool:
         return self.text
 
 
+class _Died(Exception):
+    """The worker exited, or closed its end of a pipe, while it had a request; the message says how."""
+
+
 class _Worker:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "zen_flow.controller.expression_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
+    def __init__(self, command: Sequence[str]) -> None:
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+        except OSError as err:  # no process to be had (EAGAIN, ENOMEM): the controller's trouble
+            raise Unavailable(f"the expression worker did not start: {err}") from None
         try:
             hello = self._answer(time.monotonic() + STARTUP_TIMEOUT)
-        except (TimeoutError, RuntimeError):
+        except (TimeoutError, _Died, ValueError) as err:
             self.kill()
-            raise RuntimeError("the expression worker did not start") from None
+            why = str(err) or f"no answer within {STARTUP_TIMEOUT:g}s"
+            raise Unavailable(f"the expression worker did not start ({why})") from None
         if hello.get("ready") is not True:
             self.kill()
-            raise RuntimeError(f"the expression worker said {hello!r} instead of ready")
+            raise Unavailable(f"the expression worker said {hello!r} instead of ready")
 
     def ask(self, request: bytes, budget: float) -> dict[str, Any]:
         assert self.process.stdin is not None
         assert self.process.stdout is not None
-        self.process.stdin.write(_HEADER.pack(len(request)) + request)
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(_HEADER.pack(len(request)) + request)
+            self.process.stdin.flush()
+        except OSError:  # a broken pipe: it exited
+            raise _Died(self._exit()) from None
         return self._answer(time.monotonic() + budget)
 
     def _answer(self, deadline: float) -> dict[str, Any]:
         (size,) = _HEADER.unpack(self._read(_HEADER.size, deadline))
         if size > _MAX_ANSWER:
-            raise RuntimeError(f"expression worker answered {size} bytes")
+            raise ValueError(f"expression worker answered {size} bytes")
         answer: dict[str, Any] = json.loads(self._read(size, deadline))
         return answer
+
+    def _exit(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=1)
+        return f"it exited with {self.process.poll()}"
 
     def _read(self, size: int, deadline: float) -> bytes:
         assert self.process.stdout is not None
@@ -91,7 +117,7 @@ class _Worker:
                 raise TimeoutError
             chunk = os.read(fd, size - len(data))
             if not chunk:
-                raise RuntimeError(f"expression worker exited with {self.process.poll()}")
+                raise _Died(self._exit())
             data += chunk
         return data
 
@@ -109,10 +135,18 @@ class _Worker:
 class ExpressionSandbox:
     """A pool of at most `workers` expression workers; `evaluate` is a planner `Evaluator`."""
 
-    def __init__(self, *, budget: float = DEFAULT_BUDGET, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(
+        self,
+        *,
+        budget: float = DEFAULT_BUDGET,
+        workers: int = DEFAULT_WORKERS,
+        command: Sequence[str] | None = None,
+    ) -> None:
+        """`command` starts a worker (tests start broken ones); by default `expression_worker`."""
         if budget <= 0 or workers < 1:
             raise ValueError("need budget > 0 and workers >= 1")
         self.budget = budget
+        self._command = tuple(command or (sys.executable, "-m", "zen_flow.controller.expression_worker"))
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(workers)
         self._all: set[_Worker] = set()
@@ -123,6 +157,30 @@ class ExpressionSandbox:
 
     def evaluate(self, compiled: CompiledWhen, variables: dict[str, Any]) -> Any:
         request = json.dumps({"source": compiled.cel_source, "variables": variables}).encode()
+        try:
+            answer = self._ask(request)
+        except _Died as died:
+            log.warning("expression worker exited during an evaluation; asking a fresh one", why=str(died))
+            try:
+                answer = self._ask(request)
+            except _Died as again:
+                self.budget_exceeded += 1
+                log.warning("expression worker exited during an evaluation again", why=str(again))
+                raise BudgetExceeded(
+                    f"evaluation ended its worker process twice ({again}): out of the worker's memory, "
+                    "or a crash (simplify the expression)"
+                ) from None
+        self.evaluations += 1
+        if "memory" in answer:
+            self.budget_exceeded += 1
+            raise BudgetExceeded("evaluation ran out of the worker's memory (simplify the expression)")
+        if "error" in answer:
+            raise EvaluationError(answer["error"])
+        if "bool" in answer:
+            return bool(answer["bool"])
+        return NotBool(str(answer.get("other")))
+
+    def _ask(self, request: bytes) -> dict[str, Any]:
         with self._slots:
             worker = self._take()
             try:
@@ -132,18 +190,14 @@ class ExpressionSandbox:
                 self.budget_exceeded += 1
                 log.warning("when expression ran past its budget; worker killed", budget=self.budget)
                 raise BudgetExceeded(
-                    f"evaluation ran past its {self.budget:g}s budget (simplify the comprehensions)"
+                    f"evaluation ran past its {self.budget:g}s budget (simplify the expression)"
                 ) from None
             except BaseException:
                 self._discard(worker)
                 raise
-            self._idle.put(worker)
-        self.evaluations += 1
-        if "error" in answer:
-            raise ValueError(answer["error"])
-        if "bool" in answer:
-            return bool(answer["bool"])
-        return NotBool(str(answer.get("other")))
+            # A worker that ran out of memory may be left half-broken: a fresh one answers the next.
+            (self._discard if "memory" in answer else self._idle.put)(worker)
+            return answer
 
     def close(self) -> None:
         with self._lock:
@@ -159,8 +213,12 @@ class ExpressionSandbox:
             pass
         with self._lock:
             if self._closed:
-                raise RuntimeError("the expression sandbox is closed")
-            worker = _Worker()
+                raise Unavailable("the expression sandbox is closed")
+            try:
+                worker = _Worker(self._command)
+            except Unavailable as err:
+                log.warning("expression worker did not start", error=str(err))
+                raise
             self._all.add(worker)
             return worker
 

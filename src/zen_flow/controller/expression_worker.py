@@ -1,4 +1,4 @@
-"""The process that evaluates `when` expressions with comprehensions for the controller.
+"""The process that evaluates `when` expressions (all but constants and phase tests) for the controller.
 
 Started by `ExpressionSandbox` as `python -m zen_flow.controller.expression_worker`. Once it has
 imported CEL it says `{"ready": true}`; then it reads requests from stdin and answers on stdout, each
@@ -6,6 +6,8 @@ a 4-byte big-endian length and a JSON document:
 
   request  {"source": "<CEL>", "variables": {"steps": ..., "flow": ...}}
   answer   {"bool": true|false} | {"other": "<repr of a non-bool result>"} | {"error": "<Type>: <message>"}
+           | {"memory": true} (Python ran out of memory; an allocation the CEL library cannot make
+           aborts this process, which the controller sees as an exit)
 
 The CEL library evaluates holding the GIL; in here that cannot stall the controller, and the
 controller kills this process when an evaluation outlives its budget. Its address space is capped, so a
@@ -35,6 +37,8 @@ def _program(source: str) -> Any:
 def _answer(request: dict[str, Any]) -> dict[str, Any]:
     try:
         value = _program(request["source"]).execute(request["variables"])
+    except MemoryError:
+        return {"memory": True}
     except Exception as err:
         return {"error": f"{type(err).__name__}: {err}"}
     if isinstance(value, bool):

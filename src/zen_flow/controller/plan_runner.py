@@ -2,8 +2,12 @@
 
 Before a plan: what finished pods wrote (termination-message outputs, artifact reports), and whether a
 Running step's Job the cache lacks is merely late (`cache_lags`). The plan itself runs on the event loop,
-or in a thread of its own pool when its `when` expressions may wait for an expression worker (up to the
-budget each). That pool has as many threads as there are expression workers, and a plan that finds
+or in a thread of its own pool when it has a `when` to evaluate that is not a phase test: those wait
+for an expression worker (up to the budget each), because no `when` may hold the event loop (a chain
+of `+` over a large annotation, on 500 steps, once held it 13 s). Which plans those are is known only
+by making them: a plan on the loop whose evaluator is asked anything stops (`Offload`) and is made
+again in the pool; the other plans of such a flow (nearly all: a step's `when` is decided once) stay on
+the loop. That pool has as many threads as there are expression workers, and a plan that finds
 them all busy is not queued for one: the reconciler looks at the flow again a second later. A tenant's
 flows full of slow expressions once held every reconcile worker waiting for threads, and every other
 flow with them. And one plan evaluates for `PLAN_EVALUATION_SECONDS` (and the expression under way
@@ -27,7 +31,14 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
-from zen_flow.core.expressions import CompiledWhen, Deferred, Evaluator
+from zen_flow.core.expressions import (
+    BudgetExceeded,
+    CompiledWhen,
+    Deferred,
+    EvaluationError,
+    Evaluator,
+    Offload,
+)
 from zen_flow.kube.errors import NotFound
 from zen_flow.logging import get_logger
 
@@ -76,6 +87,8 @@ class PlanRunner:
         self._held: Counter[str] = Counter()  # namespace -> its plans in the pool
         # namespace -> (when it began waiting for a thread, when it last asked)
         self._waiting: dict[str, tuple[float, float]] = {}
+        # flow uid -> when its plan last found no thread (`turned_away`)
+        self._wanting: dict[str, float] = {}
         self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
 
     async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
@@ -136,11 +149,17 @@ class PlanRunner:
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )
-        if self._evaluate is None or not planner.uses_comprehensions(flow):
+        if self._evaluate is None or not planner.uses_evaluator(flow):
             return run()
-        namespace = flow.metadata.namespace
+        try:
+            return run(evaluate=_offload)
+        except Offload:
+            pass
+        namespace, uid = flow.metadata.namespace, flow.metadata.uid
         if not self._may_start(namespace):
+            self._wanting[uid] = self._monotonic()
             return None
+        self._wanting.pop(uid, None)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._slots, thread_name_prefix="zen-flow-plan")
         self._busy += 1
@@ -159,13 +178,20 @@ class PlanRunner:
                 del self._held[namespace]
 
     def turned_away(self, flow: JobFlow) -> bool:
-        """Would the flow's plan find no thread now? Asked before the reconcile reads anything for it,
-        so a flow that comes back every second for a thread does not read its pods every time."""
-        return (
-            self._evaluate is not None
-            and planner.uses_comprehensions(flow)
-            and not self._may_start(flow.metadata.namespace)
-        )
+        """Would the flow's plan, which found no thread last time, find none now? Asked before the
+        reconcile reads anything for it, so a flow that comes back every second for a thread does not
+        read its pods every time. A flow that has not asked for TURN_SECONDS is forgotten (deleted)."""
+        if not self._wanting:
+            return False
+        now = self._monotonic()
+        for uid, last in list(self._wanting.items()):
+            if now - last > TURN_SECONDS:
+                del self._wanting[uid]
+        uid = flow.metadata.uid
+        if uid not in self._wanting or self._may_start(flow.metadata.namespace):
+            return False
+        self._wanting[uid] = now
+        return True
 
     def _may_start(self, namespace: str) -> bool:
         """A thread for this namespace's plan now? Each namespace that holds or waits for threads gets an
@@ -204,6 +230,11 @@ class PlanRunner:
             started = self._monotonic()
             try:
                 return evaluate(compiled, variables)
+            except (Deferred, BudgetExceeded, EvaluationError):
+                raise
+            except Exception:  # a bug, not the expression: its step waits (Unavailable), and we say why
+                log.warning("the expression evaluator failed", exc_info=True)
+                raise
             finally:
                 spent += self._monotonic() - started
 
@@ -212,3 +243,8 @@ class PlanRunner:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _offload(compiled: CompiledWhen, variables: dict[str, Any]) -> Any:
+    """The evaluator of a plan made on the event loop: none evaluates there."""
+    raise Offload(compiled.source)

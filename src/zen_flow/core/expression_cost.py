@@ -1,22 +1,22 @@
 """A static bound on what a `when` expression can cost, checked at admission (like Kubernetes' CEL cost
 estimates, in a simpler form).
 
-Without comprehensions, a CEL expression costs time linear in its length times the size of its inputs
-(the flow's labels, annotations and step outputs, all bounded by the apiserver): it cannot loop and
-cannot reuse a result (`matches`, which compiles its pattern per call, is bounded in time instead: see
-expression_scanner.COSTLY_FUNCTIONS). The comprehension macros (`all`, `exists`, `exists_one` or
-`existsOne`, `map`, `filter`) are what multiplies: nested ones multiply their iteration counts, and one
-that iterates over another's result can grow its elements at every link of the chain
-(`l.map(x, x + x).map(x, x + x)...` doubles them each time). So, at admission:
+Without comprehensions a CEL expression cannot loop, though it is not cheap for that: a chain of `+`
+copies ever longer strings (quadratic in the chain's length, times the size of the flow's annotations),
+and `matches` compiles its pattern on every call. Those are bounded in time instead (below). The
+comprehension macros (`all`, `exists`, `exists_one` or `existsOne`, `map`, `filter`) are what
+multiplies: nested ones multiply their iteration counts, and one that iterates over another's result
+can grow its elements at every link of the chain (`l.map(x, x + x).map(x, x + x)...` doubles them each
+time). So, at admission:
 
 - comprehensions nest at most `MAX_NESTING` deep;
 - a comprehension never iterates over another comprehension's result;
 - the iterations, counted with each receiver's largest possible size (`steps`: the flow's step count;
   a list literal: its length; anything else: `UNKNOWN_SIZE`), stay within `MAX_ITERATIONS`.
 
-This is an estimate over tokens, not a type-checked cost model; the controller also evaluates
-expressions that contain comprehensions in a separate process under a time budget, so an estimate that
-errs cannot stall it.
+This is an estimate over tokens, not a type-checked cost model; the controller evaluates every
+expression but the constants and phase tests in a separate process under a time budget, so an estimate
+that errs cannot stall it.
 """
 
 from __future__ import annotations

@@ -128,6 +128,19 @@ def _is_identifier(name: str) -> bool:
     return name.isidentifier() and name.isascii() and name not in _RESERVED
 
 
+def step_name_end(toks: list[Token], first: int) -> int:
+    """The index of the last token of the step name after `steps.` that starts at toks[first] (an ident):
+    ident tokens joined by runs of '-' (DNS labels allow "a--b"), all glued together without spaces."""
+    m = first
+    while True:
+        j = m + 1
+        while j < len(toks) and toks[j].text == "-" and toks[j].start == toks[j - 1].end:
+            j += 1
+        if j == m + 1 or j >= len(toks) or toks[j].kind != "ident" or toks[j].start != toks[j - 1].end:
+            return m
+        m = j
+
+
 def _rewrite(src: str, toks: list[Token]) -> tuple[str, str, frozenset[str], bool]:
     """Rewrite dotted dashed step references; return (CEL source, its shape, referenced steps, dynamic
     use?). The shape names `_PLACEHOLDER` wherever the source names a step after `steps.`."""
@@ -144,21 +157,7 @@ def _rewrite(src: str, toks: list[Token]) -> tuple[str, str, frozenset[str], boo
             continue
         nxt = toks[k + 1] if k + 1 < len(toks) else None
         if nxt is not None and nxt.text == "." and k + 2 < len(toks) and toks[k + 2].kind == "ident":
-            # The name: ident tokens joined by runs of '-' (DNS labels allow "a--b"), all glued together
-            # without spaces.
-            m = k + 2
-            while True:
-                j = m + 1
-                while j < len(toks) and toks[j].text == "-" and toks[j].start == toks[j - 1].end:
-                    j += 1
-                if (
-                    j == m + 1
-                    or j >= len(toks)
-                    or toks[j].kind != "ident"
-                    or toks[j].start != toks[j - 1].end
-                ):
-                    break
-                m = j
+            m = step_name_end(toks, k + 2)
             name = src[toks[k + 2].start : toks[m].end]
             after = toks[m + 1] if m + 1 < len(toks) else None
             if after is not None and after.text == "(" and m == k + 2:
@@ -198,6 +197,30 @@ class Scanned(NamedTuple):
     references: frozenset[str]
     dynamic: bool
     loops: bool
+    flow_fields: frozenset[str] | None  # see flow_fields
+
+
+def flow_fields(toks: list[Token]) -> frozenset[str] | None:
+    """The members of `flow` the expression reads (`flow.labels`, `flow["labels"]`); None when it uses
+    `flow` any other way (`flow[x]`, `flow.all(...)`, a macro variable named `flow`) and may read them
+    all. An evaluation is then given only these: the annotations alone can be 256 KiB (`kubectl apply`
+    keeps the whole manifest in one), and CEL converts every variable it is given on every call."""
+    fields: set[str] = set()
+    for k, tok in enumerate(toks):
+        if tok.kind != "ident" or tok.text != "flow" or (k > 0 and toks[k - 1].text == "."):
+            continue
+        following = [t.text for t in toks[k + 1 : k + 4]]
+        if following[:1] == ["."] and len(following) > 1 and toks[k + 2].kind == "ident":
+            if following[2:] == ["("]:
+                return None  # a macro or method on the whole map
+            fields.add(toks[k + 2].text)
+        elif following[:1] == ["["] and len(following) == 3 and toks[k + 2].kind == "string":
+            if following[2] != "]":
+                return None
+            fields.add(toks[k + 2].value)
+        else:
+            return None
+    return frozenset(fields)
 
 
 def scan(expr: str) -> Scanned:
@@ -205,7 +228,7 @@ def scan(expr: str) -> Scanned:
     toks = tokens(expr)
     cel_source, shape, refs, dynamic = _rewrite(expr, toks)
     loops = any(is_comprehension(toks, i) or is_costly_call(toks, i) for i in range(len(toks)))
-    return Scanned(cel_source, shape, refs, dynamic, loops)
+    return Scanned(cel_source, shape, refs, dynamic, loops, flow_fields(toks))
 
 
 def scan_phase_tests(expr: str) -> Scanned | None:
@@ -231,7 +254,7 @@ def scan_phase_tests(expr: str) -> Scanned | None:
         last = m.end(1)
     cel.append(expr[last:])
     shape.append(expr[last:])
-    return Scanned("".join(cel), "".join(shape), frozenset(refs), False, False)
+    return Scanned("".join(cel), "".join(shape), frozenset(refs), False, False, frozenset())
 
 
 def phase_test_references(expr: str) -> frozenset[str] | None:

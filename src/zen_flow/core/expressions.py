@@ -15,6 +15,13 @@ Evaluation is fail-closed: an error (unknown key, wrong type, division by zero..
 counts as false, and the reason is returned for the step's status message. Compilation is cached: the
 planner evaluates on every reconcile.
 
+Where it is evaluated: only constants and phase tests (`steps.<name>.phase == 'Succeeded'` joined by &&
+and ||, `inline`) cost the same whatever the flow holds, so only they are evaluated in-process when the
+caller gives an `Evaluator`. Any other expression can cost far more than its length suggests: a chain of
+`+` over a 250 KiB annotation copies ever longer strings (50 terms: 70 ms per evaluation, quadratic in
+the terms), and a flow brings one per step. The controller's evaluator runs those in worker processes
+under a time budget.
+
 Admission checks that an expression compiles without building its program: a 500-step flow carries 500
 conditions that differ only in the step they name (`steps.build-7.phase == 'Succeeded'`), and compiling
 each took a quarter of a millisecond. Whether an expression compiles does not depend on the names it
@@ -44,12 +51,28 @@ _CONSTANTS = {"always": True, "true": True, "never": False, "false": False, "": 
 
 
 class BudgetExceeded(Exception):
-    """An evaluator stopped an expression that ran past its time budget; the message says which."""
+    """An evaluator stopped an expression that ran past its budget (time, or its worker's memory); the
+    message says which. The step fails: a skip would hide a broken spec."""
 
 
 class Deferred(Exception):
     """An evaluator declined to evaluate now: the plan has had its share of the expression workers, and
     the step's condition is decided by a later plan (other flows' expressions go first meanwhile)."""
+
+
+class Unavailable(Deferred):
+    """The evaluator itself cannot evaluate (its worker does not start, it is closed): nothing is known
+    of the expression, so the condition is decided by a later plan, never taken as false."""
+
+
+class EvaluationError(Exception):
+    """An evaluator's report that the expression itself failed (unknown key, wrong type...): the
+    condition is false. Anything else an evaluator raises is its own failure (`Unavailable`)."""
+
+
+class Offload(Exception):
+    """An evaluator that must not evaluate where the plan runs (the controller's event loop). The plan
+    is abandoned (it is pure) and made again where the evaluator may wait; `check_when` passes it on."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,10 +86,14 @@ class CompiledWhen:
     # True when `steps` is used in a way that names no step statically (`steps.exists(...)`,
     # `steps[x]`): evaluation then needs every step.
     dynamic: bool
-    # Uses a comprehension macro or `matches` (a regex compiled per call): the only expressions whose
-    # cost is not linear in their inputs, so the controller evaluates them in a separate process under
-    # a time budget.
+    # Uses a comprehension macro or `matches` (a regex compiled per call): admission bounds their
+    # iterations (expression_cost.py).
     loops: bool = False
+    # Phase tests only (`scan_phase_tests`): a cost that no data of the flow can raise, so evaluated
+    # in-process; every other expression goes to the evaluator when there is one (module docstring).
+    inline: bool = False
+    # The members of `flow` it reads (None: maybe all); an evaluation is given only these.
+    flow_fields: frozenset[str] | None = None
 
     @cached_property
     def program(self) -> cel.Program:
@@ -100,8 +127,10 @@ class WhenResult:
     exceeded: bool = False
 
 
-# Evaluates a compiled expression with comprehensions on the given variables and returns CEL's value;
-# raises BudgetExceeded when it takes too long. The controller passes one that runs in another process.
+# Evaluates a compiled expression that is not `inline` on the given variables and returns CEL's value.
+# Raises EvaluationError for an error of the expression (false), BudgetExceeded when it takes too long
+# (or too much memory), Deferred (or Unavailable) when it decides later, Offload when not here. Anything
+# else it raises is taken as Unavailable. The controller passes one that runs in another process.
 Evaluator = Callable[["CompiledWhen", dict[str, Any]], Any]
 
 
@@ -134,10 +163,11 @@ def _compile(expr: str) -> CompiledWhen | ExpressionError:
     if len(expr) > MAX_EXPRESSION_LENGTH:
         return ExpressionError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
-        scanned = scan_phase_tests(expr) or scan(expr)
+        phase_tests = scan_phase_tests(expr)
+        scanned = phase_tests or scan(expr)
     except ExpressionError as err:
         return err
-    cel_source, shape, refs, dynamic, loops = scanned
+    cel_source, shape, refs, dynamic, loops, fields = scanned
     variables = _compile_shape(shape)
     if variables is None:  # compiled again for an error message that quotes the expression, not its shape
         import cel
@@ -149,7 +179,7 @@ def _compile(expr: str) -> CompiledWhen | ExpressionError:
     bad = [v for v in variables if v not in ("steps", "flow") and not _bound_by_macro(v, expr)]
     if bad:
         return ExpressionError(f"unknown variable {bad[0]!r}: only 'steps' and 'flow' are defined")
-    return CompiledWhen(expr, cel_source, None, refs, dynamic, loops)
+    return CompiledWhen(expr, cel_source, None, refs, dynamic, loops, phase_tests is not None, fields)
 
 
 @lru_cache(maxsize=1024)
@@ -185,11 +215,11 @@ def compile_when(expr: str) -> CompiledWhen:
     return result
 
 
-def has_comprehension(expr: str | None) -> bool:
-    """Does the expression use a comprehension macro or `matches` (and compile)? Such expressions are
-    the ones an evaluator should bound in time."""
+def needs_evaluator(expr: str | None) -> bool:
+    """Is the expression one that `check_when` gives to its evaluator (it compiles, and it is neither a
+    constant nor `inline`)?"""
     compiled = _compile(expr) if expr is not None else None
-    return isinstance(compiled, CompiledWhen) and compiled.loops
+    return isinstance(compiled, CompiledWhen) and compiled.constant is None and not compiled.inline
 
 
 def referenced_steps(expr: str) -> set[str]:
@@ -200,8 +230,8 @@ def referenced_steps(expr: str) -> set[str]:
 def check_when(
     expr: str | CompiledWhen | None, context: WhenContext, evaluate: Evaluator | None = None
 ) -> WhenResult:
-    """Evaluate fail-closed and say why: errors and non-bool results are false. Expressions with
-    comprehensions go to `evaluate` when one is given (in-process otherwise)."""
+    """Evaluate fail-closed and say why: errors and non-bool results are false. Expressions that are not
+    `inline` go to `evaluate` when one is given (in-process otherwise)."""
     if expr is None:
         return WhenResult(True, "no condition")
     compiled = _compile(expr) if isinstance(expr, str) else expr
@@ -209,27 +239,45 @@ def check_when(
         return WhenResult(False, _bound(f"when does not compile: {compiled}"))
     if compiled.constant is not None:
         return WhenResult(compiled.constant, f"when is {compiled.cel_source or 'empty'}")
-    if compiled.dynamic:
-        steps: Mapping[str, Any] = dict(context.steps)
-    else:
-        steps = {name: context.steps[name] for name in compiled.references if name in context.steps}
-    variables = {"steps": steps, "flow": dict(context.flow)}
+    evaluator = evaluate is not None and not compiled.inline
     try:
-        if compiled.loops and evaluate is not None:
-            value = evaluate(compiled, variables)
+        if compiled.inline:  # phase tests read phases only
+            steps = context.steps
+            phases = {n: {"phase": steps[n]["phase"]} for n in compiled.references if n in steps}
+            value = compiled.program.execute({"steps": phases})  # compiled here the first time
+        elif evaluate is not None:
+            value = evaluate(compiled, _variables(compiled, context))
         else:
-            value = compiled.program.execute(variables)  # compiled here the first time
-    except Deferred:
+            value = compiled.program.execute(_variables(compiled, context))
+    except (Deferred, Offload):
         raise
     except BudgetExceeded as err:
         # The reason first: a long expression would push it past the message bound.
         reason = _bound(f"when stopped: {err}; expression {compiled.source!r}")
         return WhenResult(False, reason, exceeded=True)
-    except Exception as err:  # fail-closed: whatever went wrong, the condition does not hold
+    except EvaluationError as err:
+        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {err}"))
+    except Exception as err:
+        if evaluator:  # the evaluator's own failure says nothing of the condition
+            raise Unavailable(f"the expression evaluator failed: {type(err).__name__}: {err}") from err
+        # fail-closed: whatever went wrong, the condition does not hold
         return WhenResult(False, _bound(f"when {compiled.source!r} failed: {type(err).__name__}: {err}"))
     if not isinstance(value, bool):
         return WhenResult(False, _bound(f"when {compiled.source!r} is not a bool: {value!r}"))
     return WhenResult(value, _bound(f"when {compiled.source!r} is {str(value).lower()}"))
+
+
+def _variables(compiled: CompiledWhen, context: WhenContext) -> dict[str, Any]:
+    if compiled.dynamic:
+        steps: Mapping[str, Any] = dict(context.steps)
+    else:
+        steps = {name: context.steps[name] for name in compiled.references if name in context.steps}
+    fields = compiled.flow_fields
+    flow = context.flow
+    return {
+        "steps": steps,
+        "flow": dict(flow) if fields is None else {k: flow[k] for k in fields if k in flow},
+    }
 
 
 def evaluate_when(expr: str | CompiledWhen | None, context: WhenContext) -> bool:

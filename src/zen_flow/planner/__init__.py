@@ -4,7 +4,7 @@ from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteFl
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
-from zen_flow.planner.engine import plan, uses_comprehensions
+from zen_flow.planner.engine import plan, uses_evaluator
 from zen_flow.planner.jobs import JobBuildError, build_job, name_taken, on_its_way_out
 from zen_flow.planner.lifecycle import fail_invalid
 from zen_flow.planner.observed import plan_sees_change
@@ -37,5 +37,5 @@ __all__ = [
     "plan_sees_change",
     "retry_delay",
     "unseen_jobs",
-    "uses_comprehensions",
+    "uses_evaluator",
 ]

@@ -20,7 +20,7 @@ from datetime import datetime
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.expressions import Deferred, Evaluator, check_when
+from zen_flow.core.expressions import Deferred, Evaluator, Unavailable, check_when
 from zen_flow.planner.actions import CreateJob, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
@@ -41,8 +41,11 @@ from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STE
 from zen_flow.planner.steps import StepWork, bound
 from zen_flow.planner.timing import after, after_cut, normalize, until
 
-# A `when` the evaluator deferred (`Deferred`) is looked at again after this.
+# A `when` the evaluator deferred (`Deferred`) is looked at again after this; one it could not evaluate
+# at all (`Unavailable`: its worker does not start) after the longer delay, so that a broken sandbox is
+# not asked again every second by every waiting flow.
 DEFERRED_RETRY_SECONDS = 1.0
+UNAVAILABLE_RETRY_SECONDS = 10.0
 
 
 class _Planner(Observation):
@@ -98,6 +101,10 @@ class _Planner(Observation):
         if w.spec.when is not None:
             try:
                 verdict = check_when(w.spec.when, self.when_context, self.evaluate)
+            except Unavailable as err:  # nothing is known of the condition: never a skip, decided later
+                w.message = bound(f"waiting to evaluate when: {err}")
+                self.wakeups.append(after(self.now, UNAVAILABLE_RETRY_SECONDS))
+                return
             except Deferred:  # decided by a later plan: the step stays Pending until then
                 self.wakeups.append(after(self.now, DEFERRED_RETRY_SECONDS))
                 return
@@ -130,6 +137,7 @@ class _Planner(Observation):
                 body,
                 w.name,
                 resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments),
+                (self.flow.metadata.name, self.flow.metadata.namespace),
             )
             body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
         except JobBuildError as err:
@@ -254,10 +262,11 @@ class _Planner(Observation):
         )
 
 
-def uses_comprehensions(flow: JobFlow) -> bool:
-    """Does a step's `when` use a comprehension? Evaluating those can take long (the controller bounds
-    it in another process), so their flows are planned off the event loop."""
-    return shape_of(flow).comprehensions
+def uses_evaluator(flow: JobFlow) -> bool:
+    """Does a step's `when` go to the evaluator (anything but constants and phase tests)? Evaluating
+    those can take long (the controller bounds it in another process), so their plans may have to run
+    off the event loop."""
+    return shape_of(flow).evaluated
 
 
 def plan(
@@ -273,7 +282,7 @@ def plan(
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
-    `evaluate` runs `when` expressions with comprehensions (the controller's is time-bounded);
+    `evaluate` runs the `when` expressions that are not phase tests (the controller's is time-bounded);
     `messages` holds the termination messages of the Jobs `outputs.jobs_to_read` names; `transfers`
     shapes the artifact transfer containers (planner.artifacts); `progress_deadline` is how many seconds a
     Running flow may go without a step changing phase before it is marked not progressing (0: never)."""

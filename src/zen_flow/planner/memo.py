@@ -29,7 +29,7 @@ class IdentityMemo(Generic[V]):
         self._held = 0
         # id(key) -> (key, context, value)
         self._entries: OrderedDict[int, tuple[tuple[Any, ...], object, V]] = OrderedDict()
-        self._lock = threading.Lock()  # flows with comprehensions are planned in worker threads
+        self._lock = threading.Lock()  # plans that evaluate `when` in the sandbox run in threads
 
     def get(self, key: tuple[Any, ...], derive: Callable[[], V], context: object = None) -> V:
         """The value remembered for `key` (and `context`, also compared by identity), or `derive()`."""

@@ -126,6 +126,8 @@ def message_value(message: str, key: str | None) -> str:
         if isinstance(document, dict):
             if key not in document:
                 raise NotFound(f"the JSON object has no field {key!r}")
+            if document[key] is None:  # as a jsonPath that finds null: nothing, not the text "null"
+                raise NotFound(f"the JSON object's field {key!r} is null")
             return render(document[key])
     except RecursionError:  # 4 KiB of brackets nest 2,000 deep: the step fails saying so
         raise NotFound("its JSON nests too deep to read") from None

@@ -19,9 +19,11 @@ container and init container, placed before the container's own env so those can
 Placeholders `{{inputs.parameters.NAME}}`, and the original's `{{.Parameters.NAME}}`, `{{parameters.NAME}}`,
 `{{.parameters.NAME}}` and `${parameters.NAME}`, are replaced in every string VALUE of the Job (never in
 keys, never as text over serialized JSON, so any value is JSON-safe), in one pass (a value containing
-`{{` is not expanded again). Where Kubernetes expands `$(VAR)` (command, args, env values) a substituted
-value has `$` doubled so it arrives literally. An unknown name, or a parameter that cannot be resolved,
-fails the step: the Job is never created with a placeholder left in it.
+`{{` is not expanded again); so are the original's `{{.JobFlow.Name}}`, `{{.JobFlow.Namespace}}` and
+`{{.StepName}}` (core/parameter_forms.py). Where Kubernetes expands `$(VAR)` (command, args, env values)
+a substituted value has `$` doubled so it arrives literally. An unknown name, a parameter that cannot be
+resolved, or another action on the original's template context (`{{ .Parameters.x | upper }}`) fails the
+step: the Job is never created with a placeholder left in it.
 """
 
 from __future__ import annotations
@@ -34,14 +36,9 @@ from typing import Any
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.jobflow import InputParameter, KeyRef, Step
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
+from zen_flow.core.parameter_forms import SUBSTITUTED, SUPPORTED, env_name, marked, unsupported
 from zen_flow.planner.jobs import JobBuildError
 
-ENV_PREFIX = "ZF_PARAM_"
-_PLACEHOLDER = re.compile(
-    r"\{\{\s*(?:inputs\.parameters|\.?[Pp]arameters)\.([A-Za-z0-9_.-]+?)\s*\}\}"
-    r"|\$\{parameters\.([A-Za-z0-9_.-]+)\}"
-)
-_NOT_ENV = re.compile(r"[^A-Z0-9]")
 _CONTAINER_LISTS = ("containers", "initContainers")
 _FINISHED = (StepPhase.SUCCEEDED.value, StepPhase.FAILED.value)
 
@@ -66,10 +63,6 @@ class Resolved:
     env_name: str
     value: str | None  # None: from a ConfigMap or Secret, known only inside the pod
     env: Mapping[str, Any]  # the container env entry
-
-
-def env_name(parameter: str) -> str:
-    return ENV_PREFIX + _NOT_ENV.sub("_", parameter.upper())
 
 
 def escape_expansion(value: str) -> str:
@@ -173,16 +166,22 @@ def _expandable(path: tuple[str | int, ...]) -> bool:
 
 
 class _Substitution:
-    def __init__(self, step: str, resolved: tuple[Resolved, ...]) -> None:
+    def __init__(self, step: str, resolved: tuple[Resolved, ...], context: Mapping[str, str]) -> None:
         self.step = step
         self.by_name = {r.name: r for r in resolved}
+        self.context = context  # {"Name", "Namespace", "StepName"}
 
     def text(self, value: str, path: tuple[str | int, ...]) -> str:
-        if "{{" not in value and "${" not in value:
+        if not marked(value):
             return value
+        if found := unsupported(value):
+            raise ParameterError(f"unsupported template action {found[0]} at {_where(path)}: use {SUPPORTED}")
         expandable = _expandable(path)
 
         def replace(match: re.Match[str]) -> str:
+            if (field := match.group(3) or match.group(4)) is not None:
+                known = self.context[field]
+                return escape_expansion(known) if expandable else known
             name = match.group(1) or match.group(2)
             found = self.by_name.get(name)
             if found is None:
@@ -201,7 +200,7 @@ class _Substitution:
                 )
             return f"$({found.env_name})"
 
-        return _PLACEHOLDER.sub(replace, value)
+        return SUBSTITUTED.sub(replace, value)
 
     def walk(self, node: Any, path: tuple[str | int, ...]) -> Any:
         if isinstance(node, str):
@@ -246,7 +245,7 @@ def _copy(entry: Mapping[str, Any]) -> dict[str, Any]:
 def _marked(node: Any) -> bool:
     """Whether any string in `node` may hold a placeholder (a cheap scan: most templates have none)."""
     if isinstance(node, str):
-        return "{{" in node or "${" in node
+        return marked(node)
     if isinstance(node, dict):
         node = node.values()
     elif not isinstance(node, list):
@@ -254,10 +253,17 @@ def _marked(node: Any) -> bool:
     return any(not isinstance(item, int | float | bool) and _marked(item) for item in node)
 
 
-def apply_parameters(body: dict[str, Any], step: str, resolved: tuple[Resolved, ...]) -> dict[str, Any]:
-    """Substitute the placeholders in `body` (changed in place and returned) and add the env vars."""
+def apply_parameters(
+    body: dict[str, Any],
+    step: str,
+    resolved: tuple[Resolved, ...],
+    flow: tuple[str, str],
+) -> dict[str, Any]:
+    """Substitute the placeholders in `body` (changed in place and returned) and add the env vars;
+    `flow`: the flow's name and namespace."""
     if _marked(body):
-        _Substitution(step, resolved).walk(body, ())
+        context = {"Name": flow[0], "Namespace": flow[1], "StepName": step}
+        _Substitution(step, resolved, context).walk(body, ())
     if resolved:
         _inject_env(body, resolved)
     return body

@@ -1,7 +1,7 @@
 """What a plan needs to know about a flow's steps that only their spec decides: the steps by name, the
-topological order, which use a comprehension or wait for approval, and what makes the spec impossible to
-plan. A running flow's spec does not change, yet it is planned on every reconcile: a 500-step flow is
-planned ~1,500 times, and deriving these each time was a fifth of its planning.
+topological order, whether a `when` needs the evaluator, which wait for approval, and what makes the
+spec impossible to plan. A running flow's spec does not change, yet it is planned on every reconcile: a
+500-step flow is planned ~1,500 times, and deriving these each time was a fifth of its planning.
 
 The shape is remembered by the identity of the spec's step tuple (`planner.memo`): the informer keeps a
 flow's spec object across watch events while its generation stays (`informer.resources.reuse_unchanged`),
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.core.dag import CycleError, Graph
-from zen_flow.core.expressions import has_comprehension
+from zen_flow.core.expressions import needs_evaluator
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 
 
@@ -26,7 +26,7 @@ class Shape:
     specs: Mapping[str, Step]  # by name (the first of duplicated names)
     dependents: Mapping[str, tuple[str, ...]]  # the steps that depend on each step (only those that do)
     manual: tuple[str, ...]  # steps that wait for an approval
-    comprehensions: bool  # does a step's `when` use a comprehension (evaluated off the event loop)?
+    evaluated: bool  # does a step's `when` go to the evaluator (off the event loop, time-bounded)?
 
 
 def _derive(steps: tuple[Step, ...]) -> Shape:
@@ -61,7 +61,7 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
         specs=specs,
         dependents={name: tuple(names) for name, names in dependents.items()},
         manual=tuple(s.name for s in steps if s.is_manual),
-        comprehensions=any(has_comprehension(s.when) for s in steps),
+        evaluated=any(needs_evaluator(s.when) for s in steps),
     )
 
 

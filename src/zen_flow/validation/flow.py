@@ -31,6 +31,7 @@ from zen_flow.validation.io import check_inputs
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
 from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.outputs import check_output_references, check_outputs, check_transfer_names
+from zen_flow.validation.placeholders import PlaceholderMemo, check_placeholders
 from zen_flow.validation.policy import (
     PolicyNeeds,
     check_execution_policy,
@@ -146,18 +147,20 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     check_step_names(r, items)
     index = build_index(items)
     alike = step_memo()
+    placeholders = PlaceholderMemo()
     # Pods whose names leave room for the artifact transfer, by identity: the webhook decodes a template
     # that steps repeat as one object (decode_spec), and the spec keeps every one alive meanwhile.
     clean_pods: set[int] = set()
     for path, step in items:
         info = alike.run(r, step, path)
-        check_step_references(r, index, step, path)
+        check_step_references(r, index, step, path, arguments)
         raw_name = step.get("name")
         name = raw_name if isinstance(raw_name, str) else ""
         raw_inputs = step.get("inputs")
         inputs = None if raw_inputs is None else r.mapping(raw_inputs, path + ".inputs")
         if inputs is not None:
             check_inputs(r, index, name, inputs, path + ".inputs", arguments)
+        check_placeholders(r, placeholders, step, name, inputs, path)
         outputs = found if isinstance(found := step.get("outputs"), dict) else None
         if outputs is not None:  # not an object: the step memo reported it
             check_output_references(r, name, outputs, path + ".outputs")

@@ -22,6 +22,7 @@ class StepIndex:
     # Steps without output artifacts have no entry in these two.
     output_artifacts: Mapping[str, frozenset[str]]
     stored_artifacts: Mapping[str, frozenset[str]]  # those with s3: the only ones a later step can fetch
+    output_parameters: Mapping[str, frozenset[str]]  # steps without any have no entry
     graph: Graph
     cycle: tuple[str, ...] | None
     _bits: Mapping[str, int]
@@ -54,6 +55,13 @@ def _artifact_names(outputs: Any) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(a["name"] for a in named), frozenset(stored)
 
 
+def _parameter_names(outputs: Any) -> frozenset[str]:
+    params = outputs.get("parameters") if isinstance(outputs, dict) else None
+    if not isinstance(params, list | tuple):
+        return frozenset()
+    return frozenset(p["name"] for p in params if isinstance(p, dict) and isinstance(p.get("name"), str))
+
+
 def _ancestors(graph: Graph, bits: Mapping[str, int], order: Sequence[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for name in order:
@@ -80,9 +88,10 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     paths: dict[str, Path] = {}
     outputs: dict[str, frozenset[str]] = {}
     stored: dict[str, frozenset[str]] = {}
+    parameters: dict[str, frozenset[str]] = {}
     edges: list[tuple[str, list[str]]] = []
     # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
-    names_of: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+    names_of: dict[int, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
     for path, step in steps:
         name = step.get("name")
         if not isinstance(name, str) or not name or name in paths:
@@ -90,9 +99,11 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         paths[name] = path
         if (declared := step.get("outputs")) is not None:  # most have none: no entry (readers use .get)
             if (names := names_of.get(id(declared))) is None:
-                names = names_of[id(declared)] = _artifact_names(declared)
+                names = names_of[id(declared)] = (*_artifact_names(declared), _parameter_names(declared))
             if names[0]:
-                outputs[name], stored[name] = names
+                outputs[name], stored[name] = names[0], names[1]
+            if names[2]:
+                parameters[name] = names[2]
         deps = step.get("dependencies")
         edges.append((name, [] if deps is None else _dependency_names(deps)))
     graph = Graph.build(edges)
@@ -107,6 +118,7 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         paths=paths,
         output_artifacts=outputs,
         stored_artifacts=stored,
+        output_parameters=parameters,
         graph=graph,
         cycle=found or None,
         _bits=bits,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zen_flow.core.jsonpath import JsonPathError, parse
+from zen_flow.core.parameter_forms import env_name
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -78,19 +79,43 @@ def _check_input_json_path(r: Reader, index: StepIndex, step: str, value: str, p
     if not colon or value.startswith("$"):
         r.add(invalid(path, value, 'must name the step it reads and a JSONPath: "<step>:$.path"'))
         return
+    parsed = False
     if not expr.startswith("$"):
         r.add(invalid(path, value, 'the JSONPath after "<step>:" must start with "$"'))
     else:
-        check_json_path_syntax(r, expr, value, path)
-    _check_step_ref(r, index, step, ref, value, path)
+        parsed = check_json_path_syntax(r, expr, value, path)
+    if _check_step_ref(r, index, step, ref, value, path) and parsed:
+        output = read_output(expr)
+        declared = index.output_parameters.get(ref, frozenset())
+        if output is not None and output not in declared:
+            r.add(
+                not_found(
+                    path,
+                    value,
+                    f"step {quote(ref)} has no output parameter {quote(output)} "
+                    f"(its outputs.parameters: {', '.join(sorted(declared)) or 'none'})",
+                )
+            )
 
 
-def check_json_path_syntax(r: Reader, expr: str, value: str, path: Path) -> None:
-    # The subset zen_flow.core.jsonpath evaluates: an unsupported form is rejected here, not at run time.
+def read_output(expr: str) -> str | None:
+    """The output parameter a `<step>:` path names (`$.outputs.parameters.NAME`), None for any other
+    path (a path into the Job's status). `expr` parses."""
+    segments = parse(expr)
+    if segments[:2] == ("outputs", "parameters") and len(segments) > 2 and isinstance(segments[2], str):
+        return segments[2]
+    return None
+
+
+def check_json_path_syntax(r: Reader, expr: str, value: str, path: Path) -> bool:
+    """Is `expr` in the subset zen_flow.core.jsonpath evaluates? An unsupported form is rejected here,
+    not at run time."""
     try:
         parse(expr)
     except JsonPathError as err:
         r.add(invalid(path, value, f"unsupported JSONPath ($, .field, ['field'] and [index] only): {err}"))
+        return False
+    return True
 
 
 def _check_key_ref(r: Reader, ref: Mapping[str, Any], path: Path) -> None:
@@ -253,6 +278,28 @@ def check_inputs(
     at = path + ".parameters"
     _check_items(r, index, step, params, at, plain_parameter, _check_input_parameter, arguments)
     _check_items(r, index, step, artifacts, path + ".artifacts", plain_artifact, _check_input_artifact)
+    if isinstance(params, list) and len(params) > 1:
+        _check_env_names(r, params, at)
+
+
+def _check_env_names(r: Reader, params: list[Any], path: Path) -> None:
+    """Each parameter is an env var `ZF_PARAM_<NAME>` of the step's containers (planner/parameters.py):
+    two names that map to one (`a.b`, `a-b`) would leave one value unreachable."""
+    seen: dict[str, str] = {}
+    for i, param in enumerate(params):
+        name = param.get("name") if isinstance(param, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        env = env_name(name)
+        other = seen.setdefault(env, name)
+        if other != name:  # the same name twice is reported as a duplicate already
+            r.add(
+                duplicate(
+                    f"{path}[{i}].name",
+                    name,
+                    f"its environment variable {env} is also that of input parameter {quote(other)}",
+                )
+            )
 
 
 _Plain = Callable[[StepIndex, str, Mapping[str, Any], set[str]], bool]

@@ -51,9 +51,12 @@ def plain_parameter(index: StepIndex, step: str, param: Mapping[str, Any], seen:
     if not colon or not expr.startswith("$") or not _reads_dependency(index, step, ref):
         return False
     try:
-        parse(expr)
+        segments = parse(expr)
     except JsonPathError:
         return False
+    output = segments[2] if segments[:2] == ("outputs", "parameters") and len(segments) > 2 else None
+    if output is not None and output not in index.output_parameters.get(ref, ()):
+        return False  # an output the step does not declare
     return _new_name(param, seen)
 
 

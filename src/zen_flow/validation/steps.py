@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from zen_flow.api.constants import StepPhase
 from zen_flow.core.durations import parse_duration
 from zen_flow.core.expression_cost import estimate_cost
+from zen_flow.core.expression_facts import facts
 from zen_flow.core.expression_scanner import phase_test_references
 from zen_flow.core.expressions import ExpressionError, compile_when
 from zen_flow.validation.errors import (
@@ -116,15 +119,22 @@ def check_step_fields(
     return _check_template_for_type(r, step, kind, path + ".template", templates)
 
 
-def check_step_references(r: Reader, index: StepIndex, step: Mapping[str, Any], path: Path) -> None:
-    """The rules of one step that name other steps: dependencies and `when`."""
+def check_step_references(
+    r: Reader,
+    index: StepIndex,
+    step: Mapping[str, Any],
+    path: Path,
+    arguments: frozenset[str] = frozenset(),
+) -> None:
+    """The rules of one step that name other steps (dependencies, `when`), and what `when` reads of
+    them and of the flow's `arguments` (the names declared)."""
     deps = step.get("dependencies")
     if deps is not None:
         _check_dependencies(r, index, deps, path + ".dependencies")
     when = step.get("when")
     if when is not None and (when := r.string(when, path + ".when")) is not None:
         name = step.get("name")
-        _check_when(r, index, name if isinstance(name, str) else "", when, path + ".when")
+        _check_when(r, index, name if isinstance(name, str) else "", when, path + ".when", arguments)
 
 
 def _check_template_for_type(
@@ -204,26 +214,30 @@ def _check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None
             r.add(invalid(backoff_path + "." + field, text, "must be at most 720h (30 days)"))
 
 
-def _check_when(r: Reader, index: StepIndex, step: str, expr: str, path: Path) -> None:
+def _check_when(
+    r: Reader, index: StepIndex, step: str, expr: str, path: Path, arguments: frozenset[str]
+) -> None:
     if len(expr) > MAX_WHEN:
         r.add(too_long(path, expr, MAX_WHEN))
         return
     references = phase_test_references(expr)
-    if references is None:
+    if references is not None:  # its only string literals are phases
+        _check_phases([a or b for a, b in _QUOTED_WORD.findall(expr)], r, expr, path)
+    else:
         try:
             compiled = compile_when(expr)
         except ExpressionError as err:
             r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
             return
         try:
-            if (
-                compiled.loops
-            ):  # without a comprehension, the cost is linear in the inputs (expression_cost.py)
+            if compiled.loops:  # only comprehensions iterate; the controller bounds the rest in time
                 estimate_cost(compiled.cel_source, len(index.paths))
         except ExpressionError as err:
             r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
             return
         references = compiled.references
+        if compiled.constant is None:
+            _check_facts(r, index, expr, path, arguments)
     for ref in sorted(references):
         if ref not in index.paths:
             r.add(not_found(path, ref, "the condition refers to a step this flow does not have"))
@@ -236,6 +250,61 @@ def _check_when(r: Reader, index: StepIndex, step: str, expr: str, path: Path) -
                     f"of step {quote(step)}: its phase would not be final when the condition is evaluated",
                 )
             )
+
+
+# The string literals of a condition of phase tests (expression_scanner.scan_phase_tests).
+_QUOTED_WORD = re.compile(r"'(\w*)'|\"(\w*)\"")
+PHASES = tuple(phase.value for phase in StepPhase)
+
+
+def _check_phases(literals: Iterable[str], r: Reader, expr: str, path: Path) -> None:
+    for literal in dict.fromkeys(literals):
+        if literal not in PHASES:
+            r.add(
+                invalid(
+                    path,
+                    expr,
+                    f"compares a step's phase with {quote(literal)}, which is no phase, so the comparison "
+                    f"never holds (phases: {', '.join(PHASES)}; case matters)",
+                )
+            )
+
+
+def _check_facts(r: Reader, index: StepIndex, expr: str, path: Path, arguments: frozenset[str]) -> None:
+    """What the condition reads by name must exist, and what it compares must be comparable."""
+    found = facts(expr)
+    _check_phases(found.phase_literals, r, expr, path)
+    for step, output in dict.fromkeys(found.outputs):
+        declared = index.output_parameters.get(step, frozenset())
+        if step in index.paths and output not in declared:
+            r.add(
+                not_found(
+                    path,
+                    expr,
+                    f"step {quote(step)} has no output parameter {quote(output)} "
+                    f"(its outputs.parameters: {', '.join(sorted(declared)) or 'none'})",
+                )
+            )
+    for argument in dict.fromkeys(found.arguments):
+        if argument not in arguments:
+            r.add(
+                not_found(
+                    path,
+                    expr,
+                    f"the flow has no argument {quote(argument)} "
+                    f"(spec.arguments.parameters: {', '.join(sorted(arguments)) or 'none'})",
+                )
+            )
+    for c in found.typed_comparisons:
+        r.add(
+            invalid(
+                path,
+                expr,
+                f"compares {c.reference} with {c.literal}, but outputs and arguments are strings, "
+                f'and a string never equals a number or a bool in CEL ("0" != 0 is true): compare '
+                f"with a string ({quote(c.literal)}) or convert it first (int(...), double(...))",
+            )
+        )
 
 
 def _one_line(message: str) -> str:

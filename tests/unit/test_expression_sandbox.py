@@ -1,0 +1,130 @@
+"""When the expression sandbox itself fails: its trouble never decides a flow's outcome, while an
+expression that ends its worker fails its own step, saying so."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from zen_flow.controller.expression_sandbox import ExpressionSandbox
+from zen_flow.core.expressions import BudgetExceeded, Unavailable, compile_when
+from zen_flow.planner.engine import UNAVAILABLE_RETRY_SECONDS
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+WHEN = "steps.all(s, steps[s].phase != 'Failed')"
+VARIABLES = {"steps": {"build": {"phase": "Succeeded"}}, "flow": {}}
+
+# Workers that speak the protocol (expression_worker.py) up to a point.
+_READY = (
+    "import json, os, signal, struct, sys\n"
+    "def say(doc):\n"
+    "    body = json.dumps(doc).encode()\n"
+    "    sys.stdout.buffer.write(struct.pack('>I', len(body)) + body)\n"
+    "    sys.stdout.buffer.flush()\n"
+    "say({'ready': True})\n"
+)
+# Killed while it evaluates, as the kernel kills a process over its memory limit.
+KILLED = _READY + "sys.stdin.buffer.read(4)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+# Python's MemoryError inside the worker.
+OUT_OF_MEMORY = _READY + "sys.stdin.buffer.read(4)\nsay({'memory': True})\n"
+
+
+def worker(script: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", script)
+
+
+def killed_once(marker: Path) -> tuple[str, ...]:
+    """The first worker is killed during its evaluation (from outside, say); the ones after serve."""
+    script = (
+        "import os\n"
+        f"if not os.path.exists({str(marker)!r}):\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        f"    exec({KILLED!r})\n"
+        "from zen_flow.controller.expression_worker import main\n"
+        "main()\n"
+    )
+    return worker(script)
+
+
+def deploy_after_build(sandbox: ExpressionSandbox) -> Simulator:
+    """build has succeeded; the next plan decides deploy's `when` with `sandbox`."""
+    sim = Simulator(make_flow([job_step("build"), job_step("deploy", "build", when=WHEN)]), T0)
+    sim.evaluate = sandbox.evaluate
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    return sim
+
+
+def test_a_worker_that_cannot_start_leaves_the_step_waiting_not_skipped() -> None:
+    # The interpreter exits at once (as under a PID or memory limit). Before, the condition counted as
+    # false: deploy was Skipped and the flow ended Succeeded without deploying.
+    broken = ExpressionSandbox(budget=2.0, workers=1, command=worker("raise SystemExit(1)"))
+    try:
+        sim = deploy_after_build(broken)
+        for _ in range(3):
+            sim.reconcile()
+        deploy = sim.flow.status.step("deploy")
+        assert (deploy.phase, sim.phase) == ("Pending", "Running")
+        assert deploy.message is not None
+        assert "waiting to evaluate when: the expression worker did not start" in deploy.message
+        assert sim.last.requeue_after == UNAVAILABLE_RETRY_SECONDS
+    finally:
+        broken.close()
+    # Workers start again: the next plan decides the condition, and the step runs.
+    working = ExpressionSandbox(budget=2.0, workers=1)
+    try:
+        sim.evaluate = working.evaluate
+        sim.advance(UNAVAILABLE_RETRY_SECONDS)
+        sim.reconcile()
+        assert sim.flow.status.step("deploy").phase == "Running"
+        assert sim.flow.status.step("deploy").message is None
+    finally:
+        working.close()
+
+
+def test_a_closed_sandbox_decides_nothing() -> None:
+    sandbox = ExpressionSandbox(budget=2.0, workers=1)
+    sandbox.close()
+    with pytest.raises(Unavailable, match="closed"):
+        sandbox.evaluate(compile_when(WHEN), VARIABLES)
+
+
+def test_an_expression_that_ends_its_worker_fails_its_step_saying_so() -> None:
+    sandbox = ExpressionSandbox(budget=2.0, workers=1, command=worker(KILLED))
+    try:
+        sim = deploy_after_build(sandbox)
+        sim.reconcile()
+    finally:
+        sandbox.close()
+    deploy = sim.flow.status.step("deploy")
+    assert (deploy.phase, sim.phase) == ("Failed", "Failed")
+    assert deploy.message is not None
+    assert deploy.message.startswith(
+        "when stopped: evaluation ended its worker process twice (it exited with -9): out of the "
+        "worker's memory"
+    )
+
+
+def test_a_worker_killed_once_from_outside_is_replaced_and_the_condition_decided(tmp_path: Path) -> None:
+    sandbox = ExpressionSandbox(budget=5.0, workers=1, command=killed_once(tmp_path / "killed"))
+    try:
+        assert sandbox.evaluate(compile_when(WHEN), VARIABLES) is True
+        assert (tmp_path / "killed").exists()  # the first worker did die
+    finally:
+        sandbox.close()
+
+
+def test_a_worker_out_of_python_memory_fails_the_expression_and_is_replaced() -> None:
+    sandbox = ExpressionSandbox(budget=2.0, workers=1, command=worker(OUT_OF_MEMORY))
+    try:
+        with pytest.raises(BudgetExceeded, match="ran out of the worker's memory"):
+            sandbox.evaluate(compile_when(WHEN), VARIABLES)
+        assert sandbox.budget_exceeded == 1
+        assert not sandbox._all  # not reused: a fresh worker answers the next expression
+    finally:
+        sandbox.close()
