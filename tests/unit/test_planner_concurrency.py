@@ -288,6 +288,21 @@ def test_replace_starts_at_once_and_the_older_flow_stops_itself() -> None:
     assert group.running() == ["newer"]
 
 
+def test_a_flow_that_finished_before_a_newer_replace_flow_started_succeeds_when_seen_late() -> None:
+    group = FlowGroup(T0)
+    group.add(flow("older", created=at(0), steps=1))
+    group.reconcile("older")
+    group.advance(10)
+    group.complete_all("older")  # its last Job completes at +10 s; the controller has not looked yet
+    group.advance(1)
+    group.add(flow("newer", created=at(11), policy="Replace"))
+    group.reconcile("newer")  # starts at +11 s
+    result = group.reconcile("older")
+    assert group["older"].phase == "Succeeded"
+    assert conditions(group["older"].flow)["Failed"].status == "False"
+    assert "FlowReplaced" not in reasons(result)
+
+
 def test_replace_also_stops_flows_that_were_still_waiting() -> None:
     group = FlowGroup(T0)
     group.add(flow("a", created=at(0)))

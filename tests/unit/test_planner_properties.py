@@ -1,5 +1,6 @@
 """Planner properties on random DAGs driven by a fake cluster: termination, dependency order, no
-duplicate Jobs, terminal flows frozen, status in spec order, and `plan` never raising."""
+duplicate Jobs, terminal flows frozen, status in spec order, steps that all succeeded make a Succeeded
+flow, and `plan` never raising."""
 
 from __future__ import annotations
 
@@ -112,6 +113,9 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
     assert result.requeue_after is None or result.requeue_after >= 0
     if result.status.phase in ("Succeeded", "Failed"):
         assert all(StepPhase(s.phase).terminal for s in result.status.steps)
+    if all(phase == StepPhase.SUCCEEDED for phase in new.values()):
+        # Work that all succeeded is a success, also when a late plan finds the deadline passed.
+        assert result.status.phase == "Succeeded", result.status.message
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

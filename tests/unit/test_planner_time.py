@@ -455,6 +455,30 @@ def test_flow_deadline_stops_everything() -> None:
     assert "FlowDeadlineExceeded" in reasons(sim)
 
 
+def test_work_that_finished_before_the_deadline_keeps_its_outcome_when_seen_late() -> None:
+    # The Jobs end at +90 s of a 100 s deadline; the controller (restarting, or behind) looks at +100 s.
+    flow = make_flow(
+        [job_step("a"), job_step("b", continueOnFailure=True)],
+        execution_policy={"activeDeadlineSeconds": 100},
+    )
+    ok, failed = Simulator(flow, T0), Simulator(flow, T0)
+    for sim in (ok, failed):
+        sim.reconcile()
+        sim.advance(90)
+        a, b = sim.running()
+        sim.complete(a)
+        (sim.complete if sim is ok else sim.fail)(b)
+        sim.advance(10)
+        result = sim.reconcile()
+        assert not any(isinstance(x, DeleteJob) for x in result.actions)
+        assert "FlowDeadlineExceeded" not in reasons(sim)
+        assert result.requeue_after == 86400  # the TTL, from now
+    assert (ok.phase, ok.flow.status.message) == ("Succeeded", "all 2 steps succeeded")
+    assert "FlowSucceeded" in reasons(ok)
+    assert failed.phase == "Failed"
+    assert next(c for c in failed.flow.status.conditions if c.type == "Failed").reason == "StepFailed"
+
+
 def test_deadline_never_touches_a_finished_flow() -> None:
     sim = Simulator(make_flow([job_step("a")], execution_policy={"activeDeadlineSeconds": 10}), T0)
     sim.reconcile()
