@@ -169,7 +169,7 @@ class _Planner(Observation):
                 self.works.wake_all()
                 for w in works:
                     if not w.terminal:
-                        w.skip(self.now, "not started: the flow failed")
+                        w.drop(self.now, "the flow failed")
         if (ended := self.ended()) is not None:
             return ended
         if self.suspended:
@@ -209,7 +209,7 @@ class _Planner(Observation):
             elif w.phase == StepPhase.RETRYING:
                 w.fail(self.now, f"{reason}; {w.message or ''}")
             elif not w.terminal:
-                w.skip(self.now, f"not started: {reason}")
+                w.drop(self.now, reason)
 
     def run(self) -> Plan:
         self.observe()

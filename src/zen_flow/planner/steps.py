@@ -6,6 +6,7 @@
        │                  └── none left ─────▶ Failed
        ├── dependency Failed (no continueOnFailure) or Skipped, `when` false, flow ended ──▶ Skipped
        └── Manual ──▶ PendingApproval ──approve──▶ Succeeded / ──reject──▶ Failed (no retry)
+                            └── flow ended undecided ──▶ Skipped
 
 Terminal phases (Succeeded, Failed, Skipped) never change; timestamps are set once.
 """
@@ -161,6 +162,12 @@ class StepWork:
 
     def skip(self, now: datetime, message: str) -> None:
         self.finish(StepPhase.SKIPPED, now, message)
+
+    def drop(self, now: datetime, reason: str) -> None:
+        """The flow ends (`reason`) before this step ran, or before a decision on this reached Manual step:
+        Skipped (so a rerun plans it again), saying which; a waiting gate keeps its startTime."""
+        undecided = self.phase == StepPhase.PENDING_APPROVAL
+        self.skip(now, f"{'no decision' if undecided else 'not started'}: {reason}")
 
     def retry_at(self, when: datetime, message: str) -> None:
         self.phase = StepPhase.RETRYING
