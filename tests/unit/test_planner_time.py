@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from zen_flow.api.jobflow import Backoff, RetryPolicy
-from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, parse_duration, plan, retry_delay
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, parse_duration, retry_delay
 from zen_flow.planner.steps import HELD
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -409,12 +409,24 @@ def test_a_stopped_flow_deletes_its_held_job() -> None:
     assert sim.phase == "Failed"
 
 
-def test_template_deadline_keeps_the_smaller_value() -> None:
+def test_template_deadline_keeps_the_smaller_value_and_is_named_when_it_stops_the_job() -> None:
     template = job_step("a", timeoutSeconds=600)
     template["template"]["spec"]["activeDeadlineSeconds"] = 30
-    result = plan(make_flow([template]), [], T0)
+    sim = Simulator(make_flow([template]), T0)
+    result = sim.reconcile()
     body = next(a for a in result.actions if isinstance(a, CreateJob)).body
     assert body["spec"]["activeDeadlineSeconds"] == 30
+    sim.advance(30)
+    sim.fail(
+        sim.running()[0], reason="DeadlineExceeded", message="Job was active longer than specified deadline"
+    )
+    sim.reconcile()
+    # Stopped after 30 s by the template's own deadline: not "timed out after 600s", not a step timeout.
+    assert step(sim).message == (
+        "Job failed: DeadlineExceeded: Job was active longer than specified deadline"
+        " (the Job template's activeDeadlineSeconds: 30s)"
+    )
+    assert "StepTimedOut" not in reasons(sim)
 
 
 # --- flow deadline --------------------------------------------------------------------------------------

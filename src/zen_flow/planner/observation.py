@@ -12,6 +12,7 @@ from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approvals import decision
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
+from zen_flow.planner.jobs import job_deadline, template_deadline
 from zen_flow.planner.outputs import (
     OutputError,
     capture_outputs,
@@ -76,12 +77,20 @@ class Observation(PlanState):
                 return
             cond = job.condition(JOB_FAILED)
             timeout = w.spec.timeout_seconds
-            if cond is not None and cond.reason == JOB_DEADLINE_REASON and timeout:
-                # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did: the
-                # same timeout, said the same way whoever noticed first.
-                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", cond.last_transition_time or self.now)
-                return
+            limit = ""
+            if cond is not None and cond.reason == JOB_DEADLINE_REASON:
+                if timeout and job_deadline(w.spec) == timeout:
+                    # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
+                    # the same timeout, said the same way whoever noticed first.
+                    self.attempt_failed(
+                        w, f"{TIMEOUT_MARK} {timeout}s", cond.last_transition_time or self.now
+                    )
+                    return
+                if (own := template_deadline(w.spec)) is not None:
+                    # The template's own, smaller deadline stopped it: not the step's timeout; say which.
+                    limit = f" (the Job template's activeDeadlineSeconds: {own}s)"
             detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
+            detail += limit
             if why := download_failure(self.messages.get(name)):
                 detail = f"{why} ({detail})" if detail else why
             failed_at = cond.last_transition_time if cond is not None else None
