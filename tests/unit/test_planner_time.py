@@ -76,6 +76,9 @@ def test_backoff_is_capped() -> None:
     assert retry_delay(policy("Linear", duration="10m"), 100) == 3600
     assert retry_delay(policy("Exponential", duration="10s", maxDuration="1m"), 5) == 60
     assert retry_delay(policy("Exponential", duration="10s"), 10**9) == 3600  # no overflow
+    # A duration above the default cap is cut to it (API.md says so; nothing else warns).
+    assert retry_delay(policy("Fixed", duration="2h"), 0) == 3600
+    assert retry_delay(policy("Fixed", duration="2h", maxDuration="3h"), 0) == 7200
 
 
 # --- retries --------------------------------------------------------------------------------------------
