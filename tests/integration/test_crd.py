@@ -273,7 +273,7 @@ def full_status() -> dict[str, Any]:
                 "retryCount": 0,
                 "approvedBy": "alice",
             },
-            {"name": "consume", "phase": "Pending", "retryCount": 0},
+            {"name": "consume", "phase": "Running", "startTime": t1, "attemptStartTime": t1, "retryCount": 0},
         ],
         "resourceRefs": [
             {"apiVersion": "v1", "kind": "ConfigMap", "name": "f-cfg", "namespace": "ns", "uid": "u-2"}

@@ -312,3 +312,40 @@ def test_the_deciders_message_is_kept_in_the_audit() -> None:
     assert [(a.step, a.decision, a.message) for a in audit.approvals] == [
         ("approve", "Approved", "backup verified")
     ]
+
+
+@pytest.mark.parametrize(
+    ("end", "message"),
+    [
+        ("deadline", "no decision: flow deadline exceeded"),
+        ("stop", "no decision: stopped by alice"),
+        ("failure", "no decision: the flow failed"),
+    ],
+)
+def test_a_gate_the_flow_ends_before_anyone_decides_says_so_and_reruns(end: str, message: str) -> None:
+    # The gate was reached (it has a startTime): "not started" would be false. Skipped, not Failed: a
+    # rerun of the flow reaches the gate again (a failed gate would be a rejection, which stays).
+    steps = [manual_step("gate"), job_step("ship", "gate"), job_step("side")]
+    sim = Simulator(make_flow(steps, execution_policy={"activeDeadlineSeconds": 100}), T0)
+    sim.reconcile()
+    reached = sim.flow.status.step("gate")
+    assert reached is not None
+    assert (reached.phase, reached.start_time) == ("PendingApproval", T0)
+    sim.advance(50)
+    if end == "deadline":
+        sim.advance(50)
+    elif end == "stop":
+        sim.annotate("workflow.kube-zen.io/stop", "true")
+        sim.annotate("workflow.kube-zen.io/stopped-by", "alice")
+    else:
+        sim.fail(sim.running()[0])
+    sim.reconcile()
+    gate = sim.flow.status.step("gate")
+    assert gate is not None
+    assert (gate.phase, gate.message, gate.start_time) == ("Skipped", message, T0)
+    assert phases(sim)["ship"] == "Skipped"
+    assert sim.phase == "Failed"
+    sim.annotate("workflow.kube-zen.io/stop", None)
+    sim.annotate("workflow.kube-zen.io/retry", "again")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "PendingApproval"

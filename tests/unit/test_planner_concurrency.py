@@ -105,7 +105,7 @@ def test_forbid_flow_starts_as_soon_as_the_older_one_finished() -> None:
     assert "FlowStarted" in reasons(result)
 
 
-def test_a_rerun_waits_like_a_new_flow_while_another_flow_of_its_group_runs() -> None:
+def test_a_rerun_waits_for_its_group_while_another_flow_of_it_runs() -> None:
     # `old` failed, `newer` started behind it; a rerun of `old` must not run beside `newer` (Forbid).
     group = FlowGroup(T0)
     group.add(flow("old", created=at(0), steps=1))
@@ -135,6 +135,27 @@ def test_a_rerun_waits_like_a_new_flow_while_another_flow_of_its_group_runs() ->
         "Running",
         at(35),
     )  # deadline: per run
+
+
+def test_a_rerun_keeps_its_place_in_the_queue_by_creation_time() -> None:
+    # `old` failed; `newer` runs and `newest` waits behind it. A rerun of `old` waits too, and then goes
+    # first: the group ranks flows by creationTimestamp, and a rerun keeps its flow's.
+    group = FlowGroup(T0)
+    group.add(flow("old", created=at(0), steps=1))
+    group.reconcile("old")
+    group["old"].fail(group["old"].running()[0])
+    group.reconcile("old")
+    group.add(flow("newer", created=at(1), steps=1))
+    group.add(flow("newest", created=at(2), steps=1))
+    group.reconcile("newer")
+    group.reconcile("newest")
+    group["old"].annotate(ANNOTATION_RETRY, "r1")
+    group.reconcile("old")
+    assert group.phases() == {"old": "Pending", "newer": "Running", "newest": "Pending"}
+    group.complete_all("newer")
+    group.reconcile_all()
+    assert group.phases() == {"old": "Running", "newer": "Succeeded", "newest": "Pending"}
+    assert group["newest"].flow.status.message == f"waiting for old (concurrency group {KEY})"
 
 
 def test_forbid_is_the_default_policy_and_unknown_values_fall_back_to_it() -> None:
@@ -286,6 +307,21 @@ def test_replace_starts_at_once_and_the_older_flow_stops_itself() -> None:
     assert reasons(stopped)[-2:] == ["FlowReplaced", "FlowFailed"]
     assert group["older"].running() == []
     assert group.running() == ["newer"]
+
+
+def test_a_flow_that_finished_before_a_newer_replace_flow_started_succeeds_when_seen_late() -> None:
+    group = FlowGroup(T0)
+    group.add(flow("older", created=at(0), steps=1))
+    group.reconcile("older")
+    group.advance(10)
+    group.complete_all("older")  # its last Job completes at +10 s; the controller has not looked yet
+    group.advance(1)
+    group.add(flow("newer", created=at(11), policy="Replace"))
+    group.reconcile("newer")  # starts at +11 s
+    result = group.reconcile("older")
+    assert group["older"].phase == "Succeeded"
+    assert conditions(group["older"].flow)["Failed"].status == "False"
+    assert "FlowReplaced" not in reasons(result)
 
 
 def test_replace_also_stops_flows_that_were_still_waiting() -> None:

@@ -231,6 +231,20 @@ def test_stop_fails_the_flow_now_and_deletes_its_running_jobs() -> None:
     assert phases(sim) == {"a": "Running", "b": "Running", "c": "Pending"}
 
 
+def test_a_stop_that_comes_after_the_last_step_finished_leaves_the_flow_succeeded() -> None:
+    # The last Job completed; the stop arrives before the controller has looked: nothing is left to stop.
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.annotate(ANNOTATION_STOP, "true")
+    result = sim.reconcile()
+    assert sim.phase == "Succeeded"
+    assert not any(isinstance(a, DeleteJob) for a in result.actions)
+    assert "FlowStopped" not in [e.reason for e in result.events]
+
+
 def test_stop_leaves_an_ended_flow_alone() -> None:
     sim = Simulator(make_flow([job_step("a")]), T0)
     sim.reconcile()

@@ -1,10 +1,12 @@
 """Planner properties on random DAGs driven by a fake cluster: termination, dependency order, no
-duplicate Jobs, terminal flows frozen, status in spec order, and `plan` never raising."""
+duplicate Jobs, terminal flows frozen, status in spec order, steps that all succeeded make a Succeeded
+flow, no timeout or retry early whatever the cluster's clock says, and `plan` never raising."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -15,7 +17,8 @@ from hypothesis import strategies as st
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, StepPhase
 from zen_flow.api.jobflow import Step, StepStatus
-from zen_flow.planner import CreateJob, DeleteFlow, Plan, plan, plan_state
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan, plan_state, retry_delay
+from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.steps import Works
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -112,6 +115,38 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
     assert result.requeue_after is None or result.requeue_after >= 0
     if result.status.phase in ("Succeeded", "Failed"):
         assert all(StepPhase(s.phase).terminal for s in result.status.steps)
+    if all(phase == StepPhase.SUCCEEDED for phase in new.values()):
+        # Work that all succeeded is a success, also when a late plan finds the deadline passed.
+        assert result.status.phase == "Succeeded", result.status.message
+
+
+@dataclass
+class Times:
+    """When each Job was really created and really failed, by the controller's (the test's) clock."""
+
+    created: dict[str, datetime] = field(default_factory=dict)
+    failed: dict[str, datetime] = field(default_factory=dict)
+    attempts: dict[tuple[str, int], str] = field(default_factory=dict)  # (step, attempt) -> Job name
+
+    def check(self, flow: JobFlow, now: datetime, result: Plan) -> None:
+        """Neither a timeout nor a retry comes early, whatever the Jobs' timestamps say (`Simulator.skew`)."""
+        specs = {s.name: s for s in flow.spec.steps}
+        for action in result.actions:
+            if isinstance(action, CreateJob):
+                previous = self.attempts.get((action.step, action.attempt - 1), "")
+                if previous in self.failed:
+                    delay = retry_delay(specs[action.step].retry_policy, action.attempt - 1)
+                    assert now >= self.failed[previous] + timedelta(seconds=delay), f"{action.name} early"
+                self.attempts[(action.step, action.attempt)] = action.name
+                self.created[action.name] = now
+            elif isinstance(action, DeleteJob) and action.reason.startswith(TIMEOUT_MARK):
+                limit = float(action.reason.removeprefix(TIMEOUT_MARK).strip().rstrip("s"))
+                assert now >= self.created[action.name] + timedelta(seconds=limit), f"{action.name} early"
+
+    def note_failures(self, sim: Simulator, at: datetime) -> None:
+        for name, job in sim.jobs.items():
+            if job.failed:
+                self.failed.setdefault(name, at)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,15 +155,20 @@ def test_random_flows_terminate_and_keep_the_invariants(flow: JobFlow, seed: int
     # The world's behaviour comes from a seeded RNG: drawing every roll from Hypothesis would make
     # the smallest example huge.
     rng = random.Random(seed)
-    sim = Simulator(flow, T0, instant_delete=rng.random() < 0.5)
+    # The cluster's clocks, which stamp the Jobs, may be behind the controller's or ahead of it.
+    skew = rng.choice([0.0, 0.0, -30.0, -1.5, 20.0])
+    sim = Simulator(flow, T0, instant_delete=rng.random() < 0.5, skew=skew)
+    times = Times()
     for _ in range(MAX_ROUNDS):
         before = sim.flow
         # Dormant steps (see planner.steps.Works) are not visited; a planner that visits every step
         # decides the same, also after lost writes (a dormant step with a Job is taken over on sight).
         assert sim.preview() == planned_eagerly(sim)
         lose_write = rng.random() < 0.1
+        now = sim.now
         result = sim.reconcile(write_status=not lose_write)
         check_plan(sim, before, result)
+        times.check(before, now, result)
         if sim.terminal and not lose_write:
             # Nothing runs on behind a finished flow (a Job a lost write left unrecorded included).
             assert not sim.running(), f"{sim.phase} flow left Jobs running: {sim.running()}"
@@ -138,6 +178,7 @@ def test_random_flows_terminate_and_keep_the_invariants(flow: JobFlow, seed: int
             assert final.status is frozen
             break
         perturb(sim, rng, result)
+        times.note_failures(sim, now)  # perturb fails Jobs before it moves the clock
     else:
         raise AssertionError(f"flow did not finish: {sim.phase} {sim.flow.status.message}")
     # Never two attempts under one name (a lost status write plus a vanished Job may legitimately

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from zen_flow.api.jobflow import Backoff, RetryPolicy
-from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, parse_duration, plan, retry_delay
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, parse_duration, retry_delay
 from zen_flow.planner.steps import HELD
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -76,6 +76,9 @@ def test_backoff_is_capped() -> None:
     assert retry_delay(policy("Linear", duration="10m"), 100) == 3600
     assert retry_delay(policy("Exponential", duration="10s", maxDuration="1m"), 5) == 60
     assert retry_delay(policy("Exponential", duration="10s"), 10**9) == 3600  # no overflow
+    # A duration above the default cap is cut to it (API.md says so; nothing else warns).
+    assert retry_delay(policy("Fixed", duration="2h"), 0) == 3600
+    assert retry_delay(policy("Fixed", duration="2h", maxDuration="3h"), 0) == 7200
 
 
 # --- retries --------------------------------------------------------------------------------------------
@@ -313,6 +316,26 @@ def test_a_timeout_whose_status_write_was_lost_still_reads_as_a_timeout(instant_
     assert reasons(sim)[:2] == ["StepTimedOut", "StepFailed"]
 
 
+def test_a_retrys_timeout_whose_status_write_was_lost_still_reads_as_a_timeout() -> None:
+    # The status records when each attempt began (attemptStartTime), so a retry's lost timeout is known too.
+    policy = {"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}}
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=30, retryPolicy=policy)]), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    sim.advance(2)
+    sim.reconcile()
+    assert step(sim).attempt_start_time == T0 + timedelta(seconds=2)
+    sim.advance(40)
+    sim.reconcile(write_status=False)
+    sim.reconcile()
+    assert (step(sim).phase, step(sim).message) == (
+        "Failed",
+        "attempt 2 failed: timed out after 30s (retries exhausted: 1/1)",
+    )
+    assert step(sim).attempt_start_time is None  # only while Running
+
+
 def test_a_job_deleted_outside_is_not_taken_for_a_timeout_that_never_ran() -> None:
     # A retry's Job deleted 20 s into its attempt (its first attempt began 52 s earlier), and a Job held
     # suspended past its timeout then deleted: both say who deleted them, not "timed out".
@@ -368,8 +391,9 @@ def test_a_suspended_job_holds_its_step_without_the_timeout_running() -> None:
     sim.reconcile()
     sim.advance(300)
     sim.hold(job, suspended=False)
+    assert sim.reconcile().requeue_after == 61  # the resume wakes the flow; the timeout counts from it
     sim.advance(59)
-    assert not sim.reconcile().actions  # 59 s since the last resume
+    assert not sim.reconcile().actions
     sim.advance(2)
     assert [type(a) for a in sim.reconcile().actions] == [DeleteJob]
     assert step(sim).phase == "Retrying"
@@ -409,12 +433,91 @@ def test_a_stopped_flow_deletes_its_held_job() -> None:
     assert sim.phase == "Failed"
 
 
-def test_template_deadline_keeps_the_smaller_value() -> None:
+# --- clocks: the cluster's (Job timestamps) may be behind the controller's ---------------------------
+
+
+def timeout_deleted(sim: Simulator) -> bool:
+    return any(isinstance(a, DeleteJob) for a in sim.reconcile().actions)
+
+
+def test_a_cluster_clock_behind_ours_never_fires_a_timeout_early() -> None:
+    # The apiserver and the Job controller run 30 s behind the controller: the Job's creationTimestamp
+    # says it has run 30 s longer than it has. Every attempt, and the run after a resume, gets its 60 s.
+    retry = {"limit": 2, "backoff": {"type": "Fixed", "duration": "10s"}}
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=60, retryPolicy=retry)]), T0, skew=-30)
+    assert sim.reconcile().requeue_after == 61
+    sim.advance(60)
+    assert not timeout_deleted(sim)
+    sim.advance(1)
+    assert timeout_deleted(sim)
+    assert step(sim).phase == "Retrying"
+    sim.advance(11)
+    sim.reconcile()  # the second attempt's Job
+    sim.advance(60)
+    assert not timeout_deleted(sim)
+    sim.advance(1)
+    assert timeout_deleted(sim)
+    sim.advance(11)
+    sim.reconcile()  # the third attempt: held by a queue, resumed 100 s later
+    (job,) = sim.running()
+    sim.hold(job)
+    sim.reconcile()
+    sim.advance(100)
+    sim.hold(job, suspended=False)
+    assert sim.reconcile().requeue_after == 61
+    sim.advance(60)
+    assert not timeout_deleted(sim)
+    sim.advance(1)
+    assert timeout_deleted(sim)
+    assert step(sim).message == "attempt 3 failed: timed out after 60s (retries exhausted: 2/2)"
+
+
+def test_a_cluster_clock_behind_ours_never_shortens_a_retry_delay() -> None:
+    # The Job controller stamps the failure 30 s in the past: the delay counts from when we see it.
+    retry = {"limit": 1, "backoff": {"type": "Fixed", "duration": "60s"}}
+    sim = Simulator(make_flow([job_step("a", retryPolicy=retry)]), T0, skew=-30)
+    sim.reconcile()
+    sim.advance(100)
+    sim.fail(sim.running()[0])
+    assert sim.reconcile().requeue_after == 61
+    assert step(sim).next_retry_time == T0 + timedelta(seconds=161)
+    sim.advance(60)
+    assert not any(isinstance(a, CreateJob) for a in sim.reconcile().actions)
+    sim.advance(1)
+    assert [a.attempt for a in sim.reconcile().actions if isinstance(a, CreateJob)] == [1]
+
+
+def test_a_failure_seen_late_still_waits_its_whole_delay() -> None:
+    # What a clock behind ours looks like from here: a failure the controller sees 30 s after its stamp
+    # may have happened 30 s ago or just now. Counting from the sighting is never early.
+    retry = {"limit": 1, "backoff": {"type": "Fixed", "duration": "60s"}}
+    sim = Simulator(make_flow([job_step("a", retryPolicy=retry)]), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.advance(30)  # a restart, a backlog
+    result = sim.reconcile()
+    assert (step(sim).phase, result.requeue_after) == ("Retrying", 61)
+    assert "StepRetrying" in reasons(sim)
+
+
+def test_template_deadline_keeps_the_smaller_value_and_is_named_when_it_stops_the_job() -> None:
     template = job_step("a", timeoutSeconds=600)
     template["template"]["spec"]["activeDeadlineSeconds"] = 30
-    result = plan(make_flow([template]), [], T0)
+    sim = Simulator(make_flow([template]), T0)
+    result = sim.reconcile()
     body = next(a for a in result.actions if isinstance(a, CreateJob)).body
     assert body["spec"]["activeDeadlineSeconds"] == 30
+    sim.advance(30)
+    sim.fail(
+        sim.running()[0], reason="DeadlineExceeded", message="Job was active longer than specified deadline"
+    )
+    sim.reconcile()
+    # Stopped after 30 s by the template's own deadline: not "timed out after 600s", not a step timeout.
+    assert step(sim).message == (
+        "Job failed: DeadlineExceeded: Job was active longer than specified deadline"
+        " (the Job template's activeDeadlineSeconds: 30s)"
+    )
+    assert "StepTimedOut" not in reasons(sim)
 
 
 # --- flow deadline --------------------------------------------------------------------------------------
@@ -453,6 +556,30 @@ def test_flow_deadline_stops_everything() -> None:
     failed = next(c for c in sim.flow.status.conditions if c.type == "Failed")
     assert failed.reason == "DeadlineExceeded"
     assert "FlowDeadlineExceeded" in reasons(sim)
+
+
+def test_work_that_finished_before_the_deadline_keeps_its_outcome_when_seen_late() -> None:
+    # The Jobs end at +90 s of a 100 s deadline; the controller (restarting, or behind) looks at +100 s.
+    flow = make_flow(
+        [job_step("a"), job_step("b", continueOnFailure=True)],
+        execution_policy={"activeDeadlineSeconds": 100},
+    )
+    ok, failed = Simulator(flow, T0), Simulator(flow, T0)
+    for sim in (ok, failed):
+        sim.reconcile()
+        sim.advance(90)
+        a, b = sim.running()
+        sim.complete(a)
+        (sim.complete if sim is ok else sim.fail)(b)
+        sim.advance(10)
+        result = sim.reconcile()
+        assert not any(isinstance(x, DeleteJob) for x in result.actions)
+        assert "FlowDeadlineExceeded" not in reasons(sim)
+        assert result.requeue_after == 86400  # the TTL, from now
+    assert (ok.phase, ok.flow.status.message) == ("Succeeded", "all 2 steps succeeded")
+    assert "FlowSucceeded" in reasons(ok)
+    assert failed.phase == "Failed"
+    assert next(c for c in failed.flow.status.conditions if c.type == "Failed").reason == "StepFailed"
 
 
 def test_deadline_never_touches_a_finished_flow() -> None:

@@ -63,6 +63,9 @@ class Simulator:
     progress_deadline: float = 0.0  # the controller's --progress-deadline-seconds (0: off)
     # What evaluates `when` expressions other than phase tests (None: in-process, unbounded).
     evaluate: Evaluator | None = None
+    # The cluster's clocks (apiserver, Job controller) minus the controller's, in seconds: every Job
+    # timestamp is stamped by them (negative: the cluster is behind).
+    skew: float = 0.0
     _uid: int = 0
 
     @property
@@ -138,7 +141,7 @@ class Simulator:
         meta: dict[str, Any] = dict(action.body["metadata"])
         meta["uid"] = f"uid-{self._uid}"
         # As the apiserver stores it: whole seconds, cut down (the create happened later within the second).
-        meta["creationTimestamp"] = self.now.replace(microsecond=0).isoformat()
+        meta["creationTimestamp"] = self.stamp().isoformat()
         self.jobs[name] = JOB.validate_python({"metadata": meta, "spec": action.body.get("spec", {})})
         self.steps[name] = action.step
         self.created.append(name)
@@ -150,7 +153,11 @@ class Simulator:
         if self.instant_delete:
             del self.jobs[name]
         else:
-            self.jobs[name] = replace(job, metadata=replace(job.metadata, deletion_timestamp=self.now))
+            self.jobs[name] = replace(job, metadata=replace(job.metadata, deletion_timestamp=self.stamp()))
+
+    def stamp(self) -> datetime:
+        """Now by the cluster's clock, as the apiserver stores it (metav1.Time: whole seconds, cut down)."""
+        return (self.now + timedelta(seconds=self.skew)).replace(microsecond=0)
 
     def collect(self) -> None:
         """Garbage-collect Jobs that are being deleted."""
@@ -165,7 +172,7 @@ class Simulator:
         """Terminal condition plus the counters and times the Job controller sets for a one-pod Job (what
         output parameters such as `$.succeeded` read)."""
         job = self.jobs[name]
-        now = self.now.replace(microsecond=0)  # metav1.Time: whole seconds, as the apiserver stores them
+        now = self.stamp()
         cond = Condition(type=type_, status="True", reason=reason, message=message, last_transition_time=now)
         update: dict[str, Any] = {
             "conditions": (*job.status.conditions, cond),
@@ -181,9 +188,7 @@ class Simulator:
         messages = messages if messages is not None else self.written.get(step)
         if messages is not None:
             self.pod_messages[name] = messages
-        self._finish(
-            name, "Complete", "Completed", "", succeeded=1, completion_time=self.now.replace(microsecond=0)
-        )
+        self._finish(name, "Complete", "Completed", "", succeeded=1, completion_time=self.stamp())
 
     def fail(
         self,
@@ -201,7 +206,7 @@ class Simulator:
         """A queue (Kueue) or a user suspended the Job, or resumed it: the Job controller's `Suspended`
         condition, and on a resume a new start time (its activeDeadlineSeconds counts from it)."""
         job = self.jobs[name]
-        now = self.now.replace(microsecond=0)
+        now = self.stamp()
         cond = Condition(
             type="Suspended",
             status="True" if suspended else "False",

@@ -249,6 +249,10 @@ class StepStatus:
     message: str | None = None
     # When a Retrying step's next attempt is due (time is scheduled, not polled).
     next_retry_time: Timestamp | None = None
+    # While Running: when the current attempt began running by the controller's own clock (its Job
+    # created or taken over, or seen resumed). The step's timeout never counts from earlier: the Job's
+    # timestamps come from the cluster's clocks, which may be behind the controller's.
+    attempt_start_time: Timestamp | None = None
     # Who approved or rejected a Manual step (from the admission request's userInfo, when recorded).
     approved_by: str | None = None
 

@@ -155,8 +155,8 @@ class StatusWriter:
         before = {s.name: s for s in flow.status.steps}
         for step in status.steps:
             old = before.get(step.name)
-            # Counted by attempt, not by the Retrying phase: a failure seen only after its backoff had
-            # passed is retried in the same plan, and the status never shows Retrying.
+            # Counted when the attempt starts (its retryCount goes up), not when the step shows Retrying:
+            # a retry the flow's end cancels never started.
             if (retries := step.retry_count - (old.retry_count if old is not None else 0)) > 0:
                 self._metrics.step_retries.labels(ns).inc(retries)
             if old is None or old.phase != step.phase:

@@ -6,7 +6,8 @@ Three passes over the steps:
      group (`peers`) whether it must wait or has been replaced;
   2. schedule: in topological order, skip what can never run, evaluate `when`, start ready steps and
      due retries (unless suspended, failing fast, or past the deadline);
-  3. conclude: enforce the flow deadline, end a failing flow once nothing runs, derive the phase.
+  3. conclude: a flow whose steps have all finished ends as they did; otherwise enforce a stop, a
+     replacement or the flow deadline, end a failing flow once nothing runs, derive the phase.
 An unchanged situation yields the input status object itself and no actions (a quiet flow costs no
 API calls).
 """
@@ -154,6 +155,11 @@ class _Planner(Observation):
     def conclude(self) -> tuple[FlowPhase, str | None, str]:
         """(phase, failure message, Failed condition reason)."""
         works = self.moving.values()
+        # Steps that have all finished decide, whatever this plan sees besides: a deadline that passed, a
+        # stop or a newer Replace flow seen only by a late plan (a restart, a backlog) came after the work
+        # was done and stopped nothing, as a Job that completed is a success past its step's timeout.
+        if (ended := self.ended()) is not None:
+            return ended
         if self.stopped is not None:
             self.stop_all(self.stopped)
             return FlowPhase.FAILED, self.stopped, REASON_STOPPED
@@ -171,16 +177,9 @@ class _Planner(Observation):
                 self.works.wake_all()
                 for w in works:
                     if not w.terminal:
-                        w.skip(self.now, "not started: the flow failed")
-        if not self.works.dormant and all(w.terminal for w in works):
-            failed = next((s for s in self.works.statuses() if s.phase == StepPhase.FAILED), None)
-            if failed is None:
-                return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
-            return (
-                FlowPhase.FAILED,
-                self.failure or f"step {failed.name} failed: {failed.message}",
-                REASON_STEP_FAILED,
-            )
+                        w.drop(self.now, "the flow failed")
+        if (ended := self.ended()) is not None:
+            return ended
         if self.suspended:
             phase = FlowPhase.SUSPENDED
         elif any(w.phase in (StepPhase.RUNNING, StepPhase.RETRYING) for w in works):
@@ -192,6 +191,19 @@ class _Planner(Observation):
         else:
             phase = FlowPhase.RUNNING
         return phase, self.failure, REASON_STEP_FAILED
+
+    def ended(self) -> tuple[FlowPhase, str | None, str] | None:
+        """The flow's outcome when every step is terminal: Succeeded unless a step failed; else None."""
+        if self.works.dormant or not all(w.terminal for w in self.moving.values()):
+            return None
+        failed = next((s for s in self.works.statuses() if s.phase == StepPhase.FAILED), None)
+        if failed is None:
+            return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
+        return (
+            FlowPhase.FAILED,
+            self.failure or f"step {failed.name} failed: {failed.message}",
+            REASON_STEP_FAILED,
+        )
 
     def stop_all(self, reason: str, job_reason: str | None = None) -> None:
         self.works.wake_all()
@@ -205,7 +217,7 @@ class _Planner(Observation):
             elif w.phase == StepPhase.RETRYING:
                 w.fail(self.now, f"{reason}; {w.message or ''}")
             elif not w.terminal:
-                w.skip(self.now, f"not started: {reason}")
+                w.drop(self.now, reason)
 
     def run(self) -> Plan:
         self.observe()

@@ -37,14 +37,16 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
     if new.phase == before and new.retry_count == before_retries and _job(new) == before_job:
         return out
     limit = retry_limit(spec) if spec is not None else 0
-    # An attempt that failed and was retried within one plan never showed as Retrying: announce it.
-    failed_silently = new.retry_count > before_retries and before == StepPhase.RUNNING
-    if new.phase == StepPhase.RETRYING or failed_silently:
+    # Every retry shows Retrying first: its delay counts from the plan that sees the failure.
+    if new.phase == StepPhase.RETRYING:
         if TIMEOUT_MARK in message:
             out.append(EventSpec(WARNING, TIMED_OUT, f"step {name}: {message}"))
         when = f" at {format_time(new.next_retry_time)}" if new.next_retry_time is not None else ""
-        retry = new.retry_count if new.phase != StepPhase.RETRYING else new.retry_count + 1
-        out.append(EventSpec(NORMAL, "StepRetrying", f"step {name}: {message}; retry {retry}/{limit}{when}"))
+        out.append(
+            EventSpec(
+                NORMAL, "StepRetrying", f"step {name}: {message}; retry {new.retry_count + 1}/{limit}{when}"
+            )
+        )
     if new.phase == StepPhase.RUNNING:
         attempt = f" (attempt {new.retry_count + 1})" if new.retry_count else ""
         out.append(EventSpec(NORMAL, "StepStarted", f"step {name}: created Job {_job(new)}{attempt}"))

@@ -13,7 +13,9 @@ in `status.audit.retries` (id, user, time, the steps it reran):
 - on a Failed flow: its failed Job steps in scope go back to Pending with their next attempt (a new Job
   name, so the old attempts' Jobs stay for their logs), every Skipped step goes back to Pending (it never
   ran), Succeeded steps and their outputs stay, a rejected Manual step stays rejected (its annotation
-  decides it); the flow is Running again and its deadline counts from now;
+  decides it); the flow is Running again, its deadline counts from its first step's start, and in a
+  concurrency group it waits for the others like a flow that has not started, keeping its rank (its
+  creationTimestamp);
 - otherwise (the flow is not Failed, the stop request is still set, nothing in scope can rerun, or a
   failed step left out would fail the flow again at once): recorded with no steps, a RetryIgnored event
   says why, and nothing else happens, so a request can never fire later by surprise.

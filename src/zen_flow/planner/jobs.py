@@ -110,6 +110,23 @@ def native_pod_failure_policy(policy: PodFailurePolicy) -> dict[str, Any] | None
     return {"rules": rules} if rules else None
 
 
+def template_deadline(step: Step) -> int | None:
+    """The template's own `spec.activeDeadlineSeconds`, when it is a positive integer."""
+    spec = step.template.get("spec") if isinstance(step.template, dict) else None
+    value = spec.get("activeDeadlineSeconds") if isinstance(spec, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def job_deadline(step: Step) -> int | None:
+    """The Job's `activeDeadlineSeconds` where the step's timeout sets it: the smaller of `timeoutSeconds`
+    and the template's own value (None: the template's, as written)."""
+    timeout = step.timeout_seconds
+    if timeout is None or timeout <= 0:
+        return None
+    own = template_deadline(step)
+    return timeout if own is None else min(own, timeout)
+
+
 def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, Any]:
     """Deep copy of the template with our name, namespace, labels, ownerReference and deadlines."""
     if not isinstance(step.template, dict) or not step.template:
@@ -151,12 +168,9 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
         pod_meta["annotations"] = pod_annotations
     pod_spec = pod.get("spec")
 
-    if step.timeout_seconds is not None and step.timeout_seconds > 0:
-        current = spec.get("activeDeadlineSeconds")
-        if isinstance(current, int) and not isinstance(current, bool) and current > 0:
-            spec["activeDeadlineSeconds"] = min(current, step.timeout_seconds)
-        else:
-            spec["activeDeadlineSeconds"] = step.timeout_seconds
+    deadline = job_deadline(step)
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
 
     policy = flow.spec.execution_policy.pod_failure_policy if flow.spec.execution_policy else None
     restart_never = isinstance(pod_spec, dict) and pod_spec.get("restartPolicy") == "Never"

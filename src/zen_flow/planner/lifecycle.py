@@ -79,7 +79,7 @@ def fail_invalid(
         elif work.phase == StepPhase.RETRYING:
             work.fail(now, f"{cause}; {work.message or ''}")
         elif not work.terminal:
-            work.skip(now, f"not started: {cause}")
+            work.drop(now, cause)
         works[spec.name] = work
     status = assemble(
         flow,

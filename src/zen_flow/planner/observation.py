@@ -12,6 +12,7 @@ from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approvals import decision
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
+from zen_flow.planner.jobs import job_deadline, template_deadline
 from zen_flow.planner.outputs import (
     OutputError,
     capture_outputs,
@@ -61,9 +62,7 @@ class Observation(PlanState):
         name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
         job = self.jobs.get(name)
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
-            self.attempt_failed(
-                w, self.gone(w, None, f"Job {name} not found (deleted outside zen-flow)"), self.now
-            )
+            self.attempt_failed(w, self.gone(w, None, f"Job {name} not found (deleted outside zen-flow)"))
             return
         if ref is None or ref.uid is None or ref.name != name:
             w.job_ref = self.job_ref(name, job)
@@ -76,58 +75,72 @@ class Observation(PlanState):
                 return
             cond = job.condition(JOB_FAILED)
             timeout = w.spec.timeout_seconds
-            if cond is not None and cond.reason == JOB_DEADLINE_REASON and timeout:
-                # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did: the
-                # same timeout, said the same way whoever noticed first.
-                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", cond.last_transition_time or self.now)
-                return
+            limit = ""
+            if cond is not None and cond.reason == JOB_DEADLINE_REASON:
+                if timeout and job_deadline(w.spec) == timeout:
+                    # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
+                    # the same timeout, said the same way whoever noticed first.
+                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
+                    return
+                if (own := template_deadline(w.spec)) is not None:
+                    # The template's own, smaller deadline stopped it: not the step's timeout; say which.
+                    limit = f" (the Job template's activeDeadlineSeconds: {own}s)"
             detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
+            detail += limit
             if why := download_failure(self.messages.get(name)):
                 detail = f"{why} ({detail})" if detail else why
-            failed_at = cond.last_transition_time if cond is not None else None
-            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", failed_at or self.now)
+            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}")
             return
         if job.deleting:
-            self.attempt_failed(w, self.gone(w, job, f"Job {name} was deleted outside zen-flow"), self.now)
+            self.attempt_failed(w, self.gone(w, job, f"Job {name} was deleted outside zen-flow"))
             return
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
             # resume wakes the flow (its `Suspended` condition turns False).
             w.message = held(w.message)
             return
-        w.message = unheld(w.message)
+        if w.message is not None and w.message.startswith(HELD):
+            # Resumed since the last plan: its run restarts now by our clock (see `began`).
+            w.message = unheld(w.message)
+            w.attempt_start_time = self.now
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             due = after_cut(self.began(w, job), timeout)
             if self.now >= due:
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
-                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", self.now)
+                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
             else:
                 self.wakeups.append(due)
 
     def began(self, w: StepWork, job: Job) -> datetime:
         """Whence the step's timeout counts: the Job's creation, or the last resume of a Job that was
         suspended (a queue's wait, or a preemption, does not count: the Job controller restarts its
-        activeDeadlineSeconds then too)."""
-        return (
-            job.resumed_at
-            or job.metadata.creation_timestamp
-            or job.status.start_time
-            or w.start_time
-            or self.now
-        )
+        activeDeadlineSeconds then too); never before the attempt began by the controller's own clock
+        (`attempt_start_time`): the Job's timestamps come from the cluster's clocks, and one behind ours
+        would make the timeout fire early. Our record is the plan's time (cut to the second) before the
+        create, so it is at most that much early, which `after_cut`'s second covers."""
+        theirs = job.resumed_at or job.metadata.creation_timestamp or job.status.start_time
+        ours = w.attempt_start_time
+        if theirs is None:
+            return ours or w.start_time or self.now
+        return theirs if ours is None else max(theirs, ours)
 
     def gone(self, w: StepWork, job: Job | None, why: str) -> str:
         """Why a Running step's Job went away: `why`, unless its timeout had passed (then it was our own
         delete for the timeout, whose status write was lost: said as a timeout, whoever noticed). Only
-        when that is known: a held Job's timeout never ran, and without the Job a retry's attempt began
-        at a time no status records (`start_time` is the first attempt's)."""
+        when that is known: a held Job's timeout never ran, and without the Job only the status says when
+        the attempt began (`attempt_start_time`; in a status written before it existed, `start_time`
+        for a first attempt)."""
         timeout = w.spec.timeout_seconds
         if not timeout or timeout <= 0 or (job is not None and job.suspended):
             return why
-        if job is None and (w.retry_count > 0 or (w.message or "").startswith(HELD)):
+        if job is None and (w.message or "").startswith(HELD):
             return why
-        began = self.began(w, job) if job is not None else w.start_time
+        began = (
+            self.began(w, job)
+            if job is not None
+            else w.attempt_start_time or (w.start_time if w.retry_count == 0 else None)
+        )
         if began is not None and self.now >= after_cut(began, timeout):
             return f"{TIMEOUT_MARK} {timeout}s"
         return why
@@ -149,15 +162,17 @@ class Observation(PlanState):
             return
         w.succeed(self.now, None)
 
-    def attempt_failed(self, w: StepWork, error: str, failed_at: datetime) -> None:
+    def attempt_failed(self, w: StepWork, error: str) -> None:
         limit = retry_limit(w.spec)
         done = w.retry_count
         error = f"attempt {done + 1} failed: {error}" if limit else error
         if done < limit and self.budget_used < self.budget and self.failure is None:
             self.budget_used += 1
-            # failed_at is a whole second (a Job condition, or the planner's now): the failure came up to a
-            # second later, so the delay counts from the next second and is never shorter than asked.
-            w.retry_at(after_cut(failed_at, retry_delay(w.spec.retry_policy, done)), error)
+            # The delay counts from now, when we see the failure, not from the Job's Failed condition: its
+            # time comes from the cluster's clock, and one behind ours would retry early. It is usually the
+            # same second; a plan made late (a restart, a backlog) retries late, never early. The planner's
+            # now is cut to the second, so the delay counts from the next one.
+            w.retry_at(after_cut(self.now, retry_delay(w.spec.retry_policy, done)), error)
             return
         if limit and done >= limit:
             error += f" (retries exhausted: {done}/{limit})"

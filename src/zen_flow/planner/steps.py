@@ -6,6 +6,7 @@
        │                  └── none left ─────▶ Failed
        ├── dependency Failed (no continueOnFailure) or Skipped, `when` false, flow ended ──▶ Skipped
        └── Manual ──▶ PendingApproval ──approve──▶ Succeeded / ──reject──▶ Failed (no retry)
+                            └── flow ended undecided ──▶ Skipped
 
 Terminal phases (Succeeded, Failed, Skipped) never change; timestamps are set once.
 """
@@ -66,11 +67,12 @@ class StepWork:
     next_retry_time: datetime | None
     approved_by: str | None
     outputs: StepOutputValues | None
+    attempt_start_time: datetime | None
 
     @classmethod
     def load(cls, spec: Step, old: StepStatus | None) -> StepWork:
         if old is None:
-            return cls(spec, None, StepPhase.PENDING, None, None, None, 0, None, None, None, None)
+            return cls(spec, None, StepPhase.PENDING, None, None, None, 0, None, None, None, None, None)
         phase = _PHASES.get(old.phase, StepPhase.PENDING)
         return cls(
             spec,
@@ -84,6 +86,7 @@ class StepWork:
             old.next_retry_time,
             old.approved_by,
             old.outputs,
+            old.attempt_start_time,
         )
 
     @property
@@ -110,6 +113,7 @@ class StepWork:
             old.next_retry_time,
             old.approved_by,
             old.outputs,
+            old.attempt_start_time,
         ) == (
             self.phase,
             self.start_time,
@@ -120,6 +124,7 @@ class StepWork:
             self.next_retry_time,
             self.approved_by,
             self.outputs,
+            self.attempt_start_time,
         ):
             return old
         return StepStatus(
@@ -133,6 +138,7 @@ class StepWork:
             message=self.message,
             next_retry_time=self.next_retry_time,
             approved_by=self.approved_by,
+            attempt_start_time=self.attempt_start_time,
         )
 
     # --- transitions ---------------------------------------------------------------------------------
@@ -143,12 +149,14 @@ class StepWork:
         self.retry_count = attempt
         self.next_retry_time = None
         self.message = message
+        self.attempt_start_time = now
         if self.start_time is None:
             self.start_time = now
 
     def finish(self, phase: StepPhase, now: datetime, message: str | None) -> None:
         self.phase = phase
         self.next_retry_time = None
+        self.attempt_start_time = None
         self.message = bound(message) if message is not None else None
         if self.completion_time is None:
             self.completion_time = now
@@ -162,9 +170,16 @@ class StepWork:
     def skip(self, now: datetime, message: str) -> None:
         self.finish(StepPhase.SKIPPED, now, message)
 
+    def drop(self, now: datetime, reason: str) -> None:
+        """The flow ends (`reason`) before this step ran, or before a decision on this reached Manual step:
+        Skipped (so a rerun plans it again), saying which; a waiting gate keeps its startTime."""
+        undecided = self.phase == StepPhase.PENDING_APPROVAL
+        self.skip(now, f"{'no decision' if undecided else 'not started'}: {reason}")
+
     def retry_at(self, when: datetime, message: str) -> None:
         self.phase = StepPhase.RETRYING
         self.next_retry_time = when
+        self.attempt_start_time = None
         self.message = bound(message)
 
     def await_approval(self, now: datetime, message: str) -> None:

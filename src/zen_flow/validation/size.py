@@ -28,9 +28,9 @@ METADATA_BYTES = 16 * 1024
 MAX_OUTPUT_PARAMETERS = 32  # per step (CRD maxItems)
 OUTPUT_VALUE_BYTES = 1024 + 64  # planner/outputs.py MAX_VALUE_BYTES, and some escaping
 STEP_MESSAGE_BYTES = 256 + 64  # 256 characters (planner/steps.py MAX_MESSAGE), and some escaping
-# One status.steps[] entry without outputs: field names and punctuation, name, three timestamps,
+# One status.steps[] entry without outputs: field names and punctuation, name, four timestamps,
 # jobRef (Job name and namespace up to 63 each, UID, kind), retryCount, message.
-STEP_ENTRY_BYTES = 300 + 63 + 3 * 30 + (63 + 63 + 36 + 40) + 20 + STEP_MESSAGE_BYTES
+STEP_ENTRY_BYTES = 300 + 63 + 4 * 30 + (63 + 63 + 36 + 40) + 20 + STEP_MESSAGE_BYTES
 # Conditions (8, messages up to 1 KiB), phase, times, progress, message, observedGeneration.
 FLOW_STATUS_BYTES = 8 * (1024 + 200) + 256 * 3 + 800
 APPROVAL_BYTES = 2 * 256 + 63 + 30 + 80  # approvedBy, and status.audit.approvals[]: step, user, time
