@@ -3,6 +3,7 @@ client-go's correlator does; reasons the operator left out cost nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from zen_flow.api import JobFlow
 from zen_flow.api.meta import ObjectMeta, format_time
 from zen_flow.kube import ClientOptions, EventRecorder, KubeClient, KubeConfig
-from zen_flow.kube.events import AGGREGATE_SECONDS
+from zen_flow.kube.events import AGGREGATE_SECONDS, COMBINED, SIMILAR_EVENTS
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
 from zen_flow_dev.testing.clock import FakeClock
 
@@ -25,9 +26,11 @@ class EventStore:
     def __init__(self) -> None:
         self.events: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
+        self.answered = asyncio.Event()  # set at each request
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.method)
+        self.answered.set()
         if request.method == "POST":
             event = await request.json()
             self.events[event["metadata"]["name"]] = event
@@ -124,3 +127,54 @@ async def test_skipped_reasons_are_never_sent(
     recorder.emit(flow(), "Warning", "StepFailed", "step b failed")  # the queue's one place is still free
     assert recorder.dropped == 0
     assert store.requests == []
+
+
+async def test_a_burst_of_similar_events_of_one_flow_is_ten_events_the_last_combined(
+    recorder_parts: tuple[EventStore, KubeClient, FakeClock],
+) -> None:
+    # A 500-step fan-out failing at once: as client-go's aggregator, nine Events as they are, then one
+    # combined Event that says the latest, with the count of all the others.
+    store, kube, clock = recorder_parts
+    recorder = EventRecorder(kube, clock=clock)
+    for i in range(500):
+        recorder.emit(flow(), "Warning", "StepFailed", f"step s{i} failed")
+    await _drain(recorder, store, sends=SIMILAR_EVENTS)
+    events = list(store.events.values())
+    assert [e["message"] for e in events[:9]] == [f"step s{i} failed" for i in range(9)]
+    combined = events[9]
+    assert (combined["message"], combined["count"]) == (f"{COMBINED}step s499 failed", 491)
+    assert store.requests == ["POST"] * SIMILAR_EVENTS
+    # Another reason, or another flow, is not combined with them.
+    recorder.emit(flow(), "Warning", "FlowFailed", "step s0 failed")
+    recorder.emit(flow("u2"), "Warning", "StepFailed", "step s600 failed")
+    await _drain(recorder, store, sends=SIMILAR_EVENTS + 2)
+    assert [e["message"] for e in list(store.events.values())[10:]] == ["step s0 failed", "step s600 failed"]
+
+
+async def test_the_combined_event_goes_on_counting_and_says_the_latest(
+    recorder_parts: tuple[EventStore, KubeClient, FakeClock],
+) -> None:
+    store, kube, clock = recorder_parts
+    recorder = EventRecorder(kube, clock=clock)
+    for i in range(11):
+        await recorder.record(flow(), "Warning", "StepFailed", f"step s{i} failed")
+    await recorder.record(flow(), "Warning", "StepFailed", "step s3 failed")  # seen before, now combined
+    assert store.requests == ["POST"] * 10 + ["PATCH"] * 2
+    combined = list(store.events.values())[-1]
+    assert (combined["message"], combined["count"]) == (f"{COMBINED}step s3 failed", 3)
+    clock.jump(AGGREGATE_SECONDS + 1)  # a quiet window later, messages are new Events again
+    await recorder.record(flow(), "Warning", "StepFailed", "step s20 failed")
+    assert list(store.events.values())[-1]["message"] == "step s20 failed"
+
+
+async def _drain(recorder: EventRecorder, store: EventStore, *, sends: int) -> None:
+    """Run the sender until `sends` requests reached the store (5 s at most)."""
+    task = asyncio.create_task(recorder.run())
+    try:
+        async with asyncio.timeout(5):
+            while len(store.requests) < sends:
+                store.answered.clear()
+                await store.answered.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

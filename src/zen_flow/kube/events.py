@@ -1,14 +1,19 @@
 """Kubernetes Events on JobFlows (`kubectl describe jobflow` shows them). Best effort by design.
 
 Reconcile calls `emit()`, which only queues: an event must never slow a reconcile down, let alone fail
-it. `run()` (one long-lived task) sends them; a failed send is logged and dropped, and when the queue is
-full new events are dropped too (an apiserver outage must not grow memory without bound).
+it. `run()` (one long-lived task) sends them; a failed send is logged and dropped. What waits is shared
+fairly between namespaces and bounded (event_backlog.py: turns by namespace, equal Events folded, Normal
+Events dropped before Warnings when full; an apiserver outage must not grow memory without bound).
 
 Each event is a core/v1 Event named `<flow>.<random hex>`, like client-go's recorder names them. A repeat
 (same flow, type, reason and message) within AGGREGATE_SECONDS is folded into the Event already sent, as
 client-go's correlator does: one PATCH raising its `count` and `lastTimestamp`, so `kubectl describe` shows
-"x3 over 2m" instead of three lines (and the apiserver stores one object). `skip` leaves out reasons the
-operator chose not to record (`--step-events`): they are dropped at `emit`, before they cost anything.
+"x3 over 2m" instead of three lines (and the apiserver stores one object). And as client-go's
+aggregator does, from a flow's SIMILAR_EVENTS-th different message of one type and reason within
+AGGREGATE_SECONDS, the messages are one Event, `(combined from similar events): <the latest>`, whose
+count goes up: a 500-step fan-out failing at once is ten StepFailed Events, the last combined, not 500.
+`skip` leaves out reasons the operator chose not to record (`--step-events`): they are dropped at `emit`,
+before they cost anything.
 
 Events have a request budget of their own (`--event-qps`/`--event-burst`), not the controller's: they
 were half of its requests, and in one bucket with Job creates an Event could delay the next step's Job
@@ -18,7 +23,6 @@ client for events). When the budget cannot keep up, the queue absorbs bursts and
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 from collections import OrderedDict
@@ -29,6 +33,7 @@ from zen_flow.api.constants import API_VERSION, KIND
 from zen_flow.api.meta import format_time
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import KubeError, NotFound
+from zen_flow.kube.event_backlog import EventBacklog, Key, Pending, Target
 from zen_flow.kube.resource import Resource
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
@@ -38,39 +43,19 @@ EVENTS = Resource("", "v1", "events")
 COMPONENT = "zen-flow"
 _MAX_MESSAGE = 1024  # what the apiserver accepts for a core/v1 Event message
 _MAX_NAME = 253
-# client-go's correlator: repeats within 10 minutes aggregate, remembered in an LRU of 4,096 events.
+# client-go's correlator: repeats within 10 minutes aggregate, remembered in an LRU of 4,096 events; from
+# the 10th different message of one object, type and reason within them, one combined Event.
 AGGREGATE_SECONDS = 600.0
+SIMILAR_EVENTS = 10
+COMBINED = "(combined from similar events): "
 _REMEMBERED = 4096
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class _Target:
-    """What an Event says about its flow. Queued events keep only this, not the flow: up to 1,000 waiting
-    events would otherwise pin as many old versions of 20-step flows (~30 KB each) in memory."""
-
-    namespace: str
-    name: str
-    uid: str
-    resource_version: str
-
-    @classmethod
-    def of(cls, flow: JobFlow) -> _Target:
-        meta = flow.metadata
-        return cls(meta.namespace, meta.name, meta.uid, meta.resource_version)
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class _Pending:
-    target: _Target
-    type: str
-    reason: str
-    message: str
+def _target(flow: JobFlow) -> Target:
+    meta = flow.metadata
+    return Target(meta.namespace, meta.name, meta.uid, meta.resource_version)
 
 
 @dataclass
@@ -82,7 +67,13 @@ class _Sent:
     at: float  # monotonic time of the last send
 
 
-_Key = tuple[str, str, str, str, str]  # namespace, flow uid, type, reason, message
+@dataclass
+class _Similar:
+    """The different messages (their hashes: 4,096 flows' ten 1 KiB messages would be 40 MB) one flow
+    had for one type and reason since `since`."""
+
+    messages: set[int]
+    since: float
 
 
 class EventRecorder:
@@ -101,40 +92,57 @@ class EventRecorder:
         self._limiter = TokenBucket(qps, burst, clock=clock)
         self._clock = clock
         self._instance = instance or socket.gethostname()
-        self._pending: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
+        self._pending = EventBacklog(max_pending)
         self._skip = skip
-        self._sent: OrderedDict[_Key, _Sent] = OrderedDict()
+        self._sent: OrderedDict[Key, _Sent] = OrderedDict()
+        self._similar: OrderedDict[tuple[str, str, str, str], _Similar] = OrderedDict()
         self.dropped = 0
 
     def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
         """Queue an event (type_ "Normal" or "Warning"). Never blocks, never raises."""
         if reason in self._skip:
             return
-        try:
-            self._pending.put_nowait(_Pending(_Target.of(flow), type_, reason, message))
-        except asyncio.QueueFull:
-            self.dropped += 1
-            log.warning("event dropped: queue full", flow=flow.key, reason=reason)
+        dropped = self._pending.put(self._pending_for(_target(flow), type_, reason, message))
+        if dropped is not None:
+            self.dropped += dropped.count
+            log.warning("event dropped: queue full", flow=dropped.target.key, reason=dropped.reason)
 
     async def run(self) -> None:
         """Send queued events, one at a time, forever."""
         while True:
-            item = await self._pending.get()
-            await self._send(item.target, item.type, item.reason, item.message)
+            await self._send(await self._pending.get())
 
     async def record(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
         """Send one event now. Errors are logged and swallowed."""
-        await self._send(_Target.of(flow), type_, reason, message)
+        await self._send(self._pending_for(_target(flow), type_, reason, message))
 
-    async def _send(self, target: _Target, type_: str, reason: str, message: str) -> None:
+    def _pending_for(self, target: Target, type_: str, reason: str, message: str) -> Pending:
+        """The Event to send: `message`, or the flow's combined Event once it had SIMILAR_EVENTS others."""
         message = message[:_MAX_MESSAGE]
-        key = (target.namespace, target.uid, type_, reason, message)
+        group = (target.namespace, target.uid, type_, reason)
+        now = self._clock.monotonic()
+        similar = self._similar.get(group)
+        if similar is None or now - similar.since >= AGGREGATE_SECONDS:
+            similar = _Similar(set(), now)
+        self._similar[group] = similar
+        self._similar.move_to_end(group)
+        if len(self._similar) > _REMEMBERED:
+            self._similar.popitem(last=False)
+        digest = hash(message)
+        if len(similar.messages) < SIMILAR_EVENTS:
+            similar.messages.add(digest)
+        if digest in similar.messages and len(similar.messages) < SIMILAR_EVENTS:
+            return Pending(target, type_, reason, message, (*group, message))
+        return Pending(target, type_, reason, (COMBINED + message)[:_MAX_MESSAGE], (*group, COMBINED))
+
+    async def _send(self, item: Pending) -> None:
+        target, key = item.target, item.key
         now = self._clock.monotonic()
         try:
             seen = self._sent.get(key)
             if seen is not None and now - seen.at < AGGREGATE_SECONDS:
                 try:
-                    await self._repeat(target.namespace, seen)
+                    await self._repeat(target.namespace, seen, item)
                 except NotFound:  # expired (the apiserver keeps Events an hour) or deleted: post anew
                     del self._sent[key]
                 else:
@@ -142,18 +150,26 @@ class EventRecorder:
                     self._sent.move_to_end(key)
                     return
             name = f"{target.name[: _MAX_NAME - 17]}.{secrets.token_hex(8)}"
-            body = self._body(target, name, type_, reason, message)
             await self._client.request(
-                "POST", EVENTS.path(target.namespace), body=body, retry=False, limiter=self._limiter
+                "POST",
+                EVENTS.path(target.namespace),
+                body=self._body(name, item),
+                retry=False,
+                limiter=self._limiter,
             )
-            self._remember(key, _Sent(name, 1, now))
+            self._remember(key, _Sent(name, item.count, now))
         except KubeError as err:
-            log.warning("event not recorded", flow=target.key, reason=reason, error=str(err))
+            log.warning("event not recorded", flow=target.key, reason=item.reason, error=str(err))
         except Exception:  # a bug here must not take the process down for a diagnostic
-            log.exception("event not recorded", flow=target.key, reason=reason)
+            log.exception("event not recorded", flow=target.key, reason=item.reason)
 
-    async def _repeat(self, namespace: str, seen: _Sent) -> None:
-        patch = {"count": seen.count + 1, "lastTimestamp": format_time(self._clock.now())}
+    async def _repeat(self, namespace: str, seen: _Sent, item: Pending) -> None:
+        patch: dict[str, object] = {
+            "count": seen.count + item.count,
+            "lastTimestamp": format_time(self._clock.now()),
+        }
+        if item.key[-1] == COMBINED:
+            patch["message"] = item.message  # a combined Event says its latest occurrence
         await self._client.request(
             "PATCH",
             EVENTS.path(namespace, seen.name),
@@ -162,14 +178,15 @@ class EventRecorder:
             retry=False,
             limiter=self._limiter,
         )
-        seen.count += 1
+        seen.count += item.count
 
-    def _remember(self, key: _Key, sent: _Sent) -> None:
+    def _remember(self, key: Key, sent: _Sent) -> None:
         self._sent[key] = sent
         if len(self._sent) > _REMEMBERED:
             self._sent.popitem(last=False)
 
-    def _body(self, meta: _Target, name: str, type_: str, reason: str, message: str) -> dict[str, object]:
+    def _body(self, name: str, item: Pending) -> dict[str, object]:
+        meta = item.target
         stamp = format_time(self._clock.now())
         return {
             "metadata": {"name": name, "namespace": meta.namespace},
@@ -181,13 +198,13 @@ class EventRecorder:
                 "uid": meta.uid,
                 "resourceVersion": meta.resource_version,
             },
-            "type": type_,
-            "reason": reason,
-            "message": message,
+            "type": item.type,
+            "reason": item.reason,
+            "message": item.message,
             "source": {"component": COMPONENT, "host": self._instance},
             "reportingComponent": COMPONENT,
             "reportingInstance": self._instance,
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
-            "count": 1,
+            "count": item.count,
         }
