@@ -48,7 +48,7 @@ async def _controller(api: FakeApiServer, clock: FakeClock, workers: int) -> Asy
         flows=api,
         jobs=api,
         api=api,
-        queue=flow_queue(clock, start_limit=workers),
+        queue=flow_queue(clock, start_limit=max(workers, 1)),
         expectations=Expectations(clock),
         events=api,
         clock=clock,
@@ -131,3 +131,46 @@ async def test_one_tenants_finished_jobs_do_not_queue_anothers_next_step_behind_
         assert len(next_steps) == FLOWS + 1
         # Handed out in turns, not after the noisy tenant's 300 reconciles.
         assert [n for n, name in enumerate(next_steps) if name.startswith("quiet-b-")] == [1]
+
+
+class SlowPods(FakeApiServer):
+    """Every pod read takes 10 ms of the fake clock; counts how many are in flight at once."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.in_flight = self.most_in_flight = self.reads = 0
+
+    async def termination_messages(
+        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
+    ) -> dict[str, str] | None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self._clock.sleep(0.01)
+        finally:
+            self.in_flight -= 1
+        self.reads += 1
+        return {"main": "42"}
+
+
+async def test_a_wide_flow_reads_its_finished_pods_a_few_at_a_time_not_one_after_another(
+    clock: FakeClock,
+) -> None:
+    # 40 steps whose outputs come from termination messages finish at once: their pods are read 8 at a
+    # time (the worker is held for 5 reads' time, not 40), and never more at once.
+    api = SlowPods(clock)
+    output = {"parameters": [{"name": "n", "valueFrom": {"terminationMessage": {}}}]}
+    steps = [job_step(f"s{i}", outputs=output) for i in range(40)]
+    async for controller in _controller(api, clock, workers=0):  # reconciled here only
+        key = api.create_flow(make_flow(steps, name="wide", namespace=NOISY)).key
+        api.sync()
+        await controller.reconcile(key)
+        api.sync()
+        for name in list(api.job_creates):
+            api.finish_job(NOISY, name)
+        api.sync()
+        reconcile = asyncio.create_task(controller.reconcile(key))
+        took = await _until(clock, reconcile.done, limit=5.0)
+        await reconcile
+    assert (api.reads, api.most_in_flight) == (40, 8)
+    assert took <= 0.06
