@@ -3,6 +3,7 @@ FakeApiServer (controller_rig.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -69,6 +70,29 @@ async def test_a_deleted_flow_no_longer_counts_as_failing(rig: Rig) -> None:
     await rig.settle()
     assert creates_failing(rig) == 1
     rig.controller.on_flow_deleted(rig.flow)
+    assert creates_failing(rig) is None
+
+
+@pytest.mark.parametrize("rig", [BLOCKED], indirect=True)
+async def test_a_flow_deleted_while_its_create_was_in_flight_no_longer_counts_as_failing(rig: Rig) -> None:
+    rig.metrics.watch_job_creates(rig.controller.creates_failing)
+    release, entered = asyncio.Event(), asyncio.Event()
+
+    async def refused_after_the_delete(namespace: str, body: dict[str, Any]) -> Job:
+        entered.set()
+        await release.wait()
+        raise from_status(403, {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "quota"})
+
+    rig.api.create_job = refused_after_the_delete  # type: ignore[method-assign]
+    rig.api.sync()
+    await rig.settle()
+    await asyncio.wait_for(entered.wait(), 1)
+    flow = rig.flow
+    rig.api.flows.pop(rig.key)
+    rig.api.sync()  # the informer brings the delete while the create waits for its answer
+    rig.controller.on_flow_deleted(flow)
+    release.set()
+    await rig.settle(10)
     assert creates_failing(rig) is None
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from zen_flow.kube.event_backlog import EventBacklog, Pending, Target
 
 
@@ -60,3 +65,56 @@ async def test_when_every_waiting_event_is_a_warning_the_new_one_is_dropped() ->
     late = event("ns2", "c")
     assert backlog.put(late) is late
     assert len(backlog) == 2
+
+
+async def test_when_full_a_quiet_namespaces_normal_event_takes_the_place_of_a_floods() -> None:
+    backlog = EventBacklog(limit=3)
+    for flow in "abc":
+        backlog.put(event("flood", flow, "StepStarted", type_="Normal"))
+    dropped = backlog.put(event("quiet", "q", "FlowStarted", type_="Normal"))
+    assert dropped is not None
+    assert dropped.target.name == "a"
+    # The flood's own next Event finds no room: it already has the most waiting.
+    flood = event("flood", "d", "StepStarted", type_="Normal")
+    assert backlog.put(flood) is flood
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("put"), st.sampled_from("xyz"), st.sampled_from("abcd"), st.booleans()),
+            st.tuples(st.just("get")),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 5),
+)
+async def test_the_backlog_keeps_its_count_and_turns_whatever_is_put_and_taken(
+    ops: list[tuple[Any, ...]], limit: int
+) -> None:
+    # Against a model: what is waiting is what was queued, minus what was dropped or taken; every
+    # waiting Event comes out (no Event is lost in a namespace the turns forgot).
+    backlog = EventBacklog(limit=limit)
+    waiting: dict[tuple[Any, ...], int] = {}
+    for op in ops:
+        if op[0] == "get":
+            if not waiting:
+                continue
+            item = await backlog.get()
+            assert waiting.pop(item.key) == item.count
+        else:
+            _, ns, flow, warning = op
+            item = event(ns, flow, type_="Warning" if warning else "Normal")
+            dropped = backlog.put(item)
+            folded = item.key in waiting
+            if dropped is not item:
+                waiting[item.key] = waiting.get(item.key, 0) + 1
+            if dropped is not None and dropped is not item:
+                assert waiting.pop(dropped.key) == dropped.count
+            assert not (folded and dropped is not None)
+        assert len(backlog) == len(waiting) <= limit
+    while waiting:
+        item = await backlog.get()
+        assert waiting.pop(item.key) == item.count
+    assert len(backlog) == 0

@@ -51,6 +51,18 @@ def test_a_namespace_whose_flows_came_back_between_sweeps_keeps_its_series() -> 
     assert sweeps.sweep(set()) == ["nightly"]
 
 
+def test_a_flow_created_and_deleted_between_two_sweeps_keeps_its_namespaces_series() -> None:
+    # Never in the cache at a sweep (ttlSecondsAfterFinished: 0), yet its completion must be scraped.
+    metrics = Metrics()
+    finished_a_flow(metrics, "ci")
+    sweeps = NamespaceSeries(metrics)
+    assert sweeps.sweep(set()) == []
+    metrics.flow_completions.labels("ci", "Failed").inc()  # a flow came, failed and went
+    assert sweeps.sweep(set()) == []
+    assert 'zen_flow_jobflow_completions_total{namespace="ci",phase="Failed"} 2.0' in series_of(metrics, "ci")
+    assert sweeps.sweep(set()) == ["ci"]  # quiet since: now it goes
+
+
 async def test_the_sweeps_run_on_the_cached_flows_every_ten_minutes() -> None:
     metrics, clock = Metrics(), FakeClock()
     finished_a_flow(metrics, "ci-run-1")

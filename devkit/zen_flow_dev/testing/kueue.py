@@ -32,6 +32,7 @@ import yaml
 
 from zen_flow_dev.cluster.adminclient import wait_until
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
+from zen_flow_dev.testing.storage import cached_tool
 
 MISSING = "Kueue is not built: run `tools/build-gotool.sh kueue` once (a few minutes, cached)"
 # The label that lets Kueue's Job webhooks see a namespace's Jobs (see the module docstring).
@@ -46,9 +47,7 @@ def kueue_binary() -> Path | None:
     """$ZENFLOW_KUEUE, else the cached build of tools/build-gotool.sh (None when neither exists)."""
     if override := os.environ.get("ZENFLOW_KUEUE"):
         return Path(override)
-    cache = Path(os.environ.get("ZENFLOW_CACHE") or Path.home() / ".cache" / "zen-flow")
-    found = sorted((cache / "tools").glob("kueue-*/bin/kueue"))
-    return found[-1] if found else None
+    return cached_tool("kueue")
 
 
 def unavailable() -> str | None:

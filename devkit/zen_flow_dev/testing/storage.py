@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -27,13 +28,21 @@ REPO = Path(__file__).resolve().parents[3]
 MISSING = "versitygw is not built: run `tools/build-gotool.sh versitygw` once (about a minute, cached)"
 
 
+def cached_tool(tool: str) -> Path | None:
+    """The newest cached build of `tools/build-gotool.sh TOOL` (versions compared as numbers: v0.17.0
+    is newer than v0.9.3), or None."""
+    cache = Path(os.environ.get("ZENFLOW_CACHE") or Path.home() / ".cache" / "zen-flow")
+    found = (cache / "tools").glob(f"{tool}-*/bin/{tool}")
+    return max(
+        found, key=lambda path: [int(n) for n in re.findall(r"\d+", path.parent.parent.name)], default=None
+    )
+
+
 def versitygw_binary() -> Path | None:
     """$ZENFLOW_VERSITYGW, else the cached build of tools/build-gotool.sh (None when neither exists)."""
     if override := os.environ.get("ZENFLOW_VERSITYGW"):
         return Path(override)
-    cache = Path(os.environ.get("ZENFLOW_CACHE") or Path.home() / ".cache" / "zen-flow")
-    found = sorted((cache / "tools").glob("versitygw-*/bin/versitygw"))
-    return found[-1] if found else None
+    return cached_tool("versitygw")
 
 
 @dataclass

@@ -4,7 +4,8 @@ zen_flow_jobflow_completions_total, zen_flow_step_transitions_total, zen_flow_st
 zen_flow_step_retries_total and zen_flow_step_timeouts_total carry the flows' namespace. Without this, a
 namespace that a CI system creates for each run and deletes afterwards would leave some 40 series behind in
 the leader, for as long as it runs. They go at the second sweep that finds no cached flow in their
-namespace, so one to two sweeps (10 to 20 minutes) after its last flow went: by then Prometheus has scraped
+namespace and no activity since the first (a flow created and deleted in between counts), so one to two
+sweeps (10 to 20 minutes) after its last flow went: by then Prometheus has scraped
 that flow's completion (a flow with `ttlSecondsAfterFinished: 0` is deleted seconds after it ends), and an
 `increase()` over the past hour still counts what it scraped. A namespace whose flows come back later starts
 its series again from 0.
@@ -37,17 +38,19 @@ class NamespaceSeries:
             (m.step_retries, None),
             (m.step_timeouts, None),
         )
-        self._absent: set[str] = set()  # namespaces with series but no flow at the last sweep
+        # Namespaces with series but no flow at the last sweep, with the sum of their samples then: a flow
+        # created and deleted between two sweeps is never in the cache at a sweep, but moves the sum.
+        self._absent: dict[str, float] = {}
 
     def sweep(self, present: Collection[str]) -> list[str]:
         """`present`: the namespaces that have flows now. Removes the series of the namespaces that had
-        none at the previous sweep either; returns those namespaces."""
-        series = self._series()
-        gone = sorted(ns for ns in series if ns not in present and ns in self._absent)
+        none at the previous sweep either, nor any activity since; returns those namespaces."""
+        series, totals = self._series()
+        gone = sorted(ns for ns in series if ns not in present and self._absent.get(ns) == totals[ns])
         for ns in gone:
             for metric, labels in series[ns]:
                 metric.remove(*labels)
-        self._absent = {ns for ns in series if ns not in present} - set(gone)
+        self._absent = {ns: totals[ns] for ns in series if ns not in present and ns not in gone}
         return gone
 
     async def run(
@@ -59,13 +62,17 @@ class NamespaceSeries:
             if gone := self.sweep({flow.metadata.namespace for flow in flows()}):
                 log.debug("removed the metric series of namespaces without flows", namespaces=len(gone))
 
-    def _series(self) -> dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]]:
-        """Namespace -> (metric, label values) of every series it has."""
+    def _series(self) -> tuple[dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]], dict[str, float]]:
+        """Namespace -> (metric, label values) of every series it has; namespace -> the sum of its samples
+        (counters and histograms only grow, so any activity raises it)."""
         found: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+        totals: dict[str, float] = {}
         for metric, other in self._labelled:
             for family in metric.collect():
                 for sample in family.samples:
                     ns = sample.labels["namespace"]
                     labels = (ns,) if other is None else (ns, sample.labels[other])
                     found.setdefault(ns, set()).add((metric, labels))
-        return found
+                    if not sample.name.endswith("_created"):
+                        totals[ns] = totals.get(ns, 0.0) + sample.value
+        return found, totals

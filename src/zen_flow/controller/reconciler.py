@@ -255,7 +255,10 @@ class Controller:
     async def reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
         if flow is None or flow.metadata.deletion_timestamp is not None:
-            return None  # gone: owner references let the garbage collector remove its Jobs
+            # Gone: owner references let the garbage collector remove its Jobs. A create refused after
+            # the delete was seen (it was in flight) must not leave the flow counted as failing.
+            self._executor.forget(key)
+            return None
         uid = flow.metadata.uid
         if not self._expectations.satisfied(uid):
             # Our own creates/deletes are not in the cache yet; their watch events will enqueue us again.

@@ -9,9 +9,10 @@ queue was full). Here:
   tenant's Event is among the next few sent however much one tenant has queued;
 * an Event equal to one already waiting (same flow, type, reason and message) is not queued again: the
   waiting one's count goes up, and it is sent once with that count;
-* when the backlog is full, a Normal Event of the namespace with the most waiting makes room, so
-  Warnings are kept while any Normal Event waits; a Warning is dropped only when every waiting Event
-  is a Warning (then the new one, as before).
+* when the backlog is full, a Normal Event of the namespace with the most waiting makes room for a
+  Warning, or for a Normal Event of a namespace with fewer waiting: Warnings are kept while any Normal
+  Event waits, and one tenant's flood does not crowd out another's Events. Otherwise the new Event is
+  the one dropped.
 
 `EventRecorder` (events.py) folds similar Events of one flow into one before they get here, as client-go's
 aggregator does, so a flow's burst of step failures is a handful of entries, not one per step.
@@ -83,9 +84,10 @@ class EventBacklog:
             return None
         dropped = None
         if self._size >= self._limit:
-            dropped = self._make_room() if item.type == WARNING else None
+            dropped = self._make_room(item)
             if dropped is None:
                 return item
+            space = self._namespaces.get(ns)  # making room may have emptied (and removed) it
         if space is None:
             space = self._namespaces[ns] = _Namespace()
             self._turns.append(ns)
@@ -108,12 +110,17 @@ class EventBacklog:
             self._turns.append(ns)  # its turn is over: to the back
         return item
 
-    def _make_room(self) -> Pending | None:
-        """Drop the oldest Normal Event of the namespace with the most waiting; None if all are Warnings."""
+    def _make_room(self, item: Pending) -> Pending | None:
+        """Drop the oldest Normal Event of the namespace with the most waiting, for a Warning, or for a
+        Normal Event of a namespace with fewer waiting (one tenant's flood must not crowd out another's
+        Normal Events either); None when there is nothing to drop for `item`."""
         candidates = [(len(s.waiting), ns) for ns, s in self._namespaces.items() if s.normal]
         if not candidates:
             return None
-        _, ns = max(candidates)
+        most, ns = max(candidates)
+        own = self._namespaces.get(item.target.namespace)
+        if item.type != WARNING and most <= (len(own.waiting) if own is not None else 0) + 1:
+            return None
         space = self._namespaces[ns]
         key = next(k for k, p in space.waiting.items() if p.type != WARNING)
         item = space.waiting.pop(key)
