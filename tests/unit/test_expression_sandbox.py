@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
-from zen_flow.core.expressions import BudgetExceeded, Unavailable, compile_when
+from zen_flow.core.expressions import BudgetExceeded, EvaluationError, Unavailable, compile_when
 from zen_flow.planner.engine import UNAVAILABLE_RETRY_SECONDS
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -126,5 +126,38 @@ def test_a_worker_out_of_python_memory_fails_the_expression_and_is_replaced() ->
             sandbox.evaluate(compile_when(WHEN), VARIABLES)
         assert sandbox.budget_exceeded == 1
         assert not sandbox._all  # not reused: a fresh worker answers the next expression
+    finally:
+        sandbox.close()
+
+
+def test_idle_workers_killed_from_outside_never_fail_an_innocent_expression() -> None:
+    # Both idle workers were killed (the OOM killer, an operator): the next evaluation is answered by a
+    # new one, not blamed on the expression.
+    sandbox = ExpressionSandbox(budget=5.0, workers=2)
+    try:
+        first = [sandbox._take() for _ in range(2)]
+        for w in first:
+            sandbox._idle.put(w)
+            w.kill()
+            w.process.wait()
+        assert sandbox.evaluate(
+            compile_when("flow.labels.env == 'prod'"), {"flow": {"labels": {"env": "prod"}}}
+        )
+        assert not set(first) & sandbox._all
+    finally:
+        sandbox.close()
+
+
+def test_an_error_quoting_a_huge_value_is_the_expressions_error_not_the_sandboxs() -> None:
+    # The library's message quotes the missing key whole: a 1 MB answer must not read as a sandbox failure.
+    key = "k" * 300_000
+    sandbox = ExpressionSandbox(budget=5.0, workers=1)
+    try:
+        with pytest.raises(EvaluationError) as caught:
+            sandbox.evaluate(
+                compile_when("flow.labels[flow.annotations.a + flow.annotations.a] == 'x'"),
+                {"flow": {"labels": {}, "annotations": {"a": key}}},
+            )
+        assert len(str(caught.value)) <= 1024
     finally:
         sandbox.close()

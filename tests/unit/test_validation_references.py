@@ -66,6 +66,12 @@ def test_a_when_that_reads_an_undeclared_argument_is_refused() -> None:
         "flow.labels.phase == 'succeeded'",  # a label, not a step's phase
         "steps.b.phase in ['Succeeded', 'Failed']",
         "steps.exists(s, steps[s].phase == 'Failed')",
+        # The reference is read further: what is compared is a number or a bool, not its string.
+        "0 < steps.a.outputs.parameters.count.size()",
+        "3 == flow.arguments.environment.size()",
+        "true == flow.arguments.environment.startsWith('p')",
+        "'Succ' + 'eeded' == steps.b.phase",
+        "steps.b.phase == 'Succ' + 'eeded'",
     ],
 )
 def test_what_can_be_right_is_admitted(when: str) -> None:

@@ -162,7 +162,7 @@ class ExpressionSandbox:
         except _Died as died:
             log.warning("expression worker exited during an evaluation; asking a fresh one", why=str(died))
             try:
-                answer = self._ask(request)
+                answer = self._ask(request, fresh=True)
             except _Died as again:
                 self.budget_exceeded += 1
                 log.warning("expression worker exited during an evaluation again", why=str(again))
@@ -180,9 +180,9 @@ class ExpressionSandbox:
             return bool(answer["bool"])
         return NotBool(str(answer.get("other")))
 
-    def _ask(self, request: bytes) -> dict[str, Any]:
+    def _ask(self, request: bytes, *, fresh: bool = False) -> dict[str, Any]:
         with self._slots:
-            worker = self._take()
+            worker = self._take(fresh)
             try:
                 answer = worker.ask(request, self.budget)
             except TimeoutError:
@@ -206,11 +206,18 @@ class ExpressionSandbox:
         for worker in workers:
             worker.kill()
 
-    def _take(self) -> _Worker:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
+    def _take(self, fresh: bool = False) -> _Worker:
+        """An idle worker that is still alive (one killed from outside while idle, say by the OOM killer,
+        is dropped), or a new one; always a new one when `fresh` (asking again after a worker died: the
+        next idle one may have died the same way, and the expression must not be blamed for it)."""
+        while not fresh and not self._closed:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if worker.process.poll() is None:
+                return worker
+            self._discard(worker)
         with self._lock:
             if self._closed:
                 raise Unavailable("the expression sandbox is closed")

@@ -34,13 +34,18 @@ def _program(source: str) -> Any:
     return cel.compile(source)
 
 
+_MAX_ERROR = 1024
+
+
 def _answer(request: dict[str, Any]) -> dict[str, Any]:
     try:
         value = _program(request["source"]).execute(request["variables"])
     except MemoryError:
         return {"memory": True}
     except Exception as err:
-        return {"error": f"{type(err).__name__}: {err}"}
+        # Cut: the library's messages quote the data (a missing key of a 200 KB annotation, whole), and an
+        # answer past the sandbox's limit would read as the sandbox failing, not the expression.
+        return {"error": f"{type(err).__name__}: {err}"[:_MAX_ERROR]}
     if isinstance(value, bool):
         return {"bool": value}
     return {"other": repr(value)[:200]}

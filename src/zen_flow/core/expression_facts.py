@@ -125,8 +125,21 @@ def _typed_literal_before(src: str, toks: list[Token], k: int) -> str | None:
     return src[toks[start].start : toks[k - 1].end]
 
 
+def _read_on(toks: list[Token], end: int) -> bool:
+    """Is the reference that ends at toks[end - 1] read further (`.size()`, `[0]`)? Then what is compared is
+    not the reference's string (`3 == flow.arguments.env.size()` compares numbers)."""
+    return end < len(toks) and toks[end].text in (".", "[", "(")
+
+
+def _operand_of_plus(toks: list[Token], k: int) -> bool:
+    """Is the literal at toks[k] one operand of a `+` (`'Succ' + 'eeded' == ...`)?"""
+    return k >= 1 and toks[k - 1].text == "+"
+
+
 def _compared(toks: list[Token], start: int, end: int, src: str) -> list[TypedComparison]:
     """The reference toks[start:end] compared directly with a number or a bool, on either side."""
+    if _read_on(toks, end):
+        return []
     text = src[toks[start].start : toks[end - 1].end]
     if (op := _operator(toks, end)) is not None and (literal := _typed_literal(src, toks, op[1])):
         return [TypedComparison(text, op[0], literal)]
@@ -141,7 +154,8 @@ def _phase_literals(toks: list[Token], start: int, end: int) -> list[str]:
     found: list[str] = []
     after = _operator(toks, end)
     if after is not None and after[0] in ("==", "!=") and after[1] < len(toks):
-        if toks[after[1]].kind == "string":
+        operand_of_plus = after[1] + 1 < len(toks) and toks[after[1] + 1].text == "+"
+        if toks[after[1]].kind == "string" and not operand_of_plus:
             found.append(toks[after[1]].value)
     elif end + 1 < len(toks) and toks[end].text == "in" and toks[end + 1].text == "[":
         close = _closing(toks, end + 1)
@@ -154,6 +168,8 @@ def _phase_literals(toks: list[Token], start: int, end: int) -> list[str]:
         and before[0] in ("==", "!=")
         and before[1] >= 1
         and toks[before[1] - 1].kind == "string"
+        and not _operand_of_plus(toks, before[1] - 1)
+        and not _read_on(toks, end)
     ):
         found.append(toks[before[1] - 1].value)
     return found
