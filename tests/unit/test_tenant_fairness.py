@@ -174,3 +174,18 @@ async def test_a_wide_flow_reads_its_finished_pods_a_few_at_a_time_not_one_after
         await reconcile
     assert (api.reads, api.most_in_flight) == (40, 8)
     assert took <= 0.06
+
+
+async def test_a_new_flows_failed_reconcile_comes_back_behind_running_work(clock: FakeClock) -> None:
+    # Its retry keeps the priority of a flow that has not started: the start limit and the namespaces'
+    # turns of new flows still apply to a tenant whose new flows keep failing.
+    api = QuotaExceeded(clock)
+    with capture_logs():
+        async for controller in _controller(api, clock, workers=0):
+            key = api.create_flow(make_flow([job_step("a")], name="refused", namespace=NOISY)).key
+            api.sync()
+            queue = controller._queue
+            await controller._work(await queue.get())  # its Job create is refused: retried with backoff
+            await clock.advance(1.0)
+            queue.add(f"{QUIET}/running")  # a running flow's next step, queued after the retry came back
+            assert [await queue.get(), await queue.get()] == [f"{QUIET}/running", key]

@@ -214,11 +214,13 @@ class Controller:
             # Expected now and then (a stale cache); the conditional write refused it. Retry soon.
             self._metrics.reconciles.labels("conflict").inc()
             log.debug("status conflict; retrying", error=str(exc))
-            self._queue.add_rate_limited(key)
+            self._queue.add_rate_limited(key, self._priority_of(key))
         except Exception as exc:
             self._metrics.reconciles.labels("error").inc()
             self._report_failure(key, exc)
-            self._queue.add_rate_limited(key)
+            # A flow that has not started comes back at low priority: a tenant's failing new flows must
+            # not skip the start limit and the namespaces' turns of the line of new flows.
+            self._queue.add_rate_limited(key, self._priority_of(key))
         else:
             self._queue.forget(key)
             if (failed := self._failing.pop(key, None)) is not None:
@@ -227,15 +229,17 @@ class Controller:
                 self._metrics.reconciles.labels("requeue").inc()
                 # As the flow's events would queue it: a flow that has not started stays behind running
                 # ones when it comes back (waiting for a sandbox thread, a queued Forbid flow).
-                flow = self._flows.get(key)
-                self._queue.add_after(
-                    key, requeue_after, Priority.NORMAL if flow is None else _priority(flow)
-                )
+                self._queue.add_after(key, requeue_after, self._priority_of(key))
             else:
                 self._metrics.reconciles.labels("ok").inc()
         finally:
             self._metrics.reconcile_duration.observe(time.perf_counter() - started)
             self._queue.done(key)
+
+    def _priority_of(self, key: str) -> Priority:
+        """The priority the flow's own events queue it with (normal for one no longer cached)."""
+        flow = self._flows.get(key)
+        return Priority.NORMAL if flow is None else _priority(flow)
 
     def _report_failure(self, key: str, exc: Exception) -> None:
         """The cause once per flow (with the traceback at debug level); repeats of the same cause are only

@@ -215,9 +215,9 @@ class WorkQueue(Generic[K]):
         timer = self._clock.call_later(delay, lambda: self._fire(key, deadline, priority))
         self._timers[key] = (deadline, timer)
 
-    def add_rate_limited(self, key: K) -> None:
-        """Add `key` after the delay the rate limiter assigns it (counts one more failure)."""
-        self.add_after(key, self._limiter.when(key))
+    def add_rate_limited(self, key: K, priority: Priority = Priority.NORMAL) -> None:
+        """Add `key` (at `priority`) after the delay the rate limiter assigns it (counts one more failure)."""
+        self.add_after(key, self._limiter.when(key), priority)
 
     def forget(self, key: K) -> None:
         """Clear `key`'s failure history (its next `add_rate_limited` starts from the base delay)."""
