@@ -32,6 +32,7 @@ import yaml
 
 from zen_flow_dev.cluster.adminclient import wait_until
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
+from zen_flow_dev.cluster.process import ComponentProcess
 from zen_flow_dev.testing.storage import cached_tool
 
 MISSING = "Kueue is not built: run `tools/build-gotool.sh kueue` once (a few minutes, cached)"
@@ -97,7 +98,7 @@ class Kueue:
     kubeconfig: Path
     kubectl: Path
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="zen-flow-kueue-")))
-    process: subprocess.Popen[bytes] | None = None
+    process: ComponentProcess | None = None
 
     @property
     def manifests(self) -> Path:
@@ -149,13 +150,13 @@ class Kueue:
             f" && cp {certs}/tls.crt {certs}/tls.key /etc/kueue/metrics/certs/"
             f" && exec {shlex.join(argv)}"
         )
-        with (self.scratch / "kueue.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", inside],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        # As the control plane's components: its own process group, killed with us even by SIGKILL.
+        self.process = ComponentProcess(
+            "kueue",
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", inside],
+            self.scratch / "kueue.log",
+        )
+        self.process.start()
         wait_until(lambda: self._ready(health_port), 60.0, "Kueue's manager ready", abort=self._exited)
         ca_bundle = base64.b64encode(ca.cert_path.read_bytes()).decode()
         self.apply(
@@ -165,20 +166,11 @@ class Kueue:
         )
         return self
 
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.scratch / "kueue.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
     def stop(self) -> None:
         for kind, name in WEBHOOK_CONFIGURATIONS:
             self._kubectl("delete", kind, name, "--ignore-not-found", check=False)
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            self.process.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _ready(self, port: int) -> bool:
@@ -189,9 +181,9 @@ class Kueue:
             return False
 
     def _exited(self) -> str | None:
-        if self.process is None or self.process.poll() is None:
+        if self.process is None or (code := self.process.exit_code()) is None:
             return None
-        return f"Kueue exited with status {self.process.returncode}:\n{self.log_tail()}"
+        return f"Kueue exited with status {code}:\n{self.process.tail(40)}"
 
     def _established(self, name: str) -> bool:
         crd = json.loads(self._kubectl("get", "crd", name, "-o", "json"))
