@@ -51,6 +51,10 @@ async def test_a_flow_whose_job_creates_are_refused_counts_as_failing_until_one_
     rig.api.sync()
     await rig.settle()
     assert creates_failing(rig) == 1
+    # And `kubectl describe` says why the flow does not move.
+    assert any(
+        reason == "CreateForbidden" and "exceeded quota" in message for _, reason, message in rig.api.events
+    )
     # The retries back off to 1000 s apart: hours with few failed creates, the flow counted all along.
     for _ in range(8):
         await rig.settle(900)

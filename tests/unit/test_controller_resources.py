@@ -15,7 +15,7 @@ from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core import jsonpatch
-from zen_flow.kube.errors import AlreadyExists, Invalid
+from zen_flow.kube.errors import AlreadyExists, ApiError, BadRequest, Invalid, RequestTooLarge
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow_dev.testing.clock import FakeClock
@@ -38,6 +38,7 @@ class Fake:
         self.events: list[tuple[str, str, str]] = []
         self.rv = 1
         self.invalid: set[str] = set()
+        self.refusals: dict[str, ApiError] = {}  # object name -> what the apiserver answers its create
 
     # FlowCache
     def get(self, key: str) -> JobFlow | None:
@@ -77,6 +78,8 @@ class Fake:
 
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
         name = body["metadata"]["name"]
+        if name in self.refusals:
+            raise self.refusals[name]
         if name in self.invalid:
             raise Invalid(422, "Invalid", f"{kind} {name} is invalid: spec.accessModes: Required value")
         if (kind, name) in self.objects:
@@ -188,6 +191,89 @@ async def test_a_manifest_the_apiserver_refuses_fails_the_flow(fake: Fake, contr
     await controller.reconcile(fake.flow.key)
     assert fake.flow.status.phase == "Failed"
     assert "spec.accessModes: Required value" in (fake.flow.status.message or "")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        # The CRD keeps template fields as written: only the apiserver finds what it cannot decode.
+        BadRequest(400, "BadRequest", "ConfigMap in version v1 cannot be handled: illegal base64 data"),
+        RequestTooLarge(413, "RequestEntityTooLarge", "the request is too large"),
+    ],
+)
+async def test_a_template_the_apiserver_can_never_take_fails_the_flow_naming_it(
+    fake: Fake, controller: Controller, refusal: ApiError
+) -> None:
+    fake.refusals["etl-settings"] = refusal
+    await controller.reconcile(fake.flow.key)  # not raised: retrying would never help
+    assert fake.flow.status.phase == "Failed"
+    assert f"ConfigMap etl-settings: {refusal.status} {refusal.message}" in (fake.flow.status.message or "")
+
+
+async def test_a_template_refused_by_a_quota_is_retried_and_says_why(
+    fake: Fake, controller: Controller
+) -> None:
+    quota = 'persistentvolumeclaims "etl-data" is forbidden: exceeded quota: storage'
+    fake.refusals["etl-data"] = ApiError(403, "Forbidden", quota)
+    with pytest.raises(ApiError):
+        await controller.reconcile(fake.flow.key)  # the work queue retries it with backoff
+    assert fake.flow.status.phase is None
+    assert fake.events == [("Warning", "CreateForbidden", f"{quota} (retried with backoff)")]
+    del fake.refusals["etl-data"]  # the quota was raised
+    await controller.reconcile(fake.flow.key)
+    assert ("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid") in refs(fake)
+    assert fake.flow.status.phase != "Failed"
+
+
+class Running(Fake):
+    """Also a Job cache of the Jobs it created (each Running), and a Job API that records deletes."""
+
+    def __init__(self, flow: JobFlow) -> None:
+        super().__init__(flow)
+        self.deleted: list[str] = []
+
+    def jobs_for(self, owner_uid: str) -> Sequence[Job]:
+        return [
+            JOB.validate_python({"metadata": {**body["metadata"], "uid": f"job-{n + 1}"}})
+            for n, body in enumerate(self.jobs)
+        ]
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
+
+
+async def test_a_template_refused_on_a_running_flow_stops_its_jobs() -> None:
+    # A template added while step a runs, which the apiserver refuses: the flow fails, and a's Job must
+    # not run on behind it (a rerun would start a second attempt beside it, on the same volume).
+    flow = make_flow([job_step("a"), job_step("b", "a")], name="etl")
+    fake = Running(
+        flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"resource_version": "1"})})
+    )
+    clock = FakeClock()
+    expectations = Expectations(clock)
+    controller = Controller(
+        flows=fake,
+        jobs=fake,
+        api=fake,
+        queue=WorkQueue(clock=clock),
+        expectations=expectations,
+        events=fake,
+        clock=clock,
+        metrics=Metrics(),
+    )
+    await controller.reconcile(fake.flow.key)
+    (job_a,) = [body["metadata"]["name"] for body in fake.jobs]
+    expectations.creation_observed(fake.flow.metadata.uid, job_a)
+    spec = fake.flow.spec.model_copy(
+        update={"resource_templates": ResourceTemplates(volume_claim_templates=(CLAIM,))}
+    )
+    fake.flow = fake.flow.model_copy(
+        update={"spec": spec, "metadata": fake.flow.metadata.model_copy(update={"generation": 2})}
+    )
+    fake.invalid.add("etl-data")
+    await controller.reconcile(fake.flow.key)
+    assert fake.flow.status.phase == "Failed"
+    assert fake.deleted == [job_a]
 
 
 @pytest.mark.parametrize(

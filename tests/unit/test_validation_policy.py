@@ -320,6 +320,13 @@ def test_valid_resource_templates() -> None:
             E.INVALID,
             "quantities",
         ),
+        # YAML's `enabled: true` would have become the label value "True".
+        (
+            {**pvc(), "metadata": {"name": "data", "labels": {"enabled": True}}},
+            "metadata.labels[enabled]",
+            E.INVALID,
+            "must be a string",
+        ),
     ],
 )
 def test_invalid_volume_claim_templates(claim: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
@@ -342,3 +349,16 @@ def test_config_map_templates_need_a_name_and_valid_keys() -> None:
     assert_error(flow, "spec.resourceTemplates.configMapTemplates[0].metadata.name", E.REQUIRED)
     assert_error(flow, "spec.resourceTemplates.configMapTemplates[1].data", E.INVALID, '"bad key"')
     assert_error(flow, "spec.resourceTemplates.configMapTemplates[1].data[k]", E.INVALID, "must be a string")
+
+
+def test_config_map_binary_data_must_be_base64() -> None:
+    # The apiserver would refuse the ConfigMap when the flow starts, 400: refused here instead.
+    ok = {"metadata": {"name": "c"}, "binaryData": {"blob": "aGVsbG8="}}
+    assert_valid(with_templates(configMapTemplates=[ok]))
+    bad = {"metadata": {"name": "c"}, "binaryData": {"blob": "not base64!"}}
+    assert_error(
+        with_templates(configMapTemplates=[bad]),
+        "spec.resourceTemplates.configMapTemplates[0].binaryData[blob]",
+        E.INVALID,
+        "base64",
+    )

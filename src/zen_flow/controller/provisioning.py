@@ -17,7 +17,7 @@ from zen_flow import planner
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.api.jobflow import ObjectRef
 from zen_flow.api.meta import ObjectMeta
-from zen_flow.kube.errors import AlreadyExists, Invalid
+from zen_flow.kube.errors import AlreadyExists, ApiError
 from zen_flow.logging import get_logger
 
 log = get_logger(__name__)
@@ -76,8 +76,12 @@ async def create_resources(api: ResourceApi, flow: JobFlow, actions: Sequence[pl
             continue
         except AlreadyExists:
             meta = await api.get_resource(ns, action.kind, action.name)
-        except Invalid as err:
-            made.problems.append(f"{action.kind} {action.name}: {err.message or err}")
+        except ApiError as err:
+            if not err.permanent:
+                raise  # 403 (a quota, a policy), 5xx: retried with backoff; the reconciler says why
+            # 400, 413, 422: the apiserver will never take this template (the CRD keeps its fields
+            # as written, so only the apiserver finds e.g. binaryData that is not base64).
+            made.problems.append(f"{action.kind} {action.name}: {err.status} {err.message or err}")
             continue
         owner = meta.controller_ref()
         if owner is not None and owner.uid == uid:

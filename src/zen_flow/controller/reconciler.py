@@ -43,6 +43,9 @@ from zen_flow.validation import has_started, validate_jobflow
 
 log = get_logger(__name__)
 
+# The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
+CREATE_FORBIDDEN = "CreateForbidden"
+
 # How soon to look again when a resourceTemplates object's name is held by an object on its way out (a
 # flow deleted and re-created under the same name: the old flow's PVC awaits the garbage collector, then
 # its pods).
@@ -304,15 +307,19 @@ class Controller:
                 result = planned
                 self._track_start(flow, result.status)
         self._metrics.plan_duration.observe(time.perf_counter() - started)
-        made = await create_resources(self._api, flow, result.actions)
-        if made.problems:
-            result = planner.fail_resources(flow, made.problems, now, made.recorded)
         try:
+            made = await create_resources(self._api, flow, result.actions)
+            if made.problems:
+                result = planner.fail_resources(flow, made.problems, now, made.recorded)
             created, rejected = await self._executor.execute(flow, result.actions)
         except JobNameTaken as err:
             # Retried with backoff and not in the status (nothing is written while a create fails): the
             # Event is what `kubectl describe` shows of why the flow waits (a repeat is one count more).
             self._events.emit(flow, WARNING, "JobNameTaken", err.message)
+            raise
+        except ApiError as err:
+            if err.status == 403:  # a ResourceQuota or an admission policy: the tenant's to fix, so say it
+                self._events.emit(flow, WARNING, CREATE_FORBIDDEN, f"{err.message} (retried with backoff)")
             raise
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The

@@ -134,6 +134,9 @@ def fail_resources(
         now,
         reason=REASON_RESOURCE_CONFLICT,
         prefix="cannot create the flow's resources",
+        # A template added to a running flow: its running steps' Jobs are stopped with it (a failed flow
+        # with Jobs still running would hold their pods, and a rerun would start a second attempt beside).
+        base=flow.status,
     )
     if not recorded or result.status is flow.status:
         return result

@@ -6,6 +6,8 @@ non-zero storage request) plus unique names and that the prefixed name is still 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +22,8 @@ def _check_name(r: Reader, obj: Mapping[str, Any], path: Path, flow: str, seen: 
     meta = r.mapping(obj.get("metadata"), path + ".metadata", require=True)
     if meta is None:
         return
+    for field in ("labels", "annotations"):  # `enabled: true` would become the label value "True"
+        r.string_map(meta.get(field), path + ".metadata" + "." + field)
     name_path = path + ".metadata" + ".name"
     name = r.string(meta.get("name"), name_path, require=True)
     if name is None:
@@ -67,9 +71,20 @@ def _check_claim(r: Reader, claim: Mapping[str, Any], path: Path) -> None:
 def _check_config_map(r: Reader, config_map: Mapping[str, Any], path: Path) -> None:
     for field in ("data", "binaryData"):
         data = r.string_map(config_map.get(field), path + "." + field)
-        for key in data or {}:
+        for key, value in (data or {}).items():
             if problem := config_key_problem(key):
                 r.add(invalid(path + "." + field, key, problem))
+            elif field == "binaryData" and not _is_base64(value):
+                # The CRD keeps the template as written: the apiserver would refuse the ConfigMap later.
+                r.add(invalid(path + "." + field + f"[{key}]", "...", "must be base64-encoded"))
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def check_resource_templates(r: Reader, templates: Mapping[str, Any], path: Path, flow: str) -> None:
