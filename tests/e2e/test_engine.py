@@ -127,6 +127,9 @@ async def test_failing_step_fails_the_flow_and_skips_dependents(
         "load": "Skipped",
         "report": "Skipped",
     }
+    # How the container ended, read from the failed pod: what a user debugging the step needs first.
+    transform = next(s for s in flow["status"]["steps"] if s["name"] == "transform")
+    assert transform["message"].startswith("Job failed: main: exit code 3; ")
     assert sorted(_jobs_by_step(await driver.jobs(namespace))) == ["extract", "transform"]
 
 

@@ -76,6 +76,11 @@ class Fake:
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return self.jobs
 
+    async def termination_messages(
+        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
+    ) -> dict[str, str] | None:
+        return None  # the pod is gone
+
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
         step = body["metadata"]["labels"]["workflow.kube-zen.io/step"]
         if step in self.create_errors:

@@ -750,3 +750,29 @@ async def test_a_steps_messages_come_only_from_a_pod_its_job_controls(
     messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=True)
     assert messages == {"main": "real"}
     assert api.requests[0][3] == {"labelSelector": "batch.kubernetes.io/job-name=j"}
+
+
+async def test_a_failed_pod_says_how_its_containers_ended(api: FakeApiserver, kube: KubeClient) -> None:
+    # What a user debugging a failed step needs first: the exit code, and OOMKilled.
+    def ended(name: str, code: int, reason: str) -> dict[str, Any]:
+        terminated = {"exitCode": code, "reason": reason, "finishedAt": "2026-12-05T10:00:00Z"}
+        return {"name": name, "state": {"terminated": terminated}}
+
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+    failed = {
+        "metadata": {"name": "p", "ownerReferences": [owner]},
+        "status": {
+            "phase": "Failed",
+            "initContainerStatuses": [ended("setup", 0, "Completed")],
+            "containerStatuses": [ended("main", 137, "OOMKilled"), ended("sidecar", 2, "Error")],
+        },
+    }
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": [failed]}))
+    messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=False)
+    assert messages == {
+        "setup": "",
+        "main": "",
+        "sidecar": "",
+        "exit:main": "exit code 137 (OOMKilled)",
+        "exit:sidecar": "exit code 2",
+    }

@@ -393,3 +393,41 @@ def test_the_success_message_counts_in_plain_english(steps: list[dict[str, Any]]
     run(sim, lambda _: "complete")
     assert sim.phase == "Succeeded"
     assert sim.flow.status.message == message
+
+
+def test_a_finished_flow_acknowledges_a_spec_edited_since_in_observed_generation() -> None:
+    # `zen-flow suspend` on a finished flow: the generation moves; tools that judge health by
+    # observedGeneration (Argo CD, Flux) must not see it as never reconciled. Nothing else changes.
+    sim = Simulator(make_flow([job_step("a")]).model_copy(deep=True), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Succeeded"
+    before = sim.flow.status
+    edited = sim.flow.metadata.model_copy(update={"generation": (sim.flow.metadata.generation or 1) + 1})
+    sim.flow = sim.flow.model_copy(update={"metadata": edited})
+    plan = sim.reconcile()
+    assert sim.flow.status.observed_generation == edited.generation
+    assert sim.flow.status.model_copy(update={"observed_generation": before.observed_generation}) == before
+    assert plan.actions == ()
+    assert sim.reconcile().status is sim.flow.status  # then quiet again
+
+
+def test_a_failed_steps_message_says_how_its_containers_ended() -> None:
+    # The Job's condition alone ("BackoffLimitExceeded") does not say why: the exit code and OOMKilled,
+    # read from the failed pod, come first.
+    sim = Simulator(make_flow([job_step("crunch")]), T0)
+    sim.reconcile()
+    (job,) = sim.running()
+    sim.fail(
+        job,
+        message="Job has reached the specified backoff limit",
+        messages={"exit:main": "exit code 137 (OOMKilled)"},
+    )
+    sim.reconcile()
+    step = sim.flow.status.step("crunch")
+    assert step is not None
+    assert step.message == (
+        "Job failed: main: exit code 137 (OOMKilled); "
+        "BackoffLimitExceeded: Job has reached the specified backoff limit"
+    )

@@ -1,4 +1,5 @@
-"""Pods, read-only: the termination messages of a finished step's pod.
+"""Pods, read-only: the termination messages of a finished step's pod, and how a failed one's containers
+ended (exit code, reason).
 
 The controller lists the pods of one Job by label, once, when that Job has finished and its step needs
 what the pod wrote: `outputs.parameters[].valueFrom.terminationMessage`, the artifact uploader's report,
@@ -14,6 +15,7 @@ from pydantic import Field
 from zen_flow.api.meta import Model, Timestamp
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource
+from zen_flow.planner.reports import EXITED
 
 PODS = Resource("", "v1", "pods")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -22,6 +24,8 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 class _Terminated(Model):
     message: str | None = None
     finished_at: Timestamp | None = None
+    exit_code: int | None = None
+    reason: str | None = None
 
 
 class _State(Model):
@@ -83,10 +87,17 @@ class PodClient:
         if not finished:
             return None
         latest = max(finished, key=_finished)
-        return {
+        messages = {
             c.name: (c.state.terminated.message or "") if c.state.terminated is not None else ""
             for c in latest.status.all()
         }
+        if not succeeded:  # how its containers failed: what a user debugging the step needs first
+            for c in latest.status.all():
+                ended = c.state.terminated
+                if ended is not None and ended.exit_code:
+                    why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""
+                    messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
+        return messages
 
 
 def _finished(pod: _Pod) -> float:

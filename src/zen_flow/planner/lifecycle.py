@@ -29,8 +29,13 @@ def ttl_expiry(flow: JobFlow, completion_time: datetime) -> datetime:
 
 
 def terminal_plan(flow: JobFlow, now: datetime) -> Plan:
-    """A Succeeded or Failed flow: status unchanged; only the TTL acts."""
+    """A Succeeded or Failed flow: only the TTL acts, and a spec edited since (a suspend, say) is
+    acknowledged in `observedGeneration`: tools that judge health by it (kstatus: Argo CD, Flux) would
+    otherwise take the flow for never reconciled."""
     status = flow.status
+    generation = flow.metadata.generation
+    if generation and status.observed_generation != generation:
+        status = status.model_copy(update={"observed_generation": generation})
     finished = status.completion_time or status.start_time or flow.metadata.creation_timestamp
     if flow.metadata.deletion_timestamp is not None or finished is None:
         return Plan((), status, (), None)

@@ -20,7 +20,7 @@ from zen_flow.planner.outputs import (
     reads_messages,
 )
 from zen_flow.planner.plan_state import PlanState
-from zen_flow.planner.reports import download_failure
+from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.steps import HELD, StepWork, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
@@ -87,6 +87,8 @@ class Observation(PlanState):
                     limit = f" (the Job template's activeDeadlineSeconds: {own}s)"
             detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
             detail += limit
+            if exits := exit_summary(self.messages.get(name)):  # e.g. main: exit code 137 (OOMKilled)
+                detail = f"{exits}; {detail}" if detail else exits
             if why := download_failure(self.messages.get(name)):
                 detail = f"{why} ({detail})" if detail else why
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}")

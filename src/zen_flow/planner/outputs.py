@@ -90,9 +90,8 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     names = []
     for job in compress(jobs, map(running.__contains__, map(JOB_NAME, jobs))):
         step = specs.get(running[job.metadata.name])
-        if step is not None and (
-            (job.complete and reads_messages(step)) or (job.failed and explains_failure(step))
-        ):
+        # A failed Job's pod always: how its containers ended (exit code, OOMKilled) goes in the message.
+        if step is not None and (job.failed or (job.complete and reads_messages(step))):
             names.append(job.metadata.name)
     return tuple(names)
 

@@ -66,3 +66,16 @@ def download_failure(messages: Mapping[str, str] | None) -> str | None:
     """Why the downloader failed, from its termination message (None: it did not, or left no word)."""
     text = (messages or {}).get(DOWNLOADER, "").strip()
     return text or None
+
+
+# Beside what a failed pod's containers wrote, `PodMessages` holds how each one that failed ended, under
+# `EXITED + name` (a container name is a DNS label: it holds no ':'), e.g. "exit code 137 (OOMKilled)".
+EXITED = "exit:"
+
+
+def exit_summary(messages: Mapping[str, str] | None) -> str | None:
+    """How the failed pod's containers ended, e.g. `main: exit code 137 (OOMKilled)` (None: unknown)."""
+    ended = [
+        f"{key[len(EXITED) :]}: {text}" for key, text in (messages or {}).items() if key.startswith(EXITED)
+    ]
+    return "; ".join(ended) or None
