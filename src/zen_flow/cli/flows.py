@@ -36,6 +36,7 @@ from zen_flow.cli.validate import is_jobflow
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
+from zen_flow.planner.approvals import decision
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 
@@ -86,6 +87,7 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
     if not step.is_manual:
         raise UsageError(f"step {args.step!r} of jobflow {args.name} is not a Manual step")
+    _decidable(flow, args.step, "Approved" if args.command == "approve" else "Rejected")
     prefix = APPROVE_PREFIX if args.command == "approve" else REJECT_PREFIX
     annotations = {f"{prefix}{args.step}": "true"}
     if args.message:
@@ -94,6 +96,23 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
     verb = "approved" if args.command == "approve" else "rejected"
     session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}\n")
     return EXIT_OK
+
+
+def _decidable(flow: JobFlow, step: str, wanted: str) -> None:
+    """A decision the controller would still act on: the flow has not ended, the step has not finished
+    (a gate not reached yet may be decided in advance), nobody decided it the other way."""
+    name = flow.metadata.name
+    if flow.status.phase in ("Succeeded", "Failed"):
+        raise UsageError(
+            f"jobflow {name} has ended ({flow.status.phase}): step {step} can no longer be decided"
+        )
+    status = flow.status.step(step)
+    if status is not None and status.phase in ("Succeeded", "Failed", "Skipped"):
+        raise UsageError(f"step {step} of jobflow {name} is {status.phase}: it can no longer be decided")
+    taken = decision(flow.metadata.annotations, step)
+    if taken is not None and taken[0] != wanted:
+        who = f" by {taken[1]}" if taken[1] else ""
+        raise UsageError(f"step {step} of jobflow {name} is already {taken[0].lower()}{who}")
 
 
 async def retry(session: Session, args: argparse.Namespace) -> int:

@@ -1,0 +1,162 @@
+"""`zen-flow approve|reject|retry|submit --wait|logs` against an in-memory apiserver: what the user is told,
+the exit status, and what was (or was not) written."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from zen_flow.cli import main, session
+from zen_flow.kube.errors import from_status
+from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
+
+NS = "default"
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            _merge(target.setdefault(key, {}), value)
+        else:
+            target[key] = value
+
+
+class FakeCluster:
+    """The JobFlows, pods and logs the CLI reads; every write it sends."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, list[dict[str, Any]]] = {}  # by Job name
+        self.jobs: set[str] = set()
+        self.writes: list[tuple[str, str, Any]] = []
+        self.reads_until_done: dict[str, list[dict[str, Any]]] = {}  # successive statuses of a flow
+
+    def add(self, flow: dict[str, Any], status: dict[str, Any] | None = None) -> None:
+        flow = copy.deepcopy(flow)
+        flow["status"] = status or {}
+        self.flows[flow["metadata"]["name"]] = flow
+
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Any = (), content_type: str | None = None
+    ) -> dict[str, Any]:
+        parts = path.strip("/").split("/")
+        if method != "GET":
+            self.writes.append((method, path, copy.deepcopy(body)))
+        if parts[-1] == "pods":
+            job = dict(query)["labelSelector"].split("=", 1)[1]
+            return {"items": self.pods.get(job, [])}
+        if parts[-2:-1] == ["jobs"]:
+            if parts[-1] not in self.jobs:
+                raise from_status(
+                    404, {"reason": "NotFound", "message": f'jobs.batch "{parts[-1]}" not found'}
+                )
+            return {}
+        if method == "POST":
+            made = copy.deepcopy(body)
+            made["status"] = {}
+            self.flows[made["metadata"]["name"]] = made
+            return made
+        flow = self.flows.get(parts[-1])
+        if flow is None:
+            raise from_status(404, {"reason": "NotFound", "message": f"{parts[-1]} not found"})
+        if method == "PATCH":
+            _merge(flow, body)
+        if method == "GET" and self.reads_until_done.get(parts[-1]):
+            flow["status"] = self.reads_until_done[parts[-1]].pop(0)
+        return copy.deepcopy(flow)
+
+    async def request_raw(self, method: str, path: str, query: Any = ()) -> bytes:
+        return b"hello\n"
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    fake = FakeCluster()
+
+    @asynccontextmanager
+    async def open_session(args: Any, out: Any = None) -> AsyncIterator[session.Session]:
+        yield session.Session(fake, args.namespace or NS, sys.stdout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "open_session", open_session)
+    return fake
+
+
+def zen_flow(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def annotation_writes(cluster: FakeCluster) -> list[Any]:
+    return [body for method, _, body in cluster.writes if method == "PATCH"]
+
+
+# --- approve / reject ------------------------------------------------------------------------------------
+
+
+def gate_flow() -> dict[str, Any]:
+    return flow_manifest(
+        "gate", NS, [job_step("build"), manual_step("approve", "build"), job_step("ship", "approve")]
+    )
+
+
+@pytest.mark.parametrize(
+    ("flow_phase", "step_phase", "said"),
+    [
+        ("Running", "Succeeded", "step approve of jobflow gate is Succeeded: it can no longer be decided"),
+        ("Running", "Skipped", "step approve of jobflow gate is Skipped: it can no longer be decided"),
+        ("Failed", "Failed", "jobflow gate has ended (Failed): step approve can no longer be decided"),
+        (
+            "Succeeded",
+            "Succeeded",
+            "jobflow gate has ended (Succeeded): step approve can no longer be decided",
+        ),
+    ],
+)
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_a_decision_that_comes_too_late_is_refused_and_nothing_is_written(
+    cluster: FakeCluster,
+    capsys: pytest.CaptureFixture[str],
+    verb: str,
+    flow_phase: str,
+    step_phase: str,
+    said: str,
+) -> None:
+    cluster.add(gate_flow(), {"phase": flow_phase, "steps": [{"name": "approve", "phase": step_phase}]})
+    code, out, err = zen_flow(capsys, verb, "gate", "approve")
+    assert (code, out) == (2, "")
+    assert said in err
+    assert annotation_writes(cluster) == []
+
+
+def test_a_step_decided_one_way_cannot_be_decided_the_other(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = gate_flow()
+    flow["metadata"]["annotations"] = {
+        "approve.workflow.kube-zen.io/approve": "true",
+        "approved-by.workflow.kube-zen.io/approve": "alice",
+    }
+    cluster.add(flow, {"phase": "Running", "steps": [{"name": "approve", "phase": "Pending"}]})
+    code, _, err = zen_flow(capsys, "reject", "gate", "approve")
+    assert code == 2
+    assert "step approve of jobflow gate is already approved by alice" in err
+    assert annotation_writes(cluster) == []
+
+
+@pytest.mark.parametrize("step_phase", ["Pending", "PendingApproval", None])
+def test_a_gate_waiting_or_not_reached_yet_is_decided(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], step_phase: str | None
+) -> None:
+    steps = [{"name": "approve", "phase": step_phase}] if step_phase else []
+    cluster.add(gate_flow(), {"phase": "Running", "steps": steps})
+    code, out, _ = zen_flow(capsys, "approve", "gate", "approve", "-m", "ok")
+    assert (code, out) == (0, "jobflow default/gate: step approve approved\n")
+    assert cluster.flows["gate"]["metadata"]["annotations"]["approve.workflow.kube-zen.io/approve"] == "true"
