@@ -160,3 +160,46 @@ def test_a_gate_waiting_or_not_reached_yet_is_decided(
     code, out, _ = zen_flow(capsys, "approve", "gate", "approve", "-m", "ok")
     assert (code, out) == (0, "jobflow default/gate: step approve approved\n")
     assert cluster.flows["gate"]["metadata"]["annotations"]["approve.workflow.kube-zen.io/approve"] == "true"
+
+
+# --- retry -----------------------------------------------------------------------------------------------
+
+
+def rejected_flow() -> tuple[dict[str, Any], dict[str, Any]]:
+    flow = flow_manifest("gate", NS, [job_step("build"), manual_step("approve", "build"), job_step("load")])
+    status = {
+        "phase": "Failed",
+        "steps": [
+            {"name": "build", "phase": "Succeeded"},
+            {"name": "approve", "phase": "Failed"},
+            {"name": "load", "phase": "Succeeded"},
+        ],
+    }
+    return flow, status
+
+
+@pytest.mark.parametrize("argv", [[], ["--step", "approve"]])
+def test_retry_refuses_what_the_controller_would_ignore_a_failed_manual_step(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    cluster.add(*rejected_flow())
+    code, out, err = zen_flow(capsys, "retry", "gate", *argv)
+    assert (code, out) == (2, "")
+    assert "jobflow gate cannot rerun: no failed Job step to rerun" in err
+    assert annotation_writes(cluster) == []
+
+
+def test_retry_reruns_a_failed_job_step_and_names_the_ones_it_cannot(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow, status = rejected_flow()
+    status["steps"][2]["phase"] = "Failed"
+    flow["spec"]["steps"][1]["continueOnFailure"] = True  # the rejected gate does not fail the flow again
+    cluster.add(flow, status)
+    code, _, err = zen_flow(capsys, "retry", "gate", "--step", "load", "--step", "approve")
+    assert code == 2
+    assert "not failed Job steps of jobflow gate: approve (failed Job steps: load)" in err
+    code, out, _ = zen_flow(capsys, "retry", "gate", "--step", "load")
+    assert code == 0
+    assert out.startswith("jobflow default/gate: rerun requested (")
+    assert cluster.flows["gate"]["metadata"]["annotations"]["workflow.kube-zen.io/retry-steps"] == "load"

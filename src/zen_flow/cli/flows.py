@@ -37,6 +37,7 @@ from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.planner.approvals import decision
+from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 
@@ -123,13 +124,14 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
         raise UsageError(
             f"jobflow {args.name} is {flow.status.phase or 'Pending'}: only a Failed flow reruns"
         )
-    failed = {s.name for s in flow.status.steps if s.phase == "Failed"}
-    unknown = [s for s in args.steps if s not in failed]
-    if unknown:
-        raise UsageError(
-            f"not failed steps of jobflow {args.name}: {', '.join(unknown)} "
-            f"(failed: {', '.join(sorted(failed))})"
-        )
+    rerunnable = rerunnable_steps(flow)
+    can = f" (failed Job steps: {', '.join(rerunnable)})" if rerunnable else ""
+    why = rerun_refusal(flow, args.steps)  # the controller's rule: it would ignore the request
+    if why is not None:
+        raise UsageError(f"jobflow {args.name} cannot rerun: {why}{can if args.steps else ''}")
+    # Named steps that would not rerun (a typo, a Manual step) are said too, not silently left out.
+    if unknown := [s for s in args.steps if s not in rerunnable]:
+        raise UsageError(f"not failed Job steps of jobflow {args.name}: {', '.join(unknown)}{can}")
     rid = f"{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     scope = ",".join(args.steps) or None  # null removes an earlier request's scope
     # A stop request left on the flow would stop the rerun at once: the rerun replaces it.
