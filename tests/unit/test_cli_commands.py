@@ -203,3 +203,46 @@ def test_retry_reruns_a_failed_job_step_and_names_the_ones_it_cannot(
     assert code == 0
     assert out.startswith("jobflow default/gate: rerun requested (")
     assert cluster.flows["gate"]["metadata"]["annotations"]["workflow.kube-zen.io/retry-steps"] == "load"
+
+
+# --- logs, and the apiserver's refusals ------------------------------------------------------------------
+
+
+def broken_flow(cluster: FakeCluster) -> None:
+    flow = flow_manifest("f", NS, [job_step("broken"), manual_step("gate", "broken")])
+    job = {"name": "f-broken-2", "namespace": NS}
+    status = {
+        "phase": "Failed",
+        "steps": [{"name": "broken", "phase": "Failed", "retryCount": 2, "jobRef": job}],
+    }
+    cluster.add(flow, status)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["broken", "--attempt", "0"], "step broken has attempts 1-3 (--attempt 0)"),
+        (["broken", "--attempt", "9"], "step broken has attempts 1-3 (--attempt 9)"),
+        (["gate"], "step gate of jobflow f is a Manual step: it runs no pod"),
+        (["broken"], "the Job f-broken-2 of step broken was deleted, and its pods with it"),
+    ],
+)
+def test_logs_says_why_a_step_has_no_pod_to_show(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    broken_flow(cluster)
+    code, out, err = zen_flow(capsys, "logs", "f", *argv)
+    assert (code, out) == (2, "")
+    assert said in err
+
+
+def test_an_apiserver_error_without_a_reason_prints_no_empty_parentheses(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*_: Any, **__: Any) -> Any:
+        raise from_status(500, {"message": "etcdserver: leader changed"})
+
+    monkeypatch.setattr(cluster, "request", refuse)
+    code, _, err = zen_flow(capsys, "get", "f")
+    assert code == 1
+    assert err == "zen-flow get: the apiserver refused (500): etcdserver: leader changed\n"
