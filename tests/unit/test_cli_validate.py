@@ -39,12 +39,12 @@ def test_valid_files_exit_0_and_print_no_error_lines(tmp_path: Path) -> None:
     assert f"{len(EXAMPLES)} JobFlow(s) checked, 0 invalid" in err
 
 
-def test_an_invalid_file_exits_1_with_one_line_per_error_naming_file_and_field(tmp_path: Path) -> None:
+def test_an_invalid_file_exits_2_with_one_line_per_error_naming_file_and_field(tmp_path: Path) -> None:
     flow = bad_flow()
     step(flow, "c")["timeoutSeconds"] = 0
     path = write(tmp_path / "bad.yaml", flow)
     code, lines, _ = run(path)
-    assert code == 1
+    assert code == 2
     assert lines == [
         f'{path}: spec.steps[1].dependencies[1]: Not found: "zzz"',
         f"{path}: spec.steps[3].timeoutSeconds: Invalid value: 0: must be greater than 0",
@@ -56,7 +56,7 @@ def test_approval_annotations_are_checked(tmp_path: Path) -> None:
     flow["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/b": "true"}
     path = write(tmp_path / "approved.yaml", flow)
     code, lines, _ = run(path)
-    assert code == 1
+    assert code == 2
     assert lines == [
         f'{path}: metadata.annotations[approve.workflow.kube-zen.io/b]: Invalid value: "b": '
         "only Manual steps are approved or rejected"
@@ -67,7 +67,7 @@ def test_multi_document_files_name_the_document_and_skip_other_kinds(tmp_path: P
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
     path = write(tmp_path / "all.yaml", config_map, base_flow(), None, bad_flow())
     code, lines, err = run(path)
-    assert code == 1
+    assert code == 2
     assert lines == [f'{path}#4: spec.steps[1].dependencies[1]: Not found: "zzz"']
     assert "2 JobFlow(s) checked, 1 invalid" in err
 
@@ -85,7 +85,7 @@ def test_directories_are_searched_recursively_for_yaml_and_yml(tmp_path: Path) -
     (tmp_path / "flows" / "notes.txt").write_text("not: [yaml")
     (tmp_path / "flows" / "README.md").write_text("# flows")
     code, lines, err = run(tmp_path / "flows")
-    assert code == 1
+    assert code == 2
     assert lines == [f'{bad}: spec.steps[1].dependencies[1]: Not found: "zzz"']
     assert "2 JobFlow(s) checked, 1 invalid" in err
 
@@ -123,7 +123,7 @@ def test_yaml_specific_values_do_not_crash_the_validator(tmp_path: Path) -> None
         "spec:\n  steps:\n  - name: a\n    timeoutSeconds: 2024-01-01\n    template: {spec: 1.5e3}\n"
     )
     code, lines, _ = run(path)
-    assert code == 1
+    assert code == 2
     assert any("timeoutSeconds: Invalid value" in line for line in lines)
 
 
@@ -131,7 +131,7 @@ def test_the_cli_entry_point_is_wired(tmp_path: Path, capsys: Any) -> None:
     from zen_flow.cli import main
 
     code = main(["validate", str(write(tmp_path / "bad.yaml", bad_flow()))])
-    assert code == 1
+    assert code == 2
     assert 'Not found: "zzz"' in capsys.readouterr().out
 
 
@@ -150,8 +150,8 @@ def with_arguments() -> dict[str, Any]:
     ("parameters", "code", "line"),
     [
         (["env=production"], 0, None),
-        (["env=dev"], 1, 'spec.arguments.parameters[0].value: Unsupported value: "dev"'),
-        (["envv=production"], 1, 'spec.arguments.parameters: Not found: "envv": the flow declares no such'),
+        (["env=dev"], 2, 'spec.arguments.parameters[0].value: Unsupported value: "dev"'),
+        (["envv=production"], 2, 'spec.arguments.parameters: Not found: "envv": the flow declares no such'),
     ],
 )
 def test_overridden_arguments_are_validated_like_the_webhook_would(
@@ -163,6 +163,17 @@ def test_overridden_arguments_are_validated_like_the_webhook_would(
     assert main(["validate", *(f"-p{p}" for p in parameters), str(path)]) == code
     out = capsys.readouterr().out
     assert (line in out) if line else out == ""
+
+
+def test_validate_help_says_what_it_prints_and_has_an_example(capsys: Any) -> None:
+    from zen_flow.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["validate", "--help"])
+    text = capsys.readouterr().out
+    assert "then how many flows were checked on stderr" in text
+    assert "2 a flow is invalid" in text
+    assert "example: zen-flow validate flows/ -p env=prod" in text
 
 
 def test_a_malformed_override_exits_2_before_reading_files(tmp_path: Path, capsys: Any) -> None:

@@ -36,6 +36,8 @@ from zen_flow.cli.validate import is_jobflow
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
+from zen_flow.planner.approvals import decision
+from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 
@@ -86,6 +88,7 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
     if not step.is_manual:
         raise UsageError(f"step {args.step!r} of jobflow {args.name} is not a Manual step")
+    _decidable(flow, args.step, "Approved" if args.command == "approve" else "Rejected")
     prefix = APPROVE_PREFIX if args.command == "approve" else REJECT_PREFIX
     annotations = {f"{prefix}{args.step}": "true"}
     if args.message:
@@ -96,6 +99,23 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _decidable(flow: JobFlow, step: str, wanted: str) -> None:
+    """A decision the controller would still act on: the flow has not ended, the step has not finished
+    (a gate not reached yet may be decided in advance), nobody decided it the other way."""
+    name = flow.metadata.name
+    if flow.status.phase in ("Succeeded", "Failed"):
+        raise UsageError(
+            f"jobflow {name} has ended ({flow.status.phase}): step {step} can no longer be decided"
+        )
+    status = flow.status.step(step)
+    if status is not None and status.phase in ("Succeeded", "Failed", "Skipped"):
+        raise UsageError(f"step {step} of jobflow {name} is {status.phase}: it can no longer be decided")
+    taken = decision(flow.metadata.annotations, step)
+    if taken is not None and taken[0] != wanted:
+        who = f" by {taken[1]}" if taken[1] else ""
+        raise UsageError(f"step {step} of jobflow {name} is already {taken[0].lower()}{who}")
+
+
 async def retry(session: Session, args: argparse.Namespace) -> int:
     """Ask the controller to rerun a Failed flow from its failed steps (or only `--step` ones): the
     request annotation with a fresh id, honoured once (docs/API.md, "Rerunning a failed flow")."""
@@ -104,13 +124,14 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
         raise UsageError(
             f"jobflow {args.name} is {flow.status.phase or 'Pending'}: only a Failed flow reruns"
         )
-    failed = {s.name for s in flow.status.steps if s.phase == "Failed"}
-    unknown = [s for s in args.steps if s not in failed]
-    if unknown:
-        raise UsageError(
-            f"not failed steps of jobflow {args.name}: {', '.join(unknown)} "
-            f"(failed: {', '.join(sorted(failed))})"
-        )
+    rerunnable = rerunnable_steps(flow)
+    can = f" (failed Job steps: {', '.join(rerunnable)})" if rerunnable else ""
+    why = rerun_refusal(flow, args.steps)  # the controller's rule: it would ignore the request
+    if why is not None:
+        raise UsageError(f"jobflow {args.name} cannot rerun: {why}{can if args.steps else ''}")
+    # Named steps that would not rerun (a typo, a Manual step) are said too, not silently left out.
+    if unknown := [s for s in args.steps if s not in rerunnable]:
+        raise UsageError(f"not failed Job steps of jobflow {args.name}: {', '.join(unknown)}{can}")
     rid = f"{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     scope = ",".join(args.steps) or None  # null removes an earlier request's scope
     # A stop request left on the flow would stop the rerun at once: the rerun replaces it.

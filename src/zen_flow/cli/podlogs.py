@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from zen_flow.api import JobFlow
 from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.cli.render import dependency_order
 from zen_flow.cli.session import EXIT_OK, Session, UsageError
 from zen_flow.core.naming import job_name
+from zen_flow.kube.errors import NotFound
 from zen_flow.kube.pods import JOB_NAME_LABEL
 
 
@@ -43,7 +45,10 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
             if container["name"] not in TRANSFER_NAMES:
                 shown.append((step, pod["metadata"]["name"], container["name"]))
     if not shown:
-        raise UsageError(f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show")
+        why = await _why_no_pod(session, flow, args.step, args.attempt) if args.step else None
+        raise UsageError(
+            why or f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show"
+        )
     several_steps = len({step for step, _, _ in shown}) > 1
     several_containers = len(shown) > len({step for step, _, _ in shown})
 
@@ -60,6 +65,28 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
         )
         session.out.writelines(f"{prefix(step, container)}{line}\n" for line in text.splitlines())
     return EXIT_OK
+
+
+async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int | None) -> str | None:
+    """Why one step shows no pod: a Manual step, an attempt that does not exist, its Job deleted."""
+    name = flow.metadata.name
+    spec = next((s for s in flow.spec.steps if s.name == step), None)
+    if spec is not None and spec.is_manual:
+        return f"step {step} of jobflow {name} is a Manual step: it runs no pod"
+    status = flow.status.step(step)
+    started = status is not None and status.job_ref is not None and bool(status.job_ref.name)
+    if status is None or not started:
+        return f"step {step} of jobflow {name} has not started: no pod yet"
+    attempts = status.retry_count + 1
+    if attempt is not None and not 1 <= attempt <= attempts:
+        which = "attempt 1" if attempts == 1 else f"attempts 1-{attempts}"
+        return f"step {step} has {which} (--attempt {attempt})"
+    job = job_name(name, step, attempt - 1) if attempt is not None else status.job_ref.name  # type: ignore[union-attr]
+    try:
+        await session.client.request("GET", f"/apis/batch/v1/namespaces/{session.namespace}/jobs/{job}")
+    except NotFound:
+        return f"the Job {job} of step {step} was deleted, and its pods with it"
+    return None
 
 
 async def _follow(session: Session, pod: str, container: str, prefix: str) -> None:

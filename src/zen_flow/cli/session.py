@@ -64,7 +64,10 @@ def run(command: Command, args: argparse.Namespace, offline: Offline | None = No
         return EXIT_FAILED
     except ApiError as err:
         # 403 names the user, the verb and the resource; a webhook's denial lists its field errors.
-        print(f"{prog}: the apiserver refused ({err.status} {err.reason}): {err.message}", file=sys.stderr)
+        status = f"{err.status} {err.reason}" if err.reason else str(err.status)
+        print(
+            f"{prog}: the apiserver refused ({status}): {err.message or 'no reason given'}", file=sys.stderr
+        )
         return EXIT_FAILED
     except TransportError as err:
         print(f"{prog}: cannot reach the apiserver: {err}", file=sys.stderr)

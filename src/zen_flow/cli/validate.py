@@ -4,8 +4,9 @@ directories; `-p` overrides the flows' arguments first (as creating the flow fro
 Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents
 that are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be
 checked. One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number,
-when the file has several documents). Exit status: 0 all valid, 1 some flow invalid, 2 a path could not
-be read or parsed (this wins over 1).
+when the file has several documents); then one line on `err`: how many flows were checked and how many
+are invalid. Exit status: 0 all valid; 2 some flow invalid, or a path could not be read or parsed (as
+`zen-flow submit` refuses an invalid file: 2 is bad input, 1 is left to the cluster's answers).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 
 EXIT_OK = 0
-EXIT_INVALID = 1
+EXIT_INVALID = 2
 EXIT_UNREADABLE = 2
 _SUFFIXES = (".yaml", ".yml")
 
@@ -69,7 +70,7 @@ def validate_paths(
                     out.write(f"{label}: {error}\n")
                 if errors:
                     invalid += 1
-                    status = max(status, EXIT_INVALID)
+                    status = EXIT_INVALID
     if flows == 0 and status == EXIT_OK:
         err.write("zen-flow validate: no JobFlow documents found\n")
     elif flows:

@@ -23,6 +23,7 @@ in `status.audit.retries` (id, user, time, the steps it reran):
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from zen_flow.api.constants import (
@@ -64,25 +65,47 @@ def recorded(flow: JobFlow, retry: Retry, now: datetime) -> Audit:
     return base.model_copy(update={"retries": (*base.retries, retry.model_copy(update={"time": now}))})
 
 
+def rerunnable_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
+    """The failed Job steps a rerun of `wanted` (empty: every failed step) would run again; a failed
+    Manual step (rejected, or timed out) is decided by its annotation and never reruns."""
+    specs = {s.name: s for s in flow.spec.steps}
+    return [
+        s.name
+        for s in flow.status.steps
+        if s.phase == StepPhase.FAILED
+        and s.name in specs
+        and not specs[s.name].is_manual
+        and (not wanted or s.name in wanted)
+    ]
+
+
+def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
+    """Why a rerun of `wanted` (empty: every failed step) would be ignored, the stop request aside (the
+    CLI's request removes it), or None. `zen-flow retry` asks this before sending the request."""
+    specs = {s.name: s for s in flow.spec.steps}
+    failed = [s.name for s in flow.status.steps if s.phase == StepPhase.FAILED and s.name in specs]
+    rerunnable = rerunnable_steps(flow, wanted)
+    # A failed step left as it is fails the flow again at once, unless it may fail (continueOnFailure).
+    blocking = [n for n in failed if n not in rerunnable and not specs[n].continue_on_failure]
+    if flow.status.phase != FlowPhase.FAILED:
+        return f"the flow is {flow.status.phase or 'Pending'}, not Failed"
+    if not rerunnable:
+        return "no failed Job step to rerun" + (f" among {listing(sorted(wanted))}" if wanted else "")
+    if blocking:
+        return f"step {listing(blocking)} failed too and would fail the flow again at once: rerun it as well"
+    return None
+
+
 def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpec]:
     """The flow to plan (reset for a rerun, or with the request only recorded) and the event saying
     which: FlowRetried, or RetryIgnored with the reason."""
     status = flow.status
-    specs = {s.name: s for s in flow.spec.steps}
-    wanted = set(retry.steps)
-    failed = [s.name for s in status.steps if s.phase == StepPhase.FAILED and s.name in specs]
-    rerunnable = [n for n in failed if not specs[n].is_manual and (not wanted or n in wanted)]
-    # A failed step left as it is fails the flow again at once, unless it may fail (continueOnFailure).
-    blocking = [n for n in failed if n not in rerunnable and not specs[n].continue_on_failure]
+    rerunnable = rerunnable_steps(flow, retry.steps)
     why = None
     if stop_request(flow) is not None:
         why = f"the stop request is still set (remove {ANNOTATION_STOP})"
-    elif status.phase != FlowPhase.FAILED:
-        why = f"the flow is {status.phase or 'Pending'}, not Failed"
-    elif not rerunnable:
-        why = "no failed Job step to rerun" + (f" among {listing(sorted(wanted))}" if wanted else "")
-    elif blocking:
-        why = f"step {listing(blocking)} failed too and would fail the flow again at once: rerun it as well"
+    else:
+        why = rerun_refusal(flow, retry.steps)
     if why is not None:
         void = retry.model_copy(update={"steps": ()})
         ignored = EventSpec(WARNING, "RetryIgnored", f"retry {retry.id} ignored: {why}")

@@ -1,0 +1,248 @@
+"""`zen-flow approve|reject|retry|submit --wait|logs` against an in-memory apiserver: what the user is told,
+the exit status, and what was (or was not) written."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from zen_flow.cli import main, session
+from zen_flow.kube.errors import from_status
+from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
+
+NS = "default"
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            _merge(target.setdefault(key, {}), value)
+        else:
+            target[key] = value
+
+
+class FakeCluster:
+    """The JobFlows, pods and logs the CLI reads; every write it sends."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, list[dict[str, Any]]] = {}  # by Job name
+        self.jobs: set[str] = set()
+        self.writes: list[tuple[str, str, Any]] = []
+        self.reads_until_done: dict[str, list[dict[str, Any]]] = {}  # successive statuses of a flow
+
+    def add(self, flow: dict[str, Any], status: dict[str, Any] | None = None) -> None:
+        flow = copy.deepcopy(flow)
+        flow["status"] = status or {}
+        self.flows[flow["metadata"]["name"]] = flow
+
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Any = (), content_type: str | None = None
+    ) -> dict[str, Any]:
+        parts = path.strip("/").split("/")
+        if method != "GET":
+            self.writes.append((method, path, copy.deepcopy(body)))
+        if parts[-1] == "pods":
+            job = dict(query)["labelSelector"].split("=", 1)[1]
+            return {"items": self.pods.get(job, [])}
+        if parts[-2:-1] == ["jobs"]:
+            if parts[-1] not in self.jobs:
+                raise from_status(
+                    404, {"reason": "NotFound", "message": f'jobs.batch "{parts[-1]}" not found'}
+                )
+            return {}
+        if method == "POST":
+            made = copy.deepcopy(body)
+            made["status"] = {}
+            self.flows[made["metadata"]["name"]] = made
+            return made
+        flow = self.flows.get(parts[-1])
+        if flow is None:
+            raise from_status(404, {"reason": "NotFound", "message": f"{parts[-1]} not found"})
+        if method == "PATCH":
+            _merge(flow, body)
+        if method == "GET" and self.reads_until_done.get(parts[-1]):
+            flow["status"] = self.reads_until_done[parts[-1]].pop(0)
+        return copy.deepcopy(flow)
+
+    async def request_raw(self, method: str, path: str, query: Any = ()) -> bytes:
+        return b"hello\n"
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    fake = FakeCluster()
+
+    @asynccontextmanager
+    async def open_session(args: Any, out: Any = None) -> AsyncIterator[session.Session]:
+        yield session.Session(fake, args.namespace or NS, sys.stdout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "open_session", open_session)
+    return fake
+
+
+def zen_flow(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def annotation_writes(cluster: FakeCluster) -> list[Any]:
+    return [body for method, _, body in cluster.writes if method == "PATCH"]
+
+
+# --- approve / reject ------------------------------------------------------------------------------------
+
+
+def gate_flow() -> dict[str, Any]:
+    return flow_manifest(
+        "gate", NS, [job_step("build"), manual_step("approve", "build"), job_step("ship", "approve")]
+    )
+
+
+@pytest.mark.parametrize(
+    ("flow_phase", "step_phase", "said"),
+    [
+        ("Running", "Succeeded", "step approve of jobflow gate is Succeeded: it can no longer be decided"),
+        ("Running", "Skipped", "step approve of jobflow gate is Skipped: it can no longer be decided"),
+        ("Failed", "Failed", "jobflow gate has ended (Failed): step approve can no longer be decided"),
+        (
+            "Succeeded",
+            "Succeeded",
+            "jobflow gate has ended (Succeeded): step approve can no longer be decided",
+        ),
+    ],
+)
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_a_decision_that_comes_too_late_is_refused_and_nothing_is_written(
+    cluster: FakeCluster,
+    capsys: pytest.CaptureFixture[str],
+    verb: str,
+    flow_phase: str,
+    step_phase: str,
+    said: str,
+) -> None:
+    cluster.add(gate_flow(), {"phase": flow_phase, "steps": [{"name": "approve", "phase": step_phase}]})
+    code, out, err = zen_flow(capsys, verb, "gate", "approve")
+    assert (code, out) == (2, "")
+    assert said in err
+    assert annotation_writes(cluster) == []
+
+
+def test_a_step_decided_one_way_cannot_be_decided_the_other(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = gate_flow()
+    flow["metadata"]["annotations"] = {
+        "approve.workflow.kube-zen.io/approve": "true",
+        "approved-by.workflow.kube-zen.io/approve": "alice",
+    }
+    cluster.add(flow, {"phase": "Running", "steps": [{"name": "approve", "phase": "Pending"}]})
+    code, _, err = zen_flow(capsys, "reject", "gate", "approve")
+    assert code == 2
+    assert "step approve of jobflow gate is already approved by alice" in err
+    assert annotation_writes(cluster) == []
+
+
+@pytest.mark.parametrize("step_phase", ["Pending", "PendingApproval", None])
+def test_a_gate_waiting_or_not_reached_yet_is_decided(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], step_phase: str | None
+) -> None:
+    steps = [{"name": "approve", "phase": step_phase}] if step_phase else []
+    cluster.add(gate_flow(), {"phase": "Running", "steps": steps})
+    code, out, _ = zen_flow(capsys, "approve", "gate", "approve", "-m", "ok")
+    assert (code, out) == (0, "jobflow default/gate: step approve approved\n")
+    assert cluster.flows["gate"]["metadata"]["annotations"]["approve.workflow.kube-zen.io/approve"] == "true"
+
+
+# --- retry -----------------------------------------------------------------------------------------------
+
+
+def rejected_flow() -> tuple[dict[str, Any], dict[str, Any]]:
+    flow = flow_manifest("gate", NS, [job_step("build"), manual_step("approve", "build"), job_step("load")])
+    status = {
+        "phase": "Failed",
+        "steps": [
+            {"name": "build", "phase": "Succeeded"},
+            {"name": "approve", "phase": "Failed"},
+            {"name": "load", "phase": "Succeeded"},
+        ],
+    }
+    return flow, status
+
+
+@pytest.mark.parametrize("argv", [[], ["--step", "approve"]])
+def test_retry_refuses_what_the_controller_would_ignore_a_failed_manual_step(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    cluster.add(*rejected_flow())
+    code, out, err = zen_flow(capsys, "retry", "gate", *argv)
+    assert (code, out) == (2, "")
+    assert "jobflow gate cannot rerun: no failed Job step to rerun" in err
+    assert annotation_writes(cluster) == []
+
+
+def test_retry_reruns_a_failed_job_step_and_names_the_ones_it_cannot(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow, status = rejected_flow()
+    status["steps"][2]["phase"] = "Failed"
+    flow["spec"]["steps"][1]["continueOnFailure"] = True  # the rejected gate does not fail the flow again
+    cluster.add(flow, status)
+    code, _, err = zen_flow(capsys, "retry", "gate", "--step", "load", "--step", "approve")
+    assert code == 2
+    assert "not failed Job steps of jobflow gate: approve (failed Job steps: load)" in err
+    code, out, _ = zen_flow(capsys, "retry", "gate", "--step", "load")
+    assert code == 0
+    assert out.startswith("jobflow default/gate: rerun requested (")
+    assert cluster.flows["gate"]["metadata"]["annotations"]["workflow.kube-zen.io/retry-steps"] == "load"
+
+
+# --- logs, and the apiserver's refusals ------------------------------------------------------------------
+
+
+def broken_flow(cluster: FakeCluster) -> None:
+    flow = flow_manifest("f", NS, [job_step("broken"), manual_step("gate", "broken")])
+    job = {"name": "f-broken-2", "namespace": NS}
+    status = {
+        "phase": "Failed",
+        "steps": [{"name": "broken", "phase": "Failed", "retryCount": 2, "jobRef": job}],
+    }
+    cluster.add(flow, status)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["broken", "--attempt", "0"], "step broken has attempts 1-3 (--attempt 0)"),
+        (["broken", "--attempt", "9"], "step broken has attempts 1-3 (--attempt 9)"),
+        (["gate"], "step gate of jobflow f is a Manual step: it runs no pod"),
+        (["broken"], "the Job f-broken-2 of step broken was deleted, and its pods with it"),
+    ],
+)
+def test_logs_says_why_a_step_has_no_pod_to_show(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    broken_flow(cluster)
+    code, out, err = zen_flow(capsys, "logs", "f", *argv)
+    assert (code, out) == (2, "")
+    assert said in err
+
+
+def test_an_apiserver_error_without_a_reason_prints_no_empty_parentheses(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*_: Any, **__: Any) -> Any:
+        raise from_status(500, {"message": "etcdserver: leader changed"})
+
+    monkeypatch.setattr(cluster, "request", refuse)
+    code, _, err = zen_flow(capsys, "get", "f")
+    assert code == 1
+    assert err == "zen-flow get: the apiserver refused (500): etcdserver: leader changed\n"
