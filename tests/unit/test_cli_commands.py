@@ -7,11 +7,13 @@ import copy
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from zen_flow.cli import main, session
+from zen_flow.cli import flows, main, session
 from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
 
@@ -246,3 +248,45 @@ def test_an_apiserver_error_without_a_reason_prints_no_empty_parentheses(
     code, _, err = zen_flow(capsys, "get", "f")
     assert code == 1
     assert err == "zen-flow get: the apiserver refused (500): etcdserver: leader changed\n"
+
+
+# --- submit --wait -----------------------------------------------------------------------------------------
+
+
+def paused(gate_phase: str = "PendingApproval") -> dict[str, Any]:
+    steps = [{"name": "build", "phase": "Succeeded"}, {"name": "approve", "phase": gate_phase}]
+    return {"phase": "Paused", "steps": [*steps, {"name": "ship", "phase": "Pending"}]}
+
+
+def submitted(tmp_path: Path) -> str:
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump(gate_flow()))
+    return str(path)
+
+
+def test_submit_wait_says_once_that_the_flow_waits_for_an_approval(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flows, "WAIT_POLL_SECONDS", 0)
+    done = {"phase": "Succeeded", "message": "all steps succeeded"}
+    cluster.reads_until_done["gate"] = [{"phase": "Running"}, paused(), paused(), done]
+    code, out, _ = zen_flow(capsys, "submit", submitted(tmp_path), "--wait")
+    assert (code, out.splitlines()) == (
+        0,
+        [
+            "jobflow default/gate created",
+            "jobflow default/gate: waiting for approval of approve "
+            "(zen-flow approve gate approve -n default)",
+            "jobflow default/gate Succeeded: all steps succeeded",
+        ],
+    )
+
+
+def test_submit_wait_that_times_out_at_a_gate_says_so(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flows, "WAIT_POLL_SECONDS", 0)
+    cluster.reads_until_done["gate"] = [paused()]
+    code, out, _ = zen_flow(capsys, "submit", submitted(tmp_path), "--wait", "--timeout", "0")
+    assert code == 1
+    assert out.splitlines()[-1] == "jobflow default/gate: waiting for approval of approve after 0s"

@@ -231,9 +231,11 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
     outcome = EXIT_OK
     for key in created:
         namespace, name = key.split("/", 1)
-        flow = await _until_finished(session, namespace, name, args.timeout)
-        if flow is None:
-            session.out.write(f"jobflow {key}: still running after {args.timeout:g}s\n")
+        flow, finished = await _until_finished(session, namespace, name, args.timeout)
+        if not finished:
+            gates = _awaiting_approval(flow)
+            what = f"waiting for approval of {', '.join(gates)}" if gates else "still running"
+            session.out.write(f"jobflow {key}: {what} after {args.timeout:g}s\n")
             outcome = EXIT_FAILED
             continue
         session.out.write(f"jobflow {key} {flow.status.phase}: {printable(flow.status.message or '')}\n")
@@ -287,15 +289,30 @@ def _drawn(flow: JobFlow, fmt: str) -> str:
     return done.stdout
 
 
-async def _until_finished(session: Session, namespace: str, name: str, timeout: float) -> JobFlow | None:
+async def _until_finished(
+    session: Session, namespace: str, name: str, timeout: float
+) -> tuple[JobFlow, bool]:
+    """The flow once it finished (True), or as it was at `timeout` (False). Says once when it starts
+    waiting for a person: a `--wait` of an hour must not sit silent while a gate waits for an approval."""
     deadline = time.monotonic() + timeout
+    told: tuple[str, ...] = ()
     while True:
         flow = JobFlow.model_validate(await session.flows.get(namespace, name))
         if flow.status.phase in ("Succeeded", "Failed"):
-            return flow
+            return flow, True
+        if (gates := _awaiting_approval(flow)) and gates != told:
+            told = gates
+            how = f"zen-flow approve {name} {gates[0]} -n {namespace}"
+            session.out.write(
+                f"jobflow {namespace}/{name}: waiting for approval of {', '.join(gates)} ({how})\n"
+            )
         if time.monotonic() >= deadline:
-            return None
+            return flow, False
         await asyncio.sleep(WAIT_POLL_SECONDS)  # polling one object; a watch is the `watch` command's job
+
+
+def _awaiting_approval(flow: JobFlow) -> tuple[str, ...]:
+    return tuple(step.name for step in flow.status.steps if step.phase == "PendingApproval")
 
 
 def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, Any]]:
