@@ -253,3 +253,30 @@ def test_stop_leaves_an_ended_flow_alone() -> None:
     frozen = sim.flow.status
     sim.annotate(ANNOTATION_STOP, "true")
     assert sim.reconcile().status is frozen
+
+
+def test_a_rerun_that_fails_again_says_its_retries_and_reruns_not_more_retries_than_allowed() -> None:
+    sim = Simulator(
+        make_flow(
+            [job_step("load", retryPolicy={"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}})]
+        ),
+        T0,
+    )
+    sim.reconcile()
+    for _ in range(2):  # the first attempt and its one retry fail
+        sim.fail(sim.running()[0])
+        sim.reconcile()
+        sim.advance(2)
+        sim.reconcile()
+    assert sim.phase == "Failed"
+    step = sim.flow.status.step("load")
+    assert step is not None
+    assert (step.message or "").endswith("(retries exhausted: 1/1)")
+    ask(sim, "r1")
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    step = sim.flow.status.step("load")
+    assert step is not None
+    assert (step.message or "").startswith("attempt 3 failed: ")
+    assert (step.message or "").endswith("(retries exhausted: 1/1, reruns: 1)")

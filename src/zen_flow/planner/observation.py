@@ -177,7 +177,10 @@ class Observation(PlanState):
             w.retry_at(after_cut(self.now, retry_delay(w.spec.retry_policy, done)), error)
             return
         if limit and done >= limit:
-            error += f" (retries exhausted: {done}/{limit})"
+            # Past the limit only by reruns (`zen-flow retry` uses the retry counter too): say so rather
+            # than "3/2".
+            reruns = f", reruns: {done - limit}" if done > limit else ""
+            error += f" (retries exhausted: {limit}/{limit}{reruns})"
         elif limit and self.budget_used >= self.budget:
             error += f" (flow retry budget backoffLimit={self.budget} used up)"
         w.fail(self.now, error)
