@@ -381,10 +381,13 @@ async def test_kubectl_get_shows_phase_and_progress(
         },
     )
     header, row = kubectl("get", "jf", "-n", namespace).stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "PROGRESS", "AGE"]
+    # The message by default, as `zen-flow list` and Argo's `kubectl get wf` show it: which gate a Paused
+    # flow waits for, why one failed.
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "AGE", "MESSAGE"]
     assert row.split()[:3] == ["shown", "Running", "1/3"]
+    assert row.endswith("step b is running")
     wide_header, wide_row = kubectl("get", "flow", "shown", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide_header.split() == ["NAME", "PHASE", "PROGRESS", "SUCCEEDED", "FAILED", "MESSAGE", "AGE"]
+    assert wide_header.split() == ["NAME", "PHASE", "PROGRESS", "SUCCEEDED", "FAILED", "AGE", "MESSAGE"]
     assert "step b is running" in wide_row
     # category `zen-flow`, not `all`: `kubectl delete all --all` must not delete flows (and, through owner
     # references, their Jobs) as a side effect
