@@ -109,19 +109,23 @@ def fake() -> Fake:
     return Fake(flow_with_resources())
 
 
-@pytest.fixture
-def controller(fake: Fake) -> Controller:
+def controller_of(fake: Fake, expectations: Expectations | None = None) -> Controller:
     clock = FakeClock()
     return Controller(
         flows=fake,
         jobs=fake,
         api=fake,
         queue=WorkQueue(clock=clock),
-        expectations=Expectations(clock),
+        expectations=expectations if expectations is not None else Expectations(clock),
         events=fake,
         clock=clock,
         metrics=Metrics(),
     )
+
+
+@pytest.fixture
+def controller(fake: Fake) -> Controller:
+    return controller_of(fake)
 
 
 def refs(fake: Fake) -> list[tuple[str | None, str, str | None]]:
@@ -249,18 +253,8 @@ async def test_a_template_refused_on_a_running_flow_stops_its_jobs() -> None:
     fake = Running(
         flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"resource_version": "1"})})
     )
-    clock = FakeClock()
-    expectations = Expectations(clock)
-    controller = Controller(
-        flows=fake,
-        jobs=fake,
-        api=fake,
-        queue=WorkQueue(clock=clock),
-        expectations=expectations,
-        events=fake,
-        clock=clock,
-        metrics=Metrics(),
-    )
+    expectations = Expectations(FakeClock())
+    controller = controller_of(fake, expectations)
     await controller.reconcile(fake.flow.key)
     (job_a,) = [body["metadata"]["name"] for body in fake.jobs]
     expectations.creation_observed(fake.flow.metadata.uid, job_a)

@@ -25,7 +25,7 @@ from zen_flow.kube import Conflict, KubeClient, NotFound
 from zen_flow_dev.bench.apicost import AUDIT_POLICY, AUDIT_USER, AuditLog
 from zen_flow_dev.cluster import LocalCluster, find_kubectl, issue_client_cert
 from zen_flow_dev.cluster.kubeconfig import write_kubeconfig
-from zen_flow_dev.testing.crd import ADMISSION_POLICIES_PATH, JOBFLOW_CRD_PATH
+from zen_flow_dev.testing.crd import ADMISSION_POLICIES_PATH, JOBFLOW_CRD_PATH, is_established
 from zen_flow_dev.testing.driver import wait_until
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -157,9 +157,7 @@ async def install_crd(kube: KubeClient, crd: dict[str, Any]) -> None:
         await _create_or_replace(kube, _COLLECTIONS[policy["kind"]], policy)
 
     async def established() -> bool:
-        got = await kube.request("GET", path)
-        conditions = (got.get("status") or {}).get("conditions") or []
-        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+        return is_established(await kube.request("GET", path))
 
     await wait_until(established, 60, what=f"CRD {CRD_NAME} Established")
 

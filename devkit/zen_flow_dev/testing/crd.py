@@ -19,6 +19,12 @@ JOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
 ADMISSION_POLICIES_PATH = REPO / "config" / "crd" / "admission-policies.yaml"
 
 
+def is_established(crd: dict[str, Any]) -> bool:
+    """Does a CustomResourceDefinition, as the apiserver returns it, serve its kind yet?"""
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60.0) -> dict[str, Any]:
     """Server-side apply of the CRD and its admission policy (idempotent, also updates an existing
     cluster's); returns the stored CRD once both are in force."""
@@ -49,8 +55,7 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
     # Not `kubectl wait`: kubectl 1.36 fails at once while a new CRD has no status.conditions yet.
     def established() -> dict[str, Any] | None:
         crd: dict[str, Any] = json.loads(run("get", "crd", constants.CRD_NAME, "-o", "json"))
-        conditions = crd.get("status", {}).get("conditions") or []
-        return crd if any(c["type"] == "Established" and c["status"] == "True" for c in conditions) else None
+        return crd if is_established(crd) else None
 
     crd = wait_until(established, timeout=timeout, what=f"CRD {constants.CRD_NAME} Established")
 

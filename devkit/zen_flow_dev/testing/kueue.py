@@ -33,6 +33,7 @@ import yaml
 from zen_flow_dev.cluster.adminclient import wait_until
 from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
 from zen_flow_dev.cluster.process import ComponentProcess
+from zen_flow_dev.testing.crd import is_established
 from zen_flow_dev.testing.storage import cached_tool
 
 MISSING = "Kueue is not built: run `tools/build-gotool.sh kueue` once (a few minutes, cached)"
@@ -186,10 +187,7 @@ class Kueue:
         return f"Kueue exited with status {code}:\n{self.process.tail(40)}"
 
     def _established(self, name: str) -> bool:
-        crd = json.loads(self._kubectl("get", "crd", name, "-o", "json"))
-        return any(
-            c["type"] == "Established" and c["status"] == "True" for c in crd["status"].get("conditions", [])
-        )
+        return is_established(json.loads(self._kubectl("get", "crd", name, "-o", "json")))
 
     def _kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         done = subprocess.run(
