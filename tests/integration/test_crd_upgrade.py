@@ -91,13 +91,16 @@ async def test_a_flow_started_under_the_list_map_crd_finishes_after_the_upgrade(
     cluster: Any,
     old_crd: None,
 ) -> None:
-    await driver.create(flow_manifest("upgraded", namespace, [job_step("a"), job_step("b", "a")]))
-    # The CRD handler takes the new schema asynchronously: wait until the list-map is what refuses.
+    # The CRD handler takes the old schema asynchronously: wait until the list-map is what refuses, on a
+    # probe, before the flow is created (created under the atomic schema, its spec names no entries).
+    await driver.create(flow_manifest("probe", namespace, [job_step("a")]))
     await wait_until(
-        lambda: duplicate_entries_refused(kubectl, namespace, "upgraded"),
+        lambda: duplicate_entries_refused(kubectl, namespace, "probe"),
         timeout=WAIT,
         what="list-map in force",
     )
+    await driver.delete(namespace, "probe")
+    await driver.create(flow_manifest("upgraded", namespace, [job_step("a"), job_step("b", "a")]))
     start_controller()
     await wait_steps(driver, namespace, "upgraded", {"a": "Running", "b": "Pending"})
     await finish(driver, namespace, "a")
