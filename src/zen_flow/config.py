@@ -28,12 +28,20 @@ class Settings:
     namespaces: tuple[str, ...] = field(
         default=(), metadata={"help": "namespaces to watch, comma-separated (default: all)"}
     )
-    workers: int = field(default=8, metadata={"help": "concurrent reconcile workers"})
+    workers: int = field(
+        default=8,
+        metadata={
+            "help": "concurrent reconciles of one namespace; twice as many workers run, so that one "
+            "namespace's slow reconciles (Job creates held by a slow admission webhook) leave as many to "
+            "the others"
+        },
+    )
     start_workers: int = field(
         default=0,
         metadata={
-            "help": "workers that may start new flows at once; the others stay free for the next steps of "
-            "flows already running (0: a quarter of --workers, at least one, stays free for them)"
+            "help": "workers of one namespace that may start new flows at once; the others stay free for "
+            "the next steps of flows already running (0: a quarter of --workers, at least one, stays free "
+            "for them)"
         },
     )
     qps: float = field(

@@ -776,3 +776,37 @@ async def test_a_failed_pod_says_how_its_containers_ended(api: FakeApiserver, ku
         "exit:main": "exit code 137 (OOMKilled)",
         "exit:sidecar": "exit code 2",
     }
+
+
+async def test_one_namespaces_slow_requests_leave_slots_to_the_others(
+    api: FakeApiserver, fake: tuple[FakeApiserver, TestServer], clock: InstantClock
+) -> None:
+    # A tenant's Job creates wait on its namespace's slow admission webhook (10-30 s each). They may hold
+    # three quarters of the client's request slots, never all: another tenant's write goes out at once.
+    _, server = fake
+    release, share_reached = asyncio.Event(), asyncio.Event()
+    reached: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        reached.append(request.path)
+        if len(reached) == 3:
+            share_reached.set()
+        if "/namespaces/slow/" in request.path:
+            await release.wait()
+        return web.json_response({"metadata": {"name": "j"}})
+
+    host = str(server.make_url("")).rstrip("/")
+    options = ClientOptions(timeout=5.0, max_concurrent_requests=4)
+    async with KubeClient(KubeConfig(host=host, source="test"), options, clock=clock) as client:
+        api.answer(*[answer] * 7)
+        slow = [
+            asyncio.create_task(client.request("POST", "/apis/batch/v1/namespaces/slow/jobs", body={}))
+            for _ in range(6)
+        ]
+        async with asyncio.timeout(5):
+            await share_reached.wait()
+            await client.request("POST", "/apis/batch/v1/namespaces/quiet/jobs", body={})
+        assert sum("/slow/" in path for path in reached) == 3, "the slow namespace holds its share only"
+        release.set()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*slow)

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from zen_flow.api import Job
-from zen_flow.controller.app import flow_queue
+from zen_flow.controller.app import flow_queue, worker_count
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.kube.errors import from_status
@@ -43,19 +43,24 @@ class QuotaExceeded(FakeApiServer):
         return await super().create_job(namespace, body)
 
 
-async def _controller(api: FakeApiServer, clock: FakeClock, workers: int) -> AsyncIterator[Controller]:
+async def _controller(
+    api: FakeApiServer, clock: FakeClock, workers: int, start_limit: int | None = None
+) -> AsyncIterator[Controller]:
+    """The controller with `--workers workers` (so `worker_count(workers)` workers run)."""
     controller = Controller(
         flows=api,
         jobs=api,
         api=api,
-        queue=flow_queue(clock, start_limit=max(workers, 1)),
+        queue=flow_queue(clock, start_limit=start_limit or max(workers, 1), workers=max(workers, 1)),
         expectations=Expectations(clock),
         events=api,
         clock=clock,
         metrics=Metrics(),
     )
     api.on_flow, api.on_job = controller.on_flow_event, controller.on_job_event
-    tasks = [asyncio.create_task(controller.run_worker()) for _ in range(workers)]
+    tasks = [
+        asyncio.create_task(controller.run_worker()) for _ in range(worker_count(workers) if workers else 0)
+    ]
     try:
         yield controller
     finally:
@@ -189,3 +194,59 @@ async def test_a_new_flows_failed_reconcile_comes_back_behind_running_work(clock
             await clock.advance(1.0)
             queue.add(f"{QUIET}/running")  # a running flow's next step, queued after the retry came back
             assert [await queue.get(), await queue.get()] == [f"{QUIET}/running", key]
+
+
+class SlowWebhook(FakeApiServer):
+    """Once `slow` is set, the noisy tenant's Job creates wait on its namespace's admission webhook,
+    which does not answer (until `answer` is set: a webhook's timeout is up to 30 s)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.slow = False
+        self.answer = asyncio.Event()
+        self.waiting = 0
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        if namespace == NOISY and self.slow:
+            self.waiting += 1
+            await self.answer.wait()
+        return await super().create_job(namespace, body)
+
+
+def _created(api: FakeApiServer, prefix: str) -> Callable[[], bool]:
+    return lambda: any(name.startswith(prefix) for name in api.job_creates)
+
+
+@pytest.mark.parametrize("new", [True, False], ids=["new flows", "running flows"])
+async def test_one_tenants_slow_job_creates_do_not_hold_every_worker(clock: FakeClock, new: bool) -> None:
+    # 40 of the noisy tenant's flows start (or have a step finish) together, and each reconcile waits on
+    # its Job create; the quiet tenant's flow, new or running, must not wait for one of them to end.
+    api = SlowWebhook(clock)
+    async for _ in _controller(api, clock, workers=4, start_limit=3):
+        for i in range(40):
+            api.create_flow(make_flow([job_step("a"), job_step("b", "a")], name=f"a{i}", namespace=NOISY))
+        quiet = make_flow([job_step("a"), job_step("b", "a")], name="quiet", namespace=QUIET)
+        if not new:
+            api.create_flow(quiet)
+        if not new:  # every flow runs its step a, which then finishes
+            api.sync()
+            await _until(clock, lambda: len(api.job_creates) == 41, limit=5.0)
+            api.sync()
+            await settle()
+            for name in api.job_creates:
+                if not name.startswith("quiet-"):
+                    api.finish_job(NOISY, name)
+        api.slow = True
+        api.sync(flows=new, jobs=not new)  # the noisy tenant's flows first
+        await settle()  # their reconciles have taken what workers they may, and wait on their creates
+        assert api.waiting == (3 if new else 4), (
+            "the noisy tenant holds no more than --start-workers / --workers"
+        )
+        if new:
+            api.create_flow(quiet)
+            api.sync()
+        else:
+            api.finish_job(QUIET, next(n for n in api.job_creates if n.startswith("quiet-")))
+            api.sync()
+        await _until(clock, _created(api, "quiet-a-" if new else "quiet-b-"), limit=1.0)
+        api.answer.set()

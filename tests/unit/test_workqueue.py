@@ -449,20 +449,36 @@ async def test_no_key_is_held_twice_and_no_add_is_lost(ops: list[tuple[str, str]
 @settings(deadline=None, max_examples=50)
 @given(
     adds=st.lists(
-        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3), st.sampled_from(Priority)),
+        st.tuples(
+            st.sampled_from(["x/a", "x/b", "x/c", "y/d", "y/e"]), st.integers(0, 3), st.sampled_from(Priority)
+        ),
         min_size=1,
         max_size=40,
     ),
     work=st.lists(st.integers(0, 4), min_size=1, max_size=10),
     low_limit=st.sampled_from([None, 1, 2]),
+    group_limits=st.sampled_from([None, (1, None), (2, 1), (None, 1)]),
 )
 async def test_concurrent_workers_under_random_schedules(
-    adds: list[tuple[str, int, Priority]], work: list[int], low_limit: int | None
+    adds: list[tuple[str, int, Priority]],
+    work: list[int],
+    low_limit: int | None,
+    group_limits: tuple[int | None, int | None] | None,
 ) -> None:
-    """Three workers, any schedule, with or without a limit on low keys: no key is handed to two workers,
-    every add is followed by a start of its key, and the drain never hangs."""
-    q = WorkQueue[str](name="test", clock=FakeClock(), low_limit=low_limit)
+    """Three workers, any schedule, with or without limits on low keys and per group: no key is handed to
+    two workers, no group has more keys in hand than its limit, every add is followed by a start of its
+    key, and the drain never hangs."""
+    group_limit, group_low_limit = group_limits or (None, None)
+    q = WorkQueue[str](
+        name="test",
+        clock=FakeClock(),
+        low_limit=low_limit,
+        group_of=by_namespace if group_limits else None,
+        group_limit=group_limit,
+        group_low_limit=group_low_limit,
+    )
     active: set[str] = set()
+    over_limit: list[str] = []
     step = 0
     last_add: dict[str, int] = {}
     last_start: dict[str, int] = {}
@@ -477,6 +493,9 @@ async def test_concurrent_workers_under_random_schedules(
                 return
             assert key not in active, f"{key} handed to two workers"
             active.add(key)
+            in_hand = sum(by_namespace(k) == by_namespace(key) for k in active)
+            if group_limit is not None and in_hand > group_limit:
+                over_limit.append(key)  # asserted at the end: an assert here would hang the drain
             step += 1
             last_start[key] = step
             for _ in range(work[(index + rounds) % len(work)]):
@@ -495,6 +514,7 @@ async def test_concurrent_workers_under_random_schedules(
     await asyncio.wait_for(q.shutdown_with_drain(), timeout=10)
     await asyncio.gather(*workers)
     assert all(last_start.get(key, -1) > added for key, added in last_add.items())
+    assert over_limit == [], "more keys of one group in hand than its limit"
 
 
 def by_namespace(key: str) -> str:
@@ -543,3 +563,53 @@ async def test_low_keys_take_turns_by_group_and_are_each_handed_out_once(adds: l
         assert served[group] <= min(served[g] for g in waiting)
         served[group] += 1
         left[group] -= 1
+
+
+async def test_a_group_with_its_limit_in_hand_waits_while_another_groups_key_is_handed_out() -> None:
+    # One tenant's flows hold two workers each for as long as their slow Job creates take; a third worker
+    # is free. It must take the other tenant's flow, not a third of the slow tenant's.
+    q = WorkQueue[str](name="test", clock=FakeClock(), group_of=by_namespace, group_limit=2)
+    for i in range(5):
+        q.add(f"slow/f{i}")
+    assert [await q.get(), await q.get()] == ["slow/f0", "slow/f1"]
+    q.add("quiet/f")  # behind the slow tenant's three others in turn, but they may not be handed out
+    assert await q.get() == "quiet/f"
+    idle = asyncio.create_task(q.get())
+    await settle()
+    assert not idle.done(), "the slow tenant already has its limit in hand"
+    q.done("quiet/f")  # another group's key done frees nothing of the slow tenant's limit
+    await settle()
+    assert not idle.done()
+    q.done("slow/f0")
+    await settle()
+    assert idle.result() == "slow/f2"
+
+
+async def test_a_group_alone_is_limited_only_by_its_limit() -> None:
+    q = WorkQueue[str](name="test", clock=FakeClock(), group_of=by_namespace, group_limit=3, low_limit=5)
+    for i in range(4):
+        q.add(f"one/f{i}", Priority.LOW)
+    assert [await q.get() for _ in range(3)] == ["one/f0", "one/f1", "one/f2"]
+    assert len(q) == 1
+
+
+async def test_a_groups_low_limit_leaves_its_other_workers_to_its_running_flows() -> None:
+    q = WorkQueue[str](
+        name="test", clock=FakeClock(), group_of=by_namespace, group_limit=3, group_low_limit=2, low_limit=4
+    )
+    for i in range(3):
+        q.add(f"a/new-{i}", Priority.LOW)
+        q.add(f"b/new-{i}", Priority.LOW)
+    handed = [await q.get() for _ in range(4)]
+    assert sorted(handed) == ["a/new-0", "a/new-1", "b/new-0", "b/new-1"]
+    waiting = asyncio.create_task(q.get())
+    await settle()
+    assert not waiting.done(), "both groups have their low limit in hand"
+    q.add("a/running")
+    await settle()
+    assert waiting.result() == "a/running"
+
+
+def test_a_limit_per_group_needs_groups() -> None:
+    with pytest.raises(ValueError, match="group_of"):
+        WorkQueue[str](name="test", group_limit=2)

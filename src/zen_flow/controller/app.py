@@ -47,8 +47,9 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
+from zen_flow.machinery.queue_metrics import QueueMetrics
 from zen_flow.machinery.ratelimit import default_controller_rate_limiter
-from zen_flow.machinery.workqueue import Priority, QueueMetrics, WorkQueue
+from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
@@ -66,8 +67,18 @@ def namespace_of(key: Hashable) -> str:
     return str(key).partition("/")[0]
 
 
-def flow_queue(clock: Clock, start_limit: int, metrics: QueueMetrics | None = None) -> WorkQueue[str]:
-    """The controller's work queue of flow keys, shared fairly between tenants (namespaces)."""
+def worker_count(workers: int) -> int:
+    """How many workers the controller runs for `--workers` (what one namespace may use): twice as many,
+    so that one namespace's slow reconciles (its Job creates held 10-30 s each by a slow admission webhook
+    of that namespace) leave as many workers to the others. One namespace alone gets what it got before."""
+    return 2 * workers
+
+
+def flow_queue(
+    clock: Clock, start_limit: int, workers: int, metrics: QueueMetrics | None = None
+) -> WorkQueue[str]:
+    """The controller's work queue of flow keys, shared fairly between tenants (namespaces), for
+    `worker_count(workers)` workers."""
     return WorkQueue(
         name="jobflows",
         clock=clock,
@@ -75,8 +86,12 @@ def flow_queue(clock: Clock, start_limit: int, metrics: QueueMetrics | None = No
         rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
         metrics=metrics,
         # A burst of new flows must not take every worker: the next step of a running flow would wait
-        # for one (measured: 12-25 ms at p50 while 1,000 flows started; docs/BENCHMARKS.md).
-        low_limit=start_limit,
+        # for one (measured: 12-25 ms at p50 while 1,000 flows started; docs/BENCHMARKS.md). Per
+        # namespace as before; in all, as many workers as one namespace keeps free stay free.
+        group_low_limit=start_limit,
+        low_limit=worker_count(workers) - (workers - start_limit),
+        # One namespace never holds more than `workers`: another tenant's flows always find a worker.
+        group_limit=workers,
         # And namespaces take turns: one tenant's 1,000 new flows, or 1,000 running flows whose Jobs
         # finished together, do not queue another tenant's next step behind them all
         # (machinery/queue_lines.py).
@@ -190,7 +205,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         job_api, flow_api = JobClient(kube), JobFlowClient(kube)
         flows = JobFlowInformer(flow_api, clock=clock, namespaces=settings.namespaces)
         jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces, owner_alive=flows.owns)
-        queue = flow_queue(clock, settings.start_limit, PrometheusQueueMetrics(metrics))
+        queue = flow_queue(clock, settings.start_limit, settings.workers, PrometheusQueueMetrics(metrics))
         metrics.wq_unfinished.labels("jobflows").set_function(queue.unfinished_work_seconds)
         metrics.wq_longest.labels("jobflows").set_function(queue.longest_running_processor_seconds)
         recorder = EventRecorder(
@@ -248,7 +263,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             async with asyncio.TaskGroup() as group:
                 workers = [
                     group.create_task(controller.run_worker(), name=f"worker-{n}")
-                    for n in range(settings.workers)
+                    for n in range(worker_count(settings.workers))
                 ]
                 if settings.resync_seconds > 0:
                     resync = group.create_task(_resync(flows, queue, clock, settings.resync_seconds))

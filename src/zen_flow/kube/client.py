@@ -32,6 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from zen_flow.core import nesting
 from zen_flow.kube.config import KubeConfig
 from zen_flow.kube.errors import ApiError, Expired, TransportError, describe, from_response
+from zen_flow.kube.request_slots import RequestSlots
 from zen_flow.kube.streams import (
     TRANSPORT_ERRORS,
     Decoder,
@@ -80,7 +81,7 @@ class KubeClient:
         self._on_response = on_response
         self.host = config.host
         self._config = config
-        self._requests = asyncio.Semaphore(self.options.max_concurrent_requests)
+        self._requests = RequestSlots(self.options.max_concurrent_requests)
         set_tls_read_chunk(getattr(asyncio.sslproto, "SSLProtocol", None), TLS_READ_CHUNK)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
@@ -312,7 +313,8 @@ class KubeClient:
         for refreshed in (False, True):
             sending = queued
             try:
-                async with self._requests:
+                slot = await self._requests.acquire(path)
+                try:
                     sending = self._clock.monotonic()
                     response: aiohttp.ClientResponse = await self._call(
                         path, method, query, data, client_timeout, headers
@@ -321,6 +323,8 @@ class KubeClient:
                         raw = await response.read()
                     finally:
                         response.release()
+                finally:
+                    self._requests.release(slot)
             except TRANSPORT_ERRORS as err:
                 self._observe(method, path, 0, sent, queued=queued, sending=sending)
                 raise TransportError(f"{method} {path}: {describe(err)}") from err

@@ -60,7 +60,8 @@ class ClientOptions:
     # Ordinary requests in flight at once (watches are not counted: each holds a connection of its own
     # for minutes). HTTP/1.1 means one connection per request in flight, each with a TLS read buffer
     # (`TLS_READ_CHUNK`): at 64 and asyncio's 256 KiB the pool held 17 MB (docs/BENCHMARKS.md). 32 leave
-    # room for a fan-out's 16 concurrent creates beside the other workers' requests.
+    # room for a fan-out's 16 concurrent creates beside the other workers' requests. One namespace may
+    # hold three quarters of them (kube/request_slots.py).
     max_concurrent_requests: int = 32
 
 

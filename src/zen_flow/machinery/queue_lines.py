@@ -8,6 +8,9 @@ flow behind all of them, ~10 s of starts on a small controller; the same held fo
 of one tenant's Jobs finishing together queued another tenant's next step behind 1,000 reconciles). With
 each line taking turns between namespaces, another tenant's flow is among the next ones handed out
 however long the line is.
+
+Limits per group (`WorkQueue(group_limit=...)`): a line can skip the groups that may not take another key
+now (`eligible`), leaving them their place in the turns.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 Entry = tuple[int, K]
+Eligible = Callable[[Hashable], bool]
+"""May a key of this group be handed out now?"""
 
 
 class Line(Generic[K]):
@@ -37,7 +42,11 @@ class Line(Generic[K]):
             entries.popleft()
         return bool(entries)
 
-    def popleft(self) -> K:
+    def has(self, eligible: Eligible | None) -> bool:
+        """Is there a live entry? (No groups here: `eligible` is for TurnLine.)"""
+        return bool(self)
+
+    def popleft(self, eligible: Eligible | None = None) -> K:
         """The first live key (call only when the line is true)."""
         return self._entries.popleft()[1]
 
@@ -63,19 +72,18 @@ class TurnLine(Generic[K]):
         line.append(entry)
 
     def __bool__(self) -> bool:
-        while self._turns:
-            group = self._turns[0]
-            line = self._groups[group]
-            while line and not self._live(line[0]):
-                line.popleft()
-            if line:
-                return True
-            del self._groups[group]
-            self._turns.popleft()
-        return False
+        return self._next(None) is not None
 
-    def popleft(self) -> K:
-        group = self._turns.popleft()
+    def has(self, eligible: Eligible | None) -> bool:
+        """Is there a live entry of an eligible group?"""
+        return self._next(eligible) is not None
+
+    def popleft(self, eligible: Eligible | None = None) -> K:
+        """The first live key of the first eligible group in turn (call only when `has(eligible)`)."""
+        found = self._next(eligible)
+        assert found is not None, "popleft() on a line with no eligible key"
+        index, group = found
+        del self._turns[index]
         line = self._groups[group]
         key = line.popleft()[1]
         if line:
@@ -83,6 +91,25 @@ class TurnLine(Generic[K]):
         else:
             del self._groups[group]
         return key
+
+    def _next(self, eligible: Eligible | None) -> tuple[int, Hashable] | None:
+        """(place in the turns, group) of the first eligible group with a live entry; forgets the groups
+        found empty on the way. Groups skipped as not eligible keep their place."""
+        turns = self._turns
+        index = 0
+        while index < len(turns):
+            group = turns[index]
+            line = self._groups[group]
+            while line and not self._live(line[0]):
+                line.popleft()
+            if not line:
+                del self._groups[group]
+                del turns[index]
+            elif eligible is None or eligible(group):
+                return index, group
+            else:
+                index += 1
+        return None
 
     def clear(self) -> None:
         self._groups.clear()

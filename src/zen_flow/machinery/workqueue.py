@@ -5,6 +5,11 @@ Guarantees, as in client-go:
 * **Fair**: keys are handed out in the order they were added (FIFO), within two priorities; with
   `group_of`, keys of each priority take turns between their groups (a tenant's namespace:
   queue_lines.py), so one group's backlog never queues another group's key behind all of it.
+* **No group holds every worker**: with `group_limit`, at most that many keys of one group are processed
+  at once (with `group_low_limit`, at most that many of them low). Run more workers than `group_limit`
+  and one group's slow keys (a tenant's Job creates waiting on a slow admission webhook of its namespace,
+  10-30 s each) leave workers to the others; the limit holds a group back only while it has that many
+  keys in hand, so one group alone goes as fast as before.
 * **Work in progress first**: a key added with `Priority.LOW` (a flow that has not started yet, a periodic
   resync) waits behind `Priority.NORMAL` keys (a Job of a running flow changed), so a burst of new flows
   does not queue the next step of every running flow behind all of their first reconciles (measured:
@@ -49,13 +54,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from enum import IntEnum
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from zen_flow.machinery.clock import Clock, SystemClock, Timer
-from zen_flow.machinery.queue_lines import Line, TurnLine
+from zen_flow.machinery.queue_lines import Eligible, Line, TurnLine
+from zen_flow.machinery.queue_metrics import NoQueueMetrics, QueueMetrics
 from zen_flow.machinery.ratelimit import RateLimiter, default_controller_rate_limiter
 
 K = TypeVar("K", bound=Hashable)
@@ -76,55 +82,6 @@ class QueueShutDown(Exception):
     """Raised by `WorkQueue.get()` once the queue is shut down and has nothing left to hand out."""
 
 
-class QueueMetrics(Protocol):
-    """Event hooks, named after client-go's workqueue metrics (all labelled with the queue's `name`).
-
-    The two gauges about work in progress (`workqueue_unfinished_work_seconds`,
-    `workqueue_longest_running_processor_seconds`) are not pushed: read them at scrape time from
-    `WorkQueue.unfinished_work_seconds()` / `longest_running_processor_seconds()` (e.g. with
-    prometheus_client's `Gauge.set_function`), so they are exact instead of sampled on a ticker.
-    """
-
-    def add(self, name: str) -> None:
-        """workqueue_adds_total: a key became dirty (duplicate adds of a queued key do not count)."""
-        ...
-
-    def depth(self, name: str, depth: int) -> None:
-        """workqueue_depth: keys waiting to be processed (queued, or dirty while being processed)."""
-        ...
-
-    def queue_duration(self, name: str, seconds: float) -> None:
-        """workqueue_queue_duration_seconds: from the add that made the key dirty to its `get()`."""
-        ...
-
-    def work_duration(self, name: str, seconds: float) -> None:
-        """workqueue_work_duration_seconds: from `get()` to `done()`."""
-        ...
-
-    def retry(self, name: str) -> None:
-        """workqueue_retries_total: one `add_after` / `add_rate_limited` call (as in client-go)."""
-        ...
-
-
-class NoQueueMetrics:
-    """The default `QueueMetrics`: records nothing."""
-
-    def add(self, name: str) -> None:
-        return None
-
-    def depth(self, name: str, depth: int) -> None:
-        return None
-
-    def queue_duration(self, name: str, seconds: float) -> None:
-        return None
-
-    def work_duration(self, name: str, seconds: float) -> None:
-        return None
-
-    def retry(self, name: str) -> None:
-        return None
-
-
 class WorkQueue(Generic[K]):
     """A deduplicating two-priority FIFO of keys with delayed and rate-limited adds (module docstring).
 
@@ -137,6 +94,8 @@ class WorkQueue(Generic[K]):
             burst of low keys leaves workers free for normal ones.
         group_of: keys of different groups take turns within each priority (default: one FIFO line
             per priority), so that a burst of one group's keys does not hold another group's back.
+        group_limit, group_low_limit: at most that many keys of one group (of them low) are processed at
+            once (default: no limit; needs `group_of`).
     """
 
     def __init__(
@@ -148,9 +107,18 @@ class WorkQueue(Generic[K]):
         metrics: QueueMetrics | None = None,
         low_limit: int | None = None,
         group_of: Callable[[K], Hashable] | None = None,
+        group_limit: int | None = None,
+        group_low_limit: int | None = None,
     ) -> None:
+        if group_of is None and (group_limit is not None or group_low_limit is not None):
+            raise ValueError("a limit per group needs group_of")
         self.name = name
         self._low_limit = low_limit
+        self._group_of = group_of
+        self._group_limit = group_limit
+        self._group_low_limit = group_low_limit
+        self._busy: Counter[Hashable] = Counter()  # group -> its keys being processed
+        self._busy_low: Counter[Hashable] = Counter()  # group -> its keys being processed, handed out as low
         self._clock: Clock = clock or SystemClock()
         self._limiter: RateLimiter = rate_limiter or default_controller_rate_limiter(self._clock)
         self._metrics: QueueMetrics = metrics or NoQueueMetrics()
@@ -252,12 +220,17 @@ class WorkQueue(Generic[K]):
         started = self._processing.pop(key, None)
         if started is None:
             raise ValueError(f"done({key!r}) for a key that is not being processed")
-        if key in self._processing_low:
-            self._processing_low.discard(key)
+        low = key in self._processing_low
+        self._processing_low.discard(key)
+        if self._group_of is not None:
+            _release(self._busy, self._group_of(key))
+            if low:
+                _release(self._busy_low, self._group_of(key))
+        if low or self._group_limit is not None:
             if self._shutting_down and not self._queued:
-                self._wake_all()  # getters that waited for held-back low keys: nothing is left for them
-            elif self._lines[Priority.LOW]:
-                self._wake_one()  # a low key may have been held back by the limit
+                self._wake_all()  # getters that waited for held-back keys: nothing is left for them
+            elif self._takeable():
+                self._wake_one()  # a key may have been held back by a limit
         self._waited.pop(key, None)
         self._metrics.work_duration(self.name, self._clock.monotonic() - started)
         priority = self._dirty.get(key)
@@ -340,19 +313,44 @@ class WorkQueue(Generic[K]):
     def _low_allowed(self) -> bool:
         return self._low_limit is None or len(self._processing_low) < self._low_limit
 
+    def _normal_eligible(self, group: Hashable) -> bool:
+        return self._group_limit is None or self._busy[group] < self._group_limit
+
+    def _low_eligible(self, group: Hashable) -> bool:
+        return self._normal_eligible(group) and (
+            self._group_low_limit is None or self._busy_low[group] < self._group_low_limit
+        )
+
+    def _eligible(self) -> tuple[Eligible | None, Eligible | None]:
+        """The groups' filters of the normal and the low line (None: every group may take a key)."""
+        if self._group_limit is None and self._group_low_limit is None:
+            return None, None
+        return self._normal_eligible, self._low_eligible
+
     def _takeable(self) -> bool:
-        return bool(self._lines[Priority.NORMAL]) or (bool(self._lines[Priority.LOW]) and self._low_allowed())
+        normal, low = self._eligible()
+        return self._lines[Priority.NORMAL].has(normal) or (
+            self._low_allowed() and self._lines[Priority.LOW].has(low)
+        )
 
     def _take(self) -> K:
+        normal_ok, low_ok = self._eligible()
         normal, low = self._lines[Priority.NORMAL], self._lines[Priority.LOW]
-        has_low = bool(low) and self._low_allowed()
-        if normal and (not has_low or self._streak < NORMAL_STREAK):
+        has_low = self._low_allowed() and low.has(low_ok)
+        if normal.has(normal_ok) and (not has_low or self._streak < NORMAL_STREAK):
             self._streak = self._streak + 1 if has_low else 0
-            key = normal.popleft()
+            key = normal.popleft(normal_ok)
+            handed_out_low = False
         else:
             self._streak = 0
-            key = low.popleft()
+            key = low.popleft(low_ok)
             self._processing_low.add(key)
+            handed_out_low = True
+        if self._group_of is not None:
+            group = self._group_of(key)
+            self._busy[group] += 1
+            if handed_out_low:
+                self._busy_low[group] += 1
         del self._queued[key]
         del self._dirty[key]
         now = self._clock.monotonic()
@@ -394,3 +392,9 @@ class WorkQueue(Generic[K]):
     def _check_drained(self) -> None:
         if self._shutting_down and not self._queued and not self._processing:
             self._drained.set()
+
+
+def _release(counts: Counter[Hashable], group: Hashable) -> None:
+    counts[group] -= 1
+    if counts[group] <= 0:
+        del counts[group]  # a namespace that has nothing in hand is forgotten
