@@ -1,6 +1,6 @@
 """One tenant's flow must never stop another's: pathological `when` expressions and templates nested
 thousands of levels deep fail their own flow while other flows run to the end and the leader keeps its
-lease.
+lease; a tenant whose Job creates wait on a slow admission webhook does not hold back another's flows.
 
 The probe that found it: a 448-character `when` passed admission, took 18.8 s to evaluate inline on the
 event loop, starved the lease renewal, and every leader that picked the flow up resigned in turn.
@@ -9,11 +9,17 @@ event loop, starved the lease renewal, and every leader that picked the flow up 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from zen_flow.machinery.leader import LeadershipLost
-from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.cluster.pki import create_ca, issue_serving_cert
+from zen_flow_dev.testing.controller import StartController, free_port
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.flows import chain, flow_manifest, job_step
 from zen_flow_dev.testing.kubectl import Kubectl
@@ -101,3 +107,105 @@ async def test_a_flow_nested_thousands_of_levels_deep_fails_alone(
     assert "nested more than 128 levels deep (at spec.steps[0].template.z[0]..." in condition["message"]
     assert (await driver.wait_phase(namespace, "good", timeout=60))["status"]["phase"] == "Succeeded"
     assert controller.alive
+
+
+class SlowJobWebhook:
+    """A validating admission webhook for the Jobs of one namespace that holds every request until
+    `answer` is set (as a policy engine verifying images against a slow registry would: a webhook may
+    take up to 30 s). Served on loopback with a CA of its own; failurePolicy Ignore, so a test that ends
+    early never blocks a create for long."""
+
+    def __init__(self, namespace: str, cert_dir: Path) -> None:
+        self.namespace = namespace
+        self.name = f"zf-test-slow-jobs-{namespace}"
+        self.answer = asyncio.Event()
+        self.held = 0
+        self.holding = asyncio.Event()  # at least one request is held
+        ca = create_ca(cert_dir, "zen-flow-tests-slow-webhook-ca")
+        cert, key = issue_serving_cert(ca, cert_dir, ["127.0.0.1"])
+        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._tls.load_cert_chain(cert, key)
+        self._ca_bundle = base64.b64encode(ca.cert_path.read_bytes()).decode()
+        self._runner: web.AppRunner | None = None
+
+    async def review(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.held += 1
+        self.holding.set()
+        await self.answer.wait()
+        uid = body["request"]["uid"]
+        return web.json_response({**body, "response": {"uid": uid, "allowed": True}})
+
+    async def start(self, kubectl: Kubectl) -> None:
+        app = web.Application()
+        app.router.add_post("/validate", self.review)
+        self._runner = web.AppRunner(app, shutdown_timeout=0)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self._tls).start()
+        config = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": self.name},
+            "webhooks": [
+                {
+                    "name": "slow-jobs.zenflow.test",
+                    "clientConfig": {
+                        "url": f"https://127.0.0.1:{port}/validate",
+                        "caBundle": self._ca_bundle,
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": ["batch"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["jobs"],
+                        }
+                    ],
+                    # Only the slow tenant's namespace: the rest of the shared cluster never calls it.
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
+                    "failurePolicy": "Ignore",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 30,
+                }
+            ],
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(config))
+
+    async def stop(self, kubectl: Kubectl) -> None:
+        kubectl("delete", "validatingwebhookconfiguration", self.name, "--ignore-not-found", check=False)
+        self.answer.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def test_a_tenant_whose_job_creates_wait_on_a_slow_webhook_does_not_hold_back_another(
+    namespace: str,
+    kubectl: Kubectl,
+    driver: FlowDriver,
+    start_controller: StartController,
+    tmp_path: Path,
+) -> None:
+    slow = f"{namespace}-slow"
+    kubectl("create", "namespace", slow)
+    webhook = SlowJobWebhook(slow, tmp_path / "slow-webhook")
+    await webhook.start(kubectl)
+    try:
+        start_controller(namespaces=[namespace, slow], extra_args=["--workers", "2"])
+        await asyncio.gather(*(driver.create(chain(f"slow-{n}", slow, 1)) for n in range(8)))
+        async with asyncio.timeout(30):
+            await webhook.holding.wait()
+        await driver.create(chain("quiet", namespace, 2))
+        # Its Jobs are created while the slow tenant's creates are still held (the webhook would hold
+        # them 30 s): before, the slow tenant's reconciles held every worker until then.
+        done = await driver.wait_phase(namespace, "quiet", timeout=25)
+        assert done["status"]["phase"] == "Succeeded"
+        assert not webhook.answer.is_set()
+        assert webhook.held <= 2, "the slow tenant had no more than --workers reconciles at once"
+        webhook.answer.set()
+        for n in range(8):
+            assert (await driver.wait_phase(slow, f"slow-{n}", timeout=60))["status"]["phase"] == "Succeeded"
+    finally:
+        await webhook.stop(kubectl)
+        kubectl("delete", "namespace", slow, "--wait=false", "--ignore-not-found", check=False)
