@@ -350,6 +350,20 @@ async def test_a_job_name_held_by_another_owner_fails_the_flow_saying_whose() ->
     assert fake.deleted == [next(s for s in status["steps"] if s["name"] == "b")["jobRef"]["name"]]
 
 
+async def test_a_job_held_by_another_groups_jobflow_of_the_flows_name_fails_the_flow_saying_whose() -> None:
+    # Another project's JobFlow kind is no deleted flow of ours: waiting for its Job would never end.
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    owner = {**flow_ref(fake.flow.metadata.name, "theirs"), "apiVersion": "batch.example.com/v1"}
+    name = taken(fake, "a", owner)
+    await controller(fake, clock).reconcile(fake.flow.key)  # not raised: no JobNameTaken to retry
+    status = fake.patches[-1]["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "JobRejected"
+    owned = f"owned by JobFlow {fake.flow.metadata.name} (batch.example.com/v1)"
+    assert f"step a: Job {name} already exists and is not this flow's ({owned})" in failed["message"]
+    assert fake.created == []
+
+
 async def test_our_own_job_found_under_its_name_is_adopted() -> None:
     # A create whose answer was lost: the retried POST finds the Job it made.
     fake, clock = Fake(make_flow([job_step("a")])), FakeClock()

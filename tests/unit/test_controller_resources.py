@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api.constants import API_VERSION
 from zen_flow.api.job import JOB
 from zen_flow.api.jobflow import ResourceTemplates
 from zen_flow.api.meta import ObjectMeta
@@ -160,20 +161,26 @@ async def test_our_own_object_is_adopted_after_a_lost_status_write(
     ]
 
 
-def owned_by(kind: str, name: str, uid: str) -> list[dict[str, Any]]:
-    api_version = "apps/v1" if kind == "Deployment" else "workflow.kube-zen.io/v1alpha1"
+def owned_by(kind: str, name: str, uid: str, api_version: str = API_VERSION) -> list[dict[str, Any]]:
     return [{"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True}]
 
 
 @pytest.mark.parametrize(
-    ("kind", "name"),
-    [("Deployment", "web"), ("JobFlow", "other")],  # a flow of another name is not going away for us
+    ("api_version", "kind", "name"),
+    [
+        ("apps/v1", "Deployment", "web"),
+        (API_VERSION, "JobFlow", "other"),  # a flow of another name is not going away for us
+        # Another project's JobFlow kind named like this flow is no deleted flow of ours: it would be
+        # waited for without end.
+        ("batch.example.com/v1", "JobFlow", "etl"),
+    ],
 )
 async def test_someone_elses_object_fails_the_flow(
-    fake: Fake, controller: Controller, kind: str, name: str
+    fake: Fake, controller: Controller, api_version: str, kind: str, name: str
 ) -> None:
+    owners = owned_by(kind, name, "d1", api_version)
     fake.objects[("ConfigMap", "etl-settings")] = {
-        "metadata": {"name": "etl-settings", "uid": "other", "ownerReferences": owned_by(kind, name, "d1")}
+        "metadata": {"name": "etl-settings", "uid": "other", "ownerReferences": owners}
     }
     await controller.reconcile(fake.flow.key)
     status = fake.flow.status
@@ -181,7 +188,7 @@ async def test_someone_elses_object_fails_the_flow(
     failed = next(c for c in status.conditions if c.type == "Failed")
     assert failed.reason == "ResourceConflict"
     assert "ConfigMap etl-settings already exists and was not created by this flow" in failed.message
-    assert f"it belongs to {kind} {name}" in failed.message
+    assert f"it belongs to {kind} {name} ({api_version})" in failed.message
     # The claim this flow did create is its own and listed; no Job ever ran.
     assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
     assert fake.jobs == []

@@ -183,9 +183,8 @@ class PlanExecutor:
             return job
         if planner.on_its_way_out(ref, job.deleting, flow):
             return JobNameTaken(name, err)
-        owner = f"{ref.kind} {ref.name}" if ref is not None else "no controller"
         return (
-            f"Job {name} already exists and is not this flow's (owned by {owner}): "
+            f"Job {name} already exists and is not this flow's (owned by {planner.describe_owner(ref)}): "
             "delete it or rename the flow"
         )
 

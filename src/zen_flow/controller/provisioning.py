@@ -93,7 +93,7 @@ async def create_resources(api: ResourceApi, flow: JobFlow, actions: Sequence[pl
             made.waiting[key] = planner.name_taken(action.kind, action.name)
             log.info("resource name held by an object on its way out", kind=action.kind, name=action.name)
         else:
-            holder = f"; it belongs to {owner.kind} {owner.name}" if owner is not None else ""
+            holder = f"; it belongs to {planner.describe_owner(owner)}" if owner is not None else ""
             made.problems.append(
                 f"{action.kind} {action.name} already exists and was not created by this flow{holder}"
             )

@@ -7,6 +7,7 @@ from typing import Any
 
 from zen_flow.api.constants import (
     API_VERSION,
+    GROUP,
     KIND,
     LABEL_ATTEMPT,
     LABEL_FLOW,
@@ -65,15 +66,28 @@ def owner_reference(flow: JobFlow) -> dict[str, Any]:
     }
 
 
+def is_jobflow(owner: OwnerReference) -> bool:
+    """Is the owner one of our JobFlows? By kind *and* API group: another project's `JobFlow` kind (another
+    group) is someone else's object, whatever its name."""
+    return owner.kind == KIND and owner.group == GROUP
+
+
+def describe_owner(owner: OwnerReference | None) -> str:
+    """The owner as a message names it, apiVersion included: "JobFlow etl" alone could be another
+    project's JobFlow kind."""
+    return "no controller" if owner is None else f"{owner.kind} {owner.name} ({owner.api_version})"
+
+
 def on_its_way_out(owner: OwnerReference | None, deleting: bool, flow: JobFlow) -> bool:
     """Will the object holding a name the flow wants (a Job's, a resourceTemplates object's) go by
-    itself? Yes when it is being deleted, or when its controller is a JobFlow of the flow's name with
-    another UID: a deleted flow's (`kubectl delete jf etl && kubectl apply -f etl.yaml`, or a restore),
-    which the garbage collector has yet to remove. The flow waits for those instead of failing: the names
-    come from the flow's name, so a flow re-created at once always meets its predecessor's objects."""
+    itself? Yes when it is being deleted, or when its controller is a JobFlow (ours: `is_jobflow`) of the
+    flow's name with another UID: a deleted flow's (`kubectl delete jf etl && kubectl apply -f etl.yaml`,
+    or a restore), which the garbage collector has yet to remove. The flow waits for those instead of
+    failing: the names come from the flow's name, so a flow re-created at once always meets its
+    predecessor's objects."""
     return deleting or (
         owner is not None
-        and owner.kind == KIND
+        and is_jobflow(owner)
         and owner.name == flow.metadata.name
         and owner.uid != flow.metadata.uid
     )
