@@ -285,6 +285,12 @@ async def test_a_template_refused_on_a_running_flow_stops_its_jobs() -> None:
         # `kubectl delete jf etl && kubectl apply -f etl.yaml`, or a restore: the deleted flow's object,
         # which the garbage collector has not even marked yet
         {"ownerReferences": owned_by("JobFlow", "etl", "the-deleted-flow")},
+        # The flow's own, made by a create whose status write was lost, and deleted by a user since: not
+        # adopted (it would vanish under the steps), but made again once it is gone
+        {
+            "deletionTimestamp": "2025-01-01T00:00:00Z",
+            "ownerReferences": owned_by("JobFlow", "etl", "uid-etl"),
+        },
     ],
 )
 async def test_a_name_held_by_an_object_on_its_way_out_is_waited_for(
@@ -304,7 +310,10 @@ async def test_a_name_held_by_an_object_on_its_way_out_is_waited_for(
     assert message.startswith("ConfigMap etl-settings already exists and is on its way out")
     del fake.objects[("ConfigMap", "etl-settings")]  # the garbage collector finished
     await controller.reconcile(fake.flow.key)
-    assert [name for _, name, _ in refs(fake)] == ["etl-data", "etl-settings"]
+    assert [(name, uid) for _, name, uid in refs(fake)] == [
+        ("etl-data", "PersistentVolumeClaim-etl-data-uid"),
+        ("etl-settings", "ConfigMap-etl-settings-uid"),  # a new object, not the one that went
+    ]
     assert fake.jobs == []
     await controller.reconcile(fake.flow.key)
     assert len(fake.jobs) == 1

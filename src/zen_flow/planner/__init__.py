@@ -7,6 +7,7 @@ from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_evaluator
 from zen_flow.planner.jobs import (
     JobBuildError,
+    adoptable,
     build_job,
     describe_owner,
     is_jobflow,
@@ -30,6 +31,7 @@ __all__ = [
     "Peer",
     "Plan",
     "PodMessages",
+    "adoptable",
     "build_job",
     "describe_owner",
     "fail_invalid",

@@ -15,6 +15,7 @@ from zen_flow.api.constants import (
     LABEL_STEP,
     MANAGED_BY,
 )
+from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
 from zen_flow.api.meta import OwnerReference
 from zen_flow.core.naming import label_value
@@ -76,6 +77,15 @@ def describe_owner(owner: OwnerReference | None) -> str:
     """The owner as a message names it, apiVersion included: "JobFlow etl" alone could be another
     project's JobFlow kind."""
     return "no controller" if owner is None else f"{owner.kind} {owner.name} ({owner.api_version})"
+
+
+def adoptable(job: Job) -> bool:
+    """May the flow take over a Job of its own that its status does not record (a lost status write)?
+    Not one being deleted: it would vanish under its step, which then failed as "deleted outside
+    zen-flow"; the flow waits for it to go and creates the step's Job afresh. A finished one may go,
+    though: its outcome is final (the TTL-after-finished controller deletes a Job in the foreground, so
+    it lingers a while marked deleted), and its step ends as it did."""
+    return not job.deleting or job.finished
 
 
 def on_its_way_out(owner: OwnerReference | None, deleting: bool, flow: JobFlow) -> bool:

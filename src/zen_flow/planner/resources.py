@@ -4,7 +4,8 @@ Each template becomes `<flow>-<metadata.name>` in the flow's namespace, with our
 ownerReference to the flow (the garbage collector deletes it with the flow). An object counts as created
 once `status.resourceRefs` lists it: the plan that creates it also records it, and that status write is
 what lets a later reconcile start steps. The names are deterministic, so a create repeated after a lost
-status write answers 409, and the controller adopts the object if the flow owns it.
+status write answers 409, and the controller adopts the object if the flow owns it and it is not being
+deleted (controller/provisioning.py).
 """
 
 from __future__ import annotations
