@@ -207,6 +207,23 @@ def test_retry_reruns_a_failed_job_step_and_names_the_ones_it_cannot(
     assert cluster.flows["gate"]["metadata"]["annotations"]["workflow.kube-zen.io/retry-steps"] == "load"
 
 
+def test_retry_reruns_a_flow_that_failed_creating_its_resources_but_not_some_of_its_steps(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = flow_manifest("etl", NS, [job_step("load")])
+    failed = {"type": "Failed", "status": "True", "reason": "ResourceConflict", "message": "cannot create"}
+    cluster.add(
+        flow, {"phase": "Failed", "conditions": [failed], "steps": [{"name": "load", "phase": "Skipped"}]}
+    )
+    code, _, err = zen_flow(capsys, "retry", "etl", "--step", "load")
+    assert code == 2
+    assert "the flow failed creating its resources: rerun it without naming steps" in err
+    assert annotation_writes(cluster) == []
+    code, out, _ = zen_flow(capsys, "retry", "etl")
+    assert code == 0
+    assert out.startswith("jobflow default/etl: rerun requested (")
+
+
 # --- logs, and the apiserver's refusals ------------------------------------------------------------------
 
 

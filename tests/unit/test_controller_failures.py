@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -350,6 +351,20 @@ async def test_a_job_name_held_by_another_owner_fails_the_flow_saying_whose() ->
     assert fake.deleted == [next(s for s in status["steps"] if s["name"] == "b")["jobRef"]["name"]]
 
 
+async def test_a_job_held_by_another_groups_jobflow_of_the_flows_name_fails_the_flow_saying_whose() -> None:
+    # Another project's JobFlow kind is no deleted flow of ours: waiting for its Job would never end.
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    owner = {**flow_ref(fake.flow.metadata.name, "theirs"), "apiVersion": "batch.example.com/v1"}
+    name = taken(fake, "a", owner)
+    await controller(fake, clock).reconcile(fake.flow.key)  # not raised: no JobNameTaken to retry
+    status = fake.patches[-1]["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "JobRejected"
+    owned = f"owned by JobFlow {fake.flow.metadata.name} (batch.example.com/v1)"
+    assert f"step a: Job {name} already exists and is not this flow's ({owned})" in failed["message"]
+    assert fake.created == []
+
+
 async def test_our_own_job_found_under_its_name_is_adopted() -> None:
     # A create whose answer was lost: the retried POST finds the Job it made.
     fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
@@ -359,6 +374,42 @@ async def test_our_own_job_found_under_its_name_is_adopted() -> None:
     (step,) = fake.patches[-1]["status"]["steps"]
     assert (step["phase"], step["jobRef"]["uid"]) == ("Running", "old-a")
     assert metrics.registry.get_sample_value("zen_flow_job_creates_total", {"result": "adopted"}) == 1
+
+
+async def test_our_own_job_being_deleted_is_waited_for_not_adopted() -> None:
+    # A create whose answer was lost, and the Job deleted since (foreground, a finalizer): adopted, it
+    # vanished under the step, which failed as "deleted outside zen-flow".
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    name = taken(fake, "a", flow_ref(fake.flow.metadata.name, fake.flow.metadata.uid))
+    job = fake.existing[name]
+    fake.existing[name] = replace(job, metadata=replace(job.metadata, deletion_timestamp=T0))
+    expectations = Expectations(clock)
+    ctrl = controller(fake, clock, expectations=expectations)
+    with pytest.raises(JobNameTaken, match="is on its way out"):
+        await ctrl.reconcile(fake.flow.key)
+    assert fake.patches == []  # the step is not recorded as running on it
+    assert expectations.satisfied(fake.flow.metadata.uid)
+    del fake.create_errors["a"]  # gone: the retry creates the step's Job afresh
+    await ctrl.reconcile(fake.flow.key)
+    assert fake.created == ["a"]
+    (step,) = fake.patches[-1]["status"]["steps"]
+    assert step["phase"] == "Running"
+    assert step["jobRef"]["uid"] != "old-a"
+
+
+async def test_our_own_finished_job_being_deleted_is_adopted_with_its_outcome() -> None:
+    # The TTL-after-finished controller deletes a Job in the foreground: it lingers marked deleted, and
+    # its outcome is final. Waiting for it would run the step a second time.
+    fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
+    name = taken(fake, "a", flow_ref(fake.flow.metadata.name, fake.flow.metadata.uid))
+    owners = [flow_ref(fake.flow.metadata.name, fake.flow.metadata.uid)]
+    meta = {"name": name, "uid": "old-a", "ownerReferences": owners, "deletionTimestamp": T0.isoformat()}
+    finished = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
+    fake.existing[name] = JOB.validate_python({"metadata": meta, "status": finished})
+    await controller(fake, clock).reconcile(fake.flow.key)
+    (step,) = fake.patches[-1]["status"]["steps"]
+    assert (step["phase"], step["jobRef"]["uid"]) == ("Running", "old-a")  # its outcome is read next
+    assert fake.created == []
 
 
 @pytest.mark.parametrize(("age", "waits"), [(2, True), (600, False), (None, False)])

@@ -4,11 +4,13 @@ someone else's)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api.constants import ANNOTATION_RETRIED_BY, ANNOTATION_RETRY, API_VERSION
 from zen_flow.api.job import JOB
 from zen_flow.api.jobflow import ResourceTemplates
 from zen_flow.api.meta import ObjectMeta
@@ -109,8 +111,10 @@ def fake() -> Fake:
     return Fake(flow_with_resources())
 
 
-def controller_of(fake: Fake, expectations: Expectations | None = None) -> Controller:
-    clock = FakeClock()
+def controller_of(
+    fake: Fake, expectations: Expectations | None = None, clock: FakeClock | None = None
+) -> Controller:
+    clock = clock if clock is not None else FakeClock()
     return Controller(
         flows=fake,
         jobs=fake,
@@ -160,20 +164,26 @@ async def test_our_own_object_is_adopted_after_a_lost_status_write(
     ]
 
 
-def owned_by(kind: str, name: str, uid: str) -> list[dict[str, Any]]:
-    api_version = "apps/v1" if kind == "Deployment" else "workflow.kube-zen.io/v1alpha1"
+def owned_by(kind: str, name: str, uid: str, api_version: str = API_VERSION) -> list[dict[str, Any]]:
     return [{"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True}]
 
 
 @pytest.mark.parametrize(
-    ("kind", "name"),
-    [("Deployment", "web"), ("JobFlow", "other")],  # a flow of another name is not going away for us
+    ("api_version", "kind", "name"),
+    [
+        ("apps/v1", "Deployment", "web"),
+        (API_VERSION, "JobFlow", "other"),  # a flow of another name is not going away for us
+        # Another project's JobFlow kind named like this flow is no deleted flow of ours: it would be
+        # waited for without end.
+        ("batch.example.com/v1", "JobFlow", "etl"),
+    ],
 )
 async def test_someone_elses_object_fails_the_flow(
-    fake: Fake, controller: Controller, kind: str, name: str
+    fake: Fake, controller: Controller, api_version: str, kind: str, name: str
 ) -> None:
+    owners = owned_by(kind, name, "d1", api_version)
     fake.objects[("ConfigMap", "etl-settings")] = {
-        "metadata": {"name": "etl-settings", "uid": "other", "ownerReferences": owned_by(kind, name, "d1")}
+        "metadata": {"name": "etl-settings", "uid": "other", "ownerReferences": owners}
     }
     await controller.reconcile(fake.flow.key)
     status = fake.flow.status
@@ -181,7 +191,7 @@ async def test_someone_elses_object_fails_the_flow(
     failed = next(c for c in status.conditions if c.type == "Failed")
     assert failed.reason == "ResourceConflict"
     assert "ConfigMap etl-settings already exists and was not created by this flow" in failed.message
-    assert f"it belongs to {kind} {name}" in failed.message
+    assert f"it belongs to {kind} {name} ({api_version})" in failed.message
     # The claim this flow did create is its own and listed; no Job ever ran.
     assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
     assert fake.jobs == []
@@ -278,6 +288,12 @@ async def test_a_template_refused_on_a_running_flow_stops_its_jobs() -> None:
         # `kubectl delete jf etl && kubectl apply -f etl.yaml`, or a restore: the deleted flow's object,
         # which the garbage collector has not even marked yet
         {"ownerReferences": owned_by("JobFlow", "etl", "the-deleted-flow")},
+        # The flow's own, made by a create whose status write was lost, and deleted by a user since: not
+        # adopted (it would vanish under the steps), but made again once it is gone
+        {
+            "deletionTimestamp": "2025-01-01T00:00:00Z",
+            "ownerReferences": owned_by("JobFlow", "etl", "uid-etl"),
+        },
     ],
 )
 async def test_a_name_held_by_an_object_on_its_way_out_is_waited_for(
@@ -297,7 +313,80 @@ async def test_a_name_held_by_an_object_on_its_way_out_is_waited_for(
     assert message.startswith("ConfigMap etl-settings already exists and is on its way out")
     del fake.objects[("ConfigMap", "etl-settings")]  # the garbage collector finished
     await controller.reconcile(fake.flow.key)
-    assert [name for _, name, _ in refs(fake)] == ["etl-data", "etl-settings"]
+    assert [(name, uid) for _, name, uid in refs(fake)] == [
+        ("etl-data", "PersistentVolumeClaim-etl-data-uid"),
+        ("etl-settings", "ConfigMap-etl-settings-uid"),  # a new object, not the one that went
+    ]
     assert fake.jobs == []
     await controller.reconcile(fake.flow.key)
     assert len(fake.jobs) == 1
+
+
+def ask_rerun(fake: Fake, rid: str) -> None:
+    """`zen-flow retry`: the request annotation, and who asked (the mutating webhook's)."""
+    annotations = {**fake.flow.metadata.annotations, ANNOTATION_RETRY: rid, ANNOTATION_RETRIED_BY: "alice"}
+    fake.flow = fake.flow.model_copy(
+        update={"metadata": fake.flow.metadata.model_copy(update={"annotations": annotations})}
+    )
+
+
+@pytest.mark.parametrize("cause", ["taken", "refused"])
+async def test_a_rerun_of_a_flow_that_failed_creating_its_resources_creates_them_again(
+    fake: Fake, cause: str
+) -> None:
+    clock = FakeClock()
+    controller = controller_of(fake, clock=clock)
+    # Nothing else could be done but delete and re-create the flow: no step had failed, so a rerun was
+    # refused ("no failed Job step to rerun").
+    if cause == "taken":
+        fake.objects[("ConfigMap", "etl-settings")] = {
+            "metadata": {
+                "name": "etl-settings",
+                "uid": "theirs",
+                "ownerReferences": owned_by("Deployment", "web", "d1", "apps/v1"),
+            }
+        }
+    else:
+        fake.invalid.add("etl-settings")
+    await controller.reconcile(fake.flow.key)
+    assert fake.flow.status.phase == "Failed"
+    first_failure = fake.flow.status.completion_time
+    clock.jump(3600)
+
+    # Asked before the cause is gone: the creates are tried again, and the flow fails again, once.
+    fake.events.clear()
+    ask_rerun(fake, "r1")
+    await controller.reconcile(fake.flow.key)
+    status = fake.flow.status
+    assert status.phase == "Failed"
+    assert status.audit is not None
+    assert [(r.id, r.user, r.steps) for r in status.audit.retries] == [("r1", "alice", ())]
+    assert [(t, r) for t, r, _ in fake.events] == [("Normal", "FlowRetried"), ("Warning", "FlowFailed")]
+    assert "rerun requested by alice: creating its resources again" in fake.events[0][2]
+    assert "cannot create the flow's resources: ConfigMap etl-settings" in fake.events[1][2]
+    # It failed anew: the TTL counts from now, not from the first failure.
+    assert first_failure is not None
+    assert status.completion_time == first_failure + timedelta(hours=1)
+    fake.events.clear()
+    await controller.reconcile(fake.flow.key)  # honoured once: not tried again on the next reconcile
+    assert fake.events == []
+    assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
+
+    # The user freed the name, or fixed the template; a new request creates what is missing, then the steps.
+    if cause == "taken":
+        del fake.objects[("ConfigMap", "etl-settings")]
+    else:
+        fake.invalid.discard("etl-settings")
+    ask_rerun(fake, "r2")
+    await controller.reconcile(fake.flow.key)
+    assert fake.flow.status.phase == "Pending"
+    assert refs(fake) == [
+        ("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid"),
+        ("ConfigMap", "etl-settings", "ConfigMap-etl-settings-uid"),
+    ]
+    failed = next(c for c in fake.flow.status.conditions if c.type == "Failed")
+    assert failed.status == "False"
+    assert fake.jobs == []
+    await controller.reconcile(fake.flow.key)
+    assert [j["metadata"]["labels"]["workflow.kube-zen.io/step"] for j in fake.jobs] == ["a"]
+    assert fake.flow.status.phase == "Running"

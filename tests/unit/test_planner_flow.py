@@ -313,6 +313,30 @@ def test_adoption_follows_a_job_that_already_finished() -> None:
     assert {s.name: s.phase for s in again.status.steps} == {"a": "Succeeded", "b": "Running"}
 
 
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_lost_writes_job_being_deleted_is_waited_for_unless_it_finished(finished: bool) -> None:
+    # The status write after the create was lost, and the Job deleted since (a user, in the foreground):
+    # adopted, it failed the step as "deleted outside zen-flow". A finished one (the TTL-after-finished
+    # controller deletes in the foreground) keeps its outcome: it is adopted, and the step ends as it did.
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0, instant_delete=False)
+    sim.reconcile(write_status=False)
+    (name,) = sim.running()
+    if finished:
+        sim.complete(name)
+    sim.delete(name)
+    again = sim.reconcile()  # a second create of the name would raise DuplicateCreate
+    phases = {s.name: s.phase for s in sim.flow.status.steps}
+    if finished:
+        assert phases == {"a": "Succeeded", "b": "Running"}
+        return
+    assert again.actions == ()
+    assert phases == {"a": "Pending", "b": "Pending"}
+    sim.collect()  # gone: the step's Job is created afresh
+    sim.reconcile()
+    assert sim.created == [name, name]
+    assert sim.flow.status.steps[0].phase == "Running"
+
+
 def test_running_step_whose_job_vanished_fails() -> None:
     sim = Simulator(make_flow([job_step("a")]), T0)
     sim.reconcile()

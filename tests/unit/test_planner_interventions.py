@@ -21,7 +21,9 @@ from zen_flow.api.constants import (
     ANNOTATION_STOPPED_BY,
     REJECT_PREFIX,
 )
-from zen_flow.planner import CreateJob, DeleteJob
+from zen_flow.api.jobflow import ResourceTemplates
+from zen_flow.planner import CreateJob, CreateResource, DeleteJob, fail_resources
+from zen_flow.planner.interventions import rerun_refusal
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -280,3 +282,49 @@ def test_a_rerun_that_fails_again_says_its_retries_and_reruns_not_more_retries_t
     assert step is not None
     assert (step.message or "").startswith("attempt 3 failed: ")
     assert (step.message or "").endswith("(retries exhausted: 1/1, reruns: 1)")
+
+
+def failed_creating_resources() -> Simulator:
+    """A flow whose ConfigMap template could not be created (a name taken by someone else): Failed,
+    reason ResourceConflict, before any step ran."""
+    flow = make_flow([job_step("a"), job_step("b", "a")], name="etl")
+    templates = ResourceTemplates(config_map_templates=({"metadata": {"name": "settings"}},))
+    sim = Simulator(
+        flow.model_copy(update={"spec": flow.spec.model_copy(update={"resource_templates": templates})}), T0
+    )
+    # What the controller does when a create is refused (controller/provisioning.py).
+    sim.apply(fail_resources(sim.flow, ["ConfigMap etl-settings already exists"], T0, planned=sim.preview()))
+    assert sim.phase == "Failed"
+    assert phases(sim) == {"a": "Skipped", "b": "Skipped"}
+    return sim
+
+
+def test_a_rerun_of_a_flow_that_failed_creating_its_resources_creates_them_then_runs_its_steps() -> None:
+    sim = failed_creating_resources()
+    ask(sim, "r")
+    result = sim.reconcile()
+    assert [(a.kind, a.name) for a in result.actions if isinstance(a, CreateResource)] == [
+        ("ConfigMap", "etl-settings")
+    ]
+    assert sim.phase == "Pending"
+    assert phases(sim) == {"a": "Pending", "b": "Pending"}
+    (event,) = [e for e in result.events if e.reason == "FlowRetried"]
+    assert event.message == "rerun requested by alice: creating its resources again"
+    assert sim.flow.status.audit is not None
+    assert [(r.id, r.steps) for r in sim.flow.status.audit.retries] == [("r", ())]
+    sim.reconcile()
+    assert phases(sim)["a"] == "Running"
+
+
+def test_a_rerun_of_some_steps_of_a_flow_that_failed_creating_its_resources_says_to_rerun_it_all() -> None:
+    sim = failed_creating_resources()
+    assert rerun_refusal(sim.flow) is None  # what `zen-flow retry` asks first
+    ask(sim, "r", steps="a")
+    result = sim.reconcile()
+    assert [a for a in result.actions if isinstance(a, CreateResource)] == []
+    assert sim.phase == "Failed"
+    (event,) = [e for e in result.events if e.reason == "RetryIgnored"]
+    assert event.message == (
+        "retry r ignored: no failed Job step to rerun among a; the flow failed creating its resources: "
+        "rerun it without naming steps to create them again"
+    )

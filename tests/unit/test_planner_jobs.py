@@ -6,8 +6,11 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from zen_flow.api.meta import OwnerReference
 from zen_flow.core.naming import is_dns1123_subdomain, job_name
-from zen_flow.planner import CreateJob, plan
+from zen_flow.planner import CreateJob, on_its_way_out, plan
 from zen_flow_dev.testing.flows import job_step, job_template, make_flow
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -110,3 +113,24 @@ def test_long_names_stay_valid() -> None:
     assert is_dns1123_subdomain(job)
     labels = body["metadata"]["labels"]
     assert all(len(v) <= 63 for v in labels.values())
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "name", "uid", "waits"),
+    [
+        ("workflow.kube-zen.io/v1alpha1", "JobFlow", "etl", "old", True),  # a deleted flow of this name
+        ("workflow.kube-zen.io/v1", "JobFlow", "etl", "old", True),  # any version of our group
+        ("workflow.kube-zen.io/v1alpha1", "JobFlow", "etl", "uid-etl", False),  # the flow itself
+        ("workflow.kube-zen.io/v1alpha1", "JobFlow", "other", "old", False),  # another flow
+        ("batch.example.com/v1", "JobFlow", "etl", "old", False),  # another project's JobFlow kind
+        ("v1", "JobFlow", "etl", "old", False),
+    ],
+)
+def test_only_our_own_kinds_deleted_flow_of_the_same_name_is_waited_for(
+    api_version: str, kind: str, name: str, uid: str, waits: bool
+) -> None:
+    flow = make_flow([job_step("a")], name="etl")
+    flow = flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"uid": "uid-etl"})})
+    owner = OwnerReference(api_version=api_version, kind=kind, name=name, uid=uid, controller=True)
+    assert on_its_way_out(owner, False, flow) is waits
+    assert on_its_way_out(owner, True, flow) is True  # being deleted: it goes whoever owns it

@@ -56,6 +56,11 @@ class OwnerReference(Model):
     controller: bool | None = None
     block_owner_deletion: bool | None = None
 
+    @property
+    def group(self) -> str:
+        """The owner's API group: `apiVersion` without its version ("" for the core group's `v1`)."""
+        return self.api_version.rpartition("/")[0]
+
 
 class ObjectMeta(Model):
     name: str = ""

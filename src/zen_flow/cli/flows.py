@@ -117,8 +117,9 @@ def _decidable(flow: JobFlow, step: str, wanted: str) -> None:
 
 
 async def retry(session: Session, args: argparse.Namespace) -> int:
-    """Ask the controller to rerun a Failed flow from its failed steps (or only `--step` ones): the
-    request annotation with a fresh id, honoured once (docs/API.md, "Rerunning a failed flow")."""
+    """Ask the controller to rerun a Failed flow from its failed steps (or only `--step` ones; one that
+    failed creating its resources creates them again): the request annotation with a fresh id, honoured
+    once (docs/API.md, "Rerunning a failed flow")."""
     flow = await session.get(args.name)
     if flow.status.phase != "Failed":
         raise UsageError(

@@ -170,22 +170,23 @@ class PlanExecutor:
 
     async def _holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:
         """Whose is the Job a create found under its name? The flow's (a create whose answer was lost, or
-        one the cache has not shown yet): the Job, adopted. A deleted flow's of the same name (recreated
-        at once: the garbage collector has yet to remove its Jobs), or any Job being deleted: wait for it.
-        Anyone else's: why the step cannot run, for good (adopting it failed the step later as "deleted
-        outside zen-flow", since it never shows among the flow's Jobs)."""
+        one the cache has not shown yet): the Job, adopted unless it is being deleted and unfinished
+        (`planner.adoptable`). A deleted flow's of the same name (recreated at once: the garbage collector
+        has yet to remove its Jobs), or any Job being deleted, the flow's own too: wait for it; the retry
+        creates the step's Job once it is gone. Anyone else's: why the step cannot run, for good (adopting
+        it failed the step later as "deleted outside zen-flow", since it never shows among the flow's
+        Jobs)."""
         try:
             job = await self._api.get_job(flow.metadata.namespace, name)
         except NotFound:
             return JobNameTaken(name, err)  # gone since: the retry creates it
         ref = job.metadata.controller_ref()
-        if ref is not None and ref.uid == flow.metadata.uid:
+        if ref is not None and ref.uid == flow.metadata.uid and planner.adoptable(job):
             return job
         if planner.on_its_way_out(ref, job.deleting, flow):
             return JobNameTaken(name, err)
-        owner = f"{ref.kind} {ref.name}" if ref is not None else "no controller"
         return (
-            f"Job {name} already exists and is not this flow's (owned by {owner}): "
+            f"Job {name} already exists and is not this flow's (owned by {planner.describe_owner(ref)}): "
             "delete it or rename the flow"
         )
 

@@ -2,9 +2,10 @@
 
 No informer caches these kinds, so no expectations either: the create's answer carries the UID, the
 status write records the object, and only then does a later reconcile start steps. A 409 after a lost
-status write is resolved by reading the object: ours (controller UID) is adopted; one on its way out
-(being deleted, or a deleted flow's of the same name: `planner.on_its_way_out`, as for Jobs) is waited
-for; anything else fails the flow, as does a manifest the apiserver refuses.
+status write is resolved by reading the object: ours (controller UID) is adopted unless it is being
+deleted; one on its way out (being deleted, ours included, or a deleted flow's of the same name:
+`planner.on_its_way_out`, as for Jobs) is waited for; anything else fails the flow, as does a manifest
+the apiserver refuses.
 """
 
 from __future__ import annotations
@@ -83,17 +84,20 @@ async def create_resources(api: ResourceApi, flow: JobFlow, actions: Sequence[pl
             # as written, so only the apiserver finds e.g. binaryData that is not base64).
             made.problems.append(f"{action.kind} {action.name}: {err.status} {err.message or err}")
             continue
-        owner = meta.controller_ref()
-        if owner is not None and owner.uid == uid:
+        owner, deleting = meta.controller_ref(), meta.deletion_timestamp is not None
+        # Our own object being deleted (a user deleted it after the status write recording it was lost)
+        # is not adopted: it would vanish under the flow's steps (a PVC being deleted mounts in no new
+        # pod). It is waited for, then created again.
+        if owner is not None and owner.uid == uid and not deleting:
             made.uids[key] = meta.uid
             log.info("adopted resource", kind=action.kind, name=action.name)
-        elif planner.on_its_way_out(owner, meta.deletion_timestamp is not None, flow):
+        elif planner.on_its_way_out(owner, deleting, flow):
             # A re-created or restored flow meets its predecessor's objects before the garbage collector
             # has even marked them: failing it would make `delete && apply` fail for good.
             made.waiting[key] = planner.name_taken(action.kind, action.name)
             log.info("resource name held by an object on its way out", kind=action.kind, name=action.name)
         else:
-            holder = f"; it belongs to {owner.kind} {owner.name}" if owner is not None else ""
+            holder = f"; it belongs to {planner.describe_owner(owner)}" if owner is not None else ""
             made.problems.append(
                 f"{action.kind} {action.name} already exists and was not created by this flow{holder}"
             )

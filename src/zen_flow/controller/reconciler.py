@@ -310,7 +310,7 @@ class Controller:
         try:
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
-                result = planner.fail_resources(flow, made.problems, now, made.recorded)
+                result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
             created, rejected = await self._executor.execute(flow, result.actions)
         except JobNameTaken as err:
             # Retried with backoff and not in the status (nothing is written while a create fails): the

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from zen_flow.api import Job, JobFlow
-from zen_flow.api.constants import API_VERSION, GROUP, KIND
+from zen_flow.api.constants import API_VERSION, KIND
 from zen_flow.api.job import JobMeta, JobStatus
 from zen_flow.api.jobflow import Initiator, JobFlowStatus, ObjectRef, Progress, Step
 from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
@@ -20,6 +20,7 @@ from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
 from zen_flow.informer.tombstones import Tombstones
 from zen_flow.machinery.clock import Clock
 from zen_flow.planner.concurrency import group_of
+from zen_flow.planner.jobs import is_jobflow
 
 OWNER_UID_INDEX = "controller-uid"
 # JobFlows by concurrency group, `namespace/<workflow.kube-zen.io/concurrency-key label>`.
@@ -39,7 +40,7 @@ def flow_concurrency_group(flow: JobFlow) -> list[str]:
 def owner_flow_key(job: Job) -> str | None:
     """`namespace/name` of the JobFlow controlling `job`, or None if a JobFlow does not control it."""
     ref = job.metadata.controller_ref()
-    if ref is None or ref.kind != KIND or ref.api_version.split("/")[0] != GROUP:
+    if ref is None or not is_jobflow(ref):
         return None
     return f"{job.metadata.namespace}/{ref.name}"
 

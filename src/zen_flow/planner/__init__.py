@@ -5,7 +5,15 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_evaluator
-from zen_flow.planner.jobs import JobBuildError, build_job, name_taken, on_its_way_out
+from zen_flow.planner.jobs import (
+    JobBuildError,
+    adoptable,
+    build_job,
+    describe_owner,
+    is_jobflow,
+    name_taken,
+    on_its_way_out,
+)
 from zen_flow.planner.lifecycle import fail_invalid
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
@@ -23,10 +31,13 @@ __all__ = [
     "Peer",
     "Plan",
     "PodMessages",
+    "adoptable",
     "build_job",
+    "describe_owner",
     "fail_invalid",
     "fail_resources",
     "group_of",
+    "is_jobflow",
     "jobs_to_read",
     "keys_to_wake",
     "name_taken",

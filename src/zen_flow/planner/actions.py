@@ -41,8 +41,9 @@ class DeleteFlow:
 class CreateResource:
     """Create one object of `spec.resourceTemplates` (a core/v1 PersistentVolumeClaim or ConfigMap).
 
-    `body` is the full manifest. A 409 is adopted only if the existing object's controller is this flow;
-    otherwise the flow fails (the name belongs to someone else)."""
+    `body` is the full manifest. A 409 is adopted only if the existing object's controller is this flow
+    and it is not being deleted; one on its way out is waited for (`on_its_way_out`); otherwise the flow
+    fails (the name belongs to someone else)."""
 
     kind: str  # "PersistentVolumeClaim" | "ConfigMap"
     body: dict[str, Any]

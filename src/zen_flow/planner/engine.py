@@ -27,7 +27,7 @@ from zen_flow.planner.approvals import with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.interventions import request, rerun
-from zen_flow.planner.jobs import JobBuildError, build_job
+from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.outcome import outcome
@@ -128,6 +128,10 @@ class _Planner(Observation):
     def create(self, w: StepWork, attempt: int) -> None:
         name = self.job_name(w.name, attempt)
         existing = self.jobs.get(name)
+        if existing is not None and not adoptable(existing):
+            # The flow's own Job of that name, being deleted before it finished (a status write lost, and
+            # the Job deleted since): the step waits, and its deletion wakes the flow to create it afresh.
+            return
         if existing is not None:  # only reachable when adoption was skipped; never create twice
             w.start(self.job_ref(name, existing), self.now, attempt=attempt)
             self.observe_running(w)

@@ -16,6 +16,12 @@ in `status.audit.retries` (id, user, time, the steps it reran):
   decides it); the flow is Running again, its deadline counts from its first step's start, and in a
   concurrency group it waits for the others like a flow that has not started, keeping its rank (its
   creationTimestamp);
+- on a flow that failed creating its resourceTemplates objects (reason ResourceConflict: a name taken
+  by someone else's object, a template the apiserver refused) before any step failed, a request for the
+  whole flow reruns it all the same: the objects not in `status.resourceRefs` are created again (the
+  user freed the name, or fixed the template: `spec.resourceTemplates` stays editable) before the steps
+  that never ran (refused, the user could only delete and re-create the flow); a request limited to some
+  steps is ignored, saying to rerun the whole flow;
 - otherwise (the flow is not Failed, the stop request is still set, nothing in scope can rerun, or a
   failed step left out would fail the flow again at once): recorded with no steps, a RetryIgnored event
   says why, and nothing else happens, so a request can never fire later by surprise.
@@ -32,12 +38,14 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
+    ConditionType,
     FlowPhase,
     StepPhase,
 )
 from zen_flow.api.jobflow import Audit, JobFlow, Retry, StepStatus
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import NORMAL, WARNING
+from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import listing
 
 
@@ -79,6 +87,13 @@ def rerunnable_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
     ]
 
 
+def resources_failed(flow: JobFlow) -> bool:
+    """Did the flow fail creating its resourceTemplates objects (condition Failed, reason
+    ResourceConflict)? A rerun then creates those not made yet (the engine's `missing`) before its steps."""
+    failed = next((c for c in flow.status.conditions if c.type == ConditionType.FAILED), None)
+    return failed is not None and failed.status == "True" and failed.reason == REASON_RESOURCE_CONFLICT
+
+
 def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
     """Why a rerun of `wanted` (empty: every failed step) would be ignored, the stop request aside (the
     CLI's request removes it), or None. `zen-flow retry` asks this before sending the request."""
@@ -89,6 +104,13 @@ def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
     blocking = [n for n in failed if n not in rerunnable and not specs[n].continue_on_failure]
     if flow.status.phase != FlowPhase.FAILED:
         return f"the flow is {flow.status.phase or 'Pending'}, not Failed"
+    if not rerunnable and resources_failed(flow) and not blocking:
+        if not wanted:
+            return None  # its resources are created again, then the steps that never ran
+        return (
+            f"no failed Job step to rerun among {listing(sorted(wanted))}; the flow failed creating its "
+            "resources: rerun it without naming steps to create them again"
+        )
     if not rerunnable:
         return "no failed Job step to rerun" + (f" among {listing(sorted(wanted))}" if wanted else "")
     if blocking:
@@ -123,7 +145,10 @@ def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpe
         "estimated_completion_time": None,
         "audit": recorded(flow, retry.model_copy(update={"steps": tuple(rerunnable)}), now),
     }
-    event = EventSpec(NORMAL, "FlowRetried", f"rerun requested by {who}: {listing(rerunnable)}")
+    what = [listing(rerunnable)] if rerunnable else []
+    if resources_failed(flow):
+        what.append("creating its resources again")
+    event = EventSpec(NORMAL, "FlowRetried", f"rerun requested by {who}: {'; '.join(what)}")
     return flow.model_copy(update={"status": status.model_copy(update=update)}), event
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from zen_flow.api.constants import (
     API_VERSION,
+    GROUP,
     KIND,
     LABEL_ATTEMPT,
     LABEL_FLOW,
@@ -14,6 +15,7 @@ from zen_flow.api.constants import (
     LABEL_STEP,
     MANAGED_BY,
 )
+from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
 from zen_flow.api.meta import OwnerReference
 from zen_flow.core.naming import label_value
@@ -65,15 +67,37 @@ def owner_reference(flow: JobFlow) -> dict[str, Any]:
     }
 
 
+def is_jobflow(owner: OwnerReference) -> bool:
+    """Is the owner one of our JobFlows? By kind *and* API group: another project's `JobFlow` kind (another
+    group) is someone else's object, whatever its name."""
+    return owner.kind == KIND and owner.group == GROUP
+
+
+def describe_owner(owner: OwnerReference | None) -> str:
+    """The owner as a message names it, apiVersion included: "JobFlow etl" alone could be another
+    project's JobFlow kind."""
+    return "no controller" if owner is None else f"{owner.kind} {owner.name} ({owner.api_version})"
+
+
+def adoptable(job: Job) -> bool:
+    """May the flow take over a Job of its own that its status does not record (a lost status write)?
+    Not one being deleted: it would vanish under its step, which then failed as "deleted outside
+    zen-flow"; the flow waits for it to go and creates the step's Job afresh. A finished one may go,
+    though: its outcome is final (the TTL-after-finished controller deletes a Job in the foreground, so
+    it lingers a while marked deleted), and its step ends as it did."""
+    return not job.deleting or job.finished
+
+
 def on_its_way_out(owner: OwnerReference | None, deleting: bool, flow: JobFlow) -> bool:
     """Will the object holding a name the flow wants (a Job's, a resourceTemplates object's) go by
-    itself? Yes when it is being deleted, or when its controller is a JobFlow of the flow's name with
-    another UID: a deleted flow's (`kubectl delete jf etl && kubectl apply -f etl.yaml`, or a restore),
-    which the garbage collector has yet to remove. The flow waits for those instead of failing: the names
-    come from the flow's name, so a flow re-created at once always meets its predecessor's objects."""
+    itself? Yes when it is being deleted, or when its controller is a JobFlow (ours: `is_jobflow`) of the
+    flow's name with another UID: a deleted flow's (`kubectl delete jf etl && kubectl apply -f etl.yaml`,
+    or a restore), which the garbage collector has yet to remove. The flow waits for those instead of
+    failing: the names come from the flow's name, so a flow re-created at once always meets its
+    predecessor's objects."""
     return deleting or (
         owner is not None
-        and owner.kind == KIND
+        and is_jobflow(owner)
         and owner.name == flow.metadata.name
         and owner.uid != flow.metadata.uid
     )

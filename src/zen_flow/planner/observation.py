@@ -12,7 +12,7 @@ from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approvals import decision
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
-from zen_flow.planner.jobs import job_deadline, template_deadline
+from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
 from zen_flow.planner.outputs import (
     OutputError,
     capture_outputs,
@@ -46,12 +46,13 @@ class Observation(PlanState):
 
     def adopt(self, w: StepWork) -> None:
         """A Job of the next attempt exists although status does not know it: the status write after
-        the create was lost. Take it over (never create it twice); repeat for several lost writes."""
+        the create was lost. Take it over (never create it twice); repeat for several lost writes. One
+        being deleted before it finished is not (`adoptable`): `create` waits for it to go."""
         while not w.spec.is_manual and w.phase in (StepPhase.PENDING, StepPhase.RETRYING):
             attempt = w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0)
             name = self.job_name(w.name, attempt)
             job = self.jobs.get(name)
-            if job is None:
+            if job is None or not adoptable(job):
                 return
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
             w.start(self.job_ref(name, job), self.now, attempt=attempt, message=w.message)

@@ -12,7 +12,7 @@ from zen_flow.planner.actions import CreateResource, EventSpec
 from zen_flow.planner.concurrency import Verdict
 from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.progress import Stall
-from zen_flow.planner.resources import describe, resource_ref
+from zen_flow.planner.resources import REASON_RESOURCES_CREATED, describe, resource_ref
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.status import MAX_FLOW_MESSAGE, assemble, cut
 
@@ -53,7 +53,7 @@ def outcome(
         status = status.model_copy(update=update)
     events = derive_events(old, status, shape_of(flow).specs)
     if creating:
-        events += (EventSpec(NORMAL, "ResourcesCreated", cut(describe(creating), 1024)),)
+        events += (EventSpec(NORMAL, REASON_RESOURCES_CREATED, cut(describe(creating), 1024)),)
     if group.replacing and old.start_time is None and status.start_time is not None:
         events += (EventSpec(NORMAL, "ReplacingFlows", group.replacing_message()),)
     return status, events

@@ -4,7 +4,8 @@ Each template becomes `<flow>-<metadata.name>` in the flow's namespace, with our
 ownerReference to the flow (the garbage collector deletes it with the flow). An object counts as created
 once `status.resourceRefs` lists it: the plan that creates it also records it, and that status write is
 what lets a later reconcile start steps. The names are deterministic, so a create repeated after a lost
-status write answers 409, and the controller adopts the object if the flow owns it.
+status write answers 409, and the controller adopts the object if the flow owns it and it is not being
+deleted (controller/provisioning.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from zen_flow.api.constants import LABEL_FLOW, LABEL_MANAGED_BY, MANAGED_BY
 from zen_flow.api.jobflow import JobFlow, ObjectRef
 from zen_flow.core.naming import label_value, resource_name
-from zen_flow.planner.actions import CreateResource, Plan
+from zen_flow.planner.actions import CreateResource, EventSpec, Plan
 from zen_flow.planner.jobs import owner_reference
 from zen_flow.planner.lifecycle import fail_invalid
 
@@ -25,6 +26,8 @@ PVC = "PersistentVolumeClaim"
 CONFIG_MAP = "ConfigMap"
 API_VERSION = "v1"
 REASON_RESOURCE_CONFLICT = "ResourceConflict"
+# The Normal event of a plan that creates objects (dropped when a create fails: `fail_resources`).
+REASON_RESOURCES_CREATED = "ResourcesCreated"
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry.
 _SERVER_FIELDS = (
@@ -122,25 +125,41 @@ def describe(creates: tuple[CreateResource, ...]) -> str:
 
 
 def fail_resources(
-    flow: JobFlow, problems: Sequence[str], now: datetime, recorded: Sequence[ObjectRef] = ()
+    flow: JobFlow,
+    problems: Sequence[str],
+    now: datetime,
+    recorded: Sequence[ObjectRef] = (),
+    planned: Plan | None = None,
 ) -> Plan:
     """Objects that cannot be created (the name belongs to an object the flow does not own, or the
     apiserver refuses the template): the flow fails once, condition Failed with reason
     ResourceConflict. `recorded`: the objects this reconcile did create or adopt; they are the flow's
-    and are listed in `status.resourceRefs` so that nobody wonders where they came from."""
+    and are listed in `status.resourceRefs` so that nobody wonders where they came from.
+
+    `planned`: the plan that asked for the objects. The flow fails from its status (without the refs it
+    added for the objects), and keeps its events but `ResourcesCreated`: a rerun it honoured stays
+    recorded in `status.audit.retries` with its `FlowRetried` event (from the cached Failed status it
+    would be honoured again on every reconcile), and a step that ended in it stays ended."""
+    base = flow.status
+    kept: tuple[EventSpec, ...] = ()
+    if planned is not None:
+        base = planned.status.model_copy(update={"resource_refs": flow.status.resource_refs})
+        kept = tuple(e for e in planned.events if e.reason != REASON_RESOURCES_CREATED)
     result = fail_invalid(
-        flow,
+        # A rerun reopened a Failed flow: it fails again from the rerun's status (the Failed condition
+        # turns True anew, the TTL counts from now), with a FlowFailed event.
+        flow.model_copy(update={"status": base}),
         problems,
         now,
         reason=REASON_RESOURCE_CONFLICT,
         prefix="cannot create the flow's resources",
         # A template added to a running flow: its running steps' Jobs are stopped with it (a failed flow
         # with Jobs still running would hold their pods, and a rerun would start a second attempt beside).
-        base=flow.status,
+        base=base,
     )
-    if not recorded or result.status is flow.status:
-        return result
-    known = {(ref.kind, ref.name) for ref in flow.status.resource_refs}
-    refs = (*flow.status.resource_refs, *(r for r in recorded if (r.kind, r.name) not in known))
-    status = result.status.model_copy(update={"resource_refs": refs})
-    return Plan(result.actions, status, result.events, result.requeue_after)
+    status = result.status
+    if recorded:
+        known = {(ref.kind, ref.name) for ref in base.resource_refs}
+        refs = (*base.resource_refs, *(r for r in recorded if (r.kind, r.name) not in known))
+        status = status.model_copy(update={"resource_refs": refs})
+    return Plan(result.actions, status, (*kept, *result.events), result.requeue_after)
