@@ -167,27 +167,58 @@ def test_a_gate_waiting_or_not_reached_yet_is_decided(
 # --- retry -----------------------------------------------------------------------------------------------
 
 
-def rejected_flow() -> tuple[dict[str, Any], dict[str, Any]]:
+def rejected_flow(gate: str = "rejected by bob") -> tuple[dict[str, Any], dict[str, Any]]:
     flow = flow_manifest("gate", NS, [job_step("build"), manual_step("approve", "build"), job_step("load")])
     status = {
         "phase": "Failed",
         "steps": [
             {"name": "build", "phase": "Succeeded"},
-            {"name": "approve", "phase": "Failed"},
+            {"name": "approve", "phase": "Failed", "message": gate},
             {"name": "load", "phase": "Succeeded"},
         ],
     }
     return flow, status
 
 
+TIMED_OUT = "rejected: no decision within 60s (timeoutSeconds)"
+
+
 @pytest.mark.parametrize("argv", [[], ["--step", "approve"]])
-def test_retry_refuses_what_the_controller_would_ignore_a_failed_manual_step(
+def test_retry_refuses_what_the_controller_would_ignore_a_rejected_gate(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
     cluster.add(*rejected_flow())
     code, out, err = zen_flow(capsys, "retry", "gate", *argv)
     assert (code, out) == (2, "")
-    assert "jobflow gate cannot rerun: no failed Job step to rerun" in err
+    assert "jobflow gate cannot rerun: step approve was rejected: a decision stays (resubmit" in err
+    assert annotation_writes(cluster) == []
+
+
+@pytest.mark.parametrize("argv", [[], ["--step", "approve"]])
+def test_retry_reruns_a_gate_that_timed_out(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    cluster.add(*rejected_flow(TIMED_OUT))
+    code, out, _ = zen_flow(capsys, "retry", "gate", *argv)
+    assert code == 0
+    assert out.startswith("jobflow default/gate: rerun requested (")
+    annotations = cluster.flows["gate"]["metadata"]["annotations"]
+    assert annotations.get("workflow.kube-zen.io/retry-steps") == (argv[1] if argv else None)
+
+
+def test_retry_refuses_a_gate_decided_after_it_timed_out_saying_what_to_remove(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow, status = rejected_flow(TIMED_OUT)
+    flow["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/approve": "true"}
+    cluster.add(flow, status)
+    code, out, err = zen_flow(capsys, "retry", "gate")
+    assert (code, out) == (2, "")
+    assert (
+        "jobflow gate cannot rerun: a decision given after its gate timed out would decide the rerun at "
+        "once: approve.workflow.kube-zen.io/approve; remove it first "
+        "(kubectl annotate jf gate -n default approve.workflow.kube-zen.io/approve-)"
+    ) in err
     assert annotation_writes(cluster) == []
 
 
@@ -200,7 +231,7 @@ def test_retry_reruns_a_failed_job_step_and_names_the_ones_it_cannot(
     cluster.add(flow, status)
     code, _, err = zen_flow(capsys, "retry", "gate", "--step", "load", "--step", "approve")
     assert code == 2
-    assert "not failed Job steps of jobflow gate: approve (failed Job steps: load)" in err
+    assert "not failed Job steps or timed-out gates of jobflow gate: approve (rerunnable: load)" in err
     code, out, _ = zen_flow(capsys, "retry", "gate", "--step", "load")
     assert code == 0
     assert out.startswith("jobflow default/gate: rerun requested (")

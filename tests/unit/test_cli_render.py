@@ -69,6 +69,24 @@ def test_get_names_the_condition_that_needs_attention() -> None:
     )
 
 
+def test_get_says_when_a_retrying_step_tries_again() -> None:
+    retry = {"limit": 2, "backoff": {"type": "Fixed", "duration": "30s"}}
+    sim = Simulator(make_flow([job_step("build", retryPolicy=retry)], name="rel", created=T0), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()  # the next attempt at T0 + 31 s
+    row = flow_detail(sim.flow, T0 + timedelta(seconds=6)).splitlines()[-1]
+    assert row.split("   ")[0:2] == ["build", "Retrying"]
+    assert row.endswith(
+        "next attempt 2 of 3 in 25s; attempt 1 failed: Job failed: BackoffLimitExceeded: Job has failed"
+    )
+    late = flow_detail(sim.flow, T0 + timedelta(seconds=40)).splitlines()[-1]  # the controller is behind
+    assert "next attempt 2 of 3 due now; attempt 1 failed" in late
+    assert "Message:    step build retrying at 2025-01-01T00:00:31Z (attempt 2 of 3)" in flow_detail(
+        sim.flow, NOW
+    )
+
+
 def test_list_shows_one_line_per_flow_and_the_namespace_with_all_namespaces() -> None:
     sim = release()
     other = make_flow([job_step("a")], name="nightly", namespace="team-b", created=T0 - timedelta(hours=3))

@@ -177,6 +177,22 @@ def test_when_false_skips_the_step_and_propagates() -> None:
     assert "is false" in (skipped.message or "")
 
 
+def test_progress_counts_the_steps_the_flow_is_done_with_skipped_ones_included() -> None:
+    # PROGRESS (status.progressSummary) is Succeeded + Failed + Skipped over all steps, as Argo's counts a
+    # skipped node complete: a skipped step will not run, so an ended flow always shows N/N; -o wide's
+    # SUCCEEDED and FAILED columns say how it ended (docs/API.md, "Printer columns").
+    sim = Simulator(make_flow([job_step("a"), job_step("never", when="false"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    progress = sim.flow.status.progress
+    assert (sim.flow.status.progress_summary, progress.skipped_steps) == ("1/3", 1)
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    progress = sim.flow.status.progress
+    assert sim.phase == "Failed"
+    assert sim.flow.status.progress_summary == "3/3"
+    assert (progress.successful_steps, progress.failed_steps, progress.skipped_steps) == (0, 1, 2)
+
+
 def test_when_that_errors_is_false_and_says_why() -> None:
     flow = make_flow([job_step("a"), job_step("b", "a", when="steps.a.outputs.parameters.rows == '3'")])
     sim = Simulator(flow, T0)

@@ -19,6 +19,7 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
+    APPROVE_PREFIX,
     REJECT_PREFIX,
 )
 from zen_flow.api.jobflow import ResourceTemplates
@@ -142,9 +143,9 @@ def test_retry_steps_limits_the_rerun() -> None:
 @pytest.mark.parametrize(
     ("steps", "annotations", "scope", "why"),
     [
-        ([manual_step("gate")], {f"{REJECT_PREFIX}gate": "true"}, None, "no failed Job step to rerun"),
+        ([manual_step("gate")], {f"{REJECT_PREFIX}gate": "true"}, None, "step gate was rejected: a decision"),
         ([job_step("x"), job_step("y")], {}, "x", "step y failed too and would fail the flow again at once"),
-        ([job_step("x")], {}, "nope", "no failed Job step to rerun among nope"),
+        ([job_step("x")], {}, "nope", "no failed Job step or timed-out gate to rerun among nope"),
     ],
 )
 def test_a_rerun_that_cannot_help_is_refused_with_the_reason(
@@ -178,8 +179,13 @@ def test_a_rerun_never_repeats_what_succeeded_and_never_reuses_a_job(flow: JobFl
     else:
         raise AssertionError("flow did not finish")
     succeeded = {s.name: s for s in sim.flow.status.steps if s.phase == "Succeeded"}
-    failed_jobs = {s.name for s in sim.flow.status.steps if s.phase == "Failed"} - {
-        s.name for s in flow.spec.steps if s.is_manual
+    manual = {s.name for s in flow.spec.steps if s.is_manual}
+    # Failed Job steps rerun, and gates that timed out (nobody decided); a rejected gate never does.
+    failed_jobs = {
+        s.name
+        for s in sim.flow.status.steps
+        if s.phase == "Failed"
+        and (s.name not in manual or (s.message or "").startswith("rejected: no decision"))
     }
     skipped = {s.name for s in sim.flow.status.steps if s.phase == "Skipped"}
     was = sim.phase
@@ -191,7 +197,7 @@ def test_a_rerun_never_repeats_what_succeeded_and_never_reuses_a_job(flow: JobFl
     created = {a.step for a in result.actions if isinstance(a, CreateJob)}
     assert not created & set(succeeded)
     reasons = {e.reason for e in result.events}
-    if "FlowRetried" in reasons:  # every failed Job step reruns (no scope was given)
+    if "FlowRetried" in reasons:  # every failed Job step and timed-out gate reruns (no scope was given)
         assert was == "Failed"
         assert set(audit.retries[-1].steps) == failed_jobs
         assert created <= failed_jobs | skipped  # skipped steps never ran: they may start now
@@ -203,6 +209,111 @@ def test_a_rerun_never_repeats_what_succeeded_and_never_reuses_a_job(flow: JobFl
     assert all(sim.flow.status.step(n) == s for n, s in succeeded.items())
     again = sim.reconcile()
     assert not any(e.reason == "FlowRetried" for e in again.events)  # honoured once
+
+
+# --- a gate that timed out ----------------------------------------------------------------------------
+
+
+def timed_out_gate() -> Simulator:
+    """build, then a gate with a 60 s timeout (reached at T0+10, timed out at T0+70), then ship."""
+    steps = [job_step("build"), manual_step("gate", "build", timeoutSeconds=60), job_step("ship", "gate")]
+    sim = Simulator(make_flow(steps, name="release"), T0)
+    sim.reconcile()
+    sim.advance(10)
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    sim.advance(60)
+    sim.reconcile()
+    assert (sim.phase, phases(sim)) == ("Failed", {"build": "Succeeded", "gate": "Failed", "ship": "Skipped"})
+    return sim
+
+
+@pytest.mark.parametrize("scope", [None, "gate"])
+def test_a_rerun_of_a_gate_that_timed_out_waits_for_a_decision_again_with_a_fresh_timeout(
+    scope: str | None,
+) -> None:
+    sim = timed_out_gate()
+    built = sim.flow.status.step("build")
+    sim.advance(3600)  # rerun an hour later
+    rerun_at = sim.now
+    ask(sim, "r1", steps=scope)
+    result = sim.reconcile()
+    assert next((e.type, e.reason, e.message) for e in result.events) == (
+        "Normal", "FlowRetried", "rerun requested by alice: gate",
+    )  # fmt: skip
+    assert [a for a in result.actions if isinstance(a, CreateJob)] == []
+    assert (sim.phase, phases(sim)) == (
+        "Paused",
+        {"build": "Succeeded", "gate": "PendingApproval", "ship": "Pending"},
+    )
+    gate = sim.flow.status.step("gate")
+    assert gate is not None
+    assert (gate.start_time, gate.completion_time, gate.retry_count) == (rerun_at, None, 0)
+    assert sim.flow.status.step("build") == built
+    assert result.requeue_after == 60  # the wait counts from the rerun, not from the first time
+    sim.advance(59)
+    sim.reconcile()
+    assert phases(sim)["gate"] == "PendingApproval"
+    sim.annotate(f"{APPROVE_PREFIX}gate", "true")  # decided after the rerun: it counts
+    sim.reconcile()
+    assert phases(sim) == {"build": "Succeeded", "gate": "Succeeded", "ship": "Running"}
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Succeeded"
+
+
+def test_a_gate_that_times_out_again_can_be_rerun_again() -> None:
+    sim = timed_out_gate()
+    for rid in ("r1", "r2"):
+        ask(sim, rid)
+        sim.reconcile()
+        assert phases(sim)["gate"] == "PendingApproval"
+        sim.advance(60)
+        sim.reconcile()
+        gate = sim.flow.status.step("gate")
+        assert gate is not None
+        assert (sim.phase, gate.message) == ("Failed", "rejected: no decision within 60s (timeoutSeconds)")
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert [(r.id, r.steps) for r in audit.retries] == [("r1", ("gate",)), ("r2", ("gate",))]
+
+
+@pytest.mark.parametrize("prefix", [APPROVE_PREFIX, REJECT_PREFIX])
+def test_a_decision_given_after_the_gate_timed_out_never_decides_its_rerun(prefix: str) -> None:
+    """An annotation carries no time: a decision set after the timeout (`kubectl annotate`; zen-flow
+    approve refuses it) cannot be told from one given after the rerun, so the rerun is refused, saying
+    which annotation to remove, rather than decided by it at once."""
+    sim = timed_out_gate()
+    sim.annotate(f"{prefix}gate", "true")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Failed"  # too late for the gate that timed out
+    ask(sim, "r1")
+    result = sim.reconcile()
+    (event,) = [e for e in result.events if e.reason == "RetryIgnored"]
+    assert event.message == (
+        f"retry r1 ignored: a decision given after its gate timed out would decide the rerun at once: "
+        f"{prefix}gate; remove it first (kubectl annotate jf release -n default {prefix}gate-)"
+    )
+    assert (sim.phase, phases(sim)["gate"]) == ("Failed", "Failed")
+    sim.annotate(f"{prefix}gate", None)
+    ask(sim, "r2")
+    sim.reconcile()
+    assert (sim.phase, phases(sim)["gate"]) == ("Paused", "PendingApproval")
+
+
+def test_a_rejected_gate_stays_rejected_whatever_the_rerun_asks() -> None:
+    sim = timed_out_gate()
+    ask(sim, "r1")
+    sim.reconcile()
+    sim.annotate(f"{REJECT_PREFIX}gate", "true")  # decided on the rerun's wait: a decision
+    sim.reconcile()
+    assert (sim.phase, phases(sim)["gate"]) == ("Failed", "Failed")
+    for rid, scope in (("r2", None), ("r3", "gate")):
+        ask(sim, rid, steps=scope)
+        result = sim.reconcile()
+        (event,) = [e for e in result.events if e.reason == "RetryIgnored"]
+        assert event.message.startswith(f"retry {rid} ignored: step gate was rejected: a decision stays")
+        assert phases(sim)["gate"] == "Failed"
 
 
 # --- stop ----------------------------------------------------------------------------------------------

@@ -118,6 +118,30 @@ def test_failed_attempt_retries_after_the_backoff_with_a_new_job() -> None:
     assert step(sim).phase == "Succeeded"
 
 
+def test_the_flow_message_says_when_a_retrying_step_tries_again_and_why() -> None:
+    # status.steps[].nextRetryTime is in no printer column: MESSAGE (status.message) says it.
+    retry = {"limit": 2, "backoff": {"type": "Fixed", "duration": "30s"}}
+    sim = Simulator(
+        make_flow([job_step("a", retryPolicy=retry), job_step("b", retryPolicy={"limit": 1})]), T0
+    )
+    sim.reconcile()
+    a, b = sim.running()
+    sim.fail(a)
+    sim.reconcile()
+    assert sim.flow.status.message == (
+        "running: b; step a retrying at 2025-01-01T00:00:31Z (attempt 2 of 3): "
+        "Job failed: BackoffLimitExceeded: Job has failed"
+    )
+    assert sim.reconcile().status is sim.flow.status  # the same words until something changes: no write
+    sim.advance(5)
+    sim.fail(b)  # its default backoff: 10 s
+    sim.reconcile()
+    assert sim.flow.status.message == "retrying: a at 2025-01-01T00:00:31Z, b at 2025-01-01T00:00:16Z"
+    sim.advance(26)
+    sim.reconcile()
+    assert sim.flow.status.message == "running: a, b"
+
+
 def test_retries_stop_at_the_limit() -> None:
     sim = retrying_flow(limit=2, backoff={"type": "Fixed", "duration": "1s"})
     sim.reconcile()

@@ -126,13 +126,15 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
             f"jobflow {args.name} is {flow.status.phase or 'Pending'}: only a Failed flow reruns"
         )
     rerunnable = rerunnable_steps(flow)
-    can = f" (failed Job steps: {', '.join(rerunnable)})" if rerunnable else ""
+    can = f" (rerunnable: {', '.join(rerunnable)})" if rerunnable else ""
     why = rerun_refusal(flow, args.steps)  # the controller's rule: it would ignore the request
     if why is not None:
         raise UsageError(f"jobflow {args.name} cannot rerun: {why}{can if args.steps else ''}")
-    # Named steps that would not rerun (a typo, a Manual step) are said too, not silently left out.
+    # Named steps that would not rerun (a typo, a rejected gate) are said too, not silently left out.
     if unknown := [s for s in args.steps if s not in rerunnable]:
-        raise UsageError(f"not failed Job steps of jobflow {args.name}: {', '.join(unknown)}{can}")
+        raise UsageError(
+            f"not failed Job steps or timed-out gates of jobflow {args.name}: {', '.join(unknown)}{can}"
+        )
     rid = f"{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     scope = ",".join(args.steps) or None  # null removes an earlier request's scope
     # A stop request left on the flow would stop the rerun at once: the rerun replaces it.

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ConditionType
-from zen_flow.api.jobflow import StepStatus
+from zen_flow.api.constants import ConditionType, StepPhase
+from zen_flow.api.jobflow import Step, StepStatus
 from zen_flow.api.meta import format_time
 from zen_flow.core.dag import CycleError, Graph
+from zen_flow.planner.backoff import retry_limit
 
 _GAP = "   "
 # C0 and C1 controls, and the bidi controls of "Trojan Source" (CVE-2021-42574).
@@ -115,6 +116,22 @@ def _short(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
+def step_message(step: StepStatus | None, spec: Step, now: datetime) -> str:
+    """A step's message; a Retrying step's says first when its next attempt starts (`nextRetryTime`)."""
+    if step is None:
+        return ""
+    message = step.message or ""
+    if step.phase != StepPhase.RETRYING or step.next_retry_time is None:
+        return message
+    left = (step.next_retry_time - now).total_seconds()
+    limit = retry_limit(spec)
+    attempt = (
+        f"{step.retry_count + 2} of {limit + 1}" if limit > step.retry_count else f"{step.retry_count + 2}"
+    )
+    when = f"in {span(left)}" if left >= 1 else "due now"
+    return f"next attempt {attempt} {when}; {message}" if message else f"next attempt {attempt} {when}"
+
+
 def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
     """`zen-flow get NAME`: the flow's state, then one row per step in dependency order (`wide`: with
     each step's outputs)."""
@@ -153,7 +170,7 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
                 ", ".join(spec.dependencies) or "-",
                 job,
                 *([outputs(step)] if wide else []),
-                (step.message or "") if step is not None else "",
+                step_message(step, spec, now),
             ]
         )
     header = [

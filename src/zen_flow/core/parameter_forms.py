@@ -8,33 +8,43 @@ allowed. Env vars: `ZF_PARAM_<NAME>`, upper-cased, every other character `_`.
 
 The original ran a step's Job through Go's text/template with the context {Parameters, JobFlow,
 StepName}. Its simple forms work here too: `{{.JobFlow.Name}}`, `{{.JobFlow.Namespace}}` and
-`{{.StepName}}` (`CONTEXT`). Any other action on that context (`{{ .Parameters.x | upper }}`,
+`{{.StepName}}`. Any other action on that context (`{{ .Parameters.x | upper }}`,
 `{{.JobFlow.Spec}}`, `{{ printf "%s" .StepName }}`) is not supported: `unsupported` finds it, so that
 admission refuses it and the planner never creates a Job with it left in. Other `{{ }}` text is not
 ours (a `kubectl -o go-template='{{.metadata.name}}'` in a command) and stays as it is.
+
+Every `{{ }}` form takes text/template's trim markers, with its meaning (`substitute`): `{{- ` removes
+the space, tab, CR and LF right before the placeholder, ` -}}` those right after it, in the text of the
+same string; the dash needs one of them beside it (Go reads `{{-3}}` as the number -3, and refuses
+`{{-.StepName}}`, so admission does too). Only the template's text is trimmed, never a value put in.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 ENV_PREFIX = "ZF_PARAM_"
-_PARAMETER = (
-    r"\{\{\s*(?:inputs\.parameters|\.?[Pp]arameters)\.([A-Za-z0-9_.-]+?)\s*\}\}"
+# Go's white space around a trim marker and the one it trims (text/template: space, tab, CR, LF).
+GO_SPACE = " \t\r\n"
+# What the planner substitutes, in one pass. A `{{ }}` form: a left trim marker (group 1), a parameter
+# (group 2) or a context field (3: Name or Namespace of JobFlow, 4: StepName), a right trim marker (5);
+# or `${parameters.NAME}` (group 6), which is not Go's and takes none.
+SUBSTITUTED = re.compile(
+    r"\{\{(-[ \t\r\n])?\s*"
+    r"(?:(?:inputs\.parameters|\.?[Pp]arameters)\.([A-Za-z0-9_.-]+?)|\.(?:JobFlow\.(Name|Namespace)|(StepName)))"
+    r"\s*?([ \t\r\n]-)?\}\}"
     r"|\$\{parameters\.([A-Za-z0-9_.-]+)\}"
 )
-_CONTEXT = r"\{\{\s*\.(?:JobFlow\.(Name|Namespace)|(StepName))\s*\}\}"
-PLACEHOLDER = re.compile(_PARAMETER)
-# What the planner substitutes, in one pass: parameters (groups 1, 2) and the context (groups 3, 4).
-SUBSTITUTED = re.compile(f"{_PARAMETER}|{_CONTEXT}")
 SUPPORTED = (
     "{{inputs.parameters.NAME}} (or {{.Parameters.NAME}}), {{.JobFlow.Name}}, {{.JobFlow.Namespace}} "
-    "and {{.StepName}}, without pipes or functions"
+    "and {{.StepName}}, without pipes or functions (a trim marker is {{- or -}} with a space beside the dash)"
 )
 _ACTION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 # An action that reads the original's context: a term that starts with one of its fields.
+# A `-` before it too: `{{-.StepName}}` (no space after the dash) is no trim marker, and Go refuses it.
 _READS_CONTEXT = re.compile(
-    r"(?:^|[\s(|{])(?:\.(?:JobFlow|StepName|[Pp]arameters)\b|(?:inputs\.)?parameters\.)"
+    r"(?:^|[\s(|{-])(?:\.(?:JobFlow|StepName|[Pp]arameters)\b|(?:inputs\.)?parameters\.)"
 )
 _NOT_ENV = re.compile(r"[^A-Z0-9]")
 
@@ -48,9 +58,39 @@ def marked(text: str) -> bool:
     return "{{" in text or "${" in text
 
 
+def parameter(match: re.Match[str]) -> str | None:
+    """The parameter a `SUBSTITUTED` match names; None for a context field."""
+    return match.group(2) or match.group(6)
+
+
+def context_field(match: re.Match[str]) -> str | None:
+    """The context field a `SUBSTITUTED` match names (Name, Namespace, StepName); None for a parameter."""
+    return match.group(3) or match.group(4)
+
+
 def placeholders(text: str) -> list[tuple[str, str]]:
-    """The placeholders in `text`: (as written, the parameter's name)."""
-    return [(m.group(0), m.group(1) or m.group(2)) for m in PLACEHOLDER.finditer(text)]
+    """The parameter placeholders in `text`: (as written, the parameter's name)."""
+    return [(m.group(0), name) for m in SUBSTITUTED.finditer(text) if (name := parameter(m)) is not None]
+
+
+def substitute(text: str, value: Callable[[re.Match[str]], str]) -> str:
+    """`text` with every `SUBSTITUTED` placeholder replaced by `value(match)`, in one pass, and the text
+    beside a trim marker trimmed as text/template does (only the text of `text`, never a value)."""
+    out: list[str] = []
+    end = 0
+    trim_next = False  # the previous placeholder ended with ` -}}`
+    for match in SUBSTITUTED.finditer(text):
+        before = text[end : match.start()]
+        if trim_next:
+            before = before.lstrip(GO_SPACE)
+        if match.group(1):
+            before = before.rstrip(GO_SPACE)
+        out += (before, value(match))
+        trim_next = match.group(5) is not None
+        end = match.end()
+    rest = text[end:]
+    out.append(rest.lstrip(GO_SPACE) if trim_next else rest)
+    return "".join(out)
 
 
 def unsupported(text: str) -> list[str]:

@@ -35,6 +35,11 @@ def decision(annotations: Mapping[str, str], step: str) -> tuple[str, str | None
     return None
 
 
+def deciding(annotations: Mapping[str, str], step: str) -> tuple[str, ...]:
+    """The annotations that decide `step` (`decision` reads them): its approve. and reject. keys set true."""
+    return tuple(p + step for p in (APPROVE_PREFIX, REJECT_PREFIX) if _true(annotations.get(p + step)))
+
+
 def with_origin(audit: Audit | None, annotations: Mapping[str, str]) -> Audit | None:
     """The audit with `initiatedBy` (from the webhook's created-by annotation) and `correlationID`
     recorded, each once: a later annotation edit never rewrites the record. The same object when

@@ -21,6 +21,9 @@ ROUTINE_STEP_EVENTS = frozenset({"StepStarted", "StepSucceeded"})
 TIMEOUT_MARK = "timed out after"
 TIMED_OUT = "StepTimedOut"  # the event reason, whoever noticed the timeout (we, or the Job's own deadline)
 REJECT_MARK = "rejected"
+# How a Manual step's message starts when its timeoutSeconds passed with no decision: nobody decided, so
+# a rerun may ask again (planner.interventions), unlike a rejection.
+NO_DECISION_MARK = f"{REJECT_MARK}: no decision within"
 
 
 def _job(status: StepStatus) -> str:

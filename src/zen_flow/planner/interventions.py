@@ -11,20 +11,25 @@ webhook records who set it in `workflow.kube-zen.io/retried-by`. Each id is hono
 in `status.audit.retries` (id, user, time, the steps it reran):
 
 - on a Failed flow: its failed Job steps in scope go back to Pending with their next attempt (a new Job
-  name, so the old attempts' Jobs stay for their logs), every Skipped step goes back to Pending (it never
-  ran), Succeeded steps and their outputs stay, a rejected Manual step stays rejected (its annotation
-  decides it); the flow is Running again, its deadline counts from its first step's start, and in a
-  concurrency group it waits for the others like a flow that has not started, keeping its rank (its
-  creationTimestamp);
+  name, so the old attempts' Jobs stay for their logs), and so do its Manual steps in scope that timed
+  out (nobody decided: reached again, they wait for a decision with a fresh timeout); every Skipped step
+  goes back to Pending (it never ran), Succeeded steps and their outputs stay, a rejected Manual step
+  stays rejected (its annotation decides it); the flow is Running again, its deadline counts from its
+  first step's start, and in a concurrency group it waits for the others like a flow that has not
+  started, keeping its rank (its creationTimestamp);
 - on a flow that failed creating its resourceTemplates objects (reason ResourceConflict: a name taken
   by someone else's object, a template the apiserver refused) before any step failed, a request for the
   whole flow reruns it all the same: the objects not in `status.resourceRefs` are created again (the
   user freed the name, or fixed the template: `spec.resourceTemplates` stays editable) before the steps
-  that never ran (refused, the user could only delete and re-create the flow); a request limited to some
+  that never ran; a request limited to some
   steps is ignored, saying to rerun the whole flow;
-- otherwise (the flow is not Failed, the stop request is still set, nothing in scope can rerun, or a
-  failed step left out would fail the flow again at once): recorded with no steps, a RetryIgnored event
-  says why, and nothing else happens, so a request can never fire later by surprise.
+- otherwise (the flow is not Failed, the stop request is still set, nothing in scope can rerun, a
+  failed step left out would fail the flow again at once, or a timed-out gate in scope carries a
+  decision given after its timeout, which would decide the rerun at once): recorded with no steps, a
+  RetryIgnored event says why, and nothing else happens, so a request can never fire later by surprise.
+
+A decision annotation carries no time, so one given after the gate timed out cannot be told from one
+given after the rerun: the rerun is refused until it is removed, rather than decided by it unasked.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from zen_flow.api.constants import (
 )
 from zen_flow.api.jobflow import Audit, JobFlow, Retry, StepStatus
 from zen_flow.planner.actions import EventSpec
-from zen_flow.planner.events import NORMAL, WARNING
+from zen_flow.planner.approvals import deciding
+from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import listing
 
@@ -73,16 +79,21 @@ def recorded(flow: JobFlow, retry: Retry, now: datetime) -> Audit:
     return base.model_copy(update={"retries": (*base.retries, retry.model_copy(update={"time": now}))})
 
 
+def timed_out(step: StepStatus) -> bool:
+    """A Manual step that failed because nobody decided before its timeoutSeconds (not a rejection)."""
+    return step.phase == StepPhase.FAILED and (step.message or "").startswith(NO_DECISION_MARK)
+
+
 def rerunnable_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
-    """The failed Job steps a rerun of `wanted` (empty: every failed step) would run again; a failed
-    Manual step (rejected, or timed out) is decided by its annotation and never reruns."""
+    """The failed steps a rerun of `wanted` (empty: every failed step) would run again: Job steps, and
+    Manual steps that timed out; a rejected Manual step is decided by its annotation and never reruns."""
     specs = {s.name: s for s in flow.spec.steps}
     return [
         s.name
         for s in flow.status.steps
         if s.phase == StepPhase.FAILED
         and s.name in specs
-        and not specs[s.name].is_manual
+        and (not specs[s.name].is_manual or timed_out(s))
         and (not wanted or s.name in wanted)
     ]
 
@@ -92,6 +103,18 @@ def resources_failed(flow: JobFlow) -> bool:
     ResourceConflict)? A rerun then creates those not made yet (the engine's `missing`) before its steps."""
     failed = next((c for c in flow.status.conditions if c.type == ConditionType.FAILED), None)
     return failed is not None and failed.status == "True" and failed.reason == REASON_RESOURCE_CONFLICT
+
+
+def late_decisions(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
+    """The approve./reject. annotations that decide a timed-out Manual step a rerun of `wanted` would
+    reset: given after it timed out, they would decide the rerun's wait at once."""
+    specs = {s.name: s for s in flow.spec.steps}
+    annotations = flow.metadata.annotations
+    keys: list[str] = []
+    for name in rerunnable_steps(flow, wanted):
+        if specs[name].is_manual:
+            keys += deciding(annotations, name)
+    return keys
 
 
 def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
@@ -112,7 +135,25 @@ def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
             "resources: rerun it without naming steps to create them again"
         )
     if not rerunnable:
-        return "no failed Job step to rerun" + (f" among {listing(sorted(wanted))}" if wanted else "")
+        steps = {s.name: s for s in flow.status.steps}
+        rejected = [
+            n
+            for n in failed
+            if specs[n].is_manual
+            and (steps[n].message or "").startswith(REJECT_MARK)
+            and (not wanted or n in wanted)
+        ]
+        if rejected:
+            return f"step {listing(rejected)} was rejected: a decision stays (resubmit the flow to ask again)"
+        return "no failed Job step or timed-out gate to rerun" + (
+            f" among {listing(sorted(wanted))}" if wanted else ""
+        )
+    if late := late_decisions(flow, wanted):
+        return (
+            f"a decision given after its gate timed out would decide the rerun at once: {listing(late)}; "
+            f"remove it first (kubectl annotate jf {flow.metadata.name} -n {flow.metadata.namespace} "
+            f"{' '.join(k + '-' for k in late)})"
+        )
     if blocking:
         return f"step {listing(blocking)} failed too and would fail the flow again at once: rerun it as well"
     return None
@@ -156,7 +197,9 @@ def _reset(step: StepStatus, failed: bool, who: str) -> StepStatus:
     if failed:
         return StepStatus(
             name=step.name,
-            retry_count=step.retry_count + 1,  # the next attempt: a new Job, the old one kept for its logs
+            # A Job step's next attempt: a new Job, the old one kept for its logs. A gate has no Job: its
+            # count stays; its cleared startTime makes its timeout count from when the rerun reaches it.
+            retry_count=step.retry_count + (0 if timed_out(step) else 1),
             message=f"rerun requested by {who}",
         )
     if step.phase == StepPhase.SKIPPED:

@@ -11,7 +11,7 @@ from zen_flow.api.jobflow import Approval
 from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approvals import decision
 from zen_flow.planner.backoff import retry_delay, retry_limit
-from zen_flow.planner.events import REJECT_MARK, TIMEOUT_MARK
+from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
 from zen_flow.planner.outputs import (
     OutputError,
@@ -206,7 +206,8 @@ class Observation(PlanState):
 
     def expire_approval(self, w: StepWork) -> None:
         """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:
-        then it is rejected (Failed), as if someone had said no."""
+        then it is rejected (Failed), as if someone had said no; unlike a rejection, a rerun asks again
+        (its reset clears `start_time`, so the wait counts from when the rerun reaches it)."""
         timeout = w.spec.timeout_seconds
         if not timeout or w.start_time is None or w.phase != StepPhase.PENDING_APPROVAL:
             return
@@ -214,5 +215,5 @@ class Observation(PlanState):
         if self.now < due:
             self.wakeups.append(due)
             return
-        w.fail(self.now, f"{REJECT_MARK}: no decision within {timeout}s (timeoutSeconds)")
+        w.fail(self.now, f"{NO_DECISION_MARK} {timeout}s (timeoutSeconds)")
         self.note_failure(w)

@@ -20,10 +20,11 @@ Placeholders `{{inputs.parameters.NAME}}`, and the original's `{{.Parameters.NAM
 `{{.parameters.NAME}}` and `${parameters.NAME}`, are replaced in every string VALUE of the Job (never in
 keys, never as text over serialized JSON, so any value is JSON-safe), in one pass (a value containing
 `{{` is not expanded again); so are the original's `{{.JobFlow.Name}}`, `{{.JobFlow.Namespace}}` and
-`{{.StepName}}` (core/parameter_forms.py). Where Kubernetes expands `$(VAR)` (command, args, env values)
-a substituted value has `$` doubled so it arrives literally. An unknown name, a parameter that cannot be
-resolved, or another action on the original's template context (`{{ .Parameters.x | upper }}`) fails the
-step: the Job is never created with a placeholder left in it.
+`{{.StepName}}` (core/parameter_forms.py); every `{{ }}` form also with text/template's trim markers
+(`{{- x -}}` trims the white space beside it, in the same string). Where Kubernetes expands `$(VAR)`
+(command, args, env values) a substituted value has `$` doubled so it arrives literally. An unknown
+name, a parameter that cannot be resolved, or another action on the original's template context
+(`{{ .Parameters.x | upper }}`) fails the step: the Job is never created with a placeholder left in it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ from typing import Any
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.jobflow import InputParameter, KeyRef, Step
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
-from zen_flow.core.parameter_forms import SUBSTITUTED, SUPPORTED, env_name, marked, unsupported
+from zen_flow.core.parameter_forms import (
+    SUPPORTED,
+    context_field,
+    env_name,
+    marked,
+    parameter,
+    substitute,
+    unsupported,
+)
 from zen_flow.planner.jobs import JobBuildError
 
 _CONTAINER_LISTS = ("containers", "initContainers")
@@ -179,10 +188,10 @@ class _Substitution:
         expandable = _expandable(path)
 
         def replace(match: re.Match[str]) -> str:
-            if (field := match.group(3) or match.group(4)) is not None:
+            if (field := context_field(match)) is not None:
                 known = self.context[field]
                 return escape_expansion(known) if expandable else known
-            name = match.group(1) or match.group(2)
+            name = parameter(match) or ""
             found = self.by_name.get(name)
             if found is None:
                 known = ", ".join(sorted(self.by_name)) or "none"
@@ -200,7 +209,7 @@ class _Substitution:
                 )
             return f"$({found.env_name})"
 
-        return SUBSTITUTED.sub(replace, value)
+        return substitute(value, replace)
 
     def walk(self, node: Any, path: tuple[str | int, ...]) -> Any:
         if isinstance(node, str):

@@ -6,14 +6,16 @@ and `--for=condition=Failed` work; `lastTransitionTime` changes only when a cond
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
-from zen_flow.api.meta import Condition
+from zen_flow.api.meta import Condition, format_time
+from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.estimate import estimate_completion
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
@@ -33,6 +35,8 @@ REASON_JOB_REJECTED = "JobRejected"
 REASON_STATUS_REJECTED = "StatusRejected"
 # Running steps whose Job is held suspended, grouped beside the phases (`_by_phase`).
 _HELD_KEY = "Running/held"
+# How a Retrying step's message begins (observation.attempt_failed); the flow's message says the attempt.
+_ATTEMPT_FAILED = re.compile(r"attempt \d+ failed: ")
 
 
 def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
@@ -88,10 +92,33 @@ def _names(steps: Sequence[StepStatus], phase: StepPhase) -> list[str]:
     return list(_by_phase(steps).get(phase, ()))
 
 
+def _retrying(steps: Sequence[StepStatus], names: Sequence[str], limit: Callable[[str], int]) -> str:
+    """When the Retrying steps try again (`nextRetryTime`, shown by no printer column otherwise): one
+    step with its attempt and why the last one failed, several with their times."""
+    by_name = {s.name: s for s in steps if s.name in names}
+
+    def due(step: StepStatus) -> str:
+        return f" at {format_time(step.next_retry_time)}" if step.next_retry_time is not None else ""
+
+    if len(names) > 1:
+        return f"retrying: {listing([n + due(by_name[n]) for n in names])}"
+    step = by_name[names[0]]
+    allowed = limit(step.name)
+    # Retrying means attempt retry_count + 1 failed (counted from 1) with retries left, out of limit + 1.
+    attempt = f" (attempt {step.retry_count + 2} of {allowed + 1})" if allowed > step.retry_count else ""
+    why = _ATTEMPT_FAILED.sub("", step.message or "", count=1)
+    return f"step {step.name} retrying{due(step)}{attempt}{': ' + why if why else ''}"
+
+
 def flow_message(
-    phase: FlowPhase, steps: Sequence[StepStatus], failure: str | None, queued: str | None = None
+    phase: FlowPhase,
+    steps: Sequence[StepStatus],
+    failure: str | None,
+    queued: str | None = None,
+    limit: Callable[[str], int] = lambda _: 0,
 ) -> str:
-    """One short human line saying what the flow is doing or why it ended."""
+    """One short human line saying what the flow is doing or why it ended; `limit(step)` is a step's
+    retryPolicy limit."""
     held = _by_phase(steps).get(_HELD_KEY, ())
     running = [n for n in _names(steps, StepPhase.RUNNING) if n not in held]
     retrying = _names(steps, StepPhase.RETRYING)
@@ -117,10 +144,10 @@ def flow_message(
         parts.append(f"running: {listing(running)}")
     if held:
         parts.append(f"held (Job suspended): {listing(held)}")
-    if retrying:
-        parts.append(f"retrying: {listing(retrying)}")
     if waiting:
         parts.append(f"waiting for approval of {listing(waiting)}")
+    if retrying:  # last: why the attempt failed is the longest part, the one cut
+        parts.append(_retrying(steps, retrying, limit))
     if not parts:
         parts.append("waiting to start")
     return cut("; ".join(parts), MAX_FLOW_MESSAGE)
@@ -253,7 +280,10 @@ def assemble(
     if old.progress == counts:
         counts = old.progress
     queued = queued if phase == FlowPhase.PENDING else None
-    message = flow_message(phase, step_tuple, failure, queued)
+    specs = {s.name: s for s in flow.spec.steps} if StepPhase.RETRYING in _by_phase(step_tuple) else {}
+    message = flow_message(
+        phase, step_tuple, failure, queued, lambda name: retry_limit(specs[name]) if name in specs else 0
+    )
     generation = flow.metadata.generation or old.observed_generation
     # Re-estimated only when a step or the flow changes phase: between transitions the old estimate
     # stands, so a reconcile that changes nothing else writes nothing.
