@@ -23,8 +23,9 @@ from zen_flow.planner.events import TIMEOUT_MARK
 log = get_logger(__name__)
 
 # Job creates in flight per reconcile: at 8, the last Job of a 200-wide fan-out came 1.8x later than an
-# ideal driver's; at 16, no later (docs/BENCHMARKS.md). The client lets 32 requests fly at once, so one
-# fan-out leaves room for the other workers' requests (the watches have connections of their own).
+# ideal driver's; at 16, no later (docs/BENCHMARKS.md). The client lets 32 requests fly at once, 24 of
+# one namespace, so one fan-out leaves room for the other workers' requests, its namespace's included
+# (the watches have connections of their own).
 CREATE_CONCURRENCY = 16
 
 
