@@ -84,6 +84,27 @@ def test_text_that_is_not_ours_keeps_its_markers_and_the_text_beside_ours_is_tri
     assert substituted(text) == "{{-3}} -o go-template='{{- .metadata.name -}}'step"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        """kubectl get cm -o go-template='{{index .data "app-parameters.yaml"}}'""",
+        """{{ template "db-parameters.tpl" . }}""",
+    ],
+)
+def test_someone_elses_template_with_a_dash_before_parameters_is_left_alone(text: str) -> None:
+    # A dash counts only right after `{{` or white space; inside other text (a key, a file name) the
+    # action is not ours: admitted and left as it is, as before trim markers were read.
+    assert validate_jobflow(flow_with(text)) == []
+    assert substituted(text) == text
+
+
+@pytest.mark.parametrize("text", ["{{-.StepName}}", "{{ -.StepName }}", "{{-parameters.x}}"])
+def test_a_dash_stuck_to_our_field_is_refused(text: str) -> None:
+    errors = validate_jobflow(flow_with(text))
+    assert errors
+    assert "unsupported template action" in str(errors[0])
+
+
 def test_the_planner_creates_the_job_with_the_trimmed_text() -> None:
     template = job_template()
     template["spec"]["template"]["spec"]["containers"][0]["args"] = ["release-\n  {{- .StepName -}}\n  -v1"]

@@ -347,6 +347,10 @@ def test_a_lost_writes_job_being_deleted_is_waited_for_unless_it_finished(finish
         return
     assert again.actions == ()
     assert phases == {"a": "Pending", "b": "Pending"}
+    assert (
+        sim.flow.status.steps[0].message
+        == f"waiting for Job {name}, deleted before it finished, to go; then it starts again"
+    )
     sim.collect()  # gone: the step's Job is created afresh
     sim.reconcile()
     assert sim.created == [name, name]

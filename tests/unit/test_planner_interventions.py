@@ -180,12 +180,17 @@ def test_a_rerun_never_repeats_what_succeeded_and_never_reuses_a_job(flow: JobFl
         raise AssertionError("flow did not finish")
     succeeded = {s.name: s for s in sim.flow.status.steps if s.phase == "Succeeded"}
     manual = {s.name for s in flow.spec.steps if s.is_manual}
-    # Failed Job steps rerun, and gates that timed out (nobody decided); a rejected gate never does.
+    optional = {s.name for s in flow.spec.steps if s.continue_on_failure}
+    # Failed Job steps rerun, and gates that timed out (nobody decided) unless optional (their dependents
+    # went on: rerun only when named); a rejected gate never does.
     failed_jobs = {
         s.name
         for s in sim.flow.status.steps
         if s.phase == "Failed"
-        and (s.name not in manual or (s.message or "").startswith("rejected: no decision"))
+        and (
+            s.name not in manual
+            or ((s.message or "").startswith("rejected: no decision") and s.name not in optional)
+        )
     }
     skipped = {s.name for s in sim.flow.status.steps if s.phase == "Skipped"}
     was = sim.phase
@@ -260,6 +265,42 @@ def test_a_rerun_of_a_gate_that_timed_out_waits_for_a_decision_again_with_a_fres
     sim.complete(sim.running()[0])
     sim.reconcile()
     assert sim.phase == "Succeeded"
+
+
+def test_an_optional_gate_that_timed_out_reruns_only_when_named() -> None:
+    # Its dependents went on without it: a rerun of the flow's failures must not hold them again for the
+    # gate's whole timeout; named, it waits for a decision again.
+    steps = [
+        job_step("build"),
+        manual_step("gate", "build", timeoutSeconds=3600, continueOnFailure=True),
+        job_step("deploy", "gate"),
+    ]
+    sim = Simulator(make_flow(steps, name="release"), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    sim.advance(3600)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    assert (sim.phase, phases(sim)) == (
+        "Failed",
+        {"build": "Succeeded", "gate": "Failed", "deploy": "Failed"},
+    )
+    sim.annotate(f"{APPROVE_PREFIX}gate", "true")  # late: ignored, as the gate is not rerun
+    ask(sim, "r1")
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["deploy"]
+    assert phases(sim) == {"build": "Succeeded", "gate": "Failed", "deploy": "Running"}
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    sim.annotate(f"{APPROVE_PREFIX}gate", None)
+    ask(sim, "r2", steps="gate,deploy")
+    sim.reconcile()
+    assert (sim.phase, phases(sim)) == (
+        "Paused",
+        {"build": "Succeeded", "gate": "PendingApproval", "deploy": "Pending"},
+    )
 
 
 def test_a_gate_that_times_out_again_can_be_rerun_again() -> None:

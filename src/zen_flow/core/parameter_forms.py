@@ -42,9 +42,11 @@ SUPPORTED = (
 )
 _ACTION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 # An action that reads the original's context: a term that starts with one of its fields.
-# A `-` before it too: `{{-.StepName}}` (no space after the dash) is no trim marker, and Go refuses it.
+# A `-` right before it too, after `{{` or white space: `{{-.StepName}}` (no space after the dash) is no
+# trim marker, and Go refuses it, as `{{ -.StepName }}`. Not after other text: `"app-parameters.yaml"` in
+# someone else's `{{index .data "app-parameters.yaml"}}` is not ours.
 _READS_CONTEXT = re.compile(
-    r"(?:^|[\s(|{-])(?:\.(?:JobFlow|StepName|[Pp]arameters)\b|(?:inputs\.)?parameters\.)"
+    r"(?:^\{\{-|^|[\s(|{]-?)(?:\.(?:JobFlow|StepName|[Pp]arameters)\b|(?:inputs\.)?parameters\.)"
 )
 _NOT_ENV = re.compile(r"[^A-Z0-9]")
 

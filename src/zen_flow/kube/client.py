@@ -116,10 +116,14 @@ class KubeClient:
         retry: bool = True,
         request_timeout: float | None = None,
         limiter: Limiter | None = None,
+        namespace_line: bool = True,
     ) -> dict[str, Any]:
         """One API call; returns the decoded JSON body. Raises `ApiError` subclasses or `TransportError`.
 
         `limiter` replaces the client's token bucket for this call (the event recorder's own budget).
+        `namespace_line=False` skips the namespace's share of the request slots (kube/request_slots.py):
+        for a sender shared by every namespace (the event recorder), which must not wait behind one
+        namespace's slow requests.
         """
         raw = await self.request_raw(
             method,
@@ -130,6 +134,7 @@ class KubeClient:
             retry=retry,
             request_timeout=request_timeout,
             limiter=limiter,
+            namespace_line=namespace_line,
         )
         try:
             decoded = nesting.loads(raw) if raw else {}
@@ -159,13 +164,14 @@ class KubeClient:
         request_timeout: float | None = None,
         limiter: Limiter | None = None,
         accept: str | None = None,
+        namespace_line: bool = True,
     ) -> bytes:
         """`request`, returning the body undecoded: for a caller that needs one field of a big answer.
         `accept` replaces the session's `Accept: application/json` (e.g. `METADATA_ONLY`)."""
         limiter = limiter or self._limiter
         if not retry:
             return await self._request_once(
-                method, path, query, body, content_type, request_timeout, limiter, accept
+                method, path, query, body, content_type, request_timeout, limiter, accept, namespace_line
             )
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.options.retry_attempts)
@@ -178,7 +184,7 @@ class KubeClient:
         async for attempt in retrying:
             with attempt:
                 return await self._request_once(
-                    method, path, query, body, content_type, request_timeout, limiter, accept
+                    method, path, query, body, content_type, request_timeout, limiter, accept, namespace_line
                 )
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
@@ -299,6 +305,7 @@ class KubeClient:
         request_timeout: float | None,
         limiter: Limiter,
         accept: str | None = None,
+        namespace_line: bool = True,
     ) -> bytes:
         queued = self._clock.monotonic()
         await limiter.acquire()
@@ -313,7 +320,7 @@ class KubeClient:
         for refreshed in (False, True):
             sending = queued
             try:
-                slot = await self._requests.acquire(path)
+                slot = await self._requests.acquire(path if namespace_line else None)
                 try:
                     sending = self._clock.monotonic()
                     response: aiohttp.ClientResponse = await self._call(

@@ -156,6 +156,7 @@ class EventRecorder:
                 body=self._body(name, item),
                 retry=False,
                 limiter=self._limiter,
+                namespace_line=False,  # one sender for all: never behind a namespace's slow requests
             )
             self._remember(key, _Sent(name, item.count, now))
         except KubeError as err:
@@ -177,6 +178,7 @@ class EventRecorder:
             content_type="application/merge-patch+json",
             retry=False,
             limiter=self._limiter,
+            namespace_line=False,
         )
         seen.count += item.count
 

@@ -43,9 +43,10 @@ class RequestSlots:
         self._share = share if share is not None else max(1, total - total // 4)
         self._namespaces: dict[str, _Share] = {}
 
-    async def acquire(self, path: str) -> str | None:
-        """Wait for a slot for a request to `path`; returns what `release` needs."""
-        namespace = namespace_of_path(path)
+    async def acquire(self, path: str | None) -> str | None:
+        """Wait for a slot for a request to `path` (None: outside any namespace's share); returns what
+        `release` needs."""
+        namespace = namespace_of_path(path) if path is not None else None
         if namespace is not None:
             share = self._namespaces.get(namespace)
             if share is None:

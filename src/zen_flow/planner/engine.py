@@ -131,6 +131,10 @@ class _Planner(Observation):
         if existing is not None and not adoptable(existing):
             # The flow's own Job of that name, being deleted before it finished (a status write lost, and
             # the Job deleted since): the step waits, and its deletion wakes the flow to create it afresh.
+            # Said in its message: a finalizer or a NotReady node can hold the deletion a long time.
+            w.message = bound(
+                f"waiting for Job {name}, deleted before it finished, to go; then it starts again"
+            )
             return
         if existing is not None:  # only reachable when adoption was skipped; never create twice
             w.start(self.job_ref(name, existing), self.now, attempt=attempt)

@@ -12,7 +12,8 @@ in `status.audit.retries` (id, user, time, the steps it reran):
 
 - on a Failed flow: its failed Job steps in scope go back to Pending with their next attempt (a new Job
   name, so the old attempts' Jobs stay for their logs), and so do its Manual steps in scope that timed
-  out (nobody decided: reached again, they wait for a decision with a fresh timeout); every Skipped step
+  out (nobody decided: reached again, they wait for a decision with a fresh timeout; one with
+  continueOnFailure only when named, as its dependents went on without it); every Skipped step
   goes back to Pending (it never ran), Succeeded steps and their outputs stay, a rejected Manual step
   stays rejected (its annotation decides it); the flow is Running again, its deadline counts from its
   first step's start, and in a concurrency group it waits for the others like a flow that has not
@@ -86,15 +87,21 @@ def timed_out(step: StepStatus) -> bool:
 
 def rerunnable_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
     """The failed steps a rerun of `wanted` (empty: every failed step) would run again: Job steps, and
-    Manual steps that timed out; a rejected Manual step is decided by its annotation and never reruns."""
+    Manual steps that timed out; a rejected Manual step is decided by its annotation and never reruns.
+    A gate that timed out with `continueOnFailure` reruns only when named: its dependents went on without
+    it, and asked again unasked it would hold them for its whole timeout."""
     specs = {s.name: s for s in flow.spec.steps}
+
+    def reruns(step: StepStatus) -> bool:
+        spec = specs[step.name]
+        if not spec.is_manual:
+            return True
+        return timed_out(step) and (not spec.continue_on_failure or step.name in wanted)
+
     return [
         s.name
         for s in flow.status.steps
-        if s.phase == StepPhase.FAILED
-        and s.name in specs
-        and (not specs[s.name].is_manual or timed_out(s))
-        and (not wanted or s.name in wanted)
+        if s.phase == StepPhase.FAILED and s.name in specs and (not wanted or s.name in wanted) and reruns(s)
     ]
 
 
