@@ -131,6 +131,23 @@ async def test_step_duration_is_the_run_time_of_jobs_not_the_wait_for_an_approva
     # The gate still counts as a step that succeeded; its wait was zen_flow_approvals_pending's to show.
     transitions = {"namespace": "team", "phase": "Succeeded"}
     assert registry.get_sample_value("zen_flow_step_transitions_total", transitions) == 3
+    # The flow's own duration is end to end: the six hours waiting for the approval included.
+    status = rig.flow.status
+    took = (status.completion_time - status.start_time).total_seconds()  # type: ignore[operator]
+    assert took > 6 * 3600
+    assert registry.get_sample_value("zen_flow_jobflow_duration_seconds_count", transitions) == 1
+    assert registry.get_sample_value("zen_flow_jobflow_duration_seconds_sum", transitions) == took
+
+
+@pytest.mark.parametrize("rig", [INVALID], indirect=True)
+async def test_a_flow_that_never_started_has_no_duration(rig: Rig) -> None:
+    rig.api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    failed = {"namespace": rig.flow.metadata.namespace, "phase": "Failed"}
+    registry = rig.metrics.registry
+    assert registry.get_sample_value("zen_flow_jobflow_completions_total", failed) == 1
+    assert registry.get_sample_value("zen_flow_jobflow_duration_seconds_count", failed) is None
 
 
 @pytest.mark.parametrize("rig", [INVALID], indirect=True)

@@ -35,6 +35,8 @@ _QUEUE_BUCKETS = (*_LATENCY_BUCKETS, 30.0, 60.0, 120.0, 300.0)
 # From "no wait" (a token was free) up: most requests wait nothing, and a throttled one waits 1/qps or more.
 _WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+# A flow runs from seconds to days (approval gates, long chains): up to its longest deadline, 30 days.
+_FLOW_BUCKETS = (5, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400, 259200, 604800, 2592000)
 
 
 # `zen_flow_job_deletes_total{reason}` (executor.delete_cause maps the DeleteJob reasons to these).
@@ -208,6 +210,14 @@ class Metrics:
             "Run time of a finished step's Jobs by result (Manual gates, which run no Job, are not observed)",
             ["namespace", "result"],
             buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.flow_duration = Histogram(
+            "zen_flow_jobflow_duration_seconds",
+            "Time from a flow's first step start to its end, by phase (Succeeded, Failed); approval waits "
+            "included. A flow that ends before a step starts is not observed",
+            ["namespace", "phase"],
+            buckets=_FLOW_BUCKETS,
             registry=r,
         )
         self.step_retries = Counter(

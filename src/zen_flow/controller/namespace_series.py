@@ -35,6 +35,7 @@ class NamespaceSeries:
             (m.flow_completions, "phase"),
             (m.step_transitions, "phase"),
             (m.step_duration, "result"),
+            (m.flow_duration, "phase"),
             (m.step_retries, None),
             (m.step_timeouts, None),
         )

@@ -173,6 +173,11 @@ class StatusWriter:
                     self._metrics.step_duration.labels(ns, step.phase).observe(seconds)
         if status.phase != flow.status.phase and status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
             self._metrics.flow_completions.labels(ns, status.phase).inc()
+            # How long flows take end to end, what a team's SLO is about (the steps' own run times are
+            # zen_flow_step_duration_seconds). An invalid flow, or one stopped before it started, ran nothing.
+            if status.start_time is not None and status.completion_time is not None:
+                seconds = (status.completion_time - status.start_time).total_seconds()
+                self._metrics.flow_duration.labels(ns, status.phase).observe(seconds)
 
 
 def with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowStatus:
