@@ -644,3 +644,21 @@ def test_make_validate_examples_checks_the_examples_and_the_original_forms() -> 
     assert "JobFlow(s)" not in done.stdout  # errors only on stdout; the summary is on stderr
     expected = len(project_examples()) + len(original_forms()) + len(upstream_examples())
     assert f"{expected} JobFlow(s) checked, 0 invalid" in done.stderr
+
+
+def test_kubectl_prints_the_webhooks_warning_for_an_artifact_stored_nowhere(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    # Accepted (the original took it), but kept nowhere: the user hears it where they applied it.
+    artifact = {"name": "report", "path": "/out/report.txt"}
+    body = flow(
+        "nowhere", namespace, [{"name": "a", "template": job(), "outputs": {"artifacts": [artifact]}}]
+    )
+    done = apply(kubectl, body)
+    assert done.returncode == 0, done.stderr
+    assert "Warning: spec.steps[0].outputs.artifacts[0]: no s3, so report is stored nowhere" in done.stderr, (
+        done.stderr
+    )
+    labelled = kubectl("label", "jobflow", "nowhere", "-n", namespace, "team=a", check=False)
+    assert labelled.returncode == 0
+    assert "Warning" not in labelled.stderr  # the spec did not change: said once

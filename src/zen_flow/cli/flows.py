@@ -40,6 +40,7 @@ from zen_flow.planner.approvals import decision
 from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.warnings import flow_warnings
 
 WAIT_POLL_SECONDS = 1.0
 
@@ -338,6 +339,8 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
             doc, errors = override_arguments(doc, overrides)
             errors += validate_jobflow(doc) + validate_approvals(doc)
             problems += [f"{label}: {error}" for error in errors]
+            for warning in [] if errors else flow_warnings(doc):  # what the webhook would say too
+                sys.stderr.write(f"{label}: Warning: {warning}\n")
             docs.append(doc)
     if problems:
         raise UsageError("invalid, nothing was created:\n" + "\n".join(problems))

@@ -4,8 +4,9 @@ directories; `-p` overrides the flows' arguments first (as creating the flow fro
 Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents
 that are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be
 checked. One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number,
-when the file has several documents); then one line on `err`: how many flows were checked and how many
-are invalid. Exit status: 0 all valid; 2 some flow invalid, or a path could not be read or parsed (as
+when the file has several documents); the webhook's warnings on a valid flow on `err` (`Warning: ...`,
+as kubectl prints them); then one line on `err`: how many flows were checked and how many are invalid.
+Exit status: 0 all valid; 2 some flow invalid, or a path could not be read or parsed (as
 `zen-flow submit` refuses an invalid file: 2 is bad input, 1 is left to the cluster's answers).
 """
 
@@ -20,6 +21,7 @@ from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.warnings import flow_warnings
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -68,6 +70,8 @@ def validate_paths(
                 errors += validate_jobflow(doc) + validate_approvals(doc)
                 for error in errors:
                     out.write(f"{label}: {error}\n")
+                for warning in [] if errors else flow_warnings(doc):  # as kubectl prints the webhook's
+                    err.write(f"{label}: Warning: {warning}\n")
                 if errors:
                     invalid += 1
                     status = EXIT_INVALID

@@ -28,6 +28,7 @@ from zen_flow.validation import (
     validate_jobflow,
     validate_update,
 )
+from zen_flow.validation.warnings import flow_warnings, spec_may_warn
 from zen_flow.webhook.envelope import (
     ADMISSION_API_VERSION,
     ADMISSION_KIND,
@@ -62,8 +63,12 @@ def _envelope(response: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": ADMISSION_API_VERSION, "kind": ADMISSION_KIND, "response": response}
 
 
-def allow(uid: str, patch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def allow(
+    uid: str, patch: list[dict[str, Any]] | None = None, warnings: list[str] | None = None
+) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if warnings:
+        response["warnings"] = warnings
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
@@ -136,6 +141,7 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
         meta = request.object.member("metadata")
         old = {"metadata": request.old_object.member("metadata")} if request.operation == "UPDATE" else None
         steps = request_decisions(request.operation, {"metadata": meta}, old)
+        warnings = _warnings(request)
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc), None
     decisions = None
@@ -143,7 +149,16 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
         # The request names the flow; the object too, should a `generateName` leave the request's empty.
         name = request.name or (meta.get("name") if isinstance(meta, dict) else None) or ""
         decisions = Decisions(request.uid, request.namespace, name, request.user, tuple(sorted(steps)))
-    return allow(request.uid), decisions
+    return allow(request.uid, warnings=warnings), decisions
+
+
+def _warnings(request: AdmissionRequest) -> list[str]:
+    """Warnings for a new spec (a create, or an update that changes it): an approval or a label on a flow
+    already warned about says nothing again."""
+    spec = request.object.raw("spec")
+    if not spec_may_warn(spec) or (request.operation == "UPDATE" and spec == request.old_object.raw("spec")):
+        return []
+    return flow_warnings({"spec": request.object.member("spec")})
 
 
 def _check_create(raw: RawObject) -> list[FieldError]:

@@ -1,0 +1,78 @@
+"""Admission warnings: what is accepted but does not do what the manifest suggests (validation/warnings.py),
+sent by the validating webhook (kubectl prints them) and printed by `zen-flow validate` and `submit`."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from test_webhook_review import review
+from validation_samples import base_flow, step
+
+from zen_flow.cli.validate import validate_paths
+from zen_flow.validation.warnings import MAX_WARNINGS, flow_warnings, spec_may_warn
+from zen_flow.webhook.review import validate_review
+
+WARNING = (
+    "spec.steps[0].outputs.artifacts[0]: no s3, so out is stored nowhere and no later step can take it "
+    "(the original meant to keep it in a ConfigMap)"
+)
+
+
+def kept_nowhere() -> dict[str, Any]:
+    flow = base_flow()
+    del step(flow, "a")["outputs"]["artifacts"][0]["s3"]
+    return flow
+
+
+def test_an_output_artifact_without_s3_draws_a_warning_and_one_with_s3_none() -> None:
+    assert flow_warnings(kept_nowhere()) == [WARNING]
+    assert flow_warnings(base_flow()) == []
+
+
+def test_many_warnings_are_summed_up() -> None:
+    flow = kept_nowhere()
+    artifact = step(flow, "a")["outputs"]["artifacts"][0]
+    step(flow, "a")["outputs"]["artifacts"] = [{**artifact, "name": f"o{i}"} for i in range(25)]
+    warnings = flow_warnings(flow)
+    assert len(warnings) == MAX_WARNINGS
+    assert warnings[-1] == f"and {25 - MAX_WARNINGS + 1} more artifacts without s3"
+
+
+def test_a_spec_without_artifacts_is_not_decoded_for_warnings() -> None:
+    assert not spec_may_warn(json.dumps({"steps": [{"name": "a"}]}).encode())
+    assert spec_may_warn(json.dumps(kept_nowhere()["spec"]).encode())
+    assert not spec_may_warn(None)
+
+
+def test_the_webhook_warns_on_a_new_spec_not_on_an_update_that_keeps_it() -> None:
+    flow = kept_nowhere()
+    created = validate_review(review(flow))["response"]
+    assert (created["allowed"], created["warnings"]) == (True, [WARNING])
+    labelled = copy.deepcopy(flow)
+    labelled["metadata"]["labels"] = {"team": "a"}
+    assert "warnings" not in validate_review(review(labelled, "UPDATE", old=flow))["response"]
+    fine = validate_review(review(base_flow()))["response"]
+    assert fine["allowed"]
+    assert "warnings" not in fine
+
+
+def test_the_webhook_sends_no_warning_with_a_refusal() -> None:
+    flow = kept_nowhere()
+    step(flow, "b")["dependencies"] = ["zzz"]
+    answer = validate_review(review(flow))["response"]
+    assert not answer["allowed"]
+    assert "warnings" not in answer
+
+
+def test_validate_prints_the_warning_and_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(kept_nowhere()))
+    out, err = io.StringIO(), io.StringIO()
+    assert validate_paths([str(path)], out, err) == 0
+    assert out.getvalue() == ""
+    assert f"{path}: Warning: {WARNING}\n" in err.getvalue()
