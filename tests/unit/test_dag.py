@@ -79,3 +79,48 @@ def test_random_dags_order_respects_every_edge(size: int, seed: int) -> None:
     for node, deps in edges:
         assert all(position[d] < position[node] for d in deps)
     assert Graph.build(edges).topological_order() == order
+
+
+def test_a_node_named_empty_is_never_a_dependency() -> None:
+    graph = Graph.build([("", []), ("a", ["", "b"]), ("b", [])])
+    assert graph.deps["a"] == ("b",)
+    assert graph.topological_order() == ("", "b", "a")
+
+
+def test_a_graph_whose_first_node_reaches_the_others_has_no_cycle() -> None:
+    # The later roots were all seen from the first one: the search skips them.
+    assert Graph.build([("c", ["a", "b"]), ("a", []), ("b", ["a"])]).find_cycle() is None
+
+
+def test_ancestors_of_a_diamond_are_each_counted_once() -> None:
+    graph = Graph.build([("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])])
+    assert graph.ancestors("d") == {"a", "b", "c"}
+    assert graph.ancestors("a") == set()
+
+
+@given(st.integers(1, 12), st.integers(0, 2**32))
+def test_random_graphs_cycles_and_ancestors_agree_with_brute_force(size: int, seed: int) -> None:
+    # Any graph, cycles allowed: a cycle is found exactly when no order exists, and a node's ancestors
+    # are what its dependencies reach (a node on a cycle is its own).
+    rng = random.Random(seed)
+    names = [f"n{i}" for i in range(size)]
+    edges = [(name, rng.sample(names, k=rng.randint(0, min(3, size)))) for name in names]
+    graph = Graph.build(edges)
+
+    def reach(node: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(graph.deps[node])
+        while todo:
+            cur = todo.pop()
+            if cur not in seen:
+                seen.add(cur)
+                todo += graph.deps[cur]
+        return seen
+
+    reached = {n: reach(n) for n in names}
+    cyclic = any(n in reached[n] for n in names)
+    assert (graph.find_cycle() is not None) == cyclic
+    if not cyclic:
+        graph.topological_order()
+    for name in names:
+        assert graph.ancestors(name) == reached[name]
