@@ -87,6 +87,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
             "ttlSecondsAfterFinished": 0,
             "backoffLimit": 2,
             "activeDeadlineSeconds": 7200,
+            "parallelism": 4,
             "podFailurePolicy": {
                 "rules": [
                     {

@@ -51,6 +51,8 @@ def exit_rule(*values: int, operator: str = "In", action: str = "FailJob", **ext
         },
         {"concurrencyPolicy": "Forbid", "ttlSecondsAfterFinished": 86400, "backoffLimit": 6},
         {"concurrencyPolicy": "Replace", "activeDeadlineSeconds": 7200},
+        {"parallelism": 1},
+        {"parallelism": 500, "concurrencyPolicy": "Allow"},
     ],
 )
 def test_valid_execution_policies(policy: dict[str, Any]) -> None:
@@ -73,10 +75,20 @@ def test_valid_execution_policies(policy: dict[str, Any]) -> None:
         ({"activeDeadlineSeconds": 0}, "activeDeadlineSeconds", E.INVALID, "greater than 0"),
         ({"activeDeadlineSeconds": -10}, "activeDeadlineSeconds", E.INVALID, "greater than 0"),
         ({"podFailurePolicy": []}, "podFailurePolicy", E.INVALID, "must be an object"),
+        ({"parallelism": -3}, "parallelism", E.INVALID, "must be at least 1"),
+        ({"parallelism": "4"}, "parallelism", E.INVALID, "must be an integer"),
+        ({"parallelism": 2.5}, "parallelism", E.INVALID, "must be an integer"),
+        ({"parallelism": True}, "parallelism", E.INVALID, "must be an integer"),
+        ({"parallelism": 2**31}, "parallelism", E.INVALID, "2147483647"),
     ],
 )
 def test_invalid_execution_policies(policy: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
     assert_error(with_policy(policy), f"{EP}.{path}", kind, text)
+
+
+def test_a_parallelism_of_zero_is_refused_naming_the_field() -> None:
+    error = assert_error(with_policy({"parallelism": 0}), f"{EP}.parallelism", E.INVALID)
+    assert str(error) == "spec.executionPolicy.parallelism: Invalid value: 0: must be at least 1"
 
 
 def test_execution_policy_must_be_an_object() -> None:

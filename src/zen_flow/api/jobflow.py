@@ -48,6 +48,7 @@ class ExecutionPolicy(Model):
     backoff_limit: int | None = None
     active_deadline_seconds: int | None = None
     pod_failure_policy: PodFailurePolicy | None = None
+    parallelism: int | None = None  # at most this many Job steps run at once; None: no limit
 
 
 class ResourceTemplates(Model):

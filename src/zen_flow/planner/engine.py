@@ -5,7 +5,8 @@ Three passes over the steps:
      decide approvals, adopt Jobs a lost status write did not record; then ask the flow's concurrency
      group (`peers`) whether it must wait or has been replaced;
   2. schedule: in topological order, skip what can never run, evaluate `when`, start ready steps and
-     due retries (unless suspended, failing fast, or past the deadline);
+     due retries (unless suspended, failing fast, or past the deadline; under executionPolicy.parallelism
+     only as many as it leaves room for, in spec order: planner.parallelism);
   3. conclude: a flow whose steps have all finished ends as they did; otherwise enforce a stop, a
      replacement or the flow deadline, end a failing flow once nothing runs, derive the phase.
 An unchanged situation yields the input status object itself and no actions (a quiet flow costs no
@@ -32,6 +33,7 @@ from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
+from zen_flow.planner.parallelism import running, unwait, wait, waiting
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
@@ -64,18 +66,48 @@ class _Planner(Observation):
                 self.schedule_pending(w)
             if w.terminal:
                 self.works.wake(self.dependents.get(name, ()))
+        if self.ready:
+            self.start_ready()
 
     def schedule_retry(self, w: StepWork) -> None:
+        w.message = unwait(w.message)  # said again below if it is still held
         if self.blocked():
             return
         due = w.next_retry_time
         if due is not None and self.now < due:
             self.wakeups.append(due)
             return
-        previous = w.message
-        self.create(w, w.retry_count + 1)
+        self.start(w, w.retry_count + 1)
+
+    def start(self, w: StepWork, attempt: int) -> None:
+        """Start the Job step `w` now, or, under a parallelism limit, once every ready step is known."""
+        if self.parallelism is None:
+            self.create_attempt(w, attempt)
+        else:
+            self.ready.append((w, attempt))
+
+    def start_ready(self) -> None:
+        """Start the ready steps in spec order while the limit leaves room (see planner.parallelism);
+        the others wait, saying why, until a Job finishes (its event wakes the flow)."""
+        limit = self.parallelism
+        assert limit is not None
+        position = {name: i for i, name in enumerate(self.works)}
+        self.ready.sort(key=lambda item: position[item[0].name])
+        taken = running(self.moving.values(), self.jobs)
+        for w, attempt in self.ready:
+            if self.blocked():  # a step failed at its Job's creation (fail-fast) just now
+                return
+            if taken >= limit:
+                w.message = wait(w.message if w.phase == StepPhase.RETRYING else None, limit)
+                continue
+            self.create_attempt(w, attempt)
+            taken += w.phase == StepPhase.RUNNING
+
+    def create_attempt(self, w: StepWork, attempt: int) -> None:
+        previous = w.message if w.phase == StepPhase.RETRYING else None
+        self.create(w, attempt)
         if w.phase == StepPhase.RUNNING and previous:
-            w.message = bound(f"attempt {w.retry_count + 1}; {previous}")
+            w.message = bound(f"attempt {attempt + 1}; {previous}")
 
     def dependency_verdict(self, w: StepWork) -> tuple[bool, str | None]:
         """(ready, why it can never run)."""
@@ -93,6 +125,8 @@ class _Planner(Observation):
         return ready, None
 
     def schedule_pending(self, w: StepWork) -> None:
+        if waiting(w.message):
+            w.message = None  # said again below if it is still held
         ready, never = self.dependency_verdict(w)
         if never is not None:
             w.skip(self.now, never)
@@ -119,7 +153,7 @@ class _Planner(Observation):
         if w.spec.is_manual:
             self.start_manual(w)
         else:
-            self.create(w, w.retry_count)
+            self.start(w, w.retry_count)
 
     def start_manual(self, w: StepWork) -> None:
         w.await_approval(self.now, w.spec.message or f"waiting for manual approval of step {w.name}")

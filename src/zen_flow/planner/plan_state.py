@@ -21,6 +21,7 @@ from zen_flow.planner.concurrency import NO_GROUP, Peer
 from zen_flow.planner.interventions import stop_request
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
+from zen_flow.planner.parallelism import parallelism_of
 from zen_flow.planner.shape import Shape
 from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works
 from zen_flow.planner.timing import after
@@ -91,6 +92,10 @@ class PlanState:
         self.failure: str | None = None  # the first step that failed for good (fail-fast)
         # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
         self.creating: tuple[CreateResource, ...] = ()
+        self.parallelism = parallelism_of(flow)
+        # Under a parallelism limit: the Job steps (and attempts) this plan would start, started in spec
+        # order once all are known (`_Planner.start_ready`).
+        self.ready: list[tuple[StepWork, int]] = []
         if StepPhase.FAILED in map(PHASE, initial.values()):
             for s in self.works.settled():
                 if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:

@@ -18,6 +18,8 @@ from zen_flow.api.meta import Condition, format_time
 from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.estimate import estimate_completion
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
+from zen_flow.planner.parallelism import parallelism_of
+from zen_flow.planner.parallelism import waiting as waiting_for_slot
 from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
 from zen_flow.planner.steps import HELD, NAME, PHASE
 
@@ -35,6 +37,8 @@ REASON_JOB_REJECTED = "JobRejected"
 REASON_STATUS_REJECTED = "StatusRejected"
 # Running steps whose Job is held suspended, grouped beside the phases (`_by_phase`).
 _HELD_KEY = "Running/held"
+# Ready steps held back by executionPolicy.parallelism (Pending, or Retrying with their retry due).
+_SLOT_KEY = "Ready/held"
 # How a Retrying step's message begins (observation.attempt_failed); the flow's message says the attempt.
 _ATTEMPT_FAILED = re.compile(r"attempt \d+ failed: ")
 
@@ -47,6 +51,12 @@ def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
         grouped: dict[str, list[str]] = {}
         for name, phase in zip(map(NAME, steps), map(PHASE, steps), strict=True):
             grouped.setdefault(phase, []).append(name)
+        if StepPhase.PENDING in grouped or StepPhase.RETRYING in grouped:
+            grouped[_SLOT_KEY] = [
+                s.name
+                for s in steps
+                if s.phase in (StepPhase.PENDING, StepPhase.RETRYING) and waiting_for_slot(s.message)
+            ]
         if StepPhase.RUNNING in grouped:
             grouped[_HELD_KEY] = [
                 s.name
@@ -116,12 +126,14 @@ def flow_message(
     failure: str | None,
     queued: str | None = None,
     limit: Callable[[str], int] = lambda _: 0,
+    parallelism: int | None = None,
 ) -> str:
     """One short human line saying what the flow is doing or why it ended; `limit(step)` is a step's
-    retryPolicy limit."""
+    retryPolicy limit, `parallelism` the flow's executionPolicy.parallelism."""
     held = _by_phase(steps).get(_HELD_KEY, ())
     running = [n for n in _names(steps, StepPhase.RUNNING) if n not in held]
-    retrying = _names(steps, StepPhase.RETRYING)
+    slotless = _by_phase(steps).get(_SLOT_KEY, ())
+    retrying = [n for n in _names(steps, StepPhase.RETRYING) if n not in slotless]
     waiting = _names(steps, StepPhase.PENDING_APPROVAL)
     parts: list[str] = []
     if phase == FlowPhase.SUCCEEDED:
@@ -146,6 +158,8 @@ def flow_message(
         parts.append(f"held (Job suspended): {listing(held)}")
     if waiting:
         parts.append(f"waiting for approval of {listing(waiting)}")
+    if slotless and parallelism is not None:
+        parts.append(f"parallelism {parallelism} reached, waiting: {listing(slotless)}")
     if retrying:  # last: why the attempt failed is the longest part, the one cut
         parts.append(_retrying(steps, retrying, limit))
     if not parts:
@@ -282,7 +296,12 @@ def assemble(
     queued = queued if phase == FlowPhase.PENDING else None
     specs = {s.name: s for s in flow.spec.steps} if StepPhase.RETRYING in _by_phase(step_tuple) else {}
     message = flow_message(
-        phase, step_tuple, failure, queued, lambda name: retry_limit(specs[name]) if name in specs else 0
+        phase,
+        step_tuple,
+        failure,
+        queued,
+        lambda name: retry_limit(specs[name]) if name in specs else 0,
+        parallelism_of(flow),
     )
     generation = flow.metadata.generation or old.observed_generation
     # Re-estimated only when a step or the flow changes phase: between transitions the old estimate

@@ -54,6 +54,9 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     deadline = r.integer(policy.get("activeDeadlineSeconds"), path + ".activeDeadlineSeconds")
     if deadline is not None and deadline <= 0:
         r.add(invalid(path + ".activeDeadlineSeconds", deadline, "must be greater than 0"))
+    parallelism = r.integer(policy.get("parallelism"), path + ".parallelism", maximum=INT32_MAX)
+    if parallelism is not None and parallelism < 1:
+        r.add(invalid(path + ".parallelism", parallelism, "must be at least 1"))
     pfp_path = path + ".podFailurePolicy"
     pfp = r.mapping(policy.get("podFailurePolicy"), pfp_path)
     if pfp is None:

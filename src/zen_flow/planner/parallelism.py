@@ -1,0 +1,62 @@
+"""`spec.executionPolicy.parallelism`: at most that many of the flow's Job steps run at once.
+
+A Job step counts while its current attempt's Job exists and has not finished (a Job held suspended by
+a queue such as Kueue counts too: it holds its place in that queue), and so does every Job the plan
+itself creates. Manual gates waiting for a decision and steps waiting for their retry backoff run
+nothing, so they do not count; a due retry needs a free place like any other start.
+
+Ready steps held back by the limit keep their phase (Pending, or Retrying for a due retry) and say why
+in their message (`wait`); when places free up, the held steps start in spec order. A held step's own
+`timeoutSeconds` does not run (it counts from its Job's creation); the flow's activeDeadlineSeconds does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from zen_flow.api.constants import StepPhase
+from zen_flow.api.job import Job
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner.steps import StepWork, bound
+
+# How a held step's message begins; `status` finds the held steps by it (a Retrying step keeps, after
+# it, why its last attempt failed).
+WAITING = "waiting for a slot: parallelism "
+
+
+def parallelism_of(flow: JobFlow) -> int | None:
+    """The limit, or None: no limit (unset, or an invalid value the validator refuses)."""
+    policy = flow.spec.execution_policy
+    limit = policy.parallelism if policy is not None else None
+    return limit if limit is not None and limit >= 1 else None
+
+
+def running(works: Iterable[StepWork], jobs: Mapping[str, Job]) -> int:
+    """Job steps that take a place: Running, with their Job not finished. One whose Job the status does
+    not find yet counts (the plan that created it left it so)."""
+    count = 0
+    for w in works:
+        if w.phase == StepPhase.RUNNING:
+            job = jobs.get(w.job_ref.name or "") if w.job_ref is not None else None
+            count += job is None or not job.finished
+    return count
+
+
+def wait(message: str | None, limit: int) -> str:
+    """`message` of a step held by `limit`: the reason first, what it said before (a failed attempt's
+    error) after it; unchanged when already said so, so a held step costs no status write."""
+    reason = f"{WAITING}{limit} reached"
+    rest = unwait(message)
+    return bound(f"{reason}; {rest}") if rest else reason
+
+
+def unwait(message: str | None) -> str | None:
+    """`message` without the reason `wait` put first."""
+    if message is None or not message.startswith(WAITING):
+        return message
+    _, _, rest = message.partition("; ")
+    return rest or None
+
+
+def waiting(message: str | None) -> bool:
+    return message is not None and message.startswith(WAITING)
