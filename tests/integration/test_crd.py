@@ -199,6 +199,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
             {
                 "name": "consume",
                 "dependencies": ["gate"],
+                "dependencyPolicy": "SucceededOrSkipped",
                 "when": "steps.produce.phase == 'Succeeded'",
                 "template": job("echo consume"),
                 "inputs": {

@@ -40,6 +40,9 @@ WHENS = [
 ]
 
 
+DEPENDENCY_POLICIES = ["AllSucceeded", "SucceededOrSkipped", "AnySucceeded"]
+
+
 @st.composite
 def random_flows(draw: st.DrawFn) -> JobFlow:
     count = draw(st.integers(1, 10))
@@ -61,6 +64,8 @@ def random_flows(draw: st.DrawFn) -> JobFlow:
             }
         if draw(st.integers(0, 3)) == 0:
             fields["timeoutSeconds"] = draw(st.integers(1, 120))
+        if draw(st.integers(0, 2)) == 0:  # joins: a Skipped dependency may let the step run
+            fields["dependencyPolicy"] = draw(st.sampled_from(DEPENDENCY_POLICIES))
         when = draw(st.sampled_from(WHENS)) if draw(st.integers(0, 3)) == 0 else None
         if when is not None:
             dep = f'steps["{deps[0]}"]' if deps else "steps.missing"
@@ -80,15 +85,21 @@ def random_flows(draw: st.DrawFn) -> JobFlow:
 
 
 def dependencies_allow(flow: JobFlow, status_phases: dict[str, str], step: str) -> bool:
+    """The documented dependencyPolicy rules, stated again independently of the planner's code."""
     spec = {s.name: s for s in flow.spec.steps}
+    policy = spec[step].dependency_policy or "AllSucceeded"
+    succeeded = False
     for dep in spec[step].dependencies:
         phase = status_phases[dep]
         if phase == StepPhase.SUCCEEDED:
+            succeeded = True
             continue
         if phase == StepPhase.FAILED and spec[dep].continue_on_failure:
             continue
+        if phase == StepPhase.SKIPPED and policy != "AllSucceeded":
+            continue
         return False
-    return True
+    return succeeded or policy != "AnySucceeded" or not spec[step].dependencies
 
 
 def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:

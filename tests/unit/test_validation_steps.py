@@ -1,5 +1,5 @@
 """Step rules: type and template (a batch/v1 Job), message and metadata, retryPolicy, timeoutSeconds,
-`when`, continueOnFailure."""
+`when`, continueOnFailure, dependencyPolicy."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from validation_samples import (
     pod_spec,
     step,
 )
+
+from zen_flow.validation import render
 
 E = ErrorType
 POD = "spec.steps[0].template.spec.template.spec"
@@ -445,6 +447,24 @@ def test_continue_on_failure_is_a_boolean() -> None:
     assert_error(
         mutated(lambda f: step(f, "a").update(continueOnFailure="yes")),
         "spec.steps[0].continueOnFailure",
+        E.INVALID,
+    )
+
+
+@pytest.mark.parametrize("policy", ["AllSucceeded", "SucceededOrSkipped", "AnySucceeded"])
+def test_dependency_policy_takes_the_three_documented_values(policy: str) -> None:
+    assert_valid(mutated(lambda f: step(f, "c").update(dependencyPolicy=policy)))
+
+
+def test_an_unknown_dependency_policy_is_refused_naming_the_field_and_the_values() -> None:
+    flow = mutated(lambda f: step(f, "c").update(dependencyPolicy="AnyOf"))
+    assert render(errors_of(flow)) == (
+        'spec.steps[3].dependencyPolicy: Unsupported value: "AnyOf": '
+        'supported values: "AllSucceeded", "SucceededOrSkipped", "AnySucceeded"'
+    )
+    assert_error(
+        mutated(lambda f: step(f, "c").update(dependencyPolicy=1)),
+        "spec.steps[3].dependencyPolicy",
         E.INVALID,
     )
 

@@ -272,6 +272,25 @@ def test_defaults_are_added_when_execution_policy_is_absent() -> None:
     }
 
 
+def test_an_unknown_dependency_policy_is_denied_naming_the_field() -> None:
+    flow = base_flow()
+    step(flow, "c")["dependencyPolicy"] = "AnyOf"
+    response = validate_review(review(flow))["response"]
+    assert response["allowed"] is False
+    assert response["status"]["message"].splitlines() == [
+        'JobFlow "flow" is invalid:',
+        'spec.steps[3].dependencyPolicy: Unsupported value: "AnyOf": '
+        'supported values: "AllSucceeded", "SucceededOrSkipped", "AnySucceeded"',
+    ]
+
+
+def test_no_step_field_is_defaulted_so_stored_steps_stay_as_written() -> None:
+    flow = base_flow()
+    step(flow, "c")["dependencyPolicy"] = "AnySucceeded"
+    out = mutate(flow)
+    assert out["spec"]["steps"] == flow["spec"]["steps"]  # dependencyPolicy: none added, none dropped
+
+
 def test_only_missing_defaults_are_added() -> None:
     flow = base_flow()
     flow["spec"]["executionPolicy"] = {

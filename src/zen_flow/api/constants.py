@@ -83,6 +83,14 @@ class StepType(StrEnum):
     MANUAL = "Manual"
 
 
+class DependencyPolicy(StrEnum):
+    """`spec.steps[].dependencyPolicy`: when a step with dependencies runs, once they have all ended."""
+
+    ALL_SUCCEEDED = "AllSucceeded"  # the default: a Skipped dependency skips the step
+    SUCCEEDED_OR_SKIPPED = "SucceededOrSkipped"  # a Skipped dependency counts as done
+    ANY_SUCCEEDED = "AnySucceeded"  # at least one dependency Succeeded
+
+
 class ConcurrencyPolicy(StrEnum):
     ALLOW = "Allow"
     FORBID = "Forbid"

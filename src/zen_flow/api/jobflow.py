@@ -171,6 +171,8 @@ class Step(Model):
     timeout_seconds: int | None = None
     when: str | None = None
     continue_on_failure: bool = False
+    # None: AllSucceeded (the webhook writes no default, so stored flows stay as they were written).
+    dependency_policy: str | None = None
     template: dict[str, Any] | None = None
     inputs: StepInputs | None = None
     outputs: StepOutputs | None = None

@@ -37,7 +37,7 @@ from zen_flow.planner.parallelism import running, unwait, wait, waiting
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
-from zen_flow.planner.readiness import producer, uncommitted
+from zen_flow.planner.readiness import dependency_verdict, producer, skipped_input, uncommitted
 from zen_flow.planner.resources import missing
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
@@ -110,19 +110,8 @@ class _Planner(Observation):
             w.message = bound(f"attempt {attempt + 1}; {previous}")
 
     def dependency_verdict(self, w: StepWork) -> tuple[bool, str | None]:
-        """(ready, why it can never run)."""
-        ready = True
-        for dep in w.spec.dependencies:
-            d = self.works.get(dep)
-            if d is None or d is w:
-                continue  # unknown names are the validator's business; the plan's shape rejects them
-            if d.phase == StepPhase.SKIPPED:
-                return False, f"dependency {dep} was skipped"
-            if d.phase == StepPhase.FAILED and not d.spec.continue_on_failure:
-                return False, f"dependency {dep} failed"
-            if d.phase not in (StepPhase.SUCCEEDED, StepPhase.FAILED):
-                ready = False
-        return ready, None
+        """(ready, why it can never run): planner.readiness.dependency_verdict over this plan's steps."""
+        return dependency_verdict(w, self.works)
 
     def schedule_pending(self, w: StepWork) -> None:
         if waiting(w.message):
@@ -173,6 +162,12 @@ class _Planner(Observation):
         if existing is not None:  # only reachable when adoption was skipped; never create twice
             w.start(self.job_ref(name, existing), self.now, attempt=attempt)
             self.observe_running(w)
+            return
+        if (missing_input := skipped_input(w.spec, self.works)) is not None:
+            # A join that ran past a Skipped branch (dependencyPolicy) must not read that branch's outputs:
+            # they do not exist, and a Job built without them would run on something else.
+            w.fail(self.now, missing_input)
+            self.note_failure(w)
             return
         try:
             body = build_job(self.flow, w.spec, name, attempt)

@@ -1,13 +1,100 @@
-"""What a step's inputs read from the steps before it, and whether those values are committed yet."""
+"""Whether a step may run after its dependencies (its `dependencyPolicy`), what its inputs read from the
+steps before it, and whether those values exist and are committed yet.
+
+`dependencyPolicy` (a step without dependencies has nothing to judge and is ready):
+  AllSucceeded (default)  every dependency Succeeded, or Failed with continueOnFailure; the first one
+                          Skipped skips the step (the original's rule, kept when the field is omitted);
+  SucceededOrSkipped      every dependency ended: Succeeded, Skipped, or Failed with continueOnFailure;
+                          the step runs even when all were Skipped (its own `when` can test their phases);
+  AnySucceeded            every dependency ended and at least one Succeeded; Skipped otherwise.
+Whatever the policy, a dependency Failed for good (without continueOnFailure) skips the step: the flow is
+failing (fail-fast), and a join must not turn a failure into a run.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from zen_flow.api.constants import DependencyPolicy, StepPhase
 from zen_flow.api.job import Job
+from zen_flow.api.jobflow import Step
+from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.planner.outputs import job_document
 from zen_flow.planner.parameters import Producer, json_path_sources
 from zen_flow.planner.steps import StepWork
+
+
+def dependency_verdict(w: StepWork, works: Mapping[str, StepWork]) -> tuple[bool, str | None]:
+    """(ready, why it can never run) of the Pending step `w`, by its dependencies' phases."""
+    policy = w.spec.dependency_policy or DependencyPolicy.ALL_SUCCEEDED
+    strict = policy == DependencyPolicy.ALL_SUCCEEDED
+    ready = True
+    succeeded = 0
+    judged = 0
+    for dep in w.spec.dependencies:
+        d = works.get(dep)
+        if d is None or d is w:
+            continue  # unknown names are the validator's business; the plan's shape rejects them
+        judged += 1
+        if d.phase == StepPhase.SKIPPED:
+            if strict:
+                return False, f"dependency {dep} was skipped"
+        elif d.phase == StepPhase.FAILED:
+            if not d.spec.continue_on_failure:
+                return False, f"dependency {dep} failed"
+        elif d.phase == StepPhase.SUCCEEDED:
+            succeeded += 1
+        else:
+            ready = False
+    if ready and judged and not succeeded and policy == DependencyPolicy.ANY_SUCCEEDED:
+        return False, "none of its dependencies succeeded (dependencyPolicy AnySucceeded)"
+    return ready, None
+
+
+def skipped_input(step: Step, works: Mapping[str, StepWork]) -> str | None:
+    """Why `step` cannot be built: an input reads the outputs of a step that was Skipped (reachable only
+    past a dependencyPolicy that lets a Skipped dependency through). Those outputs do not exist; the step
+    fails naming them rather than run on something else. None: no such input."""
+    inputs = step.inputs
+    if inputs is None:
+        return None
+    for param in inputs.parameters:
+        source = param.value_from.json_path if param.value_from is not None else None
+        if param.value is not None or not source or source.startswith("$"):
+            continue
+        ref, colon, path = source.partition(":")
+        if colon and _skipped(ref, works):
+            what = _output_named(path)
+            return (
+                f"input parameter {param.name} reads {what} of step {ref} ({source}), "
+                f"but step {ref} was skipped and has no outputs"
+            )
+    for artifact in inputs.artifacts:
+        if artifact.from_ is None or artifact.http is not None or artifact.s3 is not None:
+            continue
+        ref, _, name = artifact.from_.partition("/")
+        if _skipped(ref, works):
+            what = f"artifact {name}" if name else "its artifact"
+            return (
+                f"input artifact {artifact.name} reads {what} of step {ref} ({artifact.from_}), "
+                f"but step {ref} was skipped and has no outputs"
+            )
+    return None
+
+
+def _skipped(name: str, works: Mapping[str, StepWork]) -> bool:
+    d = works.get(name)
+    return d is not None and d.phase == StepPhase.SKIPPED
+
+
+def _output_named(path: str) -> str:
+    try:
+        segments = parse(path)
+    except JsonPathError:
+        return "a value"
+    if segments[:2] == ("outputs", "parameters") and len(segments) > 2 and isinstance(segments[2], str):
+        return f"output parameter {segments[2]}"
+    return "the Job status"
 
 
 def uncommitted(w: StepWork, works: Mapping[str, StepWork]) -> bool:

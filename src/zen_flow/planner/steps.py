@@ -4,7 +4,8 @@
        │                  │ Job Failed / timed out / Job gone
        │                  ├── retries left ──▶ Retrying ──due──▶ Running (attempt n+1, new Job)
        │                  └── none left ─────▶ Failed
-       ├── dependency Failed (no continueOnFailure) or Skipped, `when` false, flow ended ──▶ Skipped
+       ├── dependency Failed (no continueOnFailure) or Skipped (dependencyPolicy: readiness.py),
+       │   `when` false, flow ended ──▶ Skipped
        └── Manual ──▶ PendingApproval ──approve──▶ Succeeded / ──reject──▶ Failed (no retry)
                             └── flow ended undecided ──▶ Skipped
 

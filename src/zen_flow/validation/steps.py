@@ -1,4 +1,5 @@
-"""Rules for one step: name, type, dependencies, retryPolicy, timeoutSeconds, `when`, template."""
+"""Rules for one step: name, type, dependencies, dependencyPolicy, retryPolicy, timeoutSeconds, `when`,
+template."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import DependencyPolicy, StepPhase
 from zen_flow.core.durations import parse_duration
 from zen_flow.core.expression_cost import estimate_cost
 from zen_flow.core.expression_facts import facts
@@ -38,6 +39,7 @@ from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
 STEP_TYPES = ("Job", "Manual")
+DEPENDENCY_POLICIES = tuple(p.value for p in DependencyPolicy)
 BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
 
 
@@ -116,6 +118,9 @@ def check_step_fields(
     elif timeout is not None and timeout > MAX_TIMEOUT_SECONDS:
         r.add(invalid(path + ".timeoutSeconds", timeout, f"must be at most {MAX_TIMEOUT_SECONDS} (30 days)"))
     r.boolean(step.get("continueOnFailure"), path + ".continueOnFailure")
+    policy = r.string(step.get("dependencyPolicy"), path + ".dependencyPolicy")
+    if policy is not None and policy not in DEPENDENCY_POLICIES:
+        r.add(not_supported(path + ".dependencyPolicy", policy, DEPENDENCY_POLICIES))
     return _check_template_for_type(r, step, kind, path + ".template", templates)
 
 
