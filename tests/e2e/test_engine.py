@@ -164,6 +164,28 @@ async def test_retry_creates_a_new_job_and_succeeds_on_a_later_attempt(
     assert step["jobRef"]["name"] in names
 
 
+async def test_a_failure_a_failjob_rule_marks_final_is_not_retried(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # The real Job controller applies the flow's podFailurePolicy (copied into the Job): exit code 42 is
+    # final. The step's retryPolicy would retry it 3 times; it does not, and says why.
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
+    retry = {"limit": 3, "backoff": {"type": "Fixed", "duration": "1s"}}
+    steps = [job_step("migrate", template=job_template(exit_code=42), retryPolicy=retry)]
+    start_controller()
+    await driver.create(
+        flow_manifest("final", namespace, steps, executionPolicy={"podFailurePolicy": policy})
+    )
+    flow = await driver.wait_phase(namespace, "final", timeout=60)
+    assert flow["status"]["phase"] == "Failed"
+    step = flow["status"]["steps"][0]
+    assert step["message"].startswith(
+        "attempt 1 failed, not retried (a FailJob rule of its podFailurePolicy marked it final): "
+        "Job failed: main: exit code 42; PodFailurePolicy: "
+    )
+    assert len(_jobs_by_step(await driver.jobs(namespace))["migrate"]) == 1
+
+
 async def test_step_timeout_stops_its_job(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:

@@ -158,6 +158,28 @@ def test_retries_stop_at_the_limit() -> None:
     assert len(set(sim.created)) == 3
 
 
+def test_a_failure_a_failjob_rule_marked_final_is_not_retried_but_others_are() -> None:
+    # The user's podFailurePolicy said exit code 42 is for good (FailJob): retrying it would run the same
+    # failure again; a plain failure of the same step is still retried.
+    sim = retrying_flow(limit=3, backoff={"type": "Fixed", "duration": "1s"})
+    sim.reconcile()
+    sim.fail(sim.running()[0])  # BackoffLimitExceeded: retried
+    sim.reconcile()
+    sim.advance(2)
+    sim.reconcile()
+    assert step(sim).retry_count == 1
+    matched = "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 0"
+    sim.fail(sim.running()[0], reason="PodFailurePolicy", message=matched)
+    sim.reconcile()
+    sim.advance(60)
+    sim.reconcile()
+    assert (step(sim).phase, sim.phase, len(sim.created)) == ("Failed", "Failed", 2)
+    assert step(sim).message == (
+        "attempt 2 failed, not retried (a FailJob rule of its podFailurePolicy marked it final): "
+        f"Job failed: PodFailurePolicy: {matched}"
+    )
+
+
 def test_limit_zero_means_no_retry() -> None:
     sim = retrying_flow(limit=0)
     sim.reconcile()

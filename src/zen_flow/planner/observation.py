@@ -26,6 +26,10 @@ from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
 JOB_DEADLINE_REASON = "DeadlineExceeded"
+# The Job controller's reason when a FailJob rule of the Job's podFailurePolicy matched: the user declared
+# that failure final (Kubernetes: "terminate the Job on failures that are non-retriable").
+JOB_POD_FAILURE_POLICY_REASON = "PodFailurePolicy"
+NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy marked it final)"
 # How soon to look again at a completed Job whose pod's termination messages were not read yet.
 MESSAGES_RETRY_SECONDS = 1.0
 
@@ -92,7 +96,8 @@ class Observation(PlanState):
                 detail = f"{exits}; {detail}" if detail else exits
             if why := download_failure(self.messages.get(name)):
                 detail = f"{why} ({detail})" if detail else why
-            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}")
+            final = cond is not None and cond.reason == JOB_POD_FAILURE_POLICY_REASON
+            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
             return
         if job.deleting:
             self.attempt_failed(w, self.gone(w, job, f"Job {name} was deleted outside zen-flow"))
@@ -165,9 +170,14 @@ class Observation(PlanState):
             return
         w.succeed(self.now, None)
 
-    def attempt_failed(self, w: StepWork, error: str) -> None:
+    def attempt_failed(self, w: StepWork, error: str, *, final: bool = False) -> None:
+        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule)."""
         limit = retry_limit(w.spec)
         done = w.retry_count
+        if final and limit:  # said first: a long failure message is cut at its end
+            w.fail(self.now, f"attempt {done + 1} failed, {NOT_RETRIED_FAIL_JOB}: {error}")
+            self.note_failure(w)
+            return
         error = f"attempt {done + 1} failed: {error}" if limit else error
         if done < limit and self.budget_used < self.budget and self.failure is None:
             self.budget_used += 1
