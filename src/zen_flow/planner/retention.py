@@ -16,7 +16,8 @@ What is never deleted:
 
 Only the steps a plan walks (`moving`) are looked at: the next attempt's Job is first seen by the plan
 after the one that created it, while the step is Running, so no superseded attempt is missed, and a
-quiet flow's plan stays free of work.
+quiet flow's plan stays free of work. The price: set on a flow that already ran, the policy acts on the
+attempts superseded from then on, not on the Jobs of steps that had already settled.
 """
 
 from __future__ import annotations
