@@ -85,6 +85,8 @@ def kitchen_sink_spec() -> dict[str, Any]:
         "executionPolicy": {
             "concurrencyPolicy": "Replace",
             "ttlSecondsAfterFinished": 0,
+            "ttlStrategy": {"secondsAfterSuccess": 3600, "secondsAfterFailure": 604800},
+            "jobRetention": "LastAttempt",
             "backoffLimit": 2,
             "activeDeadlineSeconds": 7200,
             "parallelism": 4,

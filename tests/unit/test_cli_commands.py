@@ -258,8 +258,8 @@ def test_retry_reruns_a_flow_that_failed_creating_its_resources_but_not_some_of_
 # --- logs, and the apiserver's refusals ------------------------------------------------------------------
 
 
-def broken_flow(cluster: FakeCluster) -> None:
-    flow = flow_manifest("f", NS, [job_step("broken"), manual_step("gate", "broken")])
+def broken_flow(cluster: FakeCluster, **policy: Any) -> None:
+    flow = flow_manifest("f", NS, [job_step("broken"), manual_step("gate", "broken")], executionPolicy=policy)
     job = {"name": "f-broken-2", "namespace": NS}
     status = {
         "phase": "Failed",
@@ -284,6 +284,20 @@ def test_logs_says_why_a_step_has_no_pod_to_show(
     code, out, err = zen_flow(capsys, "logs", "f", *argv)
     assert (code, out) == (2, "")
     assert said in err
+
+
+@pytest.mark.parametrize(
+    ("attempt", "hint"),
+    [("1", True), ("3", False)],  # an earlier attempt's Job was deleted by the policy; the last one was not
+)
+def test_logs_of_an_attempt_jobretention_deleted_says_why(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], attempt: str, hint: bool
+) -> None:
+    broken_flow(cluster, jobRetention="LastAttempt")
+    code, _, err = zen_flow(capsys, "logs", "f", "broken", "--attempt", attempt)
+    assert code == 2
+    assert "was deleted, and its pods with it" in err
+    assert ("jobRetention: LastAttempt keeps only the last attempt's Job" in err) is hint
 
 
 def test_an_apiserver_error_without_a_reason_prints_no_empty_parentheses(

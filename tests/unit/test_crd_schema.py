@@ -28,6 +28,7 @@ from zen_flow.api.constants import (
     ConcurrencyPolicy,
     DependencyPolicy,
     FlowPhase,
+    JobRetention,
     StepPhase,
     StepType,
 )
@@ -48,6 +49,7 @@ CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
 # StrEnum) each enumerated schema path mirrors.
 ENUMS: dict[str, type[StrEnum] | Sequence[str]] = {
     "spec.executionPolicy.concurrencyPolicy": ConcurrencyPolicy,
+    "spec.executionPolicy.jobRetention": JobRetention,
     "spec.executionPolicy.podFailurePolicy.rules[].action": policy.POD_FAILURE_ACTIONS,
     "spec.executionPolicy.podFailurePolicy.rules[].onExitCodes.operator": policy.EXIT_CODE_OPERATORS,
     "spec.executionPolicy.podFailurePolicy.rules[].onPodConditions[].status": policy.CONDITION_STATUSES,

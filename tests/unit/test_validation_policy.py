@@ -53,6 +53,11 @@ def exit_rule(*values: int, operator: str = "In", action: str = "FailJob", **ext
         {"concurrencyPolicy": "Replace", "activeDeadlineSeconds": 7200},
         {"parallelism": 1},
         {"parallelism": 500, "concurrencyPolicy": "Allow"},
+        {"ttlStrategy": {"secondsAfterSuccess": 0, "secondsAfterFailure": 604800}},
+        {"ttlStrategy": {"secondsAfterFailure": 2**31 - 1}, "ttlSecondsAfterFinished": 60},
+        {"ttlStrategy": {}},
+        {"jobRetention": "All"},
+        {"jobRetention": "LastAttempt", "backoffLimit": 3},
     ],
 )
 def test_valid_execution_policies(policy: dict[str, Any]) -> None:
@@ -80,6 +85,33 @@ def test_valid_execution_policies(policy: dict[str, Any]) -> None:
         ({"parallelism": 2.5}, "parallelism", E.INVALID, "must be an integer"),
         ({"parallelism": True}, "parallelism", E.INVALID, "must be an integer"),
         ({"parallelism": 2**31}, "parallelism", E.INVALID, "2147483647"),
+        ({"ttlStrategy": 3600}, "ttlStrategy", E.INVALID, "must be an object"),
+        (
+            {"ttlStrategy": {"secondsAfterSuccess": -1}},
+            "ttlStrategy.secondsAfterSuccess",
+            E.INVALID,
+            "greater than or equal to 0",
+        ),
+        (
+            {"ttlStrategy": {"secondsAfterFailure": -5}},
+            "ttlStrategy.secondsAfterFailure",
+            E.INVALID,
+            "greater than or equal to 0",
+        ),
+        (
+            {"ttlStrategy": {"secondsAfterFailure": "1h"}},
+            "ttlStrategy.secondsAfterFailure",
+            E.INVALID,
+            "integer",
+        ),
+        (
+            {"ttlStrategy": {"secondsAfterSuccess": 2**31}},
+            "ttlStrategy.secondsAfterSuccess",
+            E.INVALID,
+            "2147483647",
+        ),
+        ({"jobRetention": "Last"}, "jobRetention", E.NOT_SUPPORTED, '"All", "LastAttempt"'),
+        ({"jobRetention": 1}, "jobRetention", E.INVALID, "must be a string"),
     ],
 )
 def test_invalid_execution_policies(policy: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
@@ -89,6 +121,16 @@ def test_invalid_execution_policies(policy: dict[str, Any], path: str, kind: Err
 def test_a_parallelism_of_zero_is_refused_naming_the_field() -> None:
     error = assert_error(with_policy({"parallelism": 0}), f"{EP}.parallelism", E.INVALID)
     assert str(error) == "spec.executionPolicy.parallelism: Invalid value: 0: must be at least 1"
+
+
+def test_both_ttl_strategy_errors_are_reported_each_naming_its_field() -> None:
+    flow = with_policy({"ttlStrategy": {"secondsAfterSuccess": -1, "secondsAfterFailure": -2}})
+    assert_error(flow, f"{EP}.ttlStrategy.secondsAfterSuccess", E.INVALID)
+    error = assert_error(flow, f"{EP}.ttlStrategy.secondsAfterFailure", E.INVALID)
+    assert str(error) == (
+        "spec.executionPolicy.ttlStrategy.secondsAfterFailure: Invalid value: -2: "
+        "must be greater than or equal to 0"
+    )
 
 
 def test_execution_policy_must_be_an_object() -> None:

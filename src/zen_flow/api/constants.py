@@ -97,6 +97,13 @@ class ConcurrencyPolicy(StrEnum):
     REPLACE = "Replace"
 
 
+class JobRetention(StrEnum):
+    """`spec.executionPolicy.jobRetention`: which of a step's attempts keep their Job (and pods, logs)."""
+
+    ALL = "All"  # the default: every attempt's Job stays until the flow is deleted
+    LAST_ATTEMPT = "LastAttempt"  # an attempt superseded by a retry or rerun loses its Job
+
+
 class BackoffType(StrEnum):
     EXPONENTIAL = "Exponential"
     LINEAR = "Linear"

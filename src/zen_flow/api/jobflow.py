@@ -42,9 +42,18 @@ class PodFailurePolicy(Model):
     rules: tuple[PodFailurePolicyRule, ...] = ()
 
 
+class TTLStrategy(Model):
+    """Per-outcome TTLs; each one set replaces `ttlSecondsAfterFinished` for its outcome."""
+
+    seconds_after_success: int | None = None
+    seconds_after_failure: int | None = None
+
+
 class ExecutionPolicy(Model):
     concurrency_policy: str | None = None
     ttl_seconds_after_finished: int | None = None
+    ttl_strategy: TTLStrategy | None = None
+    job_retention: str | None = None  # JobRetention; None: All
     backoff_limit: int | None = None
     active_deadline_seconds: int | None = None
     pod_failure_policy: PodFailurePolicy | None = None

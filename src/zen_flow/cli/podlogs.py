@@ -8,6 +8,7 @@ import argparse
 import asyncio
 
 from zen_flow.api import JobFlow
+from zen_flow.api.constants import JobRetention
 from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.cli.render import dependency_order
 from zen_flow.cli.session import EXIT_OK, Session, UsageError
@@ -85,7 +86,16 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
     try:
         await session.client.request("GET", f"/apis/batch/v1/namespaces/{session.namespace}/jobs/{job}")
     except NotFound:
-        return f"the Job {job} of step {step} was deleted, and its pods with it"
+        why = f"the Job {job} of step {step} was deleted, and its pods with it"
+        policy = flow.spec.execution_policy
+        if (
+            attempt is not None
+            and attempt < attempts
+            and policy
+            and policy.job_retention == JobRetention.LAST_ATTEMPT
+        ):
+            why += " (executionPolicy.jobRetention: LastAttempt keeps only the last attempt's Job)"
+        return why
     return None
 
 

@@ -8,7 +8,8 @@ Three passes over the steps:
      due retries (unless suspended, failing fast, or past the deadline; under executionPolicy.parallelism
      only as many as it leaves room for, in spec order: planner.parallelism);
   3. conclude: a flow whose steps have all finished ends as they did; otherwise enforce a stop, a
-     replacement or the flow deadline, end a failing flow once nothing runs, derive the phase.
+     replacement or the flow deadline, end a failing flow once nothing runs, derive the phase; under
+     executionPolicy.jobRetention LastAttempt, delete the Jobs of superseded attempts (planner.retention).
 An unchanged situation yields the input status object itself and no actions (a quiet flow costs no
 API calls).
 """
@@ -39,6 +40,7 @@ from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import dependency_verdict, producer, skipped_input, uncommitted
 from zen_flow.planner.resources import missing
+from zen_flow.planner.retention import keeps_last_attempt_only, superseded
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, bound
@@ -273,6 +275,8 @@ class _Planner(Observation):
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
         phase, failure, reason = self.conclude()
+        if keeps_last_attempt_only(self.flow):
+            self.actions.extend(superseded(self.moving.values(), self.jobs, self.job_name))
         steps = self.works.statuses()
         stall, due = judge_progress(
             phase,
@@ -301,7 +305,7 @@ class _Planner(Observation):
         if phase.terminal:
             # TTL counts from now; the deletion itself happens on a later reconcile, after the final
             # status (and its events) are written.
-            self.wakeups = [ttl_expiry(self.flow, self.now)]
+            self.wakeups = [ttl_expiry(self.flow, phase, self.now)]
         requeue = [max(0.0, until(self.now, t)) for t in self.wakeups if t > self.now or phase.terminal]
         return Plan(
             actions=tuple(self.actions),

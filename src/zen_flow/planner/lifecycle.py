@@ -1,5 +1,13 @@
 """The ends of a flow's life: a spec that cannot run (fail once, no retry loop) and a finished flow
-(never changes again; deleted when `ttlSecondsAfterFinished` expires)."""
+(never changes again; deleted when its TTL expires).
+
+The TTL of a finished flow, by its outcome (first found wins):
+  1. `executionPolicy.ttlStrategy.secondsAfterSuccess` (Succeeded) or `.secondsAfterFailure` (Failed);
+  2. `executionPolicy.ttlSecondsAfterFinished`;
+  3. DEFAULT_TTL_SECONDS_AFTER_FINISHED (86400).
+The strategy comes first although the mutating webhook (and the CRD schema) writes the default
+`ttlSecondsAfterFinished` into every flow: were it the other way round, that default would always win.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +26,29 @@ from zen_flow.planner.timing import after, normalize, until
 _LISTED_ERRORS = 10
 
 
-def ttl_seconds(flow: JobFlow) -> int:
+def ttl_rule(flow: JobFlow, phase: FlowPhase) -> tuple[str, int]:
+    """(the field that decides, its seconds) for a flow that ended `phase` (Succeeded or Failed)."""
     policy = flow.spec.execution_policy
-    ttl = policy.ttl_seconds_after_finished if policy is not None else None
-    return DEFAULT_TTL_SECONDS_AFTER_FINISHED if ttl is None or ttl < 0 else ttl
+    if policy is None:
+        return "ttlSecondsAfterFinished", DEFAULT_TTL_SECONDS_AFTER_FINISHED
+    strategy = policy.ttl_strategy
+    if strategy is not None:
+        if phase == FlowPhase.SUCCEEDED:
+            field, own = "ttlStrategy.secondsAfterSuccess", strategy.seconds_after_success
+        else:
+            field, own = "ttlStrategy.secondsAfterFailure", strategy.seconds_after_failure
+        if own is not None and own >= 0:  # a negative one is the validator's to report: not ours
+            return field, own
+    ttl = policy.ttl_seconds_after_finished
+    return "ttlSecondsAfterFinished", DEFAULT_TTL_SECONDS_AFTER_FINISHED if ttl is None or ttl < 0 else ttl
 
 
-def ttl_expiry(flow: JobFlow, completion_time: datetime) -> datetime:
-    return after(completion_time, ttl_seconds(flow))
+def ttl_seconds(flow: JobFlow, phase: FlowPhase) -> int:
+    return ttl_rule(flow, phase)[1]
+
+
+def ttl_expiry(flow: JobFlow, phase: FlowPhase, completion_time: datetime) -> datetime:
+    return after(completion_time, ttl_seconds(flow, phase))
 
 
 def terminal_plan(flow: JobFlow, now: datetime) -> Plan:
@@ -39,9 +62,11 @@ def terminal_plan(flow: JobFlow, now: datetime) -> Plan:
     finished = status.completion_time or status.start_time or flow.metadata.creation_timestamp
     if flow.metadata.deletion_timestamp is not None or finished is None:
         return Plan((), status, (), None)
-    expiry = ttl_expiry(flow, finished)
+    outcome = FlowPhase.SUCCEEDED if status.phase == FlowPhase.SUCCEEDED else FlowPhase.FAILED
+    field, seconds = ttl_rule(flow, outcome)
+    expiry = after(finished, seconds)
     if now >= expiry:
-        return Plan((DeleteFlow(f"ttlSecondsAfterFinished={ttl_seconds(flow)}s expired"),), status, (), None)
+        return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
     return Plan((), status, (), until(now, expiry))
 
 
@@ -98,4 +123,4 @@ def fail_invalid(
     )
     # Only the flow's own events: one event per never-run step would be noise here.
     events = tuple(e for e in derive_events(flow.status, status, {}) if e.reason.startswith("Flow"))
-    return Plan(tuple(stops), status, events, max(0.0, until(now, ttl_expiry(flow, now))))
+    return Plan(tuple(stops), status, events, max(0.0, until(now, ttl_expiry(flow, FlowPhase.FAILED, now))))

@@ -29,6 +29,8 @@ from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import TemplateInfo
 
 CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+JOB_RETENTIONS = ("All", "LastAttempt")
+TTL_STRATEGY_FIELDS = ("secondsAfterSuccess", "secondsAfterFailure")
 POD_FAILURE_ACTIONS = ("FailJob", "Ignore", "Count")
 EXIT_CODE_OPERATORS = ("In", "NotIn")
 CONDITION_STATUSES = ("True", "False", "Unknown")
@@ -57,6 +59,15 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     parallelism = r.integer(policy.get("parallelism"), path + ".parallelism", maximum=INT32_MAX)
     if parallelism is not None and parallelism < 1:
         r.add(invalid(path + ".parallelism", parallelism, "must be at least 1"))
+    strategy_path = path + ".ttlStrategy"
+    strategy = r.mapping(policy.get("ttlStrategy"), strategy_path)
+    for field in TTL_STRATEGY_FIELDS:
+        ttl = r.integer((strategy or {}).get(field), f"{strategy_path}.{field}", maximum=INT32_MAX)
+        if ttl is not None and ttl < 0:
+            r.add(invalid(f"{strategy_path}.{field}", ttl, "must be greater than or equal to 0"))
+    retention = r.string(policy.get("jobRetention"), path + ".jobRetention")
+    if retention and retention not in JOB_RETENTIONS:
+        r.add(not_supported(path + ".jobRetention", retention, JOB_RETENTIONS))
     pfp_path = path + ".podFailurePolicy"
     pfp = r.mapping(policy.get("podFailurePolicy"), pfp_path)
     if pfp is None:
