@@ -240,8 +240,13 @@ def test_every_job_delete_cause_is_exported_from_the_start() -> None:
 
     registry = Metrics().registry
     reasons = ("timed out after 30s", "flow deadline exceeded", "replaced by a newer flow", "stopped by ann")
-    causes = [delete_cause(reason) for reason in (*reasons, STEPS_CHANGED, "the flow spec is invalid")]
-    assert causes == ["timeout", "deadline", "replaced", "stopped", "edited", "other"]
+    from zen_flow.planner.retention import SUPERSEDED_REASON
+
+    causes = [
+        delete_cause(reason)
+        for reason in (*reasons, STEPS_CHANGED, SUPERSEDED_REASON, "the flow spec is invalid")
+    ]
+    assert causes == ["timeout", "deadline", "replaced", "stopped", "edited", "superseded", "other"]
     assert sorted(causes) == sorted(JOB_DELETE_CAUSES)
     for cause in causes:
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0

@@ -205,6 +205,7 @@ def delete_cause(reason: str) -> str:
         ("replaced", "replaced"),
         ("stopped", "stopped"),
         ("steps changed", "edited"),  # first_jobs.STEPS_CHANGED: Jobs built from steps edited since
+        ("superseded", "superseded"),  # planner.retention: an earlier attempt's Job (jobRetention)
     ):
         if mark in lowered:
             return cause
