@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_planner_properties import check_plan, perturb, random_flows
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import APPROVE_PREFIX
+from zen_flow.api.constants import ANNOTATION_RETRY, APPROVE_PREFIX
 from zen_flow.planner import CreateJob, DeleteJob
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -238,3 +238,104 @@ def test_random_flows_never_run_more_jobs_than_the_limit_and_always_end(
         perturb(sim, rng, result)
     else:
         raise AssertionError(f"flow did not finish: {sim.phase} {sim.flow.status.message}")
+
+
+# --- found by a review of the merged features ------------------------------------------------------------
+
+
+def test_a_held_steps_when_is_decided_once_when_a_slot_is_free_not_at_every_plan() -> None:
+    # 100 steps with a condition at parallelism 5: evaluated 100 times, not ~5,000 (each evaluation is a
+    # round trip to the expression workers in the controller).
+    calls = 0
+
+    def evaluate(compiled: Any, variables: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return compiled.program.execute(variables)
+
+    steps = [job_step(f"s{i}", when="flow.arguments.env == 'prod'") for i in range(100)]
+    flow = make_flow(steps, execution_policy={"parallelism": 5}, arguments={"env": "prod"})
+    sim = Simulator(flow, T0, evaluate=evaluate)
+    while not sim.terminal:
+        sim.reconcile()
+        assert len(sim.running()) <= 5
+        if sim.running():
+            sim.complete(sim.running()[0])
+    assert sim.phase == "Succeeded"
+    assert calls == 100
+
+
+def test_a_held_step_skipped_at_its_slot_lets_its_dependents_go_first_in_the_same_plan() -> None:
+    # s0's condition is false; decided at its slot, it is Skipped, and s1 (which runs past a skip) takes
+    # the slot before s3, later in spec order, as it would have with s0 decided at once.
+    steps = [
+        job_step("s0", when="false"),
+        job_step("s1", "s0", dependencyPolicy="SucceededOrSkipped"),
+        job_step("s2"),
+    ]
+    sim = sim_of(steps, 1)
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["s1"]
+    assert (step(sim, "s0").phase, step(sim, "s2").phase) == ("Skipped", "Pending")
+    assert step(sim, "s2").message == "waiting for a slot: parallelism 1 reached"
+
+
+def test_a_rerun_jobs_a_lost_status_write_left_unrecorded_is_taken_over_before_slots_are_counted() -> None:
+    # The rerun's first plan created e and x (attempt 1) and its status write was lost. The next plan
+    # must take x's Job over before it hands out slots: held, it would run uncounted beside two more.
+    steps = [
+        job_step("a"),
+        job_step("d", "a", when="false"),
+        job_step("e"),
+        job_step("c1", "e"),
+        job_step("c2", "e"),
+        job_step("x", "d", dependencyPolicy="SucceededOrSkipped"),
+    ]
+    sim = sim_of(steps, 2)
+
+    def job(name: str) -> str:
+        return next(n for n in sim.running() if sim.steps[n] == name)
+
+    sim.reconcile()
+    sim.complete(job("a"))
+    sim.reconcile()
+    sim.fail(job("e"))
+    sim.fail(job("x"))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    sim.vanish(next(n for n, s in sim.steps.items() if s == "x"))  # its own TTL removed the finished Job
+    sim.advance(60)
+    sim.annotate(ANNOTATION_RETRY, "r1")
+    sim.reconcile(write_status=False)
+    assert running_steps(sim) == ["e", "x"]
+    sim.complete(job("e"))
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["c1"]
+    assert running_steps(sim) == ["c1", "x"]
+    assert (step(sim, "x").phase, step(sim, "c2").message) == (
+        "Running",
+        "waiting for a slot: parallelism 2 reached",
+    )
+
+
+def test_a_join_that_can_never_run_fails_at_once_not_when_a_slot_reaches_it() -> None:
+    # smoke reads an output of a branch that was skipped: it can never run, so the flow fails now (fail-
+    # fast), rather than after the reports ahead of it in spec order took their slots.
+    reads = {
+        "parameters": [{"name": "url", "valueFrom": {"jsonPath": "deploy-prod:$.outputs.parameters.url"}}]
+    }
+    out = {"parameters": [{"name": "url", "valueFrom": {"jsonPath": "$.succeeded"}}]}
+    steps = [
+        job_step("check"),
+        job_step("deploy-prod", "check", when="false", outputs=out),
+        job_step("deploy-dev", "check"),
+        *[job_step(f"report-{i}", "deploy-dev") for i in range(3)],
+        job_step("smoke", "deploy-prod", "deploy-dev", dependencyPolicy="SucceededOrSkipped", inputs=reads),
+    ]
+    sim = sim_of(steps, 1)
+    while not sim.terminal:
+        sim.reconcile()
+        if sim.running():
+            sim.complete(sim.running()[0])
+    assert step(sim, "smoke").phase == "Failed"
+    assert created_steps(sim) == ["check", "deploy-dev"]

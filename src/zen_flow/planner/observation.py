@@ -19,6 +19,7 @@ from zen_flow.planner.outputs import (
     explains_failure,
     reads_messages,
 )
+from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.plan_state import PlanState
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.steps import HELD, StepWork, held, unheld
@@ -59,7 +60,8 @@ class Observation(PlanState):
             if job is None or not adoptable(job):
                 return
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
-            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=w.message)
+            # What it said while held for a slot is over: it runs.
+            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=unwait(w.message))
             self.observe_running(w)
 
     def observe_running(self, w: StepWork) -> None:

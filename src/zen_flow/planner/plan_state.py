@@ -96,6 +96,7 @@ class PlanState:
         # Under a parallelism limit: the Job steps (and attempts) this plan would start, started in spec
         # order once all are known (`_Planner.start_ready`).
         self.ready: list[tuple[StepWork, int]] = []
+        self.when_held: set[str] = set()  # ready steps whose `when` waits for a slot to be decided
         if StepPhase.FAILED in map(PHASE, initial.values()):
             for s in self.works.settled():
                 if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
