@@ -6,7 +6,8 @@ Three passes over the steps:
      group (`peers`) whether it must wait or has been replaced;
   2. schedule: in topological order, skip what can never run, evaluate `when`, start ready steps and
      due retries (unless suspended, failing fast, or past the deadline; under executionPolicy.parallelism
-     only as many as it leaves room for, in spec order: planner.parallelism);
+     only as many as it leaves room for, in spec order: planner.parallelism); the finally steps last,
+     once every other step has ended (planner.finale);
   3. conclude: a flow whose steps have all finished ends as they did; otherwise enforce a stop, a
      replacement or the flow deadline, end a failing flow once nothing runs, derive the phase.
 An unchanged situation yields the input status object itself and no actions (a quiet flow costs no
@@ -27,20 +28,27 @@ from zen_flow.planner.actions import CreateJob, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
+from zen_flow.planner.finale import Finale
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
-from zen_flow.planner.observation import Observation
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import running, unwait, wait, waiting
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
+from zen_flow.planner.plan_state import failure_message
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import dependency_verdict, producer, skipped_input, uncommitted
 from zen_flow.planner.resources import missing
 from zen_flow.planner.shape import shape_of
-from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
+from zen_flow.planner.status import (
+    REASON_DEADLINE,
+    REASON_FINALLY_FAILED,
+    REASON_REPLACED,
+    REASON_STEP_FAILED,
+    REASON_STOPPED,
+)
 from zen_flow.planner.steps import StepWork, bound
 from zen_flow.planner.timing import after, after_cut, normalize, until
 
@@ -51,12 +59,21 @@ DEFERRED_RETRY_SECONDS = 1.0
 UNAVAILABLE_RETRY_SECONDS = 10.0
 
 
-class _Planner(Observation):
+class _Planner(Finale):
     """Passes 2 and 3, and the run of all three."""
 
     def schedule(self) -> None:
+        order = self.order
+        main = len(order) - len(self.final)  # the shape orders the finally steps last
+        self.schedule_steps(order[:main] if self.final else order)
+        if self.final and self.close_main():
+            self.schedule_steps(order[main:])
+        if self.ready:
+            self.start_ready()
+
+    def schedule_steps(self, names: Sequence[str]) -> None:
         moving = self.moving
-        for name in self.order:
+        for name in names:
             w = moving.get(name)
             if w is None:
                 continue
@@ -66,12 +83,10 @@ class _Planner(Observation):
                 self.schedule_pending(w)
             if w.terminal:
                 self.works.wake(self.dependents.get(name, ()))
-        if self.ready:
-            self.start_ready()
 
     def schedule_retry(self, w: StepWork) -> None:
         w.message = unwait(w.message)  # said again below if it is still held
-        if self.blocked():
+        if self.blocked(w):
             return
         due = w.next_retry_time
         if due is not None and self.now < due:
@@ -95,8 +110,8 @@ class _Planner(Observation):
         self.ready.sort(key=lambda item: position[item[0].name])
         taken = running(self.moving.values(), self.jobs)
         for w, attempt in self.ready:
-            if self.blocked():  # a step failed at its Job's creation (fail-fast) just now
-                return
+            if self.blocked(w):  # a step failed at its Job's creation (fail-fast) just now
+                continue
             if taken >= limit:
                 w.message = wait(w.message if w.phase == StepPhase.RETRYING else None, limit)
                 continue
@@ -120,11 +135,12 @@ class _Planner(Observation):
         if never is not None:
             w.skip(self.now, never)
             return
-        if not ready or self.blocked() or uncommitted(w, self.works):
+        if not ready or self.blocked(w) or uncommitted(w, self.works):
             return
         if w.spec.when is not None:
+            context = self.final_context if w.spec.is_finally else self.when_context
             try:
-                verdict = check_when(w.spec.when, self.when_context, self.evaluate)
+                verdict = check_when(w.spec.when, context, self.evaluate)
             except Unavailable as err:  # nothing is known of the condition: never a skip, decided later
                 w.message = bound(f"waiting to evaluate when: {err}")
                 self.wakeups.append(after(self.now, UNAVAILABLE_RETRY_SECONDS))
@@ -207,13 +223,12 @@ class _Planner(Observation):
             self.stop_all("flow deadline exceeded")
             return FlowPhase.FAILED, f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
         if self.failure is not None:
-            for w in works:
-                if w.phase == StepPhase.RETRYING:
-                    w.fail(self.now, f"not retried, the flow is failing; {w.message or ''}")
+            # The finally steps are left to run (close_main ended the others before they started).
+            self.fail_retrying([w for w in works if not w.spec.is_finally])
             if not any(w.phase == StepPhase.RUNNING for w in works):
                 self.works.wake_all()
-                for w in works:
-                    if not w.terminal:
+                for w in self.moving.values():
+                    if not w.terminal and not w.spec.is_finally:
                         w.drop(self.now, "the flow failed")
         if (ended := self.ended()) is not None:
             return ended
@@ -233,9 +248,16 @@ class _Planner(Observation):
         """The flow's outcome when every step is terminal: Succeeded unless a step failed; else None."""
         if self.works.dormant or not all(w.terminal for w in self.moving.values()):
             return None
-        failed = next((s for s in self.works.statuses() if s.phase == StepPhase.FAILED), None)
+        statuses = self.works.statuses()
+        final = self.final
+        failed = next((s for s in statuses if s.phase == StepPhase.FAILED and s.name not in final), None)
+        if failed is None and final:
+            failed = next((s for s in statuses if s.phase == StepPhase.FAILED), None)
         if failed is None:
             return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
+        if failed.name in final:  # the main steps succeeded (or failed with continueOnFailure)
+            message = self.failure or failure_message(failed.name, True, failed.message)
+            return FlowPhase.FAILED, message, REASON_FINALLY_FAILED
         return (
             FlowPhase.FAILED,
             self.failure or f"step {failed.name} failed: {failed.message}",
