@@ -209,6 +209,12 @@ def kitchen_sink_spec() -> dict[str, Any]:
                     "parameters": [{"name": "count", "valueFrom": {"jsonPath": "produce:$.succeeded"}}],
                 },
             },
+            {
+                "name": "cleanup",
+                "finally": True,
+                "when": "flow.outcome == 'Failed' || steps.consume.phase != 'Succeeded'",
+                "template": job("echo cleanup"),
+            },
         ],
     }
 

@@ -11,7 +11,7 @@ import pytest
 
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.core.expressions import BudgetExceeded, EvaluationError, Unavailable, compile_when
-from zen_flow.planner.engine import UNAVAILABLE_RETRY_SECONDS
+from zen_flow.planner.starts import UNAVAILABLE_RETRY_SECONDS
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 

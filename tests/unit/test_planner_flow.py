@@ -55,7 +55,8 @@ def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_appr
     doc["metadata"].setdefault("name", "generated-1")
     doc["metadata"].update(uid="u-1", generation=1)
     sim = Simulator(JobFlow.model_validate(doc), T0, written=WRITTEN.get(path.name, {}))
-    roots = {s["name"] for s in doc["spec"]["steps"] if not s.get("dependencies")}
+    # The steps that start first: those without dependencies, finally steps aside (they start last).
+    roots = {s["name"] for s in doc["spec"]["steps"] if not s.get("dependencies") and not s.get("finally")}
     first = sim.reconcile()
     if not doc["spec"].get("resourceTemplates"):  # else the first reconcile creates those objects only
         assert {a.step for a in first.actions if isinstance(a, CreateJob)} == roots

@@ -48,10 +48,13 @@ def random_flows(draw: st.DrawFn) -> JobFlow:
     count = draw(st.integers(1, 10))
     steps: list[dict[str, Any]] = []
     names: list[str] = []
+    finals: list[str] = []  # finally steps depend only on finally steps, the others only on the others
     for i in range(count):
         name = draw(st.sampled_from(["s", "step-", "extract-", "a.b-"])) + str(i)
-        deps = draw(st.lists(st.sampled_from(names), unique=True, max_size=3)) if names else []
-        fields: dict[str, Any] = {}
+        final = draw(st.integers(0, 3)) == 0
+        pool = finals if final else [n for n in names if n not in finals]
+        deps = draw(st.lists(st.sampled_from(pool), unique=True, max_size=3)) if pool else []
+        fields: dict[str, Any] = {"finally": True} if final else {}
         if draw(st.booleans()):
             fields["continueOnFailure"] = True
         if draw(st.integers(0, 2)) == 0:
@@ -66,13 +69,16 @@ def random_flows(draw: st.DrawFn) -> JobFlow:
             fields["timeoutSeconds"] = draw(st.integers(1, 120))
         if draw(st.integers(0, 2)) == 0:  # joins: a Skipped dependency may let the step run
             fields["dependencyPolicy"] = draw(st.sampled_from(DEPENDENCY_POLICIES))
-        when = draw(st.sampled_from(WHENS)) if draw(st.integers(0, 3)) == 0 else None
+        whens = [*WHENS, "flow.outcome == 'Failed'", "flow.outcome != 'Failed'"] if final else WHENS
+        when = draw(st.sampled_from(whens)) if draw(st.integers(0, 3)) == 0 else None
         if when is not None:
             dep = f'steps["{deps[0]}"]' if deps else "steps.missing"
             fields["when"] = when.format(dep=dep)
-        manual = draw(st.integers(0, 5)) == 0
+        manual = not final and draw(st.integers(0, 5)) == 0
         steps.append(manual_step(name, *deps, **fields) if manual else job_step(name, *deps, **fields))
         names.append(name)
+        if final:
+            finals.append(name)
     policy: dict[str, Any] = {}
     if draw(st.booleans()):
         policy["backoffLimit"] = draw(st.integers(0, 6))
@@ -94,8 +100,8 @@ def dependencies_allow(flow: JobFlow, status_phases: dict[str, str], step: str) 
         if phase == StepPhase.SUCCEEDED:
             succeeded = True
             continue
-        if phase == StepPhase.FAILED and spec[dep].continue_on_failure:
-            continue
+        if phase == StepPhase.FAILED and (spec[dep].continue_on_failure or spec[dep].is_finally):
+            continue  # finally steps do not fail-fast each other
         if phase == StepPhase.SKIPPED and policy != "AllSucceeded":
             continue
         return False
@@ -108,9 +114,18 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
     assert [s.name for s in result.status.steps] == spec_names
     new = {s.name: s.phase for s in result.status.steps}
     old = {s.name: s.phase for s in before.status.steps}
+    final = {s.name for s in flow.spec.steps if s.is_finally}
     for action in result.actions:
         if isinstance(action, CreateJob) and action.attempt == 0:
             assert dependencies_allow(flow, new, action.step), f"{action.step} started too early"
+        if isinstance(action, CreateJob) and action.step in final:
+            # A finally step starts only once every other step has ended.
+            unended = [n for n, p in new.items() if n not in final and not StepPhase(p).terminal]
+            assert not unended, f"finally step {action.step} started before {unended} ended"
+        elif isinstance(action, CreateJob):
+            # ... so no other step ever starts once a finally step has.
+            begun = [n for n in final if old.get(n, StepPhase.PENDING) != StepPhase.PENDING]
+            assert not begun, f"step {action.step} started after finally steps {begun}"
     for name, phase in new.items():
         if phase == StepPhase.PENDING_APPROVAL and old.get(name) != phase:
             assert dependencies_allow(flow, new, name)

@@ -74,6 +74,7 @@ def test_the_examples_cover_every_feature_of_the_api() -> None:
         and any(LABEL_CONCURRENCY_KEY in (f["metadata"].get("labels") or {}) for f in flows),
         "podFailurePolicy": any("podFailurePolicy" in p for p in policies),
         "TTL": any("ttlSecondsAfterFinished" in p for p in policies),
+        "finally steps": any(s.get("finally") for s in steps),
     }
     assert [feature for feature, shown in covered.items() if not shown] == []
 

@@ -182,9 +182,16 @@ class Step(Model):
     continue_on_failure: bool = False
     # None: AllSucceeded (the webhook writes no default, so stored flows stay as they were written).
     dependency_policy: str | None = None
+    # A finally step (Argo's onExit, Tekton's finally) runs once every other step has ended, whatever
+    # the outcome. None: not one (the webhook writes no default, so stored flows stay as written).
+    finally_: bool | None = Field(default=None, alias="finally")
     template: dict[str, Any] | None = None
     inputs: StepInputs | None = None
     outputs: StepOutputs | None = None
+
+    @property
+    def is_finally(self) -> bool:
+        return bool(self.finally_)
 
     @property
     def is_manual(self) -> bool:

@@ -6,7 +6,8 @@ Three passes over the steps:
      group (`peers`) whether it must wait or has been replaced;
   2. schedule: in topological order, skip what can never run, evaluate `when`, start ready steps and
      due retries (unless suspended, failing fast, or past the deadline; under executionPolicy.parallelism
-     only as many as it leaves room for, in spec order: planner.parallelism);
+     only as many as it leaves room for, in spec order: planner.parallelism); the finally steps last,
+     once every other step has ended (planner.finale);
   3. conclude: a flow whose steps have all finished ends as they did; otherwise enforce a stop, a
      replacement or the flow deadline, end a failing flow once nothing runs, derive the phase; under
      executionPolicy.jobRetention LastAttempt, delete the Jobs of superseded attempts (planner.retention).
@@ -23,41 +24,40 @@ from datetime import datetime
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.expressions import Deferred, Evaluator, Unavailable, check_when
-from zen_flow.planner.actions import CreateJob, DeleteJob, EventSpec, Plan
+from zen_flow.core.expressions import Evaluator
+from zen_flow.planner.actions import DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_approvals, with_origin
-from zen_flow.planner.artifacts import ArtifactOptions, add_transfers
+from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.interventions import request, rerun
-from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
-from zen_flow.planner.observation import Observation
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
-from zen_flow.planner.parallelism import running, unwait, wait, waiting
-from zen_flow.planner.parameters import apply_parameters, resolve_inputs
+from zen_flow.planner.parallelism import unwait, waiting
+from zen_flow.planner.plan_state import failure_message
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
-from zen_flow.planner.readiness import dependency_verdict, producer, skipped_input, uncommitted
+from zen_flow.planner.readiness import dependency_verdict, uncommitted
 from zen_flow.planner.resources import missing
 from zen_flow.planner.retention import keeps_last_attempt_only, superseded
 from zen_flow.planner.shape import shape_of
-from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STEP_FAILED, REASON_STOPPED
-from zen_flow.planner.steps import StepWork, bound
-from zen_flow.planner.timing import after, after_cut, normalize, until
+from zen_flow.planner.starts import Starts
+from zen_flow.planner.status import (
+    REASON_DEADLINE,
+    REASON_FINALLY_FAILED,
+    REASON_REPLACED,
+    REASON_STEP_FAILED,
+    REASON_STOPPED,
+)
+from zen_flow.planner.steps import StepWork
+from zen_flow.planner.timing import normalize, until
 
-# A `when` the evaluator deferred (`Deferred`) is looked at again after this; one it could not evaluate
-# at all (`Unavailable`: its worker does not start) after the longer delay, so that a broken sandbox is
-# not asked again every second by every waiting flow.
-DEFERRED_RETRY_SECONDS = 1.0
-UNAVAILABLE_RETRY_SECONDS = 10.0
 
-
-class _Planner(Observation):
+class _Planner(Starts):
     """Passes 2 and 3, and the run of all three."""
 
     def schedule(self) -> None:
-        self.schedule_steps()
+        self.schedule_all()
         while self.ready:
             ended = self.start_ready()
             if ended is None:
@@ -66,11 +66,18 @@ class _Planner(Observation):
             # move in this plan, as they would have without a limit (nothing else would wake the flow).
             self.works.wake(self.dependents.get(ended, ()))
             self.ready, self.when_held = [], set()
-            self.schedule_steps()
+            self.schedule_all()
 
-    def schedule_steps(self) -> None:
+    def schedule_all(self) -> None:
+        order = self.order
+        main = len(order) - len(self.final)  # the shape orders the finally steps last
+        self.schedule_steps(order[:main] if self.final else order)
+        if self.final and self.close_main():
+            self.schedule_steps(order[main:])
+
+    def schedule_steps(self, names: Sequence[str]) -> None:
         moving = self.moving
-        for name in self.order:
+        for name in names:
             w = moving.get(name)
             if w is None:
                 continue
@@ -83,53 +90,13 @@ class _Planner(Observation):
 
     def schedule_retry(self, w: StepWork) -> None:
         w.message = unwait(w.message)  # said again below if it is still held
-        if self.blocked():
+        if self.blocked(w):
             return
         due = w.next_retry_time
         if due is not None and self.now < due:
             self.wakeups.append(due)
             return
         self.start(w, w.retry_count + 1)
-
-    def start(self, w: StepWork, attempt: int) -> None:
-        """Start the Job step `w` now, or, under a parallelism limit, once every ready step is known. A
-        Job of that attempt that exists already (a status write lost) is taken over at once: it runs, and
-        takes its place before any other start is counted."""
-        if self.parallelism is None or self.job_name(w.name, attempt) in self.jobs:
-            self.create_attempt(w, attempt)
-        else:
-            self.ready.append((w, attempt))
-
-    def start_ready(self) -> str | None:
-        """Start the ready steps in spec order while the limit leaves room (see planner.parallelism);
-        the others wait, saying why, until a Job finishes (its event wakes the flow). Returns a step that
-        ended here instead of starting (its `when`, decided at its slot), at once."""
-        limit = self.parallelism
-        assert limit is not None
-        position = {name: i for i, name in enumerate(self.works)}
-        self.ready.sort(key=lambda item: position[item[0].name])
-        taken = running(self.moving.values(), self.jobs)
-        for w, attempt in self.ready:
-            if self.blocked():  # a step failed at its Job's creation (fail-fast) just now
-                return None
-            if taken >= limit:
-                w.message = wait(w.message if w.phase == StepPhase.RETRYING else None, limit)
-                continue
-            if w.name in self.when_held and (not self.decide_when(w) or self.fails_on_skipped_input(w)):
-                if w.terminal:
-                    # Its dependents may be ready now and come before the rest in spec order: the plan
-                    # schedules again before it hands out another slot.
-                    return w.name
-                continue
-            self.create_attempt(w, attempt)
-            taken += w.phase == StepPhase.RUNNING
-        return None
-
-    def create_attempt(self, w: StepWork, attempt: int) -> None:
-        previous = w.message if w.phase == StepPhase.RETRYING else None
-        self.create(w, attempt)
-        if w.phase == StepPhase.RUNNING and previous:
-            w.message = bound(f"attempt {attempt + 1}; {previous}")
 
     def dependency_verdict(self, w: StepWork) -> tuple[bool, str | None]:
         """(ready, why it can never run): planner.readiness.dependency_verdict over this plan's steps."""
@@ -142,7 +109,7 @@ class _Planner(Observation):
         if never is not None:
             w.skip(self.now, never)
             return
-        if not ready or self.blocked() or uncommitted(w, self.works):
+        if not ready or self.blocked(w) or uncommitted(w, self.works):
             return
         if w.spec.when is not None and not w.spec.is_manual and self.parallelism is not None:
             # Decided when a slot is free for the step (`start_ready`), once: not at every plan it waits
@@ -157,74 +124,9 @@ class _Planner(Observation):
         elif not self.fails_on_skipped_input(w):
             self.start(w, w.retry_count)
 
-    def decide_when(self, w: StepWork) -> bool:
-        """Evaluate the step's `when`: True to go on and start it; False when it was skipped, failed, or
-        must wait for the condition to be decided (its message and wakeup say so)."""
-        assert w.spec.when is not None
-        try:
-            verdict = check_when(w.spec.when, self.when_context, self.evaluate)
-        except Unavailable as err:  # nothing is known of the condition: never a skip, decided later
-            w.message = bound(f"waiting to evaluate when: {err}")
-            self.wakeups.append(after(self.now, UNAVAILABLE_RETRY_SECONDS))
-            return False
-        except Deferred:  # decided by a later plan: the step stays Pending until then
-            self.wakeups.append(after(self.now, DEFERRED_RETRY_SECONDS))
-            return False
-        if verdict.exceeded:
-            w.fail(self.now, verdict.reason)
-            self.note_failure(w)
-            return False
-        if not verdict.value:
-            w.skip(self.now, verdict.reason)
-            return False
-        return True
-
-    def fails_on_skipped_input(self, w: StepWork) -> bool:
-        """A join that ran past a Skipped branch (dependencyPolicy) must not read that branch's outputs:
-        they do not exist, and a Job built without them would run on something else. It fails before it
-        waits for a slot: it could never run."""
-        if (missing_input := skipped_input(w.spec, self.works)) is None:
-            return False
-        w.fail(self.now, missing_input)
-        self.note_failure(w)
-        return True
-
     def start_manual(self, w: StepWork) -> None:
         w.await_approval(self.now, w.spec.message or f"waiting for manual approval of step {w.name}")
         self.observe_approval(w)  # approved (or rejected) before the gate was reached
-
-    def create(self, w: StepWork, attempt: int) -> None:
-        name = self.job_name(w.name, attempt)
-        existing = self.jobs.get(name)
-        if existing is not None and not adoptable(existing):
-            # The flow's own Job of that name, being deleted before it finished (a status write lost, and
-            # the Job deleted since): the step waits, and its deletion wakes the flow to create it afresh.
-            # Said in its message: a finalizer or a NotReady node can hold the deletion a long time.
-            w.message = bound(
-                f"waiting for Job {name}, deleted before it finished, to go; then it starts again"
-            )
-            return
-        if existing is not None:  # only reachable when adoption was skipped; never create twice
-            w.start(self.job_ref(name, existing), self.now, attempt=attempt)
-            self.observe_running(w)
-            return
-        try:
-            body = build_job(self.flow, w.spec, name, attempt)
-            body = apply_parameters(
-                body,
-                w.name,
-                resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments),
-                (self.flow.metadata.name, self.flow.metadata.namespace),
-            )
-            body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
-        except JobBuildError as err:
-            w.fail(self.now, f"cannot create Job: {err}")
-            self.note_failure(w)
-            return
-        self.actions.append(CreateJob(w.name, attempt, body))
-        w.start(self.job_ref(name, None), self.now, attempt=attempt)
-        if w.spec.timeout_seconds is not None and w.spec.timeout_seconds > 0:
-            self.wakeups.append(after_cut(self.now, w.spec.timeout_seconds))
 
     # --- pass 3: conclude -----------------------------------------------------------------------------
 
@@ -246,13 +148,12 @@ class _Planner(Observation):
             self.stop_all("flow deadline exceeded")
             return FlowPhase.FAILED, f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
         if self.failure is not None:
-            for w in works:
-                if w.phase == StepPhase.RETRYING:
-                    w.fail(self.now, f"not retried, the flow is failing; {w.message or ''}")
+            # The finally steps are left to run (close_main ended the others before they started).
+            self.fail_retrying([w for w in works if not w.spec.is_finally])
             if not any(w.phase == StepPhase.RUNNING for w in works):
                 self.works.wake_all()
-                for w in works:
-                    if not w.terminal:
+                for w in self.moving.values():
+                    if not w.terminal and not w.spec.is_finally:
                         w.drop(self.now, "the flow failed")
         if (ended := self.ended()) is not None:
             return ended
@@ -272,9 +173,16 @@ class _Planner(Observation):
         """The flow's outcome when every step is terminal: Succeeded unless a step failed; else None."""
         if self.works.dormant or not all(w.terminal for w in self.moving.values()):
             return None
-        failed = next((s for s in self.works.statuses() if s.phase == StepPhase.FAILED), None)
+        statuses = self.works.statuses()
+        final = self.final
+        failed = next((s for s in statuses if s.phase == StepPhase.FAILED and s.name not in final), None)
+        if failed is None and final:
+            failed = next((s for s in statuses if s.phase == StepPhase.FAILED), None)
         if failed is None:
             return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
+        if failed.name in final:  # the main steps succeeded (or failed with continueOnFailure)
+            message = self.failure or failure_message(failed.name, True, failed.message)
+            return FlowPhase.FAILED, message, REASON_FINALLY_FAILED
         return (
             FlowPhase.FAILED,
             self.failure or f"step {failed.name} failed: {failed.message}",

@@ -16,7 +16,9 @@ in `status.audit.retries` (id, user, time, the steps it reran):
   out (nobody decided: reached again, they wait for a decision with a fresh timeout; one with
   continueOnFailure only when named, as its dependents went on without it); every Skipped step
   goes back to Pending (it never ran), Succeeded steps and their outputs stay, a rejected Manual step
-  stays rejected (its annotation decides it); the flow is Running again, its deadline counts from its
+  stays rejected (its annotation decides it); every finally step that ran (Succeeded or Failed, in scope
+  or not) goes back to Pending with its next attempt, as cleanup must run again after the rerun and see
+  its outcome; the flow is Running again, its deadline counts from its
   first step's start, and in a concurrency group it waits for the others like a flow that has not
   started, keeping its rank (its creationTimestamp);
 - on a flow that failed creating its resourceTemplates objects (reason ResourceConflict: a name taken
@@ -132,7 +134,12 @@ def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
     failed = [s.name for s in flow.status.steps if s.phase == StepPhase.FAILED and s.name in specs]
     rerunnable = rerunnable_steps(flow, wanted)
     # A failed step left as it is fails the flow again at once, unless it may fail (continueOnFailure).
-    blocking = [n for n in failed if n not in rerunnable and not specs[n].continue_on_failure]
+    # A finally step runs again whatever the scope (`rerun`): it blocks nothing.
+    blocking = [
+        n
+        for n in failed
+        if n not in rerunnable and not specs[n].continue_on_failure and not specs[n].is_finally
+    ]
     if flow.status.phase != FlowPhase.FAILED:
         return f"the flow is {flow.status.phase or 'Pending'}, not Failed"
     if not rerunnable and resources_failed(flow) and not blocking:
@@ -183,6 +190,11 @@ def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpe
         kept = status.model_copy(update={"audit": recorded(flow, void, now)})
         return flow.model_copy(update={"status": kept}), ignored
     who = retry.user or "an unrecorded user"
+    specs = {s.name: s for s in flow.spec.steps}
+    # The finally steps that ran run again at the rerun's end: cleanup must see its outcome.
+    ran = {StepPhase.SUCCEEDED, StepPhase.FAILED}
+    again = [s.name for s in status.steps if s.name in specs and specs[s.name].is_finally and s.phase in ran]
+    rerunnable = [*rerunnable, *(n for n in again if n not in rerunnable)]
     steps = tuple(_reset(s, s.name in rerunnable, who) for s in status.steps)
     update: dict[str, object] = {
         "phase": FlowPhase.RUNNING.value,

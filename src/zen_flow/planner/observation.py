@@ -181,7 +181,7 @@ class Observation(PlanState):
             self.note_failure(w)
             return
         error = f"attempt {done + 1} failed: {error}" if limit else error
-        if done < limit and self.budget_used < self.budget and self.failure is None:
+        if done < limit and self.budget_used < self.budget and (self.failure is None or w.spec.is_finally):
             self.budget_used += 1
             # The delay counts from now, when we see the failure, not from the Job's Failed condition: its
             # time comes from the cluster's clock, and one behind ours would retry early. It is usually the

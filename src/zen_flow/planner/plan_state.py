@@ -45,6 +45,11 @@ def first_attempts(flow: JobFlow) -> Mapping[str, str]:
 _RETRIES = attrgetter("retry_count")
 
 
+def failure_message(step: str, final: bool, message: str | None) -> str:
+    """The flow's failure message for the first step that failed for good."""
+    return f"{'finally step' if final else 'step'} {step} failed: {message or 'failed'}"
+
+
 class PlanState:
     """What the three passes of one plan share; built once per plan, then mutated by the passes."""
 
@@ -90,6 +95,9 @@ class PlanState:
                 s.retry_count for name, s in initial.items() if s.retry_count > 0 and name in shape.specs
             )
         self.failure: str | None = None  # the first step that failed for good (fail-fast)
+        self.final = shape.final  # the finally steps
+        # Did a step that is not finally fail for good? (`flow.outcome` of the finally steps' `when`)
+        self.main_failed = False
         # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
         self.creating: tuple[CreateResource, ...] = ()
         self.parallelism = parallelism_of(flow)
@@ -100,8 +108,12 @@ class PlanState:
         if StepPhase.FAILED in map(PHASE, initial.values()):
             for s in self.works.settled():
                 if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
-                    self.failure = f"step {s.name} failed: {s.message or 'failed'}"
-                    break
+                    if s.name not in self.final:  # the main steps' failure is the flow's
+                        self.failure = failure_message(s.name, False, s.message)
+                        self.main_failed = True
+                        break
+                    if self.failure is None:
+                        self.failure = failure_message(s.name, True, s.message)
         policy = flow.spec.execution_policy
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time
@@ -148,14 +160,20 @@ class PlanState:
         )
 
     def note_failure(self, w: StepWork) -> None:
-        if not w.spec.continue_on_failure and self.failure is None:
-            self.failure = f"step {w.name} failed: {w.message or 'failed'}"
+        if w.spec.continue_on_failure:
+            return
+        if self.failure is None:
+            self.failure = failure_message(w.name, w.spec.is_finally, w.message)
+        if not w.spec.is_finally:
+            self.main_failed = True
 
-    def blocked(self) -> bool:
+    def blocked(self, w: StepWork | None = None) -> bool:
+        """May no step (or not `w`) start now? A failure stops only the steps that are not finally: the
+        finally steps run whatever the outcome, and do not fail-fast each other."""
         return (
             self.stopped is not None
             or self.suspended
-            or self.failure is not None
+            or (self.failure is not None and (w is None or not w.spec.is_finally))
             or self.deadline_passed
             or self.group.holds
             or bool(self.creating)

@@ -22,11 +22,14 @@ from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 @dataclass(frozen=True, slots=True)
 class Shape:
     errors: tuple[str, ...]  # why the flow cannot be planned (the validator normally rejects it first)
-    order: tuple[str, ...]  # deterministic topological order; empty when there are errors
+    # Deterministic topological order, the steps that are not finally first (a plan schedules the finally
+    # steps after them, in the same pass); empty when there are errors.
+    order: tuple[str, ...]
     specs: Mapping[str, Step]  # by name (the first of duplicated names)
     dependents: Mapping[str, tuple[str, ...]]  # the steps that depend on each step (only those that do)
     manual: tuple[str, ...]  # steps that wait for an approval
     evaluated: bool  # does a step's `when` go to the evaluator (off the event loop, time-bounded)?
+    final: frozenset[str] = frozenset()  # the finally steps (run once every other step has ended)
 
 
 def _derive(steps: tuple[Step, ...]) -> Shape:
@@ -45,12 +48,19 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
         for dep in step.dependencies:
             if dep and dep not in specs:
                 errors.append(f"spec.steps[{i}].dependencies: unknown step {dep!r}")
+            elif dep and specs[dep].is_finally != step.is_finally:
+                errors.append(f"spec.steps[{i}].dependencies: {_crossing(step, dep)}")
+        if step.is_finally and step.is_manual:
+            errors.append(f"spec.steps[{i}].finally: {MANUAL_FINALLY}")
+    final = frozenset(name for name, step in specs.items() if step.is_finally)
     order: tuple[str, ...] = ()
     if not errors:
         try:
             order = Graph.build([(s.name, s.dependencies) for s in steps]).topological_order()
         except CycleError as err:
             errors.append(f"spec.steps: {err}")
+        if final:  # no edge crosses the two groups, so each keeps its topological order
+            order = (*(n for n in order if n not in final), *(n for n in order if n in final))
     dependents: dict[str, list[str]] = {}
     for name, step in specs.items():
         for dep in dict.fromkeys(step.dependencies):
@@ -62,6 +72,26 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
         dependents={name: tuple(names) for name, names in dependents.items()},
         manual=tuple(s.name for s in steps if s.is_manual),
         evaluated=any(needs_evaluator(s.when) for s in steps),
+        final=final,
+    )
+
+
+MANUAL_FINALLY = (
+    "a Manual step cannot be finally: nobody could approve it in time to matter, as the flow's steps "
+    "have all ended when it is reached"
+)
+
+
+def _crossing(step: Step, dep: str) -> str:
+    """Why `step` may not depend on `dep` (one finally, the other not); the validator says the same."""
+    if step.is_finally:
+        return (
+            f"finally step {step.name!r} depends on {dep!r}, which is not finally: a finally step already "
+            "runs after every other step, and may depend only on finally steps (to order them)"
+        )
+    return (
+        f"step {step.name!r} depends on finally step {dep!r}, which runs only after every step that is "
+        "not finally has ended, this one included"
     )
 
 

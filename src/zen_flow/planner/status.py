@@ -28,6 +28,7 @@ MAX_CONDITION_MESSAGE = 1024
 _LISTED = 5
 
 REASON_STEP_FAILED = "StepFailed"
+REASON_FINALLY_FAILED = "FinallyStepFailed"  # the other steps succeeded; a finally step failed
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_INVALID = "InvalidSpec"
 REASON_REPLACED = "Replaced"

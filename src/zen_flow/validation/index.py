@@ -27,12 +27,16 @@ class StepIndex:
     cycle: tuple[str, ...] | None
     _bits: Mapping[str, int]
     _ancestors: Mapping[str, int] | None  # None when the graph has a cycle
+    final: frozenset[str] = frozenset()  # the finally steps (`finally: true`)
 
     def __contains__(self, name: object) -> bool:
         return name in self.paths
 
     def precedes(self, earlier: str, later: str) -> bool | None:
-        """Does `later` (transitively) depend on `earlier`? None when unknown (a cycle)."""
+        """Does `later` (transitively) depend on `earlier`? None when unknown (a cycle). A finally step
+        comes after every step that is not finally, as if it depended on them all."""
+        if self.final and later in self.final and earlier in self.paths and earlier not in self.final:
+            return True
         if self._ancestors is None:
             return None
         bit = self._bits.get(earlier)
@@ -90,6 +94,7 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     stored: dict[str, frozenset[str]] = {}
     parameters: dict[str, frozenset[str]] = {}
     edges: list[tuple[str, list[str]]] = []
+    final: set[str] = set()
     # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
     names_of: dict[int, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
     for path, step in steps:
@@ -97,6 +102,8 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         if not isinstance(name, str) or not name or name in paths:
             continue
         paths[name] = path
+        if step.get("finally") is True:
+            final.add(name)
         if (declared := step.get("outputs")) is not None:  # most have none: no entry (readers use .get)
             if (names := names_of.get(id(declared))) is None:
                 names = names_of[id(declared)] = (*_artifact_names(declared), _parameter_names(declared))
@@ -123,4 +130,5 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         cycle=found or None,
         _bits=bits,
         _ancestors=ancestors,
+        final=frozenset(final),
     )

@@ -1,5 +1,5 @@
 """Rules for one step: name, type, dependencies, dependencyPolicy, retryPolicy, timeoutSeconds, `when`,
-template."""
+finally, template."""
 
 from __future__ import annotations
 
@@ -39,6 +39,27 @@ from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
 STEP_TYPES = ("Job", "Manual")
+# `flow.outcome`: how the steps that are not finally ended, read by the `when` of finally steps only.
+OUTCOME = "outcome"
+_OUTCOME_ONLY = (
+    "reads flow.outcome, which only the when of a finally step can read (it says how the other steps "
+    "ended, known only once they all have)"
+)
+MANUAL_FINALLY = (
+    "a Manual step cannot be finally: nobody could approve it in time to matter, as every other step "
+    "has ended when it is reached"
+)
+# Why a dependency crosses between finally steps and the others, by whether the dependent is finally.
+_CROSSING = {
+    True: (
+        "is not a finally step: a finally step already runs after every step that is not finally, and may "
+        "depend only on finally steps (to order them)"
+    ),
+    False: (
+        "is a finally step, which runs only after every step that is not finally has ended, this one "
+        "included: it can never come first"
+    ),
+}
 DEPENDENCY_POLICIES = tuple(p.value for p in DependencyPolicy)
 BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
 
@@ -118,6 +139,8 @@ def check_step_fields(
     elif timeout is not None and timeout > MAX_TIMEOUT_SECONDS:
         r.add(invalid(path + ".timeoutSeconds", timeout, f"must be at most {MAX_TIMEOUT_SECONDS} (30 days)"))
     r.boolean(step.get("continueOnFailure"), path + ".continueOnFailure")
+    if r.boolean(step.get("finally"), path + ".finally") and is_manual(step):
+        r.add(forbidden(path + ".finally", MANUAL_FINALLY))
     policy = r.string(step.get("dependencyPolicy"), path + ".dependencyPolicy")
     if policy is not None and policy not in DEPENDENCY_POLICIES:
         r.add(not_supported(path + ".dependencyPolicy", policy, DEPENDENCY_POLICIES))
@@ -133,13 +156,14 @@ def check_step_references(
 ) -> None:
     """The rules of one step that name other steps (dependencies, `when`), and what `when` reads of
     them and of the flow's `arguments` (the names declared)."""
+    final = step.get("finally") is True
     deps = step.get("dependencies")
     if deps is not None:
-        _check_dependencies(r, index, deps, path + ".dependencies")
+        _check_dependencies(r, index, deps, path + ".dependencies", final)
     when = step.get("when")
     if when is not None and (when := r.string(when, path + ".when")) is not None:
         name = step.get("name")
-        _check_when(r, index, name if isinstance(name, str) else "", when, path + ".when", arguments)
+        _check_when(r, index, name if isinstance(name, str) else "", when, path + ".when", arguments, final)
 
 
 def _check_template_for_type(
@@ -173,16 +197,20 @@ def _check_template_for_type(
     return templates.run(r, template, path)
 
 
-def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path) -> None:
+def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path, final: bool) -> None:
     deps = r.sequence(raw, path)
     if deps is None:
         return
     if len(deps) > MAX_STEPS:
         r.add(too_many(path, len(deps), MAX_STEPS))
     known = index.paths
+    finals = index.final
     for i, dep in enumerate(deps):
         if type(dep) is str and dep in known:
-            continue  # nearly every dependency: no path built for a line that reports nothing
+            # nearly every dependency: no path built for a line that reports nothing
+            if (finals or final) and (dep in finals) != final:
+                r.add(invalid(path + f"[{i}]", dep, _CROSSING[final]))
+            continue
         name = r.string(dep, path + f"[{i}]", item=True)
         if name is None:
             continue
@@ -220,7 +248,7 @@ def _check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None
 
 
 def _check_when(
-    r: Reader, index: StepIndex, step: str, expr: str, path: Path, arguments: frozenset[str]
+    r: Reader, index: StepIndex, step: str, expr: str, path: Path, arguments: frozenset[str], final: bool
 ) -> None:
     if len(expr) > MAX_WHEN:
         r.add(too_long(path, expr, MAX_WHEN))
@@ -243,6 +271,8 @@ def _check_when(
         references = compiled.references
         if compiled.constant is None:
             _check_facts(r, index, expr, path, arguments)
+        if not final and compiled.flow_fields is not None and OUTCOME in compiled.flow_fields:
+            r.add(invalid(path, expr, _OUTCOME_ONLY))
     for ref in sorted(references):
         if ref not in index.paths:
             r.add(not_found(path, ref, "the condition refers to a step this flow does not have"))
@@ -252,7 +282,8 @@ def _check_when(
                     path,
                     expr,
                     f"refers to step {quote(ref)}, which is not among the dependencies (direct or indirect) "
-                    f"of step {quote(step)}: its phase would not be final when the condition is evaluated",
+                    f"of step {quote(step)}: its phase would not be final when the condition is evaluated"
+                    + (" (a finally step reads any step that is not finally)" if final else ""),
                 )
             )
 

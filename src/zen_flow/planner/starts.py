@@ -1,0 +1,134 @@
+"""Starting a ready step: its `when` decided, a join that could never run failed at once, its Job built
+and created, or taken over when a lost status write left it unrecorded; under
+`executionPolicy.parallelism`, only as many as the limit leaves room for, in spec order (planner.parallelism).
+"""
+
+from __future__ import annotations
+
+from zen_flow.api.constants import StepPhase
+from zen_flow.core.expressions import Deferred, Unavailable, check_when
+from zen_flow.planner.actions import CreateJob
+from zen_flow.planner.artifacts import add_transfers
+from zen_flow.planner.finale import Finale
+from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
+from zen_flow.planner.parallelism import running, wait
+from zen_flow.planner.parameters import apply_parameters, resolve_inputs
+from zen_flow.planner.readiness import producer, skipped_input
+from zen_flow.planner.steps import StepWork, bound
+from zen_flow.planner.timing import after, after_cut
+
+# A `when` the evaluator deferred (`Deferred`) is looked at again after this; one it could not evaluate
+# at all (`Unavailable`: its worker does not start) after the longer delay, so that a broken sandbox is
+# not asked again every second by every waiting flow.
+DEFERRED_RETRY_SECONDS = 1.0
+UNAVAILABLE_RETRY_SECONDS = 10.0
+
+
+class Starts(Finale):
+    """The start of ready steps, for the schedule pass (planner.engine)."""
+
+    def start(self, w: StepWork, attempt: int) -> None:
+        """Start the Job step `w` now, or, under a parallelism limit, once every ready step is known. A
+        Job of that attempt that exists already (a status write lost) is taken over at once: it runs, and
+        takes its place before any other start is counted."""
+        if self.parallelism is None or self.job_name(w.name, attempt) in self.jobs:
+            self.create_attempt(w, attempt)
+        else:
+            self.ready.append((w, attempt))
+
+    def start_ready(self) -> str | None:
+        """Start the ready steps in spec order while the limit leaves room (see planner.parallelism);
+        the others wait, saying why, until a Job finishes (its event wakes the flow). Returns a step that
+        ended here instead of starting (its `when`, decided at its slot), at once."""
+        limit = self.parallelism
+        assert limit is not None
+        position = {name: i for i, name in enumerate(self.works)}
+        self.ready.sort(key=lambda item: position[item[0].name])
+        taken = running(self.moving.values(), self.jobs)
+        for w, attempt in self.ready:
+            if self.blocked(w):  # a step failed at its Job's creation (fail-fast) just now
+                continue
+            if taken >= limit:
+                w.message = wait(w.message if w.phase == StepPhase.RETRYING else None, limit)
+                continue
+            if w.name in self.when_held and (not self.decide_when(w) or self.fails_on_skipped_input(w)):
+                if w.terminal:
+                    # Its dependents may be ready now and come before the rest in spec order: the plan
+                    # schedules again before it hands out another slot.
+                    return w.name
+                continue
+            self.create_attempt(w, attempt)
+            taken += w.phase == StepPhase.RUNNING
+        return None
+
+    def create_attempt(self, w: StepWork, attempt: int) -> None:
+        previous = w.message if w.phase == StepPhase.RETRYING else None
+        self.create(w, attempt)
+        if w.phase == StepPhase.RUNNING and previous:
+            w.message = bound(f"attempt {attempt + 1}; {previous}")
+
+    def decide_when(self, w: StepWork) -> bool:
+        """Evaluate the step's `when`: True to go on and start it; False when it was skipped, failed, or
+        must wait for the condition to be decided (its message and wakeup say so)."""
+        assert w.spec.when is not None
+        context = self.final_context if w.spec.is_finally else self.when_context
+        try:
+            verdict = check_when(w.spec.when, context, self.evaluate)
+        except Unavailable as err:  # nothing is known of the condition: never a skip, decided later
+            w.message = bound(f"waiting to evaluate when: {err}")
+            self.wakeups.append(after(self.now, UNAVAILABLE_RETRY_SECONDS))
+            return False
+        except Deferred:  # decided by a later plan: the step stays Pending until then
+            self.wakeups.append(after(self.now, DEFERRED_RETRY_SECONDS))
+            return False
+        if verdict.exceeded:
+            w.fail(self.now, verdict.reason)
+            self.note_failure(w)
+            return False
+        if not verdict.value:
+            w.skip(self.now, verdict.reason)
+            return False
+        return True
+
+    def fails_on_skipped_input(self, w: StepWork) -> bool:
+        """A join that ran past a Skipped branch (dependencyPolicy) must not read that branch's outputs:
+        they do not exist, and a Job built without them would run on something else. It fails before it
+        waits for a slot: it could never run."""
+        if (missing_input := skipped_input(w.spec, self.works)) is None:
+            return False
+        w.fail(self.now, missing_input)
+        self.note_failure(w)
+        return True
+
+    def create(self, w: StepWork, attempt: int) -> None:
+        name = self.job_name(w.name, attempt)
+        existing = self.jobs.get(name)
+        if existing is not None and not adoptable(existing):
+            # The flow's own Job of that name, being deleted before it finished (a status write lost, and
+            # the Job deleted since): the step waits, and its deletion wakes the flow to create it afresh.
+            # Said in its message: a finalizer or a NotReady node can hold the deletion a long time.
+            w.message = bound(
+                f"waiting for Job {name}, deleted before it finished, to go; then it starts again"
+            )
+            return
+        if existing is not None:  # only reachable when adoption was skipped; never create twice
+            w.start(self.job_ref(name, existing), self.now, attempt=attempt)
+            self.observe_running(w)
+            return
+        try:
+            body = build_job(self.flow, w.spec, name, attempt)
+            body = apply_parameters(
+                body,
+                w.name,
+                resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments),
+                (self.flow.metadata.name, self.flow.metadata.namespace),
+            )
+            body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
+        except JobBuildError as err:
+            w.fail(self.now, f"cannot create Job: {err}")
+            self.note_failure(w)
+            return
+        self.actions.append(CreateJob(w.name, attempt, body))
+        w.start(self.job_ref(name, None), self.now, attempt=attempt)
+        if w.spec.timeout_seconds is not None and w.spec.timeout_seconds > 0:
+            self.wakeups.append(after_cut(self.now, w.spec.timeout_seconds))

@@ -1,0 +1,258 @@
+"""Planner: finally steps (`finally: true`) run once every other step has ended, whatever the outcome:
+after a success, after a fail-fast failure, ordered among themselves by their dependencies, with
+`flow.outcome` in their `when`; a failed one fails the flow; a stop or the flow deadline runs none; a
+rerun runs them again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from zen_flow.api.constants import (
+    ANNOTATION_RETRIED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
+)
+from zen_flow.planner import DeleteJob
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator, run
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+FINALLY: dict[str, Any] = {"finally": True}
+
+
+def phases(sim: Simulator) -> dict[str, str]:
+    return {s.name: s.phase for s in sim.flow.status.steps}
+
+
+def message(sim: Simulator, step: str) -> str:
+    found = sim.flow.status.step(step)
+    assert found is not None
+    return found.message or ""
+
+
+def failed_condition(sim: Simulator) -> tuple[str, str]:
+    cond = next(c for c in sim.flow.status.conditions if c.type == "Failed")
+    return cond.reason, cond.message
+
+
+def started(sim: Simulator) -> list[str]:
+    """The steps whose Jobs were created, in order."""
+    return [sim.steps[name] for name in sim.created]
+
+
+def by_step(sim: Simulator, verdicts: dict[str, str]) -> Any:
+    return lambda job: verdicts.get(sim.steps[job], "complete")
+
+
+def pipeline(*finals: dict[str, Any], **spec: Any) -> Simulator:
+    """build -> test (in parallel with lint), then the finally steps."""
+    steps = [job_step("build"), job_step("test", "build"), job_step("lint", "build"), *finals]
+    return Simulator(make_flow(steps, **spec), T0)
+
+
+def test_a_finally_step_runs_last_after_a_success_and_the_flow_succeeds() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY))
+    sim.reconcile()
+    assert sim.running()
+    assert started(sim) == ["build"]
+    run(sim, by_step(sim, {}))
+    assert sim.phase == "Succeeded"
+    assert started(sim)[-1] == "cleanup"
+    assert phases(sim)["cleanup"] == "Succeeded"
+    assert sim.flow.status.progress_summary == "4/4"
+
+
+def test_fail_fast_then_the_finally_step_runs_after_the_running_steps_finish() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY))
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    test, lint = sorted(sim.running(), key=lambda j: sim.steps[j] != "test")
+    sim.fail(test)
+    sim.reconcile()
+    assert "cleanup" not in started(sim)  # lint still runs: nothing new starts, not even the cleanup
+    assert sim.phase == "Running"
+    sim.complete(lint)
+    sim.reconcile()
+    assert started(sim)[-1] == "cleanup"  # in the plan that saw the last running step end
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert phases(sim) == {
+        "build": "Succeeded",
+        "test": "Failed",
+        "lint": "Succeeded",
+        "cleanup": "Succeeded",
+    }
+    assert failed_condition(sim)[0] == "StepFailed"
+    assert failed_condition(sim)[1].startswith("step test failed")
+
+
+def test_steps_fail_fast_skipped_before_the_finally_step_starts() -> None:
+    steps = [job_step("a"), job_step("b", "a"), job_step("c", "b"), job_step("notify", **FINALLY)]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    assert started(sim) == ["a"]
+    run(sim, by_step(sim, {"a": "fail"}))
+    assert sim.phase == "Failed"
+    assert phases(sim) == {"a": "Failed", "b": "Skipped", "c": "Skipped", "notify": "Succeeded"}
+
+
+def test_a_failed_finally_step_fails_a_flow_whose_steps_succeeded() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY))
+    run(sim, by_step(sim, {"cleanup": "fail"}))
+    assert sim.phase == "Failed"
+    reason, text = failed_condition(sim)
+    assert reason == "FinallyStepFailed"
+    assert text.startswith("finally step cleanup failed")
+
+
+def test_finally_steps_do_not_fail_fast_each_other_and_keep_their_order() -> None:
+    sim = pipeline(
+        job_step("teardown", **FINALLY),
+        job_step("release", **FINALLY),
+        job_step("notify", "teardown", "release", **FINALLY),
+    )
+    run(sim, by_step(sim, {"teardown": "fail"}))
+    assert sim.phase == "Failed"
+    assert phases(sim)["release"] == "Succeeded"  # started beside the failed teardown, not stopped
+    assert phases(sim)["notify"] == "Succeeded"  # after both, the failed one too
+    order = started(sim)
+    assert order.index("notify") > max(order.index("teardown"), order.index("release"))
+    assert failed_condition(sim)[0] == "FinallyStepFailed"
+
+
+def test_a_finally_step_retries_even_while_the_flow_is_failing() -> None:
+    retry = {"retryPolicy": {"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}}}
+    sim = pipeline(job_step("cleanup", **FINALLY, **retry))
+    failures = {"cleanup": 0}
+
+    def outcome(job: str) -> str:
+        step = sim.steps[job]
+        if step == "test":
+            return "fail"
+        if step == "cleanup" and failures["cleanup"] == 0:
+            failures["cleanup"] += 1
+            return "fail"
+        return "complete"
+
+    run(sim, outcome)
+    assert started(sim).count("cleanup") == 2
+    assert phases(sim)["cleanup"] == "Succeeded"
+    assert failed_condition(sim)[1].startswith("step test failed")
+
+
+def test_when_reads_the_outcome_and_the_phases_of_the_other_steps() -> None:
+    on_failure = job_step("page", when="flow.outcome == 'Failed'", **FINALLY)
+    on_success = job_step("celebrate", when="flow.outcome == 'Succeeded'", **FINALLY)
+    after_test = job_step("report", when="steps.test.phase == 'Failed'", **FINALLY)
+    failed = pipeline(on_failure, on_success, after_test)
+    run(failed, by_step(failed, {"test": "fail"}))
+    assert {k: v for k, v in phases(failed).items() if k in ("page", "celebrate", "report")} == {
+        "page": "Succeeded",
+        "celebrate": "Skipped",
+        "report": "Succeeded",
+    }
+    ok = pipeline(on_failure, on_success, after_test)
+    run(ok, by_step(ok, {}))
+    assert ok.phase == "Succeeded"
+    assert {k: v for k, v in phases(ok).items() if k in ("page", "celebrate", "report")} == {
+        "page": "Skipped",
+        "celebrate": "Succeeded",
+        "report": "Skipped",
+    }
+    assert message(ok, "page") == "when \"flow.outcome == 'Failed'\" is false"
+
+
+def test_a_stop_ends_everything_at_once_and_runs_no_finally_step() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY))
+    sim.reconcile()
+    running = sim.running()
+    sim.annotate(ANNOTATION_STOP, "true")
+    sim.annotate(ANNOTATION_STOPPED_BY, "alice")
+    result = sim.reconcile()
+    assert [a.name for a in result.actions if isinstance(a, DeleteJob)] == running
+    assert sim.phase == "Failed"
+    assert phases(sim)["cleanup"] == "Skipped"
+    assert message(sim, "cleanup") == "not started: stopped by alice"
+    assert "cleanup" not in started(sim)
+
+
+def test_a_stop_while_finally_steps_run_stops_them_too() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY))
+    for _ in range(3):
+        sim.reconcile()
+        for job in sim.running():
+            if sim.steps[job] != "cleanup":
+                sim.complete(job)
+    assert phases(sim)["cleanup"] == "Running"
+    sim.annotate(ANNOTATION_STOP, "true")
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert phases(sim)["cleanup"] == "Failed"
+    assert failed_condition(sim)[0] == "Stopped"
+
+
+def test_the_flow_deadline_runs_no_finally_step() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY), execution_policy={"activeDeadlineSeconds": 30})
+    sim.reconcile()
+    sim.advance(30)
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert failed_condition(sim)[0] == "DeadlineExceeded"
+    assert phases(sim)["cleanup"] == "Skipped"
+    assert "cleanup" not in started(sim)
+
+
+def test_a_rerun_runs_the_finally_steps_again_at_its_end() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY), job_step("notify", "cleanup", **FINALLY))
+    fail_test = {"test": "fail"}
+    run(sim, by_step(sim, fail_test))
+    assert sim.phase == "Failed"
+    assert started(sim).count("cleanup") == 1
+    sim.annotate(ANNOTATION_RETRY, "r1")
+    sim.annotate(ANNOTATION_RETRIED_BY, "alice")
+    sim.reconcile()
+    assert phases(sim)["cleanup"] == "Pending"  # not beside the rerun step: at its end
+    assert phases(sim)["test"] == "Running"
+    run(sim, by_step(sim, {}))
+    assert sim.phase == "Succeeded"
+    assert started(sim).count("cleanup") == 2
+    assert started(sim).count("notify") == 2
+    assert started(sim)[-2:] == ["cleanup", "notify"]
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert set(audit.retries[0].steps) == {"test", "cleanup", "notify"}
+
+
+def test_a_rerun_of_a_flow_failed_only_by_its_finally_step() -> None:
+    sim = pipeline(job_step("cleanup", **FINALLY))
+    verdicts = {"cleanup": "fail"}
+    run(sim, by_step(sim, verdicts))
+    assert failed_condition(sim)[0] == "FinallyStepFailed"
+    sim.annotate(ANNOTATION_RETRY, "r1")
+    sim.reconcile()
+    verdicts.clear()
+    run(sim, by_step(sim, verdicts))
+    assert sim.phase == "Succeeded"
+    assert started(sim).count("build") == 1
+    assert started(sim).count("cleanup") == 2
+
+
+def test_parallelism_holds_finally_steps_like_the_others() -> None:
+    finals = [job_step(f"clean-{i}", **FINALLY) for i in range(3)]
+    sim = pipeline(*finals, execution_policy={"parallelism": 1})
+    most = 0
+
+    def outcome(job: str) -> str:
+        nonlocal most
+        most = max(most, len(sim.running()))
+        return "complete"
+
+    run(sim, outcome)
+    assert sim.phase == "Succeeded"
+    assert most == 1
+    assert set(started(sim)[:3]) == {"build", "test", "lint"}
+    assert started(sim)[3:] == ["clean-0", "clean-1", "clean-2"]
