@@ -13,9 +13,10 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY,
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
+    REJECT_PREFIX,
 )
 from zen_flow.planner import DeleteJob
-from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -256,3 +257,84 @@ def test_parallelism_holds_finally_steps_like_the_others() -> None:
     assert most == 1
     assert set(started(sim)[:3]) == {"build", "test", "lint"}
     assert started(sim)[3:] == ["clean-0", "clean-1", "clean-2"]
+
+
+# --- found by a review of the merged features ------------------------------------------------------------
+
+
+def test_a_failure_with_continue_on_failure_makes_the_outcome_failed_as_the_flow_ends_failed() -> None:
+    # The flow ends Failed (the original's rule for continueOnFailure): a "notify on failure" finally step
+    # must see it, and a "celebrate" one must not run.
+    steps = [
+        job_step("optional", continueOnFailure=True),
+        job_step("build"),
+        job_step("notify-failure", when="flow.outcome == 'Failed'", **FINALLY),
+        job_step("celebrate", when="flow.outcome == 'Succeeded'", **FINALLY),
+    ]
+    sim = Simulator(make_flow(steps), T0)
+    run(sim, by_step(sim, {"optional": "fail"}))
+    assert sim.phase == "Failed"
+    assert phases(sim)["notify-failure"] == "Succeeded"
+    assert phases(sim)["celebrate"] == "Skipped"
+    assert failed_condition(sim)[0] == "StepFailed"
+
+
+def test_a_finally_steps_failure_never_hides_how_the_other_steps_ended() -> None:
+    # The plan that rejected the gate and created the finally step's Job lost its status write; the next
+    # plan takes the (failed) finally Job over first. The gate's rejection must still be decided and be
+    # the flow's failure, with it recorded, as with the write kept.
+    flow = make_flow([job_step("probe", when="false"), manual_step("gate"), job_step("cleanup", **FINALLY)])
+    outcomes = []
+    for lose in (False, True):
+        sim = Simulator(flow, T0)
+        sim.annotate(REJECT_PREFIX + "gate", "true")
+        sim.reconcile(write_status=not lose)
+        sim.fail(sim.running()[0])
+        sim.advance(1)
+        sim.reconcile()
+        audit = sim.flow.status.audit
+        outcomes.append(
+            (sim.phase, failed_condition(sim), phases(sim), audit and audit.approvals[0].decision)
+        )
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][1] == ("StepFailed", "step gate failed: rejected")
+
+
+def test_a_rerun_steps_job_a_lost_status_write_left_unrecorded_is_taken_over() -> None:
+    # With jobRetention LastAttempt the rerun step's first attempt's Job is gone; the rerun plan created
+    # its next one and lost its status write. The next plan takes it over (before, it was dropped as
+    # "not started" and ran untracked beside the finally step).
+    retry = {"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}}
+    steps = [
+        job_step("prod-only", when="false"),
+        job_step("report", "prod-only", dependencyPolicy="SucceededOrSkipped", retryPolicy=retry),
+        job_step("test"),
+        job_step("cleanup", **FINALLY),
+    ]
+    sim = Simulator(make_flow(steps, execution_policy={"jobRetention": "LastAttempt"}), T0)
+
+    def job_of(step: str) -> str:
+        return next(j for j in sim.running() if sim.steps[j] == step)
+
+    sim.reconcile()
+    sim.fail(job_of("report"))
+    sim.reconcile()
+    sim.advance(2)
+    sim.reconcile()
+    sim.reconcile()
+    sim.fail(job_of("report"))
+    sim.fail(job_of("test"))
+    sim.reconcile()
+    sim.complete(job_of("cleanup"))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    sim.annotate(ANNOTATION_RETRY, "r1")
+    sim.annotate(ANNOTATION_RETRIED_BY, "alice")
+    sim.advance(5)
+    sim.reconcile(write_status=False)
+    sim.fail(job_of("test"))
+    sim.reconcile()
+    report = sim.flow.status.step("report")
+    assert report is not None
+    assert (report.phase, report.retry_count) == ("Running", 2)
+    assert phases(sim)["cleanup"] == "Pending"  # it waits for report: the finally step runs last

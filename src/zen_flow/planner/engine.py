@@ -167,7 +167,7 @@ class _Planner(Starts):
             phase = FlowPhase.PENDING
         else:
             phase = FlowPhase.RUNNING
-        return phase, self.failure, REASON_STEP_FAILED
+        return phase, self.failure or self.final_failure, REASON_STEP_FAILED
 
     def ended(self) -> tuple[FlowPhase, str | None, str] | None:
         """The flow's outcome when every step is terminal: Succeeded unless a step failed; else None."""
@@ -181,7 +181,7 @@ class _Planner(Starts):
         if failed is None:
             return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
         if failed.name in final:  # the main steps succeeded (or failed with continueOnFailure)
-            message = self.failure or failure_message(failed.name, True, failed.message)
+            message = self.final_failure or failure_message(failed.name, True, failed.message)
             return FlowPhase.FAILED, message, REASON_FINALLY_FAILED
         return (
             FlowPhase.FAILED,

@@ -94,9 +94,14 @@ class PlanState:
             self.budget_used += sum(
                 s.retry_count for name, s in initial.items() if s.retry_count > 0 and name in shape.specs
             )
-        self.failure: str | None = None  # the first step that failed for good (fail-fast)
+        # The first step that is not finally to fail for good (fail-fast: no other such step starts).
+        self.failure: str | None = None
+        # The first finally step to fail for good: it fails the flow, but stops nothing (finally steps do
+        # not fail-fast each other, and never stop the others: their decisions stay theirs).
+        self.final_failure: str | None = None
         self.final = shape.final  # the finally steps
-        # Did a step that is not finally fail for good? (`flow.outcome` of the finally steps' `when`)
+        # Did a step that is not finally fail, continueOnFailure or not? The flow then ends Failed:
+        # `flow.outcome` of the finally steps' `when`.
         self.main_failed = False
         # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
         self.creating: tuple[CreateResource, ...] = ()
@@ -107,13 +112,16 @@ class PlanState:
         self.when_held: set[str] = set()  # ready steps whose `when` waits for a slot to be decided
         if StepPhase.FAILED in map(PHASE, initial.values()):
             for s in self.works.settled():
-                if s.phase == StepPhase.FAILED and not shape.specs[s.name].continue_on_failure:
-                    if s.name not in self.final:  # the main steps' failure is the flow's
-                        self.failure = failure_message(s.name, False, s.message)
-                        self.main_failed = True
-                        break
-                    if self.failure is None:
-                        self.failure = failure_message(s.name, True, s.message)
+                if s.phase != StepPhase.FAILED:
+                    continue
+                final = s.name in self.final
+                self.main_failed |= not final
+                if shape.specs[s.name].continue_on_failure:
+                    continue
+                if not final and self.failure is None:
+                    self.failure = failure_message(s.name, False, s.message)
+                elif final and self.final_failure is None:
+                    self.final_failure = failure_message(s.name, True, s.message)
         policy = flow.spec.execution_policy
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time
@@ -130,7 +138,17 @@ class PlanState:
         looked up by name, not its dormant steps: a plan's cost follows what is happening."""
         steps = first_attempts(self.flow)
         dormant = self.works.dormant
-        return [step for job in self.jobs if (step := steps.get(job)) is not None and step in dormant]
+        found = [step for job in self.jobs if (step := steps.get(job)) is not None and step in dormant]
+        audit = self.flow.status.audit
+        if audit is not None and audit.retries:
+            # A rerun leaves its steps dormant at a later attempt (their dependencies back to Pending, the
+            # first attempt's Job perhaps gone: jobRetention, a Job's own TTL): looked up by that name.
+            initial = self.works.initial
+            for name in dormant:
+                s = initial.get(name)
+                if s is not None and s.retry_count and self.job_name(name, s.retry_count) in self.jobs:
+                    found.append(name)
+        return found
 
     def stored(self, step: str, artifact: str) -> ArtifactRef | None:
         """What step `step` stored as `artifact` (from its status outputs)."""
@@ -160,12 +178,14 @@ class PlanState:
         )
 
     def note_failure(self, w: StepWork) -> None:
+        final = w.spec.is_finally
+        self.main_failed |= not final
         if w.spec.continue_on_failure:
             return
-        if self.failure is None:
-            self.failure = failure_message(w.name, w.spec.is_finally, w.message)
-        if not w.spec.is_finally:
-            self.main_failed = True
+        if not final and self.failure is None:
+            self.failure = failure_message(w.name, False, w.message)
+        elif final and self.final_failure is None:
+            self.final_failure = failure_message(w.name, True, w.message)
 
     def blocked(self, w: StepWork | None = None) -> bool:
         """May no step (or not `w`) start now? A failure stops only the steps that are not finally: the

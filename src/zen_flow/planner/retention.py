@@ -30,7 +30,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.steps import StepWork
 
-# The DeleteJob reason; the flow's Job-deletes metric counts it as "other".
+# The DeleteJob reason; zen_flow_job_deletes_total counts it as "superseded" (controller.executor).
 SUPERSEDED_REASON = "superseded by a later attempt (jobRetention LastAttempt)"
 
 
