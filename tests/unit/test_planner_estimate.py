@@ -38,6 +38,17 @@ def test_parallel_branches_take_the_longest_path() -> None:
     assert sim.flow.status.estimated_completion_time == T0 + timedelta(seconds=10 + 10 + 10 + 10)
 
 
+def test_a_finally_step_is_expected_after_every_other_step() -> None:
+    # cleanup has no dependencies but starts only once a, b and c have ended: 4 steps of 60 s in a row.
+    steps = [job_step("a"), job_step("b", "a"), job_step("c", "b"), job_step("cleanup", **{"finally": True})]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    sim.advance(60)
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert sim.flow.status.estimated_completion_time == T0 + timedelta(seconds=4 * 60)
+
+
 def test_the_estimate_stands_between_transitions_so_quiet_reconciles_write_nothing() -> None:
     sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
     sim.reconcile()

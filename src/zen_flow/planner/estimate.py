@@ -41,12 +41,20 @@ def estimate_completion(
     finish = {s.name: s.completion_time or now for s in steps if s.phase in _TERMINAL}
     latest = max(finish.values(), default=now)
     specs = shape.specs
+    final = shape.final
+    # The finally steps start once every other step has ended; the shape orders them last, so when the
+    # first one is reached every other step's expected end is known.
+    main_end: datetime | None = None
     for name in shape.order:
         if name in finish:
             continue
         step = status[name]
         if step.phase == StepPhase.PENDING:  # most of a long flow: inline, no list, no call
             begin = now
+            if name in final:
+                if main_end is None:
+                    main_end = max((t for n, t in finish.items() if n not in final), default=now)
+                begin = max(begin, main_end)
             for dep in specs[name].dependencies:
                 begin = max(begin, finish[dep])
             end = begin + mean
