@@ -201,7 +201,7 @@ def test_when_that_errors_is_false_and_says_why() -> None:
     b = sim.flow.status.step("b")
     assert b is not None
     assert b.phase == "Skipped"
-    assert "KeyError" in (b.message or "")
+    assert "failed: no such key 'rows'" in (b.message or "")
 
 
 def test_when_sees_the_flow_labels() -> None:

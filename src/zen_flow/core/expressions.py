@@ -256,15 +256,26 @@ def check_when(
         reason = _bound(f"when stopped: {err}; expression {compiled.source!r}")
         return WhenResult(False, reason, exceeded=True)
     except EvaluationError as err:
-        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {err}"))
+        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {_explained(str(err))}"))
     except Exception as err:
         if evaluator:  # the evaluator's own failure says nothing of the condition
             raise Unavailable(f"the expression evaluator failed: {type(err).__name__}: {err}") from err
         # fail-closed: whatever went wrong, the condition does not hold
-        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {type(err).__name__}: {err}"))
+        why = _explained(f"{type(err).__name__}: {err}")
+        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {why}"))
     if not isinstance(value, bool):
         return WhenResult(False, _bound(f"when {compiled.source!r} is not a bool: {value!r}"))
     return WhenResult(value, _bound(f"when {compiled.source!r} is {str(value).lower()}"))
+
+
+def _explained(error: str) -> str:
+    """The evaluator's error in the user's terms: a missing key is Python's `KeyError: 'url'`, and most
+    often an output of a step that did not succeed, or a label or annotation the flow does not have."""
+    if error.startswith("KeyError: "):
+        key = error.removeprefix("KeyError: ")
+        hint = "not set: e.g. an output of a step that did not succeed; test its phase first"
+        return f"no such key {key} ({hint})"
+    return error
 
 
 def _variables(compiled: CompiledWhen, context: WhenContext) -> dict[str, Any]:
