@@ -10,7 +10,7 @@ from test_cli_render import release
 
 from zen_flow.cli import main
 from zen_flow.cli.graph import COLOURS, dot, mermaid
-from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
+from zen_flow_dev.testing.flows import flow_manifest, job_step, make_flow, manual_step
 
 
 def test_mermaid_draws_every_step_and_edge_coloured_by_phase() -> None:
@@ -47,3 +47,16 @@ def test_a_file_needs_no_cluster_and_svg_says_what_it_needs(
     monkeypatch.setenv("PATH", str(tmp_path))  # no Graphviz here
     assert main(["graph", str(file), "--format", "svg"]) == 2
     assert "--format svg needs Graphviz's `dot` on PATH" in capsys.readouterr().err
+
+
+def test_a_finally_step_says_so_and_has_a_dashed_border() -> None:
+    # No edge places it after the others: the drawing says it runs last.
+    flow = make_flow([job_step("build"), job_step("cleanup", **{"finally": True})])
+    text = mermaid(flow).splitlines()
+    assert '  s1["cleanup<br/>Pending<br/>finally"]:::pending' in text
+    assert "  style s1 stroke-dasharray: 5 5" in text
+    assert '  s0["build<br/>Pending"]:::pending' in text
+    assert (
+        '"cleanup" [label="cleanup\\nPending\\nfinally", fillcolor="#ffffff", color="#757575", '
+        'style="rounded,filled,dashed"];' in dot(flow)
+    )

@@ -1,5 +1,7 @@
 """`zen-flow graph`: a flow's DAG as Mermaid or Graphviz DOT text, each step coloured by its phase (a flow
-read from a file has no status: every step is Pending). Pure: the caller renders SVG with Graphviz."""
+read from a file has no status: every step is Pending). A Manual step is a hexagon; a finally step, which
+no edge places after the others, says "finally" under its phase and has a dashed border: it runs once
+every other step has ended. Pure: the caller renders SVG with Graphviz."""
 
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ def mermaid(flow: JobFlow) -> str:
     phases = _phases(flow)
     ids = {name: f"s{i}" for i, (name, _) in enumerate(dependency_order(flow))}
     manual = {s.name for s in flow.spec.steps if s.is_manual}
+    final = {s.name for s in flow.spec.steps if s.is_finally}
     lines = ["flowchart TD"]
     for name, node in ids.items():
-        label = f"{name}<br/>{phases[name]}"
+        label = f"{name}<br/>{phases[name]}" + ("<br/>finally" if name in final else "")
         shape = f'{{{{"{label}"}}}}' if name in manual else f'["{label}"]'
         lines.append(f"  {node}{shape}:::{phases[name].lower()}")
+    lines += [f"  style {ids[name]} stroke-dasharray: 5 5" for name in ids if name in final]
     for step in flow.spec.steps:
         lines += [f"  {ids[dep]} --> {ids[step.name]}" for dep in step.dependencies if dep in ids]
     for phase in sorted(set(phases.values())):
@@ -48,6 +52,7 @@ def mermaid(flow: JobFlow) -> str:
 def dot(flow: JobFlow) -> str:
     phases = _phases(flow)
     manual = {s.name for s in flow.spec.steps if s.is_manual}
+    final = {s.name for s in flow.spec.steps if s.is_finally}
     lines = [
         f"digraph {json.dumps(flow.metadata.name or 'jobflow')} {{",
         "  rankdir=TB;",
@@ -56,7 +61,9 @@ def dot(flow: JobFlow) -> str:
     for name, _ in dependency_order(flow):
         fill, stroke = COLOURS.get(phases[name], COLOURS["Pending"])
         shape = ", shape=hexagon" if name in manual else ""
-        label = json.dumps(f"{name}\n{phases[name]}")
+        if name in final:
+            shape += ', style="rounded,filled,dashed"'
+        label = json.dumps(f"{name}\n{phases[name]}" + ("\nfinally" if name in final else ""))
         lines.append(f'  {json.dumps(name)} [label={label}, fillcolor="{fill}", color="{stroke}"{shape}];')
     for step in flow.spec.steps:
         lines += [
