@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from test_planner_joins import message, phases
+
 from zen_flow.api.constants import (
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
@@ -21,16 +23,6 @@ from zen_flow_dev.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 FINALLY: dict[str, Any] = {"finally": True}
-
-
-def phases(sim: Simulator) -> dict[str, str]:
-    return {s.name: s.phase for s in sim.flow.status.steps}
-
-
-def message(sim: Simulator, step: str) -> str:
-    found = sim.flow.status.step(step)
-    assert found is not None
-    return found.message or ""
 
 
 def failed_condition(sim: Simulator) -> tuple[str, str]:

@@ -8,13 +8,16 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import yaml
 from test_webhook_review import review
 from validation_samples import base_flow, step
 
 from zen_flow.cli.validate import validate_paths
+from zen_flow.validation import AcceptedSpecs
 from zen_flow.validation.warnings import MAX_WARNINGS, flow_warnings, spec_may_warn
+from zen_flow.webhook import review as review_module
 from zen_flow.webhook.review import validate_review
 
 WARNING = (
@@ -76,3 +79,13 @@ def test_validate_prints_the_warning_and_exits_0(tmp_path: Path) -> None:
     assert validate_paths([str(path)], out, err) == 0
     assert out.getvalue() == ""
     assert f"{path}: Warning: {WARNING}\n" in err.getvalue()
+
+
+def test_a_remembered_spec_warns_again_without_being_checked_again() -> None:
+    # The same spec created twice (a dry run and the apply, flows from one generateName manifest): the
+    # second is answered from what the webhook remembered, warning included.
+    with patch.object(review_module, "ACCEPTED", AcceptedSpecs()) as remembered:
+        first = validate_review(review(kept_nowhere()))["response"]
+        assert len(remembered) == 1
+        second = validate_review(review(kept_nowhere()))["response"]
+    assert first["warnings"] == second["warnings"] == [WARNING]

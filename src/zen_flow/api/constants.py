@@ -91,6 +91,25 @@ class DependencyPolicy(StrEnum):
     ANY_SUCCEEDED = "AnySucceeded"  # at least one dependency Succeeded
 
 
+# Why a finally step spec cannot be planned: said by the validator (a field error) and by the planner's
+# shape (for a flow that reached it without the webhook), which are sibling layers.
+MANUAL_FINALLY = (
+    "a Manual step cannot be finally: nobody could approve it in time to matter, as every other step "
+    "has ended when it is reached"
+)
+# Why a dependency may not cross between finally steps and the others, by whether the dependent is finally.
+FINALLY_CROSSING = {
+    True: (
+        "is not a finally step: a finally step already runs after every step that is not finally, and may "
+        "depend only on finally steps (to order them)"
+    ),
+    False: (
+        "is a finally step, which runs only after every step that is not finally has ended, this one "
+        "included: it can never come first"
+    ),
+}
+
+
 class ConcurrencyPolicy(StrEnum):
     ALLOW = "Allow"
     FORBID = "Forbid"

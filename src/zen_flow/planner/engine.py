@@ -98,14 +98,10 @@ class _Planner(Starts):
             return
         self.start(w, w.retry_count + 1)
 
-    def dependency_verdict(self, w: StepWork) -> tuple[bool, str | None]:
-        """(ready, why it can never run): planner.readiness.dependency_verdict over this plan's steps."""
-        return dependency_verdict(w, self.works)
-
     def schedule_pending(self, w: StepWork) -> None:
         if waiting(w.message):
             w.message = None  # said again below if it is still held
-        ready, never = self.dependency_verdict(w)
+        ready, never = dependency_verdict(w, self.works)
         if never is not None:
             w.skip(self.now, never)
             return

@@ -43,12 +43,8 @@ def ttl_rule(flow: JobFlow, phase: FlowPhase) -> tuple[str, int]:
     return "ttlSecondsAfterFinished", DEFAULT_TTL_SECONDS_AFTER_FINISHED if ttl is None or ttl < 0 else ttl
 
 
-def ttl_seconds(flow: JobFlow, phase: FlowPhase) -> int:
-    return ttl_rule(flow, phase)[1]
-
-
 def ttl_expiry(flow: JobFlow, phase: FlowPhase, completion_time: datetime) -> datetime:
-    return after(completion_time, ttl_seconds(flow, phase))
+    return after(completion_time, ttl_rule(flow, phase)[1])
 
 
 def terminal_plan(flow: JobFlow, now: datetime) -> Plan:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.core.expressions import needs_evaluator
@@ -76,23 +77,9 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
     )
 
 
-MANUAL_FINALLY = (
-    "a Manual step cannot be finally: nobody could approve it in time to matter, as the flow's steps "
-    "have all ended when it is reached"
-)
-
-
 def _crossing(step: Step, dep: str) -> str:
-    """Why `step` may not depend on `dep` (one finally, the other not); the validator says the same."""
-    if step.is_finally:
-        return (
-            f"finally step {step.name!r} depends on {dep!r}, which is not finally: a finally step already "
-            "runs after every other step, and may depend only on finally steps (to order them)"
-        )
-    return (
-        f"step {step.name!r} depends on finally step {dep!r}, which runs only after every step that is "
-        "not finally has ended, this one included"
-    )
+    """Why `step` may not depend on `dep` (one finally, the other not), as the validator says it."""
+    return f"step {step.name!r} depends on {dep!r}, which {FINALLY_CROSSING[step.is_finally]}"
 
 
 _memo: IdentityMemo[Shape] = IdentityMemo(MEMO_STEPS)

@@ -46,15 +46,16 @@ class KnownSpec:
 
     size: int  # its JSON's bytes as sent (argument values included)
     status_bound: int  # the largest status its steps can write (size.status_bound), as remembered
+    warnings: tuple[str, ...] = ()  # its admission warnings (validation/warnings.py), as remembered
 
 
 class AcceptedSpecs:
-    """A bounded LRU of digests of valid specs, each with the spec's status bound; safe to share between
-    threads (the webhook decides in a thread pool)."""
+    """A bounded LRU of digests of valid specs, each with the spec's status bound and warnings; safe to
+    share between threads (the webhook decides in a thread pool)."""
 
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         self._size = size
-        self._digests: OrderedDict[bytes, int] = OrderedDict()
+        self._digests: OrderedDict[bytes, tuple[int, tuple[str, ...]]] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -70,15 +71,15 @@ class AcceptedSpecs:
     def recall(self, key: bytes, size: int) -> KnownSpec | None:
         """What is left to check of a spec of `size` bytes with this digest, None when it is unknown."""
         with self._lock:
-            bound = self._digests.get(key)
-            if bound is None:
+            found = self._digests.get(key)
+            if found is None:
                 return None
             self._digests.move_to_end(key)
-        return KnownSpec(size, bound)
+        return KnownSpec(size, *found)
 
-    def add(self, key: bytes, status_bound: int) -> None:
+    def add(self, key: bytes, status_bound: int, warnings: tuple[str, ...] = ()) -> None:
         with self._lock:
-            self._digests[key] = status_bound
+            self._digests[key] = (status_bound, warnings)
             self._digests.move_to_end(key)
             while len(self._digests) > self._size:
                 self._digests.popitem(last=False)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from zen_flow.api.constants import DependencyPolicy, StepPhase
+from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY, DependencyPolicy, StepPhase
 from zen_flow.core.durations import parse_duration
 from zen_flow.core.expression_cost import estimate_cost
 from zen_flow.core.expression_facts import facts
@@ -45,21 +45,6 @@ _OUTCOME_ONLY = (
     "reads flow.outcome, which only the when of a finally step can read (it says how the other steps "
     "ended, known only once they all have)"
 )
-MANUAL_FINALLY = (
-    "a Manual step cannot be finally: nobody could approve it in time to matter, as every other step "
-    "has ended when it is reached"
-)
-# Why a dependency crosses between finally steps and the others, by whether the dependent is finally.
-_CROSSING = {
-    True: (
-        "is not a finally step: a finally step already runs after every step that is not finally, and may "
-        "depend only on finally steps (to order them)"
-    ),
-    False: (
-        "is a finally step, which runs only after every step that is not finally has ended, this one "
-        "included: it can never come first"
-    ),
-}
 DEPENDENCY_POLICIES = tuple(p.value for p in DependencyPolicy)
 BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
 
@@ -209,7 +194,7 @@ def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path, final
         if type(dep) is str and dep in known:
             # nearly every dependency: no path built for a line that reports nothing
             if (finals or final) and (dep in finals) != final:
-                r.add(invalid(path + f"[{i}]", dep, _CROSSING[final]))
+                r.add(invalid(path + f"[{i}]", dep, FINALLY_CROSSING[final]))
             continue
         name = r.string(dep, path + f"[{i}]", item=True)
         if name is None:

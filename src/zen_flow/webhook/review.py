@@ -133,15 +133,14 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
         return allow(request.uid), None
     try:
         if request.operation == "CREATE":
-            errors = _check_create(request.object)
+            errors, warnings = _check_create(request.object)
         else:
-            errors = _check_update(request.old_object, request.object)
+            errors, warnings = _check_update(request.old_object, request.object)
         if errors:
             return deny_invalid(request, errors), None
         meta = request.object.member("metadata")
         old = {"metadata": request.old_object.member("metadata")} if request.operation == "UPDATE" else None
         steps = request_decisions(request.operation, {"metadata": meta}, old)
-        warnings = _warnings(request)
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc), None
     decisions = None
@@ -149,19 +148,20 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
         # The request names the flow; the object too, should a `generateName` leave the request's empty.
         name = request.name or (meta.get("name") if isinstance(meta, dict) else None) or ""
         decisions = Decisions(request.uid, request.namespace, name, request.user, tuple(sorted(steps)))
-    return allow(request.uid, warnings=warnings), decisions
+    return allow(request.uid, warnings=list(warnings)), decisions
 
 
-def _warnings(request: AdmissionRequest) -> list[str]:
-    """Warnings for a new spec (a create, or an update that changes it): an approval or a label on a flow
-    already warned about says nothing again."""
-    spec = request.object.raw("spec")
-    if not spec_may_warn(spec) or (request.operation == "UPDATE" and spec == request.old_object.raw("spec")):
-        return []
-    return flow_warnings({"spec": request.object.member("spec")})
+# A request's field errors, and its warnings (validation/warnings.py) when it has none: a new spec's (a
+# create, or an update that changes the spec), found when its spec is checked and remembered with it
+# (`ACCEPTED`), so no spec is decoded for them alone. An approval or a label says nothing again.
+Checked = tuple[list[FieldError], tuple[str, ...]]
 
 
-def _check_create(raw: RawObject) -> list[FieldError]:
+def _warnings(obj: Mapping[str, Any], spec: bytes | None) -> tuple[str, ...]:
+    return tuple(flow_warnings(obj)) if spec_may_warn(spec) else ()
+
+
+def _check_create(raw: RawObject) -> Checked:
     spec, meta = raw.raw("spec"), raw.member("metadata")
     key = _spec_key(raw, meta, spec)
     known = None if key is None or spec is None else ACCEPTED.recall(key, len(spec))
@@ -173,15 +173,18 @@ def _check_create(raw: RawObject) -> list[FieldError]:
         else:
             obj = raw.decode(skip=("spec",), reuse={"metadata": meta})
             obj["spec"] = raw.member_part("spec", ("arguments",))
-        return validate_jobflow(obj, known=known) + validate_approvals(obj)
+        return validate_jobflow(obj, known=known) + validate_approvals(obj), known.warnings
     obj = raw.decode(reuse={"metadata": meta, "spec": raw.decode_spec()})
     errors = validate_jobflow(obj, spec_bytes=spec) + validate_approvals(obj)
-    if key is not None and not errors:
-        ACCEPTED.add(key, status_bound(obj["spec"]))
-    return errors
+    if errors:
+        return errors, ()
+    warnings = _warnings(obj, spec)
+    if key is not None:
+        ACCEPTED.add(key, status_bound(obj["spec"]), warnings)
+    return errors, warnings
 
 
-def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
+def _check_update(old_raw: RawObject, new_raw: RawObject) -> Checked:
     spec, meta = new_raw.raw("spec"), new_raw.member("metadata")
     if spec not in (None, b"null") and spec == old_raw.raw("spec"):  # a null spec is never ratcheted
         # A label, a finalizer, an approval: the spec is decoded (once, for both objects) only when
@@ -189,16 +192,22 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> list[FieldError]:
         skip = () if has_approvals(meta) else ("spec",)
         new = new_raw.decode(skip=skip, reuse={"metadata": meta})
         old = old_raw.decode(skip=skip, reuse=None if skip else {"spec": new["spec"]})
-        return validate_update(old if isinstance(old, Mapping) else {}, new, spec_kept=True)
+        return validate_update(old if isinstance(old, Mapping) else {}, new, spec_kept=True), ()
     new, old = new_raw.decode(reuse={"metadata": meta, "spec": new_raw.decode_spec()}), old_raw.decode()
     old = old if isinstance(old, Mapping) else {}
     key = _spec_key(new_raw, meta, spec)
     known = None if key is None or spec is None else ACCEPTED.recall(key, len(spec))
     errors = validate_update(old, new, known=known, spec_bytes=spec)
+    if errors:
+        return errors, ()
+    if known is not None:
+        return errors, known.warnings
+    # The spec is new: its warnings are said, whatever the bytes (an equal spec in other bytes too).
+    warnings = _warnings(new, spec)
     # Not a spec equal to the stored one in other bytes: its problems are ratcheted, not checked.
-    if key is not None and known is None and not errors and new["spec"] != old.get("spec"):
-        ACCEPTED.add(key, status_bound(new["spec"]))
-    return errors
+    if key is not None and new["spec"] != old.get("spec"):
+        ACCEPTED.add(key, status_bound(new["spec"]), warnings)
+    return errors, warnings
 
 
 def _spec_key(raw: RawObject, meta: Any, spec: bytes | None) -> bytes | None:
