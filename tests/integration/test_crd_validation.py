@@ -169,6 +169,39 @@ async def test_steps_are_immutable_once_the_flow_started(
             "a Manual step takes no template: it is an approval gate and runs nothing (step a)",
             id="manual-with-template",
         ),
+        pytest.param(
+            [{"name": "ok", "template": job()}, {"name": "gate", "type": "Manual", "finally": True}],
+            {},
+            "a Manual step cannot be finally: nobody could approve it in time to matter, as every other"
+            " step has ended when it is reached (step gate)",
+            id="manual-finally",
+        ),
+        pytest.param(
+            [{"name": "report", "finally": True}],
+            {},
+            "a Manual step cannot be finally",
+            id="typeless-gate-finally",
+        ),
+        pytest.param(
+            [
+                {"name": "cleanup", "template": job(), "finally": True},
+                {"name": "deploy", "template": job(), "dependencies": ["cleanup"]},
+            ],
+            {},
+            "spec.steps: step deploy depends on cleanup, which is a finally step, which runs only after"
+            " every step that is not finally has ended, this one included: it can never come first",
+            id="step-after-finally",
+        ),
+        pytest.param(
+            [
+                {"name": "deploy", "template": job()},
+                {"name": "cleanup", "template": job(), "finally": True, "dependencies": ["deploy"]},
+            ],
+            {},
+            "spec.steps: step cleanup depends on deploy, which is not a finally step: a finally step already"
+            " runs after every step that is not finally",
+            id="finally-after-step",
+        ),
         pytest.param([], {}, "spec.steps: Invalid value", id="no-steps"),
     ],
 )
@@ -246,6 +279,16 @@ def test_the_largest_flow_passes_the_admission_policies_within_their_cost_limits
         "annotate", "jf", "big", "-n", namespace, "approve.workflow.kube-zen.io/s3=true", check=False
     )
     assert approved.returncode == 0, approved.stderr
+    # With finally steps the policy also scans every dependency against the finally steps' names: a join
+    # of 399 steps and a chain of 100 finally steps stay within its limits.
+    main = [{"name": f"m{i}", "template": job()} for i in range(399)]
+    join = {"name": "join", "template": job(), "dependencies": [s["name"] for s in main]}
+    final = [
+        {"name": f"f{i}", "template": job(), "finally": True, "dependencies": [f"f{i - 1}"] if i else []}
+        for i in range(100)
+    ]
+    done = kubectl_create(kubectl, flow("big-finally", namespace, [*main, join, *final]))
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_flow_name_longer_than_a_label_value_is_rejected(

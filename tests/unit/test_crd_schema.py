@@ -381,6 +381,20 @@ def test_no_crd_rule_compares_with_the_old_object() -> None:
     }
 
 
+def test_the_step_policy_says_the_finally_rules_as_the_webhook_does() -> None:
+    # Without the webhook, the policy refuses what the validator would, in the same words.
+    docs = list(yaml.safe_load_all((CRD_PATH.parent / "admission-policies.yaml").read_text()))
+    (steps_policy,) = [
+        d
+        for d in docs
+        if d["kind"] == "ValidatingAdmissionPolicy"
+        and d["metadata"]["name"] == f"jobflow-steps.{constants.GROUP}"
+    ]
+    messages = " ".join(" ".join(v["messageExpression"].split()) for v in steps_policy["spec"]["validations"])
+    for text in (constants.MANUAL_FINALLY, *constants.FINALLY_CROSSING.values()):
+        assert text in messages
+
+
 def test_no_crd_rule_runs_once_per_step() -> None:
     # A rule on spec.steps[] runs for every step on every status write (three of them cost 15 % of a
     # 500-step flow's); what every step must be is the step policy's (admission-policies.yaml). Rules on
