@@ -220,6 +220,40 @@ def test_forbid_flow_waits_for_a_newer_flow_that_already_runs() -> None:
     assert group["a-early"].flow.status.message == f"waiting for b-late (concurrency group {KEY})"
 
 
+def test_forbid_flow_waits_for_a_peer_whose_jobs_run_though_its_status_says_pending() -> None:
+    # The newer flow started (its Job exists) but the status write recording it was lost and the
+    # controller restarted, forgetting it had started it: its Jobs say so, its status does not.
+    group = FlowGroup(T0)
+    group.add(flow("b-late", created=at(0)))
+    group.add(flow("a-early", created=at(0)), visible=False)
+    group["b-late"].reconcile(write_status=False)
+    assert group["b-late"].flow.status.start_time is None
+    assert group.running() == ["b-late"]
+    group.show("a-early")
+    result = group.reconcile("a-early")
+    assert result.actions == ()
+    assert group["a-early"].flow.status.message == f"waiting for b-late (concurrency group {KEY})"
+    assert group.running() == ["b-late"]
+
+
+def test_finished_jobs_do_not_make_a_flow_waiting_to_rerun_look_started() -> None:
+    # A failed flow asked to rerun waits for its group with its failed attempt's Job kept (for its logs):
+    # counting that Job as running would make the flows it waits for wait for it in turn.
+    group = FlowGroup(T0)
+    group.add(flow("old", created=at(0), steps=1))
+    group.add(flow("newer", created=at(1), steps=1))
+    group.reconcile("old")
+    group["old"].fail(group["old"].running()[0])
+    group.reconcile("old")
+    group.reconcile("newer")
+    group["old"].annotate(ANNOTATION_RETRY, "r1")
+    group.reconcile("old")
+    assert group["old"].jobs
+    assert group["old"].phase == "Pending"
+    (old,) = group.peers("newer")
+    assert (old.started, old.finished) == (False, False)
+
+
 def test_forbid_ignores_finished_and_deleted_flows() -> None:
     newer = flow("newer", created=at(10))
     peers = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner import Peer, Plan, group_of, peers_of
 from zen_flow_dev.testing.simulator import Simulator
@@ -50,7 +51,13 @@ class FlowGroup:
             for other, sim in self.sims.items()
             if other in self.visible and not sim.flow_deleted and group_of(sim.flow) == group
         ]
-        return peers_of(flow, members)
+        return peers_of(flow, members, jobs_for=self._jobs_for)
+
+    def _jobs_for(self, uid: str) -> list[Job]:
+        # The controller's Job cache: every Job the flow of that UID made and the cluster still has.
+        return [
+            job for sim in self.sims.values() if sim.flow.metadata.uid == uid for job in sim.jobs.values()
+        ]
 
     def reconcile(self, name: str) -> Plan:
         sim = self.sims[name]

@@ -378,7 +378,9 @@ class Controller:
         group = planner.group_of(flow)
         if group is None:
             return ()
-        return planner.peers_of(flow, self._flows.concurrency_group(group), self._starting)
+        return planner.peers_of(
+            flow, self._flows.concurrency_group(group), self._starting, self._jobs.jobs_for
+        )
 
     def _track_start(self, flow: JobFlow, status: JobFlowStatus) -> None:
         # Before any await: another worker may plan a flow of the same group while this one's Job

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY, ConcurrencyPolicy, FlowPhase
+from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.status import listing
 
@@ -131,12 +132,30 @@ def judge(flow: JobFlow, peers: Sequence[Peer], *, started: bool) -> Verdict:
     return Verdict(key)
 
 
-def peers_of(flow: JobFlow, members: Iterable[JobFlow], starting: Collection[str] = ()) -> tuple[Peer, ...]:
+def peers_of(
+    flow: JobFlow,
+    members: Iterable[JobFlow],
+    starting: Collection[str] = (),
+    jobs_for: Callable[[str], Iterable[Job]] | None = None,
+) -> tuple[Peer, ...]:
     """The group's other flows as peers; `starting`: UIDs of flows the controller just started whose
-    status the cache does not show yet (read your own writes)."""
+    status the cache does not show yet (read your own writes); `jobs_for`: a flow's cached Jobs.
+
+    A peer whose status shows no start but that has a Job running started all the same: a controller
+    that stopped between its Job creates and the status write recording them (a crash, a restart after
+    a lost write) left it so, and what it remembered in `starting` went with it. A Forbid flow must
+    not start beside it. Finished Jobs do not count: a failed flow waiting to rerun keeps its failed
+    attempts' Jobs, and counting them would make two such flows wait for each other.
+    """
     uid, name = flow.metadata.uid, flow.metadata.name
+
+    def running(member: JobFlow) -> bool:
+        if jobs_for is None or _started(member):
+            return False
+        return any(not job.finished and not job.deleting for job in jobs_for(member.metadata.uid))
+
     return tuple(
-        Peer.of(m, started=m.metadata.uid in starting)
+        Peer.of(m, started=m.metadata.uid in starting or running(m))
         for m in members
         if m.metadata.name != name and (not uid or m.metadata.uid != uid)
     )
