@@ -84,6 +84,22 @@ def test_at_most_fifty_approvers() -> None:
     ]
 
 
+def test_a_flow_whose_approvals_could_outgrow_etcd_is_refused() -> None:
+    # Each approval a gate needs is recorded in its status (approvedBy, the audit): 400 gates needing 50
+    # approvals each could not be stored; needing one each, they can.
+    def gates(required: int) -> list[str]:
+        flow = base_flow()
+        flow["spec"]["steps"] = [
+            {"name": f"g{i}", "type": "Manual", "approval": {"required": required}} for i in range(400)
+        ]
+        return [str(e) for e in validate_jobflow(flow)]
+
+    assert gates(1) == []
+    [error] = gates(50)
+    assert error.startswith("spec: ")
+    assert "etcd" in error
+
+
 subjects = st.lists(
     st.tuples(st.sampled_from(["User", "Group"]), st.sampled_from(["alice", "bob", "carol", "sre"])),
     max_size=6,

@@ -87,6 +87,14 @@ def test_each_distinct_approver_is_appended_once_in_order() -> None:
     assert recorded(flow) == ("alice,bob", None)
 
 
+def test_approvals_beyond_the_required_count_are_not_recorded() -> None:
+    # Anyone RBAC lets decide may approve a gate that names nobody: the record stops at what decides it.
+    flow = gated({"required": 2})
+    for i, user in enumerate(["alice", "bob", "carol", "dave"]):
+        flow = write(flow, user, {APPROVE: f"true-{i}"})
+    assert recorded(flow) == ("alice,bob", None)
+
+
 def test_the_same_value_written_again_is_no_approval() -> None:
     # `kubectl annotate --overwrite ...=true` twice is no change: the second approver must write a fresh
     # value (zen-flow approve does); the record says only who changed it.

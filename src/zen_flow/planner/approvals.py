@@ -38,13 +38,14 @@ def is_true(value: str | None) -> bool:
     return text == "true" or (text.startswith("true-") and len(text) > len("true-"))
 
 
-def approvers_so_far(annotations: Mapping[str, str], step: str) -> tuple[str, ...]:
-    """The distinct users the webhook recorded approving a tallied gate, in the order they did; none
-    unless its approve annotation is set (the webhook clears the list when it is taken back)."""
+def approvers_so_far(annotations: Mapping[str, str], step: str, needed: int) -> tuple[str, ...]:
+    """The distinct users the webhook recorded approving a tallied gate, in the order they did, the
+    first `needed` (they decide it; the status and audit stay bounded, validation/size.py); none unless
+    its approve annotation is set (the webhook clears the list when it is taken back)."""
     if not is_true(annotations.get(APPROVE_PREFIX + step)):
         return ()
     raw = annotations.get(ANNOTATION_APPROVED_BY_PREFIX + step) or ""
-    return tuple(dict.fromkeys(u for u in (part.strip() for part in raw.split(",")) if u))
+    return tuple(dict.fromkeys(u for u in (part.strip() for part in raw.split(",")) if u))[:needed]
 
 
 def approval_count(annotations: Mapping[str, str], step: str, users: Sequence[str]) -> int:
@@ -62,7 +63,7 @@ def decision(
     if approval is not None:
         if is_true(annotations.get(REJECT_PREFIX + step)):
             return "Rejected", annotations.get(ANNOTATION_REJECTED_BY_PREFIX + step) or None
-        users = approvers_so_far(annotations, step)
+        users = approvers_so_far(annotations, step, approval.needed)
         if (count := approval_count(annotations, step, users)) and count >= approval.needed:
             return "Approved", ", ".join(users) or None
         return None

@@ -234,7 +234,7 @@ class Observation(PlanState):
         status's approvedBy remembers who already was), and, while it waits, its count in its message
         (none yet on a gate one approval opens: its usual message)."""
         annotations = self.flow.metadata.annotations
-        users = approvers_so_far(annotations, w.name)
+        users = approvers_so_far(annotations, w.name, approval.needed)
         known = set(split_users(w.approved_by))
         new = [u for u in users if u not in known]
         # The decision message goes with the request that took the last decision (webhook/mutation.py).

@@ -137,11 +137,11 @@ def desired_audit(
         if key.startswith((ANNOTATION_APPROVED_BY_PREFIX, ANNOTATION_REJECTED_BY_PREFIX)):
             want[key] = old_ann.get(key)  # only the webhook writes these
     changed, decided = changed_decisions(new_ann, old_ann)
-    tallied = tallied_steps(obj) if changed else frozenset()
-    for step in decided - tallied:
+    tallied = tallied_steps(obj) if changed else {}
+    for step in decided - tallied.keys():
         want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
-    for step in changed & tallied:
-        want.update(_tally(step, new_ann, old_ann, username))
+    for step in changed & tallied.keys():
+        want.update(_tally(step, tallied[step], new_ann, old_ann, username))
     for key in new_ann.keys() | old_ann.keys():
         step = key[len(ANNOTATION_DECISION_MESSAGE_PREFIX) :]
         if not key.startswith(ANNOTATION_DECISION_MESSAGE_PREFIX) or not step:
@@ -153,26 +153,27 @@ def desired_audit(
     return want
 
 
-def tallied_steps(obj: Mapping[str, Any]) -> frozenset[str]:
-    """The steps with an `approval` (tallied gates), when the object's spec.steps was decoded
-    (`SPEC_READ_DECIDING`: only for a request that changes a decision)."""
+def tallied_steps(obj: Mapping[str, Any]) -> dict[str, int]:
+    """The steps with an `approval` (tallied gates) and the approvals each needs, when the object's
+    spec.steps was decoded (`SPEC_READ_DECIDING`: only for a request that changes a decision)."""
     spec = obj.get("spec")
     steps = spec.get("steps") if isinstance(spec, Mapping) else None
-    return frozenset(
-        step["name"]
-        for step in (steps if isinstance(steps, list) else ())
-        if isinstance(step, Mapping)
-        and isinstance(step.get("name"), str)
-        and step.get("approval") is not None
-    )
+    out: dict[str, int] = {}
+    for step in steps if isinstance(steps, list) else ():
+        approval = step.get("approval") if isinstance(step, Mapping) else None
+        if approval is not None and isinstance(step.get("name"), str):
+            required = approval.get("required") if isinstance(approval, Mapping) else None
+            out[step["name"]] = required if type(required) is int and required > 1 else 1
+    return out
 
 
 def _tally(
-    step: str, new_ann: Mapping[str, str], old_ann: Mapping[str, str], user: str
+    step: str, needed: int, new_ann: Mapping[str, str], old_ann: Mapping[str, str], user: str
 ) -> dict[str, str | None]:
     """A tallied gate's record: approved-by lists, comma-separated in order, each distinct user whose
-    write set its approve annotation (a changed value: `zen-flow approve` writes a fresh one), cleared
-    when the annotation is taken back; rejected-by is who set or changed its reject annotation."""
+    write set its approve annotation (a changed value: `zen-flow approve` writes a fresh one), up to the
+    `needed` that decide it (more would only grow the flow), cleared when the annotation is taken back;
+    rejected-by is who set or changed its reject annotation."""
     approve, before = APPROVE_PREFIX + step, old_ann.get(APPROVE_PREFIX + step)
     approved_by = ANNOTATION_APPROVED_BY_PREFIX + step
     want: dict[str, str | None] = {}
@@ -180,7 +181,9 @@ def _tally(
         want[approved_by] = None
     elif new_ann.get(approve) != before:
         users = [u for u in (old_ann.get(approved_by) or "").split(",") if u] if is_true(before) else []
-        want[approved_by] = ",".join(dict.fromkeys([*users, *([user] if user else [])])) or None
+        if user and len(users) < needed:
+            users.append(user)
+        want[approved_by] = ",".join(dict.fromkeys(users)) or None
     reject = REJECT_PREFIX + step
     if reject not in new_ann:
         want[ANNOTATION_REJECTED_BY_PREFIX + step] = None
