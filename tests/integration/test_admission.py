@@ -529,6 +529,80 @@ def test_only_a_user_with_the_approve_verb_decides_a_manual_step(
     assert stored[ANNOTATION_APPROVED_BY_PREFIX + "gate"] == "bob"
 
 
+def test_a_gate_with_approvers_counts_each_named_approver_once(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    # Everyone here has RBAC's approve; the gate itself names alice and the group release-managers and
+    # needs two of them: carol is refused by the gate's list, alice and bob (by his group) are counted.
+    approval = {
+        "approvers": [{"kind": "User", "name": "alice"}, {"kind": "Group", "name": "release-managers"}],
+        "required": 2,
+    }
+    steps: list[dict[str, Any]] = [
+        {"name": "gate", "type": "Manual", "approval": approval},
+        {"name": "work", "template": job(), "dependencies": ["gate"]},
+    ]
+    kubectl("create", "-f", "-", input=json.dumps(flow("counted", namespace, steps)))
+    rule = {
+        "apiGroups": ["workflow.kube-zen.io"],
+        "resources": ["jobflows"],
+        "verbs": ["get", "patch", "approve"],
+    }
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "gate-deciders", "namespace": namespace}, "rules": [rule]}  # fmt: skip
+    subjects = [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+        for user in ("alice", "bob", "carol")
+    ]
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "gate-deciders", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "gate-deciders"},
+        "subjects": subjects,
+    }
+    kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]})
+    )
+
+    def decide(value: str, *who: str) -> subprocess.CompletedProcess[str]:
+        key = f"{APPROVE_PREFIX}gate={value}"
+        return kubectl(
+            "annotate", "--overwrite", "jobflow", "counted", "-n", namespace, key, *who, check=False
+        )
+
+    def refused() -> subprocess.CompletedProcess[str] | None:
+        done = decide("true-1", "--as=carol")
+        return done if "only its approvers may" in done.stderr else None  # once carol's patch is allowed
+
+    said = wait_until(refused, timeout=DEADLINE, what="carol's decision refused by the gate's approvers")
+    assert "user 'carol' may not decide step gate of jobflow" in said.stderr
+    assert "(User alice, Group release-managers; spec.steps[].approval.approvers)" in said.stderr
+    assert APPROVE_PREFIX + "gate" not in annotations_of(get_flow(kubectl, namespace, "counted"))
+
+    done = decide("true-1", "--as=alice")
+    assert done.returncode == 0, done.stderr
+    assert (
+        annotations_of(get_flow(kubectl, namespace, "counted"))[ANNOTATION_APPROVED_BY_PREFIX + "gate"]
+        == "alice"
+    )
+    # The same value again is no change: bob must write a new one to be counted.
+    done = decide("true-2", "--as=bob", "--as-group=release-managers")
+    assert done.returncode == 0, done.stderr
+    decide("true-3", "--as=alice")  # alice again: counted once
+    stored = annotations_of(get_flow(kubectl, namespace, "counted"))
+    assert stored[ANNOTATION_APPROVED_BY_PREFIX + "gate"] == "alice,bob"
+    # Nobody writes the record by hand.
+    kubectl(
+        "annotate", "--overwrite", "jobflow", "counted", "-n", namespace,
+        f"{ANNOTATION_APPROVED_BY_PREFIX}gate=alice,bob,mallory",
+    )  # fmt: skip
+    assert (
+        annotations_of(get_flow(kubectl, namespace, "counted"))[ANNOTATION_APPROVED_BY_PREFIX + "gate"]
+        == "alice,bob"
+    )
+
+
 @pytest.mark.parametrize("path", all_flow_params())
 def test_the_examples_are_admitted(webhook: Webhook, kubectl: Kubectl, namespace: str, path: Path) -> None:
     example = load(path)

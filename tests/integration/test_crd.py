@@ -196,6 +196,10 @@ def kitchen_sink_spec() -> dict[str, Any]:
                 "name": "gate",
                 "type": "Manual",
                 "message": "Look at produce's result first",
+                "approval": {
+                    "approvers": [{"kind": "User", "name": "alice"}, {"kind": "Group", "name": "release"}],
+                    "required": 2,
+                },
                 "dependencies": ["produce"],
             },
             {

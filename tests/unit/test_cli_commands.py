@@ -164,6 +164,48 @@ def test_a_gate_waiting_or_not_reached_yet_is_decided(
     assert cluster.flows["gate"]["metadata"]["annotations"]["approve.workflow.kube-zen.io/approve"] == "true"
 
 
+def tallied_gate_flow(annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    gate = manual_step("approve", "build", approval={"required": 2})
+    return flow_manifest("gate", NS, [job_step("build"), gate], annotations=annotations)
+
+
+def test_each_approval_of_a_gate_needing_several_writes_a_fresh_value(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The webhook counts a user when the approve annotation changes: "true" written again would be
+    # no change, and the second approver would not be counted.
+    cluster.add(
+        tallied_gate_flow(), {"phase": "Paused", "steps": [{"name": "approve", "phase": "PendingApproval"}]}
+    )
+    values = []
+    for _ in range(2):
+        code, out, _ = zen_flow(capsys, "approve", "gate", "approve")
+        assert (code, out) == (
+            0,
+            "jobflow default/gate: step approve approved (it needs 2 distinct approvals)\n",
+        )
+        values.append(
+            cluster.flows["gate"]["metadata"]["annotations"]["approve.workflow.kube-zen.io/approve"]
+        )
+    assert all(v.startswith("true-") for v in values)
+    assert values[0] != values[1]
+
+
+def test_a_gate_still_counting_approvals_can_be_rejected(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = tallied_gate_flow(
+        {
+            "approve.workflow.kube-zen.io/approve": "true-1",
+            "approved-by.workflow.kube-zen.io/approve": "alice",
+        }
+    )
+    cluster.add(flow, {"phase": "Paused", "steps": [{"name": "approve", "phase": "PendingApproval"}]})
+    code, out, _ = zen_flow(capsys, "reject", "gate", "approve")
+    assert (code, out) == (0, "jobflow default/gate: step approve rejected\n")
+    assert cluster.flows["gate"]["metadata"]["annotations"]["reject.workflow.kube-zen.io/approve"] == "true"
+
+
 # --- retry -----------------------------------------------------------------------------------------------
 
 

@@ -54,6 +54,7 @@ ENUMS: dict[str, type[StrEnum] | Sequence[str]] = {
     "spec.executionPolicy.podFailurePolicy.rules[].onExitCodes.operator": policy.EXIT_CODE_OPERATORS,
     "spec.executionPolicy.podFailurePolicy.rules[].onPodConditions[].status": policy.CONDITION_STATUSES,
     "spec.steps[].type": StepType,
+    "spec.steps[].approval.approvers[].kind": constants.APPROVER_KINDS,
     "spec.steps[].dependencyPolicy": DependencyPolicy,
     "spec.steps[].retryPolicy.backoff.type": BackoffType,
     "spec.steps[].outputs.artifacts[].archive.format": outputs.ARCHIVE_FORMATS,

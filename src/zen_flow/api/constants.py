@@ -28,6 +28,9 @@ REJECT_PREFIX = f"reject.{GROUP}/"
 # Audit annotations written by the mutating webhook from the admission request's userInfo.
 ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
 ANNOTATION_APPROVED_BY_PREFIX = f"approved-by.{GROUP}/"
+# On a gate with `approval` (a tallied gate) approved-by lists its approvers, comma-separated, and who
+# rejected it is recorded apart, here: a rejection must not read as one more approval.
+ANNOTATION_REJECTED_BY_PREFIX = f"rejected-by.{GROUP}/"
 # Why the decision on a Manual step was taken (free text, `zen-flow approve --message`), kept in the audit.
 ANNOTATION_DECISION_MESSAGE_PREFIX = f"decision-message.{GROUP}/"
 # Set by whoever creates the flow (a CI system, a portal) to tie it to their request; copied to
@@ -97,6 +100,13 @@ MANUAL_FINALLY = (
     "a Manual step cannot be finally: nobody could approve it in time to matter, as every other step "
     "has ended when it is reached"
 )
+# A Manual step's `approval`: who may decide it and how many distinct users must approve it.
+DEFAULT_REQUIRED_APPROVALS = 1  # the controller's default: no schema default (stored flows stay as written)
+MAX_APPROVERS = 50  # CRD steps[].approval.approvers maxItems
+APPROVER_KINDS = ("User", "Group")
+# Why `approval` is refused on a Job step: said by the validator.
+JOB_APPROVAL = "only a Manual step is approved: a Job step takes no approval"
+
 # Why a dependency may not cross between finally steps and the others, by whether the dependent is finally.
 FINALLY_CROSSING = {
     True: (

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
-from zen_flow.api.constants import API_VERSION, KIND, StepType
+from zen_flow.api.constants import API_VERSION, DEFAULT_REQUIRED_APPROVALS, KIND, StepType
 from zen_flow.api.meta import RECORD, Condition, Model, ObjectMeta, Timestamp, record_to_wire
 from zen_flow.api.transfer import Archive
 
@@ -170,10 +170,33 @@ class StepOutputs(Model):
     parameters: tuple[OutputParameter, ...] = ()
 
 
+class Approver(Model):
+    """Who may decide a gate, as an RBAC subject: a `User` by name, or any member of a `Group`."""
+
+    kind: str
+    name: str
+
+
+class StepApproval(Model):
+    """A Manual step's `approval`: only its `approvers` (when listed) may decide it, and it succeeds once
+    `required` distinct users approved it (None: DEFAULT_REQUIRED_APPROVALS, the controller's default:
+    no schema default is written, so stored flows stay as they were written)."""
+
+    approvers: tuple[Approver, ...] = ()
+    required: int | None = None
+
+    @property
+    def needed(self) -> int:
+        return max(self.required or DEFAULT_REQUIRED_APPROVALS, 1)
+
+
 class Step(Model):
     name: str = ""
     type: str | None = None
     message: str | None = None
+    # A Manual step's approvers and required approvals (a tallied gate); None: one approval by anyone
+    # who may write the annotation.
+    approval: StepApproval | None = None
     metadata: StepMetadata | None = None
     dependencies: tuple[str, ...] = ()
     retry_policy: RetryPolicy | None = None
@@ -272,7 +295,8 @@ class StepStatus:
     # created or taken over, or seen resumed). The step's timeout never counts from earlier: the Job's
     # timestamps come from the cluster's clocks, which may be behind the controller's.
     attempt_start_time: Timestamp | None = None
-    # Who approved or rejected a Manual step (from the admission request's userInfo, when recorded).
+    # Who approved or rejected a Manual step (from the admission request's userInfo, when recorded); on a
+    # gate with `approval`, every distinct approver so far, comma-separated ("alice, bob").
     approved_by: str | None = None
 
     def to_wire(self) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
-from zen_flow.api import JobFlow
+from zen_flow.api import JobFlow, Step
 from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CREATED_BY,
     ANNOTATION_DECISION_MESSAGE_PREFIX,
+    ANNOTATION_REJECTED_BY_PREFIX,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
@@ -89,21 +90,30 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
     if not step.is_manual:
         raise UsageError(f"step {args.step!r} of jobflow {args.name} is not a Manual step")
-    _decidable(flow, args.step, "Approved" if args.command == "approve" else "Rejected")
-    prefix = APPROVE_PREFIX if args.command == "approve" else REJECT_PREFIX
-    annotations = {f"{prefix}{args.step}": "true"}
+    _decidable(flow, step, "Approved" if args.command == "approve" else "Rejected")
+    approving = args.command == "approve"
+    prefix = APPROVE_PREFIX if approving else REJECT_PREFIX
+    value = "true"
+    if approving and step.approval is not None:
+        # A tallied gate counts each user whose write sets its approve annotation: a fresh value makes a
+        # second approver's write a change the webhook sees (the same "true" again would be none).
+        value = f"true-{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    annotations = {f"{prefix}{args.step}": value}
     if args.message:
         annotations[ANNOTATION_DECISION_MESSAGE_PREFIX + args.step] = args.message
     await session.merge_patch(args.name, {"metadata": {"annotations": annotations}})
-    verb = "approved" if args.command == "approve" else "rejected"
-    session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}\n")
+    verb = "approved" if approving else "rejected"
+    needed = step.approval.needed if step.approval is not None else 1
+    counted = f" (it needs {needed} distinct approvals)" if approving and needed > 1 else ""
+    session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}{counted}\n")
     return EXIT_OK
 
 
-def _decidable(flow: JobFlow, step: str, wanted: str) -> None:
+def _decidable(flow: JobFlow, spec: Step, wanted: str) -> None:
     """A decision the controller would still act on: the flow has not ended, the step has not finished
-    (a gate not reached yet may be decided in advance), nobody decided it the other way."""
-    name = flow.metadata.name
+    (a gate not reached yet may be decided in advance), nobody decided it the other way (a tallied gate
+    still counting its approvals is undecided: one rejection rejects it)."""
+    name, step = flow.metadata.name, spec.name
     if flow.status.phase in ("Succeeded", "Failed"):
         raise UsageError(
             f"jobflow {name} has ended ({flow.status.phase}): step {step} can no longer be decided"
@@ -111,7 +121,7 @@ def _decidable(flow: JobFlow, step: str, wanted: str) -> None:
     status = flow.status.step(step)
     if status is not None and status.phase in ("Succeeded", "Failed", "Skipped"):
         raise UsageError(f"step {step} of jobflow {name} is {status.phase}: it can no longer be decided")
-    taken = decision(flow.metadata.annotations, step)
+    taken = decision(flow.metadata.annotations, step, spec.approval)
     if taken is not None and taken[0] != wanted:
         who = f" by {taken[1]}" if taken[1] else ""
         raise UsageError(f"step {step} of jobflow {name} is already {taken[0].lower()}{who}")
@@ -149,6 +159,7 @@ _NOT_COPIED = (
     APPROVE_PREFIX,
     REJECT_PREFIX,
     ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_REJECTED_BY_PREFIX,
     ANNOTATION_RETRY,
     ANNOTATION_CREATED_BY,
     ANNOTATION_STOP,

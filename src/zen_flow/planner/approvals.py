@@ -1,43 +1,108 @@
 """The audit trail: who created the flow, and the decisions taken on its Manual approval gates.
 
 A decision is an annotation `approve.workflow.kube-zen.io/<step>: "true"` or
-`reject.workflow.kube-zen.io/<step>: "true"` (any case; reject wins when both are set). The mutating
+`reject.workflow.kube-zen.io/<step>: "true"` (any case, or `true-` and anything after: a fresh value, so
+that each approver's write is a change the webhook sees; reject wins when both are set). The mutating
 webhook writes who made it to `approved-by.workflow.kube-zen.io/<step>` from the admission request.
+
+A gate with `approval` is tallied: approved-by lists every distinct user whose write set its approve
+annotation, comma-separated, and it is approved once `approval.required` of them did; who rejected it is
+recorded in `rejected-by.workflow.kube-zen.io/<step>` (webhook/mutation.py).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CORRELATION_ID,
     ANNOTATION_CREATED_BY,
+    ANNOTATION_REJECTED_BY_PREFIX,
     APPROVE_PREFIX,
     REJECT_PREFIX,
 )
-from zen_flow.api.jobflow import Approval, Audit, Initiator
+from zen_flow.api.jobflow import Approval, Audit, Initiator, Step, StepApproval
 
 _SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+# A tallied gate's waiting message begins so (`tally_message`); the flow's message repeats it (`tally`).
+_TALLY = re.compile(r"(approvals \d+/\d+)(?: \(.*?\))?; waiting for \d+ more")
 
 
-def _true(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "true"
+def is_true(value: str | None) -> bool:
+    """A decision annotation's value that takes the decision: `true`, or `true-` and anything (any case)."""
+    if value is None:
+        return False
+    text = value.strip().lower()
+    return text == "true" or (text.startswith("true-") and len(text) > len("true-"))
 
 
-def decision(annotations: Mapping[str, str], step: str) -> tuple[str, str | None] | None:
-    """("Approved" | "Rejected", user or None), or None while nobody decided."""
+def approvers_so_far(annotations: Mapping[str, str], step: str, needed: int) -> tuple[str, ...]:
+    """The distinct users the webhook recorded approving a tallied gate, in the order they did, the
+    first `needed` (they decide it; the status and audit stay bounded, validation/size.py); none unless
+    its approve annotation is set (the webhook clears the list when it is taken back)."""
+    if not is_true(annotations.get(APPROVE_PREFIX + step)):
+        return ()
+    raw = annotations.get(ANNOTATION_APPROVED_BY_PREFIX + step) or ""
+    return tuple(dict.fromkeys(u for u in (part.strip() for part in raw.split(",")) if u))[:needed]
+
+
+def approval_count(annotations: Mapping[str, str], step: str, users: Sequence[str]) -> int:
+    """A tallied gate's approvals: its recorded approvers; without the webhook nothing is recorded, and
+    the annotation alone is one approval by nobody known (a gate needing one still opens)."""
+    return len(users) or int(is_true(annotations.get(APPROVE_PREFIX + step)))
+
+
+def decision(
+    annotations: Mapping[str, str], step: str, approval: StepApproval | None = None
+) -> tuple[str, str | None] | None:
+    """("Approved" | "Rejected", user or None), or None while nobody decided. A tallied gate (one with
+    `approval`) is Approved once `approval.required` distinct users approved it (user: all of them,
+    ", "-joined), Rejected by one rejection (user: who rejected it)."""
+    if approval is not None:
+        if is_true(annotations.get(REJECT_PREFIX + step)):
+            return "Rejected", annotations.get(ANNOTATION_REJECTED_BY_PREFIX + step) or None
+        users = approvers_so_far(annotations, step, approval.needed)
+        if (count := approval_count(annotations, step, users)) and count >= approval.needed:
+            return "Approved", ", ".join(users) or None
+        return None
     user = annotations.get(ANNOTATION_APPROVED_BY_PREFIX + step) or None
-    if _true(annotations.get(REJECT_PREFIX + step)):
+    if is_true(annotations.get(REJECT_PREFIX + step)):
         return "Rejected", user
-    if _true(annotations.get(APPROVE_PREFIX + step)):
+    if is_true(annotations.get(APPROVE_PREFIX + step)):
         return "Approved", user
     return None
 
 
+def split_users(recorded: str | None) -> tuple[str, ...]:
+    """The users of a tallied gate's status.steps[].approvedBy ("alice, bob")."""
+    return tuple(u for u in (part.strip() for part in (recorded or "").split(",")) if u)
+
+
+def waiting_message(spec: Step) -> str:
+    """A gate's message while it waits (no approval counted yet on a gate one approval opens)."""
+    return spec.message or f"waiting for manual approval of step {spec.name}"
+
+
+def tally_message(users: Sequence[str], count: int, needed: int, message: str | None) -> str:
+    """A tallied gate's message while it waits: `approvals 1/2 (alice); waiting for 1 more`, then the
+    step's own `message` after a colon. `count`: the approvals (one unrecorded without the webhook)."""
+    who = f" ({', '.join(users)})" if users else ""
+    text = f"approvals {count}/{needed}{who}; waiting for {needed - count} more"
+    return f"{text}: {message}" if message else text
+
+
+def tally(message: str | None) -> tuple[str, str] | None:
+    """The count a waiting gate's message begins with (`tally_message`), short (`approvals 1/2`) and
+    whole, or None: no count (not a tallied gate, or one approval opens it and none came yet)."""
+    found = _TALLY.match(message or "")
+    return (found.group(1), found.group(0)) if found else None
+
+
 def deciding(annotations: Mapping[str, str], step: str) -> tuple[str, ...]:
     """The annotations that decide `step` (`decision` reads them): its approve. and reject. keys set true."""
-    return tuple(p + step for p in (APPROVE_PREFIX, REJECT_PREFIX) if _true(annotations.get(p + step)))
+    return tuple(p + step for p in (APPROVE_PREFIX, REJECT_PREFIX) if is_true(annotations.get(p + step)))
 
 
 def with_origin(audit: Audit | None, annotations: Mapping[str, str]) -> Audit | None:

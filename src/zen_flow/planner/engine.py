@@ -26,7 +26,7 @@ from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expressions import Evaluator
 from zen_flow.planner.actions import DeleteJob, EventSpec, Plan
-from zen_flow.planner.approvals import with_approvals, with_origin
+from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.interventions import request, rerun
@@ -121,7 +121,7 @@ class _Planner(Starts):
             self.start(w, w.retry_count)
 
     def start_manual(self, w: StepWork) -> None:
-        w.await_approval(self.now, w.spec.message or f"waiting for manual approval of step {w.name}")
+        w.await_approval(self.now, waiting_message(w.spec))
         self.observe_approval(w)  # approved (or rejected) before the gate was reached
 
     # --- pass 3: conclude -----------------------------------------------------------------------------

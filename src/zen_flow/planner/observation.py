@@ -7,9 +7,16 @@ from datetime import datetime
 
 from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, StepPhase
 from zen_flow.api.job import JOB_FAILED, Job
-from zen_flow.api.jobflow import Approval
+from zen_flow.api.jobflow import Approval, StepApproval
 from zen_flow.planner.actions import DeleteJob
-from zen_flow.planner.approvals import decision
+from zen_flow.planner.approvals import (
+    approval_count,
+    approvers_so_far,
+    decision,
+    split_users,
+    tally_message,
+    waiting_message,
+)
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
@@ -22,7 +29,7 @@ from zen_flow.planner.outputs import (
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.plan_state import PlanState
 from zen_flow.planner.reports import download_failure, exit_summary
-from zen_flow.planner.steps import HELD, StepWork, held, unheld
+from zen_flow.planner.steps import HELD, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -200,21 +207,56 @@ class Observation(PlanState):
         self.note_failure(w)
 
     def observe_approval(self, w: StepWork) -> None:
-        decided = decision(self.flow.metadata.annotations, w.name)
+        annotations = self.flow.metadata.annotations
+        decided = decision(annotations, w.name, w.spec.approval)
+        approval = w.spec.approval
+        tallied = approval is not None and (decided is None or decided[0] == "Approved")
+        if approval is not None and tallied:
+            self.tally(w, approval, waiting=decided is None)
         if decided is None:
             self.expire_approval(w)
             return
         verdict, user = decided
         w.approved_by = user
-        why = self.flow.metadata.annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
-        self.approvals.append(
-            Approval(step=w.name, decision=verdict, user=user, time=self.now, message=why and why[:1024])
-        )
+        if not tallied:  # a tallied gate's approvals are in the audit already, one by one
+            why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
+            self.approvals.append(
+                Approval(step=w.name, decision=verdict, user=user, time=self.now, message=why and why[:1024])
+            )
         if verdict == "Approved":
             w.succeed(self.now, f"approved by {user}" if user else "approved")
         else:
             w.fail(self.now, f"rejected by {user}" if user else "rejected")
             self.note_failure(w)
+
+    def tally(self, w: StepWork, approval: StepApproval, *, waiting: bool) -> None:
+        """A tallied gate's approvals (`approval`): each new approver recorded in the audit once (the
+        status's approvedBy remembers who already was), and, while it waits, its count in its message
+        (none yet on a gate one approval opens: its usual message)."""
+        annotations = self.flow.metadata.annotations
+        users = approvers_so_far(annotations, w.name, approval.needed)
+        known = set(split_users(w.approved_by))
+        new = [u for u in users if u not in known]
+        # The decision message goes with the request that took the last decision (webhook/mutation.py).
+        why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
+        for user in new:
+            last = user == users[-1]
+            self.approvals.append(
+                Approval(
+                    step=w.name,
+                    decision="Approved",
+                    user=user,
+                    time=self.now,
+                    message=why[:1024] if why and last else None,
+                )
+            )
+        if waiting:
+            w.approved_by = ", ".join(users) or None
+            count = approval_count(annotations, w.name, users)
+            if count or approval.needed > 1:
+                w.message = bound(tally_message(users, count, approval.needed, w.spec.message))
+            else:
+                w.message = bound(waiting_message(w.spec))
 
     def expire_approval(self, w: StepWork) -> None:
         """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:

@@ -15,6 +15,7 @@ from typing import Any
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
 from zen_flow.api.meta import Condition, format_time
+from zen_flow.planner.approvals import tally
 from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.estimate import estimate_completion
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -121,6 +122,16 @@ def _retrying(steps: Sequence[StepStatus], names: Sequence[str], limit: Callable
     return f"step {step.name} retrying{due(step)}{attempt}{': ' + why if why else ''}"
 
 
+def _waiting(steps: Sequence[StepStatus], names: Sequence[str]) -> str:
+    """The gates waiting for a decision, with the approvals counted so far on a tallied one."""
+    wanted = set(names)
+    counts = {s.name: found for s in steps if s.name in wanted and (found := tally(s.message))}
+    if len(names) == 1 and names[0] in counts:
+        return f"waiting for approval of {names[0]}: {counts[names[0]][1]}"
+    labels = [f"{n} ({counts[n][0]})" if n in counts else n for n in names]
+    return f"waiting for approval of {listing(labels)}"
+
+
 def flow_message(
     phase: FlowPhase,
     steps: Sequence[StepStatus],
@@ -158,7 +169,7 @@ def flow_message(
     if held:
         parts.append(f"held (Job suspended): {listing(held)}")
     if waiting:
-        parts.append(f"waiting for approval of {listing(waiting)}")
+        parts.append(_waiting(steps, waiting))
     if slotless and parallelism is not None:
         parts.append(f"parallelism {parallelism} reached, waiting: {listing(slotless)}")
     if retrying:  # last: why the attempt failed is the longest part, the one cut

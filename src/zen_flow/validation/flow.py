@@ -290,8 +290,8 @@ def _check_size(r: Reader, size: int, status: int) -> None:
             forbidden(
                 SPEC,
                 f"too large to run: its status can grow to {status:,} bytes (steps, output parameters, "
-                f"messages) and with the spec ({size:,} bytes) the stored flow could reach {bound:,} bytes, "
-                f"over the {MAX_OBJECT_BYTES:,} that fit in etcd; use fewer steps or output parameters, "
-                "or split the flow",
+                f"messages, approvals) and with the spec ({size:,} bytes) the stored flow could reach "
+                f"{bound:,} bytes, over the {MAX_OBJECT_BYTES:,} that fit in etcd; use fewer steps, output "
+                "parameters or required approvals, or split the flow",
             )
         )

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from zen_flow.api.constants import MAX_APPROVERS
+
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
 MAX_OBJECT_BYTES = 1_400_000
 # Serialized spec size; the apiserver's managedFields repeat its shape (about a third more).
@@ -57,7 +59,7 @@ def status_bound(spec: Mapping[str, Any]) -> int:
                 size = by_outputs[id(outputs)] = _outputs_bound(outputs)
             total += size
         if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
-            total += APPROVAL_BYTES
+            total += APPROVAL_BYTES * _approvals(step)
     templates = _mapping(spec.get("resourceTemplates"))
     for kind in ("volumeClaimTemplates", "configMapTemplates"):
         total += RESOURCE_REF_BYTES * len(_items(templates.get(kind)))
@@ -77,6 +79,13 @@ def object_bound(spec_size: int, status: int) -> int:
     """The largest stored JobFlow a spec of `spec_size` bytes whose status bound is `status` can become
     (spec, its managedFields, status, metadata)."""
     return int(spec_size * MANAGED_FIELDS_FACTOR) + status + METADATA_BYTES
+
+
+def _approvals(step: Mapping[str, Any]) -> int:
+    """The approvals a gate records: one, or its `approval.required` (each in approvedBy and the audit)."""
+    approval = step.get("approval")
+    required = approval.get("required") if isinstance(approval, dict) else None
+    return required if type(required) is int and 1 < required <= MAX_APPROVERS else 1
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -1,5 +1,5 @@
 """Rules for one step: name, type, dependencies, dependencyPolicy, retryPolicy, timeoutSeconds, `when`,
-finally, template."""
+finally, approval (validation/gates.py), template."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from zen_flow.validation.errors import (
     too_many,
 )
 from zen_flow.validation.formats import DURATION_MSG, label_problem
+from zen_flow.validation.gates import check_approval
 from zen_flow.validation.index import StepIndex
 from zen_flow.validation.limits import (
     MAX_BACKOFF_SECONDS,
@@ -112,6 +113,7 @@ def check_step_fields(
     message = r.string(step.get("message"), path + ".message")
     if message is not None and len(message) > MAX_MESSAGE:
         r.add(too_long(path + ".message", message, MAX_MESSAGE))
+    check_approval(r, step.get("approval"), path + ".approval", manual=is_manual(step))
     meta = r.mapping(step.get("metadata"), path + ".metadata")
     if meta is not None:
         check_metadata_maps(r, meta, path + ".metadata")

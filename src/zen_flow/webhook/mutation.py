@@ -10,11 +10,14 @@
    (UPDATE) or dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
    So is `decision-message.workflow.kube-zen.io/<step>`, recorded beside the approver's name: it is kept
    only when written in the request that takes the decision (else put back, or dropped, so that a message
-   planted earlier never reads as the approver's words).
+   planted earlier never reads as the approver's words). On a gate with `approval` (a tallied gate),
+   `approved-by.` instead lists every distinct user who set its approve annotation to a new true value,
+   and `rejected-by.workflow.kube-zen.io/<step>` is who set or changed its reject annotation (`_tally`).
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
 re-invoke mutating webhooks). They read the metadata and `spec.executionPolicy`, nothing else of the spec
-(`SPEC_READ`): the webhook decodes no more of a 500-step spec than that.
+(`SPEC_READ`), but for a request that takes a decision, whose steps say which gates are tallied: the
+webhook decodes no more of a 500-step spec than that.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CREATED_BY,
     ANNOTATION_DECISION_MESSAGE_PREFIX,
+    ANNOTATION_REJECTED_BY_PREFIX,
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
@@ -37,6 +41,7 @@ from zen_flow.api.constants import (
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     REJECT_PREFIX,
 )
+from zen_flow.planner.approvals import is_true
 from zen_flow.webhook.patch import pointer
 
 Op = dict[str, Any]
@@ -129,11 +134,14 @@ def desired_audit(
     else:
         want[ANNOTATION_STOPPED_BY] = old_ann.get(ANNOTATION_STOPPED_BY)
     for key in new_ann.keys() | old_ann.keys():
-        if key.startswith(ANNOTATION_APPROVED_BY_PREFIX):
+        if key.startswith((ANNOTATION_APPROVED_BY_PREFIX, ANNOTATION_REJECTED_BY_PREFIX)):
             want[key] = old_ann.get(key)  # only the webhook writes these
-    _, decided = changed_decisions(new_ann, old_ann)
-    for step in decided:
+    changed, decided = changed_decisions(new_ann, old_ann)
+    tallied = tallied_steps(obj) if changed else {}
+    for step in decided - tallied.keys():
         want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
+    for step in changed & tallied.keys():
+        want.update(_tally(step, tallied[step], new_ann, old_ann, username))
     for key in new_ann.keys() | old_ann.keys():
         step = key[len(ANNOTATION_DECISION_MESSAGE_PREFIX) :]
         if not key.startswith(ANNOTATION_DECISION_MESSAGE_PREFIX) or not step:
@@ -142,6 +150,45 @@ def desired_audit(
             want[key] = old_ann.get(key)  # a message goes with a decision, or not at all
         elif new_ann.get(key) == old_ann.get(key):
             want[key] = None  # there before this decision: not the decider's words
+    return want
+
+
+def tallied_steps(obj: Mapping[str, Any]) -> dict[str, int]:
+    """The steps with an `approval` (tallied gates) and the approvals each needs, when the object's
+    spec.steps was decoded (`SPEC_READ_DECIDING`: only for a request that changes a decision)."""
+    spec = obj.get("spec")
+    steps = spec.get("steps") if isinstance(spec, Mapping) else None
+    out: dict[str, int] = {}
+    for step in steps if isinstance(steps, list) else ():
+        approval = step.get("approval") if isinstance(step, Mapping) else None
+        if approval is not None and isinstance(step.get("name"), str):
+            required = approval.get("required") if isinstance(approval, Mapping) else None
+            out[step["name"]] = required if type(required) is int and required > 1 else 1
+    return out
+
+
+def _tally(
+    step: str, needed: int, new_ann: Mapping[str, str], old_ann: Mapping[str, str], user: str
+) -> dict[str, str | None]:
+    """A tallied gate's record: approved-by lists, comma-separated in order, each distinct user whose
+    write set its approve annotation (a changed value: `zen-flow approve` writes a fresh one), up to the
+    `needed` that decide it (more would only grow the flow), cleared when the annotation is taken back;
+    rejected-by is who set or changed its reject annotation."""
+    approve, before = APPROVE_PREFIX + step, old_ann.get(APPROVE_PREFIX + step)
+    approved_by = ANNOTATION_APPROVED_BY_PREFIX + step
+    want: dict[str, str | None] = {}
+    if not is_true(new_ann.get(approve)):
+        want[approved_by] = None
+    elif new_ann.get(approve) != before:
+        users = [u for u in (old_ann.get(approved_by) or "").split(",") if u] if is_true(before) else []
+        if user and len(users) < needed:
+            users.append(user)
+        want[approved_by] = ",".join(dict.fromkeys(users)) or None
+    reject = REJECT_PREFIX + step
+    if reject not in new_ann:
+        want[ANNOTATION_REJECTED_BY_PREFIX + step] = None
+    elif new_ann.get(reject) != old_ann.get(reject):
+        want[ANNOTATION_REJECTED_BY_PREFIX + step] = user or None
     return want
 
 
@@ -173,8 +220,10 @@ def audit_ops(
     return ops
 
 
-# The spec members mutation reads; the webhook decodes only these (zen_flow.webhook.review).
+# The spec members mutation reads; the webhook decodes only these (zen_flow.webhook.review), and the
+# steps only for a request that changes a decision (`tallied_steps`).
 SPEC_READ = ("executionPolicy",)
+SPEC_READ_DECIDING = (*SPEC_READ, "steps")
 
 
 def mutation_ops(

@@ -37,7 +37,8 @@ from zen_flow.webhook.envelope import (
     ReviewError,
     parse_review,
 )
-from zen_flow.webhook.mutation import SPEC_READ, mutation_ops, request_decisions
+from zen_flow.webhook.gate_approvers import gate_refusal
+from zen_flow.webhook.mutation import SPEC_READ, SPEC_READ_DECIDING, mutation_ops, request_decisions
 
 __all__ = ["ReviewError", "mutate_review", "validate_review"]
 
@@ -141,14 +142,24 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
         meta = request.object.member("metadata")
         old = {"metadata": request.old_object.member("metadata")} if request.operation == "UPDATE" else None
         steps = request_decisions(request.operation, {"metadata": meta}, old)
-    except Exception as exc:  # fail closed, with a message, never a 500 traceback
-        return _internal(request, "validation", exc), None
-    decisions = None
-    if steps:
         # The request names the flow; the object too, should a `generateName` leave the request's empty.
         name = request.name or (meta.get("name") if isinstance(meta, dict) else None) or ""
+        flow = f"{request.namespace}/{name}" if name else f"(a new one) in {request.namespace}"
+        # The steps are decoded for a decision only: their `approval` may name who can take it.
+        refusal = gate_refusal(_steps(request.object), steps, request.user, flow) if steps else None
+    except Exception as exc:  # fail closed, with a message, never a 500 traceback
+        return _internal(request, "validation", exc), None
+    if refusal is not None:
+        return deny(request.uid, 403, "Forbidden", refusal), None
+    decisions = None
+    if steps:
         decisions = Decisions(request.uid, request.namespace, name, request.user, tuple(sorted(steps)))
     return allow(request.uid, warnings=list(warnings)), decisions
+
+
+def _steps(raw: RawObject) -> Any:
+    spec = raw.member_part("spec", ("steps",))
+    return spec.get("steps") if isinstance(spec, dict) else None
 
 
 # A request's field errors, and its warnings (validation/warnings.py) when it has none: a new spec's (a
@@ -259,6 +270,9 @@ def mutate_review(body: bytes) -> dict[str, Any]:
         return allow(request.uid)  # nothing to patch; the validating webhook explains
     old = _mutation_view(request.old_object)
     try:
+        if request_decisions(request.operation, obj, old if isinstance(old, Mapping) else None):
+            # A decision: which of its gates are tallied (`approval`) is in the steps, decoded only now.
+            obj = _mutation_view(request.object, SPEC_READ_DECIDING)
         ops = mutation_ops(
             request.operation, obj, old if isinstance(old, Mapping) else None, request.username
         )
@@ -267,9 +281,9 @@ def mutate_review(body: bytes) -> dict[str, Any]:
     return allow(request.uid, ops)
 
 
-def _mutation_view(raw: RawObject) -> Any:
-    """The object as far as mutation reads it: all but the spec, and of the spec only `SPEC_READ`."""
+def _mutation_view(raw: RawObject, spec_read: tuple[str, ...] = SPEC_READ) -> Any:
+    """The object as far as mutation reads it: all but the spec, and of the spec only `spec_read`."""
     obj = raw.decode(skip=("spec",))
     if isinstance(obj, dict) and raw.raw("spec") is not None:
-        obj["spec"] = raw.member_part("spec", SPEC_READ)
+        obj["spec"] = raw.member_part("spec", spec_read)
     return obj

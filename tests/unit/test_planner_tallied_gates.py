@@ -1,0 +1,236 @@
+"""Planner: Manual gates with `approval` (named approvers, several required approvals).
+
+The annotations come from the mutating webhook's own rules (`desired_audit`), as a user's write would
+leave them on the stored flow, so the planner is tested against the record the webhook really writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.planner import CreateJob
+from zen_flow.planner.interventions import rerun_refusal
+from zen_flow.webhook.mutation import desired_audit
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+_fresh = itertools.count(1)
+
+
+def phases(sim: Simulator) -> dict[str, str]:
+    return {s.name: s.phase for s in sim.flow.status.steps}
+
+
+def write(sim: Simulator, user: str, changes: dict[str, str | None]) -> None:
+    """`user` writes `changes` to the flow's annotations through the mutating webhook."""
+    old = dict(sim.flow.metadata.annotations)
+    new = {k: v for k, v in {**old, **changes}.items() if v is not None}
+    spec = sim.flow.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    want = desired_audit(
+        "UPDATE", {"metadata": {"annotations": new}, "spec": spec}, {"metadata": {"annotations": old}}, user
+    )
+    for key, value in {**changes, **want}.items():
+        sim.annotate(key, value)
+
+
+def approve(sim: Simulator, user: str, step: str = "gate", message: str | None = None) -> None:
+    changes: dict[str, str | None] = {APPROVE_PREFIX + step: f"true-{next(_fresh)}"}  # as zen-flow approve
+    if message:
+        changes[ANNOTATION_DECISION_MESSAGE_PREFIX + step] = message
+    write(sim, user, changes)
+
+
+def reject(sim: Simulator, user: str, step: str = "gate") -> None:
+    write(sim, user, {REJECT_PREFIX + step: "true"})
+
+
+def tallied(approval: dict[str, Any], annotations: dict[str, str] | None = None, **gate: Any) -> Simulator:
+    """build, then a gate with `approval`, then ship; the gate reached."""
+    steps = [
+        job_step("build"),
+        manual_step("gate", "build", approval=approval, **gate),
+        job_step("ship", "gate"),
+    ]
+    sim = Simulator(make_flow(steps, name="release", annotations=annotations), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    return sim
+
+
+def audited(sim: Simulator) -> list[tuple[str, str | None]]:
+    audit = sim.flow.status.audit
+    return [(a.decision, a.user) for a in audit.approvals] if audit is not None else []
+
+
+def gate_message(sim: Simulator) -> str | None:
+    gate = sim.flow.status.step("gate")
+    return gate.message if gate is not None else None
+
+
+def test_one_approval_of_two_waits_and_says_who_and_how_many() -> None:
+    sim = tallied({"required": 2})
+    assert gate_message(sim) == "approvals 0/2; waiting for 2 more"
+    approve(sim, "alice")
+    result = sim.reconcile()
+    assert not [a for a in result.actions if isinstance(a, CreateJob)]
+    assert (sim.phase, phases(sim)["gate"]) == ("Paused", "PendingApproval")
+    assert gate_message(sim) == "approvals 1/2 (alice); waiting for 1 more"
+    assert (
+        sim.flow.status.message == "waiting for approval of gate: approvals 1/2 (alice); waiting for 1 more"
+    )
+    gate = sim.flow.status.step("gate")
+    assert gate is not None
+    assert gate.approved_by == "alice"
+    assert audited(sim) == [("Approved", "alice")]
+    # Nothing new: nothing written again, nothing audited twice.
+    assert sim.reconcile().status is sim.flow.status
+
+
+def test_two_distinct_approvals_open_the_gate() -> None:
+    sim = tallied({"required": 2})
+    approve(sim, "alice", message="tests green")
+    sim.reconcile()
+    approve(sim, "bob", message="looked at the diff")
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["ship"]
+    gate = sim.flow.status.step("gate")
+    assert gate is not None
+    assert (gate.phase, gate.approved_by, gate.message) == (
+        "Succeeded",
+        "alice, bob",
+        "approved by alice, bob",
+    )
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert [(a.decision, a.user, a.message) for a in audit.approvals] == [
+        ("Approved", "alice", "tests green"),
+        ("Approved", "bob", "looked at the diff"),
+    ]
+
+
+def test_the_same_user_approving_twice_counts_once() -> None:
+    sim = tallied({"required": 2})
+    approve(sim, "alice")
+    sim.reconcile()
+    approve(sim, "alice")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "PendingApproval"
+    assert gate_message(sim) == "approvals 1/2 (alice); waiting for 1 more"
+    assert audited(sim) == [("Approved", "alice")]
+
+
+def test_one_rejection_rejects_the_gate_whatever_the_approvals() -> None:
+    sim = tallied({"required": 2})
+    approve(sim, "alice")
+    sim.reconcile()
+    reject(sim, "carol")
+    sim.reconcile()
+    assert (sim.phase, phases(sim)) == ("Failed", {"build": "Succeeded", "gate": "Failed", "ship": "Skipped"})
+    gate = sim.flow.status.step("gate")
+    assert gate is not None
+    assert (gate.message, gate.approved_by) == ("rejected by carol", "carol")
+    assert audited(sim) == [("Approved", "alice"), ("Rejected", "carol")]
+
+
+def test_approvals_given_before_the_gate_is_reached_count_when_it_is() -> None:
+    steps = [
+        job_step("build"),
+        manual_step("gate", "build", approval={"required": 2}),
+        job_step("ship", "gate"),
+    ]
+    sim = Simulator(make_flow(steps, name="release"), T0)
+    sim.reconcile()
+    approve(sim, "alice")
+    approve(sim, "bob")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Pending"  # decided only once reached
+    sim.complete(sim.running()[0])
+    result = sim.reconcile()
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["ship"]
+    assert audited(sim) == [("Approved", "alice"), ("Approved", "bob")]
+
+
+def test_an_approval_taken_back_is_no_longer_counted() -> None:
+    sim = tallied({"required": 2})
+    approve(sim, "alice")
+    sim.reconcile()
+    write(sim, "alice", {APPROVE_PREFIX + "gate": None})
+    sim.reconcile()
+    assert gate_message(sim) == "approvals 0/2; waiting for 2 more"
+    approve(sim, "bob")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "PendingApproval"  # alice's approval went with the annotation
+    assert gate_message(sim) == "approvals 1/2 (bob); waiting for 1 more"
+
+
+def test_a_gate_one_approval_opens_keeps_its_message_until_approved() -> None:
+    sim = tallied({"approvers": [{"kind": "User", "name": "alice"}]}, message="Check the backup")
+    assert gate_message(sim) == "Check the backup"
+    assert sim.flow.status.message == "waiting for approval of gate"
+    approve(sim, "alice")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Succeeded"
+    assert gate_message(sim) == "approved by alice"
+
+
+def test_a_custom_message_follows_the_count() -> None:
+    sim = tallied({"required": 3}, message="Check the backup")
+    approve(sim, "alice")
+    sim.reconcile()
+    assert gate_message(sim) == "approvals 1/3 (alice); waiting for 2 more: Check the backup"
+
+
+def test_several_waiting_gates_each_show_their_count_in_the_flow_message() -> None:
+    steps = [
+        manual_step("gate", approval={"required": 2}),
+        manual_step("other"),
+    ]
+    sim = Simulator(make_flow(steps, name="release"), T0)
+    sim.reconcile()
+    approve(sim, "alice")
+    sim.reconcile()
+    assert sim.flow.status.message == "waiting for approval of gate (approvals 1/2), other"
+
+
+def test_a_timed_out_gate_with_partial_approvals_reruns_once_its_approvals_are_taken_back() -> None:
+    sim = tallied({"required": 2}, timeoutSeconds=60)
+    approve(sim, "alice")
+    sim.reconcile()
+    sim.advance(60)
+    sim.reconcile()
+    assert (sim.phase, phases(sim)["gate"]) == ("Failed", "Failed")
+    # Its approve annotation would count at once in the rerun: the rerun waits for it to go.
+    why = rerun_refusal(sim.flow)
+    assert why is not None
+    assert "approve.workflow.kube-zen.io/gate" in why
+    write(sim, "alice", {APPROVE_PREFIX + "gate": None})
+    assert rerun_refusal(sim.flow) is None
+    write(sim, "alice", {"workflow.kube-zen.io/retry": "r1"})
+    sim.reconcile()
+    assert (sim.phase, phases(sim)["gate"]) == ("Paused", "PendingApproval")
+    assert gate_message(sim) == "approvals 0/2; waiting for 2 more"
+    approve(sim, "alice")
+    approve(sim, "bob")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Succeeded"
+    # The first run's approval and the rerun's are each in the audit.
+    assert audited(sim) == [("Approved", "alice"), ("Approved", "alice"), ("Approved", "bob")]
+
+
+def test_without_the_webhook_the_annotation_is_one_unrecorded_approval() -> None:
+    """Nothing records users without the webhook: a gate one approval opens still opens, one that needs
+    more waits (docs/API.md: required > 1 needs the webhook)."""
+    one = tallied({"approvers": [{"kind": "User", "name": "alice"}]})
+    one.annotate(APPROVE_PREFIX + "gate", "true")
+    one.reconcile()
+    assert phases(one)["gate"] == "Succeeded"
+    two = tallied({"required": 2})
+    two.annotate(APPROVE_PREFIX + "gate", "true")
+    two.reconcile()
+    assert phases(two)["gate"] == "PendingApproval"
+    assert gate_message(two) == "approvals 1/2; waiting for 1 more"
