@@ -1,12 +1,12 @@
 """Stop and rerun on the full cluster, where Jobs really run (kwok pods): a flow whose step fails on its
 first attempt is rerun from that step and succeeds, keeping what succeeded; a running flow stopped
-deletes its Job and ends Failed."""
+deletes its Job and ends Failed; one stopped with RunFinally runs its finally step first."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from zen_flow.api.constants import ANNOTATION_RETRY, ANNOTATION_STOP, LABEL_STEP
+from zen_flow.api.constants import ANNOTATION_RETRY, ANNOTATION_STOP, LABEL_STEP, STOP_RUN_FINALLY
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
@@ -66,3 +66,35 @@ async def test_a_running_flow_stopped_ends_failed_and_its_job_goes(
         return not [j for j in await driver.jobs(namespace) if not j["metadata"].get("deletionTimestamp")]
 
     await wait_until(job_gone, 60, what="the stopped step's Job deleted")
+
+
+async def test_a_flow_stopped_with_run_finally_runs_its_finally_step_then_ends_stopped(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    steps = [
+        job_step("train", template=job_template(run_seconds=600)),
+        job_step("publish", "train"),
+        job_step("cleanup", when="flow.outcome == 'Failed'", **{"finally": True}),
+    ]
+    await driver.create(flow_manifest("graceful", namespace, steps))
+
+    async def running() -> bool:
+        flow = await driver.get(namespace, "graceful") or {}
+        return step_phases(flow).get("train") == "Running"
+
+    await wait_until(running, 60, what="train to run")
+    stop = {"metadata": {"annotations": {ANNOTATION_STOP: STOP_RUN_FINALLY}}}
+    await driver.patch(namespace, "graceful", stop)
+    flow = await driver.wait_phase(namespace, "graceful", timeout=60)
+    failed = next(c for c in flow["status"]["conditions"] if c["type"] == "Failed")
+    assert (failed["reason"], failed["message"]) == ("Stopped", "stopped by an unrecorded user")
+    assert step_phases(flow) == {"train": "Failed", "publish": "Skipped", "cleanup": "Succeeded"}
+    jobs = await driver.jobs(namespace)
+    assert len(_jobs_of(jobs, "cleanup")) == 1
+
+    async def train_gone() -> bool:
+        live = [j for j in await driver.jobs(namespace) if not j["metadata"].get("deletionTimestamp")]
+        return not _jobs_of(live, "train")
+
+    await wait_until(train_gone, 60, what="the stopped step's Job deleted")

@@ -1,5 +1,5 @@
-"""`zen-flow approve|reject|retry|submit --wait|logs` against an in-memory apiserver: what the user is told,
-the exit status, and what was (or was not) written."""
+"""`zen-flow approve|reject|stop|retry|submit --wait|logs` against an in-memory apiserver: what the user is
+told, the exit status, and what was (or was not) written."""
 
 from __future__ import annotations
 
@@ -204,6 +204,44 @@ def test_a_gate_still_counting_approvals_can_be_rejected(
     code, out, _ = zen_flow(capsys, "reject", "gate", "approve")
     assert (code, out) == (0, "jobflow default/gate: step approve rejected\n")
     assert cluster.flows["gate"]["metadata"]["annotations"]["reject.workflow.kube-zen.io/approve"] == "true"
+
+
+# --- stop ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "value", "said"),
+    [
+        ([], "true", "stop requested"),
+        (["--run-finally"], "RunFinally", "stop requested: its finally steps run first"),
+    ],
+)
+def test_stop_asks_for_a_stop_now_or_one_that_runs_the_finally_steps_first(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str], value: str, said: str
+) -> None:
+    cluster.add(flow_manifest("nightly", NS, [job_step("load"), job_step("cleanup", **{"finally": True})]))
+    code, out, _ = zen_flow(capsys, "stop", *argv, "nightly")
+    assert (code, out) == (0, f"jobflow default/nightly: {said}\n")
+    assert annotation_writes(cluster) == [{"metadata": {"annotations": {"workflow.kube-zen.io/stop": value}}}]
+
+
+def test_stop_run_finally_says_a_flow_without_finally_steps_stops_now(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.add(flow_manifest("nightly", NS, [job_step("load")]), {"phase": "Running"})
+    code, out, _ = zen_flow(capsys, "stop", "--run-finally", "nightly")
+    assert (code, out) == (
+        0,
+        "jobflow default/nightly: stop requested (it has no finally step: it stops now)\n",
+    )
+
+
+def test_stop_refuses_a_flow_that_has_ended(cluster: FakeCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster.add(flow_manifest("nightly", NS, [job_step("load")]), {"phase": "Failed"})
+    code, out, err = zen_flow(capsys, "stop", "--run-finally", "nightly")
+    assert (code, out) == (2, "")
+    assert "jobflow nightly has ended (Failed): nothing to stop" in err
+    assert annotation_writes(cluster) == []
 
 
 # --- retry -----------------------------------------------------------------------------------------------

@@ -43,9 +43,11 @@ ANNOTATION_RETRY = f"{GROUP}/retry"
 ANNOTATION_RETRY_STEPS = f"{GROUP}/retry-steps"
 ANNOTATION_RETRIED_BY = f"{GROUP}/retried-by"
 # A request to fail the flow now (`zen-flow stop`): running Jobs are deleted, nothing else starts;
-# stopped-by is written by the mutating webhook.
+# stopped-by is written by the mutating webhook. The value STOP_RUN_FINALLY (any case; `zen-flow stop
+# --run-finally`) stops the other steps the same way but runs the finally steps first (planner.finale).
 ANNOTATION_STOP = f"{GROUP}/stop"
 ANNOTATION_STOPPED_BY = f"{GROUP}/stopped-by"
+STOP_RUN_FINALLY = "RunFinally"
 
 # Concurrency groups (decision 9): flows of one namespace with the same value of this label share
 # their executionPolicy.concurrencyPolicy. A flow without it (or with an empty value) is in no group.

@@ -256,8 +256,17 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         step_names(),
     )
 
-    p = command("stop", "fail a flow now: its running Jobs are deleted", "zen-flow stop nightly")
+    p = command(
+        "stop",
+        "fail a flow now: its running Jobs are deleted (--run-finally: its finally steps run first)",
+        "zen-flow stop --run-finally nightly",
+    )
     completes(p.add_argument("name"), flow_names)
+    p.add_argument(
+        "--run-finally",
+        action="store_true",
+        help="stop the other steps the same way, then run the finally steps (the flow fails Stopped)",
+    )
 
     p = command("delete", "delete flows, with their Jobs and pods", "zen-flow delete nightly weekly")
     completes(p.add_argument("names", nargs="+", metavar="NAME"), flow_names)

@@ -28,6 +28,7 @@ from zen_flow.api.constants import (
     ANNOTATION_STOP,
     APPROVE_PREFIX,
     REJECT_PREFIX,
+    STOP_RUN_FINALLY,
 )
 from zen_flow.cli.graph import dot, mermaid
 from zen_flow.cli.overrides import override_arguments, parse_overrides
@@ -188,12 +189,18 @@ async def resubmit(session: Session, args: argparse.Namespace) -> int:
 
 
 async def stop(session: Session, args: argparse.Namespace) -> int:
-    """Fail the flow now: running Jobs are deleted, nothing else starts (docs/API.md, "Stopping a flow")."""
+    """Fail the flow now: running Jobs are deleted, nothing else starts; `--run-finally`: its finally steps
+    run first (docs/API.md, "Stopping a flow")."""
     flow = await session.get(args.name)
     if flow.status.phase in ("Succeeded", "Failed"):
         raise UsageError(f"jobflow {args.name} has ended ({flow.status.phase}): nothing to stop")
-    await session.merge_patch(args.name, {"metadata": {"annotations": {ANNOTATION_STOP: "true"}}})
-    session.out.write(f"jobflow {session.namespace}/{args.name}: stop requested\n")
+    value = STOP_RUN_FINALLY if args.run_finally else "true"
+    await session.merge_patch(args.name, {"metadata": {"annotations": {ANNOTATION_STOP: value}}})
+    said = "stop requested"
+    if args.run_finally:
+        final = any(s.is_finally for s in flow.spec.steps)
+        said += ": its finally steps run first" if final else " (it has no finally step: it stops now)"
+    session.out.write(f"jobflow {session.namespace}/{args.name}: {said}\n")
     return EXIT_OK
 
 

@@ -25,10 +25,11 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expressions import Evaluator
-from zen_flow.planner.actions import DeleteJob, EventSpec, Plan
+from zen_flow.planner.actions import EventSpec, Plan
 from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
+from zen_flow.planner.events import STOPPED_EVENT, WARNING
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
@@ -71,7 +72,11 @@ class _Planner(Starts):
     def schedule_all(self) -> None:
         order = self.order
         main = len(order) - len(self.final)  # the shape orders the finally steps last
-        self.schedule_steps(order[:main] if self.final else order)
+        if self.stop_reason is None:
+            # Under a stop the other steps all end for it (`stop_all`), none for a dependency the stop
+            # ended first: a plan that finds a stopped step's Job gone after a lost write (`stopped_job`)
+            # must end them the same way as the plan that stopped it.
+            self.schedule_steps(order[:main] if self.final else order)
         if self.final and self.close_main():
             self.schedule_steps(order[main:])
 
@@ -163,12 +168,19 @@ class _Planner(Starts):
             phase = FlowPhase.PENDING
         else:
             phase = FlowPhase.RUNNING
+        if self.stopping is not None and self.stop_took_effect():
+            return phase, self.stopping, REASON_STOPPED  # the finally steps run, then it fails Stopped
         return phase, self.failure or self.final_failure, REASON_STEP_FAILED
 
     def ended(self) -> tuple[FlowPhase, str | None, str] | None:
         """The flow's outcome when every step is terminal: Succeeded unless a step failed; else None."""
         if self.works.dormant or not all(w.terminal for w in self.moving.values()):
             return None
+        if self.stop_reason is not None and self.stop_took_effect():
+            # A stop that ended a step (a graceful one, or one whose write was lost) ends the flow Stopped,
+            # whatever its finally steps did; a failed one is said too.
+            said = f"{self.stop_reason}; {self.final_failure}" if self.final_failure else self.stop_reason
+            return FlowPhase.FAILED, said, REASON_STOPPED
         statuses = self.works.statuses()
         final = self.final
         failed = next((s for s in statuses if s.phase == StepPhase.FAILED and s.name not in final), None)
@@ -185,23 +197,13 @@ class _Planner(Starts):
             REASON_STEP_FAILED,
         )
 
-    def stop_all(self, reason: str, job_reason: str | None = None) -> None:
-        self.works.wake_all()
-        for w in self.moving.values():
-            if w.phase == StepPhase.RUNNING:
-                name = w.job_ref.name if w.job_ref is not None else ""
-                job = self.jobs.get(name)
-                if job is not None and not job.finished and not job.deleting:
-                    self.actions.append(DeleteJob(name, w.name, job_reason or reason))
-                w.fail(self.now, reason)
-            elif w.phase == StepPhase.RETRYING:
-                w.fail(self.now, f"{reason}; {w.message or ''}")
-            elif not w.terminal:
-                w.drop(self.now, reason)
-
     def run(self) -> Plan:
         self.observe()
         started = self.start_time is not None or self.begun()
+        if self.stopping is not None and not started:
+            # Nothing ran to clean up after: a graceful stop of a flow that has not started (queued in
+            # its concurrency group, creating its resources) is a stop now, not a wait for a slot.
+            self.stopped, self.stopping = self.stopping, None
         self.group = judge(self.flow, self.peers, started=started)
         if not self.blocked():
             # Only a flow that may start steps now gets its objects (not a queued or suspended one).
@@ -243,6 +245,8 @@ class _Planner(Starts):
             creating=self.creating,
             stall=stall,
         )
+        if self.stopping is not None:
+            events = self.announce_stop(events, phase)
         if phase.terminal:
             # TTL counts from now; the deletion itself happens on a later reconcile, after the final
             # status (and its events) are written.
@@ -254,6 +258,16 @@ class _Planner(Starts):
             events=events,
             requeue_after=min(requeue) if requeue else None,
         )
+
+    def announce_stop(self, events: tuple[EventSpec, ...], phase: FlowPhase) -> tuple[EventSpec, ...]:
+        """One FlowStopped event per graceful stop, by the plan that stopped the other steps (the flow's
+        end says FlowFailed only): a status diff cannot tell, the flow is Running before and after."""
+        if self.stopped_before():
+            return tuple(e for e in events if e.reason != STOPPED_EVENT)
+        if self.stop_acted and not phase.terminal:
+            said = f"{self.stopping}: the finally steps run, then the flow fails"
+            return (*events, EventSpec(WARNING, STOPPED_EVENT, said))
+        return events
 
 
 def uses_evaluator(flow: JobFlow) -> bool:

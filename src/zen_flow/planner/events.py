@@ -24,6 +24,7 @@ REJECT_MARK = "rejected"
 # How a Manual step's message starts when its timeoutSeconds passed with no decision: nobody decided, so
 # a rerun may ask again (planner.interventions), unlike a rejection.
 NO_DECISION_MARK = f"{REJECT_MARK}: no decision within"
+STOPPED_EVENT = "FlowStopped"
 
 
 def _job(status: StepStatus) -> str:
@@ -109,7 +110,7 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
         elif _failed_reason(new) == REASON_REPLACED:
             out.append(EventSpec(WARNING, "FlowReplaced", message))
         elif _failed_reason(new) == REASON_STOPPED:
-            out.append(EventSpec(WARNING, "FlowStopped", message))
+            out.append(EventSpec(WARNING, STOPPED_EVENT, message))
         out.append(EventSpec(WARNING, "FlowFailed", message))
     return out
 

@@ -1,8 +1,17 @@
 """The finally steps' gate: whether every step that is not finally has ended, so that the finally
-steps may start (API.md "Finally steps"), and what their `when` sees then (`flow.outcome`).
+steps may start (API.md "Finally steps"), and what their `when` sees then (`flow.outcome`); and the
+stops that end steps before their time.
 
 Fail-fast ends the other steps here rather than in the conclude pass, once none of them runs: the
 finally steps then start in the same plan, not one status write later.
+
+A graceful stop (`workflow.kube-zen.io/stop: RunFinally`) ends the other steps here too, at once, as a
+stop does (running Jobs deleted, the steps Failed, the rest Skipped, no retry), and the finally steps
+that have not run start in the same plan with `flow.outcome` Failed; those already running go on. Every
+plan does it again from the flow and its Jobs: after a lost status write or a restart, the stopped steps
+are ended again (their Jobs gone: `Observation.stopped_job`), never started again, and the finally
+steps' Jobs are taken over (`adopt`), never created twice. A stop, a graceful stop escalated to one, a
+replacement or the flow deadline ends everything at once (`conclude`).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from dataclasses import replace
 
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.core.expressions import WhenContext
+from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.steps import StepWork
 
@@ -23,12 +33,15 @@ class Finale(Observation):
     def close_main(self) -> bool:
         """Have all the steps that are not finally ended, so that the finally steps may start? Under
         fail-fast, once none of them runs, those that would never start end here (Skipped), so the
-        finally steps start in this same plan. A stop, a replacement or the flow deadline ends everything
-        at once (`conclude`): no finally step starts after them."""
+        finally steps start in this same plan; under a graceful stop, all of them end here at once. A
+        stop, a replacement or the flow deadline ends everything at once (`conclude`): no finally step
+        starts after them."""
         if self.stopped is not None or self.deadline_passed or self.group.replaced is not None:
             return False
         final = self.final
-        if not self.final_outcome_known():
+        if self.stopping is not None:
+            self.stop_all(self.stopping, spare_final=True)
+        elif not self.final_outcome_known():
             if self.failure is None:
                 return False
             main = [w for name, w in self.moving.items() if name not in final]
@@ -39,7 +52,8 @@ class Finale(Observation):
             for name, w in self.moving.items():
                 if name not in final and not w.terminal:
                     w.drop(self.now, "the flow failed")
-        outcome = FlowPhase.FAILED if self.main_failed else FlowPhase.SUCCEEDED
+        failed = self.main_failed or (self.stopping is not None and self.stop_took_effect())
+        outcome = FlowPhase.FAILED if failed else FlowPhase.SUCCEEDED
         self.final_context = replace(
             self.when_context, flow={**self.when_context.flow, "outcome": outcome.value}
         )
@@ -56,3 +70,20 @@ class Finale(Observation):
         for w in works:
             if w.phase == StepPhase.RETRYING:
                 w.fail(self.now, f"not retried, the flow is failing; {w.message or ''}")
+
+    def stop_all(self, reason: str, job_reason: str | None = None, *, spare_final: bool = False) -> None:
+        """End every step that has not ended (`spare_final`: but the finally steps) for `reason`, their
+        running Jobs deleted (background propagation, so their pods go too)."""
+        if spare_final and self.final_outcome_known():
+            return  # nothing left to end: the finally steps' own plans stay as cheap as before
+        self.works.wake_all()
+        for w in self.moving.values():
+            if w.terminal or (spare_final and w.spec.is_finally):
+                continue
+            if w.phase == StepPhase.RUNNING:
+                name = w.job_ref.name if w.job_ref is not None else ""
+                job = self.jobs.get(name)
+                if job is not None and not job.finished and not job.deleting:
+                    self.actions.append(DeleteJob(name, w.name, job_reason or reason))
+            self.end_now(w, reason)
+            self.stop_acted |= reason == self.stop_reason

@@ -4,6 +4,11 @@ failed steps (`zen-flow stop`, `zen-flow retry`, or kubectl annotate).
 **Stop**: `workflow.kube-zen.io/stop` (any non-empty value) fails a flow that has not ended: running
 Jobs are deleted, nothing else starts, the Failed condition's reason is Stopped and the message names
 who asked (`workflow.kube-zen.io/stopped-by`, written by the mutating webhook). An ended flow ignores it.
+The value `RunFinally` (any case: `runfinally` typed by hand must not lose the cleanup it asks for) is a
+graceful stop: the steps that are not finally are stopped the same way, then the finally steps run
+(planner.finale); in a flow with no finally step, or one that has not started a step, it is the same
+as any other value. What a stop wrote into a step's message (`stopped_by_request`) is how later plans
+know that it took effect: the status is the only memory a plan has.
 
 **Rerun**: the annotation `workflow.kube-zen.io/retry: <id>` (any new value is a new request),
 optionally limited by `workflow.kube-zen.io/retry-steps: a,b` to some of the failed steps; the mutating
@@ -47,6 +52,7 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
+    STOP_RUN_FINALLY,
     ConditionType,
     FlowPhase,
     StepPhase,
@@ -58,13 +64,35 @@ from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNI
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import listing
 
+STOP_MARK = "stopped by "
+# How the message of a step a stop ended begins: a running or retrying one (Failed), one that had not
+# started, a gate that waited for a decision (Skipped: StepWork.drop).
+_STOPPED_MESSAGES = (STOP_MARK, f"not started: {STOP_MARK}", f"no decision: {STOP_MARK}")
+
 
 def stop_request(flow: JobFlow) -> str | None:
     """Why the flow must fail now (`workflow.kube-zen.io/stop`, any non-empty value), or None."""
     annotations = flow.metadata.annotations
     if not (annotations.get(ANNOTATION_STOP) or "").strip():
         return None
-    return f"stopped by {annotations.get(ANNOTATION_STOPPED_BY) or 'an unrecorded user'}"
+    return f"{STOP_MARK}{annotations.get(ANNOTATION_STOPPED_BY) or 'an unrecorded user'}"
+
+
+def runs_finally(flow: JobFlow) -> bool:
+    """Does the stop request ask for the finally steps to run first (`RunFinally`, any case)?"""
+    value = (flow.metadata.annotations.get(ANNOTATION_STOP) or "").strip()
+    return value.casefold() == STOP_RUN_FINALLY.casefold()
+
+
+def stopped_by_request(step: StepStatus) -> bool:
+    """Did a stop end this step? No other message begins so: Job failures say `Job failed` or `attempt
+    N failed`, skips say which dependency or condition."""
+    message = step.message
+    return (
+        message is not None
+        and step.phase in (StepPhase.FAILED, StepPhase.SKIPPED)
+        and message.startswith(_STOPPED_MESSAGES)
+    )
 
 
 def request(flow: JobFlow) -> Retry | None:

@@ -76,6 +76,8 @@ class Observation(PlanState):
         name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
         job = self.jobs.get(name)
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
+            if self.stopped_job(w):
+                return
             self.attempt_failed(w, self.gone(w, None, f"Job {name} not found (deleted outside zen-flow)"))
             return
         if ref is None or ref.uid is None or ref.name != name:
@@ -109,6 +111,8 @@ class Observation(PlanState):
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
             return
         if job.deleting:
+            if self.stopped_job(w):
+                return
             self.attempt_failed(w, self.gone(w, job, f"Job {name} was deleted outside zen-flow"))
             return
         if job.suspended:
@@ -128,6 +132,17 @@ class Observation(PlanState):
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
             else:
                 self.wakeups.append(due)
+
+    def stopped_job(self, w: StepWork) -> bool:
+        """Under a stop request that ends `w`, its Job gone or going before it finished is the stop's own
+        delete, whose status write was lost (a 409, a restart): the step ends as the stop ends it, never
+        as a failure to retry, so the flow ends as it would have with the write kept."""
+        why = self.stop_for(w)
+        if why is None:
+            return False
+        self.end_now(w, why)
+        self.stop_acted = True
+        return True
 
     def began(self, w: StepWork, job: Job) -> datetime:
         """Whence the step's timeout counts: the Job's creation, or the last resume of a Job that was

@@ -18,7 +18,7 @@ from zen_flow.planner.actions import Action, CreateResource
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer
-from zen_flow.planner.interventions import stop_request
+from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import parallelism_of
@@ -85,7 +85,15 @@ class PlanState:
         self.wakeups: list[datetime] = []
         self.approvals: list[Approval] = []
         self.suspended = bool(flow.spec.suspend)
-        self.stopped = stop_request(flow)  # why the flow must fail now, or None
+        # A stop request: why the flow must fail. `stopped`: now, everything at once; `stopping`: a graceful
+        # stop (RunFinally), the other steps now and the finally steps run first (planner.finale). A flow
+        # with no finally step has nothing to run first: its graceful stop is a stop now.
+        self.stop_reason = stop_request(flow)
+        graceful = self.stop_reason is not None and bool(shape.final) and runs_finally(flow)
+        self.stopped = None if graceful else self.stop_reason
+        self.stopping = self.stop_reason if graceful else None
+        self.stop_acted = False  # did this plan end a step for the stop?
+        self._stopped_before: bool | None = None
         self.budget = retry_budget(flow)
         # Retrying steps are never settled nor dormant: they are all in `moving`.
         self.budget_used = sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
@@ -187,13 +195,48 @@ class PlanState:
         elif final and self.final_failure is None:
             self.final_failure = failure_message(w.name, True, w.message)
 
+    def stop_for(self, w: StepWork) -> str | None:
+        """Why the stop request ends `w` (a graceful stop spares the finally steps), or None."""
+        if self.stopped is not None:
+            return self.stopped
+        return self.stopping if self.stopping is not None and not w.spec.is_finally else None
+
+    def end_now(self, w: StepWork, why: str) -> None:
+        """`w` ends before its time (a stop, a replacement, the deadline): Failed if it had started,
+        Skipped if not (a waiting gate: no decision)."""
+        if w.phase == StepPhase.RUNNING:
+            w.fail(self.now, why)
+        elif w.phase == StepPhase.RETRYING:
+            w.fail(self.now, f"{why}; {w.message or ''}")
+        else:
+            w.drop(self.now, why)
+        self.main_failed |= not w.spec.is_finally
+
+    def stopped_before(self) -> bool:
+        """Had the stop request ended a step that is not finally before this plan (its message says so:
+        `stopped_by_request`)?"""
+        if self._stopped_before is None:
+            final = self.final
+            self._stopped_before = any(
+                stopped_by_request(s) for s in self.works.settled() if s.name not in final
+            )
+        return self._stopped_before
+
+    def stop_took_effect(self) -> bool:
+        """Has the stop request ended a step that is not finally, in this plan or an earlier one? A stop
+        that comes once they have all ended stops nothing, and the flow ends as its steps did."""
+        return self.stop_acted or self.stopped_before()
+
     def blocked(self, w: StepWork | None = None) -> bool:
-        """May no step (or not `w`) start now? A failure stops only the steps that are not finally: the
-        finally steps run whatever the outcome, and do not fail-fast each other."""
+        """May no step (or not `w`) start now? A failure or a graceful stop stops only the steps that are
+        not finally: the finally steps run whatever the outcome, and do not fail-fast each other."""
         return (
             self.stopped is not None
             or self.suspended
-            or (self.failure is not None and (w is None or not w.spec.is_finally))
+            or (
+                (self.failure is not None or self.stopping is not None)
+                and (w is None or not w.spec.is_finally)
+            )
             or self.deadline_passed
             or self.group.holds
             or bool(self.creating)

@@ -1,0 +1,385 @@
+"""Planner: a graceful stop (`workflow.kube-zen.io/stop: RunFinally`, `zen-flow stop --run-finally`) ends
+the steps that are not finally as a stop does, then runs the finally steps with `flow.outcome` Failed;
+the flow ends Failed, reason Stopped. Any other value stays the stop now (test_planner_interventions,
+test_planner_finally). Every plan is made again from the flow and its Jobs, so a lost status write or a
+restart in the middle ends the same way."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_planner_finally import FINALLY, by_step, failed_condition, started
+from test_planner_joins import message, phases
+from test_planner_properties import MAX_ROUNDS, check_plan, perturb, random_flows
+
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import (
+    ANNOTATION_RETRIED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
+    StepPhase,
+)
+from zen_flow.planner import CreateJob, DeleteJob, Plan
+from zen_flow.planner.interventions import stopped_by_request
+from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.simulator import Simulator, run
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+RETRY: dict[str, Any] = {"retryPolicy": {"limit": 3, "backoff": {"type": "Fixed", "duration": "1s"}}}
+ON_FAILURE: dict[str, Any] = {"when": "flow.outcome == 'Failed'", **FINALLY}
+
+
+def flow(**spec: Any) -> Simulator:
+    """build, then test and lint (test retries), a gate after lint, a publish step after both; finally:
+    cleanup when the flow failed, then notify."""
+    steps = [
+        job_step("build"),
+        job_step("test", "build", **RETRY),
+        job_step("lint", "build"),
+        manual_step("gate", "lint"),
+        job_step("publish", "test", "gate"),
+        job_step("cleanup", **ON_FAILURE),
+        job_step("notify", "cleanup", **FINALLY),
+    ]
+    return Simulator(make_flow(steps, **spec), T0)
+
+
+def to_the_gate(sim: Simulator) -> None:
+    """build succeeded, lint succeeded (the gate waits for a decision), test runs."""
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    sim.complete(job_of(sim, "lint"))
+    sim.reconcile()
+    assert phases(sim) == {
+        "build": "Succeeded",
+        "test": "Running",
+        "lint": "Succeeded",
+        "gate": "PendingApproval",
+        "publish": "Pending",
+        "cleanup": "Pending",
+        "notify": "Pending",
+    }
+
+
+def job_of(sim: Simulator, step: str) -> str:
+    return next(j for j in sim.running() if sim.steps[j] == step)
+
+
+def stop(sim: Simulator, value: str = "RunFinally", user: str = "alice") -> None:
+    sim.annotate(ANNOTATION_STOP, value)
+    sim.annotate(ANNOTATION_STOPPED_BY, user)
+
+
+def reasons(result: Plan) -> list[str]:
+    return [e.reason for e in result.events]
+
+
+def test_a_graceful_stop_stops_the_other_steps_then_runs_the_finally_steps_and_fails_stopped() -> None:
+    sim = flow()
+    to_the_gate(sim)
+    test = job_of(sim, "test")
+    stop(sim)
+    result = sim.reconcile()
+    assert [(a.name, a.reason) for a in result.actions if isinstance(a, DeleteJob)] == [
+        (test, "stopped by alice")
+    ]
+    # In the same plan: the other steps end, and the finally steps that may start do, seeing Failed.
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["cleanup"]
+    assert phases(sim) == {
+        "build": "Succeeded",
+        "test": "Failed",
+        "lint": "Succeeded",
+        "gate": "Skipped",
+        "publish": "Skipped",
+        "cleanup": "Running",
+        "notify": "Pending",
+    }
+    assert message(sim, "test") == "stopped by alice"  # not retried: its retryPolicy does not apply
+    assert message(sim, "gate") == "no decision: stopped by alice"
+    assert message(sim, "publish") == "not started: stopped by alice"
+    assert sim.phase == "Running"
+    assert (sim.flow.status.message or "").startswith("stopped by alice")
+    assert reasons(result).count("FlowStopped") == 1
+    assert "FlowFailed" not in reasons(result)
+
+    sim.complete(job_of(sim, "cleanup"))
+    sim.reconcile()
+    assert started(sim)[-1] == "notify"
+    sim.complete(job_of(sim, "notify"))
+    end = sim.reconcile()
+    assert sim.phase == "Failed"
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+    assert (phases(sim)["cleanup"], phases(sim)["notify"]) == ("Succeeded", "Succeeded")
+    assert "FlowStopped" not in reasons(end)  # said once, at the stop
+    assert "FlowFailed" in reasons(end)
+    assert started(sim).count("test") == 1
+
+
+def test_a_failed_finally_step_is_said_beside_the_stop() -> None:
+    sim = flow()
+    to_the_gate(sim)
+    stop(sim)
+    sim.reconcile()
+    sim.fail(job_of(sim, "cleanup"))
+    run(sim, by_step(sim, {}))
+    assert phases(sim)["notify"] == "Succeeded"  # finally steps do not fail-fast each other
+    reason, text = failed_condition(sim)
+    assert reason == "Stopped"
+    assert text.startswith("stopped by alice; finally step cleanup failed: Job failed")
+
+
+def test_the_value_is_read_in_any_case() -> None:
+    for value in ("RunFinally", "runfinally", " RUNFINALLY "):
+        sim = flow()
+        to_the_gate(sim)
+        stop(sim, value)
+        sim.reconcile()
+        assert phases(sim)["cleanup"] == "Running", value
+
+
+def test_any_other_value_stops_now_and_runs_no_finally_step() -> None:
+    for value in ("true", "run-finally", "RunFinallyPlease"):
+        sim = flow()
+        to_the_gate(sim)
+        stop(sim, value)
+        sim.reconcile()
+        assert sim.phase == "Failed", value
+        assert phases(sim)["cleanup"] == "Skipped"
+        assert message(sim, "cleanup") == "not started: stopped by alice"
+
+
+def test_without_finally_steps_a_graceful_stop_is_the_stop_now() -> None:
+    steps = [job_step("a"), job_step("b", **RETRY), job_step("c", "a", "b"), manual_step("gate", "c")]
+    outcomes = []
+    for value in ("true", "RunFinally"):
+        sim = Simulator(make_flow(steps), T0)
+        sim.reconcile()
+        stop(sim, value)
+        result = sim.reconcile()
+        outcomes.append((result.actions, result.events, sim.flow.status))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][2].phase == "Failed"
+
+
+def test_a_running_finally_step_goes_on_and_a_stop_that_stops_nothing_keeps_the_outcome() -> None:
+    # Every other step had ended: the graceful stop has nothing to stop. The running finally step is not
+    # deleted, the one after it still runs, and the flow ends as its steps did (as a stop that comes
+    # once every step has finished).
+    steps = [job_step("a"), job_step("cleanup", **FINALLY), job_step("notify", "cleanup", **FINALLY)]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert phases(sim)["cleanup"] == "Running"
+    stop(sim)
+    result = sim.reconcile()
+    assert not [a for a in result.actions if isinstance(a, DeleteJob)]
+    assert "FlowStopped" not in reasons(result)
+    run(sim, by_step(sim, {}))
+    assert sim.phase == "Succeeded"
+    assert phases(sim)["notify"] == "Succeeded"
+
+
+def test_a_stop_now_while_the_finally_steps_of_a_graceful_stop_run_stops_them_at_once() -> None:
+    sim = flow()
+    to_the_gate(sim)
+    stop(sim)
+    sim.reconcile()
+    cleanup = job_of(sim, "cleanup")
+    stop(sim, "true", "bob")  # the webhook writes stopped-by again: the value changed
+    result = sim.reconcile()
+    assert [a.name for a in result.actions if isinstance(a, DeleteJob)] == [cleanup]
+    assert sim.phase == "Failed"
+    assert failed_condition(sim) == ("Stopped", "stopped by bob")
+    assert (phases(sim)["cleanup"], message(sim, "cleanup")) == ("Failed", "stopped by bob")
+    assert message(sim, "notify") == "not started: stopped by bob"
+    assert "FlowStopped" in reasons(result)  # a second request, said as such
+    assert "notify" not in started(sim)
+
+
+def test_the_flow_deadline_during_a_graceful_stop_stops_the_finally_steps() -> None:
+    sim = flow(execution_policy={"activeDeadlineSeconds": 60})
+    to_the_gate(sim)
+    stop(sim)
+    sim.reconcile()
+    sim.advance(60)
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert failed_condition(sim)[0] == "DeadlineExceeded"
+    assert phases(sim)["cleanup"] == "Failed"
+    assert not sim.running()
+
+
+def test_a_graceful_stop_of_a_flow_that_has_not_started_runs_no_finally_step() -> None:
+    # Nothing ran to clean up after; a flow queued or suspended before its first step would otherwise
+    # wait for its turn to run its cleanup.
+    sim = flow(suspend=True)
+    sim.reconcile()
+    assert sim.phase == "Suspended"
+    stop(sim)
+    result = sim.reconcile()
+    assert not [a for a in result.actions if isinstance(a, CreateJob)]
+    assert sim.phase == "Failed"
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+    assert message(sim, "cleanup") == "not started: stopped by alice"
+
+
+def test_a_suspended_flow_stopped_gracefully_runs_its_finally_steps_once_resumed() -> None:
+    sim = flow()
+    to_the_gate(sim)
+    sim.set_suspend(True)
+    stop(sim)
+    result = sim.reconcile()
+    assert [a.reason for a in result.actions if isinstance(a, DeleteJob)] == ["stopped by alice"]
+    assert not [a for a in result.actions if isinstance(a, CreateJob)]
+    assert phases(sim)["cleanup"] == "Pending"
+    sim.set_suspend(False)
+    run(sim, by_step(sim, {}))
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+    assert phases(sim)["notify"] == "Succeeded"
+
+
+def test_the_outcome_stays_failed_for_finally_steps_decided_in_a_later_plan() -> None:
+    # The stop only skipped steps (a waiting gate): no step failed. Under parallelism 1 the second finally
+    # step's `when` is decided at its slot, plans later: the status must still say the flow was stopped.
+    steps = [
+        manual_step("gate"),
+        job_step("after", "gate"),
+        job_step("first", **ON_FAILURE),
+        job_step("second", **ON_FAILURE),
+    ]
+    sim = Simulator(make_flow(steps, execution_policy={"parallelism": 1}), T0)
+    sim.reconcile()
+    stop(sim)
+    sim.reconcile()
+    assert started(sim) == ["first"]
+    run(sim, by_step(sim, {}))
+    assert phases(sim) == {"gate": "Skipped", "after": "Skipped", "first": "Succeeded", "second": "Succeeded"}
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+
+
+def test_a_rerun_is_refused_while_the_request_is_set_then_runs_the_stopped_and_finally_steps() -> None:
+    sim = flow()
+    to_the_gate(sim)
+    stop(sim)
+    run(sim, by_step(sim, {}))
+    assert sim.phase == "Failed"
+    sim.annotate(ANNOTATION_RETRY, "r1")
+    sim.annotate(ANNOTATION_RETRIED_BY, "carol")
+    result = sim.reconcile()
+    assert "RetryIgnored" in reasons(result)
+    sim.annotate(ANNOTATION_STOP, None)  # what `zen-flow retry` does
+    sim.annotate(ANNOTATION_RETRY, "r2")
+    sim.reconcile()
+    assert phases(sim)["test"] == "Running"
+    assert phases(sim)["gate"] == "PendingApproval"
+
+
+# --- lost status writes and restarts ---------------------------------------------------------------------
+
+
+def ending(sim: Simulator) -> tuple[Any, ...]:
+    steps = tuple((s.name, s.phase, s.message, s.retry_count) for s in sim.flow.status.steps)
+    return sim.phase, failed_condition(sim), steps, sorted(started(sim))
+
+
+def test_a_lost_write_of_the_stopping_plan_ends_the_same_way() -> None:
+    # The plan that deleted test's Job and created cleanup's loses its status write (a 409, a leader
+    # change): the next plan sees test Running with its Job gone and cleanup Pending with a Job. It must not
+    # retry test (its retryPolicy) nor create cleanup again, and end as with the write kept.
+    endings = []
+    for lose, instant in ((False, True), (True, True), (True, False)):
+        sim = flow()
+        sim.instant_delete = instant
+        to_the_gate(sim)
+        stop(sim)
+        sim.reconcile(write_status=not lose)
+        if lose:
+            sim.reconcile(write_status=False)  # twice: a restart after the first loss
+        run(sim, by_step(sim, {}))
+        endings.append(ending(sim))
+    assert endings[1] == endings[0]
+    assert endings[2] == endings[0]
+    assert endings[0][1] == ("Stopped", "stopped by alice")
+
+
+def test_a_lost_write_when_a_finally_step_started_and_finished_is_taken_over() -> None:
+    sim = flow()
+    to_the_gate(sim)
+    stop(sim)
+    sim.reconcile()
+    sim.complete(job_of(sim, "cleanup"))
+    sim.reconcile(write_status=False)  # notify's Job created, its write lost
+    sim.complete(job_of(sim, "notify"))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+    assert started(sim).count("notify") == 1
+
+
+@pytest.mark.parametrize("retry", [{}, RETRY])
+def test_a_lost_write_of_a_stop_now_still_ends_stopped(retry: dict[str, Any]) -> None:
+    # The stop deleted the only running Job and lost its status write: the next plan finds the step's
+    # Job gone. That is the stop's own delete, not a failure to report (before: "step a failed: Job ...
+    # not found (deleted outside zen-flow)", reason StepFailed) nor one to retry.
+    sim = Simulator(make_flow([job_step("a", **retry)]), T0)
+    sim.reconcile()
+    stop(sim, "true")
+    sim.reconcile(write_status=False)
+    result = sim.reconcile()
+    assert sim.phase == "Failed"
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+    assert message(sim, "a") == "stopped by alice"
+    assert not [a for a in result.actions if isinstance(a, CreateJob)]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_flows(), st.integers(0, 2**32))
+def test_random_flows_stopped_gracefully_amid_lost_writes(flow: JobFlow, seed: int) -> None:
+    rng = random.Random(seed)
+    sim = Simulator(flow, T0, instant_delete=rng.random() < 0.5)
+    final = {s.name for s in flow.spec.steps if s.is_finally}
+    stop_round = rng.randrange(1, 8)
+    for round_ in range(MAX_ROUNDS):
+        if round_ == stop_round:
+            stop(sim, rng.choice(["RunFinally", "runFinally"]))
+            # A flow that has not started a step is stopped now (nothing ran to clean up after).
+            begun = sim.flow.status.start_time is not None or bool(sim.created)
+        before = sim.flow
+        lose = rng.random() < 0.2
+        result = sim.reconcile(write_status=not lose)
+        check_plan(sim, before, result)
+        if round_ >= stop_round:
+            # Once stopped, no step that is not finally starts again, not even after a lost write.
+            late = [a.step for a in result.actions if isinstance(a, CreateJob) and a.step not in final]
+            assert not late, f"{late} started after the stop"
+        if sim.terminal and not lose:
+            assert not sim.running(), f"{sim.phase} flow left Jobs running: {sim.running()}"
+            break
+        perturb(sim, rng, result)
+    else:
+        raise AssertionError(f"flow did not finish: {sim.phase} {sim.flow.status.message}")
+    statuses = sim.flow.status.steps
+    stopped_main = [s.name for s in statuses if s.name not in final and stopped_by_request(s)]
+    reason = failed_condition(sim)[0] if sim.phase == "Failed" else ""
+    if reason == "Stopped" and final and begun:
+        # A graceful stop skips no finally step: they run (or their own `when` skips them).
+        assert stopped_main
+        assert not [s.name for s in statuses if s.name in final and stopped_by_request(s)]
+    if stopped_main:
+        assert reason in ("Stopped", "DeadlineExceeded"), reason
+    # A Job name never served two attempts (creating one that exists raises DuplicateCreate).
+    owners: dict[str, set[tuple[str, int]]] = {}
+    for past in sim.plans:
+        for action in past.actions:
+            if isinstance(action, CreateJob):
+                owners.setdefault(action.name, set()).add((action.step, action.attempt))
+    assert all(len(v) == 1 for v in owners.values())
+    assert all(StepPhase(s.phase).terminal for s in statuses)
