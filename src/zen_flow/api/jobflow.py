@@ -170,6 +170,22 @@ class StepOutputs(Model):
     parameters: tuple[OutputParameter, ...] = ()
 
 
+class ConfigMapCache(Model):
+    name: str = ""
+
+
+class MemoizeCache(Model):
+    config_map: ConfigMapCache | None = None
+
+
+class Memoize(Model):
+    """A Job step's result kept under `key` in a ConfigMap of the flow's namespace (planner.memoization)."""
+
+    key: str = ""
+    max_age: str | None = None
+    cache: MemoizeCache | None = None
+
+
 class Step(Model):
     name: str = ""
     type: str | None = None
@@ -188,6 +204,7 @@ class Step(Model):
     template: dict[str, Any] | None = None
     inputs: StepInputs | None = None
     outputs: StepOutputs | None = None
+    memoize: Memoize | None = None
 
     @property
     def is_finally(self) -> bool:
