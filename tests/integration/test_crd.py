@@ -212,6 +212,11 @@ def kitchen_sink_spec() -> dict[str, Any]:
                     "artifacts": [{"name": "result", "from": "produce/result", "path": "/in/result"}],
                     "parameters": [{"name": "count", "valueFrom": {"jsonPath": "produce:$.succeeded"}}],
                 },
+                "memoize": {
+                    "key": "consume-{{inputs.parameters.count}}",
+                    "maxAge": "24h",
+                    "cache": {"configMap": {"name": "consume-cache"}},
+                },
             },
             {
                 "name": "cleanup",
@@ -419,7 +424,15 @@ def test_kubectl_explain_prints_the_descriptions(kubectl: Kubectl, jobflow_crd: 
         return done.stdout if done.returncode == 0 else None
 
     text = wait_until(explained, timeout=30, what="kubectl explain jobflow.spec.steps")
-    for fragment in ("at most 500", "retryPolicy", "continueOnFailure", "approve.workflow.kube-zen.io"):
+    for fragment in (
+        "at most 500",
+        "retryPolicy",
+        "continueOnFailure",
+        "approve.workflow.kube-zen.io",
+        "memoize",
+    ):
         assert fragment in " ".join(text.split()), fragment
     policy = " ".join(kubectl("explain", "jobflow.spec.executionPolicy.backoffLimit").stdout.split())
     assert "total number of step retries allowed across the whole flow" in policy
+    memoize = " ".join(kubectl("explain", "jobflow.spec.steps.memoize").stdout.split())
+    assert "a step whose result is already known for the same key is not run again" in memoize

@@ -366,6 +366,20 @@ def test_logs_says_why_a_step_has_no_pod_to_show(
     assert said in err
 
 
+def test_logs_of_a_memoized_step_says_it_ran_no_pod_and_whose_result_it_has(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    memoize = {"key": "k", "cache": {"configMap": {"name": "c"}}}
+    message = "memoized: the result flow default/first (step build) stored at 2025-01-01T00:00:00Z, key k"
+    steps = [{"name": "build", "phase": "Succeeded", "message": message}]
+    cluster.add(
+        flow_manifest("f", NS, [job_step("build", memoize=memoize)]), {"phase": "Succeeded", "steps": steps}
+    )
+    code, out, err = zen_flow(capsys, "logs", "f", "build")
+    assert (code, out) == (2, "")
+    assert f"step build of jobflow f ran no pod: {message}" in err
+
+
 @pytest.mark.parametrize(
     ("attempt", "hint"),
     [("1", True), ("3", False)],  # an earlier attempt's Job was deleted by the policy; the last one was not

@@ -303,7 +303,11 @@ def test_template_objects_are_only_created_and_read_by_name() -> None:
     for resource in TEMPLATE_RESOURCES:
         assert rules_allow(CLUSTER_ROLE["rules"], "", resource, "create")
         assert rules_allow(CLUSTER_ROLE["rules"], "", resource, "get")
+        # ConfigMaps are patched too: a memoized step's result is stored in its cache (one data key).
+        patched = ("patch",) if resource == "configmaps" else ()
         for verb in ("list", "watch", "update", "patch", "delete", "deletecollection"):
+            if verb in patched:
+                continue
             assert not rules_allow(CLUSTER_ROLE["rules"], "", resource, verb), (verb, resource)
             assert not rules_allow(LEASE_ROLE["rules"], "", resource, verb), (verb, resource)
 

@@ -16,7 +16,7 @@ changes (with the controller's event handlers, as watch events would).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -65,6 +65,11 @@ class FakeApiServer:
         self.on_job_deleted: Callable[[Job], None] | None = None
         # Raised by the next status patches, in order, before anything is applied (a 503, a timeout).
         self.status_errors: list[Exception] = []
+        # Memoize caches: (namespace, name) -> {"labels": {...}, "data": {...}}.
+        self.config_maps: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+        # Raised by the next ConfigMap requests of a verb ("get", "patch", "create"), in order.
+        self.config_map_errors: dict[str, list[Exception]] = {}
+        self.config_map_requests: list[str] = []  # "get NAME", "patch NAME", "create NAME", in order
 
     # --- writes that happen outside the controller (users, the Job controller) -------------------------
 
@@ -196,6 +201,34 @@ class FakeApiServer:
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None:
         return None
+
+    async def read_memo_cache(self, namespace: str, name: str) -> Mapping[str, str]:
+        return dict(self._config_map("get", namespace, name)["data"])
+
+    async def store_memo(self, namespace: str, name: str, key: str, value: str) -> None:
+        self._config_map("patch", namespace, name)["data"][key] = value
+
+    async def create_memo_cache(
+        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+    ) -> None:
+        self._config_map_request("create", name)
+        if (namespace, name) in self.config_maps:
+            raise from_status(
+                409, {"reason": "AlreadyExists", "message": f'configmaps "{name}" already exists'}
+            )
+        self.config_maps[(namespace, name)] = {"labels": dict(labels), "data": {key: value}}
+
+    def _config_map(self, verb: str, namespace: str, name: str) -> dict[str, dict[str, str]]:
+        self._config_map_request(verb, name)
+        found = self.config_maps.get((namespace, name))
+        if found is None:
+            raise from_status(404, {"reason": "NotFound", "message": f'configmaps "{name}" not found'})
+        return found
+
+    def _config_map_request(self, verb: str, name: str) -> None:
+        self.config_map_requests.append(f"{verb} {name}")
+        if errors := self.config_map_errors.get(verb):
+            raise errors.pop(0)
 
     # --- EventSink -------------------------------------------------------------------------------------
 

@@ -28,9 +28,11 @@ from zen_flow.planner import (
     CreateResource,
     DeleteFlow,
     DeleteJob,
+    MemoAnswer,
     Peer,
     Plan,
     PodMessages,
+    SaveMemo,
     jobs_to_read,
     plan,
 )
@@ -66,6 +68,10 @@ class Simulator:
     # The cluster's clocks (apiserver, Job controller) minus the controller's, in seconds: every Job
     # timestamp is stamped by them (negative: the cluster is behind).
     skew: float = 0.0
+    # Memoize caches: ConfigMap name -> its data, as the controller reads and patches them.
+    memo_cache: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Every lookup the controller made for the plans (step names), in order.
+    memo_reads: list[str] = field(default_factory=list)
     _uid: int = 0
 
     @property
@@ -94,15 +100,25 @@ class Simulator:
         messages: dict[str, PodMessages] = {
             name: self.pod_messages.get(name) for name in jobs_to_read(self.flow, jobs)
         }
-        return plan(
-            self.flow,
-            jobs,
-            self.now,
-            peers=peers,
-            messages=messages,
-            progress_deadline=self.progress_deadline,
-            evaluate=self.evaluate,
-        )
+        memos: dict[str, MemoAnswer] = {}
+        while True:
+            result = plan(
+                self.flow,
+                jobs,
+                self.now,
+                peers=peers,
+                messages=messages,
+                progress_deadline=self.progress_deadline,
+                evaluate=self.evaluate,
+                memos=memos,
+            )
+            # As the controller does: the entries the plan asked for, then the plan again with them.
+            if not result.lookups:
+                return result
+            for lookup in result.lookups:
+                self.memo_reads.append(lookup.step)
+                found = self.memo_cache.get(lookup.config_map, {}).get(lookup.data_key)
+                memos[lookup.step] = MemoAnswer(lookup.key, found)
 
     def apply(self, result: Plan, *, write_status: bool = True) -> None:
         self.plans.append(result)
@@ -117,6 +133,8 @@ class Simulator:
                 if (action.kind, action.name) in self.resources and self.strict:
                     raise DuplicateCreate(f"{action.kind} {action.name}")
                 self.resources[(action.kind, action.name)] = action.body
+            elif isinstance(action, SaveMemo):
+                self.memo_cache.setdefault(action.config_map, {})[action.data_key] = action.value
         if write_status and result.status != self.flow.status:
             # Through the wire, as the controller does it: a JSON patch on the old status. A status
             # that does not survive the round trip unchanged would cause endless writes.

@@ -190,6 +190,22 @@ class StepApproval(Model):
         return max(self.required or DEFAULT_REQUIRED_APPROVALS, 1)
 
 
+class ConfigMapCache(Model):
+    name: str = ""
+
+
+class MemoizeCache(Model):
+    config_map: ConfigMapCache | None = None
+
+
+class Memoize(Model):
+    """A Job step's result kept under `key` in a ConfigMap of the flow's namespace (planner.memoization)."""
+
+    key: str = ""
+    max_age: str | None = None
+    cache: MemoizeCache | None = None
+
+
 class Step(Model):
     name: str = ""
     type: str | None = None
@@ -211,6 +227,7 @@ class Step(Model):
     template: dict[str, Any] | None = None
     inputs: StepInputs | None = None
     outputs: StepOutputs | None = None
+    memoize: Memoize | None = None
 
     @property
     def is_finally(self) -> bool:

@@ -15,6 +15,7 @@ from zen_flow.cli.session import EXIT_OK, Session, UsageError
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.pods import JOB_NAME_LABEL
+from zen_flow.planner.events import MEMOIZED_MARK
 
 
 async def logs(session: Session, args: argparse.Namespace) -> int:
@@ -69,13 +70,17 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
 
 
 async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int | None) -> str | None:
-    """Why one step shows no pod: a Manual step, an attempt that does not exist, its Job deleted."""
+    """Why one step shows no pod: a Manual step, one served from its memoize cache, an attempt that does
+    not exist, its Job deleted."""
     name = flow.metadata.name
     spec = next((s for s in flow.spec.steps if s.name == step), None)
     if spec is not None and spec.is_manual:
         return f"step {step} of jobflow {name} is a Manual step: it runs no pod"
     status = flow.status.step(step)
     started = status is not None and status.job_ref is not None and bool(status.job_ref.name)
+    if status is not None and not started and (status.message or "").startswith(MEMOIZED_MARK):
+        # Served from its memoize cache: the result came from another run, named in the message.
+        return f"step {step} of jobflow {name} ran no pod: {status.message}"
     if status is None or not started:
         return f"step {step} of jobflow {name} has not started: no pod yet"
     attempts = status.retry_count + 1

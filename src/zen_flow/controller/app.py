@@ -40,6 +40,7 @@ from zen_flow.kube.errors import KubeError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.memo_caches import MemoCacheClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.pods import PodClient
 from zen_flow.kube.transport import ClientOptions, RequestRecord
@@ -220,7 +221,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         controller = Controller(
             flows=flows,
             jobs=jobs,
-            api=Cluster(job_api, flow_api, ObjectClient(kube), PodClient(kube)),
+            api=Cluster(job_api, flow_api, ObjectClient(kube), PodClient(kube), MemoCacheClient(kube)),
             queue=queue,
             expectations=Expectations(clock),
             events=recorder,

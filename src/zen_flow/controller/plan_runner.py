@@ -151,8 +151,10 @@ class PlanRunner:
         now: datetime,
         messages: Mapping[str, planner.PodMessages],
         peers: Sequence[planner.Peer],
+        memos: Mapping[str, planner.MemoAnswer] | None = None,
     ) -> planner.Plan | None:
-        """The plan; None when it would evaluate in the sandbox and every thread for that is taken."""
+        """The plan; None when it would evaluate in the sandbox and every thread for that is taken.
+        `memos`: the cache entries read for the lookups of the flow's plan before this one."""
         run = functools.partial(
             planner.plan,
             flow,
@@ -160,6 +162,7 @@ class PlanRunner:
             now,
             peers=tuple(peers),
             messages=messages,
+            memos=memos,
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )

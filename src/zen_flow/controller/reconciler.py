@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -21,6 +22,7 @@ from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
+from zen_flow.controller.memo_cache import MEMO_READ_ROUNDS, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import (
@@ -85,6 +87,11 @@ class ClusterApi(Protocol):
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
+    async def read_memo_cache(self, namespace: str, name: str) -> Mapping[str, str]: ...
+    async def store_memo(self, namespace: str, name: str, key: str, value: str) -> None: ...
+    async def create_memo_cache(
+        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+    ) -> None: ...
 
 
 class EventSink(Protocol):
@@ -134,6 +141,7 @@ class Controller:
         )
         self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
         self._first_jobs = FirstJobs()
+        self._memo_cache = MemoCache(api=api, events=events)
         # Validation is pure but not free (500 steps: milliseconds); a spec only changes with its generation.
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
@@ -297,21 +305,18 @@ class Controller:
             if (lag := await self._runner.cache_lags(flow, jobs, now)) is not None:
                 return lag
             messages = await self._runner.termination_messages(flow, jobs)
-            group = planner.group_of(flow)
-            lock = self._group_locks.hold(group) if group else contextlib.nullcontext()
-            async with lock:
-                # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
-                planned = await self._runner.plan(flow, jobs, now, messages, self._peers(flow))
-                if planned is None:
-                    return SANDBOX_BUSY_RETRY_SECONDS
-                result = planned
-                self._track_start(flow, result.status)
+            planned = await self._plan(flow, jobs, now, messages)
+            if planned is None:
+                return SANDBOX_BUSY_RETRY_SECONDS
+            result = planned
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         try:
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
             created, rejected = await self._executor.execute(flow, result.actions)
+            # Before the status write that marks the steps Succeeded: a lost write stores them again.
+            await self._memo_cache.save(flow, result.actions)
         except JobNameTaken as err:
             # Retried with backoff and not in the status (nothing is written while a create fails): the
             # Event is what `kubectl describe` shows of why the flow waits (a repeat is one count more).
@@ -373,6 +378,28 @@ class Controller:
                 self._events.emit(flow, WARNING, REASON_RESOURCE_NAME_TAKEN, message)
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
+
+    async def _plan(
+        self, flow: JobFlow, jobs: Sequence[Job], now: datetime, messages: Mapping[str, planner.PodMessages]
+    ) -> planner.Plan | None:
+        """The flow's plan, under its concurrency group's lock; None when no sandbox thread is free. A
+        plan that names memoized steps ready to start (`lookups`) is made again once their cache entries
+        are read (outside the lock: a GET must not hold the group), so that a hit serves the step now."""
+        memos: dict[str, planner.MemoAnswer] = {}
+        group = planner.group_of(flow)
+        for rounds in range(1, MEMO_READ_ROUNDS + 1):
+            async with self._group_locks.hold(group) if group else contextlib.nullcontext():
+                # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
+                planned = await self._runner.plan(flow, jobs, now, messages, self._peers(flow), memos)
+                if planned is None:
+                    return None
+                if not planned.lookups or rounds == MEMO_READ_ROUNDS:
+                    # The steps still waiting for their entries are planned again in a second
+                    # (`planner.memoization.LOOKUP_RETRY_SECONDS`).
+                    self._track_start(flow, planned.status)
+                    return planned
+            memos.update(await self._memo_cache.read(flow, planned.lookups))
+        raise AssertionError("unreachable: the last round returns")
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api import Job
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.memo_caches import MemoCacheClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.pods import PodClient
 
 
 class Cluster:
-    def __init__(self, jobs: JobClient, flows: JobFlowClient, objects: ObjectClient, pods: PodClient) -> None:
+    def __init__(
+        self,
+        jobs: JobClient,
+        flows: JobFlowClient,
+        objects: ObjectClient,
+        pods: PodClient,
+        memos: MemoCacheClient,
+    ) -> None:
         self._jobs = jobs
+        self._memos = memos
         self._flows = flows
         self._objects = objects
         self._pods = pods
@@ -54,3 +64,17 @@ class Cluster:
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
         """Metadata of such an object (who owns it). `NotFound` if it is gone."""
         return await self._objects.get(namespace, kind, name)
+
+    async def read_memo_cache(self, namespace: str, name: str) -> Mapping[str, str]:
+        """A memoize cache ConfigMap's data. `NotFound` if it is absent."""
+        return await self._memos.read(namespace, name)
+
+    async def store_memo(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Set one entry of a memoize cache ConfigMap (a merge patch). `NotFound` if it is absent."""
+        await self._memos.store(namespace, name, key, value)
+
+    async def create_memo_cache(
+        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+    ) -> None:
+        """Create a memoize cache ConfigMap with its first entry. `AlreadyExists` if it exists."""
+        await self._memos.create(namespace, name, labels, key, value)

@@ -1,6 +1,17 @@
 """The pure heart of the controller: `plan(flow, jobs, now) -> Plan` (no I/O, no clock reads)."""
 
-from zen_flow.planner.actions import Action, CreateJob, CreateResource, DeleteFlow, DeleteJob, EventSpec, Plan
+from zen_flow.planner.actions import (
+    Action,
+    CreateJob,
+    CreateResource,
+    DeleteFlow,
+    DeleteJob,
+    EventSpec,
+    MemoAnswer,
+    MemoLookup,
+    Plan,
+    SaveMemo,
+)
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
@@ -15,11 +26,13 @@ from zen_flow.planner.jobs import (
     on_its_way_out,
 )
 from zen_flow.planner.lifecycle import fail_invalid
+from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
 from zen_flow.planner.resources import fail_resources
 
 __all__ = [
+    "MEMO_CACHE_LABEL",
     "Action",
     "ArtifactOptions",
     "CreateJob",
@@ -28,9 +41,12 @@ __all__ = [
     "DeleteJob",
     "EventSpec",
     "JobBuildError",
+    "MemoAnswer",
+    "MemoLookup",
     "Peer",
     "Plan",
     "PodMessages",
+    "SaveMemo",
     "adoptable",
     "build_job",
     "describe_owner",

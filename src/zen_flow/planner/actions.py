@@ -53,7 +53,41 @@ class CreateResource:
         return str(self.body["metadata"]["name"])
 
 
-Action = CreateJob | DeleteJob | DeleteFlow | CreateResource
+@dataclass(frozen=True)
+class SaveMemo:
+    """Store a memoized step's result (planner.memoization): `value` under `data_key` in the ConfigMap
+    `config_map` of the flow's namespace, by a JSON merge patch of its `data` (one key: no read-modify-
+    write), the ConfigMap created if it is absent. Saving twice is harmless; a save that fails changes
+    nothing of the step (a Warning event says so)."""
+
+    step: str
+    config_map: str
+    data_key: str
+    key: str
+    value: str
+
+
+Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo
+
+
+@dataclass(frozen=True)
+class MemoLookup:
+    """A memoized step ready to start whose cache entry the plan needs: the controller reads `data_key`
+    of the ConfigMap `config_map` and plans again with the answer (`MemoAnswer`)."""
+
+    step: str
+    config_map: str
+    data_key: str
+    key: str
+
+
+@dataclass(frozen=True)
+class MemoAnswer:
+    """What the controller found for a `MemoLookup`: the entry's text, or None (no ConfigMap, no such
+    key, or the cache could not be read: then the step runs)."""
+
+    key: str
+    value: str | None
 
 
 @dataclass(frozen=True)
@@ -71,3 +105,5 @@ class Plan:
     status: JobFlowStatus
     events: tuple[EventSpec, ...]
     requeue_after: float | None
+    # Memoized steps ready to start whose cache entries this plan lacked: they wait (planner.memoization).
+    lookups: tuple[MemoLookup, ...] = ()

@@ -25,7 +25,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expressions import Evaluator
-from zen_flow.planner.actions import EventSpec, Plan
+from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan
 from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
@@ -257,6 +257,7 @@ class _Planner(Starts):
             status=status,
             events=events,
             requeue_after=min(requeue) if requeue else None,
+            lookups=tuple(self.lookups),
         )
 
     def announce_stop(self, events: tuple[EventSpec, ...], phase: FlowPhase) -> tuple[EventSpec, ...]:
@@ -287,13 +288,16 @@ def plan(
     messages: Mapping[str, PodMessages] | None = None,
     transfers: ArtifactOptions | None = None,
     progress_deadline: float = 0.0,
+    memos: Mapping[str, MemoAnswer] | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
     `evaluate` runs the `when` expressions that are not phase tests (the controller's is time-bounded);
     `messages` holds the termination messages of the Jobs `outputs.jobs_to_read` names; `transfers`
     shapes the artifact transfer containers (planner.artifacts); `progress_deadline` is how many seconds a
-    Running flow may go without a step changing phase before it is marked not progressing (0: never)."""
+    Running flow may go without a step changing phase before it is marked not progressing (0: never);
+    `memos` holds the cache entries read for the memoized steps a previous plan named in `Plan.lookups`
+    (a memoized step ready to start whose entry is not here waits for it: planner.memoization)."""
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request
     if (retry := request(flow)) is not None:
@@ -314,5 +318,6 @@ def plan(
         messages or {},
         transfers or ArtifactOptions(),
         progress_deadline,
+        memos or {},
     ).run()
     return replace(result, events=(said, *result.events)) if said is not None else result

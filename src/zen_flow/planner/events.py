@@ -25,6 +25,9 @@ REJECT_MARK = "rejected"
 # a rerun may ask again (planner.interventions), unlike a rejection.
 NO_DECISION_MARK = f"{REJECT_MARK}: no decision within"
 STOPPED_EVENT = "FlowStopped"
+# How the message of a step served from its memoize cache starts (planner.memoization).
+MEMOIZED_MARK = "memoized"
+MEMOIZED = "StepMemoized"
 
 
 def _job(status: StepStatus) -> str:
@@ -57,6 +60,8 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
     elif new.phase == StepPhase.SUCCEEDED:
         if spec is not None and spec.is_manual:
             out.append(EventSpec(NORMAL, "StepApproved", f"step {name}: {message or 'approved'}"))
+        elif spec is not None and spec.memoize is not None and message.startswith(MEMOIZED_MARK):
+            out.append(EventSpec(NORMAL, MEMOIZED, f"step {name}: {message}"))
         else:
             out.append(EventSpec(NORMAL, "StepSucceeded", f"step {name} succeeded"))
     elif new.phase == StepPhase.FAILED:

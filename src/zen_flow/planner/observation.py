@@ -20,6 +20,7 @@ from zen_flow.planner.approvals import (
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
+from zen_flow.planner.memoization import Memoization
 from zen_flow.planner.outputs import (
     OutputError,
     capture_outputs,
@@ -27,7 +28,6 @@ from zen_flow.planner.outputs import (
     reads_messages,
 )
 from zen_flow.planner.parallelism import unwait
-from zen_flow.planner.plan_state import PlanState
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.steps import HELD, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
@@ -42,7 +42,7 @@ NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy mark
 MESSAGES_RETRY_SECONDS = 1.0
 
 
-class Observation(PlanState):
+class Observation(Memoization):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
@@ -193,6 +193,7 @@ class Observation(PlanState):
             self.note_failure(w)
             return
         w.succeed(self.now, None)
+        self.save_result(w)  # only a success by running is stored
 
     def attempt_failed(self, w: StepWork, error: str, *, final: bool = False) -> None:
         """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule)."""

@@ -276,3 +276,10 @@ def apply_parameters(
     if resolved:
         _inject_env(body, resolved)
     return body
+
+
+def substitute_text(text: str, step: str, resolved: tuple[Resolved, ...], flow: tuple[str, str]) -> str:
+    """`text` with its placeholders substituted as in a Job's string value that Kubernetes does not expand
+    (a `memoize.key`): a parameter only the pod knows (ConfigMap, Secret) fails with ParameterError."""
+    context = {"Name": flow[0], "Namespace": flow[1], "StepName": step}
+    return _Substitution(step, resolved, context).text(text, ("memoize", "key"))

@@ -14,7 +14,7 @@ from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
 from zen_flow.core.expressions import Evaluator, WhenContext, flow_view
 from zen_flow.core.naming import job_name
-from zen_flow.planner.actions import Action, CreateResource
+from zen_flow.planner.actions import Action, CreateResource, MemoAnswer, MemoLookup
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer
@@ -64,6 +64,7 @@ class PlanState:
         messages: Mapping[str, PodMessages],
         transfers: ArtifactOptions,
         progress_deadline: float,
+        memos: Mapping[str, MemoAnswer],
     ) -> None:
         self.flow = flow
         self.progress_deadline = progress_deadline
@@ -71,6 +72,9 @@ class PlanState:
         self.peers = peers
         self.evaluate = evaluate
         self.messages = messages
+        # The cache entries the controller read for memoized steps (by step), and those this plan lacks.
+        self.memos = memos
+        self.lookups: list[MemoLookup] = []
         self.group = NO_GROUP
         self.now = now
         self.order = shape.order

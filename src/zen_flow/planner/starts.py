@@ -58,6 +58,8 @@ class Starts(Finale):
                     return w.name
                 continue
             self.create_attempt(w, attempt)
+            if w.phase == StepPhase.SUCCEEDED:  # served from its memoize cache: its dependents may start
+                return w.name
             taken += w.phase == StepPhase.RUNNING
         return None
 
@@ -117,11 +119,14 @@ class Starts(Finale):
             return
         try:
             body = build_job(self.flow, w.spec, name, attempt)
+            resolved = resolve_inputs(
+                w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
+            )
+            # After the adoption above: a step whose Job exists is never served from its cache.
+            if w.spec.memoize is not None and self.from_cache(w, resolved):
+                return
             body = apply_parameters(
-                body,
-                w.name,
-                resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments),
-                (self.flow.metadata.name, self.flow.metadata.namespace),
+                body, w.name, resolved, (self.flow.metadata.name, self.flow.metadata.namespace)
             )
             body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
         except JobBuildError as err:

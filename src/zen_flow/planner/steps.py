@@ -6,6 +6,7 @@
        │                  └── none left ─────▶ Failed
        ├── dependency Failed (no continueOnFailure) or Skipped (dependencyPolicy: readiness.py),
        │   `when` false, flow ended ──▶ Skipped
+       ├── memoize, a fresh cache entry for its key ──▶ Succeeded, no Job (memoization.py)
        └── Manual ──▶ PendingApproval ──approve──▶ Succeeded / ──reject──▶ Failed (no retry)
                             └── flow ended undecided ──▶ Skipped
 

@@ -30,6 +30,7 @@ from zen_flow.validation.index import build_index
 from zen_flow.validation.io import check_inputs
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
 from zen_flow.validation.memo import CheckMemo
+from zen_flow.validation.memoize import check_memoize_key_inputs
 from zen_flow.validation.outputs import check_output_references, check_outputs, check_transfer_names
 from zen_flow.validation.placeholders import PlaceholderMemo, check_placeholders
 from zen_flow.validation.policy import (
@@ -161,6 +162,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         if inputs is not None:
             check_inputs(r, index, name, inputs, path + ".inputs", arguments)
         check_placeholders(r, placeholders, step, name, inputs, path)
+        if step.get("memoize") is not None:
+            check_memoize_key_inputs(r, step, inputs, path)
         outputs = found if isinstance(found := step.get("outputs"), dict) else None
         if outputs is not None:  # not an object: the step memo reported it
             check_output_references(r, name, outputs, path + ".outputs")

@@ -20,8 +20,9 @@ from zen_flow.core.parameter_forms import SUPPORTED, marked, placeholders, unsup
 from zen_flow.validation.errors import Path, invalid, not_found, quote
 from zen_flow.validation.reader import Reader
 
-# Where a step's placeholders are substituted: its Job template and its metadata (planner/parameters.py).
-_FIELDS = ("template", "metadata")
+# Where a step's placeholders are substituted: its Job template and its metadata (planner/parameters.py),
+# and its memoize key (planner/memoization.py).
+_FIELDS = ("template", "metadata", "memoize")
 
 _ENCODE = msgspec.json.Encoder().encode
 

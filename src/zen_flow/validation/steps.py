@@ -1,5 +1,5 @@
 """Rules for one step: name, type, dependencies, dependencyPolicy, retryPolicy, timeoutSeconds, `when`,
-finally, approval (validation/gates.py), template."""
+finally, approval (validation/gates.py), memoize (validation/memoize.py), template."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from zen_flow.validation.limits import (
     MAX_WHEN,
 )
 from zen_flow.validation.memo import CheckMemo
+from zen_flow.validation.memoize import check_memoize
 from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
@@ -131,6 +132,15 @@ def check_step_fields(
     policy = r.string(step.get("dependencyPolicy"), path + ".dependencyPolicy")
     if policy is not None and policy not in DEPENDENCY_POLICIES:
         r.add(not_supported(path + ".dependencyPolicy", policy, DEPENDENCY_POLICIES))
+    if step.get("memoize") is not None:
+        outputs = step.get("outputs")
+        check_memoize(
+            r,
+            step["memoize"],
+            path + ".memoize",
+            manual=is_manual(step) or kind == "Manual",
+            outputs=outputs if isinstance(outputs, dict) else None,
+        )
     return _check_template_for_type(r, step, kind, path + ".template", templates)
 
 

@@ -1,0 +1,57 @@
+"""The ConfigMaps that hold memoized steps' results (`spec.steps[].memoize`, planner/memoization.py).
+
+Read by name when a memoized step is ready to start (a GET: no informer, no cache of ConfigMaps), and
+written one entry at a time with a JSON merge patch of `data`: the apiserver applies it to the stored
+object, so two flows storing different keys at once both keep theirs (no read-modify-write, no
+resourceVersion to lose a race on). A cache that does not exist yet is created with the first entry,
+labelled and owned by no flow: it outlives the flows that fill it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from zen_flow.api.constants import FIELD_MANAGER
+from zen_flow.kube.client import KubeClient
+from zen_flow.kube.objects import CONFIG_MAPS
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class MemoCacheClient:
+    """One explicit request per verb: the RBAC test reads them from this code."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self._client = client
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str]:
+        """The ConfigMap's `data` (values that are not strings are left out). `NotFound` if absent."""
+        raw = await self._client.request("GET", CONFIG_MAPS.path(namespace, name))
+        data = raw.get("data")
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+    async def store(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Set `data[key]`, leaving the other keys as they are. `NotFound` if the ConfigMap is absent."""
+        await self._client.request(
+            "PATCH",
+            CONFIG_MAPS.path(namespace, name),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"data": {key: value}},
+            content_type=MERGE_PATCH,
+        )
+
+    async def create(
+        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+    ) -> None:
+        """Create the ConfigMap holding `data[key]`. `AlreadyExists` if another flow created it first."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "data": {key: value},
+        }
+        await self._client.request(
+            "POST", CONFIG_MAPS.path(namespace), query=[("fieldManager", FIELD_MANAGER)], body=body
+        )

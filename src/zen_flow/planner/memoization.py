@@ -1,0 +1,179 @@
+"""Step memoization (`spec.steps[].memoize`): a Job step whose result is already known for the same key
+succeeds without a Job, with the output parameter values stored with it.
+
+The key is the step's `memoize.key` with its placeholders substituted from its resolved inputs, as the
+Job template's are; so it is known only once the step is ready to start (its dependencies done, its `when`
+true), which only the plan decides. The plan therefore asks: a memoized step ready to start whose entry
+it was not given waits, and the plan names what it needs (`Plan.lookups`); the controller reads those
+ConfigMap keys and plans again with the answers (`MemoAnswer`). Deciding from the answers stays here,
+pure: an entry is used when it was stored less than `maxAge` ago by the plan's clock (the controller's)
+and holds every output parameter the step declares now; anything else (absent, stale, malformed, an
+output missing) runs the step.
+
+A step that succeeds by running stores its outputs (`SaveMemo`) in the plan that marks it Succeeded.
+Entries live under a hash of the key (a ConfigMap's data keys allow only `[-._a-zA-Z0-9]`), and the key
+is kept in the entry: a hash that is not the key's is no hit. Lost writes: every plan starts again from
+observed state; a save made twice (its status write lost) is harmless, and a step whose Job exists is
+adopted before a cache is ever consulted (`Starts.create`), so a hit is never applied to a step that ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from zen_flow.api.jobflow import Memoize, ParameterValue, Step, StepOutputValues
+from zen_flow.api.meta import format_time, parse_time
+from zen_flow.core.durations import parse_duration
+from zen_flow.planner.actions import MemoLookup, SaveMemo
+from zen_flow.planner.events import MEMOIZED_MARK
+from zen_flow.planner.jobs import JobBuildError
+from zen_flow.planner.outputs import MAX_VALUE_BYTES
+from zen_flow.planner.parameters import Resolved, resolve_inputs, substitute_text
+from zen_flow.planner.plan_state import PlanState
+from zen_flow.planner.readiness import producer
+from zen_flow.planner.steps import StepWork
+from zen_flow.planner.timing import after
+
+# The label of a cache ConfigMap the controller created (it is owned by no flow: it outlives them).
+MEMO_CACHE_LABEL = "workflow.kube-zen.io/memo-cache"
+# How soon a plan that still lacks a memoized step's entry is made again (the controller answers at once
+# and plans again in the same reconcile; this is the safety net).
+LOOKUP_RETRY_SECONDS = 1.0
+
+
+def data_key(key: str) -> str:
+    """The ConfigMap data key of `key`: any key text fits (data keys allow only `[-._a-zA-Z0-9]`)."""
+    return "memo-" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MemoEntry:
+    key: str
+    outputs: Mapping[str, str]
+    flow: str  # "namespace/name" of the flow that stored it
+    step: str
+    time: datetime  # when it was stored, by the controller's clock
+
+
+def encode_entry(entry: MemoEntry) -> str:
+    return json.dumps(
+        {
+            "key": entry.key,
+            "outputs": dict(entry.outputs),
+            "flow": entry.flow,
+            "step": entry.step,
+            "time": format_time(entry.time),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def parse_entry(text: str, key: str) -> MemoEntry | None:
+    """The entry `text` holds for `key`; None when it is malformed or another key's (anyone can edit the
+    ConfigMap: nothing in it is trusted to be well formed)."""
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("key") != key:
+            return None
+        outputs, flow, step, time = doc.get("outputs"), doc.get("flow"), doc.get("step"), doc.get("time")
+        if not isinstance(outputs, dict) or not all(isinstance(v, str) for v in outputs.values()):
+            return None
+        if not isinstance(flow, str) or not isinstance(step, str) or not isinstance(time, str):
+            return None
+        return MemoEntry(key, outputs, flow, step, parse_time(time))
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def max_age(memoize: Memoize) -> float | None:
+    """Seconds an entry stays usable; None: for ever. One that does not parse (admission refuses it)
+    counts as 0: nothing is ever served, rather than everything for ever."""
+    if memoize.max_age is None:
+        return None
+    seconds = parse_duration(memoize.max_age)
+    return float(seconds) if seconds is not None and seconds > 0 else 0.0
+
+
+def served_outputs(entry: MemoEntry, step: Step, now: datetime) -> StepOutputValues | None:
+    """The step's outputs from `entry` if it is fresh and holds every output parameter the step declares
+    (in spec order; values over the status limit are not served); else None: the step runs."""
+    assert step.memoize is not None
+    limit = max_age(step.memoize)
+    if limit is not None and (now - entry.time).total_seconds() >= limit:
+        return None
+    declared = step.outputs.parameters if step.outputs is not None else ()
+    values = []
+    for param in declared:
+        value = entry.outputs.get(param.name)
+        if value is None or len(value.encode()) > MAX_VALUE_BYTES:
+            return None
+        values.append(ParameterValue(name=param.name, value=value))
+    return StepOutputValues(parameters=tuple(values))
+
+
+def config_map_of(memoize: Memoize) -> str | None:
+    cache = memoize.cache
+    return cache.config_map.name or None if cache is not None and cache.config_map is not None else None
+
+
+class Memoization(PlanState):
+    """Serving a ready step from its cache entry, and storing a step's result once it succeeded."""
+
+    def memo_key(self, w: StepWork, resolved: tuple[Resolved, ...]) -> str:
+        """The step's key, its placeholders substituted (ParameterError when one cannot be)."""
+        assert w.spec.memoize is not None
+        meta = self.flow.metadata
+        return substitute_text(w.spec.memoize.key, w.name, resolved, (meta.name, meta.namespace))
+
+    def from_cache(self, w: StepWork, resolved: tuple[Resolved, ...]) -> bool:
+        """Did the cache settle the ready step `w`: Succeeded from a fresh entry, or waiting for the
+        entry the plan was not given (a lookup)? False: it runs (no entry, or not one to use)."""
+        memoize = w.spec.memoize
+        assert memoize is not None
+        config_map = config_map_of(memoize)
+        if config_map is None:  # admission requires it
+            return False
+        key = self.memo_key(w, resolved)
+        answer = self.memos.get(w.name)
+        if answer is None or answer.key != key:
+            self.lookups.append(MemoLookup(w.name, config_map, data_key(key), key))
+            self.wakeups.append(after(self.now, LOOKUP_RETRY_SECONDS))
+            return True
+        entry = parse_entry(answer.value, key) if answer.value is not None else None
+        outputs = served_outputs(entry, w.spec, self.now) if entry is not None else None
+        if entry is None or outputs is None:
+            return False
+        if w.start_time is None:
+            w.start_time = self.now
+        w.outputs = outputs
+        w.succeed(
+            self.now,
+            f"{MEMOIZED_MARK}: the result flow {entry.flow} (step {entry.step}) stored at "
+            f"{format_time(entry.time)}, key {key}",
+        )
+        return True
+
+    def save_result(self, w: StepWork) -> None:
+        """`w` just succeeded by running: store its outputs under its key. A key that cannot be computed
+        again (an input read from a Job that is gone since) is not stored."""
+        memoize = w.spec.memoize
+        if memoize is None or (config_map := config_map_of(memoize)) is None:
+            return
+        try:
+            resolved = resolve_inputs(
+                w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
+            )
+            key = self.memo_key(w, resolved)
+        except JobBuildError:
+            return
+        params = w.outputs.parameters if w.outputs is not None else ()
+        meta = self.flow.metadata
+        entry = MemoEntry(
+            key, {p.name: p.value for p in params}, f"{meta.namespace}/{meta.name}", w.name, self.now
+        )
+        self.actions.append(SaveMemo(w.name, config_map, data_key(key), key, encode_entry(entry)))

@@ -1,0 +1,161 @@
+"""Controller: a memoized step's cache ConfigMap is read when the step is ready (the plan made again with
+the entry), a result is stored with a merge patch (the ConfigMap created, labelled, when absent), and a
+cache that cannot be read or written never fails the flow."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+
+from zen_flow.api import JobFlow
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.core.naming import job_name
+from zen_flow.kube.errors import from_status
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner.memoization import data_key
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+NS = "default"
+CACHE = "build-cache"
+KEY = "build-v1"
+
+
+def flow(name: str) -> JobFlow:
+    step = job_step(
+        "a",
+        inputs={"parameters": [{"name": "version", "value": "v1"}]},
+        outputs={"parameters": [{"name": "count", "valueFrom": {"jsonPath": "$.succeeded"}}]},
+        memoize={
+            "key": "build-{{inputs.parameters.version}}",
+            "maxAge": "1h",
+            "cache": {"configMap": {"name": CACHE}},
+        },
+    )
+    return make_flow([step], name=name)
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.api = FakeApiServer(self.clock)
+        self.controller = Controller(
+            flows=self.api,
+            jobs=self.api,
+            api=self.api,
+            queue=WorkQueue(clock=self.clock),
+            expectations=Expectations(self.clock),
+            events=self.api,
+            clock=self.clock,
+            metrics=Metrics(),
+        )
+        self.api.on_flow = self.controller.on_flow_event
+        self.api.on_job = self.controller.on_job_event
+
+    async def run(self, name: str) -> JobFlow:
+        """Create the flow and reconcile it until it ends, completing each Job it creates."""
+        key = self.api.create_flow(flow(name)).key
+        for _ in range(10):
+            self.api.sync()
+            await self.controller.reconcile(key)
+            self.api.sync()
+            for (_, job), found in list(self.api.jobs.items()):
+                if not found.finished:
+                    self.api.finish_job(NS, job)
+            current = self.api.flows[key]
+            if current.status.phase in ("Succeeded", "Failed"):
+                return current
+        raise AssertionError(f"flow {name} did not end: {self.api.flows[key].status}")
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.api.events]
+
+
+def forbidden() -> Exception:
+    return from_status(403, {"reason": "Forbidden", "message": 'configmaps "build-cache" is forbidden'})
+
+
+def outputs(found: JobFlow) -> dict[str, str]:
+    step = found.status.step("a")
+    assert step is not None
+    assert step.outputs is not None
+    return {p.name: p.value for p in step.outputs.parameters}
+
+
+async def test_the_first_flow_runs_the_step_and_creates_the_labelled_cache() -> None:
+    c = Cluster()
+    done = await c.run("first")
+    assert done.status.phase == "Succeeded"
+    assert c.api.job_creates == [job_name("first", "a", 0)]
+    # Read once when the step was ready (absent); stored once it succeeded: a patch (404), then a create.
+    assert c.api.config_map_requests == [f"get {CACHE}", f"patch {CACHE}", f"create {CACHE}"]
+    stored = c.api.config_maps[(NS, CACHE)]
+    assert stored["labels"] == {"workflow.kube-zen.io/memo-cache": "true"}
+    entry = json.loads(stored["data"][data_key(KEY)])
+    assert entry["key"] == KEY
+    assert entry["outputs"] == {"count": "1"}
+    assert entry["flow"] == f"{NS}/first"
+
+
+async def test_a_second_flow_with_the_same_key_runs_no_job_and_gets_the_outputs() -> None:
+    c = Cluster()
+    await c.run("first")
+    await c.clock.advance(60)
+    done = await c.run("second")
+    assert done.status.phase == "Succeeded"
+    assert c.api.job_creates == [job_name("first", "a", 0)]  # none for the second flow
+    assert outputs(done) == {"count": "1"}
+    step = done.status.step("a")
+    assert step is not None
+    assert step.message is not None
+    assert step.message.startswith(f"memoized: the result flow {NS}/first (step a)")
+    assert "StepMemoized" in c.reasons()
+    # One read for the second flow, and nothing stored again.
+    assert c.api.config_map_requests[3:] == [f"get {CACHE}"]
+
+
+async def test_an_unreadable_cache_runs_the_step() -> None:
+    c = Cluster()
+    await c.run("first")
+    c.api.config_map_errors["get"] = [forbidden()]
+    with structlog.testing.capture_logs() as logs:
+        done = await c.run("second")
+    assert done.status.phase == "Succeeded"
+    assert job_name("second", "a", 0) in c.api.job_creates
+    assert any(line["event"] == "memoize cache unreadable; its steps run" for line in logs)
+
+
+async def test_a_save_that_fails_warns_and_leaves_the_step_succeeded() -> None:
+    c = Cluster()
+    c.api.config_map_errors["patch"] = [forbidden()]
+    c.api.config_map_errors["create"] = [
+        from_status(
+            422, {"reason": "Invalid", "message": "ConfigMap is too long: must have at most 1048576 bytes"}
+        )
+    ]
+    with structlog.testing.capture_logs():
+        done = await c.run("first")
+    assert done.status.phase == "Succeeded"
+    failed = [(t, m) for t, reason, m in c.api.events if reason == "MemoizeFailed"]
+    assert len(failed) == 1
+    assert failed[0][0] == "Warning"
+    assert failed[0][1].startswith("step a: its result was not stored in ConfigMap build-cache")
+    assert "403" in failed[0][1]
+    assert (NS, CACHE) not in c.api.config_maps
+
+
+async def test_a_cache_created_by_another_flow_meanwhile_gets_the_entry() -> None:
+    c = Cluster()
+    # The patch finds no ConfigMap; another flow creates it before our create: ours answers 409.
+    c.api.config_maps[(NS, CACHE)] = {"labels": {}, "data": {"other": "x"}}
+    c.api.config_map_errors["patch"] = [from_status(404, {"reason": "NotFound", "message": "not found"})]
+    done = await c.run("first")
+    assert done.status.phase == "Succeeded"
+    assert c.api.config_map_requests[1:] == [f"patch {CACHE}", f"create {CACHE}", f"patch {CACHE}"]
+    data: dict[str, Any] = c.api.config_maps[(NS, CACHE)]["data"]
+    assert set(data) == {"other", data_key(KEY)}
