@@ -71,7 +71,7 @@ def test_printer_columns_are_cronjobs_and_read_real_fields() -> None:
     columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"] if not c.get("priority")}
     assert list(columns) == ["Schedule", "Suspend", "Active", "Last Schedule", "Age"]
     for path in columns.values():
-        parts = path.removesuffix(".length()").lstrip(".").split(".")
+        parts = path.lstrip(".").split(".")
         node: dict[str, Any] = SCHEMA
         for part in parts:
             if part == "metadata":

@@ -92,6 +92,7 @@ def test_a_due_run_time_creates_a_flow_named_by_its_unix_minute() -> None:
     assert create.body["spec"] == TEMPLATE_SPEC
     assert plan.status.last_schedule_time == at(0, 10)
     assert [r.name for r in plan.status.active] == [create.name]
+    assert plan.status.active_runs == 1  # the ACTIVE column
     assert condition(plan, "Scheduled").status == "True"
     assert [e.reason for e in plan.events] == ["RunCreated"]
     assert plan.outcome == "created"
@@ -157,6 +158,7 @@ def test_allow_creates_beside_the_active_run() -> None:
     plan = plan_cron(cron(status=status, concurrencyPolicy="Allow"), [active], at(0, 20, 1))
     assert [c.scheduled_time for c in creates(plan)] == [at(0, 20)]
     assert [r.name for r in plan.status.active] == [active.metadata.name, run_name("nightly", at(0, 20))]
+    assert plan.status.active_runs == 2
 
 
 def test_replace_stops_the_active_runs_with_the_stop_annotation_and_creates() -> None:

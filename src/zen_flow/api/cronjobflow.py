@@ -55,6 +55,8 @@ class CronJobFlowStatus(Model):
     # never looked at again, so a run skipped once is not started later.
     last_skipped_time: Timestamp | None = None
     active: tuple[RunRef, ...] = ()
+    # len(active), for the ACTIVE printer column (a CRD's column JSONPath cannot count).
+    active_runs: int | None = None
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = None
 

@@ -212,11 +212,13 @@ def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> 
     """The plan as if its run time had been skipped: the apiserver refused the run for good."""
     message = f"run time of {action.name} skipped: the run could not be created: {why}"
     old = plan.status
+    active = tuple(r for r in old.active if r.name != action.name)
     status = old.model_copy(
         update={
             "last_skipped_time": action.scheduled_time,
             "last_schedule_time": cron.status.last_schedule_time,
-            "active": tuple(r for r in old.active if r.name != action.name),
+            "active": active,
+            "active_runs": len(active),
             "conditions": tuple(
                 _refusal_condition(c, message) if c.type == "Scheduled" else c for c in old.conditions
             ),

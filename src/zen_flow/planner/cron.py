@@ -209,7 +209,9 @@ def plan_cron(
         conditions[CronConditionType.VALID] = _condition(
             old.conditions, CronConditionType.VALID, False, "Invalid", why, generation, now
         )
-        status = status.model_copy(update={"conditions": tuple(conditions.values())})
+        status = status.model_copy(
+            update={"conditions": tuple(conditions.values()), "active_runs": len(status.active)}
+        )
         # Said once, when it becomes invalid (a status write follows); not at every reconcile.
         if not _was(old, CronConditionType.VALID, "False", why):
             events.append(EventSpec("Warning", "Invalid", why))
@@ -246,7 +248,9 @@ def plan_cron(
                 generation,
                 now,
             )
-    status = status.model_copy(update={"conditions": tuple(conditions.values())})
+    status = status.model_copy(
+        update={"conditions": tuple(conditions.values()), "active_runs": len(status.active)}
+    )
     upcoming = None if spec.suspend else schedule.next_after(now)
     requeue = None if upcoming is None else max((upcoming - now).total_seconds(), 0.0)
     return CronPlan(tuple(actions), status, tuple(events), requeue, outcome)
