@@ -121,7 +121,7 @@ def review(obj: Any, operation: str = "CREATE") -> bytes:
         "operation": operation,
         "userInfo": {"username": "alice"},
         "object": obj,
-        "oldObject": copy.deepcopy(obj) if operation == "UPDATE" else None,
+        "oldObject": cron() if operation == "UPDATE" else None,  # an update that changes the spec
     }
     return json.dumps(
         {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
@@ -149,3 +149,18 @@ def test_the_webhook_denies_with_one_cause_per_field_like_the_apiserver(operatio
 
 def test_the_webhook_lets_deletes_through() -> None:
     assert validate_cron_review(review(cron(schedule="bad"), "DELETE"))["response"]["allowed"] is True
+
+
+def test_an_update_that_keeps_the_spec_is_not_checked_again() -> None:
+    # Accepted before a newer rule (here: stored without the webhook); a label change must go through.
+    stored = cron(schedule="every night")
+    relabelled = copy.deepcopy(stored)
+    relabelled["metadata"]["labels"] = {"team": "data"}
+    request = json.loads(review(relabelled, "UPDATE"))
+    request["request"]["oldObject"] = stored
+    assert validate_cron_review(json.dumps(request).encode())["response"]["allowed"] is True
+    # A change of the spec is checked.
+    changed = copy.deepcopy(stored)
+    changed["spec"]["suspend"] = True
+    request["request"]["object"] = changed
+    assert validate_cron_review(json.dumps(request).encode())["response"]["allowed"] is False
