@@ -253,3 +253,24 @@ async def test_a_lost_status_write_never_makes_a_second_run(
     assert cluster.runs("once") == ["once-31557601"]
     assert runs_total(metrics, "created") == 1
     assert cluster.crons["ns/once"].status.last_schedule_time == datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+
+
+async def test_without_the_crd_the_cron_workers_wait_and_leave_on_shutdown() -> None:
+    # The CronJobFlow CRD not installed yet: its informer never syncs. The JobFlow workers do not wait
+    # for it (app.work starts them first), and a shutdown does not wait for it either.
+    from zen_flow.controller.app import _cron_work
+
+    class NeverSynced:
+        store: dict[str, Any] = {}
+
+        async def wait_synced(self) -> None:
+            await asyncio.Event().wait()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(_cron_work(NeverSynced(), None, stop))  # type: ignore[arg-type]
+    await settle()
+    assert not task.done()
+    stop.set()
+    await settle()
+    assert task.done()
+    assert task.exception() is None

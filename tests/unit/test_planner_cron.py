@@ -143,7 +143,7 @@ def test_forbid_is_the_default_and_skips_while_a_run_is_active() -> None:
     assert plan.outcome == "skipped_forbid"
     assert plan.status.last_skipped_time == at(0, 20)
     assert [r.name for r in plan.status.active] == [active.metadata.name]
-    assert "still running" in plan.events[0].message
+    assert "not finished" in plan.events[0].message
     # The skipped run time is not started late once the active run has finished.
     done = run(at(0, 10), "Succeeded", at(0, 21))
     after = plan_cron(cron(status=plan.status), [done], at(0, 22))
@@ -241,3 +241,18 @@ def test_runs_being_deleted_are_not_active() -> None:
     )
     plan = plan_cron(cron(status=CronJobFlowStatus(last_schedule_time=at(0, 10))), [going], at(0, 20, 1))
     assert len(creates(plan)) == 1
+
+
+def test_a_run_with_no_time_at_all_sorts_oldest_instead_of_failing() -> None:
+    odd = JobFlow(
+        metadata=ObjectMeta(
+            name="renamed",
+            namespace="team",
+            uid="uid-odd",
+            owner_references=run(at(0, 0)).metadata.owner_references,
+        ),
+        status=JobFlowStatus(phase="Succeeded"),
+    )
+    runs = [odd, *(run(at(0, m), "Succeeded", at(0, m + 1)) for m in (10, 20, 30))]
+    plan = plan_cron(cron(status=CronJobFlowStatus(last_schedule_time=at(0, 30))), runs, at(0, 35))
+    assert [a.name for a in plan.actions if isinstance(a, DeleteRun)] == ["renamed"]

@@ -94,11 +94,6 @@ def owner_reference(cron: CronJobFlow) -> dict[str, object]:
     }
 
 
-def is_cron_owned(flow: JobFlow) -> bool:
-    ref = flow.metadata.controller_ref()
-    return ref is not None and ref.kind == CRON_KIND and ref.group == API_VERSION.rpartition("/")[0]
-
-
 def run_name(cron_name: str, moment: datetime) -> str:
     return f"{cron_name}-{scheduled_minute(moment)}"
 
@@ -138,6 +133,10 @@ def build_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
     }
 
 
+# A run with no time at all (no annotation, a name without the minute, no creation time) sorts oldest.
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
 def _finished(run: JobFlow) -> bool:
     return run.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
 
@@ -148,7 +147,7 @@ def _ref(run: JobFlow) -> RunRef:
 
 def _by_time(runs: Iterable[JobFlow]) -> list[JobFlow]:
     """Newest run time first (the name breaks ties: it holds the run time)."""
-    return sorted(runs, key=lambda r: (scheduled_time_of(r) or datetime.min, r.metadata.name), reverse=True)
+    return sorted(runs, key=lambda r: (scheduled_time_of(r) or _NEVER, r.metadata.name), reverse=True)
 
 
 def _condition(
@@ -281,7 +280,7 @@ def _decide(
     others = [r for r in active if r.metadata.name != name]
     if others and policy == ConcurrencyPolicy.FORBID:
         names = ", ".join(r.metadata.name for r in others)
-        message = f"run time {when} skipped: concurrencyPolicy Forbid and {names} still running"
+        message = f"run time {when} skipped: concurrencyPolicy Forbid and {names} not finished"
         return ("skipped_forbid", {"last_skipped_time": due}, EventSpec("Normal", "RunSkipped", message), [])
     made: list[CronAction] = []
     if policy == ConcurrencyPolicy.REPLACE:
