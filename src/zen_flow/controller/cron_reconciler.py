@@ -13,7 +13,6 @@ own backoff; a failure is reported on that CronJobFlow, never raised out of the 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Hashable
 from typing import Any
@@ -29,7 +28,7 @@ from zen_flow.informer import JobFlowInformer
 from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.informer.resources import owner_cron_key
 from zen_flow.kube.cronjobflows import CronJobFlowClient
-from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound, describe
+from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, KubeError, NotFound, describe
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.logging import get_logger
@@ -128,52 +127,70 @@ class CronController:
             self._queue.add_rate_limited(key)
         else:
             self._queue.forget(key)
-            if requeue_after is not None:
-                self._queue.add_after(key, requeue_after)
+            log.debug("cronjobflow reconciled", next_in=requeue_after)
         finally:
             self._queue.done(key)
 
     async def reconcile(self, key: str) -> float | None:
-        """One reconcile; returns the seconds until it should run again (the next run time), or None."""
+        """One reconcile. The key is booked again for the next run time as soon as the plan is made, so a
+        failure after that (retried with a backoff that may grow past it) never makes that run late;
+        returns the seconds until then (None: nothing scheduled)."""
         cron = self._crons.get(key)
         if cron is None or cron.metadata.deletion_timestamp is not None:
             return None
         invalid = self._crons.parse_error(key) or self._verdict(cron)
         runs = self._flows.runs_of(cron.metadata.uid)
         plan = plan_cron(cron, runs, self._clock.now(), invalid)
-        plan = await self._apply(cron, plan)
+        if plan.requeue_after is not None:
+            self._queue.add_after(key, plan.requeue_after)
+        plan, cleanup_failed = await self._apply(cron, plan)
         for event in plan.events:
             self._events.emit(cron, event.type, event.reason, event.message)
         if plan.outcome is not None:
             self._metrics.cron_runs.labels(plan.outcome).inc()
         await self._write_status(cron, plan.status)
+        if cleanup_failed is not None:
+            raise cleanup_failed  # retried with backoff; the run and the status are written already
         return plan.requeue_after
 
     def _verdict(self, cron: CronJobFlow) -> str | None:
         """Why the CronJobFlow cannot make valid runs (the webhook's rules: it may not have run), or None."""
         key = (cron.metadata.uid, cron.metadata.generation)
         if key not in self._verdicts:
+            for stale in [k for k in self._verdicts if k[0] == key[0]]:
+                del self._verdicts[stale]  # an older generation's
             errors = validate_cronjobflow(cron.to_wire())
             # Bounded: it becomes a condition message and an Event (a 500-step template's every error).
             self._verdicts[key] = render(errors)[:MAX_VERDICT] if errors else None
         return self._verdicts[key]
 
-    async def _apply(self, cron: CronJobFlow, plan: CronPlan) -> CronPlan:
-        """Carry out the plan's actions; a run the apiserver refuses for good becomes a skipped run time."""
+    async def _apply(self, cron: CronJobFlow, plan: CronPlan) -> tuple[CronPlan, KubeError | None]:
+        """Carry out the plan's actions; a run the apiserver refuses for good becomes a skipped run time.
+        A stop or a history delete that fails does not hold the run back: its error is returned, to be
+        raised once the run is created and the status written."""
         namespace = cron.metadata.namespace
+        failed: KubeError | None = None
         for action in plan.actions:
-            if isinstance(action, StopRun):
-                # Gone, or another flow by that name now: nothing of ours to stop.
-                with contextlib.suppress(NotFound, Conflict):
+            try:
+                if isinstance(action, StopRun):
                     await self._flow_api.annotate(
                         namespace, action.name, {ANNOTATION_STOP: "true"}, action.uid
                     )
-            elif isinstance(action, DeleteRun):
-                with contextlib.suppress(NotFound, Conflict):
+                elif isinstance(action, DeleteRun):
                     await self._flow_api.delete(namespace, action.name, action.uid)
-            elif isinstance(action, CreateRun):
-                plan = await self._create(cron, plan, action)
-        return plan
+                elif isinstance(action, CreateRun):
+                    plan = await self._create(cron, plan, action)
+            except (NotFound, Conflict, Invalid) as err:
+                if isinstance(action, CreateRun):
+                    raise
+                # Gone, or another flow by that name now (its uid differs): nothing of ours to change.
+                log.debug("run already gone or replaced", run=action.name, error=str(err))
+            except KubeError as err:
+                if isinstance(action, CreateRun):
+                    raise
+                log.warning("run not stopped or deleted; retrying", run=action.name, error=describe(err))
+                failed = failed or err
+        return plan, failed
 
     async def _create(self, cron: CronJobFlow, plan: CronPlan, action: CreateRun) -> CronPlan:
         namespace = cron.metadata.namespace
