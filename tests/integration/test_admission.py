@@ -717,7 +717,8 @@ def test_make_validate_examples_checks_the_examples_and_the_original_forms() -> 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "JobFlow(s)" not in done.stdout  # errors only on stdout; the summary is on stderr
     expected = len(project_examples()) + len(original_forms()) + len(upstream_examples())
-    assert f"{expected} JobFlow(s) checked, 0 invalid" in done.stderr
+    scheduled = len(list((REPO / "examples" / "scheduled").glob("*.yaml")))  # CronJobFlows
+    assert f"{expected} JobFlow(s) and {scheduled} CronJobFlow(s) checked, 0 invalid" in done.stderr
 
 
 def test_kubectl_prints_the_webhooks_warning_for_an_artifact_stored_nowhere(

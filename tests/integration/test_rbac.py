@@ -116,9 +116,13 @@ def test_service_account_may_send_every_request_of_the_code(
         ("delete", "", "persistentvolumeclaims"),
         ("update", "batch", "jobs"),
         ("patch", "batch", "jobs"),
-        ("create", "workflow.kube-zen.io", "jobflows"),
+        # create and patch of JobFlows are granted for CronJobFlows' runs (a run, its stop annotation).
         ("update", "workflow.kube-zen.io", "jobflows"),
-        ("patch", "workflow.kube-zen.io", "jobflows"),
+        # A CronJobFlow belongs to its user: only its status is the controller's.
+        ("create", "workflow.kube-zen.io", "cronjobflows"),
+        ("update", "workflow.kube-zen.io", "cronjobflows"),
+        ("patch", "workflow.kube-zen.io", "cronjobflows"),
+        ("delete", "workflow.kube-zen.io", "cronjobflows"),
     ],
 )
 def test_service_account_may_not(

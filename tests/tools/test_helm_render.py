@@ -156,9 +156,10 @@ def test_services_select_the_pods_of_the_release(helm: str, tmp_path: Path) -> N
     assert [s["metadata"]["name"] for s in selected] == ["zen-flow-controller-metrics"]
 
 
-def test_crd_is_config_crd_kept_on_uninstall(helm: str, tmp_path: Path) -> None:
-    crd = find(render(helm, tmp_path), "CustomResourceDefinition")
-    source = documents(CONFIG / "crd" / "jobflows.workflow.kube-zen.io.yaml")[0]
+@pytest.mark.parametrize("name", ["jobflows.workflow.kube-zen.io", "cronjobflows.workflow.kube-zen.io"])
+def test_crd_is_config_crd_kept_on_uninstall(helm: str, tmp_path: Path, name: str) -> None:
+    crd = find(render(helm, tmp_path), "CustomResourceDefinition", name)
+    source = documents(CONFIG / "crd" / f"{name}.yaml")[0]
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert crd["metadata"]["labels"].items() >= source["metadata"]["labels"].items()
     stripped = copy.deepcopy(crd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 from pathlib import Path
@@ -12,6 +13,8 @@ import yaml
 from validation_samples import EXAMPLES, base_flow, step
 
 from zen_flow.cli.validate import validate_paths
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*paths: Path | str) -> tuple[int, list[str], str]:
@@ -309,3 +312,18 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(command: str, tmp_path
     assert done.returncode == 141, said
     assert "Error" not in said
     assert "internal error" not in said
+
+
+def test_cronjobflows_are_checked_with_their_own_rules(tmp_path: Path) -> None:
+    scheduled = yaml.safe_load((REPO / "examples" / "scheduled" / "nightly-report.yaml").read_text())
+    broken = copy.deepcopy(scheduled)
+    broken["spec"]["schedule"] = "61 * * * *"
+    broken["spec"]["jobFlowTemplate"]["spec"]["steps"][1]["dependencies"] = ["ghost"]
+    path = write(tmp_path / "crons.yaml", scheduled, broken)
+    code, lines, err = run(str(path))
+    assert code == 2
+    assert lines == [
+        f'{path}#2: spec.schedule: Invalid value: "61 * * * *": Bad minute',
+        f'{path}#2: spec.jobFlowTemplate.spec.steps[1].dependencies[0]: Not found: "ghost"',
+    ]
+    assert "0 JobFlow(s) and 2 CronJobFlow(s) checked, 1 invalid" in err

@@ -75,6 +75,17 @@ def _implied_permissions() -> Iterator[Permission]:
             "update",
             "zen_flow.planner.jobs.owner_reference: blockOwnerDeletion",
         )
+    from zen_flow.api.cronjobflow import CronJobFlow
+    from zen_flow.planner.cron import owner_reference as run_owner_reference
+
+    if run_owner_reference(CronJobFlow()).get("blockOwnerDeletion"):
+        # The same for a CronJobFlow's runs (JobFlows it creates, owned by it).
+        yield Permission(
+            "workflow.kube-zen.io",
+            "cronjobflows/finalizers",
+            "update",
+            "zen_flow.planner.cron.owner_reference: blockOwnerDeletion",
+        )
 
 
 def _kube_modules() -> list[ModuleType]:

@@ -168,3 +168,25 @@ class ConditionType(StrEnum):
 DEFAULT_CONCURRENCY_POLICY = ConcurrencyPolicy.FORBID
 DEFAULT_TTL_SECONDS_AFTER_FINISHED = 86400
 DEFAULT_BACKOFF_LIMIT = 6
+
+
+# CronJobFlows (scheduled flows): a CronJobFlow creates a JobFlow per run time of its schedule.
+CRON_KIND = "CronJobFlow"
+CRON_PLURAL = "cronjobflows"
+CRON_SINGULAR = "cronjobflow"
+CRON_CRD_NAME = f"{CRON_PLURAL}.{GROUP}"
+# On every JobFlow a CronJobFlow creates: the CronJobFlow's name (select a schedule's runs with -l), and
+# the run time it was made for (RFC 3339, UTC; Kubernetes' CronJob annotates its Jobs the same way).
+LABEL_CRON = f"{GROUP}/cronjobflow"
+ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
+DEFAULT_SUCCESSFUL_HISTORY_LIMIT = 3
+DEFAULT_FAILED_HISTORY_LIMIT = 1
+
+
+class CronConditionType(StrEnum):
+    """Condition types on a CronJobFlow."""
+
+    # True while the schedule, time zone and template can be used; False with the reason otherwise.
+    VALID = "Valid"
+    # True when the latest run time created its flow; False when it was skipped (Forbid or the deadline).
+    SCHEDULED = "Scheduled"

@@ -1,12 +1,13 @@
 """`zen-flow validate [-p NAME=VALUE]... PATH...`: the admission rules, offline, on YAML files and
 directories; `-p` overrides the flows' arguments first (as creating the flow from the file would).
 
-Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents
-that are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be
-checked. One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number,
-when the file has several documents); the webhook's warnings on a valid flow on `err` (`Warning: ...`,
-as kubectl prints them); then one line on `err`: how many flows were checked and how many are invalid.
-Exit status: 0 all valid; 2 some flow invalid, or a path could not be read or parsed (as
+Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents that
+are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be checked;
+CronJobFlows are checked with their own rules (the schedule, the time zone, and the template with the
+JobFlow rules), as their webhook does. One line per error on `out`, prefixed with the file (and `#<n>`, the
+1-based document number, when the file has several documents); the webhook's warnings on a valid flow on
+`err` (`Warning: ...`, as kubectl prints them); then one line on `err`: how many flows were checked and how
+many are invalid. Exit status: 0 all valid; 2 some flow invalid, or a path could not be read or parsed (as
 `zen-flow submit` refuses an invalid file: 2 is bad input, 1 is left to the cluster's answers).
 """
 
@@ -16,10 +17,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from zen_flow.api.constants import GROUP, KIND
+from zen_flow.api.constants import CRON_KIND, GROUP, KIND
 from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.cronjobflow import validate_cronjobflow
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.warnings import flow_warnings
 
@@ -36,8 +38,8 @@ def _files(path: Path) -> Iterator[Path]:
         yield path
 
 
-def is_jobflow(doc: Any) -> bool:
-    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+def is_jobflow(doc: Any, kind: str = KIND) -> bool:
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
         return False
     api_version = doc.get("apiVersion")
     return not isinstance(api_version, str) or api_version.split("/")[0] == GROUP
@@ -47,7 +49,7 @@ def validate_paths(
     paths: Sequence[str], out: TextIO, err: TextIO, overrides: Mapping[str, str] | None = None
 ) -> int:
     status = EXIT_OK
-    flows = invalid = 0
+    flows = crons = invalid = 0
     for raw in paths:
         root = Path(raw)
         if not root.exists():
@@ -62,21 +64,27 @@ def validate_paths(
                 status = EXIT_UNREADABLE
                 continue
             for number, doc in enumerate(docs, start=1):
-                if not is_jobflow(doc):
-                    continue
-                flows += 1
                 label = f"{file}#{number}" if len(docs) > 1 else str(file)
-                doc, errors = override_arguments(doc, overrides or {})
-                errors += validate_jobflow(doc) + validate_approvals(doc)
+                if is_jobflow(doc, CRON_KIND):
+                    crons += 1
+                    errors = validate_cronjobflow(doc)
+                elif is_jobflow(doc):
+                    flows += 1
+                    doc, errors = override_arguments(doc, overrides or {})
+                    errors += validate_jobflow(doc) + validate_approvals(doc)
+                else:
+                    continue
                 for error in errors:
                     out.write(f"{label}: {error}\n")
-                for warning in [] if errors else flow_warnings(doc):  # as kubectl prints the webhook's
+                warnings = [] if errors or doc.get("kind") == CRON_KIND else flow_warnings(doc)
+                for warning in warnings:  # as kubectl prints the webhook's
                     err.write(f"{label}: Warning: {warning}\n")
                 if errors:
                     invalid += 1
                     status = EXIT_INVALID
-    if flows == 0 and status == EXIT_OK:
+    if flows + crons == 0 and status == EXIT_OK:
         err.write("zen-flow validate: no JobFlow documents found\n")
-    elif flows:
-        err.write(f"zen-flow validate: {flows} JobFlow(s) checked, {invalid} invalid\n")
+    elif flows + crons:
+        scheduled = f" and {crons} CronJobFlow(s)" if crons else ""
+        err.write(f"zen-flow validate: {flows} JobFlow(s){scheduled} checked, {invalid} invalid\n")
     return status

@@ -25,17 +25,20 @@ from aiohttp import web
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
 from zen_flow.config import Settings, split_addr
+from zen_flow.controller.cron_reconciler import CRON_WORKERS, CronController, cron_queue
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.health import Probe, create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
 from zen_flow.controller.metrics import InformerStats, Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
-from zen_flow.informer import JobFlowInformer, JobInformer
+from zen_flow.informer import Informer, JobFlowInformer, JobInformer
+from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.informer.decoding import release_freed_memory
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
+from zen_flow.kube.cronjobflows import CronJobFlowClient
 from zen_flow.kube.errors import KubeError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
@@ -133,7 +136,7 @@ async def _serve_site(app: web.Application, addr: str, ssl_context: ssl.SSLConte
         await runner.cleanup()
 
 
-def _informer_probe(name: str, informer: JobFlowInformer | JobInformer, clock: Clock) -> Probe:
+def _informer_probe(name: str, informer: Informer[Any], clock: Clock) -> Probe:
     def check() -> str | None:
         idle = clock.monotonic() - informer.last_progress
         if informer.has_synced and idle > STALE_INFORMER_SECONDS:
@@ -233,6 +236,30 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             sandboxed_plans=settings.expression_workers,
         )
         stack.callback(controller.close)
+        # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).
+        crons = CronJobFlowInformer(CronJobFlowClient(kube), clock=clock, namespaces=settings.namespaces)
+        cron_work_queue = cron_queue(clock, PrometheusQueueMetrics(metrics))
+        scheduler = CronController(
+            crons=crons,
+            flows=flows,
+            cron_api=CronJobFlowClient(kube),
+            flow_api=flow_api,
+            queue=cron_work_queue,
+            events=recorder,
+            clock=clock,
+            metrics=metrics,
+        )
+        crons.add_handler(
+            on_add=scheduler.on_cron_event,
+            on_update=lambda old, new: scheduler.on_cron_event(new, old),
+            on_delete=scheduler.on_cron_deleted,
+        )
+        flows.add_handler(
+            on_add=scheduler.on_flow_event,
+            on_update=lambda old, new: scheduler.on_flow_event(new, old),
+            on_delete=scheduler.on_flow_event,
+        )
+        cron_stop = asyncio.Event()
         flows.add_handler(
             on_add=controller.on_flow_event,
             on_update=lambda old, new: controller.on_flow_event(new, old),
@@ -247,11 +274,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         metrics.watch_job_creates(controller.creates_failing)
         metrics.watch_informers(
             lambda: [
-                InformerStats(i.name, i.events, i.lists, i.closed_early, i.recognised) for i in (flows, jobs)
+                InformerStats(i.name, i.events, i.lists, i.closed_early, i.recognised)
+                for i in (flows, jobs, crons)
             ]
         )
         metrics.informer_cached.labels("jobflows").set_function(lambda: len(flows.store))
         metrics.informer_cached.labels("jobs").set_function(lambda: len(jobs.store))
+        metrics.informer_cached.labels("cronjobflows").set_function(lambda: len(crons.store))
 
         working = asyncio.Event()  # workers are running: a shutdown lets them finish the key in hand
 
@@ -266,6 +295,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                     group.create_task(controller.run_worker(), name=f"worker-{n}")
                     for n in range(worker_count(settings.workers))
                 ]
+                group.create_task(_cron_work(crons, scheduler, cron_stop), name="cron-workers")
                 if settings.resync_seconds > 0:
                     resync = group.create_task(_resync(flows, queue, clock, settings.resync_seconds))
                     # Workers end when the queue shuts down; the resync loop never would by itself.
@@ -301,7 +331,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         else:
             reconcile = work
 
-        liveness = [_informer_probe("jobflows", flows, clock), _informer_probe("jobs", jobs, clock)]
+        liveness = [
+            _informer_probe("jobflows", flows, clock),
+            _informer_probe("jobs", jobs, clock),
+            _informer_probe("cronjobflows", crons, clock),
+        ]
+        # Not a readiness condition: without the CronJobFlow CRD (an upgrade that has not applied it yet)
+        # the controller must still serve JobFlows and their webhooks; its informer keeps retrying.
         readiness = [_synced_probe("jobflows", flows), _synced_probe("jobs", jobs)]
         webhook = _webhook_server(settings, metrics, kube)
         if webhook is not None:
@@ -311,6 +347,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(_critical("jobflow informer", flows.run()))
                 tg.create_task(_critical("job informer", jobs.run()))
+                tg.create_task(_critical("cronjobflow informer", crons.run()))
                 tg.create_task(_critical("event recorder", recorder.run()))
                 tg.create_task(_critical("memory release", _release_memory(clock, MEMORY_RELEASE_SECONDS)))
                 tg.create_task(_critical("namespace series", NamespaceSeries(metrics).run(flows.list, clock)))
@@ -323,6 +360,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 await stop.wait()
                 log.info("shutting down: finishing in-flight reconciles, releasing the lease")
                 queue.shutdown()
+                cron_work_queue.shutdown()
+                cron_stop.set()
                 # Workers return once the queue is shut down; lead() then returns and the lease is
                 # released. A standby, or a controller still syncing its caches, has nothing to finish:
                 # cancelling it stops at once.
@@ -347,6 +386,24 @@ async def _release_memory(clock: Clock, period: float) -> None:
     while True:
         await clock.sleep(period)
         release_freed_memory()
+
+
+async def _cron_work(crons: CronJobFlowInformer, scheduler: CronController, stop: asyncio.Event) -> None:
+    """The CronJobFlow workers, once their cache has synced; until then (the CRD not installed yet, say)
+    JobFlows are served without them. Ends when the controller stops."""
+    synced = asyncio.ensure_future(crons.wait_synced())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([synced, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        synced.cancel()
+        stopping.cancel()
+    if stop.is_set():
+        return
+    log.info("cronjobflow cache synced; scheduling", cronjobflows=len(crons.store))
+    async with asyncio.TaskGroup() as group:
+        for n in range(CRON_WORKERS):
+            group.create_task(scheduler.run_worker(), name=f"cron-worker-{n}")
 
 
 async def _cancel_when_done(tasks: list[asyncio.Task[None]], other: asyncio.Task[None]) -> None:

@@ -160,6 +160,9 @@ class InformerCollector(Collector):
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 
+CRON_RUN_RESULTS = ("created", "skipped_forbid", "skipped_deadline", "error")
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -239,6 +242,15 @@ class Metrics:
         # out Job first), and a series that does not exist yet shows "No data" and breaks rate().
         for cause in JOB_DELETE_CAUSES:
             self.job_deletes.labels(cause)
+        # CronJobFlows: what became of each run time that came due (an operator's "did my schedule run?").
+        self.cron_runs = Counter(
+            "zen_flow_cronjobflow_runs_total",
+            "Run times of CronJobFlows by result (created, skipped_forbid, skipped_deadline, error)",
+            ["result"],
+            registry=r,
+        )
+        for result in CRON_RUN_RESULTS:
+            self.cron_runs.labels(result)
         self.api_requests = Counter(
             "zen_flow_api_requests_total",
             "Requests sent to the apiserver",

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from zen_flow.api import Job, JobFlow
-from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.api.constants import API_VERSION, CRON_KIND, GROUP, KIND
 from zen_flow.api.job import JobMeta, JobStatus
 from zen_flow.api.jobflow import Initiator, JobFlowStatus, ObjectRef, Progress, Step
 from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
@@ -25,6 +25,8 @@ from zen_flow.planner.jobs import is_jobflow
 OWNER_UID_INDEX = "controller-uid"
 # JobFlows by concurrency group, `namespace/<workflow.kube-zen.io/concurrency-key label>`.
 CONCURRENCY_GROUP_INDEX = "concurrency-group"
+# JobFlows by the uid of the CronJobFlow that controls them (its runs).
+CRON_OWNER_INDEX = "cron-owner"
 
 
 def controller_uid(job: Job) -> list[str]:
@@ -35,6 +37,19 @@ def controller_uid(job: Job) -> list[str]:
 def flow_concurrency_group(flow: JobFlow) -> list[str]:
     group = group_of(flow)
     return [group] if group is not None else []
+
+
+def cron_owner_uid(flow: JobFlow) -> list[str]:
+    ref = flow.metadata.controller_ref()
+    return [ref.uid] if ref is not None and ref.kind == CRON_KIND and ref.group == GROUP else []
+
+
+def owner_cron_key(flow: JobFlow) -> str | None:
+    """`namespace/name` of the CronJobFlow controlling `flow` (a run), or None."""
+    if not cron_owner_uid(flow):
+        return None
+    ref = flow.metadata.controller_ref()
+    return f"{flow.metadata.namespace}/{ref.name}" if ref is not None else None
 
 
 def owner_flow_key(job: Job) -> str | None:
@@ -116,7 +131,7 @@ class JobFlowInformer(Informer[JobFlow]):
             reuse=reuse_unchanged,
             head=(FlowHead, assemble_flow),
             fallback=_flow_placeholder,
-            indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group},
+            indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group, CRON_OWNER_INDEX: cron_owner_uid},
             namespaces=namespaces,
             clock=clock,
             options=options,
@@ -130,6 +145,10 @@ class JobFlowInformer(Informer[JobFlow]):
             return False
         flow = self.get(f"{job.metadata.namespace}/{ref.name}")
         return flow is not None and flow.metadata.uid == ref.uid and flow.metadata.deletion_timestamp is None
+
+    def runs_of(self, cron_uid: str) -> list[JobFlow]:
+        """The cached flows a CronJobFlow (by uid) controls: its runs."""
+        return self.store.by_index(CRON_OWNER_INDEX, cron_uid)
 
     def concurrency_group(self, group: str) -> list[JobFlow]:
         """The cached flows of a concurrency group (`namespace/key`, see `planner.group_of`)."""

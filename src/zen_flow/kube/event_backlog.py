@@ -24,6 +24,8 @@ import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from zen_flow.api.constants import KIND
+
 WARNING = "Warning"
 # namespace, flow uid, type, reason, message (or the marker of a combined Event): equal Events fold.
 Key = tuple[str, str, str, str, str]
@@ -38,6 +40,7 @@ class Target:
     name: str
     uid: str
     resource_version: str
+    kind: str = KIND  # or CronJobFlow
 
     @property
     def key(self) -> str:

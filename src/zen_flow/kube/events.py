@@ -29,7 +29,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.api.constants import API_VERSION
+from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import KubeError, NotFound
@@ -53,9 +54,9 @@ _REMEMBERED = 4096
 log = get_logger(__name__)
 
 
-def _target(flow: JobFlow) -> Target:
+def _target(flow: JobFlow | CronJobFlow) -> Target:
     meta = flow.metadata
-    return Target(meta.namespace, meta.name, meta.uid, meta.resource_version)
+    return Target(meta.namespace, meta.name, meta.uid, meta.resource_version, flow.kind)
 
 
 @dataclass
@@ -98,8 +99,9 @@ class EventRecorder:
         self._similar: OrderedDict[tuple[str, str, str, str], _Similar] = OrderedDict()
         self.dropped = 0
 
-    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
-        """Queue an event (type_ "Normal" or "Warning"). Never blocks, never raises."""
+    def emit(self, flow: JobFlow | CronJobFlow, type_: str, reason: str, message: str) -> None:
+        """Queue an event (type_ "Normal" or "Warning") about a JobFlow or a CronJobFlow. Never blocks,
+        never raises."""
         if reason in self._skip:
             return
         dropped = self._pending.put(self._pending_for(_target(flow), type_, reason, message))
@@ -194,7 +196,7 @@ class EventRecorder:
             "metadata": {"name": name, "namespace": meta.namespace},
             "involvedObject": {
                 "apiVersion": API_VERSION,
-                "kind": KIND,
+                "kind": meta.kind,
                 "name": meta.name,
                 "namespace": meta.namespace,
                 "uid": meta.uid,

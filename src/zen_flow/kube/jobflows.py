@@ -1,4 +1,5 @@
-"""JobFlow custom objects: list/watch, get, JSON patch of /status, delete."""
+"""JobFlow custom objects: list/watch, get, JSON patch of /status, delete; create and annotate (the runs
+of CronJobFlows)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,26 @@ class JobFlowClient(ResourceLister):
         if uid:
             body["preconditions"] = {"uid": uid}
         await self._client.request("DELETE", JOBFLOWS.path(namespace, name), body=body)
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create a JobFlow (a CronJobFlow's run); returns its uid. `AlreadyExists` when the name is taken:
+        run names are deterministic, so that is a create that already happened (or someone else's flow:
+        the caller looks)."""
+        created = await self._client.request(
+            "POST", JOBFLOWS.path(namespace), query=[("fieldManager", FIELD_MANAGER)], body=body
+        )
+        meta = created.get("metadata")
+        uid = meta.get("uid") if isinstance(meta, dict) else None
+        return uid if isinstance(uid, str) else ""
+
+    async def annotate(self, namespace: str, name: str, annotations: dict[str, str], uid: str) -> None:
+        """Merge `annotations` into the flow's (the stop request of a replaced run), only if the flow of
+        that name is still the one with `uid` (`Conflict` otherwise)."""
+        body = {"metadata": {"uid": uid, "annotations": annotations}}
+        await self._client.request(
+            "PATCH",
+            JOBFLOWS.path(namespace, name),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=body,
+            content_type="application/merge-patch+json",
+        )

@@ -3,7 +3,8 @@
 Pure: no I/O. `validate_jobflow(obj)` (the flow's definition; what the controller re-checks),
 `validate_approvals(obj)` (approval annotations; admission only) and `validate_update(old, new)` (both,
 plus the UPDATE rules) take raw objects (dicts as they arrive in an AdmissionReview or a YAML file) and
-return every FieldError at once; `AcceptedSpecs` remembers valid specs by their JSON bytes
+return every FieldError at once (`validate_cronjobflow(obj)` checks a CronJobFlow, its template with
+`validate_jobflow`); `AcceptedSpecs` remembers valid specs by their JSON bytes
 (argument values aside).
 
 The image runs these modules compiled with mypyc (hatch_build.py); `COMPILED` says whether this
@@ -15,6 +16,7 @@ from types import FunctionType
 
 from zen_flow.validation.accepted import NAME_READERS, AcceptedSpecs
 from zen_flow.validation.approvals import has_approvals, validate_approvals
+from zen_flow.validation.cronjobflow import validate_cronjobflow
 from zen_flow.validation.errors import ErrorType, FieldError, render
 from zen_flow.validation.flow import STEP_WIRING, validate_jobflow
 from zen_flow.validation.size import status_bound
@@ -37,6 +39,7 @@ __all__ = [
     "render",
     "status_bound",
     "validate_approvals",
+    "validate_cronjobflow",
     "validate_jobflow",
     "validate_update",
 ]

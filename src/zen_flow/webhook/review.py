@@ -85,21 +85,21 @@ def deny(
     return _envelope({"uid": uid, "allowed": False, "status": status})
 
 
-def deny_invalid(request: AdmissionRequest, errors: list[FieldError]) -> dict[str, Any]:
+def deny_invalid(request: AdmissionRequest, errors: list[FieldError], kind: str = KIND) -> dict[str, Any]:
     """422 Invalid with every error, shaped like the apiserver's own validation failures.
 
     kubectl prints an Invalid status that has `details` from the details alone (`The JobFlow "x" is
     invalid:` and one `field: message` line per cause) and drops the message, so the causes must carry
     every error users need to see, and kind and name make kubectl name the flow.
     """
-    subject = f'JobFlow "{request.name}"' if request.name else "JobFlow"
+    subject = f'{kind} "{request.name}"' if request.name else kind
     message = f"{subject} is invalid:\n{render(errors)}"
     causes: list[dict[str, str]] = [
         {"reason": _CAUSE_REASONS[e.type], "message": e.body(), "field": e.path} for e in errors[:_MAX_CAUSES]
     ]
     if len(errors) > _MAX_CAUSES:
         causes.append({"message": f"and {len(errors) - _MAX_CAUSES} more errors"})
-    details = {"name": request.name, "group": GROUP, "kind": KIND, "causes": causes}
+    details = {"name": request.name, "group": GROUP, "kind": kind, "causes": causes}
     return deny(request.uid, 422, "Invalid", message, details)
 
 

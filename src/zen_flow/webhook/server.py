@@ -1,5 +1,5 @@
 """The HTTPS admission server: `/validate-jobflow`, `/mutate-jobflow` (the original's paths),
-`/healthz` and `/readyz`.
+`/validate-cronjobflow`, `/healthz` and `/readyz`.
 
 Request handling is thin: read the body (at most `MAX_BODY_BYTES`, else 413), run the pure review
 function on its bytes in a worker thread (a new 500-step spec takes tens of milliseconds; the event loop
@@ -20,6 +20,7 @@ from aiohttp import web
 
 from zen_flow.logging import get_logger
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
+from zen_flow.webhook.cron_review import validate_cron_review
 from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_review, validate_review_decisions
 from zen_flow.webhook.tls import CertMetrics, CertReloader
 
@@ -30,13 +31,14 @@ log = get_logger(__name__)
 MAX_BODY_BYTES = 3 * 1024 * 1024 + 64 * 1024
 VALIDATE_PATH = "/validate-jobflow"
 MUTATE_PATH = "/mutate-jobflow"
+VALIDATE_CRON_PATH = "/validate-cronjobflow"
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_LIMITS = ConnectionLimits()
 
 
 class WebhookMetrics(CertMetrics, Protocol):
     def review_done(self, webhook: str, allowed: bool, seconds: float) -> None:
-        """One admission review answered by `webhook` ("validate" or "mutate")."""
+        """One admission review answered by `webhook` ("validate", "mutate" or "validate-cron")."""
 
 
 BodyReader = Callable[[web.Request], Awaitable[bytes]]
@@ -122,6 +124,10 @@ def create_webhook_app(
         VALIDATE_PATH, _review_handler("validate", _validation(authorize), metrics, read_body)
     )
     app.router.add_post(MUTATE_PATH, _review_handler("mutate", _in_thread(mutate_review), metrics, read_body))
+    app.router.add_post(
+        VALIDATE_CRON_PATH,
+        _review_handler("validate-cron", _in_thread(validate_cron_review), metrics, read_body),
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

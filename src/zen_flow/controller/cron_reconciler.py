@@ -1,0 +1,269 @@
+"""The CronJobFlow reconciler: the thin I/O shell around `planner.cron.plan_cron`.
+
+One reconcile: the CronJobFlow and its runs from the caches (runs through the JobFlow informer's index of
+flows by their CronJobFlow owner), the validator's verdict (once per generation), `plan_cron(..., now)`,
+then the plan's run creates, stop requests and history deletes, its Events, and one conditional merge
+patch of /status when it changed. The key comes back at the next run time (`requeue_after`, the work
+queue's delayed add): a quiet schedule costs nothing between its run times.
+
+Its own work queue and workers, beside the JobFlow ones: a CronJobFlow's run must not wait behind a burst
+of flow reconciles, nor one CronJobFlow's failing creates behind another's (each key is retried on its
+own backoff; a failure is reported on that CronJobFlow, never raised out of the worker).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+from typing import Any
+
+import structlog
+
+from zen_flow.api.constants import ANNOTATION_STOP
+from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.api.meta import Condition
+from zen_flow.controller.metrics import Metrics
+from zen_flow.informer import JobFlowInformer
+from zen_flow.informer.cronjobflows import CronJobFlowInformer
+from zen_flow.informer.resources import owner_cron_key
+from zen_flow.kube.cronjobflows import CronJobFlowClient
+from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, KubeError, NotFound, describe
+from zen_flow.kube.events import EventRecorder
+from zen_flow.kube.jobflows import JobFlowClient
+from zen_flow.logging import get_logger
+from zen_flow.machinery.clock import Clock
+from zen_flow.machinery.queue_metrics import QueueMetrics
+from zen_flow.machinery.ratelimit import default_controller_rate_limiter
+from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
+from zen_flow.planner.actions import EventSpec
+from zen_flow.planner.cron import CreateRun, CronPlan, DeleteRun, StopRun, plan_cron
+from zen_flow.validation import render, validate_cronjobflow
+
+log = get_logger(__name__)
+
+# Two: a create held by a slow admission webhook of one namespace leaves a worker to the others.
+CRON_WORKERS = 2
+MAX_VERDICT = 4096
+
+
+def namespace_of(key: Hashable) -> str:
+    return str(key).partition("/")[0]
+
+
+def cron_queue(clock: Clock, metrics: QueueMetrics | None = None) -> WorkQueue[str]:
+    return WorkQueue(
+        name="cronjobflows",
+        clock=clock,
+        rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
+        metrics=metrics,
+        group_of=namespace_of,
+    )
+
+
+class CronController:
+    def __init__(
+        self,
+        *,
+        crons: CronJobFlowInformer,
+        flows: JobFlowInformer,
+        cron_api: CronJobFlowClient,
+        flow_api: JobFlowClient,
+        queue: WorkQueue[str],
+        events: EventRecorder,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._crons = crons
+        self._flows = flows
+        self._cron_api = cron_api
+        self._flow_api = flow_api
+        self._queue = queue
+        self._events = events
+        self._clock = clock
+        self._metrics = metrics
+        # (uid, generation) -> the validator's verdict (None: valid); the spec only changes with a generation.
+        self._verdicts: dict[tuple[str, int], str | None] = {}
+        self._ids = itertools.count(1)
+
+    # --- informer handlers: only enqueue -----------------------------------------------------------
+
+    def on_cron_event(self, cron: CronJobFlow, old: CronJobFlow | None = None) -> None:
+        self._queue.add(cron.key)
+
+    def on_cron_deleted(self, cron: CronJobFlow) -> None:
+        # Its runs go with it (ownerReferences); only the memory of its verdicts is ours to drop.
+        for key in [k for k in self._verdicts if k[0] == cron.metadata.uid]:
+            del self._verdicts[key]
+
+    def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
+        """A run changed (started, finished, was deleted): its CronJobFlow's active list and history too."""
+        key = owner_cron_key(flow)
+        if key is not None:
+            self._queue.add(key)
+
+    # --- workers -----------------------------------------------------------------------------------
+
+    async def run_worker(self) -> None:
+        while True:
+            try:
+                key = await self._queue.get()
+            except QueueShutDown:
+                return
+            with structlog.contextvars.bound_contextvars(
+                cronjobflow=key, reconcile_id=f"c{next(self._ids):x}"
+            ):
+                await self._work(key)
+
+    async def _work(self, key: str) -> None:
+        try:
+            requeue_after = await self.reconcile(key)
+        except Conflict as exc:
+            log.debug("cronjobflow status conflict; retrying", error=str(exc))
+            self._queue.add_rate_limited(key)
+        except Exception as exc:
+            # Never out of the worker: one broken CronJobFlow must not stop another's runs.
+            log.warning("cronjobflow reconcile failed; retrying", error=describe(exc))
+            self._queue.add_rate_limited(key)
+        else:
+            self._queue.forget(key)
+            log.debug("cronjobflow reconciled", next_in=requeue_after)
+        finally:
+            self._queue.done(key)
+
+    async def reconcile(self, key: str) -> float | None:
+        """One reconcile. The key is booked again for the next run time as soon as the plan is made, so a
+        failure after that (retried with a backoff that may grow past it) never makes that run late;
+        returns the seconds until then (None: nothing scheduled)."""
+        cron = self._crons.get(key)
+        if cron is None or cron.metadata.deletion_timestamp is not None:
+            return None
+        invalid = self._crons.parse_error(key) or self._verdict(cron)
+        runs = self._flows.runs_of(cron.metadata.uid)
+        plan = plan_cron(cron, runs, self._clock.now(), invalid)
+        if plan.requeue_after is not None:
+            self._queue.add_after(key, plan.requeue_after)
+        plan, cleanup_failed = await self._apply(cron, plan)
+        for event in plan.events:
+            self._events.emit(cron, event.type, event.reason, event.message)
+        if plan.outcome is not None:
+            self._metrics.cron_runs.labels(plan.outcome).inc()
+        await self._write_status(cron, plan.status)
+        if cleanup_failed is not None:
+            raise cleanup_failed  # retried with backoff; the run and the status are written already
+        return plan.requeue_after
+
+    def _verdict(self, cron: CronJobFlow) -> str | None:
+        """Why the CronJobFlow cannot make valid runs (the webhook's rules: it may not have run), or None."""
+        key = (cron.metadata.uid, cron.metadata.generation)
+        if key not in self._verdicts:
+            for stale in [k for k in self._verdicts if k[0] == key[0]]:
+                del self._verdicts[stale]  # an older generation's
+            errors = validate_cronjobflow(cron.to_wire())
+            # Bounded: it becomes a condition message and an Event (a 500-step template's every error).
+            self._verdicts[key] = render(errors)[:MAX_VERDICT] if errors else None
+        return self._verdicts[key]
+
+    async def _apply(self, cron: CronJobFlow, plan: CronPlan) -> tuple[CronPlan, KubeError | None]:
+        """Carry out the plan's actions; a run the apiserver refuses for good becomes a skipped run time.
+        A stop or a history delete that fails does not hold the run back: its error is returned, to be
+        raised once the run is created and the status written."""
+        namespace = cron.metadata.namespace
+        failed: KubeError | None = None
+        for action in plan.actions:
+            try:
+                if isinstance(action, StopRun):
+                    await self._flow_api.annotate(
+                        namespace, action.name, {ANNOTATION_STOP: "true"}, action.uid
+                    )
+                elif isinstance(action, DeleteRun):
+                    await self._flow_api.delete(namespace, action.name, action.uid)
+                elif isinstance(action, CreateRun):
+                    plan = await self._create(cron, plan, action)
+            except (NotFound, Conflict, Invalid) as err:
+                if isinstance(action, CreateRun):
+                    raise
+                # Gone, or another flow by that name now (its uid differs): nothing of ours to change.
+                log.debug("run already gone or replaced", run=action.name, error=str(err))
+            except KubeError as err:
+                if isinstance(action, CreateRun):
+                    raise
+                log.warning("run not stopped or deleted; retrying", run=action.name, error=describe(err))
+                failed = failed or err
+        return plan, failed
+
+    async def _create(self, cron: CronJobFlow, plan: CronPlan, action: CreateRun) -> CronPlan:
+        namespace = cron.metadata.namespace
+        try:
+            await self._flow_api.create(namespace, action.body)
+        except AlreadyExists:
+            # Names are deterministic: most likely our own create, answered late or before a restart.
+            raw = await self._flow_api.get(namespace, action.name)
+            if _controller_uid(raw) == cron.metadata.uid:
+                log.info("run already created", run=action.name)
+                return _without_outcome(plan)
+            return _refused(
+                cron, plan, action, f"the name {action.name} is taken by a flow this did not create"
+            )
+        except ApiError as err:
+            if err.transient:
+                raise
+            # The apiserver or the JobFlow webhook refused the run (a template that a newer rule rejects,
+            # a quota): retrying would not help; the run time is skipped and the reason shown.
+            return _refused(cron, plan, action, describe(err))
+        log.info("run created", run=action.name, scheduled_time=str(action.scheduled_time))
+        return plan
+
+    async def _write_status(self, cron: CronJobFlow, status: CronJobFlowStatus) -> None:
+        new, old = status.to_wire(), cron.status.to_wire()
+        if new == old:
+            return
+        # A merge patch: a field the new status no longer has is removed with a null.
+        patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
+        await self._cron_api.patch_status(
+            cron.metadata.namespace, cron.metadata.name, patch, cron.metadata.resource_version
+        )
+
+
+def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> CronPlan:
+    """The plan as if its run time had been skipped: the apiserver refused the run for good."""
+    message = f"run time of {action.name} skipped: the run could not be created: {why}"
+    old = plan.status
+    active = tuple(r for r in old.active if r.name != action.name)
+    status = old.model_copy(
+        update={
+            "last_skipped_time": action.scheduled_time,
+            "last_schedule_time": cron.status.last_schedule_time,
+            "active": active,
+            "active_runs": len(active),
+            "conditions": tuple(
+                _refusal_condition(c, message) if c.type == "Scheduled" else c for c in old.conditions
+            ),
+        }
+    )
+    events = tuple(e for e in plan.events if e.reason != "RunCreated")
+    return CronPlan(
+        plan.actions,
+        status,
+        (*events, EventSpec("Warning", "RunFailed", message)),
+        plan.requeue_after,
+        "error",
+    )
+
+
+def _without_outcome(plan: CronPlan) -> CronPlan:
+    return CronPlan(plan.actions, plan.status, plan.events, plan.requeue_after, None)
+
+
+def _refusal_condition(condition: Condition, message: str) -> Condition:
+    return condition.model_copy(update={"status": "False", "reason": "CreateFailed", "message": message})
+
+
+def _controller_uid(raw: dict[str, Any]) -> str | None:
+    meta = raw.get("metadata")
+    refs = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    for ref in refs if isinstance(refs, list) else []:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            uid = ref.get("uid")
+            return uid if isinstance(uid, str) else None
+    return None

@@ -1,0 +1,118 @@
+"""`validate_cronjobflow`: every rule for a CronJobFlow, all errors at once (the webhook and the controller).
+
+The schedule and time zone must parse (core/cron.py), the CronJob-style fields be in range, and the
+template must make a valid JobFlow: its spec is checked with the JobFlow validator itself, as the flow a
+run will create (named `<cron name>-<8-digit Unix minute>`), and its errors are reported under
+`spec.jobFlowTemplate.spec`, so a mistake is refused when the CronJobFlow is written, not at 3 a.m. when
+its first run is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.api.constants import API_VERSION, CRON_KIND, KIND, ConcurrencyPolicy
+from zen_flow.core.cron import ScheduleError, parse_schedule, parse_time_zone
+from zen_flow.validation.errors import ROOT, FieldError, invalid, not_supported, required
+from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.formats import subdomain_problem
+from zen_flow.validation.limits import MAX_FLOW_NAME
+from zen_flow.validation.reader import Reader
+from zen_flow.validation.template import check_metadata_maps
+
+# A run is named `<cron name>-<Unix minute>`; the minute has 8 digits until the year 2160. Kubernetes'
+# CronJob keeps 11 characters for its suffix the same way (52).
+RUN_SUFFIX = "-99999999"
+MAX_CRON_NAME = MAX_FLOW_NAME - len(RUN_SUFFIX)
+TEMPLATE_SPEC = "spec.jobFlowTemplate.spec"
+_POLICIES = [p.value for p in ConcurrencyPolicy]
+
+
+def validate_cronjobflow(obj: Mapping[str, Any]) -> list[FieldError]:
+    """Every problem with `obj` (a raw CronJobFlow) as a CronJobFlow; an empty list means valid."""
+    errors: list[FieldError] = []
+    r = Reader(errors)
+    root = r.mapping(obj, ROOT, require=True)
+    if root is None:
+        return errors
+    api_version = r.string(root.get("apiVersion"), "apiVersion")
+    if api_version and api_version != API_VERSION:
+        r.add(not_supported("apiVersion", api_version, [API_VERSION]))
+    kind = r.string(root.get("kind"), "kind")
+    if kind and kind != CRON_KIND:
+        r.add(not_supported("kind", kind, [CRON_KIND]))
+    meta = r.mapping(root.get("metadata"), "metadata", require=True)
+    name = _check_name(r, meta) if meta is not None else ""
+    spec = r.mapping(root.get("spec"), "spec", require=True)
+    if spec is None:
+        return errors
+    _check_schedule(r, spec)
+    policy = r.string(spec.get("concurrencyPolicy"), "spec.concurrencyPolicy")
+    if policy and policy not in _POLICIES:
+        r.add(not_supported("spec.concurrencyPolicy", policy, _POLICIES))
+    for field in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        value = r.integer(spec.get(field), "spec." + field)
+        if value is not None and value < 0:
+            r.add(invalid("spec." + field, value, "must be greater than or equal to 0"))
+    r.boolean(spec.get("suspend"), "spec.suspend")
+    template = r.mapping(spec.get("jobFlowTemplate"), "spec.jobFlowTemplate", require=True)
+    if template is not None:
+        _check_template(r, template, name)
+    return errors
+
+
+def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:
+    name = r.string(meta.get("name"), "metadata.name") or ""
+    generate = r.string(meta.get("generateName"), "metadata.generateName") or ""
+    if not name and not generate:
+        r.add(required("metadata.name", "name or generateName is required"))
+    why = (
+        f"its runs are named <name>{RUN_SUFFIX[0]}<Unix minute> and a run's name has at most {MAX_FLOW_NAME}"
+    )
+    if len(name) > MAX_CRON_NAME:
+        r.add(invalid("metadata.name", name, f"must be no more than {MAX_CRON_NAME} characters: {why}"))
+    elif name and (problem := subdomain_problem(name)):
+        r.add(invalid("metadata.name", name, problem))
+    if len(generate) > MAX_CRON_NAME - 5:
+        r.add(
+            invalid("metadata.generateName", generate, f"must be no more than {MAX_CRON_NAME - 5} characters")
+        )
+    return name or generate + "xxxxx"
+
+
+def _check_schedule(r: Reader, spec: Mapping[str, Any]) -> None:
+    zone = r.string(spec.get("timeZone"), "spec.timeZone")
+    zone_ok = True
+    if zone:
+        try:
+            parse_time_zone(zone)
+        except ScheduleError as err:
+            r.add(invalid("spec.timeZone", zone, str(err)))
+            zone_ok = False
+    schedule = r.string(spec.get("schedule"), "spec.schedule", require=True)
+    if schedule is None:
+        return
+    try:
+        parse_schedule(schedule, zone if zone_ok else None)
+    except ScheduleError as err:
+        r.add(invalid("spec.schedule", schedule, str(err)))
+
+
+def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
+    meta = r.mapping(template.get("metadata"), "spec.jobFlowTemplate.metadata")
+    if meta is not None:
+        check_metadata_maps(r, meta, "spec.jobFlowTemplate.metadata")
+    spec = r.mapping(template.get("spec"), TEMPLATE_SPEC, require=True)
+    if spec is None:
+        return
+    run = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": (name or "run")[:MAX_CRON_NAME] + RUN_SUFFIX},
+        "spec": spec,
+    }
+    for error in validate_jobflow(run):
+        # The run's metadata is ours (checked above as the CronJobFlow's name); its spec is the template's.
+        if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
+            r.add(FieldError("spec.jobFlowTemplate." + error.path, error.type, error.value, error.detail))

@@ -1,0 +1,293 @@
+"""The CronJobFlow shell (controller/cron_reconciler.py): its real workers and queue on a FakeClock, with
+an in-memory apiserver: runs come at their run times, a refused or failing CronJobFlow never stops
+another's runs, and a create answered AlreadyExists is taken as made."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import structlog
+
+from zen_flow.api.cronjobflow import CronJobFlow
+from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.api.meta import format_time
+from zen_flow.controller.cron_reconciler import CronController, cron_queue
+from zen_flow.controller.metrics import Metrics
+from zen_flow.kube.errors import AlreadyExists, Invalid, TransportError
+from zen_flow_dev.testing.clock import FakeClock, settle
+
+START = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC)
+JOB = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "spec": {
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}}
+    },
+}
+
+
+class Cluster:
+    """CronJobFlows and JobFlows as the apiserver holds them; each write is seen by the caches at once
+    (the handlers are called, as the informers would)."""
+
+    def __init__(self) -> None:
+        self.crons: dict[str, CronJobFlow] = {}
+        self.flows: dict[str, JobFlow] = {}
+        self.failing: dict[str, Exception] = {}  # cron name -> what its run creates raise
+        self.unseen: set[str] = set()  # flows the cache does not show yet
+        self.events: list[tuple[str, str, str]] = []
+        self.controller: CronController | None = None
+        self._rv = 0
+
+    # the caches
+    def get(self, key: str) -> CronJobFlow | None:
+        return self.crons.get(key)
+
+    def parse_error(self, key: str) -> str | None:
+        return None
+
+    def runs_of(self, uid: str) -> list[JobFlow]:
+        return [
+            f
+            for f in self.flows.values()
+            if (r := f.metadata.controller_ref()) and r.uid == uid and f.key not in self.unseen
+        ]
+
+    # the API
+    def add_cron(self, name: str, schedule: str = "* * * * *", **spec: Any) -> None:
+        cron = CronJobFlow.model_validate(
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": "ns",
+                    "uid": f"uid-{name}",
+                    "generation": 1,
+                    "resourceVersion": self._next_rv(),
+                    "creationTimestamp": format_time(START),
+                },
+                "spec": {
+                    "schedule": schedule,
+                    "jobFlowTemplate": {"spec": {"steps": [{"name": "a", "template": JOB}]}},
+                    **spec,
+                },
+            }
+        )
+        self.crons[cron.key] = cron
+        assert self.controller is not None
+        self.controller.on_cron_event(cron)
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> str:
+        owner = body["metadata"]["ownerReferences"][0]["name"]
+        if owner in self.failing:
+            raise self.failing[owner]
+        flow = JobFlow.model_validate(
+            {**body, "metadata": {**body["metadata"], "uid": "u-" + body["metadata"]["name"]}}
+        )
+        if flow.key in self.flows:
+            raise AlreadyExists(409, "AlreadyExists", "taken")
+        self.flows[flow.key] = flow
+        assert self.controller is not None
+        self.controller.on_flow_event(flow)
+        return flow.metadata.uid
+
+    async def get_flow(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.flows[f"{namespace}/{name}"].to_wire()
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any], rv: str) -> None:
+        key = f"{namespace}/{name}"
+        old = self.crons[key]
+        assert old.metadata.resource_version == rv
+        merged = {k: v for k, v in {**old.status.to_wire(), **status}.items() if v is not None}
+        self.crons[key] = CronJobFlow.model_validate(
+            {
+                **old.to_wire(),
+                "metadata": {**old.metadata.to_wire(), "resourceVersion": self._next_rv()},
+                "status": merged,
+            }
+        )
+
+    def emit(self, cron: CronJobFlow, type_: str, reason: str, message: str) -> None:
+        self.events.append((cron.metadata.name, reason, message))
+
+    def runs(self, cron: str) -> list[str]:
+        return sorted(
+            f.metadata.name
+            for f in self.flows.values()
+            if f.metadata.labels.get("workflow.kube-zen.io/cronjobflow") == cron
+        )
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+
+class FlowApi:
+    def __init__(self, cluster: Cluster) -> None:
+        self.create = cluster.create
+        self.get = cluster.get_flow
+
+    async def annotate(self, *args: Any) -> None:
+        raise AssertionError("no Replace here")
+
+    async def delete(self, *args: Any) -> None:
+        raise TransportError("connection reset")  # the one test with history to delete: it fails
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[Cluster, FakeClock, Metrics]]:
+    clock = FakeClock(wall_start=START)
+    cluster = Cluster()
+    metrics = Metrics()
+    queue = cron_queue(clock)
+    cluster.controller = CronController(
+        crons=cluster,  # type: ignore[arg-type]
+        flows=cluster,  # type: ignore[arg-type]
+        cron_api=cluster,  # type: ignore[arg-type]
+        flow_api=FlowApi(cluster),  # type: ignore[arg-type]
+        queue=queue,
+        events=cluster,  # type: ignore[arg-type]
+        clock=clock,
+        metrics=metrics,
+    )
+    workers = [asyncio.create_task(cluster.controller.run_worker()) for _ in range(2)]
+    with structlog.testing.capture_logs():
+        yield cluster, clock, metrics
+    queue.shutdown()
+    await asyncio.gather(*workers)
+
+
+def runs_total(metrics: Metrics, result: str) -> float:
+    return metrics.registry.get_sample_value("zen_flow_cronjobflow_runs_total", {"result": result}) or 0.0
+
+
+async def test_runs_come_at_their_run_times_without_polling(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, metrics = running
+    cluster.add_cron("every-minute")
+    await settle()
+    assert cluster.runs("every-minute") == []  # 00:00:30: the next run time is 00:01
+    await clock.advance(30)
+    assert cluster.runs("every-minute") == ["every-minute-31557601"]
+    status = cluster.crons["ns/every-minute"].status
+    assert status.last_schedule_time == datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    assert [r.name for r in status.active] == ["every-minute-31557601"]
+    await clock.advance(60)
+    # Forbid (the default): the first run is still active, so 00:02 is skipped, and said.
+    assert cluster.runs("every-minute") == ["every-minute-31557601"]
+    assert cluster.crons["ns/every-minute"].status.last_skipped_time == datetime(2030, 1, 1, 0, 2, tzinfo=UTC)
+    assert [e[1] for e in cluster.events] == ["RunCreated", "RunSkipped"]
+    assert runs_total(metrics, "created") == 1
+    assert runs_total(metrics, "skipped_forbid") == 1
+
+
+async def test_a_failing_cronjobflow_does_not_stop_anothers_runs(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, _ = running
+    cluster.failing["broken"] = TransportError("connection reset")
+    cluster.add_cron("broken", concurrencyPolicy="Allow")
+    cluster.add_cron("healthy", concurrencyPolicy="Allow")
+    await clock.advance(30)
+    await clock.advance(60)
+    assert cluster.runs("healthy") == ["healthy-31557601", "healthy-31557602"]
+    assert cluster.runs("broken") == []
+    # Its retries go on with a backoff that has grown past a minute by now, but its next run time stays
+    # booked: once the apiserver answers, the 00:03 run comes on time (00:01 and 00:02 are not made up).
+    del cluster.failing["broken"]
+    await clock.advance(60)
+    assert cluster.runs("broken") == ["broken-31557603"]
+
+
+async def test_a_run_the_apiserver_refuses_is_skipped_with_the_reason(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, metrics = running
+    cluster.failing["refused"] = Invalid(
+        422, "Invalid", 'admission webhook denied: spec.steps[0]: "a" is bad'
+    )
+    cluster.add_cron("refused")
+    await clock.advance(30)
+    status = cluster.crons["ns/refused"].status
+    assert status.last_schedule_time is None
+    assert status.last_skipped_time == datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    scheduled = next(c for c in status.conditions if c.type == "Scheduled")
+    assert (scheduled.status, scheduled.reason) == ("False", "CreateFailed")
+    assert "admission webhook denied" in scheduled.message
+    assert [e[1] for e in cluster.events] == ["RunFailed"]
+    assert runs_total(metrics, "error") == 1
+    assert runs_total(metrics, "created") == 0
+
+
+async def test_an_invalid_cronjobflow_ends_with_a_condition(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, _ = running
+    cluster.add_cron("typo", schedule="every minute")
+    cluster.add_cron("fine")
+    await clock.advance(30)
+    valid = next(c for c in cluster.crons["ns/typo"].status.conditions if c.type == "Valid")
+    assert (valid.status, valid.reason) == ("False", "Invalid")
+    assert "spec.schedule" in valid.message
+    assert cluster.runs("fine") == ["fine-31557601"]
+
+
+async def test_a_lost_status_write_never_makes_a_second_run(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, metrics = running
+    cluster.add_cron("once")
+    await clock.advance(30)
+    # As after a restart that lost the status write, with a cache that does not show the run yet.
+    cron = cluster.crons["ns/once"]
+    cluster.crons["ns/once"] = cron.model_copy(update={"status": type(cron.status)()})
+    cluster.unseen = set(cluster.flows)
+    assert cluster.controller is not None
+    cluster.controller.on_cron_event(cluster.crons["ns/once"])
+    await settle()
+    # The create is tried again, answered AlreadyExists, and the run found to be this one's.
+    assert cluster.runs("once") == ["once-31557601"]
+    assert runs_total(metrics, "created") == 1
+    assert cluster.crons["ns/once"].status.last_schedule_time == datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+
+
+async def test_without_the_crd_the_cron_workers_wait_and_leave_on_shutdown() -> None:
+    # The CronJobFlow CRD not installed yet: its informer never syncs. The JobFlow workers do not wait
+    # for it (app.work starts them first), and a shutdown does not wait for it either.
+    from zen_flow.controller.app import _cron_work
+
+    class NeverSynced:
+        store: dict[str, Any] = {}
+
+        async def wait_synced(self) -> None:
+            await asyncio.Event().wait()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(_cron_work(NeverSynced(), None, stop))  # type: ignore[arg-type]
+    await settle()
+    assert not task.done()
+    stop.set()
+    await settle()
+    assert task.done()
+    assert task.exception() is None
+
+
+async def test_a_history_delete_that_fails_does_not_hold_the_next_run_back(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, metrics = running
+    cluster.add_cron("tidy", successfulJobsHistoryLimit=0)
+    await clock.advance(30)
+    [first] = cluster.flows.values()
+    cluster.flows[first.key] = first.model_copy(update={"status": JobFlowStatus(phase="Succeeded")})
+    assert cluster.controller is not None
+    cluster.controller.on_flow_event(cluster.flows[first.key])
+    await clock.advance(60)
+    # The succeeded run could not be deleted (the apiserver did not answer), and the next run came all
+    # the same; the delete is retried.
+    assert cluster.runs("tidy") == ["tidy-31557601", "tidy-31557602"]
+    assert runs_total(metrics, "created") == 2

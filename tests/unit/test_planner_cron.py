@@ -1,0 +1,258 @@
+"""plan_cron (planner/cron.py): which runs a CronJobFlow creates, skips, stops and deletes, by the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from zen_flow.api.constants import ANNOTATION_SCHEDULED_TIME, ANNOTATION_STOP, LABEL_CRON
+from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
+from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.api.meta import ObjectMeta, OwnerReference, format_time
+from zen_flow.core.cron import scheduled_minute
+from zen_flow.planner.cron import CreateRun, DeleteRun, StopRun, plan_cron, run_name
+
+CREATED = datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
+TEMPLATE_SPEC = {"steps": [{"name": "a", "template": {"spec": {"template": {"spec": {"containers": []}}}}}]}
+
+
+def cron(schedule: str = "*/10 * * * *", status: CronJobFlowStatus | None = None, **spec: Any) -> CronJobFlow:
+    return CronJobFlow.model_validate(
+        {
+            "metadata": {
+                "name": "nightly",
+                "namespace": "team",
+                "uid": "cron-uid",
+                "generation": 2,
+                "creationTimestamp": format_time(CREATED),
+            },
+            "spec": {
+                "schedule": schedule,
+                "jobFlowTemplate": {"metadata": {"labels": {"team": "data"}}, "spec": TEMPLATE_SPEC},
+                **spec,
+            },
+            "status": (status or CronJobFlowStatus()).to_wire(),
+        }
+    )
+
+
+def run(
+    at: datetime, phase: str | None = "Running", completed: datetime | None = None, **annotations: str
+) -> JobFlow:
+    name = run_name("nightly", at)
+    return JobFlow(
+        metadata=ObjectMeta(
+            name=name,
+            namespace="team",
+            uid=f"uid-{name}",
+            annotations={ANNOTATION_SCHEDULED_TIME: format_time(at), **annotations},
+            owner_references=(
+                OwnerReference(
+                    api_version="workflow.kube-zen.io/v1alpha1",
+                    kind="CronJobFlow",
+                    name="nightly",
+                    uid="cron-uid",
+                    controller=True,
+                ),
+            ),
+        ),
+        status=JobFlowStatus(phase=phase, completion_time=completed),
+    )
+
+
+def at(hour: int, minute: int, second: int = 0) -> datetime:
+    return datetime(2026, 5, 1, hour, minute, second, tzinfo=UTC)
+
+
+def creates(plan: Any) -> list[CreateRun]:
+    return [a for a in plan.actions if isinstance(a, CreateRun)]
+
+
+def condition(plan: Any, kind: str) -> Any:
+    return next(c for c in plan.status.conditions if c.type == kind)
+
+
+def test_nothing_is_due_before_the_first_run_time_and_it_requeues_for_it() -> None:
+    plan = plan_cron(cron(), [], at(0, 7, 30))
+    assert plan.actions == ()
+    assert plan.requeue_after == 150.0  # 00:10:00
+    assert plan.outcome is None
+
+
+def test_a_due_run_time_creates_a_flow_named_by_its_unix_minute() -> None:
+    plan = plan_cron(cron(), [], at(0, 10, 3))
+    [create] = creates(plan)
+    assert create.name == f"nightly-{scheduled_minute(at(0, 10))}"
+    meta = create.body["metadata"]
+    assert isinstance(meta, dict)
+    assert meta["labels"] == {"team": "data", LABEL_CRON: "nightly"}
+    assert meta["annotations"] == {ANNOTATION_SCHEDULED_TIME: "2026-05-01T00:10:00Z"}
+    assert meta["ownerReferences"][0]["uid"] == "cron-uid"
+    assert meta["ownerReferences"][0]["controller"] is True
+    assert create.body["spec"] == TEMPLATE_SPEC
+    assert plan.status.last_schedule_time == at(0, 10)
+    assert [r.name for r in plan.status.active] == [create.name]
+    assert plan.status.active_runs == 1  # the ACTIVE column
+    assert condition(plan, "Scheduled").status == "True"
+    assert [e.reason for e in plan.events] == ["RunCreated"]
+    assert plan.outcome == "created"
+    assert plan.requeue_after == 597.0
+
+
+def test_the_same_run_time_is_not_created_twice_once_recorded_or_seen() -> None:
+    first = plan_cron(cron(), [], at(0, 10, 3))
+    # The status write landed: the same moment again plans nothing.
+    assert creates(plan_cron(cron(status=first.status), [], at(0, 10, 20))) == []
+    # The status write was lost but the cache shows the run: nothing either.
+    assert creates(plan_cron(cron(), [run(at(0, 10))], at(0, 10, 20))) == []
+
+
+def test_a_run_time_before_the_cronjobflow_existed_is_never_started() -> None:
+    assert creates(plan_cron(cron("0 0 * * *"), [], at(0, 0, 50))) == []
+
+
+def test_after_an_outage_only_the_latest_missed_run_time_starts() -> None:
+    status = CronJobFlowStatus(last_schedule_time=at(1, 0))
+    plan = plan_cron(cron(status=status), [run(at(1, 0), "Succeeded", at(1, 5))], at(9, 47))
+    assert [c.scheduled_time for c in creates(plan)] == [at(9, 40)]
+
+
+def test_with_a_starting_deadline_a_late_run_time_is_skipped_and_recorded() -> None:
+    status = CronJobFlowStatus(last_schedule_time=at(1, 0))
+    late = plan_cron(cron(status=status, startingDeadlineSeconds=300), [], at(9, 47))
+    assert creates(late) == []
+    assert late.status.last_skipped_time == at(9, 40)
+    assert late.status.last_schedule_time == at(1, 0)
+    assert late.outcome == "skipped_deadline"
+    assert [(e.type, e.reason) for e in late.events] == [("Warning", "MissedSchedule")]
+    assert condition(late, "Scheduled").status == "False"
+    # Recorded: the next reconcile does not skip (or start) it again.
+    again = plan_cron(cron(status=late.status, startingDeadlineSeconds=300), [], at(9, 48))
+    assert again.actions == ()
+    assert again.events == ()
+    # Within the deadline it starts.
+    on_time = plan_cron(cron(status=status, startingDeadlineSeconds=600), [], at(9, 47))
+    assert [c.scheduled_time for c in creates(on_time)] == [at(9, 40)]
+
+
+def test_forbid_is_the_default_and_skips_while_a_run_is_active() -> None:
+    status = CronJobFlowStatus(last_schedule_time=at(0, 10))
+    active = run(at(0, 10))
+    plan = plan_cron(cron(status=status), [active], at(0, 20, 1))
+    assert creates(plan) == []
+    assert plan.outcome == "skipped_forbid"
+    assert plan.status.last_skipped_time == at(0, 20)
+    assert [r.name for r in plan.status.active] == [active.metadata.name]
+    assert "not finished" in plan.events[0].message
+    # The skipped run time is not started late once the active run has finished.
+    done = run(at(0, 10), "Succeeded", at(0, 21))
+    after = plan_cron(cron(status=plan.status), [done], at(0, 22))
+    assert creates(after) == []
+    assert after.status.active == ()
+    assert after.status.last_successful_time == at(0, 21)
+
+
+def test_allow_creates_beside_the_active_run() -> None:
+    status = CronJobFlowStatus(last_schedule_time=at(0, 10))
+    active = run(at(0, 10))
+    plan = plan_cron(cron(status=status, concurrencyPolicy="Allow"), [active], at(0, 20, 1))
+    assert [c.scheduled_time for c in creates(plan)] == [at(0, 20)]
+    assert [r.name for r in plan.status.active] == [active.metadata.name, run_name("nightly", at(0, 20))]
+    assert plan.status.active_runs == 2
+
+
+def test_replace_stops_the_active_runs_with_the_stop_annotation_and_creates() -> None:
+    status = CronJobFlowStatus(last_schedule_time=at(0, 10))
+    active = run(at(0, 10))
+    plan = plan_cron(cron(status=status, concurrencyPolicy="Replace"), [active], at(0, 20, 1))
+    assert [a for a in plan.actions if isinstance(a, StopRun)] == [
+        StopRun(active.metadata.name, active.metadata.uid)
+    ]
+    assert [c.scheduled_time for c in creates(plan)] == [at(0, 20)]
+    assert not any(isinstance(a, DeleteRun) for a in plan.actions)  # stopped, not deleted
+    # A run already asked to stop is not asked again.
+    stopping = run(at(0, 10), **{ANNOTATION_STOP: "true"})
+    again = plan_cron(cron(status=status, concurrencyPolicy="Replace"), [stopping], at(0, 20, 1))
+    assert not any(isinstance(a, StopRun) for a in again.actions)
+
+
+def test_suspend_creates_nothing_and_does_not_requeue() -> None:
+    plan = plan_cron(cron(suspend=True), [], at(0, 10, 3))
+    assert plan.actions == ()
+    assert plan.requeue_after is None
+
+
+def test_resuming_starts_the_latest_missed_run_time_unless_the_deadline_excludes_it() -> None:
+    status = CronJobFlowStatus(last_schedule_time=at(0, 10))
+    assert [c.scheduled_time for c in creates(plan_cron(cron(status=status), [], at(5, 3)))] == [at(5, 0)]
+    late = plan_cron(cron(status=status, startingDeadlineSeconds=60), [], at(5, 3))
+    assert creates(late) == []
+
+
+def test_history_limits_delete_the_oldest_finished_runs() -> None:
+    succeeded = [run(at(0, m), "Succeeded", at(0, m + 1)) for m in (10, 20, 30, 40, 50)]
+    failed = [run(at(1, m), "Failed", at(1, m + 1)) for m in (10, 20)]
+    runs = [*succeeded, *failed, run(at(2, 0))]
+    status = CronJobFlowStatus(last_schedule_time=at(2, 0))
+    plan = plan_cron(cron(status=status), runs, at(2, 5))
+    deleted = {a.name for a in plan.actions if isinstance(a, DeleteRun)}
+    # Defaults: 3 successful, 1 failed kept; the running one is never history.
+    assert deleted == {succeeded[0].metadata.name, succeeded[1].metadata.name, failed[0].metadata.name}
+    custom = plan_cron(
+        cron(status=status, successfulJobsHistoryLimit=0, failedJobsHistoryLimit=5), runs, at(2, 5)
+    )
+    assert {a.name for a in custom.actions if isinstance(a, DeleteRun)} == {
+        r.metadata.name for r in succeeded
+    }
+
+
+def test_last_successful_time_survives_its_run_being_deleted() -> None:
+    status = CronJobFlowStatus(last_schedule_time=at(0, 10), last_successful_time=at(0, 12))
+    assert plan_cron(cron(status=status), [], at(0, 15)).status.last_successful_time == at(0, 12)
+
+
+def test_an_invalid_schedule_ends_with_a_condition_and_one_event_never_a_crash() -> None:
+    plan = plan_cron(cron("every day"), [], at(0, 10))
+    assert plan.actions == ()
+    valid = condition(plan, "Valid")
+    assert (valid.status, valid.reason) == ("False", "Invalid")
+    assert "spec.schedule" in valid.message
+    assert [e.reason for e in plan.events] == ["Invalid"]
+    assert plan.requeue_after is None
+    # Said once: the next reconcile of the same problem emits nothing.
+    assert plan_cron(cron("every day", status=plan.status), [], at(0, 11)).events == ()
+
+
+def test_an_invalid_template_creates_nothing() -> None:
+    plan = plan_cron(cron(), [], at(0, 10, 3), invalid="spec.jobFlowTemplate.spec.steps: Required value")
+    assert creates(plan) == []
+    assert "jobFlowTemplate" in condition(plan, "Valid").message
+
+
+def test_a_time_zone_moves_the_run_times() -> None:
+    nine = cron("0 9 * * *", timeZone="Asia/Tokyo")  # 09:00 JST is 00:00 UTC
+    plan = plan_cron(nine, [], datetime(2026, 5, 2, 0, 0, 20, tzinfo=UTC))
+    assert [c.scheduled_time for c in creates(plan)] == [datetime(2026, 5, 2, tzinfo=UTC)]
+
+
+def test_runs_being_deleted_are_not_active() -> None:
+    going = run(at(0, 10)).model_copy(
+        update={"metadata": run(at(0, 10)).metadata.model_copy(update={"deletion_timestamp": at(0, 15)})}
+    )
+    plan = plan_cron(cron(status=CronJobFlowStatus(last_schedule_time=at(0, 10))), [going], at(0, 20, 1))
+    assert len(creates(plan)) == 1
+
+
+def test_a_run_with_no_time_at_all_sorts_oldest_instead_of_failing() -> None:
+    odd = JobFlow(
+        metadata=ObjectMeta(
+            name="renamed",
+            namespace="team",
+            uid="uid-odd",
+            owner_references=run(at(0, 0)).metadata.owner_references,
+        ),
+        status=JobFlowStatus(phase="Succeeded"),
+    )
+    runs = [odd, *(run(at(0, m), "Succeeded", at(0, m + 1)) for m in (10, 20, 30))]
+    plan = plan_cron(cron(status=CronJobFlowStatus(last_schedule_time=at(0, 30))), runs, at(0, 35))
+    assert [a.name for a in plan.actions if isinstance(a, DeleteRun)] == ["renamed"]
