@@ -601,6 +601,12 @@ def test_a_gate_with_approvers_counts_each_named_approver_once(
         annotations_of(get_flow(kubectl, namespace, "counted"))[ANNOTATION_APPROVED_BY_PREFIX + "gate"]
         == "alice,bob"
     )
+    # Taking the approvals back is left to RBAC: carol, not named, may (it cannot open the gate).
+    done = kubectl("annotate", "jobflow", "counted", "-n", namespace, f"{APPROVE_PREFIX}gate-", "--as=carol")
+    assert done.returncode == 0, done.stderr
+    stored = annotations_of(get_flow(kubectl, namespace, "counted"))
+    assert APPROVE_PREFIX + "gate" not in stored
+    assert ANNOTATION_APPROVED_BY_PREFIX + "gate" not in stored
 
 
 @pytest.mark.parametrize("path", all_flow_params())

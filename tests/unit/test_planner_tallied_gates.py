@@ -7,12 +7,14 @@ leave them on the stored flow, so the planner is tested against the record the w
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, APPROVE_PREFIX, REJECT_PREFIX
 from zen_flow.planner import CreateJob
 from zen_flow.planner.interventions import rerun_refusal
+from zen_flow.validation.size import status_bound
 from zen_flow.webhook.mutation import desired_audit
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -234,3 +236,95 @@ def test_without_the_webhook_the_annotation_is_one_unrecorded_approval() -> None
     two.reconcile()
     assert phases(two)["gate"] == "PendingApproval"
     assert gate_message(two) == "approvals 1/2; waiting for 1 more"
+
+
+# --- the audit stays bounded ----------------------------------------------------------------------------
+
+
+def test_approving_and_taking_back_over_and_over_audits_the_user_once() -> None:
+    sim = tallied(
+        {"approvers": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"}], "required": 2}
+    )
+    for _ in range(50):
+        approve(sim, "alice", message="x" * 1000)
+        sim.reconcile()
+        write(sim, "alice", {APPROVE_PREFIX + "gate": None})
+        sim.reconcile()
+    assert audited(sim) == [("Approved", "alice")]
+    approve(sim, "alice")
+    approve(sim, "bob")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Succeeded"
+    assert audited(sim) == [("Approved", "alice"), ("Approved", "bob")]
+
+
+def cycle_then_open(sim: Simulator, cycling: list[str], opening: list[str]) -> None:
+    """Each of `cycling` approves (with a long message) and takes it back; then `opening` approve."""
+    for user in cycling:
+        approve(sim, user, message=f"{user}: " + "x" * 1100)
+        sim.reconcile()
+        write(sim, user, {APPROVE_PREFIX + "gate": None})
+        sim.reconcile()
+    for user in opening:
+        approve(sim, user, message=f"{user}: " + "y" * 1100)
+        sim.reconcile()
+
+
+def test_approvals_taken_back_are_audited_at_most_required_minus_one_and_those_that_open_it_always() -> None:
+    sim = tallied({"required": 2})
+    cycle_then_open(sim, ["alice", "bob", "carol"], ["dave", "erin"])
+    assert phases(sim)["gate"] == "Succeeded"
+    assert audited(sim) == [("Approved", "alice"), ("Approved", "dave"), ("Approved", "erin")]
+
+
+def test_the_admission_size_bound_covers_what_a_tallied_gate_writes() -> None:
+    """validation/size.py allows each gate room for its status entry and its decisions: the most a gate
+    needing 3 approvals can write, long messages and approvals taken back included, fits in it."""
+    sim = tallied({"required": 3})
+    cycle_then_open(sim, [f"user-{i}" for i in range(10)], ["x-1", "x-2", "x-3"])
+    assert phases(sim)["gate"] == "Succeeded"
+    gate = sim.flow.status.step("gate")
+    audit = sim.flow.status.audit
+    assert gate is not None
+    assert audit is not None
+    written = len(json.dumps(gate.to_wire())) + sum(
+        len(json.dumps(a.model_dump(by_alias=True, mode="json"))) for a in audit.approvals
+    )
+    spec = sim.flow.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    without = {**spec, "steps": [s for s in spec["steps"] if s["name"] != "gate"]}
+    assert written <= status_bound(spec) - status_bound(without)
+
+
+def test_the_message_of_an_approver_counted_already_is_nobody_elses() -> None:
+    sim = tallied({"required": 3})
+    approve(sim, "alice")
+    sim.reconcile()
+    approve(sim, "bob")
+    approve(sim, "alice", message="alice again: ping me")  # she counts already; bob is not audited yet
+    sim.reconcile()
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert [(a.user, a.message) for a in audit.approvals] == [("alice", None), ("bob", None)]
+
+
+# --- gates without `approval` behave as before ---------------------------------------------------------
+
+
+def test_a_gate_without_approval_is_decided_by_true_only() -> None:
+    sim = Simulator(make_flow([manual_step("gate"), job_step("ship", "gate")], name="f"), T0)
+    sim.reconcile()
+    sim.annotate(APPROVE_PREFIX + "gate", "true-by-mistake")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "PendingApproval"
+    sim.annotate(APPROVE_PREFIX + "gate", "TRUE")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Succeeded"
+
+
+def test_a_message_that_looks_like_a_count_is_never_read_as_one() -> None:
+    looks = "approvals 1/2 (CAB); waiting for 1 more: file a ticket"
+    steps = [manual_step("gate", message=looks), manual_step("one", approval={"required": 1}, message=looks)]
+    sim = Simulator(make_flow(steps, name="f"), T0)
+    sim.reconcile()
+    assert gate_message(sim) == looks
+    assert sim.flow.status.message == "waiting for approval of gate, one"

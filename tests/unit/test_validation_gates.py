@@ -64,7 +64,12 @@ def test_more_required_approvals_than_listed_users_is_refused() -> None:
         (
             {"approvers": [{"kind": "User", "name": "Doe, John"}]},
             'spec.steps[2].approval.approvers[0].name: Invalid value: "Doe, John": a user name with a comma '
-            "cannot be counted apart",
+            "or spaces around it cannot be counted apart",
+        ),
+        (
+            {"approvers": [{"kind": "User", "name": "alice "}]},
+            'spec.steps[2].approval.approvers[0].name: Invalid value: "alice ": a user name with a comma '
+            "or spaces around it cannot be counted apart",
         ),
         (
             {"approvers": "alice"},

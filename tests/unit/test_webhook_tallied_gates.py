@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from validation_samples import base_flow, step
 
+from zen_flow.api.jobflow import StepApproval
+from zen_flow.planner.approvals import decision
 from zen_flow.webhook.patch import apply_patch
 from zen_flow.webhook.review import mutate_review, validate_review, validate_review_decisions
 
@@ -49,11 +51,21 @@ def gated(approval: dict[str, Any] | None, annotations: dict[str, str] | None = 
     return flow
 
 
-def write(
+def update(
+    flow: dict[str, Any], user: str, new: dict[str, Any], groups: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`user` replaces `flow` by `new`: the mutating webhook's patch applied, as the apiserver does, and
+    the validating webhook's answer on the result."""
+    answer = mutate_review(review(new, "UPDATE", flow, user, groups))["response"]
+    ops = json.loads(base64.b64decode(answer["patch"])) if "patch" in answer else []
+    out = apply_patch(new, ops)
+    return out, validate_review(review(out, "UPDATE", flow, user, groups))["response"]
+
+
+def attempt(
     flow: dict[str, Any], user: str, changes: dict[str, str | None], groups: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """`user` updates the flow's annotations: the mutating webhook's patch applied, as the apiserver does;
-    the validating webhook must then allow the result."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`user` writes `changes` to the flow's annotations (`update`)."""
     new = copy.deepcopy(flow)
     annotations = new["metadata"].setdefault("annotations", {})
     for key, value in changes.items():
@@ -61,10 +73,14 @@ def write(
             annotations.pop(key, None)
         else:
             annotations[key] = value
-    answer = mutate_review(review(new, "UPDATE", flow, user, groups))["response"]
-    ops = json.loads(base64.b64decode(answer["patch"])) if "patch" in answer else []
-    out = apply_patch(new, ops)
-    verdict = validate_review(review(out, "UPDATE", flow, user, groups))["response"]
+    return update(flow, user, new, groups)
+
+
+def write(
+    flow: dict[str, Any], user: str, changes: dict[str, str | None], groups: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`attempt`, which the validating webhook must allow."""
+    out, verdict = attempt(flow, user, changes, groups)
     assert verdict["allowed"], verdict
     return out
 
@@ -141,6 +157,31 @@ def test_the_decision_message_goes_with_the_approval_that_wrote_it() -> None:
     assert MESSAGE not in flow["metadata"]["annotations"]  # not bob's words
 
 
+@pytest.mark.parametrize(
+    ("user", "changes"),
+    [
+        ("alice", {APPROVE: "true-9"}),  # counted already: her message would read as bob's
+        ("carol", {APPROVE: "true-9"}),  # past the count: not recorded, not audited
+        ("carol", {REJECT: "not-yet"}),  # a reject value that rejects nothing
+    ],
+)
+def test_a_message_is_kept_only_from_the_user_the_request_records(
+    user: str, changes: dict[str, str | None]
+) -> None:
+    # The controller audits the message beside the last user recorded in approved-by (or the rejecter).
+    flow = write(gated({"required": 2}), "alice", {APPROVE: "true-1"})
+    flow = write(flow, "bob", {APPROVE: "true-2"})
+    flow = write(flow, user, {**changes, MESSAGE: f"{user}'s words"})
+    assert MESSAGE not in flow["metadata"]["annotations"]
+    assert recorded(flow)[0] == "alice,bob"
+
+
+def test_a_rejecters_message_is_kept() -> None:
+    flow = write(gated({"required": 2}), "alice", {APPROVE: "true-1"})
+    flow = write(flow, "carol", {REJECT: "true", MESSAGE: "not today"})
+    assert (recorded(flow)[1], flow["metadata"]["annotations"][MESSAGE]) == ("carol", "not today")
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
@@ -180,6 +221,65 @@ def test_the_count_only_ever_holds_users_who_approved_and_mutation_is_idempotent
         flow = out
 
 
+# --- spec edits before the start ------------------------------------------------------------------------
+
+
+def users(*names: str) -> list[dict[str, str]]:
+    return [{"kind": "User", "name": n} for n in names]
+
+
+TWO_OF = {"approvers": users("alice", "bob"), "required": 2}
+OTHERS = {"approvers": users("carol", "dave"), "required": 2}
+
+
+def edit(flow: dict[str, Any], approval: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An editor sets the gate's `approval` (spec.steps is editable until the flow starts)."""
+    new = copy.deepcopy(flow)
+    if approval is None:
+        step(new, "gate").pop("approval", None)
+    else:
+        step(new, "gate")["approval"] = approval
+    return update(flow, "editor", new)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "decider", "decided"),
+    [
+        (None, TWO_OF, "mallory", {APPROVE: "true"}),  # approved before the gate had approvers
+        (TWO_OF, OTHERS, "alice", {APPROVE: "true-1"}),  # alice's 1/2 would count under carol and dave
+        (TWO_OF, None, "alice", {APPROVE: "true-1"}),  # a 1/2 approval would open a plain gate
+        (TWO_OF, {**TWO_OF, "required": 1}, "alice", {APPROVE: "true-1"}),
+        (TWO_OF, OTHERS, "alice", {REJECT: "true"}),
+    ],
+)
+def test_an_approval_cannot_change_under_a_decision_taken_by_the_old_one(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, decider: str, decided: dict[str, str]
+) -> None:
+    flow = write(gated(before), decider, dict(decided))
+    _, verdict = edit(flow, after)
+    assert verdict["status"]["code"] == 422
+    assert verdict["status"]["details"]["causes"][0]["field"] == "spec.steps[2].approval"
+    assert "remove it first" in verdict["status"]["message"]
+
+
+def test_once_the_decision_is_taken_back_the_edit_passes_and_the_old_approver_does_not_count() -> None:
+    flow = write(gated(None), "mallory", {APPROVE: "true"})
+    flow = write(flow, "ops", {APPROVE: None})
+    flow, verdict = edit(flow, TWO_OF)
+    assert verdict["allowed"] is True
+    flow = write(flow, "alice", {APPROVE: "true-2"})
+    assert recorded(flow) == ("alice", None)
+    assert decision(flow["metadata"]["annotations"], "gate", StepApproval(required=2)) is None
+
+
+def test_other_edits_of_a_decided_flow_pass() -> None:
+    flow = write(gated(TWO_OF), "alice", {APPROVE: "true-1"})
+    new = copy.deepcopy(flow)
+    step(new, "gate")["message"] = "check the backup"
+    step(new, "c")["dependencies"] = ["gate", "b"]
+    assert update(flow, "editor", new)[1]["allowed"] is True
+
+
 # --- who may decide ------------------------------------------------------------------------------------
 
 NAMED = {"approvers": [{"kind": "User", "name": "alice"}, {"kind": "Group", "name": "release-managers"}]}
@@ -215,10 +315,28 @@ def test_anyone_else_is_refused_naming_the_user_the_step_and_who_may(key: str, o
     assert "only its approvers may (User alice, Group release-managers;" in message
 
 
-def test_taking_a_decision_back_needs_an_approver_too() -> None:
-    approved = gated(NAMED, {APPROVE: "true", APPROVED_BY: "alice"})
-    answer, _ = validate_review_decisions(review(gated(NAMED), "UPDATE", approved, "bob"))
-    assert answer["response"]["allowed"] is False
+@pytest.mark.parametrize("taken_back", [None, "false"])
+def test_anyone_rbac_lets_approve_may_take_an_approval_back(taken_back: str | None) -> None:
+    # A gate that timed out at 1/2 reruns only once its approve annotation is gone: an operator who is
+    # not named can clear it (it only lowers the count); RBAC's verb is still asked.
+    approved = gated(NAMED, {APPROVE: "true-1", APPROVED_BY: "alice"})
+    after = gated(NAMED, {APPROVE: taken_back} if taken_back else {})
+    answer, decisions = validate_review_decisions(review(after, "UPDATE", approved, "ops"))
+    assert answer["response"]["allowed"] is True
+    assert decisions is not None
+    assert decisions.steps == ("gate",)
+
+
+def test_opening_changing_or_reopening_a_decision_still_needs_an_approver() -> None:
+    approved = gated(NAMED, {APPROVE: "true-1", APPROVED_BY: "alice"})
+    rejected = gated(NAMED, {REJECT: "true", REJECTED_BY: "alice"})
+    for old, new in [
+        (approved, gated(NAMED, {APPROVE: "true-2"})),  # one more approval
+        (rejected, gated(NAMED)),  # a rejection taken back reopens the gate
+        (approved, gated(NAMED, {REJECT: "true"})),  # approval taken back, rejection added
+    ]:
+        answer, _ = validate_review_decisions(review(new, "UPDATE", old, "ops"))
+        assert answer["response"]["status"]["code"] == 403
 
 
 def test_a_request_that_decides_nothing_is_not_checked() -> None:
@@ -243,3 +361,20 @@ def test_a_user_name_with_a_comma_cannot_be_counted_and_is_refused() -> None:
     )
     assert answer["response"]["allowed"] is False
     assert "has a comma" in answer["response"]["status"]["message"]
+
+
+def test_a_user_name_with_spaces_around_is_refused_so_webhook_and_controller_count_alike() -> None:
+    # The controller reads approved-by exactly as the webhook writes it (core/decision_values.py): a name
+    # that reads as another once trimmed would be counted by one and not the other (the gate stalled).
+    group = ("release-managers",)
+    flow = gated({"approvers": [{"kind": "Group", "name": "release-managers"}], "required": 2})
+    flow = write(flow, "alice", {APPROVE: "true-1"}, group)
+    _, verdict = attempt(flow, "alice ", {APPROVE: "true-2"}, group)
+    assert verdict["status"]["code"] == 403
+    assert "spaces around it" in verdict["status"]["message"]
+    flow = write(flow, "bob", {APPROVE: "true-3"}, group)
+    assert recorded(flow) == ("alice,bob", None)
+    assert decision(flow["metadata"]["annotations"], "gate", StepApproval(required=2)) == (
+        "Approved",
+        "alice, bob",
+    )

@@ -1,9 +1,10 @@
 """The audit trail: who created the flow, and the decisions taken on its Manual approval gates.
 
 A decision is an annotation `approve.workflow.kube-zen.io/<step>: "true"` or
-`reject.workflow.kube-zen.io/<step>: "true"` (any case, or `true-` and anything after: a fresh value, so
-that each approver's write is a change the webhook sees; reject wins when both are set). The mutating
-webhook writes who made it to `approved-by.workflow.kube-zen.io/<step>` from the admission request.
+`reject.workflow.kube-zen.io/<step>: "true"` (any case; on a gate with `approval` also `true-` and
+anything after: a fresh value, so that each approver's write is a change the webhook sees; reject wins
+when both are set; core/decision_values.py). The mutating webhook writes who made it to
+`approved-by.workflow.kube-zen.io/<step>` from the admission request.
 
 A gate with `approval` is tallied: approved-by lists every distinct user whose write set its approve
 annotation, comma-separated, and it is approved once `approval.required` of them did; who rejected it is
@@ -24,34 +25,27 @@ from zen_flow.api.constants import (
     REJECT_PREFIX,
 )
 from zen_flow.api.jobflow import Approval, Audit, Initiator, Step, StepApproval
+from zen_flow.core.decision_values import is_true, recorded_users
 
 _SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 # A tallied gate's waiting message begins so (`tally_message`); the flow's message repeats it (`tally`).
 _TALLY = re.compile(r"(approvals \d+/\d+)(?: \(.*?\))?; waiting for \d+ more")
 
 
-def is_true(value: str | None) -> bool:
-    """A decision annotation's value that takes the decision: `true`, or `true-` and anything (any case)."""
-    if value is None:
-        return False
-    text = value.strip().lower()
-    return text == "true" or (text.startswith("true-") and len(text) > len("true-"))
-
-
 def approvers_so_far(annotations: Mapping[str, str], step: str, needed: int) -> tuple[str, ...]:
     """The distinct users the webhook recorded approving a tallied gate, in the order they did, the
     first `needed` (they decide it; the status and audit stay bounded, validation/size.py); none unless
     its approve annotation is set (the webhook clears the list when it is taken back)."""
-    if not is_true(annotations.get(APPROVE_PREFIX + step)):
+    if not is_true(annotations.get(APPROVE_PREFIX + step), tallied=True):
         return ()
-    raw = annotations.get(ANNOTATION_APPROVED_BY_PREFIX + step) or ""
-    return tuple(dict.fromkeys(u for u in (part.strip() for part in raw.split(",")) if u))[:needed]
+    # Read as the webhook wrote it (recorded_users): the two never disagree on who counts.
+    return tuple(recorded_users(annotations.get(ANNOTATION_APPROVED_BY_PREFIX + step)))[:needed]
 
 
 def approval_count(annotations: Mapping[str, str], step: str, users: Sequence[str]) -> int:
     """A tallied gate's approvals: its recorded approvers; without the webhook nothing is recorded, and
     the annotation alone is one approval by nobody known (a gate needing one still opens)."""
-    return len(users) or int(is_true(annotations.get(APPROVE_PREFIX + step)))
+    return len(users) or int(is_true(annotations.get(APPROVE_PREFIX + step), tallied=True))
 
 
 def decision(
@@ -61,7 +55,7 @@ def decision(
     `approval`) is Approved once `approval.required` distinct users approved it (user: all of them,
     ", "-joined), Rejected by one rejection (user: who rejected it)."""
     if approval is not None:
-        if is_true(annotations.get(REJECT_PREFIX + step)):
+        if is_true(annotations.get(REJECT_PREFIX + step), tallied=True):
             return "Rejected", annotations.get(ANNOTATION_REJECTED_BY_PREFIX + step) or None
         users = approvers_so_far(annotations, step, approval.needed)
         if (count := approval_count(annotations, step, users)) and count >= approval.needed:
@@ -73,11 +67,6 @@ def decision(
     if is_true(annotations.get(APPROVE_PREFIX + step)):
         return "Approved", user
     return None
-
-
-def split_users(recorded: str | None) -> tuple[str, ...]:
-    """The users of a tallied gate's status.steps[].approvedBy ("alice, bob")."""
-    return tuple(u for u in (part.strip() for part in (recorded or "").split(",")) if u)
 
 
 def waiting_message(spec: Step) -> str:
@@ -100,9 +89,14 @@ def tally(message: str | None) -> tuple[str, str] | None:
     return (found.group(1), found.group(0)) if found else None
 
 
-def deciding(annotations: Mapping[str, str], step: str) -> tuple[str, ...]:
-    """The annotations that decide `step` (`decision` reads them): its approve. and reject. keys set true."""
-    return tuple(p + step for p in (APPROVE_PREFIX, REJECT_PREFIX) if is_true(annotations.get(p + step)))
+def deciding(annotations: Mapping[str, str], step: str, *, tallied: bool = False) -> tuple[str, ...]:
+    """The annotations that decide `step` (`decision` reads them): its approve. and reject. keys set true.
+    `tallied`: the step has `approval`."""
+    return tuple(
+        p + step
+        for p in (APPROVE_PREFIX, REJECT_PREFIX)
+        if is_true(annotations.get(p + step), tallied=tallied)
+    )
 
 
 def with_origin(audit: Audit | None, annotations: Mapping[str, str]) -> Audit | None:

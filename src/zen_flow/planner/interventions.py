@@ -151,7 +151,7 @@ def late_decisions(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
     keys: list[str] = []
     for name in rerunnable_steps(flow, wanted):
         if specs[name].is_manual:
-            keys += deciding(annotations, name)
+            keys += deciding(annotations, name, tallied=specs[name].approval is not None)
     return keys
 
 

@@ -13,7 +13,6 @@ from zen_flow.planner.approvals import (
     approval_count,
     approvers_so_far,
     decision,
-    split_users,
     tally_message,
     waiting_message,
 )
@@ -246,24 +245,33 @@ class Observation(Memoization):
             self.note_failure(w)
 
     def tally(self, w: StepWork, approval: StepApproval, *, waiting: bool) -> None:
-        """A tallied gate's approvals (`approval`): each new approver recorded in the audit once (the
-        status's approvedBy remembers who already was), and, while it waits, its count in its message
-        (none yet on a gate one approval opens: its usual message)."""
+        """A tallied gate's approvals (`approval`): each approver audited as it comes, and, while it
+        waits, its count in its message (none yet on a gate one approval opens: its usual message).
+
+        The audit stays bounded, whatever approvals are given and taken back (validation/size.py counts
+        on it): in one reach of the gate each user is audited at most once, and approvals that do not
+        open it at most `required - 1` times; those that open it always are."""
         annotations = self.flow.metadata.annotations
         users = approvers_so_far(annotations, w.name, approval.needed)
-        known = set(split_users(w.approved_by))
-        new = [u for u in users if u not in known]
-        # The decision message goes with the request that took the last decision (webhook/mutation.py).
+        audited = self.audited_in_reach(w)
+        room = approval.needed - 1 - len(audited)
+        # The webhook keeps a decision message only with the request that recorded its writer last in
+        # approved-by (webhook/mutation.py): it is theirs.
         why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
-        for user in new:
-            last = user == users[-1]
+        for user in users:
+            if user in audited:
+                continue
+            if waiting:
+                if room <= 0:
+                    continue
+                room -= 1
             self.approvals.append(
                 Approval(
                     step=w.name,
                     decision="Approved",
                     user=user,
                     time=self.now,
-                    message=why[:1024] if why and last else None,
+                    message=why[:1024] if why and user == users[-1] else None,
                 )
             )
         if waiting:
@@ -273,6 +281,22 @@ class Observation(Memoization):
                 w.message = bound(tally_message(users, count, approval.needed, w.spec.message))
             else:
                 w.message = bound(waiting_message(w.spec))
+
+    def audited_in_reach(self, w: StepWork) -> set[str]:
+        """The users audited approving `w` since it was last reached (a rerun reaches it again): entries
+        from its start on (the audit's times and the start are the planner's clock, to the second; an
+        entry of the run before in the very second a rerun reaches it would count as this run's: it can
+        only leave an audit entry out, never add one)."""
+        audit = self.flow.status.audit
+        since = w.start_time
+        return {
+            a.user
+            for a in (*(audit.approvals if audit is not None else ()), *self.approvals)
+            if a.step == w.name
+            and a.decision == "Approved"
+            and a.user
+            and (since is None or a.time is None or a.time >= since)
+        }
 
     def expire_approval(self, w: StepWork) -> None:
         """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:

@@ -7,7 +7,7 @@ and `--for=condition=Failed` work; `lastTransitionTime` changes only when a cond
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -122,9 +122,11 @@ def _retrying(steps: Sequence[StepStatus], names: Sequence[str], limit: Callable
     return f"step {step.name} retrying{due(step)}{attempt}{': ' + why if why else ''}"
 
 
-def _waiting(steps: Sequence[StepStatus], names: Sequence[str]) -> str:
-    """The gates waiting for a decision, with the approvals counted so far on a tallied one."""
-    wanted = set(names)
+def _waiting(steps: Sequence[StepStatus], names: Sequence[str], tallied: Collection[str]) -> str:
+    """The gates waiting for a decision, with the approvals counted so far on a tallied one. `tallied`:
+    the gates whose waiting message the controller begins with their count (`approval.required` > 1):
+    only from those is it read, never from a message a user wrote."""
+    wanted = set(names) & set(tallied)
     counts = {s.name: found for s in steps if s.name in wanted and (found := tally(s.message))}
     if len(names) == 1 and names[0] in counts:
         return f"waiting for approval of {names[0]}: {counts[names[0]][1]}"
@@ -139,9 +141,11 @@ def flow_message(
     queued: str | None = None,
     limit: Callable[[str], int] = lambda _: 0,
     parallelism: int | None = None,
+    tallied: Collection[str] = (),
 ) -> str:
     """One short human line saying what the flow is doing or why it ended; `limit(step)` is a step's
-    retryPolicy limit, `parallelism` the flow's executionPolicy.parallelism."""
+    retryPolicy limit, `parallelism` the flow's executionPolicy.parallelism, `tallied` the gates that
+    count their approvals (`_waiting`)."""
     held = _by_phase(steps).get(_HELD_KEY, ())
     running = [n for n in _names(steps, StepPhase.RUNNING) if n not in held]
     slotless = _by_phase(steps).get(_SLOT_KEY, ())
@@ -169,7 +173,7 @@ def flow_message(
     if held:
         parts.append(f"held (Job suspended): {listing(held)}")
     if waiting:
-        parts.append(_waiting(steps, waiting))
+        parts.append(_waiting(steps, waiting, tallied))
     if slotless and parallelism is not None:
         parts.append(f"parallelism {parallelism} reached, waiting: {listing(slotless)}")
     if retrying:  # last: why the attempt failed is the longest part, the one cut
@@ -314,6 +318,7 @@ def assemble(
         queued,
         lambda name: retry_limit(specs[name]) if name in specs else 0,
         parallelism_of(flow),
+        _counting(flow) if StepPhase.PENDING_APPROVAL in _by_phase(step_tuple) else (),
     )
     generation = flow.metadata.generation or old.observed_generation
     # Re-estimated only when a step or the flow changes phase: between transitions the old estimate
@@ -349,6 +354,11 @@ def assemble(
     if all(getattr(old, key) == value for key, value in update.items()):
         return old
     return old.model_copy(update=update)
+
+
+def _counting(flow: JobFlow) -> set[str]:
+    """The gates whose waiting message begins with the controller's count of their approvals."""
+    return {s.name for s in flow.spec.steps if s.approval is not None and s.approval.needed > 1}
 
 
 def _count(n: int, noun: str) -> str:

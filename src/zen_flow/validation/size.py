@@ -36,6 +36,10 @@ STEP_ENTRY_BYTES = 300 + 63 + 4 * 30 + (63 + 63 + 36 + 40) + 20 + STEP_MESSAGE_B
 # Conditions (8, messages up to 1 KiB), phase, times, progress, message, observedGeneration.
 FLOW_STATUS_BYTES = 8 * (1024 + 200) + 256 * 3 + 800
 APPROVAL_BYTES = 2 * 256 + 63 + 30 + 80  # approvedBy, and status.audit.approvals[]: step, user, time
+# On a gate with `approval`: each approver in approvedBy (", "-joined), and each audited approval or
+# rejection, its decision message (1 KiB, planner/observation.py) included.
+APPROVER_BYTES = 256 + 2
+TALLIED_ENTRY_BYTES = 256 + 63 + 30 + 80 + 1024 + 64
 RESOURCE_REF_BYTES = 400  # status.resourceRefs[]
 AUDIT_BYTES = 600  # initiatedBy and correlationID
 
@@ -59,7 +63,7 @@ def status_bound(spec: Mapping[str, Any]) -> int:
                 size = by_outputs[id(outputs)] = _outputs_bound(outputs)
             total += size
         if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
-            total += APPROVAL_BYTES * _approvals(step)
+            total += _approvals_bound(step)
     templates = _mapping(spec.get("resourceTemplates"))
     for kind in ("volumeClaimTemplates", "configMapTemplates"):
         total += RESOURCE_REF_BYTES * len(_items(templates.get(kind)))
@@ -81,11 +85,16 @@ def object_bound(spec_size: int, status: int) -> int:
     return int(spec_size * MANAGED_FIELDS_FACTOR) + status + METADATA_BYTES
 
 
-def _approvals(step: Mapping[str, Any]) -> int:
-    """The approvals a gate records: one, or its `approval.required` (each in approvedBy and the audit)."""
+def _approvals_bound(step: Mapping[str, Any]) -> int:
+    """What a gate's decisions add to the status: one, or on a gate with `approval` its approvers in
+    approvedBy and its audit per reach, bounded by the planner (Observation.tally): up to `required - 1`
+    approvals that do not open it and the `required` that do, or those and the rejection."""
     approval = step.get("approval")
+    if approval is None:
+        return APPROVAL_BYTES
     required = approval.get("required") if isinstance(approval, dict) else None
-    return required if type(required) is int and 1 < required <= MAX_APPROVERS else 1
+    needed = required if type(required) is int and 1 < required <= MAX_APPROVERS else 1
+    return APPROVER_BYTES * needed + TALLIED_ENTRY_BYTES * (2 * needed - 1)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -21,6 +21,7 @@ from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import SPEC, validate_jobflow
+from zen_flow.validation.gates import approval_edits
 
 
 def has_started(flow: Mapping[str, Any]) -> bool:
@@ -91,7 +92,11 @@ def validate_update(
         # update's doing. (Only when the new object has errors: the old one is then checked as well.)
         before = set(validate_jobflow(old) + validate_approvals(old))
         errors = [e for e in errors if e not in before]
-    if has_started(old) and not spec_kept:
+    started = has_started(old)
+    if not spec_kept and not started and _get(old, "spec", "steps") != _get(new, "spec", "steps"):
+        # Before the start: a decision taken under a step's old `approval` would count under the new one.
+        errors += approval_edits(old, new)
+    if started and not spec_kept:
         # The arguments were substituted into Jobs already created: a changed value would make the
         # flow's steps disagree about it.
         for field in ("steps", "arguments"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from zen_flow.validation.gates import TALLY_SEPARATOR
+from zen_flow.core.decision_values import countable_name
 
 MAX_NAMED = 5  # approvers named in a denial; the rest counted
 
@@ -56,10 +56,10 @@ def gate_refusal(steps: Any, decided: Iterable[str], user: Mapping[str, Any], fl
         approval = _approval(steps, step)
         if approval is None:
             continue
-        if TALLY_SEPARATOR in username:
+        if not countable_name(username):
             return (
                 f"user {username!r} may not decide step {step} of jobflow {flow}: its approvals are "
-                "counted by user name, comma-separated, and this name has a comma"
+                "counted by user name, comma-separated, and this name has a comma or spaces around it"
             )
         subjects = _subjects(approval)
         if subjects and not named(subjects, user):

@@ -10,9 +10,11 @@
    (UPDATE) or dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
    So is `decision-message.workflow.kube-zen.io/<step>`, recorded beside the approver's name: it is kept
    only when written in the request that takes the decision (else put back, or dropped, so that a message
-   planted earlier never reads as the approver's words). On a gate with `approval` (a tallied gate),
-   `approved-by.` instead lists every distinct user who set its approve annotation to a new true value,
-   and `rejected-by.workflow.kube-zen.io/<step>` is who set or changed its reject annotation (`_tally`).
+   planted earlier never reads as the approver's words); on a tallied gate, only when that request
+   records its user (appended to approved-by, or the rejecter): the controller audits it as theirs.
+   On a gate with `approval` (a tallied gate), `approved-by.` instead lists every distinct user who set
+   its approve annotation to a new true value, and `rejected-by.workflow.kube-zen.io/<step>` is who set
+   or changed its reject annotation (`_tally`).
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
 re-invoke mutating webhooks). They read the metadata and `spec.executionPolicy`, nothing else of the spec
@@ -41,7 +43,7 @@ from zen_flow.api.constants import (
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     REJECT_PREFIX,
 )
-from zen_flow.planner.approvals import is_true
+from zen_flow.core.decision_values import is_true, join_users, recorded_users
 from zen_flow.webhook.patch import pointer
 
 Op = dict[str, Any]
@@ -105,6 +107,22 @@ def request_decisions(operation: str, obj: Mapping[str, Any], old: Mapping[str, 
     return changed_decisions(_annotations(obj), _annotations(old) if operation == "UPDATE" and old else {})[0]
 
 
+def withdrawals(operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> set[str]:
+    """The steps whose approval the request only takes back: their approve annotation removed, or set to
+    a value that approves nothing, their reject annotation untouched. Taking back can only lower a
+    count, never open a gate nor reopen a rejected one (webhook/gate_approvers.py)."""
+    if operation != "UPDATE" or old is None:
+        return set()
+    before, after = _decisions(_annotations(old)), _decisions(_annotations(obj))
+    return {
+        step
+        for step, (approve, reject) in before.items()
+        if approve
+        and not is_true(after.get(step, ("", ""))[0], tallied=True)
+        and after.get(step, ("", ""))[1] == reject
+    }
+
+
 def desired_audit(
     operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None, username: str
 ) -> dict[str, str | None]:
@@ -140,16 +158,23 @@ def desired_audit(
     tallied = tallied_steps(obj) if changed else {}
     for step in decided - tallied.keys():
         want[ANNOTATION_APPROVED_BY_PREFIX + step] = username or None
+    silent: set[str] = set()  # tallied gates this request decides without recording its user
     for step in changed & tallied.keys():
-        want.update(_tally(step, tallied[step], new_ann, old_ann, username))
+        record, recorded = _tally(step, tallied[step], new_ann, old_ann, username)
+        want.update(record)
+        if not recorded:
+            silent.add(step)
     for key in new_ann.keys() | old_ann.keys():
         step = key[len(ANNOTATION_DECISION_MESSAGE_PREFIX) :]
         if not key.startswith(ANNOTATION_DECISION_MESSAGE_PREFIX) or not step:
             continue
         if step not in decided:
             want[key] = old_ann.get(key)  # a message goes with a decision, or not at all
-        elif new_ann.get(key) == old_ann.get(key):
-            want[key] = None  # there before this decision: not the decider's words
+        elif new_ann.get(key) == old_ann.get(key) or step in silent:
+            # There before this decision, or written by a user it does not record (an approver counted
+            # already, one past the count, a reject value that rejects nothing): not the words of the
+            # user the controller audits for it (the last one recorded, or the rejecter).
+            want[key] = None
     return want
 
 
@@ -169,27 +194,31 @@ def tallied_steps(obj: Mapping[str, Any]) -> dict[str, int]:
 
 def _tally(
     step: str, needed: int, new_ann: Mapping[str, str], old_ann: Mapping[str, str], user: str
-) -> dict[str, str | None]:
+) -> tuple[dict[str, str | None], bool]:
     """A tallied gate's record: approved-by lists, comma-separated in order, each distinct user whose
     write set its approve annotation (a changed value: `zen-flow approve` writes a fresh one), up to the
     `needed` that decide it (more would only grow the flow), cleared when the annotation is taken back;
-    rejected-by is who set or changed its reject annotation."""
+    rejected-by is who set or changed its reject annotation. And whether this request's user is now
+    the one the controller audits for it: appended last to approved-by, or who rejected it."""
     approve, before = APPROVE_PREFIX + step, old_ann.get(APPROVE_PREFIX + step)
     approved_by = ANNOTATION_APPROVED_BY_PREFIX + step
     want: dict[str, str | None] = {}
-    if not is_true(new_ann.get(approve)):
+    recorded = False
+    if not is_true(new_ann.get(approve), tallied=True):
         want[approved_by] = None
     elif new_ann.get(approve) != before:
-        users = [u for u in (old_ann.get(approved_by) or "").split(",") if u] if is_true(before) else []
-        if user and len(users) < needed:
+        users = recorded_users(old_ann.get(approved_by)) if is_true(before, tallied=True) else []
+        if user and user not in users and len(users) < needed:
             users.append(user)
-        want[approved_by] = ",".join(dict.fromkeys(users)) or None
+            recorded = True
+        want[approved_by] = join_users(users) or None
     reject = REJECT_PREFIX + step
     if reject not in new_ann:
         want[ANNOTATION_REJECTED_BY_PREFIX + step] = None
     elif new_ann.get(reject) != old_ann.get(reject):
         want[ANNOTATION_REJECTED_BY_PREFIX + step] = user or None
-    return want
+        recorded = recorded or is_true(new_ann.get(reject), tallied=True)
+    return want, recorded
 
 
 def audit_ops(

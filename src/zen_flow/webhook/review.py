@@ -38,7 +38,13 @@ from zen_flow.webhook.envelope import (
     parse_review,
 )
 from zen_flow.webhook.gate_approvers import gate_refusal
-from zen_flow.webhook.mutation import SPEC_READ, SPEC_READ_DECIDING, mutation_ops, request_decisions
+from zen_flow.webhook.mutation import (
+    SPEC_READ,
+    SPEC_READ_DECIDING,
+    mutation_ops,
+    request_decisions,
+    withdrawals,
+)
 
 __all__ = ["ReviewError", "mutate_review", "validate_review"]
 
@@ -145,8 +151,11 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
         # The request names the flow; the object too, should a `generateName` leave the request's empty.
         name = request.name or (meta.get("name") if isinstance(meta, dict) else None) or ""
         flow = f"{request.namespace}/{name}" if name else f"(a new one) in {request.namespace}"
-        # The steps are decoded for a decision only: their `approval` may name who can take it.
-        refusal = gate_refusal(_steps(request.object), steps, request.user, flow) if steps else None
+        # The steps are decoded for a decision only: their `approval` may name who can take it. Taking an
+        # approval back is left to RBAC's verb alone: it cannot open a gate, and an operator who is not
+        # named must be able to clear a timed-out gate's approvals for its rerun.
+        named = steps - withdrawals(request.operation, {"metadata": meta}, old)
+        refusal = gate_refusal(_steps(request.object), named, request.user, flow) if named else None
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc), None
     if refusal is not None:
