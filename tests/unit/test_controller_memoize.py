@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import structlog
 
 from zen_flow.api import JobFlow
@@ -16,7 +17,7 @@ from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import from_status
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow.planner.memoization import data_key
+from zen_flow.planner.memoization import MEMO_CACHE_LABEL, data_key
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -159,3 +160,38 @@ async def test_a_cache_created_by_another_flow_meanwhile_gets_the_entry() -> Non
     assert c.api.config_map_requests[1:] == [f"patch {CACHE}", f"create {CACHE}", f"patch {CACHE}"]
     data: dict[str, Any] = c.api.config_maps[(NS, CACHE)]["data"]
     assert set(data) == {"other", data_key(KEY)}
+
+
+def hostile(**fields: Any) -> str:
+    doc = {"key": KEY, "outputs": {"count": "7"}, "flow": "x/y", "step": "a", "time": "2030-01-01T00:00:00Z"}
+    doc.update(fields)
+    return json.dumps(doc)  # ensure_ascii: a lone surrogate travels as \ud800, as the apiserver keeps it
+
+
+# Entries anyone who may write ConfigMaps can store; each raised in every reconcile of every flow that
+# reached its key (the flow never got a phase), or would have put a string JSON cannot carry in a status.
+HOSTILE = {
+    "time at year 1, +14:00 (before year 1 in UTC)": hostile(time="0001-01-01T00:00:00+14:00"),
+    "time at year 9999, -14:00 (past 9999 in UTC)": hostile(time="9999-12-31T23:59:59-14:00"),
+    "expiry out of range": hostile(time="2025-01-01T00:00:00Z", expires="0001-01-01T00:00:00+14:00"),
+    "a lone surrogate in an output value": hostile(outputs={"count": "\ud800"}),
+    "a lone surrogate in an output name": hostile(outputs={"count": "7", "\udfff": "x"}),
+    "a lone surrogate in the flow's name": hostile(flow="x/\ud800"),
+    "a lone surrogate in the step's name": hostile(step="\udc00"),
+    "a number for the time": hostile(time=1),
+    "deep nesting": "[" * 200_000 + "]" * 200_000,
+    "a huge integer": '{"key": ' + "9" * 100_000 + "}",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
+async def test_a_hostile_entry_is_a_miss_and_the_step_runs(text: str) -> None:
+    c = Cluster()
+    c.api.config_maps[(NS, CACHE)] = {"labels": {MEMO_CACHE_LABEL: "true"}, "data": {data_key(KEY): text}}
+    with structlog.testing.capture_logs():
+        done = await c.run("victim")
+    assert done.status.phase == "Succeeded"
+    assert c.api.job_creates == [job_name("victim", "a", 0)]
+    assert outputs(done) == {"count": "1"}  # its own result, not the entry's
+    stored = json.loads(c.api.config_maps[(NS, CACHE)]["data"][data_key(KEY)])
+    assert stored["flow"] == f"{NS}/victim"  # the hostile entry is replaced by the step's result
