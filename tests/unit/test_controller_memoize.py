@@ -27,7 +27,7 @@ CACHE = "build-cache"
 KEY = "build-v1"
 
 
-def flow(name: str) -> JobFlow:
+def flow(name: str, *more: dict[str, Any]) -> JobFlow:
     step = job_step(
         "a",
         inputs={"parameters": [{"name": "version", "value": "v1"}]},
@@ -38,7 +38,7 @@ def flow(name: str) -> JobFlow:
             "cache": {"configMap": {"name": CACHE}},
         },
     )
-    return make_flow([step], name=name)
+    return make_flow([step, *more], name=name)
 
 
 class Cluster:
@@ -195,3 +195,27 @@ async def test_a_hostile_entry_is_a_miss_and_the_step_runs(text: str) -> None:
     assert outputs(done) == {"count": "1"}  # its own result, not the entry's
     stored = json.loads(c.api.config_maps[(NS, CACHE)]["data"][data_key(KEY)])
     assert stored["flow"] == f"{NS}/victim"  # the hostile entry is replaced by the step's result
+
+
+async def test_without_the_webhook_memoize_where_admission_refuses_it_fails_the_flow_invalid() -> None:
+    # The same rules as admission (one validator): a dependent reading a memoized step's Job status
+    # worked on a miss and failed on a hit; a memoized finally step was served on a rerun.
+    source = {"jsonPath": "a:$.succeeded"}
+    reader = job_step("b", "a", inputs={"parameters": [{"name": "n", "valueFrom": source}]})
+    cleanup = job_step(
+        "c", **{"finally": True}, memoize={"key": "c", "cache": {"configMap": {"name": CACHE}}}
+    )
+    for more, path, text in (
+        (reader, "spec.steps[1].inputs.parameters[0].valueFrom.jsonPath", 'step "a" is memoized'),
+        (cleanup, "spec.steps[1].memoize", "a finally step cannot be memoized"),
+    ):
+        c = Cluster()
+        key = c.api.create_flow(flow("refused", more)).key
+        c.api.sync()
+        await c.controller.reconcile(key)
+        done = c.api.flows[key]
+        assert done.status.phase == "Failed"
+        assert c.api.job_creates == []
+        assert c.api.config_map_requests == []
+        assert f"invalid spec: {path}" in (done.status.message or "")
+        assert text in (done.status.message or "")
