@@ -5,19 +5,21 @@ cache that cannot be read or written never fails the flow."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import structlog
 
 from zen_flow.api import JobFlow
+from zen_flow.api.meta import format_time
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import from_status
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow.planner.memoization import MEMO_CACHE_LABEL, data_key
+from zen_flow.planner.memoization import MEMO_CACHE_LABEL, MemoEntry, data_key, encode_entry
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -45,6 +47,7 @@ class Cluster:
     def __init__(self) -> None:
         self.clock = FakeClock()
         self.api = FakeApiServer(self.clock)
+        self.metrics = Metrics()
         self.controller = Controller(
             flows=self.api,
             jobs=self.api,
@@ -53,7 +56,7 @@ class Cluster:
             expectations=Expectations(self.clock),
             events=self.api,
             clock=self.clock,
-            metrics=Metrics(),
+            metrics=self.metrics,
         )
         self.api.on_flow = self.controller.on_flow_event
         self.api.on_job = self.controller.on_job_event
@@ -77,6 +80,22 @@ class Cluster:
         return [reason for _, reason, _ in self.api.events]
 
 
+def lookups(c: Cluster) -> dict[str, float]:
+    registry = c.metrics.registry
+    return {
+        r: registry.get_sample_value("zen_flow_memoize_lookups_total", {"result": r}) or 0.0
+        for r in ("hit", "miss", "error")
+    }
+
+
+def saves(c: Cluster) -> dict[str, float]:
+    registry = c.metrics.registry
+    return {
+        r: registry.get_sample_value("zen_flow_memoize_saves_total", {"result": r}) or 0.0
+        for r in ("ok", "error")
+    }
+
+
 def forbidden() -> Exception:
     return from_status(403, {"reason": "Forbidden", "message": 'configmaps "build-cache" is forbidden'})
 
@@ -93,8 +112,8 @@ async def test_the_first_flow_runs_the_step_and_creates_the_labelled_cache() -> 
     done = await c.run("first")
     assert done.status.phase == "Succeeded"
     assert c.api.job_creates == [job_name("first", "a", 0)]
-    # Read once when the step was ready (absent); stored once it succeeded: a patch (404), then a create.
-    assert c.api.config_map_requests == [f"get {CACHE}", f"patch {CACHE}", f"create {CACHE}"]
+    # Read when the step was ready (absent), and again to store the result once it succeeded: a create.
+    assert c.api.config_map_requests == [f"get {CACHE}", f"get {CACHE}", f"create {CACHE}"]
     stored = c.api.config_maps[(NS, CACHE)]
     assert stored["labels"] == {"workflow.kube-zen.io/memo-cache": "true"}
     entry = json.loads(stored["data"][data_key(KEY)])
@@ -133,12 +152,7 @@ async def test_an_unreadable_cache_runs_the_step() -> None:
 
 async def test_a_save_that_fails_warns_and_leaves_the_step_succeeded() -> None:
     c = Cluster()
-    c.api.config_map_errors["patch"] = [forbidden()]
-    c.api.config_map_errors["create"] = [
-        from_status(
-            422, {"reason": "Invalid", "message": "ConfigMap is too long: must have at most 1048576 bytes"}
-        )
-    ]
+    c.api.config_map_errors["get"] = [None, forbidden()]  # the lookup's read, then the save's
     with structlog.testing.capture_logs():
         done = await c.run("first")
     assert done.status.phase == "Succeeded"
@@ -148,16 +162,22 @@ async def test_a_save_that_fails_warns_and_leaves_the_step_succeeded() -> None:
     assert failed[0][1].startswith("step a: its result was not stored in ConfigMap build-cache")
     assert "403" in failed[0][1]
     assert (NS, CACHE) not in c.api.config_maps
+    assert saves(c) == {"ok": 0, "error": 1}
 
 
 async def test_a_cache_created_by_another_flow_meanwhile_gets_the_entry() -> None:
     c = Cluster()
-    # The patch finds no ConfigMap; another flow creates it before our create: ours answers 409.
-    c.api.config_maps[(NS, CACHE)] = {"labels": {}, "data": {"other": "x"}}
-    c.api.config_map_errors["patch"] = [from_status(404, {"reason": "NotFound", "message": "not found"})]
+    # The save's read finds no ConfigMap; another flow creates it before our create: ours answers 409.
+    c.api.config_maps[(NS, CACHE)] = {"labels": {MEMO_CACHE_LABEL: "true"}, "data": {"other": "x"}}
+    c.api.config_map_errors["get"] = [None, from_status(404, {"reason": "NotFound", "message": "gone"})]
     done = await c.run("first")
     assert done.status.phase == "Succeeded"
-    assert c.api.config_map_requests[1:] == [f"patch {CACHE}", f"create {CACHE}", f"patch {CACHE}"]
+    assert c.api.config_map_requests[1:] == [
+        f"get {CACHE}",
+        f"create {CACHE}",
+        f"get {CACHE}",
+        f"patch {CACHE}",
+    ]
     data: dict[str, Any] = c.api.config_maps[(NS, CACHE)]["data"]
     assert set(data) == {"other", data_key(KEY)}
 
@@ -219,3 +239,96 @@ async def test_without_the_webhook_memoize_where_admission_refuses_it_fails_the_
         assert c.api.config_map_requests == []
         assert f"invalid spec: {path}" in (done.status.message or "")
         assert text in (done.status.message or "")
+
+
+def stored_entry(key: str, time: datetime, expires: datetime | None = None) -> tuple[str, str]:
+    entry = MemoEntry(key, {"count": "3"}, f"{NS}/old", "a", time, expires)
+    return data_key(key), encode_entry(entry)
+
+
+async def test_a_configmap_without_the_cache_label_is_no_cache_and_is_never_written() -> None:
+    # A flow author names someone else's ConfigMap: it was patched with author-chosen text.
+    c = Cluster()
+    key, value = stored_entry(KEY, c.clock.now())  # even a fresh entry of the key: no hit from it
+    settings = {"settings.yaml": "x: 1", key: value}
+    c.api.config_maps[(NS, CACHE)] = {"labels": {"app": "payments"}, "data": dict(settings)}
+    with structlog.testing.capture_logs():
+        done = await c.run("author")
+    assert done.status.phase == "Succeeded"
+    assert c.api.job_creates == [job_name("author", "a", 0)]
+    assert outputs(done) == {"count": "1"}
+    assert c.api.config_maps[(NS, CACHE)] == {"labels": {"app": "payments"}, "data": settings}
+    assert c.api.config_map_requests == [f"get {CACHE}", f"get {CACHE}"]  # no patch, no create
+    warnings = [m for t, reason, m in c.api.events if reason == "MemoizeFailed"]
+    assert len(warnings) == 1  # once, by the reconcile that would have saved
+    assert 'lacks the label workflow.kube-zen.io/memo-cache: "true"' in warnings[0]
+    assert "step a: its result was not stored in ConfigMap build-cache" in warnings[0]
+    assert lookups(c) == {"hit": 0, "miss": 0, "error": 1}
+    assert saves(c) == {"ok": 0, "error": 1}
+
+
+async def test_lookups_and_saves_are_counted_by_result() -> None:
+    c = Cluster()
+    assert lookups(c) == {"hit": 0, "miss": 0, "error": 0}  # exported from the start
+    assert saves(c) == {"ok": 0, "error": 0}
+    await c.run("first")
+    assert lookups(c) == {"hit": 0, "miss": 1, "error": 0}
+    assert saves(c) == {"ok": 1, "error": 0}
+    await c.clock.advance(60)
+    await c.run("second")
+    assert lookups(c) == {"hit": 1, "miss": 1, "error": 0}
+    c.api.config_map_errors["get"] = [forbidden()]
+    with structlog.testing.capture_logs():
+        await c.run("third")
+    assert lookups(c) == {"hit": 1, "miss": 1, "error": 1}
+    assert saves(c) == {"ok": 2, "error": 0}
+
+
+async def test_a_save_removes_the_entries_whose_expiry_passed() -> None:
+    c = Cluster()
+    now = c.clock.now()
+    expired = stored_entry("old", now - timedelta(hours=2), now - timedelta(hours=1))
+    fresh = stored_entry("fresh", now - timedelta(hours=2), now + timedelta(hours=1))
+    forever = stored_entry("forever", now - timedelta(days=400))  # no maxAge: kept until evicted
+    data = dict([expired, fresh, forever])
+    data["memo-junk"] = "not json"
+    data["notes"] = "not an entry"
+    c.api.config_maps[(NS, CACHE)] = {"labels": {MEMO_CACHE_LABEL: "true"}, "data": dict(data)}
+    await c.run("first")
+    kept = c.api.config_maps[(NS, CACHE)]["data"]
+    assert set(kept) == {fresh[0], forever[0], "memo-junk", "notes", data_key(KEY)}
+    stored = json.loads(kept[data_key(KEY)])
+    assert stored["expires"] == format_time(c.clock.now() + timedelta(hours=1))  # the step's maxAge
+
+
+async def test_a_full_cache_evicts_its_oldest_half_and_stores_the_result() -> None:
+    # Every save failed for good once the ConfigMap reached 1 MiB (~3,300 entries), and every lookup
+    # downloaded all of it. Here the limit is smaller, the same way.
+    c = Cluster()
+    now = c.clock.now()
+    old = [stored_entry(f"k{i}", now - timedelta(hours=100 - i)) for i in range(60)]  # k0 the oldest
+    old.append(("memo-junk", "not json"))
+    c.api.config_map_limit = sum(len(k) + len(v) for k, v in old) + 50  # no room for one more entry
+    c.api.config_maps[(NS, CACHE)] = {"labels": {MEMO_CACHE_LABEL: "true"}, "data": dict(old)}
+    with structlog.testing.capture_logs():
+        await c.run("first")
+    kept = c.api.config_maps[(NS, CACHE)]["data"]
+    assert data_key(KEY) in kept
+    # The older half went (what does not parse first, then by time); the newer half stays.
+    assert set(kept) - {data_key(KEY)} == {data_key(f"k{i}") for i in range(30, 60)}
+    assert c.api.config_map_requests[1:] == [f"get {CACHE}", f"patch {CACHE}", f"patch {CACHE}"]
+    assert "MemoizeFailed" not in c.reasons()
+    assert saves(c) == {"ok": 1, "error": 0}
+
+
+async def test_a_save_still_too_large_after_the_eviction_is_not_tried_again() -> None:
+    c = Cluster()
+    c.api.config_maps[(NS, CACHE)] = {"labels": {MEMO_CACHE_LABEL: "true"}, "data": {}}
+    c.api.config_map_limit = 10  # not even the entry alone fits
+    with structlog.testing.capture_logs():
+        done = await c.run("first")
+    assert done.status.phase == "Succeeded"
+    assert c.api.config_map_requests[1:] == [f"get {CACHE}", f"patch {CACHE}", f"patch {CACHE}"]
+    (warning,) = [m for _, reason, m in c.api.events if reason == "MemoizeFailed"]
+    assert "Too long" in warning
+    assert saves(c) == {"ok": 0, "error": 1}
