@@ -308,7 +308,7 @@ async def test_a_full_cache_evicts_its_oldest_half_and_stores_the_result() -> No
     now = c.clock.now()
     old = [stored_entry(f"k{i}", now - timedelta(hours=100 - i)) for i in range(60)]  # k0 the oldest
     old.append(("memo-junk", "not json"))
-    c.api.config_map_limit = sum(len(k) + len(v) for k, v in old) + 50  # no room for one more entry
+    c.api.config_map_limit = sum(len(v) for _, v in old) + 50  # no room for one more entry
     c.api.config_maps[(NS, CACHE)] = {"labels": {MEMO_CACHE_LABEL: "true"}, "data": dict(old)}
     with structlog.testing.capture_logs():
         await c.run("first")

@@ -211,7 +211,7 @@ class FakeApiServer:
 
     async def store_memo(self, namespace: str, name: str, changes: Mapping[str, str | None]) -> None:
         """A JSON merge patch of `data`: None removes a key. Refused (422) as the apiserver does when
-        the ConfigMap's data would pass `config_map_limit` bytes."""
+        the ConfigMap's values would pass `config_map_limit` bytes."""
         data = self._config_map("patch", namespace, name)["data"]
         patched = {**data, **changes}
         self._fits({k: v for k, v in patched.items() if v is not None}, name)
@@ -230,7 +230,7 @@ class FakeApiServer:
         self.config_maps[(namespace, name)] = {"labels": dict(labels), "data": {key: value}}
 
     def _fits(self, data: Mapping[str, str], name: str) -> None:
-        if sum(len(k) + len(v.encode()) for k, v in data.items()) > self.config_map_limit:
+        if sum(len(v.encode()) for v in data.values()) > self.config_map_limit:  # the values, as its
             message = f'ConfigMap "{name}" is invalid: []: Too long: must have at most 1048576 bytes'
             raise from_status(422, {"reason": "Invalid", "message": message})
 
