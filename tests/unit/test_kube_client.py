@@ -39,6 +39,7 @@ from zen_flow.kube import (
 )
 from zen_flow.kube.credentials import TokenFile
 from zen_flow.kube.errors import from_response
+from zen_flow.kube.memo_caches import ConfigMapData, MemoCacheClient
 from zen_flow.kube.pods import PodClient
 from zen_flow.kube.transport import METADATA_ONLY
 from zen_flow.machinery.clock import SystemClock
@@ -815,3 +816,19 @@ async def test_one_namespaces_slow_requests_leave_slots_to_the_others(
         release.set()
         async with asyncio.timeout(5):
             await asyncio.gather(*slow)
+
+
+async def test_a_memoize_cache_is_read_with_its_labels_and_written_by_a_merge_patch_with_removals(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    # The labels say whether it is a cache at all; a save sets its entry and removes others (null).
+    labels = {"workflow.kube-zen.io/memo-cache": "true"}
+    api.answer(reply(200, {"metadata": {"name": "c", "labels": labels}, "data": {"memo-a": "x", "n": 1}}))
+    found = await MemoCacheClient(kube).read("ns", "c")
+    assert found == ConfigMapData(labels, {"memo-a": "x"})
+    api.answer(reply(200, {"metadata": {"name": "c"}}))
+    await MemoCacheClient(kube).store("ns", "c", {"memo-b": "y", "memo-a": None})
+    method, path, headers, _, body = api.requests[1]
+    assert (method, path) == ("PATCH", "/api/v1/namespaces/ns/configmaps/c")
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(body) == {"data": {"memo-b": "y", "memo-a": None}}

@@ -102,7 +102,14 @@ def test_a_success_by_running_stores_its_outputs_under_a_hash_of_the_key() -> No
         "flow": "default/first",
         "step": "a",
         "time": "2025-01-01T00:00:00Z",
+        "expires": "2025-01-02T00:00:00Z",  # maxAge 24h: removed from the cache once past
     }
+
+
+def test_without_max_age_an_entry_has_no_expiry() -> None:
+    sim = run_first([memoized(max_age=None)])
+    (save,) = saves(sim)
+    assert "expires" not in json.loads(save.value)
 
 
 def test_a_fresh_entry_succeeds_the_step_without_a_job_and_its_dependents_read_the_outputs() -> None:
@@ -296,3 +303,54 @@ def test_under_a_parallelism_limit_a_served_step_takes_no_slot() -> None:
     # a took no slot: c runs; b (its dependent, a miss) waits for the slot c holds.
     assert status(sim, "c").phase == "Running"
     assert status(sim, "b").phase == "Pending"
+
+
+def entry(**fields: Any) -> str:
+    doc = {"key": "build-v1", "outputs": {"count": "7"}, "flow": "default/x", "step": "a"}
+    doc["time"] = "2025-01-01T00:00:00Z"
+    doc.update(fields)
+    return json.dumps(doc)
+
+
+def test_an_entry_stamped_in_the_future_past_the_clock_skew_runs_the_step() -> None:
+    # A stamp far ahead would otherwise beat every maxAge: 400 days later a 1h maxAge still served it.
+    for stamp, served in (("9999-01-01T00:00:00Z", False), ("2025-01-01T00:06:00Z", False)):
+        sim = Simulator(make_flow([memoized(max_age="1h")]), T0)
+        sim.memo_cache[CACHE] = {data_key("build-v1"): entry(time=stamp)}
+        sim.reconcile()
+        assert (status(sim, "a").phase == "Succeeded") is served, stamp
+    # A controller whose clock is a little behind another's: a few minutes ahead is still a hit.
+    sim = Simulator(make_flow([memoized(max_age="1h")]), T0)
+    sim.memo_cache[CACHE] = {data_key("build-v1"): entry(time="2025-01-01T00:04:00Z")}
+    sim.reconcile()
+    assert values(sim, "a") == {"count": "7"}
+
+
+def test_a_retry_served_from_the_cache_has_no_job_ref() -> None:
+    step = memoized(retryPolicy={"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}})
+    sim = Simulator(make_flow([step]), T0)
+    sim.reconcile()
+    sim.fail(job_name("flow", "a", 0))
+    sim.reconcile()
+    assert status(sim, "a").job_ref is not None
+    # Meanwhile another flow stored the key: the retry is served from it, and ran no Job.
+    sim.memo_cache[CACHE] = {data_key("build-v1"): entry()}
+    sim.advance(2)
+    sim.reconcile()
+    a = status(sim, "a")
+    assert a.phase == "Succeeded"
+    assert a.message.startswith("memoized: the result flow default/x")
+    assert a.job_ref is None
+
+
+def test_a_finally_step_is_never_served_from_the_cache() -> None:
+    # Admission refuses memoize on a finally step; one stored before that rule still runs every time.
+    steps = [job_step("main"), {**memoized("cleanup"), "finally": True}]
+    sim = Simulator(make_flow(steps), T0)
+    sim.memo_cache[CACHE] = {data_key("build-v1"): entry(step="cleanup")}
+    sim.reconcile()
+    sim.complete(job_name("flow", "main", 0))
+    sim.reconcile()
+    assert status(sim, "cleanup").phase == "Running"
+    assert creates(sim, "cleanup")
+    assert sim.memo_reads == []

@@ -102,3 +102,35 @@ def test_the_webhook_denies_a_bad_memoize_naming_the_field() -> None:
     response = validate_review(review(flow))["response"]
     assert response["allowed"] is False
     assert f"{MEMO}.maxAge" in response["status"]["message"]
+
+
+def reader(source: str) -> dict[str, Any]:
+    return job_step("b", "a", inputs={"parameters": [{"name": "n", "valueFrom": {"jsonPath": source}}]})
+
+
+def test_a_dependent_cannot_read_a_memoized_steps_job_status() -> None:
+    # A cache hit runs no Job: the dependent worked after a run and failed the flow after a hit.
+    path = "spec.steps[1].inputs.parameters[0].valueFrom.jsonPath"
+    error = assert_error(make_flow(memoized(), reader("a:$.succeeded")), path, E.INVALID, "is memoized")
+    assert '"$.succeeded"' in str(error)
+    assert "a:$.outputs.parameters.NAME" in str(error)
+    assert_error(make_flow(memoized(), reader("a:$.status['completionTime']")), path, E.INVALID, "no Job")
+
+
+def test_a_dependent_reads_a_memoized_steps_stored_outputs_and_others_job_status() -> None:
+    outputs = {"parameters": [{"name": "count", "valueFrom": {"jsonPath": "$.succeeded"}}]}
+    assert_valid(make_flow(memoized(outputs=outputs), reader("a:$.outputs.parameters.count")))
+    assert_valid(make_flow(job_step("a"), reader("a:$.succeeded")))
+
+
+def test_a_finally_step_cannot_be_memoized() -> None:
+    # A rerun runs its finally steps again: a cleanup served from its own earlier entry would not run.
+    final = memoized(**{"finally": True})
+    error = assert_error(make_flow(final), MEMO, E.FORBIDDEN, "a finally step cannot be memoized")
+    assert "must run every time" in str(error)
+
+
+def test_the_webhook_denies_a_job_status_read_of_a_memoized_step_naming_the_field() -> None:
+    response = validate_review(review(make_flow(memoized(), reader("a:$.succeeded"))))["response"]
+    assert response["allowed"] is False
+    assert "spec.steps[1].inputs.parameters[0].valueFrom.jsonPath" in response["status"]["message"]

@@ -26,6 +26,7 @@ from zen_flow.api.job import JOB
 from zen_flow.api.meta import Condition, ObjectMeta
 from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import ApiError, from_status
+from zen_flow.kube.memo_caches import ConfigMapData
 from zen_flow.machinery.clock import Clock
 
 
@@ -68,7 +69,9 @@ class FakeApiServer:
         # Memoize caches: (namespace, name) -> {"labels": {...}, "data": {...}}.
         self.config_maps: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         # Raised by the next ConfigMap requests of a verb ("get", "patch", "create"), in order.
-        self.config_map_errors: dict[str, list[Exception]] = {}
+        # The next requests' answers by verb: an error, or None (answered as usual).
+        self.config_map_errors: dict[str, list[Exception | None]] = {}
+        self.config_map_limit = 1_048_576  # bytes of data, as the apiserver's
         self.config_map_requests: list[str] = []  # "get NAME", "patch NAME", "create NAME", in order
 
     # --- writes that happen outside the controller (users, the Job controller) -------------------------
@@ -202,11 +205,18 @@ class FakeApiServer:
     ) -> dict[str, str] | None:
         return None
 
-    async def read_memo_cache(self, namespace: str, name: str) -> Mapping[str, str]:
-        return dict(self._config_map("get", namespace, name)["data"])
+    async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData:
+        found = self._config_map("get", namespace, name)
+        return ConfigMapData(dict(found["labels"]), dict(found["data"]))
 
-    async def store_memo(self, namespace: str, name: str, key: str, value: str) -> None:
-        self._config_map("patch", namespace, name)["data"][key] = value
+    async def store_memo(self, namespace: str, name: str, changes: Mapping[str, str | None]) -> None:
+        """A JSON merge patch of `data`: None removes a key. Refused (422) as the apiserver does when
+        the ConfigMap's values would pass `config_map_limit` bytes."""
+        data = self._config_map("patch", namespace, name)["data"]
+        patched = {**data, **changes}
+        self._fits({k: v for k, v in patched.items() if v is not None}, name)
+        data.clear()
+        data.update({k: v for k, v in patched.items() if v is not None})
 
     async def create_memo_cache(
         self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
@@ -216,7 +226,13 @@ class FakeApiServer:
             raise from_status(
                 409, {"reason": "AlreadyExists", "message": f'configmaps "{name}" already exists'}
             )
+        self._fits({key: value}, name)
         self.config_maps[(namespace, name)] = {"labels": dict(labels), "data": {key: value}}
+
+    def _fits(self, data: Mapping[str, str], name: str) -> None:
+        if sum(len(v.encode()) for v in data.values()) > self.config_map_limit:  # the values, as its
+            message = f'ConfigMap "{name}" is invalid: []: Too long: must have at most 1048576 bytes'
+            raise from_status(422, {"reason": "Invalid", "message": message})
 
     def _config_map(self, verb: str, namespace: str, name: str) -> dict[str, dict[str, str]]:
         self._config_map_request(verb, name)
@@ -227,8 +243,8 @@ class FakeApiServer:
 
     def _config_map_request(self, verb: str, name: str) -> None:
         self.config_map_requests.append(f"{verb} {name}")
-        if errors := self.config_map_errors.get(verb):
-            raise errors.pop(0)
+        if (errors := self.config_map_errors.get(verb)) and (error := errors.pop(0)) is not None:
+            raise error
 
     # --- EventSink -------------------------------------------------------------------------------------
 

@@ -4,21 +4,38 @@ A plan names the entries it needs (`Plan.lookups`: memoized steps ready to start
 one GET per ConfigMap, and the plan is made again with the answers. A plan that stores a result
 (`SaveMemo`) has it written here, before the status write: a lost status write stores it again, which is
 harmless. The cache is an optimisation, never a reason to fail a flow: a ConfigMap that cannot be read
-(403, a timeout) runs the step, and a save that fails (403, the ConfigMap's 1 MiB limit: 422) is logged
-and said in a Warning event `MemoizeFailed`, the step's outcome unchanged.
+(403, a timeout) runs the step, and a save that fails (403, a 5xx) is logged and said in a Warning event
+`MemoizeFailed`, the step's outcome unchanged.
+
+Only ConfigMaps labelled `workflow.kube-zen.io/memo-cache: "true"` are caches (the controller labels the
+ones it creates): `cache.configMap.name` is the flow author's to choose, and without the label anyone who
+may create flows could have the controller patch keys into any ConfigMap of the namespace (an app's
+settings), or read a hit from one. An existing ConfigMap without it is no cache: its steps run, and a
+save says why in the event.
+
+A cache stays under the ConfigMap's 1 MiB: a save reads it first (its labels and entries), removes the
+entries whose `expires` has passed (the maxAge of the step that stored each) in the same merge patch,
+and when the apiserver still refuses it as too large, removes the oldest half of the other entries and
+tries once more. Without that, ~3,300 entries filled it, then every save failed and every lookup
+downloaded 1 MiB, for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 from zen_flow import planner
-from zen_flow.api import JobFlow
-from zen_flow.kube.errors import AlreadyExists, KubeError, NotFound, describe
+from zen_flow.api import JobFlow, JobFlowStatus
+from zen_flow.api.constants import StepPhase
+from zen_flow.controller.metrics import Metrics
+from zen_flow.kube.errors import AlreadyExists, ApiError, KubeError, NotFound, describe
+from zen_flow.kube.memo_caches import ConfigMapData
 from zen_flow.logging import get_logger
 from zen_flow.planner.events import WARNING
+from zen_flow.planner.memoization import MemoEntry, parse_entry
 
 log = get_logger(__name__)
 
@@ -26,11 +43,17 @@ MEMOIZE_FAILED = "MemoizeFailed"
 # Plans one reconcile makes at most while each finds memoized steps ready whose entries it lacks (a
 # chain of cached steps is served one step per plan); past that, the next reconcile goes on.
 MEMO_READ_ROUNDS = 8
+ENTRY_PREFIX = "memo-"  # planner.memoization.data_key: the only keys of a cache the controller touches
+NOT_A_CACHE = (
+    f'it lacks the label {planner.MEMO_CACHE_LABEL}: "true", so it is not a memoize cache (the controller '
+    "reads and writes only ConfigMaps so labelled, and labels those it creates) and the step is never "
+    "served from it either; name another ConfigMap, or label this one if it is meant to be a cache"
+)
 
 
 class MemoApi(Protocol):
-    async def read_memo_cache(self, namespace: str, name: str) -> Mapping[str, str]: ...
-    async def store_memo(self, namespace: str, name: str, key: str, value: str) -> None: ...
+    async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData: ...
+    async def store_memo(self, namespace: str, name: str, changes: Mapping[str, str | None]) -> None: ...
     async def create_memo_cache(
         self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
     ) -> None: ...
@@ -40,56 +63,75 @@ class EventSink(Protocol):
     def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None: ...
 
 
+def is_cache(found: ConfigMapData) -> bool:
+    return found.labels.get(planner.MEMO_CACHE_LABEL) == "true"
+
+
+class NotACache(Exception):
+    """The ConfigMap a save would write to lacks the cache label."""
+
+
 class MemoCache:
-    def __init__(self, *, api: MemoApi, events: EventSink) -> None:
+    def __init__(self, *, api: MemoApi, events: EventSink, metrics: Metrics) -> None:
         self._api = api
         self._events = events
+        self._metrics = metrics
 
     async def read(
         self, flow: JobFlow, lookups: Sequence[planner.MemoLookup]
-    ) -> dict[str, planner.MemoAnswer]:
-        """An answer for every lookup: the entry's text, or None (no ConfigMap, no such key, or the
-        ConfigMap could not be read: then the step runs)."""
+    ) -> tuple[dict[str, planner.MemoAnswer], set[str]]:
+        """An answer for every lookup: the entry's text, or None (no ConfigMap, no such key, a ConfigMap
+        that is no cache or could not be read: then the step runs); and the steps whose ConfigMap was
+        no cache or could not be read (their lookups count as errors, not misses)."""
         namespace = flow.metadata.namespace
         names = sorted({lookup.config_map for lookup in lookups})
 
-        async def data(name: str) -> Mapping[str, str]:
+        async def data(name: str) -> Mapping[str, str] | None:
             try:
-                return await self._api.read_memo_cache(namespace, name)
+                found = await self._api.read_memo_cache(namespace, name)
             except NotFound:
                 return {}
             except KubeError as err:
                 log.warning("memoize cache unreadable; its steps run", config_map=name, error=describe(err))
-                return {}
+                return None
+            if not is_cache(found):
+                log.warning("memoize cache is not labelled as one; its steps run", config_map=name)
+                return None
+            return found.data
 
         found = dict(zip(names, await asyncio.gather(*map(data, names)), strict=True))
-        return {
-            lookup.step: planner.MemoAnswer(lookup.key, found[lookup.config_map].get(lookup.data_key))
+        answers = {
+            lookup.step: planner.MemoAnswer(lookup.key, (found[lookup.config_map] or {}).get(lookup.data_key))
             for lookup in lookups
         }
+        return answers, {lookup.step for lookup in lookups if found[lookup.config_map] is None}
 
-    async def save(self, flow: JobFlow, actions: Sequence[planner.Action]) -> None:
+    def count_lookups(
+        self, answered: Mapping[str, planner.MemoAnswer], unusable: set[str], status: JobFlowStatus
+    ) -> None:
+        """`zen_flow_memoize_lookups_total` for the steps whose entries were read for the final plan
+        `status`: served (Succeeded without a Job) is a hit."""
+        for step in answered:
+            if step in unusable:
+                result = "error"
+            else:
+                found = status.step(step)
+                result = "hit" if found is not None and found.phase == StepPhase.SUCCEEDED else "miss"
+            self._metrics.memo_lookups.labels(result).inc()
+
+    async def save(self, flow: JobFlow, actions: Sequence[planner.Action], now: datetime) -> None:
         """Store the plan's `SaveMemo` entries; a failure is logged and said in an event, never raised."""
         for action in actions:
             if isinstance(action, planner.SaveMemo):
-                await self._save(flow, action)
+                await self._save(flow, action, now)
 
-    async def _save(self, flow: JobFlow, save: planner.SaveMemo) -> None:
-        namespace = flow.metadata.namespace
+    async def _save(self, flow: JobFlow, save: planner.SaveMemo, now: datetime) -> None:
         try:
-            try:
-                await self._api.store_memo(namespace, save.config_map, save.data_key, save.value)
-            except NotFound:
-                try:
-                    labels = {planner.MEMO_CACHE_LABEL: "true"}
-                    await self._api.create_memo_cache(
-                        namespace, save.config_map, labels, save.data_key, save.value
-                    )
-                except AlreadyExists:  # another flow created it meanwhile: add ours to it
-                    await self._api.store_memo(namespace, save.config_map, save.data_key, save.value)
-        except KubeError as err:
-            why = describe(err)
+            removed = await self._store(flow.metadata.namespace, save, now)
+        except (KubeError, NotACache) as err:
+            why = NOT_A_CACHE if isinstance(err, NotACache) else describe(err)
             log.warning("memoize result not stored", step=save.step, config_map=save.config_map, error=why)
+            self._metrics.memo_saves.labels("error").inc()
             self._events.emit(
                 flow,
                 WARNING,
@@ -98,4 +140,62 @@ class MemoCache:
                 f"(the step's outcome is unchanged): {why}; key {save.key}",
             )
             return
-        log.info("memoize result stored", step=save.step, config_map=save.config_map)
+        self._metrics.memo_saves.labels("ok").inc()
+        log.info("memoize result stored", step=save.step, config_map=save.config_map, removed=removed)
+
+    async def _store(self, namespace: str, save: planner.SaveMemo, now: datetime) -> int:
+        """Write the entry, with the removals it needs; the number of entries removed."""
+        try:
+            found = await self._api.read_memo_cache(namespace, save.config_map)
+        except NotFound:
+            try:
+                labels = {planner.MEMO_CACHE_LABEL: "true"}
+                await self._api.create_memo_cache(
+                    namespace, save.config_map, labels, save.data_key, save.value
+                )
+                return 0
+            except AlreadyExists:  # another flow created it meanwhile: add ours to it
+                found = await self._api.read_memo_cache(namespace, save.config_map)
+        if not is_cache(found):
+            raise NotACache(save.config_map)
+        changes: dict[str, str | None] = dict.fromkeys(expired(found.data, now, save.data_key))
+        changes[save.data_key] = save.value
+        try:
+            await self._api.store_memo(namespace, save.config_map, changes)
+        except ApiError as err:
+            if err.status != 422 and not err.too_large:
+                raise
+            log.info("memoize cache full; its oldest entries are evicted", config_map=save.config_map)
+            changes.update(dict.fromkeys(oldest_half(found.data, changes)))
+            await self._api.store_memo(namespace, save.config_map, changes)
+        return len(changes) - 1
+
+
+def _entries(data: Mapping[str, str], keep: str) -> dict[str, MemoEntry | None]:
+    """The cache's entries but `keep`, parsed (None: one that does not parse)."""
+    return {k: parse_entry(v) for k, v in data.items() if k.startswith(ENTRY_PREFIX) and k != keep}
+
+
+def expired(data: Mapping[str, str], now: datetime, keep: str) -> list[str]:
+    """The entries whose `expires` has passed: the step that stored each would not use it any more."""
+    return [
+        k
+        for k, entry in _entries(data, keep).items()
+        if entry is not None and entry.expires is not None and entry.expires <= now
+    ]
+
+
+def oldest_half(data: Mapping[str, str], changes: Mapping[str, str | None]) -> list[str]:
+    """The older half of the entries `changes` does not touch already: those that do not parse first
+    (nothing serves them), then by the time they were stored."""
+    entries = {k: e for k, e in _entries(data, "").items() if k not in changes}
+
+    def age(key: str) -> tuple[int, datetime, str]:
+        entry = entries[key]
+        return (0, _EPOCH, key) if entry is None else (1, entry.time, key)
+
+    ordered = sorted(entries, key=age)
+    return ordered[: (len(ordered) + 1) // 2]
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)

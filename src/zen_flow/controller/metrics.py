@@ -251,6 +251,24 @@ class Metrics:
         )
         for result in CRON_RUN_RESULTS:
             self.cron_runs.labels(result)
+        # Memoized steps' caches (controller/memo_cache.py), at 0 from the start as job_deletes: a cache
+        # that starts failing must be an increase, and a hit ratio needs both series.
+        self.memo_lookups = Counter(
+            "zen_flow_memoize_lookups_total",
+            "Memoized steps ready to start whose cache entry was read, by result (hit, miss, error)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("hit", "miss", "error"):
+            self.memo_lookups.labels(result)
+        self.memo_saves = Counter(
+            "zen_flow_memoize_saves_total",
+            "Memoized steps' results stored in their cache, by result (ok, error)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "error"):
+            self.memo_saves.labels(result)
         self.api_requests = Counter(
             "zen_flow_api_requests_total",
             "Requests sent to the apiserver",

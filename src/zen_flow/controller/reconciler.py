@@ -34,6 +34,7 @@ from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
 from zen_flow.kube.errors import ApiError, Conflict
+from zen_flow.kube.memo_caches import ConfigMapData
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
@@ -87,8 +88,8 @@ class ClusterApi(Protocol):
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
-    async def read_memo_cache(self, namespace: str, name: str) -> Mapping[str, str]: ...
-    async def store_memo(self, namespace: str, name: str, key: str, value: str) -> None: ...
+    async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData: ...
+    async def store_memo(self, namespace: str, name: str, changes: Mapping[str, str | None]) -> None: ...
     async def create_memo_cache(
         self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
     ) -> None: ...
@@ -141,7 +142,7 @@ class Controller:
         )
         self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
         self._first_jobs = FirstJobs()
-        self._memo_cache = MemoCache(api=api, events=events)
+        self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
         # Validation is pure but not free (500 steps: milliseconds); a spec only changes with its generation.
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
@@ -316,7 +317,7 @@ class Controller:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
             created, rejected = await self._executor.execute(flow, result.actions)
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
-            await self._memo_cache.save(flow, result.actions)
+            await self._memo_cache.save(flow, result.actions, now)
         except JobNameTaken as err:
             # Retried with backoff and not in the status (nothing is written while a create fails): the
             # Event is what `kubectl describe` shows of why the flow waits (a repeat is one count more).
@@ -386,6 +387,7 @@ class Controller:
         plan that names memoized steps ready to start (`lookups`) is made again once their cache entries
         are read (outside the lock: a GET must not hold the group), so that a hit serves the step now."""
         memos: dict[str, planner.MemoAnswer] = {}
+        unusable: set[str] = set()  # steps whose cache could not be read or is no cache
         group = planner.group_of(flow)
         for rounds in range(1, MEMO_READ_ROUNDS + 1):
             async with self._group_locks.hold(group) if group else contextlib.nullcontext():
@@ -397,8 +399,11 @@ class Controller:
                     # The steps still waiting for their entries are planned again in a second
                     # (`planner.memoization.LOOKUP_RETRY_SECONDS`).
                     self._track_start(flow, planned.status)
+                    self._memo_cache.count_lookups(memos, unusable, planned.status)
                     return planned
-            memos.update(await self._memo_cache.read(flow, planned.lookups))
+            answers, failed = await self._memo_cache.read(flow, planned.lookups)
+            memos.update(answers)
+            unusable |= failed
         raise AssertionError("unreachable: the last round returns")
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:

@@ -9,7 +9,7 @@ from zen_flow.api import Job
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
-from zen_flow.kube.memo_caches import MemoCacheClient
+from zen_flow.kube.memo_caches import ConfigMapData, MemoCacheClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.pods import PodClient
 
@@ -65,13 +65,14 @@ class Cluster:
         """Metadata of such an object (who owns it). `NotFound` if it is gone."""
         return await self._objects.get(namespace, kind, name)
 
-    async def read_memo_cache(self, namespace: str, name: str) -> Mapping[str, str]:
-        """A memoize cache ConfigMap's data. `NotFound` if it is absent."""
+    async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData:
+        """A memoize cache ConfigMap's labels and data. `NotFound` if it is absent."""
         return await self._memos.read(namespace, name)
 
-    async def store_memo(self, namespace: str, name: str, key: str, value: str) -> None:
-        """Set one entry of a memoize cache ConfigMap (a merge patch). `NotFound` if it is absent."""
-        await self._memos.store(namespace, name, key, value)
+    async def store_memo(self, namespace: str, name: str, changes: Mapping[str, str | None]) -> None:
+        """Set (a value) or remove (None) entries of a memoize cache ConfigMap (a merge patch).
+        `NotFound` if it is absent."""
+        await self._memos.store(namespace, name, changes)
 
     async def create_memo_cache(
         self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str

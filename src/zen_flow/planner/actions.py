@@ -56,9 +56,10 @@ class CreateResource:
 @dataclass(frozen=True)
 class SaveMemo:
     """Store a memoized step's result (planner.memoization): `value` under `data_key` in the ConfigMap
-    `config_map` of the flow's namespace, by a JSON merge patch of its `data` (one key: no read-modify-
-    write), the ConfigMap created if it is absent. Saving twice is harmless; a save that fails changes
-    nothing of the step (a Warning event says so)."""
+    `config_map` of the flow's namespace (only one labelled as a cache), by a JSON merge patch of its
+    `data` (that key, and expired or evicted entries removed: no read-modify-write of the others), the
+    ConfigMap created if it is absent. Saving twice is harmless; a save that fails changes nothing of
+    the step (a Warning event says so)."""
 
     step: str
     config_map: str

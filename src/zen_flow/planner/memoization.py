@@ -6,9 +6,11 @@ Job template's are; so it is known only once the step is ready to start (its dep
 true), which only the plan decides. The plan therefore asks: a memoized step ready to start whose entry
 it was not given waits, and the plan names what it needs (`Plan.lookups`); the controller reads those
 ConfigMap keys and plans again with the answers (`MemoAnswer`). Deciding from the answers stays here,
-pure: an entry is used when it was stored less than `maxAge` ago by the plan's clock (the controller's)
-and holds every output parameter the step declares now; anything else (absent, stale, malformed, an
-output missing) runs the step.
+pure: an entry is used when it was stored less than `maxAge` ago by the plan's clock (the controller's),
+not in the future (past a clock skew), and holds every output parameter the step declares now; anything
+else (absent, stale, malformed, an output missing) runs the step. Anyone who may write ConfigMaps can
+write an entry, so `parse_entry` is the one place that decides whether one is usable at all: whatever
+it accepts can be served and written into a status without another check.
 
 A step that succeeds by running stores its outputs (`SaveMemo`) in the plan that marks it Succeeded.
 Entries live under a hash of the key (a ConfigMap's data keys allow only `[-._a-zA-Z0-9]`), and the key
@@ -23,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from zen_flow.api.jobflow import Memoize, ParameterValue, Step, StepOutputValues
 from zen_flow.api.meta import format_time, parse_time
@@ -40,6 +42,9 @@ from zen_flow.planner.timing import after
 
 # The label of a cache ConfigMap the controller created (it is owned by no flow: it outlives them).
 MEMO_CACHE_LABEL = "workflow.kube-zen.io/memo-cache"
+# How far in the future an entry's time may be (the controllers' clocks differ a little across a
+# failover): past it, the entry is no hit, or a stamp far ahead would outlive every maxAge.
+CLOCK_SKEW_SECONDS = 300.0
 # How soon a plan that still lacks a memoized step's entry is made again (the controller answers at once
 # and plans again in the same reconcile; this is the safety net).
 LOOKUP_RETRY_SECONDS = 1.0
@@ -56,37 +61,58 @@ class MemoEntry:
     outputs: Mapping[str, str]
     flow: str  # "namespace/name" of the flow that stored it
     step: str
-    time: datetime  # when it was stored, by the controller's clock
+    time: datetime  # when it was stored, by the controller's clock (UTC)
+    # When the maxAge of the step that stored it ends: from then on the controller removes it from the
+    # cache on its next save there. None (no maxAge): kept until evicted as one of the oldest.
+    expires: datetime | None = None
 
 
 def encode_entry(entry: MemoEntry) -> str:
-    return json.dumps(
-        {
-            "key": entry.key,
-            "outputs": dict(entry.outputs),
-            "flow": entry.flow,
-            "step": entry.step,
-            "time": format_time(entry.time),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    doc = {
+        "key": entry.key,
+        "outputs": dict(entry.outputs),
+        "flow": entry.flow,
+        "step": entry.step,
+        "time": format_time(entry.time),
+    }
+    if entry.expires is not None:
+        doc["expires"] = format_time(entry.expires)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def parse_entry(text: str, key: str) -> MemoEntry | None:
-    """The entry `text` holds for `key`; None when it is malformed or another key's (anyone can edit the
-    ConfigMap: nothing in it is trusted to be well formed)."""
+def parse_entry(text: str, key: str | None = None) -> MemoEntry | None:
+    """The entry `text` holds (for `key`, when given); None when it is another key's or anything about
+    it is wrong. Anyone who may write ConfigMaps can write it, so this is the one place that checks it
+    all: every string is one UTF-8 can encode (a lone surrogate travels as a JSON escape, and the status
+    write that would carry it raised, every reconcile), the times are in range in UTC, the outputs are
+    strings. Whatever it returns can be served as it is."""
     try:
         doc = json.loads(text)
-        if not isinstance(doc, dict) or doc.get("key") != key:
+        if not isinstance(doc, dict) or not isinstance(found := doc.get("key"), str):
             return None
-        outputs, flow, step, time = doc.get("outputs"), doc.get("flow"), doc.get("step"), doc.get("time")
+        if key is not None and found != key:
+            return None
+        outputs, flow, step = doc.get("outputs"), doc.get("flow"), doc.get("step")
+        time, expires = doc.get("time"), doc.get("expires")
         if not isinstance(outputs, dict) or not all(isinstance(v, str) for v in outputs.values()):
             return None
         if not isinstance(flow, str) or not isinstance(step, str) or not isinstance(time, str):
             return None
-        return MemoEntry(key, outputs, flow, step, parse_time(time))
-    except (ValueError, TypeError, RecursionError):
+        if expires is not None and not isinstance(expires, str):
+            return None
+        for part in (found, flow, step, time, expires or "", *outputs, *outputs.values()):
+            part.encode()  # UnicodeEncodeError: a lone surrogate
+        # parse_time converts to UTC: a time in range only before that (year 1 at +14:00) overflows here,
+        # not later in a subtraction outside any try.
+        return MemoEntry(
+            found,
+            outputs,
+            flow,
+            step,
+            parse_time(time),
+            parse_time(expires) if expires is not None else None,
+        )
+    except (ValueError, TypeError, RecursionError, OverflowError):  # UnicodeEncodeError is a ValueError
         return None
 
 
@@ -99,12 +125,23 @@ def max_age(memoize: Memoize) -> float | None:
     return float(seconds) if seconds is not None and seconds > 0 else 0.0
 
 
+def expiry(memoize: Memoize, now: datetime) -> datetime | None:
+    """When an entry stored `now` stops being usable by the step that stores it; None: never (no maxAge,
+    or one past the calendar's end)."""
+    limit = max_age(memoize)
+    try:
+        return now + timedelta(seconds=limit) if limit is not None else None
+    except OverflowError:
+        return None
+
+
 def served_outputs(entry: MemoEntry, step: Step, now: datetime) -> StepOutputValues | None:
     """The step's outputs from `entry` if it is fresh and holds every output parameter the step declares
     (in spec order; values over the status limit are not served); else None: the step runs."""
     assert step.memoize is not None
     limit = max_age(step.memoize)
-    if limit is not None and (now - entry.time).total_seconds() >= limit:
+    age = (now - entry.time).total_seconds()
+    if age < -CLOCK_SKEW_SECONDS or (limit is not None and age >= limit):
         return None
     declared = step.outputs.parameters if step.outputs is not None else ()
     values = []
@@ -136,7 +173,9 @@ class Memoization(PlanState):
         memoize = w.spec.memoize
         assert memoize is not None
         config_map = config_map_of(memoize)
-        if config_map is None:  # admission requires it
+        # Admission requires a cache and refuses memoize on a finally step (cleanup must run every time,
+        # a rerun's too); a flow that started before that rule runs it.
+        if config_map is None or w.spec.is_finally:
             return False
         key = self.memo_key(w, resolved)
         answer = self.memos.get(w.name)
@@ -150,6 +189,9 @@ class Memoization(PlanState):
             return False
         if w.start_time is None:
             w.start_time = self.now
+        # A retry served from the cache ran no Job for its result: the failed attempt's Job is not the
+        # step's (zen-flow logs, the estimate read job_ref).
+        w.job_ref = None
         w.outputs = outputs
         w.succeed(
             self.now,
@@ -173,7 +215,8 @@ class Memoization(PlanState):
             return
         params = w.outputs.parameters if w.outputs is not None else ()
         meta = self.flow.metadata
+        outputs = {p.name: p.value for p in params}
         entry = MemoEntry(
-            key, {p.name: p.value for p in params}, f"{meta.namespace}/{meta.name}", w.name, self.now
+            key, outputs, f"{meta.namespace}/{meta.name}", w.name, self.now, expiry(memoize, self.now)
         )
         self.actions.append(SaveMemo(w.name, config_map, data_key(key), key, encode_entry(entry)))

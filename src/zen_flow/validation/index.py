@@ -28,6 +28,7 @@ class StepIndex:
     _bits: Mapping[str, int]
     _ancestors: Mapping[str, int] | None  # None when the graph has a cycle
     final: frozenset[str] = frozenset()  # the finally steps (`finally: true`)
+    memoized: frozenset[str] = frozenset()  # the steps with `memoize` (a cache hit runs no Job)
 
     def __contains__(self, name: object) -> bool:
         return name in self.paths
@@ -95,6 +96,7 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
     parameters: dict[str, frozenset[str]] = {}
     edges: list[tuple[str, list[str]]] = []
     final: set[str] = set()
+    memoized: set[str] = set()
     # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
     names_of: dict[int, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
     for path, step in steps:
@@ -104,6 +106,8 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         paths[name] = path
         if step.get("finally") is True:
             final.add(name)
+        if step.get("memoize") is not None:
+            memoized.add(name)
         if (declared := step.get("outputs")) is not None:  # most have none: no entry (readers use .get)
             if (names := names_of.get(id(declared))) is None:
                 names = names_of[id(declared)] = (*_artifact_names(declared), _parameter_names(declared))
@@ -131,4 +135,5 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         _bits=bits,
         _ancestors=ancestors,
         final=frozenset(final),
+        memoized=frozenset(memoized),
     )

@@ -30,6 +30,7 @@ from zen_flow.validation.formats import (
     subdomain_problem,
 )
 from zen_flow.validation.index import StepIndex
+from zen_flow.validation.memoize import memoized_job_status
 from zen_flow.validation.plain_inputs import plain_artifact, plain_parameter
 from zen_flow.validation.reader import Reader
 
@@ -87,7 +88,9 @@ def _check_input_json_path(r: Reader, index: StepIndex, step: str, value: str, p
     if _check_step_ref(r, index, step, ref, value, path) and parsed:
         output = read_output(expr)
         declared = index.output_parameters.get(ref, frozenset())
-        if output is not None and output not in declared:
+        if output is None and ref in index.memoized:
+            r.add(invalid(path, value, memoized_job_status(ref, expr)))
+        elif output is not None and output not in declared:
             r.add(
                 not_found(
                     path,

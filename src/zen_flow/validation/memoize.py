@@ -1,10 +1,13 @@
 """Rules for a step's `memoize` (planner/memoization.py): a Job step's result cached under a key.
 
 Refused where a cached result would be wrong or could not be used: on a Manual step (it runs nothing),
-on a step with output artifacts (the cache holds values, not files: an entry would point at stored
+on a finally step (cleanup must run every time: a rerun runs its finally steps again), on a step with
+output artifacts (the cache holds values, not files: an entry would point at stored
 objects that outlive neither their bucket's lifecycle rules nor a rerun of the flow that stored them),
 and a key that reads a parameter from a ConfigMap or Secret (only the pod knows that value, so the
-controller could not compute the key).
+controller could not compute the key). A dependent may not read a memoized step's Job status
+(`build:$.succeeded`): a hit runs no Job, so only the stored outputs (`$.outputs.parameters.NAME`) are
+there on every run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from zen_flow.validation.reader import Reader
 
 MAX_KEY = 1024
 MANUAL_MEMOIZE = "a Manual step runs nothing, so there is no result to memoize"
+FINALLY_MEMOIZE = (
+    "a finally step cannot be memoized: cleanup or a notification must run every time the flow ends "
+    "(a rerun runs its finally steps again), not be served from an earlier run"
+)
 ARTIFACTS_MEMOIZE = (
     "a step with output artifacts cannot be memoized: the cache holds parameter values, not files, and "
     "an entry would point at stored objects it cannot keep alive (bucket lifecycle rules, a rerun of the "
@@ -28,15 +35,24 @@ ARTIFACTS_MEMOIZE = (
 
 
 def check_memoize(
-    r: Reader, raw: Any, path: Path, *, manual: bool, outputs: Mapping[str, Any] | None
+    r: Reader,
+    raw: Any,
+    path: Path,
+    *,
+    manual: bool,
+    final: bool = False,
+    outputs: Mapping[str, Any] | None,
 ) -> None:
-    """The field's own rules; `outputs`: the step's outputs (its artifacts cannot be memoized)."""
+    """The field's own rules; `outputs`: the step's outputs (its artifacts cannot be memoized);
+    `final`: a finally step."""
     memo = r.mapping(raw, path)
     if memo is None:
         return
     if manual:
         r.add(forbidden(path, MANUAL_MEMOIZE))
         return
+    if final:
+        r.add(forbidden(path, FINALLY_MEMOIZE))
     if outputs is not None and outputs.get("artifacts"):
         r.add(forbidden(path, ARTIFACTS_MEMOIZE))
     key = r.string(memo.get("key"), path + ".key", require=True)  # an empty one is reported as missing
@@ -58,6 +74,16 @@ def check_memoize(
     name = r.string(config_map.get("name"), path + ".cache.configMap.name", require=True)
     if name is not None and (problem := subdomain_problem(name)) is not None:
         r.add(invalid(path + ".cache.configMap.name", name, problem))
+
+
+def memoized_job_status(step: str, expr: str) -> str:
+    """Why a dependent may not read `expr` (not an output parameter) of the memoized `step`."""
+    return (
+        f"step {quote(step)} is memoized: a cache hit runs no Job, so the Job status {quote(expr)} reads "
+        f"is not there on every run; declare the value as an output parameter of step {quote(step)} "
+        f"(outputs.parameters[].valueFrom.jsonPath: {quote(expr)}) and read "
+        f"{quote(step + ':$.outputs.parameters.NAME')}"
+    )
 
 
 def check_memoize_key_inputs(

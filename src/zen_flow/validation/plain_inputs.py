@@ -57,6 +57,8 @@ def plain_parameter(index: StepIndex, step: str, param: Mapping[str, Any], seen:
     output = segments[2] if segments[:2] == ("outputs", "parameters") and len(segments) > 2 else None
     if output is not None and output not in index.output_parameters.get(ref, ()):
         return False  # an output the step does not declare
+    if output is None and ref in index.memoized:
+        return False  # the Job status of a step that may run no Job
     return _new_name(param, seen)
 
 

@@ -139,6 +139,7 @@ def check_step_fields(
             step["memoize"],
             path + ".memoize",
             manual=is_manual(step) or kind == "Manual",
+            final=step.get("finally") is True,
             outputs=outputs if isinstance(outputs, dict) else None,
         )
     return _check_template_for_type(r, step, kind, path + ".template", templates)
