@@ -383,3 +383,64 @@ def test_random_flows_stopped_gracefully_amid_lost_writes(flow: JobFlow, seed: i
                 owners.setdefault(action.name, set()).add((action.step, action.attempt))
     assert all(len(v) == 1 for v in owners.values())
     assert all(StepPhase(s.phase).terminal for s in statuses)
+
+
+# --- a stop that comes once the outcome is decided (review findings) --------------------------------------
+
+
+@pytest.mark.parametrize("value", ["true", "RunFinally"])
+def test_a_stop_after_the_last_failure_keeps_it(value: str) -> None:
+    # a failed, and the stop landed before the controller looked: b can never run (a failed for good),
+    # so every step has ended and the stop stops nothing. Before: b "not started: stopped by alice" and
+    # the flow Stopped, hiding a's failure.
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.fail(job_of(sim, "a"))
+    stop(sim, value)
+    result = sim.reconcile()
+    assert sim.phase == "Failed"
+    assert failed_condition(sim) == (
+        "StepFailed",
+        "step a failed: Job failed: BackoffLimitExceeded: Job has failed",
+    )
+    assert message(sim, "b") == "dependency a failed"
+    assert "FlowStopped" not in reasons(result)
+
+
+def test_a_graceful_stop_after_the_last_failure_runs_the_finally_steps_and_keeps_it() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a"), job_step("cleanup", **ON_FAILURE)]), T0)
+    sim.reconcile()
+    sim.fail(job_of(sim, "a"))
+    stop(sim)
+    result = sim.reconcile()
+    assert "FlowStopped" not in reasons(result)
+    assert started(sim) == ["a", "cleanup"]  # flow.outcome Failed: the failure's, not the stop's
+    run(sim, by_step(sim, {}))
+    assert failed_condition(sim)[0] == "StepFailed"
+    assert message(sim, "b") == "dependency a failed"
+
+
+@pytest.mark.parametrize("value", ["true", "RunFinally"])
+def test_a_lost_write_of_a_stop_ends_a_step_after_a_stopped_one_for_the_stop(value: str) -> None:
+    # x was stopped (its Job deleted) and the write lost; a had failed for good. b waits for both: the plan
+    # that stopped x skipped b for a, and so must the next one, not for "dependency x failed"; c, after x
+    # only, ends "not started: stopped by alice" in both.
+    steps = [
+        job_step("x"),
+        job_step("a"),
+        job_step("b", "x", "a"),
+        job_step("c", "x"),
+        job_step("cleanup", **FINALLY),
+    ]
+    endings = []
+    for lose in (False, True):
+        sim = Simulator(make_flow(steps), T0)
+        sim.reconcile()
+        sim.fail(job_of(sim, "a"))
+        stop(sim, value)
+        sim.reconcile(write_status=not lose)
+        run(sim, by_step(sim, {}))
+        endings.append(ending(sim))
+        assert message(sim, "b") == "dependency a failed"
+        assert message(sim, "c") == "not started: stopped by alice"
+    assert endings[1] == endings[0]

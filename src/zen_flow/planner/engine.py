@@ -72,11 +72,9 @@ class _Planner(Starts):
     def schedule_all(self) -> None:
         order = self.order
         main = len(order) - len(self.final)  # the shape orders the finally steps last
-        if self.stop_reason is None:
-            # Under a stop the other steps all end for it (`stop_all`), none for a dependency the stop
-            # ended first: a plan that finds a stopped step's Job gone after a lost write (`stopped_job`)
-            # must end them the same way as the plan that stopped it.
-            self.schedule_steps(order[:main] if self.final else order)
+        # Under a stop too: a step that can never run because a dependency failed for good before it is
+        # skipped for that (the failure decided the outcome, the stop came after it); none starts.
+        self.schedule_steps(order[:main] if self.final else order)
         if self.final and self.close_main():
             self.schedule_steps(order[main:])
 
@@ -106,7 +104,10 @@ class _Planner(Starts):
     def schedule_pending(self, w: StepWork) -> None:
         if waiting(w.message):
             w.message = None  # said again below if it is still held
-        ready, never = dependency_verdict(w, self.works)
+        # A dependency this plan ended for a stop, a replacement or the deadline (its Job found gone:
+        # `Observation.stopped_job`) counts as running, as in the plan that ended it, whose write was lost:
+        # `w` then ends for that cause too (`stop_all`), not for "dependency ... failed".
+        ready, never = dependency_verdict(w, self.works, self.cut_short)
         if never is not None:
             w.skip(self.now, never)
             return

@@ -141,6 +141,7 @@ class Observation(Memoization):
         if why is None:
             return False
         self.end_now(w, why)
+        self.cut_short.add(w.name)
         self.stop_acted = True
         return True
 

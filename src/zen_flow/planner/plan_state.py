@@ -97,6 +97,8 @@ class PlanState:
         self.stopped = None if graceful else self.stop_reason
         self.stopping = self.stop_reason if graceful else None
         self.stop_acted = False  # did this plan end a step for the stop?
+        # Steps this plan found with their Job gone and ended for the stop that deleted it (a lost write).
+        self.cut_short: set[str] = set()
         self._stopped_before: bool | None = None
         self.budget = retry_budget(flow)
         # Retrying steps are never settled nor dormant: they are all in `moving`.
