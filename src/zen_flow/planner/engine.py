@@ -183,8 +183,10 @@ class _Planner(Starts):
             return FlowPhase.FAILED, *self.ended_for
         if self.stop_reason is not None and self.stop_took_effect():
             # A stop that ended a step (a graceful one, or one whose write was lost) ends the flow Stopped,
-            # whatever its finally steps did; a failed one is said too.
-            said = f"{self.stop_reason}; {self.final_failure}" if self.final_failure else self.stop_reason
+            # whatever its finally steps did; after a graceful stop, a failed one is said too (a stop now
+            # says only the stop, here as in `conclude`, whose write this plan may be making again).
+            graceful = self.stopping is not None and self.final_failure
+            said = f"{self.stop_reason}; {self.final_failure}" if graceful else self.stop_reason
             return FlowPhase.FAILED, said, REASON_STOPPED
         statuses = self.works.statuses()
         final = self.final

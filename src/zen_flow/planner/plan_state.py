@@ -18,7 +18,7 @@ from zen_flow.planner.actions import Action, CreateResource, MemoAnswer, MemoLoo
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
-from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
+from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import parallelism_of
@@ -254,10 +254,12 @@ class PlanState:
         self.main_failed |= not w.spec.is_finally
 
     def stopped_before(self) -> bool:
-        """Had the stop request ended a step before this plan (its message says so: `stopped_by_request`)?
-        A finally step too: one whose Job a stop now deleted before its value changed to RunFinally."""
+        """Had a stop ended a step of this run before this plan (its message says so: `stopped_in_run`)?
+        A finally step too: one whose Job a stop now deleted before its value changed to RunFinally. What
+        an earlier stop wrote into a step a rerun kept does not count: this stop may have stopped nothing."""
         if self._stopped_before is None:
-            self._stopped_before = any(stopped_by_request(s) for s in self.works.settled())
+            began = self.flow.status.start_time
+            self._stopped_before = any(stopped_in_run(s, began) for s in self.works.settled())
         return self._stopped_before
 
     def stop_took_effect(self) -> bool:
