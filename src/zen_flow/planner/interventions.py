@@ -71,8 +71,9 @@ _STOPPED_MESSAGES = (STOP_MARK, f"not started: {STOP_MARK}", f"no decision: {STO
 
 
 def stop_request(flow: JobFlow) -> str | None:
-    """Why the flow must fail now (`workflow.kube-zen.io/stop`, any non-empty value), or None. Its
-    whitespace is that of a step message (`bound`), so that the steps it ended can be recognised."""
+    """Why the flow must fail now (`workflow.kube-zen.io/stop`, any non-empty value), or None. The
+    user's whitespace is collapsed as in a step message (`bound`): a blank stopped-by, written "stopped
+    by" into the steps, would not be recognised as the stop's (`stopped_by_request`) by later plans."""
     annotations = flow.metadata.annotations
     if not (annotations.get(ANNOTATION_STOP) or "").strip():
         return None

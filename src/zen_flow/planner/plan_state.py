@@ -209,12 +209,6 @@ class PlanState:
         elif final and self.final_failure is None:
             self.final_failure = failure_message(w.name, True, w.message)
 
-    def stop_for(self, w: StepWork) -> str | None:
-        """Why the stop request ends `w` (a graceful stop spares the finally steps), or None."""
-        if self.stopped is not None:
-            return self.stopped
-        return self.stopping if self.stopping is not None and not w.spec.is_finally else None
-
     def own_delete(self, w: StepWork) -> str | None:
         """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
         this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
