@@ -35,7 +35,7 @@ from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import unwait, waiting
-from zen_flow.planner.plan_state import failure_message
+from zen_flow.planner.plan_state import DEADLINE_EXCEEDED, failure_message
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import dependency_verdict, uncommitted
@@ -72,11 +72,9 @@ class _Planner(Starts):
     def schedule_all(self) -> None:
         order = self.order
         main = len(order) - len(self.final)  # the shape orders the finally steps last
-        if self.stop_reason is None:
-            # Under a stop the other steps all end for it (`stop_all`), none for a dependency the stop
-            # ended first: a plan that finds a stopped step's Job gone after a lost write (`stopped_job`)
-            # must end them the same way as the plan that stopped it.
-            self.schedule_steps(order[:main] if self.final else order)
+        # Under a stop too: a step that can never run because a dependency failed for good before it is
+        # skipped for that (the failure decided the outcome, the stop came after it); none starts.
+        self.schedule_steps(order[:main] if self.final else order)
         if self.final and self.close_main():
             self.schedule_steps(order[main:])
 
@@ -106,7 +104,10 @@ class _Planner(Starts):
     def schedule_pending(self, w: StepWork) -> None:
         if waiting(w.message):
             w.message = None  # said again below if it is still held
-        ready, never = dependency_verdict(w, self.works)
+        # A dependency this plan ended for a stop, a replacement or the deadline (its Job found gone:
+        # `PlanState.own_delete`) counts as running, as in the plan that ended it, whose write was lost:
+        # `w` then ends for that cause too (`stop_all`), not for "dependency ... failed".
+        ready, never = dependency_verdict(w, self.works, self.cut_short)
         if never is not None:
             w.skip(self.now, never)
             return
@@ -146,7 +147,7 @@ class _Planner(Starts):
             self.stop_all(self.group.replaced, REPLACED_JOB_REASON)
             return FlowPhase.FAILED, self.group.replaced, REASON_REPLACED
         if self.deadline_passed:
-            self.stop_all("flow deadline exceeded")
+            self.stop_all(DEADLINE_EXCEEDED)
             return FlowPhase.FAILED, f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
         if self.failure is not None:
             # The finally steps are left to run (close_main ended the others before they started).
@@ -176,10 +177,16 @@ class _Planner(Starts):
         """The flow's outcome when every step is terminal: Succeeded unless a step failed; else None."""
         if self.works.dormant or not all(w.terminal for w in self.moving.values()):
             return None
+        if self.ended_for is not None:
+            # This plan found a Job the replacement or the deadline deleted (`own_delete`): the flow ends
+            # as the plan that deleted it did, its write lost, not as its steps did since.
+            return FlowPhase.FAILED, *self.ended_for
         if self.stop_reason is not None and self.stop_took_effect():
             # A stop that ended a step (a graceful one, or one whose write was lost) ends the flow Stopped,
-            # whatever its finally steps did; a failed one is said too.
-            said = f"{self.stop_reason}; {self.final_failure}" if self.final_failure else self.stop_reason
+            # whatever its finally steps did; after a graceful stop, a failed one is said too (a stop now
+            # says only the stop, here as in `conclude`, whose write this plan may be making again).
+            graceful = self.stopping is not None and self.final_failure
+            said = f"{self.stop_reason}; {self.final_failure}" if graceful else self.stop_reason
             return FlowPhase.FAILED, said, REASON_STOPPED
         statuses = self.works.statuses()
         final = self.final

@@ -9,7 +9,7 @@ A graceful stop (`workflow.kube-zen.io/stop: RunFinally`) ends the other steps h
 stop does (running Jobs deleted, the steps Failed, the rest Skipped, no retry), and the finally steps
 that have not run start in the same plan with `flow.outcome` Failed; those already running go on. Every
 plan does it again from the flow and its Jobs: after a lost status write or a restart, the stopped steps
-are ended again (their Jobs gone: `Observation.stopped_job`), never started again, and the finally
+are ended again (their Jobs gone: `PlanState.own_delete`), never started again, and the finally
 steps' Jobs are taken over (`adopt`), never created twice. A stop, a graceful stop escalated to one, a
 replacement or the flow deadline ends everything at once (`conclude`).
 """

@@ -7,8 +7,8 @@ who asked (`workflow.kube-zen.io/stopped-by`, written by the mutating webhook). 
 The value `RunFinally` (any case: `runfinally` typed by hand must not lose the cleanup it asks for) is a
 graceful stop: the steps that are not finally are stopped the same way, then the finally steps run
 (planner.finale); in a flow with no finally step, or one that has not started a step, it is the same
-as any other value. What a stop wrote into a step's message (`stopped_by_request`) is how later plans
-know that it took effect: the status is the only memory a plan has.
+as any other value. What a stop wrote into a step's message in this run (`stopped_in_run`) is how later
+plans know that it took effect: the status is the only memory a plan has.
 
 **Rerun**: the annotation `workflow.kube-zen.io/retry: <id>` (any new value is a new request),
 optionally limited by `workflow.kube-zen.io/retry-steps: a,b` to some of the failed steps; the mutating
@@ -71,17 +71,32 @@ _STOPPED_MESSAGES = (STOP_MARK, f"not started: {STOP_MARK}", f"no decision: {STO
 
 
 def stop_request(flow: JobFlow) -> str | None:
-    """Why the flow must fail now (`workflow.kube-zen.io/stop`, any non-empty value), or None."""
+    """Why the flow must fail now (`workflow.kube-zen.io/stop`, any non-empty value), or None. The
+    user's whitespace is collapsed as in a step message (`bound`): a blank stopped-by, written "stopped
+    by" into the steps, would not be recognised as the stop's (`stopped_by_request`) by later plans."""
     annotations = flow.metadata.annotations
     if not (annotations.get(ANNOTATION_STOP) or "").strip():
         return None
-    return f"{STOP_MARK}{annotations.get(ANNOTATION_STOPPED_BY) or 'an unrecorded user'}"
+    user = " ".join((annotations.get(ANNOTATION_STOPPED_BY) or "").split())
+    return f"{STOP_MARK}{user or 'an unrecorded user'}"
 
 
 def runs_finally(flow: JobFlow) -> bool:
     """Does the stop request ask for the finally steps to run first (`RunFinally`, any case)?"""
     value = (flow.metadata.annotations.get(ANNOTATION_STOP) or "").strip()
     return value.casefold() == STOP_RUN_FINALLY.casefold()
+
+
+def stopped_in_run(step: StepStatus, run_start: datetime | None) -> bool:
+    """Did a stop end this step in the current run (`stopped_by_request`, and it ended no earlier than
+    the run began: `run_start`, the status's startTime, which a rerun resets)? A step a partial rerun
+    kept (Failed with continueOnFailure, not named) keeps what an earlier stop wrote; it ended before
+    the rerun. Any user's stop counts: changing the value (RunFinally to true) writes a new stopped-by.
+    (An earlier stop in the very second the rerun started its first step cannot be told apart: the
+    times are whole seconds.)"""
+    if not stopped_by_request(step):
+        return False
+    return run_start is None or (step.completion_time is not None and step.completion_time >= run_start)
 
 
 def stopped_by_request(step: StepStatus) -> bool:

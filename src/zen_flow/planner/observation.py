@@ -75,9 +75,7 @@ class Observation(Memoization):
         name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
         job = self.jobs.get(name)
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
-            if self.stopped_job(w):
-                return
-            self.attempt_failed(w, self.gone(w, None, f"Job {name} not found (deleted outside zen-flow)"))
+            self.job_gone(w, None, f"Job {name} not found (deleted outside zen-flow)")
             return
         if ref is None or ref.uid is None or ref.name != name:
             w.job_ref = self.job_ref(name, job)
@@ -110,9 +108,7 @@ class Observation(Memoization):
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
             return
         if job.deleting:
-            if self.stopped_job(w):
-                return
-            self.attempt_failed(w, self.gone(w, job, f"Job {name} was deleted outside zen-flow"))
+            self.job_gone(w, job, f"Job {name} was deleted outside zen-flow")
             return
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
@@ -132,16 +128,19 @@ class Observation(Memoization):
             else:
                 self.wakeups.append(due)
 
-    def stopped_job(self, w: StepWork) -> bool:
-        """Under a stop request that ends `w`, its Job gone or going before it finished is the stop's own
-        delete, whose status write was lost (a 409, a restart): the step ends as the stop ends it, never
-        as a failure to retry, so the flow ends as it would have with the write kept."""
-        why = self.stop_for(w)
-        if why is None:
-            return False
-        self.end_now(w, why)
-        self.stop_acted = True
-        return True
+    def job_gone(self, w: StepWork, job: Job | None, why: str) -> None:
+        """`w`'s Job is gone or going before it finished. Our own delete for its timeout stays a timeout
+        (`gone`), whatever else this plan sees (a stop landed since); our own delete for a stop, a
+        replacement or the flow deadline, whose status write was lost (a 409: the stop annotation
+        itself bumps the resourceVersion; a restart), ends the step as that plan ended it
+        (`own_delete`), never as a failure to retry; anything else is a failed attempt."""
+        said = self.gone(w, job, why)
+        cause = self.own_delete(w) if said == why else None
+        if cause is None:
+            self.attempt_failed(w, said)
+            return
+        self.end_now(w, cause)
+        self.cut_short.add(w.name)
 
     def began(self, w: StepWork, job: Job) -> datetime:
         """Whence the step's timeout counts: the Job's creation, or the last resume of a Job that was

@@ -17,12 +17,13 @@ from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateResource, MemoAnswer, MemoLookup
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
-from zen_flow.planner.concurrency import NO_GROUP, Peer
-from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
+from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
+from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import parallelism_of
 from zen_flow.planner.shape import Shape
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works
 from zen_flow.planner.timing import after
 
@@ -43,6 +44,10 @@ def first_attempts(flow: JobFlow) -> Mapping[str, str]:
 
 
 _RETRIES = attrgetter("retry_count")
+
+
+# What a step the flow deadline ended says.
+DEADLINE_EXCEEDED = "flow deadline exceeded"
 
 
 def failure_message(step: str, final: bool, message: str | None) -> str:
@@ -97,6 +102,10 @@ class PlanState:
         self.stopped = None if graceful else self.stop_reason
         self.stopping = self.stop_reason if graceful else None
         self.stop_acted = False  # did this plan end a step for the stop?
+        # Steps this plan found with their Job gone and ended for what deleted it (`own_delete`), and how
+        # the flow ends when that was a replacement or the deadline (message, reason).
+        self.cut_short: set[str] = set()
+        self.ended_for: tuple[str, str] | None = None
         self._stopped_before: bool | None = None
         self.budget = retry_budget(flow)
         # Retrying steps are never settled nor dormant: they are all in `moving`.
@@ -132,7 +141,8 @@ class PlanState:
                     continue
                 if not final and self.failure is None:
                     self.failure = failure_message(s.name, False, s.message)
-                elif final and self.final_failure is None:
+                elif final and self.final_failure is None and not stopped_by_request(s):
+                    # A finally step a stop ended (`own_delete`) is said by the stop's message alone.
                     self.final_failure = failure_message(s.name, True, s.message)
         policy = flow.spec.execution_policy
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
@@ -199,11 +209,32 @@ class PlanState:
         elif final and self.final_failure is None:
             self.final_failure = failure_message(w.name, True, w.message)
 
-    def stop_for(self, w: StepWork) -> str | None:
-        """Why the stop request ends `w` (a graceful stop spares the finally steps), or None."""
+    def own_delete(self, w: StepWork) -> str | None:
+        """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
+        this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
+        deadline, a graceful stop. Then that delete's status write was lost (a 409, a restart): `w` ends
+        as the plan that deleted it ended it, and the flow as it did (`ended_for`, `stop_acted`). Under a
+        graceful stop a finally step counts too: its Job was deleted by a stop now whose value was then
+        changed to RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the
+        same way: the flow is being stopped)."""
         if self.stopped is not None:
+            self.stop_acted = True
             return self.stopped
-        return self.stopping if self.stopping is not None and not w.spec.is_finally else None
+        if (replaced := self.replacement()) is not None:
+            self.ended_for = replaced, REASON_REPLACED
+            return replaced
+        if self.deadline_passed:
+            self.ended_for = f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
+            return DEADLINE_EXCEEDED
+        if self.stopping is not None:
+            self.stop_acted = True
+            return self.stopping
+        return None
+
+    def replacement(self) -> str | None:
+        """Why a newer Replace flow of its group ends this one, asked before the plan judges the group
+        (a flow with a Running step has started)."""
+        return judge(self.flow, self.peers, started=True).replaced
 
     def end_now(self, w: StepWork, why: str) -> None:
         """`w` ends before its time (a stop, a replacement, the deadline): Failed if it had started,
@@ -217,18 +248,17 @@ class PlanState:
         self.main_failed |= not w.spec.is_finally
 
     def stopped_before(self) -> bool:
-        """Had the stop request ended a step that is not finally before this plan (its message says so:
-        `stopped_by_request`)?"""
+        """Had a stop ended a step of this run before this plan (its message says so: `stopped_in_run`)?
+        A finally step too: one whose Job a stop now deleted before its value changed to RunFinally. What
+        an earlier stop wrote into a step a rerun kept does not count: this stop may have stopped nothing."""
         if self._stopped_before is None:
-            final = self.final
-            self._stopped_before = any(
-                stopped_by_request(s) for s in self.works.settled() if s.name not in final
-            )
+            began = self.flow.status.start_time
+            self._stopped_before = any(stopped_in_run(s, began) for s in self.works.settled())
         return self._stopped_before
 
     def stop_took_effect(self) -> bool:
-        """Has the stop request ended a step that is not finally, in this plan or an earlier one? A stop
-        that comes once they have all ended stops nothing, and the flow ends as its steps did."""
+        """Has the stop request ended a step, in this plan or an earlier one? A stop that comes once the
+        steps that are not finally have all ended stops nothing, and the flow ends as its steps did."""
         return self.stop_acted or self.stopped_before()
 
     def blocked(self, w: StepWork | None = None) -> bool:

@@ -15,7 +15,7 @@ cleanup still runs; its `when` can test the phase).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from zen_flow.api.constants import DependencyPolicy, StepPhase
 from zen_flow.api.job import Job
@@ -26,8 +26,11 @@ from zen_flow.planner.parameters import Producer, json_path_sources
 from zen_flow.planner.steps import StepWork
 
 
-def dependency_verdict(w: StepWork, works: Mapping[str, StepWork]) -> tuple[bool, str | None]:
-    """(ready, why it can never run) of the Pending step `w`, by its dependencies' phases."""
+def dependency_verdict(
+    w: StepWork, works: Mapping[str, StepWork], unsettled: Collection[str] = ()
+) -> tuple[bool, str | None]:
+    """(ready, why it can never run) of the Pending step `w`, by its dependencies' phases; those in
+    `unsettled` count as still running whatever their phase."""
     policy = w.spec.dependency_policy or DependencyPolicy.ALL_SUCCEEDED
     strict = policy == DependencyPolicy.ALL_SUCCEEDED
     ready = True
@@ -38,7 +41,9 @@ def dependency_verdict(w: StepWork, works: Mapping[str, StepWork]) -> tuple[bool
         if d is None or d is w:
             continue  # unknown names are the validator's business; the plan's shape rejects them
         judged += 1
-        if d.phase == StepPhase.SKIPPED:
+        if dep in unsettled:
+            ready = False
+        elif d.phase == StepPhase.SKIPPED:
             if strict:
                 return False, f"dependency {dep} was skipped"
         elif d.phase == StepPhase.FAILED:
