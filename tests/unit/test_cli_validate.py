@@ -323,7 +323,7 @@ def test_cronjobflows_are_checked_with_their_own_rules(tmp_path: Path) -> None:
     code, lines, err = run(str(path))
     assert code == 2
     assert lines == [
-        f'{path}#2: spec.schedule: Invalid value: "61 * * * *": Bad minute',
+        f"{path}#2: spec.schedule: Invalid value: \"61 * * * *\": minute: '61': out of range 0-59",
         f'{path}#2: spec.jobFlowTemplate.spec.steps[1].dependencies[0]: Not found: "ghost"',
     ]
     assert "0 JobFlow(s) and 2 CronJobFlow(s) checked, 1 invalid" in err

@@ -15,9 +15,11 @@ import structlog
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import format_time
+from zen_flow.controller import cron_reconciler
 from zen_flow.controller.cron_reconciler import CronController, cron_queue
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import AlreadyExists, Invalid, TransportError
+from zen_flow.planner.cron import CronPlan, plan_cron
 from zen_flow_dev.testing.clock import FakeClock, settle
 
 START = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC)
@@ -252,7 +254,30 @@ async def test_a_lost_status_write_never_makes_a_second_run(
     # The create is tried again, answered AlreadyExists, and the run found to be this one's.
     assert cluster.runs("once") == ["once-31557601"]
     assert runs_total(metrics, "created") == 1
+    assert [e[1] for e in cluster.events] == ["RunCreated"]  # reported once, not again for the retry
     assert cluster.crons["ns/once"].status.last_schedule_time == datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+
+
+async def test_a_create_whose_answer_was_lost_is_reported_once(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, metrics = running
+    assert cluster.controller is not None
+    api = cluster.controller._flow_api
+
+    async def made_but_unanswered(namespace: str, body: dict[str, Any]) -> str:
+        await cluster.create(namespace, body)
+        cluster.unseen = set(cluster.flows)  # the cache has not seen it yet either
+        api.create = cluster.create  # type: ignore[method-assign]  # the next one is answered
+        raise TransportError("connection reset after the write")
+
+    api.create = made_but_unanswered  # type: ignore[method-assign]
+    cluster.add_cron("lossy")
+    await clock.advance(30)
+    await clock.advance(1)  # the retry: AlreadyExists, the run is this one's
+    assert cluster.runs("lossy") == ["lossy-31557601"]
+    assert [e[1] for e in cluster.events] == ["RunCreated"]
+    assert runs_total(metrics, "created") == 1
 
 
 async def test_without_the_crd_the_cron_workers_wait_and_leave_on_shutdown() -> None:
@@ -291,3 +316,62 @@ async def test_a_history_delete_that_fails_does_not_hold_the_next_run_back(
     # the same; the delete is retried.
     assert cluster.runs("tidy") == ["tidy-31557601", "tidy-31557602"]
     assert runs_total(metrics, "created") == 2
+
+
+async def test_replace_tries_a_failed_stop_again_until_the_old_run_is_asked_to_stop(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, _ = running
+    asked: list[str] = []
+
+    async def annotate(namespace: str, name: str, annotations: dict[str, str], uid: str) -> None:
+        asked.append(name)
+        if len(asked) == 1:
+            raise TransportError("connection reset")
+        flow = cluster.flows[f"{namespace}/{name}"]
+        meta = flow.metadata.model_copy(update={"annotations": {**flow.metadata.annotations, **annotations}})
+        cluster.flows[flow.key] = flow.model_copy(update={"metadata": meta})
+
+    assert cluster.controller is not None
+    cluster.controller._flow_api.annotate = annotate  # type: ignore[method-assign]
+    cluster.add_cron("rep", "*/5 * * * *", concurrencyPolicy="Replace")
+    await clock.advance(4 * 60 + 30)  # 00:05: the first run
+    await clock.advance(5 * 60)  # 00:10: the second; stopping the first fails once
+    await clock.advance(60)  # the retry, with backoff, well before the next run time
+    assert cluster.runs("rep") == ["rep-31557605", "rep-31557610"]
+    assert asked == ["rep-31557605", "rep-31557605"]
+    assert cluster.flows["ns/rep-31557605"].metadata.annotations.get("workflow.kube-zen.io/stop") == "true"
+    assert "workflow.kube-zen.io/stop" not in cluster.flows["ns/rep-31557610"].metadata.annotations
+
+
+async def test_a_cronjobflow_requeued_at_once_never_starves_the_event_loop(
+    running: tuple[Cluster, FakeClock, Metrics], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever a plan says (a requeue of 0: the key is back before the reconcile ends), the workers let
+    # the rest of the event loop (the JobFlow workers, the lease renewal, the probes) run between keys.
+    cluster, _, _ = running
+    calls = 0
+
+    def hot(*args: Any, **kwargs: Any) -> CronPlan:
+        nonlocal calls
+        calls += 1
+        plan = plan_cron(*args, **kwargs)
+        # Hot for 50 reconciles, then quiet: a worker that never yields still ends (and the test fails).
+        return CronPlan(plan.actions, plan.status, plan.events, 0.0 if calls < 50 else None, plan.outcome)
+
+    monkeypatch.setattr(cron_reconciler, "plan_cron", hot)
+    others: list[int] = []
+
+    async def other() -> None:
+        while True:
+            others.append(calls)
+            await asyncio.sleep(0)
+
+    bystander = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    cluster.add_cron("hot")
+    for _ in range(200):
+        await asyncio.sleep(0)
+    bystander.cancel()
+    # The bystander ran between reconciles, not only before the first and after the last.
+    assert len({n for n in others if 0 < n < 50}) >= 10

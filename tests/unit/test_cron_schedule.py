@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import zoneinfo
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from zen_flow.core import cron as cron_module
 from zen_flow.core.cron import Schedule, ScheduleError, parse_schedule, parse_time_zone, scheduled_minute
 
 
@@ -81,15 +85,103 @@ def test_latest_due_agrees_with_the_forward_walk_across_dst() -> None:
     assert half_hourly.latest_due(utc(2026, 10, 25, 1), utc(2026, 10, 25, 1, 40)) == utc(2026, 10, 25, 1, 30)
 
 
-def test_latest_due_is_a_time_the_forward_walk_gives_where_a_backward_search_disagrees() -> None:
-    # cronsim's backward search misses the autumn night's 02:30 (it answers the day before's) and, in
-    # Lord Howe's half-hour change, answers a time the forward walk never runs: a run created at one and
-    # its requeue computed from the other would disagree. These are found by a scan of DST days.
-    daily = parse_schedule("30 2 * * *", "Europe/Berlin")
-    assert daily.latest_due(utc(2026, 10, 24, 12), utc(2026, 10, 25, 1, 1, 13)) == utc(2026, 10, 25, 0, 30)
-    half_past = parse_schedule("30 * * * *", "Australia/Lord_Howe")
-    assert half_past.latest_due(utc(2026, 4, 3, 10), utc(2026, 4, 4, 15, 1, 13)) == utc(2026, 4, 4, 14, 30)
-    assert half_past.next_after(utc(2026, 4, 4, 14, 30)) != utc(2026, 4, 4, 15)
+def test_a_repeated_hour_runs_a_fixed_time_once_and_a_wildcard_hour_twice() -> None:
+    # New York repeats 01:00-02:00 on 2026-11-01 (01:30 EDT is 05:30Z, 01:30 EST 06:30Z).
+    fixed = parse_schedule("30 1 * * *", "America/New_York")
+    assert _walk(fixed, utc(2026, 10, 31, 12), 2) == [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]
+    hourly = parse_schedule("30 * * * *", "America/New_York")
+    assert _walk(hourly, utc(2026, 11, 1, 5), 3) == [
+        utc(2026, 11, 1, 5, 30),
+        utc(2026, 11, 1, 6, 30),  # 01:30 again: the clock as it is
+        utc(2026, 11, 1, 7, 30),
+    ]
+
+
+def test_in_the_second_pass_of_a_repeated_hour_the_next_run_is_tomorrow_never_the_past() -> None:
+    # The second 01:10 (EST, 06:10Z): the day's 01:30 ran at 05:30Z. cronsim answered 05:30Z here, a
+    # requeue of 0 s, and the controller's event loop spun on it for the rest of the hour.
+    nightly = parse_schedule("30 1 * * *", "America/New_York")
+    for minute in range(0, 60, 5):
+        now = utc(2026, 11, 1, 6, minute)
+        assert nightly.next_after(now) == utc(2026, 11, 2, 6, 30)
+    # A CronJobFlow created then has nothing due: 01:30 EDT was before it existed.
+    assert nightly.latest_due(utc(2026, 11, 1, 6, 10), utc(2026, 11, 1, 6, 12)) is None
+
+
+def test_lord_howe_half_hour_change_the_latest_due_run_is_one_the_forward_walk_makes() -> None:
+    # Australia/Lord_Howe goes back from 02:00 (+11) to 01:30 (+10:30) on 2026-04-05. A backward search
+    # found 15:35Z while the forward walk skipped it, so a run missed during an outage was lost.
+    two_hourly = parse_schedule("5 */2 * * *", "Australia/Lord_Howe")
+    since, now = utc(2026, 4, 4, 10, 56, 53), utc(2026, 4, 4, 16, 45, 25)
+    walk = _walk(two_hourly, since, 4)
+    assert walk == [
+        utc(2026, 4, 4, 11, 5),
+        utc(2026, 4, 4, 13, 5),
+        utc(2026, 4, 4, 15, 35),
+        utc(2026, 4, 4, 17, 35),
+    ]
+    assert two_hourly.latest_due(since, now) == utc(2026, 4, 4, 15, 35)
+
+
+_DST_ZONES = [
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Australia/Sydney",
+    "Europe/London",
+    "America/Santiago",  # changes at midnight
+    "Asia/Beirut",  # goes back from 00:00 to 23:00: the day before repeats its last hour
+]
+_EXPRESSIONS = [
+    "30 2 * * *",
+    "30 1 * * *",
+    "45 0-3 * * *",
+    "*/7 * * * *",
+    "15,45 * * * *",
+    "0 1-3 * * *",
+    "5 */2 * * *",
+    "30 1 * * 0",
+    "0-59 0-23 * * *",
+    "*/30 * * * *",
+]
+# The changes of 2026 in those zones (UTC days), where the wall clock skips or repeats.
+_CHANGES = [
+    utc(2026, 3, 8),
+    utc(2026, 3, 29),
+    utc(2026, 4, 5),
+    utc(2026, 10, 4),
+    utc(2026, 10, 25),
+    utc(2026, 11, 1),
+]
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    zone=st.sampled_from(_DST_ZONES),
+    expression=st.sampled_from(_EXPRESSIONS),
+    change=st.sampled_from(_CHANGES),
+    offset=st.integers(-30 * 3600, 30 * 3600),
+    window=st.integers(1, 8 * 3600),
+)
+def test_around_dst_changes_next_is_later_and_latest_due_is_in_the_window_and_both_agree(
+    zone: str, expression: str, change: datetime, offset: int, window: int
+) -> None:
+    schedule = parse_schedule(expression, zone)
+    now = change + timedelta(seconds=offset)
+    since = now - timedelta(seconds=window)
+    upcoming = schedule.next_after(now)
+    assert upcoming is not None
+    assert upcoming > now
+    due = schedule.latest_due(since, now)
+    # The forward walk from `since` is what the controller's requeues follow: the latest due run time
+    # must be one of its steps, the last one not after now.
+    walked, moment = None, schedule.next_after(since)
+    while moment is not None and moment <= now:
+        walked, moment = moment, schedule.next_after(moment)
+    assert due == walked
+    if due is not None:
+        assert since < due <= now
+        assert schedule.next_after(due) == moment
 
 
 @pytest.mark.parametrize(
@@ -98,17 +190,68 @@ def test_latest_due_is_a_time_the_forward_walk_gives_where_a_backward_search_dis
         ("", None, "must not be empty"),
         ("* * * *", None, "must have 5 fields"),
         ("0 * * * * *", None, "not 6"),  # seconds: Kubernetes refuses them too
-        ("61 * * * *", None, "Bad minute"),
-        ("0 0 31 2 *", None, "Bad day-of-month"),
-        ("@every 5m", None, "unknown descriptor"),
+        ("61 * * * *", None, "minute: '61': out of range 0-59"),
+        ("0 0 31 2 *", None, "matches no time within 50 years"),
+        ("@every 5m", None, "@every is not supported"),
+        ("@DAILY", None, "unknown descriptor"),
+        ("0 0 L * *", None, "not Kubernetes' CronJob syntax"),
+        ("0 0 LW * *", None, "not Kubernetes' CronJob syntax"),
+        ("0 0 * * MON#2", None, "not Kubernetes' CronJob syntax"),
+        ("0 0 * * 7", None, "Sunday is 0 or SUN"),
+        ("*/0 * * * *", None, "greater than 0"),
+        ("5-1 * * * *", None, "starts after it ends"),
+        ("1,,2 * * * *", None, "is not a number"),
         ("TZ=Europe/Berlin 0 9 * * *", None, "spec.timeZone"),
         ("0 9 * * *", "Mars/Olympus", "unknown time zone"),
         ("0 9 * * *", "../../etc/passwd", "IANA"),
+        # Files of the image's zoneinfo directory that are not zones of the tzdata package.
+        ("0 9 * * *", "localtime", "unknown time zone"),
+        ("0 9 * * *", "posixrules", "unknown time zone"),
+        ("0 9 * * *", "right/UTC", "unknown time zone"),
+        ("0 9 * * *", "posix/Europe/Berlin", "unknown time zone"),
+        ("0 9 * * *", "Factory", "unknown time zone"),
     ],
 )
 def test_bad_schedules_and_zones_say_why(expression: str, zone: str | None, message: str) -> None:
     with pytest.raises(ScheduleError, match=message.replace(".", r"\.")):
         parse_schedule(expression, zone)
+
+
+def test_day_of_month_and_day_of_week_combine_as_in_kubernetes() -> None:
+    def days(expression: str) -> list[str]:
+        return [f"{d:%a %d}" for d in _walk(parse_schedule(expression), utc(2026, 5, 31, 12), 6) if d]
+
+    # Both restricted (a step lists values, as robfig/cron reads `*/2`): either matches.
+    assert days("0 0 */2 * 1") == ["Mon 01", "Wed 03", "Fri 05", "Sun 07", "Mon 08", "Tue 09"]
+    assert days("0 0 1,15 * MON") == ["Mon 01", "Mon 08", "Mon 15", "Mon 22", "Mon 29", "Wed 01"]
+    # One of them `*` or `?` (or `*/1`): both must match.
+    assert days("0 0 * * MON") == days("0 0 ? * mon") == days("0 0 */1 * 1")
+    assert days("0 0 13 * ?") == ["Sat 13", "Mon 13", "Thu 13", "Sun 13", "Tue 13", "Fri 13"]
+
+
+def test_steps_ranges_and_names_read_as_kubernetes_reads_them() -> None:
+    assert _walk(parse_schedule("50/5 * * * *"), utc(2026, 5, 1, 10, 0), 3) == [
+        utc(2026, 5, 1, 10, 50),
+        utc(2026, 5, 1, 10, 55),
+        utc(2026, 5, 1, 11, 50),
+    ]
+    assert parse_schedule("0 9-17/4 * jan-mar,Dec SUN").next_after(utc(2026, 5, 1)) == utc(2026, 12, 6, 9)
+
+
+def test_zones_are_read_from_the_tzdata_package_whatever_the_image_has() -> None:
+    berlin = parse_time_zone("Europe/Berlin")
+    assert isinstance(berlin, zoneinfo.ZoneInfo)
+    assert str(berlin) == "Europe/Berlin"
+    assert parse_time_zone("Europe/Berlin") is berlin  # loaded once
+    original = zoneinfo.TZPATH
+    try:
+        zoneinfo.reset_tzpath(to=())  # an image without /usr/share/zoneinfo
+        cron_module._load_zone.cache_clear()  # a zone loaded earlier must not hide it
+        assert parse_schedule("0 9 * * *", "Asia/Kolkata").next_after(utc(2026, 1, 1)) == utc(
+            2026, 1, 1, 3, 30
+        )
+    finally:
+        zoneinfo.reset_tzpath(to=original)
 
 
 def test_time_zone_defaults_to_utc() -> None:

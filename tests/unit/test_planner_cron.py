@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from zen_flow.api.constants import ANNOTATION_SCHEDULED_TIME, ANNOTATION_STOP, LABEL_CRON
@@ -10,7 +10,17 @@ from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow, JobFlowStatus
 from zen_flow.api.meta import ObjectMeta, OwnerReference, format_time
 from zen_flow.core.cron import scheduled_minute
-from zen_flow.planner.cron import CreateRun, DeleteRun, StopRun, plan_cron, run_name
+from zen_flow.planner.cron import (
+    MAX_ACTIVE_RUNS,
+    RUN_TTL_SECONDS,
+    CreateRun,
+    DeleteRun,
+    StopRun,
+    build_run,
+    plan_cron,
+    run_name,
+)
+from zen_flow.webhook.mutation import default_ops
 
 CREATED = datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
 TEMPLATE_SPEC = {"steps": [{"name": "a", "template": {"spec": {"template": {"spec": {"containers": []}}}}}]}
@@ -89,7 +99,10 @@ def test_a_due_run_time_creates_a_flow_named_by_its_unix_minute() -> None:
     assert meta["annotations"] == {ANNOTATION_SCHEDULED_TIME: "2026-05-01T00:10:00Z"}
     assert meta["ownerReferences"][0]["uid"] == "cron-uid"
     assert meta["ownerReferences"][0]["controller"] is True
-    assert create.body["spec"] == TEMPLATE_SPEC
+    assert create.body["spec"] == {
+        **TEMPLATE_SPEC,
+        "executionPolicy": {"ttlSecondsAfterFinished": RUN_TTL_SECONDS},
+    }
     assert plan.status.last_schedule_time == at(0, 10)
     assert [r.name for r in plan.status.active] == [create.name]
     assert plan.status.active_runs == 1  # the ACTIVE column
@@ -176,6 +189,60 @@ def test_replace_stops_the_active_runs_with_the_stop_annotation_and_creates() ->
     assert not any(isinstance(a, StopRun) for a in again.actions)
 
 
+def test_replace_stops_an_older_active_run_even_when_no_run_time_is_due() -> None:
+    # The stop patch of 00:10's run failed when 00:20's was created: lastScheduleTime has moved on, and
+    # the next reconcile must still ask the old run to stop, or Replace would behave like Allow.
+    status = CronJobFlowStatus(last_schedule_time=at(0, 20))
+    old, new = run(at(0, 10)), run(at(0, 20))
+    plan = plan_cron(cron(status=status, concurrencyPolicy="Replace"), [new, old], at(0, 20, 5))
+    assert creates(plan) == []
+    assert [a for a in plan.actions if isinstance(a, StopRun)] == [
+        StopRun(old.metadata.name, old.metadata.uid)
+    ]
+    # Once the request is on it, it is not sent again; one active run is never stopped.
+    asked = run(at(0, 10), **{ANNOTATION_STOP: "true"})
+    for runs in ([new, asked], [new]):
+        again = plan_cron(cron(status=status, concurrencyPolicy="Replace"), runs, at(0, 20, 5))
+        assert not any(isinstance(a, StopRun) for a in again.actions)
+
+
+def test_allow_keeps_at_most_a_hundred_runs_active() -> None:
+    start = datetime(2026, 5, 1, 1, 0, tzinfo=UTC)
+    stuck = [run(start + timedelta(minutes=i)) for i in range(MAX_ACTIVE_RUNS)]
+    now = start + timedelta(minutes=MAX_ACTIVE_RUNS, seconds=5)
+    status = CronJobFlowStatus(last_schedule_time=start + timedelta(minutes=MAX_ACTIVE_RUNS - 1))
+    plan = plan_cron(cron("* * * * *", status, concurrencyPolicy="Allow"), stuck, now)
+    assert creates(plan) == []
+    assert plan.outcome == "skipped_active_limit"
+    assert plan.status.last_skipped_time == start + timedelta(minutes=MAX_ACTIVE_RUNS)
+    assert "too many active runs" in condition(plan, "Scheduled").message
+    assert plan.status.active_runs == MAX_ACTIVE_RUNS
+    # One fewer: the run time is created.
+    fewer = plan_cron(cron("* * * * *", status, concurrencyPolicy="Allow"), stuck[1:], now)
+    assert len(creates(fewer)) == 1
+
+
+def test_the_requeue_is_never_shorter_than_a_second() -> None:
+    # Half a second before 00:10: come back in one (a run half a second late), never spin at 0.
+    plan = plan_cron(cron(), [], datetime(2026, 5, 1, 0, 9, 59, 500000, tzinfo=UTC))
+    assert plan.requeue_after == 1.0
+
+
+def test_in_the_repeated_autumn_hour_nothing_is_due_and_the_requeue_is_tomorrow() -> None:
+    # New York, 2026-11-01: the 01:30 EDT run (05:30Z) was made; now is the second 01:10 (EST, 06:10Z).
+    status = CronJobFlowStatus(last_schedule_time=datetime(2026, 11, 1, 5, 30, tzinfo=UTC))
+    nightly = cron("30 1 * * *", status, timeZone="America/New_York")
+    made = run(datetime(2026, 11, 1, 5, 30, tzinfo=UTC), phase="Succeeded")
+    plan = plan_cron(nightly, [made], datetime(2026, 11, 1, 6, 10, tzinfo=UTC))
+    assert creates(plan) == []
+    assert (
+        plan.requeue_after
+        == (
+            datetime(2026, 11, 2, 6, 30, tzinfo=UTC) - datetime(2026, 11, 1, 6, 10, tzinfo=UTC)
+        ).total_seconds()
+    )
+
+
 def test_suspend_creates_nothing_and_does_not_requeue() -> None:
     plan = plan_cron(cron(suspend=True), [], at(0, 10, 3))
     assert plan.actions == ()
@@ -256,3 +323,27 @@ def test_a_run_with_no_time_at_all_sorts_oldest_instead_of_failing() -> None:
     runs = [odd, *(run(at(0, m), "Succeeded", at(0, m + 1)) for m in (10, 20, 30))]
     plan = plan_cron(cron(status=CronJobFlowStatus(last_schedule_time=at(0, 30))), runs, at(0, 35))
     assert [a.name for a in plan.actions if isinstance(a, DeleteRun)] == ["renamed"]
+
+
+def test_a_run_is_kept_by_the_history_limits_not_the_jobflow_default_ttl() -> None:
+    # The JobFlow default TTL (a day, written by the webhook or the CRD) would delete the one run a
+    # @weekly schedule keeps six days before the next; a run gets "never" unless its template says.
+    body = build_run(cron("@weekly"), at(0, 0))
+    spec: Any = body["spec"]
+    assert spec["executionPolicy"]["ttlSecondsAfterFinished"] == RUN_TTL_SECONDS
+    assert default_ops(body) == [
+        {"op": "add", "path": "/spec/executionPolicy/concurrencyPolicy", "value": "Forbid"},
+        {"op": "add", "path": "/spec/executionPolicy/backoffLimit", "value": 6},
+    ]
+    own = cron(
+        "@weekly",
+        jobFlowTemplate={"spec": {**TEMPLATE_SPEC, "executionPolicy": {"ttlSecondsAfterFinished": 60}}},
+    )
+    assert build_run(own, at(0, 0))["spec"]["executionPolicy"] == {"ttlSecondsAfterFinished": 60}  # type: ignore[index]
+    other = cron(
+        "@weekly", jobFlowTemplate={"spec": {**TEMPLATE_SPEC, "executionPolicy": {"backoffLimit": 2}}}
+    )
+    assert build_run(other, at(0, 0))["spec"]["executionPolicy"] == {  # type: ignore[index]
+        "backoffLimit": 2,
+        "ttlSecondsAfterFinished": RUN_TTL_SECONDS,
+    }

@@ -55,7 +55,12 @@ def test_a_minimal_cronjobflow_is_valid() -> None:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ({"schedule": "61 * * * *"}, 'spec.schedule: Invalid value: "61 * * * *": Bad minute'),
+        (
+            {"schedule": "61 * * * *"},
+            """spec.schedule: Invalid value: "61 * * * *": minute: '61': out of range""",
+        ),
+        ({"schedule": "0 0 L * *"}, 'spec.schedule: Invalid value: "0 0 L * *": day-of-month'),
+        ({"timeZone": "localtime"}, 'spec.timeZone: Invalid value: "localtime": unknown time zone'),
         ({"schedule": "* * * *"}, "spec.schedule: Invalid value"),
         ({"timeZone": "Mars/Olympus"}, 'spec.timeZone: Invalid value: "Mars/Olympus": unknown time zone'),
         ({"concurrencyPolicy": "Sometimes"}, 'spec.concurrencyPolicy: Unsupported value: "Sometimes"'),
@@ -93,6 +98,37 @@ def test_the_template_spec_is_checked_with_the_jobflow_rules_under_its_own_path(
     found = problems(missing)
     assert "spec.jobFlowTemplate.spec: Required value" in found
     assert any(p.startswith("spec.jobFlowTemplate.metadata.labels: Invalid value") for p in found)
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (
+            "a",
+            'spec.jobFlowTemplate.metadata.annotations[approve.workflow.kube-zen.io/a]: Invalid value: "a"',
+        ),
+        ("ghost", "spec.jobFlowTemplate.metadata.annotations[approve.workflow.kube-zen.io/ghost]: Not found"),
+    ],
+)
+def test_template_approval_annotations_pass_the_jobflow_create_rules(step: str, expected: str) -> None:
+    # Admitted, each run would be refused by the JobFlow webhook at its run time, one after another.
+    obj = cron()
+    obj["spec"]["jobFlowTemplate"]["metadata"] = {
+        "annotations": {f"approve.workflow.kube-zen.io/{step}": "true"}
+    }
+    found = problems(obj)
+    assert any(p.startswith(expected) for p in found), found
+    # On a Manual step too: the controller creating the run may not decide its gate (no `approve`).
+    manual = cron()
+    manual["spec"]["jobFlowTemplate"] = {
+        "metadata": {"annotations": {"approve.workflow.kube-zen.io/gate": "true"}},
+        "spec": {"steps": [{"name": "gate", "type": "Manual"}]},
+    }
+    assert problems(manual) == [
+        "spec.jobFlowTemplate.metadata.annotations[approve.workflow.kube-zen.io/gate]: Forbidden: "
+        "a run's gate is decided on the run, by a user allowed to approve: the controller that creates "
+        "the runs may not take a decision, and every run would be refused"
+    ]
 
 
 def test_the_name_leaves_room_for_the_run_suffix() -> None:

@@ -13,6 +13,7 @@ own backoff; a failure is reported on that CronJobFlow, never raised out of the 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Hashable
 from typing import Any
@@ -85,6 +86,9 @@ class CronController:
         # (uid, generation) -> the validator's verdict (None: valid); the spec only changes with a generation.
         self._verdicts: dict[tuple[str, int], str | None] = {}
         self._ids = itertools.count(1)
+        # uid -> the run this process last reported created (Event and metric): a create answered
+        # AlreadyExists is reported only when it was not (its first answer was lost), never twice.
+        self._reported: dict[str, str] = {}
 
     # --- informer handlers: only enqueue -----------------------------------------------------------
 
@@ -95,6 +99,7 @@ class CronController:
         # Its runs go with it (ownerReferences); only the memory of its verdicts is ours to drop.
         for key in [k for k in self._verdicts if k[0] == cron.metadata.uid]:
             del self._verdicts[key]
+        self._reported.pop(cron.metadata.uid, None)
 
     def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
         """A run changed (started, finished, was deleted): its CronJobFlow's active list and history too."""
@@ -114,6 +119,10 @@ class CronController:
                 cronjobflow=key, reconcile_id=f"c{next(self._ids):x}"
             ):
                 await self._work(key)
+            # A reconcile may not wait on anything (no write to make) and the queue's get does not wait
+            # when a key is ready: without this a key that came back at once would hold the event loop,
+            # and every JobFlow worker, lease renewal and probe with it.
+            await asyncio.sleep(0)
 
     async def _work(self, key: str) -> None:
         try:
@@ -201,7 +210,10 @@ class CronController:
             raw = await self._flow_api.get(namespace, action.name)
             if _controller_uid(raw) == cron.metadata.uid:
                 log.info("run already created", run=action.name)
-                return _without_outcome(plan)
+                if self._reported.get(cron.metadata.uid) == action.name:
+                    return _unreported(plan)
+                self._reported[cron.metadata.uid] = action.name
+                return plan
             return _refused(
                 cron, plan, action, f"the name {action.name} is taken by a flow this did not create"
             )
@@ -212,6 +224,7 @@ class CronController:
             # a quota): retrying would not help; the run time is skipped and the reason shown.
             return _refused(cron, plan, action, describe(err))
         log.info("run created", run=action.name, scheduled_time=str(action.scheduled_time))
+        self._reported[cron.metadata.uid] = action.name
         return plan
 
     async def _write_status(self, cron: CronJobFlow, status: CronJobFlowStatus) -> None:
@@ -251,8 +264,10 @@ def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> 
     )
 
 
-def _without_outcome(plan: CronPlan) -> CronPlan:
-    return CronPlan(plan.actions, plan.status, plan.events, plan.requeue_after, None)
+def _unreported(plan: CronPlan) -> CronPlan:
+    """The plan of a run created and reported before: no second RunCreated, no second count."""
+    events = tuple(e for e in plan.events if e.reason != "RunCreated")
+    return CronPlan(plan.actions, plan.status, events, plan.requeue_after, None)
 
 
 def _refusal_condition(condition: Condition, message: str) -> Condition:

@@ -160,7 +160,7 @@ class InformerCollector(Collector):
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 
-CRON_RUN_RESULTS = ("created", "skipped_forbid", "skipped_deadline", "error")
+CRON_RUN_RESULTS = ("created", "skipped_forbid", "skipped_deadline", "skipped_active_limit", "error")
 
 
 class Metrics:
@@ -245,7 +245,8 @@ class Metrics:
         # CronJobFlows: what became of each run time that came due (an operator's "did my schedule run?").
         self.cron_runs = Counter(
             "zen_flow_cronjobflow_runs_total",
-            "Run times of CronJobFlows by result (created, skipped_forbid, skipped_deadline, error)",
+            "Run times of CronJobFlows by result "
+            "(created, skipped_forbid, skipped_deadline, skipped_active_limit, error)",
             ["result"],
             registry=r,
         )

@@ -11,13 +11,20 @@ Kubernetes' CronJob is the model:
 - After an outage at most one missed run time is started, the latest; with `startingDeadlineSeconds`,
   only if it is not later than that.
 - `concurrencyPolicy` (default Forbid, as a JobFlow's own): Forbid skips a run time while a run is
-  active; Replace stops the active runs (the stop annotation, so their Jobs are deleted the documented
-  way and their `finally` steps run) and creates the new one; Allow creates it beside them.
+  active; Replace stops the active runs (the stop annotation `true`: their running Jobs are deleted the
+  documented way and their `finally` steps do not run, as CronJob deletes its Job and Argo's Replace
+  terminates) and creates the new one; Allow creates it beside them, up to MAX_ACTIVE_RUNS.
   A skipped run time is recorded (status.lastSkippedTime) and never started later.
+- Replace's stops are level-based: whenever more than one run is active, every one but the newest is
+  stopped (unless it carries a stop request already), at every reconcile, not only when a run time
+  comes due: a stop patch that failed is retried, and a run never keeps running beside its successor.
 - `suspend` creates nothing; resuming starts the latest run time missed meanwhile, unless the deadline
   excludes it (as CronJob does).
 - Finished runs beyond `successfulJobsHistoryLimit` (default 3) and `failedJobsHistoryLimit` (default 1)
-  are deleted, the oldest first.
+  are deleted, the oldest first. The history limits, not a TTL, decide how long a run is kept, as for a
+  CronJob's Jobs: a run gets `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS unless its template
+  sets one, so the JobFlow default (a day, written by the webhook and the CRD) never deletes the one run a
+  `@weekly` schedule keeps after a day.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from zen_flow.api.constants import (
     ANNOTATION_SCHEDULED_TIME,
@@ -44,6 +52,17 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition, format_time, parse_time
 from zen_flow.core.cron import Schedule, ScheduleError, parse_schedule, scheduled_minute
 from zen_flow.planner.actions import EventSpec
+
+# Allow: the most runs of one CronJobFlow active at once. Runs that never finish would otherwise pile up
+# without bound (a minutely schedule: 10,080 a week), and with them status.active (a megabyte) and the
+# cost of every plan; a run time beyond it is skipped, as Forbid skips one.
+MAX_ACTIVE_RUNS = 100
+# A run's TTL when its template sets none: int32's maximum (68 years), "never" to the JobFlow TTL; 0 would
+# delete it at once, and no value means the JobFlow default of a day.
+RUN_TTL_SECONDS = 2**31 - 1
+# The shortest requeue of a valid schedule: the next run time is always strictly later than now (core/
+# cron.py), but a requeue of 0 would re-add the key while it is being processed; never let one run hot.
+MIN_REQUEUE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,7 @@ class CronPlan:
     events: tuple[EventSpec, ...]
     requeue_after: float | None  # seconds until the next run time; None: nothing scheduled
     # What became of the run time due now, for the metrics: "created", "skipped_forbid",
-    # "skipped_deadline", or None when none was due.
+    # "skipped_deadline", "skipped_active_limit", or None when none was due.
     outcome: str | None = None
 
 
@@ -129,8 +148,19 @@ def build_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
             "annotations": annotations,
             "ownerReferences": [owner_reference(cron)],
         },
-        "spec": template.spec,
+        "spec": _with_run_ttl(template.spec),
     }
+
+
+def _with_run_ttl(spec: dict[str, Any]) -> dict[str, Any]:
+    """The template's spec with `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS if it has none
+    (a `ttlStrategy` it sets still decides its outcomes first)."""
+    policy = spec.get("executionPolicy")
+    if policy is None:
+        return {**spec, "executionPolicy": {"ttlSecondsAfterFinished": RUN_TTL_SECONDS}}
+    if isinstance(policy, dict) and policy.get("ttlSecondsAfterFinished") is None:
+        return {**spec, "executionPolicy": {**policy, "ttlSecondsAfterFinished": RUN_TTL_SECONDS}}
+    return spec
 
 
 # A run with no time at all (no annotation, a name without the minute, no creation time) sorts oldest.
@@ -247,12 +277,28 @@ def plan_cron(
                 generation,
                 now,
             )
+    if (spec.concurrency_policy or ConcurrencyPolicy.FORBID) == ConcurrencyPolicy.REPLACE:
+        # The stops before the create, as CronJob deletes the old Job before it creates the new one.
+        creates = [a for a in actions if isinstance(a, CreateRun)]
+        others = [a for a in actions if not isinstance(a, CreateRun)]
+        actions = [*others, *_replaced(active, creates), *creates]
     status = status.model_copy(
         update={"conditions": tuple(conditions.values()), "active_runs": len(status.active)}
     )
     upcoming = None if spec.suspend else schedule.next_after(now)
-    requeue = None if upcoming is None else max((upcoming - now).total_seconds(), 0.0)
+    requeue = None if upcoming is None else max((upcoming - now).total_seconds(), MIN_REQUEUE_SECONDS)
     return CronPlan(tuple(actions), status, tuple(events), requeue, outcome)
+
+
+def _replaced(active: Sequence[JobFlow], created: Sequence[CreateRun]) -> list[StopRun]:
+    """Replace: a stop for every active run but the newest (the one created now, if any), unless it
+    carries a stop request already. Planned at every reconcile, so a stop that failed is tried again."""
+    newest = created[-1].name if created else (_by_time(active)[0].metadata.name if active else None)
+    return [
+        StopRun(r.metadata.name, r.metadata.uid)
+        for r in active
+        if r.metadata.name != newest and not (r.metadata.annotations.get(ANNOTATION_STOP) or "").strip()
+    ]
 
 
 def _was(status: CronJobFlowStatus, kind: CronConditionType, value: str, message: str) -> bool:
@@ -282,13 +328,18 @@ def _decide(
         names = ", ".join(r.metadata.name for r in others)
         message = f"run time {when} skipped: concurrencyPolicy Forbid and {names} not finished"
         return ("skipped_forbid", {"last_skipped_time": due}, EventSpec("Normal", "RunSkipped", message), [])
-    made: list[CronAction] = []
-    if policy == ConcurrencyPolicy.REPLACE:
-        made.extend(
-            StopRun(r.metadata.name, r.metadata.uid)
-            for r in others
-            if not (r.metadata.annotations.get(ANNOTATION_STOP) or "").strip()
+    if policy == ConcurrencyPolicy.ALLOW and len(others) >= MAX_ACTIVE_RUNS:
+        message = (
+            f"run time {when} skipped: too many active runs ({len(others)}; "
+            f"concurrencyPolicy Allow keeps at most {MAX_ACTIVE_RUNS})"
         )
+        return (
+            "skipped_active_limit",
+            {"last_skipped_time": due},
+            EventSpec("Warning", "RunSkipped", message),
+            [],
+        )
+    made: list[CronAction] = []  # Replace's stops: planned by plan_cron, whether a run time is due or not
     ref = RunRef(name=name, scheduled_time=due)
     active_refs = [_ref(r) for r in _by_time(active) if r.metadata.name != name][::-1]
     existing = next((r for r in runs if r.metadata.name == name), None)

@@ -4,7 +4,9 @@ The schedule and time zone must parse (core/cron.py), the CronJob-style fields b
 template must make a valid JobFlow: its spec is checked with the JobFlow validator itself, as the flow a
 run will create (named `<cron name>-<8-digit Unix minute>`), and its errors are reported under
 `spec.jobFlowTemplate.spec`, so a mistake is refused when the CronJobFlow is written, not at 3 a.m. when
-its first run is created.
+its first run is created. Its annotations may not decide a gate (`approve.`/`reject.`): the errors of a
+JobFlow's create when they name no Manual step, and forbidden when they do (the controller creates
+the runs and may not approve), under `spec.jobFlowTemplate.metadata`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.api.constants import API_VERSION, CRON_KIND, KIND, ConcurrencyPolicy
+from zen_flow.api.constants import (
+    API_VERSION,
+    APPROVE_PREFIX,
+    CRON_KIND,
+    KIND,
+    REJECT_PREFIX,
+    ConcurrencyPolicy,
+)
 from zen_flow.core.cron import ScheduleError, parse_schedule, parse_time_zone
-from zen_flow.validation.errors import ROOT, FieldError, invalid, not_supported, required
+from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.errors import ROOT, FieldError, forbidden, invalid, not_supported, required
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.limits import MAX_FLOW_NAME
@@ -106,13 +116,35 @@ def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
     spec = r.mapping(template.get("spec"), TEMPLATE_SPEC, require=True)
     if spec is None:
         return
+    annotations = meta.get("annotations") if meta is not None else None
     run = {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": (name or "run")[:MAX_CRON_NAME] + RUN_SUFFIX},
+        "metadata": {
+            "name": (name or "run")[:MAX_CRON_NAME] + RUN_SUFFIX,
+            **({"annotations": annotations} if isinstance(annotations, dict) else {}),
+        },
         "spec": spec,
     }
     for error in validate_jobflow(run):
         # The run's metadata is ours (checked above as the CronJobFlow's name); its spec is the template's.
         if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
             r.add(FieldError("spec.jobFlowTemplate." + error.path, error.type, error.value, error.detail))
+    # The approval rules of a JobFlow's create (the webhook's, beside validate_jobflow): else every run
+    # of a template with a misplaced approve. annotation would be refused, one by one, at its run time.
+    wrong = set()
+    for error in validate_approvals(run):
+        wrong.add(error.path)
+        r.add(FieldError("spec.jobFlowTemplate." + error.path, error.type, error.value, error.detail))
+    # Even on a Manual step: the controller creates the runs, and taking a decision needs `approve`,
+    # which it does not have (nor should: its CronJobFlow's author would decide gates through it).
+    for key in annotations if isinstance(annotations, dict) else ():
+        path = f"metadata.annotations[{key}]"
+        if isinstance(key, str) and key.startswith((APPROVE_PREFIX, REJECT_PREFIX)) and path not in wrong:
+            r.add(
+                forbidden(
+                    "spec.jobFlowTemplate." + path,
+                    "a run's gate is decided on the run, by a user allowed to approve: the controller that "
+                    "creates the runs may not take a decision, and every run would be refused",
+                )
+            )
