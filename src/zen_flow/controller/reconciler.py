@@ -22,7 +22,7 @@ from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
-from zen_flow.controller.memo_cache import MEMO_READ_ROUNDS, MemoCache
+from zen_flow.controller.memo_cache import MEMO_READ_ROUNDS, EventSink, MemoApi, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import (
@@ -34,7 +34,6 @@ from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
 from zen_flow.kube.errors import ApiError, Conflict
-from zen_flow.kube.memo_caches import ConfigMapData
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
@@ -72,7 +71,7 @@ class JobCache(Protocol):
     def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
 
 
-class ClusterApi(Protocol):
+class ClusterApi(MemoApi, Protocol):
     """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
@@ -88,15 +87,6 @@ class ClusterApi(Protocol):
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
-    async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData: ...
-    async def store_memo(self, namespace: str, name: str, changes: Mapping[str, str | None]) -> None: ...
-    async def create_memo_cache(
-        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
-    ) -> None: ...
-
-
-class EventSink(Protocol):
-    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None: ...
 
 
 class Controller:

@@ -24,7 +24,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.core.cron import ScheduleError, parse_schedule, parse_time_zone
 from zen_flow.validation.approvals import validate_approvals
-from zen_flow.validation.errors import ROOT, FieldError, forbidden, invalid, not_supported, required
+from zen_flow.validation.errors import FieldError, forbidden, invalid, not_supported, required
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.limits import MAX_FLOW_NAME
@@ -43,15 +43,9 @@ def validate_cronjobflow(obj: Mapping[str, Any]) -> list[FieldError]:
     """Every problem with `obj` (a raw CronJobFlow) as a CronJobFlow; an empty list means valid."""
     errors: list[FieldError] = []
     r = Reader(errors)
-    root = r.mapping(obj, ROOT, require=True)
+    root = r.resource(obj, CRON_KIND)
     if root is None:
         return errors
-    api_version = r.string(root.get("apiVersion"), "apiVersion")
-    if api_version and api_version != API_VERSION:
-        r.add(not_supported("apiVersion", api_version, [API_VERSION]))
-    kind = r.string(root.get("kind"), "kind")
-    if kind and kind != CRON_KIND:
-        r.add(not_supported("kind", kind, [CRON_KIND]))
     meta = r.mapping(root.get("metadata"), "metadata", require=True)
     name = _check_name(r, meta) if meta is not None else ""
     spec = r.mapping(root.get("spec"), "spec", require=True)

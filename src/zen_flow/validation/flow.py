@@ -12,16 +12,14 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.api.constants import API_VERSION, KIND
+from zen_flow.api.constants import KIND
 from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
-    ROOT,
     FieldError,
     Path,
     forbidden,
     invalid,
-    not_supported,
     required,
     too_long,
 )
@@ -76,15 +74,9 @@ def validate_jobflow(
     (else it is serialised here)."""
     errors: list[FieldError] = []
     r = Reader(errors)
-    root = r.mapping(obj, ROOT, require=True)
+    root = r.resource(obj, KIND)
     if root is None:
         return errors
-    api_version = r.string(root.get("apiVersion"), "apiVersion")
-    if api_version and api_version != API_VERSION:
-        r.add(not_supported("apiVersion", api_version, [API_VERSION]))
-    kind = r.string(root.get("kind"), "kind")
-    if kind and kind != KIND:
-        r.add(not_supported("kind", kind, [KIND]))
     meta = r.mapping(root.get("metadata"), METADATA, require=True)
     flow_name = check_flow_metadata(r, meta) if meta is not None else ""
     if skip_spec:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from zen_flow.api.constants import API_VERSION
 from zen_flow.core.nesting import MAX_TEMPLATE_DEPTH, deepest_path, describe_depth
-from zen_flow.validation.errors import FieldError, Path, forbidden, invalid, required
+from zen_flow.validation.errors import ROOT, FieldError, Path, forbidden, invalid, not_supported, required
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -46,6 +47,19 @@ class Reader:
 
     def _wrong(self, path: Path, value: Any, expected: str) -> None:
         self.errors.append(invalid(path, value, f"must be {expected}, not {type_name(value)}"))
+
+    def resource(self, obj: Any, kind: str) -> Mapping[str, Any] | None:
+        """The whole object, with `apiVersion` and `kind` checked against ours and `kind`."""
+        root = self.mapping(obj, ROOT, require=True)
+        if root is None:
+            return None
+        api_version = self.string(root.get("apiVersion"), "apiVersion")
+        if api_version and api_version != API_VERSION:
+            self.add(not_supported("apiVersion", api_version, [API_VERSION]))
+        found = self.string(root.get("kind"), "kind")
+        if found and found != kind:
+            self.add(not_supported("kind", found, [kind]))
+        return root
 
     def mapping(self, value: Any, path: Path, *, require: bool = False) -> Mapping[str, Any] | None:
         if value is None:
