@@ -318,6 +318,28 @@ def test_retry_reruns_a_failed_job_step_and_names_the_ones_it_cannot(
     assert cluster.flows["gate"]["metadata"]["annotations"]["workflow.kube-zen.io/retry-steps"] == "load"
 
 
+def test_retry_reruns_a_flow_stopped_while_paused_at_a_gate_as_the_controller_does(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing failed: the gate the stop left undecided and the step after it are what the rerun runs.
+    flow = flow_manifest("gate", NS, [job_step("build"), manual_step("approve", "build"), job_step("load")])
+    flow["metadata"]["annotations"] = {"workflow.kube-zen.io/stop": "true"}
+    stopped = {"type": "Failed", "status": "True", "reason": "Stopped", "message": "stopped by ops"}
+    steps = [
+        {"name": "build", "phase": "Succeeded"},
+        {"name": "approve", "phase": "Skipped", "message": "no decision: stopped by ops"},
+        {"name": "load", "phase": "Skipped", "message": "not started: stopped by ops"},
+    ]
+    cluster.add(flow, {"phase": "Failed", "conditions": [stopped], "steps": steps})
+    code, _, err = zen_flow(capsys, "retry", "gate", "--step", "build")
+    assert code == 2
+    assert "cannot rerun: no failed Job step or timed-out gate to rerun among build" in err
+    code, out, _ = zen_flow(capsys, "retry", "gate", "--step", "approve")
+    assert (code, out.startswith("jobflow default/gate: rerun requested (")) == (0, True)
+    annotations = cluster.flows["gate"]["metadata"]["annotations"]
+    assert "workflow.kube-zen.io/stop" not in annotations
+
+
 def test_retry_reruns_a_flow_that_failed_creating_its_resources_but_not_some_of_its_steps(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

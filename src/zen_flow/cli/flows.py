@@ -39,7 +39,7 @@ from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.planner.approvals import decision
-from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps
+from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps, unrun_steps
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.warnings import flow_warnings
@@ -137,7 +137,8 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
         raise UsageError(
             f"jobflow {args.name} is {flow.status.phase or 'Pending'}: only a Failed flow reruns"
         )
-    rerunnable = rerunnable_steps(flow)
+    # With no failed step, the steps a stop (the deadline, a Replace flow) left unrun are its scope.
+    rerunnable = rerunnable_steps(flow) or unrun_steps(flow)
     can = f" (rerunnable: {', '.join(rerunnable)})" if rerunnable else ""
     why = rerun_refusal(flow, args.steps)  # the controller's rule: it would ignore the request
     if why is not None:

@@ -32,13 +32,18 @@ in `status.audit.retries` (id, user, time, the steps it reran):
   user freed the name, or fixed the template: `spec.resourceTemplates` stays editable) before the steps
   that never ran; a request limited to some
   steps is ignored, saying to rerun the whole flow;
+- on a flow a stop, its deadline or a newer Replace flow ended with nothing failed (paused at a gate:
+  the gate Skipped "no decision: ...", the steps after it "not started: ..."), the same: those steps go
+  back to Pending (`unrun_steps`); a request naming steps must name one of them;
 - otherwise (the flow is not Failed, the stop request is still set, nothing in scope can rerun, a
   failed step left out would fail the flow again at once, or a timed-out gate in scope carries a
   decision given after its timeout, which would decide the rerun at once): recorded with no steps, a
   RetryIgnored event says why, and nothing else happens, so a request can never fire later by surprise.
 
 A decision annotation carries no time, so one given after the gate timed out cannot be told from one
-given after the rerun: the rerun is refused until it is removed, rather than decided by it unasked.
+given after the rerun: the rerun is refused until it is removed, rather than decided by it unasked. A
+gate the flow's end left undecided is different: the end was not its outcome, so its annotations are
+decisions on the gate as a pre-approval is, and count when the rerun reaches it again.
 """
 
 from __future__ import annotations
@@ -62,12 +67,16 @@ from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.approvals import deciding
 from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
-from zen_flow.planner.status import listing
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED, listing
 
 STOP_MARK = "stopped by "
 # How the message of a step a stop ended begins: a running or retrying one (Failed), one that had not
 # started, a gate that waited for a decision (Skipped: StepWork.drop).
 _STOPPED_MESSAGES = (STOP_MARK, f"not started: {STOP_MARK}", f"no decision: {STOP_MARK}")
+# The Failed reasons of a flow ended from outside its steps, and how the message of a step it left unrun
+# begins (StepWork.drop): such a step never had its turn, and a rerun gives it (`unrun_steps`).
+_ENDED_FROM_OUTSIDE = frozenset({REASON_STOPPED, REASON_DEADLINE, REASON_REPLACED})
+_UNRUN_MESSAGES = ("not started: ", "no decision: ")
 
 
 def stop_request(flow: JobFlow) -> str | None:
@@ -151,11 +160,35 @@ def rerunnable_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
     ]
 
 
+def _failed_reason(flow: JobFlow) -> str | None:
+    failed = next((c for c in flow.status.conditions if c.type == ConditionType.FAILED), None)
+    return failed.reason if failed is not None and failed.status == "True" else None
+
+
 def resources_failed(flow: JobFlow) -> bool:
     """Did the flow fail creating its resourceTemplates objects (condition Failed, reason
     ResourceConflict)? A rerun then creates those not made yet (the engine's `missing`) before its steps."""
-    failed = next((c for c in flow.status.conditions if c.type == ConditionType.FAILED), None)
-    return failed is not None and failed.status == "True" and failed.reason == REASON_RESOURCE_CONFLICT
+    return _failed_reason(flow) == REASON_RESOURCE_CONFLICT
+
+
+def unrun_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
+    """The steps in scope of `wanted` (empty: all) that a stop, the flow deadline or a newer Replace flow
+    left Skipped before they ran (`not started: ...`), or while they waited for a decision (a gate: `no
+    decision: ...`). A flow paused at a gate when it was stopped has no failed step, yet its rerun has
+    work: those steps go back to Pending like any Skipped one. A gate reached again keeps its approve
+    and reject annotations, as a gate not reached yet does (pre-approval): nobody decided it, and the
+    end was not its outcome (unlike a timeout, `late_decisions`)."""
+    if _failed_reason(flow) not in _ENDED_FROM_OUTSIDE:
+        return []
+    specs = {s.name for s in flow.spec.steps}
+    return [
+        s.name
+        for s in flow.status.steps
+        if s.phase == StepPhase.SKIPPED
+        and s.name in specs
+        and (s.message or "").startswith(_UNRUN_MESSAGES)
+        and (not wanted or s.name in wanted)
+    ]
 
 
 def late_decisions(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
@@ -176,6 +209,9 @@ def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
     specs = {s.name: s for s in flow.spec.steps}
     failed = [s.name for s in flow.status.steps if s.phase == StepPhase.FAILED and s.name in specs]
     rerunnable = rerunnable_steps(flow, wanted)
+    # Nothing failed that could rerun (a flow stopped while paused at a gate): the steps its end left
+    # unrun are the rerun's work.
+    unrun = [] if rerunnable else unrun_steps(flow, wanted)
     # A failed step left as it is fails the flow again at once, unless it may fail (continueOnFailure).
     # A finally step runs again whatever the scope (`rerun`): it blocks nothing.
     blocking = [
@@ -185,14 +221,14 @@ def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
     ]
     if flow.status.phase != FlowPhase.FAILED:
         return f"the flow is {flow.status.phase or 'Pending'}, not Failed"
-    if not rerunnable and resources_failed(flow) and not blocking:
+    if not rerunnable and not unrun and resources_failed(flow) and not blocking:
         if not wanted:
             return None  # its resources are created again, then the steps that never ran
         return (
             f"no failed Job step to rerun among {listing(sorted(wanted))}; the flow failed creating its "
             "resources: rerun it without naming steps to create them again"
         )
-    if not rerunnable:
+    if not rerunnable and not unrun:
         steps = {s.name: s for s in flow.status.steps}
         rejected = [
             n
@@ -237,8 +273,13 @@ def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpe
     # The finally steps that ran run again at the rerun's end: cleanup must see its outcome.
     ran = {StepPhase.SUCCEEDED, StepPhase.FAILED}
     again = [s.name for s in status.steps if s.name in specs and specs[s.name].is_finally and s.phase in ran]
+    # With no failed step but finally ones, the ones the flow's end left unrun are said too: the rerun is
+    # for them (they go back to Pending as any Skipped step, never counted as an attempt).
+    main = [n for n in rerunnable if not specs[n].is_finally]
+    unrun = [] if main else unrun_steps(flow, retry.steps)
     rerunnable = [*rerunnable, *(n for n in again if n not in rerunnable)]
     steps = tuple(_reset(s, s.name in rerunnable, who) for s in status.steps)
+    said = [*unrun, *rerunnable]
     update: dict[str, object] = {
         "phase": FlowPhase.RUNNING.value,
         "steps": steps,
@@ -247,9 +288,9 @@ def rerun(flow: JobFlow, retry: Retry, now: datetime) -> tuple[JobFlow, EventSpe
         "start_time": None,
         "completion_time": None,
         "estimated_completion_time": None,
-        "audit": recorded(flow, retry.model_copy(update={"steps": tuple(rerunnable)}), now),
+        "audit": recorded(flow, retry.model_copy(update={"steps": tuple(said)}), now),
     }
-    what = [listing(rerunnable)] if rerunnable else []
+    what = [listing(said)] if said else []
     if resources_failed(flow):
         what.append("creating its resources again")
     event = EventSpec(NORMAL, "FlowRetried", f"rerun requested by {who}: {'; '.join(what)}")
