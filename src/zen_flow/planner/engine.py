@@ -92,6 +92,7 @@ class _Planner(Starts):
                 self.works.wake(self.dependents.get(name, ()))
 
     def schedule_retry(self, w: StepWork) -> None:
+        self.note_missed(w)
         w.message = unwait(w.message)  # said again below if it is still held
         if self.blocked(w):
             return
@@ -103,6 +104,7 @@ class _Planner(Starts):
 
     def schedule_pending(self, w: StepWork) -> None:
         if waiting(w.message):
+            self.note_missed(w)
             w.message = None  # said again below if it is still held
         # A dependency this plan ended for a stop, a replacement or the deadline (its Job found gone:
         # `PlanState.own_delete`) counts as running, as in the plan that ended it, whose write was lost:
@@ -115,8 +117,10 @@ class _Planner(Starts):
             return
         if w.spec.when is not None and not w.spec.is_manual and self.parallelism is not None:
             # Decided when a slot is free for the step (`start_ready`), once: not at every plan it waits
-            # for one (a 500-wide fan-out at parallelism 20 evaluated its conditions ~116,000 times).
-            self.when_held.add(w.name)
+            # for one (a 500-wide fan-out at parallelism 20 evaluated its conditions ~116,000 times). A
+            # memoized step's was decided when its cache was first read (`start_ready`), if it was.
+            if w.name not in self.memo_missed:
+                self.when_held.add(w.name)
             self.start(w, w.retry_count)
             return
         if w.spec.when is not None and not self.decide_when(w):

@@ -8,6 +8,11 @@ nothing, so they do not count; a due retry needs a free place like any other sta
 Ready steps held back by the limit keep their phase (Pending, or Retrying for a due retry) and say why
 in their message (`wait`); when places free up, the held steps start in spec order. A held step's own
 `timeoutSeconds` does not run (it counts from its Job's creation); the flow's activeDeadlineSeconds does.
+
+A memoized step runs no Job when its cache has its result, so it takes no place for that: its cache is
+read as soon as it is ready, slot or not (planner.starts). A miss is said in its held message (`MISSED`),
+the status being the only memory a plan has: the plans that follow neither read its cache nor decide its
+`when` again until its slot, where the cache is read once more (a result stored meanwhile is served).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from zen_flow.planner.steps import StepWork, bound
 # How a held step's message begins; `status` finds the held steps by it (a Retrying step keeps, after
 # it, why its last attempt failed).
 WAITING = "waiting for a slot: parallelism "
+# After the reason, on a held memoized step whose cache was read when it became ready, without a result.
+MISSED = " (no memoized result yet)"
 
 
 def parallelism_of(flow: JobFlow) -> int | None:
@@ -42,10 +49,11 @@ def running(works: Iterable[StepWork], jobs: Mapping[str, Job]) -> int:
     return count
 
 
-def wait(message: str | None, limit: int) -> str:
-    """`message` of a step held by `limit`: the reason first, what it said before (a failed attempt's
-    error) after it; unchanged when already said so, so a held step costs no status write."""
-    reason = f"{WAITING}{limit} reached"
+def wait(message: str | None, limit: int, missed: bool = False) -> str:
+    """`message` of a step held by `limit`: the reason first (`missed`: and that its cache has no result),
+    what it said before (a failed attempt's error) after it; unchanged when already said so, so a held
+    step costs no status write."""
+    reason = f"{WAITING}{limit} reached{MISSED if missed else ''}"
     rest = unwait(message)
     return bound(f"{reason}; {rest}") if rest else reason
 
@@ -60,3 +68,8 @@ def unwait(message: str | None) -> str | None:
 
 def waiting(message: str | None) -> bool:
     return message is not None and message.startswith(WAITING)
+
+
+def missed(message: str | None) -> bool:
+    """Does the held step's message say its cache was read, without a result (`wait`'s `missed`)?"""
+    return message is not None and message.startswith(WAITING) and message.partition("; ")[0].endswith(MISSED)

@@ -131,6 +131,9 @@ class PlanState:
         # order once all are known (`_Planner.start_ready`).
         self.ready: list[tuple[StepWork, int]] = []
         self.when_held: set[str] = set()  # ready steps whose `when` waits for a slot to be decided
+        # Held memoized steps whose cache an earlier plan read, without a result (parallelism.missed): read
+        # again only at their slot, their `when` decided then already.
+        self.memo_missed: set[str] = set()
         if StepPhase.FAILED in map(PHASE, initial.values()):
             for s in self.works.settled():
                 if s.phase != StepPhase.FAILED:

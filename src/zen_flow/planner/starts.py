@@ -1,6 +1,7 @@
 """Starting a ready step: its `when` decided, a join that could never run failed at once, its Job built
 and created, or taken over when a lost status write left it unrecorded; under
 `executionPolicy.parallelism`, only as many as the limit leaves room for, in spec order (planner.parallelism).
+A memoized step served from its cache runs no Job: its cache is read before it waits for a slot.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from zen_flow.planner.actions import CreateJob
 from zen_flow.planner.artifacts import add_transfers
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
-from zen_flow.planner.parallelism import running, wait
+from zen_flow.planner.memoization import config_map_of
+from zen_flow.planner.parallelism import missed, running, wait
 from zen_flow.planner.parameters import apply_parameters, resolve_inputs
 from zen_flow.planner.readiness import producer, skipped_input
 from zen_flow.planner.steps import StepWork, bound
@@ -48,8 +50,9 @@ class Starts(Finale):
         for w, attempt in self.ready:
             if self.blocked(w):  # a step failed at its Job's creation (fail-fast) just now
                 continue
-            if taken >= limit:
-                w.message = wait(w.message if w.phase == StepPhase.RETRYING else None, limit)
+            held = taken >= limit
+            if held and not self.unread_cache(w):
+                w.message = self.held(w, limit)
                 continue
             if w.name in self.when_held and (not self.decide_when(w) or self.fails_on_skipped_input(w)):
                 if w.terminal:
@@ -57,11 +60,50 @@ class Starts(Finale):
                     # schedules again before it hands out another slot.
                     return w.name
                 continue
+            if held:  # a memoized step whose cache no plan read yet: a hit needs no slot
+                if not self.served(w, attempt):
+                    self.memo_missed.add(w.name)
+                    w.message = self.held(w, limit)
+                elif w.terminal:  # served (or failed): its dependents may start
+                    return w.name
+                continue
             self.create_attempt(w, attempt)
             if w.phase == StepPhase.SUCCEEDED:  # served from its memoize cache: its dependents may start
                 return w.name
             taken += w.phase == StepPhase.RUNNING
         return None
+
+    def note_missed(self, w: StepWork) -> None:
+        """Remember what the held step's message says (`missed`), before it is said again."""
+        if missed(w.message):
+            self.memo_missed.add(w.name)
+
+    def held(self, w: StepWork, limit: int) -> str:
+        return wait(w.message if w.phase == StepPhase.RETRYING else None, limit, w.name in self.memo_missed)
+
+    def unread_cache(self, w: StepWork) -> bool:
+        """Is `w` a memoized step whose cache no plan read since it became ready?"""
+        memoize = w.spec.memoize
+        return (
+            memoize is not None
+            and not w.spec.is_finally
+            and config_map_of(memoize) is not None
+            and w.name not in self.memo_missed
+        )
+
+    def served(self, w: StepWork, attempt: int) -> bool:
+        """Read the held step's cache before its slot: True when that settled it (served, or its inputs
+        cannot be resolved: failed, as its slot would), or when the plan must ask for the entry first;
+        False: no result, it waits for its slot."""
+        try:
+            resolved = resolve_inputs(
+                w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
+            )
+            return self.from_cache(w, resolved)
+        except JobBuildError as err:
+            w.fail(self.now, f"cannot create Job: {err}")
+            self.note_failure(w)
+            return True
 
     def create_attempt(self, w: StepWork, attempt: int) -> None:
         previous = w.message if w.phase == StepPhase.RETRYING else None
