@@ -403,6 +403,33 @@ def test_logs_of_a_memoized_step_says_it_ran_no_pod_and_whose_result_it_has(
 
 
 @pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        ([], "step build of jobflow f ran no pod: memoized (attempt 2): the result flow default/first"),
+        (["--attempt", "2"], "step build of jobflow f ran no pod: memoized (attempt 2)"),
+        # The attempt before it ran a pod: its Job was deleted when the served retry superseded it.
+        (["--attempt", "1"], "jobRetention: LastAttempt keeps only the last attempt's Job"),
+        (["--attempt", "3"], "step build has attempts 1-2 (--attempt 3)"),
+    ],
+)
+def test_logs_of_a_retry_served_from_the_cache_says_which_attempt_ran_a_pod(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    memoize = {"key": "k", "cache": {"configMap": {"name": "c"}}}
+    message = (
+        "memoized (attempt 2): the result flow default/first (step build) stored at 2025-01-01T00:00:00Z"
+    )
+    steps = [{"name": "build", "phase": "Succeeded", "retryCount": 1, "message": message}]
+    flow = flow_manifest(
+        "f", NS, [job_step("build", memoize=memoize)], executionPolicy={"jobRetention": "LastAttempt"}
+    )
+    cluster.add(flow, {"phase": "Succeeded", "steps": steps})
+    code, out, err = zen_flow(capsys, "logs", "f", "build", *argv)
+    assert (code, out) == (2, "")
+    assert said in err
+
+
+@pytest.mark.parametrize(
     ("attempt", "hint"),
     [("1", True), ("3", False)],  # an earlier attempt's Job was deleted by the policy; the last one was not
 )

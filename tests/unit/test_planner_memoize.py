@@ -339,7 +339,7 @@ def test_a_retry_served_from_the_cache_has_no_job_ref() -> None:
     sim.reconcile()
     a = status(sim, "a")
     assert a.phase == "Succeeded"
-    assert a.message.startswith("memoized: the result flow default/x")
+    assert a.message.startswith("memoized (attempt 2): the result flow default/x")
     assert a.job_ref is None
 
 

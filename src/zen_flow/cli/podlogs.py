@@ -78,12 +78,14 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
         return f"step {step} of jobflow {name} is a Manual step: it runs no pod"
     status = flow.status.step(step)
     started = status is not None and status.job_ref is not None and bool(status.job_ref.name)
-    if status is not None and not started and (status.message or "").startswith(MEMOIZED_MARK):
-        # Served from its memoize cache: the result came from another run, named in the message.
-        return f"step {step} of jobflow {name} ran no pod: {status.message}"
-    if status is None or not started:
+    served = status is not None and not started and (status.message or "").startswith(MEMOIZED_MARK)
+    attempts = status.retry_count + 1 if status is not None else 0
+    if served and attempt in (None, attempts):
+        # Served from its memoize cache: the result came from another run, named in the message. A retry
+        # served so had earlier attempts, which ran pods (`--attempt`).
+        return f"step {step} of jobflow {name} ran no pod: {status.message}"  # type: ignore[union-attr]
+    if status is None or not (started or served):
         return f"step {step} of jobflow {name} has not started: no pod yet"
-    attempts = status.retry_count + 1
     if attempt is not None and not 1 <= attempt <= attempts:
         which = "attempt 1" if attempts == 1 else f"attempts 1-{attempts}"
         return f"step {step} has {which} (--attempt {attempt})"

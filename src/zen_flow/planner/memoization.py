@@ -167,9 +167,10 @@ class Memoization(PlanState):
         meta = self.flow.metadata
         return substitute_text(w.spec.memoize.key, w.name, resolved, (meta.name, meta.namespace))
 
-    def from_cache(self, w: StepWork, resolved: tuple[Resolved, ...]) -> bool:
-        """Did the cache settle the ready step `w`: Succeeded from a fresh entry, or waiting for the
-        entry the plan was not given (a lookup)? False: it runs (no entry, or not one to use)."""
+    def from_cache(self, w: StepWork, resolved: tuple[Resolved, ...], attempt: int) -> bool:
+        """Did the cache settle the ready step `w` (its attempt `attempt`): Succeeded from a fresh entry,
+        or waiting for the entry the plan was not given (a lookup)? False: it runs (no entry, or not one
+        to use)."""
         memoize = w.spec.memoize
         assert memoize is not None
         config_map = config_map_of(memoize)
@@ -190,12 +191,16 @@ class Memoization(PlanState):
         if w.start_time is None:
             w.start_time = self.now
         # A retry served from the cache ran no Job for its result: the failed attempt's Job is not the
-        # step's (zen-flow logs, the estimate read job_ref).
+        # step's (zen-flow logs, the estimate read job_ref). It is still an attempt: its count stays
+        # (the retry budget is spent, `zen-flow get` says which), and under jobRetention LastAttempt the
+        # earlier attempts' Jobs are superseded by it (planner.retention).
         w.job_ref = None
+        w.retry_count = attempt
         w.outputs = outputs
+        which = f" (attempt {attempt + 1})" if attempt else ""
         w.succeed(
             self.now,
-            f"{MEMOIZED_MARK}: the result flow {entry.flow} (step {entry.step}) stored at "
+            f"{MEMOIZED_MARK}{which}: the result flow {entry.flow} (step {entry.step}) stored at "
             f"{format_time(entry.time)}, key {key}",
         )
         return True

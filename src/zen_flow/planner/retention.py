@@ -5,6 +5,8 @@ LastAttempt: an attempt superseded by the step's next one (a retry, or a rerun's
 rule) loses its Job, deleted with background propagation like the controller's other deletes, so a step
 keeps only its last attempt's Job. Only once the next attempt's Job is seen to exist: a create the
 apiserver refused (a quota, a webhook) leaves the step with the logs of the attempt that failed, not none.
+A retry served from the memoize cache (planner.memoization) has no Job, and needs none: Succeeded with its
+stored outputs, it supersedes the earlier attempts in the plan that serves it.
 
 What is never deleted:
 - the step's current attempt's Job (`job_ref`): the one `<step>:` inputs read (planner.readiness.producer),
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from zen_flow.api.constants import JobRetention
+from zen_flow.api.constants import JobRetention, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.actions import DeleteJob
@@ -46,11 +48,15 @@ def superseded(
     out: list[DeleteJob] = []
     for w in works:
         ref = w.job_ref
-        if w.retry_count == 0 or ref is None or not ref.name or ref.name not in jobs:
+        if w.retry_count == 0:
+            continue
+        if ref is None and w.phase != StepPhase.SUCCEEDED:  # a Job step has a Job, but when served
+            continue
+        if ref is not None and (not ref.name or ref.name not in jobs):
             continue
         for attempt in range(w.retry_count):
             name = job_name(w.name, attempt)
             job = jobs.get(name)
-            if job is not None and name != ref.name and job.finished and not job.deleting:
+            if job is not None and (ref is None or name != ref.name) and job.finished and not job.deleting:
                 out.append(DeleteJob(name, w.name, SUPERSEDED_REASON))
     return out

@@ -99,7 +99,7 @@ class Starts(Finale):
             resolved = resolve_inputs(
                 w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
             )
-            return self.from_cache(w, resolved)
+            return self.from_cache(w, resolved, attempt)
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
             self.note_failure(w)
@@ -165,7 +165,7 @@ class Starts(Finale):
                 w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
             )
             # After the adoption above: a step whose Job exists is never served from its cache.
-            if w.spec.memoize is not None and self.from_cache(w, resolved):
+            if w.spec.memoize is not None and self.from_cache(w, resolved, attempt):
                 return
             body = apply_parameters(
                 body, w.name, resolved, (self.flow.metadata.name, self.flow.metadata.namespace)
