@@ -252,6 +252,23 @@ def test_every_field_has_a_description() -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        # A graceful stop runs the finally steps; only the other stops end the flow without them.
+        ("spec.steps[].finally", "RunFinally stops the other steps, then runs the finally steps"),
+        # The failed attempt's Job is kept only without jobRetention LastAttempt.
+        ("spec.steps[].retryPolicy", "unless executionPolicy.jobRetention is LastAttempt"),
+        ("spec.executionPolicy.jobRetention", "or that attempt was served"),
+        ("spec.executionPolicy.parallelism", "memoized step served from its cache takes no slot"),
+    ],
+)
+def test_kubectl_explain_says_what_the_features_do_together(path: str, says: str) -> None:
+    node = node_at(path)
+    assert node is not None
+    assert says in " ".join(node["description"].split())
+
+
 def test_every_enum_mirrors_its_strenum() -> None:
     enums = {path: node["enum"] for path, node in schema_nodes(SCHEMA) if "enum" in node}
     assert enums.keys() == ENUMS.keys()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pydantic import BaseModel
 
@@ -82,3 +83,17 @@ def test_printer_columns_are_cronjobs_and_read_real_fields() -> None:
 def test_the_template_spec_is_kept_whole_for_the_webhook_to_check() -> None:
     spec = SPEC["properties"]["jobFlowTemplate"]["properties"]["spec"]
     assert spec == {**spec, "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("concurrencyPolicy", "up to 100 active runs"),
+        ("concurrencyPolicy", "their finally steps do not run"),
+        ("schedule", "Kubernetes CronJob's syntax"),
+        ("schedule", "Refused: six fields, L, W, #, 7 for Sunday, TZ= in the schedule, @every"),
+    ],
+)
+def test_kubectl_explain_says_the_limits_and_the_syntax(field: str, says: str) -> None:
+    spec = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert says in " ".join(spec[field]["description"].split())
