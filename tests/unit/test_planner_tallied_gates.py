@@ -11,7 +11,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_DECISION_MESSAGE_PREFIX,
+    APPROVE_PREFIX,
+    REJECT_PREFIX,
+)
 from zen_flow.planner import CreateJob
 from zen_flow.planner.interventions import rerun_refusal
 from zen_flow.validation.size import status_bound
@@ -236,6 +241,20 @@ def test_without_the_webhook_the_annotation_is_one_unrecorded_approval() -> None
     two.reconcile()
     assert phases(two)["gate"] == "PendingApproval"
     assert gate_message(two) == "approvals 1/2; waiting for 1 more"
+
+
+def test_without_the_webhook_a_hand_written_record_is_counted_as_written() -> None:
+    """The controller cannot tell who wrote an annotation: without the mutating webhook, one user writing
+    the record opens a gate needing three, and the audit names them all (docs/API.md, SECURITY.md say so:
+    the record is trustworthy only where the webhook writes it)."""
+    sim = tallied(
+        {"approvers": [{"kind": "User", "name": u} for u in ("alice", "bob", "carol")], "required": 3}
+    )
+    sim.annotate(APPROVE_PREFIX + "gate", "true-1")
+    sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "gate", "alice,bob,carol")
+    sim.reconcile()
+    assert phases(sim)["gate"] == "Succeeded"
+    assert audited(sim) == [("Approved", "alice"), ("Approved", "bob"), ("Approved", "carol")]
 
 
 # --- the audit stays bounded ----------------------------------------------------------------------------
