@@ -1,7 +1,7 @@
 """Planner: finally steps (`finally: true`) run once every other step has ended, whatever the outcome:
 after a success, after a fail-fast failure, ordered among themselves by their dependencies, with
-`flow.outcome` in their `when`; a failed one fails the flow; a stop or the flow deadline runs none; a
-rerun runs them again."""
+`flow.outcome` in their `when` (decided on values the status holds); a failed one fails the flow; a stop or
+the flow deadline runs none; a rerun runs them again."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from zen_flow.api.constants import (
     ANNOTATION_STOPPED_BY,
     REJECT_PREFIX,
 )
-from zen_flow.planner import DeleteJob
+from zen_flow.planner import CreateJob, DeleteJob
+from zen_flow.planner.memoization import MemoEntry, data_key, encode_entry
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator, run
 
@@ -330,3 +331,46 @@ def test_a_rerun_steps_job_a_lost_status_write_left_unrecorded_is_taken_over() -
     assert report is not None
     assert (report.phase, report.retry_count) == ("Running", 2)
     assert phases(sim)["cleanup"] == "Pending"  # it waits for report: the finally step runs last
+
+
+# --- a finally step's `when` reads committed values only ------------------------------------------------
+
+OUTPUT = {"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}]}
+
+
+def test_a_finally_steps_when_waits_for_the_outputs_a_main_step_got_in_the_same_plan() -> None:
+    # Its `when` may read every step: it starts only once the outputs it may read are in the status.
+    steps = [
+        job_step("m", outputs=OUTPUT),
+        job_step("notify", when="steps.m.outputs.parameters.n == '1'", **FINALLY),
+    ]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    first = sim.reconcile()
+    assert [a.step for a in first.actions if isinstance(a, CreateJob)] == []
+    assert phases(sim) == {"m": "Succeeded", "notify": "Pending"}
+    second = sim.reconcile()
+    assert [a.step for a in second.actions if isinstance(a, CreateJob)] == ["notify"]
+
+
+def test_a_finally_steps_when_never_decides_on_a_memoized_result_whose_write_was_lost() -> None:
+    # m is served from its cache (value old) and that plan's status write is lost; another flow stores the
+    # key meanwhile (new): the finally step, whose `when` wants old, is never created on the lost value.
+    memo = {"key": "k-m", "cache": {"configMap": {"name": "c"}}}
+    when = "steps.m.outputs.parameters.n == 'old'"
+    steps = [job_step("m", memoize=memo, outputs=OUTPUT), job_step("cleanup", when=when, **FINALLY)]
+    sim = Simulator(make_flow(steps), T0)
+
+    def entry(value: str) -> str:
+        return encode_entry(MemoEntry("k-m", {"n": value}, "default/other", "m", T0))
+
+    sim.memo_cache = {"c": {data_key("k-m"): entry("old")}}
+    lost = sim.reconcile(write_status=False)
+    assert [a.step for a in lost.actions if isinstance(a, CreateJob)] == []
+    sim.memo_cache["c"][data_key("k-m")] = entry("new")
+    for _ in range(3):
+        sim.advance(1)
+        sim.reconcile()
+    assert sim.created == []
+    assert (phases(sim), sim.phase) == ({"m": "Succeeded", "cleanup": "Skipped"}, "Succeeded")

@@ -15,7 +15,7 @@ cleanup still runs; its `when` can test the phase).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from zen_flow.api.constants import DependencyPolicy, StepPhase
 from zen_flow.api.job import Job
@@ -23,7 +23,7 @@ from zen_flow.api.jobflow import Step
 from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.planner.outputs import job_document
 from zen_flow.planner.parameters import Producer, json_path_sources
-from zen_flow.planner.steps import StepWork
+from zen_flow.planner.steps import StepWork, Works
 
 
 def dependency_verdict(
@@ -104,11 +104,19 @@ def _output_named(path: str) -> str:
     return "the Job status"
 
 
-def uncommitted(w: StepWork, works: Mapping[str, StepWork]) -> bool:
+def uncommitted(w: StepWork, works: Works) -> bool:
     """A step `w` reads (a dependency or a `<step>:` input) captured output values in this very plan:
     `w` waits for the next reconcile, so the values are committed in status before it starts (the
-    controller creates Jobs before it writes status; the status write itself wakes the flow)."""
-    for name in (*w.spec.dependencies, *json_path_sources(w.spec)):
+    controller creates Jobs before it writes status; the status write itself wakes the flow). A finally
+    step's `when` may read every step (and `flow.outcome`): it waits while any step got its outputs in
+    this plan, a memoized one served from its cache included (a lost write, then an entry changed
+    meanwhile, would otherwise leave the step's Job created on values the status never held)."""
+    if w.spec.is_finally and w.spec.when is not None:
+        # A step that got outputs in this plan moved in it: the others need not be read.
+        names: Iterable[str] = [name for name in works.moving if name != w.name]
+    else:
+        names = (*w.spec.dependencies, *json_path_sources(w.spec))
+    for name in names:
         d = works.get(name)
         if d is not None and d.outputs != (d.old.outputs if d.old is not None else None):
             return True
