@@ -42,6 +42,10 @@ ANNOTATION_CORRELATION_ID = f"{GROUP}/correlation-id"
 ANNOTATION_RETRY = f"{GROUP}/retry"
 ANNOTATION_RETRY_STEPS = f"{GROUP}/retry-steps"
 ANNOTATION_RETRIED_BY = f"{GROUP}/retried-by"
+# status.audit.retries keeps the newest request and, before it, as many earlier ones as fit in this many
+# bytes of JSON (planner.interventions): the admission size bound counts it (validation/size.py), so a
+# flow rerun over and over still fits in etcd.
+AUDIT_RETRIES_BYTES = 16 * 1024
 # A request to fail the flow now (`zen-flow stop`): running Jobs are deleted, nothing else starts;
 # stopped-by is written by the mutating webhook. The value STOP_RUN_FINALLY (any case; `zen-flow stop
 # --run-finally`) stops the other steps the same way but runs the finally steps first (planner.finale).

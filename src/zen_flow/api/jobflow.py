@@ -189,6 +189,12 @@ class StepApproval(Model):
     def needed(self) -> int:
         return max(self.required or DEFAULT_REQUIRED_APPROVALS, 1)
 
+    @property
+    def audited(self) -> int:
+        """The most status.audit.approvals entries one reach of the gate writes: `required - 1` approvals
+        that do not open it and the `required` that do (or those and a rejection)."""
+        return 2 * self.needed - 1
+
 
 class ConfigMapCache(Model):
     name: str = ""

@@ -14,7 +14,7 @@ recorded in `rejected-by.workflow.kube-zen.io/<step>` (webhook/mutation.py).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
@@ -115,9 +115,25 @@ def with_origin(audit: Audit | None, annotations: Mapping[str, str]) -> Audit | 
     return base.model_copy(update=update) if update else audit
 
 
-def with_approvals(audit: Audit | None, approvals: Sequence[Approval]) -> Audit | None:
-    """The audit with this reconcile's decisions appended (the same object when there are none)."""
+def with_approvals(audit: Audit | None, approvals: Sequence[Approval], specs: Iterable[Step]) -> Audit | None:
+    """The audit with this reconcile's decisions appended (the same object when there are none), each
+    gate's newest entries kept, as many as one reach of it writes at most (`audited`): a rerun reaches a
+    gate again and audits it afresh, and the admission size bound (validation/size.py) counts room for
+    one reach per gate. What an earlier reach audited goes first; the current reach is kept whole."""
     if not approvals:
         return audit
     base = audit or Audit()
-    return base.model_copy(update={"approvals": (*base.approvals, *approvals)})
+    entries = (*base.approvals, *approvals)
+    room = {s.name: s.approval.audited if s.approval is not None else 1 for s in specs if s.is_manual}
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.step] = counts.get(entry.step, 0) + 1
+    if any(n > room.get(step, 1) for step, n in counts.items()):
+        kept: list[Approval] = []
+        taken: dict[str, int] = {}
+        for entry in reversed(entries):  # newest first
+            if taken.get(entry.step, 0) < room.get(entry.step, 1):
+                taken[entry.step] = taken.get(entry.step, 0) + 1
+                kept.append(entry)
+        entries = tuple(reversed(kept))
+    return base.model_copy(update={"approvals": entries})

@@ -249,7 +249,9 @@ class _Planner(Starts):
             reason=reason,
             start_time=self.start_time,
             audit=with_approvals(
-                with_origin(self.flow.status.audit, self.flow.metadata.annotations), self.approvals
+                with_origin(self.flow.status.audit, self.flow.metadata.annotations),
+                self.approvals,
+                self.flow.spec.steps,
             ),
             now=self.now,
             group=self.group,

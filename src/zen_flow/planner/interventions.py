@@ -51,12 +51,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
+from pydantic_core import to_json
+
 from zen_flow.api.constants import (
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
+    AUDIT_RETRIES_BYTES,
     STOP_RUN_FINALLY,
     ConditionType,
     FlowPhase,
@@ -131,8 +134,19 @@ def request(flow: JobFlow) -> Retry | None:
 
 
 def recorded(flow: JobFlow, retry: Retry, now: datetime) -> Audit:
+    """The audit with `retry` recorded: the newest request, and before it as many earlier ones as fit in
+    AUDIT_RETRIES_BYTES of JSON (the admission size bound counts that much; requests are not bounded in
+    number). An id dropped so would be honoured again if set again: only the annotation's current value
+    is ever asked about, and it is the newest."""
     base = flow.status.audit or Audit()
-    return base.model_copy(update={"retries": (*base.retries, retry.model_copy(update={"time": now}))})
+    kept = [retry.model_copy(update={"time": now})]
+    size = 0
+    for earlier in reversed(base.retries):
+        size += len(to_json(earlier.model_dump(by_alias=True, mode="json", exclude_none=True))) + 1  # ","
+        if size > AUDIT_RETRIES_BYTES:
+            break
+        kept.append(earlier)
+    return base.model_copy(update={"retries": tuple(reversed(kept))})
 
 
 def timed_out(step: StepStatus) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from zen_flow.api.constants import MAX_APPROVERS
+from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS
 
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
 MAX_OBJECT_BYTES = 1_400_000
@@ -42,6 +42,10 @@ APPROVER_BYTES = 256 + 2
 TALLIED_ENTRY_BYTES = 256 + 63 + 30 + 80 + 1024 + 64
 RESOURCE_REF_BYTES = 400  # status.resourceRefs[]
 AUDIT_BYTES = 600  # initiatedBy and correlationID
+# status.audit.retries: the newest request (its id, user, time, and the steps it reran: any of the flow's,
+# each name with its quotes and comma) and earlier ones in AUDIT_RETRIES_BYTES (planner.interventions).
+RETRY_ENTRY_BYTES = 253 + 256 + 30 + 80
+RETRY_STEP_BYTES = 3
 
 
 def spec_json(spec: Mapping[str, Any]) -> bytes:
@@ -54,6 +58,7 @@ def status_bound(spec: Mapping[str, Any]) -> int:
     """The largest status.* this spec can produce, in bytes of JSON."""
     steps = _items(spec.get("steps"))
     total = FLOW_STATUS_BYTES + AUDIT_BYTES + STEP_ENTRY_BYTES * len(steps)
+    total += AUDIT_RETRIES_BYTES + RETRY_ENTRY_BYTES + sum(_name_bytes(s) + RETRY_STEP_BYTES for s in steps)
     # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
     by_outputs: dict[int, int] = {}
     for step in steps:
@@ -68,6 +73,11 @@ def status_bound(spec: Mapping[str, Any]) -> int:
     for kind in ("volumeClaimTemplates", "configMapTemplates"):
         total += RESOURCE_REF_BYTES * len(_items(templates.get(kind)))
     return total
+
+
+def _name_bytes(step: Mapping[str, Any]) -> int:
+    name = step.get("name")
+    return len(name) if isinstance(name, str) else 63
 
 
 def _outputs_bound(outputs: Mapping[str, Any]) -> int:
@@ -88,7 +98,8 @@ def object_bound(spec_size: int, status: int) -> int:
 def _approvals_bound(step: Mapping[str, Any]) -> int:
     """What a gate's decisions add to the status: one, or on a gate with `approval` its approvers in
     approvedBy and its audit per reach, bounded by the planner (Observation.tally): up to `required - 1`
-    approvals that do not open it and the `required` that do, or those and the rejection."""
+    approvals that do not open it and the `required` that do, or those and the rejection. A rerun reaches
+    a gate again: the planner keeps only that many of its newest entries (planner.approvals)."""
     approval = step.get("approval")
     if approval is None:
         return APPROVAL_BYTES
