@@ -83,3 +83,29 @@ def test_rerun_requests_without_end_keep_the_status_within_its_bound() -> None:
     assert size(sim) <= bound(sim.flow)
     again = sim.reconcile()
     assert not any(e.reason in ("FlowRetried", "RetryIgnored") for e in again.events)
+
+
+def test_a_request_id_longer_than_the_status_holds_is_honoured_once_under_a_shortened_id() -> None:
+    # The annotation's value has no length limit, status.audit.retries[].id holds 253 characters: stored
+    # whole, the status write recording the rerun would be refused, and the request tried again for ever.
+    sim = Simulator(make_flow([job_step("a")]), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    long_id = "r" * 300
+    rerun(sim, long_id)
+    sim.reconcile()
+    assert sim.phase == "Running"
+    audit = sim.flow.status.audit
+    assert audit is not None
+    (recorded,) = audit.retries
+    assert len(recorded.id) == 253
+    assert recorded.id.startswith("r" * 200)
+    sim.fail(sim.running()[0])
+    sim.advance(1)
+    sim.reconcile()
+    assert sim.phase == "Failed"  # the same request is not honoured a second time
+    rerun(sim, long_id[:-1] + "s")  # another long id: another request, another record
+    sim.reconcile()
+    assert sim.phase == "Running"
+    assert len({r.id for r in sim.flow.status.audit.retries}) == 2

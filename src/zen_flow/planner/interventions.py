@@ -48,6 +48,7 @@ decisions on the gate as a pre-approval is, and count when the rerun reaches it 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection
 from datetime import datetime
 
@@ -122,10 +123,25 @@ def stopped_by_request(step: StepStatus) -> bool:
     )
 
 
+# status.audit.retries[].id holds at most this many characters (the CRD's maxLength).
+MAX_RETRY_ID = 253
+
+
+def request_id(value: str) -> str:
+    """The id a request is recorded under: the annotation's value, or for one longer than the status
+    holds, its start and a digest of the whole (the apiserver would refuse the status write recording
+    it, and the request would be tried again at every reconcile)."""
+    rid = value.strip()
+    if len(rid) <= MAX_RETRY_ID:
+        return rid
+    digest = hashlib.sha256(rid.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{rid[: MAX_RETRY_ID - len(digest) - 1]}~{digest}"
+
+
 def request(flow: JobFlow) -> Retry | None:
     """The request the flow carries and has not honoured yet (steps: the ones it asks for, or all)."""
     annotations = flow.metadata.annotations
-    rid = (annotations.get(ANNOTATION_RETRY) or "").strip()
+    rid = request_id(annotations.get(ANNOTATION_RETRY) or "")
     audit = flow.status.audit
     if not rid or (audit is not None and any(r.id == rid for r in audit.retries)):
         return None
