@@ -53,7 +53,7 @@ async def test_a_plan_of_slow_conditions_decides_its_share_and_leaves_the_rest_t
     steps = [job_step(f"s{i}", when=f"[{i}].all(x, x == {i})") for i in range(4)]
     flow = make_flow(steps)
     try:
-        first = await runner.plan(flow, [], T0, {}, ())
+        first = await runner.plan(flow, [], T0, {}, (), None)
         assert first is not None
         assert SLOW < PLAN_EVALUATION_SECONDS < 2 * SLOW
         assert phases(first.status) == {"s0": "Running", "s1": "Running", "s2": "Pending", "s3": "Pending"}
@@ -68,7 +68,7 @@ async def test_a_plan_of_slow_conditions_decides_its_share_and_leaves_the_rest_t
             for a in first.actions
             if isinstance(a, planner.CreateJob)
         ]
-        second = await runner.plan(flow, jobs, T0, {}, ())
+        second = await runner.plan(flow, jobs, T0, {}, (), None)
         assert second is not None
         assert set(phases(second.status).values()) == {"Running"}
         assert len(evaluated) == 4
@@ -88,7 +88,7 @@ async def test_a_sandboxed_plan_runs_in_the_reconciles_context() -> None:
     runner = make_runner(evaluate)
     try:
         with structlog.contextvars.bound_contextvars(flow="team-a/etl"):
-            await runner.plan(make_flow([job_step("a", when="[1].all(x, true)")]), [], T0, {}, ())
+            await runner.plan(make_flow([job_step("a", when="[1].all(x, true)")]), [], T0, {}, (), None)
     finally:
         runner.close()
     assert seen == ["team-a/etl"]
@@ -111,17 +111,17 @@ async def test_while_another_tenant_waits_one_holds_at_most_half_of_the_threads(
         return make_flow([job_step("a", when="flow.name != ''")], name=name, namespace=namespace)
 
     async def start(f: JobFlow) -> asyncio.Task[planner.Plan | None]:
-        task = asyncio.create_task(runner.plan(f, [], T0, {}, ()))
+        task = asyncio.create_task(runner.plan(f, [], T0, {}, (), None))
         await asyncio.to_thread(entered[f.metadata.name].wait, 10)
         return task
 
     try:
         a1, a2 = await start(flow("busy", "a1")), await start(flow("busy", "a2"))  # alone: every thread
-        assert await runner.plan(flow("quiet", "b1"), [], T0, {}, ()) is None  # full: turned away
+        assert await runner.plan(flow("quiet", "b1"), [], T0, {}, (), None) is None  # full: turned away
         gates["a1"].set()
         assert await a1 is not None
         # A thread is free, but busy holds one and quiet is waiting: busy's next flow must wait its turn.
-        assert await runner.plan(flow("busy", "a3"), [], T0, {}, ()) is None
+        assert await runner.plan(flow("busy", "a3"), [], T0, {}, (), None) is None
         b1 = await start(flow("quiet", "b1"))
         gates["b1"].set()
         gates["a2"].set()
@@ -146,7 +146,7 @@ async def test_a_when_without_a_loop_is_evaluated_off_the_event_loop() -> None:
 
     runner = make_runner(evaluate)
     flow = make_flow([job_step("a", when="size(flow.name + flow.name) > 0")])
-    task = asyncio.create_task(runner.plan(flow, [], T0, {}, ()))
+    task = asyncio.create_task(runner.plan(flow, [], T0, {}, (), None))
     try:
         assert await asyncio.to_thread(entered.wait, 10)
         release.set()
@@ -166,17 +166,17 @@ async def test_a_plan_with_no_condition_to_decide_needs_no_thread() -> None:
     runner = make_runner(lambda compiled, variables: True, slots=1)
     runner._busy, runner._held["other"] = 1, 1  # another tenant's plan holds the only thread
     try:
-        first = await runner.plan(sim.flow, [], T0, {}, ())
+        first = await runner.plan(sim.flow, [], T0, {}, (), None)
         assert first is not None
         assert phases(first.status) == {"a": "Running", "b": "Pending"}
         sim.apply(first)
         sim.complete(sim.running()[0])
         # Now b's condition is due: this plan needs the thread, and comes back for it.
-        assert await runner.plan(sim.flow, list(sim.jobs.values()), T0, {}, ()) is None
+        assert await runner.plan(sim.flow, list(sim.jobs.values()), T0, {}, (), None) is None
         assert runner.turned_away(sim.flow)
         runner._busy, runner._held = 0, Counter()
         assert not runner.turned_away(sim.flow)
-        last = await runner.plan(sim.flow, list(sim.jobs.values()), T0, {}, ())
+        last = await runner.plan(sim.flow, list(sim.jobs.values()), T0, {}, (), None)
         assert last is not None
         assert phases(last.status) == {"a": "Succeeded", "b": "Running"}
     finally:

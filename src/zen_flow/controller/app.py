@@ -251,12 +251,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         crons.add_handler(
             on_add=scheduler.on_cron_event,
-            on_update=lambda old, new: scheduler.on_cron_event(new, old),
+            on_update=lambda _old, new: scheduler.on_cron_event(new),
             on_delete=scheduler.on_cron_deleted,
         )
         flows.add_handler(
             on_add=scheduler.on_flow_event,
-            on_update=lambda old, new: scheduler.on_flow_event(new, old),
+            on_update=lambda _old, new: scheduler.on_flow_event(new),
             on_delete=scheduler.on_flow_event,
         )
         cron_stop = asyncio.Event()

@@ -92,7 +92,7 @@ class CronController:
 
     # --- informer handlers: only enqueue -----------------------------------------------------------
 
-    def on_cron_event(self, cron: CronJobFlow, old: CronJobFlow | None = None) -> None:
+    def on_cron_event(self, cron: CronJobFlow) -> None:
         self._queue.add(cron.key)
 
     def on_cron_deleted(self, cron: CronJobFlow) -> None:
@@ -101,7 +101,7 @@ class CronController:
             del self._verdicts[key]
         self._reported.pop(cron.metadata.uid, None)
 
-    def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
+    def on_flow_event(self, flow: JobFlow) -> None:
         """A run changed (started, finished, was deleted): its CronJobFlow's active list and history too."""
         key = owner_cron_key(flow)
         if key is not None:

@@ -151,7 +151,7 @@ class PlanRunner:
         now: datetime,
         messages: Mapping[str, planner.PodMessages],
         peers: Sequence[planner.Peer],
-        memos: Mapping[str, planner.MemoAnswer] | None = None,
+        memos: Mapping[str, planner.MemoAnswer] | None,
     ) -> planner.Plan | None:
         """The plan; None when it would evaluate in the sandbox and every thread for that is taken.
         `memos`: the cache entries read for the lookups of the flow's plan before this one."""

@@ -7,11 +7,9 @@ A schedule is a set of instants, the run times: for every day the fields match (
 calendar), each wall-clock time of its minute and hour fields, mapped to UTC. Both questions asked of it,
 `next_after` and `latest_due`, look that one set up in UTC, so they always agree, the next run time is
 always strictly later than the moment asked about, and the latest due one always in the window asked
-about: whatever a daylight saving change does to the wall clock. (cronsim, used before, iterated naive
-wall time: on an autumn night it answered a "next" run time an hour in the past, and the controller
-requeued the CronJobFlow at once, forever.)
+about: whatever a daylight saving change does to the wall clock.
 
-Daylight saving changes follow Debian's cron, as before:
+Daylight saving changes follow Debian's cron:
 - A schedule at particular times (no `*` in the minute or hour field, `30 2 * * *`): a time the spring
   change skips runs at the first instant after the jump (03:00); a time the autumn change repeats runs
   once, the first time.
@@ -35,9 +33,8 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 
 from zen_flow.core.cron_fields import Fields, ScheduleError, parse_fields
 
-__all__ = ["DEFAULT_TIME_ZONE", "Schedule", "ScheduleError", "parse_schedule", "parse_time_zone"]
+__all__ = ["Schedule", "ScheduleError", "parse_schedule", "parse_time_zone"]
 
-DEFAULT_TIME_ZONE = "UTC"
 DESCRIPTORS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -57,7 +54,6 @@ _NOT_PLACES = frozenset({"Factory"})
 
 @dataclass(frozen=True)
 class Schedule:
-    expression: str  # five fields (a descriptor already replaced)
     zone: tzinfo
     fields: Fields
 
@@ -214,7 +210,7 @@ def parse_schedule(expression: str, time_zone: str | None = None) -> Schedule:
             f"must have 5 fields (minute hour day-of-month month day-of-week), not {count}, "
             "or be a descriptor such as @daily"
         )
-    schedule = Schedule(text, zone, parse_fields(text))
+    schedule = Schedule(zone, parse_fields(text))
     if schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC)) is None:
         raise ScheduleError("matches no time within 50 years")
     return schedule

@@ -27,7 +27,7 @@ from zen_flow.planner.steps import StepWork, Works
 
 
 def dependency_verdict(
-    w: StepWork, works: Mapping[str, StepWork], unsettled: Collection[str] = ()
+    w: StepWork, works: Mapping[str, StepWork], unsettled: Collection[str]
 ) -> tuple[bool, str | None]:
     """(ready, why it can never run) of the Pending step `w`, by its dependencies' phases; those in
     `unsettled` count as still running whatever their phase."""

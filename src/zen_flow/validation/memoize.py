@@ -40,7 +40,7 @@ def check_memoize(
     path: Path,
     *,
     manual: bool,
-    final: bool = False,
+    final: bool,
     outputs: Mapping[str, Any] | None,
 ) -> None:
     """The field's own rules; `outputs`: the step's outputs (its artifacts cannot be memoized);
