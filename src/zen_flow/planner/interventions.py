@@ -72,15 +72,16 @@ from zen_flow.planner.approvals import deciding
 from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED, listing
+from zen_flow.planner.steps import NO_DECISION, NOT_STARTED
 
 STOP_MARK = "stopped by "
 # How the message of a step a stop ended begins: a running or retrying one (Failed), one that had not
 # started, a gate that waited for a decision (Skipped: StepWork.drop).
-_STOPPED_MESSAGES = (STOP_MARK, f"not started: {STOP_MARK}", f"no decision: {STOP_MARK}")
+_STOPPED_MESSAGES = (STOP_MARK, NOT_STARTED + STOP_MARK, NO_DECISION + STOP_MARK)
 # The Failed reasons of a flow ended from outside its steps, and how the message of a step it left unrun
 # begins (StepWork.drop): such a step never had its turn, and a rerun gives it (`unrun_steps`).
 _ENDED_FROM_OUTSIDE = frozenset({REASON_STOPPED, REASON_DEADLINE, REASON_REPLACED})
-_UNRUN_MESSAGES = ("not started: ", "no decision: ")
+_UNRUN_MESSAGES = (NOT_STARTED, NO_DECISION)
 
 
 def stop_request(flow: JobFlow) -> str | None:

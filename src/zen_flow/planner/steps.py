@@ -40,6 +40,10 @@ def bound(text: str, limit: int = MAX_MESSAGE) -> str:
 # the Job, or by a user) says so first in its message, and stops saying it once the Job is resumed; what the
 # message said before (an earlier attempt's error) stays after it.
 HELD = "Job suspended, waiting to be resumed (e.g. admitted by Kueue)"
+# How the message of a step the flow's end left unrun begins (`StepWork.drop`): one that had not started,
+# a gate that waited for a decision; interventions.py reads them back.
+NOT_STARTED = "not started: "
+NO_DECISION = "no decision: "
 
 
 def held(message: str | None) -> str:
@@ -176,7 +180,7 @@ class StepWork:
         """The flow ends (`reason`) before this step ran, or before a decision on this reached Manual step:
         Skipped (so a rerun plans it again), saying which; a waiting gate keeps its startTime."""
         undecided = self.phase == StepPhase.PENDING_APPROVAL
-        self.skip(now, f"{'no decision' if undecided else 'not started'}: {reason}")
+        self.skip(now, f"{NO_DECISION if undecided else NOT_STARTED}{reason}")
 
     def retry_at(self, when: datetime, message: str) -> None:
         self.phase = StepPhase.RETRYING
