@@ -35,7 +35,7 @@ from zen_flow.kube.errors import AlreadyExists, ApiError, KubeError, NotFound, d
 from zen_flow.kube.memo_caches import ConfigMapData
 from zen_flow.logging import get_logger
 from zen_flow.planner.events import WARNING
-from zen_flow.planner.memoization import MemoEntry, parse_entry
+from zen_flow.planner.memoization import ENTRY_PREFIX, MemoEntry, parse_entry
 
 log = get_logger(__name__)
 
@@ -43,7 +43,6 @@ MEMOIZE_FAILED = "MemoizeFailed"
 # Plans one reconcile makes at most while each finds memoized steps ready whose entries it lacks (a
 # chain of cached steps is served one step per plan); past that, the next reconcile goes on.
 MEMO_READ_ROUNDS = 8
-ENTRY_PREFIX = "memo-"  # planner.memoization.data_key: the only keys of a cache the controller touches
 NOT_A_CACHE = (
     f'it lacks the label {planner.MEMO_CACHE_LABEL}: "true", so it is not a memoize cache (the controller '
     "reads and writes only ConfigMaps so labelled, and labels those it creates) and the step is never "

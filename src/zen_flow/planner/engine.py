@@ -152,7 +152,7 @@ class _Planner(Starts):
             return FlowPhase.FAILED, self.group.replaced, REASON_REPLACED
         if self.deadline_passed:
             self.stop_all(DEADLINE_EXCEEDED)
-            return FlowPhase.FAILED, f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
+            return FlowPhase.FAILED, self.deadline_message(), REASON_DEADLINE
         if self.failure is not None:
             # The finally steps are left to run (close_main ended the others before they started).
             self.fail_retrying([w for w in works if not w.spec.is_finally])

@@ -34,13 +34,13 @@ from zen_flow.planner.actions import MemoLookup, SaveMemo
 from zen_flow.planner.events import MEMOIZED_MARK
 from zen_flow.planner.jobs import JobBuildError
 from zen_flow.planner.outputs import MAX_VALUE_BYTES
-from zen_flow.planner.parameters import Resolved, resolve_inputs, substitute_text
+from zen_flow.planner.parameters import Resolved, substitute_text
 from zen_flow.planner.plan_state import PlanState
-from zen_flow.planner.readiness import producer
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after
 
-# The label of a cache ConfigMap the controller created (it is owned by no flow: it outlives them).
+# The label that makes a ConfigMap a memoize cache: only such are read or written; the controller sets it
+# on those it creates (owned by no flow).
 MEMO_CACHE_LABEL = "workflow.kube-zen.io/memo-cache"
 # How far in the future an entry's time may be (the controllers' clocks differ a little across a
 # failover): past it, the entry is no hit, or a stamp far ahead would outlive every maxAge.
@@ -48,11 +48,13 @@ CLOCK_SKEW_SECONDS = 300.0
 # How soon a plan that still lacks a memoized step's entry is made again (the controller answers at once
 # and plans again in the same reconcile; this is the safety net).
 LOOKUP_RETRY_SECONDS = 1.0
+# What every entry's data key begins with (`data_key`): the only keys of a cache the controller touches.
+ENTRY_PREFIX = "memo-"
 
 
 def data_key(key: str) -> str:
     """The ConfigMap data key of `key`: any key text fits (data keys allow only `[-._a-zA-Z0-9]`)."""
-    return "memo-" + hashlib.sha256(key.encode()).hexdigest()
+    return ENTRY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,15 @@ def config_map_of(memoize: Memoize) -> str | None:
     return cache.config_map.name or None if cache is not None and cache.config_map is not None else None
 
 
+def serving_cache(step: Step) -> str | None:
+    """The cache the memoized `step` is served from, or None: not memoized, or no cache. Admission requires
+    a cache and refuses memoize on a finally step (cleanup must run every time, a rerun's too); a flow that
+    started before that rule runs it, never served (its result is still stored: `save_result`)."""
+    if step.memoize is None or step.is_finally:
+        return None
+    return config_map_of(step.memoize)
+
+
 class Memoization(PlanState):
     """Serving a ready step from its cache entry, and storing a step's result once it succeeded."""
 
@@ -171,12 +182,7 @@ class Memoization(PlanState):
         """Did the cache settle the ready step `w` (its attempt `attempt`): Succeeded from a fresh entry,
         or waiting for the entry the plan was not given (a lookup)? False: it runs (no entry, or not one
         to use)."""
-        memoize = w.spec.memoize
-        assert memoize is not None
-        config_map = config_map_of(memoize)
-        # Admission requires a cache and refuses memoize on a finally step (cleanup must run every time,
-        # a rerun's too); a flow that started before that rule runs it.
-        if config_map is None or w.spec.is_finally:
+        if (config_map := serving_cache(w.spec)) is None:
             return False
         key = self.memo_key(w, resolved)
         answer = self.memos.get(w.name)
@@ -212,9 +218,7 @@ class Memoization(PlanState):
         if memoize is None or (config_map := config_map_of(memoize)) is None:
             return
         try:
-            resolved = resolve_inputs(
-                w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
-            )
+            resolved = self.resolved(w)
             key = self.memo_key(w, resolved)
         except JobBuildError:
             return

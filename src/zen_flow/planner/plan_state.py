@@ -22,6 +22,8 @@ from zen_flow.planner.interventions import runs_finally, stop_request, stopped_b
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import parallelism_of
+from zen_flow.planner.parameters import Resolved, resolve_inputs
+from zen_flow.planner.readiness import producer
 from zen_flow.planner.shape import Shape
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works
@@ -190,6 +192,14 @@ class PlanState:
         deadline = self._deadline()
         return deadline is not None and self.now >= deadline
 
+    def deadline_message(self) -> str:
+        return f"flow deadline of {self.active_deadline}s exceeded"
+
+    def resolved(self, w: StepWork) -> tuple[Resolved, ...]:
+        """The inputs of `w`, read from its producers and the flow's arguments (JobBuildError when one
+        cannot be)."""
+        return resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments)
+
     def job_name(self, step: str, attempt: int) -> str:
         return _name(self.flow.metadata.name, step, attempt)
 
@@ -227,7 +237,7 @@ class PlanState:
             self.ended_for = replaced, REASON_REPLACED
             return replaced
         if self.deadline_passed:
-            self.ended_for = f"flow deadline of {self.active_deadline}s exceeded", REASON_DEADLINE
+            self.ended_for = self.deadline_message(), REASON_DEADLINE
             return DEADLINE_EXCEEDED
         if self.stopping is not None:
             self.stop_acted = True

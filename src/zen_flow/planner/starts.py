@@ -12,10 +12,10 @@ from zen_flow.planner.actions import CreateJob
 from zen_flow.planner.artifacts import add_transfers
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
-from zen_flow.planner.memoization import config_map_of
+from zen_flow.planner.memoization import serving_cache
 from zen_flow.planner.parallelism import missed, running, wait
-from zen_flow.planner.parameters import apply_parameters, resolve_inputs
-from zen_flow.planner.readiness import producer, skipped_input
+from zen_flow.planner.parameters import apply_parameters
+from zen_flow.planner.readiness import skipped_input
 from zen_flow.planner.steps import StepWork, bound
 from zen_flow.planner.timing import after, after_cut
 
@@ -83,22 +83,14 @@ class Starts(Finale):
 
     def unread_cache(self, w: StepWork) -> bool:
         """Is `w` a memoized step whose cache no plan read since it became ready?"""
-        memoize = w.spec.memoize
-        return (
-            memoize is not None
-            and not w.spec.is_finally
-            and config_map_of(memoize) is not None
-            and w.name not in self.memo_missed
-        )
+        return serving_cache(w.spec) is not None and w.name not in self.memo_missed
 
     def served(self, w: StepWork, attempt: int) -> bool:
         """Read the held step's cache before its slot: True when that settled it (served, or its inputs
         cannot be resolved: failed, as its slot would), or when the plan must ask for the entry first;
         False: no result, it waits for its slot."""
         try:
-            resolved = resolve_inputs(
-                w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
-            )
+            resolved = self.resolved(w)
             return self.from_cache(w, resolved, attempt)
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
@@ -161,9 +153,7 @@ class Starts(Finale):
             return
         try:
             body = build_job(self.flow, w.spec, name, attempt)
-            resolved = resolve_inputs(
-                w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments
-            )
+            resolved = self.resolved(w)
             # After the adoption above: a step whose Job exists is never served from its cache.
             if w.spec.memoize is not None and self.from_cache(w, resolved, attempt):
                 return
