@@ -16,7 +16,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from zen_flow import config
 from zen_flow.api.constants import StepPhase
 from zen_flow.cli import build_parser
-from zen_flow.controller.metrics import InformerStats, Metrics
+from zen_flow.controller.metric_collectors import InformerStats
+from zen_flow.controller.metrics import Metrics
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,8 @@ from zen_flow.controller.cron_reconciler import CRON_WORKERS, CronController, cr
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.health import Probe, create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
-from zen_flow.controller.metrics import InformerStats, Metrics, PrometheusQueueMetrics
+from zen_flow.controller.metric_collectors import InformerStats
+from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
 from zen_flow.informer import Informer, JobFlowInformer, JobInformer
