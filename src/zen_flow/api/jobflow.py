@@ -177,6 +177,15 @@ class Approver(Model):
     name: str
 
 
+def needed_approvals(required: object) -> int:
+    """The approvals a gate needs whose `approval.required` is `required`: the model's or a raw object's
+    value, said once for the planner, the webhook and the size bound. One for a value that is no integer
+    above one (refused at admission), DEFAULT_REQUIRED_APPROVALS when it is not set."""
+    if required is None:
+        return DEFAULT_REQUIRED_APPROVALS
+    return required if type(required) is int and required > 1 else 1
+
+
 class StepApproval(Model):
     """A Manual step's `approval`: only its `approvers` (when listed) may decide it, and it succeeds once
     `required` distinct users approved it (None: DEFAULT_REQUIRED_APPROVALS, the controller's default:
@@ -187,7 +196,7 @@ class StepApproval(Model):
 
     @property
     def needed(self) -> int:
-        return max(self.required or DEFAULT_REQUIRED_APPROVALS, 1)
+        return needed_approvals(self.required)
 
     @property
     def audited(self) -> int:

@@ -11,7 +11,9 @@ users read as one, nor one as two.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX
 
 TALLY_SEPARATOR = ","
 
@@ -22,6 +24,17 @@ def is_true(value: str | None, *, tallied: bool = False) -> bool:
         return False
     text = value.strip().lower()
     return text == "true" or (tallied and text.startswith("true-") and len(text) > len("true-"))
+
+
+def deciding(annotations: Mapping[str, object], step: str, *, tallied: bool) -> tuple[str, ...]:
+    """The annotations that decide `step` (planner.approvals.decision reads them): its approve. and
+    reject. keys set true (a value that is no string, in an object not yet validated, is not).
+    `tallied`: the step has `approval`."""
+    return tuple(
+        p + step
+        for p in (APPROVE_PREFIX, REJECT_PREFIX)
+        if isinstance(value := annotations.get(p + step), str) and is_true(value, tallied=tallied)
+    )
 
 
 def recorded_users(record: str | None) -> list[str]:

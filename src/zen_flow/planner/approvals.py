@@ -6,9 +6,9 @@ anything after: a fresh value, so that each approver's write is a change the web
 when both are set; core/decision_values.py). The mutating webhook writes who made it to
 `approved-by.workflow.kube-zen.io/<step>` from the admission request.
 
-A gate with `approval` is tallied: approved-by lists every distinct user whose write set its approve
-annotation, comma-separated, and it is approved once `approval.required` of them did; who rejected it is
-recorded in `rejected-by.workflow.kube-zen.io/<step>` (webhook/mutation.py).
+A gate with `approval` is tallied: approved-by lists the first `required` distinct users whose write set
+its approve annotation, comma-separated, and it is approved once `approval.required` of them did; who
+rejected it is recorded in `rejected-by.workflow.kube-zen.io/<step>` (webhook/mutation.py).
 """
 
 from __future__ import annotations
@@ -87,16 +87,6 @@ def tally(message: str | None) -> tuple[str, str] | None:
     whole, or None: no count (not a tallied gate, or one approval opens it and none came yet)."""
     found = _TALLY.match(message or "")
     return (found.group(1), found.group(0)) if found else None
-
-
-def deciding(annotations: Mapping[str, str], step: str, *, tallied: bool = False) -> tuple[str, ...]:
-    """The annotations that decide `step` (`decision` reads them): its approve. and reject. keys set true.
-    `tallied`: the step has `approval`."""
-    return tuple(
-        p + step
-        for p in (APPROVE_PREFIX, REJECT_PREFIX)
-        if is_true(annotations.get(p + step), tallied=tallied)
-    )
 
 
 def with_origin(audit: Audit | None, annotations: Mapping[str, str]) -> Audit | None:

@@ -67,8 +67,8 @@ from zen_flow.api.constants import (
     StepPhase,
 )
 from zen_flow.api.jobflow import Audit, JobFlow, Retry, StepStatus
+from zen_flow.core.decision_values import deciding
 from zen_flow.planner.actions import EventSpec
-from zen_flow.planner.approvals import deciding
 from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED, listing

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.api.constants import APPROVE_PREFIX, APPROVER_KINDS, JOB_APPROVAL, MAX_APPROVERS, REJECT_PREFIX
-from zen_flow.core.decision_values import countable_name, is_true
+from zen_flow.api.constants import APPROVER_KINDS, JOB_APPROVAL, MAX_APPROVERS
+from zen_flow.core.decision_values import countable_name, deciding
 from zen_flow.validation.errors import (
     FieldError,
     Path,
@@ -102,11 +102,7 @@ def approval_edits(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Field
         name = step.get("name")
         if not isinstance(name, str) or step.get("approval") == before.get(name):
             continue
-        taken = [
-            prefix + name
-            for prefix in (APPROVE_PREFIX, REJECT_PREFIX)
-            if is_true(_text(annotations.get(prefix + name)), tallied=True)
-        ]
+        taken = deciding(annotations, name, tallied=True)
         if taken:
             errors.append(
                 forbidden(
@@ -126,7 +122,3 @@ def _steps(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def _approvals(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {s["name"]: s.get("approval") for s in _steps(obj) if isinstance(s.get("name"), str)}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

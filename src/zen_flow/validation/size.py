@@ -19,6 +19,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS
+from zen_flow.api.jobflow import needed_approvals
 
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
 MAX_OBJECT_BYTES = 1_400_000
@@ -104,7 +105,8 @@ def _approvals_bound(step: Mapping[str, Any]) -> int:
     if approval is None:
         return APPROVAL_BYTES
     required = approval.get("required") if isinstance(approval, dict) else None
-    needed = required if type(required) is int and 1 < required <= MAX_APPROVERS else 1
+    needed = needed_approvals(required)
+    needed = needed if needed <= MAX_APPROVERS else 1  # more is refused (validation/gates.py)
     return APPROVER_BYTES * needed + TALLIED_ENTRY_BYTES * (2 * needed - 1)
 
 

@@ -12,9 +12,9 @@
    only when written in the request that takes the decision (else put back, or dropped, so that a message
    planted earlier never reads as the approver's words); on a tallied gate, only when that request
    records its user (appended to approved-by, or the rejecter): the controller audits it as theirs.
-   On a gate with `approval` (a tallied gate), `approved-by.` instead lists every distinct user who set
-   its approve annotation to a new true value, and `rejected-by.workflow.kube-zen.io/<step>` is who set
-   or changed its reject annotation (`_tally`).
+   On a gate with `approval` (a tallied gate), `approved-by.` instead lists the first `required` distinct
+   users who set its approve annotation to a new true value, and `rejected-by.workflow.kube-zen.io/<step>`
+   is who set or changed its reject annotation (`_tally`).
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
 re-invoke mutating webhooks). They read the metadata and `spec.executionPolicy`, nothing else of the spec
@@ -43,6 +43,7 @@ from zen_flow.api.constants import (
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     REJECT_PREFIX,
 )
+from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.decision_values import is_true, join_users, recorded_users
 from zen_flow.webhook.patch import pointer
 
@@ -188,7 +189,7 @@ def tallied_steps(obj: Mapping[str, Any]) -> dict[str, int]:
         approval = step.get("approval") if isinstance(step, Mapping) else None
         if approval is not None and isinstance(step.get("name"), str):
             required = approval.get("required") if isinstance(approval, Mapping) else None
-            out[step["name"]] = required if type(required) is int and required > 1 else 1
+            out[step["name"]] = needed_approvals(required)
     return out
 
 
