@@ -23,7 +23,7 @@ from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
-from zen_flow.kube.transport import ClientOptions
+from zen_flow.kube.transport import MERGE_PATCH, ClientOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 USER_AGENT = "zen-flow-cli"
@@ -106,7 +106,7 @@ class Session:
             "PATCH",
             JOBFLOWS.path(self.namespace, name),
             body=patch,
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
         )
 
 

@@ -6,16 +6,12 @@ parses), so its reconcile can say what is wrong in a condition instead of the in
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Sequence
-from typing import Any
-
-from pydantic import ValidationError
 
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.meta import Condition
-from zen_flow.informer.informer import Informer, metadata_of
+from zen_flow.informer.informer import Informer, status_placeholder
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
 from zen_flow.machinery.clock import Clock
 
@@ -35,18 +31,9 @@ class CronJobFlowInformer(Informer[CronJobFlow]):
             source,
             model=CronJobFlow,
             shared_models=(Condition,),
-            fallback=_placeholder,
+            fallback=status_placeholder(CronJobFlow, CronJobFlowStatus),
             namespaces=namespaces,
             clock=clock,
             options=options,
             rng=rng,
         )
-
-
-def _placeholder(raw: dict[str, Any]) -> CronJobFlow:
-    status = CronJobFlowStatus()
-    raw_status = raw.get("status")
-    if isinstance(raw_status, dict):
-        with contextlib.suppress(ValidationError):
-            status = CronJobFlowStatus.model_validate(raw_status)
-    return CronJobFlow(metadata=metadata_of(raw), status=status)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import contextlib
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, cast
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -38,6 +39,7 @@ from zen_flow.machinery.clock import Clock
 Fallback = Callable[[dict[str, Any]], T]
 
 log = get_logger(__name__)
+P = TypeVar("P")  # a placeholder's model
 
 
 Assemble = Callable[[T, Any], T | None]
@@ -319,6 +321,23 @@ def metadata_of(raw: dict[str, Any]) -> ObjectMeta:
             resource_version=str(meta.get("resourceVersion", "")),
             generation=generation if isinstance(generation, int) else 0,
         )
+
+
+def status_placeholder(
+    model: Callable[..., P], status_model: type[BaseModel]
+) -> Callable[[dict[str, Any]], P]:
+    """The fallback decoder of a resource whose objects carry a status: its metadata (`metadata_of`) and
+    its status, or an empty one when the status does not decode either."""
+
+    def placeholder(raw: dict[str, Any]) -> P:
+        status = status_model()
+        raw_status = raw.get("status")
+        if isinstance(raw_status, dict):
+            with contextlib.suppress(ValidationError):
+                status = status_model.model_validate(raw_status)
+        return model(metadata=metadata_of(raw), status=status)
+
+    return placeholder
 
 
 def _key_of(raw: dict[str, Any]) -> str:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from pydantic import ValidationError
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import API_VERSION, CRON_KIND, GROUP, KIND
@@ -15,7 +12,7 @@ from zen_flow.api.job import JobMeta, JobStatus
 from zen_flow.api.jobflow import Initiator, JobFlowStatus, ObjectRef, Progress, Step
 from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
 from zen_flow.core import jsonpatch
-from zen_flow.informer.informer import Informer, metadata_of
+from zen_flow.informer.informer import Informer, metadata_of, status_placeholder
 from zen_flow.informer.reflector import ListerWatcher, ReflectorOptions
 from zen_flow.informer.tombstones import Tombstones
 from zen_flow.machinery.clock import Clock
@@ -130,7 +127,7 @@ class JobFlowInformer(Informer[JobFlow]):
             unique={ObjectMeta: ("name", "uid", "resource_version"), ObjectRef: ("name", "uid")},
             reuse=reuse_unchanged,
             head=(FlowHead, assemble_flow),
-            fallback=_flow_placeholder,
+            fallback=status_placeholder(JobFlow, JobFlowStatus),
             indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group, CRON_OWNER_INDEX: cron_owner_uid},
             namespaces=namespaces,
             clock=clock,
@@ -230,12 +227,3 @@ def _job_placeholder(raw: dict[str, Any]) -> Job:
             owner_references=meta.owner_references,
         )
     )
-
-
-def _flow_placeholder(raw: dict[str, Any]) -> JobFlow:
-    status = JobFlowStatus()
-    raw_status = raw.get("status")
-    if isinstance(raw_status, dict):
-        with contextlib.suppress(ValidationError):  # a placeholder with an empty status then
-            status = JobFlowStatus.model_validate(raw_status)
-    return JobFlow(metadata=metadata_of(raw), status=status)

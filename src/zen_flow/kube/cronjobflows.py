@@ -7,9 +7,9 @@ from typing import Any
 from zen_flow.api.constants import CRON_PLURAL, FIELD_MANAGER, GROUP, VERSION
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource, ResourceLister
+from zen_flow.kube.transport import MERGE_PATCH
 
 CRONJOBFLOWS = Resource(GROUP, VERSION, CRON_PLURAL)
-MERGE_PATCH = "application/merge-patch+json"
 
 
 class CronJobFlowClient(ResourceLister):

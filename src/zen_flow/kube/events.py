@@ -36,6 +36,7 @@ from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import KubeError, NotFound
 from zen_flow.kube.event_backlog import EventBacklog, Key, Pending, Target
 from zen_flow.kube.resource import Resource
+from zen_flow.kube.transport import MERGE_PATCH
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.ratelimit import TokenBucket
@@ -177,7 +178,7 @@ class EventRecorder:
             "PATCH",
             EVENTS.path(namespace, seen.name),
             body=patch,
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
             retry=False,
             limiter=self._limiter,
             namespace_line=False,

@@ -12,7 +12,7 @@ from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import TransportError
 from zen_flow.kube.object_head import object_head
 from zen_flow.kube.resource import Resource, ResourceLister
-from zen_flow.kube.transport import METADATA_ONLY
+from zen_flow.kube.transport import MERGE_PATCH, METADATA_ONLY
 
 JOBFLOWS = Resource(GROUP, VERSION, PLURAL)
 
@@ -103,5 +103,5 @@ class JobFlowClient(ResourceLister):
             JOBFLOWS.path(namespace, name),
             query=[("fieldManager", FIELD_MANAGER)],
             body=body,
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
         )

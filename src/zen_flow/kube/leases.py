@@ -9,10 +9,10 @@ from zen_flow.api.meta import parse_time
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import Conflict, NotFound
 from zen_flow.kube.resource import Resource
+from zen_flow.kube.transport import MERGE_PATCH
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
 
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
-_MERGE_PATCH = "application/merge-patch+json"
 
 
 def format_micro_time(value: datetime) -> str:
@@ -57,7 +57,7 @@ class LeaseClient:
                 "PATCH",
                 LEASES.path(record.namespace, record.name),
                 body=patch,
-                content_type=_MERGE_PATCH,
+                content_type=MERGE_PATCH,
                 retry=False,
             )
         except Conflict as err:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from zen_flow.api.constants import FIELD_MANAGER
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.objects import CONFIG_MAPS
-
-MERGE_PATCH = "application/merge-patch+json"
+from zen_flow.kube.transport import MERGE_PATCH
 
 
 @dataclass(frozen=True)

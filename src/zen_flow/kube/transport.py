@@ -20,6 +20,7 @@ USER_AGENT = f"zen-flow/{__version__}"
 # steps, ~4 ms at 100). `application/json` after the comma: an apiserver that cannot transform answers
 # the whole object, which callers must still read.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True, slots=True)
