@@ -283,7 +283,7 @@ async def test_a_create_whose_answer_was_lost_is_reported_once(
 async def test_without_the_crd_the_cron_workers_wait_and_leave_on_shutdown() -> None:
     # The CronJobFlow CRD not installed yet: its informer never syncs. The JobFlow workers do not wait
     # for it (app.work starts them first), and a shutdown does not wait for it either.
-    from zen_flow.controller.app import _cron_work
+    from zen_flow.controller.cron_reconciler import run_cron_workers
 
     class NeverSynced:
         store: dict[str, Any] = {}
@@ -292,7 +292,7 @@ async def test_without_the_crd_the_cron_workers_wait_and_leave_on_shutdown() -> 
             await asyncio.Event().wait()
 
     stop = asyncio.Event()
-    task = asyncio.create_task(_cron_work(NeverSynced(), None, stop))  # type: ignore[arg-type]
+    task = asyncio.create_task(run_cron_workers(NeverSynced(), None, stop))  # type: ignore[arg-type]
     await settle()
     assert not task.done()
     stop.set()

@@ -16,7 +16,7 @@ import math
 import signal
 import ssl
 import time
-from collections.abc import Coroutine, Hashable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from aiohttp import web
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
 from zen_flow.config import Settings, split_addr
-from zen_flow.controller.cron_reconciler import CRON_WORKERS, CronController, cron_queue
+from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.health import Probe, create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
@@ -34,12 +34,10 @@ from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
 from zen_flow.informer import Informer, JobFlowInformer, JobInformer
-from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.informer.decoding import release_freed_memory
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
-from zen_flow.kube.cronjobflows import CronJobFlowClient
 from zen_flow.kube.errors import KubeError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
@@ -53,7 +51,7 @@ from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.queue_metrics import QueueMetrics
-from zen_flow.machinery.ratelimit import default_controller_rate_limiter
+from zen_flow.machinery.ratelimit import default_controller_rate_limiter, namespace_of
 from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
@@ -65,11 +63,6 @@ log = get_logger(__name__)
 # 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
 # reports progress far more often than this.
 STALE_INFORMER_SECONDS = 15 * 60
-
-
-def namespace_of(key: Hashable) -> str:
-    """The tenant of a work-queue key (`namespace/name`)."""
-    return str(key).partition("/")[0]
 
 
 def worker_count(workers: int) -> int:
@@ -238,28 +231,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         stack.callback(controller.close)
         # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).
-        crons = CronJobFlowInformer(CronJobFlowClient(kube), clock=clock, namespaces=settings.namespaces)
-        cron_work_queue = cron_queue(clock, PrometheusQueueMetrics(metrics))
-        scheduler = CronController(
-            crons=crons,
+        scheduler = cron_controller(
+            kube=kube,
             flows=flows,
-            cron_api=CronJobFlowClient(kube),
             flow_api=flow_api,
-            queue=cron_work_queue,
             events=recorder,
             clock=clock,
             metrics=metrics,
+            namespaces=settings.namespaces,
         )
-        crons.add_handler(
-            on_add=scheduler.on_cron_event,
-            on_update=lambda _old, new: scheduler.on_cron_event(new),
-            on_delete=scheduler.on_cron_deleted,
-        )
-        flows.add_handler(
-            on_add=scheduler.on_flow_event,
-            on_update=lambda _old, new: scheduler.on_flow_event(new),
-            on_delete=scheduler.on_flow_event,
-        )
+        crons = scheduler.informer
         cron_stop = asyncio.Event()
         flows.add_handler(
             on_add=controller.on_flow_event,
@@ -296,7 +277,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                     group.create_task(controller.run_worker(), name=f"worker-{n}")
                     for n in range(worker_count(settings.workers))
                 ]
-                group.create_task(_cron_work(crons, scheduler, cron_stop), name="cron-workers")
+                group.create_task(run_cron_workers(crons, scheduler, cron_stop), name="cron-workers")
                 if settings.resync_seconds > 0:
                     resync = group.create_task(_resync(flows, queue, clock, settings.resync_seconds))
                     # Workers end when the queue shuts down; the resync loop never would by itself.
@@ -361,7 +342,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 await stop.wait()
                 log.info("shutting down: finishing in-flight reconciles, releasing the lease")
                 queue.shutdown()
-                cron_work_queue.shutdown()
+                scheduler.queue.shutdown()
                 cron_stop.set()
                 # Workers return once the queue is shut down; lead() then returns and the lease is
                 # released. A standby, or a controller still syncing its caches, has nothing to finish:
@@ -387,24 +368,6 @@ async def _release_memory(clock: Clock, period: float) -> None:
     while True:
         await clock.sleep(period)
         release_freed_memory()
-
-
-async def _cron_work(crons: CronJobFlowInformer, scheduler: CronController, stop: asyncio.Event) -> None:
-    """The CronJobFlow workers, once their cache has synced; until then (the CRD not installed yet, say)
-    JobFlows are served without them. Ends when the controller stops."""
-    synced = asyncio.ensure_future(crons.wait_synced())
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([synced, stopping], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        synced.cancel()
-        stopping.cancel()
-    if stop.is_set():
-        return
-    log.info("cronjobflow cache synced; scheduling", cronjobflows=len(crons.store))
-    async with asyncio.TaskGroup() as group:
-        for n in range(CRON_WORKERS):
-            group.create_task(scheduler.run_worker(), name=f"cron-worker-{n}")
 
 
 async def _cancel_when_done(tasks: list[asyncio.Task[None]], other: asyncio.Task[None]) -> None:

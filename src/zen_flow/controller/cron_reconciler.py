@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Hashable
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
-from zen_flow.api.constants import ANNOTATION_STOP
+from zen_flow.api.constants import ANNOTATION_STOP, CronConditionType
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
-from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.informer import JobFlowInformer
 from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.informer.resources import owner_cron_key
+from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cronjobflows import CronJobFlowClient
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, KubeError, NotFound, describe
 from zen_flow.kube.events import EventRecorder
@@ -35,10 +36,10 @@ from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.queue_metrics import QueueMetrics
-from zen_flow.machinery.ratelimit import default_controller_rate_limiter
+from zen_flow.machinery.ratelimit import default_controller_rate_limiter, namespace_of
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.actions import EventSpec
-from zen_flow.planner.cron import CreateRun, CronPlan, DeleteRun, StopRun, plan_cron
+from zen_flow.planner.cron import RUN_CREATED, CreateRun, CronPlan, DeleteRun, StopRun, counted, plan_cron
 from zen_flow.validation import render, validate_cronjobflow
 
 log = get_logger(__name__)
@@ -46,10 +47,6 @@ log = get_logger(__name__)
 # Two: a create held by a slow admission webhook of one namespace leaves a worker to the others.
 CRON_WORKERS = 2
 MAX_VERDICT = 4096
-
-
-def namespace_of(key: Hashable) -> str:
-    return str(key).partition("/")[0]
 
 
 def cron_queue(clock: Clock, metrics: QueueMetrics | None = None) -> WorkQueue[str]:
@@ -60,6 +57,62 @@ def cron_queue(clock: Clock, metrics: QueueMetrics | None = None) -> WorkQueue[s
         metrics=metrics,
         group_of=namespace_of,
     )
+
+
+def cron_controller(
+    *,
+    kube: KubeClient,
+    flows: JobFlowInformer,
+    flow_api: JobFlowClient,
+    events: EventRecorder,
+    clock: Clock,
+    metrics: Metrics,
+    namespaces: Sequence[str],
+) -> CronController:
+    """The CronJobFlow informer, queue and controller, its handlers added to both informers (the JobFlow
+    informer's first: before the flow controller's)."""
+    crons = CronJobFlowInformer(CronJobFlowClient(kube), clock=clock, namespaces=namespaces)
+    scheduler = CronController(
+        crons=crons,
+        flows=flows,
+        cron_api=CronJobFlowClient(kube),
+        flow_api=flow_api,
+        queue=cron_queue(clock, PrometheusQueueMetrics(metrics)),
+        events=events,
+        clock=clock,
+        metrics=metrics,
+    )
+    crons.add_handler(
+        on_add=scheduler.on_cron_event,
+        on_update=lambda _old, new: scheduler.on_cron_event(new),
+        on_delete=scheduler.on_cron_deleted,
+    )
+    flows.add_handler(
+        on_add=scheduler.on_flow_event,
+        on_update=lambda _old, new: scheduler.on_flow_event(new),
+        on_delete=scheduler.on_flow_event,
+    )
+    return scheduler
+
+
+async def run_cron_workers(
+    crons: CronJobFlowInformer, scheduler: CronController, stop: asyncio.Event
+) -> None:
+    """The CronJobFlow workers, once their cache has synced; until then (the CRD not installed yet, say)
+    JobFlows are served without them. Ends when the controller stops."""
+    synced = asyncio.ensure_future(crons.wait_synced())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([synced, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        synced.cancel()
+        stopping.cancel()
+    if stop.is_set():
+        return
+    log.info("cronjobflow cache synced; scheduling", cronjobflows=len(crons.store))
+    async with asyncio.TaskGroup() as group:
+        for n in range(CRON_WORKERS):
+            group.create_task(scheduler.run_worker(), name=f"cron-worker-{n}")
 
 
 class CronController:
@@ -89,6 +142,14 @@ class CronController:
         # uid -> the run this process last reported created (Event and metric): a create answered
         # AlreadyExists is reported only when it was not (its first answer was lost), never twice.
         self._reported: dict[str, str] = {}
+
+    @property
+    def informer(self) -> CronJobFlowInformer:
+        return self._crons
+
+    @property
+    def queue(self) -> WorkQueue[str]:
+        return self._queue
 
     # --- informer handlers: only enqueue -----------------------------------------------------------
 
@@ -243,22 +304,22 @@ def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> 
     message = f"run time of {action.name} skipped: the run could not be created: {why}"
     old = plan.status
     active = tuple(r for r in old.active if r.name != action.name)
-    status = old.model_copy(
-        update={
+    status = counted(
+        old,
+        {
             "last_skipped_time": action.scheduled_time,
             "last_schedule_time": cron.status.last_schedule_time,
             "active": active,
-            "active_runs": len(active),
             "conditions": tuple(
-                _refusal_condition(c, message) if c.type == "Scheduled" else c for c in old.conditions
+                _refusal_condition(c, message) if c.type == CronConditionType.SCHEDULED else c
+                for c in old.conditions
             ),
-        }
+        },
     )
-    events = tuple(e for e in plan.events if e.reason != "RunCreated")
     return CronPlan(
         plan.actions,
         status,
-        (*events, EventSpec("Warning", "RunFailed", message)),
+        (*_not_created(plan), EventSpec("Warning", "RunFailed", message)),
         plan.requeue_after,
         "error",
     )
@@ -266,8 +327,12 @@ def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> 
 
 def _unreported(plan: CronPlan) -> CronPlan:
     """The plan of a run created and reported before: no second RunCreated, no second count."""
-    events = tuple(e for e in plan.events if e.reason != "RunCreated")
-    return CronPlan(plan.actions, plan.status, events, plan.requeue_after, None)
+    return CronPlan(plan.actions, plan.status, _not_created(plan), plan.requeue_after, None)
+
+
+def _not_created(plan: CronPlan) -> tuple[EventSpec, ...]:
+    """The plan's Events but its RunCreated (a create refused for good, or one reported before)."""
+    return tuple(e for e in plan.events if e.reason != RUN_CREATED)
 
 
 def _refusal_condition(condition: Condition, message: str) -> Condition:

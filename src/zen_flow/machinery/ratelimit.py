@@ -187,6 +187,11 @@ class MaxOfRateLimiter:
         return max(limiter.num_requeues(item) for limiter in self._limiters)
 
 
+def namespace_of(key: Hashable) -> str:
+    """The tenant of a work-queue key (`namespace/name`): the group of its bucket and of its queue line."""
+    return str(key).partition("/")[0]
+
+
 def default_controller_rate_limiter(
     clock: Clock, group_of: Callable[[Hashable], Hashable] | None = None
 ) -> MaxOfRateLimiter:

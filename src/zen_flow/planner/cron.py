@@ -63,6 +63,7 @@ RUN_TTL_SECONDS = 2**31 - 1
 # The shortest requeue of a valid schedule: the next run time is always strictly later than now (core/
 # cron.py), but a requeue of 0 would re-add the key while it is being processed; never let one run hot.
 MIN_REQUEUE_SECONDS = 1.0
+RUN_CREATED = "RunCreated"  # the reason of the Event and the Scheduled condition of a run created
 
 
 @dataclass(frozen=True)
@@ -238,9 +239,7 @@ def plan_cron(
         conditions[CronConditionType.VALID] = _condition(
             old.conditions, CronConditionType.VALID, False, "Invalid", why, generation, now
         )
-        status = status.model_copy(
-            update={"conditions": tuple(conditions.values()), "active_runs": len(status.active)}
-        )
+        status = counted(status, {"conditions": tuple(conditions.values())})
         # Said once, when it becomes invalid (a status write follows); not at every reconcile.
         if not _was(old, CronConditionType.VALID, "False", why):
             events.append(EventSpec("Warning", "Invalid", why))
@@ -272,7 +271,7 @@ def plan_cron(
                 old.conditions,
                 CronConditionType.SCHEDULED,
                 true,
-                "RunCreated" if true else "RunSkipped",
+                RUN_CREATED if true else "RunSkipped",
                 event.message,
                 generation,
                 now,
@@ -282,9 +281,7 @@ def plan_cron(
         creates = [a for a in actions if isinstance(a, CreateRun)]
         others = [a for a in actions if not isinstance(a, CreateRun)]
         actions = [*others, *_replaced(active, creates), *creates]
-    status = status.model_copy(
-        update={"conditions": tuple(conditions.values()), "active_runs": len(status.active)}
-    )
+    status = counted(status, {"conditions": tuple(conditions.values())})
     upcoming = None if spec.suspend else schedule.next_after(now)
     requeue = None if upcoming is None else max((upcoming - now).total_seconds(), MIN_REQUEUE_SECONDS)
     return CronPlan(tuple(actions), status, tuple(events), requeue, outcome)
@@ -299,6 +296,12 @@ def _replaced(active: Sequence[JobFlow], created: Sequence[CreateRun]) -> list[S
         for r in active
         if r.metadata.name != newest and not (r.metadata.annotations.get(ANNOTATION_STOP) or "").strip()
     ]
+
+
+def counted(status: CronJobFlowStatus, update: dict[str, Any]) -> CronJobFlowStatus:
+    """`status` with `update`, its activeRuns counting the active list it then holds."""
+    active = update.get("active", status.active)
+    return status.model_copy(update={**update, "active_runs": len(active)})
 
 
 def _was(status: CronJobFlowStatus, kind: CronConditionType, value: str, message: str) -> bool:
@@ -339,7 +342,7 @@ def _decide(
             EventSpec("Warning", "RunSkipped", message),
             [],
         )
-    made: list[CronAction] = []  # Replace's stops: planned by plan_cron, whether a run time is due or not
+    made: list[CronAction] = []  # the create, when the run does not exist yet
     ref = RunRef(name=name, scheduled_time=due)
     active_refs = [_ref(r) for r in _by_time(active) if r.metadata.name != name][::-1]
     existing = next((r for r in runs if r.metadata.name == name), None)
@@ -354,7 +357,7 @@ def _decide(
     )
     message = f"created {name} for run time {when}{replaced}"
     update: dict[str, object] = {"last_schedule_time": due, "active": (*active_refs, ref)}
-    return "created", update, EventSpec("Normal", "RunCreated", message), made
+    return "created", update, EventSpec("Normal", RUN_CREATED, message), made
 
 
 def _history(runs: Sequence[JobFlow], successful: int | None, failed: int | None) -> Iterable[DeleteRun]:
