@@ -68,7 +68,6 @@ class FakeApiServer:
         self.status_errors: list[Exception] = []
         # Memoize caches: (namespace, name) -> {"labels": {...}, "data": {...}}.
         self.config_maps: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
-        # Raised by the next ConfigMap requests of a verb ("get", "patch", "create"), in order.
         # The next requests' answers by verb: an error, or None (answered as usual).
         self.config_map_errors: dict[str, list[Exception | None]] = {}
         self.config_map_limit = 1_048_576  # bytes of data, as the apiserver's
