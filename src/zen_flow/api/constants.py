@@ -183,6 +183,11 @@ CRON_CRD_NAME = f"{CRON_PLURAL}.{GROUP}"
 # the run time it was made for (RFC 3339, UTC; Kubernetes' CronJob annotates its Jobs the same way).
 LABEL_CRON = f"{GROUP}/cronjobflow"
 ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
+# On a run made by hand (`zen-flow cron trigger`), as `kubectl create job --from=cronjob/NAME` marks its
+# Job `cronjob.kubernetes.io/instantiate: manual`: its scheduled-time is when it was triggered, which is
+# no run time of the schedule (planner.cron leaves it out when it looks for the run time due).
+ANNOTATION_INSTANTIATE = f"{GROUP}/instantiate"
+INSTANTIATE_MANUAL = "manual"
 DEFAULT_SUCCESSFUL_HISTORY_LIMIT = 3
 DEFAULT_FAILED_HISTORY_LIMIT = 1
 

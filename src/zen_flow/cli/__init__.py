@@ -1,6 +1,6 @@
 """The `zen-flow` command: run the controller, validate flows offline, drive flows with your own
 kubeconfig (list, get, watch, submit, logs, approve, reject, stop, retry, resubmit, suspend, resume,
-delete, graph), move artifacts (in a pod)."""
+delete, graph) and CronJobFlows (cron list, get, trigger, suspend, resume), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_artifact)
 
     _add_flow_commands(sub)
+
+    from zen_flow.cli.cron_parser import add_cron_commands
+
+    add_cron_commands(sub)
 
     from zen_flow.cli.completion import SHELLS
 

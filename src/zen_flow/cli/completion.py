@@ -1,5 +1,5 @@
 """Shell completion for bash, zsh and fish (argcomplete): commands, options and their choices come from the
-argument parser; flow and step names from the cluster, as kubectl completes resource names.
+argument parser; flow, step and CronJobFlow names from the cluster, as kubectl completes resource names.
 
 The shell runs `zen-flow` itself with the command line in its environment (`_ARGCOMPLETE`); `main` hands
 such a run to `answer` before parsing, so the script `zen-flow completion SHELL` prints never goes stale.
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zen_flow.cli.session import Session
+    from zen_flow.kube.resource import Resource
 
 SHELLS = ("bash", "zsh", "fish")
 NAMES_TIMEOUT = 3.0
@@ -54,11 +55,22 @@ def kubectl_plugin(parser: argparse.ArgumentParser, words: list[str]) -> int:
 def flow_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     from zen_flow.kube.jobflows import JOBFLOWS  # imported when completing, not at every start
 
+    return _lookup(_names_of(JOBFLOWS), prefix, parsed_args)
+
+
+def cron_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """The CronJobFlows of the namespace (`zen-flow cron get|trigger|suspend|resume NAME`)."""
+    from zen_flow.kube.cronjobflows import CRONJOBFLOWS
+
+    return _lookup(_names_of(CRONJOBFLOWS), prefix, parsed_args)
+
+
+def _names_of(resource: Resource) -> Callable[[Session], Awaitable[list[str]]]:
     async def names(session: Session) -> list[str]:
-        listed = await session.client.list_all(JOBFLOWS.path(session.namespace), (), page_size=500)
+        listed = await session.client.list_all(resource.path(session.namespace), (), page_size=500)
         return [item["metadata"]["name"] for item in listed.items]
 
-    return _lookup(names, prefix, parsed_args)
+    return names
 
 
 def step_names(*, manual_only: bool = False) -> Callable[..., list[str]]:

@@ -25,6 +25,10 @@ Kubernetes' CronJob is the model:
   CronJob's Jobs: a run gets `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS unless its template
   sets one, so the JobFlow default (a day, written by the webhook and the CRD) never deletes the one run a
   `@weekly` schedule keeps after a day.
+- A manual run (`zen-flow cron trigger`: annotated `instantiate: manual`, its scheduled-time the moment
+  it was triggered) is a run like the others, owned and labelled alike: it is active for
+  concurrencyPolicy (Replace stops the older runs for it, as for the newest run time) and counted by the
+  history limits, but it is no run time: it never hides one that is due.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zen_flow.api.constants import (
+    ANNOTATION_INSTANTIATE,
     ANNOTATION_SCHEDULED_TIME,
     ANNOTATION_STOP,
     API_VERSION,
     CRON_KIND,
     DEFAULT_FAILED_HISTORY_LIMIT,
     DEFAULT_SUCCESSFUL_HISTORY_LIMIT,
+    INSTANTIATE_MANUAL,
     KIND,
     LABEL_CRON,
     ConcurrencyPolicy,
@@ -130,6 +136,11 @@ def scheduled_time_of(run: JobFlow) -> datetime | None:
     if suffix.isdigit():
         return datetime.fromtimestamp(int(suffix) * 60, tz=UTC)
     return run.metadata.creation_timestamp
+
+
+def is_manual(run: JobFlow) -> bool:
+    """A run made by hand (`zen-flow cron trigger`), not for a run time of the schedule."""
+    return run.metadata.annotations.get(ANNOTATION_INSTANTIATE) == INSTANTIATE_MANUAL
 
 
 def build_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
@@ -255,7 +266,9 @@ def plan_cron(
                 cron.metadata.creation_timestamp,
                 old.last_schedule_time,
                 old.last_skipped_time,
-                *(scheduled_time_of(r) for r in runs),
+                # A manual run's time is when someone triggered it, not a run time: a run time due
+                # before it (suspended, or the controller behind) is still started.
+                *(scheduled_time_of(r) for r in runs if not is_manual(r)),
             )
             if t is not None
         ]

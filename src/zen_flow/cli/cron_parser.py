@@ -1,0 +1,95 @@
+"""The `zen-flow cron` command line: its subcommands, flags and help. The commands themselves (cli.cron) are
+imported only when one runs, so `zen-flow --help` and completion stay quick."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+DESCRIPTION = """\
+CronJobFlows (scheduled flows), driven as `argo cron` drives CronWorkflows and kubectl CronJobs.
+`trigger` creates a run now, as `kubectl create job --from=cronjob/NAME` or `argo submit --from
+cronwf/NAME` do: named NAME-manual-<Unix second> and annotated workflow.kube-zen.io/instantiate=manual,
+it counts for concurrencyPolicy and the history limits like a scheduled run (docs/API.md, "Manual
+runs"). `resume` starts the latest run time missed while suspended (within startingDeadlineSeconds)."""
+
+EXAMPLES = """\
+examples:
+  zen-flow cron list -A
+  zen-flow cron get nightly-report -n team-a
+  zen-flow cron trigger nightly-report     # jobflow team-a/nightly-report-manual-1767225600 created
+  zen-flow cron suspend nightly-report"""
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    def invoke(args: argparse.Namespace) -> int:
+        from zen_flow.cli import cron, session
+
+        command = {
+            "list": cron.list_crons,
+            "get": cron.get_cron,
+            "trigger": cron.trigger,
+            "suspend": cron.suspend,
+            "resume": cron.suspend,
+        }[name]
+        args.command = f"cron {args.cron_command}"  # errors say `zen-flow cron trigger: ...`
+        return session.run(command, args)
+
+    return invoke
+
+
+def add_cron_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from zen_flow.cli.completion import cron_names
+    from zen_flow.cli.session import add_client_arguments
+
+    cron = sub.add_parser(
+        "cron",
+        help="list, show, trigger, suspend and resume CronJobFlows",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = cron.add_subparsers(dest="cron_command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, help: str, example: str, *, aliases: tuple[str, ...] = (), all_namespaces: bool = False
+    ) -> argparse.ArgumentParser:
+        p = verbs.add_parser(
+            name, aliases=list(aliases), help=help, description=f"{help}.", epilog=f"example: {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        add_client_arguments(p, all_namespaces=all_namespaces)
+        p.set_defaults(func=_command(name), cron_command=name)
+        return p
+
+    def named(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name").completer = cron_names  # type: ignore[attr-defined]  # read by argcomplete
+
+    p = command(
+        "list",
+        "list CronJobFlows: schedule, time zone, suspend, active runs, last schedule and success, next run",
+        "zen-flow cron list -A",
+        all_namespaces=True,
+    )
+    p.add_argument(
+        "-o", "--output", choices=["name"], help="name: one `cronjobflow.workflow.kube-zen.io/NAME` per line"
+    )
+    p = command(
+        "get",
+        "show a CronJobFlow: its spec, status, next 3 run times and runs, newest first",
+        "zen-flow cron get nightly-report",
+    )
+    named(p)
+    p.add_argument(
+        "-o", "--output", choices=["yaml", "json", "name"], help="yaml, json: the object; name: as kubectl"
+    )
+    p = command(
+        "trigger",
+        "create a run of a CronJobFlow now, from its template (named NAME-manual-<Unix second>)",
+        "zen-flow cron trigger nightly-report",
+        aliases=("run-now",),
+    )
+    named(p)
+    for verb, what in (("suspend", "create no new run (active runs go on)"), ("resume", "create runs again")):
+        p = command(verb, f"{verb} a CronJobFlow: {what}", f"zen-flow cron {verb} nightly-report")
+        named(p)

@@ -1,0 +1,503 @@
+"""`zen-flow cron list|get|trigger|suspend|resume` against an in-memory apiserver at a fixed instant: what
+the user reads, the exit status, what was written; and the run `trigger` creates, as the controller's
+planner then sees it beside its scheduled runs."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from textwrap import dedent
+from typing import Any
+
+import pytest
+
+from zen_flow.api.constants import LABEL_CRON
+from zen_flow.api.cronjobflow import CronJobFlow
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.api.meta import format_time
+from zen_flow.cli import completion, cron, main, session
+from zen_flow.kube.errors import from_status
+from zen_flow.kube.streams import ListResult
+from zen_flow.kube.transport import MERGE_PATCH
+from zen_flow.planner.cron import CreateRun, DeleteRun, StopRun, build_run, plan_cron, run_name
+from zen_flow.validation import validate_jobflow
+from zen_flow.validation.cronjobflow import MAX_CRON_NAME
+from zen_flow.validation.limits import MAX_FLOW_NAME
+
+NS = "default"
+# A Saturday noon (UTC) before Berlin's spring change: that night 02:30 does not exist there.
+NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+JOB = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "spec": {
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}}
+    },
+}
+
+
+def cron_manifest(name: str = "nightly-report", namespace: str = NS, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "CronJobFlow",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "creationTimestamp": format_time(NOW - timedelta(days=3)),
+        },
+        "spec": {
+            "schedule": "30 2 * * *",
+            "timeZone": "Europe/Berlin",
+            "jobFlowTemplate": {
+                "metadata": {"labels": {"team": "reporting"}, "annotations": {"owner": "data"}},
+                "spec": {"steps": [{"name": "collect", "template": JOB}]},
+            },
+            **spec,
+        },
+        "status": {},
+    }
+
+
+def a_run(cron: dict[str, Any], moment: datetime, status: dict[str, Any]) -> dict[str, Any]:
+    """A scheduled run of `cron`, as the controller made it."""
+    made: dict[str, Any] = build_run(CronJobFlow.model_validate(cron), moment)
+    made["metadata"]["uid"] = f"uid-{made['metadata']['name']}"
+    return {**made, "status": status}
+
+
+class FakeCluster:
+    """CronJobFlows and JobFlows by namespace and name; every write the CLI sends."""
+
+    def __init__(self) -> None:
+        self.crons: dict[tuple[str, str], dict[str, Any]] = {}
+        self.flows: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, Any, str | None]] = []
+
+    def store(self, path: str) -> tuple[dict[tuple[str, str], dict[str, Any]], str | None, str | None]:
+        parts = path.strip("/").split("/")
+        namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts else None
+        plural = next(p for p in parts if p in ("cronjobflows", "jobflows"))
+        after = parts[parts.index(plural) + 1 :]
+        return (
+            (self.crons if plural == "cronjobflows" else self.flows),
+            namespace,
+            after[0] if after else None,
+        )
+
+    async def list_all(self, path: str, query: Any = (), *, page_size: int = 500) -> ListResult:
+        objects, namespace, _ = self.store(path)
+        selector = dict(query).get("labelSelector")
+        items = [
+            copy.deepcopy(o)
+            for (ns, _), o in sorted(objects.items())
+            if namespace in (None, ns) and (selector is None or _labelled(o, *selector.split("=", 1)))
+        ]
+        return ListResult(tuple(items), "1")
+
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Any = (), content_type: str | None = None
+    ) -> dict[str, Any]:
+        objects, namespace, name = self.store(path)
+        assert namespace is not None
+        if method != "GET":
+            self.writes.append((method, path, copy.deepcopy(body), content_type))
+        if method == "POST":
+            made: dict[str, Any] = copy.deepcopy(body)
+            objects[(namespace, made["metadata"]["name"])] = {**made, "status": {}}
+            return made
+        found = objects.get((namespace, name or ""))
+        if found is None:
+            raise from_status(404, {"reason": "NotFound", "message": f'cronjobflows "{name}" not found'})
+        if method == "PATCH":
+            found["spec"].update(body["spec"])
+        return copy.deepcopy(found)
+
+
+def _labelled(obj: dict[str, Any], key: str, value: str) -> bool:
+    return bool((obj["metadata"].get("labels") or {}).get(key) == value)
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    fake = FakeCluster()
+
+    @asynccontextmanager
+    async def open_session(args: Any, out: Any = None) -> AsyncIterator[session.Session]:
+        yield session.Session(fake, args.namespace or NS, sys.stdout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "open_session", open_session)
+    monkeypatch.setattr(cron, "now", lambda: NOW)
+    return fake
+
+
+def zen_flow(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def add(cluster: FakeCluster, obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    (cluster.crons if obj["kind"] == "CronJobFlow" else cluster.flows)[(meta["namespace"], meta["name"])] = (
+        obj
+    )
+    return obj
+
+
+# --- list -------------------------------------------------------------------------------------------------
+
+
+def test_list_shows_each_schedule_with_its_next_run_in_its_own_time_zone(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = cron_manifest()
+    report["status"] = {
+        "lastScheduleTime": "2026-03-28T01:30:00Z",
+        "lastSuccessfulTime": "2026-03-28T01:34:00Z",
+        "active": [{"name": "nightly-report-29578170"}],
+    }
+    add(cluster, report)
+    add(cluster, cron_manifest("hourly", schedule="@hourly", timeZone=None, suspend=False))
+    add(cluster, cron_manifest("paused", schedule="*/5 * * * *", suspend=True))
+    code, out, err = zen_flow(capsys, "cron", "list")
+    assert (code, err) == (0, "")
+    # 02:30 does not exist in Berlin that night (clocks go 02:00 -> 03:00): the run is at 03:00 CEST.
+    assert out == dedent("""\
+        NAME             SCHEDULE      TIMEZONE        SUSPEND   ACTIVE   LAST SCHEDULE   LAST SUCCESS   NEXT RUN                         AGE
+        hourly           @hourly       UTC             False     0        -               -              2026-03-28 13:00 UTC (in 1h)     3d
+        nightly-report   30 2 * * *    Europe/Berlin   False     1        10h30m          10h26m         2026-03-29 03:00 CEST (in 13h)   3d
+        paused           */5 * * * *   Europe/Berlin   True      0        -               -              -                                3d
+        """)  # noqa: E501 - the table is as wide as it is
+
+
+def test_list_all_namespaces_and_names_for_scripts(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(cluster, cron_manifest("a", "team-a"))
+    add(cluster, cron_manifest("b", "team-b"))
+    code, out, _ = zen_flow(capsys, "cron", "list", "-A")
+    assert code == 0
+    assert [line.split()[:2] for line in out.splitlines()] == [
+        ["NAMESPACE", "NAME"],
+        ["team-a", "a"],
+        ["team-b", "b"],
+    ]
+    code, out, _ = zen_flow(capsys, "cron", "list", "-n", "team-a", "-o", "name")
+    assert (code, out) == (0, "cronjobflow.workflow.kube-zen.io/a\n")
+
+
+def test_list_of_an_empty_namespace_says_so(cluster: FakeCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    assert zen_flow(capsys, "cron", "list", "-n", "empty") == (
+        0,
+        "",
+        "No CronJobFlows found in namespace empty.\n",
+    )
+
+
+# --- get --------------------------------------------------------------------------------------------------
+
+
+def test_get_shows_the_status_the_next_three_run_times_and_the_runs_newest_first(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = cron_manifest(concurrencyPolicy="Forbid", startingDeadlineSeconds=3600, failedJobsHistoryLimit=2)
+    skipped = (
+        "run time 2026-03-27T01:30:00Z skipped: concurrencyPolicy Forbid and nightly-report-29574810 "
+        "not finished"
+    )
+    report["status"] = {
+        "lastScheduleTime": "2026-03-26T01:30:00Z",
+        "lastSuccessfulTime": "2026-03-26T01:40:00Z",
+        "lastSkippedTime": "2026-03-27T01:30:00Z",
+        "active": [{"name": "nightly-report-manual-1774698000"}],
+        "conditions": [
+            {"type": "Valid", "status": "True", "reason": "Valid", "message": ""},
+            {"type": "Scheduled", "status": "False", "reason": "RunSkipped", "message": skipped},
+        ],
+    }
+    add(cluster, report)
+    day = datetime(2026, 3, 26, 1, 30, tzinfo=UTC)
+    failed = {"phase": "Failed", "startTime": "2026-03-25T01:30:01Z",
+              "completionTime": "2026-03-25T01:31:01Z", "message": "step collect failed"}  # fmt: skip
+    succeeded = {"phase": "Succeeded", "startTime": "2026-03-26T01:30:01Z",
+                 "completionTime": "2026-03-26T01:40:00Z", "message": "all 1 steps succeeded"}  # fmt: skip
+    add(cluster, a_run(report, day - timedelta(days=1), failed))
+    add(cluster, a_run(report, day, succeeded))
+    manual = cron.manual_run(CronJobFlow.model_validate(report), NOW - timedelta(minutes=20))
+    add(cluster, {**manual, "status": {"phase": "Running", "startTime": "2026-03-28T11:40:01Z"}})
+    # Labelled alike but not controlled by it: not one of its runs (the controller would not count it).
+    stray = a_run(report, day + timedelta(days=1), {"phase": "Succeeded"})
+    stray["metadata"]["ownerReferences"] = []
+    add(cluster, stray)
+
+    code, out, err = zen_flow(capsys, "cron", "get", "nightly-report")
+    assert (code, err) == (0, "")
+    assert out == dedent(f"""\
+        Name:           default/nightly-report
+        Schedule:       30 2 * * * (Europe/Berlin)
+        Concurrency:    Forbid
+        Deadline:       3600s (startingDeadlineSeconds)
+        Suspend:        False
+        History:        keeps 3 succeeded, 2 failed
+        Active:         nightly-report-manual-1774698000
+        Last schedule:  2026-03-26T01:30:00Z (2d10h ago)
+        Last success:   2026-03-26T01:40:00Z (2d10h ago)
+        Last skipped:   2026-03-27T01:30:00Z (1d10h ago): {skipped}
+        Next runs:      2026-03-29 03:00 CEST (in 13h)
+                        2026-03-30 02:30 CEST (in 1d12h)
+                        2026-03-31 02:30 CEST (in 2d12h)
+        Condition:      Valid=True Valid
+        Condition:      Scheduled=False RunSkipped: {skipped}
+
+        RUN                                PHASE       RUN TIME                      STARTED     DURATION   MESSAGE
+        nightly-report-manual-1774698000   Running     manual 2026-03-28 12:40 CET   19m ago     19m
+        nightly-report-29574810            Succeeded   2026-03-26 02:30 CET          2d10h ago   9m59s      all 1 steps succeeded
+        nightly-report-29573370            Failed      2026-03-25 02:30 CET          3d10h ago   1m         step collect failed
+        """)  # noqa: E501 - the table is as wide as it is
+
+
+def test_get_of_a_suspended_cronjobflow_without_runs_says_so(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(cluster, cron_manifest(suspend=True))
+    code, out, _ = zen_flow(capsys, "cron", "get", "nightly-report")
+    assert code == 0
+    assert "Next runs:      suspended\n" in out
+    assert out.endswith("\n\nNo runs.\n")
+
+
+def test_get_of_a_missing_cronjobflow_is_exit_1_and_yaml_json_name_print_the_object(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = zen_flow(capsys, "cron", "get", "ghost")
+    assert (code, out) == (1, "")
+    assert err == 'zen-flow cron get: not found: cronjobflows "ghost" not found\n'
+    add(cluster, cron_manifest())
+    assert zen_flow(capsys, "cron", "get", "nightly-report", "-o", "name")[1] == (
+        "cronjobflow.workflow.kube-zen.io/nightly-report\n"
+    )
+    assert '"schedule": "30 2 * * *"' in zen_flow(capsys, "cron", "get", "nightly-report", "-o", "json")[1]
+    assert "schedule: 30 2 * * *\n" in zen_flow(capsys, "cron", "get", "nightly-report", "-o", "yaml")[1]
+
+
+# --- trigger ----------------------------------------------------------------------------------------------
+
+
+def posted(cluster: FakeCluster) -> list[dict[str, Any]]:
+    return [body for method, _, body, _ in cluster.writes if method == "POST"]
+
+
+@pytest.mark.parametrize("verb", ["trigger", "run-now"])
+def test_trigger_creates_the_controllers_run_under_a_name_of_its_own_marked_manual(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    report = add(cluster, cron_manifest())
+    code, out, err = zen_flow(capsys, "cron", verb, "nightly-report")
+    name = f"nightly-report-manual-{int(NOW.timestamp())}"
+    assert (code, out, err) == (0, f"jobflow default/{name} created\n", "")
+    [body] = posted(cluster)
+    scheduled = build_run(CronJobFlow.model_validate(report), NOW)
+    # The controller's run of that moment in all but the name and the mark: the same template, labels
+    # (the cronjobflow label included), owner reference and run TTL.
+    assert body["metadata"].pop("name") == name
+    assert scheduled["metadata"].pop("name") == run_name("nightly-report", NOW)  # type: ignore[attr-defined]
+    assert body["metadata"]["annotations"].pop("workflow.kube-zen.io/instantiate") == "manual"
+    assert body == scheduled
+    assert body["metadata"]["labels"] == {"team": "reporting", LABEL_CRON: "nightly-report"}
+    [owner] = body["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "CronJobFlow", "nightly-report", "uid-nightly-report", True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "cut"),
+    [
+        ("n" * MAX_CRON_NAME, "n" * (MAX_FLOW_NAME - 18)),
+        # Cut where a `.` or `-` would end the name's part: the name stays a valid one.
+        ("a" * 44 + ".-b" + "c" * 7, "a" * 44),
+    ],
+)
+def test_a_manual_run_of_the_longest_cronjobflow_name_fits_a_flows_name(name: str, cut: str) -> None:
+    body = cron.manual_run(CronJobFlow.model_validate(cron_manifest(name)), NOW)
+    made = body["metadata"]["name"]
+    assert made == f"{cut}-manual-{int(NOW.timestamp())}"
+    assert len(made) <= MAX_FLOW_NAME
+    assert [str(e) for e in validate_jobflow(body)] == []  # what the JobFlow webhook checks
+
+
+def test_a_manual_run_never_takes_a_scheduled_runs_name() -> None:
+    # `x-manual`'s runs are x-manual-<8 digits>; `x`'s manual runs x-manual-<10 digits>.
+    scheduled = run_name("x-manual", NOW)
+    assert cron.manual_run_name("x", NOW) != scheduled
+    assert len(cron.manual_run_name("x", NOW)) == len(scheduled) + 2
+
+
+def test_trigger_of_an_invalid_cronjobflow_creates_nothing(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(cluster, cron_manifest(schedule="every night"))
+    code, out, err = zen_flow(capsys, "cron", "trigger", "nightly-report")
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "zen-flow cron trigger: cronjobflow nightly-report is invalid, no run was created:\n"
+    )
+    assert "spec.schedule" in err
+    assert posted(cluster) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "note"),
+    [
+        (
+            {"concurrencyPolicy": "Replace"},
+            "concurrencyPolicy Replace: the controller stops old-run, replaced by",
+        ),
+        (
+            {},
+            "old-run still active: nightly-report-manual-1774699200 runs beside it; concurrencyPolicy Forbid",
+        ),
+        (
+            {"concurrencyPolicy": "Allow", "suspend": True},
+            "cronjobflow nightly-report is suspended: this run starts all the same",
+        ),
+    ],
+)
+def test_trigger_says_what_the_controller_will_do_about_the_active_runs(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], spec: dict[str, Any], note: str
+) -> None:
+    report = cron_manifest(**spec)
+    report["status"] = {"active": [{"name": "old-run"}]}
+    add(cluster, report)
+    code, _, err = zen_flow(capsys, "cron", "trigger", "nightly-report")
+    assert code == 0
+    assert f"zen-flow cron trigger: note: {note}" in err
+    assert len(err.splitlines()) == 1
+
+
+# --- suspend / resume -------------------------------------------------------------------------------------
+
+
+def test_suspend_and_resume_merge_patch_spec_suspend(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(cluster, cron_manifest())
+    assert zen_flow(capsys, "cron", "suspend", "nightly-report") == (
+        0,
+        "cronjobflow default/nightly-report suspended\n",
+        "",
+    )
+    assert cluster.crons[(NS, "nightly-report")]["spec"]["suspend"] is True
+    assert zen_flow(capsys, "cron", "resume", "nightly-report") == (
+        0,
+        "cronjobflow default/nightly-report resumed\n",
+        "",
+    )
+    assert [(m, p, b, t) for m, p, b, t in cluster.writes] == [
+        ("PATCH", "/apis/workflow.kube-zen.io/v1alpha1/namespaces/default/cronjobflows/nightly-report",
+         {"spec": {"suspend": flag}}, MERGE_PATCH)
+        for flag in (True, False)
+    ]  # fmt: skip
+
+
+def test_suspend_of_a_missing_cronjobflow_writes_nothing(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = zen_flow(capsys, "cron", "suspend", "ghost")
+    assert code == 1
+    assert "zen-flow cron suspend: not found" in err
+    assert cluster.writes == []
+
+
+# --- completion and help ----------------------------------------------------------------------------------
+
+
+def test_tab_completes_cronjobflow_names_of_the_namespace_typed(cluster: FakeCluster) -> None:
+    for name, namespace in (
+        ("nightly-report", NS),
+        ("nightly-eu", NS),
+        ("weekly", NS),
+        ("nightly-x", "other"),
+    ):
+        add(cluster, cron_manifest(name, namespace))
+    typed = argparse.Namespace(kubeconfig=None, context=None, namespace=NS)
+    assert completion.cron_names("night", typed) == ["nightly-eu", "nightly-report"]
+
+
+def test_cron_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["cron", "-h"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "zen-flow cron trigger nightly-report" in out
+    assert "trigger (run-now)" in out
+
+
+# --- the manual run, as the controller's planner sees it --------------------------------------------------
+
+
+def planned(report: dict[str, Any], runs: list[dict[str, Any]], now: datetime) -> Any:
+    return plan_cron(CronJobFlow.model_validate(report), [JobFlow.model_validate(r) for r in runs], now)
+
+
+def manual(report: dict[str, Any], moment: datetime, phase: str = "Running") -> dict[str, Any]:
+    body = cron.manual_run(CronJobFlow.model_validate(report), moment)
+    return {**body, "metadata": {**body["metadata"], "uid": "uid-manual"}, "status": {"phase": phase}}
+
+
+EVERY_10 = datetime(2026, 5, 1, 0, 0, tzinfo=UTC)  # a */10 schedule's run time
+
+
+def every_10(**spec: Any) -> dict[str, Any]:
+    report = cron_manifest(schedule="*/10 * * * *", timeZone=None, **spec)
+    report["metadata"]["creationTimestamp"] = format_time(EVERY_10 - timedelta(hours=1))
+    report["status"] = {"lastScheduleTime": format_time(EVERY_10 - timedelta(minutes=10))}
+    return report
+
+
+def test_a_run_time_due_before_a_manual_run_is_still_started() -> None:
+    # Triggered 20 s after 00:00, before the controller created the 00:00 run (it was behind, or the
+    # schedule suspended until then): the manual run's time is no run time, so 00:00 still runs.
+    report = every_10(concurrencyPolicy="Allow")
+    plan = planned(
+        report, [manual(report, EVERY_10 + timedelta(seconds=20))], EVERY_10 + timedelta(seconds=30)
+    )
+    assert [a.name for a in plan.actions if isinstance(a, CreateRun)] == [
+        run_name("nightly-report", EVERY_10)
+    ]
+
+
+def test_an_active_manual_run_makes_forbid_skip_the_run_time() -> None:
+    report = every_10()
+    plan = planned(report, [manual(report, EVERY_10 - timedelta(minutes=5))], EVERY_10 + timedelta(seconds=1))
+    assert [a for a in plan.actions if isinstance(a, CreateRun)] == []
+    assert plan.outcome == "skipped_forbid"
+    assert [r.name for r in plan.status.active] == [
+        f"nightly-report-manual-{int((EVERY_10 - timedelta(minutes=5)).timestamp())}"
+    ]
+
+
+def test_under_replace_a_manual_run_replaces_the_active_scheduled_run() -> None:
+    report = every_10(concurrencyPolicy="Replace")
+    scheduled = a_run(report, EVERY_10 - timedelta(minutes=10), {"phase": "Running"})
+    plan = planned(
+        report, [scheduled, manual(report, EVERY_10 - timedelta(minutes=5))], EVERY_10 - timedelta(minutes=4)
+    )
+    assert plan.actions == (StopRun(scheduled["metadata"]["name"], scheduled["metadata"]["uid"]),)
+
+
+def test_finished_manual_runs_count_for_the_history_limits_by_when_they_ran() -> None:
+    report = every_10(successfulJobsHistoryLimit=1)
+    older = a_run(report, EVERY_10 - timedelta(minutes=10), {"phase": "Succeeded"})
+    plan = planned(
+        report,
+        [older, manual(report, EVERY_10 - timedelta(minutes=5), "Succeeded")],
+        EVERY_10 - timedelta(minutes=4),
+    )
+    assert plan.actions == (DeleteRun(older["metadata"]["name"], older["metadata"]["uid"]),)
