@@ -1,0 +1,117 @@
+"""`zen-flow cron trigger|get|list|suspend|resume` as a user runs them: the installed command, a kubeconfig,
+the real apiserver and the controller (the test plays the Job controller). A triggered run is taken by the
+controller for one of its CronJobFlow's runs: run, counted active, then its success recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from controller_steps import WAIT, finish, wait_steps
+from test_cli_flows import cli, tab
+
+from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.testing.driver import FlowDriver, wait_until
+
+pytestmark = pytest.mark.integration
+
+# A run time a year away at most: nothing the test sees is a scheduled run.
+YEARLY = "0 0 1 1 *"
+
+
+def cron_manifest(name: str, namespace: str) -> str:
+    container = {"name": "main", "image": "busybox:1.36", "command": ["true"]}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+    }
+    return json.dumps(
+        {
+            "apiVersion": "workflow.kube-zen.io/v1alpha1",
+            "kind": "CronJobFlow",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "schedule": YEARLY,
+                "timeZone": "Europe/Berlin",
+                "jobFlowTemplate": {"spec": {"steps": [{"name": "a", "template": job}]}},
+            },
+        }
+    )
+
+
+async def test_a_triggered_run_is_run_and_counted_by_the_controller_and_suspend_resume_round_trip(
+    namespace: str,
+    kubeconfig: Path,
+    kubectl: Any,
+    driver: FlowDriver,
+    start_controller: StartController,
+) -> None:
+    start_controller()
+    kubectl("create", "-f", "-", input=cron_manifest("yearly", namespace))
+
+    def cron_status() -> dict[str, Any]:
+        got = json.loads(kubectl("get", "cjf", "yearly", "-n", namespace, "-o", "json").stdout)
+        return dict(got.get("status") or {})
+
+    triggered = cli(kubeconfig, "cron", "trigger", "yearly", "-n", namespace)
+    assert triggered.returncode == 0, triggered.stderr
+    found = re.fullmatch(rf"jobflow {namespace}/(yearly-manual-\d{{10}}) created\n", triggered.stdout)
+    assert found is not None, triggered.stdout
+    run = found[1]
+
+    # The controller runs it as any flow, and counts it among the CronJobFlow's active runs.
+    await wait_steps(driver, namespace, run, {"a": "Running"})
+
+    async def active() -> list[str] | None:
+        names = [a["name"] for a in cron_status().get("active", [])]
+        return names or None
+
+    assert await wait_until(active, WAIT, interval=0.2, what="the run in status.active") == [run]
+    listed = cli(kubeconfig, "cron", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:6] == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST"]
+    # yearly, the five schedule fields, zone, suspend, one active run, never scheduled, no success yet
+    assert row.split()[:11] == ["yearly", *YEARLY.split(), "Europe/Berlin", "False", "1", "-", "-"]
+    assert re.search(r"\d{4}-01-01 00:00 CET \(in \d+d", row), row
+
+    await finish(driver, namespace, "a")
+    await driver.wait_phase(namespace, run, phases=("Succeeded",), timeout=WAIT)
+
+    async def recorded() -> dict[str, Any] | None:
+        status = cron_status()
+        return status if status.get("lastSuccessfulTime") and not status.get("active") else None
+
+    status = await wait_until(recorded, WAIT, interval=0.2, what="the run's success on the CronJobFlow")
+    assert "lastScheduleTime" not in status  # a manual run is no run time
+    shown = cli(kubeconfig, "cron", "get", "yearly", "-n", namespace)
+    assert shown.returncode == 0, shown.stderr
+    runs = shown.stdout.split("\n\n")[1].splitlines()
+    assert runs[0].split()[:3] == ["RUN", "PHASE", "RUN"]
+    assert runs[1].split()[:3] == [run, "Succeeded", "manual"]
+    assert "Next runs:" in shown.stdout
+
+    # suspend / resume: spec.suspend, as kubectl shows it.
+    for verb, flag in (("suspend", True), ("resume", False)):
+        done = cli(kubeconfig, "cron", verb, "yearly", "-n", namespace)
+        said = "suspended" if flag else "resumed"
+        assert (done.returncode, done.stdout) == (0, f"cronjobflow {namespace}/yearly {said}\n"), done.stderr
+        got = json.loads(kubectl("get", "cjf", "yearly", "-n", namespace, "-o", "json").stdout)
+        assert got["spec"]["suspend"] is flag
+        shown = cli(kubeconfig, "cron", "get", "yearly", "-n", namespace)
+        assert ("Next runs:      suspended" in shown.stdout) is flag
+
+    missing = cli(kubeconfig, "cron", "trigger", "ghost", "-n", namespace)
+    assert missing.returncode == 1
+    assert (
+        'zen-flow cron trigger: not found: cronjobflows.workflow.kube-zen.io "ghost" not found'
+        in missing.stderr
+    )
+
+    # TAB after `zen-flow cron get` offers the namespace's CronJobFlows.
+    kubectl("create", "-f", "-", input=cron_manifest("yearly-eu", namespace))
+    assert tab(kubeconfig, "cron get", f"-n {namespace} year") == ["yearly", "yearly-eu"]
