@@ -201,6 +201,20 @@ def kitchen_sink_spec() -> dict[str, Any]:
                     "required": 2,
                 },
                 "dependencies": ["produce"],
+                "outputs": {
+                    "parameters": [
+                        {
+                            "name": "env",
+                            "valueFrom": {
+                                "supplied": {
+                                    "default": "staging",
+                                    "enum": ["staging", "prod"],
+                                    "description": "where to release",
+                                }
+                            },
+                        }
+                    ]
+                },
             },
             {
                 "name": "consume",
@@ -314,6 +328,7 @@ def full_status() -> dict[str, Any]:
                     "user": "bob",
                     "time": t1,
                     "message": "checked the diff",
+                    "suppliedBy": "carol",
                 }
             ],
             "retries": [{"id": "r1", "user": "carol", "time": t1, "steps": ["produce"]}],

@@ -33,6 +33,11 @@ ANNOTATION_APPROVED_BY_PREFIX = f"approved-by.{GROUP}/"
 ANNOTATION_REJECTED_BY_PREFIX = f"rejected-by.{GROUP}/"
 # Why the decision on a Manual step was taken (free text, `zen-flow approve --message`), kept in the audit.
 ANNOTATION_DECISION_MESSAGE_PREFIX = f"decision-message.{GROUP}/"
+# Values supplied at a Manual gate (its outputs.parameters[].valueFrom.supplied), a JSON object of
+# strings, `{"env":"prod"}` (core/gate_values.py); values-by is who last set or changed them, written by
+# the mutating webhook and copied to the audit entry of the approval that opens the gate.
+VALUES_PREFIX = f"values.{GROUP}/"
+ANNOTATION_VALUES_BY_PREFIX = f"values-by.{GROUP}/"
 # Set by whoever creates the flow (a CI system, a portal) to tie it to their request; copied to
 # status.audit.correlationID.
 ANNOTATION_CORRELATION_ID = f"{GROUP}/correlation-id"

@@ -142,9 +142,19 @@ class TerminationMessageSource(Model):
     key: str | None = None
 
 
+class SuppliedSource(Model):
+    """A value given when a Manual gate is approved (annotation values.workflow.kube-zen.io/<step>), as
+    Argo's suspend step's `valueFrom.supplied`: `default` when none is given, `enum` the values allowed."""
+
+    default: str | None = None
+    enum: tuple[str, ...] = ()
+    description: str | None = None
+
+
 class OutputParameterSource(Model):
     json_path: str | None = None
     termination_message: TerminationMessageSource | None = None
+    supplied: SuppliedSource | None = None
 
 
 class OutputParameter(Model):
@@ -357,6 +367,8 @@ class Approval(Model):
     user: str | None = None
     time: Timestamp | None = None
     message: str | None = None  # why, as the decider wrote it (decision-message annotation)
+    # On the approval that opens a gate with supplied values: who last set them (values-by annotation).
+    supplied_by: str | None = None
 
 
 class Retry(Model):

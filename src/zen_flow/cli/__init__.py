@@ -216,6 +216,10 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         completes(p.add_argument("name"), flow_names)
         completes(p.add_argument("step"), step_names(manual_only=True))
         p.add_argument("-m", "--message", help="why (recorded in status.audit.approvals)")
+        if verb == "approve":
+            p.add_argument("-p", "--parameter", dest="parameters", action="append", default=[],
+                           metavar="NAME=VALUE",
+                           help="a value the gate asks for (its outputs' valueFrom.supplied)")  # fmt: skip
 
     p = command(
         "watch", "follow one flow, or every flow of the namespace, as it changes", "zen-flow watch nightly"

@@ -26,12 +26,14 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
+    ANNOTATION_VALUES_BY_PREFIX,
     APPROVE_PREFIX,
     REJECT_PREFIX,
     STOP_RUN_FINALLY,
+    VALUES_PREFIX,
 )
 from zen_flow.cli.graph import dot, mermaid
-from zen_flow.cli.overrides import override_arguments, parse_overrides
+from zen_flow.cli.overrides import gate_values_patch, override_arguments, parse_overrides
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import is_jobflow
@@ -100,6 +102,10 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
         # second approver's write a change the webhook sees (the same "true" again would be none).
         value = f"true-{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     annotations = {f"{prefix}{args.step}": value}
+    if approving:
+        # The values and the approval in one patch: the webhook checks them together, and the gate can
+        # never be seen approved with values it was not given.
+        annotations.update(gate_values_patch(flow, step, getattr(args, "parameters", [])))
     if args.message:
         annotations[ANNOTATION_DECISION_MESSAGE_PREFIX + args.step] = args.message
     await session.merge_patch(args.name, {"metadata": {"annotations": annotations}})
@@ -166,6 +172,8 @@ _NOT_COPIED = (
     ANNOTATION_CREATED_BY,
     ANNOTATION_STOP,
     ANNOTATION_DECISION_MESSAGE_PREFIX,
+    VALUES_PREFIX,  # a gate's values go with its decision: given on the new flow by who may decide it
+    ANNOTATION_VALUES_BY_PREFIX,
 )
 
 

@@ -1,4 +1,5 @@
-"""`-p NAME=VALUE`: a flow's arguments (spec.arguments.parameters) overridden when it is read from a file.
+"""`-p NAME=VALUE`: a flow's arguments (spec.arguments.parameters) overridden when it is read from a file,
+and the values a Manual gate asks for given with its approval (`gate_values_patch`).
 
 Only declared arguments may be overridden: a name the flow does not declare is an error naming it
 (a typo must not silently run with the default). The result is validated like any flow, so an enum
@@ -8,9 +9,21 @@ violation reads exactly as the webhook would report it.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from zen_flow.api import JobFlow, Step
+from zen_flow.api.constants import VALUES_PREFIX
+from zen_flow.cli.session import UsageError
+from zen_flow.core.gate_values import (
+    ValuesError,
+    missing,
+    read_values,
+    supplied_of,
+    unknown_names,
+    value_problem,
+)
 from zen_flow.validation.errors import FieldError, not_found
 
 ARGUMENTS = "spec.arguments.parameters"
@@ -44,3 +57,34 @@ def override_arguments(doc: Mapping[str, Any], overrides: Mapping[str, str]) -> 
             known = ", ".join(sorted(str(n) for n in declared)) or "none"
             errors.append(not_found(ARGUMENTS, name, f"the flow declares no such argument ({known})"))
     return flow, errors
+
+
+def gate_values_patch(flow: JobFlow, step: Step, items: list[str]) -> dict[str, str]:
+    """The values annotation `-p NAME=VALUE` writes on an approved gate, merged over those already given
+    (empty: nothing to write), checked as the webhook would, so a typo is said before anything is sent."""
+    try:
+        given = parse_overrides(items)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    params = supplied_of(step)
+    key = VALUES_PREFIX + step.name
+    if given and not params:
+        raise UsageError(f"step {step.name} of jobflow {flow.metadata.name} asks for no values (-p)")
+    if unknown := unknown_names(params, given):
+        declared = ", ".join(p.name for p in params)
+        raise UsageError(f"step {step.name} asks for no value {unknown[0]!r} (it asks for: {declared})")
+    by_name = {p.name: p for p in params}
+    for name, text in given.items():
+        if (problem := value_problem(by_name[name], text)) is not None:
+            raise UsageError(f"step {step.name}: {problem}")
+    try:
+        values = read_values(flow.metadata.annotations.get(key))
+    except ValuesError:
+        values = {}  # the webhook refused it, or none checked it: the new values replace it
+    merged = {**values, **given}
+    if lacking := missing(params, merged):
+        raise UsageError(
+            f"step {step.name} needs a value for parameter {lacking[0]!r}: "
+            f"zen-flow approve {flow.metadata.name} {step.name} -p {lacking[0]}=..."
+        )
+    return {key: json.dumps(merged, separators=(",", ":"), ensure_ascii=False)} if given else {}

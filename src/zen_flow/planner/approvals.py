@@ -9,6 +9,10 @@ when both are set; core/decision_values.py). The mutating webhook writes who mad
 A gate with `approval` is tallied: approved-by lists the first `required` distinct users whose write set
 its approve annotation, comma-separated, and it is approved once `approval.required` of them did; who
 rejected it is recorded in `rejected-by.workflow.kube-zen.io/<step>` (webhook/mutation.py).
+
+A gate with supplied outputs takes their values from `values.workflow.kube-zen.io/<step>` when it is
+approved (`gate_outputs`, core/gate_values.py); who set them (`values-by.`, written by the webhook) goes
+in the audit entry of the approval that opens it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,22 @@ from zen_flow.api.constants import (
     ANNOTATION_CORRELATION_ID,
     ANNOTATION_CREATED_BY,
     ANNOTATION_REJECTED_BY_PREFIX,
+    ANNOTATION_VALUES_BY_PREFIX,
     APPROVE_PREFIX,
     REJECT_PREFIX,
+    VALUES_PREFIX,
 )
-from zen_flow.api.jobflow import Approval, Audit, Initiator, Step, StepApproval
+from zen_flow.api.jobflow import (
+    Approval,
+    Audit,
+    Initiator,
+    ParameterValue,
+    Step,
+    StepApproval,
+    StepOutputValues,
+)
 from zen_flow.core.decision_values import is_true, recorded_users
+from zen_flow.core.gate_values import gate_values, supplied_of
 
 _SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 # A tallied gate's waiting message begins so (`tally_message`); the flow's message repeats it (`tally`).
@@ -67,6 +82,29 @@ def decision(
     if is_true(annotations.get(APPROVE_PREFIX + step)):
         return "Approved", user
     return None
+
+
+def gate_outputs(annotations: Mapping[str, str], spec: Step) -> StepOutputValues | None:
+    """The outputs of an approved gate: its supplied values, each given one or its default (None: it
+    declares none). ValuesError (core/gate_values.py) names a parameter that has neither, or a value
+    its enum does not allow: the webhook refuses both, so only a flow it did not check gets there."""
+    params = supplied_of(spec)
+    if not params:
+        return None
+    values = gate_values(params, annotations.get(VALUES_PREFIX + spec.name))
+    return StepOutputValues(parameters=tuple(ParameterValue(name=k, value=v) for k, v in values.items()))
+
+
+def supplier(annotations: Mapping[str, str], spec: Step) -> str | None:
+    """Who set the values of a gate with supplied outputs, as the webhook recorded it (None: no record,
+    or the gate takes no values)."""
+    return (annotations.get(ANNOTATION_VALUES_BY_PREFIX + spec.name) or None) if supplied_of(spec) else None
+
+
+def values_refused(user: str | None, problem: str, step: str) -> str:
+    """The message of an approved gate whose values cannot be taken: it fails, naming the parameter."""
+    who = f"approved by {user}" if user else "approved"
+    return f"{who}, but its values cannot be taken ({VALUES_PREFIX}{step}): {problem}"
 
 
 def waiting_message(spec: Step) -> str:

@@ -8,12 +8,16 @@ from datetime import datetime
 from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, StepPhase
 from zen_flow.api.job import JOB_FAILED, Job
 from zen_flow.api.jobflow import Approval, StepApproval
+from zen_flow.core.gate_values import ValuesError
 from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approvals import (
     approval_count,
     approvers_so_far,
     decision,
+    gate_outputs,
+    supplier,
     tally_message,
+    values_refused,
     waiting_message,
 )
 from zen_flow.planner.backoff import retry_delay, retry_limit
@@ -225,8 +229,11 @@ class Observation(Memoization):
         decided = decision(annotations, w.name, w.spec.approval)
         approval = w.spec.approval
         tallied = approval is not None and (decided is None or decided[0] == "Approved")
+        # The values of the approval that opens the gate: those on the flow when it is seen approved.
+        opened = decided is not None and decided[0] == "Approved"
+        supplied_by = supplier(annotations, w.spec) if opened else None
         if approval is not None and tallied:
-            self.tally(w, approval, waiting=decided is None)
+            self.tally(w, approval, waiting=decided is None, supplied_by=supplied_by)
         if decided is None:
             self.expire_approval(w)
             return
@@ -235,21 +242,37 @@ class Observation(Memoization):
         if not tallied:  # a tallied gate's approvals are in the audit already, one by one
             why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
             self.approvals.append(
-                Approval(step=w.name, decision=verdict, user=user, time=self.now, message=why and why[:1024])
+                Approval(
+                    step=w.name,
+                    decision=verdict,
+                    user=user,
+                    time=self.now,
+                    message=why and why[:1024],
+                    supplied_by=supplied_by,
+                )
             )
-        if verdict == "Approved":
-            w.succeed(self.now, f"approved by {user}" if user else "approved")
-        else:
+        if verdict != "Approved":
             w.fail(self.now, f"rejected by {user}" if user else "rejected")
             self.note_failure(w)
+            return
+        try:
+            w.outputs = gate_outputs(annotations, w.spec)
+        except ValuesError as err:  # no webhook checked them: fail, never stall nor guess
+            w.fail(self.now, values_refused(user, str(err), w.name))
+            self.note_failure(w)
+            return
+        w.succeed(self.now, f"approved by {user}" if user else "approved")
 
-    def tally(self, w: StepWork, approval: StepApproval, *, waiting: bool) -> None:
+    def tally(
+        self, w: StepWork, approval: StepApproval, *, waiting: bool, supplied_by: str | None = None
+    ) -> None:
         """A tallied gate's approvals (`approval`): each approver audited as it comes, and, while it
         waits, its count in its message (none yet on a gate one approval opens: its usual message).
 
         The audit stays bounded, whatever approvals are given and taken back (validation/size.py counts
         on it): in one reach of the gate each user is audited at most once, and approvals that do not
-        open it at most `required - 1` times; those that open it always are."""
+        open it at most `required - 1` times; those that open it always are. `supplied_by`: who set the
+        values of a gate that opens now, for the entry of the approval that opens it."""
         annotations = self.flow.metadata.annotations
         users = approvers_so_far(annotations, w.name, approval.needed)
         audited = self.audited_in_reach(w)
@@ -271,6 +294,8 @@ class Observation(Memoization):
                     user=user,
                     time=self.now,
                     message=why[:1024] if why and user == users[-1] else None,
+                    # The approval that opens it takes the values: who set them goes with it.
+                    supplied_by=supplied_by if not waiting and user == users[-1] else None,
                 )
             )
         if waiting:

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX
+from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, VALUES_PREFIX
+from zen_flow.core.gate_values import Supplied
 from zen_flow.validation.errors import FieldError, invalid, not_found
+from zen_flow.validation.gate_values import check_values, supplied_params
 from zen_flow.validation.steps import is_manual
 
 _ANNOTATIONS = "metadata.annotations"
 
 
 def has_approvals(meta: Any) -> bool:
-    """Does this metadata carry an approval or rejection annotation (which the spec's steps decide)?"""
+    """Does this metadata carry an approval, rejection or values annotation (which the spec's steps
+    decide)?"""
     annotations = meta.get("annotations") if isinstance(meta, dict) else None
     return isinstance(annotations, dict) and any(
-        isinstance(key, str) and key.startswith((APPROVE_PREFIX, REJECT_PREFIX)) for key in annotations
+        isinstance(key, str) and key.startswith((APPROVE_PREFIX, REJECT_PREFIX, VALUES_PREFIX))
+        for key in annotations
     )
 
 
 def validate_approvals(obj: Any) -> list[FieldError]:
-    """Every approval annotation must name a Manual step of the flow."""
+    """Every approval annotation must name a Manual step of the flow; values annotations and the
+    approvals of gates with supplied outputs follow gate_values.py."""
     meta: Any = obj.get("metadata") if isinstance(obj, dict) else None
     if not has_approvals(meta):  # most flows: their steps are not read at all
         return []
@@ -34,11 +39,16 @@ def validate_approvals(obj: Any) -> list[FieldError]:
     steps = spec.get("steps") if isinstance(spec, dict) else None
     names: set[str] = set()
     manual: set[str] = set()
+    gates: dict[str, tuple[Supplied, ...]] = {}
+    tallied: set[str] = set()
     for step in steps if isinstance(steps, list | tuple) else ():
         if isinstance(step, dict) and isinstance(step.get("name"), str):
             names.add(step["name"])
             if is_manual(step):
                 manual.add(step["name"])
+                gates[step["name"]] = supplied_params(step)
+                if step.get("approval") is not None:
+                    tallied.add(step["name"])
     errors: list[FieldError] = []
     for key in annotations:
         if not isinstance(key, str):
@@ -52,4 +62,7 @@ def validate_approvals(obj: Any) -> list[FieldError]:
                 errors.append(not_found(path, step, "this flow has no step of that name"))
             elif step not in manual:
                 errors.append(invalid(path, step, "only Manual steps are approved or rejected"))
-    return errors
+    flow = meta.get("name") or meta.get("generateName") or "FLOW"
+    return errors + check_values(
+        annotations, gates, names, tallied, flow if isinstance(flow, str) else "FLOW"
+    )

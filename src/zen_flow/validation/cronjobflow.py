@@ -20,6 +20,7 @@ from zen_flow.api.constants import (
     CRON_KIND,
     KIND,
     REJECT_PREFIX,
+    VALUES_PREFIX,
     ConcurrencyPolicy,
 )
 from zen_flow.core.cron import ScheduleError, parse_schedule, parse_time_zone
@@ -134,7 +135,8 @@ def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
     # which it does not have (nor should: its CronJobFlow's author would decide gates through it).
     for key in annotations if isinstance(annotations, dict) else ():
         path = f"metadata.annotations[{key}]"
-        if isinstance(key, str) and key.startswith((APPROVE_PREFIX, REJECT_PREFIX)) and path not in wrong:
+        decides = (APPROVE_PREFIX, REJECT_PREFIX, VALUES_PREFIX)  # values need a decider's authority too
+        if isinstance(key, str) and key.startswith(decides) and path not in wrong:
             r.add(
                 forbidden(
                     "spec.jobFlowTemplate." + path,

@@ -46,6 +46,7 @@ from zen_flow.validation.steps import (
     check_step_fields,
     check_step_names,
     check_step_references,
+    is_manual,
 )
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
 
@@ -192,7 +193,14 @@ def step_memo() -> CheckMemo[TemplateInfo | None]:
         info = check_step_fields(r, step, path, templates)
         outputs = r.mapping(step.get("outputs"), path + ".outputs")
         if outputs is not None:
-            check_outputs(r, outputs, path + ".outputs", _container_names(step), _mount_paths(step))
+            check_outputs(
+                r,
+                outputs,
+                path + ".outputs",
+                _container_names(step),
+                _mount_paths(step),
+                manual=is_manual(step),
+            )
         return info
 
     return CheckMemo(check, relocate_info, STEP_WIRING)

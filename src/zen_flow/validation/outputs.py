@@ -13,14 +13,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.core.gate_values import MAX_VALUE_BYTES
 from zen_flow.validation.errors import (
     Path,
+    duplicate,
     forbidden,
     invalid,
     not_found,
     not_supported,
     quote,
     required,
+    too_long,
     too_many,
 )
 from zen_flow.validation.formats import abs_path_problem
@@ -32,6 +35,15 @@ ARCHIVE_FORMATS = ("tar", "zip")
 COMPRESSIONS = ("gzip", "none")
 
 _MESSAGE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Where an output parameter's value comes from: exactly one of them.
+_SOURCES = ("jsonPath", "terminationMessage", "supplied")
+_ONE_OF = "jsonPath or terminationMessage (a Job step), or supplied (a Manual step)"
+_MANUAL_ONLY = (
+    "a Manual step runs no Job: its outputs are values supplied when it is approved (valueFrom.supplied)"
+)
+_JOB_ONLY = "only a Manual step's outputs are supplied at its approval: a Job step's read its Job"
+MAX_SUPPLIED_TEXT = 1024  # CRD supplied.default, enum[] and description maxLength
+MAX_SUPPLIED_ENUM = 64  # CRD supplied.enum maxItems
 
 
 def _step_prefix(value: str) -> tuple[str | None, str]:
@@ -129,10 +141,13 @@ def check_outputs(
     path: Path,
     containers: Sequence[str] | None = None,
     mounts: Sequence[str] | None = None,
+    *,
+    manual: bool = False,
 ) -> None:
     """The outputs' own rules (check_output_references has the one that reads the step's name).
     `containers`: the names in the step's Job template (None when it has none to read); `mounts`: the
-    mountPaths of its containers' volumes."""
+    mountPaths of its containers' volumes; `manual`: the step is a Manual gate, whose outputs are
+    supplied at its approval."""
     names: set[str] = set()
     params = outputs.get("parameters")
     if isinstance(params, list) and len(params) > MAX_OUTPUT_PARAMETERS:
@@ -150,15 +165,15 @@ def check_outputs(
         if source is None:
             continue
         src_path = item_path + ".valueFrom"
-        has_path, has_message = (
-            source.get("jsonPath") is not None,
-            source.get("terminationMessage") is not None,
-        )
-        if has_path == has_message:
-            what = "may not be specified together with jsonPath" if has_path else "set exactly one"
-            target = ".terminationMessage" if has_path else ".jsonPath"
-            error = forbidden if has_path else required
-            r.add(error(src_path + target, f"{what}: an output reads jsonPath or terminationMessage"))
+        given = [f for f in _SOURCES if source.get(f) is not None]
+        if len(given) != 1:
+            what = "may not be specified together with " + given[0] if given else "set exactly one"
+            target = "." + (given[1] if given else _SOURCES[2 if manual else 0])
+            error = forbidden if given else required
+            r.add(error(src_path + target, f"{what}: an output reads {_ONE_OF}"))
+            continue
+        if manual != (given[0] == "supplied"):
+            r.add(forbidden(src_path + "." + given[0], _MANUAL_ONLY if manual else _JOB_ONLY))
             continue
         json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
         if json_path is not None:
@@ -166,10 +181,41 @@ def check_outputs(
         message = r.mapping(source.get("terminationMessage"), src_path + ".terminationMessage")
         if message is not None:
             _check_termination_message(r, message, src_path + ".terminationMessage", containers)
+        supplied = r.mapping(source.get("supplied"), src_path + ".supplied")
+        if supplied is not None:
+            check_supplied(r, supplied, src_path + ".supplied")
     names = set()
     for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
         check_item_name(r, artifact, item_path, names)
         _check_output_artifact(r, artifact, item_path, mounts)
+
+
+def check_supplied(r: Reader, supplied: Mapping[str, Any], path: Path) -> None:
+    """A gate's supplied value: its `default` must be one of its `enum` (else no approval could take it
+    without a value), and both fit in an output value (core/gate_values.py)."""
+    default = r.string(supplied.get("default"), path + ".default")
+    if default is not None and len(default.encode()) > MAX_VALUE_BYTES:
+        r.add(too_long(path + ".default", default, MAX_VALUE_BYTES))
+    description = r.string(supplied.get("description"), path + ".description")
+    if description is not None and len(description) > MAX_SUPPLIED_TEXT:
+        r.add(too_long(path + ".description", description, MAX_SUPPLIED_TEXT))
+    items = r.sequence(supplied.get("enum"), path + ".enum")
+    if items is None:
+        return
+    if len(items) > MAX_SUPPLIED_ENUM:
+        r.add(too_many(path + ".enum", len(items), MAX_SUPPLIED_ENUM))
+    allowed: dict[str, None] = {}  # in the order declared
+    for i, item in enumerate(items):
+        value = r.string(item, f"{path}.enum[{i}]", item=True)
+        if value is None:
+            continue
+        if len(value.encode()) > MAX_VALUE_BYTES:
+            r.add(too_long(f"{path}.enum[{i}]", value, MAX_VALUE_BYTES))
+        elif value in allowed:
+            r.add(duplicate(f"{path}.enum[{i}]", value))
+        allowed[value] = None
+    if default is not None and allowed and default not in allowed:
+        r.add(not_supported(path + ".default", default, allowed, "the default must be one of enum"))
 
 
 def _under(path: str, mount: str) -> bool:

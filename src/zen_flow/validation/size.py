@@ -41,6 +41,9 @@ APPROVAL_BYTES = 2 * 256 + 63 + 30 + 80  # approvedBy, and status.audit.approval
 # rejection, its decision message (1 KiB, planner/observation.py) included.
 APPROVER_BYTES = 256 + 2
 TALLIED_ENTRY_BYTES = 256 + 63 + 30 + 80 + 1024 + 64
+# The audit entry of the approval that opens a gate with supplied outputs names who supplied them (one per
+# gate: an opened gate stays Succeeded, a rerun never reaches it again).
+SUPPLIED_BY_BYTES = 256 + 20
 RESOURCE_REF_BYTES = 400  # status.resourceRefs[]
 AUDIT_BYTES = 600  # initiatedBy and correlationID
 # status.audit.retries: the newest request (its id, user, time, and the steps it reran: any of the flow's,
@@ -70,6 +73,8 @@ def status_bound(spec: Mapping[str, Any]) -> int:
             total += size
         if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
             total += _approvals_bound(step)
+            if isinstance(outputs, dict) and _supplies(outputs):
+                total += SUPPLIED_BY_BYTES
     templates = _mapping(spec.get("resourceTemplates"))
     for kind in ("volumeClaimTemplates", "configMapTemplates"):
         total += RESOURCE_REF_BYTES * len(_items(templates.get(kind)))
@@ -88,6 +93,13 @@ def _outputs_bound(outputs: Mapping[str, Any]) -> int:
         total += (len(name) if isinstance(name, str) else 253) + OUTPUT_VALUE_BYTES + 40
     # name, path, size and digest once artifacts are recorded
     return total + 600 * len(_items(outputs.get("artifacts")))
+
+
+def _supplies(outputs: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(p.get("valueFrom"), dict) and p["valueFrom"].get("supplied") is not None
+        for p in _items(outputs.get("parameters"))
+    )
 
 
 def object_bound(spec_size: int, status: int) -> int:

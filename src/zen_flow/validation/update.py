@@ -21,6 +21,7 @@ from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import SPEC, validate_jobflow
+from zen_flow.validation.gate_values import frozen_values
 from zen_flow.validation.gates import approval_edits
 
 
@@ -92,6 +93,8 @@ def validate_update(
         # update's doing. (Only when the new object has errors: the old one is then checked as well.)
         before = set(validate_jobflow(old) + validate_approvals(old))
         errors = [e for e in errors if e not in before]
+    # A decided gate's values are its recorded outputs: they change only once a rerun reaches it again.
+    errors += frozen_values(old, new)
     started = has_started(old)
     if not spec_kept and not started and _get(old, "spec", "steps") != _get(new, "spec", "steps"):
         # Before the start: a decision taken under a step's old `approval` would count under the new one.

@@ -6,8 +6,10 @@
    (CREATE), and `approved-by.workflow.kube-zen.io/<step>` is the user who added or changed the step's
    approve./reject. annotation, and `workflow.kube-zen.io/retried-by` the user who set or changed the
    rerun request `workflow.kube-zen.io/retry`, and `workflow.kube-zen.io/stopped-by` the user who set the
-   stop request `workflow.kube-zen.io/stop`. Any other value a user writes into these keys is put back
-   (UPDATE) or dropped (CREATE): the controller copies them into status.audit, so they must be trustworthy.
+   stop request `workflow.kube-zen.io/stop`, and `values-by.workflow.kube-zen.io/<step>` the user who set
+   or changed the values supplied at that gate (`values.workflow.kube-zen.io/<step>`). Any other value a
+   user writes into these keys is put back (UPDATE) or dropped (CREATE): the controller copies them into
+   status.audit, so they must be trustworthy.
    So is `decision-message.workflow.kube-zen.io/<step>`, recorded beside the approver's name: it is kept
    only when written in the request that takes the decision (else put back, or dropped, so that a message
    planted earlier never reads as the approver's words); on a tallied gate, only when that request
@@ -37,11 +39,13 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
+    ANNOTATION_VALUES_BY_PREFIX,
     APPROVE_PREFIX,
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CONCURRENCY_POLICY,
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     REJECT_PREFIX,
+    VALUES_PREFIX,
 )
 from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.decision_values import is_true, join_users, recorded_users
@@ -103,6 +107,21 @@ def changed_decisions(new_ann: Mapping[str, str], old_ann: Mapping[str, str]) ->
     return changed, changed & after.keys()
 
 
+def changed_values(new_ann: Mapping[str, str], old_ann: Mapping[str, str]) -> set[str]:
+    """The steps whose supplied values (values.workflow.kube-zen.io/<step>) the request sets, changes or
+    removes: they need the authority of a decision on the step (webhook/review.py)."""
+    return {
+        key[len(VALUES_PREFIX) :]
+        for key in new_ann.keys() | old_ann.keys()
+        if key.startswith(VALUES_PREFIX) and key != VALUES_PREFIX and new_ann.get(key) != old_ann.get(key)
+    }
+
+
+def request_values(operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> set[str]:
+    """`changed_values` of an admission request's objects."""
+    return changed_values(_annotations(obj), _annotations(old) if operation == "UPDATE" and old else {})
+
+
 def request_decisions(operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> set[str]:
     """`changed_decisions` of an admission request's objects: every step whose decision it touches."""
     return changed_decisions(_annotations(obj), _annotations(old) if operation == "UPDATE" and old else {})[0]
@@ -153,8 +172,14 @@ def desired_audit(
     else:
         want[ANNOTATION_STOPPED_BY] = old_ann.get(ANNOTATION_STOPPED_BY)
     for key in new_ann.keys() | old_ann.keys():
-        if key.startswith((ANNOTATION_APPROVED_BY_PREFIX, ANNOTATION_REJECTED_BY_PREFIX)):
+        if key.startswith(
+            (ANNOTATION_APPROVED_BY_PREFIX, ANNOTATION_REJECTED_BY_PREFIX, ANNOTATION_VALUES_BY_PREFIX)
+        ):
             want[key] = old_ann.get(key)  # only the webhook writes these
+    # Who supplied a gate's values: whoever set or changed them last (dropped with them).
+    for step in changed_values(new_ann, old_ann):
+        given = VALUES_PREFIX + step in new_ann
+        want[ANNOTATION_VALUES_BY_PREFIX + step] = (username or None) if given else None
     changed, decided = changed_decisions(new_ann, old_ann)
     tallied = tallied_steps(obj) if changed else {}
     for step in decided - tallied.keys():

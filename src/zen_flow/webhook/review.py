@@ -43,6 +43,7 @@ from zen_flow.webhook.mutation import (
     SPEC_READ_DECIDING,
     mutation_ops,
     request_decisions,
+    request_values,
     withdrawals,
 )
 
@@ -148,13 +149,17 @@ def validate_review_decisions(body: bytes) -> tuple[dict[str, Any], Decisions | 
         meta = request.object.member("metadata")
         old = {"metadata": request.old_object.member("metadata")} if request.operation == "UPDATE" else None
         steps = request_decisions(request.operation, {"metadata": meta}, old)
+        # Supplying a gate's values takes the authority of deciding it (RBAC's approve, its approvers):
+        # they are what its approval lets through.
+        valued = request_values(request.operation, {"metadata": meta}, old)
         # The request names the flow; the object too, should a `generateName` leave the request's empty.
         name = request.name or (meta.get("name") if isinstance(meta, dict) else None) or ""
         flow = f"{request.namespace}/{name}" if name else f"(a new one) in {request.namespace}"
         # The steps are decoded for a decision only: their `approval` may name who can take it. Taking an
         # approval back is left to RBAC's verb alone: it cannot open a gate, and an operator who is not
         # named must be able to clear a timed-out gate's approvals for its rerun.
-        named = steps - withdrawals(request.operation, {"metadata": meta}, old)
+        named = (steps - withdrawals(request.operation, {"metadata": meta}, old)) | valued
+        steps |= valued
         refusal = gate_refusal(_steps(request.object), named, request.user, flow) if named else None
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc), None

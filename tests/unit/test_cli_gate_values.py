@@ -1,0 +1,106 @@
+"""`zen-flow approve FLOW STEP -p NAME=VALUE`: the values a gate asks for and its approval in one patch,
+checked as the webhook would before anything is sent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from test_cli_commands import NS, FakeCluster, annotation_writes, zen_flow
+from test_cli_commands import cluster as cluster  # the fixture
+
+from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
+
+VALUES = "values.workflow.kube-zen.io/gate"
+APPROVE = "approve.workflow.kube-zen.io/gate"
+
+
+def release(annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    params = [
+        {"name": "env", "valueFrom": {"supplied": {"enum": ["staging", "prod"]}}},
+        {"name": "version", "valueFrom": {"supplied": {"default": "latest"}}},
+    ]
+    steps = [job_step("build"), manual_step("gate", "build", outputs={"parameters": params})]
+    return flow_manifest("rel", NS, steps, annotations=annotations)
+
+
+def waiting(cluster: FakeCluster, annotations: dict[str, str] | None = None) -> None:
+    cluster.add(
+        release(annotations), {"phase": "Paused", "steps": [{"name": "gate", "phase": "PendingApproval"}]}
+    )
+
+
+def test_values_and_the_approval_are_written_in_one_patch(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting(cluster)
+    code, out, _ = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod", "-p", "version=1.2")
+    assert (code, out) == (0, "jobflow default/rel: step gate approved\n")
+    [patch] = annotation_writes(cluster)
+    annotations = patch["metadata"]["annotations"]
+    assert annotations[APPROVE] == "true"
+    assert json.loads(annotations[VALUES]) == {"env": "prod", "version": "1.2"}
+
+
+def test_values_given_earlier_are_kept_beside_new_ones(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting(cluster, {VALUES: '{"env":"staging"}'})
+    code, _, _ = zen_flow(capsys, "approve", "rel", "gate", "-p", "version=2")
+    assert code == 0
+    written = cluster.flows["rel"]["metadata"]["annotations"][VALUES]
+    assert json.loads(written) == {"env": "staging", "version": "2"}
+
+
+def test_an_approval_without_a_value_the_gate_needs_is_refused_before_anything_is_sent(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting(cluster)
+    code, _, err = zen_flow(capsys, "approve", "rel", "gate")
+    assert code != 0
+    assert "step gate needs a value for parameter 'env': zen-flow approve rel gate -p env=..." in err
+    assert annotation_writes(cluster) == []
+
+
+def test_an_approval_whose_values_were_given_before_needs_no_p(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting(cluster, {VALUES: '{"env":"prod"}'})
+    code, _, _ = zen_flow(capsys, "approve", "rel", "gate")
+    assert code == 0
+    assert annotation_writes(cluster) == [{"metadata": {"annotations": {APPROVE: "true"}}}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["-p", "env=qa"], "step gate: value 'qa' of parameter 'env' is not one of: staging, prod"),
+        (["-p", "region=eu"], "step gate asks for no value 'region' (it asks for: env, version)"),
+        (["-p", "env"], "-p 'env': expected NAME=VALUE"),
+    ],
+)
+def test_values_the_gate_cannot_take_are_refused_before_anything_is_sent(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    waiting(cluster)
+    code, _, err = zen_flow(capsys, "approve", "rel", "gate", *argv)
+    assert code != 0
+    assert said in err
+    assert annotation_writes(cluster) == []
+
+
+def test_a_gate_that_asks_for_nothing_takes_no_values(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = flow_manifest("plain", NS, [job_step("build"), manual_step("gate", "build")])
+    cluster.add(flow, {"phase": "Paused", "steps": [{"name": "gate", "phase": "PendingApproval"}]})
+    code, _, err = zen_flow(capsys, "approve", "plain", "gate", "-p", "env=prod")
+    assert code != 0
+    assert "step gate of jobflow plain asks for no values (-p)" in err
+    assert annotation_writes(cluster) == []
+
+
+def test_reject_takes_no_values(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        zen_flow(capsys, "reject", "rel", "gate", "-p", "env=prod")
