@@ -500,7 +500,7 @@ async def test_a_failing_flow_is_logged_once_until_its_cause_changes() -> None:
     hiccup = from_status(503, {"message": "apiserver unavailable"})
     with capture_logs() as logs:
         for error in (hiccup, hiccup, hiccup, from_status(504, {"message": "timeout"})):
-            ctrl._report_failure(fake.flow.key, error)
+            ctrl._failures.failed(fake.flow.key, error)
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert [w["error"] for w in warnings] == [
         "ApiError: 503: apiserver unavailable",

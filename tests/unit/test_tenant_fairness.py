@@ -1,5 +1,5 @@
 """Tenants (namespaces) share the controller's work queue fairly: the real Controller on the queue the
-controller runs with (`app.flow_queue`), against the fake apiserver and a fake clock."""
+controller runs with (`flow_queue.flow_queue`), against the fake apiserver and a fake clock."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from zen_flow.api import Job
-from zen_flow.controller.app import flow_queue, worker_count
+from zen_flow.controller.flow_queue import flow_queue, worker_count
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.kube.errors import from_status

@@ -27,6 +27,7 @@ from zen_flow import logging as zf_logging
 from zen_flow.config import Settings, split_addr
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
+from zen_flow.controller.flow_queue import flow_queue, worker_count
 from zen_flow.controller.health import Probe, create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
 from zen_flow.controller.metric_collectors import InformerStats
@@ -50,8 +51,6 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
-from zen_flow.machinery.queue_metrics import QueueMetrics
-from zen_flow.machinery.ratelimit import default_controller_rate_limiter, namespace_of
 from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
@@ -63,38 +62,6 @@ log = get_logger(__name__)
 # 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
 # reports progress far more often than this.
 STALE_INFORMER_SECONDS = 15 * 60
-
-
-def worker_count(workers: int) -> int:
-    """How many workers the controller runs for `--workers` (what one namespace may use): twice as many,
-    so that one namespace's slow reconciles (its Job creates held 10-30 s each by a slow admission webhook
-    of that namespace) leave as many workers to the others. One namespace alone gets what it got before."""
-    return 2 * workers
-
-
-def flow_queue(
-    clock: Clock, start_limit: int, workers: int, metrics: QueueMetrics | None = None
-) -> WorkQueue[str]:
-    """The controller's work queue of flow keys, shared fairly between tenants (namespaces), for
-    `worker_count(workers)` workers."""
-    return WorkQueue(
-        name="jobflows",
-        clock=clock,
-        # Retries are paced per namespace: one tenant's failing flows must not delay another's retry.
-        rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
-        metrics=metrics,
-        # A burst of new flows must not take every worker: the next step of a running flow would wait
-        # for one (measured: 12-25 ms at p50 while 1,000 flows started; docs/BENCHMARKS.md). Per
-        # namespace as before; in all, as many workers as one namespace keeps free stay free.
-        group_low_limit=start_limit,
-        low_limit=worker_count(workers) - (workers - start_limit),
-        # One namespace never holds more than `workers`: another tenant's flows always find a worker.
-        group_limit=workers,
-        # And namespaces take turns: one tenant's 1,000 new flows, or 1,000 running flows whose Jobs
-        # finished together, do not queue another tenant's next step behind them all
-        # (machinery/queue_lines.py).
-        group_of=namespace_of,
-    )
 
 
 def client_options(settings: Settings) -> ClientOptions:

@@ -1,11 +1,11 @@
 """Reading and writing memoized steps' cache entries for the reconciler (planner/memoization.py).
 
 A plan names the entries it needs (`Plan.lookups`: memoized steps ready to start); they are read here,
-one GET per ConfigMap, and the plan is made again with the answers. A plan that stores a result
-(`SaveMemo`) has it written here, before the status write: a lost status write stores it again, which is
-harmless. The cache is an optimisation, never a reason to fail a flow: a ConfigMap that cannot be read
-(403, a timeout) runs the step, and a save that fails (403, a 5xx) is logged and said in a Warning event
-`MemoizeFailed`, the step's outcome unchanged.
+one GET per ConfigMap, and the plan is made again with the answers (`MemoCache.plan`). A plan that
+stores a result (`SaveMemo`) has it written here, before the status write: a lost status write stores
+it again, which is harmless. The cache is an optimisation, never a reason to fail a flow: a ConfigMap
+that cannot be read (403, a timeout) runs the step, and a save that fails (403, a 5xx) is logged and
+said in a Warning event `MemoizeFailed`, the step's outcome unchanged.
 
 Only ConfigMaps labelled `workflow.kube-zen.io/memo-cache: "true"` are caches (the controller labels the
 ones it creates): `cache.configMap.name` is the flow author's to choose, and without the label anyone who
@@ -23,7 +23,8 @@ downloaded 1 MiB, for good.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -75,6 +76,36 @@ class MemoCache:
         self._api = api
         self._events = events
         self._metrics = metrics
+
+    async def plan(
+        self,
+        flow: JobFlow,
+        make: Callable[[Mapping[str, planner.MemoAnswer]], Awaitable[planner.Plan | None]],
+        *,
+        hold: Callable[[], AbstractAsyncContextManager[object]],
+        settle: Callable[[planner.Plan], None],
+    ) -> planner.Plan | None:
+        """The flow's plan, `make` with the entries read so far, under `hold` (the concurrency group's
+        lock); None when `make` gives none. A plan that names memoized steps ready to start (`lookups`)
+        is made again once their entries are read, outside the lock (a GET must not hold the group), so
+        that a hit serves the step now. `settle` sees the final plan before the lock is let go."""
+        memos: dict[str, planner.MemoAnswer] = {}
+        unusable: set[str] = set()  # steps whose cache could not be read or is no cache
+        for rounds in range(1, MEMO_READ_ROUNDS + 1):
+            async with hold():
+                planned = await make(memos)
+                if planned is None:
+                    return None
+                if not planned.lookups or rounds == MEMO_READ_ROUNDS:
+                    # The steps still waiting for their entries are planned again in a second
+                    # (`planner.memoization.LOOKUP_RETRY_SECONDS`).
+                    settle(planned)
+                    self.count_lookups(memos, unusable, planned.status)
+                    return planned
+            answers, failed = await self.read(flow, planned.lookups)
+            memos.update(answers)
+            unusable |= failed
+        raise AssertionError("unreachable: the last round returns")
 
     async def read(
         self, flow: JobFlow, lookups: Sequence[planner.MemoLookup]

@@ -22,7 +22,8 @@ from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
-from zen_flow.controller.memo_cache import MEMO_READ_ROUNDS, EventSink, MemoApi, MemoCache
+from zen_flow.controller.flow_queue import FailureReports, priority
+from zen_flow.controller.memo_cache import EventSink, MemoApi, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import (
@@ -38,7 +39,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.keyed_locks import KeyedLocks
-from zen_flow.machinery.workqueue import Priority, QueueShutDown, WorkQueue
+from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 from zen_flow.planner.status import REASON_JOB_REJECTED
 from zen_flow.validation import has_started, validate_jobflow
@@ -52,9 +53,6 @@ CREATE_FORBIDDEN = "CreateForbidden"
 # flow deleted and re-created under the same name: the old flow's PVC awaits the garbage collector, then
 # its pods).
 RESOURCE_RETRY_SECONDS = 5.0
-
-# Flows whose failure cause is remembered (to log it once); past this, causes are logged every time.
-MAX_TRACKED_FAILURES = 10_000
 
 
 class FlowCache(Protocol):
@@ -138,9 +136,7 @@ class Controller:
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
         # group's Forbid flows must see them running already (read your own writes across flows).
         self._starting: set[str] = set()
-        # flow key -> the cause of its failing reconciles, logged once until it changes or succeeds.
-        # flow key -> (the cause last logged, failures in a row)
-        self._failing: dict[str, tuple[str, int]] = {}
+        self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
 
     def creates_failing(self) -> list[str]:
@@ -158,7 +154,7 @@ class Controller:
         started = flow.status.start_time is not None
         if started or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
             self._starting.discard(flow.metadata.uid)
-        self._queue.add(flow.key, _priority(flow))
+        self._queue.add(flow.key, priority(flow))
         self._wake_group(old, flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
@@ -168,7 +164,7 @@ class Controller:
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
-        self._failing.pop(flow.key, None)
+        self._failures.forget(flow.key)
         self._queue.add(flow.key)
         self._wake_group(flow, None)
 
@@ -216,47 +212,26 @@ class Controller:
             # Expected now and then (a stale cache); the conditional write refused it. Retry soon.
             self._metrics.reconciles.labels("conflict").inc()
             log.debug("status conflict; retrying", error=str(exc))
-            self._queue.add_rate_limited(key, self._priority_of(key))
+            self._queue.add_rate_limited(key, priority(self._flows.get(key)))
         except Exception as exc:
             self._metrics.reconciles.labels("error").inc()
-            self._report_failure(key, exc)
+            self._failures.failed(key, exc)
             # A flow that has not started comes back at low priority: a tenant's failing new flows must
             # not skip the start limit and the namespaces' turns of the line of new flows.
-            self._queue.add_rate_limited(key, self._priority_of(key))
+            self._queue.add_rate_limited(key, priority(self._flows.get(key)))
         else:
             self._queue.forget(key)
-            if (failed := self._failing.pop(key, None)) is not None:
-                log.info("reconcile succeeded again", failures=failed[1], last_error=failed[0])
+            self._failures.succeeded(key)
             if requeue_after is not None:
                 self._metrics.reconciles.labels("requeue").inc()
                 # As the flow's events would queue it: a flow that has not started stays behind running
                 # ones when it comes back (waiting for a sandbox thread, a queued Forbid flow).
-                self._queue.add_after(key, requeue_after, self._priority_of(key))
+                self._queue.add_after(key, requeue_after, priority(self._flows.get(key)))
             else:
                 self._metrics.reconciles.labels("ok").inc()
         finally:
             self._metrics.reconcile_duration.observe(time.perf_counter() - started)
             self._queue.done(key)
-
-    def _priority_of(self, key: str) -> Priority:
-        """The priority the flow's own events queue it with (normal for one no longer cached)."""
-        flow = self._flows.get(key)
-        return Priority.NORMAL if flow is None else _priority(flow)
-
-    def _report_failure(self, key: str, exc: Exception) -> None:
-        """The cause once per flow (with the traceback at debug level); repeats of the same cause are only
-        counted (zen_flow_reconcile_total{result="error"}, and `failures` when it recovers), so an apiserver
-        outage does not bury the log under one line per retry."""
-        cause = f"{type(exc).__name__}: {exc}"
-        known = self._failing.get(key)
-        if known is not None and known[0] == cause:
-            self._failing[key] = (cause, known[1] + 1)
-            log.debug("reconcile failed again", error=cause, failures=known[1] + 1)
-            return
-        if len(self._failing) < MAX_TRACKED_FAILURES or known is not None:
-            self._failing[key] = (cause, 1 if known is None else known[1] + 1)
-        log.warning("reconcile failed; retrying with backoff", error=cause)
-        log.debug("reconcile failure detail", exc_info=exc)
 
     async def reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
@@ -373,28 +348,16 @@ class Controller:
     async def _plan(
         self, flow: JobFlow, jobs: Sequence[Job], now: datetime, messages: Mapping[str, planner.PodMessages]
     ) -> planner.Plan | None:
-        """The flow's plan, under its concurrency group's lock; None when no sandbox thread is free. A
-        plan that names memoized steps ready to start (`lookups`) is made again once their cache entries
-        are read (outside the lock: a GET must not hold the group), so that a hit serves the step now."""
-        memos: dict[str, planner.MemoAnswer] = {}
-        unusable: set[str] = set()  # steps whose cache could not be read or is no cache
+        """The flow's plan, under its concurrency group's lock, with the memoized steps' cache entries it
+        needs (`MemoCache.plan`); None when no sandbox thread is free."""
         group = planner.group_of(flow)
-        for rounds in range(1, MEMO_READ_ROUNDS + 1):
-            async with self._group_locks.hold(group) if group else contextlib.nullcontext():
-                # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
-                planned = await self._runner.plan(flow, jobs, now, messages, self._peers(flow), memos)
-                if planned is None:
-                    return None
-                if not planned.lookups or rounds == MEMO_READ_ROUNDS:
-                    # The steps still waiting for their entries are planned again in a second
-                    # (`planner.memoization.LOOKUP_RETRY_SECONDS`).
-                    self._track_start(flow, planned.status)
-                    self._memo_cache.count_lookups(memos, unusable, planned.status)
-                    return planned
-            answers, failed = await self._memo_cache.read(flow, planned.lookups)
-            memos.update(answers)
-            unusable |= failed
-        raise AssertionError("unreachable: the last round returns")
+        return await self._memo_cache.plan(
+            flow,
+            # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
+            lambda memos: self._runner.plan(flow, jobs, now, messages, self._peers(flow), memos),
+            hold=lambda: self._group_locks.hold(group) if group else contextlib.nullcontext(),
+            settle=lambda planned: self._track_start(flow, planned.status),
+        )
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)
@@ -430,10 +393,3 @@ class Controller:
             errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
         self._validated[uid] = (generation, errors)
         return errors
-
-
-def _priority(flow: JobFlow) -> Priority:
-    """A flow that has not started waits behind the steps of running flows (a burst of new flows must not
-    hold every running flow's next step); once started, or when it finishes, it is work in progress."""
-    fresh = flow.status.start_time is None and flow.status.phase in (None, FlowPhase.PENDING)
-    return Priority.LOW if fresh else Priority.NORMAL

@@ -227,6 +227,9 @@ class Observation(Memoization):
     def observe_approval(self, w: StepWork) -> None:
         annotations = self.flow.metadata.annotations
         decided = decision(annotations, w.name, w.spec.approval)
+        if decided is not None and self.decided_too_late(w):
+            self.expire_approval(w)
+            return
         approval = w.spec.approval
         tallied = approval is not None and (decided is None or decided[0] == "Approved")
         # The values of the approval that opens the gate: those on the flow when it is seen approved.
@@ -321,6 +324,29 @@ class Observation(Memoization):
             and a.user
             and (since is None or a.time is None or a.time >= since)
         }
+
+    def decided_too_late(self, w: StepWork) -> bool:
+        """Did a decision seen on a gate still waiting past its `timeoutSeconds` come after a plan had
+        timed it out? Otherwise it counts: given in time, it may be seen late (a restart, a backlog), and
+        nothing tells when it was given. But a finally step's Job that the status does not record shows
+        that a plan whose status write was lost had ended every other step (only then is one created),
+        the gate with them: past its timeout, for it (a decision that came after that plan's read is what
+        made its write fail, with a conflict). Deciding the gate now would start its dependents beside
+        the finally steps, or end the flow otherwise than that plan did: the timeout stands, as with the
+        write kept. (Read wrongly only when that plan came before the timeout, decided the gate and ended
+        the other steps, and its write was lost to a crash: the gate then times out, the flow fails.)"""
+        timeout = w.spec.timeout_seconds
+        if not timeout or w.start_time is None or self.now < after(w.start_time, timeout):
+            return False
+        initial = self.works.initial
+        for name in self.final:
+            s = initial.get(name)
+            if s is not None and s.phase not in (StepPhase.PENDING, StepPhase.RETRYING):
+                continue
+            attempt = 0 if s is None else s.retry_count + (1 if s.phase == StepPhase.RETRYING else 0)
+            if self.job_name(name, attempt) in self.jobs:
+                return True
+        return False
 
     def expire_approval(self, w: StepWork) -> None:
         """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:
