@@ -722,9 +722,13 @@ def test_make_validate_examples_checks_the_examples_and_the_original_forms() -> 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "JobFlow(s)" not in done.stdout  # errors only on stdout; the summary is on stderr
+    kinds = [yaml.safe_load(p.read_text())["kind"] for p in (REPO / "examples" / "templates").glob("*.yaml")]
     expected = len(project_examples()) + len(original_forms()) + len(upstream_examples())
+    expected += kinds.count("JobFlow")  # made from a template
     scheduled = len(list((REPO / "examples" / "scheduled").glob("*.yaml")))  # CronJobFlows
-    assert f"{expected} JobFlow(s) and {scheduled} CronJobFlow(s) checked, 0 invalid" in done.stderr
+    templates = kinds.count("JobFlowTemplate")
+    summary = f"{expected} JobFlow(s), {scheduled} CronJobFlow(s) and {templates} JobFlowTemplate(s) checked"
+    assert f"{summary}, 0 invalid" in done.stderr
 
 
 def test_kubectl_prints_the_webhooks_warning_for_an_artifact_stored_nowhere(

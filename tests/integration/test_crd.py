@@ -82,6 +82,8 @@ def kitchen_sink_spec() -> dict[str, Any]:
     """A spec that sets every field of the schema."""
     key_ref = {"name": "creds", "key": "token"}
     return {
+        # As stored once expanded from its JobFlowTemplate: the steps and where they came from.
+        "templateRef": {"name": "build-and-test"},
         "executionPolicy": {
             "concurrencyPolicy": "Replace",
             "ttlSecondsAfterFinished": 0,

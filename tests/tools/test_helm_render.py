@@ -156,7 +156,14 @@ def test_services_select_the_pods_of_the_release(helm: str, tmp_path: Path) -> N
     assert [s["metadata"]["name"] for s in selected] == ["zen-flow-controller-metrics"]
 
 
-@pytest.mark.parametrize("name", ["jobflows.workflow.kube-zen.io", "cronjobflows.workflow.kube-zen.io"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "jobflows.workflow.kube-zen.io",
+        "cronjobflows.workflow.kube-zen.io",
+        "jobflowtemplates.workflow.kube-zen.io",
+    ],
+)
 def test_crd_is_config_crd_kept_on_uninstall(helm: str, tmp_path: Path, name: str) -> None:
     crd = find(render(helm, tmp_path), "CustomResourceDefinition", name)
     source = documents(CONFIG / "crd" / f"{name}.yaml")[0]

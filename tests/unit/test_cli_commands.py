@@ -62,6 +62,7 @@ class FakeCluster:
             return {}
         if method == "POST":
             made = copy.deepcopy(body)
+            made["metadata"].setdefault("name", made["metadata"].get("generateName", "") + "x7k2p")
             made["status"] = {}
             self.flows[made["metadata"]["name"]] = made
             return made
@@ -495,3 +496,48 @@ def test_submit_wait_that_times_out_at_a_gate_says_so(
     code, out, _ = zen_flow(capsys, "submit", submitted(tmp_path), "--wait", "--timeout", "0")
     assert code == 1
     assert out.splitlines()[-1] == "jobflow default/gate: waiting for approval of approve after 0s"
+
+
+# --- submit --from-template --------------------------------------------------------------------------------
+
+
+def test_submit_from_template_creates_a_flow_naming_it_with_the_argument_values(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = zen_flow(capsys, "submit", "--from-template", "build", "-p", "env=prod", "-p", "ref=v2")
+    assert (code, out) == (0, "jobflow default/build-x7k2p created\n")
+    [(method, path, body)] = cluster.writes
+    assert (method, path) == ("POST", "/apis/workflow.kube-zen.io/v1alpha1/namespaces/default/jobflows")
+    assert body["metadata"] == {"generateName": "build-", "namespace": "default"}
+    assert body["spec"] == {
+        "templateRef": {"name": "build"},
+        "arguments": {"parameters": [{"name": "env", "value": "prod"}, {"name": "ref", "value": "v2"}]},
+    }
+
+
+def test_submit_takes_files_or_a_template_not_both(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = zen_flow(capsys, "submit", submitted(tmp_path), "--from-template", "build")
+    assert code == 2
+    assert "give FILE arguments or --from-template TEMPLATE (one of them)" in err
+    code, _, err = zen_flow(capsys, "submit", "--from-template", "Not_A_Name")
+    assert code == 2
+    assert "--from-template: spec.templateRef.name: Invalid value" in err
+    assert cluster.writes == []
+
+
+def test_p_sets_the_values_of_a_flow_file_naming_a_template(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Its arguments are the template's, which only the cluster has: the webhook checks the names.
+    path = tmp_path / "flow.yaml"
+    spec = {"templateRef": {"name": "build"}, "arguments": {"parameters": [{"name": "env", "value": "dev"}]}}
+    path.write_text(yaml.safe_dump({**flow_manifest("nightly", NS, []), "spec": spec}))
+    code, _, _ = zen_flow(capsys, "submit", str(path), "-p", "env=prod", "-p", "ref=v2")
+    assert code == 0
+    [(_, _, body)] = cluster.writes
+    assert body["spec"]["arguments"]["parameters"] == [
+        {"name": "env", "value": "prod"},
+        {"name": "ref", "value": "v2"},
+    ]

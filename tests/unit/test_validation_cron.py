@@ -200,3 +200,13 @@ def test_an_update_that_keeps_the_spec_is_not_checked_again() -> None:
     changed["spec"]["suspend"] = True
     request["request"]["object"] = changed
     assert validate_cron_review(json.dumps(request).encode())["response"]["allowed"] is False
+
+
+def test_a_template_may_name_a_jobflowtemplate() -> None:
+    # Each run is created through the apiserver, where the mutating webhook expands it.
+    spec = {"templateRef": {"name": "build"}, "arguments": {"parameters": [{"name": "env", "value": "prod"}]}}
+    assert problems(cron(jobFlowTemplate={"spec": spec})) == []
+    [error] = problems(cron(jobFlowTemplate={"spec": {"templateRef": {"name": "Bad_Name"}}}))
+    assert error.startswith(
+        'spec.jobFlowTemplate.spec.templateRef.name: Invalid value: "Bad_Name": a lowercase'
+    )

@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api import Job, JobFlow, JobFlowSpec, JobFlowStatus
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import Condition, ObjectMeta
 from zen_flow.core import jsonpatch
@@ -72,6 +72,8 @@ class FakeApiServer:
         self.config_map_errors: dict[str, list[Exception | None]] = {}
         self.config_map_limit = 1_048_576  # bytes of data, as the apiserver's
         self.config_map_requests: list[str] = []  # "get NAME", "patch NAME", "create NAME", in order
+        # JobFlowTemplates, raw, by (namespace, name): what the controller expands a flow naming one from.
+        self.templates: dict[tuple[str, str], dict[str, Any]] = {}
 
     # --- writes that happen outside the controller (users, the Job controller) -------------------------
 
@@ -246,6 +248,33 @@ class FakeApiServer:
             raise error
 
     # --- EventSink -------------------------------------------------------------------------------------
+
+    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.templates.get((namespace, name))
+
+    async def expand_flow(
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        spec: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> None:
+        """A merge patch of the flow conditional on `resource_version`: a new generation (its spec)."""
+        key = f"{namespace}/{name}"
+        old = self.flows[key]
+        if old.metadata.resource_version != resource_version:
+            self.refused.append("409 Conflict")
+            raise conflict(name)
+        wire = old.spec.to_wire()
+        wire.update(spec)
+        meta = old.metadata.model_copy(
+            update={
+                "labels": {**old.metadata.labels, **labels},
+                "generation": (old.metadata.generation or 1) + 1,
+            }
+        )
+        self._store_flow(old.model_copy(update={"metadata": meta, "spec": JobFlowSpec.model_validate(wire)}))
 
     def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))

@@ -1,5 +1,5 @@
-"""Install the JobFlow CRD and its admission policy, and the CronJobFlow CRD, from config/crd/ into a
-cluster and wait until the CRDs are Established."""
+"""Install the JobFlow CRD and its admission policy, and the CronJobFlow and JobFlowTemplate CRDs, from
+config/crd/ into a cluster and wait until the CRDs are Established."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from zen_flow_dev.cluster.adminclient import wait_until
 REPO = Path(__file__).resolve().parents[3]
 JOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
 CRONJOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRON_CRD_NAME}.yaml"
+TEMPLATE_CRD_PATH = REPO / "config" / "crd" / f"{constants.TEMPLATE_CRD_NAME}.yaml"
 # The ValidatingAdmissionPolicies (and bindings) that ship with the CRD: a started flow's spec.steps and
 # spec.arguments stay unchanged; what each step must be.
 ADMISSION_POLICIES_PATH = REPO / "config" / "crd" / "admission-policies.yaml"
@@ -53,6 +54,8 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
         str(ADMISSION_POLICIES_PATH),
         "-f",
         str(CRONJOBFLOW_CRD_PATH),
+        "-f",
+        str(TEMPLATE_CRD_PATH),
     )
 
     # Not `kubectl wait`: kubectl 1.36 fails at once while a new CRD has no status.conditions yet.
@@ -62,11 +65,12 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
 
     crd = wait_until(established, timeout=timeout, what=f"CRD {constants.CRD_NAME} Established")
     # As `kubectl apply -k config/crd` installs it: a controller then syncs its CronJobFlow informer too.
-    wait_until(
-        lambda: is_established(json.loads(run("get", "crd", constants.CRON_CRD_NAME, "-o", "json"))),
-        timeout=timeout,
-        what=f"CRD {constants.CRON_CRD_NAME} Established",
-    )
+    for other in (constants.CRON_CRD_NAME, constants.TEMPLATE_CRD_NAME):
+
+        def other_established(name: str = other) -> bool:
+            return is_established(json.loads(run("get", "crd", name, "-o", "json")))
+
+        wait_until(other_established, timeout=timeout, what=f"CRD {other} Established")
 
     # The apiserver enforces a new admission policy from its next policy refresh (about a second): until
     # then a started flow's steps could still be edited, and a Job step without a template created. Wait

@@ -196,6 +196,15 @@ INSTANTIATE_MANUAL = "manual"
 DEFAULT_SUCCESSFUL_HISTORY_LIMIT = 3
 DEFAULT_FAILED_HISTORY_LIMIT = 1
 
+# JobFlowTemplates (reusable flow definitions, Argo's WorkflowTemplate): a JobFlow names one in
+# spec.templateRef and is expanded from it once, when created (validation/expansion.py).
+TEMPLATE_KIND = "JobFlowTemplate"
+TEMPLATE_PLURAL = "jobflowtemplates"
+TEMPLATE_SINGULAR = "jobflowtemplate"
+TEMPLATE_CRD_NAME = f"{TEMPLATE_PLURAL}.{GROUP}"
+# On every JobFlow expanded from a template: the template's name (select a template's flows with -l).
+LABEL_TEMPLATE = f"{GROUP}/template"
+
 
 class CronConditionType(StrEnum):
     """Condition types on a CronJobFlow."""

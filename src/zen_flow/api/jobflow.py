@@ -278,12 +278,20 @@ class Arguments(Model):
     parameters: tuple[ArgumentParameter, ...] = ()
 
 
+class TemplateRef(Model):
+    """The JobFlowTemplate a flow is made from (validation/expansion.py): its steps, arguments and
+    policy are copied into the flow when it is created, so the template's later edits never reach it."""
+
+    name: str = ""
+
+
 class JobFlowSpec(Model):
     arguments: Arguments | None = None
     execution_policy: ExecutionPolicy | None = None
     resource_templates: ResourceTemplates | None = None
     steps: tuple[Step, ...] = ()
     suspend: bool | None = None
+    template_ref: TemplateRef | None = None
 
 
 # --- status -------------------------------------------------------------------------------------------

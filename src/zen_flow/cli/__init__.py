@@ -195,10 +195,12 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     p = command(
         "submit",
-        "validate JobFlow files offline, then create them",
-        "zen-flow submit flow.yaml -p env=prod --wait",
+        "validate JobFlow files offline, then create them (or create one from a JobFlowTemplate)",
+        "zen-flow submit flow.yaml -p env=prod --wait; zen-flow submit --from-template build -p ref=v2",
     )
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--from-template", metavar="TEMPLATE",
+                   help="create a flow from the JobFlowTemplate TEMPLATE (named TEMPLATE-xxxxx)")  # fmt: skip
     p.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
                    help="override the flow's argument NAME (spec.arguments.parameters)")  # fmt: skip
     p.add_argument("--generate-name", action="store_true", help="name each flow <its name>-<random suffix>")

@@ -27,13 +27,15 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
     ANNOTATION_VALUES_BY_PREFIX,
+    API_VERSION,
     APPROVE_PREFIX,
+    KIND,
     REJECT_PREFIX,
     STOP_RUN_FINALLY,
     VALUES_PREFIX,
 )
 from zen_flow.cli.graph import dot, mermaid
-from zen_flow.cli.overrides import gate_values_patch, override_arguments, parse_overrides
+from zen_flow.cli.overrides import gate_values_patch, override_arguments, parse_overrides, template_arguments
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import is_jobflow
@@ -44,6 +46,7 @@ from zen_flow.planner.approvals import decision
 from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps, unrun_steps
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.limits import MAX_GENERATE_NAME
 from zen_flow.validation.warnings import flow_warnings
 
 WAIT_POLL_SECONDS = 1.0
@@ -276,8 +279,14 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
 
 
 def prepare_submit(args: argparse.Namespace) -> None:
-    """Offline, before any cluster is contacted: every file read and validated (`args.flows`)."""
-    args.flows = _read_flows(args.files, _overrides(args.parameters))
+    """Offline, before any cluster is contacted: every file read and validated (`args.flows`), or the flow
+    made from `--from-template`."""
+    if bool(args.files) == bool(args.from_template):
+        raise UsageError("give FILE arguments or --from-template TEMPLATE (one of them)")
+    if args.from_template:
+        args.flows = [_from_template(args.from_template, _overrides(args.parameters), args.namespace)]
+    else:
+        args.flows = _read_flows(args.files, _overrides(args.parameters))
     # As kubectl: `-n` fills in a missing namespace, and one that says otherwise is a mistake, not a
     # choice between the two (a flow meant for staging was created in prod).
     for doc in args.flows:
@@ -374,6 +383,22 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
     if not docs:
         raise UsageError(f"no JobFlow in {', '.join(paths)}")
     return docs
+
+
+def _from_template(template: str, values: dict[str, str], namespace: str | None) -> dict[str, Any]:
+    """A flow naming `template` (expanded by the webhook, or the controller), named after it; the values
+    of its arguments are checked against the template's declarations when it is created."""
+    prefix = template[: MAX_GENERATE_NAME - 1].rstrip("-.") + "-"
+    metadata: dict[str, Any] = {"generateName": prefix, **({"namespace": namespace} if namespace else {})}
+    spec: dict[str, Any] = {"templateRef": {"name": template}}
+    if values:
+        spec["arguments"] = template_arguments(values)
+    doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
+    if errors := validate_jobflow(doc):
+        raise UsageError(
+            "invalid, nothing was created:\n" + "\n".join(f"--from-template: {e}" for e in errors)
+        )
+    return doc
 
 
 def _overrides(items: list[str]) -> dict[str, str]:

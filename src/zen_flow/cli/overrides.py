@@ -3,7 +3,10 @@ and the values a Manual gate asks for given with its approval (`gate_values_patc
 
 Only declared arguments may be overridden: a name the flow does not declare is an error naming it
 (a typo must not silently run with the default). The result is validated like any flow, so an enum
-violation reads exactly as the webhook would report it.
+violation reads exactly as the webhook would report it. A flow made from a JobFlowTemplate
+(`spec.templateRef`, no steps) declares nothing itself: its template does, which only the cluster has, so
+each `-p` sets a value of the flow's arguments and the webhook refuses a name the template does not
+declare (`template_arguments` builds them for `zen-flow submit --from-template`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def override_arguments(doc: Mapping[str, Any], overrides: Mapping[str, str]) -> 
     arguments = spec.get("arguments") if isinstance(spec, dict) else None
     params = arguments.get("parameters") if isinstance(arguments, dict) else None
     declared = {p.get("name"): p for p in params or () if isinstance(p, dict)}
+    if isinstance(spec, dict) and spec.get("templateRef") is not None and spec.get("steps") is None:
+        given: dict[str, Any] = {str(n): p.get("value") for n, p in declared.items()}
+        given.update(overrides)
+        spec["arguments"] = {**(arguments or {}), **template_arguments(given)}
+        return flow, []
     errors = []
     for name, value in overrides.items():
         if name in declared:
@@ -88,3 +96,10 @@ def gate_values_patch(flow: JobFlow, step: Step, items: list[str]) -> dict[str, 
             f"zen-flow approve {flow.metadata.name} {step.name} -p {lacking[0]}=..."
         )
     return {key: json.dumps(merged, separators=(",", ":"), ensure_ascii=False)} if given else {}
+
+
+def template_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A flow's `spec.arguments` giving `values` to its template's arguments (empty: none)."""
+    return (
+        {"parameters": [{"name": name, "value": value} for name, value in values.items()]} if values else {}
+    )

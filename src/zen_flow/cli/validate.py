@@ -4,8 +4,10 @@ directories; `-p` overrides the flows' arguments first (as creating the flow fro
 Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents that
 are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be checked;
 CronJobFlows are checked with their own rules (the schedule, the time zone, and the template with the
-JobFlow rules), as their webhook does. One line per error on `out`, prefixed with the file (and `#<n>`, the
-1-based document number, when the file has several documents); the webhook's warnings on a valid flow on
+JobFlow rules), as their webhook does, and JobFlowTemplates with theirs (their spec with the JobFlow
+rules). A flow that names a template (`spec.templateRef`) is checked as far as it can be without it.
+One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number, when the
+file has several documents); the webhook's warnings on a valid flow on
 `err` (`Warning: ...`, as kubectl prints them); then one line on `err`: how many flows were checked and how
 many are invalid. Exit status: 0 all valid; 2 some flow invalid, or a path could not be read or parsed (as
 `zen-flow submit` refuses an invalid file: 2 is bad input, 1 is left to the cluster's answers).
@@ -17,12 +19,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from zen_flow.api.constants import CRON_KIND, GROUP, KIND
+from zen_flow.api.constants import CRON_KIND, GROUP, KIND, TEMPLATE_KIND
 from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.cronjobflow import validate_cronjobflow
 from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.flow_template import validate_jobflowtemplate
 from zen_flow.validation.warnings import flow_warnings
 
 EXIT_OK = 0
@@ -49,7 +52,7 @@ def validate_paths(
     paths: Sequence[str], out: TextIO, err: TextIO, overrides: Mapping[str, str] | None = None
 ) -> int:
     status = EXIT_OK
-    flows = crons = invalid = 0
+    flows = crons = templates = invalid = 0
     for raw in paths:
         root = Path(raw)
         if not root.exists():
@@ -68,6 +71,9 @@ def validate_paths(
                 if is_jobflow(doc, CRON_KIND):
                     crons += 1
                     errors = validate_cronjobflow(doc)
+                elif is_jobflow(doc, TEMPLATE_KIND):
+                    templates += 1
+                    errors = validate_jobflowtemplate(doc)
                 elif is_jobflow(doc):
                     flows += 1
                     doc, errors = override_arguments(doc, overrides or {})
@@ -76,15 +82,18 @@ def validate_paths(
                     continue
                 for error in errors:
                     out.write(f"{label}: {error}\n")
-                warnings = [] if errors or doc.get("kind") == CRON_KIND else flow_warnings(doc)
+                warnings = [] if errors or doc.get("kind") != KIND else flow_warnings(doc)
                 for warning in warnings:  # as kubectl prints the webhook's
                     err.write(f"{label}: Warning: {warning}\n")
                 if errors:
                     invalid += 1
                     status = EXIT_INVALID
-    if flows + crons == 0 and status == EXIT_OK:
+    if flows + crons + templates == 0 and status == EXIT_OK:
         err.write("zen-flow validate: no JobFlow documents found\n")
-    elif flows + crons:
-        scheduled = f" and {crons} CronJobFlow(s)" if crons else ""
-        err.write(f"zen-flow validate: {flows} JobFlow(s){scheduled} checked, {invalid} invalid\n")
+    elif flows + crons + templates:
+        counted = [f"{flows} JobFlow(s)"]
+        counted += [f"{crons} CronJobFlow(s)"] if crons else []
+        counted += [f"{templates} JobFlowTemplate(s)"] if templates else []
+        listed = counted[0] if len(counted) == 1 else ", ".join(counted[:-1]) + " and " + counted[-1]
+        err.write(f"zen-flow validate: {listed} checked, {invalid} invalid\n")
     return status

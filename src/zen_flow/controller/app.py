@@ -359,6 +359,7 @@ def _webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> A
         log.warning("admission webhooks disabled: no tls.crt/tls.key", cert_dir=str(cert_dir))
         return None
     from zen_flow.kube.access_reviews import AccessReviews
+    from zen_flow.kube.flow_templates import WEBHOOK_TIMEOUT_SECONDS, FlowTemplateClient
     from zen_flow.webhook.approvers import ApprovalAuthorizer
     from zen_flow.webhook.runtime import WebhookRuntime
 
@@ -366,6 +367,7 @@ def _webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> A
         cert_dir,
         metrics,
         authorize=ApprovalAuthorizer(AccessReviews(kube)) if settings.authorize_approvals else None,
+        templates=FlowTemplateClient(kube, timeout=WEBHOOK_TIMEOUT_SECONDS),
     )
 
 

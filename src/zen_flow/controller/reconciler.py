@@ -32,6 +32,7 @@ from zen_flow.controller.provisioning import (
     with_resource_uids,
 )
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
+from zen_flow.controller.templates import TemplateApi, TemplateResolver, unexpanded
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
 from zen_flow.kube.errors import ApiError, Conflict
@@ -69,7 +70,7 @@ class JobCache(Protocol):
     def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
 
 
-class ClusterApi(MemoApi, Protocol):
+class ClusterApi(MemoApi, TemplateApi, Protocol):
     """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
@@ -131,6 +132,7 @@ class Controller:
         self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
+        self._templates = TemplateResolver(api, events)
         # Validation is pure but not free (500 steps: milliseconds); a spec only changes with its generation.
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
@@ -259,11 +261,16 @@ class Controller:
             await self._executor.execute(flow, outdated)
             self._first_jobs.replaced(uid)
             return None
-        errors = self._validation_errors(flow)
+        refusal = None
+        if unexpanded(flow) and (refusal := await self._templates.resolve(flow)) is None:
+            return None  # its steps are written now: the watch event of that write brings it back
+        errors = refusal.errors if refusal is not None else self._validation_errors(flow)
         now = self._clock.now()
         started = time.perf_counter()
         if errors:
-            result = planner.fail_invalid(flow, errors, now)
+            result = (
+                refusal.plan(flow, now) if refusal is not None else planner.fail_invalid(flow, errors, now)
+            )
         else:
             if self._runner.turned_away(flow):
                 return SANDBOX_BUSY_RETRY_SECONDS

@@ -46,6 +46,23 @@ class Cluster:
         Returns the flow's new resourceVersion."""
         return await self._flows.patch_status(namespace, name, ops)
 
+    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The raw JobFlowTemplate, None when there is none of that name."""
+        return await self._flows.templates.get(namespace, name)
+
+    async def expand_flow(
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        spec: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> None:
+        """Write a flow's expansion (its spec's members, its labels); `Conflict` if it changed since
+        `resource_version`."""
+        body = {"metadata": {"labels": dict(labels)}, "spec": dict(spec)}
+        await self._flows.merge(namespace, name, body, resource_version)
+
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""
         await self._flows.delete(namespace, name, uid)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from zen_flow.api.constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import TransportError
+from zen_flow.kube.flow_templates import FlowTemplateClient
 from zen_flow.kube.object_head import object_head
 from zen_flow.kube.resource import Resource, ResourceLister
 from zen_flow.kube.transport import MERGE_PATCH, METADATA_ONLY
@@ -42,6 +43,8 @@ class JobFlowClient(ResourceLister):
         # 500 large flows per page made the start-up peak (217 MB at 1,000 20-step flows).
         super().__init__(client, JOBFLOWS, page_size=page_size)
         self._client = client
+        # The templates flows name (controller/templates.py reads one to expand a flow).
+        self.templates = FlowTemplateClient(client)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         """The raw object (parsing is the caller's choice: a broken spec must not make `get` fail)."""
@@ -93,6 +96,18 @@ class JobFlowClient(ResourceLister):
         meta = created.get("metadata")
         uid = meta.get("uid") if isinstance(meta, dict) else None
         return uid if isinstance(uid, str) else ""
+
+    async def merge(self, namespace: str, name: str, body: dict[str, Any], resource_version: str) -> None:
+        """Merge-patch `body` into the flow (not its status), only if it is still at `resource_version`
+        (`Conflict` otherwise): a flow's expansion from its template (controller/templates.py)."""
+        patch = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": resource_version}}
+        await self._client.request(
+            "PATCH",
+            JOBFLOWS.path(namespace, name),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=patch,
+            content_type=MERGE_PATCH,
+        )
 
     async def annotate(self, namespace: str, name: str, annotations: dict[str, str], uid: str) -> None:
         """Merge `annotations` into the flow's (the stop request of a replaced run), only if the flow of

@@ -32,6 +32,10 @@ REASON_STEP_FAILED = "StepFailed"
 REASON_FINALLY_FAILED = "FinallyStepFailed"  # the other steps succeeded; a finally step failed
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_INVALID = "InvalidSpec"
+# A flow naming a JobFlowTemplate that does not exist (controller/templates.py): invalid as well.
+REASON_TEMPLATE_NOT_FOUND = "TemplateNotFound"
+# The reasons a Failed flow's condition Valid is False with.
+INVALID_REASONS = frozenset({REASON_INVALID, REASON_TEMPLATE_NOT_FOUND})
 REASON_REPLACED = "Replaced"
 REASON_STOPPED = "Stopped"
 REASON_QUEUED = "ConcurrencyForbid"
@@ -235,9 +239,9 @@ def _wanted(
         ),
         _Want(
             ConditionType.VALID,
-            failed_reason != REASON_INVALID or phase != FlowPhase.FAILED,
-            REASON_INVALID if failed_reason == REASON_INVALID and phase == FlowPhase.FAILED else "SpecValid",
-            msg if failed_reason == REASON_INVALID and phase == FlowPhase.FAILED else "",
+            failed_reason not in INVALID_REASONS or phase != FlowPhase.FAILED,
+            failed_reason if failed_reason in INVALID_REASONS and phase == FlowPhase.FAILED else "SpecValid",
+            msg if failed_reason in INVALID_REASONS and phase == FlowPhase.FAILED else "",
         ),
         _Want(
             ConditionType.QUEUED,

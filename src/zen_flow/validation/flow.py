@@ -23,6 +23,7 @@ from zen_flow.validation.errors import (
     required,
     too_long,
 )
+from zen_flow.validation.expansion import NEITHER, check_template_ref
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import build_index
 from zen_flow.validation.io import check_inputs
@@ -135,6 +136,13 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
     arguments = _check_arguments(r, spec)
     steps_path = SPEC + ".steps"
+    if spec.get("templateRef") is not None:
+        check_template_ref(r, spec)
+        if spec.get("steps") is None:
+            return  # not expanded yet: its steps are the template's (expansion.py), checked with them
+    elif spec.get("steps") is None:
+        r.add(required(steps_path, NEITHER))
+        return
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
     items = r.mappings(raw_steps, steps_path)

@@ -47,7 +47,7 @@ from zen_flow.webhook.mutation import (
     withdrawals,
 )
 
-__all__ = ["ReviewError", "mutate_review", "validate_review"]
+__all__ = ["ReviewError", "mutate_request", "mutate_review", "validate_review"]
 
 _CAUSE_REASONS = {
     ErrorType.NOT_FOUND: "FieldValueNotFound",
@@ -276,7 +276,11 @@ def _flow_name(meta: Any) -> str:
 
 def mutate_review(body: bytes) -> dict[str, Any]:
     """The mutating webhook: defaults and audit annotations as a JSONPatch (omitted when empty)."""
-    request = parse_review(body)
+    return mutate_request(parse_review(body))
+
+
+def mutate_request(request: AdmissionRequest) -> dict[str, Any]:
+    """`mutate_review` of a parsed request (webhook/templates.py expands a flow naming a template first)."""
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
         return allow(request.uid)
     obj = _mutation_view(request.object)

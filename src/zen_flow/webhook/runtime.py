@@ -8,7 +8,7 @@ from pathlib import Path
 
 from zen_flow.config import split_addr
 from zen_flow.controller.metrics import Metrics
-from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, Authorize, WebhookServer
+from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, Authorize, Templates, WebhookServer
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
 
 
@@ -20,12 +20,14 @@ class WebhookRuntime:
         *,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         authorize: Authorize | None = None,
+        templates: Templates | None = None,
     ):
         self.server = WebhookServer(
             cert_dir,
             reload_interval=reload_interval,
             metrics=PrometheusWebhookMetrics(metrics),
             authorize=authorize,
+            templates=templates,
         )
 
     def tls_problem(self) -> str | None:

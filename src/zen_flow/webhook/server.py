@@ -1,11 +1,12 @@
 """The HTTPS admission server: `/validate-jobflow`, `/mutate-jobflow` (the original's paths),
-`/validate-cronjobflow`, `/healthz` and `/readyz`.
+`/validate-cronjobflow`, `/validate-jobflowtemplate`, `/healthz` and `/readyz`.
 
 Request handling is thin: read the body (at most `MAX_BODY_BYTES`, else 413), run the pure review
 function on its bytes in a worker thread (a new 500-step spec takes tens of milliseconds; the event loop
 keeps serving probes and other reviews meanwhile), answer 200 with the decision. A body that is not an
 AdmissionReview gets 400 with the reason, never a 500 traceback. A request that decides a Manual step
-waits, after the validating review, for `authorize` (webhook/approvers.py: may this user decide it?).
+waits, after the validating review, for `authorize` (webhook/approvers.py: may this user decide it?),
+and the create of a flow naming a JobFlowTemplate for `templates` to read it (webhook/templates.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from zen_flow.kube.errors import KubeError
 from zen_flow.logging import get_logger
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.cron_review import validate_cron_review
-from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_review, validate_review_decisions
+from zen_flow.webhook.envelope import parse_review
+from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_request, validate_review_decisions
+from zen_flow.webhook.templates import (
+    expand_review,
+    names_template,
+    template_to_read,
+    unreadable,
+    validate_template_review,
+)
 from zen_flow.webhook.tls import CertMetrics, CertReloader
 
 log = get_logger(__name__)
@@ -32,19 +42,27 @@ MAX_BODY_BYTES = 3 * 1024 * 1024 + 64 * 1024
 VALIDATE_PATH = "/validate-jobflow"
 MUTATE_PATH = "/mutate-jobflow"
 VALIDATE_CRON_PATH = "/validate-cronjobflow"
+VALIDATE_TEMPLATE_PATH = "/validate-jobflowtemplate"
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_LIMITS = ConnectionLimits()
 
 
 class WebhookMetrics(CertMetrics, Protocol):
     def review_done(self, webhook: str, allowed: bool, seconds: float) -> None:
-        """One admission review answered by `webhook` ("validate", "mutate" or "validate-cron")."""
+        """One admission review answered by `webhook` ("validate", "mutate", "validate-cron" or
+        "validate-template")."""
 
 
 BodyReader = Callable[[web.Request], Awaitable[bytes]]
 Review = Callable[[bytes], Awaitable[dict[str, Any]]]
 # None when the request's user may take its decisions on Manual steps, else why not.
 Authorize = Callable[[Decisions], Awaitable[str | None]]
+
+
+class Templates(Protocol):
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The raw JobFlowTemplate, None when there is none; `KubeError` when it cannot be read."""
+        ...
 
 
 async def _read_whole(request: web.Request) -> bytes:
@@ -65,6 +83,24 @@ def _validation(authorize: Authorize | None) -> Review:
             return answer
         why = await authorize(decisions)
         return answer if why is None else deny(decisions.uid, 403, "Forbidden", why)
+
+    return run
+
+
+def _mutation(templates: Templates | None) -> Review:
+    async def run(body: bytes) -> dict[str, Any]:
+        request = await asyncio.to_thread(parse_review, body)
+        if not names_template(request):
+            return await asyncio.to_thread(mutate_request, request)
+        name = template_to_read(request) if templates is not None else None
+        template = None
+        if templates is not None and name is not None:
+            try:
+                template = await templates.get(request.namespace, name)
+            except KubeError as err:
+                log.warning("could not read a flow's template; denying", template=name, error=str(err))
+                return unreadable(request, name, str(err))
+        return await asyncio.to_thread(expand_review, request, template, read=name is not None)
 
     return run
 
@@ -104,9 +140,11 @@ def create_webhook_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     guard: ConnectionGuard | None = None,
     authorize: Authorize | None = None,
+    templates: Templates | None = None,
 ) -> web.Application:
     """The aiohttp app (no TLS: the site adds it). `ready` returns None when ready, else the reason;
-    `authorize`: who may decide Manual steps (None: whoever may write the annotation)."""
+    `authorize`: who may decide Manual steps (None: whoever may write the annotation); `templates`: where
+    the mutating webhook reads JobFlowTemplates (None: flows naming one are left to the controller)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -123,10 +161,14 @@ def create_webhook_app(
     app.router.add_post(
         VALIDATE_PATH, _review_handler("validate", _validation(authorize), metrics, read_body)
     )
-    app.router.add_post(MUTATE_PATH, _review_handler("mutate", _in_thread(mutate_review), metrics, read_body))
+    app.router.add_post(MUTATE_PATH, _review_handler("mutate", _mutation(templates), metrics, read_body))
     app.router.add_post(
         VALIDATE_CRON_PATH,
         _review_handler("validate-cron", _in_thread(validate_cron_review), metrics, read_body),
+    )
+    app.router.add_post(
+        VALIDATE_TEMPLATE_PATH,
+        _review_handler("validate-template", _in_thread(validate_template_review), metrics, read_body),
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -150,6 +192,7 @@ class WebhookServer:
         max_body_bytes: int = MAX_BODY_BYTES,
         limits: ConnectionLimits = DEFAULT_LIMITS,
         authorize: Authorize | None = None,
+        templates: Templates | None = None,
     ) -> None:
         self.certs = CertReloader(cert_dir, metrics=metrics)
         self._interval = reload_interval
@@ -160,6 +203,7 @@ class WebhookServer:
             max_body_bytes=max_body_bytes,
             guard=self.guard,
             authorize=authorize,
+            templates=templates,
         )
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None

@@ -1,0 +1,229 @@
+"""A JobFlow made from a JobFlowTemplate (`spec.templateRef`), expanded into an ordinary flow: pure.
+
+Such a flow names its template and has no steps of its own; it may set `arguments` (values for the
+template's declared arguments), `executionPolicy` (its fields replace the template's, field by field)
+and `suspend`. `expand` returns the spec the flow is stored with: the template's steps and
+resourceTemplates, the template's arguments with the flow's values, the two policies merged, and
+`templateRef` kept as the record of where it came from. The mutating webhook expands a flow when it is
+created and the controller expands one stored without the webhook (controller/templates.py), both with
+this function, so a flow is one snapshot of its template: editing or deleting the template later never
+changes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zen_flow.api.constants import (
+    DEFAULT_BACKOFF_LIMIT,
+    DEFAULT_CONCURRENCY_POLICY,
+    DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    TEMPLATE_KIND,
+)
+from zen_flow.validation.errors import (
+    FieldError,
+    forbidden,
+    invalid,
+    not_found,
+    not_supported,
+    quote,
+    required,
+)
+from zen_flow.validation.formats import subdomain_problem
+from zen_flow.validation.limits import MAX_FLOW_NAME
+from zen_flow.validation.reader import Reader
+from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_json, status_bound
+
+TEMPLATE_REF = "spec.templateRef"
+ARGUMENTS = "spec.arguments.parameters"
+# What a flow that names a template may set beside `templateRef`; the rest is the template's.
+FLOW_MEMBERS = frozenset({"templateRef", "arguments", "executionPolicy", "suspend"})
+# The members a template gives the flow.
+TEMPLATE_MEMBERS = ("steps", "arguments", "executionPolicy", "resourceTemplates")
+# The executionPolicy fields the CRD defaults: the apiserver writes them into every flow before any webhook
+# sees it, so a flow's value equal to the default cannot be told from one it never set, and leaves the
+# template's value in place (else every template's backoffLimit would be overridden by 6).
+SCHEMA_DEFAULTS: Mapping[str, Any] = {
+    "concurrencyPolicy": str(DEFAULT_CONCURRENCY_POLICY),
+    "ttlSecondsAfterFinished": DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    "backoffLimit": DEFAULT_BACKOFF_LIMIT,
+}
+NEITHER = "a JobFlow needs spec.steps, or spec.templateRef naming a JobFlowTemplate to take them from"
+BOTH = (
+    "a flow with spec.templateRef takes its steps from the JobFlowTemplate: set steps or templateRef, "
+    "not both"
+)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """The flow's spec as it is stored (None when `errors`), or why it cannot be made."""
+
+    spec: dict[str, Any] | None
+    errors: tuple[FieldError, ...] = ()
+
+
+def template_ref_name(spec: Any) -> str | None:
+    """The template a raw flow spec names, None when it names none (or not as a string)."""
+    ref = spec.get("templateRef") if isinstance(spec, Mapping) else None
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
+def needs_expansion(spec: Any) -> bool:
+    """A raw flow spec that names a template and has no steps yet."""
+    return isinstance(spec, Mapping) and spec.get("templateRef") is not None and spec.get("steps") is None
+
+
+def check_template_ref(r: Reader, spec: Mapping[str, Any]) -> None:
+    """The rules of a flow's `templateRef` that need no template: a name that can be one (a template's
+    name is a label value on its flows: at most 63 characters), and, while the flow is not expanded,
+    no member the template gives (`resourceTemplates`: the template's own are used)."""
+    ref = r.mapping(spec.get("templateRef"), TEMPLATE_REF)
+    if ref is None:
+        return
+    name = r.string(ref.get("name"), TEMPLATE_REF + ".name", require=True)
+    if name:
+        if len(name) > MAX_FLOW_NAME:
+            r.add(invalid(TEMPLATE_REF + ".name", name, f"must be no more than {MAX_FLOW_NAME} characters"))
+        elif problem := subdomain_problem(name):
+            r.add(invalid(TEMPLATE_REF + ".name", name, problem))
+    if spec.get("steps") is None and spec.get("resourceTemplates") is not None:
+        r.add(
+            forbidden(
+                "spec.resourceTemplates",
+                "a flow with spec.templateRef uses its JobFlowTemplate's resourceTemplates; set them there",
+            )
+        )
+
+
+def expand(spec: Mapping[str, Any], template: Mapping[str, Any], namespace: str) -> Expansion:
+    """The flow spec `spec` (with `templateRef`, no steps) expanded from `template`, a raw JobFlowTemplate."""
+    errors: list[FieldError] = []
+    r = Reader(errors)
+    name = template_ref_name(spec) or ""
+    subject = f"{TEMPLATE_KIND} {quote(name)}"
+    check_template_ref(r, spec)
+    source = template.get("spec") if isinstance(template, Mapping) else None
+    if not isinstance(source, Mapping) or not isinstance(source.get("steps"), list):
+        r.add(
+            invalid(TEMPLATE_REF + ".name", name, f"{subject} in namespace {quote(namespace)} has no steps")
+        )
+        return Expansion(None, tuple(errors))
+    arguments = _arguments(r, spec, source, subject)
+    expanded: dict[str, Any] = {k: v for k, v in spec.items() if k not in TEMPLATE_MEMBERS}
+    expanded["steps"] = source["steps"]
+    if arguments:
+        expanded["arguments"] = {**_mapping(source.get("arguments")), "parameters": arguments}
+    policy = merge_policy(_mapping(source.get("executionPolicy")), _mapping(spec.get("executionPolicy")))
+    if policy or spec.get("executionPolicy") is not None:
+        expanded["executionPolicy"] = policy
+    if source.get("resourceTemplates") is not None:
+        expanded["resourceTemplates"] = source["resourceTemplates"]
+    if errors:
+        return Expansion(None, tuple(errors))
+    _check_size(r, expanded, subject)
+    return Expansion(None if errors else expanded, tuple(errors))
+
+
+def missing_template(name: str, namespace: str) -> FieldError:
+    """The error of a flow whose template does not exist (webhook and controller say it alike)."""
+    return not_found(
+        TEMPLATE_REF + ".name",
+        name,
+        f"{TEMPLATE_KIND} {quote(name)} not found in namespace {quote(namespace)}",
+    )
+
+
+def merge_policy(template: Mapping[str, Any], flow: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's executionPolicy with the flow's fields over it, field by field (a field's whole
+    value: a flow's podFailurePolicy replaces the template's, rules and all). A flow's field holding its
+    schema default leaves the template's (`SCHEMA_DEFAULTS`)."""
+    merged = dict(template)
+    for key, value in flow.items():
+        if key in template and key in SCHEMA_DEFAULTS and value == SCHEMA_DEFAULTS[key]:
+            continue
+        merged[key] = value
+    return merged
+
+
+def _arguments(
+    r: Reader, spec: Mapping[str, Any], source: Mapping[str, Any], subject: str
+) -> list[dict[str, Any]]:
+    """The template's argument declarations with the flow's values; an undeclared name, a value outside
+    the declaration's enum and a declaration the flow tries to change are errors."""
+    declared = {
+        p["name"]: p
+        for p in _items(_mapping(source.get("arguments")).get("parameters"))
+        if isinstance(p.get("name"), str)
+    }
+    values: dict[str, Any] = {}
+    given = r.sequence(_mapping(spec.get("arguments")).get("parameters"), ARGUMENTS) or ()
+    for i, param in enumerate(given):
+        path = f"{ARGUMENTS}[{i}]"
+        if not isinstance(param, Mapping):
+            continue  # the validator reports it
+        arg = param.get("name")
+        if not isinstance(arg, str) or not arg:
+            continue
+        if arg not in declared:
+            names = ", ".join(sorted(declared)) or "none"
+            r.add(
+                not_found(path + ".name", arg, f"{subject} declares no such argument (it declares: {names})")
+            )
+            continue
+        for field in ("enum", "description"):
+            if param.get(field):  # the model of a cached flow gives an empty enum
+                r.add(
+                    forbidden(
+                        f"{path}.{field}", f"the argument is declared by {subject}; a flow sets its value"
+                    )
+                )
+        value = param.get("value")
+        choices = declared[arg].get("enum")
+        if isinstance(choices, list) and choices and value not in choices:
+            r.add(not_supported(path + ".value", value, [str(c) for c in choices], f"the enum of {subject}"))
+        values[arg] = value
+    return [{**p, "value": values[n]} if n in values else dict(p) for n, p in declared.items()]
+
+
+def _check_size(r: Reader, expanded: Mapping[str, Any], subject: str) -> None:
+    """The flow must fit in etcd for its whole life, as the validator requires of any flow: the flow's
+    argument values can grow a template that fits past what does."""
+    with contextlib.suppress(ValueError, TypeError, RecursionError):
+        size = len(spec_json(expanded))
+        bound = object_bound(size, status_bound(expanded))
+        if size > MAX_SPEC_BYTES or bound > MAX_OBJECT_BYTES:
+            r.add(
+                forbidden(
+                    TEMPLATE_REF,
+                    f"the flow expanded from {subject} is too large: its spec would be {size:,} bytes "
+                    f"(at most {MAX_SPEC_BYTES:,}) and the stored flow could reach {bound:,} bytes with its "
+                    f"status (at most {MAX_OBJECT_BYTES:,}); use shorter argument values or a smaller "
+                    "template",
+                )
+            )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _items(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def flow_shape(spec: Any) -> FieldError | None:
+    """What a flow as a user wrote it must be: steps or templateRef, exactly one (the webhook asks it of a
+    create; a stored flow expanded from a template holds both)."""
+    if not isinstance(spec, Mapping):
+        return None
+    has_steps, has_ref = spec.get("steps") is not None, spec.get("templateRef") is not None
+    if has_steps and has_ref:
+        return forbidden("spec.templateRef", BOTH)
+    if not has_steps and not has_ref:
+        return required("spec.steps", NEITHER)
+    return None

@@ -1,0 +1,64 @@
+"""`validate_jobflowtemplate`: every rule for a JobFlowTemplate, all errors at once (the webhook and
+`zen-flow validate`).
+
+A template's spec is a JobFlow's definition (steps, arguments, executionPolicy, resourceTemplates), so it
+is checked with the JobFlow validator itself, as a flow of the template's name, and its errors keep
+their paths (`spec.steps[0].dependencies[0]: Not found: "ghost"`): a mistake is refused when the
+template is written, not at the creation of every flow made from it. Its name is the value of the
+`workflow.kube-zen.io/template` label on those flows, so it has at most 63 characters, and it cannot
+name another template (no chains: a flow is one template's snapshot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.api.constants import API_VERSION, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
+from zen_flow.validation.errors import FieldError, forbidden, invalid, required
+from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.formats import subdomain_problem
+from zen_flow.validation.limits import MAX_FLOW_NAME
+from zen_flow.validation.reader import Reader
+from zen_flow.validation.template import check_metadata_maps
+
+
+def validate_jobflowtemplate(obj: Mapping[str, Any]) -> list[FieldError]:
+    """Every problem with `obj` (a raw JobFlowTemplate); an empty list means valid."""
+    errors: list[FieldError] = []
+    r = Reader(errors)
+    root = r.resource(obj, TEMPLATE_KIND)
+    if root is None:
+        return errors
+    meta = r.mapping(root.get("metadata"), "metadata", require=True)
+    name = _check_name(r, meta) if meta is not None else ""
+    spec = r.mapping(root.get("spec"), "spec", require=True)
+    if spec is None:
+        return errors
+    if spec.get("templateRef") is not None:
+        r.add(forbidden("spec.templateRef", "a JobFlowTemplate holds steps; it cannot name another template"))
+        return errors
+    flow = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name or "template"}, "spec": spec}
+    for error in validate_jobflow(flow):
+        # The flow's metadata is ours (the template's name, checked above); its spec is the template's.
+        if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
+            r.add(error)
+    return errors
+
+
+def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:
+    name = r.string(meta.get("name"), "metadata.name") or ""
+    generate = r.string(meta.get("generateName"), "metadata.generateName") or ""
+    if not name and not generate:
+        r.add(required("metadata.name", "name or generateName is required"))
+    if len(name) > MAX_FLOW_NAME:
+        why = f"it is the value of the {LABEL_TEMPLATE} label on the flows made from it"
+        r.add(invalid("metadata.name", name, f"must be no more than {MAX_FLOW_NAME} characters: {why}"))
+    elif name and (problem := subdomain_problem(name)):
+        r.add(invalid("metadata.name", name, problem))
+    if len(generate) > MAX_FLOW_NAME - 5:
+        r.add(
+            invalid("metadata.generateName", generate, f"must be no more than {MAX_FLOW_NAME - 5} characters")
+        )
+    check_metadata_maps(r, meta, "metadata")
+    return name

@@ -1,0 +1,128 @@
+"""JobFlowTemplates at admission: pure review functions.
+
+`/validate-jobflowtemplate` checks a template with `validate_jobflowtemplate` (its spec with the JobFlow
+rules, errors named by field as for a JobFlow); an UPDATE that keeps the stored spec is not checked again
+(ratcheting, as for JobFlows and CronJobFlows).
+
+The mutating webhook expands a JobFlow created with `spec.templateRef` and no steps: the server reads the
+template (`template_to_read`, then a GET), and `expand_review` writes the expansion into the flow
+(validation/expansion.py: the template's steps and resourceTemplates, its arguments with the flow's
+values, the policies merged), labels it `workflow.kube-zen.io/template: NAME`, and adds the usual
+defaults and audit annotations. The validating webhook then sees an ordinary flow. A create that sets
+both steps and templateRef is refused, unless it carries the label of its template: a flow expanded
+already (the apiserver may call a mutating webhook again on its own output, and a flow read back with
+`kubectl get -o yaml` is applied again as it is).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zen_flow.api.constants import LABEL_TEMPLATE, TEMPLATE_KIND
+from zen_flow.validation import validate_jobflowtemplate
+from zen_flow.validation.expansion import (
+    TEMPLATE_MEMBERS,
+    expand,
+    flow_shape,
+    missing_template,
+    template_ref_name,
+)
+from zen_flow.webhook.envelope import AdmissionRequest, parse_review
+from zen_flow.webhook.mutation import mutation_ops
+from zen_flow.webhook.patch import pointer
+from zen_flow.webhook.review import _internal, allow, deny, deny_invalid, mutate_request
+
+
+def validate_template_review(body: bytes) -> dict[str, Any]:
+    request = parse_review(body)
+    if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
+        return allow(request.uid)
+    spec = request.object.raw("spec")
+    if request.operation == "UPDATE" and spec is not None and spec == request.old_object.raw("spec"):
+        return allow(request.uid)  # the name cannot change; the spec is the one accepted before
+    try:
+        errors = validate_jobflowtemplate(request.object.decode())
+    except Exception as exc:  # fail closed, with a message, never a 500 traceback
+        return _internal(request, "validation", exc)
+    if errors:
+        return deny_invalid(request, errors, TEMPLATE_KIND)
+    return allow(request.uid)
+
+
+def names_template(request: AdmissionRequest) -> bool:
+    """A JobFlow create whose spec has a `templateRef` (expanded by `expand_review`)."""
+    if request.sub_resource or request.operation != "CREATE":
+        return False
+    members = request.object.members_of("spec")
+    return members is not None and "templateRef" in members
+
+
+def template_to_read(request: AdmissionRequest) -> str | None:
+    """The template `expand_review` needs for this create (one `names_template` said names one), None
+    when it has steps already or names none it could read."""
+    members = request.object.members_of("spec")
+    if members is None or "steps" in members:
+        return None
+    return template_ref_name(request.object.member_part("spec", ("templateRef",)))
+
+
+def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> dict[str, Any]:
+    """The mutating webhook's answer to a create `names_template` picked: `template` is the raw template
+    `template_to_read` named (None: it does not exist), when it was `read`; not read, the flow is left
+    for the controller to expand (a webhook with no API client)."""
+    try:
+        obj = request.object.decode()
+        spec = obj.get("spec") if isinstance(obj, dict) else None
+        name = template_ref_name(spec)
+        if not isinstance(spec, dict) or name is None:
+            return mutate_request(request)  # nothing to expand; the validating webhook says why
+        if (problem := flow_shape(spec)) is not None:  # steps and templateRef
+            if _labels(obj).get(LABEL_TEMPLATE) == name:
+                return mutate_request(request)  # expanded already
+            return deny_invalid(request, [problem])
+        if not read:
+            return mutate_request(request)
+        if template is None:
+            return deny_invalid(request, [missing_template(name, request.namespace)])
+        expansion = expand(spec, template, request.namespace)
+        if expansion.spec is None:
+            return deny_invalid(request, list(expansion.errors))
+        ops = [
+            {"op": "add", "path": pointer("spec", member), "value": expansion.spec[member]}
+            for member in TEMPLATE_MEMBERS
+            if member in expansion.spec
+        ]
+        meta = obj.get("metadata")
+        labels = _labels(obj)
+        if not isinstance(meta, dict):
+            return mutate_request(request)  # the validating webhook says why
+        if isinstance(meta.get("labels"), dict):
+            ops.append({"op": "add", "path": pointer("metadata", "labels", LABEL_TEMPLATE), "value": name})
+        else:
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {LABEL_TEMPLATE: name}})
+        expanded = {
+            **obj,
+            "spec": expansion.spec,
+            "metadata": {**meta, "labels": {**labels, LABEL_TEMPLATE: name}},
+        }
+        ops += mutation_ops(request.operation, expanded, None, request.username)
+    except Exception as exc:  # fail closed, with a message, never a 500 traceback
+        return _internal(request, "template expansion", exc)
+    return allow(request.uid, ops)
+
+
+def unreadable(request: AdmissionRequest, name: str, why: str) -> dict[str, Any]:
+    """The answer when the template could not be read (the webhook fails closed, as its failurePolicy)."""
+    return deny(
+        request.uid,
+        503,
+        "ServiceUnavailable",
+        f"could not read {TEMPLATE_KIND} {name!r} in namespace {request.namespace!r} to expand the flow: "
+        + why,
+    )
+
+
+def _labels(obj: Any) -> dict[str, Any]:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    return labels if isinstance(labels, dict) else {}

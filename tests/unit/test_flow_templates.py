@@ -1,0 +1,271 @@
+"""JobFlowTemplates: a flow naming one is expanded (validation/expansion.py) into the flow it stores, and a
+template is checked with the JobFlow rules (validation/flow_template.py)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zen_flow.validation import validate_jobflow, validate_jobflowtemplate, validate_update
+from zen_flow.validation.expansion import expand, flow_shape, merge_policy
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "templates"
+API = "workflow.kube-zen.io/v1alpha1"
+JOB = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "spec": {
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}}
+    },
+}
+
+
+def template(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "apiVersion": API,
+        "kind": "JobFlowTemplate",
+        "metadata": {"name": "build", "namespace": "team-a"},
+        "spec": {
+            "steps": [{"name": "compile", "template": JOB}],
+            "arguments": {
+                "parameters": [
+                    {"name": "env", "value": "dev", "enum": ["dev", "prod"]},
+                    {"name": "ref", "value": "main", "description": "the git ref"},
+                ]
+            },
+            "executionPolicy": {"backoffLimit": 2, "concurrencyPolicy": "Allow", "parallelism": 3},
+        },
+    }
+    base["spec"].update(spec)
+    return base
+
+
+def flow_spec(**spec: Any) -> dict[str, Any]:
+    return {"templateRef": {"name": "build"}, **spec}
+
+
+def args(**values: str) -> dict[str, Any]:
+    return {"parameters": [{"name": k, "value": v} for k, v in values.items()]}
+
+
+def as_flow(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "JobFlow",
+        "metadata": {"name": "f", "namespace": "team-a"},
+        "spec": spec,
+    }
+
+
+def errors_of(spec: dict[str, Any], tpl: dict[str, Any] | None = None) -> list[str]:
+    return [str(e) for e in expand(spec, tpl or template(), "team-a").errors]
+
+
+# --- expansion -------------------------------------------------------------------------------------------
+
+
+def test_the_flow_gets_the_templates_definition_with_its_own_values() -> None:
+    expansion = expand(flow_spec(arguments=args(env="prod"), suspend=True), template(), "team-a")
+    assert expansion.errors == ()
+    spec = expansion.spec
+    assert spec is not None
+    assert spec["steps"] == template()["spec"]["steps"]
+    assert spec["arguments"]["parameters"] == [
+        {"name": "env", "value": "prod", "enum": ["dev", "prod"]},  # the flow's value, the template's enum
+        {"name": "ref", "value": "main", "description": "the git ref"},  # not set: the template's default
+    ]
+    assert spec["templateRef"] == {"name": "build"}
+    assert spec["suspend"] is True
+    assert validate_jobflow(as_flow(spec)) == []
+
+
+def test_an_undeclared_argument_is_refused_naming_it() -> None:
+    assert errors_of(flow_spec(arguments=args(env="dev", colour="red"))) == [
+        'spec.arguments.parameters[1].name: Not found: "colour": JobFlowTemplate "build" declares no such '
+        "argument (it declares: env, ref)"
+    ]
+
+
+def test_a_value_outside_the_templates_enum_is_refused() -> None:
+    assert errors_of(flow_spec(arguments=args(env="staging"))) == [
+        'spec.arguments.parameters[0].value: Unsupported value: "staging": supported values: "dev", "prod"; '
+        'the enum of JobFlowTemplate "build"'
+    ]
+
+
+def test_a_flow_may_not_redeclare_an_argument() -> None:
+    spec = flow_spec(arguments={"parameters": [{"name": "env", "value": "dev", "enum": ["dev"]}]})
+    assert errors_of(spec) == [
+        'spec.arguments.parameters[0].enum: Forbidden: the argument is declared by JobFlowTemplate "build"; '
+        "a flow sets its value"
+    ]
+
+
+def test_the_flows_policy_fields_replace_the_templates_one_by_one() -> None:
+    spec = flow_spec(executionPolicy={"parallelism": 1, "activeDeadlineSeconds": 60})
+    expanded = expand(spec, template(), "team-a").spec
+    assert expanded is not None
+    assert expanded["executionPolicy"] == {
+        "backoffLimit": 2,
+        "concurrencyPolicy": "Allow",
+        "parallelism": 1,
+        "activeDeadlineSeconds": 60,
+    }
+
+
+def test_a_policy_field_at_its_schema_default_leaves_the_templates_value() -> None:
+    # The apiserver writes the CRD's defaults into every flow before any webhook sees it: 6 and Forbid
+    # are what every flow without its own values carries.
+    defaults = {"backoffLimit": 6, "concurrencyPolicy": "Forbid", "ttlSecondsAfterFinished": 86400}
+    assert merge_policy({"backoffLimit": 2, "concurrencyPolicy": "Allow"}, defaults) == {
+        "backoffLimit": 2,
+        "concurrencyPolicy": "Allow",
+        "ttlSecondsAfterFinished": 86400,
+    }
+    assert merge_policy({"backoffLimit": 2}, {"backoffLimit": 0})["backoffLimit"] == 0
+
+
+def test_resource_templates_come_from_the_template_only() -> None:
+    pvc = {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}
+    tpl = template(resourceTemplates={"volumeClaimTemplates": [pvc]})
+    expanded = expand(flow_spec(), tpl, "team-a").spec
+    assert expanded is not None
+    assert expanded["resourceTemplates"] == {"volumeClaimTemplates": [pvc]}
+    assert errors_of(flow_spec(resourceTemplates={"configMapTemplates": []}), tpl) == [
+        "spec.resourceTemplates: Forbidden: a flow with spec.templateRef uses its JobFlowTemplate's "
+        "resourceTemplates; set them there"
+    ]
+
+
+def test_steps_and_template_ref_exactly_one() -> None:
+    assert str(flow_shape({"steps": [], "templateRef": {"name": "x"}})) == (
+        "spec.templateRef: Forbidden: a flow with spec.templateRef takes its steps from the JobFlowTemplate: "
+        "set steps or templateRef, not both"
+    )
+    assert str(flow_shape({"suspend": True})) == (
+        "spec.steps: Required value: a JobFlow needs spec.steps, or spec.templateRef naming a "
+        "JobFlowTemplate to take them from"
+    )
+    assert flow_shape({"steps": []}) is None
+    assert flow_shape({"templateRef": {"name": "x"}}) is None
+    # The validator says the same of a flow with neither.
+    assert [str(e) for e in validate_jobflow(as_flow({"suspend": True}))] == [str(flow_shape({}))]
+
+
+def test_a_flow_naming_a_template_is_valid_before_its_expansion_and_its_ref_checked() -> None:
+    assert validate_jobflow(as_flow(flow_spec(arguments=args(anything="x")))) == []
+    bad = as_flow({"templateRef": {"name": "Not_A_Name"}})
+    assert [e.path for e in validate_jobflow(bad)] == ["spec.templateRef.name"]
+    assert [e.path for e in validate_jobflow(as_flow({"templateRef": {}}))] == ["spec.templateRef.name"]
+
+
+def test_an_expansion_too_large_for_etcd_is_refused_with_the_template_named() -> None:
+    # 64 arguments of 4 KiB each fit one by one, and the spec holds them twice over with 100 large steps.
+    big = {"name": "x", "template": {**JOB, "metadata": {"annotations": {"a": "x" * 9000}}}}
+    steps = [{**big, "name": f"s{i}"} for i in range(100)]
+    names = [f"a{i}" for i in range(64)]
+    tpl = template(steps=steps, arguments={"parameters": [{"name": n, "value": ""} for n in names]})
+    assert validate_jobflowtemplate(tpl) == []
+    spec = flow_spec(arguments={"parameters": [{"name": n, "value": "v" * 4096} for n in names]})
+    [error] = errors_of(spec, tpl)
+    assert error.startswith(
+        'spec.templateRef: Forbidden: the flow expanded from JobFlowTemplate "build" is too'
+    )
+    assert "use shorter argument values or a smaller template" in error
+
+
+def test_a_template_without_steps_cannot_be_expanded() -> None:
+    assert errors_of(flow_spec(), {"spec": {}}) == [
+        'spec.templateRef.name: Invalid value: "build": JobFlowTemplate "build" in namespace "team-a" has no '
+        "steps"
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    env=st.sampled_from(["dev", "prod", "staging", ""]),
+    extra=st.booleans(),
+    policy=st.dictionaries(
+        st.sampled_from(["backoffLimit", "parallelism", "concurrencyPolicy", "activeDeadlineSeconds"]),
+        st.sampled_from([0, 1, 6, "Forbid", "Replace", "Sometimes", -1]),
+    ),
+)
+def test_expansion_then_validation_is_validating_the_merged_flow(
+    env: str, extra: bool, policy: dict[str, Any]
+) -> None:
+    """Whatever the flow sets: the expansion is refused exactly when the flow it would make is invalid for
+    its arguments (validated as a flow written by hand), or else validating the stored flow finds what
+    validating that hand-written flow finds."""
+    given_args = args(env=env, **({"extra": "1"} if extra else {}))
+    expansion = expand(flow_spec(arguments=given_args, executionPolicy=policy), template(), "team-a")
+    by_hand = copy.deepcopy(template()["spec"])
+    declared = {p["name"]: p for p in by_hand["arguments"]["parameters"]}
+    for p in given_args["parameters"]:
+        declared.setdefault(p["name"], {"name": p["name"]})["value"] = p["value"]
+    by_hand["arguments"]["parameters"] = list(declared.values())
+    by_hand["executionPolicy"] = merge_policy(by_hand["executionPolicy"], policy)
+    hand_errors = {str(e) for e in validate_jobflow(as_flow(by_hand)) if e.path.startswith("spec.arguments")}
+    assert (expansion.spec is None) == (bool(hand_errors) or extra)
+    if expansion.spec is not None:
+        assert {k: v for k, v in expansion.spec.items() if k != "templateRef"} == by_hand
+        assert validate_jobflow(as_flow(expansion.spec)) == validate_jobflow(as_flow(by_hand))
+
+
+# --- the template's own validation -----------------------------------------------------------------------
+
+
+def test_a_template_is_checked_with_the_jobflow_rules_under_the_same_paths() -> None:
+    tpl = template(steps=[{"name": "a", "template": JOB, "dependencies": ["ghost"]}])
+    assert [str(e) for e in validate_jobflowtemplate(tpl)] == [
+        'spec.steps[0].dependencies[0]: Not found: "ghost"'
+    ]
+
+
+def test_a_template_name_is_a_label_value_and_names_no_other_template() -> None:
+    tpl = template(templateRef={"name": "other"})
+    tpl["metadata"]["name"] = "t" * 64
+    assert [str(e) for e in validate_jobflowtemplate(tpl)] == [
+        f'metadata.name: Invalid value: "{"t" * 64}": must be no more than 63 characters: it is the value of '
+        "the workflow.kube-zen.io/template label on the flows made from it",
+        "spec.templateRef: Forbidden: a JobFlowTemplate holds steps; it cannot name another template",
+    ]
+    assert [e.path for e in validate_jobflowtemplate({**template(), "kind": "JobFlow"})] == ["kind"]
+
+
+def test_the_examples_expand_into_a_valid_flow() -> None:
+    docs = {d["kind"]: d for p in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())}
+    assert validate_jobflowtemplate(docs["JobFlowTemplate"]) == []
+    flow = docs["JobFlow"]
+    assert flow["spec"]["templateRef"]["name"] == docs["JobFlowTemplate"]["metadata"]["name"]
+    expansion = expand(flow["spec"], docs["JobFlowTemplate"], "default")
+    assert expansion.errors == ()
+    assert validate_jobflow({**flow, "spec": expansion.spec}) == []
+
+
+# --- updates ---------------------------------------------------------------------------------------------
+
+
+def test_template_ref_cannot_change_once_the_flow_started() -> None:
+    old = as_flow({**template()["spec"], "templateRef": {"name": "build"}})
+    old["status"] = {"phase": "Running"}
+    new = copy.deepcopy(old)
+    new["spec"]["templateRef"] = {"name": "other"}
+    assert [str(e) for e in validate_update(old, new)] == [
+        "spec.templateRef: Forbidden: templateRef cannot change after the flow started"
+    ]
+    old["status"] = {"phase": "Pending"}
+    assert validate_update(old, new) == []
+
+
+@pytest.mark.parametrize("name", ["a" * 63, "build.v2"])
+def test_template_names_that_are_label_values_are_accepted(name: str) -> None:
+    tpl = template()
+    tpl["metadata"]["name"] = name
+    assert validate_jobflowtemplate(tpl) == []

@@ -1,0 +1,192 @@
+"""JobFlowTemplates at admission (webhook/templates.py, through the server's routes): a template is checked
+with the JobFlow rules; a flow created naming one is expanded by the mutating webhook, which reads the
+template, and the validating webhook then sees an ordinary flow."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from zen_flow.kube.errors import TransportError
+from zen_flow.webhook.patch import apply_patch
+from zen_flow.webhook.review import validate_review
+from zen_flow.webhook.server import create_webhook_app
+
+UID = "c0a3d0a8-0000-4000-8000-000000000003"
+API = "workflow.kube-zen.io/v1alpha1"
+LABEL = "workflow.kube-zen.io/template"
+JOB = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "spec": {
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}}
+    },
+}
+TEMPLATE = {
+    "apiVersion": API,
+    "kind": "JobFlowTemplate",
+    "metadata": {"name": "build", "namespace": "team-a"},
+    "spec": {
+        "steps": [{"name": "compile", "template": JOB}],
+        "arguments": {"parameters": [{"name": "env", "value": "dev", "enum": ["dev", "prod"]}]},
+        "executionPolicy": {"backoffLimit": 2},
+    },
+}
+
+
+def review(obj: Any, operation: str = "CREATE", old: Any = None, kind: str = "JobFlow") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": UID,
+            "kind": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "kind": kind},
+            "operation": operation,
+            "name": obj["metadata"].get("name", ""),
+            "namespace": "team-a",
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": obj,
+            "oldObject": old,
+        },
+    }
+
+
+def flow(**spec: Any) -> dict[str, Any]:
+    # As the apiserver hands it to the webhooks: the CRD's executionPolicy defaults written already.
+    policy = {"concurrencyPolicy": "Forbid", "ttlSecondsAfterFinished": 86400, "backoffLimit": 6}
+    return {
+        "apiVersion": API,
+        "kind": "JobFlow",
+        "metadata": {"name": "nightly", "namespace": "team-a"},
+        "spec": {"templateRef": {"name": "build"}, "executionPolicy": policy, **spec},
+    }
+
+
+class Templates:
+    def __init__(self, *stored: dict[str, Any], error: Exception | None = None) -> None:
+        self.stored = {(t["metadata"]["namespace"], t["metadata"]["name"]): t for t in stored}
+        self.error = error
+        self.asked: list[tuple[str, str]] = []
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.asked.append((namespace, name))
+        if self.error is not None:
+            raise self.error
+        return copy.deepcopy(self.stored.get((namespace, name)))
+
+
+async def post(client: TestClient[Any, Any], path: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await client.post(path, json=body)
+    assert answer.status == 200
+    response: dict[str, Any] = (await answer.json())["response"]
+    return response
+
+
+def patched(obj: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    assert response["allowed"], response
+    ops = json.loads(base64.b64decode(response["patch"])) if "patch" in response else []
+    result: dict[str, Any] = apply_patch(obj, ops)
+    return result
+
+
+async def test_a_flow_naming_a_template_is_expanded_labelled_and_then_valid(aiohttp_client: Any) -> None:
+    templates = Templates(TEMPLATE)
+    client = await aiohttp_client(create_webhook_app(templates=templates))
+    obj = flow(arguments={"parameters": [{"name": "env", "value": "prod"}]})
+    stored = patched(obj, await post(client, "/mutate-jobflow", review(obj)))
+    assert templates.asked == [("team-a", "build")]
+    assert stored["spec"]["steps"] == TEMPLATE["spec"]["steps"]
+    assert stored["spec"]["arguments"]["parameters"] == [
+        {"name": "env", "value": "prod", "enum": ["dev", "prod"]}
+    ]
+    # The template's backoffLimit stands over the schema default the apiserver wrote into the flow.
+    assert stored["spec"]["executionPolicy"]["backoffLimit"] == 2
+    assert stored["spec"]["templateRef"] == {"name": "build"}
+    assert stored["metadata"]["labels"] == {LABEL: "build"}
+    assert stored["metadata"]["annotations"]["workflow.kube-zen.io/created-by"] == "alice"
+    assert validate_review(json.dumps(review(stored)).encode())["response"]["allowed"]
+    # Called again on its own output (reinvocation): nothing changes, and the template is not read again.
+    again = await post(client, "/mutate-jobflow", review(stored))
+    assert patched(stored, again) == stored
+    assert len(templates.asked) == 1
+
+
+async def test_a_missing_template_is_refused_naming_it_and_the_namespace(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_webhook_app(templates=Templates()))
+    response = await post(client, "/mutate-jobflow", review(flow()))
+    assert not response["allowed"]
+    assert response["status"]["code"] == 422
+    assert response["status"]["details"]["causes"] == [
+        {
+            "reason": "FieldValueNotFound",
+            "field": "spec.templateRef.name",
+            "message": 'Not found: "build": JobFlowTemplate "build" not found in namespace "team-a"',
+        }
+    ]
+
+
+async def test_undeclared_arguments_and_values_outside_the_enum_are_refused(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_webhook_app(templates=Templates(TEMPLATE)))
+    obj = flow(arguments={"parameters": [{"name": "env", "value": "qa"}, {"name": "colour", "value": "red"}]})
+    response = await post(client, "/mutate-jobflow", review(obj))
+    assert not response["allowed"]
+    assert [c["field"] for c in response["status"]["details"]["causes"]] == [
+        "spec.arguments.parameters[0].value",
+        "spec.arguments.parameters[1].name",
+    ]
+    assert '"colour"' in response["status"]["message"]
+
+
+async def test_steps_and_a_template_ref_together_are_refused_unless_expanded_already(
+    aiohttp_client: Any,
+) -> None:
+    templates = Templates(TEMPLATE)
+    client = await aiohttp_client(create_webhook_app(templates=templates))
+    both = flow(steps=[{"name": "mine", "template": JOB}])
+    response = await post(client, "/mutate-jobflow", review(both))
+    assert not response["allowed"]
+    assert "set steps or templateRef, not both" in response["status"]["message"]
+    both["metadata"]["labels"] = {LABEL: "build"}  # a flow read back from the cluster and applied again
+    assert (await post(client, "/mutate-jobflow", review(both)))["allowed"]
+    assert templates.asked == []
+
+
+async def test_a_template_that_cannot_be_read_refuses_the_create(aiohttp_client: Any) -> None:
+    templates = Templates(error=TransportError("connection reset"))
+    client = await aiohttp_client(create_webhook_app(templates=templates))
+    response = await post(client, "/mutate-jobflow", review(flow()))
+    assert not response["allowed"]
+    assert response["status"]["code"] == 503
+    assert "could not read JobFlowTemplate 'build'" in response["status"]["message"]
+
+
+async def test_without_a_template_reader_the_flow_is_left_for_the_controller(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_webhook_app())
+    obj = flow()
+    stored = patched(obj, await post(client, "/mutate-jobflow", review(obj)))
+    assert "steps" not in stored["spec"]
+    assert validate_review(json.dumps(review(stored)).encode())["response"]["allowed"]
+
+
+async def test_a_template_is_checked_with_the_jobflow_rules(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_webhook_app())
+    bad = copy.deepcopy(TEMPLATE)
+    bad["spec"]["steps"][0]["dependencies"] = ["ghost"]
+    response = await post(client, "/validate-jobflowtemplate", review(bad, kind="JobFlowTemplate"))
+    assert not response["allowed"]
+    assert response["status"]["message"] == (
+        'JobFlowTemplate "build" is invalid:\nspec.steps[0].dependencies[0]: Not found: "ghost"'
+    )
+    ok = await post(client, "/validate-jobflowtemplate", review(TEMPLATE, kind="JobFlowTemplate"))
+    assert ok["allowed"]
+    # An update that keeps the stored spec (a label) is not checked again.
+    labelled = copy.deepcopy(bad)
+    labelled["metadata"]["labels"] = {"team": "a"}
+    kept = await post(
+        client, "/validate-jobflowtemplate", review(labelled, "UPDATE", bad, kind="JobFlowTemplate")
+    )
+    assert kept["allowed"]
