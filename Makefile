@@ -129,7 +129,8 @@ test-load: $(STAMP) ## the load-test smoke (correctness only) and the quick benc
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
 	  $(BIN)/pytest tests/load $(PYTEST_ARGS) && $(BIN)/zen-flow-dev bench --preset quick
 
-manifests: ## copy the CRD, alert rules and dashboard into the Helm chart (config/ is the source)
+manifests: ## the JobFlowTemplate CRD's spec from the JobFlow CRD's, then the CRDs, alert rules and dashboard into the Helm chart (config/ is the source)
+	$(BIN)/python tools/template-crd.py
 	tools/sync-chart-files.sh
 
 helm-lint: ## helm lint the chart (helm is built from its Go module and cached on first use)

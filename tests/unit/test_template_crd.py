@@ -4,6 +4,8 @@ instead of writing steps."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,13 @@ def test_a_jobflow_needs_steps_or_a_template_ref() -> None:
     ref = FLOW_SPEC["properties"]["templateRef"]
     assert ref["required"] == ["name"]
     assert ref["properties"]["name"]["maxLength"] == MAX_FLOW_NAME
+
+
+def test_the_template_crd_is_generated_from_the_jobflow_crd() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "template-crd.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
