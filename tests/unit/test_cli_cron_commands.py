@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,11 +25,13 @@ from zen_flow.kube.errors import from_status
 from zen_flow.kube.streams import ListResult
 from zen_flow.kube.transport import MERGE_PATCH
 from zen_flow.planner.cron import CreateRun, DeleteRun, StopRun, build_run, plan_cron, run_name
+from zen_flow.planner.cron_runs import manual_run, manual_run_name
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.cronjobflow import MAX_CRON_NAME
 from zen_flow.validation.limits import MAX_FLOW_NAME
 
 NS = "default"
+RANDOM_TOKEN = cron.token  # the cluster fixture makes tokens predictable
 # A Saturday noon (UTC) before Berlin's spring change: that night 02:30 does not exist there.
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
 JOB = {
@@ -78,6 +81,7 @@ class FakeCluster:
         self.crons: dict[tuple[str, str], dict[str, Any]] = {}
         self.flows: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, Any, str | None]] = []
+        self.clock = NOW
 
     def store(self, path: str) -> tuple[dict[tuple[str, str], dict[str, Any]], str | None, str | None]:
         parts = path.strip("/").split("/")
@@ -109,7 +113,12 @@ class FakeCluster:
             self.writes.append((method, path, copy.deepcopy(body), content_type))
         if method == "POST":
             made: dict[str, Any] = copy.deepcopy(body)
-            objects[(namespace, made["metadata"]["name"])] = {**made, "status": {}}
+            key = (namespace, made["metadata"]["name"])
+            if key in objects:
+                raise from_status(409, {"reason": "AlreadyExists", "message": f'"{key[1]}" already exists'})
+            # The apiserver's clock, which orders a manual run (the user's machine's clock may be off).
+            made["metadata"]["creationTimestamp"] = format_time(self.clock)
+            objects[key] = {**made, "status": {}}
             return made
         found = objects.get((namespace, name or ""))
         if found is None:
@@ -133,6 +142,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
 
     monkeypatch.setattr(session, "open_session", open_session)
     monkeypatch.setattr(cron, "now", lambda: NOW)
+    tokens = iter(["b2c4d", "f5g6h", "j7k8l", "m9n2p"])
+    monkeypatch.setattr(cron, "token", lambda: next(tokens))
     return fake
 
 
@@ -215,7 +226,7 @@ def test_get_shows_the_status_the_next_three_run_times_and_the_runs_newest_first
         "lastScheduleTime": "2026-03-26T01:30:00Z",
         "lastSuccessfulTime": "2026-03-26T01:40:00Z",
         "lastSkippedTime": "2026-03-27T01:30:00Z",
-        "active": [{"name": "nightly-report-manual-1774698000"}],
+        "active": [{"name": "nightly-report-manual-b2c4d"}],
         "conditions": [
             {"type": "Valid", "status": "True", "reason": "Valid", "message": ""},
             {"type": "Scheduled", "status": "False", "reason": "RunSkipped", "message": skipped},
@@ -229,7 +240,8 @@ def test_get_shows_the_status_the_next_three_run_times_and_the_runs_newest_first
                  "completionTime": "2026-03-26T01:40:00Z", "message": "all 1 steps succeeded"}  # fmt: skip
     add(cluster, a_run(report, day - timedelta(days=1), failed))
     add(cluster, a_run(report, day, succeeded))
-    manual = cron.manual_run(CronJobFlow.model_validate(report), NOW - timedelta(minutes=20))
+    manual = manual_run(CronJobFlow.model_validate(report), "b2c4d")
+    manual["metadata"]["creationTimestamp"] = "2026-03-28T11:40:00Z"  # type: ignore[index]
     add(cluster, {**manual, "status": {"phase": "Running", "startTime": "2026-03-28T11:40:01Z"}})
     # Labelled alike but not controlled by it: not one of its runs (the controller would not count it).
     stray = a_run(report, day + timedelta(days=1), {"phase": "Succeeded"})
@@ -245,7 +257,7 @@ def test_get_shows_the_status_the_next_three_run_times_and_the_runs_newest_first
         Deadline:       3600s (startingDeadlineSeconds)
         Suspend:        False
         History:        keeps 3 succeeded, 2 failed
-        Active:         nightly-report-manual-1774698000
+        Active:         nightly-report-manual-b2c4d
         Last schedule:  2026-03-26T01:30:00Z (2d10h ago)
         Last success:   2026-03-26T01:40:00Z (2d10h ago)
         Last skipped:   2026-03-27T01:30:00Z (1d10h ago): {skipped}
@@ -255,10 +267,10 @@ def test_get_shows_the_status_the_next_three_run_times_and_the_runs_newest_first
         Condition:      Valid=True Valid
         Condition:      Scheduled=False RunSkipped: {skipped}
 
-        RUN                                PHASE       RUN TIME                      STARTED     DURATION   MESSAGE
-        nightly-report-manual-1774698000   Running     manual 2026-03-28 12:40 CET   19m ago     19m
-        nightly-report-29574810            Succeeded   2026-03-26 02:30 CET          2d10h ago   9m59s      all 1 steps succeeded
-        nightly-report-29573370            Failed      2026-03-25 02:30 CET          3d10h ago   1m         step collect failed
+        RUN                           PHASE       RUN TIME                      STARTED     DURATION   MESSAGE
+        nightly-report-manual-b2c4d   Running     manual 2026-03-28 12:40 CET   19m ago     19m
+        nightly-report-29574810       Succeeded   2026-03-26 02:30 CET          2d10h ago   9m59s      all 1 steps succeeded
+        nightly-report-29573370       Failed      2026-03-25 02:30 CET          3d10h ago   1m         step collect failed
         """)  # noqa: E501 - the table is as wide as it is
 
 
@@ -270,6 +282,35 @@ def test_get_of_a_suspended_cronjobflow_without_runs_says_so(
     assert code == 0
     assert "Next runs:      suspended\n" in out
     assert out.endswith("\n\nNo runs.\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (
+            {
+                "status": {
+                    "conditions": [{"type": "Valid", "status": "False", "reason": "Invalid", "message": "x"}]
+                }
+            },
+            "none: the cronjobflow is invalid (condition Valid)",
+        ),
+        (
+            {"metadata": {"deletionTimestamp": "2026-03-28T11:00:00Z"}},
+            "none: the cronjobflow is being deleted",
+        ),
+    ],
+)
+def test_no_next_run_is_shown_when_the_controller_will_create_none(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], change: dict[str, Any], why: str
+) -> None:
+    report = cron_manifest()
+    for part, fields in change.items():
+        report[part].update(fields)
+    add(cluster, report)
+    listed = zen_flow(capsys, "cron", "list")[1].splitlines()[1].split()
+    assert listed[-2:] == ["-", "3d"]  # NEXT RUN, AGE
+    assert f"Next runs:      {why}\n" in zen_flow(capsys, "cron", "get", "nightly-report")[1]
 
 
 def test_get_of_a_missing_cronjobflow_is_exit_1_and_yaml_json_name_print_the_object(
@@ -299,15 +340,20 @@ def test_trigger_creates_the_controllers_run_under_a_name_of_its_own_marked_manu
 ) -> None:
     report = add(cluster, cron_manifest())
     code, out, err = zen_flow(capsys, "cron", verb, "nightly-report")
-    name = f"nightly-report-manual-{int(NOW.timestamp())}"
+    name = "nightly-report-manual-b2c4d"
     assert (code, out, err) == (0, f"jobflow default/{name} created\n", "")
     [body] = posted(cluster)
     scheduled = build_run(CronJobFlow.model_validate(report), NOW)
-    # The controller's run of that moment in all but the name and the mark: the same template, labels
-    # (the cronjobflow label included), owner reference and run TTL.
+    # The controller's run of that moment in all but the name and the marks: the same template, labels
+    # (the cronjobflow label included), owner reference and run TTL; no run time, only the manual mark
+    # (nothing from this machine's clock).
     assert body["metadata"].pop("name") == name
     assert scheduled["metadata"].pop("name") == run_name("nightly-report", NOW)  # type: ignore[attr-defined]
-    assert body["metadata"]["annotations"].pop("workflow.kube-zen.io/instantiate") == "manual"
+    assert body["metadata"].pop("annotations") == {
+        "owner": "data",
+        "workflow.kube-zen.io/instantiate": "manual",
+    }
+    scheduled["metadata"].pop("annotations")  # type: ignore[attr-defined]
     assert body == scheduled
     assert body["metadata"]["labels"] == {"team": "reporting", LABEL_CRON: "nightly-report"}
     [owner] = body["metadata"]["ownerReferences"]
@@ -319,24 +365,39 @@ def test_trigger_creates_the_controllers_run_under_a_name_of_its_own_marked_manu
 @pytest.mark.parametrize(
     ("name", "cut"),
     [
-        ("n" * MAX_CRON_NAME, "n" * (MAX_FLOW_NAME - 18)),
+        ("n" * MAX_CRON_NAME, "n" * (MAX_FLOW_NAME - 13)),
         # Cut where a `.` or `-` would end the name's part: the name stays a valid one.
-        ("a" * 44 + ".-b" + "c" * 7, "a" * 44),
+        ("a" * 49 + ".-b" + "c" * 2, "a" * 49),
     ],
 )
 def test_a_manual_run_of_the_longest_cronjobflow_name_fits_a_flows_name(name: str, cut: str) -> None:
-    body = cron.manual_run(CronJobFlow.model_validate(cron_manifest(name)), NOW)
+    body: dict[str, Any] = manual_run(CronJobFlow.model_validate(cron_manifest(name)), "b2c4d")
     made = body["metadata"]["name"]
-    assert made == f"{cut}-manual-{int(NOW.timestamp())}"
+    assert made == f"{cut}-manual-b2c4d"
     assert len(made) <= MAX_FLOW_NAME
     assert [str(e) for e in validate_jobflow(body)] == []  # what the JobFlow webhook checks
 
 
 def test_a_manual_run_never_takes_a_scheduled_runs_name() -> None:
-    # `x-manual`'s runs are x-manual-<8 digits>; `x`'s manual runs x-manual-<10 digits>.
-    scheduled = run_name("x-manual", NOW)
-    assert cron.manual_run_name("x", NOW) != scheduled
-    assert len(cron.manual_run_name("x", NOW)) == len(scheduled) + 2
+    # `x-manual`'s runs are x-manual-<8 digits>; `x`'s manual runs x-manual-<token>, even all digits.
+    assert manual_run_name("x", "24567") != run_name("x-manual", NOW)
+    report = cron_manifest("x")
+    assert planned(report, [manual(report, NOW, token="24567")], NOW).status.active[0].scheduled_time == NOW
+
+
+def test_two_triggers_in_the_same_second_make_two_runs(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same second on the same clock: the random token tells them apart (one name: 409, exit 1).
+    monkeypatch.setattr(cron, "token", RANDOM_TOKEN)
+    add(cluster, cron_manifest(concurrencyPolicy="Allow"))
+    assert zen_flow(capsys, "cron", "trigger", "nightly-report")[0] == 0
+    assert zen_flow(capsys, "cron", "trigger", "nightly-report")[0] == 0
+    first, second = (b["metadata"]["name"] for b in posted(cluster))
+    assert first != second
+    assert all(
+        re.fullmatch("nightly-report-manual-[bcdfghjklmnpqrstvwxz2456789]{5}", n) for n in (first, second)
+    )
 
 
 def test_trigger_of_an_invalid_cronjobflow_creates_nothing(
@@ -361,7 +422,7 @@ def test_trigger_of_an_invalid_cronjobflow_creates_nothing(
         ),
         (
             {},
-            "old-run still active: nightly-report-manual-1774699200 runs beside it; concurrencyPolicy Forbid",
+            "old-run still active: nightly-report-manual-b2c4d runs beside it; concurrencyPolicy Forbid",
         ),
         (
             {"concurrencyPolicy": "Allow", "suspend": True},
@@ -446,9 +507,13 @@ def planned(report: dict[str, Any], runs: list[dict[str, Any]], now: datetime) -
     return plan_cron(CronJobFlow.model_validate(report), [JobFlow.model_validate(r) for r in runs], now)
 
 
-def manual(report: dict[str, Any], moment: datetime, phase: str = "Running") -> dict[str, Any]:
-    body = cron.manual_run(CronJobFlow.model_validate(report), moment)
-    return {**body, "metadata": {**body["metadata"], "uid": "uid-manual"}, "status": {"phase": phase}}
+def manual(
+    report: dict[str, Any], created: datetime, phase: str = "Running", token: str = "b2c4d"
+) -> dict[str, Any]:
+    """`trigger`'s run as the apiserver stores it: created (its creationTimestamp) at `created`."""
+    body: dict[str, Any] = manual_run(CronJobFlow.model_validate(report), token)
+    meta = {**body["metadata"], "uid": f"uid-manual-{token}", "creationTimestamp": format_time(created)}
+    return {**body, "metadata": meta, "status": {"phase": phase}}
 
 
 EVERY_10 = datetime(2026, 5, 1, 0, 0, tzinfo=UTC)  # a */10 schedule's run time
@@ -461,16 +526,57 @@ def every_10(**spec: Any) -> dict[str, Any]:
     return report
 
 
-def test_a_run_time_due_before_a_manual_run_is_still_started() -> None:
-    # Triggered 20 s after 00:00, before the controller created the 00:00 run (it was behind, or the
-    # schedule suspended until then): the manual run's time is no run time, so 00:00 still runs.
-    report = every_10(concurrencyPolicy="Allow")
-    plan = planned(
-        report, [manual(report, EVERY_10 + timedelta(seconds=20))], EVERY_10 + timedelta(seconds=30)
+def stopping(run: dict[str, Any]) -> dict[str, Any]:
+    """`run` once the controller's stop request is on it (still running)."""
+    annotations = {**run["metadata"]["annotations"], "workflow.kube-zen.io/stop": "true"}
+    return {**run, "metadata": {**run["metadata"], "annotations": annotations}}
+
+
+def outcome(plan: Any) -> tuple[str | None, list[str], list[str]]:
+    """What became of the run time due, the runs created and the runs asked to stop."""
+    return (
+        plan.outcome,
+        [a.name for a in plan.actions if isinstance(a, CreateRun)],
+        [a.name for a in plan.actions if isinstance(a, StopRun)],
     )
-    assert [a.name for a in plan.actions if isinstance(a, CreateRun)] == [
-        run_name("nightly-report", EVERY_10)
-    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        # A run is active: Forbid skips, as docs/API.md "Manual runs" says.
+        ("Forbid", "skipped_forbid"),
+        # Replace keeps the newest run, and the manual run is newer than the run time: created, the
+        # run would be stopped at once, so it is not created and the manual run goes on.
+        ("Replace", "skipped_replace"),
+        ("Allow", "created"),
+    ],
+)
+def test_a_run_time_due_before_an_active_manual_run(policy: str, expected: str) -> None:
+    # Suspended over 00:00, triggered at 00:03, resumed at 00:05 (within the deadline): 00:00 is due,
+    # and it is older than the manual run.
+    report = every_10(concurrencyPolicy=policy, startingDeadlineSeconds=600)
+    triggered = manual(report, EVERY_10 + timedelta(minutes=3))
+    plan = planned(report, [triggered], EVERY_10 + timedelta(minutes=5))
+    created = [run_name("nightly-report", EVERY_10)] if expected == "created" else []
+    assert outcome(plan) == (expected, created, [])
+    assert [r.name for r in plan.status.active][-1] == (created or [triggered["metadata"]["name"]])[-1]
+    assert plan.status.last_skipped_time == (None if created else EVERY_10)
+
+
+def test_under_replace_a_run_and_the_one_it_replaces_are_never_both_stopped() -> None:
+    # The manual run was stopped by its user: the run time due is created, and the next reconcile,
+    # with the new run running, keeps it (a run already stopping is never the one kept).
+    report = every_10(concurrencyPolicy="Replace", startingDeadlineSeconds=600)
+    triggered = stopping(manual(report, EVERY_10 + timedelta(minutes=3)))
+    now = EVERY_10 + timedelta(minutes=5)
+    first = planned(report, [triggered], now)
+    assert outcome(first) == ("created", [run_name("nightly-report", EVERY_10)], [])
+    [made] = [a for a in first.actions if isinstance(a, CreateRun)]
+    running = {**made.body, "status": {"phase": "Running"}}
+    running["metadata"] = {**running["metadata"], "uid": "uid-new"}  # type: ignore[dict-item]
+    report["status"] = first.status.to_wire()
+    assert outcome(planned(report, [running, triggered], now + timedelta(seconds=2))) == (None, [], [])
 
 
 def test_an_active_manual_run_makes_forbid_skip_the_run_time() -> None:
@@ -478,9 +584,7 @@ def test_an_active_manual_run_makes_forbid_skip_the_run_time() -> None:
     plan = planned(report, [manual(report, EVERY_10 - timedelta(minutes=5))], EVERY_10 + timedelta(seconds=1))
     assert [a for a in plan.actions if isinstance(a, CreateRun)] == []
     assert plan.outcome == "skipped_forbid"
-    assert [r.name for r in plan.status.active] == [
-        f"nightly-report-manual-{int((EVERY_10 - timedelta(minutes=5)).timestamp())}"
-    ]
+    assert [r.name for r in plan.status.active] == ["nightly-report-manual-b2c4d"]
 
 
 def test_under_replace_a_manual_run_replaces_the_active_scheduled_run() -> None:
@@ -492,7 +596,62 @@ def test_under_replace_a_manual_run_replaces_the_active_scheduled_run() -> None:
     assert plan.actions == (StopRun(scheduled["metadata"]["name"], scheduled["metadata"]["uid"]),)
 
 
-def test_finished_manual_runs_count_for_the_history_limits_by_when_they_ran() -> None:
+def test_trigger_from_a_machine_whose_clock_is_behind_still_replaces_the_active_run(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Triggered 30 s after 00:00's run started, from a laptop a minute behind: the controller places
+    # the manual run at the apiserver's creationTimestamp, so it stops 00:00's run, as the note says.
+    report = add(cluster, every_10(concurrencyPolicy="Replace"))
+    scheduled = add(cluster, a_run(report, EVERY_10, {"phase": "Running"}))
+    report["status"] = {
+        "lastScheduleTime": format_time(EVERY_10),
+        "active": [{"name": scheduled["metadata"]["name"], "scheduledTime": format_time(EVERY_10)}],
+    }
+    cluster.clock = EVERY_10 + timedelta(seconds=30)
+    monkeypatch.setattr(cron, "now", lambda: EVERY_10 - timedelta(seconds=30))
+    code, _, err = zen_flow(capsys, "cron", "trigger", "nightly-report")
+    assert code == 0
+    assert err == (
+        "zen-flow cron trigger: note: concurrencyPolicy Replace: the controller stops "
+        "nightly-report-29626560, replaced by nightly-report-manual-b2c4d\n"
+    )
+    made = {**cluster.flows[(NS, "nightly-report-manual-b2c4d")], "status": {"phase": "Running"}}
+    plan = planned(report, [scheduled, made], EVERY_10 + timedelta(seconds=31))
+    assert outcome(plan) == (None, [], ["nightly-report-29626560"])
+
+
+def test_triggers_note_says_when_the_controller_keeps_another_run_instead(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Another manual run created in the same second ranks after this one by name: it is the one kept.
+    report = cron_manifest(concurrencyPolicy="Replace")
+    report["status"] = {
+        "active": [{"name": "nightly-report-manual-zzzzz", "scheduledTime": format_time(NOW)}]
+    }
+    add(cluster, report)
+    assert zen_flow(capsys, "cron", "trigger", "nightly-report")[2] == (
+        "zen-flow cron trigger: note: concurrencyPolicy Replace: nightly-report-manual-zzzzz is newer: "
+        "the controller stops nightly-report-manual-b2c4d\n"
+    )
+
+
+def test_a_manual_run_is_told_by_its_name_not_by_annotations() -> None:
+    # A manual run of an older zen-flow, named with digits and without its scheduled-time annotation:
+    # placed at its creation, not at "minute" 1777593300 (the year 5349), so Replace stops it for the
+    # newer run time instead of keeping it forever.
+    report = every_10(concurrencyPolicy="Replace")
+    old = manual(report, EVERY_10 - timedelta(minutes=5))
+    old["metadata"] = {**old["metadata"], "name": "nightly-report-manual-1777593300", "annotations": {}}
+    scheduled = a_run(report, EVERY_10, {"phase": "Running"})
+    plan = planned(report, [old, scheduled], EVERY_10 + timedelta(seconds=5))
+    assert outcome(plan)[2] == ["nightly-report-manual-1777593300"]
+    # A scheduled run carrying a copied `instantiate: manual` is still the run of its run time.
+    marked = a_run(report, EVERY_10, {"phase": "Succeeded"})
+    marked["metadata"]["annotations"]["workflow.kube-zen.io/instantiate"] = "manual"
+    assert planned(report, [marked], EVERY_10 + timedelta(seconds=5)).outcome is None
+
+
+def test_finished_manual_runs_count_for_the_history_limits_by_when_they_were_created() -> None:
     report = every_10(successfulJobsHistoryLimit=1)
     older = a_run(report, EVERY_10 - timedelta(minutes=10), {"phase": "Succeeded"})
     plan = planned(

@@ -347,3 +347,12 @@ def test_a_run_is_kept_by_the_history_limits_not_the_jobflow_default_ttl() -> No
         "backoffLimit": 2,
         "ttlSecondsAfterFinished": RUN_TTL_SECONDS,
     }
+
+
+def test_replace_never_keeps_a_run_already_stopping() -> None:
+    # 00:20's run was stopped by its user; 00:10's, older, is not stopping: it is the one kept, or
+    # both would stop and the CronJobFlow would have no run at all.
+    status = CronJobFlowStatus(last_schedule_time=at(0, 20))
+    runs = [run(at(0, 10)), run(at(0, 20), **{ANNOTATION_STOP: "true"})]
+    plan = plan_cron(cron(status=status, concurrencyPolicy="Replace"), runs, at(0, 20, 5))
+    assert not any(isinstance(a, StopRun) for a in plan.actions)

@@ -210,3 +210,43 @@ def test_a_template_may_name_a_jobflowtemplate() -> None:
     assert error.startswith(
         'spec.jobFlowTemplate.spec.templateRef.name: Invalid value: "Bad_Name": a lowercase'
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "key"),
+    [
+        ("annotations", "workflow.kube-zen.io/instantiate"),  # every scheduled run would read as manual
+        ("annotations", "workflow.kube-zen.io/scheduled-time"),
+        ("annotations", "workflow.kube-zen.io/stop"),  # every run stopped as it starts
+        ("annotations", "workflow.kube-zen.io/created-by"),
+        ("annotations", "approved-by.workflow.kube-zen.io/gate"),
+        ("labels", "workflow.kube-zen.io/cronjobflow"),
+        ("labels", "workflow.kube-zen.io/template"),
+    ],
+)
+def test_the_template_may_not_set_the_keys_zen_flow_writes_on_a_run(field: str, key: str) -> None:
+    obj = cron()
+    obj["spec"]["jobFlowTemplate"]["metadata"] = {field: {key: "manual"}}
+    [problem] = problems(obj)
+    assert problem.startswith(f"spec.jobFlowTemplate.metadata.{field}[{key}]: Forbidden: reserved: "), problem
+    # The keys a user sets on a flow to group or trace it are the template's to set.
+    obj["spec"]["jobFlowTemplate"]["metadata"] = {
+        "labels": {"workflow.kube-zen.io/concurrency-key": "reports"},
+        "annotations": {"workflow.kube-zen.io/correlation-id": "ticket-7"},
+    }
+    assert problems(obj) == []
+
+
+def test_a_resource_name_is_checked_against_the_longest_run_name_a_manual_one() -> None:
+    # A run is nightly-29xxxxxx (16 characters), a manual run nightly-manual-xxxxx (20): a resource
+    # created as <run>-<name> must fit either, or `zen-flow cron trigger` would be refused.
+    def with_resource(length: int) -> dict[str, Any]:
+        obj = cron()
+        obj["spec"]["jobFlowTemplate"]["spec"]["resourceTemplates"] = {
+            "configMapTemplates": [{"metadata": {"name": "r" * length}, "data": {"k": "v"}}]
+        }
+        return obj
+
+    assert problems(with_resource(253 - 21)) == []
+    [problem] = problems(with_resource(253 - 20))
+    assert "the object is created as nightly-manual-xxxxx-rrr" in problem

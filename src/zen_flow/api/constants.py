@@ -189,10 +189,16 @@ CRON_CRD_NAME = f"{CRON_PLURAL}.{GROUP}"
 LABEL_CRON = f"{GROUP}/cronjobflow"
 ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
 # On a run made by hand (`zen-flow cron trigger`), as `kubectl create job --from=cronjob/NAME` marks its
-# Job `cronjob.kubernetes.io/instantiate: manual`: its scheduled-time is when it was triggered, which is
-# no run time of the schedule (planner.cron leaves it out when it looks for the run time due).
+# Job `cronjob.kubernetes.io/instantiate: manual`: for people and selectors. The controller recognises a
+# manual run by its name, `<cron>-manual-<token>` (no `<cron>-<Unix minute>` of a run time), not by this
+# annotation, which a copy could forge; it has no scheduled-time (it was made for no run time).
 ANNOTATION_INSTANTIATE = f"{GROUP}/instantiate"
 INSTANTIATE_MANUAL = "manual"
+MANUAL_RUN_INFIX = "-manual-"
+# Random characters that end a manual run's name, so two triggers at once do not collide (27**5); the
+# apiserver's generateName alphabet (no vowels: no words).
+MANUAL_RUN_TOKEN_LENGTH = 5
+MANUAL_RUN_TOKEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 DEFAULT_SUCCESSFUL_HISTORY_LIMIT = 3
 DEFAULT_FAILED_HISTORY_LIMIT = 1
 

@@ -2,26 +2,27 @@
 `kubectl create job --from=cronjob/NAME` drive theirs, with the user's own kubeconfig and RBAC
 (cli.session: connection, errors, exit status; cli.cron_render: what is printed).
 
-`trigger` builds its run with the controller's own builder (planner.cron.build_run: the template, the
-CronJobFlow's label, its controller owner reference, the TTL), so the controller takes it for one of its
-runs; only the name and the `instantiate: manual` annotation differ (`manual_run`)."""
+`trigger` builds its run with the controller's own builder (planner.cron_runs.manual_run: the template,
+the CronJobFlow's label, its controller owner reference, the TTL), so the controller takes it for one of
+its runs; only the name `<cron>-manual-<random token>` and the annotations differ. Nothing is taken from
+this machine's clock: the controller places a manual run at its creationTimestamp."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
-from datetime import datetime
 from typing import Any
 
 import yaml
 
 from zen_flow.api.constants import (
-    ANNOTATION_INSTANTIATE,
     CRON_SINGULAR,
     GROUP,
-    INSTANTIATE_MANUAL,
     LABEL_CRON,
+    MANUAL_RUN_TOKEN_ALPHABET,
+    MANUAL_RUN_TOKEN_LENGTH,
     ConcurrencyPolicy,
 )
 from zen_flow.api.cronjobflow import CronJobFlow
@@ -31,29 +32,13 @@ from zen_flow.cli.session import EXIT_OK, Session, UsageError, now
 from zen_flow.kube.cronjobflows import CRONJOBFLOWS
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.kube.transport import MERGE_PATCH
-from zen_flow.planner.cron import build_run
+from zen_flow.planner.cron_runs import manual_run, rank
 from zen_flow.validation import render, validate_cronjobflow
-from zen_flow.validation.limits import MAX_FLOW_NAME
-
-MANUAL_INFIX = "-manual-"
 
 
-def manual_run_name(cron_name: str, moment: datetime) -> str:
-    """`<cron>-manual-<Unix second>`: never a scheduled run's name (`<cron>-<8-digit Unix minute>`: a
-    cron named `x-manual` makes 8 digits where this has 10), and within a flow's name limit: a long
-    CronJobFlow name is cut, without the `-` or `.` a name may not end a part with."""
-    suffix = f"{MANUAL_INFIX}{int(moment.timestamp())}"
-    return cron_name[: MAX_FLOW_NAME - len(suffix)].rstrip("-.") + suffix
-
-
-def manual_run(cron: CronJobFlow, moment: datetime) -> dict[str, Any]:
-    """The run `trigger` creates at `moment`: the controller's run of that time, named apart and marked
-    manual (its scheduled-time annotation is `moment`, when it was triggered)."""
-    body: dict[str, Any] = build_run(cron, moment)
-    meta = body["metadata"]
-    meta["name"] = manual_run_name(cron.metadata.name, moment)
-    meta["annotations"] = {**meta["annotations"], ANNOTATION_INSTANTIATE: INSTANTIATE_MANUAL}
-    return body
+def token() -> str:
+    """A manual run's random suffix: two triggers at once get two names (a 409 otherwise)."""
+    return "".join(secrets.choice(MANUAL_RUN_TOKEN_ALPHABET) for _ in range(MANUAL_RUN_TOKEN_LENGTH))
 
 
 def _kind_name(name: str) -> str:
@@ -112,28 +97,39 @@ async def trigger(session: Session, args: argparse.Namespace) -> int:
         raise UsageError(f"cronjobflow {args.name} is being deleted: a run of it would be deleted with it")
     if errors := validate_cronjobflow(raw):
         raise UsageError(f"cronjobflow {args.name} is invalid, no run was created:\n{render(errors)}")
-    body = manual_run(cron, now())
-    made = await session.client.request("POST", JOBFLOWS.path(session.namespace), body=body)
+    made = await session.client.request(
+        "POST", JOBFLOWS.path(session.namespace), body=manual_run(cron, token())
+    )
     name = made["metadata"]["name"]
-    for note in _notes(cron, name):
+    for note in _notes(cron, JobFlow.model_validate(made)):
         sys.stderr.write(f"zen-flow cron trigger: note: {note}\n")
     session.out.write(f"jobflow {session.namespace}/{name} created\n")
     return EXIT_OK
 
 
-def _notes(cron: CronJobFlow, run: str) -> list[str]:
+def _notes(cron: CronJobFlow, made: JobFlow) -> list[str]:
     """What the controller does about the new run that the user may not expect (docs/API.md, "Manual
-    runs"): it counts for concurrencyPolicy like a scheduled run."""
+    runs"): it counts for concurrencyPolicy like a scheduled run. Replace's choice is the controller's
+    own order (cron_runs.rank) of the active runs it recorded and the run made, at the apiserver's
+    creationTimestamp (this machine's clock when an apiserver leaves it out)."""
     notes = []
+    run = made.metadata.name
     if cron.spec.suspend:
         notes.append(f"cronjobflow {cron.metadata.name} is suspended: this run starts all the same")
-    active = [r.name for r in cron.status.active]
+    active = [r for r in cron.status.active if r.name != run]
     if not active:
         return notes
-    names = ", ".join(active)
+    names = ", ".join(r.name for r in active)
     policy = cron.spec.concurrency_policy or ConcurrencyPolicy.FORBID
     if policy == ConcurrencyPolicy.REPLACE:
-        notes.append(f"concurrencyPolicy Replace: the controller stops {names}, replaced by {run}")
+        mine = rank(cron.metadata.name, run, made.metadata.creation_timestamp or now())
+        newer = [r.name for r in active if rank(cron.metadata.name, r.name, r.scheduled_time) > mine]
+        if newer:
+            notes.append(
+                f"concurrencyPolicy Replace: {', '.join(newer)} is newer: the controller stops {run}"
+            )
+        else:
+            notes.append(f"concurrencyPolicy Replace: the controller stops {names}, replaced by {run}")
     elif policy == ConcurrencyPolicy.FORBID:
         notes.append(
             f"{names} still active: {run} runs beside it; concurrencyPolicy Forbid skips the run times "

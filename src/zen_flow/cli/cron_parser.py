@@ -9,15 +9,16 @@ from collections.abc import Callable
 DESCRIPTION = """\
 CronJobFlows (scheduled flows), driven as `argo cron` drives CronWorkflows and kubectl CronJobs.
 `trigger` creates a run now, as `kubectl create job --from=cronjob/NAME` or `argo submit --from
-cronwf/NAME` do: named NAME-manual-<Unix second> and annotated workflow.kube-zen.io/instantiate=manual,
-it counts for concurrencyPolicy and the history limits like a scheduled run (docs/API.md, "Manual
-runs"). `resume` starts the latest run time missed while suspended (within startingDeadlineSeconds)."""
+cronwf/NAME` do: named NAME-manual-<5 random characters> and annotated
+workflow.kube-zen.io/instantiate=manual, it counts for concurrencyPolicy and the history limits like a
+scheduled run (docs/API.md, "Manual runs"). `resume` starts the latest run time missed while
+suspended (within startingDeadlineSeconds)."""
 
 EXAMPLES = """\
 examples:
   zen-flow cron list -A
   zen-flow cron get nightly-report -n team-a
-  zen-flow cron trigger nightly-report     # jobflow team-a/nightly-report-manual-1767225600 created
+  zen-flow cron trigger nightly-report     # jobflow team-a/nightly-report-manual-x7kqd created
   zen-flow cron suspend nightly-report"""
 
 
@@ -85,7 +86,7 @@ def add_cron_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p = command(
         "trigger",
-        "create a run of a CronJobFlow now, from its template (named NAME-manual-<Unix second>)",
+        "create a run of a CronJobFlow now, from its template (named NAME-manual-<5 random characters>)",
         "zen-flow cron trigger nightly-report",
         aliases=("run-now",),
     )

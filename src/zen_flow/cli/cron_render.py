@@ -21,7 +21,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.cli.render import printable, span, table
 from zen_flow.core.cron import Schedule, ScheduleError, parse_schedule
-from zen_flow.planner.cron import is_manual, scheduled_time_of
+from zen_flow.planner.cron_runs import is_manual, rank_of, time_of
 
 NEXT_RUNS = 3  # `cron get`: the run times shown ahead
 
@@ -34,11 +34,25 @@ def schedule_of(cron: CronJobFlow) -> Schedule | None:
         return None
 
 
+def idle_reason(cron: CronJobFlow) -> str | None:
+    """Why the controller creates no run at any run time, or None: what `get` says instead of times it
+    will never keep (the Valid condition's message says what is wrong)."""
+    if cron.metadata.deletion_timestamp is not None:
+        return "none: the cronjobflow is being deleted"
+    if any(c.type == CronConditionType.VALID and c.status == "False" for c in cron.status.conditions):
+        return "none: the cronjobflow is invalid (condition Valid)"
+    if cron.spec.suspend:
+        return "suspended"
+    if schedule_of(cron) is None:
+        return "none: the schedule cannot be used"
+    return None
+
+
 def next_runs(cron: CronJobFlow, now: datetime, count: int) -> list[datetime]:
     """The next `count` run times after `now` (fewer if the schedule ends within 50 years); none while
-    suspended or unusable."""
+    the controller would create no run (idle_reason)."""
     schedule = schedule_of(cron)
-    if schedule is None or cron.spec.suspend:
+    if schedule is None or idle_reason(cron) is not None:
         return []
     found: list[datetime] = []
     moment: datetime | None = now
@@ -134,21 +148,21 @@ def cron_detail(cron: CronJobFlow, runs: Sequence[JobFlow], now: datetime) -> st
             for i, m in enumerate(upcoming)
         ]
     else:
-        why = "suspended" if spec.suspend else "none: the schedule cannot be used" if zone is None else "none"
-        lines.append(f"Next runs:      {why}")
+        lines.append(f"Next runs:      {idle_reason(cron) or 'none'}")
     for cond in status.conditions:
         said = f"{cond.type}={cond.status} {cond.reason}"
         lines.append(f"Condition:      {said}: {cond.message}" if cond.message else f"Condition:      {said}")
     rows = []
-    for run in sorted(runs, key=lambda r: (scheduled_time_of(r) or now, r.metadata.name), reverse=True):
-        moment = scheduled_time_of(run)
+    name = cron.metadata.name
+    for run in sorted(runs, key=lambda r: rank_of(name, r), reverse=True):  # the controller's order
+        moment = time_of(name, run)
         when = local(moment, zone) if moment is not None and zone is not None else "-"
         started, ended = run.status.start_time, run.status.completion_time
         rows.append(
             [
                 run.metadata.name,
                 run.status.phase or "Pending",
-                f"manual {when}" if is_manual(run) else when,
+                f"manual {when}" if is_manual(name, run) else when,
                 f"{_ago(started, now)} ago" if started is not None else "-",
                 span(((ended or now) - started).total_seconds()) if started is not None else "-",
                 run.status.message or "",

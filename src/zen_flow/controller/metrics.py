@@ -49,7 +49,14 @@ JOB_DELETE_CAUSES = ("timeout", "deadline", "replaced", "stopped", "edited", "su
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 
-CRON_RUN_RESULTS = ("created", "skipped_forbid", "skipped_deadline", "skipped_active_limit", "error")
+CRON_RUN_RESULTS = (
+    "created",
+    "skipped_forbid",
+    "skipped_replace",
+    "skipped_deadline",
+    "skipped_active_limit",
+    "error",
+)
 
 
 class Metrics:
@@ -135,7 +142,7 @@ class Metrics:
         self.cron_runs = Counter(
             "zen_flow_cronjobflow_runs_total",
             "Run times of CronJobFlows by result "
-            "(created, skipped_forbid, skipped_deadline, skipped_active_limit, error)",
+            "(created, skipped_forbid, skipped_replace, skipped_deadline, skipped_active_limit, error)",
             ["result"],
             registry=r,
         )

@@ -15,9 +15,11 @@ Kubernetes' CronJob is the model:
   documented way and their `finally` steps do not run, as CronJob deletes its Job and Argo's Replace
   terminates) and creates the new one; Allow creates it beside them, up to MAX_ACTIVE_RUNS.
   A skipped run time is recorded (status.lastSkippedTime) and never started later.
-- Replace's stops are level-based: whenever more than one run is active, every one but the newest is
-  stopped (unless it carries a stop request already), at every reconcile, not only when a run time
-  comes due: a stop patch that failed is retried, and a run never keeps running beside its successor.
+- Replace's stops are level-based: whenever more than one run is active, every one but the newest that
+  carries no stop request is stopped, at every reconcile, not only when a run time comes due: a stop
+  patch that failed is retried, and a run never keeps running beside its successor. "Newest" is one
+  order (cron_runs.rank) at the create and at every reconcile after it, and a run already stopping is
+  never the one kept, so a run created and the run it replaced are never both stopped.
 - `suspend` creates nothing; resuming starts the latest run time missed meanwhile, unless the deadline
   excludes it (as CronJob does).
 - Finished runs beyond `successfulJobsHistoryLimit` (default 3) and `failedJobsHistoryLimit` (default 1)
@@ -25,47 +27,58 @@ Kubernetes' CronJob is the model:
   CronJob's Jobs: a run gets `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS unless its template
   sets one, so the JobFlow default (a day, written by the webhook and the CRD) never deletes the one run a
   `@weekly` schedule keeps after a day.
-- A manual run (`zen-flow cron trigger`: annotated `instantiate: manual`, its scheduled-time the moment
-  it was triggered) is a run like the others, owned and labelled alike: it is active for
-  concurrencyPolicy (Replace stops the older runs for it, as for the newest run time) and counted by the
-  history limits, but it is no run time: it never hides one that is due.
+- A manual run (`zen-flow cron trigger`: named `<cron>-manual-<token>`, its time its creationTimestamp)
+  is a run like the others, owned and labelled alike: it is active for concurrencyPolicy and counted by
+  the history limits, but it is no run time: it never hides one that is due. A run time due before an
+  active manual run (suspended until after it, the controller behind) is skipped under Forbid (a run is
+  active) and under Replace (the newest run is kept, and the manual run is newer: created, the run would
+  be stopped at once), and created under Allow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from zen_flow.api.constants import (
-    ANNOTATION_INSTANTIATE,
-    ANNOTATION_SCHEDULED_TIME,
     ANNOTATION_STOP,
-    API_VERSION,
-    CRON_KIND,
     DEFAULT_FAILED_HISTORY_LIMIT,
     DEFAULT_SUCCESSFUL_HISTORY_LIMIT,
-    INSTANTIATE_MANUAL,
-    KIND,
-    LABEL_CRON,
     ConcurrencyPolicy,
     CronConditionType,
     FlowPhase,
 )
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus, RunRef
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.api.meta import Condition, format_time, parse_time
-from zen_flow.core.cron import Schedule, ScheduleError, parse_schedule, scheduled_minute
+from zen_flow.api.meta import Condition, format_time
+from zen_flow.core.cron import Schedule, ScheduleError, parse_schedule
 from zen_flow.planner.actions import EventSpec
+from zen_flow.planner.cron_runs import (
+    RUN_TTL_SECONDS,
+    build_run,
+    manual_run,
+    owner_reference,
+    rank,
+    rank_of,
+    run_name,
+    run_time_of,
+    time_of,
+)
+
+__all__ = [  # the run builders, where the planner's users have always found them
+    "RUN_TTL_SECONDS",
+    "build_run",
+    "manual_run",
+    "owner_reference",
+    "run_name",
+]
 
 # Allow: the most runs of one CronJobFlow active at once. Runs that never finish would otherwise pile up
 # without bound (a minutely schedule: 10,080 a week), and with them status.active (a megabyte) and the
 # cost of every plan; a run time beyond it is skipped, as Forbid skips one.
 MAX_ACTIVE_RUNS = 100
-# A run's TTL when its template sets none: int32's maximum (68 years), "never" to the JobFlow TTL; 0 would
-# delete it at once, and no value means the JobFlow default of a day.
-RUN_TTL_SECONDS = 2**31 - 1
 # The shortest requeue of a valid schedule: the next run time is always strictly later than now (core/
 # cron.py), but a requeue of 0 would re-add the key while it is being processed; never let one run hot.
 MIN_REQUEUE_SECONDS = 1.0
@@ -105,91 +118,27 @@ class CronPlan:
     events: tuple[EventSpec, ...]
     requeue_after: float | None  # seconds until the next run time; None: nothing scheduled
     # What became of the run time due now, for the metrics: "created", "skipped_forbid",
-    # "skipped_deadline", "skipped_active_limit", or None when none was due.
+    # "skipped_replace", "skipped_deadline", "skipped_active_limit", or None when none was due.
     outcome: str | None = None
-
-
-def owner_reference(cron: CronJobFlow) -> dict[str, object]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": CRON_KIND,
-        "name": cron.metadata.name,
-        "uid": cron.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def run_name(cron_name: str, moment: datetime) -> str:
-    return f"{cron_name}-{scheduled_minute(moment)}"
-
-
-def scheduled_time_of(run: JobFlow) -> datetime | None:
-    """The run time a run was created for: its annotation (its name's suffix when that is missing)."""
-    stamp = run.metadata.annotations.get(ANNOTATION_SCHEDULED_TIME)
-    if stamp:
-        try:
-            return parse_time(stamp)
-        except ValueError:
-            pass
-    suffix = run.metadata.name.rpartition("-")[2]
-    if suffix.isdigit():
-        return datetime.fromtimestamp(int(suffix) * 60, tz=UTC)
-    return run.metadata.creation_timestamp
-
-
-def is_manual(run: JobFlow) -> bool:
-    """A run made by hand (`zen-flow cron trigger`), not for a run time of the schedule."""
-    return run.metadata.annotations.get(ANNOTATION_INSTANTIATE) == INSTANTIATE_MANUAL
-
-
-def build_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
-    """The JobFlow of run time `moment`: the template's labels and annotations, plus the CronJobFlow's
-    label and the run time; owned by the CronJobFlow (deleting it deletes its runs)."""
-    template = cron.spec.job_flow_template
-    meta = template.metadata
-    labels = {**(meta.labels if meta else {}), LABEL_CRON: cron.metadata.name}
-    annotations = {**(meta.annotations if meta else {}), ANNOTATION_SCHEDULED_TIME: format_time(moment)}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": run_name(cron.metadata.name, moment),
-            "namespace": cron.metadata.namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner_reference(cron)],
-        },
-        "spec": _with_run_ttl(template.spec),
-    }
-
-
-def _with_run_ttl(spec: dict[str, Any]) -> dict[str, Any]:
-    """The template's spec with `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS if it has none
-    (a `ttlStrategy` it sets still decides its outcomes first)."""
-    policy = spec.get("executionPolicy")
-    if policy is None:
-        return {**spec, "executionPolicy": {"ttlSecondsAfterFinished": RUN_TTL_SECONDS}}
-    if isinstance(policy, dict) and policy.get("ttlSecondsAfterFinished") is None:
-        return {**spec, "executionPolicy": {**policy, "ttlSecondsAfterFinished": RUN_TTL_SECONDS}}
-    return spec
-
-
-# A run with no time at all (no annotation, a name without the minute, no creation time) sorts oldest.
-_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def _finished(run: JobFlow) -> bool:
     return run.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
 
 
-def _ref(run: JobFlow) -> RunRef:
-    return RunRef(name=run.metadata.name, uid=run.metadata.uid or None, scheduled_time=scheduled_time_of(run))
+def _stopping(run: JobFlow) -> bool:
+    return bool((run.metadata.annotations.get(ANNOTATION_STOP) or "").strip())
 
 
-def _by_time(runs: Iterable[JobFlow]) -> list[JobFlow]:
-    """Newest run time first (the name breaks ties: it holds the run time)."""
-    return sorted(runs, key=lambda r: (scheduled_time_of(r) or _NEVER, r.metadata.name), reverse=True)
+def _ref(cron_name: str, run: JobFlow) -> RunRef:
+    return RunRef(
+        name=run.metadata.name, uid=run.metadata.uid or None, scheduled_time=time_of(cron_name, run)
+    )
+
+
+def _by_time(cron_name: str, runs: Iterable[JobFlow]) -> list[JobFlow]:
+    """Newest first (cron_runs.rank)."""
+    return sorted(runs, key=lambda r: rank_of(cron_name, r), reverse=True)
 
 
 def _condition(
@@ -221,7 +170,7 @@ def plan_cron(
 ) -> CronPlan:
     """What to do now. `runs`: the JobFlows this CronJobFlow controls (from the cache); `invalid`: why
     its template cannot make a valid JobFlow (the validator's verdict), or None."""
-    spec, old = cron.spec, cron.status
+    spec, old, name = cron.spec, cron.status, cron.metadata.name
     generation = cron.metadata.generation or None
     schedule: Schedule | None = None
     if invalid is None:
@@ -232,14 +181,14 @@ def plan_cron(
     live = [r for r in runs if r.metadata.deletion_timestamp is None]
     active = [r for r in live if not _finished(r)]
     actions: list[CronAction] = list(
-        _history(live, spec.successful_jobs_history_limit, spec.failed_jobs_history_limit)
+        _history(name, live, spec.successful_jobs_history_limit, spec.failed_jobs_history_limit)
     )
     succeeded = [r.status.completion_time for r in live if r.status.phase == FlowPhase.SUCCEEDED]
     last_success = max([t for t in (old.last_successful_time, *succeeded) if t is not None], default=None)
     status = old.model_copy(
         update={
             "last_successful_time": last_success,
-            "active": tuple(_ref(r) for r in _by_time(active))[::-1],
+            "active": tuple(_ref(name, r) for r in _by_time(name, active))[::-1],
             "observed_generation": generation,
         }
     )
@@ -266,9 +215,9 @@ def plan_cron(
                 cron.metadata.creation_timestamp,
                 old.last_schedule_time,
                 old.last_skipped_time,
-                # A manual run's time is when someone triggered it, not a run time: a run time due
-                # before it (suspended, or the controller behind) is still started.
-                *(scheduled_time_of(r) for r in runs if not is_manual(r)),
+                # Only a run named for a run time: a manual run's time is when it was created, which
+                # must not hide a run time due before it (suspended, or the controller behind).
+                *(run_time_of(name, r.metadata.name) for r in runs),
             )
             if t is not None
         ]
@@ -293,22 +242,24 @@ def plan_cron(
         # The stops before the create, as CronJob deletes the old Job before it creates the new one.
         creates = [a for a in actions if isinstance(a, CreateRun)]
         others = [a for a in actions if not isinstance(a, CreateRun)]
-        actions = [*others, *_replaced(active, creates), *creates]
+        actions = [*others, *_replaced(name, active, creates), *creates]
     status = counted(status, {"conditions": tuple(conditions.values())})
     upcoming = None if spec.suspend else schedule.next_after(now)
     requeue = None if upcoming is None else max((upcoming - now).total_seconds(), MIN_REQUEUE_SECONDS)
     return CronPlan(tuple(actions), status, tuple(events), requeue, outcome)
 
 
-def _replaced(active: Sequence[JobFlow], created: Sequence[CreateRun]) -> list[StopRun]:
-    """Replace: a stop for every active run but the newest (the one created now, if any), unless it
-    carries a stop request already. Planned at every reconcile, so a stop that failed is tried again."""
-    newest = created[-1].name if created else (_by_time(active)[0].metadata.name if active else None)
-    return [
-        StopRun(r.metadata.name, r.metadata.uid)
-        for r in active
-        if r.metadata.name != newest and not (r.metadata.annotations.get(ANNOTATION_STOP) or "").strip()
-    ]
+def _replaced(cron_name: str, active: Sequence[JobFlow], created: Sequence[CreateRun]) -> list[StopRun]:
+    """Replace: a stop for every active run without a stop request but the newest of them and the run
+    created now (cron_runs.rank, the order of every reconcile). A run already stopping is never kept:
+    keeping it would stop its replacement too. Planned at every reconcile: a stop that failed is retried."""
+    going = [r for r in active if not _stopping(r)]
+    ranks = [rank_of(cron_name, r) for r in going]
+    ranks += [rank(cron_name, c.name, c.scheduled_time) for c in created]
+    if not ranks:
+        return []
+    kept = max(ranks)[2]
+    return [StopRun(r.metadata.name, r.metadata.uid) for r in going if r.metadata.name != kept]
 
 
 def counted(status: CronJobFlowStatus, update: dict[str, Any]) -> CronJobFlowStatus:
@@ -340,10 +291,19 @@ def _decide(
         )
     policy = spec.concurrency_policy or ConcurrencyPolicy.FORBID
     others = [r for r in active if r.metadata.name != name]
+    existing = next((r for r in runs if r.metadata.name == name), None)
     if others and policy == ConcurrencyPolicy.FORBID:
         names = ", ".join(r.metadata.name for r in others)
         message = f"run time {when} skipped: concurrencyPolicy Forbid and {names} not finished"
         return ("skipped_forbid", {"last_skipped_time": due}, EventSpec("Normal", "RunSkipped", message), [])
+    mine = rank(cron.metadata.name, name, due)
+    newer = [r for r in others if not _stopping(r) and rank_of(cron.metadata.name, r) > mine]
+    if existing is None and newer and policy == ConcurrencyPolicy.REPLACE:
+        # A manual run created after the run time: Replace keeps the newest run, so the run would be
+        # stopped as soon as created (_replaced, the same order): not created, as Forbid would not.
+        names = ", ".join(r.metadata.name for r in newer)
+        message = f"run time {when} skipped: concurrencyPolicy Replace keeps the newer {names}"
+        return ("skipped_replace", {"last_skipped_time": due}, EventSpec("Normal", "RunSkipped", message), [])
     if policy == ConcurrencyPolicy.ALLOW and len(others) >= MAX_ACTIVE_RUNS:
         message = (
             f"run time {when} skipped: too many active runs ({len(others)}; "
@@ -357,12 +317,12 @@ def _decide(
         )
     made: list[CronAction] = []  # the create, when the run does not exist yet
     ref = RunRef(name=name, scheduled_time=due)
-    active_refs = [_ref(r) for r in _by_time(active) if r.metadata.name != name][::-1]
-    existing = next((r for r in runs if r.metadata.name == name), None)
+    active_refs = [_ref(cron.metadata.name, r) for r in _by_time(cron.metadata.name, active)]
+    active_refs = [r for r in active_refs if r.name != name][::-1]
     if existing is None:
         made.append(CreateRun(name, due, build_run(cron, due)))
     else:
-        ref = _ref(existing)
+        ref = _ref(cron.metadata.name, existing)
     replaced = (
         f" (stopping {', '.join(r.metadata.name for r in others)})"
         if others and policy == ConcurrencyPolicy.REPLACE
@@ -373,13 +333,15 @@ def _decide(
     return "created", update, EventSpec("Normal", RUN_CREATED, message), made
 
 
-def _history(runs: Sequence[JobFlow], successful: int | None, failed: int | None) -> Iterable[DeleteRun]:
+def _history(
+    cron_name: str, runs: Sequence[JobFlow], successful: int | None, failed: int | None
+) -> Iterable[DeleteRun]:
     """Finished runs beyond the history limits, the oldest run times first to go."""
     limits = {
         FlowPhase.SUCCEEDED: DEFAULT_SUCCESSFUL_HISTORY_LIMIT if successful is None else successful,
         FlowPhase.FAILED: DEFAULT_FAILED_HISTORY_LIMIT if failed is None else failed,
     }
     for phase, limit in limits.items():
-        done = _by_time(r for r in runs if r.status.phase == phase)
+        done = _by_time(cron_name, (r for r in runs if r.status.phase == phase))
         for run in done[max(limit, 0) :]:
             yield DeleteRun(run.metadata.name, run.metadata.uid)

@@ -2,11 +2,15 @@
 
 The schedule and time zone must parse (core/cron.py), the CronJob-style fields be in range, and the
 template must make a valid JobFlow: its spec is checked with the JobFlow validator itself, as the flow a
-run will create (named `<cron name>-<8-digit Unix minute>`), and its errors are reported under
-`spec.jobFlowTemplate.spec`, so a mistake is refused when the CronJobFlow is written, not at 3 a.m. when
-its first run is created. Its annotations may not decide a gate (`approve.`/`reject.`): the errors of a
-JobFlow's create when they name no Manual step, and forbidden when they do (the controller creates
-the runs and may not approve), under `spec.jobFlowTemplate.metadata`.
+run will create (under the longest name a run can have: a scheduled run's `<cron name>-<8-digit Unix
+minute>` or a manual run's `<cron name>-manual-<token>`, since resource names grow with it), and its errors
+are reported under `spec.jobFlowTemplate.spec`, so a mistake is refused when the CronJobFlow is written,
+not at 3 a.m. when its first run is created. Its annotations may not decide a gate (`approve.`/`reject.`):
+the errors of a JobFlow's create when they name no Manual step, and forbidden when they do (the
+controller creates the runs and may not approve), under `spec.jobFlowTemplate.metadata`. Nor may its
+labels and annotations hold the keys zen-flow writes on a run or acts on at once (RESERVED): a JobFlow may
+carry them (its user's requests, the webhook's record, which it overwrites), but on a template they would
+be copied to every run, forging the record or stopping each run as it starts.
 """
 
 from __future__ import annotations
@@ -15,10 +19,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
+    ANNOTATION_CREATED_BY,
+    ANNOTATION_DECISION_MESSAGE_PREFIX,
+    ANNOTATION_INSTANTIATE,
+    ANNOTATION_REJECTED_BY_PREFIX,
+    ANNOTATION_RETRIED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
+    ANNOTATION_SCHEDULED_TIME,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
+    ANNOTATION_VALUES_BY_PREFIX,
     API_VERSION,
     APPROVE_PREFIX,
     CRON_KIND,
     KIND,
+    LABEL_CRON,
+    LABEL_TEMPLATE,
+    MANUAL_RUN_INFIX,
+    MANUAL_RUN_TOKEN_LENGTH,
     REJECT_PREFIX,
     VALUES_PREFIX,
     ConcurrencyPolicy,
@@ -36,6 +56,30 @@ from zen_flow.validation.template import check_metadata_maps
 # CronJob keeps 11 characters for its suffix the same way (52).
 RUN_SUFFIX = "-99999999"
 MAX_CRON_NAME = MAX_FLOW_NAME - len(RUN_SUFFIX)
+# A manual run (`zen-flow cron trigger`) is named `<cron name, cut to fit>-manual-<token>`
+# (planner.cron_runs.manual_run_name): longer than a scheduled run's for most names.
+MANUAL_RUN_SUFFIX = MANUAL_RUN_INFIX + "x" * MANUAL_RUN_TOKEN_LENGTH
+_WRITTEN = "written by zen-flow on each run"
+_RERUN = "a request to rerun a failed run: copied to every run, each would be rerun once when it fails"
+# Keys (or key prefixes, ending in `/`) of a run's metadata that a template may not set, and why.
+RESERVED_LABELS = {
+    LABEL_CRON: f"{_WRITTEN} (the CronJobFlow's name)",
+    LABEL_TEMPLATE: f"{_WRITTEN} expanded from a JobFlowTemplate (its name)",
+}
+RESERVED_ANNOTATIONS = {
+    ANNOTATION_SCHEDULED_TIME: f"{_WRITTEN} (its run time)",
+    ANNOTATION_INSTANTIATE: f"{_WRITTEN} made by `zen-flow cron trigger` (manual)",
+    ANNOTATION_STOP: "a request to stop the run: copied to every run, it would stop each as it starts",
+    ANNOTATION_RETRY: _RERUN,
+    ANNOTATION_RETRY_STEPS: _RERUN,
+    ANNOTATION_CREATED_BY: f"{_WRITTEN} by the mutating webhook (who created it)",
+    ANNOTATION_STOPPED_BY: f"{_WRITTEN} by the mutating webhook (who stopped it)",
+    ANNOTATION_RETRIED_BY: f"{_WRITTEN} by the mutating webhook (who asked for a rerun)",
+    ANNOTATION_APPROVED_BY_PREFIX: f"{_WRITTEN} by the mutating webhook (who approved a gate)",
+    ANNOTATION_REJECTED_BY_PREFIX: f"{_WRITTEN} by the mutating webhook (who rejected a gate)",
+    ANNOTATION_VALUES_BY_PREFIX: f"{_WRITTEN} by the mutating webhook (who supplied a gate's values)",
+    ANNOTATION_DECISION_MESSAGE_PREFIX: "goes with a gate's decision, taken on the run",
+}
 TEMPLATE_SPEC = "spec.jobFlowTemplate.spec"
 _POLICIES = [p.value for p in ConcurrencyPolicy]
 
@@ -104,10 +148,30 @@ def _check_schedule(r: Reader, spec: Mapping[str, Any]) -> None:
         r.add(invalid("spec.schedule", schedule, str(err)))
 
 
+def longest_run_name(name: str) -> str:
+    """The longest name a run of CronJobFlow `name` can have, scheduled or manual."""
+    scheduled = name[:MAX_CRON_NAME] + RUN_SUFFIX
+    manual = name[: MAX_FLOW_NAME - len(MANUAL_RUN_SUFFIX)].rstrip("-.") + MANUAL_RUN_SUFFIX
+    return max(scheduled, manual, key=len)
+
+
+def _reserved(r: Reader, meta: Mapping[str, Any]) -> None:
+    for field, reserved in (("labels", RESERVED_LABELS), ("annotations", RESERVED_ANNOTATIONS)):
+        keys = meta.get(field)
+        for key in keys if isinstance(keys, dict) else ():
+            why = next(
+                (w for k, w in reserved.items() if key == k or (k.endswith("/") and str(key).startswith(k))),
+                None,
+            )
+            if why is not None:
+                r.add(forbidden(f"spec.jobFlowTemplate.metadata.{field}[{key}]", f"reserved: {why}"))
+
+
 def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
     meta = r.mapping(template.get("metadata"), "spec.jobFlowTemplate.metadata")
     if meta is not None:
         check_metadata_maps(r, meta, "spec.jobFlowTemplate.metadata")
+        _reserved(r, meta)
     spec = r.mapping(template.get("spec"), TEMPLATE_SPEC, require=True)
     if spec is None:
         return
@@ -116,7 +180,7 @@ def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
-            "name": (name or "run")[:MAX_CRON_NAME] + RUN_SUFFIX,
+            "name": longest_run_name(name or "run"),
             **({"annotations": annotations} if isinstance(annotations, dict) else {}),
         },
         "spec": spec,
