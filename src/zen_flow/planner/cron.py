@@ -24,7 +24,8 @@ Kubernetes' CronJob is the model:
   are deleted, the oldest first. The history limits, not a TTL, decide how long a run is kept, as for a
   CronJob's Jobs: a run gets `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS unless its template
   sets one, so the JobFlow default (a day, written by the webhook and the CRD) never deletes the one run a
-  `@weekly` schedule keeps after a day.
+  `@weekly` schedule keeps after a day. A run made from a JobFlowTemplate takes that template's TTL
+  instead, when it has one (validation/expansion.py).
 - A manual run (`zen-flow cron trigger`: annotated `instantiate: manual`, its scheduled-time the moment
   it was triggered) is a run like the others, owned and labelled alike: it is active for
   concurrencyPolicy (Replace stops the older runs for it, as for the newest run time) and counted by the
@@ -49,6 +50,7 @@ from zen_flow.api.constants import (
     INSTANTIATE_MANUAL,
     KIND,
     LABEL_CRON,
+    RUN_TTL_SECONDS,
     ConcurrencyPolicy,
     CronConditionType,
     FlowPhase,
@@ -63,9 +65,6 @@ from zen_flow.planner.actions import EventSpec
 # without bound (a minutely schedule: 10,080 a week), and with them status.active (a megabyte) and the
 # cost of every plan; a run time beyond it is skipped, as Forbid skips one.
 MAX_ACTIVE_RUNS = 100
-# A run's TTL when its template sets none: int32's maximum (68 years), "never" to the JobFlow TTL; 0 would
-# delete it at once, and no value means the JobFlow default of a day.
-RUN_TTL_SECONDS = 2**31 - 1
 # The shortest requeue of a valid schedule: the next run time is always strictly later than now (core/
 # cron.py), but a requeue of 0 would re-add the key while it is being processed; never let one run hot.
 MIN_REQUEUE_SECONDS = 1.0

@@ -24,6 +24,7 @@ from zen_flow.api.constants import (
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CONCURRENCY_POLICY,
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    RUN_TTL_SECONDS,
     TEMPLATE_KIND,
 )
 from zen_flow.validation.errors import (
@@ -54,6 +55,10 @@ SCHEMA_DEFAULTS: Mapping[str, Any] = {
     "ttlSecondsAfterFinished": DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     "backoffLimit": DEFAULT_BACKOFF_LIMIT,
 }
+# A flow's value that leaves the template's in place as well: the TTL a CronJobFlow gives a run whose
+# CronJobFlow sets none (planner/cron.py), so a run made from a template keeps the template's TTL, and
+# where the template has none, none (its CronJobFlow's history limits decide, as for its other runs).
+RUN_TTL = ("ttlSecondsAfterFinished", RUN_TTL_SECONDS)
 NEITHER = "a JobFlow needs spec.steps, or spec.templateRef naming a JobFlowTemplate to take them from"
 BOTH = (
     "a flow with spec.templateRef takes its steps from the JobFlowTemplate: set steps or templateRef, "
@@ -146,10 +151,12 @@ def missing_template(name: str, namespace: str) -> FieldError:
 def merge_policy(template: Mapping[str, Any], flow: Mapping[str, Any]) -> dict[str, Any]:
     """The template's executionPolicy with the flow's fields over it, field by field (a field's whole
     value: a flow's podFailurePolicy replaces the template's, rules and all). A flow's field holding its
-    schema default leaves the template's (`SCHEMA_DEFAULTS`)."""
+    schema default leaves the template's (`SCHEMA_DEFAULTS`), and so does a CronJobFlow run's `RUN_TTL`."""
     merged = dict(template)
     for key, value in flow.items():
-        if key in template and key in SCHEMA_DEFAULTS and value == SCHEMA_DEFAULTS[key]:
+        if key in template and (
+            (key in SCHEMA_DEFAULTS and value == SCHEMA_DEFAULTS[key]) or (key, value) == RUN_TTL
+        ):
             continue
         merged[key] = value
     return merged
