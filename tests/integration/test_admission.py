@@ -46,12 +46,14 @@ from zen_flow.api.constants import (
     ANNOTATION_CREATED_BY,
     APPROVE_PREFIX,
     GROUP,
+    LABEL_TEMPLATE,
     PLURAL,
     VERSION,
 )
 from zen_flow.kube.access_reviews import AccessReviews
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
+from zen_flow.kube.flow_templates import FlowTemplateClient
 from zen_flow.kube.transport import ClientOptions
 from zen_flow.validation import AcceptedSpecs
 from zen_flow.webhook.approvers import ApprovalAuthorizer
@@ -192,8 +194,12 @@ def webhook(
     # Who may decide Manual steps: asked of this apiserver with the admin's client, as the controller
     # asks with its own (the admin may create LocalSubjectAccessReviews).
     kube = loop.run(_client(cluster.kubeconfig))
+    # The templates a flow names, read with the same client, as the controller's webhook reads them.
     server = WebhookServer(
-        cert_dir, reload_interval=RELOAD_INTERVAL, authorize=ApprovalAuthorizer(AccessReviews(kube))
+        cert_dir,
+        reload_interval=RELOAD_INTERVAL,
+        authorize=ApprovalAuthorizer(AccessReviews(kube)),
+        templates=FlowTemplateClient(kube),
     )
     hook = Webhook(server, cert_dir, create_ca(workdir / "ca"), user)
     hook.publish_cert()
@@ -618,6 +624,78 @@ def test_the_examples_are_admitted(webhook: Webhook, kubectl: Kubectl, namespace
     created = json.loads(done.stdout)
     assert annotations_of(created)[ANNOTATION_CREATED_BY] == webhook.user
     assert created["spec"]["steps"] == example["spec"]["steps"]
+
+
+# --- JobFlowTemplates -----------------------------------------------------------------------------------
+
+TEMPLATES = REPO / "examples" / "templates"
+
+
+def test_a_flow_naming_a_template_is_stored_expanded_and_applied_again_is_refused(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    [template] = [d for d in map(load, sorted(TEMPLATES.glob("*.yaml"))) if d["kind"] == "JobFlowTemplate"]
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(template))
+    made = flow("made", namespace, [])
+    made["spec"] = {
+        "templateRef": {"name": template["metadata"]["name"]},
+        "arguments": {"parameters": [{"name": "ref", "value": "v2"}]},
+    }
+    done = apply(kubectl, made)
+    assert done.returncode == 0, done.stderr
+    stored = get_flow(kubectl, namespace, "made")
+    assert stored["spec"]["steps"] == template["spec"]["steps"]
+    assert "templateRef" not in stored["spec"]
+    assert stored["metadata"]["labels"][LABEL_TEMPLATE] == template["metadata"]["name"]
+    assert [(p["name"], p["value"]) for p in stored["spec"]["arguments"]["parameters"]] == [
+        ("ref", "v2"),
+        ("suite", "unit"),
+    ]
+    assert stored["spec"]["executionPolicy"]["backoffLimit"] == 2  # the template's, over the default
+    # The same manifest applied again is refused, not expanded again: client-side and server-side apply
+    # both give templateRef back beside the steps, and the CRD's rule refuses both (before the webhook).
+    both = "spec.templateRef naming a JobFlowTemplate to take them from, not both"
+    again = apply(kubectl, made)
+    assert again.returncode != 0
+    assert both in again.stderr
+    server_side = kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(made), check=False
+    )
+    assert server_side.returncode != 0
+    assert both in server_side.stderr
+    assert get_flow(kubectl, namespace, "made")["spec"] == stored["spec"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        pytest.param(
+            {
+                "templateRef": {"name": "build-and-test"},
+                "arguments": {"parameters": [{"name": "colour", "value": "red"}]},
+            },
+            'spec.arguments.parameters[0].name: Not found: "colour": JobFlowTemplate "build-and-test" '
+            "declares no such argument (it declares: ref, suite)",
+            id="undeclared-argument",
+        ),
+        pytest.param(
+            {"templateRef": {"name": "ghost"}},
+            'spec.templateRef.name: Not found: "ghost": JobFlowTemplate "ghost" not found in namespace',
+            id="missing-template",
+        ),
+    ],
+)
+def test_a_flow_the_template_cannot_make_is_refused_naming_the_field(
+    webhook: Webhook, kubectl: Kubectl, namespace: str, spec: dict[str, Any], error: str
+) -> None:
+    [template] = [d for d in map(load, sorted(TEMPLATES.glob("*.yaml"))) if d["kind"] == "JobFlowTemplate"]
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(template))
+    bad = flow("bad", namespace, [])
+    bad["spec"] = spec
+    done = apply(kubectl, bad)
+    assert done.returncode != 0
+    [printed] = field_errors(done.stderr, "bad")
+    assert printed.startswith(error), printed
 
 
 # --- certificate rotation -------------------------------------------------------------------------------

@@ -4,13 +4,23 @@ runs as an empty flow nor stalls. The controller runs its real worker loop again
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from controller_rig import Rig
+from structlog.testing import capture_logs
 
 from zen_flow.api import JobFlow
+from zen_flow.controller.templates import TemplateResolver
+from zen_flow.kube.errors import ApiError
+from zen_flow.webhook.envelope import parse_review
+from zen_flow.webhook.patch import apply_patch
+from zen_flow.webhook.templates import expand_review
+from zen_flow_dev.testing.apiserver_fake import merged
 from zen_flow_dev.testing.flows import job_template
 
 JOB_TEMPLATE = job_template()
@@ -57,8 +67,7 @@ async def test_the_controller_expands_a_flow_and_then_runs_its_steps(rig: Rig) -
     assert [(p.name, p.value) for p in flow.spec.arguments.parameters] == [("env", "prod")]
     assert flow.spec.execution_policy is not None
     assert flow.spec.execution_policy.backoff_limit == 2
-    assert flow.spec.template_ref is not None
-    assert flow.spec.template_ref.name == "build"
+    assert flow.spec.template_ref is None  # removed: a stored flow holds steps or templateRef, not both
     assert flow.metadata.labels["workflow.kube-zen.io/template"] == "build"
     assert api.job_creates == []  # the expansion is the reconcile's only write
     assert ("Normal", "TemplateExpanded") in {(t, r) for t, r, _ in api.events}
@@ -112,15 +121,175 @@ async def test_an_expansion_that_loses_a_race_is_tried_again_from_the_new_versio
     api = rig.api
     api.templates[("team", "build")] = copy.deepcopy(TEMPLATE)
     api.sync()
-    # A user labels the flow before the controller's write: the write is refused, then made again.
-    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
-        update={"labels": {"owner": "data-team"}})}))  # fmt: skip
+    read = api.get_flow
+
+    async def read_then_label(namespace: str, name: str) -> Any:
+        # A user labels the flow between the controller's read and its write: the write is refused.
+        raw = await read(namespace, name)
+        if not api.refused:
+            api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+                update={"labels": {"owner": "data-team"}})}))  # fmt: skip
+        return raw
+
+    api.get_flow = read_then_label  # type: ignore[method-assign]
     await rig.settle()
-    # Refused while the cache lags (retried with backoff, as any conflict), never written over the label.
-    assert api.refused
-    assert set(api.refused) == {"409 Conflict"}
-    assert rig.flow.spec.steps == ()
+    # Refused (retried with backoff, as any conflict), never written over the label; then made again.
+    assert api.refused == ["409 Conflict"]
     api.sync()
     await rig.settle()
     assert [s.name for s in rig.flow.spec.steps] == ["compile", "test"]
     assert rig.flow.metadata.labels == {"owner": "data-team", "workflow.kube-zen.io/template": "build"}
+
+
+# --- an expansion that would be refused ------------------------------------------------------------------
+
+CYCLE = copy.deepcopy(TEMPLATE)
+CYCLE["spec"]["steps"][1]["dependencies"] = ["test"]  # on itself
+GATE = copy.deepcopy(TEMPLATE)
+GATE["spec"]["steps"][1]["type"] = "Manual"  # with a template: runs nothing, takes none
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        (CYCLE, 'spec.steps[1].dependencies: Invalid value: "test -> test": the dependencies form a cycle'),
+        (GATE, "spec.steps[1].template: Forbidden: Manual steps take no template"),
+    ],
+)
+@pytest.mark.parametrize("rig", [FROM_TEMPLATE], indirect=True)
+async def test_a_template_written_without_the_webhook_fails_its_flows_naming_the_field(
+    rig: Rig, template: dict[str, Any], error: str
+) -> None:
+    # Nothing checked such a template when it was written: the apiserver's admission policies would
+    # refuse the expansion's write for good. The controller's validator refuses it before it is sent.
+    api = rig.api
+    api.templates[("team", "build")] = copy.deepcopy(template)
+    written: list[str] = []
+    expand_flow = api.expand_flow
+
+    async def recorded(namespace: str, name: str, *args: Any) -> None:
+        written.append(name)
+        await expand_flow(namespace, name, *args)
+
+    api.expand_flow = recorded  # type: ignore[method-assign]
+    api.sync()
+    await rig.settle()
+    status = rig.flow.status
+    valid = next(c for c in status.conditions if c.type == "Valid")
+    assert (status.phase, valid.status, valid.reason) == ("Failed", "False", "InvalidSpec")
+    assert (valid.message or "").startswith(f"cannot expand the flow: {error}")
+    assert written == []
+    assert api.job_creates == []
+
+
+REFUSED = 'jobflows.workflow.kube-zen.io "nightly" is forbidden: ValidatingAdmissionPolicy denied request'
+
+
+@pytest.mark.parametrize("code", [422, 403])
+@pytest.mark.parametrize("rig", [FROM_TEMPLATE], indirect=True)
+async def test_a_write_the_apiserver_refuses_for_good_fails_the_flow_with_its_message(
+    rig: Rig, code: int
+) -> None:
+    api = rig.api
+    api.templates[("team", "build")] = copy.deepcopy(TEMPLATE)
+    attempts: list[str] = []
+
+    async def refuse(namespace: str, name: str, *args: Any) -> None:
+        attempts.append(name)
+        raise ApiError(code, "Invalid" if code == 422 else "Forbidden", REFUSED)
+
+    api.expand_flow = refuse  # type: ignore[method-assign]
+    api.sync()
+    with capture_logs():
+        for _ in range(5):
+            await rig.settle(60)
+    status = rig.flow.status
+    valid = next(c for c in status.conditions if c.type == "Valid")
+    assert (status.phase, valid.reason) == ("Failed", "InvalidSpec")
+    assert valid.message == f"cannot expand the flow: the apiserver refused the expanded flow: {REFUSED}"
+    assert attempts == ["nightly"]  # once, not retried for ever
+    assert any(reason == "FlowFailed" for _, reason, _ in api.events)
+
+
+# --- the webhook and the controller store the same spec --------------------------------------------------
+
+DEFAULTS = {"concurrencyPolicy": "Forbid", "ttlSecondsAfterFinished": 86400, "backoffLimit": 6}
+RICH = copy.deepcopy(TEMPLATE)
+RICH["spec"]["executionPolicy"] = {
+    **DEFAULTS,
+    "backoffLimit": 2,
+    "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+}
+BARE = {**TEMPLATE, "spec": {"steps": TEMPLATE["spec"]["steps"]}}
+
+
+class Stub:
+    """The controller's API for one flow: the raw flow as stored, the template, the write it makes."""
+
+    def __init__(self, raw: dict[str, Any], template: dict[str, Any]) -> None:
+        self.raw, self.template = raw, template
+        self.patches: list[Mapping[str, Any]] = []
+
+    async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any]:
+        return copy.deepcopy(self.raw)
+
+    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any]:
+        return copy.deepcopy(self.template)
+
+    async def expand_flow(self, namespace: str, name: str, rv: str, spec: Any, labels: Any) -> None:
+        self.patches.append(spec)
+
+    def emit(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("template", "spec"),
+    [
+        (RICH, {}),
+        (
+            RICH,
+            {
+                "executionPolicy": {
+                    **DEFAULTS,
+                    "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {"values": [42]}}]},
+                }
+            },
+        ),
+        (
+            RICH,
+            {"executionPolicy": {**DEFAULTS, "ttlStrategy": {"secondsAfterSuccess": 10}}, "suspend": True},
+        ),
+        (TEMPLATE, {"arguments": {"parameters": [{"name": "env", "value": "prod"}]}}),
+        (BARE, {"arguments": {"parameters": []}}),
+    ],
+)
+async def test_the_webhook_and_the_controller_store_the_same_spec(
+    template: dict[str, Any], spec: dict[str, Any]
+) -> None:
+    raw = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlow",
+        "metadata": {"name": "nightly", "namespace": "team", "resourceVersion": "7"},
+        "spec": {"templateRef": {"name": "build"}, "executionPolicy": DEFAULTS, **copy.deepcopy(spec)},
+    }
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u",
+            "kind": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "kind": "JobFlow"},
+            "operation": "CREATE",
+            "namespace": "team",
+            "userInfo": {"username": "alice"},
+            "object": raw,
+        },
+    }
+    answer = expand_review(parse_review(json.dumps(review).encode()), template, read=True)["response"]
+    by_webhook = apply_patch(raw, json.loads(base64.b64decode(answer["patch"])))["spec"]
+    stub = Stub(raw, template)
+    assert await TemplateResolver(stub, stub).resolve(JobFlow.model_validate(raw)) is None
+    [patch] = stub.patches
+    by_controller = merged(raw["spec"], patch)
+    assert by_controller == by_webhook
+    assert "templateRef" not in by_webhook

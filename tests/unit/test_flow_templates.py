@@ -4,6 +4,7 @@ template is checked with the JobFlow rules (validation/flow_template.py)."""
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zen_flow.validation import validate_jobflow, validate_jobflowtemplate, validate_update
+from zen_flow.cli.validate import validate_paths
+from zen_flow.validation import (
+    validate_cronjobflow,
+    validate_jobflow,
+    validate_jobflowtemplate,
+    validate_update,
+)
 from zen_flow.validation.expansion import expand, flow_shape, merge_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +88,7 @@ def test_the_flow_gets_the_templates_definition_with_its_own_values() -> None:
         {"name": "env", "value": "prod", "enum": ["dev", "prod"]},  # the flow's value, the template's enum
         {"name": "ref", "value": "main", "description": "the git ref"},  # not set: the template's default
     ]
-    assert spec["templateRef"] == {"name": "build"}
+    assert "templateRef" not in spec  # the flow's label records it
     assert spec["suspend"] is True
     assert validate_jobflow(as_flow(spec)) == []
 
@@ -147,7 +154,8 @@ def test_resource_templates_come_from_the_template_only() -> None:
 def test_steps_and_template_ref_exactly_one() -> None:
     assert str(flow_shape({"steps": [], "templateRef": {"name": "x"}})) == (
         "spec.templateRef: Forbidden: a flow with spec.templateRef takes its steps from the JobFlowTemplate: "
-        "set steps or templateRef, not both"
+        "set steps or templateRef, not both (a flow made from a template is stored with its steps and "
+        "without templateRef)"
     )
     assert str(flow_shape({"suspend": True})) == (
         "spec.steps: Required value: a JobFlow needs spec.steps, or spec.templateRef naming a "
@@ -269,3 +277,61 @@ def test_template_names_that_are_label_values_are_accepted(name: str) -> None:
     tpl = template()
     tpl["metadata"]["name"] = name
     assert validate_jobflowtemplate(tpl) == []
+
+
+# --- steps or templateRef, never both --------------------------------------------------------------------
+
+
+def test_every_validator_refuses_steps_and_template_ref_together_naming_the_field(tmp_path: Path) -> None:
+    both = {"templateRef": {"name": "build"}, "steps": template()["spec"]["steps"]}
+    [error] = validate_jobflow(as_flow(both))
+    assert error.path == "spec.templateRef"
+    assert "set steps or templateRef, not both" in str(error)
+    # A CronJobFlow whose template has both would have every run refused: refused itself, at its path.
+    cron = {
+        "apiVersion": API,
+        "kind": "CronJobFlow",
+        "metadata": {"name": "nightly", "namespace": "team-a"},
+        "spec": {"schedule": "0 2 * * *", "jobFlowTemplate": {"spec": both}},
+    }
+    assert [e.path for e in validate_cronjobflow(cron)] == ["spec.jobFlowTemplate.spec.templateRef"]
+    # `zen-flow validate` says it of a file.
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump(as_flow(both)))
+    out, err = io.StringIO(), io.StringIO()
+    assert validate_paths([str(path)], out, err) == 2  # invalid
+    assert "spec.templateRef: Forbidden: a flow with spec.templateRef takes its steps" in out.getvalue()
+
+
+def expanded_pending() -> dict[str, Any]:
+    """A flow stored from the template (as the webhook or the controller writes it), queued: Pending."""
+    spec = expand(flow_spec(arguments=args(env="prod")), template(), "team-a").spec
+    assert spec is not None
+    stored = as_flow(spec)
+    stored["metadata"]["labels"] = {"workflow.kube-zen.io/template": "build"}
+    stored["status"] = {"phase": "Pending"}
+    return stored
+
+
+def test_an_expanded_flow_cannot_be_given_a_template_ref_again() -> None:
+    stored = expanded_pending()
+    # An edit naming another template beside the steps it holds: "not both".
+    edited = copy.deepcopy(stored)
+    edited["spec"]["templateRef"] = {"name": "deploy"}
+    assert [str(e) for e in validate_update(stored, edited)] == [
+        "spec.templateRef: Forbidden: a flow with spec.templateRef takes its steps from the JobFlowTemplate: "
+        "set steps or templateRef, not both (a flow made from a template is stored with its steps and "
+        "without templateRef)"
+    ]
+    # The original manifest applied again server-side (templateRef, the steps it never sent dropped):
+    # refused, not expanded again from the template as it is now.
+    reapplied = copy.deepcopy(stored)
+    reapplied["spec"] = flow_spec(arguments=args(env="prod"))
+    assert [str(e) for e in validate_update(stored, reapplied)] == [
+        "spec.templateRef: Forbidden: templateRef can be set only when the flow is created (a flow made "
+        "from a template is stored with its steps and without templateRef); create a new JobFlow instead"
+    ]
+    # A flow not expanded yet (stored without the webhook) may still be edited, its templateRef too.
+    unexpanded = as_flow(flow_spec())
+    renamed = as_flow({"templateRef": {"name": "deploy"}})
+    assert validate_update(unexpanded, renamed) == []

@@ -20,7 +20,9 @@ from zen_flow.planner.cron import (
     plan_cron,
     run_name,
 )
+from zen_flow.validation.expansion import expand
 from zen_flow.webhook.mutation import default_ops
+from zen_flow.webhook.patch import apply_patch
 
 CREATED = datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
 TEMPLATE_SPEC = {"steps": [{"name": "a", "template": {"spec": {"template": {"spec": {"containers": []}}}}}]}
@@ -356,3 +358,41 @@ def test_replace_never_keeps_a_run_already_stopping() -> None:
     runs = [run(at(0, 10)), run(at(0, 20), **{ANNOTATION_STOP: "true"})]
     plan = plan_cron(cron(status=status, concurrencyPolicy="Replace"), runs, at(0, 20, 5))
     assert not any(isinstance(a, StopRun) for a in plan.actions)
+
+
+def test_a_run_made_from_a_jobflowtemplate_keeps_the_templates_ttl_or_none() -> None:
+    # The run is created naming the template; the CRD defaults then fill what it leaves out (default_ops
+    # writes the same), and the webhook (or the controller) expands it from the template.
+    spec = {"templateRef": {"name": "build"}, "arguments": {"parameters": [{"name": "env", "value": "prod"}]}}
+    made = cron("@weekly", jobFlowTemplate={"spec": spec})
+
+    def expanded(template_policy: dict[str, Any] | None, run_of: CronJobFlow = made) -> dict[str, Any]:
+        body = build_run(run_of, at(0, 0))
+        stored = apply_patch(body, default_ops(body))
+        template: dict[str, Any] = {
+            "spec": {
+                **TEMPLATE_SPEC,
+                "arguments": {"parameters": [{"name": "env", "value": "dev"}]},
+                **({"executionPolicy": template_policy} if template_policy is not None else {}),
+            }
+        }
+        expansion = expand(stored["spec"], template, "default")
+        assert expansion.spec is not None, expansion.errors
+        assert expansion.spec["steps"] == TEMPLATE_SPEC["steps"]
+        assert expansion.spec["arguments"]["parameters"] == [{"name": "env", "value": "prod"}]
+        return dict(expansion.spec["executionPolicy"])
+
+    # The template's TTL (its own, or the CRD default of a day it was stored with) decides.
+    assert expanded({"ttlSecondsAfterFinished": 3600, "backoffLimit": 2}) == {
+        "ttlSecondsAfterFinished": 3600,
+        "backoffLimit": 2,
+        "concurrencyPolicy": "Forbid",
+    }
+    assert expanded({"ttlSecondsAfterFinished": 86400})["ttlSecondsAfterFinished"] == 86400
+    # A template without one: none, the CronJobFlow's history limits decide, as for its other runs.
+    assert expanded(None)["ttlSecondsAfterFinished"] == RUN_TTL_SECONDS
+    # The CronJobFlow's own TTL for its runs replaces the template's, as any field a flow sets.
+    own = cron(
+        "@weekly", jobFlowTemplate={"spec": {**spec, "executionPolicy": {"ttlSecondsAfterFinished": 60}}}
+    )
+    assert expanded({"ttlSecondsAfterFinished": 3600}, own)["ttlSecondsAfterFinished"] == 60

@@ -62,7 +62,7 @@ def test_printer_columns_are_the_age_alone() -> None:
 def test_a_jobflow_needs_steps_or_a_template_ref() -> None:
     assert "required" not in FLOW_SPEC
     [rule] = FLOW_SPEC["x-kubernetes-validations"]
-    assert rule["rule"] == "has(self.steps) || has(self.templateRef)"
+    assert rule["rule"] == "has(self.steps) != has(self.templateRef)"  # exactly one
     ref = FLOW_SPEC["properties"]["templateRef"]
     assert ref["required"] == ["name"]
     assert ref["properties"]["name"]["maxLength"] == MAX_FLOW_NAME

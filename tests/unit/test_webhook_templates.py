@@ -105,7 +105,7 @@ async def test_a_flow_naming_a_template_is_expanded_labelled_and_then_valid(aioh
     ]
     # The template's backoffLimit stands over the schema default the apiserver wrote into the flow.
     assert stored["spec"]["executionPolicy"]["backoffLimit"] == 2
-    assert stored["spec"]["templateRef"] == {"name": "build"}
+    assert "templateRef" not in stored["spec"]  # the label records it: a flow holds steps or templateRef
     assert stored["metadata"]["labels"] == {LABEL: "build"}
     assert stored["metadata"]["annotations"]["workflow.kube-zen.io/created-by"] == "alice"
     assert validate_review(json.dumps(review(stored)).encode())["response"]["allowed"]
@@ -141,7 +141,7 @@ async def test_undeclared_arguments_and_values_outside_the_enum_are_refused(aioh
     assert '"colour"' in response["status"]["message"]
 
 
-async def test_steps_and_a_template_ref_together_are_refused_unless_expanded_already(
+async def test_steps_and_a_template_ref_together_are_refused_whatever_the_label(
     aiohttp_client: Any,
 ) -> None:
     templates = Templates(TEMPLATE)
@@ -150,8 +150,12 @@ async def test_steps_and_a_template_ref_together_are_refused_unless_expanded_alr
     response = await post(client, "/mutate-jobflow", review(both))
     assert not response["allowed"]
     assert "set steps or templateRef, not both" in response["status"]["message"]
-    both["metadata"]["labels"] = {LABEL: "build"}  # a flow read back from the cluster and applied again
-    assert (await post(client, "/mutate-jobflow", review(both)))["allowed"]
+    # The label a flow made from the template carries does not make its own steps the template's.
+    both["metadata"]["labels"] = {LABEL: "build"}
+    again = await post(client, "/mutate-jobflow", review(both))
+    assert not again["allowed"]
+    assert [c["field"] for c in again["status"]["details"]["causes"]] == ["spec.templateRef"]
+    assert not validate_review(json.dumps(review(both)).encode())["response"]["allowed"]
     assert templates.asked == []
 
 

@@ -249,6 +249,17 @@ class FakeApiServer:
 
     # --- EventSink -------------------------------------------------------------------------------------
 
+    async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The flow as written: the fields its model was given (not the model's defaults)."""
+        flow = self.flows.get(f"{namespace}/{name}")
+        if flow is None:
+            return None
+        raw: dict[str, Any] = flow.model_dump(
+            by_alias=True, exclude_unset=True, exclude_none=True, mode="json"
+        )
+        raw["metadata"] = flow.metadata.to_wire()
+        return raw
+
     async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.templates.get((namespace, name))
 
@@ -260,14 +271,14 @@ class FakeApiServer:
         spec: Mapping[str, Any],
         labels: Mapping[str, str],
     ) -> None:
-        """A merge patch of the flow conditional on `resource_version`: a new generation (its spec)."""
+        """A merge patch (RFC 7386) of the flow's spec, conditional on `resource_version`: a new
+        generation."""
         key = f"{namespace}/{name}"
         old = self.flows[key]
         if old.metadata.resource_version != resource_version:
             self.refused.append("409 Conflict")
             raise conflict(name)
-        wire = old.spec.to_wire()
-        wire.update(spec)
+        wire = merged(old.spec.to_wire(), spec)
         meta = old.metadata.model_copy(
             update={
                 "labels": {**old.metadata.labels, **labels},
@@ -295,3 +306,16 @@ class FakeApiServer:
         stored = replace(job, metadata=meta)
         self.jobs[(meta.namespace, meta.name)] = stored
         return stored
+
+
+def merged(doc: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`doc` with the RFC 7386 merge patch `patch` applied (a null removes a member)."""
+    out = dict(doc)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -2,11 +2,18 @@
 
 The mutating webhook expands such a flow when it is created (webhook/templates.py); one created while
 the webhook was down, or on a cluster without it, reaches the controller as it was written. It must not
-stall nor run as an empty flow: the controller expands it the same way (validation/expansion.py) and
-writes the expansion into the flow's spec with a merge patch conditional on the resourceVersion it read
-(a write conflict only requeues it). The watch event of that write brings the flow back as an ordinary
-one. A template that does not exist fails the flow: condition Valid=False, reason TemplateNotFound,
-and a Warning Event of that reason, both naming it.
+stall nor run as an empty flow: the controller expands it the same way (validation/expansion.py, on the
+flow as the apiserver holds it, read with a GET: the cached model carries defaults the user never wrote,
+which would end up in the spec) and writes the expansion with a merge patch conditional on the
+resourceVersion it read (a write conflict only requeues it). The stored spec is `expand`'s, as the
+webhook stores it: templateRef removed, the flow labelled. The watch event of that write brings the flow
+back as an ordinary one.
+
+A flow that cannot be expanded ends Failed with condition Valid=False, never retried for ever: a
+template that does not exist (reason TemplateNotFound, and a Warning Event of that reason, both naming
+it); an expansion `expand` refuses, or that the JobFlow validator refuses (reason InvalidSpec, errors
+named by field: a template written without the webhook was never checked); a write the apiserver refuses
+for good (an admission policy, RBAC: a 4xx other than a conflict or throttling), with its message.
 """
 
 from __future__ import annotations
@@ -19,16 +26,23 @@ from typing import Any, Protocol
 from zen_flow import planner
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import LABEL_TEMPLATE, TEMPLATE_KIND, FlowPhase
+from zen_flow.kube.errors import ApiError
 from zen_flow.logging import get_logger
 from zen_flow.planner.events import NORMAL, WARNING
 from zen_flow.planner.status import REASON_INVALID, REASON_TEMPLATE_NOT_FOUND
-from zen_flow.validation.expansion import expand, missing_template
+from zen_flow.validation import validate_jobflow
+from zen_flow.validation.expansion import expand, merge_patch, missing_template, needs_expansion
 
 log = get_logger(__name__)
 
 TEMPLATE_EXPANDED = "TemplateExpanded"
 # How the failed flow's message begins: `cannot expand the flow: spec.templateRef.name: Not found: ...`.
 PREFIX = "cannot expand the flow"
+# How a refused write's error begins, before the apiserver's message.
+REFUSED = "the apiserver refused the expanded flow"
+# Refusals that sending the write again may cure: a conflict (read again), throttling, a timeout; and a
+# flow gone (404), which has nothing left to expand.
+RETRIED = frozenset({404, 408, 409, 429})
 
 
 class EventSink(Protocol):
@@ -36,6 +50,10 @@ class EventSink(Protocol):
 
 
 class TemplateApi(Protocol):
+    async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The raw JobFlow as stored; None when it is gone."""
+        ...
+
     async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The raw JobFlowTemplate; None when there is none of that name."""
         ...
@@ -48,8 +66,8 @@ class TemplateApi(Protocol):
         spec: Mapping[str, Any],
         labels: Mapping[str, str],
     ) -> None:
-        """Write `spec`'s members and `labels` into the flow, if it is still at `resource_version`
-        (`Conflict` otherwise)."""
+        """Merge-patch `spec` (an RFC 7386 patch of the spec) and `labels` into the flow, if it is still
+        at `resource_version` (`Conflict` otherwise)."""
         ...
 
 
@@ -80,38 +98,53 @@ class TemplateResolver:
         self._events = events
 
     async def resolve(self, flow: JobFlow) -> Refusal | None:
-        """Expand `flow` (an `unexpanded` one) into its spec; None once written, else why it cannot be."""
+        """Expand `flow` (an `unexpanded` one) into its spec; None once written (or when nothing is left
+        to expand: the flow is gone, or was written meanwhile), else why it cannot be."""
         assert flow.spec.template_ref is not None  # unexpanded() said so
         name, namespace = flow.spec.template_ref.name, flow.metadata.namespace
-        template = await self._api.get_flow_template(namespace, name) if name else None
+        if not name:
+            return Refusal(REASON_INVALID, ("spec.templateRef.name: Required value",))
+        template = await self._api.get_flow_template(namespace, name)
         if template is None:
-            if not name:
-                return Refusal(REASON_INVALID, ("spec.templateRef.name: Required value",))
             error = str(missing_template(name, namespace))
             self._events.emit(flow, WARNING, REASON_TEMPLATE_NOT_FOUND, error)
             return Refusal(REASON_TEMPLATE_NOT_FOUND, (error,))
-        expansion = expand(raw_spec(flow), template, namespace)
+        raw = await self._api.get_flow(namespace, flow.metadata.name)
+        spec = raw.get("spec") if raw is not None else None
+        if raw is None or not isinstance(spec, Mapping) or not needs_expansion(spec):
+            return None  # gone, or written since the cache saw it: its watch event brings it back
+        expansion = expand(spec, template, namespace)
         if expansion.spec is None:
             return Refusal(REASON_INVALID, tuple(str(e) for e in expansion.errors))
-        await self._api.expand_flow(
-            namespace,
-            flow.metadata.name,
-            flow.metadata.resource_version or "",
-            expansion.spec,
-            {LABEL_TEMPLATE: name},
-        )
+        labels = {LABEL_TEMPLATE: name}
+        if errors := validate_jobflow(stored_flow(raw, expansion.spec, labels)):
+            return Refusal(REASON_INVALID, tuple(str(e) for e in errors))
+        try:
+            await self._api.expand_flow(
+                namespace, flow.metadata.name, _version(raw), merge_patch(spec, expansion.spec), labels
+            )
+        except ApiError as err:
+            if err.status in RETRIED or not 400 <= err.status < 500:
+                raise
+            # An admission policy the validator does not mirror, RBAC: the same write sent again gets the
+            # same answer, so the flow fails with it rather than being retried for ever.
+            return Refusal(REASON_INVALID, (f"{REFUSED}: {err.message}",))
         log.info("expanded from its template", template=name)
         self._events.emit(flow, NORMAL, TEMPLATE_EXPANDED, f"steps taken from {TEMPLATE_KIND} {name}")
         return None
 
 
-def raw_spec(flow: JobFlow) -> dict[str, Any]:
-    """The flow's spec as written (the model's empty steps and argument enums are its defaults, not the
-    user's)."""
-    spec = flow.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    spec.pop("steps", None)
-    arguments = spec.get("arguments")
-    for param in arguments.get("parameters", ()) if isinstance(arguments, dict) else ():
-        if not param.get("enum"):
-            param.pop("enum", None)
-    return spec
+def stored_flow(raw: Mapping[str, Any], spec: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """The flow as the expansion's write stores it (what the validator checks before it is sent)."""
+    meta = _mapping(raw.get("metadata"))
+    merged = {**_mapping(meta.get("labels")), **labels}
+    return {**raw, "metadata": {**meta, "labels": merged}, "spec": dict(spec)}
+
+
+def _version(raw: Mapping[str, Any]) -> str:
+    version = _mapping(raw.get("metadata")).get("resourceVersion")
+    return version if isinstance(version, str) else ""
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

@@ -7,6 +7,7 @@ from typing import Any
 
 from zen_flow.api import Job
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.memo_caches import ConfigMapData, MemoCacheClient
@@ -46,6 +47,13 @@ class Cluster:
         Returns the flow's new resourceVersion."""
         return await self._flows.patch_status(namespace, name, ops)
 
+    async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The raw JobFlow as stored, None when it is gone."""
+        try:
+            return await self._flows.get(namespace, name)
+        except NotFound:
+            return None
+
     async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The raw JobFlowTemplate, None when there is none of that name."""
         return await self._flows.templates.get(namespace, name)
@@ -58,7 +66,7 @@ class Cluster:
         spec: Mapping[str, Any],
         labels: Mapping[str, str],
     ) -> None:
-        """Write a flow's expansion (its spec's members, its labels); `Conflict` if it changed since
+        """Write a flow's expansion (a merge patch of its spec, its labels); `Conflict` if it changed since
         `resource_version`."""
         body = {"metadata": {"labels": dict(labels)}, "spec": dict(spec)}
         await self._flows.merge(namespace, name, body, resource_version)

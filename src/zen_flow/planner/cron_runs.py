@@ -24,15 +24,13 @@ from zen_flow.api.constants import (
     KIND,
     LABEL_CRON,
     MANUAL_RUN_INFIX,
+    RUN_TTL_SECONDS,
 )
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.core.cron import scheduled_minute
 
-# A run's TTL when its template sets none: int32's maximum (68 years), "never" to the JobFlow TTL; 0 would
-# delete it at once, and no value means the JobFlow default of a day.
-RUN_TTL_SECONDS = 2**31 - 1
 MAX_RUN_NAME = 63  # a flow's name is a label value (validation/limits.py MAX_FLOW_NAME)
 # A run with no time at all (a manual run not yet created, a test's run) sorts oldest.
 NEVER = datetime.min.replace(tzinfo=UTC)

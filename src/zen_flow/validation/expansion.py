@@ -3,11 +3,14 @@
 Such a flow names its template and has no steps of its own; it may set `arguments` (values for the
 template's declared arguments), `executionPolicy` (its fields replace the template's, field by field)
 and `suspend`. `expand` returns the spec the flow is stored with: the template's steps and
-resourceTemplates, the template's arguments with the flow's values, the two policies merged, and
-`templateRef` kept as the record of where it came from. The mutating webhook expands a flow when it is
-created and the controller expands one stored without the webhook (controller/templates.py), both with
-this function, so a flow is one snapshot of its template: editing or deleting the template later never
-changes it.
+resourceTemplates, the template's arguments with the flow's values, the two policies merged, and no
+`templateRef`: a stored flow holds steps or templateRef, never both (the CRD, every validator and the
+webhook say so), so a flow expanded already cannot be given a templateRef again by an edit or a
+re-applied manifest; where it came from is the `workflow.kube-zen.io/template` label, informational.
+The mutating webhook expands a flow when it is created and the controller expands one stored without the
+webhook (controller/templates.py), both with this function on the flow as the apiserver holds it, so
+both store the same spec, and a flow is one snapshot of its template: editing or deleting the template
+later never changes it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from zen_flow.api.constants import (
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CONCURRENCY_POLICY,
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    RUN_TTL_SECONDS,
     TEMPLATE_KIND,
 )
 from zen_flow.validation.errors import (
@@ -51,10 +55,14 @@ SCHEMA_DEFAULTS: Mapping[str, Any] = {
     "ttlSecondsAfterFinished": DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     "backoffLimit": DEFAULT_BACKOFF_LIMIT,
 }
+# A flow's value that leaves the template's in place as well: the TTL a CronJobFlow gives a run whose
+# CronJobFlow sets none (planner/cron.py), so a run made from a template keeps the template's TTL, and
+# where the template has none, none (its CronJobFlow's history limits decide, as for its other runs).
+RUN_TTL = ("ttlSecondsAfterFinished", RUN_TTL_SECONDS)
 NEITHER = "a JobFlow needs spec.steps, or spec.templateRef naming a JobFlowTemplate to take them from"
 BOTH = (
     "a flow with spec.templateRef takes its steps from the JobFlowTemplate: set steps or templateRef, "
-    "not both"
+    "not both (a flow made from a template is stored with its steps and without templateRef)"
 )
 
 
@@ -114,7 +122,9 @@ def expand(spec: Mapping[str, Any], template: Mapping[str, Any], namespace: str)
         )
         return Expansion(None, tuple(errors))
     arguments = _arguments(r, spec, source, subject)
-    expanded: dict[str, Any] = {k: v for k, v in spec.items() if k not in TEMPLATE_MEMBERS}
+    expanded: dict[str, Any] = {
+        k: v for k, v in spec.items() if k not in TEMPLATE_MEMBERS and k != "templateRef"
+    }
     expanded["steps"] = source["steps"]
     if arguments:
         expanded["arguments"] = {**_mapping(source.get("arguments")), "parameters": arguments}
@@ -141,10 +151,12 @@ def missing_template(name: str, namespace: str) -> FieldError:
 def merge_policy(template: Mapping[str, Any], flow: Mapping[str, Any]) -> dict[str, Any]:
     """The template's executionPolicy with the flow's fields over it, field by field (a field's whole
     value: a flow's podFailurePolicy replaces the template's, rules and all). A flow's field holding its
-    schema default leaves the template's (`SCHEMA_DEFAULTS`)."""
+    schema default leaves the template's (`SCHEMA_DEFAULTS`), and so does a CronJobFlow run's `RUN_TTL`."""
     merged = dict(template)
     for key, value in flow.items():
-        if key in template and key in SCHEMA_DEFAULTS and value == SCHEMA_DEFAULTS[key]:
+        if key in template and (
+            (key in SCHEMA_DEFAULTS and value == SCHEMA_DEFAULTS[key]) or (key, value) == RUN_TTL
+        ):
             continue
         merged[key] = value
     return merged
@@ -216,9 +228,23 @@ def _items(value: Any) -> list[Mapping[str, Any]]:
     return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
 
 
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 merge patch that turns `old` into `new` (neither holding a null): what the controller
+    sends to store an expansion, so that the flow it stores is `expand`'s spec, exactly as the webhook
+    stores it (its `templateRef` removed with a null)."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            if inner := merge_patch(before, value):
+                patch[key] = inner
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
 def flow_shape(spec: Any) -> FieldError | None:
-    """What a flow as a user wrote it must be: steps or templateRef, exactly one (the webhook asks it of a
-    create; a stored flow expanded from a template holds both)."""
+    """What every flow must be: steps or templateRef, exactly one (the CRD asks it too)."""
     if not isinstance(spec, Mapping):
         return None
     has_steps, has_ref = spec.get("steps") is not None, spec.get("templateRef") is not None

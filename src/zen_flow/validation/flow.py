@@ -23,7 +23,7 @@ from zen_flow.validation.errors import (
     required,
     too_long,
 )
-from zen_flow.validation.expansion import NEITHER, check_template_ref
+from zen_flow.validation.expansion import BOTH, NEITHER, check_template_ref
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import build_index
 from zen_flow.validation.io import check_inputs
@@ -140,6 +140,9 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         check_template_ref(r, spec)
         if spec.get("steps") is None:
             return  # not expanded yet: its steps are the template's (expansion.py), checked with them
+        # Both: the steps are still checked below. Expansion removes templateRef, so a stored flow never
+        # holds both: this is a create that wrote both, or an edit giving an expanded flow a templateRef.
+        r.add(forbidden(SPEC + ".templateRef", BOTH))
     elif spec.get("steps") is None:
         r.add(required(steps_path, NEITHER))
         return

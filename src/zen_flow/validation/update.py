@@ -40,6 +40,21 @@ def has_started(flow: Mapping[str, Any]) -> bool:
     return False
 
 
+TEMPLATE_REF_ADDED = (
+    "templateRef can be set only when the flow is created (a flow made from a template is stored with its "
+    "steps and without templateRef); create a new JobFlow instead"
+)
+
+
+def _adds_template_ref(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return (
+        isinstance(_get(old, "spec"), dict)
+        and _get(old, "spec", "templateRef") is None
+        and _get(new, "spec", "templateRef") is not None
+        and _get(new, "spec", "steps") is None
+    )
+
+
 def _get(obj: Mapping[str, Any], *keys: str) -> Any:
     cur: Any = obj
     for key in keys:
@@ -95,6 +110,11 @@ def validate_update(
         errors = [e for e in errors if e not in before]
     # A decided gate's values are its recorded outputs: they change only once a rerun reaches it again.
     errors += frozen_values(old, new)
+    if not spec_kept and _adds_template_ref(old, new):
+        # A flow expanded already (or written with steps) given a templateRef and no steps: a re-applied
+        # manifest that names the template, as server-side apply sends it. Refused rather than expanded
+        # again from the template as it is now; with steps too, validate_jobflow said "not both".
+        errors.append(forbidden(f"{SPEC}.templateRef", TEMPLATE_REF_ADDED))
     started = has_started(old)
     if not spec_kept and not started and _get(old, "spec", "steps") != _get(new, "spec", "steps"):
         # Before the start: a decision taken under a step's old `approval` would count under the new one.

@@ -7,11 +7,11 @@ rules, errors named by field as for a JobFlow); an UPDATE that keeps the stored 
 The mutating webhook expands a JobFlow created with `spec.templateRef` and no steps: the server reads the
 template (`template_to_read`, then a GET), and `expand_review` writes the expansion into the flow
 (validation/expansion.py: the template's steps and resourceTemplates, its arguments with the flow's
-values, the policies merged), labels it `workflow.kube-zen.io/template: NAME`, and adds the usual
-defaults and audit annotations. The validating webhook then sees an ordinary flow. A create that sets
-both steps and templateRef is refused, unless it carries the label of its template: a flow expanded
-already (the apiserver may call a mutating webhook again on its own output, and a flow read back with
-`kubectl get -o yaml` is applied again as it is).
+values, the policies merged), removes `templateRef`, labels it `workflow.kube-zen.io/template: NAME`,
+and adds the usual defaults and audit annotations. The validating webhook then sees an ordinary flow. A
+create that sets both steps and templateRef is refused (a stored flow never holds both: a flow read back
+with `kubectl get -o yaml` has steps only, and the apiserver calling this webhook again on its own output
+sees no templateRef).
 """
 
 from __future__ import annotations
@@ -20,13 +20,7 @@ from typing import Any
 
 from zen_flow.api.constants import LABEL_TEMPLATE, TEMPLATE_KIND
 from zen_flow.validation import validate_jobflowtemplate
-from zen_flow.validation.expansion import (
-    TEMPLATE_MEMBERS,
-    expand,
-    flow_shape,
-    missing_template,
-    template_ref_name,
-)
+from zen_flow.validation.expansion import expand, flow_shape, missing_template, template_ref_name
 from zen_flow.webhook.envelope import AdmissionRequest, parse_review
 from zen_flow.webhook.mutation import mutation_ops
 from zen_flow.webhook.patch import pointer
@@ -77,8 +71,6 @@ def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> di
         if not isinstance(spec, dict) or name is None:
             return mutate_request(request)  # nothing to expand; the validating webhook says why
         if (problem := flow_shape(spec)) is not None:  # steps and templateRef
-            if _labels(obj).get(LABEL_TEMPLATE) == name:
-                return mutate_request(request)  # expanded already
             return deny_invalid(request, [problem])
         if not read:
             return mutate_request(request)
@@ -87,11 +79,8 @@ def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> di
         expansion = expand(spec, template, request.namespace)
         if expansion.spec is None:
             return deny_invalid(request, list(expansion.errors))
-        ops = [
-            {"op": "add", "path": pointer("spec", member), "value": expansion.spec[member]}
-            for member in TEMPLATE_MEMBERS
-            if member in expansion.spec
-        ]
+        # The whole spec, `expand`'s: the controller's merge patch stores the same (controller/templates.py).
+        ops: list[dict[str, Any]] = [{"op": "replace", "path": "/spec", "value": expansion.spec}]
         meta = obj.get("metadata")
         labels = _labels(obj)
         if not isinstance(meta, dict):
