@@ -201,8 +201,9 @@ MANUAL_RUN_TOKEN_LENGTH = 5
 MANUAL_RUN_TOKEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 DEFAULT_SUCCESSFUL_HISTORY_LIMIT = 3
 DEFAULT_FAILED_HISTORY_LIMIT = 1
-# A CronJobFlow run's TTL when its template sets none (planner/cron.py): int32's maximum (68 years), "never"
-# to the JobFlow TTL; 0 would delete it at once, and no value means the JobFlow default of a day.
+# A CronJobFlow run's TTL when its template sets none (planner/cron_runs.py): int32's maximum (68
+# years), "never" to the JobFlow TTL; 0 would delete it at once, and no value means the JobFlow default
+# of a day.
 RUN_TTL_SECONDS = 2**31 - 1
 
 # JobFlowTemplates (reusable flow definitions, Argo's WorkflowTemplate): a JobFlow names one in
