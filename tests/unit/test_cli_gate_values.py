@@ -104,3 +104,34 @@ def test_a_gate_that_asks_for_nothing_takes_no_values(
 def test_reject_takes_no_values(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         zen_flow(capsys, "reject", "rel", "gate", "-p", "env=prod")
+
+
+def tallied(cluster: FakeCluster, annotations: dict[str, str]) -> None:
+    flow = release(annotations)
+    flow["spec"]["steps"][1]["approval"] = {"required": 2}
+    cluster.add(flow, {"phase": "Paused", "steps": [{"name": "gate", "phase": "PendingApproval"}]})
+
+
+def test_a_second_approver_giving_the_same_values_writes_only_the_approval(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # alice approved with kubectl, spaced differently: the same values are no change to refuse
+    tallied(cluster, {VALUES: '{"env": "prod"}', APPROVE: "true-1"})
+    code, _, _ = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod")
+    assert code == 0
+    [patch] = annotation_writes(cluster)
+    assert set(patch["metadata"]["annotations"]) == {APPROVE}
+
+
+def test_values_other_than_those_an_approval_stands_on_are_refused_before_anything_is_sent(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tallied(cluster, {VALUES: '{"env":"staging"}', APPROVE: "true-1"})
+    code, _, err = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod")
+    assert code != 0
+    assert (
+        'step gate of jobflow rel carries an approval of other values ({"env":"staging"}): take the '
+        "approvals back first (kubectl annotate jobflow rel approve.workflow.kube-zen.io/gate-), then "
+        "approve with the new values"
+    ) in err
+    assert annotation_writes(cluster) == []
