@@ -3,13 +3,19 @@ checked as the webhook would before anything is sent."""
 
 from __future__ import annotations
 
+import copy
 import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from test_cli_commands import NS, FakeCluster, annotation_writes, zen_flow
 from test_cli_commands import cluster as cluster  # the fixture
 
+from zen_flow.cli import session
+from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
 
 VALUES = "values.workflow.kube-zen.io/gate"
@@ -135,3 +141,53 @@ def test_values_other_than_those_an_approval_stands_on_are_refused_before_anythi
         "approve with the new values"
     ) in err
     assert annotation_writes(cluster) == []
+
+
+class RacedCluster(FakeCluster):
+    """A cluster where carol's values (given alone, no approval) land between the CLI's read and its
+    patch, once: a patch conditional on the resourceVersion read gets 409, as from the apiserver."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raced = False
+
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Any = (), content_type: str | None = None
+    ) -> dict[str, Any]:
+        flow = self.flows["rel"]
+        if method == "PATCH":
+            if not self.raced:
+                self.raced = True
+                flow["metadata"].setdefault("annotations", {})[VALUES] = '{"version":"1.2"}'
+                flow["metadata"]["resourceVersion"] = "2"
+            sent = body["metadata"].get("resourceVersion")
+            if sent is not None and sent != flow["metadata"]["resourceVersion"]:
+                self.writes.append((method, path, copy.deepcopy(body)))
+                raise from_status(409, {"reason": "Conflict", "message": "the object has been modified"})
+        return await super().request(method, path, body, query, content_type)
+
+
+def use(monkeypatch: pytest.MonkeyPatch, fake: FakeCluster) -> None:
+    @asynccontextmanager
+    async def open_session(args: Any, out: Any = None) -> AsyncIterator[session.Session]:
+        yield session.Session(fake, args.namespace or NS, sys.stdout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "open_session", open_session)
+
+
+def test_values_another_wrote_between_the_read_and_the_write_are_merged_not_undone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raced = RacedCluster()
+    use(monkeypatch, raced)
+    flow = release()
+    flow["metadata"]["resourceVersion"] = "1"
+    raced.add(flow, {"phase": "Paused", "steps": [{"name": "gate", "phase": "PendingApproval"}]})
+    code, _, _ = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod")
+    assert code == 0
+    written = raced.flows["rel"]["metadata"]["annotations"]
+    assert json.loads(written[VALUES]) == {"version": "1.2", "env": "prod"}
+    assert written[APPROVE] == "true"
+    first, second = annotation_writes(raced)
+    assert first["metadata"]["resourceVersion"] == "1"  # refused: carol's write came first
+    assert second["metadata"]["resourceVersion"] == "2"
