@@ -274,8 +274,11 @@ class Observation(Memoization):
 
         The audit stays bounded, whatever approvals are given and taken back (validation/size.py counts
         on it): in one reach of the gate each user is audited at most once, and approvals that do not
-        open it at most `required - 1` times; those that open it always are. `supplied_by`: who set the
-        values of a gate that opens now, for the entry of the approval that opens it."""
+        open it at most `required - 1` times; those that open it always are, the one that opens it (the
+        last recorded) even by a user audited before in this reach (who approved, was taken back and
+        approved again): at most `required` entries in the plan that opens it, `2 * required - 1` in
+        all. `supplied_by`: who set the values of a gate that opens now, for the entry of the approval
+        that opens it, so that entry is always there to carry it."""
         annotations = self.flow.metadata.annotations
         users = approvers_so_far(annotations, w.name, approval.needed)
         audited = self.audited_in_reach(w)
@@ -284,7 +287,8 @@ class Observation(Memoization):
         # approved-by (webhook/mutation.py): it is theirs.
         why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
         for user in users:
-            if user in audited:
+            opens = not waiting and user == users[-1]
+            if user in audited and not opens:
                 continue
             if waiting:
                 if room <= 0:
@@ -298,7 +302,7 @@ class Observation(Memoization):
                     time=self.now,
                     message=why[:1024] if why and user == users[-1] else None,
                     # The approval that opens it takes the values: who set them goes with it.
-                    supplied_by=supplied_by if not waiting and user == users[-1] else None,
+                    supplied_by=supplied_by if opens else None,
                 )
             )
         if waiting:
