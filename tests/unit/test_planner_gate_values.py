@@ -164,6 +164,21 @@ def test_without_the_webhook_a_value_outside_the_enum_fails_the_gate() -> None:
     assert "value 'qa' of parameter 'env' is not one of: staging, prod" in message
 
 
+def test_without_the_webhook_a_name_the_gate_does_not_declare_fails_it_naming_the_name() -> None:
+    # A typo: "verison" would leave version at its default, silently, where the webhook refuses it.
+    sim = release()
+    give(sim, {"env": "prod", "verison": "1.2"})
+    approve(sim)
+    sim.reconcile()
+    phase, message = gate(sim)
+    assert phase == "Failed"
+    assert message == (
+        "approved by bob, but its values cannot be taken (values.workflow.kube-zen.io/gate): the gate has "
+        "no supplied output parameter 'verison' (declared: env, version)"
+    )
+    assert outputs(sim) is None
+
+
 def test_an_annotation_that_is_no_json_object_fails_the_gate_instead_of_raising() -> None:
     sim = release()
     sim.annotate(VALUES_PREFIX + "gate", "[not json")
