@@ -337,8 +337,12 @@ class Observation(Memoization):
         the gate with them: past its timeout, for it (a decision that came after that plan's read is what
         made its write fail, with a conflict). Deciding the gate now would start its dependents beside
         the finally steps, or end the flow otherwise than that plan did: the timeout stands, as with the
-        write kept. (Read wrongly only when that plan came before the timeout, decided the gate and ended
-        the other steps, and its write was lost to a crash: the gate then times out, the flow fails.)"""
+        write kept. Read wrongly when that plan instead decided the gate (ending with it the last other
+        step), its write lost and this plan past the timeout: (1) it came before the timeout, its write
+        lost to a crash or a conflict; (2) it came after, seeing a decision given in time but seen late,
+        its write lost to a crash or a conflict. The gate then times out: an approval's flow fails, and
+        neither decision is audited (docs/API.md "Approval"). Nothing here tells these apart: the Job
+        record keeps no annotation that could say what the plan that created it decided."""
         timeout = w.spec.timeout_seconds
         if not timeout or w.start_time is None or self.now < after(w.start_time, timeout):
             return False
