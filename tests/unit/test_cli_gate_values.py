@@ -3,13 +3,19 @@ checked as the webhook would before anything is sent."""
 
 from __future__ import annotations
 
+import copy
 import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from test_cli_commands import NS, FakeCluster, annotation_writes, zen_flow
 from test_cli_commands import cluster as cluster  # the fixture
 
+from zen_flow.cli import session
+from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
 
 VALUES = "values.workflow.kube-zen.io/gate"
@@ -104,3 +110,84 @@ def test_a_gate_that_asks_for_nothing_takes_no_values(
 def test_reject_takes_no_values(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         zen_flow(capsys, "reject", "rel", "gate", "-p", "env=prod")
+
+
+def tallied(cluster: FakeCluster, annotations: dict[str, str]) -> None:
+    flow = release(annotations)
+    flow["spec"]["steps"][1]["approval"] = {"required": 2}
+    cluster.add(flow, {"phase": "Paused", "steps": [{"name": "gate", "phase": "PendingApproval"}]})
+
+
+def test_a_second_approver_giving_the_same_values_writes_only_the_approval(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # alice approved with kubectl, spaced differently: the same values are no change to refuse
+    tallied(cluster, {VALUES: '{"env": "prod"}', APPROVE: "true-1"})
+    code, _, _ = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod")
+    assert code == 0
+    [patch] = annotation_writes(cluster)
+    assert set(patch["metadata"]["annotations"]) == {APPROVE}
+
+
+def test_values_other_than_those_an_approval_stands_on_are_refused_before_anything_is_sent(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tallied(cluster, {VALUES: '{"env":"staging"}', APPROVE: "true-1"})
+    code, _, err = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod")
+    assert code != 0
+    assert (
+        'step gate of jobflow rel carries an approval of other values ({"env":"staging"}): take the '
+        "approvals back first (kubectl annotate jobflow rel approve.workflow.kube-zen.io/gate-), then "
+        "approve with the new values"
+    ) in err
+    assert annotation_writes(cluster) == []
+
+
+class RacedCluster(FakeCluster):
+    """A cluster where carol's values (given alone, no approval) land between the CLI's read and its
+    patch, once: a patch conditional on the resourceVersion read gets 409, as from the apiserver."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raced = False
+
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Any = (), content_type: str | None = None
+    ) -> dict[str, Any]:
+        flow = self.flows["rel"]
+        if method == "PATCH":
+            if not self.raced:
+                self.raced = True
+                flow["metadata"].setdefault("annotations", {})[VALUES] = '{"version":"1.2"}'
+                flow["metadata"]["resourceVersion"] = "2"
+            sent = body["metadata"].get("resourceVersion")
+            if sent is not None and sent != flow["metadata"]["resourceVersion"]:
+                self.writes.append((method, path, copy.deepcopy(body)))
+                raise from_status(409, {"reason": "Conflict", "message": "the object has been modified"})
+        return await super().request(method, path, body, query, content_type)
+
+
+def use(monkeypatch: pytest.MonkeyPatch, fake: FakeCluster) -> None:
+    @asynccontextmanager
+    async def open_session(args: Any, out: Any = None) -> AsyncIterator[session.Session]:
+        yield session.Session(fake, args.namespace or NS, sys.stdout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "open_session", open_session)
+
+
+def test_values_another_wrote_between_the_read_and_the_write_are_merged_not_undone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raced = RacedCluster()
+    use(monkeypatch, raced)
+    flow = release()
+    flow["metadata"]["resourceVersion"] = "1"
+    raced.add(flow, {"phase": "Paused", "steps": [{"name": "gate", "phase": "PendingApproval"}]})
+    code, _, _ = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod")
+    assert code == 0
+    written = raced.flows["rel"]["metadata"]["annotations"]
+    assert json.loads(written[VALUES]) == {"version": "1.2", "env": "prod"}
+    assert written[APPROVE] == "true"
+    first, second = annotation_writes(raced)
+    assert first["metadata"]["resourceVersion"] == "1"  # refused: carol's write came first
+    assert second["metadata"]["resourceVersion"] == "2"

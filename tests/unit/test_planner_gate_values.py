@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zen_flow.api.constants import (
+    ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_RETRY,
     ANNOTATION_VALUES_BY_PREFIX,
     APPROVE_PREFIX,
@@ -39,7 +40,11 @@ def deploy(**fields: Any) -> dict[str, Any]:
 
 
 def release(
-    annotations: dict[str, str] | None = None, *, timeout: int | None = None, **deploy_fields: Any
+    annotations: dict[str, str] | None = None,
+    *,
+    timeout: int | None = None,
+    approval: dict[str, Any] | None = None,
+    **deploy_fields: Any,
 ) -> Simulator:
     gate: dict[str, Any] = {
         "outputs": {
@@ -51,6 +56,8 @@ def release(
     }
     if timeout is not None:
         gate["timeoutSeconds"] = timeout
+    if approval is not None:
+        gate["approval"] = approval
     steps = [job_step("build"), manual_step("gate", "build", **gate), deploy(**deploy_fields)]
     sim = Simulator(make_flow(steps, name="rel", annotations=annotations), T0)
     sim.reconcile()
@@ -157,6 +164,21 @@ def test_without_the_webhook_a_value_outside_the_enum_fails_the_gate() -> None:
     assert "value 'qa' of parameter 'env' is not one of: staging, prod" in message
 
 
+def test_without_the_webhook_a_name_the_gate_does_not_declare_fails_it_naming_the_name() -> None:
+    # A typo: "verison" would leave version at its default, silently, where the webhook refuses it.
+    sim = release()
+    give(sim, {"env": "prod", "verison": "1.2"})
+    approve(sim)
+    sim.reconcile()
+    phase, message = gate(sim)
+    assert phase == "Failed"
+    assert message == (
+        "approved by bob, but its values cannot be taken (values.workflow.kube-zen.io/gate): the gate has "
+        "no supplied output parameter 'verison' (declared: env, version)"
+    )
+    assert outputs(sim) is None
+
+
 def test_an_annotation_that_is_no_json_object_fails_the_gate_instead_of_raising() -> None:
     sim = release()
     sim.annotate(VALUES_PREFIX + "gate", "[not json")
@@ -190,3 +212,26 @@ def test_a_rerun_that_reaches_a_timed_out_gate_again_takes_the_values_afresh() -
     run_to_deploy(sim)
     assert outputs(sim) == {"env": "staging", "version": "latest"}
     assert env_of(sim, "deploy")["ZF_PARAM_ENV"] == "staging"
+
+
+def test_the_approval_that_opens_a_gate_says_who_supplied_the_values_by_a_user_audited_before() -> None:
+    # Two must approve: alice approves (audited), her approval is taken back, bob approves, and alice
+    # approves again: hers opens the gate, and its entry says who set the values.
+    sim = release(approval={"required": 2})
+    give(sim, {"env": "prod"}, user="carol")
+    for approved_by in ("alice", None, "bob", "bob,alice"):
+        if approved_by is None:
+            sim.annotate(APPROVE_PREFIX + "gate", None)
+            sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "gate", None)
+        else:
+            sim.annotate(APPROVE_PREFIX + "gate", f"true-{len(approved_by)}")
+            sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "gate", approved_by)
+        sim.reconcile()
+    assert gate(sim) == ("Succeeded", "approved by bob, alice")
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert [(a.user, a.supplied_by) for a in audit.approvals] == [
+        ("alice", None),
+        ("bob", None),
+        ("alice", "carol"),
+    ]

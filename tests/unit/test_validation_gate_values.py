@@ -1,6 +1,7 @@
 """Validation of values supplied at a Manual gate: `valueFrom.supplied` in the spec (what the webhook and the
 controller both check), the `values.workflow.kube-zen.io/<step>` annotation and the approvals that need a
-value (admission and `zen-flow validate`), and values frozen once the status records the gate decided."""
+value (admission and `zen-flow validate`), and values frozen once the gate carries an approval or the
+status records it decided."""
 
 from __future__ import annotations
 
@@ -197,11 +198,84 @@ def test_the_values_of_a_decided_gate_cannot_change(phase: str, new: str | None)
 
 
 @pytest.mark.parametrize("phase", ["Pending", "PendingApproval", "Skipped"])
-def test_the_values_of_an_undecided_gate_may_change(phase: str) -> None:
+def test_the_values_of_an_undecided_unapproved_gate_may_change(phase: str) -> None:
     old = decided(phase)
+    del old["metadata"]["annotations"][APPROVE]
     changed = copy.deepcopy(old)
     changed["metadata"]["annotations"][VALUES] = '{"env":"b"}'
     assert validate_update(old, changed) == []
+
+
+# --- frozen once approved --------------------------------------------------------------------------------
+
+APPROVED_FROZEN = (
+    "metadata.annotations[values.workflow.kube-zen.io/gate]: Forbidden: step gate carries an approval "
+    "(approve.workflow.kube-zen.io/gate), which approved the values present when it was given: they "
+    "cannot change while it stands; take the approvals back first (kubectl annotate jobflow rel "
+    "approve.workflow.kube-zen.io/gate-), then set the values and approve again"
+)
+
+
+def tallied(approve: str | None, phase: str = "PendingApproval") -> dict[str, Any]:
+    """A gate two of alice, bob and carol must approve, reached; `approve`: its approve annotation."""
+    flow = gated(env(enum=["staging", "prod"]))
+    step(flow, "gate")["approval"] = {"required": 2}
+    annotations = {VALUES: '{"env":"staging"}'}
+    if approve is not None:
+        annotations |= {APPROVE: approve, "approved-by.workflow.kube-zen.io/gate": "alice,bob"}
+    flow["metadata"]["annotations"] = annotations
+    flow["status"] = {"phase": "Paused", "steps": [{"name": "gate", "phase": phase}]}
+    return flow
+
+
+@pytest.mark.parametrize("phase", ["Pending", "PendingApproval"])
+@pytest.mark.parametrize("new", ['{"env":"prod"}', None])
+def test_once_a_tallied_gate_carries_approvals_one_user_cannot_change_its_values(
+    phase: str, new: str | None
+) -> None:
+    # alice and bob approved staging; carol, before the controller's plan (or before the gate is
+    # reached), must not turn it into an approval of prod by them.
+    old = tallied("true-2", phase)
+    changed = copy.deepcopy(old)
+    if new is None:
+        del changed["metadata"]["annotations"][VALUES]  # also refused as lacking a value: not only that
+    else:
+        changed["metadata"]["annotations"][VALUES] = new
+    assert APPROVED_FROZEN in [str(e) for e in validate_update(old, changed)]
+
+
+def test_an_approval_that_comes_with_new_values_is_refused_once_another_stands() -> None:
+    old = tallied("true-1")
+    changed = copy.deepcopy(old)
+    changed["metadata"]["annotations"] |= {APPROVE: "true-2", VALUES: '{"env":"prod"}'}
+    assert [str(e) for e in validate_update(old, changed)] == [APPROVED_FROZEN]
+
+
+def test_the_first_approval_sets_the_values_and_an_approval_taken_back_unfreezes_them() -> None:
+    old = tallied(None)
+    first = copy.deepcopy(old)
+    first["metadata"]["annotations"] |= {APPROVE: "true-1", VALUES: '{"env":"prod"}'}
+    assert validate_update(old, first) == []
+    # a value that approves nothing stands for no approval: the values may change again
+    withdrawn = tallied("false")
+    changed = copy.deepcopy(withdrawn)
+    changed["metadata"]["annotations"][VALUES] = '{"env":"prod"}'
+    assert validate_update(withdrawn, changed) == []
+
+
+def test_the_values_of_a_single_approval_gate_freeze_with_its_approval_before_it_is_reached() -> None:
+    old = decided("Pending")  # approved in advance, with env=a
+    changed = copy.deepcopy(old)
+    changed["metadata"]["annotations"][VALUES] = '{"env":"b"}'
+    assert [str(e) for e in validate_update(old, changed)] == [APPROVED_FROZEN]
+    # `true-…` approves nothing on a gate without `approval`: no approval stands
+    old["metadata"]["annotations"][APPROVE] = "true-1"
+    assert validate_update(old, changed) == []
+
+
+def test_a_flow_created_with_its_approval_and_values_is_accepted() -> None:
+    flow = gated(env(), annotations={VALUES: '{"env":"a"}', APPROVE: "true"})
+    assert admission(flow) == []
 
 
 @settings(max_examples=200, deadline=None)

@@ -131,11 +131,22 @@ def test_on_a_tallied_gate_every_approval_needs_the_values_present() -> None:
     flow = gated({"required": 2})
     flow, verdict, _ = write(flow, "alice", {VALUES: '{"env":"prod"}', APPROVE: "true-1"})
     assert verdict["allowed"], verdict
-    # bob takes alice's values as they are, or changes them: the values present at the last approval count.
-    _, verdict, _ = write(flow, "bob", {APPROVE: "true-2"})
+    # bob approves alice's values as they are; he cannot approve others while her approval stands.
+    approved, verdict, _ = write(flow, "bob", {APPROVE: "true-2"})
     assert verdict["allowed"], verdict
     _, verdict, _ = write(flow, "bob", {APPROVE: "true-2", VALUES: None})
     assert verdict["status"]["code"] == 422
+    _, verdict, _ = write(flow, "bob", {APPROVE: "true-2", VALUES: '{"env":"staging"}'})
+    assert verdict["status"]["code"] == 422
+    # Nor can carol, alone, turn what alice and bob approved into another value.
+    _, verdict, _ = write(approved, "carol", {VALUES: '{"env":"staging"}'})
+    assert (verdict["allowed"], verdict["status"]["code"]) == (False, 422)
+    assert "step gate carries an approval (approve.workflow.kube-zen.io/gate)" in verdict["status"]["message"]
+    # Once the approvals are taken back, the values may change (and every approver approves anew).
+    withdrawn, verdict, _ = write(approved, "carol", {APPROVE: None})
+    assert verdict["allowed"], verdict
+    _, verdict, _ = write(withdrawn, "carol", {VALUES: '{"env":"staging"}'})
+    assert verdict["allowed"], verdict
 
 
 def test_the_values_of_a_decided_gate_are_frozen_until_a_rerun_reaches_it() -> None:
@@ -145,8 +156,9 @@ def test_the_values_of_a_decided_gate_are_frozen_until_a_rerun_reaches_it() -> N
     _, verdict, _ = write(flow, "alice", {VALUES: '{"env":"staging"}'})
     assert (verdict["allowed"], verdict["status"]["code"]) == (False, 422)
     assert "step gate is Succeeded: its values are recorded with its decision" in verdict["status"]["message"]
-    # Reached again by a rerun (Pending), they may change.
+    # Reached again by a rerun (its approval taken back first, as a rerun asks), they may change.
     flow["status"] = {"phase": "Running", "steps": [{"name": "gate", "phase": "PendingApproval"}]}
+    del flow["metadata"]["annotations"][APPROVE]
     _, verdict, _ = write(flow, "alice", {VALUES: '{"env":"staging"}'})
     assert verdict["allowed"], verdict
 

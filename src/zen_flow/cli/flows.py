@@ -40,7 +40,7 @@ from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import is_jobflow
 from zen_flow.documents import DocumentError, load_all, read_bounded
-from zen_flow.kube.errors import NotFound
+from zen_flow.kube.errors import Conflict, NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.planner.approvals import decision
 from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps, unrun_steps
@@ -88,9 +88,33 @@ async def get_flow(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# How often `decide` reads the flow again when a write came between its read and its conditional patch.
+DECIDE_ATTEMPTS = 5
+
+
 async def decide(session: Session, args: argparse.Namespace) -> int:
     """`approve` / `reject`: the annotation the API defines; the mutating webhook records who did it."""
-    flow = await session.get(args.name)
+    for attempt in range(DECIDE_ATTEMPTS):
+        flow = await session.get(args.name)
+        step, patch = _decision_patch(flow, args)
+        try:
+            await session.merge_patch(args.name, patch)
+            break
+        except Conflict:
+            # Values merged over those read: another write came first (another approver's values, perhaps):
+            # read, merge and check again, never overwrite them with what was read before.
+            if attempt == DECIDE_ATTEMPTS - 1:
+                raise
+    approving = args.command == "approve"
+    verb = "approved" if approving else "rejected"
+    needed = step.approval.needed if step.approval is not None else 1
+    counted = f" (it needs {needed} distinct approvals)" if approving and needed > 1 else ""
+    session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}{counted}\n")
+    return EXIT_OK
+
+
+def _decision_patch(flow: JobFlow, args: argparse.Namespace) -> tuple[Step, dict[str, Any]]:
+    """The step and the merge patch that decides it, checked against `flow` as read."""
     step = next((s for s in flow.spec.steps if s.name == args.step), None)
     if step is None:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
@@ -105,18 +129,18 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
         # second approver's write a change the webhook sees (the same "true" again would be none).
         value = f"true-{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     annotations = {f"{prefix}{args.step}": value}
-    if approving:
-        # The values and the approval in one patch: the webhook checks them together, and the gate can
-        # never be seen approved with values it was not given.
-        annotations.update(gate_values_patch(flow, step, getattr(args, "parameters", [])))
+    values = gate_values_patch(flow, step, getattr(args, "parameters", [])) if approving else {}
+    # The values and the approval in one patch: the webhook checks them together, and the gate can never
+    # be seen approved with values it was not given.
+    annotations.update(values)
     if args.message:
         annotations[ANNOTATION_DECISION_MESSAGE_PREFIX + args.step] = args.message
-    await session.merge_patch(args.name, {"metadata": {"annotations": annotations}})
-    verb = "approved" if approving else "rejected"
-    needed = step.approval.needed if step.approval is not None else 1
-    counted = f" (it needs {needed} distinct approvals)" if approving and needed > 1 else ""
-    session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}{counted}\n")
-    return EXIT_OK
+    meta: dict[str, Any] = {"annotations": annotations}
+    if values and flow.metadata.resource_version:
+        # Merged over the values read: written only over those (409 otherwise), so that another
+        # approver's values written meanwhile are never silently undone.
+        meta["resourceVersion"] = flow.metadata.resource_version
+    return step, {"metadata": meta}
 
 
 def _decidable(flow: JobFlow, spec: Step, wanted: str) -> None:

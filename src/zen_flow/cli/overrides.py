@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from zen_flow.api import JobFlow, Step
-from zen_flow.api.constants import VALUES_PREFIX
+from zen_flow.api.constants import APPROVE_PREFIX, VALUES_PREFIX
 from zen_flow.cli.session import UsageError
+from zen_flow.core.decision_values import is_true
 from zen_flow.core.gate_values import (
     ValuesError,
     missing,
@@ -69,7 +70,8 @@ def override_arguments(doc: Mapping[str, Any], overrides: Mapping[str, str]) -> 
 
 def gate_values_patch(flow: JobFlow, step: Step, items: list[str]) -> dict[str, str]:
     """The values annotation `-p NAME=VALUE` writes on an approved gate, merged over those already given
-    (empty: nothing to write), checked as the webhook would, so a typo is said before anything is sent."""
+    (empty: nothing to write, values equal to those given included), checked as the webhook would, so a
+    typo, or a change of values an approval already stands on, is said before anything is sent."""
     try:
         given = parse_overrides(items)
     except ValueError as err:
@@ -90,6 +92,17 @@ def gate_values_patch(flow: JobFlow, step: Step, items: list[str]) -> dict[str, 
     except ValuesError:
         values = {}  # the webhook refused it, or none checked it: the new values replace it
     merged = {**values, **given}
+    if given and merged == values and key in flow.metadata.annotations:
+        return {}  # a second approver of the same values: their approval alone
+    approve = flow.metadata.annotations.get(APPROVE_PREFIX + step.name)
+    if given and is_true(approve, tallied=step.approval is not None):
+        # The webhook's rule (validation/gate_values.py): an approval approves the values it was given with.
+        shown = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+        raise UsageError(
+            f"step {step.name} of jobflow {flow.metadata.name} carries an approval of other values "
+            f"({shown}): take the approvals back first (kubectl annotate jobflow {flow.metadata.name} "
+            f"{APPROVE_PREFIX}{step.name}-), then approve with the new values"
+        )
     if lacking := missing(params, merged):
         raise UsageError(
             f"step {step.name} needs a value for parameter {lacking[0]!r}: "

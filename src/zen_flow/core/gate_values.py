@@ -86,8 +86,12 @@ def missing(params: Sequence[Supplied], values: Mapping[str, str]) -> list[str]:
 def gate_values(params: Sequence[Supplied], text: str | None) -> dict[str, str]:
     """Every supplied parameter's value (given, else its default), in declaration order, as the planner
     records them when the gate is approved; ValuesError naming the first parameter that has none or
-    whose value is not allowed (a flow the webhook did not check)."""
+    whose value is not allowed, or a name the gate does not declare (a typo would else leave the value
+    meant for it unused, and its default taken, in a flow the webhook did not check)."""
     values = read_values(text)
+    if unknown := unknown_names(params, values):
+        declared = ", ".join(p.name for p in params)
+        raise ValuesError(f"the gate has no supplied output parameter {unknown[0]!r} (declared: {declared})")
     out: dict[str, str] = {}
     for param in params:
         value = values.get(param.name, param.default)

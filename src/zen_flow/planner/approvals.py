@@ -12,7 +12,8 @@ rejected it is recorded in `rejected-by.workflow.kube-zen.io/<step>` (webhook/mu
 
 A gate with supplied outputs takes their values from `values.workflow.kube-zen.io/<step>` when it is
 approved (`gate_outputs`, core/gate_values.py); who set them (`values-by.`, written by the webhook) goes
-in the audit entry of the approval that opens it.
+in the audit entry of the approval that opens it. Without the webhook it is whatever a user wrote there:
+as for approved-by, nothing here can tell who wrote an annotation.
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ def decision(
 
 def gate_outputs(annotations: Mapping[str, str], spec: Step) -> StepOutputValues | None:
     """The outputs of an approved gate: its supplied values, each given one or its default (None: it
-    declares none). ValuesError (core/gate_values.py) names a parameter that has neither, or a value
-    its enum does not allow: the webhook refuses both, so only a flow it did not check gets there."""
+    declares none). ValuesError (core/gate_values.py) names a parameter that has neither, a value its
+    enum does not allow, or a name the gate does not declare: the webhook refuses each, so only a flow
+    it did not check gets there."""
     params = supplied_of(spec)
     if not params:
         return None

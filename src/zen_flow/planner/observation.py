@@ -274,8 +274,11 @@ class Observation(Memoization):
 
         The audit stays bounded, whatever approvals are given and taken back (validation/size.py counts
         on it): in one reach of the gate each user is audited at most once, and approvals that do not
-        open it at most `required - 1` times; those that open it always are. `supplied_by`: who set the
-        values of a gate that opens now, for the entry of the approval that opens it."""
+        open it at most `required - 1` times; those that open it always are, the one that opens it (the
+        last recorded) even by a user audited before in this reach (who approved, was taken back and
+        approved again): at most `required` entries in the plan that opens it, `2 * required - 1` in
+        all. `supplied_by`: who set the values of a gate that opens now, for the entry of the approval
+        that opens it, so that entry is always there to carry it."""
         annotations = self.flow.metadata.annotations
         users = approvers_so_far(annotations, w.name, approval.needed)
         audited = self.audited_in_reach(w)
@@ -284,7 +287,8 @@ class Observation(Memoization):
         # approved-by (webhook/mutation.py): it is theirs.
         why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
         for user in users:
-            if user in audited:
+            opens = not waiting and user == users[-1]
+            if user in audited and not opens:
                 continue
             if waiting:
                 if room <= 0:
@@ -298,7 +302,7 @@ class Observation(Memoization):
                     time=self.now,
                     message=why[:1024] if why and user == users[-1] else None,
                     # The approval that opens it takes the values: who set them goes with it.
-                    supplied_by=supplied_by if not waiting and user == users[-1] else None,
+                    supplied_by=supplied_by if opens else None,
                 )
             )
         if waiting:
@@ -333,8 +337,12 @@ class Observation(Memoization):
         the gate with them: past its timeout, for it (a decision that came after that plan's read is what
         made its write fail, with a conflict). Deciding the gate now would start its dependents beside
         the finally steps, or end the flow otherwise than that plan did: the timeout stands, as with the
-        write kept. (Read wrongly only when that plan came before the timeout, decided the gate and ended
-        the other steps, and its write was lost to a crash: the gate then times out, the flow fails.)"""
+        write kept. Read wrongly when that plan instead decided the gate (ending with it the last other
+        step), its write lost and this plan past the timeout: (1) it came before the timeout, its write
+        lost to a crash or a conflict; (2) it came after, seeing a decision given in time but seen late,
+        its write lost to a crash or a conflict. The gate then times out: an approval's flow fails, and
+        neither decision is audited (docs/API.md "Approval"). Nothing here tells these apart: the Job
+        record keeps no annotation that could say what the plan that created it decided."""
         timeout = w.spec.timeout_seconds
         if not timeout or w.start_time is None or self.now < after(w.start_time, timeout):
             return False

@@ -7,9 +7,13 @@ each value within its `enum` and at most 1 KiB; and an approval of a gate whose 
 neither a value nor a default is refused, naming it. The controller never fails a running flow for an
 annotation: a gate approved with a value it cannot take fails, naming the parameter (planner).
 
-`frozen_values` is the UPDATE rule: once the status records the gate decided (Succeeded or Failed), its
-values stay as they were, so the outputs users read never disagree with the annotation, until a rerun
-reaches the gate again (it goes back to Pending).
+`frozen_values` is the UPDATE rule: every approval approves the values present when it is given, so once
+the stored flow carries an approval of the gate (its approve annotation: one approval, or the first of a
+tally), its values stay as they are until the approvals are taken back: else one user could change what
+two approved, or what the approver of a gate not reached yet approved. The request that gives the first
+approval may set them with it (the stored flow has none yet). And once the status records the gate
+decided (Succeeded or Failed), its values stay as they were, so the outputs users read never disagree
+with the annotation, until a rerun reaches the gate again (it goes back to Pending).
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ def check_values(
 
 
 def frozen_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldError]:
-    """An update that sets, changes or removes the values of a gate the status records decided."""
+    """An update that sets, changes or removes the values of a gate the status records decided, or of one
+    the stored flow carries an approval of."""
     before, after = _annotations(old), _annotations(new)
     changed = {
         key[len(VALUES_PREFIX) :]
@@ -133,12 +138,14 @@ def frozen_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldE
     status = old.get("status") if isinstance(old, Mapping) else None
     steps = status.get("steps") if isinstance(status, Mapping) else None
     errors: list[FieldError] = []
+    decided: set[str] = set()
     for entry in steps if isinstance(steps, list | tuple) else ():
         if not isinstance(entry, Mapping) or entry.get("name") not in changed:
             continue
         phase = entry.get("phase")
         if phase in _DECIDED:
             step = entry["name"]
+            decided.add(step)
             errors.append(
                 forbidden(
                     f"{_ANNOTATIONS}[{VALUES_PREFIX}{step}]",
@@ -146,7 +153,43 @@ def frozen_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldE
                     "until a rerun reaches it again",
                 )
             )
+    flow = _name(new) or _name(old) or "FLOW"
+    for step in sorted(changed - decided):
+        approve = before.get(APPROVE_PREFIX + step)
+        if not isinstance(approve, str) or not is_true(approve, tallied=_tallied(old, new, step)):
+            continue
+        errors.append(
+            forbidden(
+                f"{_ANNOTATIONS}[{VALUES_PREFIX}{step}]",
+                f"step {step} carries an approval ({APPROVE_PREFIX}{step}), which approved the values "
+                "present when it was given: they cannot change while it stands; take the approvals back "
+                f"first (kubectl annotate jobflow {flow} {APPROVE_PREFIX}{step}-), then set the values "
+                "and approve again",
+            )
+        )
     return errors
+
+
+def _tallied(old: Mapping[str, Any], new: Mapping[str, Any], step: str) -> bool:
+    """Has the step an `approval` (then `true-…` approves too)? Read from whichever object carries the
+    steps (the webhook may leave the spec out of one of an unchanged pair); True when neither does: an
+    approve annotation that may approve is taken as one (refusing a values edit is the safe side)."""
+    for obj in (old, new):
+        spec = obj.get("spec") if isinstance(obj, Mapping) else None
+        steps = spec.get("steps") if isinstance(spec, Mapping) else None
+        if not isinstance(steps, list | tuple):
+            continue
+        for entry in steps:
+            if isinstance(entry, Mapping) and entry.get("name") == step:
+                return entry.get("approval") is not None
+        return False
+    return True
+
+
+def _name(obj: Any) -> str:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return name if isinstance(name, str) else ""
 
 
 def _annotations(obj: Any) -> Mapping[Any, Any]:
