@@ -57,7 +57,6 @@ from zen_flow.api.meta import Condition, format_time
 from zen_flow.core.cron import Schedule, ScheduleError, parse_schedule
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.cron_runs import (
-    RUN_TTL_SECONDS,
     build_run,
     manual_run,
     owner_reference,
@@ -69,7 +68,6 @@ from zen_flow.planner.cron_runs import (
 )
 
 __all__ = [  # the run builders, where the planner's users have always found them
-    "RUN_TTL_SECONDS",
     "build_run",
     "manual_run",
     "owner_reference",
