@@ -95,6 +95,12 @@ class PlanState:
         self.actions: list[Action] = []
         self.wakeups: list[datetime] = []
         self.approvals: list[Approval] = []
+        # Steps that are not finally this plan ended by a decision or a timeout its status did not record
+        # (planner.decisions): carried on the finally steps' Jobs it creates. `recorded`: what such a Job,
+        # created by a plan whose status write was lost, carries (None: no such Job; read once, lazily).
+        self.decided: dict[str, str] = {}
+        self.recorded: dict[str, str] | None = None
+        self.recorded_read = False
         self.suspended = bool(flow.spec.suspend)
         # A stop request: why the flow must fail. `stopped`: now, everything at once; `stopping`: a graceful
         # stop (RunFinally), the other steps now and the finally steps run first (planner.finale). A flow
