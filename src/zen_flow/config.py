@@ -33,7 +33,7 @@ class Settings:
         metadata={
             "help": "concurrent reconciles of one namespace; twice as many workers run, so that one "
             "namespace's slow reconciles (Job creates held by a slow admission webhook) leave as many to "
-            "the others"
+            "the others, and a namespace already holding one never takes the last quarter of them"
         },
     )
     start_workers: int = field(

@@ -25,7 +25,7 @@ def test_a_paths_namespace(path: str, namespace: str | None) -> None:
 
 
 async def test_a_namespace_past_its_share_waits_in_its_own_line_and_leaves_the_rest() -> None:
-    slots = RequestSlots(total=4, share=2)
+    slots = RequestSlots(total=4, share=2, reserve=0)  # the share alone
     held = [await slots.acquire("/api/v1/namespaces/a/pods") for _ in range(2)]
     third = asyncio.create_task(slots.acquire("/api/v1/namespaces/a/pods"))
     await settle()
@@ -61,3 +61,41 @@ async def test_a_request_cancelled_while_waiting_gives_back_what_it_held() -> No
     slots.release(held)
     assert slots._namespaces == {}
     assert await slots.acquire("/api/v1/namespaces/b/pods") == "b"  # nothing was left taken
+
+
+async def test_namespaces_with_requests_in_flight_leave_the_reserve_to_one_with_none() -> None:
+    # Two tenants' creates wait on a webhook slow for both: each may hold its share (6 of 8), which was
+    # every slot between them. With 2 kept in reserve, a third tenant's request goes out at once.
+    slots = RequestSlots(total=8, share=6, reserve=2)
+    held = [await slots.acquire("/api/v1/namespaces/a/pods") for _ in range(6)]
+    held.append(await slots.acquire("/api/v1/namespaces/b/pods"))  # its first: from the reserve
+    second = asyncio.create_task(slots.acquire("/api/v1/namespaces/b/pods"))
+    await settle()
+    assert not second.done(), "a namespace with a request in flight does not take the reserve"
+    assert await slots.acquire("/api/v1/namespaces/c/pods") == "c"  # behind b's, but it has none in flight
+    slots.release(held.pop(0))
+    slots.release(held.pop(0))
+    await settle()
+    assert not second.done(), "two free: still the reserve"
+    slots.release(held.pop(0))
+    await settle()
+    assert second.result() == "b"
+    for namespace in [*held, "c", "b"]:
+        slots.release(namespace)
+    assert slots._namespaces == {}
+
+
+async def test_a_request_held_back_by_the_reserve_goes_once_its_namespace_has_none_in_flight() -> None:
+    # No deadlock: the namespace's own request in flight ends, and then it has a first request to send.
+    slots = RequestSlots(total=2, share=2, reserve=1)
+    first = await slots.acquire("/api/v1/namespaces/a/pods")
+    other = await slots.acquire("/api/v1/namespaces/b/pods")
+    waiting = asyncio.create_task(slots.acquire("/api/v1/namespaces/a/pods"))
+    slots.release(other)
+    await settle()
+    assert not waiting.done()
+    slots.release(first)
+    await settle()
+    assert waiting.result() == "a"
+    slots.release("a")
+    assert slots._namespaces == {}

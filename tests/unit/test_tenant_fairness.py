@@ -15,6 +15,8 @@ from zen_flow.controller.flow_queue import flow_queue, worker_count
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.kube.errors import from_status
+from zen_flow.kube.request_slots import RequestSlots
+from zen_flow.kube.transport import ClientOptions
 from zen_flow.machinery.expectations import Expectations
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock, settle
@@ -197,17 +199,19 @@ async def test_a_new_flows_failed_reconcile_comes_back_behind_running_work(clock
 
 
 class SlowWebhook(FakeApiServer):
-    """Once `slow` is set, the noisy tenant's Job creates wait on its namespace's admission webhook,
-    which does not answer (until `answer` is set: a webhook's timeout is up to 30 s)."""
+    """Once `slow` is set, the Job creates of the noisy tenant (or of `slow_namespaces`) wait on their
+    namespace's admission webhook, which does not answer (until `answer` is set: a webhook's timeout is up
+    to 30 s)."""
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock, slow_namespaces: tuple[str, ...] = (NOISY,)) -> None:
         super().__init__(clock)
+        self.slow_namespaces = slow_namespaces
         self.slow = False
         self.answer = asyncio.Event()
         self.waiting = 0
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
-        if namespace == NOISY and self.slow:
+        if namespace in self.slow_namespaces and self.slow:
             self.waiting += 1
             await self.answer.wait()
         return await super().create_job(namespace, body)
@@ -250,3 +254,87 @@ async def test_one_tenants_slow_job_creates_do_not_hold_every_worker(clock: Fake
             api.sync()
         await _until(clock, _created(api, "quiet-a-" if new else "quiet-b-"), limit=1.0)
         api.answer.set()
+
+
+SECOND, THIRD = "tenant-c", "tenant-d"
+
+
+@pytest.mark.parametrize("new", [True, False], ids=["new flows", "running flows"])
+async def test_two_tenants_slow_job_creates_do_not_hold_every_worker(clock: FakeClock, new: bool) -> None:
+    # A webhook slow for two namespaces: 40 flows of each start (or have a step finish) together, each
+    # reconcile waiting on its Job create. Each may hold --workers of the 2 x --workers workers, which is
+    # all of them between the two; a third tenant's flow must still find a worker at once.
+    api = SlowWebhook(clock, slow_namespaces=(NOISY, SECOND))
+    async for _ in _controller(api, clock, workers=4):
+        for i in range(40):
+            for namespace in (NOISY, SECOND):
+                api.create_flow(
+                    make_flow([job_step("a"), job_step("b", "a")], name=f"f{i}", namespace=namespace)
+                )
+        quiet = make_flow([job_step("a"), job_step("b", "a")], name="quiet", namespace=QUIET)
+        if not new:
+            api.create_flow(quiet)
+            api.sync()
+            await _until(clock, lambda: len(api.job_creates) == 81, limit=5.0)
+            api.sync()
+            await settle()
+            for namespace, name in list(api.jobs):
+                if namespace != QUIET:
+                    api.finish_job(namespace, name)
+        api.slow = True
+        api.sync(flows=new, jobs=not new)  # the slow tenants' flows first
+        await settle()  # their reconciles have taken what workers they may, and wait on their creates
+        # 8 workers; the two namespaces with workers in hand never take the last quarter (2) of them.
+        assert api.waiting == 6
+        if new:
+            api.create_flow(quiet)
+            api.sync()
+        else:
+            api.finish_job(QUIET, next(n for n in api.job_creates if n.startswith("quiet-")))
+            api.sync()
+        await _until(clock, _created(api, "quiet-a-" if new else "quiet-b-"), limit=1.0)
+        # And a fourth tenant beside it: the reserve holds one first worker each for two namespaces.
+        api.create_flow(make_flow([job_step("a")], name="other", namespace=THIRD))
+        api.sync()
+        await _until(clock, _created(api, "other-a-"), limit=1.0)
+        api.answer.set()
+
+
+class SlotsOfTheClient(SlowWebhook):
+    """Every Job create holds one of the client's request slots (`RequestSlots`, as `KubeClient` sends
+    them: 32 in flight) from before it is sent until it is answered, the slow namespaces' creates while
+    their webhook does not answer."""
+
+    def __init__(self, clock: FakeClock, slow_namespaces: tuple[str, ...]) -> None:
+        super().__init__(clock, slow_namespaces)
+        self.slots = RequestSlots(ClientOptions().max_concurrent_requests)
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        slot = await self.slots.acquire(f"/apis/batch/v1/namespaces/{namespace}/jobs")
+        try:
+            return await super().create_job(namespace, body)
+        finally:
+            self.slots.release(slot)
+
+
+async def test_two_tenants_slow_fan_outs_do_not_hold_every_request_slot(clock: FakeClock) -> None:
+    # A webhook slow for two namespaces, each starting two 40-step fan-outs: each reconcile sends 16 creates
+    # at once. One namespace may hold three quarters (24) of the 32 request slots, which left the other
+    # slow namespace the last 8; a third tenant's create must still go out at once.
+    api = SlotsOfTheClient(clock, slow_namespaces=(NOISY, SECOND))
+    api.slow = True
+    async for _ in _controller(api, clock, workers=8):
+        fan_out = [job_step(f"s{i}") for i in range(40)]
+        for i in range(2):
+            for namespace in (NOISY, SECOND):
+                api.create_flow(make_flow(fan_out, name=f"wide{i}", namespace=namespace))
+        api.sync()
+        await settle()  # every create the slots let out waits on the webhook
+        # 32 slots; the namespaces with requests in flight never take the last quarter (8) of them but
+        # for a first request each (both had theirs before).
+        assert api.waiting == 32 - 8
+        api.create_flow(make_flow([job_step("a")], name="quiet", namespace=QUIET))
+        api.sync()
+        await _until(clock, _created(api, "quiet-a-"), limit=1.0)
+        api.answer.set()
+        await _until(clock, lambda: len(api.job_creates) == 4 * 40 + 1, limit=5.0)

@@ -458,24 +458,29 @@ async def test_no_key_is_held_twice_and_no_add_is_lost(ops: list[tuple[str, str]
     work=st.lists(st.integers(0, 4), min_size=1, max_size=10),
     low_limit=st.sampled_from([None, 1, 2]),
     group_limits=st.sampled_from([None, (1, None), (2, 1), (None, 1)]),
+    reserve=st.sampled_from([None, 1, 2]),
 )
 async def test_concurrent_workers_under_random_schedules(
     adds: list[tuple[str, int, Priority]],
     work: list[int],
     low_limit: int | None,
     group_limits: tuple[int | None, int | None] | None,
+    reserve: int | None,
 ) -> None:
-    """Three workers, any schedule, with or without limits on low keys and per group: no key is handed to
-    two workers, no group has more keys in hand than its limit, every add is followed by a start of its
-    key, and the drain never hangs."""
+    """Three workers, any schedule, with or without limits on low keys, per group and a reserve: no key is
+    handed to two workers, no group has more keys in hand than its limit, a group with a key in hand takes
+    another only while more than the reserve is free, every add is followed by a start of its key, and the
+    drain never hangs."""
     group_limit, group_low_limit = group_limits or (None, None)
     q = WorkQueue[str](
         name="test",
         clock=FakeClock(),
         low_limit=low_limit,
-        group_of=by_namespace if group_limits else None,
+        group_of=by_namespace if group_limits or reserve else None,
         group_limit=group_limit,
         group_low_limit=group_low_limit,
+        workers=3 if reserve else None,
+        reserve=reserve,
     )
     active: set[str] = set()
     over_limit: list[str] = []
@@ -492,8 +497,10 @@ async def test_concurrent_workers_under_random_schedules(
             except QueueShutDown:
                 return
             assert key not in active, f"{key} handed to two workers"
+            in_hand = sum(by_namespace(k) == by_namespace(key) for k in active) + 1
+            if reserve is not None and in_hand > 1 and 3 - len(active) <= reserve:
+                over_limit.append(key)  # took from the reserve beside a key in hand
             active.add(key)
-            in_hand = sum(by_namespace(k) == by_namespace(key) for k in active)
             if group_limit is not None and in_hand > group_limit:
                 over_limit.append(key)  # asserted at the end: an assert here would hang the drain
             step += 1
@@ -514,7 +521,7 @@ async def test_concurrent_workers_under_random_schedules(
     await asyncio.wait_for(q.shutdown_with_drain(), timeout=10)
     await asyncio.gather(*workers)
     assert all(last_start.get(key, -1) > added for key, added in last_add.items())
-    assert over_limit == [], "more keys of one group in hand than its limit"
+    assert over_limit == [], "more keys of one group in hand than its limit, or from the reserve"
 
 
 def by_namespace(key: str) -> str:
@@ -608,6 +615,46 @@ async def test_a_groups_low_limit_leaves_its_other_workers_to_its_running_flows(
     q.add("a/running")
     await settle()
     assert waiting.result() == "a/running"
+
+
+async def test_groups_with_keys_in_hand_leave_the_reserve_to_a_group_with_none() -> None:
+    # Two tenants' flows wait on their slow Job creates; each may hold 3 of the 4 workers, so without the
+    # reserve they held all 4 between them. With one worker kept in reserve, a third tenant's flow takes it
+    # at once; a slow tenant's next key waits until more than one worker is free.
+    q = WorkQueue[str](
+        name="test", clock=FakeClock(), group_of=by_namespace, group_limit=3, workers=4, reserve=1
+    )
+    for i in range(3):
+        q.add(f"a/f{i}")
+        q.add(f"b/f{i}")
+    assert [await q.get() for _ in range(3)] == ["a/f0", "b/f0", "a/f1"]
+    slow = asyncio.create_task(q.get())
+    await settle()
+    assert not slow.done(), "a group with keys in hand does not take the last worker"
+    q.add("c/f")
+    await settle()
+    assert slow.result() == "c/f"
+    idle = asyncio.create_task(q.get())
+    q.done("c/f")  # one worker free again: still the reserve
+    await settle()
+    assert not idle.done()
+    q.done("a/f0")  # two free: one may go to a group in hand
+    await settle()
+    assert idle.result() == "b/f1"
+
+
+async def test_a_group_alone_does_not_reach_the_reserve_below_its_limit() -> None:
+    q = WorkQueue[str](
+        name="test", clock=FakeClock(), group_of=by_namespace, group_limit=8, workers=16, reserve=4
+    )
+    for i in range(9):
+        q.add(f"one/f{i}")
+    assert [await q.get() for _ in range(8)] == [f"one/f{i}" for i in range(8)]
+
+
+def test_a_reserve_needs_the_number_of_workers() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        WorkQueue[str](name="test", group_of=by_namespace, reserve=2)
 
 
 def test_a_limit_per_group_needs_groups() -> None:

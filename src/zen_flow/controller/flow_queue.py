@@ -26,6 +26,17 @@ def worker_count(workers: int) -> int:
     return 2 * workers
 
 
+def worker_reserve(workers: int) -> int:
+    """The workers a namespace that already holds one may not take (`WorkQueue(reserve=)`): a quarter of
+    `worker_count(workers)`, at least one. Namespaces holding workers take the last ones only for a first
+    one each, so two slow namespaces (a webhook slow for both) leave a quarter free, and each further one
+    takes one of them: up to `reserve + 1` slow namespaces at once, a namespace holding none is served at
+    once. A quarter, because it costs nothing alone: one namespace stops at `workers` (half the workers),
+    before the reserve. Two busy namespaces together still get three quarters (half would leave the
+    second one worker beside a busy first one), and the request slots keep the same quarter."""
+    return max(1, worker_count(workers) // 4)
+
+
 def flow_queue(
     clock: Clock, start_limit: int, workers: int, metrics: QueueMetrics | None = None
 ) -> WorkQueue[str]:
@@ -44,6 +55,10 @@ def flow_queue(
         low_limit=worker_count(workers) - (workers - start_limit),
         # One namespace never holds more than `workers`: another tenant's flows always find a worker.
         group_limit=workers,
+        # And namespaces holding workers never take the last quarter but for a first one each: two slow
+        # namespaces do not hold every worker between them (worker_reserve).
+        workers=worker_count(workers),
+        reserve=worker_reserve(workers),
         # And namespaces take turns: one tenant's 1,000 new flows, or 1,000 running flows whose Jobs
         # finished together, do not queue another tenant's next step behind them all
         # (machinery/queue_lines.py).

@@ -10,6 +10,10 @@ Guarantees, as in client-go:
   and one group's slow keys (a tenant's Job creates waiting on a slow admission webhook of its namespace,
   10-30 s each) leave workers to the others; the limit holds a group back only while it has that many
   keys in hand, so one group alone goes as fast as before.
+* **Groups with nothing in hand find a worker**: with `workers` and `reserve`, a group that has a key in
+  hand takes another only while more than `reserve` workers are free (group_limits.py): two groups' slow
+  keys do not hold every worker between them, and a group with none in hand is served at once while the
+  reserve lasts.
 * **Work in progress first**: a key added with `Priority.LOW` (a flow that has not started yet, a periodic
   resync) waits behind `Priority.NORMAL` keys (a Job of a running flow changed), so a burst of new flows
   does not queue the next step of every running flow behind all of their first reconciles (measured:
@@ -54,13 +58,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Hashable
 from enum import IntEnum
 from typing import Generic, TypeVar
 
 from zen_flow.machinery.clock import Clock, SystemClock, Timer
-from zen_flow.machinery.queue_lines import Eligible, Line, TurnLine
+from zen_flow.machinery.group_limits import GroupLimits
+from zen_flow.machinery.queue_lines import Line, TurnLine
 from zen_flow.machinery.queue_metrics import NoQueueMetrics, QueueMetrics
 from zen_flow.machinery.ratelimit import RateLimiter, default_controller_rate_limiter
 
@@ -96,6 +101,8 @@ class WorkQueue(Generic[K]):
             per priority), so that a burst of one group's keys does not hold another group's back.
         group_limit, group_low_limit: at most that many keys of one group (of them low) are processed at
             once (default: no limit; needs `group_of`).
+        workers, reserve: with `workers` workers taking keys, a group with a key in hand takes another
+            only while more than `reserve` of them are free (default: no reserve; needs `group_of`).
     """
 
     def __init__(
@@ -109,16 +116,17 @@ class WorkQueue(Generic[K]):
         group_of: Callable[[K], Hashable] | None = None,
         group_limit: int | None = None,
         group_low_limit: int | None = None,
+        workers: int | None = None,
+        reserve: int | None = None,
     ) -> None:
-        if group_of is None and (group_limit is not None or group_low_limit is not None):
+        self._groups = GroupLimits(
+            limit=group_limit, low_limit=group_low_limit, workers=workers, reserve=reserve
+        )
+        if group_of is None and self._groups.limited:
             raise ValueError("a limit per group needs group_of")
         self.name = name
         self._low_limit = low_limit
         self._group_of = group_of
-        self._group_limit = group_limit
-        self._group_low_limit = group_low_limit
-        self._busy: Counter[Hashable] = Counter()  # group -> its keys being processed
-        self._busy_low: Counter[Hashable] = Counter()  # group -> its keys being processed, handed out as low
         self._clock: Clock = clock or SystemClock()
         self._limiter: RateLimiter = rate_limiter or default_controller_rate_limiter(self._clock)
         self._metrics: QueueMetrics = metrics or NoQueueMetrics()
@@ -223,10 +231,8 @@ class WorkQueue(Generic[K]):
         low = key in self._processing_low
         self._processing_low.discard(key)
         if self._group_of is not None:
-            _release(self._busy, self._group_of(key))
-            if low:
-                _release(self._busy_low, self._group_of(key))
-        if low or self._group_limit is not None:
+            self._groups.released(self._group_of(key), low=low)
+        if low or self._groups.limited:
             if self._shutting_down and not self._queued:
                 self._wake_all()  # getters that waited for held-back keys: nothing is left for them
             elif self._takeable():
@@ -313,28 +319,14 @@ class WorkQueue(Generic[K]):
     def _low_allowed(self) -> bool:
         return self._low_limit is None or len(self._processing_low) < self._low_limit
 
-    def _normal_eligible(self, group: Hashable) -> bool:
-        return self._group_limit is None or self._busy[group] < self._group_limit
-
-    def _low_eligible(self, group: Hashable) -> bool:
-        return self._normal_eligible(group) and (
-            self._group_low_limit is None or self._busy_low[group] < self._group_low_limit
-        )
-
-    def _eligible(self) -> tuple[Eligible | None, Eligible | None]:
-        """The groups' filters of the normal and the low line (None: every group may take a key)."""
-        if self._group_limit is None and self._group_low_limit is None:
-            return None, None
-        return self._normal_eligible, self._low_eligible
-
     def _takeable(self) -> bool:
-        normal, low = self._eligible()
+        normal, low = self._groups.eligible()
         return self._lines[Priority.NORMAL].has(normal) or (
             self._low_allowed() and self._lines[Priority.LOW].has(low)
         )
 
     def _take(self) -> K:
-        normal_ok, low_ok = self._eligible()
+        normal_ok, low_ok = self._groups.eligible()
         normal, low = self._lines[Priority.NORMAL], self._lines[Priority.LOW]
         has_low = self._low_allowed() and low.has(low_ok)
         if normal.has(normal_ok) and (not has_low or self._streak < NORMAL_STREAK):
@@ -347,10 +339,7 @@ class WorkQueue(Generic[K]):
             self._processing_low.add(key)
             handed_out_low = True
         if self._group_of is not None:
-            group = self._group_of(key)
-            self._busy[group] += 1
-            if handed_out_low:
-                self._busy_low[group] += 1
+            self._groups.taken(self._group_of(key), low=handed_out_low)
         del self._queued[key]
         del self._dirty[key]
         now = self._clock.monotonic()
@@ -392,9 +381,3 @@ class WorkQueue(Generic[K]):
     def _check_drained(self) -> None:
         if self._shutting_down and not self._queued and not self._processing:
             self._drained.set()
-
-
-def _release(counts: Counter[Hashable], group: Hashable) -> None:
-    counts[group] -= 1
-    if counts[group] <= 0:
-        del counts[group]  # a namespace that has nothing in hand is forgotten
