@@ -541,3 +541,25 @@ def test_p_sets_the_values_of_a_flow_file_naming_a_template(
         {"name": "env", "value": "prod"},
         {"name": "ref", "value": "v2"},
     ]
+
+
+def test_submit_leaves_the_gates_a_templates_flow_names_to_the_webhook_and_says_so(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The gate is the template's, which only the cluster has: an advance approval with its values is no
+    # "step of that name" error; the webhook checks both once it has expanded the flow.
+    path = tmp_path / "flow.yaml"
+    annotations = {
+        "approve.workflow.kube-zen.io/gate": "true",
+        "values.workflow.kube-zen.io/gate": '{"env":"prod"}',
+    }
+    manifest = flow_manifest("release", NS, [])
+    manifest["metadata"]["annotations"] = annotations
+    path.write_text(yaml.safe_dump({**manifest, "spec": {"templateRef": {"name": "release"}}}))
+    code, out, err = zen_flow(capsys, "submit", str(path))
+    assert (code, out) == (0, "jobflow default/release created\n")
+    assert (
+        f"{path}: note: the steps its approval and values annotations name are its JobFlowTemplate's" in err
+    )
+    [(_, _, body)] = cluster.writes
+    assert body["metadata"]["annotations"] == annotations

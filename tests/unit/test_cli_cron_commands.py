@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from zen_flow.api.constants import LABEL_CRON
+from zen_flow.api.constants import LABEL_CRON, RUN_TTL_SECONDS
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
@@ -113,6 +113,7 @@ class FakeCluster:
             self.writes.append((method, path, copy.deepcopy(body), content_type))
         if method == "POST":
             made: dict[str, Any] = copy.deepcopy(body)
+            made["metadata"].setdefault("name", made["metadata"].get("generateName", "") + "x7k2p")
             key = (namespace, made["metadata"]["name"])
             if key in objects:
                 raise from_status(409, {"reason": "AlreadyExists", "message": f'"{key[1]}" already exists'})
@@ -124,7 +125,10 @@ class FakeCluster:
         if found is None:
             raise from_status(404, {"reason": "NotFound", "message": f'cronjobflows "{name}" not found'})
         if method == "PATCH":
-            found["spec"].update(body["spec"])
+            found["spec"].update(body.get("spec", {}))
+            annotations = found["metadata"].setdefault("annotations", {})
+            for key, value in body.get("metadata", {}).get("annotations", {}).items():
+                annotations.pop(key, None) if value is None else annotations.update({key: value})
         return copy.deepcopy(found)
 
 
@@ -660,3 +664,59 @@ def test_finished_manual_runs_count_for_the_history_limits_by_when_they_were_cre
         EVERY_10 - timedelta(minutes=4),
     )
     assert plan.actions == (DeleteRun(older["metadata"]["name"], older["metadata"]["uid"]),)
+
+
+# --- resubmit and retry of a run ----------------------------------------------------------------------------
+
+
+def test_resubmit_of_a_run_makes_a_flow_that_is_no_run_and_has_the_jobflow_default_ttl(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = add(cluster, cron_manifest())
+    run = add(cluster, a_run(report, NOW - timedelta(days=1), {"phase": "Failed"}))
+    code, out, _ = zen_flow(capsys, "resubmit", run["metadata"]["name"])
+    assert (code, out) == (0, f"jobflow {NS}/{run['metadata']['name']}-x7k2p created\n")
+    [(method, _, body, _)] = cluster.writes
+    assert method == "POST"
+    # Not listed as a run (-l workflow.kube-zen.io/cronjobflow=...), which it is not: no owner reference,
+    # so no history limit deletes it; and so not the run's "never" TTL either: the JobFlow default.
+    assert body["metadata"]["labels"] == {"team": "reporting"}
+    assert body["metadata"]["annotations"] == {"owner": "data"}
+    assert "ownerReferences" not in body["metadata"]
+    assert body["spec"]["executionPolicy"] == {}
+    assert body["spec"]["steps"] == run["spec"]["steps"]
+    # A flow of no CronJobFlow keeps the TTL it asked for, "never" included.
+    mine = copy.deepcopy(run)
+    mine["metadata"] = {"name": "mine", "namespace": NS, "labels": {"team": "reporting"}}
+    add(cluster, mine)
+    assert zen_flow(capsys, "resubmit", "mine")[0] == 0
+    assert cluster.writes[-1][2]["spec"]["executionPolicy"] == {"ttlSecondsAfterFinished": RUN_TTL_SECONDS}
+
+
+FAILED_RUN = {"phase": "Failed", "steps": [{"name": "collect", "phase": "Failed"}]}
+
+
+def test_retry_of_an_older_run_says_replace_stops_it_and_the_history_limit_deletes_its_success(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = add(cluster, cron_manifest(concurrencyPolicy="Replace", successfulJobsHistoryLimit=1))
+    old = add(cluster, a_run(report, NOW - timedelta(days=2), FAILED_RUN))
+    add(cluster, a_run(report, NOW - timedelta(days=1), {"phase": "Succeeded"}))
+    add(cluster, a_run(report, NOW, {"phase": "Running"}))
+    newest = run_name("nightly-report", NOW)
+    code, out, err = zen_flow(capsys, "retry", old["metadata"]["name"])
+    assert code == 0, err
+    assert "rerun requested" in out
+    assert err.splitlines() == [
+        f"zen-flow retry: note: concurrencyPolicy Replace keeps the newest run: {newest} is newer and "
+        f"active: the controller stops {old['metadata']['name']} at once",
+        "zen-flow retry: note: successfulJobsHistoryLimit 1 keeps 1 newer successful run(s) of cronjobflow "
+        f"nightly-report: the controller deletes {old['metadata']['name']} as soon as it succeeds",
+    ]
+    # The newest run, rerun: nothing to say; nor for a flow of no CronJobFlow.
+    last = add(cluster, a_run(report, NOW + timedelta(days=1), FAILED_RUN))
+    assert zen_flow(capsys, "retry", last["metadata"]["name"])[2] == ""
+    plain = copy.deepcopy(old)
+    plain["metadata"] = {"name": "plain", "namespace": NS}
+    add(cluster, plain)
+    assert zen_flow(capsys, "retry", "plain")[2] == ""

@@ -327,3 +327,77 @@ def test_cronjobflows_are_checked_with_their_own_rules(tmp_path: Path) -> None:
         f'{path}#2: spec.jobFlowTemplate.spec.steps[1].dependencies[0]: Not found: "ghost"',
     ]
     assert "0 JobFlow(s) and 2 CronJobFlow(s) checked, 1 invalid" in err
+
+
+# --- a flow naming a JobFlowTemplate, with gates decided in advance ------------------------------------
+
+GATE_TEMPLATE: dict[str, Any] = {
+    "apiVersion": "workflow.kube-zen.io/v1alpha1",
+    "kind": "JobFlowTemplate",
+    "metadata": {"name": "release"},
+    "spec": {
+        "steps": [
+            {
+                "name": "gate",
+                "type": "Manual",
+                "outputs": {
+                    "parameters": [{"name": "env", "valueFrom": {"supplied": {"enum": ["staging", "prod"]}}}]
+                },
+            }
+        ]
+    },
+}
+
+
+def decided(**annotations: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlow",
+        "metadata": {"name": "release-1", "annotations": annotations},
+        "spec": {"templateRef": {"name": "release"}},
+    }
+
+
+APPROVE, VALUES = "approve.workflow.kube-zen.io/gate", "values.workflow.kube-zen.io/gate"
+
+
+def test_a_flow_is_expanded_from_a_template_given_beside_it_and_then_checked_whole(tmp_path: Path) -> None:
+    # Its advance approval and values name the template's gate: valid, as the webhook finds them.
+    path = write(
+        tmp_path / "release.yaml", GATE_TEMPLATE, decided(**{APPROVE: "true", VALUES: '{"env":"prod"}'})
+    )
+    assert run(path)[:2] == (0, [])
+    # In another file given too; a value outside the gate's enum is then found, as the webhook finds it.
+    template = write(tmp_path / "template.yaml", GATE_TEMPLATE)
+    flow = write(tmp_path / "flow.yaml", decided(**{APPROVE: "true", VALUES: '{"env":"qa"}'}))
+    code, lines, err = run(template, flow)
+    assert code == 2
+    assert [line.split(": Invalid value")[0] for line in lines] == [f"{flow}: metadata.annotations[{VALUES}]"]
+    assert "note:" not in err
+    # A step the template does not have.
+    flow = write(tmp_path / "ghost.yaml", decided(**{"approve.workflow.kube-zen.io/ghost": "true"}))
+    code, lines, _ = run(template, flow)
+    assert code == 2
+    assert "this flow has no step of that name" in lines[0]
+    # The expansion's own errors: an argument the template does not declare.
+    flow_doc = decided()
+    flow_doc["spec"]["arguments"] = {"parameters": [{"name": "colour", "value": "red"}]}
+    code, lines, _ = run(template, write(tmp_path / "arg.yaml", flow_doc))
+    assert code == 2
+    assert 'JobFlowTemplate "release" declares no such argument' in lines[0]
+
+
+def test_without_its_template_the_gates_a_flow_names_are_left_to_the_webhook(tmp_path: Path) -> None:
+    path = write(tmp_path / "flow.yaml", decided(**{APPROVE: "true", VALUES: '{"env":"prod"}'}))
+    code, lines, err = run(path)
+    assert (code, lines) == (0, [])
+    assert (
+        f"{path}: note: the steps its approval and values annotations name are its JobFlowTemplate's" in err
+    )
+    # A template of that name in another namespace is not the flow's.
+    other = {**GATE_TEMPLATE, "metadata": {"name": "release", "namespace": "team-b"}}
+    flow_doc = decided(**{APPROVE: "true", VALUES: '{"env":"qa"}'})
+    flow_doc["metadata"]["namespace"] = "team-a"
+    code, lines, err = run(write(tmp_path / "ns.yaml", other, flow_doc))
+    assert (code, lines) == (0, [])
+    assert "note:" in err

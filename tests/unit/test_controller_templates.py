@@ -8,6 +8,7 @@ import base64
 import copy
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,9 +16,13 @@ from controller_rig import Rig
 from structlog.testing import capture_logs
 
 from zen_flow.api import JobFlow
+from zen_flow.api.constants import RUN_TTL_SECONDS
+from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.controller.templates import TemplateResolver
 from zen_flow.kube.errors import ApiError
+from zen_flow.planner.cron_runs import build_run
 from zen_flow.webhook.envelope import parse_review
+from zen_flow.webhook.mutation import default_ops
 from zen_flow.webhook.patch import apply_patch
 from zen_flow.webhook.templates import expand_review
 from zen_flow_dev.testing.apiserver_fake import merged
@@ -293,3 +298,89 @@ async def test_the_webhook_and_the_controller_store_the_same_spec(
     by_controller = merged(raw["spec"], patch)
     assert by_controller == by_webhook
     assert "templateRef" not in by_webhook
+
+
+# --- the TTL of a CronJobFlow's run made from a template, by both paths --------------------------------
+
+PLAIN = {"metadata": {"name": "nightly", "namespace": "team"}}
+
+
+def cron_run(policy: dict[str, Any] | None) -> dict[str, Any]:
+    """The run a CronJobFlow creates (its own builder), whose jobFlowTemplate.spec names the template."""
+    spec: dict[str, Any] = {"templateRef": {"name": "build"}}
+    if policy is not None:
+        spec["executionPolicy"] = policy
+    cron = CronJobFlow.model_validate(
+        {
+            "metadata": {"name": "nightly", "namespace": "team", "uid": "cron-uid"},
+            "spec": {"schedule": "@weekly", "jobFlowTemplate": {"spec": spec}},
+        }
+    )
+    return build_run(cron, datetime(2026, 5, 3, tzinfo=UTC))
+
+
+def plain(policy: dict[str, Any] | None) -> dict[str, Any]:
+    spec = {"templateRef": {"name": "build"}, **({"executionPolicy": policy} if policy else {})}
+    return {**copy.deepcopy(PLAIN), "spec": spec}
+
+
+def as_stored(body: dict[str, Any]) -> dict[str, Any]:
+    """What the apiserver stores from `body`: the CRD's executionPolicy defaults written into it."""
+    result: dict[str, Any] = apply_patch(body, default_ops(body))
+    return result
+
+
+@pytest.mark.parametrize(
+    ("flow", "template_policy", "ttl"),
+    [
+        # A run: the template stored with the CRD's day (its author set none) gives none: the
+        # CronJobFlow's history limits decide, as for its runs without a template.
+        (cron_run(None), None, RUN_TTL_SECONDS),
+        (cron_run(None), {"backoffLimit": 2}, RUN_TTL_SECONDS),
+        (cron_run(None), {"ttlSecondsAfterFinished": 3600}, 3600),  # the template's own
+        (cron_run({"ttlSecondsAfterFinished": 60}), {"ttlSecondsAfterFinished": 3600}, 60),  # the cron's
+        (
+            cron_run({"ttlSecondsAfterFinished": RUN_TTL_SECONDS}),
+            {"ttlSecondsAfterFinished": 3600},
+            RUN_TTL_SECONDS,
+        ),
+        # A flow of no CronJobFlow: its value is a value, "never" included; none is the template's.
+        (
+            plain({"ttlSecondsAfterFinished": RUN_TTL_SECONDS}),
+            {"ttlSecondsAfterFinished": 3600},
+            RUN_TTL_SECONDS,
+        ),
+        (plain(None), {"ttlSecondsAfterFinished": 3600}, 3600),
+        (plain(None), None, 86400),
+    ],
+)
+async def test_a_cron_runs_ttl_is_its_cronjobflows_the_templates_or_none_by_both_paths(
+    flow: dict[str, Any], template_policy: dict[str, Any] | None, ttl: int
+) -> None:
+    written = copy.deepcopy(BARE)
+    if template_policy is not None:
+        written["spec"]["executionPolicy"] = template_policy
+    template = as_stored(written)
+    raw = as_stored({"apiVersion": "workflow.kube-zen.io/v1alpha1", "kind": "JobFlow", **flow})
+    raw["metadata"] = {**raw["metadata"], "namespace": "team", "resourceVersion": "7"}
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u",
+            "kind": {"group": "workflow.kube-zen.io", "version": "v1alpha1", "kind": "JobFlow"},
+            "operation": "CREATE",
+            "namespace": "team",
+            "userInfo": {"username": "system:serviceaccount:zen-flow:zen-flow-controller"},
+            "object": raw,
+        },
+    }
+    answer = expand_review(parse_review(json.dumps(review).encode()), template, read=True)["response"]
+    assert answer["allowed"], answer
+    by_webhook = apply_patch(raw, json.loads(base64.b64decode(answer["patch"])))["spec"]
+    stub = Stub(raw, template)
+    assert await TemplateResolver(stub, stub).resolve(JobFlow.model_validate(raw)) is None
+    [patch] = stub.patches
+    by_controller = merged(raw["spec"], patch)
+    assert by_webhook["executionPolicy"]["ttlSecondsAfterFinished"] == ttl
+    assert by_controller["executionPolicy"]["ttlSecondsAfterFinished"] == ttl

@@ -19,7 +19,7 @@ from zen_flow.planner.cron import (
     plan_cron,
     run_name,
 )
-from zen_flow.validation.expansion import expand
+from zen_flow.validation.expansion import expand, is_cron_run
 from zen_flow.webhook.mutation import default_ops
 from zen_flow.webhook.patch import apply_patch
 
@@ -359,39 +359,45 @@ def test_replace_never_keeps_a_run_already_stopping() -> None:
     assert not any(isinstance(a, StopRun) for a in plan.actions)
 
 
-def test_a_run_made_from_a_jobflowtemplate_keeps_the_templates_ttl_or_none() -> None:
-    # The run is created naming the template; the CRD defaults then fill what it leaves out (default_ops
-    # writes the same), and the webhook (or the controller) expands it from the template.
+def test_a_run_made_from_a_jobflowtemplate_gets_its_cronjobflows_ttl_the_templates_or_none() -> None:
+    # The run is created naming the template, with no TTL of the CronJobFlow's making (it could not be
+    # told from one the CronJobFlow set); the CRD defaults then fill what it leaves out (default_ops
+    # writes the same), and the webhook (or the controller) expands it from the template, stored with the
+    # CRD defaults too (ttlSecondsAfterFinished 86400 when its author set none).
     spec = {"templateRef": {"name": "build"}, "arguments": {"parameters": [{"name": "env", "value": "prod"}]}}
     made = cron("@weekly", jobFlowTemplate={"spec": spec})
+    assert build_run(made, at(0, 0))["spec"] == spec
 
     def expanded(template_policy: dict[str, Any] | None, run_of: CronJobFlow = made) -> dict[str, Any]:
         body = build_run(run_of, at(0, 0))
         stored = apply_patch(body, default_ops(body))
-        template: dict[str, Any] = {
+        written: dict[str, Any] = {
             "spec": {
                 **TEMPLATE_SPEC,
                 "arguments": {"parameters": [{"name": "env", "value": "dev"}]},
                 **({"executionPolicy": template_policy} if template_policy is not None else {}),
             }
         }
-        expansion = expand(stored["spec"], template, "default")
+        template = apply_patch(written, default_ops(written))
+        expansion = expand(stored["spec"], template, "default", run=is_cron_run(stored["metadata"]))
         assert expansion.spec is not None, expansion.errors
         assert expansion.spec["steps"] == TEMPLATE_SPEC["steps"]
         assert expansion.spec["arguments"]["parameters"] == [{"name": "env", "value": "prod"}]
         return dict(expansion.spec["executionPolicy"])
 
-    # The template's TTL (its own, or the CRD default of a day it was stored with) decides.
+    # The template's own TTL decides.
     assert expanded({"ttlSecondsAfterFinished": 3600, "backoffLimit": 2}) == {
         "ttlSecondsAfterFinished": 3600,
         "backoffLimit": 2,
         "concurrencyPolicy": "Forbid",
     }
-    assert expanded({"ttlSecondsAfterFinished": 86400})["ttlSecondsAfterFinished"] == 86400
-    # A template without one: none, the CronJobFlow's history limits decide, as for its other runs.
+    # A template without one (stored with the CRD's day): none, the CronJobFlow's history limits decide,
+    # as for its other runs.
     assert expanded(None)["ttlSecondsAfterFinished"] == RUN_TTL_SECONDS
-    # The CronJobFlow's own TTL for its runs replaces the template's, as any field a flow sets.
-    own = cron(
-        "@weekly", jobFlowTemplate={"spec": {**spec, "executionPolicy": {"ttlSecondsAfterFinished": 60}}}
-    )
-    assert expanded({"ttlSecondsAfterFinished": 3600}, own)["ttlSecondsAfterFinished"] == 60
+    assert expanded({"backoffLimit": 2})["ttlSecondsAfterFinished"] == RUN_TTL_SECONDS
+    # The CronJobFlow's own TTL for its runs replaces the template's, as any field a flow sets; "never"
+    # too.
+    for ttl in (60, RUN_TTL_SECONDS):
+        policy = {"ttlSecondsAfterFinished": ttl}
+        own = cron("@weekly", jobFlowTemplate={"spec": {**spec, "executionPolicy": policy}})
+        assert expanded({"ttlSecondsAfterFinished": 3600}, own)["ttlSecondsAfterFinished"] == ttl

@@ -194,3 +194,20 @@ async def test_a_template_is_checked_with_the_jobflow_rules(aiohttp_client: Any)
         client, "/validate-jobflowtemplate", review(labelled, "UPDATE", bad, kind="JobFlowTemplate")
     )
     assert kept["allowed"]
+
+
+async def test_without_a_template_reader_a_gate_decided_at_creation_is_refused_saying_why(
+    aiohttp_client: Any,
+) -> None:
+    # The flow is left unexpanded: neither the gate nor its approvers can be checked, so the decision is
+    # refused, saying that the flow is not expanded (not "no step of that name": the template has it).
+    client = await aiohttp_client(create_webhook_app())
+    obj = flow()
+    obj["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/gate": "true"}
+    stored = patched(obj, await post(client, "/mutate-jobflow", review(obj)))
+    response = validate_review(json.dumps(review(stored)).encode())["response"]
+    assert not response["allowed"]
+    message = response["status"]["message"]
+    assert 'Forbidden: the flow is not expanded from JobFlowTemplate "build" yet' in message
+    assert "decide the gate once the flow holds its steps" in message
+    assert "no step of that name" not in message

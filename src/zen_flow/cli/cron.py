@@ -18,22 +18,29 @@ from typing import Any
 import yaml
 
 from zen_flow.api.constants import (
+    ANNOTATION_STOP,
+    CRON_KIND,
     CRON_SINGULAR,
+    DEFAULT_SUCCESSFUL_HISTORY_LIMIT,
     GROUP,
     LABEL_CRON,
     MANUAL_RUN_TOKEN_ALPHABET,
     MANUAL_RUN_TOKEN_LENGTH,
     ConcurrencyPolicy,
+    FlowPhase,
 )
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.cli.cron_render import cron_detail, cron_list
 from zen_flow.cli.session import EXIT_OK, Session, UsageError, now
 from zen_flow.kube.cronjobflows import CRONJOBFLOWS
+from zen_flow.kube.errors import KubeError
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.kube.transport import MERGE_PATCH
-from zen_flow.planner.cron_runs import manual_run, rank
+from zen_flow.planner.cron_runs import manual_run, rank, rank_of
 from zen_flow.validation import render, validate_cronjobflow
+
+ENDED = (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
 
 
 def token() -> str:
@@ -136,6 +143,47 @@ def _notes(cron: CronJobFlow, made: JobFlow) -> list[str]:
             "that come before both finish"
         )
     return notes
+
+
+async def rerun_notes(session: Session, flow: JobFlow) -> list[str]:
+    """What the controller does with a rerun (`zen-flow retry`) of an older run of a CronJobFlow, which
+    the user may not expect: a rerun keeps its place in time (cron_runs.rank), so under Replace a newer
+    active run stops it at once, and the history limit, already filled by newer successes, deletes it
+    as soon as it succeeds (planner/cron.py `_replaced`, `_history`). None when the flow is no run, or
+    its CronJobFlow or runs cannot be read (the notes are a courtesy)."""
+    ref = flow.metadata.controller_ref()
+    if ref is None or ref.kind != CRON_KIND:
+        return []
+    try:
+        cron = CronJobFlow.model_validate(await _get(session, ref.name))
+        if cron.metadata.uid != ref.uid:
+            return []
+        runs = await runs_of(session, cron)
+    except KubeError:  # not allowed to read them, gone, unreachable: the rerun is requested all the same
+        return []
+    name, run = cron.metadata.name, flow.metadata.name
+    mine = rank_of(name, flow)
+    newer = [r for r in runs if r.metadata.deletion_timestamp is None and rank_of(name, r) > mine]
+    notes = []
+    going = [r.metadata.name for r in newer if r.status.phase not in ENDED and not _stopping(r)]
+    if going and cron.spec.concurrency_policy == ConcurrencyPolicy.REPLACE:
+        notes.append(
+            f"concurrencyPolicy Replace keeps the newest run: {', '.join(going)} is newer and active: "
+            f"the controller stops {run} at once"
+        )
+    kept = cron.spec.successful_jobs_history_limit
+    kept = DEFAULT_SUCCESSFUL_HISTORY_LIMIT if kept is None else kept
+    succeeded = [r for r in newer if r.status.phase == FlowPhase.SUCCEEDED]
+    if len(succeeded) >= kept:
+        notes.append(
+            f"successfulJobsHistoryLimit {kept} keeps {len(succeeded)} newer successful run(s) of "
+            f"cronjobflow {name}: the controller deletes {run} as soon as it succeeds"
+        )
+    return notes
+
+
+def _stopping(run: JobFlow) -> bool:
+    return bool((run.metadata.annotations.get(ANNOTATION_STOP) or "").strip())
 
 
 async def suspend(session: Session, args: argparse.Namespace) -> int:

@@ -22,29 +22,36 @@ from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CREATED_BY,
     ANNOTATION_DECISION_MESSAGE_PREFIX,
+    ANNOTATION_INSTANTIATE,
     ANNOTATION_REJECTED_BY_PREFIX,
+    ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
+    ANNOTATION_SCHEDULED_TIME,
     ANNOTATION_STOP,
     ANNOTATION_VALUES_BY_PREFIX,
     API_VERSION,
     APPROVE_PREFIX,
     KIND,
+    LABEL_CRON,
     REJECT_PREFIX,
+    RUN_TTL_SECONDS,
     STOP_RUN_FINALLY,
     VALUES_PREFIX,
 )
+from zen_flow.cli.cron import rerun_notes
 from zen_flow.cli.graph import dot, mermaid
 from zen_flow.cli.overrides import gate_values_patch, override_arguments, parse_overrides, template_arguments
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
-from zen_flow.cli.validate import is_jobflow
+from zen_flow.cli.validate import UNCHECKED, is_jobflow
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import Conflict, NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.planner.approvals import decision
 from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps, unrun_steps
-from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.approvals import awaits_expansion, validate_approvals
+from zen_flow.validation.expansion import is_cron_run
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.limits import MAX_GENERATE_NAME
 from zen_flow.validation.warnings import flow_warnings
@@ -186,6 +193,8 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
     # A stop request left on the flow would stop the rerun at once: the rerun replaces it.
     requested = {ANNOTATION_RETRY: rid, ANNOTATION_RETRY_STEPS: scope, ANNOTATION_STOP: None}
     await session.merge_patch(args.name, {"metadata": {"annotations": requested}})
+    for note in await rerun_notes(session, flow):  # an older run of a CronJobFlow
+        sys.stderr.write(f"zen-flow retry: note: {note}\n")
     session.out.write(f"jobflow {session.namespace}/{args.name}: rerun requested ({rid})\n")
     return EXIT_OK
 
@@ -201,23 +210,42 @@ _NOT_COPIED = (
     ANNOTATION_DECISION_MESSAGE_PREFIX,
     VALUES_PREFIX,  # a gate's values go with its decision: given on the new flow by who may decide it
     ANNOTATION_VALUES_BY_PREFIX,
+    ANNOTATION_RETRIED_BY,
+    # A CronJobFlow run's marks: the copy is no run (no owner reference), and would be listed as one.
+    ANNOTATION_SCHEDULED_TIME,
+    ANNOTATION_INSTANTIATE,
 )
 
 
+def _resubmitted_spec(old: dict[str, Any]) -> Any:
+    """The spec of a resubmitted flow: a CronJobFlow run's spec without the TTL its CronJobFlow gave it
+    ("never": its history limits delete the run, but nothing deletes the copy), so the copy gets the
+    JobFlow default. Any other flow's TTL is its own, "never" included."""
+    spec = old.get("spec")
+    if not isinstance(spec, dict):
+        return spec
+    policy = spec.get("executionPolicy")
+    labels = old.get("metadata", {}).get("labels") or {}
+    if not isinstance(policy, dict) or policy.get("ttlSecondsAfterFinished") != RUN_TTL_SECONDS:
+        return spec
+    if LABEL_CRON not in labels and not is_cron_run(old.get("metadata")):
+        return spec
+    kept = {k: v for k, v in policy.items() if k != "ttlSecondsAfterFinished"}
+    return {**spec, "executionPolicy": kept}
+
+
 async def resubmit(session: Session, args: argparse.Namespace) -> int:
-    """A new flow from an old one's spec, labels and annotations (not its decisions, requests or audit)."""
+    """A new flow from an old one's spec, labels and annotations (not its decisions, requests or audit,
+    nor a CronJobFlow run's marks: the copy is no run)."""
     old = await session.flows.get(session.namespace, args.name)
     meta = old.get("metadata", {})
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(_NOT_COPIED)}
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != LABEL_CRON}
     body = {
         "apiVersion": old["apiVersion"],
         "kind": old["kind"],
-        "metadata": {
-            "generateName": f"{args.name}-",
-            "labels": meta.get("labels") or {},
-            "annotations": annotations,
-        },
-        "spec": old["spec"],
+        "metadata": {"generateName": f"{args.name}-", "labels": labels, "annotations": annotations},
+        "spec": _resubmitted_spec(old),
     }
     made = await session.client.request("POST", JOBFLOWS.path(session.namespace), body=body)
     session.out.write(f"jobflow {session.namespace}/{made['metadata']['name']} created\n")
@@ -397,7 +425,11 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
                     )
                 continue
             doc, errors = override_arguments(doc, overrides)
-            errors += validate_jobflow(doc) + validate_approvals(doc)
+            errors += validate_jobflow(doc)
+            if awaits_expansion(doc):  # the template is the cluster's: the webhook checks them then
+                sys.stderr.write(f"{label}: note: {UNCHECKED}\n")
+            else:
+                errors += validate_approvals(doc)
             problems += [f"{label}: {error}" for error in errors]
             for warning in [] if errors else flow_warnings(doc):  # what the webhook would say too
                 sys.stderr.write(f"{label}: Warning: {warning}\n")

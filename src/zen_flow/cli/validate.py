@@ -5,7 +5,10 @@ Directories are searched recursively for *.yaml and *.yml; a file may hold sever
 are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be checked;
 CronJobFlows are checked with their own rules (the schedule, the time zone, and the template with the
 JobFlow rules), as their webhook does, and JobFlowTemplates with theirs (their spec with the JobFlow
-rules). A flow that names a template (`spec.templateRef`) is checked as far as it can be without it.
+rules). A flow that names a template (`spec.templateRef`) is expanded from it, as the webhook would, when
+the template is among the documents given (same name, and namespace when both set one), and the expanded
+flow checked; otherwise it is checked as far as it can be without it (the steps its approval and values
+annotations name are left to the webhook: a note on `err` says so).
 One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number, when the
 file has several documents); the webhook's warnings on a valid flow on
 `err` (`Warning: ...`, as kubectl prints them); then one line on `err`: how many flows were checked and how
@@ -19,11 +22,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from zen_flow.api.constants import CRON_KIND, GROUP, KIND, TEMPLATE_KIND
+from zen_flow.api.constants import CRON_KIND, GROUP, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
 from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
-from zen_flow.validation.approvals import validate_approvals
+from zen_flow.validation.approvals import awaits_expansion, validate_approvals
 from zen_flow.validation.cronjobflow import validate_cronjobflow
+from zen_flow.validation.errors import FieldError
+from zen_flow.validation.expansion import expand, is_cron_run, needs_expansion, template_ref_name
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.flow_template import validate_jobflowtemplate
 from zen_flow.validation.warnings import flow_warnings
@@ -32,6 +37,11 @@ EXIT_OK = 0
 EXIT_INVALID = 2
 EXIT_UNREADABLE = 2
 _SUFFIXES = (".yaml", ".yml")
+# Said of a flow naming a template not at hand, whose approval or values annotations name its steps.
+UNCHECKED = (
+    "the steps its approval and values annotations name are its JobFlowTemplate's: the webhook checks "
+    "them once it has expanded the flow"
+)
 
 
 def _files(path: Path) -> Iterator[Path]:
@@ -48,46 +58,102 @@ def is_jobflow(doc: Any, kind: str = KIND) -> bool:
     return not isinstance(api_version, str) or api_version.split("/")[0] == GROUP
 
 
-def validate_paths(
-    paths: Sequence[str], out: TextIO, err: TextIO, overrides: Mapping[str, str] | None = None
-) -> int:
-    status = EXIT_OK
-    flows = crons = templates = invalid = 0
+Loaded = tuple[str, Any]  # (label, document)
+
+
+def _load(paths: Sequence[str], err: TextIO) -> tuple[list[Loaded], bool]:
+    """Every document of `paths`, labelled; and whether every path could be read."""
+    docs: list[Loaded] = []
+    readable = True
     for raw in paths:
         root = Path(raw)
         if not root.exists():
             err.write(f"{raw}: no such file or directory\n")
-            status = EXIT_UNREADABLE
+            readable = False
             continue
         for file in _files(root):
             try:
-                docs = load_all(read_bounded(file))
+                found = load_all(read_bounded(file))
             except DocumentError as exc:
                 err.write(f"{file}: {exc}\n")
-                status = EXIT_UNREADABLE
+                readable = False
                 continue
-            for number, doc in enumerate(docs, start=1):
-                label = f"{file}#{number}" if len(docs) > 1 else str(file)
-                if is_jobflow(doc, CRON_KIND):
-                    crons += 1
-                    errors = validate_cronjobflow(doc)
-                elif is_jobflow(doc, TEMPLATE_KIND):
-                    templates += 1
-                    errors = validate_jobflowtemplate(doc)
-                elif is_jobflow(doc):
-                    flows += 1
-                    doc, errors = override_arguments(doc, overrides or {})
-                    errors += validate_jobflow(doc) + validate_approvals(doc)
-                else:
-                    continue
-                for error in errors:
-                    out.write(f"{label}: {error}\n")
-                warnings = [] if errors or doc.get("kind") != KIND else flow_warnings(doc)
-                for warning in warnings:  # as kubectl prints the webhook's
-                    err.write(f"{label}: Warning: {warning}\n")
-                if errors:
-                    invalid += 1
-                    status = EXIT_INVALID
+            docs += [(f"{file}#{n}" if len(found) > 1 else str(file), d) for n, d in enumerate(found, 1)]
+    return docs, readable
+
+
+def _namespace(doc: Any) -> str | None:
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
+    return namespace if isinstance(namespace, str) and namespace else None
+
+
+def _template_for(doc: Mapping[str, Any], docs: Sequence[Loaded]) -> Mapping[str, Any] | None:
+    """The JobFlowTemplate the flow `doc` names, when one of the documents given is it (by name, and
+    namespace when both say one); None otherwise."""
+    name = template_ref_name(doc.get("spec"))
+    for _, other in docs:
+        if not is_jobflow(other, TEMPLATE_KIND) or other.get("metadata", {}).get("name") != name:
+            continue
+        if None in (_namespace(doc), _namespace(other)) or _namespace(doc) == _namespace(other):
+            return dict(other)
+    return None
+
+
+def _check_flow(
+    label: str, doc: Any, docs: Sequence[Loaded], overrides: Mapping[str, str], err: TextIO
+) -> tuple[Any, list[FieldError]]:
+    """The flow as the webhook would store it (expanded, when it names a template given beside it), and
+    its errors. A flow naming a template not given is checked as far as it can be without it: the steps
+    its approval and values annotations name are left to the webhook, which checks them once it has
+    expanded the flow."""
+    doc, errors = override_arguments(doc, overrides)
+    spec = doc.get("spec")
+    if needs_expansion(spec) and (template := _template_for(doc, docs)) is not None:
+        meta = doc.get("metadata")
+        expansion = expand(spec, template, _namespace(doc) or "default", run=is_cron_run(meta))
+        if expansion.spec is None:
+            return doc, errors + list(expansion.errors)
+        meta = meta if isinstance(meta, dict) else {}
+        labels = meta.get("labels")
+        labels = labels if isinstance(labels, dict) else {}
+        name = template_ref_name(spec)
+        doc = {**doc, "metadata": {**meta, "labels": {**labels, LABEL_TEMPLATE: name}}}
+        doc["spec"] = expansion.spec
+    errors += validate_jobflow(doc)
+    if awaits_expansion(doc):
+        err.write(f"{label}: note: {UNCHECKED}\n")
+    else:
+        errors += validate_approvals(doc)
+    return doc, errors
+
+
+def validate_paths(
+    paths: Sequence[str], out: TextIO, err: TextIO, overrides: Mapping[str, str] | None = None
+) -> int:
+    loaded, readable = _load(paths, err)
+    status = EXIT_OK if readable else EXIT_UNREADABLE
+    flows = crons = templates = invalid = 0
+    for label, doc in loaded:
+        if is_jobflow(doc, CRON_KIND):
+            crons += 1
+            errors = validate_cronjobflow(doc)
+        elif is_jobflow(doc, TEMPLATE_KIND):
+            templates += 1
+            errors = validate_jobflowtemplate(doc)
+        elif is_jobflow(doc):
+            flows += 1
+            doc, errors = _check_flow(label, doc, loaded, overrides or {}, err)
+        else:
+            continue
+        for error in errors:
+            out.write(f"{label}: {error}\n")
+        warnings = [] if errors or doc.get("kind") != KIND else flow_warnings(doc)
+        for warning in warnings:  # as kubectl prints the webhook's
+            err.write(f"{label}: Warning: {warning}\n")
+        if errors:
+            invalid += 1
+            status = EXIT_INVALID
     if flows + crons + templates == 0 and status == EXIT_OK:
         err.write("zen-flow validate: no JobFlow documents found\n")
     elif flows + crons + templates:

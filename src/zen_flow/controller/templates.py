@@ -31,7 +31,13 @@ from zen_flow.logging import get_logger
 from zen_flow.planner.events import NORMAL, WARNING
 from zen_flow.planner.status import REASON_INVALID, REASON_TEMPLATE_NOT_FOUND
 from zen_flow.validation import validate_jobflow
-from zen_flow.validation.expansion import expand, merge_patch, missing_template, needs_expansion
+from zen_flow.validation.expansion import (
+    expand,
+    is_cron_run,
+    merge_patch,
+    missing_template,
+    needs_expansion,
+)
 
 log = get_logger(__name__)
 
@@ -113,7 +119,7 @@ class TemplateResolver:
         spec = raw.get("spec") if raw is not None else None
         if raw is None or not isinstance(spec, Mapping) or not needs_expansion(spec):
             return None  # gone, or written since the cache saw it: its watch event brings it back
-        expansion = expand(spec, template, namespace)
+        expansion = expand(spec, template, namespace, run=is_cron_run(raw.get("metadata")))
         if expansion.spec is None:
             return Refusal(REASON_INVALID, tuple(str(e) for e in expansion.errors))
         labels = {LABEL_TEMPLATE: name}

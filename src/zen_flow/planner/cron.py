@@ -26,8 +26,9 @@ Kubernetes' CronJob is the model:
   are deleted, the oldest first. The history limits, not a TTL, decide how long a run is kept, as for a
   CronJob's Jobs: a run gets `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS unless its template
   sets one, so the JobFlow default (a day, written by the webhook and the CRD) never deletes the one run a
-  `@weekly` schedule keeps after a day. A run made from a JobFlowTemplate takes that template's TTL
-  instead, when it has one (validation/expansion.py).
+  `@weekly` schedule keeps after a day. A run made from a JobFlowTemplate is created without it: its
+  expansion gives it the template's TTL when it is not the CRD default, else RUN_TTL_SECONDS
+  (validation/expansion.py merge_policy).
 - A manual run (`zen-flow cron trigger`: named `<cron>-manual-<token>`, its time its creationTimestamp)
   is a run like the others, owned and labelled alike: it is active for concurrencyPolicy and counted by
   the history limits, but it is no run time: it never hides one that is due. A run time due before an

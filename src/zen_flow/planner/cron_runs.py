@@ -132,8 +132,12 @@ def _run(cron: CronJobFlow, name: str, marks: dict[str, str]) -> dict[str, objec
 
 def _with_run_ttl(spec: dict[str, Any]) -> dict[str, Any]:
     """The template's spec with `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS if it has none
-    (a `ttlStrategy` it sets still decides its outcomes first)."""
+    (a `ttlStrategy` it sets still decides its outcomes first). Not for a run that names a JobFlowTemplate:
+    its expansion gives it the template's TTL, or RUN_TTL_SECONDS (validation/expansion.py, from the run's
+    owner reference), and a value written here could not be told from one its CronJobFlow set."""
     policy = spec.get("executionPolicy")
+    if spec.get("templateRef") is not None and spec.get("steps") is None:
+        return spec
     if policy is None:
         return {**spec, "executionPolicy": {"ttlSecondsAfterFinished": RUN_TTL_SECONDS}}
     if isinstance(policy, dict) and policy.get("ttlSecondsAfterFinished") is None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, VALUES_PREFIX
+from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, TEMPLATE_KIND, VALUES_PREFIX
 from zen_flow.core.gate_values import Supplied
-from zen_flow.validation.errors import FieldError, invalid, not_found
+from zen_flow.validation.errors import FieldError, forbidden, invalid, not_found, quote
+from zen_flow.validation.expansion import needs_expansion, template_ref_name
 from zen_flow.validation.gate_values import check_values, supplied_params
 from zen_flow.validation.steps import is_manual
 
@@ -28,6 +29,14 @@ def has_approvals(meta: Any) -> bool:
     )
 
 
+def awaits_expansion(obj: Any) -> bool:
+    """A flow naming a JobFlowTemplate, not expanded yet, with approval or values annotations: the steps
+    they name are the template's, known once the flow is expanded (by the webhook, which checks them
+    then). A client without the template (`zen-flow submit`, `validate`) leaves them to it."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return has_approvals(meta) and needs_expansion(obj.get("spec"))
+
+
 def validate_approvals(obj: Any) -> list[FieldError]:
     """Every approval annotation must name a Manual step of the flow; values annotations and the
     approvals of gates with supplied outputs follow gate_values.py."""
@@ -36,6 +45,8 @@ def validate_approvals(obj: Any) -> list[FieldError]:
         return []
     annotations: dict[Any, Any] = meta["annotations"]  # has_approvals: both are dicts
     spec = obj.get("spec")
+    if needs_expansion(spec):
+        return _unexpanded(annotations, template_ref_name(spec) or "")
     steps = spec.get("steps") if isinstance(spec, dict) else None
     names: set[str] = set()
     manual: set[str] = set()
@@ -66,3 +77,20 @@ def validate_approvals(obj: Any) -> list[FieldError]:
     return errors + check_values(
         annotations, gates, names, tallied, flow if isinstance(flow, str) else "FLOW"
     )
+
+
+def _unexpanded(annotations: dict[Any, Any], template: str) -> list[FieldError]:
+    """A decision on a flow still without its template's steps (a webhook that cannot read templates
+    leaves the expansion to the controller): neither its step nor who may take it can be checked, and
+    it is not taken unchecked; it is refused saying why, rather than "no step of that name"."""
+    detail = (
+        f"the flow is not expanded from {TEMPLATE_KIND} {quote(template)} yet (the webhook expands a flow "
+        "at its creation when it can read templates, else the controller does once it is created), so "
+        "the step this names cannot be checked: decide the gate once the flow holds its steps"
+    )
+    prefixes = (APPROVE_PREFIX, REJECT_PREFIX, VALUES_PREFIX)
+    return [
+        forbidden(f"{_ANNOTATIONS}[{key}]", detail)
+        for key in annotations
+        if isinstance(key, str) and key.startswith(prefixes)
+    ]

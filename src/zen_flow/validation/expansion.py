@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from zen_flow.api.constants import (
+    CRON_KIND,
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CONCURRENCY_POLICY,
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    GROUP,
     RUN_TTL_SECONDS,
     TEMPLATE_KIND,
 )
@@ -55,10 +57,7 @@ SCHEMA_DEFAULTS: Mapping[str, Any] = {
     "ttlSecondsAfterFinished": DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     "backoffLimit": DEFAULT_BACKOFF_LIMIT,
 }
-# A flow's value that leaves the template's in place as well: the TTL a CronJobFlow gives a run whose
-# CronJobFlow sets none (planner/cron.py), so a run made from a template keeps the template's TTL, and
-# where the template has none, none (its CronJobFlow's history limits decide, as for its other runs).
-RUN_TTL = ("ttlSecondsAfterFinished", RUN_TTL_SECONDS)
+TTL = "ttlSecondsAfterFinished"
 NEITHER = "a JobFlow needs spec.steps, or spec.templateRef naming a JobFlowTemplate to take them from"
 BOTH = (
     "a flow with spec.templateRef takes its steps from the JobFlowTemplate: set steps or templateRef, "
@@ -108,8 +107,11 @@ def check_template_ref(r: Reader, spec: Mapping[str, Any]) -> None:
         )
 
 
-def expand(spec: Mapping[str, Any], template: Mapping[str, Any], namespace: str) -> Expansion:
-    """The flow spec `spec` (with `templateRef`, no steps) expanded from `template`, a raw JobFlowTemplate."""
+def expand(
+    spec: Mapping[str, Any], template: Mapping[str, Any], namespace: str, *, run: bool = False
+) -> Expansion:
+    """The flow spec `spec` (with `templateRef`, no steps) expanded from `template`, a raw JobFlowTemplate;
+    `run`: the flow is a CronJobFlow's run (`is_cron_run` of its metadata: see `merge_policy`)."""
     errors: list[FieldError] = []
     r = Reader(errors)
     name = template_ref_name(spec) or ""
@@ -128,7 +130,9 @@ def expand(spec: Mapping[str, Any], template: Mapping[str, Any], namespace: str)
     expanded["steps"] = source["steps"]
     if arguments:
         expanded["arguments"] = {**_mapping(source.get("arguments")), "parameters": arguments}
-    policy = merge_policy(_mapping(source.get("executionPolicy")), _mapping(spec.get("executionPolicy")))
+    policy = merge_policy(
+        _mapping(source.get("executionPolicy")), _mapping(spec.get("executionPolicy")), run=run
+    )
     if policy or spec.get("executionPolicy") is not None:
         expanded["executionPolicy"] = policy
     if source.get("resourceTemplates") is not None:
@@ -148,18 +152,40 @@ def missing_template(name: str, namespace: str) -> FieldError:
     )
 
 
-def merge_policy(template: Mapping[str, Any], flow: Mapping[str, Any]) -> dict[str, Any]:
+def merge_policy(
+    template: Mapping[str, Any], flow: Mapping[str, Any], *, run: bool = False
+) -> dict[str, Any]:
     """The template's executionPolicy with the flow's fields over it, field by field (a field's whole
     value: a flow's podFailurePolicy replaces the template's, rules and all). A flow's field holding its
-    schema default leaves the template's (`SCHEMA_DEFAULTS`), and so does a CronJobFlow run's `RUN_TTL`."""
+    schema default leaves the template's (`SCHEMA_DEFAULTS`).
+
+    A CronJobFlow's `run` keeps the TTL its CronJobFlow sets (the run's own, any value but the default);
+    else the template's, unless that is the default too: every stored template holds the CRD's 86400,
+    which cannot be told from a TTL never set, and a day would delete the one run a @weekly schedule
+    keeps. Then it gets RUN_TTL_SECONDS, as the CronJobFlow's runs without a template: its history limits
+    decide (planner/cron_runs.py leaves the TTL of a run naming a template to this)."""
     merged = dict(template)
     for key, value in flow.items():
-        if key in template and (
-            (key in SCHEMA_DEFAULTS and value == SCHEMA_DEFAULTS[key]) or (key, value) == RUN_TTL
-        ):
+        if key in template and key in SCHEMA_DEFAULTS and value == SCHEMA_DEFAULTS[key]:
             continue
         merged[key] = value
+    if run and merged.get(TTL) in (None, SCHEMA_DEFAULTS[TTL]):
+        merged[TTL] = RUN_TTL_SECONDS
     return merged
+
+
+def is_cron_run(metadata: Any) -> bool:
+    """Raw flow metadata whose controller owner reference is a CronJobFlow: one of its runs, as the cron
+    controller counts them (by the owner reference, not the label a user may copy)."""
+    refs = metadata.get("ownerReferences") if isinstance(metadata, Mapping) else None
+    return any(
+        isinstance(ref, Mapping)
+        and ref.get("controller") is True
+        and ref.get("kind") == CRON_KIND
+        and isinstance(ref.get("apiVersion"), str)
+        and ref["apiVersion"].split("/")[0] == GROUP
+        for ref in (refs if isinstance(refs, list) else ())
+    )
 
 
 def _arguments(

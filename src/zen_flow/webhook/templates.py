@@ -20,7 +20,13 @@ from typing import Any
 
 from zen_flow.api.constants import LABEL_TEMPLATE, TEMPLATE_KIND
 from zen_flow.validation import validate_jobflowtemplate
-from zen_flow.validation.expansion import expand, flow_shape, missing_template, template_ref_name
+from zen_flow.validation.expansion import (
+    expand,
+    flow_shape,
+    is_cron_run,
+    missing_template,
+    template_ref_name,
+)
 from zen_flow.webhook.envelope import AdmissionRequest, parse_review
 from zen_flow.webhook.mutation import mutation_ops
 from zen_flow.webhook.patch import pointer
@@ -76,7 +82,7 @@ def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> di
             return mutate_request(request)
         if template is None:
             return deny_invalid(request, [missing_template(name, request.namespace)])
-        expansion = expand(spec, template, request.namespace)
+        expansion = expand(spec, template, request.namespace, run=is_cron_run(obj.get("metadata")))
         if expansion.spec is None:
             return deny_invalid(request, list(expansion.errors))
         # The whole spec, `expand`'s: the controller's merge patch stores the same (controller/templates.py).
