@@ -130,22 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
     def invoke(args: argparse.Namespace) -> int:
-        from zen_flow.cli import flows, podlogs, session, watcher
+        from zen_flow.cli import flows, interventions, podlogs, session, watcher
 
         command = {
             "list": flows.list_flows,
             "get": flows.get_flow,
             "submit": flows.submit,
-            "approve": flows.decide,
-            "reject": flows.decide,
+            "approve": interventions.decide,
+            "reject": interventions.decide,
             "suspend": flows.suspend,
             "resume": flows.suspend,
             "graph": flows.graph,
             "logs": podlogs.logs,
             "watch": watcher.watch,
-            "retry": flows.retry,
-            "resubmit": flows.resubmit,
-            "stop": flows.stop,
+            "retry": interventions.retry,
+            "resubmit": interventions.resubmit,
+            "stop": interventions.stop,
             "delete": flows.delete,
         }[name]
         offline = {"submit": flows.prepare_submit, "graph": flows.graph_of_file}.get(name)
