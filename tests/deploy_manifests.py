@@ -119,7 +119,7 @@ def metric_catalog() -> dict[str, frozenset[str]]:
 
 
 def _step_status(name: str, phase: StepPhase) -> Any:
-    from zen_flow.api.jobflow import StepStatus
+    from zen_flow.api.flow_status import StepStatus
 
     return StepStatus(name=name, phase=phase.value)
 

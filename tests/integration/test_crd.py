@@ -25,7 +25,7 @@ from jobflow_objects import (
 )
 from kubernetes_asyncio import client
 
-from zen_flow.api.jobflow import JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow_dev.cluster.adminclient import wait_until
 from zen_flow_dev.testing.examples import all_flow_params, load
 

@@ -32,7 +32,8 @@ from zen_flow.api.constants import (
     StepPhase,
     StepType,
 )
-from zen_flow.api.jobflow import JobFlow, JobFlowSpec, JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.jobflow import JobFlow, JobFlowSpec
 from zen_flow.api.transfer import ARCHIVES
 from zen_flow.core import naming
 from zen_flow.core.durations import parse_duration

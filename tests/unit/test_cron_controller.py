@@ -13,7 +13,8 @@ import pytest
 import structlog
 
 from zen_flow.api.cronjobflow import CronJobFlow
-from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.controller import cron_reconciler
 from zen_flow.controller.cron_reconciler import CronController, cron_queue

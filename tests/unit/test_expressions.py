@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zen_flow.api import JobFlow
-from zen_flow.api.jobflow import ParameterValue, StepOutputValues, StepStatus
+from zen_flow.api.flow_status import ParameterValue, StepOutputValues, StepStatus
 from zen_flow.core.expression_scanner import tokens
 from zen_flow.core.expressions import (
     CompiledWhen,

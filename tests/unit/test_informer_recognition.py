@@ -12,7 +12,7 @@ import pytest
 from test_informer_reuse import flow_raw, fresh
 
 from zen_flow.api import JobFlow
-from zen_flow.api.jobflow import JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.core import jsonpatch
 from zen_flow.informer.resources import JobFlowInformer
 from zen_flow.kube import object_head as object_head_module

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.api.jobflow import JobFlowStatus, StepStatus
+from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 from zen_flow.core import jsonpatch
 
 RV = {"op": "replace", "path": "/metadata/resourceVersion", "value": "7"}

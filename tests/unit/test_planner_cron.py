@@ -7,7 +7,8 @@ from typing import Any
 
 from zen_flow.api.constants import ANNOTATION_SCHEDULED_TIME, ANNOTATION_STOP, LABEL_CRON, RUN_TTL_SECONDS
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
-from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import ObjectMeta, OwnerReference, format_time
 from zen_flow.core.cron import scheduled_minute
 from zen_flow.planner.cron import (

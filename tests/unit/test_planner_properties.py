@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, StepPhase
-from zen_flow.api.jobflow import Step, StepStatus
+from zen_flow.api.flow_status import StepStatus
+from zen_flow.api.jobflow import Step
 from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan, plan_state, retry_delay
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.steps import Works

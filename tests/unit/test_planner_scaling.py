@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from zen_flow.api.constants import ANNOTATION_STOP, APPROVE_PREFIX
-from zen_flow.api.jobflow import Step, StepStatus
+from zen_flow.api.flow_status import StepStatus
+from zen_flow.api.jobflow import Step
 from zen_flow.planner import CreateJob, DeleteJob, plan
 from zen_flow.planner.memo import IdentityMemo
 from zen_flow.planner.shape import Shape, _derive, shape_of

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from zen_flow.api.constants import FlowPhase
+from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.job import JOB, Job
-from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
 from zen_flow.core import jsonpatch
 from zen_flow.core.expressions import Evaluator

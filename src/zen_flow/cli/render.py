@@ -14,7 +14,8 @@ from datetime import datetime
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ConditionType, StepPhase
-from zen_flow.api.jobflow import Step, StepStatus
+from zen_flow.api.flow_status import StepStatus
+from zen_flow.api.jobflow import Step
 from zen_flow.api.meta import format_time
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.planner.backoff import retry_limit

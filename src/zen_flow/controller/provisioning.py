@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import JobFlow, JobFlowStatus
-from zen_flow.api.jobflow import ObjectRef
+from zen_flow.api.flow_status import ObjectRef
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.kube.errors import AlreadyExists, ApiError
 from zen_flow.logging import get_logger

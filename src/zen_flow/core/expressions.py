@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import cel
 
-from zen_flow.api.jobflow import JobFlow, StepStatus
+from zen_flow.api.flow_status import StepStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expression_scanner import ExpressionError as ExpressionError  # the language's error
 from zen_flow.core.expression_scanner import scan, scan_phase_tests
 

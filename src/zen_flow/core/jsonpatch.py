@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from zen_flow.api.jobflow import JobFlowStatus, StepStatus
+from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 
 # The apiserver refuses a JSON patch of more than 10,000 operations; past a quarter of the entries
 # changed, one `add` of the whole list is smaller than the entries one by one anyway.

@@ -8,8 +8,9 @@ from typing import Any
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import ANNOTATION_DECISIONS, API_VERSION, CRON_KIND, GROUP, KIND
+from zen_flow.api.flow_status import Initiator, JobFlowStatus, ObjectRef, Progress
 from zen_flow.api.job import JobMeta, JobStatus
-from zen_flow.api.jobflow import Initiator, JobFlowStatus, ObjectRef, Progress, Step
+from zen_flow.api.jobflow import Step
 from zen_flow.api.meta import Condition, Model, ObjectMeta, OwnerReference
 from zen_flow.core import jsonpatch
 from zen_flow.informer.informer import Informer, metadata_of, status_placeholder

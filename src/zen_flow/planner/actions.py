@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zen_flow.api.jobflow import JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,8 @@ from zen_flow.api.constants import (
     REJECT_PREFIX,
     VALUES_PREFIX,
 )
-from zen_flow.api.jobflow import (
-    Approval,
-    Audit,
-    Initiator,
-    ParameterValue,
-    Step,
-    StepApproval,
-    StepOutputValues,
-)
+from zen_flow.api.flow_status import Approval, Audit, Initiator, ParameterValue, StepOutputValues
+from zen_flow.api.jobflow import Step, StepApproval
 from zen_flow.core.decision_values import is_true, recorded_users
 from zen_flow.core.gate_values import gate_values, supplied_of
 

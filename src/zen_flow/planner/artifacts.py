@@ -24,16 +24,8 @@ import posixpath
 from collections.abc import Callable
 from typing import Any
 
-from zen_flow.api.jobflow import (
-    ArchiveSpec,
-    ArtifactRef,
-    InputArtifact,
-    JobFlow,
-    KeyRef,
-    OutputArtifact,
-    S3Target,
-    Step,
-)
+from zen_flow.api.flow_status import ArtifactRef
+from zen_flow.api.jobflow import ArchiveSpec, InputArtifact, JobFlow, KeyRef, OutputArtifact, S3Target, Step
 from zen_flow.api.meta import Model
 from zen_flow.api.transfer import (
     DEFAULT_IMAGE,

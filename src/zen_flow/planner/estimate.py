@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from zen_flow.api.constants import FlowPhase, StepPhase
-from zen_flow.api.jobflow import JobFlow, StepStatus
+from zen_flow.api.flow_status import StepStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.shape import shape_of
 
 _TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED})

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
-from zen_flow.api.jobflow import JobFlowStatus, Step, StepStatus
+from zen_flow.api.flow_status import JobFlowStatus, StepStatus
+from zen_flow.api.jobflow import Step
 from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.backoff import retry_limit

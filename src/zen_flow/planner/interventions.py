@@ -66,7 +66,8 @@ from zen_flow.api.constants import (
     FlowPhase,
     StepPhase,
 )
-from zen_flow.api.jobflow import Audit, JobFlow, Retry, StepStatus
+from zen_flow.api.flow_status import Audit, Retry, StepStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.decision_values import deciding
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING

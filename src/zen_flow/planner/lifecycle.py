@@ -15,7 +15,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from zen_flow.api.constants import DEFAULT_TTL_SECONDS_AFTER_FINISHED, FlowPhase, StepPhase
-from zen_flow.api.jobflow import JobFlow, JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import derive_events

@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from zen_flow.api.jobflow import Memoize, ParameterValue, Step, StepOutputValues
+from zen_flow.api.flow_status import ParameterValue, StepOutputValues
+from zen_flow.api.jobflow import Memoize, Step
 from zen_flow.api.meta import format_time, parse_time
 from zen_flow.core.durations import parse_duration
 from zen_flow.planner.actions import MemoLookup, SaveMemo

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from zen_flow.api.constants import FlowPhase
-from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, StepStatus
+from zen_flow.api.flow_status import Audit, JobFlowStatus, StepStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.actions import CreateResource, EventSpec
 from zen_flow.planner.concurrency import Verdict
 from zen_flow.planner.events import NORMAL, derive_events

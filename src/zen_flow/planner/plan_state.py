@@ -10,8 +10,9 @@ from functools import lru_cache
 from operator import attrgetter
 
 from zen_flow.api.constants import StepPhase
+from zen_flow.api.flow_status import Approval, ArtifactRef, ObjectRef
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import Approval, ArtifactRef, JobFlow, ObjectRef
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expressions import Evaluator, WhenContext, flow_view
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateResource, MemoAnswer, MemoLookup

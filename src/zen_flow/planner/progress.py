@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
-from zen_flow.api.jobflow import JobFlowStatus, StepStatus
+from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 from zen_flow.api.meta import format_time
 from zen_flow.planner.timing import after, utc
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from zen_flow.api.jobflow import ArtifactRef, JobFlow, Step
+from zen_flow.api.flow_status import ArtifactRef
+from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.api.transfer import DOWNLOADER, UPLOADER, UploadReport
 from zen_flow.planner.artifacts import output_url, uploads
 

@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from zen_flow.api.constants import LABEL_FLOW, LABEL_MANAGED_BY, MANAGED_BY
-from zen_flow.api.jobflow import JobFlow, ObjectRef
+from zen_flow.api.flow_status import ObjectRef
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.naming import label_value, resource_name
 from zen_flow.planner.actions import CreateResource, EventSpec, Plan
 from zen_flow.planner.jobs import owner_reference

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
-from zen_flow.api.jobflow import Audit, JobFlow, JobFlowStatus, Progress, StepStatus
+from zen_flow.api.flow_status import Audit, JobFlowStatus, Progress, StepStatus
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition, format_time
 from zen_flow.planner.approvals import tally
 from zen_flow.planner.backoff import retry_limit

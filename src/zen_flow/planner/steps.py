@@ -23,7 +23,8 @@ from operator import attrgetter
 from typing import Any
 
 from zen_flow.api.constants import StepPhase
-from zen_flow.api.jobflow import ObjectRef, Step, StepOutputValues, StepStatus
+from zen_flow.api.flow_status import ObjectRef, StepOutputValues, StepStatus
+from zen_flow.api.jobflow import Step
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 
 MAX_MESSAGE = 256
