@@ -45,9 +45,8 @@ from zen_flow.api.constants import (
 )
 from zen_flow.core.cron import ScheduleError, parse_schedule, parse_time_zone
 from zen_flow.validation.approvals import awaits_expansion, validate_approvals
-from zen_flow.validation.errors import FieldError, forbidden, invalid, not_supported, required
+from zen_flow.validation.errors import FieldError, forbidden, invalid, not_supported
 from zen_flow.validation.flow import validate_jobflow
-from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.limits import MAX_FLOW_NAME
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.template import check_metadata_maps
@@ -112,21 +111,10 @@ def validate_cronjobflow(obj: Mapping[str, Any]) -> list[FieldError]:
 
 
 def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:
-    name = r.string(meta.get("name"), "metadata.name") or ""
-    generate = r.string(meta.get("generateName"), "metadata.generateName") or ""
-    if not name and not generate:
-        r.add(required("metadata.name", "name or generateName is required"))
     why = (
         f"its runs are named <name>{RUN_SUFFIX[0]}<Unix minute> and a run's name has at most {MAX_FLOW_NAME}"
     )
-    if len(name) > MAX_CRON_NAME:
-        r.add(invalid("metadata.name", name, f"must be no more than {MAX_CRON_NAME} characters: {why}"))
-    elif name and (problem := subdomain_problem(name)):
-        r.add(invalid("metadata.name", name, problem))
-    if len(generate) > MAX_CRON_NAME - 5:
-        r.add(
-            invalid("metadata.generateName", generate, f"must be no more than {MAX_CRON_NAME - 5} characters")
-        )
+    name, generate = r.object_name(meta, MAX_CRON_NAME, why)
     return name or generate + "xxxxx"
 
 

@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import API_VERSION, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
-from zen_flow.validation.errors import FieldError, forbidden, invalid, required
+from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import validate_jobflow
-from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.limits import MAX_FLOW_NAME
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.template import check_metadata_maps
@@ -47,18 +46,7 @@ def validate_jobflowtemplate(obj: Mapping[str, Any]) -> list[FieldError]:
 
 
 def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:
-    name = r.string(meta.get("name"), "metadata.name") or ""
-    generate = r.string(meta.get("generateName"), "metadata.generateName") or ""
-    if not name and not generate:
-        r.add(required("metadata.name", "name or generateName is required"))
-    if len(name) > MAX_FLOW_NAME:
-        why = f"it is the value of the {LABEL_TEMPLATE} label on the flows made from it"
-        r.add(invalid("metadata.name", name, f"must be no more than {MAX_FLOW_NAME} characters: {why}"))
-    elif name and (problem := subdomain_problem(name)):
-        r.add(invalid("metadata.name", name, problem))
-    if len(generate) > MAX_FLOW_NAME - 5:
-        r.add(
-            invalid("metadata.generateName", generate, f"must be no more than {MAX_FLOW_NAME - 5} characters")
-        )
+    why = f"it is the value of the {LABEL_TEMPLATE} label on the flows made from it"
+    name, _ = r.object_name(meta, MAX_FLOW_NAME, why)
     check_metadata_maps(r, meta, "metadata")
     return name

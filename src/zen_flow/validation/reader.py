@@ -13,6 +13,7 @@ from typing import Any
 from zen_flow.api.constants import API_VERSION
 from zen_flow.core.nesting import MAX_TEMPLATE_DEPTH, deepest_path, describe_depth
 from zen_flow.validation.errors import ROOT, FieldError, Path, forbidden, invalid, not_supported, required
+from zen_flow.validation.formats import subdomain_problem
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -60,6 +61,24 @@ class Reader:
         if found and found != kind:
             self.add(not_supported("kind", found, [kind]))
         return root
+
+    def object_name(self, meta: Mapping[str, Any], limit: int, why: str) -> tuple[str, str]:
+        """`metadata.name` and `metadata.generateName` (one of them required) of a resource whose name
+        holds at most `limit` characters (`why`: what makes it shorter than the apiserver's limit);
+        the apiserver adds 5 random characters to a generateName."""
+        name = self.string(meta.get("name"), "metadata.name") or ""
+        generate = self.string(meta.get("generateName"), "metadata.generateName") or ""
+        if not name and not generate:
+            self.add(required("metadata.name", "name or generateName is required"))
+        if len(name) > limit:
+            self.add(invalid("metadata.name", name, f"must be no more than {limit} characters: {why}"))
+        elif name and (problem := subdomain_problem(name)):
+            self.add(invalid("metadata.name", name, problem))
+        if len(generate) > limit - 5:
+            self.add(
+                invalid("metadata.generateName", generate, f"must be no more than {limit - 5} characters")
+            )
+        return name, generate
 
     def mapping(self, value: Any, path: Path, *, require: bool = False) -> Mapping[str, Any] | None:
         if value is None:

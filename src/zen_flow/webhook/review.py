@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,27 @@ class Decisions:
     name: str
     user: Mapping[str, Any]
     steps: tuple[str, ...]
+
+
+def review_whole(
+    body: bytes, validate: Callable[[Mapping[str, Any]], list[FieldError]], kind: str
+) -> dict[str, Any]:
+    """The validating review of a resource checked whole by `validate` (a CronJobFlow, a JobFlowTemplate),
+    except an UPDATE that keeps the spec as stored: a rule added since it was accepted must not refuse a
+    label or a finalizer (ratcheting, as for JobFlows)."""
+    request = parse_review(body)
+    if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
+        return allow(request.uid)
+    spec = request.object.raw("spec")
+    if request.operation == "UPDATE" and spec is not None and spec == request.old_object.raw("spec"):
+        return allow(request.uid)  # the name cannot change; the spec is the one accepted before
+    try:
+        errors = validate(request.object.decode())
+    except Exception as exc:  # fail closed, with a message, never a 500 traceback
+        return _internal(request, "validation", exc)
+    if errors:
+        return deny_invalid(request, errors, kind)
+    return allow(request.uid)
 
 
 def validate_review(body: bytes) -> dict[str, Any]:

@@ -27,26 +27,14 @@ from zen_flow.validation.expansion import (
     missing_template,
     template_ref_name,
 )
-from zen_flow.webhook.envelope import AdmissionRequest, parse_review
+from zen_flow.webhook.envelope import AdmissionRequest
 from zen_flow.webhook.mutation import mutation_ops
 from zen_flow.webhook.patch import pointer
-from zen_flow.webhook.review import _internal, allow, deny, deny_invalid, mutate_request
+from zen_flow.webhook.review import _internal, allow, deny, deny_invalid, mutate_request, review_whole
 
 
 def validate_template_review(body: bytes) -> dict[str, Any]:
-    request = parse_review(body)
-    if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
-        return allow(request.uid)
-    spec = request.object.raw("spec")
-    if request.operation == "UPDATE" and spec is not None and spec == request.old_object.raw("spec"):
-        return allow(request.uid)  # the name cannot change; the spec is the one accepted before
-    try:
-        errors = validate_jobflowtemplate(request.object.decode())
-    except Exception as exc:  # fail closed, with a message, never a 500 traceback
-        return _internal(request, "validation", exc)
-    if errors:
-        return deny_invalid(request, errors, TEMPLATE_KIND)
-    return allow(request.uid)
+    return review_whole(body, validate_jobflowtemplate, TEMPLATE_KIND)
 
 
 def names_template(request: AdmissionRequest) -> bool:
