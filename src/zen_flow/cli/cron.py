@@ -10,12 +10,9 @@ this machine's clock: the controller places a manual run at its creationTimestam
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 from typing import Any
-
-import yaml
 
 from zen_flow.api.constants import (
     ANNOTATION_STOP,
@@ -83,13 +80,7 @@ async def list_crons(session: Session, args: argparse.Namespace) -> int:
 
 async def get_cron(session: Session, args: argparse.Namespace) -> int:
     raw = await _get(session, args.name)
-    if args.output == "json":
-        session.out.write(json.dumps(raw, indent=2) + "\n")
-    elif args.output == "yaml":
-        session.out.write(yaml.safe_dump(raw, sort_keys=False))
-    elif args.output == "name":
-        session.out.write(_kind_name(raw["metadata"]["name"]) + "\n")
-    else:
+    if not session.print_object(raw, args.output, _kind_name):
         cron = CronJobFlow.model_validate(raw)
         session.show(cron_detail(cron, await runs_of(session, cron), now()))
     return EXIT_OK

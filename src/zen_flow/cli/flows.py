@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import API_VERSION, KIND
@@ -59,13 +56,7 @@ def _kind_name(name: str) -> str:
 
 async def get_flow(session: Session, args: argparse.Namespace) -> int:
     raw = await session.flows.get(session.namespace, args.name)
-    if args.output == "json":
-        session.out.write(json.dumps(raw, indent=2) + "\n")
-    elif args.output == "yaml":
-        session.out.write(yaml.safe_dump(raw, sort_keys=False))
-    elif args.output == "name":
-        session.out.write(_kind_name(raw["metadata"]["name"]) + "\n")
-    else:
+    if not session.print_object(raw, args.output, _kind_name):
         session.show(flow_detail(JobFlow.model_validate(raw), now(), wide=args.output == "wide"))
     return EXIT_OK
 

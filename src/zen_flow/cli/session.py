@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+import yaml
 
 from zen_flow.api import JobFlow
 from zen_flow.cli.colour import painter
@@ -90,6 +93,19 @@ class Session:
         self.namespace = namespace
         self.out = out
         self._painter: Callable[[str], object] | None = None
+
+    def print_object(self, raw: dict[str, Any], output: str | None, kind_name: Callable[[str], str]) -> bool:
+        """`get -o json|yaml`: the object as stored; `-o name`: kubectl's resource.group/name
+        (`kind_name`). False for any other output: the caller shows its own view."""
+        if output == "json":
+            self.out.write(json.dumps(raw, indent=2) + "\n")
+        elif output == "yaml":
+            self.out.write(yaml.safe_dump(raw, sort_keys=False))
+        elif output == "name":
+            self.out.write(kind_name(raw["metadata"]["name"]) + "\n")
+        else:
+            return False
+        return True
 
     def show(self, text: str) -> None:
         """Write a rendered view (`get`, `list`, `watch`): coloured on a terminal. The painter, and rich
