@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 from pydantic.alias_generators import to_camel
 
+from zen_flow.api.constants import API_VERSION
+
 
 def format_time(value: datetime) -> str:
     """RFC 3339 with second precision and a `Z`, like metav1.Time."""
@@ -98,3 +100,17 @@ class Condition(Model):
     message: str = ""
     last_transition_time: Timestamp | None = None
     observed_generation: int | None = None
+
+
+def controller_reference(kind: str, meta: ObjectMeta) -> dict[str, Any]:
+    """The ownerReference zen-flow puts on what it creates for the object of `meta` (a JobFlow's Jobs and
+    resources, a CronJobFlow's runs): that object controls them, and its foreground deletion waits for
+    them (blockOwnerDeletion)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": meta.name,
+        "uid": meta.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

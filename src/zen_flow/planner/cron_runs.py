@@ -28,7 +28,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.api.meta import format_time
+from zen_flow.api.meta import controller_reference, format_time
 from zen_flow.core.cron import scheduled_minute
 
 MAX_RUN_NAME = 63  # a flow's name is a label value (validation/limits.py MAX_FLOW_NAME)
@@ -38,15 +38,8 @@ NEVER = datetime.min.replace(tzinfo=UTC)
 Rank = tuple[datetime, bool, str]
 
 
-def owner_reference(cron: CronJobFlow) -> dict[str, object]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": CRON_KIND,
-        "name": cron.metadata.name,
-        "uid": cron.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+def owner_reference(cron: CronJobFlow) -> dict[str, Any]:
+    return controller_reference(CRON_KIND, cron.metadata)
 
 
 def run_name(cron_name: str, moment: datetime) -> str:

@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 from zen_flow.api.constants import (
-    API_VERSION,
     GROUP,
     KIND,
     LABEL_ATTEMPT,
@@ -17,7 +16,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
-from zen_flow.api.meta import OwnerReference
+from zen_flow.api.meta import OwnerReference, controller_reference
 from zen_flow.core.naming import label_value
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
@@ -57,14 +56,7 @@ def job_labels(flow: JobFlow, step: Step, attempt: int) -> dict[str, str]:
 
 
 def owner_reference(flow: JobFlow) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": flow.metadata.name,
-        "uid": flow.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return controller_reference(KIND, flow.metadata)
 
 
 def is_jobflow(owner: OwnerReference) -> bool:
