@@ -15,7 +15,6 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from zen_flow.api.constants import VALUES_PREFIX
 from zen_flow.api.jobflow import Step
 
 # As planner/outputs.py MAX_VALUE_BYTES: a supplied value is stored as any output value.
@@ -101,7 +100,3 @@ def gate_values(params: Sequence[Supplied], text: str | None) -> dict[str, str]:
             raise ValuesError(problem)
         out[param.name] = value
     return out
-
-
-def values_key(step: str) -> str:
-    return VALUES_PREFIX + step

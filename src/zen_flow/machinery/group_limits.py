@@ -63,10 +63,6 @@ class GroupLimits:
         if low:
             _release(self._busy_low, group)
 
-    def in_hand(self, group: Hashable) -> int:
-        """The group's keys in hand (what it holds of the workers)."""
-        return self._busy[group]
-
     def eligible(self) -> tuple[Eligible | None, Eligible | None]:
         """The filters of the normal and the low line (None: every group may take a key)."""
         if not self.limited:

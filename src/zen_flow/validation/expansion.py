@@ -45,8 +45,6 @@ from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bo
 
 TEMPLATE_REF = "spec.templateRef"
 ARGUMENTS = "spec.arguments.parameters"
-# What a flow that names a template may set beside `templateRef`; the rest is the template's.
-FLOW_MEMBERS = frozenset({"templateRef", "arguments", "executionPolicy", "suspend"})
 # The members a template gives the flow.
 TEMPLATE_MEMBERS = ("steps", "arguments", "executionPolicy", "resourceTemplates")
 # The executionPolicy fields the CRD defaults: the apiserver writes them into every flow before any webhook
