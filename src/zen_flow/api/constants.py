@@ -189,8 +189,9 @@ CRON_KIND = "CronJobFlow"
 CRON_PLURAL = "cronjobflows"
 CRON_SINGULAR = "cronjobflow"
 CRON_CRD_NAME = f"{CRON_PLURAL}.{GROUP}"
-# On every JobFlow a CronJobFlow creates: the CronJobFlow's name (select a schedule's runs with -l), and
-# the run time it was made for (RFC 3339, UTC; Kubernetes' CronJob annotates its Jobs the same way).
+# On every JobFlow a CronJobFlow creates: the CronJobFlow's name (select a schedule's runs with -l); on a
+# scheduled run, the run time it was made for (RFC 3339, UTC; Kubernetes' CronJob annotates its Jobs the
+# same way).
 LABEL_CRON = f"{GROUP}/cronjobflow"
 ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
 # On a run made by hand (`zen-flow cron trigger`), as `kubectl create job --from=cronjob/NAME` marks its

@@ -33,6 +33,7 @@ from zen_flow.controller.provisioning import (
 )
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.controller.templates import TemplateApi, TemplateResolver, unexpanded
+from zen_flow.controller.validity import Validity
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
 from zen_flow.kube.errors import ApiError, Conflict
@@ -43,7 +44,6 @@ from zen_flow.machinery.keyed_locks import KeyedLocks
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 from zen_flow.planner.status import REASON_JOB_REJECTED
-from zen_flow.validation import has_started, validate_jobflow
 
 log = get_logger(__name__)
 
@@ -133,8 +133,7 @@ class Controller:
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
         self._templates = TemplateResolver(api, events)
-        # Validation is pure but not free (500 steps: milliseconds); a spec only changes with its generation.
-        self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}
+        self._validity = Validity(flows.parse_error)
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
         # group's Forbid flows must see them running already (read your own writes across flows).
         self._starting: set[str] = set()
@@ -161,7 +160,7 @@ class Controller:
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
-        self._validated.pop(flow.metadata.uid, None)
+        self._validity.forget(flow.metadata.uid)
         self._status.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
@@ -264,7 +263,7 @@ class Controller:
         refusal = None
         if unexpanded(flow) and (refusal := await self._templates.resolve(flow)) is None:
             return None  # its steps are written now: the watch event of that write brings it back
-        errors = refusal.errors if refusal is not None else self._validation_errors(flow)
+        errors = refusal.errors if refusal is not None else self._validity.errors(flow)
         now = self._clock.now()
         started = time.perf_counter()
         if errors:
@@ -381,22 +380,3 @@ class Controller:
             self._starting.discard(flow.metadata.uid)
         elif flow.status.start_time is None and planner.group_of(flow) is not None:
             self._starting.add(flow.metadata.uid)
-
-    def _validation_errors(self, flow: JobFlow) -> tuple[str, ...]:
-        """Errors that make the flow fail now; empty for valid flows and for flows already under way.
-
-        A flow that started was valid when it started (webhook, or this check on its first reconcile);
-        re-validating it after an upgrade that added a rule would fail work that is running fine, and
-        `spec.steps` cannot change after the start anyway (admission and CEL enforce it).
-        """
-        uid, generation = flow.metadata.uid, flow.metadata.generation
-        cached = self._validated.get(uid)
-        if cached is not None and cached[0] == generation:
-            return cached[1]
-        if (parse_error := self._flows.parse_error(flow.key)) is not None:
-            errors: tuple[str, ...] = (parse_error,)
-        else:
-            raw = flow.model_dump(by_alias=True, exclude_none=True, mode="json")
-            errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
-        self._validated[uid] = (generation, errors)
-        return errors
