@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, StepPhase
-from zen_flow.api.job import JOB_FAILED, Job
 from zen_flow.api.flow_status import Approval
+from zen_flow.api.job import JOB_FAILED, Job
 from zen_flow.api.jobflow import StepApproval
 from zen_flow.core.gate_values import ValuesError
 from zen_flow.planner.actions import DeleteJob
