@@ -250,3 +250,52 @@ def test_every_job_delete_cause_is_exported_from_the_start() -> None:
     assert sorted(causes) == sorted(JOB_DELETE_CAUSES)
     for cause in causes:
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0
+
+
+CLEANUP = make_flow([job_step("a"), job_step("cleanup", **{"finally": True})], name="tidy", namespace="team")
+
+
+@pytest.mark.parametrize("rig", [CLEANUP], indirect=True)
+async def test_the_finally_step_starts_on_the_watch_event_of_the_write_that_ends_the_other_steps(
+    rig: Rig,
+) -> None:
+    # The reconcile that sees a end writes that first and creates no Job; the event of its own write
+    # brings the next reconcile at once (no requeue, no resync), which creates cleanup's.
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    api.finish_job("team", rig.job("a"))
+    api.sync()
+    await rig.settle(0)
+    assert (rig.step("a"), rig.step("cleanup")) == ("Succeeded", "Pending")
+    assert [name.split("-")[1] for name in api.job_creates] == ["a"]
+    api.sync()  # the event of that status write
+    await rig.settle(0)
+    assert rig.step("cleanup") == "Running"
+    assert [name.split("-")[1] for name in api.job_creates] == ["a", "cleanup"]
+
+
+@pytest.mark.parametrize("rig", [CLEANUP], indirect=True)
+async def test_no_finally_job_exists_when_the_write_that_ends_the_other_steps_is_refused(rig: Rig) -> None:
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    api.finish_job("team", rig.job("a"))
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"labels": {**f.metadata.labels, "owner": "data-team"}})}))  # fmt: skip
+    api.sync(flows=False)
+    await rig.settle(0)
+    assert api.refused == ["409 Conflict"]
+    assert [name.split("-")[1] for name in api.job_creates] == ["a"]  # nothing ran on the refused write
+    api.sync()
+    await rig.settle()
+    api.sync()
+    await rig.settle()
+    assert rig.step("cleanup") == "Running"
+    api.finish_job("team", rig.job("cleanup"))
+    api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Succeeded"
+    assert [name.split("-")[1] for name in api.job_creates] == ["a", "cleanup"]

@@ -138,19 +138,6 @@ def test_job_transform_keeps_no_pod_template_or_managed_fields() -> None:
     assert not hasattr(cached, "__dict__")  # a slotted record: no dict per cached Job
 
 
-def test_a_job_keeps_one_annotation_the_decisions_of_the_plan_that_created_it() -> None:
-    # A finally step's Job records what that plan decided of the other steps (planner/decisions.py).
-    raw = job_raw("cleanup")
-    raw["metadata"]["annotations"] = {
-        "example.com/note": "x",
-        "workflow.kube-zen.io/decisions": "gate=approved",
-    }
-    cached = JOB.validate_json(json.dumps(raw))
-    assert cached.metadata.decisions == "gate=approved"
-    assert "annotations" not in JOB.dump_python(cached, by_alias=True)["metadata"]
-    assert JOB.validate_json(json.dumps(job_raw("plain"))).metadata.decisions is None
-
-
 def test_owner_flow_key_only_for_jobflow_controllers() -> None:
     assert owner_flow_key(job("a")) == "ns/flow"
     assert owner_flow_key(job("b", owner_uid=None)) is None

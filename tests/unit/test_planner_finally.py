@@ -70,7 +70,14 @@ def test_fail_fast_then_the_finally_step_runs_after_the_running_steps_finish() -
     assert sim.phase == "Running"
     sim.complete(lint)
     sim.reconcile()
-    assert started(sim)[-1] == "cleanup"  # in the plan that saw the last running step end
+    assert "cleanup" not in started(sim)  # the plan that saw the last running step end writes that first
+    assert phases(sim)["cleanup"] == "Pending"
+    assert (
+        sim.flow.status.message == "step test failed: Job failed: BackoffLimitExceeded: Job has failed; "
+        "the finally steps start next: cleanup"
+    )
+    sim.reconcile()  # brought by that write
+    assert started(sim)[-1] == "cleanup"
     sim.complete(sim.running()[0])
     sim.reconcile()
     assert sim.phase == "Failed"
@@ -176,7 +183,7 @@ def test_a_stop_ends_everything_at_once_and_runs_no_finally_step() -> None:
 
 def test_a_stop_while_finally_steps_run_stops_them_too() -> None:
     sim = pipeline(job_step("cleanup", **FINALLY))
-    for _ in range(3):
+    for _ in range(4):
         sim.reconcile()
         for job in sim.running():
             if sim.steps[job] != "cleanup":
@@ -273,15 +280,18 @@ def test_a_failure_with_continue_on_failure_makes_the_outcome_failed_as_the_flow
 
 
 def test_a_finally_steps_failure_never_hides_how_the_other_steps_ended() -> None:
-    # The plan that rejected the gate and created the finally step's Job lost its status write; the next
-    # plan takes the (failed) finally Job over first. The gate's rejection must still be decided and be
-    # the flow's failure, with it recorded, as with the write kept.
+    # The plan that rejected the gate (ending the other steps) lost its status write: no finally step ran
+    # on it, and the next plan rejects the gate again. The finally step fails: the gate's rejection is
+    # still the flow's failure, with it recorded, as with the write kept.
     flow = make_flow([job_step("probe", when="false"), manual_step("gate"), job_step("cleanup", **FINALLY)])
     outcomes = []
     for lose in (False, True):
         sim = Simulator(flow, T0)
         sim.annotate(REJECT_PREFIX + "gate", "true")
         sim.reconcile(write_status=not lose)
+        assert sim.created == []
+        for _ in range(2 if lose else 1):  # ends the other steps again (lost), then starts cleanup
+            sim.reconcile()
         sim.fail(sim.running()[0])
         sim.advance(1)
         sim.reconcile()
@@ -317,6 +327,7 @@ def test_a_rerun_steps_job_a_lost_status_write_left_unrecorded_is_taken_over() -
     sim.reconcile()
     sim.fail(job_of("report"))
     sim.fail(job_of("test"))
+    sim.reconcile()
     sim.reconcile()
     sim.complete(job_of("cleanup"))
     sim.reconcile()

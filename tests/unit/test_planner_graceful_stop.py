@@ -93,8 +93,14 @@ def test_a_graceful_stop_stops_the_other_steps_then_runs_the_finally_steps_and_f
     assert [(a.name, a.reason) for a in result.actions if isinstance(a, DeleteJob)] == [
         (test, "stopped by alice")
     ]
-    # In the same plan: the other steps end, and the finally steps that may start do, seeing Failed.
-    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["cleanup"]
+    # The other steps end, and that is written before the finally steps start.
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == []
+    assert message(sim, "cleanup") == "waiting for the status that ends the other steps to be written"
+    assert sim.flow.status.message == "stopped by alice; the finally steps start next: cleanup"
+    assert reasons(result).count("FlowStopped") == 1
+    # The plan that write brings starts those that may start, seeing Failed.
+    second = sim.reconcile()
+    assert [a.step for a in second.actions if isinstance(a, CreateJob)] == ["cleanup"]
     assert phases(sim) == {
         "build": "Succeeded",
         "test": "Failed",
@@ -107,10 +113,11 @@ def test_a_graceful_stop_stops_the_other_steps_then_runs_the_finally_steps_and_f
     assert message(sim, "test") == "stopped by alice"  # not retried: its retryPolicy does not apply
     assert message(sim, "gate") == "no decision: stopped by alice"
     assert message(sim, "publish") == "not started: stopped by alice"
+    assert message(sim, "cleanup") == ""
     assert sim.phase == "Running"
     assert (sim.flow.status.message or "").startswith("stopped by alice")
-    assert reasons(result).count("FlowStopped") == 1
-    assert "FlowFailed" not in reasons(result)
+    assert "FlowStopped" not in reasons(second)  # said once
+    assert "FlowFailed" not in reasons(result) + reasons(second)
 
     sim.complete(job_of(sim, "cleanup"))
     sim.reconcile()
@@ -130,6 +137,7 @@ def test_a_failed_finally_step_is_said_beside_the_stop() -> None:
     to_the_gate(sim)
     stop(sim)
     sim.reconcile()
+    sim.reconcile()  # brought by the stopping plan's write: starts cleanup
     sim.fail(job_of(sim, "cleanup"))
     run(sim, by_step(sim, {}))
     assert phases(sim)["notify"] == "Succeeded"  # finally steps do not fail-fast each other
@@ -143,6 +151,7 @@ def test_the_value_is_read_in_any_case() -> None:
         sim = flow()
         to_the_gate(sim)
         stop(sim, value)
+        sim.reconcile()
         sim.reconcile()
         assert phases(sim)["cleanup"] == "Running", value
 
@@ -180,6 +189,7 @@ def test_a_running_finally_step_goes_on_and_a_stop_that_stops_nothing_keeps_the_
     sim.reconcile()
     sim.complete(sim.running()[0])
     sim.reconcile()
+    sim.reconcile()
     assert phases(sim)["cleanup"] == "Running"
     stop(sim)
     result = sim.reconcile()
@@ -194,6 +204,7 @@ def test_a_stop_now_while_the_finally_steps_of_a_graceful_stop_run_stops_them_at
     sim = flow()
     to_the_gate(sim)
     stop(sim)
+    sim.reconcile()
     sim.reconcile()
     cleanup = job_of(sim, "cleanup")
     stop(sim, "true", "bob")  # the webhook writes stopped-by again: the value changed
@@ -211,6 +222,7 @@ def test_the_flow_deadline_during_a_graceful_stop_stops_the_finally_steps() -> N
     sim = flow(execution_policy={"activeDeadlineSeconds": 60})
     to_the_gate(sim)
     stop(sim)
+    sim.reconcile()
     sim.reconcile()
     sim.advance(60)
     sim.reconcile()
@@ -261,6 +273,7 @@ def test_the_outcome_stays_failed_for_finally_steps_decided_in_a_later_plan() ->
     sim = Simulator(make_flow(steps, execution_policy={"parallelism": 1}), T0)
     sim.reconcile()
     stop(sim)
+    sim.reconcile()
     sim.reconcile()
     assert started(sim) == ["first"]
     run(sim, by_step(sim, {}))
@@ -317,6 +330,7 @@ def test_a_lost_write_when_a_finally_step_started_and_finished_is_taken_over() -
     sim = flow()
     to_the_gate(sim)
     stop(sim)
+    sim.reconcile()
     sim.reconcile()
     sim.complete(job_of(sim, "cleanup"))
     sim.reconcile(write_status=False)  # notify's Job created, its write lost
@@ -419,6 +433,7 @@ def test_a_graceful_stop_after_the_last_failure_runs_the_finally_steps_and_keeps
     stop(sim)
     result = sim.reconcile()
     assert "FlowStopped" not in reasons(result)
+    sim.reconcile()
     assert started(sim) == ["a", "cleanup"]  # flow.outcome Failed: the failure's, not the stop's
     run(sim, by_step(sim, {}))
     assert failed_condition(sim)[0] == "StepFailed"
@@ -483,6 +498,7 @@ def flow_past_its_deadline(lose: bool, *, graceful: bool, **cleanup: Any) -> Sim
     if graceful:
         stop(sim)
         sim.reconcile()
+        sim.reconcile()
         assert phases(sim)["cleanup"] == "Running"
     sim.advance(61)
     result = sim.reconcile(write_status=not lose)
@@ -519,6 +535,7 @@ def test_a_lost_write_of_a_replacement_during_a_graceful_stop_still_ends_replace
         group.reconcile("old")
         stop(old)
         group.reconcile("old")
+        group.reconcile("old")
         assert phases(old)["cleanup"] == "Running"
         group.advance(5)
         later = T0 + timedelta(seconds=5)
@@ -542,6 +559,7 @@ def test_a_finally_step_a_lost_stop_now_deleted_is_not_run_again_when_the_value_
     sim = Simulator(make_flow(steps), T0)
     sim.reconcile()
     sim.fail(job_of(sim, "a"))
+    sim.reconcile()
     sim.reconcile()
     assert phases(sim)["cleanup"] == "Running"
     stop(sim, "true")
@@ -603,6 +621,7 @@ def test_a_graceful_stop_that_stops_nothing_after_a_partial_rerun_keeps_the_outc
     sim.reconcile()
     sim.complete(job_of(sim, "b"))
     sim.reconcile()
+    sim.reconcile()
     assert phases(sim)["cleanup"] == "Running"
     sim.advance(1)
     stop(sim, "RunFinally", user)
@@ -620,6 +639,7 @@ def test_a_stop_now_by_someone_else_once_the_graceful_stop_only_skipped_steps_st
     sim.reconcile()
     sim.advance(5)
     stop(sim)
+    sim.reconcile()
     sim.reconcile()
     assert message(sim, "gate") == "no decision: stopped by alice"
     sim.advance(5)
@@ -666,6 +686,7 @@ def test_a_lost_write_of_a_stop_now_after_a_finally_step_failed_says_only_the_st
         sim = Simulator(make_flow(steps), T0)
         sim.reconcile()
         sim.complete(job_of(sim, "a"))
+        sim.reconcile()
         sim.reconcile()
         sim.fail(job_of(sim, "cleanup"))
         sim.reconcile()

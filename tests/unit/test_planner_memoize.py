@@ -351,6 +351,7 @@ def test_a_finally_step_is_never_served_from_the_cache() -> None:
     sim.reconcile()
     sim.complete(job_name("flow", "main", 0))
     sim.reconcile()
+    sim.reconcile()
     assert status(sim, "cleanup").phase == "Running"
     assert creates(sim, "cleanup")
     assert sim.memo_reads == []

@@ -278,11 +278,13 @@ def run(
     """Drive the flow until it is terminal and return the number of reconciles.
 
     Each round: reconcile, settle every running Job as `outcome` says ("wait" leaves it running), then
-    move the clock: by `tick` while Jobs are busy, else to the planner's requested wake-up. `on_idle`
-    runs when nothing else can happen (e.g. to approve a Manual step); without progress the flow is
-    stuck and an AssertionError says where.
+    move the clock: by `tick` while Jobs are busy, else to the planner's requested wake-up; a status
+    written wakes the flow at once, as its watch event does the controller's. `on_idle` runs when
+    nothing else can happen (e.g. to approve a Manual step); without progress the flow is stuck and an
+    AssertionError says where.
     """
     for rounds in range(1, max_rounds + 1):
+        before = sim.flow.status
         result = sim.reconcile()
         if sim.terminal:
             return rounds
@@ -301,11 +303,8 @@ def run(
             sim.advance(step)
         elif result.requeue_after is not None:
             sim.advance(max(result.requeue_after, 0.001))
-        elif (
-            not (on_idle is not None and on_idle(sim))
-            and len(sim.plans) > 1
-            and sim.plans[-2].status == result.status
-        ):
+        elif not (on_idle is not None and on_idle(sim)) and sim.flow.status == before:
+            # Nothing written either (a write wakes the flow: the finally steps start after one).
             raise AssertionError(f"flow is stuck in {sim.phase}: {sim.flow.status.message}")
     raise AssertionError(f"flow did not finish within {max_rounds} rounds")
 

@@ -57,11 +57,6 @@ AUDIT_RETRIES_BYTES = 16 * 1024
 ANNOTATION_STOP = f"{GROUP}/stop"
 ANNOTATION_STOPPED_BY = f"{GROUP}/stopped-by"
 STOP_RUN_FINALLY = "RunFinally"
-# On a finally step's Job: what the plan that created it decided of the other steps that the status it
-# read did not record (`deploy=approved,check=timed-out`; empty: nothing), so that a plan finding the Job
-# after that plan's status write was lost ends them the same way (planner/decisions.py). The only
-# annotation the Job record keeps (api/job.py).
-ANNOTATION_DECISIONS = f"{GROUP}/decisions"
 
 # Concurrency groups (decision 9): flows of one namespace with the same value of this label share
 # their executionPolicy.concurrencyPolicy. A flow without it (or with an empty value) is in no group.

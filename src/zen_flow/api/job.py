@@ -3,20 +3,18 @@
 These are *records* (`zen_flow.api.meta.RECORD`), not `Model`s: a controller caches every Job of every
 flow, and a pydantic model carries a `__dict__` per instance (a Job with its metadata was ~1.1 KB of
 dicts before any value; a record of the same fields ~0.2 KB). They are decoded from the apiserver's
-bytes as directly as models are. What reconcile never reads is not kept: labels, annotations (but
-one: `decisions`), managedFields, the spec (the planner rebuilds a step's Job from the flow). A tool
-that needs more declares its own record (the benchmark's observer keeps the labels) and passes it to
-the informer.
+bytes as directly as models are. What reconcile never reads is not kept: labels, annotations,
+managedFields, the spec (the planner rebuilds a step's Job from the flow). A tool that needs more
+declares its own record (the benchmark's observer keeps the labels) and passes it to the informer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasPath, Field, TypeAdapter
+from pydantic import TypeAdapter
 from pydantic.dataclasses import dataclass
 
-from zen_flow.api.constants import ANNOTATION_DECISIONS
 from zen_flow.api.meta import RECORD, Condition, OwnerReference, Timestamp, controller_of, record_to_wire
 
 # The Job controller's terminal conditions: a step's outcome (not pod counts).
@@ -36,12 +34,6 @@ class JobMeta:
     creation_timestamp: Timestamp | None = None
     deletion_timestamp: Timestamp | None = None
     owner_references: tuple[OwnerReference, ...] = ()
-    # A finally step's Job: its `workflow.kube-zen.io/decisions` annotation (planner/decisions.py), read
-    # straight out of the annotations (no dict of them is built). One more slot costs no memory: the
-    # record was 88 bytes, allocated in 96-byte blocks (CPython's allocator rounds to 16), and is 96 now.
-    decisions: str | None = Field(
-        default=None, validation_alias=AliasPath("annotations", ANNOTATION_DECISIONS)
-    )
 
     @property
     def key(self) -> str:

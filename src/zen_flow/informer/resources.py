@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from zen_flow.api import Job, JobFlow
-from zen_flow.api.constants import ANNOTATION_DECISIONS, API_VERSION, CRON_KIND, GROUP, KIND
+from zen_flow.api.constants import API_VERSION, CRON_KIND, GROUP, KIND
 from zen_flow.api.flow_status import Initiator, JobFlowStatus, ObjectRef, Progress
 from zen_flow.api.job import JobMeta, JobStatus
 from zen_flow.api.jobflow import Step
@@ -226,6 +226,5 @@ def _job_placeholder(raw: dict[str, Any]) -> Job:
             creation_timestamp=meta.creation_timestamp,
             deletion_timestamp=meta.deletion_timestamp,
             owner_references=meta.owner_references,
-            decisions=meta.annotations.get(ANNOTATION_DECISIONS),
         )
     )

@@ -7,7 +7,7 @@ Three passes over the steps:
   2. schedule: in topological order, skip what can never run, evaluate `when`, start ready steps and
      due retries (unless suspended, failing fast, or past the deadline; under executionPolicy.parallelism
      only as many as it leaves room for, in spec order: planner.parallelism); the finally steps last,
-     once every other step has ended (planner.finale);
+     once the status stored has every other step ended (planner.finale);
   3. conclude: a flow whose steps have all finished ends as they did; otherwise enforce a stop, a
      replacement or the flow deadline, end a failing flow once nothing runs, derive the phase; under
      executionPolicy.jobRetention LastAttempt, delete the Jobs of superseded attempts (planner.retention).
@@ -113,7 +113,7 @@ class _Planner(Starts):
         if never is not None:
             w.skip(self.now, never)
             return
-        if not ready or self.blocked(w) or uncommitted(w, self.works):
+        if not ready or self.blocked(w) or uncommitted(w, self.works) or self.awaits_commit(w):
             return
         if w.spec.when is not None and not w.spec.is_manual and self.parallelism is not None:
             # Decided when a slot is free for the step (`start_ready`), once: not at every plan it waits

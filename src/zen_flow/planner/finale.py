@@ -2,14 +2,23 @@
 steps may start (API.md "Finally steps"), and what their `when` sees then (`flow.outcome`); and the
 stops that end steps before their time.
 
-Fail-fast ends the other steps here rather than in the conclude pass, once none of them runs: the
-finally steps then start in the same plan, not one status write later.
+A finally step starts only in a plan whose input, the status stored, already has every other step
+ended (`PlanState.main_ended_before`). The plan that ends the last of them writes that status, the
+finally steps still Pending (`COMMIT_WAIT`), and the watch event of its own write brings the next plan,
+which starts them: one status write later. How the other steps ended can hang on what a plan saw of
+the flow's annotations and of the clock (a decision given, changed or taken back, a gate's timeout, a
+stop); if that write is lost (a conflict with a write to the flow, a crash), no finally step ran on it,
+and the next plan decides those steps again from the stored status. Their outcome is the stored one,
+never one a lost write held. A flow without finally steps writes nothing more.
+
+Fail-fast ends the other steps here rather than in the conclude pass, once none of them runs, in the
+write the finally steps then wait for.
 
 A graceful stop (`workflow.kube-zen.io/stop: RunFinally`) ends the other steps here too, at once, as a
 stop does (running Jobs deleted, the steps Failed, the rest Skipped, no retry), and the finally steps
-that have not run start in the same plan with `flow.outcome` Failed; those already running go on. Every
-plan does it again from the flow and its Jobs: after a lost status write or a restart, the stopped steps
-are ended again (their Jobs gone: `PlanState.own_delete`), never started again, and the finally
+that have not run start once that is stored, with `flow.outcome` Failed; those already running go on.
+Every plan does it again from the flow and its Jobs: after a lost status write or a restart, the stopped
+steps are ended again (their Jobs gone: `PlanState.own_delete`), never started again, and the finally
 steps' Jobs are taken over (`adopt`), never created twice. A stop, a graceful stop escalated to one, a
 replacement or the flow deadline ends everything at once (`conclude`).
 """
@@ -23,6 +32,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.core.expressions import WhenContext
 from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.observation import Observation
+from zen_flow.planner.status import COMMIT_WAIT
 from zen_flow.planner.steps import StepWork
 
 
@@ -57,6 +67,18 @@ class Finale(Observation):
         self.final_context = replace(
             self.when_context, flow={**self.when_context.flow, "outcome": outcome.value}
         )
+        return True
+
+    def awaits_commit(self, w: StepWork) -> bool:
+        """Must the finally step `w`, ready to start, wait for the next plan: the status this one read does
+        not have the other steps ended (they ended in this plan)? Said in its message."""
+        if not w.spec.is_finally:
+            return False
+        if self.main_ended_before():
+            if w.message == COMMIT_WAIT:  # written: it may wait for something else now (its `when`)
+                w.message = None
+            return False
+        w.message = COMMIT_WAIT
         return True
 
     def final_outcome_known(self) -> bool:

@@ -1,6 +1,5 @@
 """Pass 1 of a plan: advance started steps from their Jobs (terminal conditions, timeouts, vanished
-Jobs), decide approvals, and adopt Jobs a lost status write did not record (and take the decisions the
-plan that created a finally step's Job recorded on it: planner.decisions)."""
+Jobs), decide approvals, and adopt Jobs a lost status write did not record."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from zen_flow.planner.approvals import (
     waiting_message,
 )
 from zen_flow.planner.backoff import retry_delay, retry_limit
-from zen_flow.planner.decisions import APPROVED, REJECTED, TIMED_OUT, parse
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
 from zen_flow.planner.memoization import Memoization
@@ -72,6 +70,10 @@ class Observation(Memoization):
             job = self.jobs.get(name)
             if job is None or not adoptable(job):
                 return
+            if w.spec.is_finally and not self.main_ended_before():
+                # None is created before the stored status ends the other steps (planner.finale): not ours
+                # (forged, or left by a controller older than that rule); taken over, if at all, after.
+                return
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
             # What it said while held for a slot is over: it runs.
             w.start(self.job_ref(name, job), self.now, attempt=attempt, message=unwait(w.message))
@@ -81,13 +83,6 @@ class Observation(Memoization):
         ref = w.job_ref
         name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
         job = self.jobs.get(name)
-        if self.recorded_verdict(w) == TIMED_OUT and w.spec.timeout_seconds:
-            # A plan whose write was lost timed it out and ended the other steps: so does this one, even if
-            # the Job finished between that plan's read and its delete (planner.decisions).
-            if job is not None and not job.finished and not job.deleting:
-                self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {w.spec.timeout_seconds}s"))
-            self.time_out(w)
-            return
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
             self.job_gone(w, None, f"Job {name} not found (deleted outside zen-flow)")
             return
@@ -138,16 +133,9 @@ class Observation(Memoization):
             due = after_cut(self.began(w, job), timeout)
             if self.now >= due:
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
-                self.time_out(w)
+                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
             else:
                 self.wakeups.append(due)
-
-    def time_out(self, w: StepWork) -> None:
-        """`w`'s attempt ran past its `timeoutSeconds` (its Job deleted): a failed attempt, recorded for
-        the finally steps' Jobs (planner.decisions) unless `w` is one."""
-        self.attempt_failed(w, f"{TIMEOUT_MARK} {w.spec.timeout_seconds}s")
-        if not w.spec.is_finally:
-            self.decided[w.name] = TIMED_OUT
 
     def job_gone(self, w: StepWork, job: Job | None, why: str) -> None:
         """`w`'s Job is gone or going before it finished. Our own delete for its timeout stays a timeout
@@ -244,22 +232,8 @@ class Observation(Memoization):
     def observe_approval(self, w: StepWork) -> None:
         annotations = self.flow.metadata.annotations
         decided = decision(annotations, w.name, w.spec.approval)
-        as_given = True  # the decision as the annotations give it now
-        if (recorded := self.decided_before()) is not None:
-            # A plan whose status write was lost ended the other steps, this gate with them, and started
-            # the finally steps on that outcome: the gate ends as it ended it (planner.decisions).
-            ended = recorded.get(w.name)
-            if ended is None:
-                return  # ended without a decision (a graceful stop, fail-fast): `close_main` ends it again
-            if ended == TIMED_OUT:
-                self.expire_approval(w, due=True)
-                return
-            said = "Approved" if ended == APPROVED else "Rejected"
-            if decided is None or decided[0] != said:
-                # Changed or taken back since that plan read it: the finally steps ran on what it read.
-                decided, as_given = (said, None), False
         approval = w.spec.approval
-        tallied = as_given and approval is not None and (decided is None or decided[0] == "Approved")
+        tallied = approval is not None and (decided is None or decided[0] == "Approved")
         # The values of the approval that opens the gate: those on the flow when it is seen approved.
         opened = decided is not None and decided[0] == "Approved"
         supplied_by = supplier(annotations, w.spec) if opened else None
@@ -282,7 +256,6 @@ class Observation(Memoization):
                     supplied_by=supplied_by,
                 )
             )
-        self.decided[w.name] = APPROVED if verdict == "Approved" else REJECTED
         if verdict != "Approved":
             w.fail(self.now, f"rejected by {user}" if user else "rejected")
             self.note_failure(w)
@@ -358,45 +331,16 @@ class Observation(Memoization):
             and (since is None or a.time is None or a.time >= since)
         }
 
-    def decided_before(self) -> dict[str, str] | None:
-        """The decisions recorded on a finally step's Job that the status does not record (for the attempt
-        it says comes next): a plan created it, having ended every other step, and its status write was
-        lost. None when there is no such Job (or only one created before Jobs carried the record)."""
-        if not self.recorded_read:
-            self.recorded_read = True
-            initial = self.works.initial
-            for name in self.final:
-                s = initial.get(name)
-                if s is not None and s.phase not in (StepPhase.PENDING, StepPhase.RETRYING):
-                    continue
-                attempt = 0 if s is None else s.retry_count + (1 if s.phase == StepPhase.RETRYING else 0)
-                job = self.jobs.get(self.job_name(name, attempt))
-                if job is not None and job.metadata.decisions is not None:
-                    self.recorded = {**parse(job.metadata.decisions), **(self.recorded or {})}
-        return self.recorded
-
-    def recorded_verdict(self, w: StepWork) -> str | None:
-        """What a lost plan decided of `w` (a step that is not finally), if a finally Job records it."""
-        if w.spec.is_finally or not self.final:
-            return None
-        recorded = self.decided_before()
-        return recorded.get(w.name) if recorded is not None else None
-
-    def expire_approval(self, w: StepWork, *, due: bool = False) -> None:
+    def expire_approval(self, w: StepWork) -> None:
         """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:
         then it is rejected (Failed), as if someone had said no; unlike a rejection, a rerun asks again
-        (its reset clears `start_time`, so the wait counts from when the rerun reaches it). `due`: a plan
-        whose write was lost timed it out (planner.decisions), whatever this plan's clock says."""
+        (its reset clears `start_time`, so the wait counts from when the rerun reaches it)."""
         timeout = w.spec.timeout_seconds
-        if not timeout or w.phase != StepPhase.PENDING_APPROVAL:
+        if not timeout or w.start_time is None or w.phase != StepPhase.PENDING_APPROVAL:
             return
-        if not due:
-            if w.start_time is None:
-                return
-            deadline = after(w.start_time, timeout)
-            if self.now < deadline:
-                self.wakeups.append(deadline)
-                return
+        due = after(w.start_time, timeout)
+        if self.now < due:
+            self.wakeups.append(due)
+            return
         w.fail(self.now, f"{NO_DECISION_MARK} {timeout}s (timeoutSeconds)")
         self.note_failure(w)
-        self.decided[w.name] = TIMED_OUT

@@ -27,7 +27,7 @@ from zen_flow.planner.parameters import Resolved, resolve_inputs
 from zen_flow.planner.readiness import producer
 from zen_flow.planner.shape import Shape
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED
-from zen_flow.planner.steps import JOB_NAME, PHASE, StepViews, StepWork, Works
+from zen_flow.planner.steps import JOB_NAME, PHASE, SETTLED, StepViews, StepWork, Works
 from zen_flow.planner.timing import after
 
 _name = lru_cache(maxsize=65536)(job_name)
@@ -96,12 +96,6 @@ class PlanState:
         self.actions: list[Action] = []
         self.wakeups: list[datetime] = []
         self.approvals: list[Approval] = []
-        # Steps that are not finally this plan ended by a decision or a timeout its status did not record
-        # (planner.decisions): carried on the finally steps' Jobs it creates. `recorded`: what such a Job,
-        # created by a plan whose status write was lost, carries (None: no such Job; read once, lazily).
-        self.decided: dict[str, str] = {}
-        self.recorded: dict[str, str] | None = None
-        self.recorded_read = False
         self.suspended = bool(flow.spec.suspend)
         # A stop request: why the flow must fail. `stopped`: now, everything at once; `stopping`: a graceful
         # stop (RunFinally), the other steps now and the finally steps run first (planner.finale). A flow
@@ -116,6 +110,7 @@ class PlanState:
         self.cut_short: set[str] = set()
         self.ended_for: tuple[str, str] | None = None
         self._stopped_before: bool | None = None
+        self._main_ended_before: bool | None = None
         self.budget = retry_budget(flow)
         # Retrying steps are never settled nor dormant: they are all in `moving`.
         self.budget_used = sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
@@ -275,6 +270,19 @@ class PlanState:
             began = self.flow.status.start_time
             self._stopped_before = any(stopped_in_run(s, began) for s in self.works.settled())
         return self._stopped_before
+
+    def main_ended_before(self) -> bool:
+        """Did the status this plan read, the one stored, have every step that is not finally ended? Only
+        then may a finally step's Job be created or taken over (planner.finale): the plan that ends those
+        steps writes that first. Read once, and only by a plan that would start a finally step."""
+        if self._main_ended_before is None:
+            initial, final = self.works.initial, self.final
+            self._main_ended_before = all(
+                (s := initial.get(name)) is not None and s.phase in SETTLED
+                for name in self.order
+                if name not in final
+            )
+        return self._main_ended_before
 
     def stop_took_effect(self) -> bool:
         """Has the stop request ended a step, in this plan or an earlier one? A stop that comes once the

@@ -108,12 +108,12 @@ def uncommitted(w: StepWork, works: Works) -> bool:
     """A step `w` reads (a dependency or a `<step>:` input) captured output values in this very plan:
     `w` waits for the next reconcile, so the values are committed in status before it starts (the
     controller creates Jobs before it writes status; the status write itself wakes the flow). A finally
-    step's `when` may read every step (and `flow.outcome`): it waits while any step got its outputs in
-    this plan, a memoized one served from its cache included (a lost write, then an entry changed
-    meanwhile, would otherwise leave the step's Job created on values the status never held)."""
+    step's `when` may read every step: those that are not finally ended in the stored status before it
+    may start (planner.finale), their outputs with them; it waits while another finally step got its
+    outputs in this plan."""
     if w.spec.is_finally and w.spec.when is not None:
         # A step that got outputs in this plan moved in it: the others need not be read.
-        names: Iterable[str] = [name for name in works.moving if name != w.name]
+        names: Iterable[str] = [n for n, d in works.moving.items() if n != w.name and d.spec.is_finally]
     else:
         names = (*w.spec.dependencies, *json_path_sources(w.spec))
     for name in names:

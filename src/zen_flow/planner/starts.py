@@ -6,11 +6,10 @@ A memoized step served from its cache runs no Job: its cache is read before it w
 
 from __future__ import annotations
 
-from zen_flow.api.constants import ANNOTATION_DECISIONS, StepPhase
+from zen_flow.api.constants import StepPhase
 from zen_flow.core.expressions import Deferred, Unavailable, check_when
 from zen_flow.planner.actions import CreateJob
 from zen_flow.planner.artifacts import add_transfers
-from zen_flow.planner.decisions import encode
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.memoization import serving_cache
@@ -162,10 +161,6 @@ class Starts(Finale):
                 body, w.name, resolved, (self.flow.metadata.name, self.flow.metadata.namespace)
             )
             body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
-            if w.spec.is_finally:
-                # What this plan decided of the other steps, for a plan after its write was lost.
-                annotations = body["metadata"].setdefault("annotations", {})
-                annotations[ANNOTATION_DECISIONS] = encode(self.decided)
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
             self.note_failure(w)

@@ -48,6 +48,8 @@ _HELD_KEY = "Running/held"
 _SLOT_KEY = "Ready/held"
 # How a Retrying step's message begins (observation.attempt_failed); the flow's message says the attempt.
 _ATTEMPT_FAILED = re.compile(r"attempt \d+ failed: ")
+# What a finally step says while the status that ends the other steps is written (planner.finale).
+COMMIT_WAIT = "waiting for the status that ends the other steps to be written"
 
 
 def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
@@ -171,8 +173,13 @@ def flow_message(
         return cut(queued, MAX_FLOW_MESSAGE)
     if phase == FlowPhase.SUSPENDED:
         parts.append("suspended")
+    # Nothing else going on: the finally steps may be about to start (one status write after the rest).
+    idle = not (running or held or waiting or slotless or retrying)
+    starting = [s.name for s in steps if s.message == COMMIT_WAIT] if idle else ()
     if failure:
-        parts.append(f"{failure}; waiting for running steps to finish")
+        parts.append(failure if starting else f"{failure}; waiting for running steps to finish")
+    if starting:
+        parts.append(f"the finally steps start next: {listing(starting)}")
     if running:
         parts.append(f"running: {listing(running)}")
     if held:
