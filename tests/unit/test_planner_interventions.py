@@ -295,6 +295,7 @@ def test_an_optional_gate_that_timed_out_reruns_only_when_named() -> None:
     sim.reconcile()
     sim.advance(3600)
     sim.reconcile()
+    sim.reconcile()  # the timeout stored: its dependents start (planner/observation.py `after_timeout`)
     sim.fail(sim.running()[0])
     sim.reconcile()
     assert (sim.phase, phases(sim)) == (

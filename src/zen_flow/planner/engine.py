@@ -111,9 +111,12 @@ class _Planner(Starts):
         # `w` then ends for that cause too (`stop_all`), not for "dependency ... failed".
         ready, never = dependency_verdict(w, self.works, self.cut_short)
         if never is not None:
+            self.after_timeout(w)  # its own dependents wait too (their `when` may read the timed-out step)
             w.skip(self.now, never)
             return
-        if not ready or self.blocked(w) or uncommitted(w, self.works) or self.awaits_commit(w):
+        if not ready or self.blocked(w) or self.after_timeout(w):
+            return
+        if uncommitted(w, self.works) or self.awaits_commit(w):
             return
         if w.spec.when is not None and not w.spec.is_manual and self.parallelism is not None:
             # Decided when a slot is free for the step (`start_ready`), once: not at every plan it waits

@@ -50,11 +50,19 @@ class Observation(Memoization):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
+        later: list[StepWork] = []
         for w in self.moving.values():
             if w.phase == StepPhase.PENDING_APPROVAL:
                 self.observe_approval(w)
             elif w.phase == StepPhase.RUNNING:
                 self.observe_running(w)
+            if w.phase == StepPhase.PENDING and w.spec.dependencies:
+                # After its dependencies are observed, whatever the spec's order: one timed out here
+                # leaves its Job alone (`adopt`).
+                later.append(w)
+            else:
+                self.adopt(w)
+        for w in later:
             self.adopt(w)
         self.works.wake(
             [d for w in self.moving.values() if w.terminal for d in self.dependents.get(w.name, ())]
@@ -70,9 +78,10 @@ class Observation(Memoization):
             job = self.jobs.get(name)
             if job is None or not adoptable(job):
                 return
-            if w.spec.is_finally and not self.main_ended_before():
-                # None is created before the stored status ends the other steps (planner.finale): not ours
-                # (forged, or left by a controller older than that rule); taken over, if at all, after.
+            if (w.spec.is_finally and not self.main_ended_before()) or self.after_timeout(w):
+                # None is created before the stored status ends the other steps (planner.finale), nor
+                # before it ends a dependency this plan timed out (`after_timeout`): not ours (forged, or
+                # left by a controller older than those rules); taken over, if at all, after.
                 return
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
             # What it said while held for a slot is over: it runs.
@@ -134,6 +143,7 @@ class Observation(Memoization):
             if self.now >= due:
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
+                self.timed_out.add(w.name)  # the Job may have completed before the delete: `after_timeout`
             else:
                 self.wakeups.append(due)
 
@@ -344,3 +354,18 @@ class Observation(Memoization):
             return
         w.fail(self.now, f"{NO_DECISION_MARK} {timeout}s (timeoutSeconds)")
         self.note_failure(w)
+        self.timed_out.add(w.name)  # an approval seen later still wins: `after_timeout`
+
+    def after_timeout(self, w: StepWork) -> bool:
+        """Does `w` depend on a step this plan ended by its timeout (or on one it ended on that account)?
+        Then `w` waits for the next plan, whose input, the stored status, has that end: decided on the
+        clock, it can turn otherwise in a plan after this one's write is lost (an approval seen with the
+        gate's timeout passed wins; the Job deleted for its timeout may have completed first), and `w`
+        must not run on an outcome the status never held. A Pending `w` that ends here anyway (skipped
+        by its dependencies) passes the wait on to its own dependents. Timeouts are rare: nothing is read
+        otherwise, and no status write is added to other transitions."""
+        timed_out = self.timed_out
+        if not timed_out or timed_out.isdisjoint(w.spec.dependencies):
+            return False
+        timed_out.add(w.name)
+        return True

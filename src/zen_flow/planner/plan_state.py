@@ -111,6 +111,9 @@ class PlanState:
         self.ended_for: tuple[str, str] | None = None
         self._stopped_before: bool | None = None
         self._main_ended_before: bool | None = None
+        # Steps this plan ended by their timeout (a gate's wait, a Job's run), and the steps it ended on
+        # their account: none of their dependents starts in this plan (`Observation.after_timeout`).
+        self.timed_out: set[str] = set()
         self.budget = retry_budget(flow)
         # Retrying steps are never settled nor dormant: they are all in `moving`.
         self.budget_used = sum(1 for w in self.moving.values() if w.phase == StepPhase.RETRYING)
