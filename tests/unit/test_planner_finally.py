@@ -385,3 +385,34 @@ def test_a_finally_steps_when_never_decides_on_a_memoized_result_whose_write_was
         sim.reconcile()
     assert sim.created == []
     assert (phases(sim), sim.phase) == ({"m": "Succeeded", "cleanup": "Skipped"}, "Succeeded")
+
+
+COMMIT_WAIT = "waiting for the status that ends the other steps to be written"
+
+
+def test_a_finally_step_taken_over_after_a_lost_write_no_longer_says_it_waits_for_the_status() -> None:
+    sim = Simulator(make_flow([job_step("a"), job_step("cleanup", **FINALLY)]), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()  # writes a's end: cleanup waits for that write
+    assert message(sim, "cleanup") == COMMIT_WAIT
+    sim.reconcile(write_status=False)  # creates cleanup's Job; the write recording it is lost
+    sim.reconcile()  # takes the Job over
+    assert phases(sim)["cleanup"] == "Running"
+    assert message(sim, "cleanup") == ""  # it runs: it waits for nothing
+
+
+def test_a_flow_suspended_before_its_finally_steps_start_says_it_is_suspended_not_waiting_for_a_write() -> (
+    None
+):
+    sim = Simulator(make_flow([job_step("a"), job_step("cleanup", **FINALLY)]), T0)
+    sim.reconcile()
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    sim.set_suspend(True)
+    sim.reconcile()
+    assert (sim.flow.status.phase, sim.flow.status.message) == ("Suspended", "suspended")
+    assert message(sim, "cleanup") == ""
+    sim.set_suspend(False)
+    sim.reconcile()
+    assert phases(sim)["cleanup"] == "Running"

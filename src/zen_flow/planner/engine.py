@@ -44,6 +44,7 @@ from zen_flow.planner.retention import keeps_last_attempt_only, superseded
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.starts import Starts
 from zen_flow.planner.status import (
+    COMMIT_WAIT,
     REASON_DEADLINE,
     REASON_FINALLY_FAILED,
     REASON_REPLACED,
@@ -106,6 +107,8 @@ class _Planner(Starts):
         if waiting(w.message):
             self.note_missed(w)
             w.message = None  # said again below if it is still held
+        elif w.message == COMMIT_WAIT and self.main_ended_before():
+            w.message = None  # written: what it may wait for now (a resume, a slot) says itself
         # A dependency this plan ended for a stop, a replacement or the deadline (its Job found gone:
         # `PlanState.own_delete`) counts as running, as in the plan that ended it, whose write was lost:
         # `w` then ends for that cause too (`stop_all`), not for "dependency ... failed".

@@ -75,9 +75,7 @@ class Finale(Observation):
         if not w.spec.is_finally:
             return False
         if self.main_ended_before():
-            if w.message == COMMIT_WAIT:  # written: it may wait for something else now (its `when`)
-                w.message = None
-            return False
+            return False  # and `schedule_pending` has cleared the message
         w.message = COMMIT_WAIT
         return True
 

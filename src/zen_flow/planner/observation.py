@@ -33,6 +33,7 @@ from zen_flow.planner.outputs import (
 )
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.reports import download_failure, exit_summary
+from zen_flow.planner.status import COMMIT_WAIT
 from zen_flow.planner.steps import HELD, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
@@ -84,8 +85,9 @@ class Observation(Memoization):
                 # left by a controller older than those rules); taken over, if at all, after.
                 return
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
-            # What it said while held for a slot is over: it runs.
-            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=unwait(w.message))
+            # What it said while held for a slot, or waiting for the status write, is over: it runs.
+            message = None if w.message == COMMIT_WAIT else unwait(w.message)
+            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=message)
             self.observe_running(w)
 
     def observe_running(self, w: StepWork) -> None:
