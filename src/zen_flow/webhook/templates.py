@@ -76,12 +76,13 @@ def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> di
         # The whole spec, `expand`'s: the controller's merge patch stores the same (controller/templates.py).
         ops: list[dict[str, Any]] = [{"op": "replace", "path": "/spec", "value": expansion.spec}]
         meta = obj.get("metadata")
-        labels = _labels(obj)
         if not isinstance(meta, dict):
             return mutate_request(request)  # the validating webhook says why
-        if isinstance(meta.get("labels"), dict):
+        labels = meta.get("labels")
+        if isinstance(labels, dict):
             ops.append({"op": "add", "path": pointer("metadata", "labels", LABEL_TEMPLATE), "value": name})
         else:
+            labels = {}
             ops.append({"op": "add", "path": "/metadata/labels", "value": {LABEL_TEMPLATE: name}})
         expanded = {
             **obj,
@@ -103,9 +104,3 @@ def unreadable(request: AdmissionRequest, name: str, why: str) -> dict[str, Any]
         f"could not read {TEMPLATE_KIND} {name!r} in namespace {request.namespace!r} to expand the flow: "
         + why,
     )
-
-
-def _labels(obj: Any) -> dict[str, Any]:
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    return labels if isinstance(labels, dict) else {}
