@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
-from test_planner_tallied_gates import T0, approve
+from test_planner_tallied_gates import T0, approve, write
 
 from zen_flow.api.constants import (
+    ANNOTATION_DECISION_MESSAGE_PREFIX,
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     APPROVE_PREFIX,
@@ -109,3 +110,21 @@ def test_a_request_id_longer_than_the_status_holds_is_honoured_once_under_a_shor
     sim.reconcile()
     assert sim.phase == "Running"
     assert len({r.id for r in sim.flow.status.audit.retries}) == 2
+
+
+def test_plain_gates_approved_with_long_messages_stay_within_the_bound() -> None:
+    # Each plain gate's audit entry keeps its decision message (cut at 1 KiB) and the approver's name:
+    # admission must count them, or a flow it admitted could write a status larger than it allowed for.
+    gates = [f"gate-{i:03}" for i in range(100)]
+    sim = Simulator(make_flow([manual_step(g) for g in gates]), T0)
+    sim.reconcile()
+    for gate in gates:
+        changes = {APPROVE_PREFIX + gate: "true", ANNOTATION_DECISION_MESSAGE_PREFIX + gate: "why " * 400}
+        write(sim, "u" * 250, changes)
+        sim.advance(1)
+        sim.reconcile()
+    assert sim.phase == "Succeeded"
+    audit = sim.flow.status.audit
+    assert audit is not None
+    assert all(a.message is not None and len(a.message) == 1024 for a in audit.approvals)
+    assert size(sim) <= bound(sim.flow)

@@ -36,7 +36,9 @@ STEP_MESSAGE_BYTES = 256 + 64  # 256 characters (planner/steps.py MAX_MESSAGE), 
 STEP_ENTRY_BYTES = 300 + 63 + 4 * 30 + (63 + 63 + 36 + 40) + 20 + STEP_MESSAGE_BYTES
 # Conditions (8, messages up to 1 KiB), phase, times, progress, message, observedGeneration.
 FLOW_STATUS_BYTES = 8 * (1024 + 200) + 256 * 3 + 800
-APPROVAL_BYTES = 2 * 256 + 63 + 30 + 80  # approvedBy, and status.audit.approvals[]: step, user, time
+# A plain gate: approvedBy, and status.audit.approvals[]: step, user, time and the decision message (1 KiB,
+# planner/observation.py): 400 plain gates approved with a long message outgrew the bound without it.
+APPROVAL_BYTES = 2 * 256 + 63 + 30 + 80 + 1024
 # On a gate with `approval`: each approver in approvedBy (", "-joined), and each audited approval or
 # rejection, its decision message (1 KiB, planner/observation.py) included.
 APPROVER_BYTES = 256 + 2
