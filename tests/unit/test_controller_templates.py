@@ -19,7 +19,7 @@ from zen_flow.api import JobFlow
 from zen_flow.api.constants import RUN_TTL_SECONDS
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.controller.templates import TemplateResolver
-from zen_flow.kube.errors import ApiError
+from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.planner.cron_runs import build_run
 from zen_flow.webhook.envelope import parse_review
 from zen_flow.webhook.mutation import default_ops
@@ -105,6 +105,87 @@ async def test_a_flow_whose_template_does_not_exist_fails_invalid_naming_it(rig:
     await rig.settle(60)
     assert len(api.events) == events
     assert rig.flow.status.phase == "Failed"
+
+
+# --- ClusterJobFlowTemplates (templateRef.clusterScope: true) ----------------------------------------------
+
+CLUSTER_TEMPLATE: dict[str, Any] = {
+    **TEMPLATE,
+    "kind": "ClusterJobFlowTemplate",
+    "metadata": {"name": "build"},
+    "spec": {**TEMPLATE["spec"], "steps": [{"name": "shared", "template": JOB_TEMPLATE}]},
+}
+
+
+def from_cluster_template(name: str = "build") -> JobFlow:
+    flow = from_template(name)
+    assert flow.spec.template_ref is not None
+    ref = flow.spec.template_ref.model_copy(update={"cluster_scope": True})
+    return flow.model_copy(update={"spec": flow.spec.model_copy(update={"template_ref": ref})})
+
+
+@pytest.mark.parametrize("rig", [from_cluster_template()], indirect=True)
+async def test_the_controller_expands_a_flow_from_a_cluster_template(rig: Rig) -> None:
+    api = rig.api
+    api.templates[("team", "build")] = copy.deepcopy(TEMPLATE)  # the namespace's: not the one named
+    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
+    api.sync()
+    await rig.settle()
+    flow = rig.flow
+    assert [s.name for s in flow.spec.steps] == ["shared"]
+    assert flow.spec.template_ref is None
+    assert flow.metadata.labels["workflow.kube-zen.io/template"] == "build"
+    assert flow.metadata.labels["workflow.kube-zen.io/cluster-template"] == "true"
+    assert ("Normal", "TemplateExpanded", "steps taken from ClusterJobFlowTemplate build") in api.events
+    api.sync()
+    await rig.settle()
+    assert rig.step("shared") == "Running"  # in the flow's namespace, as any flow's
+
+
+@pytest.mark.parametrize("rig", [from_cluster_template("ghost")], indirect=True)
+async def test_a_flow_whose_cluster_template_does_not_exist_fails_naming_it(rig: Rig) -> None:
+    api = rig.api
+    api.templates[("team", "ghost")] = copy.deepcopy(TEMPLATE)  # the namespace's: not the one named
+    api.sync()
+    await rig.settle()
+    valid = next(c for c in rig.flow.status.conditions if c.type == "Valid")
+    message = 'spec.templateRef.name: Not found: "ghost": ClusterJobFlowTemplate "ghost" not found'
+    assert (rig.flow.status.phase, valid.status, valid.reason) == ("Failed", "False", "TemplateNotFound")
+    assert valid.message == f"cannot expand the flow: {message}"
+    assert ("Warning", "TemplateNotFound", message) in api.events
+    assert api.job_creates == []
+
+
+@pytest.mark.parametrize("rig", [from_cluster_template()], indirect=True)
+async def test_a_cluster_template_rbac_forbids_fails_the_flow_once_naming_the_field(rig: Rig) -> None:
+    # A controller bound by RoleBindings only: the apiserver answers 403 to the read of any
+    # cluster-scoped object. The flow fails saying so; it is not retried for ever, nothing crashes.
+    api = rig.api
+    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
+    denied = 'clusterjobflowtemplates.workflow.kube-zen.io "build" is forbidden: User "sa" cannot get'
+    api.cluster_template_error = from_status(403, {"reason": "Forbidden", "message": denied})
+    reads: list[str] = []
+    read = api.get_flow_template
+
+    async def counted(namespace: str, name: str, *, cluster: bool = False) -> Any:
+        reads.append(name)
+        return await read(namespace, name, cluster=cluster)
+
+    api.get_flow_template = counted  # type: ignore[method-assign]
+    api.sync()
+    with capture_logs():
+        for _ in range(5):
+            await rig.settle(60)
+    status = rig.flow.status
+    valid = next(c for c in status.conditions if c.type == "Valid")
+    assert (status.phase, valid.reason) == ("Failed", "TemplateNotFound")
+    assert valid.message == (
+        "cannot expand the flow: spec.templateRef.name: Forbidden: zen-flow may not read "
+        'ClusterJobFlowTemplate "build" (grant its controller `get` on clusterjobflowtemplates: '
+        f"docs/RBAC.md): {denied}"
+    )
+    assert reads == ["build"]  # once
+    assert api.job_creates == []
 
 
 UNDECLARED = from_template(arguments={"parameters": [{"name": "x", "value": "1"}]})
@@ -238,11 +319,15 @@ class Stub:
     async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any]:
         return copy.deepcopy(self.raw)
 
-    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any]:
+    async def get_flow_template(
+        self, namespace: str, name: str, *, cluster: bool = False
+    ) -> Mapping[str, Any]:
+        self.cluster = cluster
         return copy.deepcopy(self.template)
 
     async def expand_flow(self, namespace: str, name: str, rv: str, spec: Any, labels: Any) -> None:
         self.patches.append(spec)
+        self.labels = dict(labels)
 
     def emit(self, *args: Any) -> None:
         pass
@@ -267,6 +352,8 @@ class Stub:
         ),
         (TEMPLATE, {"arguments": {"parameters": [{"name": "env", "value": "prod"}]}}),
         (BARE, {"arguments": {"parameters": []}}),
+        (RICH, {"templateRef": {"name": "build", "clusterScope": True}}),
+        (TEMPLATE, {"templateRef": {"name": "build", "clusterScope": False}}),
     ],
 )
 async def test_the_webhook_and_the_controller_store_the_same_spec(
@@ -278,6 +365,7 @@ async def test_the_webhook_and_the_controller_store_the_same_spec(
         "metadata": {"name": "nightly", "namespace": "team", "resourceVersion": "7"},
         "spec": {"templateRef": {"name": "build"}, "executionPolicy": DEFAULTS, **copy.deepcopy(spec)},
     }
+    cluster = raw["spec"]["templateRef"].get("clusterScope") is True
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -298,6 +386,14 @@ async def test_the_webhook_and_the_controller_store_the_same_spec(
     by_controller = merged(raw["spec"], patch)
     assert by_controller == by_webhook
     assert "templateRef" not in by_webhook
+    # The same labels too, and the same kind of template read.
+    by_webhook_labels = apply_patch(raw, json.loads(base64.b64decode(answer["patch"])))["metadata"]["labels"]
+    assert stub.labels == by_webhook_labels
+    assert stub.cluster is cluster
+    assert by_webhook_labels == {
+        "workflow.kube-zen.io/template": "build",
+        **({"workflow.kube-zen.io/cluster-template": "true"} if cluster else {}),
+    }
 
 
 # --- the TTL of a CronJobFlow's run made from a template, by both paths --------------------------------

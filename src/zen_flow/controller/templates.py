@@ -1,4 +1,5 @@
-"""Flows that reach the controller naming a JobFlowTemplate and with no steps of their own.
+"""Flows that reach the controller naming a JobFlowTemplate (or, `templateRef.clusterScope: true`, a
+ClusterJobFlowTemplate) and with no steps of their own.
 
 The mutating webhook expands such a flow when it is created (webhook/templates.py); one created while
 the webhook was down, or on a cluster without it, reaches the controller as it was written. It must not
@@ -9,11 +10,13 @@ resourceVersion it read (a write conflict only requeues it). The stored spec is 
 webhook stores it: templateRef removed, the flow labelled. The watch event of that write brings the flow
 back as an ordinary one.
 
-A flow that cannot be expanded ends Failed with condition Valid=False, never retried for ever: a
-template that does not exist (reason TemplateNotFound, and a Warning Event of that reason, both naming
-it); an expansion `expand` refuses, or that the JobFlow validator refuses (reason InvalidSpec, errors
-named by field: a template written without the webhook was never checked); a write the apiserver refuses
-for good (an admission policy, RBAC: a 4xx other than a conflict or throttling), with its message.
+A flow that cannot be expanded ends Failed with condition Valid=False, never retried for ever: a template
+that does not exist, or that the apiserver does not let the controller read (403: a controller bound by
+RoleBindings only cannot read a cluster-scoped template), reason TemplateNotFound, and a Warning Event of
+that reason, both naming it and the field; an expansion `expand` refuses, or that the JobFlow validator
+refuses (reason InvalidSpec, errors named by field: a template written without the webhook was never
+checked); a write the apiserver refuses for good (an admission policy, RBAC: a 4xx other than a conflict
+or throttling), with its message.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import LABEL_TEMPLATE, TEMPLATE_KIND, FlowPhase
-from zen_flow.kube.errors import ApiError
+from zen_flow.api.constants import FlowPhase
+from zen_flow.kube.errors import ApiError, Forbidden
 from zen_flow.logging import get_logger
 from zen_flow.planner.events import NORMAL, WARNING
 from zen_flow.planner.status import REASON_INVALID, REASON_TEMPLATE_NOT_FOUND
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.expansion import (
+    TemplateName,
     expand,
     is_cron_run,
     merge_patch,
     missing_template,
     needs_expansion,
+    unreadable_template,
 )
 
 log = get_logger(__name__)
@@ -60,8 +65,11 @@ class TemplateApi(Protocol):
         """The raw JobFlow as stored; None when it is gone."""
         ...
 
-    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        """The raw JobFlowTemplate; None when there is none of that name."""
+    async def get_flow_template(
+        self, namespace: str, name: str, *, cluster: bool = False
+    ) -> Mapping[str, Any] | None:
+        """The raw JobFlowTemplate, or (`cluster`) ClusterJobFlowTemplate; None when there is none of that
+        name."""
         ...
 
     async def expand_flow(
@@ -107,12 +115,19 @@ class TemplateResolver:
         """Expand `flow` (an `unexpanded` one) into its spec; None once written (or when nothing is left
         to expand: the flow is gone, or was written meanwhile), else why it cannot be."""
         assert flow.spec.template_ref is not None  # unexpanded() said so
-        name, namespace = flow.spec.template_ref.name, flow.metadata.namespace
-        if not name:
+        named, namespace = flow.spec.template_ref, flow.metadata.namespace
+        if not named.name:
             return Refusal(REASON_INVALID, ("spec.templateRef.name: Required value",))
-        template = await self._api.get_flow_template(namespace, name)
+        ref = TemplateName(named.name, cluster=named.cluster_scope is True)
+        denied: str | None = None
+        try:
+            template = await self._api.get_flow_template(namespace, ref.name, cluster=ref.cluster)
+        except Forbidden as err:
+            # RBAC says no, and asking again gets the same answer: the flow fails naming the field and
+            # the grant it needs, rather than being retried for ever.
+            template, denied = None, str(unreadable_template(ref, namespace, err.message))
         if template is None:
-            error = str(missing_template(name, namespace))
+            error = denied or str(missing_template(ref, namespace))
             self._events.emit(flow, WARNING, REASON_TEMPLATE_NOT_FOUND, error)
             return Refusal(REASON_TEMPLATE_NOT_FOUND, (error,))
         raw = await self._api.get_flow(namespace, flow.metadata.name)
@@ -122,7 +137,7 @@ class TemplateResolver:
         expansion = expand(spec, template, namespace, run=is_cron_run(raw.get("metadata")))
         if expansion.spec is None:
             return Refusal(REASON_INVALID, tuple(str(e) for e in expansion.errors))
-        labels = {LABEL_TEMPLATE: name}
+        labels = ref.labels
         if errors := validate_jobflow(stored_flow(raw, expansion.spec, labels)):
             return Refusal(REASON_INVALID, tuple(str(e) for e in errors))
         try:
@@ -135,8 +150,8 @@ class TemplateResolver:
             # An admission policy the validator does not mirror, RBAC: the same write sent again gets the
             # same answer, so the flow fails with it rather than being retried for ever.
             return Refusal(REASON_INVALID, (f"{REFUSED}: {err.message}",))
-        log.info("expanded from its template", template=name)
-        self._events.emit(flow, NORMAL, TEMPLATE_EXPANDED, f"steps taken from {TEMPLATE_KIND} {name}")
+        log.info("expanded from its template", template=ref.name, cluster=ref.cluster)
+        self._events.emit(flow, NORMAL, TEMPLATE_EXPANDED, f"steps taken from {ref.kind} {ref.name}")
         return None
 
 

@@ -54,9 +54,12 @@ class Cluster:
         except NotFound:
             return None
 
-    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        """The raw JobFlowTemplate, None when there is none of that name."""
-        return await self._flows.templates.get(namespace, name)
+    async def get_flow_template(
+        self, namespace: str, name: str, *, cluster: bool = False
+    ) -> Mapping[str, Any] | None:
+        """The raw JobFlowTemplate, or (`cluster`) ClusterJobFlowTemplate, None when there is none of that
+        name."""
+        return await self._flows.templates.get(namespace, name, cluster=cluster)
 
     async def expand_flow(
         self,
