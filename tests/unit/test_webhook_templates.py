@@ -263,6 +263,24 @@ async def test_a_flow_naming_a_cluster_template_is_expanded_from_it_and_labelled
     assert plain["spec"]["executionPolicy"]["backoffLimit"] == 2
 
 
+async def test_a_cluster_template_label_set_by_hand_goes_from_a_flow_of_the_namespaces_template(
+    aiohttp_client: Any,
+) -> None:
+    # Both template labels are informational and a user may set them; a flow expanded from the
+    # namespace's template must not keep one saying it came from a cluster template.
+    client = await aiohttp_client(create_webhook_app(templates=Templates(TEMPLATE, CLUSTER_TEMPLATE)))
+    obj = flow()
+    obj["metadata"]["labels"] = {"team": "a", CLUSTER_LABEL: "true", LABEL: "other"}
+    stored = patched(obj, await post(client, "/mutate-jobflow", review(obj)))
+    assert stored["metadata"]["labels"] == {"team": "a", LABEL: "build"}
+    assert validate_review(json.dumps(review(stored)).encode())["response"]["allowed"]
+    # From the cluster template, the label stays (set to "true").
+    labelled = cluster_flow()
+    labelled["metadata"]["labels"] = {CLUSTER_LABEL: "true"}
+    answer = await post(client, "/mutate-jobflow", review(labelled))
+    assert patched(labelled, answer)["metadata"]["labels"] == {LABEL: "build", CLUSTER_LABEL: "true"}
+
+
 async def test_a_missing_cluster_template_is_refused_naming_the_field_and_the_kind(
     aiohttp_client: Any,
 ) -> None:

@@ -279,10 +279,10 @@ class FakeApiServer:
         name: str,
         resource_version: str,
         spec: Mapping[str, Any],
-        labels: Mapping[str, str],
+        labels: Mapping[str, str | None],
     ) -> None:
-        """A merge patch (RFC 7386) of the flow's spec, conditional on `resource_version`: a new
-        generation."""
+        """A merge patch (RFC 7386) of the flow's spec and labels (null: removed),
+        conditional on `resource_version`: a new generation."""
         key = f"{namespace}/{name}"
         old = self.flows[key]
         if old.metadata.resource_version != resource_version:
@@ -291,7 +291,7 @@ class FakeApiServer:
         wire = merged(old.spec.to_wire(), spec)
         meta = old.metadata.model_copy(
             update={
-                "labels": {**old.metadata.labels, **labels},
+                "labels": {k: v for k, v in merged(old.metadata.labels, labels).items() if v is not None},
                 "generation": (old.metadata.generation or 1) + 1,
             }
         )

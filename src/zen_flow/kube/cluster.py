@@ -67,10 +67,10 @@ class Cluster:
         name: str,
         resource_version: str,
         spec: Mapping[str, Any],
-        labels: Mapping[str, str],
+        labels: Mapping[str, str | None],
     ) -> None:
-        """Write a flow's expansion (a merge patch of its spec, its labels); `Conflict` if it changed since
-        `resource_version`."""
+        """Write a flow's expansion (a merge patch of its spec, its labels: null removes one);
+        `Conflict` if it changed since `resource_version`."""
         body = {"metadata": {"labels": dict(labels)}, "spec": dict(spec)}
         await self._flows.merge(namespace, name, body, resource_version)
 

@@ -108,6 +108,14 @@ class TemplateName:
         """The labels of a flow expanded from it (informational: nothing reads them back)."""
         return {LABEL_TEMPLATE: self.name, **({LABEL_CLUSTER_TEMPLATE: "true"} if self.cluster else {})}
 
+    def stale_labels(self, labels: Any) -> tuple[str, ...]:
+        """The labels of `labels` (the flow's own, as written) that the expansion removes: a
+        `cluster-template` label a user set on a flow expanded from the namespace's template would say
+        the flow came from a cluster template."""
+        if self.cluster or not isinstance(labels, Mapping):
+            return ()
+        return (LABEL_CLUSTER_TEMPLATE,) if LABEL_CLUSTER_TEMPLATE in labels else ()
+
 
 def template_ref(spec: Any) -> TemplateName | None:
     """The template a raw flow spec names, None when it names none (or its name is not a string); a

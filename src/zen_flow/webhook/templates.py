@@ -9,11 +9,11 @@ The mutating webhook expands a JobFlow created with `spec.templateRef` and no st
 template (`template_to_read`, then a GET), and `expand_review` writes the expansion into the flow
 (validation/expansion.py: the template's steps and resourceTemplates, its arguments with the flow's
 values, the policies merged), removes `templateRef`, labels it `workflow.kube-zen.io/template: NAME` (and
-`workflow.kube-zen.io/cluster-template: "true"` for a ClusterJobFlowTemplate), and adds the usual
-defaults and audit annotations. The validating webhook then sees an ordinary flow. A create that sets
-both steps and templateRef is refused (a stored flow never holds both: a flow read back with `kubectl get
--o yaml` has steps only, and the apiserver calling this webhook again on its own output sees no
-templateRef).
+`workflow.kube-zen.io/cluster-template: "true"` for a ClusterJobFlowTemplate; for a JobFlowTemplate that
+label is removed, should the user have set it), and adds the usual defaults and audit annotations. The
+validating webhook then sees an ordinary flow. A create that sets both steps and templateRef is refused
+(a stored flow never holds both: a flow read back with `kubectl get -o yaml` has steps only, and the
+apiserver calling this webhook again on its own output sees no templateRef).
 """
 
 from __future__ import annotations
@@ -88,10 +88,14 @@ def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> di
             return mutate_request(request)  # the validating webhook says why
         labels = meta.get("labels")
         if isinstance(labels, dict):
+            # A cluster-template label the user set, on a flow from the namespace's template, goes.
+            stale = ref.stale_labels(labels)
+            ops += [{"op": "remove", "path": pointer("metadata", "labels", key)} for key in stale]
             ops += [
                 {"op": "add", "path": pointer("metadata", "labels", key), "value": value}
                 for key, value in ref.labels.items()
             ]
+            labels = {key: value for key, value in labels.items() if key not in stale}
         else:
             labels = {}
             ops.append({"op": "add", "path": "/metadata/labels", "value": ref.labels})
