@@ -630,6 +630,7 @@ def test_the_examples_are_admitted(webhook: Webhook, kubectl: Kubectl, namespace
 # --- JobFlowTemplates -----------------------------------------------------------------------------------
 
 TEMPLATES = REPO / "examples" / "templates"
+CLUSTER_TEMPLATES = REPO / "examples" / "cluster-templates"
 
 
 def test_a_flow_naming_a_template_is_stored_expanded_and_applied_again_is_refused(
@@ -709,7 +710,9 @@ def cluster_template(kubectl: Kubectl) -> Iterator[dict[str, Any]]:
     """The example ClusterJobFlowTemplate under a name of this test's (cluster-scoped: shared by every
     test of the apiserver), deleted afterwards."""
     [template] = [
-        d for d in map(load, sorted(TEMPLATES.glob("*.yaml"))) if d["kind"] == "ClusterJobFlowTemplate"
+        d
+        for d in map(load, sorted(CLUSTER_TEMPLATES.glob("*.yaml")))
+        if d["kind"] == "ClusterJobFlowTemplate"
     ]
     template["metadata"]["name"] = f"scan-{secrets.token_hex(4)}"
     yield template
@@ -868,7 +871,11 @@ def test_make_validate_examples_checks_the_examples_and_the_original_forms() -> 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "JobFlow(s)" not in done.stdout  # errors only on stdout; the summary is on stderr
-    kinds = [yaml.safe_load(p.read_text())["kind"] for p in (REPO / "examples" / "templates").glob("*.yaml")]
+    kinds = [
+        yaml.safe_load(p.read_text())["kind"]
+        for folder in ("templates", "cluster-templates")
+        for p in (REPO / "examples" / folder).glob("*.yaml")
+    ]
     expected = len(project_examples()) + len(original_forms()) + len(upstream_examples())
     expected += kinds.count("JobFlow")  # made from a template
     scheduled = len(list((REPO / "examples" / "scheduled").glob("*.yaml")))  # CronJobFlows

@@ -23,18 +23,19 @@ from zen_flow_dev.testing.driver import FlowDriver
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def example(kind: str, cluster: bool = False) -> dict[str, Any]:
     """The example of `kind`; of a JobFlow, the one naming a cluster template or (default) not."""
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    folder = EXAMPLES / ("cluster-templates" if cluster or kind == "ClusterJobFlowTemplate" else "templates")
+    for path in sorted(folder.glob("*.yaml")):
         doc: dict[str, Any] = yaml.safe_load(path.read_text())
         if doc["kind"] == kind and (
             kind != "JobFlow" or doc["spec"]["templateRef"].get("clusterScope", False) == cluster
         ):
             return doc
-    raise AssertionError(f"no {kind} in {EXAMPLES}")
+    raise AssertionError(f"no {kind} in {folder}")
 
 
 async def test_a_flow_made_from_a_template_runs_its_steps_and_keeps_them_when_the_template_changes(

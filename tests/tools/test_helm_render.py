@@ -245,6 +245,21 @@ def test_watch_namespaces_bind_per_namespace_and_restrict_the_informers(helm: st
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
 
 
+def test_rbac_cluster_templates_false_leaves_out_every_grant_on_cluster_templates(
+    helm: str, tmp_path: Path
+) -> None:
+    # The one cluster-wide binding of a watchNamespaces install, and the rule in the ClusterRole, go.
+    scoped = render(helm, tmp_path, {"watchNamespaces": ["team-a"], "rbac": {"clusterTemplates": False}})
+    assert not find_all(scoped, "ClusterRoleBinding")
+    assert [r["metadata"]["name"] for r in find_all(scoped, "ClusterRole")] == ["zen-flow-controller"]
+    for docs in (scoped, render(helm, tmp_path, {"rbac": {"clusterTemplates": False}})):
+        resources = {
+            res for role in find_all(docs, "ClusterRole") for r in role["rules"] for res in r["resources"]
+        }
+        assert "clusterjobflowtemplates" not in resources
+        assert "jobflowtemplates" in resources
+
+
 def test_the_network_policy_is_the_kustomize_components(helm: str, tmp_path: Path) -> None:
     assert not find_all(render(helm, tmp_path), "NetworkPolicy")  # off by default
     docs = render(helm, tmp_path, {"networkPolicy": {"enabled": True}})

@@ -25,6 +25,7 @@ from zen_flow.validation.expansion import expand, flow_shape, merge_policy, miss
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "templates"
+CLUSTER_EXAMPLES = REPO / "examples" / "cluster-templates"
 API = "workflow.kube-zen.io/v1alpha1"
 JOB = {
     "apiVersion": "batch/v1",
@@ -248,8 +249,34 @@ def test_a_template_name_is_a_label_value_and_names_no_other_template() -> None:
     assert [e.path for e in validate_jobflowtemplate({**template(), "kind": "JobFlow"})] == ["kind"]
 
 
+def applied(folder: Path) -> list[dict[str, Any]]:
+    """The documents of `folder` in the order `kubectl apply -f FOLDER/` sends them: by file name."""
+    return [d for p in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+
+
+@pytest.mark.parametrize("folder", [EXAMPLES, CLUSTER_EXAMPLES], ids=lambda f: f.name)
+def test_an_examples_folder_applied_whole_creates_each_template_before_the_flows_naming_it(
+    folder: Path,
+) -> None:
+    # Their comments say `kubectl apply -f examples/templates/`: a flow sent before its template is
+    # refused by the webhook (Not found).
+    created: set[tuple[str, str]] = set()
+    for doc in applied(folder):
+        ref = template_ref(doc["spec"]) if doc["kind"] == "JobFlow" else None
+        assert ref is None or (ref.kind, ref.name) in created, (
+            f"{doc['metadata']['name']} before its template"
+        )
+        created.add((doc["kind"], doc["metadata"]["name"]))
+
+
+def test_the_template_examples_a_tenant_applies_are_namespaced() -> None:
+    # A tenant may create nothing cluster-scoped: examples/templates/ holds no ClusterJobFlowTemplate.
+    assert {d["kind"] for d in applied(EXAMPLES)} == {"JobFlowTemplate", "JobFlow"}
+    assert {d["kind"] for d in applied(CLUSTER_EXAMPLES)} == {"ClusterJobFlowTemplate", "JobFlow"}
+
+
 def test_the_examples_expand_into_a_valid_flow() -> None:
-    docs = [d for p in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+    docs = [d for folder in (EXAMPLES, CLUSTER_EXAMPLES) for d in applied(folder)]
     templates = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"] != "JobFlow"}
     assert validate_jobflowtemplate(templates["JobFlowTemplate", "build-and-test"]) == []
     assert validate_clusterjobflowtemplate(templates["ClusterJobFlowTemplate", "image-scan"]) == []
