@@ -4,6 +4,7 @@
 #   config/crd/jobflows.workflow.kube-zen.io.yaml  -> files/crds/   (rendered by templates/crd.yaml)
 #   config/crd/cronjobflows.workflow.kube-zen.io.yaml -> files/crds/ (templates/crd.yaml too)
 #   config/crd/jobflowtemplates.workflow.kube-zen.io.yaml -> files/crds/ (templates/crd.yaml too)
+#   config/crd/clusterjobflowtemplates.workflow.kube-zen.io.yaml -> files/crds/ (templates/crd.yaml too)
 #   config/crd/admission-policies.yaml             -> files/crds/   (templates/admission-policies.yaml)
 #   config/prometheus/prometheusrule.yaml          -> files/        (templates/prometheusrule.yaml)
 #   config/grafana/dashboard.json                  -> files/        (templates/dashboard.yaml)
@@ -17,6 +18,7 @@ pairs=(
   "config/crd/jobflows.workflow.kube-zen.io.yaml:${CHART_FILES}/crds/jobflows.workflow.kube-zen.io.yaml"
   "config/crd/cronjobflows.workflow.kube-zen.io.yaml:${CHART_FILES}/crds/cronjobflows.workflow.kube-zen.io.yaml"
   "config/crd/jobflowtemplates.workflow.kube-zen.io.yaml:${CHART_FILES}/crds/jobflowtemplates.workflow.kube-zen.io.yaml"
+  "config/crd/clusterjobflowtemplates.workflow.kube-zen.io.yaml:${CHART_FILES}/crds/clusterjobflowtemplates.workflow.kube-zen.io.yaml"
   "config/crd/admission-policies.yaml:${CHART_FILES}/crds/admission-policies.yaml"
   "config/prometheus/prometheusrule.yaml:${CHART_FILES}/prometheusrule.yaml"
   "config/grafana/dashboard.json:${CHART_FILES}/dashboard.json"

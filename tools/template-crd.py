@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerate the spec properties of the JobFlowTemplate CRD from the JobFlow CRD's (in place).
+"""Regenerate the spec properties of the JobFlowTemplate and ClusterJobFlowTemplate CRDs from the JobFlow
+CRD's (in place).
 
 A template's spec is a JobFlow's definition: the JobFlow CRD's spec properties without the flow's own
-`suspend` and `templateRef`, copied as text so their descriptions (what `kubectl explain jft.spec` shows)
-stay word for word the JobFlow's. Run it after changing the JobFlow CRD's spec (`make manifests` does);
-`--check` changes nothing and exits 1 when the template CRD is out of date
-(tests/unit/test_template_crd.py asserts the same).
+`suspend` and `templateRef`, copied as text so their descriptions (what `kubectl explain jft.spec` and
+`kubectl explain cjft.spec` show) stay word for word the JobFlow's. Run it after changing the JobFlow
+CRD's spec (`make manifests` does); `--check` changes nothing and exits 1 when a template CRD is out of
+date (tests/unit/test_template_crd.py asserts the same).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_CRD = ROOT / "config" / "crd" / "jobflows.workflow.kube-zen.io.yaml"
-TEMPLATE_CRD = ROOT / "config" / "crd" / "jobflowtemplates.workflow.kube-zen.io.yaml"
+TEMPLATE_CRDS = (
+    ROOT / "config" / "crd" / "jobflowtemplates.workflow.kube-zen.io.yaml",
+    ROOT / "config" / "crd" / "clusterjobflowtemplates.workflow.kube-zen.io.yaml",
+)
 SPEC_PROPERTIES = " " * 14 + "properties:\n"  # the `properties:` of openAPIV3Schema.properties.spec
 PROPERTY = " " * 16  # the indentation of a spec property's name
 FLOWS_OWN = {"suspend", "templateRef"}
@@ -34,7 +38,7 @@ def _spec_line(lines: list[str]) -> int:
     return lines.index(" " * 12 + "spec:\n")
 
 
-def template_text() -> str:
+def template_text(template_crd: Path) -> str:
     flow = FLOW_CRD.read_text().splitlines(keepends=True)
     start, end = _properties_of_spec(flow, _spec_line(flow))
     kept: list[str] = []
@@ -44,21 +48,26 @@ def template_text() -> str:
             keep = line.strip().rstrip(":") not in FLOWS_OWN
         if keep:
             kept.append(line)
-    template = TEMPLATE_CRD.read_text().splitlines(keepends=True)
+    template = template_crd.read_text().splitlines(keepends=True)
     t_start, t_end = _properties_of_spec(template, _spec_line(template))
     return "".join(template[:t_start] + kept + template[t_end:])
 
 
 def main() -> int:
-    text = template_text()
-    if text == TEMPLATE_CRD.read_text():
-        return 0
-    if sys.argv[1:] == ["--check"]:
-        print(f"out of date: {TEMPLATE_CRD.relative_to(ROOT)} (run tools/template-crd.py)", file=sys.stderr)
-        return 1
-    TEMPLATE_CRD.write_text(text)
-    print(f"updated {TEMPLATE_CRD.relative_to(ROOT)}")
-    return 0
+    status = 0
+    for template_crd in TEMPLATE_CRDS:
+        text = template_text(template_crd)
+        if text == template_crd.read_text():
+            continue
+        if sys.argv[1:] == ["--check"]:
+            print(
+                f"out of date: {template_crd.relative_to(ROOT)} (run tools/template-crd.py)", file=sys.stderr
+            )
+            status = 1
+            continue
+        template_crd.write_text(text)
+        print(f"updated {template_crd.relative_to(ROOT)}")
+    return status
 
 
 if __name__ == "__main__":

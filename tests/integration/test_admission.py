@@ -46,6 +46,7 @@ from zen_flow.api.constants import (
     ANNOTATION_CREATED_BY,
     APPROVE_PREFIX,
     GROUP,
+    LABEL_CLUSTER_TEMPLATE,
     LABEL_TEMPLATE,
     PLURAL,
     VERSION,
@@ -629,6 +630,7 @@ def test_the_examples_are_admitted(webhook: Webhook, kubectl: Kubectl, namespace
 # --- JobFlowTemplates -----------------------------------------------------------------------------------
 
 TEMPLATES = REPO / "examples" / "templates"
+CLUSTER_TEMPLATES = REPO / "examples" / "cluster-templates"
 
 
 def test_a_flow_naming_a_template_is_stored_expanded_and_applied_again_is_refused(
@@ -683,6 +685,11 @@ def test_a_flow_naming_a_template_is_stored_expanded_and_applied_again_is_refuse
             'spec.templateRef.name: Not found: "ghost": JobFlowTemplate "ghost" not found in namespace',
             id="missing-template",
         ),
+        pytest.param(
+            {"templateRef": {"name": "ghost", "clusterScope": True}},
+            'spec.templateRef.name: Not found: "ghost": ClusterJobFlowTemplate "ghost" not found',
+            id="missing-cluster-template",
+        ),
     ],
 )
 def test_a_flow_the_template_cannot_make_is_refused_naming_the_field(
@@ -696,6 +703,70 @@ def test_a_flow_the_template_cannot_make_is_refused_naming_the_field(
     assert done.returncode != 0
     [printed] = field_errors(done.stderr, "bad")
     assert printed.startswith(error), printed
+
+
+@pytest.fixture
+def cluster_template(kubectl: Kubectl) -> Iterator[dict[str, Any]]:
+    """The example ClusterJobFlowTemplate under a name of this test's (cluster-scoped: shared by every
+    test of the apiserver), deleted afterwards."""
+    [template] = [
+        d
+        for d in map(load, sorted(CLUSTER_TEMPLATES.glob("*.yaml")))
+        if d["kind"] == "ClusterJobFlowTemplate"
+    ]
+    template["metadata"]["name"] = f"scan-{secrets.token_hex(4)}"
+    yield template
+    kubectl("delete", "cjft", template["metadata"]["name"], "--ignore-not-found", check=False)
+
+
+def test_a_flow_naming_a_cluster_template_is_stored_expanded_and_labelled(
+    webhook: Webhook, kubectl: Kubectl, namespace: str, cluster_template: dict[str, Any]
+) -> None:
+    name = cluster_template["metadata"]["name"]
+    kubectl("apply", "-f", "-", input=json.dumps(cluster_template))
+    assert name in kubectl("get", "cjft").stdout  # the short name, no namespace
+    # A JobFlowTemplate of the same name in the flow's namespace is not the one clusterScope names.
+    [namespaced] = [d for d in map(load, sorted(TEMPLATES.glob("*.yaml"))) if d["kind"] == "JobFlowTemplate"]
+    namespaced["metadata"]["name"] = name
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(namespaced))
+    made = flow("made", namespace, [])
+    made["spec"] = {
+        "templateRef": {"name": name, "clusterScope": True},
+        "arguments": {"parameters": [{"name": "image", "value": "nginx:1.27"}]},
+    }
+    done = apply(kubectl, made)
+    assert done.returncode == 0, done.stderr
+    stored = get_flow(kubectl, namespace, "made")
+    assert stored["spec"]["steps"] == cluster_template["spec"]["steps"]
+    assert "templateRef" not in stored["spec"]
+    labels = stored["metadata"]["labels"]
+    assert (labels[LABEL_TEMPLATE], labels[LABEL_CLUSTER_TEMPLATE]) == (name, "true")
+    assert [(p["name"], p["value"]) for p in stored["spec"]["arguments"]["parameters"]] == [
+        ("image", "nginx:1.27"),
+        ("severity", "HIGH"),
+    ]
+    assert stored["spec"]["executionPolicy"]["backoffLimit"] == 1  # the cluster template's
+    listed = kubectl(
+        "get",
+        "jf",
+        "-n",
+        namespace,
+        "-l",
+        f"{LABEL_TEMPLATE}={name},{LABEL_CLUSTER_TEMPLATE}=true",
+        "-o",
+        "name",
+    )
+    assert listed.stdout.split() == ["jobflow.workflow.kube-zen.io/made"]
+
+
+def test_a_cluster_template_is_checked_with_the_jobflow_rules_when_written(
+    webhook: Webhook, kubectl: Kubectl, cluster_template: dict[str, Any]
+) -> None:
+    cluster_template["spec"]["steps"][1]["dependencies"] = ["ghost"]
+    done = kubectl("apply", "-f", "-", input=json.dumps(cluster_template), check=False)
+    assert done.returncode != 0
+    assert 'spec.steps[1].dependencies[0]: Not found: "ghost"' in done.stderr
+    assert "ClusterJobFlowTemplate" in done.stderr
 
 
 # --- certificate rotation -------------------------------------------------------------------------------
@@ -800,12 +871,19 @@ def test_make_validate_examples_checks_the_examples_and_the_original_forms() -> 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "JobFlow(s)" not in done.stdout  # errors only on stdout; the summary is on stderr
-    kinds = [yaml.safe_load(p.read_text())["kind"] for p in (REPO / "examples" / "templates").glob("*.yaml")]
+    kinds = [
+        yaml.safe_load(p.read_text())["kind"]
+        for folder in ("templates", "cluster-templates")
+        for p in (REPO / "examples" / folder).glob("*.yaml")
+    ]
     expected = len(project_examples()) + len(original_forms()) + len(upstream_examples())
     expected += kinds.count("JobFlow")  # made from a template
     scheduled = len(list((REPO / "examples" / "scheduled").glob("*.yaml")))  # CronJobFlows
-    templates = kinds.count("JobFlowTemplate")
-    summary = f"{expected} JobFlow(s), {scheduled} CronJobFlow(s) and {templates} JobFlowTemplate(s) checked"
+    templates, cluster_templates = kinds.count("JobFlowTemplate"), kinds.count("ClusterJobFlowTemplate")
+    summary = (
+        f"{expected} JobFlow(s), {scheduled} CronJobFlow(s), {templates} JobFlowTemplate(s) and "
+        f"{cluster_templates} ClusterJobFlowTemplate(s) checked"
+    )
     assert f"{summary}, 0 invalid" in done.stderr
 
 

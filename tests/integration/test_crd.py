@@ -340,7 +340,7 @@ def full_status() -> dict[str, Any]:
 
 
 # The fields a flow holds instead of steps (steps or templateRef, never both: the CRD's rule).
-FROM_TEMPLATE_SPEC = {"templateRef": {"name": "build-and-test"}}
+FROM_TEMPLATE_SPEC = {"templateRef": {"name": "build-and-test", "clusterScope": True}}
 
 
 def test_the_samples_set_every_field_of_the_schema() -> None:

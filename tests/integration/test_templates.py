@@ -2,11 +2,14 @@
 flow naming it; the flow, created with no steps (this tier runs no webhook, so the controller expands it),
 gets the template's steps (in place of its templateRef), labels and merged arguments, and runs to
 Succeeded (the test finishes its Jobs, as the Job controller would); an edit of the template afterwards
-leaves the flow as it was."""
+leaves the flow as it was. A flow naming a ClusterJobFlowTemplate (`templateRef.clusterScope`) is
+expanded from it the same way, in its own namespace."""
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +17,25 @@ import pytest
 import yaml
 from controller_steps import WAIT, finish, wait_steps
 
-from zen_flow.api.constants import LABEL_TEMPLATE
+from zen_flow.api.constants import LABEL_CLUSTER_TEMPLATE, LABEL_TEMPLATE
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def example(kind: str) -> dict[str, Any]:
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+def example(kind: str, cluster: bool = False) -> dict[str, Any]:
+    """The example of `kind`; of a JobFlow, the one naming a cluster template or (default) not."""
+    folder = EXAMPLES / ("cluster-templates" if cluster or kind == "ClusterJobFlowTemplate" else "templates")
+    for path in sorted(folder.glob("*.yaml")):
         doc: dict[str, Any] = yaml.safe_load(path.read_text())
-        if doc["kind"] == kind:
+        if doc["kind"] == kind and (
+            kind != "JobFlow" or doc["spec"]["templateRef"].get("clusterScope", False) == cluster
+        ):
             return doc
-    raise AssertionError(f"no {kind} in {EXAMPLES}")
+    raise AssertionError(f"no {kind} in {folder}")
 
 
 async def test_a_flow_made_from_a_template_runs_its_steps_and_keeps_them_when_the_template_changes(
@@ -79,3 +86,70 @@ async def test_a_flow_naming_a_missing_template_fails_with_template_not_found(
     valid = next(c for c in failed["status"]["conditions"] if c["type"] == "Valid")
     assert (valid["status"], valid["reason"]) == ("False", "TemplateNotFound")
     assert f'JobFlowTemplate "ghost" not found in namespace "{namespace}"' in valid["message"]
+
+
+# --- ClusterJobFlowTemplates ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_template(kubectl: Any) -> Iterator[dict[str, Any]]:
+    """The example ClusterJobFlowTemplate under a name of this test's (cluster-scoped: shared by every
+    test of the apiserver), deleted afterwards."""
+    template = example("ClusterJobFlowTemplate")
+    template["metadata"]["name"] = f"scan-{secrets.token_hex(4)}"
+    yield template
+    kubectl("delete", "cjft", template["metadata"]["name"], "--ignore-not-found", check=False)
+
+
+async def test_a_flow_made_from_a_cluster_template_runs_its_steps_in_its_namespace(
+    namespace: str,
+    kubectl: Any,
+    driver: FlowDriver,
+    start_controller: StartController,
+    cluster_template: dict[str, Any],
+) -> None:
+    name = cluster_template["metadata"]["name"]
+    kubectl("apply", "-f", "-", input=json.dumps(cluster_template))
+    assert name in kubectl("get", "cjft").stdout  # the short name, no namespace
+    flow = example("JobFlow", cluster=True)
+    flow["metadata"]["namespace"] = namespace
+    flow["spec"]["templateRef"]["name"] = name
+    await driver.create(flow)
+    start_controller()
+    flow_name = flow["metadata"]["name"]
+    await wait_steps(driver, namespace, flow_name, {"scan": "Running", "report": "Pending"})
+    stored = await driver.get(namespace, flow_name)
+    assert stored is not None
+    labels = stored["metadata"]["labels"]
+    assert (labels[LABEL_TEMPLATE], labels[LABEL_CLUSTER_TEMPLATE]) == (name, "true")
+    assert "templateRef" not in stored["spec"]
+    assert stored["spec"]["steps"] == cluster_template["spec"]["steps"]
+    assert [(p["name"], p["value"]) for p in stored["spec"]["arguments"]["parameters"]] == [
+        ("image", "nginx:1.27"),
+        ("severity", "HIGH"),
+    ]
+    await finish(driver, namespace, "scan")
+    await wait_steps(driver, namespace, flow_name, {"scan": "Succeeded", "report": "Running"})
+    await finish(driver, namespace, "report")
+    await driver.wait_phase(namespace, flow_name, ("Succeeded",), timeout=WAIT)
+
+
+async def test_a_flow_naming_a_missing_cluster_template_fails_with_template_not_found(
+    namespace: str, kubectl: Any, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # A JobFlowTemplate of that name in the flow's namespace is not the one clusterScope names.
+    template = example("JobFlowTemplate")
+    template["metadata"]["name"] = "ghost"
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(template))
+    flow = example("JobFlow", cluster=True)
+    flow["metadata"]["namespace"] = namespace
+    flow["spec"]["templateRef"]["name"] = "ghost"
+    await driver.create(flow)
+    start_controller()
+    failed = await driver.wait_phase(namespace, flow["metadata"]["name"], ("Failed",), timeout=WAIT)
+    valid = next(c for c in failed["status"]["conditions"] if c["type"] == "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "TemplateNotFound")
+    assert valid["message"] == (
+        'cannot expand the flow: spec.templateRef.name: Not found: "ghost": '
+        'ClusterJobFlowTemplate "ghost" not found'
+    )

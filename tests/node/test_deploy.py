@@ -53,9 +53,15 @@ def _webhook_tls(tmp: Path) -> tuple[Path, Path, str]:
 def _install_webhook_tls(kubectl: Any, tmp: Path) -> None:
     cert, key, bundle = _webhook_tls(tmp)
     kubectl("-n", NS, "create", "secret", "tls", "zen-flow-webhook-cert", f"--cert={cert}", f"--key={key}")
-    patch = json.dumps([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}])
     for kind in WEBHOOKS:
-        kubectl("patch", kind, "--type=json", "-p", patch)
+        # Every webhook of the configuration, as docs/WEBHOOKS.md: one without the CA fails (failurePolicy
+        # Fail) every write it covers.
+        count = len(json.loads(kubectl("get", kind, "-o", "json").stdout)["webhooks"])
+        ops = [
+            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
+            for i in range(count)
+        ]
+        kubectl("patch", kind, "--type=json", "-p", json.dumps(ops))
 
 
 def _overlay(tmp: Path) -> Path:

@@ -162,6 +162,7 @@ def test_services_select_the_pods_of_the_release(helm: str, tmp_path: Path) -> N
         "jobflows.workflow.kube-zen.io",
         "cronjobflows.workflow.kube-zen.io",
         "jobflowtemplates.workflow.kube-zen.io",
+        "clusterjobflowtemplates.workflow.kube-zen.io",
     ],
 )
 def test_crd_is_config_crd_kept_on_uninstall(helm: str, tmp_path: Path, name: str) -> None:
@@ -234,9 +235,29 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
 def test_watch_namespaces_bind_per_namespace_and_restrict_the_informers(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path, {"watchNamespaces": ["team-a", "team-b"]})
     assert settings_of(deployment(docs)).namespaces == ("team-a", "team-b")
-    assert not find_all(docs, "ClusterRoleBinding")
+    # One cluster-wide binding, of one grant: reading ClusterJobFlowTemplates (no RoleBinding can).
+    (binding,) = find_all(docs, "ClusterRoleBinding")
+    role = find(docs, "ClusterRole", binding["roleRef"]["name"])
+    assert role["rules"] == [
+        {"apiGroups": ["workflow.kube-zen.io"], "resources": ["clusterjobflowtemplates"], "verbs": ["get"]}
+    ]
     bindings = [b for b in find_all(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+
+
+def test_rbac_cluster_templates_false_leaves_out_every_grant_on_cluster_templates(
+    helm: str, tmp_path: Path
+) -> None:
+    # The one cluster-wide binding of a watchNamespaces install, and the rule in the ClusterRole, go.
+    scoped = render(helm, tmp_path, {"watchNamespaces": ["team-a"], "rbac": {"clusterTemplates": False}})
+    assert not find_all(scoped, "ClusterRoleBinding")
+    assert [r["metadata"]["name"] for r in find_all(scoped, "ClusterRole")] == ["zen-flow-controller"]
+    for docs in (scoped, render(helm, tmp_path, {"rbac": {"clusterTemplates": False}})):
+        resources = {
+            res for role in find_all(docs, "ClusterRole") for r in role["rules"] for res in r["resources"]
+        }
+        assert "clusterjobflowtemplates" not in resources
+        assert "jobflowtemplates" in resources
 
 
 def test_the_network_policy_is_the_kustomize_components(helm: str, tmp_path: Path) -> None:

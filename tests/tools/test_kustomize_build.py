@@ -65,7 +65,18 @@ def _kustomize_overlay(tmp_path: Path, components: list[str]) -> list[dict[str, 
 
 def test_the_namespaced_rbac_component_binds_only_the_watched_namespaces(tmp_path: Path) -> None:
     docs = _kustomize_overlay(tmp_path, ["namespaced-rbac"])
-    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    # One cluster-wide binding, of one grant: reading ClusterJobFlowTemplates (no RoleBinding can).
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == "zen-flow-controller-cluster-templates"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "zen-flow-controller", "namespace": "zen-flow-system"}
+    ]
+    (role,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == binding["roleRef"]["name"]
+    ]
+    assert role["rules"] == [
+        {"apiGroups": ["workflow.kube-zen.io"], "resources": ["clusterjobflowtemplates"], "verbs": ["get"]}
+    ]
     bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"]
     assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings] == [
         ("team-a", "zen-flow-controller")

@@ -515,6 +515,27 @@ def test_submit_from_template_creates_a_flow_naming_it_with_the_argument_values(
     }
 
 
+def test_submit_from_template_cluster_names_a_cluster_template(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = zen_flow(capsys, "submit", "--from-template", "build", "--cluster", "-p", "env=prod")
+    assert (code, out) == (0, "jobflow default/build-x7k2p created\n")
+    [(_, _, body)] = cluster.writes
+    assert body["spec"] == {
+        "templateRef": {"name": "build", "clusterScope": True},
+        "arguments": {"parameters": [{"name": "env", "value": "prod"}]},
+    }
+
+
+def test_submit_cluster_needs_from_template(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = zen_flow(capsys, "submit", submitted(tmp_path), "--cluster")
+    assert code == 2
+    assert "--cluster names a ClusterJobFlowTemplate: use it with --from-template TEMPLATE" in err
+    assert cluster.writes == []
+
+
 def test_submit_takes_files_or_a_template_not_both(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

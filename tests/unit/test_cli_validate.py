@@ -401,3 +401,33 @@ def test_without_its_template_the_gates_a_flow_names_are_left_to_the_webhook(tmp
     code, lines, err = run(write(tmp_path / "ns.yaml", other, flow_doc))
     assert (code, lines) == (0, [])
     assert "note:" in err
+
+
+def test_a_flow_naming_a_cluster_template_is_expanded_from_the_cluster_template_given(tmp_path: Path) -> None:
+    cluster_template = {**GATE_TEMPLATE, "kind": "ClusterJobFlowTemplate"}
+    flow_doc = decided(**{APPROVE: "true", VALUES: '{"env":"qa"}'})
+    flow_doc["metadata"]["namespace"] = "team-a"  # a cluster template serves every namespace
+    flow_doc["spec"]["templateRef"]["clusterScope"] = True
+    code, lines, err = run(write(tmp_path / "cluster.yaml", cluster_template, flow_doc))
+    assert code == 2
+    assert [line.split(": Invalid value")[0] for line in lines] == [
+        f"{tmp_path / 'cluster.yaml'}#2: metadata.annotations[{VALUES}]"
+    ]
+    assert "note:" not in err
+    assert "1 JobFlow(s) and 1 ClusterJobFlowTemplate(s) checked, 1 invalid" in err
+    # The namespaced template of that name is not the one a clusterScope flow names, nor the other way.
+    code, lines, err = run(write(tmp_path / "namespaced.yaml", GATE_TEMPLATE, flow_doc))
+    assert (code, lines) == (0, [])
+    assert "note:" in err
+    flow_doc["spec"]["templateRef"] = {"name": "release"}
+    code, lines, err = run(write(tmp_path / "other.yaml", cluster_template, flow_doc))
+    assert (code, lines) == (0, [])
+    assert "note:" in err
+
+
+def test_a_cluster_template_is_checked_with_the_jobflow_rules(tmp_path: Path) -> None:
+    broken = {**GATE_TEMPLATE, "kind": "ClusterJobFlowTemplate"}
+    broken["spec"] = {"steps": [{"name": "a", "type": "Manual", "dependencies": ["ghost"]}]}
+    path = write(tmp_path / "broken.yaml", broken)
+    code, lines, _ = run(path)
+    assert (code, lines) == (2, [f'{path}: spec.steps[0].dependencies[0]: Not found: "ghost"'])

@@ -19,7 +19,7 @@ from zen_flow.api import JobFlow
 from zen_flow.api.constants import RUN_TTL_SECONDS
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.controller.templates import TemplateResolver
-from zen_flow.kube.errors import ApiError
+from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.planner.cron_runs import build_run
 from zen_flow.webhook.envelope import parse_review
 from zen_flow.webhook.mutation import default_ops
@@ -105,6 +105,158 @@ async def test_a_flow_whose_template_does_not_exist_fails_invalid_naming_it(rig:
     await rig.settle(60)
     assert len(api.events) == events
     assert rig.flow.status.phase == "Failed"
+
+
+# --- ClusterJobFlowTemplates (templateRef.clusterScope: true) ----------------------------------------------
+
+CLUSTER_TEMPLATE: dict[str, Any] = {
+    **TEMPLATE,
+    "kind": "ClusterJobFlowTemplate",
+    "metadata": {"name": "build"},
+    "spec": {**TEMPLATE["spec"], "steps": [{"name": "shared", "template": JOB_TEMPLATE}]},
+}
+
+
+def from_cluster_template(name: str = "build") -> JobFlow:
+    flow = from_template(name)
+    assert flow.spec.template_ref is not None
+    ref = flow.spec.template_ref.model_copy(update={"cluster_scope": True})
+    return flow.model_copy(update={"spec": flow.spec.model_copy(update={"template_ref": ref})})
+
+
+@pytest.mark.parametrize("rig", [from_cluster_template()], indirect=True)
+async def test_the_controller_expands_a_flow_from_a_cluster_template(rig: Rig) -> None:
+    api = rig.api
+    api.templates[("team", "build")] = copy.deepcopy(TEMPLATE)  # the namespace's: not the one named
+    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
+    api.sync()
+    await rig.settle()
+    flow = rig.flow
+    assert [s.name for s in flow.spec.steps] == ["shared"]
+    assert flow.spec.template_ref is None
+    assert flow.metadata.labels["workflow.kube-zen.io/template"] == "build"
+    assert flow.metadata.labels["workflow.kube-zen.io/cluster-template"] == "true"
+    assert ("Normal", "TemplateExpanded", "steps taken from ClusterJobFlowTemplate build") in api.events
+    api.sync()
+    await rig.settle()
+    assert rig.step("shared") == "Running"  # in the flow's namespace, as any flow's
+
+
+@pytest.mark.parametrize("rig", [from_cluster_template("ghost")], indirect=True)
+async def test_a_flow_whose_cluster_template_does_not_exist_fails_naming_it(rig: Rig) -> None:
+    api = rig.api
+    api.templates[("team", "ghost")] = copy.deepcopy(TEMPLATE)  # the namespace's: not the one named
+    api.sync()
+    await rig.settle()
+    valid = next(c for c in rig.flow.status.conditions if c.type == "Valid")
+    message = 'spec.templateRef.name: Not found: "ghost": ClusterJobFlowTemplate "ghost" not found'
+    assert (rig.flow.status.phase, valid.status, valid.reason) == ("Failed", "False", "TemplateNotFound")
+    assert valid.message == f"cannot expand the flow: {message}"
+    assert ("Warning", "TemplateNotFound", message) in api.events
+    assert api.job_creates == []
+
+
+DENIED = 'clusterjobflowtemplates.workflow.kube-zen.io "build" is forbidden: User "sa" cannot get'
+FORBIDDEN_MESSAGE = (
+    "spec.templateRef.name: Forbidden: zen-flow may not read "
+    'ClusterJobFlowTemplate "build" (grant its controller `get` on clusterjobflowtemplates: '
+    f"docs/RBAC.md): {DENIED}"
+)
+
+
+def count_template_reads(api: Any) -> list[str]:
+    reads: list[str] = []
+    read = api.get_flow_template
+
+    async def counted(namespace: str, name: str, *, cluster: bool = False) -> Any:
+        reads.append(name)
+        return await read(namespace, name, cluster=cluster)
+
+    api.get_flow_template = counted
+    return reads
+
+
+@pytest.mark.parametrize("rig", [from_cluster_template()], indirect=True)
+async def test_a_template_rbac_forbids_is_retried_so_a_grant_applied_later_lets_the_flow_run(
+    rig: Rig,
+) -> None:
+    # A rollout that applies the controller before its RBAC: the 403 must not fail the flow at once.
+    api = rig.api
+    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
+    api.cluster_template_error = from_status(403, {"reason": "Forbidden", "message": DENIED})
+    reads = count_template_reads(api)
+    api.sync()
+    with capture_logs():
+        for _ in range(3):
+            await rig.settle(30)
+    assert rig.flow.status.phase in (None, "", "Pending")
+    assert not rig.flow.status.conditions
+    assert len(reads) > 1  # retried with backoff
+    warnings = [e for e in api.events if e[1] == "TemplateForbidden"]
+    assert warnings == [
+        (
+            "Warning",
+            "TemplateForbidden",
+            f"{FORBIDDEN_MESSAGE} (retried with backoff for 300s, then the flow fails)",
+        )
+    ]  # once
+    api.cluster_template_error = None  # the grant is applied
+    for _ in range(6):
+        await rig.settle(30)
+    assert [s.name for s in rig.flow.spec.steps] == ["shared"]
+    api.sync()
+    await rig.settle()
+    assert rig.step("shared") == "Running"
+
+
+@pytest.mark.parametrize("rig", [from_cluster_template()], indirect=True)
+async def test_a_template_rbac_forbids_for_good_fails_the_flow_template_forbidden_naming_the_grant(
+    rig: Rig,
+) -> None:
+    # A controller bound by RoleBindings only: the apiserver answers 403 to the read of any
+    # cluster-scoped object. After the retries the flow fails saying so; nothing is retried for ever.
+    api = rig.api
+    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
+    api.cluster_template_error = from_status(403, {"reason": "Forbidden", "message": DENIED})
+    reads = count_template_reads(api)
+    api.sync()
+    with capture_logs():
+        for _ in range(20):
+            await rig.settle(60)
+    status = rig.flow.status
+    valid = next(c for c in status.conditions if c.type == "Valid")
+    assert (status.phase, valid.status, valid.reason) == ("Failed", "False", "TemplateForbidden")
+    assert valid.message == f"cannot expand the flow: {FORBIDDEN_MESSAGE}"
+    assert next(e for e in api.events if e[1] == "TemplateForbidden")[0] == "Warning"
+    assert api.job_creates == []
+    done = len(reads)
+    for _ in range(5):
+        await rig.settle(600)
+    assert len(reads) == done  # failed: read no more
+
+
+@pytest.mark.parametrize(
+    "rig",
+    [
+        from_template().model_copy(
+            update={
+                "metadata": from_template().metadata.model_copy(
+                    update={"labels": {"owner": "data-team", "workflow.kube-zen.io/cluster-template": "true"}}
+                )
+            }
+        )
+    ],
+    indirect=True,
+)
+async def test_a_cluster_template_label_set_by_hand_goes_from_a_flow_of_the_namespaces_template(
+    rig: Rig,
+) -> None:
+    api = rig.api
+    api.templates[("team", "build")] = copy.deepcopy(TEMPLATE)
+    api.sync()
+    await rig.settle()
+    assert [s.name for s in rig.flow.spec.steps] == ["compile", "test"]
+    assert rig.flow.metadata.labels == {"owner": "data-team", "workflow.kube-zen.io/template": "build"}
 
 
 UNDECLARED = from_template(arguments={"parameters": [{"name": "x", "value": "1"}]})
@@ -238,11 +390,15 @@ class Stub:
     async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any]:
         return copy.deepcopy(self.raw)
 
-    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any]:
+    async def get_flow_template(
+        self, namespace: str, name: str, *, cluster: bool = False
+    ) -> Mapping[str, Any]:
+        self.cluster = cluster
         return copy.deepcopy(self.template)
 
     async def expand_flow(self, namespace: str, name: str, rv: str, spec: Any, labels: Any) -> None:
         self.patches.append(spec)
+        self.labels = dict(labels)
 
     def emit(self, *args: Any) -> None:
         pass
@@ -267,6 +423,8 @@ class Stub:
         ),
         (TEMPLATE, {"arguments": {"parameters": [{"name": "env", "value": "prod"}]}}),
         (BARE, {"arguments": {"parameters": []}}),
+        (RICH, {"templateRef": {"name": "build", "clusterScope": True}}),
+        (TEMPLATE, {"templateRef": {"name": "build", "clusterScope": False}}),
     ],
 )
 async def test_the_webhook_and_the_controller_store_the_same_spec(
@@ -278,6 +436,7 @@ async def test_the_webhook_and_the_controller_store_the_same_spec(
         "metadata": {"name": "nightly", "namespace": "team", "resourceVersion": "7"},
         "spec": {"templateRef": {"name": "build"}, "executionPolicy": DEFAULTS, **copy.deepcopy(spec)},
     }
+    cluster = raw["spec"]["templateRef"].get("clusterScope") is True
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -298,6 +457,37 @@ async def test_the_webhook_and_the_controller_store_the_same_spec(
     by_controller = merged(raw["spec"], patch)
     assert by_controller == by_webhook
     assert "templateRef" not in by_webhook
+    # The same labels too, and the same kind of template read.
+    by_webhook_labels = apply_patch(raw, json.loads(base64.b64decode(answer["patch"])))["metadata"]["labels"]
+    assert stub.labels == by_webhook_labels
+    assert stub.cluster is cluster
+    assert by_webhook_labels == {
+        "workflow.kube-zen.io/template": "build",
+        **({"workflow.kube-zen.io/cluster-template": "true"} if cluster else {}),
+    }
+
+
+async def test_an_expansion_reads_the_template_the_stored_flow_names_not_the_caches() -> None:
+    # templateRef may be edited until the flow starts: the cache still names the cluster template
+    # `build`, the stored flow (after the user's edit) the namespace's `build`. Expanding the stored spec
+    # from the cluster template would store its steps, labelled cluster-template.
+    raw = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlow",
+        "metadata": {"name": "nightly", "namespace": "team", "resourceVersion": "8"},
+        "spec": {"templateRef": {"name": "build"}, "executionPolicy": DEFAULTS},
+    }
+    stub = Stub(raw, CLUSTER_TEMPLATE)
+    cached = from_cluster_template()
+    assert await TemplateResolver(stub, stub).resolve(cached) is None
+    assert stub.patches == []  # nothing written: the edit's watch event brings the flow back
+    assert not hasattr(stub, "cluster")  # and no template read for the stale name
+    # With the cache caught up, the namespace's template is read and its labels written.
+    stub.template = copy.deepcopy(TEMPLATE)
+    assert await TemplateResolver(stub, stub).resolve(JobFlow.model_validate(raw)) is None
+    assert stub.cluster is False
+    assert stub.labels == {"workflow.kube-zen.io/template": "build"}
+    assert [s["name"] for s in merged(raw["spec"], stub.patches[0])["steps"]] == ["compile", "test"]
 
 
 # --- the TTL of a CronJobFlow's run made from a template, by both paths --------------------------------

@@ -15,15 +15,17 @@ from hypothesis import strategies as st
 
 from zen_flow.cli.validate import validate_paths
 from zen_flow.validation import (
+    validate_clusterjobflowtemplate,
     validate_cronjobflow,
     validate_jobflow,
     validate_jobflowtemplate,
     validate_update,
 )
-from zen_flow.validation.expansion import expand, flow_shape, merge_policy
+from zen_flow.validation.expansion import expand, flow_shape, merge_policy, missing_template, template_ref
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "templates"
+CLUSTER_EXAMPLES = REPO / "examples" / "cluster-templates"
 API = "workflow.kube-zen.io/v1alpha1"
 JOB = {
     "apiVersion": "batch/v1",
@@ -247,14 +249,45 @@ def test_a_template_name_is_a_label_value_and_names_no_other_template() -> None:
     assert [e.path for e in validate_jobflowtemplate({**template(), "kind": "JobFlow"})] == ["kind"]
 
 
+def applied(folder: Path) -> list[dict[str, Any]]:
+    """The documents of `folder` in the order `kubectl apply -f FOLDER/` sends them: by file name."""
+    return [d for p in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+
+
+@pytest.mark.parametrize("folder", [EXAMPLES, CLUSTER_EXAMPLES], ids=lambda f: f.name)
+def test_an_examples_folder_applied_whole_creates_each_template_before_the_flows_naming_it(
+    folder: Path,
+) -> None:
+    # Their comments say `kubectl apply -f examples/templates/`: a flow sent before its template is
+    # refused by the webhook (Not found).
+    created: set[tuple[str, str]] = set()
+    for doc in applied(folder):
+        ref = template_ref(doc["spec"]) if doc["kind"] == "JobFlow" else None
+        assert ref is None or (ref.kind, ref.name) in created, (
+            f"{doc['metadata']['name']} before its template"
+        )
+        created.add((doc["kind"], doc["metadata"]["name"]))
+
+
+def test_the_template_examples_a_tenant_applies_are_namespaced() -> None:
+    # A tenant may create nothing cluster-scoped: examples/templates/ holds no ClusterJobFlowTemplate.
+    assert {d["kind"] for d in applied(EXAMPLES)} == {"JobFlowTemplate", "JobFlow"}
+    assert {d["kind"] for d in applied(CLUSTER_EXAMPLES)} == {"ClusterJobFlowTemplate", "JobFlow"}
+
+
 def test_the_examples_expand_into_a_valid_flow() -> None:
-    docs = {d["kind"]: d for p in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())}
-    assert validate_jobflowtemplate(docs["JobFlowTemplate"]) == []
-    flow = docs["JobFlow"]
-    assert flow["spec"]["templateRef"]["name"] == docs["JobFlowTemplate"]["metadata"]["name"]
-    expansion = expand(flow["spec"], docs["JobFlowTemplate"], "default")
-    assert expansion.errors == ()
-    assert validate_jobflow({**flow, "spec": expansion.spec}) == []
+    docs = [d for folder in (EXAMPLES, CLUSTER_EXAMPLES) for d in applied(folder)]
+    templates = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"] != "JobFlow"}
+    assert validate_jobflowtemplate(templates["JobFlowTemplate", "build-and-test"]) == []
+    assert validate_clusterjobflowtemplate(templates["ClusterJobFlowTemplate", "image-scan"]) == []
+    flows = [d for d in docs if d["kind"] == "JobFlow"]
+    assert {f["spec"]["templateRef"].get("clusterScope", False) for f in flows} == {True, False}
+    for flow in flows:
+        ref = template_ref(flow["spec"])
+        assert ref is not None
+        expansion = expand(flow["spec"], templates[ref.kind, ref.name], "default")
+        assert expansion.errors == ()
+        assert validate_jobflow({**flow, "spec": expansion.spec}) == []
 
 
 # --- updates ---------------------------------------------------------------------------------------------
@@ -335,3 +368,73 @@ def test_an_expanded_flow_cannot_be_given_a_template_ref_again() -> None:
     unexpanded = as_flow(flow_spec())
     renamed = as_flow({"templateRef": {"name": "deploy"}})
     assert validate_update(unexpanded, renamed) == []
+
+
+# --- ClusterJobFlowTemplates ---------------------------------------------------------------------------
+
+
+def cluster_spec(**spec: Any) -> dict[str, Any]:
+    return {"templateRef": {"name": "build", "clusterScope": True}, **spec}
+
+
+def test_a_cluster_template_expands_as_a_namespaced_one_and_errors_name_its_kind() -> None:
+    tpl = {**template(), "kind": "ClusterJobFlowTemplate", "metadata": {"name": "build"}}
+    by_cluster = expand(cluster_spec(arguments=args(env="prod")), tpl, "team-a")
+    by_namespace = expand(flow_spec(arguments=args(env="prod")), template(), "team-a")
+    assert by_cluster == by_namespace  # one function, one result: the scope is only where it is read
+    assert [str(e) for e in expand(cluster_spec(arguments=args(colour="red")), tpl, "team-a").errors] == [
+        'spec.arguments.parameters[0].name: Not found: "colour": ClusterJobFlowTemplate "build" declares no '
+        "such argument (it declares: env, ref)"
+    ]
+    assert [str(e) for e in expand(cluster_spec(), {"spec": {}}, "team-a").errors] == [
+        'spec.templateRef.name: Invalid value: "build": ClusterJobFlowTemplate "build" has no steps'
+    ]
+
+
+def test_the_template_a_flow_names_and_how_it_is_labelled() -> None:
+    ref = template_ref(cluster_spec())
+    assert ref is not None
+    assert (ref.kind, ref.cluster) == ("ClusterJobFlowTemplate", True)
+    assert ref.labels == {
+        "workflow.kube-zen.io/template": "build",
+        "workflow.kube-zen.io/cluster-template": "true",
+    }
+    assert str(missing_template(ref, "team-a")) == (
+        'spec.templateRef.name: Not found: "build": ClusterJobFlowTemplate "build" not found'
+    )
+    plain = template_ref({"templateRef": {"name": "build", "clusterScope": False}})
+    assert plain is not None
+    assert (plain.kind, plain.labels) == ("JobFlowTemplate", {"workflow.kube-zen.io/template": "build"})
+
+
+def test_cluster_scope_is_a_boolean() -> None:
+    bad = as_flow({"templateRef": {"name": "build", "clusterScope": "true"}})
+    assert [str(e) for e in validate_jobflow(bad)] == [
+        'spec.templateRef.clusterScope: Invalid value: "true": must be a boolean, not string'
+    ]
+    assert validate_jobflow(as_flow(cluster_spec())) == []
+
+
+def test_a_cluster_template_is_checked_with_the_jobflow_rules() -> None:
+    tpl = template(
+        steps=[{"name": "a", "template": JOB, "dependencies": ["ghost"]}], templateRef={"name": "x"}
+    )
+    tpl = {**tpl, "kind": "ClusterJobFlowTemplate", "metadata": {"name": "build"}}
+    assert [str(e) for e in validate_clusterjobflowtemplate(tpl)] == [
+        "spec.templateRef: Forbidden: a ClusterJobFlowTemplate holds steps; it cannot name another template"
+    ]
+    del tpl["spec"]["templateRef"]
+    assert [str(e) for e in validate_clusterjobflowtemplate(tpl)] == [
+        'spec.steps[0].dependencies[0]: Not found: "ghost"'
+    ]
+    assert [e.path for e in validate_clusterjobflowtemplate(template())] == ["kind"]  # a JobFlowTemplate
+
+
+def test_cluster_scope_cannot_change_once_the_flow_started() -> None:
+    old = as_flow({"templateRef": {"name": "build"}})
+    old["status"] = {"phase": "Running"}
+    new = copy.deepcopy(old)
+    new["spec"]["templateRef"]["clusterScope"] = True
+    assert [str(e) for e in validate_update(old, new)] == [
+        "spec.templateRef: Forbidden: templateRef cannot change after the flow started"
+    ]

@@ -1,6 +1,6 @@
-"""The JobFlowTemplate CRD: its spec schema is the JobFlow CRD's (the same properties, copied), named as
-the constants say, with the name rule of a label value; and the JobFlow CRD lets a flow name a template
-instead of writing steps."""
+"""The JobFlowTemplate and ClusterJobFlowTemplate CRDs: their spec schema is the JobFlow CRD's (the same
+properties, copied), named as the constants say, with the name rule of a label value; and the JobFlow CRD
+lets a flow name a template instead of writing steps."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from zen_flow.api import constants
@@ -22,41 +23,74 @@ def crd(name: str) -> dict[str, Any]:
     return loaded
 
 
-TEMPLATE = crd(constants.TEMPLATE_CRD_NAME)
-VERSION = TEMPLATE["spec"]["versions"][0]
-SCHEMA = VERSION["schema"]["openAPIV3Schema"]
 FLOW_SPEC = crd(constants.CRD_NAME)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-
-
-def test_names_match_the_api_constants() -> None:
-    names = TEMPLATE["spec"]["names"]
-    assert TEMPLATE["metadata"]["name"] == constants.TEMPLATE_CRD_NAME
-    assert (names["kind"], names["plural"], names["singular"]) == (
+# (CRD name, kind, plural, singular, short name, scope)
+KINDS = [
+    pytest.param(
+        constants.TEMPLATE_CRD_NAME,
         constants.TEMPLATE_KIND,
         constants.TEMPLATE_PLURAL,
         constants.TEMPLATE_SINGULAR,
-    )
-    assert names["shortNames"] == ["jft"]
-    assert (TEMPLATE["spec"]["group"], VERSION["name"]) == (constants.GROUP, constants.VERSION)
-    assert "subresources" not in VERSION
-    assert "status" not in SCHEMA["properties"]
+        "jft",
+        "Namespaced",
+        id="JobFlowTemplate",
+    ),
+    pytest.param(
+        constants.CLUSTER_TEMPLATE_CRD_NAME,
+        constants.CLUSTER_TEMPLATE_KIND,
+        constants.CLUSTER_TEMPLATE_PLURAL,
+        constants.CLUSTER_TEMPLATE_SINGULAR,
+        "cjft",
+        "Cluster",
+        id="ClusterJobFlowTemplate",
+    ),
+]
+CRD_NAMES = [pytest.param(p.values[0], id=p.id) for p in KINDS]
 
 
-def test_the_spec_schema_is_the_jobflows_without_the_flows_own_fields() -> None:
-    spec = SCHEMA["properties"]["spec"]
+def version(name: str) -> dict[str, Any]:
+    first: dict[str, Any] = crd(name)["spec"]["versions"][0]
+    return first
+
+
+def schema(name: str) -> dict[str, Any]:
+    root: dict[str, Any] = version(name)["schema"]["openAPIV3Schema"]
+    return root
+
+
+@pytest.mark.parametrize(("name", "kind", "plural", "singular", "short", "scope"), KINDS)
+def test_names_match_the_api_constants(
+    name: str, kind: str, plural: str, singular: str, short: str, scope: str
+) -> None:
+    template = crd(name)
+    names = template["spec"]["names"]
+    assert template["metadata"]["name"] == name == f"{plural}.{constants.GROUP}"
+    assert (names["kind"], names["plural"], names["singular"]) == (kind, plural, singular)
+    assert names["shortNames"] == [short]
+    assert template["spec"]["scope"] == scope
+    assert (template["spec"]["group"], version(name)["name"]) == (constants.GROUP, constants.VERSION)
+    assert "subresources" not in version(name)
+    assert "status" not in schema(name)["properties"]
+
+
+@pytest.mark.parametrize("name", CRD_NAMES)
+def test_the_spec_schema_is_the_jobflows_without_the_flows_own_fields(name: str) -> None:
+    spec = schema(name)["properties"]["spec"]
     assert set(spec["properties"]) == set(FLOW_SPEC["properties"]) - {"suspend", "templateRef"}
-    for name, schema in spec["properties"].items():
-        assert schema == FLOW_SPEC["properties"][name], f"spec.{name} differs from the JobFlow CRD's"
+    for prop, prop_schema in spec["properties"].items():
+        assert prop_schema == FLOW_SPEC["properties"][prop], f"spec.{prop} differs from the JobFlow CRD's"
     assert spec["required"] == ["steps"]
 
 
-def test_the_name_is_at_most_a_label_value() -> None:
-    [rule] = SCHEMA["x-kubernetes-validations"]
+@pytest.mark.parametrize("name", CRD_NAMES)
+def test_the_name_is_at_most_a_label_value(name: str) -> None:
+    [rule] = schema(name)["x-kubernetes-validations"]
     assert rule["rule"] == f"self.metadata.name.size() <= {MAX_FLOW_NAME}"
 
 
-def test_printer_columns_are_the_age_alone() -> None:
-    assert [c["name"] for c in VERSION["additionalPrinterColumns"]] == ["Age"]
+@pytest.mark.parametrize("name", CRD_NAMES)
+def test_printer_columns_are_the_age_alone(name: str) -> None:
+    assert [c["name"] for c in version(name)["additionalPrinterColumns"]] == ["Age"]
 
 
 def test_a_jobflow_needs_steps_or_a_template_ref() -> None:
@@ -66,6 +100,7 @@ def test_a_jobflow_needs_steps_or_a_template_ref() -> None:
     ref = FLOW_SPEC["properties"]["templateRef"]
     assert ref["required"] == ["name"]
     assert ref["properties"]["name"]["maxLength"] == MAX_FLOW_NAME
+    assert ref["properties"]["clusterScope"]["type"] == "boolean"  # Argo's name for a cluster template
 
 
 def test_the_template_crd_is_generated_from_the_jobflow_crd() -> None:

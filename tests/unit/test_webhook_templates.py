@@ -1,6 +1,6 @@
-"""JobFlowTemplates at admission (webhook/templates.py, through the server's routes): a template is checked
-with the JobFlow rules; a flow created naming one is expanded by the mutating webhook, which reads the
-template, and the validating webhook then sees an ordinary flow."""
+"""JobFlowTemplates and ClusterJobFlowTemplates at admission (webhook/templates.py, through the server's
+routes): a template is checked with the JobFlow rules; a flow created naming one is expanded by the
+mutating webhook, which reads the template, and the validating webhook then sees an ordinary flow."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from zen_flow.kube.errors import TransportError
+from zen_flow.kube.errors import Forbidden, TransportError
 from zen_flow.webhook.patch import apply_patch
 from zen_flow.webhook.review import validate_review
 from zen_flow.webhook.server import create_webhook_app
@@ -19,6 +19,7 @@ from zen_flow.webhook.server import create_webhook_app
 UID = "c0a3d0a8-0000-4000-8000-000000000003"
 API = "workflow.kube-zen.io/v1alpha1"
 LABEL = "workflow.kube-zen.io/template"
+CLUSTER_LABEL = "workflow.kube-zen.io/cluster-template"
 JOB = {
     "apiVersion": "batch/v1",
     "kind": "Job",
@@ -67,16 +68,28 @@ def flow(**spec: Any) -> dict[str, Any]:
 
 
 class Templates:
+    """JobFlowTemplates by (namespace, name), ClusterJobFlowTemplates by ("<cluster>", name)."""
+
     def __init__(self, *stored: dict[str, Any], error: Exception | None = None) -> None:
-        self.stored = {(t["metadata"]["namespace"], t["metadata"]["name"]): t for t in stored}
+        self.stored = {(t["metadata"].get("namespace", CLUSTER), t["metadata"]["name"]): t for t in stored}
         self.error = error
         self.asked: list[tuple[str, str]] = []
 
-    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.asked.append((namespace, name))
+    async def get(self, namespace: str, name: str, *, cluster: bool = False) -> dict[str, Any] | None:
+        where = CLUSTER if cluster else namespace
+        self.asked.append((where, name))
         if self.error is not None:
             raise self.error
-        return copy.deepcopy(self.stored.get((namespace, name)))
+        return copy.deepcopy(self.stored.get((where, name)))
+
+
+CLUSTER = "<cluster>"
+CLUSTER_TEMPLATE = {
+    **TEMPLATE,
+    "kind": "ClusterJobFlowTemplate",
+    "metadata": {"name": "build"},
+    "spec": {**TEMPLATE["spec"], "executionPolicy": {"backoffLimit": 3}},
+}
 
 
 async def post(client: TestClient[Any, Any], path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -211,3 +224,137 @@ async def test_without_a_template_reader_a_gate_decided_at_creation_is_refused_s
     assert 'Forbidden: the flow is not expanded from JobFlowTemplate "build" yet' in message
     assert "decide the gate once the flow holds its steps" in message
     assert "no step of that name" not in message
+
+
+# --- ClusterJobFlowTemplates (templateRef.clusterScope: true) ----------------------------------------------
+
+
+def cluster_flow(**spec: Any) -> dict[str, Any]:
+    obj = flow(**spec)
+    obj["spec"]["templateRef"]["clusterScope"] = True
+    return obj
+
+
+async def test_a_flow_naming_a_cluster_template_is_expanded_from_it_and_labelled_so(
+    aiohttp_client: Any,
+) -> None:
+    # The namespace's template of the same name is not the one a clusterScope flow names.
+    templates = Templates(TEMPLATE, CLUSTER_TEMPLATE)
+    client = await aiohttp_client(create_webhook_app(templates=templates))
+    obj = cluster_flow(arguments={"parameters": [{"name": "env", "value": "prod"}]})
+    obj["metadata"]["labels"] = {"team": "a"}
+    stored = patched(obj, await post(client, "/mutate-jobflow", review(obj)))
+    assert templates.asked == [(CLUSTER, "build")]
+    assert stored["spec"]["steps"] == CLUSTER_TEMPLATE["spec"]["steps"]
+    assert stored["spec"]["executionPolicy"]["backoffLimit"] == 3  # the cluster template's
+    assert stored["spec"]["arguments"]["parameters"][0]["value"] == "prod"
+    assert "templateRef" not in stored["spec"]
+    assert stored["metadata"]["labels"] == {"team": "a", LABEL: "build", CLUSTER_LABEL: "true"}
+    assert validate_review(json.dumps(review(stored)).encode())["response"]["allowed"]
+    # A flow without labels gets both.
+    bare = cluster_flow()
+    assert patched(bare, await post(client, "/mutate-jobflow", review(bare)))["metadata"]["labels"] == {
+        LABEL: "build",
+        CLUSTER_LABEL: "true",
+    }
+    # And a flow naming the namespace's template gets no cluster label.
+    plain = patched(flow(), await post(client, "/mutate-jobflow", review(flow())))
+    assert plain["metadata"]["labels"] == {LABEL: "build"}
+    assert plain["spec"]["executionPolicy"]["backoffLimit"] == 2
+
+
+async def test_a_cluster_template_label_set_by_hand_goes_from_a_flow_of_the_namespaces_template(
+    aiohttp_client: Any,
+) -> None:
+    # Both template labels are informational and a user may set them; a flow expanded from the
+    # namespace's template must not keep one saying it came from a cluster template.
+    client = await aiohttp_client(create_webhook_app(templates=Templates(TEMPLATE, CLUSTER_TEMPLATE)))
+    obj = flow()
+    obj["metadata"]["labels"] = {"team": "a", CLUSTER_LABEL: "true", LABEL: "other"}
+    stored = patched(obj, await post(client, "/mutate-jobflow", review(obj)))
+    assert stored["metadata"]["labels"] == {"team": "a", LABEL: "build"}
+    assert validate_review(json.dumps(review(stored)).encode())["response"]["allowed"]
+    # From the cluster template, the label stays (set to "true").
+    labelled = cluster_flow()
+    labelled["metadata"]["labels"] = {CLUSTER_LABEL: "true"}
+    answer = await post(client, "/mutate-jobflow", review(labelled))
+    assert patched(labelled, answer)["metadata"]["labels"] == {LABEL: "build", CLUSTER_LABEL: "true"}
+
+
+async def test_a_missing_cluster_template_is_refused_naming_the_field_and_the_kind(
+    aiohttp_client: Any,
+) -> None:
+    client = await aiohttp_client(create_webhook_app(templates=Templates(TEMPLATE)))
+    response = await post(client, "/mutate-jobflow", review(cluster_flow()))
+    assert not response["allowed"]
+    assert response["status"]["code"] == 422
+    assert response["status"]["details"]["causes"] == [
+        {
+            "reason": "FieldValueNotFound",
+            "field": "spec.templateRef.name",
+            "message": 'Not found: "build": ClusterJobFlowTemplate "build" not found',
+        }
+    ]
+
+
+async def test_a_cluster_template_zen_flow_may_not_read_is_refused_naming_the_grant(
+    aiohttp_client: Any,
+) -> None:
+    denied = Forbidden(403, "Forbidden", 'clusterjobflowtemplates "build" is forbidden: User "sa" cannot get')
+    client = await aiohttp_client(create_webhook_app(templates=Templates(error=denied)))
+    response = await post(client, "/mutate-jobflow", review(cluster_flow()))
+    assert not response["allowed"]
+    assert response["status"]["code"] == 422  # a verdict, not a 503 to try again
+    [cause] = response["status"]["details"]["causes"]
+    assert cause["field"] == "spec.templateRef.name"
+    assert 'may not read ClusterJobFlowTemplate "build"' in cause["message"]
+    assert "`get` on clusterjobflowtemplates" in cause["message"]
+    assert 'User "sa" cannot get' in cause["message"]
+
+
+async def test_a_cluster_template_that_cannot_be_read_says_which(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_webhook_app(templates=Templates(error=TransportError("reset"))))
+    response = await post(client, "/mutate-jobflow", review(cluster_flow()))
+    assert response["status"]["code"] == 503
+    assert response["status"]["message"] == (
+        "could not read ClusterJobFlowTemplate 'build' to expand the flow: reset"
+    )
+
+
+async def test_a_cluster_template_is_checked_with_the_jobflow_rules(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_webhook_app())
+    path, kind = "/validate-clusterjobflowtemplate", "ClusterJobFlowTemplate"
+    bad = copy.deepcopy(CLUSTER_TEMPLATE)
+    bad["spec"]["steps"][0]["dependencies"] = ["ghost"]
+    response = await post(client, path, review(bad, kind=kind))
+    assert not response["allowed"]
+    assert response["status"]["message"] == (
+        'ClusterJobFlowTemplate "build" is invalid:\nspec.steps[0].dependencies[0]: Not found: "ghost"'
+    )
+    assert (await post(client, path, review(CLUSTER_TEMPLATE, kind=kind)))["allowed"]
+    chained = copy.deepcopy(CLUSTER_TEMPLATE)
+    chained["spec"]["templateRef"] = {"name": "other", "clusterScope": True}
+    response = await post(client, path, review(chained, kind=kind))
+    assert (
+        "a ClusterJobFlowTemplate holds steps; it cannot name another template"
+        in response["status"]["message"]
+    )
+
+
+async def test_a_gate_decided_on_an_unexpanded_cluster_flow_names_the_cluster_template(
+    aiohttp_client: Any,
+) -> None:
+    client = await aiohttp_client(create_webhook_app())
+    obj = cluster_flow()
+    obj["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/gate": "true"}
+    stored = patched(obj, await post(client, "/mutate-jobflow", review(obj)))
+    response = validate_review(json.dumps(review(stored)).encode())["response"]
+    assert 'the flow is not expanded from ClusterJobFlowTemplate "build" yet' in response["status"]["message"]
+
+
+async def test_cluster_scope_must_be_a_boolean(aiohttp_client: Any) -> None:
+    obj = flow()
+    obj["spec"]["templateRef"]["clusterScope"] = "yes"
+    response = validate_review(json.dumps(review(obj)).encode())["response"]
+    assert not response["allowed"]
+    assert [c["field"] for c in response["status"]["details"]["causes"]] == ["spec.templateRef.clusterScope"]

@@ -74,6 +74,10 @@ class FakeApiServer:
         self.config_map_requests: list[str] = []  # "get NAME", "patch NAME", "create NAME", in order
         # JobFlowTemplates, raw, by (namespace, name): what the controller expands a flow naming one from.
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
+        # ClusterJobFlowTemplates, raw, by name; `cluster_template_error` answers every read of one (a
+        # 403 where the controller is bound by RoleBindings only).
+        self.cluster_templates: dict[str, dict[str, Any]] = {}
+        self.cluster_template_error: Exception | None = None
 
     # --- writes that happen outside the controller (users, the Job controller) -------------------------
 
@@ -260,8 +264,14 @@ class FakeApiServer:
         raw["metadata"] = flow.metadata.to_wire()
         return raw
 
-    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self.templates.get((namespace, name))
+    async def get_flow_template(
+        self, namespace: str, name: str, *, cluster: bool = False
+    ) -> Mapping[str, Any] | None:
+        if not cluster:
+            return self.templates.get((namespace, name))
+        if self.cluster_template_error is not None:
+            raise self.cluster_template_error
+        return self.cluster_templates.get(name)
 
     async def expand_flow(
         self,
@@ -269,10 +279,10 @@ class FakeApiServer:
         name: str,
         resource_version: str,
         spec: Mapping[str, Any],
-        labels: Mapping[str, str],
+        labels: Mapping[str, str | None],
     ) -> None:
-        """A merge patch (RFC 7386) of the flow's spec, conditional on `resource_version`: a new
-        generation."""
+        """A merge patch (RFC 7386) of the flow's spec and labels (null: removed),
+        conditional on `resource_version`: a new generation."""
         key = f"{namespace}/{name}"
         old = self.flows[key]
         if old.metadata.resource_version != resource_version:
@@ -281,7 +291,7 @@ class FakeApiServer:
         wire = merged(old.spec.to_wire(), spec)
         meta = old.metadata.model_copy(
             update={
-                "labels": {**old.metadata.labels, **labels},
+                "labels": {k: v for k, v in merged(old.metadata.labels, labels).items() if v is not None},
                 "generation": (old.metadata.generation or 1) + 1,
             }
         )

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 JOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
 CRONJOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRON_CRD_NAME}.yaml"
 TEMPLATE_CRD_PATH = REPO / "config" / "crd" / f"{constants.TEMPLATE_CRD_NAME}.yaml"
+CLUSTER_TEMPLATE_CRD_PATH = REPO / "config" / "crd" / f"{constants.CLUSTER_TEMPLATE_CRD_NAME}.yaml"
 # The ValidatingAdmissionPolicies (and bindings) that ship with the CRD: a started flow's spec.steps and
 # spec.arguments stay unchanged; what each step must be.
 ADMISSION_POLICIES_PATH = REPO / "config" / "crd" / "admission-policies.yaml"
@@ -56,6 +57,8 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
         str(CRONJOBFLOW_CRD_PATH),
         "-f",
         str(TEMPLATE_CRD_PATH),
+        "-f",
+        str(CLUSTER_TEMPLATE_CRD_PATH),
     )
 
     # Not `kubectl wait`: kubectl 1.36 fails at once while a new CRD has no status.conditions yet.
@@ -65,7 +68,7 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
 
     crd = wait_until(established, timeout=timeout, what=f"CRD {constants.CRD_NAME} Established")
     # As `kubectl apply -k config/crd` installs it: a controller then syncs its CronJobFlow informer too.
-    for other in (constants.CRON_CRD_NAME, constants.TEMPLATE_CRD_NAME):
+    for other in (constants.CRON_CRD_NAME, constants.TEMPLATE_CRD_NAME, constants.CLUSTER_TEMPLATE_CRD_NAME):
 
         def other_established(name: str = other) -> bool:
             return is_established(json.loads(run("get", "crd", name, "-o", "json")))

@@ -213,8 +213,17 @@ TEMPLATE_KIND = "JobFlowTemplate"
 TEMPLATE_PLURAL = "jobflowtemplates"
 TEMPLATE_SINGULAR = "jobflowtemplate"
 TEMPLATE_CRD_NAME = f"{TEMPLATE_PLURAL}.{GROUP}"
+# ClusterJobFlowTemplates (Argo's ClusterWorkflowTemplate): the same, cluster-scoped, named by
+# spec.templateRef with clusterScope: true (Argo's field name).
+CLUSTER_TEMPLATE_KIND = "ClusterJobFlowTemplate"
+CLUSTER_TEMPLATE_PLURAL = "clusterjobflowtemplates"
+CLUSTER_TEMPLATE_SINGULAR = "clusterjobflowtemplate"
+CLUSTER_TEMPLATE_CRD_NAME = f"{CLUSTER_TEMPLATE_PLURAL}.{GROUP}"
 # On every JobFlow expanded from a template: the template's name (select a template's flows with -l).
 LABEL_TEMPLATE = f"{GROUP}/template"
+# Beside it, "true" on a flow expanded from a ClusterJobFlowTemplate (absent: the flow's namespace's
+# JobFlowTemplate), so that a namespaced and a cluster template of one name can be told apart.
+LABEL_CLUSTER_TEMPLATE = f"{GROUP}/cluster-template"
 
 
 class CronConditionType(StrEnum):

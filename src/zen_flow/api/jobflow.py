@@ -280,9 +280,11 @@ class Arguments(Model):
 
 class TemplateRef(Model):
     """The JobFlowTemplate a flow is made from (validation/expansion.py): its steps, arguments and
-    policy are copied into the flow when it is created, so the template's later edits never reach it."""
+    policy are copied into the flow when it is created, so the template's later edits never reach it.
+    `cluster_scope`: the ClusterJobFlowTemplate of that name instead (Argo's `clusterScope`)."""
 
     name: str = ""
+    cluster_scope: bool | None = None
 
 
 class JobFlowSpec(Model):

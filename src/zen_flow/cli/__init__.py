@@ -196,11 +196,14 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = command(
         "submit",
         "validate JobFlow files offline, then create them (or create one from a JobFlowTemplate)",
-        "zen-flow submit flow.yaml -p env=prod --wait; zen-flow submit --from-template build -p ref=v2",
+        "zen-flow submit flow.yaml -p env=prod --wait; zen-flow submit --from-template build -p ref=v2; "
+        "zen-flow submit --from-template build --cluster",
     )
     p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--from-template", metavar="TEMPLATE",
                    help="create a flow from the JobFlowTemplate TEMPLATE (named TEMPLATE-xxxxx)")  # fmt: skip
+    p.add_argument("--cluster", action="store_true",
+                   help="with --from-template: TEMPLATE is a ClusterJobFlowTemplate")  # fmt: skip
     p.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
                    help="override the flow's argument NAME (spec.arguments.parameters)")  # fmt: skip
     p.add_argument("--generate-name", action="store_true", help="name each flow <its name>-<random suffix>")

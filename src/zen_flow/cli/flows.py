@@ -128,8 +128,11 @@ def prepare_submit(args: argparse.Namespace) -> None:
     made from `--from-template`."""
     if bool(args.files) == bool(args.from_template):
         raise UsageError("give FILE arguments or --from-template TEMPLATE (one of them)")
+    if args.cluster and not args.from_template:
+        raise UsageError("--cluster names a ClusterJobFlowTemplate: use it with --from-template TEMPLATE")
     if args.from_template:
-        args.flows = [_from_template(args.from_template, _overrides(args.parameters), args.namespace)]
+        values = _overrides(args.parameters)
+        args.flows = [_from_template(args.from_template, values, args.namespace, cluster=args.cluster)]
     else:
         args.flows = _read_flows(args.files, _overrides(args.parameters))
     # As kubectl: `-n` fills in a missing namespace, and one that says otherwise is a mistake, not a
@@ -234,12 +237,15 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
     return docs
 
 
-def _from_template(template: str, values: dict[str, str], namespace: str | None) -> dict[str, Any]:
+def _from_template(
+    template: str, values: dict[str, str], namespace: str | None, *, cluster: bool = False
+) -> dict[str, Any]:
     """A flow naming `template` (expanded by the webhook, or the controller), named after it; the values
-    of its arguments are checked against the template's declarations when it is created."""
+    of its arguments are checked against the template's declarations when it is created. `cluster`: the
+    ClusterJobFlowTemplate of that name (`templateRef.clusterScope: true`)."""
     prefix = template[: MAX_GENERATE_NAME - 1].rstrip("-.") + "-"
     metadata: dict[str, Any] = {"generateName": prefix, **({"namespace": namespace} if namespace else {})}
-    spec: dict[str, Any] = {"templateRef": {"name": template}}
+    spec: dict[str, Any] = {"templateRef": {"name": template, **({"clusterScope": True} if cluster else {})}}
     if values:
         spec["arguments"] = template_arguments(values)
     doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}

@@ -1,13 +1,14 @@
 """`zen-flow validate [-p NAME=VALUE]... PATH...`: the admission rules, offline, on YAML files and
 directories; `-p` overrides the flows' arguments first (as creating the flow from the file would).
 
-Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents that
-are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be checked;
-CronJobFlows are checked with their own rules (the schedule, the time zone, and the template with the
-JobFlow rules), as their webhook does, and JobFlowTemplates with theirs (their spec with the JobFlow
-rules). A flow that names a template (`spec.templateRef`) is expanded from it, as the webhook would, when
-the template is among the documents given (same name, and namespace when both set one), and the expanded
-flow checked; otherwise it is checked as far as it can be without it (the steps its approval and values
+Directories are searched recursively for *.yaml and *.yml; a file may hold several documents; documents
+that are not JobFlows (other kinds, empty documents) are skipped, so a whole manifests folder can be
+checked; CronJobFlows are checked with their own rules (the schedule, the time zone, and the template
+with the JobFlow rules), as their webhook does, and JobFlowTemplates and ClusterJobFlowTemplates with
+theirs (their spec with the JobFlow rules). A flow that names a template (`spec.templateRef`) is expanded
+from it, as the webhook would, when the template is among the documents given (same name, and namespace
+when both set one; a ClusterJobFlowTemplate, `clusterScope: true`, by name), and the expanded flow
+checked; otherwise it is checked as far as it can be without it (the steps its approval and values
 annotations name are left to the webhook: a note on `err` says so).
 One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number, when the
 file has several documents); the webhook's warnings on a valid flow on
@@ -22,15 +23,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from zen_flow.api.constants import CRON_KIND, GROUP, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
+from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, GROUP, KIND, TEMPLATE_KIND
 from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import awaits_expansion, validate_approvals
 from zen_flow.validation.cronjobflow import validate_cronjobflow
 from zen_flow.validation.errors import FieldError
-from zen_flow.validation.expansion import expand, is_cron_run, needs_expansion, template_ref_name
+from zen_flow.validation.expansion import expand, is_cron_run, needs_expansion, template_ref
 from zen_flow.validation.flow import validate_jobflow
-from zen_flow.validation.flow_template import validate_jobflowtemplate
+from zen_flow.validation.flow_template import validate_clusterjobflowtemplate, validate_jobflowtemplate
 from zen_flow.validation.warnings import flow_warnings
 
 EXIT_OK = 0
@@ -90,12 +91,19 @@ def _namespace(doc: Any) -> str | None:
 
 def _template_for(doc: Mapping[str, Any], docs: Sequence[Loaded]) -> Mapping[str, Any] | None:
     """The JobFlowTemplate the flow `doc` names, when one of the documents given is it (by name, and
-    namespace when both say one); None otherwise."""
-    name = template_ref_name(doc.get("spec"))
+    namespace when both say one), or the ClusterJobFlowTemplate (`clusterScope`, by name); None
+    otherwise."""
+    ref = template_ref(doc.get("spec"))
+    if ref is None:
+        return None
     for _, other in docs:
-        if not is_jobflow(other, TEMPLATE_KIND) or other.get("metadata", {}).get("name") != name:
+        if not is_jobflow(other, ref.kind) or other.get("metadata", {}).get("name") != ref.name:
             continue
-        if None in (_namespace(doc), _namespace(other)) or _namespace(doc) == _namespace(other):
+        if (
+            ref.cluster
+            or None in (_namespace(doc), _namespace(other))
+            or _namespace(doc) == _namespace(other)
+        ):
             return dict(other)
     return None
 
@@ -117,8 +125,9 @@ def _check_flow(
         meta = meta if isinstance(meta, dict) else {}
         labels = meta.get("labels")
         labels = labels if isinstance(labels, dict) else {}
-        name = template_ref_name(spec)
-        doc = {**doc, "metadata": {**meta, "labels": {**labels, LABEL_TEMPLATE: name}}}
+        ref = template_ref(spec)
+        named = ref.labels if ref is not None else {}
+        doc = {**doc, "metadata": {**meta, "labels": {**labels, **named}}}
         doc["spec"] = expansion.spec
     errors += validate_jobflow(doc)
     if awaits_expansion(doc):
@@ -133,7 +142,7 @@ def validate_paths(
 ) -> int:
     loaded, readable = _load(paths, err)
     status = EXIT_OK if readable else EXIT_UNREADABLE
-    flows = crons = templates = invalid = 0
+    flows = crons = templates = cluster_templates = invalid = 0
     for label, doc in loaded:
         if is_jobflow(doc, CRON_KIND):
             crons += 1
@@ -141,6 +150,9 @@ def validate_paths(
         elif is_jobflow(doc, TEMPLATE_KIND):
             templates += 1
             errors = validate_jobflowtemplate(doc)
+        elif is_jobflow(doc, CLUSTER_TEMPLATE_KIND):
+            cluster_templates += 1
+            errors = validate_clusterjobflowtemplate(doc)
         elif is_jobflow(doc):
             flows += 1
             doc, errors = _check_flow(label, doc, loaded, overrides or {}, err)
@@ -154,12 +166,14 @@ def validate_paths(
         if errors:
             invalid += 1
             status = EXIT_INVALID
-    if flows + crons + templates == 0 and status == EXIT_OK:
+    checked = flows + crons + templates + cluster_templates
+    if checked == 0 and status == EXIT_OK:
         err.write("zen-flow validate: no JobFlow documents found\n")
-    elif flows + crons + templates:
+    elif checked:
         counted = [f"{flows} JobFlow(s)"]
         counted += [f"{crons} CronJobFlow(s)"] if crons else []
         counted += [f"{templates} JobFlowTemplate(s)"] if templates else []
+        counted += [f"{cluster_templates} ClusterJobFlowTemplate(s)"] if cluster_templates else []
         listed = counted[0] if len(counted) == 1 else ", ".join(counted[:-1]) + " and " + counted[-1]
         err.write(f"zen-flow validate: {listed} checked, {invalid} invalid\n")
     return status

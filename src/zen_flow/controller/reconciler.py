@@ -132,7 +132,7 @@ class Controller:
         self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
-        self._templates = TemplateResolver(api, events)
+        self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
         self._validity = Validity(flows.parse_error)
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
         # group's Forbid flows must see them running already (read your own writes across flows).
@@ -164,6 +164,7 @@ class Controller:
         self._status.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
+        self._templates.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
         self._failures.forget(flow.key)
         self._queue.add(flow.key)

@@ -54,9 +54,12 @@ class Cluster:
         except NotFound:
             return None
 
-    async def get_flow_template(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        """The raw JobFlowTemplate, None when there is none of that name."""
-        return await self._flows.templates.get(namespace, name)
+    async def get_flow_template(
+        self, namespace: str, name: str, *, cluster: bool = False
+    ) -> Mapping[str, Any] | None:
+        """The raw JobFlowTemplate, or (`cluster`) ClusterJobFlowTemplate, None when there is none of that
+        name."""
+        return await self._flows.templates.get(namespace, name, cluster=cluster)
 
     async def expand_flow(
         self,
@@ -64,10 +67,10 @@ class Cluster:
         name: str,
         resource_version: str,
         spec: Mapping[str, Any],
-        labels: Mapping[str, str],
+        labels: Mapping[str, str | None],
     ) -> None:
-        """Write a flow's expansion (a merge patch of its spec, its labels); `Conflict` if it changed since
-        `resource_version`."""
+        """Write a flow's expansion (a merge patch of its spec, its labels: null removes one);
+        `Conflict` if it changed since `resource_version`."""
         body = {"metadata": {"labels": dict(labels)}, "spec": dict(spec)}
         await self._flows.merge(namespace, name, body, resource_version)
 

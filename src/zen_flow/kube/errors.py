@@ -56,6 +56,10 @@ class ApiError(KubeError):
         return self.status in (400, 413, 422) or self.too_large
 
 
+class Forbidden(ApiError):
+    """403: RBAC (or an admission plugin) refuses this identity the request."""
+
+
 class NotFound(ApiError):
     """404."""
 
@@ -90,6 +94,7 @@ class TooManyRequests(ApiError):
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     410: Expired,

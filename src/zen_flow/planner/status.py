@@ -35,8 +35,10 @@ REASON_DEADLINE = "DeadlineExceeded"
 REASON_INVALID = "InvalidSpec"
 # A flow naming a JobFlowTemplate that does not exist (controller/templates.py): invalid as well.
 REASON_TEMPLATE_NOT_FOUND = "TemplateNotFound"
+# A flow whose template the controller may not read (403, RBAC), after its retries: invalid as well.
+REASON_TEMPLATE_FORBIDDEN = "TemplateForbidden"
 # The reasons a Failed flow's condition Valid is False with.
-INVALID_REASONS = frozenset({REASON_INVALID, REASON_TEMPLATE_NOT_FOUND})
+INVALID_REASONS = frozenset({REASON_INVALID, REASON_TEMPLATE_NOT_FOUND, REASON_TEMPLATE_FORBIDDEN})
 REASON_REPLACED = "Replaced"
 REASON_STOPPED = "Stopped"
 REASON_QUEUED = "ConcurrencyForbid"

@@ -4,7 +4,8 @@ Pure: no I/O. `validate_jobflow(obj)` (the flow's definition; what the controlle
 `validate_approvals(obj)` (approval annotations; admission only) and `validate_update(old, new)` (both,
 plus the UPDATE rules) take raw objects (dicts as they arrive in an AdmissionReview or a YAML file) and
 return every FieldError at once (`validate_cronjobflow(obj)` checks a CronJobFlow, its template with
-`validate_jobflow`, and `validate_jobflowtemplate(obj)` a JobFlowTemplate, its spec with it too; a flow
+`validate_jobflow`, and `validate_jobflowtemplate(obj)` a JobFlowTemplate, its spec with it too,
+`validate_clusterjobflowtemplate(obj)` a ClusterJobFlowTemplate alike; a flow
 naming a template is expanded by `expansion.expand`); `AcceptedSpecs` remembers valid specs by their
 JSON bytes (argument values aside).
 
@@ -20,7 +21,7 @@ from zen_flow.validation.approvals import has_approvals, validate_approvals
 from zen_flow.validation.cronjobflow import validate_cronjobflow
 from zen_flow.validation.errors import ErrorType, FieldError, render
 from zen_flow.validation.flow import STEP_WIRING, validate_jobflow
-from zen_flow.validation.flow_template import validate_jobflowtemplate
+from zen_flow.validation.flow_template import validate_clusterjobflowtemplate, validate_jobflowtemplate
 from zen_flow.validation.size import status_bound
 from zen_flow.validation.update import has_started, validate_update
 
@@ -41,6 +42,7 @@ __all__ = [
     "render",
     "status_bound",
     "validate_approvals",
+    "validate_clusterjobflowtemplate",
     "validate_cronjobflow",
     "validate_jobflow",
     "validate_jobflowtemplate",

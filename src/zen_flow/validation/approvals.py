@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, TEMPLATE_KIND, VALUES_PREFIX
+from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, VALUES_PREFIX
 from zen_flow.core.gate_values import Supplied
-from zen_flow.validation.errors import FieldError, forbidden, invalid, not_found, quote
-from zen_flow.validation.expansion import needs_expansion, template_ref_name
+from zen_flow.validation.errors import FieldError, forbidden, invalid, not_found
+from zen_flow.validation.expansion import TemplateName, needs_expansion, template_ref
 from zen_flow.validation.gate_values import check_values, supplied_params
 from zen_flow.validation.steps import is_manual
 
@@ -46,7 +46,7 @@ def validate_approvals(obj: Any) -> list[FieldError]:
     annotations: dict[Any, Any] = meta["annotations"]  # has_approvals: both are dicts
     spec = obj.get("spec")
     if needs_expansion(spec):
-        return _unexpanded(annotations, template_ref_name(spec) or "")
+        return _unexpanded(annotations, template_ref(spec) or TemplateName(""))
     steps = spec.get("steps") if isinstance(spec, dict) else None
     names: set[str] = set()
     manual: set[str] = set()
@@ -79,12 +79,12 @@ def validate_approvals(obj: Any) -> list[FieldError]:
     )
 
 
-def _unexpanded(annotations: dict[Any, Any], template: str) -> list[FieldError]:
+def _unexpanded(annotations: dict[Any, Any], template: TemplateName) -> list[FieldError]:
     """A decision on a flow still without its template's steps (a webhook that cannot read templates
     leaves the expansion to the controller): neither its step nor who may take it can be checked, and
     it is not taken unchecked; it is refused saying why, rather than "no step of that name"."""
     detail = (
-        f"the flow is not expanded from {TEMPLATE_KIND} {quote(template)} yet (the webhook expands a flow "
+        f"the flow is not expanded from {template.subject} yet (the webhook expands a flow "
         "at its creation when it can read templates, else the controller does once it is created), so "
         "the step this names cannot be checked: decide the gate once the flow holds its steps"
     )

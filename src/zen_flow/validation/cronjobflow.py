@@ -35,6 +35,7 @@ from zen_flow.api.constants import (
     APPROVE_PREFIX,
     CRON_KIND,
     KIND,
+    LABEL_CLUSTER_TEMPLATE,
     LABEL_CRON,
     LABEL_TEMPLATE,
     MANUAL_RUN_INFIX,
@@ -64,6 +65,7 @@ _RERUN = "a request to rerun a failed run: copied to every run, each would be re
 RESERVED_LABELS = {
     LABEL_CRON: f"{_WRITTEN} (the CronJobFlow's name)",
     LABEL_TEMPLATE: f"{_WRITTEN} expanded from a JobFlowTemplate (its name)",
+    LABEL_CLUSTER_TEMPLATE: f"{_WRITTEN} expanded from a ClusterJobFlowTemplate",
 }
 RESERVED_ANNOTATIONS = {
     ANNOTATION_SCHEDULED_TIME: f"{_WRITTEN} (its run time)",

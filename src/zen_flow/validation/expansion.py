@@ -6,7 +6,9 @@ and `suspend`. `expand` returns the spec the flow is stored with: the template's
 resourceTemplates, the template's arguments with the flow's values, the two policies merged, and no
 `templateRef`: a stored flow holds steps or templateRef, never both (the CRD, every validator and the
 webhook say so), so a flow expanded already cannot be given a templateRef again by an edit or a
-re-applied manifest; where it came from is the `workflow.kube-zen.io/template` label, informational.
+re-applied manifest; where it came from is the `workflow.kube-zen.io/template` label, informational
+(with `workflow.kube-zen.io/cluster-template: "true"` beside it when the template is a
+ClusterJobFlowTemplate: `templateRef.clusterScope: true`, expanded by this same function).
 The mutating webhook expands a flow when it is created and the controller expands one stored without the
 webhook (controller/templates.py), both with this function on the flow as the apiserver holds it, so
 both store the same spec, and a flow is one snapshot of its template: editing or deleting the template
@@ -21,13 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from zen_flow.api.constants import (
+    CLUSTER_TEMPLATE_KIND,
+    CLUSTER_TEMPLATE_PLURAL,
     CRON_KIND,
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CONCURRENCY_POLICY,
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     GROUP,
+    LABEL_CLUSTER_TEMPLATE,
+    LABEL_TEMPLATE,
     RUN_TTL_SECONDS,
     TEMPLATE_KIND,
+    TEMPLATE_PLURAL,
 )
 from zen_flow.validation.errors import (
     FieldError,
@@ -71,11 +78,63 @@ class Expansion:
     errors: tuple[FieldError, ...] = ()
 
 
-def template_ref_name(spec: Any) -> str | None:
-    """The template a raw flow spec names, None when it names none (or not as a string)."""
+@dataclass(frozen=True)
+class TemplateName:
+    """The template a flow names: the JobFlowTemplate `name` of the flow's namespace, or, `cluster`
+    (`templateRef.clusterScope: true`), the ClusterJobFlowTemplate `name`."""
+
+    name: str
+    cluster: bool = False
+
+    @property
+    def kind(self) -> str:
+        return CLUSTER_TEMPLATE_KIND if self.cluster else TEMPLATE_KIND
+
+    @property
+    def plural(self) -> str:
+        return CLUSTER_TEMPLATE_PLURAL if self.cluster else TEMPLATE_PLURAL
+
+    @property
+    def subject(self) -> str:
+        """`JobFlowTemplate "build"`, as errors name it."""
+        return f"{self.kind} {quote(self.name)}"
+
+    def where(self, namespace: str) -> str:
+        """The template and where it is looked for: `JobFlowTemplate "build" in namespace "team-a"`."""
+        return self.subject if self.cluster else f"{self.subject} in namespace {quote(namespace)}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels of a flow expanded from it (informational: nothing reads them back)."""
+        return {LABEL_TEMPLATE: self.name, **({LABEL_CLUSTER_TEMPLATE: "true"} if self.cluster else {})}
+
+    def stale_labels(self, labels: Any) -> tuple[str, ...]:
+        """The labels of `labels` (the flow's own, as written) that the expansion removes: a
+        `cluster-template` label a user set on a flow expanded from the namespace's template would say
+        the flow came from a cluster template."""
+        if self.cluster or not isinstance(labels, Mapping):
+            return ()
+        return (LABEL_CLUSTER_TEMPLATE,) if LABEL_CLUSTER_TEMPLATE in labels else ()
+
+
+def template_ref(spec: Any) -> TemplateName | None:
+    """The template a raw flow spec names, None when it names none (or its name is not a string); a
+    `clusterScope` other than true names the namespace's template (the validator refuses a non-boolean)."""
     ref = spec.get("templateRef") if isinstance(spec, Mapping) else None
-    name = ref.get("name") if isinstance(ref, Mapping) else None
-    return name if isinstance(name, str) and name else None
+    if not isinstance(ref, Mapping):
+        return None
+    name = ref.get("name")
+    return (
+        TemplateName(name, cluster=ref.get("clusterScope") is True)
+        if isinstance(name, str) and name
+        else None
+    )
+
+
+def template_ref_name(spec: Any) -> str | None:
+    """The name of the template a raw flow spec names, None when it names none (or not as a string)."""
+    ref = template_ref(spec)
+    return ref.name if ref is not None else None
 
 
 def needs_expansion(spec: Any) -> bool:
@@ -91,6 +150,7 @@ def check_template_ref(r: Reader, spec: Mapping[str, Any]) -> None:
     if ref is None:
         return
     name = r.string(ref.get("name"), TEMPLATE_REF + ".name", require=True)
+    r.boolean(ref.get("clusterScope"), TEMPLATE_REF + ".clusterScope")
     if name:
         if len(name) > MAX_FLOW_NAME:
             r.add(invalid(TEMPLATE_REF + ".name", name, f"must be no more than {MAX_FLOW_NAME} characters"))
@@ -108,18 +168,17 @@ def check_template_ref(r: Reader, spec: Mapping[str, Any]) -> None:
 def expand(
     spec: Mapping[str, Any], template: Mapping[str, Any], namespace: str, *, run: bool = False
 ) -> Expansion:
-    """The flow spec `spec` (with `templateRef`, no steps) expanded from `template`, a raw JobFlowTemplate;
+    """The flow spec `spec` (with `templateRef`, no steps) expanded from `template`, the raw
+    JobFlowTemplate, or ClusterJobFlowTemplate (`clusterScope`), it names: both expand alike;
     `run`: the flow is a CronJobFlow's run (`is_cron_run` of its metadata: see `merge_policy`)."""
     errors: list[FieldError] = []
     r = Reader(errors)
-    name = template_ref_name(spec) or ""
-    subject = f"{TEMPLATE_KIND} {quote(name)}"
+    ref = template_ref(spec) or TemplateName("")
+    subject = ref.subject
     check_template_ref(r, spec)
     source = template.get("spec") if isinstance(template, Mapping) else None
     if not isinstance(source, Mapping) or not isinstance(source.get("steps"), list):
-        r.add(
-            invalid(TEMPLATE_REF + ".name", name, f"{subject} in namespace {quote(namespace)} has no steps")
-        )
+        r.add(invalid(TEMPLATE_REF + ".name", ref.name, f"{ref.where(namespace)} has no steps"))
         return Expansion(None, tuple(errors))
     arguments = _arguments(r, spec, source, subject)
     expanded: dict[str, Any] = {
@@ -141,12 +200,19 @@ def expand(
     return Expansion(None if errors else expanded, tuple(errors))
 
 
-def missing_template(name: str, namespace: str) -> FieldError:
+def missing_template(ref: TemplateName, namespace: str) -> FieldError:
     """The error of a flow whose template does not exist (webhook and controller say it alike)."""
-    return not_found(
+    place = "" if ref.cluster else f" in namespace {quote(namespace)}"
+    return not_found(TEMPLATE_REF + ".name", ref.name, f"{ref.subject} not found{place}")
+
+
+def unreadable_template(ref: TemplateName, namespace: str, why: str) -> FieldError:
+    """The error of a flow whose template the apiserver does not let zen-flow read (403): RBAC, e.g. a
+    controller bound by RoleBindings only, which grant nothing on a cluster-scoped ClusterJobFlowTemplate."""
+    return forbidden(
         TEMPLATE_REF + ".name",
-        name,
-        f"{TEMPLATE_KIND} {quote(name)} not found in namespace {quote(namespace)}",
+        f"zen-flow may not read {ref.where(namespace)} (grant its controller `get` on "
+        f"{ref.plural}: docs/RBAC.md): {why}",
     )
 
 

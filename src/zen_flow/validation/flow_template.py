@@ -1,5 +1,6 @@
 """`validate_jobflowtemplate`: every rule for a JobFlowTemplate, all errors at once (the webhook and
-`zen-flow validate`).
+`zen-flow validate`); `validate_clusterjobflowtemplate` the same rules for a ClusterJobFlowTemplate, whose
+spec is the same and only its scope differs.
 
 A template's spec is a JobFlow's definition (steps, arguments, executionPolicy, resourceTemplates), so it
 is checked with the JobFlow validator itself, as a flow of the template's name, and its errors keep
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.api.constants import API_VERSION, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
+from zen_flow.api.constants import API_VERSION, CLUSTER_TEMPLATE_KIND, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.limits import MAX_FLOW_NAME
@@ -24,9 +25,18 @@ from zen_flow.validation.template import check_metadata_maps
 
 def validate_jobflowtemplate(obj: Mapping[str, Any]) -> list[FieldError]:
     """Every problem with `obj` (a raw JobFlowTemplate); an empty list means valid."""
+    return _validate(obj, TEMPLATE_KIND)
+
+
+def validate_clusterjobflowtemplate(obj: Mapping[str, Any]) -> list[FieldError]:
+    """Every problem with `obj` (a raw ClusterJobFlowTemplate); an empty list means valid."""
+    return _validate(obj, CLUSTER_TEMPLATE_KIND)
+
+
+def _validate(obj: Mapping[str, Any], kind: str) -> list[FieldError]:
     errors: list[FieldError] = []
     r = Reader(errors)
-    root = r.resource(obj, TEMPLATE_KIND)
+    root = r.resource(obj, kind)
     if root is None:
         return errors
     meta = r.mapping(root.get("metadata"), "metadata", require=True)
@@ -35,7 +45,7 @@ def validate_jobflowtemplate(obj: Mapping[str, Any]) -> list[FieldError]:
     if spec is None:
         return errors
     if spec.get("templateRef") is not None:
-        r.add(forbidden("spec.templateRef", "a JobFlowTemplate holds steps; it cannot name another template"))
+        r.add(forbidden("spec.templateRef", f"a {kind} holds steps; it cannot name another template"))
         return errors
     flow = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name or "template"}, "spec": spec}
     for error in validate_jobflow(flow):

@@ -1,12 +1,14 @@
 """The HTTPS admission server: `/validate-jobflow`, `/mutate-jobflow` (the original's paths),
-`/validate-cronjobflow`, `/validate-jobflowtemplate`, `/healthz` and `/readyz`.
+`/validate-cronjobflow`, `/validate-jobflowtemplate`, `/validate-clusterjobflowtemplate`, `/healthz` and
+`/readyz`.
 
 Request handling is thin: read the body (at most `MAX_BODY_BYTES`, else 413), run the pure review
 function on its bytes in a worker thread (a new 500-step spec takes tens of milliseconds; the event loop
 keeps serving probes and other reviews meanwhile), answer 200 with the decision. A body that is not an
 AdmissionReview gets 400 with the reason, never a 500 traceback. A request that decides a Manual step
 waits, after the validating review, for `authorize` (webhook/approvers.py: may this user decide it?),
-and the create of a flow naming a JobFlowTemplate for `templates` to read it (webhook/templates.py).
+and the create of a flow naming a (Cluster)JobFlowTemplate for `templates` to read it
+(webhook/templates.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from zen_flow.kube.errors import KubeError
+from zen_flow.kube.errors import Forbidden, KubeError
 from zen_flow.logging import get_logger
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.cron_review import validate_cron_review
@@ -28,8 +30,10 @@ from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_request
 from zen_flow.webhook.templates import (
     expand_review,
     names_template,
+    refused_read,
     template_to_read,
     unreadable,
+    validate_cluster_template_review,
     validate_template_review,
 )
 from zen_flow.webhook.tls import CertMetrics, CertReloader
@@ -43,14 +47,15 @@ VALIDATE_PATH = "/validate-jobflow"
 MUTATE_PATH = "/mutate-jobflow"
 VALIDATE_CRON_PATH = "/validate-cronjobflow"
 VALIDATE_TEMPLATE_PATH = "/validate-jobflowtemplate"
+VALIDATE_CLUSTER_TEMPLATE_PATH = "/validate-clusterjobflowtemplate"
 DEFAULT_RELOAD_INTERVAL = 30.0
 DEFAULT_LIMITS = ConnectionLimits()
 
 
 class WebhookMetrics(CertMetrics, Protocol):
     def review_done(self, webhook: str, allowed: bool, seconds: float) -> None:
-        """One admission review answered by `webhook` ("validate", "mutate", "validate-cron" or
-        "validate-template")."""
+        """One admission review answered by `webhook` ("validate", "mutate", "validate-cron",
+        "validate-template" or "validate-cluster-template")."""
 
 
 BodyReader = Callable[[web.Request], Awaitable[bytes]]
@@ -60,8 +65,9 @@ Authorize = Callable[[Decisions], Awaitable[str | None]]
 
 
 class Templates(Protocol):
-    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The raw JobFlowTemplate, None when there is none; `KubeError` when it cannot be read."""
+    async def get(self, namespace: str, name: str, *, cluster: bool = False) -> dict[str, Any] | None:
+        """The raw JobFlowTemplate (`cluster`: ClusterJobFlowTemplate), None when there is none;
+        `KubeError` when it cannot be read."""
         ...
 
 
@@ -92,15 +98,18 @@ def _mutation(templates: Templates | None) -> Review:
         request = await asyncio.to_thread(parse_review, body)
         if not names_template(request):
             return await asyncio.to_thread(mutate_request, request)
-        name = template_to_read(request) if templates is not None else None
+        ref = template_to_read(request) if templates is not None else None
         template = None
-        if templates is not None and name is not None:
+        if templates is not None and ref is not None:
             try:
-                template = await templates.get(request.namespace, name)
+                template = await templates.get(request.namespace, ref.name, cluster=ref.cluster)
+            except Forbidden as err:
+                log.warning("may not read a flow's template; denying", template=ref.subject, error=str(err))
+                return refused_read(request, ref, err.message)
             except KubeError as err:
-                log.warning("could not read a flow's template; denying", template=name, error=str(err))
-                return unreadable(request, name, str(err))
-        return await asyncio.to_thread(expand_review, request, template, read=name is not None)
+                log.warning("could not read a flow's template; denying", template=ref.subject, error=str(err))
+                return unreadable(request, ref, str(err))
+        return await asyncio.to_thread(expand_review, request, template, read=ref is not None)
 
     return run
 
@@ -169,6 +178,12 @@ def create_webhook_app(
     app.router.add_post(
         VALIDATE_TEMPLATE_PATH,
         _review_handler("validate-template", _in_thread(validate_template_review), metrics, read_body),
+    )
+    app.router.add_post(
+        VALIDATE_CLUSTER_TEMPLATE_PATH,
+        _review_handler(
+            "validate-cluster-template", _in_thread(validate_cluster_template_review), metrics, read_body
+        ),
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
