@@ -36,6 +36,7 @@ from zen_flow.api.constants import (
     CRON_KIND,
     KIND,
     LABEL_CRON,
+    LABEL_INSTANCE,
     LABEL_TEMPLATE,
     MANUAL_RUN_INFIX,
     MANUAL_RUN_TOKEN_LENGTH,
@@ -64,6 +65,8 @@ _RERUN = "a request to rerun a failed run: copied to every run, each would be re
 RESERVED_LABELS = {
     LABEL_CRON: f"{_WRITTEN} (the CronJobFlow's name)",
     LABEL_TEMPLATE: f"{_WRITTEN} expanded from a JobFlowTemplate (its name)",
+    LABEL_INSTANCE: f"{_WRITTEN} (the CronJobFlow's own label: a run goes to the controller instance "
+    "that runs its CronJobFlow)",
 }
 RESERVED_ANNOTATIONS = {
     ANNOTATION_SCHEDULED_TIME: f"{_WRITTEN} (its run time)",
