@@ -194,7 +194,7 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
     assert sa["namespace"] == "ops"
     role = find(docs, "Role")
     assert role["metadata"]["namespace"] == "ops"
-    assert rules_allow(role["rules"], "coordination.k8s.io", "leases", "patch", settings.leader_election_name)
+    assert rules_allow(role["rules"], "coordination.k8s.io", "leases", "patch", settings.lease_name)
     for binding in find_all(docs, "RoleBinding") + find_all(docs, "ClusterRoleBinding"):
         assert {"kind": "ServiceAccount", "name": sa["name"], "namespace": "ops"} in binding["subjects"]
     cert = find(docs, "Certificate", "flows-zen-flow-webhook-cert")
@@ -327,6 +327,7 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
             "resyncSeconds": 600,
             "progressDeadlineSeconds": 900,
             "logLevel": "debug",
+            "instanceId": "team-a",
         },
         "leaderElection": {"leaseName": "custom-lease"},
     }
@@ -337,7 +338,8 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     assert settings.resync_seconds == 600.0
     assert settings.progress_deadline_seconds == 900.0
     assert settings.log_level == "debug"
-    assert settings.leader_election_name == "custom-lease"
+    assert settings.instance_id == "team-a"
+    assert settings.lease_name == "custom-lease"
     assert rules_allow(find(docs, "Role")["rules"], "coordination.k8s.io", "leases", "get", "custom-lease")
 
 

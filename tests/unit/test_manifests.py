@@ -133,7 +133,7 @@ def test_two_replicas_elect_a_leader_on_the_lease_the_role_allows() -> None:
     # The Lease lives in the pod's namespace (POD_NAMESPACE) unless overridden.
     assert SETTINGS.leader_election_namespace in ("", DEPLOYMENT["metadata"]["namespace"])
     assert LEASE_ROLE["metadata"]["namespace"] == DEPLOYMENT["metadata"]["namespace"]
-    lease = SETTINGS.leader_election_name
+    lease = SETTINGS.lease_name
     for verb in ("get", "patch"):
         assert rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name=lease)
         assert not rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name="other")
@@ -268,7 +268,7 @@ def test_cluster_role_grants_every_request_the_code_sends(perm: Permission) -> N
 
 @pytest.mark.parametrize("perm", sorted(p for p in required_permissions() if p.leader_election), ids=str)
 def test_leader_election_role_grants_the_lease_requests(perm: Permission) -> None:
-    name = "" if perm.verb == "create" else SETTINGS.leader_election_name
+    name = "" if perm.verb == "create" else SETTINGS.lease_name
     assert rules_allow(LEASE_ROLE["rules"], perm.group, perm.resource, perm.verb, name=name)
 
 
