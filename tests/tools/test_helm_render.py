@@ -317,6 +317,22 @@ def test_without_cert_manager_an_existing_secret_and_ca_are_required(helm: str, 
         assert "cert-manager.io/inject-ca-from" not in (config["metadata"].get("annotations") or {})
 
 
+@pytest.mark.parametrize("number", [0, 1234567, True])
+def test_an_instance_id_that_is_no_string_is_refused_naming_the_field(
+    helm: str, tmp_path: Path, number: object
+) -> None:
+    # Unquoted, 0 would drop the flag (two releases running the same unlabelled flows, each leading on a
+    # Lease of its own) and 1234567 would become --instance-id=1.234567e+06.
+    with pytest.raises(RenderError, match=r"controller\.instanceId must be a string"):
+        render(helm, tmp_path, {"controller": {"instanceId": number}})
+
+
+@pytest.mark.parametrize("quoted", ["0", "1234567", "team-a.2"])
+def test_a_quoted_instance_id_becomes_the_flag_verbatim(helm: str, tmp_path: Path, quoted: str) -> None:
+    docs = render(helm, tmp_path, {"controller": {"instanceId": quoted}})
+    assert settings_of(deployment(docs)).instance_id == quoted
+
+
 def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     values = {
         "controller": {
