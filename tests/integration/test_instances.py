@@ -3,6 +3,7 @@ running flow hands it over without its Jobs being deleted (docs/OPERATOR_GUIDE.m
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -59,6 +60,7 @@ async def test_each_controller_runs_only_its_own_flows(
     assert _leads(team_a) == "zen-flow-controller-team-a"
     assert _leads(default) == "zen-flow-controller"
     assert team_a.metric("zen_flow_controller_info", instance_id="team-a") == 1
+    assert default.metric("zen_flow_controller_info", instance_id="") == 1
     # Selected on the apiserver: each cache holds its own flow only (not team-b's, which nobody runs).
     await _cached(team_a, 1)
     await _cached(default, 1)
@@ -81,6 +83,47 @@ async def test_each_controller_runs_only_its_own_flows(
     nobody = await driver.get(namespace, "of-nobody")
     assert nobody is not None
     assert not (nobody.get("status") or {}).get("phase")
+
+
+def _cron(name: str, namespace: str, labels: dict[str, str]) -> str:
+    container = {"name": "main", "image": "busybox:1.36", "command": ["true"]}
+    pod = {"restartPolicy": "Never", "containers": [container]}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": pod}}}
+    return json.dumps(
+        {
+            "apiVersion": "workflow.kube-zen.io/v1alpha1",
+            "kind": "CronJobFlow",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            # Once a year: the test is about which controller takes it, not its runs.
+            "spec": {
+                "schedule": "0 0 1 1 *",
+                "jobFlowTemplate": {"spec": {"steps": [{"name": "a", "template": job}]}},
+            },
+        }
+    )
+
+
+async def test_each_controller_runs_only_its_own_cronjobflows(
+    namespace: str, kubectl: Any, start_controller: StartController, jobflow_crd: Any
+) -> None:
+    team_a = start_controller(extra_args=["--instance-id", "team-a"])
+    default = start_controller()
+    kubectl("create", "-f", "-", input=_cron("of-a", namespace, {LABEL_INSTANCE: "team-a"}))
+    kubectl("create", "-f", "-", input=_cron("of-default", namespace, {}))
+    kubectl("create", "-f", "-", input=_cron("of-nobody", namespace, {LABEL_INSTANCE: "team-b"}))
+
+    def status(name: str) -> dict[str, Any]:
+        got = json.loads(kubectl("get", "cjf", name, "-n", namespace, "-o", "json").stdout)
+        return got.get("status") or {}
+
+    async def both_written() -> bool:
+        return all(status(name).get("conditions") for name in ("of-a", "of-default"))
+
+    await wait_until(both_written, WAIT, what="the status of of-a and of-default")
+    # Selected on the apiserver: each caches its own CronJobFlow only; team-b's is nobody's.
+    for controller in (team_a, default):
+        assert controller.metric("zen_flow_informer_cached_objects", resource="cronjobflows") == 1
+    assert status("of-nobody") == {}
 
 
 async def test_relabelling_a_running_flow_hands_it_over_with_its_jobs(
