@@ -15,8 +15,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from zen_flow.api.transfer import DEFAULT_IMAGE as DEFAULT_ARTIFACT_IMAGE
+from zen_flow.core.instances import instance_id_problem
+from zen_flow.core.naming import is_dns1123_subdomain
 
 ENV_PREFIX = "ZEN_FLOW_"
+DEFAULT_LEASE_NAME = "zen-flow-controller"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,15 @@ class Settings:
     )
     namespaces: tuple[str, ...] = field(
         default=(), metadata={"help": "namespaces to watch, comma-separated (default: all)"}
+    )
+    instance_id: str = field(
+        default="",
+        metadata={
+            "help": "run only the JobFlows and CronJobFlows labelled "
+            "workflow.kube-zen.io/controller-instance with this value (a label value); empty: only those "
+            "without that label, so several controllers share a cluster (docs/OPERATOR_GUIDE.md, "
+            "'Several controllers in one cluster')"
+        },
     )
     workers: int = field(
         default=8,
@@ -70,7 +82,13 @@ class Settings:
     leader_election_namespace: str = field(
         default="", metadata={"help": "namespace of the Lease (default: the pod's namespace, else default)"}
     )
-    leader_election_name: str = field(default="zen-flow-controller", metadata={"help": "name of the Lease"})
+    leader_election_name: str = field(
+        default="",
+        metadata={
+            "help": f"name of the Lease (default: {DEFAULT_LEASE_NAME}, or {DEFAULT_LEASE_NAME}-<instance "
+            "id> with --instance-id, so each instance elects its own leader)"
+        },
+    )
     identity: str = field(
         default="", metadata={"help": "leader-election identity (default: <hostname>_<random>)"}
     )
@@ -138,6 +156,14 @@ class Settings:
     def start_limit(self) -> int:
         """How many workers may reconcile flows that have not started yet, at once (`--start-workers`)."""
         return self.start_workers or max(1, self.workers - max(1, self.workers // 4))
+
+    @property
+    def lease_name(self) -> str:
+        """The Lease's name: `--leader-election-name`, else one per instance (two instances must not
+        contend for one Lease: only one of them would reconcile)."""
+        if self.leader_election_name:
+            return self.leader_election_name
+        return f"{DEFAULT_LEASE_NAME}-{self.instance_id}" if self.instance_id else DEFAULT_LEASE_NAME
 
     @property
     def lease_namespace(self) -> str:
@@ -241,6 +267,15 @@ def _check(s: Settings) -> None:
         problems.append("--event-qps must be > 0 and --event-burst >= 1")
     if not s.lease_duration > s.renew_deadline > 1.2 * s.retry_period > 0:
         problems.append("need --lease-duration > --renew-deadline > 1.2 x --retry-period > 0")
+    if (problem := instance_id_problem(s.instance_id)) is not None:
+        problems.append(f"--instance-id: {problem}")
+    elif s.leader_elect and not is_dns1123_subdomain(s.lease_name):
+        # A label value may hold capitals and underscores; a Lease's name may not.
+        named = "" if s.leader_election_name else f" (made from --instance-id {s.instance_id!r})"
+        problems.append(
+            f"--leader-election-name: {s.lease_name!r}{named} is not a valid Lease name (lower-case letters, "
+            "digits, '-' and '.'): set --leader-election-name"
+        )
     if s.step_events not in ("notable", "all"):
         problems.append("--step-events must be notable or all")
     if s.log_format not in ("json", "console", "auto"):

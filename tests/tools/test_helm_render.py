@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,11 @@ def test_default_release_renders_the_objects_of_config_default(helm: str, tmp_pa
 def test_default_deployment_runs_with_the_settings_of_config(helm: str, tmp_path: Path) -> None:
     chart = deployment(render(helm, tmp_path))
     config = find(objects("manager"), "Deployment")
-    assert settings_of(chart) == settings_of(config)
+    chart_settings, config_settings = settings_of(chart), settings_of(config)
+    # The chart names its Lease after the release; config/ leaves the default, which --instance-id
+    # changes: the same Lease.
+    assert chart_settings.lease_name == config_settings.lease_name
+    assert replace(chart_settings, leader_election_name="") == config_settings
     assert chart["spec"]["replicas"] == config["spec"]["replicas"] == 2
     chart_pod, config_pod = chart["spec"]["template"]["spec"], config["spec"]["template"]["spec"]
     for key in ("securityContext", "volumes", "serviceAccountName", "terminationGracePeriodSeconds"):
@@ -195,7 +200,7 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
     assert sa["namespace"] == "ops"
     role = find(docs, "Role")
     assert role["metadata"]["namespace"] == "ops"
-    assert rules_allow(role["rules"], "coordination.k8s.io", "leases", "patch", settings.leader_election_name)
+    assert rules_allow(role["rules"], "coordination.k8s.io", "leases", "patch", settings.lease_name)
     for binding in find_all(docs, "RoleBinding") + find_all(docs, "ClusterRoleBinding"):
         assert {"kind": "ServiceAccount", "name": sa["name"], "namespace": "ops"} in binding["subjects"]
     cert = find(docs, "Certificate", "flows-zen-flow-webhook-cert")
@@ -338,6 +343,22 @@ def test_without_cert_manager_an_existing_secret_and_ca_are_required(helm: str, 
         assert "cert-manager.io/inject-ca-from" not in (config["metadata"].get("annotations") or {})
 
 
+@pytest.mark.parametrize("number", [0, 1234567, True])
+def test_an_instance_id_that_is_no_string_is_refused_naming_the_field(
+    helm: str, tmp_path: Path, number: object
+) -> None:
+    # Unquoted, 0 would drop the flag (two releases running the same unlabelled flows, each leading on a
+    # Lease of its own) and 1234567 would become --instance-id=1.234567e+06.
+    with pytest.raises(RenderError, match=r"controller\.instanceId must be a string"):
+        render(helm, tmp_path, {"controller": {"instanceId": number}})
+
+
+@pytest.mark.parametrize("quoted", ["0", "1234567", "team-a.2"])
+def test_a_quoted_instance_id_becomes_the_flag_verbatim(helm: str, tmp_path: Path, quoted: str) -> None:
+    docs = render(helm, tmp_path, {"controller": {"instanceId": quoted}})
+    assert settings_of(deployment(docs)).instance_id == quoted
+
+
 def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     values = {
         "controller": {
@@ -348,6 +369,7 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
             "resyncSeconds": 600,
             "progressDeadlineSeconds": 900,
             "logLevel": "debug",
+            "instanceId": "team-a",
         },
         "leaderElection": {"leaseName": "custom-lease"},
     }
@@ -358,7 +380,8 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     assert settings.resync_seconds == 600.0
     assert settings.progress_deadline_seconds == 900.0
     assert settings.log_level == "debug"
-    assert settings.leader_election_name == "custom-lease"
+    assert settings.instance_id == "team-a"
+    assert settings.lease_name == "custom-lease"
     assert rules_allow(find(docs, "Role")["rules"], "coordination.k8s.io", "leases", "get", "custom-lease")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,17 @@ def test_the_no_cert_manager_component_leaves_no_cert_manager_object(tmp_path: P
     assert [d["kind"] for d in docs if d["apiVersion"].startswith("cert-manager.io/")] == []
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         assert "cert-manager.io/inject-ca-from" not in (find(docs, kind)["metadata"].get("annotations") or {})
+
+
+def test_the_dev_overlay_changes_only_the_log_flags() -> None:
+    # It replaces args by position: a flag added to or removed from config/manager must move them.
+    out = subprocess.run(
+        [str(find_kubectl()), "kustomize", str(CONFIG / "overlays" / "dev")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    dev = settings_of(find([d for d in yaml.safe_load_all(out) if d], "Deployment", "zen-flow-controller"))
+    assert (dev.log_format, dev.log_level) == ("console", "debug")
+    assert dev == replace(SETTINGS, log_format="console", log_level="debug")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from zen_flow.api.constants import LABEL_CRON, RUN_TTL_SECONDS
+from zen_flow.api.constants import LABEL_CRON, LABEL_INSTANCE, RUN_TTL_SECONDS
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
@@ -366,6 +366,17 @@ def test_trigger_creates_the_controllers_run_under_a_name_of_its_own_marked_manu
     )  # fmt: skip
 
 
+def test_trigger_of_a_cronjobflow_of_a_controller_instance_makes_a_run_of_that_instance(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = cron_manifest()
+    report["metadata"]["labels"] = {LABEL_INSTANCE: "team-a"}
+    add(cluster, report)
+    assert zen_flow(capsys, "cron", "trigger", "nightly-report")[0] == 0
+    [body] = posted(cluster)
+    assert body["metadata"]["labels"][LABEL_INSTANCE] == "team-a"
+
+
 @pytest.mark.parametrize(
     ("name", "cut"),
     [
@@ -691,6 +702,17 @@ def test_resubmit_of_a_run_makes_a_flow_that_is_no_run_and_has_the_jobflow_defau
     add(cluster, mine)
     assert zen_flow(capsys, "resubmit", "mine")[0] == 0
     assert cluster.writes[-1][2]["spec"]["executionPolicy"] == {"ttlSecondsAfterFinished": RUN_TTL_SECONDS}
+
+
+def test_resubmit_keeps_the_flows_controller_instance(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = cron_manifest()
+    report["metadata"]["labels"] = {LABEL_INSTANCE: "team-a"}
+    add(cluster, report)
+    run = add(cluster, a_run(report, NOW - timedelta(days=1), {"phase": "Failed"}))
+    assert zen_flow(capsys, "resubmit", run["metadata"]["name"])[0] == 0
+    assert cluster.writes[-1][2]["metadata"]["labels"] == {"team": "reporting", LABEL_INSTANCE: "team-a"}
 
 
 FAILED_RUN = {"phase": "Failed", "steps": [{"name": "collect", "phase": "Failed"}]}

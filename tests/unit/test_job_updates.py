@@ -119,6 +119,7 @@ def controller_of(sim: Simulator) -> tuple[Controller, WorkQueue[str], Metrics, 
     clock = FakeClock()
     api = FakeApiServer(clock)
     api.create_flow(sim.flow)
+    api.sync()  # the controller's cache holds the flow
     (name,) = sim.running()
     job = sim.jobs[name]
     owner = job.metadata.owner_references[0].model_copy(update={"uid": api.flows[sim.flow.key].metadata.uid})
@@ -148,6 +149,48 @@ def test_the_controller_wakes_a_flow_only_for_updates_a_plan_can_see() -> None:
     assert len(queue) == 0
     assert metrics.registry.get_sample_value("zen_flow_job_updates_ignored_total") == 2
     ctrl.on_job_event(completed(job), job)
+    assert len(queue) == 1
+
+
+def test_a_job_of_a_flow_this_controller_does_not_run_wakes_no_reconcile() -> None:
+    # Another controller instance's flow (Jobs are not selected by --instance-id): a reconcile of it
+    # would find no flow, yet count as a reconcile (zen_flow_reconcile_total, its duration, the queue).
+    sim = running_sim()
+    ctrl, queue, metrics, job = controller_of(sim)
+    owner = job.metadata.owner_references[0].model_copy(update={"name": "team-b-flow", "uid": "team-b"})
+    theirs = replace(job, metadata=replace(job.metadata, owner_references=(owner,)))
+    ctrl.on_job_event(theirs)
+    ctrl.on_job_event(completed(theirs), theirs)
+    ctrl.on_job_event(completed(theirs), deleted=True)
+    assert len(queue) == 0
+    assert metrics.registry.get_sample_value("zen_flow_job_updates_ignored_total") == 0
+    # The flow's own Jobs still wake it; and a flow that arrives after its Jobs (a relabel to this
+    # instance, a fresh start) is woken by its own event.
+    ctrl.on_job_event(completed(job), job)
+    assert len(queue) == 1
+
+
+def test_a_flow_whose_jobs_are_seen_before_it_is_woken_by_its_own_event() -> None:
+    # A fresh start (or a flow relabelled to this instance): the Job informer may deliver a flow's Jobs
+    # before the flow informer delivers the flow; its own add event then wakes it.
+    sim = running_sim()
+    clock = FakeClock()
+    api = FakeApiServer(clock)
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = Controller(
+        flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
+        clock=clock, metrics=Metrics(),
+    )  # fmt: skip
+    api.on_flow, api.on_job = ctrl.on_flow_event, ctrl.on_job_event
+    flow = api.create_flow(sim.flow)
+    for job in sim.jobs.values():
+        owner = job.metadata.owner_references[0].model_copy(update={"uid": flow.metadata.uid})
+        api.jobs[(job.metadata.namespace, job.metadata.name)] = replace(
+            job, metadata=replace(job.metadata, owner_references=(owner,))
+        )
+    api.sync(flows=False)
+    assert len(queue) == 0
+    api.sync()
     assert len(queue) == 1
 
 

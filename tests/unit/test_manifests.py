@@ -8,6 +8,7 @@ cluster-wide secrets access and missing verbs.
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 from pathlib import Path
@@ -133,11 +134,18 @@ def test_two_replicas_elect_a_leader_on_the_lease_the_role_allows() -> None:
     # The Lease lives in the pod's namespace (POD_NAMESPACE) unless overridden.
     assert SETTINGS.leader_election_namespace in ("", DEPLOYMENT["metadata"]["namespace"])
     assert LEASE_ROLE["metadata"]["namespace"] == DEPLOYMENT["metadata"]["namespace"]
-    lease = SETTINGS.leader_election_name
+    lease = SETTINGS.lease_name
     for verb in ("get", "patch"):
         assert rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name=lease)
         assert not rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name="other")
     assert rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", "create")
+
+
+def test_a_copy_of_the_deployment_given_an_instance_id_elects_its_leader_on_a_lease_of_its_own() -> None:
+    # Sharing the first one's Lease, it would never lead while that one does: its flows would not run.
+    other = copy.deepcopy(DEPLOYMENT)
+    container(other)["args"].append("--instance-id=team-a")
+    assert settings_of(other).lease_name == "zen-flow-controller-team-a" != SETTINGS.lease_name
 
 
 def test_ports_probes_and_services_line_up() -> None:
@@ -268,7 +276,7 @@ def test_cluster_role_grants_every_request_the_code_sends(perm: Permission) -> N
 
 @pytest.mark.parametrize("perm", sorted(p for p in required_permissions() if p.leader_election), ids=str)
 def test_leader_election_role_grants_the_lease_requests(perm: Permission) -> None:
-    name = "" if perm.verb == "create" else SETTINGS.leader_election_name
+    name = "" if perm.verb == "create" else SETTINGS.lease_name
     assert rules_allow(LEASE_ROLE["rules"], perm.group, perm.resource, perm.verb, name=name)
 
 

@@ -222,6 +222,7 @@ def test_a_template_may_name_a_jobflowtemplate() -> None:
         ("annotations", "approved-by.workflow.kube-zen.io/gate"),
         ("labels", "workflow.kube-zen.io/cronjobflow"),
         ("labels", "workflow.kube-zen.io/template"),
+        ("labels", "workflow.kube-zen.io/controller-instance"),  # a run goes where its CronJobFlow does
     ],
 )
 def test_the_template_may_not_set_the_keys_zen_flow_writes_on_a_run(field: str, key: str) -> None:

@@ -20,6 +20,13 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "zen-flow"
 JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
+# Several controllers in one cluster (Argo Workflows' instanceID): a controller started with
+# `--instance-id X` runs only the JobFlows and CronJobFlows labelled with this key and the value X; one
+# started without it runs only those without the label. Copied to what it creates for them (Jobs,
+# resourceTemplates objects, CronJobFlow runs); docs/OPERATOR_GUIDE.md, "Several controllers in one
+# cluster".
+LABEL_INSTANCE = f"{GROUP}/controller-instance"
+
 # Approval (decision 6). The original's `workflow.kube-zen.io/approved/<step>` is not a legal key (two
 # slashes); the prefix carries the verb and the name part is the step name (<= 63 characters).
 APPROVE_PREFIX = f"approve.{GROUP}/"

@@ -34,6 +34,7 @@ from zen_flow.controller.metric_collectors import InformerStats
 from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
+from zen_flow.core.instances import instance_selector
 from zen_flow.informer import Informer, JobFlowInformer, JobInformer
 from zen_flow.informer.decoding import release_freed_memory
 from zen_flow.kube.client import KubeClient
@@ -149,11 +150,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         cluster=config.host,
         config=config.source,
         namespaces=list(settings.namespaces) or "all",
+        # The flows it runs: those labelled with its instance id, or (none) those without the label.
+        instance_id=settings.instance_id or None,
+        selector=instance_selector(settings.instance_id),
         workers=settings.workers,
         start_workers=settings.start_limit,
         qps=settings.qps,  # 0: no client-side limit
         leader_elect=settings.leader_elect,
+        lease=settings.lease_name if settings.leader_elect else None,
     )
+    metrics.controller_info.labels(settings.instance_id).set(1)
     options = client_options(settings)
 
     def count_request(r: RequestRecord) -> None:
@@ -167,7 +173,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         KubeClient(config, options, clock=clock, on_response=count_request) as kube,
         contextlib.AsyncExitStack() as stack,
     ):
-        job_api, flow_api = JobClient(kube), JobFlowClient(kube)
+        selector = instance_selector(settings.instance_id)
+        # Jobs are not selected by instance: a relabelled flow's Jobs keep the label they were made with,
+        # and its new controller must see them to take the flow over (docs/OPERATOR_GUIDE.md).
+        job_api, flow_api = JobClient(kube), JobFlowClient(kube, label_selector=selector)
         flows = JobFlowInformer(flow_api, clock=clock, namespaces=settings.namespaces)
         jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces, owner_alive=flows.owns)
         queue = flow_queue(clock, settings.start_limit, settings.workers, PrometheusQueueMetrics(metrics))
@@ -206,6 +215,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             clock=clock,
             metrics=metrics,
             namespaces=settings.namespaces,
+            label_selector=selector,
         )
         crons = scheduler.informer
         cron_stop = asyncio.Event()
@@ -253,10 +263,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         keeper: LeaseKeeper | None = None
         if settings.leader_elect:
             # A standby exports 0 (not nothing), so "no leader" alerts can sum over replicas.
-            metrics.leader.labels(settings.leader_election_name).set(0)
+            metrics.leader.labels(settings.lease_name).set(0)
             keeper = LeaseKeeper(
                 kubeconfig=settings.kubeconfig,
-                name=settings.leader_election_name,
+                name=settings.lease_name,
                 namespace=settings.lease_namespace,
                 identity=settings.elector_identity,
                 lease_duration=settings.lease_duration,
@@ -266,12 +276,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             )
 
             async def lead() -> None:
-                metrics.leader.labels(settings.leader_election_name).set(1)
+                metrics.leader.labels(settings.lease_name).set(1)
                 metrics.leader_transitions.inc()
                 try:
                     await work()
                 finally:
-                    metrics.leader.labels(settings.leader_election_name).set(0)
+                    metrics.leader.labels(settings.lease_name).set(0)
 
             campaign = keeper
 

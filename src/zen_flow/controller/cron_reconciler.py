@@ -68,10 +68,12 @@ def cron_controller(
     clock: Clock,
     metrics: Metrics,
     namespaces: Sequence[str],
+    label_selector: str = "",
 ) -> CronController:
     """The CronJobFlow informer, queue and controller, its handlers added to both informers (the JobFlow
-    informer's first: before the flow controller's)."""
-    crons = CronJobFlowInformer(CronJobFlowClient(kube), clock=clock, namespaces=namespaces)
+    informer's first: before the flow controller's). `label_selector`: the CronJobFlows of this controller
+    instance (core/instances.py)."""
+    crons = CronJobFlowInformer(CronJobFlowClient(kube, label_selector), clock=clock, namespaces=namespaces)
     scheduler = CronController(
         crons=crons,
         flows=flows,

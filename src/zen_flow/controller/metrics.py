@@ -70,6 +70,14 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, VALIDATOR_BUILD).set(1)
+        # Set by the controller at start-up (a webhook-only process has no instance): join on it to tell
+        # apart the series of several controllers in one cluster.
+        self.controller_info = Gauge(
+            "zen_flow_controller_info",
+            '1: this controller\'s --instance-id ("": it runs the flows without the instance label)',
+            ["instance_id"],
+            registry=r,
+        )
         # reconcile
         self.reconciles = Counter(
             "zen_flow_reconcile_total",

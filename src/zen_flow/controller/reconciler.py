@@ -187,6 +187,12 @@ class Controller:
             self._expectations.creation_observed(owner.uid, job.metadata.name)
             if job.deleting:
                 self._expectations.deletion_observed(owner.uid, job.metadata.name)
+        if self._flows.get(key) is None:
+            # Not a flow of ours: another controller instance's (Jobs are not selected by instance), or
+            # one gone (its deletion enqueued it). A reconcile would find nothing, yet count as one.
+            # Should the flow come (a fresh start's list, a relabel to this instance), its own add
+            # event enqueues it, and the plan then reads its Jobs from the cache.
+            return
         if old is not None and not deleted and not planner.plan_sees_change(old, job):
             self._metrics.job_updates_ignored.inc()
             return  # a counter moved (active, ready): no plan can differ

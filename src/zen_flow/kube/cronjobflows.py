@@ -13,8 +13,9 @@ CRONJOBFLOWS = Resource(GROUP, VERSION, CRON_PLURAL)
 
 
 class CronJobFlowClient(ResourceLister):
-    def __init__(self, client: KubeClient) -> None:
-        super().__init__(client, CRONJOBFLOWS)
+    def __init__(self, client: KubeClient, label_selector: str = "") -> None:
+        """`label_selector`: of the LIST and WATCH only (a controller instance's CronJobFlows)."""
+        super().__init__(client, CRONJOBFLOWS, label_selector)
         self._client = client
 
     async def patch_status(

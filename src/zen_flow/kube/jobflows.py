@@ -38,10 +38,12 @@ _WRITTEN = TypeAdapter(_Written)
 
 
 class JobFlowClient(ResourceLister):
-    def __init__(self, client: KubeClient, *, page_size: int = 100) -> None:
+    def __init__(self, client: KubeClient, *, page_size: int = 100, label_selector: str = "") -> None:
+        """`label_selector`: of the LIST and WATCH only (a controller instance's flows,
+        core/instances.py); reads and writes by name reach any flow."""
         # Pages of 100: a JobFlow is 10-50 KB of JSON (up to 1.5 MiB), and a page is parsed whole, so
         # 500 large flows per page made the start-up peak (217 MB at 1,000 20-step flows).
-        super().__init__(client, JOBFLOWS, page_size=page_size)
+        super().__init__(client, JOBFLOWS, label_selector, page_size=page_size)
         self._client = client
         # The templates flows name (controller/templates.py reads one to expand a flow).
         self.templates = FlowTemplateClient(client)

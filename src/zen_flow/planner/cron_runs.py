@@ -23,6 +23,7 @@ from zen_flow.api.constants import (
     INSTANTIATE_MANUAL,
     KIND,
     LABEL_CRON,
+    LABEL_INSTANCE,
     MANUAL_RUN_INFIX,
     RUN_TTL_SECONDS,
 )
@@ -30,6 +31,7 @@ from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import controller_reference, format_time
 from zen_flow.core.cron import scheduled_minute
+from zen_flow.core.instances import instance_labels
 
 MAX_RUN_NAME = 63  # a flow's name is a label value (validation/limits.py MAX_FLOW_NAME)
 # A run with no time at all (a manual run not yet created, a test's run) sorts oldest.
@@ -92,7 +94,8 @@ def rank_of(cron_name: str, run: JobFlow) -> Rank:
 
 def build_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
     """The JobFlow of run time `moment`: the template's labels and annotations, plus the CronJobFlow's
-    label and the run time; owned by the CronJobFlow (deleting it deletes its runs)."""
+    label, its controller instance label (when it has one) and the run time; owned by the CronJobFlow
+    (deleting it deletes its runs)."""
     return _run(cron, run_name(cron.metadata.name, moment), {ANNOTATION_SCHEDULED_TIME: format_time(moment)})
 
 
@@ -107,7 +110,10 @@ def manual_run(cron: CronJobFlow, token: str) -> dict[str, object]:
 def _run(cron: CronJobFlow, name: str, marks: dict[str, str]) -> dict[str, object]:
     template = cron.spec.job_flow_template
     meta = template.metadata
-    labels = {**(meta.labels if meta else {}), LABEL_CRON: cron.metadata.name}
+    # The run goes to the controller instance that runs its CronJobFlow (whose history limits and
+    # concurrency policy count it): the CronJobFlow's instance label, whatever the template says.
+    template_labels = {k: v for k, v in (meta.labels if meta else {}).items() if k != LABEL_INSTANCE}
+    labels = {**template_labels, **instance_labels(cron.metadata.labels), LABEL_CRON: cron.metadata.name}
     annotations: dict[str, str] = {**(meta.annotations if meta else {}), **marks}
     return {
         "apiVersion": API_VERSION,

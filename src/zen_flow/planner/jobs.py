@@ -17,6 +17,7 @@ from zen_flow.api.constants import (
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
 from zen_flow.api.meta import OwnerReference, controller_reference
+from zen_flow.core.instances import instance_labels
 from zen_flow.core.naming import label_value
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
@@ -46,12 +47,14 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
 
 
 def job_labels(flow: JobFlow, step: Step, attempt: int) -> dict[str, str]:
-    """Our labels: every Job and pod of a flow is selectable by flow, step and attempt."""
+    """Our labels: every Job and pod of a flow is selectable by flow, step and attempt, and by the
+    controller instance that runs the flow (its label when it has one, as it was when the Job was made)."""
     return {
         LABEL_FLOW: label_value(flow.metadata.name),
         LABEL_STEP: label_value(step.name),
         LABEL_ATTEMPT: str(attempt),
         LABEL_MANAGED_BY: MANAGED_BY,
+        **instance_labels(flow.metadata.labels),
     }
 
 

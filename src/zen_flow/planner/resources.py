@@ -18,6 +18,7 @@ from typing import Any
 from zen_flow.api.constants import LABEL_FLOW, LABEL_MANAGED_BY, MANAGED_BY
 from zen_flow.api.flow_status import ObjectRef
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.core.instances import instance_labels
 from zen_flow.core.naming import label_value, resource_name
 from zen_flow.planner.actions import CreateResource, EventSpec, Plan
 from zen_flow.planner.jobs import owner_reference
@@ -44,7 +45,11 @@ _SERVER_FIELDS = (
 
 
 def resource_labels(flow: JobFlow) -> dict[str, str]:
-    return {LABEL_FLOW: label_value(flow.metadata.name), LABEL_MANAGED_BY: MANAGED_BY}
+    return {
+        LABEL_FLOW: label_value(flow.metadata.name),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        **instance_labels(flow.metadata.labels),
+    }
 
 
 def _template_name(template: Mapping[str, Any]) -> str:

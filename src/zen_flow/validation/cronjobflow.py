@@ -37,6 +37,7 @@ from zen_flow.api.constants import (
     KIND,
     LABEL_CLUSTER_TEMPLATE,
     LABEL_CRON,
+    LABEL_INSTANCE,
     LABEL_TEMPLATE,
     MANUAL_RUN_INFIX,
     MANUAL_RUN_TOKEN_LENGTH,
@@ -66,6 +67,8 @@ RESERVED_LABELS = {
     LABEL_CRON: f"{_WRITTEN} (the CronJobFlow's name)",
     LABEL_TEMPLATE: f"{_WRITTEN} expanded from a JobFlowTemplate (its name)",
     LABEL_CLUSTER_TEMPLATE: f"{_WRITTEN} expanded from a ClusterJobFlowTemplate",
+    LABEL_INSTANCE: f"{_WRITTEN} (the CronJobFlow's own label: a run goes to the controller instance "
+    "that runs its CronJobFlow)",
 }
 RESERVED_ANNOTATIONS = {
     ANNOTATION_SCHEDULED_TIME: f"{_WRITTEN} (its run time)",
