@@ -394,6 +394,35 @@ async def test_runtime_serves_until_cancelled(
         await asyncio.open_connection("127.0.0.1", port)
 
 
+async def test_listening_only_once_the_port_is_bound(
+    tmp_path: Path, ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The listener is created after an await of the runner's setup: a caller polling `listening` (as the
+    # test above does) must never see it true before `port` can be read, however slow the bind.
+    cert_dir = tmp_path / "certs"
+    issue(ca, cert_dir)
+    loop = asyncio.get_running_loop()
+    bind = loop.create_server
+    may_bind = asyncio.Event()
+
+    async def slow_bind(*args: Any, **kwargs: Any) -> asyncio.Server:
+        await may_bind.wait()
+        return await bind(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_server", slow_bind)
+    server = WebhookServer(cert_dir, reload_interval=3600)
+    task = asyncio.create_task(server.start("127.0.0.1", 0))
+    for _ in range(50):  # the runner's setup finishes within a few turns of the loop
+        await asyncio.sleep(0)
+        assert not server.listening
+    may_bind.set()
+    await task
+    assert server.listening
+    assert server.port > 0
+    await server.stop()
+    assert not server.listening
+
+
 # --- slow clients and too many connections ---------------------------------------------------------------
 
 TIGHT = ConnectionLimits(max_connections=4, request_timeout=0.5, handshake_timeout=0.5, keepalive_timeout=1.0)

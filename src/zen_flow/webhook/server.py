@@ -234,7 +234,9 @@ class WebhookServer:
 
     @property
     def listening(self) -> bool:
-        return self._runner is not None
+        # The listener is created after the runner's setup (an await): listening only once both exist, so
+        # a caller that saw it true can read `port` (a loaded machine showed the gap).
+        return self._runner is not None and self._server is not None
 
     @property
     def port(self) -> int:
