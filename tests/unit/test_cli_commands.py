@@ -527,6 +527,31 @@ def test_submit_from_template_cluster_names_a_cluster_template(
     }
 
 
+def test_submit_labels_each_flow_for_example_for_a_controller_instance(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # With every controller given an instance id, a flow without the label would be run by none.
+    instance = "workflow.kube-zen.io/controller-instance=team-a"
+    code, _, _ = zen_flow(capsys, "submit", "--from-template", "build", "--cluster", "-l", instance)
+    assert code == 0
+    code, _, _ = zen_flow(capsys, "submit", submitted(tmp_path), "-l", instance, "-l", "team=data")
+    assert code == 0
+    [(_, _, from_template), (_, _, from_file)] = cluster.writes
+    assert from_template["metadata"]["labels"] == {"workflow.kube-zen.io/controller-instance": "team-a"}
+    assert from_file["metadata"]["labels"]["workflow.kube-zen.io/controller-instance"] == "team-a"
+    assert from_file["metadata"]["labels"]["team"] == "data"
+
+
+@pytest.mark.parametrize("bad", ["team", "=a", "team=a b", "Bad Key=a", "k=" + "v" * 64])
+def test_submit_refuses_a_bad_label_before_creating_anything(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    code, _, err = zen_flow(capsys, "submit", "--from-template", "build", "-l", bad)
+    assert code == 2
+    assert f"-l {bad!r}: expected KEY=VALUE" in err
+    assert cluster.writes == []
+
+
 def test_submit_cluster_needs_from_template(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

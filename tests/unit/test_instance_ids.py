@@ -88,6 +88,28 @@ def test_a_flows_resource_templates_carry_its_instance_label() -> None:
     assert pvc["metadata"]["labels"][LABEL_INSTANCE] == "team-a"
 
 
+@pytest.mark.parametrize(("labels", "expected"), [(A, "team-a"), ({}, None)])
+def test_only_the_flows_own_label_names_the_instance_on_what_is_made_for_it(
+    labels: dict[str, str], expected: str | None
+) -> None:
+    # A step's, Job template's, pod template's or resource template's labels naming another instance
+    # (copied from a template, say) never mark the objects as that instance's: the flow's own label wins,
+    # and a flow without one makes objects without one.
+    other = {LABEL_INSTANCE: "team-b"}
+    step = job_step("a", metadata={"labels": other})
+    step["template"]["metadata"] = {"labels": other}
+    step["template"]["spec"]["template"].setdefault("metadata", {})["labels"] = other
+    flow = make_flow([step], labels=labels)
+    job = build_job(flow, flow.spec.steps[0], "flow-a", 1)
+    cm = build_resource(flow, "ConfigMap", {"metadata": {"name": "cfg", "labels": other}, "data": {}})
+    for where in (
+        job["metadata"]["labels"],
+        job["spec"]["template"]["metadata"]["labels"],
+        cm["metadata"]["labels"],
+    ):
+        assert where.get(LABEL_INSTANCE) == expected
+
+
 def cron(labels: dict[str, str], template_labels: dict[str, str]) -> CronJobFlow:
     manifest: dict[str, Any] = {
         "metadata": {"name": "nightly", "namespace": "team", "uid": "cron-uid", "labels": labels},

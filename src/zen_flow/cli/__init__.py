@@ -206,6 +206,9 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="with --from-template: TEMPLATE is a ClusterJobFlowTemplate")  # fmt: skip
     p.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
                    help="override the flow's argument NAME (spec.arguments.parameters)")  # fmt: skip
+    p.add_argument("-l", "--label", dest="labels", action="append", default=[], metavar="KEY=VALUE",
+                   help="add a label to each flow, e.g. workflow.kube-zen.io/controller-instance=team-a "
+                   "(the controller instance that runs it)")  # fmt: skip
     p.add_argument("--generate-name", action="store_true", help="name each flow <its name>-<random suffix>")
     follow = p.add_mutually_exclusive_group()
     follow.add_argument(

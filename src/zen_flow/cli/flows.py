@@ -20,6 +20,7 @@ from zen_flow.cli.overrides import override_arguments, parse_overrides, template
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import UNCHECKED, is_jobflow
+from zen_flow.core.naming import is_label_value, is_qualified_name
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
@@ -135,6 +136,10 @@ def prepare_submit(args: argparse.Namespace) -> None:
         args.flows = [_from_template(args.from_template, values, args.namespace, cluster=args.cluster)]
     else:
         args.flows = _read_flows(args.files, _overrides(args.parameters))
+    if labels := _labels(args.labels):
+        for doc in args.flows:
+            meta = doc.setdefault("metadata", {})
+            meta["labels"] = {**(meta.get("labels") or {}), **labels}
     # As kubectl: `-n` fills in a missing namespace, and one that says otherwise is a mistake, not a
     # choice between the two (a flow meant for staging was created in prod).
     for doc in args.flows:
@@ -254,6 +259,21 @@ def _from_template(
             "invalid, nothing was created:\n" + "\n".join(f"--from-template: {e}" for e in errors)
         )
     return doc
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    """`-l KEY=VALUE` labels, checked as the apiserver would (a bad one would be refused after the other
+    flows were created)."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not is_qualified_name(key) or not is_label_value(value):
+            raise UsageError(
+                f"-l {item!r}: expected KEY=VALUE, a label key (prefix/name) and a label value "
+                "(at most 63 characters: letters, digits, '-', '_' and '.')"
+            )
+        labels[key] = value
+    return labels
 
 
 def _overrides(items: list[str]) -> dict[str, str]:

@@ -27,6 +27,12 @@ def instance_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     return {LABEL_INSTANCE: labels[LABEL_INSTANCE]} if LABEL_INSTANCE in labels else {}
 
 
+def without_instance(labels: Mapping[str, str]) -> dict[str, str]:
+    """`labels` (a step's or template's) without the instance label: only the flow's says which controller
+    made an object, so a template cannot mark an unlabelled flow's Jobs as another instance's."""
+    return {k: v for k, v in labels.items() if k != LABEL_INSTANCE}
+
+
 def instance_id_problem(instance_id: str) -> str | None:
     """Why `instance_id` cannot be the label's value, or None when it can ("" is no instance)."""
     if not instance_id or is_label_value(instance_id):

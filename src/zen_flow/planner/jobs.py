@@ -17,7 +17,7 @@ from zen_flow.api.constants import (
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
 from zen_flow.api.meta import OwnerReference, controller_reference
-from zen_flow.core.instances import instance_labels
+from zen_flow.core.instances import instance_labels, without_instance
 from zen_flow.core.naming import label_value
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
@@ -155,7 +155,7 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     body["kind"] = "Job"
     body.pop("status", None)
     ours = job_labels(flow, step, attempt)
-    extra_labels = step.metadata.labels if step.metadata else {}
+    extra_labels = without_instance(step.metadata.labels) if step.metadata else {}
     extra_annotations = step.metadata.annotations if step.metadata else {}
 
     meta = _dict(body, "metadata", "template")
@@ -163,7 +163,8 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
         meta.pop(field, None)
     meta["name"] = name
     meta["namespace"] = flow.metadata.namespace
-    meta["labels"] = {**_str_map(meta.get("labels"), "template.metadata.labels"), **extra_labels, **ours}
+    template_labels = without_instance(_str_map(meta.get("labels"), "template.metadata.labels"))
+    meta["labels"] = {**template_labels, **extra_labels, **ours}
     annotations = {**_str_map(meta.get("annotations"), "template.metadata.annotations"), **extra_annotations}
     if annotations:
         meta["annotations"] = annotations
@@ -175,7 +176,7 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     pod = _dict(spec, "template", "template.spec")
     pod_meta = _dict(pod, "metadata", "template.spec.template")
     pod_meta["labels"] = {
-        **_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels"),
+        **without_instance(_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels")),
         **extra_labels,
         **ours,
     }

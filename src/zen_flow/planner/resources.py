@@ -18,7 +18,7 @@ from typing import Any
 from zen_flow.api.constants import LABEL_FLOW, LABEL_MANAGED_BY, MANAGED_BY
 from zen_flow.api.flow_status import ObjectRef
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.instances import instance_labels
+from zen_flow.core.instances import instance_labels, without_instance
 from zen_flow.core.naming import label_value, resource_name
 from zen_flow.planner.actions import CreateResource, EventSpec, Plan
 from zen_flow.planner.jobs import owner_reference
@@ -70,6 +70,7 @@ def build_resource(flow: JobFlow, kind: str, template: Mapping[str, Any]) -> dic
         meta.pop(field, None)
     labels = meta.get("labels")
     extra = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+    extra = without_instance(extra)
     meta["name"] = resource_name(flow.metadata.name, _template_name(template))
     meta["namespace"] = flow.metadata.namespace
     meta["labels"] = {**extra, **resource_labels(flow)}
