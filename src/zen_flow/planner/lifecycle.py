@@ -1,5 +1,5 @@
 """The ends of a flow's life: a spec that cannot run (fail once, no retry loop) and a finished flow
-(never changes again; deleted when its TTL expires).
+(never changes again; deleted when its TTL expires; nothing of its own runs on behind it: `strays`).
 
 The TTL of a finished flow, by its outcome (first found wins):
   1. `executionPolicy.ttlStrategy.secondsAfterSuccess` (Succeeded) or `.secondsAfterFailure` (Failed);
@@ -11,13 +11,16 @@ The strategy comes first although the mutating webhook (and the CRD schema) writ
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import re
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
 from zen_flow.api.constants import DEFAULT_TTL_SECONDS_AFTER_FINISHED, FlowPhase, StepPhase
 from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
+from zen_flow.core.naming import job_name
+from zen_flow.planner.actions import Action, DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import derive_events
 from zen_flow.planner.status import REASON_INVALID, assemble
@@ -25,6 +28,9 @@ from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
 
 _LISTED_ERRORS = 10
+# The DeleteJob reason for a Job of an ended flow that was still running (`strays`).
+ENDED_REASON = "the flow has ended; its status records no such running Job"
+_RETRY_SUFFIX = re.compile(r"-r[0-9]+$")
 
 
 def ttl_rule(flow: JobFlow, phase: FlowPhase) -> tuple[str, int]:
@@ -48,23 +54,44 @@ def ttl_expiry(flow: JobFlow, phase: FlowPhase, completion_time: datetime) -> da
     return after(completion_time, ttl_rule(flow, phase)[1])
 
 
-def terminal_plan(flow: JobFlow, now: datetime) -> Plan:
+def strays(flow: JobFlow, jobs: Iterable[Job], planned: Sequence[Action] = ()) -> list[DeleteJob]:
+    """The deletes of the flow's own Jobs (`jobs`: those it controls) still running once it has ended,
+    but those `planned` deletes already: nothing of a finished flow runs on. Its status records none of
+    them: a Job a plan created whose status write was lost, and that no later plan took over (a rerun's,
+    whose request the next plan refused or no longer saw: a stop set, the request changed or removed),
+    or one someone else made under the name of a step's Job that never started (`adopt` takes over only
+    the next attempt of a step that may start)."""
+    deleted = {a.name for a in planned if isinstance(a, DeleteJob)}
+    running = [
+        j.metadata.name for j in jobs if not j.finished and not j.deleting and j.metadata.name not in deleted
+    ]
+    if not running:
+        return []
+    first = {job_name(flow.metadata.name, s.name, 0): s.name for s in flow.spec.steps}
+    return [DeleteJob(n, first.get(_RETRY_SUFFIX.sub("", n), ""), ENDED_REASON) for n in running]
+
+
+def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = ()) -> Plan:
     """A Succeeded or Failed flow: only the TTL acts, and a spec edited since (a suspend, say) is
     acknowledged in `observedGeneration`: tools that judge health by it (kstatus: Argo CD, Flux) would
-    otherwise take the flow for never reconciled."""
+    otherwise take the flow for never reconciled. A Job of its own still running (`jobs`) is deleted
+    (`strays`): the status stays as it is."""
     status = flow.status
     generation = flow.metadata.generation
     if generation and status.observed_generation != generation:
         status = status.model_copy(update={"observed_generation": generation})
     finished = status.completion_time or status.start_time or flow.metadata.creation_timestamp
-    if flow.metadata.deletion_timestamp is not None or finished is None:
-        return Plan((), status, (), None)
+    if flow.metadata.deletion_timestamp is not None:
+        return Plan((), status, (), None)  # the garbage collector deletes its Jobs
+    stops = tuple(strays(flow, jobs))
+    if finished is None:
+        return Plan(stops, status, (), None)
     outcome = FlowPhase.SUCCEEDED if status.phase == FlowPhase.SUCCEEDED else FlowPhase.FAILED
     field, seconds = ttl_rule(flow, outcome)
     expiry = after(finished, seconds)
     if now >= expiry:
-        return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
-    return Plan((), status, (), until(now, expiry))
+        return Plan((*stops, DeleteFlow(f"{field}={seconds}s expired")), status, (), None)
+    return Plan(stops, status, (), until(now, expiry))
 
 
 def fail_invalid(
