@@ -18,7 +18,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.api.job import JOB
 from zen_flow.core.naming import job_name
-from zen_flow.planner import DeleteJob, Plan
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan
 from zen_flow.planner.jobs import build_job
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -152,3 +152,77 @@ def test_a_job_made_under_an_ended_flows_name_is_deleted() -> None:
     assert deleted(result) == [forged]
     assert result.status is stored
     assert sim.running() == []
+
+
+@pytest.mark.parametrize("outcome", ["fail", "complete"])
+def test_a_finished_job_of_an_abandoned_rerun_is_deleted_so_a_later_rerun_runs_the_step(outcome: str) -> None:
+    # A rerun's plan creates load's next attempt, its write lost; the Job finishes, and the request is
+    # taken back. A later rerun must run load again, not take that Job over as its own attempt: the flow
+    # would end at once with the old outcome (or succeed without running anything).
+    sim = Simulator(make_flow([job_step("load")], name="etl"), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    ask(sim, "r1")
+    sim.reconcile(write_status=False)
+    abandoned = job_name("etl", "load", 1)
+    getattr(sim, outcome)(abandoned)
+    request_removed(sim)
+    result = sim.reconcile()
+    assert deleted(result) == [abandoned]
+    assert events(result) == ["StrayJobDeleted"]
+    assert abandoned in result.events[0].message
+    assert sim.phase == "Failed"
+    sim.advance(3600)
+    ask(sim, "r2")
+    rerun = sim.reconcile()
+    assert [a.name for a in rerun.actions if isinstance(a, CreateJob)] == [abandoned]
+    assert sim.phase == "Running"
+    assert sim.running() == [abandoned]
+
+
+def test_an_ended_flow_keeps_the_finished_jobs_its_status_records() -> None:
+    # load failed twice (retryPolicy): both attempts' Jobs are the status's (retryCount 1), kept.
+    retry = {"retryPolicy": {"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}}}
+    sim = Simulator(make_flow([job_step("load", **retry)], name="etl"), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    sim.advance(5)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert deleted(sim.reconcile()) == []
+    assert sorted(sim.jobs) == sorted([job_name("etl", "load", 0), job_name("etl", "load", 1)])
+
+
+def test_an_expired_ttl_deletes_the_flow_alone_whatever_job_of_its_own_still_runs() -> None:
+    # Its Jobs go with it (garbage collection): a Job delete the apiserver keeps refusing (a policy's
+    # 403) must not hold the flow's deletion back.
+    steps = [job_step("build"), job_step("publish", "build")]
+    sim = Simulator(make_flow(steps, name="rel", execution_policy={"ttlSecondsAfterFinished": 60}), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    forge(sim, "publish")
+    sim.advance(120)
+    result = plan(sim.flow, list(sim.jobs.values()), sim.now)
+    assert [type(a) for a in result.actions] == [DeleteFlow]
+
+
+def test_a_job_of_a_step_with_a_long_name_is_deleted_under_its_step() -> None:
+    # Long names are truncated before the hash, the retry's apart from the first attempt's: the step is
+    # known by the hash, not by the name less its `-r<n>`.
+    long = "extract-" + "x" * 70
+    sim = Simulator(make_flow([job_step(long)], name="etl"), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    ask(sim, "r1")
+    sim.reconcile(write_status=False)
+    request_removed(sim)
+    result = sim.reconcile()
+    assert [(a.name, a.step) for a in result.actions if isinstance(a, DeleteJob)] == [
+        (job_name("etl", long, 1), long)
+    ]
