@@ -240,13 +240,14 @@ def test_every_job_delete_cause_is_exported_from_the_start() -> None:
 
     registry = Metrics().registry
     reasons = ("timed out after 30s", "flow deadline exceeded", "replaced by a newer flow", "stopped by ann")
+    from zen_flow.planner.lifecycle import ENDED_REASON
     from zen_flow.planner.retention import SUPERSEDED_REASON
 
     causes = [
         delete_cause(reason)
-        for reason in (*reasons, STEPS_CHANGED, SUPERSEDED_REASON, "the flow spec is invalid")
+        for reason in (*reasons, STEPS_CHANGED, SUPERSEDED_REASON, ENDED_REASON, "the flow spec is invalid")
     ]
-    assert causes == ["timeout", "deadline", "replaced", "stopped", "edited", "superseded", "other"]
+    assert causes == ["timeout", "deadline", "replaced", "stopped", "edited", "superseded", "ended", "other"]
     assert sorted(causes) == sorted(JOB_DELETE_CAUSES)
     for cause in causes:
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0
@@ -299,3 +300,39 @@ async def test_no_finally_job_exists_when_the_write_that_ends_the_other_steps_is
     await rig.settle()
     assert rig.flow.status.phase == "Succeeded"
     assert [name.split("-")[1] for name in api.job_creates] == ["a", "cleanup"]
+
+
+RERUN = make_flow([job_step("load"), job_step("report", "load")], name="etl", namespace="team")
+
+
+@pytest.mark.parametrize("rig", [RERUN], indirect=True)
+async def test_a_flow_cache_behind_the_job_cache_never_deletes_a_live_reruns_jobs(rig: Rig) -> None:
+    # A new leader's Job informer is warm, its flow informer is not (or the flow watch hangs): it sees the
+    # rerun's Job with the flow still Failed from before the request. Taken for an ended flow's unrecorded
+    # Job, it would be deleted and the live rerun fail ("deleted outside zen-flow").
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    api.finish_job("team", rig.job("load"), succeeded=False)
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.flow.status.phase == "Failed"
+    failed = api.get(rig.key)
+    retry = {"workflow.kube-zen.io/retry": "r1"}
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"annotations": {**f.metadata.annotations, **retry}})}))  # fmt: skip
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.flow.status.phase == "Running"
+    rerun = rig.job("load")
+    assert failed is not None
+    api._cached_flows[rig.key] = failed  # the flow cache is back before the request
+    assert await rig.controller.reconcile(rig.key) is not None  # looks again, deletes nothing
+    assert (rig.api.flows[rig.key].metadata.namespace, rerun) in [(ns, n) for ns, n in api.jobs]
+    api.sync()
+    await rig.settle()
+    assert rig.step("load") == "Running"
+    assert rig.job("load") == rerun

@@ -23,6 +23,7 @@ from zen_flow.api.constants import (
     REJECT_PREFIX,
 )
 from zen_flow.api.jobflow import ResourceTemplates
+from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob, CreateResource, DeleteJob, fail_resources
 from zen_flow.planner.interventions import rerun_refusal
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
@@ -495,3 +496,28 @@ def test_a_rerun_of_some_steps_of_a_flow_that_failed_creating_its_resources_says
         "retry r ignored: no failed Job step to rerun among a; the flow failed creating its resources: "
         "rerun it without naming steps to create them again"
     )
+
+
+def test_a_rerun_replayed_after_lost_writes_reports_the_failures_in_spec_order() -> None:
+    # b's Job was created by a rerun's plan whose status write was lost (b then dormant again: its
+    # dependency a back to Pending in the stored status). When b and c fail in one plan, the flow's
+    # failure is b's, the first in spec order, as a plan that visits every step reports it.
+    steps = [job_step("a"), job_step("b", "a"), job_step("x"), job_step("c", "x")]
+    sim = Simulator(make_flow(steps, name="etl"), T0)
+    sim.reconcile()
+    sim.complete(job_name("etl", "x", 0))
+    sim.reconcile()
+    sim.fail(job_name("etl", "a", 0))
+    sim.fail(job_name("etl", "c", 0))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    ask(sim, "r1")
+    sim.reconcile(write_status=False)  # creates a-r1 and c-r1
+    sim.complete(job_name("etl", "a", 1))
+    sim.reconcile(write_status=False)  # the rerun again: a succeeded, b's Job created
+    assert job_name("etl", "b", 0) in sim.running()
+    sim.fail(job_name("etl", "b", 0))
+    sim.fail(job_name("etl", "c", 1))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    assert (sim.flow.status.message or "").startswith("step b failed")

@@ -1,6 +1,7 @@
 """Planner properties on random DAGs driven by a fake cluster: termination, dependency order, no
-duplicate Jobs, terminal flows frozen, status in spec order, steps that all succeeded make a Succeeded
-flow, no timeout or retry early whatever the cluster's clock says, and `plan` never raising."""
+duplicate Jobs, terminal flows frozen (but for a rerun request) with nothing of theirs running, status in
+spec order, steps that all succeeded make a Succeeded flow, no timeout or retry early whatever the
+cluster's clock says, and `plan` never raising."""
 
 from __future__ import annotations
 
@@ -15,12 +16,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import APPROVE_PREFIX, REJECT_PREFIX, StepPhase
+from zen_flow.api.constants import (
+    ANNOTATION_RETRIED_BY,
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
+    APPROVE_PREFIX,
+    REJECT_PREFIX,
+    StepPhase,
+)
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import Step
 from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan, plan_state, retry_delay
 from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.planner.interventions import request, rerun
+from zen_flow.planner.lifecycle import ENDED_REASON, STRAY_EVENT
 from zen_flow.planner.steps import Works
+from zen_flow.planner.timing import normalize
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -110,6 +123,9 @@ def dependencies_allow(flow: JobFlow, status_phases: dict[str, str], step: str) 
 
 
 def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
+    if (retry := request(before)) is not None:
+        # The flow this plan started from: reset for the rerun, or with the request only recorded.
+        before, _ = rerun(before, retry, normalize(sim.now))
     flow = before
     spec_names = [s.name for s in flow.spec.steps]
     assert [s.name for s in result.status.steps] == spec_names
@@ -133,12 +149,24 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
         if old.get(name) in (StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED):
             assert phase == old[name], f"terminal step {name} changed"
     if before.status.phase in ("Succeeded", "Failed"):
-        assert result.status is before.status
-        assert all(isinstance(a, DeleteFlow) for a in result.actions)
-        assert result.events == ()
-    budget = flow.spec.execution_policy.backoff_limit if flow.spec.execution_policy else None
-    budget = 6 if budget is None else budget
-    assert sum(s.retry_count for s in result.status.steps) <= budget
+        kept = before.status
+        generation = before.metadata.generation
+        if generation and kept.observed_generation != generation:
+            kept = kept.model_copy(update={"observed_generation": generation})  # a spec edit acknowledged
+        assert result.status == kept
+        if retry is None and kept is before.status:
+            assert result.status is kept
+        # Only a Job of its own still running is deleted (one a lost write of a rerun's plan created).
+        stray = [a for a in result.actions if isinstance(a, DeleteJob)]
+        assert all(a.reason == ENDED_REASON for a in stray)
+        assert all(isinstance(a, DeleteFlow | DeleteJob) for a in result.actions)
+        said = [e.reason for e in result.events if e.reason != STRAY_EVENT]  # one per stray deleted
+        assert said == ([] if retry is None else ["RetryIgnored"])
+        assert len(result.events) - len(said) == len(stray)
+    if before.status.audit is None or not before.status.audit.retries:  # a rerun counts as an attempt
+        budget = flow.spec.execution_policy.backoff_limit if flow.spec.execution_policy else None
+        budget = 6 if budget is None else budget
+        assert sum(s.retry_count for s in result.status.steps) <= budget
     assert result.requeue_after is None or result.requeue_after >= 0
     if result.status.phase in ("Succeeded", "Failed"):
         assert all(StepPhase(s.phase).terminal for s in result.status.steps)
@@ -154,6 +182,7 @@ class Times:
     created: dict[str, datetime] = field(default_factory=dict)
     failed: dict[str, datetime] = field(default_factory=dict)
     attempts: dict[tuple[str, int], str] = field(default_factory=dict)  # (step, attempt) -> Job name
+    reran: set[str] = field(default_factory=set)  # failed Jobs whose next attempt a rerun starts at once
 
     def check(self, flow: JobFlow, now: datetime, result: Plan) -> None:
         """Neither a timeout nor a retry comes early, whatever the Jobs' timestamps say (`Simulator.skew`)."""
@@ -161,7 +190,7 @@ class Times:
         for action in result.actions:
             if isinstance(action, CreateJob):
                 previous = self.attempts.get((action.step, action.attempt - 1), "")
-                if previous in self.failed:
+                if previous in self.failed and previous not in self.reran:
                     delay = retry_delay(specs[action.step].retry_policy, action.attempt - 1)
                     assert now >= self.failed[previous] + timedelta(seconds=delay), f"{action.name} early"
                 self.attempts[(action.step, action.attempt)] = action.name
@@ -186,24 +215,39 @@ def test_random_flows_terminate_and_keep_the_invariants(flow: JobFlow, seed: int
     skew = rng.choice([0.0, 0.0, -30.0, -1.5, 20.0])
     sim = Simulator(flow, T0, instant_delete=rng.random() < 0.5, skew=skew)
     times = Times()
+    reruns = rng.choice([0, 0, 1, 2])  # `zen-flow retry` of the Failed flow, this many times
     for _ in range(MAX_ROUNDS):
         before = sim.flow
         # Dormant steps (see planner.steps.Works) are not visited; a planner that visits every step
         # decides the same, also after lost writes (a dormant step with a Job is taken over on sight).
         assert sim.preview() == planned_eagerly(sim)
-        lose_write = rng.random() < 0.1
+        # Often the write of a rerun's plan: what the next plan then makes of the request is the subject.
+        lose_write = rng.random() < (0.5 if request(sim.flow) is not None else 0.1)
         now = sim.now
         result = sim.reconcile(write_status=not lose_write)
         check_plan(sim, before, result)
         times.check(before, now, result)
+        if before.status.phase in ("Succeeded", "Failed") and request(before) is None:
+            assert sim.terminal, "an ended flow started again without a rerun request"
+        if sim.terminal and any(isinstance(a, DeleteFlow) for a in result.actions):
+            break  # an expired TTL deletes the flow alone: its Jobs go with it (garbage collection)
         if sim.terminal and not lose_write:
-            # Nothing runs on behind a finished flow (a Job a lost write left unrecorded included).
+            # Nothing runs on behind a finished flow (a Job a lost write left unrecorded included: a
+            # rerun's, whose request the plan after the lost write no longer honoured).
             assert not sim.running(), f"{sim.phase} flow left Jobs running: {sim.running()}"
+            if reruns and sim.phase == "Failed":
+                reruns -= 1
+                ask_rerun(sim, rng)
+                times.reran |= {name for name, job in sim.jobs.items() if job.failed}
+                perturb(sim, rng, result)
+                continue
             frozen = sim.flow.status
             sim.advance(10**6)
             final = sim.reconcile()
             assert final.status is frozen
             break
+        if lose_write and request(sim.flow) is not None and rng.random() < 0.7:
+            meddle(sim, rng)  # the rerun's write was lost: the next plan may no longer honour it
         perturb(sim, rng, result)
         times.note_failures(sim, now)  # perturb fails Jobs before it moves the clock
     else:
@@ -229,6 +273,29 @@ class EagerWorks(Works):
 def planned_eagerly(sim: Simulator) -> Plan:
     with mock.patch.object(plan_state, "Works", EagerWorks):
         return sim.preview()
+
+
+def ask_rerun(sim: Simulator, rng: random.Random, scope: str | None = None) -> None:
+    """What `zen-flow retry` writes (a new id, a scope or none, the stop request removed), and the
+    webhook's retried-by; the request may be refused (`rerun_refusal`): the controller says why."""
+    sim.annotate(ANNOTATION_RETRY, f"retry-{rng.random()}")
+    sim.annotate(ANNOTATION_RETRY_STEPS, scope)
+    sim.annotate(ANNOTATION_RETRIED_BY, "bob")
+    sim.annotate(ANNOTATION_STOP, None)
+
+
+def meddle(sim: Simulator, rng: random.Random) -> None:
+    """Someone changes the annotations while a rerun request waits to be recorded: a stop, the request
+    taken back, or asked again for one failed step alone."""
+    roll = rng.random()
+    if roll < 0.3:
+        sim.annotate(ANNOTATION_STOP, "true")
+        sim.annotate(ANNOTATION_STOPPED_BY, "carol")
+    elif roll < 0.6:
+        sim.annotate(ANNOTATION_RETRY, None)
+    else:
+        failed = [s.name for s in sim.flow.status.steps if s.phase == StepPhase.FAILED]
+        ask_rerun(sim, rng, rng.choice(failed) if failed else None)
 
 
 def perturb(sim: Simulator, rng: random.Random, result: Plan) -> None:

@@ -199,6 +199,8 @@ def _ms(seconds: float) -> float:
 def delete_cause(reason: str) -> str:
     """A bounded metric label for why a Job was stopped (the planner's reason is free text)."""
     lowered = reason.lower()
+    if reason == planner.ENDED_REASON:  # planner.lifecycle.strays: a Job an ended flow does not record
+        return "ended"
     for mark, cause in (
         (TIMEOUT_MARK, "timeout"),
         ("deadline", "deadline"),

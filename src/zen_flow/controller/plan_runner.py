@@ -1,11 +1,12 @@
 """Running the pure planner for the reconciler: what it must first read from the API, and where it runs.
 
 Before a plan: what finished pods wrote (termination-message outputs, artifact reports), and whether a
-Running step's Job the cache lacks is merely late (`cache_lags`). The plan itself runs on the event loop,
-or in a thread of its own pool when it has a `when` to evaluate that is not a phase test: those wait
-for an expression worker (up to the budget each), because no `when` may hold the event loop (a chain
-of `+` over a large annotation, on 500 steps, once held it 13 s). Which plans those are is known only
-by making them: a plan on the loop whose evaluator is asked anything stops (`Offload`) and is made
+Running step's Job the cache lacks is merely late (`cache_lags`); after it, whether a plan deleting an
+ended flow's unrecorded Jobs was made from the stored flow (`flow_lags`). The plan itself runs on the
+event loop, or in a thread of its own pool when it has a `when` to evaluate that is not a phase test:
+those wait for an expression worker (up to the budget each), because no `when` may hold the event loop
+(a chain of `+` over a large annotation, on 500 steps, once held it 13 s). Which plans those are is
+known only by making them: a plan on the loop whose evaluator is asked anything stops (`Offload`) and is made
 again in the pool; the other plans of such a flow (nearly all: a step's `when` is decided once) stay on
 the loop. That pool has as many threads as there are expression workers, and a plan that finds
 them all busy is not queued for one: the reconciler looks at the flow again a second later. A tenant's
@@ -63,6 +64,7 @@ TURN_SECONDS = 3.0
 
 class PlanApi(Protocol):
     async def get_job(self, namespace: str, name: str) -> Job: ...
+    async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
@@ -111,6 +113,24 @@ class PlanRunner:
                 log.info("job not in the cache yet; planning once it is", job=name)
                 return CACHE_LAG_RETRY_SECONDS
         return None
+
+    async def flow_lags(self, flow: JobFlow, actions: Sequence[planner.Action]) -> float | None:
+        """When to look again if the plan deletes Jobs its ended flow does not record (`ENDED_REASON`)
+        while the flow cache is behind the stored flow: a new leader whose Job informer is warm and
+        whose flow informer is not, or a flow watch that hangs, sees a rerun's Jobs with the flow still
+        Failed from before the request, and would kill the live rerun. One GET of the flow, only for
+        such plans (rare); None when the flow cache is current (or the flow is gone: nothing to do)."""
+        if not any(isinstance(a, planner.DeleteJob) and a.reason == planner.ENDED_REASON for a in actions):
+            return None
+        meta = flow.metadata
+        stored = await self._api.get_flow(meta.namespace, meta.name)
+        if stored is None:
+            return None
+        version = stored.get("metadata", {}).get("resourceVersion")
+        if version == meta.resource_version:
+            return None
+        log.info("flow cache behind the stored flow; its Jobs are left until it catches up", stored=version)
+        return CACHE_LAG_RETRY_SECONDS
 
     async def termination_messages(
         self, flow: JobFlow, jobs: Sequence[Job]

@@ -288,6 +288,8 @@ class Controller:
             if planned is None:
                 return SANDBOX_BUSY_RETRY_SECONDS
             result = planned
+            if (lag := await self._runner.flow_lags(flow, result.actions)) is not None:
+                return lag  # the flow watch brings the stored flow; the requeue is the safety net
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         try:
             made = await create_resources(self._api, flow, result.actions)

@@ -25,13 +25,14 @@ from zen_flow.planner.jobs import (
     name_taken,
     on_its_way_out,
 )
-from zen_flow.planner.lifecycle import fail_invalid
+from zen_flow.planner.lifecycle import ENDED_REASON, fail_invalid
 from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
 from zen_flow.planner.resources import fail_resources
 
 __all__ = [
+    "ENDED_REASON",
     "MEMO_CACHE_LABEL",
     "Action",
     "ArtifactOptions",

@@ -31,7 +31,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.events import STOPPED_EVENT, WARNING
 from zen_flow.planner.interventions import request, rerun
-from zen_flow.planner.lifecycle import fail_invalid, terminal_plan, ttl_expiry
+from zen_flow.planner.lifecycle import fail_invalid, stray_events, strays, terminal_plan, ttl_expiry
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import unwait, waiting
@@ -267,6 +267,11 @@ class _Planner(Starts):
         if self.stopping is not None:
             events = self.announce_stop(events, phase)
         if phase.terminal:
+            # Nothing of its own runs on behind an ended flow: a Job no step records (a lost write's that
+            # nothing took over, one someone else made for a step that never started) is deleted too.
+            stops = strays(self.flow, self.jobs.values(), self.actions)
+            self.actions.extend(stops)
+            events = (*events, *stray_events(stops))
             # TTL counts from now; the deletion itself happens on a later reconcile, after the final
             # status (and its events) are written.
             self.wakeups = [ttl_expiry(self.flow, phase, self.now)]
@@ -322,7 +327,9 @@ def plan(
     if (retry := request(flow)) is not None:
         flow, said = rerun(flow, retry, now)
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
-        ended = terminal_plan(flow, now)
+        # A Job the rerun's plan created, its status write lost, runs on when this plan no longer
+        # honours the request (refused now, or removed): `terminal_plan` deletes it.
+        ended = terminal_plan(flow, now, jobs)
         return replace(ended, events=(said, *ended.events)) if said is not None else ended
     shape = shape_of(flow)
     if shape.errors:

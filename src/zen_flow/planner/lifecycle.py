@@ -1,5 +1,5 @@
 """The ends of a flow's life: a spec that cannot run (fail once, no retry loop) and a finished flow
-(never changes again; deleted when its TTL expires).
+(never changes again; deleted when its TTL expires; nothing of its own runs on behind it: `strays`).
 
 The TTL of a finished flow, by its outcome (first found wins):
   1. `executionPolicy.ttlStrategy.secondsAfterSuccess` (Succeeded) or `.secondsAfterFailure` (Failed);
@@ -11,20 +11,32 @@ The strategy comes first although the mutating webhook (and the CRD schema) writ
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 
-from zen_flow.api.constants import DEFAULT_TTL_SECONDS_AFTER_FINISHED, FlowPhase, StepPhase
+from zen_flow.api.constants import (
+    DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+    FlowPhase,
+    StepPhase,
+)
 from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
+from zen_flow.core.naming import short_hash
+from zen_flow.planner.actions import Action, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_origin
-from zen_flow.planner.events import derive_events
+from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.status import REASON_INVALID, assemble
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
 
 _LISTED_ERRORS = 10
+# The DeleteJob reason for a Job of an ended flow that its status does not record (`strays`), and the
+# reason of the Normal event that names it.
+ENDED_REASON = "the flow has ended and its status does not record this Job"
+STRAY_EVENT = "StrayJobDeleted"
+_JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r([0-9]+))?$")
 
 
 def ttl_rule(flow: JobFlow, phase: FlowPhase) -> tuple[str, int]:
@@ -48,23 +60,78 @@ def ttl_expiry(flow: JobFlow, phase: FlowPhase, completion_time: datetime) -> da
     return after(completion_time, ttl_rule(flow, phase)[1])
 
 
-def terminal_plan(flow: JobFlow, now: datetime) -> Plan:
+def strays(
+    flow: JobFlow, jobs: Iterable[Job], planned: Sequence[Action] = (), *, finished: bool = False
+) -> list[DeleteJob]:
+    """The deletes of the flow's own Jobs (`jobs`: those it controls) still running once it has ended
+    (every one not being deleted already, nor deleted by a `planned` action): nothing of a finished
+    flow runs on. The plan does not ask whether its status records them: a running Job of an ended flow
+    is one it does not (a Job a plan created whose status write was lost, and that no later plan took
+    over: a rerun's, whose request the next plan refused or no longer saw; or one someone else made
+    under the name of a step's Job that never started). `finished` (the plan of a flow that has ended
+    before it): also a finished Job at an attempt above its step's recorded `retryCount` (an abandoned
+    rerun's), which a later rerun would otherwise take over as its own attempt instead of running it.
+    The controller makes sure the flow it planned from is the stored one before deleting any
+    (`ENDED_REASON`): a flow cache behind the Job cache would take a live rerun's Jobs for these."""
+    deleted = {a.name for a in planned if isinstance(a, DeleteJob)}
+    steps = {short_hash(flow.metadata.name, s.name): s.name for s in flow.spec.steps}
+    counts = {s.name: s.retry_count for s in flow.status.steps}
+    found: list[DeleteJob] = []
+    for job in jobs:
+        name = job.metadata.name
+        if job.deleting or name in deleted:
+            continue
+        step, attempt = _step_attempt(name, steps)
+        if job.finished and not (finished and step and attempt > counts.get(step, 0)):
+            continue
+        found.append(DeleteJob(name, step, ENDED_REASON))
+    return found
+
+
+def stray_events(deletes: Iterable[Action]) -> tuple[EventSpec, ...]:
+    """One Normal event per Job `strays` deletes: `kubectl describe` says why a Job went."""
+    return tuple(
+        EventSpec(
+            NORMAL, STRAY_EVENT, f"Job {a.name}{f' (step {a.step})' if a.step else ''} deleted: {a.reason}"
+        )
+        for a in deletes
+        if isinstance(a, DeleteJob) and a.reason == ENDED_REASON
+    )
+
+
+def _step_attempt(name: str, steps: Mapping[str, str]) -> tuple[str, int]:
+    """(step, attempt) of a Job by its name (`job_name`): the step by the hash of (flow, step) it ends in,
+    which truncating a long name never cuts; ("", 0) when no step of the flow has that hash. The cache
+    keeps no Job labels (the step label), and a long name's retry is truncated apart from its first."""
+    found = _JOB_NAME_END.search(name)
+    if found is None or (step := steps.get(found[1])) is None:
+        return "", 0
+    return step, int(found[2] or 0)
+
+
+def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = ()) -> Plan:
     """A Succeeded or Failed flow: only the TTL acts, and a spec edited since (a suspend, say) is
     acknowledged in `observedGeneration`: tools that judge health by it (kstatus: Argo CD, Flux) would
-    otherwise take the flow for never reconciled."""
+    otherwise take the flow for never reconciled. A Job of its own that its status does not record
+    (`jobs`, `strays`) is deleted, with an event: the status stays as it is. Once the TTL has expired
+    only the flow is deleted: the garbage collector takes its Jobs with it, and a Job delete the
+    apiserver keeps refusing (an admission policy) cannot hold the flow's deletion back."""
     status = flow.status
     generation = flow.metadata.generation
     if generation and status.observed_generation != generation:
         status = status.model_copy(update={"observed_generation": generation})
     finished = status.completion_time or status.start_time or flow.metadata.creation_timestamp
-    if flow.metadata.deletion_timestamp is not None or finished is None:
-        return Plan((), status, (), None)
-    outcome = FlowPhase.SUCCEEDED if status.phase == FlowPhase.SUCCEEDED else FlowPhase.FAILED
-    field, seconds = ttl_rule(flow, outcome)
-    expiry = after(finished, seconds)
-    if now >= expiry:
-        return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
-    return Plan((), status, (), until(now, expiry))
+    if flow.metadata.deletion_timestamp is not None:
+        return Plan((), status, (), None)  # the garbage collector deletes its Jobs
+    if finished is not None:
+        outcome = FlowPhase.SUCCEEDED if status.phase == FlowPhase.SUCCEEDED else FlowPhase.FAILED
+        field, seconds = ttl_rule(flow, outcome)
+        expiry = after(finished, seconds)
+        if now >= expiry:
+            return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
+    stops = tuple(strays(flow, jobs, finished=True))
+    wake = None if finished is None else until(now, expiry)
+    return Plan(stops, status, stray_events(stops), wake)
 
 
 def fail_invalid(

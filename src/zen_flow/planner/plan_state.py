@@ -88,8 +88,8 @@ class PlanState:
         self.order = shape.order
         self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
         self.works = Works(shape.specs, flow.status.steps)
-        if self.works.dormant and self.jobs:
-            self.works.wake(self._created_unrecorded())
+        if self.works.dormant and self.jobs and (unrecorded := self._created_unrecorded()):
+            self.works.wake_in_order(unrecorded)
         # The steps that can move in this plan; the passes walk only these (see `Works`).
         self.moving = self.works.moving
         self.dependents = shape.dependents

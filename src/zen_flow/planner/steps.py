@@ -288,6 +288,15 @@ class Works(Mapping[str, StepWork]):
                 self.dormant.discard(name)
                 self.moving[name] = self[name]
 
+    def wake_in_order(self, names: Iterable[str]) -> None:
+        """`wake`, keeping `moving` in spec order, as a plan that visits every step walks them: the
+        order steps are observed in decides which failure the flow reports and which retry the budget
+        goes to (used before the passes, for Jobs a lost write left unrecorded: rare)."""
+        self.wake(names)
+        merged = {n: self.moving[n] for n in self._specs if n in self.moving}
+        self.moving.clear()
+        self.moving.update(merged)
+
     def wake_all(self) -> None:
         """Every unsettled step joins `moving`, in spec order (the flow is ending)."""
         if self.dormant:
