@@ -176,15 +176,20 @@ def count_template_reads(api: Any) -> list[str]:
     return reads
 
 
+def forbid_cluster_template(api: Any) -> list[str]:
+    """The cluster template `build` exists, but the apiserver answers 403 to its reads; the reads made."""
+    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
+    api.cluster_template_error = from_status(403, {"reason": "Forbidden", "message": DENIED})
+    return count_template_reads(api)
+
+
 @pytest.mark.parametrize("rig", [from_cluster_template()], indirect=True)
 async def test_a_template_rbac_forbids_is_retried_so_a_grant_applied_later_lets_the_flow_run(
     rig: Rig,
 ) -> None:
     # A rollout that applies the controller before its RBAC: the 403 must not fail the flow at once.
     api = rig.api
-    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
-    api.cluster_template_error = from_status(403, {"reason": "Forbidden", "message": DENIED})
-    reads = count_template_reads(api)
+    reads = forbid_cluster_template(api)
     api.sync()
     with capture_logs():
         for _ in range(3):
@@ -216,9 +221,7 @@ async def test_a_template_rbac_forbids_for_good_fails_the_flow_template_forbidde
     # A controller bound by RoleBindings only: the apiserver answers 403 to the read of any
     # cluster-scoped object. After the retries the flow fails saying so; nothing is retried for ever.
     api = rig.api
-    api.cluster_templates["build"] = copy.deepcopy(CLUSTER_TEMPLATE)
-    api.cluster_template_error = from_status(403, {"reason": "Forbidden", "message": DENIED})
-    reads = count_template_reads(api)
+    reads = forbid_cluster_template(api)
     api.sync()
     with capture_logs():
         for _ in range(20):

@@ -55,6 +55,17 @@ def asked_again_for_a_step_alone(sim: Simulator) -> None:
     ask(sim, "r2", steps="load")  # refused: report failed too and would fail the flow again
 
 
+def rerun_write_lost(step: str = "load") -> Simulator:
+    """Flow etl's one step failed; a rerun's plan created the step's next attempt, its status write lost."""
+    sim = Simulator(make_flow([job_step(step)], name="etl"), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    ask(sim, "r1")
+    sim.reconcile(write_status=False)
+    return sim
+
+
 @pytest.mark.parametrize("then", [stop, request_removed, asked_again_for_a_step_alone])
 def test_a_rerun_whose_status_write_was_lost_leaves_no_job_running_when_the_next_plan_refuses_it(
     then: Callable[[Simulator], None],
@@ -86,12 +97,7 @@ def test_a_rerun_whose_status_write_was_lost_leaves_no_job_running_when_the_next
 
 def test_a_rerun_whose_status_write_was_lost_takes_its_jobs_over_when_honoured_again() -> None:
     # The same request, still set: the next plan reruns again and takes the Jobs over; none is deleted.
-    sim = Simulator(make_flow([job_step("load")], name="etl"), T0)
-    sim.reconcile()
-    sim.fail(sim.running()[0])
-    sim.reconcile()
-    ask(sim, "r1")
-    sim.reconcile(write_status=False)
+    sim = rerun_write_lost()
     result = sim.reconcile()
     assert deleted(result) == []
     assert "FlowRetried" in events(result)
@@ -159,12 +165,7 @@ def test_a_finished_job_of_an_abandoned_rerun_is_deleted_so_a_later_rerun_runs_t
     # A rerun's plan creates load's next attempt, its write lost; the Job finishes, and the request is
     # taken back. A later rerun must run load again, not take that Job over as its own attempt: the flow
     # would end at once with the old outcome (or succeed without running anything).
-    sim = Simulator(make_flow([job_step("load")], name="etl"), T0)
-    sim.reconcile()
-    sim.fail(sim.running()[0])
-    sim.reconcile()
-    ask(sim, "r1")
-    sim.reconcile(write_status=False)
+    sim = rerun_write_lost()
     abandoned = job_name("etl", "load", 1)
     getattr(sim, outcome)(abandoned)
     request_removed(sim)
@@ -215,12 +216,7 @@ def test_a_job_of_a_step_with_a_long_name_is_deleted_under_its_step() -> None:
     # Long names are truncated before the hash, the retry's apart from the first attempt's: the step is
     # known by the hash, not by the name less its `-r<n>`.
     long = "extract-" + "x" * 70
-    sim = Simulator(make_flow([job_step(long)], name="etl"), T0)
-    sim.reconcile()
-    sim.fail(sim.running()[0])
-    sim.reconcile()
-    ask(sim, "r1")
-    sim.reconcile(write_status=False)
+    sim = rerun_write_lost(long)
     request_removed(sim)
     result = sim.reconcile()
     assert [(a.name, a.step) for a in result.actions if isinstance(a, DeleteJob)] == [

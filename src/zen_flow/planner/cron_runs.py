@@ -23,7 +23,6 @@ from zen_flow.api.constants import (
     INSTANTIATE_MANUAL,
     KIND,
     LABEL_CRON,
-    LABEL_INSTANCE,
     MANUAL_RUN_INFIX,
     RUN_TTL_SECONDS,
 )
@@ -31,7 +30,7 @@ from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import controller_reference, format_time
 from zen_flow.core.cron import scheduled_minute
-from zen_flow.core.instances import instance_labels
+from zen_flow.core.instances import instance_labels, without_instance
 
 MAX_RUN_NAME = 63  # a flow's name is a label value (validation/limits.py MAX_FLOW_NAME)
 # A run with no time at all (a manual run not yet created, a test's run) sorts oldest.
@@ -112,7 +111,7 @@ def _run(cron: CronJobFlow, name: str, marks: dict[str, str]) -> dict[str, objec
     meta = template.metadata
     # The run goes to the controller instance that runs its CronJobFlow (whose history limits and
     # concurrency policy count it): the CronJobFlow's instance label, whatever the template says.
-    template_labels = {k: v for k, v in (meta.labels if meta else {}).items() if k != LABEL_INSTANCE}
+    template_labels = without_instance(meta.labels) if meta else {}
     labels = {**template_labels, **instance_labels(cron.metadata.labels), LABEL_CRON: cron.metadata.name}
     annotations: dict[str, str] = {**(meta.annotations if meta else {}), **marks}
     return {

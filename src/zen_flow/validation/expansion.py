@@ -131,12 +131,6 @@ def template_ref(spec: Any) -> TemplateName | None:
     )
 
 
-def template_ref_name(spec: Any) -> str | None:
-    """The name of the template a raw flow spec names, None when it names none (or not as a string)."""
-    ref = template_ref(spec)
-    return ref.name if ref is not None else None
-
-
 def needs_expansion(spec: Any) -> bool:
     """A raw flow spec that names a template and has no steps yet."""
     return isinstance(spec, Mapping) and spec.get("templateRef") is not None and spec.get("steps") is None
