@@ -4,7 +4,7 @@ The webhook is zen-flow's own server (`zen_flow.webhook.server.WebhookServer`, T
 throwaway CA) on 127.0.0.1 in a process of its own, as in production where the apiserver is another
 process: sharing this one would share its GIL and its garbage collector with the client. Like the
 controller once its caches are synced, the server process freezes what it holds at start-up
-(`zen_flow.controller.app.freeze_long_lived`). The client is a keep-alive `http.client` connection,
+(`zen_flow.controller.memory.freeze_long_lived`). The client is a keep-alive `http.client` connection,
 as the apiserver keeps its connections to a webhook alive. Each review is timed from sending the
 request to having read the whole answer.
 """
@@ -205,7 +205,7 @@ class _WebhookProcess:
 
 
 def _serve_webhook(cert_dir: Path, ports: multiprocessing.Queue[int | str], stop: Any) -> None:
-    from zen_flow.controller.app import freeze_long_lived  # the child's own imports
+    from zen_flow.controller.memory import freeze_long_lived  # the child's own imports
     from zen_flow.webhook.server import WebhookServer
 
     async def serve() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import math
 import signal
 import ssl
@@ -30,13 +29,13 @@ from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.flow_queue import flow_queue, worker_count
 from zen_flow.controller.health import Probe, create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
+from zen_flow.controller.memory import freeze_long_lived, release_memory
 from zen_flow.controller.metric_collectors import InformerStats
 from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core.instances import instance_selector
 from zen_flow.informer import Informer, JobFlowInformer, JobInformer
-from zen_flow.informer.decoding import release_freed_memory
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
@@ -120,29 +119,14 @@ def _synced_probe(name: str, informer: JobFlowInformer | JobInformer) -> Probe:
     return Probe(f"informer-{name}-synced", check)
 
 
-MEMORY_RELEASE_SECONDS = 30.0
-
-
-def freeze_long_lived() -> None:
-    """Exempt what exists now (imported code, the freshly synced cache) from cyclic garbage collection.
-
-    A full collection walks every tracked object. An admission review of a 500-step flow builds ~50,000
-    dicts and lists that live long enough to be promoted, so full collections ran every few reviews and
-    each walked the whole process: the webhook's p99 was 98 ms against a p50 of 42 ms, with those pauses
-    (docs/BENCHMARKS.md). Frozen objects are still freed by reference counting (cached models hold no
-    cycles); only a cycle among them would never be collected.
-    """
-    gc.collect()
-    gc.freeze()
-    log.debug("gc frozen", objects=gc.get_freeze_count())
-
-
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock: Clock | None = None) -> None:
     """Run the controller until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
     clock = clock or SystemClock()
     stop = stop or _signal_event()
     metrics = Metrics()
     config = await load_config(settings.kubeconfig)
+    # The flows it runs: those labelled with its instance id, or (none) those without the label.
+    selector = instance_selector(settings.instance_id)
     log.info(
         "starting zen-flow",
         version=__version__,
@@ -150,9 +134,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         cluster=config.host,
         config=config.source,
         namespaces=list(settings.namespaces) or "all",
-        # The flows it runs: those labelled with its instance id, or (none) those without the label.
         instance_id=settings.instance_id or None,
-        selector=instance_selector(settings.instance_id),
+        selector=selector,
         workers=settings.workers,
         start_workers=settings.start_limit,
         qps=settings.qps,  # 0: no client-side limit
@@ -173,7 +156,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         KubeClient(config, options, clock=clock, on_response=count_request) as kube,
         contextlib.AsyncExitStack() as stack,
     ):
-        selector = instance_selector(settings.instance_id)
         # Jobs are not selected by instance: a relabelled flow's Jobs keep the label they were made with,
         # and its new controller must see them to take the flow over (docs/OPERATOR_GUIDE.md).
         job_api, flow_api = JobClient(kube), JobFlowClient(kube, label_selector=selector)
@@ -308,7 +290,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 tg.create_task(_critical("job informer", jobs.run()))
                 tg.create_task(_critical("cronjobflow informer", crons.run()))
                 tg.create_task(_critical("event recorder", recorder.run()))
-                tg.create_task(_critical("memory release", _release_memory(clock, MEMORY_RELEASE_SECONDS)))
+                tg.create_task(_critical("memory release", release_memory(clock)))
                 tg.create_task(_critical("namespace series", NamespaceSeries(metrics).run(flows.list, clock)))
                 if settings.metrics_addr:
                     health = create_health_app(metrics, liveness, readiness)
@@ -334,17 +316,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         except* LeadershipLost:
             log.error("lost leadership; exiting so a fresh process rejoins as a follower")
             raise
-
-
-async def _release_memory(clock: Clock, period: float) -> None:
-    """Give the C heap's free pages back to the OS now and then (see `release_freed_memory`).
-
-    Every watch event is parsed in Rust heap memory before it becomes a model; under a burst of events
-    the freed parse trees leave the heap larger than the cache. A trim costs a few milliseconds.
-    """
-    while True:
-        await clock.sleep(period)
-        release_freed_memory()
 
 
 async def _cancel_when_done(tasks: list[asyncio.Task[None]], other: asyncio.Task[None]) -> None:

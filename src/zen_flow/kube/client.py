@@ -10,9 +10,8 @@ Every request goes through `KubeClient.request` or `KubeClient.stream`, which
   thread for every request (31 % of the controller's CPU, docs/BENCHMARKS.md). Bodies are raw JSON with
   explicit content types (the JSON-patch trap, craft.md §2.3), status codes are mapped to
   `zen_flow.kube.errors`;
-- retry single idempotent calls on transient failures with tenacity: few attempts, short, jittered,
-  honouring Retry-After (craft.md §7). Long retries belong to the workqueue. A 401 with rotating
-  credentials (token file, exec plugin) re-fetches them and is sent again once.
+- retry single idempotent calls on transient failures (the policy in `zen_flow.kube.retries`). A 401
+  with rotating credentials (token file, exec plugin) re-fetches them and is sent again once.
 """
 
 from __future__ import annotations
@@ -20,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import json
-import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import aiohttp
-import tenacity
 from pydantic import TypeAdapter, ValidationError
 
 from zen_flow.core import nesting
 from zen_flow.kube.config import KubeConfig
-from zen_flow.kube.errors import ApiError, Expired, TransportError, describe, from_response
+from zen_flow.kube.errors import Expired, TransportError, describe, from_response
 from zen_flow.kube.request_slots import RequestSlots
+from zen_flow.kube.retries import retrying
 from zen_flow.kube.streams import (
     TRANSPORT_ERRORS,
     Decoder,
@@ -173,15 +171,7 @@ class KubeClient:
             return await self._request_once(
                 method, path, query, body, content_type, request_timeout, limiter, accept, namespace_line
             )
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.options.retry_attempts)
-            | tenacity.stop_after_delay(self.options.retry_deadline),
-            wait=self._retry_wait,
-            retry=tenacity.retry_if_exception(_transient),
-            sleep=self._clock.sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in retrying(self.options, self._clock.sleep):
             with attempt:
                 return await self._request_once(
                     method, path, query, body, content_type, request_timeout, limiter, accept, namespace_line
@@ -386,19 +376,6 @@ class KubeClient:
             verb, resource = request_labels(method, path, watch=watch)
             seconds = self._clock.monotonic() - sending
             self._on_response(RequestRecord(verb, resource, code, sent, seconds, sending - queued))
-
-    def _retry_wait(self, state: tenacity.RetryCallState) -> float:
-        cap = self.options.retry_max_wait
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, ApiError) and error.retry_after is not None:
-            return min(error.retry_after, cap)
-        # 0.1 s, 0.2 s, 0.4 s ... each plus up to 100 % jitter, so a fleet of clients does not retry in step.
-        base = 0.1 * 2.0 ** (state.attempt_number - 1)
-        return min(base * (1 + random.random()), cap)
-
-
-def _transient(error: BaseException) -> bool:
-    return isinstance(error, TransportError) or (isinstance(error, ApiError) and error.transient)
 
 
 async def _read(response: aiohttp.ClientResponse) -> bytes:
