@@ -182,6 +182,38 @@ def test_a_finished_job_of_an_abandoned_rerun_is_deleted_so_a_later_rerun_runs_t
     assert sim.running() == [abandoned]
 
 
+@pytest.mark.parametrize("outcome", ["fail", "complete"])
+def test_a_finished_job_of_an_abandoned_rerun_of_a_step_that_never_ran_is_deleted(outcome: str) -> None:
+    # The deadline fails the flow before its finally step runs (Skipped, retryCount 0). A rerun keeps that
+    # count, so its Job for cleanup is attempt 0, the count itself; its write lost, the Job finishes and
+    # the request is taken back. A later rerun must run cleanup, not end with the abandoned Job's outcome.
+    steps = [job_step("load"), job_step("cleanup", **{"finally": True})]
+    sim = Simulator(make_flow(steps, name="etl", execution_policy={"activeDeadlineSeconds": 60}), T0)
+    sim.reconcile()
+    sim.advance(120)
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert [(s.name, s.phase) for s in sim.flow.status.steps] == [
+        ("load", "Succeeded"),
+        ("cleanup", "Skipped"),
+    ]
+    ask(sim, "r1")
+    sim.reconcile(write_status=False)
+    abandoned = job_name("etl", "cleanup", 0)
+    assert sim.running() == [abandoned]
+    getattr(sim, outcome)(abandoned)
+    request_removed(sim)
+    result = sim.reconcile()
+    assert deleted(result) == [abandoned]
+    assert events(result) == ["StrayJobDeleted"]
+    sim.advance(3600)
+    ask(sim, "r2")
+    rerun = sim.reconcile()
+    assert [a.name for a in rerun.actions if isinstance(a, CreateJob)] == [abandoned]
+    assert sim.running() == [abandoned]
+    assert sim.phase == "Running"
+
+
 def test_an_ended_flow_keeps_the_finished_jobs_its_status_records() -> None:
     # load failed twice (retryPolicy): both attempts' Jobs are the status's (retryCount 1), kept.
     retry = {"retryPolicy": {"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}}}

@@ -20,7 +20,7 @@ from zen_flow.api.constants import (
     FlowPhase,
     StepPhase,
 )
-from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.naming import short_hash
@@ -69,23 +69,37 @@ def strays(
     is one it does not (a Job a plan created whose status write was lost, and that no later plan took
     over: a rerun's, whose request the next plan refused or no longer saw; or one someone else made
     under the name of a step's Job that never started). `finished` (the plan of a flow that has ended
-    before it): also a finished Job at an attempt above its step's recorded `retryCount` (an abandoned
-    rerun's), which a later rerun would otherwise take over as its own attempt instead of running it.
+    before it): also a finished Job of an abandoned rerun (`_abandoned`), which a later rerun would
+    otherwise take over as its own attempt instead of running it.
     The controller makes sure the flow it planned from is the stored one before deleting any
     (`ENDED_REASON`): a flow cache behind the Job cache would take a live rerun's Jobs for these."""
     deleted = {a.name for a in planned if isinstance(a, DeleteJob)}
     steps = {short_hash(flow.metadata.name, s.name): s.name for s in flow.spec.steps}
-    counts = {s.name: s.retry_count for s in flow.status.steps}
+    recorded = {s.name: s for s in flow.status.steps}
     found: list[DeleteJob] = []
     for job in jobs:
         name = job.metadata.name
         if job.deleting or name in deleted:
             continue
         step, attempt = _step_attempt(name, steps)
-        if job.finished and not (finished and step and attempt > counts.get(step, 0)):
+        if job.finished and not (finished and step and _abandoned(job, attempt, recorded.get(step))):
             continue
         found.append(DeleteJob(name, step, ENDED_REASON))
     return found
+
+
+def _abandoned(job: Job, attempt: int, step: StepStatus | None) -> bool:
+    """Is a finished Job of an ended flow's step (at `attempt`) one its status does not record: above the
+    step's `retryCount`, or at it with the step recording no Job of its name and uid? A rerun of a step
+    whose last try ended without a Job (Skipped, never run, a finally step a stop left unrun, a timeout)
+    keeps its count (interventions.py), so its first Job is at the count, not above it."""
+    count = step.retry_count if step is not None else 0
+    if attempt != count:
+        return attempt > count
+    ref = step.job_ref if step is not None else None
+    if ref is None or ref.name != job.metadata.name:
+        return True
+    return bool(ref.uid and job.metadata.uid and ref.uid != job.metadata.uid)
 
 
 def stray_events(deletes: Iterable[Action]) -> tuple[EventSpec, ...]:
