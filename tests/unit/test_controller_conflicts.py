@@ -5,12 +5,15 @@ FakeApiServer, which answers a stale resourceVersion with 409 as the apiserver d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from controller_rig import Rig
 
 from zen_flow.api import JobFlow
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import from_status
+from zen_flow.planner.lifecycle import ENDED_REASON
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
 APPROVE = "approve.workflow.kube-zen.io/gate"
@@ -336,3 +339,68 @@ async def test_a_flow_cache_behind_the_job_cache_never_deletes_a_live_reruns_job
     await rig.settle()
     assert rig.step("load") == "Running"
     assert rig.job("load") == rerun
+
+
+def annotated(annotations: dict[str, str | None]) -> Callable[[JobFlow], JobFlow]:
+    def edit(flow: JobFlow) -> JobFlow:
+        kept = {k: v for k, v in {**flow.metadata.annotations, **annotations}.items() if v is not None}
+        return flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"annotations": kept})})
+
+    return edit
+
+
+async def abandoned_rerun(rig: Rig) -> str:
+    """load failed, and a rerun's reconcile created its next Job, then lost its status write (a label set
+    meanwhile); the request is then taken back. Returns the Job's name: still running, recorded nowhere."""
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    api.finish_job("team", rig.job("load"), succeeded=False)
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.flow.status.phase == "Failed"
+    api.update_flow(rig.key, annotated({"workflow.kube-zen.io/retry": "r1"}))
+    api.sync()
+    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"labels": {**f.metadata.labels, "owner": "data-team"}})}))  # fmt: skip
+    await rig.settle()
+    assert "409 Conflict" in api.refused
+    [rerun] = [name for _, name in api.jobs if name.endswith("-r1")]
+    assert rig.flow.status.phase == "Failed"
+    api.update_flow(rig.key, annotated({"workflow.kube-zen.io/retry": None}))
+    return rerun
+
+
+@pytest.mark.parametrize("rig", [RERUN], indirect=True)
+async def test_an_abandoned_reruns_job_is_deleted_once_the_flow_cache_is_current(rig: Rig) -> None:
+    api = rig.api
+    rerun = await abandoned_rerun(rig)
+    api.sync()  # the flow cache holds the stored flow: the controller's read of it agrees
+    await rig.settle()
+    assert rerun not in [name for _, name in api.jobs]
+    assert [m for t, r, m in api.events if r == "StrayJobDeleted"] == [
+        f"Job {rerun} (step load) deleted: {ENDED_REASON}"
+    ]
+    assert rig.metrics.registry.get_sample_value("zen_flow_job_deletes_total", {"reason": "ended"}) == 1
+    assert api.disowned == [f"team/{rerun}"]  # its tombstone would bring it back to the next plans
+    assert rig.flow.status.phase == "Failed"
+
+
+@pytest.mark.parametrize("rig", [RERUN], indirect=True)
+async def test_an_abandoned_reruns_job_is_deleted_when_the_flow_read_finds_it_gone(rig: Rig) -> None:
+    api = rig.api
+    rerun = await abandoned_rerun(rig)
+    api.sync()
+
+    async def gone(namespace: str, name: str) -> None:
+        return None  # 404: nothing left to wait for
+
+    api.get_flow = gone  # type: ignore[method-assign,assignment]
+    api._cached_flows[rig.key] = api._cached_flows[rig.key].model_copy(
+        update={"metadata": api._cached_flows[rig.key].metadata.model_copy(update={"resource_version": "1"})}
+    )
+    await rig.settle()
+    assert rerun not in [name for _, name in api.jobs]
+    assert rig.metrics.registry.get_sample_value("zen_flow_job_deletes_total", {"reason": "ended"}) == 1

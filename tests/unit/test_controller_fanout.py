@@ -49,6 +49,9 @@ class FanOut:
     def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
         pass  # this cache takes every version from the fake apiserver
 
+    def deleted_stray(self, key: str) -> None:
+        pass
+
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return ()
 

@@ -56,6 +56,9 @@ class Fake:
         pass  # this cache takes every version from the fake apiserver
 
     # JobCache
+    def deleted_stray(self, key: str) -> None:
+        pass
+
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return ()
 
@@ -245,6 +248,9 @@ class Running(Fake):
     def __init__(self, flow: JobFlow) -> None:
         super().__init__(flow)
         self.deleted: list[str] = []
+
+    def deleted_stray(self, key: str) -> None:
+        pass
 
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return [

@@ -627,3 +627,32 @@ def test_the_jobs_of_a_deleted_flow_leave_no_tombstones() -> None:
     jobs.gone.remember(orphan)
     assert len(jobs.gone) == 1
     assert [j.metadata.name for j in jobs.jobs_for("uid-flow")] == ["done"]
+
+
+async def test_a_finished_job_the_controller_deleted_as_a_stray_leaves_no_tombstone(
+    clock: FakeClock, recorder: Recorder
+) -> None:
+    # An ended flow's finished stray (an abandoned rerun's Job) is deleted by the controller itself: were
+    # it kept as a tombstone, the next plans would delete it again on every wake-up for five minutes, and
+    # a rerun meanwhile would take its old outcome over instead of running the step.
+    source = FakeSource(ListResult(items=(job_raw("stray"), job_raw("other")), resource_version="10"))
+    informer = job_informer(source, clock, recorder)
+    async with running(informer):
+        await informer.wait_synced()
+        stream = await source.next_stream()
+        informer.deleted_stray("ns/stray")  # before its delete goes out: the event may come first
+        stream.push(
+            event("DELETED", job_raw("stray", rv="11", status=COMPLETE)),
+            event("DELETED", job_raw("other", rv="12", status=COMPLETE)),  # a Job TTL's delete: kept
+        )
+        await settle()
+        assert [j.metadata.name for j in informer.jobs_for("u1")] == ["other"]
+
+        stream.push(event("ADDED", job_raw("stray", rv="13")))  # a later Job of that name: kept as ever
+        await settle()
+        stream.push(event("DELETED", job_raw("stray", rv="14", status=COMPLETE)))
+        await settle()
+        assert [j.metadata.name for j in informer.jobs_for("u1")] == ["other", "stray"]
+
+        informer.deleted_stray("ns/stray")  # a delete that found it gone already: its tombstone goes too
+        assert [j.metadata.name for j in informer.jobs_for("u1")] == ["other"]

@@ -61,6 +61,7 @@ class FakeApiServer:
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
         self.refused: list[str] = []  # "409 Conflict" / "409 AlreadyExists", in order
         self.events: list[tuple[str, str, str]] = []
+        self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
         self.on_flow: Callable[[JobFlow], None] | None = None
         self.on_job: Callable[[Job], None] | None = None
         self.on_job_deleted: Callable[[Job], None] | None = None
@@ -143,6 +144,9 @@ class FakeApiServer:
 
     def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
         pass  # this cache takes every version from the fake apiserver
+
+    def deleted_stray(self, key: str) -> None:
+        self.disowned.append(key)  # the JobInformer keeps no tombstone of it
 
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return [

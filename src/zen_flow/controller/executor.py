@@ -53,13 +53,17 @@ class PlanExecutor:
         metrics: Metrics,
         clock: Clock,
         waited: Callable[[str], float | None],
+        disown: Callable[[str], None] = lambda key: None,
     ) -> None:
+        """`disown`: told the key of each Job deleted as a stray of an ended flow before its delete goes
+        out (`JobCache.deleted_stray`)."""
         self._api = api
         self._expectations = expectations
         self._metrics = metrics
         self._clock = clock
         # How long a flow waited in the queue for the reconcile now running (`WorkQueue.waited`).
         self._waited = waited
+        self._disown = disown
         # Keys of the flows whose last Job creates failed and are retried with backoff (a ResourceQuota's
         # 403, an admission webhook's refusal, a 5xx): zen_flow_jobflows_job_creates_failing. The retries
         # back off to 1000 s apart, too rarely for a rate of failed creates to show a flow that stays stuck.
@@ -149,6 +153,10 @@ class PlanExecutor:
             if failures:
                 raise failures[0]
             for delete in deletes:
+                if delete.reason == planner.ENDED_REASON:
+                    # Its tombstone would bring it back to the next plans, deleted again and again, and
+                    # its outcome taken over by a rerun (informer/tombstones.py).
+                    self._disown(f"{ns}/{delete.name}")
                 try:
                     await self._api.delete_job(ns, delete.name)
                 except NotFound:

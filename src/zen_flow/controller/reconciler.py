@@ -68,6 +68,10 @@ class FlowCache(Protocol):
 
 class JobCache(Protocol):
     def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
+    def deleted_stray(self, key: str) -> None:
+        """We delete this Job (`namespace/name`) as a stray of an ended flow: its final state is no
+        outcome to keep (`JobInformer.jobs_for` returns recently deleted finished Jobs)."""
+        ...
 
 
 class ClusterApi(MemoApi, TemplateApi, Protocol):
@@ -127,7 +131,12 @@ class Controller:
         self._clock = clock
         self._metrics = metrics
         self._executor = PlanExecutor(
-            api=api, expectations=expectations, metrics=metrics, clock=clock, waited=queue.waited
+            api=api,
+            expectations=expectations,
+            metrics=metrics,
+            clock=clock,
+            waited=queue.waited,
+            disown=jobs.deleted_stray,
         )
         self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
         self._first_jobs = FirstJobs()

@@ -95,6 +95,10 @@ class JobInformer(Informer[Job]):
         )
         self.add_handler(on_add=lambda job: self.gone.forget(job.metadata.key), on_delete=self.gone.remember)
 
+    def deleted_stray(self, key: str) -> None:
+        """The controller deletes this Job (`namespace/name`) as a stray of its ended flow: no tombstone."""
+        self.gone.disown(key)
+
     def jobs_for(self, owner_uid: str) -> list[Job]:
         """The Jobs whose controller ownerReference has this UID (a JobFlow's Jobs), sorted by name (their
         keys are `namespace/name`, and a flow's Jobs share its namespace), with the finished ones deleted

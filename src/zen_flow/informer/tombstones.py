@@ -8,6 +8,10 @@ the Job's final state: kept here, the plan reads the outcome instead. Only finis
 Job deleted while running did not finish, whoever deleted it), for `ttl` seconds and at most `limit` of
 them (a deleted flow's Jobs all pass through here on their way out). A restarted controller has none:
 by then the flow's status is the record, and a step whose result was never written still fails as before.
+
+A finished Job the controller itself deleted as a stray of an ended flow (`disown`) is not kept: its
+outcome is no step's, and its tombstone brought it back to the flow's next plans, which deleted it again
+on every wake-up and let a rerun take its old outcome over (planner.lifecycle.strays).
 """
 
 from __future__ import annotations
@@ -38,13 +42,16 @@ class Tombstones:
         self._expiry: OrderedDict[str, float] = OrderedDict()  # Job key -> when it is forgotten, in order
         self._by_owner: dict[str, dict[str, Job]] = {}
         self._owner: dict[str, str] = {}  # Job key -> its owner's UID
+        self._disowned: OrderedDict[str, float] = OrderedDict()  # Job key -> until when, in order
 
     def remember(self, job: Job) -> None:
         """A deleted Job's final state, when it finished and has an owner."""
+        key = job.metadata.key
+        if self._disowned.pop(key, None) is not None:
+            return
         owner = self._owner_of(job)
         if owner is None or not job.finished:
             return
-        key = job.metadata.key
         self._forget(key)
         self._expiry[key] = self._clock.monotonic() + self._ttl
         self._by_owner.setdefault(owner, {})[key] = job
@@ -55,6 +62,19 @@ class Tombstones:
     def forget(self, key: str) -> None:
         """The Job exists again (re-listed, or created anew under its name): the live one counts."""
         self._forget(key)
+
+    def disown(self, key: str) -> None:
+        """The controller deletes this Job as a stray of its ended flow (called before the delete goes
+        out, since its watch event may come first): its final state is not kept, nor a tombstone of it
+        already kept (a delete that found it gone). Marked for `ttl` seconds, for its delete's event only."""
+        self._forget(key)
+        self._disowned.pop(key, None)
+        now = self._clock.monotonic()
+        self._disowned[key] = now + self._ttl
+        while self._disowned and (
+            next(iter(self._disowned.values())) <= now or len(self._disowned) > self._limit
+        ):
+            self._disowned.popitem(last=False)
 
     def of(self, owner: str) -> list[Job]:
         """The owner's deleted finished Jobs still remembered."""
