@@ -308,11 +308,16 @@ async def test_no_finally_job_exists_when_the_write_that_ends_the_other_steps_is
 RERUN = make_flow([job_step("load"), job_step("report", "load")], name="etl", namespace="team")
 
 
-@pytest.mark.parametrize("rig", [RERUN], indirect=True)
-async def test_a_flow_cache_behind_the_job_cache_never_deletes_a_live_reruns_jobs(rig: Rig) -> None:
-    # A new leader's Job informer is warm, its flow informer is not (or the flow watch hangs): it sees the
-    # rerun's Job with the flow still Failed from before the request. Taken for an ended flow's unrecorded
-    # Job, it would be deleted and the live rerun fail ("deleted outside zen-flow").
+def annotated(annotations: dict[str, str | None]) -> Callable[[JobFlow], JobFlow]:
+    def edit(flow: JobFlow) -> JobFlow:
+        kept = {k: v for k, v in {**flow.metadata.annotations, **annotations}.items() if v is not None}
+        return flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"annotations": kept})})
+
+    return edit
+
+
+async def load_failed(rig: Rig) -> None:
+    """The flow has run to Failed: its step load failed (report never ran)."""
     api = rig.api
     api.sync()
     await rig.settle()
@@ -322,10 +327,17 @@ async def test_a_flow_cache_behind_the_job_cache_never_deletes_a_live_reruns_job
     await rig.settle()
     api.sync()
     assert rig.flow.status.phase == "Failed"
+
+
+@pytest.mark.parametrize("rig", [RERUN], indirect=True)
+async def test_a_flow_cache_behind_the_job_cache_never_deletes_a_live_reruns_jobs(rig: Rig) -> None:
+    # A new leader's Job informer is warm, its flow informer is not (or the flow watch hangs): it sees the
+    # rerun's Job with the flow still Failed from before the request. Taken for an ended flow's unrecorded
+    # Job, it would be deleted and the live rerun fail ("deleted outside zen-flow").
+    api = rig.api
+    await load_failed(rig)
     failed = api.get(rig.key)
-    retry = {"workflow.kube-zen.io/retry": "r1"}
-    api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
-        update={"annotations": {**f.metadata.annotations, **retry}})}))  # fmt: skip
+    api.update_flow(rig.key, annotated({"workflow.kube-zen.io/retry": "r1"}))
     api.sync()
     await rig.settle()
     api.sync()
@@ -341,26 +353,11 @@ async def test_a_flow_cache_behind_the_job_cache_never_deletes_a_live_reruns_job
     assert rig.job("load") == rerun
 
 
-def annotated(annotations: dict[str, str | None]) -> Callable[[JobFlow], JobFlow]:
-    def edit(flow: JobFlow) -> JobFlow:
-        kept = {k: v for k, v in {**flow.metadata.annotations, **annotations}.items() if v is not None}
-        return flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"annotations": kept})})
-
-    return edit
-
-
 async def abandoned_rerun(rig: Rig) -> str:
     """load failed, and a rerun's reconcile created its next Job, then lost its status write (a label set
     meanwhile); the request is then taken back. Returns the Job's name: still running, recorded nowhere."""
     api = rig.api
-    api.sync()
-    await rig.settle()
-    api.sync()
-    api.finish_job("team", rig.job("load"), succeeded=False)
-    api.sync()
-    await rig.settle()
-    api.sync()
-    assert rig.flow.status.phase == "Failed"
+    await load_failed(rig)
     api.update_flow(rig.key, annotated({"workflow.kube-zen.io/retry": "r1"}))
     api.sync()
     api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
