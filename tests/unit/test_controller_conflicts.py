@@ -5,14 +5,17 @@ FakeApiServer, which answers a stale resourceVersion with 409 as the apiserver d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 from controller_rig import Rig
 
 from zen_flow.api import JobFlow
 from zen_flow.controller.metrics import Metrics
+from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import from_status
+from zen_flow.planner.jobs import build_job
 from zen_flow.planner.lifecycle import ENDED_REASON
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
@@ -401,3 +404,45 @@ async def test_an_abandoned_reruns_job_is_deleted_when_the_flow_read_finds_it_go
     await rig.settle()
     assert rerun not in [name for _, name in api.jobs]
     assert rig.metrics.registry.get_sample_value("zen_flow_job_deletes_total", {"reason": "ended"}) == 1
+
+
+RELEASE = make_flow(
+    [job_step("build"), job_step("cleanup", **{"finally": True})],
+    name="rel",
+    namespace="team",
+    execution_policy={"activeDeadlineSeconds": 60},
+)
+
+
+@pytest.mark.parametrize("rig", [RELEASE], indirect=True)
+async def test_a_stray_deleted_by_a_plan_whose_status_write_is_refused_is_still_told(rig: Rig) -> None:
+    # A Job under the finally step's name, owned by the flow, made by someone else while build runs. The
+    # deadline passes: the plan that ends the flow deletes it, and someone writes the flow between the
+    # controller's read of it and the status write (409). The next plan finds the Job gone and deletes
+    # nothing, so the event of the delete must not have waited for the refused write.
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    forged = job_name("rel", "cleanup", 0)
+    await api.create_job("team", build_job(rig.flow, rig.flow.spec.steps[1], forged, 0))
+    read = api.get_flow
+
+    async def read_then_written(namespace: str, name: str) -> Mapping[str, Any] | None:
+        found = await read(namespace, name)
+        api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+            update={"labels": {**f.metadata.labels, "owner": "data-team"}})}))  # fmt: skip
+        api.get_flow = read  # type: ignore[method-assign]
+        return found
+
+    api.get_flow = read_then_written  # type: ignore[method-assign]
+    api.sync()
+    await rig.settle(100)
+    assert api.refused == ["409 Conflict"]
+    assert forged not in [name for _, name in api.jobs]
+    api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    assert [m for _, r, m in api.events if r == "StrayJobDeleted"] == [
+        f"Job {forged} (step cleanup) deleted: {ENDED_REASON}"
+    ]

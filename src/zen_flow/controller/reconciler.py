@@ -50,9 +50,8 @@ log = get_logger(__name__)
 # The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
 CREATE_FORBIDDEN = "CreateForbidden"
 
-# How soon to look again when a resourceTemplates object's name is held by an object on its way out (a
-# flow deleted and re-created under the same name: the old flow's PVC awaits the garbage collector, then
-# its pods).
+# How soon to look again when a resourceTemplates object's name is held by one on its way out (a flow
+# deleted and re-created under that name: the old flow's PVC awaits the garbage collector, then its pods).
 RESOURCE_RETRY_SECONDS = 5.0
 
 
@@ -316,6 +315,8 @@ class Controller:
             if err.status == 403:  # a ResourceQuota or an admission policy: the tenant's to fix, so say it
                 self._events.emit(flow, WARNING, CREATE_FORBIDDEN, f"{err.message} (retried with backoff)")
             raise
+        for event in (e for e in result.events if e.acted):  # told once done, whatever the write
+            self._events.emit(flow, event.type, event.reason, event.message)
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
@@ -355,7 +356,7 @@ class Controller:
                 self._metrics.reconciles.labels("invalid").inc()
         else:
             self._metrics.status_patches.labels("unchanged").inc()
-        for event in result.events:
+        for event in (e for e in result.events if not e.acted):
             # Counted from the event, not from our delete: the Job's own activeDeadlineSeconds (the same
             # timeout) often stops it first, and then nothing is deleted.
             if event.reason == TIMED_OUT:

@@ -96,6 +96,10 @@ class EventSpec:
     type: str  # "Normal" | "Warning"
     reason: str
     message: str
+    # It tells of an action of the plan (a Job deleted), not of the status the plan writes: the controller
+    # emits it once the actions are done, whatever becomes of the status write. A write refused with 409
+    # is planned again, and that plan no longer sees the action to do, so it would never tell of it.
+    acted: bool = False
 
 
 @dataclass(frozen=True)

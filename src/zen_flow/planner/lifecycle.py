@@ -103,10 +103,14 @@ def _abandoned(job: Job, attempt: int, step: StepStatus | None) -> bool:
 
 
 def stray_events(deletes: Iterable[Action]) -> tuple[EventSpec, ...]:
-    """One Normal event per Job `strays` deletes: `kubectl describe` says why a Job went."""
+    """One Normal event per Job `strays` deletes: `kubectl describe` says why a Job went (emitted once the
+    delete is done, before the status write: `EventSpec.acted`)."""
     return tuple(
         EventSpec(
-            NORMAL, STRAY_EVENT, f"Job {a.name}{f' (step {a.step})' if a.step else ''} deleted: {a.reason}"
+            NORMAL,
+            STRAY_EVENT,
+            f"Job {a.name}{f' (step {a.step})' if a.step else ''} deleted: {a.reason}",
+            acted=True,
         )
         for a in deletes
         if isinstance(a, DeleteJob) and a.reason == ENDED_REASON
