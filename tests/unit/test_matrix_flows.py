@@ -1,0 +1,47 @@
+"""The controller's effective flows (controller/matrix_flows.py): expanded once per generation, the same
+spec object on every reconcile (the planner's memos key on it), a flow without a matrix returned as it
+is; a matrix the webhook never saw fails the flow with the field named (Validity, as any invalid flow)."""
+
+from __future__ import annotations
+
+from zen_flow.controller.matrix_flows import MatrixFlows
+from zen_flow.controller.validity import Validity
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+
+def matrix_step(argument: str = "regions") -> dict[str, object]:
+    return job_step(
+        "deploy", matrix={"parameters": [{"name": "region", "valueFrom": {"argument": argument}}]}
+    )
+
+
+def test_a_flow_without_a_matrix_is_the_same_object() -> None:
+    flows = MatrixFlows()
+    flow = make_flow([job_step("a"), job_step("b", "a")])
+    assert flows.effective(flow) == (flow, ())
+    assert flows.effective(flow)[0] is flow
+
+
+def test_a_matrix_flow_is_expanded_once_per_generation() -> None:
+    flows = MatrixFlows()
+    flow = make_flow([matrix_step()], arguments={"regions": '["eu","us"]'})
+    first, problems = flows.effective(flow)
+    assert problems == ()
+    assert [s.name for s in first.spec.steps] == ["deploy-0", "deploy-1"]
+    again, _ = flows.effective(flow)
+    assert again.spec is first.spec  # not expanded again: the planner's shape memo holds
+    edited = make_flow([matrix_step()], arguments={"regions": '["eu","us","ap"]'}, generation=2)
+    assert len(flows.effective(edited)[0].spec.steps) == 3
+    flows.forget(flow.metadata.uid)
+    assert len(flows) == 0
+
+
+def test_a_matrix_that_cannot_expand_fails_the_flow_naming_the_field() -> None:
+    flow = make_flow([matrix_step()], arguments={"regions": "eu,us"})
+    effective, problems = MatrixFlows().effective(flow)
+    assert [s.name for s in effective.spec.steps] == ["deploy"]  # one stand-in step: nothing runs
+    assert problems
+    errors = Validity(lambda key: None).errors(flow)  # what the controller fails the flow with
+    assert any(
+        e.startswith("spec.steps[0].matrix.parameters[0].valueFrom.argument: Invalid value") for e in errors
+    )
