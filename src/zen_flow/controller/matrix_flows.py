@@ -25,7 +25,7 @@ class MatrixFlows:
             found = None if spec is flow.spec else spec
             cached = self._specs[uid] = (generation, found, tuple(map(describe, problems)))
         if cached[1] is None:
-            return flow, ()
+            return flow, cached[2]
         return flow.model_copy(update={"spec": cached[1]}), cached[2]
 
     def forget(self, uid: str) -> None:

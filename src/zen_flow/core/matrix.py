@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
+from pydantic import ValidationError
+
 from zen_flow.api.constants import ANNOTATION_MATRIX
 from zen_flow.api.jobflow import JobFlow, JobFlowSpec
 from zen_flow.core.naming import MAX_NAME, is_dns1123_subdomain
@@ -484,7 +486,13 @@ def effective_spec(spec: JobFlowSpec) -> tuple[JobFlowSpec, tuple[MatrixProblem,
     if not any(s.matrix is not None for s in spec.steps):
         return spec, ()
     expansion = expand_matrix(spec.model_dump(by_alias=True, exclude_none=True, mode="json"))
-    found = JobFlowSpec.model_validate(expansion.spec)
+    try:
+        found = JobFlowSpec.model_validate(expansion.spec)
+    except ValidationError as err:  # not expected (the items are made of the model's own fields): never raise
+        why = MatrixProblem(
+            INVALID, "spec.steps", None, f"its items do not parse: {err.error_count()} errors"
+        )
+        return spec, (*expansion.problems, why)
     return found.model_copy(update={"matrix_groups": dict(expansion.groups)}), expansion.problems
 
 
