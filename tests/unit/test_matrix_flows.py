@@ -4,8 +4,12 @@ is; a matrix the webhook never saw fails the flow with the field named (Validity
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.validity import Validity
+from zen_flow.core import matrix as core_matrix
 from zen_flow_dev.testing.flows import job_step, make_flow
 
 
@@ -45,3 +49,21 @@ def test_a_matrix_that_cannot_expand_fails_the_flow_naming_the_field() -> None:
     assert any(
         e.startswith("spec.steps[0].matrix.parameters[0].valueFrom.argument: Invalid value") for e in errors
     )
+
+
+def test_a_flow_of_too_many_items_fails_without_building_them(monkeypatch: Any) -> None:
+    # Without the webhook: 500 steps of 256 items (128,000 steps) are counted, never built, so the
+    # controller's event loop is not held for seconds nor its memory filled.
+    built: list[str] = []
+    real = core_matrix._item
+    monkeypatch.setattr(core_matrix, "_item", lambda *a: built.append(a[2]) or real(*a))
+    steps = [
+        job_step(f"s{k}", matrix={"parameters": [{"name": "x", "valueFrom": {"argument": "xs"}}]})
+        for k in range(500)
+    ]
+    flow = make_flow(steps, arguments={"xs": json.dumps([f"v{i}" for i in range(256)])})
+    effective, problems = MatrixFlows().effective(flow)
+    assert len(effective.spec.steps) == 500  # each matrix step one stand-in: nothing runs
+    assert effective.spec.matrix_groups == {}
+    assert [p.split(" (")[0] for p in problems] == ["spec.steps: too_many: 128000"]
+    assert built == []

@@ -9,6 +9,7 @@ from typing import Any
 
 from validation_samples import ErrorType, assert_error, assert_valid, errors_of, job_step, make_flow
 
+from zen_flow.core import matrix as core_matrix
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.size import status_bound
 
@@ -139,3 +140,18 @@ def test_the_examples_matrix_is_valid_with_overridden_arguments() -> None:
     ok = flow()
     ok["spec"]["arguments"]["parameters"][0]["value"] = json.dumps(["a", "b", "c"])
     assert_valid(ok)
+
+
+def test_a_flow_of_too_many_items_is_refused_without_building_them(monkeypatch: Any) -> None:
+    # 500 steps of 256 items each would be 128,000 steps: counted first, never built (nor checked).
+    built: list[str] = []
+    real = core_matrix._item
+    monkeypatch.setattr(core_matrix, "_item", lambda *a: built.append(a[2]) or real(*a))
+    values = json.dumps([f"v{i}" for i in range(256)])
+    steps = [job_step(f"s{k}", matrix=matrix(x="xs")) for k in range(500)]
+    huge = make_flow(*steps, arguments={"parameters": [{"name": "xs", "value": values}]})
+    errors = [str(e) for e in errors_of(huge)]
+    assert errors == [errors[0]]
+    assert errors[0].startswith("spec.steps: Too many: 128000: must have at most 500 items")
+    assert "spec.steps[0].matrix alone makes 256" in errors[0]
+    assert built == []

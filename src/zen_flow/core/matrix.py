@@ -88,11 +88,27 @@ def expand_matrix(spec: Mapping[str, Any]) -> MatrixExpansion:
     arguments = _arguments(spec.get("arguments"))
     problems: list[MatrixProblem] = []
     names = {s.get("name"): i for i, s in reversed(list(enumerate(steps))) if isinstance(s, Mapping)}
-    # Each matrix step's combinations (None: it cannot be expanded).
-    combos: dict[int, tuple[tuple[str, ...], list[tuple[str, ...]]] | None] = {}
+    # Each matrix step's parameter names and value columns (None: it cannot be expanded). The items
+    # are only built once their count is known to fit: 500 steps of 256 items would be 128,000.
+    combos: dict[int, tuple[tuple[str, ...], list[list[str]]] | None] = {}
     for i, step in enumerate(steps):
         if isinstance(step, Mapping) and step.get(MATRIX) is not None:
             combos[i] = _combinations(step, f"spec.steps[{i}]", arguments, problems)
+    counts = {i: _count(found[1]) for i, found in combos.items() if found is not None}
+    total = len(steps) - len(counts) + sum(counts.values())
+    if total > MAX_EFFECTIVE_STEPS:
+        biggest = max(counts, key=counts.__getitem__)
+        problems.append(
+            MatrixProblem(
+                TOO_MANY,
+                "spec.steps",
+                total,
+                f"the flow would have {total} steps once its matrix steps are expanded into their items "
+                f"(spec.steps[{biggest}].matrix alone makes {counts[biggest]}): use fewer items or steps",
+                MAX_EFFECTIVE_STEPS,
+            )
+        )
+        combos = dict.fromkeys(combos)  # no item is built: each matrix step stays one stand-in
     taken: dict[str, str] = {}  # item name -> the path of the step it comes from
     for i, found in combos.items():
         if found is None:
@@ -102,7 +118,7 @@ def expand_matrix(spec: Mapping[str, Any]) -> MatrixExpansion:
         if not isinstance(name, str) or not name:
             combos[i] = None  # the validator reports the name
             continue
-        count = len(found[1])
+        count = counts[i]
         longest = f"{name}-{count - 1}"
         if len(longest) > MAX_NAME:
             problems.append(
@@ -152,25 +168,15 @@ def expand_matrix(spec: Mapping[str, Any]) -> MatrixExpansion:
             effective.append(_stand_in(step))
             origins.append(i)
             continue
-        params, rows = found
+        params, columns = found
         name = step["name"]
-        items = tuple(f"{name}-{k}" for k in range(len(rows)))
+        items = tuple(f"{name}-{k}" for k in range(counts[i]))
         groups[name] = items
-        for item, row in zip(items, rows, strict=True):
+        for item, row in zip(items, product(*columns), strict=True):
             given = dict(zip(params, row, strict=True))
             values[item] = given
             effective.append(_item(step, name, item, given))
             origins.append(i)
-    if len(effective) > MAX_EFFECTIVE_STEPS:
-        problems.append(
-            MatrixProblem(
-                TOO_MANY,
-                "spec.steps",
-                len(effective),
-                f"the flow has {len(effective)} steps once its matrix steps are expanded into their items",
-                MAX_EFFECTIVE_STEPS,
-            )
-        )
     if groups:
         effective = [_fan_in(s, groups) for s in effective]
     return MatrixExpansion({**spec, "steps": effective}, groups, tuple(origins), tuple(problems), values)
@@ -209,9 +215,9 @@ def _input_names(step: Mapping[str, Any]) -> set[str]:
 
 def _combinations(
     step: Mapping[str, Any], path: str, arguments: Mapping[str, Any], problems: list[MatrixProblem]
-) -> tuple[tuple[str, ...], list[tuple[str, ...]]] | None:
-    """The step's parameter names and value rows in product order, None (with problems) when the
-    matrix cannot be expanded."""
+) -> tuple[tuple[str, ...], list[list[str]]] | None:
+    """The step's parameter names and their value columns (the items are their product), None (with
+    problems) when the matrix cannot be expanded."""
     at = path + "." + MATRIX
     before = len(problems)
     matrix = step.get(MATRIX)
@@ -275,9 +281,7 @@ def _combinations(
             columns.append(column)
     if len(problems) > before:
         return None
-    count = 1
-    for column in columns:
-        count *= len(column)
+    count = _count(columns)
     if count > MAX_ITEMS:
         problems.append(
             MatrixProblem(
@@ -289,7 +293,15 @@ def _combinations(
             )
         )
         return None
-    return tuple(names), list(product(*columns))
+    return tuple(names), columns
+
+
+def _count(columns: Sequence[Sequence[str]]) -> int:
+    """How many items the columns make (their product), without making them."""
+    count = 1
+    for column in columns:
+        count *= len(column)
+    return count
 
 
 def _values(
