@@ -155,3 +155,14 @@ def test_a_flow_of_too_many_items_is_refused_without_building_them(monkeypatch: 
     assert errors[0].startswith("spec.steps: Too many: 128000: must have at most 500 items")
     assert "spec.steps[0].matrix alone makes 256" in errors[0]
     assert built == []
+
+
+def test_a_memoize_key_must_read_every_matrix_parameter() -> None:
+    # Otherwise items with different values share one key, and one item's result is served to all.
+    memo = {"cache": {"configMap": {"name": "memo"}}}
+    error = assert_error(
+        flow(memoize={**memo, "key": "v1-{{inputs.parameters.os}}"}), "spec.steps[0].memoize.key", E.INVALID
+    )
+    assert "{{inputs.parameters.region}}" in str(error)
+    assert "{{inputs.parameters.os}}" not in str(error).split("missing:")[1]
+    assert_valid(flow(memoize={**memo, "key": "v1-{{inputs.parameters.os}}-{{inputs.parameters.region}}"}))

@@ -31,7 +31,7 @@ from zen_flow.validation.io import check_inputs
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
 from zen_flow.validation.matrix import matrix_items
 from zen_flow.validation.memo import CheckMemo
-from zen_flow.validation.memoize import check_memoize_key_inputs
+from zen_flow.validation.memoize import check_matrix_memoize_key, check_memoize_key_inputs
 from zen_flow.validation.outputs import check_output_references, check_outputs, check_transfer_names
 from zen_flow.validation.placeholders import PlaceholderMemo, check_placeholders
 from zen_flow.validation.policy import (
@@ -157,7 +157,9 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     else:
         # The effective flow's steps are checked, each item as an ordinary step, its errors at the path
         # of the matrix step it comes from (the field a user edits).
-        r.mappings(raw_steps, steps_path)  # reports the steps that are no objects
+        for path, raw in r.mappings(raw_steps, steps_path):  # reports the steps that are no objects
+            if raw.get("memoize") is not None:
+                check_matrix_memoize_key(r, raw, path)
         items = matrix_items(r, matrix)
         groups = dict(matrix.groups)
     check_step_names(r, items)
