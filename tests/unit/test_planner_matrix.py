@@ -80,3 +80,26 @@ def test_an_item_without_a_value_reads_as_null() -> None:
     for _ in range(4):
         sim.reconcile()
     assert env(created(sim)["publish"])["ZF_PARAM_ALL"] == '["1",null,"1","1"]'
+
+
+def test_an_aggregated_value_too_long_for_an_environment_variable_fails_the_reader_before_its_job() -> None:
+    # 128 items of 1 KiB: one 132 KB env string, which Linux refuses to exec (MAX_ARG_STRLEN, 128 KiB).
+    step = job_step(
+        "build",
+        matrix={"parameters": [{"name": "i", "values": [str(i) for i in range(128)]}]},
+        outputs={"parameters": [{"name": "n", "valueFrom": {"terminationMessage": {"container": "main"}}}]},
+    )
+    source = {"jsonPath": "build:$.outputs.parameters.n"}
+    publish = job_step("publish", "build", inputs={"parameters": [{"name": "all", "valueFrom": source}]})
+    sim = Simulator(effective_flow(make_flow([step, publish])), T0)
+    sim.reconcile()
+    for k in range(128):
+        sim.complete(job_name("flow", f"build-{k}", 0), {"main": "x" * 1024})
+    for _ in range(4):
+        sim.reconcile()
+    assert "publish" not in created(sim)
+    entry = next(s for s in sim.flow.status.steps if s.name == "publish")
+    assert entry.phase == "Failed"
+    assert "input parameter all" in (entry.message or "")
+    assert "ZF_PARAM_ALL" in (entry.message or "")
+    assert "bytes" in (entry.message or "")
