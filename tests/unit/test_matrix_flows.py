@@ -5,12 +5,18 @@ is; a matrix the webhook never saw fails the flow with the field named (Validity
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+from zen_flow.api.constants import FlowPhase
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.validity import Validity
 from zen_flow.core import matrix as core_matrix
+from zen_flow.core.naming import job_name
 from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def matrix_step(argument: str = "regions") -> dict[str, object]:
@@ -67,3 +73,39 @@ def test_a_flow_of_too_many_items_fails_without_building_them(monkeypatch: Any) 
     assert effective.spec.matrix_groups == {}
     assert [p.split(" (")[0] for p in problems] == ["spec.steps: too_many: 128000"]
     assert built == []
+
+
+def test_a_started_flow_keeps_its_items_when_an_argument_is_edited_under_it() -> None:
+    # Without the webhook an argument can be edited after the start: the running items keep their
+    # entries and Jobs, and the flow goes on from the items it started with.
+    flows = MatrixFlows()
+    flow = make_flow([matrix_step()], arguments={"regions": '["eu","us"]'})
+    sim = Simulator(flows.effective(flow)[0], T0)
+    sim.reconcile()
+    assert sorted(sim.running()) == [job_name("flow", "deploy-0", 0), job_name("flow", "deploy-1", 0)]
+    edited = make_flow([matrix_step()], arguments={"regions": "eu,us"}, generation=2)
+    edited = edited.model_copy(update={"status": sim.flow.status})
+    kept, problems = flows.effective(edited)
+    assert problems == ()
+    assert Validity(lambda key: None).errors(edited) == ()  # started: what the controller fails with
+    assert [s.name for s in kept.spec.steps] == ["deploy-0", "deploy-1"]
+    sim.flow = kept
+    for item in ("deploy-0", "deploy-1"):
+        sim.complete(job_name("flow", item, 0))
+    for _ in range(3):
+        sim.reconcile()
+    assert sim.phase == "Succeeded"
+    assert [(s.name, s.phase) for s in sim.flow.status.steps] == [
+        ("deploy-0", "Succeeded"),
+        ("deploy-1", "Succeeded"),
+    ]
+
+
+def test_a_finished_flows_expansion_is_not_kept() -> None:
+    flows = MatrixFlows()
+    flow = make_flow([matrix_step()], arguments={"regions": '["eu","us"]'})
+    flows.effective(flow)
+    assert len(flows) == 1
+    done = flow.model_copy(update={"status": flow.status.model_copy(update={"phase": FlowPhase.SUCCEEDED})})
+    assert [s.name for s in flows.effective(done)[0].spec.steps] == ["deploy-0", "deploy-1"]
+    assert len(flows) == 0
