@@ -13,16 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zen_flow.api.constants import ANNOTATION_MATRIX
-from zen_flow.core.matrix import (
+from zen_flow.core.matrix import effective_flow, expand_matrix
+from zen_flow.core.matrix_items import aggregate
+from zen_flow.core.matrix_parameters import (
     DUPLICATE,
     FORBIDDEN,
     INVALID,
     NOT_FOUND,
     REQUIRED,
     TOO_MANY,
-    aggregate,
-    effective_flow,
-    expand_matrix,
 )
 from zen_flow_dev.testing.flows import job_step, make_flow
 

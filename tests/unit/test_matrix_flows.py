@@ -61,8 +61,8 @@ def test_a_flow_of_too_many_items_fails_without_building_them(monkeypatch: Any) 
     # Without the webhook: 500 steps of 256 items (128,000 steps) are counted, never built, so the
     # controller's event loop is not held for seconds nor its memory filled.
     built: list[str] = []
-    real = core_matrix._item
-    monkeypatch.setattr(core_matrix, "_item", lambda *a: built.append(a[2]) or real(*a))
+    real = core_matrix.item_step
+    monkeypatch.setattr(core_matrix, "item_step", lambda *a: built.append(a[2]) or real(*a))
     steps = [
         job_step(f"s{k}", matrix={"parameters": [{"name": "x", "valueFrom": {"argument": "xs"}}]})
         for k in range(500)

@@ -145,8 +145,8 @@ def test_the_examples_matrix_is_valid_with_overridden_arguments() -> None:
 def test_a_flow_of_too_many_items_is_refused_without_building_them(monkeypatch: Any) -> None:
     # 500 steps of 256 items each would be 128,000 steps: counted first, never built (nor checked).
     built: list[str] = []
-    real = core_matrix._item
-    monkeypatch.setattr(core_matrix, "_item", lambda *a: built.append(a[2]) or real(*a))
+    real = core_matrix.item_step
+    monkeypatch.setattr(core_matrix, "item_step", lambda *a: built.append(a[2]) or real(*a))
     values = json.dumps([f"v{i}" for i in range(256)])
     steps = [job_step(f"s{k}", matrix=matrix(x="xs")) for k in range(500)]
     huge = make_flow(*steps, arguments={"parameters": [{"name": "xs", "value": values}]})

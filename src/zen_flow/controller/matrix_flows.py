@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from zen_flow.api import JobFlow, JobFlowSpec
 from zen_flow.api.constants import FlowPhase
-from zen_flow.core.matrix import describe, effective_spec
+from zen_flow.core.matrix import effective_spec
+from zen_flow.core.matrix_parameters import describe
 
 _FINISHED = (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
 

@@ -21,7 +21,7 @@ from zen_flow.api.constants import DependencyPolicy, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Step
 from zen_flow.core.jsonpath import JsonPathError, parse
-from zen_flow.core.matrix import aggregate
+from zen_flow.core.matrix_items import aggregate
 from zen_flow.planner.outputs import job_document
 from zen_flow.planner.parameters import Producer, json_path_sources
 from zen_flow.planner.steps import StepWork, Works

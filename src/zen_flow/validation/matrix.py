@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from zen_flow.core.matrix import (
+from zen_flow.core.matrix import MatrixExpansion
+from zen_flow.core.matrix_parameters import (
     DUPLICATE,
     FORBIDDEN,
     INVALID,
     NOT_FOUND,
     REQUIRED,
     TOO_MANY,
-    MatrixExpansion,
     MatrixProblem,
 )
 from zen_flow.validation.errors import (
