@@ -166,3 +166,13 @@ def test_a_memoize_key_must_read_every_matrix_parameter() -> None:
     assert "{{inputs.parameters.region}}" in str(error)
     assert "{{inputs.parameters.os}}" not in str(error).split("missing:")[1]
     assert_valid(flow(memoize={**memo, "key": "v1-{{inputs.parameters.os}}-{{inputs.parameters.region}}"}))
+
+
+def test_an_items_error_naming_it_is_said_once_with_how_many_items_share_it() -> None:
+    # One typo in a 256-item step's template: one error naming the first item, not 256 (46 KB).
+    step = job_step("build", template=uses("nope"), matrix=matrix(os=[str(i) for i in range(256)]))
+    errors = [str(e) for e in validate_jobflow(make_flow(step))]
+    assert len(errors) == 1
+    assert '"nope"' in errors[0]
+    assert 'step "build-0"' in errors[0]
+    assert errors[0].endswith("(and 255 more items of this matrix step)")

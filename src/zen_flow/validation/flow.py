@@ -29,7 +29,7 @@ from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import build_index
 from zen_flow.validation.io import check_inputs
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
-from zen_flow.validation.matrix import matrix_items
+from zen_flow.validation.matrix import matrix_items, said_once
 from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.memoize import check_matrix_memoize_key, check_memoize_key_inputs
 from zen_flow.validation.outputs import check_output_references, check_outputs, check_transfer_names
@@ -197,7 +197,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         _check_size(r, len(encoded), status_bound(spec))
     if matrix is not None:
         # Items share their matrix step's path: one error of its template would be said per item.
-        r.errors[:] = list(dict.fromkeys(r.errors))
+        r.errors[:] = said_once(r.errors, matrix)
 
 
 def _check_arguments(r: Reader, spec: Mapping[str, Any]) -> frozenset[str]:
