@@ -8,10 +8,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from zen_flow.api.constants import ANNOTATION_MATRIX
+from zen_flow.api.constants import ANNOTATION_MATRIX, ANNOTATION_RETRY, ANNOTATION_RETRY_STEPS
 from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob
+from zen_flow.planner.interventions import rerun_refusal, rerun_scope
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -103,3 +104,31 @@ def test_an_aggregated_value_too_long_for_an_environment_variable_fails_the_read
     assert "input parameter all" in (entry.message or "")
     assert "ZF_PARAM_ALL" in (entry.message or "")
     assert "bytes" in (entry.message or "")
+
+
+def test_a_rerun_naming_the_matrix_step_reruns_its_failed_items() -> None:
+    # `zen-flow retry NAME --step build`: build has no status entry, its failed items rerun.
+    sim = matrix_flow()
+    sim.reconcile()
+    for item in ITEMS:
+        if item in ("build-1", "build-3"):
+            sim.fail(job_name("flow", item, 0))
+        else:
+            sim.complete(job_name("flow", item, 0))
+    for _ in range(3):
+        sim.reconcile()
+    assert sim.phase == "Failed"
+    assert rerun_scope(sim.flow, ("build",)) == ("build-1", "build-3")
+    assert rerun_refusal(sim.flow, rerun_scope(sim.flow, ("build",))) is None
+    sim.annotate(ANNOTATION_RETRY, "r1")
+    sim.annotate(ANNOTATION_RETRY_STEPS, "build")
+    for _ in range(2):
+        sim.reconcile()
+    assert sim.phase == "Running"
+    assert {job_name("flow", "build-1", 1), job_name("flow", "build-3", 1)} <= set(sim.jobs)
+
+
+def test_a_dependency_on_the_matrix_step_and_one_of_its_items_is_one_dependency_each() -> None:
+    step = job_step("build", matrix={"parameters": [{"name": "os", "values": ["l", "d"]}]})
+    flow = effective_flow(make_flow([step, job_step("pub", "build", "build-0")]))
+    assert flow.spec.steps[-1].dependencies == ("build-0", "build-1")

@@ -83,7 +83,7 @@ def _renamed_output(param: Any, name: str, item: str) -> Any:
 def fan_in(step: Any, groups: Mapping[str, tuple[str, ...]]) -> Any:
     """`step` depending on every item of the matrix steps it names. The first item takes the matrix
     step's place and the others are appended, so every other dependency keeps its index (and its field
-    path in the validator's errors)."""
+    path in the validator's errors), but after an item the step also names itself, kept once."""
     deps = step.get("dependencies") if isinstance(step, Mapping) else None
     if not isinstance(deps, list | tuple) or not any(isinstance(d, str) and d in groups for d in deps):
         return step
@@ -96,7 +96,17 @@ def fan_in(step: Any, groups: Mapping[str, tuple[str, ...]]) -> Any:
         else:
             first.append(items[0])
             rest.extend(items[1:])
-    return {**step, "dependencies": [*first, *rest]}
+    # Each name once, at its first place: `[build, build-0]` would name build-0 twice. (Not a set of
+    # everything: a dependency that is no string is the validator's to report, and may not hash.)
+    seen: set[str] = set()
+    kept: list[Any] = []
+    for dep in [*first, *rest]:
+        if isinstance(dep, str):
+            if dep in seen:
+                continue
+            seen.add(dep)
+        kept.append(dep)
+    return {**step, "dependencies": kept}
 
 
 def aggregate(values: Sequence[str | None]) -> str:
