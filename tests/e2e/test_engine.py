@@ -13,6 +13,7 @@ import pytest
 
 from zen_flow.api.constants import APPROVE_PREFIX
 from zen_flow.api.meta import parse_time
+from zen_flow.core.matrix import expand_matrix
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.examples import (
@@ -98,12 +99,11 @@ async def test_every_example_runs_to_its_phase_and_gates_release_on_approval(
     phases = step_phases(flow)
     assert set(phases.values()) <= {"Succeeded", "Skipped"}
     progress = flow["status"]["progress"]
-    assert progress["completedSteps"] == progress["totalSteps"] == len(manifest["spec"]["steps"])
+    steps = expand_matrix(manifest["spec"]).spec["steps"]  # a matrix step's items are its steps
+    assert progress["completedSteps"] == progress["totalSteps"] == len(steps)
     assert {c["type"]: c["status"] for c in flow["status"]["conditions"]}["Complete"] == "True"
     jobs = _jobs_by_step(await driver.jobs(namespace))
-    ran = {
-        s["name"] for s in manifest["spec"]["steps"] if phases[s["name"]] == "Succeeded" and "template" in s
-    }
+    ran = {s["name"] for s in steps if phases[s["name"]] == "Succeeded" and "template" in s}
     assert set(jobs) == ran
     assert all(len(names) == 1 for names in jobs.values())
 

@@ -112,7 +112,13 @@ def kitchen_sink_spec() -> dict[str, Any]:
         "suspend": False,
         "arguments": {
             "parameters": [
-                {"name": "env", "value": "staging", "description": "where", "enum": ["staging", "production"]}
+                {
+                    "name": "env",
+                    "value": "staging",
+                    "description": "where",
+                    "enum": ["staging", "production"],
+                },
+                {"name": "regions", "value": '["eu","us"]'},
             ]
         },
         "steps": [
@@ -230,6 +236,17 @@ def kitchen_sink_spec() -> dict[str, Any]:
                     "key": "consume-{{inputs.parameters.count}}",
                     "maxAge": "24h",
                     "cache": {"configMap": {"name": "consume-cache"}},
+                },
+            },
+            {
+                "name": "fan",
+                "dependencies": ["produce"],
+                "template": job("echo fan"),
+                "matrix": {
+                    "parameters": [
+                        {"name": "os", "values": ["linux", "darwin"]},
+                        {"name": "region", "valueFrom": {"argument": "regions"}},
+                    ]
                 },
             },
             {

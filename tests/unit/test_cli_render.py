@@ -171,3 +171,22 @@ def test_watch_piped_prints_tenant_messages_escaped_too() -> None:
     _show(session, {"f": flow}, {}, "f", tty=False)  # type: ignore[arg-type]
     assert "\x1b" not in out.getvalue()
     assert out.getvalue().endswith(r"f Running 0/1 stopped by \x1b]52;c;ZXZpbA==\x07" + "\n")
+
+
+def test_get_shows_a_matrix_steps_items_with_the_values_each_runs_with() -> None:
+    from zen_flow.core.matrix import effective_flow
+
+    params = [{"name": "os", "values": ["linux", "darwin"]}, {"name": "region", "values": ["eu"]}]
+    steps = [job_step("build", matrix={"parameters": params}), job_step("publish", "build")]
+    sim = Simulator(effective_flow(make_flow(steps, name="m", created=T0)), T0)
+    sim.reconcile()
+    rows = flow_detail(sim.flow, NOW).splitlines()
+    header = next(r for r in rows if r.startswith("STEP"))
+    assert "VALUES" in header.split()
+    build = {r.split()[0]: r for r in rows if r.startswith("build-")}
+    assert "os=linux, region=eu" in build["build-0"]
+    assert "os=darwin, region=eu" in build["build-1"]
+    publish = next(r for r in rows if "publish" in r)
+    assert "build-0, build-1" in publish
+    # A flow without a matrix has no such column.
+    assert "VALUES" not in flow_detail(release().flow, NOW)

@@ -431,3 +431,25 @@ def test_a_cluster_template_is_checked_with_the_jobflow_rules(tmp_path: Path) ->
     path = write(tmp_path / "broken.yaml", broken)
     code, lines, _ = run(path)
     assert (code, lines) == (2, [f'{path}: spec.steps[0].dependencies[0]: Not found: "ghost"'])
+
+
+@pytest.mark.parametrize(
+    ("regions", "code", "line"),
+    [
+        ('["eu","us","ap"]', 0, None),
+        (
+            "eu,us",
+            2,
+            'spec.steps[0].matrix.parameters[1].valueFrom.argument: Invalid value: "regions": the value of '
+            'argument "regions" must be a JSON array',
+        ),
+    ],
+)
+def test_a_matrix_is_expanded_with_the_overridden_arguments(
+    capsys: Any, regions: str, code: int, line: str | None
+) -> None:
+    from zen_flow.cli import main
+
+    assert main(["validate", f"-pregions={regions}", str(REPO / "examples" / "matrix-build.yaml")]) == code
+    out = capsys.readouterr().out
+    assert (line in out) if line else out == ""

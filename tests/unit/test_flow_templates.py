@@ -438,3 +438,25 @@ def test_cluster_scope_cannot_change_once_the_flow_started() -> None:
     assert [str(e) for e in validate_update(old, new)] == [
         "spec.templateRef: Forbidden: templateRef cannot change after the flow started"
     ]
+
+
+def test_a_templates_matrix_argument_left_empty_is_filled_by_its_flows() -> None:
+    # A template is not yet a flow: an empty argument a matrix reads is the flows' to set (-p, templateRef
+    # arguments), which are checked as JSON arrays then; a value that is set must still be one.
+    step = {
+        "name": "deploy",
+        "template": JOB,
+        "matrix": {"parameters": [{"name": "region", "valueFrom": {"argument": "regions"}}]},
+    }
+    empty = template(steps=[step], arguments={"parameters": [{"name": "regions", "value": ""}]})
+    assert validate_jobflowtemplate(empty) == []
+    unset = template(steps=[step], arguments={"parameters": [{"name": "regions"}]})
+    assert validate_jobflowtemplate(unset) == []
+    wrong = template(steps=[step], arguments={"parameters": [{"name": "regions", "value": "eu,us"}]})
+    assert [e.path for e in validate_jobflowtemplate(wrong)] == [
+        "spec.steps[0].matrix.parameters[0].valueFrom.argument"
+    ]
+    flow = as_flow({"steps": [step], "arguments": {"parameters": [{"name": "regions", "value": ""}]}})
+    assert [e.path for e in validate_jobflow(flow)] == [
+        "spec.steps[0].matrix.parameters[0].valueFrom.argument"
+    ]

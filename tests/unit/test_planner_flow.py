@@ -10,6 +10,7 @@ import pytest
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX
+from zen_flow.core.matrix import effective_flow, expand_matrix
 from zen_flow.planner import CreateJob, fail_invalid, plan
 from zen_flow_dev.testing.examples import ORIGINAL_FORMS, WRITTEN, all_flow_params, load
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -54,9 +55,18 @@ def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_appr
     doc = load(path)
     doc["metadata"].setdefault("name", "generated-1")
     doc["metadata"].update(uid="u-1", generation=1)
-    sim = Simulator(JobFlow.model_validate(doc), T0, written=WRITTEN.get(path.name, {}))
+    # A matrix step's items are the steps that run (the controller plans the effective flow), each
+    # writing what the matrix step's containers write.
+    expansion = expand_matrix(doc["spec"])
+    steps = expansion.spec["steps"]
+    written = WRITTEN.get(path.name, {})
+    written = {
+        **written,
+        **{i: written[group] for group, items in expansion.groups.items() if group in written for i in items},
+    }
+    sim = Simulator(effective_flow(JobFlow.model_validate(doc)), T0, written=written)
     # The steps that start first: those without dependencies, finally steps aside (they start last).
-    roots = {s["name"] for s in doc["spec"]["steps"] if not s.get("dependencies") and not s.get("finally")}
+    roots = {s["name"] for s in steps if not s.get("dependencies") and not s.get("finally")}
     first = sim.reconcile()
     if not doc["spec"].get("resourceTemplates"):  # else the first reconcile creates those objects only
         assert {a.step for a in first.actions if isinstance(a, CreateJob)} == roots
@@ -71,8 +81,8 @@ def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_appr
     assert sim.phase == "Succeeded"
     ran = {s.name for s in sim.flow.status.steps if s.phase == "Succeeded"}
     skipped = {s.name for s in sim.flow.status.steps if s.phase == "Skipped"}
-    assert ran | skipped == {s["name"] for s in doc["spec"]["steps"]}
-    assert len(sim.created) == len(ran - {s["name"] for s in doc["spec"]["steps"] if "template" not in s})
+    assert ran | skipped == {s["name"] for s in steps}
+    assert len(sim.created) == len(ran - {s["name"] for s in steps if "template" not in s})
 
 
 def test_the_original_when_forms_choose_the_steps_that_run() -> None:

@@ -75,6 +75,7 @@ def test_the_examples_cover_every_feature_of_the_api() -> None:
         "podFailurePolicy": any("podFailurePolicy" in p for p in policies),
         "TTL": any("ttlSecondsAfterFinished" in p for p in policies),
         "finally steps": any(s.get("finally") for s in steps),
+        "matrix fan-out": any(s.get("matrix") for s in steps),
     }
     assert [feature for feature, shown in covered.items() if not shown] == []
 

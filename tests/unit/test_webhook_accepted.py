@@ -296,3 +296,15 @@ def test_an_update_to_other_argument_values_checks_the_values_alone() -> None:
     assert [c["field"] for c in denied["status"]["details"]["causes"]] == [
         "spec.arguments.parameters[0].value"
     ]
+
+
+def test_a_matrix_reading_an_argument_is_checked_again_with_other_argument_values() -> None:
+    # Its values decide the steps (core/matrix.py): what the memory knows of the spec is not the answer.
+    flow = with_argument_values(base_flow(), ["dev", '["eu","us"]'])
+    step(flow, "d")["matrix"] = {"parameters": [{"name": "region", "valueFrom": {"argument": "tag"}}]}
+    assert response(body(flow))["allowed"] is True
+    denied = response(body(with_argument_values(flow, ["dev", "eu,us"])))
+    assert denied["allowed"] is False
+    assert [c["field"] for c in denied["status"]["details"]["causes"]] == [
+        "spec.steps[4].matrix.parameters[0].valueFrom.argument"
+    ]

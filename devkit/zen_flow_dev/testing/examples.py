@@ -42,6 +42,8 @@ WRITTEN: dict[str, dict[str, dict[str, str]]] = {
             ).model_dump_json(),
         },
     },
+    # Every item writes this on kwok (they share the template); on real nodes each writes its own name.
+    "matrix-build.yaml": {"build": {"main": "app.tar"}},
 }
 
 

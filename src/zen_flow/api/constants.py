@@ -65,6 +65,10 @@ ANNOTATION_STOP = f"{GROUP}/stop"
 ANNOTATION_STOPPED_BY = f"{GROUP}/stopped-by"
 STOP_RUN_FINALLY = "RunFinally"
 
+# On the Job (and pod) of an item of a matrix step (`spec.steps[].matrix`, core/matrix.py): the item's
+# matrix values as a JSON object of strings, `{"os":"linux","region":"eu"}`.
+ANNOTATION_MATRIX = f"{GROUP}/matrix"
+
 # Concurrency groups (decision 9): flows of one namespace with the same value of this label share
 # their executionPolicy.concurrencyPolicy. A flow without it (or with an empty value) is in no group.
 LABEL_CONCURRENCY_KEY = f"{GROUP}/concurrency-key"

@@ -231,6 +231,24 @@ class Memoize(Model):
     cache: MemoizeCache | None = None
 
 
+class MatrixSource(Model):
+    argument: str | None = None
+
+
+class MatrixParameter(Model):
+    """One dimension of a matrix: its `values`, or those of a flow argument holding a JSON array."""
+
+    name: str = ""
+    values: tuple[str, ...] | None = None
+    value_from: MatrixSource | None = None
+
+
+class Matrix(Model):
+    """A step run once per combination of its parameters' values (core/matrix.py expands it)."""
+
+    parameters: tuple[MatrixParameter, ...] = ()
+
+
 class Step(Model):
     name: str = ""
     type: str | None = None
@@ -253,6 +271,9 @@ class Step(Model):
     inputs: StepInputs | None = None
     outputs: StepOutputs | None = None
     memoize: Memoize | None = None
+    # Fan-out: the step stands for one item step per combination (core/matrix.py); the planner only
+    # ever sees the items (the effective flow).
+    matrix: Matrix | None = None
 
     @property
     def is_finally(self) -> bool:
@@ -294,6 +315,10 @@ class JobFlowSpec(Model):
     steps: tuple[Step, ...] = ()
     suspend: bool | None = None
     template_ref: TemplateRef | None = None
+    # Not a field of the resource: in a flow's effective spec (core/matrix.py), each matrix step's items
+    # in index order, which a `<matrix step>:$.outputs.parameters.NAME` input reads all of. Never
+    # serialized (excluded), so the stored spec's shape stays the CRD's.
+    matrix_groups: dict[str, tuple[str, ...]] = Field(default_factory=dict, exclude=True)
 
 
 class JobFlow(Model):

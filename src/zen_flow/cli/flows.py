@@ -20,6 +20,7 @@ from zen_flow.cli.overrides import override_arguments, parse_overrides, template
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import UNCHECKED, is_jobflow
+from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import is_label_value, is_qualified_name
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import NotFound
@@ -58,7 +59,8 @@ def _kind_name(name: str) -> str:
 async def get_flow(session: Session, args: argparse.Namespace) -> int:
     raw = await session.flows.get(session.namespace, args.name)
     if not session.print_object(raw, args.output, _kind_name):
-        session.show(flow_detail(JobFlow.model_validate(raw), now(), wide=args.output == "wide"))
+        flow = effective_flow(JobFlow.model_validate(raw))
+        session.show(flow_detail(flow, now(), wide=args.output == "wide"))
     return EXIT_OK
 
 
@@ -158,7 +160,8 @@ def graph_of_file(args: argparse.Namespace) -> int | None:
     """`graph FILE` needs no cluster: drawn here; None for a flow's name."""
     if not Path(args.name).is_file():
         return None
-    sys.stdout.write(_drawn(JobFlow.model_validate(_read_flows([args.name], {})[0]), args.format))
+    flow = effective_flow(JobFlow.model_validate(_read_flows([args.name], {})[0]))
+    sys.stdout.write(_drawn(flow, args.format))
     return EXIT_OK
 
 
@@ -190,7 +193,7 @@ async def _until_finished(
     deadline = time.monotonic() + timeout
     told: tuple[str, ...] = ()
     while True:
-        flow = JobFlow.model_validate(await session.flows.get(namespace, name))
+        flow = effective_flow(JobFlow.model_validate(await session.flows.get(namespace, name)))
         if flow.status.phase in ("Succeeded", "Failed"):
             return flow, True
         if (gates := _awaiting_approval(flow)) and gates != told:

@@ -35,7 +35,7 @@ from zen_flow.cli.session import EXIT_OK, Session, UsageError, now
 from zen_flow.kube.errors import Conflict
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.planner.approvals import decision
-from zen_flow.planner.interventions import rerun_refusal, rerunnable_steps, unrun_steps
+from zen_flow.planner.interventions import rerun_refusal, rerun_scope, rerunnable_steps, unrun_steps
 from zen_flow.validation.expansion import is_cron_run
 
 # How often `decide` reads the flow again when a write came between its read and its conditional patch.
@@ -123,16 +123,17 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
     # With no failed step, the steps a stop (the deadline, a Replace flow) left unrun are its scope.
     rerunnable = rerunnable_steps(flow) or unrun_steps(flow)
     can = f" (rerunnable: {', '.join(rerunnable)})" if rerunnable else ""
-    why = rerun_refusal(flow, args.steps)  # the controller's rule: it would ignore the request
+    steps = rerun_scope(flow, args.steps)  # a matrix step: its failed items
+    why = rerun_refusal(flow, steps)  # the controller's rule: it would ignore the request
     if why is not None:
-        raise UsageError(f"jobflow {args.name} cannot rerun: {why}{can if args.steps else ''}")
+        raise UsageError(f"jobflow {args.name} cannot rerun: {why}{can if steps else ''}")
     # Named steps that would not rerun (a typo, a rejected gate) are said too, not silently left out.
-    if unknown := [s for s in args.steps if s not in rerunnable]:
+    if unknown := [s for s in steps if s not in rerunnable]:
         raise UsageError(
             f"not failed Job steps or timed-out gates of jobflow {args.name}: {', '.join(unknown)}{can}"
         )
     rid = f"{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    scope = ",".join(args.steps) or None  # null removes an earlier request's scope
+    scope = ",".join(steps) or None  # null removes an earlier request's scope
     # A stop request left on the flow would stop the rerun at once: the rerun replaces it.
     requested = {ANNOTATION_RETRY: rid, ANNOTATION_RETRY_STEPS: scope, ANNOTATION_STOP: None}
     await session.merge_patch(args.name, {"metadata": {"annotations": requested}})

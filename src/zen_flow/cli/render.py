@@ -8,12 +8,13 @@ approver's annotation): a control character in them would reach the reader's ter
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import datetime
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ConditionType, StepPhase
+from zen_flow.api.constants import ANNOTATION_MATRIX, ConditionType, StepPhase
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import Step
 from zen_flow.api.meta import format_time
@@ -133,6 +134,19 @@ def step_message(step: StepStatus | None, spec: Step, now: datetime) -> str:
     return f"next attempt {attempt} {when}; {message}" if message else f"next attempt {attempt} {when}"
 
 
+def matrix_values(spec: Step) -> str:
+    """The matrix values an item of a matrix step runs with, `os=linux, arch=arm64`; "-" for a step
+    that is no item (its annotation, core/matrix.py)."""
+    text = spec.metadata.annotations.get(ANNOTATION_MATRIX) if spec.metadata else None
+    try:
+        values = json.loads(text) if text else None
+    except ValueError:
+        values = None
+    if not isinstance(values, dict):
+        return "-"
+    return ", ".join(f"{k}={_short(str(v))}" for k, v in values.items())
+
+
 def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
     """`zen-flow get NAME`: the flow's state, then one row per step in dependency order (`wide`: with
     each step's outputs)."""
@@ -152,6 +166,7 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         if stalled or failed:
             lines.append(f"Condition:  {cond.type}={cond.status} {cond.reason}: {cond.message}")
     specs = {s.name: s for s in flow.spec.steps}
+    matrix = bool(flow.spec.matrix_groups)  # its effective flow has matrix items: show their values
     rows = []
     for name, depth in dependency_order(flow):
         step = status.step(name)
@@ -170,6 +185,7 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
                 _between(step.start_time, step.completion_time, now) if step is not None else "-",
                 ", ".join(spec.dependencies) or "-",
                 job,
+                *([matrix_values(spec)] if matrix else []),
                 *([outputs(step)] if wide else []),
                 step_message(step, spec, now),
             ]
@@ -182,6 +198,7 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         "DURATION",
         "AFTER",
         "JOB",
+        *(["VALUES"] if matrix else []),
         *(["OUTPUTS"] if wide else []),
         "MESSAGE",
     ]

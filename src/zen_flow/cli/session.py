@@ -22,6 +22,7 @@ import yaml
 
 from zen_flow.api import JobFlow
 from zen_flow.cli.colour import painter
+from zen_flow.core.matrix import effective_flow
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
@@ -115,7 +116,8 @@ class Session:
         self._painter(text)
 
     async def get(self, name: str) -> JobFlow:
-        return JobFlow.model_validate(await self.flows.get(self.namespace, name))
+        """The flow `name` as its steps run: its effective flow, each matrix step's items (core/matrix.py)."""
+        return effective_flow(JobFlow.model_validate(await self.flows.get(self.namespace, name)))
 
     async def merge_patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.client.request(

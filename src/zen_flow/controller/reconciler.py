@@ -23,6 +23,7 @@ from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
 from zen_flow.controller.flow_queue import FailureReports, priority
+from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.memo_cache import EventSink, MemoApi, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
@@ -142,6 +143,7 @@ class Controller:
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
         self._validity = Validity(flows.parse_error)
+        self._matrix = MatrixFlows()
         # UIDs of grouped flows this controller started whose start the cache does not show yet: their
         # group's Forbid flows must see them running already (read your own writes across flows).
         self._starting: set[str] = set()
@@ -169,6 +171,7 @@ class Controller:
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
         self._validity.forget(flow.metadata.uid)
+        self._matrix.forget(flow.metadata.uid)
         self._status.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
@@ -256,6 +259,10 @@ class Controller:
             # the delete was seen (it was in flight) must not leave the flow counted as failing.
             self._executor.forget(key)
             return None
+        # From here on the flow is its effective flow (matrix steps expanded into their items); the
+        # stored one is validated and written (its status), so the cache never holds an effective spec.
+        stored = flow
+        flow, unexpandable = self._matrix.effective(stored)
         uid = flow.metadata.uid
         if not self._expectations.satisfied(uid):
             # Our own creates/deletes are not in the cache yet; their watch events will enqueue us again.
@@ -278,7 +285,7 @@ class Controller:
         refusal = None
         if unexpanded(flow) and (refusal := await self._templates.resolve(flow)) is None:
             return None  # its steps are written now: the watch event of that write brings it back
-        errors = refusal.errors if refusal is not None else self._validity.errors(flow)
+        errors = refusal.errors if refusal is not None else (self._validity.errors(stored) or unexpandable)
         now = self._clock.now()
         started = time.perf_counter()
         if errors:
@@ -340,12 +347,13 @@ class Controller:
             status = with_resource_uids(status, made.uids, made.waiting)
         if status != flow.status:
             try:
-                written = await self._status.write(flow, status)
+                written = await self._status.write(flow, status, stored=stored)
             except ApiError as err:
                 if not err.permanent:
                     self._first_jobs.unrecorded(flow, created, result.actions)
                     raise
-                await self._executor.execute(flow, await self._status.refused(flow, err, now, status))
+                refused = await self._status.refused(flow, err, now, status, stored=stored)
+                await self._executor.execute(flow, refused)
                 return None
             except BaseException:  # a timeout, a reset connection: the same doubt as a conflict
                 self._first_jobs.unrecorded(flow, created, result.actions)

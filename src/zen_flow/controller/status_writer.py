@@ -79,8 +79,10 @@ class StatusWriter:
         del self._written[uid]
         return None
 
-    async def write(self, flow: JobFlow, status: JobFlowStatus) -> bool:
-        """True when a patch was sent and accepted; False when there was nothing to write."""
+    async def write(self, flow: JobFlow, status: JobFlowStatus, *, stored: JobFlow | None = None) -> bool:
+        """True when a patch was sent and accepted; False when there was nothing to write. `stored`: the
+        flow as stored when `flow` is its effective flow (controller/matrix_flows.py), which the cache
+        must keep."""
         # Only the step entries that changed are sent, and the resourceVersion makes the patch
         # conditional: a status computed from a stale cache is refused (409) instead of overwriting a
         # newer one (or replacing an entry by a stale index); the worker retries once the cache caught up.
@@ -110,12 +112,18 @@ class StatusWriter:
         # The watch event may already have been applied while we awaited the response.
         if rv and (cached is None or cached.metadata.resource_version != rv):
             self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
-            self._flows.expect_status(flow, rv, ops)
+            self._flows.expect_status(stored or flow, rv, ops)
         self._record_transitions(flow, status)
         return True
 
     async def refused(
-        self, flow: JobFlow, err: ApiError, now: datetime, planned: JobFlowStatus
+        self,
+        flow: JobFlow,
+        err: ApiError,
+        now: datetime,
+        planned: JobFlowStatus,
+        *,
+        stored: JobFlow | None = None,
     ) -> tuple[planner.DeleteJob, ...]:
         """The apiserver refused the new status for good (too large for etcd, or invalid). End the flow
         Failed with a write that changes only its phase, conditions and message (the status it has
@@ -140,7 +148,7 @@ class StatusWriter:
         minimal = failed.model_copy(update={k: getattr(flow.status, k) for k in unchanged})
         self._events.emit(flow, "Warning", "StatusRejected", cut(f"status {cause}: {err.message}", 1024))
         try:
-            await self.write(flow, minimal)
+            await self.write(flow, minimal, stored=stored)
         except ApiError as again:
             if not again.permanent:
                 raise

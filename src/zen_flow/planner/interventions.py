@@ -49,7 +49,7 @@ decisions on the gate as a pre-approval is, and count when the rerun reaches it 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from pydantic_core import to_json
@@ -140,6 +140,21 @@ def request_id(value: str) -> str:
     return f"{rid[: MAX_RETRY_ID - len(digest) - 1]}~{digest}"
 
 
+def rerun_scope(flow: JobFlow, wanted: Sequence[str]) -> tuple[str, ...]:
+    """`wanted` with each matrix step it names replaced by that step's failed items (all its items when
+    none failed: the unrun ones of a stopped flow): `--step build` reruns every failed item of `build`,
+    which has no status entry of its own (core/matrix.py)."""
+    groups = flow.spec.matrix_groups
+    if not groups or not any(name in groups for name in wanted):
+        return tuple(wanted)
+    failed = {s.name for s in flow.status.steps if s.phase == StepPhase.FAILED}
+    out: list[str] = []
+    for name in wanted:
+        items = groups.get(name)
+        out.extend(([i for i in items if i in failed] or items) if items else (name,))
+    return tuple(dict.fromkeys(out))
+
+
 def request(flow: JobFlow) -> Retry | None:
     """The request the flow carries and has not honoured yet (steps: the ones it asks for, or all)."""
     annotations = flow.metadata.annotations
@@ -148,6 +163,7 @@ def request(flow: JobFlow) -> Retry | None:
     if not rid or (audit is not None and any(r.id == rid for r in audit.retries)):
         return None
     steps = tuple(s.strip() for s in (annotations.get(ANNOTATION_RETRY_STEPS) or "").split(",") if s.strip())
+    steps = rerun_scope(flow, steps)
     return Retry(id=rid, user=annotations.get(ANNOTATION_RETRIED_BY) or None, steps=steps)
 
 

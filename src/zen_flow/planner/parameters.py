@@ -50,6 +50,9 @@ from zen_flow.planner.jobs import JobBuildError
 
 _CONTAINER_LISTS = ("containers", "initContainers")
 _FINISHED = (StepPhase.SUCCEEDED.value, StepPhase.FAILED.value)
+# Linux refuses to exec a program one of whose environment strings (`NAME=value` and its NUL) is longer
+# than MAX_ARG_STRLEN, 32 pages: the container would never start, so the step fails before its Job.
+MAX_ENV_STRING = 131072
 
 
 class ParameterError(JobBuildError):
@@ -119,6 +122,23 @@ def _from_step(param: InputParameter, source: str, producer: Callable[[str], Pro
         raise ParameterError(f"{what}: nothing found in step {ref}: {err}{hint}") from None
 
 
+def _check_env_size(what: str, env: str, value: str, json_path: str | None) -> None:
+    size = len(env.encode()) + 1 + len(value.encode()) + 1  # NAME=value and its NUL, as exec counts it
+    if size <= MAX_ENV_STRING:
+        return
+    hint = ""
+    if json_path and ":$.outputs.parameters." in json_path and "[" not in json_path:
+        hint = (
+            " (a matrix step's output is every item's value in one JSON array: keep the items' values "
+            "short, or read single items, <step>-0:$.outputs.parameters.NAME)"
+        )
+    raise ParameterError(
+        f"{what}: its value is {len(value.encode())} bytes, too long for its environment variable {env}: "
+        f"Linux starts no container with an environment string over {MAX_ENV_STRING} bytes "
+        f"(128 KiB, {env}=value included){hint}"
+    )
+
+
 def resolve_inputs(
     step: Step, producer: Callable[[str], Producer | None], arguments: Mapping[str, str] | None = None
 ) -> tuple[Resolved, ...]:
@@ -145,6 +165,7 @@ def resolve_inputs(
         else:
             value = None
         if value is not None:
+            _check_env_size(what, env, value, source.json_path if source is not None else None)
             entry: dict[str, Any] = {"name": env, "value": escape_expansion(value)}
         elif source is not None and source.config_map_key_ref is not None:
             ref = _key_ref(source.config_map_key_ref, "configMapKeyRef", what)

@@ -203,7 +203,10 @@ class PlanState:
     def resolved(self, w: StepWork) -> tuple[Resolved, ...]:
         """The inputs of `w`, read from its producers and the flow's arguments (JobBuildError when one
         cannot be)."""
-        return resolve_inputs(w.spec, lambda name: producer(name, self.works, self.jobs), self.arguments)
+        groups = self.flow.spec.matrix_groups
+        return resolve_inputs(
+            w.spec, lambda name: producer(name, self.works, self.jobs, groups), self.arguments
+        )
 
     def job_name(self, step: str, attempt: int) -> str:
         return _name(self.flow.metadata.name, step, attempt)

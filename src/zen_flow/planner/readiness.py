@@ -21,6 +21,7 @@ from zen_flow.api.constants import DependencyPolicy, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import Step
 from zen_flow.core.jsonpath import JsonPathError, parse
+from zen_flow.core.matrix_items import aggregate
 from zen_flow.planner.outputs import job_document
 from zen_flow.planner.parameters import Producer, json_path_sources
 from zen_flow.planner.steps import StepWork, Works
@@ -123,11 +124,18 @@ def uncommitted(w: StepWork, works: Works) -> bool:
     return False
 
 
-def producer(name: str, works: Mapping[str, StepWork], jobs: Mapping[str, Job]) -> Producer | None:
-    """What a `<name>:<path>` input reads: the step's last Job's status and its stored outputs."""
+def producer(
+    name: str,
+    works: Mapping[str, StepWork],
+    jobs: Mapping[str, Job],
+    groups: Mapping[str, tuple[str, ...]] | None = None,
+) -> Producer | None:
+    """What a `<name>:<path>` input reads: the step's last Job's status and its stored outputs; of a
+    matrix step (`groups`: the effective flow's, core/matrix.py), its items' outputs as JSON arrays."""
     d = works.get(name)
     if d is None:
-        return None
+        items = groups.get(name) if groups else None
+        return matrix_producer(items, works) if items else None
     job_name = d.job_ref.name if d.job_ref is not None and d.job_ref.name else None
     job = jobs.get(job_name) if job_name else None
     params = d.outputs.parameters if d.outputs is not None else ()
@@ -136,4 +144,24 @@ def producer(name: str, works: Mapping[str, StepWork], jobs: Mapping[str, Job]) 
         job_name=job_name,
         job_status=job_document(job) if job is not None else None,
         outputs={p.name: p.value for p in params},
+    )
+
+
+def matrix_producer(items: tuple[str, ...], works: Mapping[str, StepWork]) -> Producer:
+    """A matrix step as a `<step>:` input reads it once all its items ended: no Job status (admission
+    refuses a path into one), and each output parameter its items declare as a JSON array of their
+    values in index order, null for an item with none (skipped, or failed and continued). Its phase is
+    Failed when an item failed, else Succeeded; while an item has not ended, that item's phase."""
+    found = [works[item] for item in items if item in works]
+    waiting = next((d for d in found if not d.phase.terminal), None)
+    if waiting is not None:
+        return Producer(phase=waiting.phase.value, job_name=None, job_status=None, outputs={})
+    names = [p.name for p in found[0].spec.outputs.parameters] if found and found[0].spec.outputs else []
+    stored = [{p.name: p.value for p in d.outputs.parameters} if d.outputs is not None else {} for d in found]
+    failed = any(d.phase == StepPhase.FAILED for d in found)
+    return Producer(
+        phase=(StepPhase.FAILED if failed else StepPhase.SUCCEEDED).value,
+        job_name=None,
+        job_status=None,
+        outputs={name: aggregate([values.get(name) for values in stored]) for name in names},
     )

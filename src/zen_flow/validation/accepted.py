@@ -15,7 +15,9 @@ again, and by then it has usually changed anyway.
 
 The values of `spec.arguments` stay out of the digest too: `zen-flow submit flow.yaml -p env=prod`
 sends one spec with other values every time, and no rule but the arguments' own reads a value (a step
-names an argument, `valueFrom.argument`, and reads its value when its Job is created). So what a digest
+names an argument, `valueFrom.argument`, and reads its value when its Job is created), but for a
+`matrix`'s (core/matrix.py): an argument's values may decide the flow's steps, so a spec with a matrix
+is keyed with its argument values (webhook/review.py). So what a digest
 stands for is "every rule passes, except perhaps those of `spec.arguments` and the size", and a spec
 found by it still has both checked (`KnownSpec`, validate_jobflow): the arguments as sent, and the
 spec's own size against the largest status its steps can write, which is remembered with the digest.

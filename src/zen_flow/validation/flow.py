@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import KIND
+from zen_flow.core.matrix import expand_matrix, has_matrix
 from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
@@ -28,8 +29,9 @@ from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import build_index
 from zen_flow.validation.io import check_inputs
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_GENERATE_NAME
+from zen_flow.validation.matrix import matrix_items, said_once
 from zen_flow.validation.memo import CheckMemo
-from zen_flow.validation.memoize import check_memoize_key_inputs
+from zen_flow.validation.memoize import check_matrix_memoize_key, check_memoize_key_inputs
 from zen_flow.validation.outputs import check_output_references, check_outputs, check_transfer_names
 from zen_flow.validation.placeholders import PlaceholderMemo, check_placeholders
 from zen_flow.validation.policy import (
@@ -148,9 +150,20 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         return
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
-    items = r.mappings(raw_steps, steps_path)
+    matrix = expand_matrix(spec) if raw_steps and has_matrix(spec) else None
+    if matrix is None:
+        items = r.mappings(raw_steps, steps_path)
+        groups: dict[str, tuple[str, ...]] | None = None
+    else:
+        # The effective flow's steps are checked, each item as an ordinary step, its errors at the path
+        # of the matrix step it comes from (the field a user edits).
+        for path, raw in r.mappings(raw_steps, steps_path):  # reports the steps that are no objects
+            if raw.get("memoize") is not None:
+                check_matrix_memoize_key(r, raw, path)
+        items = matrix_items(r, matrix)
+        groups = dict(matrix.groups)
     check_step_names(r, items)
-    index = build_index(items)
+    index = build_index(items, groups)
     alike = step_memo()
     placeholders = PlaceholderMemo()
     # Pods whose names leave room for the artifact transfer, by identity: the webhook decodes a template
@@ -182,6 +195,9 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     check_cycle(r, index)
     if encoded is not None:
         _check_size(r, len(encoded), status_bound(spec))
+    if matrix is not None:
+        # Items share their matrix step's path: one error of its template would be said per item.
+        r.errors[:] = said_once(r.errors, matrix)
 
 
 def _check_arguments(r: Reader, spec: Mapping[str, Any]) -> frozenset[str]:

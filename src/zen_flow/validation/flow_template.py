@@ -47,12 +47,52 @@ def _validate(obj: Mapping[str, Any], kind: str) -> list[FieldError]:
     if spec.get("templateRef") is not None:
         r.add(forbidden("spec.templateRef", f"a {kind} holds steps; it cannot name another template"))
         return errors
-    flow = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name or "template"}, "spec": spec}
+    flow = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name or "template"},
+        "spec": _with_unfilled_matrix_arguments(spec),
+    }
     for error in validate_jobflow(flow):
         # The flow's metadata is ours (the template's name, checked above); its spec is the template's.
         if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
             r.add(error)
     return errors
+
+
+# What an empty argument a matrix reads stands for in a template: one item of an empty value, as the
+# stand-in of a matrix that cannot be expanded (core/matrix_items.py), so every other rule still runs.
+UNFILLED = '[""]'
+
+
+def _with_unfilled_matrix_arguments(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`spec` with each argument a matrix reads whose value is empty (or unset) taken as one empty item:
+    a template is not yet a flow, and its flows set the values (`zen-flow submit -p`, templateRef
+    arguments), which are checked as JSON arrays when the flow is made."""
+    read = {
+        source["argument"]
+        for step in _list(spec.get("steps"))
+        if isinstance(step, Mapping) and isinstance(step.get("matrix"), Mapping)
+        for param in _list(step["matrix"].get("parameters"))
+        if isinstance(param, Mapping)
+        and isinstance(source := param.get("valueFrom"), Mapping)
+        and isinstance(source.get("argument"), str)
+    }
+    arguments = spec.get("arguments")
+    params = arguments.get("parameters") if isinstance(arguments, Mapping) else None
+    if not read or not isinstance(arguments, Mapping) or not isinstance(params, list):
+        return spec
+    filled = [
+        {**p, "value": UNFILLED}
+        if isinstance(p, Mapping) and p.get("name") in read and p.get("value") in (None, "")
+        else p
+        for p in params
+    ]
+    return {**spec, "arguments": {**arguments, "parameters": filled}}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:

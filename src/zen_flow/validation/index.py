@@ -9,7 +9,7 @@ order (one OR per edge).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zen_flow.core.dag import CycleError, Graph
@@ -29,13 +29,20 @@ class StepIndex:
     _ancestors: Mapping[str, int] | None  # None when the graph has a cycle
     final: frozenset[str] = frozenset()  # the finally steps (`finally: true`)
     memoized: frozenset[str] = frozenset()  # the steps with `memoize` (a cache hit runs no Job)
+    # The matrix steps of the stored flow, each with its items (core/matrix.py); the index itself is of
+    # the effective flow, so these names are in no other member.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __contains__(self, name: object) -> bool:
         return name in self.paths
 
     def precedes(self, earlier: str, later: str) -> bool | None:
         """Does `later` (transitively) depend on `earlier`? None when unknown (a cycle). A finally step
-        comes after every step that is not finally, as if it depended on them all."""
+        comes after every step that is not finally, as if it depended on them all. A matrix step comes
+        before `later` when each of its items does."""
+        if self.groups and (items := self.groups.get(earlier)) is not None:
+            found = [self.precedes(item, later) for item in items]
+            return None if None in found else all(found)
         if self.final and later in self.final and earlier in self.paths and earlier not in self.final:
             return True
         if self._ancestors is None:
@@ -88,8 +95,11 @@ def _declared_order(graph: Graph) -> tuple[str, ...] | None:
     return graph.nodes
 
 
-def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
-    """`steps` are the well-formed step objects with their paths (names already checked elsewhere)."""
+def build_index(
+    steps: Sequence[tuple[Path, Mapping[str, Any]]], groups: Mapping[str, tuple[str, ...]] | None = None
+) -> StepIndex:
+    """`steps` are the well-formed step objects with their paths (names already checked elsewhere);
+    `groups`: the flow's matrix steps and their items, when it has any."""
     paths: dict[str, Path] = {}
     outputs: dict[str, frozenset[str]] = {}
     stored: dict[str, frozenset[str]] = {}
@@ -117,6 +127,10 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
                 parameters[name] = names[2]
         deps = step.get("dependencies")
         edges.append((name, [] if deps is None else _dependency_names(deps)))
+    for group, items in (groups or {}).items():
+        # What a dependent reads of a matrix step: its items' output parameters, as JSON arrays.
+        if (declared_by_item := parameters.get(items[0])) is not None:
+            parameters[group] = declared_by_item
     graph = Graph.build(edges)
     bits = {name: 1 << i for i, name in enumerate(graph.nodes)}
     ancestors: dict[str, int] | None = None
@@ -136,4 +150,5 @@ def build_index(steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> StepIndex:
         _ancestors=ancestors,
         final=frozenset(final),
         memoized=frozenset(memoized),
+        groups=groups or {},
     )

@@ -59,7 +59,7 @@ def _check_step_ref(r: Reader, index: StepIndex, step: str, ref: str, value: str
     if problem := label_problem(ref):
         r.add(invalid(path, value, f"step name {quote(ref)}: {problem}"))
         return False
-    if ref not in index.paths:
+    if ref not in index.paths and ref not in index.groups:
         r.add(not_found(path, value, f"this flow has no step {quote(ref)}"))
         return False
     if ref == step or index.precedes(ref, step) is False:
@@ -88,7 +88,9 @@ def _check_input_json_path(r: Reader, index: StepIndex, step: str, value: str, p
     if _check_step_ref(r, index, step, ref, value, path) and parsed:
         output = read_output(expr)
         declared = index.output_parameters.get(ref, frozenset())
-        if output is None and ref in index.memoized:
+        if output is None and ref in index.groups:
+            r.add(invalid(path, value, matrix_job_status(ref, index.groups[ref], expr)))
+        elif output is None and ref in index.memoized:
             r.add(invalid(path, value, memoized_job_status(ref, expr)))
         elif output is not None and output not in declared:
             r.add(
@@ -99,6 +101,15 @@ def _check_input_json_path(r: Reader, index: StepIndex, step: str, value: str, p
                     f"(its outputs.parameters: {', '.join(sorted(declared)) or 'none'})",
                 )
             )
+
+
+def matrix_job_status(ref: str, items: tuple[str, ...], expr: str) -> str:
+    """Why a dependent may not read a matrix step's Job status."""
+    return (
+        f"step {quote(ref)} is a matrix step, with one Job per item ({items[0]} to {items[-1]}): there is "
+        f"no single Job status to read; read an item's ({quote(items[0] + ':' + expr)}), or the step's "
+        f"outputs.parameters (a JSON array of every item's value)"
+    )
 
 
 def read_output(expr: str) -> str | None:
@@ -241,6 +252,17 @@ def _check_from(r: Reader, index: StepIndex, step: str, origin: str, path: Path)
         r.add(invalid(path, origin, 'must be "<step>" or "<step>/<artifact>"'))
         return
     if not _check_step_ref(r, index, step, parts[0], origin, path):
+        return
+    if (items := index.groups.get(parts[0])) is not None:
+        item = "/".join((items[0], *parts[1:]))
+        r.add(
+            invalid(
+                path,
+                origin,
+                f"step {quote(parts[0])} is a matrix step: each of its items stores its own artifacts, "
+                f"so name an item's ({quote(item)})",
+            )
+        )
         return
     stored = index.stored_artifacts.get(parts[0], frozenset())
     if len(parts) == 1:

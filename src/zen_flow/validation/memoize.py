@@ -4,8 +4,9 @@ Refused where a cached result would be wrong or could not be used: on a Manual s
 on a finally step (cleanup must run every time: a rerun runs its finally steps again), on a step with
 output artifacts (the cache holds values, not files: an entry would point at stored
 objects that outlive neither their bucket's lifecycle rules nor a rerun of the flow that stored them),
-and a key that reads a parameter from a ConfigMap or Secret (only the pod knows that value, so the
-controller could not compute the key). A dependent may not read a memoized step's Job status
+a key that reads a parameter from a ConfigMap or Secret (only the pod knows that value, so the
+controller could not compute the key), and a matrix step's key that does not read each of its matrix
+parameters (its items would share one result). A dependent may not read a memoized step's Job status
 (`build:$.succeeded`): a hit runs no Job, so only the stored outputs (`$.outputs.parameters.NAME`) are
 there on every run.
 """
@@ -107,6 +108,29 @@ def check_memoize_key_inputs(
                     "instead)",
                 )
             )
+
+
+def check_matrix_memoize_key(r: Reader, step: Mapping[str, Any], path: Path) -> None:
+    """A matrix step's items share its `memoize.key`: a key that does not read every matrix parameter
+    would be the same for two items, and the second would be served the first one's result."""
+    memo, matrix = step.get("memoize"), step.get("matrix")
+    key = memo.get("key") if isinstance(memo, Mapping) else None
+    params = matrix.get("parameters") if isinstance(matrix, Mapping) else None
+    if not isinstance(key, str) or not key or not isinstance(params, list):
+        return  # no key: check_memoize reports it; no parameters: the matrix's own rules do
+    read = {name for _, name in placeholders(key)} if marked(key) else set()
+    names = [p["name"] for p in params if isinstance(p, Mapping) and isinstance(p.get("name"), str)]
+    missing = [n for n in dict.fromkeys(names) if n and n not in read]
+    if missing:
+        r.add(
+            invalid(
+                path + ".memoize.key",
+                key,
+                "the items of a matrix step share its key, so it must contain the placeholder of every "
+                "matrix parameter, or items with different values would be served one another's result; "
+                f"missing: {', '.join('{{inputs.parameters.%s}}' % n for n in missing)}",  # noqa: UP031
+            )
+        )
 
 
 def _pod_only(inputs: Mapping[str, Any] | None) -> dict[str, str]:

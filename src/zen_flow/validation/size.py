@@ -20,6 +20,7 @@ from pydantic_core import to_json
 
 from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS
 from zen_flow.api.jobflow import needed_approvals
+from zen_flow.core.matrix import expand_matrix, has_matrix
 
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
 MAX_OBJECT_BYTES = 1_400_000
@@ -61,7 +62,10 @@ def spec_json(spec: Mapping[str, Any]) -> bytes:
 
 
 def status_bound(spec: Mapping[str, Any]) -> int:
-    """The largest status.* this spec can produce, in bytes of JSON."""
+    """The largest status.* this spec can produce, in bytes of JSON: that of its effective flow, each
+    item of a matrix step a step of its own (core/matrix.py)."""
+    if has_matrix(spec):
+        spec = expand_matrix(spec).spec
     steps = _items(spec.get("steps"))
     total = FLOW_STATUS_BYTES + AUDIT_BYTES + STEP_ENTRY_BYTES * len(steps)
     total += AUDIT_RETRIES_BYTES + RETRY_ENTRY_BYTES + sum(_name_bytes(s) + RETRY_STEP_BYTES for s in steps)

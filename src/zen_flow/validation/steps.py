@@ -272,7 +272,16 @@ def _check_when(
         if not final and compiled.flow_fields is not None and OUTCOME in compiled.flow_fields:
             r.add(invalid(path, expr, _OUTCOME_ONLY))
     for ref in sorted(references):
-        if ref not in index.paths:
+        if (items := index.groups.get(ref)) is not None:
+            r.add(
+                invalid(
+                    path,
+                    expr,
+                    f"refers to step {quote(ref)}, a matrix step: a condition reads its items by name "
+                    f"({', '.join(items[:3])}{', ...' if len(items) > 3 else ''}), not the matrix step",
+                )
+            )
+        elif ref not in index.paths:
             r.add(not_found(path, ref, "the condition refers to a step this flow does not have"))
         elif index.precedes(ref, step) is False:
             r.add(

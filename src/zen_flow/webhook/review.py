@@ -264,7 +264,8 @@ def _spec_key(raw: RawObject, meta: Any, spec: bytes | None) -> bytes | None:
     members = raw.members_of("spec")
     reads_name = members is None or not NAME_READERS.isdisjoint(members)
     name = _flow_name(meta) if reads_name else None
-    if members is None or "arguments" not in members:
+    # A matrix may take its values from an argument (core/matrix.py): then the values decide the steps.
+    if members is None or "arguments" not in members or b'"matrix"' in spec:
         return ACCEPTED.key(name, (spec,))
     return ACCEPTED.key(name, _without_argument_values(members))
 

@@ -1,0 +1,195 @@
+"""Matrix fan-out (`spec.steps[].matrix`): a step run once per combination of values, expanded: pure.
+
+A matrix step `build` with parameters `os: [linux, darwin]` and `arch: [amd64, arm64]` stands for the
+item steps `build-0` ... `build-3`, one per combination in product order (the first parameter varies
+slowest), each a copy of the step without `matrix`, with one literal input parameter per matrix
+parameter appended (`{name: os, value: linux}`) and the annotation `workflow.kube-zen.io/matrix` (the
+item's values as a JSON object) in its `metadata`, so its Job and pod carry it. A step that depends on
+`build` depends on every item instead (fan-in). Nothing else is new at run time: the validator, the
+planner and the CLI all work on this *effective* flow, so every item is checked and run as an ordinary
+step. The stored flow keeps its `matrix` (unlike a templateRef, nothing is written back).
+
+`expand_matrix` works on the raw spec (a dict as the apiserver holds it) and never raises: a matrix it
+cannot expand is a `MatrixProblem` with the field's path, and its step stays one step (its matrix
+parameters as empty input values), so the other rules still check the rest of the flow. A spec with no
+matrix comes back as the very same object, for the cost of one look at each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+from pydantic import ValidationError
+
+from zen_flow.api.jobflow import JobFlow, JobFlowSpec
+from zen_flow.core.matrix_items import fan_in, item_step, stand_in
+from zen_flow.core.matrix_parameters import (
+    DUPLICATE,
+    INVALID,
+    MATRIX,
+    MAX_EFFECTIVE_STEPS,
+    TOO_MANY,
+    MatrixProblem,
+    argument_values,
+    combinations,
+    count_items,
+)
+from zen_flow.core.naming import MAX_NAME
+
+
+@dataclass(frozen=True)
+class MatrixExpansion:
+    """The effective spec; `groups`: each expanded matrix step's items in index order; `origins`: for
+    each effective step, the index in `spec.steps` of the step it comes from (None when no matrix)."""
+
+    spec: Mapping[str, Any]
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    origins: tuple[int, ...] | None = None
+    problems: tuple[MatrixProblem, ...] = ()
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # item -> its values
+
+
+def has_matrix(spec: Any) -> bool:
+    """Does a raw spec have a step with `matrix` (cheap: one key lookup per step)?"""
+    steps = spec.get("steps") if isinstance(spec, Mapping) else None
+    # isinstance of dict, not of Mapping (an ABC check, 4 times slower): a decoded spec holds dicts.
+    return isinstance(steps, list | tuple) and any(
+        isinstance(s, dict) and s.get(MATRIX) is not None for s in steps
+    )
+
+
+def expand_matrix(spec: Mapping[str, Any]) -> MatrixExpansion:
+    """The effective spec of `spec` (see the module's docstring); `spec` itself when it has no matrix."""
+    if not has_matrix(spec):
+        return MatrixExpansion(spec)
+    steps: list[Any] = list(spec["steps"])
+    arguments = argument_values(spec.get("arguments"))
+    problems: list[MatrixProblem] = []
+    names = {s.get("name"): i for i, s in reversed(list(enumerate(steps))) if isinstance(s, Mapping)}
+    # Each matrix step's parameter names and value columns (None: it cannot be expanded). The items
+    # are only built once their count is known to fit: 500 steps of 256 items would be 128,000.
+    combos: dict[int, tuple[tuple[str, ...], list[list[str]]] | None] = {}
+    for i, step in enumerate(steps):
+        if isinstance(step, Mapping) and step.get(MATRIX) is not None:
+            combos[i] = combinations(step, f"spec.steps[{i}]", arguments, problems)
+    counts = {i: count_items(found[1]) for i, found in combos.items() if found is not None}
+    total = len(steps) - len(counts) + sum(counts.values())
+    if total > MAX_EFFECTIVE_STEPS:
+        biggest = max(counts, key=counts.__getitem__)
+        problems.append(
+            MatrixProblem(
+                TOO_MANY,
+                "spec.steps",
+                total,
+                f"the flow would have {total} steps once its matrix steps are expanded into their items "
+                f"(spec.steps[{biggest}].matrix alone makes {counts[biggest]}): use fewer items or steps",
+                MAX_EFFECTIVE_STEPS,
+            )
+        )
+        combos = dict.fromkeys(combos)  # no item is built: each matrix step stays one stand-in
+    taken: dict[str, str] = {}  # item name -> the path of the step it comes from
+    for i, found in combos.items():
+        if found is None:
+            continue
+        name = steps[i].get("name")
+        path = f"spec.steps[{i}]"
+        if not isinstance(name, str) or not name:
+            combos[i] = None  # the validator reports the name
+            continue
+        count = counts[i]
+        longest = f"{name}-{count - 1}"
+        if len(longest) > MAX_NAME:
+            problems.append(
+                MatrixProblem(
+                    INVALID,
+                    path + "." + MATRIX,
+                    longest,
+                    f"its items are named {name}-0 to {longest}, step names that must be no more than "
+                    f"{MAX_NAME} characters (they are label values): shorten the step's name or use "
+                    "fewer items",
+                )
+            )
+            combos[i] = None
+            continue
+        clash = next(
+            (
+                (item, where)
+                for k in range(count)
+                if (item := f"{name}-{k}") in names or item in taken
+                for where in (taken.get(item) or f"spec.steps[{names[item]}]",)
+            ),
+            None,
+        )
+        if clash is not None:
+            problems.append(
+                MatrixProblem(
+                    DUPLICATE,
+                    path + ".name",
+                    clash[0],
+                    f"its matrix item {clash[0]} has the name of {_whose(clash[1])}: rename one",
+                )
+            )
+            combos[i] = None
+            continue
+        taken.update((f"{name}-{k}", path) for k in range(count))
+    groups: dict[str, tuple[str, ...]] = {}
+    values: dict[str, dict[str, str]] = {}
+    effective: list[Any] = []
+    origins: list[int] = []
+    for i, step in enumerate(steps):
+        if i not in combos:
+            effective.append(step)
+            origins.append(i)
+            continue
+        found = combos[i]
+        if found is None:
+            effective.append(stand_in(step))
+            origins.append(i)
+            continue
+        params, columns = found
+        name = step["name"]
+        items = tuple(f"{name}-{k}" for k in range(counts[i]))
+        groups[name] = items
+        for item, row in zip(items, product(*columns), strict=True):
+            given = dict(zip(params, row, strict=True))
+            values[item] = given
+            effective.append(item_step(step, name, item, given))
+            origins.append(i)
+    if groups:
+        effective = [fan_in(s, groups) for s in effective]
+    return MatrixExpansion({**spec, "steps": effective}, groups, tuple(origins), tuple(problems), values)
+
+
+def _whose(path: str) -> str:
+    return f"the step at {path}" if path.startswith("spec.steps[") else path
+
+
+def item_values(expansion: MatrixExpansion, item: str) -> Mapping[str, str] | None:
+    """The matrix values an item runs with, None for a step that is no item."""
+    return expansion.values.get(item)
+
+
+def effective_spec(spec: JobFlowSpec) -> tuple[JobFlowSpec, tuple[MatrixProblem, ...]]:
+    """`expand_matrix` of a decoded spec (the controller's and the CLI's): the effective spec, with its
+    `matrix_groups`, and the problems; `spec` itself when it has no matrix. A spec with problems still
+    comes back expanded as far as it can be (its broken matrix steps as one step each)."""
+    if not any(s.matrix is not None for s in spec.steps):
+        return spec, ()
+    expansion = expand_matrix(spec.model_dump(by_alias=True, exclude_none=True, mode="json"))
+    try:
+        found = JobFlowSpec.model_validate(expansion.spec)
+    except ValidationError as err:  # not expected (the items are made of the model's own fields): never raise
+        why = MatrixProblem(
+            INVALID, "spec.steps", None, f"its items do not parse: {err.error_count()} errors"
+        )
+        return spec, (*expansion.problems, why)
+    return found.model_copy(update={"matrix_groups": dict(expansion.groups)}), expansion.problems
+
+
+def effective_flow(flow: JobFlow) -> JobFlow:
+    """`flow` with its effective spec (`effective_spec`), `flow` itself when it has no matrix."""
+    spec, _ = effective_spec(flow.spec)
+    return flow if spec is flow.spec else flow.model_copy(update={"spec": spec})
