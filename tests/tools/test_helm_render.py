@@ -385,6 +385,23 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     assert rules_allow(find(docs, "Role")["rules"], "coordination.k8s.io", "leases", "get", "custom-lease")
 
 
+def test_cloudevents_values_become_flags_and_the_ca_a_mount(helm: str, tmp_path: Path) -> None:
+    default = deployment(render(helm, tmp_path, {}))["spec"]["template"]["spec"]
+    assert not [a for a in default["containers"][0]["args"] if "cloudevents" in a]
+    sink = "https://hooks.example/ce?token=a&b=c"
+    values = {"controller": {"cloudEvents": {"sink": sink, "timeoutSeconds": 2}}}
+    settings = settings_of(deployment(render(helm, tmp_path, values)))
+    assert (settings.cloudevents_sink, settings.cloudevents_timeout) == (sink, 2.0)
+    assert settings.cloudevents_ca_file == ""
+    values["controller"]["cloudEvents"]["caConfigMap"] = "hooks-ca"
+    pod = deployment(render(helm, tmp_path, values))["spec"]["template"]["spec"]
+    # Not through settings_of: the file it names exists only in the pod.
+    assert "--cloudevents-ca-file=/etc/zen-flow/cloudevents-ca/ca.crt" in pod["containers"][0]["args"]
+    assert {v["name"]: v for v in pod["volumes"]}["cloudevents-ca"]["configMap"] == {"name": "hooks-ca"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["cloudevents-ca"]["mountPath"] == "/etc/zen-flow/cloudevents-ca"
+
+
 def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:
     values = {
         "metrics": {

@@ -24,6 +24,7 @@ from aiohttp import web
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
 from zen_flow.config import Settings, split_addr
+from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.flow_queue import flow_queue, worker_count
@@ -62,6 +63,9 @@ log = get_logger(__name__)
 # 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
 # reports progress far more often than this.
 STALE_INFORMER_SECONDS = 15 * 60
+# On shutdown, how long the CloudEvents still queued may take to go out (inside the pod's 30 s grace,
+# after the reconciles in hand finished).
+CLOUDEVENTS_FLUSH_SECONDS = 5.0
 
 
 def client_options(settings: Settings) -> ClientOptions:
@@ -173,6 +177,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         sandbox = ExpressionSandbox(budget=settings.expression_budget, workers=settings.expression_workers)
         stack.callback(sandbox.close)
+        sink = _cloud_event_sink(settings, clock, metrics)
+        if sink is not None:
+            stack.push_async_callback(sink.close)
         controller = Controller(
             flows=flows,
             jobs=jobs,
@@ -186,6 +193,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             transfers=ArtifactOptions(image=settings.artifact_image),
             progress_deadline=settings.progress_deadline_seconds,
             sandboxed_plans=settings.expression_workers,
+            cloud_events=sink,
         )
         stack.callback(controller.close)
         # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).
@@ -292,6 +300,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 tg.create_task(_critical("event recorder", recorder.run()))
                 tg.create_task(_critical("memory release", release_memory(clock)))
                 tg.create_task(_critical("namespace series", NamespaceSeries(metrics).run(flows.list, clock)))
+                if sink is not None:
+                    tg.create_task(_critical("cloudevents sink", sink.run()))
                 if settings.metrics_addr:
                     health = create_health_app(metrics, liveness, readiness)
                     tg.create_task(_critical("health server", _serve_site(health, settings.metrics_addr)))
@@ -310,6 +320,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(settings.renew_deadline):
                             await asyncio.shield(reconciler)
+                if sink is not None:
+                    await sink.flush(CLOUDEVENTS_FLUSH_SECONDS)
                 raise _Stop
         except* _Stop:
             log.info("stopped")
@@ -329,6 +341,21 @@ async def _resync(flows: JobFlowInformer, queue: WorkQueue[str], clock: Clock, p
         await clock.sleep(period)
         for flow in flows.list():
             queue.add(flow.key, Priority.LOW)  # never ahead of a change someone is waiting for
+
+
+def _cloud_event_sink(settings: Settings, clock: Clock, metrics: Metrics) -> CloudEventSink | None:
+    if not settings.cloudevents_sink:
+        return None
+    sink = CloudEventSink(
+        settings.cloudevents_sink,
+        clock=clock,
+        metrics=metrics,
+        request_timeout=settings.cloudevents_timeout,
+        ca_file=settings.cloudevents_ca_file,
+    )
+    metrics.cloudevents_queue.set_function(lambda: sink.depth)
+    log.info("sending CloudEvents", sink=sink.where)
+    return sink
 
 
 def _webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> Any:

@@ -20,6 +20,7 @@ from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
 from zen_flow.controller.flow_queue import FailureReports, priority
@@ -42,6 +43,7 @@ from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.keyed_locks import KeyedLocks
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
+from zen_flow.planner.cloud_events import cloud_events
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 from zen_flow.planner.status import REASON_JOB_REJECTED
 
@@ -107,9 +109,11 @@ class Controller:
         transfers: planner.ArtifactOptions | None = None,
         progress_deadline: float = 0.0,
         sandboxed_plans: int = 2,
+        cloud_events: CloudEventSink | None = None,
     ) -> None:
         """`sandboxed_plans`: plans that evaluate `when` in the expression workers at once (one per
-        worker); a flow that finds them all busy is looked at again a second later (plan_runner.py)."""
+        worker); a flow that finds them all busy is looked at again a second later (plan_runner.py).
+        `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere."""
         self._flows = flows
         self._runner = PlanRunner(
             api=api,
@@ -127,6 +131,7 @@ class Controller:
         self._queue = queue
         self._expectations = expectations
         self._events = events
+        self._cloud_events = cloud_events
         self._clock = clock
         self._metrics = metrics
         self._executor = PlanExecutor(
@@ -362,6 +367,11 @@ class Controller:
             if event.reason == TIMED_OUT:
                 self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
             self._events.emit(flow, event.type, event.reason, event.message)
+        if self._cloud_events is not None:
+            # After the status write, as the Events: a transition whose write failed is not announced
+            # (the retried reconcile plans it again); whatever --step-events leaves out of the Events.
+            for cloud_event in cloud_events(flow, status, result.events, now):
+                self._cloud_events.publish(cloud_event)
         if made.waiting and not made.problems:
             # As for a Job's name (JobNameTaken): the status says nothing of the wait (the flow is still
             # Pending), so the Event is what `kubectl describe` shows of why it does not start.

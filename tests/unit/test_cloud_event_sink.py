@@ -1,0 +1,292 @@
+"""Delivering CloudEvents (controller/cloud_event_sink.py): in order, retried while the sink is down or
+busy, dropped (and counted) when it refuses, after the give-up time, or when the queue is full; never a
+log line per event; and over real HTTP, the headers and body a receiver sees."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
+
+from zen_flow import config
+from zen_flow.controller.cloud_event_sink import GIVE_UP_SECONDS, CloudEventSink
+from zen_flow.controller.metrics import Metrics
+from zen_flow.machinery.clock import SystemClock
+from zen_flow.planner.cloud_events import CloudEvent, cloud_events
+from zen_flow_dev.testing.clock import FakeClock, settle
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
+
+URL = "http://sink.example:8080/events"
+HANG = "hang"
+
+
+def event(n: int) -> CloudEvent:
+    return CloudEvent(
+        id=f"id-{n}", source="/s", type="t", subject=f"step-{n}", time="2025-01-01T00:00:00Z", data=b"{}"
+    )
+
+
+class Receiver:
+    """A fake transport: answers in turn from `answers` (a status, an exception, HANG), then 202."""
+
+    def __init__(self, *answers: int | BaseException | str) -> None:
+        self.answers = list(answers)
+        self.ids: list[str] = []
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+        assert url == URL
+        self.ids.append(headers["ce-id"])
+        answer = self.answers.pop(0) if self.answers else 202
+        if answer == HANG:
+            await asyncio.Event().wait()
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, int)
+        return answer
+
+
+def sample(metrics: Metrics, name: str, reason: str | None = None) -> float:
+    labels = {} if reason is None else {"reason": reason}
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def running(sink: CloudEventSink) -> asyncio.Task[None]:
+    task = asyncio.create_task(sink.run())
+    await settle()
+    return task
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_events_go_out_in_order_and_are_counted(clock: FakeClock) -> None:
+    receiver, metrics = Receiver(), Metrics()
+    sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post)
+    task = await running(sink)
+    for n in range(3):
+        sink.publish(event(n))
+    await settle()
+    assert receiver.ids == ["id-0", "id-1", "id-2"]
+    assert sample(metrics, "zen_flow_cloudevents_sent_total") == 3
+    assert sink.depth == 0
+    await stop(task)
+
+
+async def test_a_busy_or_failing_sink_gets_the_same_event_again_until_it_takes_it(clock: FakeClock) -> None:
+    receiver, metrics = Receiver(503, 429, ConnectionRefusedError(), TimeoutError()), Metrics()
+    sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post)
+    task = await running(sink)
+    sink.publish(event(1))
+    sink.publish(event(2))
+    await clock.advance(GIVE_UP_SECONDS / 2)  # four backoffs of at most 0.5 + 1 + 2 + 4 s
+    assert receiver.ids == ["id-1"] * 5 + ["id-2"]  # the next one waited its turn: order is kept
+    assert sample(metrics, "zen_flow_cloudevents_sent_total") == 2
+    for reason in ("server_error", "throttled", "connection", "timeout"):
+        assert sample(metrics, "zen_flow_cloudevents_failed_total", reason) == 1, reason
+    assert sample(metrics, "zen_flow_cloudevents_dropped_total", "gave_up") == 0
+    await stop(task)
+
+
+async def test_an_event_is_dropped_after_the_give_up_time_and_the_next_one_goes(clock: FakeClock) -> None:
+    down = [ConnectionRefusedError() for _ in range(100)]
+    receiver, metrics = Receiver(*down), Metrics()
+    sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post)
+    task = await running(sink)
+    sink.publish(event(1))
+    await clock.advance(GIVE_UP_SECONDS + 10)  # the last wait may start just before the give-up time
+    assert sample(metrics, "zen_flow_cloudevents_dropped_total", "gave_up") == 1
+    attempts = len(receiver.ids)
+    assert 5 < attempts < 20  # backed off, not hammered
+    receiver.answers.clear()  # the sink is back
+    sink.publish(event(2))
+    await settle()
+    assert receiver.ids[attempts:] == ["id-2"]
+    assert sample(metrics, "zen_flow_cloudevents_sent_total") == 1
+    await stop(task)
+
+
+async def test_a_refusal_is_not_sent_again(clock: FakeClock) -> None:
+    receiver, metrics = Receiver(400, 302), Metrics()
+    sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post)
+    task = await running(sink)
+    sink.publish(event(1))
+    sink.publish(event(2))
+    sink.publish(event(3))
+    await settle()
+    assert receiver.ids == ["id-1", "id-2", "id-3"]
+    assert sample(metrics, "zen_flow_cloudevents_dropped_total", "refused") == 2
+    assert sample(metrics, "zen_flow_cloudevents_failed_total", "refused") == 2
+    assert sample(metrics, "zen_flow_cloudevents_sent_total") == 1
+    await stop(task)
+
+
+async def test_a_full_queue_drops_the_oldest(clock: FakeClock) -> None:
+    receiver, metrics = Receiver(), Metrics()
+    sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post, max_pending=3)
+    for n in range(5):  # the sender is not running: a sink that hangs looks the same from here
+        sink.publish(event(n))
+    assert sink.depth == 3
+    assert sample(metrics, "zen_flow_cloudevents_dropped_total", "queue_full") == 2
+    task = await running(sink)
+    assert receiver.ids == ["id-2", "id-3", "id-4"]
+    await stop(task)
+
+
+async def test_the_log_says_when_the_sink_fails_and_when_it_recovers_not_per_event(clock: FakeClock) -> None:
+    receiver = Receiver(*[500] * 12)  # more than one event's attempts before it gives up
+    sink = CloudEventSink(URL, clock=clock, metrics=Metrics(), post=receiver.post)
+    with capture_logs() as logs:
+        task = await running(sink)
+        for n in range(3):
+            sink.publish(event(n))
+        await clock.advance(3 * (GIVE_UP_SECONDS + 10))
+        await stop(task)
+    said = [entry["event"] for entry in logs if entry["log_level"] != "debug"]
+    assert len(receiver.ids) > 12
+    assert said == [
+        "cloudevents sink failing; retrying with backoff, dropping what waits too long",
+        "cloudevents sink recovered",
+    ]
+    assert logs[0]["sink"] == "http://sink.example:8080"  # never the path, which may hold a token
+
+
+async def test_shutdown_waits_a_bounded_time_for_what_is_queued(clock: FakeClock) -> None:
+    receiver, metrics = Receiver(HANG), Metrics()
+    sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post)
+    task = await running(sink)
+    sink.publish(event(1))
+    sink.publish(event(2))
+    with capture_logs():
+        flushing = asyncio.create_task(sink.flush(5.0))
+        await clock.advance(5.0)
+        await flushing
+    assert sample(metrics, "zen_flow_cloudevents_dropped_total", "shutdown") == 2
+    await stop(task)
+    idle = CloudEventSink(URL, clock=clock, metrics=Metrics(), post=Receiver().post)
+    await idle.flush(5.0)  # nothing queued: returns at once, on a clock nobody advances
+
+
+# --- the settings -------------------------------------------------------------------------------------
+
+
+def settings(*argv: str, env: dict[str, str] | None = None) -> config.Settings:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    return config.load(parser.parse_args(list(argv)), env=env or {})
+
+
+def test_the_sink_is_off_unless_set_by_flag_or_environment() -> None:
+    assert settings().cloudevents_sink == ""
+    assert (
+        settings("--cloudevents-sink", "https://hooks.example/ce").cloudevents_sink
+        == "https://hooks.example/ce"
+    )
+    env = {"ZEN_FLOW_CLOUDEVENTS_SINK": "http://r.ns.svc:8080/"}
+    assert settings(env=env).cloudevents_sink == "http://r.ns.svc:8080/"
+
+
+@pytest.mark.parametrize(
+    "bad", ["ftp://hooks.example/", "hooks.example:8080", "http://", "http://hooks.example:99999/", "/x"]
+)
+def test_a_sink_that_is_no_http_url_is_refused_naming_the_flag(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"--cloudevents-sink: .* URL") as err:
+        settings(f"--cloudevents-sink={bad}")
+    assert repr(bad) in str(err.value)
+
+
+def test_the_ca_bundle_is_read_at_start_and_only_for_https(tmp_path: Path) -> None:
+    missing = tmp_path / "none.pem"
+    with pytest.raises(ValueError, match=r"--cloudevents-ca-file: .* is not a readable PEM bundle"):
+        settings("--cloudevents-sink=https://h.example/", f"--cloudevents-ca-file={missing}")
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(ValueError, match=r"--cloudevents-ca-file: .* is not a readable PEM bundle"):
+        settings("--cloudevents-sink=https://h.example/", f"--cloudevents-ca-file={not_pem}")
+    with pytest.raises(ValueError, match="--cloudevents-ca-file needs an https --cloudevents-sink"):
+        settings("--cloudevents-sink=http://h.example/", f"--cloudevents-ca-file={not_pem}")
+    with pytest.raises(ValueError, match="--cloudevents-timeout must be > 0"):
+        settings("--cloudevents-sink=http://h.example/", "--cloudevents-timeout=0")
+
+
+# --- over real HTTP, on loopback ------------------------------------------------------------------
+
+
+class HttpReceiver:
+    """A CloudEvents receiver on 127.0.0.1: what it got, and a wait for it."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self._changed = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        async with self._changed:
+            self.got.append((dict(request.headers), body))
+            self._changed.notify_all()
+        return web.Response(status=202)
+
+    async def wait_for(self, count: int, seconds: float = 10.0) -> None:
+        async with asyncio.timeout(seconds), self._changed:
+            await self._changed.wait_for(lambda: len(self.got) >= count)
+
+
+@pytest.fixture
+async def http_receiver() -> AsyncIterator[tuple[HttpReceiver, str]]:
+    receiver = HttpReceiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield receiver, str(server.make_url("/hook"))
+    await server.close()
+
+
+async def test_a_receiver_gets_the_binary_content_mode(http_receiver: tuple[HttpReceiver, str]) -> None:
+    receiver, url = http_receiver
+    got = receiver.got
+    sim = Simulator(make_flow([job_step("build")], name="nightly", namespace="team-a"), datetime.now(UTC))
+    sim.reconcile()
+    published = cloud_events(sim.flow, sim.last.status, sim.last.events, sim.now)
+    metrics = Metrics()
+    sink = CloudEventSink(url, clock=SystemClock(), metrics=metrics)
+    task = asyncio.create_task(sink.run())
+    for cloud_event in published:
+        sink.publish(cloud_event)
+    try:
+        await receiver.wait_for(len(published))
+        await sink.flush(5.0)  # the answers read and counted
+    finally:
+        await stop(task)
+        await sink.close()
+    headers, body = got[1]
+    assert {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")} == {
+        "ce-specversion": "1.0",
+        "ce-id": published[1].id,
+        "ce-source": "/apis/workflow.kube-zen.io/v1alpha1/namespaces/team-a/jobflows/nightly",
+        "ce-type": "dev.kube-zen.jobflow.step.started.v1",
+        "ce-subject": "build",
+        "ce-time": published[1].time,
+    }
+    assert headers["Content-Type"] == "application/json"
+    data: dict[str, Any] = json.loads(body)
+    assert (data["flow"], data["step"], data["reason"]) == ("nightly", "build", "StepStarted")
+    assert [h["ce-type"] for h, _ in got] == [e.type for e in published]
+    assert metrics.registry.get_sample_value("zen_flow_cloudevents_sent_total") == 2
