@@ -35,6 +35,9 @@ MAX_PENDING = 1000
 # this plus one backoff and one request timeout.
 GIVE_UP_SECONDS = 60.0
 _FIRST_WAIT, _MAX_WAIT = 0.5, 10.0
+# An answer's body is read (to reuse the connection) only up to this size: a sink cannot make the
+# controller hold a large answer in memory.
+_MAX_ANSWER = 64 * 1024
 
 # POST(url, headers, body) -> the answer's status code; raises OSError, aiohttp.ClientError or
 # TimeoutError when no answer came.
@@ -218,7 +221,8 @@ class _HttpPost:
                 timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=1)
             )
         async with self._session.post(url, data=body, headers=dict(headers), allow_redirects=False) as resp:
-            await resp.read()  # small; frees the connection for the next event
+            if resp.content_length is not None and resp.content_length <= _MAX_ANSWER:
+                await resp.read()  # read, the connection serves the next event; else it is closed
             return resp.status
 
     async def close(self) -> None:
