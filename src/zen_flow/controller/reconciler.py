@@ -20,6 +20,7 @@ from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
@@ -27,11 +28,7 @@ from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.memo_cache import EventSink, MemoApi, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
-from zen_flow.controller.provisioning import (
-    REASON_RESOURCE_NAME_TAKEN,
-    create_resources,
-    with_resource_uids,
-)
+from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.controller.templates import TemplateApi, TemplateResolver, unexpanded
 from zen_flow.controller.validity import Validity
@@ -43,14 +40,10 @@ from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.keyed_locks import KeyedLocks
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
-from zen_flow.planner.cloud_events import cloud_events
-from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
+from zen_flow.planner.events import NORMAL
 from zen_flow.planner.status import REASON_JOB_REJECTED
 
 log = get_logger(__name__)
-
-# The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
-CREATE_FORBIDDEN = "CreateForbidden"
 
 # How soon to look again when a resourceTemplates object's name is held by one on its way out (a flow
 # deleted and re-created under that name: the old flow's PVC awaits the garbage collector, then its pods).
@@ -131,7 +124,7 @@ class Controller:
         self._queue = queue
         self._expectations = expectations
         self._events = events
-        self._cloud_events = cloud_events
+        self._announcements = Announcements(events=events, metrics=metrics, cloud_events=cloud_events)
         self._clock = clock
         self._metrics = metrics
         self._executor = PlanExecutor(
@@ -311,17 +304,10 @@ class Controller:
             created, rejected = await self._executor.execute(flow, result.actions)
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
             await self._memo_cache.save(flow, result.actions, now)
-        except JobNameTaken as err:
-            # Retried with backoff and not in the status (nothing is written while a create fails): the
-            # Event is what `kubectl describe` shows of why the flow waits (a repeat is one count more).
-            self._events.emit(flow, WARNING, "JobNameTaken", err.message)
+        except (JobNameTaken, ApiError) as err:
+            self._announcements.create_failed(flow, err)
             raise
-        except ApiError as err:
-            if err.status == 403:  # a ResourceQuota or an admission policy: the tenant's to fix, so say it
-                self._events.emit(flow, WARNING, CREATE_FORBIDDEN, f"{err.message} (retried with backoff)")
-            raise
-        for event in (e for e in result.events if e.acted):  # told once done, whatever the write
-            self._events.emit(flow, event.type, event.reason, event.message)
+        self._announcements.acted(flow, result.events)
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
@@ -361,22 +347,9 @@ class Controller:
                 self._metrics.reconciles.labels("invalid").inc()
         else:
             self._metrics.status_patches.labels("unchanged").inc()
-        for event in (e for e in result.events if not e.acted):
-            # Counted from the event, not from our delete: the Job's own activeDeadlineSeconds (the same
-            # timeout) often stops it first, and then nothing is deleted.
-            if event.reason == TIMED_OUT:
-                self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
-            self._events.emit(flow, event.type, event.reason, event.message)
-        if self._cloud_events is not None:
-            # After the status write, as the Events: a transition whose write failed is not announced
-            # (the retried reconcile plans it again); whatever --step-events leaves out of the Events.
-            for cloud_event in cloud_events(flow, status, result.events, now):
-                self._cloud_events.publish(cloud_event)
+        self._announcements.recorded(flow, status, result.events, now)
         if made.waiting and not made.problems:
-            # As for a Job's name (JobNameTaken): the status says nothing of the wait (the flow is still
-            # Pending), so the Event is what `kubectl describe` shows of why it does not start.
-            for message in made.waiting.values():
-                self._events.emit(flow, WARNING, REASON_RESOURCE_NAME_TAKEN, message)
+            self._announcements.waiting(flow, made.waiting)
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
 
