@@ -23,7 +23,7 @@ from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
-from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
+from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.memo_cache import EventSink, MemoApi, MemoCache
 from zen_flow.controller.metrics import Metrics
@@ -40,7 +40,6 @@ from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.keyed_locks import KeyedLocks
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
-from zen_flow.planner.events import NORMAL
 from zen_flow.planner.status import REASON_JOB_REJECTED
 
 log = get_logger(__name__)
@@ -123,7 +122,6 @@ class Controller:
         self._api = api
         self._queue = queue
         self._expectations = expectations
-        self._events = events
         self._announcements = Announcements(events=events, metrics=metrics, cloud_events=cloud_events)
         self._clock = clock
         self._metrics = metrics
@@ -135,7 +133,9 @@ class Controller:
             waited=queue.waited,
             disown=jobs.deleted_stray,
         )
-        self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
+        self._status = StatusWriter(
+            api=api, flows=flows, announcements=self._announcements, metrics=metrics, clock=clock
+        )
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
@@ -168,6 +168,7 @@ class Controller:
         self._expectations.forget(flow.metadata.uid)
         self._validity.forget(flow.metadata.uid)
         self._status.forget(flow.metadata.uid)
+        self._announcements.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
         self._templates.forget(flow.metadata.uid)
@@ -255,6 +256,7 @@ class Controller:
             self._executor.forget(key)
             return None
         uid = flow.metadata.uid
+        self._announcements.settle(flow)  # a status write in doubt that the cache shows now landed
         if not self._expectations.satisfied(uid):
             # Our own creates/deletes are not in the cache yet; their watch events will enqueue us again.
             # Should an event be lost, look again when the expectation expires rather than never (with
@@ -267,9 +269,7 @@ class Controller:
         if outdated := self._first_jobs.outdated(flow):
             # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
             log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
-            self._events.emit(
-                flow, NORMAL, REASON_STEPS_CHANGED, f"{STEPS_CHANGED}: its first Jobs are replaced"
-            )
+            self._announcements.steps_changed(flow)
             await self._executor.execute(flow, outdated)
             self._first_jobs.replaced(uid)
             return None
@@ -329,17 +329,18 @@ class Controller:
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
+        written = False
         if status != flow.status:
             try:
                 written = await self._status.write(flow, status)
-            except ApiError as err:
-                if not err.permanent:
-                    self._first_jobs.unrecorded(flow, created, result.actions)
-                    raise
-                await self._executor.execute(flow, await self._status.refused(flow, err, now, status))
-                return None
-            except BaseException:  # a timeout, a reset connection: the same doubt as a conflict
+            except BaseException as err:
+                if isinstance(err, ApiError) and err.permanent:
+                    await self._executor.execute(flow, await self._status.refused(flow, err, now, status))
+                    return None
+                # A conflict, a timeout, a reset connection: the write may have been applied all the same
+                # (a 409 to the client's retry of an applied write), so the same doubt for all of them.
                 self._first_jobs.unrecorded(flow, created, result.actions)
+                self._announcements.in_doubt(flow, status, result.events, now)
                 raise
             if errors and written:
                 # Once, with the write that fails the flow: every later reconcile of the failed flow
@@ -347,7 +348,7 @@ class Controller:
                 self._metrics.reconciles.labels("invalid").inc()
         else:
             self._metrics.status_patches.labels("unchanged").inc()
-        self._announcements.recorded(flow, status, result.events, now)
+        self._announcements.recorded(flow, status, result.events, now, written=written)
         if made.waiting and not made.problems:
             self._announcements.waiting(flow, made.waiting)
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)

@@ -21,6 +21,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import MEMOIZED, STOPPED_EVENT, TIMED_OUT
+from zen_flow.planner.status import REASON_STATUS_REJECTED
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -32,6 +33,9 @@ TYPES: Mapping[str, str] = {
     "FlowStarted": "started.v1",
     "FlowSucceeded": "succeeded.v1",
     "FlowFailed": "failed.v1",
+    # The apiserver refused the flow's status for good (too large, invalid): the flow failed with a
+    # smaller write (controller/status_writer.py), and no FlowFailed Event was planned.
+    REASON_STATUS_REJECTED: "failed.v1",
     STOPPED_EVENT: "stopped.v1",
     "FlowRetried": "retried.v1",
     "StepStarted": "step.started.v1",
@@ -96,6 +100,21 @@ def cloud_events(
     return tuple(cloud_event(flow, status, e, now) for e in ordered)
 
 
+def recorded_by(stored: JobFlowStatus, planned: JobFlowStatus, events: Iterable[EventSpec]) -> bool:
+    """Whether `stored` records the transitions `events` of a plan that wrote `planned`: the same run
+    and flow phase, and each step the events are about in the same phase and attempt. For a status write
+    whose answer never came (it may have been applied or not): the cached flow tells."""
+    if (stored.phase, _run(stored)) != (planned.phase, _run(planned)):
+        return False
+    for event in events:
+        if not event.step:
+            continue
+        was, now = stored.step(event.step), planned.step(event.step)
+        if was is None or now is None or (was.phase, was.retry_count) != (now.phase, now.retry_count):
+            return False
+    return True
+
+
 def _run(status: JobFlowStatus) -> str:
     """Which run of the flow this is: the id of its latest rerun request, "" for the first run."""
     retries = status.audit.retries if status.audit is not None else ()
@@ -107,9 +126,11 @@ def cloud_event(flow: JobFlow, status: JobFlowStatus, event: EventSpec, now: dat
     step = status.step(event.step) if event.step else None
     job = step.job_ref if step is not None else None
     retries = step.retry_count if step is not None else 0
-    # The same transition gets the same id however often it is described (a reconcile repeated after a
-    # lost answer, a failover): nothing from the clock goes in, only what identifies the transition in
-    # the flow's history (which run, which step, which attempt, what happened).
+    # The same transition gets the same id however often it is described or sent: a POST whose answer
+    # was lost is sent again; a status write whose answer was lost is described by the plan that made it
+    # (sent once the cache shows the write landed) and, when it had not landed, by the next plan again.
+    # So nothing from the clock goes in, only what identifies the transition in the flow's history
+    # (which run, which step, which attempt, what happened).
     identity = (meta.uid, _run(status), event.reason, event.step, str(retries))
     data: dict[str, object] = {
         "flow": meta.name,
