@@ -12,25 +12,24 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
 
 import structlog
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase
-from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.cloud_event_sink import CloudEventSink
+from zen_flow.controller.cluster_access import ClusterApi, FlowCache, JobCache
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_queue import FailureReports, priority
-from zen_flow.controller.memo_cache import EventSink, MemoApi, MemoCache
+from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
-from zen_flow.controller.templates import TemplateApi, TemplateResolver, unexpanded
+from zen_flow.controller.templates import TemplateResolver, unexpanded
 from zen_flow.controller.validity import Validity
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
@@ -47,42 +46,6 @@ log = get_logger(__name__)
 # How soon to look again when a resourceTemplates object's name is held by one on its way out (a flow
 # deleted and re-created under that name: the old flow's PVC awaits the garbage collector, then its pods).
 RESOURCE_RETRY_SECONDS = 5.0
-
-
-class FlowCache(Protocol):
-    def get(self, key: str) -> JobFlow | None: ...
-    def parse_error(self, key: str) -> str | None: ...
-    def concurrency_group(self, group: str) -> Sequence[JobFlow]: ...
-    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
-        """Our status patch `ops` of `flow` made `resource_version`: the cache may take its watch event
-        as known instead of decoding it."""
-        ...
-
-
-class JobCache(Protocol):
-    def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
-    def deleted_stray(self, key: str) -> None:
-        """We delete this Job (`namespace/name`) as a stray of an ended flow: its final state is no
-        outcome to keep (`JobInformer.jobs_for` returns recently deleted finished Jobs)."""
-        ...
-
-
-class ClusterApi(MemoApi, TemplateApi, Protocol):
-    """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
-
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
-    async def get_job(self, namespace: str, name: str) -> Job: ...
-    async def delete_job(self, namespace: str, name: str) -> None: ...
-    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
-        """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""
-        ...
-
-    async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
-    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
-    async def termination_messages(
-        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
-    ) -> dict[str, str] | None: ...
-    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
 
 
 class Controller:
