@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from zen_flow import config
-from zen_flow.controller.cloud_event_sink import GIVE_UP_SECONDS, CloudEventSink
+from zen_flow.controller.cloud_event_sink import GIVE_UP_SECONDS, REFUSAL_LOG_SECONDS, CloudEventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.planner.cloud_events import CloudEvent, cloud_events
@@ -72,8 +73,9 @@ async def running(sink: CloudEventSink) -> asyncio.Task[None]:
 
 
 async def stop(task: asyncio.Task[None]) -> None:
+    """End the sender (it has ended by itself if the sink was flushed)."""
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError):
         await task
 
 
@@ -168,8 +170,8 @@ async def test_the_log_says_when_the_sink_fails_and_when_it_recovers_not_per_eve
     assert logs[0]["sink"] == "http://sink.example:8080"  # never the path, which may hold a token
 
 
-async def test_shutdown_waits_a_bounded_time_for_what_is_queued(clock: FakeClock) -> None:
-    receiver, metrics = Receiver(HANG), Metrics()
+async def test_shutdown_waits_a_bounded_time_for_what_is_queued_then_sends_nothing(clock: FakeClock) -> None:
+    receiver, metrics = Receiver(HANG, 500), Metrics()
     sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post)
     task = await running(sink)
     sink.publish(event(1))
@@ -179,9 +181,41 @@ async def test_shutdown_waits_a_bounded_time_for_what_is_queued(clock: FakeClock
         await clock.advance(5.0)
         await flushing
     assert sample(metrics, "zen_flow_cloudevents_dropped_total", "shutdown") == 2
-    await stop(task)
+    # The lease is released next: from now on a new leader sends, so this one is silent. The POST in
+    # flight was abandoned, the sender ended, and what comes later is not sent.
+    await settle()
+    assert task.done()
+    assert task.exception() is None
+    sink.publish(event(3))
+    await clock.advance(GIVE_UP_SECONDS)
+    assert receiver.ids == ["id-1"]
+    assert sample(metrics, "zen_flow_cloudevents_dropped_total", "shutdown") == 3
     idle = CloudEventSink(URL, clock=clock, metrics=Metrics(), post=Receiver().post)
     await idle.flush(5.0)  # nothing queued: returns at once, on a clock nobody advances
+
+
+async def test_refusals_log_a_line_a_minute_and_neither_end_nor_start_a_streak(clock: FakeClock) -> None:
+    # A receiver that refuses one type of event and takes the others; then one that is down a moment.
+    receiver = Receiver(*[400, 202] * 10, 500, 202, 400, 202)
+    sink = CloudEventSink(URL, clock=clock, metrics=Metrics(), post=receiver.post)
+    with capture_logs() as logs:
+        task = await running(sink)
+        for n in range(20):
+            sink.publish(event(n))
+        await settle()
+        sink.publish(event(20))
+        await clock.advance(1.0)  # its 500, then its retry taken
+        await clock.advance(REFUSAL_LOG_SECONDS)
+        sink.publish(event(21))
+        await settle()
+        await stop(task)
+    said = [(entry["event"], entry.get("refused")) for entry in logs if entry["log_level"] != "debug"]
+    assert said == [
+        ("cloudevents refused by the sink; dropped, not sent again", 1),
+        ("cloudevents sink failing; retrying with backoff, dropping what waits too long", None),
+        ("cloudevents sink recovered", None),
+        ("cloudevents refused by the sink; dropped, not sent again", 10),  # a minute on: the count since
+    ]
 
 
 # --- the settings -------------------------------------------------------------------------------------
@@ -241,7 +275,9 @@ class HttpReceiver:
         async with self._changed:
             self.got.append((dict(request.headers), body))
             self._changed.notify_all()
-        return web.Response(status=202)
+        answer = web.Response(status=202)
+        answer.set_cookie(f"session{len(self.got)}", "x" * 1000)  # a sink with a session of its own
+        return answer
 
     async def wait_for(self, count: int, seconds: float = 10.0) -> None:
         async with asyncio.timeout(seconds), self._changed:
@@ -290,3 +326,49 @@ async def test_a_receiver_gets_the_binary_content_mode(http_receiver: tuple[Http
     assert (data["flow"], data["step"], data["reason"]) == ("nightly", "build", "StepStarted")
     assert [h["ce-type"] for h, _ in got] == [e.type for e in published]
     assert metrics.registry.get_sample_value("zen_flow_cloudevents_sent_total") == 2
+
+
+async def test_the_sinks_cookies_are_not_kept(http_receiver: tuple[HttpReceiver, str]) -> None:
+    receiver, url = http_receiver
+    # By name: a cookie jar keeps no cookie from an IP address, so 127.0.0.1 would prove nothing.
+    sink = CloudEventSink(url.replace("127.0.0.1", "localhost"), clock=SystemClock(), metrics=Metrics())
+    task = asyncio.create_task(sink.run())
+    for n in range(3):
+        sink.publish(event(n))
+    try:
+        await receiver.wait_for(3)
+    finally:
+        await stop(task)
+        await sink.close()
+    assert [h.get("Cookie") for h, _ in receiver.got] == [None, None, None]
+
+
+async def test_an_answer_over_64_kib_is_not_read_its_connection_is_closed_instead() -> None:
+    peers: list[object] = []
+    bodies = [b"x" * (1024 * 1024), b"ok", b"ok", b"y" * (64 * 1024)]  # answers in turn
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(status=202, body=bodies[len(peers) - 1])
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    metrics = Metrics()
+    sink = CloudEventSink(str(server.make_url("/hook")), clock=SystemClock(), metrics=metrics)
+    task = asyncio.create_task(sink.run())
+    for n in range(len(bodies)):
+        sink.publish(event(n))
+    try:
+        await sink.flush(10.0)
+    finally:
+        await stop(task)
+        await sink.close()
+        await server.close()
+    assert metrics.registry.get_sample_value("zen_flow_cloudevents_sent_total") == 4
+    # The 1 MiB answer was left unread, so its connection could not serve the next POST; the small
+    # answers (64 KiB included) were read and their connection kept.
+    assert peers[1] != peers[0]
+    assert peers[3] == peers[2] == peers[1]

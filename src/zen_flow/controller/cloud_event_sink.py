@@ -5,10 +5,13 @@ alone fail it. One task (`run()`) posts the queued events in order, one at a tim
 timeout, a 5xx or a 429 is retried with backoff for up to GIVE_UP_SECONDS, then the event is dropped; any
 other answer but a 2xx drops it at once (the receiver refused it: sending it again would not help). The
 queue holds at most `max_pending` events and drops the oldest when full, so a dead sink costs a bounded
-amount of memory. The log says when the sink starts failing and when it recovers, not once per event;
-the metrics count every event (docs/METRICS.md).
+amount of memory. The log says when the sink starts failing (no answer, a 5xx, a 429) and when it
+recovers, not once per event; refusals have a line of their own, at most one a minute, with their count.
+The metrics count every event (docs/METRICS.md).
 
 Only the leader reconciles, so only the leader publishes; a standby's sender waits on an empty queue.
+On shutdown the leader flushes the queue before it releases its lease (`flush`), and then sends nothing
+more: a new leader never sends while the old one still does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import tenacity
 
+from zen_flow.config import Settings
 from zen_flow.controller.metrics import Metrics
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, timeout
@@ -38,6 +42,9 @@ _FIRST_WAIT, _MAX_WAIT = 0.5, 10.0
 # An answer's body is read (to reuse the connection) only up to this size: a sink cannot make the
 # controller hold a large answer in memory.
 _MAX_ANSWER = 64 * 1024
+# At most one log line about refused events this often (a receiver that refuses one type of event and
+# takes the others would otherwise write a line per event).
+REFUSAL_LOG_SECONDS = 60.0
 
 # POST(url, headers, body) -> the answer's status code; raises OSError, aiohttp.ClientError or
 # TimeoutError when no answer came.
@@ -69,6 +76,22 @@ def _attempt_error(status: int) -> tuple[str, bool] | None:
     return "refused", False
 
 
+def configured_sink(settings: Settings, clock: Clock, metrics: Metrics) -> CloudEventSink | None:
+    """The sink `--cloudevents-sink` and its companions ask for; None when it is not set."""
+    if not settings.cloudevents_sink:
+        return None
+    sink = CloudEventSink(
+        settings.cloudevents_sink,
+        clock=clock,
+        metrics=metrics,
+        request_timeout=settings.cloudevents_timeout,
+        ca_file=settings.cloudevents_ca_file,
+    )
+    metrics.cloudevents_queue.set_function(lambda: sink.depth)
+    log.info("sending CloudEvents", sink=sink.where)
+    return sink
+
+
 class CloudEventSink:
     def __init__(
         self,
@@ -94,21 +117,28 @@ class CloudEventSink:
             post = self._http.post
         self._post = post
         self._pending: deque[CloudEvent] = deque()
-        self._sending = False
+        self._delivery: asyncio.Task[None] | None = None  # the event being sent
+        self._stopped = False  # flushed on shutdown: nothing more is sent
         self._max_pending = max_pending
         self._give_up = give_up
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._failing = 0  # failed attempts since the last delivery (0: healthy)
+        self._failing = 0  # retryable failed attempts since the last delivery (0: healthy)
+        self._refused = 0  # refusals not logged yet
+        self._next_refusal_line = 0.0  # monotonic time before which a refusal is not logged
 
     @property
     def depth(self) -> int:
         """Events waiting, the one being sent included."""
-        return len(self._pending) + (1 if self._sending else 0)
+        return len(self._pending) + (1 if self._delivery is not None else 0)
 
     def publish(self, event: CloudEvent) -> None:
-        """Queue an event. Never blocks, never raises; drops the oldest waiting event when full."""
+        """Queue an event. Never blocks, never raises; drops the oldest waiting event when full, and
+        every event once the sink was flushed for shutdown."""
+        if self._stopped:
+            self._metrics.cloudevents_dropped.labels("shutdown").inc()
+            return
         if len(self._pending) >= self._max_pending:
             self._pending.popleft()
             self._metrics.cloudevents_dropped.labels("queue_full").inc()
@@ -117,24 +147,35 @@ class CloudEventSink:
         self._wake.set()
 
     async def run(self) -> None:
-        """Send queued events in order, forever."""
-        while True:
-            while not self._pending:
+        """Send queued events in order, until `flush` stops the sink."""
+        while not self._stopped:
+            if not self._pending:
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
+                continue
             event = self._pending.popleft()
-            self._sending = True
+            self._delivery = asyncio.ensure_future(self._deliver(event))
             try:
-                await self._deliver(event)
+                await self._delivery
+            except asyncio.CancelledError:
+                # Only `flush` cancels a delivery (it gave up on the event, counted there); a
+                # cancellation of run() itself goes on.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
             except Exception:  # a bug here must not take the process down for a notification
                 log.exception("cloudevent not sent", type=event.type)
                 self._metrics.cloudevents_dropped.labels("error").inc()
             finally:
-                self._sending = False
+                self._delivery = None
 
     async def flush(self, seconds: float) -> None:
-        """On shutdown: wait up to `seconds` for the queue to empty; what is left is counted dropped."""
+        """On shutdown, before the lease is released: wait up to `seconds` for the queue to empty, then
+        stop. What is left is counted dropped and never sent (the event being sent is abandoned): once
+        the lease is free, a new leader sends, and the old one must be silent by then."""
+        if self._stopped:
+            return
         try:
             async with timeout(self._clock, seconds):
                 await self._idle.wait()
@@ -142,6 +183,12 @@ class CloudEventSink:
             left = self.depth
             self._metrics.cloudevents_dropped.labels("shutdown").inc(left)
             log.warning("cloudevents not sent before shutdown", events=left, sink=self.where)
+        self._stopped = True
+        self._pending.clear()
+        if self._delivery is not None:
+            self._delivery.cancel()
+            await asyncio.wait({self._delivery})
+        self._wake.set()
 
     async def close(self) -> None:
         if self._http is not None:
@@ -166,7 +213,7 @@ class CloudEventSink:
             log.debug("cloudevent dropped after retries", type=event.type, error=str(err))
         except _Refused as err:
             self._metrics.cloudevents_dropped.labels("refused").inc()
-            log.debug("cloudevent refused by the sink", type=event.type, error=str(err))
+            self._log_refusal(event, str(err))
         else:
             self._metrics.cloudevents_sent.inc()
             if self._failing:
@@ -186,8 +233,29 @@ class CloudEventSink:
         if outcome is None:
             return
         reason, retry = outcome
+        if not retry:
+            # An answer: the sink is up. Not a failure of the sink's, so it neither starts nor ends a
+            # "failing" streak (a receiver that refuses some events would log two lines for each).
+            self._metrics.cloudevents_failed.labels(reason).inc()
+            raise _Refused(reason, f"HTTP {status}")
         self._failed(reason, f"HTTP {status}")
-        raise (_Retryable if retry else _Refused)(reason, f"HTTP {status}")
+        raise _Retryable(reason, f"HTTP {status}")
+
+    def _log_refusal(self, event: CloudEvent, detail: str) -> None:
+        self._refused += 1
+        now = self._clock.monotonic()
+        if now < self._next_refusal_line:
+            log.debug("cloudevent refused by the sink", type=event.type, error=detail)
+            return
+        log.warning(
+            "cloudevents refused by the sink; dropped, not sent again",
+            sink=self.where,
+            error=detail,
+            type=event.type,
+            refused=self._refused,
+        )
+        self._refused = 0
+        self._next_refusal_line = now + REFUSAL_LOG_SECONDS
 
     def _failed(self, reason: str, detail: str) -> None:
         self._metrics.cloudevents_failed.labels(reason).inc()
@@ -218,7 +286,11 @@ class _HttpPost:
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=1)
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=1),
+                # A sink's cookies are not kept: every POST is the same, and a sink setting cookies
+                # must not grow the controller's memory or see state across events.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         async with self._session.post(url, data=body, headers=dict(headers), allow_redirects=False) as resp:
             if resp.content_length is not None and resp.content_length <= _MAX_ANSWER:
