@@ -7,6 +7,7 @@ passed down explicitly; nothing reads the environment after start-up.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import ssl
@@ -314,22 +315,28 @@ def _check(s: Settings) -> None:
 
 def _cloudevents_problems(s: Settings) -> list[str]:
     problems: list[str] = []
-    if s.cloudevents_timeout <= 0:
-        problems.append("--cloudevents-timeout must be > 0")
+    if not math.isfinite(s.cloudevents_timeout) or s.cloudevents_timeout <= 0:
+        problems.append("--cloudevents-timeout must be a finite number of seconds > 0")
     if not s.cloudevents_sink:
         if s.cloudevents_ca_file:
             problems.append("--cloudevents-ca-file needs an https --cloudevents-sink")
         return problems
+    shown = shown_url(s.cloudevents_sink)
     try:
         url = urlsplit(s.cloudevents_sink)
-        url.port  # noqa: B018  # raises on a port that is not a number or out of range
+        port = url.port  # raises on a port that is not a number or out of range
     except ValueError as exc:
-        return [*problems, f"--cloudevents-sink: {s.cloudevents_sink!r} is not a URL ({exc})"]
-    if url.scheme not in ("http", "https") or not url.hostname:
+        return [*problems, f"--cloudevents-sink: {shown!r} is not a URL ({exc})"]
+    if any(c.isspace() or not c.isprintable() for c in s.cloudevents_sink):
+        # urlsplit keeps them (in the host too); the request would fail on every event, or go elsewhere.
+        problems.append(f"--cloudevents-sink: {shown!r} holds whitespace or a control character")
+    elif url.scheme not in ("http", "https") or not url.hostname:
         problems.append(
-            f"--cloudevents-sink: {s.cloudevents_sink!r} is not an http or https URL with a host "
+            f"--cloudevents-sink: {shown!r} is not an http or https URL with a host "
             "(e.g. http://receiver.ns.svc:8080/)"
         )
+    elif port == 0:
+        problems.append(f"--cloudevents-sink: {shown!r} names port 0, which nothing listens on")
     elif s.cloudevents_ca_file and url.scheme != "https":
         problems.append("--cloudevents-ca-file needs an https --cloudevents-sink")
     if s.cloudevents_ca_file:
@@ -340,6 +347,17 @@ def _cloudevents_problems(s: Settings) -> list[str]:
                 f"--cloudevents-ca-file: {s.cloudevents_ca_file!r} is not a readable PEM bundle ({exc})"
             )
     return problems
+
+
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: without its user info, query and fragment, where a token goes
+    (a start-up error is logged, and logs are read by more people than Secrets are)."""
+    text = url.split("#", 1)[0].split("?", 1)[0]
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def split_addr(addr: str) -> tuple[str, int]:

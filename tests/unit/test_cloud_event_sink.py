@@ -256,8 +256,41 @@ def test_the_ca_bundle_is_read_at_start_and_only_for_https(tmp_path: Path) -> No
         settings("--cloudevents-sink=https://h.example/", f"--cloudevents-ca-file={not_pem}")
     with pytest.raises(ValueError, match="--cloudevents-ca-file needs an https --cloudevents-sink"):
         settings("--cloudevents-sink=http://h.example/", f"--cloudevents-ca-file={not_pem}")
-    with pytest.raises(ValueError, match="--cloudevents-timeout must be > 0"):
-        settings("--cloudevents-sink=http://h.example/", "--cloudevents-timeout=0")
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf"])
+def test_the_timeout_must_be_a_finite_number_above_zero(bad: str) -> None:
+    with pytest.raises(ValueError, match="--cloudevents-timeout must be a finite number of seconds > 0"):
+        settings("--cloudevents-sink=http://h.example/", f"--cloudevents-timeout={bad}")
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("http://h /x", "holds whitespace"),
+        (" http://h.example/", "holds whitespace"),
+        ("http://h.example/\n", "holds whitespace"),  # a Secret written with `echo`
+        ("http://h.example:0/", "names port 0"),
+    ],
+)
+def test_a_sink_the_requests_could_not_reach_is_refused_at_start(bad: str, why: str) -> None:
+    with pytest.raises(ValueError, match=f"--cloudevents-sink: .* {why}"):
+        settings(f"--cloudevents-sink={bad}")
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [
+        ("ftp://robot:S3CRET@hooks.example/in?token=S3CRET#S3CRET", "'ftp://hooks.example/in'"),
+        ("http://robot:S3CRET@hooks.example:99999/?token=S3CRET", "'http://hooks.example:99999/'"),
+        ("http://hooks.example/in?token=S3CRET x", "'http://hooks.example/in'"),
+    ],
+)
+def test_a_start_up_error_shows_no_user_info_nor_query(bad: str, shown: str) -> None:
+    with pytest.raises(ValueError, match="--cloudevents-sink") as err:
+        settings(f"--cloudevents-sink={bad}")
+    assert shown in str(err.value)
+    assert "S3CRET" not in str(err.value)
 
 
 # --- over real HTTP, on loopback ------------------------------------------------------------------
