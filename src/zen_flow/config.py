@@ -7,12 +7,15 @@ passed down explicitly; nothing reads the environment after start-up.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from zen_flow.api.transfer import DEFAULT_IMAGE as DEFAULT_ARTIFACT_IMAGE
 from zen_flow.core.instances import instance_id_problem
@@ -142,6 +145,25 @@ class Settings:
         metadata={
             "help": "seconds a Running flow may go without any step changing phase before its condition "
             "Progressing turns False (an Event and zen_flow_jobflows_not_progressing say so; 0 disables)"
+        },
+    )
+    cloudevents_sink: str = field(
+        default="",
+        metadata={
+            "help": "http(s) URL to POST a CloudEvent to for every flow and step transition (started, "
+            "succeeded, failed, ...; docs/OPERATOR_GUIDE.md, 'CloudEvents'), sent by the leader, best "
+            "effort; empty: none are sent"
+        },
+    )
+    cloudevents_timeout: float = field(
+        default=5.0,
+        metadata={"help": "seconds one POST to --cloudevents-sink may take before it is retried"},
+    )
+    cloudevents_ca_file: str = field(
+        default="",
+        metadata={
+            "help": "PEM bundle of the CAs that may sign an https --cloudevents-sink's certificate "
+            "(default: the system's)"
         },
     )
     resync_seconds: float = field(
@@ -280,6 +302,7 @@ def _check(s: Settings) -> None:
         problems.append("--step-events must be notable or all")
     if s.log_format not in ("json", "console", "auto"):
         problems.append("--log-format must be json, console or auto")
+    problems.extend(_cloudevents_problems(s))
     for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):
         if addr:  # empty disables the server
             try:
@@ -288,6 +311,53 @@ def _check(s: Settings) -> None:
                 problems.append(f"{name}: {exc}")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _cloudevents_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
+    if not math.isfinite(s.cloudevents_timeout) or s.cloudevents_timeout <= 0:
+        problems.append("--cloudevents-timeout must be a finite number of seconds > 0")
+    if not s.cloudevents_sink:
+        if s.cloudevents_ca_file:
+            problems.append("--cloudevents-ca-file needs an https --cloudevents-sink")
+        return problems
+    shown = shown_url(s.cloudevents_sink)
+    try:
+        url = urlsplit(s.cloudevents_sink)
+        port = url.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        return [*problems, f"--cloudevents-sink: {shown!r} is not a URL ({exc})"]
+    if any(c.isspace() or not c.isprintable() for c in s.cloudevents_sink):
+        # urlsplit keeps them (in the host too); the request would fail on every event, or go elsewhere.
+        problems.append(f"--cloudevents-sink: {shown!r} holds whitespace or a control character")
+    elif url.scheme not in ("http", "https") or not url.hostname:
+        problems.append(
+            f"--cloudevents-sink: {shown!r} is not an http or https URL with a host "
+            "(e.g. http://receiver.ns.svc:8080/)"
+        )
+    elif port == 0:
+        problems.append(f"--cloudevents-sink: {shown!r} names port 0, which nothing listens on")
+    elif s.cloudevents_ca_file and url.scheme != "https":
+        problems.append("--cloudevents-ca-file needs an https --cloudevents-sink")
+    if s.cloudevents_ca_file:
+        try:  # read now: a wrong path or file stops the start, not every delivery later
+            ssl.create_default_context(cafile=s.cloudevents_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(
+                f"--cloudevents-ca-file: {s.cloudevents_ca_file!r} is not a readable PEM bundle ({exc})"
+            )
+    return problems
+
+
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: without its user info, query and fragment, where a token goes
+    (a start-up error is logged, and logs are read by more people than Secrets are)."""
+    text = url.split("#", 1)[0].split("?", 1)[0]
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def split_addr(addr: str) -> tuple[str, int]:

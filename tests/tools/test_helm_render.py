@@ -385,6 +385,49 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
     assert rules_allow(find(docs, "Role")["rules"], "coordination.k8s.io", "leases", "get", "custom-lease")
 
 
+def test_cloudevents_values_become_flags_and_the_ca_a_mount(helm: str, tmp_path: Path) -> None:
+    default = deployment(render(helm, tmp_path, {}))["spec"]["template"]["spec"]
+    assert [a for a in default["containers"][0]["args"] if "cloudevents" in a] == ["--cloudevents-timeout=5"]
+    assert "ZEN_FLOW_CLOUDEVENTS_SINK" not in {e["name"] for e in default["containers"][0]["env"]}
+    sink = "https://hooks.example/ce?token=a&b=c"
+    values = {"controller": {"cloudEvents": {"sink": sink, "timeoutSeconds": 2}}}
+    settings = settings_of(deployment(render(helm, tmp_path, values)))
+    assert (settings.cloudevents_sink, settings.cloudevents_timeout) == (sink, 2.0)
+    assert settings.cloudevents_ca_file == ""
+    values["controller"]["cloudEvents"]["caConfigMap"] = "hooks-ca"
+    pod = deployment(render(helm, tmp_path, values))["spec"]["template"]["spec"]
+    # Not through settings_of: the file it names exists only in the pod.
+    assert "--cloudevents-ca-file=/etc/zen-flow/cloudevents-ca/ca.crt" in pod["containers"][0]["args"]
+    assert {v["name"]: v for v in pod["volumes"]}["cloudevents-ca"]["configMap"] == {"name": "hooks-ca"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["cloudevents-ca"]["mountPath"] == "/etc/zen-flow/cloudevents-ca"
+
+
+def test_the_cloudevents_sink_from_a_secret_keeps_its_timeout_and_ca(helm: str, tmp_path: Path) -> None:
+    ce = {"sinkSecret": {"name": "hook", "key": "endpoint"}, "timeoutSeconds": 2, "caConfigMap": "hooks-ca"}
+    pod = deployment(render(helm, tmp_path, {"controller": {"cloudEvents": ce}}))["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["ZEN_FLOW_CLOUDEVENTS_SINK"]["valueFrom"] == {
+        "secretKeyRef": {"name": "hook", "key": "endpoint"}
+    }
+    args = pod["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--cloudevents-sink")]  # the flag would win over the Secret
+    assert "--cloudevents-timeout=2" in args
+    assert "--cloudevents-ca-file=/etc/zen-flow/cloudevents-ca/ca.crt" in args
+    assert {v["name"]: v for v in pod["volumes"]}["cloudevents-ca"]["configMap"] == {"name": "hooks-ca"}
+    assert "cloudevents-ca" in {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    # As the controller starts with it (the Secret's value stands in for the environment variable).
+    settings = settings_of(deployment(render(helm, tmp_path, {"controller": {"cloudEvents": {
+        "sinkSecret": {"name": "hook"}, "timeoutSeconds": 2}}})))  # fmt: skip
+    assert settings.cloudevents_timeout == 2.0
+    with pytest.raises(RenderError, match="set sink or sinkSecret, not both"):
+        render(
+            helm,
+            tmp_path,
+            {"controller": {"cloudEvents": {"sink": "http://h/", "sinkSecret": {"name": "x"}}}},
+        )
+
+
 def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:
     values = {
         "metrics": {

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from zen_flow.api import JobFlow
+from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.machinery.expectations import Expectations
@@ -50,7 +51,7 @@ class Rig:
 
 
 @asynccontextmanager
-async def running(flow: JobFlow) -> AsyncIterator[Rig]:
+async def running(flow: JobFlow, *, cloud_events: CloudEventSink | None = None) -> AsyncIterator[Rig]:
     clock = FakeClock()
     api = FakeApiServer(clock)
     created = api.create_flow(flow)
@@ -58,7 +59,7 @@ async def running(flow: JobFlow) -> AsyncIterator[Rig]:
     queue: WorkQueue[str] = WorkQueue(clock=clock)
     ctrl = Controller(
         flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
-        clock=clock, metrics=metrics,
+        clock=clock, metrics=metrics, cloud_events=cloud_events,
     )  # fmt: skip
     api.on_flow = ctrl.on_flow_event
     api.on_job = ctrl.on_job_event

@@ -24,6 +24,7 @@ from aiohttp import web
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
 from zen_flow.config import Settings, split_addr
+from zen_flow.controller.cloud_event_sink import configured_sink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.flow_queue import flow_queue, worker_count
@@ -62,6 +63,9 @@ log = get_logger(__name__)
 # 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
 # reports progress far more often than this.
 STALE_INFORMER_SECONDS = 15 * 60
+# On shutdown, how long the CloudEvents still queued may take to go out (inside the pod's 30 s grace,
+# after the reconciles in hand finished, before the lease is released).
+CLOUDEVENTS_FLUSH_SECONDS = 5.0
 
 
 def client_options(settings: Settings) -> ClientOptions:
@@ -173,6 +177,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         sandbox = ExpressionSandbox(budget=settings.expression_budget, workers=settings.expression_workers)
         stack.callback(sandbox.close)
+        sink = configured_sink(settings, clock, metrics)
+        if sink is not None:
+            stack.push_async_callback(sink.close)
         controller = Controller(
             flows=flows,
             jobs=jobs,
@@ -186,6 +193,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             transfers=ArtifactOptions(image=settings.artifact_image),
             progress_deadline=settings.progress_deadline_seconds,
             sandboxed_plans=settings.expression_workers,
+            cloud_events=sink,
         )
         stack.callback(controller.close)
         # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).
@@ -241,6 +249,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                     resync = group.create_task(_resync(flows, queue, clock, settings.resync_seconds))
                     # Workers end when the queue shuts down; the resync loop never would by itself.
                     group.create_task(_cancel_when_done(workers, resync))
+            if sink is not None:
+                # Still leading: the lease is released only once this returns, so a new leader never
+                # sends while this one still does (the sink sends nothing after its flush).
+                await sink.flush(CLOUDEVENTS_FLUSH_SECONDS)
 
         keeper: LeaseKeeper | None = None
         if settings.leader_elect:
@@ -292,6 +304,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 tg.create_task(_critical("event recorder", recorder.run()))
                 tg.create_task(_critical("memory release", release_memory(clock)))
                 tg.create_task(_critical("namespace series", NamespaceSeries(metrics).run(flows.list, clock)))
+                if sink is not None:
+                    tg.create_task(_critical("cloudevents sink", sink.run(), stop))
                 if settings.metrics_addr:
                     health = create_health_app(metrics, liveness, readiness)
                     tg.create_task(_critical("health server", _serve_site(health, settings.metrics_addr)))
@@ -307,9 +321,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 # released. A standby, or a controller still syncing its caches, has nothing to finish:
                 # cancelling it stops at once.
                 if working.is_set() and (keeper is None or keeper.is_leader):
+                    flushing = CLOUDEVENTS_FLUSH_SECONDS if sink is not None else 0.0
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(settings.renew_deadline):
+                        async with asyncio.timeout(settings.renew_deadline + flushing):
                             await asyncio.shield(reconciler)
+                if sink is not None:
+                    # Done already unless the reconciles in hand overran (the lease is still held
+                    # then: it goes when the reconcile task is cancelled below).
+                    await sink.flush(CLOUDEVENTS_FLUSH_SECONDS)
                 raise _Stop
         except* _Stop:
             log.info("stopped")

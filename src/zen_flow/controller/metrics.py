@@ -60,6 +60,10 @@ CRON_RUN_RESULTS = (
     "error",
 )
 
+# `zen_flow_cloudevents_failed_total{reason}` and `zen_flow_cloudevents_dropped_total{reason}`.
+CLOUDEVENT_FAILURES = ("connection", "timeout", "server_error", "throttled", "refused")
+CLOUDEVENT_DROPS = ("queue_full", "gave_up", "refused", "shutdown", "error")
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -207,6 +211,33 @@ class Metrics:
             "zen_flow_api_request_bytes_total",
             "Bytes of request bodies sent to the apiserver",
             ["verb", "resource"],
+            registry=r,
+        )
+        # CloudEvents (--cloudevents-sink; controller/cloud_event_sink.py). Every reason at 0 from the
+        # start, as job_deletes: a sink that starts failing must be an increase.
+        self.cloudevents_sent = Counter(
+            "zen_flow_cloudevents_sent_total", "CloudEvents the sink accepted (a 2xx answer)", registry=r
+        )
+        self.cloudevents_failed = Counter(
+            "zen_flow_cloudevents_failed_total",
+            "Attempts to send a CloudEvent that failed, by reason "
+            "(connection, timeout, server_error, throttled, refused)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CLOUDEVENT_FAILURES:
+            self.cloudevents_failed.labels(reason)
+        self.cloudevents_dropped = Counter(
+            "zen_flow_cloudevents_dropped_total",
+            "CloudEvents never delivered, by reason (queue_full, gave_up, refused, shutdown, error)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CLOUDEVENT_DROPS:
+            self.cloudevents_dropped.labels(reason)
+        self.cloudevents_queue = Gauge(
+            "zen_flow_cloudevents_queue_depth",
+            "CloudEvents waiting to be sent, the one being sent included",
             registry=r,
         )
         # informers

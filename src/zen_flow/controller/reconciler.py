@@ -12,28 +12,25 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
 
 import structlog
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase
-from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.announcements import Announcements
+from zen_flow.controller.cloud_event_sink import CloudEventSink
+from zen_flow.controller.cluster_access import ClusterApi, FlowCache, JobCache
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
-from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED, FirstJobs
+from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.matrix_flows import MatrixFlows
-from zen_flow.controller.memo_cache import EventSink, MemoApi, MemoCache
+from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
-from zen_flow.controller.provisioning import (
-    REASON_RESOURCE_NAME_TAKEN,
-    create_resources,
-    with_resource_uids,
-)
+from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
-from zen_flow.controller.templates import TemplateApi, TemplateResolver, unexpanded
+from zen_flow.controller.templates import TemplateResolver, unexpanded
 from zen_flow.controller.validity import Validity
 from zen_flow.core.expressions import Evaluator
 from zen_flow.informer import owner_flow_key
@@ -43,53 +40,13 @@ from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.keyed_locks import KeyedLocks
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
-from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 from zen_flow.planner.status import REASON_JOB_REJECTED
 
 log = get_logger(__name__)
 
-# The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
-CREATE_FORBIDDEN = "CreateForbidden"
-
 # How soon to look again when a resourceTemplates object's name is held by one on its way out (a flow
 # deleted and re-created under that name: the old flow's PVC awaits the garbage collector, then its pods).
 RESOURCE_RETRY_SECONDS = 5.0
-
-
-class FlowCache(Protocol):
-    def get(self, key: str) -> JobFlow | None: ...
-    def parse_error(self, key: str) -> str | None: ...
-    def concurrency_group(self, group: str) -> Sequence[JobFlow]: ...
-    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
-        """Our status patch `ops` of `flow` made `resource_version`: the cache may take its watch event
-        as known instead of decoding it."""
-        ...
-
-
-class JobCache(Protocol):
-    def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
-    def deleted_stray(self, key: str) -> None:
-        """We delete this Job (`namespace/name`) as a stray of an ended flow: its final state is no
-        outcome to keep (`JobInformer.jobs_for` returns recently deleted finished Jobs)."""
-        ...
-
-
-class ClusterApi(MemoApi, TemplateApi, Protocol):
-    """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
-
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
-    async def get_job(self, namespace: str, name: str) -> Job: ...
-    async def delete_job(self, namespace: str, name: str) -> None: ...
-    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
-        """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""
-        ...
-
-    async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
-    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
-    async def termination_messages(
-        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
-    ) -> dict[str, str] | None: ...
-    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...
 
 
 class Controller:
@@ -108,9 +65,11 @@ class Controller:
         transfers: planner.ArtifactOptions | None = None,
         progress_deadline: float = 0.0,
         sandboxed_plans: int = 2,
+        cloud_events: CloudEventSink | None = None,
     ) -> None:
         """`sandboxed_plans`: plans that evaluate `when` in the expression workers at once (one per
-        worker); a flow that finds them all busy is looked at again a second later (plan_runner.py)."""
+        worker); a flow that finds them all busy is looked at again a second later (plan_runner.py).
+        `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere."""
         self._flows = flows
         self._runner = PlanRunner(
             api=api,
@@ -127,7 +86,7 @@ class Controller:
         self._api = api
         self._queue = queue
         self._expectations = expectations
-        self._events = events
+        self._announcements = Announcements(events=events, metrics=metrics, cloud_events=cloud_events)
         self._clock = clock
         self._metrics = metrics
         self._executor = PlanExecutor(
@@ -138,7 +97,9 @@ class Controller:
             waited=queue.waited,
             disown=jobs.deleted_stray,
         )
-        self._status = StatusWriter(api=api, flows=flows, events=events, metrics=metrics, clock=clock)
+        self._status = StatusWriter(
+            api=api, flows=flows, announcements=self._announcements, metrics=metrics, clock=clock
+        )
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
@@ -173,6 +134,7 @@ class Controller:
         self._validity.forget(flow.metadata.uid)
         self._matrix.forget(flow.metadata.uid)
         self._status.forget(flow.metadata.uid)
+        self._announcements.forget(flow.metadata.uid)
         self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
         self._templates.forget(flow.metadata.uid)
@@ -264,6 +226,7 @@ class Controller:
         stored = flow
         flow, unexpandable = self._matrix.effective(stored)
         uid = flow.metadata.uid
+        self._announcements.settle(flow)  # a status write in doubt that the cache shows now landed
         if not self._expectations.satisfied(uid):
             # Our own creates/deletes are not in the cache yet; their watch events will enqueue us again.
             # Should an event be lost, look again when the expectation expires rather than never (with
@@ -276,9 +239,7 @@ class Controller:
         if outdated := self._first_jobs.outdated(flow):
             # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
             log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
-            self._events.emit(
-                flow, NORMAL, REASON_STEPS_CHANGED, f"{STEPS_CHANGED}: its first Jobs are replaced"
-            )
+            self._announcements.steps_changed(flow)
             await self._executor.execute(flow, outdated)
             self._first_jobs.replaced(uid)
             return None
@@ -313,17 +274,10 @@ class Controller:
             created, rejected = await self._executor.execute(flow, result.actions)
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
             await self._memo_cache.save(flow, result.actions, now)
-        except JobNameTaken as err:
-            # Retried with backoff and not in the status (nothing is written while a create fails): the
-            # Event is what `kubectl describe` shows of why the flow waits (a repeat is one count more).
-            self._events.emit(flow, WARNING, "JobNameTaken", err.message)
+        except (JobNameTaken, ApiError) as err:
+            self._announcements.create_failed(flow, err)
             raise
-        except ApiError as err:
-            if err.status == 403:  # a ResourceQuota or an admission policy: the tenant's to fix, so say it
-                self._events.emit(flow, WARNING, CREATE_FORBIDDEN, f"{err.message} (retried with backoff)")
-            raise
-        for event in (e for e in result.events if e.acted):  # told once done, whatever the write
-            self._events.emit(flow, event.type, event.reason, event.message)
+        self._announcements.acted(flow, result.events)
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
@@ -345,18 +299,19 @@ class Controller:
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
+        written = False
         if status != flow.status:
             try:
                 written = await self._status.write(flow, status, stored=stored)
-            except ApiError as err:
-                if not err.permanent:
-                    self._first_jobs.unrecorded(flow, created, result.actions)
-                    raise
-                refused = await self._status.refused(flow, err, now, status, stored=stored)
-                await self._executor.execute(flow, refused)
-                return None
-            except BaseException:  # a timeout, a reset connection: the same doubt as a conflict
+            except BaseException as err:
+                if isinstance(err, ApiError) and err.permanent:
+                    refused = await self._status.refused(flow, err, now, status, stored=stored)
+                    await self._executor.execute(flow, refused)
+                    return None
+                # A conflict, a timeout, a reset connection: the write may have been applied all the same
+                # (a 409 to the client's retry of an applied write), so the same doubt for all of them.
                 self._first_jobs.unrecorded(flow, created, result.actions)
+                self._announcements.in_doubt(flow, status, result.events, now)
                 raise
             if errors and written:
                 # Once, with the write that fails the flow: every later reconcile of the failed flow
@@ -364,17 +319,9 @@ class Controller:
                 self._metrics.reconciles.labels("invalid").inc()
         else:
             self._metrics.status_patches.labels("unchanged").inc()
-        for event in (e for e in result.events if not e.acted):
-            # Counted from the event, not from our delete: the Job's own activeDeadlineSeconds (the same
-            # timeout) often stops it first, and then nothing is deleted.
-            if event.reason == TIMED_OUT:
-                self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
-            self._events.emit(flow, event.type, event.reason, event.message)
+        self._announcements.recorded(flow, status, result.events, now, written=written)
         if made.waiting and not made.problems:
-            # As for a Job's name (JobNameTaken): the status says nothing of the wait (the flow is still
-            # Pending), so the Event is what `kubectl describe` shows of why it does not start.
-            for message in made.waiting.values():
-                self._events.emit(flow, WARNING, REASON_RESOURCE_NAME_TAKEN, message)
+            self._announcements.waiting(flow, made.waiting)
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
 

@@ -13,11 +13,14 @@ from typing import Any, Protocol
 from zen_flow import planner
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.metrics import Metrics
 from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
+from zen_flow.planner.actions import EventSpec
+from zen_flow.planner.events import WARNING
 from zen_flow.planner.status import REASON_STATUS_REJECTED, cut
 
 log = get_logger(__name__)
@@ -40,17 +43,19 @@ class WrittenFlows(Protocol):
         ...
 
 
-class Events(Protocol):
-    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None: ...
-
-
 class StatusWriter:
     def __init__(
-        self, *, api: StatusApi, flows: WrittenFlows, events: Events, metrics: Metrics, clock: Clock
+        self,
+        *,
+        api: StatusApi,
+        flows: WrittenFlows,
+        announcements: Announcements,
+        metrics: Metrics,
+        clock: Clock,
     ) -> None:
         self._api = api
         self._flows = flows
-        self._events = events
+        self._announcements = announcements
         self._metrics = metrics
         self._clock = clock
         # flow uid -> (resourceVersion of our last status write, monotonic deadline). Until the informer
@@ -146,16 +151,26 @@ class StatusWriter:
         failed = ended.status
         unchanged = {"steps", "progress", "progress_summary", "resource_refs", "audit"}
         minimal = failed.model_copy(update={k: getattr(flow.status, k) for k in unchanged})
-        self._events.emit(flow, "Warning", "StatusRejected", cut(f"status {cause}: {err.message}", 1024))
+        # Its Event is told whatever becomes of the write below (acted); its CloudEvent (failed.v1) once
+        # the write records the failure, as a transition's.
+        told = (
+            EventSpec(
+                WARNING, REASON_STATUS_REJECTED, cut(f"status {cause}: {err.message}", 1024), acted=True
+            ),
+        )
+        self._announcements.acted(flow, told)
         try:
-            await self.write(flow, minimal, stored=stored)
-        except ApiError as again:
-            if not again.permanent:
+            written = await self.write(flow, minimal, stored=stored)
+        except BaseException as again:
+            if not isinstance(again, ApiError) or not again.permanent:
+                self._announcements.in_doubt(flow, minimal, told, now)
                 raise
             # Even the smallest write is refused: nothing more we can do for this flow but say so.
             log.error(
                 "the failure status was refused too; giving up on the flow", flow=flow.key, error=str(again)
             )
+        else:
+            self._announcements.recorded(flow, minimal, told, now, written=written)
         return tuple(a for a in ended.actions if isinstance(a, planner.DeleteJob))
 
     def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:

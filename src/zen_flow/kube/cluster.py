@@ -1,4 +1,4 @@
-"""The writes reconcile makes, in the shape `zen_flow.controller.reconciler.ClusterApi` asks for."""
+"""The writes reconcile makes, in the shape `zen_flow.controller.cluster_access.ClusterApi` asks for."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zen_flow.api.flow_status import JobFlowStatus
@@ -100,6 +100,9 @@ class EventSpec:
     # emits it once the actions are done, whatever becomes of the status write. A write refused with 409
     # is planned again, and that plan no longer sees the action to do, so it would never tell of it.
     acted: bool = False
+    # The step a step event is about ("" for the flow's own): its CloudEvent's subject (cloud_events.py).
+    # Not compared: the message already names the step, and equal events stay equal whoever built them.
+    step: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -42,40 +42,44 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
     name = new.name
     message = new.message or ""
     out: list[EventSpec] = []
+
+    def step_event(type_: str, reason: str, text: str) -> EventSpec:
+        return EventSpec(type_, reason, text, step=name)
+
     if new.phase == before and new.retry_count == before_retries and _job(new) == before_job:
         return out
     limit = retry_limit(spec) if spec is not None else 0
     # Every retry shows Retrying first: its delay counts from the plan that sees the failure.
     if new.phase == StepPhase.RETRYING:
         if TIMEOUT_MARK in message:
-            out.append(EventSpec(WARNING, TIMED_OUT, f"step {name}: {message}"))
+            out.append(step_event(WARNING, TIMED_OUT, f"step {name}: {message}"))
         when = f" at {format_time(new.next_retry_time)}" if new.next_retry_time is not None else ""
         out.append(
-            EventSpec(
+            step_event(
                 NORMAL, "StepRetrying", f"step {name}: {message}; retry {new.retry_count + 1}/{limit}{when}"
             )
         )
     if new.phase == StepPhase.RUNNING:
         attempt = f" (attempt {new.retry_count + 1})" if new.retry_count else ""
-        out.append(EventSpec(NORMAL, "StepStarted", f"step {name}: created Job {_job(new)}{attempt}"))
+        out.append(step_event(NORMAL, "StepStarted", f"step {name}: created Job {_job(new)}{attempt}"))
     elif new.phase == StepPhase.SUCCEEDED:
         if spec is not None and spec.is_manual:
-            out.append(EventSpec(NORMAL, "StepApproved", f"step {name}: {message or 'approved'}"))
+            out.append(step_event(NORMAL, "StepApproved", f"step {name}: {message or 'approved'}"))
         elif spec is not None and spec.memoize is not None and message.startswith(MEMOIZED_MARK):
-            out.append(EventSpec(NORMAL, MEMOIZED, f"step {name}: {message}"))
+            out.append(step_event(NORMAL, MEMOIZED, f"step {name}: {message}"))
         else:
-            out.append(EventSpec(NORMAL, "StepSucceeded", f"step {name} succeeded"))
+            out.append(step_event(NORMAL, "StepSucceeded", f"step {name} succeeded"))
     elif new.phase == StepPhase.FAILED:
         if spec is not None and spec.is_manual and message.startswith(REJECT_MARK):
-            out.append(EventSpec(WARNING, "StepRejected", f"step {name}: {message}"))
+            out.append(step_event(WARNING, "StepRejected", f"step {name}: {message}"))
         else:
             if TIMEOUT_MARK in message and before != StepPhase.RETRYING:
-                out.append(EventSpec(WARNING, TIMED_OUT, f"step {name}: {message}"))
-            out.append(EventSpec(WARNING, "StepFailed", f"step {name} failed: {message}"))
+                out.append(step_event(WARNING, TIMED_OUT, f"step {name}: {message}"))
+            out.append(step_event(WARNING, "StepFailed", f"step {name} failed: {message}"))
     elif new.phase == StepPhase.SKIPPED:
-        out.append(EventSpec(NORMAL, "StepSkipped", f"step {name} skipped: {message}"))
+        out.append(step_event(NORMAL, "StepSkipped", f"step {name} skipped: {message}"))
     elif new.phase == StepPhase.PENDING_APPROVAL:
-        out.append(EventSpec(NORMAL, "StepPendingApproval", f"step {name}: {message}"))
+        out.append(step_event(NORMAL, "StepPendingApproval", f"step {name}: {message}"))
     return out
 
 

@@ -1,0 +1,48 @@
+"""What reconcile reads (the informers' caches) and writes (the apiserver), as protocols:
+`zen_flow.informer` and `zen_flow.kube` implement them, `FakeApiServer` fakes them in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from zen_flow.api import Job, JobFlow
+from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.memo_cache import MemoApi
+from zen_flow.controller.templates import TemplateApi
+
+
+class FlowCache(Protocol):
+    def get(self, key: str) -> JobFlow | None: ...
+    def parse_error(self, key: str) -> str | None: ...
+    def concurrency_group(self, group: str) -> Sequence[JobFlow]: ...
+    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
+        """Our status patch `ops` of `flow` made `resource_version`: the cache may take its watch event
+        as known instead of decoding it."""
+        ...
+
+
+class JobCache(Protocol):
+    def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
+    def deleted_stray(self, key: str) -> None:
+        """We delete this Job (`namespace/name`) as a stray of an ended flow: its final state is no
+        outcome to keep (`JobInformer.jobs_for` returns recently deleted finished Jobs)."""
+        ...
+
+
+class ClusterApi(MemoApi, TemplateApi, Protocol):
+    """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
+    async def get_job(self, namespace: str, name: str) -> Job: ...
+    async def delete_job(self, namespace: str, name: str) -> None: ...
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""
+        ...
+
+    async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
+    async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
+    async def termination_messages(
+        self, namespace: str, job: str, *, job_uid: str, succeeded: bool
+    ) -> dict[str, str] | None: ...
+    async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...

@@ -1,0 +1,188 @@
+"""The controller's CloudEvents (`--cloudevents-sink`): each transition goes out once, after the status
+write that records it; a write refused as stale (409) announces nothing, and its retry announces it once;
+a write applied whose answer was lost announces its transitions once the cache shows it; a flow failed by
+a status the apiserver refuses announces failed.v1. The controller runs its real worker loop against
+FakeApiServer; the sink's sender runs too."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from controller_rig import running
+from structlog.testing import capture_logs
+
+from zen_flow.controller.cloud_event_sink import CloudEventSink
+from zen_flow.controller.metrics import Metrics
+from zen_flow.kube.errors import from_status
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer, conflict
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+CHAIN = make_flow([job_step("a"), job_step("b", "a")], name="chain", namespace="team")
+P = "dev.kube-zen.jobflow."
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, str]] = []  # (type, subject, id)
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+        self.got.append((headers["ce-type"].removeprefix(P), headers["ce-subject"], headers["ce-id"]))
+        return 202
+
+    def seen(self) -> list[tuple[str, str]]:
+        return [(type_, subject) for type_, subject, _ in self.got]
+
+
+async def test_transitions_go_out_once_after_the_status_write_that_records_them() -> None:
+    receiver = Receiver()
+    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
+    sender = asyncio.create_task(sink.run())
+    async with running(CHAIN, cloud_events=sink) as rig:
+        api = rig.api
+        api.sync()
+        await rig.settle()
+        api.sync()
+        assert receiver.seen() == [("started.v1", "chain"), ("step.started.v1", "a")]
+        # Job a finishes while a user labels the flow: the controller plans from a flow one version old,
+        # creates Job b, and its status write is refused. Nothing of that plan is announced.
+        api.finish_job("team", rig.job("a"))
+        api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+            update={"labels": {"owner": "data-team"}})}))  # fmt: skip
+        api.sync(flows=False)
+        await rig.settle()
+        assert api.refused == ["409 Conflict"]
+        assert len(receiver.got) == 2
+        api.sync()  # the retry plans from the current version, writes, and announces
+        await rig.settle()
+        api.sync()
+        api.finish_job("team", rig.job("b"))
+        api.sync()
+        await rig.settle()
+        assert rig.flow.status.phase == "Succeeded"
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+    assert receiver.seen() == [
+        ("started.v1", "chain"),
+        ("step.started.v1", "a"),
+        ("step.succeeded.v1", "a"),
+        ("step.started.v1", "b"),
+        ("step.succeeded.v1", "b"),
+        ("succeeded.v1", "chain"),
+    ]
+    assert len({id_ for *_, id_ in receiver.got}) == 6
+
+
+def applied_then(api: FakeApiServer, answer: BaseException) -> list[str]:
+    """The apiserver applies the next status write, but the controller gets `answer` instead of its
+    reply (a lost answer; a 409 to the client's retry of the applied write). Returns the versions so
+    written."""
+    real = api.patch_flow_status
+    applied: list[str] = []
+
+    async def patch(namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        version = await real(namespace, name, ops)
+        if not applied:
+            applied.append(version)
+            raise answer
+        return version
+
+    api.patch_flow_status = patch  # type: ignore[method-assign]
+    return applied
+
+
+@pytest.mark.parametrize(
+    "answer", [TimeoutError("answer lost"), conflict("chain")], ids=["timeout", "409-to-a-retry"]
+)
+async def test_a_status_write_applied_whose_answer_was_lost_still_announces_its_transitions(
+    answer: BaseException,
+) -> None:
+    receiver = Receiver()
+    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
+    sender = asyncio.create_task(sink.run())
+    async with running(CHAIN, cloud_events=sink) as rig:
+        api = rig.api
+        api.sync()
+        await rig.settle()
+        api.sync()
+        applied = applied_then(api, answer)
+        api.finish_job("team", rig.job("a"))
+        api.sync()
+        await rig.settle()
+        assert applied, "the write was made"
+        assert rig.step("a") == "Succeeded"  # stored, though the controller never heard so
+        api.sync()  # the cache shows the write: the next reconcile finds nothing new to record
+        await rig.settle(2)
+        api.finish_job("team", rig.job("b"))
+        api.sync()
+        await rig.settle()
+        assert rig.flow.status.phase == "Succeeded"
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+    assert receiver.seen() == [
+        ("started.v1", "chain"),
+        ("step.started.v1", "a"),
+        ("step.succeeded.v1", "a"),
+        ("step.started.v1", "b"),
+        ("step.succeeded.v1", "b"),
+        ("succeeded.v1", "chain"),
+    ]
+
+
+async def test_a_status_write_in_doubt_that_did_not_land_is_announced_once_by_its_retry() -> None:
+    receiver = Receiver()
+    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
+    sender = asyncio.create_task(sink.run())
+    async with running(CHAIN, cloud_events=sink) as rig:
+        api = rig.api
+        api.sync()
+        await rig.settle()
+        api.sync()
+        api.status_errors.append(TimeoutError("no answer"))  # not applied
+        api.finish_job("team", rig.job("a"))
+        api.sync()
+        await rig.settle()
+        assert rig.step("a") == "Running"
+        assert len(receiver.got) == 2
+        for _ in range(3):  # the retry writes it, and announces it
+            await rig.settle(2)
+            api.sync()
+        assert rig.step("b") == "Running"
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+    assert receiver.seen() == [
+        ("started.v1", "chain"),
+        ("step.started.v1", "a"),
+        ("step.succeeded.v1", "a"),
+        ("step.started.v1", "b"),
+    ]
+
+
+async def test_a_flow_failed_by_a_refused_status_write_announces_its_failure() -> None:
+    receiver = Receiver()
+    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
+    sender = asyncio.create_task(sink.run())
+    with capture_logs():
+        async with running(CHAIN, cloud_events=sink) as rig:
+            api = rig.api
+            api.sync()
+            await rig.settle()
+            api.sync()
+            api.status_errors.append(from_status(413, {"message": "request entity too large"}))
+            api.finish_job("team", rig.job("a"))
+            api.sync()
+            for _ in range(3):
+                await rig.settle(2)
+                api.sync()
+            assert rig.flow.status.phase == "Failed"
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+    assert receiver.seen() == [("started.v1", "chain"), ("step.started.v1", "a"), ("failed.v1", "chain")]
+    assert [e for e in api.events if e[1] == "StatusRejected"]  # the Kubernetes Event as before
