@@ -11,17 +11,15 @@ config/rbac's (test_rbac.py): a suffix on the cluster-scoped names and a Service
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from zen_flow_dev.cluster import find_kubectl
-from zen_flow_dev.testing.kubectl import Kubectl, kubectl_runner
+from zen_flow_dev.testing.kubectl import Kubectl, kubectl_runner, kustomize_with_components
 from zen_flow_dev.testing.rbac import required_permissions
 
 pytestmark = pytest.mark.integration
@@ -52,21 +50,8 @@ class Grants:
 
 def _component(tmp_path: Path) -> list[dict[str, Any]]:
     """The RBAC objects of config/default with the namespaced-rbac component, built as a user would."""
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(ROOT / "config" / "default", overlay)],
-                "components": [os.path.relpath(ROOT / "config" / "components" / "namespaced-rbac", overlay)],
-            }
-        )
-    )
-    kubectl = kubectl_runner(find_kubectl(), Path(os.devnull))
-    built = kubectl("kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)).stdout
-    return [d for d in yaml.safe_load_all(built) if d and d["kind"] in RBAC_KINDS]
+    docs = kustomize_with_components(find_kubectl(), ROOT / "config", ["namespaced-rbac"], tmp_path)
+    return [d for d in docs if d["kind"] in RBAC_KINDS]
 
 
 def _renamed(doc: dict[str, Any], suffix: str, home: str, watched: str) -> dict[str, Any]:

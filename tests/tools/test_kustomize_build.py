@@ -5,7 +5,6 @@ Tools tier: it runs the kubectl built with the local control plane (`make contro
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from deploy_manifests import CONFIG, find, objects, settings_of
 from zen_flow.config import split_addr
 from zen_flow_dev.cluster import find_kubectl
+from zen_flow_dev.testing.kubectl import kustomize_with_components
 
 SETTINGS = settings_of(find(objects("manager"), "Deployment", "zen-flow-controller"))
 
@@ -40,28 +40,7 @@ def test_kustomize_builds_the_default_composition() -> None:
 
 
 def _kustomize_overlay(tmp_path: Path, components: list[str]) -> list[dict[str, Any]]:
-    """An overlay of config/default with `components`, as a user would write it, built by kubectl."""
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                # kustomize takes relative paths only
-                "resources": [os.path.relpath(CONFIG / "default", overlay)],
-                "components": [os.path.relpath(CONFIG / "components" / c, overlay) for c in components],
-            }
-        )
-    )
-    out = subprocess.run(
-        [str(find_kubectl()), "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    return kustomize_with_components(find_kubectl(), CONFIG, components, tmp_path)
 
 
 def test_the_namespaced_rbac_component_binds_only_the_watched_namespaces(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import yaml
 
 
 class Kubectl(Protocol):
@@ -35,3 +37,31 @@ def kubectl_runner(
         return result
 
     return run
+
+
+def kustomize_with_components(
+    kubectl: str | Path, config: Path, components: list[str], workdir: Path
+) -> list[dict[str, Any]]:
+    """The objects of an overlay of `config`/default with `config`/components/`components`, as a user
+    would write it (in `workdir`), built by `kubectl kustomize`."""
+    overlay = workdir / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize takes relative paths only
+                "resources": [os.path.relpath(config / "default", overlay)],
+                "components": [os.path.relpath(config / "components" / c, overlay) for c in components],
+            }
+        )
+    )
+    built = subprocess.run(
+        [str(kubectl), "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(built) if d]
