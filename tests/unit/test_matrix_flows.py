@@ -8,11 +8,17 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from controller_rig import Rig
+
+from zen_flow.api import JobFlow
 from zen_flow.api.constants import FlowPhase
+from zen_flow.api.jobflow import ArgumentParameter, Arguments
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.validity import Validity
 from zen_flow.core import matrix as core_matrix
 from zen_flow.core.naming import job_name
+from zen_flow.planner.lifecycle import ENDED_REASON
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -109,3 +115,38 @@ def test_a_finished_flows_expansion_is_not_kept() -> None:
     done = flow.model_copy(update={"status": flow.status.model_copy(update={"phase": FlowPhase.SUCCEEDED})})
     assert [s.name for s in flows.effective(done)[0].spec.steps] == ["deploy-0", "deploy-1"]
     assert len(flows) == 0
+
+
+REGIONS = make_flow([matrix_step()], name="rollout", namespace="team", arguments={"regions": '["eu","us"]'})
+
+
+@pytest.mark.parametrize("rig", [REGIONS], indirect=True)
+async def test_a_restart_that_cannot_expand_a_started_flow_fails_it_and_stops_its_items(rig: Rig) -> None:
+    # Its argument edited after the start where no admission policy guards it, then the controller
+    # restarts (its memory of the items it started is gone): the spec names no item, so the flow fails as
+    # invalid, and the items' Jobs, which its spec can no longer name, must not run on behind it.
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    items = sorted(name for _, name in api.jobs)
+    assert len(items) == 2
+
+    def edited(flow: JobFlow) -> JobFlow:
+        spec = flow.spec.model_copy(
+            update={"arguments": Arguments(parameters=(ArgumentParameter(name="regions", value="eu,us"),))}
+        )
+        meta = flow.metadata.model_copy(update={"generation": 2})
+        return flow.model_copy(update={"spec": spec, "metadata": meta})
+
+    api.update_flow(rig.key, edited)
+    rig.controller._matrix = MatrixFlows()  # a restart
+    api.sync()
+    await rig.settle()
+    api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    assert [name for _, name in api.jobs] == []
+    assert sorted(m for _, r, m in api.events if r == "StrayJobDeleted") == [
+        f"Job {name} deleted: {ENDED_REASON}" for name in items
+    ]

@@ -18,7 +18,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.api.job import JOB
 from zen_flow.core.naming import job_name
-from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, fail_invalid, plan
 from zen_flow.planner.jobs import build_job
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -254,3 +254,25 @@ def test_a_job_of_a_step_with_a_long_name_is_deleted_under_its_step() -> None:
     assert [(a.name, a.step) for a in result.actions if isinstance(a, DeleteJob)] == [
         (job_name("etl", long, 1), long)
     ]
+
+
+def test_a_started_flow_found_invalid_deletes_its_running_jobs_as_it_fails_and_after() -> None:
+    # The controller fails a started flow as invalid when its spec no longer names its steps (a matrix
+    # that no longer expands, after a restart forgot its items): the Jobs of the steps its spec cannot
+    # name would run on unrecorded, and nothing later would stop them.
+    sim = Simulator(make_flow([job_step("a"), job_step("b")], name="rel"), T0)
+    sim.reconcile()
+    running = sim.running()
+    assert len(running) == 2
+    invalid = sim.flow.model_copy(
+        update={"spec": sim.flow.spec.model_copy(update={"steps": sim.flow.spec.steps[:1]})}
+    )
+    ended = fail_invalid(invalid, ["spec.steps[1].matrix: Invalid value"], T0, jobs=sim.jobs.values())
+    assert ended.status.phase == "Failed"
+    assert sorted(deleted(ended)) == running
+    assert events(ended).count("StrayJobDeleted") == 2
+    failed = invalid.model_copy(update={"status": ended.status})
+    again = fail_invalid(failed, ["spec.steps[1].matrix: Invalid value"], T0, jobs=sim.jobs.values())
+    assert sorted(deleted(again)) == running  # not deleted yet (a lost delete): asked again
+    assert again.status == ended.status
+    assert fail_invalid(failed, ["spec.steps[1].matrix: Invalid value"], T0).actions == ()

@@ -249,10 +249,14 @@ class Controller:
         errors = refusal.errors if refusal is not None else (self._validity.errors(stored) or unexpandable)
         now = self._clock.now()
         started = time.perf_counter()
-        if errors:
-            result = (
-                refusal.plan(flow, now) if refusal is not None else planner.fail_invalid(flow, errors, now)
-            )
+        if errors and refusal is not None:
+            result = refusal.plan(flow, now)
+        elif errors:
+            # Its Jobs too: a started flow found invalid (its matrix no longer expands, after a restart)
+            # has running Jobs its spec cannot name, deleted as an ended flow's (lifecycle.strays).
+            result = planner.fail_invalid(flow, errors, now, jobs=self._jobs.jobs_for(uid))
+            if (lag := await self._runner.flow_lags(flow, result.actions)) is not None:
+                return lag
         else:
             if self._runner.turned_away(flow):
                 return SANDBOX_BUSY_RETRY_SECONDS

@@ -161,17 +161,20 @@ def fail_invalid(
     prefix: str = "invalid spec",
     base: JobFlowStatus | None = None,
     unborn: Collection[str] = (),
+    jobs: Iterable[Job] = (),
 ) -> Plan:
     """An invalid spec: the flow fails once with condition Valid=False (reason InvalidSpec). Another
     `reason` fails it the same way for a cause found while executing the plan (condition Failed only);
     `base` is then that plan's status: the steps it started are Running, and every Running step's Job is
     stopped, as when a flow is stopped (a failed flow with Jobs still running would hold their pods),
-    but for the `unborn` ones (the Jobs the apiserver refused: their steps fail with the flow)."""
+    but for the `unborn` ones (the Jobs the apiserver refused: their steps fail with the flow). `jobs`:
+    the Jobs the flow controls; those still running are deleted as an ended flow's (`strays`): a started
+    flow found invalid (its matrix no longer expands, after a restart) has Jobs its spec cannot name."""
     now = normalize(now)
     # A plan that created Jobs was not terminal, whatever the cached flow says (a rerun starts from a
     # Failed flow).
     if base is None and flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
-        return terminal_plan(flow, now)
+        return terminal_plan(flow, now, jobs)
     listed = "; ".join(errors[:_LISTED_ERRORS]) or "unknown error"
     more = f" (+{len(errors) - _LISTED_ERRORS} more)" if len(errors) > _LISTED_ERRORS else ""
     failure = f"{prefix}: {listed}{more}"
@@ -205,4 +208,10 @@ def fail_invalid(
     )
     # Only the flow's own events: one event per never-run step would be noise here.
     events = tuple(e for e in derive_events(flow.status, status, {}) if e.reason.startswith("Flow"))
-    return Plan(tuple(stops), status, events, max(0.0, until(now, ttl_expiry(flow, FlowPhase.FAILED, now))))
+    ended = strays(flow, jobs, stops)
+    return Plan(
+        (*stops, *ended),
+        status,
+        (*events, *stray_events(ended)),
+        max(0.0, until(now, ttl_expiry(flow, FlowPhase.FAILED, now))),
+    )
