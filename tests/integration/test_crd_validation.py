@@ -202,6 +202,40 @@ async def test_steps_are_immutable_once_the_flow_started(
             " runs after every step that is not finally",
             id="finally-after-step",
         ),
+        pytest.param(
+            [{"name": "gate", "type": "Manual", "matrix": {"parameters": [{"name": "s", "values": ["a"]}]}}],
+            {},
+            "a Manual step is an approval gate and cannot fan out; put the matrix on a Job step (step gate)",
+            id="manual-matrix",
+        ),
+        pytest.param(
+            [
+                {
+                    "name": "build",
+                    "template": job(),
+                    "matrix": {"parameters": [{"name": "s", "values": ["a"]}]},
+                },
+                {"name": "report", "template": job(), "finally": True, "dependencies": ["build-0"]},
+            ],
+            {},
+            "spec.steps: step report depends on build-0, which is not a finally step",
+            id="finally-after-item",
+        ),
+        pytest.param(
+            [
+                {"name": "a", "template": job()},
+                {
+                    "name": "clean",
+                    "template": job(),
+                    "finally": True,
+                    "matrix": {"parameters": [{"name": "s", "values": ["a", "b"]}]},
+                },
+                {"name": "b", "template": job(), "dependencies": ["clean-1"]},
+            ],
+            {},
+            "spec.steps: step b depends on clean-1, which is a finally step",
+            id="item-of-finally-first",
+        ),
         pytest.param([], {}, "spec.steps: Invalid value", id="no-steps"),
     ],
 )
@@ -288,6 +322,19 @@ def test_the_largest_flow_passes_the_admission_policies_within_their_cost_limits
         for i in range(100)
     ]
     done = kubectl_create(kubectl, flow("big-finally", namespace, [*main, join, *final]))
+    assert done.returncode == 0, done.stderr
+    # Dependencies on matrix items are matched against the other side's matrix steps: 100 finally steps
+    # naming 50 items each of a finally matrix step, with 20 matrix steps on the other side (480 steps
+    # once expanded).
+    shards = {"parameters": [{"name": "s", "values": [str(i) for i in range(50)]}]}
+    one = {"parameters": [{"name": "s", "values": ["x"]}]}
+    main = [{"name": f"m{i}", "template": job(), "matrix": one} for i in range(20)]
+    items = {"name": "c", "template": job(), "finally": True, "matrix": shards}
+    final = [
+        {"name": f"f{i}", "template": job(), "finally": True, "dependencies": [f"c-{k}" for k in range(50)]}
+        for i in range(100)
+    ]
+    done = kubectl_create(kubectl, flow("big-matrix", namespace, [*main, items, *final]))
     assert done.returncode == 0, done.stderr
 
 

@@ -609,3 +609,50 @@ def test_submit_leaves_the_gates_a_templates_flow_names_to_the_webhook_and_says_
     )
     [(_, _, body)] = cluster.writes
     assert body["metadata"]["annotations"] == annotations
+
+
+# --- a matrix step named where a step is expected --------------------------------------------------------
+
+
+def matrix_flow(items: int) -> dict[str, Any]:
+    values = [f"v{i}" for i in range(items)]
+    build = job_step("build", matrix={"parameters": [{"name": "shard", "values": values}]})
+    return flow_manifest("m", NS, [build, job_step("pub", "build")])
+
+
+def test_logs_of_a_matrix_step_shows_each_of_its_items(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = [
+        {"name": f"build-{i}", "phase": "Succeeded", "jobRef": {"name": f"m-build-{i}"}} for i in range(3)
+    ]
+    cluster.add(matrix_flow(3), {"phase": "Running", "steps": steps})
+    for i in range(3):
+        pod = {"metadata": {"name": f"m-build-{i}-p"}, "spec": {"containers": [{"name": "main"}]}}
+        cluster.pods[f"m-build-{i}"] = [pod]
+    code, out, err = zen_flow(capsys, "logs", "m", "build")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == ["[build-0] hello", "[build-1] hello", "[build-2] hello"]
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_deciding_a_matrix_step_says_it_is_one_and_nothing_is_written(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    cluster.add(matrix_flow(3), {"phase": "Running"})
+    code, out, err = zen_flow(capsys, verb, "m", "build")
+    assert (code, out) == (2, "")
+    assert "step 'build' of jobflow m is a matrix step (its items run Jobs), not a Manual step" in err
+    assert cluster.writes == []
+
+
+def test_an_unknown_step_of_a_wide_matrix_flow_lists_a_few_names_and_the_count(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.add(matrix_flow(256), {"phase": "Running"})
+    for argv in (["logs", "m", "biuld"], ["approve", "m", "biuld"]):
+        code, _, err = zen_flow(capsys, *argv)
+        assert code == 2
+        assert "build-0, build-1" in err
+        assert "and 249 more)" in err  # 257 steps: 8 named
+        assert "build-200" not in err

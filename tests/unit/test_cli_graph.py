@@ -60,3 +60,26 @@ def test_a_finally_step_says_so_and_has_a_dashed_border() -> None:
         '"cleanup" [label="cleanup\\nPending\\nfinally", fillcolor="#ffffff", color="#757575", '
         'style="rounded,filled,dashed"];' in dot(flow)
     )
+
+
+def test_a_files_matrix_argument_left_empty_is_given_with_p(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The file leaves the argument "" for -p, as `validate -p` and `submit -p` take it.
+    doc = flow_manifest(
+        "f",
+        "ns",
+        [job_step("build", matrix={"parameters": [{"name": "r", "valueFrom": {"argument": "regions"}}]})],
+    )
+    doc["spec"]["arguments"] = {"parameters": [{"name": "regions", "value": ""}]}
+    file = tmp_path / "flow.yaml"
+    file.write_text(yaml.safe_dump(doc))
+    none = str(tmp_path / "none")
+    assert main(["graph", str(file), "--kubeconfig", none]) == 2
+    assert "regions" in capsys.readouterr().err
+    assert main(["graph", str(file), "-p", 'regions=["eu","us"]', "--kubeconfig", none]) == 0
+    out = capsys.readouterr().out
+    assert "build-0" in out
+    assert "build-1" in out
+    assert main(["graph", "on-the-cluster", "-p", "regions=[]", "--kubeconfig", none]) == 2
+    assert "-p sets the arguments of a FILE" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from zen_flow.cli.render import dependency_order, flow_detail, flow_list, span
-from zen_flow.cli.watcher import _show
+from zen_flow.cli.watcher import EffectiveFlows, _show
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -168,7 +168,7 @@ def test_watch_piped_prints_tenant_messages_escaped_too() -> None:
     flow = sim.flow.model_copy(update={"status": status})
     out = io.StringIO()
     session = SimpleNamespace(out=out, show=out.write)
-    _show(session, {"f": flow}, {}, "f", tty=False)  # type: ignore[arg-type]
+    _show(session, {"f": flow}, {}, "f", False, EffectiveFlows())  # type: ignore[arg-type]
     assert "\x1b" not in out.getvalue()
     assert out.getvalue().endswith(r"f Running 0/1 stopped by \x1b]52;c;ZXZpbA==\x07" + "\n")
 
@@ -190,3 +190,30 @@ def test_get_shows_a_matrix_steps_items_with_the_values_each_runs_with() -> None
     assert "build-0, build-1" in publish
     # A flow without a matrix has no such column.
     assert "VALUES" not in flow_detail(release().flow, NOW)
+
+
+def test_watch_on_a_terminal_draws_a_matrix_steps_items_as_get_does() -> None:
+    from zen_flow.core.matrix import effective_flow
+
+    params = [{"name": "os", "values": ["linux", "darwin"]}]
+    steps = [job_step("build", matrix={"parameters": params}), job_step("publish", "build")]
+    stored = make_flow(steps, name="m", created=T0)
+    sim = Simulator(effective_flow(stored), T0)
+    sim.reconcile()
+    sim.complete(next(j for j in sim.running() if "build-0" in j))
+    sim.reconcile()
+    # The watch sees the stored spec (with `matrix`) and the controller's status (of the items).
+    flow = stored.model_copy(update={"status": sim.flow.status})
+    out = io.StringIO()
+    session = SimpleNamespace(out=out, show=out.write, isatty=lambda: True)
+    effective = EffectiveFlows()
+    _show(session, {"m": flow}, {}, "m", True, effective)  # type: ignore[arg-type]
+    rows = out.getvalue().splitlines()
+    assert "VALUES" in next(r for r in rows if r.startswith("STEP")).split()
+    build = {r.split()[0]: r.split()[1] for r in rows if r.startswith("build")}
+    assert build == {"build-0": "Succeeded", "build-1": "Running"}
+    # Redrawn at every event: the spec is expanded once per generation, not once per event.
+    status = flow.status.model_copy(update={"message": "next"})
+    again = effective(flow.model_copy(update={"status": status}))
+    assert again.spec is effective(flow).spec
+    assert again.status.message == "next"

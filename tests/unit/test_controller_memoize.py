@@ -332,3 +332,40 @@ async def test_a_save_still_too_large_after_the_eviction_is_not_tried_again() ->
     (warning,) = [m for _, reason, m in c.api.events if reason == "MemoizeFailed"]
     assert "Too long" in warning
     assert saves(c) == {"ok": 0, "error": 1}
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["patched", "created"])
+async def test_the_items_of_a_memoized_matrix_step_ending_together_are_stored_in_one_write(
+    exists: bool,
+) -> None:
+    # 256 items ending at once were 256 GETs of a growing ConfigMap and 255 PATCHes, one after another,
+    # before the status write their dependents wait for.
+    c = Cluster()
+    now = c.clock.now()
+    old = stored_entry("old", now - timedelta(hours=2), now - timedelta(hours=1))
+    if exists:
+        c.api.config_maps[(NS, CACHE)] = {"labels": {MEMO_CACHE_LABEL: "true"}, "data": dict([old])}
+    shards = [f"s{i:03d}" for i in range(256)]
+    memo = {"key": "build-{{inputs.parameters.shard}}", "cache": {"configMap": {"name": CACHE}}}
+    step = job_step("a", matrix={"parameters": [{"name": "shard", "values": shards}]}, memoize=memo)
+    key = c.api.create_flow(make_flow([step, job_step("b", "a")], name="wide")).key
+    c.api.sync()
+    await c.controller.reconcile(key)
+    c.api.sync()
+    assert len(c.api.job_creates) == 256
+    for (_, job), found in list(c.api.jobs.items()):
+        if not found.finished:
+            c.api.finish_job(NS, job)
+    c.api.sync()
+    before = len(c.api.config_map_requests)
+    await c.controller.reconcile(key)
+    assert c.api.config_map_requests[before:] == [
+        f"get {CACHE}",
+        f"{'patch' if exists else 'create'} {CACHE}",
+    ]
+    data = c.api.config_maps[(NS, CACHE)]["data"]
+    assert set(data) == {data_key(f"build-{s}") for s in shards}  # the expired entry removed with them
+    assert saves(c) == {"ok": 256, "error": 0}
+    step_b = c.api.flows[key].status.step("b")
+    assert step_b is not None
+    assert step_b.phase == "Running"

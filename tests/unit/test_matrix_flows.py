@@ -14,7 +14,7 @@ from controller_rig import Rig
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import FlowPhase
 from zen_flow.api.jobflow import ArgumentParameter, Arguments
-from zen_flow.controller.matrix_flows import MatrixFlows
+from zen_flow.controller.matrix_flows import FINISHED_KEPT, MatrixFlows
 from zen_flow.controller.validity import Validity
 from zen_flow.core import matrix as core_matrix
 from zen_flow.core.naming import job_name
@@ -107,14 +107,38 @@ def test_a_started_flow_keeps_its_items_when_an_argument_is_edited_under_it() ->
     ]
 
 
-def test_a_finished_flows_expansion_is_not_kept() -> None:
+def finished(name: str) -> JobFlow:
+    flow = make_flow([matrix_step()], name=name, arguments={"regions": '["eu","us"]'})
+    return flow.model_copy(update={"status": flow.status.model_copy(update={"phase": FlowPhase.SUCCEEDED})})
+
+
+def test_a_finished_flows_expansion_is_kept_among_the_last_few(monkeypatch: Any) -> None:
+    # A finished flow is reconciled again (startup, relists, its Jobs deleted): a 256-item flow was
+    # expanded again each time, 7 ms of the event loop.
+    expanded: list[object] = []
+    real = core_matrix.expand_matrix
+    monkeypatch.setattr(core_matrix, "expand_matrix", lambda spec: expanded.append(spec) or real(spec))
     flows = MatrixFlows()
-    flow = make_flow([matrix_step()], arguments={"regions": '["eu","us"]'})
-    flows.effective(flow)
-    assert len(flows) == 1
-    done = flow.model_copy(update={"status": flow.status.model_copy(update={"phase": FlowPhase.SUCCEEDED})})
-    assert [s.name for s in flows.effective(done)[0].spec.steps] == ["deploy-0", "deploy-1"]
-    assert len(flows) == 0
+    first = finished("f0")
+    for _ in range(3):
+        assert [s.name for s in flows.effective(first)[0].spec.steps] == ["deploy-0", "deploy-1"]
+    assert len(expanded) == 1
+    # Bounded: the least recently used finished flow leaves first.
+    others = [finished(f"f{i}") for i in range(1, FINISHED_KEPT + 1)]
+    for flow in others:
+        flows.effective(flow)
+    assert len(flows) == FINISHED_KEPT
+    flows.effective(others[-1])
+    assert len(expanded) == 1 + FINISHED_KEPT
+    flows.effective(first)  # it was the least recently used: expanded again
+    assert len(expanded) == 2 + FINISHED_KEPT
+    # A rerun makes it a running flow's entry again; deleting the flow forgets it.
+    status = first.status.model_copy(update={"phase": FlowPhase.RUNNING})
+    assert (
+        flows.effective(first.model_copy(update={"status": status}))[0].spec is flows.effective(first)[0].spec
+    )
+    flows.forget(first.metadata.uid)
+    assert len(flows) == FINISHED_KEPT - 1
 
 
 REGIONS = make_flow([matrix_step()], name="rollout", namespace="team", arguments={"regions": '["eu","us"]'})

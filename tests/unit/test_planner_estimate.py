@@ -82,3 +82,34 @@ def test_an_open_approval_gate_or_a_finished_flow_has_no_estimate() -> None:
     sim.reconcile()
     assert sim.phase == "Succeeded"
     assert sim.flow.status.estimated_completion_time is None
+
+
+def test_steps_held_for_a_slot_wait_for_it_in_the_estimate() -> None:
+    # 256 items of 60 s under parallelism 4 were estimated at one more minute, not 63.
+    from zen_flow.core.matrix import effective_flow
+
+    shards = [f"s{i:03d}" for i in range(256)]
+    build = job_step("build", matrix={"parameters": [{"name": "shard", "values": shards}]})
+    flow = effective_flow(
+        make_flow([build, job_step("publish", "build")], execution_policy={"parallelism": 4})
+    )
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    sim.advance(60)
+    for job in sim.running():
+        sim.complete(job)
+    sim.reconcile()  # 4 done at t=60 s, 4 more running: 248 to go after them, 62 rounds, then publish
+    assert len(sim.running()) == 4
+    assert sim.flow.status.estimated_completion_time == T0 + timedelta(seconds=60 * (1 + 1 + 62 + 1))
+
+
+def test_a_running_step_holds_its_slot_until_its_expected_end() -> None:
+    # a (60 s) is done; b runs from t=60 s and holds the only slot until t=120 s; c and d follow it.
+    steps = [job_step("a"), job_step("b", "a"), job_step("c", "a"), job_step("d", "a")]
+    sim = Simulator(make_flow(steps, execution_policy={"parallelism": 1}), T0)
+    sim.reconcile()
+    sim.advance(60)
+    sim.complete(sim.running()[0])
+    sim.reconcile()
+    assert len(sim.running()) == 1
+    assert sim.flow.status.estimated_completion_time == T0 + timedelta(seconds=4 * 60)

@@ -228,15 +228,15 @@ class FakeApiServer:
         data.update({k: v for k, v in patched.items() if v is not None})
 
     async def create_memo_cache(
-        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+        self, namespace: str, name: str, labels: Mapping[str, str], data: Mapping[str, str]
     ) -> None:
         self._config_map_request("create", name)
         if (namespace, name) in self.config_maps:
             raise from_status(
                 409, {"reason": "AlreadyExists", "message": f'configmaps "{name}" already exists'}
             )
-        self._fits({key: value}, name)
-        self.config_maps[(namespace, name)] = {"labels": dict(labels), "data": {key: value}}
+        self._fits(data, name)
+        self.config_maps[(namespace, name)] = {"labels": dict(labels), "data": dict(data)}
 
     def _fits(self, data: Mapping[str, str], name: str) -> None:
         if sum(len(v.encode()) for v in data.values()) > self.config_map_limit:  # the values, as its

@@ -262,6 +262,8 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         default="mermaid",
         help="default mermaid; svg needs Graphviz",
     )
+    p.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a FILE's argument NAME (spec.arguments.parameters), as validate -p")  # fmt: skip
 
     p = command("retry", "rerun a Failed flow from its failed steps", "zen-flow retry nightly --step load")
     completes(p.add_argument("name"), flow_names)

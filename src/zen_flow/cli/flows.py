@@ -159,8 +159,11 @@ def prepare_submit(args: argparse.Namespace) -> None:
 def graph_of_file(args: argparse.Namespace) -> int | None:
     """`graph FILE` needs no cluster: drawn here; None for a flow's name."""
     if not Path(args.name).is_file():
+        if args.parameters:  # a flow on the cluster runs with the arguments it has
+            raise UsageError(f"-p sets the arguments of a FILE; {args.name} is no file")
         return None
-    flow = effective_flow(JobFlow.model_validate(_read_flows([args.name], {})[0]))
+    # A matrix reading an argument left "" (for -p) fails without a value, as `validate` does.
+    flow = effective_flow(JobFlow.model_validate(_read_flows([args.name], _overrides(args.parameters))[0]))
     sys.stdout.write(_drawn(flow, args.format))
     return EXIT_OK
 

@@ -31,6 +31,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.cli.cron import rerun_notes
 from zen_flow.cli.overrides import gate_values_patch
+from zen_flow.cli.render import few
 from zen_flow.cli.session import EXIT_OK, Session, UsageError, now
 from zen_flow.kube.errors import Conflict
 from zen_flow.kube.jobflows import JOBFLOWS
@@ -66,6 +67,11 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
 def _decision_patch(flow: JobFlow, args: argparse.Namespace) -> tuple[Step, dict[str, Any]]:
     """The step and the merge patch that decides it, checked against `flow` as read."""
     step = next((s for s in flow.spec.steps if s.name == args.step), None)
+    if step is None and args.step in flow.spec.matrix_groups:
+        raise UsageError(
+            f"step {args.step!r} of jobflow {args.name} is a matrix step (its items run Jobs), not a "
+            "Manual step"
+        )
     if step is None:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {_names(flow)})")
     if not step.is_manual:
@@ -122,7 +128,7 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
         )
     # With no failed step, the steps a stop (the deadline, a Replace flow) left unrun are its scope.
     rerunnable = rerunnable_steps(flow) or unrun_steps(flow)
-    can = f" (rerunnable: {', '.join(rerunnable)})" if rerunnable else ""
+    can = f" (rerunnable: {few(rerunnable)})" if rerunnable else ""
     steps = rerun_scope(flow, args.steps)  # a matrix step: its failed items
     why = rerun_refusal(flow, steps)  # the controller's rule: it would ignore the request
     if why is not None:
@@ -130,7 +136,7 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
     # Named steps that would not rerun (a typo, a rejected gate) are said too, not silently left out.
     if unknown := [s for s in steps if s not in rerunnable]:
         raise UsageError(
-            f"not failed Job steps or timed-out gates of jobflow {args.name}: {', '.join(unknown)}{can}"
+            f"not failed Job steps or timed-out gates of jobflow {args.name}: {few(unknown)}{can}"
         )
     rid = f"{now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     scope = ",".join(steps) or None  # null removes an earlier request's scope
@@ -213,4 +219,4 @@ async def stop(session: Session, args: argparse.Namespace) -> int:
 
 
 def _names(flow: JobFlow) -> str:
-    return ", ".join(s.name for s in flow.spec.steps)
+    return few([s.name for s in flow.spec.steps])

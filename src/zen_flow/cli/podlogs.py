@@ -1,6 +1,7 @@
 """`zen-flow logs NAME [STEP] [--attempt N] [--follow]`: the step pods' logs through the API (pods/log),
 each line prefixed with `[step]` (or `[step/container]`) when more than one container is shown;
-zen-flow's own transfer containers are left out. A step's latest attempt unless `--attempt N`."""
+zen-flow's own transfer containers are left out. A step's latest attempt unless `--attempt N`; a matrix
+step's name shows each of its items (`[build-3] ...`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import JobRetention
 from zen_flow.api.transfer import TRANSFER_NAMES
-from zen_flow.cli.render import dependency_order
+from zen_flow.cli.render import dependency_order, few
 from zen_flow.cli.session import EXIT_OK, Session, UsageError
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import NotFound
@@ -24,10 +25,12 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
     left out. A step's latest attempt unless `--attempt N` (1 = the first)."""
     flow = await session.get(args.name)
     names = [name for name, _ in dependency_order(flow)]
-    if args.step is not None and args.step not in names:
-        raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {', '.join(names)})")
+    # A matrix step has no pod of its own: it stands for its items (`retry --step` takes it so too).
+    items = flow.spec.matrix_groups.get(args.step or "")
+    if args.step is not None and args.step not in names and items is None:
+        raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {few(names)})")
     shown: list[tuple[str, str, str]] = []  # (step, pod, container)
-    for step in [args.step] if args.step is not None else names:
+    for step in items or ([args.step] if args.step is not None else names):
         status = flow.status.step(step)
         if args.attempt is not None:
             job = job_name(flow.metadata.name, step, args.attempt - 1)
@@ -47,7 +50,8 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
             if container["name"] not in TRANSFER_NAMES:
                 shown.append((step, pod["metadata"]["name"], container["name"]))
     if not shown:
-        why = await _why_no_pod(session, flow, args.step, args.attempt) if args.step else None
+        single = args.step is not None and items is None
+        why = await _why_no_pod(session, flow, args.step, args.attempt) if single else None
         raise UsageError(
             why or f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show"
         )

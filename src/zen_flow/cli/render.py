@@ -31,6 +31,14 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def few(names: Sequence[str], shown: int = 8) -> str:
+    """`names` for a message, the first `shown` and how many more: a 256-item matrix step would
+    otherwise fill the screen with its items' names."""
+    if len(names) <= shown + 1:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
 def span(seconds: float) -> str:
     """A duration as kubectl shows ages: 45s, 3m20s, 2h5m, 3d4h."""
     whole = max(0, int(seconds))

@@ -9,12 +9,30 @@ import argparse
 from zen_flow.api import JobFlow
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, now
+from zen_flow.core.matrix import effective_flow
 from zen_flow.kube.errors import Expired, NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 
 WATCH_SECONDS = 300  # the server ends a watch after this; the next one starts where it stopped
 
 Summary = tuple[str | None, str | None, str | None]
+
+
+class EffectiveFlows:
+    """The watched flow as `get` draws it: its effective spec (a matrix step as its items, with their
+    values). The spec only changes with the generation, and watch redraws at every event (a 256-item
+    flow sends one per item's transition), so it is expanded once per uid and generation."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, int] | None = None
+        self._flow: JobFlow | None = None
+
+    def __call__(self, flow: JobFlow) -> JobFlow:
+        key = (flow.metadata.uid, flow.metadata.generation)
+        if self._flow is None or key != self._key:
+            self._key, self._flow = key, effective_flow(flow)
+        spec = self._flow.spec
+        return flow if spec is flow.spec else flow.model_copy(update={"spec": spec})
 
 
 async def watch(session: Session, args: argparse.Namespace) -> int:
@@ -25,6 +43,7 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
     tty = session.out.isatty()
     flows: dict[str, JobFlow] = {}
     shown: dict[str, Summary] = {}
+    effective = EffectiveFlows()
     path = JOBFLOWS.path(session.namespace)
     version = ""
     while True:
@@ -35,7 +54,7 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
             if args.name and args.name not in flows:
                 # Exit 1 as `get` does: 2 means a usage error, with nothing sent.
                 raise NotFound(404, "NotFound", f'jobflows.workflow.kube-zen.io "{args.name}" not found')
-            outcome = _show(session, flows, shown, args.name, tty)
+            outcome = _show(session, flows, shown, args.name, tty, effective)
             if outcome is not None:
                 return outcome
         query = [*selector, ("allowWatchBookmarks", "true"), ("resourceVersion", version)]
@@ -53,7 +72,7 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
                             return EXIT_FAILED
                     else:
                         flows[flow.metadata.name] = flow
-                    outcome = _show(session, flows, shown, args.name, tty)
+                    outcome = _show(session, flows, shown, args.name, tty, effective)
                     if outcome is not None:
                         return outcome
         except Expired:
@@ -66,13 +85,14 @@ def _show(
     shown: dict[str, Summary],
     name: str | None,
     tty: bool,
+    effective: EffectiveFlows,
 ) -> int | None:
     """Print what changed; the exit status once the watched flow is over."""
     at, out = now(), session.out
     changed = [f for f in flows.values() if shown.get(f.metadata.name) != _summary(f)]
     if changed and tty:
         view = (
-            flow_detail(flows[name], at)
+            flow_detail(effective(flows[name]), at)
             if name
             else flow_list(list(flows.values()), at, all_namespaces=False)
         )

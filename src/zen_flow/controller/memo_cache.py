@@ -13,6 +13,9 @@ may create flows could have the controller patch keys into any ConfigMap of the 
 settings), or read a hit from one. An existing ConfigMap without it is no cache: its steps run, and a
 save says why in the event.
 
+The entries one plan stores in one ConfigMap (the items of a memoized matrix step ending together) are
+saved together: one read, one merge patch (or one create) with all of them.
+
 A cache stays under the ConfigMap's 1 MiB: a save reads it first (its labels and entries), removes the
 entries whose `expires` has passed (the maxAge of the step that stored each) in the same merge patch,
 and when the apiserver still refuses it as too large, removes the oldest half of the other entries and
@@ -23,7 +26,7 @@ downloaded 1 MiB, for good.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Protocol
@@ -55,7 +58,7 @@ class MemoApi(Protocol):
     async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData: ...
     async def store_memo(self, namespace: str, name: str, changes: Mapping[str, str | None]) -> None: ...
     async def create_memo_cache(
-        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+        self, namespace: str, name: str, labels: Mapping[str, str], data: Mapping[str, str]
     ) -> None: ...
 
 
@@ -150,63 +153,74 @@ class MemoCache:
             self._metrics.memo_lookups.labels(result).inc()
 
     async def save(self, flow: JobFlow, actions: Sequence[planner.Action], now: datetime) -> None:
-        """Store the plan's `SaveMemo` entries; a failure is logged and said in an event, never raised."""
+        """Store the plan's `SaveMemo` entries; a failure is logged and said in an event, never raised.
+        The entries of one ConfigMap are written together: one read and one merge patch holding every
+        entry (256 memoized items ending at once were 256 GETs of a growing ConfigMap and 255 PATCHes,
+        one after another, before the status write their dependents wait for)."""
+        groups: dict[str, list[planner.SaveMemo]] = {}
         for action in actions:
             if isinstance(action, planner.SaveMemo):
-                await self._save(flow, action, now)
+                groups.setdefault(action.config_map, []).append(action)
+        for config_map, saves in groups.items():
+            await self._save(flow, config_map, saves, now)
 
-    async def _save(self, flow: JobFlow, save: planner.SaveMemo, now: datetime) -> None:
+    async def _save(
+        self, flow: JobFlow, config_map: str, saves: Sequence[planner.SaveMemo], now: datetime
+    ) -> None:
+        steps = [save.step for save in saves]
         try:
-            removed = await self._store(flow.metadata.namespace, save, now)
+            removed = await self._store(flow.metadata.namespace, config_map, saves, now)
         except (KubeError, NotACache) as err:
             why = NOT_A_CACHE if isinstance(err, NotACache) else describe(err)
-            log.warning("memoize result not stored", step=save.step, config_map=save.config_map, error=why)
-            self._metrics.memo_saves.labels("error").inc()
-            self._events.emit(
-                flow,
-                WARNING,
-                MEMOIZE_FAILED,
-                f"step {save.step}: its result was not stored in ConfigMap {save.config_map} "
-                f"(the step's outcome is unchanged): {why}; key {save.key}",
-            )
+            log.warning("memoize result not stored", steps=steps, config_map=config_map, error=why)
+            for save in saves:  # one event per step, as each step's result is lost
+                self._metrics.memo_saves.labels("error").inc()
+                self._events.emit(
+                    flow,
+                    WARNING,
+                    MEMOIZE_FAILED,
+                    f"step {save.step}: its result was not stored in ConfigMap {config_map} "
+                    f"(the step's outcome is unchanged): {why}; key {save.key}",
+                )
             return
-        self._metrics.memo_saves.labels("ok").inc()
-        log.info("memoize result stored", step=save.step, config_map=save.config_map, removed=removed)
+        self._metrics.memo_saves.labels("ok").inc(len(saves))
+        log.info("memoize result stored", steps=steps, config_map=config_map, removed=removed)
 
-    async def _store(self, namespace: str, save: planner.SaveMemo, now: datetime) -> int:
-        """Write the entry, with the removals it needs; the number of entries removed."""
+    async def _store(
+        self, namespace: str, config_map: str, saves: Sequence[planner.SaveMemo], now: datetime
+    ) -> int:
+        """Write the entries, with the removals they need; the number of entries removed."""
+        entries = {save.data_key: save.value for save in saves}  # the same key twice: the last wins
         try:
-            found = await self._api.read_memo_cache(namespace, save.config_map)
+            found = await self._api.read_memo_cache(namespace, config_map)
         except NotFound:
             try:
                 labels = {planner.MEMO_CACHE_LABEL: "true"}
-                await self._api.create_memo_cache(
-                    namespace, save.config_map, labels, save.data_key, save.value
-                )
+                await self._api.create_memo_cache(namespace, config_map, labels, entries)
                 return 0
             except AlreadyExists:  # another flow created it meanwhile: add ours to it
-                found = await self._api.read_memo_cache(namespace, save.config_map)
+                found = await self._api.read_memo_cache(namespace, config_map)
         if not is_cache(found):
-            raise NotACache(save.config_map)
-        changes: dict[str, str | None] = dict.fromkeys(expired(found.data, now, save.data_key))
-        changes[save.data_key] = save.value
+            raise NotACache(config_map)
+        changes: dict[str, str | None] = dict.fromkeys(expired(found.data, now, entries))
+        changes.update(entries)
         try:
-            await self._api.store_memo(namespace, save.config_map, changes)
+            await self._api.store_memo(namespace, config_map, changes)
         except ApiError as err:
             if err.status != 422 and not err.too_large:
                 raise
-            log.info("memoize cache full; its oldest entries are evicted", config_map=save.config_map)
+            log.info("memoize cache full; its oldest entries are evicted", config_map=config_map)
             changes.update(dict.fromkeys(oldest_half(found.data, changes)))
-            await self._api.store_memo(namespace, save.config_map, changes)
-        return len(changes) - 1
+            await self._api.store_memo(namespace, config_map, changes)
+        return len(changes) - len(entries)
 
 
-def _entries(data: Mapping[str, str], keep: str) -> dict[str, MemoEntry | None]:
-    """The cache's entries but `keep`, parsed (None: one that does not parse)."""
-    return {k: parse_entry(v) for k, v in data.items() if k.startswith(ENTRY_PREFIX) and k != keep}
+def _entries(data: Mapping[str, str], keep: Collection[str]) -> dict[str, MemoEntry | None]:
+    """The cache's entries but those of `keep`, parsed (None: one that does not parse)."""
+    return {k: parse_entry(v) for k, v in data.items() if k.startswith(ENTRY_PREFIX) and k not in keep}
 
 
-def expired(data: Mapping[str, str], now: datetime, keep: str) -> list[str]:
+def expired(data: Mapping[str, str], now: datetime, keep: Collection[str]) -> list[str]:
     """The entries whose `expires` has passed: the step that stored each would not use it any more."""
     return [
         k
@@ -218,7 +232,7 @@ def expired(data: Mapping[str, str], now: datetime, keep: str) -> list[str]:
 def oldest_half(data: Mapping[str, str], changes: Mapping[str, str | None]) -> list[str]:
     """The older half of the entries `changes` does not touch already: those that do not parse first
     (nothing serves them), then by the time they were stored."""
-    entries = {k: e for k, e in _entries(data, "").items() if k not in changes}
+    entries = _entries(data, changes)
 
     def age(key: str) -> tuple[int, datetime, str]:
         entry = entries[key]

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zen_flow.api.constants import MANUAL_MATRIX
 from zen_flow.core.naming import is_dns1123_subdomain
 
 MATRIX = "matrix"
@@ -86,7 +87,7 @@ def combinations(
                 FORBIDDEN,
                 at,
                 None,
-                "a Manual step is an approval gate and cannot fan out; put the matrix on a Job step",
+                MANUAL_MATRIX,
             )
         )
     if not isinstance(matrix, Mapping):

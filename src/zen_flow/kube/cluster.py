@@ -103,7 +103,7 @@ class Cluster:
         await self._memos.store(namespace, name, changes)
 
     async def create_memo_cache(
-        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+        self, namespace: str, name: str, labels: Mapping[str, str], data: Mapping[str, str]
     ) -> None:
-        """Create a memoize cache ConfigMap with its first entry. `AlreadyExists` if it exists."""
-        await self._memos.create(namespace, name, labels, key, value)
+        """Create a memoize cache ConfigMap with its first entries. `AlreadyExists` if it exists."""
+        await self._memos.create(namespace, name, labels, data)

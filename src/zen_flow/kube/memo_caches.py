@@ -4,7 +4,7 @@ Read by name when a memoized step is ready to start and before a result is store
 no cache of ConfigMaps; its labels say whether it is a cache at all), and written with a JSON merge
 patch of `data` (an entry set, expired or evicted ones removed with null): the apiserver applies it to
 the stored object, so two flows storing different keys at once both keep theirs (no read-modify-write,
-no resourceVersion to lose a race on). A cache that does not exist yet is created with the first entry,
+no resourceVersion to lose a race on). A cache that does not exist yet is created with the first entries,
 labelled and owned by no flow: it outlives the flows that fill it.
 """
 
@@ -58,14 +58,14 @@ class MemoCacheClient:
         )
 
     async def create(
-        self, namespace: str, name: str, labels: Mapping[str, str], key: str, value: str
+        self, namespace: str, name: str, labels: Mapping[str, str], data: Mapping[str, str]
     ) -> None:
-        """Create the ConfigMap holding `data[key]`. `AlreadyExists` if another flow created it first."""
+        """Create the ConfigMap holding `data`. `AlreadyExists` if another flow created it first."""
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-            "data": {key: value},
+            "data": dict(data),
         }
         await self._client.request(
             "POST", CONFIG_MAPS.path(namespace), query=[("fieldManager", FIELD_MANAGER)], body=body

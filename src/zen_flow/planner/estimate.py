@@ -2,19 +2,25 @@
 
 Each step that has yet to finish is expected to take as long as the mean of this flow's succeeded Job
 steps so far; the estimate is the latest expected finish over the DAG (a step starts when its last
-dependency is expected to finish). There is no estimate (the field is absent) while nothing has
-succeeded yet, while the flow is not Running, or while an approval gate is still open: a human's wait
-cannot be predicted.
+dependency is expected to finish). Under `executionPolicy.parallelism` N a Job step also waits for a
+slot: the N earliest expected finishes (the running Jobs' first) are the slots, handed out in
+topological order, so 256 items of a minute under parallelism 4 are expected in about 64 minutes, not
+one. In that order a step ready later may take a slot before one ready sooner that comes after it (the
+planner starts ready steps in spec order): an estimate, not a schedule. There is no estimate (the field
+is absent) while nothing has succeeded yet, while the flow is not Running, or while an approval gate is
+still open: a human's wait cannot be predicted.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner.parallelism import parallelism_of
 from zen_flow.planner.shape import shape_of
 
 _TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED})
@@ -43,6 +49,18 @@ def estimate_completion(
     latest = max(finish.values(), default=now)
     specs = shape.specs
     final = shape.final
+    manual = frozenset(shape.manual)
+    limit = parallelism_of(flow)
+    # With a limit: the expected ends of the Jobs that hold a slot (a min-heap); a Job step that is yet
+    # to start takes the earliest once `limit` are held. The running Jobs hold theirs first.
+    slots: list[datetime] = []
+    if limit is not None:
+        for name in shape.order:
+            step = status[name]
+            if step.phase == StepPhase.RUNNING and name not in manual and name not in finish:
+                finish[name] = _expected_finish(step, (), mean, now)
+                slots.append(finish[name])
+        heapq.heapify(slots)
     # The finally steps start once every other step has ended; the shape orders them last, so when the
     # first one is reached every other step's expected end is known.
     main_end: datetime | None = None
@@ -50,14 +68,20 @@ def estimate_completion(
         if name in finish:
             continue
         step = status[name]
-        if step.phase == StepPhase.PENDING:  # most of a long flow: inline, no list, no call
-            begin = now
+        if step.phase == StepPhase.PENDING or (limit is not None and step.phase == StepPhase.RETRYING):
+            begin = now  # most of a long flow: inline, no list, no call
+            if step.phase == StepPhase.RETRYING and step.next_retry_time is not None:
+                begin = max(begin, step.next_retry_time)
             if name in final:
                 if main_end is None:
                     main_end = max((t for n, t in finish.items() if n not in final), default=now)
                 begin = max(begin, main_end)
             for dep in specs[name].dependencies:
                 begin = max(begin, finish[dep])
+            if limit is not None and name not in manual:
+                while len(slots) >= limit:  # more when the limit was lowered under the running Jobs
+                    begin = max(begin, heapq.heappop(slots))
+                heapq.heappush(slots, begin + mean)
             end = begin + mean
         else:
             end = _expected_finish(step, [finish[d] for d in specs[name].dependencies], mean, now)
