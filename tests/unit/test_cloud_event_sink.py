@@ -194,6 +194,45 @@ async def test_shutdown_waits_a_bounded_time_for_what_is_queued_then_sends_nothi
     await idle.flush(5.0)  # nothing queued: returns at once, on a clock nobody advances
 
 
+async def test_a_flush_during_another_returns_when_either_stopped_the_sink(
+    clock: FakeClock,
+) -> None:
+    # On SIGTERM the reconcile task flushes once its reconciles end; the shutdown flushes too when they
+    # overran. The second must not hold the lease for a budget of its own, nor warn of nothing left.
+    receiver, metrics = Receiver(HANG), Metrics()
+    sink = CloudEventSink(URL, clock=clock, metrics=metrics, post=receiver.post)
+    task = await running(sink)
+    sink.publish(event(1))
+    with capture_logs() as logs:
+        first = asyncio.create_task(sink.flush(5.0))
+        await clock.advance(3.0)
+        second = asyncio.create_task(sink.flush(5.0))
+        await clock.advance(2.0)  # the first flush's budget is over; the second's would end 3 s later
+        await settle()
+        assert second.done()
+        await first
+        await sink.flush(5.0)  # once stopped: at once
+    assert [(e["event"], e["events"]) for e in logs if e["log_level"] == "warning"] == [
+        ("cloudevents not sent before shutdown", 1)
+    ]
+    assert sample(metrics, "zen_flow_cloudevents_dropped_total", "shutdown") == 1
+    await settle()
+    assert task.done()
+    # The shutdown's flush once the reconciles overran their time (renew deadline + flush): it stops
+    # the sink at once, ending the reconcile task's flush with it.
+    sink = CloudEventSink(URL, clock=clock, metrics=Metrics(), post=Receiver(HANG).post)
+    task = await running(sink)
+    sink.publish(event(2))
+    with capture_logs():
+        first = asyncio.create_task(sink.flush(5.0))
+        await settle()
+        await sink.flush(0.0)
+        await settle()
+        assert first.done()
+    await settle()
+    assert task.done()
+
+
 async def test_refusals_log_a_line_a_minute_and_neither_end_nor_start_a_streak(clock: FakeClock) -> None:
     # A receiver that refuses one type of event and takes the others; then one that is down a moment.
     receiver = Receiver(*[400, 202] * 10, 500, 202, 400, 202)
