@@ -22,12 +22,11 @@ import random
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import urlsplit
 
 import aiohttp
 import tenacity
 
-from zen_flow.config import Settings
+from zen_flow.config import Settings, shown_url
 from zen_flow.controller.metrics import Metrics
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, timeout
@@ -107,9 +106,8 @@ class CloudEventSink:
         give_up: float = GIVE_UP_SECONDS,
     ) -> None:
         self._url = url
-        parts = urlsplit(url)
         # What the log says of the sink: never its path, query or user info, which may hold a token.
-        self.where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        self.where = shown_url(url)
         self._clock = clock
         self._metrics = metrics
         self._http: _HttpPost | None = None
