@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import socket
 import ssl
 import uuid
@@ -349,15 +350,21 @@ def _cloudevents_problems(s: Settings) -> list[str]:
     return problems
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_AUTHORITY_END = re.compile(r"[/?#]")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]*)(:[0-9]*)?")
+
+
 def shown_url(url: str) -> str:
-    """`url` as a message may show it: without its user info, query and fragment, where a token goes
-    (a start-up error is logged, and logs are read by more people than Secrets are)."""
-    text = url.split("#", 1)[0].split("?", 1)[0]
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return text
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+    """What a message or the log may show of `url`: its scheme, host and port. The rest may hold a token:
+    the user info, the query, and the path too (a Slack-style webhook URL carries its secret in its path,
+    https://hooks.example/services/T0/B0/SECRET). A part that is no scheme or no host[:port] (a password
+    with a "/" leaves one after the "//") shows as "..."."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return "..."
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0].rpartition("@")[2]
+    return f"{scheme}://{authority if _HOST_PORT.fullmatch(authority) else '...'}"
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -387,7 +387,7 @@ def test_controller_values_become_flags(helm: str, tmp_path: Path) -> None:
 
 def test_cloudevents_values_become_flags_and_the_ca_a_mount(helm: str, tmp_path: Path) -> None:
     default = deployment(render(helm, tmp_path, {}))["spec"]["template"]["spec"]
-    assert [a for a in default["containers"][0]["args"] if "cloudevents" in a] == ["--cloudevents-timeout=5"]
+    assert not [a for a in default["containers"][0]["args"] if "cloudevents" in a]  # no sink, no flags
     assert "ZEN_FLOW_CLOUDEVENTS_SINK" not in {e["name"] for e in default["containers"][0]["env"]}
     sink = "https://hooks.example/ce?token=a&b=c"
     values = {"controller": {"cloudEvents": {"sink": sink, "timeoutSeconds": 2}}}
@@ -426,6 +426,29 @@ def test_the_cloudevents_sink_from_a_secret_keeps_its_timeout_and_ca(helm: str, 
             tmp_path,
             {"controller": {"cloudEvents": {"sink": "http://h/", "sinkSecret": {"name": "x"}}}},
         )
+
+
+def test_a_ca_without_a_sink_renders_nothing_the_controller_refuses(helm: str, tmp_path: Path) -> None:
+    # An operator turns the sink off by clearing it, leaving caConfigMap and timeoutSeconds as they were:
+    # the controller refuses a CA file without an https sink, so rendering it would crash-loop the pod.
+    ce = {"sink": "", "timeoutSeconds": 2, "caConfigMap": "hooks-ca"}
+    chart = deployment(render(helm, tmp_path, {"controller": {"cloudEvents": ce}}))
+    pod = chart["spec"]["template"]["spec"]
+    assert not [a for a in pod["containers"][0]["args"] if "cloudevents" in a]
+    assert "cloudevents-ca" not in {v["name"] for v in pod["volumes"]}
+    assert "cloudevents-ca" not in {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    assert settings_of(chart).cloudevents_sink == ""  # starts: config.load raised before
+    # A sink given another way (the environment, a flag of extraArgs) still gets its CA and timeout.
+    for other in (
+        {"extraEnv": [{"name": "ZEN_FLOW_CLOUDEVENTS_SINK", "value": "https://hooks.example/"}]},
+        {"extraArgs": ["--cloudevents-sink=https://hooks.example/"]},
+    ):
+        values = {"controller": {"cloudEvents": ce, **other}}
+        pod = deployment(render(helm, tmp_path, values))["spec"]["template"]["spec"]
+        args = pod["containers"][0]["args"]
+        assert "--cloudevents-ca-file=/etc/zen-flow/cloudevents-ca/ca.crt" in args, other
+        assert "--cloudevents-timeout=2" in args, other
+        assert "cloudevents-ca" in {v["name"] for v in pod["volumes"]}, other
 
 
 def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:

@@ -186,3 +186,41 @@ async def test_a_flow_failed_by_a_refused_status_write_announces_its_failure() -
         await sender
     assert receiver.seen() == [("started.v1", "chain"), ("step.started.v1", "a"), ("failed.v1", "chain")]
     assert [e for e in api.events if e[1] == "StatusRejected"]  # the Kubernetes Event as before
+
+
+@pytest.mark.parametrize("answer", ["404", "no answer"])
+async def test_a_flow_deleted_around_its_status_write_keeps_nothing_in_doubt(answer: str) -> None:
+    # "404": the informer's delete is handled while the write is in flight, and the write answers 404.
+    # "no answer": the write's answer is lost, then the flow is deleted. Either way nothing of the flow
+    # stays in the controller's memory.
+    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=Receiver().post)
+    with capture_logs():
+        async with running(CHAIN, cloud_events=sink) as rig:
+            api = rig.api
+            api.sync()
+            await rig.settle()
+            api.sync()
+            flow = api.flows[rig.key]
+
+            def delete() -> None:
+                del api.flows[rig.key]
+                api._cached_flows.pop(rig.key, None)
+                rig.controller.on_flow_deleted(flow)
+
+            async def patch(namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+                if answer == "404":
+                    delete()
+                    raise from_status(404, {"reason": "NotFound", "message": f'"{name}" not found'})
+                raise TimeoutError("no answer")
+
+            api.patch_flow_status = patch  # type: ignore[method-assign]
+            api.finish_job("team", rig.job("a"))
+            api.sync(flows=False)
+            await rig.settle()
+            announcements = rig.controller._announcements
+            if answer == "no answer":
+                assert announcements.kept() == 1  # it may have landed: kept for the cache to tell
+                delete()
+            for _ in range(3):
+                await rig.settle(2)
+            assert announcements.kept() == 0

@@ -38,6 +38,7 @@ from deploy_manifests import (
     unaggregated_rates,
 )
 from zen_flow.config import split_addr
+from zen_flow.controller.app import CLOUDEVENTS_FLUSH_SECONDS
 from zen_flow.controller.metrics import Metrics
 from zen_flow_dev.testing.prometheus import alert_rules, dashboard_queries
 from zen_flow_dev.testing.rbac import Permission, granted, required_permissions, rules_allow
@@ -139,6 +140,14 @@ def test_two_replicas_elect_a_leader_on_the_lease_the_role_allows() -> None:
         assert rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name=lease)
         assert not rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", verb, name="other")
     assert rules_allow(LEASE_ROLE["rules"], "coordination.k8s.io", "leases", "create")
+
+
+def test_the_grace_period_outlasts_the_leaders_shutdown() -> None:
+    # SIGTERM: the reconciles in hand (at most the renew deadline), the CloudEvents flush, then the Lease
+    # is released. Killed before, the leader would leave its Lease for the standby to wait out. The
+    # chart's defaults are these (tests/tools/test_helm_render.py).
+    grace = DEPLOYMENT["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > SETTINGS.renew_deadline + CLOUDEVENTS_FLUSH_SECONDS
 
 
 def test_a_copy_of_the_deployment_given_an_instance_id_elects_its_leader_on_a_lease_of_its_own() -> None:

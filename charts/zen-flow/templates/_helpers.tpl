@@ -53,6 +53,18 @@
 {{- default (include "zen-flow.controllerName" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/* "true" when the controller is given a CloudEvents sink: controller.cloudEvents.sink or sinkSecret,
+or ZEN_FLOW_CLOUDEVENTS_SINK in extraEnv or --cloudevents-sink in extraArgs. The sink's timeout and CA go
+with it only then: the controller refuses a CA file without an https sink, so a caConfigMap left set
+after the sink was cleared (to turn it off) must not stop the pod from starting. */}}
+{{- define "zen-flow.cloudEventsSinkSet" -}}
+{{- $ce := .Values.controller.cloudEvents -}}
+{{- $set := or $ce.sink ($ce.sinkSecret).name -}}
+{{- range .Values.controller.extraEnv }}{{ if eq (toString .name) "ZEN_FLOW_CLOUDEVENTS_SINK" }}{{ $set = true }}{{ end }}{{ end -}}
+{{- range .Values.controller.extraArgs }}{{ if hasPrefix "--cloudevents-sink" (toString .) }}{{ $set = true }}{{ end }}{{ end -}}
+{{- if $set }}true{{ end -}}
+{{- end }}
+
 {{- define "zen-flow.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}

@@ -7,17 +7,22 @@ others describe transitions the status records, so they are told only after the 
 records them: a write refused is planned again, and the retry tells of them.
 
 A write may also fail with no verdict on it: a timeout or a reset connection after the apiserver applied
-it, or a 409 to the client's retry of a write that was applied. The next plan then finds the transitions
-recorded and plans none, so they would never be told. Their CloudEvents wait, per flow, until the
-cache shows the flow again (`settle`, at its next reconcile): if its status records them, they are sent
-(with the ids they would have had); a later status write that succeeds proves they never landed, and
-they are forgotten (that write's plan tells what happened instead). The Kubernetes Events of such a
-write are not kept: they are not meant for automation.
+it, a 5xx, or a 409 to the client's retry of a write that was applied. The next plan then finds the
+transitions recorded and plans none, so they would never be told. Their CloudEvents wait, per flow,
+until the cache shows the flow again (`settle`, at its next reconcile): if its status is exactly the
+one that write planned, they are sent (with the ids they would have had). A status that merely shows
+the same phases proves nothing: another write (a stop request, a later plan) may have reached them by
+another path, and its plan told of that. A later status write that succeeds proves they never landed,
+and they are forgotten (that write's plan tells what happened instead). An answer that says the write
+was not applied (404: the flow is gone; 403) keeps nothing, and neither does a flow the cache no
+longer holds (deleted, or relabelled to another instance, while its write was in flight: its
+`forget` ran already). The Kubernetes Events of such a write are not kept: they are not meant for
+automation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,9 +33,9 @@ from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED
 from zen_flow.controller.memo_cache import EventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import REASON_RESOURCE_NAME_TAKEN
-from zen_flow.kube.errors import ApiError
+from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.planner.actions import EventSpec
-from zen_flow.planner.cloud_events import CloudEvent, cloud_events, recorded_by
+from zen_flow.planner.cloud_events import CloudEvent, cloud_events
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 
 # The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
@@ -45,13 +50,21 @@ class _Doubt:
     """A status write whose outcome is unknown: what it wrote and the CloudEvents of its transitions."""
 
     planned: JobFlowStatus
-    specs: tuple[EventSpec, ...]
     events: tuple[CloudEvent, ...]
 
 
 class Announcements:
-    def __init__(self, *, events: EventSink, metrics: Metrics, cloud_events: CloudEventSink | None) -> None:
-        """`cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere."""
+    def __init__(
+        self,
+        *,
+        events: EventSink,
+        metrics: Metrics,
+        cloud_events: CloudEventSink | None,
+        cached: Callable[[str], JobFlow | None],
+    ) -> None:
+        """`cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere.
+        `cached`: the flow cache's lookup by key (a write in doubt is kept only for a flow it holds)."""
+        self._cached = cached
         self._events = events
         self._metrics = metrics
         self._cloud_events = cloud_events
@@ -102,36 +115,52 @@ class Announcements:
                 self._cloud_events.publish(cloud_event)
 
     def in_doubt(
-        self, flow: JobFlow, status: JobFlowStatus, specs: Iterable[EventSpec], now: datetime
+        self,
+        flow: JobFlow,
+        status: JobFlowStatus,
+        specs: Iterable[EventSpec],
+        now: datetime,
+        error: BaseException,
     ) -> None:
-        """The status write failed without a verdict on it (no answer, a 5xx, a 409): it may have landed.
-        Its CloudEvents wait for the cache to tell (`settle`)."""
-        if self._cloud_events is None:
+        """The status write `status` failed with `error`. Without a verdict on it (no answer, a 5xx, a
+        409) it may have landed: its CloudEvents wait for the cache to tell (`settle`)."""
+        if self._cloud_events is None or not _maybe_applied(error):
             return
-        specs = tuple(specs)
+        uid = flow.metadata.uid
+        cached = self._cached(flow.key)
+        if cached is None or cached.metadata.uid != uid:
+            # Deleted (or relabelled away) while the write was in flight: `forget` ran before this, and
+            # no reconcile of this uid will come to settle it.
+            return
         events = cloud_events(flow, status, specs, now)
         if events:
-            doubts = self._doubts.setdefault(flow.metadata.uid, [])
-            doubts.append(_Doubt(status, specs, events))
+            doubts = self._doubts.setdefault(uid, [])
+            doubts.append(_Doubt(status, events))
             del doubts[:-MAX_DOUBTS]
 
     def settle(self, flow: JobFlow) -> None:
-        """Send the CloudEvents of the flow's writes in doubt that its cached status records."""
+        """Send the CloudEvents of the newest write in doubt whose status the cache shows, exactly."""
         doubts = self._doubts.get(flow.metadata.uid)
         if not doubts or self._cloud_events is None:
             return
-        sent: set[str] = set()  # a write retried from the same stale cache planned the same transitions
-        for doubt in [d for d in doubts if recorded_by(flow.status, d.planned, d.specs)]:
-            doubts.remove(doubt)
-            for event in doubt.events:
-                if event.id not in sent:
-                    sent.add(event.id)
-                    self._cloud_events.publish(event)
+        landed = next((i for i in reversed(range(len(doubts))) if _is(flow.status, doubts[i].planned)), None)
+        if landed is None:
+            return
+        # The older ones did not land: each write is conditional on the version its plan read, and a
+        # plan that read an older write's version was settled against it first. Two writes retried
+        # from the same stale cache planned the same transitions (the same ids): one is sent.
+        for event in doubts[landed].events:
+            self._cloud_events.publish(event)
+        del doubts[: landed + 1]
         if not doubts:
             del self._doubts[flow.metadata.uid]
 
     def forget(self, uid: str) -> None:
         self._doubts.pop(uid, None)
+
+    def kept(self) -> int:
+        """Writes in doubt held, over every flow: at most MAX_DOUBTS a flow, none of a deleted flow."""
+        return sum(len(doubts) for doubts in self._doubts.values())
 
     def waiting(self, flow: JobFlow, waiting: Mapping[tuple[str, str], str]) -> None:
         """As for a Job's name (JobNameTaken): the status says nothing of a resource name that is taken
@@ -139,3 +168,19 @@ class Announcements:
         start."""
         for message in waiting.values():
             self._events.emit(flow, WARNING, REASON_RESOURCE_NAME_TAKEN, message)
+
+
+def _maybe_applied(error: BaseException) -> bool:
+    """Whether a status write that failed with `error` may have been applied all the same: no answer
+    (a timeout, a reset connection, a cancelled await), a 5xx, or a 409 (a stale version, or the
+    client's retry of a write that was applied). Any other answer says it was not (404: the flow is
+    gone; 403; 429: not let in)."""
+    if not isinstance(error, ApiError):
+        return True
+    return isinstance(error, Conflict) or error.status >= 500
+
+
+def _is(stored: JobFlowStatus, planned: JobFlowStatus) -> bool:
+    """Whether the cached status is the one a write planned, as stored: compared on the wire, where a
+    time has whole seconds (the plan's clock reading has microseconds)."""
+    return stored == planned or stored.to_wire() == planned.to_wire()

@@ -63,8 +63,9 @@ log = get_logger(__name__)
 # 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
 # reports progress far more often than this.
 STALE_INFORMER_SECONDS = 15 * 60
-# On shutdown, how long the CloudEvents still queued may take to go out (inside the pod's 30 s grace,
-# after the reconciles in hand finished, before the lease is released).
+# On shutdown, how long the CloudEvents still queued may take to go out (after the reconciles in hand
+# finished, before the lease is released): the pod's terminationGracePeriodSeconds (30 s) must exceed
+# --renew-deadline (10 s), the most the reconciles in hand are given, plus this.
 CLOUDEVENTS_FLUSH_SECONDS = 5.0
 
 
@@ -327,8 +328,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                             await asyncio.shield(reconciler)
                 if sink is not None:
                     # Done already unless the reconciles in hand overran (the lease is still held
-                    # then: it goes when the reconcile task is cancelled below).
-                    await sink.flush(CLOUDEVENTS_FLUSH_SECONDS)
+                    # then: it goes when the reconcile task is cancelled below). Their time and the
+                    # flush's are spent by then: stop sending now (a flush of the reconcile task's in
+                    # progress ends with it), so the shutdown stays within --renew-deadline plus
+                    # CLOUDEVENTS_FLUSH_SECONDS, which the pod's grace period must exceed.
+                    await sink.flush(0.0)
                 raise _Stop
         except* _Stop:
             log.info("stopped")

@@ -17,16 +17,16 @@ more: a new leader never sends while the old one still does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import urlsplit
 
 import aiohttp
 import tenacity
 
-from zen_flow.config import Settings
+from zen_flow.config import Settings, shown_url
 from zen_flow.controller.metrics import Metrics
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, timeout
@@ -106,9 +106,8 @@ class CloudEventSink:
         give_up: float = GIVE_UP_SECONDS,
     ) -> None:
         self._url = url
-        parts = urlsplit(url)
         # What the log says of the sink: never its path, query or user info, which may hold a token.
-        self.where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        self.where = shown_url(url)
         self._clock = clock
         self._metrics = metrics
         self._http: _HttpPost | None = None
@@ -122,7 +121,7 @@ class CloudEventSink:
         self._max_pending = max_pending
         self._give_up = give_up
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing to send: the queue is empty, or the sink stopped
         self._idle.set()
         self._failing = 0  # retryable failed attempts since the last delivery (0: healthy)
         self._refused = 0  # refusals not logged yet
@@ -173,22 +172,35 @@ class CloudEventSink:
     async def flush(self, seconds: float) -> None:
         """On shutdown, before the lease is released: wait up to `seconds` for the queue to empty, then
         stop. What is left is counted dropped and never sent (the event being sent is abandoned): once
-        the lease is free, a new leader sends, and the old one must be silent by then."""
-        if self._stopped:
-            return
+        the lease is free, a new leader sends, and the old one must be silent by then. A flush during
+        another returns when either stops the sink (the earlier budget ends first); one after it returns
+        at once."""
+        delivery = None
         try:
-            async with timeout(self._clock, seconds):
-                await self._idle.wait()
-        except TimeoutError:
-            left = self.depth
+            if not self._stopped:
+                with contextlib.suppress(TimeoutError):
+                    async with timeout(self._clock, seconds):
+                        await self._idle.wait()
+        finally:  # cancelled too: the process is going, and must send nothing once the lease is free
+            if not self._stopped:
+                delivery = self._stop()
+        if delivery is not None:
+            await asyncio.wait({delivery})
+
+    def _stop(self) -> asyncio.Task[None] | None:
+        """Stop sending: count what is left dropped, abandon the event being sent (returned, cancelled),
+        end `run()` and wake every other flush."""
+        if left := self.depth:
             self._metrics.cloudevents_dropped.labels("shutdown").inc(left)
             log.warning("cloudevents not sent before shutdown", events=left, sink=self.where)
         self._stopped = True
         self._pending.clear()
-        if self._delivery is not None:
-            self._delivery.cancel()
-            await asyncio.wait({self._delivery})
+        delivery = self._delivery
+        if delivery is not None:
+            delivery.cancel()
         self._wake.set()
+        self._idle.set()
+        return delivery
 
     async def close(self) -> None:
         if self._http is not None:

@@ -86,7 +86,9 @@ class Controller:
         self._api = api
         self._queue = queue
         self._expectations = expectations
-        self._announcements = Announcements(events=events, metrics=metrics, cloud_events=cloud_events)
+        self._announcements = Announcements(
+            events=events, metrics=metrics, cloud_events=cloud_events, cached=flows.get
+        )
         self._clock = clock
         self._metrics = metrics
         self._executor = PlanExecutor(
@@ -313,9 +315,10 @@ class Controller:
                     await self._executor.execute(flow, refused)
                     return None
                 # A conflict, a timeout, a reset connection: the write may have been applied all the same
-                # (a 409 to the client's retry of an applied write), so the same doubt for all of them.
+                # (a 409 to the client's retry of an applied write); `in_doubt` keeps its CloudEvents
+                # unless the answer says it was not (a 404, a 403).
                 self._first_jobs.unrecorded(flow, created, result.actions)
-                self._announcements.in_doubt(flow, status, result.events, now)
+                self._announcements.in_doubt(flow, status, result.events, now, err)
                 raise
             if errors and written:
                 # Once, with the write that fails the flow: every later reconcile of the failed flow

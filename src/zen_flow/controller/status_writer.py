@@ -163,7 +163,7 @@ class StatusWriter:
             written = await self.write(flow, minimal, stored=stored)
         except BaseException as again:
             if not isinstance(again, ApiError) or not again.permanent:
-                self._announcements.in_doubt(flow, minimal, told, now)
+                self._announcements.in_doubt(flow, minimal, told, now, again)
                 raise
             # Even the smallest write is refused: nothing more we can do for this flow but say so.
             log.error(

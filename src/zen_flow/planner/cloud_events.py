@@ -100,21 +100,6 @@ def cloud_events(
     return tuple(cloud_event(flow, status, e, now) for e in ordered)
 
 
-def recorded_by(stored: JobFlowStatus, planned: JobFlowStatus, events: Iterable[EventSpec]) -> bool:
-    """Whether `stored` records the transitions `events` of a plan that wrote `planned`: the same run
-    and flow phase, and each step the events are about in the same phase and attempt. For a status write
-    whose answer never came (it may have been applied or not): the cached flow tells."""
-    if (stored.phase, _run(stored)) != (planned.phase, _run(planned)):
-        return False
-    for event in events:
-        if not event.step:
-            continue
-        was, now = stored.step(event.step), planned.step(event.step)
-        if was is None or now is None or (was.phase, was.retry_count) != (now.phase, now.retry_count):
-            return False
-    return True
-
-
 def _run(status: JobFlowStatus) -> str:
     """Which run of the flow this is: the id of its latest rerun request, "" for the first run."""
     retries = status.audit.retries if status.audit is not None else ()
