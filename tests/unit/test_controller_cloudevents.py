@@ -7,11 +7,13 @@ FakeApiServer; the sink's sender runs too."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from controller_rig import running
+from controller_rig import Rig, running
 from structlog.testing import capture_logs
 
 from zen_flow.controller.cloud_event_sink import CloudEventSink
@@ -37,11 +39,24 @@ class Receiver:
         return [(type_, subject) for type_, subject, _ in self.got]
 
 
-async def test_transitions_go_out_once_after_the_status_write_that_records_them() -> None:
-    receiver = Receiver()
+@asynccontextmanager
+async def announcing(receiver: Receiver) -> AsyncIterator[Rig]:
+    """The controller rig running CHAIN with a sink that posts to `receiver`, its sender running until
+    the rig stops (a sender that crashed fails the test as it is awaited)."""
     sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
     sender = asyncio.create_task(sink.run())
-    async with running(CHAIN, cloud_events=sink) as rig:
+    try:
+        async with running(CHAIN, cloud_events=sink) as rig:
+            yield rig
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+
+async def test_transitions_go_out_once_after_the_status_write_that_records_them() -> None:
+    receiver = Receiver()
+    async with announcing(receiver) as rig:
         api = rig.api
         api.sync()
         await rig.settle()
@@ -63,9 +78,6 @@ async def test_transitions_go_out_once_after_the_status_write_that_records_them(
         api.sync()
         await rig.settle()
         assert rig.flow.status.phase == "Succeeded"
-    sender.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await sender
     assert receiver.seen() == [
         ("started.v1", "chain"),
         ("step.started.v1", "a"),
@@ -102,9 +114,7 @@ async def test_a_status_write_applied_whose_answer_was_lost_still_announces_its_
     answer: BaseException,
 ) -> None:
     receiver = Receiver()
-    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
-    sender = asyncio.create_task(sink.run())
-    async with running(CHAIN, cloud_events=sink) as rig:
+    async with announcing(receiver) as rig:
         api = rig.api
         api.sync()
         await rig.settle()
@@ -121,9 +131,6 @@ async def test_a_status_write_applied_whose_answer_was_lost_still_announces_its_
         api.sync()
         await rig.settle()
         assert rig.flow.status.phase == "Succeeded"
-    sender.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await sender
     assert receiver.seen() == [
         ("started.v1", "chain"),
         ("step.started.v1", "a"),
@@ -136,9 +143,7 @@ async def test_a_status_write_applied_whose_answer_was_lost_still_announces_its_
 
 async def test_a_status_write_in_doubt_that_did_not_land_is_announced_once_by_its_retry() -> None:
     receiver = Receiver()
-    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
-    sender = asyncio.create_task(sink.run())
-    async with running(CHAIN, cloud_events=sink) as rig:
+    async with announcing(receiver) as rig:
         api = rig.api
         api.sync()
         await rig.settle()
@@ -153,9 +158,6 @@ async def test_a_status_write_in_doubt_that_did_not_land_is_announced_once_by_it
             await rig.settle(2)
             api.sync()
         assert rig.step("b") == "Running"
-    sender.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await sender
     assert receiver.seen() == [
         ("started.v1", "chain"),
         ("step.started.v1", "a"),
@@ -166,10 +168,8 @@ async def test_a_status_write_in_doubt_that_did_not_land_is_announced_once_by_it
 
 async def test_a_flow_failed_by_a_refused_status_write_announces_its_failure() -> None:
     receiver = Receiver()
-    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
-    sender = asyncio.create_task(sink.run())
     with capture_logs():
-        async with running(CHAIN, cloud_events=sink) as rig:
+        async with announcing(receiver) as rig:
             api = rig.api
             api.sync()
             await rig.settle()
@@ -181,9 +181,6 @@ async def test_a_flow_failed_by_a_refused_status_write_announces_its_failure() -
                 await rig.settle(2)
                 api.sync()
             assert rig.flow.status.phase == "Failed"
-    sender.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await sender
     assert receiver.seen() == [("started.v1", "chain"), ("step.started.v1", "a"), ("failed.v1", "chain")]
     assert [e for e in api.events if e[1] == "StatusRejected"]  # the Kubernetes Event as before
 
@@ -193,9 +190,8 @@ async def test_a_flow_deleted_around_its_status_write_keeps_nothing_in_doubt(ans
     # "404": the informer's delete is handled while the write is in flight, and the write answers 404.
     # "no answer": the write's answer is lost, then the flow is deleted. Either way nothing of the flow
     # stays in the controller's memory.
-    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=Receiver().post)
     with capture_logs():
-        async with running(CHAIN, cloud_events=sink) as rig:
+        async with announcing(Receiver()) as rig:
             api = rig.api
             api.sync()
             await rig.settle()
