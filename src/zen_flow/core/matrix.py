@@ -167,11 +167,6 @@ def _whose(path: str) -> str:
     return f"the step at {path}" if path.startswith("spec.steps[") else path
 
 
-def item_values(expansion: MatrixExpansion, item: str) -> Mapping[str, str] | None:
-    """The matrix values an item runs with, None for a step that is no item."""
-    return expansion.values.get(item)
-
-
 def effective_spec(spec: JobFlowSpec) -> tuple[JobFlowSpec, tuple[MatrixProblem, ...]]:
     """`expand_matrix` of a decoded spec (the controller's and the CLI's): the effective spec, with its
     `matrix_groups`, and the problems; `spec` itself when it has no matrix. A spec with problems still
