@@ -160,6 +160,13 @@ class Settings:
         default=5.0,
         metadata={"help": "seconds one POST to --cloudevents-sink may take before it is retried"},
     )
+    cloudevents_step_events: bool = field(
+        default=True,
+        metadata={
+            "help": "send the dev.kube-zen.jobflow.step.* CloudEvents too (two a step, and two an item of "
+            "a matrix step); false: only the flow's own and the approval gates' are sent"
+        },
+    )
     cloudevents_ca_file: str = field(
         default="",
         metadata={

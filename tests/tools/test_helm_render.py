@@ -428,6 +428,25 @@ def test_the_cloudevents_sink_from_a_secret_keeps_its_timeout_and_ca(helm: str, 
         )
 
 
+def test_cloudevents_step_events_become_the_flag_with_a_sink_only(helm: str, tmp_path: Path) -> None:
+    def args(cloud_events: dict[str, Any]) -> list[str]:
+        pod = deployment(render(helm, tmp_path, {"controller": {"cloudEvents": cloud_events}}))
+        return list(pod["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    sink = "http://hooks.example/"
+    off = deployment(
+        render(helm, tmp_path, {"controller": {"cloudEvents": {"sink": sink, "stepEvents": False}}})
+    )
+    assert settings_of(off).cloudevents_step_events is False  # as the controller starts with it
+    assert "--cloudevents-step-events=true" in args({"sink": sink})  # the default
+    # A sink from a Secret takes it too; no sink, no flag (as the timeout).
+    assert "--cloudevents-step-events=false" in args({"sinkSecret": {"name": "hook"}, "stepEvents": False})
+    assert not [a for a in args({"sink": "", "stepEvents": False}) if "cloudevents" in a]
+    # Quoted, "false" is a string, not a boolean: refused naming the value, not silently left out.
+    with pytest.raises(RenderError, match=r"controller\.cloudEvents\.stepEvents must be true or false"):
+        args({"sink": sink, "stepEvents": "false"})
+
+
 def test_a_ca_without_a_sink_renders_nothing_the_controller_refuses(helm: str, tmp_path: Path) -> None:
     # An operator turns the sink off by clearing it, leaving caConfigMap and timeoutSeconds as they were:
     # the controller refuses a CA file without an https sink, so rendering it would crash-loop the pod.

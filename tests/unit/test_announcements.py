@@ -25,6 +25,8 @@ P = "dev.kube-zen.jobflow."
 
 
 class Sink:
+    step_events = True  # as CloudEventSink's (--cloudevents-step-events)
+
     def __init__(self) -> None:
         self.got: list[CloudEvent] = []
 

@@ -19,7 +19,12 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from zen_flow import config
-from zen_flow.controller.cloud_event_sink import GIVE_UP_SECONDS, REFUSAL_LOG_SECONDS, CloudEventSink
+from zen_flow.controller.cloud_event_sink import (
+    GIVE_UP_SECONDS,
+    REFUSAL_LOG_SECONDS,
+    CloudEventSink,
+    configured_sink,
+)
 from zen_flow.controller.metrics import Metrics
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.planner.cloud_events import CloudEvent, cloud_events
@@ -302,6 +307,36 @@ def test_the_ca_bundle_is_read_at_start_and_only_for_https(tmp_path: Path) -> No
         settings("--cloudevents-sink=https://h.example/", f"--cloudevents-ca-file={not_pem}")
     with pytest.raises(ValueError, match="--cloudevents-ca-file needs an https --cloudevents-sink"):
         settings("--cloudevents-sink=http://h.example/", f"--cloudevents-ca-file={not_pem}")
+
+
+def test_step_events_are_sent_unless_turned_off_by_flag_or_environment() -> None:
+    assert settings("--cloudevents-sink=http://h.example/").cloudevents_step_events is True
+    assert settings("--cloudevents-step-events=false").cloudevents_step_events is False
+    assert settings("--cloudevents-step-events", "true").cloudevents_step_events is True
+    env = {"ZEN_FLOW_CLOUDEVENTS_STEP_EVENTS": "false"}
+    assert settings(env=env).cloudevents_step_events is False
+    assert settings("--cloudevents-step-events=true", env=env).cloudevents_step_events is True  # flag wins
+
+
+@pytest.mark.parametrize("bad", ["maybe", "", "steps"])
+def test_a_step_events_value_that_is_no_boolean_is_refused_naming_it(bad: str) -> None:
+    with pytest.raises(ValueError, match=f"^--cloudevents-step-events: not a boolean: {bad!r}"):
+        settings(f"--cloudevents-step-events={bad}")
+    env = {"ZEN_FLOW_CLOUDEVENTS_STEP_EVENTS": bad}
+    with pytest.raises(ValueError, match=f"^ZEN_FLOW_CLOUDEVENTS_STEP_EVENTS: not a boolean: {bad!r}"):
+        settings(env=env)
+
+
+def test_the_sink_of_the_settings_takes_what_they_say_of_step_events() -> None:
+    metrics, clock = Metrics(), FakeClock()
+    assert configured_sink(settings("--cloudevents-step-events=false"), clock, metrics) is None  # no sink
+    on = configured_sink(settings("--cloudevents-sink=http://h.example/"), clock, metrics)
+    off = configured_sink(
+        settings("--cloudevents-sink=http://h.example/", "--cloudevents-step-events=false"), clock, Metrics()
+    )
+    assert on is not None
+    assert off is not None
+    assert (on.step_events, off.step_events) == (True, False)
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf"])

@@ -72,6 +72,41 @@ def test_approval_gates_send_waiting_then_the_decision() -> None:
     assert types(sent(sim))[0] == ("approval.approved.v1", "gate")
 
 
+def test_without_step_events_only_the_flows_own_and_the_approval_types_are_sent() -> None:
+    # --cloudevents-step-events=false: a receiver that wants the runs, not every step of them.
+    sim = Simulator(make_flow([manual_step("gate"), job_step("a", "gate"), job_step("b", "a")]), T0)
+    seen: list[tuple[str, str]] = []
+
+    def reconcile() -> None:
+        sim.reconcile()
+        flow, status, events = sim.flow, sim.last.status, sim.last.events
+        seen.extend(types(list(cloud_events(flow, status, events, sim.now, steps=False))))
+
+    reconcile()
+    sim.annotate(f"{APPROVE_PREFIX}gate", "true")
+    reconcile()
+    for _ in range(2):
+        sim.complete(sim.running()[0])
+        reconcile()
+    assert sim.flow.status.phase == "Succeeded"
+    assert seen == [
+        ("started.v1", "flow"),
+        ("approval.waiting.v1", "gate"),
+        ("approval.approved.v1", "gate"),
+        ("succeeded.v1", "flow"),
+    ]
+    # The same plans, with the step types: these are what steps=False left out.
+    failing = Simulator(make_flow([job_step("a")]), T0)
+    failing.reconcile()
+    failing.fail(failing.running()[0])
+    failing.reconcile()
+    assert types(sent(failing)) == [("step.failed.v1", "a"), ("failed.v1", "flow")]
+    last = failing.last
+    assert types(list(cloud_events(failing.flow, last.status, last.events, failing.now, steps=False))) == [
+        ("failed.v1", "flow")
+    ]
+
+
 def test_events_that_are_not_transitions_of_interest_are_not_sent() -> None:
     flow = make_flow([job_step("a")])
     noise = [EventSpec(NORMAL, "FlowQueued", "waiting"), EventSpec(NORMAL, "StrayJobDeleted", "x")]

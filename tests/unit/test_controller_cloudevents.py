@@ -40,10 +40,17 @@ class Receiver:
 
 
 @asynccontextmanager
-async def announcing(receiver: Receiver) -> AsyncIterator[Rig]:
+async def announcing(receiver: Receiver, *, step_events: bool = True) -> AsyncIterator[Rig]:
     """The controller rig running CHAIN with a sink that posts to `receiver`, its sender running until
-    the rig stops (a sender that crashed fails the test as it is awaited)."""
-    sink = CloudEventSink("http://sink.example/", clock=FakeClock(), metrics=Metrics(), post=receiver.post)
+    the rig stops (a sender that crashed fails the test as it is awaited). `step_events`: as
+    --cloudevents-step-events."""
+    sink = CloudEventSink(
+        "http://sink.example/",
+        clock=FakeClock(),
+        metrics=Metrics(),
+        post=receiver.post,
+        step_events=step_events,
+    )
     sender = asyncio.create_task(sink.run())
     try:
         async with running(CHAIN, cloud_events=sink) as rig:
@@ -87,6 +94,37 @@ async def test_transitions_go_out_once_after_the_status_write_that_records_them(
         ("succeeded.v1", "chain"),
     ]
     assert len({id_ for *_, id_ in receiver.got}) == 6
+
+
+@pytest.mark.parametrize("last_answer", [None, TimeoutError("answer lost")], ids=["answered", "lost"])
+async def test_without_step_events_a_two_step_flow_sends_only_its_start_and_its_success(
+    last_answer: BaseException | None,
+) -> None:
+    # --cloudevents-step-events=false. "lost": the write that records the flow's success is applied but
+    # its answer lost, so its CloudEvents wait for the cache to show it (and the step's stays out).
+    receiver = Receiver()
+    async with announcing(receiver, step_events=False) as rig:
+        api = rig.api
+        api.sync()
+        await rig.settle()
+        api.sync()
+        api.finish_job("team", rig.job("a"))
+        api.sync()
+        await rig.settle()
+        api.sync()
+        assert rig.step("b") == "Running"
+        applied = applied_then(api, last_answer) if last_answer is not None else None
+        api.finish_job("team", rig.job("b"))
+        api.sync()
+        await rig.settle()
+        if applied is not None:
+            assert applied, "the write was made"
+            assert receiver.seen() == [("started.v1", "chain")]  # in doubt: not sent yet
+            api.sync()
+            await rig.settle(2)
+        assert rig.flow.status.phase == "Succeeded"
+    assert receiver.seen() == [("started.v1", "chain"), ("succeeded.v1", "chain")]
+    assert rig.controller._announcements.kept() == 0
 
 
 def applied_then(api: FakeApiServer, answer: BaseException) -> list[str]:

@@ -111,7 +111,7 @@ class Announcements:
                 self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
             self._events.emit(flow, event.type, event.reason, event.message)
         if self._cloud_events is not None:
-            for cloud_event in cloud_events(flow, status, specs, now):
+            for cloud_event in self._described(flow, status, specs, now):
                 self._cloud_events.publish(cloud_event)
 
     def in_doubt(
@@ -132,11 +132,18 @@ class Announcements:
             # Deleted (or relabelled away) while the write was in flight: `forget` ran before this, and
             # no reconcile of this uid will come to settle it.
             return
-        events = cloud_events(flow, status, specs, now)
+        events = self._described(flow, status, specs, now)
         if events:
             doubts = self._doubts.setdefault(uid, [])
             doubts.append(_Doubt(status, events))
             del doubts[:-MAX_DOUBTS]
+
+    def _described(
+        self, flow: JobFlow, status: JobFlowStatus, specs: Iterable[EventSpec], now: datetime
+    ) -> tuple[CloudEvent, ...]:
+        """The CloudEvents the sink takes of a plan's transitions (`--cloudevents-step-events`)."""
+        steps = self._cloud_events is None or self._cloud_events.step_events
+        return cloud_events(flow, status, specs, now, steps=steps)
 
     def settle(self, flow: JobFlow) -> None:
         """Send the CloudEvents of the newest write in doubt whose status the cache shows, exactly."""

@@ -86,6 +86,7 @@ def configured_sink(settings: Settings, clock: Clock, metrics: Metrics) -> Cloud
         metrics=metrics,
         request_timeout=settings.cloudevents_timeout,
         ca_file=settings.cloudevents_ca_file,
+        step_events=settings.cloudevents_step_events,
     )
     metrics.cloudevents_queue.set_function(lambda: sink.depth)
     log.info("sending CloudEvents", sink=sink.where)
@@ -102,10 +103,14 @@ class CloudEventSink:
         post: Post | None = None,
         request_timeout: float = 5.0,
         ca_file: str = "",
+        step_events: bool = True,
         max_pending: int = MAX_PENDING,
         give_up: float = GIVE_UP_SECONDS,
     ) -> None:
+        """`step_events`: whether the sink takes the step.* types (`--cloudevents-step-events`); the
+        controller leaves them out before they are queued (controller/announcements.py)."""
         self._url = url
+        self.step_events = step_events
         # What the log says of the sink: never its path, query or user info, which may hold a token.
         self.where = shown_url(url)
         self._clock = clock

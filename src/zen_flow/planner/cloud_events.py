@@ -52,6 +52,10 @@ TYPES: Mapping[str, str] = {
 # Sent before the step events of the same plan: a run begins before its first step starts (the planner
 # lists step events first, then the flow's).
 _OPENING = frozenset({"FlowStarted", "FlowRetried"})
+# The types of one step's own transitions (`--cloudevents-step-events=false` leaves them out): a matrix
+# step of 256 items sends two of them per item. The approval types are not among them: a gate waiting is
+# what a person must act on.
+STEP_PREFIX = "step."
 _MAX_MESSAGE = 1024  # as a Kubernetes Event's message
 
 
@@ -91,11 +95,18 @@ def source_of(flow: JobFlow) -> str:
 
 
 def cloud_events(
-    flow: JobFlow, status: JobFlowStatus, events: Iterable[EventSpec], now: datetime
+    flow: JobFlow,
+    status: JobFlowStatus,
+    events: Iterable[EventSpec],
+    now: datetime,
+    *,
+    steps: bool = True,
 ) -> tuple[CloudEvent, ...]:
     """The CloudEvents of one plan's `events` (those with a type in TYPES), the flow's opening ones
-    first; `status` is the status the plan wrote."""
-    chosen = [e for e in events if e.reason in TYPES]
+    first; `status` is the status the plan wrote. `steps=False`: none of the `step.*` types."""
+    chosen = [
+        e for e in events if e.reason in TYPES and (steps or not TYPES[e.reason].startswith(STEP_PREFIX))
+    ]
     ordered = [e for e in chosen if e.reason in _OPENING] + [e for e in chosen if e.reason not in _OPENING]
     return tuple(cloud_event(flow, status, e, now) for e in ordered)
 
