@@ -9,11 +9,13 @@ expanded) would leave their running Jobs behind and the flow failed under them.
 
 A finished flow is still reconciled (at startup, at relists, when its Jobs are deleted by its TTL or
 retention), and expanding a 256-item flow again each time took 7 ms of the event loop. So the last
-`FINISHED_KEPT` finished flows' entries are kept, least recently used first out, and the others are
-dropped (a rerun, or a reconcile after, expands it again). Memory bound: a running flow's entry lives
-until it finishes or is deleted, as before; the finished ones are at most `FINISHED_KEPT` effective specs
-(measured: a 256-item flow with a one-container Job template holds 0.9 MB, so about 30 MB for 32 such;
-larger templates scale it, and 500 steps are the most a flow expands to).
+`FINISHED_KEPT` finished flows' expansions are kept, least recently used first out, and the others are
+dropped (a rerun, or a reconcile after, expands it again). A finished flow without one (most) keeps its
+small entry until it is deleted, so that those never push the expansions out. Memory bound: a running
+flow's entry lives until it finishes or is deleted, as before; the finished ones' expansions are at most
+`FINISHED_KEPT` effective specs (measured: a 256-item flow with a one-container Job template holds
+0.9 MB, so about 30 MB for 32 such; larger templates scale it, and 500 steps are the most a flow expands
+to).
 """
 
 from __future__ import annotations
@@ -57,13 +59,15 @@ class MatrixFlows:
                 )
                 problems = ()
             cached = (generation, found, tuple(map(describe, problems)))
-        if finished:
+        if finished and cached[1] is not None:
+            # Only expansions take a place here: a finished flow without one (most) is a small entry,
+            # and letting those in would push out the expansions the places are for.
             self._specs.pop(uid, None)
             self._finished[uid] = cached
             self._finished.move_to_end(uid)
             if len(self._finished) > FINISHED_KEPT:
                 self._finished.popitem(last=False)
-        else:  # running, or running again (a rerun)
+        else:  # running, running again (a rerun), or nothing expanded
             self._finished.pop(uid, None)
             self._specs[uid] = cached
         if cached[1] is None:
