@@ -8,16 +8,16 @@ records them: a write refused is planned again, and the retry tells of them.
 
 A write may also fail with no verdict on it: a timeout or a reset connection after the apiserver applied
 it, a 5xx, or a 409 to the client's retry of a write that was applied. The next plan then finds the
-transitions recorded and plans none, so they would never be told. Their CloudEvents wait, per flow,
-until the cache shows the flow again (`settle`, at its next reconcile): if its status is exactly the
-one that write planned, they are sent (with the ids they would have had). A status that merely shows
-the same phases proves nothing: another write (a stop request, a later plan) may have reached them by
-another path, and its plan told of that. A later status write that succeeds proves they never landed,
-and they are forgotten (that write's plan tells what happened instead). An answer that says the write
-was not applied (404: the flow is gone; 403) keeps nothing, and neither does a flow the cache no
+transitions recorded and plans none, so they would never be told. Their Kubernetes Events (with the
+step timeouts they count) and their CloudEvents wait together, per flow, until the cache shows the flow
+again (`settle`, at its next reconcile): if its status is exactly the one that write planned, they are
+told (the CloudEvents with the ids they would have had). A status that merely shows the same phases
+proves nothing: another write (a stop request, a later plan) may have reached them by another path, and
+its plan told of that. A later status write that succeeds proves they never landed, and they are
+dropped, with a debug line (that write's plan tells what happened instead). An answer that says the
+write was not applied (404: the flow is gone; 403) keeps nothing, and neither does a flow the cache no
 longer holds (deleted, or relabelled to another instance, while its write was in flight: its
-`forget` ran already). The Kubernetes Events of such a write are not kept: they are not meant for
-automation.
+`forget` ran already).
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ from zen_flow.controller.memo_cache import EventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import REASON_RESOURCE_NAME_TAKEN
 from zen_flow.kube.errors import ApiError, Conflict
+from zen_flow.logging import get_logger
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.cloud_events import CloudEvent, cloud_events
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
+
+log = get_logger(__name__)
 
 # The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
 CREATE_FORBIDDEN = "CreateForbidden"
@@ -46,10 +49,12 @@ MAX_DOUBTS = 8
 
 
 @dataclass(frozen=True)
-class _Doubt:
-    """A status write whose outcome is unknown: what it wrote and the CloudEvents of its transitions."""
+class _Telling:
+    """What a status write's plan tells of the transitions it records (their Kubernetes Events and
+    CloudEvents), and the status it wrote: kept while the write's outcome is in doubt."""
 
     planned: JobFlowStatus
+    told: tuple[EventSpec, ...]  # not `acted`: those were told before the write
     events: tuple[CloudEvent, ...]
 
 
@@ -68,7 +73,7 @@ class Announcements:
         self._events = events
         self._metrics = metrics
         self._cloud_events = cloud_events
-        self._doubts: dict[str, list[_Doubt]] = {}  # flow uid -> its writes in doubt, oldest first
+        self._doubts: dict[str, list[_Telling]] = {}  # flow uid -> its writes in doubt, oldest first
 
     def steps_changed(self, flow: JobFlow) -> None:
         """The flow's first Jobs were built from steps since edited: they are replaced (first_jobs.py)."""
@@ -103,16 +108,25 @@ class Announcements:
         if written:
             # Conditional on the version the plan read, which was therefore the stored one: had a write
             # in doubt landed, the cache would have shown it to `settle` and this plan would be another.
-            self._doubts.pop(flow.metadata.uid, None)
-        for event in (e for e in specs if not e.acted):
+            self._drop(flow, len(self._doubts.pop(flow.metadata.uid, ())))
+        self._tell(flow, _Telling(status, _transitions(specs), self._described(flow, status, specs, now)))
+
+    def _tell(self, flow: JobFlow, recorded: _Telling) -> None:
+        """Tell of the transitions a status write recorded: their Events and CloudEvents."""
+        for event in recorded.told:
             # Counted from the event, not from our delete: the Job's own activeDeadlineSeconds (the same
             # timeout) often stops it first, and then nothing is deleted.
             if event.reason == TIMED_OUT:
                 self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
             self._events.emit(flow, event.type, event.reason, event.message)
         if self._cloud_events is not None:
-            for cloud_event in self._described(flow, status, specs, now):
+            for cloud_event in recorded.events:
                 self._cloud_events.publish(cloud_event)
+
+    def _drop(self, flow: JobFlow, writes: int) -> None:
+        """`writes` kept in doubt did not land: the plan that replaced them tells what happened instead."""
+        if writes:
+            log.debug("status write in doubt did not land; not told", flow=flow.key, writes=writes)
 
     def in_doubt(
         self,
@@ -123,8 +137,8 @@ class Announcements:
         error: BaseException,
     ) -> None:
         """The status write `status` failed with `error`. Without a verdict on it (no answer, a 5xx, a
-        409) it may have landed: its CloudEvents wait for the cache to tell (`settle`)."""
-        if self._cloud_events is None or not _maybe_applied(error):
+        409) it may have landed: its Events and CloudEvents wait for the cache to tell (`settle`)."""
+        if not _maybe_applied(error):
             return
         uid = flow.metadata.uid
         cached = self._cached(flow.key)
@@ -132,32 +146,36 @@ class Announcements:
             # Deleted (or relabelled away) while the write was in flight: `forget` ran before this, and
             # no reconcile of this uid will come to settle it.
             return
-        events = self._described(flow, status, specs, now)
-        if events:
+        specs = tuple(specs)
+        doubt = _Telling(status, _transitions(specs), self._described(flow, status, specs, now))
+        if doubt.told or doubt.events:
             doubts = self._doubts.setdefault(uid, [])
-            doubts.append(_Doubt(status, events))
+            doubts.append(doubt)
+            self._drop(flow, len(doubts[:-MAX_DOUBTS]))
             del doubts[:-MAX_DOUBTS]
 
     def _described(
         self, flow: JobFlow, status: JobFlowStatus, specs: Iterable[EventSpec], now: datetime
     ) -> tuple[CloudEvent, ...]:
-        """The CloudEvents the sink takes of a plan's transitions (`--cloudevents-step-events`)."""
-        steps = self._cloud_events is None or self._cloud_events.step_events
-        return cloud_events(flow, status, specs, now, steps=steps)
+        """The CloudEvents the sink takes of a plan's transitions (`--cloudevents-step-events`); none
+        without a sink."""
+        if self._cloud_events is None:
+            return ()
+        return cloud_events(flow, status, specs, now, steps=self._cloud_events.step_events)
 
     def settle(self, flow: JobFlow) -> None:
-        """Send the CloudEvents of the newest write in doubt whose status the cache shows, exactly."""
+        """Tell of the newest write in doubt whose status the cache shows, exactly."""
         doubts = self._doubts.get(flow.metadata.uid)
-        if not doubts or self._cloud_events is None:
+        if not doubts:
             return
         landed = next((i for i in reversed(range(len(doubts))) if _is(flow.status, doubts[i].planned)), None)
         if landed is None:
             return
         # The older ones did not land: each write is conditional on the version its plan read, and a
         # plan that read an older write's version was settled against it first. Two writes retried
-        # from the same stale cache planned the same transitions (the same ids): one is sent.
-        for event in doubts[landed].events:
-            self._cloud_events.publish(event)
+        # from the same stale cache planned the same transitions (the same ids): one is told.
+        self._tell(flow, doubts[landed])
+        self._drop(flow, landed)
         del doubts[: landed + 1]
         if not doubts:
             del self._doubts[flow.metadata.uid]
@@ -175,6 +193,11 @@ class Announcements:
         start."""
         for message in waiting.values():
             self._events.emit(flow, WARNING, REASON_RESOURCE_NAME_TAKEN, message)
+
+
+def _transitions(specs: tuple[EventSpec, ...]) -> tuple[EventSpec, ...]:
+    """The Events of the transitions a status write records (`acted` ones are told before it)."""
+    return tuple(e for e in specs if not e.acted)
 
 
 def _maybe_applied(error: BaseException) -> bool:
