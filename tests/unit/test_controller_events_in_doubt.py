@@ -1,8 +1,9 @@
 """The Kubernetes Events of a status write whose outcome is in doubt (no answer, a 5xx, a 409 to the
 client's retry of an applied write) follow the rule of its CloudEvents: kept until the cache shows the
 flow again, told if it shows exactly the status the write planned, and left to the retry's plan (which
-tells them itself) if the write did not land. Each is told once either way. The controller runs its real
-worker loop against FakeApiServer, with and without a CloudEvents sink."""
+tells them itself) if the write did not land. Each is told once either way, also when the cache lags
+through more retries (each a 409, each in doubt) than are kept, and nothing stays kept once it caught
+up. The controller runs its real worker loop against FakeApiServer, with and without a CloudEvents sink."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from controller_rig import Rig, applied_then, running
 from structlog.testing import capture_logs
 
 from zen_flow.api import JobFlow
+from zen_flow.controller.announcements import MAX_DOUBTS
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer, conflict
@@ -135,3 +137,70 @@ async def test_a_step_timeout_of_a_status_write_whose_answer_was_lost_is_counted
     assert told(api).count("StepTimedOut") == 1
     timeouts = rig.metrics.registry.get_sample_value("zen_flow_step_timeouts_total", {"namespace": "team"})
     assert timeouts == 1
+
+
+ONE = make_flow([job_step("a")], name="one", namespace="team")
+
+
+@pytest.mark.parametrize("sink", [False, True], ids=["no-sink", "sink"])
+async def test_a_write_that_landed_is_told_though_the_cache_lagged_through_more_retries_than_are_kept(
+    sink: bool,
+) -> None:
+    async with controller(sink=sink, flow=ONE) as (rig, cloud_events):
+        api = rig.api
+        api.sync()
+        await rig.settle()
+        api.sync()
+        applied_then(api, TimeoutError("answer lost"))
+        api.finish_job("team", rig.job("a"))
+        api.sync()
+        with capture_logs() as logs:
+            # Five minutes without the watch event: each retry from the stale cache gets a 409.
+            await rig.settle(300)
+        assert rig.controller._announcements.kept() == MAX_DOUBTS
+        assert told(api) == ["StepStarted", "FlowStarted"]
+        api.sync()  # the cache catches up: the write that landed, the first, is told
+        await rig.settle(2)
+        assert rig.controller._announcements.kept() == 0
+    assert told(api) == ["StepStarted", "FlowStarted", "StepSucceeded", "FlowSucceeded"]
+    if sink:
+        assert cloud_events == ["started.v1", "step.started.v1", "step.succeeded.v1", "succeeded.v1"]
+    not_kept = [e for e in logs if e["event"].startswith("status write in doubt not kept")]
+    assert not_kept, "more retries than are kept"
+
+
+async def test_a_step_timeout_whose_write_landed_while_the_cache_lagged_is_told_and_counted() -> None:
+    async with controller(sink=False, flow=TIMED) as (rig, _):
+        api = rig.api
+        api.sync()
+        await rig.settle()
+        api.sync()
+        applied_then(api, TimeoutError("answer lost"))
+        api.finish_job("team", rig.job("a"), succeeded=False, reason="DeadlineExceeded")
+        api.sync()
+        await rig.settle(300)
+        api.sync()
+        await rig.settle(2)
+        assert rig.flow.status.phase == "Failed"
+    assert (told(api).count("StepTimedOut"), told(api).count("FlowFailed")) == (1, 1)
+    timeouts = rig.metrics.registry.get_sample_value("zen_flow_step_timeouts_total", {"namespace": "team"})
+    assert timeouts == 1
+
+
+@pytest.mark.parametrize("sink", [False, True], ids=["no-sink", "sink"])
+async def test_nothing_of_a_finished_flow_stays_kept_once_the_cache_caught_up(sink: bool) -> None:
+    async with controller(sink=sink, flow=ONE) as (rig, _):
+        api = rig.api
+        api.sync()
+        await rig.settle(0.9)  # the retries below span a second: not all plan the same status, as stored
+        api.sync()
+        applied_then(api, TimeoutError("answer lost"))
+        api.finish_job("team", rig.job("a"))
+        api.sync()
+        await rig.settle(0.7)  # retries from the stale cache, each in doubt (a 409)
+        assert 1 < rig.controller._announcements.kept() <= MAX_DOUBTS
+        api.sync()
+        await rig.settle(2)
+        assert rig.flow.status.phase == "Succeeded"  # no write of it will come again
+        assert rig.controller._announcements.kept() == 0
+    assert told(api).count("FlowSucceeded") == 1
