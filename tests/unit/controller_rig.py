@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from zen_flow.api import JobFlow
 from zen_flow.controller.cloud_event_sink import CloudEventSink
@@ -70,3 +71,21 @@ async def running(flow: JobFlow, *, cloud_events: CloudEventSink | None = None) 
     finally:
         queue.shutdown()
         await worker
+
+
+def applied_then(api: FakeApiServer, answer: BaseException) -> list[str]:
+    """The apiserver applies the next status write, but the controller gets `answer` instead of its
+    reply (a lost answer; a 409 to the client's retry of the applied write). Returns the versions so
+    written."""
+    real = api.patch_flow_status
+    applied: list[str] = []
+
+    async def patch(namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        version = await real(namespace, name, ops)
+        if not applied:
+            applied.append(version)
+            raise answer
+        return version
+
+    api.patch_flow_status = patch  # type: ignore[method-assign]
+    return applied

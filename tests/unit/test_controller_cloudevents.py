@@ -13,13 +13,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from controller_rig import Rig, running
+from controller_rig import Rig, applied_then, running
 from structlog.testing import capture_logs
 
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import from_status
-from zen_flow_dev.testing.apiserver_fake import FakeApiServer, conflict
+from zen_flow_dev.testing.apiserver_fake import conflict
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 
@@ -125,24 +125,6 @@ async def test_without_step_events_a_two_step_flow_sends_only_its_start_and_its_
         assert rig.flow.status.phase == "Succeeded"
     assert receiver.seen() == [("started.v1", "chain"), ("succeeded.v1", "chain")]
     assert rig.controller._announcements.kept() == 0
-
-
-def applied_then(api: FakeApiServer, answer: BaseException) -> list[str]:
-    """The apiserver applies the next status write, but the controller gets `answer` instead of its
-    reply (a lost answer; a 409 to the client's retry of the applied write). Returns the versions so
-    written."""
-    real = api.patch_flow_status
-    applied: list[str] = []
-
-    async def patch(namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
-        version = await real(namespace, name, ops)
-        if not applied:
-            applied.append(version)
-            raise answer
-        return version
-
-    api.patch_flow_status = patch  # type: ignore[method-assign]
-    return applied
 
 
 @pytest.mark.parametrize(

@@ -448,6 +448,8 @@ def test_alerts_cover_the_roadmap() -> None:
         "ZenFlowWorkqueueBacklog",
         "ZenFlowJobCreateErrors",
         "ZenFlowSlowSteps",
+        "ZenFlowCloudEventsDropped",
+        "ZenFlowCloudEventsFailing",
     ):
         assert expected in names
 

@@ -8,16 +8,21 @@ records them: a write refused is planned again, and the retry tells of them.
 
 A write may also fail with no verdict on it: a timeout or a reset connection after the apiserver applied
 it, a 5xx, or a 409 to the client's retry of a write that was applied. The next plan then finds the
-transitions recorded and plans none, so they would never be told. Their CloudEvents wait, per flow,
-until the cache shows the flow again (`settle`, at its next reconcile): if its status is exactly the
-one that write planned, they are sent (with the ids they would have had). A status that merely shows
-the same phases proves nothing: another write (a stop request, a later plan) may have reached them by
-another path, and its plan told of that. A later status write that succeeds proves they never landed,
-and they are forgotten (that write's plan tells what happened instead). An answer that says the write
-was not applied (404: the flow is gone; 403) keeps nothing, and neither does a flow the cache no
-longer holds (deleted, or relabelled to another instance, while its write was in flight: its
-`forget` ran already). The Kubernetes Events of such a write are not kept: they are not meant for
-automation.
+transitions recorded and plans none, so they would never be told. Their Kubernetes Events (with the
+step timeouts they count) and their CloudEvents wait together, per flow, with the resourceVersion the
+write's plan read (every status write is conditional on it, so of the writes planned from one version
+at most one lands), until the cache shows the flow again (`settle`, at its next reconcile). If its status
+is exactly the one a write planned, that write's are told (the CloudEvents with the ids they would have
+had) and the others dropped. A write whose status the cache does not show, once the cached version is no
+longer the one it read, did not land, or was overwritten since: dropped, with a debug line. A status that
+merely shows the same phases proves nothing: another write (a stop request, a later plan) may have
+reached them by another path, and its plan told of that. A later status write that succeeds proves they
+never landed, and they are dropped the same way (that write's plan tells what happened instead). While
+the cache lags, each retry from it earns a 409 and is one more write in doubt: past MAX_DOUBTS a flow,
+the new one is not kept (a debug line), since a 409 to a write planned from the version the kept ones
+read says one of those landed. An answer that says the write was not applied (404: the flow is gone;
+403) keeps nothing, and neither does a flow the cache no longer holds (deleted, or relabelled to another
+instance, while its write was in flight: its `forget` ran already).
 """
 
 from __future__ import annotations
@@ -34,22 +39,30 @@ from zen_flow.controller.memo_cache import EventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import REASON_RESOURCE_NAME_TAKEN
 from zen_flow.kube.errors import ApiError, Conflict
+from zen_flow.logging import get_logger
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.cloud_events import CloudEvent, cloud_events
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 
+log = get_logger(__name__)
+
 # The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
 CREATE_FORBIDDEN = "CreateForbidden"
-# Writes in doubt kept per flow: each failed write of a flow whose cache lags is one more, until one
-# lands; past this many, the oldest go (a write that keeps failing plans the same transitions anyway).
+# Writes in doubt kept per flow: each retry of a flow whose cache lags is one more (a 409), until the
+# cache shows the flow again. Past this many, the new one is not kept: the earliest are the ones that
+# may have landed (all were planned from one version, and a later 409 says an earlier write landed).
 MAX_DOUBTS = 8
 
 
 @dataclass(frozen=True)
-class _Doubt:
-    """A status write whose outcome is unknown: what it wrote and the CloudEvents of its transitions."""
+class _Telling:
+    """What a status write's plan tells of the transitions it records (their Kubernetes Events and
+    CloudEvents), the status it wrote and the resourceVersion it read (the write's precondition): kept
+    while the write's outcome is in doubt."""
 
     planned: JobFlowStatus
+    read: str
+    told: tuple[EventSpec, ...]  # not `acted`: those were told before the write
     events: tuple[CloudEvent, ...]
 
 
@@ -68,7 +81,9 @@ class Announcements:
         self._events = events
         self._metrics = metrics
         self._cloud_events = cloud_events
-        self._doubts: dict[str, list[_Doubt]] = {}  # flow uid -> its writes in doubt, oldest first
+        # flow uid -> its writes in doubt, oldest first; all planned from the version the cache shows
+        # (`settle` drops the others before each plan).
+        self._doubts: dict[str, list[_Telling]] = {}
 
     def steps_changed(self, flow: JobFlow) -> None:
         """The flow's first Jobs were built from steps since edited: they are replaced (first_jobs.py)."""
@@ -103,16 +118,25 @@ class Announcements:
         if written:
             # Conditional on the version the plan read, which was therefore the stored one: had a write
             # in doubt landed, the cache would have shown it to `settle` and this plan would be another.
-            self._doubts.pop(flow.metadata.uid, None)
-        for event in (e for e in specs if not e.acted):
+            self._drop(flow, len(self._doubts.pop(flow.metadata.uid, ())))
+        self._tell(flow, self._telling(flow, status, specs, now))
+
+    def _tell(self, flow: JobFlow, recorded: _Telling) -> None:
+        """Tell of the transitions a status write recorded: their Events and CloudEvents."""
+        for event in recorded.told:
             # Counted from the event, not from our delete: the Job's own activeDeadlineSeconds (the same
             # timeout) often stops it first, and then nothing is deleted.
             if event.reason == TIMED_OUT:
                 self._metrics.step_timeouts.labels(flow.metadata.namespace).inc()
             self._events.emit(flow, event.type, event.reason, event.message)
         if self._cloud_events is not None:
-            for cloud_event in self._described(flow, status, specs, now):
+            for cloud_event in recorded.events:
                 self._cloud_events.publish(cloud_event)
+
+    def _drop(self, flow: JobFlow, writes: int) -> None:
+        """`writes` kept in doubt did not land: the plan that replaced them tells what happened instead."""
+        if writes:
+            log.debug("status write in doubt did not land; not told", flow=flow.key, writes=writes)
 
     def in_doubt(
         self,
@@ -123,8 +147,8 @@ class Announcements:
         error: BaseException,
     ) -> None:
         """The status write `status` failed with `error`. Without a verdict on it (no answer, a 5xx, a
-        409) it may have landed: its CloudEvents wait for the cache to tell (`settle`)."""
-        if self._cloud_events is None or not _maybe_applied(error):
+        409) it may have landed: its Events and CloudEvents wait for the cache to tell (`settle`)."""
+        if not _maybe_applied(error):
             return
         uid = flow.metadata.uid
         cached = self._cached(flow.key)
@@ -132,35 +156,51 @@ class Announcements:
             # Deleted (or relabelled away) while the write was in flight: `forget` ran before this, and
             # no reconcile of this uid will come to settle it.
             return
-        events = self._described(flow, status, specs, now)
-        if events:
-            doubts = self._doubts.setdefault(uid, [])
-            doubts.append(_Doubt(status, events))
-            del doubts[:-MAX_DOUBTS]
+        doubt = self._telling(flow, status, specs, now)
+        if not (doubt.told or doubt.events):
+            return
+        doubts = self._doubts.setdefault(uid, [])
+        if len(doubts) >= MAX_DOUBTS:
+            # Planned from the version the kept ones read (`settle` ran before this plan): at most one of
+            # them all lands, and a 409 to this one says the flow changed since: an earlier one landed (or
+            # another writer came first, and none did).
+            log.debug("status write in doubt not kept; too many of the flow's are", flow=flow.key)
+            return
+        doubts.append(doubt)
 
-    def _described(
+    def _telling(
         self, flow: JobFlow, status: JobFlowStatus, specs: Iterable[EventSpec], now: datetime
-    ) -> tuple[CloudEvent, ...]:
-        """The CloudEvents the sink takes of a plan's transitions (`--cloudevents-step-events`)."""
-        steps = self._cloud_events is None or self._cloud_events.step_events
-        return cloud_events(flow, status, specs, now, steps=steps)
+    ) -> _Telling:
+        """What the status write `status`, planned from `flow` at `now`, tells; its CloudEvents are those
+        the sink takes (`--cloudevents-step-events`), none without a sink."""
+        specs = tuple(specs)
+        events: tuple[CloudEvent, ...] = ()
+        if self._cloud_events is not None:
+            events = cloud_events(flow, status, specs, now, steps=self._cloud_events.step_events)
+        return _Telling(status, flow.metadata.resource_version, _transitions(specs), events)
 
     def settle(self, flow: JobFlow) -> None:
-        """Send the CloudEvents of the newest write in doubt whose status the cache shows, exactly."""
-        doubts = self._doubts.get(flow.metadata.uid)
-        if not doubts or self._cloud_events is None:
-            return
-        landed = next((i for i in reversed(range(len(doubts))) if _is(flow.status, doubts[i].planned)), None)
-        if landed is None:
-            return
-        # The older ones did not land: each write is conditional on the version its plan read, and a
-        # plan that read an older write's version was settled against it first. Two writes retried
-        # from the same stale cache planned the same transitions (the same ids): one is sent.
-        for event in doubts[landed].events:
-            self._cloud_events.publish(event)
-        del doubts[: landed + 1]
+        """Tell of the write in doubt whose status the cache shows, exactly; drop those that did not land
+        (the cache moved past the version they read without showing them)."""
+        uid = flow.metadata.uid
+        doubts = self._doubts.get(uid)
         if not doubts:
-            del self._doubts[flow.metadata.uid]
+            return
+        landed = next((doubt for doubt in doubts if _is(flow.status, doubt.planned)), None)
+        if landed is not None:
+            # The others did not land: all were planned from the version `landed` read, and each write is
+            # conditional on it. Two writes retried from the same stale cache may have planned the same
+            # status (the same ids): one is told.
+            self._tell(flow, landed)
+            kept: list[_Telling] = []
+        else:
+            # Planned from the version the cache shows: their outcome is still unknown.
+            kept = [doubt for doubt in doubts if doubt.read == flow.metadata.resource_version]
+        self._drop(flow, len(doubts) - len(kept) - (landed is not None))
+        if kept:
+            self._doubts[uid] = kept
+        else:
+            del self._doubts[uid]
 
     def forget(self, uid: str) -> None:
         self._doubts.pop(uid, None)
@@ -175,6 +215,11 @@ class Announcements:
         start."""
         for message in waiting.values():
             self._events.emit(flow, WARNING, REASON_RESOURCE_NAME_TAKEN, message)
+
+
+def _transitions(specs: tuple[EventSpec, ...]) -> tuple[EventSpec, ...]:
+    """The Events of the transitions a status write records (`acted` ones are told before it)."""
+    return tuple(e for e in specs if not e.acted)
 
 
 def _maybe_applied(error: BaseException) -> bool:

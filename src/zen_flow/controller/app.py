@@ -13,30 +13,27 @@ import asyncio
 import contextlib
 import math
 import signal
-import ssl
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
-from zen_flow.config import Settings, split_addr
+from zen_flow.config import Settings
 from zen_flow.controller.cloud_event_sink import configured_sink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
 from zen_flow.controller.flow_queue import flow_queue, worker_count
-from zen_flow.controller.health import Probe, create_health_app
+from zen_flow.controller.health import create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
 from zen_flow.controller.memory import freeze_long_lived, release_memory
 from zen_flow.controller.metric_collectors import InformerStats
 from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
+from zen_flow.controller.replica_servers import replica_probes, serve_site, webhook_server
 from zen_flow.core.instances import instance_selector
-from zen_flow.informer import Informer, JobFlowInformer, JobInformer
+from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
@@ -59,10 +56,6 @@ from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 log = get_logger(__name__)
 
-# An informer that made no progress (list, event or bookmark) for this long is stuck. Watches end every
-# 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
-# reports progress far more often than this.
-STALE_INFORMER_SECONDS = 15 * 60
 # On shutdown, how long the CloudEvents still queued may take to go out (after the reconciles in hand
 # finished, before the lease is released): the pod's terminationGracePeriodSeconds (30 s) must exceed
 # --renew-deadline (10 s), the most the reconciles in hand are given, plus this.
@@ -88,40 +81,6 @@ async def _critical(name: str, coro: Coroutine[Any, Any, object], stop: asyncio.
     await coro
     if stop is None or not stop.is_set():
         raise RuntimeError(f"{name} ended unexpectedly")
-
-
-async def _serve_site(app: web.Application, addr: str, ssl_context: ssl.SSLContext | None = None) -> None:
-    host, port = split_addr(addr)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-        log.info("serving", addr=addr, tls=ssl_context is not None)
-        await asyncio.Event().wait()  # until cancelled
-    finally:
-        await runner.cleanup()
-
-
-def _informer_probe(name: str, informer: Informer[Any], clock: Clock) -> Probe:
-    def check() -> str | None:
-        idle = clock.monotonic() - informer.last_progress
-        if informer.has_synced and idle > STALE_INFORMER_SECONDS:
-            return f"no list, event or bookmark for {idle:.0f}s"
-        return None
-
-    return Probe(f"informer-{name}", check)
-
-
-def _synced_probe(name: str, informer: JobFlowInformer | JobInformer) -> Probe:
-    def check() -> str | None:
-        if informer.has_synced:
-            return None
-        error = informer.last_error
-        # The reason matters most here: a wrong token file or an unreachable apiserver would otherwise
-        # look like a slow start forever.
-        return f"cache not synced yet: {error}" if error else "cache not synced yet"
-
-    return Probe(f"informer-{name}-synced", check)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock: Clock | None = None) -> None:
@@ -285,17 +244,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         else:
             reconcile = work
 
-        liveness = [
-            _informer_probe("jobflows", flows, clock),
-            _informer_probe("jobs", jobs, clock),
-            _informer_probe("cronjobflows", crons, clock),
-        ]
-        # Not a readiness condition: without the CronJobFlow CRD (an upgrade that has not applied it yet)
-        # the controller must still serve JobFlows and their webhooks; its informer keeps retrying.
-        readiness = [_synced_probe("jobflows", flows), _synced_probe("jobs", jobs)]
-        webhook = _webhook_server(settings, metrics, kube)
-        if webhook is not None:
-            readiness.append(Probe("webhook-tls", webhook.tls_problem))
+        webhook = webhook_server(settings, metrics, kube)
+        probes = replica_probes(flows, jobs, crons, webhook, clock)
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -308,8 +258,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 if sink is not None:
                     tg.create_task(_critical("cloudevents sink", sink.run(), stop))
                 if settings.metrics_addr:
-                    health = create_health_app(metrics, liveness, readiness)
-                    tg.create_task(_critical("health server", _serve_site(health, settings.metrics_addr)))
+                    health = create_health_app(metrics, probes.liveness, probes.readiness)
+                    tg.create_task(_critical("health server", serve_site(health, settings.metrics_addr)))
                 if webhook is not None:
                     tg.create_task(_critical("webhook server", webhook.serve(settings.webhook_addr)))
                 reconciler = tg.create_task(_critical("reconcile", reconcile(), stop))
@@ -352,27 +302,6 @@ async def _resync(flows: JobFlowInformer, queue: WorkQueue[str], clock: Clock, p
         await clock.sleep(period)
         for flow in flows.list():
             queue.add(flow.key, Priority.LOW)  # never ahead of a change someone is waiting for
-
-
-def _webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> Any:
-    """The admission webhook server, or None when disabled or when no certificate is mounted."""
-    if not settings.webhook_addr:
-        return None
-    cert_dir = Path(settings.webhook_cert_dir)
-    if not (cert_dir / "tls.crt").exists():
-        log.warning("admission webhooks disabled: no tls.crt/tls.key", cert_dir=str(cert_dir))
-        return None
-    from zen_flow.kube.access_reviews import AccessReviews
-    from zen_flow.kube.flow_templates import WEBHOOK_TIMEOUT_SECONDS, FlowTemplateClient
-    from zen_flow.webhook.approvers import ApprovalAuthorizer
-    from zen_flow.webhook.runtime import WebhookRuntime
-
-    return WebhookRuntime(
-        cert_dir,
-        metrics,
-        authorize=ApprovalAuthorizer(AccessReviews(kube)) if settings.authorize_approvals else None,
-        templates=FlowTemplateClient(kube, timeout=WEBHOOK_TIMEOUT_SECONDS),
-    )
 
 
 def _signal_event() -> asyncio.Event:

@@ -315,8 +315,8 @@ class Controller:
                     await self._executor.execute(flow, refused)
                     return None
                 # A conflict, a timeout, a reset connection: the write may have been applied all the same
-                # (a 409 to the client's retry of an applied write); `in_doubt` keeps its CloudEvents
-                # unless the answer says it was not (a 404, a 403).
+                # (a 409 to the client's retry of an applied write); `in_doubt` keeps its Events and
+                # CloudEvents unless the answer says it was not (a 404, a 403).
                 self._first_jobs.unrecorded(flow, created, result.actions)
                 self._announcements.in_doubt(flow, status, result.events, now, err)
                 raise
