@@ -117,7 +117,9 @@ def test_a_finished_flows_expansion_is_kept_among_the_last_few(monkeypatch: Any)
     # expanded again each time, 7 ms of the event loop.
     expanded: list[object] = []
     real = core_matrix.expand_matrix
-    monkeypatch.setattr(core_matrix, "expand_matrix", lambda spec: expanded.append(spec) or real(spec))
+    monkeypatch.setattr(
+        core_matrix, "expand_matrix", lambda spec, *a: expanded.append(spec) or real(spec, *a)
+    )
     flows = MatrixFlows()
     first = finished("f0")
     for _ in range(3):
