@@ -5,9 +5,12 @@ parameter of a Job step the matrix step lists in its dependencies."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from validation_samples import ErrorType, assert_error, assert_valid, errors_of, job_step, make_flow
+
+from zen_flow.validation.size import status_bound
 
 E = ErrorType
 AT = "spec.steps[1].matrix.parameters[0].valueFrom"
@@ -100,3 +103,20 @@ def test_the_stand_in_counts_as_one_step_toward_the_limit() -> None:
     doc = flow()
     doc["spec"]["steps"].extend(job_step(f"s{i}") for i in range(497))
     assert_valid(doc)
+
+
+def test_the_status_bound_counts_the_most_items_an_output_can_give() -> None:
+    # The status must fit in etcd however many items the output gives: 256 here (the flow stays <= 500).
+    dynamic = flow(outputs={"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}]})
+    static = copy.deepcopy(dynamic)
+    static["spec"]["steps"][1]["matrix"]["parameters"][0] = {
+        "name": "x",
+        "values": [str(i) for i in range(256)],
+    }
+    assert status_bound(dynamic["spec"]) >= status_bound(static["spec"])
+    # Near the step limit only the room left counts: 498 other steps leave one more item.
+    crowded = copy.deepcopy(dynamic)
+    crowded["spec"]["steps"].extend(job_step(f"s{i}") for i in range(497))
+    few = copy.deepcopy(crowded)
+    few["spec"]["steps"][1]["matrix"]["parameters"][0] = {"name": "x", "values": ["a", "b"]}
+    assert status_bound(crowded["spec"]) >= status_bound(few["spec"])
