@@ -120,3 +120,13 @@ def test_the_status_bound_counts_the_most_items_an_output_can_give() -> None:
     few = copy.deepcopy(crowded)
     few["spec"]["steps"][1]["matrix"]["parameters"][0] = {"name": "x", "values": ["a", "b"]}
     assert status_bound(crowded["spec"]) >= status_bound(few["spec"])
+
+
+def test_a_step_name_that_is_no_string_beside_a_matrix_is_refused_not_a_crash() -> None:
+    # The expansion indexed the steps by name: a list as a name (not hashable) raised a TypeError.
+    doc = flow()
+    doc["spec"]["steps"][2]["name"] = ["after"]
+    assert any(e.path == "spec.steps[2].name" for e in errors_of(doc))
+    static = copy.deepcopy(doc)
+    static["spec"]["steps"][1]["matrix"]["parameters"][0] = {"name": "x", "values": ["a"]}
+    assert any(e.path == "spec.steps[2].name" for e in errors_of(static))

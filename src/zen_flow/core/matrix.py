@@ -86,7 +86,12 @@ def expand_matrix(spec: Mapping[str, Any], sources: Sources | None = None) -> Ma
     arguments = argument_values(spec.get("arguments"))
     problems: list[MatrixProblem] = []
     verdicts: dict[str, Verdict] = {}
-    names = {s.get("name"): i for i, s in reversed(list(enumerate(steps))) if isinstance(s, Mapping)}
+    # Names that are strings only: a corrupt one (a list) is the validator's to report, and would not hash.
+    names = {
+        s["name"]: i
+        for i, s in reversed(list(enumerate(steps)))
+        if isinstance(s, Mapping) and isinstance(s.get("name"), str)
+    }
     # Each matrix step's parameter names and value columns (None: it cannot be expanded). The items
     # are only built once their count is known to fit: 500 steps of 256 items would be 128,000.
     combos: dict[int, tuple[tuple[str, ...], list[list[str]]] | None] = {}

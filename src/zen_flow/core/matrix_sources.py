@@ -97,7 +97,7 @@ def is_dynamic(step: Any) -> bool:
 def source_problems(steps: Sequence[Any], i: int) -> list[MatrixProblem]:
     """What is wrong with the `valueFrom.jsonPath` references of `steps[i]` (admission's rules)."""
     step = steps[i]
-    by_name = {s.get("name"): s for s in steps if isinstance(s, Mapping)}
+    by_name = {s["name"]: s for s in steps if isinstance(s, Mapping) and isinstance(s.get("name"), str)}
     deps = step.get("dependencies")
     deps = deps if isinstance(deps, list | tuple) else ()
     problems: list[MatrixProblem] = []
