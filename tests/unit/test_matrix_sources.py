@@ -7,6 +7,7 @@ changes."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from hypothesis import given
@@ -192,26 +193,42 @@ def test_the_sources_key_ignores_what_a_source_does_before_it_ends() -> None:
     assert source_states(wanted, [gen(value="[]")]) == {("gen", "list"): SourceState("Succeeded", "[]")}
 
 
-_value = st.one_of(
-    st.text("ab1", max_size=3),
+_scalar = st.one_of(
+    st.text('ab1[]{}\\"', max_size=3),
+    st.text("ab", min_size=4094, max_size=4098),  # the longest value is 4096 characters
     st.integers(-5, 5),
     st.booleans(),
+    st.floats(),
+    st.sampled_from([math.nan, math.inf, -math.inf]),  # json.dumps writes them, and JSON has none
     st.none(),
-    st.lists(st.integers(), max_size=1),
 )
+_value = _scalar | st.recursive(
+    _scalar, lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text("k", max_size=1), inner)
+)
+
+
+def _usable(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= 4096
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int | bool)
 
 
 @given(
     st.lists(_value, max_size=6),
     st.lists(st.text("xy", min_size=1, max_size=2), min_size=1, max_size=3, unique=True),
+    st.one_of(st.just(0), st.integers(1, 3), st.integers(1000, 10_000)),
 )
 def test_an_output_expands_as_its_values_written_out_or_ends_the_step(
-    values: list[Any], os: list[str]
+    values: list[Any], os: list[str], depth: int
 ) -> None:
-    status = (gen(value=json.dumps(values)),)
+    # `depth`: the array nested in that many more (an output of 1 KiB can nest a thousand deep; deeper
+    # here, as hypothesis raises the recursion limit).
+    status = (gen(value="[" * depth + json.dumps(values) + "]" * depth),)
     spec, problems = effective_spec(flow(*status, os=os).spec, status)
     assert problems == ()  # never a problem of the flow: a verdict on the step, or items
-    usable = all(isinstance(v, str | int | bool) for v in values)
+    usable = depth == 0 and all(map(_usable, values))
     if not usable:
         assert spec.matrix_verdicts["build"][0] == "Failed"
     elif not values:

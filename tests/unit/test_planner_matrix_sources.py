@@ -108,6 +108,10 @@ def test_an_unusable_value_fails_the_step_before_any_job_naming_the_field() -> N
         ('{"a": 1}', "it is JSON, but not an array"),
         ('["a", {"b": 1}]', "item 1 is an object, not a string"),
         ("[" + ",".join(["1"] * 257) + "]", "the array has 257 items"),  # outputs hold at most 1 KiB
+        ("[" * 1000, "item 0 is an array, not a string"),  # 1 KiB: json would raise RecursionError
+        ('["a", NaN]', '"[\\"a\\", NaN]" is not JSON'),  # Python's json reads NaN; JSON has none
+        ("[Infinity]", '"[Infinity]" is not JSON'),
+        ("[1e400]", '"[1e400]" is not JSON'),  # Infinity as a float
     ]:
         sim = simulator()
         sim.reconcile()
@@ -119,6 +123,32 @@ def test_an_unusable_value_fails_the_step_before_any_job_naming_the_field() -> N
         assert why in message
         assert sim.phase == "Failed"
         assert sorted(created(sim)) == ["gen"]
+
+
+def test_an_output_nested_a_thousand_deep_fails_the_step_and_the_finally_step_runs() -> None:
+    # It raised RecursionError out of the expansion, before any plan: the flow stayed Running with no
+    # message, requeued forever, and its finally step never ran.
+    sim = simulator()
+    cleanup = make_flow([job_step("cleanup", **{"finally": True})]).spec.steps[0]
+    sim.flow = sim.flow.model_copy(
+        update={"spec": sim.flow.spec.model_copy(update={"steps": (*sim.flow.spec.steps, cleanup)})}
+    )
+    sim.reconcile()
+    sim.complete(GEN, {"main": "[" * 1000})
+    settle(sim)
+    assert phases(sim) == {
+        "gen": "Succeeded",
+        "build": "Failed",
+        "publish": "Skipped",
+        "cleanup": "Running",
+    }
+    assert messages(sim)["build"] == (
+        f"{FIELD}: step gen's output list must be a JSON array of at most 256 strings (numbers and "
+        "booleans count as their JSON text): item 0 is an array, not a string"
+    )
+    sim.complete(job_name("flow", "cleanup", 0))
+    settle(sim)
+    assert sim.phase == "Failed"
 
 
 def test_too_many_items_for_the_product_fails_the_step_and_continue_on_failure_goes_on() -> None:

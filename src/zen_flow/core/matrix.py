@@ -259,8 +259,14 @@ def effective_spec(
     each)."""
     if not any(s.matrix is not None for s in spec.steps):
         return spec, ()
-    sources = read_sources(spec, status)
-    expansion = expand_matrix(spec.model_dump(by_alias=True, exclude_none=True, mode="json"), sources)
+    try:
+        sources = read_sources(spec, status)
+        expansion = expand_matrix(spec.model_dump(by_alias=True, exclude_none=True, mode="json"), sources)
+    except Exception as err:  # a bug, or a value no rule foresaw: never raise
+        # Raised out of the controller's reconcile it would requeue the flow forever (Running, no
+        # message, its finally steps never run), and crash `zen-flow get`: the flow fails, saying why.
+        detail = f"its matrix could not be expanded: {type(err).__name__}: {str(err)[:200]}"
+        return spec, (MatrixProblem(INVALID, "spec.steps", None, detail),)
     try:
         found = JobFlowSpec.model_validate(expansion.spec)
     except ValidationError as err:  # not expected (the items are made of the model's own fields): never raise

@@ -18,6 +18,7 @@ input parameter, a string).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -248,8 +249,13 @@ ARRAY = f"a JSON array of at most {MAX_VALUES} strings (numbers and booleans cou
 
 def read_array(text: str) -> tuple[list[str], str | None]:
     """The values of an output holding a JSON array, or why it does not."""
+    nested = _nested(text)
+    if nested is not None:
+        # Refused before parsing: `[[[...` a thousand deep (it fits an output's 1 KiB) would raise
+        # RecursionError out of json, and only a flat array of scalars is usable anyway.
+        return [], nested
     try:
-        found = json.loads(text)
+        found = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except ValueError:
         return [], f"{json.dumps(text[:80])} is not JSON"
     if not isinstance(found, list):
@@ -269,3 +275,44 @@ def read_array(text: str) -> tuple[list[str], str | None]:
             return [], f"item {k} is longer than {MAX_VALUE} characters"
         values.append(value)
     return values, None
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity, which JSON does not have."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; `1e400` (infinite as a float, and written out as `Infinity`) is none."""
+    found = float(text)
+    if not math.isfinite(found):
+        raise ValueError(f"{text} is out of range")
+    return found
+
+
+def _nested(text: str) -> str | None:
+    """Why the text is no flat array, when something in it is nested (an array or an object in an
+    array or an object), in one pass that skips strings, so that no nesting reaches the parser; None
+    otherwise (json.loads then reads it)."""
+    depth, item, in_string, escaped = 0, 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > 1:
+                if text.lstrip().startswith("["):
+                    return f"item {item} is {'an array' if char == '[' else 'an object'}, not a string"
+                return "it is not a JSON array"
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 1:
+            item += 1
+    return None
