@@ -11,10 +11,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from zen_flow.api.flow_status import ParameterValue, StepOutputValues
+from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob, DeleteJob
+from zen_flow_dev.testing import simulator as simulator_module
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -23,7 +27,13 @@ FIELD = "spec.steps[1].matrix.parameters[0].valueFrom.jsonPath"
 GEN = job_name("flow", "gen", 0)
 
 
-def simulator(*, reader: bool = True, **build: Any) -> Simulator:
+def simulator(
+    *,
+    reader: bool = True,
+    more: tuple[dict[str, Any], ...] = (),
+    arguments: dict[str, str] | None = None,
+    **build: Any,
+) -> Simulator:
     gen = job_step(
         "gen",
         outputs={
@@ -41,7 +51,7 @@ def simulator(*, reader: bool = True, **build: Any) -> Simulator:
     reads = {"jsonPath": "build:$.outputs.parameters.n"}
     inputs = {"parameters": [{"name": "all", "valueFrom": reads}]} if reader else None
     publish = job_step("publish", "build", **({"inputs": inputs} if inputs else {}))
-    return Simulator(make_flow([gen, step, publish]), T0, expand=True)
+    return Simulator(make_flow([gen, step, publish, *more], arguments=arguments), T0, expand=True)
 
 
 def phases(sim: Simulator) -> dict[str, str]:
@@ -128,11 +138,7 @@ def test_an_unusable_value_fails_the_step_before_any_job_naming_the_field() -> N
 def test_an_output_nested_a_thousand_deep_fails_the_step_and_the_finally_step_runs() -> None:
     # It raised RecursionError out of the expansion, before any plan: the flow stayed Running with no
     # message, requeued forever, and its finally step never ran.
-    sim = simulator()
-    cleanup = make_flow([job_step("cleanup", **{"finally": True})]).spec.steps[0]
-    sim.flow = sim.flow.model_copy(
-        update={"spec": sim.flow.spec.model_copy(update={"steps": (*sim.flow.spec.steps, cleanup)})}
-    )
+    sim = simulator(more=(job_step("cleanup", **{"finally": True}),))
     sim.reconcile()
     sim.complete(GEN, {"main": "[" * 1000})
     settle(sim)
@@ -211,3 +217,72 @@ def test_in_the_plan_its_source_ends_in_the_stand_in_waits_for_the_next_one_and_
     sim.reconcile()  # expanded from the status that plan wrote: "1" is no array
     assert phases(sim) == {"gen": "Succeeded", "build": "Failed"}
     assert "it is JSON, but not an array" in (messages(sim)["build"] or "")
+
+
+def cached(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> MatrixFlows:
+    """The simulator's plans made from the controller's cache (MatrixFlows) rather than a fresh expansion."""
+    flows = MatrixFlows()
+    monkeypatch.setattr(simulator_module, "effective_flow", lambda flow: flows.effective(flow)[0])
+    return flows
+
+
+def new_generation(sim: Simulator, **spec: Any) -> None:
+    """A spec write (suspend toggled, parallelism, kubectl edit): a new generation."""
+    meta = sim.flow.metadata.model_copy(update={"generation": sim.flow.metadata.generation + 1})
+    sim.flow = sim.flow.model_copy(update={"metadata": meta, "spec": sim.flow.spec.model_copy(update=spec)})
+
+
+def test_a_spec_write_just_after_the_source_succeeded_does_not_keep_the_step_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cache entry was made while gen ran; the write recording gen's success and a new generation
+    # land before the next reconcile: the started flow kept its waiting stand-in, keyed with gen's new
+    # state, and never expanded it (Running forever, nothing running).
+    sim = simulator(reader=False)
+    cached(sim, monkeypatch)
+    sim.reconcile()
+    sim.complete(GEN, {"main": '["a"]'})
+    sim.reconcile()  # writes gen Succeeded
+    assert phases(sim) == {"gen": "Succeeded", "build": "Pending", "publish": "Pending"}
+    new_generation(sim, parallelism=5)
+    settle(sim)
+    assert phases(sim) == {
+        "gen": "Succeeded",
+        "build-0": "Running",
+        "build-1": "Running",
+        "publish": "Pending",
+    }
+    for item in ("build-0", "build-1"):
+        sim.complete(job_name("flow", item, 0))
+    settle(sim)
+    sim.complete(job_name("flow", "publish", 0))
+    settle(sim)
+    assert sim.phase == "Succeeded"
+
+
+def test_an_argument_edited_under_a_started_flow_then_its_source_landing_keeps_the_static_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Where no admission policy guards it, the argument a static matrix reads is edited after the start:
+    # the flow keeps its running items; when gen's output lands, only `build` expands, and the static
+    # items stay (they were expanded again from the edited argument: the running deploy-1 and deploy-2
+    # vanished, their Jobs deleted as strays).
+    deploy = job_step("deploy", matrix={"parameters": [{"name": "r", "valueFrom": {"argument": "regions"}}]})
+    sim = simulator(reader=False, more=(deploy,), arguments={"regions": '["eu","us","ap"]'})
+    flows = cached(sim, monkeypatch)
+    sim.reconcile()
+    deploys = ["deploy-0", "deploy-1", "deploy-2"]
+    assert [n for n in phases(sim) if n.startswith("deploy")] == deploys
+    new_generation(sim, arguments=make_flow([], arguments={"regions": '["eu"]'}).spec.arguments)
+    sim.reconcile()
+    sim.complete(GEN, {"main": '["a"]'})
+    settle(sim)
+    assert phases(sim) == {
+        "gen": "Succeeded",
+        "build-0": "Running",
+        "build-1": "Running",
+        "publish": "Pending",
+        **dict.fromkeys(deploys, "Running"),
+    }
+    assert flows.effective(sim.flow)[1] == ()
+    assert not [a for p in sim.plans for a in p.actions if isinstance(a, DeleteJob)]

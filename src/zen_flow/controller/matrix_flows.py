@@ -12,7 +12,12 @@ items only exist once the source succeeded). A flow without such a matrix compar
 
 A flow that started keeps the items it started with: its steps cannot change after the start, but where
 no admission policy guards it an argument a matrix reads can, and items that vanished (or no longer
-expanded) would leave their running Jobs behind and the flow failed under them.
+expanded) would leave their running Jobs behind and the flow failed under them. So its entry keeps the
+spec it was expanded from (its *basis*), and every later expansion (a new generation, an output landing)
+expands that basis with the current status, taking only the new generation's other fields: the static
+matrices keep their items, a matrix reading an output gets its items when the output lands, and the
+sources' key is always the one of the status the expansion was made from (a key taken after a kept
+expansion would say its stand-in was already expanded, and it never would be).
 
 A finished flow is still reconciled (at startup, at relists, when its Jobs are deleted by its TTL or
 retention), and expanding a 256-item flow again each time took 7 ms of the event loop. So the last
@@ -46,6 +51,8 @@ class _Entry(NamedTuple):
     problems: tuple[str, ...]  # why it could not be expanded
     wanted: frozenset[tuple[str, str]]  # the outputs its matrices read
     sources: tuple[tuple[tuple[str, str], SourceState], ...]  # what the status said of them
+    # The spec expanded, when it is an earlier generation's (a started flow's): None, the flow's own.
+    basis: JobFlowSpec | None
 
 
 class MatrixFlows:
@@ -63,13 +70,13 @@ class MatrixFlows:
         finished = flow.status.phase in _FINISHED
         cached = self._specs.get(uid) or self._finished.get(uid)
         if cached is None or cached.generation != generation:
-            cached = self._expand(flow, cached)
+            kept = cached is not None and not cached.problems and flow.status.start_time is not None
+            # A started flow keeps the items it started with (the module's docstring).
+            cached = self._expand(flow, cached.basis if kept and cached is not None else None)
         elif cached.wanted:
             sources = tuple(source_states(cached.wanted, flow.status.steps).items())
             if sources != cached.sources:  # an output a matrix reads landed: its items now
-                spec, problems = effective_spec(flow.spec, flow.status.steps)
-                found = None if spec is flow.spec else spec
-                cached = cached._replace(spec=found, problems=tuple(map(describe, problems)), sources=sources)
+                cached = self._expand(flow, cached.basis)
         if finished and cached.spec is not None:
             # Only expansions take a place here: a finished flow without one (most) is a small entry,
             # and letting those in would push out the expansions the places are for.
@@ -86,23 +93,26 @@ class MatrixFlows:
         return flow.model_copy(update={"spec": cached.spec}), cached.problems
 
     @staticmethod
-    def _expand(flow: JobFlow, cached: _Entry | None) -> _Entry:
-        spec, problems = effective_spec(flow.spec, flow.status.steps)
-        found = None if spec is flow.spec else spec
-        kept = cached.spec if cached is not None and not cached.problems else None
-        if kept is not None and flow.status.start_time is not None:
-            # The new generation's other fields (suspend, parallelism, ...) with the items it ran.
-            found = (found or flow.spec).model_copy(
+    def _expand(flow: JobFlow, basis: JobFlowSpec | None) -> _Entry:
+        """The entry of `flow` expanded from `basis` (None: from its own spec) and its current status."""
+        basis = basis or flow.spec
+        spec, problems = effective_spec(basis, flow.status.steps)
+        if spec is basis:  # no matrix
+            return _Entry(
+                flow.metadata.generation, None, tuple(map(describe, problems)), frozenset(), (), None
+            )
+        if basis is not flow.spec:
+            # The new generation's other fields (suspend, parallelism, ...) with the items of its basis.
+            spec = flow.spec.model_copy(
                 update={
-                    "steps": kept.steps,
-                    "matrix_groups": kept.matrix_groups,
-                    "matrix_verdicts": kept.matrix_verdicts,
+                    "steps": spec.steps,
+                    "matrix_groups": spec.matrix_groups,
+                    "matrix_verdicts": spec.matrix_verdicts,
                 }
             )
-            problems = ()
-        wanted = wanted_sources(flow.spec) if found is not None else frozenset()
+        wanted = wanted_sources(basis)
         sources = tuple(source_states(wanted, flow.status.steps).items())
-        return _Entry(flow.metadata.generation, found, tuple(map(describe, problems)), wanted, sources)
+        return _Entry(flow.metadata.generation, spec, tuple(map(describe, problems)), wanted, sources, basis)
 
     def forget(self, uid: str) -> None:
         self._specs.pop(uid, None)
