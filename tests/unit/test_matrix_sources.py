@@ -131,7 +131,7 @@ def test_what_cannot_be_expanded_is_a_verdict_on_the_step_naming_the_field() -> 
         )
 
 
-def test_items_past_the_flow_limit_or_clashing_names_fail_the_step() -> None:
+def test_items_past_the_flow_limit_or_names_too_long_fail_the_step() -> None:
     many = [job_step(f"s{i}") for i in range(490)]
     raw = make_flow([*steps(), *many])
     status = (gen(value=json.dumps([str(i) for i in range(20)])),)
@@ -141,10 +141,10 @@ def test_items_past_the_flow_limit_or_clashing_names_fail_the_step() -> None:
         "spec.steps[1].matrix: its 20 items would make the flow 512 steps, more than 500",
         ("gen",),
     )
+    # A step named as an item is refused at admission (the flow is invalid, as with a static matrix).
     clash = make_flow([*steps(), job_step("build-1")])
-    verdict = effective_spec(clash.spec, (gen(value='["a","b"]'),))[0].matrix_verdicts["build"]
-    assert verdict[0] == "Failed"
-    assert verdict[1].startswith("spec.steps[1].name: duplicate")
+    _, problems = effective_spec(clash.spec, (gen(value='["a","b"]'),))
+    assert [p.path for p in problems] == ["spec.steps[1].name"]
     long = make_flow(steps(name="b" * 62))
     verdict = effective_spec(long.spec, (gen(value='["a","b"]'),))[0].matrix_verdicts["b" * 62]
     assert verdict[0] == "Failed"

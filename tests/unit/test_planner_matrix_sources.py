@@ -167,12 +167,34 @@ def test_too_many_items_for_the_product_fails_the_step_and_continue_on_failure_g
     assert phases(sim)["publish"] == "Running"  # the existing continueOnFailure semantics
 
 
-def test_a_source_that_failed_skips_the_step_as_any_dependent() -> None:
+def test_a_source_that_failed_skips_the_step_with_continue_on_failure_too() -> None:
     sim = simulator()
     sim.reconcile()
     sim.fail(GEN)
     settle(sim)
     assert phases(sim) == {"gen": "Failed", "build": "Skipped", "publish": "Skipped"}
+    # continueOnFailure would start a plain dependent; here there are no values: skipped all the same.
+    sim = simulator()
+    sim.flow = sim.flow.model_copy(
+        update={
+            "spec": sim.flow.spec.model_copy(
+                update={
+                    "steps": (
+                        sim.flow.spec.steps[0].model_copy(update={"continue_on_failure": True}),
+                        *sim.flow.spec.steps[1:],
+                    )
+                }
+            )
+        }
+    )
+    sim.reconcile()
+    sim.fail(GEN)
+    settle(sim)
+    assert phases(sim) == {"gen": "Failed", "build": "Skipped", "publish": "Skipped"}
+    assert (
+        messages(sim)["build"] == f"{FIELD}: its matrix items come from step gen's output, and gen is Failed"
+    )
+    assert sim.phase == "Failed"
 
 
 def test_items_that_vanish_with_a_new_source_value_leave_no_entry_and_no_running_job() -> None:

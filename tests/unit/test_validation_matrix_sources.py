@@ -130,3 +130,24 @@ def test_a_step_name_that_is_no_string_beside_a_matrix_is_refused_not_a_crash() 
     static = copy.deepcopy(doc)
     static["spec"]["steps"][1]["matrix"]["parameters"][0] = {"name": "x", "values": ["a"]}
     assert any(e.path == "spec.steps[2].name" for e in errors_of(static))
+
+
+def test_values_and_json_path_together_are_refused() -> None:
+    # The values were dropped silently at run time; with `argument` this was already refused.
+    doc = flow()
+    doc["spec"]["steps"][1]["matrix"]["parameters"][0]["values"] = ["a", "b"]
+    assert_error(doc, AT, E.FORBIDDEN, "may not be specified together with values")
+
+
+def test_a_step_named_as_one_of_the_items_is_refused_at_admission() -> None:
+    # The items' number is known only at run time, where build-7 would clash and fail the step.
+    doc = flow()
+    doc["spec"]["steps"].append(job_step("build-7"))
+    assert_error(
+        doc,
+        "spec.steps[1].name",
+        E.DUPLICATE,
+        "would include build-7, the name of the step at spec.steps[3]: rename one",
+    )
+    doc["spec"]["steps"][3]["name"] = "build-256"  # past the most items a matrix step has
+    assert_valid(doc)

@@ -29,9 +29,11 @@ from zen_flow.api.jobflow import JobFlowSpec
 from zen_flow.api.jobflow import MatrixVerdict as Verdict
 from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.core.matrix_parameters import (
+    DUPLICATE,
     FORBIDDEN,
     INVALID,
     MATRIX,
+    MAX_ITEMS,
     MAX_VALUE,
     MAX_VALUES,
     NOT_FOUND,
@@ -107,6 +109,10 @@ def source_problems(steps: Sequence[Any], i: int) -> list[MatrixProblem]:
         raw = step[MATRIX]["parameters"][j]["valueFrom"]
         if raw.get("argument") is not None:
             problems.append(MatrixProblem(FORBIDDEN, at, None, "set exactly one of argument and jsonPath"))
+        if step[MATRIX]["parameters"][j].get("values") is not None:  # else silently dropped at run time
+            problems.append(
+                MatrixProblem(FORBIDDEN, at, None, "may not be specified together with values: set one")
+            )
         at += "." + JSON_PATH
         text = raw[JSON_PATH]
         if source is None:
@@ -149,6 +155,23 @@ def source_problems(steps: Sequence[Any], i: int) -> list[MatrixProblem]:
                     "only once that step has succeeded",
                 )
             )
+    name = step.get("name")
+    clash = None
+    if isinstance(name, str):
+        clash = next((item for k in range(MAX_ITEMS) if (item := f"{name}-{k}") in by_name), None)
+    if clash is not None:
+        # Its items are known only at run time, where this clash would fail the step: refused now, as a
+        # static matrix's item clash is.
+        problems.append(
+            MatrixProblem(
+                DUPLICATE,
+                f"spec.steps[{i}].name",
+                clash,
+                f"its matrix items, {name}-0 to at most {name}-{MAX_ITEMS - 1} (their number is known at "
+                f"run time), would include {clash}, the name of the step at "
+                f"spec.steps[{steps.index(by_name[clash])}]: rename one",
+            )
+        )
     return problems
 
 
