@@ -109,6 +109,8 @@ async def test_every_example_runs_to_its_phase_and_gates_release_on_approval(
     ran = {s["name"] for s in steps if phases[s["name"]] == "Succeeded" and "template" in s}
     assert set(jobs) == ran
     assert all(len(names) == 1 for names in jobs.values())
+    if path.name == "matrix-from-output.yaml":  # gen writes ["a","b","c"]: work ran as its three items
+        assert {"work-0", "work-1", "work-2"} <= set(jobs)
 
 
 async def test_failing_step_fails_the_flow_and_skips_dependents(

@@ -86,6 +86,9 @@ def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_appr
     steps = [s.model_dump(by_alias=True, exclude_none=True) for s in effective_flow(sim.flow).spec.steps]
     assert ran | skipped == {s["name"] for s in steps}
     assert len(sim.created) == len(ran - {s["name"] for s in steps if "template" not in s})
+    if path.name == "matrix-from-output.yaml":  # gen writes ["a","b","c"]: work ran as its three items
+        assert {"work-0", "work-1", "work-2"} <= ran
+        assert "work" not in ran | skipped
 
 
 def test_the_original_when_forms_choose_the_steps_that_run() -> None:
