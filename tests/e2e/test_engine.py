@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX
 from zen_flow.api.meta import parse_time
-from zen_flow.core.matrix import expand_matrix
+from zen_flow.core.matrix import effective_flow
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.examples import (
@@ -99,13 +100,17 @@ async def test_every_example_runs_to_its_phase_and_gates_release_on_approval(
     phases = step_phases(flow)
     assert set(phases.values()) <= {"Succeeded", "Skipped"}
     progress = flow["status"]["progress"]
-    steps = expand_matrix(manifest["spec"]).spec["steps"]  # a matrix step's items are its steps
+    # A matrix step's items are its steps (of a matrix over an output: as its final status gave them).
+    effective = effective_flow(JobFlow.model_validate(flow)).spec.steps
+    steps = [s.model_dump(by_alias=True, exclude_none=True) for s in effective]
     assert progress["completedSteps"] == progress["totalSteps"] == len(steps)
     assert {c["type"]: c["status"] for c in flow["status"]["conditions"]}["Complete"] == "True"
     jobs = _jobs_by_step(await driver.jobs(namespace))
     ran = {s["name"] for s in steps if phases[s["name"]] == "Succeeded" and "template" in s}
     assert set(jobs) == ran
     assert all(len(names) == 1 for names in jobs.values())
+    if path.name == "matrix-from-output.yaml":  # gen writes ["a","b","c"]: work ran as its three items
+        assert {"work-0", "work-1", "work-2"} <= set(jobs)
 
 
 async def test_failing_step_fails_the_flow_and_skips_dependents(

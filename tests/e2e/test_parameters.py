@@ -140,3 +140,56 @@ async def test_a_value_the_container_did_not_write_fails_the_step_naming_it(
     message = next(s for s in flow["status"]["steps"] if s["name"] == "a")["message"]
     assert "output parameter digest" in message
     assert "container main's termination message: no JSON object field and no line digest=" in message
+
+
+async def test_a_matrix_over_a_steps_output_runs_one_job_per_value_and_its_fan_in_reads_them_all(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    """`valueFrom.jsonPath` in a matrix (Argo's withParam): `gen` writes a JSON array (what kwok's fake
+    kubelet hands over as its termination message), the matrix step waits as one step until then, and
+    runs as one item per value; the fan-in reads every item's output as one JSON array."""
+    gen_template = job_template()
+    pod = gen_template["spec"]["template"]
+    pod.setdefault("metadata", {})["annotations"] = {TERMINATION_MESSAGE_ANNOTATION: '["a","b","c"]'}
+    gen = job_step(
+        "gen",
+        template=gen_template,
+        outputs={
+            "parameters": [{"name": "shards", "valueFrom": {"terminationMessage": {"container": "main"}}}]
+        },
+    )
+    source = {"jsonPath": "gen:$.outputs.parameters.shards"}
+    work = job_step(
+        "work",
+        "gen",
+        matrix={"parameters": [{"name": "shard", "valueFrom": source}]},
+        outputs={"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}]},
+    )
+    reads = {"jsonPath": "work:$.outputs.parameters.n"}
+    report = job_step("report", "work", inputs={"parameters": [{"name": "all", "valueFrom": reads}]})
+    start_controller()
+    await driver.create(flow_manifest("withparam", namespace, [gen, work, report]))
+    flow = await driver.wait_phase(namespace, "withparam", timeout=90)
+
+    assert flow["status"]["phase"] == "Succeeded", flow["status"]
+    items = ["work-0", "work-1", "work-2"]
+    assert step_phases(flow) == {
+        "gen": "Succeeded",
+        **dict.fromkeys(items, "Succeeded"),
+        "report": "Succeeded",
+    }
+    assert flow["status"]["progress"]["totalSteps"] == 5  # the stand-in counted 1 until its items came
+    jobs = {j["metadata"]["labels"]["workflow.kube-zen.io/step"]: j for j in await driver.jobs(namespace)}
+    assert sorted(jobs) == ["gen", "report", *items]  # no Job for the matrix step itself
+    shards = {
+        item: {
+            e["name"]: e.get("value") for e in jobs[item]["spec"]["template"]["spec"]["containers"][0]["env"]
+        }["ZF_PARAM_SHARD"]
+        for item in items
+    }
+    assert shards == {"work-0": "a", "work-1": "b", "work-2": "c"}
+    env = {
+        e["name"]: e.get("value") for e in jobs["report"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["ZF_PARAM_ALL"] == '["1","1","1"]'
+    assert "matrix" in flow["spec"]["steps"][1]  # the stored spec is as written

@@ -250,6 +250,16 @@ def kitchen_sink_spec() -> dict[str, Any]:
                 },
             },
             {
+                "name": "spread",
+                "dependencies": ["produce"],
+                "template": job("echo spread"),
+                "matrix": {
+                    "parameters": [
+                        {"name": "env", "valueFrom": {"jsonPath": "produce:$.outputs.parameters.env"}}
+                    ]
+                },
+            },
+            {
                 "name": "cleanup",
                 "finally": True,
                 "when": "flow.outcome == 'Failed' || steps.consume.phase != 'Succeeded'",

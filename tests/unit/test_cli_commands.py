@@ -389,6 +389,36 @@ def test_logs_says_why_a_step_has_no_pod_to_show(
     assert said in err
 
 
+def test_logs_of_a_step_that_ended_before_any_job_shows_its_message(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A matrix over an output that cannot be used fails its stand-in before any Job: "has not started"
+    # was wrong, and hid why.
+    why = "spec.steps[1].matrix.parameters[0].valueFrom.jsonPath: step gen's output list must be a JSON array"
+    outputs = {"parameters": [{"name": "list", "valueFrom": {"terminationMessage": {"container": "main"}}}]}
+    matrix = {"parameters": [{"name": "x", "valueFrom": {"jsonPath": "gen:$.outputs.parameters.list"}}]}
+    steps = [
+        {"name": "gen", "phase": "Succeeded", "outputs": {"parameters": [{"name": "list", "value": "oops"}]}},
+        {"name": "build", "phase": "Failed", "message": why},
+        {"name": "after", "phase": "Skipped", "message": "dependency build failed"},
+    ]
+    manifest = flow_manifest(
+        "f",
+        NS,
+        [
+            job_step("gen", outputs=outputs),
+            job_step("build", "gen", matrix=matrix),
+            job_step("after", "build"),
+        ],
+    )
+    cluster.add(manifest, {"phase": "Failed", "steps": steps})
+    code, out, err = zen_flow(capsys, "logs", "f", "build")
+    assert (code, out) == (2, "")
+    assert f"step build of jobflow f ran no pod: it is Failed: {why}" in err
+    code, _, err = zen_flow(capsys, "logs", "f", "after")
+    assert "step after of jobflow f ran no pod: it is Skipped: dependency build failed" in err
+
+
 def test_logs_of_a_memoized_step_says_it_ran_no_pod_and_whose_result_it_has(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -217,3 +217,33 @@ def test_watch_on_a_terminal_draws_a_matrix_steps_items_as_get_does() -> None:
     again = effective(flow.model_copy(update={"status": status}))
     assert again.spec is effective(flow).spec
     assert again.status.message == "next"
+
+
+def test_get_and_watch_show_a_matrix_step_waiting_for_an_output_then_its_items() -> None:
+    gen = job_step(
+        "gen",
+        outputs={
+            "parameters": [{"name": "list", "valueFrom": {"terminationMessage": {"container": "main"}}}]
+        },
+    )
+    source = {"jsonPath": "gen:$.outputs.parameters.list"}
+    steps = [gen, job_step("build", "gen", matrix={"parameters": [{"name": "x", "valueFrom": source}]})]
+    sim = Simulator(make_flow(steps, name="m", created=T0), T0, expand=True)
+    sim.reconcile()
+    effective = EffectiveFlows()
+
+    def drawn() -> dict[str, str]:
+        out = io.StringIO()
+        session = SimpleNamespace(out=out, show=out.write, isatty=lambda: True)
+        _show(session, {"m": sim.flow}, {}, "m", True, effective)  # type: ignore[arg-type]
+        rows = out.getvalue().splitlines()
+        assert "VALUES" in next(r for r in rows if r.startswith("STEP")).split()
+        return {r.split()[0]: r for r in rows if r.strip().startswith("build")}
+
+    assert "(from gen)" in drawn()["build"]
+    sim.complete(next(j for j in sim.running() if "gen" in j), {"main": '["a","b"]'})
+    for _ in range(3):
+        sim.reconcile()
+    rows = drawn()  # the same watch: expanded again once the output landed
+    assert sorted(rows) == ["build-0", "build-1"]
+    assert "x=b" in rows["build-1"]

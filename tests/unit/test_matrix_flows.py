@@ -117,7 +117,9 @@ def test_a_finished_flows_expansion_is_kept_among_the_last_few(monkeypatch: Any)
     # expanded again each time, 7 ms of the event loop.
     expanded: list[object] = []
     real = core_matrix.expand_matrix
-    monkeypatch.setattr(core_matrix, "expand_matrix", lambda spec: expanded.append(spec) or real(spec))
+    monkeypatch.setattr(
+        core_matrix, "expand_matrix", lambda spec, *a: expanded.append(spec) or real(spec, *a)
+    )
     flows = MatrixFlows()
     first = finished("f0")
     for _ in range(3):
@@ -174,3 +176,26 @@ async def test_a_restart_that_cannot_expand_a_started_flow_fails_it_and_stops_it
     assert sorted(m for _, r, m in api.events if r == "StrayJobDeleted") == [
         f"Job {name} deleted: {ENDED_REASON}" for name in items
     ]
+
+
+@pytest.mark.parametrize("rig", [REGIONS], indirect=True)
+async def test_an_expansion_that_raises_fails_the_flow_saying_why_instead_of_requeuing_it(
+    rig: Rig, monkeypatch: Any
+) -> None:
+    # Whatever a bug or an unforeseen value makes the expansion raise (an output nested a thousand deep
+    # raised RecursionError): out of the reconcile it requeued the flow forever, Running with no message.
+    def broken(*args: object) -> object:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(core_matrix, "expand_matrix", broken)
+    rig.api.sync()
+    await rig.settle()
+    valid = next(c for c in rig.flow.status.conditions if c.type == "Valid")
+    assert (rig.flow.status.phase, valid.status) == ("Failed", "False")
+    assert valid.message == (
+        "invalid spec: spec.steps: invalid: its matrix could not be expanded: RecursionError: "
+        "maximum recursion depth exceeded"
+    )
+    assert rig.api.job_creates == []
+    # `zen-flow get` and `watch` show the stored flow rather than crash.
+    assert core_matrix.effective_flow(rig.flow) is rig.flow

@@ -44,6 +44,7 @@ WRITTEN: dict[str, dict[str, dict[str, str]]] = {
     },
     # Every item writes this on kwok (they share the template); on real nodes each writes its own name.
     "matrix-build.yaml": {"build": {"main": "app.tar"}},
+    "matrix-from-output.yaml": {"gen": {"main": '["a","b","c"]'}},
 }
 
 

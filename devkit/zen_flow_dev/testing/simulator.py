@@ -24,6 +24,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
 from zen_flow.core import jsonpatch
 from zen_flow.core.expressions import Evaluator
+from zen_flow.core.matrix import effective_flow
 from zen_flow.planner import (
     CreateJob,
     CreateResource,
@@ -73,6 +74,9 @@ class Simulator:
     memo_cache: dict[str, dict[str, str]] = field(default_factory=dict)
     # Every lookup the controller made for the plans (step names), in order.
     memo_reads: list[str] = field(default_factory=list)
+    # True: `flow` holds the stored spec, and each plan gets its effective flow (core/matrix.py) from it
+    # and its current status, as the controller's MatrixFlows does (a matrix reading an output).
+    expand: bool = False
     _uid: int = 0
 
     @property
@@ -97,14 +101,15 @@ class Simulator:
     def preview(self, *, peers: Sequence[Peer] = ()) -> Plan:
         """The plan the next reconcile makes, without applying it."""
         jobs = list(self.jobs.values())
+        flow = effective_flow(self.flow) if self.expand else self.flow
         # What the controller reads before planning: the pods of the Jobs the planner asks about.
         messages: dict[str, PodMessages] = {
-            name: self.pod_messages.get(name) for name in jobs_to_read(self.flow, jobs)
+            name: self.pod_messages.get(name) for name in jobs_to_read(flow, jobs)
         }
         memos: dict[str, MemoAnswer] = {}
         while True:
             result = plan(
-                self.flow,
+                flow,
                 jobs,
                 self.now,
                 peers=peers,

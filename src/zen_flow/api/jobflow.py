@@ -10,7 +10,7 @@ report with its field path; `zen_flow.validation` owns the rules. The CRD
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
@@ -232,7 +232,21 @@ class Memoize(Model):
 
 
 class MatrixSource(Model):
+    """Exactly one: a flow argument holding a JSON array, or `<step>:$.outputs.parameters.<name>`, an
+    earlier step's output read at run time (core/matrix_sources.py)."""
+
     argument: str | None = None
+    json_path: str | None = None
+
+
+class MatrixVerdict(NamedTuple):
+    """What becomes of a matrix step whose items an earlier step's output gives, while it is not expanded
+    (core/matrix_sources.py): `phase` Pending (it waits), Skipped or Failed, `message` why, `sources`
+    the steps it reads (`zen-flow get` shows `(from gen)`)."""
+
+    phase: str
+    message: str
+    sources: tuple[str, ...]
 
 
 class MatrixParameter(Model):
@@ -319,6 +333,10 @@ class JobFlowSpec(Model):
     # in index order, which a `<matrix step>:$.outputs.parameters.NAME` input reads all of. Never
     # serialized (excluded), so the stored spec's shape stays the CRD's.
     matrix_groups: dict[str, tuple[str, ...]] = Field(default_factory=dict, exclude=True)
+    # Not a field of the resource either: each matrix step whose items come from an earlier step's output
+    # and that is not expanded (yet) -> what the planner does when it is ready instead of starting it:
+    # core/matrix_sources.py.
+    matrix_verdicts: dict[str, MatrixVerdict] = Field(default_factory=dict, exclude=True)
 
 
 class JobFlow(Model):

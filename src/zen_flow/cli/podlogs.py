@@ -9,7 +9,7 @@ import argparse
 import asyncio
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import JobRetention
+from zen_flow.api.constants import JobRetention, StepPhase
 from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.cli.render import dependency_order, few
 from zen_flow.cli.session import EXIT_OK, Session, UsageError
@@ -74,8 +74,9 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
 
 
 async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int | None) -> str | None:
-    """Why one step shows no pod: a Manual step, one served from its memoize cache, an attempt that does
-    not exist, its Job deleted."""
+    """Why one step shows no pod: a Manual step, one served from its memoize cache, one that ended
+    before any Job (skipped, or failed as a matrix over an output that cannot be used), an attempt that
+    does not exist, its Job deleted."""
     name = flow.metadata.name
     spec = next((s for s in flow.spec.steps if s.name == step), None)
     if spec is not None and spec.is_manual:
@@ -88,6 +89,14 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
         # Served from its memoize cache: the result came from another run, named in the message. A retry
         # served so had earlier attempts, which ran pods (`--attempt`).
         return f"step {step} of jobflow {name} ran no pod: {status.message}"  # type: ignore[union-attr]
+    if (
+        status is not None
+        and not (started or served)
+        and status.phase in (StepPhase.SKIPPED, StepPhase.FAILED)
+    ):
+        # Ended before any Job (a dependency failed, a matrix's output was unusable): its message says why.
+        why = status.message or "no message"
+        return f"step {step} of jobflow {name} ran no pod: it is {status.phase}: {why}"
     if status is None or not (started or served):
         return f"step {step} of jobflow {name} has not started: no pod yet"
     if attempt is not None and not 1 <= attempt <= attempts:

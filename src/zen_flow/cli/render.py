@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ANNOTATION_MATRIX, ConditionType, StepPhase
 from zen_flow.api.flow_status import StepStatus
-from zen_flow.api.jobflow import Step
+from zen_flow.api.jobflow import MatrixVerdict, Step
 from zen_flow.api.meta import format_time
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.planner.backoff import retry_limit
@@ -142,9 +142,12 @@ def step_message(step: StepStatus | None, spec: Step, now: datetime) -> str:
     return f"next attempt {attempt} {when}; {message}" if message else f"next attempt {attempt} {when}"
 
 
-def matrix_values(spec: Step) -> str:
-    """The matrix values an item of a matrix step runs with, `os=linux, arch=arm64`; "-" for a step
-    that is no item (its annotation, core/matrix.py)."""
+def matrix_values(spec: Step, pending: Mapping[str, MatrixVerdict] | None = None) -> str:
+    """The matrix values an item of a matrix step runs with, `os=linux, arch=arm64`; `(from gen)` for a
+    matrix step whose items an earlier step's output gives, not expanded (yet); "-" for a step that is
+    no item (its annotation, core/matrix.py)."""
+    if pending and (verdict := pending.get(spec.name)) is not None:
+        return f"(from {', '.join(verdict.sources)})"
     text = spec.metadata.annotations.get(ANNOTATION_MATRIX) if spec.metadata else None
     try:
         values = json.loads(text) if text else None
@@ -174,7 +177,8 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         if stalled or failed:
             lines.append(f"Condition:  {cond.type}={cond.status} {cond.reason}: {cond.message}")
     specs = {s.name: s for s in flow.spec.steps}
-    matrix = bool(flow.spec.matrix_groups)  # its effective flow has matrix items: show their values
+    # Its effective flow has matrix items, or a matrix step waiting for its items: show their values.
+    matrix = bool(flow.spec.matrix_groups or flow.spec.matrix_verdicts)
     rows = []
     for name, depth in dependency_order(flow):
         step = status.step(name)
@@ -193,7 +197,7 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
                 _between(step.start_time, step.completion_time, now) if step is not None else "-",
                 ", ".join(spec.dependencies) or "-",
                 job,
-                *([matrix_values(spec)] if matrix else []),
+                *([matrix_values(spec, flow.spec.matrix_verdicts)] if matrix else []),
                 *([outputs(step)] if wide else []),
                 step_message(step, spec, now),
             ]

@@ -10,6 +10,7 @@ from zen_flow.api import JobFlow
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, now
 from zen_flow.core.matrix import effective_flow
+from zen_flow.core.matrix_sources import source_states, wanted_sources
 from zen_flow.kube.errors import Expired, NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
 
@@ -21,14 +22,17 @@ Summary = tuple[str | None, str | None, str | None]
 class EffectiveFlows:
     """The watched flow as `get` draws it: its effective spec (a matrix step as its items, with their
     values). The spec only changes with the generation, and watch redraws at every event (a 256-item
-    flow sends one per item's transition), so it is expanded once per uid and generation."""
+    flow sends one per item's transition), so it is expanded once per uid and generation, and, for a
+    matrix reading an earlier step's output, again when that output's state changes (its items appear)."""
 
     def __init__(self) -> None:
-        self._key: tuple[str, int] | None = None
+        self._key: tuple[object, ...] | None = None
         self._flow: JobFlow | None = None
 
     def __call__(self, flow: JobFlow) -> JobFlow:
-        key = (flow.metadata.uid, flow.metadata.generation)
+        # A look at each step per event (microseconds): what the status says of the outputs read.
+        sources = tuple(source_states(wanted_sources(flow.spec), flow.status.steps).items())
+        key = (flow.metadata.uid, flow.metadata.generation, sources)
         if self._flow is None or key != self._key:
             self._key, self._flow = key, effective_flow(flow)
         spec = self._flow.spec

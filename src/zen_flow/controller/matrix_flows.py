@@ -3,9 +3,21 @@
 changes with its generation, so it is remembered per flow and generation, as `Validity` remembers a
 flow's errors; a flow without a matrix is the very same object, for one dictionary lookup.
 
+A matrix reading an earlier step's output (`valueFrom.jsonPath`, core/matrix_sources.py) also depends on
+the status: the entry holds what the status said of those outputs when it was made (each source's
+phase once it ended, and its value), and a reconcile that finds them changed expands again. So the
+items appear on the reconcile after the source's output lands (its status write wakes the flow), and
+stay as they are after: a source that ended keeps its state (a rerun reruns failed steps, and the
+items only exist once the source succeeded). A flow without such a matrix compares nothing more.
+
 A flow that started keeps the items it started with: its steps cannot change after the start, but where
 no admission policy guards it an argument a matrix reads can, and items that vanished (or no longer
-expanded) would leave their running Jobs behind and the flow failed under them.
+expanded) would leave their running Jobs behind and the flow failed under them. So its entry keeps the
+spec it was expanded from (its *basis*), and every later expansion (a new generation, an output landing)
+expands that basis with the current status, taking only the new generation's other fields: the static
+matrices keep their items, a matrix reading an output gets its items when the output lands, and the
+sources' key is always the one of the status the expansion was made from (a key taken after a kept
+expansion would say its stand-in was already expanded, and it never would be).
 
 A finished flow is still reconciled (at startup, at relists, when its Jobs are deleted by its TTL or
 retention), and expanding a 256-item flow again each time took 7 ms of the event loop. So the last
@@ -21,23 +33,32 @@ to).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 from zen_flow.api import JobFlow, JobFlowSpec
 from zen_flow.api.constants import FlowPhase
 from zen_flow.core.matrix import effective_spec
 from zen_flow.core.matrix_parameters import describe
+from zen_flow.core.matrix_sources import SourceState, source_states, wanted_sources
 
 _FINISHED = (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
 FINISHED_KEPT = 32  # finished flows whose expansion is kept (the module's docstring: the memory bound)
 
-_Entry = tuple[int, JobFlowSpec | None, tuple[str, ...]]
+
+class _Entry(NamedTuple):
+    generation: int
+    spec: JobFlowSpec | None  # None: a flow without a matrix
+    problems: tuple[str, ...]  # why it could not be expanded
+    wanted: frozenset[tuple[str, str]]  # the outputs its matrices read
+    sources: tuple[tuple[tuple[str, str], SourceState], ...]  # what the status said of them
+    # The spec expanded, when it is an earlier generation's (a started flow's): None, the flow's own.
+    basis: JobFlowSpec | None
 
 
 class MatrixFlows:
     def __init__(self) -> None:
-        # uid -> (generation, effective spec or None for a flow without a matrix, why it could not be
-        # expanded): a flow without one costs a lookup per reconcile (measured: 0.3 us; looking at its
-        # 100 steps every time, 8 us).
+        # uid -> its entry: a flow without a matrix costs a lookup per reconcile (measured: 0.3 us;
+        # looking at its 100 steps every time, 8 us).
         self._specs: dict[str, _Entry] = {}
         # The finished flows' entries, the least recently used first.
         self._finished: OrderedDict[str, _Entry] = OrderedDict()
@@ -48,18 +69,15 @@ class MatrixFlows:
         uid, generation = flow.metadata.uid, flow.metadata.generation
         finished = flow.status.phase in _FINISHED
         cached = self._specs.get(uid) or self._finished.get(uid)
-        if cached is None or cached[0] != generation:
-            spec, problems = effective_spec(flow.spec)
-            found = None if spec is flow.spec else spec
-            kept = cached[1] if cached is not None and not cached[2] else None
-            if kept is not None and flow.status.start_time is not None:
-                # The new generation's other fields (suspend, parallelism, ...) with the items it ran.
-                found = (found or flow.spec).model_copy(
-                    update={"steps": kept.steps, "matrix_groups": kept.matrix_groups}
-                )
-                problems = ()
-            cached = (generation, found, tuple(map(describe, problems)))
-        if finished and cached[1] is not None:
+        if cached is None or cached.generation != generation:
+            kept = cached is not None and not cached.problems and flow.status.start_time is not None
+            # A started flow keeps the items it started with (the module's docstring).
+            cached = self._expand(flow, cached.basis if kept and cached is not None else None)
+        elif cached.wanted:
+            sources = tuple(source_states(cached.wanted, flow.status.steps).items())
+            if sources != cached.sources:  # an output a matrix reads landed: its items now
+                cached = self._expand(flow, cached.basis)
+        if finished and cached.spec is not None:
             # Only expansions take a place here: a finished flow without one (most) is a small entry,
             # and letting those in would push out the expansions the places are for.
             self._specs.pop(uid, None)
@@ -70,9 +88,31 @@ class MatrixFlows:
         else:  # running, running again (a rerun), or nothing expanded
             self._finished.pop(uid, None)
             self._specs[uid] = cached
-        if cached[1] is None:
-            return flow, cached[2]
-        return flow.model_copy(update={"spec": cached[1]}), cached[2]
+        if cached.spec is None:
+            return flow, cached.problems
+        return flow.model_copy(update={"spec": cached.spec}), cached.problems
+
+    @staticmethod
+    def _expand(flow: JobFlow, basis: JobFlowSpec | None) -> _Entry:
+        """The entry of `flow` expanded from `basis` (None: from its own spec) and its current status."""
+        basis = basis or flow.spec
+        spec, problems = effective_spec(basis, flow.status.steps)
+        if spec is basis:  # no matrix
+            return _Entry(
+                flow.metadata.generation, None, tuple(map(describe, problems)), frozenset(), (), None
+            )
+        if basis is not flow.spec:
+            # The new generation's other fields (suspend, parallelism, ...) with the items of its basis.
+            spec = flow.spec.model_copy(
+                update={
+                    "steps": spec.steps,
+                    "matrix_groups": spec.matrix_groups,
+                    "matrix_verdicts": spec.matrix_verdicts,
+                }
+            )
+        wanted = wanted_sources(basis)
+        sources = tuple(source_states(wanted, flow.status.steps).items())
+        return _Entry(flow.metadata.generation, spec, tuple(map(describe, problems)), wanted, sources, basis)
 
     def forget(self, uid: str) -> None:
         self._specs.pop(uid, None)

@@ -17,14 +17,16 @@ matrix comes back as the very same object, for the cost of one look at each step
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
 from pydantic import ValidationError
 
+from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import JobFlow, JobFlowSpec
+from zen_flow.api.jobflow import MatrixVerdict as Verdict
 from zen_flow.core.matrix_items import fan_in, item_step, stand_in
 from zen_flow.core.matrix_parameters import (
     DUPLICATE,
@@ -36,6 +38,17 @@ from zen_flow.core.matrix_parameters import (
     argument_values,
     combinations,
     count_items,
+    describe,
+)
+from zen_flow.core.matrix_sources import (
+    FAILED,
+    Sources,
+    dynamic_parameters,
+    is_dynamic,
+    read_sources,
+    resolved_step,
+    source_problems,
+    step_sources,
 )
 from zen_flow.core.naming import MAX_NAME
 
@@ -50,6 +63,8 @@ class MatrixExpansion:
     origins: tuple[int, ...] | None = None
     problems: tuple[MatrixProblem, ...] = ()
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # item -> its values
+    # A matrix step reading an output that stays its stand-in -> what the planner does when it is ready.
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)
 
 
 def has_matrix(spec: Any) -> bool:
@@ -61,24 +76,38 @@ def has_matrix(spec: Any) -> bool:
     )
 
 
-def expand_matrix(spec: Mapping[str, Any]) -> MatrixExpansion:
-    """The effective spec of `spec` (see the module's docstring); `spec` itself when it has no matrix."""
+def expand_matrix(spec: Mapping[str, Any], sources: Sources | None = None) -> MatrixExpansion:
+    """The effective spec of `spec` (see the module's docstring); `spec` itself when it has no matrix.
+    `sources`: what the flow's status says of the outputs matrices read (core/matrix_sources.py); None
+    at admission, where each such step stays its stand-in."""
     if not has_matrix(spec):
         return MatrixExpansion(spec)
     steps: list[Any] = list(spec["steps"])
     arguments = argument_values(spec.get("arguments"))
     problems: list[MatrixProblem] = []
-    names = {s.get("name"): i for i, s in reversed(list(enumerate(steps))) if isinstance(s, Mapping)}
+    verdicts: dict[str, Verdict] = {}
+    # Names that are strings only: a corrupt one (a list) is the validator's to report, and would not hash.
+    names = {
+        s["name"]: i
+        for i, s in reversed(list(enumerate(steps)))
+        if isinstance(s, Mapping) and isinstance(s.get("name"), str)
+    }
     # Each matrix step's parameter names and value columns (None: it cannot be expanded). The items
     # are only built once their count is known to fit: 500 steps of 256 items would be 128,000.
     combos: dict[int, tuple[tuple[str, ...], list[list[str]]] | None] = {}
+    dynamic: set[int] = set()  # the steps whose items come from an output, known at run time
     for i, step in enumerate(steps):
         if isinstance(step, Mapping) and step.get(MATRIX) is not None:
-            combos[i] = combinations(step, f"spec.steps[{i}]", arguments, problems)
+            if is_dynamic(step):
+                dynamic.add(i)
+                combos[i] = _dynamic_combinations(steps, i, arguments, sources, problems, verdicts)
+            else:
+                combos[i] = combinations(step, f"spec.steps[{i}]", arguments, problems)
     counts = {i: count_items(found[1]) for i, found in combos.items() if found is not None}
-    total = len(steps) - len(counts) + sum(counts.values())
-    if total > MAX_EFFECTIVE_STEPS:
-        biggest = max(counts, key=counts.__getitem__)
+    static = {i: n for i, n in counts.items() if i not in dynamic}
+    total = len(steps) - len(static) + sum(static.values())
+    if static and total > MAX_EFFECTIVE_STEPS:
+        biggest = max(static, key=static.__getitem__)
         problems.append(
             MatrixProblem(
                 TOO_MANY,
@@ -90,51 +119,34 @@ def expand_matrix(spec: Mapping[str, Any]) -> MatrixExpansion:
             )
         )
         combos = dict.fromkeys(combos)  # no item is built: each matrix step stays one stand-in
+    for i in sorted(dynamic):  # run time: an output's items that do not fit fail their step
+        if combos[i] is not None and total - 1 + counts[i] > MAX_EFFECTIVE_STEPS:
+            verdicts[steps[i]["name"]] = Verdict(
+                FAILED,
+                f"spec.steps[{i}].matrix: its {counts[i]} items would make the flow {total - 1 + counts[i]} "
+                f"steps, more than {MAX_EFFECTIVE_STEPS}",
+                step_sources(steps[i]),
+            )
+            combos[i] = None
+        elif combos[i] is not None:
+            total += counts[i] - 1
     taken: dict[str, str] = {}  # item name -> the path of the step it comes from
     for i, found in combos.items():
         if found is None:
             continue
         name = steps[i].get("name")
-        path = f"spec.steps[{i}]"
         if not isinstance(name, str) or not name:
             combos[i] = None  # the validator reports the name
             continue
-        count = counts[i]
-        longest = f"{name}-{count - 1}"
-        if len(longest) > MAX_NAME:
-            problems.append(
-                MatrixProblem(
-                    INVALID,
-                    path + "." + MATRIX,
-                    longest,
-                    f"its items are named {name}-0 to {longest}, step names that must be no more than "
-                    f"{MAX_NAME} characters (they are label values): shorten the step's name or use "
-                    "fewer items",
-                )
-            )
+        problem = _naming_problem(name, counts[i], f"spec.steps[{i}]", names, taken)
+        if problem is not None and i in dynamic:
+            verdicts[name] = Verdict(FAILED, describe(problem), step_sources(steps[i]))
+        elif problem is not None:
+            problems.append(problem)
+        if problem is not None:
             combos[i] = None
             continue
-        clash = next(
-            (
-                (item, where)
-                for k in range(count)
-                if (item := f"{name}-{k}") in names or item in taken
-                for where in (taken.get(item) or f"spec.steps[{names[item]}]",)
-            ),
-            None,
-        )
-        if clash is not None:
-            problems.append(
-                MatrixProblem(
-                    DUPLICATE,
-                    path + ".name",
-                    clash[0],
-                    f"its matrix item {clash[0]} has the name of {_whose(clash[1])}: rename one",
-                )
-            )
-            combos[i] = None
-            continue
-        taken.update((f"{name}-{k}", path) for k in range(count))
+        taken.update((f"{name}-{k}", f"spec.steps[{i}]") for k in range(counts[i]))
     groups: dict[str, tuple[str, ...]] = {}
     values: dict[str, dict[str, str]] = {}
     effective: list[Any] = []
@@ -160,20 +172,101 @@ def expand_matrix(spec: Mapping[str, Any]) -> MatrixExpansion:
             origins.append(i)
     if groups:
         effective = [fan_in(s, groups) for s in effective]
-    return MatrixExpansion({**spec, "steps": effective}, groups, tuple(origins), tuple(problems), values)
+    return MatrixExpansion(
+        {**spec, "steps": effective}, groups, tuple(origins), tuple(problems), values, verdicts
+    )
+
+
+def _dynamic_combinations(
+    steps: Sequence[Any],
+    i: int,
+    arguments: Mapping[str, Any],
+    sources: Sources | None,
+    problems: list[MatrixProblem],
+    verdicts: dict[str, Verdict],
+) -> tuple[tuple[str, ...], list[list[str]]] | None:
+    """A matrix step reading an output: its references and other parameters checked (as a static
+    matrix's, with one placeholder value per output), and its combinations once the values are known;
+    otherwise None, its verdict (if any) recorded by name."""
+    step = steps[i]
+    path = f"spec.steps[{i}]"
+    before = len(problems)
+    problems.extend(source_problems(steps, i))
+    params = step[MATRIX].get("parameters")
+    outputs = {j for j, _ in dynamic_parameters(step)}
+    placeholder = [
+        {"name": p.get("name"), "values": [""]} if j in outputs else p for j, p in enumerate(params)
+    ]
+    combinations({**step, MATRIX: {**step[MATRIX], "parameters": placeholder}}, path, arguments, problems)
+    if len(problems) > before:
+        return None
+    resolved, verdict = resolved_step(step, i, sources)
+    if verdict is not None:
+        verdicts[step["name"]] = verdict
+    if resolved is None:
+        return None
+    own: list[MatrixProblem] = []  # the values' problems fail the step, not the flow
+    found = combinations(resolved, path, arguments, own)
+    if own:
+        verdicts[step["name"]] = Verdict(FAILED, describe(own[0]), step_sources(step))
+        return None
+    return found
+
+
+def _naming_problem(
+    name: str, count: int, path: str, names: Mapping[Any, int], taken: Mapping[str, str]
+) -> MatrixProblem | None:
+    longest = f"{name}-{count - 1}"
+    if len(longest) > MAX_NAME:
+        return MatrixProblem(
+            INVALID,
+            path + "." + MATRIX,
+            longest,
+            f"its items are named {name}-0 to {longest}, step names that must be no more than "
+            f"{MAX_NAME} characters (they are label values): shorten the step's name or use "
+            "fewer items",
+        )
+    clash = next(
+        (
+            (item, where)
+            for k in range(count)
+            if (item := f"{name}-{k}") in names or item in taken
+            for where in (taken.get(item) or f"spec.steps[{names[item]}]",)
+        ),
+        None,
+    )
+    if clash is None:
+        return None
+    return MatrixProblem(
+        DUPLICATE,
+        path + ".name",
+        clash[0],
+        f"its matrix item {clash[0]} has the name of {_whose(clash[1])}: rename one",
+    )
 
 
 def _whose(path: str) -> str:
     return f"the step at {path}" if path.startswith("spec.steps[") else path
 
 
-def effective_spec(spec: JobFlowSpec) -> tuple[JobFlowSpec, tuple[MatrixProblem, ...]]:
-    """`expand_matrix` of a decoded spec (the controller's and the CLI's): the effective spec, with its
-    `matrix_groups`, and the problems; `spec` itself when it has no matrix. A spec with problems still
-    comes back expanded as far as it can be (its broken matrix steps as one step each)."""
+def effective_spec(
+    spec: JobFlowSpec, status: Sequence[StepStatus] = ()
+) -> tuple[JobFlowSpec, tuple[MatrixProblem, ...]]:
+    """`expand_matrix` of a decoded spec (the controller's and the CLI's) at run time, the outputs its
+    matrices read taken from `status` (the flow's `status.steps`): the effective spec, with its
+    `matrix_groups` and `matrix_verdicts`, and the problems; `spec` itself when it has no matrix. A spec
+    with problems still comes back expanded as far as it can be (its broken matrix steps as one step
+    each)."""
     if not any(s.matrix is not None for s in spec.steps):
         return spec, ()
-    expansion = expand_matrix(spec.model_dump(by_alias=True, exclude_none=True, mode="json"))
+    try:
+        sources = read_sources(spec, status)
+        expansion = expand_matrix(spec.model_dump(by_alias=True, exclude_none=True, mode="json"), sources)
+    except Exception as err:  # a bug, or a value no rule foresaw: never raise
+        # Raised out of the controller's reconcile it would requeue the flow forever (Running, no
+        # message, its finally steps never run), and crash `zen-flow get`: the flow fails, saying why.
+        detail = f"its matrix could not be expanded: {type(err).__name__}: {str(err)[:200]}"
+        return spec, (MatrixProblem(INVALID, "spec.steps", None, detail),)
     try:
         found = JobFlowSpec.model_validate(expansion.spec)
     except ValidationError as err:  # not expected (the items are made of the model's own fields): never raise
@@ -181,10 +274,12 @@ def effective_spec(spec: JobFlowSpec) -> tuple[JobFlowSpec, tuple[MatrixProblem,
             INVALID, "spec.steps", None, f"its items do not parse: {err.error_count()} errors"
         )
         return spec, (*expansion.problems, why)
-    return found.model_copy(update={"matrix_groups": dict(expansion.groups)}), expansion.problems
+    update = {"matrix_groups": dict(expansion.groups), "matrix_verdicts": dict(expansion.verdicts)}
+    return found.model_copy(update=update), expansion.problems
 
 
 def effective_flow(flow: JobFlow) -> JobFlow:
-    """`flow` with its effective spec (`effective_spec`), `flow` itself when it has no matrix."""
-    spec, _ = effective_spec(flow.spec)
+    """`flow` with its effective spec (`effective_spec`, of its status), `flow` itself when it has no
+    matrix."""
+    spec, _ = effective_spec(flow.spec, flow.status.steps)
     return flow if spec is flow.spec else flow.model_copy(update={"spec": spec})

@@ -121,6 +121,9 @@ class _Planner(Starts):
             return
         if uncommitted(w, self.works) or self.awaits_commit(w):
             return
+        if (verdict := self.flow.spec.matrix_verdicts.get(w.name)) is not None:
+            self.settle_matrix(w, verdict)  # a matrix step whose items an output gives: none (yet)
+            return
         if w.spec.when is not None and not w.spec.is_manual and self.parallelism is not None:
             # Decided when a slot is free for the step (`start_ready`), once: not at every plan it waits
             # for one (a 500-wide fan-out at parallelism 20 evaluated its conditions ~116,000 times). A

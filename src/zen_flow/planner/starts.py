@@ -7,6 +7,7 @@ A memoized step served from its cache runs no Job: its cache is read before it w
 from __future__ import annotations
 
 from zen_flow.api.constants import StepPhase
+from zen_flow.api.jobflow import MatrixVerdict
 from zen_flow.core.expressions import Deferred, Unavailable, check_when
 from zen_flow.planner.actions import CreateJob
 from zen_flow.planner.artifacts import add_transfers
@@ -96,6 +97,21 @@ class Starts(Finale):
             w.fail(self.now, f"cannot create Job: {err}")
             self.note_failure(w)
             return True
+
+    def settle_matrix(self, w: StepWork, verdict: MatrixVerdict) -> None:
+        """A ready matrix step whose items come from an earlier step's output and that is not expanded
+        (core/matrix_sources.py): Skipped (an empty array, the source did not succeed) or Failed (a value
+        it cannot use) before any Job exists. Pending: not expanded from its source's output yet, which
+        a step only reads once committed (readiness.uncommitted), so never expected here; it waits for
+        the status write that brings the flow back expanded rather than run as a Job."""
+        phase, why, _ = verdict
+        if phase == StepPhase.SKIPPED:
+            w.skip(self.now, why)
+        elif phase == StepPhase.FAILED:
+            w.fail(self.now, why)
+            self.note_failure(w)
+        else:
+            w.message = bound(why)
 
     def create_attempt(self, w: StepWork, attempt: int) -> None:
         previous = w.message if w.phase == StepPhase.RETRYING else None

@@ -94,7 +94,7 @@ def _matrix_step_paths(expansion: MatrixExpansion) -> dict[str, str]:
     return {
         f"spec.steps[{origin}]": items[step["name"]]
         for origin, step in zip(origins, steps, strict=True)
-        if isinstance(step, dict) and step.get("name") in items
+        if isinstance(step, dict) and isinstance(step.get("name"), str) and step["name"] in items
     }
 
 

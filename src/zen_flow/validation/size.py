@@ -21,6 +21,8 @@ from pydantic_core import to_json
 from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS
 from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.matrix import expand_matrix, has_matrix
+from zen_flow.core.matrix_parameters import MAX_EFFECTIVE_STEPS, MAX_ITEMS
+from zen_flow.core.matrix_sources import is_dynamic
 
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
 MAX_OBJECT_BYTES = 1_400_000
@@ -64,11 +66,16 @@ def spec_json(spec: Mapping[str, Any]) -> bytes:
 def status_bound(spec: Mapping[str, Any]) -> int:
     """The largest status.* this spec can produce, in bytes of JSON: that of its effective flow, each
     item of a matrix step a step of its own (core/matrix.py)."""
+    weights: dict[str, int] = {}
     if has_matrix(spec):
+        weights = _run_time_items(spec)
         spec = expand_matrix(spec).spec
     steps = _items(spec.get("steps"))
-    total = FLOW_STATUS_BYTES + AUDIT_BYTES + STEP_ENTRY_BYTES * len(steps)
+    count = len(steps) + sum(weights.values()) - len(weights)
+    total = FLOW_STATUS_BYTES + AUDIT_BYTES + STEP_ENTRY_BYTES * count
     total += AUDIT_RETRIES_BYTES + RETRY_ENTRY_BYTES + sum(_name_bytes(s) + RETRY_STEP_BYTES for s in steps)
+    # A stand-in's items: its name with "-NNN", once per item.
+    total += sum((len(name) + 4 + RETRY_STEP_BYTES) * (n - 1) for name, n in weights.items())
     # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
     by_outputs: dict[int, int] = {}
     for step in steps:
@@ -76,7 +83,8 @@ def status_bound(spec: Mapping[str, Any]) -> int:
         if isinstance(outputs, dict):
             if (size := by_outputs.get(id(outputs))) is None:
                 size = by_outputs[id(outputs)] = _outputs_bound(outputs)
-            total += size
+            name = step.get("name")
+            total += size * (weights.get(name, 1) if isinstance(name, str) else 1)
         if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
             total += _approvals_bound(step)
             if isinstance(outputs, dict) and _supplies(outputs):
@@ -85,6 +93,25 @@ def status_bound(spec: Mapping[str, Any]) -> int:
     for kind in ("volumeClaimTemplates", "configMapTemplates"):
         total += RESOURCE_REF_BYTES * len(_items(templates.get(kind)))
     return total
+
+
+def _run_time_items(spec: Mapping[str, Any]) -> dict[str, int]:
+    """How many items each matrix step whose items an output gives (core/matrix_sources.py) may run as,
+    at most: 256 each, and the flow at most 500 steps once they are expanded (the controller fails a
+    step whose items would pass that), so its stand-in is counted as that many steps."""
+    steps = _items(spec.get("steps"))
+    dynamic = [
+        s["name"]
+        for s in steps
+        if s.get("matrix") is not None and is_dynamic(s) and isinstance(s.get("name"), str)
+    ]
+    room = max(MAX_EFFECTIVE_STEPS - len(steps), 0)
+    found: dict[str, int] = {}
+    for name in dynamic:
+        extra = min(MAX_ITEMS - 1, room)
+        room -= extra
+        found[name] = 1 + extra
+    return found
 
 
 def _name_bytes(step: Mapping[str, Any]) -> int:
