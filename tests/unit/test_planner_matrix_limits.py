@@ -148,3 +148,45 @@ def test_an_output_giving_more_items_than_max_items_fails_the_step_before_any_jo
     assert (build_status.message or "").startswith("spec.steps[1].matrix.maxItems: too_many: 5 (at most 4)")
     assert created_order(sim) == ["gen"]
     assert sim.phase == "Failed"
+
+
+def end_and_estimates(sim: Simulator) -> tuple[int, list[int]]:
+    """Run the flow with every Job taking 60 s: when it ended, and each estimate on the way (seconds)."""
+    estimates: list[int] = []
+    for t in range(0, 60 * 600, 60):
+        sim.reconcile()
+        if sim.terminal:
+            return t, estimates
+        estimate = sim.flow.status.estimated_completion_time
+        if estimate is not None:
+            estimates.append(int((estimate - T0).total_seconds()))
+        sim.advance(60)
+        for job in sim.running():
+            sim.complete(job)
+    raise AssertionError("the flow did not end")
+
+
+def test_an_item_held_by_its_matrix_leaves_the_flow_slot_to_a_later_step_in_the_estimate() -> None:
+    # a's items run one at a time, so b's take the flow's other slot: 10 rounds, not the 14 estimated
+    # when a's items were handed flow slots ahead of b's.
+    sim = simulator([fan_out("a", 10, 1), fan_out("b", 10, None)], parallelism=2)
+    end, estimates = end_and_estimates(sim)
+    assert end == 600
+    assert estimates
+    assert set(estimates) == {600}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 8), st.one_of(st.none(), st.integers(1, 4))), min_size=1, max_size=3),
+    st.one_of(st.none(), st.integers(1, 6)),
+    st.booleans(),
+)
+def test_with_jobs_of_equal_length_the_estimate_is_the_end(
+    fans: list[tuple[int, int | None]], parallelism: int | None, join: bool
+) -> None:
+    steps = [fan_out(f"m{i}", items, limit) for i, (items, limit) in enumerate(fans)]
+    if join:
+        steps.append(job_step("after", "m0"))
+    end, estimates = end_and_estimates(simulator(steps, parallelism))
+    assert set(estimates) <= {end}
