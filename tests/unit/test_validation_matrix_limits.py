@@ -58,3 +58,26 @@ def test_bounded_dynamic_fan_outs_fit_the_status_size_bound_that_unbounded_ones_
     assert errors_of(dynamic_fan_outs(2, 2)) != []
     assert_valid(dynamic_fan_outs(2, 2, maxItems=16))
     assert_valid(dynamic_fan_outs(1, 4, maxItems=64))
+
+
+def dynamic(name: str, *others: dict[str, Any], **matrix: Any) -> dict[str, Any]:
+    parameters = [{"name": "x", "valueFrom": {"jsonPath": "gen:$.outputs.parameters.list"}}]
+    fan = job_step(name, "gen", matrix={"parameters": parameters, **matrix})
+    return make_flow(job_step("gen", outputs=GEN_OUTPUT), fan, *others)
+
+
+def test_a_dynamic_matrix_is_checked_for_item_names_up_to_its_max_items() -> None:
+    # work-10 could be an item of an unbounded matrix, never of one of at most 4 items.
+    assert_valid(dynamic("work", job_step("work-10"), maxItems=4))
+    error = assert_error(dynamic("work", job_step("work-3"), maxItems=4), "spec.steps[1].name", E.DUPLICATE)
+    assert "work-0 to at most work-3" in str(error)
+    assert_error(dynamic("work", job_step("work-10")), "spec.steps[1].name", E.DUPLICATE, "work-255")
+
+
+def test_a_dynamic_matrix_whose_items_could_be_named_too_long_is_refused_naming_the_matrix() -> None:
+    # 60 characters: items -0 to -3 are 62 characters, -255 would be 64.
+    name = "w" * 60
+    assert_valid(dynamic(name, maxItems=4))
+    error = assert_error(dynamic(name), "spec.steps[1].matrix", E.INVALID, "no more than 63 characters")
+    assert f"{name}-255" in str(error)
+    assert "maxItems" in str(error)
