@@ -243,10 +243,11 @@ def kitchen_sink_spec() -> dict[str, Any]:
                 "dependencies": ["produce"],
                 "template": job("echo fan"),
                 "matrix": {
+                    "maxParallel": 2,
                     "parameters": [
                         {"name": "os", "values": ["linux", "darwin"]},
                         {"name": "region", "valueFrom": {"argument": "regions"}},
-                    ]
+                    ],
                 },
             },
             {
@@ -254,9 +255,10 @@ def kitchen_sink_spec() -> dict[str, Any]:
                 "dependencies": ["produce"],
                 "template": job("echo spread"),
                 "matrix": {
+                    "maxItems": 16,
                     "parameters": [
                         {"name": "env", "valueFrom": {"jsonPath": "produce:$.outputs.parameters.env"}}
-                    ]
+                    ],
                 },
             },
             {

@@ -67,3 +67,32 @@ async def test_a_matrix_step_runs_one_job_per_item_and_its_fan_in_reads_every_ou
     assert flow["status"]["phase"] == "Succeeded"
     assert flow["status"]["progress"]["totalSteps"] == 5
     assert "matrix" in flow["spec"]["steps"][0]  # the stored spec is as written
+
+
+async def test_max_parallel_runs_at_most_that_many_items_at_once_in_item_order(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    items = [f"shard-{i}" for i in range(6)]
+    shard = job_step(
+        "shard", matrix={"maxParallel": 2, "parameters": [{"name": "n", "values": list("abcdef")}]}
+    )
+    start_controller()
+    await driver.create(flow_manifest("limited", namespace, [shard]))
+
+    for k in range(len(items)):
+        # Items k and k+1 run (the earlier ones finished); the later ones wait, no Job created for them.
+        running = items[k : k + 2]
+        await wait_steps(driver, namespace, "limited", dict.fromkeys(running, "Running"))
+        jobs = await jobs_by_step(driver, namespace, "limited")
+        unfinished = [
+            step for step, found in jobs.items() if not found[0].get("status", {}).get("conditions")
+        ]
+        assert sorted(unfinished) == running
+        assert sorted(jobs) == items[: k + 2]
+        if k + 2 < len(items):
+            flow = await driver.get(namespace, "limited")
+            waiting = {s["name"]: s.get("message") for s in flow["status"]["steps"]}
+            assert waiting[items[k + 2]] == "waiting for a slot: matrix shard maxParallel 2 reached"
+        await finish(driver, namespace, items[k])
+    flow = await driver.wait_phase(namespace, "limited", timeout=30)
+    assert flow["status"]["phase"] == "Succeeded"

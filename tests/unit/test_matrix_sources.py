@@ -131,7 +131,7 @@ def test_what_cannot_be_expanded_is_a_verdict_on_the_step_naming_the_field() -> 
         )
 
 
-def test_items_past_the_flow_limit_or_names_too_long_fail_the_step() -> None:
+def test_items_past_the_flow_limit_fail_the_step_and_names_taken_or_too_long_are_refused() -> None:
     many = [job_step(f"s{i}") for i in range(490)]
     raw = make_flow([*steps(), *many])
     status = (gen(value=json.dumps([str(i) for i in range(20)])),)
@@ -145,10 +145,11 @@ def test_items_past_the_flow_limit_or_names_too_long_fail_the_step() -> None:
     clash = make_flow([*steps(), job_step("build-1")])
     _, problems = effective_spec(clash.spec, (gen(value='["a","b"]'),))
     assert [p.path for p in problems] == ["spec.steps[1].name"]
+    # So is one whose items could be named too long (up to b...-255: no maxItems here).
     long = make_flow(steps(name="b" * 62))
-    verdict = effective_spec(long.spec, (gen(value='["a","b"]'),))[0].matrix_verdicts["b" * 62]
-    assert verdict[0] == "Failed"
-    assert "must be no more than 63 characters" in verdict[1]
+    _, problems = effective_spec(long.spec, (gen(value='["a","b"]'),))
+    assert [p.path for p in problems] == ["spec.steps[1].matrix"]
+    assert "must be no more than 63 characters" in problems[0].detail
 
 
 def test_the_cache_expands_again_when_the_source_state_changes_and_only_then(monkeypatch: Any) -> None:

@@ -261,6 +261,10 @@ class Matrix(Model):
     """A step run once per combination of its parameters' values (core/matrix.py expands it)."""
 
     parameters: tuple[MatrixParameter, ...] = ()
+    # At most this many items run at once (None: no limit of its own; planner.parallelism).
+    max_parallel: int | None = None
+    # The most items it may expand to (None: 256); a matrix reading an output is counted at it.
+    max_items: int | None = None
 
 
 class Step(Model):
@@ -337,6 +341,9 @@ class JobFlowSpec(Model):
     # and that is not expanded (yet) -> what the planner does when it is ready instead of starting it:
     # core/matrix_sources.py.
     matrix_verdicts: dict[str, MatrixVerdict] = Field(default_factory=dict, exclude=True)
+    # Not a field of the resource either: each expanded matrix step with `maxParallel` -> that limit,
+    # which the planner applies to its items (`matrix_groups`) beside executionPolicy.parallelism.
+    matrix_limits: dict[str, int] = Field(default_factory=dict, exclude=True)
 
 
 class JobFlow(Model):

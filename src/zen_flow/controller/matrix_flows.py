@@ -108,6 +108,7 @@ class MatrixFlows:
                     "steps": spec.steps,
                     "matrix_groups": spec.matrix_groups,
                     "matrix_verdicts": spec.matrix_verdicts,
+                    "matrix_limits": spec.matrix_limits,
                 }
             )
         wanted = wanted_sources(basis)

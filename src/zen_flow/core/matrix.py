@@ -33,9 +33,11 @@ from zen_flow.core.matrix_parameters import (
     INVALID,
     MATRIX,
     MAX_EFFECTIVE_STEPS,
+    MAX_PARALLEL,
     TOO_MANY,
     MatrixProblem,
     argument_values,
+    bound_of,
     combinations,
     count_items,
     describe,
@@ -65,6 +67,7 @@ class MatrixExpansion:
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # item -> its values
     # A matrix step reading an output that stays its stand-in -> what the planner does when it is ready.
     verdicts: Mapping[str, Verdict] = field(default_factory=dict)
+    limits: Mapping[str, int] = field(default_factory=dict)  # expanded step -> its maxParallel
 
 
 def has_matrix(spec: Any) -> bool:
@@ -148,6 +151,7 @@ def expand_matrix(spec: Mapping[str, Any], sources: Sources | None = None) -> Ma
             continue
         taken.update((f"{name}-{k}", f"spec.steps[{i}]") for k in range(counts[i]))
     groups: dict[str, tuple[str, ...]] = {}
+    limits: dict[str, int] = {}
     values: dict[str, dict[str, str]] = {}
     effective: list[Any] = []
     origins: list[int] = []
@@ -165,6 +169,8 @@ def expand_matrix(spec: Mapping[str, Any], sources: Sources | None = None) -> Ma
         name = step["name"]
         items = tuple(f"{name}-{k}" for k in range(counts[i]))
         groups[name] = items
+        if (limit := bound_of(step[MATRIX], MAX_PARALLEL)) is not None:
+            limits[name] = limit
         for item, row in zip(items, product(*columns), strict=True):
             given = dict(zip(params, row, strict=True))
             values[item] = given
@@ -173,7 +179,7 @@ def expand_matrix(spec: Mapping[str, Any], sources: Sources | None = None) -> Ma
     if groups:
         effective = [fan_in(s, groups) for s in effective]
     return MatrixExpansion(
-        {**spec, "steps": effective}, groups, tuple(origins), tuple(problems), values, verdicts
+        {**spec, "steps": effective}, groups, tuple(origins), tuple(problems), values, verdicts, limits
     )
 
 
@@ -254,9 +260,9 @@ def effective_spec(
 ) -> tuple[JobFlowSpec, tuple[MatrixProblem, ...]]:
     """`expand_matrix` of a decoded spec (the controller's and the CLI's) at run time, the outputs its
     matrices read taken from `status` (the flow's `status.steps`): the effective spec, with its
-    `matrix_groups` and `matrix_verdicts`, and the problems; `spec` itself when it has no matrix. A spec
-    with problems still comes back expanded as far as it can be (its broken matrix steps as one step
-    each)."""
+    `matrix_groups`, `matrix_verdicts` and `matrix_limits`, and the problems; `spec` itself when it
+    has no matrix. A spec with problems still comes back expanded as far as it can be (its broken matrix
+    steps as one step each)."""
     if not any(s.matrix is not None for s in spec.steps):
         return spec, ()
     try:
@@ -274,7 +280,11 @@ def effective_spec(
             INVALID, "spec.steps", None, f"its items do not parse: {err.error_count()} errors"
         )
         return spec, (*expansion.problems, why)
-    update = {"matrix_groups": dict(expansion.groups), "matrix_verdicts": dict(expansion.verdicts)}
+    update = {
+        "matrix_groups": dict(expansion.groups),
+        "matrix_verdicts": dict(expansion.verdicts),
+        "matrix_limits": dict(expansion.limits),
+    }
     return found.model_copy(update=update), expansion.problems
 
 

@@ -22,6 +22,7 @@ MAX_VALUES = 256  # per parameter, CRD maxItems
 MAX_VALUE = 4096  # characters of one value, CRD maxLength
 MAX_ITEMS = 256  # items of one matrix step (the product of its parameters' value counts)
 MAX_EFFECTIVE_STEPS = 500  # validation.limits.MAX_STEPS: the flow after expansion
+MAX_PARALLEL, MAX_ITEMS_FIELD = "maxParallel", "maxItems"  # matrix fields, each 1 to MAX_ITEMS
 
 # The kinds of problem, as validation.errors names its constructors.
 INVALID, REQUIRED, FORBIDDEN, TOO_MANY, DUPLICATE, NOT_FOUND = (
@@ -139,9 +140,24 @@ def combinations(
         column = _values(param, pp, arguments, problems)
         if column is not None:
             columns.append(column)
+    for key in (MAX_PARALLEL, MAX_ITEMS_FIELD):
+        bound_of(matrix, key, at, problems)
     if len(problems) > before:
         return None
     count = count_items(columns)
+    declared = bound_of(matrix, MAX_ITEMS_FIELD)
+    if declared is not None and count > declared:
+        problems.append(
+            MatrixProblem(
+                TOO_MANY,
+                f"{at}.{MAX_ITEMS_FIELD}",
+                count,
+                f"the matrix makes {count} items (the product of its parameters' value counts), more "
+                f"than its {MAX_ITEMS_FIELD}",
+                declared,
+            )
+        )
+        return None
     if count > MAX_ITEMS:
         problems.append(
             MatrixProblem(
@@ -154,6 +170,22 @@ def combinations(
         )
         return None
     return tuple(names), columns
+
+
+def bound_of(matrix: Any, key: str, at: str = "", problems: list[MatrixProblem] | None = None) -> int | None:
+    """The matrix's `maxParallel` or `maxItems` (`key`), None when unset or unusable (said in `problems`
+    at `at`, when given: an integer 1 to 256)."""
+    value = matrix.get(key) if isinstance(matrix, Mapping) else None
+    if value is None:
+        return None
+    # bool is an int in Python, never one in JSON.
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ITEMS:
+        return value
+    if problems is not None:
+        problems.append(
+            MatrixProblem(INVALID, f"{at}.{key}", value, f"must be an integer from 1 to {MAX_ITEMS}")
+        )
+    return None
 
 
 def count_items(columns: Sequence[Sequence[str]]) -> int:

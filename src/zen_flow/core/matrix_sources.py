@@ -34,12 +34,15 @@ from zen_flow.core.matrix_parameters import (
     INVALID,
     MATRIX,
     MAX_ITEMS,
+    MAX_ITEMS_FIELD,
     MAX_VALUE,
     MAX_VALUES,
     NOT_FOUND,
     MatrixProblem,
+    bound_of,
     is_manual_step,
 )
+from zen_flow.core.naming import MAX_NAME
 
 JSON_PATH = "jsonPath"
 FORM = '"<step>:$.outputs.parameters.<name>"'
@@ -156,19 +159,33 @@ def source_problems(steps: Sequence[Any], i: int) -> list[MatrixProblem]:
                 )
             )
     name = step.get("name")
-    clash = None
-    if isinstance(name, str):
-        clash = next((item for k in range(MAX_ITEMS) if (item := f"{name}-{k}") in by_name), None)
+    if not isinstance(name, str):
+        return problems
+    # Its items are known only at run time, where a name too long or taken would fail the step: refused
+    # now, as a static matrix's are, for every item it may make (its maxItems, 256 unset).
+    bound = bound_of(step[MATRIX], MAX_ITEMS_FIELD) or MAX_ITEMS
+    longest = f"{name}-{bound - 1}"
+    if len(longest) > MAX_NAME:
+        problems.append(
+            MatrixProblem(
+                INVALID,
+                f"spec.steps[{i}].{MATRIX}",
+                longest,
+                f"its matrix items, {name}-0 to at most {longest} (their number is known at run time, "
+                f"at most its {MAX_ITEMS_FIELD}, {MAX_ITEMS} unset), are step names that must be no more "
+                f"than {MAX_NAME} characters (they are label values): shorten the step's name or lower "
+                f"{MAX_ITEMS_FIELD}",
+            )
+        )
+    clash = next((item for k in range(bound) if (item := f"{name}-{k}") in by_name), None)
     if clash is not None:
-        # Its items are known only at run time, where this clash would fail the step: refused now, as a
-        # static matrix's item clash is.
         problems.append(
             MatrixProblem(
                 DUPLICATE,
                 f"spec.steps[{i}].name",
                 clash,
-                f"its matrix items, {name}-0 to at most {name}-{MAX_ITEMS - 1} (their number is known at "
-                f"run time), would include {clash}, the name of the step at "
+                f"its matrix items, {name}-0 to at most {longest} (their number is known at run time), "
+                f"would include {clash}, the name of the step at "
                 f"spec.steps[{steps.index(by_name[clash])}]: rename one",
             )
         )

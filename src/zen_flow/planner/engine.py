@@ -124,7 +124,7 @@ class _Planner(Starts):
         if (verdict := self.flow.spec.matrix_verdicts.get(w.name)) is not None:
             self.settle_matrix(w, verdict)  # a matrix step whose items an output gives: none (yet)
             return
-        if w.spec.when is not None and not w.spec.is_manual and self.parallelism is not None:
+        if w.spec.when is not None and not w.spec.is_manual and self.limited(w):
             # Decided when a slot is free for the step (`start_ready`), once: not at every plan it waits
             # for one (a 500-wide fan-out at parallelism 20 evaluated its conditions ~116,000 times). A
             # memoized step's was decided when its cache was first read (`start_ready`), if it was.

@@ -22,7 +22,7 @@ from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
-from zen_flow.planner.parallelism import parallelism_of
+from zen_flow.planner.parallelism import item_limits, parallelism_of
 from zen_flow.planner.parameters import Resolved, resolve_inputs
 from zen_flow.planner.readiness import producer
 from zen_flow.planner.shape import Shape
@@ -134,6 +134,7 @@ class PlanState:
         # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
         self.creating: tuple[CreateResource, ...] = ()
         self.parallelism = parallelism_of(flow)
+        self.item_limits = item_limits(flow)  # the items of matrix steps with maxParallel
         # Under a parallelism limit: the Job steps (and attempts) this plan would start, started in spec
         # order once all are known (`_Planner.start_ready`).
         self.ready: list[tuple[StepWork, int]] = []

@@ -1,6 +1,7 @@
 """Starting a ready step: its `when` decided, a join that could never run failed at once, its Job built
 and created, or taken over when a lost status write left it unrecorded; under
-`executionPolicy.parallelism`, only as many as the limit leaves room for, in spec order (planner.parallelism).
+`executionPolicy.parallelism` or a matrix's `maxParallel`, only as many as the limits leave room for, in
+spec order (planner.parallelism).
 A memoized step served from its cache runs no Job: its cache is read before it waits for a slot.
 """
 
@@ -14,7 +15,7 @@ from zen_flow.planner.artifacts import add_transfers
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.memoization import serving_cache
-from zen_flow.planner.parallelism import missed, running, wait
+from zen_flow.planner.parallelism import Holder, missed, running, wait
 from zen_flow.planner.parameters import apply_parameters
 from zen_flow.planner.readiness import skipped_input
 from zen_flow.planner.steps import StepWork, bound
@@ -34,26 +35,29 @@ class Starts(Finale):
         """Start the Job step `w` now, or, under a parallelism limit, once every ready step is known. A
         Job of that attempt that exists already (a status write lost) is taken over at once: it runs, and
         takes its place before any other start is counted."""
-        if self.parallelism is None or self.job_name(w.name, attempt) in self.jobs:
+        if not self.limited(w) or self.job_name(w.name, attempt) in self.jobs:
             self.create_attempt(w, attempt)
         else:
             self.ready.append((w, attempt))
 
+    def limited(self, w: StepWork) -> bool:
+        """Does a limit apply to `w`: the flow's parallelism, or its matrix step's maxParallel?"""
+        return self.parallelism is not None or w.name in self.item_limits
+
     def start_ready(self) -> str | None:
-        """Start the ready steps in spec order while the limit leaves room (see planner.parallelism);
+        """Start the ready steps in spec order while the limits leave room (see planner.parallelism);
         the others wait, saying why, until a Job finishes (its event wakes the flow). Returns a step that
         ended here instead of starting (its `when`, decided at its slot), at once."""
-        limit = self.parallelism
-        assert limit is not None
         position = {name: i for i, name in enumerate(self.works)}
         self.ready.sort(key=lambda item: position[item[0].name])
         taken = running(self.moving.values(), self.jobs)
+        in_group: dict[str, int] = {}  # a limited matrix step's running items, counted when first asked
         for w, attempt in self.ready:
             if self.blocked(w):  # a step failed at its Job's creation (fail-fast) just now
                 continue
-            held = taken >= limit
-            if held and not self.unread_cache(w):
-                w.message = self.held(w, limit)
+            holder = self.holder(w, taken, in_group)
+            if holder is not None and not self.unread_cache(w):
+                w.message = self.held(w, holder)
                 continue
             if w.name in self.when_held and (not self.decide_when(w) or self.fails_on_skipped_input(w)):
                 if w.terminal:
@@ -61,26 +65,43 @@ class Starts(Finale):
                     # schedules again before it hands out another slot.
                     return w.name
                 continue
-            if held:  # a memoized step whose cache no plan read yet: a hit needs no slot
+            if holder is not None:  # a memoized step whose cache no plan read yet: a hit needs no slot
                 if not self.served(w, attempt):
                     self.memo_missed.add(w.name)
-                    w.message = self.held(w, limit)
+                    w.message = self.held(w, holder)
                 elif w.terminal:  # served (or failed): its dependents may start
                     return w.name
                 continue
             self.create_attempt(w, attempt)
             if w.phase == StepPhase.SUCCEEDED:  # served from its memoize cache: its dependents may start
                 return w.name
-            taken += w.phase == StepPhase.RUNNING
+            started = w.phase == StepPhase.RUNNING
+            taken += started
+            if (item := self.item_limits.get(w.name)) is not None and item.group is not None:
+                in_group[item.group] += started
         return None
+
+    def holder(self, w: StepWork, taken: int, in_group: dict[str, int]) -> Holder | None:
+        """The limit that leaves `w` no room now (the flow's first), None when both do."""
+        if self.parallelism is not None and taken >= self.parallelism:
+            return Holder(self.parallelism)
+        item = self.item_limits.get(w.name)
+        if item is None or item.group is None:
+            return None
+        if item.group not in in_group:
+            items = self.flow.spec.matrix_groups.get(item.group, ())
+            in_group[item.group] = running(
+                (m for name in items if (m := self.moving.get(name)) is not None), self.jobs
+            )
+        return item if in_group[item.group] >= item.limit else None
 
     def note_missed(self, w: StepWork) -> None:
         """Remember what the held step's message says (`missed`), before it is said again."""
         if missed(w.message):
             self.memo_missed.add(w.name)
 
-    def held(self, w: StepWork, limit: int) -> str:
-        return wait(w.message if w.phase == StepPhase.RETRYING else None, limit, w.name in self.memo_missed)
+    def held(self, w: StepWork, holder: Holder) -> str:
+        return wait(w.message if w.phase == StepPhase.RETRYING else None, holder, w.name in self.memo_missed)
 
     def unread_cache(self, w: StepWork) -> bool:
         """Is `w` a memoized step whose cache no plan read since it became ready?"""

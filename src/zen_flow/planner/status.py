@@ -20,7 +20,7 @@ from zen_flow.planner.approvals import tally
 from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.estimate import estimate_completion
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
-from zen_flow.planner.parallelism import parallelism_of
+from zen_flow.planner.parallelism import flow_waiting, parallelism_of
 from zen_flow.planner.parallelism import waiting as waiting_for_slot
 from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
 from zen_flow.planner.steps import HELD, NAME, PHASE
@@ -46,7 +46,8 @@ REASON_JOB_REJECTED = "JobRejected"
 REASON_STATUS_REJECTED = "StatusRejected"
 # Running steps whose Job is held suspended, grouped beside the phases (`_by_phase`).
 _HELD_KEY = "Running/held"
-# Ready steps held back by executionPolicy.parallelism (Pending, or Retrying with their retry due).
+# Ready steps held back by executionPolicy.parallelism or a matrix's maxParallel (Pending, or Retrying
+# with their retry due).
 _SLOT_KEY = "Ready/held"
 # How a Retrying step's message begins (observation.attempt_failed); the flow's message says the attempt.
 _ATTEMPT_FAILED = re.compile(r"attempt \d+ failed: ")
@@ -188,8 +189,14 @@ def flow_message(
         parts.append(f"held (Job suspended): {listing(held)}")
     if waiting:
         parts.append(_waiting(steps, waiting, tallied))
-    if slotless and parallelism is not None:
-        parts.append(f"parallelism {parallelism} reached, waiting: {listing(slotless)}")
+    if slotless:  # held by the flow's parallelism, or by a matrix's maxParallel (planner.parallelism)
+        slots = frozenset(slotless)
+        by_flow = {s.name for s in steps if s.name in slots and flow_waiting(s.message)}
+        if by_flow and parallelism is not None:
+            flows = [n for n in slotless if n in by_flow]
+            parts.append(f"parallelism {parallelism} reached, waiting: {listing(flows)}")
+        if by_matrix := [n for n in slotless if n not in by_flow]:
+            parts.append(f"matrix maxParallel reached, waiting: {listing(by_matrix)}")
     if retrying:  # last: why the attempt failed is the longest part, the one cut
         parts.append(_retrying(steps, retrying, limit))
     if not parts:

@@ -21,7 +21,7 @@ from pydantic_core import to_json
 from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS
 from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.matrix import expand_matrix, has_matrix
-from zen_flow.core.matrix_parameters import MAX_EFFECTIVE_STEPS, MAX_ITEMS
+from zen_flow.core.matrix_parameters import MAX_EFFECTIVE_STEPS, MAX_ITEMS, MAX_ITEMS_FIELD, bound_of
 from zen_flow.core.matrix_sources import is_dynamic
 
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
@@ -97,18 +97,19 @@ def status_bound(spec: Mapping[str, Any]) -> int:
 
 def _run_time_items(spec: Mapping[str, Any]) -> dict[str, int]:
     """How many items each matrix step whose items an output gives (core/matrix_sources.py) may run as,
-    at most: 256 each, and the flow at most 500 steps once they are expanded (the controller fails a
-    step whose items would pass that), so its stand-in is counted as that many steps."""
+    at most: its `maxItems` (256 unset) each, and the flow at most 500 steps once they are expanded (the
+    controller fails a step whose items would pass either), so its stand-in is counted as that many
+    steps."""
     steps = _items(spec.get("steps"))
     dynamic = [
-        s["name"]
+        (s["name"], bound_of(s["matrix"], MAX_ITEMS_FIELD) or MAX_ITEMS)
         for s in steps
         if s.get("matrix") is not None and is_dynamic(s) and isinstance(s.get("name"), str)
     ]
     room = max(MAX_EFFECTIVE_STEPS - len(steps), 0)
     found: dict[str, int] = {}
-    for name in dynamic:
-        extra = min(MAX_ITEMS - 1, room)
+    for name, most in dynamic:
+        extra = min(most - 1, room)
         room -= extra
         found[name] = 1 + extra
     return found
