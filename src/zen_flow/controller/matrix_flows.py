@@ -51,7 +51,8 @@ class _Entry(NamedTuple):
     problems: tuple[str, ...]  # why it could not be expanded
     wanted: frozenset[tuple[str, str]]  # the outputs its matrices read
     sources: tuple[tuple[tuple[str, str], SourceState], ...]  # what the status said of them
-    # The spec expanded, when it is an earlier generation's (a started flow's): None, the flow's own.
+    # The spec it was expanded from: the flow's own of `generation`, or for a started flow the one it
+    # started with (an earlier generation's); None for a flow without a matrix.
     basis: JobFlowSpec | None
 
 
