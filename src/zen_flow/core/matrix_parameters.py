@@ -65,8 +65,13 @@ def is_manual_step(step: Mapping[str, Any]) -> bool:
 
 
 def input_names(step: Mapping[str, Any]) -> set[str]:
-    inputs = step.get("inputs")
-    params = inputs.get("parameters") if isinstance(inputs, Mapping) else None
+    return parameter_names(step, "inputs")
+
+
+def parameter_names(step: Mapping[str, Any], side: str) -> set[str]:
+    """The names of a raw step's `inputs` or `outputs` (`side`) parameters."""
+    found = step.get(side)
+    params = found.get("parameters") if isinstance(found, Mapping) else None
     return {
         p["name"]
         for p in (params if isinstance(params, list | tuple) else ())

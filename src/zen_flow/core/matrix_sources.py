@@ -41,6 +41,7 @@ from zen_flow.core.matrix_parameters import (
     MatrixProblem,
     bound_of,
     is_manual_step,
+    parameter_names,
 )
 from zen_flow.core.naming import MAX_NAME
 
@@ -138,7 +139,7 @@ def source_problems(steps: Sequence[Any], i: int) -> list[MatrixProblem]:
             )
         elif is_manual_step(found):
             problems.append(MatrixProblem(INVALID, at, text, f"step {json.dumps(ref)} is no Job step"))
-        elif output not in (declared := _outputs(found)):
+        elif output not in (declared := parameter_names(found, "outputs")):
             problems.append(
                 MatrixProblem(
                     NOT_FOUND,
@@ -190,16 +191,6 @@ def source_problems(steps: Sequence[Any], i: int) -> list[MatrixProblem]:
             )
         )
     return problems
-
-
-def _outputs(step: Mapping[str, Any]) -> set[str]:
-    outputs = step.get("outputs")
-    params = outputs.get("parameters") if isinstance(outputs, Mapping) else None
-    return {
-        p["name"]
-        for p in (params if isinstance(params, list | tuple) else ())
-        if isinstance(p, Mapping) and isinstance(p.get("name"), str)
-    }
 
 
 def wanted_sources(spec: JobFlowSpec) -> frozenset[tuple[str, str]]:
