@@ -74,7 +74,7 @@ class Controller:
         `slots`: the limits on running flows (`--max-running-flows`, `--namespace-max-running-flows`)."""
         self._flows = flows
         # The flows in line for those limits, kept from the flow informer's events (planner.slots).
-        self._slots = planner.SlotBook(slots or planner.SlotLimits())
+        self._slots = planner.SlotBook(slots or planner.SlotLimits(), jobs.jobs_for)
         self._runner = PlanRunner(
             api=api,
             evaluate=evaluate,
@@ -173,7 +173,7 @@ class Controller:
             self._expectations.creation_observed(owner.uid, job.metadata.name)
             if job.deleting:
                 self._expectations.deletion_observed(owner.uid, job.metadata.name)
-        if self._flows.get(key) is None:
+        if (flow := self._flows.get(key)) is None:
             # Not a flow of ours: another controller instance's (Jobs are not selected by instance), or
             # one gone (its deletion enqueued it). A reconcile would find nothing, yet count as one.
             # Should the flow come (a fresh start's list, a relabel to this instance), its own add
@@ -183,6 +183,8 @@ class Controller:
             self._metrics.job_updates_ignored.inc()
             return  # a counter moved (active, ready): no plan can differ
         self._queue.add(key)
+        # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot.
+        self._wake(self._slots.observe(flow, flow))
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -354,7 +356,7 @@ class Controller:
             peers = self._peers(flow)
             # Claimed before the plan, with no await between: a flow another worker plans meanwhile
             # counts this one's slot (planner.slots).
-            slot = self._slots.claim(flow) if planner.needs_slot(flow, peers) else None
+            slot = self._slots.claim(flow, peers) if planner.needs_slot(flow, peers) else None
             # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
             return self._runner.plan(flow, jobs, now, messages, peers, memos, slot)
 
