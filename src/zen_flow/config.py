@@ -60,6 +60,21 @@ class Settings:
             "for them)"
         },
     )
+    max_running_flows: int = field(
+        default=0,
+        metadata={
+            "help": "flows this controller runs at once in all its namespaces; a flow past it waits Pending "
+            "(condition Queued, reason WaitingForSlot) and starts, oldest first, when one finishes (0: no "
+            "limit; docs/OPERATOR_GUIDE.md, 'Limits on running flows')"
+        },
+    )
+    namespace_max_running_flows: int = field(
+        default=0,
+        metadata={
+            "help": "flows this controller runs at once in each namespace; a flow past it waits as with "
+            "--max-running-flows (0: no limit)"
+        },
+    )
     qps: float = field(
         default=0.0,
         metadata={
@@ -287,6 +302,8 @@ def _check(s: Settings) -> None:
         problems.append("--workers must be >= 1")
     if not 0 <= s.start_workers <= s.workers:
         problems.append("--start-workers must be between 0 (automatic) and --workers")
+    if s.max_running_flows < 0 or s.namespace_max_running_flows < 0:
+        problems.append("--max-running-flows and --namespace-max-running-flows must be >= 0 (0: no limit)")
     if s.qps < 0 or s.burst < 1:
         problems.append("--qps must be >= 0 (0: no client-side limit) and --burst >= 1")
     if s.expression_budget <= 0 or s.expression_workers < 1:

@@ -63,6 +63,7 @@ class FakeApiServer:
         self.events: list[tuple[str, str, str]] = []
         self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
         self.on_flow: Callable[[JobFlow], None] | None = None
+        self.on_flow_deleted: Callable[[JobFlow], None] | None = None
         self.on_job: Callable[[Job], None] | None = None
         self.on_job_deleted: Callable[[Job], None] | None = None
         # Raised by the next status patches, in order, before anything is applied (a 503, a timeout).
@@ -95,6 +96,10 @@ class FakeApiServer:
         new = change(old)
         return old if new == old else self._store_flow(new)
 
+    def remove_flow(self, key: str) -> JobFlow:
+        """A user deletes the flow (no finalizer: gone at once); the cache sees it at the next `sync`."""
+        return self.flows.pop(key)
+
     def finish_job(self, namespace: str, name: str, *, succeeded: bool = True, reason: str = "") -> Job:
         """What the Job controller writes when the Job's pod ends (`reason` of a failure, e.g.
         DeadlineExceeded for its activeDeadlineSeconds)."""
@@ -117,6 +122,7 @@ class FakeApiServer:
         changed_flows = [f for k, f in self.flows.items() if flows and self._cached_flows.get(k) is not f]
         changed_jobs = [j for k, j in self.jobs.items() if jobs and self._cached_jobs.get(k) is not j]
         gone_jobs = [j for k, j in self._cached_jobs.items() if jobs and k not in self.jobs]
+        gone_flows = [f for k, f in self._cached_flows.items() if flows and k not in self.flows]
         if flows:
             self._cached_flows = dict(self.flows)
         if jobs:
@@ -130,6 +136,9 @@ class FakeApiServer:
         for flow in changed_flows:
             if self.on_flow is not None:
                 self.on_flow(flow)
+        for flow in gone_flows:
+            if self.on_flow_deleted is not None:
+                self.on_flow_deleted(flow)
 
     # --- FlowCache, JobCache: what the controller's informers have seen --------------------------------
 

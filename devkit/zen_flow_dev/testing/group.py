@@ -51,9 +51,9 @@ class FlowGroup:
             for other, sim in self.sims.items()
             if other in self.visible and not sim.flow_deleted and group_of(sim.flow) == group
         ]
-        return peers_of(flow, members, jobs_for=self._jobs_for)
+        return peers_of(flow, members, jobs_for=self.jobs_for)
 
-    def _jobs_for(self, uid: str) -> list[Job]:
+    def jobs_for(self, uid: str) -> list[Job]:
         # The controller's Job cache: every Job the flow of that UID made and the cluster still has.
         return [
             job for sim in self.sims.values() if sim.flow.metadata.uid == uid for job in sim.jobs.values()

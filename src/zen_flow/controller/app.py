@@ -50,7 +50,7 @@ from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.workqueue import Priority, WorkQueue
-from zen_flow.planner import ArtifactOptions
+from zen_flow.planner import ArtifactOptions, SlotLimits
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
@@ -154,6 +154,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             progress_deadline=settings.progress_deadline_seconds,
             sandboxed_plans=settings.expression_workers,
             cloud_events=sink,
+            slots=SlotLimits(settings.max_running_flows, settings.namespace_max_running_flows),
         )
         stack.callback(controller.close)
         # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).

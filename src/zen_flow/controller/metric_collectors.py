@@ -15,11 +15,13 @@ from prometheus_client.registry import Collector
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import StepPhase
 from zen_flow.planner.progress import stalled
+from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
 
 
 class FlowCollector(Collector):
     """zen_flow_jobflows{namespace,phase}, zen_flow_steps{namespace,phase},
-    zen_flow_approvals_pending{namespace}, zen_flow_jobflows_not_progressing{namespace}."""
+    zen_flow_approvals_pending{namespace}, zen_flow_jobflows_not_progressing{namespace},
+    zen_flow_jobflows_waiting_for_slot{namespace}."""
 
     def __init__(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
         self._flows = flows
@@ -29,11 +31,14 @@ class FlowCollector(Collector):
         by_step: Tally[tuple[str, str]] = Tally()
         approvals: Tally[str] = Tally()
         not_moving: Tally[str] = Tally()
+        waiting: Tally[str] = Tally()
         for flow in self._flows():
             ns = flow.metadata.namespace
             by_flow[(ns, flow.status.phase or "Pending")] += 1
             if stalled(flow.status) is not None:
                 not_moving[ns] += 1
+            if _waiting_for_slot(flow):
+                waiting[ns] += 1
             for step in flow.status.steps:
                 by_step[(ns, step.phase)] += 1
                 if step.phase == StepPhase.PENDING_APPROVAL:
@@ -59,9 +64,24 @@ class FlowCollector(Collector):
             "Running JobFlows with no step transition within the progress deadline (Progressing=False)",
             labels=["namespace"],
         )
+        slotless = GaugeMetricFamily(
+            "zen_flow_jobflows_waiting_for_slot",
+            "Pending JobFlows waiting for a slot under --max-running-flows or --namespace-max-running-flows",
+            labels=["namespace"],
+        )
         for ns in sorted({ns for ns, _ in by_flow}):
             not_progressing.add_metric([ns], not_moving[ns])
-        yield from (flows, steps, pending, not_progressing)
+            slotless.add_metric([ns], waiting[ns])
+        yield from (flows, steps, pending, not_progressing, slotless)
+
+
+def _waiting_for_slot(flow: JobFlow) -> bool:
+    if flow.status.phase not in (None, "Pending"):
+        return False
+    return any(
+        c.type == "Queued" and c.status == "True" and c.reason == REASON_WAITING_FOR_SLOT
+        for c in flow.status.conditions
+    )
 
 
 class CreatesFailingCollector(Collector):

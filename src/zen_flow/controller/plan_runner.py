@@ -172,9 +172,11 @@ class PlanRunner:
         messages: Mapping[str, planner.PodMessages],
         peers: Sequence[planner.Peer],
         memos: Mapping[str, planner.MemoAnswer] | None,
+        slot: str | None = None,
     ) -> planner.Plan | None:
         """The plan; None when it would evaluate in the sandbox and every thread for that is taken.
-        `memos`: the cache entries read for the lookups of the flow's plan before this one."""
+        `memos`: the cache entries read for the lookups of the flow's plan before this one; `slot`: why
+        the flow waits for a limit on running flows (None: it may start)."""
         run = functools.partial(
             planner.plan,
             flow,
@@ -183,6 +185,7 @@ class PlanRunner:
             peers=tuple(peers),
             messages=messages,
             memos=memos,
+            slot=slot,
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )

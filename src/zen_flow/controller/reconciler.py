@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
 
 import structlog
@@ -66,11 +66,15 @@ class Controller:
         progress_deadline: float = 0.0,
         sandboxed_plans: int = 2,
         cloud_events: CloudEventSink | None = None,
+        slots: planner.SlotLimits | None = None,
     ) -> None:
         """`sandboxed_plans`: plans that evaluate `when` in the expression workers at once (one per
         worker); a flow that finds them all busy is looked at again a second later (plan_runner.py).
-        `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere."""
+        `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere.
+        `slots`: the limits on running flows (`--max-running-flows`, `--namespace-max-running-flows`)."""
         self._flows = flows
+        # The flows in line for those limits, kept from the flow informer's events (planner.slots).
+        self._slots = planner.SlotBook(slots or planner.SlotLimits(), jobs.jobs_for)
         self._runner = PlanRunner(
             api=api,
             evaluate=evaluate,
@@ -130,6 +134,7 @@ class Controller:
             self._starting.discard(flow.metadata.uid)
         self._queue.add(flow.key, priority(flow))
         self._wake_group(old, flow)
+        self._wake(self._slots.observe(old, flow))
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
@@ -144,11 +149,17 @@ class Controller:
         self._failures.forget(flow.key)
         self._queue.add(flow.key)
         self._wake_group(flow, None)
+        self._wake(self._slots.observe(flow, None))
 
     def _wake_group(self, old: JobFlow | None, new: JobFlow | None) -> None:
         """A flow of a concurrency group started, finished or went away: its group decides anew."""
         for key in planner.keys_to_wake(old, new, self._flows.concurrency_group):
             self._queue.add(key)
+
+    def _wake(self, keys: Sequence[str]) -> None:
+        """A slot freed (planner.slots): the flows that may take it decide anew."""
+        for key in keys:
+            self._queue.add(key, priority(self._flows.get(key)))
 
     def on_job_event(self, job: Job, old: Job | None = None, *, deleted: bool = False) -> None:
         """A Job was added, updated (`old` is its previous version) or deleted."""
@@ -162,7 +173,7 @@ class Controller:
             self._expectations.creation_observed(owner.uid, job.metadata.name)
             if job.deleting:
                 self._expectations.deletion_observed(owner.uid, job.metadata.name)
-        if self._flows.get(key) is None:
+        if (flow := self._flows.get(key)) is None:
             # Not a flow of ours: another controller instance's (Jobs are not selected by instance), or
             # one gone (its deletion enqueued it). A reconcile would find nothing, yet count as one.
             # Should the flow come (a fresh start's list, a relabel to this instance), its own add
@@ -172,6 +183,8 @@ class Controller:
             self._metrics.job_updates_ignored.inc()
             return  # a counter moved (active, ready): no plan can differ
         self._queue.add(key)
+        # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot.
+        self._wake(self._slots.observe(flow, flow))
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -338,13 +351,27 @@ class Controller:
         """The flow's plan, under its concurrency group's lock, with the memoized steps' cache entries it
         needs (`MemoCache.plan`); None when no sandbox thread is free."""
         group = planner.group_of(flow)
-        return await self._memo_cache.plan(
-            flow,
+
+        def make(memos: Mapping[str, planner.MemoAnswer]) -> Awaitable[planner.Plan | None]:
+            peers = self._peers(flow)
+            # Claimed before the plan, with no await between: a flow another worker plans meanwhile
+            # counts this one's slot (planner.slots).
+            slot = self._slots.claim(flow, peers) if planner.needs_slot(flow, peers) else None
             # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
-            lambda memos: self._runner.plan(flow, jobs, now, messages, self._peers(flow), memos),
-            hold=lambda: self._group_locks.hold(group) if group else contextlib.nullcontext(),
-            settle=lambda planned: self._track_start(flow, planned.status),
-        )
+            return self._runner.plan(flow, jobs, now, messages, peers, memos, slot)
+
+        planned = None
+        try:
+            planned = await self._memo_cache.plan(
+                flow,
+                make,
+                hold=lambda: self._group_locks.hold(group) if group else contextlib.nullcontext(),
+                settle=lambda planned: self._track_start(flow, planned.status),
+            )
+        finally:
+            if planned is None:  # no plan (no sandbox thread, an error): a slot it claimed is free again
+                self._wake(self._slots.settle(flow, begun=False))
+        return planned
 
     def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
         group = planner.group_of(flow)
@@ -357,6 +384,7 @@ class Controller:
     def _track_start(self, flow: JobFlow, status: JobFlowStatus) -> None:
         # Before any await: another worker may plan a flow of the same group while this one's Job
         # creates and status write are in flight.
+        self._wake(self._slots.settle(flow, begun=status.start_time is not None))
         if status.start_time is None:
             self._starting.discard(flow.metadata.uid)
         elif flow.status.start_time is None and planner.group_of(flow) is not None:

@@ -30,6 +30,7 @@ from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
 from zen_flow.planner.resources import fail_resources
+from zen_flow.planner.slots import SlotBook, SlotLimits, needs_slot
 
 __all__ = [
     "ENDED_REASON",
@@ -48,6 +49,8 @@ __all__ = [
     "Plan",
     "PodMessages",
     "SaveMemo",
+    "SlotBook",
+    "SlotLimits",
     "adoptable",
     "build_job",
     "describe_owner",
@@ -58,6 +61,7 @@ __all__ = [
     "jobs_to_read",
     "keys_to_wake",
     "name_taken",
+    "needs_slot",
     "on_its_way_out",
     "parse_duration",
     "peers_of",

@@ -225,6 +225,8 @@ class _Planner(Starts):
             # its concurrency group, creating its resources) is a stop now, not a wait for a slot.
             self.stopped, self.stopping = self.stopping, None
         self.group = judge(self.flow, self.peers, started=started)
+        if started or self.group.holds or self.stopped is not None:
+            self.slot = None  # a started flow holds its slot; one its group holds back takes none
         if not self.blocked():
             # Only a flow that may start steps now gets its objects (not a queued or suspended one).
             self.creating = missing(self.flow)
@@ -266,6 +268,7 @@ class _Planner(Starts):
             group=self.group,
             creating=self.creating,
             stall=stall,
+            slot=self.slot,
         )
         if self.stopping is not None:
             events = self.announce_stop(events, phase)
@@ -316,6 +319,7 @@ def plan(
     transfers: ArtifactOptions | None = None,
     progress_deadline: float = 0.0,
     memos: Mapping[str, MemoAnswer] | None = None,
+    slot: str | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
@@ -324,7 +328,8 @@ def plan(
     shapes the artifact transfer containers (planner.artifacts); `progress_deadline` is how many seconds a
     Running flow may go without a step changing phase before it is marked not progressing (0: never);
     `memos` holds the cache entries read for the memoized steps a previous plan named in `Plan.lookups`
-    (a memoized step ready to start whose entry is not here waits for it: planner.memoization)."""
+    (a memoized step ready to start whose entry is not here waits for it: planner.memoization); `slot`:
+    why the flow waits for a limit on running flows (planner.slots.SlotBook.claim), None when it may start."""
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request
     if (retry := request(flow)) is not None:
@@ -348,5 +353,6 @@ def plan(
         transfers or ArtifactOptions(),
         progress_deadline,
         memos or {},
+        slot,
     ).run()
     return replace(result, events=(said, *result.events)) if said is not None else result

@@ -15,7 +15,13 @@ from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.progress import Stall
 from zen_flow.planner.resources import REASON_RESOURCES_CREATED, describe, resource_ref
 from zen_flow.planner.shape import shape_of
-from zen_flow.planner.status import MAX_FLOW_MESSAGE, assemble, cut
+from zen_flow.planner.status import (
+    MAX_FLOW_MESSAGE,
+    REASON_QUEUED,
+    REASON_WAITING_FOR_SLOT,
+    assemble,
+    cut,
+)
 
 
 def outcome(
@@ -31,7 +37,9 @@ def outcome(
     group: Verdict,
     creating: tuple[CreateResource, ...],
     stall: Stall,
+    slot: str | None = None,
 ) -> tuple[JobFlowStatus, tuple[EventSpec, ...]]:
+    """`slot`: why the flow waits for a slot (planner.slots), when its group does not hold it back."""
     old = flow.status
     status = assemble(
         flow,
@@ -42,8 +50,9 @@ def outcome(
         start_time=start_time,
         audit=audit,
         now=now,
-        queued=group.waiting,
+        queued=group.waiting or slot,
         stall=stall,
+        queued_reason=REASON_QUEUED if group.waiting else REASON_WAITING_FOR_SLOT,
     )
     if creating:
         # Recorded now, in the write that follows the creates; the controller fills in the UIDs.

@@ -73,8 +73,12 @@ class PlanState:
         transfers: ArtifactOptions,
         progress_deadline: float,
         memos: Mapping[str, MemoAnswer],
+        slot: str | None = None,
     ) -> None:
         self.flow = flow
+        # Why the flow may not start for a limit on running flows (planner.slots; None: it may), heeded
+        # only while it has not started and its group does not hold it back (`_Planner.run`).
+        self.slot = slot
         self.progress_deadline = progress_deadline
         self.transfers = transfers
         self.peers = peers
@@ -308,6 +312,7 @@ class PlanState:
             )
             or self.deadline_passed
             or self.group.holds
+            or self.slot is not None
             or bool(self.creating)
         )
 

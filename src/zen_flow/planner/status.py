@@ -42,6 +42,8 @@ INVALID_REASONS = frozenset({REASON_INVALID, REASON_TEMPLATE_NOT_FOUND, REASON_T
 REASON_REPLACED = "Replaced"
 REASON_STOPPED = "Stopped"
 REASON_QUEUED = "ConcurrencyForbid"
+# Condition Queued's reason while a limit on running flows holds the flow back (planner.slots).
+REASON_WAITING_FOR_SLOT = "WaitingForSlot"
 REASON_JOB_REJECTED = "JobRejected"
 REASON_STATUS_REJECTED = "StatusRejected"
 # Running steps whose Job is held suspended, grouped beside the phases (`_by_phase`).
@@ -219,6 +221,7 @@ def _wanted(
     waiting: Sequence[str],
     queued: str | None,
     stalled: str | None,
+    queued_reason: str = REASON_QUEUED,
 ) -> list[_Want]:
     label = f"Flow{phase.value}"
     msg = cut(message, MAX_CONDITION_MESSAGE)
@@ -263,7 +266,7 @@ def _wanted(
         _Want(
             ConditionType.QUEUED,
             bool(queued),
-            REASON_QUEUED if queued else "NotQueued",
+            queued_reason if queued else "NotQueued",
             cut(queued, MAX_CONDITION_MESSAGE) if queued else "",
         ),
         _progressing(phase, label, stalled),
@@ -289,11 +292,12 @@ def conditions(
     now: datetime,
     queued: str | None = None,
     stalled: str | None = None,
+    queued_reason: str = REASON_QUEUED,
 ) -> tuple[Condition, ...]:
     """The full condition list; an unchanged condition is the old object itself."""
     previous = {c.type: c for c in old}
     out: list[Condition] = []
-    for want in _wanted(phase, message, failed_reason, waiting, queued, stalled):
+    for want in _wanted(phase, message, failed_reason, waiting, queued, stalled, queued_reason):
         status = "True" if want.true else "False"
         before = previous.get(want.type)
         since = before.last_transition_time if before is not None and before.status == status else None
@@ -321,9 +325,11 @@ def assemble(
     now: datetime,
     queued: str | None = None,
     stall: Stall | None = None,
+    queued_reason: str = REASON_QUEUED,
 ) -> JobFlowStatus:
     """The new status; the old object itself when nothing changed, so the controller skips the write.
-    `queued`: why a Pending flow is held back by its concurrency group (condition Queued); `stall`: when
+    `queued`: why a Pending flow is held back, by its concurrency group or a limit on running flows
+    (condition Queued, with `queued_reason`); `stall`: when
     a step last changed phase and whether that is past the progress deadline (none: as recorded)."""
     old = flow.status
     step_tuple = tuple(steps)
@@ -360,6 +366,7 @@ def assemble(
             now=now,
             queued=queued,
             stalled=stall.stalled if stall is not None else None,
+            queued_reason=queued_reason,
         ),
         "start_time": start_time,
         "completion_time": old.completion_time or (now if phase.terminal else None),
