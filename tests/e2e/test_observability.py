@@ -6,6 +6,8 @@ Prometheus (Debian's package, tools/fetch-prometheus.sh) runs on loopback and sc
 second with the ServiceMonitor's job name and `honor_labels`. It loads config/prometheus/prometheusrule.yaml
 itself, with one test-only change: every group is evaluated each second and every `for:` is 2 s, so an
 alert fires in seconds; the expressions are the shipped ones. Every failure names the panel or the alert.
+The controller runs with --namespace-max-running-flows, so that one namespace's last flow waits for a slot
+behind a flow paused for approval and one that stalls, as a user would see it on the dashboard.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ JOB = "zen-flow-controller-metrics"  # the job the ServiceMonitor produces, whic
 RULES = yaml.safe_load((REPO / "config" / "prometheus" / "prometheusrule.yaml").read_text())
 DASHBOARD = json.loads((REPO / "config" / "grafana" / "dashboard.json").read_text())
 PROGRESS_DEADLINE = 4  # seconds: the "slow" flow stalls; every other flow changes phase faster
+# Flows running at once per namespace: the first namespace's "gate" (paused) and "slow" (stalled) end up
+# holding both slots, so its last flow waits for one for good; the other namespaces never reach it.
+NAMESPACE_MAX_RUNNING = 2
 # Panels that may rightly be empty in this scenario, and why.
 EMPTY_PANELS = {"Certificate reloads": "no certificate was renewed during the test"}
 # Never firing while the controller runs and leads with a valid certificate.
@@ -129,6 +134,7 @@ async def test_dashboard_and_alerts_on_live_metrics(
             "--webhook-addr", f"127.0.0.1:{webhook_port}",
             "--webhook-cert-dir", str(cert_dir),
             "--progress-deadline-seconds", str(PROGRESS_DEADLINE),
+            "--namespace-max-running-flows", str(NAMESPACE_MAX_RUNNING),
         ],
     )  # fmt: skip
     prometheus = PrometheusServer(
@@ -188,6 +194,9 @@ async def _run_scenario(
         flow_manifest("gate", ok, [job_step("build"), manual_step("approve", "build")]),
         flow_manifest("slow", ok, [job_step("train", template=job_template(run_seconds=600))]),
         flow_manifest("blocked", quota, [job_step(f"s{i}") for i in range(5)]),
+        # Last in its namespace's line: it starts only once one of the flows above finishes, and the two
+        # that never do (gate, slow) leave it waiting.
+        flow_manifest("waiting", ok, [job_step("a")]),
     ]  # fmt: skip
     for manifest in flows:
         await driver.create(manifest)
@@ -214,6 +223,9 @@ async def _run_scenario(
         )
 
     await wait_until(slow_stalled, 60, interval=0.5, what="flow slow to be marked not progressing")
+    waiting = await driver.get(ok, "waiting") or {}
+    assert (waiting.get("status") or {}).get("phase", "Pending") == "Pending", waiting.get("status")
+    await _scraped(prometheus, f'zen_flow_jobflows_waiting_for_slot{{namespace="{ok}"}} == 1')
 
 
 def _check_dashboard(prometheus: PrometheusServer, namespaces: list[str]) -> list[str]:

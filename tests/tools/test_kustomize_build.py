@@ -85,7 +85,7 @@ def test_the_no_cert_manager_component_leaves_no_cert_manager_object(tmp_path: P
 
 
 def test_the_dev_overlay_changes_only_the_log_flags() -> None:
-    # It replaces args by position: a flag added to or removed from config/manager must move them.
+    # It replaces args 1 and 2 by position (its JSON patch tests they are still the log flags).
     out = subprocess.run(
         [str(find_kubectl()), "kustomize", str(CONFIG / "overlays" / "dev")],
         capture_output=True,

@@ -68,12 +68,25 @@ class PlanExecutor:
         # 403, an admission webhook's refusal, a 5xx): zen_flow_jobflows_job_creates_failing. The retries
         # back off to 1000 s apart, too rarely for a rate of failed creates to show a flow that stays stuck.
         self._creates_failing: set[str] = set()
+        # UIDs of the flows this controller deleted (an expired TTL) that the flow cache still shows: the
+        # delete has no finalizer to wait for, so the cache holds the flow, not marked deleted, until its
+        # watch event comes. A reconcile meanwhile (a Job event, a timer, a wake-up) would plan the
+        # expired TTL again and send a second DELETE (404), logged and announced as another deletion.
+        self._deleted_flows: set[str] = set()
 
     def creates_failing(self) -> list[str]:
         return list(self._creates_failing)
 
     def forget(self, key: str) -> None:
         self._creates_failing.discard(key)
+
+    def deleted(self, uid: str) -> bool:
+        """Did this controller delete the flow of this UID (the cache has not shown it gone yet)?"""
+        return uid in self._deleted_flows
+
+    def deletion_observed(self, uid: str) -> None:
+        """The flow cache shows the flow of this UID gone."""
+        self._deleted_flows.discard(uid)
 
     async def execute(
         self, flow: JobFlow, actions: Sequence[planner.Action]
@@ -174,6 +187,7 @@ class PlanExecutor:
             if isinstance(action, planner.DeleteFlow):
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
                     await self._api.delete_flow(ns, flow.metadata.name, uid)
+                self._deleted_flows.add(uid)
                 log.info("deleted flow", reason=action.reason)
         return created, rejected
 

@@ -146,6 +146,7 @@ class Controller:
         self._first_jobs.forget(flow.metadata.uid)
         self._templates.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
+        self._executor.deletion_observed(flow.metadata.uid)
         self._failures.forget(flow.key)
         self._queue.add(flow.key)
         self._wake_group(flow, None)
@@ -231,7 +232,11 @@ class Controller:
 
     async def reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
-        if flow is None or flow.metadata.deletion_timestamp is not None:
+        if (
+            flow is None
+            or flow.metadata.deletion_timestamp is not None
+            or self._executor.deleted(flow.metadata.uid)  # by us; its delete event is on its way
+        ):
             # Gone: owner references let the garbage collector remove its Jobs. A create refused after
             # the delete was seen (it was in flight) must not leave the flow counted as failing.
             self._executor.forget(key)
