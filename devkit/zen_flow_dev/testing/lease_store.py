@@ -61,6 +61,17 @@ class InMemoryLeaseStore:
             raise ConflictError(f"lease {record.namespace}/{record.name} was modified")
         return self.put(record)
 
+    # -- the ShardLeaseStore additions (machinery/shard_elector.py) ---------------------------------
+    async def list(self, namespace: str) -> list[LeaseRecord]:
+        await self._enter("list")
+        return [r for (ns, _), r in sorted(self._leases.items()) if ns == namespace]
+
+    async def delete(self, record: LeaseRecord) -> None:
+        await self._enter("delete")
+        current = self._leases.get((record.namespace, record.name))
+        if current is not None and current.resource_version == record.resource_version:
+            del self._leases[(record.namespace, record.name)]
+
     async def _enter(self, verb: str) -> None:
         self.calls.append(verb)
         await self._open.wait()

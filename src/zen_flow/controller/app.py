@@ -32,6 +32,8 @@ from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
 from zen_flow.controller.replica_servers import replica_probes, serve_site, webhook_server
+from zen_flow.controller.shard_gate import ShardGate, queue_shard
+from zen_flow.controller.shard_keeper import ShardKeeper, shard_keeper
 from zen_flow.core.instances import instance_selector
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube.client import KubeClient
@@ -105,6 +107,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         qps=settings.qps,  # 0: no client-side limit
         leader_elect=settings.leader_elect,
         lease=settings.lease_name if settings.leader_elect else None,
+        shards=settings.shards,
     )
     metrics.controller_info.labels(settings.instance_id).set(1)
     options = client_options(settings)
@@ -137,6 +140,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         sandbox = ExpressionSandbox(budget=settings.expression_budget, workers=settings.expression_workers)
         stack.callback(sandbox.close)
+        # --shards N > 1: every replica reconciles the flows of the shards it holds (shard_gate.py).
+        gate = ShardGate(settings.shards, settings.lease_name, metrics) if settings.shards > 1 else None
         sink = configured_sink(settings, clock, metrics)
         if sink is not None:
             stack.push_async_callback(sink.close)
@@ -154,6 +159,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             progress_deadline=settings.progress_deadline_seconds,
             sandboxed_plans=settings.expression_workers,
             cloud_events=sink,
+            shards=gate,
         )
         stack.callback(controller.close)
         # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).
@@ -166,8 +172,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             metrics=metrics,
             namespaces=settings.namespaces,
             label_selector=selector,
+            shards=gate,
         )
         crons = scheduler.informer
+        if gate is not None:
+            gate.on_grant(queue_shard(gate, flows.list, queue, crons.list, scheduler.queue))
         cron_stop = asyncio.Event()
         flows.add_handler(
             on_add=controller.on_flow_event,
@@ -214,8 +223,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 # sends while this one still does (the sink sends nothing after its flush).
                 await sink.flush(CLOUDEVENTS_FLUSH_SECONDS)
 
-        keeper: LeaseKeeper | None = None
-        if settings.leader_elect:
+        keeper: LeaseKeeper | ShardKeeper | None = None
+        if gate is not None:
+            keeper = shard_keeper(settings, gate, count_request)
+            sharded = keeper
+
+            async def reconcile() -> None:
+                await sharded.run(work)
+        elif settings.leader_elect:
             # A standby exports 0 (not nothing), so "no leader" alerts can sum over replicas.
             metrics.leader.labels(settings.lease_name).set(0)
             keeper = LeaseKeeper(

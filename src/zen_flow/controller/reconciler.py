@@ -29,6 +29,7 @@ from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
+from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.controller.templates import TemplateResolver, unexpanded
 from zen_flow.controller.validity import Validity
@@ -66,10 +67,12 @@ class Controller:
         progress_deadline: float = 0.0,
         sandboxed_plans: int = 2,
         cloud_events: CloudEventSink | None = None,
+        shards: ShardGate | None = None,
     ) -> None:
         """`sandboxed_plans`: plans that evaluate `when` in the expression workers at once (one per
         worker); a flow that finds them all busy is looked at again a second later (plan_runner.py).
-        `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere."""
+        `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere.
+        `shards`: with `--shards N > 1`, which flows this replica may reconcile now."""
         self._flows = flows
         self._runner = PlanRunner(
             api=api,
@@ -112,6 +115,7 @@ class Controller:
         self._starting: set[str] = set()
         self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
+        self._shards = shards
 
     def creates_failing(self) -> list[str]:
         """Keys of the flows whose last Job creates failed and are being retried (read at scrape time)."""
@@ -181,11 +185,25 @@ class Controller:
                 key = await self._queue.get()
             except QueueShutDown:
                 return
-            # Every line of this reconcile, the failure report included, names the flow and the reconcile.
-            with structlog.contextvars.bound_contextvars(
-                flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
-            ):
-                await self._work(key)
+            gate = self._shards
+            flow = self._flows.get(key) if gate is not None else None
+            # Under --shards: a flow not cached is no shard's (its reconcile only forgets what this
+            # process remembered of it); one of a shard not held is dropped: its holder queues it.
+            shard = gate.flow_shard(flow) if gate is not None and flow is not None else None
+            if gate is not None and shard is not None and not gate.admit(shard):
+                self._queue.forget(key)
+                self._queue.done(key)
+                continue
+            try:
+                # Every line of this reconcile, the failure report included, names the flow and the
+                # reconcile.
+                with structlog.contextvars.bound_contextvars(
+                    flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
+                ):
+                    await self._work(key)
+            finally:
+                if gate is not None and shard is not None:
+                    gate.leave(shard)
 
     async def _work(self, key: str) -> None:
         started = time.perf_counter()

@@ -1,7 +1,9 @@
-"""coordination.k8s.io/v1 Leases for leader election: `zen_flow.machinery.leader.LeaseStore` over the API."""
+"""coordination.k8s.io/v1 Leases for leader election: `zen_flow.machinery.leader.LeaseStore` over the API,
+and for shards (`ShardLeaseStore`: the Leases it creates carry its labels, which `list` selects on)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +25,27 @@ def format_micro_time(value: datetime) -> str:
 class LeaseClient:
     """No retries here: the elector bounds each attempt with its own timeout and retries on its period."""
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, labels: Mapping[str, str] | None = None) -> None:
+        """`labels`: put on every Lease this client creates; `list` returns the Leases that carry them."""
         self._client = client
+        self._labels = dict(labels or {})
+
+    async def list(self, namespace: str) -> list[LeaseRecord]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(self._labels.items()))
+        query = [("labelSelector", selector)] if selector else []
+        leases = await self._client.request("GET", LEASES.path(namespace), query=query, retry=False)
+        return [_record(item) for item in leases.get("items") or []]
+
+    async def delete(self, record: LeaseRecord) -> None:
+        """Delete the Lease if it is still at `record.resource_version` (a 409 or 404: someone else
+        renewed or deleted it: nothing to do)."""
+        body = {"preconditions": {"resourceVersion": record.resource_version}}
+        try:
+            await self._client.request(
+                "DELETE", LEASES.path(record.namespace, record.name), body=body, retry=False
+            )
+        except (Conflict, NotFound):
+            return
 
     async def get(self, name: str, namespace: str) -> LeaseRecord | None:
         try:
@@ -34,10 +55,13 @@ class LeaseClient:
         return _record(lease)
 
     async def create(self, record: LeaseRecord) -> LeaseRecord:
+        metadata: dict[str, Any] = {"name": record.name, "namespace": record.namespace}
+        if self._labels:
+            metadata["labels"] = self._labels
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": record.name, "namespace": record.namespace},
+            "metadata": metadata,
             "spec": _spec(record),
         }
         try:

@@ -157,6 +157,11 @@ class LeaderElector:
         """The holder in the last Lease we read or wrote ("" = released, None = never read)."""
         return self._observed.holder_identity if self._observed is not None else None
 
+    @property
+    def observed(self) -> LeaseRecord | None:
+        """The Lease as last read or written (None = never read)."""
+        return self._observed
+
     async def wait_for_leadership(self) -> None:
         """Return once we lead (immediately if we already do)."""
         await self._leading.wait()
@@ -213,6 +218,38 @@ class LeaderElector:
         self._observe(stored)
         log.info("lease released", lease=self._ref)
         return True
+
+    def saw(self, record: LeaseRecord, changed_at: float) -> None:
+        """Another reader of the Lease (the shard elector's LIST) saw `record`, unchanged since local
+        monotonic time `changed_at`: count its expiry from then, not from this elector's first read."""
+        if self._observed is None or not record.same_claim(self._observed):
+            self._observed, self._observed_at = record, changed_at
+        else:
+            self._observed_at = min(self._observed_at, changed_at)
+
+    async def step(self) -> bool:
+        """One acquire-or-renew attempt, for a caller that keeps its own schedule (the shard elector runs
+        many Leases on one loop). Returns whether we hold the lease now. Raises `LeadershipLost`, as
+        `run()` does, when a lease we held was not renewed within the renew deadline or shows another
+        holder. A lease released by `release()` is campaigned for again by the next step."""
+        held = self._renewed_at is not None
+        if not held:
+            self._released = False
+        elif self._renew_remaining() <= 0:
+            self._lose(f"no renewal succeeded within {self._renew_deadline}s")
+        limit = min(self._call_timeout, self._renew_remaining()) if held else self._call_timeout
+        started = self._clock.monotonic()
+        if await self._attempt(limit):
+            self._renewed_at = started
+            self._leading.set()
+            return True
+        if held:
+            holder = self.observed_holder
+            if holder and holder != self.identity:
+                self._lose(f"the lease is held by {holder}")
+            if self._renew_remaining() <= 0:
+                self._lose(f"no renewal succeeded within {self._renew_deadline}s")
+        return False
 
     # -- internals ----------------------------------------------------------------------------------
     @property

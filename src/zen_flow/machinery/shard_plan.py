@@ -1,0 +1,139 @@
+"""What a replica does with the shard Leases next: a pure function of what it has seen, and when.
+
+The shard elector (machinery/shard_elector.py) lists its member and shard Leases every retry period and
+feeds them to `Sightings`, which keeps, per Lease, the local monotonic time its record last *changed*
+(the rule of machinery/leader.py: remote timestamps are never trusted, only a change is). From that,
+`plan` decides:
+
+* live members: member Leases seen changing within their lease duration (ours always counts);
+* our quota (core/shards.py `quotas`);
+* below quota: which shards to try for, those nobody holds (no Lease, holder "", or no change within
+  its lease duration), in number up to the quota;
+* above quota: which held shards to hand over. A handover is two-phase, so two replicas never reconcile
+  one flow at once: first the shard is drained (no new reconcile of its flows starts, the ones in flight
+  end), and only a drained shard is released;
+* member Leases to delete: another replica's, unchanged for `STALE_MEMBER_DURATIONS` lease durations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from zen_flow.core.shards import quotas, shard_of_lease
+from zen_flow.machinery.leader import LeaseRecord
+
+# A member Lease unchanged this many of its lease durations belongs to a replica that is gone (it renews
+# every retry period): any replica deletes it, so restarts (a new identity each) do not pile them up.
+STALE_MEMBER_DURATIONS = 4
+
+
+@dataclass(frozen=True)
+class Sighting:
+    record: LeaseRecord
+    changed_at: float  # local monotonic time the record was last seen to change (or first seen)
+
+    def expired(self, now: float, *, factor: float = 1.0) -> bool:
+        return now - self.changed_at >= factor * self.record.lease_duration_seconds
+
+
+class Sightings:
+    """The Leases last listed, each with the local time it last changed; Leases not listed are gone."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, Sighting] = {}
+
+    def observe(self, records: Iterable[LeaseRecord], now: float) -> None:
+        seen: dict[str, Sighting] = {}
+        for record in records:
+            before = self._seen.get(record.name)
+            if before is not None and before.record.same_claim(record):
+                seen[record.name] = replace(before, record=record)  # same claim: keep when it changed
+            else:
+                seen[record.name] = Sighting(record, now)
+        self._seen = seen
+
+    def all(self) -> Mapping[str, Sighting]:
+        return dict(self._seen)
+
+
+@dataclass(frozen=True)
+class ShardView:
+    """Everything `plan` decides from."""
+
+    identity: str
+    lease_name: str
+    member_prefix: str  # `<lease name>-member-`
+    my_member: str  # our member Lease's name
+    shards: int
+    now: float
+    sightings: Mapping[str, Sighting]
+    held: frozenset[int]  # shard Leases we hold (draining ones included)
+    draining: frozenset[int] = frozenset()  # handovers under way (no new reconciles start)
+    drained: frozenset[int] = frozenset()  # handovers whose reconciles in flight have ended
+
+
+@dataclass(frozen=True)
+class ShardDecision:
+    quota: int
+    members: tuple[str, ...]  # live members' identities, sorted
+    acquire: tuple[int, ...] = ()  # try for these (free or expired), in this order
+    drain: tuple[int, ...] = ()  # start handing these over
+    release: tuple[int, ...] = ()  # drained: release their Leases now
+    delete_members: tuple[LeaseRecord, ...] = field(default=())  # stale member Leases
+
+
+def live_members(view: ShardView) -> tuple[str, ...]:
+    found = {view.identity}
+    for name, seen in view.sightings.items():
+        if name.startswith(view.member_prefix) and seen.record.holder_identity and not seen.expired(view.now):
+            found.add(seen.record.holder_identity)
+    return tuple(sorted(found))
+
+
+def free_shards(view: ShardView) -> list[int]:
+    """Shards nobody (else) holds: no Lease listed, holder "", or no change within its duration."""
+    taken: set[int] = set()
+    for name, seen in view.sightings.items():
+        shard = shard_of_lease(view.lease_name, name, view.shards)
+        if shard is None:
+            continue
+        holder = seen.record.holder_identity
+        if holder and holder != view.identity and not seen.expired(view.now):
+            taken.add(shard)
+    return [s for s in range(view.shards) if s not in taken and s not in view.held]
+
+
+def plan(view: ShardView) -> ShardDecision:
+    members = live_members(view)
+    quota = quotas(members, view.shards)[view.identity]
+    release = tuple(sorted(view.drained & view.held))
+    keeping = view.held - view.draining - view.drained
+    acquire: tuple[int, ...] = ()
+    drain: tuple[int, ...] = ()
+    if len(keeping) > quota:
+        # Hand over the highest-numbered extras; the lowest stay, so a steady state does not churn.
+        drain = tuple(sorted(keeping, reverse=True)[: len(keeping) - quota])
+    elif len(view.held) < quota:
+        # Draining shards still count as held until released: never above quota, even for a moment.
+        acquire = tuple(free_shards(view)[: quota - len(view.held)])
+    stale = tuple(
+        seen.record
+        for name, seen in sorted(view.sightings.items())
+        if name.startswith(view.member_prefix)
+        and name != view.my_member
+        and seen.expired(view.now, factor=STALE_MEMBER_DURATIONS)
+    )
+    return ShardDecision(
+        quota=quota, members=members, acquire=acquire, drain=drain, release=release, delete_members=stale
+    )
+
+
+def held_by(sightings: Mapping[str, Sighting], lease_name: str, shards: int) -> dict[int, str]:
+    """Shard -> its holder as last listed ("" for free), for the log and `kubectl`-style summaries."""
+    owners: dict[int, str] = {}
+    for name, seen in sightings.items():
+        shard = shard_of_lease(lease_name, name, shards)
+        if shard is not None:
+            owners[shard] = seen.record.holder_identity
+    return owners

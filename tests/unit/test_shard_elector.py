@@ -1,0 +1,189 @@
+"""Shard Leases on a FakeClock: replicas share the shards by quota, hand extras over only once drained,
+take a dead replica's shards over, delete its member Lease, and crash on a shard Lease lost."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from zen_flow.core.shards import member_lease_name, shard_lease_name
+from zen_flow.machinery.leader import LeadershipLost, LeaseRecord
+from zen_flow.machinery.shard_elector import ShardElector
+from zen_flow.machinery.shard_plan import STALE_MEMBER_DURATIONS
+from zen_flow_dev.testing.clock import FakeClock, settle
+from zen_flow_dev.testing.lease_store import InMemoryLeaseStore
+
+NAME, NS, SHARDS = "zf", "zen-system", 4
+LEASE, PERIOD = 15, 2.0
+
+
+class Hooks:
+    """Records what the elector told; a shard's drain waits while it is `busy` (a reconcile in flight)."""
+
+    def __init__(self) -> None:
+        self.owned: set[int] = set()
+        self.busy: dict[int, asyncio.Event] = {}
+        self.log: list[str] = []
+
+    def granted(self, shard: int) -> None:
+        self.owned.add(shard)
+        self.log.append(f"granted {shard}")
+
+    async def drain(self, shard: int) -> None:
+        self.owned.discard(shard)
+        self.log.append(f"draining {shard}")
+        if (busy := self.busy.get(shard)) is not None:
+            await busy.wait()
+        self.log.append(f"drained {shard}")
+
+    def released(self, shard: int) -> None:
+        self.owned.discard(shard)
+        self.log.append(f"released {shard}")
+
+
+class Replica:
+    def __init__(self, store: InMemoryLeaseStore, clock: FakeClock, identity: str) -> None:
+        self.identity = identity
+        self.hooks = Hooks()
+        self.alive = True
+        self.elector = ShardElector(
+            store, NAME, NS, identity, clock, SHARDS, self.hooks,
+            lease_duration=LEASE, renew_deadline=10.0, retry_period=PERIOD, rng=random.Random(0),
+        )  # fmt: skip
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store() -> InMemoryLeaseStore:
+    return InMemoryLeaseStore()
+
+
+async def rounds(clock: FakeClock, replicas: list[Replica], count: int) -> None:
+    """`count` retry periods, every live replica ticking once in each."""
+    for _ in range(count):
+        for replica in replicas:
+            if replica.alive:
+                await replica.elector.tick()
+        await settle()
+        await clock.advance(PERIOD)
+
+
+def holders(store: InMemoryLeaseStore) -> dict[int, str]:
+    found = {}
+    for shard in range(SHARDS):
+        record = store.read(shard_lease_name(NAME, shard), NS)
+        found[shard] = record.holder_identity if record is not None else ""
+    return found
+
+
+def owned(store: InMemoryLeaseStore, identity: str) -> set[int]:
+    return {shard for shard, holder in holders(store).items() if holder == identity}
+
+
+async def test_two_replicas_share_four_shards_two_each(store: InMemoryLeaseStore, clock: FakeClock) -> None:
+    a, b = Replica(store, clock, "a"), Replica(store, clock, "b")
+    await rounds(clock, [a, b], 3)
+    assert owned(store, "a") == a.hooks.owned
+    assert len(a.hooks.owned) == 2
+    assert owned(store, "b") == b.hooks.owned
+    assert len(b.hooks.owned) == 2
+    assert a.hooks.owned.isdisjoint(b.hooks.owned)
+    # Both stay put: a steady state does not churn.
+    before = holders(store)
+    a.hooks.log.clear()
+    b.hooks.log.clear()
+    await rounds(clock, [a, b], 20)
+    assert holders(store) == before
+    assert a.hooks.log == b.hooks.log == []
+
+
+async def test_extras_are_released_only_after_their_reconciles_ended(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica(store, clock, "a")
+    await rounds(clock, [a], 2)
+    assert owned(store, "a") == {0, 1, 2, 3}
+    # Shards 2 and 3 are the ones handed over (the highest); a reconcile of shard 3 is in flight.
+    a.hooks.busy[3] = asyncio.Event()
+    b = Replica(store, clock, "b")
+    await rounds(clock, [a, b], 10)
+    assert a.hooks.owned == {0, 1}  # neither extra admits new reconciles
+    assert owned(store, "a") == {0, 1, 3}  # but shard 3's Lease stays until its reconcile ends
+    assert owned(store, "b") == {2}
+    a.hooks.busy[3].set()
+    await rounds(clock, [a, b], 3)
+    assert owned(store, "a") == {0, 1}
+    assert owned(store, "b") == {2, 3}
+    assert a.hooks.log.index("drained 3") < a.hooks.log.index("released 3")
+    assert b.hooks.owned == {2, 3}
+
+
+async def test_a_dead_replicas_shards_are_taken_over_and_its_member_lease_deleted(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    a, b = Replica(store, clock, "a"), Replica(store, clock, "b")
+    await rounds(clock, [a, b], 3)
+    b.alive = False  # SIGKILL: nothing released
+    await rounds(clock, [a], 2)
+    assert owned(store, "b") == {0, 1, 2, 3} - a.hooks.owned  # still held, not yet expired
+    await rounds(clock, [a], LEASE // int(PERIOD) + 3)
+    assert owned(store, "a") == a.hooks.owned == {0, 1, 2, 3}
+    assert store.read(member_lease_name(NAME, "b"), NS) is not None  # dead for a while only
+    await rounds(clock, [a], STALE_MEMBER_DURATIONS * LEASE // int(PERIOD) + 2)
+    assert store.read(member_lease_name(NAME, "b"), NS) is None
+    assert store.read(member_lease_name(NAME, "a"), NS) is not None
+    # A restarted replica (a new identity) gets its share back within a few retry periods.
+    c = Replica(store, clock, "c")
+    await rounds(clock, [a, c], 4)
+    assert len(owned(store, "a")) == len(owned(store, "c")) == 2
+
+
+async def test_three_replicas_split_four_shards_two_one_one(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    replicas = [Replica(store, clock, name) for name in ("c", "a", "b")]
+    await rounds(clock, replicas, 6)
+    # Sorted by identity, the first takes the extra shard.
+    assert {r.identity: len(owned(store, r.identity)) for r in replicas} == {"a": 2, "b": 1, "c": 1}
+
+
+async def test_a_shard_lease_taken_by_another_holder_ends_the_campaign(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica(store, clock, "a")
+    await rounds(clock, [a], 2)
+    record = store.read(shard_lease_name(NAME, 1), NS)
+    assert record is not None
+    store.put(LeaseRecord(record.name, NS, holder_identity="intruder", lease_duration_seconds=LEASE))
+    await clock.advance(PERIOD)
+    with pytest.raises(LeadershipLost, match="shard 1"):
+        await a.elector.tick()
+
+
+async def test_a_shard_lease_not_renewed_in_time_ends_the_campaign(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica(store, clock, "a")
+    await rounds(clock, [a], 2)
+    store.fail_with = RuntimeError("apiserver down")
+    with pytest.raises(LeadershipLost, match="no renewal succeeded"):
+        await rounds(clock, [a], 10)
+
+
+async def test_leaving_releases_the_shards_and_deletes_the_member_lease(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica(store, clock, "a")
+    await rounds(clock, [a], 2)
+    await a.elector.leave()
+    assert holders(store) == dict.fromkeys(range(SHARDS), "")
+    assert store.read(member_lease_name(NAME, "a"), NS) is None
+    b = Replica(store, clock, "b")
+    await rounds(clock, [b], 1)  # released Leases are free at once, not after a lease duration
+    assert owned(store, "b") == {0, 1, 2, 3}

@@ -1,0 +1,82 @@
+"""--shards: the workers reconcile only the flows of shards held; a handover waits for those in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+from controller_rig import Rig, running
+
+from zen_flow.api.constants import LABEL_CONCURRENCY_KEY
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.shard_gate import ShardGate
+from zen_flow_dev.testing.clock import settle
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+SHARDS = 4
+
+
+async def converge(rig: Rig) -> None:
+    """The caches catch up and the worker acts on them, a few times over."""
+    for _ in range(5):
+        rig.api.sync()
+        await rig.settle()
+
+
+async def test_a_flow_of_a_shard_not_held_is_dropped_until_the_shard_is_acquired() -> None:
+    metrics = Metrics()
+    gate = ShardGate(SHARDS, "zf", metrics)
+    flow = make_flow([job_step("a")], name="nightly")
+    shard = gate.flow_shard(flow)
+    async with running(flow, shards=gate) as rig:
+        await converge(rig)
+        assert rig.step("a") == ""  # not reconciled: another replica's shard
+        assert len(rig.api.jobs) == 0
+        assert rig.count("zen_flow_reconcile_total", "ok") == 0
+        queue = rig.controller._queue
+        assert len(queue) == 0
+        assert queue.delayed == 0
+        gate.on_grant(lambda s: [rig.controller.on_flow_event(rig.flow)] if s == shard else None)
+        gate.grant((shard + 1) % SHARDS)
+        await converge(rig)
+        assert len(rig.api.jobs) == 0
+        gate.grant(shard)  # acquiring the shard queues its cached flows
+        await converge(rig)
+        assert len(rig.api.jobs) == 1
+        assert rig.step("a") == "Running"
+        assert metrics.registry.get_sample_value("zen_flow_shard_reconciles_total", {"shard": str(shard)})
+        assert metrics.registry.get_sample_value("zen_flow_shards_owned") == 2
+        assert metrics.registry.get_sample_value(
+            "leader_election_master_status", {"name": f"zf-shard-{shard}"}
+        )
+
+
+def test_a_concurrency_group_has_one_shard_and_a_relabel_moves_a_flow() -> None:
+    gate = ShardGate(SHARDS, "zf", Metrics())
+    grouped = [
+        make_flow([job_step("a")], name=f"deploy-{i}", labels={LABEL_CONCURRENCY_KEY: "prod"})
+        for i in range(20)
+    ]
+    assert len({gate.flow_shard(f) for f in grouped}) == 1
+    loose = {gate.flow_shard(make_flow([job_step("a")], name=f"f-{i}")) for i in range(40)}
+    assert loose == set(range(SHARDS))
+
+
+async def test_a_drain_waits_for_the_reconciles_in_flight_and_admits_no_new_one() -> None:
+    gate = ShardGate(SHARDS, "zf", Metrics())
+    gate.grant(2)
+    assert gate.admit(2)
+    draining = asyncio.ensure_future(gate.drain(2))
+    await settle()
+    assert not draining.done()
+    assert not gate.admit(2)  # no new reconcile starts
+    gate.leave(2)
+    await settle()
+    assert draining.done()
+    gate.released(2)
+    assert gate.owned == frozenset()
+
+
+async def test_unsharded_workers_reconcile_everything() -> None:
+    async with running(make_flow([job_step("a")], name="plain")) as rig:
+        await converge(rig)
+        assert len(rig.api.jobs) == 1
