@@ -2,7 +2,9 @@
 
 Informers, the event recorder, the health/metrics server and the webhooks run on every replica; only the
 reconcile workers wait for leadership, so a standby is warm (its caches are synced) and takes over within
-a lease period. Any long-running task that ends unexpectedly ends the process (crash, don't limp).
+a lease period. With `--shards N > 1` every replica's workers run, each reconciling the flows of the
+shard Leases it holds (shard_keeper.py, shard_gate.py). Any long-running task that ends unexpectedly
+ends the process (crash, don't limp).
 On SIGTERM the queue is shut down first (workers finish the key in hand), the lease is released so a
 successor starts at once, then everything else is cancelled.
 """

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from zen_flow.config import Settings
@@ -24,13 +25,26 @@ from zen_flow.core.shards import LABEL_SHARDED_LEASE
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.leases import LeaseClient
-from zen_flow.kube.transport import ResponseHook
+from zen_flow.kube.transport import ClientOptions, ResponseHook
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import LeadershipLost
 from zen_flow.machinery.shard_elector import ShardElector
 
 log = get_logger(__name__)
+
+
+def shard_client_options(shards: int, retry_period: float) -> ClientOptions:
+    """The lease thread's request budget, grown with the shards: every retry period a replica renews its
+    member Lease and each shard it holds (all N when alone) and lists them, concurrently; a budget of one
+    Lease (LEASE_CLIENT_OPTIONS) would delay renewals past the renew deadline and end the process."""
+    per_period = shards + 3  # the renewals, the member Lease, the list, an acquisition's GET
+    return replace(
+        LEASE_CLIENT_OPTIONS,
+        qps=max(LEASE_CLIENT_OPTIONS.qps, 2 * per_period / retry_period),
+        burst=max(LEASE_CLIENT_OPTIONS.burst, 2 * per_period),
+        max_concurrent_requests=max(LEASE_CLIENT_OPTIONS.max_concurrent_requests, 8),
+    )
 
 
 class _MainLoopHooks:
@@ -139,10 +153,9 @@ class ShardKeeper:
             stop.set()
         clock = SystemClock()
         config = await load_config(self._kubeconfig, clock=clock)
-        async with KubeClient(
-            config, LEASE_CLIENT_OPTIONS, clock=clock, on_response=self._on_response
-        ) as kube:
-            lease_duration, renew_deadline, retry_period = self._timings
+        lease_duration, renew_deadline, retry_period = self._timings
+        options = shard_client_options(self._gate.shards, retry_period)
+        async with KubeClient(config, options, clock=clock, on_response=self._on_response) as kube:
             elector = ShardElector(
                 LeaseClient(kube, labels={LABEL_SHARDED_LEASE: self._name}),
                 self._name,
