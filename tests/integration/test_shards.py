@@ -51,6 +51,18 @@ async def _split(driver: FlowDriver, namespace: str, want: dict[str, int]) -> di
     return await wait_until(probe, WAIT, what=f"shard Leases held {want}")
 
 
+async def _members(driver: FlowDriver, namespace: str) -> set[str]:
+    """The holders of the member Leases: the replicas that announce themselves."""
+    answer = await driver.kube.request(
+        "GET", LEASES.path(namespace), query=[("labelSelector", f"{LABEL_SHARDED_LEASE}={LEASE}")]
+    )
+    return {
+        lease["spec"].get("holderIdentity") or ""
+        for lease in answer.get("items", [])
+        if lease["metadata"]["name"].startswith(f"{LEASE}-member-")
+    }
+
+
 def _owned(controller: ControllerProcess) -> float:
     return controller.metric("zen_flow_shards_owned")
 
@@ -111,6 +123,22 @@ async def test_two_replicas_share_the_shards_and_take_over_from_each_other(
     await wait_until(a_owns_all, WAIT, what="replica-a reports all 4 shards")
     await _run_flows(driver, namespace, [f"after-kill-{i}" for i in range(4)])
 
-    _replica(start_controller, namespace, "replica-b2")
+    b2 = _replica(start_controller, namespace, "replica-b2")
     await _split(driver, namespace, {"replica-a": 2, "replica-b2": 2})
     await _run_flows(driver, namespace, [f"after-restart-{i}" for i in range(4)])
+
+    # SIGTERM: replica-a releases its shards and deletes its member Lease on the way out.
+    assert a.stop() == 0
+    assert "replica-a" not in await _members(driver, namespace)
+    await _split(driver, namespace, {"replica-b2": 4})
+
+    async def b2_owns_all() -> bool:
+        return _owned(b2) == 4
+
+    await wait_until(b2_owns_all, WAIT, what="replica-b2 reports all 4 shards")
+
+    # The member Lease of the replica killed is deleted by a live one, once stale for a while.
+    async def killed_member_gone() -> bool:
+        return await _members(driver, namespace) == {"replica-b2"}
+
+    await wait_until(killed_member_gone, WAIT, what="only replica-b2's member Lease left")

@@ -231,6 +231,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             sharded = keeper
 
             async def reconcile() -> None:
+                # Join once warm: the others hand shards over to a new member at once, and one whose
+                # caches still sync would hold them idle (a leader's standby is warm the same way).
+                await flows.wait_synced()
+                await jobs.wait_synced()
                 await sharded.run(work)
         elif settings.leader_elect:
             # A standby exports 0 (not nothing), so "no leader" alerts can sum over replicas.
