@@ -542,7 +542,7 @@ async def test_shard_leases_carry_the_label_they_are_listed_by_and_deletes_are_c
         reply(200, {}),
         reply(409, status_body(409, "Conflict", "the resourceVersion changed")),
     )
-    leases = LeaseClient(kube, labels=labels)
+    leases = LeaseClient(kube, labels=labels, selector="workflow.kube-zen.io/sharded-lease=zf")
     record = LeaseRecord(name="zf-shard-0", namespace="ns", holder_identity="pod-a")
     await leases.create(record)
     assert json.loads(api.requests[0][4])["metadata"]["labels"] == labels

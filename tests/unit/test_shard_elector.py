@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 
-from zen_flow.core.shards import member_lease_name, shard_lease_name
+from zen_flow.core.shards import LABEL_SHARD_COUNT, member_lease_name, shard_lease_name
 from zen_flow.machinery.leader import LeadershipLost, LeaseRecord
-from zen_flow.machinery.shard_elector import ShardElector
+from zen_flow.machinery.shard_elector import ShardElector, wait_for_unsharded
 from zen_flow.machinery.shard_plan import STALE_MEMBER_DURATIONS
 from zen_flow_dev.testing.clock import FakeClock, settle
-from zen_flow_dev.testing.lease_store import InMemoryLeaseStore
+from zen_flow_dev.testing.lease_store import InMemoryLeaseStore, LabelledLeases
 
 NAME, NS, SHARDS = "zf", "zen-system", 4
 LEASE, PERIOD = 15, 2.0
@@ -44,12 +45,15 @@ class Hooks:
 
 
 class Replica:
-    def __init__(self, store: InMemoryLeaseStore, clock: FakeClock, identity: str) -> None:
+    def __init__(
+        self, store: InMemoryLeaseStore, clock: FakeClock, identity: str, shards: int = SHARDS
+    ) -> None:
         self.identity = identity
         self.hooks = Hooks()
         self.alive = True
+        leases = LabelledLeases(store, {LABEL_SHARD_COUNT: str(shards)})
         self.elector = ShardElector(
-            store, NAME, NS, identity, clock, SHARDS, self.hooks,
+            leases, NAME, NS, identity, clock, shards, self.hooks,
             lease_duration=LEASE, renew_deadline=10.0, retry_period=PERIOD, rng=random.Random(0),
         )  # fmt: skip
 
@@ -187,3 +191,63 @@ async def test_leaving_releases_the_shards_and_deletes_the_member_lease(
     b = Replica(store, clock, "b")
     await rounds(clock, [b], 1)  # released Leases are free at once, not after a lease duration
     assert owned(store, "b") == {0, 1, 2, 3}
+
+
+async def test_a_replica_of_another_shard_count_waits_until_the_old_ones_are_gone(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    # A rollout from --shards 4 to --shards 8: shard 1 of 8 is not shard 1 of 4, so the new replica
+    # takes nothing while an old one lives, and the old one keeps (and reconciles) what it holds.
+    old = Replica(store, clock, "old")
+    await rounds(clock, [old], 2)
+    new = Replica(store, clock, "new", shards=8)
+    await rounds(clock, [old, new], 10)
+    assert new.hooks.owned == set()
+    assert old.hooks.owned == {0, 1, 2, 3}
+    assert new.elector.last_decision is not None
+    assert new.elector.last_decision.waiting == "live members with another --shards: old"
+    await old.elector.leave()  # its pod replaced: SIGTERM
+    old.alive = False
+    await rounds(clock, [new], 2)
+    assert new.hooks.owned == set(range(8))
+
+
+async def test_no_shard_is_taken_while_the_leader_lease_of_shards_1_is_held(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica(store, clock, "a")
+    leader = store.put(LeaseRecord(NAME, NS, "old-leader", LEASE, renew_time=clock.now()))
+    for _ in range(10):  # the leader keeps renewing
+        leader = store.put(replace(leader, renew_time=clock.now()))
+        await rounds(clock, [a], 1)
+    assert a.hooks.owned == set()
+    # The leader is gone (killed: its Lease is left as it was): once expired, the shards are taken.
+    await rounds(clock, [a], LEASE // int(PERIOD) + 2)
+    assert a.hooks.owned == {0, 1, 2, 3}
+
+
+async def test_the_leader_of_shards_1_waits_until_no_shard_lease_is_held(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    # A rollout from --shards 4 back to one: the new leader reconciles only once the sharded replicas
+    # are gone (a Lease released, or unchanged for its duration).
+    sharded = Replica(store, clock, "sharded")
+    await rounds(clock, [sharded], 2)
+    waiting = asyncio.ensure_future(wait_for_unsharded(store, NAME, NS, clock, PERIOD))
+    await rounds(clock, [sharded], 10)
+    assert not waiting.done()
+    sharded.alive = False  # killed: its shard Leases expire
+    for _ in range(LEASE // int(PERIOD) + 2):
+        await clock.advance(PERIOD)
+        await settle()
+    assert waiting.done()
+    await waiting
+
+
+async def test_the_leader_does_not_wait_when_it_may_not_list_leases(clock: FakeClock) -> None:
+    class Refused(Exception):
+        pass
+
+    store = InMemoryLeaseStore()
+    store.fail_with = Refused("leases is forbidden")
+    await asyncio.wait_for(wait_for_unsharded(store, NAME, NS, clock, PERIOD, forbidden=Refused), 1)

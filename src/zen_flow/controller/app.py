@@ -37,14 +37,16 @@ from zen_flow.controller.replica_servers import replica_probes, serve_site, webh
 from zen_flow.controller.shard_gate import ShardGate, queue_shard
 from zen_flow.controller.shard_keeper import ShardKeeper, shard_keeper
 from zen_flow.core.instances import instance_selector
+from zen_flow.core.shards import LABEL_SHARDED_LEASE
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
-from zen_flow.kube.errors import KubeError
+from zen_flow.kube.errors import Forbidden, KubeError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.leases import LeaseClient
 from zen_flow.kube.memo_caches import MemoCacheClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.pods import PodClient
@@ -53,6 +55,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
+from zen_flow.machinery.shard_elector import wait_for_unsharded
 from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
@@ -254,6 +257,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 metrics.leader.labels(settings.lease_name).set(1)
                 metrics.leader_transitions.inc()
                 try:
+                    # A rollout from --shards N back to one: the sharded replicas still running keep
+                    # their shards until they stop (they take no more while this Lease is held).
+                    await wait_for_unsharded(
+                        LeaseClient(kube, selector=f"{LABEL_SHARDED_LEASE}={settings.lease_name}"),
+                        settings.lease_name,
+                        settings.lease_namespace,
+                        clock,
+                        settings.retry_period,
+                        forbidden=Forbidden,
+                    )
                     await work()
                 finally:
                     metrics.leader.labels(settings.lease_name).set(0)

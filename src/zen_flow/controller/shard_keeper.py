@@ -21,7 +21,7 @@ from typing import Any
 from zen_flow.config import Settings
 from zen_flow.controller.lease_keeper import LEASE_CLIENT_OPTIONS
 from zen_flow.controller.shard_gate import ShardGate
-from zen_flow.core.shards import LABEL_SHARDED_LEASE
+from zen_flow.core.shards import LABEL_SHARD_COUNT, LABEL_SHARDED_LEASE
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
 from zen_flow.kube.leases import LeaseClient
@@ -157,7 +157,11 @@ class ShardKeeper:
         options = shard_client_options(self._gate.shards, retry_period)
         async with KubeClient(config, options, clock=clock, on_response=self._on_response) as kube:
             elector = ShardElector(
-                LeaseClient(kube, labels={LABEL_SHARDED_LEASE: self._name}),
+                LeaseClient(
+                    kube,
+                    labels={LABEL_SHARDED_LEASE: self._name, LABEL_SHARD_COUNT: str(self._gate.shards)},
+                    selector=f"{LABEL_SHARDED_LEASE}={self._name}",
+                ),
                 self._name,
                 self._namespace,
                 self.identity,

@@ -84,3 +84,6 @@ def shard_of_lease(lease_name: str, name: str, shards: int) -> int | None:
 # On every member and shard Lease, valued with the `--leader-election-name` they belong to, so one LIST
 # finds them all (`kubectl get leases -l workflow.kube-zen.io/sharded-lease=zen-flow-controller`).
 LABEL_SHARDED_LEASE = "workflow.kube-zen.io/sharded-lease"
+# On every Lease a sharded replica creates: its `--shards`. Two shard counts split the flows differently,
+# so a replica never takes a shard while a live member counts differently (a rollout changing N).
+LABEL_SHARD_COUNT = "workflow.kube-zen.io/shards"

@@ -25,14 +25,16 @@ def format_micro_time(value: datetime) -> str:
 class LeaseClient:
     """No retries here: the elector bounds each attempt with its own timeout and retries on its period."""
 
-    def __init__(self, client: KubeClient, labels: Mapping[str, str] | None = None) -> None:
-        """`labels`: put on every Lease this client creates; `list` returns the Leases that carry them."""
+    def __init__(
+        self, client: KubeClient, labels: Mapping[str, str] | None = None, selector: str = ""
+    ) -> None:
+        """`labels`: put on every Lease this client creates; `list` returns the Leases `selector` selects."""
         self._client = client
         self._labels = dict(labels or {})
+        self._selector = selector
 
     async def list(self, namespace: str) -> list[LeaseRecord]:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(self._labels.items()))
-        query = [("labelSelector", selector)] if selector else []
+        query = [("labelSelector", self._selector)] if self._selector else []
         leases = await self._client.request("GET", LEASES.path(namespace), query=query, retry=False)
         return [_record(item) for item in leases.get("items") or []]
 
@@ -114,4 +116,5 @@ def _record(lease: dict[str, Any]) -> LeaseRecord:
         renew_time=parse_time(renew) if renew else None,
         lease_transitions=int(spec.get("leaseTransitions") or 0),
         resource_version=str(meta.get("resourceVersion", "")),
+        labels=tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())),
     )

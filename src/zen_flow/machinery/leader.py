@@ -54,6 +54,8 @@ class LeaseRecord:
     renew_time: datetime | None = None
     lease_transitions: int = 0
     resource_version: str = ""  # empty for a record that was never stored
+    # As read (sorted pairs); written only at create, by a store that labels what it creates (shards).
+    labels: tuple[tuple[str, str], ...] = ()
 
     def same_claim(self, other: LeaseRecord) -> bool:
         """Equal spec (the resourceVersion may differ, e.g. after a label change): nothing was renewed."""

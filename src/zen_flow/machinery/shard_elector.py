@@ -26,7 +26,7 @@ from zen_flow.core.shards import member_lease_name, shard_lease_name
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, timeout
 from zen_flow.machinery.leader import LeaderElector, LeadershipLost, LeaseRecord, LeaseStore
-from zen_flow.machinery.shard_plan import ShardDecision, ShardView, Sightings, plan
+from zen_flow.machinery.shard_plan import ShardDecision, ShardView, Sightings, held_shards, plan
 
 log = get_logger(__name__)
 
@@ -116,8 +116,8 @@ class ShardElector:
         await _cancel_and_wait(renewing)
         await _cancel_and_wait(deciding)
         for task in (renewing, deciding):
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
         raise AssertionError("the shard loops only end by raising")
 
     async def tick(self) -> ShardDecision | None:
@@ -134,9 +134,13 @@ class ShardElector:
         try:
             async with timeout(self._clock, self._call_timeout):
                 records = await self._store.list(self._namespace)
+                # `--shards 1`'s Lease, unlabelled: a leader of a rollout under way reconciles everything.
+                leader = await self._store.get(self._lease_name, self._namespace)
         except Exception as exc:  # a failed list skips this decision; renewals go on
             log.warning("shard lease list failed", error=repr(exc))
             return None
+        if leader is not None and all(r.name != leader.name for r in records):
+            records = [*records, leader]
         now = self._clock.monotonic()
         self._sightings.observe(records, now)
         drained = frozenset(i for i, d in self._drains.items() if d.done())
@@ -152,8 +156,14 @@ class ShardElector:
                 held=frozenset(self._held),
                 draining=frozenset(self._drains) - drained,
                 drained=drained,
+                leader_lease=self._lease_name,
             )
         )
+        if decision.waiting != (self.last_decision.waiting if self.last_decision else None):
+            if decision.waiting is not None:
+                log.warning("not taking shards", reason=decision.waiting, held=sorted(self._held))
+            else:
+                log.info("taking shards again", quota=decision.quota)
         self.last_decision = decision
         await self._act(decision)
         return decision
@@ -163,12 +173,9 @@ class ShardElector:
         for drain in self._drains.values():
             drain.cancel()
         self._drains.clear()
-        for shard in sorted(self._held):
-            async with self._locks[shard]:
-                await self._electors[shard].release()
-                self._held.discard(shard)
-            self._hooks.released(shard)
-            log.info("shard released", shard=shard, identity=self.identity, reason="shutdown")
+        # Concurrently: each release is bounded by the renew deadline, and the pod's grace period must
+        # cover them all.
+        await asyncio.gather(*(self._release(shard, "shutdown") for shard in sorted(self._held)))
         member = self._member.observed
         if member is not None and member.holder_identity == self.identity:
             await self._delete(member)
@@ -193,11 +200,7 @@ class ShardElector:
     async def _act(self, decision: ShardDecision) -> None:
         for shard in decision.release:
             self._drains.pop(shard, None)
-            async with self._locks[shard]:
-                await self._electors[shard].release()
-                self._held.discard(shard)
-            self._hooks.released(shard)
-            log.info("shard handed over", shard=shard, identity=self.identity, quota=decision.quota)
+            await self._release(shard, "handed over", quota=decision.quota)
         for shard in decision.drain:
             log.info("handing shard over", shard=shard, quota=decision.quota, members=len(decision.members))
             self._drains[shard] = asyncio.ensure_future(self._hooks.drain(shard))
@@ -226,6 +229,13 @@ class ShardElector:
             )
             await self._delete(record)
 
+    async def _release(self, shard: int, reason: str, **fields: object) -> None:
+        async with self._locks[shard]:
+            await self._electors[shard].release()
+            self._held.discard(shard)
+        self._hooks.released(shard)
+        log.info("shard released", shard=shard, identity=self.identity, reason=reason, **fields)
+
     async def _step(self, shard: int, *, renewing: bool = False) -> bool:
         # One write at a time per Lease: a renewal landing after a release would claim it again.
         async with self._locks[shard]:
@@ -239,6 +249,43 @@ class ShardElector:
                 await self._store.delete(record)
         except Exception as exc:  # retried at a later tick if it is still there
             log.warning("member lease delete failed", lease=record.name, error=repr(exc))
+
+
+async def wait_for_unsharded(
+    store: ShardLeaseStore,
+    lease_name: str,
+    namespace: str,
+    clock: Clock,
+    retry_period: float,
+    *,
+    forbidden: type[Exception] | None = None,
+) -> None:
+    """Return once no shard Lease of `lease_name` is held (unchanged for its duration counts as free):
+    the leader of `--shards 1` waits for it before reconciling, as sharded replicas wait for the leader.
+    A list refused with `forbidden` (a Role without `list` on Leases: nobody can shard then) returns at
+    once; any other failure is retried."""
+    sightings = Sightings()
+    reported: list[str] | None = None
+    while True:
+        try:
+            async with timeout(clock, retry_period * 5):
+                records = await store.list(namespace)
+        except Exception as exc:
+            if forbidden is not None and isinstance(exc, forbidden):
+                log.info("cannot list Leases; assuming no shards", error=repr(exc))
+                return
+            log.warning("shard lease list failed", error=repr(exc))
+        else:
+            sightings.observe(records, clock.monotonic())
+            held = held_shards(sightings.all(), lease_name, clock.monotonic())
+            if not held:
+                if reported:
+                    log.info("no shard Lease held any more; reconciling")
+                return
+            if held != reported:
+                log.warning("leading, but waiting for shard Leases to be released", held=held)
+                reported = held
+        await clock.sleep(retry_period)
 
 
 async def _cancel_and_wait(task: asyncio.Future[None]) -> None:

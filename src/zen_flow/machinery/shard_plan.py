@@ -13,6 +13,12 @@ feeds them to `Sightings`, which keeps, per Lease, the local monotonic time its 
   one flow at once: first the shard is drained (no new reconcile of its flows starts, the ones in flight
   end), and only a drained shard is released;
 * member Leases to delete: another replica's, unchanged for `STALE_MEMBER_DURATIONS` lease durations.
+
+Two shard counts split the flows differently, and the leader of `--shards 1` reconciles them all: while
+a live member announces another `--shards` (its Lease's label), or the leader's Lease is held, no shard
+is acquired (a rollout that changes the count: the replicas of the old count keep the shards they hold,
+and those of the new count take them once the old ones are gone). Quotas count the members of our own
+shard count only.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from zen_flow.core.shards import quotas, shard_of_lease
+from zen_flow.core.shards import LABEL_SHARD_COUNT, MAX_SHARDS, quotas, shard_of_lease
 from zen_flow.machinery.leader import LeaseRecord
 
 # A member Lease unchanged this many of its lease durations belongs to a replica that is gone (it renews
@@ -35,6 +41,11 @@ class Sighting:
 
     def expired(self, now: float, *, factor: float = 1.0) -> bool:
         return now - self.changed_at >= factor * self.record.lease_duration_seconds
+
+    @property
+    def shard_count(self) -> str | None:
+        """The `--shards` of the replica that created the Lease (None: not said)."""
+        return dict(self.record.labels).get(LABEL_SHARD_COUNT)
 
 
 class Sightings:
@@ -71,6 +82,7 @@ class ShardView:
     held: frozenset[int]  # shard Leases we hold (draining ones included)
     draining: frozenset[int] = frozenset()  # handovers under way (no new reconciles start)
     drained: frozenset[int] = frozenset()  # handovers whose reconciles in flight have ended
+    leader_lease: str = ""  # the name of `--shards 1`'s Lease, read beside the listed ones
 
 
 @dataclass(frozen=True)
@@ -81,14 +93,28 @@ class ShardDecision:
     drain: tuple[int, ...] = ()  # start handing these over
     release: tuple[int, ...] = ()  # drained: release their Leases now
     delete_members: tuple[LeaseRecord, ...] = field(default=())  # stale member Leases
+    waiting: str | None = None  # why nothing is acquired now (another shard count, a leader), or None
 
 
-def live_members(view: ShardView) -> tuple[str, ...]:
-    found = {view.identity}
+def live_members(view: ShardView, *, other_counts: bool = False) -> tuple[str, ...]:
+    """The live members of our shard count (or, `other_counts`, those of another)."""
+    found = set() if other_counts else {view.identity}
     for name, seen in view.sightings.items():
         if name.startswith(view.member_prefix) and seen.record.holder_identity and not seen.expired(view.now):
-            found.add(seen.record.holder_identity)
+            count = seen.shard_count
+            if (count is not None and count != str(view.shards)) == other_counts:
+                found.add(seen.record.holder_identity)
     return tuple(sorted(found))
+
+
+def waiting_for(view: ShardView) -> str | None:
+    """Why no shard may be acquired now, or None."""
+    if others := live_members(view, other_counts=True):
+        return f"live members with another --shards: {', '.join(others)}"
+    leader = view.sightings.get(view.leader_lease) if view.leader_lease else None
+    if leader is not None and leader.record.holder_identity and not leader.expired(view.now):
+        return f"the leader Lease {view.leader_lease} is held by {leader.record.holder_identity}"
+    return None
 
 
 def free_shards(view: ShardView) -> list[int]:
@@ -107,6 +133,7 @@ def free_shards(view: ShardView) -> list[int]:
 def plan(view: ShardView) -> ShardDecision:
     members = live_members(view)
     quota = quotas(members, view.shards)[view.identity]
+    waiting = waiting_for(view)
     release = tuple(sorted(view.drained & view.held))
     keeping = view.held - view.draining - view.drained
     acquire: tuple[int, ...] = ()
@@ -114,7 +141,7 @@ def plan(view: ShardView) -> ShardDecision:
     if len(keeping) > quota:
         # Hand over the highest-numbered extras; the lowest stay, so a steady state does not churn.
         drain = tuple(sorted(keeping, reverse=True)[: len(keeping) - quota])
-    elif len(view.held) < quota:
+    elif len(view.held) < quota and waiting is None:
         # Draining shards still count as held until released: never above quota, even for a moment.
         acquire = tuple(free_shards(view)[: quota - len(view.held)])
     stale = tuple(
@@ -125,7 +152,13 @@ def plan(view: ShardView) -> ShardDecision:
         and seen.expired(view.now, factor=STALE_MEMBER_DURATIONS)
     )
     return ShardDecision(
-        quota=quota, members=members, acquire=acquire, drain=drain, release=release, delete_members=stale
+        quota=quota,
+        members=members,
+        acquire=acquire,
+        drain=drain,
+        release=release,
+        delete_members=stale,
+        waiting=waiting,
     )
 
 
@@ -137,3 +170,15 @@ def held_by(sightings: Mapping[str, Sighting], lease_name: str, shards: int) -> 
         if shard is not None:
             owners[shard] = seen.record.holder_identity
     return owners
+
+
+def held_shards(sightings: Mapping[str, Sighting], lease_name: str, now: float) -> list[str]:
+    """The shard Leases of `lease_name` someone holds (of any shard count): a leader of `--shards 1`
+    starts reconciling only once there are none (a rollout from N shards back to one)."""
+    return sorted(
+        name
+        for name, seen in sightings.items()
+        if shard_of_lease(lease_name, name, MAX_SHARDS) is not None
+        and seen.record.holder_identity
+        and not seen.expired(now)
+    )
