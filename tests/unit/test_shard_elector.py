@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from zen_flow.core.shards import LABEL_SHARD_COUNT, member_lease_name, shard_lease_name
-from zen_flow.machinery.leader import LeadershipLost, LeaseRecord
+from zen_flow.machinery.leader import LeaderElector, LeadershipLost, LeaseRecord
 from zen_flow.machinery.shard_elector import ShardElector, wait_for_unsharded
 from zen_flow.machinery.shard_plan import STALE_MEMBER_DURATIONS
 from zen_flow_dev.testing.clock import FakeClock, settle
@@ -251,3 +251,62 @@ async def test_the_leader_does_not_wait_when_it_may_not_list_leases(clock: FakeC
     store = InMemoryLeaseStore()
     store.fail_with = Refused("leases is forbidden")
     await asyncio.wait_for(wait_for_unsharded(store, NAME, NS, clock, PERIOD, forbidden=Refused), 1)
+
+
+async def test_a_leader_taking_its_lease_during_an_acquisition_never_reconciles_beside_the_shards(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    # Both sides write, then read: the sharded replica re-reads the leader Lease after winning its shard
+    # Leases, the leader lists the shard Leases after winning its own. Here the leader takes its Lease and
+    # finds no shard held between the sharded replica's read and its writes.
+    store.put(LeaseRecord(NAME, NS, "", 1))  # the old leader released it on SIGTERM
+    leader = LeaderElector(store, NAME, NS, "leader", clock, LEASE, 10.0, PERIOD)
+    leader_reconciles: list[bool] = []
+
+    class Racing(LabelledLeases):
+        async def get(self, name: str, namespace: str) -> LeaseRecord | None:
+            record = await super().get(name, namespace)
+            if name == NAME and not leader_reconciles:
+                assert await leader.step()
+                await wait_for_unsharded(store, NAME, NS, clock, PERIOD)
+                leader_reconciles.append(True)
+            return record
+
+    sharded = Replica(store, clock, "sharded")
+    sharded.elector = ShardElector(
+        Racing(store, {LABEL_SHARD_COUNT: str(SHARDS)}), NAME, NS, "sharded", clock, SHARDS,
+        sharded.hooks, lease_duration=LEASE, renew_deadline=10.0, retry_period=PERIOD,
+        rng=random.Random(0),
+    )  # fmt: skip
+    await rounds(clock, [sharded], 1)
+    for _ in range(5):
+        assert await leader.step()
+        await rounds(clock, [sharded], 1)
+    assert leader_reconciles
+    assert sharded.hooks.owned == set()
+    assert "granted 0" not in sharded.hooks.log
+
+
+async def test_a_leader_lease_taken_while_shards_are_held_makes_the_replica_hand_them_back(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    sharded = Replica(store, clock, "sharded")
+    sharded.hooks.busy[2] = asyncio.Event()  # a reconcile of shard 2 in flight
+    await rounds(clock, [sharded], 2)
+    assert sharded.hooks.owned == {0, 1, 2, 3}
+    leader = LeaderElector(store, NAME, NS, "leader", clock, LEASE, 10.0, PERIOD)
+    assert await leader.step()
+    waiting = asyncio.ensure_future(wait_for_unsharded(store, NAME, NS, clock, PERIOD))
+    for _ in range(3):
+        assert await leader.step()
+        await rounds(clock, [sharded], 1)
+    assert sharded.hooks.owned == set()  # no new reconcile of any shard starts
+    assert "released 2" not in sharded.hooks.log  # drained first: its reconcile is still in flight
+    assert not waiting.done()
+    sharded.hooks.busy[2].set()
+    for _ in range(3):
+        assert await leader.step()
+        await rounds(clock, [sharded], 1)
+    assert {f"released {s}" for s in range(SHARDS)} <= set(sharded.hooks.log)
+    assert waiting.done()
+    await waiting

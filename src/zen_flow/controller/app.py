@@ -257,8 +257,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 metrics.leader.labels(settings.lease_name).set(1)
                 metrics.leader_transitions.inc()
                 try:
-                    # A rollout from --shards N back to one: the sharded replicas still running keep
-                    # their shards until they stop (they take no more while this Lease is held).
+                    # A rollout from --shards N back to one: the sharded replicas still running hand
+                    # their shards back once they see this Lease held (and take none). Listed after our
+                    # Lease is written, as they re-read it after writing theirs: one side sees the other.
                     await wait_for_unsharded(
                         LeaseClient(kube, selector=f"{LABEL_SHARDED_LEASE}={settings.lease_name}"),
                         settings.lease_name,

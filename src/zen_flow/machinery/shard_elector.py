@@ -26,7 +26,14 @@ from zen_flow.core.shards import member_lease_name, shard_lease_name
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, timeout
 from zen_flow.machinery.leader import LeaderElector, LeadershipLost, LeaseRecord, LeaseStore
-from zen_flow.machinery.shard_plan import ShardDecision, ShardView, Sightings, held_shards, plan
+from zen_flow.machinery.shard_plan import (
+    ShardDecision,
+    ShardView,
+    Sightings,
+    held_shards,
+    leader_lease_held,
+    plan,
+)
 
 log = get_logger(__name__)
 
@@ -210,17 +217,22 @@ class ShardElector:
             if seen is not None:
                 self._electors[shard].saw(seen.record, seen.changed_at)
         won = await asyncio.gather(*(self._step(i) for i in decision.acquire), return_exceptions=True)
-        for shard, result in zip(decision.acquire, won, strict=True):
-            if result is True:
-                self._held.add(shard)
-                self._hooks.granted(shard)
-                log.info(
-                    "shard acquired",
-                    shard=shard,
-                    identity=self.identity,
-                    quota=decision.quota,
-                    members=len(decision.members),
-                )
+        won_shards = [shard for shard, result in zip(decision.acquire, won, strict=True) if result is True]
+        if won_shards and not await self._leader_free():
+            # Written, then read: a leader of `--shards 1` that took its Lease after our list either shows
+            # here, or lists our shard Leases after taking it (it writes, then reads too) and waits.
+            await asyncio.gather(*(self._give_back(shard) for shard in won_shards))
+            won_shards = []
+        for shard in won_shards:
+            self._held.add(shard)
+            self._hooks.granted(shard)
+            log.info(
+                "shard acquired",
+                shard=shard,
+                identity=self.identity,
+                quota=decision.quota,
+                members=len(decision.members),
+            )
         for record in decision.delete_members:
             log.info(
                 "deleting the member lease of a replica gone",
@@ -228,6 +240,25 @@ class ShardElector:
                 holder=record.holder_identity,
             )
             await self._delete(record)
+
+    async def _leader_free(self) -> bool:
+        """Re-read the leader Lease of `--shards 1` after winning shards: is nobody holding it?"""
+        try:
+            async with timeout(self._clock, self._call_timeout):
+                record = await self._store.get(self._lease_name, self._namespace)
+        except Exception as exc:  # unknown: do not reconcile what a leader may reconcile
+            log.warning("leader lease read failed; giving the shards just won back", error=repr(exc))
+            return False
+        if leader_lease_held(self._sightings.all(), record, self._clock.monotonic()):
+            holder = record.holder_identity if record is not None else ""
+            log.warning("the leader lease is held; giving the shards just won back", holder=holder)
+            return False
+        return True
+
+    async def _give_back(self, shard: int) -> None:
+        """Release a shard Lease won but never granted: nothing of it was reconciled."""
+        async with self._locks[shard]:
+            await self._electors[shard].release()
 
     async def _release(self, shard: int, reason: str, **fields: object) -> None:
         async with self._locks[shard]:

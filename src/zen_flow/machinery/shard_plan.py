@@ -17,8 +17,9 @@ feeds them to `Sightings`, which keeps, per Lease, the local monotonic time its 
 Two shard counts split the flows differently, and the leader of `--shards 1` reconciles them all: while
 a live member announces another `--shards` (its Lease's label), or the leader's Lease is held, no shard
 is acquired (a rollout that changes the count: the replicas of the old count keep the shards they hold,
-and those of the new count take them once the old ones are gone). Quotas count the members of our own
-shard count only.
+and those of the new count take them once the old ones are gone). A leader Lease held means more: the
+leader reconciles everything once no shard Lease is held, so every shard we hold is handed back (drained,
+then released). Quotas count the members of our own shard count only.
 """
 
 from __future__ import annotations
@@ -107,13 +108,29 @@ def live_members(view: ShardView, *, other_counts: bool = False) -> tuple[str, .
     return tuple(sorted(found))
 
 
+def leader_holder(view: ShardView) -> str | None:
+    """Who holds the leader Lease of `--shards 1` (changed within its duration), or None."""
+    leader = view.sightings.get(view.leader_lease) if view.leader_lease else None
+    if leader is not None and leader.record.holder_identity and not leader.expired(view.now):
+        return leader.record.holder_identity
+    return None
+
+
+def leader_lease_held(sightings: Mapping[str, Sighting], record: LeaseRecord | None, now: float) -> bool:
+    """Is the leader Lease `record`, just read, held? Unless it is the claim last listed and that one has
+    not changed within its duration: a claim first seen now may be a leader that just took it."""
+    if record is None or not record.holder_identity:
+        return False
+    seen = sightings.get(record.name)
+    return not (seen is not None and seen.record.same_claim(record) and seen.expired(now))
+
+
 def waiting_for(view: ShardView) -> str | None:
     """Why no shard may be acquired now, or None."""
     if others := live_members(view, other_counts=True):
         return f"live members with another --shards: {', '.join(others)}"
-    leader = view.sightings.get(view.leader_lease) if view.leader_lease else None
-    if leader is not None and leader.record.holder_identity and not leader.expired(view.now):
-        return f"the leader Lease {view.leader_lease} is held by {leader.record.holder_identity}"
+    if (holder := leader_holder(view)) is not None:
+        return f"the leader Lease {view.leader_lease} is held by {holder}"
     return None
 
 
@@ -138,7 +155,10 @@ def plan(view: ShardView) -> ShardDecision:
     keeping = view.held - view.draining - view.drained
     acquire: tuple[int, ...] = ()
     drain: tuple[int, ...] = ()
-    if len(keeping) > quota:
+    if leader_holder(view) is not None:
+        # A leader of `--shards 1` reconciles everything once no shard Lease is held: hand them all back.
+        drain = tuple(sorted(keeping, reverse=True))
+    elif len(keeping) > quota:
         # Hand over the highest-numbered extras; the lowest stay, so a steady state does not churn.
         drain = tuple(sorted(keeping, reverse=True)[: len(keeping) - quota])
     elif len(view.held) < quota and waiting is None:
