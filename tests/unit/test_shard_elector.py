@@ -9,7 +9,9 @@ from dataclasses import replace
 
 import pytest
 
+from zen_flow.controller.shard_keeper import shard_client_options
 from zen_flow.core.shards import LABEL_SHARD_COUNT, member_lease_name, shard_lease_name
+from zen_flow.kube.request_slots import RequestSlots
 from zen_flow.machinery.leader import LeaderElector, LeadershipLost, LeaseRecord
 from zen_flow.machinery.shard_elector import ShardElector, wait_for_unsharded
 from zen_flow.machinery.shard_plan import STALE_MEMBER_DURATIONS
@@ -310,3 +312,67 @@ async def test_a_leader_lease_taken_while_shards_are_held_makes_the_replica_hand
     assert {f"released {s}" for s in range(SHARDS)} <= set(sharded.hooks.log)
     assert waiting.done()
     await waiting
+
+
+async def test_a_replica_alone_keeps_64_shards_on_an_apiserver_answering_in_400_ms(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    # The lease thread's client bounds its requests in flight (kube/request_slots.py; every Lease is in
+    # one namespace, which holds its share of the slots): renewals of 64 shards must never queue behind
+    # acquisitions and the LIST past the renew deadline.
+    shards = 64
+    slots = RequestSlots(shard_client_options(shards, PERIOD).max_concurrent_requests)
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
+
+    class Slow(LabelledLeases):
+        async def _answer(self) -> None:
+            slot = await slots.acquire(path)
+            try:
+                await clock.sleep(0.4)
+            finally:
+                slots.release(slot)
+
+        async def get(self, name: str, namespace: str) -> LeaseRecord | None:
+            await self._answer()
+            return await super().get(name, namespace)
+
+        async def create(self, record: LeaseRecord) -> LeaseRecord:
+            await self._answer()
+            return await super().create(record)
+
+        async def update(self, record: LeaseRecord) -> LeaseRecord:
+            await self._answer()
+            return await super().update(record)
+
+        async def list(self, namespace: str) -> list[LeaseRecord]:
+            await self._answer()
+            return await super().list(namespace)
+
+    hooks = Hooks()
+    elector = ShardElector(
+        Slow(store, {LABEL_SHARD_COUNT: str(shards)}), NAME, NS, "alone", clock, shards, hooks,
+        lease_duration=LEASE, renew_deadline=10.0, retry_period=PERIOD, rng=random.Random(0),
+    )  # fmt: skip
+    campaign = asyncio.ensure_future(elector.run())
+    for _ in range(1200):  # two minutes
+        await clock.advance(0.1)
+        if campaign.done():
+            break
+    assert not campaign.done(), campaign.exception()
+    assert elector.held == frozenset(range(shards))
+    campaign.cancel()  # leaving releases the shards, at 0.4 s a request
+    while not campaign.done():
+        await clock.advance(0.1)
+
+
+async def test_a_handover_that_never_drains_ends_the_campaign_without_releasing_the_shard(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica(store, clock, "a")
+    await rounds(clock, [a], 2)
+    a.hooks.busy[3] = asyncio.Event()  # a reconcile of shard 3 never returns
+    b = Replica(store, clock, "b")
+    with pytest.raises(LeadershipLost, match="shard 3: its handover did not drain within 45s"):
+        await rounds(clock, [a, b], 3 * LEASE // int(PERIOD) + 3)
+    assert "draining 3" in a.hooks.log
+    assert "released 3" not in a.hooks.log  # its reconcile may still run: the Lease just expires

@@ -186,7 +186,7 @@ class CronController:
                 return
             gate = self._shards
             shard = gate.key_shard(key) if gate is not None else None
-            if gate is not None and shard is not None and not gate.admit(shard):
+            if gate is not None and shard is not None and not gate.admit(shard, key):
                 # Another replica's shard (or one being handed over): its holder queues the CronJobFlow.
                 self._queue.forget(key)
                 self._queue.done(key)
@@ -199,7 +199,7 @@ class CronController:
                     await self._work(key)
             finally:
                 if gate is not None and shard is not None:
-                    gate.leave(shard)
+                    gate.leave(shard, key)
             # A reconcile may not wait on anything (no write to make) and the queue's get does not wait
             # when a key is ready: without this a key that came back at once would hold the event loop,
             # and every JobFlow worker, lease renewal and probe with it.

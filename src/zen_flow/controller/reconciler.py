@@ -7,6 +7,7 @@ and it never acts on a cache that has not yet seen its own creates and deletes (
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import time
@@ -190,9 +191,10 @@ class Controller:
             # Under --shards: a flow not cached is no shard's (its reconcile only forgets what this
             # process remembered of it); one of a shard not held is dropped: its holder queues it.
             shard = gate.flow_shard(flow) if gate is not None and flow is not None else None
-            if gate is not None and shard is not None and not gate.admit(shard):
+            if gate is not None and shard is not None and not gate.admit(shard, key):
                 self._queue.forget(key)
                 self._queue.done(key)
+                await asyncio.sleep(0)  # a grant's or handover's thousands of keys never hold the loop
                 continue
             try:
                 # Every line of this reconcile, the failure report included, names the flow and the
@@ -203,7 +205,7 @@ class Controller:
                     await self._work(key)
             finally:
                 if gate is not None and shard is not None:
-                    gate.leave(shard)
+                    gate.leave(shard, key)
 
     async def _work(self, key: str) -> None:
         started = time.perf_counter()

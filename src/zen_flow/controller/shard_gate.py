@@ -35,6 +35,7 @@ class ShardGate:
         self._metrics = metrics
         self._owned: set[int] = set()
         self._in_flight: Counter[int] = Counter()
+        self._keys: dict[int, Counter[str]] = {}  # what is in flight per shard, for a drain that hangs
         self._idle: dict[int, asyncio.Event] = {}
         self._enqueuers: list[Callable[[int], None]] = []
         metrics.shards_owned.set(0)
@@ -60,20 +61,31 @@ class ShardGate:
         return shard_of(key, self.shards)
 
     # -- the workers' side --------------------------------------------------------------------------
-    def admit(self, shard: int) -> bool:
-        """May a reconcile of `shard` start now? If so it counts as in flight until `leave(shard)`."""
+    def admit(self, shard: int, key: str = "") -> bool:
+        """May a reconcile of `shard` (of `key`) start now? If so it counts as in flight until
+        `leave(shard, key)`."""
         if shard not in self._owned:
             return False
         self._in_flight[shard] += 1
+        self._keys.setdefault(shard, Counter())[key] += 1
         self._metrics.shard_reconciles.labels(str(shard)).inc()
         return True
 
-    def leave(self, shard: int) -> None:
+    def leave(self, shard: int, key: str = "") -> None:
+        keys = self._keys.get(shard)
+        if keys is not None:
+            keys[key] -= 1
+            if keys[key] <= 0:
+                del keys[key]
         self._in_flight[shard] -= 1
         if self._in_flight[shard] <= 0:
             del self._in_flight[shard]
             if (idle := self._idle.pop(shard, None)) is not None:
                 idle.set()
+
+    def in_flight(self, shard: int) -> list[str]:
+        """The keys whose reconciles of `shard` are in flight."""
+        return sorted(self._keys.get(shard, ()))
 
     # -- the elector's side -------------------------------------------------------------------------
     def _leading(self, shard: int, leading: bool) -> None:

@@ -29,7 +29,7 @@ from zen_flow.kube.transport import ClientOptions, ResponseHook
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import LeadershipLost
-from zen_flow.machinery.shard_elector import ShardElector
+from zen_flow.machinery.shard_elector import DRAIN_LIMIT_DURATIONS, ShardElector
 
 log = get_logger(__name__)
 
@@ -37,21 +37,30 @@ log = get_logger(__name__)
 def shard_client_options(shards: int, retry_period: float) -> ClientOptions:
     """The lease thread's request budget, grown with the shards: every retry period a replica renews its
     member Lease and each shard it holds (all N when alone) and lists them, concurrently; a budget of one
-    Lease (LEASE_CLIENT_OPTIONS) would delay renewals past the renew deadline and end the process."""
-    per_period = shards + 3  # the renewals, the member Lease, the list, an acquisition's GET
+    Lease (LEASE_CLIENT_OPTIONS) would delay renewals past the renew deadline and end the process.
+
+    In flight at once: the renewals of the member Lease and the shards held (h + 1), and the decision's
+    one request at a time, or its acquisitions (at most ACQUIRE_BATCH, and never more than N - h): at most
+    N + 2. Every Lease is in one namespace, which may hold only its share of the slots
+    (kube/request_slots.py), so the slots are sized for that share to be N + 3: a renewal never waits for
+    a slot behind acquisitions or the LIST, however slow the apiserver answers."""
+    per_period = shards + 3  # the renewals, the member Lease, the list, the leader Lease's GET
+    slots = per_period
+    while slots - slots // 4 < per_period:  # RequestSlots: one namespace holds all but a quarter
+        slots += 1
     return replace(
         LEASE_CLIENT_OPTIONS,
         qps=max(LEASE_CLIENT_OPTIONS.qps, 2 * per_period / retry_period),
         burst=max(LEASE_CLIENT_OPTIONS.burst, 2 * per_period),
-        max_concurrent_requests=max(LEASE_CLIENT_OPTIONS.max_concurrent_requests, 8),
+        max_concurrent_requests=max(LEASE_CLIENT_OPTIONS.max_concurrent_requests, slots),
     )
 
 
 class _MainLoopHooks:
     """The elector's hooks, called on the lease thread, carried out on the main loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, gate: ShardGate) -> None:
-        self._loop, self._gate = loop, gate
+    def __init__(self, loop: asyncio.AbstractEventLoop, gate: ShardGate, drain_limit: float) -> None:
+        self._loop, self._gate, self._drain_limit = loop, gate, drain_limit
 
     def _post(self, callback: Callable[[int], object], shard: int) -> None:
         with contextlib.suppress(RuntimeError):  # the main loop is closing: nothing left to tell
@@ -64,7 +73,21 @@ class _MainLoopHooks:
         self._post(self._gate.released, shard)
 
     async def drain(self, shard: int) -> None:
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._gate.drain(shard), self._loop))
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._drain(shard), self._loop))
+
+    async def _drain(self, shard: int) -> None:
+        try:
+            async with asyncio.timeout(self._drain_limit):
+                await self._gate.drain(shard)
+        except TimeoutError:
+            # The elector ends the process on it (machinery/shard_elector.py): say what hung.
+            log.error(
+                "shard handover did not drain; exiting",
+                shard=shard,
+                limit=self._drain_limit,
+                in_flight=self._gate.in_flight(shard),
+            )
+            raise
 
 
 class ShardKeeper:
@@ -111,7 +134,7 @@ class ShardKeeper:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle)
 
-        hooks = _MainLoopHooks(loop, self._gate)
+        hooks = _MainLoopHooks(loop, self._gate, DRAIN_LIMIT_DURATIONS * self._timings[0])
         thread = threading.Thread(
             target=self._thread_main, args=(hooks, tell), name="shard-keeper", daemon=True
         )

@@ -143,6 +143,7 @@ class LeaderElector:
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0  # local monotonic time the observed record last changed
         self._renewed_at: float | None = None  # start of our last successful write; None = not leading
+        self._writing_at = 0.0  # when the attempt under way sent its write (or began, before its GET)
         self._released = False
         self._leading = asyncio.Event()
 
@@ -240,9 +241,11 @@ class LeaderElector:
         elif self._renew_remaining() <= 0:
             self._lose(f"no renewal succeeded within {self._renew_deadline}s")
         limit = min(self._call_timeout, self._renew_remaining()) if held else self._call_timeout
-        started = self._clock.monotonic()
+        self._writing_at = self._clock.monotonic()
         if await self._attempt(limit):
-            self._renewed_at = started
+            # From when the write was sent for, not when the attempt began: a GET (and its wait for a
+            # request slot) before it renews nothing, yet the others count from the change they see.
+            self._renewed_at = self._writing_at
             self._leading.set()
             return True
         if held:
@@ -264,9 +267,9 @@ class LeaderElector:
 
     async def _acquire(self) -> None:
         while True:
-            started = self._clock.monotonic()
+            self._writing_at = self._clock.monotonic()
             if await self._attempt(self._call_timeout):
-                self._renewed_at = started
+                self._renewed_at = self._writing_at
                 self._leading.set()
                 log.info("became leader", lease=self._ref, identity=self.identity)
                 return
@@ -281,9 +284,9 @@ class LeaderElector:
                 remaining = self._renew_remaining()
                 if remaining <= 0:
                     self._lose(f"no renewal succeeded within {self._renew_deadline}s")
-                started = self._clock.monotonic()
+                self._writing_at = self._clock.monotonic()
                 if await self._attempt(min(self._call_timeout, remaining)):
-                    self._renewed_at = started
+                    self._renewed_at = self._writing_at
                     break
                 holder = self.observed_holder
                 if holder and holder != self.identity:
@@ -330,6 +333,7 @@ class LeaderElector:
         if current is None:
             fresh = LeaseRecord(self.name, self.namespace, lease_duration_seconds=self._lease_duration)
             try:
+                self._writing_at = self._clock.monotonic()
                 self._observe(await self._store.create(self._claim(fresh, now, takeover=False)))
             except ConflictError:
                 log.debug("another candidate created the lease first", lease=self._ref)
@@ -342,6 +346,7 @@ class LeaderElector:
         if current.holder_identity not in ("", self.identity) and self._lease_valid():
             return False
         try:
+            self._writing_at = self._clock.monotonic()
             self._observe(await self._store.update(self._claim(current, now)))
         except ConflictError:
             log.debug("lost the race for the lease", lease=self._ref)

@@ -37,6 +37,11 @@ from zen_flow.machinery.shard_plan import (
 
 log = get_logger(__name__)
 
+# A handover whose reconciles in flight have not ended within this many lease durations (a reconcile
+# hung) ends the process: meanwhile the shard is neither reconciled here nor handed over, and its Lease
+# is renewed. A restart ends the hung reconcile, and the others take the shard once its Lease expires.
+DRAIN_LIMIT_DURATIONS = 3
+
 
 class ShardLeaseStore(LeaseStore, Protocol):
     async def list(self, namespace: str) -> list[LeaseRecord]:
@@ -76,6 +81,8 @@ class ShardElector:
         self._store, self._clock, self._hooks = store, clock, hooks
         self._lease_name, self._namespace, self._shards = lease_name, namespace, shards
         self._retry_period = retry_period
+        self._drain_limit = DRAIN_LIMIT_DURATIONS * lease_duration
+        self._drain_started: dict[int, float] = {}
         self._call_timeout = renew_deadline / 2
         rng = rng or random.Random()
 
@@ -149,6 +156,7 @@ class ShardElector:
         if leader is not None and all(r.name != leader.name for r in records):
             records = [*records, leader]
         now = self._clock.monotonic()
+        self._check_drains(now)
         self._sightings.observe(records, now)
         drained = frozenset(i for i, d in self._drains.items() if d.done())
         decision = plan(
@@ -175,11 +183,22 @@ class ShardElector:
         await self._act(decision)
         return decision
 
+    def _check_drains(self, now: float) -> None:
+        """A handover that failed, or did not drain within the limit, ends the campaign (and the
+        process): its reconciles may still run, so the shard may not be released."""
+        for shard, drain in self._drains.items():
+            failed = drain.done() and (drain.cancelled() or drain.exception() is not None)
+            if failed or now - self._drain_started.get(shard, now) >= self._drain_limit:
+                reason = f"its handover did not drain within {self._drain_limit:g}s"
+                log.error("shard handover hung", shard=shard, identity=self.identity, reason=reason)
+                raise LeadershipLost(f"shard {shard}: {reason}")
+
     async def leave(self) -> None:
         """Release every shard Lease we hold and delete our member Lease (best effort, bounded)."""
         for drain in self._drains.values():
             drain.cancel()
         self._drains.clear()
+        self._drain_started.clear()
         # Concurrently: each release is bounded by the renew deadline, and the pod's grace period must
         # cover them all.
         await asyncio.gather(*(self._release(shard, "shutdown") for shard in sorted(self._held)))
@@ -207,10 +226,12 @@ class ShardElector:
     async def _act(self, decision: ShardDecision) -> None:
         for shard in decision.release:
             self._drains.pop(shard, None)
+            self._drain_started.pop(shard, None)
             await self._release(shard, "handed over", quota=decision.quota)
         for shard in decision.drain:
             log.info("handing shard over", shard=shard, quota=decision.quota, members=len(decision.members))
             self._drains[shard] = asyncio.ensure_future(self._hooks.drain(shard))
+            self._drain_started[shard] = self._clock.monotonic()
         sightings = self._sightings.all()
         for shard in decision.acquire:
             seen = sightings.get(shard_lease_name(self._lease_name, shard))

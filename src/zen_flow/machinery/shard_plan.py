@@ -8,7 +8,7 @@ feeds them to `Sightings`, which keeps, per Lease, the local monotonic time its 
 * live members: member Leases seen changing within their lease duration (ours always counts);
 * our quota (core/shards.py `quotas`);
 * below quota: which shards to try for, those nobody holds (no Lease, holder "", or no change within
-  its lease duration), in number up to the quota;
+  its lease duration), in number up to the quota, `ACQUIRE_BATCH` at most per decision;
 * above quota: which held shards to hand over. A handover is two-phase, so two replicas never reconcile
   one flow at once: first the shard is drained (no new reconcile of its flows starts, the ones in flight
   end), and only a drained shard is released;
@@ -33,6 +33,9 @@ from zen_flow.machinery.leader import LeaseRecord
 # A member Lease unchanged this many of its lease durations belongs to a replica that is gone (it renews
 # every retry period): any replica deletes it, so restarts (a new identity each) do not pile them up.
 STALE_MEMBER_DURATIONS = 4
+# Shards tried for in one decision, at most: acquisitions (a GET and a write each) never crowd the
+# renewals out of the lease thread's request slots; a replica alone takes N shards in N / 8 retry periods.
+ACQUIRE_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def plan(view: ShardView) -> ShardDecision:
         drain = tuple(sorted(keeping, reverse=True)[: len(keeping) - quota])
     elif len(view.held) < quota and waiting is None:
         # Draining shards still count as held until released: never above quota, even for a moment.
-        acquire = tuple(free_shards(view)[: quota - len(view.held)])
+        acquire = tuple(free_shards(view)[: min(quota - len(view.held), ACQUIRE_BATCH)])
     stale = tuple(
         seen.record
         for name, seen in sorted(view.sightings.items())
