@@ -376,3 +376,50 @@ async def test_a_handover_that_never_drains_ends_the_campaign_without_releasing_
         await rounds(clock, [a, b], 3 * LEASE // int(PERIOD) + 3)
     assert "draining 3" in a.hooks.log
     assert "released 3" not in a.hooks.log  # its reconcile may still run: the Lease just expires
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_a_replica_whose_list_keeps_failing_is_not_counted_and_its_share_is_taken(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    class NoList(LabelledLeases):
+        async def list(self, namespace: str) -> list[LeaseRecord]:
+            raise Refused("leases is forbidden: list")
+
+    a, b = Replica(store, clock, "a"), Replica(store, clock, "b")
+    c = Replica(store, clock, "c")
+    c.elector = ShardElector(
+        NoList(store, {LABEL_SHARD_COUNT: str(SHARDS)}), NAME, NS, "c", clock, SHARDS, c.hooks,
+        lease_duration=LEASE, renew_deadline=10.0, retry_period=PERIOD, rng=random.Random(0),
+    )  # fmt: skip
+    await rounds(clock, [a, b, c], 30)
+    assert a.elector.last_decision is not None
+    assert a.elector.last_decision.members == ("a", "b")
+    assert a.hooks.owned | b.hooks.owned == {0, 1, 2, 3}
+
+
+async def test_no_shard_is_taken_while_our_member_lease_is_refused(
+    store: InMemoryLeaseStore, clock: FakeClock
+) -> None:
+    # A Role limited to the shard Leases' names: the member Leases are refused. Each replica would count
+    # itself alone and take all N; it takes none and says why.
+    class NoMembers(LabelledLeases):
+        async def create(self, record: LeaseRecord) -> LeaseRecord:
+            if "-member-" in record.name:
+                raise Refused("leases is forbidden: create")
+            return await super().create(record)
+
+    a = Replica(store, clock, "a")
+    a.elector = ShardElector(
+        NoMembers(store, {LABEL_SHARD_COUNT: str(SHARDS)}), NAME, NS, "a", clock, SHARDS, a.hooks,
+        lease_duration=LEASE, renew_deadline=10.0, retry_period=PERIOD, rng=random.Random(0),
+    )  # fmt: skip
+    await rounds(clock, [a], 5)
+    assert a.hooks.owned == set()
+    assert a.elector.last_decision is not None
+    assert (
+        a.elector.last_decision.waiting == f"our member Lease {member_lease_name(NAME, 'a')} is not written"
+    )

@@ -83,6 +83,9 @@ class ShardElector:
         self._retry_period = retry_period
         self._drain_limit = DRAIN_LIMIT_DURATIONS * lease_duration
         self._drain_started: dict[int, float] = {}
+        self._lease_duration = lease_duration
+        self._decided_at: float | None = None  # the last decision that listed the Leases
+        self._joined_at: float | None = None  # the first member Lease write
         self._call_timeout = renew_deadline / 2
         rng = rng or random.Random()
 
@@ -156,6 +159,7 @@ class ShardElector:
         if leader is not None and all(r.name != leader.name for r in records):
             records = [*records, leader]
         now = self._clock.monotonic()
+        self._decided_at = now
         self._check_drains(now)
         self._sightings.observe(records, now)
         drained = frozenset(i for i, d in self._drains.items() if d.done())
@@ -172,6 +176,7 @@ class ShardElector:
                 draining=frozenset(self._drains) - drained,
                 drained=drained,
                 leader_lease=self._lease_name,
+                member_written=self._member.is_leader,
             )
         )
         if decision.waiting != (self.last_decision.waiting if self.last_decision else None):
@@ -209,7 +214,7 @@ class ShardElector:
     async def renew(self) -> None:
         held = sorted(self._held)
         results = await asyncio.gather(
-            self._member.step(), *(self._step(i, renewing=True) for i in held), return_exceptions=True
+            self._renew_member(), *(self._step(i, renewing=True) for i in held), return_exceptions=True
         )
         if isinstance(results[0], BaseException):
             # Our member Lease only tells the others we are alive; losing it costs a rebalance, not
@@ -222,6 +227,22 @@ class ShardElector:
                 raise LeadershipLost(f"shard {shard}: {result}")
             if isinstance(result, BaseException):
                 raise result
+
+    async def _renew_member(self) -> bool:
+        """Our member Lease says we take our share: renewed only while a decision (its LIST) succeeded
+        within a lease duration. One whose LIST keeps failing lets it expire, and the others stop
+        counting it in their quotas (a share it could never take)."""
+        now = self._clock.monotonic()
+        if self._joined_at is None:
+            self._joined_at = now
+        last = max(self._joined_at, self._decided_at or self._joined_at)
+        if now - last >= self._lease_duration:
+            if self._member.is_leader:
+                log.warning("no shard decision lately; releasing the member lease", since=now - last)
+                await self._member.release()
+                self._member = self._new_elector(self._member_name)
+            return False
+        return await self._member.step()
 
     async def _act(self, decision: ShardDecision) -> None:
         for shard in decision.release:

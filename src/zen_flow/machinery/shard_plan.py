@@ -5,7 +5,8 @@ feeds them to `Sightings`, which keeps, per Lease, the local monotonic time its 
 (the rule of machinery/leader.py: remote timestamps are never trusted, only a change is). From that,
 `plan` decides:
 
-* live members: member Leases seen changing within their lease duration (ours always counts);
+* live members: member Leases seen changing within their lease duration (ours always counts; no shard is
+  acquired until our member Lease is written, since the others count us only from then on);
 * our quota (core/shards.py `quotas`);
 * below quota: which shards to try for, those nobody holds (no Lease, holder "", or no change within
   its lease duration), in number up to the quota, `ACQUIRE_BATCH` at most per decision;
@@ -87,6 +88,7 @@ class ShardView:
     draining: frozenset[int] = frozenset()  # handovers under way (no new reconciles start)
     drained: frozenset[int] = frozenset()  # handovers whose reconciles in flight have ended
     leader_lease: str = ""  # the name of `--shards 1`'s Lease, read beside the listed ones
+    member_written: bool = True  # our member Lease is held: the others count us in their quotas
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ def leader_lease_held(sightings: Mapping[str, Sighting], record: LeaseRecord | N
 
 def waiting_for(view: ShardView) -> str | None:
     """Why no shard may be acquired now, or None."""
+    if not view.member_written:
+        # The others do not count us: our quota would be theirs too (with member Leases refused, every
+        # replica would count itself alone and take all N).
+        return f"our member Lease {view.my_member} is not written"
     if others := live_members(view, other_counts=True):
         return f"live members with another --shards: {', '.join(others)}"
     if (holder := leader_holder(view)) is not None:
