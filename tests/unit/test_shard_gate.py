@@ -9,6 +9,7 @@ from controller_rig import Rig, running
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.shard_gate import ShardGate
+from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.clock import settle
 from zen_flow_dev.testing.flows import job_step, make_flow
 
@@ -80,3 +81,28 @@ async def test_unsharded_workers_reconcile_everything() -> None:
     async with running(make_flow([job_step("a")], name="plain")) as rig:
         await converge(rig)
         assert len(rig.api.jobs) == 1
+
+
+async def test_a_flow_handed_over_no_longer_counts_as_failing_its_job_creates_here() -> None:
+    metrics = Metrics()
+    gate = ShardGate(SHARDS, "zf", metrics)
+    flow = make_flow([job_step("a")], name="blocked", namespace="team")
+    shard = gate.flow_shard(flow)
+    async with running(flow, shards=gate) as rig:
+        metrics.watch_job_creates(rig.controller.creates_failing)
+        create = rig.api.create_job
+
+        async def quota(namespace: str, body: dict[str, object]) -> object:
+            raise from_status(403, {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "quota"})
+
+        rig.api.create_job = quota  # type: ignore[method-assign,assignment]
+        gate.on_grant(lambda s: [rig.controller.on_flow_event(rig.flow)] if s == shard else None)
+        gate.grant(shard)
+        await converge(rig)
+        failing = {"namespace": "team"}
+        assert metrics.registry.get_sample_value("zen_flow_jobflows_job_creates_failing", failing) == 1
+        await gate.drain(shard)  # handed over: another replica reports it now
+        gate.released(shard)
+        rig.api.create_job = create  # type: ignore[method-assign]
+        await converge(rig)
+        assert not metrics.registry.get_sample_value("zen_flow_jobflows_job_creates_failing", failing)

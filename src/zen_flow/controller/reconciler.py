@@ -119,8 +119,17 @@ class Controller:
         self._shards = shards
 
     def creates_failing(self) -> list[str]:
-        """Keys of the flows whose last Job creates failed and are being retried (read at scrape time)."""
-        return self._executor.creates_failing()
+        """Keys of the flows whose last Job creates failed and are being retried (read at scrape time).
+        Under --shards only those of shards held: a flow handed over is another replica's to report, and
+        the alert sums over replicas."""
+        keys = self._executor.creates_failing()
+        gate = self._shards
+        if gate is None:
+            return keys
+        owned = gate.owned
+        return [
+            k for k in keys if (flow := self._flows.get(k)) is not None and gate.flow_shard(flow) in owned
+        ]
 
     def close(self) -> None:
         """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
@@ -194,6 +203,9 @@ class Controller:
             if gate is not None and shard is not None and not gate.admit(shard, key):
                 self._queue.forget(key)
                 self._queue.done(key)
+                # What this replica remembered of a flow it no longer reconciles is its holder's now.
+                self._executor.forget(key)
+                self._failures.forget(key)
                 await asyncio.sleep(0)  # a grant's or handover's thousands of keys never hold the loop
                 continue
             try:
