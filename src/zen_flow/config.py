@@ -338,6 +338,12 @@ def _shard_problems(s: Settings) -> list[str]:
         return []
     if not s.leader_elect:
         return ["--shards above 1 needs --leader-elect (each shard is held on a Lease)"]
+    if s.identity:
+        # Two replicas given one identity would each count the other's shard Leases as their own.
+        return [
+            "--identity cannot be set with --shards above 1: every replica needs an identity of its own "
+            "(the default, <hostname>_<random>)"
+        ]
     if is_dns1123_subdomain(s.lease_name) and not is_label_value(s.lease_name):
         # The shard and member Leases carry it as a label value, so one LIST finds them all.
         return [

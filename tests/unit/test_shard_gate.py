@@ -7,10 +7,15 @@ import asyncio
 from controller_rig import Rig, running
 
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY
+from zen_flow.api.cronjobflow import CronJobFlow
+from zen_flow.controller.cron_reconciler import cron_queue
+from zen_flow.controller.flow_queue import flow_queue
 from zen_flow.controller.metrics import Metrics
-from zen_flow.controller.shard_gate import ShardGate
+from zen_flow.controller.shard_gate import ShardGate, queue_shard
+from zen_flow.core.shards import shard_of
 from zen_flow.kube.errors import from_status
-from zen_flow_dev.testing.clock import settle
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow_dev.testing.clock import FakeClock, settle
 from zen_flow_dev.testing.flows import job_step, make_flow
 
 SHARDS = 4
@@ -60,6 +65,55 @@ def test_a_concurrency_group_has_one_shard_and_a_relabel_moves_a_flow() -> None:
     assert len({gate.flow_shard(f) for f in grouped}) == 1
     loose = {gate.flow_shard(make_flow([job_step("a")], name=f"f-{i}")) for i in range(40)}
     assert loose == set(range(SHARDS))
+    # Relabelled into another group, a flow moves with it: its shard is the new group's.
+    prod = gate.flow_shard(grouped[0])
+    other = next(
+        g for g in (f"canary-{i}" for i in range(40)) if gate.flow_shard(make_flow(
+            [job_step("a")], name="x", labels={LABEL_CONCURRENCY_KEY: g})) != prod
+    )  # fmt: skip
+    relabelled = grouped[0].model_copy(
+        update={"metadata": grouped[0].metadata.model_copy(update={"labels": {LABEL_CONCURRENCY_KEY: other}})}
+    )
+    assert gate.flow_shard(relabelled) != prod
+    unlabelled = grouped[0].model_copy(
+        update={"metadata": grouped[0].metadata.model_copy(update={"labels": {}})}
+    )
+    assert gate.flow_shard(unlabelled) == shard_of(f"{unlabelled.metadata.namespace}/deploy-0", SHARDS)
+
+
+async def test_a_grant_queues_the_cached_flows_and_cronjobflows_of_that_shard_only() -> None:
+    gate = ShardGate(SHARDS, "zf", Metrics())
+    clock = FakeClock()
+    flows = [make_flow([job_step("a")], name=f"f-{i}") for i in range(40)]
+    crons = [
+        CronJobFlow.model_validate(
+            {
+                "metadata": {"name": f"c-{i}", "namespace": "ns", "uid": f"uid-c-{i}"},
+                "spec": {"schedule": "* * * * *", "jobFlowTemplate": {"spec": {"steps": [job_step("a")]}}},
+            }
+        )
+        for i in range(40)
+    ]
+    queue, crons_queue = flow_queue(clock, 2, 4), cron_queue(clock)
+    gate.on_grant(queue_shard(gate, lambda: flows, queue, lambda: crons, crons_queue))
+    gate.grant(1)
+    want_flows = {f.key for f in flows if gate.flow_shard(f) == 1}
+    want_crons = {c.key for c in crons if gate.key_shard(c.key) == 1}
+    assert want_flows
+    assert want_flows != {f.key for f in flows}
+    assert want_crons
+    assert want_crons != {c.key for c in crons}
+    assert set(await _drain(queue)) == want_flows
+    assert set(await _drain(crons_queue)) == want_crons
+
+
+async def _drain(queue: WorkQueue[str]) -> list[str]:
+    keys = []
+    while len(queue):
+        key = await queue.get()
+        keys.append(key)
+        queue.done(key)
+    return keys
 
 
 async def test_a_drain_waits_for_the_reconciles_in_flight_and_admits_no_new_one() -> None:

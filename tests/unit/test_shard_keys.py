@@ -93,6 +93,7 @@ def test_shards_come_from_the_flag_or_the_environment_and_default_to_one_leader(
         (["--shards", "two"], "--shards: invalid literal"),
         (["--shards", "2", "--leader-elect", "false"], "--shards above 1 needs --leader-elect"),
         (["--shards", "2", "--leader-election-name", "x" * 64], "--shards: the Lease name"),
+        (["--shards", "2", "--identity", "zf-0"], "--identity cannot be set with --shards above 1"),
     ],
 )
 def test_bad_shard_settings_are_refused_naming_the_flag(argv: list[str], message: str) -> None:
