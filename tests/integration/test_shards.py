@@ -33,7 +33,7 @@ async def _holders(driver: FlowDriver, namespace: str) -> dict[int, str]:
     for lease in answer.get("items", []):
         shard = shard_of_lease(LEASE, lease["metadata"]["name"], SHARDS)
         if shard is not None:
-            found[shard] = lease["spec"].get("holderIdentity") or ""
+            found[shard] = _replica_name(lease["spec"].get("holderIdentity") or "")
     return found
 
 
@@ -57,7 +57,7 @@ async def _members(driver: FlowDriver, namespace: str) -> set[str]:
         "GET", LEASES.path(namespace), query=[("labelSelector", f"{LABEL_SHARDED_LEASE}={LEASE}")]
     )
     return {
-        lease["spec"].get("holderIdentity") or ""
+        _replica_name(lease["spec"].get("holderIdentity") or "")
         for lease in answer.get("items", [])
         if lease["metadata"]["name"].startswith(f"{LEASE}-member-")
     }
@@ -78,10 +78,16 @@ async def _run_flows(driver: FlowDriver, namespace: str, names: list[str]) -> No
         assert flow["status"]["phase"] == "Succeeded", name
 
 
-def _replica(start_controller: StartController, namespace: str, identity: str) -> ControllerProcess:
+def _replica(start_controller: StartController, namespace: str, name: str) -> ControllerProcess:
+    # --identity is refused with --shards: the identity is <POD_NAME>_<random>, as in a pod.
     return start_controller(
-        leader_elect=True, lease_namespace=namespace, identity=identity, extra_args=SHARDED
+        leader_elect=True, lease_namespace=namespace, env={"POD_NAME": name}, extra_args=SHARDED
     )
+
+
+def _replica_name(identity: str) -> str:
+    """The replica an identity `<POD_NAME>_<random>` belongs to ("" stays "")."""
+    return identity.rsplit("_", 1)[0]
 
 
 async def test_two_replicas_share_the_shards_and_take_over_from_each_other(
