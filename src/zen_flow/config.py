@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 from zen_flow.api.transfer import DEFAULT_IMAGE as DEFAULT_ARTIFACT_IMAGE
 from zen_flow.core.instances import instance_id_problem
-from zen_flow.core.naming import is_dns1123_subdomain
+from zen_flow.core.naming import is_dns1123_subdomain, is_label_value
+from zen_flow.core.shards import MAX_SHARDS
 
 ENV_PREFIX = "ZEN_FLOW_"
 DEFAULT_LEASE_NAME = "zen-flow-controller"
@@ -116,6 +117,14 @@ class Settings:
         default=10.0, metadata={"help": "seconds the leader retries renewing before giving up"}
     )
     retry_period: float = field(default=2.0, metadata={"help": "seconds between lease attempts"})
+    shards: int = field(
+        default=1,
+        metadata={
+            "help": f"split the flows into this many shards (1 to {MAX_SHARDS}), each held by one replica on "
+            "a Lease <lease name>-shard-<i>, so every replica reconciles at once (docs/OPERATOR_GUIDE.md, "
+            "'Sharding across replicas'); 1: one leader reconciles everything"
+        },
+    )
     metrics_addr: str = field(
         default="0.0.0.0:8080", metadata={"help": "host:port for /metrics, /healthz, /readyz ('' disables)"}
     )
@@ -167,8 +176,8 @@ class Settings:
         default="",
         metadata={
             "help": "http(s) URL to POST a CloudEvent to for every flow and step transition (started, "
-            "succeeded, failed, ...; docs/OPERATOR_GUIDE.md, 'CloudEvents'), sent by the leader, best "
-            "effort; empty: none are sent"
+            "succeeded, failed, ...; docs/OPERATOR_GUIDE.md, 'CloudEvents'), sent by the replica that "
+            "reconciles the flow, best effort; empty: none are sent"
         },
     )
     cloudevents_timeout: float = field(
@@ -323,6 +332,7 @@ def _check(s: Settings) -> None:
             f"--leader-election-name: {s.lease_name!r}{named} is not a valid Lease name (lower-case letters, "
             "digits, '-' and '.'): set --leader-election-name"
         )
+    problems.extend(_shard_problems(s))
     if s.step_events not in ("notable", "all"):
         problems.append("--step-events must be notable or all")
     if s.log_format not in ("json", "console", "auto"):
@@ -336,6 +346,28 @@ def _check(s: Settings) -> None:
                 problems.append(f"{name}: {exc}")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _shard_problems(s: Settings) -> list[str]:
+    if not 1 <= s.shards <= MAX_SHARDS:
+        return [f"--shards must be between 1 and {MAX_SHARDS} (got {s.shards})"]
+    if s.shards == 1:
+        return []
+    if not s.leader_elect:
+        return ["--shards above 1 needs --leader-elect (each shard is held on a Lease)"]
+    if s.identity:
+        # Two replicas given one identity would each count the other's shard Leases as their own.
+        return [
+            "--identity cannot be set with --shards above 1: every replica needs an identity of its own "
+            "(the default, <hostname>_<random>)"
+        ]
+    if is_dns1123_subdomain(s.lease_name) and not is_label_value(s.lease_name):
+        # The shard and member Leases carry it as a label value, so one LIST finds them all.
+        return [
+            f"--shards: the Lease name {s.lease_name!r} must be a valid label value too (at most 63 "
+            "characters) when sharding: shorten --leader-election-name"
+        ]
+    return []
 
 
 def _cloudevents_problems(s: Settings) -> list[str]:

@@ -325,6 +325,24 @@ def test_single_replica_without_leader_election(helm: str, tmp_path: Path) -> No
     assert "ZenFlowControllerDown" in alerts
 
 
+def test_shards_become_the_flag_and_the_role_lets_the_replicas_reach_every_member_lease(
+    helm: str, tmp_path: Path
+) -> None:
+    docs = render(helm, tmp_path, {"leaderElection": {"shards": 4}})
+    assert settings_of(deployment(docs)).shards == 4
+    role = find(docs, "Role")
+    # Member Leases are named after the replicas: get/patch cannot be limited to names any more.
+    for verb in ("get", "patch", "list", "delete"):
+        assert rules_allow(role["rules"], "coordination.k8s.io", "leases", verb, name="zf-member-0123456789")
+    default = find(render(helm, tmp_path), "Role")
+    assert not rules_allow(default["rules"], "coordination.k8s.io", "leases", "patch", name="zf-member-0")
+    for bad in (0, 65):
+        with pytest.raises(RenderError, match=r"leaderElection\.shards must be between 1 and 64"):
+            render(helm, tmp_path, {"leaderElection": {"shards": bad}})
+    with pytest.raises(RenderError, match=r"leaderElection\.shards > 1 needs leaderElection\.enabled"):
+        render(helm, tmp_path, {"replicaCount": 1, "leaderElection": {"enabled": False, "shards": 2}})
+
+
 def test_without_cert_manager_an_existing_secret_and_ca_are_required(helm: str, tmp_path: Path) -> None:
     no_cert_manager = {"certManager": {"enabled": False}}
     with pytest.raises(RenderError, match=r"webhook\.secretName"):

@@ -13,6 +13,7 @@ from zen_flow.api import JobFlow
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
+from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
@@ -52,7 +53,9 @@ class Rig:
 
 
 @asynccontextmanager
-async def running(flow: JobFlow, *, cloud_events: CloudEventSink | None = None) -> AsyncIterator[Rig]:
+async def running(
+    flow: JobFlow, *, cloud_events: CloudEventSink | None = None, shards: ShardGate | None = None
+) -> AsyncIterator[Rig]:
     clock = FakeClock()
     api = FakeApiServer(clock)
     created = api.create_flow(flow)
@@ -60,7 +63,7 @@ async def running(flow: JobFlow, *, cloud_events: CloudEventSink | None = None) 
     queue: WorkQueue[str] = WorkQueue(clock=clock)
     ctrl = Controller(
         flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
-        clock=clock, metrics=metrics, cloud_events=cloud_events,
+        clock=clock, metrics=metrics, cloud_events=cloud_events, shards=shards,
     )  # fmt: skip
     api.on_flow = ctrl.on_flow_event
     api.on_job = ctrl.on_job_event

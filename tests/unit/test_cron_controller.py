@@ -19,6 +19,7 @@ from zen_flow.api.meta import format_time
 from zen_flow.controller import cron_reconciler
 from zen_flow.controller.cron_reconciler import CronController, cron_queue
 from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.kube.errors import AlreadyExists, Invalid, TransportError
 from zen_flow.planner.cron import CronPlan, plan_cron
 from zen_flow_dev.testing.clock import FakeClock, settle
@@ -376,3 +377,37 @@ async def test_a_cronjobflow_requeued_at_once_never_starves_the_event_loop(
     bystander.cancel()
     # The bystander ran between reconciles, not only before the first and after the last.
     assert len({n for n in others if 0 < n < 50}) >= 10
+
+
+async def test_a_cronjobflow_of_a_shard_not_held_makes_no_run_until_its_shard_is_acquired() -> None:
+    clock = FakeClock(wall_start=START)
+    cluster = Cluster()
+    metrics = Metrics()
+    queue = cron_queue(clock)
+    gate = ShardGate(4, "zf", metrics)
+    cluster.controller = CronController(
+        crons=cluster,  # type: ignore[arg-type]
+        flows=cluster,  # type: ignore[arg-type]
+        cron_api=cluster,  # type: ignore[arg-type]
+        flow_api=FlowApi(cluster),  # type: ignore[arg-type]
+        queue=queue,
+        events=cluster,  # type: ignore[arg-type]
+        clock=clock,
+        metrics=metrics,
+        shards=gate,
+    )
+    worker = asyncio.create_task(cluster.controller.run_worker())
+    try:
+        with structlog.testing.capture_logs():
+            cluster.add_cron("every-minute")
+            await clock.advance(90)
+            assert cluster.runs("every-minute") == []  # another replica's shard: dropped, not requeued
+            assert len(queue) == 0
+            assert queue.delayed == 0
+            gate.on_grant(lambda _shard: queue.add("ns/every-minute"))
+            gate.grant(gate.key_shard("ns/every-minute"))
+            await clock.advance(30)
+            assert len(cluster.runs("every-minute")) == 1
+    finally:
+        queue.shutdown()
+        await worker

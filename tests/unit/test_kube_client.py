@@ -532,6 +532,33 @@ async def test_lease_update_is_conditional_and_409_is_the_elector_conflict(
     assert sent["spec"]["renewTime"] is None
 
 
+async def test_shard_leases_carry_the_label_they_are_listed_by_and_deletes_are_conditional(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    labels = {"workflow.kube-zen.io/sharded-lease": "zf"}
+    api.answer(
+        reply(201, LEASE),
+        reply(200, {"items": [LEASE]}),
+        reply(200, {}),
+        reply(409, status_body(409, "Conflict", "the resourceVersion changed")),
+    )
+    leases = LeaseClient(kube, labels=labels, selector="workflow.kube-zen.io/sharded-lease=zf")
+    record = LeaseRecord(name="zf-shard-0", namespace="ns", holder_identity="pod-a")
+    await leases.create(record)
+    assert json.loads(api.requests[0][4])["metadata"]["labels"] == labels
+    listed = await leases.list("ns")
+    assert [r.holder_identity for r in listed] == ["pod-a"]
+    method, path, _, query, _ = api.requests[1]
+    assert (method, path) == ("GET", "/apis/coordination.k8s.io/v1/namespaces/ns/leases")
+    assert query["labelSelector"] == "workflow.kube-zen.io/sharded-lease=zf"
+    stale = LeaseRecord(name="zf-member-abc", namespace="ns", resource_version="8")
+    await leases.delete(stale)
+    await leases.delete(stale)  # renewed meanwhile: 409, nothing to do
+    method, path, _, _, body = api.requests[2]
+    assert (method, path) == ("DELETE", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/zf-member-abc")
+    assert json.loads(body) == {"preconditions": {"resourceVersion": "8"}}
+
+
 async def test_every_request_waits_for_the_limiter(fake: tuple[FakeApiserver, TestServer]) -> None:
     api, server = fake
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from dataclasses import replace
 
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
@@ -61,8 +62,43 @@ class InMemoryLeaseStore:
             raise ConflictError(f"lease {record.namespace}/{record.name} was modified")
         return self.put(record)
 
+    # -- the ShardLeaseStore additions (machinery/shard_elector.py) ---------------------------------
+    async def list(self, namespace: str) -> list[LeaseRecord]:
+        await self._enter("list")
+        return [r for (ns, _), r in sorted(self._leases.items()) if ns == namespace]
+
+    async def delete(self, record: LeaseRecord) -> None:
+        await self._enter("delete")
+        current = self._leases.get((record.namespace, record.name))
+        if current is not None and current.resource_version == record.resource_version:
+            del self._leases[(record.namespace, record.name)]
+
     async def _enter(self, verb: str) -> None:
         self.calls.append(verb)
         await self._open.wait()
         if self.fail_with is not None:
             raise self.fail_with
+
+
+class LabelledLeases:
+    """One replica's view of a shared `InMemoryLeaseStore`: what it creates carries `labels`, as
+    `LeaseClient(labels=...)` does (the shard elector's member Leases announce the replica's --shards)."""
+
+    def __init__(self, store: InMemoryLeaseStore, labels: Mapping[str, str]) -> None:
+        self._store = store
+        self._labels = tuple(sorted(labels.items()))
+
+    async def get(self, name: str, namespace: str) -> LeaseRecord | None:
+        return await self._store.get(name, namespace)
+
+    async def create(self, record: LeaseRecord) -> LeaseRecord:
+        return await self._store.create(replace(record, labels=self._labels))
+
+    async def update(self, record: LeaseRecord) -> LeaseRecord:
+        return await self._store.update(record)
+
+    async def list(self, namespace: str) -> list[LeaseRecord]:
+        return await self._store.list(namespace)
+
+    async def delete(self, record: LeaseRecord) -> None:
+        await self._store.delete(record)

@@ -2,7 +2,9 @@
 
 Informers, the event recorder, the health/metrics server and the webhooks run on every replica; only the
 reconcile workers wait for leadership, so a standby is warm (its caches are synced) and takes over within
-a lease period. Any long-running task that ends unexpectedly ends the process (crash, don't limp).
+a lease period. With `--shards N > 1` every replica's workers run, each reconciling the flows of the
+shard Leases it holds (shard_keeper.py, shard_gate.py). Any long-running task that ends unexpectedly
+ends the process (crash, don't limp).
 On SIGTERM the queue is shut down first (workers finish the key in hand), the lease is released so a
 successor starts at once, then everything else is cancelled.
 """
@@ -32,15 +34,19 @@ from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
 from zen_flow.controller.replica_servers import replica_probes, serve_site, webhook_server
+from zen_flow.controller.shard_gate import ShardGate, queue_shard
+from zen_flow.controller.shard_keeper import ShardKeeper, shard_keeper
 from zen_flow.core.instances import instance_selector
+from zen_flow.core.shards import LABEL_SHARDED_LEASE
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.cluster import Cluster
 from zen_flow.kube.config import load_config
-from zen_flow.kube.errors import KubeError
+from zen_flow.kube.errors import Forbidden, KubeError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
+from zen_flow.kube.leases import LeaseClient
 from zen_flow.kube.memo_caches import MemoCacheClient
 from zen_flow.kube.objects import ObjectClient
 from zen_flow.kube.pods import PodClient
@@ -49,6 +55,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, SystemClock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.leader import LeadershipLost
+from zen_flow.machinery.shard_elector import wait_for_unsharded
 from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions, SlotLimits
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
@@ -105,6 +112,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         qps=settings.qps,  # 0: no client-side limit
         leader_elect=settings.leader_elect,
         lease=settings.lease_name if settings.leader_elect else None,
+        shards=settings.shards,
     )
     metrics.controller_info.labels(settings.instance_id).set(1)
     options = client_options(settings)
@@ -137,6 +145,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         sandbox = ExpressionSandbox(budget=settings.expression_budget, workers=settings.expression_workers)
         stack.callback(sandbox.close)
+        # --shards N > 1: every replica reconciles the flows of the shards it holds (shard_gate.py).
+        gate = ShardGate(settings.shards, settings.lease_name, metrics) if settings.shards > 1 else None
         sink = configured_sink(settings, clock, metrics)
         if sink is not None:
             stack.push_async_callback(sink.close)
@@ -155,6 +165,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             sandboxed_plans=settings.expression_workers,
             cloud_events=sink,
             slots=SlotLimits(settings.max_running_flows, settings.namespace_max_running_flows),
+            shards=gate,
         )
         stack.callback(controller.close)
         # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).
@@ -167,8 +178,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             metrics=metrics,
             namespaces=settings.namespaces,
             label_selector=selector,
+            shards=gate,
         )
         crons = scheduler.informer
+        if gate is not None:
+            gate.on_grant(queue_shard(gate, flows.list, queue, crons.list, scheduler.queue))
         cron_stop = asyncio.Event()
         flows.add_handler(
             on_add=controller.on_flow_event,
@@ -215,8 +229,18 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 # sends while this one still does (the sink sends nothing after its flush).
                 await sink.flush(CLOUDEVENTS_FLUSH_SECONDS)
 
-        keeper: LeaseKeeper | None = None
-        if settings.leader_elect:
+        keeper: LeaseKeeper | ShardKeeper | None = None
+        if gate is not None:
+            keeper = shard_keeper(settings, gate, count_request)
+            sharded = keeper
+
+            async def reconcile() -> None:
+                # Join once warm: the others hand shards over to a new member at once, and one whose
+                # caches still sync would hold them idle (a leader's standby is warm the same way).
+                await flows.wait_synced()
+                await jobs.wait_synced()
+                await sharded.run(work)
+        elif settings.leader_elect:
             # A standby exports 0 (not nothing), so "no leader" alerts can sum over replicas.
             metrics.leader.labels(settings.lease_name).set(0)
             keeper = LeaseKeeper(
@@ -234,6 +258,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 metrics.leader.labels(settings.lease_name).set(1)
                 metrics.leader_transitions.inc()
                 try:
+                    # A rollout from --shards N back to one: the sharded replicas still running hand
+                    # their shards back once they see this Lease held (and take none). Listed after our
+                    # Lease is written, as they re-read it after writing theirs: one side sees the other.
+                    await wait_for_unsharded(
+                        LeaseClient(kube, selector=f"{LABEL_SHARDED_LEASE}={settings.lease_name}"),
+                        settings.lease_name,
+                        settings.lease_namespace,
+                        clock,
+                        settings.retry_period,
+                        forbidden=Forbidden,
+                    )
                     await work()
                 finally:
                     metrics.leader.labels(settings.lease_name).set(0)

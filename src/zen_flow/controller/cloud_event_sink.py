@@ -11,7 +11,10 @@ The metrics count every event (docs/METRICS.md).
 
 Only the leader reconciles, so only the leader publishes; a standby's sender waits on an empty queue.
 On shutdown the leader flushes the queue before it releases its lease (`flush`), and then sends nothing
-more: a new leader never sends while the old one still does.
+more: a new leader never sends while the old one still does. With `--shards` each replica publishes the
+transitions of the flows it reconciles; a shard handed over releases its Lease once its reconciles
+ended, not once their events went out, so for a moment two replicas may send events of one flow (each
+with its own id; receivers deduplicate by id, as after a failover).
 """
 
 from __future__ import annotations

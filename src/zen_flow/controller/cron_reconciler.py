@@ -25,6 +25,7 @@ from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
 from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
+from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.informer import JobFlowInformer
 from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.informer.resources import owner_cron_key
@@ -69,10 +70,12 @@ def cron_controller(
     metrics: Metrics,
     namespaces: Sequence[str],
     label_selector: str = "",
+    shards: ShardGate | None = None,
 ) -> CronController:
     """The CronJobFlow informer, queue and controller, its handlers added to both informers (the JobFlow
     informer's first: before the flow controller's). `label_selector`: the CronJobFlows of this controller
-    instance (core/instances.py)."""
+    instance (core/instances.py). `shards`: with `--shards N > 1`, which CronJobFlows this replica may
+    reconcile now (controller/shard_gate.py)."""
     crons = CronJobFlowInformer(CronJobFlowClient(kube, label_selector), clock=clock, namespaces=namespaces)
     scheduler = CronController(
         crons=crons,
@@ -83,6 +86,7 @@ def cron_controller(
         events=events,
         clock=clock,
         metrics=metrics,
+        shards=shards,
     )
     crons.add_handler(
         on_add=scheduler.on_cron_event,
@@ -129,8 +133,10 @@ class CronController:
         events: EventRecorder,
         clock: Clock,
         metrics: Metrics,
+        shards: ShardGate | None = None,
     ) -> None:
         self._crons = crons
+        self._shards = shards
         self._flows = flows
         self._cron_api = cron_api
         self._flow_api = flow_api
@@ -178,10 +184,22 @@ class CronController:
                 key = await self._queue.get()
             except QueueShutDown:
                 return
-            with structlog.contextvars.bound_contextvars(
-                cronjobflow=key, reconcile_id=f"c{next(self._ids):x}"
-            ):
-                await self._work(key)
+            gate = self._shards
+            shard = gate.key_shard(key) if gate is not None else None
+            if gate is not None and shard is not None and not gate.admit(shard, key):
+                # Another replica's shard (or one being handed over): its holder queues the CronJobFlow.
+                self._queue.forget(key)
+                self._queue.done(key)
+                await asyncio.sleep(0)
+                continue
+            try:
+                with structlog.contextvars.bound_contextvars(
+                    cronjobflow=key, reconcile_id=f"c{next(self._ids):x}"
+                ):
+                    await self._work(key)
+            finally:
+                if gate is not None and shard is not None:
+                    gate.leave(shard, key)
             # A reconcile may not wait on anything (no write to make) and the queue's get does not wait
             # when a key is ready: without this a key that came back at once would hold the event loop,
             # and every JobFlow worker, lease renewal and probe with it.

@@ -254,6 +254,26 @@ class Metrics:
         self.leader_transitions = Counter(
             "zen_flow_leader_transitions_total", "Times this replica became leader", registry=r
         )
+        # shards (--shards N > 1; controller/shard_gate.py)
+        self.shards_owned = Gauge(
+            "zen_flow_shards_owned",
+            "Shards whose flows this replica reconciles (0 unless --shards > 1)",
+            registry=r,
+        )
+        self.shard_changes = Counter(
+            "zen_flow_shard_changes_total",
+            "Shards this replica acquired, and handed over (drained, then released)",
+            ["change"],
+            registry=r,
+        )
+        for change in ("acquired", "handed_over"):
+            self.shard_changes.labels(change)
+        self.shard_reconciles = Counter(
+            "zen_flow_shard_reconciles_total",
+            "Reconciles of flows and CronJobFlows this replica ran, by shard (--shards > 1)",
+            ["shard"],
+            registry=r,
+        )
         # webhooks
         self.webhook_requests = Counter(
             "zen_flow_webhook_requests_total",

@@ -7,6 +7,7 @@ and it never acts on a cache that has not yet seen its own creates and deletes (
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import time
@@ -29,6 +30,7 @@ from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
+from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.controller.templates import TemplateResolver, unexpanded
 from zen_flow.controller.validity import Validity
@@ -67,11 +69,13 @@ class Controller:
         sandboxed_plans: int = 2,
         cloud_events: CloudEventSink | None = None,
         slots: planner.SlotLimits | None = None,
+        shards: ShardGate | None = None,
     ) -> None:
         """`sandboxed_plans`: plans that evaluate `when` in the expression workers at once (one per
         worker); a flow that finds them all busy is looked at again a second later (plan_runner.py).
         `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere.
-        `slots`: the limits on running flows (`--max-running-flows`, `--namespace-max-running-flows`)."""
+        `slots`: the limits on running flows (`--max-running-flows`, `--namespace-max-running-flows`).
+        `shards`: with `--shards N > 1`, which flows this replica may reconcile now."""
         self._flows = flows
         # The flows in line for those limits, kept from the flow informer's events (planner.slots).
         self._slots = planner.SlotBook(slots or planner.SlotLimits(), jobs.jobs_for)
@@ -116,10 +120,20 @@ class Controller:
         self._starting: set[str] = set()
         self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
+        self._shards = shards
 
     def creates_failing(self) -> list[str]:
-        """Keys of the flows whose last Job creates failed and are being retried (read at scrape time)."""
-        return self._executor.creates_failing()
+        """Keys of the flows whose last Job creates failed and are being retried (read at scrape time).
+        Under --shards only those of shards held: a flow handed over is another replica's to report, and
+        the alert sums over replicas."""
+        keys = self._executor.creates_failing()
+        gate = self._shards
+        if gate is None:
+            return keys
+        owned = gate.owned
+        return [
+            k for k in keys if (flow := self._flows.get(k)) is not None and gate.flow_shard(flow) in owned
+        ]
 
     def close(self) -> None:
         """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
@@ -195,11 +209,29 @@ class Controller:
                 key = await self._queue.get()
             except QueueShutDown:
                 return
-            # Every line of this reconcile, the failure report included, names the flow and the reconcile.
-            with structlog.contextvars.bound_contextvars(
-                flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
-            ):
-                await self._work(key)
+            gate = self._shards
+            flow = self._flows.get(key) if gate is not None else None
+            # Under --shards: a flow not cached is no shard's (its reconcile only forgets what this
+            # process remembered of it); one of a shard not held is dropped: its holder queues it.
+            shard = gate.flow_shard(flow) if gate is not None and flow is not None else None
+            if gate is not None and shard is not None and not gate.admit(shard, key):
+                self._queue.forget(key)
+                self._queue.done(key)
+                # What this replica remembered of a flow it no longer reconciles is its holder's now.
+                self._executor.forget(key)
+                self._failures.forget(key)
+                await asyncio.sleep(0)  # a grant's or handover's thousands of keys never hold the loop
+                continue
+            try:
+                # Every line of this reconcile, the failure report included, names the flow and the
+                # reconcile.
+                with structlog.contextvars.bound_contextvars(
+                    flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
+                ):
+                    await self._work(key)
+            finally:
+                if gate is not None and shard is not None:
+                    gate.leave(shard, key)
 
     async def _work(self, key: str) -> None:
         started = time.perf_counter()

@@ -1,7 +1,9 @@
-"""coordination.k8s.io/v1 Leases for leader election: `zen_flow.machinery.leader.LeaseStore` over the API."""
+"""coordination.k8s.io/v1 Leases for leader election: `zen_flow.machinery.leader.LeaseStore` over the API,
+and for shards (`ShardLeaseStore`: the Leases it creates carry its labels, which `list` selects on)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +25,29 @@ def format_micro_time(value: datetime) -> str:
 class LeaseClient:
     """No retries here: the elector bounds each attempt with its own timeout and retries on its period."""
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(
+        self, client: KubeClient, labels: Mapping[str, str] | None = None, selector: str = ""
+    ) -> None:
+        """`labels`: put on every Lease this client creates; `list` returns the Leases `selector` selects."""
         self._client = client
+        self._labels = dict(labels or {})
+        self._selector = selector
+
+    async def list(self, namespace: str) -> list[LeaseRecord]:
+        query = [("labelSelector", self._selector)] if self._selector else []
+        leases = await self._client.request("GET", LEASES.path(namespace), query=query, retry=False)
+        return [_record(item) for item in leases.get("items") or []]
+
+    async def delete(self, record: LeaseRecord) -> None:
+        """Delete the Lease if it is still at `record.resource_version` (a 409 or 404: someone else
+        renewed or deleted it: nothing to do)."""
+        body = {"preconditions": {"resourceVersion": record.resource_version}}
+        try:
+            await self._client.request(
+                "DELETE", LEASES.path(record.namespace, record.name), body=body, retry=False
+            )
+        except (Conflict, NotFound):
+            return
 
     async def get(self, name: str, namespace: str) -> LeaseRecord | None:
         try:
@@ -34,10 +57,13 @@ class LeaseClient:
         return _record(lease)
 
     async def create(self, record: LeaseRecord) -> LeaseRecord:
+        metadata: dict[str, Any] = {"name": record.name, "namespace": record.namespace}
+        if self._labels:
+            metadata["labels"] = self._labels
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": record.name, "namespace": record.namespace},
+            "metadata": metadata,
             "spec": _spec(record),
         }
         try:
@@ -90,4 +116,5 @@ def _record(lease: dict[str, Any]) -> LeaseRecord:
         renew_time=parse_time(renew) if renew else None,
         lease_transitions=int(spec.get("leaseTransitions") or 0),
         resource_version=str(meta.get("resourceVersion", "")),
+        labels=tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())),
     )

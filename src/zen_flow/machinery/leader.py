@@ -54,6 +54,8 @@ class LeaseRecord:
     renew_time: datetime | None = None
     lease_transitions: int = 0
     resource_version: str = ""  # empty for a record that was never stored
+    # As read (sorted pairs); written only at create, by a store that labels what it creates (shards).
+    labels: tuple[tuple[str, str], ...] = ()
 
     def same_claim(self, other: LeaseRecord) -> bool:
         """Equal spec (the resourceVersion may differ, e.g. after a label change): nothing was renewed."""
@@ -141,6 +143,7 @@ class LeaderElector:
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0  # local monotonic time the observed record last changed
         self._renewed_at: float | None = None  # start of our last successful write; None = not leading
+        self._writing_at = 0.0  # when the attempt under way sent its write (or began, before its GET)
         self._released = False
         self._leading = asyncio.Event()
 
@@ -156,6 +159,11 @@ class LeaderElector:
     def observed_holder(self) -> str | None:
         """The holder in the last Lease we read or wrote ("" = released, None = never read)."""
         return self._observed.holder_identity if self._observed is not None else None
+
+    @property
+    def observed(self) -> LeaseRecord | None:
+        """The Lease as last read or written (None = never read)."""
+        return self._observed
 
     async def wait_for_leadership(self) -> None:
         """Return once we lead (immediately if we already do)."""
@@ -214,6 +222,40 @@ class LeaderElector:
         log.info("lease released", lease=self._ref)
         return True
 
+    def saw(self, record: LeaseRecord, changed_at: float) -> None:
+        """Another reader of the Lease (the shard elector's LIST) saw `record`, unchanged since local
+        monotonic time `changed_at`: count its expiry from then, not from this elector's first read."""
+        if self._observed is None or not record.same_claim(self._observed):
+            self._observed, self._observed_at = record, changed_at
+        else:
+            self._observed_at = min(self._observed_at, changed_at)
+
+    async def step(self) -> bool:
+        """One acquire-or-renew attempt, for a caller that keeps its own schedule (the shard elector runs
+        many Leases on one loop). Returns whether we hold the lease now. Raises `LeadershipLost`, as
+        `run()` does, when a lease we held was not renewed within the renew deadline or shows another
+        holder. A lease released by `release()` is campaigned for again by the next step."""
+        held = self._renewed_at is not None
+        if not held:
+            self._released = False
+        elif self._renew_remaining() <= 0:
+            self._lose(f"no renewal succeeded within {self._renew_deadline}s")
+        limit = min(self._call_timeout, self._renew_remaining()) if held else self._call_timeout
+        self._writing_at = self._clock.monotonic()
+        if await self._attempt(limit):
+            # From when the write was sent for, not when the attempt began: a GET (and its wait for a
+            # request slot) before it renews nothing, yet the others count from the change they see.
+            self._renewed_at = self._writing_at
+            self._leading.set()
+            return True
+        if held:
+            holder = self.observed_holder
+            if holder and holder != self.identity:
+                self._lose(f"the lease is held by {holder}")
+            if self._renew_remaining() <= 0:
+                self._lose(f"no renewal succeeded within {self._renew_deadline}s")
+        return False
+
     # -- internals ----------------------------------------------------------------------------------
     @property
     def _ref(self) -> str:
@@ -225,9 +267,9 @@ class LeaderElector:
 
     async def _acquire(self) -> None:
         while True:
-            started = self._clock.monotonic()
+            self._writing_at = self._clock.monotonic()
             if await self._attempt(self._call_timeout):
-                self._renewed_at = started
+                self._renewed_at = self._writing_at
                 self._leading.set()
                 log.info("became leader", lease=self._ref, identity=self.identity)
                 return
@@ -242,9 +284,9 @@ class LeaderElector:
                 remaining = self._renew_remaining()
                 if remaining <= 0:
                     self._lose(f"no renewal succeeded within {self._renew_deadline}s")
-                started = self._clock.monotonic()
+                self._writing_at = self._clock.monotonic()
                 if await self._attempt(min(self._call_timeout, remaining)):
-                    self._renewed_at = started
+                    self._renewed_at = self._writing_at
                     break
                 holder = self.observed_holder
                 if holder and holder != self.identity:
@@ -291,6 +333,7 @@ class LeaderElector:
         if current is None:
             fresh = LeaseRecord(self.name, self.namespace, lease_duration_seconds=self._lease_duration)
             try:
+                self._writing_at = self._clock.monotonic()
                 self._observe(await self._store.create(self._claim(fresh, now, takeover=False)))
             except ConflictError:
                 log.debug("another candidate created the lease first", lease=self._ref)
@@ -303,6 +346,7 @@ class LeaderElector:
         if current.holder_identity not in ("", self.identity) and self._lease_valid():
             return False
         try:
+            self._writing_at = self._clock.monotonic()
             self._observe(await self._store.update(self._claim(current, now)))
         except ConflictError:
             log.debug("lost the race for the lease", lease=self._ref)
