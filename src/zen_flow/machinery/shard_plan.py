@@ -191,16 +191,6 @@ def plan(view: ShardView) -> ShardDecision:
     )
 
 
-def held_by(sightings: Mapping[str, Sighting], lease_name: str, shards: int) -> dict[int, str]:
-    """Shard -> its holder as last listed ("" for free), for the log and `kubectl`-style summaries."""
-    owners: dict[int, str] = {}
-    for name, seen in sightings.items():
-        shard = shard_of_lease(lease_name, name, shards)
-        if shard is not None:
-            owners[shard] = seen.record.holder_identity
-    return owners
-
-
 def held_shards(sightings: Mapping[str, Sighting], lease_name: str, now: float) -> list[str]:
     """The shard Leases of `lease_name` someone holds (of any shard count): a leader of `--shards 1`
     starts reconciling only once there are none (a rollout from N shards back to one)."""
