@@ -88,13 +88,13 @@ class LeaseKeeper:
             lead_task = asyncio.ensure_future(lead())
             await asyncio.wait({lead_task, ended}, return_when=asyncio.FIRST_COMPLETED)
             if not lead_task.done():
-                await _cancel_and_wait(lead_task)
+                await cancel_and_wait(lead_task)
                 ended.result()  # LeadershipLost (or what ended the campaign)
                 raise LeadershipLost("the lease keeper stopped")
             lead_task.result()
         finally:
             if lead_task is not None and not lead_task.done():
-                await _cancel_and_wait(lead_task)
+                await cancel_and_wait(lead_task)
             self._stop_campaign()
             # The thread releases the lease (a bounded API call) and ends.
             await asyncio.shield(asyncio.to_thread(thread.join))
@@ -150,13 +150,14 @@ class LeaseKeeper:
             stop = asyncio.ensure_future(release.wait())
             await asyncio.wait({campaign, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not campaign.done():  # asked to stop while still campaigning (a standby shutting down)
-                await _cancel_and_wait(campaign)
+                await cancel_and_wait(campaign)
             stop.cancel()
             if not campaign.cancelled():
                 campaign.result()
 
 
-async def _cancel_and_wait(task: asyncio.Future[Any]) -> None:
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait until it has unwound (shared with shard_keeper.py)."""
     task.cancel()
     with contextlib.suppress(BaseException):
         await asyncio.wait({task})

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from zen_flow.config import Settings
-from zen_flow.controller.lease_keeper import LEASE_CLIENT_OPTIONS
+from zen_flow.controller.lease_keeper import LEASE_CLIENT_OPTIONS, cancel_and_wait
 from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.core.shards import LABEL_SHARD_COUNT, LABEL_SHARDED_LEASE
 from zen_flow.kube.client import KubeClient
@@ -143,13 +143,13 @@ class ShardKeeper:
         try:
             await asyncio.wait({work_task, ended}, return_when=asyncio.FIRST_COMPLETED)
             if not work_task.done():
-                await _cancel_and_wait(work_task)
+                await cancel_and_wait(work_task)
                 ended.result()  # LeadershipLost (or what ended the campaign)
                 raise LeadershipLost("the shard keeper stopped")
             work_task.result()
         finally:
             if not work_task.done():
-                await _cancel_and_wait(work_task)
+                await cancel_and_wait(work_task)
             self._stop_campaign()
             # The thread releases the shard Leases and deletes the member Lease (bounded calls), then ends.
             await asyncio.shield(asyncio.to_thread(thread.join))
@@ -202,16 +202,10 @@ class ShardKeeper:
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not campaign.done():
-                await _cancel_and_wait(campaign)  # releases the shards, deletes the member Lease
+                await cancel_and_wait(campaign)  # releases the shards, deletes the member Lease
             stopping.cancel()
             if not campaign.cancelled():
                 campaign.result()
-
-
-async def _cancel_and_wait(task: asyncio.Future[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await asyncio.wait({task})
 
 
 def shard_keeper(settings: Settings, gate: ShardGate, on_response: ResponseHook | None) -> ShardKeeper:
