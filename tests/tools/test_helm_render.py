@@ -32,6 +32,8 @@ from deploy_manifests import (
     selectors,
     settings_of,
 )
+from zen_flow import config
+from zen_flow.cli import build_parser
 from zen_flow_dev.testing.prometheus import alert_rules
 from zen_flow_dev.testing.rbac import rules_allow
 
@@ -511,3 +513,37 @@ def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:
     assert vpa["spec"]["updatePolicy"]["updateMode"] == "Off"
     assert vpa["spec"]["targetRef"]["name"] == deployment(docs)["metadata"]["name"]
     assert find(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def test_archive_values_become_flags_and_the_keys_come_from_a_secret(helm: str, tmp_path: Path) -> None:
+    default = container(deployment(render(helm, tmp_path, {})))
+    assert not [a for a in default["args"] if "archive" in a]  # off by default: no flags, no keys
+    assert not [e for e in default["env"] if e["name"].startswith("ZEN_FLOW_ARCHIVE")]
+    archive = {
+        "endpoint": "https://s3.eu-west-1.amazonaws.com",
+        "bucket": "team-flows",
+        "credentialsSecret": {"name": "archive-keys"},
+        "maxDelaySeconds": 3600,
+        "caConfigMap": "store-ca",
+    }
+    pod = deployment(render(helm, tmp_path, {"archive": archive}))["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID"]["valueFrom"] == {
+        "secretKeyRef": {"name": "archive-keys", "key": "accessKeyId"}
+    }
+    assert env["ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secretAccessKey"
+    assert "--archive-s3-ca-file=/etc/zen-flow/archive-ca/ca.crt" in c["args"]
+    assert {v["name"]: v for v in pod["volumes"]}["archive-ca"]["configMap"] == {"name": "store-ca"}
+    # As the controller starts with it (the Secret's values stand in for the environment variables; the
+    # CA file exists only in the pod).
+    args = [a for a in c["args"] if not a.startswith("--archive-s3-ca-file")]
+    keys = {"ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID": "id", "ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY": "secret"}
+    settings = config.load(build_parser().parse_args(args), env=keys)
+    assert settings.archive_enabled
+    assert (settings.archive_s3_bucket, settings.archive_s3_prefix) == ("team-flows", "jobflows/")
+    assert settings.archive_max_delay_seconds == 3600.0
+    with pytest.raises(RenderError, match=r"archive\.credentialsSecret\.name"):
+        render(helm, tmp_path, {"archive": {"endpoint": "http://minio:9000", "bucket": "b"}})
+    with pytest.raises(RenderError, match=r"both archive\.endpoint and archive\.bucket"):
+        render(helm, tmp_path, {"archive": {"endpoint": "http://minio:9000"}})
