@@ -19,18 +19,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zen_flow.api.transfer import DEFAULT_IMAGE as DEFAULT_ARTIFACT_IMAGE
+from zen_flow.archive_keys import ACCESS_KEY_ENV as ARCHIVE_ACCESS_KEY_ENV
+from zen_flow.archive_keys import SECRET_KEY_ENV as ARCHIVE_SECRET_KEY_ENV
+from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.instances import instance_id_problem
 from zen_flow.core.naming import is_dns1123_subdomain, is_label_value
 from zen_flow.core.shards import MAX_SHARDS
-from zen_flow.core.sigv4 import Credentials
 from zen_flow.planner.archive_records import DEFAULT_PREFIX as DEFAULT_ARCHIVE_PREFIX
 from zen_flow.planner.archiving import DEFAULT_MAX_DELAY_SECONDS as DEFAULT_ARCHIVE_MAX_DELAY
 
 ENV_PREFIX = "ZEN_FLOW_"
-# The archive store's keys: environment only (a flag would show them to `ps`), never logged.
-ARCHIVE_ACCESS_KEY_ENV = "ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID"
-ARCHIVE_SECRET_KEY_ENV = "ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY"
-ARCHIVE_SESSION_TOKEN_ENV = "ZEN_FLOW_ARCHIVE_SESSION_TOKEN"
 DEFAULT_LEASE_NAME = "zen-flow-controller"
 
 
@@ -211,7 +209,8 @@ class Settings:
             "help": "http(s)://host[:port] of an S3-compatible store to archive ended flows in, one JSON "
             "record each (docs/OPERATOR_GUIDE.md, 'The flow archive'); with --archive-s3-bucket, turns "
             "the archive on; credentials from $ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID and "
-            "$ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY; empty: no archive"
+            "$ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY, or files named by $..._FILE (read again: rotated "
+            "keys); empty: no archive"
         },
     )
     archive_s3_bucket: str = field(
@@ -350,7 +349,7 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
     settings = Settings(**values)
     _check(settings)
     if settings.archive_enabled:
-        archive_credentials(env)  # missing keys stop the start, not every write later
+        archive_keys(env)  # missing keys stop the start, not every write later
     return settings
 
 
@@ -505,16 +504,10 @@ def archive_problems(s: Settings) -> list[str]:
     return problems
 
 
-def archive_credentials(env: Mapping[str, str] | None = None) -> Credentials:
-    """The archive store's keys from the environment; ValueError naming what is missing."""
-    env = os.environ if env is None else env
-    access, secret = env.get(ARCHIVE_ACCESS_KEY_ENV, ""), env.get(ARCHIVE_SECRET_KEY_ENV, "")
-    if not access or not secret:
-        raise ValueError(
-            f"the archive store needs ${ARCHIVE_ACCESS_KEY_ENV} and ${ARCHIVE_SECRET_KEY_ENV} "
-            "(environment only: never flags)"
-        )
-    return Credentials(access, secret, env.get(ARCHIVE_SESSION_TOKEN_ENV, ""))
+def archive_keys(env: Mapping[str, str] | None = None) -> ArchiveKeys:
+    """The archive store's keys from the environment, or the files it names (`zen_flow.archive_keys`);
+    ValueError naming what is missing."""
+    return ArchiveKeys(os.environ if env is None else env)
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")

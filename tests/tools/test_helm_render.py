@@ -515,30 +515,42 @@ def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:
     assert find(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
 
 
-def test_archive_values_become_flags_and_the_keys_come_from_a_secret(helm: str, tmp_path: Path) -> None:
+def test_archive_values_become_flags_and_the_keys_are_files_of_a_mounted_secret(
+    helm: str, tmp_path: Path
+) -> None:
     default = container(deployment(render(helm, tmp_path, {})))
     assert not [a for a in default["args"] if "archive" in a]  # off by default: no flags, no keys
     assert not [e for e in default["env"] if e["name"].startswith("ZEN_FLOW_ARCHIVE")]
     archive = {
         "endpoint": "https://s3.eu-west-1.amazonaws.com",
         "bucket": "team-flows",
-        "credentialsSecret": {"name": "archive-keys"},
+        "credentialsSecret": {"name": "archive-keys", "sessionTokenKey": "sessionToken"},
         "maxDelaySeconds": 3600,
         "caConfigMap": "store-ca",
     }
     pod = deployment(render(helm, tmp_path, {"archive": archive}))["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    env = {e["name"]: e for e in c["env"]}
-    assert env["ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID"]["valueFrom"] == {
-        "secretKeyRef": {"name": "archive-keys", "key": "accessKeyId"}
-    }
-    assert env["ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secretAccessKey"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # Files of the mounted Secret (read again: rotated keys), not values fixed at the pod's start.
+    assert env["ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID_FILE"] == "/etc/zen-flow/archive-keys/accessKeyId"
+    assert env["ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY_FILE"] == "/etc/zen-flow/archive-keys/secretAccessKey"
+    assert env["ZEN_FLOW_ARCHIVE_SESSION_TOKEN_FILE"] == "/etc/zen-flow/archive-keys/sessionToken"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["archive-keys"]["secret"] == {"secretName": "archive-keys"}
+    assert {"name": "archive-keys", "mountPath": "/etc/zen-flow/archive-keys", "readOnly": True} in c[
+        "volumeMounts"
+    ]
     assert "--archive-s3-ca-file=/etc/zen-flow/archive-ca/ca.crt" in c["args"]
-    assert {v["name"]: v for v in pod["volumes"]}["archive-ca"]["configMap"] == {"name": "store-ca"}
-    # As the controller starts with it (the Secret's values stand in for the environment variables; the
-    # CA file exists only in the pod).
+    assert volumes["archive-ca"]["configMap"] == {"name": "store-ca"}
+    # As the controller starts with it (files standing in for the Secret's; the CA file exists only in
+    # the pod).
     args = [a for a in c["args"] if not a.startswith("--archive-s3-ca-file")]
-    keys = {"ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID": "id", "ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY": "secret"}
+    for name in ("accessKeyId", "secretAccessKey", "sessionToken"):
+        (tmp_path / name).write_text(f"{name}-value\n")
+    keys = {
+        k: v.replace("/etc/zen-flow/archive-keys", str(tmp_path)) for k, v in env.items() if "ARCHIVE" in k
+    }
+    assert config.archive_keys(keys).current().access_key == "accessKeyId-value"
     settings = config.load(build_parser().parse_args(args), env=keys)
     assert settings.archive_enabled
     assert (settings.archive_s3_bucket, settings.archive_s3_prefix) == ("team-flows", "jobflows/")

@@ -3,6 +3,7 @@ one record (the flow as `zen-flow get` shows it, then its Jobs)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +12,7 @@ from zen_flow import config
 from zen_flow.cli import build_parser
 from zen_flow.cli.archive import archive_table, record_view, rows_of, store_config
 from zen_flow.planner.archive_records import RecordError, RecordRow
+from zen_flow_dev.testing.s3_fake import ACCESS_KEY, MISSING_BUCKET, NOT_S3_BUCKET, SECRET_KEY, fake_s3
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 KEYS = {"ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID": "id", "ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY": "secret"}
@@ -74,7 +76,7 @@ def test_the_store_comes_from_flags_then_the_environment_and_bad_values_are_name
     monkeypatch.setenv("ZEN_FLOW_ARCHIVE_S3_BUCKET", "team-flows")
     args = build_parser().parse_args(["archive", "list", "--archive-s3-endpoint", "http://minio:9000/"])
     store = store_config(args)
-    assert (store.endpoint, store.bucket, store.credentials.access_key) == (
+    assert (store.endpoint, store.bucket, store.credentials.current().access_key) == (
         "http://minio:9000",
         "team-flows",
         "id",
@@ -106,4 +108,46 @@ def test_the_controller_refuses_an_archive_without_keys_and_never_shows_them() -
     with pytest.raises(ValueError, match="ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID"):
         config.load(build_parser().parse_args(flags), env={})
     assert config.load(build_parser().parse_args(flags), env=KEYS).archive_enabled
-    assert "secret" not in repr(config.archive_credentials(KEYS))
+    assert "secret" not in repr(config.archive_keys(KEYS).current())
+
+
+# --- against a store (devkit s3_fake): what goes wrong is said, by name ---------------------------------
+
+
+def archive_cli(endpoint: str, bucket: str, *argv: str) -> list[str]:
+    args = build_parser().parse_args(
+        ["archive", *argv, "--archive-s3-endpoint", endpoint, "--archive-s3-bucket", bucket]
+    )
+    return [*argv[:1], str(args.func(args))]
+
+
+@pytest.mark.parametrize(
+    ("argv", "bucket", "said"),
+    [
+        (
+            ["list", "-n", "team"],
+            MISSING_BUCKET,
+            "HTTP 404 NoSuchBucket: The specified bucket does not exist",
+        ),
+        (["get", "f", "-n", "team", "--uid", "u1"], MISSING_BUCKET, "HTTP 404 NoSuchBucket"),
+        (["list", "-n", "team"], NOT_S3_BUCKET, "not an S3 answer from 127.0.0.1:"),
+        (["get", "f", "-n", "team"], NOT_S3_BUCKET, "not an S3 answer from 127.0.0.1:"),
+    ],
+)
+async def test_a_store_that_fails_is_named_with_what_it_said_and_never_the_keys(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    bucket: str,
+    said: str,
+) -> None:
+    monkeypatch.setenv("ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY", SECRET_KEY)
+    async with fake_s3() as (_, endpoint):
+        ran = await asyncio.to_thread(archive_cli, endpoint, bucket, *argv)
+    assert ran == [argv[0], "1"]
+    err = capsys.readouterr().err
+    assert f"zen-flow archive {argv[0]}: the archive store s3://{bucket} at {endpoint} failed: " in err
+    assert said in err
+    assert "no archived flow" not in err
+    assert SECRET_KEY not in err

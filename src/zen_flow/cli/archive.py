@@ -56,7 +56,7 @@ def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(
         endpoint=settings.archive_s3_endpoint.rstrip("/"),
         bucket=settings.archive_s3_bucket,
-        credentials=config.archive_credentials(),
+        credentials=config.archive_keys(),
         region=settings.archive_s3_region,
         ca_file=settings.archive_s3_ca_file,
         timeout=settings.archive_s3_timeout,
@@ -81,18 +81,21 @@ def run(args: argparse.Namespace) -> int:
     prog = f"zen-flow archive {args.archive_command}"
     try:
         store = store_config(args)
-        prefix = getattr(args, "archive_s3_prefix", None) or _env_prefix()
-        if args.archive_command == "list":
-            return asyncio.run(list_records(store, prefix, args))
-        return asyncio.run(get_record(store, prefix, args))
     except ValueError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except ObjectMissing:
-        print(f"{prog}: no archived flow {_namespace(args)}/{args.name} with uid {args.uid}", file=sys.stderr)
+    prefix = getattr(args, "archive_s3_prefix", None) or _env_prefix()
+    try:
+        if args.archive_command == "list":
+            return asyncio.run(list_records(store, prefix, args))
+        return asyncio.run(get_record(store, prefix, args))
+    except ObjectMissing as err:
+        # Only `get --uid` reads a key it did not list: no such record (a missing bucket is not this).
+        print(f"{prog}: no archived flow {_namespace(args)}/{args.name} with uid {args.uid} ({err.cause})",
+              file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     except StoreError as err:
-        print(f"{prog}: the archive store failed: {err.cause}", file=sys.stderr)
+        print(f"{prog}: the archive store {store.where} failed: {err.cause}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -122,12 +125,12 @@ async def _read_all(store: S3Store, keys: Sequence[str]) -> list[tuple[str, obje
 
 
 async def _records(store: S3Store, prefix: str, namespace: str | None, name: str | None) -> list[str]:
-    listed = await store.list(list_prefix(prefix, namespace, name))
     keys = []
-    for item in listed:
-        found = parse_key(prefix, item.key)
-        if found is not None and (name is None or found.name == name):
-            keys.append(item.key)
+    async for page in store.pages(list_prefix(prefix, namespace, name)):
+        for item in page:
+            found = parse_key(prefix, item.key)
+            if found is not None and (name is None or found.name == name):
+                keys.append(item.key)
     return keys
 
 

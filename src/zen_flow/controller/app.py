@@ -21,7 +21,7 @@ from typing import Any
 
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
-from zen_flow.config import Settings, archive_credentials
+from zen_flow.config import Settings, archive_keys
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import configured_sink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
@@ -358,7 +358,7 @@ def archive_store(settings: Settings) -> StoreConfig:
         endpoint=settings.archive_s3_endpoint.rstrip("/"),
         bucket=settings.archive_s3_bucket,
         region=settings.archive_s3_region,
-        credentials=archive_credentials(),
+        credentials=archive_keys(),
         ca_file=settings.archive_s3_ca_file,
         timeout=settings.archive_s3_timeout,
     )
