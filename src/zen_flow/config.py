@@ -236,8 +236,9 @@ class Settings:
     archive_max_delay_seconds: float = field(
         default=DEFAULT_ARCHIVE_MAX_DELAY,
         metadata={
-            "help": "how long past its TTL an ended flow waits for its archive record while the store "
-            "fails; then it is deleted anyway, with a Warning event NotArchived (0: the TTL never waits)"
+            "help": "how long past its TTL (or a CronJobFlow's history limit) an ended flow waits for its "
+            "archive record while the store fails; then, after a failed write, it is deleted anyway, with a "
+            "Warning event NotArchived (0: it waits for one write only)"
         },
     )
     resync_seconds: float = field(

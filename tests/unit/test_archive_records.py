@@ -224,3 +224,29 @@ def test_a_running_flow_or_a_rerun_is_not_archived() -> None:
 def test_retries_back_off_to_five_minutes() -> None:
     assert [retry_delay(n) for n in (1, 2, 3)] == [5.0, 10.0, 20.0]
     assert retry_delay(30) == MAX_RETRY_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("ttl", "max_delay", "late"),
+    [(0, 0.0, 0.0), (60, DAY, 60 + DAY + 1)],  # best effort with no TTL; a controller down past the bound
+)
+def test_an_overdue_flow_no_write_was_tried_for_is_written_before_it_may_go(
+    ttl: int, max_delay: float, late: float
+) -> None:
+    flow = _ended(ttl=ttl)
+    now = T0 + timedelta(seconds=late)
+    fresh = archive_plan(flow, terminal_plan(flow, now), ArchiveState(), now, max_delay=max_delay)
+    assert fresh.write
+    assert not fresh.unarchived_delete
+    assert not fresh.plan.actions
+    assert not fresh.plan.events
+    assert fresh.plan.requeue_after is not None
+    assert fresh.plan.requeue_after > 0
+    in_flight = archive_plan(
+        flow, terminal_plan(flow, now), ArchiveState(pending=True), now, max_delay=max_delay
+    )
+    assert not in_flight.plan.actions
+    failed = ArchiveState(failures=1, cause="HTTP 503 SlowDown", retry_at=now + timedelta(seconds=5))
+    given_up = archive_plan(flow, terminal_plan(flow, now), failed, now, max_delay=max_delay)
+    assert given_up.unarchived_delete
+    assert [type(a) for a in given_up.plan.actions] == [DeleteFlow]

@@ -202,6 +202,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             namespaces=settings.namespaces,
             label_selector=selector,
             shards=gate,
+            # With an archive, a run beyond the history limits waits for its record as a TTL does.
+            archive_max_delay=settings.archive_max_delay_seconds if archive is not None else None,
         )
         crons = scheduler.informer
         if gate is not None:

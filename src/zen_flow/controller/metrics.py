@@ -246,7 +246,8 @@ class Metrics:
         self.archive_writes = Counter(
             "zen_flow_archive_writes_total",
             "Ended flows' archive records: written, failed (a write that failed; retried), skipped (a flow "
-            "deleted by its TTL without a record, after --archive-max-delay-seconds)",
+            "deleted by its TTL or a CronJobFlow history limit without a record, after "
+            "--archive-max-delay-seconds and a failed write)",
             ["result"],
             registry=r,
         )

@@ -10,7 +10,10 @@ controller/archiver.py). Pure: everything comes in as arguments, `now` included.
   A failed write sets `Archived` False, reason ArchiveFailed, with the cause.
 - The wait is bounded: `--archive-max-delay-seconds` after the TTL expired the flow is deleted anyway,
   with a Warning event NotArchived (the cluster's etcd is not a queue for a store that is down for
-  days). 0: the TTL never waits (best effort).
+  days), but only once a write of its record has been tried and failed: a flow no write was tried for
+  (the controller was down past the deadline, the archive just turned on, a max delay of 0 with a TTL
+  of 0) is written first. 0: the TTL waits for one try only.
+- A CronJobFlow's history limits wait alike (planner/cron_history.py).
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ def archive_plan(
         status = with_condition(plan.status, True, REASON_ARCHIVED, state.written, generation, now)
         return ArchiveVerdict(replace(plan, status=status))
     deadline = delete_deadline(flow, plan.status, max_delay)
-    if deletes and now >= deadline:
+    # Overdue, and a write was tried and failed (none in flight): never deleted unwritten untried.
+    if deletes and now >= deadline and state.failures and not state.pending:
         said = (
             f"deleted without an archive record: its TTL expired and the record could not be written "
             f"for --archive-max-delay-seconds={max_delay:g}s"
@@ -134,7 +138,7 @@ def archive_plan(
     kept = tuple(a for a in plan.actions if not isinstance(a, DeleteFlow))
     status = plan.status
     wake = [plan.requeue_after] if plan.requeue_after is not None and not deletes else []
-    if deletes:
+    if deletes and now < deadline:
         wake.append(until(now, deadline))
     write = False
     if state.pending:
