@@ -88,8 +88,9 @@ async def test_an_ended_flow_is_archived_and_archive_get_shows_it(
         return flow if cond is not None and cond["status"] == "True" else None
 
     flow = await wait_until(archived, WAIT, what="condition Archived=True")
-    uid = flow["metadata"]["uid"]
-    key = f"jobflows/{namespace}/nightly/{uid}.json"
+    uid, finished = flow["metadata"]["uid"], flow["status"]["completionTime"]
+    stamp = finished.replace("-", "").replace(":", "")
+    key = f"jobflows/{namespace}/nightly/{uid}/{stamp}.json"
     assert condition(flow, "Archived")["message"] == f"s3://{BUCKET}/{key}"  # type: ignore[index]
     record = json.loads(await asyncio.to_thread(s3.object_bytes, BUCKET, key))
     assert record["flow"]["status"]["phase"] == "Succeeded"
@@ -110,6 +111,9 @@ async def test_an_ended_flow_is_archived_and_archive_get_shows_it(
     listed = await asyncio.to_thread(archive_cli, s3, "list", "-A")
     assert listed.returncode == 0, listed.stderr
     (row,) = [line.split() for line in listed.stdout.splitlines()[1:] if uid in line]
+    assert row[:4] == [namespace, "nightly", uid, finished]
+    wide = await asyncio.to_thread(archive_cli, s3, "list", "-n", namespace, "-o", "wide")
+    (row,) = [line.split() for line in wide.stdout.splitlines()[1:] if uid in line]
     assert row[:4] == [namespace, "nightly", uid, "Succeeded"]
 
 

@@ -64,15 +64,25 @@ def test_keys_are_encoded_once_and_the_secret_never_shows() -> None:
     assert "secret" not in repr(Credentials("id", "secret", "token"))
 
 
-def test_a_record_key_names_namespace_name_and_uid_and_parses_back() -> None:
-    key = record_key("jobflows/", "team-a", "nightly", "u-1")
-    assert key == "jobflows/team-a/nightly/u-1.json"
+def test_a_record_key_names_namespace_name_uid_and_the_runs_end_and_parses_back() -> None:
+    key = record_key("jobflows/", "team-a", "nightly", "u-1", "2026-03-01T12:05:00Z")
+    assert key == "jobflows/team-a/nightly/u-1/20260301T120500Z.json"
     found = parse_key("jobflows/", key)
     assert found is not None
-    assert (found.namespace, found.name, found.uid) == ("team-a", "nightly", "u-1")
+    assert (found.namespace, found.name, found.uid, found.finished) == (
+        "team-a",
+        "nightly",
+        "u-1",
+        "2026-03-01T12:05:00Z",
+    )
+    # A rerun's end is another record; the same end is the same key (a restart writes it again).
+    assert record_key("jobflows/", "team-a", "nightly", "u-1", "2026-03-02T00:00:00Z") != key
     assert parse_key("jobflows/", "jobflows/team-a/readme.txt") is None
-    assert parse_key("jobflows/", "other/team-a/nightly/u-1.json") is None
+    assert parse_key("jobflows/", "jobflows/team-a/nightly/u-1.json") is None
+    assert parse_key("jobflows/", "jobflows/team-a/nightly/u-1/latest.json") is None
+    assert parse_key("jobflows/", "other/team-a/nightly/u-1/20260301T120500Z.json") is None
     assert list_prefix("jobflows/", "team-a", "nightly") == "jobflows/team-a/nightly/"
+    assert list_prefix("jobflows/", "team-a", "nightly", "u-1") == "jobflows/team-a/nightly/u-1/"
     assert list_prefix("jobflows/", None) == "jobflows/"
 
 

@@ -13,6 +13,7 @@ from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner.lifecycle import terminal_plan
 from zen_flow.s3 import StoreError
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
@@ -85,7 +86,9 @@ async def test_an_ended_flow_is_archived_then_deleted_by_its_ttl() -> None:
         flow = await end_flow(api, ctrl)
         await ctrl.reconcile(KEY)  # the record is due: queued, not written by the reconcile
         await clock.advance(0)
-        key = f"jobflows/{NS}/nightly/{flow.metadata.uid}.json"
+        finished = api.flows[KEY].status.completion_time
+        assert finished is not None
+        key = f"jobflows/{NS}/nightly/{flow.metadata.uid}/{finished:%Y%m%dT%H%M%SZ}.json"
         record = json.loads(store.objects[key])
         assert record["flow"]["status"]["phase"] == "Succeeded"
         assert [j["step"] for j in record["jobs"]] == ["s0"]
@@ -131,5 +134,57 @@ async def test_a_failing_store_holds_the_ttl_back_says_why_once_and_is_retried_w
         await ctrl.reconcile(KEY)  # written: the record is there, so the TTL deletes the flow
         assert KEY not in api.flows
         assert len(store.objects) == 1
+    finally:
+        writers.cancel()
+
+
+async def test_a_rerun_gets_its_own_record_and_a_restart_writes_the_same_one_again() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, _ = rig(clock)
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        for _ in range(2):  # the record, then condition Archived
+            await ctrl.reconcile(KEY)
+            await clock.advance(0)
+            api.sync()
+        first = set(store.objects)
+        assert len(first) == 1
+        assert archived(api) is not None
+        # A rerun (`zen-flow retry`) that has ended again, later: no condition Archived, a new end.
+        await clock.advance(30)
+        later = clock.now()
+
+        def rerun_ended(flow: JobFlow) -> JobFlow:
+            conds = tuple(c for c in flow.status.conditions if c.type != "Archived")
+            status = flow.status.model_copy(update={"completion_time": later, "conditions": conds})
+            return flow.model_copy(update={"status": status})
+
+        api.update_flow(KEY, rerun_ended)
+        api.sync()
+        await ctrl.reconcile(KEY)
+        await clock.advance(0)
+        assert len(store.objects) == 2  # the earlier run's record is kept
+        assert first < set(store.objects)
+        (second,) = set(store.objects) - first
+        assert second.endswith(f"/{later:%Y%m%dT%H%M%SZ}.json")
+    finally:
+        writers.cancel()
+    # A restarted controller (nothing remembered) that finds the end not yet marked archived writes the
+    # same key again: no third record.
+    api.update_flow(
+        KEY, lambda f: f.model_copy(update={"status": f.status.model_copy(update={"conditions": ()})})
+    )
+    restarted = Archiver(
+        store=store, bucket="b", prefix="jobflows/", api=api, flows=api, jobs=api,
+        queue=WorkQueue(clock=clock), events=api, metrics=Metrics(), clock=clock, max_delay=3600.0,
+    )  # fmt: skip
+    writers = asyncio.create_task(restarted.run())
+    try:
+        stored = api.flows[KEY]
+        restarted.settle(stored, terminal_plan(stored, clock.now()), clock.now())
+        await clock.advance(0)
+        assert store.attempts == 3
+        assert len(store.objects) == 2
     finally:
         writers.cancel()

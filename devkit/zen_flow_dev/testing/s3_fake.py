@@ -32,6 +32,7 @@ class FakeS3:
     secret_key: str = SECRET_KEY  # the secret the store accepts now (a rotation changes it)
     session_token: str = ""  # the token it requires, if any
     hosts: list[str] = field(default_factory=list)  # the Host header of every request
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
     refused: int = 0  # requests refused for their signature or token
 
     def put(self, key: str, body: bytes, last_modified: str = "2026-03-01T12:00:00.000Z") -> None:
@@ -64,6 +65,7 @@ class FakeS3:
     async def handle(self, req: web.Request) -> web.StreamResponse:
         body = await req.read()
         self.hosts.append(req.headers.get("Host", ""))
+        self.requests.append((req.method, req.path))
         if not self._signed(req, body):
             self.refused += 1
             return _error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match")

@@ -1,8 +1,9 @@
 """`zen-flow archive list|get`: ended flows read back from the flow archive (`--archive-s3-*`), long after
 their TTL deleted them. No cluster is needed: only the store, with the controller's flags and
 environment (`ZEN_FLOW_ARCHIVE_S3_*`, the keys in `ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID` and
-`ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY`). Records are keyed `<prefix><namespace>/<name>/<uid>.json`
-(planner/archive_records.py).
+`ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY`, or files named by their `_FILE` variables). Records are keyed
+`<prefix><namespace>/<name>/<uid>/<finished>.json` (planner/archive_records.py), one per end of a run:
+`list` shows each (cli/archive_list.py), `get` the newest (by LastModified) unless told which.
 
 Exit status: 0 done; 1 the store refused or could not be reached, or no such record; 2 bad usage.
 """
@@ -14,7 +15,6 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,25 +22,17 @@ import yaml
 
 from zen_flow import config
 from zen_flow.api import JobFlow
+from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, print_list, with_records
 from zen_flow.cli.archive_parser import STORE_FIELDS
 from zen_flow.cli.colour import painter
 from zen_flow.cli.render import flow_detail, table
 from zen_flow.core.matrix import effective_flow
-from zen_flow.planner.archive_records import (
-    DEFAULT_PREFIX,
-    RecordError,
-    RecordRow,
-    flow_of,
-    list_prefix,
-    parse_key,
-    record_key,
-    record_row,
-)
+from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of, record_key
 from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# Records read at once by `list` (one GET each: the table shows what only the record holds).
-READS_IN_FLIGHT = 16
+# The runs of one flow name `get` chooses from (a daily flow's ten years).
+MAX_RUNS = 10_000
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
@@ -81,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     prog = f"zen-flow archive {args.archive_command}"
     try:
         store = store_config(args)
+        if args.archive_command == "list" and args.limit < 1:
+            raise ValueError(f"--limit must be at least 1, not {args.limit}")
+        if args.archive_command == "get" and args.finished and not args.uid:
+            raise ValueError("--finished needs --uid (the flow whose run it names)")
     except ValueError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -89,10 +85,8 @@ def run(args: argparse.Namespace) -> int:
         if args.archive_command == "list":
             return asyncio.run(list_records(store, prefix, args))
         return asyncio.run(get_record(store, prefix, args))
-    except ObjectMissing as err:
-        # Only `get --uid` reads a key it did not list: no such record (a missing bucket is not this).
-        print(f"{prog}: no archived flow {_namespace(args)}/{args.name} with uid {args.uid} ({err.cause})",
-              file=sys.stderr)  # fmt: skip
+    except ObjectMissing as err:  # a record listed, then gone before it was read
+        print(f"{prog}: a record was deleted while it was read ({err.cause})", file=sys.stderr)
         return EXIT_FAILED
     except StoreError as err:
         print(f"{prog}: the archive store {store.where} failed: {err.cause}", file=sys.stderr)
@@ -109,91 +103,62 @@ def _namespace(args: argparse.Namespace) -> str:
     return str(args.namespace or "default")
 
 
-async def _read_all(store: S3Store, keys: Sequence[str]) -> list[tuple[str, object]]:
-    """(key, parsed record or the RecordError) of every key, READS_IN_FLIGHT at a time."""
-    slots = asyncio.Semaphore(READS_IN_FLIGHT)
-
-    async def one(key: str) -> tuple[str, object]:
-        async with slots:
-            body = await store.get(key)
-        try:
-            return key, json.loads(body)
-        except ValueError as err:
-            return key, RecordError(f"not JSON: {err}")
-
-    return list(await asyncio.gather(*(one(k) for k in keys)))
-
-
-async def _records(store: S3Store, prefix: str, namespace: str | None, name: str | None) -> list[str]:
-    keys = []
-    async for page in store.pages(list_prefix(prefix, namespace, name)):
-        for item in page:
-            found = parse_key(prefix, item.key)
-            if found is not None and (name is None or found.name == name):
-                keys.append(item.key)
-    return keys
-
-
-def rows_of(read: Sequence[tuple[str, object]]) -> tuple[list[RecordRow], list[str]]:
-    """The rows of the records read, and one line for each object that is not a record."""
-    rows, problems = [], []
-    for key, record in read:
-        try:
-            if isinstance(record, RecordError):
-                raise record
-            rows.append(record_row(record))
-        except RecordError as err:
-            problems.append(f"{key}: {err}")
-    return rows, problems
-
-
-def archive_table(rows: Sequence[RecordRow]) -> str:
-    """`zen-flow archive list`: oldest finished first, as a history reads."""
-    ordered = sorted(rows, key=lambda r: (r.finished, r.namespace, r.name, r.uid))
-    return table(
-        ["NAMESPACE", "NAME", "UID", "PHASE", "STARTED", "FINISHED"],
-        [[r.namespace, r.name, r.uid, r.phase or "-", r.started or "-", r.finished or "-"] for r in ordered],
-    )
-
-
 async def list_records(config_: StoreConfig, prefix: str, args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else _namespace(args)
     async with S3Store(config_, connections=READS_IN_FLIGHT) as store:
-        read = await _read_all(store, await _records(store, prefix, namespace, args.name))
-    rows, problems = rows_of(read)
+        rows, more = await listed(store, prefix, namespace, args.name, None, args.limit)
+        problems: list[str] = []
+        if args.output == "wide":
+            rows, problems = await with_records(store, rows)
     for line in problems:
-        print(f"zen-flow archive list: skipped {line}", file=sys.stderr)
-    if not rows:
+        print(f"zen-flow archive list: {line}", file=sys.stderr)
+    if more:
+        print(
+            f"zen-flow archive list: showing the first {args.limit} records (in key order); there are "
+            "more: narrow the list with -n and --name, or raise --limit",
+            file=sys.stderr,
+        )
+    if not rows and args.output not in ("json", "yaml"):
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         print(f"No archived flows found in {where}.", file=sys.stderr)
         return EXIT_OK
-    sys.stdout.write(archive_table(rows))
+    print_list(rows, args.output)
     return EXIT_OK
 
 
 async def get_record(config_: StoreConfig, prefix: str, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
+    flow = f"{namespace}/{args.name}" + (f" with uid {args.uid}" if args.uid else "")
     async with S3Store(config_) as store:
-        if args.uid:
-            key = record_key(prefix, namespace, args.name, args.uid)
-            read = await _read_all(store, [key])
+        if args.finished:
+            key = record_key(prefix, namespace, args.name, args.uid, args.finished)
+            try:
+                body = await store.get(key)
+            except ObjectMissing:
+                print(f"zen-flow archive get: no archived run of {flow} that finished at {args.finished}",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_FAILED
         else:
-            read = await _read_all(store, await _records(store, prefix, namespace, args.name))
-    rows, problems = rows_of(read)
-    if not rows:
-        why = f" ({problems[0]})" if problems else ""
-        print(f"zen-flow archive get: no archived flow {namespace}/{args.name}{why}", file=sys.stderr)
+            runs, _ = await listed(store, prefix, namespace, args.name, args.uid or None, MAX_RUNS)
+            if not runs:
+                print(f"zen-flow archive get: no archived flow {flow}", file=sys.stderr)
+                return EXIT_FAILED
+            newest = max(runs, key=lambda r: (r.last_modified, r.key))
+            key = newest.key
+            if len(runs) > 1:
+                print(
+                    f"{len(runs)} runs of {flow} are archived; showing the newest (uid {newest.uid}, "
+                    f"finished {newest.finished}). `zen-flow archive list -n {namespace} --name "
+                    f"{args.name}` lists them; choose one with --uid and --finished",
+                    file=sys.stderr,
+                )
+            body = await store.get(key)
+    try:
+        record = json.loads(body)
+        flow_of(record)
+    except (RecordError, ValueError) as err:
+        print(f"zen-flow archive get: {key} is not a record this zen-flow reads: {err}", file=sys.stderr)
         return EXIT_FAILED
-    latest = max(rows, key=lambda r: r.finished)
-    if len(rows) > 1:
-        print(
-            f"{len(rows)} runs of {namespace}/{args.name} are archived; showing uid {latest.uid}, the last "
-            "to finish (choose one with --uid; `zen-flow archive list --name` lists them)",
-            file=sys.stderr,
-        )
-    record = next(
-        r for k, r in read if isinstance(r, dict) and flow_of(r)["metadata"].get("uid") == latest.uid
-    )
     view = record_view(record, args.output, datetime.now(UTC))
     if args.output in ("json", "yaml"):
         sys.stdout.write(view)

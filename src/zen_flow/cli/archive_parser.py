@@ -30,13 +30,25 @@ def add_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     verbs = p.add_subparsers(dest="archive_command", required=True, metavar="COMMAND")
     ls = verbs.add_parser(
         "list",
-        help="list archived flows: namespace, name, uid, phase, started, finished",
+        help="list archived runs: namespace, name, uid, finished, size (-o wide: phase, started)",
         epilog="example: zen-flow archive list -A --name nightly",
     )
     _store_arguments(ls)
     ls.add_argument("-n", "--namespace", help="namespace (default: default)")
     ls.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     ls.add_argument("--name", help="only the flows of this name (every run of it)")
+    ls.add_argument(
+        "-o",
+        "--output",
+        choices=["wide", "yaml", "json"],
+        help="wide: with each run's phase and start (reads every record); yaml, json: the rows as data",
+    )
+    ls.add_argument(
+        "--limit",
+        type=int,
+        default=10_000,
+        help="at most this many records, in key order (a warning says when there are more; default 10000)",
+    )
     ls.set_defaults(func=_run, command="archive list")
     get = verbs.add_parser(
         "get",
@@ -46,7 +58,12 @@ def add_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _store_arguments(get)
     get.add_argument("name")
     get.add_argument("-n", "--namespace", help="namespace (default: default)")
-    get.add_argument("--uid", help="the run (the flow's UID); default: the one that finished last")
+    get.add_argument("--uid", help="the flow (its UID); default: the newest record of any flow of that name")
+    get.add_argument(
+        "--finished",
+        help="with --uid: the run that finished then (the FINISHED of `zen-flow archive list`, e.g. "
+        "2026-03-01T12:05:00Z); default: that flow's newest record",
+    )
     get.add_argument(
         "-o", "--output", choices=["wide", "yaml", "json"], help="wide: with outputs; yaml, json: the record"
     )

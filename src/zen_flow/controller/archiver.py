@@ -177,11 +177,15 @@ class Archiver:
         where = ""
         try:
             raw = await self._api.get_flow(flow.metadata.namespace, flow.metadata.name)
-            if raw is None or (raw.get("metadata") or {}).get("uid") != uid:
+            finished = ((raw or {}).get("status") or {}).get("completionTime")
+            if raw is None or (raw.get("metadata") or {}).get("uid") != uid or finished != run.completion:
                 run.state = replace(run.state, pending=False)
-                return  # gone: nothing to archive (a flow deleted before the record is not archived)
+                # Gone (a flow deleted before its record is not archived), or rerun since: the rerun's
+                # end is another record, written when it ends.
+                return
             record = build_record(raw, self._jobs.jobs_for(uid), self._clock.now(), __version__)
-            object_key = record_key(self._prefix, flow.metadata.namespace, flow.metadata.name, uid)
+            namespace, name = flow.metadata.namespace, flow.metadata.name
+            object_key = record_key(self._prefix, namespace, name, uid, run.completion)
             body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
             await self._store.put(object_key, body)
             where = f"s3://{self._bucket}/{object_key}"

@@ -2,15 +2,17 @@
 and how `zen-flow archive` reads one back. Pure: the controller (controller/archiver.py) and the CLI
 (cli/archive.py) do the I/O.
 
-One JSON object per flow run, at `<prefix><namespace>/<name>/<uid>.json`:
+One JSON object per end of a flow's run, at `<prefix><namespace>/<name>/<uid>/<finished>.json`,
+`<finished>` the run's completionTime as `20260301T120500Z`:
 
     {"recordVersion": 1, "archivedAt": "...", "controllerVersion": "...",
      "flow": {apiVersion, kind, metadata (without managedFields), spec, status},
      "jobs": [{"name", "step", "uid", "phase", "startTime", "completionTime"}, ...]}
 
-The key is the flow's UID, so writing it again (a retry whose first answer was lost, a restart) replaces
-the same object; a flow rerun (`zen-flow retry`) after it was archived is archived again when it ends,
-under the same key: the record holds the flow's last run.
+The key is the flow's UID and the run's end, so writing it again (a retry whose first answer was lost, a
+restart) replaces the same object, and a flow rerun (`zen-flow retry`) after it was archived is archived
+again when it ends, beside the earlier run's record: each end has its own. `zen-flow archive list` builds
+its rows from the keys alone (and the LIST answer's LastModified and Size), reading no record.
 """
 
 from __future__ import annotations
@@ -30,16 +32,27 @@ DEFAULT_PREFIX = "jobflows/"
 _JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r[0-9]+)?$")
 
 
-def record_key(prefix: str, namespace: str, name: str, uid: str) -> str:
-    return f"{prefix}{namespace}/{name}/{uid}.json"
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 
 
-def list_prefix(prefix: str, namespace: str | None = None, name: str | None = None) -> str:
+def record_key(prefix: str, namespace: str, name: str, uid: str, finished: str) -> str:
+    """The key of the record of the run of flow `uid` that ended at `finished` (its completionTime,
+    RFC 3339 as the apiserver writes it)."""
+    stamp = finished.replace("-", "").replace(":", "")
+    return f"{prefix}{namespace}/{name}/{uid}/{stamp}.json"
+
+
+def list_prefix(
+    prefix: str, namespace: str | None = None, name: str | None = None, uid: str | None = None
+) -> str:
     """The key prefix under which the records of `namespace` (None: every namespace), of flows named
-    `name` (None: every name) are. A name alone (no namespace) cannot be a prefix: filter the keys."""
+    `name` (None: every name), of the flow `uid` (None: every one) are. A name alone (no namespace)
+    cannot be a prefix: filter the keys."""
     if namespace is None:
         return prefix
-    return f"{prefix}{namespace}/{name}/" if name else f"{prefix}{namespace}/"
+    if not name:
+        return f"{prefix}{namespace}/"
+    return f"{prefix}{namespace}/{name}/{uid}/" if uid else f"{prefix}{namespace}/{name}/"
 
 
 @dataclass(frozen=True)
@@ -47,16 +60,19 @@ class RecordKey:
     namespace: str
     name: str
     uid: str
+    finished: str  # RFC 3339: 2026-03-01T12:05:00Z
 
 
 def parse_key(prefix: str, key: str) -> RecordKey | None:
-    """The (namespace, name, uid) a record's key names; None for any other object under the prefix."""
+    """What a record's key names; None for any other object under the prefix."""
     if not key.startswith(prefix) or not key.endswith(".json"):
         return None
     parts = key[len(prefix) : -len(".json")].split("/")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 4 or not all(parts) or not (found := _STAMP.fullmatch(parts[3])):
         return None
-    return RecordKey(*parts)
+    year, month, day, hour, minute, second = found.groups()
+    namespace, name, uid = parts[:3]
+    return RecordKey(namespace, name, uid, f"{year}-{month}-{day}T{hour}:{minute}:{second}Z")
 
 
 def job_phase(job: Job) -> str:
