@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-from zen_flow.api import JobFlow
+from zen_flow.api import Job, JobFlow
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner.archiving import ArchiveState, archive_plan
 from zen_flow.planner.lifecycle import terminal_plan
 from zen_flow.s3 import StoreError
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
@@ -188,3 +189,70 @@ async def test_a_rerun_gets_its_own_record_and_a_restart_writes_the_same_one_aga
         assert len(store.objects) == 2
     finally:
         writers.cancel()
+
+
+class Ended:
+    """Ended flows as the cache and the apiserver hold them (no Jobs)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.flows: dict[str, JobFlow] = {}
+        self.clock = clock
+
+    def end(self, namespace: str, name: str) -> JobFlow:
+        flow = make_flow([job_step("s0")], name=name, namespace=namespace)
+        now = self.clock.now()
+        status = flow.status.model_copy(
+            update={"phase": "Succeeded", "start_time": now, "completion_time": now}
+        )
+        flow = flow.model_copy(update={"status": status})
+        self.flows[flow.key] = flow
+        return flow
+
+    def get(self, key: str) -> JobFlow | None:
+        return self.flows.get(key)
+
+    async def get_flow(self, namespace: str, name: str) -> dict[str, object]:
+        return self.flows[f"{namespace}/{name}"].to_wire()
+
+    def jobs_for(self, uid: str) -> list[Job]:
+        return []
+
+
+async def test_one_namespaces_burst_of_ended_flows_does_not_queue_anothers_record_behind_it() -> None:
+    clock = FakeClock()
+    cluster, store = Ended(clock), Store()
+    written: list[str] = []
+    put = store.put
+
+    async def put_in_order(key: str, body: bytes, content_type: str = "application/json") -> None:
+        written.append(key.split("/")[1])  # the namespace
+        await put(key, body, content_type)
+
+    store.put = put_in_order  # type: ignore[method-assign]
+    archive = Archiver(
+        store=store, bucket="b", prefix="jobflows/", api=cluster, flows=cluster, jobs=cluster,
+        queue=WorkQueue(clock=clock), events=FakeApiServer(clock), metrics=Metrics(), clock=clock,
+        max_delay=3600.0,
+    )  # fmt: skip
+    flows = [cluster.end("busy", f"f{i}") for i in range(200)] + [cluster.end("quiet", "nightly")]
+    for flow in flows:
+        archive.settle(flow, terminal_plan(flow, clock.now()), clock.now())
+    writers = asyncio.create_task(archive.run())
+    try:
+        await clock.advance(0)
+        assert len(written) == 201
+        assert written.index("quiet") < 2  # its turn came after one of the busy namespace's, not 200
+    finally:
+        writers.cancel()
+
+
+def test_a_queued_record_is_looked_at_again_rarely_its_write_wakes_the_flow() -> None:
+    flow = make_flow(
+        [job_step("s0")], name="f", namespace="ns", execution_policy={"ttlSecondsAfterFinished": 0}
+    )
+    now = FakeClock().now()
+    status = flow.status.model_copy(update={"phase": "Succeeded", "start_time": now, "completion_time": now})
+    flow = flow.model_copy(update={"status": status})
+    held = archive_plan(flow, terminal_plan(flow, now), ArchiveState(pending=True), now, max_delay=3600.0)
+    assert held.plan.requeue_after is not None
+    assert held.plan.requeue_after >= 600  # a backlog of 10,000 costs ~17 reconciles a second, not 170

@@ -8,7 +8,9 @@ the flow's key goes back to the work queue, whose next reconcile writes conditio
 False after a failure, which is retried after a backoff that grows to 5 minutes: retries go through the
 work queue's delayed adds, never a loop here). So a dead store costs a few idle tasks and one request
 per ended flow every 5 minutes; it never holds a reconcile worker, and one tenant's flows cannot hold
-another's (the writers take keys in order; each write is bounded by the timeout).
+another's: the writers take the due records in turns between namespaces (machinery/queue_lines.py), so a
+namespace ending 10,000 flows at once delays another namespace's next record by a write or two, not by
+10,000; each write is bounded by the timeout.
 
 A Warning event ArchiveFailed is emitted on the flow once per cause (not per retry); the log says when
 the store starts failing and when it recovers, not once per flow.
@@ -17,6 +19,7 @@ the store starts failing and when it recovers, not once per flow.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, replace
@@ -31,6 +34,8 @@ from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import KubeError
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
+from zen_flow.machinery.queue_lines import TurnLine
+from zen_flow.machinery.ratelimit import namespace_of
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner.actions import Plan
 from zen_flow.planner.archive_records import build_record, record_key
@@ -70,6 +75,25 @@ class Jobs(Protocol):
     def jobs_for(self, uid: str) -> list[Job]: ...
 
 
+class _Due:
+    """The records to write, handed out in turns between namespaces (a FIFO line each)."""
+
+    def __init__(self) -> None:
+        self._line: TurnLine[tuple[str, str]] = TurnLine(
+            lambda _entry: True, lambda item: namespace_of(item[0])
+        )
+        self._count = asyncio.Semaphore(0)  # entries in the line: each put adds one, each get takes one
+        self._order = itertools.count()
+
+    def put(self, item: tuple[str, str]) -> None:
+        self._line.append((next(self._order), item))
+        self._count.release()
+
+    async def get(self) -> tuple[str, str]:
+        await self._count.acquire()
+        return self._line.popleft()
+
+
 @dataclass
 class _Run:
     """The record of one run of a flow (its completion time: a rerun's end is another run)."""
@@ -107,7 +131,7 @@ class Archiver:
         self._clock = clock
         self.max_delay = max_delay
         self._runs: dict[str, _Run] = {}  # flow uid -> its current run's record
-        self._due: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (key, uid) to write
+        self._due = _Due()  # (key, uid) to write
         self._failing = 0  # failed writes in a row, over every flow (0: the store is healthy)
 
     @property
@@ -127,7 +151,7 @@ class Archiver:
         if verdict.write:
             run = run or self._new_run(flow)
             run.state = replace(run.state, pending=True)
-            self._due.put_nowait((flow.key, uid))
+            self._due.put((flow.key, uid))
         if verdict.unarchived_delete:
             self._metrics.archive_writes.labels("skipped").inc()
             log.warning(

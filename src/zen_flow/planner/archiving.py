@@ -38,8 +38,9 @@ REASON_NOT_ARCHIVED = "NotArchived"  # the Warning event of a flow deleted witho
 DEFAULT_MAX_DELAY_SECONDS = 86400.0
 FIRST_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 300.0
-# While a write is in flight the archiver wakes the flow when it ends; this is only the safety net.
-PENDING_RECHECK_SECONDS = 60.0
+# While a write is queued or in flight the archiver wakes the flow when it ends; this is only the safety
+# net, long enough that a backlog of B queued records costs B/600 reconciles a second, not B/60.
+PENDING_RECHECK_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
