@@ -141,7 +141,8 @@ class S3Store:
             self._session = None
 
     async def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
-        await self._request("PUT", key, (), body, {"content-type": content_type}, 0)
+        # S3 answers a PUT with no body; a few bytes of one (a gateway's) are read and dropped.
+        await self._request("PUT", key, (), body, {"content-type": content_type}, _MAX_ERROR_BODY)
 
     async def get(self, key: str) -> bytes:
         return await self._request("GET", key, (), b"", {}, MAX_OBJECT_BYTES)
