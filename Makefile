@@ -91,8 +91,9 @@ test-transfer: $(STAMP) ## `zen-flow artifact` as processes against a real S3 se
 	@ZENFLOW_VERSITYGW="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}" \
 	  $(BIN)/pytest tests/transfer $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## tests against a real kube-apiserver + etcd
+test-integration: $(STAMP) ## tests against a real kube-apiserver + etcd (and versitygw for the flow archive)
 	@ZENFLOW_CONTROLPLANE_BIN="$${ZENFLOW_CONTROLPLANE_BIN:-$$(tools/build-controlplane.sh)}" \
+	  ZENFLOW_VERSITYGW="$${ZENFLOW_VERSITYGW:-$$(tools/build-gotool.sh versitygw)}" \
 	  $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: $(STAMP) ## tests on the full local cluster (controller-manager, scheduler, kwok; Kueue for queued steps)

@@ -19,9 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zen_flow.api.transfer import DEFAULT_IMAGE as DEFAULT_ARTIFACT_IMAGE
+from zen_flow.archive_keys import ACCESS_KEY_ENV as ARCHIVE_ACCESS_KEY_ENV
+from zen_flow.archive_keys import SECRET_KEY_ENV as ARCHIVE_SECRET_KEY_ENV
+from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.instances import instance_id_problem
 from zen_flow.core.naming import is_dns1123_subdomain, is_label_value
 from zen_flow.core.shards import MAX_SHARDS
+from zen_flow.planner.archive_records import DEFAULT_PREFIX as DEFAULT_ARCHIVE_PREFIX
+from zen_flow.planner.archiving import DEFAULT_MAX_DELAY_SECONDS as DEFAULT_ARCHIVE_MAX_DELAY
 
 ENV_PREFIX = "ZEN_FLOW_"
 DEFAULT_LEASE_NAME = "zen-flow-controller"
@@ -198,6 +203,44 @@ class Settings:
             "(default: the system's)"
         },
     )
+    archive_s3_endpoint: str = field(
+        default="",
+        metadata={
+            "help": "http(s)://host[:port] of an S3-compatible store to archive ended flows in, one JSON "
+            "record each (docs/OPERATOR_GUIDE.md, 'The flow archive'); with --archive-s3-bucket, turns "
+            "the archive on; credentials from $ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID and "
+            "$ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY, or files named by $..._FILE (read again: rotated "
+            "keys); empty: no archive"
+        },
+    )
+    archive_s3_bucket: str = field(
+        default="", metadata={"help": "the archive's bucket (it must exist; the controller only writes)"}
+    )
+    archive_s3_prefix: str = field(
+        default=DEFAULT_ARCHIVE_PREFIX,
+        metadata={"help": "key prefix of the records: <prefix><namespace>/<name>/<uid>/<finished>.json"},
+    )
+    archive_s3_region: str = field(
+        default="us-east-1", metadata={"help": "the region the requests are signed for (SigV4)"}
+    )
+    archive_s3_ca_file: str = field(
+        default="",
+        metadata={
+            "help": "PEM bundle of the CAs that may sign an https --archive-s3-endpoint's certificate "
+            "(default: the system's)"
+        },
+    )
+    archive_s3_timeout: float = field(
+        default=10.0, metadata={"help": "seconds one request to the archive store may take"}
+    )
+    archive_max_delay_seconds: float = field(
+        default=DEFAULT_ARCHIVE_MAX_DELAY,
+        metadata={
+            "help": "how long past its TTL (or a CronJobFlow's history limit) an ended flow waits for its "
+            "archive record while the store fails; then, after a failed write, it is deleted anyway, with a "
+            "Warning event NotArchived (0: it waits for one write only)"
+        },
+    )
     resync_seconds: float = field(
         default=0.0, metadata={"help": "re-enqueue every cached flow this often (0 disables)"}
     )
@@ -205,6 +248,10 @@ class Settings:
         default="auto", metadata={"help": "json | console | auto (console on a terminal)"}
     )
     log_level: str = field(default="info", metadata={"help": "debug | info | warning | error"})
+
+    @property
+    def archive_enabled(self) -> bool:
+        return bool(self.archive_s3_endpoint and self.archive_s3_bucket)
 
     @property
     def start_limit(self) -> int:
@@ -302,6 +349,8 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
             raise ValueError(f"{source}: {exc}") from None
     settings = Settings(**values)
     _check(settings)
+    if settings.archive_enabled:
+        archive_keys(env)  # missing keys stop the start, not every write later
     return settings
 
 
@@ -338,6 +387,7 @@ def _check(s: Settings) -> None:
     if s.log_format not in ("json", "console", "auto"):
         problems.append("--log-format must be json, console or auto")
     problems.extend(_cloudevents_problems(s))
+    problems.extend(archive_problems(s))
     for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):
         if addr:  # empty disables the server
             try:
@@ -404,6 +454,61 @@ def _cloudevents_problems(s: Settings) -> list[str]:
                 f"--cloudevents-ca-file: {s.cloudevents_ca_file!r} is not a readable PEM bundle ({exc})"
             )
     return problems
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def archive_problems(s: Settings) -> list[str]:
+    """What is wrong with the --archive-s3-* settings (the controller's and `zen-flow archive`'s)."""
+    problems: list[str] = []
+    if not math.isfinite(s.archive_s3_timeout) or s.archive_s3_timeout <= 0:
+        problems.append("--archive-s3-timeout must be a finite number of seconds > 0")
+    if not math.isfinite(s.archive_max_delay_seconds) or s.archive_max_delay_seconds < 0:
+        problems.append("--archive-max-delay-seconds must be a finite number of seconds >= 0")
+    if bool(s.archive_s3_endpoint) != bool(s.archive_s3_bucket):
+        return [*problems, "--archive-s3-endpoint and --archive-s3-bucket go together (both, or neither)"]
+    if not s.archive_s3_endpoint:
+        return problems
+    shown = shown_url(s.archive_s3_endpoint)
+    try:
+        url = urlsplit(s.archive_s3_endpoint)
+        _ = url.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        return [*problems, f"--archive-s3-endpoint: {shown!r} is not a URL ({exc})"]
+    if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/") or url.query:
+        problems.append(
+            f"--archive-s3-endpoint: {shown!r} must be http(s)://host[:port] with no path "
+            "(e.g. https://s3.eu-west-1.amazonaws.com, http://minio.storage.svc:9000)"
+        )
+    elif url.username or url.password:
+        problems.append(
+            f"--archive-s3-endpoint: {shown!r} holds user info: give the keys in "
+            f"${ARCHIVE_ACCESS_KEY_ENV} and ${ARCHIVE_SECRET_KEY_ENV}"
+        )
+    if not _BUCKET.fullmatch(s.archive_s3_bucket) or ".." in s.archive_s3_bucket:
+        problems.append(
+            f"--archive-s3-bucket: {s.archive_s3_bucket!r} is not a bucket name (3-63 lower-case "
+            "letters, digits, '.' and '-')"
+        )
+    if s.archive_s3_prefix.startswith("/") or any(not c.isprintable() for c in s.archive_s3_prefix):
+        problems.append(f"--archive-s3-prefix: {s.archive_s3_prefix!r} must not start with '/'")
+    if s.archive_s3_ca_file:
+        if url.scheme != "https":
+            problems.append("--archive-s3-ca-file needs an https --archive-s3-endpoint")
+        try:
+            ssl.create_default_context(cafile=s.archive_s3_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(
+                f"--archive-s3-ca-file: {s.archive_s3_ca_file!r} is not a readable PEM bundle ({exc})"
+            )
+    return problems
+
+
+def archive_keys(env: Mapping[str, str] | None = None) -> ArchiveKeys:
+    """The archive store's keys from the environment, or the files it names (`zen_flow.archive_keys`);
+    ValueError naming what is missing."""
+    return ArchiveKeys(os.environ if env is None else env)
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")

@@ -32,6 +32,8 @@ from deploy_manifests import (
     selectors,
     settings_of,
 )
+from zen_flow import config
+from zen_flow.cli import build_parser
 from zen_flow_dev.testing.prometheus import alert_rules
 from zen_flow_dev.testing.rbac import rules_allow
 
@@ -511,3 +513,49 @@ def test_optional_monitoring_objects(helm: str, tmp_path: Path) -> None:
     assert vpa["spec"]["updatePolicy"]["updateMode"] == "Off"
     assert vpa["spec"]["targetRef"]["name"] == deployment(docs)["metadata"]["name"]
     assert find(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def test_archive_values_become_flags_and_the_keys_are_files_of_a_mounted_secret(
+    helm: str, tmp_path: Path
+) -> None:
+    default = container(deployment(render(helm, tmp_path, {})))
+    assert not [a for a in default["args"] if "archive" in a]  # off by default: no flags, no keys
+    assert not [e for e in default["env"] if e["name"].startswith("ZEN_FLOW_ARCHIVE")]
+    archive = {
+        "endpoint": "https://s3.eu-west-1.amazonaws.com",
+        "bucket": "team-flows",
+        "credentialsSecret": {"name": "archive-keys", "sessionTokenKey": "sessionToken"},
+        "maxDelaySeconds": 3600,
+        "caConfigMap": "store-ca",
+    }
+    pod = deployment(render(helm, tmp_path, {"archive": archive}))["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # Files of the mounted Secret (read again: rotated keys), not values fixed at the pod's start.
+    assert env["ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID_FILE"] == "/etc/zen-flow/archive-keys/accessKeyId"
+    assert env["ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY_FILE"] == "/etc/zen-flow/archive-keys/secretAccessKey"
+    assert env["ZEN_FLOW_ARCHIVE_SESSION_TOKEN_FILE"] == "/etc/zen-flow/archive-keys/sessionToken"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["archive-keys"]["secret"] == {"secretName": "archive-keys"}
+    assert {"name": "archive-keys", "mountPath": "/etc/zen-flow/archive-keys", "readOnly": True} in c[
+        "volumeMounts"
+    ]
+    assert "--archive-s3-ca-file=/etc/zen-flow/archive-ca/ca.crt" in c["args"]
+    assert volumes["archive-ca"]["configMap"] == {"name": "store-ca"}
+    # As the controller starts with it (files standing in for the Secret's; the CA file exists only in
+    # the pod).
+    args = [a for a in c["args"] if not a.startswith("--archive-s3-ca-file")]
+    for name in ("accessKeyId", "secretAccessKey", "sessionToken"):
+        (tmp_path / name).write_text(f"{name}-value\n")
+    keys = {
+        k: v.replace("/etc/zen-flow/archive-keys", str(tmp_path)) for k, v in env.items() if "ARCHIVE" in k
+    }
+    assert config.archive_keys(keys).current().access_key == "accessKeyId-value"
+    settings = config.load(build_parser().parse_args(args), env=keys)
+    assert settings.archive_enabled
+    assert (settings.archive_s3_bucket, settings.archive_s3_prefix) == ("team-flows", "jobflows/")
+    assert settings.archive_max_delay_seconds == 3600.0
+    with pytest.raises(RenderError, match=r"archive\.credentialsSecret\.name"):
+        render(helm, tmp_path, {"archive": {"endpoint": "http://minio:9000", "bucket": "b"}})
+    with pytest.raises(RenderError, match=r"both archive\.endpoint and archive\.bucket"):
+        render(helm, tmp_path, {"archive": {"endpoint": "http://minio:9000"}})

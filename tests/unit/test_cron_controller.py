@@ -15,7 +15,7 @@ import structlog
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.api.meta import format_time
+from zen_flow.api.meta import Condition, format_time
 from zen_flow.controller import cron_reconciler
 from zen_flow.controller.cron_reconciler import CronController, cron_queue
 from zen_flow.controller.metrics import Metrics
@@ -411,3 +411,41 @@ async def test_a_cronjobflow_of_a_shard_not_held_makes_no_run_until_its_shard_is
     finally:
         queue.shutdown()
         await worker
+
+
+async def test_with_an_archive_a_run_beyond_the_history_waits_for_its_record_then_goes_said(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, metrics = running
+    deleted: list[str] = []
+
+    async def delete(namespace: str, name: str, uid: str) -> None:
+        deleted.append(name)
+        flow = cluster.flows.pop(f"{namespace}/{name}")
+        assert cluster.controller is not None
+        cluster.controller.on_flow_event(flow)
+
+    assert cluster.controller is not None
+    cluster.controller._flow_api.delete = delete  # type: ignore[method-assign]
+    cluster.controller._archive_max_delay = 600.0
+    cluster.add_cron("tidy", successfulJobsHistoryLimit=0)  # every minute: later runs come, and keep running
+    await clock.advance(30)
+    [first] = cluster.flows.values()
+    ended = JobFlowStatus(phase="Succeeded", completion_time=clock.now())
+    cluster.flows[first.key] = first.model_copy(update={"status": ended})
+    cluster.controller.on_flow_event(cluster.flows[first.key])
+    await clock.advance(300)
+    assert deleted == []  # no record yet: kept, though the limit is 0
+    failed = Condition(type="Archived", status="False", reason="ArchiveFailed", message="cannot connect")
+    cluster.flows[first.key] = cluster.flows[first.key].model_copy(
+        update={"status": ended.model_copy(update={"conditions": (failed,)})}
+    )
+    cluster.controller.on_flow_event(cluster.flows[first.key])
+    await clock.advance(200)
+    assert deleted == []  # 500 s after it went beyond the limit: still waiting
+    await clock.advance(101)  # woken at the end of the wait, with no event to bring it
+    assert deleted == [first.metadata.name]
+    (said,) = [e for e in cluster.events if e[1] == "NotArchived"]
+    assert "without an archive record" in said[2]
+    assert "cannot connect" in said[2]
+    assert metrics.registry.get_sample_value("zen_flow_archive_writes_total", {"result": "skipped"}) == 1

@@ -450,6 +450,8 @@ def test_alerts_cover_the_roadmap() -> None:
         "ZenFlowSlowSteps",
         "ZenFlowCloudEventsDropped",
         "ZenFlowCloudEventsFailing",
+        "ZenFlowArchiveFailing",
+        "ZenFlowFlowsDeletedUnarchived",
     ):
         assert expected in names
 

@@ -1,6 +1,7 @@
 """The `zen-flow` command: run the controller, validate flows offline, drive flows with your own
 kubeconfig (list, get, watch, submit, logs, approve, reject, stop, retry, resubmit, suspend, resume,
-delete, graph) and CronJobFlows (cron list, get, trigger, suspend, resume), move artifacts (in a pod)."""
+delete, graph) and CronJobFlows (cron list, get, trigger, suspend, resume), read the flow archive
+(archive list, get), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     from zen_flow.cli.cron_parser import add_cron_commands
 
     add_cron_commands(sub)
+
+    from zen_flow.cli.archive_parser import add_archive_commands
+
+    add_archive_commands(sub)
 
     from zen_flow.cli.completion import SHELLS
 

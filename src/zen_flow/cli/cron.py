@@ -140,8 +140,8 @@ async def rerun_notes(session: Session, flow: JobFlow) -> list[str]:
     """What the controller does with a rerun (`zen-flow retry`) of an older run of a CronJobFlow, which
     the user may not expect: a rerun keeps its place in time (cron_runs.rank), so under Replace a newer
     active run stops it at once, and the history limit, already filled by newer successes, deletes it
-    as soon as it succeeds (planner/cron.py `_replaced`, `_history`). None when the flow is no run, or
-    its CronJobFlow or runs cannot be read (the notes are a courtesy)."""
+    as soon as it succeeds (planner/cron.py `_replaced`, planner/cron_history.py). None when the flow is
+    no run, or its CronJobFlow or runs cannot be read (the notes are a courtesy)."""
     ref = flow.metadata.controller_ref()
     if ref is None or ref.kind != CRON_KIND:
         return []

@@ -21,7 +21,8 @@ from typing import Any
 
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
-from zen_flow.config import Settings
+from zen_flow.config import Settings, archive_keys
+from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import configured_sink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
@@ -59,6 +60,7 @@ from zen_flow.machinery.shard_elector import wait_for_unsharded
 from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions, SlotLimits
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
+from zen_flow.s3 import S3Store, StoreConfig
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 log = get_logger(__name__)
@@ -148,12 +150,32 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         # --shards N > 1: every replica reconciles the flows of the shards it holds (shard_gate.py).
         gate = ShardGate(settings.shards, settings.lease_name, metrics) if settings.shards > 1 else None
         sink = configured_sink(settings, clock, metrics)
+        cluster = Cluster(job_api, flow_api, ObjectClient(kube), PodClient(kube), MemoCacheClient(kube))
         if sink is not None:
             stack.push_async_callback(sink.close)
+        archive = None
+        if settings.archive_enabled:
+            store = S3Store(archive_store(settings), connections=4)
+            stack.push_async_callback(store.close)
+            archive = writer = Archiver(
+                store=store,
+                bucket=settings.archive_s3_bucket,
+                prefix=settings.archive_s3_prefix,
+                api=cluster,
+                flows=flows,
+                jobs=jobs,
+                queue=queue,
+                events=recorder,
+                metrics=metrics,
+                clock=clock,
+                max_delay=settings.archive_max_delay_seconds,
+            )
+            metrics.archive_pending.set_function(lambda: writer.pending)
+            log.info("archiving ended flows", store=store.config.where, prefix=settings.archive_s3_prefix)
         controller = Controller(
             flows=flows,
             jobs=jobs,
-            api=Cluster(job_api, flow_api, ObjectClient(kube), PodClient(kube), MemoCacheClient(kube)),
+            api=cluster,
             queue=queue,
             expectations=Expectations(clock),
             events=recorder,
@@ -166,6 +188,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             cloud_events=sink,
             slots=SlotLimits(settings.max_running_flows, settings.namespace_max_running_flows),
             shards=gate,
+            archive=archive,
         )
         stack.callback(controller.close)
         # CronJobFlows: their own informer, queue and workers (controller/cron_reconciler.py).
@@ -179,6 +202,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             namespaces=settings.namespaces,
             label_selector=selector,
             shards=gate,
+            # With an archive, a run beyond the history limits waits for its record as a TTL does.
+            archive_max_delay=settings.archive_max_delay_seconds if archive is not None else None,
         )
         crons = scheduler.informer
         if gate is not None:
@@ -293,6 +318,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 tg.create_task(_critical("namespace series", NamespaceSeries(metrics).run(flows.list, clock)))
                 if sink is not None:
                     tg.create_task(_critical("cloudevents sink", sink.run(), stop))
+                if archive is not None:
+                    tg.create_task(_critical("archive writers", archive.run(), stop))
                 if settings.metrics_addr:
                     health = create_health_app(metrics, probes.liveness, probes.readiness)
                     tg.create_task(_critical("health server", serve_site(health, settings.metrics_addr)))
@@ -325,6 +352,18 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         except* LeadershipLost:
             log.error("lost leadership; exiting so a fresh process rejoins as a follower")
             raise
+
+
+def archive_store(settings: Settings) -> StoreConfig:
+    """The archive store of the --archive-s3-* settings, its keys from the environment."""
+    return StoreConfig(
+        endpoint=settings.archive_s3_endpoint.rstrip("/"),
+        bucket=settings.archive_s3_bucket,
+        region=settings.archive_s3_region,
+        credentials=archive_keys(),
+        ca_file=settings.archive_s3_ca_file,
+        timeout=settings.archive_s3_timeout,
+    )
 
 
 async def _cancel_when_done(tasks: list[asyncio.Task[None]], other: asyncio.Task[None]) -> None:

@@ -40,6 +40,7 @@ from zen_flow.machinery.queue_metrics import QueueMetrics
 from zen_flow.machinery.ratelimit import default_controller_rate_limiter, namespace_of
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.actions import EventSpec
+from zen_flow.planner.archiving import REASON_NOT_ARCHIVED
 from zen_flow.planner.cron import RUN_CREATED, CreateRun, CronPlan, DeleteRun, StopRun, counted, plan_cron
 from zen_flow.validation import render, validate_cronjobflow
 
@@ -71,11 +72,13 @@ def cron_controller(
     namespaces: Sequence[str],
     label_selector: str = "",
     shards: ShardGate | None = None,
+    archive_max_delay: float | None = None,
 ) -> CronController:
     """The CronJobFlow informer, queue and controller, its handlers added to both informers (the JobFlow
     informer's first: before the flow controller's). `label_selector`: the CronJobFlows of this controller
     instance (core/instances.py). `shards`: with `--shards N > 1`, which CronJobFlows this replica may
-    reconcile now (controller/shard_gate.py)."""
+    reconcile now (controller/shard_gate.py). `archive_max_delay`: with a flow archive,
+    `--archive-max-delay-seconds` (the history limits wait for runs' records: planner/cron_history.py)."""
     crons = CronJobFlowInformer(CronJobFlowClient(kube, label_selector), clock=clock, namespaces=namespaces)
     scheduler = CronController(
         crons=crons,
@@ -87,6 +90,7 @@ def cron_controller(
         clock=clock,
         metrics=metrics,
         shards=shards,
+        archive_max_delay=archive_max_delay,
     )
     crons.add_handler(
         on_add=scheduler.on_cron_event,
@@ -134,8 +138,10 @@ class CronController:
         clock: Clock,
         metrics: Metrics,
         shards: ShardGate | None = None,
+        archive_max_delay: float | None = None,
     ) -> None:
         self._crons = crons
+        self._archive_max_delay = archive_max_delay
         self._shards = shards
         self._flows = flows
         self._cron_api = cron_api
@@ -221,7 +227,7 @@ class CronController:
             return None
         invalid = self._crons.parse_error(key) or self._verdict(cron)
         runs = self._flows.runs_of(cron.metadata.uid)
-        plan = plan_cron(cron, runs, self._clock.now(), invalid)
+        plan = plan_cron(cron, runs, self._clock.now(), invalid, archive_max_delay=self._archive_max_delay)
         if plan.requeue_after is not None:
             self._queue.add_after(key, plan.requeue_after)
         plan, cleanup_failed = await self._apply(cron, plan)
@@ -259,6 +265,10 @@ class CronController:
                     )
                 elif isinstance(action, DeleteRun):
                     await self._flow_api.delete(namespace, action.name, action.uid)
+                    if action.unarchived:  # its record could not be written in time (cron_history.py)
+                        self._events.emit(cron, "Warning", REASON_NOT_ARCHIVED, action.unarchived)
+                        self._metrics.archive_writes.labels("skipped").inc()
+                        log.warning("deleted a run without an archive record", run=action.name)
                 elif isinstance(action, CreateRun):
                     plan = await self._create(cron, plan, action)
             except (NotFound, Conflict, Invalid) as err:

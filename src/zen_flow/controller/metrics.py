@@ -63,6 +63,8 @@ CRON_RUN_RESULTS = (
 # `zen_flow_cloudevents_failed_total{reason}` and `zen_flow_cloudevents_dropped_total{reason}`.
 CLOUDEVENT_FAILURES = ("connection", "timeout", "server_error", "throttled", "refused")
 CLOUDEVENT_DROPS = ("queue_full", "gave_up", "refused", "shutdown", "error")
+# `zen_flow_archive_writes_total{result}` (controller/archiver.py).
+ARCHIVE_RESULTS = ("written", "failed", "skipped")
 
 
 class Metrics:
@@ -239,6 +241,26 @@ class Metrics:
             "zen_flow_cloudevents_queue_depth",
             "CloudEvents waiting to be sent, the one being sent included",
             registry=r,
+        )
+        # The flow archive (--archive-s3-*; controller/archiver.py). Every result at 0 from the start.
+        self.archive_writes = Counter(
+            "zen_flow_archive_writes_total",
+            "Ended flows' archive records: written, failed (a write that failed; retried), skipped (a flow "
+            "deleted by its TTL or a CronJobFlow history limit without a record, after "
+            "--archive-max-delay-seconds and a failed write)",
+            ["result"],
+            registry=r,
+        )
+        for result in ARCHIVE_RESULTS:
+            self.archive_writes.labels(result)
+        self.archive_write_duration = Histogram(
+            "zen_flow_archive_write_duration_seconds",
+            "Time to write one archive record (the flow's GET and the PUT), failed ones included",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.archive_pending = Gauge(
+            "zen_flow_archive_pending_writes", "Archive records queued or being written", registry=r
         )
         # informers
         self.informer_cached = Gauge(

@@ -17,6 +17,7 @@ import structlog
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.controller.announcements import Announcements
+from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.cluster_access import ClusterApi, FlowCache, JobCache
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
@@ -68,12 +69,14 @@ class Controller:
         cloud_events: CloudEventSink | None = None,
         slots: planner.SlotLimits | None = None,
         shards: ShardGate | None = None,
+        archive: Archiver | None = None,
     ) -> None:
         """`sandboxed_plans`: plans that evaluate `when` in the expression workers at once (one per
         worker); a flow that finds them all busy is looked at again a second later (plan_runner.py).
         `cloud_events`: where the transitions go as CloudEvents (`--cloudevents-sink`), if anywhere.
         `slots`: the limits on running flows (`--max-running-flows`, `--namespace-max-running-flows`).
-        `shards`: with `--shards N > 1`, which flows this replica may reconcile now."""
+        `shards`: with `--shards N > 1`, which flows this replica may reconcile now.
+        `archive`: where ended flows' records go (`--archive-s3-*`), if anywhere."""
         self._flows = flows
         # The flows in line for those limits, kept from the flow informer's events (planner.slots).
         self._slots = FlowSlots(slots or planner.SlotLimits(), flows, jobs, queue)
@@ -115,6 +118,7 @@ class Controller:
         self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
         self._shards = shards
+        self._archive = archive
 
     def creates_failing(self) -> list[str]:
         """Keys of the flows whose last Job creates failed and are being retried (read at scrape time).
@@ -146,6 +150,8 @@ class Controller:
         self._executor.forget(flow.key)
         self._executor.deletion_observed(flow.metadata.uid)
         self._failures.forget(flow.key)
+        if self._archive is not None:
+            self._archive.forget(flow.metadata.uid)
         self._queue.add(flow.key)
         self._groups.observe(flow, None)
         self._slots.observe(flow, None)
@@ -288,6 +294,8 @@ class Controller:
             if (lag := await self._runner.flow_lags(flow, result.actions)) is not None:
                 return lag  # the flow watch brings the stored flow; the requeue is the safety net
         self._metrics.plan_duration.observe(time.perf_counter() - started)
+        if self._archive is not None:  # an ended flow's record first; its TTL deletion waits for it
+            result = self._archive.settle(stored, result, now)
         try:
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:

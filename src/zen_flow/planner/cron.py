@@ -23,7 +23,8 @@ Kubernetes' CronJob is the model:
 - `suspend` creates nothing; resuming starts the latest run time missed meanwhile, unless the deadline
   excludes it (as CronJob does).
 - Finished runs beyond `successfulJobsHistoryLimit` (default 3) and `failedJobsHistoryLimit` (default 1)
-  are deleted, the oldest first. The history limits, not a TTL, decide how long a run is kept, as for a
+  are deleted, the oldest first; with a flow archive, once their record is written or a bounded wait for
+  it is over (planner/cron_history.py). The history limits, not a TTL, decide how long a run is kept, as for a
   CronJob's Jobs: a run gets `executionPolicy.ttlSecondsAfterFinished` RUN_TTL_SECONDS unless its template
   sets one, so the JobFlow default (a day, written by the webhook and the CRD) never deletes the one run a
   `@weekly` schedule keeps after a day. A run made from a JobFlowTemplate is created without it: its
@@ -46,8 +47,6 @@ from typing import Any
 
 from zen_flow.api.constants import (
     ANNOTATION_STOP,
-    DEFAULT_FAILED_HISTORY_LIMIT,
-    DEFAULT_SUCCESSFUL_HISTORY_LIMIT,
     ConcurrencyPolicy,
     CronConditionType,
     FlowPhase,
@@ -57,6 +56,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition, format_time
 from zen_flow.core.cron import Schedule, ScheduleError, parse_schedule
 from zen_flow.planner.actions import EventSpec
+from zen_flow.planner.cron_history import DeleteRun, history
 from zen_flow.planner.cron_runs import (
     build_run,
     manual_run,
@@ -68,7 +68,8 @@ from zen_flow.planner.cron_runs import (
     time_of,
 )
 
-__all__ = [  # the run builders, where the planner's users have always found them
+__all__ = [  # the run builders and the history's delete, where the planner's users have always found them
+    "DeleteRun",
     "build_run",
     "manual_run",
     "owner_reference",
@@ -100,14 +101,6 @@ class StopRun:
     uid: str
 
 
-@dataclass(frozen=True)
-class DeleteRun:
-    """Delete a finished run beyond the history limits (with its uid as a precondition)."""
-
-    name: str
-    uid: str
-
-
 CronAction = CreateRun | StopRun | DeleteRun
 
 
@@ -116,7 +109,8 @@ class CronPlan:
     actions: tuple[CronAction, ...]
     status: CronJobFlowStatus
     events: tuple[EventSpec, ...]
-    requeue_after: float | None  # seconds until the next run time; None: nothing scheduled
+    # Seconds until the next run time (or a run's delete held for its archive record); None: nothing due.
+    requeue_after: float | None
     # What became of the run time due now, for the metrics: "created", "skipped_forbid",
     # "skipped_replace", "skipped_deadline", "skipped_active_limit", or None when none was due.
     outcome: str | None = None
@@ -166,10 +160,16 @@ def _condition(
 
 
 def plan_cron(
-    cron: CronJobFlow, runs: Sequence[JobFlow], now: datetime, invalid: str | None = None
+    cron: CronJobFlow,
+    runs: Sequence[JobFlow],
+    now: datetime,
+    invalid: str | None = None,
+    *,
+    archive_max_delay: float | None = None,
 ) -> CronPlan:
     """What to do now. `runs`: the JobFlows this CronJobFlow controls (from the cache); `invalid`: why
-    its template cannot make a valid JobFlow (the validator's verdict), or None."""
+    its template cannot make a valid JobFlow (the validator's verdict), or None; `archive_max_delay`:
+    with a flow archive, `--archive-max-delay-seconds` (a run's delete waits for its record)."""
     spec, old, name = cron.spec, cron.status, cron.metadata.name
     generation = cron.metadata.generation or None
     schedule: Schedule | None = None
@@ -180,9 +180,15 @@ def plan_cron(
             invalid = f"spec.schedule or spec.timeZone: {err}"
     live = [r for r in runs if r.metadata.deletion_timestamp is None]
     active = [r for r in live if not _finished(r)]
-    actions: list[CronAction] = list(
-        _history(name, live, spec.successful_jobs_history_limit, spec.failed_jobs_history_limit)
+    kept = history(
+        name,
+        live,
+        spec.successful_jobs_history_limit,
+        spec.failed_jobs_history_limit,
+        now,
+        archive_max_delay,
     )
+    actions: list[CronAction] = list(kept.deletes)
     succeeded = [r.status.completion_time for r in live if r.status.phase == FlowPhase.SUCCEEDED]
     last_success = max([t for t in (old.last_successful_time, *succeeded) if t is not None], default=None)
     status = old.model_copy(
@@ -203,7 +209,7 @@ def plan_cron(
         # Said once, when it becomes invalid (a status write follows); not at every reconcile.
         if not _was(old, CronConditionType.VALID, "False", why):
             events.append(EventSpec("Warning", "Invalid", why))
-        return CronPlan(tuple(actions), status, tuple(events), None)
+        return CronPlan(tuple(actions), status, tuple(events), _sooner(None, kept.wake))
     conditions[CronConditionType.VALID] = _condition(
         old.conditions, CronConditionType.VALID, True, "Valid", "", generation, now
     )
@@ -246,7 +252,15 @@ def plan_cron(
     status = counted(status, {"conditions": tuple(conditions.values())})
     upcoming = None if spec.suspend else schedule.next_after(now)
     requeue = None if upcoming is None else max((upcoming - now).total_seconds(), MIN_REQUEUE_SECONDS)
-    return CronPlan(tuple(actions), status, tuple(events), requeue, outcome)
+    return CronPlan(tuple(actions), status, tuple(events), _sooner(requeue, kept.wake), outcome)
+
+
+def _sooner(requeue: float | None, wake: float | None) -> float | None:
+    """The next run time's requeue, or sooner a run's delete held for its archive record."""
+    if wake is None:
+        return requeue
+    wake = max(wake, MIN_REQUEUE_SECONDS)
+    return wake if requeue is None else min(requeue, wake)
 
 
 def _replaced(cron_name: str, active: Sequence[JobFlow], created: Sequence[CreateRun]) -> list[StopRun]:
@@ -331,17 +345,3 @@ def _decide(
     message = f"created {name} for run time {when}{replaced}"
     update: dict[str, object] = {"last_schedule_time": due, "active": (*active_refs, ref)}
     return "created", update, EventSpec("Normal", RUN_CREATED, message), made
-
-
-def _history(
-    cron_name: str, runs: Sequence[JobFlow], successful: int | None, failed: int | None
-) -> Iterable[DeleteRun]:
-    """Finished runs beyond the history limits, the oldest run times first to go."""
-    limits = {
-        FlowPhase.SUCCEEDED: DEFAULT_SUCCESSFUL_HISTORY_LIMIT if successful is None else successful,
-        FlowPhase.FAILED: DEFAULT_FAILED_HISTORY_LIMIT if failed is None else failed,
-    }
-    for phase, limit in limits.items():
-        done = _by_time(cron_name, (r for r in runs if r.status.phase == phase))
-        for run in done[max(limit, 0) :]:
-            yield DeleteRun(run.metadata.name, run.metadata.uid)

@@ -1,0 +1,187 @@
+"""`zen-flow archive list|get`: ended flows read back from the flow archive (`--archive-s3-*`), long after
+their TTL deleted them. No cluster is needed: only the store, with the controller's flags and
+environment (`ZEN_FLOW_ARCHIVE_S3_*`, the keys in `ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID` and
+`ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY`, or files named by their `_FILE` variables). Records are keyed
+`<prefix><namespace>/<name>/<uid>/<finished>.json` (planner/archive_records.py), one per end of a run:
+`list` shows each (cli/archive_list.py), `get` the newest (by LastModified) unless told which.
+
+Exit status: 0 done; 1 the store refused or could not be reached, or no such record; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from zen_flow import config
+from zen_flow.api import JobFlow
+from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, print_list, with_records
+from zen_flow.cli.archive_parser import STORE_FIELDS
+from zen_flow.cli.colour import painter
+from zen_flow.cli.render import flow_detail, table
+from zen_flow.core.matrix import effective_flow
+from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of, record_key
+from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# The runs of one flow name `get` chooses from (a daily flow's ten years).
+MAX_RUNS = 10_000
+
+
+def store_config(args: argparse.Namespace) -> StoreConfig:
+    """The store of the flags in `args` (then the environment); ValueError naming what is wrong."""
+    settings = config.Settings(**_store_values(args))
+    if problems := config.archive_problems(settings):
+        raise ValueError("; ".join(problems))
+    if not settings.archive_enabled:
+        raise ValueError(
+            "name the archive: --archive-s3-endpoint and --archive-s3-bucket "
+            "(or $ZEN_FLOW_ARCHIVE_S3_ENDPOINT and $ZEN_FLOW_ARCHIVE_S3_BUCKET)"
+        )
+    return StoreConfig(
+        endpoint=settings.archive_s3_endpoint.rstrip("/"),
+        bucket=settings.archive_s3_bucket,
+        credentials=config.archive_keys(),
+        region=settings.archive_s3_region,
+        ca_file=settings.archive_s3_ca_file,
+        timeout=settings.archive_s3_timeout,
+    )
+
+
+def _store_values(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in STORE_FIELDS:
+        raw = getattr(args, name, None)
+        if raw is None:
+            raw = os.environ.get(config.ENV_PREFIX + name.upper())
+        if raw is not None:
+            try:
+                values[name] = float(raw) if name == "archive_s3_timeout" else raw
+            except ValueError:
+                raise ValueError(f"--{name.replace('_', '-')}: not a number: {raw!r}") from None
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    prog = f"zen-flow archive {args.archive_command}"
+    try:
+        store = store_config(args)
+        if args.archive_command == "list" and args.limit < 1:
+            raise ValueError(f"--limit must be at least 1, not {args.limit}")
+        if args.archive_command == "get" and args.finished and not args.uid:
+            raise ValueError("--finished needs --uid (the flow whose run it names)")
+    except ValueError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    prefix = getattr(args, "archive_s3_prefix", None) or _env_prefix()
+    try:
+        if args.archive_command == "list":
+            return asyncio.run(list_records(store, prefix, args))
+        return asyncio.run(get_record(store, prefix, args))
+    except ObjectMissing as err:  # a record listed, then gone before it was read
+        print(f"{prog}: a record was deleted while it was read ({err.cause})", file=sys.stderr)
+        return EXIT_FAILED
+    except StoreError as err:
+        print(f"{prog}: the archive store {store.where} failed: {err.cause}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _env_prefix() -> str:
+    return os.environ.get(config.ENV_PREFIX + "ARCHIVE_S3_PREFIX", DEFAULT_PREFIX)
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    return str(args.namespace or "default")
+
+
+async def list_records(config_: StoreConfig, prefix: str, args: argparse.Namespace) -> int:
+    namespace = None if args.all_namespaces else _namespace(args)
+    async with S3Store(config_, connections=READS_IN_FLIGHT) as store:
+        rows, more = await listed(store, prefix, namespace, args.name, None, args.limit)
+        problems: list[str] = []
+        if args.output == "wide":
+            rows, problems = await with_records(store, rows)
+    for line in problems:
+        print(f"zen-flow archive list: {line}", file=sys.stderr)
+    if more:
+        print(
+            f"zen-flow archive list: showing the first {args.limit} records (in key order); there are "
+            "more: narrow the list with -n and --name, or raise --limit",
+            file=sys.stderr,
+        )
+    if not rows and args.output not in ("json", "yaml"):
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        print(f"No archived flows found in {where}.", file=sys.stderr)
+        return EXIT_OK
+    print_list(rows, args.output)
+    return EXIT_OK
+
+
+async def get_record(config_: StoreConfig, prefix: str, args: argparse.Namespace) -> int:
+    namespace = _namespace(args)
+    flow = f"{namespace}/{args.name}" + (f" with uid {args.uid}" if args.uid else "")
+    async with S3Store(config_) as store:
+        if args.finished:
+            key = record_key(prefix, namespace, args.name, args.uid, args.finished)
+            try:
+                body = await store.get(key)
+            except ObjectMissing:
+                print(f"zen-flow archive get: no archived run of {flow} that finished at {args.finished}",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_FAILED
+        else:
+            runs, _ = await listed(store, prefix, namespace, args.name, args.uid or None, MAX_RUNS)
+            if not runs:
+                print(f"zen-flow archive get: no archived flow {flow}", file=sys.stderr)
+                return EXIT_FAILED
+            newest = max(runs, key=lambda r: (r.last_modified, r.key))
+            key = newest.key
+            if len(runs) > 1:
+                print(
+                    f"{len(runs)} runs of {flow} are archived; showing the newest (uid {newest.uid}, "
+                    f"finished {newest.finished}). `zen-flow archive list -n {namespace} --name "
+                    f"{args.name}` lists them; choose one with --uid and --finished",
+                    file=sys.stderr,
+                )
+            body = await store.get(key)
+    try:
+        record = json.loads(body)
+        flow_of(record)
+    except (RecordError, ValueError) as err:
+        print(f"zen-flow archive get: {key} is not a record this zen-flow reads: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    view = record_view(record, args.output, datetime.now(UTC))
+    if args.output in ("json", "yaml"):
+        sys.stdout.write(view)
+    else:
+        painter(sys.stdout)(view)  # coloured on a terminal, as `zen-flow get`
+    return EXIT_OK
+
+
+def record_view(record: dict[str, Any], output: str | None, now: datetime) -> str:
+    """The record as `-o` asks: json or yaml whole; else the flow as `zen-flow get` shows it, then when
+    it was archived and its Jobs."""
+    if output == "json":
+        return json.dumps(record, indent=2) + "\n"
+    if output == "yaml":
+        return str(yaml.safe_dump(record, sort_keys=False))
+    flow = effective_flow(JobFlow.model_validate(flow_of(record)))
+    shown = flow_detail(flow, now, wide=output == "wide")
+    jobs = [j for j in record.get("jobs") or [] if isinstance(j, dict)]
+    head = (
+        f"Archived:   {record.get('archivedAt', '-')} (controller {record.get('controllerVersion', '?')})\n"
+    )
+    rows = [
+        [str(j.get(k) or "-") for k in ("name", "step", "phase", "startTime", "completionTime")] for j in jobs
+    ]
+    tail = "\n" + table(["JOB", "STEP", "PHASE", "STARTED", "FINISHED"], rows) if rows else ""
+    return head + shown + tail

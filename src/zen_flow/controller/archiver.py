@@ -1,0 +1,243 @@
+"""Writing ended flows' records to the archive store (`--archive-s3-*`): the I/O of planner/archiving.py.
+
+A reconcile never waits on the store: `settle` only decides (planner/archiving.py) and, when a record
+is due, queues the flow's key. A few writer tasks (`run`, WRITERS of them) take keys from that queue:
+they read the flow as stored (a GET: the record holds the object whole, not the cache's subset), build
+the record with the Jobs the cache holds, and PUT it, within the store's timeout. Whatever the outcome
+the flow's key goes back to the work queue, whose next reconcile writes condition Archived (True, or
+False after a failure, which is retried after a backoff that grows to 5 minutes: retries go through the
+work queue's delayed adds, never a loop here). So a dead store costs a few idle tasks and one request
+per ended flow every 5 minutes; it never holds a reconcile worker, and one tenant's flows cannot hold
+another's: the writers take the due records in turns between namespaces (machinery/queue_lines.py), so a
+namespace ending 10,000 flows at once delays another namespace's next record by a write or two, not by
+10,000; each write is bounded by the timeout.
+
+A Warning event ArchiveFailed is emitted on the flow once per cause (not per retry); the log says when
+the store starts failing and when it recovers, not once per flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from zen_flow import __version__
+from zen_flow.api import Job, JobFlow
+from zen_flow.api.meta import format_time
+from zen_flow.controller.flow_queue import priority
+from zen_flow.controller.metrics import Metrics
+from zen_flow.kube.errors import KubeError
+from zen_flow.logging import get_logger
+from zen_flow.machinery.clock import Clock
+from zen_flow.machinery.queue_lines import TurnLine
+from zen_flow.machinery.ratelimit import namespace_of
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner.actions import Plan
+from zen_flow.planner.archive_records import build_record, record_key
+from zen_flow.planner.archiving import (
+    REASON_ARCHIVE_FAILED,
+    ArchiveState,
+    archive_plan,
+    archived,
+    retry_delay,
+)
+from zen_flow.planner.events import WARNING
+from zen_flow.planner.timing import after
+from zen_flow.s3 import StoreError
+
+log = get_logger(__name__)
+
+WRITERS = 4
+
+
+class EventSink(Protocol):
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None: ...
+
+
+class RecordStore(Protocol):
+    async def put(self, key: str, body: bytes, content_type: str = "application/json") -> None: ...
+
+
+class StoredFlows(Protocol):
+    async def get_flow(self, namespace: str, name: str) -> Any: ...
+
+
+class Flows(Protocol):
+    def get(self, key: str) -> JobFlow | None: ...
+
+
+class Jobs(Protocol):
+    def jobs_for(self, uid: str) -> list[Job]: ...
+
+
+class _Due:
+    """The records to write, handed out in turns between namespaces (a FIFO line each)."""
+
+    def __init__(self) -> None:
+        self._line: TurnLine[tuple[str, str]] = TurnLine(
+            lambda _entry: True, lambda item: namespace_of(item[0])
+        )
+        self._count = asyncio.Semaphore(0)  # entries in the line: each put adds one, each get takes one
+        self._order = itertools.count()
+
+    def put(self, item: tuple[str, str]) -> None:
+        self._line.append((next(self._order), item))
+        self._count.release()
+
+    async def get(self) -> tuple[str, str]:
+        await self._count.acquire()
+        return self._line.popleft()
+
+
+@dataclass
+class _Run:
+    """The record of one run of a flow (its completion time: a rerun's end is another run)."""
+
+    completion: str
+    state: ArchiveState
+    told: str = ""  # the cause an ArchiveFailed event last said
+
+
+class Archiver:
+    def __init__(
+        self,
+        *,
+        store: RecordStore,
+        bucket: str,
+        prefix: str,
+        api: StoredFlows,
+        flows: Flows,
+        jobs: Jobs,
+        queue: WorkQueue[str],
+        events: EventSink,
+        metrics: Metrics,
+        clock: Clock,
+        max_delay: float,
+    ) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._prefix = prefix
+        self._api = api
+        self._flows = flows
+        self._jobs = jobs
+        self._queue = queue
+        self._events = events
+        self._metrics = metrics
+        self._clock = clock
+        self.max_delay = max_delay
+        self._runs: dict[str, _Run] = {}  # flow uid -> its current run's record
+        self._due = _Due()  # (key, uid) to write
+        self._failing = 0  # failed writes in a row, over every flow (0: the store is healthy)
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for r in self._runs.values() if r.state.pending)
+
+    def settle(self, flow: JobFlow, plan: Plan, now: datetime) -> Plan:
+        """`plan` with the archive's part (planner/archiving.py); queues the record's write when due."""
+        uid = flow.metadata.uid
+        if archived(flow.status):
+            self._runs.pop(uid, None)  # stored as archived: a restart would not write it again either
+            return plan
+        run = self._run(flow)
+        verdict = archive_plan(
+            flow, plan, run.state if run else ArchiveState(), now, max_delay=self.max_delay
+        )
+        if verdict.write:
+            run = run or self._new_run(flow)
+            run.state = replace(run.state, pending=True)
+            self._due.put((flow.key, uid))
+        if verdict.unarchived_delete:
+            self._metrics.archive_writes.labels("skipped").inc()
+            log.warning(
+                "deleting a flow without an archive record: the store kept failing",
+                flow=flow.key,
+                cause=run.state.cause if run else "",
+            )
+        return verdict.plan
+
+    def forget(self, uid: str) -> None:
+        self._runs.pop(uid, None)
+
+    def _run(self, flow: JobFlow) -> _Run | None:
+        run = self._runs.get(flow.metadata.uid)
+        completion = flow.status.completion_time
+        if run is not None and completion is not None and run.completion != format_time(completion):
+            return None  # a rerun ended since: its record is another
+        return run
+
+    def _new_run(self, flow: JobFlow) -> _Run:
+        completion = flow.status.completion_time
+        run = _Run(format_time(completion) if completion else "", ArchiveState())
+        self._runs[flow.metadata.uid] = run
+        return run
+
+    async def run(self) -> None:
+        """The writers; they end only when cancelled (shutdown). A write cut short is harmless: the
+        next leader writes the same key again."""
+        async with asyncio.TaskGroup() as group:
+            for n in range(WRITERS):
+                group.create_task(self._writer(), name=f"archive-writer-{n}")
+
+    async def _writer(self) -> None:
+        while True:
+            key, uid = await self._due.get()
+            try:
+                await self._write(key, uid)
+            finally:
+                self._queue.add(key, priority(self._flows.get(key)))
+
+    async def _write(self, key: str, uid: str) -> None:
+        run = self._runs.get(uid)
+        flow = self._flows.get(key)
+        if run is None or flow is None or flow.metadata.uid != uid:
+            return  # deleted meanwhile (forgotten), or another flow of that name now
+        started = time.perf_counter()
+        where = ""
+        try:
+            raw = await self._api.get_flow(flow.metadata.namespace, flow.metadata.name)
+            finished = ((raw or {}).get("status") or {}).get("completionTime")
+            if raw is None or (raw.get("metadata") or {}).get("uid") != uid or finished != run.completion:
+                run.state = replace(run.state, pending=False)
+                # Gone (a flow deleted before its record is not archived), or rerun since: the rerun's
+                # end is another record, written when it ends.
+                return
+            record = build_record(raw, self._jobs.jobs_for(uid), self._clock.now(), __version__)
+            namespace, name = flow.metadata.namespace, flow.metadata.name
+            object_key = record_key(self._prefix, namespace, name, uid, run.completion)
+            body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+            await self._store.put(object_key, body)
+            where = f"s3://{self._bucket}/{object_key}"
+        except StoreError as err:
+            self._failed(flow, run, err.cause)
+        except KubeError as err:
+            self._failed(flow, run, f"reading the flow: {err}")
+        except Exception as err:  # a bug must not end the writer: the flow's TTL would wait for ever
+            log.exception("archive write failed", flow=key)
+            self._failed(flow, run, f"internal error: {type(err).__name__}")
+        else:
+            run.state = ArchiveState(written=where)
+            self._metrics.archive_writes.labels("written").inc()
+            log.info("flow archived", flow=key, record=where)
+            if self._failing:
+                log.info("archive store recovered", failed_writes=self._failing)
+                self._failing = 0
+        finally:
+            self._metrics.archive_write_duration.observe(time.perf_counter() - started)
+
+    def _failed(self, flow: JobFlow, run: _Run, cause: str) -> None:
+        failures = run.state.failures + 1
+        retry_at = after(self._clock.now(), retry_delay(failures))
+        run.state = ArchiveState(failures=failures, cause=cause, retry_at=retry_at)
+        self._metrics.archive_writes.labels("failed").inc()
+        if not self._failing:
+            log.warning("archive store failing; retrying with backoff", cause=cause)
+        self._failing += 1
+        if run.told != cause:
+            run.told = cause
+            self._events.emit(flow, WARNING, REASON_ARCHIVE_FAILED, f"archive record not written: {cause}")

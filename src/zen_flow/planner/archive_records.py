@@ -1,0 +1,167 @@
+"""The flow archive's records (`--archive-s3-*`): where a finished flow's record is kept, what it holds,
+and how `zen-flow archive` reads one back. Pure: the controller (controller/archiver.py) and the CLI
+(cli/archive.py) do the I/O.
+
+One JSON object per end of a flow's run, at `<prefix><namespace>/<name>/<uid>/<finished>.json`,
+`<finished>` the run's completionTime as `20260301T120500Z`:
+
+    {"recordVersion": 1, "archivedAt": "...", "controllerVersion": "...",
+     "flow": {apiVersion, kind, metadata (without managedFields), spec, status},
+     "jobs": [{"name", "step", "uid", "phase", "startTime", "completionTime"}, ...]}
+
+The key is the flow's UID and the run's end, so writing it again (a retry whose first answer was lost, a
+restart) replaces the same object, and a flow rerun (`zen-flow retry`) after it was archived is archived
+again when it ends, beside the earlier run's record: each end has its own. `zen-flow archive list` builds
+its rows from the keys alone (and the LIST answer's LastModified and Size), reading no record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from zen_flow.api.job import Job
+from zen_flow.api.meta import format_time
+from zen_flow.core.naming import short_hash
+
+RECORD_VERSION = 1
+DEFAULT_PREFIX = "jobflows/"
+_JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r[0-9]+)?$")
+
+
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+
+
+def record_key(prefix: str, namespace: str, name: str, uid: str, finished: str) -> str:
+    """The key of the record of the run of flow `uid` that ended at `finished` (its completionTime,
+    RFC 3339 as the apiserver writes it)."""
+    stamp = finished.replace("-", "").replace(":", "")
+    return f"{prefix}{namespace}/{name}/{uid}/{stamp}.json"
+
+
+def list_prefix(
+    prefix: str, namespace: str | None = None, name: str | None = None, uid: str | None = None
+) -> str:
+    """The key prefix under which the records of `namespace` (None: every namespace), of flows named
+    `name` (None: every name), of the flow `uid` (None: every one) are. A name alone (no namespace)
+    cannot be a prefix: filter the keys."""
+    if namespace is None:
+        return prefix
+    if not name:
+        return f"{prefix}{namespace}/"
+    return f"{prefix}{namespace}/{name}/{uid}/" if uid else f"{prefix}{namespace}/{name}/"
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    namespace: str
+    name: str
+    uid: str
+    finished: str  # RFC 3339: 2026-03-01T12:05:00Z
+
+
+def parse_key(prefix: str, key: str) -> RecordKey | None:
+    """What a record's key names; None for any other object under the prefix."""
+    if not key.startswith(prefix) or not key.endswith(".json"):
+        return None
+    parts = key[len(prefix) : -len(".json")].split("/")
+    if len(parts) != 4 or not all(parts) or not (found := _STAMP.fullmatch(parts[3])):
+        return None
+    year, month, day, hour, minute, second = found.groups()
+    namespace, name, uid = parts[:3]
+    return RecordKey(namespace, name, uid, f"{year}-{month}-{day}T{hour}:{minute}:{second}Z")
+
+
+def job_phase(job: Job) -> str:
+    if job.complete:
+        return "Succeeded"
+    if job.failed:
+        return "Failed"
+    return "Deleting" if job.deleting else "Running"
+
+
+def job_summaries(flow: Mapping[str, Any], jobs: Iterable[Job]) -> list[dict[str, str]]:
+    """One short entry per Job of the flow (every attempt the cache still holds), in name order: its
+    step (by the hash its name ends in, `core.naming.job_name`), phase, and times."""
+    meta = flow.get("metadata") or {}
+    steps = (flow.get("spec") or {}).get("steps") or []
+    by_hash = {
+        short_hash(str(meta.get("name", "")), str(s.get("name", ""))): str(s.get("name", ""))
+        for s in steps
+        if isinstance(s, Mapping)
+    }
+    out: list[dict[str, str]] = []
+    for job in sorted(jobs, key=lambda j: j.metadata.name):
+        found = _JOB_NAME_END.search(job.metadata.name)
+        entry = {
+            "name": job.metadata.name,
+            "step": by_hash.get(found[1], "") if found else "",
+            "uid": job.metadata.uid,
+            "phase": job_phase(job),
+        }
+        if job.status.start_time is not None:
+            entry["startTime"] = format_time(job.status.start_time)
+        if job.status.completion_time is not None:
+            entry["completionTime"] = format_time(job.status.completion_time)
+        out.append(entry)
+    return out
+
+
+def build_record(
+    flow: Mapping[str, Any], jobs: Iterable[Job], archived_at: datetime, version: str
+) -> dict[str, Any]:
+    """The record of `flow` (the object as the apiserver stored it) and its `jobs`."""
+    meta = {k: v for k, v in (flow.get("metadata") or {}).items() if k != "managedFields"}
+    kept = {k: flow[k] for k in ("apiVersion", "kind", "spec", "status") if k in flow}
+    return {
+        "recordVersion": RECORD_VERSION,
+        "archivedAt": format_time(archived_at),
+        "controllerVersion": version,
+        "flow": {**kept, "metadata": meta},
+        "jobs": job_summaries(flow, jobs),
+    }
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """What `zen-flow archive list` shows of one record."""
+
+    namespace: str
+    name: str
+    uid: str
+    phase: str
+    started: str
+    finished: str
+
+
+class RecordError(ValueError):
+    """An object under the prefix that is not a record this version reads."""
+
+
+def flow_of(record: object) -> dict[str, Any]:
+    """The flow a record holds; RecordError (naming what is wrong) for anything else."""
+    if not isinstance(record, dict):
+        raise RecordError("not a JSON object")
+    version = record.get("recordVersion")
+    if not isinstance(version, int) or version > RECORD_VERSION:
+        raise RecordError(f"recordVersion {version!r} is not one this zen-flow reads (1..{RECORD_VERSION})")
+    flow = record.get("flow")
+    if not isinstance(flow, dict) or not isinstance(flow.get("metadata"), dict):
+        raise RecordError("no flow with metadata in the record")
+    return flow
+
+
+def record_row(record: object) -> RecordRow:
+    flow = flow_of(record)
+    meta, status = flow["metadata"], flow.get("status") or {}
+    return RecordRow(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        phase=str(status.get("phase", "")),
+        started=str(status.get("startTime", "")),
+        finished=str(status.get("completionTime", "")),
+    )

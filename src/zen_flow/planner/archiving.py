@@ -1,0 +1,156 @@
+"""When an ended flow is archived, and what its TTL does meanwhile (`--archive-s3-*`; the I/O is
+controller/archiver.py). Pure: everything comes in as arguments, `now` included.
+
+- A flow whose stored status has ended (Succeeded or Failed: stopped and invalid flows included) is
+  archived once: the controller writes its record, then condition `Archived` True says where. The
+  condition is what a restarted controller reads, so it does not write every ended flow again; a rerun
+  rebuilds the conditions without it (planner/status.py), so the rerun's end is archived again.
+- Its TTL deletion waits for the record: a plan that would delete the flow is held back while the
+  record is being written, or after a failed write until the retry (backoff 5 s doubling to 5 min).
+  A failed write sets `Archived` False, reason ArchiveFailed, with the cause.
+- The wait is bounded: `--archive-max-delay-seconds` after the TTL expired the flow is deleted anyway,
+  with a Warning event NotArchived (the cluster's etcd is not a queue for a store that is down for
+  days), but only once a write of its record has been tried and failed: a flow no write was tried for
+  (the controller was down past the deadline, the archive just turned on, a max delay of 0 with a TTL
+  of 0) is written first. 0: the TTL waits for one try only.
+- A CronJobFlow's history limits wait alike (planner/cron_history.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from zen_flow.api.constants import FlowPhase
+from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.api.meta import Condition, format_time
+from zen_flow.planner.actions import DeleteFlow, EventSpec, Plan
+from zen_flow.planner.events import WARNING
+from zen_flow.planner.lifecycle import ttl_rule
+from zen_flow.planner.status import MAX_CONDITION_MESSAGE, cut
+from zen_flow.planner.timing import after, normalize, until
+
+ARCHIVED = "Archived"  # the condition type
+REASON_ARCHIVED = "Archived"
+REASON_ARCHIVE_FAILED = "ArchiveFailed"  # the condition's reason and the Warning event's
+REASON_NOT_ARCHIVED = "NotArchived"  # the Warning event of a flow deleted without a record
+DEFAULT_MAX_DELAY_SECONDS = 86400.0
+FIRST_RETRY_SECONDS = 5.0
+MAX_RETRY_SECONDS = 300.0
+# While a write is queued or in flight the archiver wakes the flow when it ends; this is only the safety
+# net, long enough that a backlog of B queued records costs B/600 reconciles a second, not B/60.
+PENDING_RECHECK_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class ArchiveState:
+    """What the controller knows of the record of the flow's current run."""
+
+    written: str = ""  # where it was written ("s3://bucket/key"), by this process; "" not yet
+    pending: bool = False  # a write is queued or in flight
+    failures: int = 0  # failed writes in a row
+    cause: str = ""  # the last failure's cause
+    retry_at: datetime | None = None  # not before: the backoff of the last failure
+
+
+@dataclass(frozen=True)
+class ArchiveVerdict:
+    plan: Plan
+    write: bool = False  # ask for the record to be written now
+    unarchived_delete: bool = False  # the plan deletes the flow although it has no record (overdue)
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next write after `failures` failed ones: 5 s, 10 s, ... at most 5 minutes."""
+    return min(FIRST_RETRY_SECONDS * 2.0 ** max(failures - 1, 0), MAX_RETRY_SECONDS)
+
+
+def ended(flow: JobFlow, plan: Plan) -> bool:
+    """Has the run ended, as stored and as planned (a rerun's plan is no longer terminal)?"""
+    stored, planned = flow.status, plan.status
+    return (
+        flow.metadata.deletion_timestamp is None
+        and stored.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
+        and planned.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
+        and planned.completion_time is not None
+    )
+
+
+def archived(status: JobFlowStatus) -> bool:
+    return any(c.type == ARCHIVED and c.status == "True" for c in status.conditions)
+
+
+def delete_deadline(flow: JobFlow, status: JobFlowStatus, max_delay: float) -> datetime:
+    """When the TTL deletes the flow even without a record: the TTL's expiry plus `max_delay`."""
+    finished = status.completion_time or status.start_time or flow.metadata.creation_timestamp
+    assert finished is not None, "an ended flow has a completion time"
+    outcome = FlowPhase.SUCCEEDED if status.phase == FlowPhase.SUCCEEDED else FlowPhase.FAILED
+    return after(finished, ttl_rule(flow, outcome)[1] + max_delay)
+
+
+def with_condition(
+    status: JobFlowStatus, true: bool, reason: str, message: str, generation: int | None, now: datetime
+) -> JobFlowStatus:
+    """`status` with condition Archived as given (after the planner's, which never name it); the old
+    object itself when it already says so. `lastTransitionTime` moves only when its status flips."""
+    before = next((c for c in status.conditions if c.type == ARCHIVED), None)
+    value = "True" if true else "False"
+    since = before.last_transition_time if before is not None and before.status == value else None
+    cond = Condition(
+        type=ARCHIVED,
+        status=value,
+        reason=reason,
+        message=cut(message, MAX_CONDITION_MESSAGE),
+        last_transition_time=since or normalize(now),
+        observed_generation=generation,
+    )
+    if before == cond:
+        return status
+    others = tuple(c for c in status.conditions if c.type != ARCHIVED)
+    return status.model_copy(update={"conditions": (*others, cond)})
+
+
+def archive_plan(
+    flow: JobFlow, plan: Plan, state: ArchiveState, now: datetime, *, max_delay: float
+) -> ArchiveVerdict:
+    """`plan` with the archive's part: the condition, the TTL deletion held back (or done anyway when
+    overdue), when to look again, and whether to write the record now."""
+    if not ended(flow, plan) or archived(plan.status):
+        return ArchiveVerdict(plan)
+    now = normalize(now)
+    deletes = any(isinstance(a, DeleteFlow) for a in plan.actions)
+    generation = flow.metadata.generation
+    if state.written:
+        if deletes:  # the record is there: the flow may go (a status write would only find it gone)
+            return ArchiveVerdict(plan)
+        status = with_condition(plan.status, True, REASON_ARCHIVED, state.written, generation, now)
+        return ArchiveVerdict(replace(plan, status=status))
+    deadline = delete_deadline(flow, plan.status, max_delay)
+    # Overdue, and a write was tried and failed (none in flight): never deleted unwritten untried.
+    if deletes and now >= deadline and state.failures and not state.pending:
+        said = (
+            f"deleted without an archive record: its TTL expired and the record could not be written "
+            f"for --archive-max-delay-seconds={max_delay:g}s"
+            + (f" (last error: {state.cause})" if state.cause else "")
+        )
+        told = EventSpec(WARNING, REASON_NOT_ARCHIVED, cut(said, 1024), acted=True)
+        return ArchiveVerdict(replace(plan, events=(*plan.events, told)), unarchived_delete=True)
+    kept = tuple(a for a in plan.actions if not isinstance(a, DeleteFlow))
+    status = plan.status
+    wake = [plan.requeue_after] if plan.requeue_after is not None and not deletes else []
+    if deletes and now < deadline:
+        wake.append(until(now, deadline))
+    write = False
+    if state.pending:
+        wake.append(PENDING_RECHECK_SECONDS)
+    elif state.failures and state.retry_at is not None and now < state.retry_at:
+        waits = f"; the TTL deletion waits for it until {format_time(deadline)}" if max_delay > 0 else ""
+        said = f"the record could not be written: {state.cause}; retrying{waits}"
+        status = with_condition(status, False, REASON_ARCHIVE_FAILED, said, generation, now)
+        wake.append(until(now, state.retry_at))
+    else:
+        write = True
+        wake.append(PENDING_RECHECK_SECONDS)
+    requeue = max(0.0, min(wake)) if wake else None
+    return ArchiveVerdict(replace(plan, actions=kept, status=status, requeue_after=requeue), write=write)
