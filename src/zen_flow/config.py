@@ -7,26 +7,22 @@ passed down explicitly; nothing reads the environment after start-up.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import socket
-import ssl
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
 
+from zen_flow.addresses import split_addr
 from zen_flow.api.transfer import DEFAULT_IMAGE as DEFAULT_ARTIFACT_IMAGE
-from zen_flow.archive_keys import ACCESS_KEY_ENV as ARCHIVE_ACCESS_KEY_ENV
-from zen_flow.archive_keys import SECRET_KEY_ENV as ARCHIVE_SECRET_KEY_ENV
 from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.instances import instance_id_problem
-from zen_flow.core.naming import is_dns1123_subdomain, is_label_value
+from zen_flow.core.naming import is_dns1123_subdomain
 from zen_flow.core.shards import MAX_SHARDS
 from zen_flow.planner.archive_records import DEFAULT_PREFIX as DEFAULT_ARCHIVE_PREFIX
 from zen_flow.planner.archiving import DEFAULT_MAX_DELAY_SECONDS as DEFAULT_ARCHIVE_MAX_DELAY
+from zen_flow.setting_checks import archive_problems, cloudevents_problems, shard_problems
 
 ENV_PREFIX = "ZEN_FLOW_"
 DEFAULT_LEASE_NAME = "zen-flow-controller"
@@ -381,12 +377,12 @@ def _check(s: Settings) -> None:
             f"--leader-election-name: {s.lease_name!r}{named} is not a valid Lease name (lower-case letters, "
             "digits, '-' and '.'): set --leader-election-name"
         )
-    problems.extend(_shard_problems(s))
+    problems.extend(shard_problems(s))
     if s.step_events not in ("notable", "all"):
         problems.append("--step-events must be notable or all")
     if s.log_format not in ("json", "console", "auto"):
         problems.append("--log-format must be json, console or auto")
-    problems.extend(_cloudevents_problems(s))
+    problems.extend(cloudevents_problems(s))
     problems.extend(archive_problems(s))
     for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):
         if addr:  # empty disables the server
@@ -398,142 +394,7 @@ def _check(s: Settings) -> None:
         raise ValueError("; ".join(problems))
 
 
-def _shard_problems(s: Settings) -> list[str]:
-    if not 1 <= s.shards <= MAX_SHARDS:
-        return [f"--shards must be between 1 and {MAX_SHARDS} (got {s.shards})"]
-    if s.shards == 1:
-        return []
-    if not s.leader_elect:
-        return ["--shards above 1 needs --leader-elect (each shard is held on a Lease)"]
-    if s.identity:
-        # Two replicas given one identity would each count the other's shard Leases as their own.
-        return [
-            "--identity cannot be set with --shards above 1: every replica needs an identity of its own "
-            "(the default, <hostname>_<random>)"
-        ]
-    if is_dns1123_subdomain(s.lease_name) and not is_label_value(s.lease_name):
-        # The shard and member Leases carry it as a label value, so one LIST finds them all.
-        return [
-            f"--shards: the Lease name {s.lease_name!r} must be a valid label value too (at most 63 "
-            "characters) when sharding: shorten --leader-election-name"
-        ]
-    return []
-
-
-def _cloudevents_problems(s: Settings) -> list[str]:
-    problems: list[str] = []
-    if not math.isfinite(s.cloudevents_timeout) or s.cloudevents_timeout <= 0:
-        problems.append("--cloudevents-timeout must be a finite number of seconds > 0")
-    if not s.cloudevents_sink:
-        if s.cloudevents_ca_file:
-            problems.append("--cloudevents-ca-file needs an https --cloudevents-sink")
-        return problems
-    shown = shown_url(s.cloudevents_sink)
-    try:
-        url = urlsplit(s.cloudevents_sink)
-        port = url.port  # raises on a port that is not a number or out of range
-    except ValueError as exc:
-        return [*problems, f"--cloudevents-sink: {shown!r} is not a URL ({exc})"]
-    if any(c.isspace() or not c.isprintable() for c in s.cloudevents_sink):
-        # urlsplit keeps them (in the host too); the request would fail on every event, or go elsewhere.
-        problems.append(f"--cloudevents-sink: {shown!r} holds whitespace or a control character")
-    elif url.scheme not in ("http", "https") or not url.hostname:
-        problems.append(
-            f"--cloudevents-sink: {shown!r} is not an http or https URL with a host "
-            "(e.g. http://receiver.ns.svc:8080/)"
-        )
-    elif port == 0:
-        problems.append(f"--cloudevents-sink: {shown!r} names port 0, which nothing listens on")
-    elif s.cloudevents_ca_file and url.scheme != "https":
-        problems.append("--cloudevents-ca-file needs an https --cloudevents-sink")
-    if s.cloudevents_ca_file:
-        try:  # read now: a wrong path or file stops the start, not every delivery later
-            ssl.create_default_context(cafile=s.cloudevents_ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            problems.append(
-                f"--cloudevents-ca-file: {s.cloudevents_ca_file!r} is not a readable PEM bundle ({exc})"
-            )
-    return problems
-
-
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
-def archive_problems(s: Settings) -> list[str]:
-    """What is wrong with the --archive-s3-* settings (the controller's and `zen-flow archive`'s)."""
-    problems: list[str] = []
-    if not math.isfinite(s.archive_s3_timeout) or s.archive_s3_timeout <= 0:
-        problems.append("--archive-s3-timeout must be a finite number of seconds > 0")
-    if not math.isfinite(s.archive_max_delay_seconds) or s.archive_max_delay_seconds < 0:
-        problems.append("--archive-max-delay-seconds must be a finite number of seconds >= 0")
-    if bool(s.archive_s3_endpoint) != bool(s.archive_s3_bucket):
-        return [*problems, "--archive-s3-endpoint and --archive-s3-bucket go together (both, or neither)"]
-    if not s.archive_s3_endpoint:
-        return problems
-    shown = shown_url(s.archive_s3_endpoint)
-    try:
-        url = urlsplit(s.archive_s3_endpoint)
-        _ = url.port  # raises on a port that is not a number or out of range
-    except ValueError as exc:
-        return [*problems, f"--archive-s3-endpoint: {shown!r} is not a URL ({exc})"]
-    if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/") or url.query:
-        problems.append(
-            f"--archive-s3-endpoint: {shown!r} must be http(s)://host[:port] with no path "
-            "(e.g. https://s3.eu-west-1.amazonaws.com, http://minio.storage.svc:9000)"
-        )
-    elif url.username or url.password:
-        problems.append(
-            f"--archive-s3-endpoint: {shown!r} holds user info: give the keys in "
-            f"${ARCHIVE_ACCESS_KEY_ENV} and ${ARCHIVE_SECRET_KEY_ENV}"
-        )
-    if not _BUCKET.fullmatch(s.archive_s3_bucket) or ".." in s.archive_s3_bucket:
-        problems.append(
-            f"--archive-s3-bucket: {s.archive_s3_bucket!r} is not a bucket name (3-63 lower-case "
-            "letters, digits, '.' and '-')"
-        )
-    if s.archive_s3_prefix.startswith("/") or any(not c.isprintable() for c in s.archive_s3_prefix):
-        problems.append(f"--archive-s3-prefix: {s.archive_s3_prefix!r} must not start with '/'")
-    if s.archive_s3_ca_file:
-        if url.scheme != "https":
-            problems.append("--archive-s3-ca-file needs an https --archive-s3-endpoint")
-        try:
-            ssl.create_default_context(cafile=s.archive_s3_ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            problems.append(
-                f"--archive-s3-ca-file: {s.archive_s3_ca_file!r} is not a readable PEM bundle ({exc})"
-            )
-    return problems
-
-
 def archive_keys(env: Mapping[str, str] | None = None) -> ArchiveKeys:
     """The archive store's keys from the environment, or the files it names (`zen_flow.archive_keys`);
     ValueError naming what is missing."""
     return ArchiveKeys(os.environ if env is None else env)
-
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-_AUTHORITY_END = re.compile(r"[/?#]")
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]*)(:[0-9]*)?")
-
-
-def shown_url(url: str) -> str:
-    """What a message or the log may show of `url`: its scheme, host and port. The rest may hold a token:
-    the user info, the query, and the path too (a Slack-style webhook URL carries its secret in its path,
-    https://hooks.example/services/T0/B0/SECRET). A part that is no scheme or no host[:port] (a password
-    with a "/" leaves one after the "//") shows as "..."."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not _SCHEME.fullmatch(scheme):
-        return "..."
-    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0].rpartition("@")[2]
-    return f"{scheme}://{authority if _HOST_PORT.fullmatch(authority) else '...'}"
-
-
-def split_addr(addr: str) -> tuple[str, int]:
-    """`host:port`, `:port` (all interfaces) or `[v6]:port` -> (host, port); the one parser for every
-    listen address (metrics and webhooks alike)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{addr!r} is not host:port (e.g. :8080, 127.0.0.1:8080, [::1]:8080)")
-    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
-        raise ValueError(f"{addr!r}: write an IPv6 host in brackets, e.g. [::1]:8080")
-    return host.strip("[]") or "0.0.0.0", int(port)

@@ -37,7 +37,7 @@ from deploy_manifests import (
     settings_of,
     unaggregated_rates,
 )
-from zen_flow.config import split_addr
+from zen_flow.addresses import split_addr
 from zen_flow.controller.app import CLOUDEVENTS_FLUSH_SECONDS
 from zen_flow.controller.metrics import Metrics
 from zen_flow_dev.testing.prometheus import alert_rules, dashboard_queries

@@ -346,14 +346,14 @@ def test_the_first_failed_reload_is_an_increase_of_a_series_scraped_at_zero(
     [("0.0.0.0:9443", ("0.0.0.0", 9443)), (":9443", ("0.0.0.0", 9443)), ("[::1]:8443", ("::1", 8443))],
 )
 def test_split_address(addr: str, expected: tuple[str, int]) -> None:
-    from zen_flow.config import split_addr
+    from zen_flow.addresses import split_addr
 
     assert split_addr(addr) == expected
 
 
 @pytest.mark.parametrize("addr", ["9443", "host:", "host:https", ":70000", "::1:8443", "[::1:8443"])
 def test_split_address_rejects_garbage(addr: str) -> None:
-    from zen_flow.config import split_addr
+    from zen_flow.addresses import split_addr
 
     with pytest.raises(ValueError, match=r"host:port|brackets"):
         split_addr(addr)

@@ -29,6 +29,7 @@ from zen_flow.cli.render import flow_detail, table
 from zen_flow.core.matrix import effective_flow
 from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of, record_key
 from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError
+from zen_flow.setting_checks import archive_problems
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The runs of one flow name `get` chooses from (a daily flow's ten years).
@@ -38,7 +39,7 @@ MAX_RUNS = 10_000
 def store_config(args: argparse.Namespace) -> StoreConfig:
     """The store of the flags in `args` (then the environment); ValueError naming what is wrong."""
     settings = config.Settings(**_store_values(args))
-    if problems := config.archive_problems(settings):
+    if problems := archive_problems(settings):
         raise ValueError("; ".join(problems))
     if not settings.archive_enabled:
         raise ValueError(

@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import aiohttp
 import tenacity
 
-from zen_flow.config import Settings, shown_url
+from zen_flow.addresses import shown_url
+from zen_flow.config import Settings
 from zen_flow.controller.metrics import Metrics
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, timeout

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from zen_flow.config import Settings, split_addr
+from zen_flow.addresses import split_addr
+from zen_flow.config import Settings
 from zen_flow.controller.health import Probe
 from zen_flow.controller.metrics import Metrics
 from zen_flow.informer import Informer, JobFlowInformer, JobInformer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from zen_flow.config import split_addr
+from zen_flow.addresses import split_addr
 from zen_flow.controller.metrics import Metrics
 from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, Authorize, Templates, WebhookServer
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
