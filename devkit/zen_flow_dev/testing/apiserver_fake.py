@@ -61,6 +61,7 @@ class FakeApiServer:
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
         self.refused: list[str] = []  # "409 Conflict" / "409 AlreadyExists", in order
         self.events: list[tuple[str, str, str]] = []
+        self.children_refused: list[tuple[str, str, str]] = []  # `child_refused`: (parent uid, name, why)
         self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
         self.on_flow: Callable[[JobFlow], None] | None = None
         self.on_flow_deleted: Callable[[JobFlow], None] | None = None
@@ -211,6 +212,24 @@ class FakeApiServer:
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         self.flows.pop(f"{namespace}/{name}", None)
+
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str:
+        """A child flow (a Flow step's): stored as written (no webhook expands it here)."""
+        name = body["metadata"]["name"]
+        if f"{namespace}/{name}" in self.flows:
+            self.refused.append("409 AlreadyExists")
+            raise already_exists(name)
+        flow = JobFlow.model_validate({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+        return self.create_flow(flow).metadata.uid
+
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
+        key = f"{namespace}/{name}"
+        self.update_flow(
+            key, lambda f: f.model_copy(update={"spec": f.spec.model_copy(update={"suspend": suspend})})
+        )
+
+    def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
+        self.children_refused.append((owner_uid, name, why))
 
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
         raise NotImplementedError("spec.resourceTemplates: not in this fake")

@@ -106,6 +106,7 @@ class StepPhase(StrEnum):
 class StepType(StrEnum):
     JOB = "Job"
     MANUAL = "Manual"
+    FLOW = "Flow"  # a child flow made from a JobFlowTemplate (planner/children.py)
 
 
 class DependencyPolicy(StrEnum):
@@ -237,6 +238,12 @@ LABEL_TEMPLATE = f"{GROUP}/template"
 # Beside it, "true" on a flow expanded from a ClusterJobFlowTemplate (absent: the flow's namespace's
 # JobFlowTemplate), so that a namespaced and a cluster template of one name can be told apart.
 LABEL_CLUSTER_TEMPLATE = f"{GROUP}/cluster-template"
+# On a child flow (a `type: Flow` step's, planner/children.py): its parent flow, the parent's step, and how
+# deep it is nested (a top-level flow is 0; its children 1, ...): recursion stops at MAX_FLOW_DEPTH.
+LABEL_PARENT = f"{GROUP}/parent"
+LABEL_PARENT_STEP = f"{GROUP}/parent-step"
+LABEL_DEPTH = f"{GROUP}/depth"
+MAX_FLOW_DEPTH = 4
 
 
 class CronConditionType(StrEnum):

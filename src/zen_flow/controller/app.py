@@ -22,6 +22,7 @@ from typing import Any
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
 from zen_flow.config import Settings
+from zen_flow.controller.child_flows import ChildFlows
 from zen_flow.controller.cloud_event_sink import configured_sink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
@@ -150,12 +151,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         sink = configured_sink(settings, clock, metrics)
         if sink is not None:
             stack.push_async_callback(sink.close)
+        expectations = Expectations(clock)
+        # Flow steps' child flows shown to the planner as their steps' Jobs (controller/child_flows.py).
+        children = ChildFlows(jobs, flows.children_of, expectations, queue.add)
         controller = Controller(
             flows=flows,
-            jobs=jobs,
+            jobs=children,
             api=Cluster(job_api, flow_api, ObjectClient(kube), PodClient(kube), MemoCacheClient(kube)),
             queue=queue,
-            expectations=Expectations(clock),
+            expectations=expectations,
             events=recorder,
             clock=clock,
             metrics=metrics,
@@ -188,6 +192,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             on_add=controller.on_flow_event,
             on_update=lambda old, new: controller.on_flow_event(new, old),
             on_delete=controller.on_flow_deleted,
+        )
+        flows.add_handler(
+            on_add=children.on_flow_event,
+            on_update=lambda _old, new: children.on_flow_event(new),
+            on_delete=lambda flow: children.on_flow_event(flow, deleted=True),
         )
         jobs.add_handler(
             on_add=controller.on_job_event,

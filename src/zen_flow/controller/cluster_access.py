@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import ObjectMeta
@@ -30,6 +30,17 @@ class JobCache(Protocol):
         ...
 
 
+@runtime_checkable
+class ChildRefusals(Protocol):
+    """A JobCache that shows Flow steps' child flows (controller/child_flows.py) also keeps the children
+    the apiserver refused."""
+
+    def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
+        """The apiserver refused the child flow `name` of the flow `owner_uid` for good: from now on
+        `jobs_for` shows it failed, so its step fails saying why."""
+        ...
+
+
 class ClusterApi(MemoApi, TemplateApi, Protocol):
     """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
 
@@ -41,6 +52,14 @@ class ClusterApi(MemoApi, TemplateApi, Protocol):
         ...
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create a JobFlow (a Flow step's child); its uid. `AlreadyExists` if the name is taken."""
+        ...
+
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
+        """Set a child flow's spec.suspend (a merge patch). `NotFound` if it is gone."""
+        ...
+
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool

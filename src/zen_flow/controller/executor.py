@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from zen_flow import planner
@@ -34,6 +34,9 @@ class JobApi(Protocol):
     async def get_job(self, namespace: str, name: str) -> Job: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str: ...
+    async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None: ...
 
 
 class JobNameTaken(ApiError):
@@ -54,9 +57,12 @@ class PlanExecutor:
         clock: Clock,
         waited: Callable[[str], float | None],
         disown: Callable[[str], None] = lambda key: None,
+        refused: Callable[[str, str, str, str], None] = lambda uid, ns, name, why: None,
     ) -> None:
         """`disown`: told the key of each Job deleted as a stray of an ended flow before its delete goes
-        out (`JobCache.deleted_stray`)."""
+        out (`JobCache.deleted_stray`). `refused`: told (flow uid, namespace, name, why) of each child
+        flow the apiserver refused for good (`JobCache.child_refused`): its step fails, not the flow."""
+        self._refused = refused
         self._api = api
         self._expectations = expectations
         self._metrics = metrics
@@ -106,11 +112,14 @@ class PlanExecutor:
 
         async def create_one(create: planner.CreateJob) -> None:
             name = create.body["metadata"]["name"]
+            child = planner.is_child_body(create.body)  # a Flow step's child JobFlow (planner/children.py)
             asked = self._clock.monotonic()
             try:
                 async with gate:
-                    job = await self._api.create_job(ns, create.body)
-                created[name] = job.metadata.uid
+                    if child:
+                        created[name] = await self._api.create_child_flow(ns, create.body)
+                    else:
+                        created[name] = (await self._api.create_job(ns, create.body)).metadata.uid
                 self._metrics.job_creates.labels("created").inc()
                 # Why a step started late, per step: the flow waited for a worker (`queued_ms`, since the
                 # event that woke it), or the create for the apiserver (`create_ms`, request slot and
@@ -121,7 +130,7 @@ class PlanExecutor:
                 log.info("created job", step=create.step, job=name, attempt=create.attempt, **timing)
             except AlreadyExists as err:
                 try:
-                    found = await self._holder(flow, name, err)
+                    found = await (self._child_holder if child else self._holder)(flow, name, err)
                 except BaseException:
                     self._metrics.job_creates.labels("error").inc()
                     self._expectations.creation_failed(uid, name)
@@ -144,6 +153,10 @@ class PlanExecutor:
                     self._metrics.job_creates.labels("error").inc()
                     raise
                 self._metrics.job_creates.labels("rejected").inc()
+                if child:  # its step fails saying why (ChildFlows); the flow's other steps go on
+                    self._refused(uid, ns, name, f"the apiserver refused child flow {name}: {err.message}")
+                    log.info("child flow refused", step=create.step, flow=name, error=err.message)
+                    return
                 rejected.append(f"step {create.step}: {err.status} {err.message}")
             except Exception:
                 self._metrics.job_creates.labels("error").inc()
@@ -162,6 +175,7 @@ class PlanExecutor:
         else:
             self._creates_failing.discard(flow.key)
         sent = 0
+        children = {s.name for s in flow.spec.steps if s.is_flow}
         try:
             if failures:
                 raise failures[0]
@@ -171,7 +185,10 @@ class PlanExecutor:
                     # its outcome taken over by a rerun (informer/tombstones.py).
                     self._disown(f"{ns}/{delete.name}")
                 try:
-                    await self._api.delete_job(ns, delete.name)
+                    if delete.step in children:  # a child flow: its Jobs follow it (ownerReferences)
+                        await self._api.delete_flow(ns, delete.name, "")
+                    else:
+                        await self._api.delete_job(ns, delete.name)
                 except NotFound:
                     self._expectations.deletion_observed(uid, delete.name)
                 sent += 1
@@ -184,6 +201,10 @@ class PlanExecutor:
                 self._expectations.deletion_failed(uid, delete.name)
             raise
         for action in actions:
+            if isinstance(action, planner.SuspendChild):
+                with contextlib.suppress(NotFound):  # gone: its step sees that
+                    await self._api.suspend_flow(ns, action.name, action.suspend)
+                log.info("child flow suspended" if action.suspend else "child flow resumed", flow=action.name)
             if isinstance(action, planner.DeleteFlow):
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
                     await self._api.delete_flow(ns, flow.metadata.name, uid)
@@ -211,6 +232,24 @@ class PlanExecutor:
         return (
             f"Job {name} already exists and is not this flow's (owned by {planner.describe_owner(ref)}): "
             "delete it or rename the flow"
+        )
+
+    async def _child_holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:
+        """`_holder` for a child flow: the child (as its step's Job) when it is the flow's own (a create
+        whose answer was lost), JobNameTaken when it is on its way out, else why the step cannot run."""
+        stored = await self._api.get_flow(flow.metadata.namespace, name)
+        if stored is None:
+            return JobNameTaken(name, err)
+        child = JobFlow.model_validate({"metadata": stored.get("metadata", {})})
+        ref = child.metadata.controller_ref()
+        deleting = child.metadata.deletion_timestamp is not None
+        if ref is not None and ref.uid == flow.metadata.uid and not deleting:
+            return planner.as_job(child)
+        if planner.on_its_way_out(ref, deleting, flow):
+            return JobNameTaken(name, err)
+        return (
+            f"JobFlow {name} already exists and is not this flow's child (owned by "
+            f"{planner.describe_owner(ref)}): delete it or rename the flow"
         )
 
 

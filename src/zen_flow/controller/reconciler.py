@@ -21,7 +21,7 @@ from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import FlowPhase
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.cloud_event_sink import CloudEventSink
-from zen_flow.controller.cluster_access import ClusterApi, FlowCache, JobCache
+from zen_flow.controller.cluster_access import ChildRefusals, ClusterApi, FlowCache, JobCache
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_queue import FailureReports, priority
@@ -106,6 +106,7 @@ class Controller:
             clock=clock,
             waited=queue.waited,
             disown=jobs.deleted_stray,
+            refused=jobs.child_refused if isinstance(jobs, ChildRefusals) else lambda *_: None,
         )
         self._status = StatusWriter(
             api=api, flows=flows, announcements=self._announcements, metrics=metrics, clock=clock

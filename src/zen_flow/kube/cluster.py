@@ -74,6 +74,14 @@ class Cluster:
         body = {"metadata": {"labels": dict(labels)}, "spec": dict(spec)}
         await self._flows.merge(namespace, name, body, resource_version)
 
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create a JobFlow (a Flow step's child); returns its uid. `AlreadyExists` if the name is taken."""
+        return await self._flows.create(namespace, body)
+
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
+        """Set a flow's spec.suspend (a merge patch). `NotFound` if it is gone."""
+        await self._flows.set_suspend(namespace, name, suspend)
+
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""
         await self._flows.delete(namespace, name, uid)

@@ -111,6 +111,16 @@ class JobFlowClient(ResourceLister):
             content_type=MERGE_PATCH,
         )
 
+    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        """Merge `spec.suspend` into the flow (a parent suspending or resuming its child flow)."""
+        await self._client.request(
+            "PATCH",
+            JOBFLOWS.path(namespace, name),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"spec": {"suspend": suspend}},
+            content_type=MERGE_PATCH,
+        )
+
     async def annotate(self, namespace: str, name: str, annotations: dict[str, str], uid: str) -> None:
         """Merge `annotations` into the flow's (the stop request of a replaced run), only if the flow of
         that name is still the one with `uid` (`Conflict` otherwise)."""

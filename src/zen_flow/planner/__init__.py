@@ -11,9 +11,11 @@ from zen_flow.planner.actions import (
     MemoLookup,
     Plan,
     SaveMemo,
+    SuspendChild,
 )
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
+from zen_flow.planner.children import ChildFlowJob, as_job, is_child, is_child_body, parent_of, refused_job
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_evaluator
 from zen_flow.planner.jobs import (
@@ -37,6 +39,7 @@ __all__ = [
     "MEMO_CACHE_LABEL",
     "Action",
     "ArtifactOptions",
+    "ChildFlowJob",
     "CreateJob",
     "CreateResource",
     "DeleteFlow",
@@ -51,22 +54,28 @@ __all__ = [
     "SaveMemo",
     "SlotBook",
     "SlotLimits",
+    "SuspendChild",
     "adoptable",
+    "as_job",
     "build_job",
     "describe_owner",
     "fail_invalid",
     "fail_resources",
     "group_of",
+    "is_child",
+    "is_child_body",
     "is_jobflow",
     "jobs_to_read",
     "keys_to_wake",
     "name_taken",
     "needs_slot",
     "on_its_way_out",
+    "parent_of",
     "parse_duration",
     "peers_of",
     "plan",
     "plan_sees_change",
+    "refused_job",
     "retry_delay",
     "unseen_jobs",
     "uses_evaluator",

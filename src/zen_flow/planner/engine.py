@@ -28,6 +28,7 @@ from zen_flow.core.expressions import Evaluator
 from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan
 from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
+from zen_flow.planner.children import suspensions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.events import STOPPED_EVENT, WARNING
 from zen_flow.planner.interventions import request, rerun
@@ -240,6 +241,8 @@ class _Planner(Starts):
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
         phase, failure, reason = self.conclude()
+        if not phase.terminal:  # a suspended parent suspends its running children, a resumed one resumes them
+            self.actions.extend(suspensions(self.flow, self.moving.values(), self.jobs))
         if keeps_last_attempt_only(self.flow):
             self.actions.extend(superseded(self.moving.values(), self.jobs, self.job_name))
         steps = self.works.statuses()

@@ -87,20 +87,27 @@ class Observation(Memoization):
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
             # What it said while held for a slot, or waiting for the status write, is over: it runs.
             message = None if w.message == COMMIT_WAIT else unwait(w.message)
-            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=message)
+            w.start(self.job_ref(name, job, child=w.spec.is_flow), self.now, attempt=attempt, message=message)
             self.observe_running(w)
 
     def observe_running(self, w: StepWork) -> None:
         ref = w.job_ref
         name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
         job = self.jobs.get(name)
+        what = "JobFlow" if w.spec.is_flow else "Job"
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
-            self.job_gone(w, None, f"Job {name} not found (deleted outside zen-flow)")
+            self.job_gone(w, None, f"{what} {name} not found (deleted outside zen-flow)")
             return
         if ref is None or ref.uid is None or ref.name != name:
-            w.job_ref = self.job_ref(name, job)
+            w.job_ref = self.job_ref(name, job, child=w.spec.is_flow)
         if job.complete:
             self.complete(w, job)
+            return
+        if job.failed and w.spec.is_flow:  # its child failed (or was refused): the child's words
+            cond = job.condition(JOB_FAILED)
+            self.attempt_failed(
+                w, (cond.message if cond is not None else None) or f"child flow {name} failed"
+            )
             return
         if job.failed:
             if explains_failure(w.spec) and name not in self.messages:
@@ -128,7 +135,7 @@ class Observation(Memoization):
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
             return
         if job.deleting:
-            self.job_gone(w, job, f"Job {name} was deleted outside zen-flow")
+            self.job_gone(w, job, f"{what} {name} was deleted outside zen-flow")
             return
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the

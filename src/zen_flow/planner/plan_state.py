@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from operator import attrgetter
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import API_VERSION, KIND, StepPhase
 from zen_flow.api.flow_status import Approval, ArtifactRef, ObjectRef
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
@@ -216,10 +216,11 @@ class PlanState:
     def job_name(self, step: str, attempt: int) -> str:
         return _name(self.flow.metadata.name, step, attempt)
 
-    def job_ref(self, name: str, job: Job | None) -> ObjectRef:
+    def job_ref(self, name: str, job: Job | None, *, child: bool = False) -> ObjectRef:
+        """The step's `jobRef`: its Job, or (`child`) a Flow step's child JobFlow."""
         return ObjectRef(
-            api_version="batch/v1",
-            kind="Job",
+            api_version=API_VERSION if child else "batch/v1",
+            kind=KIND if child else "Job",
             name=name,
             namespace=self.flow.metadata.namespace,
             uid=(job.metadata.uid or None) if job is not None else None,

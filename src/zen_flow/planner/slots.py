@@ -40,6 +40,7 @@ from enum import Enum
 from zen_flow.api.constants import ConcurrencyPolicy, ConditionType, FlowPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner.children import is_child
 from zen_flow.planner.concurrency import Peer, judge, policy_of
 from zen_flow.planner.interventions import request, rerun, stop_request
 from zen_flow.planner.status import REASON_QUEUED
@@ -113,7 +114,7 @@ def _running_jobs(flow: JobFlow, jobs_for: JobsFor | None) -> bool:
 
 def standing(flow: JobFlow, jobs_for: JobsFor | None = None) -> Standing:
     """`jobs_for`: the flow's cached Jobs by its UID (none: its status alone decides)."""
-    if _ended(flow):
+    if _ended(flow) or is_child(flow):  # a child flow runs under its parent's slot (planner.children)
         return Standing.OUT
     planned, rerunning = as_planned(flow)
     # A rerun's reset status says phase Running with no start time: it has not started this run.
@@ -128,7 +129,7 @@ def needs_slot(flow: JobFlow, peers: Sequence[Peer]) -> bool:
     """Would `flow` start now but for the limits: it has not started nor finished (or it is to rerun),
     and no suspend, stop request or concurrency group (`peers`) holds it back? Only such a flow asks
     `SlotBook.claim`, so one that could not start anyway reserves no slot while its plan runs."""
-    if _ended(flow):
+    if _ended(flow) or is_child(flow):
         return False
     planned, rerunning = as_planned(flow)
     if (not rerunning and started(flow)) or planned.spec.suspend:
