@@ -90,6 +90,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
             "backoffLimit": 2,
             "activeDeadlineSeconds": 7200,
             "parallelism": 4,
+            "priority": 100,
             "podFailurePolicy": {
                 "rules": [
                     {
@@ -469,7 +470,11 @@ async def test_kubectl_get_shows_phase_and_progress(
     assert row.split()[:3] == ["shown", "Running", "1/3"]
     assert row.endswith("step b is running")
     wide_header, wide_row = kubectl("get", "flow", "shown", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide_header.split() == ["NAME", "PHASE", "PROGRESS", "SUCCEEDED", "FAILED", "AGE", "MESSAGE"]
+    assert wide_header.split() == [
+        "NAME", "PHASE", "PROGRESS", "SUCCEEDED", "FAILED", "PRIORITY", "AGE", "MESSAGE"
+    ]  # fmt: skip
+    priority = wide_row[wide_header.index("PRIORITY") : wide_header.index("AGE")]
+    assert priority.strip() == ""  # no priority set (0): an empty cell
     assert "step b is running" in wide_row
     # category `zen-flow`, not `all`: `kubectl delete all --all` must not delete flows (and, through owner
     # references, their Jobs) as a side effect

@@ -1,4 +1,5 @@
-"""Limits on running flows against a real kube-apiserver: `--namespace-max-running-flows 2` with five flows.
+"""Limits on running flows against a real kube-apiserver: `--namespace-max-running-flows 2` with five flows,
+and `--namespace-max-running-flows 1` with a high-priority flow created last.
 
 A watch of the namespace's flows records every start and end the apiserver stored, so "never more than
 two at once" is checked on every stored state, not on a few polls; the test plays the Job controller,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -51,13 +53,24 @@ async def watch(driver: FlowDriver, namespace: str, seen: Watched) -> None:
                 seen.see(event.object)
 
 
+@contextlib.asynccontextmanager
+async def watching(driver: FlowDriver, namespace: str) -> AsyncIterator[Watched]:
+    """The namespace's flows watched for the block's length."""
+    seen = Watched()
+    watcher = asyncio.create_task(watch(driver, namespace, seen))
+    try:
+        yield seen
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 async def test_at_most_two_flows_run_at_once_and_the_others_start_in_creation_order(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:
     start_controller(extra_args=("--namespace-max-running-flows", "2"))
-    seen = Watched()
-    watcher = asyncio.create_task(watch(driver, namespace, seen))
-    try:
+    async with watching(driver, namespace) as seen:
         for name in NAMES:
             await driver.create(flow_manifest(name, namespace, [job_step("a")]))
 
@@ -90,10 +103,41 @@ async def test_at_most_two_flows_run_at_once_and_the_others_start_in_creation_or
         assert seen.peak == 2, seen.started
         assert sorted(seen.started[:2]) == ["run-1", "run-2"]
         assert seen.started[2:] == ["run-3", "run-4", "run-5"]
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+
+
+async def test_a_high_priority_flow_created_last_starts_before_the_older_flows_waiting(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller(extra_args=("--namespace-max-running-flows", "1"))
+    async with watching(driver, namespace) as seen:
+        await driver.create(flow_manifest("old-1", namespace, [job_step("a")]))
+        await wait_until(lambda: _true(seen.started == ["old-1"]), WAIT, what="old-1 to start")
+        for name in ("old-2", "old-3"):
+            await driver.create(flow_manifest(name, namespace, [job_step("a")]))
+        urgent = flow_manifest("urgent", namespace, [job_step("a")], executionPolicy={"priority": 500})
+        await driver.create(urgent)
+
+        async def waits(name: str) -> dict[str, Any] | None:
+            flow = await driver.get(namespace, name)
+            if not flow or "status" not in flow:
+                return None
+            return flow if conditions(flow).get("Queued", {}).get("reason") == "WaitingForSlot" else None
+
+        waiting = await wait_until(lambda: waits("urgent"), WAIT, what="urgent to wait for the slot")
+        assert waiting["status"]["message"] == (
+            f"waiting for a slot: at most 1 flows run at once in namespace {namespace} "
+            "(--namespace-max-running-flows 1); its priority 500 ranks it in its namespace's line"
+        )
+        await wait_until(lambda: waits("old-3"), WAIT, what="old-3 to wait for the slot")
+
+        # The slot goes to urgent, though old-2 and old-3 waited longer; then to them, oldest first.
+        for name in ("old-1", "urgent", "old-2", "old-3"):
+            job = await job_of(driver, namespace, "a", flow=name)
+            await complete_job(driver.kube, namespace, job["metadata"]["name"])
+            await driver.wait_phase(namespace, name, timeout=WAIT)
+        await wait_until(lambda: _true(len(seen.ended) == 4), WAIT, what="the watch to see every end")
+        assert seen.started == ["old-1", "urgent", "old-2", "old-3"]
+        assert seen.peak == 1
 
 
 async def _true(value: bool) -> bool | None:

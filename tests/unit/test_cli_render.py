@@ -55,6 +55,16 @@ def test_get_shows_the_steps_in_dependency_order_with_what_each_is_doing() -> No
         """)  # noqa: E501 - the table is as wide as it is
 
 
+def test_get_shows_a_priority_only_when_it_is_set() -> None:
+    def detail(**policy: int) -> list[str]:
+        flow = make_flow([job_step("a")], name="f", namespace="ns", created=T0, execution_policy=policy)
+        return flow_detail(flow, NOW).splitlines()[:4]
+
+    assert detail(priority=100)[2:] == ["Progress:   -", "Priority:   100"]
+    assert detail(priority=-5)[3] == "Priority:   -5"
+    assert "Priority" not in "\n".join(detail(priority=0) + detail())
+
+
 def test_get_names_the_condition_that_needs_attention() -> None:
     sim = Simulator(
         make_flow([job_step("train")], name="slow", namespace="ml", created=T0), T0, progress_deadline=60

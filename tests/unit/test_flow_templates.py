@@ -141,6 +141,13 @@ def test_a_policy_field_at_its_schema_default_leaves_the_templates_value() -> No
     assert merge_policy({"backoffLimit": 2}, {"backoffLimit": 0})["backoffLimit"] == 0
 
 
+def test_a_flows_priority_overrides_the_templates_even_at_zero_and_a_flow_without_keeps_it() -> None:
+    # Not a CRD-defaulted field: a flow's 0 is one it set, so it replaces the template's.
+    assert merge_policy({"priority": 500}, {"priority": 0})["priority"] == 0
+    assert merge_policy({"priority": 500}, {"priority": -3})["priority"] == -3
+    assert merge_policy({"priority": 500, "backoffLimit": 2}, {"backoffLimit": 6})["priority"] == 500
+
+
 def test_resource_templates_come_from_the_template_only() -> None:
     pvc = {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}
     tpl = template(resourceTemplates={"volumeClaimTemplates": [pvc]})

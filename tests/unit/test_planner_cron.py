@@ -351,6 +351,13 @@ def test_a_run_is_kept_by_the_history_limits_not_the_jobflow_default_ttl() -> No
     }
 
 
+def test_a_run_carries_the_priority_its_template_sets() -> None:
+    prioritized = cron(
+        "@hourly", jobFlowTemplate={"spec": {**TEMPLATE_SPEC, "executionPolicy": {"priority": 200}}}
+    )
+    assert build_run(prioritized, at(0, 0))["spec"]["executionPolicy"]["priority"] == 200  # type: ignore[index]
+
+
 def test_replace_never_keeps_a_run_already_stopping() -> None:
     # 00:20's run was stopped by its user; 00:10's, older, is not stopping: it is the one kept, or
     # both would stop and the CronJobFlow would have no run at all.

@@ -2,12 +2,15 @@
 distinct creation times, the controller's cache seeing each flow's changes late and in any order across
 flows, reconciles only of the keys the informer events and the book's wake-ups queue (no polling),
 flows finishing, failing, rerun, suspended, resumed or deleted at random (a delete also while a plan of
-the flow is in flight), starts whose status write is lost (their Job runs), and controller restarts (the
-book rebuilt from the cache).
+the flow is in flight), starts whose status write is lost (their Job runs), controller restarts (the
+book rebuilt from the cache), and flows created with random priorities, edited while they wait.
 
 - Never more than N flows run in a namespace, nor more than the global limit in all.
 - Every flow runs and ends: draining the queue (events delivered, queued keys reconciled, running flows
   finishing) leaves no flow waiting.
+- Priority within a namespace: a flow starts only if every waiting flow the controller saw ahead of it
+  in its namespace (a higher priority, or the same and older) still has a slot: no lower-priority flow
+  takes the slot a higher-priority one created before the decision waits for.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from zen_flow.api.constants import ANNOTATION_RETRY, FlowPhase
 from zen_flow.api.job import JOB
 from zen_flow.planner import SlotBook, SlotLimits, needs_slot
 from zen_flow.planner.interventions import request, rerun
+from zen_flow.planner.slots import Standing, standing
 from zen_flow_dev.testing.flows import job_step, make_flow
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NAMESPACES = ["ns-a", "ns-b", "ns-c"]
 DRAIN_ROUNDS = 400
+PRIORITIES = [0, 0, 5, -5, 1000]
 
 
 def as_planned(flow: JobFlow) -> tuple[JobFlow, bool]:
@@ -100,7 +105,28 @@ class World:
         started = (planned.status.start_time is not None) or flow.metadata.uid in self.jobs
         slot = self.book.claim(flow) if needs_slot(flow, ()) else None
         began = started or (not ended and not planned.spec.suspend and slot is None)
+        if began and not started:
+            self.check_priority(flow)
         self.inflight[key] = (flow, began)
+
+    def check_priority(self, flow: JobFlow) -> None:
+        """`flow` starts now: the flows waiting ahead of it in its namespace, as the cache shows them, and
+        those that run (or are starting), this one included, fit in the namespace's limit."""
+        limit, ns = self.limits.per_namespace, flow.metadata.namespace
+        if not limit:
+            return
+        busy = {k for k in self.running() if k.startswith(ns + "/")}
+        busy.update(k for k, (f, began) in self.inflight.items() if began and f.metadata.namespace == ns)
+        ahead = [
+            k
+            for k, f in self.cache.items()
+            if f.metadata.namespace == ns
+            and k not in busy
+            and k != flow.metadata.key
+            and standing(f, self.jobs_for) == Standing.CONTENDING
+            and ahead_of(f, flow)
+        ]
+        assert len(busy) + 1 + len(ahead) <= limit, (flow.metadata.key, sorted(busy), ahead)
 
     def land(self, key: str, *, lose: bool = False) -> None:
         """The plan ends: the book is told, its Job created and its status written (unless `lose`: the
@@ -170,12 +196,36 @@ class World:
         return key not in self.pending and key not in self.inflight
 
 
-OPS = ["create", "deliver", "reconcile", "begin", "land", "lose", "finish", "fail", "rerun", "delete"]
+OPS = [
+    "create",
+    "deliver",
+    "reconcile",
+    "begin",
+    "land",
+    "lose",
+    "finish",
+    "fail",
+    "rerun",
+    "delete",
+    "priority",
+]
 ops = st.lists(
     st.tuples(st.sampled_from([*OPS, "suspend", "resume", "restart"]), st.integers(0, 99)),
     min_size=10,
     max_size=150,
 )
+
+
+def ahead_of(f: JobFlow, other: JobFlow) -> bool:
+    """Is `f` ahead of `other` in their namespace's line: a higher priority, or the same and older (by
+    name at an equal creation second)?"""
+
+    def place(flow: JobFlow) -> tuple[int, datetime, str]:
+        policy = flow.spec.execution_policy
+        priority = policy.priority if policy is not None and policy.priority is not None else 0
+        return (-priority, flow.metadata.creation_timestamp or T0, flow.metadata.name)
+
+    return place(f) < place(other)
 
 
 def pick(keys: Any, n: int) -> str | None:
@@ -195,8 +245,16 @@ def step(world: World, op: str, n: int, created: int) -> int:
         ns = NAMESPACES[n % len(NAMESPACES)]
         # Few distinct creation seconds: equal timestamps, ranked by name; some created suspended.
         seconds = T0 + timedelta(seconds=n % 4)
+        policy = {"priority": PRIORITIES[n // 3 % len(PRIORITIES)]}
         world.create(
-            make_flow([job_step("s0")], name=f"f{created}", namespace=ns, created=seconds, suspend=n % 7 == 0)
+            make_flow(
+                [job_step("s0")],
+                name=f"f{created}",
+                namespace=ns,
+                created=seconds,
+                suspend=n % 7 == 0,
+                execution_policy=policy,
+            )
         )
         return created + 1
     if op == "deliver" and (key := pick(world.pending, n)):
@@ -218,6 +276,12 @@ def step(world: World, op: str, n: int, created: int) -> int:
         world.write(key, f.model_copy(update={"metadata": meta}))
     elif op == "delete" and n % 5 == 0 and (key := pick((k for k in alive if k not in world.pending), n)):
         world.write(key, None)  # also while a plan of it is in flight
+    elif op == "priority" and (key := pick((k for k in alive if k not in world.pending), n)):
+        f = world.truth[key]
+        policy = f.spec.execution_policy.model_copy(update={"priority": PRIORITIES[n % len(PRIORITIES)]})
+        world.write(
+            key, f.model_copy(update={"spec": f.spec.model_copy(update={"execution_policy": policy})})
+        )
     elif op in ("suspend", "resume"):
         unstarted = [
             k

@@ -58,6 +58,9 @@ def exit_rule(*values: int, operator: str = "In", action: str = "FailJob", **ext
         {"ttlStrategy": {}},
         {"jobRetention": "All"},
         {"jobRetention": "LastAttempt", "backoffLimit": 3},
+        {"priority": 0},
+        {"priority": 1000},
+        {"priority": -1000, "parallelism": 2},
     ],
 )
 def test_valid_execution_policies(policy: dict[str, Any]) -> None:
@@ -85,6 +88,10 @@ def test_valid_execution_policies(policy: dict[str, Any]) -> None:
         ({"parallelism": 2.5}, "parallelism", E.INVALID, "must be an integer"),
         ({"parallelism": True}, "parallelism", E.INVALID, "must be an integer"),
         ({"parallelism": 2**31}, "parallelism", E.INVALID, "2147483647"),
+        ({"priority": 1001}, "priority", E.INVALID, "less than or equal to 1000"),
+        ({"priority": -1001}, "priority", E.INVALID, "greater than or equal to -1000"),
+        ({"priority": "high"}, "priority", E.INVALID, "must be an integer"),
+        ({"priority": 1.5}, "priority", E.INVALID, "must be an integer"),
         ({"ttlStrategy": 3600}, "ttlStrategy", E.INVALID, "must be an object"),
         (
             {"ttlStrategy": {"secondsAfterSuccess": -1}},

@@ -58,6 +58,8 @@ class ExecutionPolicy(Model):
     active_deadline_seconds: int | None = None
     pod_failure_policy: PodFailurePolicy | None = None
     parallelism: int | None = None  # at most this many Job steps run at once; None: no limit
+    # The rank among its namespace's flows waiting for a slot (planner/slots.py): higher first; None: 0.
+    priority: int | None = None
 
 
 class ResourceTemplates(Model):

@@ -158,6 +158,12 @@ def matrix_values(spec: Step, pending: Mapping[str, MatrixVerdict] | None = None
     return ", ".join(f"{k}={_short(str(v))}" for k, v in values.items())
 
 
+def _priority(flow: JobFlow) -> int:
+    """`spec.executionPolicy.priority`: its rank among its namespace's flows waiting for a slot."""
+    policy = flow.spec.execution_policy
+    return policy.priority or 0 if policy is not None else 0
+
+
 def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
     """`zen-flow get NAME`: the flow's state, then one row per step in dependency order (`wide`: with
     each step's outputs)."""
@@ -166,6 +172,8 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         f"Name:       {flow.metadata.namespace}/{flow.metadata.name}",
         f"Phase:      {status.phase or 'Pending'}",
         f"Progress:   {status.progress_summary or '-'}",
+        # Only when set: most flows never wait for a slot, and 0 is the default.
+        *([f"Priority:   {priority}"] if (priority := _priority(flow)) else []),
         f"Started:    {format_time(status.start_time) if status.start_time else '-'}",
         f"Duration:   {_between(status.start_time, status.completion_time, now)}",
         f"Message:    {status.message or ''}",

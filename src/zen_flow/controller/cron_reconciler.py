@@ -25,7 +25,7 @@ from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
 from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
-from zen_flow.controller.shard_gate import ShardGate
+from zen_flow.controller.shard_gate import ShardGate, shard_turn
 from zen_flow.informer import JobFlowInformer
 from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.informer.resources import owner_cron_key
@@ -184,22 +184,13 @@ class CronController:
                 key = await self._queue.get()
             except QueueShutDown:
                 return
-            gate = self._shards
-            shard = gate.key_shard(key) if gate is not None else None
-            if gate is not None and shard is not None and not gate.admit(shard, key):
-                # Another replica's shard (or one being handed over): its holder queues the CronJobFlow.
-                self._queue.forget(key)
-                self._queue.done(key)
-                await asyncio.sleep(0)
-                continue
-            try:
-                with structlog.contextvars.bound_contextvars(
-                    cronjobflow=key, reconcile_id=f"c{next(self._ids):x}"
-                ):
-                    await self._work(key)
-            finally:
-                if gate is not None and shard is not None:
-                    gate.leave(shard, key)
+            # Another replica's shard (or one being handed over) is dropped: its holder queues it.
+            async with shard_turn(self._shards, ShardGate.key_shard, key, self._queue) as mine:
+                if mine:
+                    with structlog.contextvars.bound_contextvars(
+                        cronjobflow=key, reconcile_id=f"c{next(self._ids):x}"
+                    ):
+                        await self._work(key)
             # A reconcile may not wait on anything (no write to make) and the queue's get does not wait
             # when a key is ready: without this a key that came back at once would hold the event loop,
             # and every JobFlow worker, lease renewal and probe with it.

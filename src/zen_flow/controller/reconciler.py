@@ -7,8 +7,6 @@ and it never acts on a cache that has not yet seen its own creates and deletes (
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -18,19 +16,20 @@ import structlog
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow, JobFlowStatus
-from zen_flow.api.constants import FlowPhase
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.cluster_access import ChildRefusals, ClusterApi, FlowCache, JobCache
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
+from zen_flow.controller.flow_groups import FlowGroups
 from zen_flow.controller.flow_queue import FailureReports, priority
+from zen_flow.controller.flow_slots import FlowSlots
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
-from zen_flow.controller.shard_gate import ShardGate
+from zen_flow.controller.shard_gate import ShardGate, cached_flow_shard, shard_turn
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
 from zen_flow.controller.templates import TemplateResolver, unexpanded
 from zen_flow.controller.validity import Validity
@@ -40,7 +39,6 @@ from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
-from zen_flow.machinery.keyed_locks import KeyedLocks
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.status import REASON_JOB_REJECTED
 
@@ -78,7 +76,7 @@ class Controller:
         `shards`: with `--shards N > 1`, which flows this replica may reconcile now."""
         self._flows = flows
         # The flows in line for those limits, kept from the flow informer's events (planner.slots).
-        self._slots = planner.SlotBook(slots or planner.SlotLimits(), jobs.jobs_for)
+        self._slots = FlowSlots(slots or planner.SlotLimits(), flows, jobs, queue)
         self._runner = PlanRunner(
             api=api,
             evaluate=evaluate,
@@ -87,9 +85,8 @@ class Controller:
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
         )
-        # One planner at a time per concurrency group: a Forbid flow must see a peer that another worker
-        # just decided to start (`_starting`), also while a plan runs in a thread.
-        self._group_locks = KeyedLocks()
+        # One planner at a time per concurrency group, and the peers its plans weigh.
+        self._groups = FlowGroups(flows, jobs, queue)
         self._jobs = jobs
         self._api = api
         self._queue = queue
@@ -116,9 +113,6 @@ class Controller:
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
         self._validity = Validity(flows.parse_error)
         self._matrix = MatrixFlows()
-        # UIDs of grouped flows this controller started whose start the cache does not show yet: their
-        # group's Forbid flows must see them running already (read your own writes across flows).
-        self._starting: set[str] = set()
         self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
         self._shards = shards
@@ -128,13 +122,7 @@ class Controller:
         Under --shards only those of shards held: a flow handed over is another replica's to report, and
         the alert sums over replicas."""
         keys = self._executor.creates_failing()
-        gate = self._shards
-        if gate is None:
-            return keys
-        owned = gate.owned
-        return [
-            k for k in keys if (flow := self._flows.get(k)) is not None and gate.flow_shard(flow) in owned
-        ]
+        return keys if self._shards is None else self._shards.held_flows(keys, self._flows.get)
 
     def close(self) -> None:
         """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
@@ -144,12 +132,9 @@ class Controller:
 
     def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
         self._status.observed(flow)
-        started = flow.status.start_time is not None
-        if started or flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
-            self._starting.discard(flow.metadata.uid)
         self._queue.add(flow.key, priority(flow))
-        self._wake_group(old, flow)
-        self._wake(self._slots.observe(old, flow))
+        self._groups.observe(old, flow)
+        self._slots.observe(old, flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
@@ -157,25 +142,14 @@ class Controller:
         self._matrix.forget(flow.metadata.uid)
         self._status.forget(flow.metadata.uid)
         self._announcements.forget(flow.metadata.uid)
-        self._starting.discard(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
         self._templates.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
         self._executor.deletion_observed(flow.metadata.uid)
         self._failures.forget(flow.key)
         self._queue.add(flow.key)
-        self._wake_group(flow, None)
-        self._wake(self._slots.observe(flow, None))
-
-    def _wake_group(self, old: JobFlow | None, new: JobFlow | None) -> None:
-        """A flow of a concurrency group started, finished or went away: its group decides anew."""
-        for key in planner.keys_to_wake(old, new, self._flows.concurrency_group):
-            self._queue.add(key)
-
-    def _wake(self, keys: Sequence[str]) -> None:
-        """A slot freed (planner.slots): the flows that may take it decide anew."""
-        for key in keys:
-            self._queue.add(key, priority(self._flows.get(key)))
+        self._groups.observe(flow, None)
+        self._slots.observe(flow, None)
 
     def on_job_event(self, job: Job, old: Job | None = None, *, deleted: bool = False) -> None:
         """A Job was added, updated (`old` is its previous version) or deleted."""
@@ -200,39 +174,30 @@ class Controller:
             return  # a counter moved (active, ready): no plan can differ
         self._queue.add(key)
         # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot.
-        self._wake(self._slots.observe(flow, flow))
+        self._slots.observe(flow, flow)
 
     # --- workers -------------------------------------------------------------------------------------
 
     async def run_worker(self) -> None:
+        shard_of = cached_flow_shard(self._flows.get)
         while True:
             try:
                 key = await self._queue.get()
             except QueueShutDown:
                 return
-            gate = self._shards
-            flow = self._flows.get(key) if gate is not None else None
-            # Under --shards: a flow not cached is no shard's (its reconcile only forgets what this
-            # process remembered of it); one of a shard not held is dropped: its holder queues it.
-            shard = gate.flow_shard(flow) if gate is not None and flow is not None else None
-            if gate is not None and shard is not None and not gate.admit(shard, key):
-                self._queue.forget(key)
-                self._queue.done(key)
-                # What this replica remembered of a flow it no longer reconciles is its holder's now.
-                self._executor.forget(key)
-                self._failures.forget(key)
-                await asyncio.sleep(0)  # a grant's or handover's thousands of keys never hold the loop
-                continue
-            try:
-                # Every line of this reconcile, the failure report included, names the flow and the
-                # reconcile.
-                with structlog.contextvars.bound_contextvars(
-                    flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
-                ):
-                    await self._work(key)
-            finally:
-                if gate is not None and shard is not None:
-                    gate.leave(shard, key)
+            async with shard_turn(self._shards, shard_of, key, self._queue, self._dropped) as mine:
+                if mine:
+                    # Every line of this reconcile, the failure report included, names the flow and the
+                    # reconcile.
+                    with structlog.contextvars.bound_contextvars(
+                        flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
+                    ):
+                        await self._work(key)
+
+    def _dropped(self, key: str) -> None:
+        """What this replica remembered of a flow it no longer reconciles is its holder's now."""
+        self._executor.forget(key)
+        self._failures.forget(key)
 
     async def _work(self, key: str) -> None:
         started = time.perf_counter()
@@ -388,13 +353,12 @@ class Controller:
     ) -> planner.Plan | None:
         """The flow's plan, under its concurrency group's lock, with the memoized steps' cache entries it
         needs (`MemoCache.plan`); None when no sandbox thread is free."""
-        group = planner.group_of(flow)
 
         def make(memos: Mapping[str, planner.MemoAnswer]) -> Awaitable[planner.Plan | None]:
-            peers = self._peers(flow)
+            peers = self._groups.peers(flow)
             # Claimed before the plan, with no await between: a flow another worker plans meanwhile
             # counts this one's slot (planner.slots).
-            slot = self._slots.claim(flow, peers) if planner.needs_slot(flow, peers) else None
+            slot = self._slots.claim(flow, peers)
             # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
             return self._runner.plan(flow, jobs, now, messages, peers, memos, slot)
 
@@ -403,27 +367,16 @@ class Controller:
             planned = await self._memo_cache.plan(
                 flow,
                 make,
-                hold=lambda: self._group_locks.hold(group) if group else contextlib.nullcontext(),
+                hold=lambda: self._groups.hold(flow),
                 settle=lambda planned: self._track_start(flow, planned.status),
             )
         finally:
             if planned is None:  # no plan (no sandbox thread, an error): a slot it claimed is free again
-                self._wake(self._slots.settle(flow, begun=False))
+                self._slots.settle(flow, begun=False)
         return planned
-
-    def _peers(self, flow: JobFlow) -> tuple[planner.Peer, ...]:
-        group = planner.group_of(flow)
-        if group is None:
-            return ()
-        return planner.peers_of(
-            flow, self._flows.concurrency_group(group), self._starting, self._jobs.jobs_for
-        )
 
     def _track_start(self, flow: JobFlow, status: JobFlowStatus) -> None:
         # Before any await: another worker may plan a flow of the same group while this one's Job
         # creates and status write are in flight.
-        self._wake(self._slots.settle(flow, begun=status.start_time is not None))
-        if status.start_time is None:
-            self._starting.discard(flow.metadata.uid)
-        elif flow.status.start_time is None and planner.group_of(flow) is not None:
-            self._starting.add(flow.metadata.uid)
+        self._slots.settle(flow, begun=status.start_time is not None)
+        self._groups.settle(flow, status)

@@ -14,8 +14,9 @@ Everything here runs on the main event loop; the lease thread reaches it by `cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from zen_flow.api import JobFlow
 from zen_flow.api.cronjobflow import CronJobFlow
@@ -59,6 +60,11 @@ class ShardGate:
     def key_shard(self, key: str) -> int:
         """The shard of a CronJobFlow (its `namespace/name`)."""
         return shard_of(key, self.shards)
+
+    def held_flows(self, keys: Iterable[str], cached: Callable[[str], JobFlow | None]) -> list[str]:
+        """The keys of `keys` whose flows, as cached, are of shards held."""
+        owned = self._owned
+        return [k for k in keys if (flow := cached(k)) is not None and self.flow_shard(flow) in owned]
 
     # -- the workers' side --------------------------------------------------------------------------
     def admit(self, shard: int, key: str = "") -> bool:
@@ -115,6 +121,44 @@ class ShardGate:
             self._leading(shard, False)
             return
         self._metrics.shard_changes.labels("handed_over").inc()
+
+
+def cached_flow_shard(cached: Callable[[str], JobFlow | None]) -> Callable[[ShardGate, str], int | None]:
+    """`shard_turn`'s `shard_of` for flows: a flow's shard as the cache shows it now (None: not cached,
+    no shard's). CronJobFlows' is `ShardGate.key_shard`."""
+    return lambda gate, key: gate.flow_shard(flow) if (flow := cached(key)) is not None else None
+
+
+@contextlib.asynccontextmanager
+async def shard_turn(
+    gate: ShardGate | None,
+    shard_of: Callable[[ShardGate, str], int | None],
+    key: str,
+    queue: WorkQueue[str],
+    dropped: Callable[[str], None] | None = None,
+) -> AsyncIterator[bool]:
+    """A worker's turn with `key`, just taken from `queue`: yields whether to reconcile it. Without
+    `--shards` (`gate` None), or for a key of no shard (`shard_of` None: a flow not cached, whose reconcile
+    only forgets what this process remembered of it), always; a reconcile of a shard held counts as in
+    flight (a handover waits for it) until the block ends. A key of a shard not held is dropped from the
+    queue quietly, and `dropped(key)` forgets what this replica remembered of it: its holder queues it
+    from its own informer's events."""
+    shard = shard_of(gate, key) if gate is not None else None
+    if gate is None or shard is None:
+        yield True
+        return
+    if not gate.admit(shard, key):
+        queue.forget(key)
+        queue.done(key)
+        if dropped is not None:
+            dropped(key)
+        yield False
+        await asyncio.sleep(0)  # a grant's or handover's thousands of keys never hold the loop
+        return
+    try:
+        yield True
+    finally:
+        gate.leave(shard, key)
 
 
 def queue_shard(

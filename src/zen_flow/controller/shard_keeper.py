@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
 from zen_flow.config import Settings
-from zen_flow.controller.lease_keeper import LEASE_CLIENT_OPTIONS, cancel_and_wait
+from zen_flow.controller.lease_keeper import LEASE_CLIENT_OPTIONS
 from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.core.shards import LABEL_SHARD_COUNT, LABEL_SHARDED_LEASE
 from zen_flow.kube.client import KubeClient
@@ -28,7 +26,7 @@ from zen_flow.kube.leases import LeaseClient
 from zen_flow.kube.transport import ClientOptions, ResponseHook
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import SystemClock
-from zen_flow.machinery.leader import LeadershipLost
+from zen_flow.machinery.elector_thread import ElectorThread, until_stopped
 from zen_flow.machinery.shard_elector import DRAIN_LIMIT_DURATIONS, ShardElector
 
 log = get_logger(__name__)
@@ -109,9 +107,6 @@ class ShardKeeper:
         self._gate = gate
         self._timings = (int(lease_duration), renew_deadline, retry_period)
         self._on_response = on_response
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None  # set in the thread's loop: work() is over
-        self._stopping = threading.Event()
 
     @property
     def is_leader(self) -> bool:
@@ -119,61 +114,13 @@ class ShardKeeper:
         return bool(self._gate.owned)
 
     async def run(self, work: Callable[[], Awaitable[object]]) -> None:
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[Any] = loop.create_future()
-
-        def tell(error: BaseException | None) -> None:
-            def settle() -> None:
-                if ended.done():
-                    return
-                if error is None:
-                    ended.set_result(None)
-                else:
-                    ended.set_exception(error)
-
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle)
-
-        hooks = _MainLoopHooks(loop, self._gate, DRAIN_LIMIT_DURATIONS * self._timings[0])
-        thread = threading.Thread(
-            target=self._thread_main, args=(hooks, tell), name="shard-keeper", daemon=True
+        hooks = _MainLoopHooks(
+            asyncio.get_running_loop(), self._gate, DRAIN_LIMIT_DURATIONS * self._timings[0]
         )
-        thread.start()
-        work_task = asyncio.ensure_future(work())
-        try:
-            await asyncio.wait({work_task, ended}, return_when=asyncio.FIRST_COMPLETED)
-            if not work_task.done():
-                await cancel_and_wait(work_task)
-                ended.result()  # LeadershipLost (or what ended the campaign)
-                raise LeadershipLost("the shard keeper stopped")
-            work_task.result()
-        finally:
-            if not work_task.done():
-                await cancel_and_wait(work_task)
-            self._stop_campaign()
-            # The thread releases the shard Leases and deletes the member Lease (bounded calls), then ends.
-            await asyncio.shield(asyncio.to_thread(thread.join))
+        await ElectorThread("shard keeper", lambda stop: self._campaign(stop, hooks)).run(work)
 
-    def _stop_campaign(self) -> None:
-        self._stopping.set()
-        loop, stop = self._thread_loop, self._stop
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-
-    def _thread_main(self, hooks: _MainLoopHooks, tell: Callable[[BaseException | None], None]) -> None:
-        try:
-            asyncio.run(self._campaign(hooks))
-        except BaseException as exc:
-            tell(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-        else:
-            tell(None)
-
-    async def _campaign(self, hooks: _MainLoopHooks) -> None:
-        self._stop = stop = asyncio.Event()
-        self._thread_loop = asyncio.get_running_loop()
-        if self._stopping.is_set():
-            stop.set()
+    async def _campaign(self, stop: asyncio.Event, hooks: _MainLoopHooks) -> None:
+        """On the thread's loop, until `stop` is set (work() is over)."""
         clock = SystemClock()
         config = await load_config(self._kubeconfig, clock=clock)
         lease_duration, renew_deadline, retry_period = self._timings
@@ -198,14 +145,7 @@ class ShardKeeper:
             log.info(
                 "campaigning for shards", lease=self._name, shards=self._gate.shards, identity=self.identity
             )
-            campaign = asyncio.ensure_future(elector.run())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not campaign.done():
-                await cancel_and_wait(campaign)  # releases the shards, deletes the member Lease
-            stopping.cancel()
-            if not campaign.cancelled():
-                campaign.result()
+            await until_stopped(elector.run(), stop)  # releases the shards, deletes the member Lease
 
 
 def shard_keeper(settings: Settings, gate: ShardGate, on_response: ResponseHook | None) -> ShardKeeper:

@@ -17,7 +17,6 @@ flows), `drain` (stop starting reconciles of them; return once those in flight e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -25,6 +24,7 @@ from typing import Protocol
 from zen_flow.core.shards import member_lease_name, shard_lease_name
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, timeout
+from zen_flow.machinery.elector_thread import cancel_and_wait
 from zen_flow.machinery.leader import LeaderElector, LeadershipLost, LeaseRecord, LeaseStore
 from zen_flow.machinery.shard_plan import (
     ShardDecision,
@@ -126,12 +126,12 @@ class ShardElector:
         try:
             await asyncio.wait({renewing, deciding}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            await _cancel_and_wait(renewing)
-            await _cancel_and_wait(deciding)
+            await cancel_and_wait(renewing)
+            await cancel_and_wait(deciding)
             await self.leave()
             raise
-        await _cancel_and_wait(renewing)
-        await _cancel_and_wait(deciding)
+        await cancel_and_wait(renewing)
+        await cancel_and_wait(deciding)
         for task in (renewing, deciding):
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
@@ -359,9 +359,3 @@ async def wait_for_unsharded(
                 log.warning("leading, but waiting for shard Leases to be released", held=held)
                 reported = held
         await clock.sleep(retry_period)
-
-
-async def _cancel_and_wait(task: asyncio.Future[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await asyncio.wait({task})

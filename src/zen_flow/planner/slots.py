@@ -4,36 +4,42 @@
 A flow holds a slot from its start (a start time, or phase Running or Paused: what `concurrency.py`
 calls started; or a Job of it running, when a lost write left the start unrecorded) until it finishes or
 goes away; a suspended flow that started keeps its slot. A rerun of a Failed flow has not started (its
-plan resets it) and contends at its creation-time rank. A flow that has not started takes one only when
-both rules let it, in its namespace and controller-wide:
+plan resets it) and contends at its place in line again. A flow that has not started takes one only
+when there is a slot for it and for every flow waiting ahead of it, in its namespace and controller-wide:
+the flows that hold a slot and those waiting ahead of it are fewer than N.
 
-1. it is among the first N contending flows ranked by (creationTimestamp, name, namespace), and
-2. fewer than N flows hold a slot.
+Ahead of it in its namespace are the flows of a higher `spec.executionPolicy.priority` (0 when unset;
+Argo's queued-workflow priority), then at an equal priority the older ones (creationTimestamp, then name):
+first come, first served among equals. An edit of the priority of a waiting flow moves it in line; a
+flow that holds a slot keeps it (no preemption). Controller-wide, priority never reaches across
+namespaces: each namespace's flows take the seats their creation times give them, and only the order in
+which its own flows fill them follows priority (planner/slot_lines.py), so a tenant's priority 1000 puts
+its flow ahead of its own older flows, never ahead of another namespace's.
 
-The first rule makes the wait first come, first served; the second keeps the bound when the cache
-delivers flows out of rank order (equal timestamps, clock skew between apiservers), as in concurrency.py.
-The first waiting flow always has only slot holders ahead of it, so when a slot frees it may take it:
-nothing waits for a flow that waits itself, and the queue cannot deadlock. Neither rule needs any
-coordination: every replica decides from its own informer cache, and each flow only changes its own status.
+Counting the holders whatever their place keeps the bound when the cache delivers flows out of rank order
+(equal timestamps, clock skew between apiservers), as in concurrency.py. The first waiting flow has no
+waiting flow ahead of it, so when a slot frees it may take it: nothing waits for a flow that waits
+itself, and the queue cannot deadlock. No rule needs any coordination: every replica decides from its
+own informer cache, and each flow only changes its own status.
 
 Contending are the unfinished flows that started or could start now: a flow suspended before its start,
 or one its concurrency group holds back (its status says so: condition Queued, reason ConcurrencyForbid),
 takes no place in the line, so it keeps no other flow waiting. Controller-wide, a flow its namespace's
 limit holds back takes no place either: one namespace's thousand waiting flows must not keep another
-namespace's first flow out of a free slot (each namespace puts at most its first N in the global line).
-A `Replace` flow counts the older flows of its group it stops as gone: they hold no slot and no place
-ahead of it (their stop follows its start).
+namespace's first flow out of a free slot (each namespace puts in the global line its holders and at
+most as many of its first waiting flows as it has slots free). A `Replace` flow counts the older flows
+of its group it stops as gone: they hold no slot and no place ahead of it (their stop follows its start).
 
 Pure: `SlotBook` is an index the controller keeps from its informer's events (flows added, changed,
-deleted), so a verdict costs O(log n) however many flows wait, and a freed slot wakes only the flows that
-may take it (at most N per line), never the whole queue.
+deleted), so a verdict costs O(log n + N) however many flows wait, and a freed slot wakes only the flows
+that may take it (at most N per line), never the whole queue.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
@@ -43,13 +49,20 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.children import is_child
 from zen_flow.planner.concurrency import Peer, judge, policy_of
 from zen_flow.planner.interventions import request, rerun, stop_request
+from zen_flow.planner.slot_lines import (
+    ControllerLine,
+    NamespaceLine,
+    Place,
+    Rank,
+    own_seat,
+    place_key,
+)
 from zen_flow.planner.status import REASON_QUEUED
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 GLOBAL_FLAG = "--max-running-flows"
 NAMESPACE_FLAG = "--namespace-max-running-flows"
 
-Rank = tuple[datetime, str, str]  # (creationTimestamp, name, namespace)
 JobsFor = Callable[[str], Iterable[Job]]  # a flow's cached Jobs, by its UID
 
 
@@ -148,39 +161,15 @@ def replacing(flow: JobFlow, peers: Sequence[Peer]) -> tuple[str, ...]:
     return tuple(f"{ns}/{name}" for name in judge(planned, peers, started=False).replacing)
 
 
-def rank_of(flow: JobFlow) -> Rank:
+def priority_of(flow: JobFlow) -> int:
+    """`spec.executionPolicy.priority`; 0 when unset."""
+    policy = flow.spec.execution_policy
+    return policy.priority if policy is not None and policy.priority is not None else 0
+
+
+def place_of(flow: JobFlow) -> Place:
     meta = flow.metadata
-    return (meta.creation_timestamp or _EPOCH, meta.name, meta.namespace)
-
-
-def _key(rank: Rank) -> str:
-    return f"{rank[2]}/{rank[1]}"
-
-
-def _has(line: _Line, rank: Rank) -> bool:
-    i = bisect_left(line.ranks, rank)
-    return i < len(line.ranks) and line.ranks[i] == rank
-
-
-@dataclass
-class _Line:
-    """The contending and holding flows of one namespace (or of the controller), ranked."""
-
-    ranks: list[Rank] = field(default_factory=list)
-    holding: set[str] = field(default_factory=set)
-    admitted: dict[str, Rank] = field(default_factory=dict)  # a namespace's flows in the global line
-
-    def add(self, rank: Rank) -> None:
-        insort(self.ranks, rank)
-
-    def remove(self, rank: Rank) -> None:
-        i = bisect_left(self.ranks, rank)
-        if i < len(self.ranks) and self.ranks[i] == rank:
-            del self.ranks[i]
-
-    def waiting_ahead(self, n: int) -> list[str]:
-        """The flows among the first `n` that hold no slot: those a freed slot may let start."""
-        return [k for r in self.ranks[:n] if (k := _key(r)) not in self.holding]
+    return (-priority_of(flow), meta.creation_timestamp or _EPOCH, meta.name, meta.namespace)
 
 
 class SlotBook:
@@ -192,9 +181,13 @@ class SlotBook:
     def __init__(self, limits: SlotLimits, jobs_for: JobsFor | None = None) -> None:
         self.limits = limits
         self._jobs_for = jobs_for
-        self._flows: dict[str, tuple[Rank, Standing]] = {}
-        self._lines: dict[str, _Line] = {}
-        self._all = _Line()
+        self._flows: dict[str, tuple[Place, Standing]] = {}
+        self._lines: dict[str, NamespaceLine] = {}
+        self._all = ControllerLine()
+        # Under both limits a namespace sends only its first N and its holders to the controller's line;
+        # under the global one alone, every flow of its line (`shared`: its seats are all its flows').
+        self._own_seats = bool(limits.total and limits.per_namespace)
+        self._shared = bool(limits.total and not limits.per_namespace)
         # The UID of every flow in the cache that is not being deleted, by key: a plan's claim or settle
         # for a flow deleted (or relabelled to another instance) meanwhile reserves nothing.
         self._alive: dict[str, str] = {}
@@ -211,7 +204,7 @@ class SlotBook:
             return []
         key, ns = flow.metadata.key, flow.metadata.namespace
         before = self._flows.get(key)
-        after = (rank_of(new), standing(new, self._jobs_for)) if new is not None else None
+        after = (place_of(new), standing(new, self._jobs_for)) if new is not None else None
         if new is not None and new.metadata.deletion_timestamp is None:
             self._alive[key] = new.metadata.uid
         else:
@@ -231,27 +224,23 @@ class SlotBook:
             after = None
         if before == after:
             return []
-        line = self._lines.setdefault(ns, _Line())
-        # Without a namespace limit the global line holds every flow of every namespace's line.
-        lines = (line, self._all) if self.limits.total and not self.limits.per_namespace else (line,)
+        line = self._lines.get(ns) or self._lines.setdefault(ns, NamespaceLine(self._own_seats))
         if before is not None:
             del self._flows[key]
-            for each in lines:
-                each.remove(before[0])
-                each.holding.discard(key)
+            self._leave(line, key, *before)
         if after is not None:
             self._flows[key] = after
-            for each in lines:
-                each.add(after[0])
-                if after[1] == Standing.HOLDING:
-                    each.holding.add(key)
-        if self.limits.total and self.limits.per_namespace:
-            self._readmit(line)
-        if not line.ranks:
+            self._join(line, key, *after)
+        if self._own_seats:
+            self._reseat(line)
+        if not line.waiting and not line.holding:
             del self._lines[ns]
-        # A flow that left the line, or stopped holding a slot, may let the next ones go.
+        # A flow that left the line, stopped holding a slot, or moved in it (its priority edited) may let
+        # the next ones go.
         held = before is not None and before[1] == Standing.HOLDING
-        freed = before is not None and (after is None or (held and after[1] != Standing.HOLDING))
+        freed = before is not None and (
+            after is None or (held and after[1] != Standing.HOLDING) or after[0] != before[0]
+        )
         return [k for k in self._next(ns) if k != key] if freed else []
 
     def claim(self, flow: JobFlow, peers: Sequence[Peer] = ()) -> str | None:
@@ -263,11 +252,12 @@ class SlotBook:
             return None
         key, ns = flow.metadata.key, flow.metadata.namespace
         gone = replacing(flow, peers)
-        line = self._lines.get(ns, _Line())
-        if limits.per_namespace and self._full(line, limits.per_namespace, flow, gone):
-            return waiting_message(limits.per_namespace, ns)
-        if limits.total and self._full(self._all, limits.total, flow, gone):
-            return waiting_message(limits.total, None)
+        place = place_of(flow)
+        line = self._lines.get(ns) or NamespaceLine(self._own_seats)
+        if limits.per_namespace and self._full(limits.per_namespace, key, gone, ns, place, line):
+            return waiting_message(limits.per_namespace, ns, -place[0])
+        if limits.total and self._full(limits.total, key, gone, None, place, line):
+            return waiting_message(limits.total, None, -place[0])
         self._reserved[key] = (ns, flow.metadata.uid)
         return None
 
@@ -285,67 +275,101 @@ class SlotBook:
         del self._reserved[key]
         return [k for k in self._next(reserved[0]) if k != key]
 
-    def _full(self, line: _Line, limit: int, flow: JobFlow, gone: Collection[str]) -> bool:
-        """May `flow` not start for `line` (its namespace's or the global one, by `line is self._all`)?"""
-        ns = None if line is self._all else flow.metadata.namespace
-        ahead = self._ahead(line, rank_of(flow), gone)
-        return ahead >= limit or self._held(line, flow.metadata.key, ns, gone) >= limit
+    def _join(self, line: NamespaceLine, key: str, place: Place, at: Standing) -> None:
+        if at == Standing.HOLDING:
+            line.holding.add(key)
+            self._all.holding.add(key)
+            self._all.add(own_seat(place))  # a holder sits in its own seat
+            return
+        line.add(place)
+        if self._shared:
+            self._all.add(own_seat(place))
 
-    def _ahead(self, line: _Line, rank: Rank, gone: Collection[str]) -> int:
-        """Flows ranked before `rank` in `line`, not counting those in `gone` (a Replace flow's)."""
-        ahead = bisect_left(line.ranks, rank)
-        for k in gone:
-            if (entry := self._flows.get(k)) is not None and entry[0] < rank and _has(line, entry[0]):
-                ahead -= 1
-        return ahead
+    def _leave(self, line: NamespaceLine, key: str, place: Place, at: Standing) -> None:
+        if at == Standing.HOLDING:
+            line.holding.discard(key)
+            self._all.holding.discard(key)
+            self._all.remove(own_seat(place))
+            return
+        line.remove(place)
+        if self._shared:
+            self._all.remove(own_seat(place))
 
-    def _held(self, line: _Line, key: str, ns: str | None, gone: Collection[str] = ()) -> int:
-        """Slots held in `line` (the namespace `ns`'s, or the global one): its holders and the
-        reservations in it, not counting `key`'s own nor those of the flows in `gone`."""
+    def _full(
+        self, limit: int, key: str, gone: Collection[str], ns: str | None, place: Place, line: NamespaceLine
+    ) -> bool:
+        """May the flow `key` at `place` not start for the line of namespace `ns` (None: the controller's
+        line, where it sits in `line.would_sit(place)`)? It may when there is a slot for it and for every
+        flow waiting ahead of it: the flows that hold a slot (or reserved one) and those waiting ahead are
+        fewer than `limit`. The flows in `gone` (those a Replace flow stops) count neither way."""
         mine = {key, *gone}
-        reserved = sum(
-            1
-            for k, (n, _) in self._reserved.items()
-            if k not in mine and k not in line.holding and ns in (None, n)
-        )
-        return len(line.holding - mine) + reserved
+        holders = self._all.holding if ns is None else line.holding
+        counted = {k for k in holders if k not in mine}
+        counted.update(k for k, (n, _) in self._reserved.items() if k not in mine and ns in (None, n))
+        position = self._position(ns)
+        me = line.would_sit(place) if ns is None else place
+        ahead = bisect_left(self._all.seats if ns is None else line.waiting, me)
+        # Those ahead that hold a slot, reserved one or go away are not waiting: each counts once.
+        ahead -= sum(1 for k in (*counted, *gone) if (p := position(k)) is not None and p < me)
+        return ahead + len(counted) >= limit
 
-    def _readmit(self, line: _Line) -> None:
-        """Keep the global line to the holders and each namespace's first N (`per_namespace`): O(N)."""
-        want = {_key(r): r for r in line.ranks[: self.limits.per_namespace]}
-        want.update((k, self._flows[k][0]) for k in line.holding)
-        for k, rank in line.admitted.items():
-            if want.get(k) != rank:
-                self._all.remove(rank)
-                self._all.holding.discard(k)
-        for k, rank in want.items():
-            if line.admitted.get(k) != rank:
-                self._all.add(rank)
-            if k in line.holding:
-                self._all.holding.add(k)
-            else:
-                self._all.holding.discard(k)
-        line.admitted = want
+    def _position(self, ns: str | None) -> Callable[[str], Place | Rank | None]:
+        """Where a flow is in namespace `ns`'s waiting flows (its place) or in the controller's line (its
+        seat); None when it is not there."""
+
+        def position(key: str) -> Place | Rank | None:
+            entry = self._flows.get(key)
+            if entry is None:
+                return None
+            place, at = entry
+            if ns is not None:
+                return place if place[3] == ns and at != Standing.HOLDING else None
+            if at == Standing.HOLDING:
+                return own_seat(place)
+            return self._lines[place[3]].seat(place)
+
+        return position
+
+    def _reseat(self, line: NamespaceLine) -> None:
+        """Under both limits: the namespace's first N waiting flows less its holders (those that could
+        take a slot of its own) sit in the controller's line. O(N)."""
+        left, taken = line.reseat(max(0, self.limits.per_namespace - len(line.holding)))
+        for seat in left:
+            self._all.remove(seat)
+        for seat in taken:
+            self._all.add(seat)
 
     def _next(self, ns: str) -> list[str]:
+        """The flows a freed slot may let start: as many of the first waiting flows as there are slots
+        not held, in the namespace's line and in the controller's."""
         out: list[str] = []
-        if self.limits.per_namespace and (line := self._lines.get(ns)) is not None:
-            out.extend(line.waiting_ahead(self.limits.per_namespace))
-        if self.limits.total:
-            out.extend(k for k in self._all.waiting_ahead(self.limits.total) if k not in out)
+        limits = self.limits
+        if limits.per_namespace and (line := self._lines.get(ns)) is not None:
+            out.extend(line.waiting_ahead(limits.per_namespace - len(line.holding)))
+        if limits.total:
+            free = limits.total - len(self._all.holding)
+            occupants = self._all.occupants(self._lines, limits.total)
+            waiting = [k for k in occupants if k not in self._all.holding][: max(0, free)]
+            out.extend(k for k in waiting if k not in out)
         return out
 
     def waiting(self) -> list[str]:
-        """Keys of the contending flows, ranked per namespace (tests and benchmarks read it)."""
-        return [_key(r) for line in self._lines.values() for r in line.ranks if _key(r) not in line.holding]
+        """Keys of the contending flows, in their namespace's order (tests and benchmarks read it)."""
+        return [place_key(p) for line in self._lines.values() for p in line.waiting]
 
 
-def waiting_message(limit: int, namespace: str | None) -> str:
-    """What a flow waiting for a slot says; it names the limit, not a count or a position, so that it
-    does not change while the flow waits (one status write per wait, not one per flow that went ahead)."""
+def waiting_message(limit: int, namespace: str | None, priority: int = 0) -> str:
+    """What a flow waiting for a slot says; it names the limit (and a priority that is not 0), not a
+    count or a position, so that it does not change while the flow waits: one status write per wait, not
+    one per flow that went ahead (a freed slot wakes only the flows that may take it, so the others'
+    positions could not be kept true without waking every waiting flow)."""
+    ranked = f"; its priority {priority} ranks it in its namespace's line" if priority else ""
     if namespace is not None:
         return (
             f"waiting for a slot: at most {limit} flows run at once in namespace {namespace} "
-            f"({NAMESPACE_FLAG} {limit})"
+            f"({NAMESPACE_FLAG} {limit}){ranked}"
         )
-    return f"waiting for a slot: at most {limit} flows run at once in this controller ({GLOBAL_FLAG} {limit})"
+    return (
+        f"waiting for a slot: at most {limit} flows run at once in this controller "
+        f"({GLOBAL_FLAG} {limit}){ranked}"
+    )

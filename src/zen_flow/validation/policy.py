@@ -34,6 +34,9 @@ TTL_STRATEGY_FIELDS = ("secondsAfterSuccess", "secondsAfterFailure")
 POD_FAILURE_ACTIONS = ("FailJob", "Ignore", "Count")
 EXIT_CODE_OPERATORS = ("In", "NotIn")
 CONDITION_STATUSES = ("True", "False", "Unknown")
+# executionPolicy.priority's bound either way (the CRD's minimum and maximum): room enough to rank, and a
+# scale every team of a namespace reads the same.
+MAX_PRIORITY = 1000
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     parallelism = r.integer(policy.get("parallelism"), path + ".parallelism", maximum=INT32_MAX)
     if parallelism is not None and parallelism < 1:
         r.add(invalid(path + ".parallelism", parallelism, "must be at least 1"))
+    priority = r.integer(policy.get("priority"), path + ".priority", maximum=MAX_PRIORITY)
+    if priority is not None and priority < -MAX_PRIORITY:
+        r.add(invalid(path + ".priority", priority, f"must be greater than or equal to {-MAX_PRIORITY}"))
     strategy_path = path + ".ttlStrategy"
     strategy = r.mapping(policy.get("ttlStrategy"), strategy_path)
     for field in TTL_STRATEGY_FIELDS:
