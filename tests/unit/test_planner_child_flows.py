@@ -11,15 +11,16 @@ from zen_flow.api.job import Job
 from zen_flow.planner import (
     CreateJob,
     DeleteJob,
+    Lineage,
     Plan,
     SlotBook,
     SlotLimits,
     SuspendChild,
     as_job,
-    is_child,
     needs_slot,
     plan,
     refused_job,
+    verified_parent,
 )
 from zen_flow_dev.testing.flows import job_step, make_flow
 
@@ -232,8 +233,8 @@ def test_suspending_the_parent_suspends_the_running_child_and_resuming_resumes_i
 
 
 def test_a_child_nested_past_the_depth_limit_fails_its_step_naming_why() -> None:
-    deep = make_flow([flow_step("again", template="loop")], labels={LABEL_DEPTH: str(MAX_FLOW_DEPTH)})
-    result = plan(deep, [], T0)
+    deep = make_flow([flow_step("again", template="loop")])
+    result = plan(deep, [], T0, lineage=Lineage(depth=MAX_FLOW_DEPTH, child=True))
     assert creates(result) == []
     deep = apply(deep, result)
     assert phase_of(deep, "again") == "Failed"
@@ -241,8 +242,9 @@ def test_a_child_nested_past_the_depth_limit_fails_its_step_naming_why() -> None
     assert f"nest at most {MAX_FLOW_DEPTH} deep" in message
     assert "template loop" in message
     assert deep.status.phase == "Failed"
-    ok = make_flow([flow_step("again", template="loop")], labels={LABEL_DEPTH: str(MAX_FLOW_DEPTH - 1)})
-    assert creates(plan(ok, [], T0))[0].body["metadata"]["labels"][LABEL_DEPTH] == str(MAX_FLOW_DEPTH)
+    ok = make_flow([flow_step("again", template="loop")])
+    made = creates(plan(ok, [], T0, lineage=Lineage(depth=MAX_FLOW_DEPTH - 1, child=True)))
+    assert made[0].body["metadata"]["labels"][LABEL_DEPTH] == str(MAX_FLOW_DEPTH)
 
 
 def test_a_refused_child_fails_only_its_step_with_the_apiservers_words() -> None:
@@ -258,18 +260,22 @@ def test_a_refused_child_fails_only_its_step_with_the_apiservers_words() -> None
 
 
 def test_children_take_no_slot_so_a_parent_holding_the_last_slot_cannot_deadlock() -> None:
-    book = SlotBook(SlotLimits(total=1, per_namespace=1))
+    cache: dict[str, JobFlow] = {}
+    book = SlotBook(
+        SlotLimits(total=1, per_namespace=1), child=lambda f: verified_parent(f, cache.get) is not None
+    )
     parent = make_flow([flow_step("sub")], name="parent", created=T0)
     parent = apply(parent, plan(parent, [], T0))
     assert parent.status.start_time is not None
+    cache[parent.key] = parent
     book.observe(None, parent)
     body = creates(plan(make_flow([flow_step("sub")], name="parent"), [], T0))[0].body
     child = child_of(body, phase="Pending")
-    assert is_child(child)
-    assert not is_child(parent)
+    assert verified_parent(child, cache.get) == parent
+    assert verified_parent(parent, cache.get) is None
     book.observe(None, child)
     # The child would start now: nothing holds it back, and it takes no slot (none is asked for).
-    assert not needs_slot(child, ())
+    assert not needs_slot(child, (), child=True)
     other = make_flow([job_step("a")], name="other", created=T0 + timedelta(seconds=1))
     book.observe(None, other)
     assert book.claim(other) is not None  # the parent still holds the only slot: the others wait

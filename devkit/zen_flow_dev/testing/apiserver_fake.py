@@ -158,6 +158,17 @@ class FakeApiServer:
     def deleted_stray(self, key: str) -> None:
         self.disowned.append(key)  # the JobInformer keeps no tombstone of it
 
+    def children_of(self, owner_uid: str) -> Sequence[JobFlow]:
+        """The cached flows whose controlling ownerReference names this UID (the JobFlow informer's
+        index of them: `JobFlowInformer.children_of`)."""
+        return [
+            f
+            for f in self._cached_flows.values()
+            if (ref := f.metadata.controller_ref()) is not None
+            and ref.uid == owner_uid
+            and ref.kind == "JobFlow"
+        ]
+
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return [
             j
@@ -183,7 +194,10 @@ class FakeApiServer:
             raise from_status(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": name})
         return self.jobs[(namespace, name)]
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
+        job = self.jobs.get((namespace, name))
+        if job is not None and uid and job.metadata.uid != uid:
+            raise conflict(name)  # the apiserver's uid precondition
         self.jobs.pop((namespace, name), None)
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
@@ -211,6 +225,9 @@ class FakeApiServer:
         return stored.metadata.resource_version
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
+        flow = self.flows.get(f"{namespace}/{name}")
+        if flow is not None and uid and flow.metadata.uid != uid:
+            raise conflict(name)  # the apiserver's uid precondition
         self.flows.pop(f"{namespace}/{name}", None)
 
     async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str:

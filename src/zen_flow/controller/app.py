@@ -153,7 +153,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             stack.push_async_callback(sink.close)
         expectations = Expectations(clock)
         # Flow steps' child flows shown to the planner as their steps' Jobs (controller/child_flows.py).
-        children = ChildFlows(jobs, flows.children_of, expectations, queue.add)
+        children = ChildFlows(jobs, flows.children_of, expectations, queue.add, flows.get)
         controller = Controller(
             flows=flows,
             jobs=children,

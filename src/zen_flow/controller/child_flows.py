@@ -1,7 +1,9 @@
 """Child flows in the controller: a Flow step's child JobFlow shown to the planner as the step's Job.
 
-`ChildFlows` stands where the Job cache stood: `jobs_for(uid)` is the flow's Jobs plus its children (the
-JobFlow informer's index of flows by their controlling JobFlow) as `planner.ChildFlowJob` records, so
+`ChildFlows` stands where the Job cache stood: `jobs_for(uid)` is the flow's Jobs plus its verified
+children (the JobFlow informer's index of flows by their controlling JobFlow, each checked against its
+parent's spec: planner/lineage.py; a flow that only claims a parent is none of its) as
+`planner.ChildFlowJob` records, so
 retries, timeouts, stops, the deadline, retention and expectations treat a child as they treat a Job
 (planner/children.py). It also carries what the informers cannot: a child whose create the apiserver
 refused for good (its admission webhook: the template does not exist, an argument it does not declare),
@@ -37,10 +39,13 @@ class ChildFlows:
         children_of: Callable[[str], Sequence[JobFlow]],
         expectations: Expectations,
         wake: Callable[[str], None],
+        flow_by_key: Callable[[str], JobFlow | None],
     ) -> None:
-        """`children_of`: the cached flows a flow (by uid) controls; `wake`: enqueue a flow's key."""
+        """`children_of`: the cached flows a flow (by uid) controls; `wake`: enqueue a flow's key;
+        `flow_by_key`: the cached flow of a key (a child's parent)."""
         self._jobs = jobs
         self._children_of = children_of
+        self._flow_by_key = flow_by_key
         self._expectations = expectations
         self._wake = wake
         # parent uid -> {child name: the apiserver's refusal}: children that will never exist.
@@ -50,7 +55,7 @@ class ChildFlows:
 
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         jobs = self._jobs.jobs_for(owner_uid)
-        children = self._children_of(owner_uid)
+        children = [c for c in self._children_of(owner_uid) if self._parent(c) is not None]
         refused = self._refused.get(owner_uid)
         if not children and not refused:
             return jobs
@@ -66,6 +71,25 @@ class ChildFlows:
     def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
         """The apiserver refused the child `name` of the flow `owner_uid` for good: its step fails."""
         self._refused.setdefault(owner_uid, {})[name] = planner.refused_job(namespace, name, why)
+
+    # --- families (planner/lineage.py) -------------------------------------------------------------
+
+    def _parent(self, flow: JobFlow) -> JobFlow | None:
+        return planner.verified_parent(flow, self._flow_by_key)
+
+    def is_child(self, flow: JobFlow) -> bool:
+        """Is `flow` a verified child of a cached flow?"""
+        return self._parent(flow) is not None
+
+    def children(self, parent: JobFlow) -> list[JobFlow]:
+        """The cached verified children of `parent`."""
+        return planner.verified_children(parent, self._children_of)
+
+    def lineage(self, flow: JobFlow) -> planner.Lineage:
+        """`flow`'s depth, whether it is a child, and its family's room, from the cache."""
+        return planner.lineage(
+            flow, self._flow_by_key, self._children_of, self._expectations.pending_creations
+        )
 
     # --- the JobFlow informer's handlers -----------------------------------------------------------
 

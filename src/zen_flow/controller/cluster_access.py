@@ -10,6 +10,7 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.memo_cache import MemoApi
 from zen_flow.controller.templates import TemplateApi
+from zen_flow.planner import Lineage
 
 
 class FlowCache(Protocol):
@@ -31,9 +32,18 @@ class JobCache(Protocol):
 
 
 @runtime_checkable
+class ChildFlowCache(Protocol):
+    """A JobCache that shows Flow steps' child flows (controller/child_flows.py) knows which flows are
+    verified children (planner/lineage.py)."""
+
+    def is_child(self, flow: JobFlow) -> bool: ...
+    def children(self, parent: JobFlow) -> Sequence[JobFlow]: ...
+    def lineage(self, flow: JobFlow) -> Lineage: ...
+
+
+@runtime_checkable
 class ChildRefusals(Protocol):
-    """A JobCache that shows Flow steps' child flows (controller/child_flows.py) also keeps the children
-    the apiserver refused."""
+    """A JobCache that shows Flow steps' child flows also keeps the children the apiserver refused."""
 
     def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
         """The apiserver refused the child flow `name` of the flow `owner_uid` for good: from now on
@@ -46,7 +56,10 @@ class ClusterApi(MemoApi, TemplateApi, Protocol):
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
     async def get_job(self, namespace: str, name: str) -> Job: ...
-    async def delete_job(self, namespace: str, name: str) -> None: ...
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
+        """With `uid`, `Conflict` if the Job of that name is another one."""
+        ...
+
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""
         ...

@@ -38,9 +38,10 @@ class Cluster:
         """The Job's metadata; `NotFound` if there is none."""
         return await self._jobs.get(namespace, name)
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Background propagation (the Pods go too). `NotFound` if already gone."""
-        await self._jobs.delete(namespace, name, propagation="Background")
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
+        """Background propagation (the Pods go too). `NotFound` if already gone; with `uid`, `Conflict`
+        if the Job of that name is another one."""
+        await self._jobs.delete(namespace, name, propagation="Background", uid=uid or None)
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         """JSON patch on /status; `Conflict` if the patch carries a stale resourceVersion.

@@ -68,18 +68,6 @@ def parent_of(flow: JobFlow) -> OwnerReference | None:
     return ref if ref is not None and ref.kind == KIND and ref.group == GROUP else None
 
 
-def is_child(flow: JobFlow) -> bool:
-    """Is `flow` a child flow? It then runs under its parent's slot (planner.slots): it neither waits for
-    one nor holds one, else a parent holding the last slot would wait for its child for ever."""
-    return parent_of(flow) is not None
-
-
-def depth_of(flow: JobFlow) -> int:
-    """How deep `flow` is nested (label LABEL_DEPTH; 0 for a top-level flow or an unreadable label)."""
-    value = flow.metadata.labels.get(LABEL_DEPTH, "0")
-    return int(value) if value.isdigit() and len(value) < 4 else 0
-
-
 def as_job(child: JobFlow) -> ChildFlowJob:
     """The child flow as its step's Job: Complete when it Succeeded, Failed (with its message) when it
     Failed, Suspended while it is, active otherwise."""
@@ -140,17 +128,18 @@ def document(job: Job) -> dict[str, Any] | None:
 
 
 def build_child(
-    flow: JobFlow, step: Step, name: str, attempt: int, resolved: tuple[Resolved, ...]
+    flow: JobFlow, step: Step, name: str, attempt: int, resolved: tuple[Resolved, ...], depth: int = 0
 ) -> dict[str, Any]:
     """The child JobFlow of one attempt of the Flow step `step`: named `name`, owned by `flow`, labelled
     with its parent, step, attempt and depth, naming the step's template with its arguments (their
-    placeholders substituted from the step's inputs). JobBuildError when it cannot be made: nested
-    deeper than MAX_FLOW_DEPTH (a template that runs itself), no template named."""
+    placeholders substituted from the step's inputs). `depth`: `flow`'s own, from its chain of verified
+    parents (planner.lineage; the depth label is only informational). JobBuildError when it cannot be
+    made: nested deeper than MAX_FLOW_DEPTH (a template that runs itself), no template named."""
     spec = step.flow
     ref = spec.template_ref if spec is not None else None
     if ref is None or not ref.name:
         raise JobBuildError("flow.templateRef.name is required on a step of type Flow")
-    depth = depth_of(flow) + 1
+    depth += 1
     if depth > MAX_FLOW_DEPTH:
         raise JobBuildError(
             f"child flows nest at most {MAX_FLOW_DEPTH} deep and this one would be {depth} deep "

@@ -20,6 +20,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
+from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import item_limits, parallelism_of
@@ -74,8 +75,12 @@ class PlanState:
         progress_deadline: float,
         memos: Mapping[str, MemoAnswer],
         slot: str | None = None,
+        lineage: Lineage = TOP_LEVEL,
     ) -> None:
         self.flow = flow
+        # Its place among child flows (planner.lineage): the depth and family room its Flow steps heed.
+        self.lineage = lineage
+        self.children_made = 0  # child flows this plan creates: they take room in the family too
         # Why the flow may not start for a limit on running flows (planner.slots; None: it may), heeded
         # only while it has not started and its group does not hold it back (`_Planner.run`).
         self.slot = slot

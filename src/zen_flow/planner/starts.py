@@ -15,6 +15,7 @@ from zen_flow.planner.artifacts import add_transfers
 from zen_flow.planner.children import build_child
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
+from zen_flow.planner.lineage import MAX_DESCENDANTS
 from zen_flow.planner.memoization import serving_cache
 from zen_flow.planner.parallelism import Holder, missed, running, wait
 from zen_flow.planner.parameters import apply_parameters
@@ -211,7 +212,13 @@ class Starts(Finale):
     def create_child(self, w: StepWork, name: str, attempt: int) -> None:
         """A Flow step's attempt: its child flow (planner.children), created as a Job would be."""
         try:
-            body = build_child(self.flow, w.spec, name, attempt, self.resolved(w))
+            if self.children_made >= self.lineage.room:
+                raise JobBuildError(
+                    f"at most {MAX_DESCENDANTS} child flows run at once under one top-level flow "
+                    f"(all generations), and flow {self.flow.metadata.name}'s family has reached it"
+                )
+            body = build_child(self.flow, w.spec, name, attempt, self.resolved(w), self.lineage.depth)
+            self.children_made += 1
         except JobBuildError as err:
             w.fail(self.now, f"cannot create child flow: {err}")
             self.note_failure(w)
