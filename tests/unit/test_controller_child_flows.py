@@ -259,3 +259,51 @@ async def test_templates_that_run_each_other_stop_at_the_family_cap_and_cost_onl
     assert "waiting for a slot" in (r.api.flows[mine.key].status.message or "")
     assert r.api.flows[theirs.key].status.phase == "Running"
     assert r.api.flows[top.key].status.phase == "Running"
+
+
+def set_suspend(r: Rig, key: str, value: bool) -> None:
+    r.api.update_flow(
+        key, lambda f: f.model_copy(update={"spec": f.spec.model_copy(update={"suspend": value})})
+    )
+    r.api.sync()
+
+
+async def test_a_child_a_user_suspended_stays_suspended_and_its_step_says_so() -> None:
+    r = rig()
+    r.api.templates[(NS, "t")] = template("t", [job_step("inner")])
+    p = r.api.create_flow(make_flow([flow_step("sub")], name="p"))
+    r.api.sync()
+    child_key = f"{NS}/{job_name('p', 'sub', 0)}"
+    await r.spin(p.key, child_key)
+    set_suspend(r, child_key, True)  # by hand, on the child
+    await r.spin(p.key, child_key)
+    assert r.api.flows[child_key].spec.suspend
+    message = r.steps(p.key)["sub"][1] or ""
+    assert message.startswith("child flow suspended")
+    assert "Kueue" not in message
+    # The parent's own suspend and resume leave the user's suspension alone.
+    set_suspend(r, p.key, True)
+    await r.spin(p.key, child_key)
+    set_suspend(r, p.key, False)
+    await r.spin(p.key, child_key)
+    assert r.api.flows[child_key].spec.suspend
+
+
+async def test_a_child_a_user_stopped_fails_its_step_without_a_retry() -> None:
+    r = rig()
+    r.api.templates[(NS, "t")] = template("t", [job_step("inner")])
+    p = r.api.create_flow(make_flow([flow_step("sub", retryPolicy={"limit": 2})], name="p"))
+    r.api.sync()
+    child_key = f"{NS}/{job_name('p', 'sub', 0)}"
+    await r.spin(p.key, child_key)
+    stop = {"workflow.kube-zen.io/stop": "true", "workflow.kube-zen.io/stopped-by": "alice"}
+    r.api.update_flow(
+        child_key,
+        lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(update={"annotations": stop})}),
+    )
+    r.api.sync()
+    await r.spin(child_key, p.key)
+    phase, message = r.steps(p.key)["sub"]
+    assert phase == "Failed"
+    assert "was stopped by alice" in (message or "")
+    assert f"{NS}/{job_name('p', 'sub', 1)}" not in r.api.flows  # no second attempt

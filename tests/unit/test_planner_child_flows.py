@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from zen_flow.api import JobFlow, JobFlowStatus
-from zen_flow.api.constants import LABEL_DEPTH, LABEL_PARENT, LABEL_PARENT_STEP, MAX_FLOW_DEPTH
+from zen_flow.api.constants import (
+    ANNOTATION_SUSPENDED_BY_PARENT,
+    LABEL_DEPTH,
+    LABEL_PARENT,
+    LABEL_PARENT_STEP,
+    MAX_FLOW_DEPTH,
+)
 from zen_flow.api.job import Job
 from zen_flow.planner import (
     CreateJob,
@@ -227,6 +233,9 @@ def test_suspending_the_parent_suspends_the_running_child_and_resuming_resumes_i
     assert SuspendChild(body["metadata"]["name"], "sub", True) in result.actions
     held = child_of(body)
     held = held.model_copy(update={"spec": held.spec.model_copy(update={"suspend": True})})
+    # Suspended by its parent (the mark SuspendChild writes): the parent's resume resumes it.
+    marked = {**held.metadata.annotations, ANNOTATION_SUSPENDED_BY_PARENT: "true"}
+    held = held.model_copy(update={"metadata": held.metadata.model_copy(update={"annotations": marked})})
     assert not any(isinstance(a, SuspendChild) for a in plan(suspended, [as_job(held)], T0).actions)
     resumed = plan(parent, [as_job(held)], T0 + timedelta(seconds=9))
     assert SuspendChild(body["metadata"]["name"], "sub", False) in resumed.actions

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from zen_flow.api import Job, JobFlow, JobFlowSpec, JobFlowStatus
+from zen_flow.api.constants import ANNOTATION_SUSPENDED_BY_PARENT
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import Condition, ObjectMeta
 from zen_flow.core import jsonpatch
@@ -240,10 +241,21 @@ class FakeApiServer:
         return self.create_flow(flow).metadata.uid
 
     async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
+        """The merge patch of `JobFlowClient.set_suspend`: spec.suspend and the parent's mark."""
         key = f"{namespace}/{name}"
-        self.update_flow(
-            key, lambda f: f.model_copy(update={"spec": f.spec.model_copy(update={"suspend": suspend})})
-        )
+
+        def patch(f: JobFlow) -> JobFlow:
+            annotations = {
+                k: v for k, v in f.metadata.annotations.items() if k != ANNOTATION_SUSPENDED_BY_PARENT
+            }
+            if suspend:
+                annotations[ANNOTATION_SUSPENDED_BY_PARENT] = "true"
+            meta = f.metadata.model_copy(update={"annotations": annotations})
+            return f.model_copy(
+                update={"metadata": meta, "spec": f.spec.model_copy(update={"suspend": suspend})}
+            )
+
+        self.update_flow(key, patch)
 
     def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
         self.children_refused.append((owner_uid, name, why))

@@ -62,6 +62,9 @@ AUDIT_RETRIES_BYTES = 16 * 1024
 # stopped-by is written by the mutating webhook. The value STOP_RUN_FINALLY (any case; `zen-flow stop
 # --run-finally`) stops the other steps the same way but runs the finally steps first (planner.finale).
 ANNOTATION_STOP = f"{GROUP}/stop"
+# On a child flow its parent suspended (planner/children.py): only such a suspension is the parent's to
+# undo on resume; a child a user suspended stays suspended.
+ANNOTATION_SUSPENDED_BY_PARENT = f"{GROUP}/suspended-by-parent"
 ANNOTATION_STOPPED_BY = f"{GROUP}/stopped-by"
 STOP_RUN_FINALLY = "RunFinally"
 

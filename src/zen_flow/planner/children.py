@@ -22,6 +22,8 @@ from typing import Any
 from pydantic.dataclasses import dataclass
 
 from zen_flow.api.constants import (
+    ANNOTATION_STOP,
+    ANNOTATION_SUSPENDED_BY_PARENT,
     API_VERSION,
     GROUP,
     KIND,
@@ -41,12 +43,15 @@ from zen_flow.api.meta import RECORD, Condition, OwnerReference, controller_refe
 from zen_flow.core.instances import instance_labels
 from zen_flow.core.naming import label_value
 from zen_flow.planner.actions import SuspendChild
+from zen_flow.planner.interventions import stop_request
 from zen_flow.planner.jobs import JobBuildError
 from zen_flow.planner.parameters import Resolved, substitute_text
 from zen_flow.planner.steps import StepWork
 
 # The reason of a child proxy's Failed condition.
 CHILD_FAILED_REASON = "ChildFlowFailed"
+# ... when a user stopped the child itself (its stop annotation): the step fails, never retried.
+CHILD_STOPPED_REASON = "ChildFlowStopped"
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)
@@ -78,12 +83,17 @@ def as_job(child: JobFlow) -> ChildFlowJob:
         conditions = (Condition(type=JOB_COMPLETE, status="True", reason="FlowSucceeded"),)
     elif phase == FlowPhase.FAILED:
         why = child.status.message or "failed"
+        stopped = stop_request(child)
         conditions = (
             Condition(
                 type=JOB_FAILED,
                 status="True",
-                reason=CHILD_FAILED_REASON,
-                message=f"child flow {meta.name} failed: {why}",
+                reason=CHILD_STOPPED_REASON if stopped else CHILD_FAILED_REASON,
+                message=(
+                    f"child flow {meta.name} was {stopped} (its {ANNOTATION_STOP} annotation): {why}"
+                    if stopped
+                    else f"child flow {meta.name} failed: {why}"
+                ),
             ),
         )
     elif child.spec.suspend:
@@ -156,8 +166,10 @@ def build_child(
     child_spec: dict[str, Any] = {"templateRef": template_ref}
     if arguments:
         child_spec["arguments"] = {"parameters": arguments}
+    annotations = {}
     if flow.spec.suspend:
         child_spec["suspend"] = True
+        annotations[ANNOTATION_SUSPENDED_BY_PARENT] = "true"
     labels = {
         LABEL_PARENT: label_value(flow.metadata.name),
         LABEL_PARENT_STEP: label_value(step.name),
@@ -173,6 +185,7 @@ def build_child(
             "name": name,
             "namespace": flow.metadata.namespace,
             "labels": labels,
+            **({"annotations": annotations} if annotations else {}),
             "ownerReferences": [controller_reference(KIND, flow.metadata)],
         },
         "spec": child_spec,
@@ -186,7 +199,9 @@ def is_child_body(body: Mapping[str, Any]) -> bool:
 
 def suspensions(flow: JobFlow, works: Iterable[StepWork], jobs: Mapping[str, Job]) -> list[SuspendChild]:
     """The running children whose suspension differs from their parent's: a suspended parent suspends
-    them (no new step of theirs starts either), a resumed one resumes them."""
+    them (no new step of theirs starts either; `SuspendChild` marks them ANNOTATION_SUSPENDED_BY_PARENT),
+    a resumed one resumes those it suspended. A child a user suspended (no mark) is left as it is: the
+    parent's resume does not undo it, nor does a parent that is not suspended."""
     want = bool(flow.spec.suspend)
     out: list[SuspendChild] = []
     for w in works:
@@ -195,6 +210,8 @@ def suspensions(flow: JobFlow, works: Iterable[StepWork], jobs: Mapping[str, Job
         job = jobs.get(w.job_ref.name)
         if not isinstance(job, ChildFlowJob) or job.flow is None or job.finished or job.deleting:
             continue
-        if bool(job.child.spec.suspend) != want:
+        suspended = bool(job.child.spec.suspend)
+        ours = job.child.metadata.annotations.get(ANNOTATION_SUSPENDED_BY_PARENT) == "true"
+        if (want and not suspended) or (not want and suspended and ours):
             out.append(SuspendChild(job.metadata.name, w.name, want))
     return out

@@ -22,6 +22,7 @@ from zen_flow.planner.approvals import (
     waiting_message,
 )
 from zen_flow.planner.backoff import retry_delay, retry_limit
+from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
 from zen_flow.planner.memoization import Memoization
@@ -34,7 +35,7 @@ from zen_flow.planner.outputs import (
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.status import COMMIT_WAIT
-from zen_flow.planner.steps import HELD, StepWork, bound, held, unheld
+from zen_flow.planner.steps import HELD_PREFIXES, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -106,7 +107,10 @@ class Observation(Memoization):
         if job.failed and w.spec.is_flow:  # its child failed (or was refused): the child's words
             cond = job.condition(JOB_FAILED)
             self.attempt_failed(
-                w, (cond.message if cond is not None else None) or f"child flow {name} failed"
+                w,
+                (cond.message if cond is not None else None) or f"child flow {name} failed",
+                # A user stopped the child itself: what they asked for, not a failure to retry.
+                final=cond is not None and cond.reason == CHILD_STOPPED_REASON,
             )
             return
         if job.failed:
@@ -140,9 +144,9 @@ class Observation(Memoization):
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
             # resume wakes the flow (its `Suspended` condition turns False).
-            w.message = held(w.message)
+            w.message = held(w.message, child=w.spec.is_flow)
             return
-        if w.message is not None and w.message.startswith(HELD):
+        if w.message is not None and w.message.startswith(HELD_PREFIXES):
             # Resumed since the last plan: its run restarts now by our clock (see `began`).
             w.message = unheld(w.message)
             w.attempt_start_time = self.now
@@ -192,7 +196,7 @@ class Observation(Memoization):
         timeout = w.spec.timeout_seconds
         if not timeout or timeout <= 0 or (job is not None and job.suspended):
             return why
-        if job is None and (w.message or "").startswith(HELD):
+        if job is None and (w.message or "").startswith(HELD_PREFIXES):
             return why
         began = (
             self.began(w, job)
