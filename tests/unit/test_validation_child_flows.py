@@ -88,3 +88,34 @@ def test_a_template_whose_flow_step_runs_itself_is_refused() -> None:
     assert paths == ["spec.steps[1].flow.templateRef.name"]
     template["spec"]["steps"][1]["flow"]["templateRef"]["clusterScope"] = True  # another template
     assert validate_jobflowtemplate(template) == []
+
+
+def test_an_argument_placeholder_naming_no_input_is_refused_naming_the_field() -> None:
+    step = flow_step(
+        inputs={"parameters": [{"name": "v", "value": "1"}]},
+        flow={
+            "templateRef": {"name": "build"},
+            "arguments": {"parameters": [{"name": "ref", "value": "{{inputs.parameters.zz}}"}]},
+        },
+    )
+    found = errors(step)
+    assert list(found) == ["spec.steps[0].flow.arguments.parameters[0].value"]
+    assert (
+        'step "sub" has no input parameter "zz"' in found["spec.steps[0].flow.arguments.parameters[0].value"]
+    )
+
+
+def test_metadata_on_a_flow_step_is_refused_naming_it() -> None:
+    found = errors(flow_step(metadata={"labels": {"team": "a"}}))
+    assert "spec.steps[0].metadata" in found
+    assert "put labels and annotations in the template" in found["spec.steps[0].metadata"]
+
+
+def test_the_suggested_output_path_validates() -> None:
+    found = errors(
+        flow_step(outputs={"parameters": [{"name": "p", "valueFrom": {"terminationMessage": {}}}]})
+    )
+    [why] = found.values()
+    suggested = why.split("(e.g. ")[1].split(":")[0]
+    step = flow_step(outputs={"parameters": [{"name": "p", "valueFrom": {"jsonPath": suggested}}]})
+    assert errors(step) == {}

@@ -2,9 +2,11 @@
 
 A Flow step names its template and the values of its arguments; it runs nothing of its own, so what only
 makes sense for a Job (a template, a matrix, memoize, artifacts, outputs read from a pod) or a gate (a
-message, approval) is refused, naming the field. Whether the template exists, and declares the arguments,
-is asked of the cluster by the webhook (webhook/templates.py) and, offline, of the files `zen-flow
-validate` is given; at run time a missing template fails the step, naming it.
+message, approval) is refused, naming the field, and so is a placeholder in `flow.arguments` naming no
+input parameter of the step (validation/placeholders.py), as in a Job template. Whether the template
+exists and declares the arguments is not checked when the flow is admitted (the template may come later,
+or change): the child's creation is, by the webhook, and at run time a missing template or an undeclared
+argument fails the step, naming it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ _NOT_ON_A_FLOW_STEP = {
     "memoize": "a Flow step's result is its child flow's, which is not memoized",
     "message": "only a Manual step shows a message",
     "approval": "only a Manual step is approved",
+    "metadata": "a Flow step's child flow carries only the labels the controller gives it (parent, "
+    "parent-step, attempt, depth): put labels and annotations in the template",
 }
 
 
@@ -84,7 +88,8 @@ def _check_io(r: Reader, step: Mapping[str, Any], path: Path) -> None:
                     forbidden(
                         f"{path}.outputs.parameters[{i}].valueFrom.{field}",
                         "a Flow step's outputs come from its child flow's status: use jsonPath "
-                        "(e.g. $.steps[?(@.name=='build')].outputs.parameters[0].value)",
+                        "(e.g. $.steps[0].outputs.parameters[0].value: the child's first step in its "
+                        "spec order, its first output)",
                     )
                 )
 
