@@ -4,16 +4,18 @@ to its parent, and nothing a forged one claims reaches another flow."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from zen_flow import planner
 from zen_flow.api import JobFlow
 from zen_flow.api.meta import OwnerReference
 from zen_flow.controller.child_flows import ChildFlows
+from zen_flow.controller.executor import PlanExecutor
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core.naming import job_name
+from zen_flow.kube.errors import from_status
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner import SlotLimits
@@ -307,3 +309,70 @@ async def test_a_child_a_user_stopped_fails_its_step_without_a_retry() -> None:
     assert phase == "Failed"
     assert "was stopped by alice" in (message or "")
     assert f"{NS}/{job_name('p', 'sub', 1)}" not in r.api.flows  # no second attempt
+
+
+async def test_a_child_whose_create_answer_was_lost_is_adopted_not_made_twice() -> None:
+    r = rig()
+    r.api.templates[(NS, "t")] = template("t", [job_step("inner")])
+    p = r.api.create_flow(make_flow([flow_step("sub")], name="p"))
+    r.api.sync()
+    [create] = planner.plan(p, [], r.api.flows[p.key].metadata.creation_timestamp).actions
+    assert isinstance(create, planner.CreateJob)
+    await r.api.create_child_flow(NS, create.body)  # made, but the cache has not shown it yet
+    await r.controller.reconcile(p.key)
+    assert "409 AlreadyExists" in r.api.refused
+    r.api.sync()
+    child_key = f"{NS}/{job_name('p', 'sub', 0)}"
+    assert r.steps(p.key)["sub"][0] == "Running"
+    assert [k for k in r.api.flows if k != p.key] == [child_key]
+
+
+async def test_a_child_the_apiserver_refuses_fails_only_its_step_with_the_apiservers_words() -> None:
+    r = rig()
+
+    async def refuse(namespace: str, body: dict[str, Any]) -> str:
+        raise from_status(
+            422,
+            {
+                "kind": "Status",
+                "code": 422,
+                "reason": "Invalid",
+                "message": 'spec.templateRef.name: Not found: "t"',
+            },
+        )
+
+    r.api.create_child_flow = refuse  # type: ignore[method-assign]
+    p = r.api.create_flow(make_flow([flow_step("sub"), job_step("other")], name="p"))
+    r.api.sync()
+    await r.spin(p.key)
+    phase, message = r.steps(p.key)["sub"]
+    assert phase == "Failed"
+    assert "the apiserver refused child flow" in (message or "")
+    assert 'spec.templateRef.name: Not found: "t"' in (message or "")
+    assert r.steps(p.key)["other"][0] == "Running"
+
+
+async def test_a_delete_removes_only_the_object_the_plan_saw() -> None:
+    """Between the plan and its delete, the name came to hold another Job: the delete's UID precondition
+    leaves that one alone."""
+    r = rig()
+    p = r.api.create_flow(make_flow([job_step("a")], name="p"))
+    r.api.sync()
+    await r.spin(p.key, rounds=1)
+    [name] = r.api.job_creates
+    seen = r.api.jobs[(NS, name)]
+    executor = PlanExecutor(
+        api=r.api,
+        expectations=Expectations(FakeClock()),
+        metrics=Metrics(),
+        clock=FakeClock(),
+        waited=lambda key: None,
+        owned=lambda uid, job: seen if job == name else None,
+    )
+    r.api.jobs[(NS, name)] = replace(seen, metadata=replace(seen.metadata, uid="another-uid"))
+    await executor.execute(r.api.flows[p.key], [planner.DeleteJob(name, "a", "test")])
+    assert r.api.jobs[(NS, name)].metadata.uid == "another-uid"
+    await executor.execute(
+        r.api.flows[p.key], [planner.DeleteJob(name, "a", "test")], made={name: "another-uid"}
+    )
+    assert (NS, name) not in r.api.jobs

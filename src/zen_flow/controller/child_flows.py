@@ -3,12 +3,11 @@
 `ChildFlows` stands where the Job cache stood: `jobs_for(uid)` is the flow's Jobs plus its verified
 children (the JobFlow informer's index of flows by their controlling JobFlow, each checked against its
 parent's spec: planner/lineage.py; a flow that only claims a parent is none of its) as
-`planner.ChildFlowJob` records, so
-retries, timeouts, stops, the deadline, retention and expectations treat a child as they treat a Job
-(planner/children.py). It also carries what the informers cannot: a child whose create the apiserver
-refused for good (its admission webhook: the template does not exist, an argument it does not declare),
-shown as a failed child until its parent goes, so that the step fails saying why, never the whole flow
-and never a retry loop.
+`planner.ChildFlowJob` records, so retries, timeouts, stops, the deadline, retention and expectations
+treat a child as they treat a Job (planner/children.py). It also carries what the informers cannot: a
+child whose create the apiserver refused for good (its admission webhook: the template does not exist,
+an argument it does not declare), shown as a failed child until its parent goes, so that the step fails
+saying why, never the whole flow and never a retry loop.
 
 And it wakes the parent: a child's every change enqueues its parent's key, on every replica (the JobFlow
 informer sees all flows, so under --shards the replica holding the parent's shard hears its children
