@@ -268,6 +268,15 @@ def kitchen_sink_spec() -> dict[str, Any]:
                 "when": "flow.outcome == 'Failed' || steps.consume.phase != 'Succeeded'",
                 "template": job("echo cleanup"),
             },
+            {
+                "name": "child",
+                "type": "Flow",
+                "dependencies": ["produce"],
+                "flow": {
+                    "templateRef": {"name": "package", "clusterScope": True},
+                    "arguments": {"parameters": [{"name": "version", "value": "1.0"}]},
+                },
+            },
         ],
     }
 

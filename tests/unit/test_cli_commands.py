@@ -389,6 +389,23 @@ def test_logs_says_why_a_step_has_no_pod_to_show(
     assert said in err
 
 
+def test_logs_of_a_flow_step_points_at_its_child_flow_and_get_names_it(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    step = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "build"}}}
+    child = {"apiVersion": "workflow.kube-zen.io/v1alpha1", "kind": "JobFlow", "name": "p-sub-1a2b3c4d"}
+    cluster.add(
+        flow_manifest("p", NS, [step]),
+        {"phase": "Running", "steps": [{"name": "sub", "phase": "Running", "jobRef": child}]},
+    )
+    code, out, err = zen_flow(capsys, "logs", "p", "sub")
+    assert (code, out) == (2, "")
+    assert "step sub of jobflow p runs child flow p-sub-1a2b3c4d: see zen-flow logs p-sub-1a2b3c4d" in err
+    code, out, _ = zen_flow(capsys, "get", "p")
+    assert code == 0
+    assert "jobflow/p-sub-1a2b3c4d" in out
+
+
 def test_logs_of_a_step_that_ended_before_any_job_shows_its_message(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

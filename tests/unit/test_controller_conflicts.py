@@ -121,11 +121,11 @@ async def test_a_failed_delete_of_outdated_first_jobs_is_sent_again(rig: Rig) ->
     deletes: list[str] = []
     delete = api.delete_job
 
-    async def flaky_delete(namespace: str, name: str) -> None:
+    async def flaky_delete(namespace: str, name: str, uid: str = "") -> None:
         deletes.append(name)
         if len(deletes) == 1:
             raise from_status(503, {"message": "etcdserver: leader changed"})
-        await delete(namespace, name)
+        await delete(namespace, name, uid)
 
     api.delete_job = flaky_delete  # type: ignore[method-assign]
     await rig.settle()  # the first delete fails; the reconcile is retried with backoff

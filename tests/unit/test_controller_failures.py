@@ -97,7 +97,7 @@ class Fake:
             raise from_status(404, {"reason": "NotFound", "message": name})
         return self.existing[name]
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         if self.delete_errors:
             raise self.delete_errors.pop(0)
         self.deleted.append(name)

@@ -71,7 +71,7 @@ class FanOut:
             raise ApiError(500, "InternalError", "etcd hiccup")
         return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"uid-{name}"}})
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         raise AssertionError("nothing is deleted here")
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:

@@ -67,7 +67,7 @@ class Fake:
         self.jobs.append(body)
         return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"job-{len(self.jobs)}"}})
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         raise AssertionError("no Job is deleted here")
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
@@ -258,7 +258,7 @@ class Running(Fake):
             for n, body in enumerate(self.jobs)
         ]
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         self.deleted.append(name)
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from zen_flow.api import Job, JobFlow, JobFlowSpec, JobFlowStatus
+from zen_flow.api.constants import ANNOTATION_SUSPENDED_BY_PARENT
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import Condition, ObjectMeta
 from zen_flow.core import jsonpatch
@@ -61,6 +62,7 @@ class FakeApiServer:
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
         self.refused: list[str] = []  # "409 Conflict" / "409 AlreadyExists", in order
         self.events: list[tuple[str, str, str]] = []
+        self.children_refused: list[tuple[str, str, str]] = []  # `child_refused`: (parent uid, name, why)
         self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
         self.on_flow: Callable[[JobFlow], None] | None = None
         self.on_flow_deleted: Callable[[JobFlow], None] | None = None
@@ -157,6 +159,17 @@ class FakeApiServer:
     def deleted_stray(self, key: str) -> None:
         self.disowned.append(key)  # the JobInformer keeps no tombstone of it
 
+    def children_of(self, owner_uid: str) -> Sequence[JobFlow]:
+        """The cached flows whose controlling ownerReference names this UID (the JobFlow informer's
+        index of them: `JobFlowInformer.children_of`)."""
+        return [
+            f
+            for f in self._cached_flows.values()
+            if (ref := f.metadata.controller_ref()) is not None
+            and ref.uid == owner_uid
+            and ref.kind == "JobFlow"
+        ]
+
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         return [
             j
@@ -182,7 +195,10 @@ class FakeApiServer:
             raise from_status(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": name})
         return self.jobs[(namespace, name)]
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
+        job = self.jobs.get((namespace, name))
+        if job is not None and uid and job.metadata.uid != uid:
+            raise conflict(name)  # the apiserver's uid precondition
         self.jobs.pop((namespace, name), None)
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
@@ -210,7 +226,39 @@ class FakeApiServer:
         return stored.metadata.resource_version
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
+        flow = self.flows.get(f"{namespace}/{name}")
+        if flow is not None and uid and flow.metadata.uid != uid:
+            raise conflict(name)  # the apiserver's uid precondition
         self.flows.pop(f"{namespace}/{name}", None)
+
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str:
+        """A child flow (a Flow step's): stored as written (no webhook expands it here)."""
+        name = body["metadata"]["name"]
+        if f"{namespace}/{name}" in self.flows:
+            self.refused.append("409 AlreadyExists")
+            raise already_exists(name)
+        flow = JobFlow.model_validate({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+        return self.create_flow(flow).metadata.uid
+
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
+        """The merge patch of `JobFlowClient.set_suspend`: spec.suspend and the parent's mark."""
+        key = f"{namespace}/{name}"
+
+        def patch(f: JobFlow) -> JobFlow:
+            annotations = {
+                k: v for k, v in f.metadata.annotations.items() if k != ANNOTATION_SUSPENDED_BY_PARENT
+            }
+            if suspend:
+                annotations[ANNOTATION_SUSPENDED_BY_PARENT] = "true"
+            meta = f.metadata.model_copy(update={"annotations": annotations})
+            return f.model_copy(
+                update={"metadata": meta, "spec": f.spec.model_copy(update={"suspend": suspend})}
+            )
+
+        self.update_flow(key, patch)
+
+    def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
+        self.children_refused.append((owner_uid, name, why))
 
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
         raise NotImplementedError("spec.resourceTemplates: not in this fake")

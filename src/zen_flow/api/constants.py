@@ -62,6 +62,9 @@ AUDIT_RETRIES_BYTES = 16 * 1024
 # stopped-by is written by the mutating webhook. The value STOP_RUN_FINALLY (any case; `zen-flow stop
 # --run-finally`) stops the other steps the same way but runs the finally steps first (planner.finale).
 ANNOTATION_STOP = f"{GROUP}/stop"
+# On a child flow its parent suspended (planner/children.py): only such a suspension is the parent's to
+# undo on resume; a child a user suspended stays suspended.
+ANNOTATION_SUSPENDED_BY_PARENT = f"{GROUP}/suspended-by-parent"
 ANNOTATION_STOPPED_BY = f"{GROUP}/stopped-by"
 STOP_RUN_FINALLY = "RunFinally"
 
@@ -106,6 +109,7 @@ class StepPhase(StrEnum):
 class StepType(StrEnum):
     JOB = "Job"
     MANUAL = "Manual"
+    FLOW = "Flow"  # a child flow made from a JobFlowTemplate (planner/children.py)
 
 
 class DependencyPolicy(StrEnum):
@@ -237,6 +241,12 @@ LABEL_TEMPLATE = f"{GROUP}/template"
 # Beside it, "true" on a flow expanded from a ClusterJobFlowTemplate (absent: the flow's namespace's
 # JobFlowTemplate), so that a namespaced and a cluster template of one name can be told apart.
 LABEL_CLUSTER_TEMPLATE = f"{GROUP}/cluster-template"
+# On a child flow (a `type: Flow` step's, planner/children.py): its parent flow, the parent's step, and how
+# deep it is nested (a top-level flow is 0; its children 1, ...): recursion stops at MAX_FLOW_DEPTH.
+LABEL_PARENT = f"{GROUP}/parent"
+LABEL_PARENT_STEP = f"{GROUP}/parent-step"
+LABEL_DEPTH = f"{GROUP}/depth"
+MAX_FLOW_DEPTH = 4
 
 
 class CronConditionType(StrEnum):

@@ -269,6 +269,33 @@ class Matrix(Model):
     max_items: int | None = None
 
 
+class TemplateRef(Model):
+    """The JobFlowTemplate a flow is made from (validation/expansion.py): its steps, arguments and
+    policy are copied into the flow when it is created, so the template's later edits never reach it.
+    `cluster_scope`: the ClusterJobFlowTemplate of that name instead (Argo's `clusterScope`)."""
+
+    name: str = ""
+    cluster_scope: bool | None = None
+
+
+class StepFlowArgument(Model):
+    name: str = ""
+    value: str = ""
+
+
+class StepFlowArguments(Model):
+    parameters: tuple[StepFlowArgument, ...] = ()
+
+
+class StepFlow(Model):
+    """A `type: Flow` step's child flow (planner/children.py): made from the JobFlowTemplate (or
+    ClusterJobFlowTemplate) `template_ref` names, with `arguments` (their values may hold the step's
+    input placeholders)."""
+
+    template_ref: TemplateRef | None = None
+    arguments: StepFlowArguments | None = None
+
+
 class Step(Model):
     name: str = ""
     type: str | None = None
@@ -294,10 +321,17 @@ class Step(Model):
     # Fan-out: the step stands for one item step per combination (core/matrix.py); the planner only
     # ever sees the items (the effective flow).
     matrix: Matrix | None = None
+    # A `type: Flow` step's child flow: the step runs a JobFlowTemplate as a flow of its own.
+    flow: StepFlow | None = None
 
     @property
     def is_finally(self) -> bool:
         return bool(self.finally_)
+
+    @property
+    def is_flow(self) -> bool:
+        """A child-flow step: `type: Flow` (never inferred: the original had no such step)."""
+        return self.type == StepType.FLOW
 
     @property
     def is_manual(self) -> bool:
@@ -317,15 +351,6 @@ class ArgumentParameter(Model):
 
 class Arguments(Model):
     parameters: tuple[ArgumentParameter, ...] = ()
-
-
-class TemplateRef(Model):
-    """The JobFlowTemplate a flow is made from (validation/expansion.py): its steps, arguments and
-    policy are copied into the flow when it is created, so the template's later edits never reach it.
-    `cluster_scope`: the ClusterJobFlowTemplate of that name instead (Argo's `clusterScope`)."""
-
-    name: str = ""
-    cluster_scope: bool | None = None
 
 
 class JobFlowSpec(Model):

@@ -30,8 +30,11 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
     if args.step is not None and args.step not in names and items is None:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {few(names)})")
     shown: list[tuple[str, str, str]] = []  # (step, pod, container)
+    flow_steps = {s.name for s in flow.spec.steps if s.is_flow}
     for step in items or ([args.step] if args.step is not None else names):
         status = flow.status.step(step)
+        if step in flow_steps:
+            continue  # a child flow's pods are its own steps' (`_why_no_pod` says so)
         if args.attempt is not None:
             job = job_name(flow.metadata.name, step, args.attempt - 1)
         elif status is not None and status.job_ref is not None and status.job_ref.name:
@@ -82,6 +85,11 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
     if spec is not None and spec.is_manual:
         return f"step {step} of jobflow {name} is a Manual step: it runs no pod"
     status = flow.status.step(step)
+    if spec is not None and spec.is_flow:  # its pods are its child flow's steps'
+        child = status.job_ref.name if status is not None and status.job_ref is not None else None
+        if child:
+            return f"step {step} of jobflow {name} runs child flow {child}: see zen-flow logs {child}"
+        return f"step {step} of jobflow {name} is a Flow step and has made no child flow yet: no pod"
     started = status is not None and status.job_ref is not None and bool(status.job_ref.name)
     served = status is not None and not started and (status.message or "").startswith(MEMOIZED_MARK)
     attempts = status.retry_count + 1 if status is not None else 0

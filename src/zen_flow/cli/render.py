@@ -194,6 +194,8 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         job = (
             step.job_ref.name if step is not None and step.job_ref is not None and step.job_ref.name else "-"
         )
+        if spec.is_flow and job != "-":
+            job = f"jobflow/{job}"  # a Flow step's child flow (planner/children.py), not a Job
         rows.append(
             [
                 "  " * depth + name,

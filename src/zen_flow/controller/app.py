@@ -23,6 +23,7 @@ from zen_flow import __version__
 from zen_flow import logging as zf_logging
 from zen_flow.config import Settings, archive_keys
 from zen_flow.controller.archiver import Archiver
+from zen_flow.controller.child_flows import ChildFlows
 from zen_flow.controller.cloud_event_sink import configured_sink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
 from zen_flow.controller.expression_sandbox import ExpressionSandbox
@@ -153,6 +154,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         cluster = Cluster(job_api, flow_api, ObjectClient(kube), PodClient(kube), MemoCacheClient(kube))
         if sink is not None:
             stack.push_async_callback(sink.close)
+        expectations = Expectations(clock)
+        # Flow steps' child flows shown to the planner as their steps' Jobs (controller/child_flows.py).
+        children = ChildFlows(jobs, flows.children_of, expectations, queue.add, flows.get)
         archive = None
         if settings.archive_enabled:
             store = S3Store(archive_store(settings), connections=4)
@@ -163,7 +167,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 prefix=settings.archive_s3_prefix,
                 api=cluster,
                 flows=flows,
-                jobs=jobs,
+                jobs=children,
                 queue=queue,
                 events=recorder,
                 metrics=metrics,
@@ -174,10 +178,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             log.info("archiving ended flows", store=store.config.where, prefix=settings.archive_s3_prefix)
         controller = Controller(
             flows=flows,
-            jobs=jobs,
+            jobs=children,
             api=cluster,
             queue=queue,
-            expectations=Expectations(clock),
+            expectations=expectations,
             events=recorder,
             clock=clock,
             metrics=metrics,
@@ -213,6 +217,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             on_add=controller.on_flow_event,
             on_update=lambda old, new: controller.on_flow_event(new, old),
             on_delete=controller.on_flow_deleted,
+        )
+        flows.add_handler(
+            on_add=children.on_flow_event,
+            on_update=lambda _old, new: children.on_flow_event(new),
+            on_delete=lambda flow: children.on_flow_event(flow, deleted=True),
         )
         jobs.add_handler(
             on_add=controller.on_job_event,

@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -72,7 +73,7 @@ class Flows(Protocol):
 
 
 class Jobs(Protocol):
-    def jobs_for(self, uid: str) -> list[Job]: ...
+    def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
 
 
 class _Due:

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.memo_cache import MemoApi
 from zen_flow.controller.templates import TemplateApi
+from zen_flow.planner import Lineage
 
 
 class FlowCache(Protocol):
@@ -30,17 +31,48 @@ class JobCache(Protocol):
         ...
 
 
+@runtime_checkable
+class ChildFlowCache(Protocol):
+    """A JobCache that shows Flow steps' child flows (controller/child_flows.py) knows which flows are
+    verified children (planner/lineage.py)."""
+
+    def is_child(self, flow: JobFlow) -> bool: ...
+    def children(self, parent: JobFlow) -> Sequence[JobFlow]: ...
+    def lineage(self, flow: JobFlow) -> Lineage: ...
+
+
+@runtime_checkable
+class ChildRefusals(Protocol):
+    """A JobCache that shows Flow steps' child flows also keeps the children the apiserver refused."""
+
+    def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
+        """The apiserver refused the child flow `name` of the flow `owner_uid` for good: from now on
+        `jobs_for` shows it failed, so its step fails saying why."""
+        ...
+
+
 class ClusterApi(MemoApi, TemplateApi, Protocol):
     """The writes reconcile makes; `zen_flow.kube` implements it, tests may fake it."""
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
     async def get_job(self, namespace: str, name: str) -> Job: ...
-    async def delete_job(self, namespace: str, name: str) -> None: ...
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
+        """With `uid`, `Conflict` if the Job of that name is another one."""
+        ...
+
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         """Applies a JSON patch (`zen_flow.core.jsonpatch`) to /status; returns the new resourceVersion."""
         ...
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create a JobFlow (a Flow step's child); its uid. `AlreadyExists` if the name is taken."""
+        ...
+
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
+        """Set a child flow's spec.suspend (a merge patch). `NotFound` if it is gone."""
+        ...
+
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool

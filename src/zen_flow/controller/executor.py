@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
 from zen_flow.controller.metrics import Metrics
-from zen_flow.kube.errors import AlreadyExists, ApiError, NotFound
+from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
@@ -32,8 +32,11 @@ CREATE_CONCURRENCY = 16
 class JobApi(Protocol):
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
     async def get_job(self, namespace: str, name: str) -> Job: ...
-    async def delete_job(self, namespace: str, name: str) -> None: ...
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None: ...
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str: ...
+    async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None: ...
 
 
 class JobNameTaken(ApiError):
@@ -54,9 +57,16 @@ class PlanExecutor:
         clock: Clock,
         waited: Callable[[str], float | None],
         disown: Callable[[str], None] = lambda key: None,
+        refused: Callable[[str, str, str, str], None] = lambda uid, ns, name, why: None,
+        owned: Callable[[str, str], Job | None] | None = None,
     ) -> None:
         """`disown`: told the key of each Job deleted as a stray of an ended flow before its delete goes
-        out (`JobCache.deleted_stray`)."""
+        out (`JobCache.deleted_stray`). `refused`: told (flow uid, namespace, name, why) of each child
+        flow the apiserver refused for good (`JobCache.child_refused`): its step fails, not the flow.
+        `owned`: the cached object of a flow (by uid) of a name, as the plan saw it (`JobCache.jobs_for`):
+        what a delete removes, and by which UID (None: every delete is a Job's, by name; tests)."""
+        self._refused = refused
+        self._owned = owned
         self._api = api
         self._expectations = expectations
         self._metrics = metrics
@@ -89,10 +99,11 @@ class PlanExecutor:
         self._deleted_flows.discard(uid)
 
     async def execute(
-        self, flow: JobFlow, actions: Sequence[planner.Action]
+        self, flow: JobFlow, actions: Sequence[planner.Action], made: Mapping[str, str] | None = None
     ) -> tuple[dict[str, str], list[str]]:
         """Execute the plan's actions; returns {job name: uid} of the Jobs it created, and why the
-        apiserver refused Jobs for good (422/400: sending them again could not succeed)."""
+        apiserver refused Jobs for good (422/400: sending them again could not succeed). `made`: {name:
+        uid} of what this reconcile created already, which the cache may not show yet (its deletes)."""
         ns, uid = flow.metadata.namespace, flow.metadata.uid
         created: dict[str, str] = {}
         rejected: list[str] = []
@@ -106,11 +117,14 @@ class PlanExecutor:
 
         async def create_one(create: planner.CreateJob) -> None:
             name = create.body["metadata"]["name"]
+            child = planner.is_child_body(create.body)  # a Flow step's child JobFlow (planner/children.py)
             asked = self._clock.monotonic()
             try:
                 async with gate:
-                    job = await self._api.create_job(ns, create.body)
-                created[name] = job.metadata.uid
+                    if child:
+                        created[name] = await self._api.create_child_flow(ns, create.body)
+                    else:
+                        created[name] = (await self._api.create_job(ns, create.body)).metadata.uid
                 self._metrics.job_creates.labels("created").inc()
                 # Why a step started late, per step: the flow waited for a worker (`queued_ms`, since the
                 # event that woke it), or the create for the apiserver (`create_ms`, request slot and
@@ -121,7 +135,7 @@ class PlanExecutor:
                 log.info("created job", step=create.step, job=name, attempt=create.attempt, **timing)
             except AlreadyExists as err:
                 try:
-                    found = await self._holder(flow, name, err)
+                    found = await (self._child_holder if child else self._holder)(flow, name, err)
                 except BaseException:
                     self._metrics.job_creates.labels("error").inc()
                     self._expectations.creation_failed(uid, name)
@@ -137,6 +151,10 @@ class PlanExecutor:
                     self._metrics.job_creates.labels("taken").inc()
                     raise found from None
                 self._metrics.job_creates.labels("rejected").inc()
+                if child:  # a JobFlow squats the child's name: its step fails naming it, not the flow
+                    self._refused(uid, ns, name, found)
+                    log.info("child flow name taken", step=create.step, flow=name, error=found)
+                    return
                 rejected.append(f"step {create.step}: {found}")
             except ApiError as err:
                 self._expectations.creation_failed(uid, name)
@@ -144,6 +162,10 @@ class PlanExecutor:
                     self._metrics.job_creates.labels("error").inc()
                     raise
                 self._metrics.job_creates.labels("rejected").inc()
+                if child:  # its step fails saying why (ChildFlows); the flow's other steps go on
+                    self._refused(uid, ns, name, f"the apiserver refused child flow {name}: {err.message}")
+                    log.info("child flow refused", step=create.step, flow=name, error=err.message)
+                    return
                 rejected.append(f"step {create.step}: {err.status} {err.message}")
             except Exception:
                 self._metrics.job_creates.labels("error").inc()
@@ -171,8 +193,8 @@ class PlanExecutor:
                     # its outcome taken over by a rerun (informer/tombstones.py).
                     self._disown(f"{ns}/{delete.name}")
                 try:
-                    await self._api.delete_job(ns, delete.name)
-                except NotFound:
+                    await self._delete(flow, delete, made or {})
+                except (NotFound, Conflict):  # gone, or its name another's now: nothing of ours to delete
                     self._expectations.deletion_observed(uid, delete.name)
                 sent += 1
                 self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
@@ -184,12 +206,38 @@ class PlanExecutor:
                 self._expectations.deletion_failed(uid, delete.name)
             raise
         for action in actions:
+            if isinstance(action, planner.SuspendChild):
+                with contextlib.suppress(NotFound):  # gone: its step sees that
+                    await self._api.suspend_flow(ns, action.name, action.suspend)
+                log.info("child flow suspended" if action.suspend else "child flow resumed", flow=action.name)
             if isinstance(action, planner.DeleteFlow):
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
                     await self._api.delete_flow(ns, flow.metadata.name, uid)
                 self._deleted_flows.add(uid)
                 log.info("deleted flow", reason=action.reason)
         return created, rejected
+
+    async def _delete(self, flow: JobFlow, delete: planner.DeleteJob, made: Mapping[str, str]) -> None:
+        """Delete the flow's object of this name, as the cache shows it among the flow's: a verified child
+        flow with a JobFlow delete (its Jobs follow it by ownerReference), a Job with a Job delete, each
+        only if it is still the object of that UID (`Conflict` otherwise). Never chosen by the step's name:
+        a JobFlow that claims this flow as its parent but is not its child is no Job of it, and a Job
+        delete of its name would remove someone else's Job. `NotFound` when the cache no longer has it."""
+        ns, name = flow.metadata.namespace, delete.name
+        if name in made:  # created by this very reconcile: its UID says which object it is
+            child = any(s.is_flow and s.name == delete.step for s in flow.spec.steps)
+            await (self._api.delete_flow if child else self._api.delete_job)(ns, name, made[name])
+            return
+        if self._owned is None:
+            await self._api.delete_job(ns, name)
+            return
+        found = self._owned(flow.metadata.uid, name)
+        if isinstance(found, planner.ChildFlowJob) and found.flow is not None:
+            await self._api.delete_flow(ns, name, found.metadata.uid)
+        elif found is not None and not isinstance(found, planner.ChildFlowJob):
+            await self._api.delete_job(ns, name, found.metadata.uid)
+        else:  # a refused child (never created), or gone from the cache since the plan
+            raise NotFound(404, "NotFound", f"{name} is not among the flow's objects")
 
     async def _holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:
         """Whose is the Job a create found under its name? The flow's (a create whose answer was lost, or
@@ -211,6 +259,24 @@ class PlanExecutor:
         return (
             f"Job {name} already exists and is not this flow's (owned by {planner.describe_owner(ref)}): "
             "delete it or rename the flow"
+        )
+
+    async def _child_holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:
+        """`_holder` for a child flow: the child (as its step's Job) when it is the flow's own (a create
+        whose answer was lost), JobNameTaken when it is on its way out, else why the step cannot run."""
+        stored = await self._api.get_flow(flow.metadata.namespace, name)
+        if stored is None:
+            return JobNameTaken(name, err)
+        child = JobFlow.model_validate({"metadata": stored.get("metadata", {})})
+        ref = child.metadata.controller_ref()
+        deleting = child.metadata.deletion_timestamp is not None
+        if ref is not None and ref.uid == flow.metadata.uid and not deleting:
+            return planner.as_job(child)
+        if planner.on_its_way_out(ref, deleting, flow):
+            return JobNameTaken(name, err)
+        return (
+            f"JobFlow {name} already exists and is not this flow's child (owned by "
+            f"{planner.describe_owner(ref)}): delete it or rename the flow"
         )
 
 

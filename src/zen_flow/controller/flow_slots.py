@@ -8,7 +8,7 @@ then only the flows that may take it are queued again (at most N per line, never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from zen_flow import planner
 from zen_flow.api import JobFlow
@@ -19,9 +19,17 @@ from zen_flow.machinery.workqueue import WorkQueue
 
 class FlowSlots:
     def __init__(
-        self, limits: planner.SlotLimits, flows: FlowCache, jobs: JobCache, queue: WorkQueue[str]
+        self,
+        limits: planner.SlotLimits,
+        flows: FlowCache,
+        jobs: JobCache,
+        queue: WorkQueue[str],
+        is_child: Callable[[JobFlow], bool] | None = None,
     ) -> None:
-        self._book = planner.SlotBook(limits, jobs.jobs_for)
+        """`is_child`: is a flow a verified child flow (planner/lineage.py)? It runs under its parent's
+        slot and counts in its namespace's line only."""
+        self._book = planner.SlotBook(limits, jobs.jobs_for, is_child)
+        self._is_child = is_child
         self._flows = flows
         self._queue = queue
 
@@ -33,7 +41,8 @@ class FlowSlots:
     def claim(self, flow: JobFlow, peers: Sequence[planner.Peer]) -> str | None:
         """Why `flow` may not start now (None: it may, and its slot is reserved until `settle`). Only a
         flow that would start but for the limits asks: one that could not start anyway reserves none."""
-        return self._book.claim(flow, peers) if planner.needs_slot(flow, peers) else None
+        child = self._is_child is not None and self._is_child(flow)
+        return self._book.claim(flow, peers) if planner.needs_slot(flow, peers, child) else None
 
     def settle(self, flow: JobFlow, begun: bool) -> None:
         """The plan of `flow` started it (`begun`) or not (no plan: a slot it claimed is free again)."""

@@ -173,6 +173,7 @@ class PlanRunner:
         peers: Sequence[planner.Peer],
         memos: Mapping[str, planner.MemoAnswer] | None,
         slot: str | None = None,
+        lineage: planner.Lineage | None = None,
     ) -> planner.Plan | None:
         """The plan; None when it would evaluate in the sandbox and every thread for that is taken.
         `memos`: the cache entries read for the lookups of the flow's plan before this one; `slot`: why
@@ -186,6 +187,7 @@ class PlanRunner:
             messages=messages,
             memos=memos,
             slot=slot,
+            lineage=lineage,
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )

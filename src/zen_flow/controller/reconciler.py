@@ -19,7 +19,7 @@ from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import CloudEventSink
-from zen_flow.controller.cluster_access import ClusterApi, FlowCache, JobCache
+from zen_flow.controller.cluster_access import ChildFlowCache, ChildRefusals, ClusterApi, FlowCache, JobCache
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_groups import FlowGroups
@@ -78,8 +78,12 @@ class Controller:
         `shards`: with `--shards N > 1`, which flows this replica may reconcile now.
         `archive`: where ended flows' records go (`--archive-s3-*`), if anywhere."""
         self._flows = flows
+        # Flow steps' child flows, when the JobCache shows them (controller/child_flows.py).
+        self._family = jobs if isinstance(jobs, ChildFlowCache) else None
         # The flows in line for those limits, kept from the flow informer's events (planner.slots).
-        self._slots = FlowSlots(slots or planner.SlotLimits(), flows, jobs, queue)
+        self._slots = FlowSlots(
+            slots or planner.SlotLimits(), flows, jobs, queue, self._family.is_child if self._family else None
+        )
         self._runner = PlanRunner(
             api=api,
             evaluate=evaluate,
@@ -106,6 +110,8 @@ class Controller:
             clock=clock,
             waited=queue.waited,
             disown=jobs.deleted_stray,
+            refused=jobs.child_refused if isinstance(jobs, ChildRefusals) else lambda *_: None,
+            owned=lambda uid, name: next((j for j in jobs.jobs_for(uid) if j.metadata.name == name), None),
         )
         self._status = StatusWriter(
             api=api, flows=flows, announcements=self._announcements, metrics=metrics, clock=clock
@@ -138,6 +144,8 @@ class Controller:
         self._queue.add(flow.key, priority(flow))
         self._groups.observe(old, flow)
         self._slots.observe(old, flow)
+        if old is None:
+            self._family_changed(flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
@@ -155,6 +163,16 @@ class Controller:
         self._queue.add(flow.key)
         self._groups.observe(flow, None)
         self._slots.observe(flow, None)
+        self._family_changed(flow)
+
+    def _family_changed(self, parent: JobFlow) -> None:
+        """A flow came or went: its children, verified only while it is cached (the informer's first
+        list brings flows in any order), stand anew in the limits' lines and decide anew."""
+        if self._family is None:
+            return
+        for child in self._family.children(parent):
+            self._slots.observe(child, child)
+            self._queue.add(child.key, priority(child))
 
     def on_job_event(self, job: Job, old: Job | None = None, *, deleted: bool = False) -> None:
         """A Job was added, updated (`old` is its previous version) or deleted."""
@@ -324,7 +342,7 @@ class Controller:
                     and (name := a.body["metadata"]["name"]) not in created
                 },
             )
-            await self._executor.execute(flow, result.actions)
+            await self._executor.execute(flow, result.actions, made=created)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
@@ -335,7 +353,7 @@ class Controller:
             except BaseException as err:
                 if isinstance(err, ApiError) and err.permanent:
                     refused = await self._status.refused(flow, err, now, status, stored=stored)
-                    await self._executor.execute(flow, refused)
+                    await self._executor.execute(flow, refused, made=created)
                     return None
                 # A conflict, a timeout, a reset connection: the write may have been applied all the same
                 # (a 409 to the client's retry of an applied write); `in_doubt` keeps its Events and
@@ -366,8 +384,9 @@ class Controller:
             # Claimed before the plan, with no await between: a flow another worker plans meanwhile
             # counts this one's slot (planner.slots).
             slot = self._slots.claim(flow, peers)
+            lineage = self._family.lineage(flow) if self._family is not None else None
             # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
-            return self._runner.plan(flow, jobs, now, messages, peers, memos, slot)
+            return self._runner.plan(flow, jobs, now, messages, peers, memos, slot, lineage)
 
         planned = None
         try:

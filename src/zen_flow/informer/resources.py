@@ -25,6 +25,8 @@ OWNER_UID_INDEX = "controller-uid"
 CONCURRENCY_GROUP_INDEX = "concurrency-group"
 # JobFlows by the uid of the CronJobFlow that controls them (its runs).
 CRON_OWNER_INDEX = "cron-owner"
+# JobFlows by the uid of the JobFlow that controls them: a Flow step's child flows (planner/children.py).
+PARENT_INDEX = "parent-flow"
 
 
 def controller_uid(job: Job) -> list[str]:
@@ -40,6 +42,11 @@ def flow_concurrency_group(flow: JobFlow) -> list[str]:
 def cron_owner_uid(flow: JobFlow) -> list[str]:
     ref = flow.metadata.controller_ref()
     return [ref.uid] if ref is not None and ref.kind == CRON_KIND and ref.group == GROUP else []
+
+
+def parent_uid(flow: JobFlow) -> list[str]:
+    ref = flow.metadata.controller_ref()
+    return [ref.uid] if ref is not None and is_jobflow(ref) else []
 
 
 def owner_cron_key(flow: JobFlow) -> str | None:
@@ -133,7 +140,11 @@ class JobFlowInformer(Informer[JobFlow]):
             reuse=reuse_unchanged,
             head=(FlowHead, assemble_flow),
             fallback=status_placeholder(JobFlow, JobFlowStatus),
-            indexers={CONCURRENCY_GROUP_INDEX: flow_concurrency_group, CRON_OWNER_INDEX: cron_owner_uid},
+            indexers={
+                CONCURRENCY_GROUP_INDEX: flow_concurrency_group,
+                CRON_OWNER_INDEX: cron_owner_uid,
+                PARENT_INDEX: parent_uid,
+            },
             namespaces=namespaces,
             clock=clock,
             options=options,
@@ -151,6 +162,10 @@ class JobFlowInformer(Informer[JobFlow]):
     def runs_of(self, cron_uid: str) -> list[JobFlow]:
         """The cached flows a CronJobFlow (by uid) controls: its runs."""
         return self.store.by_index(CRON_OWNER_INDEX, cron_uid)
+
+    def children_of(self, parent_uid: str) -> list[JobFlow]:
+        """The cached flows a JobFlow (by uid) controls: its Flow steps' child flows."""
+        return self.store.by_index(PARENT_INDEX, parent_uid)
 
     def concurrency_group(self, group: str) -> list[JobFlow]:
         """The cached flows of a concurrency group (`namespace/key`, see `planner.group_of`)."""

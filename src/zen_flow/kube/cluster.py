@@ -38,9 +38,10 @@ class Cluster:
         """The Job's metadata; `NotFound` if there is none."""
         return await self._jobs.get(namespace, name)
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Background propagation (the Pods go too). `NotFound` if already gone."""
-        await self._jobs.delete(namespace, name, propagation="Background")
+    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
+        """Background propagation (the Pods go too). `NotFound` if already gone; with `uid`, `Conflict`
+        if the Job of that name is another one."""
+        await self._jobs.delete(namespace, name, propagation="Background", uid=uid or None)
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
         """JSON patch on /status; `Conflict` if the patch carries a stale resourceVersion.
@@ -73,6 +74,14 @@ class Cluster:
         `Conflict` if it changed since `resource_version`."""
         body = {"metadata": {"labels": dict(labels)}, "spec": dict(spec)}
         await self._flows.merge(namespace, name, body, resource_version)
+
+    async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create a JobFlow (a Flow step's child); returns its uid. `AlreadyExists` if the name is taken."""
+        return await self._flows.create(namespace, body)
+
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
+        """Set a flow's spec.suspend (a merge patch). `NotFound` if it is gone."""
+        await self._flows.set_suspend(namespace, name, suspend)
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from zen_flow.api.constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from zen_flow.api.constants import ANNOTATION_SUSPENDED_BY_PARENT, FIELD_MANAGER, GROUP, PLURAL, VERSION
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import TransportError
 from zen_flow.kube.flow_templates import FlowTemplateClient
@@ -108,6 +108,18 @@ class JobFlowClient(ResourceLister):
             JOBFLOWS.path(namespace, name),
             query=[("fieldManager", FIELD_MANAGER)],
             body=patch,
+            content_type=MERGE_PATCH,
+        )
+
+    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        """Merge `spec.suspend` into the flow (a parent suspending or resuming its child flow), with the
+        mark that says its parent suspended it (removed on resume)."""
+        mark = {ANNOTATION_SUSPENDED_BY_PARENT: "true" if suspend else None}
+        await self._client.request(
+            "PATCH",
+            JOBFLOWS.path(namespace, name),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"metadata": {"annotations": mark}, "spec": {"suspend": suspend}},
             content_type=MERGE_PATCH,
         )
 

@@ -11,9 +11,11 @@ from zen_flow.planner.actions import (
     MemoLookup,
     Plan,
     SaveMemo,
+    SuspendChild,
 )
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
+from zen_flow.planner.children import ChildFlowJob, as_job, is_child_body, parent_of, refused_job
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.engine import plan, uses_evaluator
 from zen_flow.planner.jobs import (
@@ -26,6 +28,15 @@ from zen_flow.planner.jobs import (
     on_its_way_out,
 )
 from zen_flow.planner.lifecycle import ENDED_REASON, fail_invalid
+from zen_flow.planner.lineage import (
+    MAX_DESCENDANTS,
+    TOP_LEVEL,
+    Lineage,
+    is_verified_child,
+    lineage,
+    verified_children,
+    verified_parent,
+)
 from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
@@ -34,15 +45,19 @@ from zen_flow.planner.slots import SlotBook, SlotLimits, needs_slot
 
 __all__ = [
     "ENDED_REASON",
+    "MAX_DESCENDANTS",
     "MEMO_CACHE_LABEL",
+    "TOP_LEVEL",
     "Action",
     "ArtifactOptions",
+    "ChildFlowJob",
     "CreateJob",
     "CreateResource",
     "DeleteFlow",
     "DeleteJob",
     "EventSpec",
     "JobBuildError",
+    "Lineage",
     "MemoAnswer",
     "MemoLookup",
     "Peer",
@@ -51,23 +66,32 @@ __all__ = [
     "SaveMemo",
     "SlotBook",
     "SlotLimits",
+    "SuspendChild",
     "adoptable",
+    "as_job",
     "build_job",
     "describe_owner",
     "fail_invalid",
     "fail_resources",
     "group_of",
+    "is_child_body",
     "is_jobflow",
+    "is_verified_child",
     "jobs_to_read",
     "keys_to_wake",
+    "lineage",
     "name_taken",
     "needs_slot",
     "on_its_way_out",
+    "parent_of",
     "parse_duration",
     "peers_of",
     "plan",
     "plan_sees_change",
+    "refused_job",
     "retry_delay",
     "unseen_jobs",
     "uses_evaluator",
+    "verified_children",
+    "verified_parent",
 ]

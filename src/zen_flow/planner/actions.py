@@ -68,7 +68,16 @@ class SaveMemo:
     value: str
 
 
-Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo
+@dataclass(frozen=True)
+class SuspendChild:
+    """Set a child flow's `spec.suspend` (planner.children): its parent was suspended or resumed."""
+
+    name: str
+    step: str
+    suspend: bool
+
+
+Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,12 @@ from zen_flow.core.expressions import Evaluator
 from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan
 from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
+from zen_flow.planner.children import suspensions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
 from zen_flow.planner.events import STOPPED_EVENT, WARNING
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.lifecycle import fail_invalid, stray_events, strays, terminal_plan, ttl_expiry
+from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import unwait, waiting
@@ -240,6 +242,8 @@ class _Planner(Starts):
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
         phase, failure, reason = self.conclude()
+        if not phase.terminal:  # a suspended parent suspends its running children, a resumed one resumes them
+            self.actions.extend(suspensions(self.flow, self.moving.values(), self.jobs))
         if keeps_last_attempt_only(self.flow):
             self.actions.extend(superseded(self.moving.values(), self.jobs, self.job_name))
         steps = self.works.statuses()
@@ -280,7 +284,8 @@ class _Planner(Starts):
             events = (*events, *stray_events(stops))
             # TTL counts from now; the deletion itself happens on a later reconcile, after the final
             # status (and its events) are written.
-            self.wakeups = [ttl_expiry(self.flow, phase, self.now)]
+            # A verified child's own TTL does not apply: it goes with its parent (planner.lineage).
+            self.wakeups = [] if self.lineage.child else [ttl_expiry(self.flow, phase, self.now)]
         requeue = [max(0.0, until(self.now, t)) for t in self.wakeups if t > self.now or phase.terminal]
         return Plan(
             actions=tuple(self.actions),
@@ -320,6 +325,7 @@ def plan(
     progress_deadline: float = 0.0,
     memos: Mapping[str, MemoAnswer] | None = None,
     slot: str | None = None,
+    lineage: Lineage | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
@@ -329,7 +335,9 @@ def plan(
     Running flow may go without a step changing phase before it is marked not progressing (0: never);
     `memos` holds the cache entries read for the memoized steps a previous plan named in `Plan.lookups`
     (a memoized step ready to start whose entry is not here waits for it: planner.memoization); `slot`:
-    why the flow waits for a limit on running flows (planner.slots.SlotBook.claim), None when it may start."""
+    why the flow waits for a limit on running flows (planner.slots.SlotBook.claim), None when it may start;
+    `lineage`: its place among child flows (planner.lineage; None: a top-level flow)."""
+    lineage = lineage or TOP_LEVEL
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request
     if (retry := request(flow)) is not None:
@@ -337,7 +345,7 @@ def plan(
     if flow.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
         # A Job the rerun's plan created, its status write lost, runs on when this plan no longer
         # honours the request (refused now, or removed): `terminal_plan` deletes it.
-        ended = terminal_plan(flow, now, jobs)
+        ended = terminal_plan(flow, now, jobs, ttl=not lineage.child)
         return replace(ended, events=(said, *ended.events)) if said is not None else ended
     shape = shape_of(flow)
     if shape.errors:
@@ -354,5 +362,6 @@ def plan(
         progress_deadline,
         memos or {},
         slot,
+        lineage,
     ).run()
     return replace(result, events=(said, *result.events)) if said is not None else result

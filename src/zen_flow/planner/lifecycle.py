@@ -127,13 +127,14 @@ def _step_attempt(name: str, steps: Mapping[str, str]) -> tuple[str, int]:
     return step, int(found[2] or 0)
 
 
-def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = ()) -> Plan:
+def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl: bool = True) -> Plan:
     """A Succeeded or Failed flow: only the TTL acts, and a spec edited since (a suspend, say) is
     acknowledged in `observedGeneration`: tools that judge health by it (kstatus: Argo CD, Flux) would
     otherwise take the flow for never reconciled. A Job of its own that its status does not record
     (`jobs`, `strays`) is deleted, with an event: the status stays as it is. Once the TTL has expired
     only the flow is deleted: the garbage collector takes its Jobs with it, and a Job delete the
-    apiserver keeps refusing (an admission policy) cannot hold the flow's deletion back."""
+    apiserver keeps refusing (an admission policy) cannot hold the flow's deletion back. `ttl` False (a
+    verified child flow, planner.lineage): its own TTL does not apply, its parent's retention decides."""
     status = flow.status
     generation = flow.metadata.generation
     if generation and status.observed_generation != generation:
@@ -141,14 +142,14 @@ def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = ()) -> Pla
     finished = status.completion_time or status.start_time or flow.metadata.creation_timestamp
     if flow.metadata.deletion_timestamp is not None:
         return Plan((), status, (), None)  # the garbage collector deletes its Jobs
-    if finished is not None:
+    if finished is not None and ttl:
         outcome = FlowPhase.SUCCEEDED if status.phase == FlowPhase.SUCCEEDED else FlowPhase.FAILED
         field, seconds = ttl_rule(flow, outcome)
         expiry = after(finished, seconds)
         if now >= expiry:
             return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
     stops = tuple(strays(flow, jobs, finished=True))
-    wake = None if finished is None else until(now, expiry)
+    wake = None if finished is None or not ttl else until(now, expiry)
     return Plan(stops, status, stray_events(stops), wake)
 
 

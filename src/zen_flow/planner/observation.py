@@ -22,6 +22,7 @@ from zen_flow.planner.approvals import (
     waiting_message,
 )
 from zen_flow.planner.backoff import retry_delay, retry_limit
+from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
 from zen_flow.planner.memoization import Memoization
@@ -34,7 +35,7 @@ from zen_flow.planner.outputs import (
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.status import COMMIT_WAIT
-from zen_flow.planner.steps import HELD, StepWork, bound, held, unheld
+from zen_flow.planner.steps import HELD_PREFIXES, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -87,20 +88,30 @@ class Observation(Memoization):
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
             # What it said while held for a slot, or waiting for the status write, is over: it runs.
             message = None if w.message == COMMIT_WAIT else unwait(w.message)
-            w.start(self.job_ref(name, job), self.now, attempt=attempt, message=message)
+            w.start(self.job_ref(name, job, child=w.spec.is_flow), self.now, attempt=attempt, message=message)
             self.observe_running(w)
 
     def observe_running(self, w: StepWork) -> None:
         ref = w.job_ref
         name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
         job = self.jobs.get(name)
+        what = "JobFlow" if w.spec.is_flow else "Job"
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
-            self.job_gone(w, None, f"Job {name} not found (deleted outside zen-flow)")
+            self.job_gone(w, None, f"{what} {name} not found (deleted outside zen-flow)")
             return
         if ref is None or ref.uid is None or ref.name != name:
-            w.job_ref = self.job_ref(name, job)
+            w.job_ref = self.job_ref(name, job, child=w.spec.is_flow)
         if job.complete:
             self.complete(w, job)
+            return
+        if job.failed and w.spec.is_flow:  # its child failed (or was refused): the child's words
+            cond = job.condition(JOB_FAILED)
+            self.attempt_failed(
+                w,
+                (cond.message if cond is not None else None) or f"child flow {name} failed",
+                # A user stopped the child itself: what they asked for, not a failure to retry.
+                final=cond is not None and cond.reason == CHILD_STOPPED_REASON,
+            )
             return
         if job.failed:
             if explains_failure(w.spec) and name not in self.messages:
@@ -128,14 +139,14 @@ class Observation(Memoization):
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
             return
         if job.deleting:
-            self.job_gone(w, job, f"Job {name} was deleted outside zen-flow")
+            self.job_gone(w, job, f"{what} {name} was deleted outside zen-flow")
             return
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
             # resume wakes the flow (its `Suspended` condition turns False).
-            w.message = held(w.message)
+            w.message = held(w.message, child=w.spec.is_flow)
             return
-        if w.message is not None and w.message.startswith(HELD):
+        if w.message is not None and w.message.startswith(HELD_PREFIXES):
             # Resumed since the last plan: its run restarts now by our clock (see `began`).
             w.message = unheld(w.message)
             w.attempt_start_time = self.now
@@ -185,7 +196,7 @@ class Observation(Memoization):
         timeout = w.spec.timeout_seconds
         if not timeout or timeout <= 0 or (job is not None and job.suspended):
             return why
-        if job is None and (w.message or "").startswith(HELD):
+        if job is None and (w.message or "").startswith(HELD_PREFIXES):
             return why
         began = (
             self.began(w, job)

@@ -27,6 +27,7 @@ from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, OutputParameter, Step, TerminationMessageSource
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.planner.artifacts import downloads, uploads
+from zen_flow.planner.children import document
 from zen_flow.planner.reports import ReportError, stored_artifacts
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.steps import JOB_NAME, PHASE
@@ -48,8 +49,10 @@ def own_path(step: Step, json_path: str) -> str:
 
 
 def job_document(job: Job) -> dict[str, Any]:
-    """The Job's status as JSON, the document output paths (and `<step>:` input paths) read."""
-    return job.status.to_wire()
+    """The Job's status as JSON, the document output paths (and `<step>:` input paths) read; a child
+    flow's status for a Flow step's (planner.children)."""
+    child = document(job)
+    return child if child is not None else job.status.to_wire()
 
 
 def check_size(what: str, value: str) -> None:
@@ -85,7 +88,7 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     for job in compress(jobs, map(running.__contains__, map(JOB_NAME, jobs))):
         step = specs.get(running[job.metadata.name])
         # A failed Job's pod always: how its containers ended (exit code, OOMKilled) goes in the message.
-        if step is not None and (job.failed or (job.complete and reads_messages(step))):
+        if step is not None and not step.is_flow and (job.failed or (job.complete and reads_messages(step))):
             names.append(job.metadata.name)
     return tuple(names)
 

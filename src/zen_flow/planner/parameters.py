@@ -299,8 +299,15 @@ def apply_parameters(
     return body
 
 
-def substitute_text(text: str, step: str, resolved: tuple[Resolved, ...], flow: tuple[str, str]) -> str:
+def substitute_text(
+    text: str,
+    step: str,
+    resolved: tuple[Resolved, ...],
+    flow: tuple[str, str],
+    where: tuple[str | int, ...] = ("memoize", "key"),
+) -> str:
     """`text` with its placeholders substituted as in a Job's string value that Kubernetes does not expand
-    (a `memoize.key`): a parameter only the pod knows (ConfigMap, Secret) fails with ParameterError."""
+    (a `memoize.key`, a child flow's argument at `where`): a parameter only the pod knows (ConfigMap,
+    Secret) fails with ParameterError."""
     context = {"Name": flow[0], "Namespace": flow[1], "StepName": step}
-    return _Substitution(step, resolved, context).text(text, ("memoize", "key"))
+    return _Substitution(step, resolved, context).text(text, where)

@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from operator import attrgetter
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import API_VERSION, KIND, StepPhase
 from zen_flow.api.flow_status import Approval, ArtifactRef, ObjectRef
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
@@ -20,6 +20,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
+from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import item_limits, parallelism_of
@@ -74,8 +75,12 @@ class PlanState:
         progress_deadline: float,
         memos: Mapping[str, MemoAnswer],
         slot: str | None = None,
+        lineage: Lineage = TOP_LEVEL,
     ) -> None:
         self.flow = flow
+        # Its place among child flows (planner.lineage): the depth and family room its Flow steps heed.
+        self.lineage = lineage
+        self.children_made = 0  # child flows this plan creates: they take room in the family too
         # Why the flow may not start for a limit on running flows (planner.slots; None: it may), heeded
         # only while it has not started and its group does not hold it back (`_Planner.run`).
         self.slot = slot
@@ -216,10 +221,11 @@ class PlanState:
     def job_name(self, step: str, attempt: int) -> str:
         return _name(self.flow.metadata.name, step, attempt)
 
-    def job_ref(self, name: str, job: Job | None) -> ObjectRef:
+    def job_ref(self, name: str, job: Job | None, *, child: bool = False) -> ObjectRef:
+        """The step's `jobRef`: its Job, or (`child`) a Flow step's child JobFlow."""
         return ObjectRef(
-            api_version="batch/v1",
-            kind="Job",
+            api_version=API_VERSION if child else "batch/v1",
+            kind=KIND if child else "Job",
             name=name,
             namespace=self.flow.metadata.namespace,
             uid=(job.metadata.uid or None) if job is not None else None,

@@ -63,6 +63,7 @@ GLOBAL_FLAG = "--max-running-flows"
 NAMESPACE_FLAG = "--namespace-max-running-flows"
 
 JobsFor = Callable[[str], Iterable[Job]]  # a flow's cached Jobs, by its UID
+IsChild = Callable[[JobFlow], bool]  # is the flow a verified child flow (planner.lineage)?
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,13 @@ class Standing(Enum):
     HOLDING = "holding"  # started, not finished: holds a slot
     CONTENDING = "contending"  # not started, in the line for a slot
     OUT = "out"  # finished, being deleted, suspended before its start, or held by its group
+    # A verified child flow (planner.lineage), unfinished: it never waits (its parent, which may hold the
+    # last slot, waits for it), and it counts as a holder in its namespace's line only: a tenant's fan-out
+    # makes its own namespace's flows wait, never another namespace's, nor the controller-wide count.
+    CHILD = "child"
+
+
+_HOLDERS = (Standing.HOLDING, Standing.CHILD)
 
 
 def _group_held(flow: JobFlow) -> bool:
@@ -124,10 +132,13 @@ def _running_jobs(flow: JobFlow, jobs_for: JobsFor | None) -> bool:
     return any(not job.finished and not job.deleting for job in jobs_for(flow.metadata.uid))
 
 
-def standing(flow: JobFlow, jobs_for: JobsFor | None = None) -> Standing:
-    """`jobs_for`: the flow's cached Jobs by its UID (none: its status alone decides)."""
+def standing(flow: JobFlow, jobs_for: JobsFor | None = None, child: IsChild | None = None) -> Standing:
+    """`jobs_for`: the flow's cached Jobs by its UID (none: its status alone decides); `child`: whether
+    a flow is a verified child (none: no flow is)."""
     if _ended(flow):
         return Standing.OUT
+    if child is not None and child(flow):
+        return Standing.CHILD
     planned, rerunning = as_planned(flow)
     # A rerun's reset status says phase Running with no start time: it has not started this run.
     if (not rerunning and started(flow)) or _running_jobs(flow, jobs_for):
@@ -137,11 +148,12 @@ def standing(flow: JobFlow, jobs_for: JobsFor | None = None) -> Standing:
     return Standing.CONTENDING
 
 
-def needs_slot(flow: JobFlow, peers: Sequence[Peer]) -> bool:
+def needs_slot(flow: JobFlow, peers: Sequence[Peer], child: bool = False) -> bool:
     """Would `flow` start now but for the limits: it has not started nor finished (or it is to rerun),
     and no suspend, stop request or concurrency group (`peers`) holds it back? Only such a flow asks
-    `SlotBook.claim`, so one that could not start anyway reserves no slot while its plan runs."""
-    if _ended(flow):
+    `SlotBook.claim`, so one that could not start anyway reserves no slot while its plan runs. A
+    verified child (`child`) never waits: it runs under its parent's slot."""
+    if _ended(flow) or child:
         return False
     planned, rerunning = as_planned(flow)
     if (not rerunning and started(flow)) or planned.spec.suspend:
@@ -177,9 +189,12 @@ class SlotBook:
     flows' cached Jobs by UID, so that a flow with a Job running holds its slot though its status records
     no start (the controller calls `observe(flow, flow)` when a Job of a flow changes)."""
 
-    def __init__(self, limits: SlotLimits, jobs_for: JobsFor | None = None) -> None:
+    def __init__(
+        self, limits: SlotLimits, jobs_for: JobsFor | None = None, child: IsChild | None = None
+    ) -> None:
         self.limits = limits
         self._jobs_for = jobs_for
+        self._child = child
         self._flows: dict[str, tuple[Place, Standing]] = {}
         self._lines: dict[str, NamespaceLine] = {}
         self._all = ControllerLine()
@@ -203,7 +218,7 @@ class SlotBook:
             return []
         key, ns = flow.metadata.key, flow.metadata.namespace
         before = self._flows.get(key)
-        after = (place_of(new), standing(new, self._jobs_for)) if new is not None else None
+        after = (place_of(new), standing(new, self._jobs_for, self._child)) if new is not None else None
         if new is not None and new.metadata.deletion_timestamp is None:
             self._alive[key] = new.metadata.uid
         else:
@@ -216,7 +231,7 @@ class SlotBook:
             new is None
             or self._reserved[key][1] != new.metadata.uid
             or _ended(new)
-            or (after is not None and after[1] == Standing.HOLDING)
+            or (after is not None and after[1] in _HOLDERS)
         ):
             del self._reserved[key]
         if after is not None and after[1] == Standing.OUT:
@@ -236,9 +251,9 @@ class SlotBook:
             del self._lines[ns]
         # A flow that left the line, stopped holding a slot, or moved in it (its priority edited) may let
         # the next ones go.
-        held = before is not None and before[1] == Standing.HOLDING
+        held = before is not None and before[1] in _HOLDERS
         freed = before is not None and (
-            after is None or (held and after[1] != Standing.HOLDING) or after[0] != before[0]
+            after is None or (held and after[1] != before[1]) or after[0] != before[0]
         )
         return [k for k in self._next(ns) if k != key] if freed else []
 
@@ -275,6 +290,9 @@ class SlotBook:
         return [k for k in self._next(reserved[0]) if k != key]
 
     def _join(self, line: NamespaceLine, key: str, place: Place, at: Standing) -> None:
+        if at == Standing.CHILD:
+            line.holding.add(key)
+            return
         if at == Standing.HOLDING:
             line.holding.add(key)
             self._all.holding.add(key)
@@ -285,6 +303,9 @@ class SlotBook:
             self._all.add(own_seat(place))
 
     def _leave(self, line: NamespaceLine, key: str, place: Place, at: Standing) -> None:
+        if at == Standing.CHILD:
+            line.holding.discard(key)
+            return
         if at == Standing.HOLDING:
             line.holding.discard(key)
             self._all.holding.discard(key)
@@ -322,7 +343,9 @@ class SlotBook:
                 return None
             place, at = entry
             if ns is not None:
-                return place if place[3] == ns and at != Standing.HOLDING else None
+                return place if place[3] == ns and at not in _HOLDERS else None
+            if at == Standing.CHILD:
+                return None
             if at == Standing.HOLDING:
                 return own_seat(place)
             return self._lines[place[3]].seat(place)

@@ -12,8 +12,10 @@ from zen_flow.api.jobflow import MatrixVerdict
 from zen_flow.core.expressions import Deferred, Unavailable, check_when
 from zen_flow.planner.actions import CreateJob
 from zen_flow.planner.artifacts import add_transfers
+from zen_flow.planner.children import build_child
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
+from zen_flow.planner.lineage import MAX_DESCENDANTS
 from zen_flow.planner.memoization import serving_cache
 from zen_flow.planner.parallelism import Holder, missed, running, wait
 from zen_flow.planner.parameters import apply_parameters
@@ -185,8 +187,11 @@ class Starts(Finale):
             )
             return
         if existing is not None:  # only reachable when adoption was skipped; never create twice
-            w.start(self.job_ref(name, existing), self.now, attempt=attempt)
+            w.start(self.job_ref(name, existing, child=w.spec.is_flow), self.now, attempt=attempt)
             self.observe_running(w)
+            return
+        if w.spec.is_flow:
+            self.create_child(w, name, attempt)
             return
         try:
             body = build_job(self.flow, w.spec, name, attempt)
@@ -202,7 +207,26 @@ class Starts(Finale):
             w.fail(self.now, f"cannot create Job: {err}")
             self.note_failure(w)
             return
-        self.actions.append(CreateJob(w.name, attempt, body))
-        w.start(self.job_ref(name, None), self.now, attempt=attempt)
+        self.launch(w, CreateJob(w.name, attempt, body))
+
+    def create_child(self, w: StepWork, name: str, attempt: int) -> None:
+        """A Flow step's attempt: its child flow (planner.children), created as a Job would be."""
+        try:
+            if self.children_made >= self.lineage.room:
+                raise JobBuildError(
+                    f"at most {MAX_DESCENDANTS} child flows run at once under one top-level flow "
+                    f"(all generations), and flow {self.flow.metadata.name}'s family has reached it"
+                )
+            body = build_child(self.flow, w.spec, name, attempt, self.resolved(w), self.lineage.depth)
+            self.children_made += 1
+        except JobBuildError as err:
+            w.fail(self.now, f"cannot create child flow: {err}")
+            self.note_failure(w)
+            return
+        self.launch(w, CreateJob(w.name, attempt, body))
+
+    def launch(self, w: StepWork, create: CreateJob) -> None:
+        self.actions.append(create)
+        w.start(self.job_ref(create.name, None, child=w.spec.is_flow), self.now, attempt=create.attempt)
         if w.spec.timeout_seconds is not None and w.spec.timeout_seconds > 0:
             self.wakeups.append(after_cut(self.now, w.spec.timeout_seconds))

@@ -23,7 +23,7 @@ from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.parallelism import flow_waiting, parallelism_of
 from zen_flow.planner.parallelism import waiting as waiting_for_slot
 from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
-from zen_flow.planner.steps import HELD, NAME, PHASE
+from zen_flow.planner.steps import HELD_PREFIXES, NAME, PHASE
 
 MAX_FLOW_MESSAGE = 256
 MAX_CONDITION_MESSAGE = 1024
@@ -75,7 +75,9 @@ def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
             grouped[_HELD_KEY] = [
                 s.name
                 for s in steps
-                if s.phase == StepPhase.RUNNING and s.message is not None and s.message.startswith(HELD)
+                if s.phase == StepPhase.RUNNING
+                and s.message is not None
+                and s.message.startswith(HELD_PREFIXES)
             ]
         return {phase: tuple(names) for phase, names in grouped.items()}
 

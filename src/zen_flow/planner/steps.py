@@ -41,22 +41,28 @@ def bound(text: str, limit: int = MAX_MESSAGE) -> str:
 # the Job, or by a user) says so first in its message, and stops saying it once the Job is resumed; what the
 # message said before (an earlier attempt's error) stays after it.
 HELD = "Job suspended, waiting to be resumed (e.g. admitted by Kueue)"
+# A Flow step's child flow suspended (by its parent's suspend, or by hand): no Kueue involved.
+HELD_CHILD = "child flow suspended (its spec.suspend), waiting to be resumed"
+HELD_PREFIXES = (HELD, HELD_CHILD)
 # How the message of a step the flow's end left unrun begins (`StepWork.drop`): one that had not started,
 # a gate that waited for a decision; interventions.py reads them back.
 NOT_STARTED = "not started: "
 NO_DECISION = "no decision: "
 
 
-def held(message: str | None) -> str:
-    if message is not None and message.startswith(HELD):
+def held(message: str | None, child: bool = False) -> str:
+    mark = HELD_CHILD if child else HELD
+    if message is not None and message.startswith(mark):
         return message
-    return bound(f"{HELD}; {message}") if message else HELD
+    message = unheld(message)
+    return bound(f"{mark}; {message}") if message else mark
 
 
 def unheld(message: str | None) -> str | None:
-    if message is None or not message.startswith(HELD):
+    mark = next((m for m in HELD_PREFIXES if message is not None and message.startswith(m)), None)
+    if message is None or mark is None:
         return message
-    return message[len(HELD) :].removeprefix(";").strip() or None
+    return message[len(mark) :].removeprefix(";").strip() or None
 
 
 @dataclass(slots=True)

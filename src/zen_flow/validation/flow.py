@@ -150,6 +150,9 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         return
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
+    for i, raw in enumerate(raw_steps or ()):
+        if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None:
+            r.add(forbidden(f"{steps_path}[{i}].matrix", "a Flow step cannot fan out"))
     matrix = expand_matrix(spec) if raw_steps and has_matrix(spec) else None
     if matrix is None:
         items = r.mappings(raw_steps, steps_path)

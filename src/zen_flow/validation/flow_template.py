@@ -18,6 +18,7 @@ from typing import Any
 from zen_flow.api.constants import API_VERSION, CLUSTER_TEMPLATE_KIND, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import validate_jobflow
+from zen_flow.validation.flow_steps import self_references
 from zen_flow.validation.limits import MAX_FLOW_NAME
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.template import check_metadata_maps
@@ -53,6 +54,14 @@ def _validate(obj: Mapping[str, Any], kind: str) -> list[FieldError]:
         "metadata": {"name": name or "template"},
         "spec": _with_unfilled_matrix_arguments(spec),
     }
+    for i, _ in self_references(spec.get("steps"), name, kind != "JobFlowTemplate"):
+        r.add(
+            forbidden(
+                f"spec.steps[{i}].flow.templateRef.name",
+                f"a {kind}'s Flow step cannot run the template itself: each child would make another, until "
+                "the nesting depth limit fails it",
+            )
+        )
     for error in validate_jobflow(flow):
         # The flow's metadata is ours (the template's name, checked above); its spec is the template's.
         if error.path == "spec" or error.path.startswith(("spec.", "spec[")):

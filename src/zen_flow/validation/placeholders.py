@@ -21,8 +21,8 @@ from zen_flow.validation.errors import Path, invalid, not_found, quote
 from zen_flow.validation.reader import Reader
 
 # Where a step's placeholders are substituted: its Job template and its metadata (planner/parameters.py),
-# and its memoize key (planner/memoization.py).
-_FIELDS = ("template", "metadata", "memoize")
+# its memoize key (planner/memoization.py), and a Flow step's argument values (planner/children.py).
+_FIELDS = ("template", "metadata", "memoize", "flow")
 
 _ENCODE = msgspec.json.Encoder().encode
 

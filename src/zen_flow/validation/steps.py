@@ -25,6 +25,7 @@ from zen_flow.validation.errors import (
     too_long,
     too_many,
 )
+from zen_flow.validation.flow_steps import check_flow_step, flow_field_forbidden
 from zen_flow.validation.formats import DURATION_MSG, label_problem
 from zen_flow.validation.gates import check_approval
 from zen_flow.validation.index import StepIndex
@@ -40,7 +41,7 @@ from zen_flow.validation.memoize import check_memoize
 from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
-STEP_TYPES = ("Job", "Manual")
+STEP_TYPES = ("Job", "Manual", "Flow")
 # `flow.outcome`: how the steps that are not finally ended, read by the `when` of finally steps only.
 OUTCOME = "outcome"
 _OUTCOME_ONLY = (
@@ -172,6 +173,10 @@ def _check_template_for_type(
     templates: CheckMemo[TemplateInfo | None],
 ) -> TemplateInfo | None:
     raw = step.get("template")
+    if kind == "Flow":
+        check_flow_step(r, step, path.removesuffix(".template"))
+        return None
+    flow_field_forbidden(r, step, path.removesuffix(".template"))
     if kind == "Manual":
         if raw is not None:
             r.add(
