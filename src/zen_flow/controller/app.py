@@ -21,8 +21,8 @@ from typing import Any
 
 from zen_flow import __version__
 from zen_flow import logging as zf_logging
-from zen_flow.config import Settings, archive_keys
-from zen_flow.controller.archiver import Archiver
+from zen_flow.config import Settings
+from zen_flow.controller.archiver import configured_archiver
 from zen_flow.controller.child_flows import ChildFlows
 from zen_flow.controller.cloud_event_sink import configured_sink
 from zen_flow.controller.cron_reconciler import cron_controller, run_cron_workers
@@ -61,7 +61,6 @@ from zen_flow.machinery.shard_elector import wait_for_unsharded
 from zen_flow.machinery.workqueue import Priority, WorkQueue
 from zen_flow.planner import ArtifactOptions, SlotLimits
 from zen_flow.planner.events import ROUTINE_STEP_EVENTS
-from zen_flow.s3 import S3Store, StoreConfig
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 log = get_logger(__name__)
@@ -157,25 +156,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         expectations = Expectations(clock)
         # Flow steps' child flows shown to the planner as their steps' Jobs (controller/child_flows.py).
         children = ChildFlows(jobs, flows.children_of, expectations, queue.add, flows.get)
-        archive = None
-        if settings.archive_enabled:
-            store = S3Store(archive_store(settings), connections=4)
-            stack.push_async_callback(store.close)
-            archive = writer = Archiver(
-                store=store,
-                bucket=settings.archive_s3_bucket,
-                prefix=settings.archive_s3_prefix,
-                api=cluster,
-                flows=flows,
-                jobs=children,
-                queue=queue,
-                events=recorder,
-                metrics=metrics,
-                clock=clock,
-                max_delay=settings.archive_max_delay_seconds,
-            )
-            metrics.archive_pending.set_function(lambda: writer.pending)
-            log.info("archiving ended flows", store=store.config.where, prefix=settings.archive_s3_prefix)
+        archive = configured_archiver(
+            settings,
+            stack,
+            api=cluster,
+            flows=flows,
+            jobs=children,
+            queue=queue,
+            events=recorder,
+            metrics=metrics,
+            clock=clock,
+        )
         controller = Controller(
             flows=flows,
             jobs=children,
@@ -361,18 +352,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         except* LeadershipLost:
             log.error("lost leadership; exiting so a fresh process rejoins as a follower")
             raise
-
-
-def archive_store(settings: Settings) -> StoreConfig:
-    """The archive store of the --archive-s3-* settings, its keys from the environment."""
-    return StoreConfig(
-        endpoint=settings.archive_s3_endpoint.rstrip("/"),
-        bucket=settings.archive_s3_bucket,
-        region=settings.archive_s3_region,
-        credentials=archive_keys(),
-        ca_file=settings.archive_s3_ca_file,
-        timeout=settings.archive_s3_timeout,
-    )
 
 
 async def _cancel_when_done(tasks: list[asyncio.Task[None]], other: asyncio.Task[None]) -> None:

@@ -19,6 +19,7 @@ the store starts failing and when it recovers, not once per flow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 from zen_flow import __version__
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import format_time
+from zen_flow.config import Settings, archive_keys
 from zen_flow.controller.flow_queue import priority
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import KubeError
@@ -49,7 +51,7 @@ from zen_flow.planner.archiving import (
 )
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.timing import after
-from zen_flow.s3 import StoreError
+from zen_flow.s3 import S3Store, StoreConfig, StoreError
 
 log = get_logger(__name__)
 
@@ -242,3 +244,50 @@ class Archiver:
         if run.told != cause:
             run.told = cause
             self._events.emit(flow, WARNING, REASON_ARCHIVE_FAILED, f"archive record not written: {cause}")
+
+
+def archive_store(settings: Settings) -> StoreConfig:
+    """The archive store of the --archive-s3-* settings, its keys from the environment."""
+    return StoreConfig(
+        endpoint=settings.archive_s3_endpoint.rstrip("/"),
+        bucket=settings.archive_s3_bucket,
+        region=settings.archive_s3_region,
+        credentials=archive_keys(),
+        ca_file=settings.archive_s3_ca_file,
+        timeout=settings.archive_s3_timeout,
+    )
+
+
+def configured_archiver(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    *,
+    api: StoredFlows,
+    flows: Flows,
+    jobs: Jobs,
+    queue: WorkQueue[str],
+    events: EventSink,
+    metrics: Metrics,
+    clock: Clock,
+) -> Archiver | None:
+    """The archive writer of the --archive-s3-* settings (its store closed with `stack`), or None."""
+    if not settings.archive_enabled:
+        return None
+    store = S3Store(archive_store(settings), connections=WRITERS)
+    stack.push_async_callback(store.close)
+    writer = Archiver(
+        store=store,
+        bucket=settings.archive_s3_bucket,
+        prefix=settings.archive_s3_prefix,
+        api=api,
+        flows=flows,
+        jobs=jobs,
+        queue=queue,
+        events=events,
+        metrics=metrics,
+        clock=clock,
+        max_delay=settings.archive_max_delay_seconds,
+    )
+    metrics.archive_pending.set_function(lambda: writer.pending)
+    log.info("archiving ended flows", store=store.config.where, prefix=settings.archive_s3_prefix)
+    return writer

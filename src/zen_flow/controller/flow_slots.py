@@ -8,11 +8,11 @@ then only the flows that may take it are queued again (at most N per line, never
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from zen_flow import planner
 from zen_flow.api import JobFlow
-from zen_flow.controller.cluster_access import FlowCache, JobCache
+from zen_flow.controller.cluster_access import ChildFlowCache, FlowCache, JobCache
 from zen_flow.controller.flow_queue import priority
 from zen_flow.machinery.workqueue import WorkQueue
 
@@ -24,12 +24,13 @@ class FlowSlots:
         flows: FlowCache,
         jobs: JobCache,
         queue: WorkQueue[str],
-        is_child: Callable[[JobFlow], bool] | None = None,
+        family: ChildFlowCache | None = None,
     ) -> None:
-        """`is_child`: is a flow a verified child flow (planner/lineage.py)? It runs under its parent's
-        slot and counts in its namespace's line only."""
-        self._book = planner.SlotBook(limits, jobs.jobs_for, is_child)
-        self._is_child = is_child
+        """`family`: which flows are verified child flows (planner/lineage.py), when Flow steps' children
+        are cached. A child runs under its parent's slot and counts in its namespace's line only."""
+        self._family = family
+        self._is_child = family.is_child if family is not None else None
+        self._book = planner.SlotBook(limits, jobs.jobs_for, self._is_child)
         self._flows = flows
         self._queue = queue
 
@@ -37,6 +38,15 @@ class FlowSlots:
         """`old` became `new` in the cache (None: added or deleted; `observe(flow, flow)`: its Jobs
         changed: a Job running for a flow whose status records no start holds a slot)."""
         self._wake(self._book.observe(old, new))
+
+    def family_changed(self, parent: JobFlow) -> None:
+        """A flow came or went: its children, verified only while it is cached (the informer's first
+        list brings flows in any order), stand anew in the lines and decide anew."""
+        if self._family is None:
+            return
+        for child in self._family.children(parent):
+            self.observe(child, child)
+            self._queue.add(child.key, priority(child))
 
     def claim(self, flow: JobFlow, peers: Sequence[planner.Peer]) -> str | None:
         """Why `flow` may not start now (None: it may, and its slot is reserved until `settle`). Only a

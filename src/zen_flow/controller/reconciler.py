@@ -78,12 +78,10 @@ class Controller:
         `shards`: with `--shards N > 1`, which flows this replica may reconcile now.
         `archive`: where ended flows' records go (`--archive-s3-*`), if anywhere."""
         self._flows = flows
-        # Flow steps' child flows, when the JobCache shows them (controller/child_flows.py).
+        # The flows in line for those limits, kept from the flow informer's events (planner.slots); Flow
+        # steps' child flows among them when the JobCache shows them (controller/child_flows.py).
         self._family = jobs if isinstance(jobs, ChildFlowCache) else None
-        # The flows in line for those limits, kept from the flow informer's events (planner.slots).
-        self._slots = FlowSlots(
-            slots or planner.SlotLimits(), flows, jobs, queue, self._family.is_child if self._family else None
-        )
+        self._slots = FlowSlots(slots or planner.SlotLimits(), flows, jobs, queue, self._family)
         self._runner = PlanRunner(
             api=api,
             evaluate=evaluate,
@@ -145,7 +143,7 @@ class Controller:
         self._groups.observe(old, flow)
         self._slots.observe(old, flow)
         if old is None:
-            self._family_changed(flow)
+            self._slots.family_changed(flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._expectations.forget(flow.metadata.uid)
@@ -163,16 +161,7 @@ class Controller:
         self._queue.add(flow.key)
         self._groups.observe(flow, None)
         self._slots.observe(flow, None)
-        self._family_changed(flow)
-
-    def _family_changed(self, parent: JobFlow) -> None:
-        """A flow came or went: its children, verified only while it is cached (the informer's first
-        list brings flows in any order), stand anew in the limits' lines and decide anew."""
-        if self._family is None:
-            return
-        for child in self._family.children(parent):
-            self._slots.observe(child, child)
-            self._queue.add(child.key, priority(child))
+        self._slots.family_changed(flow)
 
     def on_job_event(self, job: Job, old: Job | None = None, *, deleted: bool = False) -> None:
         """A Job was added, updated (`old` is its previous version) or deleted."""
