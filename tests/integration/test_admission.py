@@ -873,11 +873,11 @@ def test_make_validate_examples_checks_the_examples_and_the_original_forms() -> 
     assert "JobFlow(s)" not in done.stdout  # errors only on stdout; the summary is on stderr
     kinds = [
         yaml.safe_load(p.read_text())["kind"]
-        for folder in ("templates", "cluster-templates")
+        for folder in ("templates", "cluster-templates", "child-flows")
         for p in (REPO / "examples" / folder).glob("*.yaml")
     ]
     expected = len(project_examples()) + len(original_forms()) + len(upstream_examples())
-    expected += kinds.count("JobFlow")  # made from a template
+    expected += kinds.count("JobFlow")  # beside the templates they use (made from one, or running one)
     scheduled = len(list((REPO / "examples" / "scheduled").glob("*.yaml")))  # CronJobFlows
     templates, cluster_templates = kinds.count("JobFlowTemplate"), kinds.count("ClusterJobFlowTemplate")
     summary = (
