@@ -220,7 +220,7 @@ def test_past_the_max_delay_the_flow_is_deleted_without_a_record_and_an_event_sa
     assert held.plan.requeue_after == 1
 
 
-def test_a_running_flow_or_a_rerun_is_not_archived() -> None:
+def test_a_running_flow_is_not_archived_and_a_rerun_waits_for_the_ended_runs_record() -> None:
     running = make_flow([job_step("s0")], name="f", namespace="ns")
     plan = Plan((), running.status, (), None)
     assert not archive_plan(running, plan, ArchiveState(), T0, max_delay=DAY).write
@@ -228,7 +228,22 @@ def test_a_running_flow_or_a_rerun_is_not_archived() -> None:
     rerun = Plan(
         (), ended.status.model_copy(update={"phase": FlowPhase.RUNNING, "completion_time": None}), (), None
     )
-    assert not archive_plan(ended, rerun, ArchiveState(), T0, max_delay=DAY).write
+    held = archive_plan(ended, rerun, ArchiveState(), T0, max_delay=DAY)
+    assert held.write  # the ended run's record first: the rerun would reset what it reads
+    assert held.plan.status == ended.status
+    done = Condition(type="Archived", status="True", reason="Archived", message="s3://b/k")
+    archived_run = _ended(conditions=(done,))
+    goes = archive_plan(archived_run, rerun, ArchiveState(), T0, max_delay=DAY)
+    assert not goes.write
+    assert goes.plan == rerun
+    # Writes failing for the max delay (none in flight): the rerun goes, saying so.
+    failing = ArchiveState(
+        failures=3, cause="HTTP 503", retry_at=T0, failed_since=T0 - timedelta(seconds=DAY)
+    )
+    late = archive_plan(ended, rerun, failing, T0, max_delay=DAY)
+    assert late.unarchived_delete
+    assert late.plan.status == rerun.status
+    assert [e.reason for e in late.plan.events] == ["NotArchived"]
 
 
 def test_retries_back_off_to_five_minutes() -> None:
