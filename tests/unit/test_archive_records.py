@@ -22,6 +22,7 @@ from zen_flow.planner.archive_records import (
     parse_key,
     record_key,
     record_row,
+    run_tag,
 )
 from zen_flow.planner.archiving import (
     ARCHIVED,
@@ -77,6 +78,15 @@ def test_a_record_key_names_namespace_name_uid_and_the_runs_end_and_parses_back(
     )
     # A rerun's end is another record; the same end is the same key (a restart writes it again).
     assert record_key("jobflows/", "team-a", "nightly", "u-1", "2026-03-02T00:00:00Z") != key
+    # A rerun's end within the same second: its own key, naming the rerun, read back with its end.
+    tag = run_tag(["r-1", "r-2"])
+    assert tag == run_tag(["r-2"]) != run_tag(["r-1"])
+    assert run_tag([]) == ""
+    rerun = record_key("jobflows/", "team-a", "nightly", "u-1", "2026-03-01T12:05:00Z", tag)
+    assert rerun == f"jobflows/team-a/nightly/u-1/20260301T120500Z-{tag}.json"
+    again = parse_key("jobflows/", rerun)
+    assert again is not None
+    assert (again.finished, again.run) == ("2026-03-01T12:05:00Z", tag)
     assert parse_key("jobflows/", "jobflows/team-a/readme.txt") is None
     assert parse_key("jobflows/", "jobflows/team-a/nightly/u-1.json") is None
     assert parse_key("jobflows/", "jobflows/team-a/nightly/u-1/latest.json") is None

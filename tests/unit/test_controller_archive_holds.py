@@ -20,6 +20,7 @@ from zen_flow.controller.reconciler import Controller
 from zen_flow.core.naming import job_name
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner.lifecycle import terminal_plan
 from zen_flow.s3 import StoreError
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
@@ -239,5 +240,48 @@ async def test_a_parents_ttl_waits_for_its_childrens_records_bounded_by_the_max_
         assert len(said) == 1
         assert job_name("p", "sub", 0) in said[0]
         assert count(metrics, "skipped") == 1
+    finally:
+        writers.cancel()
+
+
+async def test_a_rerun_ending_within_the_second_its_run_ended_gets_a_record_of_its_own() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, _ = rig(clock)
+    writers = asyncio.create_task(archive.run())
+    try:
+        await fail_flow(api, ctrl)
+        for _ in range(2):  # the record, then condition Archived
+            await ctrl.reconcile(KEY)
+            await clock.advance(0)
+            api.sync()
+        ask_retry(api)
+        await ctrl.reconcile(KEY)
+        api.sync()
+        finish(api, "nightly-", succeeded=False)  # the rerun fails at once: the same second
+        for _ in range(3):
+            await ctrl.reconcile(KEY)
+            await clock.advance(0)
+            api.sync()
+        assert [c.status for c in api.flows[KEY].status.conditions if c.type == "Archived"] == ["True"]
+        ends = sorted(key.rsplit("/", 1)[1] for key in store.objects)
+        assert len(ends) == 2  # each run's end, though both ended at 00:00:00
+        assert "20300101T000000Z.json" in ends  # the first run's
+        assert all(end.startswith("20300101T000000Z") for end in ends)
+    finally:
+        writers.cancel()
+    # A restarted controller that finds the rerun's end not marked archived writes the same key again.
+    api.update_flow(
+        KEY, lambda f: f.model_copy(update={"status": f.status.model_copy(update={"conditions": ()})})
+    )
+    restarted = Archiver(
+        store=store, bucket="b", prefix="jobflows/", api=api, flows=api, jobs=api,
+        queue=WorkQueue(clock=clock), events=api, metrics=Metrics(), clock=clock, max_delay=3600.0,
+    )  # fmt: skip
+    writers = asyncio.create_task(restarted.run())
+    try:
+        stored = api.flows[KEY]
+        restarted.settle(stored, terminal_plan(stored, clock.now()), clock.now())
+        await clock.advance(0)
+        assert len(store.objects) == 2
     finally:
         writers.cancel()

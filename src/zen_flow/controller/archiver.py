@@ -42,7 +42,7 @@ from zen_flow.machinery.queue_lines import TurnLine
 from zen_flow.machinery.ratelimit import namespace_of
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
-from zen_flow.planner.archive_records import build_record, record_key
+from zen_flow.planner.archive_records import build_record, record_key, reruns_in, run_tag
 from zen_flow.planner.archiving import (
     ARCHIVED,
     REASON_ARCHIVE_FAILED,
@@ -104,9 +104,10 @@ class _Due:
 
 @dataclass
 class _Run:
-    """The record of one run of a flow (its completion time: a rerun's end is another run)."""
+    """The record of one run of a flow (its completion time and run_tag: a rerun's end is another run)."""
 
     completion: str
+    tag: str
     state: ArchiveState
     told: str = ""  # the cause an ArchiveFailed event last said
 
@@ -202,13 +203,12 @@ class Archiver:
     def _run(self, flow: JobFlow) -> _Run | None:
         run = self._runs.get(flow.metadata.uid)
         completion = flow.status.completion_time
-        if run is not None and completion is not None and run.completion != format_time(completion):
+        if run is not None and completion is not None and (run.completion, run.tag) != _end(flow):
             return None  # a rerun ended since: its record is another
         return run
 
     def _new_run(self, flow: JobFlow) -> _Run:
-        completion = flow.status.completion_time
-        run = _Run(format_time(completion) if completion else "", ArchiveState())
+        run = _Run(*_end(flow), ArchiveState())
         self._runs[flow.metadata.uid] = run
         return run
 
@@ -236,15 +236,20 @@ class Archiver:
         where = ""
         try:
             raw = await self._api.get_flow(flow.metadata.namespace, flow.metadata.name)
-            finished = ((raw or {}).get("status") or {}).get("completionTime")
-            if raw is None or (raw.get("metadata") or {}).get("uid") != uid or finished != run.completion:
+            status = (raw or {}).get("status") or {}
+            stored_end = (status.get("completionTime"), run_tag(reruns_in(status)))
+            if (
+                raw is None
+                or (raw.get("metadata") or {}).get("uid") != uid
+                or stored_end != (run.completion, run.tag)
+            ):
                 run.state = replace(run.state, pending=False)
                 # Gone (a flow deleted before its record is not archived), or rerun since: a rerun waits
                 # for the record (planner/archiving.py) unless overdue, and its end is another record.
                 return
             record = build_record(raw, self._jobs.jobs_for(uid), self._clock.now(), __version__)
             namespace, name = flow.metadata.namespace, flow.metadata.name
-            object_key = record_key(self._prefix, namespace, name, uid, run.completion)
+            object_key = record_key(self._prefix, namespace, name, uid, run.completion, run.tag)
             body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
             await self._store.put(object_key, body)
             where = f"s3://{self._bucket}/{object_key}"
@@ -277,6 +282,14 @@ class Archiver:
         if run.told != cause:
             run.told = cause
             self._events.emit(flow, WARNING, REASON_ARCHIVE_FAILED, f"archive record not written: {cause}")
+
+
+def _end(flow: JobFlow) -> tuple[str, str]:
+    """Which end of which run the flow's status is: its completionTime and run_tag."""
+    completion = flow.status.completion_time
+    audit = flow.status.audit
+    reruns = [r.id for r in audit.retries if r.steps] if audit is not None else []
+    return (format_time(completion) if completion else "", run_tag(reruns))
 
 
 def archive_store(settings: Settings) -> StoreConfig:
