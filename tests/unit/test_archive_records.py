@@ -13,7 +13,7 @@ from zen_flow.api.job import Job, JobMeta, JobStatus
 from zen_flow.api.meta import Condition
 from zen_flow.core.naming import job_name
 from zen_flow.core.sigv4 import Credentials, signed_headers, uri_encode
-from zen_flow.planner.actions import DeleteFlow, Plan
+from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.archive_records import (
     RecordError,
     build_record,
@@ -30,7 +30,9 @@ from zen_flow.planner.archiving import (
     REASON_ARCHIVE_FAILED,
     REASON_NOT_ARCHIVED,
     ArchiveState,
+    ChildRecord,
     archive_plan,
+    children_hold,
     retry_delay,
 )
 from zen_flow.planner.lifecycle import terminal_plan
@@ -285,3 +287,24 @@ def test_an_overdue_flow_no_write_was_tried_for_is_written_before_it_may_go(
     given_up = archive_plan(flow, terminal_plan(flow, now), failed, now, max_delay=max_delay)
     assert given_up.unarchived_delete
     assert [type(a) for a in given_up.plan.actions] == [DeleteFlow]
+
+
+def test_a_delete_of_an_unarchived_child_flow_waits_until_its_writes_failed_for_the_max_delay() -> None:
+    parent = _ended()
+    delete = DeleteJob("f-sub-1", "sub", "superseded")
+    plan = Plan((delete,), parent.status, (), None)
+    untried = children_hold(parent, plan, {"f-sub-1": ChildRecord()}, T0, max_delay=DAY)
+    assert untried.plan.actions == ()
+    assert untried.plan.requeue_after is not None
+    failing = {"f-sub-1": ChildRecord(failed_since=T0 - timedelta(seconds=DAY - 60), cause="HTTP 503")}
+    held = children_hold(parent, plan, failing, T0, max_delay=DAY)
+    assert held.plan.actions == ()
+    assert held.plan.requeue_after == 60.0  # woken when it is overdue
+    late = children_hold(parent, plan, failing, T0 + timedelta(seconds=60), max_delay=DAY)
+    assert late.plan.actions == (delete,)
+    assert late.unarchived_children == ("f-sub-1",)
+    assert [e.reason for e in late.plan.events] == ["NotArchived"]
+    assert "f-sub-1" in late.plan.events[0].message
+    # Another child's delete, archived (not in the map): never held.
+    other = Plan((DeleteJob("f-sub-2", "sub", "superseded"),), parent.status, (), None)
+    assert children_hold(parent, other, failing, T0, max_delay=DAY).plan == other

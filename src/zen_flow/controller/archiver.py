@@ -183,6 +183,8 @@ class Archiver:
             status = child.status
             if status.completion_time is None or status.phase not in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
                 continue  # not ended: no record is due (a running child stopped is not archived)
+            if child.metadata.deletion_timestamp is not None:
+                continue  # already being deleted: no record will be written (nothing to wait for)
             if archived(status):
                 continue
             cond = next((c for c in status.conditions if c.type == ARCHIVED), None)
@@ -192,9 +194,13 @@ class Archiver:
                 cause=cond.message or "" if failing and cond else "",
             )
         verdict = children_hold(flow, plan, unarchived, now, max_delay=self.max_delay)
-        if verdict.unarchived_delete:
-            self._metrics.archive_writes.labels("skipped").inc()
-            log.warning("deleting child flows without archive records: the store kept failing", flow=flow.key)
+        if verdict.unarchived_children:
+            self._metrics.archive_writes.labels("skipped").inc(len(verdict.unarchived_children))
+            log.warning(
+                "deleting child flows without archive records: the store kept failing",
+                flow=flow.key,
+                children=list(verdict.unarchived_children),
+            )
         return verdict.plan
 
     def forget(self, uid: str) -> None:

@@ -77,6 +77,7 @@ class ArchiveVerdict:
     plan: Plan
     write: bool = False  # ask for the record to be written now
     unarchived_delete: bool = False  # the plan goes on (deletes, reruns) without a record (overdue)
+    unarchived_children: tuple[str, ...] = ()  # the child flows it deletes without their records
 
 
 def retry_delay(failures: int) -> float:
@@ -256,7 +257,7 @@ def children_hold(
         return ArchiveVerdict(plan)
     events = plan.events
     if gone:
-        names = ", ".join(sorted(set(gone)))
+        names = ", ".join(sorted(set(gone)))  # each child once: its delete and its parent's may both go
         said = (
             f"child flow(s) {names} deleted without an archive record: it could not be written for "
             f"--archive-max-delay-seconds={max_delay:g}s"
@@ -264,4 +265,4 @@ def children_hold(
         events = (*events, EventSpec(WARNING, REASON_NOT_ARCHIVED, cut(said, 1024), acted=True))
     requeue = min([*wake, *([plan.requeue_after] if plan.requeue_after is not None else [])], default=None)
     out = replace(plan, actions=tuple(kept), events=events, requeue_after=requeue)
-    return ArchiveVerdict(out, unarchived_delete=bool(gone))
+    return ArchiveVerdict(out, unarchived_children=tuple(sorted(set(gone))))
