@@ -7,19 +7,23 @@ ZEN_FLOW_ARCHIVE_SESSION_TOKEN. Values in the environment are read once: a sessi
 expires with the process's keys, so temporary credentials need files. Files are read again every
 REREAD_SECONDS and before the request that follows a 403 (the keys were rotated, the token expired): a
 Secret mounted as a volume is updated in place by the kubelet, so rotated keys are used without a
-restart. A file that cannot be read then (a Secret being rewritten) leaves the keys last read.
+restart. A file that cannot be read then (a Secret being rewritten) leaves the keys last read, with a
+warning in the log once per cause (naming the path, never its content).
 
 Never flags (a flag shows in `ps`), never logged: `Credentials` hides the secret and the token in repr.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from zen_flow.core.sigv4 import Credentials
+
+# Stdlib logging (zen_flow.logging formats it as its own lines): this module is below zen_flow.logging.
+log = logging.getLogger(__name__)
 
 ACCESS_KEY_ENV = "ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY"
@@ -39,14 +43,24 @@ class ArchiveKeys:
         self._keys = self._load()
         self._read_at = monotonic()
         self._stale = False
+        self._told = ""  # the read failure last logged
 
     def current(self) -> Credentials:
         if self.from_files and (self._stale or self._monotonic() - self._read_at >= REREAD_SECONDS):
             self._stale = False
             self._read_at = self._monotonic()
-            # A Secret being rewritten: the keys last read until the next read.
-            with contextlib.suppress(ValueError):
+            # A Secret being rewritten: the keys last read until the next read. Said once per cause (the
+            # variable, the path and why: never what a file holds), and once when the files read again.
+            try:
                 self._keys = self._load()
+            except ValueError as err:
+                if str(err) != self._told:
+                    self._told = str(err)
+                    log.warning("cannot read the archive store's keys, using the keys last read: %s", err)
+            else:
+                if self._told:
+                    self._told = ""
+                    log.info("the archive store's keys read again")
         return self._keys
 
     def refused(self) -> None:

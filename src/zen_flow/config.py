@@ -214,7 +214,9 @@ class Settings:
     )
     archive_s3_prefix: str = field(
         default=DEFAULT_ARCHIVE_PREFIX,
-        metadata={"help": "key prefix of the records: <prefix><namespace>/<name>/<uid>/<finished>.json"},
+        metadata={
+            "help": "key prefix of the records: <prefix><namespace>/<name>/<uid>/<finished>[-<run>].json"
+        },
     )
     archive_s3_region: str = field(
         default="us-east-1", metadata={"help": "the region the requests are signed for (SigV4)"}

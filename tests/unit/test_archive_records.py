@@ -13,7 +13,7 @@ from zen_flow.api.job import Job, JobMeta, JobStatus
 from zen_flow.api.meta import Condition
 from zen_flow.core.naming import job_name
 from zen_flow.core.sigv4 import Credentials, signed_headers, uri_encode
-from zen_flow.planner.actions import DeleteFlow, Plan
+from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.archive_records import (
     RecordError,
     build_record,
@@ -22,6 +22,7 @@ from zen_flow.planner.archive_records import (
     parse_key,
     record_key,
     record_row,
+    run_tag,
 )
 from zen_flow.planner.archiving import (
     ARCHIVED,
@@ -29,7 +30,9 @@ from zen_flow.planner.archiving import (
     REASON_ARCHIVE_FAILED,
     REASON_NOT_ARCHIVED,
     ArchiveState,
+    ChildRecord,
     archive_plan,
+    children_hold,
     retry_delay,
 )
 from zen_flow.planner.lifecycle import terminal_plan
@@ -77,6 +80,15 @@ def test_a_record_key_names_namespace_name_uid_and_the_runs_end_and_parses_back(
     )
     # A rerun's end is another record; the same end is the same key (a restart writes it again).
     assert record_key("jobflows/", "team-a", "nightly", "u-1", "2026-03-02T00:00:00Z") != key
+    # A rerun's end within the same second: its own key, naming the rerun, read back with its end.
+    tag = run_tag(["r-1", "r-2"])
+    assert tag == run_tag(["r-2"]) != run_tag(["r-1"])
+    assert run_tag([]) == ""
+    rerun = record_key("jobflows/", "team-a", "nightly", "u-1", "2026-03-01T12:05:00Z", tag)
+    assert rerun == f"jobflows/team-a/nightly/u-1/20260301T120500Z-{tag}.json"
+    again = parse_key("jobflows/", rerun)
+    assert again is not None
+    assert (again.finished, again.run) == ("2026-03-01T12:05:00Z", tag)
     assert parse_key("jobflows/", "jobflows/team-a/readme.txt") is None
     assert parse_key("jobflows/", "jobflows/team-a/nightly/u-1.json") is None
     assert parse_key("jobflows/", "jobflows/team-a/nightly/u-1/latest.json") is None
@@ -220,7 +232,7 @@ def test_past_the_max_delay_the_flow_is_deleted_without_a_record_and_an_event_sa
     assert held.plan.requeue_after == 1
 
 
-def test_a_running_flow_or_a_rerun_is_not_archived() -> None:
+def test_a_running_flow_is_not_archived_and_a_rerun_waits_for_the_ended_runs_record() -> None:
     running = make_flow([job_step("s0")], name="f", namespace="ns")
     plan = Plan((), running.status, (), None)
     assert not archive_plan(running, plan, ArchiveState(), T0, max_delay=DAY).write
@@ -228,7 +240,22 @@ def test_a_running_flow_or_a_rerun_is_not_archived() -> None:
     rerun = Plan(
         (), ended.status.model_copy(update={"phase": FlowPhase.RUNNING, "completion_time": None}), (), None
     )
-    assert not archive_plan(ended, rerun, ArchiveState(), T0, max_delay=DAY).write
+    held = archive_plan(ended, rerun, ArchiveState(), T0, max_delay=DAY)
+    assert held.write  # the ended run's record first: the rerun would reset what it reads
+    assert held.plan.status == ended.status
+    done = Condition(type="Archived", status="True", reason="Archived", message="s3://b/k")
+    archived_run = _ended(conditions=(done,))
+    goes = archive_plan(archived_run, rerun, ArchiveState(), T0, max_delay=DAY)
+    assert not goes.write
+    assert goes.plan == rerun
+    # Writes failing for the max delay (none in flight): the rerun goes, saying so.
+    failing = ArchiveState(
+        failures=3, cause="HTTP 503", retry_at=T0, failed_since=T0 - timedelta(seconds=DAY)
+    )
+    late = archive_plan(ended, rerun, failing, T0, max_delay=DAY)
+    assert late.unarchived_delete
+    assert late.plan.status == rerun.status
+    assert [e.reason for e in late.plan.events] == ["NotArchived"]
 
 
 def test_retries_back_off_to_five_minutes() -> None:
@@ -260,3 +287,24 @@ def test_an_overdue_flow_no_write_was_tried_for_is_written_before_it_may_go(
     given_up = archive_plan(flow, terminal_plan(flow, now), failed, now, max_delay=max_delay)
     assert given_up.unarchived_delete
     assert [type(a) for a in given_up.plan.actions] == [DeleteFlow]
+
+
+def test_a_delete_of_an_unarchived_child_flow_waits_until_its_writes_failed_for_the_max_delay() -> None:
+    parent = _ended()
+    delete = DeleteJob("f-sub-1", "sub", "superseded")
+    plan = Plan((delete,), parent.status, (), None)
+    untried = children_hold(parent, plan, {"f-sub-1": ChildRecord()}, T0, max_delay=DAY)
+    assert untried.plan.actions == ()
+    assert untried.plan.requeue_after is not None
+    failing = {"f-sub-1": ChildRecord(failed_since=T0 - timedelta(seconds=DAY - 60), cause="HTTP 503")}
+    held = children_hold(parent, plan, failing, T0, max_delay=DAY)
+    assert held.plan.actions == ()
+    assert held.plan.requeue_after == 60.0  # woken when it is overdue
+    late = children_hold(parent, plan, failing, T0 + timedelta(seconds=60), max_delay=DAY)
+    assert late.plan.actions == (delete,)
+    assert late.unarchived_children == ("f-sub-1",)
+    assert [e.reason for e in late.plan.events] == ["NotArchived"]
+    assert "f-sub-1" in late.plan.events[0].message
+    # Another child's delete, archived (not in the map): never held.
+    other = Plan((DeleteJob("f-sub-2", "sub", "superseded"),), parent.status, (), None)
+    assert children_hold(parent, other, failing, T0, max_delay=DAY).plan == other

@@ -225,10 +225,13 @@ async def test_a_list_past_its_limit_says_so_on_stderr(
 ) -> None:
     s3 = filled()
     s3.page_size = 2  # the rows stream in, page by page
-    rc, out, err = await run_cli(monkeypatch, capsys, s3, "list", "-A", "--limit", "3")
+    rc, out, err = await run_cli(monkeypatch, capsys, s3, "list", "-A", "--limit", "2")
     assert rc == "0"
-    assert len(out.splitlines()) == 1 + 3
-    assert "showing the first 3 records" in err
+    rows = [line.split() for line in out.splitlines()[1:]]
+    # The newest two by finished, though u-1's keys come first in the LIST (UID order).
+    assert [(r[2], r[3]) for r in rows] == [("u-1", "2026-03-02T01:00:00Z"), ("u-2", "2026-03-03T01:00:00Z")]
+    assert "showing the newest 2 records" in err
+    assert [m for m, _ in s3.requests] == ["GET"] * 3  # the pages of the list, no record read
 
 
 async def test_get_shows_the_newest_record_and_says_which_or_the_run_asked_for(
@@ -262,3 +265,41 @@ async def test_get_shows_the_newest_record_and_says_which_or_the_run_asked_for(
     rc, _, err = await run_cli(monkeypatch, capsys, filled(), "get", "nightly", "-n", "team", "--uid", "u-9")
     assert rc == "1"
     assert "no archived flow team/nightly with uid u-9" in err
+
+
+async def test_get_picks_the_newest_end_by_finished_then_the_rerun_within_that_second(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = FakeS3()
+    # u-a ended later but its record was written (LastModified) before u-b's: finished decides.
+    for uid, finished, modified in (
+        ("u-a", "2026-03-02T00:00:00Z", "2026-03-02T00:00:01.000Z"),
+        ("u-b", "2026-03-01T00:00:00Z", "2026-03-05T00:00:00.000Z"),
+    ):
+        s3.put(
+            record_key("jobflows/", "t", "f", uid, finished),
+            record("t", "f", uid, "Succeeded", finished),
+            modified,
+        )
+    rc, out, _ = await run_cli(monkeypatch, capsys, s3, "get", "f", "-n", "t", "-o", "json")
+    assert rc == "0"
+    assert json.loads(out)["flow"]["metadata"]["uid"] == "u-a"
+    # A rerun that ended within the second its run ended: its own key; --finished gets the newer.
+    s3.put(record_key("jobflows/", "t", "f", "u-a", "2026-03-02T00:00:00Z", "0a1b2c3d"),
+           record("t", "f", "u-a", "Failed", "2026-03-02T00:00:00Z"), "2026-03-02T00:00:02.000Z")  # fmt: skip
+    argv = ("get", "f", "-n", "t", "--uid", "u-a", "--finished", "2026-03-02T00:00:00Z", "-o", "json")
+    rc, out, _ = await run_cli(monkeypatch, capsys, s3, *argv)
+    assert rc == "0"
+    assert json.loads(out)["flow"]["status"]["phase"] == "Failed"
+
+
+@pytest.mark.parametrize("finished", ["2026-03-02", "2026-03-02T00:00:00.000Z", "2026-03-02T00:00:00+00:00"])
+async def test_get_finished_in_another_format_is_refused_naming_the_expected_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], finished: str
+) -> None:
+    rc, _, err = await run_cli(
+        monkeypatch, capsys, filled(), "get", "nightly", "-n", "team", "--uid", "u-1", "--finished", finished
+    )
+    assert rc == "2"
+    assert f"--finished {finished!r}: expected" in err
+    assert "YYYY-MM-DDTHH:MM:SSZ" in err

@@ -5,6 +5,7 @@ files when the store refuses them (rotated keys, an expired session token)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,30 @@ def test_keys_are_given_once_each_and_a_file_that_cannot_be_read_is_named(tmp_pa
     gone = {"ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID": "id", "ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY_FILE": "/nope/secret"}
     with pytest.raises(ValueError, match=r"SECRET_ACCESS_KEY_FILE: cannot read '/nope/secret'"):
         ArchiveKeys(gone)
+
+
+def test_a_key_file_that_cannot_be_read_again_is_logged_once_per_cause_never_its_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "id").write_text("AKID-SECRET-CONTENT")
+    (tmp_path / "secret").write_text("s3cr3t-value")
+    env = {
+        "ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID_FILE": str(tmp_path / "id"),
+        "ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY_FILE": str(tmp_path / "secret"),
+    }
+    now = [0.0]
+    keys = ArchiveKeys(env, monotonic=lambda: now[0])
+    (tmp_path / "secret").unlink()  # the Secret being rewritten, or gone
+    with caplog.at_level(logging.INFO, logger="zen_flow.archive_keys"):
+        for _ in range(3):
+            keys.refused()
+            assert keys.current().access_key == "AKID-SECRET-CONTENT"  # the keys last read
+        (tmp_path / "secret").write_text("rotated")
+        keys.refused()
+        assert keys.current().secret_key == "rotated"
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert "cannot read the archive store's keys" in said[0]
+    assert str(tmp_path / "secret") in said[0]
+    assert "read again" in said[1]
+    assert not any("AKID-SECRET-CONTENT" in m or "s3cr3t" in m or "rotated" in m for m in said)

@@ -2,8 +2,9 @@
 their TTL deleted them. No cluster is needed: only the store, with the controller's flags and
 environment (`ZEN_FLOW_ARCHIVE_S3_*`, the keys in `ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID` and
 `ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY`, or files named by their `_FILE` variables). Records are keyed
-`<prefix><namespace>/<name>/<uid>/<finished>.json` (planner/archive_records.py), one per end of a run:
-`list` shows each (cli/archive_list.py), `get` the newest (by LastModified) unless told which.
+`<prefix><namespace>/<name>/<uid>/<finished>[-<run>].json` (planner/archive_records.py), one per end of
+a run: `list` shows each (cli/archive_list.py), `get` the newest (by the end the key names, then
+LastModified) unless told which.
 
 Exit status: 0 done; 1 the store refused or could not be reached, or no such record; 2 bad usage.
 """
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -22,18 +24,19 @@ import yaml
 
 from zen_flow import config
 from zen_flow.api import JobFlow
-from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, print_list, with_records
+from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, newness, print_list, with_records
 from zen_flow.cli.archive_parser import STORE_FIELDS
 from zen_flow.cli.colour import painter
 from zen_flow.cli.render import flow_detail, table
 from zen_flow.core.matrix import effective_flow
-from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of, record_key
+from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of
 from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError
 from zen_flow.setting_checks import archive_problems
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The runs of one flow name `get` chooses from (a daily flow's ten years).
 MAX_RUNS = 10_000
+FINISHED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")  # a record key's end, as `list` shows it
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
@@ -78,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--limit must be at least 1, not {args.limit}")
         if args.archive_command == "get" and args.finished and not args.uid:
             raise ValueError("--finished needs --uid (the flow whose run it names)")
+        if args.archive_command == "get" and args.finished and not FINISHED.fullmatch(args.finished):
+            raise ValueError(
+                f"--finished {args.finished!r}: expected the FINISHED of `zen-flow archive list`, in UTC "
+                "as YYYY-MM-DDTHH:MM:SSZ (e.g. 2026-03-01T12:05:00Z)"
+            )
     except ValueError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -115,7 +123,7 @@ async def list_records(config_: StoreConfig, prefix: str, args: argparse.Namespa
         print(f"zen-flow archive list: {line}", file=sys.stderr)
     if more:
         print(
-            f"zen-flow archive list: showing the first {args.limit} records (in key order); there are "
+            f"zen-flow archive list: showing the newest {args.limit} records (by finished); there are "
             "more: narrow the list with -n and --name, or raise --limit",
             file=sys.stderr,
         )
@@ -131,20 +139,21 @@ async def get_record(config_: StoreConfig, prefix: str, args: argparse.Namespace
     namespace = _namespace(args)
     flow = f"{namespace}/{args.name}" + (f" with uid {args.uid}" if args.uid else "")
     async with S3Store(config_) as store:
+        runs, _ = await listed(store, prefix, namespace, args.name, args.uid or None, MAX_RUNS)
         if args.finished:
-            key = record_key(prefix, namespace, args.name, args.uid, args.finished)
-            try:
-                body = await store.get(key)
-            except ObjectMissing:
+            # Every end of that second: a rerun that ended within the second its run ended has its own.
+            runs = [r for r in runs if r.finished == args.finished]
+            if not runs:
                 print(f"zen-flow archive get: no archived run of {flow} that finished at {args.finished}",
                       file=sys.stderr)  # fmt: skip
                 return EXIT_FAILED
+            key = max(runs, key=newness).key
+            body = await store.get(key)
         else:
-            runs, _ = await listed(store, prefix, namespace, args.name, args.uid or None, MAX_RUNS)
             if not runs:
                 print(f"zen-flow archive get: no archived flow {flow}", file=sys.stderr)
                 return EXIT_FAILED
-            newest = max(runs, key=lambda r: (r.last_modified, r.key))
+            newest = max(runs, key=newness)
             key = newest.key
             if len(runs) > 1:
                 print(

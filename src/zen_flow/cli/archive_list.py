@@ -1,12 +1,13 @@
 """`zen-flow archive list`, and the records `get` chooses from: rows built from the keys alone
-(`<prefix><namespace>/<name>/<uid>/<finished>.json`, planner/archive_records.py) and the LIST answer's
+(`<prefix><namespace>/<name>/<uid>/<finished>[-<run>].json`, planner/archive_records.py) and the LIST answer's
 LastModified and Size, page by page, so a list of 100,000 records costs 100 requests and reads none;
 `-o wide` reads each record for its phase and start (READS_IN_FLIGHT at a time). At most `--limit` rows
-(in key order), with a warning on stderr when there were more."""
+(the newest), with a warning on stderr when there were more."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import sys
 from collections.abc import Sequence
@@ -45,16 +46,15 @@ async def listed(
     uid: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> tuple[list[Archived], bool]:
-    """The records of `namespace` (None: every one), of flows named `name`, of the flow `uid`, at most
-    `limit` of them; and whether there were more."""
+    """The records of `namespace` (None: every one), of flows named `name`, of the flow `uid`: the
+    newest `limit` of them (by finished, then LastModified: the keys come in UID order, so every key is
+    collected, no record read); and whether there were more."""
     rows: list[Archived] = []
     async for page in store.pages(list_prefix(prefix, namespace, name, uid)):
         for item in page:
             found = parse_key(prefix, item.key)
             if found is None or (name and found.name != name) or (uid and found.uid != uid):
                 continue  # another object under the prefix; another name (a -A --name list)
-            if len(rows) >= limit:
-                return rows, True
             rows.append(
                 Archived(
                     found.namespace,
@@ -66,7 +66,15 @@ async def listed(
                     item.last_modified,
                 )
             )
-    return rows, False
+    if len(rows) <= limit:
+        return rows, False
+    return heapq.nlargest(limit, rows, key=newness), True
+
+
+def newness(row: Archived) -> tuple[str, str, str]:
+    """Newer records sort after older ones: by the end the key names (seconds), then by when the store
+    got the object (a rerun ending within the same second), then by key."""
+    return (row.finished, row.last_modified, row.key)
 
 
 async def with_records(store: S3Store, rows: Sequence[Archived]) -> tuple[list[Archived], list[str]]:

@@ -47,7 +47,7 @@ def add_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "--limit",
         type=int,
         default=10_000,
-        help="at most this many records, in key order (a warning says when there are more; default 10000)",
+        help="at most this many records, the newest (a warning says when there are more; default 10000)",
     )
     ls.set_defaults(func=_run, command="archive list")
     get = verbs.add_parser(

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from zen_flow import __version__
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import format_time
 from zen_flow.config import Settings, archive_keys
 from zen_flow.controller.flow_queue import priority
@@ -40,15 +41,19 @@ from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.queue_lines import TurnLine
 from zen_flow.machinery.ratelimit import namespace_of
 from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow.planner.actions import Plan
-from zen_flow.planner.archive_records import build_record, record_key
+from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
+from zen_flow.planner.archive_records import build_record, record_key, reruns_in, run_tag
 from zen_flow.planner.archiving import (
+    ARCHIVED,
     REASON_ARCHIVE_FAILED,
     ArchiveState,
+    ChildRecord,
     archive_plan,
     archived,
+    children_hold,
     retry_delay,
 )
+from zen_flow.planner.children import ChildFlowJob
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.timing import after
 from zen_flow.s3 import S3Store, StoreConfig, StoreError
@@ -99,9 +104,10 @@ class _Due:
 
 @dataclass
 class _Run:
-    """The record of one run of a flow (its completion time: a rerun's end is another run)."""
+    """The record of one run of a flow (its completion time and run_tag: a rerun's end is another run)."""
 
     completion: str
+    tag: str
     state: ArchiveState
     told: str = ""  # the cause an ArchiveFailed event last said
 
@@ -144,6 +150,7 @@ class Archiver:
     def settle(self, flow: JobFlow, plan: Plan, now: datetime) -> Plan:
         """`plan` with the archive's part (planner/archiving.py); queues the record's write when due."""
         uid = flow.metadata.uid
+        plan = self._hold_for_children(flow, plan, now)
         if archived(flow.status):
             self._runs.pop(uid, None)  # stored as archived: a restart would not write it again either
             return plan
@@ -158,9 +165,41 @@ class Archiver:
         if verdict.unarchived_delete:
             self._metrics.archive_writes.labels("skipped").inc()
             log.warning(
-                "deleting a flow without an archive record: the store kept failing",
+                "a flow's run goes without an archive record (deleted or rerun): the store kept failing",
                 flow=flow.key,
                 cause=run.state.cause if run else "",
+            )
+        return verdict.plan
+
+    def _hold_for_children(self, flow: JobFlow, plan: Plan, now: datetime) -> Plan:
+        """`plan` with its deletes of ended, unarchived child flows held back (planner/archiving.py)."""
+        if not any(isinstance(a, DeleteJob | DeleteFlow) for a in plan.actions):
+            return plan
+        unarchived: dict[str, ChildRecord] = {}
+        for job in self._jobs.jobs_for(flow.metadata.uid):
+            if not isinstance(job, ChildFlowJob) or not isinstance(job.flow, JobFlow):
+                continue
+            child = job.flow
+            status = child.status
+            if status.completion_time is None or status.phase not in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+                continue  # not ended: no record is due (a running child stopped is not archived)
+            if child.metadata.deletion_timestamp is not None:
+                continue  # already being deleted: no record will be written (nothing to wait for)
+            if archived(status):
+                continue
+            cond = next((c for c in status.conditions if c.type == ARCHIVED), None)
+            failing = cond is not None and cond.status == "False"
+            unarchived[child.metadata.name] = ChildRecord(
+                failed_since=cond.last_transition_time if failing and cond else None,
+                cause=cond.message or "" if failing and cond else "",
+            )
+        verdict = children_hold(flow, plan, unarchived, now, max_delay=self.max_delay)
+        if verdict.unarchived_children:
+            self._metrics.archive_writes.labels("skipped").inc(len(verdict.unarchived_children))
+            log.warning(
+                "deleting child flows without archive records: the store kept failing",
+                flow=flow.key,
+                children=list(verdict.unarchived_children),
             )
         return verdict.plan
 
@@ -170,13 +209,12 @@ class Archiver:
     def _run(self, flow: JobFlow) -> _Run | None:
         run = self._runs.get(flow.metadata.uid)
         completion = flow.status.completion_time
-        if run is not None and completion is not None and run.completion != format_time(completion):
+        if run is not None and completion is not None and (run.completion, run.tag) != _end(flow):
             return None  # a rerun ended since: its record is another
         return run
 
     def _new_run(self, flow: JobFlow) -> _Run:
-        completion = flow.status.completion_time
-        run = _Run(format_time(completion) if completion else "", ArchiveState())
+        run = _Run(*_end(flow), ArchiveState())
         self._runs[flow.metadata.uid] = run
         return run
 
@@ -204,15 +242,20 @@ class Archiver:
         where = ""
         try:
             raw = await self._api.get_flow(flow.metadata.namespace, flow.metadata.name)
-            finished = ((raw or {}).get("status") or {}).get("completionTime")
-            if raw is None or (raw.get("metadata") or {}).get("uid") != uid or finished != run.completion:
+            status = (raw or {}).get("status") or {}
+            stored_end = (status.get("completionTime"), run_tag(reruns_in(status)))
+            if (
+                raw is None
+                or (raw.get("metadata") or {}).get("uid") != uid
+                or stored_end != (run.completion, run.tag)
+            ):
                 run.state = replace(run.state, pending=False)
-                # Gone (a flow deleted before its record is not archived), or rerun since: the rerun's
-                # end is another record, written when it ends.
+                # Gone (a flow deleted before its record is not archived), or rerun since: a rerun waits
+                # for the record (planner/archiving.py) unless overdue, and its end is another record.
                 return
             record = build_record(raw, self._jobs.jobs_for(uid), self._clock.now(), __version__)
             namespace, name = flow.metadata.namespace, flow.metadata.name
-            object_key = record_key(self._prefix, namespace, name, uid, run.completion)
+            object_key = record_key(self._prefix, namespace, name, uid, run.completion, run.tag)
             body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
             await self._store.put(object_key, body)
             where = f"s3://{self._bucket}/{object_key}"
@@ -234,9 +277,10 @@ class Archiver:
             self._metrics.archive_write_duration.observe(time.perf_counter() - started)
 
     def _failed(self, flow: JobFlow, run: _Run, cause: str) -> None:
-        failures = run.state.failures + 1
-        retry_at = after(self._clock.now(), retry_delay(failures))
-        run.state = ArchiveState(failures=failures, cause=cause, retry_at=retry_at)
+        failures, now = run.state.failures + 1, self._clock.now()
+        retry_at = after(now, retry_delay(failures))
+        since = run.state.failed_since or now
+        run.state = ArchiveState(failures=failures, cause=cause, retry_at=retry_at, failed_since=since)
         self._metrics.archive_writes.labels("failed").inc()
         if not self._failing:
             log.warning("archive store failing; retrying with backoff", cause=cause)
@@ -244,6 +288,14 @@ class Archiver:
         if run.told != cause:
             run.told = cause
             self._events.emit(flow, WARNING, REASON_ARCHIVE_FAILED, f"archive record not written: {cause}")
+
+
+def _end(flow: JobFlow) -> tuple[str, str]:
+    """Which end of which run the flow's status is: its completionTime and run_tag."""
+    completion = flow.status.completion_time
+    audit = flow.status.audit
+    reruns = [r.id for r in audit.retries if r.steps] if audit is not None else []
+    return (format_time(completion) if completion else "", run_tag(reruns))
 
 
 def archive_store(settings: Settings) -> StoreConfig:

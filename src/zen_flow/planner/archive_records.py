@@ -2,21 +2,23 @@
 and how `zen-flow archive` reads one back. Pure: the controller (controller/archiver.py) and the CLI
 (cli/archive.py) do the I/O.
 
-One JSON object per end of a flow's run, at `<prefix><namespace>/<name>/<uid>/<finished>.json`,
-`<finished>` the run's completionTime as `20260301T120500Z`:
+One JSON object per end of a flow's run, at `<prefix><namespace>/<name>/<uid>/<finished>[-<run>].json`,
+`<finished>` the run's completionTime as `20260301T120500Z`, `-<run>` on a rerun's end only (`run_tag`):
 
     {"recordVersion": 1, "archivedAt": "...", "controllerVersion": "...",
      "flow": {apiVersion, kind, metadata (without managedFields), spec, status},
      "jobs": [{"name", "step", "uid", "phase", "startTime", "completionTime"}, ...]}
 
-The key is the flow's UID and the run's end, so writing it again (a retry whose first answer was lost, a
-restart) replaces the same object, and a flow rerun (`zen-flow retry`) after it was archived is archived
-again when it ends, beside the earlier run's record: each end has its own. `zen-flow archive list` builds
-its rows from the keys alone (and the LIST answer's LastModified and Size), reading no record.
+The key is the flow's UID and the run's end (and which run), so writing it again (a retry whose first
+answer was lost, a restart) replaces the same object, and a flow rerun (`zen-flow retry`) after it was
+archived is archived again when it ends, beside the earlier run's record: each end has its own.
+`zen-flow archive list` builds its rows from the keys alone (and the LIST answer's LastModified and
+Size), reading no record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,14 +34,31 @@ DEFAULT_PREFIX = "jobflows/"
 _JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r[0-9]+)?$")
 
 
-_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z(?:-([0-9a-f]{8}))?")
 
 
-def record_key(prefix: str, namespace: str, name: str, uid: str, finished: str) -> str:
+def record_key(prefix: str, namespace: str, name: str, uid: str, finished: str, run: str = "") -> str:
     """The key of the record of the run of flow `uid` that ended at `finished` (its completionTime,
-    RFC 3339 as the apiserver writes it)."""
+    RFC 3339 as the apiserver writes it); `run`: `run_tag` (a rerun's, "" for the first run)."""
     stamp = finished.replace("-", "").replace(":", "")
-    return f"{prefix}{namespace}/{name}/{uid}/{stamp}.json"
+    return f"{prefix}{namespace}/{name}/{uid}/{stamp}{'-' + run if run else ''}.json"
+
+
+def run_tag(rerun_ids: Iterable[str]) -> str:
+    """Which run of a flow an end is: "" for its first run, a rerun's 8 hex digits of its request's id
+    (the newest rerun the status records: `status.audit.retries[]` with steps). The completionTime alone
+    has seconds only: a rerun that ends within the second its run ended would share its key."""
+    last = ""
+    for rid in rerun_ids:
+        last = rid
+    return hashlib.sha256(last.encode("utf-8", "surrogatepass")).hexdigest()[:8] if last else ""
+
+
+def reruns_in(status: Mapping[str, Any]) -> list[str]:
+    """The ids of the reruns a stored status (the wire form) records, oldest first (ignored requests,
+    recorded with no steps, ran nothing)."""
+    retries = (status.get("audit") or {}).get("retries") or []
+    return [str(r.get("id", "")) for r in retries if isinstance(r, Mapping) and r.get("steps")]
 
 
 def list_prefix(
@@ -61,6 +80,7 @@ class RecordKey:
     name: str
     uid: str
     finished: str  # RFC 3339: 2026-03-01T12:05:00Z
+    run: str = ""  # run_tag: "" for the flow's first run
 
 
 def parse_key(prefix: str, key: str) -> RecordKey | None:
@@ -70,9 +90,9 @@ def parse_key(prefix: str, key: str) -> RecordKey | None:
     parts = key[len(prefix) : -len(".json")].split("/")
     if len(parts) != 4 or not all(parts) or not (found := _STAMP.fullmatch(parts[3])):
         return None
-    year, month, day, hour, minute, second = found.groups()
+    year, month, day, hour, minute, second, run = found.groups()
     namespace, name, uid = parts[:3]
-    return RecordKey(namespace, name, uid, f"{year}-{month}-{day}T{hour}:{minute}:{second}Z")
+    return RecordKey(namespace, name, uid, f"{year}-{month}-{day}T{hour}:{minute}:{second}Z", run or "")
 
 
 def job_phase(job: Job) -> str:
