@@ -37,6 +37,14 @@ def claiming(parent: JobFlow, step: str, attempt: int, **fields: Any) -> JobFlow
     return owned_by(flow, parent)
 
 
+class NoJobs:
+    def jobs_for(self, uid: str) -> tuple[()]:
+        return ()
+
+    def deleted_stray(self, key: str) -> None:
+        pass
+
+
 def running_with(parent: JobFlow, step: str, child: str) -> JobFlow:
     """`parent` started, its status naming `child` as `step`'s child (its jobRef)."""
     steps = (StepStatus(name=step, phase="Running", job_ref=ObjectRef(name=child, namespace=NS)),)
@@ -112,13 +120,6 @@ def test_a_child_cached_before_its_parent_stands_as_a_child_once_the_parent_come
         def get(self, key: str) -> JobFlow | None:
             return flows.get(key)
 
-    class NoJobs:
-        def jobs_for(self, uid: str) -> tuple[()]:
-            return ()
-
-        def deleted_stray(self, key: str) -> None:
-            pass
-
     def children_of(uid: str) -> list[JobFlow]:
         return [f for f in flows.values() if (ref := planner.parent_of(f)) is not None and ref.uid == uid]
 
@@ -175,3 +176,24 @@ async def test_a_parents_status_naming_its_child_lets_the_child_stand_under_its_
     # p holds one of the two slots; the other is later's, not the (older) child's.
     assert "waiting for a slot" not in (r.api.flows[later.key].status.message or "")
     assert r.api.flows[later.key].status.phase == "Running"
+
+
+def test_a_child_seen_before_its_parents_status_names_it_stays_under_the_parents_slot() -> None:
+    """The child's arrival lowers its create's expectation before the parent's status write lands: the
+    controller remembers it made it, so the child is not queued for a slot in between."""
+    clock = FakeClock()
+    expectations = Expectations(clock)
+    flows: dict[str, JobFlow] = {}
+    family = ChildFlows(NoJobs(), lambda uid: [], expectations, lambda key: None, flows.get)
+    p = make_flow([flow_step("sub")], name="p")
+    child = claiming(p, "sub", 0)
+    p = running_with(p, "sub", "an-earlier-child")  # started; its status does not name this one yet
+    flows[p.key] = p
+    assert not family.is_child(child)
+    expectations.expect_creations(p.metadata.uid, [child.metadata.name])
+    assert family.is_child(child)
+    family.on_flow_event(child)  # it arrives: the expectation is lowered
+    assert expectations.pending_creations(p.metadata.uid) == frozenset()
+    assert family.is_child(child)
+    family.on_flow_event(p, deleted=True)
+    assert not family.is_child(child)

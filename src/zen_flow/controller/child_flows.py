@@ -49,6 +49,10 @@ class ChildFlows:
         self._wake = wake
         # parent uid -> {child name: the apiserver's refusal}: children that will never exist.
         self._refused: dict[str, dict[str, planner.ChildFlowJob]] = {}
+        # parent uid -> the children this replica created for it and has seen arrive: between the
+        # child's arrival (its expectation lowered) and the parent's status write naming it, it still
+        # runs under its parent's slot (planner.runs_under), never queued for a slot a moment.
+        self._made: dict[str, set[str]] = {}
 
     # --- JobCache ----------------------------------------------------------------------------------
 
@@ -87,12 +91,13 @@ class ChildFlows:
 
     def is_child(self, flow: JobFlow) -> bool:
         """Does `flow` run under its parent's slot (`planner.runs_under`: a verified child its started
-        parent's status names, or one the controller is creating for it)?"""
+        parent's status names, or one the controller created for it)?"""
         ref = planner.parent_of(flow)
         if ref is None:
             return False
         parent = self._flow_by_key(f"{flow.metadata.namespace}/{ref.name}")
-        return planner.runs_under(flow, parent, self._expectations.pending_creations(ref.uid))
+        made = self._made.get(ref.uid, set())
+        return planner.runs_under(flow, parent, made | self._expectations.pending_creations(ref.uid))
 
     def children(self, parent: JobFlow) -> list[JobFlow]:
         """The cached verified children of `parent`."""
@@ -110,13 +115,18 @@ class ChildFlows:
         """A flow was added, changed or deleted: if it is a child, its parent hears of it."""
         if deleted:
             self._refused.pop(flow.metadata.uid, None)  # a parent gone: its refusals with it
+            self._made.pop(flow.metadata.uid, None)
         parent = planner.parent_of(flow)
         if parent is None:
             return
         name = flow.metadata.name
         if deleted:
             self._expectations.deletion_observed(parent.uid, name)
+            if (made := self._made.get(parent.uid)) is not None:
+                made.discard(name)
         else:
+            if name in self._expectations.pending_creations(parent.uid):
+                self._made.setdefault(parent.uid, set()).add(name)
             self._expectations.creation_observed(parent.uid, name)
             if flow.metadata.deletion_timestamp is not None:
                 self._expectations.deletion_observed(parent.uid, name)

@@ -111,8 +111,8 @@ def runs_under(flow: JobFlow, parent: JobFlow | None, pending: Collection[str] =
     """Does `flow` run under `parent`'s slot (the limits on running flows pass it by)? Only when the
     controller made it so, never from facts its creator can write (labels, name, ownerReference): it is a
     verified child, its parent has started and not ended, and the parent's status names it as a step's
-    child (its jobRef) or the controller is creating it for that parent right now (`pending`: the
-    parent's pending creates, for the moment before the parent's status write shows it)."""
+    child (its jobRef) or the controller created it for that parent (`pending`: the parent's pending
+    creates and those seen arrive, for the moment before the parent's status write names it)."""
     if parent is None or not _hosting(parent) or not is_verified_child(flow, parent):
         return False
     name = flow.metadata.name
