@@ -109,6 +109,10 @@ def rig(slots: SlotLimits | None = None) -> Rig:
     return Rig(api, controller, children)
 
 
+def replace_uid(flow: JobFlow, uid: str) -> JobFlow:
+    return flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"uid": uid})})
+
+
 def finish_jobs_of(r: Rig, flow_name: str) -> None:
     for ns, name in list(r.api.jobs):
         if name.startswith(flow_name) and not r.api.jobs[(ns, name)].finished:
@@ -202,6 +206,12 @@ async def test_a_stopped_parent_deletes_its_child_flow_by_its_uid() -> None:
         ),
     )
     r.api.sync()
+    # Between the cache and the delete, the name came to hold another flow: the delete's UID
+    # precondition leaves it alone (a delete by name would remove it).
+    r.api.flows[child_key] = replace_uid(r.api.flows[child_key], "another-uid")
+    await r.spin(p.key, rounds=1, lag=True)
+    assert r.api.flows[child_key].metadata.uid == "another-uid"
+    r.api.sync()
     await r.spin(p.key)
     assert child_key not in r.api.flows
     assert r.api.flows[p.key].status.phase == "Failed"
@@ -221,7 +231,15 @@ async def test_a_parent_suspends_and_resumes_its_child() -> None:
         )
         r.api.sync()
 
+    # The patch names the child's UID: a flow made since under its name is not suspended.
+    real = r.api.flows[child_key]
     suspend(True)
+    r.api.flows[child_key] = replace_uid(real, "another-uid")
+    await r.spin(p.key, rounds=1, lag=True)
+    assert r.api.suspends == [(real.metadata.name, True, real.metadata.uid)]
+    assert not r.api.flows[child_key].spec.suspend
+    r.api.flows[child_key] = real
+    r.api.sync()
     await r.spin(p.key, child_key)
     assert r.api.flows[child_key].spec.suspend
     suspend(False)
@@ -367,7 +385,7 @@ async def test_a_delete_removes_only_the_object_the_plan_saw() -> None:
         metrics=Metrics(),
         clock=FakeClock(),
         waited=lambda key: None,
-        owned=lambda uid, job: seen if job == name else None,
+        owned=lambda uid: [seen],
     )
     r.api.jobs[(NS, name)] = replace(seen, metadata=replace(seen.metadata, uid="another-uid"))
     await executor.execute(r.api.flows[p.key], [planner.DeleteJob(name, "a", "test")])

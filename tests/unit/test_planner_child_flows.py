@@ -229,16 +229,18 @@ def test_suspending_the_parent_suspends_the_running_child_and_resuming_resumes_i
     parent = apply(parent, first)
     body = creates(first)[0].body
     suspended = parent.model_copy(update={"spec": parent.spec.model_copy(update={"suspend": True})})
-    result = plan(suspended, [as_job(child_of(body))], T0 + timedelta(seconds=5))
-    assert SuspendChild(body["metadata"]["name"], "sub", True) in result.actions
-    held = child_of(body)
+    kid = child_of(body)
+    result = plan(suspended, [as_job(kid)], T0 + timedelta(seconds=5))
+    # The child's UID goes with the patch: its precondition (a flow made since under the name is not it).
+    assert SuspendChild(body["metadata"]["name"], "sub", True, kid.metadata.uid) in result.actions
+    held = kid
     held = held.model_copy(update={"spec": held.spec.model_copy(update={"suspend": True})})
     # Suspended by its parent (the mark SuspendChild writes): the parent's resume resumes it.
     marked = {**held.metadata.annotations, ANNOTATION_SUSPENDED_BY_PARENT: "true"}
     held = held.model_copy(update={"metadata": held.metadata.model_copy(update={"annotations": marked})})
     assert not any(isinstance(a, SuspendChild) for a in plan(suspended, [as_job(held)], T0).actions)
     resumed = plan(parent, [as_job(held)], T0 + timedelta(seconds=9))
-    assert SuspendChild(body["metadata"]["name"], "sub", False) in resumed.actions
+    assert SuspendChild(body["metadata"]["name"], "sub", False, held.metadata.uid) in resumed.actions
 
 
 def test_a_child_nested_past_the_depth_limit_fails_its_step_naming_why() -> None:

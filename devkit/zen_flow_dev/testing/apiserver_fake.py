@@ -61,6 +61,7 @@ class FakeApiServer:
         self._cached_jobs: dict[tuple[str, str], Job] = {}
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
         self.refused: list[str] = []  # "409 Conflict" / "409 AlreadyExists", in order
+        self.suspends: list[tuple[str, bool, str]] = []  # child suspend patches: (name, suspend, uid)
         self.events: list[tuple[str, str, str]] = []
         self.children_refused: list[tuple[str, str, str]] = []  # `child_refused`: (parent uid, name, why)
         self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
@@ -240,9 +241,14 @@ class FakeApiServer:
         flow = JobFlow.model_validate({**body, "metadata": {**body["metadata"], "namespace": namespace}})
         return self.create_flow(flow).metadata.uid
 
-    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
-        """The merge patch of `JobFlowClient.set_suspend`: spec.suspend and the parent's mark."""
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool, uid: str) -> None:
+        """The merge patch of `JobFlowClient.set_suspend`: spec.suspend and the parent's mark, under its
+        UID precondition."""
         key = f"{namespace}/{name}"
+        self.suspends.append((name, suspend, uid))
+        flow = self.flows.get(key)
+        if flow is not None and flow.metadata.uid != uid:
+            raise conflict(name)
 
         def patch(f: JobFlow) -> JobFlow:
             annotations = {

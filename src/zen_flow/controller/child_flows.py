@@ -49,12 +49,16 @@ class ChildFlows:
         self._wake = wake
         # parent uid -> {child name: the apiserver's refusal}: children that will never exist.
         self._refused: dict[str, dict[str, planner.ChildFlowJob]] = {}
+        # parent uid -> the children this replica created for it and has seen arrive: between the
+        # child's arrival (its expectation lowered) and the parent's status write naming it, it still
+        # runs under its parent's slot (planner.runs_under), never queued for a slot a moment.
+        self._made: dict[str, set[str]] = {}
 
     # --- JobCache ----------------------------------------------------------------------------------
 
     def jobs_for(self, owner_uid: str) -> Sequence[Job]:
         jobs = self._jobs.jobs_for(owner_uid)
-        children = [c for c in self._children_of(owner_uid) if self._parent(c) is not None]
+        children = self._verified(owner_uid)
         refused = self._refused.get(owner_uid)
         if not children and not refused:
             return jobs
@@ -73,12 +77,27 @@ class ChildFlows:
 
     # --- families (planner/lineage.py) -------------------------------------------------------------
 
-    def _parent(self, flow: JobFlow) -> JobFlow | None:
-        return planner.verified_parent(flow, self._flow_by_key)
+    def _verified(self, owner_uid: str) -> list[JobFlow]:
+        """The verified children of the flow of `owner_uid`: its parent looked up once (every flow the
+        index holds under a UID names it as its controller), not once per child."""
+        claimed = self._children_of(owner_uid)
+        ref = planner.parent_of(claimed[0]) if claimed else None
+        if ref is None:
+            return []
+        parent = self._flow_by_key(f"{claimed[0].metadata.namespace}/{ref.name}")
+        if parent is None or parent.metadata.uid != owner_uid:
+            return []
+        return planner.verified_children(parent, self._children_of)
 
     def is_child(self, flow: JobFlow) -> bool:
-        """Is `flow` a verified child of a cached flow?"""
-        return self._parent(flow) is not None
+        """Does `flow` run under its parent's slot (`planner.runs_under`: a verified child its started
+        parent's status names, or one the controller created for it)?"""
+        ref = planner.parent_of(flow)
+        if ref is None:
+            return False
+        parent = self._flow_by_key(f"{flow.metadata.namespace}/{ref.name}")
+        made = self._made.get(ref.uid, set())
+        return planner.runs_under(flow, parent, made | self._expectations.pending_creations(ref.uid))
 
     def children(self, parent: JobFlow) -> list[JobFlow]:
         """The cached verified children of `parent`."""
@@ -96,13 +115,18 @@ class ChildFlows:
         """A flow was added, changed or deleted: if it is a child, its parent hears of it."""
         if deleted:
             self._refused.pop(flow.metadata.uid, None)  # a parent gone: its refusals with it
+            self._made.pop(flow.metadata.uid, None)
         parent = planner.parent_of(flow)
         if parent is None:
             return
         name = flow.metadata.name
         if deleted:
             self._expectations.deletion_observed(parent.uid, name)
+            if (made := self._made.get(parent.uid)) is not None:
+                made.discard(name)
         else:
+            if name in self._expectations.pending_creations(parent.uid):
+                self._made.setdefault(parent.uid, set()).add(name)
             self._expectations.creation_observed(parent.uid, name)
             if flow.metadata.deletion_timestamp is not None:
                 self._expectations.deletion_observed(parent.uid, name)

@@ -69,8 +69,9 @@ class ClusterApi(MemoApi, TemplateApi, Protocol):
         """Create a JobFlow (a Flow step's child); its uid. `AlreadyExists` if the name is taken."""
         ...
 
-    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
-        """Set a child flow's spec.suspend (a merge patch). `NotFound` if it is gone."""
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool, uid: str) -> None:
+        """Set a child flow's spec.suspend (a merge patch). `NotFound` if it is gone, `Conflict` if the
+        name now belongs to another JobFlow than `uid`'s."""
         ...
 
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...

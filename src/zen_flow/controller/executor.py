@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from zen_flow import planner
@@ -36,7 +36,7 @@ class JobApi(Protocol):
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None: ...
     async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str: ...
     async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
-    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None: ...
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool, uid: str) -> None: ...
 
 
 class JobNameTaken(ApiError):
@@ -58,13 +58,14 @@ class PlanExecutor:
         waited: Callable[[str], float | None],
         disown: Callable[[str], None] = lambda key: None,
         refused: Callable[[str, str, str, str], None] = lambda uid, ns, name, why: None,
-        owned: Callable[[str, str], Job | None] | None = None,
+        owned: Callable[[str], Iterable[Job]] | None = None,
     ) -> None:
         """`disown`: told the key of each Job deleted as a stray of an ended flow before its delete goes
         out (`JobCache.deleted_stray`). `refused`: told (flow uid, namespace, name, why) of each child
         flow the apiserver refused for good (`JobCache.child_refused`): its step fails, not the flow.
-        `owned`: the cached object of a flow (by uid) of a name, as the plan saw it (`JobCache.jobs_for`):
-        what a delete removes, and by which UID (None: every delete is a Job's, by name; tests)."""
+        `owned`: the cached objects of a flow (by uid), as the plan saw them (`JobCache.jobs_for`): what a
+        delete removes, and by which UID, read once per plan's deletes (None: every delete is a Job's, by
+        name; tests)."""
         self._refused = refused
         self._owned = owned
         self._api = api
@@ -187,13 +188,14 @@ class PlanExecutor:
         try:
             if failures:
                 raise failures[0]
+            objects = {j.metadata.name: j for j in self._owned(uid)} if deletes and self._owned else {}
             for delete in deletes:
                 if delete.reason == planner.ENDED_REASON:
                     # Its tombstone would bring it back to the next plans, deleted again and again, and
                     # its outcome taken over by a rerun (informer/tombstones.py).
                     self._disown(f"{ns}/{delete.name}")
                 try:
-                    await self._delete(flow, delete, made or {})
+                    await self._delete(flow, delete, made or {}, objects)
                 except (NotFound, Conflict):  # gone, or its name another's now: nothing of ours to delete
                     self._expectations.deletion_observed(uid, delete.name)
                 sent += 1
@@ -207,8 +209,9 @@ class PlanExecutor:
             raise
         for action in actions:
             if isinstance(action, planner.SuspendChild):
-                with contextlib.suppress(NotFound):  # gone: its step sees that
-                    await self._api.suspend_flow(ns, action.name, action.suspend)
+                # Gone, or its name another flow's now (the UID precondition): its step sees that.
+                with contextlib.suppress(NotFound, Conflict):
+                    await self._api.suspend_flow(ns, action.name, action.suspend, action.uid)
                 log.info("child flow suspended" if action.suspend else "child flow resumed", flow=action.name)
             if isinstance(action, planner.DeleteFlow):
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
@@ -217,7 +220,9 @@ class PlanExecutor:
                 log.info("deleted flow", reason=action.reason)
         return created, rejected
 
-    async def _delete(self, flow: JobFlow, delete: planner.DeleteJob, made: Mapping[str, str]) -> None:
+    async def _delete(
+        self, flow: JobFlow, delete: planner.DeleteJob, made: Mapping[str, str], objects: Mapping[str, Job]
+    ) -> None:
         """Delete the flow's object of this name, as the cache shows it among the flow's: a verified child
         flow with a JobFlow delete (its Jobs follow it by ownerReference), a Job with a Job delete, each
         only if it is still the object of that UID (`Conflict` otherwise). Never chosen by the step's name:
@@ -231,7 +236,7 @@ class PlanExecutor:
         if self._owned is None:
             await self._api.delete_job(ns, name)
             return
-        found = self._owned(flow.metadata.uid, name)
+        found = objects.get(name)
         if isinstance(found, planner.ChildFlowJob) and found.flow is not None:
             await self._api.delete_flow(ns, name, found.metadata.uid)
         elif found is not None and not isinstance(found, planner.ChildFlowJob):

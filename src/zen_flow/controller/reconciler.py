@@ -109,7 +109,7 @@ class Controller:
             waited=queue.waited,
             disown=jobs.deleted_stray,
             refused=jobs.child_refused if isinstance(jobs, ChildRefusals) else lambda *_: None,
-            owned=lambda uid, name: next((j for j in jobs.jobs_for(uid) if j.metadata.name == name), None),
+            owned=jobs.jobs_for,
         )
         self._status = StatusWriter(
             api=api, flows=flows, announcements=self._announcements, metrics=metrics, clock=clock
@@ -142,7 +142,9 @@ class Controller:
         self._queue.add(flow.key, priority(flow))
         self._groups.observe(old, flow)
         self._slots.observe(old, flow)
-        if old is None:
+        # Its children run under its slot only while it has started and its status names them
+        # (planner.runs_under): a status write that records or clears one decides them anew.
+        if old is None or planner.hosted(old) != planner.hosted(flow):
             self._slots.family_changed(flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:

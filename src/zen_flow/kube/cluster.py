@@ -79,9 +79,10 @@ class Cluster:
         """Create a JobFlow (a Flow step's child); returns its uid. `AlreadyExists` if the name is taken."""
         return await self._flows.create(namespace, body)
 
-    async def suspend_flow(self, namespace: str, name: str, suspend: bool) -> None:
-        """Set a flow's spec.suspend (a merge patch). `NotFound` if it is gone."""
-        await self._flows.set_suspend(namespace, name, suspend)
+    async def suspend_flow(self, namespace: str, name: str, suspend: bool, uid: str) -> None:
+        """Set a flow's spec.suspend (a merge patch). `NotFound` if it is gone, `Conflict` if the name now
+        belongs to another JobFlow than `uid`'s."""
+        await self._flows.set_suspend(namespace, name, suspend, uid)
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""

@@ -111,15 +111,16 @@ class JobFlowClient(ResourceLister):
             content_type=MERGE_PATCH,
         )
 
-    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+    async def set_suspend(self, namespace: str, name: str, suspend: bool, uid: str) -> None:
         """Merge `spec.suspend` into the flow (a parent suspending or resuming its child flow), with the
-        mark that says its parent suspended it (removed on resume)."""
+        mark that says its parent suspended it (removed on resume), only if the flow of that name is still
+        the one with `uid` (`Conflict` otherwise, as `annotate`)."""
         mark = {ANNOTATION_SUSPENDED_BY_PARENT: "true" if suspend else None}
         await self._client.request(
             "PATCH",
             JOBFLOWS.path(namespace, name),
             query=[("fieldManager", FIELD_MANAGER)],
-            body={"metadata": {"annotations": mark}, "spec": {"suspend": suspend}},
+            body={"metadata": {"uid": uid, "annotations": mark}, "spec": {"suspend": suspend}},
             content_type=MERGE_PATCH,
         )
 

@@ -70,11 +70,13 @@ class SaveMemo:
 
 @dataclass(frozen=True)
 class SuspendChild:
-    """Set a child flow's `spec.suspend` (planner.children): its parent was suspended or resumed."""
+    """Set a child flow's `spec.suspend` (planner.children): its parent was suspended or resumed. `uid`:
+    the child's, the patch's precondition (a flow made since under its name is left alone)."""
 
     name: str
     step: str
     suspend: bool
+    uid: str = ""
 
 
 Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild

@@ -213,5 +213,5 @@ def suspensions(flow: JobFlow, works: Iterable[StepWork], jobs: Mapping[str, Job
         suspended = bool(job.child.spec.suspend)
         ours = job.child.metadata.annotations.get(ANNOTATION_SUSPENDED_BY_PARENT) == "true"
         if (want and not suspended) or (not want and suspended and ours):
-            out.append(SuspendChild(job.metadata.name, w.name, want))
+            out.append(SuspendChild(job.metadata.name, w.name, want, job.metadata.uid))
     return out

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from zen_flow.api.constants import LABEL_ATTEMPT, LABEL_PARENT_STEP, MAX_FLOW_DEPTH, FlowPhase
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.naming import job_name, label_value
-from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.children import parent_of
 
 # Live (unfinished, not being deleted) child flows under one root flow, all generations: a template that
@@ -49,36 +48,85 @@ class Lineage:
 TOP_LEVEL = Lineage()
 
 
+class _FlowSteps:
+    """`parent`'s Flow steps by their `parent-step` label value, each with the last attempt a child of it
+    may be: the attempt the parent's status records, plus one for a create whose status write is still on
+    its way. Built once per parent and looked up per child, never by listing every attempt's name (a
+    step's retry limit may be 2^31)."""
+
+    def __init__(self, parent: JobFlow) -> None:
+        recorded = {s.name: s for s in parent.status.steps}
+        self.parent = parent
+        self.steps: dict[str, tuple[str, int]] = {}
+        for s in parent.spec.steps:
+            if s.is_flow:
+                status = recorded.get(s.name)
+                self.steps[label_value(s.name)] = (s.name, (status.retry_count if status else 0) + 1)
+
+    def names(self, flow: JobFlow) -> bool:
+        """Is `flow` named, labelled and owned as one of the parent's children?"""
+        ref = parent_of(flow)
+        pm, cm = self.parent.metadata, flow.metadata
+        if (
+            ref is None
+            or not pm.uid
+            or pm.uid != ref.uid
+            or pm.name != ref.name
+            or pm.namespace != cm.namespace
+        ):
+            return False
+        attempt = cm.labels.get(LABEL_ATTEMPT, "")
+        if not attempt.isdigit() or len(attempt) > 6:
+            return False
+        step = self.steps.get(cm.labels.get(LABEL_PARENT_STEP, ""))
+        if step is None or int(attempt) > step[1]:
+            return False
+        return cm.name == job_name(pm.name, step[0], int(attempt))
+
+    def pending(self, made: Collection[str]) -> int:
+        """How many of the names the parent is creating (`made`) are its children: only a step's current
+        attempt or the next one can be on its way."""
+        pm = self.parent.metadata.name
+        names = {job_name(pm, name, n) for name, last in self.steps.values() for n in (last - 1, last)}
+        return len(names.intersection(made))
+
+
 def is_verified_child(flow: JobFlow, parent: JobFlow | None) -> bool:
     """Is `flow` a child `parent` made (see the module's docstring)? False for a top-level flow."""
-    ref = parent_of(flow)
-    if ref is None or parent is None:
-        return False
-    pm, cm = parent.metadata, flow.metadata
-    if pm.uid != ref.uid or pm.name != ref.name or pm.namespace != cm.namespace or not pm.uid:
-        return False
-    attempt = cm.labels.get(LABEL_ATTEMPT, "")
-    if not attempt.isdigit() or len(attempt) > 6:
-        return False
-    n, step = int(attempt), cm.labels.get(LABEL_PARENT_STEP)
-    recorded = {s.name: s.retry_count for s in parent.status.steps}
-    for s in parent.spec.steps:
-        if not s.is_flow or label_value(s.name) != step:
-            continue
-        if n <= max(retry_limit(s), recorded.get(s.name, 0)) + 1 and cm.name == job_name(pm.name, s.name, n):
-            return True
-    return False
+    return parent is not None and parent_of(flow) is not None and _FlowSteps(parent).names(flow)
 
 
-def _child_names(parent: JobFlow) -> set[str]:
-    """The names `parent`'s children may have (`is_verified_child`'s attempts)."""
-    recorded = {s.name: s.retry_count for s in parent.status.steps}
-    return {
-        job_name(parent.metadata.name, s.name, n)
-        for s in parent.spec.steps
-        if s.is_flow
-        for n in range(max(retry_limit(s), recorded.get(s.name, 0)) + 2)
-    }
+def _hosting(parent: JobFlow) -> bool:
+    """Has `parent` started (its status says so) and not ended: its children may run under its slot."""
+    status = parent.status
+    if parent.metadata.deletion_timestamp is not None or status.phase in (
+        FlowPhase.SUCCEEDED,
+        FlowPhase.FAILED,
+    ):
+        return False
+    return status.start_time is not None or status.phase in (FlowPhase.RUNNING, FlowPhase.PAUSED)
+
+
+def runs_under(flow: JobFlow, parent: JobFlow | None, pending: Collection[str] = ()) -> bool:
+    """Does `flow` run under `parent`'s slot (the limits on running flows pass it by)? Only when the
+    controller made it so, never from facts its creator can write (labels, name, ownerReference): it is a
+    verified child, its parent has started and not ended, and the parent's status names it as a step's
+    child (its jobRef) or the controller created it for that parent (`pending`: the parent's pending
+    creates and those seen arrive, for the moment before the parent's status write names it)."""
+    if parent is None or not _hosting(parent) or not is_verified_child(flow, parent):
+        return False
+    name = flow.metadata.name
+    return name in pending or any(
+        s.job_ref is not None and s.job_ref.name == name for s in parent.status.steps
+    )
+
+
+def hosted(flow: JobFlow) -> tuple[bool, frozenset[str]]:
+    """What `runs_under` reads of a parent: whether it hosts children and the children its status names.
+    The controller re-decides a parent's children when this changes (never on its other updates)."""
+    if not any(s.is_flow for s in flow.spec.steps):
+        return False, frozenset()
+    return _hosting(flow), frozenset(s.job_ref.name for s in flow.status.steps if s.job_ref is not None)
 
 
 def verified_parent(flow: JobFlow, flow_by_key: FlowByKey) -> JobFlow | None:
@@ -91,8 +139,13 @@ def verified_parent(flow: JobFlow, flow_by_key: FlowByKey) -> JobFlow | None:
 
 
 def verified_children(parent: JobFlow, children_of: ChildrenOf) -> list[JobFlow]:
-    """The cached flows that are verified children of `parent`."""
-    return [c for c in children_of(parent.metadata.uid) if is_verified_child(c, parent)]
+    """The cached flows that are verified children of `parent` (its Flow steps indexed once: a parent of
+    400 children checks each in constant time)."""
+    children = children_of(parent.metadata.uid)
+    if not children:
+        return []
+    steps = _FlowSteps(parent)
+    return [c for c in children if steps.names(c)]
 
 
 def _live(flow: JobFlow) -> bool:
@@ -128,7 +181,7 @@ def lineage(
         nxt: list[JobFlow] = []
         for member in frontier:
             if pending is not None and (made := pending(member.metadata.uid)):
-                live += len(_child_names(member).intersection(made))
+                live += _FlowSteps(member).pending(made)
             for child in verified_children(member, children_of):
                 if child.metadata.uid in visited:
                     continue
