@@ -16,6 +16,7 @@ Never flags (a flag shows in `ps`), never logged: `Credentials` hides the secret
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,11 +34,13 @@ REREAD_SECONDS = 300.0
 
 
 class ArchiveKeys:
-    """The keys of the environment `env`; ValueError naming the variable when one is missing, set twice,
-    or names a file that cannot be read."""
+    """The keys of the environment `env` (default: the process's); ValueError naming the variable when one
+    is missing, set twice, or names a file that cannot be read."""
 
-    def __init__(self, env: Mapping[str, str], *, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._env = dict(env)
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._env = dict(os.environ if env is None else env)
         self._monotonic = monotonic
         self.from_files = any(self._env.get(n + FILE_SUFFIX) for n in _NAMES)
         self._keys = self._load()

@@ -348,7 +348,7 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
     settings = Settings(**values)
     _check(settings)
     if settings.archive_enabled:
-        archive_keys(env)  # missing keys stop the start, not every write later
+        ArchiveKeys(env)  # missing keys stop the start, not every write later
     return settings
 
 
@@ -394,9 +394,3 @@ def _check(s: Settings) -> None:
                 problems.append(f"{name}: {exc}")
     if problems:
         raise ValueError("; ".join(problems))
-
-
-def archive_keys(env: Mapping[str, str] | None = None) -> ArchiveKeys:
-    """The archive store's keys from the environment, or the files it names (`zen_flow.archive_keys`);
-    ValueError naming what is missing."""
-    return ArchiveKeys(os.environ if env is None else env)

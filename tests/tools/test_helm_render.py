@@ -33,6 +33,7 @@ from deploy_manifests import (
     settings_of,
 )
 from zen_flow import config
+from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.cli import build_parser
 from zen_flow_dev.testing.prometheus import alert_rules
 from zen_flow_dev.testing.rbac import rules_allow
@@ -550,7 +551,7 @@ def test_archive_values_become_flags_and_the_keys_are_files_of_a_mounted_secret(
     keys = {
         k: v.replace("/etc/zen-flow/archive-keys", str(tmp_path)) for k, v in env.items() if "ARCHIVE" in k
     }
-    assert config.archive_keys(keys).current().access_key == "accessKeyId-value"
+    assert ArchiveKeys(keys).current().access_key == "accessKeyId-value"
     settings = config.load(build_parser().parse_args(args), env=keys)
     assert settings.archive_enabled
     assert (settings.archive_s3_bucket, settings.archive_s3_prefix) == ("team-flows", "jobflows/")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from zen_flow import config
+from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.cli import build_parser
 from zen_flow.cli.archive import record_view, store_config
 from zen_flow.planner.archive_records import record_key
@@ -97,7 +98,7 @@ def test_the_controller_refuses_an_archive_without_keys_and_never_shows_them() -
     with pytest.raises(ValueError, match="ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID"):
         config.load(build_parser().parse_args(flags), env={})
     assert config.load(build_parser().parse_args(flags), env=KEYS).archive_enabled
-    assert "secret" not in repr(config.archive_keys(KEYS).current())
+    assert "secret" not in repr(ArchiveKeys(KEYS).current())
 
 
 # --- against a store (devkit s3_fake): what goes wrong is said, by name ---------------------------------

@@ -24,6 +24,7 @@ import yaml
 
 from zen_flow import config
 from zen_flow.api import JobFlow
+from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, newness, print_list, with_records
 from zen_flow.cli.archive_parser import STORE_FIELDS
 from zen_flow.cli.colour import painter
@@ -52,7 +53,7 @@ def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(
         endpoint=settings.archive_s3_endpoint.rstrip("/"),
         bucket=settings.archive_s3_bucket,
-        credentials=config.archive_keys(),
+        credentials=ArchiveKeys(),
         region=settings.archive_s3_region,
         ca_file=settings.archive_s3_ca_file,
         timeout=settings.archive_s3_timeout,

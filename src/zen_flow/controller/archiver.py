@@ -32,7 +32,8 @@ from zen_flow import __version__
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import format_time
-from zen_flow.config import Settings, archive_keys
+from zen_flow.archive_keys import ArchiveKeys
+from zen_flow.config import Settings
 from zen_flow.controller.flow_queue import priority
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import KubeError
@@ -304,7 +305,7 @@ def archive_store(settings: Settings) -> StoreConfig:
         endpoint=settings.archive_s3_endpoint.rstrip("/"),
         bucket=settings.archive_s3_bucket,
         region=settings.archive_s3_region,
-        credentials=archive_keys(),
+        credentials=ArchiveKeys(),
         ca_file=settings.archive_s3_ca_file,
         timeout=settings.archive_s3_timeout,
     )
