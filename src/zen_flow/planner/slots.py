@@ -209,6 +209,9 @@ class SlotBook:
         # with their namespace and UID: they hold their slot already (read your own writes, as
         # concurrency.py's `starting`).
         self._reserved: dict[str, tuple[str, str]] = {}
+        # The keys whose plan claimed a slot and has not settled: their reservation stands until `settle`
+        # whatever the cache shows (a flow deleted meanwhile: its plan may still create its Jobs).
+        self._planning: set[str] = set()
 
     def observe(self, old: JobFlow | None, new: JobFlow | None) -> list[str]:
         """`old` became `new` (None: added or deleted; `observe(flow, flow)`: its Jobs changed); returns
@@ -227,35 +230,64 @@ class SlotBook:
         # then: a change in between (an annotation, a label) shows the status from before the plan's
         # write (still queued for its group, suspended a moment ago), and dropping the reservation then
         # would let another flow take the slot the plan took. `settle(begun=False)` frees it otherwise.
-        if key in self._reserved and (
-            new is None
-            or self._reserved[key][1] != new.metadata.uid
-            or _ended(new)
-            or (after is not None and after[1] in _HOLDERS)
+        dropped = None
+        if (
+            key in self._reserved
+            and key not in self._planning
+            and (
+                new is None
+                or self._reserved[key][1] != new.metadata.uid
+                or _ended(new)
+                or (after is not None and after[1] in _HOLDERS)
+            )
         ):
-            del self._reserved[key]
+            ns_reserved = self._reserved.pop(key)[0]
+            # Its slot frees unless the cache shows the flow holding it.
+            dropped = None if after is not None and after[1] in _HOLDERS else ns_reserved
         if after is not None and after[1] == Standing.OUT:
             after = None
         if before == after:
-            return []
+            # A reservation dropped for a flow out of line (finished or deleted before the cache showed
+            # its start) frees its slot all the same.
+            return [k for k in self._next(dropped) if k != key] if dropped is not None else []
         line = self._lines.get(ns) or self._lines.setdefault(ns, NamespaceLine(self._own_seats))
+        moved = before is not None and self._moves_seats(line, before, after)
         if before is not None:
             del self._flows[key]
             self._leave(line, key, *before)
         if after is not None:
             self._flows[key] = after
             self._join(line, key, *after)
-        if self._own_seats:
-            self._reseat(line)
+        unseated = self._own_seats and self._reseat(line)
         if not line.waiting and not line.holding:
             del self._lines[ns]
-        # A flow that left the line, stopped holding a slot, or moved in it (its priority edited) may let
-        # the next ones go.
+        # A flow that left the line, stopped holding a slot, moved in it (its priority edited) or let its
+        # namespace's next flows move up into earlier seats may let the next ones go; so may a reservation
+        # dropped.
         held = before is not None and before[1] in _HOLDERS
-        freed = before is not None and (
-            after is None or (held and after[1] != before[1]) or after[0] != before[0]
+        freed = (
+            moved
+            or unseated
+            or dropped is not None
+            or (
+                before is not None
+                and (after is None or (held and after[1] != before[1]) or after[0] != before[0])
+            )
         )
         return [k for k in self._next(ns) if k != key] if freed else []
+
+    def _moves_seats(
+        self, line: NamespaceLine, before: tuple[Place, Standing], after: tuple[Place, Standing] | None
+    ) -> bool:
+        """Does a waiting flow that starts (or turns out a child) let its namespace's next waiting flows
+        move up in the controller's line? A waiting flow sits in the seat its place in its namespace's
+        order gives it, a holder in its own; when the two differ (a higher priority put it in an older
+        flow's seat), the flows behind it move up one seat each as it leaves, and one refused a moment ago
+        may start now. A child leaves the controller's line altogether."""
+        place, at = before
+        if not self.limits.total or at != Standing.CONTENDING or after is None:
+            return False
+        return after[1] == Standing.CHILD or line.seat(place) != own_seat(place)
 
     def claim(self, flow: JobFlow, peers: Sequence[Peer] = ()) -> str | None:
         """None when `flow`, which has not started, may start now (its slot is reserved until `settle`);
@@ -273,6 +305,7 @@ class SlotBook:
         if limits.total and self._full(limits.total, key, gone, None, place, line):
             return waiting_message(limits.total, None, -place[0])
         self._reserved[key] = (ns, flow.metadata.uid)
+        self._planning.add(key)
         return None
 
     def settle(self, flow: JobFlow, begun: bool) -> list[str]:
@@ -284,6 +317,7 @@ class SlotBook:
         reserved = self._reserved.get(key)
         if reserved is None or reserved[1] != uid:
             return []
+        self._planning.discard(key)
         if begun and self._alive.get(key) == uid:
             return []
         del self._reserved[key]
@@ -352,14 +386,16 @@ class SlotBook:
 
         return position
 
-    def _reseat(self, line: NamespaceLine) -> None:
+    def _reseat(self, line: NamespaceLine) -> bool:
         """Under both limits: the namespace's first N waiting flows less its holders (those that could
-        take a slot of its own) sit in the controller's line. O(N)."""
+        take a slot of its own) sit in the controller's line. O(N). Whether a seat was left: the flows
+        behind it in the controller's line move up."""
         left, taken = line.reseat(max(0, self.limits.per_namespace - len(line.holding)))
         for seat in left:
             self._all.remove(seat)
         for seat in taken:
             self._all.add(seat)
+        return bool(left)
 
     def _next(self, ns: str) -> list[str]:
         """The flows a freed slot may let start: as many of the first waiting flows as there are slots
