@@ -42,6 +42,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from itertools import islice
 
 from zen_flow.api.constants import ConcurrencyPolicy, ConditionType, FlowPhase
 from zen_flow.api.job import Job
@@ -329,8 +330,7 @@ class SlotBook:
             return
         if at == Standing.HOLDING:
             line.holding.add(key)
-            self._all.holding.add(key)
-            self._all.add(own_seat(place))  # a holder sits in its own seat
+            self._all.hold(key, own_seat(place))  # a holder sits in its own seat
             return
         line.add(place)
         if self._shared:
@@ -342,8 +342,7 @@ class SlotBook:
             return
         if at == Standing.HOLDING:
             line.holding.discard(key)
-            self._all.holding.discard(key)
-            self._all.remove(own_seat(place))
+            self._all.release(key, own_seat(place))
             return
         line.remove(place)
         if self._shared:
@@ -358,14 +357,26 @@ class SlotBook:
         fewer than `limit`. The flows in `gone` (those a Replace flow stops) count neither way."""
         mine = {key, *gone}
         holders = self._all.holding if ns is None else line.holding
-        counted = {k for k in holders if k not in mine}
-        counted.update(k for k, (n, _) in self._reserved.items() if k not in mine and ns in (None, n))
+        # The reserved flows that hold no slot in the cache yet: few, the plans in flight.
+        extra = [
+            k
+            for k, (n, _) in self._reserved.items()
+            if k not in mine and k not in holders and ns in (None, n)
+        ]
+        counted = len(holders) - sum(1 for k in mine if k in holders) + len(extra)
         position = self._position(ns)
         me = line.would_sit(place) if ns is None else place
         ahead = bisect_left(self._all.seats if ns is None else line.waiting, me)
-        # Those ahead that hold a slot, reserved one or go away are not waiting: each counts once.
-        ahead -= sum(1 for k in (*counted, *gone) if (p := position(k)) is not None and p < me)
-        return ahead + len(counted) >= limit
+        # Those ahead that hold a slot, reserved one or go away are not waiting: each counts once. A holder
+        # sits in its own seat in the controller's line (one binary search counts those ahead), in none of
+        # its namespace's waiting flows.
+        if ns is None:
+            ahead -= bisect_left(self._all.held, me)
+            if key in holders and own_seat(self._flows[key][0]) < me:
+                ahead += 1  # the flow itself holds no slot ahead of itself
+        others = (k for k in (*extra, *gone) if k not in holders)
+        ahead -= sum(1 for k in others if (p := position(k)) is not None and p < me)
+        return ahead + counted >= limit
 
     def _position(self, ns: str | None) -> Callable[[str], Place | Rank | None]:
         """Where a flow is in namespace `ns`'s waiting flows (its place) or in the controller's line (its
@@ -404,11 +415,12 @@ class SlotBook:
         limits = self.limits
         if limits.per_namespace and (line := self._lines.get(ns)) is not None:
             out.extend(line.waiting_ahead(limits.per_namespace - len(line.holding)))
-        if limits.total:
-            free = limits.total - len(self._all.holding)
+        if limits.total and (free := limits.total - len(self._all.holding)) > 0:
             occupants = self._all.occupants(self._lines, limits.total)
-            waiting = [k for k in occupants if k not in self._all.holding][: max(0, free)]
-            out.extend(k for k in waiting if k not in out)
+            seen = set(out)
+            out.extend(
+                k for k in islice((k for k in occupants if k not in self._all.holding), free) if k not in seen
+            )
         return out
 
     def waiting(self) -> list[str]:
