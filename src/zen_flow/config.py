@@ -66,8 +66,9 @@ class Settings:
         default=0,
         metadata={
             "help": "flows this controller runs at once in all its namespaces; a flow past it waits Pending "
-            "(condition Queued, reason WaitingForSlot) and starts, oldest first, when one finishes (0: no "
-            "limit; docs/OPERATOR_GUIDE.md, 'Limits on running flows')"
+            "(condition Queued, reason WaitingForSlot) and starts, by priority within a namespace, then "
+            "oldest first, when a slot is free for it (0: no limit; docs/OPERATOR_GUIDE.md, 'Limits on "
+            "running flows')"
         },
     )
     namespace_max_running_flows: int = field(

@@ -235,3 +235,28 @@ def test_a_verdict_with_5000_flows_waiting_costs_a_lookup_not_a_scan() -> None:
     assert wake == ["team-a/f00010"]
     print(f"\n5000 waiting: claim {claim_us:.1f} us, unchanged event {observe_us:.1f} us, ", end="")
     print(f"finish {finish_us:.0f} us")
+
+
+def test_a_flow_deleted_while_its_plan_is_in_flight_keeps_its_slot_until_the_plan_ends() -> None:
+    a, b = flow("a", 0), flow("b", 1)
+    book = book_of(a, b, total=1)
+    assert book.claim(a) is None
+    # a is deleted while its plan creates its Jobs: they may run all the same, until the plan ends.
+    book.observe(a, None)
+    assert book.claim(b) is not None
+    assert book.settle(a, begun=True) == ["team-a/b"]
+    assert book.claim(b) is None
+
+
+def test_a_reservation_of_a_flow_out_of_line_that_ends_wakes_the_next() -> None:
+    a, b = flow("a", 0), flow("b", 1)
+    book = book_of(a, b, total=1)
+    assert book.claim(a) is None
+    assert book.settle(a, begun=True) == []
+    # The cache shows a suspended (a user's edit) before its plan's start write: out of line, its
+    # reservation stands; then it is deleted, and the slot it had is free.
+    suspended = a.model_copy(update={"spec": a.spec.model_copy(update={"suspend": True})})
+    book.observe(a, suspended)
+    assert book.claim(b) is not None
+    assert book.observe(suspended, None) == ["team-a/b"]
+    assert book.claim(b) is None

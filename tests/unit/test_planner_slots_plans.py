@@ -93,8 +93,12 @@ def test_a_flow_deleted_while_its_plan_starts_it_keeps_no_slot() -> None:
     book = Cluster.of(a, b).book
     assert book.claim(a) is None  # a's plan runs (a sandboxed `when`, a memo read)...
     book.observe(a, None)  # ...while a is deleted, or relabelled to another controller instance
-    assert book.settle(a, begun=True) == []  # the plan, from its copy of a, says it started a
-    assert book.claim(b) is None  # the slot is free: nothing of a is left to free it later
+    # Until its plan ends, a's Jobs may still be created: its slot stays taken.
+    assert book.claim(b) is not None
+    # The plan, from its copy of a, says it started a: the slot is free all the same, nothing of a is
+    # left to free it later, and b decides anew.
+    assert book.settle(a, begun=True) == ["team-a/b"]
+    assert book.claim(b) is None
 
 
 def test_a_flow_created_again_under_the_name_of_one_deleted_mid_plan_gets_no_slot_of_it() -> None:

@@ -138,3 +138,31 @@ def test_a_high_priority_tenant_gets_the_seats_its_flows_creation_times_give_it(
     assert may_start([a0, a1, b0, late], total=2) == ["a0", "late"]
     # team-b's flow created before team-a's priority flow: the priority does not put it ahead of b0.
     assert may_start([a0, b0, late], total=2) == ["b0", "late"]
+
+
+# --- waking -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limits", [{"total": 2}, {"total": 2, "per_namespace": 2}])
+def test_a_priority_flows_start_wakes_the_older_flow_that_moves_up_into_its_seat(
+    limits: dict[str, int],
+) -> None:
+    # n0's priority flow f3 sits in n0's first seat (f0's creation rank), f0 in f3's, behind n1's two.
+    f0, f1 = flow("f0", 0, "n0"), flow("f1", 1, "n1")
+    f2, f3 = flow("f2", 2, "n1"), flow("f3", 3, "n0", priority=1)
+    book = book_of(f0, f1, f2, f3, **limits)
+    assert book.claim(f0) is not None
+    assert book.claim(f3) is None
+    assert book.settle(f3, begun=True) == []
+    # f3 runs in its own seat now: f0 moves up into the first, and a slot is free for it. It decides
+    # anew at once, not at some unrelated flow's finish.
+    assert "n0/f0" in book.observe(f3, started(f3))
+    assert book.claim(f0) is None
+
+
+def test_a_start_in_the_flows_own_seat_moves_nobody_and_wakes_nobody() -> None:
+    a0, a1 = flow("a0", 0, "n0", priority=1), flow("a1", 1, "n0")
+    book = book_of(a0, a1, flow("b0", 2, "n1"), total=2)
+    assert book.claim(a0) is None
+    book.settle(a0, begun=True)
+    assert book.observe(a0, started(a0)) == []

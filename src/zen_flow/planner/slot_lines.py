@@ -105,16 +105,29 @@ class NamespaceLine:
 
 @dataclass
 class ControllerLine:
-    """The seats of every namespace's holders and seated waiting flows, sorted; the holders' keys."""
+    """The seats of every namespace's holders and seated waiting flows, sorted; the holders' keys, and
+    their seats apart, sorted (`held`), so that a verdict counts the holders ahead of a seat with a binary
+    search, not a look at each."""
 
     seats: list[Rank] = field(default_factory=list)
     holding: set[str] = field(default_factory=set)
+    held: list[Rank] = field(default_factory=list)
 
     def add(self, seat: Rank) -> None:
         insort(self.seats, seat)
 
     def remove(self, seat: Rank) -> None:
         _remove(self.seats, seat)
+
+    def hold(self, key: str, seat: Rank) -> None:
+        self.holding.add(key)
+        self.add(seat)
+        insort(self.held, seat)
+
+    def release(self, key: str, seat: Rank) -> None:
+        self.holding.discard(key)
+        self.remove(seat)
+        _remove(self.held, seat)
 
     def occupants(self, lines: dict[str, NamespaceLine], n: int) -> Iterator[str]:
         """The keys of the flows in the first `n` seats."""

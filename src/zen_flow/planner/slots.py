@@ -42,6 +42,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from itertools import islice
 
 from zen_flow.api.constants import ConcurrencyPolicy, ConditionType, FlowPhase
 from zen_flow.api.job import Job
@@ -209,6 +210,9 @@ class SlotBook:
         # with their namespace and UID: they hold their slot already (read your own writes, as
         # concurrency.py's `starting`).
         self._reserved: dict[str, tuple[str, str]] = {}
+        # The keys whose plan claimed a slot and has not settled: their reservation stands until `settle`
+        # whatever the cache shows (a flow deleted meanwhile: its plan may still create its Jobs).
+        self._planning: set[str] = set()
 
     def observe(self, old: JobFlow | None, new: JobFlow | None) -> list[str]:
         """`old` became `new` (None: added or deleted; `observe(flow, flow)`: its Jobs changed); returns
@@ -227,35 +231,64 @@ class SlotBook:
         # then: a change in between (an annotation, a label) shows the status from before the plan's
         # write (still queued for its group, suspended a moment ago), and dropping the reservation then
         # would let another flow take the slot the plan took. `settle(begun=False)` frees it otherwise.
-        if key in self._reserved and (
-            new is None
-            or self._reserved[key][1] != new.metadata.uid
-            or _ended(new)
-            or (after is not None and after[1] in _HOLDERS)
+        dropped = None
+        if (
+            key in self._reserved
+            and key not in self._planning
+            and (
+                new is None
+                or self._reserved[key][1] != new.metadata.uid
+                or _ended(new)
+                or (after is not None and after[1] in _HOLDERS)
+            )
         ):
-            del self._reserved[key]
+            ns_reserved = self._reserved.pop(key)[0]
+            # Its slot frees unless the cache shows the flow holding it.
+            dropped = None if after is not None and after[1] in _HOLDERS else ns_reserved
         if after is not None and after[1] == Standing.OUT:
             after = None
         if before == after:
-            return []
+            # A reservation dropped for a flow out of line (finished or deleted before the cache showed
+            # its start) frees its slot all the same.
+            return [k for k in self._next(dropped) if k != key] if dropped is not None else []
         line = self._lines.get(ns) or self._lines.setdefault(ns, NamespaceLine(self._own_seats))
+        moved = before is not None and self._moves_seats(line, before, after)
         if before is not None:
             del self._flows[key]
             self._leave(line, key, *before)
         if after is not None:
             self._flows[key] = after
             self._join(line, key, *after)
-        if self._own_seats:
-            self._reseat(line)
+        unseated = self._own_seats and self._reseat(line)
         if not line.waiting and not line.holding:
             del self._lines[ns]
-        # A flow that left the line, stopped holding a slot, or moved in it (its priority edited) may let
-        # the next ones go.
+        # A flow that left the line, stopped holding a slot, moved in it (its priority edited) or let its
+        # namespace's next flows move up into earlier seats may let the next ones go; so may a reservation
+        # dropped.
         held = before is not None and before[1] in _HOLDERS
-        freed = before is not None and (
-            after is None or (held and after[1] != before[1]) or after[0] != before[0]
+        freed = (
+            moved
+            or unseated
+            or dropped is not None
+            or (
+                before is not None
+                and (after is None or (held and after[1] != before[1]) or after[0] != before[0])
+            )
         )
         return [k for k in self._next(ns) if k != key] if freed else []
+
+    def _moves_seats(
+        self, line: NamespaceLine, before: tuple[Place, Standing], after: tuple[Place, Standing] | None
+    ) -> bool:
+        """Does a waiting flow that starts (or turns out a child) let its namespace's next waiting flows
+        move up in the controller's line? A waiting flow sits in the seat its place in its namespace's
+        order gives it, a holder in its own; when the two differ (a higher priority put it in an older
+        flow's seat), the flows behind it move up one seat each as it leaves, and one refused a moment ago
+        may start now. A child leaves the controller's line altogether."""
+        place, at = before
+        if not self.limits.total or at != Standing.CONTENDING or after is None:
+            return False
+        return after[1] == Standing.CHILD or line.seat(place) != own_seat(place)
 
     def claim(self, flow: JobFlow, peers: Sequence[Peer] = ()) -> str | None:
         """None when `flow`, which has not started, may start now (its slot is reserved until `settle`);
@@ -273,6 +306,7 @@ class SlotBook:
         if limits.total and self._full(limits.total, key, gone, None, place, line):
             return waiting_message(limits.total, None, -place[0])
         self._reserved[key] = (ns, flow.metadata.uid)
+        self._planning.add(key)
         return None
 
     def settle(self, flow: JobFlow, begun: bool) -> list[str]:
@@ -284,6 +318,7 @@ class SlotBook:
         reserved = self._reserved.get(key)
         if reserved is None or reserved[1] != uid:
             return []
+        self._planning.discard(key)
         if begun and self._alive.get(key) == uid:
             return []
         del self._reserved[key]
@@ -295,8 +330,7 @@ class SlotBook:
             return
         if at == Standing.HOLDING:
             line.holding.add(key)
-            self._all.holding.add(key)
-            self._all.add(own_seat(place))  # a holder sits in its own seat
+            self._all.hold(key, own_seat(place))  # a holder sits in its own seat
             return
         line.add(place)
         if self._shared:
@@ -308,8 +342,7 @@ class SlotBook:
             return
         if at == Standing.HOLDING:
             line.holding.discard(key)
-            self._all.holding.discard(key)
-            self._all.remove(own_seat(place))
+            self._all.release(key, own_seat(place))
             return
         line.remove(place)
         if self._shared:
@@ -324,14 +357,26 @@ class SlotBook:
         fewer than `limit`. The flows in `gone` (those a Replace flow stops) count neither way."""
         mine = {key, *gone}
         holders = self._all.holding if ns is None else line.holding
-        counted = {k for k in holders if k not in mine}
-        counted.update(k for k, (n, _) in self._reserved.items() if k not in mine and ns in (None, n))
+        # The reserved flows that hold no slot in the cache yet: few, the plans in flight.
+        extra = [
+            k
+            for k, (n, _) in self._reserved.items()
+            if k not in mine and k not in holders and ns in (None, n)
+        ]
+        counted = len(holders) - sum(1 for k in mine if k in holders) + len(extra)
         position = self._position(ns)
         me = line.would_sit(place) if ns is None else place
         ahead = bisect_left(self._all.seats if ns is None else line.waiting, me)
-        # Those ahead that hold a slot, reserved one or go away are not waiting: each counts once.
-        ahead -= sum(1 for k in (*counted, *gone) if (p := position(k)) is not None and p < me)
-        return ahead + len(counted) >= limit
+        # Those ahead that hold a slot, reserved one or go away are not waiting: each counts once. A holder
+        # sits in its own seat in the controller's line (one binary search counts those ahead), in none of
+        # its namespace's waiting flows.
+        if ns is None:
+            ahead -= bisect_left(self._all.held, me)
+            if key in holders and own_seat(self._flows[key][0]) < me:
+                ahead += 1  # the flow itself holds no slot ahead of itself
+        others = (k for k in (*extra, *gone) if k not in holders)
+        ahead -= sum(1 for k in others if (p := position(k)) is not None and p < me)
+        return ahead + counted >= limit
 
     def _position(self, ns: str | None) -> Callable[[str], Place | Rank | None]:
         """Where a flow is in namespace `ns`'s waiting flows (its place) or in the controller's line (its
@@ -352,14 +397,16 @@ class SlotBook:
 
         return position
 
-    def _reseat(self, line: NamespaceLine) -> None:
+    def _reseat(self, line: NamespaceLine) -> bool:
         """Under both limits: the namespace's first N waiting flows less its holders (those that could
-        take a slot of its own) sit in the controller's line. O(N)."""
+        take a slot of its own) sit in the controller's line. O(N). Whether a seat was left: the flows
+        behind it in the controller's line move up."""
         left, taken = line.reseat(max(0, self.limits.per_namespace - len(line.holding)))
         for seat in left:
             self._all.remove(seat)
         for seat in taken:
             self._all.add(seat)
+        return bool(left)
 
     def _next(self, ns: str) -> list[str]:
         """The flows a freed slot may let start: as many of the first waiting flows as there are slots
@@ -368,11 +415,12 @@ class SlotBook:
         limits = self.limits
         if limits.per_namespace and (line := self._lines.get(ns)) is not None:
             out.extend(line.waiting_ahead(limits.per_namespace - len(line.holding)))
-        if limits.total:
-            free = limits.total - len(self._all.holding)
+        if limits.total and (free := limits.total - len(self._all.holding)) > 0:
             occupants = self._all.occupants(self._lines, limits.total)
-            waiting = [k for k in occupants if k not in self._all.holding][: max(0, free)]
-            out.extend(k for k in waiting if k not in out)
+            seen = set(out)
+            out.extend(
+                k for k in islice((k for k in occupants if k not in self._all.holding), free) if k not in seen
+            )
         return out
 
     def waiting(self) -> list[str]:
