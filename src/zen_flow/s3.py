@@ -70,19 +70,6 @@ class KeySource(Protocol):
 
 
 @dataclass(frozen=True)
-class FixedKeys:
-    """Keys that never change."""
-
-    credentials: Credentials
-
-    def current(self) -> Credentials:
-        return self.credentials
-
-    def refused(self) -> None:
-        return None
-
-
-@dataclass(frozen=True)
 class StoreConfig:
     endpoint: str  # http(s)://host[:port], no path
     bucket: str

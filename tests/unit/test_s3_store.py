@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.sigv4 import Credentials
-from zen_flow.s3 import FixedKeys, ObjectMissing, S3Store, StoreConfig, StoreError, host_header
+from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError, host_header
 from zen_flow_dev.testing.s3_fake import (
     ACCESS_KEY,
     MISSING_BUCKET,
@@ -21,6 +22,20 @@ from zen_flow_dev.testing.s3_fake import (
     FakeS3,
     fake_s3,
 )
+
+
+@dataclass(frozen=True)
+class FixedKeys:
+    """Keys that never change (the controller's come from archive_keys.ArchiveKeys)."""
+
+    credentials: Credentials
+
+    def current(self) -> Credentials:
+        return self.credentials
+
+    def refused(self) -> None:
+        return None
+
 
 KEYS = FixedKeys(Credentials(ACCESS_KEY, SECRET_KEY))
 
