@@ -15,7 +15,15 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic.dataclasses import dataclass
 
-from zen_flow.api.meta import RECORD, Condition, OwnerReference, Timestamp, controller_of, record_to_wire
+from zen_flow.api.meta import (
+    RECORD,
+    Condition,
+    ObjectMeta,
+    OwnerReference,
+    Timestamp,
+    controller_of,
+    record_to_wire,
+)
 
 # The Job controller's terminal conditions: a step's outcome (not pod counts).
 JOB_COMPLETE = "Complete"
@@ -41,6 +49,19 @@ class JobMeta:
 
     def controller_ref(self) -> OwnerReference | None:
         return controller_of(self.owner_references)
+
+    @classmethod
+    def of(cls, meta: ObjectMeta) -> JobMeta:
+        """The part of another object's metadata a Job record keeps (a placeholder, a child flow)."""
+        return cls(
+            name=meta.name,
+            namespace=meta.namespace,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+            creation_timestamp=meta.creation_timestamp,
+            deletion_timestamp=meta.deletion_timestamp,
+            owner_references=meta.owner_references,
+        )
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)

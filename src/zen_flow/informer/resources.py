@@ -236,14 +236,4 @@ def reuse_unchanged(cached: JobFlow, decoded: JobFlow) -> list[object]:
 def _job_placeholder(raw: dict[str, Any]) -> Job:
     # Metadata alone keeps the owner index right; a Job with no readable status looks "not finished".
     meta = metadata_of(raw)
-    return Job(
-        metadata=JobMeta(
-            name=meta.name,
-            namespace=meta.namespace,
-            uid=meta.uid,
-            resource_version=meta.resource_version,
-            creation_timestamp=meta.creation_timestamp,
-            deletion_timestamp=meta.deletion_timestamp,
-            owner_references=meta.owner_references,
-        )
-    )
+    return Job(metadata=JobMeta.of(meta))

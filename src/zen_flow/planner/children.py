@@ -100,15 +100,7 @@ def as_job(child: JobFlow) -> ChildFlowJob:
         conditions = (Condition(type=JOB_SUSPENDED, status="True", reason="SuspendedBySpec"),)
     running = not conditions or conditions[0].type == JOB_SUSPENDED
     return ChildFlowJob(
-        metadata=JobMeta(
-            name=meta.name,
-            namespace=meta.namespace,
-            uid=meta.uid,
-            resource_version=meta.resource_version,
-            creation_timestamp=meta.creation_timestamp,
-            deletion_timestamp=meta.deletion_timestamp,
-            owner_references=meta.owner_references,
-        ),
+        metadata=JobMeta.of(meta),
         status=JobStatus(
             conditions=conditions,
             start_time=child.status.start_time,
