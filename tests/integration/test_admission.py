@@ -741,6 +741,23 @@ def test_a_flow_step_whose_template_is_not_there_yet_is_refused_and_applying_aga
         'spec.steps[0].flow.arguments.parameters[0].name: Not found: "colour": JobFlowTemplate "package" '
         "declares no such argument (it declares: version)"
     ]
+    # A run the controller makes of a CronJobFlow (its controller owner) is admitted, with the finding as a
+    # warning: refusing it would skip the whole run.
+    run = copy.deepcopy(wrong)
+    run["metadata"]["name"] = "nightly-29000000"
+    run["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "workflow.kube-zen.io/v1alpha1",
+            "kind": "CronJobFlow",
+            "name": "nightly",
+            "uid": "c0a3d0a8-0000-4000-8000-000000000009",
+            "controller": True,
+        }
+    ]
+    admitted = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(run), check=False)
+    assert admitted.returncode == 0, admitted.stderr
+    assert 'Warning: spec.steps[0].flow.arguments.parameters[0].name: Not found: "colour"' in admitted.stderr
+    assert 'admitted as a run of CronJobFlow "nightly"' in admitted.stderr
 
 
 @pytest.fixture

@@ -258,3 +258,37 @@ async def test_a_cluster_template_checks_only_the_cluster_templates_it_names(aio
     assert response["allowed"], response
     assert [w.split(":")[0] for w in response["warnings"]] == ["spec.steps[1].flow.templateRef.name"]
     assert templates.asked == [(CLUSTER, "y")]  # a namespace's template: whose namespace is not known yet
+
+
+def owned_by(obj: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    ref = {"apiVersion": API, "kind": kind, "name": name, "uid": "u1", "controller": True}
+    obj["metadata"]["ownerReferences"] = [ref]
+    return obj
+
+
+async def test_a_flow_the_controller_creates_gets_warnings_not_a_refusal(aiohttp_client: Any) -> None:
+    # A CronJobFlow's run and a Flow step's child: refusing them would skip the whole run (its `backup`
+    # step never runs) or fail the parent's step, for a problem of one step, which fails when it runs.
+    client = await aiohttp_client(create_webhook_app(templates=Templates(BUILD)))
+    steps = (job_step("backup"), {**flow_step("notify", "notifier"), "dependencies": ["backup"]})
+    for kind, name, made in (
+        ("CronJobFlow", "nightly", 'a run of CronJobFlow "nightly"'),
+        ("JobFlow", "release", 'a child flow of JobFlow "release"'),
+    ):
+        response = await post(client, "/validate-jobflow", review(owned_by(jobflow(*steps), kind, name)))
+        assert response["allowed"], response
+        assert response["warnings"] == [
+            'spec.steps[1].flow.templateRef.name: Not found: "notifier": JobFlowTemplate "notifier" not '
+            f'found in namespace "team-a" (admitted as {made}: the step fails when it is reached if this '
+            "still holds)"
+        ]
+    # Owned by anything else (another project's CronJobFlow kind, a reference that is not the controller):
+    # refused as any flow.
+    other = owned_by(jobflow(*steps), "CronJobFlow", "nightly")
+    other["metadata"]["ownerReferences"][0]["apiVersion"] = "batch.example.com/v1"
+    assert list(causes(await post(client, "/validate-jobflow", review(other)))) == [
+        "spec.steps[1].flow.templateRef.name"
+    ]
+    loose = owned_by(jobflow(*steps), "CronJobFlow", "nightly")
+    loose["metadata"]["ownerReferences"][0]["controller"] = False
+    assert not (await post(client, "/validate-jobflow", review(loose)))["allowed"]

@@ -7,7 +7,12 @@ mutating webhook reads a flow's `spec.templateRef`) and checks each step against
   declare, omits one it declares without a value, or gives a value outside its enum: the flow runs now,
   and the step would fail when it is reached, maybe hours later. As for `spec.templateRef`, the
   template must exist first: `kubectl apply -f dir/` that creates both in the wrong order refuses the
-  flow, and applying again creates it (GitOps tools retry by themselves).
+  flow, and applying again creates it.
+- A JobFlow **the controller creates** (its controller owner reference a CronJobFlow: a run; or a
+  JobFlow: a Flow step's child) gets the same findings as warnings: a refusal would cost the whole run
+  (none of its steps would run, the run time skipped) or fail the parent's step for a problem of one of
+  the child's steps. Its definition was checked, with warnings, when it was admitted; the step fails
+  when it is reached if the problem is still there.
 - A **JobFlowTemplate**, a **ClusterJobFlowTemplate** (its Flow steps naming ClusterJobFlowTemplates only:
   the namespace of its flows is not known) and a **CronJobFlow**'s `jobFlowTemplate` are definitions that
   run later: the same problems are admission warnings, never a refusal, so a library of templates
@@ -34,8 +39,8 @@ from zen_flow.validation.child_templates import (
     child_steps,
     missing_child_template,
 )
-from zen_flow.validation.errors import FieldError
-from zen_flow.validation.expansion import TemplateName
+from zen_flow.validation.errors import FieldError, quote
+from zen_flow.validation.expansion import TemplateName, zen_flow_owner
 from zen_flow.webhook.envelope import AdmissionRequest
 
 log = get_logger(__name__)
@@ -116,6 +121,17 @@ def flow_children(request: AdmissionRequest) -> list[ChildStep]:
         if isinstance(step, Mapping)
     }
     return [c for c in children if old.get(steps[c.index].get("name"), _ABSENT) != steps[c.index].get("flow")]
+
+
+def made_by_controller(request: AdmissionRequest) -> str | None:
+    """What a JobFlow the controller creates is (`a run of CronJobFlow "nightly"`, `a child flow of
+    JobFlow "release"`), by its controller owner reference; None for any other flow."""
+    meta = request.object.member_part("metadata", ("ownerReferences",))
+    owner = zen_flow_owner(meta)
+    if owner is None:
+        return None
+    what = "a run" if owner.get("kind") == CRON_KIND else "a child flow"
+    return f"{what} of {owner.get('kind')} {quote(str(owner.get('name', '')))}"
 
 
 def definition_children(request: AdmissionRequest, kind: str) -> list[ChildStep]:

@@ -25,7 +25,13 @@ from aiohttp import web
 from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
 from zen_flow.kube.errors import Forbidden, KubeError
 from zen_flow.logging import get_logger
-from zen_flow.webhook.child_templates import FLOW_MARK, check_children, definition_children, flow_children
+from zen_flow.webhook.child_templates import (
+    FLOW_MARK,
+    check_children,
+    definition_children,
+    flow_children,
+    made_by_controller,
+)
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.cron_review import validate_cron_review
 from zen_flow.webhook.envelope import parse_review
@@ -95,9 +101,13 @@ def _validation(authorize: Authorize | None, templates: Templates | None) -> Rev
             children = await asyncio.to_thread(flow_children, request)
             if children:
                 found = await check_children(children, request.namespace, templates)
-                if found.errors:
+                made = made_by_controller(request)
+                if made is None and found.errors:
                     return deny_invalid(request, found.errors)
-                _warn(answer, found.notes)
+                # A flow the controller creates is admitted: refusing it would skip a whole run, or fail
+                # a parent's step, for what fails one step of it when that step is reached.
+                after = f"admitted as {made}: the step fails when it is reached if this still holds"
+                _warn(answer, found.notes if made is None else found.as_warnings(after))
         if decisions is None or authorize is None:
             return answer
         why = await authorize(decisions)
