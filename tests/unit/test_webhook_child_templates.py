@@ -5,14 +5,21 @@ warning, never a refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import threading
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from zen_flow.kube.errors import Forbidden, TransportError
+from zen_flow.validation import child_templates as vct
+from zen_flow.validation.child_templates import child_steps
+from zen_flow.webhook import child_templates as wct
+from zen_flow.webhook.review import Decisions
 from zen_flow.webhook.server import create_webhook_app
-from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
 
 UID = "c0a3d0a8-0000-4000-8000-000000000007"
 API = "workflow.kube-zen.io/v1alpha1"
@@ -292,3 +299,73 @@ async def test_a_flow_the_controller_creates_gets_warnings_not_a_refusal(aiohttp
     loose = owned_by(jobflow(*steps), "CronJobFlow", "nightly")
     loose["metadata"]["ownerReferences"][0]["controller"] = False
     assert not (await post(client, "/validate-jobflow", review(loose)))["allowed"]
+
+
+async def test_template_reads_and_the_approvers_check_run_at_once(aiohttp_client: Any) -> None:
+    # Each is bounded by 3 s: one after the other they could outlast the apiserver's 5 s timeout. Here each
+    # waits for the other to have started; one after the other, neither would ever end.
+    reading, authorizing = asyncio.Event(), asyncio.Event()
+
+    class Reads(Templates):
+        async def get(self, namespace: str, name: str, *, cluster: bool = False) -> dict[str, Any] | None:
+            reading.set()
+            await authorizing.wait()
+            return await super().get(namespace, name, cluster=cluster)
+
+    async def authorize(decisions: Decisions) -> str | None:
+        authorizing.set()
+        await reading.wait()
+        return f"user {decisions.user['username']!r} may not decide step {', '.join(decisions.steps)}"
+
+    client = await aiohttp_client(create_webhook_app(authorize=authorize, templates=Reads(BUILD)))
+    obj = jobflow(flow_step("sub", "build"), manual_step("gate", "sub"))
+    obj["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/gate": "true"}
+    async with asyncio.timeout(10):
+        response = await post(client, "/validate-jobflow", review(obj))
+    assert (response["allowed"], response["status"]["code"]) == (False, 403)
+    assert response["status"]["message"] == "user 'alice' may not decide step gate"
+    # A step its template refuses is said first (422), as before: the approver's answer is not needed.
+    obj["spec"]["steps"][0] = flow_step("sub", "x")
+    async with asyncio.timeout(10):
+        assert list(causes(await post(client, "/validate-jobflow", review(obj)))) == [
+            "spec.steps[0].flow.templateRef.name"
+        ]
+
+
+async def test_each_template_is_derived_once_and_checked_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 500 Flow steps naming one 500-step template: its arguments are derived once, not per step (500
+    # scans of its steps took ~0.5 s with 64 arguments), and the checking runs in a worker thread.
+    derived: list[int] = []
+    checked_on: set[int] = set()
+    real_derive, real_check = vct.matrix_arguments, vct.check_child_arguments
+
+    def derive(spec: Any) -> frozenset[str]:
+        derived.append(threading.get_ident())
+        return real_derive(spec)
+
+    def check(step: Any, arguments: Any) -> Any:
+        checked_on.add(threading.get_ident())
+        return real_check(step, arguments)
+
+    monkeypatch.setattr(vct, "matrix_arguments", derive)
+    monkeypatch.setattr(wct, "check_child_arguments", check)
+    big = template(
+        "big",
+        *[{"name": f"a{i}", "value": '["x"]'} for i in range(64)],
+        steps=[
+            {
+                **job_step(f"s{i}"),
+                "matrix": {"parameters": [{"name": "i", "valueFrom": {"argument": f"a{i % 64}"}}]},
+            }
+            for i in range(500)
+        ],
+    )
+    steps = [flow_step(f"f{i}", "big", *((f"a{j}", '["y"]') for j in range(64))) for i in range(500)]
+    steps[7]["flow"]["arguments"]["parameters"][0]["name"] = "colour"
+    found = await wct.check_children(child_steps(steps), "team-a", Templates(big))
+    assert [e.path for e in found.errors] == ["spec.steps[7].flow.arguments.parameters[0].name"]
+    assert len(derived) == 1
+    assert checked_on
+    assert threading.get_ident() not in {*derived, *checked_on}

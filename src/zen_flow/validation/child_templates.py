@@ -61,14 +61,36 @@ def missing_child_template(step: ChildStep, namespace: str) -> FieldError:
     return not_found(step.path + ".flow.templateRef.name", ref.name, f"{ref.subject} not found{place}")
 
 
-def check_child_arguments(step: ChildStep, template: Mapping[str, Any]) -> list[FieldError]:
-    """The step's arguments against those `template` (raw) declares."""
-    spec = _mapping(template.get("spec"))
-    declared = {
-        p["name"]: p
-        for p in _items(_mapping(spec.get("arguments")).get("parameters"))
-        if isinstance(p.get("name"), str)
-    }
+@dataclass(frozen=True)
+class TemplateArguments:
+    """What the steps naming one template are checked against, derived from it once (a review may hold
+    500 Flow steps naming one 500-step template)."""
+
+    declared: Mapping[str, Mapping[str, Any]]
+    # The names the step must pass: declared without a value, or left empty for a matrix to read.
+    needed: tuple[str, ...]
+
+    @classmethod
+    def of(cls, template: Mapping[str, Any]) -> TemplateArguments:
+        """The arguments raw `template` declares."""
+        spec = _mapping(template.get("spec"))
+        declared = {
+            p["name"]: p
+            for p in _items(_mapping(spec.get("arguments")).get("parameters"))
+            if isinstance(p.get("name"), str)
+        }
+        unfilled = matrix_arguments(spec)
+        needed = tuple(
+            name
+            for name, param in declared.items()
+            if (value := param.get("value")) is None or (value == "" and name in unfilled)
+        )
+        return cls(declared, needed)
+
+
+def check_child_arguments(step: ChildStep, template: TemplateArguments) -> list[FieldError]:
+    """The step's arguments against those its template declares."""
+    declared = template.declared
     subject = step.template.subject
     base = step.path + ".flow.arguments.parameters"
     errors: list[FieldError] = []
@@ -99,10 +121,8 @@ def check_child_arguments(step: ChildStep, template: Mapping[str, Any]) -> list[
                     f"{base}[{i}].value", value, [str(c) for c in choices], f"the enum of {subject}"
                 )
             )
-    unfilled = matrix_arguments(spec)
-    for name, param in declared.items():
-        value = param.get("value")
-        if name not in given and (value is None or (value == "" and name in unfilled)):
+    for name in template.needed:
+        if name not in given:
             errors.append(
                 required(
                     base,

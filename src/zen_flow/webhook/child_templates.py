@@ -35,6 +35,7 @@ from zen_flow.kube.errors import KubeError
 from zen_flow.logging import get_logger
 from zen_flow.validation.child_templates import (
     ChildStep,
+    TemplateArguments,
     check_child_arguments,
     child_steps,
     missing_child_template,
@@ -69,16 +70,31 @@ class Findings:
 
 
 async def check_children(children: list[ChildStep], namespace: str, templates: TemplateReader) -> Findings:
-    """Read each template `children` name (once) and check each step against it."""
-    found = Findings()
+    """Read each template `children` name (once) and check each step against it, in a worker thread (500
+    Flow steps take tens of milliseconds the event loop keeps for probes and other reviews)."""
     names = list(dict.fromkeys(child.template for child in children))
-    read, unread = names[:MAX_READS], set(names[MAX_READS:])
+    read = names[:MAX_READS]
     answers = await asyncio.gather(*(_read(templates, namespace, name) for name in read))
-    by_name = dict(zip(read, answers, strict=True))
+    return await asyncio.to_thread(_judge, children, namespace, dict(zip(read, answers, strict=True)), names)
+
+
+def _judge(
+    children: list[ChildStep],
+    namespace: str,
+    answers: Mapping[TemplateName, tuple[Mapping[str, Any] | None, str | None]],
+    names: list[TemplateName],
+) -> Findings:
+    found = Findings()
+    # Each template's arguments derived once, for all the steps naming it.
+    arguments = {
+        name: TemplateArguments.of(template)
+        for name, (template, _) in answers.items()
+        if template is not None
+    }
     for child in children:
-        if child.template in unread:
-            continue
-        template, problem = by_name[child.template]
+        if child.template not in answers:
+            continue  # past MAX_READS
+        template, problem = answers[child.template]
         if problem is not None:
             found.notes.append(
                 f"{child.path}.flow.templateRef.name: could not read {child.template.where(namespace)} "
@@ -87,8 +103,8 @@ async def check_children(children: list[ChildStep], namespace: str, templates: T
         elif template is None:
             found.errors.append(missing_child_template(child, namespace))
         else:
-            found.errors.extend(check_child_arguments(child, template))
-    if unread:
+            found.errors.extend(check_child_arguments(child, arguments[child.template]))
+    if len(names) > len(answers):
         found.notes.append(
             f"the Flow steps name {len(names)} templates; the ones past the first {MAX_READS} are "
             "checked when their steps run"

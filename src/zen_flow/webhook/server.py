@@ -9,7 +9,7 @@ AdmissionReview gets 400 with the reason, never a 500 traceback. A request that 
 waits, after the validating review, for `authorize` (webhook/approvers.py: may this user decide it?),
 and the create of a flow naming a (Cluster)JobFlowTemplate for `templates` to read it
 (webhook/templates.py); a request with Flow steps, for `templates` to read the templates they name
-(webhook/child_templates.py).
+(webhook/child_templates.py), at the same time as `authorize`.
 """
 
 from __future__ import annotations
@@ -96,24 +96,43 @@ def _validation(authorize: Authorize | None, templates: Templates | None) -> Rev
         answer, decisions = await asyncio.to_thread(validate_review_decisions, body)
         if not answer["response"]["allowed"]:
             return answer
-        if templates is not None and FLOW_MARK in body:
-            request = await asyncio.to_thread(parse_review, body)
-            children = await asyncio.to_thread(flow_children, request)
-            if children:
-                found = await check_children(children, request.namespace, templates)
-                made = made_by_controller(request)
-                if made is None and found.errors:
-                    return deny_invalid(request, found.errors)
-                # A flow the controller creates is admitted: refusing it would skip a whole run, or fail
-                # a parent's step, for what fails one step of it when that step is reached.
-                after = f"admitted as {made}: the step fails when it is reached if this still holds"
-                _warn(answer, found.notes if made is None else found.as_warnings(after))
-        if decisions is None or authorize is None:
-            return answer
-        why = await authorize(decisions)
-        return answer if why is None else deny(decisions.uid, 403, "Forbidden", why)
+        # The template reads and the approver's check (each bounded by 3 s) run at once: one after the
+        # other they could outlast the apiserver's 5 s timeout, and failurePolicy would refuse the flow.
+        asked = authorize(decisions) if decisions is not None and authorize is not None else _nothing()
+        refusal: dict[str, Any] | None
+        why: str | None
+        refusal, why = await asyncio.gather(_flow_steps(body, templates, answer), asked)
+        if refusal is not None:
+            return refusal
+        return answer if why is None or decisions is None else deny(decisions.uid, 403, "Forbidden", why)
 
     return run
+
+
+async def _flow_steps(
+    body: bytes, templates: Templates | None, answer: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The refusal of a JobFlow whose Flow steps do not fit their templates (webhook/child_templates.py),
+    else None, with what to say added to `answer`'s warnings."""
+    if templates is None or FLOW_MARK not in body:
+        return None
+    request = await asyncio.to_thread(parse_review, body)
+    children = await asyncio.to_thread(flow_children, request)
+    if not children:
+        return None
+    found = await check_children(children, request.namespace, templates)
+    made = made_by_controller(request)
+    if made is None and found.errors:
+        return deny_invalid(request, found.errors)
+    # A flow the controller creates is admitted: refusing it would skip a whole run, or fail a parent's
+    # step, for what fails one step of it when that step is reached.
+    after = f"admitted as {made}: the step fails when it is reached if this still holds"
+    _warn(answer, found.notes if made is None else found.as_warnings(after))
+    return None
+
+
+async def _nothing() -> str | None:
+    return None
 
 
 def _definition(review: Callable[[bytes], dict[str, Any]], kind: str, templates: Templates | None) -> Review:
