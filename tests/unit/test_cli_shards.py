@@ -221,3 +221,61 @@ def test_tab_completes_flows_of_every_namespace_for_flow(cluster: FakeCluster) -
     actions = {a.dest: a for a in sub.choices["shards"]._actions}
     assert actions["flow"].completer is completion.any_flow_names  # type: ignore[attr-defined]
     assert actions["name"].completer is completion.flow_names  # type: ignore[attr-defined]
+
+
+def test_shard_leases_left_from_a_sharded_run_are_flagged_stale_and_the_leader_named(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The controller ran with --shards 4 and runs with --shards 1 now: its shard Leases were released
+    # (holder cleared), never deleted, and no member Lease is live; the leader Lease is held and renewed.
+    cluster.add(*(lease(f"zen-flow-controller-shard-{i}", "", 3600) for i in range(4)))
+    cluster.add(lease("zen-flow-controller-member-0123456789", "zen-flow-7d9f-a_1a2b3c4d", 3600))
+    leader = lease("zen-flow-controller", "zen-flow-abc_1234", 1)
+    del leader["metadata"]["labels"]
+    cluster.add(leader)
+    cluster.flows[("team-a", "nightly")] = {"metadata": {"name": "nightly", "namespace": "team-a"}}
+    stale = (
+        "; the 4 shard Leases of zen-flow-system/zen-flow-controller are stale (left from a run with "
+        "--shards 4: no replica holds one, no member Lease is live)\n"
+    )
+    assert zen_flow(capsys) == (
+        0,
+        "the controller runs with --shards 1, and every flow is reconciled by its leader, zen-flow-abc_1234"
+        + stale,
+        "",
+    )
+    _, out, _ = zen_flow(capsys, "-n", "team-a", "nightly")
+    assert out == (
+        "the controller runs with --shards 1, and jobflow team-a/nightly is reconciled by its leader, "
+        "zen-flow-abc_1234" + stale
+    )
+    _, out, _ = zen_flow(capsys, "--flow", "team-a/nightly", "-o", "json")
+    assert json.loads(out) == {
+        "lease": "zen-flow-controller",
+        "namespace": SYSTEM,
+        "shards": 1,
+        "flow": "team-a/nightly",
+        "leader": "zen-flow-abc_1234",
+        "staleShardLeases": [f"zen-flow-controller-shard-{i}" for i in range(4)],
+    }
+    # A sharded controller whose replicas are all down, its leader Lease left from before: the table.
+    cluster.add(lease("zen-flow-controller", "zen-flow-old_9", 3600))
+    assert zen_flow(capsys)[1].startswith(
+        "4 shards of zen-flow-system/zen-flow-controller, 0 live member(s)\n"
+    )
+
+
+@pytest.mark.parametrize("given", ["-3", "0", "65", "four"])
+def test_a_shard_count_outside_the_controllers_range_is_refused(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    four_shards(cluster)
+    with pytest.raises(SystemExit) as exited:
+        main(["shards", "--shards", given])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --shards: " in err
+    assert (
+        "a controller runs with 1 to 64 shards" if given != "four" else "'four' is not a whole number"
+    ) in err
+    assert cluster.asked == []

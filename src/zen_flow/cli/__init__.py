@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from zen_flow import __version__, config
+from zen_flow.core.shards import MAX_SHARDS
 
 
 def _cmd_version(_: argparse.Namespace) -> int:
@@ -149,6 +150,17 @@ def _cmd_shards(args: argparse.Namespace) -> int:
     return session.run(shards.shards, args)
 
 
+def _shard_count(text: str) -> int:
+    """`--shards N`: the controller's own range (`zen-flow run --shards`)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{n}: a controller runs with 1 to {MAX_SHARDS} shards")
+    return n
+
+
 def _add_shards_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from zen_flow.cli.completion import any_flow_names, flow_names
     from zen_flow.cli.session import add_client_arguments
@@ -179,7 +191,12 @@ def _add_shards_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "id>), as `zen-flow run` takes it",
     )
     p.add_argument("--instance-id", default="", help="the controller instance (`zen-flow run --instance-id`)")
-    p.add_argument("--shards", type=int, metavar="N", help="the controller's --shards (default: its Leases')")
+    p.add_argument(
+        "--shards",
+        type=_shard_count,
+        metavar="N",
+        help=f"the controller's --shards, 1 to {MAX_SHARDS} (default: its Leases')",
+    )
     p.add_argument("-o", "--output", choices=["json"], help="json: the shards (or the flow's) as JSON")
     p.set_defaults(func=_cmd_shards)
 

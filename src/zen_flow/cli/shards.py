@@ -7,7 +7,9 @@ namespace (`--leader-election-namespace`, default zen-flow-system) under its Lea
 (`--leader-election-name`, or as the controller makes it from `--instance-id`). N is what the Leases
 announce (their `workflow.kube-zen.io/shards` label), or `--shards`. A flow's shard is computed with the
 controller's own function (core/shards.py) from the flow as the apiserver holds it (its concurrency-key
-label decides).
+label decides). Shard Leases none of which is held, with no member live, while the leader's Lease is held
+are left from an earlier run with --shards N (released on shutdown, never deleted): the leader is named,
+the shard Leases said to be stale.
 
 Whether a Lease has expired is judged here from its renewTime and leaseDurationSeconds against this
 machine's clock; the controller never trusts those timestamps (it waits for a Lease not to change), so a
@@ -114,14 +116,23 @@ async def shards(session: Session, args: argparse.Namespace) -> int:
     n = args.shards or (counts[0] if counts else 0)
     flow = _flow_named(session, args)
     if n < 1 or not any(shard_of_lease(name, lease.name, n) is not None for lease in leases):
-        return await _not_sharded(session, name, namespace, flow, args.shards)
+        return await _not_sharded(session, name, namespace, flow, args.shards, args.output)
     rows = shard_rows(leases, name, n)
+    members = live_members(leases, name, at)
+    if not members and not any(row.holder() and not row.expired(at) for row in rows):
+        # Nobody is sharding: the Leases may be left from a run with --shards N (they are released on
+        # shutdown, never deleted) while the controller now runs with --shards 1 and its leader leads.
+        leader = await LeaseClient(session.client).get(name, namespace)
+        if leader is not None and leader.holder_identity and not _expired(leader, at):
+            stale = sorted(
+                lease.name for lease in leases if shard_of_lease(name, lease.name, MAX_SHARDS) is not None
+            )
+            return _led(session, leader, namespace, flow, args.output, stale, n)
     if flow is not None:
         return await _flow_shard(session, rows, n, flow, at, args.output)
     if args.output == "json":
         session.out.write(json.dumps(_as_json(rows, name, namespace, n, leases, at), indent=2) + "\n")
         return EXIT_OK
-    members = live_members(leases, name, at)
     others = f" (the Leases also announce {', '.join(map(str, counts[1:]))}: a rollout changing --shards)"
     session.out.write(
         f"{n} shards of {namespace}/{name}, {len(members)} live member(s)"
@@ -175,7 +186,12 @@ async def _flow_shard(
 
 
 async def _not_sharded(
-    session: Session, name: str, namespace: str, flow: tuple[str, str] | None, asked: int | None
+    session: Session,
+    name: str,
+    namespace: str,
+    flow: tuple[str, str] | None,
+    asked: int | None,
+    output: str | None,
 ) -> int:
     """No shard Lease: the controller runs with --shards 1 (its leader reconciles every flow), or the
     Leases are elsewhere."""
@@ -183,13 +199,39 @@ async def _not_sharded(
     if leader is None:
         hint = "--leader-election-namespace, --leader-election-name or --instance-id"
         raise UsageError(f"no Lease {name} in namespace {namespace}: is the controller there? ({hint})")
-    said = f" with --shards {asked}" if asked else ""
-    holder = leader.holder_identity or "no replica"
+    return _led(session, leader, namespace, flow, output, [], asked)
+
+
+def _led(
+    session: Session,
+    leader: LeaseRecord,
+    namespace: str,
+    flow: tuple[str, str] | None,
+    output: str | None,
+    stale: Sequence[str],
+    shards: int | None,
+) -> int:
+    """The controller runs with --shards 1: its leader reconciles every flow. `stale`: shard Leases held by
+    nobody and no member live, left from a run with --shards `shards`."""
+    holder = leader.holder_identity or None
     subject = f"jobflow {flow[0]}/{flow[1]}" if flow is not None else "every flow"
-    session.out.write(
-        f"no shard Leases of {namespace}/{name}{said}: the controller runs with --shards 1, and "
-        f"{subject} is reconciled by its leader, {holder}\n"
-    )
+    if output == "json":
+        found: dict[str, Any] = {"lease": leader.name, "namespace": namespace, "shards": 1}
+        if flow is not None:
+            found["flow"] = f"{flow[0]}/{flow[1]}"
+        found |= {"leader": holder, "staleShardLeases": list(stale)}
+        session.out.write(json.dumps(found, indent=2) + "\n")
+        return EXIT_OK
+    by = holder or "no replica"
+    led = f"the controller runs with --shards 1, and {subject} is reconciled by its leader, {by}"
+    if stale:
+        session.out.write(
+            f"{led}; the {len(stale)} shard Leases of {namespace}/{leader.name} are stale (left from a run "
+            f"with --shards {shards}: no replica holds one, no member Lease is live)\n"
+        )
+    else:
+        asked = f" with --shards {shards}" if shards else ""
+        session.out.write(f"no shard Leases of {namespace}/{leader.name}{asked}: {led}\n")
     return EXIT_OK
 
 
