@@ -12,17 +12,21 @@ with backoff, and never on this task's time).
   far, not n bytes: a 2 MB record came back cut at 96 KB).
 - The Host header is sent as signed, without a default port (`http://minio:80` signs and sends `minio`):
   a store checks the signature against the Host it received.
-- An answer that is not S3's (a proxy's HTML page) is a StoreError naming the endpoint; S3's errors say
+- An answer that is not S3's (a proxy's HTML page) is a StoreError naming the endpoint, a 2xx one to a PUT
+  too: a write counts only when the store acknowledged it with an ETag (a proxy's 200 page has none), and
+  the store checks the body against the Content-MD5 sent with it; S3's errors say
   their <Code> and <Message> and the host. Never a key: the keys come from a KeySource, read per request,
   so keys rotated in a mounted Secret are used without a restart (`zen_flow.archive_keys`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -128,8 +132,13 @@ class S3Store:
             self._session = None
 
     async def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
-        # S3 answers a PUT with no body; a few bytes of one (a gateway's) are read and dropped.
-        await self._request("PUT", key, (), body, {"content-type": content_type}, _MAX_ERROR_BODY)
+        """Write one object; a StoreError unless the store acknowledged it as S3 does: a 2xx with an
+        ETag. `Content-MD5` is sent, so the store itself checks the body it received (a mismatch is its
+        400 BadDigest; buckets with Object Lock require the header). The ETag is not compared with that
+        MD5: under SSE-KMS or SSE-C encryption S3's ETag is not the body's MD5."""
+        digest = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        extra = {"content-type": content_type, "content-md5": digest}
+        await self._request("PUT", key, (), body, extra, _MAX_ERROR_BODY, acknowledged=_etag_said)
 
     async def get(self, key: str) -> bytes:
         return await self._request("GET", key, (), b"", {}, MAX_OBJECT_BYTES)
@@ -170,7 +179,11 @@ class S3Store:
         body: bytes,
         extra: dict[str, str],
         cap: int,
+        *,
+        acknowledged: Callable[[aiohttp.ClientResponse], bool] | None = None,
     ) -> bytes:
+        """The answer's body (at most `cap` bytes). `acknowledged`: whether a 2xx answer is the store's
+        (a PUT's: its ETag); a 2xx that is not, a proxy's page say, is a StoreError naming what came."""
         path = f"/{self.config.bucket}/{key}" if key else f"/{self.config.bucket}"
         keys = self.config.credentials
         headers = signed_headers(
@@ -202,7 +215,15 @@ class S3Store:
                         keys.refused()
                     detail = await _read(resp, _MAX_ERROR_BODY, cut=True)
                     raise _answer_error(resp.status, detail, self._host)
-                data = await _read(resp, cap, cut=False)
+                if acknowledged is not None and not acknowledged(resp):
+                    # S3 answers a PUT with no body; a few bytes of another answer say what it was.
+                    came = await _read(resp, _MAX_ERROR_BODY, cut=True)
+                    raise StoreError(
+                        f"not an S3 answer from {self._host}: HTTP {resp.status} to a {method} without an "
+                        f"ETag header, so the object is not known to be written ({_glimpse(resp, came)})",
+                        status=resp.status,
+                    )
+                data = await _read(resp, cap, cut=acknowledged is not None)
                 return data
         except TimeoutError:
             raise StoreError(f"timed out after {self.config.timeout:g}s ({self._host})") from None
@@ -236,6 +257,17 @@ async def _read(resp: aiohttp.ClientResponse, cap: int, *, cut: bool) -> bytes:
                 return b"".join(chunks)[:cap]
             raise StoreError(f"object larger than {cap} bytes")
     return b"".join(chunks)
+
+
+def _etag_said(resp: aiohttp.ClientResponse) -> bool:
+    return bool(resp.headers.get("ETag", "").strip())
+
+
+def _glimpse(resp: aiohttp.ClientResponse, body: bytes) -> str:
+    """What an answer that is not S3's was: its content type and its first words."""
+    kind = resp.headers.get("Content-Type", "no content type")
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return f"{kind}: {text[:120]}{'...' if len(text) > 120 else ''}" if text else f"{kind}, no body"
 
 
 def _answer_error(status: int, body: bytes, host: str) -> StoreError:

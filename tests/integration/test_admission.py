@@ -18,6 +18,7 @@ that message too (checked once, through the Python client).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import secrets
@@ -703,6 +704,60 @@ def test_a_flow_the_template_cannot_make_is_refused_naming_the_field(
     assert done.returncode != 0
     [printed] = field_errors(done.stderr, "bad")
     assert printed.startswith(error), printed
+
+
+CHILD_FLOWS = REPO / "examples" / "child-flows"
+
+
+def test_a_flow_step_whose_template_is_not_there_yet_is_refused_and_applying_again_creates_it(
+    webhook: Webhook, kubectl: Kubectl, namespace: str
+) -> None:
+    # The flow before its template (the wrong order of `kubectl apply -f dir/`): refused naming the step.
+    release = load(CHILD_FLOWS / "b-release.yaml")
+    release["metadata"]["namespace"] = namespace
+    done = apply(kubectl, release)
+    assert done.returncode != 0
+    assert field_errors(done.stderr, "release") == [
+        f'spec.steps[0].flow.templateRef.name: Not found: "package": JobFlowTemplate "package" not found in '
+        f'namespace "{namespace}"'
+    ]
+    # A template whose Flow step names a template that is not there is admitted, with a warning.
+    library = load(CHILD_FLOWS / "a-package.yaml")
+    library["metadata"]["name"] = "library"
+    library["spec"]["steps"] = release["spec"]["steps"][:1]
+    warned = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(library), check=False)
+    assert warned.returncode == 0, warned.stderr
+    assert 'Warning: spec.steps[0].flow.templateRef.name: Not found: "package"' in warned.stderr
+    # Applying the folder again (template first, in name order) creates both; a wrong argument is refused.
+    applied = kubectl("apply", "-n", namespace, "-f", str(CHILD_FLOWS), check=False)
+    assert applied.returncode == 0, applied.stderr
+    assert get_flow(kubectl, namespace, "release")["spec"]["steps"] == release["spec"]["steps"]
+    wrong = copy.deepcopy(release)
+    wrong["metadata"]["name"] = "wrong"
+    wrong["spec"]["steps"][0]["flow"]["arguments"]["parameters"][0]["name"] = "colour"
+    refused = apply(kubectl, wrong)
+    assert refused.returncode != 0
+    assert field_errors(refused.stderr, "wrong") == [
+        'spec.steps[0].flow.arguments.parameters[0].name: Not found: "colour": JobFlowTemplate "package" '
+        "declares no such argument (it declares: version)"
+    ]
+    # A run the controller makes of a CronJobFlow (its controller owner) is admitted, with the finding as a
+    # warning: refusing it would skip the whole run.
+    run = copy.deepcopy(wrong)
+    run["metadata"]["name"] = "nightly-29000000"
+    run["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "workflow.kube-zen.io/v1alpha1",
+            "kind": "CronJobFlow",
+            "name": "nightly",
+            "uid": "c0a3d0a8-0000-4000-8000-000000000009",
+            "controller": True,
+        }
+    ]
+    admitted = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(run), check=False)
+    assert admitted.returncode == 0, admitted.stderr
+    assert 'Warning: spec.steps[0].flow.arguments.parameters[0].name: Not found: "colour"' in admitted.stderr
+    assert 'admitted as a run of CronJobFlow "nightly"' in admitted.stderr
 
 
 @pytest.fixture

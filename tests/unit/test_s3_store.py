@@ -4,6 +4,8 @@ files when the store refuses them (rotated keys, an expired session token)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -175,3 +177,31 @@ def test_a_key_file_that_cannot_be_read_again_is_logged_once_per_cause_never_its
     assert str(tmp_path / "secret") in said[0]
     assert "read again" in said[1]
     assert not any("AKID-SECRET-CONTENT" in m or "s3cr3t" in m or "rotated" in m for m in said)
+
+
+async def test_a_put_answered_200_by_something_that_is_not_s3_is_a_failed_write() -> None:
+    async with fake_s3() as (s3, endpoint):
+        host = endpoint.removeprefix("http://")
+        # A web server at the wrong port: 200 and its welcome page.
+        async with S3Store(config(endpoint, NOT_S3_BUCKET)) as store:
+            with pytest.raises(StoreError) as html:
+                await store.put("jobflows/team/a/u.json", b"{}")
+        assert html.value.cause == (
+            f"not an S3 answer from {host}: HTTP 200 to a PUT without an ETag header, so the object is not "
+            "known to be written (text/html; charset=utf-8: <html><body>Welcome to nginx!</html>)"
+        )
+        # A gateway that answers 200 and nothing else.
+        s3.etag = False
+        async with S3Store(config(endpoint)) as store:
+            with pytest.raises(StoreError, match=r"without an ETag header.*no body"):
+                await store.put("jobflows/team/a/u.json", b"{}")
+            s3.etag = True
+            await store.put("jobflows/team/a/u.json", b'{"ok": true}')
+
+
+async def test_a_put_sends_the_bodys_md5_for_the_store_to_check() -> None:
+    body = json.dumps({"recordVersion": 1}).encode()
+    async with fake_s3() as (s3, endpoint), S3Store(config(endpoint)) as store:
+        await store.put("k", body)
+    assert s3.digests == [base64.b64encode(hashlib.md5(body).digest()).decode()]
+    assert s3.objects["k"][0] == body

@@ -1,11 +1,14 @@
 """A fake S3 on loopback for the flow archive's client tests: it checks each request's SigV4 signature
 against the Host header it received (as real stores do), answers in pieces with no Content-Length
-(chunked, as a store or a proxy may), pages ListObjectsV2 answers, and can play a missing bucket or a
-web server that is not S3 at all."""
+(chunked, as a store or a proxy may), pages ListObjectsV2 answers, checks a PUT's Content-MD5 (400
+BadDigest), and can play a missing bucket, a web server that is not S3 at all, or a gateway answering a
+PUT 200 without an ETag."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +37,8 @@ class FakeS3:
     hosts: list[str] = field(default_factory=list)  # the Host header of every request
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
     refused: int = 0  # requests refused for their signature or token
+    etag: bool = True  # False: a PUT is answered 200 without an ETag (a gateway that is not S3)
+    digests: list[str] = field(default_factory=list)  # the Content-MD5 of every PUT, as received
 
     def put(self, key: str, body: bytes, last_modified: str = "2026-03-01T12:00:00.000Z") -> None:
         self.objects[key] = (body, last_modified)
@@ -75,8 +80,14 @@ class FakeS3:
         if bucket != self.bucket:
             return _error(404, "NoSuchBucket", "The specified bucket does not exist")
         if req.method == "PUT":
+            digest = req.headers.get("Content-MD5")
+            self.digests.append(digest or "")
+            if digest is not None and digest != base64.b64encode(hashlib.md5(body).digest()).decode():
+                return _error(
+                    400, "BadDigest", "The Content-MD5 you specified did not match what we received."
+                )
             self.put(key, body)
-            return web.Response(headers={"ETag": '"0"'})
+            return web.Response(headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'} if self.etag else {})
         if key:
             if key not in self.objects:
                 return _error(404, "NoSuchKey", "The specified key does not exist.")

@@ -1,7 +1,7 @@
 """The `zen-flow` command: run the controller, validate flows offline, drive flows with your own
 kubeconfig (list, get, watch, submit, logs, approve, reject, stop, retry, resubmit, suspend, resume,
 delete, graph) and CronJobFlows (cron list, get, trigger, suspend, resume), read the flow archive
-(archive list, get), move artifacts (in a pod)."""
+(archive list, get), show a sharded controller's shards (shards), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from zen_flow import __version__, config
+from zen_flow.core.shards import MAX_SHARDS
 
 
 def _cmd_version(_: argparse.Namespace) -> int:
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_archive_commands(sub)
 
+    _add_shards_command(sub)
+
     from zen_flow.cli.completion import SHELLS
 
     p = sub.add_parser(
@@ -131,6 +134,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shell", choices=SHELLS)
     p.set_defaults(func=_cmd_completion)
     return parser
+
+
+SHARDS_EXAMPLES = """\
+examples:
+  zen-flow shards                              # the controller in zen-flow-system
+  zen-flow shards --instance-id team-a         # the Leases of instance team-a
+  zen-flow shards -n team-a nightly            # which shard, and which replica, reconcile a flow
+  zen-flow shards --flow team-a/nightly -o json"""
+
+
+def _cmd_shards(args: argparse.Namespace) -> int:
+    from zen_flow.cli import session, shards
+
+    return session.run(shards.shards, args)
+
+
+def _shard_count(text: str) -> int:
+    """`--shards N`: the controller's own range (`zen-flow run --shards`)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{n}: a controller runs with 1 to {MAX_SHARDS} shards")
+    return n
+
+
+def _add_shards_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from zen_flow.cli.completion import any_flow_names, flow_names
+    from zen_flow.cli.session import add_client_arguments
+
+    p = sub.add_parser(
+        "shards",
+        help="who holds which shard of a controller run with --shards, and which shard a flow is in",
+        description="List the shard Leases of a controller run with --shards N: each shard's holder (a\n"
+        "replica's identity), when it last renewed and whether its Lease has expired (by this machine's\n"
+        "clock); with a flow, the shard it is hashed into and the replica holding it.",
+        epilog=SHARDS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_client_arguments(p)
+    name = p.add_argument("name", nargs="?", help="a flow of the namespace (-n): which shard and replica")
+    name.completer = flow_names  # type: ignore[attr-defined]  # read by argcomplete
+    flow = p.add_argument("--flow", metavar="NAMESPACE/NAME", help="a flow: which shard and replica")
+    flow.completer = any_flow_names  # type: ignore[attr-defined]
+    p.add_argument(
+        "--leader-election-namespace",
+        default="",
+        help="the controller's namespace, where its Leases are (default: zen-flow-system)",
+    )
+    p.add_argument(
+        "--leader-election-name",
+        default="",
+        help="the controller's Lease name (default: zen-flow-controller, or zen-flow-controller-<instance "
+        "id>), as `zen-flow run` takes it",
+    )
+    p.add_argument("--instance-id", default="", help="the controller instance (`zen-flow run --instance-id`)")
+    p.add_argument(
+        "--shards",
+        type=_shard_count,
+        metavar="N",
+        help=f"the controller's --shards, 1 to {MAX_SHARDS} (default: its Leases')",
+    )
+    p.add_argument("-o", "--output", choices=["json"], help="json: the shards (or the flow's) as JSON")
+    p.set_defaults(func=_cmd_shards)
 
 
 def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:

@@ -1,5 +1,6 @@
 """Shell completion for bash, zsh and fish (argcomplete): commands, options and their choices come from the
-argument parser; flow, step and CronJobFlow names from the cluster, as kubectl completes resource names.
+argument parser; flow (`NAMESPACE/NAME` for `shards --flow`), step and CronJobFlow names from the cluster,
+as kubectl completes resource names.
 
 The shell runs `zen-flow` itself with the command line in its environment (`_ARGCOMPLETE`); `main` hands
 such a run to `answer` before parsing, so the script `zen-flow completion SHELL` prints never goes stale.
@@ -56,6 +57,17 @@ def flow_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[s
     from zen_flow.kube.jobflows import JOBFLOWS  # imported when completing, not at every start
 
     return _lookup(_names_of(JOBFLOWS), prefix, parsed_args)
+
+
+def any_flow_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Every namespace's flows as NAMESPACE/NAME (`zen-flow shards --flow`)."""
+    from zen_flow.kube.jobflows import JOBFLOWS
+
+    async def names(session: Session) -> list[str]:
+        listed = await session.client.list_all(JOBFLOWS.path(None), (), page_size=500)
+        return [f"{item['metadata']['namespace']}/{item['metadata']['name']}" for item in listed.items]
+
+    return _lookup(names, prefix, parsed_args)
 
 
 def cron_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:

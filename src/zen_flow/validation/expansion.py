@@ -30,6 +30,7 @@ from zen_flow.api.constants import (
     DEFAULT_CONCURRENCY_POLICY,
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     GROUP,
+    KIND,
     LABEL_CLUSTER_TEMPLATE,
     LABEL_TEMPLATE,
     RUN_TTL_SECONDS,
@@ -235,15 +236,24 @@ def merge_policy(
 def is_cron_run(metadata: Any) -> bool:
     """Raw flow metadata whose controller owner reference is a CronJobFlow: one of its runs, as the cron
     controller counts them (by the owner reference, not the label a user may copy)."""
+    owner = zen_flow_owner(metadata)
+    return owner is not None and owner.get("kind") == CRON_KIND
+
+
+def zen_flow_owner(metadata: Any) -> Mapping[str, Any] | None:
+    """The controller owner reference of raw flow metadata when it is one of zen-flow's kinds (a
+    CronJobFlow: the flow is one of its runs; a JobFlow: a Flow step's child), else None."""
     refs = metadata.get("ownerReferences") if isinstance(metadata, Mapping) else None
-    return any(
-        isinstance(ref, Mapping)
-        and ref.get("controller") is True
-        and ref.get("kind") == CRON_KIND
-        and isinstance(ref.get("apiVersion"), str)
-        and ref["apiVersion"].split("/")[0] == GROUP
-        for ref in (refs if isinstance(refs, list) else ())
-    )
+    for ref in refs if isinstance(refs, list) else ():
+        if (
+            isinstance(ref, Mapping)
+            and ref.get("controller") is True
+            and ref.get("kind") in (KIND, CRON_KIND)
+            and isinstance(ref.get("apiVersion"), str)
+            and ref["apiVersion"].split("/")[0] == GROUP
+        ):
+            return ref
+    return None
 
 
 def _arguments(

@@ -4,9 +4,9 @@ A Flow step names its template and the values of its arguments; it runs nothing 
 makes sense for a Job (a template, a matrix, memoize, artifacts, outputs read from a pod) or a gate (a
 message, approval) is refused, naming the field, and so is a placeholder in `flow.arguments` naming no
 input parameter of the step (validation/placeholders.py), as in a Job template. Whether the template
-exists and declares the arguments is not checked when the flow is admitted (the template may come later,
-or change): the child's creation is, by the webhook, and at run time a missing template or an undeclared
-argument fails the step, naming it.
+exists and takes the arguments needs the template: the validating webhook reads it and checks that
+(child_templates.py); at run time a missing template or an undeclared argument still fails the step,
+naming it (the template may be deleted or changed after the flow was admitted).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import API_VERSION, CLUSTER_TEMPLATE_KIND, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
+from zen_flow.validation.child_templates import matrix_arguments
 from zen_flow.validation.errors import FieldError, forbidden
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.flow_steps import self_references
@@ -78,15 +79,7 @@ def _with_unfilled_matrix_arguments(spec: Mapping[str, Any]) -> Mapping[str, Any
     """`spec` with each argument a matrix reads whose value is empty (or unset) taken as one empty item:
     a template is not yet a flow, and its flows set the values (`zen-flow submit -p`, templateRef
     arguments), which are checked as JSON arrays when the flow is made."""
-    read = {
-        source["argument"]
-        for step in _list(spec.get("steps"))
-        if isinstance(step, Mapping) and isinstance(step.get("matrix"), Mapping)
-        for param in _list(step["matrix"].get("parameters"))
-        if isinstance(param, Mapping)
-        and isinstance(source := param.get("valueFrom"), Mapping)
-        and isinstance(source.get("argument"), str)
-    }
+    read = matrix_arguments(spec)
     arguments = spec.get("arguments")
     params = arguments.get("parameters") if isinstance(arguments, Mapping) else None
     if not read or not isinstance(arguments, Mapping) or not isinstance(params, list):
@@ -98,10 +91,6 @@ def _with_unfilled_matrix_arguments(spec: Mapping[str, Any]) -> Mapping[str, Any
         for p in params
     ]
     return {**spec, "arguments": {**arguments, "parameters": filled}}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:

@@ -8,7 +8,8 @@ keeps serving probes and other reviews meanwhile), answer 200 with the decision.
 AdmissionReview gets 400 with the reason, never a 500 traceback. A request that decides a Manual step
 waits, after the validating review, for `authorize` (webhook/approvers.py: may this user decide it?),
 and the create of a flow naming a (Cluster)JobFlowTemplate for `templates` to read it
-(webhook/templates.py).
+(webhook/templates.py); a request with Flow steps, for `templates` to read the templates they name
+(webhook/child_templates.py), at the same time as `authorize`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,27 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
 from zen_flow.kube.errors import Forbidden, KubeError
 from zen_flow.logging import get_logger
+from zen_flow.webhook.child_templates import (
+    FLOW_MARK,
+    check_children,
+    definition_children,
+    flow_children,
+    made_by_controller,
+)
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.cron_review import validate_cron_review
 from zen_flow.webhook.envelope import parse_review
-from zen_flow.webhook.review import Decisions, ReviewError, deny, mutate_request, validate_review_decisions
+from zen_flow.webhook.review import (
+    Decisions,
+    ReviewError,
+    deny,
+    deny_invalid,
+    mutate_request,
+    validate_review_decisions,
+)
 from zen_flow.webhook.templates import (
     expand_review,
     names_template,
@@ -75,22 +91,72 @@ async def _read_whole(request: web.Request) -> bytes:
     return await request.read()
 
 
-def _in_thread(review: Callable[[bytes], dict[str, Any]]) -> Review:
-    async def run(body: bytes) -> dict[str, Any]:
-        return await asyncio.to_thread(review, body)
-
-    return run
-
-
-def _validation(authorize: Authorize | None) -> Review:
+def _validation(authorize: Authorize | None, templates: Templates | None) -> Review:
     async def run(body: bytes) -> dict[str, Any]:
         answer, decisions = await asyncio.to_thread(validate_review_decisions, body)
-        if decisions is None or authorize is None or not answer["response"]["allowed"]:
+        if not answer["response"]["allowed"]:
             return answer
-        why = await authorize(decisions)
-        return answer if why is None else deny(decisions.uid, 403, "Forbidden", why)
+        # The template reads and the approver's check (each bounded by 3 s) run at once: one after the
+        # other they could outlast the apiserver's 5 s timeout, and failurePolicy would refuse the flow.
+        asked = authorize(decisions) if decisions is not None and authorize is not None else _nothing()
+        refusal: dict[str, Any] | None
+        why: str | None
+        refusal, why = await asyncio.gather(_flow_steps(body, templates, answer), asked)
+        if refusal is not None:
+            return refusal
+        return answer if why is None or decisions is None else deny(decisions.uid, 403, "Forbidden", why)
 
     return run
+
+
+async def _flow_steps(
+    body: bytes, templates: Templates | None, answer: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The refusal of a JobFlow whose Flow steps do not fit their templates (webhook/child_templates.py),
+    else None, with what to say added to `answer`'s warnings."""
+    if templates is None or FLOW_MARK not in body:
+        return None
+    request = await asyncio.to_thread(parse_review, body)
+    children = await asyncio.to_thread(flow_children, request)
+    if not children:
+        return None
+    found = await check_children(children, request.namespace, templates)
+    made = made_by_controller(request)
+    if made is None and found.errors:
+        return deny_invalid(request, found.errors)
+    # A flow the controller creates is admitted: refusing it would skip a whole run, or fail a parent's
+    # step, for what fails one step of it when that step is reached.
+    after = f"admitted as {made}: the step fails when it is reached if this still holds"
+    _warn(answer, found.notes if made is None else found.as_warnings(after))
+    return None
+
+
+async def _nothing() -> str | None:
+    return None
+
+
+def _definition(review: Callable[[bytes], dict[str, Any]], kind: str, templates: Templates | None) -> Review:
+    """A JobFlowTemplate's, ClusterJobFlowTemplate's or CronJobFlow's review, and what its Flow steps'
+    templates say as warnings (webhook/child_templates.py: a definition runs later)."""
+
+    async def run(body: bytes) -> dict[str, Any]:
+        answer = await asyncio.to_thread(review, body)
+        if templates is None or FLOW_MARK not in body or not answer["response"]["allowed"]:
+            return answer
+        request = await asyncio.to_thread(parse_review, body)
+        children = await asyncio.to_thread(definition_children, request, kind)
+        if children:
+            found = await check_children(children, request.namespace, templates)
+            _warn(answer, found.as_warnings("checked again when a flow made from it runs the step"))
+        return answer
+
+    return run
+
+
+def _warn(answer: dict[str, Any], warnings: list[str]) -> None:
+    if warnings:
+        response = answer["response"]
+        response["warnings"] = [*response.get("warnings", ()), *warnings]
 
 
 def _mutation(templates: Templates | None) -> Review:
@@ -153,7 +219,8 @@ def create_webhook_app(
 ) -> web.Application:
     """The aiohttp app (no TLS: the site adds it). `ready` returns None when ready, else the reason;
     `authorize`: who may decide Manual steps (None: whoever may write the annotation); `templates`: where
-    the mutating webhook reads JobFlowTemplates (None: flows naming one are left to the controller)."""
+    the webhooks read JobFlowTemplates (None: flows naming one are left to the controller, and Flow steps'
+    templates are checked when the steps run)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -168,21 +235,31 @@ def create_webhook_app(
     read_body = guard.read_body if guard is not None else _read_whole
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app.router.add_post(
-        VALIDATE_PATH, _review_handler("validate", _validation(authorize), metrics, read_body)
+        VALIDATE_PATH, _review_handler("validate", _validation(authorize, templates), metrics, read_body)
     )
     app.router.add_post(MUTATE_PATH, _review_handler("mutate", _mutation(templates), metrics, read_body))
     app.router.add_post(
         VALIDATE_CRON_PATH,
-        _review_handler("validate-cron", _in_thread(validate_cron_review), metrics, read_body),
+        _review_handler(
+            "validate-cron", _definition(validate_cron_review, CRON_KIND, templates), metrics, read_body
+        ),
     )
     app.router.add_post(
         VALIDATE_TEMPLATE_PATH,
-        _review_handler("validate-template", _in_thread(validate_template_review), metrics, read_body),
+        _review_handler(
+            "validate-template",
+            _definition(validate_template_review, TEMPLATE_KIND, templates),
+            metrics,
+            read_body,
+        ),
     )
     app.router.add_post(
         VALIDATE_CLUSTER_TEMPLATE_PATH,
         _review_handler(
-            "validate-cluster-template", _in_thread(validate_cluster_template_review), metrics, read_body
+            "validate-cluster-template",
+            _definition(validate_cluster_template_review, CLUSTER_TEMPLATE_KIND, templates),
+            metrics,
+            read_body,
         ),
     )
     app.router.add_get("/healthz", healthz)
