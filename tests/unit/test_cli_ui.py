@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import io
 import itertools
 import re
 from collections.abc import AsyncIterator
@@ -19,8 +22,9 @@ from zen_flow.cli import main
 from zen_flow.cli.dag_svg import BOX_WIDTH, layout, svg
 from zen_flow.cli.graph import COLOURS
 from zen_flow.cli.render import FlowRow, flow_rows
+from zen_flow.cli.session import Session
 from zen_flow.cli.ui_pages import flow_page, list_page
-from zen_flow.cli.ui_server import COOKIE, Ui, is_loopback, start
+from zen_flow.cli.ui_server import COOKIE, Ui, is_loopback, serve, start
 from zen_flow.kube.errors import ApiError
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
@@ -307,3 +311,28 @@ async def test_a_page_that_is_none_is_a_page_with_the_same_headers(served: Any) 
             async with browser.request(method, f"http://127.0.0.1:{ui.port}{path}") as answer:
                 assert answer.status in (404, 405)
                 assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(("address", "warned"), [(None, False), ("::1", False), ("0.0.0.0", True)])
+async def test_the_command_prints_the_address_with_its_token_and_warns_off_loopback(
+    address: str | None, warned: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Out(io.StringIO):
+        printed = asyncio.Event()
+
+        def flush(self) -> None:  # the command flushes once it has said where it serves
+            self.printed.set()
+
+    out = Out()
+    session = Session(FakeClient(release().flow), "team-a", out)  # type: ignore[arg-type]
+    args = argparse.Namespace(address=address, port=0, all_namespaces=False)
+    serving = asyncio.create_task(serve(session, args))
+    await asyncio.wait_for(out.printed.wait(), 10)
+    printed = re.search(r"http://\S+", out.getvalue())
+    assert printed is not None
+    async with _browser() as browser, browser.get(printed.group()) as answer:
+        assert answer.status == 200  # the printed address opens the UI
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    assert ("warning: listening on 0.0.0.0" in capsys.readouterr().err) is warned
