@@ -24,7 +24,7 @@ from zen_flow.cli.graph import COLOURS
 from zen_flow.cli.render import FlowRow, flow_rows
 from zen_flow.cli.session import Session
 from zen_flow.cli.ui_pages import flow_page, list_page
-from zen_flow.cli.ui_server import COOKIE, Ui, is_loopback, serve, start
+from zen_flow.cli.ui_server import COOKIE, LOG_BOUND, Ui, is_loopback, serve, start
 from zen_flow.kube.errors import ApiError
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
@@ -167,6 +167,8 @@ class FakeClient:
         self.raw = flow.model_dump(by_alias=True, mode="json", exclude_none=True)
         self.writes: list[tuple[str, str, Any]] = []
         self.refuse: ApiError | None = None
+        self.log = b""  # every container's log
+        self.log_queries: list[dict[str, str]] = []
 
     async def list_all(self, path: str, query: Any = (), **_: Any) -> Any:
         if self.refuse:
@@ -178,7 +180,20 @@ class FakeClient:
             raise self.refuse
         if method != "GET":
             self.writes.append((method, path, body))
+        if path.endswith("/pods"):
+            pod = {"metadata": {"name": "pod-1"}, "spec": {"containers": [{"name": "main"}]}}
+            return {"items": [pod]}
         return self.raw
+
+    async def request_raw(self, method: str, path: str, *, query: Any = (), **_: Any) -> bytes:
+        """pods/log as the apiserver answers it: the last `tailLines`, then at most `limitBytes`."""
+        asked = dict(query)
+        self.log_queries.append(asked)
+        lines = self.log.splitlines(keepends=True)
+        if "tailLines" in asked:
+            lines = lines[-int(asked["tailLines"]) :]
+        sent = b"".join(lines)
+        return sent[: int(asked["limitBytes"])] if "limitBytes" in asked else sent
 
 
 @pytest.fixture
@@ -336,3 +351,31 @@ async def test_the_command_prints_the_address_with_its_token_and_warns_off_loopb
     with pytest.raises(asyncio.CancelledError):
         await serving
     assert ("warning: listening on 0.0.0.0" in capsys.readouterr().err) is warned
+
+
+async def test_a_long_log_is_asked_for_its_tail_only_and_the_page_says_so(served: Any) -> None:
+    ui, fake = served
+    fake.log = b"".join(b"line %d\n" % i for i in range(LOG_BOUND.lines + 500))
+    address = f"http://127.0.0.1:{ui.port}/flows/team-a/release/steps/build/logs"
+    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(address) as answer:
+        text = await answer.text()
+    # Never more than the page shows is read from the apiserver (a log may be gigabytes).
+    assert fake.log_queries == [
+        {"container": "main", "tailLines": str(LOG_BOUND.lines + 1), "limitBytes": str(LOG_BOUND.size)}
+    ]
+    lines = text.splitlines()
+    assert (
+        lines[0] == "[not all of the logs are shown: zen-flow logs release build -n team-a prints them all]"
+    )
+    assert lines[1] == f"[earlier lines left out: the last {LOG_BOUND.lines} are shown]"
+    assert lines[2] == "line 500"
+    assert lines[-1] == f"line {LOG_BOUND.lines + 499}"
+
+    fake.log = b"short\nlog\n"
+    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(address) as answer:
+        assert await answer.text() == "short\nlog\n"  # all of it: nothing said
+    fake.log = b"x" * (LOG_BOUND.size + 10) + b"\n"
+    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(address) as answer:
+        text = await answer.text()
+    assert len(text) < LOG_BOUND.size + 200
+    assert text.endswith(f"[cut at {LOG_BOUND.size} bytes: later lines left out]\n")

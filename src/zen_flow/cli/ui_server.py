@@ -40,8 +40,9 @@ from zen_flow.kube.jobflows import JOBFLOWS
 
 DEFAULT_PORT = 8765
 COOKIE = "zen_flow_ui"
-# A step's logs are shown up to this many characters, the last ones (`zen-flow logs` prints them all).
-MAX_LOG_CHARS = 1_000_000
+# A step's logs page shows each container's last lines, and at most so many bytes in all: only that much
+# is asked of the apiserver (a pod's log may be gigabytes); `zen-flow logs` prints them all.
+LOG_BOUND = podlogs.Bound(lines=10_000, size=2_000_000)
 _NOTES_KEPT = 64
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
@@ -208,20 +209,19 @@ async def one_flow(request: web.Request) -> web.StreamResponse:
 
 
 async def step_logs(request: web.Request) -> web.StreamResponse:
-    """The step's pod logs as `zen-flow logs NAME STEP` prints them, plain text, the last MAX_LOG_CHARS."""
+    """The step's pod logs as `zen-flow logs NAME STEP` prints them, plain text, at most LOG_BOUND; what
+    is left out is said, with the command that shows it."""
     ns, name, step = _names(request, "namespace", "name", "step")
     attempt = request.query.get("attempt")
     if attempt is not None and not attempt.isdigit():
         raise UsageError(f"attempt {attempt!r}: expected a number, 1 for the first")
     session, out = request.app[UI_KEY].session(ns)
     args = argparse.Namespace(name=name, step=step, attempt=int(attempt) if attempt else None, follow=False)
-    await podlogs.logs(session, args)
+    cut = await podlogs.show(session, args, bound=LOG_BOUND)
     text = out.getvalue()
-    if len(text) > MAX_LOG_CHARS:
-        left = len(text) - MAX_LOG_CHARS
+    if cut:
         text = (
-            f"[{left} earlier characters left out: zen-flow logs {name} {step} -n {ns} shows them]\n"
-            + text[-MAX_LOG_CHARS:]
+            f"[not all of the logs are shown: zen-flow logs {name} {step} -n {ns} prints them all]\n" + text
         )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
