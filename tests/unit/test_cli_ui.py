@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import io
 import itertools
 import re
@@ -22,9 +24,9 @@ from zen_flow.cli import main
 from zen_flow.cli.dag_svg import BOX_WIDTH, layout, svg
 from zen_flow.cli.graph import COLOURS
 from zen_flow.cli.render import FlowRow, flow_rows
-from zen_flow.cli.session import Session
-from zen_flow.cli.ui_pages import flow_page, list_page
-from zen_flow.cli.ui_server import COOKIE, LOG_BOUND, Ui, is_loopback, serve, start
+from zen_flow.cli.session import Session, UsageError
+from zen_flow.cli.ui_pages import SCRIPT, flow_page, list_page
+from zen_flow.cli.ui_server import HEADERS, LOG_BOUND, Ui, is_loopback, refusal, serve, start, warning
 from zen_flow.kube.errors import ApiError
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
@@ -166,7 +168,7 @@ class FakeClient:
     def __init__(self, flow: JobFlow) -> None:
         self.raw = flow.model_dump(by_alias=True, mode="json", exclude_none=True)
         self.writes: list[tuple[str, str, Any]] = []
-        self.refuse: ApiError | None = None
+        self.refuse: Exception | None = None
         self.log = b""  # every container's log
         self.log_queries: list[dict[str, str]] = []
 
@@ -223,7 +225,7 @@ async def test_the_token_opens_the_ui_once_and_then_lives_in_a_strict_cookie(ser
             assert answer.status == 303
             assert answer.headers["Location"] == "/"  # the token leaves the address bar
             cookie = answer.headers["Set-Cookie"]
-            assert f"{COOKIE}=s3cret" in cookie
+            assert f"{ui.cookie}=s3cret" in cookie
             assert "HttpOnly" in cookie
             assert "SameSite=Strict" in cookie
         async with browser.get(f"{base}/") as answer:  # the cookie alone now
@@ -238,12 +240,12 @@ async def test_the_token_opens_the_ui_once_and_then_lives_in_a_strict_cookie(ser
 async def test_a_foreign_host_header_is_refused_even_with_the_token(served: Any, host: str) -> None:
     # DNS rebinding: another site's name resolved to 127.0.0.1 reaches this port with its own Host.
     ui, _ = served
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser:
         headers = {"Host": host.format(port=ui.port)}
         async with browser.get(f"http://127.0.0.1:{ui.port}/", headers=headers) as answer:
             assert answer.status == 403
             assert "unexpected Host header" in await answer.text()
-    cookies = {COOKIE: "s3cret"}
+    cookies = {ui.cookie: "s3cret"}
     async with _browser(cookies=cookies) as browser, browser.get(f"http://localhost:{ui.port}/") as answer:
         assert answer.status == 200
 
@@ -253,7 +255,7 @@ async def test_a_post_needs_the_cookie_and_this_origin(served: Any) -> None:
     action = f"http://127.0.0.1:{ui.port}/flows/team-a/release/suspend"
     async with _browser() as browser, browser.post(action) as answer:
         assert answer.status == 403
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser:
         for origin in ("http://evil.example", f"http://localhost:{ui.port + 1}"):
             async with browser.post(action, headers={"Origin": origin}) as answer:
                 assert answer.status == 403
@@ -271,7 +273,7 @@ async def test_the_apiserver_s_refusal_is_shown_with_its_words(served: Any) -> N
     ui, fake = served
     fake.refuse = ApiError(403, "Forbidden", 'jobflows is forbidden: User "alice" cannot list <x>')
     page = f"http://127.0.0.1:{ui.port}/flows/team-a/release"
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(page) as answer:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser, browser.get(page) as answer:
         assert answer.status == 403
         text = await answer.text()
     assert "the apiserver refused (403 Forbidden): jobflows is forbidden: User &quot;alice&quot;" in text
@@ -281,7 +283,7 @@ async def test_the_apiserver_s_refusal_is_shown_with_its_words(served: Any) -> N
 
 async def test_an_action_the_cli_would_refuse_is_refused_with_its_message(served: Any) -> None:
     ui, fake = served
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser:
         action = f"http://127.0.0.1:{ui.port}/flows/team-a/release/approve"
         async with browser.post(action, data={"step": "ship"}) as answer:
             assert answer.status == 400
@@ -314,21 +316,21 @@ async def test_a_name_that_is_none_is_refused_before_the_apiserver_is_asked(serv
     ui, fake = served
     fake.refuse = ApiError(500, "", "asked")  # any request reaching the apiserver would say so
     address = f"http://127.0.0.1:{ui.port}{path}"
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(address) as answer:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser, browser.get(address) as answer:
         assert answer.status == 400
         assert "is not a Kubernetes name" in await answer.text()
 
 
 async def test_a_page_that_is_none_is_a_page_with_the_same_headers(served: Any) -> None:
     ui, _ = served
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser:
         for method, path in (("GET", "/nothing"), ("GET", "/flows/team-a/release/stop")):
             async with browser.request(method, f"http://127.0.0.1:{ui.port}{path}") as answer:
                 assert answer.status in (404, 405)
                 assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize(("address", "warned"), [(None, False), ("::1", False), ("0.0.0.0", True)])
+@pytest.mark.parametrize(("address", "warned"), [(None, False), ("::1", False)])
 async def test_the_command_prints_the_address_with_its_token_and_warns_off_loopback(
     address: str | None, warned: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -350,14 +352,15 @@ async def test_the_command_prints_the_address_with_its_token_and_warns_off_loopb
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await serving
-    assert ("warning: listening on 0.0.0.0" in capsys.readouterr().err) is warned
+    assert ("warning: listening on" in capsys.readouterr().err) is warned
+    assert warning("192.168.1.4") is not None  # another machine's address: served, and said to be open
 
 
 async def test_a_long_log_is_asked_for_its_tail_only_and_the_page_says_so(served: Any) -> None:
     ui, fake = served
     fake.log = b"".join(b"line %d\n" % i for i in range(LOG_BOUND.lines + 500))
     address = f"http://127.0.0.1:{ui.port}/flows/team-a/release/steps/build/logs"
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(address) as answer:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser, browser.get(address) as answer:
         text = await answer.text()
     # Never more than the page shows is read from the apiserver (a log may be gigabytes).
     assert fake.log_queries == [
@@ -372,10 +375,103 @@ async def test_a_long_log_is_asked_for_its_tail_only_and_the_page_says_so(served
     assert lines[-1] == f"line {LOG_BOUND.lines + 499}"
 
     fake.log = b"short\nlog\n"
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(address) as answer:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser, browser.get(address) as answer:
         assert await answer.text() == "short\nlog\n"  # all of it: nothing said
     fake.log = b"x" * (LOG_BOUND.size + 10) + b"\n"
-    async with _browser(cookies={COOKIE: "s3cret"}) as browser, browser.get(address) as answer:
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser, browser.get(address) as answer:
         text = await answer.text()
     assert len(text) < LOG_BOUND.size + 200
     assert text.endswith(f"[cut at {LOG_BOUND.size} bytes: later lines left out]\n")
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::"])
+async def test_a_wildcard_address_is_refused_as_no_browser_could_use_it(address: str) -> None:
+    # Its pages accept only a Host header naming the server's address; a wildcard names none.
+    session = Session(FakeClient(release().flow), "team-a", io.StringIO())  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="a wildcard address is refused"):
+        # Refused before it listens (else it would serve until cancelled).
+        await asyncio.wait_for(
+            serve(session, argparse.Namespace(address=address, port=0, all_namespaces=False)), 10
+        )
+    assert refusal("192.168.1.4") is None
+
+
+async def test_two_servers_on_one_machine_keep_their_own_cookies(served: Any) -> None:
+    # A browser keys cookies by host, not port: one cookie name would be overwritten by the other server.
+    ui, _ = served
+    other = Ui(FakeClient(release().flow), "team-a", False, "0ther")  # type: ignore[arg-type]
+    runner = await start(other, 0)
+    try:
+        async with _browser() as browser:
+            for server in (ui, other):
+                async with browser.get(f"http://127.0.0.1:{server.port}/?token={server.token}") as answer:
+                    assert answer.status == 200
+            for server in (ui, other):
+                async with browser.get(f"http://127.0.0.1:{server.port}/") as answer:
+                    assert answer.status == 200
+    finally:
+        await runner.cleanup()
+    assert ui.cookie != other.cookie
+
+
+async def test_an_unexpected_error_is_a_page_with_the_headers_and_its_traceback_in_the_terminal(
+    served: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ui, fake = served
+    fake.refuse = RuntimeError("a bug")
+    address = f"http://127.0.0.1:{ui.port}/flows/team-a/release"
+    async with _browser(cookies={ui.cookie: "s3cret"}) as browser, browser.get(address) as answer:
+        assert answer.status == 500
+        assert "unexpected error (RuntimeError)" in await answer.text()
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["X-Frame-Options"] == "DENY"
+    assert "RuntimeError: a bug" in capsys.readouterr().err
+
+
+async def test_the_notes_of_retry_are_shown_on_the_page(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = Simulator(make_flow([job_step("load")], name="nightly", namespace="team-a", created=T0), T0)
+    sim.reconcile()
+    sim.fail(sim.running()[0])
+    sim.reconcile()
+    assert sim.flow.status.phase == "Failed"
+
+    async def notes(*_: Any) -> list[str]:
+        return ["a newer run stops this one at once"]
+
+    monkeypatch.setattr("zen_flow.cli.interventions.rerun_notes", notes)
+    ui = Ui(FakeClient(sim.flow), "team-a", False, "s3cret")  # type: ignore[arg-type]
+    runner = await start(ui, 0)
+    try:
+        action = f"http://127.0.0.1:{ui.port}/flows/team-a/nightly/retry"
+        async with _browser(cookies={ui.cookie: "s3cret"}) as browser, browser.post(action) as answer:
+            page = await answer.text()
+    finally:
+        await runner.cleanup()
+    assert "zen-flow retry: note: a newer run stops this one at once" in page
+    assert "rerun requested" in page
+    assert "note" not in capsys.readouterr().err
+
+
+def test_the_reload_waits_while_any_form_control_was_changed_and_its_hash_is_allowed() -> None:
+    # Text typed, a box ticked, another option chosen: a reload would lose it.
+    for changed in (
+        "e.value!==e.defaultValue",
+        "e.checked!==e.defaultChecked",
+        "e.selected!==e.defaultSelected",
+    ):
+        assert changed in SCRIPT
+    page = flow_page(release().flow, NOW)
+    script = re.search(r"<script>(.*?)</script>", page, re.S)
+    assert script is not None
+    digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in HEADERS["Content-Security-Policy"]
+
+
+def test_a_choice_with_no_default_marks_the_option_a_browser_shows_as_selected() -> None:
+    # Else the browser selects the first option by itself, and the reload script sees a change forever.
+    outputs = {"parameters": [{"name": "region", "valueFrom": {"supplied": {"enum": ["eu", "us"]}}}]}
+    sim = Simulator(make_flow([manual_step("gate", outputs=outputs)], name="f", created=T0), T0)
+    sim.reconcile()
+    assert '<option value="eu" selected>eu</option><option value="us">us</option>' in flow_page(sim.flow, NOW)

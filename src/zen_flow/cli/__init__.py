@@ -318,7 +318,7 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "--address",
         help="address to listen on (default 127.0.0.1); another one warns: whoever reaches it and holds "
-        "the token acts with your credentials",
+        "the token acts with your credentials; a wildcard (0.0.0.0) is refused",
     )
 
 

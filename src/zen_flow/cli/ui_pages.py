@@ -2,7 +2,7 @@
 the rows computed as `zen-flow list` and `zen-flow get` compute theirs (cli/render.py), the DAG drawn by
 cli/dag_svg.py. No JavaScript framework, no asset from the network: inline CSS, and one short script
 (SCRIPT, allowed by its hash in the server's Content-Security-Policy) that reloads the page every few
-seconds unless the user is typing in a form.
+seconds unless the user is in a form or has changed one (a reload would lose what was typed or chosen).
 
 Every value read from the cluster is a tenant's text (a step's message may hold `<script>`): each one goes
 through `_e` (control characters made visible as `get` shows them, then HTML-escaped) where it is written;
@@ -23,10 +23,14 @@ from zen_flow.cli.render import FlowRow, flow_summary, outputs, printable, step_
 from zen_flow.core.gate_values import ValuesError, read_values, supplied_of
 
 REFRESH_SECONDS = 5
+# Held while any control differs from the page's (text typed, a box ticked, another option chosen): every
+# <select> has one option marked selected (`_value_inputs`), so an unchanged one holds nothing.
 SCRIPT = (
     "setInterval(function(){if(document.hidden)return;var a=document.activeElement;"
-    'if(a&&/^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName))return;var h=document.querySelectorAll(".hold");'
-    "for(var i=0;i<h.length;i++){if(h[i].value!==h[i].defaultValue)return;}location.reload();},"
+    "if(a&&/^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName))return;"
+    'var c=document.querySelectorAll("input,textarea,option");for(var i=0;i<c.length;i++){var e=c[i];'
+    'if(e.tagName==="OPTION"?e.selected!==e.defaultSelected:/^(checkbox|radio)$/.test(e.type)?'
+    "e.checked!==e.defaultChecked:e.value!==e.defaultValue)return;}location.reload();},"
     + str(REFRESH_SECONDS * 1000)
     + ");"
 )
@@ -245,7 +249,7 @@ def _gates(flow: JobFlow) -> list[str]:
         later = "" if waiting else " (not reached yet: it may be decided in advance)"
         head = f"<h4>Manual step {_e(step.name)}{later}</h4>"
         step_field = f'<input type="hidden" name="step" value="{_e(step.name)}">'
-        message = '<input type="text" class="hold" name="message" placeholder="why (optional)" size="30"> '
+        message = '<input type="text" name="message" placeholder="why (optional)" size="30"> '
         approve = _button(flow, "approve", "approve", step_field + _value_inputs(flow, step) + message)
         reject = _button(flow, "reject", "reject", step_field + message)
         forms.append(head + approve + reject)
@@ -265,15 +269,16 @@ def _value_inputs(flow: JobFlow, step: Step) -> str:
         current = given.get(param.name, param.default)
         field = "value." + param.name
         if param.enum:
+            chosen = current if current in param.enum else param.enum[0]  # what the browser would show
             options = "".join(
-                f'<option value="{_e(v)}"{" selected" if v == current else ""}>{_e(v)}</option>'
+                f'<option value="{_e(v)}"{" selected" if v == chosen else ""}>{_e(v)}</option>'
                 for v in param.enum
             )
             fields.append(f'<label>{_e(param.name)} <select name="{_e(field)}">{options}</select></label> ')
         else:
             required = "" if current is not None else " required"
             fields.append(
-                f'<label>{_e(param.name)} <input type="text" class="hold" name="{_e(field)}" '
+                f'<label>{_e(param.name)} <input type="text" name="{_e(field)}" '
                 f'value="{_e(current or "")}"{required}></label> '
             )
     return "".join(fields)

@@ -5,11 +5,13 @@ cli/ui_pages.py's; every action calls the CLI command's own code (cli/interventi
 Who may use it: anyone who can reach the port acts with the user's credentials, so
 - it listens on 127.0.0.1 unless `--address` says otherwise (a warning is printed then);
 - every request needs the random token printed at start (`/?token=...`, as Jupyter does); it is then kept
-  in an HttpOnly, SameSite=Strict cookie and taken out of the address bar;
+  in an HttpOnly, SameSite=Strict cookie named with the port (browsers key cookies by host, not port: two
+  servers on 127.0.0.1 would otherwise overwrite each other's) and taken out of the address bar;
 - the Host header must name this server (127.0.0.1, localhost, [::1] or the `--address`, with its port):
   a page of another site whose name was made to resolve to 127.0.0.1 (DNS rebinding) is refused;
 - a POST from another origin (its Origin header, or Sec-Fetch-Site) is refused, whatever cookie it carries;
-- responses forbid framing, caching, referrers and any script but the page's own (by its hash)."""
+- responses forbid framing, caching, referrers and any script but the page's own (by its hash), an
+  unexpected error's page included."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import io
 import ipaddress
 import secrets
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +42,6 @@ from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS
 
 DEFAULT_PORT = 8765
-COOKIE = "zen_flow_ui"
 # A step's logs page shows each container's last lines, and at most so many bytes in all: only that much
 # is asked of the apiserver (a pod's log may be gigabytes); `zen-flow logs` prints them all.
 LOG_BOUND = podlogs.Bound(lines=10_000, size=2_000_000)
@@ -83,10 +85,15 @@ class Ui:
         names = {*_LOOPBACK_NAMES, _host(self.address)}
         return {f"{name}:{self.port}" for name in names}
 
+    @property
+    def cookie(self) -> str:
+        """The token's cookie, named with the port: a browser sends a 127.0.0.1 cookie to every port."""
+        return f"zen_flow_ui_{self.port}"
+
     def session(self, namespace: str) -> tuple[Session, io.StringIO]:
-        """A session acting in `namespace`, and what its command writes (shown on the page)."""
+        """A session acting in `namespace`, and what its command writes, notes included (on the page)."""
         out = io.StringIO()
-        return Session(self.client, namespace, out), out
+        return Session(self.client, namespace, out, err=out), out
 
 
 UI_KEY = web.AppKey("ui", Ui)
@@ -139,9 +146,9 @@ async def _checked(
         # Into a cookie, and out of the address bar (and the browser's history).
         rest = request.rel_url.with_query([(k, v) for k, v in request.query.items() if k != "token"])
         response = _see_other(str(rest))
-        response.set_cookie(COOKIE, ui.token, httponly=True, samesite="Strict", path="/")
+        response.set_cookie(ui.cookie, ui.token, httponly=True, samesite="Strict", path="/")
         return response
-    cookie = request.cookies.get(COOKIE, "")
+    cookie = request.cookies.get(ui.cookie, "")
     if not secrets.compare_digest(cookie.encode(), ui.token.encode()):
         return _refused(403, "no valid token: open the address zen-flow ui printed (it holds the token)")
     if request.method not in ("GET", "HEAD"):
@@ -167,6 +174,11 @@ async def _checked(
         return _html(error_page(502, "unreachable", f"cannot reach the apiserver: {err}"), 502)
     except (KubeError, ValueError) as err:  # a malformed object: say so, never a traceback
         return _html(error_page(500, "error", str(err)), 500)
+    except Exception as err:  # a bug: the traceback to the terminal, a page with the headers to the browser
+        traceback.print_exc(file=sys.stderr)
+        return _html(
+            error_page(500, "error", f"unexpected error ({type(err).__name__}): see the terminal"), 500
+        )
 
 
 def _names(request: web.Request, *keys: str) -> list[str]:
@@ -284,19 +296,41 @@ async def start(ui: Ui, port: int) -> web.AppRunner:
 
 
 def url(ui: Ui) -> str:
-    shown = "127.0.0.1" if ui.address in ("127.0.0.1", "0.0.0.0") else _host(ui.address)
-    return f"http://{shown}:{ui.port}/?token={ui.token}"
+    return f"http://{_host(ui.address)}:{ui.port}/?token={ui.token}"
+
+
+def refusal(address: str) -> str | None:
+    """Why the server cannot listen on `address`: a wildcard (0.0.0.0, ::) names no host a browser
+    could put in the Host header that the DNS-rebinding check accepts."""
+    try:
+        wildcard = ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return None
+    if not wildcard:
+        return None
+    return (
+        f"--address {address}: a wildcard address is refused (the pages accept only requests naming this "
+        "server's address in their Host header): give the one address to serve on, e.g. the machine's "
+        "own IP address"
+    )
+
+
+def warning(address: str) -> str | None:
+    if is_loopback(address):
+        return None
+    return (
+        f"zen-flow ui: warning: listening on {address}: anyone who can reach it and holds the token acts "
+        "with your kubeconfig's credentials"
+    )
 
 
 async def serve(session: Session, args: argparse.Namespace) -> int:
     """`zen-flow ui`: serve until interrupted."""
     address = args.address or "127.0.0.1"
-    if not is_loopback(address):
-        print(
-            f"zen-flow ui: warning: listening on {address}: anyone who can reach it and holds the token acts "
-            "with your kubeconfig's credentials",
-            file=sys.stderr,
-        )
+    if (why := refusal(address)) is not None:
+        raise UsageError(why)
+    if (said := warning(address)) is not None:
+        print(said, file=sys.stderr)
     ui = Ui(session.client, session.namespace, bool(args.all_namespaces), secrets.token_urlsafe(24), address)
     runner = await start(ui, args.port)
     try:
