@@ -9,6 +9,7 @@ import base64
 import hashlib
 import io
 import itertools
+import random
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -21,7 +22,7 @@ from test_cli_render import NOW, T0, release
 
 from zen_flow.api import JobFlow
 from zen_flow.cli import main
-from zen_flow.cli.dag_svg import BOX_WIDTH, layout, svg
+from zen_flow.cli.dag_svg import BOX_HEIGHT, BOX_WIDTH, H_GAP, MARGIN, WRAP, Layout, layout, svg
 from zen_flow.cli.graph import COLOURS
 from zen_flow.cli.render import FlowRow, flow_rows
 from zen_flow.cli.session import Session, UsageError
@@ -475,3 +476,85 @@ def test_a_choice_with_no_default_marks_the_option_a_browser_shows_as_selected()
     sim = Simulator(make_flow([manual_step("gate", outputs=outputs)], name="f", created=T0), T0)
     sim.reconcile()
     assert '<option value="eu" selected>eu</option><option value="us">us</option>' in flow_page(sim.flow, NOW)
+
+
+def test_finally_steps_are_drawn_in_rows_by_their_dependencies_among_themselves() -> None:
+    # examples/finally-cleanup.yaml: `page` runs after `release-lock`, both after the main steps.
+    steps = [
+        job_step("work"),
+        job_step("release-lock", **{"finally": True}),
+        job_step("page", "release-lock", **{"finally": True}),
+    ]
+    rows = {b.step: b.y for b in layout(make_flow(steps)).boxes}
+    assert rows["work"] < rows["release-lock"] < rows["page"]
+
+
+def _segments(d: str) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """An edge's path as straight segments (a curve sampled finely)."""
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", d)]
+    points = list(zip(numbers[::2], numbers[1::2], strict=True))
+    if "C" in d:
+        (x0, y0), (xa, ya), (xb, yb), (x3, y3) = points
+        points = [
+            ((1 - t) ** 3 * x0 + 3 * (1 - t) ** 2 * t * xa + 3 * (1 - t) * t**2 * xb + t**3 * x3,
+             (1 - t) ** 3 * y0 + 3 * (1 - t) ** 2 * t * ya + 3 * (1 - t) * t**2 * yb + t**3 * y3)
+            for t in (i / 40 for i in range(41))
+        ]  # fmt: skip
+    return list(itertools.pairwise(points))
+
+
+def _crosses(segment: tuple[tuple[float, float], tuple[float, float]], box: Any) -> bool:
+    """Whether the segment enters the box's interior (Liang-Barsky clipping; touching its edge is not)."""
+    (x1, y1), (x2, y2) = segment
+    left, top, right, bottom = box.x + 1, box.y + 1, box.x + BOX_WIDTH - 1, box.y + BOX_HEIGHT - 1
+    low, high = 0.0, 1.0
+    for p, q in ((x1 - x2, x1 - left), (x2 - x1, right - x1), (y1 - y2, y1 - top), (y2 - y1, bottom - y1)):
+        if p == 0:
+            if q < 0:
+                return False
+        elif p < 0:
+            low = max(low, q / p)
+        else:
+            high = min(high, q / p)
+    return low < high
+
+
+def _hidden_edges(flow: JobFlow) -> list[tuple[str, str, str]]:
+    drawn: Layout = layout(flow)
+    paths = re.findall(r'data-from="([^"]*)" data-to="([^"]*)" d="([^"]*)"', svg(flow))
+    assert len(paths) == len(drawn.edges)
+    return [
+        (start, end, box.step)
+        for start, end, d in paths
+        for box in drawn.boxes
+        if box.step not in (start, end) and any(_crosses(seg, box) for seg in _segments(d))
+    ]
+
+
+def test_no_edge_is_drawn_behind_a_box() -> None:
+    # a->d skips the rows of b and c: drawn straight, it would run behind their boxes.
+    chain = make_flow([job_step("a"), job_step("b", "a"), job_step("c", "b"), job_step("d", "c", "a")])
+    assert _hidden_edges(chain) == []
+    rng = random.Random(1)
+    steps = [job_step("s0")]
+    for i in range(1, 120):
+        steps.append(job_step(f"s{i}", *sorted({f"s{rng.randrange(i)}" for _ in range(rng.randint(1, 4))})))
+    assert _hidden_edges(make_flow(steps)) == []
+
+
+def test_a_wide_fan_out_goes_on_over_several_lines_its_edges_clear_of_the_boxes() -> None:
+    fan = [job_step("root"), *(job_step(f"item-{i}", "root") for i in range(200)), job_step("join")]
+    flow = make_flow([*fan[:-1], job_step("join", *(f"item-{i}" for i in range(200)))])
+    drawn = layout(flow)
+    assert drawn.width <= 2 * MARGIN + WRAP * BOX_WIDTH + (WRAP - 1) * H_GAP
+    assert len({b.y for b in drawn.boxes}) == 2 + -(-200 // WRAP)  # root, 9 lines of items, join
+    places = {(b.x, b.y) for b in drawn.boxes}
+    assert len(places) == len(drawn.boxes)  # no two boxes in one place
+    assert _hidden_edges(flow) == []
+
+
+def test_a_long_name_keeps_its_end_so_matrix_items_stay_apart() -> None:
+    flow = make_flow([job_step(f"transform-customer-data-{k}") for k in range(3)], name="m")
+    shown = re.findall(r'font-weight="bold">([^<]*)<', svg(flow))
+    assert len(set(shown)) == 3
+    assert all(name.endswith(f"data-{k}") and "\u2026" in name for k, name in enumerate(shown))
