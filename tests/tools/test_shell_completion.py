@@ -94,6 +94,7 @@ def test_bash_completes_commands_options_and_choices() -> None:
     assert "--generate-name" in bash_tab("zen-flow submit --gen")
     assert bash_tab("zen-flow list --phase F") == ["Failed"]
     assert bash_tab("zen-flow completion f") == ["fish"]
+    assert bash_tab("zen-flow ui --p") == ["--port"]
 
 
 def test_fish_completes_commands_options_and_choices() -> None:

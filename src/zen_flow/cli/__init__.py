@@ -1,7 +1,8 @@
 """The `zen-flow` command: run the controller, validate flows offline, drive flows with your own
 kubeconfig (list, get, watch, submit, logs, approve, reject, stop, retry, resubmit, suspend, resume,
-delete, graph) and CronJobFlows (cron list, get, trigger, suspend, resume), read the flow archive
-(archive list, get), show a sharded controller's shards (shards), move artifacts (in a pod)."""
+delete, graph, or a web page served on your machine: ui) and CronJobFlows (cron list, get, trigger,
+suspend, resume), read the flow archive (archive list, get), show a sharded controller's shards
+(shards), move artifacts (in a pod)."""
 
 from __future__ import annotations
 
@@ -205,6 +206,10 @@ def _flow_command(name: str) -> Callable[[argparse.Namespace], int]:
     def invoke(args: argparse.Namespace) -> int:
         from zen_flow.cli import flows, interventions, podlogs, session, watcher
 
+        if name == "ui":
+            from zen_flow.cli.ui_server import serve
+
+            return session.run(serve, args)
         command = {
             "list": flows.list_flows,
             "get": flows.get_flow,
@@ -371,6 +376,19 @@ def _add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     ):
         p = command(verb, f"{verb} a JobFlow: {what}", f"zen-flow {verb} nightly")
         completes(p.add_argument("name"), flow_names)
+
+    p = command(
+        "ui",
+        "serve a web UI on this machine (127.0.0.1) with your kubeconfig: flows, DAGs, logs, approvals",
+        "zen-flow ui -n team-a --port 8765",
+        all_namespaces=True,
+    )
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0: any free one)")
+    p.add_argument(
+        "--address",
+        help="address to listen on (default 127.0.0.1); another one warns: whoever reaches it and holds "
+        "the token acts with your credentials; a wildcard (0.0.0.0) is refused",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,6 @@ controller would ignore is refused here, saying why (cli.flows: the other flow c
 from __future__ import annotations
 
 import argparse
-import sys
 import uuid
 from typing import Any
 
@@ -144,7 +143,7 @@ async def retry(session: Session, args: argparse.Namespace) -> int:
     requested = {ANNOTATION_RETRY: rid, ANNOTATION_RETRY_STEPS: scope, ANNOTATION_STOP: None}
     await session.merge_patch(args.name, {"metadata": {"annotations": requested}})
     for note in await rerun_notes(session, flow):  # an older run of a CronJobFlow
-        sys.stderr.write(f"zen-flow retry: note: {note}\n")
+        session.err.write(f"zen-flow retry: note: {note}\n")
     session.out.write(f"jobflow {session.namespace}/{args.name}: rerun requested ({rid})\n")
     return EXIT_OK
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import dataclass
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import JobRetention, StepPhase
@@ -19,10 +20,26 @@ from zen_flow.kube.pods import JOB_NAME_LABEL
 from zen_flow.planner.events import MEMOIZED_MARK
 
 
+@dataclass(frozen=True)
+class Bound:
+    """At most this much of the logs is asked of the apiserver (the web UI's page; `zen-flow logs`
+    prints all): each container's last `lines`, and `size` bytes over all containers (a few very long
+    lines are cut at the end then). What is left out is said in the text."""
+
+    lines: int
+    size: int
+
+
 async def logs(session: Session, args: argparse.Namespace) -> int:
     """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
     `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
     left out. A step's latest attempt unless `--attempt N` (1 = the first)."""
+    await show(session, args)
+    return EXIT_OK
+
+
+async def show(session: Session, args: argparse.Namespace, *, bound: Bound | None = None) -> bool:
+    """`logs`, at most `bound` of them: whether some were left out."""
     flow = await session.get(args.name)
     names = [name for name, _ in dependency_order(flow)]
     # A matrix step has no pod of its own: it stands for its items (`retry --step` takes it so too).
@@ -66,14 +83,27 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
 
     if args.follow:  # every container at once, lines as they come, until each one's log ends
         await asyncio.gather(*(_follow(session, pod, c, prefix(step, c)) for step, pod, c in shown))
-        return EXIT_OK
+        return False
+    cut = False
     for step, pod, container in shown:
         path = f"/api/v1/namespaces/{session.namespace}/pods/{pod}/log"
-        text = (await session.client.request_raw("GET", path, query=(("container", container),))).decode(
-            errors="replace"
-        )
-        session.out.writelines(f"{prefix(step, container)}{line}\n" for line in text.splitlines())
-    return EXIT_OK
+        query: list[tuple[str, str]] = [("container", container)]
+        size = max(bound.size // len(shown), 1) if bound is not None else 0
+        if bound is not None:
+            # One line more than shown tells whether earlier ones exist; the apiserver's limitBytes
+            # counts from the first line it sends (the tail's), so the size cuts the tail's end.
+            query += [("tailLines", str(bound.lines + 1)), ("limitBytes", str(size))]
+        raw = await session.client.request_raw("GET", path, query=tuple(query))
+        lines = raw.decode(errors="replace").splitlines()
+        head = prefix(step, container)
+        if bound is not None and len(lines) > bound.lines:
+            lines, cut = lines[-bound.lines :], True
+            session.out.write(f"{head}[earlier lines left out: the last {bound.lines} are shown]\n")
+        session.out.writelines(f"{head}{line}\n" for line in lines)
+        if bound is not None and len(raw) >= size:
+            cut = True
+            session.out.write(f"{head}[cut at {size} bytes: later lines left out]\n")
+    return cut
 
 
 async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int | None) -> str | None:

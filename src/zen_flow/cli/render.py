@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from zen_flow.api import JobFlow
@@ -75,24 +76,44 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def flow_list(flows: Sequence[JobFlow], now: datetime, *, all_namespaces: bool) -> str:
-    header = ["NAME", "PHASE", "PROGRESS", "AGE", "MESSAGE"]
+@dataclass(frozen=True)
+class FlowRow:
+    """One flow as `zen-flow list` (and the web UI's list) shows it; the cells are tenants' text, raw."""
+
+    namespace: str
+    name: str
+    phase: str
+    progress: str
+    age: str
+    duration: str
+    message: str
+
+
+def flow_rows(flows: Sequence[JobFlow], now: datetime) -> list[FlowRow]:
+    """The flows sorted by namespace and name, each as the row `list` shows."""
     rows = []
     for flow in sorted(flows, key=lambda f: (f.metadata.namespace, f.metadata.name)):
         status = flow.status
         rows.append(
-            [
-                flow.metadata.name,
-                status.phase or "Pending",
-                status.progress_summary or "-",
-                _since(flow.metadata.creation_timestamp, now),
-                status.message or "",
-            ]
+            FlowRow(
+                namespace=flow.metadata.namespace,
+                name=flow.metadata.name,
+                phase=status.phase or "Pending",
+                progress=status.progress_summary or "-",
+                age=_since(flow.metadata.creation_timestamp, now),
+                duration=_between(status.start_time, status.completion_time, now),
+                message=status.message or "",
+            )
         )
-        if all_namespaces:
-            rows[-1].insert(0, flow.metadata.namespace)
-    if all_namespaces:
-        header.insert(0, "NAMESPACE")
+    return rows
+
+
+def flow_list(flows: Sequence[JobFlow], now: datetime, *, all_namespaces: bool) -> str:
+    header = [*(["NAMESPACE"] if all_namespaces else []), "NAME", "PHASE", "PROGRESS", "AGE", "MESSAGE"]
+    rows = [
+        [*([r.namespace] if all_namespaces else []), r.name, r.phase, r.progress, r.age, r.message]
+        for r in flow_rows(flows, now)
+    ]
     return table(header, rows)
 
 
@@ -164,31 +185,48 @@ def _priority(flow: JobFlow) -> int:
     return policy.priority or 0 if policy is not None else 0
 
 
-def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
-    """`zen-flow get NAME`: the flow's state, then one row per step in dependency order (`wide`: with
-    each step's outputs)."""
+def flow_summary(flow: JobFlow, now: datetime) -> list[tuple[str, str]]:
+    """The (label, value) lines above `get`'s step table: the flow's state and the conditions that ask
+    for attention."""
     status = flow.status
     lines = [
-        f"Name:       {flow.metadata.namespace}/{flow.metadata.name}",
-        f"Phase:      {status.phase or 'Pending'}",
-        f"Progress:   {status.progress_summary or '-'}",
+        ("Name", f"{flow.metadata.namespace}/{flow.metadata.name}"),
+        ("Phase", status.phase or "Pending"),
+        ("Progress", status.progress_summary or "-"),
         # Only when set: most flows never wait for a slot, and 0 is the default.
-        *([f"Priority:   {priority}"] if (priority := _priority(flow)) else []),
-        f"Started:    {format_time(status.start_time) if status.start_time else '-'}",
-        f"Duration:   {_between(status.start_time, status.completion_time, now)}",
-        f"Message:    {status.message or ''}",
+        *([("Priority", str(priority))] if (priority := _priority(flow)) else []),
+        ("Started", format_time(status.start_time) if status.start_time else "-"),
+        ("Duration", _between(status.start_time, status.completion_time, now)),
+        ("Message", status.message or ""),
     ]
     for cond in status.conditions:
         # The conditions that ask for attention; the others repeat the phase.
         stalled = cond.type == ConditionType.PROGRESSING and cond.status == "False" and cond.message
         failed = cond.type == ConditionType.FAILED and cond.status == "True"
         if stalled or failed:
-            lines.append(f"Condition:  {cond.type}={cond.status} {cond.reason}: {cond.message}")
+            lines.append(("Condition", f"{cond.type}={cond.status} {cond.reason}: {cond.message}"))
+    return lines
+
+
+@dataclass(frozen=True)
+class StepTable:
+    """`get`'s step table: `rows[i]` is step `steps[i]` (its name indented by its depth in the first
+    cell), in dependency order; the cells are tenants' text, raw."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    steps: tuple[str, ...]
+
+
+def step_table(flow: JobFlow, now: datetime, *, wide: bool = False) -> StepTable:
+    """One row per step in dependency order (`wide`: with each step's outputs)."""
+    status = flow.status
     specs = {s.name: s for s in flow.spec.steps}
     # Its effective flow has matrix items, or a matrix step waiting for its items: show their values.
     matrix = bool(flow.spec.matrix_groups or flow.spec.matrix_verdicts)
     rows = []
-    for name, depth in dependency_order(flow):
+    order = dependency_order(flow)
+    for name, depth in order:
         step = status.step(name)
         spec = specs[name]
         job = (
@@ -197,7 +235,7 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         if spec.is_flow and job != "-":
             job = f"jobflow/{job}"  # a Flow step's child flow (planner/children.py), not a Job
         rows.append(
-            [
+            (
                 "  " * depth + name,
                 step.phase if step is not None else "Pending",
                 str(step.retry_count + 1)
@@ -210,9 +248,9 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
                 *([matrix_values(spec, flow.spec.matrix_verdicts)] if matrix else []),
                 *([outputs(step)] if wide else []),
                 step_message(step, spec, now),
-            ]
+            )
         )
-    header = [
+    header = (
         "STEP",
         "PHASE",
         "ATTEMPT",
@@ -223,5 +261,13 @@ def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
         *(["VALUES"] if matrix else []),
         *(["OUTPUTS"] if wide else []),
         "MESSAGE",
-    ]
-    return "\n".join(map(printable, lines)) + "\n\n" + table(header, rows)
+    )
+    return StepTable(header, tuple(rows), tuple(name for name, _ in order))
+
+
+def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
+    """`zen-flow get NAME`: the flow's state, then one row per step in dependency order (`wide`: with
+    each step's outputs)."""
+    lines = [f"{label + ':':<12}{value}" for label, value in flow_summary(flow, now)]
+    steps = step_table(flow, now, wide=wide)
+    return "\n".join(map(printable, lines)) + "\n\n" + table(steps.header, steps.rows)

@@ -88,12 +88,18 @@ def run(command: Command, args: argparse.Namespace, offline: Offline | None = No
 class Session:
     """A client for the user's cluster and the namespace the command acts in."""
 
-    def __init__(self, client: KubeClient, namespace: str, out: TextIO) -> None:
+    def __init__(self, client: KubeClient, namespace: str, out: TextIO, err: TextIO | None = None) -> None:
         self.client = client
         self.flows = JobFlowClient(client)
         self.namespace = namespace
         self.out = out
+        self._err = err
         self._painter: Callable[[str], object] | None = None
+
+    @property
+    def err(self) -> TextIO:
+        """Where a command's notes go: stderr, or the web UI's page (`zen-flow ui` shows them)."""
+        return self._err if self._err is not None else sys.stderr
 
     def print_object(self, raw: dict[str, Any], output: str | None, kind_name: Callable[[str], str]) -> bool:
         """`get -o json|yaml`: the object as stored; `-o name`: kubectl's resource.group/name
