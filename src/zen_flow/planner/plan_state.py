@@ -21,6 +21,7 @@ from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
+from zen_flow.planner.locks import NO_LOCKS, LockView
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import item_limits, parallelism_of
@@ -76,8 +77,11 @@ class PlanState:
         memos: Mapping[str, MemoAnswer],
         slot: str | None = None,
         lineage: Lineage = TOP_LEVEL,
+        locks: LockView = NO_LOCKS,
     ) -> None:
         self.flow = flow
+        # What the namespace's other flows hold and wait for of the locks its steps declare (planner.locks).
+        self.locks = locks
         # Its place among child flows (planner.lineage): the depth and family room its Flow steps heed.
         self.lineage = lineage
         self.children_made = 0  # child flows this plan creates: they take room in the family too
