@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import LABEL_PARENT, LABEL_PARENT_STEP, FlowPhase, StepPhase
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner import CreateJob, LockBook, Plan
+from zen_flow.planner import CreateJob, LockBook, Plan, SlotBook, SlotLimits, needs_slot
 from zen_flow.planner.events import LOCK_WAIT_EVENT
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.lock_cluster import LockCluster
@@ -66,7 +66,11 @@ def test_a_mutex_lets_one_step_of_the_namespace_run_and_the_next_waits_saying_fo
         StepPhase.PENDING,
         "waiting for lock db (held by jobflow/a step migrate)",
     )
-    assert [(e.type, e.reason) for e in waiting.events] == [("Normal", LOCK_WAIT_EVENT)]
+    # The flow has started (its step waits as under parallelism), and says why its step waits, once.
+    assert [(e.type, e.reason) for e in waiting.events] == [
+        ("Normal", LOCK_WAIT_EVENT),
+        ("Normal", "FlowStarted"),
+    ]
     # Waiting costs nothing: the same plan again writes nothing, creates nothing and says nothing.
     again = c.reconcile(key("b"))
     assert again.status is c[key("b")].flow.status
@@ -255,3 +259,50 @@ def test_the_flow_message_says_which_step_waits_for_which_lock() -> None:
     c.reconcile(key("a"))
     c.reconcile(key("b"))
     assert c[key("b")].flow.status.message == "migrate waiting for lock db (held by jobflow/a step migrate)"
+
+
+def test_a_flow_whose_step_waits_for_a_lock_has_started_and_keeps_its_slot() -> None:
+    # Under --namespace-max-running-flows: a flow that took a slot, then gave it back because its step
+    # waits for a lock, would wake the next flow in line at every plan, and that one would wake it back.
+    slots = SlotBook(SlotLimits(per_namespace=2))
+    c = cluster(flow("a", 0), flow("b", 1), flow("c", 2))
+    for k in (key("a"), key("b"), key("c")):
+        slots.observe(None, c[k].flow)
+    for k in (key("a"), key("b")):
+        before = c[k].flow
+        assert slots.claim(before) is None
+        c.reconcile(k)
+        assert slots.settle(before, begun=c[k].flow.status.start_time is not None) == []
+        slots.observe(before, c[k].flow)
+    waiting = c[key("b")].flow
+    assert waiting.status.phase == FlowPhase.RUNNING
+    assert waiting.status.start_time is not None
+    assert not needs_slot(waiting, ())  # it holds its slot: its next plans claim none, wake no one
+
+
+def child(name: str, created: float, parent: str, step: str) -> JobFlow:
+    labels = {LABEL_PARENT: parent, LABEL_PARENT_STEP: step}
+    return make_flow(
+        [job_step("migrate", synchronization=DB)],
+        name=name,
+        namespace=NS,
+        created=T0 + timedelta(seconds=created),
+        labels=labels,
+    )
+
+
+def test_a_child_flow_runs_under_the_locks_its_parents_flow_step_holds() -> None:
+    # The parent's step holds db until its child ends: a child waiting for db would wait for ever.
+    parent = make_flow(
+        [job_step("deploy", synchronization=DB), job_step("later", synchronization=DB)],
+        name="p",
+        namespace=NS,
+        created=T0,
+    )
+    c = cluster(parent, flow("other", 1))
+    c.reconcile(key("p"))  # deploy holds db; later waits for it, ahead of the others
+    c.add(child("p-deploy", 2, "p", "deploy"))
+    c.add(child("p-deploy-migrate", 3, "p-deploy", "migrate"))  # a grandchild
+    assert creates(c.reconcile(key("p-deploy"))) == ["migrate"]
+    assert creates(c.reconcile(key("p-deploy-migrate"))) == ["migrate"]
+    assert creates(c.reconcile(key("other"))) == []  # no flow of the family: it waits

@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from zen_flow.api.constants import LABEL_PARENT, LABEL_PARENT_STEP, MAX_FLOW_DEPTH
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.core.naming import label_value
 from zen_flow.planner.locks import (
     HOLDING_PHASES,
     NO_LOCKS,
@@ -33,6 +35,7 @@ from zen_flow.planner.locks import (
 from zen_flow.planner.slot_standing import ended
 
 Steps = Mapping[str, frozenset[str]]  # step -> the names of the locks it holds (or waits for)
+Link = tuple[str, str]  # a Flow step: the label value of its flow's name, and the step
 _TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
 
 
@@ -54,6 +57,14 @@ class FlowLocks:
 
 def _declared(flow: JobFlow) -> dict[str, frozenset[str]]:
     return {s.name: names for s in flow.spec.steps if (names := lock_names(s))}
+
+
+def _parent_link(flow: JobFlow) -> Link | None:
+    """The Flow step a child flow says runs it (labels parent, parent-step); None: not a child. Labels
+    a tenant could forge, but only to pass its own namespace's locks held by that step."""
+    labels = flow.metadata.labels
+    parent, step = labels.get(LABEL_PARENT), labels.get(LABEL_PARENT_STEP)
+    return (parent, step) if parent and step else None
 
 
 def flow_locks(flow: JobFlow | None) -> FlowLocks | None:
@@ -88,6 +99,8 @@ class LockBook:
         # key of a flow planning -> the flows whose view counted its reservation: its `settle` wakes them
         # (and only them: waking every waiter would have two waiting flows wake each other for ever).
         self._seen_by: dict[str, set[str]] = {}
+        # (namespace, label value of a child flow's name) -> the Flow step that runs it (its labels).
+        self._parents: dict[tuple[str, str], Link] = {}
         # key -> (namespace, uid, steps): steps a plan started that the cache does not show holding yet.
         self._reserved: dict[str, tuple[str, str, Steps]] = {}
 
@@ -98,6 +111,11 @@ class LockBook:
         if flow is None:
             return []
         key, ns = flow.metadata.key, flow.metadata.namespace
+        link = _parent_link(new) if new is not None and new.metadata.deletion_timestamp is None else None
+        if link is not None:
+            self._parents[(ns, label_value(flow.metadata.name))] = link
+        else:
+            self._parents.pop((ns, label_value(flow.metadata.name)), None)
         if new is not None and new.metadata.deletion_timestamp is None and _declared(new):
             self._alive[key] = new.metadata.uid
         else:
@@ -165,22 +183,39 @@ class LockBook:
         if counts:
             self._planning[key] = (ns, flow.metadata.uid, counts)
         wanted = sorted({n for step_names in declared.values() for n in step_names})
-        return LockView({n: use for n in wanted if (use := self._use(ns, n, key, order_of(flow)))})
+        lineage = self._lineage(flow)
+        return LockView({n: use for n in wanted if (use := self._use(ns, n, key, order_of(flow), lineage))})
 
-    def _use(self, ns: str, name: str, me: str, order: Order) -> LockUse | None:
+    def _lineage(self, flow: JobFlow) -> frozenset[Link]:
+        """The Flow steps that run `flow` and its ancestors (by their labels, within its namespace)."""
+        out: set[Link] = set()
+        link = _parent_link(flow)
+        for _ in range(MAX_FLOW_DEPTH + 1):
+            if link is None or link in out:
+                break
+            out.add(link)
+            link = self._parents.get((flow.metadata.namespace, link[0]))
+        return frozenset(out)
+
+    def _use(self, ns: str, name: str, me: str, order: Order, lineage: frozenset[Link]) -> LockUse | None:
+        """A child flow runs under the locks of the Flow steps that run it and its ancestors (`lineage`):
+        they hold them until it ends, so waiting for them would wait for ever; nor does it wait behind
+        its ancestors' waiting steps, which wait for those very steps."""
         held = ahead = 0
         holders: list[tuple[Order, str]] = []
         waiters: list[tuple[Order, str]] = []
+        ancestors = {flow for flow, _ in lineage}
         for k in self._users.get((ns, name), ()):
             if k == me:
                 continue
             entry = self._flows[k]
             flow_name = k.partition("/")[2]
+            named = label_value(flow_name) if lineage else ""
             for step, names in entry.holding.items():
-                if name in names:
+                if name in names and (named, step) not in lineage:
                     held += 1
                     holders.append((entry.order, who(flow_name, step)))
-            if entry.order < order:
+            if entry.order < order and named not in ancestors:
                 for step, names in entry.waiting.items():
                     if name in names:
                         ahead += 1
@@ -189,8 +224,13 @@ class LockBook:
             if k == me or n != ns:
                 continue
             shown = self._flows.get(k)
+            named = label_value(k.partition("/")[2]) if lineage else ""
             for step, names in steps.items():
-                if name in names and (shown is None or step not in shown.holding):
+                if (
+                    name in names
+                    and (shown is None or step not in shown.holding)
+                    and (named, step) not in lineage
+                ):
                     held += 1
                     holders.append((order, who(k.partition("/")[2], step)))
         for k, (n, _, counts) in self._planning.items():

@@ -21,7 +21,7 @@ from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
-from zen_flow.planner.locks import NO_LOCKS, LockView
+from zen_flow.planner.locks import NO_LOCKS, LockView, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import item_limits, parallelism_of
@@ -327,6 +327,9 @@ class PlanState:
         )
 
     def begun(self) -> bool:
-        """Has a step left Pending in this run? Asked only while `start_time` is unset: before a flow's
-        first step, or after a rerun reset it (its settled steps, kept from the run before, do not count)."""
-        return any(w.phase != StepPhase.PENDING for w in self.moving.values())
+        """Has a step left Pending in this run, or does one wait for a lock (planner.locks: the flow runs,
+        and holds its slot, while it waits, as under parallelism; a flow that took a slot and gave it back
+        at every plan would wake the next flow in line, which would wake it: for ever)? Asked only while
+        `start_time` is unset: before a flow's first step, or after a rerun reset it (its settled steps,
+        kept from the run before, do not count)."""
+        return any(w.phase != StepPhase.PENDING or lock_waiting(w.message) for w in self.moving.values())
