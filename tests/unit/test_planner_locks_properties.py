@@ -1,7 +1,8 @@
 """Step locks under random interleavings: flows in two namespaces whose steps (one to three, some in a
 chain) take a mutex, a semaphore of 2, or both; plans in flight while other flows plan (claimed, not yet
 settled), writes whose watch events reach the cache late, Jobs ending or failing, flows deleted mid-plan,
-a controller restart (the book rebuilt from the cache), and reconciles only of the keys the informer events and the book's wake-ups queue (no polling).
+a controller restart (the book rebuilt from the cache), and reconciles only of the keys the informer
+events and the book's wake-ups queue (no polling).
 
 - Never more steps hold a lock in a namespace than its limit (what the flows' statuses say: the truth).
 - Every waiter gets its locks: draining the queue (queued keys reconciled, running Jobs ending) leaves
