@@ -32,11 +32,13 @@ from zen_flow.planner.locks import (
     order_of,
     who,
 )
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.slot_standing import ended
 
 Steps = Mapping[str, frozenset[str]]  # step -> the names of the locks it holds (or waits for)
 Link = tuple[str, str]  # a Flow step: the label value of its flow's name, and the step
 _TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
+_DECLARED: IdentityMemo[Mapping[str, frozenset[str]]] = IdentityMemo(MEMO_STEPS)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,11 @@ class FlowLocks:
         return sum(1 for names in steps.values() if name in names)
 
 
-def _declared(flow: JobFlow) -> dict[str, frozenset[str]]:
-    return {s.name: names for s in flow.spec.steps if (names := lock_names(s))}
+def _declared(flow: JobFlow) -> Mapping[str, frozenset[str]]:
+    """The steps that declare locks, and their names; remembered by the identity of the spec's steps
+    (every informer event of every flow asks, and the spec rarely changes)."""
+    steps = flow.spec.steps
+    return _DECLARED.get(steps, lambda: {s.name: names for s in steps if (names := lock_names(s))})
 
 
 def _parent_link(flow: JobFlow) -> Link | None:
