@@ -17,7 +17,7 @@ from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 
 NS = "team-a"
-WAITING = "waiting for lock db (held by jobflow/a step s0)"
+WAITING = "waiting for lock db"
 
 
 class CountingApi(FakeApiServer):
@@ -75,7 +75,7 @@ async def started_pair() -> tuple[CountingApi, Controller, WorkQueue[str]]:
 async def test_a_waiting_flow_says_for_whom_and_costs_no_request_while_it_waits() -> None:
     api, ctrl, _ = await started_pair()
     assert api.flows[f"{NS}/b"].status.steps[0].message == WAITING
-    told = [("Normal", "StepWaitingForLock", f"step s0: {WAITING}")]
+    told = [("Normal", "StepWaitingForLock", f"step s0: {WAITING} (db held by jobflow/a step s0)")]
     assert [e for e in api.events if e[1] == "StepWaitingForLock"] == told
     patches, creates, events = list(api.patches), list(api.job_creates), list(api.events)
     await ctrl.reconcile(f"{NS}/b")
@@ -111,3 +111,36 @@ async def test_the_waiting_steps_are_counted_by_namespace() -> None:
     families = {m.name: m for m in FlowCollector(lambda: api.flows.values()).collect()}
     samples = families["zen_flow_lock_waiting_steps"].samples
     assert [(s.labels, s.value) for s in samples] == [({"namespace": NS}, 1)]
+
+
+async def test_a_stored_flow_whose_flow_step_takes_a_lock_fails_naming_the_field() -> None:
+    # Stored before admission refused it (or past a webhook down): planned, it could deadlock its family.
+    clock = FakeClock()
+    api = CountingApi(clock)
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = Controller(
+        flows=api,
+        jobs=api,
+        api=api,
+        queue=queue,
+        expectations=Expectations(clock),
+        events=api,
+        clock=clock,
+        metrics=Metrics(),
+    )
+    api.on_flow, api.on_flow_deleted, api.on_job = ctrl.on_flow_event, ctrl.on_flow_deleted, ctrl.on_job_event
+    child = {
+        "name": "sub",
+        "type": "Flow",
+        "flow": {"templateRef": {"name": "build"}},
+        "synchronization": {"mutexes": [{"name": "db"}]},
+    }
+    api.create_flow(make_flow([child], name="p", namespace=NS))
+    api.sync()
+    await ctrl.reconcile(f"{NS}/p")
+    status = api.flows[f"{NS}/p"].status
+    valid = next(c for c in status.conditions if c.type == "Valid")
+    assert (status.phase, valid.reason) == ("Failed", "InvalidSpec")
+    assert "spec.steps[0].synchronization" in (valid.message or "")
+    assert "a Flow step cannot take locks" in (valid.message or "")
+    assert not api.job_creates

@@ -1,10 +1,15 @@
 """Step locks under random interleavings: flows in two namespaces whose steps (one to three, some in a
-chain) take a mutex, a semaphore of 2, or both; plans in flight while other flows plan (claimed, not yet
-settled), writes whose watch events reach the cache late, Jobs ending or failing, flows deleted mid-plan,
-a controller restart (the book rebuilt from the cache), and reconciles only of the keys the informer
-events and the book's wake-ups queue (no polling).
+chain) take a mutex, a semaphore of 2, the same semaphore at limit 1 (mixed limits), or a mutex and a
+semaphore; plans in flight while other flows plan (claimed, not yet settled), writes whose watch events
+reach the cache late, status writes lost (409: the Jobs created, the status not) and Job creates failed
+(nothing written), Jobs ending or failing, failed flows rerun (`zen-flow retry`), flows suspended and
+resumed, flows deleted mid-plan, a controller restart (the book rebuilt from the cache), and reconciles
+only of the keys the informer events, the book's wake-ups and failed reconciles queue (no polling).
 
-- Never more steps hold a lock in a namespace than its limit (what the flows' statuses say: the truth).
+- Never more steps hold a lock in a namespace than the largest limit its holders declared (each started
+  only while fewer held it than its own limit; what the flows' statuses say: the truth).
+- No wake-up is lost: whenever nothing is queued, in flight or undelivered, no waiting step could start
+  (a plan of its flow now would start none), suspended flows left asleep.
 - Every waiter gets its locks: draining the queue (queued keys reconciled, running Jobs ending) leaves
   every flow ended, none waiting for a lock nobody holds.
 """
@@ -19,9 +24,9 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import ANNOTATION_RETRY, FlowPhase, StepPhase
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner import LockBook, Plan, plan
+from zen_flow.planner import CreateJob, LockBook, Plan, plan
 from zen_flow.planner.locks import HOLDING_PHASES, lock_waiting, needs_of
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -31,9 +36,9 @@ NAMESPACES = ["ns-a", "ns-b"]
 LOCKS: dict[str, dict[str, Any]] = {
     "mutex": {"mutexes": [{"name": "db"}]},
     "semaphore": {"semaphores": [{"name": "pool", "limit": 2}]},
+    "narrow": {"semaphores": [{"name": "pool", "limit": 1}]},
     "both": {"mutexes": [{"name": "db"}], "semaphores": [{"name": "pool", "limit": 2}]},
 }
-LIMITS = {"db": 1, "pool": 2}
 DRAIN_ROUNDS = 600
 
 
@@ -71,11 +76,15 @@ class World:
         sim = self.sims.get(key)
         if sim is None or key in self.in_flight or self.cache.get(key) is not sim.flow:
             return
+        self.queue = [k for k in self.queue if k != key]  # a worker took it (the queue holds a key once)
         before = sim.flow
         view = self.book.claim(before)
         self.in_flight[key] = (before, plan(before, list(sim.jobs.values()), sim.now, locks=view))
 
-    def end(self, key: str) -> None:
+    def end(self, key: str, how: str = "end") -> None:
+        """The plan is settled and done: written (`end`), its status write lost after its Job creates
+        (`lost`: 409), or its first Job create failed (`nocreate`: nothing written); a failed reconcile
+        is queued again."""
         if key not in self.in_flight:
             return
         before, result = self.in_flight.pop(key)
@@ -83,7 +92,24 @@ class World:
         sim = self.sims.get(key)
         if sim is None:  # deleted meanwhile: its creates and writes fail
             return
-        sim.apply(result)  # the cache sees it when it is delivered
+        if how == "nocreate":
+            self.queue.append(key)
+        elif how == "lost":
+            sim.apply(result, write_status=False)
+            self.queue.append(key)
+        else:
+            sim.apply(result)  # the cache sees it when it is delivered
+
+    def rerun(self, key: str) -> None:
+        """`zen-flow retry` of a failed flow (the cache sees it when it is delivered)."""
+        sim = self.sims.get(key)
+        if sim is not None and sim.flow.status.phase == FlowPhase.FAILED:
+            sim.annotate(ANNOTATION_RETRY, str(len(sim.plans)))
+
+    def suspend(self, key: str, suspend: bool) -> None:
+        sim = self.sims.get(key)
+        if sim is not None and bool(sim.flow.spec.suspend) != suspend and not sim.terminal:
+            sim.set_suspend(suspend)
 
     def finish(self, key: str, failed: bool) -> None:
         sim = self.sims.get(key)
@@ -106,15 +132,49 @@ class World:
             self.cache[key] = sim.flow
             self.queue += [key, *self.book.observe(None, sim.flow)]
 
+    def check_quiet(self) -> None:
+        """Nothing queued, in flight or undelivered: a waiting step that could start now lost its wake-up
+        (it would wait until some unrelated event)."""
+        for key, sim in self.sims.items():
+            waiting = {s.name for s in sim.flow.status.steps if lock_waiting(s.message)}
+            if not waiting or sim.flow.spec.suspend:
+                continue
+            view = self.book.claim(sim.flow)
+            result = plan(sim.flow, list(sim.jobs.values()), sim.now, locks=view)
+            self.book.settle(sim.flow, None)
+            could = [a.step for a in result.actions if isinstance(a, CreateJob) and a.step in waiting]
+            assert not could, f"{key}: {could} could start, but nothing queued it"
+
+    def drain(self) -> None:
+        """Only what the events and the book queue is reconciled; Jobs end when nothing is queued."""
+        for _ in range(DRAIN_ROUNDS):
+            if late := self.undelivered():
+                self.deliver(late[0])
+            elif self.queue:
+                key = self.queue[0]
+                self.queue = [k for k in self.queue if k != key]
+                self.begin(key)
+                self.end(key)
+            else:
+                self.check_quiet()
+                if running := [k for k, sim in self.sims.items() if sim.running()]:
+                    self.finish(running[0], failed=False)
+                else:
+                    return
+            self.check_limits()
+
     def check_limits(self) -> None:
         held: Counter[tuple[str, str]] = Counter()
+        widest: dict[tuple[str, str], int] = {}
         for key, sim in self.sims.items():
             specs = {s.name: s for s in sim.flow.spec.steps}
             for s in sim.flow.status.steps:
                 if s.phase in HOLDING_PHASES:
                     for need in needs_of(specs[s.name]):
-                        held[(key.partition("/")[0], need.name)] += 1
-        over = {k: n for k, n in held.items() if n > LIMITS[k[1]]}
+                        lock = (key.partition("/")[0], need.name)
+                        held[lock] += 1
+                        widest[lock] = max(widest.get(lock, 0), need.limit)
+        over = {k: n for k, n in held.items() if n > widest[k]}
         assert not over, f"more holders than the limit: {over}"
 
 
@@ -131,7 +191,10 @@ flows_st = st.lists(
 ops_st = st.lists(
     st.tuples(
         st.sampled_from(
-            ["begin", "begin", "end", "end", "deliver", "deliver", "finish", "fail", "delete", "restart"]
+            [
+                *("begin", "begin", "end", "end", "lost", "nocreate", "deliver", "deliver"),
+                *("finish", "fail", "retry", "suspend", "resume", "delete", "restart"),
+            ]
         ),
         st.integers(0, 5),
     ),
@@ -159,6 +222,29 @@ def make(i: int, ns: str, locks: list[str], chained: bool, priority: int) -> Job
 @example([("ns-a", ["mutex"], False, 0)] * 2, [("begin", 0), ("begin", 1), ("end", 0), ("end", 1)])
 # The first's start written, its watch event late: the second, planned meanwhile, finds it reserved.
 @example([("ns-a", ["mutex"], False, 0)] * 2, [("begin", 0), ("end", 0), ("begin", 1), ("end", 1)])
+# A plan in flight when its flow is deleted, its earlier start's status write lost: nothing stays reserved.
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [("begin", 0), ("lost", 0), ("begin", 0), ("delete", 0), ("end", 0)],
+)
+# A start whose Job create failed keeps the other waiting; the next plan starts nothing (suspended): the
+# waiter is woken.
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [
+        *(("begin", 0), ("nocreate", 0), ("begin", 1), ("end", 1), ("deliver", 1), ("begin", 1), ("end", 1)),
+        *(("suspend", 0), ("deliver", 0), ("begin", 0), ("end", 0)),
+    ],
+)
+# A rerun planned while the waiter is: it reserves the failed step it runs again.
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [
+        *(("begin", 0), ("end", 0), ("deliver", 0), ("begin", 1), ("end", 1), ("deliver", 1), ("fail", 0)),
+        *(("begin", 0), ("end", 0), ("deliver", 0), ("retry", 0), ("deliver", 0)),
+        *(("begin", 0), ("begin", 1), ("end", 0), ("end", 1)),
+    ],
+)
 def test_locks_never_overflow_and_every_waiter_gets_them(flows: list[Any], ops: list[Any]) -> None:
     world = World()
     for i, spec in enumerate(flows):
@@ -168,8 +254,12 @@ def test_locks_never_overflow_and_every_waiter_gets_them(flows: list[Any], ops: 
         key = keys[n % len(keys)]
         if op == "begin":
             world.begin(key)
-        elif op == "end":
-            world.end(key)
+        elif op in ("end", "lost", "nocreate"):
+            world.end(key, op)
+        elif op == "retry":
+            world.rerun(key)
+        elif op in ("suspend", "resume"):
+            world.suspend(key, op == "suspend")
         elif op in ("finish", "fail"):
             world.finish(key, failed=op == "fail")
         elif op == "deliver":
@@ -181,19 +271,10 @@ def test_locks_never_overflow_and_every_waiter_gets_them(flows: list[Any], ops: 
         world.check_limits()
     for key in list(world.in_flight):
         world.end(key)
-    # Drain: only what the events and the book queue is reconciled; Jobs end when nothing is queued.
-    for _ in range(DRAIN_ROUNDS):
-        if late := world.undelivered():
-            world.deliver(late[0])
-        elif world.queue:
-            key = world.queue.pop(0)
-            world.begin(key)
-            world.end(key)
-        elif running := [k for k, sim in world.sims.items() if sim.running()]:
-            world.finish(running[0], failed=False)
-        else:
-            break
-        world.check_limits()
+    world.drain()  # suspended flows asleep: what they hold stays held
+    for key in world.sims:  # every flow resumed (its resume's event queues it)
+        world.suspend(key, False)
+    world.drain()
     stuck = {
         key: [(s.name, s.phase, s.message) for s in sim.flow.status.steps if not StepPhase(s.phase).terminal]
         for key, sim in world.sims.items()

@@ -1,5 +1,6 @@
 """Admission of `synchronization` (step locks: planner/locks.py): DNS-1123 names, each once per step,
-semaphore limits 1..10000, at most 8 locks, none on a Manual or matrix step; each error at its field."""
+semaphore limits 1..10000, at most 8 locks, none on a Manual, Flow or matrix step; each error at its
+field."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from validation_samples import ErrorType, assert_error, assert_valid, job_step, make_flow, manual_step
+
+from zen_flow.validation import validate_jobflow
 
 E = ErrorType
 SYNC = "spec.steps[0].synchronization"
@@ -21,14 +24,21 @@ def sync(mutexes: Sequence[str] = (), semaphores: Sequence[tuple[str, Any]] = ()
     return out
 
 
-def test_mutexes_and_semaphores_on_job_and_flow_steps_are_valid() -> None:
+def test_mutexes_and_semaphores_on_job_steps_are_valid() -> None:
+    assert_valid(make_flow(job_step("migrate", synchronization=sync(["db-migrations"], [("warehouse", 3)]))))
+
+
+def test_a_flow_step_takes_no_lock_its_child_templates_steps_do() -> None:
+    # It would hold its locks while its child's steps wait for others: two such families deadlock.
     child = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "build"}}}
-    assert_valid(
-        make_flow(
-            job_step("migrate", synchronization=sync(["db-migrations"], [("warehouse", 3)])),
-            {**child, "synchronization": sync(["db-migrations"])},
-        )
-    )
+    flow = make_flow({**child, "synchronization": sync(["db"])})
+    error = assert_error(flow, SYNC, E.FORBIDDEN, "a Flow step cannot take locks")
+    assert "put the locks on the steps of the child's template" in str(error)
+
+
+def test_a_list_of_locks_that_is_not_a_list_gets_only_its_type_error() -> None:
+    errors = validate_jobflow(make_flow(job_step("a", synchronization={"mutexes": {"name": "db"}})))
+    assert [(e.path, e.type) for e in errors] == [(SYNC + ".mutexes", E.INVALID)]
 
 
 def test_a_lock_name_must_be_a_dns_label() -> None:

@@ -30,7 +30,7 @@ from zen_flow.planner.approvals import waiting_message, with_approvals, with_ori
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.children import suspensions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
-from zen_flow.planner.events import STOPPED_EVENT, WARNING
+from zen_flow.planner.events import STOPPED_EVENT, WARNING, naming_blockers
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.lifecycle import fail_invalid, stray_events, strays, terminal_plan, ttl_expiry
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
@@ -277,6 +277,8 @@ class _Planner(Starts):
             stall=stall,
             slot=self.slot,
         )
+        if self.lock_blockers:
+            events = naming_blockers(events, self.lock_blockers)
         if self.stopping is not None:
             events = self.announce_stop(events, phase)
         if phase.terminal:

@@ -4,6 +4,7 @@ nothing (level-based reconcile must not spam the event stream)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.flow_status import JobFlowStatus, StepStatus
@@ -127,6 +128,17 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
             out.append(EventSpec(WARNING, STOPPED_EVENT, message))
         out.append(EventSpec(WARNING, "FlowFailed", message))
     return out
+
+
+def naming_blockers(events: tuple[EventSpec, ...], blockers: Mapping[str, str]) -> tuple[EventSpec, ...]:
+    """The StepWaitingForLock events, naming who keeps each step from its locks (`blockers`, by step):
+    the event is sent once per wait, so it may name the holder the stable status message does not."""
+    return tuple(
+        replace(e, message=f"{e.message} ({blocker})")
+        if e.reason == LOCK_WAIT_EVENT and (blocker := blockers.get(e.step)) is not None
+        else e
+        for e in events
+    )
 
 
 def derive_events(old: JobFlowStatus, new: JobFlowStatus, specs: Mapping[str, Step]) -> tuple[EventSpec, ...]:

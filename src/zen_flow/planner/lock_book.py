@@ -6,10 +6,15 @@ steps whose message says so wait for it (a suspended flow's wait for nothing: th
 while it sleeps). A restart lists the flows and finds the same holders and the same line.
 
 The cache lags the controller's own writes, so, as the limits on running flows do (planner/slots.py), a
-plan reads its own writes: `claim` reserves, for the plan's time, every lock its flow's unended steps
-declare (another flow planned meanwhile counts them held: at worst it waits, and the `settle` that frees
-them wakes it), and `settle` keeps reserved the locks of the steps the plan started until the cache shows
-them Running (or ended, or the flow gone). Pure; no rule needs coordination between replicas.
+plan reads its own writes: `claim` reserves, for the plan's time, every lock its flow's steps not holding
+one declare, as the plan will see them (a rerun's reset steps included; another flow planned meanwhile
+counts them held: at worst it waits, and the `settle` that frees them wakes it), and `settle` keeps
+reserved the locks of the steps the plan started until the cache shows them Running (or ended, or the
+flow gone).
+
+A freed place wakes only the waiters that can now take it, in line (`_next_in_line`): a hand-over costs
+one plan, not one per waiter. A wake-up the book holds back because a plan in flight counts as holding
+is given by that plan's `settle`. Pure; no rule needs coordination between replicas.
 """
 
 from __future__ import annotations
@@ -17,28 +22,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from zen_flow.api.constants import LABEL_PARENT, LABEL_PARENT_STEP, MAX_FLOW_DEPTH
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.naming import label_value
 from zen_flow.planner.locks import (
     HOLDING_PHASES,
     NO_LOCKS,
     LockUse,
     LockView,
     Order,
-    lock_names,
     lock_waiting,
+    needs_of,
     order_of,
     who,
 )
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
-from zen_flow.planner.slot_standing import ended
+from zen_flow.planner.slot_standing import as_planned, ended
 
-Steps = Mapping[str, frozenset[str]]  # step -> the names of the locks it holds (or waits for)
-Link = tuple[str, str]  # a Flow step: the label value of its flow's name, and the step
+Limits = Mapping[str, int]  # lock name -> the limit a step heeds
+Steps = Mapping[str, Limits]  # step -> the locks it holds (or waits for), in spec order
 _TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
-_DECLARED: IdentityMemo[Mapping[str, frozenset[str]]] = IdentityMemo(MEMO_STEPS)
+_DECLARED: IdentityMemo[Steps] = IdentityMemo(MEMO_STEPS)
 
 
 @dataclass(frozen=True)
@@ -51,25 +54,19 @@ class FlowLocks:
     waiting: Steps
 
     def names(self) -> set[str]:
-        return {n for names in (*self.holding.values(), *self.waiting.values()) for n in names}
+        return {n for limits in (*self.holding.values(), *self.waiting.values()) for n in limits}
 
     def count(self, steps: Steps, name: str) -> int:
-        return sum(1 for names in steps.values() if name in names)
+        return sum(1 for limits in steps.values() if name in limits)
 
 
-def _declared(flow: JobFlow) -> Mapping[str, frozenset[str]]:
-    """The steps that declare locks, and their names; remembered by the identity of the spec's steps
-    (every informer event of every flow asks, and the spec rarely changes)."""
+def _declared(flow: JobFlow) -> Steps:
+    """The steps that declare locks, in spec order, and their limits; remembered by the identity of the
+    spec's steps (every informer event of every flow asks, and the spec rarely changes)."""
     steps = flow.spec.steps
-    return _DECLARED.get(steps, lambda: {s.name: names for s in steps if (names := lock_names(s))})
-
-
-def _parent_link(flow: JobFlow) -> Link | None:
-    """The Flow step a child flow says runs it (labels parent, parent-step); None: not a child. Labels
-    a tenant could forge, but only to pass its own namespace's locks held by that step."""
-    labels = flow.metadata.labels
-    parent, step = labels.get(LABEL_PARENT), labels.get(LABEL_PARENT_STEP)
-    return (parent, step) if parent and step else None
+    return _DECLARED.get(
+        steps, lambda: {s.name: {n.name: n.limit for n in needs} for s in steps if (needs := needs_of(s))}
+    )
 
 
 def flow_locks(flow: JobFlow | None) -> FlowLocks | None:
@@ -79,16 +76,17 @@ def flow_locks(flow: JobFlow | None) -> FlowLocks | None:
     declared = _declared(flow)
     if not declared:
         return None
-    holding: dict[str, frozenset[str]] = {}
-    waiting: dict[str, frozenset[str]] = {}
-    for s in flow.status.steps:
-        names = declared.get(s.name)
-        if names is None:
+    phases = {s.name: s for s in flow.status.steps}
+    holding: dict[str, Limits] = {}
+    waiting: dict[str, Limits] = {}
+    for step, limits in declared.items():
+        s = phases.get(step)
+        if s is None:
             continue
         if s.phase in HOLDING_PHASES:
-            holding[s.name] = names
+            holding[step] = limits
         elif s.phase == "Pending" and lock_waiting(s.message) and not flow.spec.suspend:
-            waiting[s.name] = names
+            waiting[step] = limits
     if not holding and not waiting:
         return None
     return FlowLocks(flow.metadata.uid, order_of(flow), holding, waiting)
@@ -104,23 +102,19 @@ class LockBook:
         # key of a flow planning -> the flows whose view counted its reservation: its `settle` wakes them
         # (and only them: waking every waiter would have two waiting flows wake each other for ever).
         self._seen_by: dict[str, set[str]] = {}
-        # (namespace, label value of a child flow's name) -> the Flow step that runs it (its labels).
-        self._parents: dict[tuple[str, str], Link] = {}
+        # key of a flow planning -> the locks whose wake-ups counted its reservation held: its `settle`
+        # gives them (none is lost for a plan that took less than it reserved).
+        self._held_back: dict[str, set[str]] = {}
         # key -> (namespace, uid, steps): steps a plan started that the cache does not show holding yet.
         self._reserved: dict[str, tuple[str, str, Steps]] = {}
 
     def observe(self, old: JobFlow | None, new: JobFlow | None) -> list[str]:
         """`old` became `new` in the cache (None: added or deleted); the keys of the flows to plan again
-        because a lock they wait for may be free."""
+        because a lock they wait for may be free to them."""
         flow = new if new is not None else old
         if flow is None:
             return []
         key, ns = flow.metadata.key, flow.metadata.namespace
-        link = _parent_link(new) if new is not None and new.metadata.deletion_timestamp is None else None
-        if link is not None:
-            self._parents[(ns, label_value(flow.metadata.name))] = link
-        else:
-            self._parents.pop((ns, label_value(flow.metadata.name)), None)
         if new is not None and new.metadata.deletion_timestamp is None and _declared(new):
             self._alive[key] = new.metadata.uid
         else:
@@ -128,7 +122,7 @@ class LockBook:
         before, after = self._flows.get(key), flow_locks(new)
         freed = self._drop_seen(key, new, after)
         if before == after:
-            return self._waiters(ns, freed, key)
+            return self._next_in_line(ns, freed, key)
         for name in before.names() if before is not None else ():
             users = self._users.get((ns, name))
             if users is not None:
@@ -148,9 +142,11 @@ class LockBook:
                 now = (
                     (after.count(after.holding, name), after.count(after.waiting, name)) if after else (0, 0)
                 )
-                if moved or now[0] < was[0] or sum(now) < sum(was):
+                # A holder gone, or a waiter gone from the line (started: one of a smaller limit kept
+                # the wider ones behind it waiting; suspended, deleted, moved): those behind may go.
+                if moved or now[0] < was[0] or now[1] < was[1]:
                     freed.add(name)
-        return self._waiters(ns, freed, key)
+        return self._next_in_line(ns, freed, key)
 
     def _drop_seen(self, key: str, new: JobFlow | None, after: FlowLocks | None) -> set[str]:
         """A reservation ends for the steps the cache shows holding or ended, all of them when the flow
@@ -161,81 +157,90 @@ class LockBook:
         ns, uid, steps = reserved
         if new is None or new.metadata.uid != uid or (after is None and ended(new)):
             del self._reserved[key]
-            return {n for names in steps.values() for n in names}
+            return {n for limits in steps.values() for n in limits}
         phases = {s.name: s.phase for s in new.status.steps}
-        kept = {s: names for s, names in steps.items() if phases.get(s) not in (*HOLDING_PHASES, *_TERMINAL)}
+        kept = {
+            s: limits for s, limits in steps.items() if phases.get(s) not in (*HOLDING_PHASES, *_TERMINAL)
+        }
         if kept:
             self._reserved[key] = (ns, uid, kept)
         else:
             del self._reserved[key]
         return {
-            n for s, names in steps.items() if s not in kept and phases.get(s) in _TERMINAL for n in names
+            n for s, limits in steps.items() if s not in kept and phases.get(s) in _TERMINAL for n in limits
         }
 
     def claim(self, flow: JobFlow) -> LockView:
         """What the other flows of its namespace hold and wait for, of the locks `flow`'s steps declare;
-        the locks of its steps that have neither started nor ended are reserved until `settle`."""
+        the locks of its steps not holding theirs, as its plan will see them (a rerun resets failed
+        steps to Pending), are reserved until `settle`."""
         declared = _declared(flow)
         if not declared or ended(flow):
             return NO_LOCKS
         key, ns = flow.metadata.key, flow.metadata.namespace
-        phases = {s.name: s.phase for s in flow.status.steps}
+        planned, _ = as_planned(flow)
+        phases = {s.name: s.phase for s in planned.status.steps}
         counts: dict[str, int] = {}
-        for step, names in declared.items():
+        for step, limits in declared.items():
             if phases.get(step, "Pending") not in (*HOLDING_PHASES, *_TERMINAL):
-                for n in names:
+                for n in limits:
                     counts[n] = counts.get(n, 0) + 1
         if counts:
             self._planning[key] = (ns, flow.metadata.uid, counts)
-        wanted = sorted({n for step_names in declared.values() for n in step_names})
-        lineage = self._lineage(flow)
-        return LockView({n: use for n in wanted if (use := self._use(ns, n, key, order_of(flow), lineage))})
+        wanted = sorted({n for limits in declared.values() for n in limits})
+        order = order_of(flow)
+        return LockView({n: use for n in wanted if (use := self._use(ns, n, key, order))})
 
-    def _lineage(self, flow: JobFlow) -> frozenset[Link]:
-        """The Flow steps that run `flow` and its ancestors (by their labels, within its namespace)."""
-        out: set[Link] = set()
-        link = _parent_link(flow)
-        for _ in range(MAX_FLOW_DEPTH + 1):
-            if link is None or link in out:
-                break
-            out.add(link)
-            link = self._parents.get((flow.metadata.namespace, link[0]))
-        return frozenset(out)
+    def _held(self, ns: str, name: str) -> tuple[int, list[str], list[str]]:
+        """The steps holding lock `name` in `ns` (the cache's, the reserved starts it does not show yet,
+        the plans in flight's claims), those named, and the keys of the plans in flight counted."""
+        held = 0
+        holders: list[str] = []
+        for k in self._users.get((ns, name), ()):
+            for step, limits in self._flows[k].holding.items():
+                if name in limits:
+                    held += 1
+                    holders.append(who(k.partition("/")[2], step))
+        for k, (n, _, steps) in self._reserved.items():
+            if n != ns:
+                continue
+            shown = self._flows.get(k)
+            for step, limits in steps.items():
+                if name in limits and (shown is None or step not in shown.holding):
+                    held += 1
+                    holders.append(who(k.partition("/")[2], step))
+        planning = [k for k, (n, _, counts) in self._planning.items() if n == ns and counts.get(name)]
+        for k in planning:
+            held += self._planning[k][2][name]
+            holders.append(f"jobflow/{k.partition('/')[2]}")
+        return held, holders, planning
 
-    def _use(self, ns: str, name: str, me: str, order: Order, lineage: frozenset[Link]) -> LockUse | None:
-        """A child flow runs under the locks of the Flow steps that run it and its ancestors (`lineage`):
-        they hold them until it ends, so waiting for them would wait for ever; nor does it wait behind
-        its ancestors' waiting steps, which wait for those very steps."""
+    def _use(self, ns: str, name: str, me: str, order: Order) -> LockUse | None:
         held = ahead = 0
+        tightest: int | None = None
         holders: list[tuple[Order, str]] = []
         waiters: list[tuple[Order, str]] = []
-        ancestors = {flow for flow, _ in lineage}
         for k in self._users.get((ns, name), ()):
             if k == me:
                 continue
             entry = self._flows[k]
             flow_name = k.partition("/")[2]
-            named = label_value(flow_name) if lineage else ""
-            for step, names in entry.holding.items():
-                if name in names and (named, step) not in lineage:
+            for step, limits in entry.holding.items():
+                if name in limits:
                     held += 1
                     holders.append((entry.order, who(flow_name, step)))
-            if entry.order < order and named not in ancestors:
-                for step, names in entry.waiting.items():
-                    if name in names:
+            if entry.order < order:
+                for step, limits in entry.waiting.items():
+                    if name in limits:
                         ahead += 1
+                        tightest = min(limits[name], tightest or limits[name])
                         waiters.append((entry.order, who(flow_name, step)))
         for k, (n, _, steps) in self._reserved.items():
             if k == me or n != ns:
                 continue
             shown = self._flows.get(k)
-            named = label_value(k.partition("/")[2]) if lineage else ""
-            for step, names in steps.items():
-                if (
-                    name in names
-                    and (shown is None or step not in shown.holding)
-                    and (named, step) not in lineage
-                ):
+            for step, limits in steps.items():
+                if name in limits and (shown is None or step not in shown.holding):
                     held += 1
                     holders.append((order, who(k.partition("/")[2], step)))
         for k, (n, _, counts) in self._planning.items():
@@ -246,7 +251,11 @@ class LockBook:
         if not held and not ahead:
             return None
         return LockUse(
-            held, ahead, min(holders)[1] if holders else None, min(waiters)[1] if waiters else None
+            held,
+            ahead,
+            tightest,
+            min(holders)[1] if holders else None,
+            min(waiters)[1] if waiters else None,
         )
 
     def settle(self, flow: JobFlow, status: JobFlowStatus | None) -> list[str]:
@@ -258,6 +267,10 @@ class LockBook:
             return []
         del self._planning[key]
         viewers = self._seen_by.pop(key, set())
+        freed = self._held_back.pop(key, set())
+        before = self._reserved.get(key)
+        if before is not None:
+            freed |= {n for limits in before[2].values() for n in limits}
         if status is not None and self._alive.get(key) == uid:
             declared = _declared(flow)
             shown = self._flows.get(key)
@@ -272,16 +285,38 @@ class LockBook:
                 self._reserved[key] = (ns, uid, started)
             else:
                 self._reserved.pop(key, None)
-        return sorted(k for k in viewers if k != key and k in self._alive)
+        elif before is not None and (self._alive.get(key) != uid or before[1] != uid):
+            # The flow is gone (deleted while it planned: its `observe` kept the reservation for this
+            # plan), or another of its name: nothing it reserved is held.
+            del self._reserved[key]
+        woken = set(self._next_in_line(ns, freed, key))
+        return sorted(k for k in woken | viewers if k != key and k in self._alive)
 
-    def _waiters(self, ns: str, names: Iterable[str], me: str) -> list[str]:
-        """The flows with steps waiting for one of `names` in namespace `ns`, first in line first."""
+    def _next_in_line(self, ns: str, names: Iterable[str], me: str) -> list[str]:
+        """The flows with a step that may now take one of `names` in `ns` (as far as that lock goes), in
+        line: for each lock, the waiters while the holders and those ahead are fewer than their limit
+        (and the smallest limit of those ahead). A plan in flight counted as holding gives the wake-ups
+        it holds back when it settles. `me`'s own event queues it."""
         found: dict[str, Order] = {}
         for name in names:
-            for k in self._users.get((ns, name), ()):
-                entry = self._flows[k]
-                if k != me and any(name in n for n in entry.waiting.values()):
-                    found[k] = entry.order
+            held, _, planning = self._held(ns, name)
+            for k in planning:
+                self._held_back.setdefault(k, set()).add(name)
+            line = sorted(
+                (entry.order, i, k, limits[name])
+                for k in self._users.get((ns, name), ())
+                for entry in (self._flows[k],)
+                for i, limits in enumerate(entry.waiting.values())
+                if name in limits
+            )
+            tightest: int | None = None
+            for ahead, (order, _, k, limit) in enumerate(line):  # `ahead`: the waiters before it
+                room = min(limit, tightest) if tightest is not None else limit
+                if held + ahead < room and k != me:
+                    found.setdefault(k, order)
+                tightest = room
+                if held + ahead + 1 >= tightest:  # none behind it can go
+                    break
         return sorted(found, key=lambda k: found[k])
 
     def holders(self, ns: str, name: str) -> list[str]:
@@ -289,6 +324,6 @@ class LockBook:
         return sorted(
             who(k.partition("/")[2], step)
             for k in self._users.get((ns, name), ())
-            for step, names in self._flows[k].holding.items()
-            if name in names
+            for step, limits in self._flows[k].holding.items()
+            if name in limits
         )

@@ -82,6 +82,8 @@ class PlanState:
         self.flow = flow
         # What the namespace's other flows hold and wait for of the locks its steps declare (planner.locks).
         self.locks = locks
+        # step -> who keeps it from its locks (planner.locks): its StepWaitingForLock event says it.
+        self.lock_blockers: dict[str, str] = {}
         # Its place among child flows (planner.lineage): the depth and family room its Flow steps heed.
         self.lineage = lineage
         self.children_made = 0  # child flows this plan creates: they take room in the family too

@@ -85,7 +85,8 @@ class Starts(Finale):
             if locked:
                 claims = claims or Claims(self.flow.metadata.name, self.locks, self.phases())
                 if (why := claims.wait_for(w.spec)) is not None:
-                    w.message = why
+                    w.message = why.message
+                    self.lock_blockers[w.name] = why.blocker
                     continue
             self.create_attempt(w, attempt)
             if w.phase == StepPhase.SUCCEEDED:  # served from its memoize cache: its dependents may start

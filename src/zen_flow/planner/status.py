@@ -203,7 +203,7 @@ def flow_message(
         if by_matrix := [n for n in slotless if n not in by_flow]:
             parts.append(f"matrix maxParallel reached, waiting: {listing(by_matrix)}")
     if locked := [s for s in steps if s.phase == StepPhase.PENDING and lock_waiting(s.message)]:
-        one = f"{locked[0].name} {locked[0].message}"  # which lock, and who holds it (planner.locks)
+        one = f"{locked[0].name} {locked[0].message}"  # which locks it waits for (planner.locks)
         parts.append(one if len(locked) == 1 else f"waiting for locks: {listing([s.name for s in locked])}")
     if retrying:  # last: why the attempt failed is the longest part, the one cut
         parts.append(_retrying(steps, retrying, limit))

@@ -146,7 +146,8 @@ def check_step_fields(
             outputs=outputs if isinstance(outputs, dict) else None,
         )
     if step.get("synchronization") is not None:
-        check_synchronization(r, step["synchronization"], path + ".synchronization", manual=is_manual(step))
+        kind_of = "Manual" if is_manual(step) else str(step.get("type") or "Job")
+        check_synchronization(r, step["synchronization"], path + ".synchronization", kind=kind_of)
     return _check_template_for_type(r, step, kind, path + ".template", templates)
 
 

@@ -4,8 +4,10 @@ when it would start and holds until it ends.
 A lock's name is a DNS-1123 label (it is said in messages and metric-free: names are the namespace's
 own); a semaphore's `limit` is 1..10000; a step takes at most `MAX_LOCKS` locks, each name once (a name
 both a mutex and a semaphore of one step would make it wait for itself). Refused on a Manual step (a
-gate waits for a person: holding a lock meanwhile would stall the namespace's other steps for as long)
-and on a matrix step (not supported yet: validation/flow.py says so at the matrix step).
+gate waits for a person: holding a lock meanwhile would stall the namespace's other steps for as long),
+on a Flow step (it would hold its locks while its child flow's steps wait for others: two such families
+would wait for each other for ever) and on a matrix step (not supported yet: validation/flow.py says so
+at the matrix step).
 """
 
 from __future__ import annotations
@@ -23,27 +25,37 @@ MANUAL_LOCKS = (
     "a Manual step runs nothing: holding a lock while it waits for a person would stall the "
     "namespace's other steps that need it; put the lock on the step that does the work"
 )
+FLOW_LOCKS = (
+    "a Flow step cannot take locks: it would hold them while its child flow's steps wait for other "
+    "locks, and two such flows would wait for each other for ever; put the locks on the steps of the "
+    "child's template"
+)
 MATRIX_LOCKS = (
     "a matrix step cannot take locks (yet): give the work to a step without a matrix, or use "
     "matrix.maxParallel to bound its items"
 )
 
 
-def check_synchronization(r: Reader, raw: Any, path: Path, *, manual: bool) -> None:
-    """The field's own rules (`path`: spec.steps[N].synchronization)."""
+def check_synchronization(r: Reader, raw: Any, path: Path, *, kind: str) -> None:
+    """The field's own rules (`path`: spec.steps[N].synchronization; `kind`: the step's type)."""
     sync = r.mapping(raw, path)
     if sync is None:
         return
-    if manual:
-        r.add(forbidden(path, MANUAL_LOCKS))
+    if kind in ("Manual", "Flow"):
+        r.add(forbidden(path, MANUAL_LOCKS if kind == "Manual" else FLOW_LOCKS))
         return
     seen: set[str] = set()
     count = 0
-    for kind in ("mutexes", "semaphores"):
-        items = r.mappings(sync.get(kind), f"{path}.{kind}")
+    mistyped = False  # a list that is not one has its own error: "name at least one lock" would mislead
+    for field in ("mutexes", "semaphores"):
+        raw_items = sync.get(field)
+        mistyped |= raw_items is not None and not isinstance(raw_items, list)
+        items = r.mappings(raw_items, f"{path}.{field}")
         count += len(items)
         for item_path, item in items:
-            _check_lock(r, item, item_path, seen, semaphore=kind == "semaphores")
+            _check_lock(r, item, item_path, seen, semaphore=field == "semaphores")
+    if count == 0 and mistyped:
+        return
     if count == 0:
         r.add(required(path, "name at least one lock in mutexes or semaphores, or drop synchronization"))
     elif count > MAX_LOCKS:
