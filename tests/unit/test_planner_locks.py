@@ -377,3 +377,18 @@ def test_a_suspended_flows_retrying_step_keeps_its_locks_until_it_is_resumed() -
     assert creates(c.reconcile(key("b"))) == []  # as documented: a keeps db while it sleeps
     c.change(key("a"), lambda sim: sim.set_suspend(False))
     assert creates(c.reconcile(key("a"))) == ["migrate"]
+
+
+def test_a_plan_that_took_nothing_wakes_no_flow_that_has_ended_meanwhile() -> None:
+    later = flow("a", 0, when="false")  # its step is skipped: it takes nothing
+    b = flow("b", 1)
+    book = LockBook()
+    for f in (later, b):
+        book.observe(None, f)
+    book.claim(later)
+    book.claim(b)  # b saw a's reservation...
+    book.settle(b, None)
+    gone = b.model_copy(update={"status": b.status.model_copy(update={"phase": FlowPhase.FAILED})})
+    book.observe(b, gone)  # ...and failed meanwhile (its deadline): nothing is left for it to take
+    result = cluster(later).reconcile(key("a"))
+    assert book.settle(later, result.status) == []

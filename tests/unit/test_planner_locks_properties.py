@@ -245,6 +245,15 @@ def make(i: int, ns: str, locks: list[str], chained: bool, priority: int) -> Job
         *(("begin", 0), ("begin", 1), ("end", 0), ("end", 1)),
     ],
 )
+# The waiter's own no-op replan is in flight when the holder ends: the wake-up it held back is its own (a
+# plan that changes nothing writes nothing, so no event of its own queues it again).
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [
+        *(("begin", 0), ("end", 0), ("deliver", 0), ("begin", 1), ("end", 1), ("deliver", 1), ("begin", 1)),
+        *(("finish", 0), ("begin", 0), ("end", 0), ("deliver", 0), ("end", 1)),
+    ],
+)
 def test_locks_never_overflow_and_every_waiter_gets_them(flows: list[Any], ops: list[Any]) -> None:
     world = World()
     for i, spec in enumerate(flows):

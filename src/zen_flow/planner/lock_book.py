@@ -96,7 +96,8 @@ class LockBook:
     def __init__(self) -> None:
         self._flows: dict[str, FlowLocks] = {}
         self._users: dict[tuple[str, str], set[str]] = {}  # (namespace, lock) -> keys holding or waiting
-        self._alive: dict[str, str] = {}  # key -> uid of the flows with lock steps, not being deleted
+        # key -> uid of the flows with lock steps, not ended nor being deleted (the only ones woken)
+        self._alive: dict[str, str] = {}
         # key -> (namespace, uid, lock -> steps): the locks a plan in flight may take (`claim`).
         self._planning: dict[str, tuple[str, str, Mapping[str, int]]] = {}
         # key of a flow planning -> the flows whose view counted its reservation: its `settle` wakes them
@@ -115,7 +116,7 @@ class LockBook:
         if flow is None:
             return []
         key, ns = flow.metadata.key, flow.metadata.namespace
-        if new is not None and new.metadata.deletion_timestamp is None and _declared(new):
+        if new is not None and not ended(new) and _declared(new):
             self._alive[key] = new.metadata.uid
         else:
             self._alive.pop(key, None)
@@ -267,7 +268,8 @@ class LockBook:
             return []
         del self._planning[key]
         viewers = self._seen_by.pop(key, set())
-        freed = self._held_back.pop(key, set())
+        held_back = self._held_back.pop(key, set())
+        freed = set(held_back)
         before = self._reserved.get(key)
         if before is not None:
             freed |= {n for limits in before[2].values() for n in limits}
@@ -290,9 +292,14 @@ class LockBook:
             # plan), or another of its name: nothing it reserved is held.
             del self._reserved[key]
         woken = set(self._next_in_line(ns, freed, key))
-        return sorted(k for k in woken | viewers if k != key and k in self._alive)
+        # A wake-up held back for this very flow (a lock it waits for freed while its plan, from the older
+        # view, was in flight): a plan that changed nothing writes nothing, so no event of its own would
+        # queue it again. Queued while it is processed, it is planned again once this reconcile is done.
+        if held_back and key in self._next_in_line(ns, held_back, None):
+            woken.add(key)
+        return sorted(k for k in woken | viewers if k in self._alive)
 
-    def _next_in_line(self, ns: str, names: Iterable[str], me: str) -> list[str]:
+    def _next_in_line(self, ns: str, names: Iterable[str], me: str | None) -> list[str]:
         """The flows with a step that may now take one of `names` in `ns` (as far as that lock goes), in
         line: for each lock, the waiters while the holders and those ahead are fewer than their limit
         (and the smallest limit of those ahead). A plan in flight counted as holding gives the wake-ups
