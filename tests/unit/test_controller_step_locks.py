@@ -12,6 +12,7 @@ from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner import CreateJob, plan
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -23,6 +24,7 @@ WAITING = "waiting for lock db"
 class CountingApi(FakeApiServer):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock)
+        self.clock = clock
         self.patches: list[str] = []
 
     async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
@@ -44,8 +46,7 @@ async def queued(queue: WorkQueue[str]) -> list[str]:
     return out
 
 
-async def started_pair() -> tuple[CountingApi, Controller, WorkQueue[str]]:
-    """a holds db, b waits for it; the queue drained."""
+async def new_controller() -> tuple[CountingApi, Controller, WorkQueue[str]]:
     clock = FakeClock()
     api = CountingApi(clock)
     queue: WorkQueue[str] = WorkQueue(clock=clock)
@@ -60,6 +61,13 @@ async def started_pair() -> tuple[CountingApi, Controller, WorkQueue[str]]:
         metrics=Metrics(),
     )
     api.on_flow, api.on_flow_deleted, api.on_job = ctrl.on_flow_event, ctrl.on_flow_deleted, ctrl.on_job_event
+    return api, ctrl, queue
+
+
+async def started_pair() -> tuple[CountingApi, Controller, WorkQueue[str]]:
+    """a holds db, b waits for it; the queue drained."""
+    api, ctrl, queue = await new_controller()
+    clock = api.clock
     api.create_flow(flow("a"))
     await clock.advance(1)
     api.create_flow(flow("b"))
@@ -95,6 +103,20 @@ async def test_a_holder_that_ends_queues_the_waiting_flow_which_then_starts() ->
     assert f"{NS}/b" in await queued(queue)
     await ctrl.reconcile(f"{NS}/b")
     assert api.flows[f"{NS}/b"].status.steps[0].phase == "Running"
+
+
+async def test_after_a_failover_a_running_job_whose_start_the_status_lost_still_holds_the_lock() -> None:
+    api, ctrl, _ = await new_controller()
+    a = api.create_flow(flow("a"))
+    create = next(x for x in plan(a, [], api.clock.now()).actions if isinstance(x, CreateJob))
+    await api.create_job(NS, create.body)  # the old leader's create; its status write was lost
+    api.create_flow(flow("b"))
+    api.sync()
+    await ctrl.reconcile(f"{NS}/b")  # the new leader plans b first: a's step holds db
+    api.sync()
+    assert api.flows[f"{NS}/b"].status.steps[0].message == WAITING
+    await ctrl.reconcile(f"{NS}/a")  # a takes its Job over
+    assert api.flows[f"{NS}/a"].status.steps[0].phase == "Running"
 
 
 async def test_a_holder_deleted_queues_the_waiting_flow() -> None:

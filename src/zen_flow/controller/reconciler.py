@@ -117,7 +117,7 @@ class Controller:
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
         # Step synchronization (planner.locks): the namespaces' lock holders and waiters, from the cache.
-        self._locks = StepLocks(flows, queue)
+        self._locks = StepLocks(flows, jobs, queue)
         self._admission = FlowAdmission(
             groups=self._groups,
             slots=self._slots,
@@ -199,8 +199,10 @@ class Controller:
             self._metrics.job_updates_ignored.inc()
             return  # a counter moved (active, ready): no plan can differ
         self._queue.add(key)
-        # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot.
+        # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot,
+        # and the locks of its step.
         self._slots.observe(flow, flow)
+        self._locks.observe(flow, flow)
 
     # --- workers -------------------------------------------------------------------------------------
 

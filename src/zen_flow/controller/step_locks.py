@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from zen_flow.api import JobFlow, JobFlowStatus
-from zen_flow.controller.cluster_access import FlowCache
+from zen_flow.controller.cluster_access import FlowCache, JobCache
 from zen_flow.controller.flow_queue import priority
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner.lock_book import LockBook
@@ -20,13 +20,14 @@ from zen_flow.planner.locks import LockView
 
 
 class StepLocks:
-    def __init__(self, flows: FlowCache, queue: WorkQueue[str]) -> None:
-        self._book = LockBook()
+    def __init__(self, flows: FlowCache, jobs: JobCache, queue: WorkQueue[str]) -> None:
+        self._book = LockBook(jobs.jobs_for)
         self._flows = flows
         self._queue = queue
 
     def observe(self, old: JobFlow | None, new: JobFlow | None) -> None:
-        """`old` became `new` in the cache (None: added or deleted)."""
+        """`old` became `new` in the cache (None: added or deleted; `observe(flow, flow)`: its Jobs
+        changed: a Job running for a step whose status records no start holds its locks)."""
         self._wake(self._book.observe(old, new))
 
     def claim(self, flow: JobFlow) -> LockView:

@@ -1,9 +1,11 @@
 """Who holds and who waits for the step locks of each namespace (planner/locks.py), kept from the flow
 informer's events, and the flows a freed lock lets go.
 
-Rebuilt from the cache alone: a flow's Running or Retrying steps that declare a lock hold it, its Pending
-steps whose message says so wait for it (a suspended flow's wait for nothing: they keep no one waiting
-while it sleeps). A restart lists the flows and finds the same holders and the same line.
+Rebuilt from the cache alone: a flow's Running or Retrying steps that declare a lock hold it, and so does
+a step with an unfinished Job its status does not record (its start's status write was lost, and the
+controller restarted or failed over: the flow's next plan takes that Job over, under no lock check); its
+Pending steps whose message says so wait for it (a suspended flow's wait for nothing: they keep no one
+waiting while it sleeps). A restart lists the flows and their Jobs and finds the same holders and line.
 
 The cache lags the controller's own writes, so, as the limits on running flows do (planner/slots.py), a
 plan reads its own writes: `claim` reserves, for the plan's time, every lock its flow's steps not holding
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.core.naming import job_name
 from zen_flow.planner.locks import (
     HOLDING_PHASES,
     NO_LOCKS,
@@ -36,7 +39,7 @@ from zen_flow.planner.locks import (
     who,
 )
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
-from zen_flow.planner.slot_standing import as_planned, ended
+from zen_flow.planner.slot_standing import JobsFor, as_planned, ended
 
 Limits = Mapping[str, int]  # lock name -> the limit a step heeds
 Steps = Mapping[str, Limits]  # step -> the locks it holds (or waits for), in spec order
@@ -69,22 +72,42 @@ def _declared(flow: JobFlow) -> Steps:
     )
 
 
-def flow_locks(flow: JobFlow | None) -> FlowLocks | None:
-    """`flow`'s holders and waiters; None when it has none (or it ended, or is being deleted)."""
+def _running(flow: JobFlow, declared: Steps, jobs_for: JobsFor | None) -> set[str]:
+    """The declared steps with a Job of their next attempt (the first, or a rerun's, as `plan` takes a
+    Job over) that has not finished nor is being deleted."""
+    if jobs_for is None:
+        return set()
+    name, attempts = flow.metadata.name, {s.name: s.retry_count for s in flow.status.steps}
+    names = {
+        job_name(name, step, attempt): step for step in declared for attempt in {0, attempts.get(step) or 0}
+    }
+    return {
+        step
+        for job in jobs_for(flow.metadata.uid)
+        if not job.finished and not job.deleting and (step := names.get(job.metadata.name)) is not None
+    }
+
+
+def flow_locks(flow: JobFlow | None, jobs_for: JobsFor | None = None) -> FlowLocks | None:
+    """`flow`'s holders and waiters; None when it has none (or it ended, or is being deleted).
+    `jobs_for`: its cached Jobs by its UID (none: its status alone decides)."""
     if flow is None or ended(flow):
         return None
     declared = _declared(flow)
     if not declared:
         return None
+    running = _running(flow, declared, jobs_for)
     phases = {s.name: s for s in flow.status.steps}
     holding: dict[str, Limits] = {}
     waiting: dict[str, Limits] = {}
     for step, limits in declared.items():
         s = phases.get(step)
-        if s is None:
-            continue
-        if s.phase in HOLDING_PHASES:
+        if s is not None and s.phase in HOLDING_PHASES:
             holding[step] = limits
+        elif step in running and (s is None or s.phase not in _TERMINAL):
+            holding[step] = limits  # its Job runs: the status write recording its start was lost
+        elif s is None:
+            continue
         elif s.phase == "Pending" and lock_waiting(s.message) and not flow.spec.suspend:
             waiting[step] = limits
     if not holding and not waiting:
@@ -93,7 +116,9 @@ def flow_locks(flow: JobFlow | None) -> FlowLocks | None:
 
 
 class LockBook:
-    def __init__(self) -> None:
+    def __init__(self, jobs_for: JobsFor | None = None) -> None:
+        """`jobs_for`: the flows' cached Jobs by UID (`observe(flow, flow)` when they change)."""
+        self._jobs_for = jobs_for
         self._flows: dict[str, FlowLocks] = {}
         self._users: dict[tuple[str, str], set[str]] = {}  # (namespace, lock) -> keys holding or waiting
         # key -> uid of the flows with lock steps, not ended nor being deleted (the only ones woken)
@@ -120,7 +145,7 @@ class LockBook:
             self._alive[key] = new.metadata.uid
         else:
             self._alive.pop(key, None)
-        before, after = self._flows.get(key), flow_locks(new)
+        before, after = self._flows.get(key), flow_locks(new, self._jobs_for)
         freed = self._drop_seen(key, new, after)
         if before == after:
             return self._next_in_line(ns, freed, key)
