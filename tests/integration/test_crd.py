@@ -233,6 +233,10 @@ def kitchen_sink_spec() -> dict[str, Any]:
                     "artifacts": [{"name": "result", "from": "produce/result", "path": "/in/result"}],
                     "parameters": [{"name": "count", "valueFrom": {"jsonPath": "produce:$.succeeded"}}],
                 },
+                "synchronization": {
+                    "mutexes": [{"name": "db-migrations"}],
+                    "semaphores": [{"name": "warehouse", "limit": 3}],
+                },
                 "memoize": {
                     "key": "consume-{{inputs.parameters.count}}",
                     "maxAge": "24h",

@@ -29,6 +29,7 @@ KEYS = [
     "initContainers", "image", "restartPolicy", "dependencies", "when", "retryPolicy", "backoff", "limit",
     "duration", "factor", "timeoutSeconds", "inputs", "outputs", "parameters", "artifacts", "valueFrom",
     "jsonPath", "from", "http", "url", "path", "value", "archive", "s3", "status", "phase", "data",
+    "synchronization", "mutexes", "semaphores",
 ]  # fmt: skip
 shaped = st.recursive(
     scalars | st.sampled_from(["a", "b", "main", "Never", "Manual", "a:$.x", "a/out", "/x", "1Gi", "10s"]),
@@ -147,6 +148,13 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
                 }
             if draw(st.booleans()):
                 step["timeoutSeconds"] = draw(st.integers(1, 2_592_000))
+            if draw(st.booleans()):
+                locks = draw(st.lists(labels, min_size=1, max_size=8, unique=True))
+                cut = draw(st.integers(0, len(locks)))
+                step["synchronization"] = {
+                    "mutexes": [{"name": n} for n in locks[:cut]],
+                    "semaphores": [{"name": n, "limit": draw(st.integers(1, 10000))} for n in locks[cut:]],
+                }
         readable = sorted(ancestors[name] - manual)
         if readable and name not in manual and draw(st.booleans()):
             source = draw(st.sampled_from(readable))

@@ -278,6 +278,28 @@ class TemplateRef(Model):
     cluster_scope: bool | None = None
 
 
+class Mutex(Model):
+    """A lock at most one step of the namespace holds at a time (planner/locks.py)."""
+
+    name: str = ""
+
+
+class Semaphore(Model):
+    """A lock at most `limit` steps of the namespace hold at a time (planner/locks.py)."""
+
+    name: str = ""
+    limit: int = 1
+
+
+class Synchronization(Model):
+    """The named locks a step takes, all at once, when it would start, and holds until it ends. A lock
+    is shared by the flows of one namespace handled by one controller instance (Argo's mutexes and
+    semaphores)."""
+
+    mutexes: tuple[Mutex, ...] = ()
+    semaphores: tuple[Semaphore, ...] = ()
+
+
 class StepFlowArgument(Model):
     name: str = ""
     value: str = ""
@@ -323,6 +345,8 @@ class Step(Model):
     matrix: Matrix | None = None
     # A `type: Flow` step's child flow: the step runs a JobFlowTemplate as a flow of its own.
     flow: StepFlow | None = None
+    # Named locks shared with the namespace's other flows' steps (planner/locks.py).
+    synchronization: Synchronization | None = None
 
     @property
     def is_finally(self) -> bool:

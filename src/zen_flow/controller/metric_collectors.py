@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import StepPhase
+from zen_flow.planner.locks import lock_waiting
 from zen_flow.planner.progress import stalled
 from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
 
@@ -21,7 +22,7 @@ from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
 class FlowCollector(Collector):
     """zen_flow_jobflows{namespace,phase}, zen_flow_steps{namespace,phase},
     zen_flow_approvals_pending{namespace}, zen_flow_jobflows_not_progressing{namespace},
-    zen_flow_jobflows_waiting_for_slot{namespace}."""
+    zen_flow_jobflows_waiting_for_slot{namespace}, zen_flow_lock_waiting_steps{namespace}."""
 
     def __init__(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
         self._flows = flows
@@ -32,6 +33,7 @@ class FlowCollector(Collector):
         approvals: Tally[str] = Tally()
         not_moving: Tally[str] = Tally()
         waiting: Tally[str] = Tally()
+        lockless: Tally[str] = Tally()
         for flow in self._flows():
             ns = flow.metadata.namespace
             by_flow[(ns, flow.status.phase or "Pending")] += 1
@@ -43,6 +45,8 @@ class FlowCollector(Collector):
                 by_step[(ns, step.phase)] += 1
                 if step.phase == StepPhase.PENDING_APPROVAL:
                     approvals[ns] += 1
+                elif step.phase == StepPhase.PENDING and lock_waiting(step.message):
+                    lockless[ns] += 1
         flows = GaugeMetricFamily(
             "zen_flow_jobflows", "JobFlows in the cache by phase", labels=["namespace", "phase"]
         )
@@ -69,10 +73,16 @@ class FlowCollector(Collector):
             "Pending JobFlows waiting for a slot under --max-running-flows or --namespace-max-running-flows",
             labels=["namespace"],
         )
+        locked = GaugeMetricFamily(
+            "zen_flow_lock_waiting_steps",
+            "Pending steps waiting for a lock (step synchronization: mutexes and semaphores)",
+            labels=["namespace"],
+        )
         for ns in sorted({ns for ns, _ in by_flow}):
             not_progressing.add_metric([ns], not_moving[ns])
             slotless.add_metric([ns], waiting[ns])
-        yield from (flows, steps, pending, not_progressing, slotless)
+            locked.add_metric([ns], lockless[ns])
+        yield from (flows, steps, pending, not_progressing, slotless, locked)
 
 
 def _waiting_for_slot(flow: JobFlow) -> bool:

@@ -174,10 +174,12 @@ class PlanRunner:
         memos: Mapping[str, planner.MemoAnswer] | None,
         slot: str | None = None,
         lineage: planner.Lineage | None = None,
+        locks: planner.LockView = planner.NO_LOCKS,
     ) -> planner.Plan | None:
         """The plan; None when it would evaluate in the sandbox and every thread for that is taken.
         `memos`: the cache entries read for the lookups of the flow's plan before this one; `slot`: why
-        the flow waits for a limit on running flows (None: it may start)."""
+        the flow waits for a limit on running flows (None: it may start); `locks`: the other flows' use of the
+        locks its steps declare (planner.lock_book)."""
         run = functools.partial(
             planner.plan,
             flow,
@@ -188,6 +190,7 @@ class PlanRunner:
             memos=memos,
             slot=slot,
             lineage=lineage,
+            locks=locks,
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )

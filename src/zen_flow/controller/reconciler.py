@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from datetime import datetime
 
 import structlog
 
 from zen_flow import planner
-from zen_flow.api import Job, JobFlow, JobFlowStatus
+from zen_flow.api import Job, JobFlow
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.cluster_access import ChildFlowCache, ChildRefusals, ClusterApi, FlowCache, JobCache
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
+from zen_flow.controller.flow_admission import FlowAdmission
 from zen_flow.controller.flow_groups import FlowGroups
 from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.flow_slots import FlowSlots
@@ -32,6 +31,7 @@ from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunn
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.shard_gate import ShardGate, cached_flow_shard, shard_turn
 from zen_flow.controller.status_writer import StatusWriter, with_job_uids
+from zen_flow.controller.step_locks import StepLocks
 from zen_flow.controller.templates import TemplateResolver, unexpanded
 from zen_flow.controller.validity import Validity
 from zen_flow.core.expressions import Evaluator
@@ -116,6 +116,16 @@ class Controller:
         )
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
+        # Step synchronization (planner.locks): the namespaces' lock holders and waiters, from the cache.
+        self._locks = StepLocks(flows, jobs, queue)
+        self._admission = FlowAdmission(
+            groups=self._groups,
+            slots=self._slots,
+            locks=self._locks,
+            runner=self._runner,
+            memo_cache=self._memo_cache,
+            family=self._family,
+        )
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
         self._validity = Validity(flows.parse_error)
         self._matrix = MatrixFlows()
@@ -142,6 +152,7 @@ class Controller:
         self._queue.add(flow.key, priority(flow))
         self._groups.observe(old, flow)
         self._slots.observe(old, flow)
+        self._locks.observe(old, flow)
         # Its children run under its slot only while it has started and its status names them
         # (planner.runs_under): a status write that records or clears one decides them anew.
         if old is None or planner.hosted(old) != planner.hosted(flow):
@@ -163,6 +174,7 @@ class Controller:
         self._queue.add(flow.key)
         self._groups.observe(flow, None)
         self._slots.observe(flow, None)
+        self._locks.observe(flow, None)
         self._slots.family_changed(flow)
 
     def on_job_event(self, job: Job, old: Job | None = None, *, deleted: bool = False) -> None:
@@ -187,8 +199,10 @@ class Controller:
             self._metrics.job_updates_ignored.inc()
             return  # a counter moved (active, ready): no plan can differ
         self._queue.add(key)
-        # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot.
+        # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot,
+        # and the locks of its step.
         self._slots.observe(flow, flow)
+        self._locks.observe(flow, flow)
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -296,7 +310,7 @@ class Controller:
             if (lag := await self._runner.cache_lags(flow, jobs, now)) is not None:
                 return lag
             messages = await self._runner.termination_messages(flow, jobs)
-            planned = await self._plan(flow, jobs, now, messages)
+            planned = await self._admission.plan(flow, jobs, now, messages)
             if planned is None:
                 return SANDBOX_BUSY_RETRY_SECONDS
             result = planned
@@ -363,37 +377,3 @@ class Controller:
             self._announcements.waiting(flow, made.waiting)
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
-
-    async def _plan(
-        self, flow: JobFlow, jobs: Sequence[Job], now: datetime, messages: Mapping[str, planner.PodMessages]
-    ) -> planner.Plan | None:
-        """The flow's plan, under its concurrency group's lock, with the memoized steps' cache entries it
-        needs (`MemoCache.plan`); None when no sandbox thread is free."""
-
-        def make(memos: Mapping[str, planner.MemoAnswer]) -> Awaitable[planner.Plan | None]:
-            peers = self._groups.peers(flow)
-            # Claimed before the plan, with no await between: a flow another worker plans meanwhile
-            # counts this one's slot (planner.slots).
-            slot = self._slots.claim(flow, peers)
-            lineage = self._family.lineage(flow) if self._family is not None else None
-            # The Jobs as they were before reading the pods: a Job event meanwhile enqueued us again.
-            return self._runner.plan(flow, jobs, now, messages, peers, memos, slot, lineage)
-
-        planned = None
-        try:
-            planned = await self._memo_cache.plan(
-                flow,
-                make,
-                hold=lambda: self._groups.hold(flow),
-                settle=lambda planned: self._track_start(flow, planned.status),
-            )
-        finally:
-            if planned is None:  # no plan (no sandbox thread, an error): a slot it claimed is free again
-                self._slots.settle(flow, begun=False)
-        return planned
-
-    def _track_start(self, flow: JobFlow, status: JobFlowStatus) -> None:
-        # Before any await: another worker may plan a flow of the same group while this one's Job
-        # creates and status write are in flight.
-        self._slots.settle(flow, begun=status.start_time is not None)
-        self._groups.settle(flow, status)

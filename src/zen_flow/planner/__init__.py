@@ -39,6 +39,8 @@ from zen_flow.planner.lineage import (
     verified_children,
     verified_parent,
 )
+from zen_flow.planner.lock_book import LockBook
+from zen_flow.planner.locks import NO_LOCKS, LockView
 from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
@@ -49,6 +51,7 @@ __all__ = [
     "ENDED_REASON",
     "MAX_DESCENDANTS",
     "MEMO_CACHE_LABEL",
+    "NO_LOCKS",
     "TOP_LEVEL",
     "Action",
     "ArtifactOptions",
@@ -60,6 +63,8 @@ __all__ = [
     "EventSpec",
     "JobBuildError",
     "Lineage",
+    "LockBook",
+    "LockView",
     "MemoAnswer",
     "MemoLookup",
     "Peer",

@@ -30,10 +30,11 @@ from zen_flow.planner.approvals import waiting_message, with_approvals, with_ori
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.children import suspensions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
-from zen_flow.planner.events import STOPPED_EVENT, WARNING
+from zen_flow.planner.events import STOPPED_EVENT, WARNING, naming_blockers
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.lifecycle import fail_invalid, stray_events, strays, terminal_plan, ttl_expiry
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
+from zen_flow.planner.locks import NO_LOCKS, LockView, lock_waiting
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import unwait, waiting
@@ -109,6 +110,8 @@ class _Planner(Starts):
         if waiting(w.message):
             self.note_missed(w)
             w.message = None  # said again below if it is still held
+        elif lock_waiting(w.message):
+            w.message = None  # said again below if it still waits for a lock
         elif w.message == COMMIT_WAIT and self.main_ended_before():
             w.message = None  # written: what it may wait for now (a resume, a slot) says itself
         # A dependency this plan ended for a stop, a replacement or the deadline (its Job found gone:
@@ -274,6 +277,8 @@ class _Planner(Starts):
             stall=stall,
             slot=self.slot,
         )
+        if self.lock_blockers:
+            events = naming_blockers(events, self.lock_blockers)
         if self.stopping is not None:
             events = self.announce_stop(events, phase)
         if phase.terminal:
@@ -326,6 +331,7 @@ def plan(
     memos: Mapping[str, MemoAnswer] | None = None,
     slot: str | None = None,
     lineage: Lineage | None = None,
+    locks: LockView = NO_LOCKS,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
@@ -336,7 +342,8 @@ def plan(
     `memos` holds the cache entries read for the memoized steps a previous plan named in `Plan.lookups`
     (a memoized step ready to start whose entry is not here waits for it: planner.memoization); `slot`:
     why the flow waits for a limit on running flows (planner.slots.SlotBook.claim), None when it may start;
-    `lineage`: its place among child flows (planner.lineage; None: a top-level flow)."""
+    `lineage`: its place among child flows (planner.lineage; None: a top-level flow); `locks`: what the
+    namespace's other flows hold and wait for of the locks its steps declare (planner.lock_book)."""
     lineage = lineage or TOP_LEVEL
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request
@@ -363,5 +370,6 @@ def plan(
         memos or {},
         slot,
         lineage,
+        locks,
     ).run()
     return replace(result, events=(said, *result.events)) if said is not None else result

@@ -4,6 +4,7 @@ nothing (level-based reconcile must not spam the event stream)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
 from zen_flow.api.flow_status import JobFlowStatus, StepStatus
@@ -11,6 +12,7 @@ from zen_flow.api.jobflow import Step
 from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.backoff import retry_limit
+from zen_flow.planner.locks import lock_waiting
 from zen_flow.planner.progress import REASON_STALLED, stalled
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED
 
@@ -29,6 +31,7 @@ STOPPED_EVENT = "FlowStopped"
 # How the message of a step served from its memoize cache starts (planner.memoization).
 MEMOIZED_MARK = "memoized"
 MEMOIZED = "StepMemoized"
+LOCK_WAIT_EVENT = "StepWaitingForLock"
 
 
 def _job(status: StepStatus) -> str:
@@ -46,6 +49,8 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
     def step_event(type_: str, reason: str, text: str) -> EventSpec:
         return EventSpec(type_, reason, text, step=name)
 
+    if new.phase == StepPhase.PENDING and lock_waiting(message) and not (old and lock_waiting(old.message)):
+        out.append(step_event(NORMAL, LOCK_WAIT_EVENT, f"step {name}: {message}"))  # once per wait
     if new.phase == before and new.retry_count == before_retries and _job(new) == before_job:
         return out
     limit = retry_limit(spec) if spec is not None else 0
@@ -123,6 +128,17 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
             out.append(EventSpec(WARNING, STOPPED_EVENT, message))
         out.append(EventSpec(WARNING, "FlowFailed", message))
     return out
+
+
+def naming_blockers(events: tuple[EventSpec, ...], blockers: Mapping[str, str]) -> tuple[EventSpec, ...]:
+    """The StepWaitingForLock events, naming who keeps each step from its locks (`blockers`, by step):
+    the event is sent once per wait, so it may name the holder the stable status message does not."""
+    return tuple(
+        replace(e, message=f"{e.message} ({blocker})")
+        if e.reason == LOCK_WAIT_EVENT and (blocker := blockers.get(e.step)) is not None
+        else e
+        for e in events
+    )
 
 
 def derive_events(old: JobFlowStatus, new: JobFlowStatus, specs: Mapping[str, Step]) -> tuple[EventSpec, ...]:

@@ -21,6 +21,7 @@ from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
+from zen_flow.planner.locks import NO_LOCKS, LockView, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import item_limits, parallelism_of
@@ -76,8 +77,13 @@ class PlanState:
         memos: Mapping[str, MemoAnswer],
         slot: str | None = None,
         lineage: Lineage = TOP_LEVEL,
+        locks: LockView = NO_LOCKS,
     ) -> None:
         self.flow = flow
+        # What the namespace's other flows hold and wait for of the locks its steps declare (planner.locks).
+        self.locks = locks
+        # step -> who keeps it from its locks (planner.locks): its StepWaitingForLock event says it.
+        self.lock_blockers: dict[str, str] = {}
         # Its place among child flows (planner.lineage): the depth and family room its Flow steps heed.
         self.lineage = lineage
         self.children_made = 0  # child flows this plan creates: they take room in the family too
@@ -323,6 +329,9 @@ class PlanState:
         )
 
     def begun(self) -> bool:
-        """Has a step left Pending in this run? Asked only while `start_time` is unset: before a flow's
-        first step, or after a rerun reset it (its settled steps, kept from the run before, do not count)."""
-        return any(w.phase != StepPhase.PENDING for w in self.moving.values())
+        """Has a step left Pending in this run, or does one wait for a lock (planner.locks: the flow runs,
+        and holds its slot, while it waits, as under parallelism; a flow that took a slot and gave it back
+        at every plan would wake the next flow in line, which would wake it: for ever)? Asked only while
+        `start_time` is unset: before a flow's first step, or after a rerun reset it (its settled steps,
+        kept from the run before, do not count)."""
+        return any(w.phase != StepPhase.PENDING or lock_waiting(w.message) for w in self.moving.values())

@@ -1,14 +1,15 @@
 """Starting a ready step: its `when` decided, a join that could never run failed at once, its Job built
 and created, or taken over when a lost status write left it unrecorded; under
 `executionPolicy.parallelism` or a matrix's `maxParallel`, only as many as the limits leave room for, in
-spec order (planner.parallelism).
+spec order (planner.parallelism); a step that declares locks only once it can take them all
+(planner.locks).
 A memoized step served from its cache runs no Job: its cache is read before it waits for a slot.
 """
 
 from __future__ import annotations
 
 from zen_flow.api.constants import StepPhase
-from zen_flow.api.jobflow import MatrixVerdict
+from zen_flow.api.jobflow import MatrixVerdict, Step
 from zen_flow.core.expressions import Deferred, Unavailable, check_when
 from zen_flow.planner.actions import CreateJob
 from zen_flow.planner.artifacts import add_transfers
@@ -16,6 +17,7 @@ from zen_flow.planner.children import build_child
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.lineage import MAX_DESCENDANTS
+from zen_flow.planner.locks import Claims
 from zen_flow.planner.memoization import serving_cache
 from zen_flow.planner.parallelism import Holder, missed, running, wait
 from zen_flow.planner.parameters import apply_parameters
@@ -37,10 +39,14 @@ class Starts(Finale):
         """Start the Job step `w` now, or, under a parallelism limit, once every ready step is known. A
         Job of that attempt that exists already (a status write lost) is taken over at once: it runs, and
         takes its place before any other start is counted."""
-        if not self.limited(w) or self.job_name(w.name, attempt) in self.jobs:
+        if not (self.limited(w) or self.locked(w)) or self.job_name(w.name, attempt) in self.jobs:
             self.create_attempt(w, attempt)
         else:
             self.ready.append((w, attempt))
+
+    def locked(self, w: StepWork) -> bool:
+        """Does `w` take locks when it starts (planner.locks)? A Retrying step holds them already."""
+        return w.spec.synchronization is not None and w.phase == StepPhase.PENDING
 
     def limited(self, w: StepWork) -> bool:
         """Does a limit apply to `w`: the flow's parallelism, or its matrix step's maxParallel?"""
@@ -54,6 +60,7 @@ class Starts(Finale):
         self.ready.sort(key=lambda item: position[item[0].name])
         taken = running(self.moving.values(), self.jobs)
         in_group: dict[str, int] = {}  # a limited matrix step's running items, counted when first asked
+        claims = None  # the locks the flow's steps hold and wait for, counted when first asked
         for w, attempt in self.ready:
             if self.blocked(w):  # a step failed at its Job's creation (fail-fast) just now
                 continue
@@ -74,14 +81,27 @@ class Starts(Finale):
                 elif w.terminal:  # served (or failed): its dependents may start
                     return w.name
                 continue
+            locked = self.locked(w)
+            if locked:
+                claims = claims or Claims(self.flow.metadata.name, self.locks, self.phases())
+                if (why := claims.wait_for(w.spec)) is not None:
+                    w.message = why.message
+                    self.lock_blockers[w.name] = why.blocker
+                    continue
             self.create_attempt(w, attempt)
             if w.phase == StepPhase.SUCCEEDED:  # served from its memoize cache: its dependents may start
                 return w.name
             started = w.phase == StepPhase.RUNNING
+            if started and claims is not None and locked:
+                claims.started(w.spec)
             taken += started
             if (item := self.item_limits.get(w.name)) is not None and item.group is not None:
                 in_group[item.group] += started
         return None
+
+    def phases(self) -> list[tuple[Step, StepPhase]]:
+        """The flow's steps that declare locks, with their phases now (its holders count for its own)."""
+        return [(w.spec, w.phase) for w in self.moving.values() if w.spec.synchronization is not None]
 
     def holder(self, w: StepWork, taken: int, in_group: dict[str, int]) -> Holder | None:
         """The limit that leaves `w` no room now (the flow's first), None when both do."""

@@ -19,6 +19,7 @@ from zen_flow.api.meta import Condition, format_time
 from zen_flow.planner.approvals import tally
 from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.estimate import estimate_completion
+from zen_flow.planner.locks import lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.parallelism import flow_waiting, parallelism_of
 from zen_flow.planner.parallelism import waiting as waiting_for_slot
@@ -201,6 +202,9 @@ def flow_message(
             parts.append(f"parallelism {parallelism} reached, waiting: {listing(flows)}")
         if by_matrix := [n for n in slotless if n not in by_flow]:
             parts.append(f"matrix maxParallel reached, waiting: {listing(by_matrix)}")
+    if locked := [s for s in steps if s.phase == StepPhase.PENDING and lock_waiting(s.message)]:
+        one = f"{locked[0].name} {locked[0].message}"  # which locks it waits for (planner.locks)
+        parts.append(one if len(locked) == 1 else f"waiting for locks: {listing([s.name for s in locked])}")
     if retrying:  # last: why the attempt failed is the longest part, the one cut
         parts.append(_retrying(steps, retrying, limit))
     if not parts:

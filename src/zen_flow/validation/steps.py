@@ -1,5 +1,6 @@
 """Rules for one step: name, type, dependencies, dependencyPolicy, retryPolicy, timeoutSeconds, `when`,
-finally, approval (validation/gates.py), memoize (validation/memoize.py), template."""
+finally, approval (validation/gates.py), memoize (validation/memoize.py), synchronization
+(validation/synchronization.py), template."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from zen_flow.validation.limits import (
 from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.memoize import check_memoize
 from zen_flow.validation.reader import INT32_MAX, Reader
+from zen_flow.validation.synchronization import check_synchronization
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
 STEP_TYPES = ("Job", "Manual", "Flow")
@@ -143,6 +145,9 @@ def check_step_fields(
             final=step.get("finally") is True,
             outputs=outputs if isinstance(outputs, dict) else None,
         )
+    if step.get("synchronization") is not None:
+        kind_of = "Manual" if is_manual(step) else str(step.get("type") or "Job")
+        check_synchronization(r, step["synchronization"], path + ".synchronization", kind=kind_of)
     return _check_template_for_type(r, step, kind, path + ".template", templates)
 
 

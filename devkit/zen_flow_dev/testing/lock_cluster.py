@@ -1,0 +1,74 @@
+"""Flows whose steps take locks (planner/locks.py), in one fake cluster, with the lock book the
+controller keeps: each reconcile claims the flow's view before its plan, settles after it, and the book
+observes every change the cache sees; the keys it wakes are kept for the test to read.
+
+    c = LockCluster(T0)
+    c.add(make_flow([job_step("m", synchronization={"mutexes": [{"name": "db"}]})], name="a"))
+    c.reconcile("a")   # a's step m takes db
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner import LockBook, Plan, plan
+from zen_flow_dev.testing.simulator import Simulator
+
+
+@dataclass
+class LockCluster:
+    now: datetime
+    book: LockBook = field(default_factory=LockBook)
+    sims: dict[str, Simulator] = field(default_factory=dict)
+    woken: list[str] = field(default_factory=list)  # every key the book asked to reconcile, in order
+
+    def add(self, flow: JobFlow) -> Simulator:
+        sim = Simulator(flow, self.now)
+        self.sims[flow.metadata.key] = sim
+        self.woken.extend(self.book.observe(None, flow))
+        return sim
+
+    def __getitem__(self, key: str) -> Simulator:
+        return self.sims[key]
+
+    def reconcile(self, key: str) -> Plan:
+        """Claim, plan, settle, write, and the cache sees the write."""
+        sim = self.sims[key]
+        sim.now = self.now
+        before = sim.flow
+        view = self.book.claim(before)
+        result = plan(before, list(sim.jobs.values()), sim.now, locks=view)
+        self.woken.extend(self.book.settle(before, result.status))
+        sim.apply(result)
+        self.woken.extend(self.book.observe(before, sim.flow))
+        return result
+
+    def change(self, key: str, how: Callable[[Simulator], None]) -> None:
+        """Someone changes the flow (a spec edit): the cache sees it."""
+        old = self.sims[key].flow
+        how(self.sims[key])
+        self.woken.extend(self.book.observe(old, self.sims[key].flow))
+
+    def delete(self, key: str) -> None:
+        sim = self.sims.pop(key)
+        self.woken.extend(self.book.observe(sim.flow, None))
+
+    def finish(self, key: str, *, failed: bool = False) -> None:
+        """The Job controller ends every running Job of the flow."""
+        sim = self.sims[key]
+        for job in sim.running():
+            sim.fail(job) if failed else sim.complete(job)
+
+    def take_woken(self) -> list[str]:
+        out, self.woken = self.woken, []
+        return out
+
+    def step(self, key: str, step: str) -> tuple[str, str | None]:
+        """The step's phase and message as the flow's status says."""
+        for s in self.sims[key].flow.status.steps:
+            if s.name == step:
+                return s.phase, s.message
+        return "Pending", None

@@ -1,0 +1,361 @@
+"""Who holds and who waits for the step locks of each namespace (planner/locks.py), kept from the flow
+informer's events, and the flows a freed lock lets go.
+
+Rebuilt from the cache alone: a flow's Running or Retrying steps that declare a lock hold it, and so does
+a step with an unfinished Job its status does not record (its start's status write was lost, and the
+controller restarted or failed over: the flow's next plan takes that Job over, under no lock check); its
+Pending steps whose message says so wait for it (a suspended flow's wait for nothing: they keep no one
+waiting while it sleeps). A restart lists the flows and their Jobs and finds the same holders and line.
+
+The cache lags the controller's own writes, so, as the limits on running flows do (planner/slots.py), a
+plan reads its own writes: `claim` reserves, for the plan's time, every lock its flow's steps not holding
+one declare, as the plan will see them (a rerun's reset steps included; another flow planned meanwhile
+counts them held: at worst it waits, and the `settle` that frees them wakes it), and `settle` keeps
+reserved the locks of the steps the plan started until the cache shows them Running (or ended, or the
+flow gone).
+
+A freed place wakes only the waiters that can now take it, in line (`_next_in_line`): a hand-over costs
+one plan, not one per waiter. A wake-up the book holds back because a plan in flight counts as holding
+is given by that plan's `settle`. Pure; no rule needs coordination between replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from zen_flow.api.flow_status import JobFlowStatus
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.core.naming import job_name
+from zen_flow.planner.locks import (
+    HOLDING_PHASES,
+    NO_LOCKS,
+    LockUse,
+    LockView,
+    Order,
+    lock_waiting,
+    needs_of,
+    order_of,
+    who,
+)
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
+from zen_flow.planner.slot_standing import JobsFor, as_planned, ended
+
+Limits = Mapping[str, int]  # lock name -> the limit a step heeds
+Steps = Mapping[str, Limits]  # step -> the locks it holds (or waits for), in spec order
+_TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
+_DECLARED: IdentityMemo[Steps] = IdentityMemo(MEMO_STEPS)
+
+
+@dataclass(frozen=True)
+class FlowLocks:
+    """One flow's use of locks as its cached copy shows it."""
+
+    uid: str
+    order: Order
+    holding: Steps
+    waiting: Steps
+
+    def names(self) -> set[str]:
+        return {n for limits in (*self.holding.values(), *self.waiting.values()) for n in limits}
+
+    def count(self, steps: Steps, name: str) -> int:
+        return sum(1 for limits in steps.values() if name in limits)
+
+
+def _declared(flow: JobFlow) -> Steps:
+    """The steps that declare locks, in spec order, and their limits; remembered by the identity of the
+    spec's steps (every informer event of every flow asks, and the spec rarely changes)."""
+    steps = flow.spec.steps
+    return _DECLARED.get(
+        steps, lambda: {s.name: {n.name: n.limit for n in needs} for s in steps if (needs := needs_of(s))}
+    )
+
+
+def _running(flow: JobFlow, declared: Steps, jobs_for: JobsFor | None) -> set[str]:
+    """The declared steps with a Job of their next attempt (the first, or a rerun's, as `plan` takes a
+    Job over) that has not finished nor is being deleted."""
+    if jobs_for is None:
+        return set()
+    name, attempts = flow.metadata.name, {s.name: s.retry_count for s in flow.status.steps}
+    names = {
+        job_name(name, step, attempt): step for step in declared for attempt in {0, attempts.get(step) or 0}
+    }
+    return {
+        step
+        for job in jobs_for(flow.metadata.uid)
+        if not job.finished and not job.deleting and (step := names.get(job.metadata.name)) is not None
+    }
+
+
+def flow_locks(flow: JobFlow | None, jobs_for: JobsFor | None = None) -> FlowLocks | None:
+    """`flow`'s holders and waiters; None when it has none (or it ended, or is being deleted).
+    `jobs_for`: its cached Jobs by its UID (none: its status alone decides)."""
+    if flow is None or ended(flow):
+        return None
+    declared = _declared(flow)
+    if not declared:
+        return None
+    running = _running(flow, declared, jobs_for)
+    phases = {s.name: s for s in flow.status.steps}
+    holding: dict[str, Limits] = {}
+    waiting: dict[str, Limits] = {}
+    for step, limits in declared.items():
+        s = phases.get(step)
+        if s is not None and s.phase in HOLDING_PHASES:
+            holding[step] = limits
+        elif step in running and (s is None or s.phase not in _TERMINAL):
+            holding[step] = limits  # its Job runs: the status write recording its start was lost
+        elif s is None:
+            continue
+        elif s.phase == "Pending" and lock_waiting(s.message) and not flow.spec.suspend:
+            waiting[step] = limits
+    if not holding and not waiting:
+        return None
+    return FlowLocks(flow.metadata.uid, order_of(flow), holding, waiting)
+
+
+class LockBook:
+    def __init__(self, jobs_for: JobsFor | None = None) -> None:
+        """`jobs_for`: the flows' cached Jobs by UID (`observe(flow, flow)` when they change)."""
+        self._jobs_for = jobs_for
+        self._flows: dict[str, FlowLocks] = {}
+        self._users: dict[tuple[str, str], set[str]] = {}  # (namespace, lock) -> keys holding or waiting
+        # key -> uid of the flows with lock steps, not ended nor being deleted (the only ones woken)
+        self._alive: dict[str, str] = {}
+        # key -> (namespace, uid, lock -> steps): the locks a plan in flight may take (`claim`).
+        self._planning: dict[str, tuple[str, str, Mapping[str, int]]] = {}
+        # key of a flow planning -> the flows whose view counted its reservation: its `settle` wakes them
+        # (and only them: waking every waiter would have two waiting flows wake each other for ever).
+        self._seen_by: dict[str, set[str]] = {}
+        # key of a flow planning -> the locks whose wake-ups counted its reservation held: its `settle`
+        # gives them (none is lost for a plan that took less than it reserved).
+        self._held_back: dict[str, set[str]] = {}
+        # key -> (namespace, uid, steps): steps a plan started that the cache does not show holding yet.
+        self._reserved: dict[str, tuple[str, str, Steps]] = {}
+
+    def observe(self, old: JobFlow | None, new: JobFlow | None) -> list[str]:
+        """`old` became `new` in the cache (None: added or deleted); the keys of the flows to plan again
+        because a lock they wait for may be free to them."""
+        flow = new if new is not None else old
+        if flow is None:
+            return []
+        key, ns = flow.metadata.key, flow.metadata.namespace
+        if new is not None and not ended(new) and _declared(new):
+            self._alive[key] = new.metadata.uid
+        else:
+            self._alive.pop(key, None)
+        before, after = self._flows.get(key), flow_locks(new, self._jobs_for)
+        freed = self._drop_seen(key, new, after)
+        if before == after:
+            return self._next_in_line(ns, freed, key)
+        for name in before.names() if before is not None else ():
+            users = self._users.get((ns, name))
+            if users is not None:
+                users.discard(key)
+                if not users:
+                    del self._users[(ns, name)]
+        if after is None:
+            self._flows.pop(key, None)
+        else:
+            self._flows[key] = after
+            for name in after.names():
+                self._users.setdefault((ns, name), set()).add(key)
+        if before is not None:
+            moved = after is None or after.order != before.order
+            for name in before.names():
+                was = before.count(before.holding, name), before.count(before.waiting, name)
+                now = (
+                    (after.count(after.holding, name), after.count(after.waiting, name)) if after else (0, 0)
+                )
+                # A holder gone, or a waiter gone from the line (started: one of a smaller limit kept
+                # the wider ones behind it waiting; suspended, deleted, moved): those behind may go.
+                if moved or now[0] < was[0] or now[1] < was[1]:
+                    freed.add(name)
+        return self._next_in_line(ns, freed, key)
+
+    def _drop_seen(self, key: str, new: JobFlow | None, after: FlowLocks | None) -> set[str]:
+        """A reservation ends for the steps the cache shows holding or ended, all of them when the flow
+        is gone; the locks of those it does not show holding are free again."""
+        reserved = self._reserved.get(key)
+        if reserved is None or key in self._planning:
+            return set()
+        ns, uid, steps = reserved
+        if new is None or new.metadata.uid != uid or (after is None and ended(new)):
+            del self._reserved[key]
+            return {n for limits in steps.values() for n in limits}
+        phases = {s.name: s.phase for s in new.status.steps}
+        kept = {
+            s: limits for s, limits in steps.items() if phases.get(s) not in (*HOLDING_PHASES, *_TERMINAL)
+        }
+        if kept:
+            self._reserved[key] = (ns, uid, kept)
+        else:
+            del self._reserved[key]
+        return {
+            n for s, limits in steps.items() if s not in kept and phases.get(s) in _TERMINAL for n in limits
+        }
+
+    def claim(self, flow: JobFlow) -> LockView:
+        """What the other flows of its namespace hold and wait for, of the locks `flow`'s steps declare;
+        the locks of its steps not holding theirs, as its plan will see them (a rerun resets failed
+        steps to Pending), are reserved until `settle`."""
+        declared = _declared(flow)
+        if not declared or ended(flow):
+            return NO_LOCKS
+        key, ns = flow.metadata.key, flow.metadata.namespace
+        planned, _ = as_planned(flow)
+        phases = {s.name: s.phase for s in planned.status.steps}
+        counts: dict[str, int] = {}
+        for step, limits in declared.items():
+            if phases.get(step, "Pending") not in (*HOLDING_PHASES, *_TERMINAL):
+                for n in limits:
+                    counts[n] = counts.get(n, 0) + 1
+        if counts:
+            self._planning[key] = (ns, flow.metadata.uid, counts)
+        wanted = sorted({n for limits in declared.values() for n in limits})
+        order = order_of(flow)
+        return LockView({n: use for n in wanted if (use := self._use(ns, n, key, order))})
+
+    def _held(self, ns: str, name: str) -> tuple[int, list[str], list[str]]:
+        """The steps holding lock `name` in `ns` (the cache's, the reserved starts it does not show yet,
+        the plans in flight's claims), those named, and the keys of the plans in flight counted."""
+        held = 0
+        holders: list[str] = []
+        for k in self._users.get((ns, name), ()):
+            for step, limits in self._flows[k].holding.items():
+                if name in limits:
+                    held += 1
+                    holders.append(who(k.partition("/")[2], step))
+        for k, (n, _, steps) in self._reserved.items():
+            if n != ns:
+                continue
+            shown = self._flows.get(k)
+            for step, limits in steps.items():
+                if name in limits and (shown is None or step not in shown.holding):
+                    held += 1
+                    holders.append(who(k.partition("/")[2], step))
+        planning = [k for k, (n, _, counts) in self._planning.items() if n == ns and counts.get(name)]
+        for k in planning:
+            held += self._planning[k][2][name]
+            holders.append(f"jobflow/{k.partition('/')[2]}")
+        return held, holders, planning
+
+    def _use(self, ns: str, name: str, me: str, order: Order) -> LockUse | None:
+        held = ahead = 0
+        tightest: int | None = None
+        holders: list[tuple[Order, str]] = []
+        waiters: list[tuple[Order, str]] = []
+        for k in self._users.get((ns, name), ()):
+            if k == me:
+                continue
+            entry = self._flows[k]
+            flow_name = k.partition("/")[2]
+            for step, limits in entry.holding.items():
+                if name in limits:
+                    held += 1
+                    holders.append((entry.order, who(flow_name, step)))
+            if entry.order < order:
+                for step, limits in entry.waiting.items():
+                    if name in limits:
+                        ahead += 1
+                        tightest = min(limits[name], tightest or limits[name])
+                        waiters.append((entry.order, who(flow_name, step)))
+        for k, (n, _, steps) in self._reserved.items():
+            if k == me or n != ns:
+                continue
+            shown = self._flows.get(k)
+            for step, limits in steps.items():
+                if name in limits and (shown is None or step not in shown.holding):
+                    held += 1
+                    holders.append((order, who(k.partition("/")[2], step)))
+        for k, (n, _, counts) in self._planning.items():
+            if k != me and n == ns and counts.get(name):
+                held += counts[name]
+                holders.append((order, f"jobflow/{k.partition('/')[2]}"))
+                self._seen_by.setdefault(k, set()).add(me)
+        if not held and not ahead:
+            return None
+        return LockUse(
+            held,
+            ahead,
+            tightest,
+            min(holders)[1] if holders else None,
+            min(waiters)[1] if waiters else None,
+        )
+
+    def settle(self, flow: JobFlow, status: JobFlowStatus | None) -> list[str]:
+        """The plan of `flow` made `status` (None: no plan); the steps it started keep their locks
+        reserved until the cache shows them; the keys of the flows that may take the others."""
+        key, ns, uid = flow.metadata.key, flow.metadata.namespace, flow.metadata.uid
+        planning = self._planning.get(key)
+        if planning is None or planning[1] != uid:
+            return []
+        del self._planning[key]
+        viewers = self._seen_by.pop(key, set())
+        held_back = self._held_back.pop(key, set())
+        freed = set(held_back)
+        before = self._reserved.get(key)
+        if before is not None:
+            freed |= {n for limits in before[2].values() for n in limits}
+        if status is not None and self._alive.get(key) == uid:
+            declared = _declared(flow)
+            shown = self._flows.get(key)
+            started = {
+                s.name: declared[s.name]
+                for s in status.steps
+                if s.name in declared
+                and s.phase in HOLDING_PHASES
+                and (shown is None or s.name not in shown.holding)
+            }
+            if started:
+                self._reserved[key] = (ns, uid, started)
+            else:
+                self._reserved.pop(key, None)
+        elif before is not None and (self._alive.get(key) != uid or before[1] != uid):
+            # The flow is gone (deleted while it planned: its `observe` kept the reservation for this
+            # plan), or another of its name: nothing it reserved is held.
+            del self._reserved[key]
+        woken = set(self._next_in_line(ns, freed, key))
+        # A wake-up held back for this very flow (a lock it waits for freed while its plan, from the older
+        # view, was in flight): a plan that changed nothing writes nothing, so no event of its own would
+        # queue it again. Queued while it is processed, it is planned again once this reconcile is done.
+        if held_back and key in self._next_in_line(ns, held_back, None):
+            woken.add(key)
+        return sorted(k for k in woken | viewers if k in self._alive)
+
+    def _next_in_line(self, ns: str, names: Iterable[str], me: str | None) -> list[str]:
+        """The flows with a step that may now take one of `names` in `ns` (as far as that lock goes), in
+        line: for each lock, the waiters while the holders and those ahead are fewer than their limit
+        (and the smallest limit of those ahead). A plan in flight counted as holding gives the wake-ups
+        it holds back when it settles. `me`'s own event queues it."""
+        found: dict[str, Order] = {}
+        for name in names:
+            held, _, planning = self._held(ns, name)
+            for k in planning:
+                self._held_back.setdefault(k, set()).add(name)
+            line = sorted(
+                (entry.order, i, k, limits[name])
+                for k in self._users.get((ns, name), ())
+                for entry in (self._flows[k],)
+                for i, limits in enumerate(entry.waiting.values())
+                if name in limits
+            )
+            tightest: int | None = None
+            for ahead, (order, _, k, limit) in enumerate(line):  # `ahead`: the waiters before it
+                room = min(limit, tightest) if tightest is not None else limit
+                if held + ahead < room and k != me:
+                    found.setdefault(k, order)
+                tightest = room
+                if held + ahead + 1 >= tightest:  # none behind it can go
+                    break
+        return sorted(found, key=lambda k: found[k])
+
+    def holders(self, ns: str, name: str) -> list[str]:
+        """The steps the cache shows holding lock `name` in `ns`, as messages name them (tests read it)."""
+        return sorted(
+            who(k.partition("/")[2], step)
+            for k in self._users.get((ns, name), ())
+            for step, limits in self._flows[k].holding.items()
+            if name in limits
+        )

@@ -1,0 +1,154 @@
+"""Step locks against a real kube-apiserver: two flows whose steps share a mutex (the second waits, says
+for whom, and starts once the first ends), and a semaphore of 2 with three flows.
+
+A watch of the namespace's flows records every stored state, so "never more holders than the limit" is
+checked on each, not on a few polls; the test plays the Job controller, finishing one Job at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from controller_steps import WAIT, job_of
+
+from zen_flow_dev.testing.controller import StartController
+from zen_flow_dev.testing.driver import FlowDriver, wait_until
+from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.jobstatus import complete_job
+
+pytestmark = pytest.mark.integration
+
+MUTEX = {"mutexes": [{"name": "db"}]}
+SEMAPHORE = {"semaphores": [{"name": "warehouse", "limit": 2}]}
+
+
+class Holders:
+    """The flows whose step `work` the apiserver stored Running, and the most at once."""
+
+    def __init__(self) -> None:
+        self.holding: set[str] = set()
+        self.started: list[str] = []
+        self.peak = 0
+
+    def see(self, flow: dict[str, Any]) -> None:
+        name = flow["metadata"]["name"]
+        steps = {s["name"]: s for s in (flow.get("status") or {}).get("steps", [])}
+        if steps.get("work", {}).get("phase") == "Running":
+            self.holding.add(name)
+            if name not in self.started:
+                self.started.append(name)
+        else:
+            self.holding.discard(name)
+        self.peak = max(self.peak, len(self.holding))
+
+
+@contextlib.asynccontextmanager
+async def watching(driver: FlowDriver, namespace: str) -> AsyncIterator[Holders]:
+    seen = Holders()
+
+    async def watch() -> None:
+        async with driver.flows.watch(namespace, "0", 300) as stream:
+            async for event in stream:
+                if event.type in ("ADDED", "MODIFIED"):
+                    seen.see(event.object)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def locked(name: str, namespace: str, sync: dict[str, Any]) -> dict[str, Any]:
+    return flow_manifest(name, namespace, [job_step("work", synchronization=sync)])
+
+
+async def step_of(driver: FlowDriver, namespace: str, name: str) -> dict[str, Any]:
+    flow = await driver.get(namespace, name) or {}
+    return next((s for s in (flow.get("status") or {}).get("steps", []) if s["name"] == "work"), {})
+
+
+async def waits_for(driver: FlowDriver, namespace: str, name: str) -> str | None:
+    step = await step_of(driver, namespace, name)
+    message = step.get("message") or ""
+    return message if step.get("phase") == "Pending" and message.startswith("waiting for lock") else None
+
+
+async def finish(driver: FlowDriver, namespace: str, name: str) -> None:
+    job = await job_of(driver, namespace, "work", flow=name)
+    await complete_job(driver.kube, namespace, job["metadata"]["name"])
+    await driver.wait_phase(namespace, name, timeout=WAIT)
+
+
+async def _true(value: bool) -> bool | None:
+    return value or None
+
+
+async def test_a_mutex_makes_the_second_flow_wait_saying_for_whom_then_start_when_the_first_ends(
+    namespace: str, driver: FlowDriver, start_controller: StartController, kubectl: Any
+) -> None:
+    start_controller()
+    async with watching(driver, namespace) as seen:
+        await driver.create(locked("first", namespace, MUTEX))
+        await job_of(driver, namespace, "work", flow="first")
+        await driver.create(locked("second", namespace, MUTEX))
+        message = await wait_until(
+            lambda: waits_for(driver, namespace, "second"), WAIT, what="second to wait for the lock"
+        )
+        assert message == "waiting for lock db"
+        # What `kubectl get` shows: the flow's message names the step and the lock.
+        row = kubectl("get", "jf", "second", "-n", namespace, "--no-headers").stdout
+        assert row.rstrip().endswith("work waiting for lock db")
+
+        async def told() -> list[str] | None:
+            items = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+            found = [
+                e["message"]
+                for e in items
+                if e["involvedObject"]["name"] == "second" and e["reason"] == "StepWaitingForLock"
+            ]
+            return found or None
+
+        # The event, once, names the holder.
+        assert await wait_until(told, WAIT, what="the StepWaitingForLock event") == [
+            "step work: waiting for lock db (db held by jobflow/first step work)"
+        ]
+        assert "second" not in {
+            j["metadata"]["labels"].get("workflow.kube-zen.io/flow") for j in await driver.jobs(namespace)
+        }
+
+        await finish(driver, namespace, "first")
+        await finish(driver, namespace, "second")  # its Job comes once first's step ended
+        assert seen.started == ["first", "second"]
+        assert seen.peak == 1
+
+
+async def test_a_semaphore_of_two_lets_two_of_three_flows_run_and_the_third_after_one_ends(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    names = ["one", "two", "three"]
+    async with watching(driver, namespace) as seen:
+        for name in names:
+            await driver.create(locked(name, namespace, SEMAPHORE))
+        await wait_until(lambda: _true(len(seen.holding) == 2), WAIT, what="two holders")
+        waiting = next(n for n in names if n not in seen.holding)
+        message = await wait_until(
+            lambda: waits_for(driver, namespace, waiting), WAIT, what="the third to wait"
+        )
+        assert message == "waiting for lock warehouse"
+        first = sorted(seen.holding)[0]
+        await finish(driver, namespace, first)
+        await finish(driver, namespace, waiting)
+        for name in names:
+            if name not in (first, waiting):
+                await finish(driver, namespace, name)
+        assert seen.peak == 2
+        assert seen.started[-1] == waiting

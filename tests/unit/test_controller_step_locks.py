@@ -1,0 +1,168 @@
+"""Controller: step locks as the reconciler keeps them (planner/lock_book.py wired to the flow informer's
+events and to each plan): a waiting flow costs no API request, and a holder that ends or is deleted
+queues the waiting flow at once (no polling)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zen_flow.api import JobFlow
+from zen_flow.controller.metric_collectors import FlowCollector
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner import CreateJob, plan
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+NS = "team-a"
+WAITING = "waiting for lock db"
+
+
+class CountingApi(FakeApiServer):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.clock = clock
+        self.patches: list[str] = []
+
+    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        self.patches.append(name)
+        return await super().patch_flow_status(namespace, name, ops)
+
+
+def flow(name: str) -> JobFlow:
+    return make_flow([job_step("s0", synchronization={"mutexes": [{"name": "db"}]})], name=name, namespace=NS)
+
+
+async def queued(queue: WorkQueue[str]) -> list[str]:
+    """Every key in the queue, taken (and done)."""
+    out = []
+    while len(queue):
+        key = await queue.get()
+        queue.done(key)
+        out.append(key)
+    return out
+
+
+async def new_controller() -> tuple[CountingApi, Controller, WorkQueue[str]]:
+    clock = FakeClock()
+    api = CountingApi(clock)
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = Controller(
+        flows=api,
+        jobs=api,
+        api=api,
+        queue=queue,
+        expectations=Expectations(clock),
+        events=api,
+        clock=clock,
+        metrics=Metrics(),
+    )
+    api.on_flow, api.on_flow_deleted, api.on_job = ctrl.on_flow_event, ctrl.on_flow_deleted, ctrl.on_job_event
+    return api, ctrl, queue
+
+
+async def started_pair() -> tuple[CountingApi, Controller, WorkQueue[str]]:
+    """a holds db, b waits for it; the queue drained."""
+    api, ctrl, queue = await new_controller()
+    clock = api.clock
+    api.create_flow(flow("a"))
+    await clock.advance(1)
+    api.create_flow(flow("b"))
+    api.sync()
+    await ctrl.reconcile(f"{NS}/a")
+    api.sync()
+    await ctrl.reconcile(f"{NS}/b")
+    api.sync()
+    await queued(queue)
+    return api, ctrl, queue
+
+
+async def test_a_waiting_flow_says_for_whom_and_costs_no_request_while_it_waits() -> None:
+    api, ctrl, _ = await started_pair()
+    assert api.flows[f"{NS}/b"].status.steps[0].message == WAITING
+    told = [("Normal", "StepWaitingForLock", f"step s0: {WAITING} (db held by jobflow/a step s0)")]
+    assert [e for e in api.events if e[1] == "StepWaitingForLock"] == told
+    patches, creates, events = list(api.patches), list(api.job_creates), list(api.events)
+    await ctrl.reconcile(f"{NS}/b")
+    assert api.patches == patches
+    assert api.job_creates == creates
+    assert api.events == events
+
+
+async def test_a_holder_that_ends_queues_the_waiting_flow_which_then_starts() -> None:
+    api, ctrl, queue = await started_pair()
+    (job,) = [name for (ns, name) in api.jobs if ns == NS]
+    api.finish_job(NS, job)
+    api.sync()
+    assert await queued(queue) == [f"{NS}/a"]  # a's Job event; b waits on
+    await ctrl.reconcile(f"{NS}/a")  # a's step Succeeded
+    api.sync()
+    assert f"{NS}/b" in await queued(queue)
+    await ctrl.reconcile(f"{NS}/b")
+    assert api.flows[f"{NS}/b"].status.steps[0].phase == "Running"
+
+
+async def test_after_a_failover_a_running_job_whose_start_the_status_lost_still_holds_the_lock() -> None:
+    api, ctrl, _ = await new_controller()
+    a = api.create_flow(flow("a"))
+    create = next(x for x in plan(a, [], api.clock.now()).actions if isinstance(x, CreateJob))
+    await api.create_job(NS, create.body)  # the old leader's create; its status write was lost
+    api.create_flow(flow("b"))
+    api.sync()
+    await ctrl.reconcile(f"{NS}/b")  # the new leader plans b first: a's step holds db
+    api.sync()
+    assert api.flows[f"{NS}/b"].status.steps[0].message == WAITING
+    await ctrl.reconcile(f"{NS}/a")  # a takes its Job over
+    assert api.flows[f"{NS}/a"].status.steps[0].phase == "Running"
+
+
+async def test_a_holder_deleted_queues_the_waiting_flow() -> None:
+    api, ctrl, queue = await started_pair()
+    api.remove_flow(f"{NS}/a")
+    api.sync()
+    assert f"{NS}/b" in await queued(queue)
+    await ctrl.reconcile(f"{NS}/b")
+    assert api.flows[f"{NS}/b"].status.steps[0].phase == "Running"
+
+
+async def test_the_waiting_steps_are_counted_by_namespace() -> None:
+    api, _, _ = await started_pair()
+    families = {m.name: m for m in FlowCollector(lambda: api.flows.values()).collect()}
+    samples = families["zen_flow_lock_waiting_steps"].samples
+    assert [(s.labels, s.value) for s in samples] == [({"namespace": NS}, 1)]
+
+
+async def test_a_stored_flow_whose_flow_step_takes_a_lock_fails_naming_the_field() -> None:
+    # Stored before admission refused it (or past a webhook down): planned, it could deadlock its family.
+    clock = FakeClock()
+    api = CountingApi(clock)
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ctrl = Controller(
+        flows=api,
+        jobs=api,
+        api=api,
+        queue=queue,
+        expectations=Expectations(clock),
+        events=api,
+        clock=clock,
+        metrics=Metrics(),
+    )
+    api.on_flow, api.on_flow_deleted, api.on_job = ctrl.on_flow_event, ctrl.on_flow_deleted, ctrl.on_job_event
+    child = {
+        "name": "sub",
+        "type": "Flow",
+        "flow": {"templateRef": {"name": "build"}},
+        "synchronization": {"mutexes": [{"name": "db"}]},
+    }
+    api.create_flow(make_flow([child], name="p", namespace=NS))
+    api.sync()
+    await ctrl.reconcile(f"{NS}/p")
+    status = api.flows[f"{NS}/p"].status
+    valid = next(c for c in status.conditions if c.type == "Valid")
+    assert (status.phase, valid.reason) == ("Failed", "InvalidSpec")
+    assert "spec.steps[0].synchronization" in (valid.message or "")
+    assert "a Flow step cannot take locks" in (valid.message or "")
+    assert not api.job_creates

@@ -1,0 +1,311 @@
+"""Step locks under random interleavings: flows in two namespaces whose steps (one to three, some in a
+chain) take a mutex, a semaphore of 2, the same semaphore at limit 1 (mixed limits), or a mutex and a
+semaphore; plans in flight while other flows plan (claimed, not yet settled), writes whose watch events
+reach the cache late, status writes lost (409: the Jobs created, the status not) and Job creates failed
+(nothing written), Jobs ending or failing, failed flows rerun (`zen-flow retry`), flows suspended and
+resumed, flows deleted mid-plan, a controller restart (the book rebuilt from the cache), and reconciles
+only of the keys the informer events, the book's wake-ups and failed reconciles queue (no polling).
+
+- Never more steps hold a lock in a namespace than the largest limit its holders declared (each started
+  only while fewer held it than its own limit; what the flows' statuses say: the truth).
+- No wake-up is lost: whenever nothing is queued, in flight or undelivered, no waiting step could start
+  (a plan of its flow now would start none), suspended flows left asleep.
+- Every waiter gets its locks: draining the queue (queued keys reconciled, running Jobs ending) leaves
+  every flow ended, none waiting for a lock nobody holds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from zen_flow.api.constants import ANNOTATION_RETRY, FlowPhase, StepPhase
+from zen_flow.api.job import Job
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner import CreateJob, LockBook, Plan, plan
+from zen_flow.planner.locks import HOLDING_PHASES, lock_waiting, needs_of
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+NAMESPACES = ["ns-a", "ns-b"]
+LOCKS: dict[str, dict[str, Any]] = {
+    "mutex": {"mutexes": [{"name": "db"}]},
+    "semaphore": {"semaphores": [{"name": "pool", "limit": 2}]},
+    "narrow": {"semaphores": [{"name": "pool", "limit": 1}]},
+    "both": {"mutexes": [{"name": "db"}], "semaphores": [{"name": "pool", "limit": 2}]},
+}
+DRAIN_ROUNDS = 600
+
+
+@dataclass
+class World:
+    """The apiserver's flows (`sims`: the truth), the controller's cache of them (what the book saw: a
+    write lands in the cache only when its watch event is delivered), its queue, and the plans in flight
+    (claimed, not yet settled)."""
+
+    sims: dict[str, Simulator] = field(default_factory=dict)
+    book: LockBook = field(init=False)
+    cache: dict[str, JobFlow] = field(default_factory=dict)
+    queue: list[str] = field(default_factory=list)
+    in_flight: dict[str, tuple[JobFlow, Plan]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.book = LockBook(self.jobs_for)
+
+    def jobs_for(self, uid: str) -> list[Job]:
+        """The Jobs the cache shows (their watch events come at once: the controller waits for its own)."""
+        return [j for sim in self.sims.values() if sim.flow.metadata.uid == uid for j in sim.jobs.values()]
+
+    def jobs_changed(self, key: str) -> None:
+        """A Job of the flow was created or ended: its event (`observe(flow, flow)`)."""
+        if (cached := self.cache.get(key)) is not None:
+            self.queue += [key, *self.book.observe(cached, cached)]
+
+    def add(self, f: JobFlow) -> None:
+        self.sims[f.metadata.key] = Simulator(f, T0)
+        self.cache[f.metadata.key] = f
+        self.queue += [f.metadata.key, *self.book.observe(None, f)]
+
+    def undelivered(self) -> list[str]:
+        return [k for k, sim in self.sims.items() if self.cache.get(k) is not sim.flow]
+
+    def deliver(self, key: str) -> None:
+        """The watch event of the flow's last write reaches the cache."""
+        sim = self.sims.get(key)
+        if sim is None or self.cache.get(key) is sim.flow:
+            return
+        old, self.cache[key] = self.cache[key], sim.flow
+        self.queue += [key, *self.book.observe(old, sim.flow)]
+
+    def begin(self, key: str) -> None:
+        """A worker claims the flow's view and plans it; the settle comes later (`end`). A flow whose own
+        write the cache has not shown yet is not planned (the controller waits for it: `unseen_for`)."""
+        sim = self.sims.get(key)
+        if sim is None or key in self.in_flight or self.cache.get(key) is not sim.flow:
+            return
+        self.queue = [k for k in self.queue if k != key]  # a worker took it (the queue holds a key once)
+        before = sim.flow
+        view = self.book.claim(before)
+        self.in_flight[key] = (before, plan(before, list(sim.jobs.values()), sim.now, locks=view))
+
+    def end(self, key: str, how: str = "end") -> None:
+        """The plan is settled and done: written (`end`), its status write lost after its Job creates
+        (`lost`: 409), or its first Job create failed (`nocreate`: nothing written); a failed reconcile
+        is queued again."""
+        if key not in self.in_flight:
+            return
+        before, result = self.in_flight.pop(key)
+        self.queue += self.book.settle(before, result.status)
+        sim = self.sims.get(key)
+        if sim is None:  # deleted meanwhile: its creates and writes fail
+            return
+        if how == "nocreate":
+            self.queue.append(key)
+        elif how == "lost":
+            sim.apply(result, write_status=False)
+            self.jobs_changed(key)
+        else:
+            sim.apply(result)  # the cache sees it when it is delivered
+            if any(isinstance(a, CreateJob) for a in result.actions):
+                self.jobs_changed(key)
+
+    def rerun(self, key: str) -> None:
+        """`zen-flow retry` of a failed flow (the cache sees it when it is delivered)."""
+        sim = self.sims.get(key)
+        if sim is not None and sim.flow.status.phase == FlowPhase.FAILED:
+            sim.annotate(ANNOTATION_RETRY, str(len(sim.plans)))
+
+    def suspend(self, key: str, suspend: bool) -> None:
+        sim = self.sims.get(key)
+        if sim is not None and bool(sim.flow.spec.suspend) != suspend and not sim.terminal:
+            sim.set_suspend(suspend)
+
+    def finish(self, key: str, failed: bool) -> None:
+        sim = self.sims.get(key)
+        if sim is None or not sim.running():
+            return
+        for job in sim.running():
+            sim.fail(job) if failed else sim.complete(job)
+        self.jobs_changed(key)
+
+    def delete(self, key: str) -> None:
+        sim = self.sims.pop(key, None)
+        if sim is not None:
+            self.queue += self.book.observe(self.cache.pop(key), None)
+
+    def restart(self) -> None:
+        """A new leader: the book rebuilt from the cache, every flow queued (the informer's list)."""
+        self.in_flight.clear()  # the old process's plans died with it (their writes never came)
+        self.book = LockBook(self.jobs_for)  # its Jobs listed before the workers start
+        for key, sim in self.sims.items():  # the new process lists what the apiserver stores
+            self.cache[key] = sim.flow
+            self.queue += [key, *self.book.observe(None, sim.flow)]
+
+    def check_quiet(self) -> None:
+        """Nothing queued, in flight or undelivered: a waiting step that could start now lost its wake-up
+        (it would wait until some unrelated event)."""
+        for key, sim in self.sims.items():
+            waiting = {s.name for s in sim.flow.status.steps if lock_waiting(s.message)}
+            if not waiting or sim.flow.spec.suspend:
+                continue
+            view = self.book.claim(sim.flow)
+            result = plan(sim.flow, list(sim.jobs.values()), sim.now, locks=view)
+            self.book.settle(sim.flow, None)
+            could = [a.step for a in result.actions if isinstance(a, CreateJob) and a.step in waiting]
+            assert not could, f"{key}: {could} could start, but nothing queued it"
+
+    def drain(self) -> None:
+        """Only what the events and the book queue is reconciled; Jobs end when nothing is queued."""
+        for _ in range(DRAIN_ROUNDS):
+            if late := self.undelivered():
+                self.deliver(late[0])
+            elif self.queue:
+                key = self.queue[0]
+                self.queue = [k for k in self.queue if k != key]
+                self.begin(key)
+                self.end(key)
+            else:
+                self.check_quiet()
+                if running := [k for k, sim in self.sims.items() if sim.running()]:
+                    self.finish(running[0], failed=False)
+                else:
+                    return
+            self.check_limits()
+
+    def check_limits(self) -> None:
+        held: Counter[tuple[str, str]] = Counter()
+        widest: dict[tuple[str, str], int] = {}
+        for key, sim in self.sims.items():
+            specs = {s.name: s for s in sim.flow.spec.steps}
+            for s in sim.flow.status.steps:
+                if s.phase in HOLDING_PHASES:
+                    for need in needs_of(specs[s.name]):
+                        lock = (key.partition("/")[0], need.name)
+                        held[lock] += 1
+                        widest[lock] = max(widest.get(lock, 0), need.limit)
+        over = {k: n for k, n in held.items() if n > widest[k]}
+        assert not over, f"more holders than the limit: {over}"
+
+
+flows_st = st.lists(
+    st.tuples(
+        st.sampled_from(NAMESPACES),
+        st.lists(st.sampled_from(sorted(LOCKS)), min_size=1, max_size=3),
+        st.booleans(),  # chained steps
+        st.sampled_from([0, 0, 5]),  # priority
+    ),
+    min_size=1,
+    max_size=6,
+)
+ops_st = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                *("begin", "begin", "end", "end", "lost", "nocreate", "deliver", "deliver"),
+                *("finish", "fail", "retry", "suspend", "resume", "delete", "restart"),
+            ]
+        ),
+        st.integers(0, 5),
+    ),
+    max_size=40,
+)
+
+
+def make(i: int, ns: str, locks: list[str], chained: bool, priority: int) -> JobFlow:
+    steps = [
+        job_step(f"s{j}", *([f"s{j - 1}"] if chained and j else []), synchronization=LOCKS[lock])
+        for j, lock in enumerate(locks)
+    ]
+    return make_flow(
+        steps,
+        name=f"f{i}",
+        namespace=ns,
+        created=T0 + timedelta(seconds=i // 2),
+        execution_policy={"priority": priority},
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flows_st, ops_st)
+# Two plans in flight at once, each of a flow whose step wants the one mutex: the first's claim reserves it.
+@example([("ns-a", ["mutex"], False, 0)] * 2, [("begin", 0), ("begin", 1), ("end", 0), ("end", 1)])
+# The first's start written, its watch event late: the second, planned meanwhile, finds it reserved.
+@example([("ns-a", ["mutex"], False, 0)] * 2, [("begin", 0), ("end", 0), ("begin", 1), ("end", 1)])
+# A plan in flight when its flow is deleted, its earlier start's status write lost: nothing stays reserved.
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [("begin", 0), ("lost", 0), ("begin", 0), ("delete", 0), ("end", 0)],
+)
+# A start whose Job create failed keeps the other waiting; the next plan starts nothing (suspended): the
+# waiter is woken.
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [
+        *(("begin", 0), ("nocreate", 0), ("begin", 1), ("end", 1), ("deliver", 1), ("begin", 1), ("end", 1)),
+        *(("suspend", 0), ("deliver", 0), ("begin", 0), ("end", 0)),
+    ],
+)
+# A rerun planned while the waiter is: it reserves the failed step it runs again.
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [
+        *(("begin", 0), ("end", 0), ("deliver", 0), ("begin", 1), ("end", 1), ("deliver", 1), ("fail", 0)),
+        *(("begin", 0), ("end", 0), ("deliver", 0), ("retry", 0), ("deliver", 0)),
+        *(("begin", 0), ("begin", 1), ("end", 0), ("end", 1)),
+    ],
+)
+# The waiter's own no-op replan is in flight when the holder ends: the wake-up it held back is its own (a
+# plan that changes nothing writes nothing, so no event of its own queues it again).
+@example(
+    [("ns-a", ["mutex"], False, 0)] * 2,
+    [
+        *(("begin", 0), ("end", 0), ("deliver", 0), ("begin", 1), ("end", 1), ("deliver", 1), ("begin", 1)),
+        *(("finish", 0), ("begin", 0), ("end", 0), ("deliver", 0), ("end", 1)),
+    ],
+)
+# A start's status write lost, then a restart: the book rebuilt from the cache counts its running Job (the
+# flow's next plan takes it over under no lock check), so the other flow does not take the mutex too.
+@example([("ns-a", ["both"], False, 0)] * 2, [("begin", 0), ("lost", 0), ("restart", 0)])
+def test_locks_never_overflow_and_every_waiter_gets_them(flows: list[Any], ops: list[Any]) -> None:
+    world = World()
+    for i, spec in enumerate(flows):
+        world.add(make(i, *spec))
+    keys = list(world.sims)
+    for op, n in ops:
+        key = keys[n % len(keys)]
+        if op == "begin":
+            world.begin(key)
+        elif op in ("end", "lost", "nocreate"):
+            world.end(key, op)
+        elif op == "retry":
+            world.rerun(key)
+        elif op in ("suspend", "resume"):
+            world.suspend(key, op == "suspend")
+        elif op in ("finish", "fail"):
+            world.finish(key, failed=op == "fail")
+        elif op == "deliver":
+            world.deliver(key)
+        elif op == "delete":
+            world.delete(key)
+        else:
+            world.restart()
+        world.check_limits()
+    for key in list(world.in_flight):
+        world.end(key)
+    world.drain()  # suspended flows asleep: what they hold stays held
+    for key in world.sims:  # every flow resumed (its resume's event queues it)
+        world.suspend(key, False)
+    world.drain()
+    stuck = {
+        key: [(s.name, s.phase, s.message) for s in sim.flow.status.steps if not StepPhase(s.phase).terminal]
+        for key, sim in world.sims.items()
+        if not sim.terminal
+    }
+    assert not stuck, f"flows that never ended: {stuck}"
+    assert not any(lock_waiting(s.message) for sim in world.sims.values() for s in sim.flow.status.steps)

@@ -1,0 +1,80 @@
+"""Admission of `synchronization` (step locks: planner/locks.py): DNS-1123 names, each once per step,
+semaphore limits 1..10000, at most 8 locks, none on a Manual, Flow or matrix step; each error at its
+field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from validation_samples import ErrorType, assert_error, assert_valid, job_step, make_flow, manual_step
+
+from zen_flow.validation import validate_jobflow
+
+E = ErrorType
+SYNC = "spec.steps[0].synchronization"
+
+
+def sync(mutexes: Sequence[str] = (), semaphores: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if mutexes:
+        out["mutexes"] = [{"name": n} for n in mutexes]
+    if semaphores:
+        out["semaphores"] = [{"name": n, "limit": limit} for n, limit in semaphores]
+    return out
+
+
+def test_mutexes_and_semaphores_on_job_steps_are_valid() -> None:
+    assert_valid(make_flow(job_step("migrate", synchronization=sync(["db-migrations"], [("warehouse", 3)]))))
+
+
+def test_a_flow_step_takes_no_lock_its_child_templates_steps_do() -> None:
+    # It would hold its locks while its child's steps wait for others: two such families deadlock.
+    child = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "build"}}}
+    flow = make_flow({**child, "synchronization": sync(["db"])})
+    error = assert_error(flow, SYNC, E.FORBIDDEN, "a Flow step cannot take locks")
+    assert "put the locks on the steps of the child's template" in str(error)
+
+
+def test_a_list_of_locks_that_is_not_a_list_gets_only_its_type_error() -> None:
+    errors = validate_jobflow(make_flow(job_step("a", synchronization={"mutexes": {"name": "db"}})))
+    assert [(e.path, e.type) for e in errors] == [(SYNC + ".mutexes", E.INVALID)]
+
+
+def test_a_lock_name_must_be_a_dns_label() -> None:
+    assert_error(
+        make_flow(job_step("a", synchronization=sync(["DB"]))),
+        SYNC + ".mutexes[0].name",
+        E.INVALID,
+        "RFC 1123",
+    )
+
+
+def test_a_semaphore_limit_is_required_and_between_1_and_10000() -> None:
+    flow = make_flow(job_step("a", synchronization={"semaphores": [{"name": "w"}]}))
+    assert_error(flow, SYNC + ".semaphores[0].limit", E.REQUIRED, "1..10000")
+    for limit in (0, 10001):
+        flow = make_flow(job_step("a", synchronization=sync(semaphores=[("w", limit)])))
+        assert_error(flow, SYNC + ".semaphores[0].limit", E.INVALID, "between 1 and 10000")
+
+
+def test_a_name_is_not_both_a_mutex_and_a_semaphore_of_one_step() -> None:
+    flow = make_flow(job_step("a", synchronization=sync(["db"], [("db", 2)])))
+    assert_error(flow, SYNC + ".semaphores[0].name", E.DUPLICATE, "names each lock once")
+
+
+def test_at_most_8_locks_per_step_and_at_least_one() -> None:
+    flow = make_flow(job_step("a", synchronization=sync([f"l{i}" for i in range(9)])))
+    assert_error(flow, SYNC, E.TOO_MANY)
+    assert_error(make_flow(job_step("a", synchronization={})), SYNC, E.REQUIRED, "at least one lock")
+
+
+def test_a_manual_step_takes_no_lock() -> None:
+    flow = make_flow(job_step("a"), manual_step("gate", "a", synchronization=sync(["db"])))
+    assert_error(flow, "spec.steps[1].synchronization", E.FORBIDDEN, "a Manual step runs nothing")
+
+
+def test_a_matrix_step_takes_no_lock() -> None:
+    matrix = {"parameters": [{"name": "os", "values": ["linux", "darwin"]}]}
+    flow = make_flow(job_step("a", matrix=matrix, synchronization=sync(["db"])))
+    assert_error(flow, SYNC, E.FORBIDDEN, "a matrix step cannot take locks")
