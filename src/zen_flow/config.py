@@ -20,6 +20,7 @@ from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.instances import instance_id_problem
 from zen_flow.core.naming import is_dns1123_subdomain
 from zen_flow.core.shards import MAX_SHARDS
+from zen_flow.planner.archive_logs import DEFAULT_LIMIT_BYTES as DEFAULT_LOG_LIMIT_BYTES
 from zen_flow.planner.archive_records import DEFAULT_PREFIX as DEFAULT_ARCHIVE_PREFIX
 from zen_flow.planner.archiving import DEFAULT_MAX_DELAY_SECONDS as DEFAULT_ARCHIVE_MAX_DELAY
 from zen_flow.setting_checks import archive_problems, cloudevents_problems, shard_problems
@@ -238,6 +239,21 @@ class Settings:
             "help": "how long past its TTL (or a CronJobFlow's history limit) an ended flow waits for its "
             "archive record while the store fails; then, after a failed write, it is deleted anyway, with a "
             "Warning event NotArchived (0: it waits for one write only)"
+        },
+    )
+    archive_logs: bool = field(
+        default=False,
+        metadata={
+            "help": "with the archive on, write each finished step attempt's pod logs to it too (a flow's "
+            'annotation workflow.kube-zen.io/archive-logs: "true" or "false" overrides this); '
+            "deletions that wait for a flow's record wait for its logs"
+        },
+    )
+    archive_log_limit_bytes: int = field(
+        default=DEFAULT_LOG_LIMIT_BYTES,
+        metadata={
+            "help": "bytes of a container's log archived at most (its beginning; a cut log says so in "
+            "its last line), 1 to 8388608"
         },
     )
     resync_seconds: float = field(

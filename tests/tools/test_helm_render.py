@@ -528,6 +528,8 @@ def test_archive_values_become_flags_and_the_keys_are_files_of_a_mounted_secret(
         "credentialsSecret": {"name": "archive-keys", "sessionTokenKey": "sessionToken"},
         "maxDelaySeconds": 3600,
         "caConfigMap": "store-ca",
+        "logs": True,
+        "logLimitBytes": 65536,
     }
     pod = deployment(render(helm, tmp_path, {"archive": archive}))["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -556,6 +558,7 @@ def test_archive_values_become_flags_and_the_keys_are_files_of_a_mounted_secret(
     assert settings.archive_enabled
     assert (settings.archive_s3_bucket, settings.archive_s3_prefix) == ("team-flows", "jobflows/")
     assert settings.archive_max_delay_seconds == 3600.0
+    assert (settings.archive_logs, settings.archive_log_limit_bytes) == (True, 65536)
     with pytest.raises(RenderError, match=r"archive\.credentialsSecret\.name"):
         render(helm, tmp_path, {"archive": {"endpoint": "http://minio:9000", "bucket": "b"}})
     with pytest.raises(RenderError, match=r"both archive\.endpoint and archive\.bucket"):

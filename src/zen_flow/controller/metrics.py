@@ -65,6 +65,8 @@ CLOUDEVENT_FAILURES = ("connection", "timeout", "server_error", "throttled", "re
 CLOUDEVENT_DROPS = ("queue_full", "gave_up", "refused", "shutdown", "error")
 # `zen_flow_archive_writes_total{result}` (controller/archiver.py).
 ARCHIVE_RESULTS = ("written", "failed", "skipped")
+# `zen_flow_archive_log_writes_total{result}` (controller/log_archiver.py).
+ARCHIVE_LOG_RESULTS = ("written", "truncated", "unavailable", "failed", "skipped")
 
 
 class Metrics:
@@ -253,6 +255,17 @@ class Metrics:
         )
         for result in ARCHIVE_RESULTS:
             self.archive_writes.labels(result)
+        self.archive_log_writes = Counter(
+            "zen_flow_archive_log_writes_total",
+            "Step logs written to the archive (--archive-logs), one a container of a finished attempt: "
+            "written, truncated (cut at --archive-log-limit-bytes), unavailable (no pod left, or the "
+            "apiserver could not read it: recorded so), failed (a write that failed; retried), skipped "
+            "(a Job deleted without its logs after --archive-max-delay-seconds)",
+            ["result"],
+            registry=r,
+        )
+        for result in ARCHIVE_LOG_RESULTS:
+            self.archive_log_writes.labels(result)
         self.archive_write_duration = Histogram(
             "zen_flow_archive_write_duration_seconds",
             "Time to write one archive record (the flow's GET and the PUT), failed ones included",

@@ -10,6 +10,8 @@ small model (phase, containers' and init containers' terminated state), never ke
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import Field
 
 from zen_flow.api.meta import Model, Timestamp
@@ -52,11 +54,22 @@ class _Owner(Model):
 
 
 class _PodMeta(Model):
+    name: str = ""
     owner_references: tuple[_Owner, ...] = ()
+
+
+class _Container(Model):
+    name: str = ""
+
+
+class _PodSpec(Model):
+    init_containers: tuple[_Container, ...] = ()
+    containers: tuple[_Container, ...] = ()
 
 
 class _Pod(Model):
     metadata: _PodMeta = _PodMeta()
+    spec: _PodSpec = _PodSpec()
     status: _PodStatus = _PodStatus()
 
     def owned_by(self, uid: str) -> bool:
@@ -98,6 +111,50 @@ class PodClient:
                     why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""
                     messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
         return messages
+
+
+@dataclass(frozen=True)
+class JobPod:
+    """A pod of a Job, as the log archive reads it: its name and its containers (init ones first)."""
+
+    name: str
+    containers: tuple[str, ...]
+
+
+class PodLogs:
+    """The container logs of a Job's pods (`--archive-logs`, controller/log_archiver.py)."""
+
+    def __init__(self, client: KubeClient, *, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def job_pods(self, namespace: str, job: str, job_uid: str) -> list[JobPod]:
+        """The pods the Job `job_uid` controls, oldest first (a pod that only wears its name label is
+        not its own: anyone who may create pods in the namespace could put it there)."""
+        pods = await self._client.request_model(
+            _PodList,
+            "GET",
+            PODS.path(namespace),
+            query=[("labelSelector", f"{JOB_NAME_LABEL}={job}")],
+            request_timeout=self._timeout,
+        )
+        owned = [p for p in pods.items if p.owned_by(job_uid) and p.metadata.name]
+        return [
+            JobPod(p.metadata.name, tuple(c.name for c in (*p.spec.init_containers, *p.spec.containers)))
+            for p in sorted(owned, key=lambda p: p.metadata.name)
+        ]
+
+    async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes:
+        """At most `limit` bytes of the container's log, its beginning (the apiserver cuts it). Not
+        retried: a node that does not answer is answered for once, within the timeout."""
+        return await self._client.request_raw(
+            "GET",
+            PODS.path(namespace, pod, "log"),
+            query=[("container", container), ("limitBytes", str(limit))],
+            retry=False,
+            request_timeout=self._timeout,
+            accept="*/*",
+        )
 
 
 def _finished(pod: _Pod) -> float:

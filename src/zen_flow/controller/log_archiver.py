@@ -1,0 +1,269 @@
+"""Writing finished attempts' pod logs to the archive store (`--archive-logs`): the I/O of
+planner/archive_logs.py.
+
+A reconcile never waits on a log: `notice` queues each finished Job of the flow not written yet, and a
+few writer tasks (WRITERS) take them in turns between namespaces (controller/due_line.py). A write lists
+the Job's pods (by the job-name label, only the pods the Job controls: the controller caches no pod),
+reads each container's log through the apiserver (pods/log, `limitBytes`: at most the limit plus one
+byte of it in memory, one log at a time a writer) and PUTs it. A pod gone, or a log the apiserver
+cannot fetch (its node down), is recorded as unavailable, never retried; a failed PUT (or pod list) is
+retried after a backoff (5 s doubling to 5 min) through the work queue's delayed adds.
+
+The flow's record (controller/archiver.py) is written after its attempts' logs (`entries`: it writes
+those not written yet itself), so what waits for the record waits for them. What this process wrote is
+kept in memory until the flow is archived or deleted: after a restart the logs of a flow not archived
+yet are written again (the same keys), which costs the reads and PUTs, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from zen_flow.api import Job, JobFlow
+from zen_flow.controller.due_line import DueLine
+from zen_flow.controller.flow_queue import priority
+from zen_flow.controller.metrics import Metrics
+from zen_flow.kube.errors import KubeError
+from zen_flow.kube.pods import JobPod
+from zen_flow.logging import get_logger
+from zen_flow.machinery.clock import Clock
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner.actions import DeleteJob, Plan
+from zen_flow.planner.archive_logs import (
+    LogEntry,
+    UnloggedJob,
+    capped,
+    job_step,
+    log_key,
+    logs_hold,
+    logs_wanted,
+)
+from zen_flow.planner.archiving import retry_delay
+from zen_flow.planner.children import ChildFlowJob
+from zen_flow.planner.timing import after
+from zen_flow.s3 import StoreError
+
+log = get_logger(__name__)
+
+WRITERS = 2
+LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+class LogStore(Protocol):
+    async def put(self, key: str, body: bytes, content_type: str = "application/json") -> None: ...
+
+
+class PodReader(Protocol):
+    async def job_pods(self, namespace: str, job: str, job_uid: str) -> list[JobPod]: ...
+
+    async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes: ...
+
+
+class Flows(Protocol):
+    def get(self, key: str) -> JobFlow | None: ...
+
+
+@dataclass
+class _Attempt:
+    """One finished Job of a flow, and what became of its logs."""
+
+    namespace: str
+    flow: str  # the flow's name
+    flow_uid: str
+    job: str
+    job_uid: str
+    step: str
+    attempt: int
+    entries: tuple[LogEntry, ...] | None = None  # written (None: not yet)
+    busy: asyncio.Event | None = None  # a write in flight; set when it ends
+    queued: bool = False
+    failures: int = 0
+    cause: str = ""
+    retry_at: datetime | None = None
+    failed_since: datetime | None = None
+
+    @property
+    def flow_key(self) -> str:
+        return f"{self.namespace}/{self.flow}"
+
+
+class LogArchiver:
+    def __init__(
+        self,
+        *,
+        store: LogStore,
+        prefix: str,
+        pods: PodReader,
+        flows: Flows,
+        queue: WorkQueue[str],
+        metrics: Metrics,
+        clock: Clock,
+        limit: int,
+        default: bool,
+        max_delay: float,
+    ) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._pods = pods
+        self._flows = flows
+        self._queue = queue
+        self._metrics = metrics
+        self._clock = clock
+        self._limit = limit
+        self._default = default
+        self.max_delay = max_delay
+        self._attempts: dict[str, dict[str, _Attempt]] = {}  # flow uid -> Job uid -> its logs
+        self._due = DueLine()  # (flow key, "flow uid/job uid") to write
+
+    def wanted(self, flow: JobFlow) -> bool:
+        return logs_wanted(flow, self._default)
+
+    def forget(self, flow_uid: str) -> None:
+        self._attempts.pop(flow_uid, None)
+
+    def notice(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> None:
+        """Queue the logs of the flow's finished Jobs not written yet (a failed write's after its retry)."""
+        for job in jobs:
+            if not job.finished or isinstance(job, ChildFlowJob):
+                continue  # a child flow's logs are its own steps' (archived as its own flow's)
+            known = self._attempts.get(flow.metadata.uid, {}).get(job.metadata.uid)
+            attempt = known or self._attempt(flow, job)
+            if attempt.entries is not None or attempt.queued or attempt.busy is not None:
+                continue
+            if attempt.retry_at is not None and now < attempt.retry_at:
+                continue
+            attempt.queued = True
+            self._due.put((flow.key, f"{flow.metadata.uid}/{job.metadata.uid}"))
+
+    def hold(self, flow: JobFlow, plan: Plan, now: datetime) -> Plan:
+        """`plan` with its deletes of finished Jobs whose logs are not written held back (bounded)."""
+        known = self._attempts.get(flow.metadata.uid, {})
+        by_name = {a.job: a for a in known.values()}
+        unlogged = {
+            a.job: UnloggedJob(failed_since=a.failed_since if a.busy is None else None, cause=a.cause)
+            for action in plan.actions
+            if isinstance(action, DeleteJob)
+            and (a := by_name.get(action.name)) is not None
+            and a.entries is None
+        }
+        verdict = logs_hold(plan, unlogged, now, max_delay=self.max_delay)
+        if verdict.unlogged_deletes:
+            self._metrics.archive_log_writes.labels("skipped").inc(len(verdict.unlogged_deletes))
+            log.warning("deleting Jobs without their logs archived: the store kept failing", flow=flow.key,
+                        jobs=list(verdict.unlogged_deletes))  # fmt: skip
+        return verdict.plan
+
+    async def entries(self, flow: JobFlow, jobs: Sequence[Job]) -> list[LogEntry]:
+        """The logs of every attempt of the flow (its Jobs), written first when they are not yet: what
+        its record lists. StoreError when one could not be written (the record waits: it is retried)."""
+        out: list[LogEntry] = []
+        for job in sorted(jobs, key=lambda j: j.metadata.name):
+            if isinstance(job, ChildFlowJob):
+                continue
+            known = self._attempts.get(flow.metadata.uid, {}).get(job.metadata.uid)
+            out.extend(await self._write(known or self._attempt(flow, job)))
+        return out
+
+    def _attempt(self, flow: JobFlow, job: Job) -> _Attempt:
+        step, number = job_step(flow, job.metadata.name)
+        attempt = _Attempt(
+            flow.metadata.namespace,
+            flow.metadata.name,
+            flow.metadata.uid,
+            job.metadata.name,
+            job.metadata.uid,
+            step,
+            number,
+        )
+        self._attempts.setdefault(flow.metadata.uid, {})[job.metadata.uid] = attempt
+        return attempt
+
+    async def run(self) -> None:
+        """The writers; they end only when cancelled (shutdown)."""
+        async with asyncio.TaskGroup() as group:
+            for n in range(WRITERS):
+                group.create_task(self._writer(), name=f"log-archive-writer-{n}")
+
+    async def _writer(self) -> None:
+        while True:
+            key, ids = await self._due.get()
+            flow_uid, _, job_uid = ids.partition("/")
+            attempt = self._attempts.get(flow_uid, {}).get(job_uid)
+            if attempt is None:
+                continue  # the flow was deleted or archived meanwhile
+            attempt.queued = False
+            try:
+                await self._write(attempt)
+            except StoreError:
+                pass  # recorded (`_failed`); its retry goes through the work queue
+            finally:
+                self._queue.add(key, priority(self._flows.get(key)))
+
+    async def _write(self, attempt: _Attempt) -> tuple[LogEntry, ...]:
+        """The attempt's logs, written now unless they are (or being so: that write is awaited)."""
+        while attempt.busy is not None:
+            await attempt.busy.wait()
+            if attempt.entries is not None:
+                return attempt.entries
+        if attempt.entries is not None:
+            return attempt.entries
+        attempt.busy = asyncio.Event()
+        try:
+            entries = await self._read_and_put(attempt)
+        except StoreError as err:
+            raise StoreError(self._failed(attempt, err.cause)) from err
+        except KubeError as err:
+            raise StoreError(self._failed(attempt, f"listing the Job's pods: {err}")) from err
+        else:
+            attempt.entries = entries
+            attempt.failures, attempt.cause, attempt.retry_at, attempt.failed_since = 0, "", None, None
+            return entries
+        finally:
+            attempt.busy.set()
+            attempt.busy = None
+
+    async def _read_and_put(self, a: _Attempt) -> tuple[LogEntry, ...]:
+        pods = await self._pods.job_pods(a.namespace, a.job, a.job_uid)
+        if not pods:
+            self._metrics.archive_log_writes.labels("unavailable").inc()
+            return (LogEntry(a.job, a.step, a.attempt, unavailable="no pod of the Job is left to read"),)
+        out: list[LogEntry] = []
+        for pod in pods:
+            for container in pod.containers:
+                entry = LogEntry(a.job, a.step, a.attempt, pod.name, container)
+                try:
+                    body = await self._pods.log(a.namespace, pod.name, container, self._limit + 1)
+                except KubeError as err:  # the pod gone since, a node down or gone: said once
+                    out.append(_unavailable(entry, f"the apiserver could not read it: {err}"))
+                    self._metrics.archive_log_writes.labels("unavailable").inc()
+                    continue
+                kept, cut = capped(body, self._limit)
+                key = log_key(self._prefix, a.namespace, a.flow, a.flow_uid, a.step, a.attempt, pod.name,
+                              container)  # fmt: skip
+                await self._store.put(key, kept, LOG_CONTENT_TYPE)
+                self._metrics.archive_log_writes.labels("truncated" if cut else "written").inc()
+                out.append(
+                    LogEntry(
+                        a.job, a.step, a.attempt, pod.name, container, key, min(len(body), self._limit), cut
+                    )
+                )
+        return tuple(out)
+
+    def _failed(self, attempt: _Attempt, cause: str) -> str:
+        now = self._clock.now()
+        attempt.failures += 1
+        attempt.cause = cause
+        delay = retry_delay(attempt.failures)
+        attempt.retry_at = after(now, delay)
+        attempt.failed_since = attempt.failed_since or now
+        self._metrics.archive_log_writes.labels("failed").inc()
+        self._queue.add_after(attempt.flow_key, delay)
+        return f"writing the logs of Job {attempt.job}: {cause}"
+
+
+def _unavailable(entry: LogEntry, why: str) -> LogEntry:
+    return LogEntry(entry.job, entry.step, entry.attempt, entry.pod, entry.container, unavailable=why)

@@ -1,0 +1,224 @@
+"""Controller: with `--archive-logs` each finished attempt's pod logs land in the archive store, the flow's
+record lists them (written, cut, or unavailable and why), and the TTL deletion waits for them as it waits
+for the record; a pod already gone is recorded so and holds nothing back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from zen_flow.api import JobFlow
+from zen_flow.controller.archiver import Archiver
+from zen_flow.controller.log_archiver import LogArchiver
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.reconciler import Controller
+from zen_flow.kube.errors import ApiError
+from zen_flow.kube.pods import JobPod
+from zen_flow.machinery.expectations import Expectations
+from zen_flow.machinery.workqueue import WorkQueue
+from zen_flow.planner.archive_logs import ANNOTATION_ARCHIVE_LOGS, TRUNCATED_MARK
+from zen_flow.s3 import StoreError
+from zen_flow_dev.testing.apiserver_fake import FakeApiServer
+from zen_flow_dev.testing.clock import FakeClock
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+NS = "team-a"
+KEY = f"{NS}/nightly"
+
+
+class Store:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.down: str = ""
+        self.logs_down: str = ""  # only the logs' writes fail
+
+    async def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        if self.logs_down and key.endswith(".log"):
+            raise StoreError(self.logs_down)
+        if self.down:
+            raise StoreError(self.down)
+        self.objects[key] = body
+
+
+class Pods:
+    """The Jobs' pods: one pod a Job with containers `main` and `sidecar`, unless `gone`."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.broken: str = ""  # the apiserver cannot read logs (a node down)
+        self.text = b"hello\nworld\n"
+        self.reads: list[tuple[str, str, int]] = []
+
+    async def job_pods(self, namespace: str, job: str, job_uid: str) -> list[JobPod]:
+        return [] if self.gone else [JobPod(f"{job}-abcde", ("main", "sidecar"))]
+
+    async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes:
+        self.reads.append((pod, container, limit))
+        if self.broken:
+            raise ApiError(500, self.broken)
+        return (container.encode() + b": " + self.text)[:limit]
+
+
+def rig(
+    clock: FakeClock, *, limit: int = 1024, default: bool = True
+) -> tuple[FakeApiServer, Controller, Archiver, Store, Pods, Metrics]:
+    api, store, pods, metrics = FakeApiServer(clock), Store(), Pods(), Metrics()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    logs = LogArchiver(
+        store=store, prefix="jobflows/", pods=pods, flows=api, queue=queue, metrics=metrics, clock=clock,
+        limit=limit, default=default, max_delay=3600.0,
+    )  # fmt: skip
+    archive = Archiver(
+        store=store, bucket="b", prefix="jobflows/", api=api, flows=api, jobs=api, queue=queue,
+        events=api, metrics=metrics, clock=clock, max_delay=3600.0, logs=logs,
+    )  # fmt: skip
+    ctrl = Controller(
+        flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
+        clock=clock, metrics=metrics, archive=archive,
+    )  # fmt: skip
+    api.on_flow, api.on_flow_deleted, api.on_job = ctrl.on_flow_event, ctrl.on_flow_deleted, ctrl.on_job_event
+    return api, ctrl, archive, store, pods, metrics
+
+
+async def end_flow(
+    api: FakeApiServer, ctrl: Controller, annotations: dict[str, str] | None = None
+) -> JobFlow:
+    flow = api.create_flow(
+        make_flow(
+            [job_step("s0")],
+            name="nightly",
+            namespace=NS,
+            execution_policy={"ttlSecondsAfterFinished": 60},
+            annotations=annotations,
+        )
+    )
+    api.sync()
+    await ctrl.reconcile(KEY)
+    api.sync()
+    (job,) = [name for (_, name) in api.jobs]
+    api.finish_job(NS, job)
+    api.sync()
+    await ctrl.reconcile(KEY)
+    api.sync()
+    return flow
+
+
+def record(store: Store) -> dict[str, Any]:
+    (key,) = [k for k in store.objects if k.endswith(".json")]
+    loaded: dict[str, Any] = json.loads(store.objects[key])
+    return loaded
+
+
+def count(metrics: Metrics, result: str) -> float:
+    return metrics.registry.get_sample_value("zen_flow_archive_log_writes_total", {"result": result}) or 0.0
+
+
+async def settle(ctrl: Controller, clock: FakeClock, api: FakeApiServer) -> None:
+    for _ in range(3):
+        await ctrl.reconcile(KEY)
+        await clock.advance(0)
+        api.sync()
+
+
+async def test_each_containers_log_is_archived_and_the_record_says_where() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, metrics = rig(clock)
+    writers = asyncio.create_task(archive.run())
+    try:
+        flow = await end_flow(api, ctrl)
+        await settle(ctrl, clock, api)
+        (job,) = [name for (_, name) in api.jobs]
+        base = f"jobflows/{NS}/nightly/{flow.metadata.uid}/logs/s0/1/{job}-abcde/"
+        assert store.objects[base + "main.log"] == b"main: hello\nworld\n"
+        assert store.objects[base + "sidecar.log"] == b"sidecar: hello\nworld\n"
+        assert record(store)["logs"] == [
+            {"job": job, "step": "s0", "attempt": 1, "pod": f"{job}-abcde", "container": c,
+             "key": base + f"{c}.log", "bytes": len(c) + 14}
+            for c in ("main", "sidecar")
+        ]  # fmt: skip
+        assert {limit for *_, limit in pods.reads} == {1025}  # one byte over: a longer log is known cut
+        assert count(metrics, "written") == 2
+        await clock.advance(61)
+        await ctrl.reconcile(KEY)
+        assert KEY not in api.flows  # the TTL went on once the logs and the record were written
+    finally:
+        writers.cancel()
+
+
+async def test_a_log_over_the_limit_is_cut_and_says_so() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, _pods, metrics = rig(clock, limit=8)
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        await settle(ctrl, clock, api)
+        (main,) = [body for key, body in store.objects.items() if key.endswith("/main.log")]
+        assert main == b"main: he\n" + f"{TRUNCATED_MARK} 8 bytes are kept]\n".encode()
+        assert all(e["truncated"] for e in record(store)["logs"])
+        assert count(metrics, "truncated") == 2
+    finally:
+        writers.cancel()
+
+
+async def test_pods_already_gone_or_unreadable_are_recorded_so_and_do_not_hold_the_ttl() -> None:
+    for broken in (False, True):
+        clock = FakeClock()
+        api, ctrl, archive, store, pods, metrics = rig(clock)
+        pods.gone, pods.broken = not broken, "node unreachable" if broken else ""
+        writers = asyncio.create_task(archive.run())
+        try:
+            await end_flow(api, ctrl)
+            await settle(ctrl, clock, api)
+            entries = record(store)["logs"]
+            assert entries
+            assert all(e["unavailable"] for e in entries)
+            if broken:
+                assert "node unreachable" in entries[0]["unavailable"]
+            else:
+                assert entries[0]["unavailable"] == "no pod of the Job is left to read"
+            assert not [k for k in store.objects if k.endswith(".log")]
+            assert count(metrics, "unavailable") == len(entries)
+            await clock.advance(61)
+            await ctrl.reconcile(KEY)
+            assert KEY not in api.flows
+        finally:
+            writers.cancel()
+
+
+async def test_a_store_failing_for_the_logs_holds_the_ttl_until_they_are_written() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, _, metrics = rig(clock)
+    writers = asyncio.create_task(archive.run())
+    try:
+        store.logs_down = "cannot connect"
+        await end_flow(api, ctrl)
+        for _ in range(3):
+            await settle(ctrl, clock, api)
+            await clock.advance(40)
+        assert KEY in api.flows  # the TTL (60 s) expired, but neither the logs nor the record are written
+        assert count(metrics, "failed") >= 1
+        assert not [k for k in store.objects if k.endswith(".json")]  # the record waits for the logs
+        store.logs_down = ""
+        await clock.advance(300)
+        await settle(ctrl, clock, api)
+        assert len([k for k in store.objects if k.endswith(".log")]) == 2
+        assert "logs" in record(store)
+        await ctrl.reconcile(KEY)
+        assert KEY not in api.flows
+    finally:
+        writers.cancel()
+
+
+async def test_a_flow_may_opt_out_or_in_by_its_annotation() -> None:
+    for default, value, wanted in ((True, "false", False), (False, "True", True), (False, "", False)):
+        clock = FakeClock()
+        api, ctrl, archive, store, _, _ = rig(clock, default=default)
+        writers = asyncio.create_task(archive.run())
+        try:
+            await end_flow(api, ctrl, {ANNOTATION_ARCHIVE_LOGS: value} if value else None)
+            await settle(ctrl, clock, api)
+            assert bool([k for k in store.objects if k.endswith(".log")]) == wanted
+            assert ("logs" in record(store)) == wanted
+        finally:
+            writers.cancel()
