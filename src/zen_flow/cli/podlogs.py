@@ -1,64 +1,63 @@
 """`zen-flow logs NAME [STEP] [--attempt N] [--follow]`: the step pods' logs through the API (pods/log),
 each line prefixed with `[step]` (or `[step/container]`) when more than one container is shown;
 zen-flow's own transfer containers are left out. A step's latest attempt unless `--attempt N`; a matrix
-step's name shows each of its items (`[build-3] ...`)."""
+step's name shows each of its items (`[build-3] ...`); a Flow step its child flow's steps
+(`[step/child-step] ...`). With no pod left, the flow archive's copy (cli/archived_logs.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
+from collections.abc import Sequence
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import JobRetention, StepPhase
+from zen_flow.api.constants import MAX_FLOW_DEPTH, JobRetention, StepPhase
 from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.cli.archive import MAX_RUNS, store_config
+from zen_flow.cli.archive_list import listed, newness
+from zen_flow.cli.archived_logs import find_logs, labels, print_logs
 from zen_flow.cli.render import dependency_order, few
 from zen_flow.cli.session import EXIT_OK, Session, UsageError
+from zen_flow.config import ENV_PREFIX
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.pods import JOB_NAME_LABEL
+from zen_flow.planner.archive_records import DEFAULT_PREFIX
 from zen_flow.planner.events import MEMOIZED_MARK
+from zen_flow.s3 import S3Store, StoreError
 
 
 async def logs(session: Session, args: argparse.Namespace) -> int:
     """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
     `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
-    left out. A step's latest attempt unless `--attempt N` (1 = the first)."""
-    flow = await session.get(args.name)
+    left out. A step's latest attempt unless `--attempt N` (1 = the first). A Flow step shows its child
+    flow's steps (`[step/child-step]`), theirs in turn. No pod left (deleted with its Job, or the flow
+    deleted by its TTL): the logs the flow archive kept (`--archive-logs`), when the archive is named
+    (`ZEN_FLOW_ARCHIVE_S3_*`, as `zen-flow archive` reads it)."""
+    try:
+        flow = await session.get(args.name)
+    except NotFound:
+        if await _from_archive(session, args, None, [args.step] if args.step else None):
+            return EXIT_OK
+        raise
     names = [name for name, _ in dependency_order(flow)]
     # A matrix step has no pod of its own: it stands for its items (`retry --step` takes it so too).
     items = flow.spec.matrix_groups.get(args.step or "")
     if args.step is not None and args.step not in names and items is None:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {few(names)})")
-    shown: list[tuple[str, str, str]] = []  # (step, pod, container)
-    flow_steps = {s.name for s in flow.spec.steps if s.is_flow}
-    for step in items or ([args.step] if args.step is not None else names):
-        status = flow.status.step(step)
-        if step in flow_steps:
-            continue  # a child flow's pods are its own steps' (`_why_no_pod` says so)
-        if args.attempt is not None:
-            job = job_name(flow.metadata.name, step, args.attempt - 1)
-        elif status is not None and status.job_ref is not None and status.job_ref.name:
-            job = status.job_ref.name
-        else:
-            continue  # not started (or a Manual step): no pod
-        pods = await session.client.request(
-            "GET",
-            f"/api/v1/namespaces/{session.namespace}/pods",
-            query=(("labelSelector", f"{JOB_NAME_LABEL}={job}"),),
-        )
-        if not pods["items"]:
-            continue
-        pod = max(pods["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""))
-        for container in pod["spec"].get("containers", []):
-            if container["name"] not in TRANSFER_NAMES:
-                shown.append((step, pod["metadata"]["name"], container["name"]))
+    steps = items or ([args.step] if args.step is not None else names)
+    shown = await _shown(session, flow, steps, args.attempt, "", 1)
     if not shown:
+        if await _from_archive(session, args, flow, list(items or [args.step]) if args.step else None):
+            return EXIT_OK
         single = args.step is not None and items is None
         why = await _why_no_pod(session, flow, args.step, args.attempt) if single else None
         raise UsageError(
             why or f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show"
         )
-    several_steps = len({step for step, _, _ in shown}) > 1
+    several_steps = len({step for step, _, _ in shown}) > 1 or any("/" in step for step, _, _ in shown)
     several_containers = len(shown) > len({step for step, _, _ in shown})
 
     def prefix(step: str, container: str) -> str:
@@ -74,6 +73,78 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
         )
         session.out.writelines(f"{prefix(step, container)}{line}\n" for line in text.splitlines())
     return EXIT_OK
+
+
+async def _shown(
+    session: Session, flow: JobFlow, steps: Sequence[str], attempt: int | None, head: str, depth: int
+) -> list[tuple[str, str, str]]:
+    """(step as shown, pod, container) of `steps` of `flow`; a Flow step's child flow's steps (every one,
+    their latest attempts) shown as `step/child-step`, down to the flows' nesting limit."""
+    shown: list[tuple[str, str, str]] = []
+    flow_steps = {s.name for s in flow.spec.steps if s.is_flow}
+    for step in steps:
+        status = flow.status.step(step)
+        ref = status.job_ref.name if status is not None and status.job_ref is not None else ""
+        if step in flow_steps:
+            if not ref or depth >= MAX_FLOW_DEPTH:
+                continue  # no child flow yet (`_why_no_pod` says so)
+            try:
+                child = await session.get(ref)
+            except NotFound:
+                continue  # deleted with the step's end: `_why_no_pod` names it
+            order = [name for name, _ in dependency_order(child)]
+            shown.extend(await _shown(session, child, order, None, f"{head}{step}/", depth + 1))
+            continue
+        if attempt is not None:
+            job = job_name(flow.metadata.name, step, attempt - 1)
+        elif ref:
+            job = ref
+        else:
+            continue  # not started (or a Manual step): no pod
+        pods = await session.client.request(
+            "GET",
+            f"/api/v1/namespaces/{session.namespace}/pods",
+            query=(("labelSelector", f"{JOB_NAME_LABEL}={job}"),),
+        )
+        if not pods["items"]:
+            continue
+        pod = max(pods["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        for container in pod["spec"].get("containers", []):
+            if container["name"] not in TRANSFER_NAMES:
+                shown.append((f"{head}{step}", pod["metadata"]["name"], container["name"]))
+    return shown
+
+
+async def _from_archive(
+    session: Session, args: argparse.Namespace, flow: JobFlow | None, steps: list[str] | None = None
+) -> bool:
+    """Print the flow's archived logs (of the flow `flow`; None: the newest archived flow of that name),
+    with a line on stderr saying where they come from; False when no archive is named or it has none."""
+    try:
+        config_ = store_config(args)
+    except ValueError:
+        return False  # no archive named for this command: the cluster's answer stands
+    prefix = os.environ.get(ENV_PREFIX + "ARCHIVE_S3_PREFIX", DEFAULT_PREFIX)
+    namespace, name = session.namespace, args.name
+    try:
+        async with S3Store(config_) as store:
+            uid = flow.metadata.uid if flow is not None else ""
+            if not uid:
+                runs, _ = await listed(store, prefix, namespace, name, None, MAX_RUNS)
+                if not runs:
+                    return False
+                uid = max(runs, key=newness).uid
+            found = await find_logs(store, prefix, namespace, name, uid, steps, args.attempt)
+            if not found:
+                return False
+            gone = "its pods are gone" if flow is not None else "the flow is deleted"
+            print(f"jobflow {name}: {gone}; these logs come from the archive {config_.where} (uid {uid})",
+                  file=sys.stderr)  # fmt: skip
+            await print_logs(store, labels(found), session.out)
+    except StoreError as err:
+        print(f"jobflow {name}: the archive {config_.where} could not be read: {err.cause}", file=sys.stderr)
+        return False
+    return True
 
 
 async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int | None) -> str | None:
