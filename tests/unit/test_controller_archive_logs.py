@@ -13,6 +13,7 @@ from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.log_archiver import LogArchiver
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
+from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import ApiError
 from zen_flow.kube.pods import JobPod
 from zen_flow.machinery.expectations import Expectations
@@ -222,3 +223,44 @@ async def test_a_flow_may_opt_out_or_in_by_its_annotation() -> None:
             assert ("logs" in record(store)) == wanted
         finally:
             writers.cancel()
+
+
+async def test_a_superseded_attempts_job_is_deleted_only_once_its_logs_are_written() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, _, metrics = rig(clock)
+    writers = asyncio.create_task(archive.run())
+
+    async def spin(rounds: int, step: float) -> None:
+        for _ in range(rounds):
+            if KEY in api.flows:
+                await ctrl.reconcile(KEY)
+            await clock.advance(0)
+            api.sync()
+            await clock.advance(step)
+
+    try:
+        store.logs_down = "HTTP 503 SlowDown"
+        retries = {"limit": 1, "backoff": {"duration": "1s"}}
+        api.create_flow(
+            make_flow(
+                [job_step("s0", retryPolicy=retries)],
+                name="nightly",
+                namespace=NS,
+                execution_policy={"jobRetention": "LastAttempt"},
+            )
+        )
+        api.sync()
+        await spin(2, 0)
+        first = job_name("nightly", "s0", 0)
+        api.finish_job(NS, first, succeeded=False)
+        api.sync()
+        await spin(6, 2)
+        assert (NS, job_name("nightly", "s0", 1)) in api.jobs  # the retry runs...
+        assert (NS, first) in api.jobs  # ...and the attempt it superseded waits for its logs
+        store.logs_down = ""
+        await spin(4, 300)
+        assert (NS, first) not in api.jobs
+        assert any(f"/logs/s0/1/{first}-abcde/main.log" in key for key in store.objects)
+        assert count(metrics, "skipped") == 0
+    finally:
+        writers.cancel()

@@ -25,11 +25,11 @@ import yaml
 from zen_flow import config
 from zen_flow.api import JobFlow
 from zen_flow.archive_keys import ArchiveKeys
-from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, newness, print_list, with_records
+from zen_flow.cli.archive_list import READS_IN_FLIGHT, Archived, listed, newness, print_list, with_records
 from zen_flow.cli.archive_parser import STORE_FIELDS
 from zen_flow.cli.archived_logs import find_logs, labels, print_logs
 from zen_flow.cli.colour import painter
-from zen_flow.cli.render import flow_detail, table
+from zen_flow.cli.render import dependency_order, flow_detail, table
 from zen_flow.core.matrix import effective_flow
 from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of
 from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError
@@ -188,16 +188,15 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
     namespace = _namespace(args)
     flow = f"{namespace}/{args.name}"
     async with S3Store(config_) as store:
-        uid = args.uid
-        if not uid:
-            runs, _ = await listed(store, prefix, namespace, args.name, None, MAX_RUNS)
-            if not runs:
-                print(f"zen-flow archive logs: no archived flow {flow} (a flow not archived yet: give its "
-                      "--uid)", file=sys.stderr)  # fmt: skip
-                return EXIT_FAILED
-            uid = max(runs, key=newness).uid
+        runs, _ = await listed(store, prefix, namespace, args.name, args.uid or None, MAX_RUNS)
+        if not runs and not args.uid:
+            print(f"zen-flow archive logs: no archived flow {flow} (a flow not archived yet: give its "
+                  "--uid)", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
+        uid = args.uid or max(runs, key=newness).uid
         steps = [args.step] if args.step else None
-        found = await find_logs(store, prefix, namespace, args.name, uid, steps, args.attempt)
+        order = await _step_order(store, [r for r in runs if r.uid == uid]) if steps is None else []
+        found = await find_logs(store, prefix, namespace, args.name, uid, steps, args.attempt, order)
         if not found:
             which = f" of step {args.step}" if args.step else ""
             which += f" at attempt {args.attempt}" if args.attempt else ""
@@ -208,6 +207,20 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
         print(f"logs of jobflow {flow} (uid {uid}) from the archive {config_.where}", file=sys.stderr)
         await print_logs(store, labels(found), sys.stdout)
     return EXIT_OK
+
+
+async def _step_order(store: S3Store, runs: list[Archived]) -> list[str]:
+    """The steps of the flow's newest record in dependency order, as `zen-flow logs` shows them; none
+    when there is no record to read (the logs are then in name order)."""
+    if not runs:
+        return []
+    try:
+        flow = effective_flow(
+            JobFlow.model_validate(flow_of(json.loads(await store.get(max(runs, key=newness).key))))
+        )
+    except (StoreError, RecordError, ValueError):
+        return []
+    return [name for name, _ in dependency_order(flow)]
 
 
 def record_view(record: dict[str, Any], output: str | None, now: datetime) -> str:

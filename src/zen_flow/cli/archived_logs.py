@@ -42,9 +42,11 @@ async def find_logs(
     uid: str,
     steps: Sequence[str] | None = None,
     attempt: int | None = None,
+    order: Sequence[str] = (),
 ) -> list[ArchivedLog]:
     """The archived logs of flow `uid`'s `steps` (None: every step), each step's `attempt` (None: its
-    latest), in step order as given (else by name), then pod and container."""
+    latest), in step order as given (else as `order` has them, the flow's dependency order: the others
+    after, by name), then pod and container."""
     found: list[ArchivedLog] = []
     wanted = set(steps) if steps is not None else None
     # One listing for one step, else the flow's whole logs prefix.
@@ -61,8 +63,8 @@ async def find_logs(
     for log in found:
         latest[log.step] = max(latest.get(log.step, 0), log.attempt)
     kept = [g for g in found if g.attempt == (attempt if attempt is not None else latest[g.step])]
-    order = {s: n for n, s in enumerate(steps)} if steps is not None else {}
-    return sorted(kept, key=lambda g: (order.get(g.step, len(order)), g.step, g.pod, g.container))
+    rank = {s: n for n, s in enumerate(steps if steps is not None else order)}
+    return sorted(kept, key=lambda g: (rank.get(g.step, len(rank)), g.step, g.pod, g.container))
 
 
 def labels(logs: Iterable[ArchivedLog], head: str = "") -> list[tuple[str, ArchivedLog]]:

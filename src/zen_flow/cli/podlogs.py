@@ -134,7 +134,8 @@ async def _from_archive(
                 if not runs:
                     return False
                 uid = max(runs, key=newness).uid
-            found = await find_logs(store, prefix, namespace, name, uid, steps, args.attempt)
+            order = [step for step, _ in dependency_order(flow)] if flow is not None else []
+            found = await find_logs(store, prefix, namespace, name, uid, steps, args.attempt, order)
             if not found:
                 return False
             gone = "its pods are gone" if flow is not None else "the flow is deleted"
