@@ -264,3 +264,27 @@ async def test_a_superseded_attempts_job_is_deleted_only_once_its_logs_are_writt
         assert count(metrics, "skipped") == 0
     finally:
         writers.cancel()
+
+
+async def test_a_bug_reading_the_logs_is_a_failed_write_retried_not_a_dead_writer() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, metrics = rig(clock)
+    real = pods.job_pods
+
+    async def broken(namespace: str, job: str, job_uid: str) -> list[JobPod]:
+        raise RuntimeError("a bug")
+
+    pods.job_pods = broken  # type: ignore[method-assign]
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        await settle(ctrl, clock, api)
+        assert not writers.done()
+        assert count(metrics, "failed") >= 1
+        assert not store.objects
+        pods.job_pods = real  # type: ignore[method-assign]
+        await clock.advance(300)
+        await settle(ctrl, clock, api)
+        assert "logs" in record(store)
+    finally:
+        writers.cancel()

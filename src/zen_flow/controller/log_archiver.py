@@ -218,6 +218,9 @@ class LogArchiver:
             raise StoreError(self._failed(attempt, err.cause)) from err
         except KubeError as err:
             raise StoreError(self._failed(attempt, f"listing the Job's pods: {err}")) from err
+        except Exception as err:  # a bug must not end the writers: the deletes waiting would wait for ever
+            log.exception("archiving a Job's logs failed", job=attempt.job, flow=attempt.flow_key)
+            raise StoreError(self._failed(attempt, f"internal error: {type(err).__name__}")) from err
         else:
             attempt.entries = entries
             attempt.failures, attempt.cause, attempt.retry_at, attempt.failed_since = 0, "", None, None
