@@ -288,3 +288,45 @@ async def test_a_bug_reading_the_logs_is_a_failed_write_retried_not_a_dead_write
         assert "logs" in record(store)
     finally:
         writers.cancel()
+
+
+async def test_a_matrix_items_logs_are_filed_under_the_item_and_its_attempt() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, _, _ = rig(clock)
+    writers = asyncio.create_task(archive.run())
+    try:
+        matrix = {"parameters": [{"name": "os", "values": ["linux", "darwin"]}]}
+        retries = {"limit": 1, "backoff": {"duration": "1s"}}
+        flow = api.create_flow(
+            make_flow(
+                [job_step("build", matrix=matrix, retryPolicy=retries)],
+                name="nightly",
+                namespace=NS,
+                execution_policy={"ttlSecondsAfterFinished": 60},
+            )
+        )
+        api.sync()
+        await settle(ctrl, clock, api)
+        api.finish_job(NS, job_name("nightly", "build-0", 0), succeeded=False)
+        api.finish_job(NS, job_name("nightly", "build-1", 0))
+        api.sync()
+        await settle(ctrl, clock, api)
+        await clock.advance(2)
+        await settle(ctrl, clock, api)
+        api.finish_job(NS, job_name("nightly", "build-0", 1))
+        api.sync()
+        await settle(ctrl, clock, api)
+        base = f"jobflows/{NS}/nightly/{flow.metadata.uid}/logs/"
+        assert sorted(k[len(base) :].rsplit("/", 2)[0] for k in store.objects if k.endswith("main.log")) == [
+            "build-0/1",
+            "build-0/2",
+            "build-1/1",
+        ]
+        logged = {(e["step"], e["attempt"], e["job"]) for e in record(store)["logs"]}
+        assert logged == {
+            ("build-0", 1, job_name("nightly", "build-0", 0)),
+            ("build-0", 2, job_name("nightly", "build-0", 1)),
+            ("build-1", 1, job_name("nightly", "build-1", 0)),
+        }
+    finally:
+        writers.cancel()

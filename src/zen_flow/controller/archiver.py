@@ -131,8 +131,10 @@ class Archiver:
     def pending(self) -> int:
         return sum(1 for r in self._runs.values() if r.state.pending)
 
-    def settle(self, flow: JobFlow, plan: Plan, now: datetime) -> Plan:
-        """`plan` with the archive's part (planner/archiving.py); queues the record's write when due."""
+    def settle(self, flow: JobFlow, plan: Plan, now: datetime, *, effective: JobFlow | None = None) -> Plan:
+        """`plan` with the archive's part (planner/archiving.py); queues the record's write when due.
+        `flow` is the stored flow (the record's); `effective` its matrix steps expanded into their items
+        (what the Jobs are named after: each item's logs are filed under the item's step)."""
         uid = flow.metadata.uid
         plan = self._hold_for_children(flow, plan, now)
         if archived(flow.status):
@@ -142,8 +144,8 @@ class Archiver:
             return plan
         if self._logs is not None and self._logs.wanted(flow):
             # Each finished attempt's logs as it ends; a delete of its Job waits for them.
-            self._logs.notice(flow, self._jobs.jobs_for(uid), now)
-            plan = self._logs.hold(flow, plan, now)
+            self._logs.notice(effective or flow, self._jobs.jobs_for(uid), now)
+            plan = self._logs.hold(effective or flow, plan, now)
         run = self._run(flow)
         verdict = archive_plan(
             flow, plan, run.state if run else ArchiveState(), now, max_delay=self.max_delay

@@ -117,6 +117,9 @@ class LogArchiver:
         self._default = default
         self.max_delay = max_delay
         self._attempts: dict[str, dict[str, _Attempt]] = {}  # flow uid -> Job uid -> its logs
+        # flow uid -> its effective flow as last noticed (matrix steps expanded: the Jobs' steps), for the
+        # record's write, which reads the stored flow
+        self._effective: dict[str, JobFlow] = {}
         self._due = DueLine()  # (flow key, "flow uid/job uid") to write
 
     def wanted(self, flow: JobFlow) -> bool:
@@ -124,9 +127,12 @@ class LogArchiver:
 
     def forget(self, flow_uid: str) -> None:
         self._attempts.pop(flow_uid, None)
+        self._effective.pop(flow_uid, None)
 
     def notice(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> None:
-        """Queue the logs of the flow's finished Jobs not written yet (a failed write's after its retry)."""
+        """Queue the logs of the flow's finished Jobs not written yet (a failed write's after its retry).
+        `flow` is the effective flow (its matrix steps expanded into their items)."""
+        self._effective[flow.metadata.uid] = flow
         for job in jobs:
             if not job.finished or isinstance(job, ChildFlowJob):
                 continue  # a child flow's logs are its own steps' (archived as its own flow's)
@@ -160,6 +166,7 @@ class LogArchiver:
     async def entries(self, flow: JobFlow, jobs: Sequence[Job]) -> list[LogEntry]:
         """The logs of every attempt of the flow (its Jobs), written first when they are not yet: what
         its record lists. StoreError when one could not be written (the record waits: it is retried)."""
+        flow = self._effective.get(flow.metadata.uid, flow)
         out: list[LogEntry] = []
         for job in sorted(jobs, key=lambda j: j.metadata.name):
             if isinstance(job, ChildFlowJob):
