@@ -21,6 +21,7 @@ from zen_flow.core.instances import instance_id_problem
 from zen_flow.core.naming import is_dns1123_subdomain
 from zen_flow.core.shards import MAX_SHARDS
 from zen_flow.planner.archive_logs import DEFAULT_LIMIT_BYTES as DEFAULT_LOG_LIMIT_BYTES
+from zen_flow.planner.archive_logs import LOG_MODES
 from zen_flow.planner.archive_records import DEFAULT_PREFIX as DEFAULT_ARCHIVE_PREFIX
 from zen_flow.planner.archiving import DEFAULT_MAX_DELAY_SECONDS as DEFAULT_ARCHIVE_MAX_DELAY
 from zen_flow.setting_checks import archive_problems, cloudevents_problems, shard_problems
@@ -241,11 +242,12 @@ class Settings:
             "Warning event NotArchived (0: it waits for one write only)"
         },
     )
-    archive_logs: bool = field(
-        default=False,
+    archive_logs: str = field(
+        default="off",
         metadata={
-            "help": "with the archive on, write each finished step attempt's pod logs to it too (a flow's "
-            'annotation workflow.kube-zen.io/archive-logs: "true" or "false" overrides this); '
+            "help": "with the archive on, which flows' finished step attempts' pod logs are written to it "
+            "too: off (none), on (every flow), opt-in (flows annotated workflow.kube-zen.io/archive-logs: "
+            '"true"), opt-out (every flow but those annotated "false"); off and on ignore the annotation; '
             "deletions that wait for a flow's record wait for its logs"
         },
     )
@@ -399,6 +401,8 @@ def _check(s: Settings) -> None:
     problems.extend(shard_problems(s))
     if s.step_events not in ("notable", "all"):
         problems.append("--step-events must be notable or all")
+    if s.archive_logs not in LOG_MODES:
+        problems.append(f"--archive-logs must be {', '.join(LOG_MODES[:-1])} or {LOG_MODES[-1]}")
     if s.log_format not in ("json", "console", "auto"):
         problems.append("--log-format must be json, console or auto")
     problems.extend(cloudevents_problems(s))

@@ -187,7 +187,7 @@ async def test_step_logs_are_archived_or_recorded_unavailable_and_hold_nothing_b
     no node: its log is empty (the apiserver answers it itself), and archived. A Job with no pod left:
     none to read. The flow's record says so for each, `zen-flow archive logs` reads the archived one, and
     the TTL waits for nothing more."""
-    controller = start_controller(env={**store_env(s3), "ZEN_FLOW_ARCHIVE_LOGS": "true"})
+    controller = start_controller(env={**store_env(s3), "ZEN_FLOW_ARCHIVE_LOGS": "on"})
     ttl = {"ttlSecondsAfterFinished": 1}
     steps = [job_step("load"), job_step("report", "load"), job_step("publish", "report")]
     await driver.create(flow_manifest("logged", namespace, steps, executionPolicy=ttl))

@@ -62,7 +62,7 @@ def _job(command: str) -> dict[str, Any]:
 async def test_a_steps_real_log_outlives_its_pod_in_the_archive(
     namespace: str, driver: FlowDriver, start_controller: StartController, s3: S3Server
 ) -> None:
-    env = {**store_env(s3), "ZEN_FLOW_ARCHIVE_LOGS": "true", "ZEN_FLOW_ARCHIVE_LOG_LIMIT_BYTES": "1024"}
+    env = {**store_env(s3), "ZEN_FLOW_ARCHIVE_LOGS": "on", "ZEN_FLOW_ARCHIVE_LOG_LIMIT_BYTES": "1024"}
     controller = start_controller(env=env)
     steps = [
         job_step("hello", template=_job("echo 'hello from step hello'; echo second line")),

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from zen_flow import config
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
@@ -56,14 +60,15 @@ def test_a_log_over_the_limit_keeps_its_beginning_and_says_it_was_cut() -> None:
     assert capped(b"01234\n6789A", 6)[0].startswith(b"01234\n[zen-flow")
 
 
-def test_a_flows_annotation_turns_its_logs_on_or_off() -> None:
+def test_the_annotation_counts_only_in_the_opt_in_and_opt_out_modes() -> None:
     on = make_flow([a_step("a")], annotations={ANNOTATION_ARCHIVE_LOGS: "TRUE"})
     off = make_flow([a_step("a")], annotations={ANNOTATION_ARCHIVE_LOGS: "false"})
     other = make_flow([a_step("a")], annotations={ANNOTATION_ARCHIVE_LOGS: "maybe"})
-    assert logs_wanted(on, False)
-    assert not logs_wanted(off, True)
-    assert logs_wanted(other, True)
-    assert not logs_wanted(other, False)
+    plain = make_flow([a_step("a")])
+    assert [logs_wanted(f, "off") for f in (on, off, other, plain)] == [False] * 4
+    assert [logs_wanted(f, "on") for f in (on, off, other, plain)] == [True] * 4
+    assert [logs_wanted(f, "opt-in") for f in (on, off, other, plain)] == [True, False, False, False]
+    assert [logs_wanted(f, "opt-out") for f in (on, off, other, plain)] == [True, False, True, True]
 
 
 def test_a_delete_of_a_finished_jobs_waits_for_its_logs_bounded_by_the_max_delay() -> None:
@@ -87,3 +92,16 @@ def test_a_delete_of_a_finished_jobs_waits_for_its_logs_bounded_by_the_max_delay
     assert reason == "NotArchived"
     assert "j-0" in message
     assert logs_hold(plan, {}, NOW, max_delay=600).plan is plan
+
+
+def _settings(*argv: str) -> config.Settings:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    return config.load(parser.parse_args(list(argv)), env={})
+
+
+def test_an_unknown_archive_logs_mode_is_refused_naming_the_flag() -> None:
+    with pytest.raises(ValueError, match="--archive-logs must be off, on, opt-in or opt-out"):
+        _settings("--archive-logs=true")
+    assert _settings().archive_logs == "off"
+    assert _settings("--archive-logs=opt-out").archive_logs == "opt-out"

@@ -14,7 +14,7 @@ from zen_flow.controller.log_archiver import LogArchiver
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core.naming import job_name
-from zen_flow.kube.errors import ApiError
+from zen_flow.kube.errors import BadRequest, TransportError
 from zen_flow.kube.pods import JobPod
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
@@ -47,7 +47,7 @@ class Pods:
 
     def __init__(self) -> None:
         self.gone = False
-        self.broken: str = ""  # the apiserver cannot read logs (a node down)
+        self.broken: str = ""  # the apiserver cannot read logs (a container that never started)
         self.text = b"hello\nworld\n"
         self.reads: list[tuple[str, str, int]] = []
 
@@ -57,18 +57,18 @@ class Pods:
     async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes:
         self.reads.append((pod, container, limit))
         if self.broken:
-            raise ApiError(500, self.broken)
+            raise BadRequest(400, "BadRequest", self.broken)
         return (container.encode() + b": " + self.text)[:limit]
 
 
 def rig(
-    clock: FakeClock, *, limit: int = 1024, default: bool = True
+    clock: FakeClock, *, limit: int = 1024, mode: str = "on"
 ) -> tuple[FakeApiServer, Controller, Archiver, Store, Pods, Metrics]:
     api, store, pods, metrics = FakeApiServer(clock), Store(), Pods(), Metrics()
     queue: WorkQueue[str] = WorkQueue(clock=clock)
     logs = LogArchiver(
         store=store, prefix="jobflows/", pods=pods, flows=api, queue=queue, metrics=metrics, clock=clock,
-        limit=limit, default=default, max_delay=3600.0,
+        limit=limit, mode=mode, max_delay=3600.0,
     )  # fmt: skip
     archive = Archiver(
         store=store, bucket="b", prefix="jobflows/", api=api, flows=api, jobs=api, queue=queue,
@@ -166,7 +166,7 @@ async def test_pods_already_gone_or_unreadable_are_recorded_so_and_do_not_hold_t
     for broken in (False, True):
         clock = FakeClock()
         api, ctrl, archive, store, pods, metrics = rig(clock)
-        pods.gone, pods.broken = not broken, "node unreachable" if broken else ""
+        pods.gone, pods.broken = not broken, "container is waiting to start" if broken else ""
         writers = asyncio.create_task(archive.run())
         try:
             await end_flow(api, ctrl)
@@ -175,7 +175,7 @@ async def test_pods_already_gone_or_unreadable_are_recorded_so_and_do_not_hold_t
             assert entries
             assert all(e["unavailable"] for e in entries)
             if broken:
-                assert "node unreachable" in entries[0]["unavailable"]
+                assert "container is waiting to start" in entries[0]["unavailable"]
             else:
                 assert entries[0]["unavailable"] == "no pod of the Job is left to read"
             assert not [k for k in store.objects if k.endswith(".log")]
@@ -211,16 +211,26 @@ async def test_a_store_failing_for_the_logs_holds_the_ttl_until_they_are_written
         writers.cancel()
 
 
-async def test_a_flow_may_opt_out_or_in_by_its_annotation() -> None:
-    for default, value, wanted in ((True, "false", False), (False, "True", True), (False, "", False)):
+async def test_the_operators_mode_decides_and_the_annotation_counts_only_in_opt_in_or_opt_out() -> None:
+    cases = (
+        ("off", "true", False),  # a tenant cannot make the controller read logs into the bucket
+        ("on", "false", True),  # nor evade a compliance archive
+        ("on", "", True),
+        ("opt-in", "True", True),
+        ("opt-in", "", False),
+        ("opt-out", "false", False),
+        ("opt-out", "", True),
+    )
+    for mode, value, wanted in cases:
         clock = FakeClock()
-        api, ctrl, archive, store, _, _ = rig(clock, default=default)
+        api, ctrl, archive, store, pods, _ = rig(clock, mode=mode)
         writers = asyncio.create_task(archive.run())
         try:
             await end_flow(api, ctrl, {ANNOTATION_ARCHIVE_LOGS: value} if value else None)
             await settle(ctrl, clock, api)
-            assert bool([k for k in store.objects if k.endswith(".log")]) == wanted
+            assert bool([k for k in store.objects if k.endswith(".log")]) == wanted, (mode, value)
             assert ("logs" in record(store)) == wanted
+            assert bool(pods.reads) == wanted
         finally:
             writers.cancel()
 
@@ -328,5 +338,47 @@ async def test_a_matrix_items_logs_are_filed_under_the_item_and_its_attempt() ->
             ("build-0", 2, job_name("nightly", "build-0", 1)),
             ("build-1", 1, job_name("nightly", "build-1", 0)),
         }
+    finally:
+        writers.cancel()
+
+
+async def test_a_log_read_that_times_out_is_retried_and_given_up_on_only_after_the_max_delay() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, metrics = rig(clock)
+    real = pods.log
+    down = {"until": 1}  # reads failing: the first one only
+
+    async def flaky(namespace: str, pod: str, container: str, limit: int) -> bytes:
+        if len(pods.reads) < down["until"]:
+            pods.reads.append((pod, container, limit))
+            raise TransportError(f"GET /api/v1/namespaces/{namespace}/pods/{pod}/log: timeout")
+        return await real(namespace, pod, container, limit)
+
+    pods.log = flaky  # type: ignore[method-assign]
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        await settle(ctrl, clock, api)
+        await clock.advance(10)
+        await settle(ctrl, clock, api)
+        assert count(metrics, "failed") == 1
+        assert not any("unavailable" in e for e in record(store)["logs"])
+        assert count(metrics, "written") == 2
+    finally:
+        writers.cancel()
+
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, metrics = rig(clock)
+    pods.log = flaky  # type: ignore[method-assign]
+    real, down["until"] = pods.log, 10**6  # a node that never answers
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        for _ in range(20):
+            await settle(ctrl, clock, api)
+            await clock.advance(300)
+        entries = record(store)["logs"]
+        assert [e["container"] for e in entries] == ["main", "sidecar"]
+        assert all("timeout" in e["unavailable"] for e in entries)
     finally:
         writers.cancel()

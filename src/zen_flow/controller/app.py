@@ -166,7 +166,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             events=recorder,
             metrics=metrics,
             clock=clock,
-            pods=PodLogs(kube, timeout=settings.archive_s3_timeout),
+            pods=PodLogs(kube),
         )
         controller = Controller(
             flows=flows,

@@ -327,19 +327,20 @@ def configured_archiver(
         return None
     store = S3Store(archive_store(settings), connections=WRITERS + LOG_WRITERS)
     stack.push_async_callback(store.close)
-    # Made with --archive-logs off too: a flow's annotation may ask for its logs (idle writers are cheap).
-    logs = LogArchiver(
-        store=store,
-        prefix=settings.archive_s3_prefix,
-        pods=pods,
-        flows=flows,
-        queue=queue,
-        metrics=metrics,
-        clock=clock,
-        limit=settings.archive_log_limit_bytes,
-        default=settings.archive_logs,
-        max_delay=settings.archive_max_delay_seconds,
-    )
+    logs = None
+    if settings.archive_logs != "off":  # off: no pod log is ever read, whatever a flow's annotation says
+        logs = LogArchiver(
+            store=store,
+            prefix=settings.archive_s3_prefix,
+            pods=pods,
+            flows=flows,
+            queue=queue,
+            metrics=metrics,
+            clock=clock,
+            limit=settings.archive_log_limit_bytes,
+            mode=settings.archive_logs,
+            max_delay=settings.archive_max_delay_seconds,
+        )
     writer = Archiver(
         store=store,
         bucket=settings.archive_s3_bucket,

@@ -5,9 +5,11 @@ A reconcile never waits on a log: `notice` queues each finished Job of the flow 
 few writer tasks (WRITERS) take them in turns between namespaces (controller/due_line.py). A write lists
 the Job's pods (by the job-name label, only the pods the Job controls: the controller caches no pod),
 reads each container's log through the apiserver (pods/log, `limitBytes`: at most the limit plus one
-byte of it in memory, one log at a time a writer) and PUTs it. A pod gone, or a log the apiserver
-cannot fetch (its node down), is recorded as unavailable, never retried; a failed PUT (or pod list) is
-retried after a backoff (5 s doubling to 5 min) through the work queue's delayed adds.
+byte of it in memory, one log at a time a writer) and PUTs it. A pod gone (NotFound), a container that
+never started (BadRequest) or a read RBAC refuses (Forbidden) is recorded as unavailable, never retried;
+a failed PUT, pod list or log read (a timeout, a 429, a 5xx: a node down, a lost connection) is retried
+after a backoff (5 s doubling to 5 min) through the work queue's delayed adds, and once the reads have
+failed for --archive-max-delay-seconds the log is recorded as unavailable, saying why.
 
 The flow's record (controller/archiver.py) is written after its attempts' logs (`entries`: it writes
 those not written yet itself), so what waits for the record waits for them. What this process wrote is
@@ -27,7 +29,7 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.controller.due_line import DueLine
 from zen_flow.controller.flow_queue import priority
 from zen_flow.controller.metrics import Metrics
-from zen_flow.kube.errors import KubeError
+from zen_flow.kube.errors import BadRequest, Forbidden, KubeError, NotFound
 from zen_flow.kube.pods import JobPod
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
@@ -103,7 +105,7 @@ class LogArchiver:
         metrics: Metrics,
         clock: Clock,
         limit: int,
-        default: bool,
+        mode: str,
         max_delay: float,
     ) -> None:
         self._store = store
@@ -114,7 +116,7 @@ class LogArchiver:
         self._metrics = metrics
         self._clock = clock
         self._limit = limit
-        self._default = default
+        self._mode = mode
         self.max_delay = max_delay
         self._attempts: dict[str, dict[str, _Attempt]] = {}  # flow uid -> Job uid -> its logs
         # flow uid -> its effective flow as last noticed (matrix steps expanded: the Jobs' steps), for the
@@ -123,7 +125,7 @@ class LogArchiver:
         self._due = DueLine()  # (flow key, "flow uid/job uid") to write
 
     def wanted(self, flow: JobFlow) -> bool:
-        return logs_wanted(flow, self._default)
+        return logs_wanted(flow, self._mode)
 
     def forget(self, flow_uid: str) -> None:
         self._attempts.pop(flow_uid, None)
@@ -224,7 +226,7 @@ class LogArchiver:
         except StoreError as err:
             raise StoreError(self._failed(attempt, err.cause)) from err
         except KubeError as err:
-            raise StoreError(self._failed(attempt, f"listing the Job's pods: {err}")) from err
+            raise StoreError(self._failed(attempt, f"reading the Job's pods or logs: {err}")) from err
         except Exception as err:  # a bug must not end the writers: the deletes waiting would wait for ever
             log.exception("archiving a Job's logs failed", job=attempt.job, flow=attempt.flow_key)
             raise StoreError(self._failed(attempt, f"internal error: {type(err).__name__}")) from err
@@ -237,7 +239,13 @@ class LogArchiver:
             attempt.busy = None
 
     async def _read_and_put(self, a: _Attempt) -> tuple[LogEntry, ...]:
-        pods = await self._pods.job_pods(a.namespace, a.job, a.job_uid)
+        try:
+            pods = await self._pods.job_pods(a.namespace, a.job, a.job_uid)
+        except KubeError as err:
+            if not self._given_up(a, err):
+                raise
+            self._metrics.archive_log_writes.labels("unavailable").inc()
+            return (_unavailable(LogEntry(a.job, a.step, a.attempt), f"listing its pods failed: {err}"),)
         if not pods:
             self._metrics.archive_log_writes.labels("unavailable").inc()
             return (LogEntry(a.job, a.step, a.attempt, unavailable="no pod of the Job is left to read"),)
@@ -247,7 +255,9 @@ class LogArchiver:
                 entry = LogEntry(a.job, a.step, a.attempt, pod.name, container)
                 try:
                     body = await self._pods.log(a.namespace, pod.name, container, self._limit + 1)
-                except KubeError as err:  # the pod gone since, a node down or gone: said once
+                except KubeError as err:
+                    if not self._given_up(a, err):
+                        raise  # a failed write: retried with backoff
                     out.append(_unavailable(entry, f"the apiserver could not read it: {err}"))
                     self._metrics.archive_log_writes.labels("unavailable").inc()
                     continue
@@ -262,6 +272,15 @@ class LogArchiver:
                     )
                 )
         return tuple(out)
+
+    def _given_up(self, a: _Attempt, err: KubeError) -> bool:
+        """Is a read that failed with `err` recorded as unavailable (not retried): the pod is gone
+        (NotFound), its container never started (BadRequest), RBAC refuses it (Forbidden), or the reads
+        have failed for --archive-max-delay-seconds. A timeout, a 429, a 5xx or a lost connection is
+        otherwise a failed write, retried with backoff."""
+        if isinstance(err, NotFound | BadRequest | Forbidden):
+            return True
+        return a.failed_since is not None and self._clock.now() >= after(a.failed_since, self.max_delay)
 
     def _failed(self, attempt: _Attempt, cause: str) -> str:
         now = self._clock.now()

@@ -258,8 +258,9 @@ class Metrics:
         self.archive_log_writes = Counter(
             "zen_flow_archive_log_writes_total",
             "Step logs written to the archive (--archive-logs), one a container of a finished attempt: "
-            "written, truncated (cut at --archive-log-limit-bytes), unavailable (no pod left, or the "
-            "apiserver could not read it: recorded so), failed (a write that failed; retried), skipped "
+            "written, truncated (cut at --archive-log-limit-bytes), unavailable (no pod left, a container "
+            "never started, or reads failed for --archive-max-delay-seconds: recorded so), failed (a "
+            "write or read that failed; retried), skipped "
             "(a Job deleted without its logs after --archive-max-delay-seconds)",
             ["result"],
             registry=r,

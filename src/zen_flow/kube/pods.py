@@ -121,10 +121,15 @@ class JobPod:
     containers: tuple[str, ...]
 
 
+# A log read's bound (and its pod list's): the kubelet streams at most --archive-log-limit-bytes (8 MiB
+# at most), seconds on a healthy node; a node that does not answer is given up on after this, and retried.
+LOG_READ_TIMEOUT_SECONDS = 60.0
+
+
 class PodLogs:
     """The container logs of a Job's pods (`--archive-logs`, controller/log_archiver.py)."""
 
-    def __init__(self, client: KubeClient, *, timeout: float) -> None:
+    def __init__(self, client: KubeClient, *, timeout: float = LOG_READ_TIMEOUT_SECONDS) -> None:
         self._client = client
         self._timeout = timeout
 
@@ -146,7 +151,7 @@ class PodLogs:
 
     async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes:
         """At most `limit` bytes of the container's log, its beginning (the apiserver cuts it). Not
-        retried: a node that does not answer is answered for once, within the timeout."""
+        retried here: the log archive retries a failed read with its backoff (controller/log_archiver.py)."""
         return await self._client.request_raw(
             "GET",
             PODS.path(namespace, pod, "log"),

@@ -1,7 +1,8 @@
 """The step logs in the flow archive (`--archive-logs`; the I/O is controller/log_archiver.py). Pure.
 
-With the archive on and `--archive-logs` (or a flow's annotation `workflow.kube-zen.io/archive-logs`
-"true"; "false" opts a flow out), each finished attempt of a step (its Job) has its pods' container logs
+With the archive on and `--archive-logs` not off (`on`: every flow; `opt-in`: the flows annotated
+`workflow.kube-zen.io/archive-logs: "true"`; `opt-out`: every flow but those annotated "false";
+`logs_wanted`), each finished attempt of a step (its Job) has its pods' container logs
 written next to the flow's records, one object a container:
 
     <prefix><namespace>/<name>/<uid>/logs/<step>/<attempt>/<pod>/<container>.log
@@ -41,10 +42,20 @@ DEFAULT_LIMIT_BYTES = 1024 * 1024
 TRUNCATED_MARK = "[zen-flow: log truncated: only its first"
 
 
-def logs_wanted(flow: JobFlow, default: bool) -> bool:
-    """Are `flow`'s step logs archived: its annotation "true"/"false" (any case), else `default`."""
+# --archive-logs: the operator's choice of which flows' logs are archived (`logs_wanted`).
+LOG_MODES = ("off", "on", "opt-in", "opt-out")
+
+
+def logs_wanted(flow: JobFlow, mode: str) -> bool:
+    """Are `flow`'s step logs archived under --archive-logs `mode`: never (off) or always (on), whatever
+    its annotation says (a tenant neither writes into the operator's bucket nor evades a compliance
+    archive); opt-in: only when annotated "true"; opt-out: unless annotated "false" (any case)."""
     value = flow.metadata.annotations.get(ANNOTATION_ARCHIVE_LOGS, "").strip().lower()
-    return value == "true" if value in ("true", "false") else default
+    if mode == "opt-in":
+        return value == "true"
+    if mode == "opt-out":
+        return value != "false"
+    return mode == "on"
 
 
 def logs_prefix(prefix: str, namespace: str, name: str, uid: str, step: str = "", attempt: int = 0) -> str:
