@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from zen_flow import config
+from zen_flow.api.constants import ANNOTATION_ARCHIVE_LOGS
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.archive_logs import (
-    ANNOTATION_ARCHIVE_LOGS,
     TRUNCATED_MARK,
     LogKey,
     UnloggedJob,

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from test_cli_commands import NS, FakeCluster, cluster, zen_flow
 
+from zen_flow.core.naming import job_name
 from zen_flow.planner.archive_logs import log_key
 from zen_flow.planner.archive_records import record_key
 from zen_flow_dev.testing.flows import flow_manifest, job_step
@@ -139,3 +140,26 @@ def test_logs_of_a_flow_step_are_its_child_flows_steps_logs(
     assert out.splitlines() == ["[sub/compile] hello"]
     code, out, _ = zen_flow(capsys, "logs", "p")
     assert out.splitlines() == ["[prep] hello", "[sub/compile] hello"]
+
+
+def test_logs_of_a_flow_steps_attempt_are_that_attempts_child_flows(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    step = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "build"}}}
+    latest = {**CHILD, "name": job_name("p", "sub", 1)}
+    cluster.add(
+        flow_manifest("p", NS, [step]),
+        {
+            "phase": "Running",
+            "steps": [{"name": "sub", "phase": "Running", "retryCount": 1, "jobRef": latest}],
+        },
+    )
+    for attempt, child_step in ((0, "first"), (1, "second")):
+        child = flow_manifest(job_name("p", "sub", attempt), NS, [job_step(child_step)])
+        job = f"c-{attempt}"
+        cluster.add(child, {"phase": "Running", "steps": [{"name": child_step, "jobRef": {"name": job}}]})
+        cluster.pods[job] = [{"metadata": {"name": f"{job}-x"}, "spec": {"containers": [{"name": "main"}]}}]
+    code, out, _ = zen_flow(capsys, "logs", "p", "sub", "--attempt", "1")
+    assert (code, out.splitlines()) == (0, ["[sub/first] hello"])
+    code, out, _ = zen_flow(capsys, "logs", "p", "sub")
+    assert (code, out.splitlines()) == (0, ["[sub/second] hello"])

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from zen_flow.api import JobFlow
+from zen_flow.api.constants import ANNOTATION_ARCHIVE_LOGS
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.log_archiver import LogArchiver
 from zen_flow.controller.metrics import Metrics
@@ -18,8 +20,8 @@ from zen_flow.kube.errors import BadRequest, TransportError
 from zen_flow.kube.pods import JobPod
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow.planner.archive_logs import ANNOTATION_ARCHIVE_LOGS, TRUNCATED_MARK
-from zen_flow.s3 import StoreError
+from zen_flow.planner.archive_logs import TRUNCATED_MARK
+from zen_flow.s3 import Listed, StoreError
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -40,6 +42,9 @@ class Store:
         if self.down:
             raise StoreError(self.down)
         self.objects[key] = body
+
+    async def pages(self, prefix: str) -> AsyncIterator[list[Listed]]:
+        yield [Listed(k, len(v), "") for k, v in sorted(self.objects.items()) if k.startswith(prefix)]
 
 
 class Pods:
@@ -62,14 +67,21 @@ class Pods:
 
 
 def rig(
-    clock: FakeClock, *, limit: int = 1024, mode: str = "on"
+    clock: FakeClock,
+    *,
+    limit: int = 1024,
+    mode: str = "on",
+    restarted: tuple[FakeApiServer, Store, Pods] | None = None,
 ) -> tuple[FakeApiServer, Controller, Archiver, Store, Pods, Metrics]:
-    api, store, pods, metrics = FakeApiServer(clock), Store(), Pods(), Metrics()
+    """A controller with the log archive; `restarted`: a new one (its memory empty) on the same cluster."""
+    api, store, pods = restarted or (FakeApiServer(clock), Store(), Pods())
+    metrics = Metrics()
     queue: WorkQueue[str] = WorkQueue(clock=clock)
     logs = LogArchiver(
         store=store, prefix="jobflows/", pods=pods, flows=api, queue=queue, metrics=metrics, clock=clock,
         limit=limit, mode=mode, max_delay=3600.0,
     )  # fmt: skip
+    metrics.archive_log_pending.set_function(lambda: logs.pending)  # as configured_archiver does
     archive = Archiver(
         store=store, bucket="b", prefix="jobflows/", api=api, flows=api, jobs=api, queue=queue,
         events=api, metrics=metrics, clock=clock, max_delay=3600.0, logs=logs,
@@ -380,5 +392,87 @@ async def test_a_log_read_that_times_out_is_retried_and_given_up_on_only_after_t
         entries = record(store)["logs"]
         assert [e["container"] for e in entries] == ["main", "sidecar"]
         assert all("timeout" in e["unavailable"] for e in entries)
+    finally:
+        writers.cancel()
+
+
+async def test_after_a_restart_an_attempt_with_no_pod_left_is_recorded_with_the_logs_in_the_store() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, _ = rig(clock)
+    real_put = store.put
+
+    async def logs_only(key: str, body: bytes, content_type: str = "application/json") -> None:
+        if not key.endswith(".log"):
+            raise StoreError("HTTP 503 SlowDown")
+        await real_put(key, body, content_type)
+
+    store.put = logs_only  # type: ignore[method-assign]
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        await settle(ctrl, clock, api)
+        written = sorted(k for k in store.objects if k.endswith(".log"))
+        assert len(written) == 2  # the logs are written, the record is not
+    finally:
+        writers.cancel()
+    # A new controller (what the old one wrote was only in its memory), the pods gone meanwhile.
+    store.put = real_put  # type: ignore[method-assign]
+    pods.gone = True
+    api, ctrl, archive, store, pods, metrics = rig(clock, restarted=(api, store, pods))
+    writers = asyncio.create_task(archive.run())
+    try:
+        await settle(ctrl, clock, api)
+        entries = record(store)["logs"]
+        assert sorted(e["key"] for e in entries) == written
+        assert not any("unavailable" in e for e in entries)
+        assert count(metrics, "unavailable") == 0
+    finally:
+        writers.cancel()
+
+
+async def test_at_most_two_logs_are_read_at_once_and_the_pending_attempts_are_a_gauge() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, metrics = rig(clock)
+    gate, reading = asyncio.Event(), {"now": 0, "peak": 0}
+    real = pods.log
+
+    async def held(namespace: str, pod: str, container: str, limit: int) -> bytes:
+        reading["now"] += 1
+        reading["peak"] = max(reading["peak"], reading["now"])
+        await gate.wait()
+        reading["now"] -= 1
+        return await real(namespace, pod, container, limit)
+
+    pods.log = held  # type: ignore[method-assign]
+    names = [f"f{n}" for n in range(8)]
+    for name in names:
+        api.create_flow(make_flow([job_step("s0")], name=name, namespace=NS))
+    api.sync()
+    for name in names:
+        await ctrl.reconcile(f"{NS}/{name}")
+    api.sync()
+    for _, job in list(api.jobs):
+        api.finish_job(NS, job)
+    api.sync()
+    writers = asyncio.create_task(archive.run())
+    try:
+        for _ in range(2):  # each ends: its logs and its record are due, for 2 log and 4 record writers
+            for name in names:
+                await ctrl.reconcile(f"{NS}/{name}")
+            api.sync()
+        for _ in range(100):  # every writer runs until it waits for a log (or for its turn to read one)
+            await asyncio.sleep(0)
+        assert reading["now"] == 2
+        gauge = "zen_flow_archive_pending_log_writes"
+        assert metrics.registry.get_sample_value(gauge) == 8
+        gate.set()
+        for _ in range(3):
+            for name in names:
+                await ctrl.reconcile(f"{NS}/{name}")
+            await clock.advance(0)
+            api.sync()
+        assert reading["peak"] == 2
+        assert len([k for k in store.objects if k.endswith(".log")]) == 16
+        assert metrics.registry.get_sample_value(gauge) == 0
     finally:
         writers.cancel()

@@ -86,6 +86,8 @@ async def _shown(
         status = flow.status.step(step)
         ref = status.job_ref.name if status is not None and status.job_ref is not None else ""
         if step in flow_steps:
+            if attempt is not None:  # that attempt's child, named as its Job would be
+                ref = job_name(flow.metadata.name, step, attempt - 1) if ref else ""
             if not ref or depth >= MAX_FLOW_DEPTH:
                 continue  # no child flow yet (`_why_no_pod` says so)
             try:
@@ -159,6 +161,8 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
     status = flow.status.step(step)
     if spec is not None and spec.is_flow:  # its pods are its child flow's steps'
         child = status.job_ref.name if status is not None and status.job_ref is not None else None
+        if child and attempt is not None:
+            child = job_name(name, step, attempt - 1)
         if child:
             return f"step {step} of jobflow {name} runs child flow {child}: see zen-flow logs {child}"
         return f"step {step} of jobflow {name} is a Flow step and has made no child flow yet: no pod"

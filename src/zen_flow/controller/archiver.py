@@ -356,6 +356,8 @@ def configured_archiver(
         logs=logs,
     )
     metrics.archive_pending.set_function(lambda: writer.pending)
+    if logs is not None:
+        metrics.archive_log_pending.set_function(lambda: logs.pending)
     log.info("archiving ended flows", store=store.config.where, prefix=settings.archive_s3_prefix,
              logs=settings.archive_logs)  # fmt: skip
     return writer

@@ -5,7 +5,9 @@ A reconcile never waits on a log: `notice` queues each finished Job of the flow 
 few writer tasks (WRITERS) take them in turns between namespaces (controller/due_line.py). A write lists
 the Job's pods (by the job-name label, only the pods the Job controls: the controller caches no pod),
 reads each container's log through the apiserver (pods/log, `limitBytes`: at most the limit plus one
-byte of it in memory, one log at a time a writer) and PUTs it. A pod gone (NotFound), a container that
+byte of it) and PUTs it, one log after the other. At most WRITERS attempts are read at once, by the log
+writers or by a record's writer (`entries`) alike (`_reading`): at most WRITERS logs in memory, each
+with the copy its PUT sends. A pod gone (NotFound), a container that
 never started (BadRequest) or a read RBAC refuses (Forbidden) is recorded as unavailable, never retried;
 a failed PUT, pod list or log read (a timeout, a 429, a 5xx: a node down, a lost connection) is retried
 after a backoff (5 s doubling to 5 min) through the work queue's delayed adds, and once the reads have
@@ -14,13 +16,15 @@ failed for --archive-max-delay-seconds the log is recorded as unavailable, sayin
 The flow's record (controller/archiver.py) is written after its attempts' logs (`entries`: it writes
 those not written yet itself), so what waits for the record waits for them. What this process wrote is
 kept in memory until the flow is archived or deleted: after a restart the logs of a flow not archived
-yet are written again (the same keys), which costs the reads and PUTs, never a duplicate.
+yet are written again (the same keys), which costs the reads and PUTs, never a duplicate; an attempt
+whose pods are gone by then is recorded with the logs the store has under its prefix (a LIST: the keys
+need s3:ListBucket for it, else it is recorded as having no pod left).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -42,12 +46,14 @@ from zen_flow.planner.archive_logs import (
     job_step,
     log_key,
     logs_hold,
+    logs_prefix,
     logs_wanted,
+    parse_log_key,
 )
 from zen_flow.planner.archiving import retry_delay
 from zen_flow.planner.children import ChildFlowJob
 from zen_flow.planner.timing import after
-from zen_flow.s3 import StoreError
+from zen_flow.s3 import Listed, StoreError
 
 log = get_logger(__name__)
 
@@ -57,6 +63,8 @@ LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 class LogStore(Protocol):
     async def put(self, key: str, body: bytes, content_type: str = "application/json") -> None: ...
+
+    def pages(self, prefix: str) -> AsyncIterator[list[Listed]]: ...
 
 
 class PodReader(Protocol):
@@ -123,6 +131,14 @@ class LogArchiver:
         # record's write, which reads the stored flow
         self._effective: dict[str, JobFlow] = {}
         self._due = DueLine()  # (flow key, "flow uid/job uid") to write
+        # One attempt's logs read (and put) at a time a writer's worth, whoever asks (the log writers or a
+        # record's writer, `entries`): at most WRITERS logs of up to the limit held at once.
+        self._reading = asyncio.Semaphore(WRITERS)
+
+    @property
+    def pending(self) -> int:
+        """Finished attempts whose logs are not written yet (queued, being written, or waiting to retry)."""
+        return sum(1 for known in self._attempts.values() for a in known.values() if a.entries is None)
 
     def wanted(self, flow: JobFlow) -> bool:
         return logs_wanted(flow, self._mode)
@@ -222,7 +238,8 @@ class LogArchiver:
             return attempt.entries
         attempt.busy = asyncio.Event()
         try:
-            entries = await self._read_and_put(attempt)
+            async with self._reading:
+                entries = await self._read_and_put(attempt)
         except StoreError as err:
             raise StoreError(self._failed(attempt, err.cause)) from err
         except KubeError as err:
@@ -247,6 +264,9 @@ class LogArchiver:
             self._metrics.archive_log_writes.labels("unavailable").inc()
             return (_unavailable(LogEntry(a.job, a.step, a.attempt), f"listing its pods failed: {err}"),)
         if not pods:
+            # Written before a restart (or a rerun) by this controller, whose memory of them is gone?
+            if stored := await self._stored(a):
+                return stored
             self._metrics.archive_log_writes.labels("unavailable").inc()
             return (LogEntry(a.job, a.step, a.attempt, unavailable="no pod of the Job is left to read"),)
         out: list[LogEntry] = []
@@ -271,6 +291,29 @@ class LogArchiver:
                         a.job, a.step, a.attempt, pod.name, container, key, min(len(body), self._limit), cut
                     )
                 )
+        return tuple(out)
+
+    async def _stored(self, a: _Attempt) -> tuple[LogEntry, ...]:
+        """The attempt's logs already in the store (written before a restart); none when it cannot be
+        listed (keys without s3:ListBucket: the attempt is then recorded as having no pod left)."""
+        base = logs_prefix(self._prefix, a.namespace, a.flow, a.flow_uid, a.step, a.attempt)
+        out: list[LogEntry] = []
+        try:
+            async for page in self._store.pages(base):
+                for item in page:
+                    key = parse_log_key(self._prefix, a.namespace, a.flow, a.flow_uid, item.key)
+                    if key is None or (key.step, key.attempt) != (a.step, a.attempt):
+                        continue
+                    cut = item.size > self._limit  # a cut log is the limit and the line saying so
+                    size = min(item.size, self._limit)
+                    out.append(
+                        LogEntry(a.job, a.step, a.attempt, key.pod, key.container, item.key, size, cut)
+                    )
+        except StoreError as err:
+            log.info(
+                "cannot list the archived logs of an attempt with no pod left", job=a.job, cause=err.cause
+            )
+            return ()
         return tuple(out)
 
     def _given_up(self, a: _Attempt, err: KubeError) -> bool:

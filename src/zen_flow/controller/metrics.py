@@ -276,6 +276,12 @@ class Metrics:
         self.archive_pending = Gauge(
             "zen_flow_archive_pending_writes", "Archive records queued or being written", registry=r
         )
+        self.archive_log_pending = Gauge(
+            "zen_flow_archive_pending_log_writes",
+            "Finished step attempts whose logs are not in the archive yet (--archive-logs): queued, being "
+            "written, or waiting to retry",
+            registry=r,
+        )
         # informers
         self.informer_cached = Gauge(
             "zen_flow_informer_cached_objects", "Objects in the cache", ["resource"], registry=r

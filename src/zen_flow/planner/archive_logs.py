@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from zen_flow.api.constants import GROUP
+from zen_flow.api.constants import ANNOTATION_ARCHIVE_LOGS
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.naming import short_hash
 from zen_flow.planner.actions import Action, DeleteJob, EventSpec, Plan
@@ -37,7 +37,6 @@ from zen_flow.planner.lifecycle import step_attempt
 from zen_flow.planner.status import cut
 from zen_flow.planner.timing import after, normalize, until
 
-ANNOTATION_ARCHIVE_LOGS = f"{GROUP}/archive-logs"
 DEFAULT_LIMIT_BYTES = 1024 * 1024
 TRUNCATED_MARK = "[zen-flow: log truncated: only its first"
 
