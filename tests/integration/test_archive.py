@@ -207,7 +207,7 @@ async def test_step_logs_are_archived_or_recorded_unavailable_and_hold_nothing_b
             BUCKET, prefix=f"jobflows/{namespace}/logged/{uid}/", recursive=True
         )
     ]
-    log = f"jobflows/{namespace}/logged/{uid}/logs/report/1/{pods['report']['metadata']['name']}/main.log"
+    log = f"jobflows/~logs/{namespace}/logged/{uid}/report/1/{pods['report']['metadata']['name']}/main.log"
     assert sorted(k for k in keys if not k.endswith(".json")) == [log]
     (key,) = [k for k in keys if k.endswith(".json")]
     record = json.loads(await asyncio.to_thread(s3.object_bytes, BUCKET, key))

@@ -82,7 +82,7 @@ async def test_a_steps_real_log_outlives_its_pod_in_the_archive(
     assert set(entries) == {"hello", "chatty"}
     hello = await asyncio.to_thread(s3.object_bytes, BUCKET, entries["hello"]["key"])
     assert hello == b"hello from step hello\nsecond line\n"
-    assert entries["hello"]["key"].startswith(f"jobflows/{namespace}/kept/{uid}/logs/hello/1/")
+    assert entries["hello"]["key"].startswith(f"jobflows/~logs/{namespace}/kept/{uid}/hello/1/")
     chatty = await asyncio.to_thread(s3.object_bytes, BUCKET, entries["chatty"]["key"])
     assert chatty == b"x\n" * 512 + f"{TRUNCATED_MARK} 1024 bytes are kept]\n".encode()
     assert entries["chatty"]["truncated"] is True

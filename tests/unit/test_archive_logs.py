@@ -25,7 +25,7 @@ from zen_flow.planner.archive_logs import (
     logs_wanted,
     parse_log_key,
 )
-from zen_flow.planner.archive_records import parse_key
+from zen_flow.planner.archive_records import list_prefix, parse_key
 from zen_flow_dev.testing.flows import job_step as a_step
 from zen_flow_dev.testing.flows import make_flow
 
@@ -34,7 +34,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def test_a_logs_key_names_flow_step_attempt_pod_and_container_and_reads_back() -> None:
     key = log_key("jobflows/", "team-a", "nightly", "u-1", "load", 2, "nightly-load-1234-r1-xyz", "main")
-    assert key == "jobflows/team-a/nightly/u-1/logs/load/2/nightly-load-1234-r1-xyz/main.log"
+    assert key == "jobflows/~logs/team-a/nightly/u-1/load/2/nightly-load-1234-r1-xyz/main.log"
     assert parse_log_key("jobflows/", "team-a", "nightly", "u-1", key) == LogKey(
         "load", 2, "nightly-load-1234-r1-xyz", "main"
     )
@@ -42,7 +42,9 @@ def test_a_logs_key_names_flow_step_attempt_pod_and_container_and_reads_back() -
     assert (
         parse_log_key("jobflows/", "team-a", "nightly", "u-1", "jobflows/team-a/nightly/u-1/x.json") is None
     )
-    assert logs_prefix("p/", "ns", "f", "u", "load") == "p/ns/f/u/logs/load/"
+    assert logs_prefix("p/", "ns", "f", "u", "load") == "p/~logs/ns/f/u/load/"
+    # Not under the records' `<prefix><namespace>/`: listing a namespace's records meets no log.
+    assert not key.startswith(list_prefix("jobflows/", "team-a"))
 
 
 def test_a_jobs_step_and_attempt_come_from_its_name() -> None:

@@ -4,6 +4,7 @@ from there; `zen-flow archive logs` from the store alone; and a Flow step's logs
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from test_cli_commands import NS, FakeCluster, cluster, zen_flow
@@ -163,3 +164,17 @@ def test_logs_of_a_flow_steps_attempt_are_that_attempts_child_flows(
     assert (code, out.splitlines()) == (0, ["[sub/first] hello"])
     code, out, _ = zen_flow(capsys, "logs", "p", "sub")
     assert (code, out.splitlines()) == (0, ["[sub/second] hello"])
+
+
+async def test_logs_of_a_deleted_flow_are_in_the_dependency_order_of_its_archived_record(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = FakeS3()
+    flow = flow_manifest("f", NS, [job_step("zeta"), job_step("alpha", "zeta")])
+    flow["metadata"]["uid"] = "u-1"
+    record = {"recordVersion": 1, "flow": {**flow, "status": {"phase": "Succeeded"}}, "jobs": []}
+    s3.put(record_key("jobflows/", NS, "f", "u-1", "2026-03-01T00:00:00Z"), json.dumps(record).encode())
+    archived(s3, "alpha", 1, "main", "second\n")
+    archived(s3, "zeta", 1, "main", "first\n")
+    code, out, _ = await run(monkeypatch, capsys, s3, "logs", "f")
+    assert (code, out.splitlines()) == (0, ["[zeta] first", "[alpha] second"])

@@ -142,7 +142,7 @@ async def test_each_containers_log_is_archived_and_the_record_says_where() -> No
         flow = await end_flow(api, ctrl)
         await settle(ctrl, clock, api)
         (job,) = [name for (_, name) in api.jobs]
-        base = f"jobflows/{NS}/nightly/{flow.metadata.uid}/logs/s0/1/{job}-abcde/"
+        base = f"jobflows/~logs/{NS}/nightly/{flow.metadata.uid}/s0/1/{job}-abcde/"
         assert store.objects[base + "main.log"] == b"main: hello\nworld\n"
         assert store.objects[base + "sidecar.log"] == b"sidecar: hello\nworld\n"
         assert record(store)["logs"] == [
@@ -282,7 +282,7 @@ async def test_a_superseded_attempts_job_is_deleted_only_once_its_logs_are_writt
         store.logs_down = ""
         await spin(4, 300)
         assert (NS, first) not in api.jobs
-        assert any(f"/logs/s0/1/{first}-abcde/main.log" in key for key in store.objects)
+        assert any(f"/s0/1/{first}-abcde/main.log" in key for key in store.objects)
         assert count(metrics, "skipped") == 0
     finally:
         writers.cancel()
@@ -338,7 +338,7 @@ async def test_a_matrix_items_logs_are_filed_under_the_item_and_its_attempt() ->
         api.finish_job(NS, job_name("nightly", "build-0", 1))
         api.sync()
         await settle(ctrl, clock, api)
-        base = f"jobflows/{NS}/nightly/{flow.metadata.uid}/logs/"
+        base = f"jobflows/~logs/{NS}/nightly/{flow.metadata.uid}/"
         assert sorted(k[len(base) :].rsplit("/", 2)[0] for k in store.objects if k.endswith("main.log")) == [
             "build-0/1",
             "build-0/2",

@@ -195,7 +195,7 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
             return EXIT_FAILED
         uid = args.uid or max(runs, key=newness).uid
         steps = [args.step] if args.step else None
-        order = await _step_order(store, [r for r in runs if r.uid == uid]) if steps is None else []
+        order = await step_order(store, [r for r in runs if r.uid == uid]) if steps is None else []
         found = await find_logs(store, prefix, namespace, args.name, uid, steps, args.attempt, order)
         if not found:
             which = f" of step {args.step}" if args.step else ""
@@ -209,7 +209,7 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
     return EXIT_OK
 
 
-async def _step_order(store: S3Store, runs: list[Archived]) -> list[str]:
+async def step_order(store: S3Store, runs: list[Archived]) -> list[str]:
     """The steps of the flow's newest record in dependency order, as `zen-flow logs` shows them; none
     when there is no record to read (the logs are then in name order)."""
     if not runs:

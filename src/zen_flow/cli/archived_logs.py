@@ -1,7 +1,7 @@
 """Step logs read back from the flow archive (`--archive-logs`; planner/archive_logs.py): what
 `zen-flow archive logs` prints, and what `zen-flow logs` falls back to once a step's pods are gone.
 
-The logs of a flow are the objects under `<prefix><namespace>/<name>/<uid>/logs/`, found by listing
+The logs of a flow are the objects under `<prefix>~logs/<namespace>/<name>/<uid>/`, found by listing
 (one request per 1,000 objects): each step's latest attempt unless one is asked for, its containers in
 name order, zen-flow's own transfer containers left out as `zen-flow logs` leaves them out. Each is
 printed whole (at most the controller's `--archive-log-limit-bytes`, a cut one saying so in its last

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import MAX_FLOW_DEPTH, JobRetention, StepPhase
 from zen_flow.api.transfer import TRANSFER_NAMES
-from zen_flow.cli.archive import MAX_RUNS, store_config
+from zen_flow.cli.archive import MAX_RUNS, step_order, store_config
 from zen_flow.cli.archive_list import listed, newness
 from zen_flow.cli.archived_logs import find_logs, labels, print_logs
 from zen_flow.cli.render import dependency_order, few
@@ -131,12 +131,15 @@ async def _from_archive(
     try:
         async with S3Store(config_) as store:
             uid = flow.metadata.uid if flow is not None else ""
-            if not uid:
+            if flow is not None:
+                order = [step for step, _ in dependency_order(flow)]
+            else:
                 runs, _ = await listed(store, prefix, namespace, name, None, MAX_RUNS)
                 if not runs:
                     return False
                 uid = max(runs, key=newness).uid
-            order = [step for step, _ in dependency_order(flow)] if flow is not None else []
+                # The flow is deleted: its steps' order is its newest record's (name order without one).
+                order = await step_order(store, [r for r in runs if r.uid == uid]) if steps is None else []
             found = await find_logs(store, prefix, namespace, name, uid, steps, args.attempt, order)
             if not found:
                 return False

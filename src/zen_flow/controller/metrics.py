@@ -257,11 +257,11 @@ class Metrics:
             self.archive_writes.labels(result)
         self.archive_log_writes = Counter(
             "zen_flow_archive_log_writes_total",
-            "Step logs written to the archive (--archive-logs), one a container of a finished attempt: "
-            "written, truncated (cut at --archive-log-limit-bytes), unavailable (no pod left, a container "
-            "never started, or reads failed for --archive-max-delay-seconds: recorded so), failed (a "
-            "write or read that failed; retried), skipped "
-            "(a Job deleted without its logs after --archive-max-delay-seconds)",
+            "Step logs written to the archive (--archive-logs): written and truncated (cut at "
+            "--archive-log-limit-bytes) count container logs; unavailable counts a container whose log "
+            "could not be read, or an attempt (Job) with no pod left; failed counts failed tries at "
+            "writing an attempt's logs (retried); skipped counts Jobs deleted without their logs after "
+            "--archive-max-delay-seconds",
             ["result"],
             registry=r,
         )

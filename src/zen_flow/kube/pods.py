@@ -63,7 +63,6 @@ class _Container(Model):
 
 
 class _PodSpec(Model):
-    init_containers: tuple[_Container, ...] = ()
     containers: tuple[_Container, ...] = ()
 
 
@@ -115,7 +114,8 @@ class PodClient:
 
 @dataclass(frozen=True)
 class JobPod:
-    """A pod of a Job, as the log archive reads it: its name and its containers (init ones first)."""
+    """A pod of a Job, as the log archive reads it: its name and its containers (not its init
+    containers: `zen-flow logs` does not show those either)."""
 
     name: str
     containers: tuple[str, ...]
@@ -145,7 +145,7 @@ class PodLogs:
         )
         owned = [p for p in pods.items if p.owned_by(job_uid) and p.metadata.name]
         return [
-            JobPod(p.metadata.name, tuple(c.name for c in (*p.spec.init_containers, *p.spec.containers)))
+            JobPod(p.metadata.name, tuple(c.name for c in p.spec.containers))
             for p in sorted(owned, key=lambda p: p.metadata.name)
         ]
 

@@ -2,17 +2,20 @@
 
 With the archive on and `--archive-logs` not off (`on`: every flow; `opt-in`: the flows annotated
 `workflow.kube-zen.io/archive-logs: "true"`; `opt-out`: every flow but those annotated "false";
-`logs_wanted`), each finished attempt of a step (its Job) has its pods' container logs
-written next to the flow's records, one object a container:
+`logs_wanted`), each finished attempt of a step (its Job) has its pods' container logs written to the
+archive, one object a container:
 
-    <prefix><namespace>/<name>/<uid>/logs/<step>/<attempt>/<pod>/<container>.log
+    <prefix>~logs/<namespace>/<name>/<uid>/<step>/<attempt>/<pod>/<container>.log
 
 `<attempt>` counts from 1 as `zen-flow logs --attempt` does. The names are Kubernetes names (DNS labels
-and subdomains: no `/`), so they need no escaping, and a log key has more parts than a record key
-(`parse_key` takes it for no record). At most `--archive-log-limit-bytes` of a container's log is kept
-(its beginning, as the apiserver's `limitBytes` cuts it); a cut log ends with `TRUNCATED_MARK` and the
-limit. The flow's record lists every attempt's logs (`LogEntry.to_wire`): written, cut, or unavailable
-and why (no pod left, a node that does not answer): an unavailable log is recorded so, never retried.
+and subdomains: no `/`), so they need no escaping. The logs are a tree of their own (`LOGS_TREE`), beside
+the records' `<prefix><namespace>/`: no namespace is named `~logs` (a namespace name has no `~`), so
+listing a namespace's records (`zen-flow archive list -n`, `get`) meets no log, and `~` sorts after every
+character a namespace name has, so listing every namespace's (`-A`) stops where the logs begin. At most
+`--archive-log-limit-bytes` of a container's log is kept (its beginning, as the apiserver's `limitBytes`
+cuts it); a cut log ends with `TRUNCATED_MARK` and the limit. The flow's record lists every attempt's
+logs (`LogEntry.to_wire`): written, cut, or unavailable and why (no pod left, a container that never
+started, reads that failed for --archive-max-delay-seconds).
 
 What waits for the logs: the flow's record is written after them, so everything that waits for the
 record (the TTL, a CronJobFlow's history, a parent's deletes of its child flows, a rerun) waits for
@@ -57,9 +60,13 @@ def logs_wanted(flow: JobFlow, mode: str) -> bool:
     return mode == "on"
 
 
+# The logs' tree under the archive's prefix (the module's docstring: why `~`).
+LOGS_TREE = "~logs/"
+
+
 def logs_prefix(prefix: str, namespace: str, name: str, uid: str, step: str = "", attempt: int = 0) -> str:
     """The key prefix of the logs of flow `uid` (of one `step`, of one `attempt` of it when given)."""
-    out = f"{prefix}{namespace}/{name}/{uid}/logs/"
+    out = f"{prefix}{LOGS_TREE}{namespace}/{name}/{uid}/"
     if step:
         out += f"{step}/"
         if attempt:
