@@ -203,9 +203,8 @@ async def test_step_logs_are_archived_or_recorded_unavailable_and_hold_nothing_b
     await driver.wait_gone(namespace, "logged", timeout=WAIT)  # its TTL (1 s) waited for nothing more
     keys = [
         o.object_name
-        for o in s3.client().list_objects(
-            BUCKET, prefix=f"jobflows/{namespace}/logged/{uid}/", recursive=True
-        )
+        for prefix in (f"jobflows/{namespace}/logged/{uid}/", f"jobflows/~logs/{namespace}/logged/{uid}/")
+        for o in s3.client().list_objects(BUCKET, prefix=prefix, recursive=True)
     ]
     log = f"jobflows/~logs/{namespace}/logged/{uid}/report/1/{pods['report']['metadata']['name']}/main.log"
     assert sorted(k for k in keys if not k.endswith(".json")) == [log]
