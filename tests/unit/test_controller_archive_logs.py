@@ -476,3 +476,43 @@ async def test_at_most_two_logs_are_read_at_once_and_the_pending_attempts_are_a_
         assert metrics.registry.get_sample_value(gauge) == 0
     finally:
         writers.cancel()
+
+
+async def test_after_a_restart_a_failed_listing_is_retried_and_only_a_refused_one_recorded() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, _ = rig(clock)
+    store.down = "HTTP 503 SlowDown"  # nothing written before the restart: not even the logs
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        await settle(ctrl, clock, api)
+    finally:
+        writers.cancel()
+    store.down = ""
+    store.objects["jobflows/~logs/x"] = b""  # the store answers a listing unless told not to
+    pods.gone = True
+    listing = {"error": StoreError("timed out after 10s (minio:9000)")}
+    real_pages = store.pages
+
+    async def flaky(prefix: str) -> AsyncIterator[list[Listed]]:
+        if listing["error"] is not None:
+            raise listing["error"]
+        async for page in real_pages(prefix):
+            yield page
+
+    store.pages = flaky  # type: ignore[method-assign]
+    api, ctrl, archive, store, pods, metrics = rig(clock, restarted=(api, store, pods))
+    writers = asyncio.create_task(archive.run())
+    try:
+        await settle(ctrl, clock, api)
+        assert not [k for k in store.objects if k.endswith(".json")]  # no record saying the logs are lost
+        assert count(metrics, "failed") >= 1
+        listing["error"] = StoreError("HTTP 403 AccessDenied: Access Denied (from minio:9000)", status=403)
+        await clock.advance(300)
+        await settle(ctrl, clock, api)
+        entries = record(store)["logs"]
+        assert len(entries) == 1
+        assert "no pod" in entries[0]["unavailable"]
+        assert "403 AccessDenied" in entries[0]["unavailable"]
+    finally:
+        writers.cancel()

@@ -18,7 +18,8 @@ those not written yet itself), so what waits for the record waits for them. What
 kept in memory until the flow is archived or deleted: after a restart the logs of a flow not archived
 yet are written again (the same keys), which costs the reads and PUTs, never a duplicate; an attempt
 whose pods are gone by then is recorded with the logs the store has under its prefix (a LIST: the keys
-need s3:ListBucket for it, else it is recorded as having no pod left).
+need s3:ListBucket for it; a 403 records it as having no pod left, saying why, and warns once; any other
+listing failure is a failed write, retried).
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class LogArchiver:
         # One attempt's logs read (and put) at a time a writer's worth, whoever asks (the log writers or a
         # record's writer, `entries`): at most WRITERS logs of up to the limit held at once.
         self._reading = asyncio.Semaphore(WRITERS)
+        self._list_refused_said = False  # the warning that the store refuses listing: said once
 
     @property
     def pending(self) -> int:
@@ -265,10 +267,23 @@ class LogArchiver:
             return (_unavailable(LogEntry(a.job, a.step, a.attempt), f"listing its pods failed: {err}"),)
         if not pods:
             # Written before a restart (or a rerun) by this controller, whose memory of them is gone?
-            if stored := await self._stored(a):
-                return stored
+            why = "no pod of the Job is left to read"
+            try:
+                if stored := await self._stored(a):
+                    return stored
+            except StoreError as err:
+                # Only a 403 says the keys cannot list (no s3:ListBucket): anything else (a timeout, a
+                # 5xx) is a failed write, retried, lest a passing outage record the logs as lost for good.
+                if err.status != 403 and not self._gave_up_since(a):
+                    raise
+                why += f", and the logs archived before could not be listed: {err.cause}"
+                if err.status == 403 and not self._list_refused_said:
+                    self._list_refused_said = True
+                    log.warning("cannot list the archived logs (the keys need s3:ListBucket on the prefix): "
+                                "an attempt with no pod left after a restart is recorded without its logs",
+                                job=a.job, flow=a.flow_key, cause=err.cause)  # fmt: skip
             self._metrics.archive_log_writes.labels("unavailable").inc()
-            return (LogEntry(a.job, a.step, a.attempt, unavailable="no pod of the Job is left to read"),)
+            return (LogEntry(a.job, a.step, a.attempt, unavailable=why),)
         out: list[LogEntry] = []
         for pod in pods:
             for container in pod.containers:
@@ -294,26 +309,18 @@ class LogArchiver:
         return tuple(out)
 
     async def _stored(self, a: _Attempt) -> tuple[LogEntry, ...]:
-        """The attempt's logs already in the store (written before a restart); none when it cannot be
-        listed (keys without s3:ListBucket: the attempt is then recorded as having no pod left)."""
+        """The attempt's logs already in the store (written before a restart). StoreError when the
+        listing fails (a 403: keys without s3:ListBucket)."""
         base = logs_prefix(self._prefix, a.namespace, a.flow, a.flow_uid, a.step, a.attempt)
         out: list[LogEntry] = []
-        try:
-            async for page in self._store.pages(base):
-                for item in page:
-                    key = parse_log_key(self._prefix, a.namespace, a.flow, a.flow_uid, item.key)
-                    if key is None or (key.step, key.attempt) != (a.step, a.attempt):
-                        continue
-                    cut = item.size > self._limit  # a cut log is the limit and the line saying so
-                    size = min(item.size, self._limit)
-                    out.append(
-                        LogEntry(a.job, a.step, a.attempt, key.pod, key.container, item.key, size, cut)
-                    )
-        except StoreError as err:
-            log.info(
-                "cannot list the archived logs of an attempt with no pod left", job=a.job, cause=err.cause
-            )
-            return ()
+        async for page in self._store.pages(base):
+            for item in page:
+                key = parse_log_key(self._prefix, a.namespace, a.flow, a.flow_uid, item.key)
+                if key is None or (key.step, key.attempt) != (a.step, a.attempt):
+                    continue
+                cut = item.size > self._limit  # a cut log is the limit and the line saying so
+                size = min(item.size, self._limit)
+                out.append(LogEntry(a.job, a.step, a.attempt, key.pod, key.container, item.key, size, cut))
         return tuple(out)
 
     def _given_up(self, a: _Attempt, err: KubeError) -> bool:
@@ -323,6 +330,10 @@ class LogArchiver:
         otherwise a failed write, retried with backoff."""
         if isinstance(err, NotFound | BadRequest | Forbidden):
             return True
+        return self._gave_up_since(a)
+
+    def _gave_up_since(self, a: _Attempt) -> bool:
+        """Have the attempt's writes failed for --archive-max-delay-seconds (its failures now recorded)?"""
         return a.failed_since is not None and self._clock.now() >= after(a.failed_since, self.max_delay)
 
     def _failed(self, attempt: _Attempt, cause: str) -> str:
