@@ -590,3 +590,12 @@ def test_archive_logs_takes_the_controllers_modes_and_pods_log_is_granted_only_w
     assert not rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get")
     with pytest.raises(RenderError, match=r"archive\.logs must be off, on, opt-in or opt-out"):
         render(helm, tmp_path, {"archive": {**store, "logs": "sometimes"}})
+    # archive.logs off but the controller told to read logs all the same (extraArgs, extraEnv): granted.
+    for controller in (
+        {"extraArgs": ["--archive-logs=on"]},
+        {"extraEnv": [{"name": "ZEN_FLOW_ARCHIVE_LOGS", "value": "opt-in"}]},
+    ):
+        docs = render(helm, tmp_path, {"archive": {**store, "logs": "off"}, "controller": controller})
+        assert rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get"), controller
+    docs = render(helm, tmp_path, {"archive": store, "controller": {"extraArgs": ["--archive-logs=off"]}})
+    assert not rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get")

@@ -9,6 +9,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ANNOTATION_ARCHIVE_LOGS
 from zen_flow.controller.archiver import Archiver
@@ -16,7 +18,7 @@ from zen_flow.controller.log_archiver import LogArchiver
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core.naming import job_name
-from zen_flow.kube.errors import BadRequest, TransportError
+from zen_flow.kube.errors import BadRequest, Forbidden, TransportError
 from zen_flow.kube.pods import JobPod
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
@@ -514,5 +516,26 @@ async def test_after_a_restart_a_failed_listing_is_retried_and_only_a_refused_on
         assert len(entries) == 1
         assert "no pod" in entries[0]["unavailable"]
         assert "403 AccessDenied" in entries[0]["unavailable"]
+    finally:
+        writers.cancel()
+
+
+async def test_rbac_refusing_the_log_reads_is_warned_once_naming_the_rule() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, _ = rig(clock)
+
+    async def refused(namespace: str, pod: str, container: str, limit: int) -> bytes:
+        raise Forbidden(403, "Forbidden", f'pods "{pod}" is forbidden: cannot get resource "pods/log"')
+
+    pods.log = refused  # type: ignore[method-assign]
+    writers = asyncio.create_task(archive.run())
+    try:
+        with capture_logs() as logs:
+            await end_flow(api, ctrl)
+            await settle(ctrl, clock, api)
+        assert all("forbidden" in e["unavailable"] for e in record(store)["logs"])
+        warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
+        assert len(warnings) == 1  # two containers refused: one warning
+        assert "pods/log" in warnings[0]
     finally:
         writers.cancel()

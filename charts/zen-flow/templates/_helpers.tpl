@@ -100,3 +100,13 @@ unquoted or an old `true`/`false`, reads as on/off); "off" without an archive. *
 {{- end }}
 {{- if and $a.endpoint $a.bucket }}{{ $mode }}{{ else }}off{{ end }}
 {{- end }}
+
+{{/* "true" when the controller may read pods' logs: archive.logs not off, or --archive-logs (but =off)
+in controller.extraArgs, or ZEN_FLOW_ARCHIVE_LOGS (but off) in controller.extraEnv, as
+zen-flow.cloudEventsSinkSet reads them: the pods/log rule goes with it. */}}
+{{- define "zen-flow.readsLogs" -}}
+{{- $set := ne (include "zen-flow.archiveLogs" .) "off" -}}
+{{- range .Values.controller.extraEnv }}{{ if and (eq (toString .name) "ZEN_FLOW_ARCHIVE_LOGS") (ne (toString .value) "off") }}{{ $set = true }}{{ end }}{{ end -}}
+{{- range .Values.controller.extraArgs }}{{ if and (hasPrefix "--archive-logs" (toString .)) (ne (toString .) "--archive-logs=off") }}{{ $set = true }}{{ end }}{{ end -}}
+{{- if $set }}true{{ end -}}
+{{- end }}

@@ -136,6 +136,7 @@ class LogArchiver:
         # record's writer, `entries`): at most WRITERS logs of up to the limit held at once.
         self._reading = asyncio.Semaphore(WRITERS)
         self._list_refused_said = False  # the warning that the store refuses listing: said once
+        self._log_refused_said = False  # the warning that RBAC refuses pods/log: said once
 
     @property
     def pending(self) -> int:
@@ -293,6 +294,15 @@ class LogArchiver:
                 except KubeError as err:
                     if not self._given_up(a, err):
                         raise  # a failed write: retried with backoff
+                    if isinstance(err, Forbidden) and not self._log_refused_said:
+                        self._log_refused_said = True
+                        log.warning(
+                            "RBAC refuses reading pods' logs: the controller's ClusterRole needs get on "
+                            'pods/log (apiGroups [""], resources ["pods/log"]); the logs are recorded as '
+                            "unavailable",
+                            pod=pod.name,
+                            namespace=a.namespace,
+                        )
                     out.append(_unavailable(entry, f"the apiserver could not read it: {err}"))
                     self._metrics.archive_log_writes.labels("unavailable").inc()
                     continue
