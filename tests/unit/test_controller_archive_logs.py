@@ -57,12 +57,16 @@ class Pods:
         self.broken: str = ""  # the apiserver cannot read logs (a container that never started)
         self.text = b"hello\nworld\n"
         self.reads: list[tuple[str, str, int]] = []
+        self.timeouts: list[float | None] = []  # each read's bound (None: the reader's own, 60 s)
 
     async def job_pods(self, namespace: str, job: str, job_uid: str) -> list[JobPod]:
         return [] if self.gone else [JobPod(f"{job}-abcde", ("main", "sidecar"))]
 
-    async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes:
+    async def log(
+        self, namespace: str, pod: str, container: str, limit: int, timeout: float | None = None
+    ) -> bytes:
         self.reads.append((pod, container, limit))
+        self.timeouts.append(timeout)
         if self.broken:
             raise BadRequest(400, "BadRequest", self.broken)
         return (container.encode() + b": " + self.text)[:limit]
@@ -362,11 +366,13 @@ async def test_a_log_read_that_times_out_is_retried_and_given_up_on_only_after_t
     real = pods.log
     down = {"until": 1}  # reads failing: the first one only
 
-    async def flaky(namespace: str, pod: str, container: str, limit: int) -> bytes:
+    async def flaky(
+        namespace: str, pod: str, container: str, limit: int, timeout: float | None = None
+    ) -> bytes:
         if len(pods.reads) < down["until"]:
             pods.reads.append((pod, container, limit))
             raise TransportError(f"GET /api/v1/namespaces/{namespace}/pods/{pod}/log: timeout")
-        return await real(namespace, pod, container, limit)
+        return await real(namespace, pod, container, limit, timeout)
 
     pods.log = flaky  # type: ignore[method-assign]
     writers = asyncio.create_task(archive.run())
@@ -378,6 +384,8 @@ async def test_a_log_read_that_times_out_is_retried_and_given_up_on_only_after_t
         assert count(metrics, "failed") == 1
         assert not any("unavailable" in e for e in record(store)["logs"])
         assert count(metrics, "written") == 2
+        # The retry's reads are bounded short: a node that does not answer holds a read slot 10 s, not 60.
+        assert pods.timeouts == [10.0, 10.0]
     finally:
         writers.cancel()
 
@@ -438,12 +446,14 @@ async def test_at_most_two_logs_are_read_at_once_and_the_pending_attempts_are_a_
     gate, reading = asyncio.Event(), {"now": 0, "peak": 0}
     real = pods.log
 
-    async def held(namespace: str, pod: str, container: str, limit: int) -> bytes:
+    async def held(
+        namespace: str, pod: str, container: str, limit: int, timeout: float | None = None
+    ) -> bytes:
         reading["now"] += 1
         reading["peak"] = max(reading["peak"], reading["now"])
         await gate.wait()
         reading["now"] -= 1
-        return await real(namespace, pod, container, limit)
+        return await real(namespace, pod, container, limit, timeout)
 
     pods.log = held  # type: ignore[method-assign]
     names = [f"f{n}" for n in range(8)]
@@ -524,7 +534,9 @@ async def test_rbac_refusing_the_log_reads_is_warned_once_naming_the_rule() -> N
     clock = FakeClock()
     api, ctrl, archive, store, pods, _ = rig(clock)
 
-    async def refused(namespace: str, pod: str, container: str, limit: int) -> bytes:
+    async def refused(
+        namespace: str, pod: str, container: str, limit: int, timeout: float | None = None
+    ) -> bytes:
         raise Forbidden(403, "Forbidden", f'pods "{pod}" is forbidden: cannot get resource "pods/log"')
 
     pods.log = refused  # type: ignore[method-assign]

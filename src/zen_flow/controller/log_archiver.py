@@ -35,7 +35,7 @@ from zen_flow.controller.due_line import DueLine
 from zen_flow.controller.flow_queue import priority
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import BadRequest, Forbidden, KubeError, NotFound
-from zen_flow.kube.pods import JobPod
+from zen_flow.kube.pods import RETRIED_LOG_READ_TIMEOUT_SECONDS, JobPod
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.workqueue import WorkQueue
@@ -71,7 +71,9 @@ class LogStore(Protocol):
 class PodReader(Protocol):
     async def job_pods(self, namespace: str, job: str, job_uid: str) -> list[JobPod]: ...
 
-    async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes: ...
+    async def log(
+        self, namespace: str, pod: str, container: str, limit: int, timeout: float | None = None
+    ) -> bytes: ...
 
 
 class Flows(Protocol):
@@ -290,7 +292,10 @@ class LogArchiver:
             for container in pod.containers:
                 entry = LogEntry(a.job, a.step, a.attempt, pod.name, container)
                 try:
-                    body = await self._pods.log(a.namespace, pod.name, container, self._limit + 1)
+                    # A retry's read is short (its node already failed to answer): a node that stays
+                    # NotReady must not hold a read slot 60 s every retry, stalling healthy flows' logs.
+                    timeout = RETRIED_LOG_READ_TIMEOUT_SECONDS if a.failures else None
+                    body = await self._pods.log(a.namespace, pod.name, container, self._limit + 1, timeout)
                 except KubeError as err:
                     if not self._given_up(a, err):
                         raise  # a failed write: retried with backoff

@@ -124,6 +124,10 @@ class JobPod:
 # A log read's bound (and its pod list's): the kubelet streams at most --archive-log-limit-bytes (8 MiB
 # at most), seconds on a healthy node; a node that does not answer is given up on after this, and retried.
 LOG_READ_TIMEOUT_SECONDS = 60.0
+# A retried read's bound: its node already failed to answer once. Each retry holds one of the log
+# archive's two read slots, every few minutes for up to --archive-max-delay-seconds: short, so a node that
+# stays NotReady does not stall the other flows' logs.
+RETRIED_LOG_READ_TIMEOUT_SECONDS = 10.0
 
 
 class PodLogs:
@@ -149,15 +153,18 @@ class PodLogs:
             for p in sorted(owned, key=lambda p: p.metadata.name)
         ]
 
-    async def log(self, namespace: str, pod: str, container: str, limit: int) -> bytes:
-        """At most `limit` bytes of the container's log, its beginning (the apiserver cuts it). Not
-        retried here: the log archive retries a failed read with its backoff (controller/log_archiver.py)."""
+    async def log(
+        self, namespace: str, pod: str, container: str, limit: int, timeout: float | None = None
+    ) -> bytes:
+        """At most `limit` bytes of the container's log, its beginning (the apiserver cuts it), within
+        `timeout` seconds (None: the reader's own). Not retried here: the log archive retries a failed
+        read with its backoff (controller/log_archiver.py)."""
         return await self._client.request_raw(
             "GET",
             PODS.path(namespace, pod, "log"),
             query=[("container", container), ("limitBytes", str(limit))],
             retry=False,
-            request_timeout=self._timeout,
+            request_timeout=self._timeout if timeout is None else timeout,
             accept="*/*",
         )
 
