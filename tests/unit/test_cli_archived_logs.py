@@ -178,3 +178,23 @@ async def test_logs_of_a_deleted_flow_are_in_the_dependency_order_of_its_archive
     archived(s3, "zeta", 1, "main", "first\n")
     code, out, _ = await run(monkeypatch, capsys, s3, "logs", "f")
     assert (code, out.splitlines()) == (0, ["[zeta] first", "[alpha] second"])
+
+
+async def test_a_matrix_steps_name_reads_its_items_archived_logs(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = FakeS3()
+    build = job_step("build", matrix={"parameters": [{"name": "shard", "values": ["a", "b"]}]})
+    flow = flow_manifest("f", NS, [job_step("gen"), {**build, "dependencies": ["gen"]}])
+    flow["metadata"]["uid"] = "u-1"
+    record = {"recordVersion": 1, "flow": {**flow, "status": {"phase": "Succeeded"}}, "jobs": []}
+    s3.put(record_key("jobflows/", NS, "f", "u-1", "2026-03-01T00:00:00Z"), json.dumps(record).encode())
+    archived(s3, "gen", 1, "main", "gen\n")
+    archived(s3, "build-0", 1, "main", "shard a\n")
+    archived(s3, "build-1", 1, "main", "shard b\n")
+    want = ["[build-0] shard a", "[build-1] shard b"]
+    code, out, _ = await run(monkeypatch, capsys, s3, "archive", "logs", "f", "--step", "build")
+    assert (code, out.splitlines()) == (0, want)
+    code, out, err = await run(monkeypatch, capsys, s3, "logs", "f", "build")  # the flow is deleted
+    assert (code, out.splitlines()) == (0, want)
+    assert "the flow is deleted" in err

@@ -194,8 +194,9 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
                   "--uid)", file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
         uid = args.uid or max(runs, key=newness).uid
-        steps = [args.step] if args.step else None
-        order = await step_order(store, [r for r in runs if r.uid == uid]) if steps is None else []
+        flow_ = await recorded_flow(store, [r for r in runs if r.uid == uid])
+        steps = step_items(flow_, args.step) if args.step else None
+        order = step_order(flow_) if steps is None else []
         found = await find_logs(store, prefix, namespace, args.name, uid, steps, args.attempt, order)
         if not found:
             which = f" of step {args.step}" if args.step else ""
@@ -209,18 +210,30 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
     return EXIT_OK
 
 
-async def step_order(store: S3Store, runs: list[Archived]) -> list[str]:
-    """The steps of the flow's newest record in dependency order, as `zen-flow logs` shows them; none
-    when there is no record to read (the logs are then in name order)."""
+async def recorded_flow(store: S3Store, runs: list[Archived]) -> JobFlow | None:
+    """The effective flow (matrix steps expanded into their items) of the newest of `runs`' records;
+    None when there is no record to read."""
     if not runs:
-        return []
+        return None
     try:
-        flow = effective_flow(
+        return effective_flow(
             JobFlow.model_validate(flow_of(json.loads(await store.get(max(runs, key=newness).key))))
         )
     except (StoreError, RecordError, ValueError):
-        return []
-    return [name for name, _ in dependency_order(flow)]
+        return None
+
+
+def step_order(flow: JobFlow | None) -> list[str]:
+    """The recorded flow's steps in dependency order, as `zen-flow logs` shows them; none without a
+    record (the logs are then in name order)."""
+    return [name for name, _ in dependency_order(flow)] if flow is not None else []
+
+
+def step_items(flow: JobFlow | None, step: str) -> list[str]:
+    """The steps whose logs `step` names: a matrix step's items (its logs are filed under build-0, ...),
+    as `zen-flow logs` takes a live flow's; else the step itself."""
+    items = flow.spec.matrix_groups.get(step) if flow is not None else None
+    return list(items) if items else [step]
 
 
 def record_view(record: dict[str, Any], output: str | None, now: datetime) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import MAX_FLOW_DEPTH, JobRetention, StepPhase
 from zen_flow.api.transfer import TRANSFER_NAMES
-from zen_flow.cli.archive import MAX_RUNS, step_order, store_config
+from zen_flow.cli.archive import MAX_RUNS, recorded_flow, step_items, step_order, store_config
 from zen_flow.cli.archive_list import listed, newness
 from zen_flow.cli.archived_logs import find_logs, labels, print_logs
 from zen_flow.cli.render import dependency_order, few
@@ -138,8 +138,12 @@ async def _from_archive(
                 if not runs:
                     return False
                 uid = max(runs, key=newness).uid
-                # The flow is deleted: its steps' order is its newest record's (name order without one).
-                order = await step_order(store, [r for r in runs if r.uid == uid]) if steps is None else []
+                # The flow is deleted: its steps' order is its newest record's (name order without one),
+                # and a matrix step stands for the items its record has.
+                recorded = await recorded_flow(store, [r for r in runs if r.uid == uid])
+                order = step_order(recorded)
+                if steps is not None and len(steps) == 1:
+                    steps = step_items(recorded, steps[0])
             found = await find_logs(store, prefix, namespace, name, uid, steps, args.attempt, order)
             if not found:
                 return False
