@@ -26,7 +26,7 @@ from zen_flow.planner.archive_logs import TRUNCATED_MARK
 from zen_flow.s3 import Listed, StoreError
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
-from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.flows import job_step, job_template, make_flow
 
 NS = "team-a"
 KEY = f"{NS}/nightly"
@@ -103,9 +103,11 @@ def rig(
 async def end_flow(
     api: FakeApiServer, ctrl: Controller, annotations: dict[str, str] | None = None
 ) -> JobFlow:
+    template = job_template()  # its pods' containers, as the Pods fake has them
+    template["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "busybox"})
     flow = api.create_flow(
         make_flow(
-            [job_step("s0")],
+            [job_step("s0", template=template)],
             name="nightly",
             namespace=NS,
             execution_policy={"ttlSecondsAfterFinished": 60},
@@ -549,5 +551,36 @@ async def test_rbac_refusing_the_log_reads_is_warned_once_naming_the_rule() -> N
         warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
         assert len(warnings) == 1  # two containers refused: one warning
         assert "pods/log" in warnings[0]
+    finally:
+        writers.cancel()
+
+
+async def test_after_a_restart_a_container_whose_log_was_not_written_yet_is_recorded_unavailable() -> None:
+    clock = FakeClock()
+    api, ctrl, archive, store, pods, _ = rig(clock)
+    real_put = store.put
+
+    async def main_only(key: str, body: bytes, content_type: str = "application/json") -> None:
+        if not key.endswith("/main.log"):
+            raise StoreError("HTTP 503 SlowDown")  # the restart came between main.log and sidecar.log
+        await real_put(key, body, content_type)
+
+    store.put = main_only  # type: ignore[method-assign]
+    writers = asyncio.create_task(archive.run())
+    try:
+        await end_flow(api, ctrl)
+        await settle(ctrl, clock, api)
+    finally:
+        writers.cancel()
+    store.put = real_put  # type: ignore[method-assign]
+    pods.gone = True
+    api, ctrl, archive, store, pods, metrics = rig(clock, restarted=(api, store, pods))
+    writers = asyncio.create_task(archive.run())
+    try:
+        await settle(ctrl, clock, api)
+        entries = {e["container"]: e for e in record(store)["logs"]}
+        assert entries["main"]["key"].endswith("/main.log")
+        assert "not archived before the controller restarted" in entries["sidecar"]["unavailable"]
+        assert count(metrics, "unavailable") == 1
     finally:
         writers.cancel()

@@ -18,7 +18,8 @@ those not written yet itself), so what waits for the record waits for them. What
 kept in memory until the flow is archived or deleted: after a restart the logs of a flow not archived
 yet are written again (the same keys), which costs the reads and PUTs, never a duplicate; an attempt
 whose pods are gone by then is recorded with the logs the store has under its prefix (a LIST: the keys
-need s3:ListBucket for it; a 403 records it as having no pod left, saying why, and warns once; any other
+need s3:ListBucket for it; a container the step's template names that a stored pod lacks is recorded as
+unavailable; a 403 records it as having no pod left, saying why, and warns once; any other
 listing failure is a failed write, retried).
 """
 
@@ -50,6 +51,7 @@ from zen_flow.planner.archive_logs import (
     logs_prefix,
     logs_wanted,
     parse_log_key,
+    step_containers,
 )
 from zen_flow.planner.archiving import retry_delay
 from zen_flow.planner.children import ChildFlowJob
@@ -59,6 +61,7 @@ from zen_flow.s3 import Listed, StoreError
 log = get_logger(__name__)
 
 WRITERS = 2
+PARTLY_WRITTEN = "not archived before the controller restarted, and no pod of the Job is left to read"
 LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
@@ -91,6 +94,7 @@ class _Attempt:
     job_uid: str
     step: str
     attempt: int
+    containers: tuple[str, ...] = ()  # its pods' containers as the step's template names them
     entries: tuple[LogEntry, ...] | None = None  # written (None: not yet)
     busy: asyncio.Event | None = None  # a write in flight; set when it ends
     queued: bool = False
@@ -208,6 +212,7 @@ class LogArchiver:
             job.metadata.uid,
             step,
             number,
+            step_containers(flow, step),
         )
         self._attempts.setdefault(flow.metadata.uid, {})[job.metadata.uid] = attempt
         return attempt
@@ -336,6 +341,14 @@ class LogArchiver:
                 cut = item.size > self._limit  # a cut log is the limit and the line saying so
                 size = min(item.size, self._limit)
                 out.append(LogEntry(a.job, a.step, a.attempt, key.pod, key.container, item.key, size, cut))
+        # A write cut short by the restart (main.log stored, sidecar.log not): the containers the step's
+        # template names that a stored pod lacks are recorded as unavailable, not left out unsaid.
+        for pod in sorted({e.pod for e in out}):
+            stored = {e.container for e in out if e.pod == pod}
+            for container in a.containers:
+                if container not in stored:
+                    self._metrics.archive_log_writes.labels("unavailable").inc()
+                    out.append(LogEntry(a.job, a.step, a.attempt, pod, container, unavailable=PARTLY_WRITTEN))
         return tuple(out)
 
     def _given_up(self, a: _Attempt, err: KubeError) -> bool:

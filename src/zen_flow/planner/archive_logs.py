@@ -196,3 +196,13 @@ def job_step(flow: JobFlow, job: str) -> tuple[str, int]:
     steps = {short_hash(flow.metadata.name, s.name): s.name for s in flow.spec.steps}
     step, attempt = step_attempt(job, steps)
     return (step, attempt + 1) if step else (job, 1)
+
+
+def step_containers(flow: JobFlow, step: str) -> tuple[str, ...]:
+    """The containers the step's Job template names (not its init containers, nor the transfer containers
+    zen-flow adds): what an attempt's pod is known to have had once the pod is gone; none when the flow
+    has no such step or its template does not say."""
+    spec = next((s for s in flow.spec.steps if s.name == step), None)
+    pod = ((spec.template or {}).get("spec") or {}).get("template") or {} if spec is not None else {}
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return tuple(c["name"] for c in containers if isinstance(c, dict) and isinstance(c.get("name"), str))
