@@ -164,6 +164,10 @@ def test_logs_of_a_flow_steps_attempt_are_that_attempts_child_flows(
     assert (code, out.splitlines()) == (0, ["[sub/first] hello"])
     code, out, _ = zen_flow(capsys, "logs", "p", "sub")
     assert (code, out.splitlines()) == (0, ["[sub/second] hello"])
+    code, out, err = zen_flow(capsys, "logs", "p", "sub", "--attempt", "9")  # no such attempt: no child
+    assert (code, out) == (2, "")
+    assert "step sub has attempts 1-2 (--attempt 9)" in err
+    assert job_name("p", "sub", 8) not in err
 
 
 async def test_logs_of_a_deleted_flow_are_in_the_dependency_order_of_its_archived_record(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import MAX_FLOW_DEPTH, JobRetention, StepPhase
+from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.cli.archive import MAX_RUNS, recorded_flow, step_items, step_order, store_config
 from zen_flow.cli.archive_list import listed, newness
@@ -168,7 +169,9 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
     status = flow.status.step(step)
     if spec is not None and spec.is_flow:  # its pods are its child flow's steps'
         child = status.job_ref.name if status is not None and status.job_ref is not None else None
-        if child and attempt is not None:
+        if child and attempt is not None and status is not None:
+            if (out_of := _no_such_attempt(step, status, attempt)) is not None:
+                return out_of  # a child that attempt never made: not named as if it had been
             child = job_name(name, step, attempt - 1)
         if child:
             return f"step {step} of jobflow {name} runs child flow {child}: see zen-flow logs {child}"
@@ -190,9 +193,8 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
         return f"step {step} of jobflow {name} ran no pod: it is {status.phase}: {why}"
     if status is None or not (started or served):
         return f"step {step} of jobflow {name} has not started: no pod yet"
-    if attempt is not None and not 1 <= attempt <= attempts:
-        which = "attempt 1" if attempts == 1 else f"attempts 1-{attempts}"
-        return f"step {step} has {which} (--attempt {attempt})"
+    if attempt is not None and (out_of := _no_such_attempt(step, status, attempt)) is not None:
+        return out_of
     job = job_name(name, step, attempt - 1) if attempt is not None else status.job_ref.name  # type: ignore[union-attr]
     try:
         await session.client.request("GET", f"/apis/batch/v1/namespaces/{session.namespace}/jobs/{job}")
@@ -216,3 +218,12 @@ async def _follow(session: Session, pod: str, container: str, prefix: str) -> No
         async for line in lines:
             session.out.write(f"{prefix}{line}\n")
             session.out.flush()
+
+
+def _no_such_attempt(step: str, status: StepStatus, attempt: int) -> str | None:
+    """What `--attempt N` past the step's attempts (retryCount + 1) gets told; None for one it had."""
+    attempts = status.retry_count + 1
+    if 1 <= attempt <= attempts:
+        return None
+    which = "attempt 1" if attempts == 1 else f"attempts 1-{attempts}"
+    return f"step {step} has {which} (--attempt {attempt})"
