@@ -218,7 +218,9 @@ class Settings:
     archive_s3_prefix: str = field(
         default=DEFAULT_ARCHIVE_PREFIX,
         metadata={
-            "help": "key prefix of the records: <prefix><namespace>/<name>/<uid>/<finished>[-<run>].json"
+            "help": "key prefix of the records, <prefix><namespace>/<name>/<uid>/<finished>[-<run>].json, "
+            "and of the step logs (--archive-logs), <prefix>~logs/<namespace>/<name>/<uid>/<step>/"
+            "<attempt>/<pod>/<container>.log"
         },
     )
     archive_s3_region: str = field(
