@@ -20,6 +20,8 @@ from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.instances import instance_id_problem
 from zen_flow.core.naming import is_dns1123_subdomain
 from zen_flow.core.shards import MAX_SHARDS
+from zen_flow.planner.archive_logs import DEFAULT_LIMIT_BYTES as DEFAULT_LOG_LIMIT_BYTES
+from zen_flow.planner.archive_logs import LOG_MODES
 from zen_flow.planner.archive_records import DEFAULT_PREFIX as DEFAULT_ARCHIVE_PREFIX
 from zen_flow.planner.archiving import DEFAULT_MAX_DELAY_SECONDS as DEFAULT_ARCHIVE_MAX_DELAY
 from zen_flow.setting_checks import archive_problems, cloudevents_problems, shard_problems
@@ -216,7 +218,9 @@ class Settings:
     archive_s3_prefix: str = field(
         default=DEFAULT_ARCHIVE_PREFIX,
         metadata={
-            "help": "key prefix of the records: <prefix><namespace>/<name>/<uid>/<finished>[-<run>].json"
+            "help": "key prefix of the records, <prefix><namespace>/<name>/<uid>/<finished>[-<run>].json, "
+            "and of the step logs (--archive-logs), <prefix>~logs/<namespace>/<name>/<uid>/<step>/"
+            "<attempt>/<pod>/<container>.log"
         },
     )
     archive_s3_region: str = field(
@@ -238,6 +242,22 @@ class Settings:
             "help": "how long past its TTL (or a CronJobFlow's history limit) an ended flow waits for its "
             "archive record while the store fails; then, after a failed write, it is deleted anyway, with a "
             "Warning event NotArchived (0: it waits for one write only)"
+        },
+    )
+    archive_logs: str = field(
+        default="off",
+        metadata={
+            "help": "with the archive on, which flows' finished step attempts' pod logs are written to it "
+            "too: off (none), on (every flow), opt-in (flows annotated workflow.kube-zen.io/archive-logs: "
+            '"true"), opt-out (every flow but those annotated "false"); off and on ignore the annotation; '
+            "deletions that wait for a flow's record wait for its logs"
+        },
+    )
+    archive_log_limit_bytes: int = field(
+        default=DEFAULT_LOG_LIMIT_BYTES,
+        metadata={
+            "help": "bytes of a container's log archived at most (its beginning; a cut log says so in "
+            "its last line), 1 to 8388608"
         },
     )
     resync_seconds: float = field(
@@ -383,6 +403,8 @@ def _check(s: Settings) -> None:
     problems.extend(shard_problems(s))
     if s.step_events not in ("notable", "all"):
         problems.append("--step-events must be notable or all")
+    if s.archive_logs not in LOG_MODES:
+        problems.append(f"--archive-logs must be {', '.join(LOG_MODES[:-1])} or {LOG_MODES[-1]}")
     if s.log_format not in ("json", "console", "auto"):
         problems.append("--log-format must be json, console or auto")
     problems.extend(cloudevents_problems(s))

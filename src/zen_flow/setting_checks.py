@@ -17,6 +17,9 @@ from zen_flow.archive_keys import SECRET_KEY_ENV as ARCHIVE_SECRET_KEY_ENV
 from zen_flow.core.naming import is_dns1123_subdomain, is_label_value
 from zen_flow.core.shards import MAX_SHARDS
 
+# A log is held in memory while written, and `zen-flow archive logs` reads objects of up to 16 MiB.
+MAX_LOG_LIMIT_BYTES = 8 * 1024 * 1024
+
 if TYPE_CHECKING:
     from zen_flow.config import Settings
 
@@ -89,6 +92,8 @@ def archive_problems(s: Settings) -> list[str]:
         problems.append("--archive-s3-timeout must be a finite number of seconds > 0")
     if not math.isfinite(s.archive_max_delay_seconds) or s.archive_max_delay_seconds < 0:
         problems.append("--archive-max-delay-seconds must be a finite number of seconds >= 0")
+    if not 1 <= s.archive_log_limit_bytes <= MAX_LOG_LIMIT_BYTES:
+        problems.append(f"--archive-log-limit-bytes must be between 1 and {MAX_LOG_LIMIT_BYTES}")
     if bool(s.archive_s3_endpoint) != bool(s.archive_s3_bucket):
         return [*problems, "--archive-s3-endpoint and --archive-s3-bucket go together (both, or neither)"]
     if not s.archive_s3_endpoint:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from controller_steps import WAIT, finish, wait_steps
+from controller_steps import WAIT, finish, job_of, wait_steps
 
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
@@ -152,3 +152,75 @@ async def test_with_the_store_down_the_ttl_waits_for_the_record(
         for o in s3.client().list_objects(BUCKET, prefix=f"jobflows/{namespace}/brief/", recursive=True)
     ]
     assert len(keys) == 1
+
+
+def job_pod(job: dict[str, Any], node: str) -> dict[str, Any]:
+    """A pod the Job controls, as the Job controller would make it (no controller-manager here)."""
+    name = job["metadata"]["name"]
+    owner = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": name,
+        "uid": job["metadata"]["uid"],
+        "controller": True,
+    }
+    spec: dict[str, Any] = {"containers": [{"name": "main", "image": "busybox"}]}
+    if node:
+        spec["nodeName"] = node
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-abcde",
+            "namespace": job["metadata"]["namespace"],
+            "labels": {"batch.kubernetes.io/job-name": name},
+            "ownerReferences": [owner],
+        },
+        "spec": spec,
+    }
+
+
+async def test_step_logs_are_archived_or_recorded_unavailable_and_hold_nothing_back(
+    namespace: str, driver: FlowDriver, start_controller: StartController, s3: S3Server, kubectl: Any
+) -> None:
+    """No kubelet here. A pod on a node that does not exist: the apiserver cannot fetch its log. A pod on
+    no node: its log is empty (the apiserver answers it itself), and archived. A Job with no pod left:
+    none to read. The flow's record says so for each, `zen-flow archive logs` reads the archived one, and
+    the TTL waits for nothing more."""
+    controller = start_controller(env={**store_env(s3), "ZEN_FLOW_ARCHIVE_LOGS": "on"})
+    ttl = {"ttlSecondsAfterFinished": 1}
+    steps = [job_step("load"), job_step("report", "load"), job_step("publish", "report")]
+    await driver.create(flow_manifest("logged", namespace, steps, executionPolicy=ttl))
+    pods: dict[str, dict[str, Any]] = {}
+    for step, node in (("load", "gone-node"), ("report", ""), ("publish", None)):
+        await wait_steps(driver, namespace, "logged", {step: "Running"})
+        job = await job_of(driver, namespace, step)
+        if node is not None:
+            pods[step] = job_pod(job, node)
+            await asyncio.to_thread(kubectl, "create", "-f", "-", input=json.dumps(pods[step]))
+        await finish(driver, namespace, step)
+    uid = job["metadata"]["ownerReferences"][0]["uid"]
+    await driver.wait_gone(namespace, "logged", timeout=WAIT)  # its TTL (1 s) waited for nothing more
+    keys = [
+        o.object_name
+        for prefix in (f"jobflows/{namespace}/logged/{uid}/", f"jobflows/~logs/{namespace}/logged/{uid}/")
+        for o in s3.client().list_objects(BUCKET, prefix=prefix, recursive=True)
+    ]
+    log = f"jobflows/~logs/{namespace}/logged/{uid}/report/1/{pods['report']['metadata']['name']}/main.log"
+    assert sorted(k for k in keys if not k.endswith(".json")) == [log]
+    (key,) = [k for k in keys if k.endswith(".json")]
+    record = json.loads(await asyncio.to_thread(s3.object_bytes, BUCKET, key))
+    entries = {e["step"]: e for e in record["logs"]}
+    assert entries["load"]["pod"] == pods["load"]["metadata"]["name"]
+    assert entries["load"]["container"] == "main"
+    assert entries["load"]["unavailable"].startswith("the apiserver could not read it: ")
+    assert (entries["report"]["key"], entries["report"]["bytes"]) == (log, 0)
+    assert entries["publish"]["unavailable"] == "no pod of the Job is left to read"
+    assert controller.metric("zen_flow_archive_log_writes_total", result="unavailable") == 2
+    assert controller.metric("zen_flow_archive_log_writes_total", result="written") == 1
+    shown = await asyncio.to_thread(archive_cli, s3, "logs", "logged", "-n", namespace, "--step", "report")
+    assert (shown.returncode, shown.stdout) == (0, ""), shown.stderr
+    assert f"logs of jobflow {namespace}/logged (uid {uid}) from the archive s3://{BUCKET}" in shown.stderr
+    shown = await asyncio.to_thread(archive_cli, s3, "logs", "logged", "-n", namespace, "--step", "load")
+    assert shown.returncode == 1
+    assert "no archived logs of step load" in shown.stderr

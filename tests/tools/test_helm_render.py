@@ -140,7 +140,10 @@ def test_default_rbac_and_webhooks_equal_config(helm: str, tmp_path: Path) -> No
     docs = render(helm, tmp_path)
     config = objects("rbac", "webhook")
     for kind in ("ClusterRole", "Role"):
-        assert find(docs, kind)["rules"] == find(config, kind)["rules"], kind
+        ours = find(config, kind)["rules"]
+        # The chart grants pods/log only with archive.logs on (config/rbac keeps it, saying so).
+        ours = [r for r in ours if r["resources"] != ["pods/log"]]
+        assert find(docs, kind)["rules"] == ours, kind
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         chart, ours = find(docs, kind), find(config, kind)
         assert chart["webhooks"] == ours["webhooks"], kind
@@ -528,6 +531,8 @@ def test_archive_values_become_flags_and_the_keys_are_files_of_a_mounted_secret(
         "credentialsSecret": {"name": "archive-keys", "sessionTokenKey": "sessionToken"},
         "maxDelaySeconds": 3600,
         "caConfigMap": "store-ca",
+        "logs": True,  # a YAML boolean (`logs: on` unquoted): on
+        "logLimitBytes": 65536,
     }
     pod = deployment(render(helm, tmp_path, {"archive": archive}))["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -556,7 +561,41 @@ def test_archive_values_become_flags_and_the_keys_are_files_of_a_mounted_secret(
     assert settings.archive_enabled
     assert (settings.archive_s3_bucket, settings.archive_s3_prefix) == ("team-flows", "jobflows/")
     assert settings.archive_max_delay_seconds == 3600.0
+    assert (settings.archive_logs, settings.archive_log_limit_bytes) == ("on", 65536)
     with pytest.raises(RenderError, match=r"archive\.credentialsSecret\.name"):
         render(helm, tmp_path, {"archive": {"endpoint": "http://minio:9000", "bucket": "b"}})
     with pytest.raises(RenderError, match=r"both archive\.endpoint and archive\.bucket"):
         render(helm, tmp_path, {"archive": {"endpoint": "http://minio:9000"}})
+
+
+def test_archive_logs_takes_the_controllers_modes_and_pods_log_is_granted_only_when_not_off(
+    helm: str, tmp_path: Path
+) -> None:
+    store = {"endpoint": "http://minio:9000", "bucket": "b", "credentialsSecret": {"name": "keys"}}
+    full = find(objects("rbac"), "ClusterRole")["rules"]
+    for logs, flag in (
+        ("off", None),
+        ("opt-in", "--archive-logs=opt-in"),
+        ("opt-out", "--archive-logs=opt-out"),
+    ):
+        docs = render(helm, tmp_path, {"archive": {**store, "logs": logs}})
+        args = container(deployment(docs))["args"]
+        assert [a for a in args if a.startswith("--archive-logs=")] == ([flag] if flag else [])
+        rules = find(docs, "ClusterRole")["rules"]
+        assert rules_allow(rules, "", "pods/log", "get") == (flag is not None), logs
+        if flag:
+            assert rules == full  # the same rules as config/rbac
+    # Without an archive no log is read, whatever archive.logs says: no flag, no pods/log.
+    docs = render(helm, tmp_path, {"archive": {"logs": "on"}})
+    assert not rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get")
+    with pytest.raises(RenderError, match=r"archive\.logs must be off, on, opt-in or opt-out"):
+        render(helm, tmp_path, {"archive": {**store, "logs": "sometimes"}})
+    # archive.logs off but the controller told to read logs all the same (extraArgs, extraEnv): granted.
+    for controller in (
+        {"extraArgs": ["--archive-logs=on"]},
+        {"extraEnv": [{"name": "ZEN_FLOW_ARCHIVE_LOGS", "value": "opt-in"}]},
+    ):
+        docs = render(helm, tmp_path, {"archive": {**store, "logs": "off"}, "controller": controller})
+        assert rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get"), controller
+    docs = render(helm, tmp_path, {"archive": store, "controller": {"extraArgs": ["--archive-logs=off"]}})
+    assert not rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get")

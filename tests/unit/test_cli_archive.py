@@ -13,7 +13,8 @@ from zen_flow import config
 from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.cli import build_parser
 from zen_flow.cli.archive import record_view, store_config
-from zen_flow.planner.archive_records import record_key
+from zen_flow.planner.archive_logs import log_key
+from zen_flow.planner.archive_records import parse_key, record_key
 from zen_flow_dev.testing.s3_fake import (
     ACCESS_KEY,
     MISSING_BUCKET,
@@ -304,3 +305,18 @@ async def test_get_finished_in_another_format_is_refused_naming_the_expected_one
     assert rc == "2"
     assert f"--finished {finished!r}: expected" in err
     assert "YYYY-MM-DDTHH:MM:SSZ" in err
+
+
+async def test_a_list_of_every_namespace_does_not_page_through_the_step_logs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = filled()
+    others = len(s3.objects)
+    records = sum(parse_key("jobflows/", key) is not None for key in s3.objects)
+    for n in range(50):  # the logs of many attempts: their own tree, after every namespace's records
+        s3.put(log_key("jobflows/", "team", "nightly", "u-1", f"s{n}", 1, f"p{n}", "main"), b"hello\n")
+    s3.page_size = 5
+    rc, out, _ = await run_cli(monkeypatch, capsys, s3, "list", "-A")
+    assert rc == "0"
+    assert len(out.splitlines()) == 1 + records
+    assert len(s3.requests) <= others // 5 + 1  # the records' pages and the one where the logs begin

@@ -40,7 +40,7 @@ from zen_flow.kube import (
 from zen_flow.kube.credentials import TokenFile
 from zen_flow.kube.errors import from_response
 from zen_flow.kube.memo_caches import ConfigMapData, MemoCacheClient
-from zen_flow.kube.pods import PodClient
+from zen_flow.kube.pods import JobPod, PodClient, PodLogs
 from zen_flow.kube.transport import METADATA_ONLY
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
@@ -859,3 +859,17 @@ async def test_a_memoize_cache_is_read_with_its_labels_and_written_by_a_merge_pa
     assert (method, path) == ("PATCH", "/api/v1/namespaces/ns/configmaps/c")
     assert headers["Content-Type"] == "application/merge-patch+json"
     assert json.loads(body) == {"data": {"memo-b": "y", "memo-a": None}}
+
+
+async def test_the_log_archive_reads_the_containers_of_the_pods_its_job_controls_not_init_ones(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+    spec = {"initContainers": [{"name": "setup"}], "containers": [{"name": "main"}, {"name": "sidecar"}]}
+    pods = [
+        {"metadata": {"name": "p-1", "ownerReferences": [owner]}, "spec": spec},
+        {"metadata": {"name": "p-forged"}, "spec": spec},  # wears the label only
+    ]
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": pods}))
+    found = await PodLogs(kube).job_pods("ns", "j", "job-uid")
+    assert found == [JobPod("p-1", ("main", "sidecar"))]  # as `zen-flow logs` shows them

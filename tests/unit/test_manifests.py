@@ -307,13 +307,18 @@ def test_no_access_to_secrets_pods_or_leases_cluster_wide() -> None:
     assert not any(g == "coordination.k8s.io" for g, _, _ in granted(CLUSTER_ROLE["rules"]))
 
 
-def test_pods_are_only_listed() -> None:
-    """Termination messages are read by listing one Job's pods; nothing else is allowed on pods."""
+def test_pods_are_only_listed_and_their_logs_read() -> None:
+    """Termination messages are read by listing one Job's pods, and the archive's step logs with a get
+    of pods/log; nothing else is allowed on pods."""
     assert rules_allow(CLUSTER_ROLE["rules"], "", "pods", "list")
+    assert rules_allow(CLUSTER_ROLE["rules"], "", "pods/log", "get")
     for verb in ("get", "watch", "create", "update", "patch", "delete", "deletecollection"):
         assert not rules_allow(CLUSTER_ROLE["rules"], "", "pods", verb), verb
-    for sub in ("pods/log", "pods/exec", "pods/status"):
+        if verb != "get":
+            assert not rules_allow(CLUSTER_ROLE["rules"], "", "pods/log", verb), verb
+    for sub in ("pods/exec", "pods/status", "pods/attach", "pods/portforward"):
         assert not rules_allow(CLUSTER_ROLE["rules"], "", sub, "get"), sub
+        assert not rules_allow(CLUSTER_ROLE["rules"], "", sub, "create"), sub
 
 
 def test_template_objects_are_only_created_and_read_by_name() -> None:

@@ -67,3 +67,9 @@ def test_no_created_series_double_the_count() -> None:
     text = generate_latest(metrics.registry).decode()
     assert "zen_flow_reconcile_total" in text
     assert "_created" not in text
+
+
+def test_the_archive_prefix_says_where_both_the_records_and_the_step_logs_go() -> None:
+    meaning = _settings_rows()["--archive-s3-prefix"][3]
+    assert "<prefix><namespace>/<name>/<uid>/<finished>" in meaning
+    assert "<prefix>~logs/<namespace>/<name>/<uid>/<step>/<attempt>/<pod>/<container>.log" in meaning

@@ -7,6 +7,7 @@ from typing import Any
 
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.api.constants import (
+    ANNOTATION_ARCHIVE_LOGS,
     ANNOTATION_SUSPENDED_BY_PARENT,
     LABEL_DEPTH,
     LABEL_PARENT,
@@ -300,3 +301,11 @@ def test_a_child_job_record_mirrors_phases() -> None:
     assert as_job(child_of(body, phase="Succeeded")).complete
     failed = as_job(child_of(body, phase="Failed", message="step a failed: x"))
     assert failed.failed
+
+
+def test_a_child_flow_asks_for_its_logs_in_the_archive_as_its_parent_does() -> None:
+    for value in ("true", "false", None):
+        annotations = {ANNOTATION_ARCHIVE_LOGS: value} if value is not None else None
+        parent = make_flow([flow_step("sub")], name="parent", annotations=annotations)
+        [create] = creates(plan(parent, [], T0))
+        assert (create.body["metadata"].get("annotations") or {}).get(ANNOTATION_ARCHIVE_LOGS) == value

@@ -87,3 +87,26 @@ app.kubernetes.io/name: {{ include "zen-flow.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
 {{- end }}
+
+{{/* archive.logs as --archive-logs takes it: off, on, opt-in or opt-out (a YAML boolean, `logs: on`
+unquoted or an old `true`/`false`, reads as on/off); "off" without an archive. */}}
+{{- define "zen-flow.archiveLogs" -}}
+{{- $a := .Values.archive | default dict }}
+{{- $mode := toString (index $a "logs" | default "off") }}
+{{- if eq $mode "true" }}{{ $mode = "on" }}{{ end }}
+{{- if eq $mode "false" }}{{ $mode = "off" }}{{ end }}
+{{- if not (has $mode (list "off" "on" "opt-in" "opt-out")) }}
+{{- fail (printf "archive.logs must be off, on, opt-in or opt-out, not %q" $mode) }}
+{{- end }}
+{{- if and $a.endpoint $a.bucket }}{{ $mode }}{{ else }}off{{ end }}
+{{- end }}
+
+{{/* "true" when the controller may read pods' logs: archive.logs not off, or --archive-logs (but =off)
+in controller.extraArgs, or ZEN_FLOW_ARCHIVE_LOGS (but off) in controller.extraEnv, as
+zen-flow.cloudEventsSinkSet reads them: the pods/log rule goes with it. */}}
+{{- define "zen-flow.readsLogs" -}}
+{{- $set := ne (include "zen-flow.archiveLogs" .) "off" -}}
+{{- range .Values.controller.extraEnv }}{{ if and (eq (toString .name) "ZEN_FLOW_ARCHIVE_LOGS") (ne (toString .value) "off") }}{{ $set = true }}{{ end }}{{ end -}}
+{{- range .Values.controller.extraArgs }}{{ if and (hasPrefix "--archive-logs" (toString .)) (ne (toString .) "--archive-logs=off") }}{{ $set = true }}{{ end }}{{ end -}}
+{{- if $set }}true{{ end -}}
+{{- end }}

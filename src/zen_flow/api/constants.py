@@ -66,6 +66,9 @@ ANNOTATION_STOP = f"{GROUP}/stop"
 # undo on resume; a child a user suspended stays suspended.
 ANNOTATION_SUSPENDED_BY_PARENT = f"{GROUP}/suspended-by-parent"
 ANNOTATION_STOPPED_BY = f"{GROUP}/stopped-by"
+# Asks for (or against) the flow's step logs in the flow archive, as --archive-logs allows
+# (planner/archive_logs.py); a Flow step's child flow carries its parent's (planner/children.py).
+ANNOTATION_ARCHIVE_LOGS = f"{GROUP}/archive-logs"
 STOP_RUN_FINALLY = "RunFinally"
 
 # On the Job (and pod) of an item of a matrix step (`spec.steps[].matrix`, core/matrix.py): the item's

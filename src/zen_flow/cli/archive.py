@@ -1,10 +1,10 @@
-"""`zen-flow archive list|get`: ended flows read back from the flow archive (`--archive-s3-*`), long after
-their TTL deleted them. No cluster is needed: only the store, with the controller's flags and
+"""`zen-flow archive list|get|logs`: ended flows read back from the flow archive (`--archive-s3-*`),
+long after their TTL deleted them. No cluster is needed: only the store, with the controller's flags and
 environment (`ZEN_FLOW_ARCHIVE_S3_*`, the keys in `ZEN_FLOW_ARCHIVE_ACCESS_KEY_ID` and
 `ZEN_FLOW_ARCHIVE_SECRET_ACCESS_KEY`, or files named by their `_FILE` variables). Records are keyed
 `<prefix><namespace>/<name>/<uid>/<finished>[-<run>].json` (planner/archive_records.py), one per end of
 a run: `list` shows each (cli/archive_list.py), `get` the newest (by the end the key names, then
-LastModified) unless told which.
+LastModified) unless told which; `logs` the step logs archived beside them (cli/archived_logs.py).
 
 Exit status: 0 done; 1 the store refused or could not be reached, or no such record; 2 bad usage.
 """
@@ -25,10 +25,11 @@ import yaml
 from zen_flow import config
 from zen_flow.api import JobFlow
 from zen_flow.archive_keys import ArchiveKeys
-from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, newness, print_list, with_records
+from zen_flow.cli.archive_list import READS_IN_FLIGHT, Archived, listed, newness, print_list, with_records
 from zen_flow.cli.archive_parser import STORE_FIELDS
+from zen_flow.cli.archived_logs import find_logs, labels, print_logs
 from zen_flow.cli.colour import painter
-from zen_flow.cli.render import flow_detail, table
+from zen_flow.cli.render import dependency_order, flow_detail, table
 from zen_flow.core.matrix import effective_flow
 from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of
 from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     prog = f"zen-flow archive {args.archive_command}"
     try:
         store = store_config(args)
+        if args.archive_command == "logs" and args.attempt is not None and args.attempt < 1:
+            raise ValueError(f"--attempt must be at least 1, not {args.attempt}")
         if args.archive_command == "list" and args.limit < 1:
             raise ValueError(f"--limit must be at least 1, not {args.limit}")
         if args.archive_command == "get" and args.finished and not args.uid:
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.archive_command == "list":
             return asyncio.run(list_records(store, prefix, args))
+        if args.archive_command == "logs":
+            return asyncio.run(show_logs(store, prefix, args))
         return asyncio.run(get_record(store, prefix, args))
     except ObjectMissing as err:  # a record listed, then gone before it was read
         print(f"{prog}: a record was deleted while it was read ({err.cause})", file=sys.stderr)
@@ -176,6 +181,59 @@ async def get_record(config_: StoreConfig, prefix: str, args: argparse.Namespace
     else:
         painter(sys.stdout)(view)  # coloured on a terminal, as `zen-flow get`
     return EXIT_OK
+
+
+async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace) -> int:
+    """`archive logs`: the step logs of the flow `--uid`, else of the newest record's flow of that name."""
+    namespace = _namespace(args)
+    flow = f"{namespace}/{args.name}"
+    async with S3Store(config_) as store:
+        runs, _ = await listed(store, prefix, namespace, args.name, args.uid or None, MAX_RUNS)
+        if not runs and not args.uid:
+            print(f"zen-flow archive logs: no archived flow {flow} (a flow not archived yet: give its "
+                  "--uid)", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
+        uid = args.uid or max(runs, key=newness).uid
+        flow_ = await recorded_flow(store, [r for r in runs if r.uid == uid])
+        steps = step_items(flow_, args.step) if args.step else None
+        order = step_order(flow_) if steps is None else []
+        found = await find_logs(store, prefix, namespace, args.name, uid, steps, args.attempt, order)
+        if not found:
+            which = f" of step {args.step}" if args.step else ""
+            which += f" at attempt {args.attempt}" if args.attempt else ""
+            print(f"zen-flow archive logs: no archived logs{which} of {flow} (uid {uid}): the controller "
+                  "archives them with --archive-logs; `zen-flow archive get -o yaml` lists the record's "
+                  "logs, and why one could not be read", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
+        print(f"logs of jobflow {flow} (uid {uid}) from the archive {config_.where}", file=sys.stderr)
+        await print_logs(store, labels(found), sys.stdout)
+    return EXIT_OK
+
+
+async def recorded_flow(store: S3Store, runs: list[Archived]) -> JobFlow | None:
+    """The effective flow (matrix steps expanded into their items) of the newest of `runs`' records;
+    None when there is no record to read."""
+    if not runs:
+        return None
+    try:
+        return effective_flow(
+            JobFlow.model_validate(flow_of(json.loads(await store.get(max(runs, key=newness).key))))
+        )
+    except (StoreError, RecordError, ValueError):
+        return None
+
+
+def step_order(flow: JobFlow | None) -> list[str]:
+    """The recorded flow's steps in dependency order, as `zen-flow logs` shows them; none without a
+    record (the logs are then in name order)."""
+    return [name for name, _ in dependency_order(flow)] if flow is not None else []
+
+
+def step_items(flow: JobFlow | None, step: str) -> list[str]:
+    """The steps whose logs `step` names: a matrix step's items (its logs are filed under build-0, ...),
+    as `zen-flow logs` takes a live flow's; else the step itself."""
+    items = flow.spec.matrix_groups.get(step) if flow is not None else None
+    return list(items) if items else [step]
 
 
 def record_view(record: dict[str, Any], output: str | None, now: datetime) -> str:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 import yaml
 
 from zen_flow.cli.render import table
+from zen_flow.planner.archive_logs import LOGS_TREE
 from zen_flow.planner.archive_records import RecordError, list_prefix, parse_key, record_row
 from zen_flow.s3 import ObjectMissing, S3Store
 
@@ -50,8 +51,12 @@ async def listed(
     newest `limit` of them (by finished, then LastModified: the keys come in UID order, so every key is
     collected, no record read); and whether there were more."""
     rows: list[Archived] = []
+    # Every namespace's records sort before the step logs' tree: a list of them all stops there.
+    logs, past = prefix + LOGS_TREE, False
     async for page in store.pages(list_prefix(prefix, namespace, name, uid)):
         for item in page:
+            if past := item.key >= logs:
+                break
             found = parse_key(prefix, item.key)
             if found is None or (name and found.name != name) or (uid and found.uid != uid):
                 continue  # another object under the prefix; another name (a -A --name list)
@@ -66,6 +71,8 @@ async def listed(
                     item.last_modified,
                 )
             )
+        if past:
+            break
     if len(rows) <= limit:
         return rows, False
     return heapq.nlargest(limit, rows, key=newness), True

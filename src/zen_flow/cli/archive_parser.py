@@ -68,6 +68,20 @@ def add_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "-o", "--output", choices=["wide", "yaml", "json"], help="wide: with outputs; yaml, json: the record"
     )
     get.set_defaults(func=_run, command="archive get")
+    logs = verbs.add_parser(
+        "logs",
+        help="print an archived flow's step logs (the controller's --archive-logs)",
+        epilog="example: zen-flow archive logs nightly -n team-a --step load",
+    )
+    _store_arguments(logs)
+    logs.add_argument("name")
+    logs.add_argument("-n", "--namespace", help="namespace (default: default)")
+    logs.add_argument("--step", help="only this step's logs (default: every step's)")
+    logs.add_argument(
+        "--attempt", type=int, help="the attempt to show, 1 for the first (default: the latest)"
+    )
+    logs.add_argument("--uid", help="the flow (its UID); default: the flow of the newest record of that name")
+    logs.set_defaults(func=_run, command="archive logs")
 
 
 def _store_arguments(parser: argparse.ArgumentParser) -> None:

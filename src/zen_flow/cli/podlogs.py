@@ -1,23 +1,34 @@
 """`zen-flow logs NAME [STEP] [--attempt N] [--follow]`: the step pods' logs through the API (pods/log),
 each line prefixed with `[step]` (or `[step/container]`) when more than one container is shown;
 zen-flow's own transfer containers are left out. A step's latest attempt unless `--attempt N`; a matrix
-step's name shows each of its items (`[build-3] ...`)."""
+step's name shows each of its items (`[build-3] ...`); a Flow step its child flow's steps
+(`[step/child-step] ...`). With no pod left, the flow archive's copy (cli/archived_logs.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import JobRetention, StepPhase
+from zen_flow.api.constants import MAX_FLOW_DEPTH, JobRetention, StepPhase
+from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.cli.archive import MAX_RUNS, recorded_flow, step_items, step_order, store_config
+from zen_flow.cli.archive_list import listed, newness
+from zen_flow.cli.archived_logs import find_logs, labels, print_logs
 from zen_flow.cli.render import dependency_order, few
 from zen_flow.cli.session import EXIT_OK, Session, UsageError
+from zen_flow.config import ENV_PREFIX
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.pods import JOB_NAME_LABEL
+from zen_flow.planner.archive_records import DEFAULT_PREFIX
 from zen_flow.planner.events import MEMOIZED_MARK
+from zen_flow.s3 import S3Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -33,49 +44,42 @@ class Bound:
 async def logs(session: Session, args: argparse.Namespace) -> int:
     """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
     `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
-    left out. A step's latest attempt unless `--attempt N` (1 = the first)."""
+    left out. A step's latest attempt unless `--attempt N` (1 = the first). A Flow step shows its child
+    flow's steps (`[step/child-step]`), theirs in turn. No pod left (deleted with its Job, or the flow
+    deleted by its TTL): the logs the flow archive kept (`--archive-logs`), when the archive is named
+    (`ZEN_FLOW_ARCHIVE_S3_*`, as `zen-flow archive` reads it)."""
     await show(session, args)
     return EXIT_OK
 
 
 async def show(session: Session, args: argparse.Namespace, *, bound: Bound | None = None) -> bool:
-    """`logs`, at most `bound` of them: whether some were left out."""
-    flow = await session.get(args.name)
+    """`logs`, at most `bound` of them: whether some were left out. Bounded (the web UI's page), the
+    archive is not read: its note on where the logs come from goes to stderr, which a page does not show."""
+    archive = bound is None
+    try:
+        flow = await session.get(args.name)
+    except NotFound:
+        if archive and await _from_archive(session, args, None, [args.step] if args.step else None):
+            return False
+        raise
     names = [name for name, _ in dependency_order(flow)]
     # A matrix step has no pod of its own: it stands for its items (`retry --step` takes it so too).
     items = flow.spec.matrix_groups.get(args.step or "")
     if args.step is not None and args.step not in names and items is None:
         raise UsageError(f"jobflow {args.name} has no step {args.step!r} (steps: {few(names)})")
-    shown: list[tuple[str, str, str]] = []  # (step, pod, container)
-    flow_steps = {s.name for s in flow.spec.steps if s.is_flow}
-    for step in items or ([args.step] if args.step is not None else names):
-        status = flow.status.step(step)
-        if step in flow_steps:
-            continue  # a child flow's pods are its own steps' (`_why_no_pod` says so)
-        if args.attempt is not None:
-            job = job_name(flow.metadata.name, step, args.attempt - 1)
-        elif status is not None and status.job_ref is not None and status.job_ref.name:
-            job = status.job_ref.name
-        else:
-            continue  # not started (or a Manual step): no pod
-        pods = await session.client.request(
-            "GET",
-            f"/api/v1/namespaces/{session.namespace}/pods",
-            query=(("labelSelector", f"{JOB_NAME_LABEL}={job}"),),
-        )
-        if not pods["items"]:
-            continue
-        pod = max(pods["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""))
-        for container in pod["spec"].get("containers", []):
-            if container["name"] not in TRANSFER_NAMES:
-                shown.append((step, pod["metadata"]["name"], container["name"]))
+    steps = items or ([args.step] if args.step is not None else names)
+    shown = await _shown(session, flow, steps, args.attempt, "", 1)
     if not shown:
+        if archive and await _from_archive(
+            session, args, flow, list(items or [args.step]) if args.step else None
+        ):
+            return False
         single = args.step is not None and items is None
         why = await _why_no_pod(session, flow, args.step, args.attempt) if single else None
         raise UsageError(
             why or f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show"
         )
-    several_steps = len({step for step, _, _ in shown}) > 1
+    several_steps = len({step for step, _, _ in shown}) > 1 or any("/" in step for step, _, _ in shown)
     several_containers = len(shown) > len({step for step, _, _ in shown})
 
     def prefix(step: str, container: str) -> str:
@@ -106,6 +110,88 @@ async def show(session: Session, args: argparse.Namespace, *, bound: Bound | Non
     return cut
 
 
+async def _shown(
+    session: Session, flow: JobFlow, steps: Sequence[str], attempt: int | None, head: str, depth: int
+) -> list[tuple[str, str, str]]:
+    """(step as shown, pod, container) of `steps` of `flow`; a Flow step's child flow's steps (every one,
+    their latest attempts) shown as `step/child-step`, down to the flows' nesting limit."""
+    shown: list[tuple[str, str, str]] = []
+    flow_steps = {s.name for s in flow.spec.steps if s.is_flow}
+    for step in steps:
+        status = flow.status.step(step)
+        ref = status.job_ref.name if status is not None and status.job_ref is not None else ""
+        if step in flow_steps:
+            if attempt is not None:  # that attempt's child, named as its Job would be
+                ref = job_name(flow.metadata.name, step, attempt - 1) if ref else ""
+            if not ref or depth >= MAX_FLOW_DEPTH:
+                continue  # no child flow yet (`_why_no_pod` says so)
+            try:
+                child = await session.get(ref)
+            except NotFound:
+                continue  # deleted with the step's end: `_why_no_pod` names it
+            order = [name for name, _ in dependency_order(child)]
+            shown.extend(await _shown(session, child, order, None, f"{head}{step}/", depth + 1))
+            continue
+        if attempt is not None:
+            job = job_name(flow.metadata.name, step, attempt - 1)
+        elif ref:
+            job = ref
+        else:
+            continue  # not started (or a Manual step): no pod
+        pods = await session.client.request(
+            "GET",
+            f"/api/v1/namespaces/{session.namespace}/pods",
+            query=(("labelSelector", f"{JOB_NAME_LABEL}={job}"),),
+        )
+        if not pods["items"]:
+            continue
+        pod = max(pods["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        for container in pod["spec"].get("containers", []):
+            if container["name"] not in TRANSFER_NAMES:
+                shown.append((f"{head}{step}", pod["metadata"]["name"], container["name"]))
+    return shown
+
+
+async def _from_archive(
+    session: Session, args: argparse.Namespace, flow: JobFlow | None, steps: list[str] | None = None
+) -> bool:
+    """Print the flow's archived logs (of the flow `flow`; None: the newest archived flow of that name),
+    with a line on stderr saying where they come from; False when no archive is named or it has none."""
+    try:
+        config_ = store_config(args)
+    except ValueError:
+        return False  # no archive named for this command: the cluster's answer stands
+    prefix = os.environ.get(ENV_PREFIX + "ARCHIVE_S3_PREFIX", DEFAULT_PREFIX)
+    namespace, name = session.namespace, args.name
+    try:
+        async with S3Store(config_) as store:
+            uid = flow.metadata.uid if flow is not None else ""
+            if flow is not None:
+                order = [step for step, _ in dependency_order(flow)]
+            else:
+                runs, _ = await listed(store, prefix, namespace, name, None, MAX_RUNS)
+                if not runs:
+                    return False
+                uid = max(runs, key=newness).uid
+                # The flow is deleted: its steps' order is its newest record's (name order without one),
+                # and a matrix step stands for the items its record has.
+                recorded = await recorded_flow(store, [r for r in runs if r.uid == uid])
+                order = step_order(recorded)
+                if steps is not None and len(steps) == 1:
+                    steps = step_items(recorded, steps[0])
+            found = await find_logs(store, prefix, namespace, name, uid, steps, args.attempt, order)
+            if not found:
+                return False
+            gone = "its pods are gone" if flow is not None else "the flow is deleted"
+            print(f"jobflow {name}: {gone}; these logs come from the archive {config_.where} (uid {uid})",
+                  file=sys.stderr)  # fmt: skip
+            await print_logs(store, labels(found), session.out)
+    except StoreError as err:
+        print(f"jobflow {name}: the archive {config_.where} could not be read: {err.cause}", file=sys.stderr)
+        return False
+    return True
+
+
 async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int | None) -> str | None:
     """Why one step shows no pod: a Manual step, one served from its memoize cache, one that ended
     before any Job (skipped, or failed as a matrix over an output that cannot be used), an attempt that
@@ -117,6 +203,10 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
     status = flow.status.step(step)
     if spec is not None and spec.is_flow:  # its pods are its child flow's steps'
         child = status.job_ref.name if status is not None and status.job_ref is not None else None
+        if child and attempt is not None and status is not None:
+            if (out_of := _no_such_attempt(step, status, attempt)) is not None:
+                return out_of  # a child that attempt never made: not named as if it had been
+            child = job_name(name, step, attempt - 1)
         if child:
             return f"step {step} of jobflow {name} runs child flow {child}: see zen-flow logs {child}"
         return f"step {step} of jobflow {name} is a Flow step and has made no child flow yet: no pod"
@@ -137,9 +227,8 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
         return f"step {step} of jobflow {name} ran no pod: it is {status.phase}: {why}"
     if status is None or not (started or served):
         return f"step {step} of jobflow {name} has not started: no pod yet"
-    if attempt is not None and not 1 <= attempt <= attempts:
-        which = "attempt 1" if attempts == 1 else f"attempts 1-{attempts}"
-        return f"step {step} has {which} (--attempt {attempt})"
+    if attempt is not None and (out_of := _no_such_attempt(step, status, attempt)) is not None:
+        return out_of
     job = job_name(name, step, attempt - 1) if attempt is not None else status.job_ref.name  # type: ignore[union-attr]
     try:
         await session.client.request("GET", f"/apis/batch/v1/namespaces/{session.namespace}/jobs/{job}")
@@ -163,3 +252,12 @@ async def _follow(session: Session, pod: str, container: str, prefix: str) -> No
         async for line in lines:
             session.out.write(f"{prefix}{line}\n")
             session.out.flush()
+
+
+def _no_such_attempt(step: str, status: StepStatus, attempt: int) -> str | None:
+    """What `--attempt N` past the step's attempts (retryCount + 1) gets told; None for one it had."""
+    attempts = status.retry_count + 1
+    if 1 <= attempt <= attempts:
+        return None
+    which = "attempt 1" if attempts == 1 else f"attempts 1-{attempts}"
+    return f"step {step} has {which} (--attempt {attempt})"

@@ -51,7 +51,7 @@ from zen_flow.kube.jobs import JobClient
 from zen_flow.kube.leases import LeaseClient
 from zen_flow.kube.memo_caches import MemoCacheClient
 from zen_flow.kube.objects import ObjectClient
-from zen_flow.kube.pods import PodClient
+from zen_flow.kube.pods import PodClient, PodLogs
 from zen_flow.kube.transport import ClientOptions, RequestRecord
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock, SystemClock
@@ -166,6 +166,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             events=recorder,
             metrics=metrics,
             clock=clock,
+            pods=PodLogs(kube),
         )
         controller = Controller(
             flows=flows,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -34,13 +33,14 @@ from zen_flow.api.constants import FlowPhase
 from zen_flow.api.meta import format_time
 from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.config import Settings
+from zen_flow.controller.due_line import DueLine
 from zen_flow.controller.flow_queue import priority
+from zen_flow.controller.log_archiver import WRITERS as LOG_WRITERS
+from zen_flow.controller.log_archiver import LogArchiver, PodReader
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import KubeError
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
-from zen_flow.machinery.queue_lines import TurnLine
-from zen_flow.machinery.ratelimit import namespace_of
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.archive_records import build_record, record_key, reruns_in, run_tag
@@ -84,25 +84,6 @@ class Jobs(Protocol):
     def jobs_for(self, owner_uid: str) -> Sequence[Job]: ...
 
 
-class _Due:
-    """The records to write, handed out in turns between namespaces (a FIFO line each)."""
-
-    def __init__(self) -> None:
-        self._line: TurnLine[tuple[str, str]] = TurnLine(
-            lambda _entry: True, lambda item: namespace_of(item[0])
-        )
-        self._count = asyncio.Semaphore(0)  # entries in the line: each put adds one, each get takes one
-        self._order = itertools.count()
-
-    def put(self, item: tuple[str, str]) -> None:
-        self._line.append((next(self._order), item))
-        self._count.release()
-
-    async def get(self) -> tuple[str, str]:
-        await self._count.acquire()
-        return self._line.popleft()
-
-
 @dataclass
 class _Run:
     """The record of one run of a flow (its completion time and run_tag: a rerun's end is another run)."""
@@ -128,8 +109,10 @@ class Archiver:
         metrics: Metrics,
         clock: Clock,
         max_delay: float,
+        logs: LogArchiver | None = None,
     ) -> None:
         self._store = store
+        self._logs = logs
         self._bucket = bucket
         self._prefix = prefix
         self._api = api
@@ -141,20 +124,28 @@ class Archiver:
         self._clock = clock
         self.max_delay = max_delay
         self._runs: dict[str, _Run] = {}  # flow uid -> its current run's record
-        self._due = _Due()  # (key, uid) to write
+        self._due = DueLine()  # (key, uid) to write
         self._failing = 0  # failed writes in a row, over every flow (0: the store is healthy)
 
     @property
     def pending(self) -> int:
         return sum(1 for r in self._runs.values() if r.state.pending)
 
-    def settle(self, flow: JobFlow, plan: Plan, now: datetime) -> Plan:
-        """`plan` with the archive's part (planner/archiving.py); queues the record's write when due."""
+    def settle(self, flow: JobFlow, plan: Plan, now: datetime, *, effective: JobFlow | None = None) -> Plan:
+        """`plan` with the archive's part (planner/archiving.py); queues the record's write when due.
+        `flow` is the stored flow (the record's); `effective` its matrix steps expanded into their items
+        (what the Jobs are named after: each item's logs are filed under the item's step)."""
         uid = flow.metadata.uid
         plan = self._hold_for_children(flow, plan, now)
         if archived(flow.status):
-            self._runs.pop(uid, None)  # stored as archived: a restart would not write it again either
+            self._runs.pop(uid, None)
+            if self._logs is not None:
+                self._logs.forget(uid)  # stored as archived: a restart would not write it again either
             return plan
+        if self._logs is not None and self._logs.wanted(flow):
+            # Each finished attempt's logs as it ends; a delete of its Job waits for them.
+            self._logs.notice(effective or flow, self._jobs.jobs_for(uid), now)
+            plan = self._logs.hold(effective or flow, plan, now)
         run = self._run(flow)
         verdict = archive_plan(
             flow, plan, run.state if run else ArchiveState(), now, max_delay=self.max_delay
@@ -206,6 +197,8 @@ class Archiver:
 
     def forget(self, uid: str) -> None:
         self._runs.pop(uid, None)
+        if self._logs is not None:
+            self._logs.forget(uid)
 
     def _run(self, flow: JobFlow) -> _Run | None:
         run = self._runs.get(flow.metadata.uid)
@@ -225,6 +218,8 @@ class Archiver:
         async with asyncio.TaskGroup() as group:
             for n in range(WRITERS):
                 group.create_task(self._writer(), name=f"archive-writer-{n}")
+            if self._logs is not None:
+                group.create_task(self._logs.run(), name="log-archive-writers")
 
     async def _writer(self) -> None:
         while True:
@@ -254,7 +249,10 @@ class Archiver:
                 # Gone (a flow deleted before its record is not archived), or rerun since: a rerun waits
                 # for the record (planner/archiving.py) unless overdue, and its end is another record.
                 return
-            record = build_record(raw, self._jobs.jobs_for(uid), self._clock.now(), __version__)
+            jobs = self._jobs.jobs_for(uid)
+            # Its attempts' logs first: what waits for the record (its TTL, ...) waits for them too.
+            logs = await self._logs.entries(flow, jobs) if self._logs and self._logs.wanted(flow) else None
+            record = build_record(raw, jobs, self._clock.now(), __version__, logs=logs)
             namespace, name = flow.metadata.namespace, flow.metadata.name
             object_key = record_key(self._prefix, namespace, name, uid, run.completion, run.tag)
             body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
@@ -322,12 +320,27 @@ def configured_archiver(
     events: EventSink,
     metrics: Metrics,
     clock: Clock,
+    pods: PodReader,
 ) -> Archiver | None:
     """The archive writer of the --archive-s3-* settings (its store closed with `stack`), or None."""
     if not settings.archive_enabled:
         return None
-    store = S3Store(archive_store(settings), connections=WRITERS)
+    store = S3Store(archive_store(settings), connections=WRITERS + LOG_WRITERS)
     stack.push_async_callback(store.close)
+    logs = None
+    if settings.archive_logs != "off":  # off: no pod log is ever read, whatever a flow's annotation says
+        logs = LogArchiver(
+            store=store,
+            prefix=settings.archive_s3_prefix,
+            pods=pods,
+            flows=flows,
+            queue=queue,
+            metrics=metrics,
+            clock=clock,
+            limit=settings.archive_log_limit_bytes,
+            mode=settings.archive_logs,
+            max_delay=settings.archive_max_delay_seconds,
+        )
     writer = Archiver(
         store=store,
         bucket=settings.archive_s3_bucket,
@@ -340,7 +353,11 @@ def configured_archiver(
         metrics=metrics,
         clock=clock,
         max_delay=settings.archive_max_delay_seconds,
+        logs=logs,
     )
     metrics.archive_pending.set_function(lambda: writer.pending)
-    log.info("archiving ended flows", store=store.config.where, prefix=settings.archive_s3_prefix)
+    if logs is not None:
+        metrics.archive_log_pending.set_function(lambda: logs.pending)
+    log.info("archiving ended flows", store=store.config.where, prefix=settings.archive_s3_prefix,
+             logs=settings.archive_logs)  # fmt: skip
     return writer

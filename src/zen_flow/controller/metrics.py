@@ -65,6 +65,8 @@ CLOUDEVENT_FAILURES = ("connection", "timeout", "server_error", "throttled", "re
 CLOUDEVENT_DROPS = ("queue_full", "gave_up", "refused", "shutdown", "error")
 # `zen_flow_archive_writes_total{result}` (controller/archiver.py).
 ARCHIVE_RESULTS = ("written", "failed", "skipped")
+# `zen_flow_archive_log_writes_total{result}` (controller/log_archiver.py).
+ARCHIVE_LOG_RESULTS = ("written", "truncated", "unavailable", "failed", "skipped")
 
 
 class Metrics:
@@ -253,6 +255,18 @@ class Metrics:
         )
         for result in ARCHIVE_RESULTS:
             self.archive_writes.labels(result)
+        self.archive_log_writes = Counter(
+            "zen_flow_archive_log_writes_total",
+            "Step logs written to the archive (--archive-logs): written and truncated (cut at "
+            "--archive-log-limit-bytes) count container logs; unavailable counts a container whose log "
+            "could not be read, or an attempt (Job) with no pod left; failed counts failed tries at "
+            "writing an attempt's logs (retried); skipped counts Jobs deleted without their logs after "
+            "--archive-max-delay-seconds",
+            ["result"],
+            registry=r,
+        )
+        for result in ARCHIVE_LOG_RESULTS:
+            self.archive_log_writes.labels(result)
         self.archive_write_duration = Histogram(
             "zen_flow_archive_write_duration_seconds",
             "Time to write one archive record (the flow's GET and the PUT), failed ones included",
@@ -261,6 +275,12 @@ class Metrics:
         )
         self.archive_pending = Gauge(
             "zen_flow_archive_pending_writes", "Archive records queued or being written", registry=r
+        )
+        self.archive_log_pending = Gauge(
+            "zen_flow_archive_pending_log_writes",
+            "Finished step attempts whose logs are not in the archive yet (--archive-logs): queued, being "
+            "written, or waiting to retry",
+            registry=r,
         )
         # informers
         self.informer_cached = Gauge(

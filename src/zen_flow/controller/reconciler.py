@@ -318,7 +318,7 @@ class Controller:
                 return lag  # the flow watch brings the stored flow; the requeue is the safety net
         self._metrics.plan_duration.observe(time.perf_counter() - started)
         if self._archive is not None:  # an ended flow's record first; its TTL deletion waits for it
-            result = self._archive.settle(stored, result, now)
+            result = self._archive.settle(stored, result, now, effective=flow)
         try:
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:

@@ -10,6 +10,8 @@ small model (phase, containers' and init containers' terminated state), never ke
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import Field
 
 from zen_flow.api.meta import Model, Timestamp
@@ -52,11 +54,21 @@ class _Owner(Model):
 
 
 class _PodMeta(Model):
+    name: str = ""
     owner_references: tuple[_Owner, ...] = ()
+
+
+class _Container(Model):
+    name: str = ""
+
+
+class _PodSpec(Model):
+    containers: tuple[_Container, ...] = ()
 
 
 class _Pod(Model):
     metadata: _PodMeta = _PodMeta()
+    spec: _PodSpec = _PodSpec()
     status: _PodStatus = _PodStatus()
 
     def owned_by(self, uid: str) -> bool:
@@ -98,6 +110,63 @@ class PodClient:
                     why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""
                     messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
         return messages
+
+
+@dataclass(frozen=True)
+class JobPod:
+    """A pod of a Job, as the log archive reads it: its name and its containers (not its init
+    containers: `zen-flow logs` does not show those either)."""
+
+    name: str
+    containers: tuple[str, ...]
+
+
+# A log read's bound (and its pod list's): the kubelet streams at most --archive-log-limit-bytes (8 MiB
+# at most), seconds on a healthy node; a node that does not answer is given up on after this, and retried.
+LOG_READ_TIMEOUT_SECONDS = 60.0
+# A retried read's bound: its node already failed to answer once. Each retry holds one of the log
+# archive's two read slots, every few minutes for up to --archive-max-delay-seconds: short, so a node that
+# stays NotReady does not stall the other flows' logs.
+RETRIED_LOG_READ_TIMEOUT_SECONDS = 10.0
+
+
+class PodLogs:
+    """The container logs of a Job's pods (`--archive-logs`, controller/log_archiver.py)."""
+
+    def __init__(self, client: KubeClient, *, timeout: float = LOG_READ_TIMEOUT_SECONDS) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def job_pods(self, namespace: str, job: str, job_uid: str) -> list[JobPod]:
+        """The pods the Job `job_uid` controls, oldest first (a pod that only wears its name label is
+        not its own: anyone who may create pods in the namespace could put it there)."""
+        pods = await self._client.request_model(
+            _PodList,
+            "GET",
+            PODS.path(namespace),
+            query=[("labelSelector", f"{JOB_NAME_LABEL}={job}")],
+            request_timeout=self._timeout,
+        )
+        owned = [p for p in pods.items if p.owned_by(job_uid) and p.metadata.name]
+        return [
+            JobPod(p.metadata.name, tuple(c.name for c in p.spec.containers))
+            for p in sorted(owned, key=lambda p: p.metadata.name)
+        ]
+
+    async def log(
+        self, namespace: str, pod: str, container: str, limit: int, timeout: float | None = None
+    ) -> bytes:
+        """At most `limit` bytes of the container's log, its beginning (the apiserver cuts it), within
+        `timeout` seconds (None: the reader's own). Not retried here: the log archive retries a failed
+        read with its backoff (controller/log_archiver.py)."""
+        return await self._client.request_raw(
+            "GET",
+            PODS.path(namespace, pod, "log"),
+            query=[("container", container), ("limitBytes", str(limit))],
+            retry=False,
+            request_timeout=self._timeout if timeout is None else timeout,
+            accept="*/*",
+        )
 
 
 def _finished(pod: _Pod) -> float:

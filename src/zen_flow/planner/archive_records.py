@@ -7,7 +7,9 @@ One JSON object per end of a flow's run, at `<prefix><namespace>/<name>/<uid>/<f
 
     {"recordVersion": 1, "archivedAt": "...", "controllerVersion": "...",
      "flow": {apiVersion, kind, metadata (without managedFields), spec, status},
-     "jobs": [{"name", "step", "uid", "phase", "startTime", "completionTime"}, ...]}
+     "jobs": [{"name", "step", "uid", "phase", "startTime", "completionTime"}, ...],
+     "logs": [{"job", "step", "attempt", "pod", "container", "key", "bytes", "truncated",
+               "unavailable"}, ...]}   (with --archive-logs only: planner/archive_logs.py)
 
 The key is the flow's UID and the run's end (and which run), so writing it again (a retry whose first
 answer was lost, a restart) replaces the same object, and a flow rerun (`zen-flow retry`) after it was
@@ -28,6 +30,7 @@ from typing import Any
 from zen_flow.api.job import Job
 from zen_flow.api.meta import format_time
 from zen_flow.core.naming import short_hash
+from zen_flow.planner.archive_logs import LogEntry
 
 RECORD_VERSION = 1
 DEFAULT_PREFIX = "jobflows/"
@@ -131,9 +134,15 @@ def job_summaries(flow: Mapping[str, Any], jobs: Iterable[Job]) -> list[dict[str
 
 
 def build_record(
-    flow: Mapping[str, Any], jobs: Iterable[Job], archived_at: datetime, version: str
+    flow: Mapping[str, Any],
+    jobs: Iterable[Job],
+    archived_at: datetime,
+    version: str,
+    *,
+    logs: Iterable[LogEntry] | None = None,
 ) -> dict[str, Any]:
-    """The record of `flow` (the object as the apiserver stored it) and its `jobs`."""
+    """The record of `flow` (the object as the apiserver stored it) and its `jobs`; with `logs` (its step
+    logs archived: planner/archive_logs.py), where each attempt's logs are, or why not."""
     meta = {k: v for k, v in (flow.get("metadata") or {}).items() if k != "managedFields"}
     kept = {k: flow[k] for k in ("apiVersion", "kind", "spec", "status") if k in flow}
     return {
@@ -142,6 +151,7 @@ def build_record(
         "controllerVersion": version,
         "flow": {**kept, "metadata": meta},
         "jobs": job_summaries(flow, jobs),
+        **({"logs": [entry.to_wire() for entry in logs]} if logs is not None else {}),
     }
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic.dataclasses import dataclass
 
 from zen_flow.api.constants import (
+    ANNOTATION_ARCHIVE_LOGS,
     ANNOTATION_STOP,
     ANNOTATION_SUSPENDED_BY_PARENT,
     API_VERSION,
@@ -159,6 +160,9 @@ def build_child(
     if arguments:
         child_spec["arguments"] = {"parameters": arguments}
     annotations = {}
+    if (archive_logs := flow.metadata.annotations.get(ANNOTATION_ARCHIVE_LOGS)) is not None:
+        # A child's logs are archived as its own flow's: it asks as its parent does (--archive-logs).
+        annotations[ANNOTATION_ARCHIVE_LOGS] = archive_logs
     if flow.spec.suspend:
         child_spec["suspend"] = True
         annotations[ANNOTATION_SUSPENDED_BY_PARENT] = "true"

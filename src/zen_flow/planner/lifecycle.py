@@ -81,7 +81,7 @@ def strays(
         name = job.metadata.name
         if job.deleting or name in deleted:
             continue
-        step, attempt = _step_attempt(name, steps)
+        step, attempt = step_attempt(name, steps)
         if job.finished and not (finished and step and _abandoned(job, attempt, recorded.get(step))):
             continue
         found.append(DeleteJob(name, step, ENDED_REASON))
@@ -117,7 +117,7 @@ def stray_events(deletes: Iterable[Action]) -> tuple[EventSpec, ...]:
     )
 
 
-def _step_attempt(name: str, steps: Mapping[str, str]) -> tuple[str, int]:
+def step_attempt(name: str, steps: Mapping[str, str]) -> tuple[str, int]:
     """(step, attempt) of a Job by its name (`job_name`): the step by the hash of (flow, step) it ends in,
     which truncating a long name never cuts; ("", 0) when no step of the flow has that hash. The cache
     keeps no Job labels (the step label), and a long name's retry is truncated apart from its first."""
