@@ -41,7 +41,6 @@ from zen_flow.kube.client import KubeClient
 from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS
 
-DEFAULT_PORT = 8765
 # A step's logs page shows each container's last lines, and at most so many bytes in all: only that much
 # is asked of the apiserver (a pod's log may be gigabytes); `zen-flow logs` prints them all.
 LOG_BOUND = podlogs.Bound(lines=10_000, size=2_000_000)

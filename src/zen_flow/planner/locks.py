@@ -65,10 +65,6 @@ def needs_of(step: Step) -> tuple[Need, ...]:
     )
 
 
-def lock_names(step: Step) -> frozenset[str]:
-    return frozenset(n.name for n in needs_of(step))
-
-
 def lock_waiting(message: str | None) -> bool:
     """Does a Pending step's message say it waits for a lock?"""
     return message is not None and message.startswith((f"{LOCK_WAIT} ", f"{LOCK_WAIT}s "))
