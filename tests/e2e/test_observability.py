@@ -7,7 +7,8 @@ second with the ServiceMonitor's job name and `honor_labels`. It loads config/pr
 itself, with one test-only change: every group is evaluated each second and every `for:` is 2 s, so an
 alert fires in seconds; the expressions are the shipped ones. Every failure names the panel or the alert.
 The controller runs with --namespace-max-running-flows, so that one namespace's last flow waits for a slot
-behind a flow paused for approval and one that stalls, as a user would see it on the dashboard.
+behind a flow paused for approval and one that stalls, as a user would see it on the dashboard; in
+another namespace a flow's step waits for a step lock another flow's stalled step holds.
 """
 
 from __future__ import annotations
@@ -234,6 +235,14 @@ async def _run_scenario(
     waiting = await driver.get(ok, "waiting") or {}
     assert (waiting.get("status") or {}).get("phase", "Pending") == "Pending", waiting.get("status")
     await _scraped(prometheus, f'zen_flow_jobflows_waiting_for_slot{{namespace="{ok}"}} == 1')
+    # A step lock held by a step that stalls (so this namespace has a flow not progressing too), and a
+    # step of another flow waiting for it: the failing namespace's flows have all ended, so both get a slot.
+    mutex = {"mutexes": [{"name": "db"}]}
+    held = job_template(run_seconds=600)
+    await driver.create(flow_manifest("holder", fail, [job_step("a", template=held, synchronization=mutex)]))
+    await driver.wait_phase(fail, "holder", phases=("Running",), timeout=60)
+    await driver.create(flow_manifest("lock-waiter", fail, [job_step("a", synchronization=mutex)]))
+    await _scraped(prometheus, f'zen_flow_lock_waiting_steps{{namespace="{fail}"}} == 1')
 
 
 def _check_dashboard(prometheus: PrometheusServer, namespaces: list[str]) -> list[str]:
@@ -295,7 +304,7 @@ async def _check_alerts_fire_while_up(
     expected = {
         "ZenFlowJobFlowsFailing": {fail},
         "ZenFlowStepsFailing": {fail},
-        "ZenFlowJobFlowsNotProgressing": {ok},
+        "ZenFlowJobFlowsNotProgressing": {ok, fail},  # fail: the step holding a lock stalls
         "ZenFlowApprovalsPendingLong": {ok},
         "ZenFlowJobCreateErrors": {quota},
     }
