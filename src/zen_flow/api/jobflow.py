@@ -1,5 +1,5 @@
-"""pydantic models of the JobFlow resource (workflow.kube-zen.io/v1alpha1): its spec here, its status in
-api.flow_status.
+"""pydantic models of the JobFlow resource (workflow.kube-zen.io/v1alpha1): its spec here, its steps'
+inputs and outputs in api.step_io, its status in api.flow_status.
 
 Field names are the compatibility contract with the original Go zen-flow (JOBFLOW_API.md). Enumerated
 fields are plain strings here on purpose: parsing must never fail on a value the validator is meant to
@@ -17,6 +17,7 @@ from pydantic import Field
 from zen_flow.api.constants import API_VERSION, DEFAULT_REQUIRED_APPROVALS, KIND, StepType
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.meta import Model, ObjectMeta
+from zen_flow.api.step_io import StepInputs, StepOutputs
 
 # --- spec ---------------------------------------------------------------------------------------------
 
@@ -82,104 +83,6 @@ class Backoff(Model):
 class RetryPolicy(Model):
     limit: int | None = None
     backoff: Backoff | None = None
-
-
-class KeyRef(Model):
-    name: str = ""
-    key: str = ""
-
-
-class ParameterSource(Model):
-    json_path: str | None = None
-    argument: str | None = None
-    config_map_key_ref: KeyRef | None = None
-    secret_key_ref: KeyRef | None = None
-
-
-class InputParameter(Model):
-    name: str = ""
-    value: str | None = None
-    value_from: ParameterSource | None = None
-
-
-class HeaderFrom(Model):
-    """A request header whose value is a Secret's key: the kubelet puts it in the transfer container's
-    environment; the controller never reads it."""
-
-    name: str = ""
-    secret_key_ref: KeyRef | None = None
-
-
-class HTTPSource(Model):
-    url: str = ""
-    headers: dict[str, str] = Field(default_factory=dict)
-    headers_from: tuple[HeaderFrom, ...] = ()
-
-
-class S3Target(Model):
-    endpoint: str | None = None
-    bucket: str | None = None
-    key: str | None = None
-    region: str | None = None
-    insecure: bool | None = None
-    access_key_id_secret_ref: KeyRef | None = Field(default=None, alias="accessKeyIDSecretRef")
-    secret_access_key_secret_ref: KeyRef | None = None
-
-
-class InputArtifact(Model):
-    name: str = ""
-    from_: str | None = Field(default=None, alias="from")
-    path: str | None = None
-    http: HTTPSource | None = None
-    s3: S3Target | None = None
-
-
-class StepInputs(Model):
-    artifacts: tuple[InputArtifact, ...] = ()
-    parameters: tuple[InputParameter, ...] = ()
-
-
-class TerminationMessageSource(Model):
-    container: str | None = None
-    key: str | None = None
-
-
-class SuppliedSource(Model):
-    """A value given when a Manual gate is approved (annotation values.workflow.kube-zen.io/<step>), as
-    Argo's suspend step's `valueFrom.supplied`: `default` when none is given, `enum` the values allowed."""
-
-    default: str | None = None
-    enum: tuple[str, ...] = ()
-    description: str | None = None
-
-
-class OutputParameterSource(Model):
-    json_path: str | None = None
-    termination_message: TerminationMessageSource | None = None
-    supplied: SuppliedSource | None = None
-
-
-class OutputParameter(Model):
-    name: str = ""
-    value_from: OutputParameterSource | None = None
-
-
-class ArchiveSpec(Model):
-    format: str | None = None
-    compression: str | None = None
-
-
-class OutputArtifact(Model):
-    name: str = ""
-    path: str | None = None
-    optional: bool | None = None
-    archive: ArchiveSpec | None = None
-    s3: S3Target | None = None
-
-
-class StepOutputs(Model):
-    artifacts: tuple[OutputArtifact, ...] = ()
-    parameters: tuple[OutputParameter, ...] = ()
 
 
 class Approver(Model):

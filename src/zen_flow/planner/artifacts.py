@@ -25,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from zen_flow.api.flow_status import ArtifactRef
-from zen_flow.api.jobflow import ArchiveSpec, InputArtifact, JobFlow, KeyRef, OutputArtifact, S3Target, Step
+from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.api.meta import Model
+from zen_flow.api.step_io import ArchiveSpec, InputArtifact, KeyRef, OutputArtifact, S3Target
 from zen_flow.api.transfer import (
     DEFAULT_IMAGE,
     DOWNLOADER,

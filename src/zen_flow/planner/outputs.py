@@ -24,7 +24,8 @@ from typing import Any
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.flow_status import ParameterValue, StepOutputValues
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import JobFlow, OutputParameter, Step, TerminationMessageSource
+from zen_flow.api.jobflow import JobFlow, Step
+from zen_flow.api.step_io import OutputParameter, TerminationMessageSource
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.planner.artifacts import downloads, uploads
 from zen_flow.planner.children import document

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zen_flow.api.constants import StepPhase
-from zen_flow.api.jobflow import InputParameter, KeyRef, Step
+from zen_flow.api.jobflow import Step
+from zen_flow.api.step_io import InputParameter, KeyRef
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.core.parameter_forms import (
     SUPPORTED,
