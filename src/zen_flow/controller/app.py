@@ -32,10 +32,11 @@ from zen_flow.controller.health import create_health_app
 from zen_flow.controller.lease_keeper import LeaseKeeper
 from zen_flow.controller.memory import freeze_long_lived, release_memory
 from zen_flow.controller.metric_collectors import InformerStats
-from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
+from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.namespace_series import NamespaceSeries
 from zen_flow.controller.reconciler import Controller
 from zen_flow.controller.replica_servers import replica_probes, serve_site, webhook_server
+from zen_flow.controller.runtime_metrics import PrometheusQueueMetrics
 from zen_flow.controller.shard_gate import ShardGate, queue_shard
 from zen_flow.controller.shard_keeper import ShardKeeper, shard_keeper
 from zen_flow.core.instances import instance_selector

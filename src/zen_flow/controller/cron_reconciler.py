@@ -24,7 +24,8 @@ from zen_flow.api.constants import ANNOTATION_STOP, CronConditionType
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
-from zen_flow.controller.metrics import Metrics, PrometheusQueueMetrics
+from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.runtime_metrics import PrometheusQueueMetrics
 from zen_flow.controller.shard_gate import ShardGate, shard_turn
 from zen_flow.informer import JobFlowInformer
 from zen_flow.informer.cronjobflows import CronJobFlowInformer

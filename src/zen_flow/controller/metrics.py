@@ -4,6 +4,8 @@ Gauges that describe the world (flows and steps by phase, pending approvals) are
 informer cache at scrape time by a collector (controller/metric_collectors.py), so they can never drift
 the way inc/dec gauges do.
 Labels are bounded: namespace and phase, never flow or step names (cardinality).
+The families every controller has (informers, leader election, shards, webhooks, work queue) are
+defined in controller/runtime_metrics.py.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from zen_flow.controller.metric_collectors import (
     InformerCollector,
     InformerStats,
 )
+from zen_flow.controller.runtime_metrics import RuntimeMetrics
 from zen_flow.validation import BUILD as VALIDATOR_BUILD
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -69,7 +72,7 @@ ARCHIVE_RESULTS = ("written", "failed", "skipped")
 ARCHIVE_LOG_RESULTS = ("written", "truncated", "unavailable", "failed", "skipped")
 
 
-class Metrics:
+class Metrics(RuntimeMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -282,101 +285,9 @@ class Metrics:
             "written, or waiting to retry",
             registry=r,
         )
-        # informers
-        self.informer_cached = Gauge(
-            "zen_flow_informer_cached_objects", "Objects in the cache", ["resource"], registry=r
-        )
-        # leader election
-        self.leader = Gauge(
-            "leader_election_master_status",
-            "1 while this replica leads, 0 while it stands by",
-            ["name"],
-            registry=r,
-        )
-        self.leader_transitions = Counter(
-            "zen_flow_leader_transitions_total", "Times this replica became leader", registry=r
-        )
-        # shards (--shards N > 1; controller/shard_gate.py)
-        self.shards_owned = Gauge(
-            "zen_flow_shards_owned",
-            "Shards whose flows this replica reconciles (0 unless --shards > 1)",
-            registry=r,
-        )
-        self.shard_changes = Counter(
-            "zen_flow_shard_changes_total",
-            "Shards this replica acquired, and handed over (drained, then released)",
-            ["change"],
-            registry=r,
-        )
-        for change in ("acquired", "handed_over"):
-            self.shard_changes.labels(change)
-        self.shard_reconciles = Counter(
-            "zen_flow_shard_reconciles_total",
-            "Reconciles of flows and CronJobFlows this replica ran, by shard (--shards > 1)",
-            ["shard"],
-            registry=r,
-        )
-        # webhooks
-        self.webhook_requests = Counter(
-            "zen_flow_webhook_requests_total",
-            "Admission reviews by webhook and outcome",
-            ["webhook", "allowed"],
-            registry=r,
-        )
-        self.webhook_duration = Histogram(
-            "zen_flow_webhook_duration_seconds",
-            "Admission review handling time",
-            ["webhook"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.cert_reloads = Counter(
-            "zen_flow_webhook_cert_reloads_total",
-            "Serving certificate reloads by result",
-            ["result"],
-            registry=r,
-        )
-        # At 0 from the start, as job_deletes: a broken pair is counted once, and a series born at 1 is no
-        # increase, so ZenFlowWebhookCertificateReloadFailing would miss a single failed renewal.
-        for result in ("success", "failure"):
-            self.cert_reloads.labels(result)
-        self.cert_expiry = Gauge(
-            "zen_flow_webhook_cert_expiry_timestamp_seconds",
-            "notAfter of the serving certificate",
-            registry=r,
-        )
-        # work queue (client-go names)
-        self.wq_depth = Gauge("workqueue_depth", "Current depth of the work queue", ["name"], registry=r)
-        self.wq_adds = Counter("workqueue_adds_total", "Adds handled by the work queue", ["name"], registry=r)
-        self.wq_latency = Histogram(
-            "workqueue_queue_duration_seconds",
-            "Time an item waits before being processed",
-            ["name"],
-            buckets=_QUEUE_BUCKETS,
-            registry=r,
-        )
-        self.wq_work = Histogram(
-            "workqueue_work_duration_seconds",
-            "Time processing an item takes",
-            ["name"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.wq_retries = Counter(
-            "workqueue_retries_total",
-            "Delayed re-adds: retries after an error or conflict, and requeues a reconcile scheduled",
-            ["name"],
-            registry=r,
-        )
-        self.wq_unfinished = Gauge(
-            "workqueue_unfinished_work_seconds",
-            "Seconds of work in progress not yet done",
-            ["name"],
-            registry=r,
-        )
-        self.wq_longest = Gauge(
-            "workqueue_longest_running_processor_seconds", "Longest running processor", ["name"], registry=r
-        )
+        # informers, leader election, shards, webhooks, work queue (controller/runtime_metrics.py),
+        # registered here so /metrics lists the families in the same order as ever.
+        super().__init__(r, latency_buckets=_LATENCY_BUCKETS, queue_buckets=_QUEUE_BUCKETS)
 
     def watch_flows(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
         self.registry.register(FlowCollector(flows))
@@ -390,25 +301,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class PrometheusQueueMetrics:
-    """`WorkQueue` hooks (machinery.workqueue.QueueMetrics) onto the client-go-named workqueue metrics."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def add(self, name: str) -> None:
-        self._m.wq_adds.labels(name).inc()
-
-    def depth(self, name: str, depth: int) -> None:
-        self._m.wq_depth.labels(name).set(depth)
-
-    def queue_duration(self, name: str, seconds: float) -> None:
-        self._m.wq_latency.labels(name).observe(seconds)
-
-    def work_duration(self, name: str, seconds: float) -> None:
-        self._m.wq_work.labels(name).observe(seconds)
-
-    def retry(self, name: str) -> None:
-        self._m.wq_retries.labels(name).inc()
