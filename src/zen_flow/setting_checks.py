@@ -1,6 +1,6 @@
 """What is wrong with the settings that need more than a type to check: shards, the CloudEvents sink and
-the archive store. Kept apart from `zen_flow.config` (which parses and holds the settings) so that each
-reads on its own; `config.load` runs them all, and `zen-flow archive` runs the archive's.
+the archive store. Kept apart from `zen_flow.config` (which parses the settings; `zen_flow.settings` holds
+them) so that each reads on its own; `config.load` runs them all, and `zen-flow archive` runs the archive's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from zen_flow.core.shards import MAX_SHARDS
 MAX_LOG_LIMIT_BYTES = 8 * 1024 * 1024
 
 if TYPE_CHECKING:
-    from zen_flow.config import Settings
+    from zen_flow.settings import Settings
 
 
 def shard_problems(s: Settings) -> list[str]:
