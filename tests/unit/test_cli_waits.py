@@ -5,6 +5,7 @@ here), with the controller's own order; a LIST refused says the place is unknown
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,14 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from test_planner_child_lineage import PARENT, child_body, stored
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import LABEL_INSTANCE
+from zen_flow.api.constants import ANNOTATION_RETRY, LABEL_INSTANCE
 from zen_flow.cli import main, session
+from zen_flow.cli.candidates import Candidates
 from zen_flow.cli.render import flow_detail
-from zen_flow.cli.waits import ordinal, waits_of
+from zen_flow.cli.waits import Waits, ordinal, read_waits, waits_of
 from zen_flow.kube.client import ListResult
 from zen_flow.kube.errors import from_status
+from zen_flow.kube.streams import Decoder, decode_page
 from zen_flow.planner.locks import waiting_message as lock_message
 from zen_flow.planner.slot_standing import waiting_message as slot_message
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -159,13 +163,115 @@ def test_a_user_who_may_not_list_the_namespace_is_told_why_and_still_gets_the_fl
     )
 
 
+def test_a_flow_out_of_line_costs_no_request_whatever_its_condition_still_says(
+    fake: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Suspended while it waited: its condition still says WaitingForSlot and its step's message the
+    # lock, but it takes no place in either line until resumed (and a LIST refused says nothing).
+    fake.flows = [
+        slot_waiting("paused", 0, suspend=True),
+        with_spec(lock_waiting("sleeping", 1), suspend=True),
+        holding("holder", 0),
+    ]
+    fake.refuse_lists = True
+    for name in ("paused", "sleeping"):
+        assert main(["get", name, "-n", NS]) == 0
+        assert "Line:" not in capsys.readouterr().out
+    assert fake.lists == []
+
+
+def with_spec(f: JobFlow, **spec: Any) -> JobFlow:
+    return f.model_copy(update={"spec": f.spec.model_copy(update=spec)})
+
+
+def with_meta(f: JobFlow, **meta: Any) -> JobFlow:
+    return f.model_copy(update={"metadata": f.metadata.model_copy(update=meta)})
+
+
+def finished(name: str, minute: int, phase: str, **kw: Any) -> JobFlow:
+    steps = [{"name": "work", "phase": phase}]
+    return flow(
+        name, minute, [job_step("work", synchronization=MUTEX)], {"phase": phase, "steps": steps}, **kw
+    )
+
+
+CHILD = "parent-sub-e0c94c6d"  # the name the parent gives its step's child flow
+
+
+def mixed() -> list[JobFlow]:
+    """A namespace of every kind of flow the lines must place, or leave out, as the controller does."""
+    parent = with_meta(PARENT, namespace=NS)
+    child = with_meta(stored(child_body(PARENT), phase="Pending"), namespace=NS)  # runs under its parent
+    orphan = with_meta(  # claims the parent, but is none of its children: it waits as any flow does
+        stored(child_body(PARENT, "other"), phase="Pending"), namespace=NS, name="orphan"
+    )
+    return [
+        slot_waiting("older", 1),
+        slot_waiting("me", 2),
+        slot_waiting("urgent", 9, execution_policy={"priority": 10}),
+        slot_waiting("paused", 0, suspend=True),
+        with_meta(slot_waiting("going", 0), deletion_timestamp=T0),
+        running("started", 0),
+        finished("done", 0, "Succeeded"),
+        finished("failed", 0, "Failed"),
+        finished("rerun", 3, "Failed", annotations={ANNOTATION_RETRY: "r1"}),  # contends again
+        holding("holder", 0),
+        lock_waiting("lock-older", 1),
+        lock_waiting("lock-me", 5),
+        with_meta(lock_waiting("lock-going", 0), deletion_timestamp=T0),
+        parent,
+        child,
+        orphan,
+    ]
+
+
+@pytest.mark.parametrize("unreadable", [False, True], ids=["from-bytes", "a-flow-does-not-parse"])
+async def test_get_validates_only_the_flows_that_may_stand_in_its_lines_and_finds_the_same_places(
+    unreadable: bool,
+) -> None:
+    flows = mixed()
+    by_name = {f.metadata.name: f for f in flows}
+    api = FakeApi()
+    api.flows = flows
+    if unreadable:  # the page is read the slow way (a dict per flow), to the same end
+        api.unreadable = [{"metadata": {"name": "broken", "namespace": NS}, "spec": {"steps": "none"}}]
+    # The child counts (it runs under its started parent, so it is not in line): the fixture tells.
+    assert waits_of(by_name["me"], flows) != waits_of(
+        by_name["me"], [f for f in flows if f.metadata.name != "parent"]
+    )
+    said = {}
+    for name in ("me", "urgent", "older", "lock-me", "lock-older"):
+        me = by_name[name]
+        api.validated.clear()
+        said[name] = await read_waits(session.Session(api, NS, sys.stdout), me)  # type: ignore[arg-type]
+        assert said[name] == waits_of(me, flows), name  # as if every flow had been read
+        assert said[name] != Waits()
+        if name.startswith("lock"):
+            # A lock's line: the unfinished flows whose steps declare locks.
+            assert api.validated == ["rerun", "holder", "lock-older", "lock-me"]
+        else:
+            # A slot's line: the unfinished flows, and the Failed one asked to rerun.
+            assert api.validated == [
+                "older", "me", "urgent", "paused", "started", "rerun", "holder", "lock-older", "lock-me",
+                "parent", CHILD, "orphan",
+            ]  # fmt: skip
+    # Which way the page was read: straight from its bytes, or a dict per flow.
+    assert (Candidates(slot=True).page(api.sent) is None) == unreadable
+    assert said["me"].summary == (("Line", "4th of 5 flows waiting for a slot in namespace team-a"),)
+    assert said["lock-me"].steps == {"work": "held by jobflow/holder step work, 1 step ahead in line"}
+
+
 class FakeApi:
-    """The namespace's flows; the LISTs asked for (path, labelSelector); refuses them when told to."""
+    """The namespace's flows; the LISTs asked for (path, labelSelector); refuses them when told to; the
+    names of the listed flows the caller's decoder kept (`validated`), in list order."""
 
     def __init__(self) -> None:
         self.flows: list[JobFlow] = []
         self.lists: list[tuple[str, str]] = []
         self.refuse_lists = False
+        self.validated: list[str] = []
+        self.unreadable: list[dict[str, Any]] = []  # listed flows that do not parse
+        self.sent = b""  # the last LIST's answer
 
     def _raw(self, f: JobFlow) -> dict[str, Any]:
         return copy.deepcopy(f.model_dump(by_alias=True, exclude_none=True, mode="json"))
@@ -177,7 +283,9 @@ class FakeApi:
             raise from_status(404, {"reason": "NotFound", "message": f"{name} not found"})
         return self._raw(found)
 
-    async def list_all(self, path: str, query: Any = (), *, page_size: int = 500) -> ListResult:
+    async def list_all(
+        self, path: str, query: Any = (), *, page_size: int = 500, decoder: Decoder | None = None
+    ) -> ListResult:
         selector = dict(query).get("labelSelector", "")
         self.lists.append((path, selector))
         if self.refuse_lists:
@@ -185,8 +293,15 @@ class FakeApi:
                 403,
                 {"reason": "Forbidden", "message": 'jobflows.workflow.kube-zen.io is forbidden: User "u"'},
             )
-        wanted = [f for f in self.flows if LABEL_INSTANCE not in f.metadata.labels]
-        return ListResult(items=tuple(self._raw(f) for f in wanted), resource_version="1")
+        raw = [self._raw(f) for f in self.flows if LABEL_INSTANCE not in f.metadata.labels] + self.unreadable
+        # The page as the apiserver sends it, decoded as kube/client.list_all decodes it.
+        self.sent = json.dumps({"metadata": {"resourceVersion": "1"}, "items": raw}).encode()
+        page = decode_page(self.sent, decoder)
+        items = page.items
+        self.validated += [
+            i.metadata.name if isinstance(i, JobFlow) else i["metadata"]["name"] for i in items
+        ]
+        return ListResult(items=tuple(items), resource_version="1")
 
 
 @pytest.fixture

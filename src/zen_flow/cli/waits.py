@@ -4,9 +4,13 @@ by jobflow/nightly step migrate`, `2 steps ahead in line`).
 
 The controller writes neither into the status (planner/places.py says why); they are computed here, with
 the controller's own ordering, from one LIST of the namespace's JobFlows that the flow's controller
-instance runs, made only when the flow waits for one or the other. A user whom RBAC refuses that LIST
-(403), or an apiserver that fails it, gets the flow all the same, with the place said to be unknown and
-why: `get` never fails for it.
+instance runs (paged by 1000 flows), made only when the flow, as read, stands in one of those lines (a
+suspended flow, say, stands in none, whatever its condition still says). A user whom RBAC refuses that
+LIST (403), or an apiserver that fails it, gets the flow all the same, with the place said to be unknown
+and why: `get` never fails for it.
+
+The LIST brings every flow of the namespace, most of them finished in a namespace that has run for a
+while: only those that may stand in the lines read are made into models (cli/candidates.py).
 """
 
 from __future__ import annotations
@@ -14,16 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import LABEL_INSTANCE
+from zen_flow.cli.candidates import Candidates
 from zen_flow.cli.render import few
 from zen_flow.cli.session import Session
 from zen_flow.core.instances import instance_selector
 from zen_flow.kube.errors import ApiError, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS
-from zen_flow.planner.places import LockPlace, SlotPlace, lock_places, slot_place, slot_wait, waits_for_locks
+from zen_flow.planner.places import LockPlace, SlotPlace, lock_places, slot_place, slot_wait
 
 # One page holds a namespace's flows in all but the largest namespaces: one request, as promised.
 _PAGE = 1000
@@ -81,43 +84,50 @@ def waits_of(flow: JobFlow, flows: Sequence[JobFlow]) -> Waits:
     return Waits(summary, steps)
 
 
-def unknown(flow: JobFlow, why: str) -> Waits:
+@dataclass(frozen=True)
+class Lines:
+    """The lines `flow` stands in, as its own copy shows: for a slot (`slot`: its condition says it waits
+    for one and nothing of its own keeps it out, as being suspended or started does) and for a lock
+    (`locks`: a step of it waits for one, and the flow is not suspended). Other flows can move it in a
+    line, never put it in one, so when it stands in none no other flow needs reading."""
+
+    slot: bool
+    locks: bool
+
+
+def lines_of(flow: JobFlow) -> Lines:
+    return Lines(
+        slot=slot_wait(flow) is not None and slot_place(flow, ()) is not None,
+        locks=bool(lock_places(flow, ())),
+    )
+
+
+def unknown(lines: Lines, why: str) -> Waits:
     """The place, and the holders, cannot be read: said once, under the summary."""
     what = " and ".join(
-        [
-            *(["place in line"] if slot_wait(flow) is not None else []),
-            *(["lock holders"] if waits_for_locks(flow) else []),
-        ]
+        [*(["place in line"] if lines.slot else []), *(["lock holders"] if lines.locks else [])]
     )
     return Waits((("Line", f"{what} unknown: {why}"),))
 
 
-def waits(flow: JobFlow) -> bool:
-    """Does `flow` wait for a slot or a lock (and so `read_waits` lists its namespace's flows)?"""
-    return slot_wait(flow) is not None or waits_for_locks(flow)
-
-
 async def read_waits(session: Session, flow: JobFlow) -> Waits:
     """What `get` adds for `flow` (as stored, not its effective flow): nothing, and no request, when it
-    waits for neither a slot nor a lock."""
-    if not waits(flow):
+    stands in no line for a slot nor a lock."""
+    lines = lines_of(flow)
+    if not (lines.slot or lines.locks):
         return NO_WAITS
     ns = flow.metadata.namespace
     instance = flow.metadata.labels.get(LABEL_INSTANCE, "")
     query = (("labelSelector", instance_selector(instance)),)
     try:
-        listed = await session.client.list_all(JOBFLOWS.path(ns), query, page_size=_PAGE)
+        listed = await session.client.list_all(
+            JOBFLOWS.path(ns), query, page_size=_PAGE, decoder=Candidates(slot=lines.slot)
+        )
     except ApiError as err:
         status = f"{err.status} {err.reason}".strip()
         if err.status == 403:
-            return unknown(flow, f"you may not list JobFlows in namespace {ns} ({status})")
-        return unknown(flow, f"the apiserver refused to list JobFlows in namespace {ns} ({status})")
+            return unknown(lines, f"you may not list JobFlows in namespace {ns} ({status})")
+        return unknown(lines, f"the apiserver refused to list JobFlows in namespace {ns} ({status})")
     except TransportError as err:
-        return unknown(flow, f"cannot reach the apiserver: {err}")
-    flows = []
-    for item in listed.items:
-        try:
-            flows.append(JobFlow.model_validate(item))
-        except ValidationError:
-            continue  # a flow the controller cannot read takes no place in its lines either
-    return waits_of(flow, flows)
+        return unknown(lines, f"cannot reach the apiserver: {err}")
+    return waits_of(flow, listed.items)

@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from zen_flow.api.constants import ConditionType, StepPhase
+from zen_flow.api.constants import ConditionType
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.children import parent_of
 from zen_flow.planner.lineage import runs_under
 from zen_flow.planner.lock_book import LockBook, flow_locks
-from zen_flow.planner.locks import lock_waiting
 from zen_flow.planner.slot_standing import NAMESPACE_FLAG
 from zen_flow.planner.slots import SlotBook, SlotLimits
 from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
@@ -63,11 +62,6 @@ def slot_wait(flow: JobFlow) -> str | None:
     return None
 
 
-def waits_for_locks(flow: JobFlow) -> bool:
-    """Has `flow` a Pending step whose message says it waits for a lock?"""
-    return any(s.phase == StepPhase.PENDING and lock_waiting(s.message) for s in flow.status.steps)
-
-
 def _by_key(flow: JobFlow, flows: Iterable[JobFlow]) -> dict[str, JobFlow]:
     """The namespace's flows by key, `flow` as given (it may be newer than the list's copy)."""
     found = {f.metadata.key: f for f in flows if f.metadata.namespace == flow.metadata.namespace}
@@ -78,7 +72,9 @@ def _by_key(flow: JobFlow, flows: Iterable[JobFlow]) -> dict[str, JobFlow]:
 def slot_place(flow: JobFlow, flows: Iterable[JobFlow]) -> SlotPlace | None:
     """`flow`'s place in its namespace's line for a slot; None when it is not in it (it started, ended,
     or waits for its concurrency group). `flows`: the namespace's flows that the flow's controller
-    instance runs (`flow` may be among them)."""
+    instance runs (`flow` may be among them); with none, whether it may be in line at all: other flows
+    decide its place, and may take it out of line (a verified child runs under its parent's slot), never
+    put it in."""
     by_key = _by_key(flow, flows)
 
     def is_child(f: JobFlow) -> bool:
@@ -96,7 +92,8 @@ def slot_place(flow: JobFlow, flows: Iterable[JobFlow]) -> SlotPlace | None:
 
 def lock_places(flow: JobFlow, flows: Iterable[JobFlow]) -> Mapping[str, tuple[LockPlace, ...]]:
     """For each step of `flow` waiting for locks (by name): each of its locks' holders and the steps
-    ahead of it in that lock's line. `flows`: as for `slot_place`."""
+    ahead of it in that lock's line. `flows`: as for `slot_place` (with none: the steps waiting, whoever
+    holds their locks)."""
     mine = flow_locks(flow)
     if mine is None or not mine.waiting:
         return {}
