@@ -22,6 +22,7 @@ from zen_flow.cli.ui_server import HEADERS, Ui, start
 from zen_flow.cli.watcher import Change, changes
 from zen_flow.kube.errors import Expired
 from zen_flow.kube.streams import WatchEvent
+from zen_flow_dev.testing.clock import FakeClock, settle
 
 DEADLINE = 10.0  # seconds a test waits for what must happen at once
 
@@ -117,6 +118,34 @@ async def test_the_list_page_follows_the_namespace_it_shows_and_a_relist_counts_
         assert answer.status == 200
         await asyncio.wait_for(watch.opened.wait(), DEADLINE)
     assert watch.asked[1] == ("team-b", None, "")  # a malformed version is no version
+
+
+async def test_a_stream_sends_at_most_one_notice_a_second_the_changes_in_between_in_one(served: Any) -> None:
+    ui, watch = served
+    clock = ui.streams.clock = FakeClock(start=1000.0)
+    change = Change("changed", ({"metadata": {"name": "release"}},))
+    async with _opened(ui, "/flows/team-a/release/events?rv=41") as answer:
+        await asyncio.wait_for(watch.opened.wait(), DEADLINE)
+        feed = watch.feeds[0]
+        await feed.put(change)
+        assert await _next_event(answer) == CHANGED  # the first change: at once
+        # A change 200 ms later: its notice waits until a second after the last one...
+        await clock.advance(0.2)
+        await feed.put(change)
+        await settle()
+        assert clock.next_deadline() == 1001.0
+        for _ in range(5):  # ...and the changes that come meanwhile go with it
+            await clock.advance(0.1)
+            await feed.put(change)
+        await clock.advance(0.3)
+        assert await _next_event(answer) == CHANGED
+        await settle()
+        assert clock.pending_timers == 0  # nothing more to tell: the sender waits for a change
+        # After a quiet second, a change is told at once.
+        await clock.advance(1.0)
+        await feed.put(change)
+        assert await _next_event(answer) == CHANGED
+        assert clock.pending_timers == 0
 
 
 async def test_no_change_for_a_while_sends_a_keep_alive_comment_that_finds_a_page_gone(served: Any) -> None:

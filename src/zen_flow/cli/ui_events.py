@@ -4,12 +4,18 @@ watch` follows them), and at a change fetches itself again and swaps in its live
 SCRIPT).
 
 The stream says only that something changed (`event: changed`), never what: no tenant text reaches it,
-so nothing in it needs escaping. Resources are bounded: one watch per open stream, ended as soon as the
-page goes (aiohttp cancels the handler when its connection is lost; a keep-alive comment every
-`heartbeat` seconds finds a peer that vanished without a word) or the server stops (`Streams.close`, at
-its shutdown: it would otherwise wait for the pages to go), and at most `limit` streams at once: past
-it, or when the watch cannot go on (refused, the apiserver gone), the stream is refused or ends, and the
-page falls back to reloading itself every few seconds (each reload tries the stream again).
+so nothing in it needs escaping; and at most once every `interval` seconds (one second): the changes
+that come in between make one notice, sent when the interval is over. Each notice makes the page fetch
+itself, and a list page's fetch is a LIST of the namespace's flows (every namespace's with `?all=1`):
+a flow changing every 200 ms must not cost five of them a second.
+
+Resources are bounded: one watch per open stream, ended as soon as the page goes (aiohttp cancels the
+handler when its connection is lost; a keep-alive comment every `heartbeat` seconds finds a peer that
+vanished without a word), is hidden (its script closes the stream, and opens it again when shown) or
+the server stops (`Streams.close`, at its shutdown: it would otherwise wait for the pages to go), and
+at most `limit` streams at once: past it, or when the watch cannot go on (refused, the apiserver gone),
+the stream is refused or ends, and the page falls back to reloading itself every few seconds (each
+reload tries the stream again).
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from aiohttp import web
 
 from zen_flow.cli.watcher import Change, changes
 from zen_flow.kube.client import KubeClient
+from zen_flow.machinery.clock import Clock, SystemClock
 
 MAX_STREAMS = 32  # a few browser tabs' worth; each holds one watch on the apiserver
 HEARTBEAT_SECONDS = 25.0
+NOTICE_INTERVAL = 1.0  # seconds between two notices of a stream, at the least
 CHANGED = b"event: changed\ndata: changed\n\n"  # an event with no data is never dispatched
 KEEP_ALIVE = b": keep-alive\n\n"
 # resourceVersions the apiserver gives are opaque, in practice decimal: anything else starts with a LIST.
@@ -37,12 +45,14 @@ Follow = Callable[[KubeClient, str | None, str | None, str], AsyncGenerator[Chan
 
 @dataclass
 class Streams:
-    """The open change streams (`open`), at most `limit`, and their watches; `follow` is the watch
-    (replaced in tests)."""
+    """The open change streams (`open`), at most `limit`, and their watches; `follow` is the watch and
+    `clock` paces the notices (both replaced in tests)."""
 
     follow: Follow = changes
     limit: int = MAX_STREAMS
     heartbeat: float = HEARTBEAT_SECONDS
+    interval: float = NOTICE_INTERVAL
+    clock: Clock = field(default_factory=SystemClock)
     open: int = 0
     watches: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -97,7 +107,7 @@ async def stream(
             _watch(changed, streams.follow(client, namespace, name, start), baseline=not start)
         )
         streams.watches.add(watch)
-        await _send(response, changed, watch, streams.heartbeat)
+        await _send(response, changed, watch, streams)
     finally:
         streams.open -= 1  # first: the place is free once the watch is told to end
         if watch is not None:
@@ -108,20 +118,29 @@ async def stream(
 
 
 async def _send(
-    response: web.StreamResponse, changed: asyncio.Event, watch: asyncio.Task[None], heartbeat: float
+    response: web.StreamResponse, changed: asyncio.Event, watch: asyncio.Task[None], streams: Streams
 ) -> None:
-    """A notice per change (changes that come together: one), a keep-alive comment when none came for
-    `heartbeat` seconds; until the watch ends or the page goes (a write to it fails)."""
+    """A notice when something changed, at most one every `streams.interval` seconds (the changes seen
+    meanwhile: one notice, once the interval is over), and a keep-alive comment when none came for
+    `streams.heartbeat` seconds; until the watch ends or the page goes (a write to it fails, or the
+    handler is cancelled, a wait for the interval included)."""
+    clock = streams.clock
+    sent: float | None = None  # when the last notice went
     while not watch.done():
         waiting = asyncio.ensure_future(changed.wait())
         try:
-            await asyncio.wait((waiting, watch), timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (waiting, watch), timeout=streams.heartbeat, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waiting.cancel()
         try:
             if changed.is_set():
-                changed.clear()
+                if sent is not None and (rest := sent + streams.interval - clock.monotonic()) > 0:
+                    await clock.sleep(rest)
+                changed.clear()  # after the wait: the changes it saw go with this notice
                 await response.write(CHANGED)
+                sent = clock.monotonic()
             elif not watch.done():
                 await response.write(KEEP_ALIVE)
         except ConnectionError:  # the page went

@@ -25,14 +25,22 @@ from zen_flow.cli.render import FlowRow, flow_summary, outputs, printable, step_
 from zen_flow.core.gate_values import ValuesError, read_values, supplied_of
 
 REFRESH_SECONDS = 5
-AFTER_SWAP_MS = 1000  # at most one fetch a second however fast the flows change
-# On each `changed` notice of the page's event stream (cli/ui_events.py), the page fetches itself and
-# swaps in its live part (`#live`): one fetch at a time, the next a second later at the soonest, and none
-# while the user is in a form or has changed one (typed, ticked, chosen: a swap would lose it; every
-# <select> has one option marked selected, `_value_inputs`, so an unchanged one holds nothing); it is
-# done once they are out. DOMParser runs no script, and the fetched HTML is escaped as every page is.
-# Without EventSource, or when the stream fails or is refused, the page reloads every few seconds as
-# before (each reload tries the stream again).
+FETCH_INTERVAL_MS = 1000  # a page fetches itself at most once a second however fast the flows change
+# On each `changed` notice of the page's event stream (cli/ui_events.py, which sends at most one a second),
+# the page fetches itself and swaps in its live part (`#live`): one fetch at a time, the next no sooner
+# than a second after the last one started; none while the user is in a form or has changed one (typed,
+# ticked, chosen: a swap would lose it; every <select> has one option marked selected, `_value_inputs`,
+# so an unchanged one holds nothing), nor while the page is hidden, and that is checked again when the
+# fetch comes back, before the swap (the user may have started typing meanwhile): the page is then
+# fetched again once the form is left unchanged (submitted, or the change undone), or the page shown.
+# DOMParser runs no script, and the fetched HTML is escaped as every page is.
+# A hidden page (another tab, a minimised window) or one left (pagehide: bfcache) closes its stream: a
+# browser allows 6 connections to this server across its tabs, and every stream holds one, so tabs
+# left open would hold them all and stall every other request. Shown again, it opens its stream anew
+# from the version of the live part it shows, so the server's watch tells it of any change meanwhile
+# (after 410 Gone too: a new LIST counts as one), and it fetches itself once then, only if something
+# changed. Without EventSource, or when the stream fails or is refused, the page reloads every few
+# seconds as before (each reload tries the stream again).
 SCRIPT = (
     '(function(){var live=document.getElementById("live");'
     "function busy(){var a=document.activeElement;"
@@ -44,18 +52,26 @@ SCRIPT = (
     + str(REFRESH_SECONDS * 1000)
     + ");}"
     "if(!live||!live.dataset.events||!window.EventSource||!window.fetch){timed();return;}"
-    "var running=false,dirty=false,timer=null;"
-    "function later(){if(timer===null)timer=setTimeout(function(){timer=null;refresh();},"
-    + str(AFTER_SWAP_MS)
-    + ");}"
-    "function refresh(){if(running||document.hidden||busy()){dirty=true;if(!running)later();return;}"
-    'running=true;dirty=false;fetch(location.href,{credentials:"same-origin"}).then(function(r){'
-    "return r.text();}).then(function(t){"
+    "var es=null,failed=false,running=false,dirty=false,timer=null,last=-1e9;"
+    "function close(){if(es){es.close();es=null;}}"
+    "function fail(){if(!failed){failed=true;close();timed();}}"
+    "function open(){if(es||failed||document.hidden)return;es=new EventSource(live.dataset.events);"
+    'es.addEventListener("changed",refresh);es.onerror=fail;}'
+    "function later(ms){if(timer===null)timer=setTimeout(function(){timer=null;refresh();},ms);}"
+    "function refresh(){if(failed)return;if(document.hidden){dirty=true;return;}"
+    "var wait=last+" + str(FETCH_INTERVAL_MS) + "-Date.now();"
+    "if(running||wait>0||busy()){dirty=true;if(!running)later(wait>0?wait:"
+    + str(FETCH_INTERVAL_MS)
+    + ");return;}"
+    'running=true;dirty=false;last=Date.now();fetch(location.href,{credentials:"same-origin"})'
+    ".then(function(r){return r.text();}).then(function(t){"
     'var n=new DOMParser().parseFromString(t,"text/html").getElementById("live");'
-    "if(!n){location.reload();return;}live.replaceWith(n);live=n;"
-    "}).catch(function(){es.close();timed();}).finally(function(){running=false;if(dirty)later();});}"
-    'var es=new EventSource(live.dataset.events);es.addEventListener("changed",refresh);'
-    "es.onerror=function(){es.close();timed();};})();"
+    "if(!n){location.reload();return;}if(document.hidden||busy()){dirty=true;return;}"
+    "live.replaceWith(n);live=n;}).catch(fail).finally(function(){running=false;"
+    "if(dirty)later(last+" + str(FETCH_INTERVAL_MS) + "-Date.now());});}"
+    'document.addEventListener("visibilitychange",function(){if(document.hidden)close();'
+    "else{open();if(dirty)refresh();}});"
+    'window.addEventListener("pagehide",close);window.addEventListener("pageshow",open);open();})();'
 )
 _ENDED = ("Succeeded", "Failed")
 _STYLE = """
