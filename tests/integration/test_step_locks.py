@@ -1,5 +1,6 @@
 """Step locks against a real kube-apiserver: two flows whose steps share a mutex (the second waits, says
-for whom, and starts once the first ends), and a semaphore of 2 with three flows.
+for whom, `zen-flow get` names the holder too, and it starts once the first ends), and a semaphore of 2
+with three flows.
 
 A watch of the namespace's flows records every stored state, so "never more holders than the limit" is
 checked on each, not on a few polls; the test plays the Job controller, finishing one Job at a time.
@@ -10,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,7 +96,7 @@ async def _true(value: bool) -> bool | None:
 
 
 async def test_a_mutex_makes_the_second_flow_wait_saying_for_whom_then_start_when_the_first_ends(
-    namespace: str, driver: FlowDriver, start_controller: StartController, kubectl: Any
+    namespace: str, driver: FlowDriver, start_controller: StartController, kubectl: Any, kubeconfig: Path
 ) -> None:
     start_controller()
     async with watching(driver, namespace) as seen:
@@ -123,6 +127,18 @@ async def test_a_mutex_makes_the_second_flow_wait_saying_for_whom_then_start_whe
         assert "second" not in {
             j["metadata"]["labels"].get("workflow.kube-zen.io/flow") for j in await driver.jobs(namespace)
         }
+        # `zen-flow get` names the holder on the waiting step's row (from one LIST of the namespace).
+        command = [sys.executable, "-m", "zen_flow", "get", "second", "-n", namespace]
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [*command, "--kubeconfig", str(kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "waiting for lock db: held by jobflow/first step work\n" in shown.stdout
 
         await finish(driver, namespace, "first")
         await finish(driver, namespace, "second")  # its Job comes once first's step ended

@@ -1,11 +1,16 @@
 """`zen-flow ui` against the real apiserver with a controller reconciling: the server runs in-process on a
 free loopback port with the user's kubeconfig; a browser (an aiohttp client keeping cookies) opens the
-printed address, reads the list and the flow's page, and approves a Manual step."""
+printed address, reads the list and the flow's page, and approves a Manual step; a page's event stream
+tells of a change of its flow."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import html
+import re
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -69,3 +74,40 @@ async def test_a_gate_approved_from_the_web_ui(
     assert [(a["step"], a["decision"], a["message"]) for a in flow["status"]["audit"]["approvals"]] == [
         ("gate", "Approved", "looks good")
     ]
+
+
+async def test_a_page_s_event_stream_tells_of_a_change_of_its_flow(
+    namespace: str, kubeconfig: Path, driver: FlowDriver, jobflow_crd: Any
+) -> None:
+    # No controller: the change is the user's own (suspend, as the page's button does it).
+    await driver.create(flow_manifest("nightly", namespace, [manual_step("gate")]))
+    flags = argparse.Namespace(kubeconfig=str(kubeconfig), context=None, namespace=namespace)
+    async with open_session(flags) as session:
+        ui = Ui(session.client, session.namespace, False, "t0ken-for-the-test")
+        runner = await start(ui, 0)
+        try:
+            base = f"http://127.0.0.1:{ui.port}"
+            async with aiohttp.ClientSession(cookies={ui.cookie: ui.token}) as browser:
+                async with browser.get(f"{base}/flows/{namespace}/nightly") as shown:
+                    found = re.search(r'<div id="live" data-events="([^"]+)">', await shown.text())
+                assert found is not None
+                events = html.unescape(found.group(1))  # the stream, from the version the page shows
+                assert events.startswith(f"/flows/{namespace}/nightly/events?rv=")
+                async with browser.get(base + events) as stream:
+                    assert stream.headers["Content-Type"] == "text/event-stream"
+                    # A change the page does not show yet.
+                    origin = {"Origin": base}
+                    async with browser.post(
+                        f"{base}/flows/{namespace}/nightly/suspend", headers=origin
+                    ) as done:
+                        assert done.status == 200
+
+                    async def notice() -> bytes:
+                        while (line := await stream.content.readline()) != b"event: changed\n":
+                            assert line, "the stream ended"
+                        return await stream.content.readline()
+
+                    assert await asyncio.wait_for(notice(), 30) == b"data: changed\n"
+        finally:
+            await runner.cleanup()
+        assert ui.streams.open == 0

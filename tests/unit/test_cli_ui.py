@@ -176,7 +176,7 @@ class FakeClient:
     async def list_all(self, path: str, query: Any = (), **_: Any) -> Any:
         if self.refuse:
             raise self.refuse
-        return SimpleNamespace(items=[self.raw])
+        return SimpleNamespace(items=[self.raw], resource_version="7")
 
     async def request(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
         if self.refuse:

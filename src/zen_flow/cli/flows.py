@@ -20,6 +20,7 @@ from zen_flow.cli.overrides import override_arguments, parse_overrides, template
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
 from zen_flow.cli.validate import UNCHECKED, is_jobflow
+from zen_flow.cli.waits import read_waits
 from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import is_label_value, is_qualified_name
 from zen_flow.documents import DocumentError, load_all, read_bounded
@@ -59,8 +60,11 @@ def _kind_name(name: str) -> str:
 async def get_flow(session: Session, args: argparse.Namespace) -> int:
     raw = await session.flows.get(session.namespace, args.name)
     if not session.print_object(raw, args.output, _kind_name):
-        flow = effective_flow(JobFlow.model_validate(raw))
-        session.show(flow_detail(flow, now(), wide=args.output == "wide"))
+        stored = JobFlow.model_validate(raw)
+        waits = await read_waits(session, stored)  # one LIST, only when it waits for a slot or a lock
+        flow = effective_flow(stored)
+        wide = args.output == "wide"
+        session.show(flow_detail(flow, now(), wide=wide, extra=waits.summary, notes=waits.steps))
     return EXIT_OK
 
 

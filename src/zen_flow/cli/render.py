@@ -185,9 +185,11 @@ def _priority(flow: JobFlow) -> int:
     return policy.priority or 0 if policy is not None else 0
 
 
-def flow_summary(flow: JobFlow, now: datetime) -> list[tuple[str, str]]:
-    """The (label, value) lines above `get`'s step table: the flow's state and the conditions that ask
-    for attention."""
+def flow_summary(
+    flow: JobFlow, now: datetime, extra: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """The (label, value) lines above `get`'s step table: the flow's state, `extra` lines after its
+    message (its place in line: cli/waits.py), and the conditions that ask for attention."""
     status = flow.status
     lines = [
         ("Name", f"{flow.metadata.namespace}/{flow.metadata.name}"),
@@ -198,6 +200,7 @@ def flow_summary(flow: JobFlow, now: datetime) -> list[tuple[str, str]]:
         ("Started", format_time(status.start_time) if status.start_time else "-"),
         ("Duration", _between(status.start_time, status.completion_time, now)),
         ("Message", status.message or ""),
+        *extra,
     ]
     for cond in status.conditions:
         # The conditions that ask for attention; the others repeat the phase.
@@ -218,8 +221,12 @@ class StepTable:
     steps: tuple[str, ...]
 
 
-def step_table(flow: JobFlow, now: datetime, *, wide: bool = False) -> StepTable:
-    """One row per step in dependency order (`wide`: with each step's outputs)."""
+def step_table(
+    flow: JobFlow, now: datetime, *, wide: bool = False, notes: Mapping[str, str] | None = None
+) -> StepTable:
+    """One row per step in dependency order (`wide`: with each step's outputs; `notes`: by step, what
+    follows its message: who holds the locks it waits for, cli/waits.py)."""
+    notes = notes or {}
     status = flow.status
     specs = {s.name: s for s in flow.spec.steps}
     # Its effective flow has matrix items, or a matrix step waiting for its items: show their values.
@@ -247,7 +254,7 @@ def step_table(flow: JobFlow, now: datetime, *, wide: bool = False) -> StepTable
                 job,
                 *([matrix_values(spec, flow.spec.matrix_verdicts)] if matrix else []),
                 *([outputs(step)] if wide else []),
-                step_message(step, spec, now),
+                _noted(step_message(step, spec, now), notes.get(name)),
             )
         )
     header = (
@@ -265,9 +272,20 @@ def step_table(flow: JobFlow, now: datetime, *, wide: bool = False) -> StepTable
     return StepTable(header, tuple(rows), tuple(name for name, _ in order))
 
 
-def flow_detail(flow: JobFlow, now: datetime, *, wide: bool = False) -> str:
+def _noted(message: str, note: str | None) -> str:
+    return f"{message}: {note}" if note and message else note or message
+
+
+def flow_detail(
+    flow: JobFlow,
+    now: datetime,
+    *,
+    wide: bool = False,
+    extra: Sequence[tuple[str, str]] = (),
+    notes: Mapping[str, str] | None = None,
+) -> str:
     """`zen-flow get NAME`: the flow's state, then one row per step in dependency order (`wide`: with
-    each step's outputs)."""
-    lines = [f"{label + ':':<12}{value}" for label, value in flow_summary(flow, now)]
-    steps = step_table(flow, now, wide=wide)
+    each step's outputs; `extra` and `notes`: what cli/waits.py adds for a flow that waits)."""
+    lines = [f"{label + ':':<12}{value}" for label, value in flow_summary(flow, now, extra)]
+    steps = step_table(flow, now, wide=wide, notes=notes)
     return "\n".join(map(printable, lines)) + "\n\n" + table(steps.header, steps.rows)

@@ -1,8 +1,10 @@
 """The web UI's pages (`zen-flow ui`) as HTML text: pure functions of the flows read and the current time,
 the rows computed as `zen-flow list` and `zen-flow get` compute theirs (cli/render.py), the DAG drawn by
 cli/dag_svg.py. No JavaScript framework, no asset from the network: inline CSS, and one short script
-(SCRIPT, allowed by its hash in the server's Content-Security-Policy) that reloads the page every few
-seconds unless the user is in a form or has changed one (a reload would lose what was typed or chosen).
+(SCRIPT, allowed by its hash in the server's Content-Security-Policy) that swaps in the page's live part
+anew at each change its event stream tells of (cli/ui_events.py), or reloads the page every few seconds
+when the stream fails, unless the user is in a form or has changed one (a swap would lose what was typed
+or chosen).
 
 Every value read from the cluster is a tenant's text (a step's message may hold `<script>`): each one goes
 through `_e` (control characters made visible as `get` shows them, then HTML-escaped) where it is written;
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from zen_flow.api import JobFlow, Step
 from zen_flow.api.constants import VALUES_PREFIX
@@ -23,16 +25,53 @@ from zen_flow.cli.render import FlowRow, flow_summary, outputs, printable, step_
 from zen_flow.core.gate_values import ValuesError, read_values, supplied_of
 
 REFRESH_SECONDS = 5
-# Held while any control differs from the page's (text typed, a box ticked, another option chosen): every
-# <select> has one option marked selected (`_value_inputs`), so an unchanged one holds nothing.
+FETCH_INTERVAL_MS = 1000  # a page fetches itself at most once a second however fast the flows change
+# On each `changed` notice of the page's event stream (cli/ui_events.py, which sends at most one a second),
+# the page fetches itself and swaps in its live part (`#live`): one fetch at a time, the next no sooner
+# than a second after the last one started; none while the user is in a form or has changed one (typed,
+# ticked, chosen: a swap would lose it; every <select> has one option marked selected, `_value_inputs`,
+# so an unchanged one holds nothing), nor while the page is hidden, and that is checked again when the
+# fetch comes back, before the swap (the user may have started typing meanwhile): the page is then
+# fetched again once the form is left unchanged (submitted, or the change undone), or the page shown.
+# DOMParser runs no script, and the fetched HTML is escaped as every page is.
+# A hidden page (another tab, a minimised window) or one left (pagehide: bfcache) closes its stream: a
+# browser allows 6 connections to this server across its tabs, and every stream holds one, so tabs
+# left open would hold them all and stall every other request. Shown again, it opens its stream anew
+# from the version of the live part it shows, so the server's watch tells it of any change meanwhile
+# (after 410 Gone too: a new LIST counts as one), and it fetches itself once then, only if something
+# changed. Without EventSource, or when the stream fails or is refused, the page reloads every few
+# seconds as before (each reload tries the stream again).
 SCRIPT = (
-    "setInterval(function(){if(document.hidden)return;var a=document.activeElement;"
-    "if(a&&/^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName))return;"
+    '(function(){var live=document.getElementById("live");'
+    "function busy(){var a=document.activeElement;"
+    "if(a&&/^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName))return true;"
     'var c=document.querySelectorAll("input,textarea,option");for(var i=0;i<c.length;i++){var e=c[i];'
     'if(e.tagName==="OPTION"?e.selected!==e.defaultSelected:/^(checkbox|radio)$/.test(e.type)?'
-    "e.checked!==e.defaultChecked:e.value!==e.defaultValue)return;}location.reload();},"
+    "e.checked!==e.defaultChecked:e.value!==e.defaultValue)return true;}return false;}"
+    "function timed(){setInterval(function(){if(!document.hidden&&!busy())location.reload();},"
     + str(REFRESH_SECONDS * 1000)
-    + ");"
+    + ");}"
+    "if(!live||!live.dataset.events||!window.EventSource||!window.fetch){timed();return;}"
+    "var es=null,failed=false,running=false,dirty=false,timer=null,last=-1e9;"
+    "function close(){if(es){es.close();es=null;}}"
+    "function fail(){if(!failed){failed=true;close();timed();}}"
+    "function open(){if(es||failed||document.hidden)return;es=new EventSource(live.dataset.events);"
+    'es.addEventListener("changed",refresh);es.onerror=fail;}'
+    "function later(ms){if(timer===null)timer=setTimeout(function(){timer=null;refresh();},ms);}"
+    "function refresh(){if(failed)return;if(document.hidden){dirty=true;return;}"
+    "var wait=last+" + str(FETCH_INTERVAL_MS) + "-Date.now();"
+    "if(running||wait>0||busy()){dirty=true;if(!running)later(wait>0?wait:"
+    + str(FETCH_INTERVAL_MS)
+    + ");return;}"
+    'running=true;dirty=false;last=Date.now();fetch(location.href,{credentials:"same-origin"})'
+    ".then(function(r){return r.text();}).then(function(t){"
+    'var n=new DOMParser().parseFromString(t,"text/html").getElementById("live");'
+    "if(!n){location.reload();return;}if(document.hidden||busy()){dirty=true;return;}"
+    "live.replaceWith(n);live=n;}).catch(fail).finally(function(){running=false;"
+    "if(dirty)later(last+" + str(FETCH_INTERVAL_MS) + "-Date.now());});}"
+    'document.addEventListener("visibilitychange",function(){if(document.hidden)close();'
+    "else{open();if(dirty)refresh();}});"
+    'window.addEventListener("pagehide",close);window.addEventListener("pageshow",open);open();})();'
 )
 _ENDED = ("Succeeded", "Failed")
 _STYLE = """
@@ -75,10 +114,14 @@ def _phase(phase: str) -> str:
     return f'<span class="phase" style="background:{fill};border-color:{stroke}">{_e(phase)}</span>'
 
 
-def page(title: str, body: str, *, note: str | None = None, refresh: bool = False) -> str:
-    """A whole page: `note` (what an action did) above `body`, which the caller built escaped."""
+def page(title: str, body: str, *, note: str | None = None, events: str | None = None) -> str:
+    """A whole page: `note` (what an action did) above `body`, which the caller built escaped. With
+    `events` (the address of its event stream) the body is the live part, swapped in anew at each
+    change the stream tells of (SCRIPT), and the note stays."""
     said = f'<div class="note">{_e(note)}</div>' if note else ""
-    script = f"<script>{SCRIPT}</script>" if refresh else ""
+    script = f"<script>{SCRIPT}</script>" if events is not None else ""
+    if events is not None:
+        body = f'<div id="live" data-events="{_e(events)}">{body}</div>'
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -101,8 +144,17 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, empty: str =
     return "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + f"</tr>{body}</table>"
 
 
-def list_page(rows: Sequence[FlowRow], namespace: str | None, *, note: str | None = None) -> str:
-    """`/`: the flows of `namespace` (None: every namespace) as `zen-flow list` shows them."""
+def events_path(path: str, version: str, **query: str) -> str:
+    """The address of a page's event stream: `path`, where its watch starts (`version`, the
+    resourceVersion the page was made from) and what it shows (`query`)."""
+    return f"{path}?{urlencode({**query, 'rv': version})}"
+
+
+def list_page(
+    rows: Sequence[FlowRow], namespace: str | None, *, note: str | None = None, version: str = ""
+) -> str:
+    """`/`: the flows of `namespace` (None: every namespace) as `zen-flow list` shows them; `version`:
+    the list's resourceVersion, where the page's stream of changes starts."""
     where = "all namespaces" if namespace is None else f"namespace {namespace}"
     chooser = (
         '<form method="get" action="/" class="inline">namespace '
@@ -125,7 +177,9 @@ def list_page(rows: Sequence[FlowRow], namespace: str | None, *, note: str | Non
         for r in rows
     )
     table = _table(header, cells, empty=f"No JobFlows found in {where}.")
-    return page(f"JobFlows in {where}", chooser + table, note=note, refresh=True)
+    scope = {"all": "1"} if namespace is None else {"namespace": namespace}
+    events = events_path("/events", version, **scope)
+    return page(f"JobFlows in {where}", chooser + table, note=note, events=events)
 
 
 def flow_page(flow: JobFlow, now: datetime, *, note: str | None = None) -> str:
@@ -183,7 +237,8 @@ def flow_page(flow: JobFlow, now: datetime, *, note: str | None = None) -> str:
                 ),
             ),
         ]
-    return page(f"{ns}/{name}", "".join(body), note=note, refresh=True)
+    events = events_path(flow_path(ns, name, "events"), flow.metadata.resource_version)
+    return page(f"{ns}/{name}", "".join(body), note=note, events=events)
 
 
 def _steps(flow: JobFlow, now: datetime) -> str:

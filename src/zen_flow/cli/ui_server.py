@@ -11,7 +11,8 @@ Who may use it: anyone who can reach the port acts with the user's credentials, 
   a page of another site whose name was made to resolve to 127.0.0.1 (DNS rebinding) is refused;
 - a POST from another origin (its Origin header, or Sec-Fetch-Site) is refused, whatever cookie it carries;
 - responses forbid framing, caching, referrers and any script but the page's own (by its hash), an
-  unexpected error's page included."""
+  unexpected error's page included; the page may connect to this server only (its event stream of
+  changes, cli/ui_events.py, which says that something changed, never what)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from zen_flow.cli import flows as flow_commands
 from zen_flow.cli import interventions, podlogs
 from zen_flow.cli.render import flow_rows
 from zen_flow.cli.session import EXIT_OK, Session, UsageError, now
+from zen_flow.cli.ui_events import Streams, stream
 from zen_flow.cli.ui_pages import SCRIPT, error_page, flow_page, flow_path, list_page
 from zen_flow.core.naming import is_dns1123_label, is_dns1123_subdomain
 from zen_flow.kube.client import KubeClient
@@ -48,8 +50,10 @@ _NOTES_KEPT = 64
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 HEADERS = {
+    # connect-src: the page's event stream and its fetch of itself (cli/ui_events.py), this server only.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    f"script-src 'sha256-{_SCRIPT_HASH}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    f"script-src 'sha256-{_SCRIPT_HASH}'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the first address holds the token
@@ -78,6 +82,7 @@ class Ui:
     address: str = "127.0.0.1"
     port: int = 0
     notes: dict[str, str] = field(default_factory=dict)  # what an action said, shown after its redirect
+    streams: Streams = field(default_factory=Streams)  # the pages' streams of changes (cli/ui_events.py)
 
     def hosts(self) -> set[str]:
         """The Host headers a browser sends for this server."""
@@ -199,7 +204,8 @@ def _note(request: web.Request) -> str | None:
     return request.app[UI_KEY].notes.pop(request.query.get("note", ""), None)  # once: a reload drops it
 
 
-async def flow_list(request: web.Request) -> web.StreamResponse:
+def _scope(request: web.Request) -> str | None:
+    """The namespace the list shows (None: every namespace): the page's query, else the command's."""
     ui = request.app[UI_KEY]
     if "namespace" in request.query or "all" in request.query:
         everywhere = request.query.get("all") == "1"
@@ -207,9 +213,29 @@ async def flow_list(request: web.Request) -> web.StreamResponse:
         _check_name("namespace", namespace)
     else:
         everywhere, namespace = ui.all_namespaces, ui.namespace
-    listed = await ui.client.list_all(JOBFLOWS.path(None if everywhere else namespace), (), page_size=100)
+    return None if everywhere else namespace
+
+
+async def flow_list(request: web.Request) -> web.StreamResponse:
+    ui = request.app[UI_KEY]
+    namespace = _scope(request)
+    listed = await ui.client.list_all(JOBFLOWS.path(namespace), (), page_size=100)
     rows = flow_rows([JobFlow.model_validate(item) for item in listed.items], now())
-    return _html(list_page(rows, None if everywhere else namespace, note=_note(request)))
+    page = list_page(rows, namespace, note=_note(request), version=listed.resource_version)
+    return _html(page)
+
+
+async def list_events(request: web.Request) -> web.StreamResponse:
+    """The list page's stream of changes: a notice whenever a flow it shows changes."""
+    ui = request.app[UI_KEY]
+    return await stream(request, ui.client, ui.streams, _scope(request), None, HEADERS)
+
+
+async def flow_events(request: web.Request) -> web.StreamResponse:
+    """A flow page's stream of changes: a notice whenever the flow changes."""
+    ns, name = _names(request, "namespace", "name")
+    ui = request.app[UI_KEY]
+    return await stream(request, ui.client, ui.streams, ns, name, HEADERS)
 
 
 async def one_flow(request: web.Request) -> web.StreamResponse:
@@ -277,8 +303,15 @@ def _arguments(verb: str, name: str, form: dict[str, str]) -> argparse.Namespace
 def make_app(ui: Ui) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[UI_KEY] = ui
+
+    async def end_streams(_: web.Application) -> None:
+        await ui.streams.close()
+
+    app.on_shutdown.append(end_streams)
     app.router.add_get("/", flow_list)
+    app.router.add_get("/events", list_events)
     app.router.add_get("/flows/{namespace}/{name}", one_flow)
+    app.router.add_get("/flows/{namespace}/{name}/events", flow_events)
     app.router.add_get("/flows/{namespace}/{name}/steps/{step}/logs", step_logs)
     app.router.add_post("/flows/{namespace}/{name}/{verb}", act)
     return app
@@ -286,7 +319,9 @@ def make_app(ui: Ui) -> web.Application:
 
 async def start(ui: Ui, port: int) -> web.AppRunner:
     """Serve `ui` on its address and `port` (0: a free one); `ui.port` is the one bound."""
-    runner = web.AppRunner(make_app(ui), access_log=None)
+    # A page closed cancels what it asked for: its watch (cli/ui_events.py), the logs it was reading. An
+    # action cancelled so is either sent or not: each is one write.
+    runner = web.AppRunner(make_app(ui), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, ui.address, port)
     await site.start()

@@ -334,15 +334,8 @@ class LockBook:
             held, _, planning = self._held(ns, name)
             for k in planning:
                 self._held_back.setdefault(k, set()).add(name)
-            line = sorted(
-                (entry.order, i, k, limits[name])
-                for k in self._users.get((ns, name), ())
-                for entry in (self._flows[k],)
-                for i, limits in enumerate(entry.waiting.values())
-                if name in limits
-            )
             tightest: int | None = None
-            for ahead, (order, _, k, limit) in enumerate(line):  # `ahead`: the waiters before it
+            for ahead, (order, _, k, _, limit) in enumerate(self._line(ns, name)):  # `ahead`: before it
                 room = min(limit, tightest) if tightest is not None else limit
                 if held + ahead < room and k != me:
                     found.setdefault(k, order)
@@ -351,8 +344,25 @@ class LockBook:
                     break
         return sorted(found, key=lambda k: found[k])
 
+    def _line(self, ns: str, name: str) -> list[tuple[Order, int, str, str, int]]:
+        """The steps waiting for lock `name` in `ns`, in line: (their flow's order, their index among its
+        waiting steps (spec order), the flow's key, the step, the limit it heeds)."""
+        return sorted(
+            (entry.order, i, k, step, limits[name])
+            for k in self._users.get((ns, name), ())
+            for entry in (self._flows[k],)
+            for i, (step, limits) in enumerate(entry.waiting.items())
+            if name in limits
+        )
+
+    def line(self, ns: str, name: str) -> list[tuple[str, str]]:
+        """The steps waiting for lock `name` in `ns` as (flow key, step), first in line first: the order
+        in which they take it (`zen-flow get` shows a waiting step's place in it)."""
+        return [(k, step) for _, _, k, step, _ in self._line(ns, name)]
+
     def holders(self, ns: str, name: str) -> list[str]:
-        """The steps the cache shows holding lock `name` in `ns`, as messages name them (tests read it)."""
+        """The steps the cache shows holding lock `name` in `ns`, as messages name them (`zen-flow get`
+        shows them beside a waiting step; tests read them)."""
         return sorted(
             who(k.partition("/")[2], step)
             for k in self._users.get((ns, name), ())
