@@ -15,10 +15,11 @@ from zen_flow.api.constants import (
     MANAGED_BY,
 )
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
+from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step, StepDefaults
 from zen_flow.api.meta import OwnerReference, controller_reference
 from zen_flow.core.instances import instance_labels, without_instance
 from zen_flow.core.naming import label_value
+from zen_flow.core.step_defaults import apply_pod_defaults, default_map
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
 # would be rejected or meaningless on a new object.
@@ -129,25 +130,41 @@ def native_pod_failure_policy(policy: PodFailurePolicy) -> dict[str, Any] | None
     return {"rules": rules} if rules else None
 
 
-def template_deadline(step: Step) -> int | None:
-    """The template's own `spec.activeDeadlineSeconds`, when it is a positive integer."""
+def template_deadline(step: Step, defaults: StepDefaults | None = None) -> int | None:
+    """The template's own `spec.activeDeadlineSeconds` when it is a positive integer; without one, the
+    flow's `stepDefaults.activeDeadlineSeconds`."""
     spec = step.template.get("spec") if isinstance(step.template, dict) else None
     value = spec.get("activeDeadlineSeconds") if isinstance(spec, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    default = defaults.active_deadline_seconds if defaults is not None else None
+    return default if default is not None and default > 0 else None
 
 
-def job_deadline(step: Step) -> int | None:
+def deadline_origin(step: Step, defaults: StepDefaults | None) -> str | None:
+    """Where the deadline `template_deadline` found comes from, as a failed attempt's message says it:
+    `the Job template's activeDeadlineSeconds: 30s`, `stepDefaults.activeDeadlineSeconds: 30s`."""
+    own = template_deadline(step)
+    if own is not None:
+        return f"the Job template's activeDeadlineSeconds: {own}s"
+    default = template_deadline(step, defaults)
+    return None if default is None else f"stepDefaults.activeDeadlineSeconds: {default}s"
+
+
+def job_deadline(step: Step, defaults: StepDefaults | None = None) -> int | None:
     """The Job's `activeDeadlineSeconds` where the step's timeout sets it: the smaller of `timeoutSeconds`
-    and the template's own value (None: the template's, as written)."""
+    and the template's own value, or the flow's default (None: the template's, or the default, as
+    written)."""
     timeout = step.timeout_seconds
     if timeout is None or timeout <= 0:
         return None
-    own = template_deadline(step)
+    own = template_deadline(step, defaults)
     return timeout if own is None else min(own, timeout)
 
 
 def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, Any]:
-    """Deep copy of the template with our name, namespace, labels, ownerReference and deadlines."""
+    """Deep copy of the template with the flow's `stepDefaults` where it sets none (core/step_defaults.py),
+    our name, namespace, labels, ownerReference and deadlines."""
     if not isinstance(step.template, dict) or not step.template:
         raise JobBuildError("step has no Job template")
     body = copy.deepcopy(step.template)
@@ -157,6 +174,12 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     ours = job_labels(flow, step, attempt)
     extra_labels = without_instance(step.metadata.labels) if step.metadata else {}
     extra_annotations = step.metadata.annotations if step.metadata else {}
+    defaults = flow.spec.step_defaults
+    default_meta = defaults.metadata if defaults is not None else None
+    # Under the template's and the step's own; the controller instance label is never a default's, as
+    # never a step's: the flow's decides (core/instances.py).
+    default_labels = without_instance(default_meta.labels) if default_meta is not None else None
+    default_annotations = default_meta.annotations if default_meta is not None else None
 
     meta = _dict(body, "metadata", "template")
     for field in _SERVER_FIELDS:
@@ -164,8 +187,13 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     meta["name"] = name
     meta["namespace"] = flow.metadata.namespace
     template_labels = without_instance(_str_map(meta.get("labels"), "template.metadata.labels"))
-    meta["labels"] = {**template_labels, **extra_labels, **ours}
-    annotations = {**_str_map(meta.get("annotations"), "template.metadata.annotations"), **extra_annotations}
+    meta["labels"] = {**default_map(default_labels, template_labels), **extra_labels, **ours}
+    annotations = {
+        **default_map(
+            default_annotations, _str_map(meta.get("annotations"), "template.metadata.annotations")
+        ),
+        **extra_annotations,
+    }
     if annotations:
         meta["annotations"] = annotations
     else:
@@ -175,20 +203,24 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     spec = _dict(body, "spec", "template")
     pod = _dict(spec, "template", "template.spec")
     pod_meta = _dict(pod, "metadata", "template.spec.template")
-    pod_meta["labels"] = {
-        **without_instance(_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels")),
-        **extra_labels,
-        **ours,
-    }
+    pod_labels = without_instance(_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels"))
+    pod_meta["labels"] = {**default_map(default_labels, pod_labels), **extra_labels, **ours}
     pod_annotations = {
-        **_str_map(pod_meta.get("annotations"), "template.spec.template.metadata.annotations"),
+        **default_map(
+            default_annotations,
+            _str_map(pod_meta.get("annotations"), "template.spec.template.metadata.annotations"),
+        ),
         **extra_annotations,
     }
     if pod_annotations:
         pod_meta["annotations"] = pod_annotations
     pod_spec = pod.get("spec")
+    if defaults is not None and defaults.pod_spec is not None:
+        apply_pod_defaults(_dict(pod, "spec", "template.spec.template"), defaults.pod_spec.to_wire())
 
-    deadline = job_deadline(step)
+    deadline = job_deadline(step, defaults)
+    if deadline is None and "activeDeadlineSeconds" not in spec:
+        deadline = template_deadline(step, defaults)
     if deadline is not None:
         spec["activeDeadlineSeconds"] = deadline
 
