@@ -131,16 +131,32 @@ def test_a_flow_steps_child_and_a_manual_step_get_nothing() -> None:
     assert "stepDefaults" not in created["sub"]["spec"]  # the child is made from its own template
 
 
-def test_the_defaults_deadline_gives_way_to_a_smaller_timeout_and_is_named_when_it_stops_a_job() -> None:
-    assert (
-        jobs(make_flow([job_step("a", timeoutSeconds=60)], step_defaults=DEFAULTS))["a"]["spec"][
-            "activeDeadlineSeconds"
-        ]
-        == 60
-    )
+def deadline_of(step: dict[str, Any]) -> Any:
+    return jobs(make_flow([step], step_defaults=DEFAULTS))["a"]["spec"].get("activeDeadlineSeconds")
+
+
+def test_a_steps_own_timeout_or_deadline_wins_over_the_defaults_deadline_larger_or_smaller() -> None:
+    assert deadline_of(job_step("a")) == 3600
+    assert deadline_of(job_step("a", timeoutSeconds=60)) == 60
+    # An hour's default never cuts a step that asks for two.
+    assert deadline_of(job_step("a", timeoutSeconds=7200)) == 7200
+    template = job_step("a")["template"]
+    template["spec"]["activeDeadlineSeconds"] = 7200
+    assert deadline_of(job_step("a", template=template)) == 7200
     sim = Simulator(make_flow([job_step("a", timeoutSeconds=7200)], step_defaults=DEFAULTS), T0)
-    body = next(a for a in sim.reconcile().actions if isinstance(a, CreateJob)).body
-    assert body["spec"]["activeDeadlineSeconds"] == 3600
+    sim.reconcile()
+    sim.advance(7200)
+    sim.fail(
+        sim.running()[0], reason="DeadlineExceeded", message="Job was active longer than specified deadline"
+    )
+    sim.reconcile()
+    (status,) = sim.flow.status.steps
+    assert status.message == "timed out after 7200s"  # the step's timeout, not the defaults'
+
+
+def test_the_defaults_deadline_is_named_when_it_stops_a_job() -> None:
+    sim = Simulator(make_flow([job_step("a")], step_defaults=DEFAULTS), T0)
+    sim.reconcile()
     sim.advance(3600)
     sim.fail(
         sim.running()[0], reason="DeadlineExceeded", message="Job was active longer than specified deadline"

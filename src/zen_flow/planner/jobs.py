@@ -130,35 +130,43 @@ def native_pod_failure_policy(policy: PodFailurePolicy) -> dict[str, Any] | None
     return {"rules": rules} if rules else None
 
 
-def template_deadline(step: Step, defaults: StepDefaults | None = None) -> int | None:
-    """The template's own `spec.activeDeadlineSeconds` when it is a positive integer; without one, the
-    flow's `stepDefaults.activeDeadlineSeconds`."""
+def template_deadline(step: Step) -> int | None:
+    """The template's own `spec.activeDeadlineSeconds`, when it is a positive integer."""
     spec = step.template.get("spec") if isinstance(step.template, dict) else None
     value = spec.get("activeDeadlineSeconds") if isinstance(spec, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def default_deadline(step: Step, defaults: StepDefaults | None) -> int | None:
+    """The flow's `stepDefaults.activeDeadlineSeconds`, for a step that bounds its run time in neither
+    way of its own: no `timeoutSeconds`, no `activeDeadlineSeconds` in its template. The step wins: a
+    step that asks for an hour is never cut to the default's ten minutes."""
     default = defaults.active_deadline_seconds if defaults is not None else None
-    return default if default is not None and default > 0 else None
+    if default is None or default <= 0 or step.timeout_seconds is not None:
+        return None
+    spec = step.template.get("spec") if isinstance(step.template, dict) else None
+    if isinstance(spec, dict) and spec.get("activeDeadlineSeconds") is not None:
+        return None
+    return default
 
 
 def deadline_origin(step: Step, defaults: StepDefaults | None) -> str | None:
-    """Where the deadline `template_deadline` found comes from, as a failed attempt's message says it:
-    `the Job template's activeDeadlineSeconds: 30s`, `stepDefaults.activeDeadlineSeconds: 30s`."""
+    """Where a Job deadline that is not the step's timeout comes from, as a failed attempt's message
+    says it: `the Job template's activeDeadlineSeconds: 30s`, `stepDefaults.activeDeadlineSeconds: 30s`."""
     own = template_deadline(step)
     if own is not None:
         return f"the Job template's activeDeadlineSeconds: {own}s"
-    default = template_deadline(step, defaults)
+    default = default_deadline(step, defaults)
     return None if default is None else f"stepDefaults.activeDeadlineSeconds: {default}s"
 
 
-def job_deadline(step: Step, defaults: StepDefaults | None = None) -> int | None:
+def job_deadline(step: Step) -> int | None:
     """The Job's `activeDeadlineSeconds` where the step's timeout sets it: the smaller of `timeoutSeconds`
-    and the template's own value, or the flow's default (None: the template's, or the default, as
-    written)."""
+    and the template's own value (None: the template's, or the flow's default, as written)."""
     timeout = step.timeout_seconds
     if timeout is None or timeout <= 0:
         return None
-    own = template_deadline(step, defaults)
+    own = template_deadline(step)
     return timeout if own is None else min(own, timeout)
 
 
@@ -218,9 +226,9 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     if defaults is not None and defaults.pod_spec is not None:
         apply_pod_defaults(_dict(pod, "spec", "template.spec.template"), defaults.pod_spec.to_wire())
 
-    deadline = job_deadline(step, defaults)
-    if deadline is None and "activeDeadlineSeconds" not in spec:
-        deadline = template_deadline(step, defaults)
+    deadline = job_deadline(step)
+    if deadline is None:
+        deadline = default_deadline(step, defaults)
     if deadline is not None:
         spec["activeDeadlineSeconds"] = deadline
 

@@ -122,14 +122,14 @@ class Observation(Memoization):
             limit = ""
             if cond is not None and cond.reason == JOB_DEADLINE_REASON:
                 defaults = self.flow.spec.step_defaults
-                if timeout and job_deadline(w.spec, defaults) == timeout:
+                if timeout and job_deadline(w.spec) == timeout:
                     # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
                     # the same timeout, said the same way whoever noticed first.
                     self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
                     return
                 if (origin := deadline_origin(w.spec, defaults)) is not None:
-                    # The template's own (or the flow's default), smaller deadline stopped it: not the
-                    # step's timeout; say which.
+                    # The template's own, smaller deadline stopped it (or the flow's default, for a step
+                    # bounding its run time in no way of its own): not the step's timeout; say which.
                     limit = f" ({origin})"
             detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
             detail += limit
