@@ -11,11 +11,14 @@ made from (`layer`, for validation/expansion.py). At either layer:
   `tolerations` (even `[]`) replace the defaults' list rather than add to it, its `affinity` the
   defaults' whole object; `serviceAccount`, the deprecated name of `serviceAccountName`, counts as it.
 zen-flow's own labels are set over all of it (planner/jobs.py), so a default can never forge them.
+When the apiserver refuses a Job for a pod spec field the step took from the defaults,
+`fields_from_defaults` says so, for the flow's failure message to name what the user wrote.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +41,8 @@ MAP_FIELDS = frozenset({"nodeSelector"})
 # chosen its service account.
 ALIASES: Mapping[str, str] = {"serviceAccountName": "serviceAccount"}
 METADATA_MAPS = ("labels", "annotations")
+# A pod spec field as the apiserver's refusal of a Job names it: `spec.template.spec.affinity.node...`.
+_REFUSED_POD_FIELD = re.compile(r"\bspec\.template\.spec\.([A-Za-z]+)")
 
 
 def default_map(defaults: Mapping[str, str] | None, own: Mapping[str, str]) -> dict[str, str]:
@@ -65,6 +70,22 @@ def apply_pod_defaults(pod_spec: dict[str, Any], defaults: Mapping[str, Any]) ->
         elif not sets(pod_spec, field):
             pod_spec[field] = copy.deepcopy(value)
     return pod_spec
+
+
+def fields_from_defaults(message: str, own: Any, defaults: Any) -> list[str]:
+    """The pod spec fields a refusal's `message` names that the Job took from `defaults` (a raw
+    `stepDefaults.podSpec`) because the step's own pod spec `own` does not set them: the ones to name as
+    `spec.stepDefaults.podSpec.FIELD`. A map field the step sets too (nodeSelector) is not named: its
+    bad key may be either's."""
+    if not isinstance(defaults, Mapping):
+        return []
+    pod_spec = own if isinstance(own, Mapping) else {}
+    named = dict.fromkeys(_REFUSED_POD_FIELD.findall(message))
+    return [
+        field
+        for field in named
+        if field in POD_FIELDS and defaults.get(field) is not None and not sets(pod_spec, field)
+    ]
 
 
 def layer(base: Any, over: Any) -> Any:

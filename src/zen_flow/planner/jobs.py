@@ -19,7 +19,7 @@ from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step, StepDefaults
 from zen_flow.api.meta import OwnerReference, controller_reference
 from zen_flow.core.instances import instance_labels, without_instance
 from zen_flow.core.naming import label_value
-from zen_flow.core.step_defaults import apply_pod_defaults, default_map
+from zen_flow.core.step_defaults import apply_pod_defaults, default_map, fields_from_defaults
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
 # would be rejected or meaningless on a new object.
@@ -168,6 +168,21 @@ def job_deadline(step: Step) -> int | None:
         return None
     own = template_deadline(step)
     return timeout if own is None else min(own, timeout)
+
+
+def refusal_origin(flow: JobFlow, step_name: str, message: str) -> str:
+    """What to add to the apiserver's refusal of a step's Job when the field it names came from the
+    flow's `stepDefaults` (the step does not set it): ` (from spec.stepDefaults.podSpec.affinity)`;
+    else nothing. The refusal names the Job's field, which the user did not write in the step."""
+    defaults = flow.spec.step_defaults
+    step = next((s for s in flow.spec.steps if s.name == step_name), None)
+    if defaults is None or defaults.pod_spec is None or step is None or not isinstance(step.template, dict):
+        return ""
+    own = step.template.get("spec")
+    own = own.get("template") if isinstance(own, dict) else None
+    own = own.get("spec") if isinstance(own, dict) else None
+    fields = fields_from_defaults(message, own, defaults.pod_spec.to_wire())
+    return "".join(f" (from spec.stepDefaults.podSpec.{field})" for field in fields)
 
 
 def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, Any]:

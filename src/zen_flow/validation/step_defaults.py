@@ -21,6 +21,7 @@ from zen_flow.core.step_defaults import POD_FIELDS
 from zen_flow.validation.errors import Path, forbidden, invalid, not_supported
 from zen_flow.validation.formats import label_value_problem, qualified_name_problem, subdomain_problem
 from zen_flow.validation.placeholders import PlaceholderMemo
+from zen_flow.validation.pod_schema import check_affinity, check_security_context
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.template import check_metadata_maps
 
@@ -28,8 +29,6 @@ STEP_DEFAULTS = "spec.stepDefaults"
 FIELDS = ("metadata", "podSpec", "activeDeadlineSeconds")
 # Pod spec fields holding an object's name, which the apiserver checks as a DNS-1123 subdomain.
 _NAMES = ("serviceAccountName", "priorityClassName", "runtimeClassName", "schedulerName")
-# Fields taken whole whose shape the apiserver checks when it creates the Job.
-_OBJECTS = ("affinity", "securityContext")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _TOLERATION_FIELDS = ("key", "operator", "value", "effect", "tolerationSeconds")
@@ -83,8 +82,9 @@ def _check_pod(r: Reader, pod: Mapping[str, Any], path: Path) -> None:
         name = r.string(secret.get("name"), item_path + ".name", require=True)
         if name and (problem := subdomain_problem(name)):
             r.add(invalid(item_path + ".name", name, problem))
-    for field in _OBJECTS:
-        r.mapping(pod.get(field), f"{path}.{field}")
+    # Free-form in the CRD, as a step's own pod spec is: their fields are checked here (pod_schema.py).
+    check_affinity(r, pod.get("affinity"), path + ".affinity")
+    check_security_context(r, pod.get("securityContext"), path + ".securityContext")
 
 
 def _check_toleration(r: Reader, toleration: Mapping[str, Any], path: Path) -> None:
