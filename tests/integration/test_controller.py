@@ -159,6 +159,51 @@ async def test_created_jobs_carry_the_contract(
     assert (ref["name"], ref["uid"]) == (meta["name"], meta["uid"])
 
 
+async def test_step_defaults_reach_every_jobs_pods_under_the_steps_own_values(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    queue = "kueue.x-k8s.io/queue-name"
+    defaults = {
+        "metadata": {"labels": {queue: "team-a", LABEL_FLOW: "forged"}},
+        "podSpec": {
+            "serviceAccountName": "runner",
+            "nodeSelector": {"pool": "batch", "kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+            "imagePullSecrets": [{"name": "registry"}],
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+        },
+        "activeDeadlineSeconds": 3600,
+    }
+    own = job_step("own", metadata={"labels": {queue: "team-b"}})
+    own["template"]["spec"]["template"]["spec"].update(
+        serviceAccountName="builder", nodeSelector={"pool": "gpu"}, tolerations=[]
+    )
+    start_controller()
+    await driver.create(flow_manifest("defaults", namespace, [job_step("plain"), own], stepDefaults=defaults))
+    await wait_steps(driver, namespace, "defaults", {"plain": "Running", "own": "Running"})
+    plain = await job_of(driver, namespace, "plain")
+    mine = await job_of(driver, namespace, "own")
+
+    # As the apiserver stored them: the CRD kept every field, and it took the Jobs as they were built.
+    assert plain["metadata"]["labels"][queue] == "team-a"
+    assert plain["metadata"]["labels"][LABEL_FLOW] == "defaults"  # zen-flow's own label wins
+    assert plain["spec"]["activeDeadlineSeconds"] == 3600
+    pod = plain["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "runner"
+    assert pod["nodeSelector"] == {"pool": "batch", "kubernetes.io/os": "linux"}
+    assert pod["tolerations"] == defaults["podSpec"]["tolerations"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000}
+    assert plain["spec"]["template"]["metadata"]["labels"][queue] == "team-a"
+
+    assert mine["metadata"]["labels"][queue] == "team-b"
+    pod = mine["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "builder"
+    assert pod["nodeSelector"] == {"pool": "gpu", "kubernetes.io/os": "linux"}
+    assert "tolerations" not in pod  # the step's own empty list (the apiserver drops it)
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+
+
 async def test_a_flow_recreated_under_its_name_waits_for_the_old_flows_jobs_to_go(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:

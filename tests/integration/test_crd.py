@@ -111,6 +111,42 @@ def kitchen_sink_spec() -> dict[str, Any]:
             "configMapTemplates": [{"metadata": {"name": "cfg"}, "data": {"k": "v"}}],
         },
         "suspend": False,
+        "stepDefaults": {
+            "metadata": {"labels": {"kueue.x-k8s.io/queue-name": "team-a"}, "annotations": {"cost": "42"}},
+            "podSpec": {
+                "serviceAccountName": "runner",
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "tolerations": [
+                    {
+                        "key": "batch",
+                        "operator": "Equal",
+                        "value": "yes",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": 60,
+                    }
+                ],
+                "affinity": {
+                    "nodeAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 1,
+                                "preference": {
+                                    "matchExpressions": [
+                                        {"key": "pool", "operator": "In", "values": ["batch"]}
+                                    ]
+                                },
+                            }
+                        ]
+                    }
+                },
+                "imagePullSecrets": [{"name": "registry"}],
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                "priorityClassName": "batch-low",
+                "runtimeClassName": "gvisor",
+                "schedulerName": "batch-scheduler",
+            },
+            "activeDeadlineSeconds": 3600,
+        },
         "arguments": {
             "parameters": [
                 {

@@ -104,9 +104,12 @@ def make_flow(
     generation: int = 1,
     created: datetime | None = None,
     arguments: Mapping[str, str] | None = None,
+    step_defaults: Mapping[str, Any] | None = None,
 ) -> JobFlow:
     """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`) for planner tests."""
     spec: dict[str, Any] = {}
+    if step_defaults is not None:
+        spec["stepDefaults"] = dict(step_defaults)
     if execution_policy is not None:
         spec["executionPolicy"] = dict(execution_policy)
     if suspend is not None:

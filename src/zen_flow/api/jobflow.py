@@ -73,6 +73,45 @@ class StepMetadata(Model):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class Toleration(Model):
+    """core/v1 Toleration, as a pod spec holds it (checked by the apiserver when the Job is created)."""
+
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = None
+
+
+class LocalObjectReference(Model):
+    name: str = ""
+
+
+class StepPodDefaults(Model):
+    """`spec.stepDefaults.podSpec`: pod spec fields every Job step's pod gets where its own template does
+    not set them (core/step_defaults.py says how). Free-form where Kubernetes' type is large (affinity,
+    securityContext): the apiserver checks them when it creates the Job."""
+
+    service_account_name: str | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: tuple[Toleration, ...] | None = None
+    affinity: dict[str, Any] | None = None
+    image_pull_secrets: tuple[LocalObjectReference, ...] | None = None
+    security_context: dict[str, Any] | None = None
+    priority_class_name: str | None = None
+    runtime_class_name: str | None = None
+    scheduler_name: str | None = None
+
+
+class StepDefaults(Model):
+    """`spec.stepDefaults`: what every Job step's Job and pod get where the step's own template (and
+    `metadata`) do not say; never a Manual or a Flow step's (core/step_defaults.py)."""
+
+    metadata: StepMetadata | None = None
+    pod_spec: StepPodDefaults | None = None
+    active_deadline_seconds: int | None = None
+
+
 class Backoff(Model):
     type: str | None = None
     factor: float | None = None
@@ -284,6 +323,8 @@ class JobFlowSpec(Model):
     arguments: Arguments | None = None
     execution_policy: ExecutionPolicy | None = None
     resource_templates: ResourceTemplates | None = None
+    # What every Job step's Job gets where its template does not say (core/step_defaults.py).
+    step_defaults: StepDefaults | None = None
     steps: tuple[Step, ...] = ()
     suspend: bool | None = None
     template_ref: TemplateRef | None = None

@@ -19,6 +19,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.planner.jobs import refusal_origin
 
 log = get_logger(__name__)
 
@@ -167,7 +168,8 @@ class PlanExecutor:
                     self._refused(uid, ns, name, f"the apiserver refused child flow {name}: {err.message}")
                     log.info("child flow refused", step=create.step, flow=name, error=err.message)
                     return
-                rejected.append(f"step {create.step}: {err.status} {err.message}")
+                origin = refusal_origin(flow, create.step, err.message)  # a field the step did not write
+                rejected.append(f"step {create.step}: {err.status} {err.message}{origin}")
             except Exception:
                 self._metrics.job_creates.labels("error").inc()
                 self._expectations.creation_failed(uid, name)

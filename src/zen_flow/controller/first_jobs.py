@@ -6,9 +6,9 @@ resourceVersion: an edit in between refuses the write (409), and one after a wri
 (a timeout, a 503) is let through as well. The next plan would take those Jobs over by their names,
 which come from the flow's and steps' names only: a step whose command the edit changed would run the old
 one, and the Job of a step the edit removed would run on, untracked. So the Jobs of the steps the edit
-changed or removed are deleted, and those steps start from the new spec; all of them when the arguments
-or the pod failure policy (copied into every Job) changed. Other edits (a label, `suspend`, the TTL) keep
-the Jobs: the retried status write records them.
+changed or removed are deleted, and those steps start from the new spec; all of them when the arguments,
+the pod failure policy or the step defaults (copied into every Job) changed. Other edits (a label,
+`suspend`, the TTL) keep the Jobs: the retried status write records them.
 
 Held in memory only: a restart between the refused write and the next reconcile loses it (the race needs
 an edit within the milliseconds between the creates and the write; a restart there too is not covered).
@@ -36,7 +36,11 @@ class _Start:
 
 def _shared(flow: JobFlow) -> tuple[Any, ...]:
     policy = flow.spec.execution_policy
-    return (flow.spec.arguments, policy.pod_failure_policy if policy is not None else None)
+    return (
+        flow.spec.arguments,
+        policy.pod_failure_policy if policy is not None else None,
+        flow.spec.step_defaults,
+    )
 
 
 class FirstJobs:

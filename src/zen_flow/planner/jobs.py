@@ -15,10 +15,11 @@ from zen_flow.api.constants import (
     MANAGED_BY,
 )
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step
+from zen_flow.api.jobflow import JobFlow, PodFailurePolicy, Step, StepDefaults
 from zen_flow.api.meta import OwnerReference, controller_reference
 from zen_flow.core.instances import instance_labels, without_instance
 from zen_flow.core.naming import label_value
+from zen_flow.core.step_defaults import apply_pod_defaults, default_map, fields_from_defaults
 
 # Server-populated fields a template copied from `kubectl get -o yaml` may carry; sending them back
 # would be rejected or meaningless on a new object.
@@ -136,9 +137,32 @@ def template_deadline(step: Step) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def default_deadline(step: Step, defaults: StepDefaults | None) -> int | None:
+    """The flow's `stepDefaults.activeDeadlineSeconds`, for a step that bounds its run time in neither
+    way of its own: no `timeoutSeconds`, no `activeDeadlineSeconds` in its template. The step wins: a
+    step that asks for an hour is never cut to the default's ten minutes."""
+    default = defaults.active_deadline_seconds if defaults is not None else None
+    if default is None or default <= 0 or step.timeout_seconds is not None:
+        return None
+    spec = step.template.get("spec") if isinstance(step.template, dict) else None
+    if isinstance(spec, dict) and spec.get("activeDeadlineSeconds") is not None:
+        return None
+    return default
+
+
+def deadline_origin(step: Step, defaults: StepDefaults | None) -> str | None:
+    """Where a Job deadline that is not the step's timeout comes from, as a failed attempt's message
+    says it: `the Job template's activeDeadlineSeconds: 30s`, `stepDefaults.activeDeadlineSeconds: 30s`."""
+    own = template_deadline(step)
+    if own is not None:
+        return f"the Job template's activeDeadlineSeconds: {own}s"
+    default = default_deadline(step, defaults)
+    return None if default is None else f"stepDefaults.activeDeadlineSeconds: {default}s"
+
+
 def job_deadline(step: Step) -> int | None:
     """The Job's `activeDeadlineSeconds` where the step's timeout sets it: the smaller of `timeoutSeconds`
-    and the template's own value (None: the template's, as written)."""
+    and the template's own value (None: the template's, or the flow's default, as written)."""
     timeout = step.timeout_seconds
     if timeout is None or timeout <= 0:
         return None
@@ -146,8 +170,24 @@ def job_deadline(step: Step) -> int | None:
     return timeout if own is None else min(own, timeout)
 
 
+def refusal_origin(flow: JobFlow, step_name: str, message: str) -> str:
+    """What to add to the apiserver's refusal of a step's Job when the field it names came from the
+    flow's `stepDefaults` (the step does not set it): ` (from spec.stepDefaults.podSpec.affinity)`;
+    else nothing. The refusal names the Job's field, which the user did not write in the step."""
+    defaults = flow.spec.step_defaults
+    step = next((s for s in flow.spec.steps if s.name == step_name), None)
+    if defaults is None or defaults.pod_spec is None or step is None or not isinstance(step.template, dict):
+        return ""
+    own = step.template.get("spec")
+    own = own.get("template") if isinstance(own, dict) else None
+    own = own.get("spec") if isinstance(own, dict) else None
+    fields = fields_from_defaults(message, own, defaults.pod_spec.to_wire())
+    return "".join(f" (from spec.stepDefaults.podSpec.{field})" for field in fields)
+
+
 def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, Any]:
-    """Deep copy of the template with our name, namespace, labels, ownerReference and deadlines."""
+    """Deep copy of the template with the flow's `stepDefaults` where it sets none (core/step_defaults.py),
+    our name, namespace, labels, ownerReference and deadlines."""
     if not isinstance(step.template, dict) or not step.template:
         raise JobBuildError("step has no Job template")
     body = copy.deepcopy(step.template)
@@ -157,6 +197,12 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     ours = job_labels(flow, step, attempt)
     extra_labels = without_instance(step.metadata.labels) if step.metadata else {}
     extra_annotations = step.metadata.annotations if step.metadata else {}
+    defaults = flow.spec.step_defaults
+    default_meta = defaults.metadata if defaults is not None else None
+    # Under the template's and the step's own; the controller instance label is never a default's, as
+    # never a step's: the flow's decides (core/instances.py).
+    default_labels = without_instance(default_meta.labels) if default_meta is not None else None
+    default_annotations = default_meta.annotations if default_meta is not None else None
 
     meta = _dict(body, "metadata", "template")
     for field in _SERVER_FIELDS:
@@ -164,8 +210,13 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     meta["name"] = name
     meta["namespace"] = flow.metadata.namespace
     template_labels = without_instance(_str_map(meta.get("labels"), "template.metadata.labels"))
-    meta["labels"] = {**template_labels, **extra_labels, **ours}
-    annotations = {**_str_map(meta.get("annotations"), "template.metadata.annotations"), **extra_annotations}
+    meta["labels"] = {**default_map(default_labels, template_labels), **extra_labels, **ours}
+    annotations = {
+        **default_map(
+            default_annotations, _str_map(meta.get("annotations"), "template.metadata.annotations")
+        ),
+        **extra_annotations,
+    }
     if annotations:
         meta["annotations"] = annotations
     else:
@@ -175,20 +226,24 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     spec = _dict(body, "spec", "template")
     pod = _dict(spec, "template", "template.spec")
     pod_meta = _dict(pod, "metadata", "template.spec.template")
-    pod_meta["labels"] = {
-        **without_instance(_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels")),
-        **extra_labels,
-        **ours,
-    }
+    pod_labels = without_instance(_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels"))
+    pod_meta["labels"] = {**default_map(default_labels, pod_labels), **extra_labels, **ours}
     pod_annotations = {
-        **_str_map(pod_meta.get("annotations"), "template.spec.template.metadata.annotations"),
+        **default_map(
+            default_annotations,
+            _str_map(pod_meta.get("annotations"), "template.spec.template.metadata.annotations"),
+        ),
         **extra_annotations,
     }
     if pod_annotations:
         pod_meta["annotations"] = pod_annotations
     pod_spec = pod.get("spec")
+    if defaults is not None and defaults.pod_spec is not None:
+        apply_pod_defaults(_dict(pod, "spec", "template.spec.template"), defaults.pod_spec.to_wire())
 
     deadline = job_deadline(step)
+    if deadline is None:
+        deadline = default_deadline(step, defaults)
     if deadline is not None:
         spec["activeDeadlineSeconds"] = deadline
 

@@ -24,7 +24,7 @@ from zen_flow.planner.approvals import (
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
-from zen_flow.planner.jobs import adoptable, job_deadline, template_deadline
+from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
 from zen_flow.planner.memoization import Memoization
 from zen_flow.planner.outputs import (
     OutputError,
@@ -121,14 +121,16 @@ class Observation(Memoization):
             timeout = w.spec.timeout_seconds
             limit = ""
             if cond is not None and cond.reason == JOB_DEADLINE_REASON:
+                defaults = self.flow.spec.step_defaults
                 if timeout and job_deadline(w.spec) == timeout:
                     # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
                     # the same timeout, said the same way whoever noticed first.
                     self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
                     return
-                if (own := template_deadline(w.spec)) is not None:
-                    # The template's own, smaller deadline stopped it: not the step's timeout; say which.
-                    limit = f" (the Job template's activeDeadlineSeconds: {own}s)"
+                if (origin := deadline_origin(w.spec, defaults)) is not None:
+                    # The template's own, smaller deadline stopped it (or the flow's default, for a step
+                    # bounding its run time in no way of its own): not the step's timeout; say which.
+                    limit = f" ({origin})"
             detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
             detail += limit
             if exits := exit_summary(self.messages.get(name)):  # e.g. main: exit code 137 (OOMKilled)

@@ -1,9 +1,11 @@
 """A JobFlow made from a JobFlowTemplate (`spec.templateRef`), expanded into an ordinary flow: pure.
 
 Such a flow names its template and has no steps of its own; it may set `arguments` (values for the
-template's declared arguments), `executionPolicy` (its fields replace the template's, field by field)
-and `suspend`. `expand` returns the spec the flow is stored with: the template's steps and
-resourceTemplates, the template's arguments with the flow's values, the two policies merged, and no
+template's declared arguments), `executionPolicy` (its fields replace the template's, field by field),
+`stepDefaults` (over the template's, as a step's own over the defaults: core/step_defaults.py) and
+`suspend`. `expand` returns the spec the flow is stored with: the template's steps and
+resourceTemplates, the template's arguments with the flow's values, the two policies merged, the two
+stepDefaults merged, and no
 `templateRef`: a stored flow holds steps or templateRef, never both (the CRD, every validator and the
 webhook say so), so a flow expanded already cannot be given a templateRef again by an edit or a
 re-applied manifest; where it came from is the `workflow.kube-zen.io/template` label, informational
@@ -37,6 +39,7 @@ from zen_flow.api.constants import (
     TEMPLATE_KIND,
     TEMPLATE_PLURAL,
 )
+from zen_flow.core.step_defaults import layer
 from zen_flow.validation.errors import (
     FieldError,
     forbidden,
@@ -54,7 +57,7 @@ from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bo
 TEMPLATE_REF = "spec.templateRef"
 ARGUMENTS = "spec.arguments.parameters"
 # The members a template gives the flow.
-TEMPLATE_MEMBERS = ("steps", "arguments", "executionPolicy", "resourceTemplates")
+TEMPLATE_MEMBERS = ("steps", "arguments", "executionPolicy", "resourceTemplates", "stepDefaults")
 # The executionPolicy fields the CRD defaults: the apiserver writes them into every flow before any webhook
 # sees it, so a flow's value equal to the default cannot be told from one it never set, and leaves the
 # template's value in place (else every template's backoffLimit would be overridden by 6).
@@ -189,6 +192,10 @@ def expand(
         expanded["executionPolicy"] = policy
     if source.get("resourceTemplates") is not None:
         expanded["resourceTemplates"] = source["resourceTemplates"]
+    # The flow's keys and fields win, as a step's own over the defaults (core/step_defaults.py).
+    defaults = layer(source.get("stepDefaults"), spec.get("stepDefaults"))
+    if defaults is not None:
+        expanded["stepDefaults"] = defaults
     if errors:
         return Expansion(None, tuple(errors))
     _check_size(r, expanded, subject)

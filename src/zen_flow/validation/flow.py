@@ -43,6 +43,7 @@ from zen_flow.validation.policy import (
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.resources import check_resource_templates
 from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_json, status_bound
+from zen_flow.validation.step_defaults import check_step_defaults
 from zen_flow.validation.steps import (
     check_cycle,
     check_step_count,
@@ -137,6 +138,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     if templates is not None:  # the only rule that reads the flow's name: see accepted.NAME_READERS
         check_resource_templates(r, templates, SPEC + ".resourceTemplates", flow_name)
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
+    if spec.get("stepDefaults") is not None:
+        check_step_defaults(r, spec["stepDefaults"])
     arguments = _check_arguments(r, spec)
     steps_path = SPEC + ".steps"
     if spec.get("templateRef") is not None:

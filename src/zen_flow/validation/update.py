@@ -122,7 +122,8 @@ def validate_update(
     if started and not spec_kept:
         # The arguments were substituted into Jobs already created: a changed value would make the
         # flow's steps disagree about it.
-        for field in ("steps", "arguments", "templateRef"):
+        # The step defaults are in every Job created already, as the steps are.
+        for field in ("steps", "arguments", "stepDefaults", "templateRef"):
             if _get(old, "spec", field) != _get(new, "spec", field):
                 errors.append(forbidden(f"{SPEC}.{field}", f"{field} cannot change after the flow started"))
     return errors
