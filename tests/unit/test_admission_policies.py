@@ -1,5 +1,5 @@
-"""The step admission policy (config/crd/admission-policies.yaml), evaluated with the CEL library: what it
-refuses without the webhook, said in the validator's words. The apiserver runs it in
+"""The step and parameter admission policies (config/crd/admission-policies.yaml), evaluated with the CEL
+library: what they refuse without the webhook, said in the validator's words. The apiserver runs them in
 tests/integration/test_crd_validation.py; here every case is cheap to try."""
 
 from __future__ import annotations
@@ -19,31 +19,32 @@ POLICIES = Path(__file__).parents[2] / "config" / "crd" / "admission-policies.ya
 MATRIX = {"parameters": [{"name": "shard", "values": ["a", "b"]}]}
 
 
-def step_policy() -> dict[str, Any]:
+def policies() -> list[dict[str, Any]]:
+    """The specs of the policies that check a flow's steps on CREATE: what each step must be, and where its
+    parameters' values come from."""
     docs = yaml.safe_load_all(POLICIES.read_text())
-    (found,) = [
-        d["spec"]
-        for d in docs
-        if d["kind"] == "ValidatingAdmissionPolicy"
-        and d["metadata"]["name"] == f"jobflow-steps.{constants.GROUP}"
-    ]
-    return found  # type: ignore[no-any-return]
+    names = (f"jobflow-steps.{constants.GROUP}", f"jobflow-parameters.{constants.GROUP}")
+    found = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] in names]
+    assert len(found) == len(names)
+    return [d["spec"] for d in found]
 
 
 def refusals(flow: dict[str, Any]) -> list[str]:
-    """The messages of the policy's validations that refuse `flow` on CREATE."""
-    policy = step_policy()
+    """The messages of the policies' validations that refuse `flow` on CREATE."""
     context: dict[str, Any] = {"object": flow, "oldObject": None, "request": {"operation": "CREATE"}}
-    variables: dict[str, Any] = {}
-    for variable in policy["variables"]:
-        variables[variable["name"]] = cel.evaluate(
-            variable["expression"], {**context, "variables": variables}
-        )
-    return [
-        cel.evaluate(v["messageExpression"], {**context, "variables": variables})
-        for v in policy["validations"]
-        if not cel.evaluate(v["expression"], {**context, "variables": variables})
-    ]
+    said = []
+    for policy in policies():
+        variables: dict[str, Any] = {}
+        for variable in policy["variables"]:
+            variables[variable["name"]] = cel.evaluate(
+                variable["expression"], {**context, "variables": variables}
+            )
+        said += [
+            cel.evaluate(v["messageExpression"], {**context, "variables": variables})
+            for v in policy["validations"]
+            if not cel.evaluate(v["expression"], {**context, "variables": variables})
+        ]
+    return said
 
 
 def finally_step(name: str, *deps: str, **fields: Any) -> dict[str, Any]:
