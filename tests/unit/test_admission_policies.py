@@ -154,6 +154,11 @@ SOURCES_REFUSED: dict[str, tuple[list[dict[str, Any]], str, str]] = {
         "spec.steps[0].outputs.parameters[0].valueFrom.terminationMessage.key",
         f"{OUTPUT}.terminationMessage.key: must consist of letters, digits",
     ),
+    "a termination message key ending in a newline": (
+        [job_step("a", **out("v", terminationMessage={"key": "digest\n"}))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.terminationMessage.key",
+        f"{OUTPUT}.terminationMessage.key: must consist of letters, digits",
+    ),
     "a termination message of a container the template lacks": (
         [job_step("a", **out("v", terminationMessage={"container": "sidecar"}))],
         "spec.steps[0].outputs.parameters[0].valueFrom.terminationMessage.container",
