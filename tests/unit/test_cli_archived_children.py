@@ -154,7 +154,7 @@ async def test_a_child_missing_from_the_archive_is_named_with_why(
     assert f"step sub attempt 2 ran child flow {LATEST} (uid u-c2): its record is not in the archive" in err
     assert "not archived yet" in err
     code, out, err = await run(monkeypatch, capsys, s3, "logs", "p", "sub")
-    assert (code, out) == (2, "")
+    assert (code, out) == (1, "")  # as `archive logs` for the same answer
     assert f"ran child flow {LATEST} (uid u-c2): its record is not in the archive" in err
 
 
@@ -206,3 +206,90 @@ async def test_nested_flow_steps_are_followed_down(
         0,
         ["[sub/deep/leaf/main] deep down", "[sub/deep/leaf/sidecar] beside"],
     )
+
+
+async def test_the_deepest_child_flow_the_planner_makes_is_shown_and_a_deeper_one_is_said(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Child flows nest at most MAX_FLOW_DEPTH (4) deep below the flow a user made (planner/children.py).
+    s3 = FakeS3()
+    names = ["p", "c1", "c2", "c3", "c4", "c5"]
+    for level in range(5):
+        runs = [{"step": "sub", "attempt": 1, "name": names[level + 1], "uid": f"u-{level + 1}"}]
+        steps = [{**SUB, "dependencies": []}, job_step("leaf")]
+        put_record(s3, names[level], f"u-{level}", steps, [], logs=[logged("leaf")], children=runs)
+        put_log(s3, names[level], f"u-{level}", "leaf", f"level {level}\n")
+    put_record(s3, "c5", "u-5", [job_step("leaf")], [], logs=[logged("leaf")])
+    put_log(s3, "c5", "u-5", "leaf", "too deep\n")
+    code, out, err = await run(monkeypatch, capsys, s3, "archive", "logs", "p")
+    assert code == 0
+    assert out.splitlines() == [
+        "[sub/sub/sub/sub/leaf] level 4",
+        "[sub/sub/sub/leaf] level 3",
+        "[sub/sub/leaf] level 2",
+        "[sub/leaf] level 1",
+        "[leaf] level 0",
+    ]
+    assert "step sub/sub/sub/sub/sub: child flows nest at most 4 deep: its child is not shown" in err
+
+
+async def test_a_latest_attempt_that_made_no_child_does_not_show_an_earlier_attempts(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = FakeS3()
+    runs = [{"step": "sub", "attempt": 1, "name": FIRST, "uid": "u-c1"}]
+    refused = {"name": "sub", "phase": "Failed", "retryCount": 1, "message": "the child was refused"}
+    put_record(s3, "p", "u-p", [job_step("prep"), SUB], [refused], logs=[], children=runs)
+    put_child(s3, FIRST, "u-c1", "first")
+    code, out, err = await run(monkeypatch, capsys, s3, "archive", "logs", "p", "--step", "sub")
+    assert (code, out) == (1, "")
+    said = "step sub attempt 2 of jobflow p names no child flow: the child was refused"
+    said += "; an earlier attempt's: --attempt 1"
+    assert said in err
+    code, out, _ = await run(
+        monkeypatch, capsys, s3, "archive", "logs", "p", "--step", "sub", "--attempt", "1"
+    )
+    assert (code, out.splitlines()) == (0, ["[sub/zeta] first zeta", "[sub/alpha] first alpha"])
+    code, out, err = await run(monkeypatch, capsys, s3, "logs", "p", "sub")  # the flow is deleted
+    assert (code, out) == (1, "")
+    assert said in err
+
+
+async def test_a_record_naming_itself_as_a_child_is_walked_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not a record the controller writes (a child is a flow of its own): its Flow steps would each walk
+    # the record again, down to the nesting limit, multiplying its logs.
+    s3 = FakeS3()
+    steps = [job_step("prep"), SUB, {**SUB, "name": "again"}]
+    runs = [
+        {"step": "sub", "attempt": 1, "name": "p", "uid": "u-p"},
+        {"step": "again", "attempt": 1, "name": "p", "uid": "u-p"},
+    ]
+    put_record(s3, "p", "u-p", steps, [], logs=[logged("prep")], children=runs)
+    put_log(s3, "p", "u-p", "prep", "prepared\n")
+    code, out, err = await run(monkeypatch, capsys, s3, "archive", "logs", "p")
+    assert (code, out) == (0, "prepared\n")
+    assert (
+        "step sub attempt 1 ran child flow p (uid u-p): a flow this walk already shows: not followed again"
+        in err
+    )
+    assert (
+        "step again attempt 1 ran child flow p (uid u-p): a flow this walk already shows: not followed again"
+        in err
+    )
+
+
+async def test_logs_of_a_deleted_flow_the_archive_has_no_log_of_exit_1_as_archive_logs(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = FakeS3()
+    put_parent(s3)  # its record, no child's: something to say, no log to show
+    code, out, err = await run(monkeypatch, capsys, s3, "logs", "p", "sub")
+    assert (code, out) == (1, "")
+    assert "jobflow p: the flow is deleted, and the archive s3://flows" in err
+    code, out, _ = await run(monkeypatch, capsys, s3, "archive", "logs", "p", "--step", "sub")
+    assert (code, out) == (1, "")
+    code, out, err = await run(monkeypatch, capsys, FakeS3(), "logs", "p", "sub")  # nothing archived
+    assert (code, out) == (1, "")
+    assert "not found" in err

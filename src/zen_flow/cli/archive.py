@@ -198,7 +198,7 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
         steps = step_items(recorded.flow if recorded else None, args.step) if args.step else None
         found = await gather(store, prefix, namespace, args.name, uid, recorded, steps, args.attempt)
         for note in found.notes:
-            print(f"zen-flow archive logs: {note}", file=sys.stderr)
+            print(f"zen-flow archive logs: {note.text}", file=sys.stderr)
         if not found.logs:
             which = f" of step {args.step}" if args.step else ""
             which += f" at attempt {args.attempt}" if args.attempt else ""

@@ -28,7 +28,7 @@ from zen_flow.cli.archived_flows import (
 )
 from zen_flow.cli.archived_logs import labels, print_logs
 from zen_flow.cli.render import dependency_order, few
-from zen_flow.cli.session import EXIT_OK, Session, UsageError
+from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError
 from zen_flow.config import ENV_PREFIX
 from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import job_name
@@ -49,6 +49,11 @@ class Bound:
     size: int
 
 
+class NothingArchived(Exception):
+    """The archive has none of the logs asked for, and says why: exit 1, as `zen-flow archive logs`
+    exits for the same answer (and `logs` of a deleted flow the archive has nothing of: not found)."""
+
+
 async def logs(session: Session, args: argparse.Namespace) -> int:
     """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
     `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
@@ -56,7 +61,11 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
     flow's steps (`[step/child-step]`), theirs in turn. No pod left (deleted with its Job, or the flow
     deleted by its TTL): the logs the flow archive kept (`--archive-logs`), when the archive is named
     (`ZEN_FLOW_ARCHIVE_S3_*`, as `zen-flow archive` reads it)."""
-    await show(session, args)
+    try:
+        await show(session, args)
+    except NothingArchived as err:
+        print(f"zen-flow logs: {err}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -131,7 +140,8 @@ async def _shown(
         if step in flow_steps:
             if attempt is not None:  # that attempt's child, named as its Job would be
                 ref = job_name(flow.metadata.name, step, attempt - 1) if ref else ""
-            if not ref or depth >= MAX_FLOW_DEPTH:
+            # `depth`: how deep this flow's children nest (the planner makes them at most MAX_FLOW_DEPTH).
+            if not ref or depth > MAX_FLOW_DEPTH:
                 continue  # no child flow yet (`_why_no_pod` says so)
             try:
                 child = await session.get(ref)
@@ -166,7 +176,9 @@ async def _from_archive(
     """Print the flow's archived logs (of the flow `flow`; None: the newest archived flow of that name),
     a Flow step's its child flow's (cli/archived_flows.py), with a line on stderr saying where they come
     from; False when no archive is named or it has none. With none to print but something to say (a
-    log its record says could not be read, a child flow not in the archive): UsageError saying it."""
+    log its record says could not be read, a child flow not in the archive): NothingArchived saying it;
+    of a live flow, only when the archive holds what it says (a child it runs that is not archived yet
+    is the cluster's to explain: False)."""
     try:
         config_ = store_config(args)
     except ValueError:
@@ -179,9 +191,12 @@ async def _from_archive(
             if flow is not None:
                 uid = flow.metadata.uid
                 runs, _ = await listed(store, prefix, namespace, name, uid, MAX_RUNS)
-                # Its record, if it ended and was archived (what its logs list says); else the flow as
-                # it is (its steps' order, its Flow steps' children named in its status).
-                recorded = await read_recorded(store, runs) or Recorded(effective_flow(flow))
+                # The flow as it is: its steps' order, each step's latest attempt and the child a Flow
+                # step runs. Its record, if a run of it ended and was archived (an earlier run's while
+                # it is rerun), adds what was archived: its logs list, the children attempts ran.
+                record = await read_recorded(store, runs)
+                children, entries = (record.children, record.logs) if record is not None else ((), None)
+                recorded = Recorded(effective_flow(flow), children, entries, live=True)
             else:
                 runs, _ = await listed(store, prefix, namespace, name, None, MAX_RUNS)
                 if not runs:
@@ -193,18 +208,20 @@ async def _from_archive(
                 if steps is not None and len(steps) == 1:
                     steps = step_items(recorded.flow if recorded is not None else None, steps[0])
             found = await gather(store, prefix, namespace, name, uid, recorded, steps, args.attempt)
-            if not found.logs and not found.notes:
+            # Of a live flow, what the archive lacks (a child it runs, not archived yet) is the
+            # cluster's to explain (`_why_no_pod`); what it holds (a log it could not keep) is said.
+            if not found.logs and not any(n.archived or flow is None for n in found.notes):
                 return False
             gone = "its pods are gone" if flow is not None else "the flow is deleted"
             if not found.logs:
-                said = "; ".join(found.notes)
-                raise UsageError(
+                said = "; ".join(n.text for n in found.notes)
+                raise NothingArchived(
                     f"jobflow {name}: {gone}, and the archive {config_.where} has no log to show: {said}"
                 )
             print(f"jobflow {name}: {gone}; these logs come from the archive {config_.where} (uid {uid})",
                   file=sys.stderr)  # fmt: skip
             for note in found.notes:
-                print(f"jobflow {name}: {note}", file=sys.stderr)
+                print(f"jobflow {name}: {note.text}", file=sys.stderr)
             await print_logs(store, labels(found.logs), session.out)
     except StoreError as err:
         print(f"jobflow {name}: the archive {config_.where} could not be read: {err.cause}", file=sys.stderr)
