@@ -71,6 +71,8 @@ QUIET_WHILE_UP = {
     "ZenFlowCloudEventsFailing",
     "ZenFlowArchiveFailing",  # no --archive-s3-*: the counters stay at 0
     "ZenFlowFlowsDeletedUnarchived",
+    "ZenFlowStepLogsFailing",  # no --archive-s3-* nor --archive-logs: the counters stay at 0
+    "ZenFlowStepLogsDeletedUnarchived",
 }
 
 pytestmark = pytest.mark.timeout(600)

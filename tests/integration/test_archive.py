@@ -20,6 +20,7 @@ from controller_steps import WAIT, finish, job_of, wait_steps
 from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step
+from zen_flow_dev.testing.jobstatus import complete_job
 from zen_flow_dev.testing.storage import MISSING, S3Server, versitygw_binary
 
 pytestmark = pytest.mark.integration
@@ -224,3 +225,55 @@ async def test_step_logs_are_archived_or_recorded_unavailable_and_hold_nothing_b
     shown = await asyncio.to_thread(archive_cli, s3, "logs", "logged", "-n", namespace, "--step", "load")
     assert shown.returncode == 1
     assert "no archived logs of step load" in shown.stderr
+    pod = pods["load"]["metadata"]["name"]
+    said = (
+        f"step load attempt 1, container main of pod {pod}: no log archived: the apiserver could not read it"
+    )
+    assert said in shown.stderr  # the record's reason
+
+
+async def test_a_flow_steps_archived_logs_are_its_child_flows_once_both_are_deleted(
+    namespace: str, driver: FlowDriver, start_controller: StartController, s3: S3Server, kubectl: Any
+) -> None:
+    """A parent whose Flow step ran a child: the parent's record names the child (name and UID), and once
+    both are deleted (the parent by its TTL, the child as the garbage collector would, which this tier
+    does not run) `zen-flow archive logs PARENT --step STEP` shows the child's steps, from the child's
+    own record: one archived log (empty: no kubelet), one said unavailable with why."""
+    start_controller(env={**store_env(s3), "ZEN_FLOW_ARCHIVE_LOGS": "on"})
+    template = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlowTemplate",
+        "metadata": {"name": "build", "namespace": namespace},
+        "spec": {"steps": [job_step("compile"), job_step("check", "compile")]},
+    }
+    await asyncio.to_thread(kubectl, "apply", "-n", namespace, "-f", "-", input=json.dumps(template))
+    sub = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "build"}}}
+    ttl = {"ttlSecondsAfterFinished": 1}
+    created = await driver.create(flow_manifest("fam", namespace, [sub], executionPolicy=ttl))
+    flow = await wait_steps(driver, namespace, "fam", {"sub": "Running"})
+    ref = next(s["jobRef"] for s in flow["status"]["steps"] if s["name"] == "sub")
+    child, child_uid = ref["name"], ref["uid"]
+    await wait_steps(driver, namespace, child, {"compile": "Running"})
+    compile_job = await job_of(driver, namespace, "compile", flow=child)
+    pod = job_pod(compile_job, "")  # on no node: its log is empty, and archived
+    await asyncio.to_thread(kubectl, "create", "-f", "-", input=json.dumps(pod))
+    await complete_job(driver.kube, namespace, compile_job["metadata"]["name"])
+    await wait_steps(driver, namespace, child, {"check": "Running"})
+    check_job = await job_of(driver, namespace, "check", flow=child)
+    await complete_job(driver.kube, namespace, check_job["metadata"]["name"])  # no pod: none to read
+    await driver.wait_gone(namespace, "fam", timeout=WAIT)  # its TTL waited for its child's record
+    await asyncio.to_thread(kubectl, "delete", "jobflow", child, "-n", namespace)
+    await driver.wait_gone(namespace, child, timeout=WAIT)
+
+    uid = created["metadata"]["uid"]
+    (key,) = [
+        o.object_name
+        for o in s3.client().list_objects(BUCKET, prefix=f"jobflows/{namespace}/fam/", recursive=True)
+    ]
+    record = json.loads(await asyncio.to_thread(s3.object_bytes, BUCKET, key))
+    assert record["children"] == [{"step": "sub", "attempt": 1, "name": child, "uid": child_uid}]
+    shown = await asyncio.to_thread(archive_cli, s3, "logs", "fam", "-n", namespace, "--step", "sub")
+    assert (shown.returncode, shown.stdout) == (0, ""), shown.stderr  # compile's log: archived, empty
+    assert f"logs of jobflow {namespace}/fam (uid {uid}) from the archive s3://{BUCKET}" in shown.stderr
+    assert "step sub/check attempt 1: no log archived: no pod of the Job is left to read" in shown.stderr
+    assert "sub/compile" not in shown.stderr  # its log is there: nothing to say

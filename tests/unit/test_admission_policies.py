@@ -1,5 +1,5 @@
-"""The step admission policy (config/crd/admission-policies.yaml), evaluated with the CEL library: what it
-refuses without the webhook, said in the validator's words. The apiserver runs it in
+"""The step and parameter admission policies (config/crd/admission-policies.yaml), evaluated with the CEL
+library: what they refuse without the webhook, said in the validator's words. The apiserver runs them in
 tests/integration/test_crd_validation.py; here every case is cheap to try."""
 
 from __future__ import annotations
@@ -13,37 +13,38 @@ import yaml
 
 from zen_flow.api import constants
 from zen_flow.validation import validate_jobflow
-from zen_flow_dev.testing.flows import flow_manifest, job_step, manual_step
+from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template, manual_step
 
 POLICIES = Path(__file__).parents[2] / "config" / "crd" / "admission-policies.yaml"
 MATRIX = {"parameters": [{"name": "shard", "values": ["a", "b"]}]}
 
 
-def step_policy() -> dict[str, Any]:
+def policies() -> list[dict[str, Any]]:
+    """The specs of the policies that check a flow's steps on CREATE: what each step must be, and where its
+    parameters' values come from."""
     docs = yaml.safe_load_all(POLICIES.read_text())
-    (found,) = [
-        d["spec"]
-        for d in docs
-        if d["kind"] == "ValidatingAdmissionPolicy"
-        and d["metadata"]["name"] == f"jobflow-steps.{constants.GROUP}"
-    ]
-    return found  # type: ignore[no-any-return]
+    names = (f"jobflow-steps.{constants.GROUP}", f"jobflow-parameters.{constants.GROUP}")
+    found = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] in names]
+    assert len(found) == len(names)
+    return [d["spec"] for d in found]
 
 
 def refusals(flow: dict[str, Any]) -> list[str]:
-    """The messages of the policy's validations that refuse `flow` on CREATE."""
-    policy = step_policy()
+    """The messages of the policies' validations that refuse `flow` on CREATE."""
     context: dict[str, Any] = {"object": flow, "oldObject": None, "request": {"operation": "CREATE"}}
-    variables: dict[str, Any] = {}
-    for variable in policy["variables"]:
-        variables[variable["name"]] = cel.evaluate(
-            variable["expression"], {**context, "variables": variables}
-        )
-    return [
-        cel.evaluate(v["messageExpression"], {**context, "variables": variables})
-        for v in policy["validations"]
-        if not cel.evaluate(v["expression"], {**context, "variables": variables})
-    ]
+    said = []
+    for policy in policies():
+        variables: dict[str, Any] = {}
+        for variable in policy["variables"]:
+            variables[variable["name"]] = cel.evaluate(
+                variable["expression"], {**context, "variables": variables}
+            )
+        said += [
+            cel.evaluate(v["messageExpression"], {**context, "variables": variables})
+            for v in policy["validations"]
+            if not cel.evaluate(v["expression"], {**context, "variables": variables})
+        ]
+    return said
 
 
 def finally_step(name: str, *deps: str, **fields: Any) -> dict[str, Any]:
@@ -102,3 +103,193 @@ def test_the_policy_admits_what_the_webhook_admits_of_a_matrix(steps: list[dict[
     flow = flow_manifest("f", "default", steps)
     assert not validate_jobflow(flow)
     assert refusals(flow) == []
+
+
+# --- where values come from: output and input parameters' sources --------------------------------------
+
+
+def out(name: str, **source: Any) -> dict[str, Any]:
+    return {"outputs": {"parameters": [{"name": name, "valueFrom": source}]}}
+
+
+def takes(**param: Any) -> dict[str, Any]:
+    return {"inputs": {"parameters": [{"name": "v", **param}]}}
+
+
+OUTPUT = "spec.steps[].outputs.parameters[].valueFrom"
+INPUT = "spec.steps[].inputs.parameters[]"
+GATE_VALUE = {"supplied": {"default": "x", "enum": ["a", "b"]}}
+TWO_CONTAINERS = job_template()
+TWO_CONTAINERS["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "busybox"})
+
+# name: (steps, the webhook's field, the policy's field and the item it names)
+SOURCES_REFUSED: dict[str, tuple[list[dict[str, Any]], str, str]] = {
+    "a Job step's output supplied at an approval": (
+        [job_step("a", **out("v", supplied={}))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.supplied",
+        f"{OUTPUT}.supplied: only a Manual step's outputs are supplied at its approval",
+    ),
+    "a Manual step's output read from a Job": (
+        [manual_step("gate", **out("v", jsonPath="$.succeeded"))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.jsonPath",
+        f"{OUTPUT}: a Manual step runs no Job",
+    ),
+    "an output read from another step's Job": (
+        [job_step("a"), job_step("b", "a", **out("v", jsonPath="a:$.succeeded"))],
+        "spec.steps[1].outputs.parameters[0].valueFrom.jsonPath",
+        f"{OUTPUT}.jsonPath: an output reads this step's own Job",
+    ),
+    "an output JSONPath with a wildcard": (
+        [job_step("a", **out("v", jsonPath="$.conditions[*].type"))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.jsonPath",
+        f"{OUTPUT}.jsonPath: unsupported JSONPath",
+    ),
+    "an output JSONPath without $": (
+        [job_step("a", **out("v", jsonPath="a:succeeded"))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.jsonPath",
+        f"{OUTPUT}.jsonPath: unsupported JSONPath",
+    ),
+    "a termination message key with a space": (
+        [job_step("a", **out("v", terminationMessage={"key": "a b"}))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.terminationMessage.key",
+        f"{OUTPUT}.terminationMessage.key: must consist of letters, digits",
+    ),
+    "a termination message key ending in a newline": (
+        [job_step("a", **out("v", terminationMessage={"key": "digest\n"}))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.terminationMessage.key",
+        f"{OUTPUT}.terminationMessage.key: must consist of letters, digits",
+    ),
+    "a termination message of a container the template lacks": (
+        [job_step("a", **out("v", terminationMessage={"container": "sidecar"}))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.terminationMessage.container",
+        f"{OUTPUT}.terminationMessage.container: must name one of the Job template's containers",
+    ),
+    "a termination message of one of two containers, unnamed": (
+        [job_step("a", template=TWO_CONTAINERS, **out("v", terminationMessage={}))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.terminationMessage.container",
+        f"{OUTPUT}.terminationMessage.container: must name one of the Job template's containers",
+    ),
+    "a gate's default that its enum does not allow": (
+        [manual_step("gate", **out("v", **GATE_VALUE))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.supplied.default",
+        f"{OUTPUT}.supplied.default: the default must be one of enum",
+    ),
+    "an input with a value and a valueFrom": (
+        [job_step("a", **takes(value="1", valueFrom={"argument": "x"}))],
+        "spec.steps[0].inputs.parameters[0].valueFrom",
+        f"{INPUT}.valueFrom: may not be specified together with value",
+    ),
+    "an input with neither": (
+        [job_step("a", **takes())],
+        "spec.steps[0].inputs.parameters[0].value",
+        f"{INPUT}.value: set exactly one of value and valueFrom",
+    ),
+    "an input valueFrom with two sources": (
+        [
+            job_step("a"),
+            job_step("b", "a", **takes(valueFrom={"jsonPath": "a:$.succeeded", "argument": "x"})),
+        ],
+        "spec.steps[1].inputs.parameters[0].valueFrom.argument",
+        f"{INPUT}.valueFrom: set exactly one of jsonPath, argument",
+    ),
+    "an input valueFrom with none": (
+        [job_step("a", **takes(valueFrom={}))],
+        "spec.steps[0].inputs.parameters[0].valueFrom",
+        f"{INPUT}.valueFrom: set exactly one of jsonPath, argument",
+    ),
+    "an input JSONPath naming no step": (
+        [job_step("a"), job_step("b", "a", **takes(valueFrom={"jsonPath": "$.succeeded"}))],
+        "spec.steps[1].inputs.parameters[0].valueFrom.jsonPath",
+        f"{INPUT}.valueFrom.jsonPath: must name the step it reads and a JSONPath",
+    ),
+    "an input JSONPath with a filter": (
+        [job_step("a"), job_step("b", "a", **takes(valueFrom={"jsonPath": "a:$.items[?(@.x)]"}))],
+        "spec.steps[1].inputs.parameters[0].valueFrom.jsonPath",
+        f"{INPUT}.valueFrom.jsonPath: must name the step it reads and a JSONPath",
+    ),
+    "an input naming an argument the flow does not declare": (
+        [job_step("a", **takes(valueFrom={"argument": "nope"}))],
+        "spec.steps[0].inputs.parameters[0].valueFrom.argument",
+        f"{INPUT}.valueFrom.argument: spec.arguments.parameters has no such name",
+    ),
+}
+
+
+@pytest.mark.parametrize(("steps", "field", "said"), SOURCES_REFUSED.values(), ids=SOURCES_REFUSED.keys())
+def test_the_policy_refuses_a_bad_value_source_naming_its_field_and_item(
+    steps: list[dict[str, Any]], field: str, said: str
+) -> None:
+    flow = flow_manifest("f", "default", steps)
+    assert field in [e.path for e in validate_jobflow(flow)]  # the webhook refuses it, at that field
+    (message,) = refusals(flow)
+    message = " ".join(message.split())
+    assert message.startswith(said), message
+    name = steps[-1]["name"]
+    kind = "input" if "inputs" in said else "output"
+    assert message.endswith(f"(step {name}, {kind} parameter v)"), message
+
+
+SOURCES_ADMITTED = {
+    "outputs read every way the webhook takes": [
+        job_step(
+            "a",
+            outputs={
+                "parameters": [
+                    {"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}},
+                    {"name": "own", "valueFrom": {"jsonPath": "a:$.status['completionTime']"}},
+                    {"name": "q", "valueFrom": {"jsonPath": '$["x y"][0].z-1[-1]'}},
+                    {"name": "m", "valueFrom": {"terminationMessage": {"key": "digest.sha_256-x"}}},
+                    {"name": "whole", "valueFrom": {"terminationMessage": {}}},
+                ]
+            },
+        ),
+        job_step(
+            "two",
+            template=TWO_CONTAINERS,
+            outputs={
+                "parameters": [{"name": "s", "valueFrom": {"terminationMessage": {"container": "sidecar"}}}]
+            },
+        ),
+        manual_step(
+            "gate",
+            "a",
+            outputs={
+                "parameters": [{"name": "g", "valueFrom": {"supplied": {"default": "a", "enum": ["a"]}}}]
+            },
+        ),
+    ],
+    "inputs from each source": [
+        job_step("a", outputs={"parameters": [{"name": "n", "valueFrom": {"jsonPath": "$.succeeded"}}]}),
+        job_step(
+            "b",
+            "a",
+            inputs={
+                "parameters": [
+                    {"name": "lit", "value": ""},
+                    {"name": "out", "valueFrom": {"jsonPath": "a:$.outputs.parameters.n"}},
+                    {"name": "job", "valueFrom": {"jsonPath": "a:$['succeeded']"}},
+                    {"name": "arg", "valueFrom": {"argument": "env"}},
+                    {"name": "cm", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+                    {"name": "sec", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                ]
+            },
+        ),
+    ],
+}
+
+
+@pytest.mark.parametrize("steps", SOURCES_ADMITTED.values(), ids=SOURCES_ADMITTED.keys())
+def test_the_policy_admits_the_value_sources_the_webhook_admits(steps: list[dict[str, Any]]) -> None:
+    flow = flow_manifest("f", "default", steps, arguments={"parameters": [{"name": "env", "value": "x"}]})
+    assert not validate_jobflow(flow)
+    assert refusals(flow) == []
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_the_policy_admits_every_example_flow(path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        if isinstance(doc, dict) and doc.get("kind") == "JobFlow" and "steps" in (doc.get("spec") or {}):
+            assert refusals(doc) == [], path

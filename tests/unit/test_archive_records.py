@@ -14,11 +14,16 @@ from zen_flow.api.meta import Condition
 from zen_flow.core.naming import job_name
 from zen_flow.core.sigv4 import Credentials, signed_headers, uri_encode
 from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
+from zen_flow.planner.archive_logs import LogEntry
 from zen_flow.planner.archive_records import (
+    ChildRun,
     RecordError,
     build_record,
+    child_runs,
+    children_in,
     flow_of,
     list_prefix,
+    logs_in,
     parse_key,
     record_key,
     record_row,
@@ -35,6 +40,7 @@ from zen_flow.planner.archiving import (
     children_hold,
     retry_delay,
 )
+from zen_flow.planner.children import as_job, refused_job
 from zen_flow.planner.lifecycle import terminal_plan
 from zen_flow_dev.testing.flows import job_step, make_flow
 
@@ -131,6 +137,36 @@ def test_a_record_holds_the_flow_without_managed_fields_and_a_line_per_job() -> 
     row = record_row(json.loads(json.dumps(record)))
     assert (row.namespace, row.name, row.uid, row.phase) == ("ns", "nightly", "u-1", "Succeeded")
     assert (row.started, row.finished) == ("2026-03-01T12:00:00Z", "2026-03-01T12:05:00Z")
+
+
+def test_a_record_names_the_child_flow_each_attempt_of_a_flow_step_ran_and_reads_it_back() -> None:
+    sub = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "t"}}}
+    parent = make_flow([job_step("prep"), sub], name="p", namespace="ns")
+    children = []
+    for attempt, uid in ((1, "u-c2"), (0, "u-c1")):
+        child = make_flow([job_step("x")], name=job_name("p", "sub", attempt), namespace="ns")
+        meta = child.metadata.model_copy(update={"uid": uid})
+        children.append(as_job(child.model_copy(update={"metadata": meta})))
+    jobs = [_job("p", "prep", 0, done=True), *children, refused_job("ns", job_name("p", "sub", 2), "no")]
+    runs = child_runs(parent, jobs)  # the refused one is no flow: it ran nothing
+    assert sorted(runs, key=lambda r: r.attempt) == [
+        ChildRun("sub", 1, job_name("p", "sub", 0), "u-c1"),
+        ChildRun("sub", 2, job_name("p", "sub", 1), "u-c2"),
+    ]
+    raw = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {}, "status": {}}
+    record = json.loads(json.dumps(build_record(raw, jobs, T0, "1", children=runs)))
+    assert [c["attempt"] for c in record["children"]] == [1, 2]
+    assert children_in(record) == sorted(runs, key=lambda r: r.attempt)
+    assert "children" not in build_record(raw, jobs, T0, "1")  # none: no key (a flow without Flow steps)
+
+
+def test_an_older_or_malformed_record_reads_as_having_no_children_and_no_logs() -> None:
+    assert children_in({}) == []
+    assert logs_in({}) is None  # its logs were not archived
+    bad = {"children": [{"step": "s", "attempt": "1", "name": "c", "uid": "u"}, "x", {"step": "s"}]}
+    assert children_in(bad) == []
+    entries = logs_in({"logs": [{"step": "s", "attempt": 2, "unavailable": "gone"}, {"step": 3}, "x"]})
+    assert entries == [LogEntry("", "s", 2, unavailable="gone")]
 
 
 @pytest.mark.parametrize(

@@ -202,3 +202,37 @@ async def test_a_matrix_steps_name_reads_its_items_archived_logs(
     code, out, err = await run(monkeypatch, capsys, s3, "logs", "f", "build")  # the flow is deleted
     assert (code, out.splitlines()) == (0, want)
     assert "the flow is deleted" in err
+
+
+async def test_a_latest_attempt_its_record_says_had_no_log_is_said_not_replaced_by_an_earlier_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = FakeS3()
+    flow = flow_manifest("f", NS, [job_step("load")])
+    flow["metadata"]["uid"] = "u-1"
+    gone = "no pod of the Job is left to read"
+    logs = [
+        {
+            "job": "f-load",
+            "step": "load",
+            "attempt": 1,
+            "pod": "p",
+            "container": "main",
+            "key": "k",
+            "bytes": 9,
+        },
+        {"job": "f-load-r1", "step": "load", "attempt": 2, "unavailable": gone},
+    ]
+    record = {
+        "recordVersion": 1,
+        "flow": {**flow, "status": {"phase": "Succeeded"}},
+        "jobs": [],
+        "logs": logs,
+    }
+    s3.put(record_key("jobflows/", NS, "f", "u-1", "2026-03-01T00:00:00Z"), json.dumps(record).encode())
+    archived(s3, "load", 1, "main", "first try\n")
+    code, out, err = await run(monkeypatch, capsys, s3, "archive", "logs", "f", "--step", "load")
+    assert (code, out) == (1, "")
+    assert f"step load attempt 2: no log archived: {gone}" in err
+    code, out, _ = await run(monkeypatch, capsys, s3, "archive", "logs", "f", "--attempt", "1")
+    assert (code, out) == (0, "first try\n")

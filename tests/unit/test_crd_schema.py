@@ -389,17 +389,26 @@ def test_no_crd_rule_compares_with_the_old_object() -> None:
         for rule in node.get("x-kubernetes-validations", []):
             assert "oldSelf" not in rule["rule"], f"{path or '<root>'}: {rule['rule']}"
     docs = list(yaml.safe_load_all((CRD_PATH.parent / "admission-policies.yaml").read_text()))
-    operations = {}
+    operations, failure = {}, {}
     for vap, binding in zip(docs[::2], docs[1::2], strict=True):
         (match,) = vap["spec"]["matchConstraints"]["resourceRules"]
         assert match["resources"] == [constants.PLURAL]  # not jobflows/status
         assert match["apiGroups"] == [constants.GROUP]
         operations[vap["metadata"]["name"]] = match["operations"]
+        failure[vap["metadata"]["name"]] = vap["spec"]["failurePolicy"]
         assert binding["spec"]["policyName"] == vap["metadata"]["name"]
         assert binding["spec"]["validationActions"] == ["Deny"]
     assert operations == {
         f"jobflow-spec-immutable.{constants.GROUP}": ["UPDATE"],
         f"jobflow-steps.{constants.GROUP}": ["CREATE", "UPDATE"],
+        f"jobflow-parameters.{constants.GROUP}": ["CREATE", "UPDATE"],
+    }
+    # The parameter rules' cost grows with the parameters and their paths past what the apiserver allows
+    # a policy: a flow past it is admitted (the webhook and the controller check it), not refused.
+    assert failure == {
+        f"jobflow-spec-immutable.{constants.GROUP}": "Fail",
+        f"jobflow-steps.{constants.GROUP}": "Fail",
+        f"jobflow-parameters.{constants.GROUP}": "Ignore",
     }
 
 

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from test_planner_artifacts import S3, T0, created
 
 from zen_flow import __version__
 from zen_flow.api import JobFlow
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.kube import (
     AlreadyExists,
     ApiError,
@@ -44,6 +46,9 @@ from zen_flow.kube.pods import JobPod, PodClient, PodLogs
 from zen_flow.kube.transport import METADATA_ONLY
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
+from zen_flow.planner.archive_logs import step_containers
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -873,3 +878,26 @@ async def test_the_log_archive_reads_the_containers_of_the_pods_its_job_controls
     api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": pods}))
     found = await PodLogs(kube).job_pods("ns", "j", "job-uid")
     assert found == [JobPod("p-1", ("main", "sidecar"))]  # as `zen-flow logs` shows them
+
+
+async def test_an_artifact_steps_transfer_containers_are_never_read_so_no_restart_finds_theirs_missing(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    """zen-flow's transfer containers are init containers (the downloader; the uploader a native sidecar),
+    which the log archive does not read: a pod of an artifact step is read for exactly the containers
+    its step's template names, what the check after a restart (`step_containers`, controller/
+    log_archiver.py) expects of the logs stored before it. No transfer container's log is written, so
+    none can be left unwritten by a restart and go unflagged in the record."""
+    http = {"name": "seed", "http": {"url": "https://example.com/seed.csv"}, "path": "/in/seed.csv"}
+    out = {"name": "app", "path": "/out/app.txt", "s3": S3}
+    flow = make_flow([job_step("b", inputs={"artifacts": [http]}, outputs={"artifacts": [out]})])
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    spec = created(sim, "b")["spec"]["template"]["spec"]
+    assert TRANSFER_NAMES - {"zf-artifacts"} <= {c["name"] for c in spec["initContainers"]}
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+    api.answer(
+        reply(200, {"items": [{"metadata": {"name": "p-1", "ownerReferences": [owner]}, "spec": spec}]})
+    )
+    (pod,) = await PodLogs(kube).job_pods("ns", "j", "job-uid")
+    assert pod.containers == step_containers(flow, "b") == ("main",)

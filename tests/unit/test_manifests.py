@@ -457,6 +457,8 @@ def test_alerts_cover_the_roadmap() -> None:
         "ZenFlowCloudEventsFailing",
         "ZenFlowArchiveFailing",
         "ZenFlowFlowsDeletedUnarchived",
+        "ZenFlowStepLogsFailing",
+        "ZenFlowStepLogsDeletedUnarchived",
     ):
         assert expected in names
 

@@ -18,7 +18,7 @@ CRONJOBFLOW_CRD_PATH = REPO / "config" / "crd" / f"{constants.CRON_CRD_NAME}.yam
 TEMPLATE_CRD_PATH = REPO / "config" / "crd" / f"{constants.TEMPLATE_CRD_NAME}.yaml"
 CLUSTER_TEMPLATE_CRD_PATH = REPO / "config" / "crd" / f"{constants.CLUSTER_TEMPLATE_CRD_NAME}.yaml"
 # The ValidatingAdmissionPolicies (and bindings) that ship with the CRD: a started flow's spec.steps and
-# spec.arguments stay unchanged; what each step must be.
+# spec.arguments stay unchanged; what each step must be; where its parameters' values come from.
 ADMISSION_POLICIES_PATH = REPO / "config" / "crd" / "admission-policies.yaml"
 
 
@@ -77,8 +77,8 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
 
     # The apiserver enforces a new admission policy from its next policy refresh (about a second): until
     # then a started flow's steps could still be edited, and a Job step without a template created. Wait
-    # for both on probes: a finished flow in `default` (named for this call: test sessions may share a
-    # cluster) edited, and a broken flow created, with server-side dry runs until both are refused.
+    # for each policy on probes: a finished flow in `default` (named for this call: test sessions may
+    # share a cluster) edited, and broken flows created, with server-side dry runs until each is refused.
     name = f"zen-flow-policy-probe-{uuid.uuid4().hex[:8]}"
     probe = ("jobflow", name, "-n", "default")
     run("create", "-f", "-", stdin=json.dumps(_probe_flow(name)))
@@ -99,6 +99,16 @@ def install_crd(kubectl: Path | str, kubeconfig: Path | str, timeout: float = 60
             return done.returncode != 0 and "needs a template" in done.stderr
 
         wait_until(refused_steps, timeout=timeout, what="the JobFlow step policy enforced")
+        unsourced = _probe_flow(f"{name}-parameters")
+        unsourced["spec"]["steps"] = [
+            {"name": "gate", "type": "Manual", "inputs": {"parameters": [{"name": "v"}]}}
+        ]
+
+        def refused_parameters() -> bool:
+            done = attempt("create", "--dry-run=server", "-f", "-", stdin=json.dumps(unsourced))
+            return done.returncode != 0 and "set exactly one of value and valueFrom" in done.stderr
+
+        wait_until(refused_parameters, timeout=timeout, what="the JobFlow parameter policy enforced")
     finally:
         attempt("delete", *probe, "--wait=false")
     return crd

@@ -25,19 +25,18 @@ import yaml
 from zen_flow import config
 from zen_flow.api import JobFlow
 from zen_flow.archive_keys import ArchiveKeys
-from zen_flow.cli.archive_list import READS_IN_FLIGHT, Archived, listed, newness, print_list, with_records
+from zen_flow.cli.archive_list import READS_IN_FLIGHT, listed, newness, print_list, with_records
 from zen_flow.cli.archive_parser import STORE_FIELDS
-from zen_flow.cli.archived_logs import find_logs, labels, print_logs
+from zen_flow.cli.archived_flows import MAX_RUNS, gather, read_recorded, step_items
+from zen_flow.cli.archived_logs import labels, print_logs
 from zen_flow.cli.colour import painter
-from zen_flow.cli.render import dependency_order, flow_detail, table
+from zen_flow.cli.render import flow_detail, table
 from zen_flow.core.matrix import effective_flow
 from zen_flow.planner.archive_records import DEFAULT_PREFIX, RecordError, flow_of
 from zen_flow.s3 import ObjectMissing, S3Store, StoreConfig, StoreError
 from zen_flow.setting_checks import archive_problems
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# The runs of one flow name `get` chooses from (a daily flow's ten years).
-MAX_RUNS = 10_000
 FINISHED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")  # a record key's end, as `list` shows it
 
 
@@ -184,7 +183,8 @@ async def get_record(config_: StoreConfig, prefix: str, args: argparse.Namespace
 
 
 async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace) -> int:
-    """`archive logs`: the step logs of the flow `--uid`, else of the newest record's flow of that name."""
+    """`archive logs`: the step logs of the flow `--uid`, else of the newest record's flow of that name;
+    a Flow step's, its child flow's (cli/archived_flows.py). What cannot be shown is said on stderr."""
     namespace = _namespace(args)
     flow = f"{namespace}/{args.name}"
     async with S3Store(config_) as store:
@@ -194,11 +194,12 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
                   "--uid)", file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
         uid = args.uid or max(runs, key=newness).uid
-        flow_ = await recorded_flow(store, [r for r in runs if r.uid == uid])
-        steps = step_items(flow_, args.step) if args.step else None
-        order = step_order(flow_) if steps is None else []
-        found = await find_logs(store, prefix, namespace, args.name, uid, steps, args.attempt, order)
-        if not found:
+        recorded = await read_recorded(store, [r for r in runs if r.uid == uid])
+        steps = step_items(recorded.flow if recorded else None, args.step) if args.step else None
+        found = await gather(store, prefix, namespace, args.name, uid, recorded, steps, args.attempt)
+        for note in found.notes:
+            print(f"zen-flow archive logs: {note.text}", file=sys.stderr)
+        if not found.logs:
             which = f" of step {args.step}" if args.step else ""
             which += f" at attempt {args.attempt}" if args.attempt else ""
             print(f"zen-flow archive logs: no archived logs{which} of {flow} (uid {uid}): the controller "
@@ -206,34 +207,8 @@ async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace)
                   "logs, and why one could not be read", file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
         print(f"logs of jobflow {flow} (uid {uid}) from the archive {config_.where}", file=sys.stderr)
-        await print_logs(store, labels(found), sys.stdout)
+        await print_logs(store, labels(found.logs), sys.stdout)
     return EXIT_OK
-
-
-async def recorded_flow(store: S3Store, runs: list[Archived]) -> JobFlow | None:
-    """The effective flow (matrix steps expanded into their items) of the newest of `runs`' records;
-    None when there is no record to read."""
-    if not runs:
-        return None
-    try:
-        return effective_flow(
-            JobFlow.model_validate(flow_of(json.loads(await store.get(max(runs, key=newness).key))))
-        )
-    except (StoreError, RecordError, ValueError):
-        return None
-
-
-def step_order(flow: JobFlow | None) -> list[str]:
-    """The recorded flow's steps in dependency order, as `zen-flow logs` shows them; none without a
-    record (the logs are then in name order)."""
-    return [name for name, _ in dependency_order(flow)] if flow is not None else []
-
-
-def step_items(flow: JobFlow | None, step: str) -> list[str]:
-    """The steps whose logs `step` names: a matrix step's items (its logs are filed under build-0, ...),
-    as `zen-flow logs` takes a live flow's; else the step itself."""
-    items = flow.spec.matrix_groups.get(step) if flow is not None else None
-    return list(items) if items else [step]
 
 
 def record_view(record: dict[str, Any], output: str | None, now: datetime) -> str:

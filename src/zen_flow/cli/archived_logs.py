@@ -10,7 +10,7 @@ line), its lines prefixed as `zen-flow logs` prefixes them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -43,10 +43,12 @@ async def find_logs(
     steps: Sequence[str] | None = None,
     attempt: int | None = None,
     order: Sequence[str] = (),
+    latest: Mapping[str, int] | None = None,
 ) -> list[ArchivedLog]:
     """The archived logs of flow `uid`'s `steps` (None: every step), each step's `attempt` (None: its
-    latest), in step order as given (else as `order` has them, the flow's dependency order: the others
-    after, by name), then pod and container."""
+    latest: its newest key's, or the newer one `latest` has, from the flow's record, whose latest
+    attempt may have no log to show), in step order as given (else as `order` has them, the flow's
+    dependency order: the others after, by name), then pod and container."""
     found: list[ArchivedLog] = []
     wanted = set(steps) if steps is not None else None
     # One listing for one step, else the flow's whole logs prefix.
@@ -59,27 +61,27 @@ async def find_logs(
             if key.container in TRANSFER_NAMES:
                 continue
             found.append(ArchivedLog(key.step, key.attempt, key.pod, key.container, item.key))
-    latest: dict[str, int] = {}
+    newest = dict(latest or {})
     for log in found:
-        latest[log.step] = max(latest.get(log.step, 0), log.attempt)
-    kept = [g for g in found if g.attempt == (attempt if attempt is not None else latest[g.step])]
+        newest[log.step] = max(newest.get(log.step, 0), log.attempt)
+    kept = [g for g in found if g.attempt == (attempt if attempt is not None else newest[g.step])]
     rank = {s: n for n, s in enumerate(steps if steps is not None else order)}
     return sorted(kept, key=lambda g: (rank.get(g.step, len(rank)), g.step, g.pod, g.container))
 
 
-def labels(logs: Iterable[ArchivedLog], head: str = "") -> list[tuple[str, ArchivedLog]]:
-    """Each log with the prefix of its lines, as `zen-flow logs` gives them: `[step/container] ` when a
-    step shows more than one container, `[step] ` when more than one step, none for one container;
-    `head` (a parent's `step/`) before the step."""
-    shown = list(logs)
-    several_steps = len({g.step for g in shown}) > 1
-    several_containers = len(shown) > len({g.step for g in shown})
+def labels(shown: Sequence[tuple[str, ArchivedLog]]) -> list[tuple[str, ArchivedLog]]:
+    """Each log (with its step as shown: a Flow step's child's `step/child-step`) with the prefix of its
+    lines, as `zen-flow logs` gives them: `[step/container] ` when a step shows more than one container,
+    `[step] ` when more than one step or a child's, none for one container."""
+    steps = {step for step, _ in shown}
+    several_steps = len(steps) > 1 or any("/" in step for step in steps)
+    several_containers = len(shown) > len(steps)
     out: list[tuple[str, ArchivedLog]] = []
-    for g in shown:
+    for step, g in shown:
         if several_containers:
-            label = f"[{head}{g.step}/{g.container}] "
-        elif several_steps or head:
-            label = f"[{head}{g.step}] "
+            label = f"[{step}/{g.container}] "
+        elif several_steps:
+            label = f"[{step}] "
         else:
             label = ""
         out.append((label, g))

@@ -15,14 +15,22 @@ from dataclasses import dataclass
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import MAX_FLOW_DEPTH, JobRetention, StepPhase
-from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.transfer import TRANSFER_NAMES
-from zen_flow.cli.archive import MAX_RUNS, recorded_flow, step_items, step_order, store_config
+from zen_flow.cli.archive import store_config
 from zen_flow.cli.archive_list import listed, newness
-from zen_flow.cli.archived_logs import find_logs, labels, print_logs
+from zen_flow.cli.archived_flows import (
+    MAX_RUNS,
+    Recorded,
+    gather,
+    no_such_attempt,
+    read_recorded,
+    step_items,
+)
+from zen_flow.cli.archived_logs import labels, print_logs
 from zen_flow.cli.render import dependency_order, few
-from zen_flow.cli.session import EXIT_OK, Session, UsageError
+from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError
 from zen_flow.config import ENV_PREFIX
+from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.pods import JOB_NAME_LABEL
@@ -41,6 +49,11 @@ class Bound:
     size: int
 
 
+class NothingArchived(Exception):
+    """The archive has none of the logs asked for, and says why: exit 1, as `zen-flow archive logs`
+    exits for the same answer (and `logs` of a deleted flow the archive has nothing of: not found)."""
+
+
 async def logs(session: Session, args: argparse.Namespace) -> int:
     """The step pods' logs through the API (pods/log), each line prefixed with `[step]` (or
     `[step/container]`) when more than one container is shown; zen-flow's own transfer containers are
@@ -48,7 +61,11 @@ async def logs(session: Session, args: argparse.Namespace) -> int:
     flow's steps (`[step/child-step]`), theirs in turn. No pod left (deleted with its Job, or the flow
     deleted by its TTL): the logs the flow archive kept (`--archive-logs`), when the archive is named
     (`ZEN_FLOW_ARCHIVE_S3_*`, as `zen-flow archive` reads it)."""
-    await show(session, args)
+    try:
+        await show(session, args)
+    except NothingArchived as err:
+        print(f"zen-flow logs: {err}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -123,7 +140,8 @@ async def _shown(
         if step in flow_steps:
             if attempt is not None:  # that attempt's child, named as its Job would be
                 ref = job_name(flow.metadata.name, step, attempt - 1) if ref else ""
-            if not ref or depth >= MAX_FLOW_DEPTH:
+            # `depth`: how deep this flow's children nest (the planner makes them at most MAX_FLOW_DEPTH).
+            if not ref or depth > MAX_FLOW_DEPTH:
                 continue  # no child flow yet (`_why_no_pod` says so)
             try:
                 child = await session.get(ref)
@@ -156,7 +174,11 @@ async def _from_archive(
     session: Session, args: argparse.Namespace, flow: JobFlow | None, steps: list[str] | None = None
 ) -> bool:
     """Print the flow's archived logs (of the flow `flow`; None: the newest archived flow of that name),
-    with a line on stderr saying where they come from; False when no archive is named or it has none."""
+    a Flow step's its child flow's (cli/archived_flows.py), with a line on stderr saying where they come
+    from; False when no archive is named or it has none. With none to print but something to say (a
+    log its record says could not be read, a child flow not in the archive): NothingArchived saying it;
+    of a live flow, only when the archive holds what it says (a child it runs that is not archived yet
+    is the cluster's to explain: False)."""
     try:
         config_ = store_config(args)
     except ValueError:
@@ -165,9 +187,16 @@ async def _from_archive(
     namespace, name = session.namespace, args.name
     try:
         async with S3Store(config_) as store:
-            uid = flow.metadata.uid if flow is not None else ""
+            recorded: Recorded | None
             if flow is not None:
-                order = [step for step, _ in dependency_order(flow)]
+                uid = flow.metadata.uid
+                runs, _ = await listed(store, prefix, namespace, name, uid, MAX_RUNS)
+                # The flow as it is: its steps' order, each step's latest attempt and the child a Flow
+                # step runs. Its record, if a run of it ended and was archived (an earlier run's while
+                # it is rerun), adds what was archived: its logs list, the children attempts ran.
+                record = await read_recorded(store, runs)
+                children, entries = (record.children, record.logs) if record is not None else ((), None)
+                recorded = Recorded(effective_flow(flow), children, entries, live=True)
             else:
                 runs, _ = await listed(store, prefix, namespace, name, None, MAX_RUNS)
                 if not runs:
@@ -175,17 +204,25 @@ async def _from_archive(
                 uid = max(runs, key=newness).uid
                 # The flow is deleted: its steps' order is its newest record's (name order without one),
                 # and a matrix step stands for the items its record has.
-                recorded = await recorded_flow(store, [r for r in runs if r.uid == uid])
-                order = step_order(recorded)
+                recorded = await read_recorded(store, [r for r in runs if r.uid == uid])
                 if steps is not None and len(steps) == 1:
-                    steps = step_items(recorded, steps[0])
-            found = await find_logs(store, prefix, namespace, name, uid, steps, args.attempt, order)
-            if not found:
+                    steps = step_items(recorded.flow if recorded is not None else None, steps[0])
+            found = await gather(store, prefix, namespace, name, uid, recorded, steps, args.attempt)
+            # Of a live flow, what the archive lacks (a child it runs, not archived yet) is the
+            # cluster's to explain (`_why_no_pod`); what it holds (a log it could not keep) is said.
+            if not found.logs and not any(n.archived or flow is None for n in found.notes):
                 return False
             gone = "its pods are gone" if flow is not None else "the flow is deleted"
+            if not found.logs:
+                said = "; ".join(n.text for n in found.notes)
+                raise NothingArchived(
+                    f"jobflow {name}: {gone}, and the archive {config_.where} has no log to show: {said}"
+                )
             print(f"jobflow {name}: {gone}; these logs come from the archive {config_.where} (uid {uid})",
                   file=sys.stderr)  # fmt: skip
-            await print_logs(store, labels(found), session.out)
+            for note in found.notes:
+                print(f"jobflow {name}: {note.text}", file=sys.stderr)
+            await print_logs(store, labels(found.logs), session.out)
     except StoreError as err:
         print(f"jobflow {name}: the archive {config_.where} could not be read: {err.cause}", file=sys.stderr)
         return False
@@ -204,7 +241,7 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
     if spec is not None and spec.is_flow:  # its pods are its child flow's steps'
         child = status.job_ref.name if status is not None and status.job_ref is not None else None
         if child and attempt is not None and status is not None:
-            if (out_of := _no_such_attempt(step, status, attempt)) is not None:
+            if (out_of := no_such_attempt(step, status, attempt)) is not None:
                 return out_of  # a child that attempt never made: not named as if it had been
             child = job_name(name, step, attempt - 1)
         if child:
@@ -227,7 +264,7 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
         return f"step {step} of jobflow {name} ran no pod: it is {status.phase}: {why}"
     if status is None or not (started or served):
         return f"step {step} of jobflow {name} has not started: no pod yet"
-    if attempt is not None and (out_of := _no_such_attempt(step, status, attempt)) is not None:
+    if attempt is not None and (out_of := no_such_attempt(step, status, attempt)) is not None:
         return out_of
     job = job_name(name, step, attempt - 1) if attempt is not None else status.job_ref.name  # type: ignore[union-attr]
     try:
@@ -252,12 +289,3 @@ async def _follow(session: Session, pod: str, container: str, prefix: str) -> No
         async for line in lines:
             session.out.write(f"{prefix}{line}\n")
             session.out.flush()
-
-
-def _no_such_attempt(step: str, status: StepStatus, attempt: int) -> str | None:
-    """What `--attempt N` past the step's attempts (retryCount + 1) gets told; None for one it had."""
-    attempts = status.retry_count + 1
-    if 1 <= attempt <= attempts:
-        return None
-    which = "attempt 1" if attempts == 1 else f"attempts 1-{attempts}"
-    return f"step {step} has {which} (--attempt {attempt})"

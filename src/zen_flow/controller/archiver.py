@@ -43,7 +43,14 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner.actions import DeleteFlow, DeleteJob, Plan
-from zen_flow.planner.archive_records import build_record, record_key, reruns_in, run_tag
+from zen_flow.planner.archive_records import (
+    ChildRun,
+    build_record,
+    child_runs,
+    record_key,
+    reruns_in,
+    run_tag,
+)
 from zen_flow.planner.archiving import (
     ARCHIVED,
     REASON_ARCHIVE_FAILED,
@@ -124,6 +131,9 @@ class Archiver:
         self._clock = clock
         self.max_delay = max_delay
         self._runs: dict[str, _Run] = {}  # flow uid -> its current run's record
+        # flow uid -> {child name: the child flow an attempt of a Flow step ran}: its record lists them
+        # (`children`), also those a retry's `jobRetention: LastAttempt` deleted before the flow ended.
+        self._children: dict[str, dict[str, ChildRun]] = {}
         self._due = DueLine()  # (key, uid) to write
         self._failing = 0  # failed writes in a row, over every flow (0: the store is healthy)
 
@@ -139,9 +149,11 @@ class Archiver:
         plan = self._hold_for_children(flow, plan, now)
         if archived(flow.status):
             self._runs.pop(uid, None)
+            self._children.pop(uid, None)
             if self._logs is not None:
                 self._logs.forget(uid)  # stored as archived: a restart would not write it again either
             return plan
+        self._note_children(effective or flow)
         if self._logs is not None and self._logs.wanted(flow):
             # Each finished attempt's logs as it ends; a delete of its Job waits for them.
             self._logs.notice(effective or flow, self._jobs.jobs_for(uid), now)
@@ -195,8 +207,18 @@ class Archiver:
             )
         return verdict.plan
 
+    def _note_children(self, flow: JobFlow) -> None:
+        """Remember the child flows the flow's Flow steps ran so far (the cache holds a superseded
+        attempt's child only until its parent deletes it). `flow` is the effective flow."""
+        if not any(s.is_flow for s in flow.spec.steps):
+            return
+        if found := child_runs(flow, self._jobs.jobs_for(flow.metadata.uid)):
+            known = self._children.setdefault(flow.metadata.uid, {})
+            known.update((run.name, run) for run in found)
+
     def forget(self, uid: str) -> None:
         self._runs.pop(uid, None)
+        self._children.pop(uid, None)
         if self._logs is not None:
             self._logs.forget(uid)
 
@@ -252,7 +274,8 @@ class Archiver:
             jobs = self._jobs.jobs_for(uid)
             # Its attempts' logs first: what waits for the record (its TTL, ...) waits for them too.
             logs = await self._logs.entries(flow, jobs) if self._logs and self._logs.wanted(flow) else None
-            record = build_record(raw, jobs, self._clock.now(), __version__, logs=logs)
+            children = self._children.get(uid, {}).values()
+            record = build_record(raw, jobs, self._clock.now(), __version__, logs=logs, children=children)
             namespace, name = flow.metadata.namespace, flow.metadata.name
             object_key = record_key(self._prefix, namespace, name, uid, run.completion, run.tag)
             body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()

@@ -140,6 +140,30 @@ class LogEntry:
             out["unavailable"] = self.unavailable
         return out
 
+    @classmethod
+    def from_wire(cls, raw: object) -> LogEntry | None:
+        """An entry of a record's `logs` (`to_wire`); None for anything else (a record is data from a
+        store: read, never trusted)."""
+        if not isinstance(raw, Mapping):
+            return None
+        step, attempt = raw.get("step"), raw.get("attempt")
+        if not isinstance(step, str) or not isinstance(attempt, int) or isinstance(attempt, bool):
+            return None
+        text = {k: v if isinstance(v := raw.get(k), str) else "" for k in ("job", "pod", "container", "key")}
+        size = raw.get("bytes")
+        why = raw.get("unavailable")
+        return cls(
+            text["job"],
+            step,
+            attempt,
+            text["pod"],
+            text["container"],
+            text["key"],
+            size if isinstance(size, int) and not isinstance(size, bool) else 0,
+            raw.get("truncated") is True,
+            why if isinstance(why, str) else "",
+        )
+
 
 @dataclass(frozen=True)
 class UnloggedJob:

@@ -9,7 +9,15 @@ One JSON object per end of a flow's run, at `<prefix><namespace>/<name>/<uid>/<f
      "flow": {apiVersion, kind, metadata (without managedFields), spec, status},
      "jobs": [{"name", "step", "uid", "phase", "startTime", "completionTime"}, ...],
      "logs": [{"job", "step", "attempt", "pod", "container", "key", "bytes", "truncated",
-               "unavailable"}, ...]}   (with --archive-logs only: planner/archive_logs.py)
+               "unavailable"}, ...],   (with --archive-logs only: planner/archive_logs.py)
+     "children": [{"step", "attempt", "name", "uid"}, ...]}   (a flow with Flow steps only)
+
+`children` names the child flow each attempt of a Flow step ran (`ChildRun`): the child is archived as
+a flow of its own, under its own name and UID, and once both flows are deleted this is how its record
+and logs are found from the parent's (`zen-flow archive logs PARENT --step STEP`). A record without it
+(written before it was added, or by a controller restarted after a superseded child was deleted) still
+names the latest attempt's child in `status.steps[].jobRef` (name and UID); an earlier attempt's child
+is then found by its name (`core.naming.job_name`) and its record's owner reference to the parent.
 
 The key is the flow's UID and the run's end (and which run), so writing it again (a retry whose first
 answer was lost, a restart) replaces the same object, and a flow rerun (`zen-flow retry`) after it was
@@ -28,9 +36,11 @@ from datetime import datetime
 from typing import Any
 
 from zen_flow.api.job import Job
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.core.naming import short_hash
-from zen_flow.planner.archive_logs import LogEntry
+from zen_flow.planner.archive_logs import LogEntry, job_step
+from zen_flow.planner.children import ChildFlowJob
 
 RECORD_VERSION = 1
 DEFAULT_PREFIX = "jobflows/"
@@ -133,6 +143,54 @@ def job_summaries(flow: Mapping[str, Any], jobs: Iterable[Job]) -> list[dict[str
     return out
 
 
+@dataclass(frozen=True)
+class ChildRun:
+    """The child flow one attempt of a Flow step ran, as its parent's record lists it (`children`)."""
+
+    step: str
+    attempt: int  # 1 = the first, as `zen-flow logs --attempt` counts
+    name: str
+    uid: str
+
+    def to_wire(self) -> dict[str, object]:
+        return {"step": self.step, "attempt": self.attempt, "name": self.name, "uid": self.uid}
+
+
+def child_runs(flow: JobFlow, jobs: Iterable[Job]) -> list[ChildRun]:
+    """The child flows among `jobs` (a Flow step's attempts, `ChildFlowJob`s: one the apiserver refused
+    is no flow, and has no UID), each with the step and attempt its name says, of `flow` (the effective
+    flow: a matrix item's child is filed under the item's step)."""
+    out: list[ChildRun] = []
+    for job in jobs:
+        if isinstance(job, ChildFlowJob) and job.flow is not None and job.metadata.uid:
+            step, attempt = job_step(flow, job.metadata.name)
+            out.append(ChildRun(step, attempt, job.metadata.name, job.metadata.uid))
+    return out
+
+
+def children_in(record: Mapping[str, Any]) -> list[ChildRun]:
+    """The child flows a record lists (`children`); malformed entries are left out (a record is data
+    from a store: read, never trusted), and a record from before the list has none."""
+    out: list[ChildRun] = []
+    for raw in record.get("children") or []:
+        if not isinstance(raw, Mapping):
+            continue
+        step, attempt, name, uid = (raw.get(k) for k in ("step", "attempt", "name", "uid"))
+        number = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+        if number and isinstance(step, str) and isinstance(name, str) and isinstance(uid, str) and uid:
+            out.append(ChildRun(step, number, name, uid))
+    return out
+
+
+def logs_in(record: Mapping[str, Any]) -> list[LogEntry] | None:
+    """The step logs a record lists (`logs`); None when it has no such list (its flow's logs were not
+    archived: --archive-logs off for it)."""
+    raw = record.get("logs")
+    if not isinstance(raw, list):
+        return None
+    return [entry for item in raw if (entry := LogEntry.from_wire(item)) is not None]
+
+
 def build_record(
     flow: Mapping[str, Any],
     jobs: Iterable[Job],
@@ -140,11 +198,14 @@ def build_record(
     version: str,
     *,
     logs: Iterable[LogEntry] | None = None,
+    children: Iterable[ChildRun] = (),
 ) -> dict[str, Any]:
     """The record of `flow` (the object as the apiserver stored it) and its `jobs`; with `logs` (its step
-    logs archived: planner/archive_logs.py), where each attempt's logs are, or why not."""
+    logs archived: planner/archive_logs.py), where each attempt's logs are, or why not; with `children`,
+    the child flow each attempt of its Flow steps ran."""
     meta = {k: v for k, v in (flow.get("metadata") or {}).items() if k != "managedFields"}
     kept = {k: flow[k] for k in ("apiVersion", "kind", "spec", "status") if k in flow}
+    ran = sorted(children, key=lambda c: (c.step, c.attempt, c.name))
     return {
         "recordVersion": RECORD_VERSION,
         "archivedAt": format_time(archived_at),
@@ -152,6 +213,7 @@ def build_record(
         "flow": {**kept, "metadata": meta},
         "jobs": job_summaries(flow, jobs),
         **({"logs": [entry.to_wire() for entry in logs]} if logs is not None else {}),
+        **({"children": [run.to_wire() for run in ran]} if ran else {}),
     }
 
 

@@ -34,7 +34,9 @@ from zen_flow.validation.size import MAX_OUTPUT_PARAMETERS
 ARCHIVE_FORMATS = ("tar", "zip")
 COMPRESSIONS = ("gzip", "none")
 
-_MESSAGE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Matched whole (fullmatch): Python's `$` also matches before a final newline, where the admission
+# policy's (RE2's) does not, and the two must refuse the same keys.
+_MESSAGE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 # Where an output parameter's value comes from: exactly one of them.
 _SOURCES = ("jsonPath", "terminationMessage", "supplied")
 _ONE_OF = "jsonPath or terminationMessage (a Job step), or supplied (a Manual step)"
@@ -131,7 +133,7 @@ def _check_termination_message(
             required(path + ".container", f"the Job has {len(containers)} containers: name the one to read")
         )
     key = r.string(source.get("key"), path + ".key")
-    if key is not None and not _MESSAGE_KEY.match(key):
+    if key is not None and not _MESSAGE_KEY.fullmatch(key):
         r.add(invalid(path + ".key", key, "must consist of letters, digits, '-', '_' or '.'"))
 
 
