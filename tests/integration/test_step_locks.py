@@ -1,5 +1,6 @@
 """Step locks against a real kube-apiserver: two flows whose steps share a mutex (the second waits, says
-for whom, and starts once the first ends), and a semaphore of 2 with three flows.
+for whom, and starts once the first ends), a semaphore of 2 with three flows, and a matrix step of three
+items with a mutex (one item Job alive at a time).
 
 A watch of the namespace's flows records every stored state, so "never more holders than the limit" is
 checked on each, not on a few polls; the test plays the Job controller, finishing one Job at a time.
@@ -152,3 +153,67 @@ async def test_a_semaphore_of_two_lets_two_of_three_flows_run_and_the_third_afte
                 await finish(driver, namespace, name)
         assert seen.peak == 2
         assert seen.started[-1] == waiting
+
+
+class AliveJobs:
+    """The namespace's Jobs that exist and have not finished, from a watch of every stored state, and the
+    most at once."""
+
+    def __init__(self) -> None:
+        self.alive: set[str] = set()
+        self.peak = 0
+
+    def see(self, kind: str, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        conditions = (job.get("status") or {}).get("conditions") or []
+        done = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+        if kind == "DELETED" or done:
+            self.alive.discard(name)
+        else:
+            self.alive.add(name)
+        self.peak = max(self.peak, len(self.alive))
+
+
+async def test_a_mutex_on_a_matrix_step_runs_one_item_job_at_a_time_and_every_item_succeeds(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    seen = AliveJobs()
+
+    async def watch() -> None:
+        async with driver.jobs_api.watch(namespace, "0", 300) as stream:
+            async for event in stream:
+                if event.type in ("ADDED", "MODIFIED", "DELETED"):
+                    seen.see(event.type, event.object)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        matrix = {"parameters": [{"name": "shard", "values": ["0", "1", "2"]}]}
+        await driver.create(
+            flow_manifest("items", namespace, [job_step("work", matrix=matrix, synchronization=MUTEX)])
+        )
+        for item in ("work-0", "work-1", "work-2"):
+            job = await job_of(driver, namespace, item, flow="items")
+            if item == "work-0":
+                message = await wait_until(
+                    lambda: _waiting_item(driver, namespace, "work-1"), WAIT, what="work-1 to wait"
+                )
+                assert message == "waiting for lock db"
+            await complete_job(driver.kube, namespace, job["metadata"]["name"])
+        flow = await driver.wait_phase(namespace, "items", timeout=WAIT)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert flow["status"]["phase"] == "Succeeded"
+    assert {s["name"]: s["phase"] for s in flow["status"]["steps"]} == dict.fromkeys(
+        ("work-0", "work-1", "work-2"), "Succeeded"
+    )
+    assert seen.peak == 1
+
+
+async def _waiting_item(driver: FlowDriver, namespace: str, item: str) -> str | None:
+    flow = await driver.get(namespace, "items") or {}
+    step = next((s for s in (flow.get("status") or {}).get("steps", []) if s["name"] == item), {})
+    message = step.get("message") or ""
+    return message if step.get("phase") == "Pending" and message.startswith("waiting for lock") else None

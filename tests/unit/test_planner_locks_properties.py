@@ -1,13 +1,15 @@
-"""Step locks under random interleavings: flows in two namespaces whose steps (one to three, some in a
-chain) take a mutex, a semaphore of 2, the same semaphore at limit 1 (mixed limits), or a mutex and a
-semaphore; plans in flight while other flows plan (claimed, not yet settled), writes whose watch events
-reach the cache late, status writes lost (409: the Jobs created, the status not) and Job creates failed
-(nothing written), Jobs ending or failing, failed flows rerun (`zen-flow retry`), flows suspended and
-resumed, flows deleted mid-plan, a controller restart (the book rebuilt from the cache), and reconciles
-only of the keys the informer events, the book's wake-ups and failed reconciles queue (no polling).
+"""Step locks under random interleavings: flows in two namespaces whose steps (one to three, some in a chain,
+the first a matrix step of 2 or 3 items, with or without maxParallel, in some) take a mutex, a semaphore
+of 2, the same semaphore at limit 1 (mixed limits), or a mutex and a semaphore; plans in flight while
+other flows plan (claimed, not yet settled), writes whose watch events reach the cache late, status writes
+lost (409: the Jobs created, the status not) and Job creates failed (nothing written), Jobs ending or
+failing, failed flows rerun (`zen-flow retry`), flows suspended and resumed, flows deleted mid-plan, a
+controller restart (the book rebuilt from the cache), and reconciles only of the keys the informer events,
+the book's wake-ups and failed reconciles queue (no polling).
 
-- Never more steps hold a lock in a namespace than the largest limit its holders declared (each started
-  only while fewer held it than its own limit; what the flows' statuses say: the truth).
+- Never more steps (matrix items each count) hold a lock in a namespace than the largest limit its
+  holders declared (each started only while fewer held it than its own limit; what the flows' statuses
+  say: the truth).
 - No wake-up is lost: whenever nothing is queued, in flight or undelivered, no waiting step could start
   (a plan of its flow now would start none), suspended flows left asleep.
 - Every waiter gets its locks: draining the queue (queued keys reconciled, running Jobs ending) leaves
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 from zen_flow.api.constants import ANNOTATION_RETRY, FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.planner import CreateJob, LockBook, Plan, plan
 from zen_flow.planner.locks import HOLDING_PHASES, lock_waiting, needs_of
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -54,9 +57,14 @@ class World:
     cache: dict[str, JobFlow] = field(default_factory=dict)
     queue: list[str] = field(default_factory=list)
     in_flight: dict[str, tuple[JobFlow, Plan]] = field(default_factory=dict)
+    matrix: MatrixFlows = field(default_factory=MatrixFlows)  # each flow's expansion, as the controller's
 
     def __post_init__(self) -> None:
-        self.book = LockBook(self.jobs_for)
+        self.book = LockBook(self.jobs_for, self.effective)
+
+    def effective(self, flow: JobFlow) -> JobFlow:
+        """The flow its plan gets: its matrix steps' items."""
+        return self.matrix.effective(flow)[0]
 
     def jobs_for(self, uid: str) -> list[Job]:
         """The Jobs the cache shows (their watch events come at once: the controller waits for its own)."""
@@ -90,7 +98,7 @@ class World:
         if sim is None or key in self.in_flight or self.cache.get(key) is not sim.flow:
             return
         self.queue = [k for k in self.queue if k != key]  # a worker took it (the queue holds a key once)
-        before = sim.flow
+        before = self.effective(sim.flow)  # its plan gets the matrix steps' items, as the controller's does
         view = self.book.claim(before)
         self.in_flight[key] = (before, plan(before, list(sim.jobs.values()), sim.now, locks=view))
 
@@ -142,7 +150,8 @@ class World:
     def restart(self) -> None:
         """A new leader: the book rebuilt from the cache, every flow queued (the informer's list)."""
         self.in_flight.clear()  # the old process's plans died with it (their writes never came)
-        self.book = LockBook(self.jobs_for)  # its Jobs listed before the workers start
+        self.matrix = MatrixFlows()
+        self.book = LockBook(self.jobs_for, self.effective)  # its Jobs listed before the workers start
         for key, sim in self.sims.items():  # the new process lists what the apiserver stores
             self.cache[key] = sim.flow
             self.queue += [key, *self.book.observe(None, sim.flow)]
@@ -154,9 +163,10 @@ class World:
             waiting = {s.name for s in sim.flow.status.steps if lock_waiting(s.message)}
             if not waiting or sim.flow.spec.suspend:
                 continue
-            view = self.book.claim(sim.flow)
-            result = plan(sim.flow, list(sim.jobs.values()), sim.now, locks=view)
-            self.book.settle(sim.flow, None)
+            effective = self.effective(sim.flow)
+            view = self.book.claim(effective)
+            result = plan(effective, list(sim.jobs.values()), sim.now, locks=view)
+            self.book.settle(effective, None)
             could = [a.step for a in result.actions if isinstance(a, CreateJob) and a.step in waiting]
             assert not could, f"{key}: {could} could start, but nothing queued it"
 
@@ -182,7 +192,7 @@ class World:
         held: Counter[tuple[str, str]] = Counter()
         widest: dict[tuple[str, str], int] = {}
         for key, sim in self.sims.items():
-            specs = {s.name: s for s in sim.flow.spec.steps}
+            specs = {s.name: s for s in self.effective(sim.flow).spec.steps}
             for s in sim.flow.status.steps:
                 if s.phase in HOLDING_PHASES:
                     for need in needs_of(specs[s.name]):
@@ -199,6 +209,7 @@ flows_st = st.lists(
         st.lists(st.sampled_from(sorted(LOCKS)), min_size=1, max_size=3),
         st.booleans(),  # chained steps
         st.sampled_from([0, 0, 5]),  # priority
+        st.sampled_from([(0, None), (0, None), (2, None), (3, None), (3, 1)]),  # matrix items, maxParallel
     ),
     min_size=1,
     max_size=6,
@@ -217,11 +228,22 @@ ops_st = st.lists(
 )
 
 
-def make(i: int, ns: str, locks: list[str], chained: bool, priority: int) -> JobFlow:
+def make(
+    i: int,
+    ns: str,
+    locks: list[str],
+    chained: bool,
+    priority: int,
+    matrix: tuple[int, int | None] = (0, None),
+) -> JobFlow:
     steps = [
         job_step(f"s{j}", *([f"s{j - 1}"] if chained and j else []), synchronization=LOCKS[lock])
         for j, lock in enumerate(locks)
     ]
+    items, max_parallel = matrix
+    if items:  # the first step fans out: each item holds a place of its own
+        values = {"parameters": [{"name": "shard", "values": [str(k) for k in range(items)]}]}
+        steps[0]["matrix"] = values if max_parallel is None else {**values, "maxParallel": max_parallel}
     return make_flow(
         steps,
         name=f"f{i}",
@@ -272,6 +294,12 @@ def make(i: int, ns: str, locks: list[str], chained: bool, priority: int) -> Job
 # A start's status write lost, then a restart: the book rebuilt from the cache counts its running Job (the
 # flow's next plan takes it over under no lock check), so the other flow does not take the mutex too.
 @example([("ns-a", ["both"], False, 0)] * 2, [("begin", 0), ("lost", 0), ("restart", 0)])
+# A matrix's items each hold a place of the semaphore (two run, one waits), the start of those two lost
+# before a restart: the other flow's step, planned first, finds them holding.
+@example(
+    [("ns-a", ["semaphore"], False, 0, (3, None)), ("ns-a", ["semaphore"], False, 0, (0, None))],
+    [("begin", 0), ("lost", 0), ("restart", 0), ("begin", 1), ("end", 1), ("begin", 0), ("end", 0)],
+)
 def test_locks_never_overflow_and_every_waiter_gets_them(flows: list[Any], ops: list[Any]) -> None:
     world = World()
     for i, spec in enumerate(flows):

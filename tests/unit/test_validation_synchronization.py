@@ -1,6 +1,6 @@
 """Admission of `synchronization` (step locks: planner/locks.py): DNS-1123 names, each once per step,
-semaphore limits 1..10000, at most 8 locks, none on a Manual, Flow or matrix step; each error at its
-field."""
+semaphore limits 1..10000, at most 8 locks, none on a Manual or Flow step (a matrix step's items each
+take them); each error at its field."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def test_a_manual_step_takes_no_lock() -> None:
     assert_error(flow, "spec.steps[1].synchronization", E.FORBIDDEN, "a Manual step runs nothing")
 
 
-def test_a_matrix_step_takes_no_lock() -> None:
-    matrix = {"parameters": [{"name": "os", "values": ["linux", "darwin"]}]}
-    flow = make_flow(job_step("a", matrix=matrix, synchronization=sync(["db"])))
-    assert_error(flow, SYNC, E.FORBIDDEN, "a matrix step cannot take locks")
+def test_a_matrix_steps_items_take_its_locks_and_a_bad_one_is_reported_once_at_the_matrix_step() -> None:
+    matrix = {"parameters": [{"name": "os", "values": ["linux", "darwin", "windows"]}]}
+    assert_valid(make_flow(job_step("a", matrix=matrix, synchronization=sync(["db"], [("pool", 2)]))))
+    flow = make_flow(job_step("a", matrix=matrix, synchronization=sync(["DB"])))
+    errors = validate_jobflow(flow)
+    assert [e.path for e in errors] == [f"{SYNC}.mutexes[0].name"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.core.matrix import effective_flow
 from zen_flow.planner import LockBook, Plan, plan
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -35,13 +36,15 @@ class LockCluster:
         return self.sims[key]
 
     def reconcile(self, key: str) -> Plan:
-        """Claim, plan, settle, write, and the cache sees the write."""
+        """Claim, plan, settle, write, and the cache sees the write. The plan gets the effective flow (a
+        matrix step's items), as the controller's does; the book observes the stored one."""
         sim = self.sims[key]
         sim.now = self.now
         before = sim.flow
-        view = self.book.claim(before)
-        result = plan(before, list(sim.jobs.values()), sim.now, locks=view)
-        self.woken.extend(self.book.settle(before, result.status))
+        effective = effective_flow(before)
+        view = self.book.claim(effective)
+        result = plan(effective, list(sim.jobs.values()), sim.now, locks=view)
+        self.woken.extend(self.book.settle(effective, result.status))
         sim.apply(result)
         self.woken.extend(self.book.observe(before, sim.flow))
         return result
@@ -61,6 +64,17 @@ class LockCluster:
         sim = self.sims[key]
         for job in sim.running():
             sim.fail(job) if failed else sim.complete(job)
+
+    def finish_step(self, key: str, step: str, *, failed: bool = False) -> None:
+        """The Job controller ends the running Job of one step (a matrix item) of the flow."""
+        sim = self.sims[key]
+        for job in sim.running():
+            if sim.steps.get(job) == step:
+                sim.fail(job) if failed else sim.complete(job)
+
+    def holding(self, key: str) -> list[str]:
+        """The flow's steps the status shows Running, in status order."""
+        return [s.name for s in self.sims[key].flow.status.steps if s.phase == "Running"]
 
     def take_woken(self) -> list[str]:
         out, self.woken = self.woken, []

@@ -14,6 +14,10 @@ counts them held: at worst it waits, and the `settle` that frees them wakes it),
 reserved the locks of the steps the plan started until the cache shows them Running (or ended, or the
 flow gone).
 
+A matrix step's items (core/matrix.py) are holders and waiters of their own, as the planner starts them:
+the book reads a flow whose matrix step declares locks as its effective flow (`effective`: the
+controller's remembered expansion), so each item is a step with the matrix step's locks.
+
 A freed place wakes only the waiters that can now take it, in line (`_next_in_line`): a hand-over costs
 one plan, not one per waiter. A wake-up the book holds back because a plan in flight counts as holding
 is given by that plan's `settle`. Pure; no rule needs coordination between replicas.
@@ -21,11 +25,12 @@ is given by that plan's `settle`. Pure; no rule needs coordination between repli
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import job_name
 from zen_flow.planner.locks import (
     HOLDING_PHASES,
@@ -43,8 +48,10 @@ from zen_flow.planner.slot_standing import JobsFor, as_planned, ended
 
 Limits = Mapping[str, int]  # lock name -> the limit a step heeds
 Steps = Mapping[str, Limits]  # step -> the locks it holds (or waits for), in spec order
+Expand = Callable[[JobFlow], JobFlow]  # a stored flow -> its effective flow (core/matrix.py)
 _TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
 _DECLARED: IdentityMemo[Steps] = IdentityMemo(MEMO_STEPS)
+_MATRIX_LOCKS: IdentityMemo[bool] = IdentityMemo(MEMO_STEPS)
 
 
 @dataclass(frozen=True)
@@ -64,23 +71,40 @@ class FlowLocks:
 
 
 def _declared(flow: JobFlow) -> Steps:
-    """The steps that declare locks, in spec order, and their limits; remembered by the identity of the
-    spec's steps (every informer event of every flow asks, and the spec rarely changes)."""
+    """The steps that declare locks, in spec order, and their limits (of an effective flow: a stored
+    matrix step stands for its items, `expanded`); remembered by the identity of the spec's steps (every
+    informer event of every flow asks, and the spec rarely changes)."""
     steps = flow.spec.steps
     return _DECLARED.get(
-        steps, lambda: {s.name: {n.name: n.limit for n in needs} for s in steps if (needs := needs_of(s))}
+        steps,
+        lambda: {
+            s.name: {n.name: n.limit for n in needs}
+            for s in steps
+            if s.matrix is None and (needs := needs_of(s))
+        },
     )
 
 
-def _running(flow: JobFlow, declared: Steps, jobs_for: JobsFor | None) -> set[str]:
-    """The declared steps with a Job of their next attempt (the first, or a rerun's, as `plan` takes a
-    Job over) that has not finished nor is being deleted."""
+def expanded(flow: JobFlow, effective: Expand) -> JobFlow:
+    """`flow` as the planner runs it when a matrix step of it declares locks (its items hold them), else
+    `flow` itself: only those flows pay for an expansion."""
+    steps = flow.spec.steps
+    if not _MATRIX_LOCKS.get(steps, lambda: any(s.matrix is not None and needs_of(s) for s in steps)):
+        return flow
+    return effective(flow)
+
+
+def _running(flow: JobFlow, candidates: Iterable[str], jobs_for: JobsFor | None) -> set[str]:
+    """The `candidates` (declared steps) with a Job of their next attempt (the first, or a rerun's, as
+    `plan` takes a Job over) that has not finished nor is being deleted."""
     if jobs_for is None:
         return set()
     name, attempts = flow.metadata.name, {s.name: s.retry_count for s in flow.status.steps}
     names = {
-        job_name(name, step, attempt): step for step in declared for attempt in {0, attempts.get(step) or 0}
+        job_name(name, step, attempt): step for step in candidates for attempt in {0, attempts.get(step) or 0}
     }
+    if not names:
+        return set()
     return {
         step
         for job in jobs_for(flow.metadata.uid)
@@ -89,22 +113,29 @@ def _running(flow: JobFlow, declared: Steps, jobs_for: JobsFor | None) -> set[st
 
 
 def flow_locks(flow: JobFlow | None, jobs_for: JobsFor | None = None) -> FlowLocks | None:
-    """`flow`'s holders and waiters; None when it has none (or it ended, or is being deleted).
-    `jobs_for`: its cached Jobs by its UID (none: its status alone decides)."""
+    """`flow`'s (an effective flow's: `expanded`) holders and waiters; None when it has none (or it
+    ended, or is being deleted). `jobs_for`: its cached Jobs by its UID (none: its status alone decides)."""
     if flow is None or ended(flow):
         return None
     declared = _declared(flow)
     if not declared:
         return None
-    running = _running(flow, declared, jobs_for)
     phases = {s.name: s for s in flow.status.steps}
+    # Only a step the status shows neither holding nor ended may have a Job it does not record: a
+    # 256-item matrix mostly done names few Jobs.
+    unsure = [
+        step
+        for step in declared
+        if (s := phases.get(step)) is None or s.phase not in (*HOLDING_PHASES, *_TERMINAL)
+    ]
+    running = _running(flow, unsure, jobs_for)
     holding: dict[str, Limits] = {}
     waiting: dict[str, Limits] = {}
     for step, limits in declared.items():
         s = phases.get(step)
         if s is not None and s.phase in HOLDING_PHASES:
             holding[step] = limits
-        elif step in running and (s is None or s.phase not in _TERMINAL):
+        elif step in running:
             holding[step] = limits  # its Job runs: the status write recording its start was lost
         elif s is None:
             continue
@@ -116,9 +147,11 @@ def flow_locks(flow: JobFlow | None, jobs_for: JobsFor | None = None) -> FlowLoc
 
 
 class LockBook:
-    def __init__(self, jobs_for: JobsFor | None = None) -> None:
-        """`jobs_for`: the flows' cached Jobs by UID (`observe(flow, flow)` when they change)."""
+    def __init__(self, jobs_for: JobsFor | None = None, effective: Expand = effective_flow) -> None:
+        """`jobs_for`: the flows' cached Jobs by UID (`observe(flow, flow)` when they change); `effective`:
+        a stored flow's effective flow (the controller's remembers each flow's expansion)."""
         self._jobs_for = jobs_for
+        self._effective = effective
         self._flows: dict[str, FlowLocks] = {}
         self._users: dict[tuple[str, str], set[str]] = {}  # (namespace, lock) -> keys holding or waiting
         # key -> uid of the flows with lock steps, not ended nor being deleted (the only ones woken)
@@ -141,6 +174,8 @@ class LockBook:
         if flow is None:
             return []
         key, ns = flow.metadata.key, flow.metadata.namespace
+        if new is not None and not ended(new):
+            new = expanded(new, self._effective)
         if new is not None and not ended(new) and _declared(new):
             self._alive[key] = new.metadata.uid
         else:
@@ -197,9 +232,9 @@ class LockBook:
         }
 
     def claim(self, flow: JobFlow) -> LockView:
-        """What the other flows of its namespace hold and wait for, of the locks `flow`'s steps declare;
-        the locks of its steps not holding theirs, as its plan will see them (a rerun resets failed
-        steps to Pending), are reserved until `settle`."""
+        """What the other flows of its namespace hold and wait for, of the locks `flow`'s steps declare
+        (`flow`: the effective flow its plan gets); the locks of its steps not holding theirs, as its plan
+        will see them (a rerun resets failed steps to Pending), are reserved until `settle`."""
         declared = _declared(flow)
         if not declared or ended(flow):
             return NO_LOCKS
@@ -285,8 +320,9 @@ class LockBook:
         )
 
     def settle(self, flow: JobFlow, status: JobFlowStatus | None) -> list[str]:
-        """The plan of `flow` made `status` (None: no plan); the steps it started keep their locks
-        reserved until the cache shows them; the keys of the flows that may take the others."""
+        """The plan of `flow` (as `claim` had it) made `status` (None: no plan); the steps it started
+        keep their locks reserved until the cache shows them; the keys of the flows that may take the
+        others."""
         key, ns, uid = flow.metadata.key, flow.metadata.namespace, flow.metadata.uid
         planning = self._planning.get(key)
         if planning is None or planning[1] != uid:

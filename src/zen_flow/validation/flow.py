@@ -51,7 +51,6 @@ from zen_flow.validation.steps import (
     check_step_references,
     is_manual,
 )
-from zen_flow.validation.synchronization import MATRIX_LOCKS
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
 
 METADATA = "metadata"
@@ -154,8 +153,6 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     for i, raw in enumerate(raw_steps or ()):
         if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None:
             r.add(forbidden(f"{steps_path}[{i}].matrix", "a Flow step cannot fan out"))
-        if isinstance(raw, dict) and raw.get("matrix") is not None and raw.get("synchronization") is not None:
-            r.add(forbidden(f"{steps_path}[{i}].synchronization", MATRIX_LOCKS))
     matrix = expand_matrix(spec) if raw_steps and has_matrix(spec) else None
     if matrix is None:
         items = r.mappings(raw_steps, steps_path)

@@ -5,9 +5,9 @@ A lock's name is a DNS-1123 label (it is said in messages and metric-free: names
 own); a semaphore's `limit` is 1..10000; a step takes at most `MAX_LOCKS` locks, each name once (a name
 both a mutex and a semaphore of one step would make it wait for itself). Refused on a Manual step (a
 gate waits for a person: holding a lock meanwhile would stall the namespace's other steps for as long),
-on a Flow step (it would hold its locks while its child flow's steps wait for others: two such families
-would wait for each other for ever) and on a matrix step (not supported yet: validation/flow.py says so
-at the matrix step).
+and on a Flow step (it would hold its locks while its child flow's steps wait for others: two such
+families would wait for each other for ever). A matrix step's items each take its locks (validated as
+the items' own field, at the matrix step's path).
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ FLOW_LOCKS = (
     "a Flow step cannot take locks: it would hold them while its child flow's steps wait for other "
     "locks, and two such flows would wait for each other for ever; put the locks on the steps of the "
     "child's template"
-)
-MATRIX_LOCKS = (
-    "a matrix step cannot take locks (yet): give the work to a step without a matrix, or use "
-    "matrix.maxParallel to bound its items"
 )
 
 
