@@ -217,3 +217,92 @@ async def _waiting_item(driver: FlowDriver, namespace: str, item: str) -> str | 
     step = next((s for s in (flow.get("status") or {}).get("steps", []) if s["name"] == item), {})
     message = step.get("message") or ""
     return message if step.get("phase") == "Pending" and message.startswith("waiting for lock") else None
+
+
+class FlowMoments:
+    """From one watch of the namespace's flows (one stream: stored order), the order in which each flow
+    first held its own locks and first ended."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def see(self, flow: dict[str, Any]) -> None:
+        name, status = flow["metadata"]["name"], flow.get("status") or {}
+        for moment, reached in (
+            (f"{name} holds", bool(status.get("heldLocks"))),
+            (f"{name} ended", status.get("phase") in ("Succeeded", "Failed")),
+        ):
+            if reached and moment not in self.order:
+                self.order.append(moment)
+
+
+async def test_a_flow_level_mutex_starts_the_second_flow_only_after_the_first_ended_its_finally_steps_too(
+    namespace: str, driver: FlowDriver, start_controller: StartController, kubectl: Any
+) -> None:
+    start_controller()
+    seen = FlowMoments()
+
+    async def watch() -> None:
+        async with driver.flows.watch(namespace, "0", 300) as stream:
+            async for event in stream:
+                if event.type in ("ADDED", "MODIFIED"):
+                    seen.see(event.object)
+
+    def own(name: str) -> dict[str, Any]:
+        steps = [job_step("work"), {**job_step("cleanup"), "finally": True}]
+        return flow_manifest(name, namespace, steps, synchronization=MUTEX)
+
+    async def second_jobs() -> list[str]:
+        return [
+            j["metadata"]["name"]
+            for j in await driver.jobs(namespace)
+            if j["metadata"]["labels"].get("workflow.kube-zen.io/flow") == "second"
+        ]
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await driver.create(own("first"))
+        work = await job_of(driver, namespace, "work", flow="first")
+        await driver.create(own("second"))
+
+        async def second_waits() -> str | None:
+            flow = await driver.get(namespace, "second") or {}
+            status = flow.get("status") or {}
+            return (
+                status.get("message") if status.get("phase") == "Pending" and status.get("message") else None
+            )
+
+        assert await wait_until(second_waits, WAIT, what="second to wait") == "waiting for lock db"
+        second = await driver.get(namespace, "second") or {}
+        queued = next(c for c in second["status"]["conditions"] if c["type"] == "Queued")
+        assert (queued["status"], queued["reason"]) == ("True", "WaitingForLock")
+
+        async def told() -> list[str] | None:
+            items = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+            found = [
+                e["message"]
+                for e in items
+                if e["involvedObject"]["name"] == "second" and e["reason"] == "FlowWaitingForLock"
+            ]
+            return found or None
+
+        assert await wait_until(told, WAIT, what="the FlowWaitingForLock event") == [
+            "waiting for lock db (db held by jobflow/first)"
+        ]
+        await complete_job(driver.kube, namespace, work["metadata"]["name"])
+        cleanup = await job_of(driver, namespace, "cleanup", flow="first")  # first's finally step runs
+        assert await second_jobs() == []  # under first's lock still
+        await complete_job(driver.kube, namespace, cleanup["metadata"]["name"])
+        assert (await driver.wait_phase(namespace, "first", timeout=WAIT))["status"]["phase"] == "Succeeded"
+        work = await job_of(driver, namespace, "work", flow="second")
+        await complete_job(driver.kube, namespace, work["metadata"]["name"])
+        cleanup = await job_of(driver, namespace, "cleanup", flow="second")
+        await complete_job(driver.kube, namespace, cleanup["metadata"]["name"])
+        done = await driver.wait_phase(namespace, "second", timeout=WAIT)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert done["status"]["phase"] == "Succeeded"
+    assert "heldLocks" not in done["status"]
+    assert seen.order == ["first holds", "first ended", "second holds", "second ended"]

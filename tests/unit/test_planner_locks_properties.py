@@ -1,17 +1,19 @@
-"""Step locks under random interleavings: flows in two namespaces whose steps (one to three, some in a chain,
-the first a matrix step of 2 or 3 items, with or without maxParallel, in some) take a mutex, a semaphore
-of 2, the same semaphore at limit 1 (mixed limits), or a mutex and a semaphore; plans in flight while
+"""Step and flow locks under random interleavings: flows in two namespaces whose steps (one to three, some
+in a chain, the first a matrix step of 2 or 3 items, with or without maxParallel, in some) take a mutex,
+a semaphore of 2, the same semaphore at limit 1 (mixed limits), or a mutex and a semaphore, and some of
+which take locks of their own (`spec.synchronization`: their steps then take none); plans in flight while
 other flows plan (claimed, not yet settled), writes whose watch events reach the cache late, status writes
 lost (409: the Jobs created, the status not) and Job creates failed (nothing written), Jobs ending or
 failing, failed flows rerun (`zen-flow retry`), flows suspended and resumed, flows deleted mid-plan, a
 controller restart (the book rebuilt from the cache), and reconciles only of the keys the informer events,
 the book's wake-ups and failed reconciles queue (no polling).
 
-- Never more steps (matrix items each count) hold a lock in a namespace than the largest limit its
-  holders declared (each started only while fewer held it than its own limit; what the flows' statuses
-  say: the truth).
-- No wake-up is lost: whenever nothing is queued, in flight or undelivered, no waiting step could start
-  (a plan of its flow now would start none), suspended flows left asleep.
+- Never more holders (steps, matrix items and flows holding their own locks each count) hold a lock
+  in a namespace than the largest limit its holders declared (each started only while fewer held it
+  than its own limit; what the flows' statuses say: the truth).
+- No wake-up is lost: whenever nothing is queued, in flight or undelivered, no waiting step (or flow
+  waiting for its own locks) could start (a plan of its flow now would start none), suspended flows left
+  asleep.
 - Every waiter gets its locks: draining the queue (queued keys reconciled, running Jobs ending) leaves
   every flow ended, none waiting for a lock nobody holds.
 """
@@ -31,7 +33,7 @@ from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.planner import CreateJob, LockBook, Plan, plan
-from zen_flow.planner.locks import HOLDING_PHASES, lock_waiting, needs_of
+from zen_flow.planner.locks import HOLDING_PHASES, flow_needs, flow_queued, lock_waiting, needs_of
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -161,13 +163,16 @@ class World:
         (it would wait until some unrelated event)."""
         for key, sim in self.sims.items():
             waiting = {s.name for s in sim.flow.status.steps if lock_waiting(s.message)}
-            if not waiting or sim.flow.spec.suspend:
+            own = flow_queued(sim.flow)  # the flow waits for its own locks
+            if not (waiting or own) or sim.flow.spec.suspend:
                 continue
             effective = self.effective(sim.flow)
             view = self.book.claim(effective)
             result = plan(effective, list(sim.jobs.values()), sim.now, locks=view)
             self.book.settle(effective, None)
             could = [a.step for a in result.actions if isinstance(a, CreateJob) and a.step in waiting]
+            if own and result.status.held_locks:
+                could.append("the flow's own locks")
             assert not could, f"{key}: {could} could start, but nothing queued it"
 
     def drain(self) -> None:
@@ -192,7 +197,13 @@ class World:
         held: Counter[tuple[str, str]] = Counter()
         widest: dict[tuple[str, str], int] = {}
         for key, sim in self.sims.items():
-            specs = {s.name: s for s in self.effective(sim.flow).spec.steps}
+            effective = self.effective(sim.flow)
+            specs = {s.name: s for s in effective.spec.steps}
+            if sim.flow.status.held_locks:  # the flow holds its own (its status says so until it ends)
+                for need in flow_needs(effective):
+                    lock = (key.partition("/")[0], need.name)
+                    held[lock] += 1
+                    widest[lock] = max(widest.get(lock, 0), need.limit)
             for s in sim.flow.status.steps:
                 if s.phase in HOLDING_PHASES:
                     for need in needs_of(specs[s.name]):
@@ -210,6 +221,7 @@ flows_st = st.lists(
         st.booleans(),  # chained steps
         st.sampled_from([0, 0, 5]),  # priority
         st.sampled_from([(0, None), (0, None), (2, None), (3, None), (3, 1)]),  # matrix items, maxParallel
+        st.sampled_from([None, None, "mutex", "semaphore", "narrow"]),  # the flow's own locks
     ),
     min_size=1,
     max_size=6,
@@ -235,9 +247,15 @@ def make(
     chained: bool,
     priority: int,
     matrix: tuple[int, int | None] = (0, None),
+    own: str | None = None,
 ) -> JobFlow:
+    # A flow taking locks of its own has no step taking more (admission refuses it: hold and wait).
     steps = [
-        job_step(f"s{j}", *([f"s{j - 1}"] if chained and j else []), synchronization=LOCKS[lock])
+        job_step(
+            f"s{j}",
+            *([f"s{j - 1}"] if chained and j else []),
+            **({} if own else {"synchronization": LOCKS[lock]}),
+        )
         for j, lock in enumerate(locks)
     ]
     items, max_parallel = matrix
@@ -250,6 +268,7 @@ def make(
         namespace=ns,
         created=T0 + timedelta(seconds=i // 2),
         execution_policy={"priority": priority},
+        synchronization=LOCKS[own] if own else None,
     )
 
 
@@ -294,6 +313,25 @@ def make(
 # A start's status write lost, then a restart: the book rebuilt from the cache counts its running Job (the
 # flow's next plan takes it over under no lock check), so the other flow does not take the mutex too.
 @example([("ns-a", ["both"], False, 0)] * 2, [("begin", 0), ("lost", 0), ("restart", 0)])
+# Flows taking their own locks (a mutex, the semaphore) and a flow whose steps take both: the line and the
+# limits are shared; the first's start lost before a restart, its Job says it holds them.
+@example(
+    [
+        ("ns-a", ["semaphore"], False, 0, (0, None), "mutex"),
+        ("ns-a", ["mutex"], False, 0, (2, None), "semaphore"),
+        ("ns-a", ["both"], True, 5, (0, None), None),
+    ],
+    [("begin", 0), ("lost", 0), ("restart", 0), ("begin", 2), ("end", 2), ("begin", 1), ("end", 1)],
+)
+# A flow holding its own mutex between two steps (its first Job done, its next not started yet) still holds
+# it: the other flow, planned first, waits.
+@example(
+    [("ns-a", ["mutex", "mutex"], True, 0, (0, None), "mutex")] * 2,
+    [
+        *(("begin", 0), ("end", 0), ("deliver", 0), ("begin", 1), ("end", 1), ("deliver", 1)),
+        *(("finish", 0), ("begin", 1), ("end", 1)),
+    ],
+)
 # A matrix's items each hold a place of the semaphore (two run, one waits), the start of those two lost
 # before a restart: the other flow's step, planned first, finds them holding.
 @example(

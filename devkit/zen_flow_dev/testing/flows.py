@@ -104,9 +104,13 @@ def make_flow(
     generation: int = 1,
     created: datetime | None = None,
     arguments: Mapping[str, str] | None = None,
+    synchronization: Mapping[str, Any] | None = None,
 ) -> JobFlow:
-    """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`) for planner tests."""
+    """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`; `synchronization`: the flow's own
+    locks) for planner tests."""
     spec: dict[str, Any] = {}
+    if synchronization is not None:
+        spec["synchronization"] = dict(synchronization)
     if execution_policy is not None:
         spec["executionPolicy"] = dict(execution_policy)
     if suspend is not None:

@@ -51,6 +51,7 @@ from zen_flow.validation.steps import (
     check_step_references,
     is_manual,
 )
+from zen_flow.validation.synchronization import OWN, check_flow_locks, check_synchronization
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
 
 METADATA = "metadata"
@@ -136,6 +137,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     if templates is not None:  # the only rule that reads the flow's name: see accepted.NAME_READERS
         check_resource_templates(r, templates, SPEC + ".resourceTemplates", flow_name)
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
+    if spec.get("synchronization") is not None:  # its own rules, also before a templateRef is expanded
+        check_synchronization(r, spec["synchronization"], OWN, kind="JobFlow")
     arguments = _check_arguments(r, spec)
     steps_path = SPEC + ".steps"
     if spec.get("templateRef") is not None:
@@ -150,6 +153,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         return
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
+    check_flow_locks(r, spec, raw_steps or ())
     for i, raw in enumerate(raw_steps or ()):
         if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None:
             r.add(forbidden(f"{steps_path}[{i}].matrix", "a Flow step cannot fan out"))
