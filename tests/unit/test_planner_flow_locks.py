@@ -10,13 +10,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from zen_flow.api.constants import ANNOTATION_RETRY, ANNOTATION_STOP, FlowPhase, StepPhase
+from zen_flow.api.constants import (
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
+    ANNOTATION_STOP,
+    FlowPhase,
+    StepPhase,
+)
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner import CreateJob, LockBook, Plan, plan
 from zen_flow.planner.locks import FLOW_LOCK_EVENT, REASON_WAITING_FOR_LOCK
 from zen_flow.planner.slot_standing import Standing, standing
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.lock_cluster import LockCluster
+from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NS = "team-a"
@@ -235,3 +242,67 @@ def test_a_flow_waiting_for_its_lock_takes_no_place_in_the_line_for_running_flow
     c.reconcile(key("b"))
     assert standing(c[key("a")].flow) == Standing.HOLDING
     assert standing(c[key("b")].flow) == Standing.OUT
+
+
+def test_a_rerun_of_one_step_waiting_for_the_lock_skips_what_it_must_but_takes_no_lock_held_by_another() -> (
+    None
+):
+    # b fails, c (AnySucceeded on b) is skipped; a rerun of `a` alone skips c again at once (its
+    # dependency failed before), while it waits for db: that skip does not start the flow, and its next
+    # plan does not take it for a lost write's start and take db over from b.
+    steps = [
+        job_step("a"),
+        job_step("b", continueOnFailure=True),
+        job_step("c", "b", dependencyPolicy="AnySucceeded"),
+    ]
+    c = cluster(
+        make_flow(steps, name="a", namespace=NS, created=T0, synchronization=DB),
+        locked_flow("b", 1),
+    )
+    c.reconcile(key("a"))
+    c.finish(key("a"), failed=True)
+    c.reconcile(key("a"))
+    c.reconcile(key("a"))
+    assert c[key("a")].flow.status.phase == FlowPhase.FAILED
+    assert creates(c.reconcile(key("b"))) == ["work"]
+
+    def rerun_a(sim: Simulator) -> None:
+        sim.annotate(ANNOTATION_RETRY_STEPS, "a")
+        sim.annotate(ANNOTATION_RETRY, "r1")
+
+    c.change(key("a"), rerun_a)
+    first = c.reconcile(key("a"))
+    assert [e.reason for e in first.events] == ["FlowRetried", "StepSkipped", FLOW_LOCK_EVENT]
+    for _ in range(2):
+        assert creates(c.reconcile(key("a"))) == []
+        a = c[key("a")].flow.status
+        assert (a.phase, a.start_time, a.held_locks, a.message) == (
+            FlowPhase.PENDING,
+            None,
+            None,
+            "waiting for lock db",
+        )
+    assert c.book.holders(NS, "db") == ["jobflow/b"]
+    c.finish(key("b"))
+    c.reconcile(key("b"))
+    assert creates(c.reconcile(key("a"))) == ["a"]
+    assert c[key("a")].flow.status.held_locks == ("db",)
+
+
+def test_a_start_time_without_held_locks_or_a_running_job_takes_no_lock_over() -> None:
+    # Only a running Job of the run says a lost write took the locks (the book counts it holding); a
+    # start time alone (a status written by a plan that skipped a step while it waited) does not.
+    c = cluster(locked_flow("b", 0), locked_flow("a", 1))
+    c.reconcile(key("b"))
+    c.change(
+        key("a"),
+        lambda sim: setattr(
+            sim,
+            "flow",
+            sim.flow.model_copy(update={"status": sim.flow.status.model_copy(update={"start_time": T0})}),
+        ),
+    )
+    assert creates(c.reconcile(key("a"))) == []
+    assert c[key("a")].flow.status.held_locks is None
+    assert queued(c, "a") == ("True", REASON_WAITING_FOR_LOCK)
+    assert c.book.holders(NS, "db") == ["jobflow/b"]

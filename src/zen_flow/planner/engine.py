@@ -183,7 +183,7 @@ class _Planner(Starts):
             phase = FlowPhase.RUNNING
         elif any(w.phase == StepPhase.PENDING_APPROVAL for w in works):
             phase = FlowPhase.PAUSED
-        elif self.start_time is None and not self.begun():
+        elif self.held_back() or (self.start_time is None and not self.begun()):
             phase = FlowPhase.PENDING
         else:
             phase = FlowPhase.RUNNING
@@ -232,13 +232,13 @@ class _Planner(Starts):
         self.group = judge(self.flow, self.peers, started=started)
         if started or self.group.holds or self.stopped is not None:
             self.slot = None  # a started flow holds its slot; one its group holds back takes none
-        self.take_own_locks(started)  # before its objects: a flow waiting for its locks makes none
+        self.take_own_locks()  # before its objects: a flow waiting for its locks makes none
         if not self.blocked():
             # Only a flow that may start steps now gets its objects (not a queued or suspended one).
             self.creating = missing(self.flow)
             self.actions.extend(self.creating)
         self.schedule()
-        if self.start_time is None and self.begun():
+        if self.start_time is None and not self.held_back() and self.begun():
             self.start_time = self.now
             deadline = self._deadline()
             if deadline is not None:

@@ -333,19 +333,26 @@ class PlanState:
             or bool(self.creating)
         )
 
-    def take_own_locks(self, started: bool) -> None:
+    def take_own_locks(self) -> None:
         """The flow's own locks (planner.locks): held on while its status says so, taken over by a run
-        whose start's status write was lost (`started`: its Jobs run), else taken now, all or none, when
-        nothing else holds the flow back (it would start now); otherwise it waits for them."""
+        whose start's status write was lost (`runs_a_job`), else taken now, all or none, when nothing else
+        holds the flow back (it would start now); otherwise it waits for them."""
         needs = flow_needs(self.flow)
         if not needs:
             return
         names = tuple(n.name for n in needs)
-        if holds_own(self.flow) or started:
+        if holds_own(self.flow) or self.runs_a_job():
             self.held_locks = names
         elif not self.blocked():
             self.lock_wait = flow_wait(self.flow.metadata.name, needs, self.locks)
             self.held_locks = () if self.lock_wait is not None else names
+
+    def runs_a_job(self) -> bool:
+        """Does a Job of this run run (observed, or taken over: its start's status write was lost)? Only
+        that says the flow took its own locks when its status does not: the book counts such a Job as
+        holding them, so none took them since. A start time does not (a rerun waiting for its locks may
+        have skipped a step), nor a Job that ended (the book freed its locks then: another may hold them)."""
+        return any(w.phase == StepPhase.RUNNING for w in self.moving.values())
 
     def begun(self) -> bool:
         """Has a step left Pending in this run, or does one wait for a lock (planner.locks: the flow runs,
@@ -357,3 +364,10 @@ class PlanState:
         return bool(self.held_locks) or any(
             w.phase != StepPhase.PENDING or lock_waiting(w.message) for w in self.moving.values()
         )
+
+    def held_back(self) -> bool:
+        """Does its concurrency group, a limit on running flows or its own locks keep the flow from
+        starting in this plan? Then it has not started, whatever its steps did: a rerun's step skipped for
+        a dependency that failed before does not start it (its next plan would take that start for a lost
+        write's, and go past the slot, the group or the locks it waits for)."""
+        return self.group.holds or self.slot is not None or self.lock_wait is not None
