@@ -14,6 +14,7 @@ from zen_flow.api.constants import (
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
+    LABEL_CONCURRENCY_KEY,
     FlowPhase,
     StepPhase,
 )
@@ -306,3 +307,54 @@ def test_a_start_time_without_held_locks_or_a_running_job_takes_no_lock_over() -
     assert c[key("a")].flow.status.held_locks is None
     assert queued(c, "a") == ("True", REASON_WAITING_FOR_LOCK)
     assert c.book.holders(NS, "db") == ["jobflow/b"]
+
+
+def grouped(name: str, created: float, policy: str) -> JobFlow:
+    """A flow of concurrency group `g` taking mutex db, as flows made from one template do."""
+    return make_flow(
+        [job_step("work")],
+        name=name,
+        namespace=NS,
+        created=T0 + timedelta(seconds=created),
+        synchronization=DB,
+        execution_policy={"concurrencyPolicy": policy},
+        labels={LABEL_CONCURRENCY_KEY: "g"},
+    )
+
+
+def test_a_newer_replace_flow_waiting_for_the_lock_an_older_flow_of_its_group_holds_replaces_it() -> None:
+    c = cluster(grouped("a", 0, "Replace"), grouped("b", 1, "Replace"))
+    assert creates(c.reconcile(key("a"))) == ["work"]
+    waiting = c.reconcile(key("b"))
+    assert creates(waiting) == []
+    assert [e.reason for e in waiting.events] == ["ReplacingFlows", FLOW_LOCK_EVENT]
+    assert c[key("b")].flow.status.message == "waiting for lock db"
+    assert c.book.holders(NS, "db") == ["jobflow/a"]  # never two holders: b waits for a to stop
+    c.take_woken()
+    stopped = c.reconcile(key("a"))  # b's wait woke its group
+    a = c[key("a")].flow.status
+    assert (a.phase, a.message, a.held_locks) == (
+        FlowPhase.FAILED,
+        "replaced by newer flow b (concurrency group g)",
+        None,
+    )
+    assert c[key("a")].running() == []
+    assert "FlowReplaced" in [e.reason for e in stopped.events]
+    assert c.take_woken() == [key("b")]
+    assert creates(c.reconcile(key("b"))) == ["work"]
+    assert c.book.holders(NS, "db") == ["jobflow/b"]
+
+
+def test_only_a_replace_flow_waiting_for_its_locks_awake_replaces_an_older_flow() -> None:
+    for policy, suspend, replaced in (
+        ("Replace", False, True),
+        ("Forbid", False, False),
+        ("Replace", True, False),
+    ):
+        c = cluster(grouped("a", 0, "Allow"), grouped("b", 1, policy))
+        c.reconcile(key("a"))
+        c.reconcile(key("b"))
+        if suspend:
+            c.change(key("b"), lambda sim: sim.set_suspend(True))
+        c.reconcile(key("a"))
+        assert (c[key("a")].phase == FlowPhase.FAILED) is replaced, (policy, suspend)

@@ -1,6 +1,7 @@
 """Flows whose steps take locks (planner/locks.py), in one fake cluster, with the lock book the
 controller keeps: each reconcile claims the flow's view before its plan, settles after it, and the book
-observes every change the cache sees; the keys it wakes are kept for the test to read.
+observes every change the cache sees; the keys it wakes are kept for the test to read. A flow with the
+concurrency-key label gets the other flows of its group as its peers, as the controller's does.
 
     c = LockCluster(T0)
     c.add(make_flow([job_step("m", synchronization={"mutexes": [{"name": "db"}]})], name="a"))
@@ -15,7 +16,7 @@ from datetime import datetime
 
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.matrix import effective_flow
-from zen_flow.planner import LockBook, Plan, plan
+from zen_flow.planner import LockBook, Plan, group_of, peers_of, plan
 from zen_flow_dev.testing.simulator import Simulator
 
 
@@ -42,8 +43,12 @@ class LockCluster:
         sim.now = self.now
         before = sim.flow
         effective = effective_flow(before)
+        group = group_of(before)
+        members = [s.flow for s in self.sims.values() if group is not None and group_of(s.flow) == group]
         view = self.book.claim(effective)
-        result = plan(effective, list(sim.jobs.values()), sim.now, locks=view)
+        result = plan(
+            effective, list(sim.jobs.values()), sim.now, peers=peers_of(before, members), locks=view
+        )
         self.woken.extend(self.book.settle(effective, result.status))
         sim.apply(result)
         self.woken.extend(self.book.observe(before, sim.flow))

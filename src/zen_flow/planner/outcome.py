@@ -12,7 +12,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.actions import CreateResource, EventSpec
 from zen_flow.planner.concurrency import Verdict
 from zen_flow.planner.events import NORMAL, derive_events
-from zen_flow.planner.locks import REASON_WAITING_FOR_LOCK
+from zen_flow.planner.locks import REASON_WAITING_FOR_LOCK, flow_queued
 from zen_flow.planner.progress import Stall
 from zen_flow.planner.resources import REASON_RESOURCES_CREATED, describe, resource_ref
 from zen_flow.planner.shape import shape_of
@@ -76,6 +76,9 @@ def outcome(
     events = derive_events(old, status, shape_of(flow).specs)
     if creating:
         events += (EventSpec(NORMAL, REASON_RESOURCES_CREATED, cut(describe(creating), 1024)),)
-    if group.replacing and old.start_time is None and status.start_time is not None:
+    # Said when it starts, or when it starts to wait for its own locks: the older flows stop then
+    # (planner.concurrency), and have ended by the time it takes the locks they held.
+    began_waiting = lock_wait is not None and not flow_queued(flow)
+    if group.replacing and old.start_time is None and (status.start_time is not None or began_waiting):
         events += (EventSpec(NORMAL, "ReplacingFlows", group.replacing_message()),)
     return status, events
