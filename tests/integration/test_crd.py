@@ -415,11 +415,16 @@ def full_status() -> dict[str, Any]:
         "observedGeneration": 1,
         "progressSummary": "1/3",
         "message": "waiting for approval of step gate",
+        "heldLocks": ["deploy", "warehouse"],
     }
 
 
-# The fields a flow holds instead of steps (steps or templateRef, never both: the CRD's rule).
-FROM_TEMPLATE_SPEC = {"templateRef": {"name": "build-and-test", "clusterScope": True}}
+# The fields a flow holds instead of steps (steps or templateRef, never both: the CRD's rule), and the
+# flow's own locks (a flow with them takes none on its steps: the validator's rule).
+FROM_TEMPLATE_SPEC = {
+    "templateRef": {"name": "build-and-test", "clusterScope": True},
+    "synchronization": {"mutexes": [{"name": "deploy"}], "semaphores": [{"name": "warehouse", "limit": 2}]},
+}
 
 
 def test_the_samples_set_every_field_of_the_schema() -> None:

@@ -1,6 +1,6 @@
 """Step locks against a real kube-apiserver: two flows whose steps share a mutex (the second waits, says
-for whom, `zen-flow get` names the holder too, and it starts once the first ends), and a semaphore of 2
-with three flows.
+for whom, `zen-flow get` names the holder too, and it starts once the first ends), a semaphore of 2 with
+three flows, and a matrix step of three items with a mutex (one item Job alive at a time).
 
 A watch of the namespace's flows records every stored state, so "never more holders than the limit" is
 checked on each, not on a few polls; the test plays the Job controller, finishing one Job at a time.
@@ -168,3 +168,156 @@ async def test_a_semaphore_of_two_lets_two_of_three_flows_run_and_the_third_afte
                 await finish(driver, namespace, name)
         assert seen.peak == 2
         assert seen.started[-1] == waiting
+
+
+class AliveJobs:
+    """The namespace's Jobs that exist and have not finished, from a watch of every stored state, and the
+    most at once."""
+
+    def __init__(self) -> None:
+        self.alive: set[str] = set()
+        self.peak = 0
+
+    def see(self, kind: str, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        conditions = (job.get("status") or {}).get("conditions") or []
+        done = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+        if kind == "DELETED" or done:
+            self.alive.discard(name)
+        else:
+            self.alive.add(name)
+        self.peak = max(self.peak, len(self.alive))
+
+
+async def test_a_mutex_on_a_matrix_step_runs_one_item_job_at_a_time_and_every_item_succeeds(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    seen = AliveJobs()
+
+    async def watch() -> None:
+        async with driver.jobs_api.watch(namespace, "0", 300) as stream:
+            async for event in stream:
+                if event.type in ("ADDED", "MODIFIED", "DELETED"):
+                    seen.see(event.type, event.object)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        matrix = {"parameters": [{"name": "shard", "values": ["0", "1", "2"]}]}
+        await driver.create(
+            flow_manifest("items", namespace, [job_step("work", matrix=matrix, synchronization=MUTEX)])
+        )
+        for item in ("work-0", "work-1", "work-2"):
+            job = await job_of(driver, namespace, item, flow="items")
+            if item == "work-0":
+                message = await wait_until(
+                    lambda: _waiting_item(driver, namespace, "work-1"), WAIT, what="work-1 to wait"
+                )
+                assert message == "waiting for lock db"
+            await complete_job(driver.kube, namespace, job["metadata"]["name"])
+        flow = await driver.wait_phase(namespace, "items", timeout=WAIT)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert flow["status"]["phase"] == "Succeeded"
+    assert {s["name"]: s["phase"] for s in flow["status"]["steps"]} == dict.fromkeys(
+        ("work-0", "work-1", "work-2"), "Succeeded"
+    )
+    assert seen.peak == 1
+
+
+async def _waiting_item(driver: FlowDriver, namespace: str, item: str) -> str | None:
+    flow = await driver.get(namespace, "items") or {}
+    step = next((s for s in (flow.get("status") or {}).get("steps", []) if s["name"] == item), {})
+    message = step.get("message") or ""
+    return message if step.get("phase") == "Pending" and message.startswith("waiting for lock") else None
+
+
+class FlowMoments:
+    """From one watch of the namespace's flows (one stream: stored order), the order in which each flow
+    first held its own locks and first ended."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def see(self, flow: dict[str, Any]) -> None:
+        name, status = flow["metadata"]["name"], flow.get("status") or {}
+        for moment, reached in (
+            (f"{name} holds", bool(status.get("heldLocks"))),
+            (f"{name} ended", status.get("phase") in ("Succeeded", "Failed")),
+        ):
+            if reached and moment not in self.order:
+                self.order.append(moment)
+
+
+async def test_a_flow_level_mutex_starts_the_second_flow_only_after_the_first_ended_its_finally_steps_too(
+    namespace: str, driver: FlowDriver, start_controller: StartController, kubectl: Any
+) -> None:
+    start_controller()
+    seen = FlowMoments()
+
+    async def watch() -> None:
+        async with driver.flows.watch(namespace, "0", 300) as stream:
+            async for event in stream:
+                if event.type in ("ADDED", "MODIFIED"):
+                    seen.see(event.object)
+
+    def own(name: str) -> dict[str, Any]:
+        steps = [job_step("work"), {**job_step("cleanup"), "finally": True}]
+        return flow_manifest(name, namespace, steps, synchronization=MUTEX)
+
+    async def second_jobs() -> list[str]:
+        return [
+            j["metadata"]["name"]
+            for j in await driver.jobs(namespace)
+            if j["metadata"]["labels"].get("workflow.kube-zen.io/flow") == "second"
+        ]
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await driver.create(own("first"))
+        work = await job_of(driver, namespace, "work", flow="first")
+        await driver.create(own("second"))
+
+        async def second_waits() -> str | None:
+            flow = await driver.get(namespace, "second") or {}
+            status = flow.get("status") or {}
+            return (
+                status.get("message") if status.get("phase") == "Pending" and status.get("message") else None
+            )
+
+        assert await wait_until(second_waits, WAIT, what="second to wait") == "waiting for lock db"
+        second = await driver.get(namespace, "second") or {}
+        queued = next(c for c in second["status"]["conditions"] if c["type"] == "Queued")
+        assert (queued["status"], queued["reason"]) == ("True", "WaitingForLock")
+
+        async def told() -> list[str] | None:
+            items = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+            found = [
+                e["message"]
+                for e in items
+                if e["involvedObject"]["name"] == "second" and e["reason"] == "FlowWaitingForLock"
+            ]
+            return found or None
+
+        assert await wait_until(told, WAIT, what="the FlowWaitingForLock event") == [
+            "waiting for lock db (db held by jobflow/first)"
+        ]
+        await complete_job(driver.kube, namespace, work["metadata"]["name"])
+        cleanup = await job_of(driver, namespace, "cleanup", flow="first")  # first's finally step runs
+        assert await second_jobs() == []  # under first's lock still
+        await complete_job(driver.kube, namespace, cleanup["metadata"]["name"])
+        assert (await driver.wait_phase(namespace, "first", timeout=WAIT))["status"]["phase"] == "Succeeded"
+        work = await job_of(driver, namespace, "work", flow="second")
+        await complete_job(driver.kube, namespace, work["metadata"]["name"])
+        cleanup = await job_of(driver, namespace, "cleanup", flow="second")
+        await complete_job(driver.kube, namespace, cleanup["metadata"]["name"])
+        done = await driver.wait_phase(namespace, "second", timeout=WAIT)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert done["status"]["phase"] == "Succeeded"
+    assert "heldLocks" not in done["status"]
+    assert seen.order == ["first holds", "first ended", "second holds", "second ended"]

@@ -293,3 +293,44 @@ def test_the_policy_admits_every_example_flow(path: Path) -> None:
     for doc in yaml.safe_load_all(path.read_text()):
         if isinstance(doc, dict) and doc.get("kind") == "JobFlow" and "steps" in (doc.get("spec") or {}):
             assert refusals(doc) == [], path
+
+
+def immutable_refusals(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The messages of the spec-immutability policy's validations that refuse the UPDATE `old` -> `new`."""
+    docs = yaml.safe_load_all(POLICIES.read_text())
+    (policy,) = [
+        d["spec"]
+        for d in docs
+        if d["kind"] == "ValidatingAdmissionPolicy"
+        and d["metadata"]["name"] == f"jobflow-spec-immutable.{constants.GROUP}"
+    ]
+    context: dict[str, Any] = {"object": new, "oldObject": old, "request": {"operation": "UPDATE"}}
+    variables: dict[str, Any] = {}
+    for variable in policy["variables"]:
+        variables[variable["name"]] = cel.evaluate(
+            variable["expression"], {**context, "variables": variables}
+        )
+    return [
+        " ".join(v["message"].split())
+        for v in policy["validations"]
+        if not cel.evaluate(v["expression"], {**context, "variables": variables})
+    ]
+
+
+@pytest.mark.parametrize("phase", ["Running", "Pending"])
+def test_the_flows_own_locks_cannot_change_once_it_started_as_the_validator_says(phase: str) -> None:
+    old = flow_manifest("f", "ns", [job_step("a")], synchronization={"mutexes": [{"name": "db"}]})
+    old["status"] = {"phase": phase}
+    for new_locks in ({"mutexes": [{"name": "other"}]}, None):
+        new = {**old, "spec": {k: v for k, v in old["spec"].items() if k != "synchronization"}}
+        if new_locks is not None:
+            new["spec"]["synchronization"] = new_locks
+        refused = immutable_refusals(old, new)
+        if phase == "Running":
+            assert refused == [
+                "spec.synchronization cannot change once the flow has started (it took its locks then, "
+                "and holds them until it ends); create a new JobFlow instead"
+            ]
+        else:
+            assert refused == []
+    assert immutable_refusals(old, old) == []

@@ -174,6 +174,46 @@ async def test_a_suspend_before_the_start_was_recorded_keeps_the_running_first_j
     assert "StepsChanged" not in {r for _, r, _ in api.events}
 
 
+LOCKED = make_flow(
+    [job_step("migrate")], name="locked", namespace="team", synchronization={"mutexes": [{"name": "db"}]}
+)
+
+
+@pytest.mark.parametrize("rig", [LOCKED], indirect=True)
+async def test_locks_edited_before_the_start_was_recorded_replace_the_first_jobs(rig: Rig) -> None:
+    # The first Job ran under mutex db; the edit (let through: the start was not recorded) names db-2,
+    # which guards other work: the Job is replaced, and the flow runs under the lock it now names.
+    api = rig.api
+    api.sync()
+
+    def relocked(flow: JobFlow) -> JobFlow:
+        sync = flow.spec.synchronization
+        assert sync is not None
+        spec = flow.spec.model_copy(
+            update={
+                "synchronization": sync.model_copy(
+                    update={"mutexes": (sync.mutexes[0].model_copy(update={"name": "db-2"}),)}
+                )
+            }
+        )
+        meta = flow.metadata.model_copy(update={"generation": flow.metadata.generation + 1})
+        return flow.model_copy(update={"spec": spec, "metadata": meta})
+
+    api.update_flow(rig.key, relocked)
+    await rig.settle()
+    assert api.refused == ["409 Conflict"]
+    api.sync()
+    await rig.settle()
+    assert [job for _, job in api.jobs] == []
+    assert ("Normal", "StepsChanged") in {(t, r) for t, r, _ in api.events}
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.step("migrate") == "Running"
+    assert rig.flow.status.held_locks == ("db-2",)
+    assert len(api.job_creates) == 2
+
+
 @pytest.mark.parametrize("rig", [CHAIN], indirect=True)
 async def test_a_label_added_before_the_start_was_recorded_keeps_the_first_jobs(rig: Rig) -> None:
     api = rig.api

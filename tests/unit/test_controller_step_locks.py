@@ -166,3 +166,33 @@ async def test_a_stored_flow_whose_flow_step_takes_a_lock_fails_naming_the_field
     assert "spec.steps[0].synchronization" in (valid.message or "")
     assert "a Flow step cannot take locks" in (valid.message or "")
     assert not api.job_creates
+
+
+async def test_a_matrix_steps_items_each_hold_a_place_and_a_freed_one_queues_the_waiter() -> None:
+    # The book reads the matrix flow's remembered expansion: its items hold the mutex one at a time.
+    api, ctrl, queue = await new_controller()
+    matrix = {"parameters": [{"name": "shard", "values": ["0", "1"]}]}
+    steps = [job_step("load", matrix=matrix, synchronization={"mutexes": [{"name": "db"}]})]
+    api.create_flow(make_flow(steps, name="a", namespace=NS))
+    await api.clock.advance(1)
+    api.create_flow(flow("b"))
+    api.sync()
+    await ctrl.reconcile(f"{NS}/a")
+    api.sync()
+    phases = [(s.name, s.phase, s.message) for s in api.flows[f"{NS}/a"].status.steps]
+    assert phases == [("load-0", "Running", None), ("load-1", "Pending", WAITING)]
+    await ctrl.reconcile(f"{NS}/b")
+    api.sync()
+    told = [e for e in api.events if e[1] == "StepWaitingForLock" and "s0" in e[2]]
+    assert told == [
+        ("Normal", "StepWaitingForLock", f"step s0: {WAITING} (db held by jobflow/a step load-0)")
+    ]
+    await queued(queue)
+    (job,) = [name for (ns, name) in api.jobs if ns == NS]
+    api.finish_job(NS, job)
+    api.sync()
+    assert await queued(queue) == [f"{NS}/a"]
+    await ctrl.reconcile(f"{NS}/a")  # load-0 Succeeded; load-1, ahead of b, takes db
+    api.sync()
+    assert [s.phase for s in api.flows[f"{NS}/a"].status.steps] == ["Succeeded", "Running"]
+    assert f"{NS}/b" not in await queued(queue)

@@ -467,3 +467,16 @@ def test_a_templates_matrix_argument_left_empty_is_filled_by_its_flows() -> None
     assert [e.path for e in validate_jobflow(flow)] == [
         "spec.steps[0].matrix.parameters[0].valueFrom.argument"
     ]
+
+
+def test_the_templates_own_locks_are_the_flows_unless_the_flow_names_its_own() -> None:
+    locks = {"mutexes": [{"name": "deploy"}]}
+    spec = expand(flow_spec(), template(synchronization=locks), "team-a").spec
+    assert spec is not None
+    assert spec["synchronization"] == locks
+    assert validate_jobflow(as_flow(spec)) == []
+    own = {"semaphores": [{"name": "deploy", "limit": 2}]}
+    spec = expand(flow_spec(synchronization=own), template(synchronization=locks), "team-a").spec
+    assert spec is not None
+    assert spec["synchronization"] == own
+    assert "synchronization" not in (expand(flow_spec(), template(), "team-a").spec or {})

@@ -11,7 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ANNOTATION_RETRY, LABEL_CONCURRENCY_KEY, ConcurrencyPolicy
+from zen_flow.api.constants import (
+    ANNOTATION_RETRY,
+    ANNOTATION_RETRY_STEPS,
+    LABEL_CONCURRENCY_KEY,
+    ConcurrencyPolicy,
+)
 from zen_flow.planner import CreateJob, DeleteJob, Peer, keys_to_wake, peers_of, plan
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, groups_to_wake, policy_of
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -135,6 +140,34 @@ def test_a_rerun_waits_for_its_group_while_another_flow_of_it_runs() -> None:
         "Running",
         at(35),
     )  # deadline: per run
+
+
+def test_a_rerun_waiting_for_its_group_skips_what_it_must_without_starting() -> None:
+    # b fails, c (AnySucceeded on b) is skipped; a rerun of `a` alone skips c again at once while
+    # `newer` runs: that skip does not start it, nor does its next plan run it beside `newer`.
+    steps = [
+        job_step("a"),
+        job_step("b", continueOnFailure=True),
+        job_step("c", "b", dependencyPolicy="AnySucceeded"),
+    ]
+    group = FlowGroup(T0)
+    group.add(make_flow(steps, name="old", created=at(0), labels={LABEL_CONCURRENCY_KEY: KEY}))
+    group.add(flow("newer", created=at(1), steps=1))
+    group.reconcile("old")
+    for job in group["old"].running():
+        group["old"].fail(job)
+    group.reconcile("old")
+    group.reconcile("old")
+    group.reconcile("newer")
+    assert (group["old"].phase, group["newer"].phase) == ("Failed", "Running")
+    group["old"].annotate(ANNOTATION_RETRY_STEPS, "a")
+    group["old"].annotate(ANNOTATION_RETRY, "r1")
+    for _ in range(2):
+        rerun = group.reconcile("old")
+        assert not [a for a in rerun.actions if isinstance(a, CreateJob)]
+        old = group["old"].flow.status
+        assert (old.phase, old.start_time) == ("Pending", None)
+        assert old.message == f"waiting for newer (concurrency group {KEY})"
 
 
 def test_a_rerun_keeps_its_place_in_the_queue_by_creation_time() -> None:

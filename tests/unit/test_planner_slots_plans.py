@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ANNOTATION_RETRY, LABEL_CONCURRENCY_KEY, FlowPhase
+from zen_flow.api.constants import ANNOTATION_RETRY, ANNOTATION_RETRY_STEPS, LABEL_CONCURRENCY_KEY, FlowPhase
 from zen_flow.planner import CreateJob, Plan, SlotBook, SlotLimits, needs_slot, plan
 from zen_flow.planner.slots import waiting_message
 from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
@@ -141,6 +141,34 @@ def test_a_rerun_of_a_failed_flow_waits_for_a_slot_and_keeps_its_place_by_creati
 
 
 # --- starts whose status write was lost --------------------------------------------------------------
+
+
+def test_a_rerun_waiting_for_a_slot_skips_what_it_must_without_starting_and_takes_no_slot() -> None:
+    # b fails, c (AnySucceeded on b) is skipped; a rerun of `a` alone skips c again at once while it
+    # waits for the slot: that skip does not start it, nor does its next plan go past the limit.
+    steps = [
+        job_step("a"),
+        job_step("b", continueOnFailure=True),
+        job_step("c", "b", dependencyPolicy="AnySucceeded"),
+    ]
+    c = Cluster.of(make_flow(steps, name="old", namespace=NS, created=T0), flow("newer", 1))
+    c.reconcile("old")
+    c.change("old", lambda s: [s.fail(j) for j in s.running()])
+    c.reconcile("old")
+    c.reconcile("old")
+    assert c["old"].phase == FlowPhase.FAILED
+    assert creates(c.reconcile("newer")) == ["s0"]
+
+    def rerun_a(sim: Simulator) -> None:
+        sim.annotate(ANNOTATION_RETRY_STEPS, "a")
+        sim.annotate(ANNOTATION_RETRY, "r1")
+
+    c.change("old", rerun_a)
+    for _ in range(2):
+        assert creates(c.reconcile("old")) == []
+        old = c["old"].flow.status
+        assert (old.phase, old.start_time, old.message) == (FlowPhase.PENDING, None, FULL)
+    assert c.running() == ["newer"]
 
 
 def test_a_flow_whose_jobs_run_without_a_recorded_start_holds_its_slot_after_a_restart() -> None:

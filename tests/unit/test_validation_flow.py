@@ -76,6 +76,9 @@ def test_the_examples_cover_every_feature_of_the_api() -> None:
         "TTL": any("ttlSecondsAfterFinished" in p for p in policies),
         "finally steps": any(s.get("finally") for s in steps),
         "matrix fan-out": any(s.get("matrix") for s in steps),
+        "step locks": any(s.get("synchronization") for s in steps),
+        "matrix step locks": any(s.get("synchronization") and s.get("matrix") for s in steps),
+        "flow locks": any(f["spec"].get("synchronization") for f in flows),
     }
     assert [feature for feature, shown in covered.items() if not shown] == []
 

@@ -198,6 +198,14 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
                 {"metadata": {"name": "settings"}, "data": {"mode": draw(st.text(max_size=10))}}
             ],
         }
+    if not any("synchronization" in s or s.get("type") == "Flow" for s in steps) and draw(st.booleans()):
+        # The flow's own locks: only where no step takes any (nor runs a child flow).
+        locks = draw(st.lists(labels, min_size=1, max_size=8, unique=True))
+        cut = draw(st.integers(0, len(locks)))
+        spec["synchronization"] = {
+            "mutexes": [{"name": n} for n in locks[:cut]],
+            "semaphores": [{"name": n, "limit": draw(st.integers(1, 10000))} for n in locks[cut:]],
+        }
     if with_pfp:
         spec["executionPolicy"] = {
             "concurrencyPolicy": draw(st.sampled_from(["Allow", "Forbid", "Replace"])),

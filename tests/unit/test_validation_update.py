@@ -175,3 +175,19 @@ def test_a_started_flow_that_breaks_a_later_rule_can_still_be_suspended_and_tune
     # What the update itself breaks is still refused, the old problem still not reported.
     new["spec"]["executionPolicy"] = {"backoffLimit": -1}
     assert [e.path for e in validate_update(old, new)] == ["spec.executionPolicy.backoffLimit"]
+
+
+@pytest.mark.parametrize("started_flow", [True, False], ids=["started", "pending"])
+def test_the_flows_own_locks_are_frozen_once_it_started(started_flow: bool) -> None:
+    # It took them when it started and holds what it took until it ends.
+    old = started("Running" if started_flow else "Pending")
+    old["spec"]["synchronization"] = {"mutexes": [{"name": "db"}]}
+    new = copy.deepcopy(old)
+    new["spec"]["synchronization"] = {"mutexes": [{"name": "other"}]}
+    errors = [str(e) for e in validate_update(old, new)]
+    if started_flow:
+        assert errors == [
+            "spec.synchronization: Forbidden: synchronization cannot change after the flow started"
+        ]
+    else:
+        assert errors == []

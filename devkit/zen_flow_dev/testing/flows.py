@@ -105,11 +105,15 @@ def make_flow(
     created: datetime | None = None,
     arguments: Mapping[str, str] | None = None,
     step_defaults: Mapping[str, Any] | None = None,
+    synchronization: Mapping[str, Any] | None = None,
 ) -> JobFlow:
-    """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`) for planner tests."""
+    """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`; `synchronization`: the flow's own
+    locks) for planner tests."""
     spec: dict[str, Any] = {}
     if step_defaults is not None:
         spec["stepDefaults"] = dict(step_defaults)
+    if synchronization is not None:
+        spec["synchronization"] = dict(synchronization)
     if execution_policy is not None:
         spec["executionPolicy"] = dict(execution_policy)
     if suspend is not None:

@@ -1,6 +1,7 @@
 """Flows whose steps take locks (planner/locks.py), in one fake cluster, with the lock book the
 controller keeps: each reconcile claims the flow's view before its plan, settles after it, and the book
-observes every change the cache sees; the keys it wakes are kept for the test to read.
+observes every change the cache sees; the keys it wakes are kept for the test to read. A flow with the
+concurrency-key label gets the other flows of its group as its peers, as the controller's does.
 
     c = LockCluster(T0)
     c.add(make_flow([job_step("m", synchronization={"mutexes": [{"name": "db"}]})], name="a"))
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner import LockBook, Plan, plan
+from zen_flow.core.matrix import effective_flow
+from zen_flow.planner import LockBook, Plan, group_of, peers_of, plan
 from zen_flow_dev.testing.simulator import Simulator
 
 
@@ -35,13 +37,19 @@ class LockCluster:
         return self.sims[key]
 
     def reconcile(self, key: str) -> Plan:
-        """Claim, plan, settle, write, and the cache sees the write."""
+        """Claim, plan, settle, write, and the cache sees the write. The plan gets the effective flow (a
+        matrix step's items), as the controller's does; the book observes the stored one."""
         sim = self.sims[key]
         sim.now = self.now
         before = sim.flow
-        view = self.book.claim(before)
-        result = plan(before, list(sim.jobs.values()), sim.now, locks=view)
-        self.woken.extend(self.book.settle(before, result.status))
+        effective = effective_flow(before)
+        group = group_of(before)
+        members = [s.flow for s in self.sims.values() if group is not None and group_of(s.flow) == group]
+        view = self.book.claim(effective)
+        result = plan(
+            effective, list(sim.jobs.values()), sim.now, peers=peers_of(before, members), locks=view
+        )
+        self.woken.extend(self.book.settle(effective, result.status))
         sim.apply(result)
         self.woken.extend(self.book.observe(before, sim.flow))
         return result
@@ -61,6 +69,17 @@ class LockCluster:
         sim = self.sims[key]
         for job in sim.running():
             sim.fail(job) if failed else sim.complete(job)
+
+    def finish_step(self, key: str, step: str, *, failed: bool = False) -> None:
+        """The Job controller ends the running Job of one step (a matrix item) of the flow."""
+        sim = self.sims[key]
+        for job in sim.running():
+            if sim.steps.get(job) == step:
+                sim.fail(job) if failed else sim.complete(job)
+
+    def holding(self, key: str) -> list[str]:
+        """The flow's steps the status shows Running, in status order."""
+        return [s.name for s in self.sims[key].flow.status.steps if s.phase == "Running"]
 
     def take_woken(self) -> list[str]:
         out, self.woken = self.woken, []

@@ -127,6 +127,8 @@ class JobFlowStatus(Model):
     # "done/total", for the printer column (JSONPath cannot format).
     progress_summary: str | None = None
     message: str | None = None
+    # The flow's own locks (spec.synchronization) while it holds them: its run's start to its end.
+    held_locks: tuple[str, ...] | None = None
 
     def step(self, name: str) -> StepStatus | None:
         return next((s for s in self.steps if s.name == name), None)

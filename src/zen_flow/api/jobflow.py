@@ -328,6 +328,8 @@ class JobFlowSpec(Model):
     steps: tuple[Step, ...] = ()
     suspend: bool | None = None
     template_ref: TemplateRef | None = None
+    # Locks the flow itself holds from before its first step to its end (planner/locks.py).
+    synchronization: Synchronization | None = None
     # Not a field of the resource: in a flow's effective spec (core/matrix.py), each matrix step's items
     # in index order, which a `<matrix step>:$.outputs.parameters.NAME` input reads all of. Never
     # serialized (excluded), so the stored spec's shape stays the CRD's.

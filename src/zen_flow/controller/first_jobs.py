@@ -7,8 +7,9 @@ resourceVersion: an edit in between refuses the write (409), and one after a wri
 which come from the flow's and steps' names only: a step whose command the edit changed would run the old
 one, and the Job of a step the edit removed would run on, untracked. So the Jobs of the steps the edit
 changed or removed are deleted, and those steps start from the new spec; all of them when the arguments,
-the pod failure policy or the step defaults (copied into every Job) changed. Other edits (a label,
-`suspend`, the TTL) keep the Jobs: the retried status write records them.
+the pod failure policy or the step defaults (copied into every Job) changed, or the flow's own locks
+(`spec.synchronization`: the Jobs ran under the locks it named then, which may guard other work than those
+it names now). Other edits (a label, `suspend`, the TTL) keep the Jobs: the retried status write records them.
 
 Held in memory only: a restart between the refused write and the next reconcile loses it (the race needs
 an edit within the milliseconds between the creates and the write; a restart there too is not covered).
@@ -40,6 +41,7 @@ def _shared(flow: JobFlow) -> tuple[Any, ...]:
         flow.spec.arguments,
         policy.pod_failure_policy if policy is not None else None,
         flow.spec.step_defaults,
+        flow.spec.synchronization,
     )
 
 

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import StepPhase
-from zen_flow.planner.locks import lock_waiting
+from zen_flow.planner.locks import flow_queued, lock_waiting
 from zen_flow.planner.progress import stalled
 from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
 
@@ -22,7 +22,8 @@ from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
 class FlowCollector(Collector):
     """zen_flow_jobflows{namespace,phase}, zen_flow_steps{namespace,phase},
     zen_flow_approvals_pending{namespace}, zen_flow_jobflows_not_progressing{namespace},
-    zen_flow_jobflows_waiting_for_slot{namespace}, zen_flow_lock_waiting_steps{namespace}."""
+    zen_flow_jobflows_waiting_for_slot{namespace}, zen_flow_lock_waiting_steps{namespace},
+    zen_flow_jobflows_waiting_for_lock{namespace}."""
 
     def __init__(self, flows: Callable[[], Iterable[JobFlow]]) -> None:
         self._flows = flows
@@ -34,6 +35,7 @@ class FlowCollector(Collector):
         not_moving: Tally[str] = Tally()
         waiting: Tally[str] = Tally()
         lockless: Tally[str] = Tally()
+        flows_locked: Tally[str] = Tally()
         for flow in self._flows():
             ns = flow.metadata.namespace
             by_flow[(ns, flow.status.phase or "Pending")] += 1
@@ -41,6 +43,8 @@ class FlowCollector(Collector):
                 not_moving[ns] += 1
             if _waiting_for_slot(flow):
                 waiting[ns] += 1
+            elif flow_queued(flow) and flow.status.phase in (None, "Pending"):
+                flows_locked[ns] += 1
             for step in flow.status.steps:
                 by_step[(ns, step.phase)] += 1
                 if step.phase == StepPhase.PENDING_APPROVAL:
@@ -78,11 +82,17 @@ class FlowCollector(Collector):
             "Pending steps waiting for a lock (step synchronization: mutexes and semaphores)",
             labels=["namespace"],
         )
+        flow_locked = GaugeMetricFamily(
+            "zen_flow_jobflows_waiting_for_lock",
+            "Pending JobFlows waiting for their own locks (spec.synchronization)",
+            labels=["namespace"],
+        )
         for ns in sorted({ns for ns, _ in by_flow}):
             not_progressing.add_metric([ns], not_moving[ns])
             slotless.add_metric([ns], waiting[ns])
             locked.add_metric([ns], lockless[ns])
-        yield from (flows, steps, pending, not_progressing, slotless, locked)
+            flow_locked.add_metric([ns], flows_locked[ns])
+        yield from (flows, steps, pending, not_progressing, slotless, locked, flow_locked)
 
 
 def _waiting_for_slot(flow: JobFlow) -> bool:

@@ -116,8 +116,10 @@ class Controller:
         )
         self._first_jobs = FirstJobs()
         self._memo_cache = MemoCache(api=api, events=events, metrics=metrics)
-        # Step synchronization (planner.locks): the namespaces' lock holders and waiters, from the cache.
-        self._locks = StepLocks(flows, jobs, queue)
+        self._matrix = MatrixFlows()
+        # Step synchronization (planner.locks): the namespaces' lock holders and waiters, from the cache
+        # (a matrix step's items hold their own: the book reads such a flow's remembered expansion).
+        self._locks = StepLocks(flows, jobs, queue, lambda flow: self._matrix.effective(flow)[0])
         self._admission = FlowAdmission(
             groups=self._groups,
             slots=self._slots,
@@ -128,7 +130,6 @@ class Controller:
         )
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
         self._validity = Validity(flows.parse_error)
-        self._matrix = MatrixFlows()
         self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
         self._shards = shards

@@ -15,13 +15,15 @@ from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.controller.cluster_access import FlowCache, JobCache
 from zen_flow.controller.flow_queue import priority
 from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow.planner.lock_book import LockBook
+from zen_flow.planner.lock_book import Expand, LockBook
 from zen_flow.planner.locks import LockView
 
 
 class StepLocks:
-    def __init__(self, flows: FlowCache, jobs: JobCache, queue: WorkQueue[str]) -> None:
-        self._book = LockBook(jobs.jobs_for)
+    def __init__(self, flows: FlowCache, jobs: JobCache, queue: WorkQueue[str], effective: Expand) -> None:
+        """`effective`: a cached flow's effective flow (controller/matrix_flows.py: remembered per
+        generation), asked only of flows whose matrix steps declare locks."""
+        self._book = LockBook(jobs.jobs_for, effective)
         self._flows = flows
         self._queue = queue
 

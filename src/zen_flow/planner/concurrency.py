@@ -11,7 +11,11 @@ Flows are in one group when they share a namespace and a non-empty value of the 
   of rank order (equal timestamps, clock skew between apiservers); the first one makes the wait
   FIFO. A flow never waits for a newer flow that has not started, so the queue cannot deadlock.
 - Replace: it starts at once; every older active flow, seeing a newer Replace flow that started,
-  stops itself. Each flow only ever changes its own status and its own Jobs.
+  stops itself. Each flow only ever changes its own status and its own Jobs. A Replace flow waiting
+  only for its own locks (planner/locks.py: nothing else holds it back) counts as started: an older flow
+  of its group holding them would otherwise never be replaced (it is waited for), and flows made from
+  one template share their locks. The older flows stop and free them, and it takes them then: a lock
+  never has two holders, as a slot may for a moment (planner/slot_standing.replacing).
 
 Pure: the controller summarises the group's other flows as `Peer`s from its informer cache.
 """
@@ -25,6 +29,7 @@ from datetime import UTC, datetime
 from zen_flow.api.constants import LABEL_CONCURRENCY_KEY, ConcurrencyPolicy, FlowPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner.locks import flow_queued
 from zen_flow.planner.status import listing
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,6 +71,8 @@ class Peer:
     policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     started: bool = False
     finished: bool = False  # Succeeded, Failed, or being deleted
+    # It waits for its own locks alone (condition Queued, reason WaitingForLock), not suspended.
+    awaits_locks: bool = False
 
     @classmethod
     def of(cls, flow: JobFlow, *, started: bool = False) -> Peer:
@@ -77,7 +84,14 @@ class Peer:
             policy=policy_of(flow),
             started=started or _started(flow),
             finished=finished or flow.metadata.deletion_timestamp is not None,
+            awaits_locks=flow_queued(flow) and not flow.spec.suspend,
         )
+
+    @property
+    def replaces(self) -> bool:
+        """Does it stop the older active flows of its group: a Replace flow that started, or that waits
+        for its own locks alone (an older one may hold them: it frees them as it stops)?"""
+        return self.policy == ConcurrencyPolicy.REPLACE and (self.started or self.awaits_locks)
 
     @property
     def rank(self) -> tuple[datetime, str]:
@@ -114,9 +128,7 @@ def judge(flow: JobFlow, peers: Sequence[Peer], *, started: bool) -> Verdict:
     me = Peer.of(flow)
     others = [p for p in peers if p.name != me.name and not p.finished]
     older = sorted((p for p in others if p.rank < me.rank), key=lambda p: p.rank)
-    replacers = [
-        p for p in others if p.rank > me.rank and p.started and p.policy == ConcurrencyPolicy.REPLACE
-    ]
+    replacers = [p for p in others if p.rank > me.rank and p.replaces]
     if replacers:
         newest = max(replacers, key=lambda p: p.rank)
         return Verdict(key, replaced=f"replaced by newer flow {newest.name} (concurrency group {key})")

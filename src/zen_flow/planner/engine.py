@@ -30,11 +30,11 @@ from zen_flow.planner.approvals import waiting_message, with_approvals, with_ori
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.children import suspensions
 from zen_flow.planner.concurrency import REPLACED_JOB_REASON, Peer, judge
-from zen_flow.planner.events import STOPPED_EVENT, WARNING, naming_blockers
+from zen_flow.planner.events import NORMAL, QUEUED_EVENT, STOPPED_EVENT, WARNING, naming_blockers
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.lifecycle import fail_invalid, stray_events, strays, terminal_plan, ttl_expiry
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
-from zen_flow.planner.locks import NO_LOCKS, LockView, lock_waiting
+from zen_flow.planner.locks import FLOW_LOCK_EVENT, NO_LOCKS, LockView, flow_queued, lock_waiting
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import unwait, waiting
@@ -183,7 +183,7 @@ class _Planner(Starts):
             phase = FlowPhase.RUNNING
         elif any(w.phase == StepPhase.PENDING_APPROVAL for w in works):
             phase = FlowPhase.PAUSED
-        elif self.start_time is None and not self.begun():
+        elif self.held_back() or (self.start_time is None and not self.begun()):
             phase = FlowPhase.PENDING
         else:
             phase = FlowPhase.RUNNING
@@ -232,12 +232,13 @@ class _Planner(Starts):
         self.group = judge(self.flow, self.peers, started=started)
         if started or self.group.holds or self.stopped is not None:
             self.slot = None  # a started flow holds its slot; one its group holds back takes none
+        self.take_own_locks()  # before its objects: a flow waiting for its locks makes none
         if not self.blocked():
             # Only a flow that may start steps now gets its objects (not a queued or suspended one).
             self.creating = missing(self.flow)
             self.actions.extend(self.creating)
         self.schedule()
-        if self.start_time is None and self.begun():
+        if self.start_time is None and not self.held_back() and self.begun():
             self.start_time = self.now
             deadline = self._deadline()
             if deadline is not None:
@@ -276,9 +277,18 @@ class _Planner(Starts):
             creating=self.creating,
             stall=stall,
             slot=self.slot,
+            lock_wait=self.lock_wait.message if self.lock_wait is not None else None,
+            held_locks=self.held_locks,
         )
         if self.lock_blockers:
             events = naming_blockers(events, self.lock_blockers)
+        if self.lock_wait is not None:
+            # Its own event instead of FlowQueued, once per wait (also after a wait for a slot), naming who
+            # is in its way: the status message, stable while it waits, names only the locks.
+            events = tuple(e for e in events if e.reason != QUEUED_EVENT)
+            if not flow_queued(self.flow):
+                said = f"{self.lock_wait.message} ({self.lock_wait.blocker})"
+                events = (*events, EventSpec(NORMAL, FLOW_LOCK_EVENT, said))
         if self.stopping is not None:
             events = self.announce_stop(events, phase)
         if phase.terminal:

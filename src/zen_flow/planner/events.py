@@ -32,6 +32,7 @@ STOPPED_EVENT = "FlowStopped"
 MEMOIZED_MARK = "memoized"
 MEMOIZED = "StepMemoized"
 LOCK_WAIT_EVENT = "StepWaitingForLock"
+QUEUED_EVENT = "FlowQueued"
 
 
 def _job(status: StepStatus) -> str:
@@ -108,7 +109,7 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
     elif was_stalled is not None and now_stalled is None and new.phase == FlowPhase.RUNNING:
         out.append(EventSpec(NORMAL, "FlowProgressing", "a step changed phase again: " + message))
     if _queued(new) and not _queued(old):  # once per wait, not once per flow that went ahead
-        out.append(EventSpec(NORMAL, "FlowQueued", message))
+        out.append(EventSpec(NORMAL, QUEUED_EVENT, message))
     if new.phase == old.phase:
         return out
     if old.phase == FlowPhase.SUSPENDED and new.phase != FlowPhase.SUSPENDED:

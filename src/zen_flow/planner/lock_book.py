@@ -1,18 +1,15 @@
-"""Who holds and who waits for the step locks of each namespace (planner/locks.py), kept from the flow
+"""Who holds and who waits for the locks of each namespace (planner/locks.py), kept from the flow
 informer's events, and the flows a freed lock lets go.
 
-Rebuilt from the cache alone: a flow's Running or Retrying steps that declare a lock hold it, and so does
-a step with an unfinished Job its status does not record (its start's status write was lost, and the
-controller restarted or failed over: the flow's next plan takes that Job over, under no lock check); its
-Pending steps whose message says so wait for it (a suspended flow's wait for nothing: they keep no one
-waiting while it sleeps). A restart lists the flows and their Jobs and finds the same holders and line.
+Rebuilt from the cache alone (each flow as planner/lock_holders.py reads it: its steps', its matrix
+items' and its own locks): a restart lists the flows and their Jobs and finds the same holders and line.
 
 The cache lags the controller's own writes, so, as the limits on running flows do (planner/slots.py), a
-plan reads its own writes: `claim` reserves, for the plan's time, every lock its flow's steps not holding
-one declare, as the plan will see them (a rerun's reset steps included; another flow planned meanwhile
-counts them held: at worst it waits, and the `settle` that frees them wakes it), and `settle` keeps
-reserved the locks of the steps the plan started until the cache shows them Running (or ended, or the
-flow gone).
+plan reads its own writes: `claim` reserves, for the plan's time, every lock its flow's steps (and the
+flow itself) not holding one declare, as the plan will see them (a rerun's reset steps included; another
+flow planned meanwhile counts them held: at worst it waits, and the `settle` that frees them wakes it),
+and `settle` keeps reserved the locks of the steps the plan started (and the flow's own, when it took
+them) until the cache shows them held (or ended, or the flow gone).
 
 A freed place wakes only the waiters that can now take it, in line (`_next_in_line`): a hand-over costs
 one plan, not one per waiter. A wake-up the book holds back because a plan in flight counts as holding
@@ -22,103 +19,33 @@ is given by that plan's `settle`. Pure; no rule needs coordination between repli
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.naming import job_name
-from zen_flow.planner.locks import (
-    HOLDING_PHASES,
-    NO_LOCKS,
-    LockUse,
-    LockView,
-    Order,
-    lock_waiting,
-    needs_of,
-    order_of,
-    who,
+from zen_flow.core.matrix import effective_flow
+from zen_flow.planner.lock_holders import (
+    SETTLED,
+    TERMINAL,
+    Expand,
+    FlowLocks,
+    Steps,
+    declared,
+    expanded,
+    flow_locks,
+    phases_of,
 )
-from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
+from zen_flow.planner.locks import HOLDING_PHASES, NO_LOCKS, LockUse, LockView, Order, order_of, who
 from zen_flow.planner.slot_standing import JobsFor, as_planned, ended
 
-Limits = Mapping[str, int]  # lock name -> the limit a step heeds
-Steps = Mapping[str, Limits]  # step -> the locks it holds (or waits for), in spec order
-_TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
-_DECLARED: IdentityMemo[Steps] = IdentityMemo(MEMO_STEPS)
-
-
-@dataclass(frozen=True)
-class FlowLocks:
-    """One flow's use of locks as its cached copy shows it."""
-
-    uid: str
-    order: Order
-    holding: Steps
-    waiting: Steps
-
-    def names(self) -> set[str]:
-        return {n for limits in (*self.holding.values(), *self.waiting.values()) for n in limits}
-
-    def count(self, steps: Steps, name: str) -> int:
-        return sum(1 for limits in steps.values() if name in limits)
-
-
-def _declared(flow: JobFlow) -> Steps:
-    """The steps that declare locks, in spec order, and their limits; remembered by the identity of the
-    spec's steps (every informer event of every flow asks, and the spec rarely changes)."""
-    steps = flow.spec.steps
-    return _DECLARED.get(
-        steps, lambda: {s.name: {n.name: n.limit for n in needs} for s in steps if (needs := needs_of(s))}
-    )
-
-
-def _running(flow: JobFlow, declared: Steps, jobs_for: JobsFor | None) -> set[str]:
-    """The declared steps with a Job of their next attempt (the first, or a rerun's, as `plan` takes a
-    Job over) that has not finished nor is being deleted."""
-    if jobs_for is None:
-        return set()
-    name, attempts = flow.metadata.name, {s.name: s.retry_count for s in flow.status.steps}
-    names = {
-        job_name(name, step, attempt): step for step in declared for attempt in {0, attempts.get(step) or 0}
-    }
-    return {
-        step
-        for job in jobs_for(flow.metadata.uid)
-        if not job.finished and not job.deleting and (step := names.get(job.metadata.name)) is not None
-    }
-
-
-def flow_locks(flow: JobFlow | None, jobs_for: JobsFor | None = None) -> FlowLocks | None:
-    """`flow`'s holders and waiters; None when it has none (or it ended, or is being deleted).
-    `jobs_for`: its cached Jobs by its UID (none: its status alone decides)."""
-    if flow is None or ended(flow):
-        return None
-    declared = _declared(flow)
-    if not declared:
-        return None
-    running = _running(flow, declared, jobs_for)
-    phases = {s.name: s for s in flow.status.steps}
-    holding: dict[str, Limits] = {}
-    waiting: dict[str, Limits] = {}
-    for step, limits in declared.items():
-        s = phases.get(step)
-        if s is not None and s.phase in HOLDING_PHASES:
-            holding[step] = limits
-        elif step in running and (s is None or s.phase not in _TERMINAL):
-            holding[step] = limits  # its Job runs: the status write recording its start was lost
-        elif s is None:
-            continue
-        elif s.phase == "Pending" and lock_waiting(s.message) and not flow.spec.suspend:
-            waiting[step] = limits
-    if not holding and not waiting:
-        return None
-    return FlowLocks(flow.metadata.uid, order_of(flow), holding, waiting)
+__all__ = ["Expand", "LockBook"]
 
 
 class LockBook:
-    def __init__(self, jobs_for: JobsFor | None = None) -> None:
-        """`jobs_for`: the flows' cached Jobs by UID (`observe(flow, flow)` when they change)."""
+    def __init__(self, jobs_for: JobsFor | None = None, effective: Expand = effective_flow) -> None:
+        """`jobs_for`: the flows' cached Jobs by UID (`observe(flow, flow)` when they change); `effective`:
+        a stored flow's effective flow (the controller's remembers each flow's expansion)."""
         self._jobs_for = jobs_for
+        self._effective = effective
         self._flows: dict[str, FlowLocks] = {}
         self._users: dict[tuple[str, str], set[str]] = {}  # (namespace, lock) -> keys holding or waiting
         # key -> uid of the flows with lock steps, not ended nor being deleted (the only ones woken)
@@ -141,7 +68,9 @@ class LockBook:
         if flow is None:
             return []
         key, ns = flow.metadata.key, flow.metadata.namespace
-        if new is not None and not ended(new) and _declared(new):
+        if new is not None and not ended(new):
+            new = expanded(new, self._effective)
+        if new is not None and not ended(new) and declared(new):
             self._alive[key] = new.metadata.uid
         else:
             self._alive.pop(key, None)
@@ -184,36 +113,35 @@ class LockBook:
         if new is None or new.metadata.uid != uid or (after is None and ended(new)):
             del self._reserved[key]
             return {n for limits in steps.values() for n in limits}
-        phases = {s.name: s.phase for s in new.status.steps}
-        kept = {
-            s: limits for s, limits in steps.items() if phases.get(s) not in (*HOLDING_PHASES, *_TERMINAL)
-        }
+        phases = phases_of(new.status)
+        kept = {s: limits for s, limits in steps.items() if phases.get(s) not in SETTLED}
         if kept:
             self._reserved[key] = (ns, uid, kept)
         else:
             del self._reserved[key]
         return {
-            n for s, limits in steps.items() if s not in kept and phases.get(s) in _TERMINAL for n in limits
+            n for s, limits in steps.items() if s not in kept and phases.get(s) in TERMINAL for n in limits
         }
 
     def claim(self, flow: JobFlow) -> LockView:
-        """What the other flows of its namespace hold and wait for, of the locks `flow`'s steps declare;
-        the locks of its steps not holding theirs, as its plan will see them (a rerun resets failed
-        steps to Pending), are reserved until `settle`."""
-        declared = _declared(flow)
-        if not declared or ended(flow):
+        """What the other flows of its namespace hold and wait for, of the locks `flow` and its steps
+        declare (`flow`: the effective flow its plan gets); the locks of its steps not holding theirs (and
+        its own, when it does not hold them), as its plan will see them (a rerun resets failed steps to
+        Pending), are reserved until `settle`."""
+        found = declared(flow)
+        if not found or ended(flow):
             return NO_LOCKS
         key, ns = flow.metadata.key, flow.metadata.namespace
         planned, _ = as_planned(flow)
-        phases = {s.name: s.phase for s in planned.status.steps}
+        phases = phases_of(planned.status)
         counts: dict[str, int] = {}
-        for step, limits in declared.items():
-            if phases.get(step, "Pending") not in (*HOLDING_PHASES, *_TERMINAL):
+        for step, limits in found.items():
+            if phases.get(step, "Pending") not in SETTLED:
                 for n in limits:
                     counts[n] = counts.get(n, 0) + 1
         if counts:
             self._planning[key] = (ns, flow.metadata.uid, counts)
-        wanted = sorted({n for limits in declared.values() for n in limits})
+        wanted = sorted({n for limits in found.values() for n in limits})
         order = order_of(flow)
         return LockView({n: use for n in wanted if (use := self._use(ns, n, key, order))})
 
@@ -285,8 +213,9 @@ class LockBook:
         )
 
     def settle(self, flow: JobFlow, status: JobFlowStatus | None) -> list[str]:
-        """The plan of `flow` made `status` (None: no plan); the steps it started keep their locks
-        reserved until the cache shows them; the keys of the flows that may take the others."""
+        """The plan of `flow` (as `claim` had it) made `status` (None: no plan); the steps it started
+        keep their locks reserved until the cache shows them; the keys of the flows that may take the
+        others."""
         key, ns, uid = flow.metadata.key, flow.metadata.namespace, flow.metadata.uid
         planning = self._planning.get(key)
         if planning is None or planning[1] != uid:
@@ -299,14 +228,12 @@ class LockBook:
         if before is not None:
             freed |= {n for limits in before[2].values() for n in limits}
         if status is not None and self._alive.get(key) == uid:
-            declared = _declared(flow)
+            found = declared(flow)
             shown = self._flows.get(key)
             started = {
-                s.name: declared[s.name]
-                for s in status.steps
-                if s.name in declared
-                and s.phase in HOLDING_PHASES
-                and (shown is None or s.name not in shown.holding)
+                step: found[step]
+                for step, phase in phases_of(status).items()
+                if step in found and phase in HOLDING_PHASES and (shown is None or step not in shown.holding)
             }
             if started:
                 self._reserved[key] = (ns, uid, started)

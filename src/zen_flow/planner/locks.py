@@ -24,6 +24,17 @@ The waiting step's message names only its locks (`waiting for lock db`), so it d
 step waits: no status write per change of holder. The `StepWaitingForLock` event names the first step
 in its way.
 
+A flow may take locks of its own (`spec.synchronization`, Argo's workflow-level synchronization): the
+same names, limits and line as its namespace's step locks, taken all at once before its first step
+starts (`flow_wait`) and held until the flow ends, its finally steps included. It stands in the book as a
+step named `FLOW`; its status says it holds them (`status.heldLocks`), so a restart finds it. While it
+waits it stays Pending, as a flow waiting for a running-flow slot does: condition Queued (reason
+`WaitingForLock`), message `waiting for lock db`, one `FlowWaitingForLock` event naming who is in its
+way. No holder ever waits for another lock (validation): a flow with a Flow step takes none (it would
+hold them while its children wait for theirs), and the steps of a flow that takes its own take none (one
+would wait while its flow holds its own: two flows taking two locks in opposite orders would wait for
+each other for ever).
+
 Pure: the controller hands the plan a `LockView` (what the other flows hold and wait for), and the plan
 decides its own steps with `Claims`, in spec order.
 """
@@ -34,10 +45,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from zen_flow.api.constants import StepPhase
-from zen_flow.api.jobflow import JobFlow, Step
+from zen_flow.api.constants import ConditionType, StepPhase
+from zen_flow.api.jobflow import JobFlow, Step, Synchronization
 
 LOCK_WAIT = "waiting for lock"  # a waiting step's message: "waiting for lock db", "waiting for locks db, gpu"
+FLOW = ""  # the flow's own locks (spec.synchronization) in the book, beside its steps' (no step is named so)
+# Condition Queued's reason while the flow waits for its own locks, and the event saying so once.
+REASON_WAITING_FOR_LOCK = "WaitingForLock"
+FLOW_LOCK_EVENT = "FlowWaitingForLock"
 # Running steps, and those in retry backoff, hold their locks.
 HOLDING_PHASES = frozenset({StepPhase.RUNNING, StepPhase.RETRYING})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,15 +68,38 @@ class Need:
     limit: int
 
 
-def needs_of(step: Step) -> tuple[Need, ...]:
-    """The locks `step` declares, mutexes first; none on a Flow or Manual step (admission refuses them
-    there: a flow stored past it runs its Flow step's child unlocked rather than deadlocked)."""
-    sync = step.synchronization
-    if sync is None or step.is_flow or step.is_manual:
+def _needs(sync: Synchronization | None) -> tuple[Need, ...]:
+    if sync is None:
         return ()
     return (
         *(Need(m.name, 1) for m in sync.mutexes),
         *(Need(s.name, max(1, s.limit)) for s in sync.semaphores),
+    )
+
+
+def needs_of(step: Step) -> tuple[Need, ...]:
+    """The locks `step` declares, mutexes first; none on a Flow or Manual step (admission refuses them
+    there: a flow stored past it runs its Flow step's child unlocked rather than deadlocked)."""
+    if step.is_flow or step.is_manual:
+        return ()
+    return _needs(step.synchronization)
+
+
+def flow_needs(flow: JobFlow) -> tuple[Need, ...]:
+    """The locks the flow itself takes (`spec.synchronization`), mutexes first."""
+    return _needs(flow.spec.synchronization)
+
+
+def holds_own(flow: JobFlow) -> bool:
+    """Does the flow's status say it holds its own locks (taken before its first step, kept to its end)?"""
+    return bool(flow.status.held_locks)
+
+
+def flow_queued(flow: JobFlow) -> bool:
+    """Does the flow's status say it waits for its own locks (condition Queued, reason WaitingForLock)?"""
+    return any(
+        c.type == ConditionType.QUEUED and c.status == "True" and c.reason == REASON_WAITING_FOR_LOCK
+        for c in flow.status.conditions
     )
 
 
@@ -78,8 +116,8 @@ def order_of(flow: JobFlow) -> Order:
 
 
 def who(flow: str, step: str) -> str:
-    """A step as a message names it (`kubectl get jobflow/NAME` finds its flow)."""
-    return f"jobflow/{flow} step {step}"
+    """A step (or the flow itself: `FLOW`) as a message names it (`kubectl get jobflow/NAME` finds it)."""
+    return f"jobflow/{flow}" if step == FLOW else f"jobflow/{flow} step {step}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +147,10 @@ NO_LOCKS = LockView()
 def waiting_message(spec: Step) -> str:
     """Why a step waits: its locks, never who holds them, so that the message stays as it is while the
     step waits (a status write per change of holder would cost every waiter one per hand-over)."""
-    names = [n.name for n in needs_of(spec)]
+    return _waiting_for([n.name for n in needs_of(spec)])
+
+
+def _waiting_for(names: list[str]) -> str:
     return f"{LOCK_WAIT} {names[0]}" if len(names) == 1 else f"{LOCK_WAIT}s {', '.join(names)}"
 
 
@@ -130,6 +171,20 @@ class Wait:
 
     message: str
     blocker: str
+
+
+def flow_wait(flow: str, needs: Iterable[Need], view: LockView) -> Wait | None:
+    """None when the flow `flow` may take its own locks (`needs`) now; else why it waits. Asked before any
+    step of its run starts: the other flows' holders and waiters ahead (`view`) are all that count."""
+    needs = tuple(needs)
+    for need in needs:
+        use = view.uses.get(need.name, LockUse())
+        limit = min(need.limit, use.tightest) if use.tightest is not None else need.limit
+        if use.held + use.ahead >= limit:
+            return Wait(
+                _waiting_for([n.name for n in needs]), in_the_way(need.name, use.held, use.holder, use.waiter)
+            )
+    return None
 
 
 class Claims:

@@ -12,6 +12,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.actions import CreateResource, EventSpec
 from zen_flow.planner.concurrency import Verdict
 from zen_flow.planner.events import NORMAL, derive_events
+from zen_flow.planner.locks import REASON_WAITING_FOR_LOCK, flow_queued
 from zen_flow.planner.progress import Stall
 from zen_flow.planner.resources import REASON_RESOURCES_CREATED, describe, resource_ref
 from zen_flow.planner.shape import shape_of
@@ -38,9 +39,19 @@ def outcome(
     creating: tuple[CreateResource, ...],
     stall: Stall,
     slot: str | None = None,
+    lock_wait: str | None = None,
+    held_locks: tuple[str, ...] = (),
 ) -> tuple[JobFlowStatus, tuple[EventSpec, ...]]:
-    """`slot`: why the flow waits for a slot (planner.slots), when its group does not hold it back."""
+    """`slot`: why the flow waits for a slot (planner.slots), when its group does not hold it back;
+    `lock_wait`: why it waits for its own locks, when neither does; `held_locks`: those it holds."""
     old = flow.status
+    queued: str | None
+    if group.waiting:
+        queued, queued_reason = group.waiting, REASON_QUEUED
+    elif slot:
+        queued, queued_reason = slot, REASON_WAITING_FOR_SLOT
+    else:
+        queued, queued_reason = lock_wait, REASON_WAITING_FOR_LOCK
     status = assemble(
         flow,
         steps,
@@ -50,9 +61,10 @@ def outcome(
         start_time=start_time,
         audit=audit,
         now=now,
-        queued=group.waiting or slot,
+        queued=queued,
         stall=stall,
-        queued_reason=REASON_QUEUED if group.waiting else REASON_WAITING_FOR_SLOT,
+        queued_reason=queued_reason,
+        held_locks=held_locks,
     )
     if creating:
         # Recorded now, in the write that follows the creates; the controller fills in the UIDs.
@@ -64,6 +76,9 @@ def outcome(
     events = derive_events(old, status, shape_of(flow).specs)
     if creating:
         events += (EventSpec(NORMAL, REASON_RESOURCES_CREATED, cut(describe(creating), 1024)),)
-    if group.replacing and old.start_time is None and status.start_time is not None:
+    # Said when it starts, or when it starts to wait for its own locks: the older flows stop then
+    # (planner.concurrency), and have ended by the time it takes the locks they held.
+    began_waiting = lock_wait is not None and not flow_queued(flow)
+    if group.replacing and old.start_time is None and (status.start_time is not None or began_waiting):
         events += (EventSpec(NORMAL, "ReplacingFlows", group.replacing_message()),)
     return status, events

@@ -21,7 +21,8 @@ from zen_flow.api.constants import ConditionType
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.children import parent_of
 from zen_flow.planner.lineage import runs_under
-from zen_flow.planner.lock_book import LockBook, flow_locks
+from zen_flow.planner.lock_book import LockBook
+from zen_flow.planner.lock_holders import flow_locks
 from zen_flow.planner.slot_standing import NAMESPACE_FLAG
 from zen_flow.planner.slots import SlotBook, SlotLimits
 from zen_flow.planner.status import REASON_WAITING_FOR_SLOT

@@ -21,7 +21,7 @@ from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
-from zen_flow.planner.locks import NO_LOCKS, LockView, lock_waiting
+from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import item_limits, parallelism_of
@@ -84,6 +84,10 @@ class PlanState:
         self.locks = locks
         # step -> who keeps it from its locks (planner.locks): its StepWaitingForLock event says it.
         self.lock_blockers: dict[str, str] = {}
+        # The flow's own locks (spec.synchronization): those it holds after this plan, or why it waits
+        # for them (nothing starts meanwhile: `blocked`).
+        self.held_locks: tuple[str, ...] = ()
+        self.lock_wait: Wait | None = None
         # Its place among child flows (planner.lineage): the depth and family room its Flow steps heed.
         self.lineage = lineage
         self.children_made = 0  # child flows this plan creates: they take room in the family too
@@ -325,13 +329,45 @@ class PlanState:
             or self.deadline_passed
             or self.group.holds
             or self.slot is not None
+            or self.lock_wait is not None
             or bool(self.creating)
         )
+
+    def take_own_locks(self) -> None:
+        """The flow's own locks (planner.locks): held on while its status says so, taken over by a run
+        whose start's status write was lost (`runs_a_job`), else taken now, all or none, when nothing else
+        holds the flow back (it would start now); otherwise it waits for them."""
+        needs = flow_needs(self.flow)
+        if not needs:
+            return
+        names = tuple(n.name for n in needs)
+        if holds_own(self.flow) or self.runs_a_job():
+            self.held_locks = names
+        elif not self.blocked():
+            self.lock_wait = flow_wait(self.flow.metadata.name, needs, self.locks)
+            self.held_locks = () if self.lock_wait is not None else names
+
+    def runs_a_job(self) -> bool:
+        """Does a Job of this run run (observed, or taken over: its start's status write was lost)? Only
+        that says the flow took its own locks when its status does not: the book counts such a Job as
+        holding them, so none took them since. A start time does not (a rerun waiting for its locks may
+        have skipped a step), nor a Job that ended (the book freed its locks then: another may hold them)."""
+        return any(w.phase == StepPhase.RUNNING for w in self.moving.values())
 
     def begun(self) -> bool:
         """Has a step left Pending in this run, or does one wait for a lock (planner.locks: the flow runs,
         and holds its slot, while it waits, as under parallelism; a flow that took a slot and gave it back
         at every plan would wake the next flow in line, which would wake it: for ever)? Asked only while
         `start_time` is unset: before a flow's first step, or after a rerun reset it (its settled steps,
-        kept from the run before, do not count)."""
-        return any(w.phase != StepPhase.PENDING or lock_waiting(w.message) for w in self.moving.values())
+        kept from the run before, do not count). A flow that took its own locks has begun too: it holds
+        them, and its slot, until it ends."""
+        return bool(self.held_locks) or any(
+            w.phase != StepPhase.PENDING or lock_waiting(w.message) for w in self.moving.values()
+        )
+
+    def held_back(self) -> bool:
+        """Does its concurrency group, a limit on running flows or its own locks keep the flow from
+        starting in this plan? Then it has not started, whatever its steps did: a rerun's step skipped for
+        a dependency that failed before does not start it (its next plan would take that start for a lost
+        write's, and go past the slot, the group or the locks it waits for)."""
+        return self.group.holds or self.slot is not None or self.lock_wait is not None

@@ -16,6 +16,7 @@ from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.concurrency import Peer, judge, policy_of
 from zen_flow.planner.interventions import request, rerun, stop_request
+from zen_flow.planner.locks import flow_queued
 from zen_flow.planner.slot_lines import (
     Place,
 )
@@ -106,7 +107,9 @@ def standing(flow: JobFlow, jobs_for: JobsFor | None = None, child: IsChild | No
     # A rerun's reset status says phase Running with no start time: it has not started this run.
     if (not rerunning and started(flow)) or _running_jobs(flow, jobs_for):
         return Standing.HOLDING
-    if planned.spec.suspend or _group_held(planned):
+    if planned.spec.suspend or _group_held(planned) or flow_queued(planned):
+        # A flow waiting for its own locks (planner.locks) takes no place in line: the lock's holders end
+        # by themselves, and its freed place wakes it, to ask for a slot again.
         return Standing.OUT
     return Standing.CONTENDING
 

@@ -332,11 +332,13 @@ def assemble(
     queued: str | None = None,
     stall: Stall | None = None,
     queued_reason: str = REASON_QUEUED,
+    held_locks: tuple[str, ...] | None = None,
 ) -> JobFlowStatus:
     """The new status; the old object itself when nothing changed, so the controller skips the write.
-    `queued`: why a Pending flow is held back, by its concurrency group or a limit on running flows
-    (condition Queued, with `queued_reason`); `stall`: when
-    a step last changed phase and whether that is past the progress deadline (none: as recorded)."""
+    `queued`: why a Pending flow is held back, by its concurrency group, a limit on running flows or its
+    own locks (condition Queued, with `queued_reason`); `stall`: when a step last changed phase and
+    whether that is past the progress deadline (none: as recorded); `held_locks`: the flow's own locks
+    it holds (planner.locks), said until it ends."""
     old = flow.status
     step_tuple = tuple(steps)
     counts = progress(step_tuple)
@@ -384,6 +386,7 @@ def assemble(
         "observed_generation": generation,
         "message": message,
         "audit": audit,
+        "held_locks": held_locks if held_locks and not phase.terminal else None,
     }
     if all(getattr(old, key) == value for key, value in update.items()):
         return old

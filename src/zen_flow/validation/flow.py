@@ -52,7 +52,7 @@ from zen_flow.validation.steps import (
     check_step_references,
     is_manual,
 )
-from zen_flow.validation.synchronization import MATRIX_LOCKS
+from zen_flow.validation.synchronization import OWN, check_flow_locks, check_synchronization
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
 
 METADATA = "metadata"
@@ -140,6 +140,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
     if spec.get("stepDefaults") is not None:
         check_step_defaults(r, spec["stepDefaults"])
+    if spec.get("synchronization") is not None:  # its own rules, also before a templateRef is expanded
+        check_synchronization(r, spec["synchronization"], OWN, kind="JobFlow")
     arguments = _check_arguments(r, spec)
     steps_path = SPEC + ".steps"
     if spec.get("templateRef") is not None:
@@ -154,11 +156,10 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         return
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
+    check_flow_locks(r, spec, raw_steps or ())
     for i, raw in enumerate(raw_steps or ()):
         if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None:
             r.add(forbidden(f"{steps_path}[{i}].matrix", "a Flow step cannot fan out"))
-        if isinstance(raw, dict) and raw.get("matrix") is not None and raw.get("synchronization") is not None:
-            r.add(forbidden(f"{steps_path}[{i}].synchronization", MATRIX_LOCKS))
     matrix = expand_matrix(spec) if raw_steps and has_matrix(spec) else None
     if matrix is None:
         items = r.mappings(raw_steps, steps_path)

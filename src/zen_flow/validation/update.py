@@ -1,9 +1,10 @@
 """`validate_update`: the rules for changing an existing JobFlow (admission UPDATE).
 
 `spec.steps` is immutable once the flow has started (JOBFLOW_API.md decision 12): the controller has
-created Jobs from those steps and recorded their status by name, so an edited step list would describe
-a different flow than the one running. Suspending, the execution policy, labels and annotations (which
-carry approvals) stay changeable.
+created Jobs from those steps and recorded their status by name, so an edited step list would describe a
+different flow than the one running. So are `spec.arguments`, `spec.templateRef` and the flow's own locks
+(`spec.synchronization`: taken when it started, held until it ends). Suspending, the execution policy,
+labels and annotations (which carry approvals) stay changeable.
 
 Ratcheting, as the apiserver does for CRD schemas: problems in a part the update leaves untouched
 (`spec`, the name, labels, annotations) are not reported, and when the spec changes, neither is a problem
@@ -122,8 +123,9 @@ def validate_update(
     if started and not spec_kept:
         # The arguments were substituted into Jobs already created: a changed value would make the
         # flow's steps disagree about it.
-        # The step defaults are in every Job created already, as the steps are.
-        for field in ("steps", "arguments", "stepDefaults", "templateRef"):
+        # The step defaults are in every Job created already, as the steps are; the flow's own locks
+        # too: it took them (or not) when it started, and holds what it took.
+        for field in ("steps", "arguments", "stepDefaults", "templateRef", "synchronization"):
             if _get(old, "spec", field) != _get(new, "spec", field):
                 errors.append(forbidden(f"{SPEC}.{field}", f"{field} cannot change after the flow started"))
     return errors
