@@ -1,6 +1,7 @@
 """A Job update that no plan can see (a counter moved, the Job's start time or an interim condition such as
 `SuccessCriteriaMet` came) wakes no reconcile; one that a plan can see does. The guarantee behind it is
-checked on the planner itself: such an update never changes the plan."""
+checked on the planner itself: such an update never changes the plan, but for when a Job that turned
+pending (no ready pod) has its pods looked at, which the controller schedules from the update."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow.planner import plan, plan_sees_change
+from zen_flow.planner import pending, plan, plan_sees_change
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -77,11 +78,11 @@ def test_an_update_a_plan_cannot_see_never_changes_the_plan(
     assert not plan_sees_change(old, new)
     before = plan(sim.flow, [old], sim.now + timedelta(seconds=later))
     after = plan(sim.flow, [new], sim.now + timedelta(seconds=later))
-    assert (after.actions, after.status, after.requeue_after) == (
-        before.actions,
-        before.status,
-        before.requeue_after,
-    )
+    assert (after.actions, after.status) == (before.actions, before.status)
+    if pending(old) == pending(new):
+        assert after.requeue_after == before.requeue_after
+    # Else only when the step's pods are next looked at moved (planner/pending_pods.py): the controller
+    # schedules that look from the update itself (below), it plans nothing at once.
 
 
 def test_what_a_plan_reads_is_seen() -> None:

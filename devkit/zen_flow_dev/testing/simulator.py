@@ -22,6 +22,7 @@ from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.job import JOB, Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
+from zen_flow.api.pod import Pod
 from zen_flow.core import jsonpatch
 from zen_flow.core.expressions import Evaluator
 from zen_flow.core.matrix import effective_flow
@@ -34,9 +35,13 @@ from zen_flow.planner import (
     Peer,
     Plan,
     PodMessages,
+    PodWait,
     SaveMemo,
     jobs_to_read,
+    pending,
     plan,
+    pod_wait,
+    pods_to_read,
 )
 
 
@@ -70,6 +75,11 @@ class Simulator:
     # The cluster's clocks (apiserver, Job controller) minus the controller's, in seconds: every Job
     # timestamp is stamped by them (negative: the cluster is behind).
     skew: float = 0.0
+    # Job name -> the pods a read of it finds (`stick`), and what the controller's reads found, by Job name
+    # (controller/pod_reads.py), with the reads made (Job names, in order).
+    pods: dict[str, list[Pod]] = field(default_factory=dict)
+    pod_waits: dict[str, PodWait] = field(default_factory=dict)
+    pod_reads: list[str] = field(default_factory=list)
     # Memoize caches: ConfigMap name -> its data, as the controller reads and patches them.
     memo_cache: dict[str, dict[str, str]] = field(default_factory=dict)
     # Every lookup the controller made for the plans (step names), in order.
@@ -106,6 +116,7 @@ class Simulator:
         messages: dict[str, PodMessages] = {
             name: self.pod_messages.get(name) for name in jobs_to_read(flow, jobs)
         }
+        self._read_pods(flow, jobs)
         memos: dict[str, MemoAnswer] = {}
         while True:
             result = plan(
@@ -117,6 +128,7 @@ class Simulator:
                 progress_deadline=self.progress_deadline,
                 evaluate=self.evaluate,
                 memos=memos,
+                pods=self.pod_waits,
             )
             # As the controller does: the entries the plan asked for, then the plan again with them.
             if not result.lookups:
@@ -125,6 +137,16 @@ class Simulator:
                 self.memo_reads.append(lookup.step)
                 found = self.memo_cache.get(lookup.config_map, {}).get(lookup.data_key)
                 memos[lookup.step] = MemoAnswer(lookup.key, found)
+
+    def _read_pods(self, flow: JobFlow, jobs: Sequence[Job]) -> None:
+        """As the controller does before planning: read the pods of the waiting Jobs whose read is due, and
+        forget the reads of Jobs that no longer wait."""
+        waiting = {j.metadata.name for j in jobs if pending(j)}
+        self.pod_waits = {n: w for n, w in self.pod_waits.items() if n in waiting}
+        by_name = {j.metadata.name: j for j in jobs}
+        for name in pods_to_read(flow, jobs, self.now, self.pod_waits):
+            self.pod_reads.append(name)
+            self.pod_waits[name] = pod_wait(self.pods.get(name, ()), by_name[name].metadata.uid, self.now)
 
     def apply(self, result: Plan, *, write_status: bool = True) -> None:
         self.plans.append(result)
@@ -225,6 +247,18 @@ class Simulator:
         if messages is not None:
             self.pod_messages[name] = messages
         self._finish(name, "Failed", reason, message, failed=1)
+
+    def stick(self, name: str, pods: Sequence[Pod], *, ready: int = 0) -> None:
+        """The Job has no ready pod (`ready`), and a read of its pods finds `pods` (api.pod models; their
+        owner references name the Job's uid to count as its own: `owner(name)`)."""
+        job = self.jobs[name]
+        self.jobs[name] = replace(job, status=replace(job.status, active=1, ready=ready))
+        self.pods[name] = list(pods)
+
+    def owner(self, name: str) -> dict[str, Any]:
+        """The ownerReference the Job controller puts on the Job `name`'s pods."""
+        uid = self.jobs[name].metadata.uid
+        return {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": True}
 
     def hold(self, name: str, suspended: bool = True) -> None:
         """A queue (Kueue) or a user suspended the Job, or resumed it: the Job controller's `Suspended`

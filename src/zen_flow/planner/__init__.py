@@ -44,6 +44,8 @@ from zen_flow.planner.locks import NO_LOCKS, LockView
 from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
+from zen_flow.planner.pending_pods import first_look_after, pending, pods_to_read
+from zen_flow.planner.pod_waits import PodWait, pod_wait
 from zen_flow.planner.resources import fail_resources
 from zen_flow.planner.slots import SlotBook, SlotLimits, needs_slot
 
@@ -70,6 +72,7 @@ __all__ = [
     "Peer",
     "Plan",
     "PodMessages",
+    "PodWait",
     "SaveMemo",
     "SlotBook",
     "SlotLimits",
@@ -80,6 +83,7 @@ __all__ = [
     "describe_owner",
     "fail_invalid",
     "fail_resources",
+    "first_look_after",
     "group_of",
     "hosted",
     "is_child_body",
@@ -94,8 +98,11 @@ __all__ = [
     "parent_of",
     "parse_duration",
     "peers_of",
+    "pending",
     "plan",
     "plan_sees_change",
+    "pod_wait",
+    "pods_to_read",
     "refused_job",
     "retry_delay",
     "runs_under",

@@ -1,0 +1,111 @@
+"""The controller reads a pending step's pods when its plan says so, and only then (controller/pod_reads.py),
+and the Job updates that move the step's pod watch wake it (controller/reconciler.py): against the fake
+apiserver, on a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from controller_rig import Rig
+
+from zen_flow.api.pod import Pod
+from zen_flow.kube.errors import from_status
+from zen_flow_dev.testing.flows import job_step, make_flow
+
+FLOW = make_flow([job_step("a")], name="pods", namespace="team")
+BOUNDED = make_flow([job_step("a", podPendingTimeoutSeconds=5)], name="bounded", namespace="team")
+WHY = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+
+
+def unschedulable(rig: Rig, job: str) -> Pod:
+    uid = rig.api.jobs[("team", job)].metadata.uid
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": uid, "controller": True}
+    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": WHY}
+    return Pod.model_validate(
+        {
+            "metadata": {"creationTimestamp": "2020-01-01T00:00:00Z", "ownerReferences": [owner]},
+            "status": {"phase": "Pending", "conditions": [cond]},
+        }
+    )
+
+
+async def started(rig: Rig) -> str:
+    rig.api.sync()
+    await rig.settle()
+    rig.api.sync()
+    await rig.settle()
+    job = rig.job("a")
+    rig.api.pods[("team", job)] = [unschedulable(rig, job)]
+    return job
+
+
+def report(rig: Rig, job: str, ready: int) -> None:
+    """The Job controller reports the Job's pods; the controller gets the update with the old version,
+    as from the Job informer (the fake's `sync` hands on only the new one)."""
+    old = rig.api.jobs[("team", job)]
+    new = rig.api.report_pods("team", job, ready=ready)
+    rig.api.on_job = None
+    rig.api.sync()
+    rig.api.on_job = rig.controller.on_job_event
+    rig.controller.on_job_event(new, old)
+
+
+def stuck_events(rig: Rig) -> list[str]:
+    return [m for _, r, m in rig.api.events if r == "StepPodStuck"]
+
+
+@pytest.mark.parametrize("rig", [FLOW], indirect=True)
+async def test_a_pending_jobs_pods_are_read_when_due_and_its_ready_pod_clears_the_message(rig: Rig) -> None:
+    job = await started(rig)
+    # The Job controller's first report: a pod, not ready. No plan now; a look once it may be stuck.
+    report(rig, job, ready=0)
+    await rig.settle(29)
+    assert rig.api.pod_reads == []
+    await rig.settle(1)
+    rig.api.sync()
+    await rig.settle()
+    assert rig.api.pod_reads == [("team", job)]
+    assert rig.flow.status.step("a").message == f"pod unschedulable: {WHY}"  # type: ignore[union-attr]
+    assert stuck_events(rig) == [f"step a: pod unschedulable: {WHY}"]
+    # Nothing changes: one read per half minute, no status write.
+    version = rig.flow.metadata.resource_version
+    await rig.settle(30)
+    rig.api.sync()
+    await rig.settle()
+    assert len(rig.api.pod_reads) == 2
+    assert rig.flow.metadata.resource_version == version
+    # Its pod runs: the update wakes the flow at once, and the message goes.
+    report(rig, job, ready=1)
+    await rig.settle()
+    rig.api.sync()
+    assert rig.flow.status.step("a").message is None  # type: ignore[union-attr]
+    assert rig.step("a") == "Running"
+    assert len(stuck_events(rig)) == 1
+
+
+@pytest.mark.parametrize("rig", [BOUNDED], indirect=True)
+async def test_a_pod_read_that_fails_fails_nothing_and_is_tried_again(rig: Rig) -> None:
+    job = await started(rig)
+    real = rig.api.pods_of
+    refusals = [from_status(403, {"reason": "Forbidden", "message": "pods is forbidden"})]
+
+    async def flaky(namespace: str, name: str) -> Sequence[Pod]:
+        if refusals:
+            raise refusals.pop()
+        return await real(namespace, name)
+
+    rig.api.pods_of = flaky  # type: ignore[method-assign]
+    report(rig, job, ready=0)
+    await rig.settle(6)  # the flow's 5 s bound: its look, whose read is refused
+    rig.api.sync()
+    assert rig.step("a") == "Running"
+    await rig.settle(5)  # asked again a few seconds later: still stuck, past the bound
+    rig.api.sync()
+    await rig.settle()
+    step: Any = rig.flow.status.step("a")
+    assert step.phase == "Failed"
+    assert step.message == f"PodPendingTimeout: no pod running for 5s; pod unschedulable: {WHY}"
+    assert ("team", job) not in rig.api.jobs  # deleted, its pod with it
+    assert rig.flow.status.phase == "Failed"
