@@ -4,15 +4,20 @@ apiserver, on a fake clock."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from controller_rig import Rig
 
 from zen_flow.api.pod import Pod
+from zen_flow.controller.pod_reads import NAMESPACE_POD_READS_BURST, PodReads
 from zen_flow.kube.errors import from_status
+from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator
 
 FLOW = make_flow([job_step("a")], name="pods", namespace="team")
 BOUNDED = make_flow([job_step("a", podPendingTimeoutSeconds=5)], name="bounded", namespace="team")
@@ -61,12 +66,13 @@ async def test_a_pending_jobs_pods_are_read_when_due_and_its_ready_pod_clears_th
     job = await started(rig)
     # The Job controller's first report: a pod, not ready. No plan now; a look once it may be stuck.
     report(rig, job, ready=0)
-    await rig.settle(29)
+    await rig.settle(30)
     assert rig.api.pod_reads == []
-    await rig.settle(1)
+    await rig.settle(1)  # 30 s after the controller saw it pending (+1: whole seconds)
+    assert rig.api.pod_reads == [("team", job)]
+    assert rig.api.cached_pod_reads == [("team", job)]  # a read for a message: from the apiserver's cache
     rig.api.sync()
     await rig.settle()
-    assert rig.api.pod_reads == [("team", job)]
     assert rig.flow.status.step("a").message == f"pod unschedulable: {WHY}"  # type: ignore[union-attr]
     assert stuck_events(rig) == [f"step a: pod unschedulable: {WHY}"]
     # Nothing changes: one read per half minute, no status write.
@@ -91,10 +97,10 @@ async def test_a_pod_read_that_fails_fails_nothing_and_is_tried_again(rig: Rig) 
     real = rig.api.pods_of
     refusals = [from_status(403, {"reason": "Forbidden", "message": "pods is forbidden"})]
 
-    async def flaky(namespace: str, name: str) -> Sequence[Pod]:
+    async def flaky(namespace: str, name: str, *, cached: bool = False) -> Sequence[Pod]:
         if refusals:
             raise refusals.pop()
-        return await real(namespace, name)
+        return await real(namespace, name, cached=cached)
 
     rig.api.pods_of = flaky  # type: ignore[method-assign]
     report(rig, job, ready=0)
@@ -109,3 +115,44 @@ async def test_a_pod_read_that_fails_fails_nothing_and_is_tried_again(rig: Rig) 
     assert step.message == f"PodPendingTimeout: no pod running for 5s; pod unschedulable: {WHY}"
     assert ("team", job) not in rig.api.jobs  # deleted, its pod with it
     assert rig.flow.status.phase == "Failed"
+
+
+class CountingPods:
+    """Answers every pod read with no pod, and counts them by namespace."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, str, bool]] = []
+
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]:
+        self.reads.append((namespace, job, cached))
+        return ()
+
+
+async def test_pod_reads_are_capped_so_one_tenants_stuck_jobs_leave_the_others_theirs() -> None:
+    # One namespace's three flows of eight stuck Jobs each, another's one: their reads fall due at once.
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    clock = FakeClock()
+    api = CountingPods()
+    reads = PodReads(api, monotonic=clock.monotonic)
+    sims = []
+    for namespace, flows in (("busy", 3), ("quiet", 1)):
+        for i in range(flows):
+            sim = Simulator(make_flow([job_step(f"s{k}") for k in range(8)], name=f"{namespace}-{i}"), t0)
+            sim.flow = sim.flow.model_copy(
+                update={"metadata": sim.flow.metadata.model_copy(update={"namespace": namespace})}
+            )
+            sim.reconcile()
+            for name in sim.running():
+                sim.stick(name, [])
+                reads.saw(sim.flow.metadata.uid, sim.jobs[name], t0)  # the informer: it turned pending
+            sims.append(sim)
+    for sim in sims:
+        await reads.read(sim.flow, list(sim.jobs.values()), t0 + timedelta(seconds=31))
+    made = Counter(namespace for namespace, _, _ in api.reads)
+    assert made == {"busy": NAMESPACE_POD_READS_BURST, "quiet": 8}
+    assert all(cached for _, _, cached in api.reads)  # none is at a bound: all from the apiserver's cache
+    # The ones put off are made later, as the tokens come back (the plans ask again a few seconds on).
+    clock.jump(10.0)
+    for sim in sims[:3]:
+        await reads.read(sim.flow, list(sim.jobs.values()), t0 + timedelta(seconds=41))
+    assert Counter(namespace for namespace, _, _ in api.reads)["busy"] == 24

@@ -797,6 +797,10 @@ async def test_a_pending_jobs_pods_are_listed_by_its_label_and_read_for_why_they
     state = pod.status.container_statuses[0].state.waiting
     assert state is not None
     assert (state.reason, state.message) == ("ImagePullBackOff", "Back-off")
+    # A read that only words a message comes from the apiserver's watch cache: no etcd read.
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": []}))
+    assert await PodClient(kube).pods_of("ns", "j", cached=True) == ()
+    assert api.requests[1][3] == {"labelSelector": "batch.kubernetes.io/job-name=j", "resourceVersion": "0"}
 
 
 async def test_a_failed_pod_says_how_its_containers_ended(api: FakeApiserver, kube: KubeClient) -> None:

@@ -7,7 +7,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from zen_flow.api.pod import Pod
-from zen_flow.planner.pod_waits import DETAIL_LIMIT, NO_POD, PodWait, benign, pod_wait, shown, wait_key
+from zen_flow.planner.pod_waits import (
+    DETAIL_LIMIT,
+    NO_POD,
+    WAIT_SEPARATOR,
+    PodWait,
+    benign,
+    pod_wait,
+    shown,
+    wait_key,
+    wait_part,
+    with_wait,
+    without_wait,
+)
+from zen_flow.planner.steps import MAX_MESSAGE, bound
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=5)
@@ -124,7 +137,9 @@ def test_only_the_jobs_own_live_pods_count() -> None:
     forged = pod(owner=forged_owner, containers=(waiting("main", "ImagePullBackOff"),))
     finished = pod(phase="Failed", containers=(waiting("main", "ImagePullBackOff"),))
     found = pod_wait([forged, finished], JOB_UID, NOW)
-    assert (found.message, found.reason, found.since) == (NO_POD, "NoPod", None)
+    # The finished pod is none that waits; it still says since when the Job has had none (its creation:
+    # its container never ran), the forged pod does not.
+    assert (found.message, found.reason, found.since) == (NO_POD, "NoPod", T0)
     assert wait_key(found.message) == "NoPod"
 
 
@@ -169,3 +184,29 @@ def test_the_first_message_of_a_cause_is_kept_while_the_kubelet_rewords_it() -> 
     )
     assert shown(first.message, other) == other.message
     assert wait_key("attempt 1 failed: Job failed") is None
+
+
+def test_a_wait_is_said_after_what_the_message_said_and_only_it_goes() -> None:
+    history = "attempt 2; attempt 1 failed: exit code 137 (OOMKilled)"
+    wait = f"pod unschedulable: {'0/3 nodes are available: 3 Insufficient memory. ' * 3}"
+    said = with_wait(history, wait)
+    assert said == f"{history}{WAIT_SEPARATOR}{bound(wait, MAX_MESSAGE - len(history) - len(WAIT_SEPARATOR))}"
+    assert wait_key(said) == "Unschedulable"
+    assert without_wait(said) == history
+    assert without_wait(wait) is None
+    assert with_wait(None, wait) == wait
+    # A past attempt's PodPendingTimeout quotes the wait it failed for: that is history, not a wait now.
+    past = "attempt 2; attempt 1 failed: PodPendingTimeout: no pod running for 60s; pod unschedulable: 0/3"
+    assert wait_key(past) is None
+    assert without_wait(past) == past
+
+
+def test_a_wait_said_after_a_long_message_keeps_its_cause_within_the_bound() -> None:
+    history = "attempt 3; attempt 2 failed: " + "why " * 60  # as long as a message gets
+    history = bound(history)
+    wait = 'pod waiting: container main ImagePullBackOff: Back-off pulling image "' + "registry/" * 20 + '"'
+    said = with_wait(history, wait)
+    assert len(said) <= MAX_MESSAGE
+    assert wait_key(said) == "container main ImagePull"
+    assert (wait_part(said) or "").startswith("pod waiting: container main ImagePullBackOff: Back-off")
+    assert (without_wait(said) or "").startswith("attempt 3; attempt 2 failed: why why")

@@ -61,6 +61,7 @@ class FakeApiServer:
         # The pods `pods_of` answers, by (namespace, Job name), and the reads it answered.
         self.pods: dict[tuple[str, str], list[Pod]] = {}
         self.pod_reads: list[tuple[str, str]] = []
+        self.cached_pod_reads: list[tuple[str, str]] = []
         self._cached_flows: dict[str, JobFlow] = {}
         self._cached_jobs: dict[tuple[str, str], Job] = {}
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
@@ -287,9 +288,12 @@ class FakeApiServer:
     ) -> dict[str, str] | None:
         return None
 
-    async def pods_of(self, namespace: str, job: str) -> Sequence[Pod]:
-        """The pods a test put in `pods` for the Job (none: a Job of this fake runs no pod)."""
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]:
+        """The pods a test put in `pods` for the Job (none: a Job of this fake runs no pod); the reads
+        made from the apiserver's cache are also in `cached_pod_reads`."""
         self.pod_reads.append((namespace, job))
+        if cached:
+            self.cached_pod_reads.append((namespace, job))
         return tuple(self.pods.get((namespace, job), ()))
 
     async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData:

@@ -3,7 +3,8 @@ label now and then, decoded straight into these models and never cached (kube/po
 
 What is read: how the pod's containers ended (termination messages, exit codes: a finished step's
 outputs and failure), and why none of them runs (waiting reasons, the scheduler's PodScheduled
-condition: a stuck step's message, planner/pod_waits.py).
+condition, when pods were created, deleted or last stopped, whether the Job controller has counted a
+finished one: a stuck step's message and bound, planner/pod_waits.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class PodStatus(Model):
         return next((c for c in self.conditions if c.type == type_), None)
 
 
+# The finalizer the Job controller puts on its pods and takes off once it has counted the pod's end in the
+# Job's status (`succeeded`, `failed`, or a podFailurePolicy's verdict).
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+
+
 class PodOwner(Model):
     uid: str = ""
     controller: bool | None = None
@@ -63,8 +69,12 @@ class PodOwner(Model):
 class PodMeta(Model):
     name: str = ""
     creation_timestamp: Timestamp | None = None
+    # When a pod being deleted is gone at the latest: the deletion's time plus its grace period.
     deletion_timestamp: Timestamp | None = None
     owner_references: tuple[PodOwner, ...] = ()
+    # `batch.kubernetes.io/job-tracking` while the Job controller has yet to count the pod's end
+    # (JOB_TRACKING_FINALIZER): a finished pod that still has it is not in the Job's status yet.
+    finalizers: tuple[str, ...] = ()
 
 
 class Container(Model):
@@ -84,6 +94,15 @@ class Pod(Model):
         """Is it a pod of the object `uid` (its controller)? Anyone who may create pods in a namespace can
         put a Job's name label on one; only the owner reference says whose it is."""
         return any(o.controller and o.uid == uid for o in self.metadata.owner_references)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.phase in ("Succeeded", "Failed")
+
+    @property
+    def uncounted(self) -> bool:
+        """Has it finished, and the Job controller not yet counted it in its Job's status?"""
+        return self.finished and JOB_TRACKING_FINALIZER in self.metadata.finalizers
 
 
 class PodList(Model):

@@ -79,8 +79,9 @@ class ClusterApi(MemoApi, TemplateApi, Protocol):
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
-    async def pods_of(self, namespace: str, job: str) -> Sequence[Pod]:
-        """The pods that wear the Job's name label (planner.pod_wait keeps those the Job controls)."""
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]:
+        """The pods that wear the Job's name label (planner.pod_wait keeps those the Job controls);
+        `cached`: from the apiserver's cache."""
         ...
 
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...

@@ -71,7 +71,7 @@ class PlanApi(Protocol):
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
-    async def pods_of(self, namespace: str, job: str) -> Sequence[Pod]: ...
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]: ...
 
 
 class PlanRunner:
@@ -99,7 +99,7 @@ class PlanRunner:
         self._wanting: dict[str, float] = {}
         self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
         # Why pending steps' pods wait: read before a plan when due, the last of each Job kept for its plans.
-        self.pod_reads = PodReads(api)
+        self.pod_reads = PodReads(api, monotonic=monotonic)
 
     async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
         """When to look again if a Running step's Job is missing from the cache but not from the

@@ -100,9 +100,10 @@ class Cluster:
         """{container: message} of the Job's last succeeded (or failed) pod, or None when none is left."""
         return await self._pods.termination_messages(namespace, job, job_uid=job_uid, succeeded=succeeded)
 
-    async def pods_of(self, namespace: str, job: str) -> Sequence[Pod]:
-        """The pods that wear the Job's name label, for why a pending step's pod waits."""
-        return await self._pods.pods_of(namespace, job)
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]:
+        """The pods that wear the Job's name label, for why a pending step's pod waits (`cached`: from
+        the apiserver's cache)."""
+        return await self._pods.pods_of(namespace, job, cached=cached)
 
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
         """Metadata of such an object (who owns it). `NotFound` if it is gone."""

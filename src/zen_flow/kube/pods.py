@@ -7,7 +7,8 @@ or why the artifact downloader failed (planner.outputs.jobs_to_read). No watch, 
 and short-lived, and only their termination messages are read. The answer is decoded straight into a
 small model (api/pod.py: phase, conditions, containers' and init containers' states), never kept. The
 same list, now and then, for a Running step whose Job has had no ready pod for a while: why its pod
-waits (planner/pod_waits.py; at most every half minute per Job, controller/plan_runner.py).
+waits (planner/pod_waits.py; at most every half minute per Job, less often while nothing changes, most
+from the apiserver's cache: controller/pod_reads.py).
 """
 
 from __future__ import annotations
@@ -59,15 +60,16 @@ class PodClient:
                     messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
         return messages
 
-    async def pods_of(self, namespace: str, job: str) -> tuple[_Pod, ...]:
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> tuple[_Pod, ...]:
         """The pods that wear the Job's name label (whether the Job controls each is for the caller to
-        ask: `Pod.owned_by`), read within POD_WAIT_READ_TIMEOUT_SECONDS."""
+        ask: `Pod.owned_by`), read within POD_WAIT_READ_TIMEOUT_SECONDS. `cached`: from the apiserver's
+        watch cache (`resourceVersion=0`: no etcd read, possibly a moment old), for a read that only
+        words a message; a read that may fail a step is made from storage."""
+        query = [("labelSelector", f"{JOB_NAME_LABEL}={job}")]
+        if cached:
+            query.append(("resourceVersion", "0"))
         pods = await self._client.request_model(
-            _PodList,
-            "GET",
-            PODS.path(namespace),
-            query=[("labelSelector", f"{JOB_NAME_LABEL}={job}")],
-            request_timeout=POD_WAIT_READ_TIMEOUT_SECONDS,
+            _PodList, "GET", PODS.path(namespace), query=query, request_timeout=POD_WAIT_READ_TIMEOUT_SECONDS
         )
         return pods.items
 

@@ -44,7 +44,14 @@ from zen_flow.planner.locks import NO_LOCKS, LockView
 from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
-from zen_flow.planner.pending_pods import first_look_after, pending, pods_to_read
+from zen_flow.planner.pending_pods import (
+    DueRead,
+    PendingJob,
+    first_look_after,
+    pending,
+    pods_moved,
+    pods_to_read,
+)
 from zen_flow.planner.pod_waits import PodWait, pod_wait
 from zen_flow.planner.resources import fail_resources
 from zen_flow.planner.slots import SlotBook, SlotLimits, needs_slot
@@ -62,6 +69,7 @@ __all__ = [
     "CreateResource",
     "DeleteFlow",
     "DeleteJob",
+    "DueRead",
     "EventSpec",
     "JobBuildError",
     "Lineage",
@@ -70,6 +78,7 @@ __all__ = [
     "MemoAnswer",
     "MemoLookup",
     "Peer",
+    "PendingJob",
     "Plan",
     "PodMessages",
     "PodWait",
@@ -102,6 +111,7 @@ __all__ = [
     "plan",
     "plan_sees_change",
     "pod_wait",
+    "pods_moved",
     "pods_to_read",
     "refused_job",
     "retry_delay",

@@ -38,8 +38,8 @@ from zen_flow.planner.locks import NO_LOCKS, LockView, lock_waiting
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import unwait, waiting
+from zen_flow.planner.pending_pods import PendingJob
 from zen_flow.planner.plan_state import DEADLINE_EXCEEDED, failure_message
-from zen_flow.planner.pod_waits import PodWait
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import dependency_verdict, uncommitted
@@ -333,7 +333,7 @@ def plan(
     slot: str | None = None,
     lineage: Lineage | None = None,
     locks: LockView = NO_LOCKS,
-    pods: Mapping[str, PodWait] | None = None,
+    pods: Mapping[str, PendingJob] | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
@@ -346,8 +346,8 @@ def plan(
     why the flow waits for a limit on running flows (planner.slots.SlotBook.claim), None when it may start;
     `lineage`: its place among child flows (planner.lineage; None: a top-level flow); `locks`: what the
     namespace's other flows hold and wait for of the locks its steps declare (planner.lock_book); `pods`:
-    the controller's last read of each pending Job's pods, by Job name (planner.pending_pods names the
-    Jobs to read)."""
+    what the controller knows of each pending Job (since when it has seen it pending, its last read of its
+    pods), by Job name (planner.pending_pods names the Jobs to read)."""
     lineage = lineage or TOP_LEVEL
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request

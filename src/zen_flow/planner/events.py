@@ -14,7 +14,7 @@ from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.locks import lock_waiting
 from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK
-from zen_flow.planner.pod_waits import benign, wait_key
+from zen_flow.planner.pod_waits import benign, wait_key, wait_part
 from zen_flow.planner.progress import REASON_STALLED, stalled
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED
 
@@ -72,7 +72,7 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
     if new.phase == StepPhase.PENDING and lock_waiting(message) and not (old and lock_waiting(old.message)):
         out.append(step_event(NORMAL, LOCK_WAIT_EVENT, f"step {name}: {message}"))  # once per wait
     if _newly_stuck(old, new):
-        out.append(step_event(WARNING, POD_STUCK_EVENT, f"step {name}: {message}"))
+        out.append(step_event(WARNING, POD_STUCK_EVENT, f"step {name}: {wait_part(message)}"))
     if new.phase == before and new.retry_count == before_retries and _job(new) == before_job:
         return out
     limit = retry_limit(spec) if spec is not None else 0

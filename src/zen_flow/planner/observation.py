@@ -33,7 +33,7 @@ from zen_flow.planner.outputs import (
 )
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
-from zen_flow.planner.pod_waits import wait_key
+from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.pod_watch import PodWatch
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.status import COMMIT_WAIT
@@ -146,7 +146,7 @@ class Observation(PodWatch):
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
             # resume wakes the flow (its `Suspended` condition turns False). Its pods' wait is not news.
-            w.message = held(None if wait_key(w.message) else w.message, child=w.spec.is_flow)
+            w.message = held(without_wait(w.message), child=w.spec.is_flow)
             return
         if w.message is not None and w.message.startswith(HELD_PREFIXES):
             # Resumed since the last plan: its run restarts now by our clock (see `began`).

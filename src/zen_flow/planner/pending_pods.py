@@ -1,41 +1,56 @@
 """When a Running step's Job counts as pending, when its pods are read, and when it has waited too long
 (`podPendingTimeoutSeconds`).
 
-A Job is *pending* while it has not finished, is not suspended or being deleted, and has no ready pod
-(its `status.ready`, from the Job informer's cache: nothing is read for it). A pending Job's pods are read
-STUCK_AFTER_SECONDS after its attempt began (sooner when the step's podPendingTimeoutSeconds is
-shorter), then every REREAD_SECONDS while it stays pending, and once more when its timeout is due: a
-step fails for it only on a read made at or after that moment, never on an older one (the pod may have
-started since). Reads are made by the controller before planning (controller/plan_runner.py), at most
-READS_PER_PLAN per flow and plan, those waiting longest first; the plan gets the last read of each Job
-(`PodWait`) and wakes the flow when the next one is due (the work queue's timers: nothing polls).
+A Job is *pending* while it has not finished (nor has the Job controller said it is about to:
+`SuccessCriteriaMet`, `FailureTarget`), is not suspended or being deleted, and has no ready pod (its
+`status.ready`, from the Job informer's cache: nothing is read for it). The controller notes, by its own
+clock, when it sees a Job turn so (`PendingJob.seen_at`: the update that reported no ready pod) and when
+its pod counts move while it stays so (`moved_at`: a pod ended, another was made). A pending Job's pods
+are read STUCK_AFTER_SECONDS after either (sooner when the step's podPendingTimeoutSeconds is shorter),
+then again while it stays pending: REREAD_SECONDS after a read that found something new, and after one
+that found the same (its pod still runs, not ready; the same cause) as long as that has lasted (30 s,
+60 s, 120 s, ...), up to REREAD_MAX_SECONDS; and once more when its timeout is due. A step fails for it
+only on a read made at or after that moment from the apiserver's storage (`DueRead.decisive`), never on
+an older one (the pod may have started since), nor on a cached one. Reads are made by the controller
+before planning (controller/pod_reads.py), at most READS_PER_PLAN per flow and plan, those waiting
+longest first; the plan gets what the controller knows of each Job (`PendingJob`) and wakes the flow
+when the next read is due (the work queue's timers: nothing polls).
 
-The time a step has waited counts from when its attempt began (its Job created or resumed, as for
-timeoutSeconds), or from when its current pod began to wait if that is later (created to replace one
-that failed, an init container that finished, a container the kubelet restarts): only time with no
-container running counts, and a pod that runs, even one that is not ready yet, is never failed by it.
+The time a step has waited counts, by the controller's clock, from the latest of: when its attempt
+began (its Job created or resumed, as for timeoutSeconds); when the controller saw its Job turn pending,
+or its pod counts move; and when its pods last changed (a pod created to replace one that ended, a
+container that stopped running, a pod that ended, a deleted pod's grace period: the cluster's clocks,
+moved by how far behind the controller's the cluster's showed when it stamped the attempt's Job,
+`cluster_lag`). A Job with no pod at all counts from the first of the controller's reads in a row that
+found none (what the pods said of such a Job is gone with them). Only time with no container running
+counts: a pod that runs, even one that is not ready yet, is never failed by it; nor is a Job whose pods
+finished and that the Job controller has yet to count (`settling`): its own verdict comes next.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from itertools import compress
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
-from zen_flow.planner.pod_waits import PodWait
+from zen_flow.planner.pod_waits import NO_POD_REASON, PodWait
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.steps import JOB_NAME, PHASE
 from zen_flow.planner.timing import after, after_cut, normalize, utc
 
 _looks: IdentityMemo[float] = IdentityMemo(MEMO_STEPS)
-# A pending Job's pods are first read this long after its attempt began: most pods run well within it.
+# A pending Job's pods are first read this long after the controller saw it turn pending (or its pods
+# move): most pods run well within it.
 STUCK_AFTER_SECONDS = 30
-# A pending Job's pods are read again after this long (its message follows what changed).
+# A pending Job's pods are read again after this long (its message follows what changed), and after
+# longer while they stay as they were, up to REREAD_MAX_SECONDS (a pod that runs and is not ready).
 REREAD_SECONDS = 30
+REREAD_MAX_SECONDS = 300
 # A read that was due and not made (more than READS_PER_PLAN were due, or it failed): tried again after.
 READ_RETRY_SECONDS = 5
 READS_PER_PLAN = 8
@@ -43,11 +58,50 @@ READS_PER_PLAN = 8
 PENDING_TIMEOUT_MARK = "PodPendingTimeout"
 
 
+@dataclass(frozen=True)
+class PendingJob:
+    """What the controller knows of a pending Job (`job_uid`), by its own clock: when it first saw it
+    pending (`seen_at`; again after each time it was not), when it last saw the Job's pod counts move
+    while it stayed pending (`moved_at`: a pod ended, another was made; None: never), and its last read
+    of the Job's pods (`wait`; None before the first)."""
+
+    job_uid: str
+    seen_at: datetime
+    wait: PodWait | None = None
+    moved_at: datetime | None = None
+
+
+def pods_moved(old: Job, new: Job) -> bool:
+    """Did the Job's pod counts move (a pod made, ended or counted), as the Job controller reports them?
+    Its pods changed: a read is worth making soon, whatever the last one found."""
+    return _counts(old) != _counts(new)
+
+
+def _counts(job: Job) -> tuple[int, int, int]:
+    return job.status.active, job.status.succeeded, job.status.failed
+
+
+@dataclass(frozen=True)
+class DueRead:
+    """A pending Job whose pods are due to be read; `decisive`: the read may fail its step (it is made at
+    or after its podPendingTimeoutSeconds), so it is made from the apiserver's storage, not its cache."""
+
+    job: str
+    decisive: bool = False
+
+
 def pending(job: Job) -> bool:
-    """Has the Job no ready pod, while it should have one (not finished, suspended or being deleted)? As
-    the Job controller reports it (`status.ready: 0`): a Job it has not reported on yet is not looked at
-    (there is nothing to say of it: its pod may not exist yet), until its first report."""
-    return job.status.ready == 0 and not (job.finished or job.suspended or job.deleting)
+    """Has the Job no ready pod, while it should have one (not finished or about to, suspended or being
+    deleted)? As the Job controller reports it (`status.ready: 0`): a Job it has not reported on yet is
+    not looked at (there is nothing to say of it: its pod may not exist yet), until its first report."""
+    return job.status.ready == 0 and not (job.finished or job.ending or job.suspended or job.deleting)
+
+
+def settling(job: Job, wait: PodWait) -> bool:
+    """Did the read find a pod that finished and that the Job's status does not count yet? The Job
+    controller's verdict on it (Complete, a podFailurePolicy's FailJob, a replacement pod) is on its way:
+    not a wait, whatever the time."""
+    return wait.uncounted or wait.succeeded > job.status.succeeded
 
 
 def first_look_after(flow: JobFlow) -> float:
@@ -88,11 +142,41 @@ def attempt_began(job: Job, attempt_start_time: datetime | None, fallback: datet
     return theirs if attempt_start_time is None else max(theirs, attempt_start_time)
 
 
-def waiting_since(began: datetime, wait: PodWait | None) -> datetime:
-    """Whence the wait counts: the attempt's start, or when its current pod began to wait, if later."""
-    if wait is None or wait.since is None:
-        return began
-    return max(utc(began), utc(wait.since))
+def cluster_lag(job: Job, attempt_start_time: datetime | None) -> timedelta:
+    """How far behind the controller's clock the cluster's showed when it stamped the attempt's Job
+    (created or resumed) after the controller recorded the attempt's start: what its pods' timestamps
+    are moved by (they come from the same clocks), so a cluster behind makes no wait look longer."""
+    theirs = job.resumed_at or job.metadata.creation_timestamp
+    if theirs is None or attempt_start_time is None:
+        return timedelta(0)
+    return max(timedelta(0), utc(attempt_start_time) - utc(theirs))
+
+
+def wait_began(began: datetime, look: PendingJob, lag: timedelta) -> datetime:
+    """When the Job's current wait began, by the controller's clock: its attempt's start (`began`), when
+    the controller saw it turn pending or its pod counts move, or when its pods last changed (the
+    cluster's clocks, moved by `lag`), whichever is latest."""
+    since = max(utc(began), utc(look.seen_at), utc(look.moved_at or look.seen_at))
+    wait = look.wait
+    if wait is not None and not wait.running and wait.since is not None:
+        since = max(since, utc(wait.since) + lag)
+    return since
+
+
+def bound_counts_from(began: datetime, look: PendingJob, lag: timedelta) -> datetime:
+    """Whence the Job's wait counts towards its podPendingTimeoutSeconds: when it began (`wait_began`),
+    and for a Job found with no pod at all, not before the first of the reads in a row that found none
+    (its pods' times are gone with them: the controller counts only what it saw)."""
+    since = wait_began(began, look, lag)
+    wait = look.wait
+    if wait is not None and wait.reason == NO_POD_REASON:
+        since = max(since, utc(wait.first_seen))
+    return since
+
+
+def stuck(job: Job, wait: PodWait) -> bool:
+    """Did the read find the Job's pods waiting (no container running, none finished uncounted)?"""
+    return not wait.running and not settling(job, wait)
 
 
 def first_look(since: datetime, timeout: int | None) -> datetime:
@@ -106,25 +190,47 @@ def timeout_due(since: datetime, timeout: int) -> datetime:
     return after_cut(since, timeout)
 
 
-def next_read(began: datetime, timeout: int | None, wait: PodWait | None) -> datetime:
-    """When the pods of a pending Job whose attempt began at `began` are to be read next, given the last
-    read (`wait`): the first look, then every REREAD_SECONDS, and at the timeout."""
-    since = waiting_since(began, wait)
-    first = first_look(since, timeout)
+def reread_after(wait: PodWait) -> float:
+    """How long after `wait` the pods are read again: REREAD_SECONDS after a read that found something
+    new, else as long as what it found has lasted (30 s, 60 s, 120 s, ...), up to REREAD_MAX_SECONDS."""
+    lasted = (utc(wait.read_at) - utc(wait.first_seen)).total_seconds()
+    return min(REREAD_MAX_SECONDS, max(REREAD_SECONDS, lasted))
+
+
+@dataclass(frozen=True)
+class ReadTimes:
+    """When a pending Job's pods are next read (`due`), and when its step's bound is due (`bound`; None:
+    no bound, or nothing to fail: its pod runs, or the Job controller has yet to count a pod's end)."""
+
+    due: datetime
+    bound: datetime | None
+
+
+def read_times(job: Job, began: datetime, timeout: int | None, look: PendingJob, lag: timedelta) -> ReadTimes:
+    """When the pods of the pending Job `job` (its attempt began at `began`) are to be read next, given
+    what the controller knows of it (`look`): the first look, then again (`reread_after`), and at the
+    timeout."""
+    first = first_look(wait_began(began, look, lag), timeout)
+    wait = look.wait
+    ends = timeout_due(bound_counts_from(began, look, lag), timeout) if timeout else None
     if wait is None or wait.read_at < first:
-        return first
-    due = after(wait.read_at, REREAD_SECONDS)
-    if timeout and not wait.running and wait.read_at < (ends := timeout_due(since, timeout)):
-        due = min(due, ends)
-    return due
+        return ReadTimes(first, ends)
+    if not stuck(job, wait):
+        return ReadTimes(after(wait.read_at, reread_after(wait)), None)
+    due = after(wait.read_at, reread_after(wait))
+    if ends is not None and (wait.read_at < ends or not wait.consistent):
+        # The read at the bound; past it, a cached read is made again from storage, at once.
+        due = min(due, max(ends, wait.read_at))
+    return ReadTimes(due, ends)
 
 
 def pods_to_read(
-    flow: JobFlow, jobs: Sequence[Job], now: datetime, seen: Mapping[str, PodWait]
-) -> tuple[str, ...]:
-    """The pending Jobs of Running Job steps whose pods are due to be read at `now` (`next_read`), given
-    the last reads (`seen`, by Job name), those waiting longest for it first; at most READS_PER_PLAN."""
-    if not any(map(pending, jobs)):  # the usual case: every Job's pod is ready, or the Job ended
+    flow: JobFlow, jobs: Sequence[Job], now: datetime, seen: Mapping[str, PendingJob]
+) -> tuple[DueRead, ...]:
+    """The pending Jobs of Running Job steps whose pods are due to be read at `now` (`read_times`), given
+    what the controller knows of each (`seen`, by Job name: one it does not know of is not read), those
+    waiting longest for it first; at most READS_PER_PLAN."""
+    if not seen or not any(map(pending, jobs)):  # the usual case: every Job's pod is ready, or the Job ended
         return ()
     steps = flow.status.steps
     running = {
@@ -136,24 +242,27 @@ def pods_to_read(
         return ()
     now = normalize(now)
     specs = shape_of(flow).specs
-    due: list[tuple[datetime, str]] = []
+    due: list[tuple[datetime, str, bool]] = []
     for job in compress(jobs, map(running.__contains__, map(JOB_NAME, jobs))):
         name = job.metadata.name
         status = running[name]
         spec = specs.get(status.name)
         if spec is None or spec.is_flow or spec.is_manual or not pending(job):
             continue
-        wait = current(seen.get(name), job)
+        look = current(seen.get(name), job)
+        if look is None:
+            continue
         began = attempt_began(job, status.attempt_start_time, now)
-        when = next_read(began, pending_timeout(flow, spec), wait)
-        if now >= when:
-            due.append((when, name))
+        lag = cluster_lag(job, status.attempt_start_time)
+        times = read_times(job, began, pending_timeout(flow, spec), look, lag)
+        if now >= times.due:
+            due.append((times.due, name, times.bound is not None and now >= times.bound))
     due.sort()
-    return tuple(name for _, name in due[:READS_PER_PLAN])
+    return tuple(DueRead(name, decisive) for _, name, decisive in due[:READS_PER_PLAN])
 
 
-def current(wait: PodWait | None, job: Job) -> PodWait | None:
-    """`wait` if it is a read of this very Job (not of one of the same name before it)."""
-    if wait is None or (wait.job_uid and job.metadata.uid and wait.job_uid != job.metadata.uid):
+def current(look: PendingJob | None, job: Job) -> PendingJob | None:
+    """`look` if it is of this very Job (not of one of the same name before it)."""
+    if look is None or (look.job_uid and job.metadata.uid and look.job_uid != job.metadata.uid):
         return None
-    return wait
+    return look

@@ -6,18 +6,20 @@ it, now and then: planner/pending_pods.py says when), and the reason a pod waits
 message: `pod waiting: container main ImagePullBackOff: Back-off pulling image "..."`, `pod
 unschedulable: 0/3 nodes are available: ...`. The kubelet's and the scheduler's words come from the
 cluster, so they are cut to DETAIL_LIMIT characters (status stays small, and a failure message that
-quotes them keeps room for what it adds).
+quotes them keeps room for what it adds). What the message said before (a retried step's `attempt 2;
+attempt 1 failed: ...`) stays: the wait is said after it (`WAIT_SEPARATOR`), and only that part goes
+when the wait is over.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from zen_flow.api.pod import ContainerStatus, Pod
-from zen_flow.planner.steps import bound
+from zen_flow.planner.steps import MAX_MESSAGE, bound
 from zen_flow.planner.timing import normalize, utc
 
 # The kubelet's and the scheduler's message, as a step's message quotes it: at most this many characters.
@@ -32,7 +34,14 @@ WAITING = "pod waiting: "
 UNSCHEDULABLE = "pod unschedulable: "
 PENDING = "pod pending"
 NOT_SCHEDULED = f"{PENDING}: not scheduled yet"
-NO_POD = "no pod: the Job has no pod that is not finished (see its events: kubectl describe job)"
+NO_POD_REASON = "NoPod"
+NO_POD_HEAD = "no pod: "
+NO_POD = f"{NO_POD_HEAD}the Job has no pod that is not finished (see its events: kubectl describe job)"
+_HEADS = (WAITING, UNSCHEDULABLE, PENDING, NO_POD_HEAD)
+# Between what a step's message said before (a retry's history) and the wait it names now.
+WAIT_SEPARATOR = "; now "
+# Of a wait said after a long message, at least this much of its words beyond its cause stays.
+_WAIT_DETAIL_KEPT = 40
 _WAITING_KEY = re.compile(r"((?:init )?container \S+) ([^\s:]+)")
 
 
@@ -40,7 +49,12 @@ _WAITING_KEY = re.compile(r"((?:init )?container \S+) ([^\s:]+)")
 class PodWait:
     """What one read of a Job's pods (`job_uid`) found at `read_at` (the controller's clock): a container
     runs (`running`: it is not stuck), or why none does (`message`, its `reason`), since when (`since`:
-    when its current pod was created or last had a container stop running; None: unknown)."""
+    the latest any of its pods was created, is gone by (a deletion's grace period ends), or had a
+    container stop running, by the cluster's clocks; None: unknown). `seen_since`: the first of the
+    controller's reads in a row that found the same (None: this one). `uncounted`: a pod finished that
+    the Job controller has not counted yet; `succeeded`: the pods found Succeeded (the Job's status
+    catches up with both). `consistent`: read from the apiserver's storage, not its cache (only such a
+    read fails a step: a cached one may be a moment old)."""
 
     read_at: datetime
     job_uid: str
@@ -48,34 +62,74 @@ class PodWait:
     message: str = ""
     reason: str = ""
     since: datetime | None = None
+    seen_since: datetime | None = None
+    uncounted: bool = False
+    succeeded: int = 0
+    consistent: bool = True
+
+    @property
+    def first_seen(self) -> datetime:
+        """When the controller first found what this read found (its reads in a row since)."""
+        return self.seen_since or self.read_at
+
+    def same(self, other: PodWait) -> bool:
+        """Did `other`, a read of the same Job, find what this one found (the same cause, or running)?"""
+        return (
+            self.job_uid == other.job_uid
+            and self.running == other.running
+            and self.uncounted == other.uncounted
+            and wait_key(self.message) == wait_key(other.message)
+        )
 
 
-def pod_wait(pods: Sequence[Pod], job_uid: str, read_at: datetime) -> PodWait:
+def pod_wait(
+    pods: Sequence[Pod],
+    job_uid: str,
+    read_at: datetime,
+    previous: PodWait | None = None,
+    *,
+    consistent: bool = True,
+) -> PodWait:
     """Why no pod of the Job `job_uid` runs, from its pods (those it controls, not finished, not being
     deleted). Of several pods, the one with the most telling reason (a pull error before a container
-    being created), the newest of those; `since` is the latest any of them began to wait."""
+    being created), the newest of those; `since` is the latest any pod of the Job, finished or being
+    deleted too, began to wait. `previous`: the last read of the Job, whose `seen_since` this one keeps
+    when it finds the same."""
     now = normalize(read_at)
-    live = [
-        p
-        for p in pods
-        if p.owned_by(job_uid)
-        and p.status.phase not in ("Succeeded", "Failed")
-        and p.metadata.deletion_timestamp is None
-    ]
-    if not live:
-        return PodWait(now, job_uid, message=NO_POD, reason="NoPod")
-    if any(_runs(p) for p in live):
-        return PodWait(now, job_uid, running=True)
-    found = [(*_why(p), p) for p in live]
-    reason, message, _ = min(found, key=lambda f: (_rank(f[0]), -_created(f[2])))
-    starts = [s for p in live if (s := _waiting_since(p)) is not None]
-    return PodWait(now, job_uid, message=bound(message), reason=reason, since=max(starts, default=None))
+    owned = [p for p in pods if p.owned_by(job_uid)]
+    live = [p for p in owned if not p.finished and p.metadata.deletion_timestamp is None]
+    uncounted = any(p.uncounted for p in owned)
+    succeeded = sum(p.status.phase == "Succeeded" for p in owned)
+    if live and any(_runs(p) for p in live):
+        reason, message, since = "", "", None
+    else:
+        starts = [s for p in owned if (s := _waiting_since(p)) is not None]
+        since = max(starts, default=None)
+        reason, message = NO_POD_REASON, NO_POD
+        if live:
+            found_why = [(*_why(p), p) for p in live]
+            reason, message, _ = min(found_why, key=lambda f: (_rank(f[0]), -_created(f[2])))
+    found = PodWait(
+        now,
+        job_uid,
+        running=not message,
+        message=bound(message) if message else "",
+        reason=reason,
+        since=since,
+        uncounted=uncounted,
+        succeeded=succeeded,
+        consistent=consistent,
+    )
+    if previous is not None and previous.read_at <= now and previous.same(found):
+        found = replace(found, seen_since=previous.first_seen)
+    return found
 
 
 def wait_key(message: str | None) -> str | None:
     """The wait a step's message names, as one key per cause ("container main ImagePull",
     "Unschedulable", ...); None when it names none. Two reads that find the same cause keep the first
     message (the kubelet's words change at each retry of a pull: the status would be rewritten)."""
+    message = wait_part(message)
     if not message:
         return None
     if message.startswith(WAITING):
@@ -87,8 +141,8 @@ def wait_key(message: str | None) -> str | None:
         return "Unschedulable"
     if message.startswith(PENDING):
         return "Pending"
-    if message == NO_POD:
-        return "NoPod"
+    if message.startswith(NO_POD_HEAD):
+        return NO_POD_REASON
     return None
 
 
@@ -98,10 +152,53 @@ def benign(key: str) -> bool:
 
 
 def shown(current: str | None, wait: PodWait) -> str:
-    """The step's message for `wait`: the one it shows when that names the same cause."""
+    """The step's message for `wait`: the one it shows when that names the same cause, else what it said
+    before the wait (`without_wait`) and the wait after it."""
     if current is not None and wait_key(current) == wait_key(wait.message):
         return current
-    return wait.message
+    return with_wait(current, wait.message)
+
+
+def wait_part(message: str | None) -> str | None:
+    """The part of a step's message that names the wait of its pod (`shown`); None when none does."""
+    if not message:
+        return None
+    if message.startswith(_HEADS):
+        return message
+    at = message.rfind(WAIT_SEPARATOR)
+    if at >= 0 and message.startswith(_HEADS, at + len(WAIT_SEPARATOR)):
+        return message[at + len(WAIT_SEPARATOR) :]
+    return None
+
+
+def without_wait(message: str | None) -> str | None:
+    """A step's message without the wait of its pod (what it said before: a retry's history), None when
+    that is all it said."""
+    part = wait_part(message)
+    if message is None or part is None:
+        return message
+    return message[: len(message) - len(part)].removesuffix(WAIT_SEPARATOR) or None
+
+
+def with_wait(message: str | None, wait: str) -> str:
+    """`message` (a step's, less any wait it names) and then the wait: within MAX_MESSAGE, the wait's
+    words cut first and its cause (`wait_key`) never, then what came before."""
+    before = without_wait(message)
+    if not before:
+        return wait
+    room = MAX_MESSAGE - len(WAIT_SEPARATOR) - len(before)
+    keep = min(len(wait), _head_length(wait) + _WAIT_DETAIL_KEPT)
+    if room < keep:
+        before = bound(before, MAX_MESSAGE - len(WAIT_SEPARATOR) - keep)
+        room = MAX_MESSAGE - len(WAIT_SEPARATOR) - len(before)
+    return f"{before}{WAIT_SEPARATOR}{bound(wait, room)}"
+
+
+def _head_length(wait: str) -> int:
+    """How long the part of a wait's message that names its cause is (the rest is the cluster's words)."""
+    if wait.startswith(WAITING) and (found := _WAITING_KEY.match(wait, len(WAITING))) is not None:
+        return found.end()
+    return len(UNSCHEDULABLE) if wait.startswith(UNSCHEDULABLE) else min(len(wait), len(NOT_SCHEDULED))
 
 
 def _runs(pod: Pod) -> bool:
@@ -162,9 +259,10 @@ def _created(pod: Pod) -> float:
 
 
 def _waiting_since(pod: Pod) -> datetime | None:
-    """When the pod began to wait: its creation, or the last time one of its containers stopped running
-    (an init container that finished, a container the kubelet restarts), whichever is later."""
-    stamps = [pod.metadata.creation_timestamp]
+    """When the pod began to wait: its creation, the last time one of its containers stopped running (an
+    init container that finished, a container the kubelet restarts, one that ended the pod), or, for a pod
+    being deleted, the end of its grace period (its replacement may wait for it), whichever is later."""
+    stamps = [pod.metadata.creation_timestamp, pod.metadata.deletion_timestamp]
     for c in pod.status.all():
         for state in (c.state, c.last_state):
             if state.terminated is not None:
