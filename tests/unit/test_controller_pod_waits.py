@@ -15,6 +15,7 @@ from controller_rig import Rig
 from zen_flow.api.pod import Pod
 from zen_flow.controller.pod_reads import NAMESPACE_POD_READS_BURST, PodReads
 from zen_flow.kube.errors import from_status
+from zen_flow.planner import PendingJob, refused
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -156,3 +157,60 @@ async def test_pod_reads_are_capped_so_one_tenants_stuck_jobs_leave_the_others_t
     for sim in sims[:3]:
         await reads.read(sim.flow, list(sim.jobs.values()), t0 + timedelta(seconds=41))
     assert Counter(namespace for namespace, _, _ in api.reads)["busy"] == 24
+
+
+def test_a_refused_read_is_tried_again_later_and_later_until_one_is_made() -> None:
+    look = PendingJob("uid", datetime(2026, 3, 1, 9, tzinfo=UTC))
+    t = look.seen_at
+    waits = []
+    for _ in range(6):
+        look = refused(look, t)
+        assert look.retry_at is not None
+        waits.append((look.retry_at - t).total_seconds())
+    assert waits == [5, 10, 20, 40, 60, 60]
+
+
+async def test_a_namespace_over_its_share_re_plans_less_and_less_and_its_bounds_are_never_put_off() -> None:
+    # A namespace's many stuck Jobs (more than its share of reads) in flows with a 120 s bound: the reads
+    # the limiter refuses are asked for again 5, 10, 20 s on (each flow's wake-up), not every 5 s; the read
+    # at each bound is made, whatever the share.
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    clock = FakeClock()
+    api = CountingPods()
+    reads = PodReads(api, monotonic=clock.monotonic)
+    sims = []
+    for i in range(4):
+        sim = Simulator(
+            make_flow([job_step(f"s{k}", podPendingTimeoutSeconds=120) for k in range(8)], name=f"f{i}"), t0
+        )
+        sim.reconcile()
+        for name in sim.running():
+            sim.stick(name, [])
+            reads.saw(sim.flow.metadata.uid, sim.jobs[name], t0)
+        sims.append(sim)
+    now = t0 + timedelta(seconds=31)
+    for sim in sims:
+        await reads.read(sim.flow, list(sim.jobs.values()), now)
+    assert len(api.reads) == NAMESPACE_POD_READS_BURST  # two flows read, two refused
+    late = sims[3]
+    looks = reads.seen(late.flow)
+    assert {look.refusals for look in looks.values()} == {1}
+    assert {look.retry_at for look in looks.values()} == {now + timedelta(seconds=5)}
+    # Refused again (the share not back yet): put off twice as long; a read made resets it.
+    later = now + timedelta(seconds=5)
+    await reads.read(late.flow, list(late.jobs.values()), later)
+    assert {look.retry_at for look in reads.seen(late.flow).values()} == {later + timedelta(seconds=10)}
+    await reads.read(late.flow, list(late.jobs.values()), later + timedelta(seconds=5))
+    assert len(api.reads) == NAMESPACE_POD_READS_BURST  # not due: nothing asked of the limiter
+    clock.jump(60.0)
+    await reads.read(late.flow, list(late.jobs.values()), later + timedelta(seconds=10))
+    assert {(look.refusals, look.retry_at) for look in reads.seen(late.flow).values()} == {(0, None)}
+    # At the bound (120 s from the first read that found no pod, at +51 s), the share spent by the
+    # others' reads: each read is made, from the apiserver's storage.
+    for sim in sims[:3]:
+        await reads.read(sim.flow, list(sim.jobs.values()), t0 + timedelta(seconds=100))
+    made = len(api.reads)
+    assert all(look.refusals for look in reads.seen(sims[2].flow).values())  # the share spent again
+    await reads.read(late.flow, list(late.jobs.values()), t0 + timedelta(seconds=172))
+    assert all(not cached for _, _, cached in api.reads[made:])
+    assert len(api.reads) - made == 8

@@ -13,7 +13,7 @@ from zen_flow.api.meta import Condition
 from zen_flow.api.pod import Pod
 from zen_flow.planner import DeleteJob, DueRead
 from zen_flow.planner.pending_pods import READS_PER_PLAN, STUCK_AFTER_SECONDS, first_look_after, pods_to_read
-from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
+from zen_flow_dev.testing.flows import job_step, job_template, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -361,6 +361,27 @@ def test_a_pod_that_succeeded_before_its_job_says_complete_never_fails_the_step(
     sim.reconcile()
     assert step(sim).phase == "Succeeded"
     assert not deletes(sim)
+
+
+def test_a_job_that_counted_its_success_before_saying_complete_never_fails_the_step() -> None:
+    # The Job controller counted the pod's success (its finalizer off) and has yet to write Complete (or
+    # SuccessCriteriaMet): a step's bound passing meanwhile is no wait; nor, for a Job of three
+    # completions, a count of one with no pod active (the next is on its way).
+    for template, counts in ((None, {"succeeded": 1}), ({"completions": 3}, {"succeeded": 1, "active": 0})):
+        extra = (
+            {"template": {**job_template(), "spec": {**job_template()["spec"], **template}}}
+            if template
+            else {}
+        )
+        sim, job = started([job_step("a", podPendingTimeoutSeconds=60, **extra)])
+        owner = sim.owner(job)
+        sim.stick(job, [], ready=1)
+        sim.advance(600)
+        sim.reconcile()
+        sim.stick(job, [ended(owner, T0, sim.now, phase="Succeeded")], ready=0, **counts)
+        assert run_for(sim, 200) is None
+        assert not deletes(sim)
+        assert step(sim).message is None
 
 
 def test_a_fail_job_failure_the_job_controller_has_yet_to_count_stays_final() -> None:

@@ -11,8 +11,11 @@ reads find stays the same (up to every 5 minutes), and at its podPendingTimeoutS
 reconcile. A read that may fail the step (at its bound) is made from the apiserver's storage, the others
 from its cache (`resourceVersion=0`: no etcd read). At most planner.pending_pods.READS_PER_PLAN per plan,
 POD_READS_AT_ONCE of them in flight, and at most POD_READS_PER_SECOND in all (a namespace
-NAMESPACE_POD_READS_PER_SECOND of them): a read past those is not made now, and is asked for again a few
-seconds later, as a failed one. What a read found (`planner.PodWait`) is kept for the flow's next plans,
+NAMESPACE_POD_READS_PER_SECOND of them): a read past those is not made now, and is asked for again later:
+5 s after the first refusal, twice as long after each in a row, up to a minute (planner.refused: no flow
+re-plans every few seconds for a read it will not get). The read at a step's bound is not the limiter's
+(one per bound that falls due, followed by the Job's deletion): reads for messages never delay it.
+What a read found (`planner.PodWait`) is kept for the flow's next plans,
 by flow and Job, and forgotten with the Job's pending (or the flow): memory follows the Jobs that wait,
 not the flows.
 
@@ -121,11 +124,12 @@ class PodReads:
             namespace = flow.metadata.namespace
             at_once = asyncio.Semaphore(POD_READS_AT_ONCE)
 
-            async def look(read: planner.DueRead) -> planner.PodWait | None:
+            async def look(read: planner.DueRead) -> planner.PodWait | bool:
+                """What the read found; False: it failed; True: the limiter refused it."""
                 name = read.job
-                if not self._tokens.take(namespace):
+                if not read.decisive and not self._tokens.take(namespace):
                     log.debug("pod read put off: too many at once", job=name)
-                    return None
+                    return True
                 async with at_once:
                     try:
                         pods = await self._api.pods_of(namespace, name, cached=not read.decisive)
@@ -135,7 +139,7 @@ class PodReads:
                         (log.debug if said else log.warning)(
                             "could not read a pending Job's pods", job=name, error=str(err)
                         )
-                        return None
+                        return False
                 self._failing.discard((uid, name))
                 before = known[name]
                 return planner.pod_wait(pods, before.job_uid, now, before.wait, consistent=read.decisive)
@@ -149,8 +153,10 @@ class PodReads:
                 await asyncio.gather(*reads, return_exceptions=True)
                 raise
             for read, wait in zip(due, found, strict=True):
-                if wait is not None:
-                    known[read.job] = replace(known[read.job], wait=wait)
+                if wait is True:
+                    known[read.job] = planner.refused(known[read.job], now)
+                elif wait is not False:
+                    known[read.job] = replace(known[read.job], wait=wait, refusals=0, retry_at=None)
         if known:
             self._jobs[uid] = known
         else:

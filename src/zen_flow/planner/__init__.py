@@ -51,6 +51,7 @@ from zen_flow.planner.pending_pods import (
     pending,
     pods_moved,
     pods_to_read,
+    refused,
 )
 from zen_flow.planner.pod_waits import PodWait, pod_wait
 from zen_flow.planner.resources import fail_resources
@@ -113,6 +114,7 @@ __all__ = [
     "pod_wait",
     "pods_moved",
     "pods_to_read",
+    "refused",
     "refused_job",
     "retry_delay",
     "runs_under",

@@ -30,7 +30,7 @@ finished and that the Job controller has yet to count (`settling`): its own verd
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import compress
 
@@ -53,6 +53,10 @@ REREAD_SECONDS = 30
 REREAD_MAX_SECONDS = 300
 # A read that was due and not made (more than READS_PER_PLAN were due, or it failed): tried again after.
 READ_RETRY_SECONDS = 5
+# A read the pod-read limiter refused (its namespace's share spent): tried again after READ_RETRY_SECONDS,
+# twice as long after each refusal in a row, up to this; a read made starts again. Many stuck Jobs over a
+# namespace's share would otherwise each re-plan their flow every few seconds for nothing.
+READ_BACKOFF_MAX_SECONDS = 60
 READS_PER_PLAN = 8
 # What a step that waited too long says (and the Warning event it sends, planner/events.py).
 PENDING_TIMEOUT_MARK = "PodPendingTimeout"
@@ -63,12 +67,23 @@ class PendingJob:
     """What the controller knows of a pending Job (`job_uid`), by its own clock: when it first saw it
     pending (`seen_at`; again after each time it was not), when it last saw the Job's pod counts move
     while it stayed pending (`moved_at`: a pod ended, another was made; None: never), and its last read
-    of the Job's pods (`wait`; None before the first)."""
+    of the Job's pods (`wait`; None before the first); the refusals in a row of a read of it by the
+    limiter (`refusals`) and when a read may be tried again after the last (`retry_at`)."""
 
     job_uid: str
     seen_at: datetime
     wait: PodWait | None = None
     moved_at: datetime | None = None
+    refusals: int = 0
+    retry_at: datetime | None = None
+
+
+def refused(look: PendingJob, now: datetime) -> PendingJob:
+    """`look` after the limiter refused a read of its pods at `now`: tried again READ_RETRY_SECONDS
+    later, twice as long after each refusal in a row (5, 10, 20, 40 s), up to READ_BACKOFF_MAX_SECONDS."""
+    refusals = look.refusals + 1
+    backoff = min(READ_BACKOFF_MAX_SECONDS, READ_RETRY_SECONDS * 2 ** min(refusals - 1, 16))
+    return replace(look, refusals=refusals, retry_at=after(now, backoff))
 
 
 def pods_moved(old: Job, new: Job) -> bool:
@@ -97,11 +112,28 @@ def pending(job: Job) -> bool:
     return job.status.ready == 0 and not (job.finished or job.ending or job.suspended or job.deleting)
 
 
-def settling(job: Job, wait: PodWait) -> bool:
+def successes_needed(step: Step) -> int | None:
+    """How many pods of the step's Job must succeed for it to complete (`completions`; 1 when unset:
+    the first success ends a work queue); None: not known here (an expression the template fills)."""
+    spec = (step.template or {}).get("spec")
+    completions = spec.get("completions") if isinstance(spec, Mapping) else None
+    if completions is None:
+        return 1
+    return completions if isinstance(completions, int) and not isinstance(completions, bool) else None
+
+
+def settling(job: Job, wait: PodWait, needed: int | None = 1) -> bool:
     """Did the read find a pod that finished and that the Job's status does not count yet? The Job
     controller's verdict on it (Complete, a podFailurePolicy's FailJob, a replacement pod) is on its way:
-    not a wait, whatever the time."""
-    return wait.uncounted or wait.succeeded > job.status.succeeded
+    not a wait, whatever the time. So too a Job whose status counts as many succeeded pods as it needs
+    (`needed`: its completions): its Complete condition may come later than a step's bound; and one that
+    counts a success and has no pod active: the Job controller is about to make the next pod."""
+    counted = job.status.succeeded
+    return (
+        wait.uncounted
+        or wait.succeeded > counted
+        or (counted > 0 and (job.status.active == 0 or (needed is not None and counted >= needed)))
+    )
 
 
 def first_look_after(flow: JobFlow) -> float:
@@ -174,9 +206,10 @@ def bound_counts_from(began: datetime, look: PendingJob, lag: timedelta) -> date
     return since
 
 
-def stuck(job: Job, wait: PodWait) -> bool:
-    """Did the read find the Job's pods waiting (no container running, none finished uncounted)?"""
-    return not wait.running and not settling(job, wait)
+def stuck(job: Job, wait: PodWait, needed: int | None = 1) -> bool:
+    """Did the read find the Job's pods waiting (no container running, none finished uncounted, not as
+    many succeeded as the Job needs, `needed`)?"""
+    return not wait.running and not settling(job, wait, needed)
 
 
 def first_look(since: datetime, timeout: int | None) -> datetime:
@@ -206,7 +239,9 @@ class ReadTimes:
     bound: datetime | None
 
 
-def read_times(job: Job, began: datetime, timeout: int | None, look: PendingJob, lag: timedelta) -> ReadTimes:
+def read_times(
+    job: Job, began: datetime, timeout: int | None, look: PendingJob, lag: timedelta, needed: int | None = 1
+) -> ReadTimes:
     """When the pods of the pending Job `job` (its attempt began at `began`) are to be read next, given
     what the controller knows of it (`look`): the first look, then again (`reread_after`), and at the
     timeout."""
@@ -214,14 +249,23 @@ def read_times(job: Job, began: datetime, timeout: int | None, look: PendingJob,
     wait = look.wait
     ends = timeout_due(bound_counts_from(began, look, lag), timeout) if timeout else None
     if wait is None or wait.read_at < first:
-        return ReadTimes(first, ends)
-    if not stuck(job, wait):
-        return ReadTimes(after(wait.read_at, reread_after(wait)), None)
+        return ReadTimes(put_off(first, look, ends), ends)
+    if not stuck(job, wait, needed):
+        return ReadTimes(put_off(after(wait.read_at, reread_after(wait)), look, None), None)
     due = after(wait.read_at, reread_after(wait))
     if ends is not None and (wait.read_at < ends or not wait.consistent):
         # The read at the bound; past it, a cached read is made again from storage, at once.
         due = min(due, max(ends, wait.read_at))
-    return ReadTimes(due, ends)
+    return ReadTimes(put_off(due, look, ends), ends)
+
+
+def put_off(due: datetime, look: PendingJob, bound: datetime | None) -> datetime:
+    """A read due at `due`, put off until `look.retry_at` after the limiter refused the last, but never
+    past the step's bound: the read at the bound is not the limiter's (controller/pod_reads.py)."""
+    retry = look.retry_at
+    if retry is None or retry <= due or (bound is not None and bound <= due):
+        return due
+    return retry if bound is None else min(retry, bound)
 
 
 def pods_to_read(
@@ -254,7 +298,7 @@ def pods_to_read(
             continue
         began = attempt_began(job, status.attempt_start_time, now)
         lag = cluster_lag(job, status.attempt_start_time)
-        times = read_times(job, began, pending_timeout(flow, spec), look, lag)
+        times = read_times(job, began, pending_timeout(flow, spec), look, lag, successes_needed(spec))
         if now >= times.due:
             due.append((times.due, name, times.bound is not None and now >= times.bound))
     due.sort()

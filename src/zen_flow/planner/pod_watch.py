@@ -19,6 +19,7 @@ from zen_flow.planner.pending_pods import (
     pending_timeout,
     read_times,
     stuck,
+    successes_needed,
     wait_began,
 )
 from zen_flow.planner.pod_waits import shown, without_wait
@@ -42,7 +43,8 @@ class PodWatch(Memoization):
         timeout = pending_timeout(self.flow, w.spec)
         began = attempt_began(job, w.attempt_start_time, w.start_time or self.now)
         lag = cluster_lag(job, w.attempt_start_time)
-        times = read_times(job, began, timeout, look, lag)
+        needed = successes_needed(w.spec)
+        times = read_times(job, began, timeout, look, lag, needed)
         # A read that was due and is not here (more were due than a plan reads, or it failed): soon.
         self.wakeups.append(times.due if times.due > self.now else after(self.now, READ_RETRY_SECONDS))
         wait = look.wait
@@ -50,7 +52,7 @@ class PodWatch(Memoization):
             # Not read yet; or its pods moved since the read (a pod ended, another was made): what the
             # read found is the past, and the message stays as it is until the next read, due soon.
             return None
-        if not stuck(job, wait) or wait.read_at < first_look(wait_began(began, look, lag), timeout):
+        if not stuck(job, wait, needed) or wait.read_at < first_look(wait_began(began, look, lag), timeout):
             # A container runs (an init container, one not ready yet), or a pod finished that the Job
             # controller has yet to count; or the pod began to wait again shortly before the read (a new
             # pod): not stuck, or not for long enough to say so yet.
