@@ -91,6 +91,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
             "activeDeadlineSeconds": 7200,
             "parallelism": 4,
             "priority": 100,
+            "podPendingTimeoutSeconds": 600,
             "podFailurePolicy": {
                 "rules": [
                     {
@@ -168,6 +169,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
                     "backoff": {"type": "Exponential", "factor": 1.5, "duration": "10s", "maxDuration": "1h"},
                 },
                 "timeoutSeconds": 600,
+                "podPendingTimeoutSeconds": 300,
                 "when": "always",
                 "continueOnFailure": True,
                 "template": job("echo produce"),

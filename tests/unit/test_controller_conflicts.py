@@ -283,9 +283,16 @@ def test_every_job_delete_cause_is_exported_from_the_start() -> None:
     from zen_flow.controller.executor import delete_cause
     from zen_flow.controller.first_jobs import STEPS_CHANGED
     from zen_flow.controller.metrics import JOB_DELETE_CAUSES
+    from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK
 
     registry = Metrics().registry
-    reasons = ("timed out after 30s", "flow deadline exceeded", "replaced by a newer flow", "stopped by ann")
+    reasons = (
+        "timed out after 30s",
+        PENDING_TIMEOUT_MARK,
+        "flow deadline exceeded",
+        "replaced by a newer flow",
+        "stopped by ann",
+    )
     from zen_flow.planner.lifecycle import ENDED_REASON
     from zen_flow.planner.retention import SUPERSEDED_REASON
 
@@ -293,7 +300,17 @@ def test_every_job_delete_cause_is_exported_from_the_start() -> None:
         delete_cause(reason)
         for reason in (*reasons, STEPS_CHANGED, SUPERSEDED_REASON, ENDED_REASON, "the flow spec is invalid")
     ]
-    assert causes == ["timeout", "deadline", "replaced", "stopped", "edited", "superseded", "ended", "other"]
+    assert causes == [
+        "timeout",
+        "pod_pending",
+        "deadline",
+        "replaced",
+        "stopped",
+        "edited",
+        "superseded",
+        "ended",
+        "other",
+    ]
     assert sorted(causes) == sorted(JOB_DELETE_CAUSES)
     for cause in causes:
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0

@@ -1,6 +1,8 @@
 """A Job update that no plan can see (a counter moved, the Job's start time or an interim condition such as
 `SuccessCriteriaMet` came) wakes no reconcile; one that a plan can see does. The guarantee behind it is
-checked on the planner itself: such an update never changes the plan."""
+checked on the planner itself: such an update never changes the plan, but for when a Job that turned
+pending (no ready pod) has its pods looked at, which the controller schedules from the update, and for a
+wait its step's message names that ends, which the controller plans at once."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
-from zen_flow.planner import plan, plan_sees_change
+from zen_flow.planner import PendingJob, PodWait, pending, plan, plan_sees_change, pods_moved
+from zen_flow.planner.pod_waits import NO_POD, wait_part, without_wait
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -53,35 +56,116 @@ interim_conditions = st.lists(
 )
 
 
+WAITS = (
+    "",  # its pod runs
+    "pod unschedulable: 0/3 nodes are available: 3 Insufficient cpu.",
+    "pod waiting: container main ImagePullBackOff: Back-off pulling image",
+    NO_POD,
+)
+# What the controller's last read of a pending Job's pods found (seconds after T0: read, since, first seen).
+pod_waits = st.builds(
+    lambda message, read, since, seen, uncounted, succeeded: (
+        message,
+        read,
+        since,
+        seen,
+        uncounted,
+        succeeded,
+    ),
+    st.sampled_from(WAITS),
+    st.integers(0, 900),
+    st.none() | st.integers(0, 900),
+    st.none() | st.integers(0, 900),
+    st.booleans(),
+    st.integers(0, 1),
+)
+
+
+def looked(
+    job: Job, seen_at: int, found: tuple[str, int, int | None, int | None, bool, int] | None, now: int
+) -> PendingJob:
+    """What the controller knows of the pending `job` at T0 + `now`: seen pending at T0 + `seen_at`, its
+    pods last read as `found` says (None: not yet), at the latest now."""
+    if found is None:
+        return PendingJob(job.metadata.uid, T0 + timedelta(seconds=seen_at))
+    message, read, since, seen, uncounted, succeeded = found
+    read = min(max(read, seen_at), now)
+    wait = PodWait(
+        read_at=T0 + timedelta(seconds=read),
+        job_uid=job.metadata.uid,
+        running=not message,
+        message=message,
+        reason="NoPod" if message == NO_POD else "Waiting" if message else "",
+        since=None if since is None or not message else T0 + timedelta(seconds=since),
+        seen_since=None if seen is None else T0 + timedelta(seconds=min(seen, read)),
+        uncounted=uncounted,
+        succeeded=succeeded,
+    )
+    return PendingJob(job.metadata.uid, T0 + timedelta(seconds=seen_at), wait)
+
+
 @given(
     st.sampled_from([FLOW, TIMED_FLOW]),
+    counters,
     counters,
     st.none() | st.integers(0, 600),
     interim_conditions,
     st.sampled_from([5, 299, 301, 900]),
+    st.integers(0, 300),
+    st.none() | pod_waits,
 )
-def test_an_update_a_plan_cannot_see_never_changes_the_plan(
+def test_an_update_a_plan_cannot_see_never_changes_the_plan_but_to_end_a_wait_it_plans_for(
     flow: JobFlow,
+    before_values: tuple[int, int | None, int, int],
     values: tuple[int, int | None, int, int],
     started_after: int | None,
     conditions: list[Condition],
     later: int,
+    seen_at: int,
+    found: tuple[str, int, int | None, int | None, bool, int] | None,
 ) -> None:
     sim = running_sim(flow)
     (name,) = sim.running()
-    old = sim.jobs[name]
+    old = with_counters(sim.jobs[name], *before_values)
     assert old.metadata.creation_timestamp is not None  # the apiserver always sets it
     start = None if started_after is None else T0 + timedelta(seconds=started_after)
     new = with_counters(old, *values)
     new = replace(new, status=replace(new.status, start_time=start, conditions=tuple(conditions)))
     assert not plan_sees_change(old, new)
-    before = plan(sim.flow, [old], sim.now + timedelta(seconds=later))
-    after = plan(sim.flow, [new], sim.now + timedelta(seconds=later))
-    assert (after.actions, after.status, after.requeue_after) == (
-        before.actions,
-        before.status,
-        before.requeue_after,
-    )
+    now = sim.now + timedelta(seconds=later)
+    # What the controller knows of the Job before the update, and after its informer's handler saw it
+    # (controller/pod_reads.py: a Job no longer pending is forgotten; its pods moving are noted).
+    seen_at = min(seen_at, later)
+    look = looked(old, seen_at, found, later) if pending(old) else None
+    pods_before = {name: look} if look is not None else {}
+    pods_after: dict[str, PendingJob] = {}
+    if pending(new):
+        kept = look or PendingJob(new.metadata.uid, now)
+        pods_after[name] = replace(kept, moved_at=now) if look and pods_moved(old, new) else kept
+    # The flow as the plans before the update left it (the step's message may name the wait).
+    stored = plan(sim.flow, [old], now, pods=pods_before)
+    flow_now = sim.flow.model_copy(update={"status": stored.status})
+    before = plan(flow_now, [old], now, pods=pods_before)
+    after = plan(flow_now, [new], now, pods=pods_after)
+    assert after.actions == before.actions
+    if after.status != before.status:
+        # Only a wait the step's message named ended (its Job no longer pending): the controller plans
+        # such an update at once (`watched`: its last read found its pod waiting).
+        was, now_step = before.status.step("a"), after.status.step("a")
+        assert was is not None
+        assert wait_part(was.message) is not None
+        assert now_step == replace(was, message=without_wait(was.message))
+        steps = tuple(now_step if s.name == "a" else s for s in before.status.steps)
+        assert after.status == before.status.model_copy(update={"steps": steps})
+        assert pending(old)
+        assert not pending(new)
+        assert look is not None
+        assert look.wait is not None
+        assert not look.wait.running
+    if pending(old) == pending(new) and not (pending(new) and pods_moved(old, new)):
+        assert after.requeue_after == before.requeue_after
+    # Else only when the step's pods are next looked at moved (planner/pending_pods.py): the controller
+    # schedules that look from the update itself (below), it plans nothing at once.
 
 
 def test_what_a_plan_reads_is_seen() -> None:

@@ -785,6 +785,29 @@ async def test_a_steps_messages_come_only_from_a_pod_its_job_controls(
     assert api.requests[0][3] == {"labelSelector": "batch.kubernetes.io/job-name=j"}
 
 
+async def test_a_pending_jobs_pods_are_listed_by_its_label_and_read_for_why_they_wait(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+    waiting = {"name": "main", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}}
+    stuck = {
+        "metadata": {"name": "p", "creationTimestamp": "2026-12-05T10:00:00Z", "ownerReferences": [owner]},
+        "spec": {"containers": [{"name": "main", "image": "busybox:nope"}]},
+        "status": {"phase": "Pending", "containerStatuses": [waiting]},
+    }
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": [stuck]}))
+    (pod,) = await PodClient(kube).pods_of("ns", "j")
+    assert api.requests[0][3] == {"labelSelector": "batch.kubernetes.io/job-name=j"}
+    assert pod.owned_by("job-uid")
+    state = pod.status.container_statuses[0].state.waiting
+    assert state is not None
+    assert (state.reason, state.message) == ("ImagePullBackOff", "Back-off")
+    # A read that only words a message comes from the apiserver's watch cache: no etcd read.
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": []}))
+    assert await PodClient(kube).pods_of("ns", "j", cached=True) == ()
+    assert api.requests[1][3] == {"labelSelector": "batch.kubernetes.io/job-name=j", "resourceVersion": "0"}
+
+
 async def test_a_failed_pod_says_how_its_containers_ended(api: FakeApiserver, kube: KubeClient) -> None:
     # What a user debugging a failed step needs first: the exit code, and OOMKilled.
     def ended(name: str, code: int, reason: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from zen_flow.machinery.ratelimit import (
     GroupTokenBucketRateLimiter,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
+    SharedTokens,
     TokenBucket,
     TokenBucketRateLimiter,
     default_controller_rate_limiter,
@@ -143,6 +144,21 @@ def test_group_buckets_that_refilled_are_forgotten() -> None:
     assert limiter.when("new/f") == 0.0  # a new group sweeps the buckets that are full again ...
     assert len(limiter) == 2  # ... and keeps the one still in debt, which still paces its group
     assert limiter.when("busy/g") == pytest.approx(90.1 - 61.0)
+
+
+def test_shared_tokens_say_no_rather_than_owe_and_keep_a_share_for_every_group() -> None:
+    clock = FakeClock()
+    tokens = SharedTokens(10.0, 6, 2.0, 4, monotonic=clock.monotonic)
+    taken = [tokens.take("busy") for _ in range(10)]
+    assert taken == [True] * 4 + [False] * 6  # its share's burst, then no (no debt: later is as before)
+    assert [tokens.take("other") for _ in range(3)] == [True, True, False]  # what the whole has left
+    clock.jump(0.5)  # a second token of `busy`'s share, five of the whole
+    assert tokens.take("busy")
+    assert not tokens.take("busy")
+    assert tokens.take("other")
+    clock.jump(61.0)
+    assert tokens.take("new")  # a new group forgets the shares that are full again
+    assert len(tokens) == 1
 
 
 async def test_async_bucket_lets_the_burst_through_then_paces_callers() -> None:

@@ -61,6 +61,8 @@ def exit_rule(*values: int, operator: str = "In", action: str = "FailJob", **ext
         {"priority": 0},
         {"priority": 1000},
         {"priority": -1000, "parallelism": 2},
+        {"podPendingTimeoutSeconds": 1},
+        {"podPendingTimeoutSeconds": 86400},
     ],
 )
 def test_valid_execution_policies(policy: dict[str, Any]) -> None:
@@ -88,6 +90,9 @@ def test_valid_execution_policies(policy: dict[str, Any]) -> None:
         ({"parallelism": 2.5}, "parallelism", E.INVALID, "must be an integer"),
         ({"parallelism": True}, "parallelism", E.INVALID, "must be an integer"),
         ({"parallelism": 2**31}, "parallelism", E.INVALID, "2147483647"),
+        ({"podPendingTimeoutSeconds": 0}, "podPendingTimeoutSeconds", E.INVALID, "between 1 and 86400"),
+        ({"podPendingTimeoutSeconds": 86401}, "podPendingTimeoutSeconds", E.INVALID, "(a day)"),
+        ({"podPendingTimeoutSeconds": "5m"}, "podPendingTimeoutSeconds", E.INVALID, "must be an integer"),
         ({"priority": 1001}, "priority", E.INVALID, "less than or equal to 1000"),
         ({"priority": -1001}, "priority", E.INVALID, "greater than or equal to -1000"),
         ({"priority": "high"}, "priority", E.INVALID, "must be an integer"),

@@ -396,6 +396,35 @@ def test_invalid_timeouts(timeout: Any, text: str) -> None:
     )
 
 
+# --- podPendingTimeoutSeconds --------------------------------------------------------------------------
+
+
+def test_a_job_step_may_bound_how_long_its_pod_waits() -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(podPendingTimeoutSeconds=300)))
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0, "between 1 and 86400"), (86401, "between 1 and 86400 (a day)"), (True, "must be an integer")],
+)
+def test_invalid_pod_pending_timeouts(value: Any, text: str) -> None:
+    flow = mutated(lambda f: step(f, "a").update(podPendingTimeoutSeconds=value))
+    assert_error(flow, "spec.steps[0].podPendingTimeoutSeconds", E.INVALID, text)
+
+
+def test_a_step_without_a_pod_of_its_own_has_no_pod_pending_timeout() -> None:
+    gate = mutated(lambda f: step(f, "gate").update(podPendingTimeoutSeconds=60))
+    assert_error(gate, "spec.steps[2].podPendingTimeoutSeconds", E.FORBIDDEN, "a Manual step runs no pod")
+    child = {
+        "name": "sub",
+        "type": "Flow",
+        "flow": {"templateRef": {"name": "t"}},
+        "podPendingTimeoutSeconds": 60,
+    }
+    flow = mutated(lambda f: f["spec"]["steps"].append(child))
+    assert_error(flow, "spec.steps[5].podPendingTimeoutSeconds", E.FORBIDDEN, "no pod of its own")
+
+
 # --- when ----------------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from zen_flow.api import Job, JobFlow, JobFlowSpec, JobFlowStatus
 from zen_flow.api.constants import ANNOTATION_SUSPENDED_BY_PARENT
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import Condition, ObjectMeta
+from zen_flow.api.pod import Pod
 from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.kube.memo_caches import ConfigMapData
@@ -57,6 +58,10 @@ class FakeApiServer:
         self._uids = itertools.count(1)
         self.flows: dict[str, JobFlow] = {}  # the truth, by namespace/name
         self.jobs: dict[tuple[str, str], Job] = {}  # the truth, by (namespace, name)
+        # The pods `pods_of` answers, by (namespace, Job name), and the reads it answered.
+        self.pods: dict[tuple[str, str], list[Pod]] = {}
+        self.pod_reads: list[tuple[str, str]] = []
+        self.cached_pod_reads: list[tuple[str, str]] = []
         self._cached_flows: dict[str, JobFlow] = {}
         self._cached_jobs: dict[tuple[str, str], Job] = {}
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
@@ -118,6 +123,12 @@ class FakeApiServer:
             completion_time=now if succeeded else None, active=0, **counts,
         )  # fmt: skip
         return self._store_job(replace(job, status=status))
+
+    def report_pods(self, namespace: str, name: str, *, ready: int, active: int = 1) -> Job:
+        """What the Job controller writes as the Job's pods come and go: `active` pods, `ready` of them
+        ready (the pods a read finds are the test's: `pods`)."""
+        job = self.jobs[(namespace, name)]
+        return self._store_job(replace(job, status=replace(job.status, active=active, ready=ready)))
 
     def sync(self, *, flows: bool = True, jobs: bool = True) -> None:
         """The informers catch up (both, or one: two informers lag independently): the caches see the
@@ -276,6 +287,14 @@ class FakeApiServer:
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None:
         return None
+
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]:
+        """The pods a test put in `pods` for the Job (none: a Job of this fake runs no pod); the reads
+        made from the apiserver's cache are also in `cached_pod_reads`."""
+        self.pod_reads.append((namespace, job))
+        if cached:
+            self.cached_pod_reads.append((namespace, job))
+        return tuple(self.pods.get((namespace, job), ()))
 
     async def read_memo_cache(self, namespace: str, name: str) -> ConfigMapData:
         found = self._config_map("get", namespace, name)

@@ -22,6 +22,7 @@ from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.job import JOB, Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
+from zen_flow.api.pod import Pod
 from zen_flow.core import jsonpatch
 from zen_flow.core.expressions import Evaluator
 from zen_flow.core.matrix import effective_flow
@@ -32,11 +33,16 @@ from zen_flow.planner import (
     DeleteJob,
     MemoAnswer,
     Peer,
+    PendingJob,
     Plan,
     PodMessages,
     SaveMemo,
     jobs_to_read,
+    pending,
     plan,
+    pod_wait,
+    pods_moved,
+    pods_to_read,
 )
 
 
@@ -70,6 +76,13 @@ class Simulator:
     # The cluster's clocks (apiserver, Job controller) minus the controller's, in seconds: every Job
     # timestamp is stamped by them (negative: the cluster is behind).
     skew: float = 0.0
+    # Job name -> the pods a read of it finds (`stick`); what the controller knows of each pending Job
+    # (since when it saw it pending, its last read of its pods), by Job name (controller/pod_reads.py);
+    # the reads made (Job names, in order), and those made from the apiserver's cache.
+    pods: dict[str, list[Pod]] = field(default_factory=dict)
+    pending_jobs: dict[str, PendingJob] = field(default_factory=dict)
+    pod_reads: list[str] = field(default_factory=list)
+    cached_pod_reads: list[str] = field(default_factory=list)
     # Memoize caches: ConfigMap name -> its data, as the controller reads and patches them.
     memo_cache: dict[str, dict[str, str]] = field(default_factory=dict)
     # Every lookup the controller made for the plans (step names), in order.
@@ -106,6 +119,7 @@ class Simulator:
         messages: dict[str, PodMessages] = {
             name: self.pod_messages.get(name) for name in jobs_to_read(flow, jobs)
         }
+        self._read_pods(flow, jobs)
         memos: dict[str, MemoAnswer] = {}
         while True:
             result = plan(
@@ -117,6 +131,7 @@ class Simulator:
                 progress_deadline=self.progress_deadline,
                 evaluate=self.evaluate,
                 memos=memos,
+                pods=self.pending_jobs,
             )
             # As the controller does: the entries the plan asked for, then the plan again with them.
             if not result.lookups:
@@ -125,6 +140,37 @@ class Simulator:
                 self.memo_reads.append(lookup.step)
                 found = self.memo_cache.get(lookup.config_map, {}).get(lookup.data_key)
                 memos[lookup.step] = MemoAnswer(lookup.key, found)
+
+    def _read_pods(self, flow: JobFlow, jobs: Sequence[Job]) -> None:
+        """As the controller does before planning: note the pending Jobs it has not seen turn pending
+        (from now), forget those no longer pending, and read the pods of those whose read is due."""
+        names = {job.metadata.name for job in jobs}
+        self.pending_jobs = {n: look for n, look in self.pending_jobs.items() if n in names}
+        for job in jobs:
+            self._saw(job)
+        for read in pods_to_read(flow, jobs, self.now, self.pending_jobs):
+            name = read.job
+            self.pod_reads.append(name)
+            if not read.decisive:
+                self.cached_pod_reads.append(name)
+            look = self.pending_jobs[name]
+            found = pod_wait(
+                self.pods.get(name, ()), look.job_uid, self.now, look.wait, consistent=read.decisive
+            )
+            self.pending_jobs[name] = replace(look, wait=found)
+
+    def _saw(self, job: Job, old: Job | None = None) -> None:
+        """As the controller's Job informer handler does: note when a Job turns pending and when its pod
+        counts move while it is, by the controller's clock, and forget it once it no longer is."""
+        name = job.metadata.name
+        if pending(job) and name in self.jobs:
+            look = self.pending_jobs.get(name)
+            if look is None or look.job_uid != job.metadata.uid:
+                self.pending_jobs[name] = PendingJob(job.metadata.uid, self.now)
+            elif old is not None and pods_moved(old, job):
+                self.pending_jobs[name] = replace(look, moved_at=self.now)
+        else:
+            self.pending_jobs.pop(name, None)
 
     def apply(self, result: Plan, *, write_status: bool = True) -> None:
         self.plans.append(result)
@@ -225,6 +271,27 @@ class Simulator:
         if messages is not None:
             self.pod_messages[name] = messages
         self._finish(name, "Failed", reason, message, failed=1)
+
+    def stick(self, name: str, pods: Sequence[Pod], *, ready: int = 0, **counts: int) -> None:
+        """The Job has no ready pod (`ready`), and a read of its pods finds `pods` (api.pod models; their
+        owner references name the Job's uid to count as its own: `owner(name)`); `counts`: the Job
+        controller's other counts of its pods (`active`: 1 unless given, `succeeded`, `failed`)."""
+        old = self.jobs[name]
+        status = replace(
+            old.status,
+            ready=ready,
+            active=counts.get("active", 1),
+            succeeded=counts.get("succeeded", old.status.succeeded),
+            failed=counts.get("failed", old.status.failed),
+        )
+        self.jobs[name] = replace(old, status=status)
+        self.pods[name] = list(pods)
+        self._saw(self.jobs[name], old)  # the controller sees the Job's update at once
+
+    def owner(self, name: str) -> dict[str, Any]:
+        """The ownerReference the Job controller puts on the Job `name`'s pods."""
+        uid = self.jobs[name].metadata.uid
+        return {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": True}
 
     def hold(self, name: str, suspended: bool = True) -> None:
         """A queue (Kueue) or a user suspended the Job, or resumed it: the Job controller's `Suspended`

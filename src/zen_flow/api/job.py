@@ -31,6 +31,9 @@ JOB_FAILED = "Failed"
 # True while the Job is suspended (`spec.suspend`: a queue such as Kueue holds it until it admits it, or
 # preempts it; or a user); False once it was resumed, with the time of the resume.
 JOB_SUSPENDED = "Suspended"
+# The Job controller's interim conditions: the Job has met its success criteria, or will fail (its
+# backoffLimit, a podFailurePolicy's FailJob), and `Complete` or `Failed` follows once its pods are gone.
+JOB_ENDING = ("SuccessCriteriaMet", "FailureTarget")
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)
@@ -107,6 +110,11 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.complete or self.failed
+
+    @property
+    def ending(self) -> bool:
+        """Its terminal condition is on its way (`JOB_ENDING`): no pod of it is to run any more."""
+        return any(self._is_true(type_) for type_ in JOB_ENDING)
 
     @property
     def suspended(self) -> bool:

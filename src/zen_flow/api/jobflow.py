@@ -61,6 +61,9 @@ class ExecutionPolicy(Model):
     parallelism: int | None = None  # at most this many Job steps run at once; None: no limit
     # The rank among its namespace's flows waiting for a slot (planner/slots.py): higher first; None: 0.
     priority: int | None = None
+    # How long a Job step's attempt may have no pod running before it fails (planner/pending_pods.py);
+    # each step's own podPendingTimeoutSeconds replaces it. None: no bound.
+    pod_pending_timeout_seconds: int | None = None
 
 
 class ResourceTemplates(Model):
@@ -271,6 +274,8 @@ class Step(Model):
     dependencies: tuple[str, ...] = ()
     retry_policy: RetryPolicy | None = None
     timeout_seconds: int | None = None
+    # Replaces executionPolicy.podPendingTimeoutSeconds for this (Job) step.
+    pod_pending_timeout_seconds: int | None = None
     when: str | None = None
     continue_on_failure: bool = False
     # None: AllSucceeded (the webhook writes no default, so stored flows stay as they were written).

@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.api.pod import Pod
 from zen_flow.controller.memo_cache import MemoApi
 from zen_flow.controller.templates import TemplateApi
 from zen_flow.planner import Lineage
@@ -78,4 +79,9 @@ class ClusterApi(MemoApi, TemplateApi, Protocol):
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]:
+        """The pods that wear the Job's name label (planner.pod_wait keeps those the Job controls);
+        `cached`: from the apiserver's cache."""
+        ...
+
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta: ...

@@ -297,6 +297,7 @@ def delete_cause(reason: str) -> str:
     if reason == planner.ENDED_REASON:  # planner.lifecycle.strays: a Job an ended flow does not record
         return "ended"
     for mark, cause in (
+        ("podpendingtimeout", "pod_pending"),  # planner.pending_pods: podPendingTimeoutSeconds
         (TIMEOUT_MARK, "timeout"),
         ("deadline", "deadline"),
         ("replaced", "replaced"),

@@ -1,6 +1,7 @@
 """Running the pure planner for the reconciler: what it must first read from the API, and where it runs.
 
-Before a plan: what finished pods wrote (termination-message outputs, artifact reports), and whether a
+Before a plan: what finished pods wrote (termination-message outputs, artifact reports), why pending
+steps' pods wait (`pod_reads`, controller/pod_reads.py), and whether a
 Running step's Job the cache lacks is merely late (`cache_lags`); after it, whether a plan deleting an
 ended flow's unrecorded Jobs was made from the stored flow (`flow_lags`). The plan itself runs on the
 event loop, or in a thread of its own pool when it has a `when` to evaluate that is not a phase test:
@@ -32,6 +33,8 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
+from zen_flow.api.pod import Pod
+from zen_flow.controller.pod_reads import PodReads
 from zen_flow.core.expressions import (
     BudgetExceeded,
     CompiledWhen,
@@ -68,6 +71,7 @@ class PlanApi(Protocol):
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
     ) -> dict[str, str] | None: ...
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]: ...
 
 
 class PlanRunner:
@@ -94,6 +98,8 @@ class PlanRunner:
         # flow uid -> when its plan last found no thread (`turned_away`)
         self._wanting: dict[str, float] = {}
         self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
+        # Why pending steps' pods wait: read before a plan when due, the last of each Job kept for its plans.
+        self.pod_reads = PodReads(api, monotonic=monotonic)
 
     async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
         """When to look again if a Running step's Job is missing from the cache but not from the
@@ -191,6 +197,7 @@ class PlanRunner:
             slot=slot,
             lineage=lineage,
             locks=locks,
+            pods=self.pod_reads.seen(flow),
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )

@@ -167,6 +167,7 @@ class Controller:
         self._announcements.forget(flow.metadata.uid)
         self._first_jobs.forget(flow.metadata.uid)
         self._templates.forget(flow.metadata.uid)
+        self._runner.pod_reads.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
         self._executor.deletion_observed(flow.metadata.uid)
         self._failures.forget(flow.key)
@@ -198,12 +199,32 @@ class Controller:
             return
         if old is not None and not deleted and not planner.plan_sees_change(old, job):
             self._metrics.job_updates_ignored.inc()
-            return  # a counter moved (active, ready): no plan can differ
+            self._pods_moved(key, flow, owner.uid, old, job)
+            self._saw(owner.uid, job, old)
+            return  # a counter moved (active, ready): no plan can differ now
+        self._saw(owner.uid, job, old, deleted=deleted)
         self._queue.add(key)
         # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot,
         # and the locks of its step.
         self._slots.observe(flow, flow)
         self._locks.observe(flow, flow)
+
+    def _saw(self, owner_uid: str, job: Job, old: Job | None, *, deleted: bool = False) -> None:
+        """When the Job turns pending or its pods move while it is, by our clock: its step's wait never
+        counts from before the controller saw it (planner/pending_pods.py)."""
+        self._runner.pod_reads.saw(owner_uid, job, self._clock.now(), old, deleted=deleted)
+
+    def _pods_moved(self, key: str, flow: JobFlow, owner_uid: str, old: Job, job: Job) -> None:
+        """The Job's pod counts moved, which only its step's pod watch reads (planner/pod_watch.py):
+        a Job that turns pending (its pod is not ready yet, or no longer), or whose pods come and go while
+        it is, is looked at once its pods may be due for a read (a timer: one per flow at a time, the
+        earliest; most pods are ready by then and the plan does nothing); a Job whose waiting pod was
+        named in its step's message and turns ready is planned now, to take the message back."""
+        if planner.pending(job):
+            if not planner.pending(old) or planner.pods_moved(old, job):
+                self._queue.add_after(key, planner.first_look_after(flow), priority(flow))
+        elif planner.pending(old) and self._runner.pod_reads.watched(owner_uid, job.metadata.name):
+            self._queue.add(key, priority(flow))
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -311,6 +332,7 @@ class Controller:
             if (lag := await self._runner.cache_lags(flow, jobs, now)) is not None:
                 return lag
             messages = await self._runner.termination_messages(flow, jobs)
+            await self._runner.pod_reads.read(flow, jobs, now)
             planned = await self._admission.plan(flow, jobs, now, messages)
             if planned is None:
                 return SANDBOX_BUSY_RETRY_SECONDS

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zen_flow.api import Job
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.api.pod import Pod
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JobFlowClient
 from zen_flow.kube.jobs import JobClient
@@ -98,6 +99,11 @@ class Cluster:
     ) -> dict[str, str] | None:
         """{container: message} of the Job's last succeeded (or failed) pod, or None when none is left."""
         return await self._pods.termination_messages(namespace, job, job_uid=job_uid, succeeded=succeeded)
+
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> Sequence[Pod]:
+        """The pods that wear the Job's name label, for why a pending step's pod waits (`cached`: from
+        the apiserver's cache)."""
+        return await self._pods.pods_of(namespace, job, cached=cached)
 
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
         """Metadata of such an object (who owns it). `NotFound` if it is gone."""

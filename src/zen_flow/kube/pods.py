@@ -1,82 +1,31 @@
-"""Pods, read-only: the termination messages of a finished step's pod, and how a failed one's containers
-ended (exit code, reason).
+"""Pods, read-only: the termination messages of a finished step's pod, how a failed one's containers
+ended (exit code, reason), and why a pending one's containers do not run.
 
 The controller lists the pods of one Job by label, once, when that Job has finished and its step needs
 what the pod wrote: `outputs.parameters[].valueFrom.terminationMessage`, the artifact uploader's report,
 or why the artifact downloader failed (planner.outputs.jobs_to_read). No watch, no cache: pods are many
 and short-lived, and only their termination messages are read. The answer is decoded straight into a
-small model (phase, containers' and init containers' terminated state), never kept.
+small model (api/pod.py: phase, conditions, containers' and init containers' states), never kept. The
+same list, now and then, for a Running step whose Job has had no ready pod for a while: why its pod
+waits (planner/pod_waits.py; at most every half minute per Job, less often while nothing changes, most
+from the apiserver's cache: controller/pod_reads.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import Field
-
-from zen_flow.api.meta import Model, Timestamp
+from zen_flow.api.pod import Pod as _Pod
+from zen_flow.api.pod import PodList as _PodList
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource
 from zen_flow.planner.reports import EXITED
 
 PODS = Resource("", "v1", "pods")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-
-
-class _Terminated(Model):
-    message: str | None = None
-    finished_at: Timestamp | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-
-
-class _State(Model):
-    terminated: _Terminated | None = None
-
-
-class _ContainerStatus(Model):
-    name: str = ""
-    state: _State = _State()
-
-
-class _PodStatus(Model):
-    phase: str | None = None
-    container_statuses: tuple[_ContainerStatus, ...] = ()
-    init_container_statuses: tuple[_ContainerStatus, ...] = ()
-
-    def all(self) -> tuple[_ContainerStatus, ...]:
-        return (*self.init_container_statuses, *self.container_statuses)
-
-
-class _Owner(Model):
-    uid: str = ""
-    controller: bool | None = None
-
-
-class _PodMeta(Model):
-    name: str = ""
-    owner_references: tuple[_Owner, ...] = ()
-
-
-class _Container(Model):
-    name: str = ""
-
-
-class _PodSpec(Model):
-    containers: tuple[_Container, ...] = ()
-
-
-class _Pod(Model):
-    metadata: _PodMeta = _PodMeta()
-    spec: _PodSpec = _PodSpec()
-    status: _PodStatus = _PodStatus()
-
-    def owned_by(self, uid: str) -> bool:
-        return any(o.controller and o.uid == uid for o in self.metadata.owner_references)
-
-
-class _PodList(Model):
-    items: tuple[_Pod, ...] = Field(default=())
+# A pending Job's pod read is a hint for a message, read again later: short, so an apiserver that is
+# slow to list pods does not hold a reconcile worker for long.
+POD_WAIT_READ_TIMEOUT_SECONDS = 10.0
 
 
 class PodClient:
@@ -110,6 +59,19 @@ class PodClient:
                     why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""
                     messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
         return messages
+
+    async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> tuple[_Pod, ...]:
+        """The pods that wear the Job's name label (whether the Job controls each is for the caller to
+        ask: `Pod.owned_by`), read within POD_WAIT_READ_TIMEOUT_SECONDS. `cached`: from the apiserver's
+        watch cache (`resourceVersion=0`: no etcd read, possibly a moment old), for a read that only
+        words a message; a read that may fail a step is made from storage."""
+        query = [("labelSelector", f"{JOB_NAME_LABEL}={job}")]
+        if cached:
+            query.append(("resourceVersion", "0"))
+        pods = await self._client.request_model(
+            _PodList, "GET", PODS.path(namespace), query=query, request_timeout=POD_WAIT_READ_TIMEOUT_SECONDS
+        )
+        return pods.items
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ Two uses, one token-bucket core:
   and made every other tenant's first retry wait ~100 s behind them.
 * Client-side API throttling (`TokenBucket`): `await bucket.acquire()` before each API request, like
   client-go's `--kube-api-qps` / `--kube-api-burst` flowcontrol limiter.
+* Optional work that may be skipped and tried later (`SharedTokens`): a token of the whole and one of
+  the tenant's own share, or none (no debt).
 
 Both buckets use *reserve* semantics (golang.org/x/time/rate `Reserve`): taking a token never fails; if
 none is free the bucket goes into debt and the caller is told how long to wait. Time comes from an
@@ -66,6 +68,10 @@ class ItemExponentialFailureRateLimiter:
         return self._failures.get(item, 0)
 
 
+class Ticker(Protocol):
+    def monotonic(self) -> float: ...
+
+
 class _Bucket:
     """The token bucket arithmetic of golang.org/x/time/rate, on an injected monotonic clock.
 
@@ -73,7 +79,7 @@ class _Bucket:
     one token, possibly going negative, and returns how long until that token will have been earned.
     """
 
-    def __init__(self, qps: float, burst: int, clock: Clock) -> None:
+    def __init__(self, qps: float, burst: int, clock: Ticker) -> None:
         if qps <= 0:
             raise ValueError("qps must be positive (math.inf disables the limit)")
         if burst < 1:
@@ -234,3 +240,51 @@ class TokenBucket:
             self._bucket.give_back()
             return False
         return True
+
+
+class _Ticks:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self.monotonic = monotonic
+
+
+class SharedTokens:
+    """Tokens for work that may wait (a read that is a hint): `take(group)` takes a token of the whole
+    (`qps`, `burst`) and one of the group's own share (`group_qps`, `group_burst`: a tenant's namespace),
+    or, when either has none, takes nothing and says no: the caller skips the work and tries later. One
+    group alone cannot spend the whole for the others. A group's share that has refilled is forgotten
+    (a new one starts full), so groups that stopped taking cost nothing."""
+
+    _SWEEP_SECONDS = 60.0
+
+    def __init__(
+        self, qps: float, burst: int, group_qps: float, group_burst: int, *, monotonic: Callable[[], float]
+    ) -> None:
+        self._ticks = _Ticks(monotonic)
+        self._all = _Bucket(qps, burst, self._ticks)
+        _Bucket(group_qps, group_burst, self._ticks)  # the same checks, at once
+        self._group_qps, self._group_burst = group_qps, group_burst
+        self._groups: dict[Hashable, _Bucket] = {}
+        self._swept = monotonic()
+
+    def take(self, group: Hashable) -> bool:
+        share = self._groups.get(group)
+        if share is None:
+            self._sweep()
+            share = self._groups[group] = _Bucket(self._group_qps, self._group_burst, self._ticks)
+        if share.reserve() > 0:
+            share.give_back()
+            return False
+        if self._all.reserve() > 0:
+            self._all.give_back()
+            share.give_back()
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def _sweep(self) -> None:
+        now = self._ticks.monotonic()
+        if now - self._swept >= self._SWEEP_SECONDS:
+            self._swept = now
+            self._groups = {group: b for group, b in self._groups.items() if not b.full()}

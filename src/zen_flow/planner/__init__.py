@@ -44,6 +44,16 @@ from zen_flow.planner.locks import NO_LOCKS, LockView
 from zen_flow.planner.memoization import MEMO_CACHE_LABEL
 from zen_flow.planner.observed import plan_sees_change
 from zen_flow.planner.outputs import PodMessages, jobs_to_read, unseen_jobs
+from zen_flow.planner.pending_pods import (
+    DueRead,
+    PendingJob,
+    first_look_after,
+    pending,
+    pods_moved,
+    pods_to_read,
+    refused,
+)
+from zen_flow.planner.pod_waits import PodWait, pod_wait
 from zen_flow.planner.resources import fail_resources
 from zen_flow.planner.slots import SlotBook, SlotLimits, needs_slot
 
@@ -60,6 +70,7 @@ __all__ = [
     "CreateResource",
     "DeleteFlow",
     "DeleteJob",
+    "DueRead",
     "EventSpec",
     "JobBuildError",
     "Lineage",
@@ -68,8 +79,10 @@ __all__ = [
     "MemoAnswer",
     "MemoLookup",
     "Peer",
+    "PendingJob",
     "Plan",
     "PodMessages",
+    "PodWait",
     "SaveMemo",
     "SlotBook",
     "SlotLimits",
@@ -80,6 +93,7 @@ __all__ = [
     "describe_owner",
     "fail_invalid",
     "fail_resources",
+    "first_look_after",
     "group_of",
     "hosted",
     "is_child_body",
@@ -94,8 +108,13 @@ __all__ = [
     "parent_of",
     "parse_duration",
     "peers_of",
+    "pending",
     "plan",
     "plan_sees_change",
+    "pod_wait",
+    "pods_moved",
+    "pods_to_read",
+    "refused",
     "refused_job",
     "retry_delay",
     "runs_under",

@@ -38,6 +38,7 @@ from zen_flow.planner.locks import FLOW_LOCK_EVENT, NO_LOCKS, LockView, flow_que
 from zen_flow.planner.outcome import outcome
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import unwait, waiting
+from zen_flow.planner.pending_pods import PendingJob
 from zen_flow.planner.plan_state import DEADLINE_EXCEEDED, failure_message
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
@@ -342,6 +343,7 @@ def plan(
     slot: str | None = None,
     lineage: Lineage | None = None,
     locks: LockView = NO_LOCKS,
+    pods: Mapping[str, PendingJob] | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
@@ -353,7 +355,9 @@ def plan(
     (a memoized step ready to start whose entry is not here waits for it: planner.memoization); `slot`:
     why the flow waits for a limit on running flows (planner.slots.SlotBook.claim), None when it may start;
     `lineage`: its place among child flows (planner.lineage; None: a top-level flow); `locks`: what the
-    namespace's other flows hold and wait for of the locks its steps declare (planner.lock_book)."""
+    namespace's other flows hold and wait for of the locks its steps declare (planner.lock_book); `pods`:
+    what the controller knows of each pending Job (since when it has seen it pending, its last read of its
+    pods), by Job name (planner.pending_pods names the Jobs to read)."""
     lineage = lineage or TOP_LEVEL
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request
@@ -381,5 +385,6 @@ def plan(
         slot,
         lineage,
         locks,
+        pods or {},
     ).run()
     return replace(result, events=(said, *result.events)) if said is not None else result

@@ -13,6 +13,8 @@ from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.locks import lock_waiting
+from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK
+from zen_flow.planner.pod_waits import benign, wait_key, wait_part
 from zen_flow.planner.progress import REASON_STALLED, stalled
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED
 
@@ -33,10 +35,28 @@ MEMOIZED_MARK = "memoized"
 MEMOIZED = "StepMemoized"
 LOCK_WAIT_EVENT = "StepWaitingForLock"
 QUEUED_EVENT = "FlowQueued"
+# A Running step's pod waits for a cause to fix (a pull error, no node fits: planner/pod_waits.py), once
+# per cause and attempt; and the attempt it ended after podPendingTimeoutSeconds.
+POD_STUCK_EVENT = "StepPodStuck"
+POD_PENDING_TIMEOUT_EVENT = PENDING_TIMEOUT_MARK
 
 
 def _job(status: StepStatus) -> str:
     return status.job_ref.name if status.job_ref is not None else ""
+
+
+def _newly_stuck(old: StepStatus | None, new: StepStatus) -> bool:
+    """Does the Running step's message now name a cause its pod waits for that it did not name before
+    (in this attempt)? A pod on its way (pulling its image: `benign`) is no news."""
+    key = wait_key(new.message) if new.phase == StepPhase.RUNNING else None
+    if key is None or benign(key):
+        return False
+    return (
+        old is None
+        or old.phase != new.phase
+        or old.retry_count != new.retry_count
+        or wait_key(old.message) != key
+    )
 
 
 def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> list[EventSpec]:
@@ -52,6 +72,8 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
 
     if new.phase == StepPhase.PENDING and lock_waiting(message) and not (old and lock_waiting(old.message)):
         out.append(step_event(NORMAL, LOCK_WAIT_EVENT, f"step {name}: {message}"))  # once per wait
+    if _newly_stuck(old, new):
+        out.append(step_event(WARNING, POD_STUCK_EVENT, f"step {name}: {wait_part(message)}"))
     if new.phase == before and new.retry_count == before_retries and _job(new) == before_job:
         return out
     limit = retry_limit(spec) if spec is not None else 0
@@ -59,6 +81,8 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
     if new.phase == StepPhase.RETRYING:
         if TIMEOUT_MARK in message:
             out.append(step_event(WARNING, TIMED_OUT, f"step {name}: {message}"))
+        if PENDING_TIMEOUT_MARK in message:
+            out.append(step_event(WARNING, POD_PENDING_TIMEOUT_EVENT, f"step {name}: {message}"))
         when = f" at {format_time(new.next_retry_time)}" if new.next_retry_time is not None else ""
         out.append(
             step_event(
@@ -81,6 +105,8 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
         else:
             if TIMEOUT_MARK in message and before != StepPhase.RETRYING:
                 out.append(step_event(WARNING, TIMED_OUT, f"step {name}: {message}"))
+            if PENDING_TIMEOUT_MARK in message and before != StepPhase.RETRYING:
+                out.append(step_event(WARNING, POD_PENDING_TIMEOUT_EVENT, f"step {name}: {message}"))
             out.append(step_event(WARNING, "StepFailed", f"step {name} failed: {message}"))
     elif new.phase == StepPhase.SKIPPED:
         out.append(step_event(NORMAL, "StepSkipped", f"step {name} skipped: {message}"))

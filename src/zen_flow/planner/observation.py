@@ -25,7 +25,6 @@ from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
-from zen_flow.planner.memoization import Memoization
 from zen_flow.planner.outputs import (
     OutputError,
     capture_outputs,
@@ -33,6 +32,9 @@ from zen_flow.planner.outputs import (
     reads_messages,
 )
 from zen_flow.planner.parallelism import unwait
+from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
+from zen_flow.planner.pod_waits import without_wait
+from zen_flow.planner.pod_watch import PodWatch
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.status import COMMIT_WAIT
 from zen_flow.planner.steps import HELD_PREFIXES, StepWork, bound, held, unheld
@@ -48,7 +50,7 @@ NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy mark
 MESSAGES_RETRY_SECONDS = 1.0
 
 
-class Observation(Memoization):
+class Observation(PodWatch):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
@@ -145,13 +147,18 @@ class Observation(Memoization):
             return
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
-            # resume wakes the flow (its `Suspended` condition turns False).
-            w.message = held(w.message, child=w.spec.is_flow)
+            # resume wakes the flow (its `Suspended` condition turns False). Its pods' wait is not news.
+            w.message = held(without_wait(w.message), child=w.spec.is_flow)
             return
         if w.message is not None and w.message.startswith(HELD_PREFIXES):
             # Resumed since the last plan: its run restarts now by our clock (see `began`).
             w.message = unheld(w.message)
             w.attempt_start_time = self.now
+        if (stuck := self.watch_pods(w, job)) is not None:
+            self.actions.append(DeleteJob(name, w.name, PENDING_TIMEOUT_MARK))
+            self.attempt_failed(w, stuck)
+            self.timed_out.add(w.name)  # its pod may have started since the read: as `after_timeout`
+            return
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             due = after_cut(self.began(w, job), timeout)
@@ -183,11 +190,7 @@ class Observation(Memoization):
         (`attempt_start_time`): the Job's timestamps come from the cluster's clocks, and one behind ours
         would make the timeout fire early. Our record is the plan's time (cut to the second) before the
         create, so it is at most that much early, which `after_cut`'s second covers."""
-        theirs = job.resumed_at or job.metadata.creation_timestamp or job.status.start_time
-        ours = w.attempt_start_time
-        if theirs is None:
-            return ours or w.start_time or self.now
-        return theirs if ours is None else max(theirs, ours)
+        return attempt_began(job, w.attempt_start_time, w.start_time or self.now)
 
     def gone(self, w: StepWork, job: Job | None, why: str) -> str:
         """Why a Running step's Job went away: `why`, unless its timeout had passed (then it was our own

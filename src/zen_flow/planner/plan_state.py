@@ -26,6 +26,7 @@ from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.outputs import PodMessages
 from zen_flow.planner.parallelism import item_limits, parallelism_of
 from zen_flow.planner.parameters import Resolved, resolve_inputs
+from zen_flow.planner.pending_pods import PendingJob
 from zen_flow.planner.readiness import producer
 from zen_flow.planner.shape import Shape
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED
@@ -78,8 +79,12 @@ class PlanState:
         slot: str | None = None,
         lineage: Lineage = TOP_LEVEL,
         locks: LockView = NO_LOCKS,
+        pods: Mapping[str, PendingJob] | None = None,
     ) -> None:
         self.flow = flow
+        # What the controller knows of each pending Job and its last read of its pods, by Job name
+        # (planner.pod_watch).
+        self.pods: Mapping[str, PendingJob] = pods or {}
         # What the namespace's other flows hold and wait for of the locks its steps declare (planner.locks).
         self.locks = locks
         # step -> who keeps it from its locks (planner.locks): its StepWaitingForLock event says it.

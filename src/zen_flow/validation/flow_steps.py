@@ -26,6 +26,7 @@ _NOT_ON_A_FLOW_STEP = {
     "memoize": "a Flow step's result is its child flow's, which is not memoized",
     "message": "only a Manual step shows a message",
     "approval": "only a Manual step is approved",
+    "podPendingTimeoutSeconds": "a Flow step has no pod of its own: set it on its template's steps",
     "metadata": "a Flow step's child flow carries only the labels the controller gives it (parent, "
     "parent-step, attempt, depth): put labels and annotations in the template",
 }

@@ -6,6 +6,7 @@ MAX_STEPS = 500  # CRD spec.steps maxItems
 MAX_MESSAGE = 1024  # CRD steps[].message maxLength
 MAX_WHEN = 1024  # CRD steps[].when maxLength
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600  # 2,592,000: the original's cap on timeoutSeconds
+MAX_POD_PENDING_TIMEOUT_SECONDS = 24 * 3600  # podPendingTimeoutSeconds: a day; a pod waits minutes
 MAX_BACKOFF_SECONDS = 30 * 24 * 3600  # the original's cap on retryPolicy.backoff.duration
 # Object and status sizes (etcd's 1.5 MiB): validation/size.py.
 MAX_FLOW_NAME = 63  # the flow name is the value of the workflow.kube-zen.io/flow label

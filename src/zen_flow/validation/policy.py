@@ -24,7 +24,12 @@ from zen_flow.validation.errors import (
     too_many,
 )
 from zen_flow.validation.formats import label_problem, qualified_name_problem
-from zen_flow.validation.limits import MAX_EXIT_CODE_VALUES, MAX_POD_CONDITION_PATTERNS, MAX_POD_FAILURE_RULES
+from zen_flow.validation.limits import (
+    MAX_EXIT_CODE_VALUES,
+    MAX_POD_CONDITION_PATTERNS,
+    MAX_POD_FAILURE_RULES,
+    MAX_POD_PENDING_TIMEOUT_SECONDS,
+)
 from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import TemplateInfo
 
@@ -56,6 +61,7 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
         value = r.integer(policy.get(field), path + "." + field, maximum=INT32_MAX)
         if value is not None and value < 0:
             r.add(invalid(path + "." + field, value, "must be greater than or equal to 0"))
+    check_pod_pending_timeout(r, policy.get("podPendingTimeoutSeconds"), path + ".podPendingTimeoutSeconds")
     deadline = r.integer(policy.get("activeDeadlineSeconds"), path + ".activeDeadlineSeconds")
     if deadline is not None and deadline <= 0:
         r.add(invalid(path + ".activeDeadlineSeconds", deadline, "must be greater than 0"))
@@ -79,6 +85,13 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     if pfp is None:
         return None
     return check_pod_failure_policy(r, pfp, pfp_path, allow_fail_index=False)
+
+
+def check_pod_pending_timeout(r: Reader, value: Any, path: Path) -> None:
+    """podPendingTimeoutSeconds (the flow's, or a step's): whole seconds, 1 to a day."""
+    seconds = r.integer(value, path)
+    if seconds is not None and not 1 <= seconds <= MAX_POD_PENDING_TIMEOUT_SECONDS:
+        r.add(invalid(path, seconds, f"must be between 1 and {MAX_POD_PENDING_TIMEOUT_SECONDS} (a day)"))
 
 
 def check_pod_failure_policy(

@@ -39,6 +39,7 @@ from zen_flow.validation.limits import (
 )
 from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.memoize import check_memoize
+from zen_flow.validation.policy import check_pod_pending_timeout
 from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.synchronization import check_synchronization
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
@@ -129,6 +130,10 @@ def check_step_fields(
         r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
     elif timeout is not None and timeout > MAX_TIMEOUT_SECONDS:
         r.add(invalid(path + ".timeoutSeconds", timeout, f"must be at most {MAX_TIMEOUT_SECONDS} (30 days)"))
+    pending = step.get("podPendingTimeoutSeconds")
+    check_pod_pending_timeout(r, pending, path + ".podPendingTimeoutSeconds")
+    if pending is not None and is_manual(step):
+        r.add(forbidden(path + ".podPendingTimeoutSeconds", "a Manual step runs no pod"))
     r.boolean(step.get("continueOnFailure"), path + ".continueOnFailure")
     if r.boolean(step.get("finally"), path + ".finally") and is_manual(step):
         r.add(forbidden(path + ".finally", MANUAL_FINALLY))

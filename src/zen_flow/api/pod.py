@@ -1,0 +1,109 @@
+"""The subset of a core/v1 Pod that the controller reads: the pods of one Job, listed by its job-name
+label now and then, decoded straight into these models and never cached (kube/pods.py).
+
+What is read: how the pod's containers ended (termination messages, exit codes: a finished step's
+outputs and failure), and why none of them runs (waiting reasons, the scheduler's PodScheduled
+condition, when pods were created, deleted or last stopped, whether the Job controller has counted a
+finished one: a stuck step's message and bound, planner/pod_waits.py).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from zen_flow.api.meta import Condition, Model, Timestamp
+
+
+class Terminated(Model):
+    message: str | None = None
+    finished_at: Timestamp | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+class Waiting(Model):
+    reason: str | None = None
+    message: str | None = None
+
+
+class Running(Model):
+    started_at: Timestamp | None = None
+
+
+class ContainerState(Model):
+    waiting: Waiting | None = None
+    running: Running | None = None
+    terminated: Terminated | None = None
+
+
+class ContainerStatus(Model):
+    name: str = ""
+    state: ContainerState = ContainerState()
+    # How it ended the last time it ran, when it has been restarted (a crash loop).
+    last_state: ContainerState = ContainerState()
+
+
+class PodStatus(Model):
+    phase: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    container_statuses: tuple[ContainerStatus, ...] = ()
+    init_container_statuses: tuple[ContainerStatus, ...] = ()
+
+    def all(self) -> tuple[ContainerStatus, ...]:
+        return (*self.init_container_statuses, *self.container_statuses)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+# The finalizer the Job controller puts on its pods and takes off once it has counted the pod's end in the
+# Job's status (`succeeded`, `failed`, or a podFailurePolicy's verdict).
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+
+
+class PodOwner(Model):
+    uid: str = ""
+    controller: bool | None = None
+
+
+class PodMeta(Model):
+    name: str = ""
+    creation_timestamp: Timestamp | None = None
+    # When a pod being deleted is gone at the latest: the deletion's time plus its grace period.
+    deletion_timestamp: Timestamp | None = None
+    owner_references: tuple[PodOwner, ...] = ()
+    # `batch.kubernetes.io/job-tracking` while the Job controller has yet to count the pod's end
+    # (JOB_TRACKING_FINALIZER): a finished pod that still has it is not in the Job's status yet.
+    finalizers: tuple[str, ...] = ()
+
+
+class Container(Model):
+    name: str = ""
+
+
+class PodSpec(Model):
+    containers: tuple[Container, ...] = ()
+
+
+class Pod(Model):
+    metadata: PodMeta = PodMeta()
+    spec: PodSpec = PodSpec()
+    status: PodStatus = PodStatus()
+
+    def owned_by(self, uid: str) -> bool:
+        """Is it a pod of the object `uid` (its controller)? Anyone who may create pods in a namespace can
+        put a Job's name label on one; only the owner reference says whose it is."""
+        return any(o.controller and o.uid == uid for o in self.metadata.owner_references)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.phase in ("Succeeded", "Failed")
+
+    @property
+    def uncounted(self) -> bool:
+        """Has it finished, and the Job controller not yet counted it in its Job's status?"""
+        return self.finished and JOB_TRACKING_FINALIZER in self.metadata.finalizers
+
+
+class PodList(Model):
+    items: tuple[Pod, ...] = Field(default=())
