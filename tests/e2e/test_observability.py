@@ -8,7 +8,7 @@ itself, with one test-only change: every group is evaluated each second and ever
 alert fires in seconds; the expressions are the shipped ones. Every failure names the panel or the alert.
 The controller runs with --namespace-max-running-flows, so that one namespace's last flow waits for a slot
 behind a flow paused for approval and one that stalls, as a user would see it on the dashboard; in
-another namespace a flow's step waits for a step lock another flow's stalled step holds.
+another namespace a flow's step, and a whole flow, wait for a lock another flow's stalled step holds.
 """
 
 from __future__ import annotations
@@ -243,6 +243,10 @@ async def _run_scenario(
     held = job_template(run_seconds=600)
     await driver.create(flow_manifest("holder", fail, [job_step("a", template=held, synchronization=mutex)]))
     await driver.wait_phase(fail, "holder", phases=("Running",), timeout=60)
+    # A whole flow waiting for it (its own `spec.synchronization`) holds no running-flow slot, so it
+    # comes first, while a slot is free: a flow waits for a slot before it may wait for a lock.
+    await driver.create(flow_manifest("flow-lock-waiter", fail, [job_step("a")], synchronization=mutex))
+    await _scraped(prometheus, f'zen_flow_jobflows_waiting_for_lock{{namespace="{fail}"}} == 1')
     await driver.create(flow_manifest("lock-waiter", fail, [job_step("a", synchronization=mutex)]))
     await _scraped(prometheus, f'zen_flow_lock_waiting_steps{{namespace="{fail}"}} == 1')
 
