@@ -8,6 +8,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.meta import Condition
 from zen_flow.api.pod import Pod
@@ -363,25 +366,66 @@ def test_a_pod_that_succeeded_before_its_job_says_complete_never_fails_the_step(
     assert not deletes(sim)
 
 
+def completions(n: int | str) -> dict[str, Any]:
+    """A step's Job template field: its `completions`."""
+    return {"template": {**job_template(), "spec": {**job_template()["spec"], "completions": n}}}
+
+
 def test_a_job_that_counted_its_success_before_saying_complete_never_fails_the_step() -> None:
     # The Job controller counted the pod's success (its finalizer off) and has yet to write Complete (or
-    # SuccessCriteriaMet): a step's bound passing meanwhile is no wait; nor, for a Job of three
-    # completions, a count of one with no pod active (the next is on its way).
-    for template, counts in ((None, {"succeeded": 1}), ({"completions": 3}, {"succeeded": 1, "active": 0})):
-        extra = (
-            {"template": {**job_template(), "spec": {**job_template()["spec"], **template}}}
-            if template
-            else {}
-        )
+    # SuccessCriteriaMet): a step's bound passing meanwhile is no wait, whether its status still counts
+    # the pod active or not; nor, for a Job of three completions, a count of three; nor, for one whose
+    # completions an expression fills (not known here), a count of one with no pod active.
+    cases: list[tuple[dict[str, Any], dict[str, int]]] = [
+        ({}, {"succeeded": 1}),
+        ({}, {"succeeded": 1, "active": 0}),
+        (completions(3), {"succeeded": 3, "active": 0}),
+        (completions("{{ params.n }}"), {"succeeded": 1, "active": 0}),
+    ]
+    for extra, counts in cases:
         sim, job = started([job_step("a", podPendingTimeoutSeconds=60, **extra)])
         owner = sim.owner(job)
         sim.stick(job, [], ready=1)
         sim.advance(600)
         sim.reconcile()
         sim.stick(job, [ended(owner, T0, sim.now, phase="Succeeded")], ready=0, **counts)
-        assert run_for(sim, 200) is None
+        assert run_for(sim, 200) is None, (extra, counts)
         assert not deletes(sim)
         assert step(sim).message is None
+
+
+def test_several_completions_whose_next_pod_never_comes_fail_a_bound_after_the_last_success() -> None:
+    # Three completions, one at a time: the first pod ran ten minutes and succeeded, and the next is never
+    # made (a ResourceQuota refuses it). The wait counts from that success, the last progress of the
+    # attempt, not from its start; a next pod made a little late is no wait.
+    sim, job = started([job_step("a", podPendingTimeoutSeconds=60, **completions(3))])
+    owner = sim.owner(job)
+    sim.stick(job, [], ready=1)
+    sim.advance(600)
+    sim.reconcile()
+    first_done = sim.now
+    first = ended(owner, T0, first_done, phase="Succeeded")
+    sim.stick(job, [first], ready=0, succeeded=1, active=0)
+    assert run_for(sim, 80) is None  # the next pod is late: said, not failed (its bound is 92 s on)
+    assert (step(sim).message or "").startswith("no pod: ")
+    sim.stick(job, [first], ready=1, succeeded=1, active=1)  # the second pod made, and it runs
+    sim.reconcile()
+    assert step(sim).message is None
+    sim.advance(300)
+    sim.reconcile()
+    second_done = sim.now
+    done = [first, ended(owner, first_done, second_done, phase="Succeeded")]
+    sim.stick(job, done, ready=0, succeeded=2, active=0)
+    failed = run_for(sim, 300)
+    assert failed is not None
+    # The first read that found no pod, 31 s after the success, and the bound from it (whole seconds).
+    first_read = second_done + timedelta(seconds=31)
+    assert first_read + timedelta(seconds=60) <= failed <= first_read + timedelta(seconds=62)
+    assert step(sim).message == (
+        "PodPendingTimeout: no pod running for 60s; no pod: the Job has no pod that is not finished "
+        "(see its events: kubectl describe job)"
+    )
+    assert [d.reason for d in deletes(sim)] == ["PodPendingTimeout"]
 
 
 def test_a_fail_job_failure_the_job_controller_has_yet_to_count_stays_final() -> None:
@@ -555,3 +599,48 @@ def test_a_retried_step_keeps_what_its_message_said_before_while_its_pod_waits_a
     sim.stick(retried, [], ready=1)
     sim.reconcile()
     assert step(sim).message == history
+
+
+# --- the bound counts from the attempt's last progress ------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(2, 4),
+    st.integers(1, 120),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(1, 900)), min_size=4, max_size=4),
+)
+def test_a_job_of_several_completions_fails_only_for_a_gap_without_progress_longer_than_its_bound(
+    count: int, bound: int, pods: list[tuple[int, int]]
+) -> None:
+    # One pod at a time: before each, a gap with no pod at all (the Job controller's backlog, a quota),
+    # then the pod runs and succeeds. The step fails in a gap only once the gap has lasted the bound (never
+    # earlier: the last success, or the attempt's start, is the last progress), and surely once it has
+    # lasted the bound after the first read that found no pod; a Job that counted all its completions is
+    # never failed while its Complete comes.
+    sim, job = started([job_step("a", podPendingTimeoutSeconds=bound, **completions(count))])
+    owner = sim.owner(job)
+    done: list[Pod] = []
+    for gap, runs in pods[:count]:
+        progress = sim.now
+        sim.stick(job, done, ready=0, active=0, succeeded=len(done))
+        sim.reconcile()  # the Job's update plans the flow
+        failed = run_for(sim, gap)
+        if failed is not None:
+            assert failed >= progress + timedelta(seconds=bound)
+            assert step(sim).message == (
+                f"PodPendingTimeout: no pod running for {bound}s; no pod: the Job has no pod that is not "
+                "finished (see its events: kubectl describe job)"
+            )
+            return
+        latest = progress + timedelta(seconds=min(STUCK_AFTER_SECONDS, bound) + 1 + bound + 2)
+        assert sim.now < latest, "a gap past the bound after the first read that found no pod"
+        started_at = sim.now
+        sim.stick(job, done, ready=1, active=1, succeeded=len(done))
+        sim.reconcile()
+        assert run_for(sim, runs) is None
+        done.append(ended(owner, started_at, sim.now, phase="Succeeded"))
+    sim.stick(job, done, ready=0, active=0, succeeded=len(done))
+    sim.reconcile()
+    assert run_for(sim, 300) is None
+    assert not deletes(sim)

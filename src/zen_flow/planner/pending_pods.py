@@ -126,14 +126,16 @@ def settling(job: Job, wait: PodWait, needed: int | None = 1) -> bool:
     """Did the read find a pod that finished and that the Job's status does not count yet? The Job
     controller's verdict on it (Complete, a podFailurePolicy's FailJob, a replacement pod) is on its way:
     not a wait, whatever the time. So too a Job whose status counts as many succeeded pods as it needs
-    (`needed`: its completions): its Complete condition may come later than a step's bound; and one that
-    counts a success and has no pod active: the Job controller is about to make the next pod."""
+    (`needed`: its completions): its Complete condition may come later than a step's bound. A Job that
+    counts fewer has more pods to run: its wait counts from its last success (`pods_moved`), and a next
+    pod that never comes (a quota refuses it) is a wait like any. When `needed` is not known here (an
+    expression fills it), a success with no pod active may be the last: not a wait."""
     counted = job.status.succeeded
-    return (
-        wait.uncounted
-        or wait.succeeded > counted
-        or (counted > 0 and (job.status.active == 0 or (needed is not None and counted >= needed)))
-    )
+    if wait.uncounted or wait.succeeded > counted:
+        return True
+    if needed is None:
+        return counted > 0 and job.status.active == 0
+    return counted >= needed
 
 
 def first_look_after(flow: JobFlow) -> float:
