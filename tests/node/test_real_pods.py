@@ -1,11 +1,13 @@
 """Flows with real containers: the examples run to the end, real exit codes become step failures and
 podFailurePolicy outcomes, a step's pod logs are readable with kubectl, and a controller killed mid-flow
-never runs a step twice. The controller runs as a local process here (test_deploy.py runs it in-cluster).
+never runs a step twice, and a step whose image cannot be pulled says so and fails at its
+podPendingTimeoutSeconds. The controller runs as a local process here (test_deploy.py runs it in-cluster).
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,10 @@ from zen_flow_dev.testing.flows import chain, flow_manifest, job_step
 PAUSED = {"approval-gate.yaml"}
 UPSTREAM_RUNNABLE = {"dag-flow.yaml", "simple-linear-flow.yaml"}  # the third needs a database
 NEEDS_STORAGE = {"build-and-check.yaml"}  # run with a real S3 server in test_artifacts.py
+
+
+def _stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def _container(command: str) -> dict[str, Any]:
@@ -191,3 +197,49 @@ async def test_sigkill_of_the_controller_mid_flow_runs_no_step_twice(
     assert flow["status"]["phase"] == "Succeeded"
     steps = [j["metadata"]["labels"].get(LABEL_STEP) for j in await driver.jobs(namespace)]
     assert sorted(steps) == sorted(f"s{i}" for i in range(length))  # one Job per step: none ran twice
+
+
+async def test_an_image_tag_the_registry_lacks_is_named_and_fails_the_step_at_its_bound(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # The node's containerd pulls docker.io from the local registry only, which has no such tag: the
+    # kubelet's ErrImagePull, then ImagePullBackOff. The step says so 30 s after its Job had no ready pod,
+    # and fails at its 40 s bound.
+    image = "busybox:zen-flow-absent"
+    template = _job("true")
+    template["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    manifest = flow_manifest(
+        "pull", namespace, [job_step("a", template=template, podPendingTimeoutSeconds=40)]
+    )
+    start_controller()
+    await driver.create(manifest)
+
+    async def named() -> dict[str, Any] | None:
+        flow = await driver.get(namespace, "pull")
+        steps = ((flow or {}).get("status") or {}).get("steps") or []
+        return next((s for s in steps if (s.get("message") or "").startswith("pod waiting: ")), None)
+
+    step = await wait_until(named, 60, interval=0.5, what="the step's message naming the image pull")
+    assert step["phase"] == "Running"
+    cause, _, words = step["message"].removeprefix("pod waiting: container main ").partition(": ")
+    assert cause in ("ErrImagePull", "ImagePullBackOff"), step["message"]
+    assert "zen-flow-absent" in words  # the kubelet's own words, which name the image
+
+    flow = await driver.wait_phase(namespace, "pull", timeout=60)
+    assert flow["status"]["phase"] == "Failed"
+    (failed,) = flow["status"]["steps"]
+    assert failed["phase"] == "Failed"
+    waited = _stamp(failed["completionTime"]) - _stamp(failed["startTime"])
+    assert timedelta(seconds=40) <= waited <= timedelta(seconds=50)  # at the bound, never before it
+    # The read at the bound's words (the kubelet may have reworded the pull since).
+    said = failed["message"].removeprefix("PodPendingTimeout: no pod running for 40s; pod waiting: ")
+    assert said.startswith(("container main ErrImagePull: ", "container main ImagePullBackOff: ")), said
+    assert flow["status"]["message"].startswith("step a failed: PodPendingTimeout: no pod running for 40s")
+    events = await driver.kube.request(
+        "GET",
+        f"/api/v1/namespaces/{namespace}/events",
+        query=[("fieldSelector", "involvedObject.name=pull")],
+    )
+    warnings = {e["reason"]: e["message"] for e in events["items"] if e["type"] == "Warning"}
+    assert warnings["StepPodStuck"] == f"step a: {step['message']}"
+    assert warnings["PodPendingTimeout"].startswith("step a: PodPendingTimeout: no pod running for 40s")
