@@ -118,34 +118,6 @@ async def test_a_pod_read_that_fails_fails_nothing_and_is_tried_again(rig: Rig) 
     assert rig.flow.status.phase == "Failed"
 
 
-@pytest.mark.parametrize("rig", [BOUNDED], indirect=True)
-async def test_the_read_at_a_bound_waits_for_its_token_a_moment_then_fails_the_step(rig: Rig) -> None:
-    job = await started(rig)
-    report(rig, job, ready=0)
-    await rig.settle(5)
-    # The namespace's share spent, and eight other bounds' reads took theirs ahead of time (two seconds'
-    # worth; one comes back by the bound).
-    tokens = rig.controller._runner.pod_reads._tokens  # noqa: SLF001: the limiter's state
-    while tokens.take("team"):
-        pass
-    for _ in range(8):
-        tokens.reserve("team", 60.0)
-    await rig.settle(1)  # the bound: its read takes the next token, earned 1.25 s on
-    rig.api.sync()
-    assert rig.api.pod_reads == []
-    assert rig.step("a") == "Running"
-    await rig.settle(1)
-    assert rig.api.pod_reads == []
-    await rig.settle(1)  # its plan's wake-up, 2 s after the bound (whole seconds): read, and failed
-    rig.api.sync()
-    await rig.settle()
-    assert rig.api.pod_reads == [("team", job)]
-    assert rig.api.cached_pod_reads == []  # from the apiserver's storage
-    step: Any = rig.flow.status.step("a")
-    assert step.phase == "Failed"
-    assert step.message == f"PodPendingTimeout: no pod running for 5s; pod unschedulable: {WHY}"
-
-
 class CountingPods:
     """Answers every pod read with no pod, and counts them by namespace."""
 
@@ -198,10 +170,10 @@ def test_a_refused_read_is_tried_again_later_and_later_until_one_is_made() -> No
     assert waits == [5, 10, 20, 40, 60, 60]
 
 
-async def test_a_namespace_over_its_share_re_plans_less_and_less_and_its_bounds_wait_seconds() -> None:
+async def test_a_namespace_over_its_share_re_plans_less_and_less_and_its_bounds_are_never_put_off() -> None:
     # A namespace's many stuck Jobs (more than its share of reads) in flows with a 120 s bound: the reads
     # the limiter refuses are asked for again 5, 10, 20 s on (each flow's wake-up), not every 5 s; the read
-    # at each bound goes first, a second or two later when the share is spent.
+    # at each bound is made, whatever the share.
     t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
     clock = FakeClock()
     api = CountingPods()
@@ -234,87 +206,11 @@ async def test_a_namespace_over_its_share_re_plans_less_and_less_and_its_bounds_
     await reads.read(late.flow, list(late.jobs.values()), later + timedelta(seconds=10))
     assert {(look.refusals, look.retry_at) for look in reads.seen(late.flow).values()} == {(0, None)}
     # At the bound (120 s from the first read that found no pod, at +51 s), the share spent by the
-    # others' reads: each read takes its token ahead of time and is made when it is earned (4 a second),
-    # from the apiserver's storage; the reads for messages find none meanwhile.
+    # others' reads: each read is made, from the apiserver's storage.
     for sim in sims[:3]:
         await reads.read(sim.flow, list(sim.jobs.values()), t0 + timedelta(seconds=100))
     made = len(api.reads)
     assert all(look.refusals for look in reads.seen(sims[2].flow).values())  # the share spent again
-    bound = t0 + timedelta(seconds=172)
-    await reads.read(late.flow, list(late.jobs.values()), bound)
-    assert len(api.reads) == made
-    held = Counter(look.bound_read_at for look in reads.seen(late.flow).values())
-    assert held == {bound + timedelta(seconds=1): 4, bound + timedelta(seconds=2): 4}
-    for second in (1, 2):
-        clock.jump(1.0)
-        await reads.read(late.flow, list(late.jobs.values()), bound + timedelta(seconds=second))
-        assert len(api.reads) - made == 4 * second
+    await reads.read(late.flow, list(late.jobs.values()), t0 + timedelta(seconds=172))
     assert all(not cached for _, _, cached in api.reads[made:])
-    assert not tokens_left(reads, sims[0])
-
-
-def tokens_left(reads: PodReads, sim: Simulator) -> bool:
-    """Would a read for a message of the flow's namespace be made now?"""
-    return reads._tokens.take(sim.flow.metadata.namespace)  # noqa: SLF001: the limiter's state
-
-
-async def test_many_bounds_due_at_once_are_read_over_a_few_seconds_and_none_later() -> None:
-    # Five flows of eight Jobs stuck since the same moment, one namespace, a 20 s bound: 40 reads from
-    # storage fall due in one second. The share's burst is read at once, the rest as its tokens are earned,
-    # and what is left after BOUND_READ_DELAY_MAX_SECONDS then, whatever the limiter says: every step fails
-    # on time, a few seconds late at most, never early.
-    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
-    clock = FakeClock()
-    api = CountingPods()
-    reads = PodReads(api, monotonic=clock.monotonic)
-    sims = []
-    for i in range(5):
-        sim = Simulator(
-            make_flow([job_step(f"s{k}", podPendingTimeoutSeconds=20) for k in range(8)], name=f"f{i}"), t0
-        )
-        sim.reconcile()
-        for name in sim.running():
-            sim.stick(name, [])
-            reads.saw(sim.flow.metadata.uid, sim.jobs[name], t0)
-        sims.append(sim)
-    first_read = t0 + timedelta(seconds=21)  # the first look: at the bound, if shorter than 30 s
-    for sim in sims:
-        await reads.read(sim.flow, list(sim.jobs.values()), first_read)
-        clock.jump(2.0)  # the flows' first reads a few seconds apart: within the share
-    assert len(api.reads) == 40
-    bound = first_read + timedelta(seconds=21)  # 20 s after the first read that found no pod
-    clock.jump(20.0)
-    per_second = []
-    for second in range(8):
-        before = len(api.reads)
-        for sim in sims:
-            await reads.read(sim.flow, list(sim.jobs.values()), bound + timedelta(seconds=second - 1))
-        per_second.append(len(api.reads) - before)
-        clock.jump(1.0)
-    assert per_second[0] == 0  # never before the bound
-    assert per_second[1] == NAMESPACE_POD_READS_BURST
-    assert sum(per_second) == 40
-    assert per_second[-1] == 0  # the last made 5 s after the bound at most
-    assert max(per_second[2:]) < NAMESPACE_POD_READS_BURST  # spread, not all at once
-    assert all(not cached for _, _, cached in api.reads[40:])
-
-
-async def test_a_read_put_off_at_a_bound_is_not_the_next_bounds_once_the_jobs_pods_move() -> None:
-    # Its bound's read was put off (the share spent); then the Job made another pod: its wait, and its
-    # bound, start again, and the read at the new bound asks the limiter again.
-    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
-    clock = FakeClock()
-    reads = PodReads(CountingPods(), monotonic=clock.monotonic)
-    sim = Simulator(make_flow([job_step("a", podPendingTimeoutSeconds=5)], name="f"), t0)
-    sim.reconcile()
-    (name,) = sim.running()
-    sim.stick(name, [])
-    reads.saw(sim.flow.metadata.uid, sim.jobs[name], t0)
-    while reads._tokens.take("default"):  # noqa: SLF001: the namespace's share, spent
-        pass
-    await reads.read(sim.flow, list(sim.jobs.values()), t0 + timedelta(seconds=6))
-    assert reads.seen(sim.flow)[name].bound_read_at == t0 + timedelta(seconds=7)
-    old = sim.jobs[name]
-    sim.stick(name, [], failed=1)  # a pod ended and another was made
-    reads.saw(sim.flow.metadata.uid, sim.jobs[name], t0 + timedelta(seconds=6), old)
-    assert reads.seen(sim.flow)[name].bound_read_at is None
+    assert len(api.reads) - made == 8

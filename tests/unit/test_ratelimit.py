@@ -161,21 +161,6 @@ def test_shared_tokens_say_no_rather_than_owe_and_keep_a_share_for_every_group()
     assert len(tokens) == 1
 
 
-def test_shared_tokens_reserve_ahead_of_time_up_to_a_cap_and_the_skippable_work_waits_behind() -> None:
-    clock = FakeClock()
-    tokens = SharedTokens(10.0, 40, 2.0, 2, monotonic=clock.monotonic)
-    waits = [tokens.reserve("busy", 2.0) for _ in range(8)]
-    # The share's burst now, then one every half second (its rate), until the wait would pass the cap:
-    # then nothing is taken and the cap is said.
-    assert waits == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0])
-    assert not tokens.take("busy")  # what may be skipped finds none while the reserved are owed
-    assert tokens.take("other")  # another group's share is its own
-    clock.jump(2.0)
-    assert not tokens.take("busy")  # the reserved ones are earned by now, no more
-    clock.jump(0.5)
-    assert tokens.take("busy")
-
-
 async def test_async_bucket_lets_the_burst_through_then_paces_callers() -> None:
     clock = FakeClock()
     bucket = TokenBucket(qps=5, burst=2, clock=clock)

@@ -13,10 +13,8 @@ from its cache (`resourceVersion=0`: no etcd read). At most planner.pending_pods
 POD_READS_AT_ONCE of them in flight, and at most POD_READS_PER_SECOND in all (a namespace
 NAMESPACE_POD_READS_PER_SECOND of them): a read past those is not made now, and is asked for again later:
 5 s after the first refusal, twice as long after each in a row, up to a minute (planner.refused: no flow
-re-plans every few seconds for a read it will not get). The read at a step's bound goes first: it takes
-its tokens ahead of time when none is free (the reads for messages wait behind it), and is made once they
-are earned, or BOUND_READ_DELAY_MAX_SECONDS later whatever the limiter says: many bounds due at once are
-read over a few seconds, and none is more than that late.
+re-plans every few seconds for a read it will not get). The read at a step's bound is not the limiter's
+(one per bound that falls due, followed by the Job's deletion): reads for messages never delay it.
 What a read found (`planner.PodWait`) is kept for the flow's next plans,
 by flow and Job, and forgotten with the Job's pending (or the flow): memory follows the Jobs that wait,
 not the flows.
@@ -39,7 +37,6 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.api.pod import Pod
 from zen_flow.logging import get_logger
 from zen_flow.machinery.ratelimit import SharedTokens
-from zen_flow.planner.timing import after
 
 log = get_logger(__name__)
 
@@ -51,10 +48,6 @@ POD_READS_PER_SECOND = 10.0
 POD_READS_BURST = 40
 NAMESPACE_POD_READS_PER_SECOND = 4.0
 NAMESPACE_POD_READS_BURST = 16
-# The read at a step's bound takes its tokens ahead of time when none is free (the reads for messages
-# wait behind it), and is put off until they are earned, this long at most: then it is made whatever the
-# limiter says. Many bounds due at once are read over a few seconds, not all at once; none is late by more.
-BOUND_READ_DELAY_MAX_SECONDS = 5.0
 
 
 class PodApi(Protocol):
@@ -94,8 +87,7 @@ class PodReads:
             if look is None or look.job_uid != job.metadata.uid:
                 self._jobs.setdefault(owner_uid, {})[name] = planner.PendingJob(job.metadata.uid, now)
             elif old is not None and planner.pods_moved(old, job):
-                # Its bound moves on: a read put off at the old one is not the new one's.
-                self._jobs[owner_uid][name] = replace(look, moved_at=now, bound_read_at=None)
+                self._jobs[owner_uid][name] = replace(look, moved_at=now)
         elif known is not None and name in known:
             del known[name]
             if not known:
@@ -132,17 +124,10 @@ class PodReads:
             namespace = flow.metadata.namespace
             at_once = asyncio.Semaphore(POD_READS_AT_ONCE)
 
-            async def look(read: planner.DueRead) -> planner.PodWait | bool | datetime:
-                """What the read found; False: it failed; True: the limiter refused it; a time: the read
-                at the step's bound, put off by the limiter until then."""
+            async def look(read: planner.DueRead) -> planner.PodWait | bool:
+                """What the read found; False: it failed; True: the limiter refused it."""
                 name = read.job
-                if read.decisive:
-                    if known[name].bound_read_at is None:  # else put off once, and due now: made now
-                        delay = self._tokens.reserve(namespace, BOUND_READ_DELAY_MAX_SECONDS)
-                        if delay > 0:
-                            log.debug("pod read at a bound put off: too many at once", job=name)
-                            return after(now, delay)
-                elif not self._tokens.take(namespace):
+                if not read.decisive and not self._tokens.take(namespace):
                     log.debug("pod read put off: too many at once", job=name)
                     return True
                 async with at_once:
@@ -170,12 +155,8 @@ class PodReads:
             for read, wait in zip(due, found, strict=True):
                 if wait is True:
                     known[read.job] = planner.refused(known[read.job], now)
-                elif isinstance(wait, datetime):
-                    known[read.job] = replace(known[read.job], bound_read_at=wait)
                 elif wait is not False:
-                    known[read.job] = replace(
-                        known[read.job], wait=wait, refusals=0, retry_at=None, bound_read_at=None
-                    )
+                    known[read.job] = replace(known[read.job], wait=wait, refusals=0, retry_at=None)
         if known:
             self._jobs[uid] = known
         else:

@@ -11,9 +11,8 @@ Two uses, one token-bucket core:
   and made every other tenant's first retry wait ~100 s behind them.
 * Client-side API throttling (`TokenBucket`): `await bucket.acquire()` before each API request, like
   client-go's `--kube-api-qps` / `--kube-api-burst` flowcontrol limiter.
-* Optional work that may be skipped and tried later (`SharedTokens.take`): a token of the whole and one
-  of the tenant's own share, or none (no debt); and work that must be done and may wait a little
-  (`SharedTokens.reserve`): tokens ahead of time, in debt, up to a cap on the wait.
+* Optional work that may be skipped and tried later (`SharedTokens`): a token of the whole and one of
+  the tenant's own share, or none (no debt).
 
 Both buckets use *reserve* semantics (golang.org/x/time/rate `Reserve`): taking a token never fails; if
 none is free the bucket goes into debt and the caller is told how long to wait. Time comes from an
@@ -251,8 +250,7 @@ class _Ticks:
 class SharedTokens:
     """Tokens for work that may wait (a read that is a hint): `take(group)` takes a token of the whole
     (`qps`, `burst`) and one of the group's own share (`group_qps`, `group_burst`: a tenant's namespace),
-    or, when either has none, takes nothing and says no: the caller skips the work and tries later
-    (`reserve`: tokens ahead of time for work that may not be skipped). One
+    or, when either has none, takes nothing and says no: the caller skips the work and tries later. One
     group alone cannot spend the whole for the others. A group's share that has refilled is forgotten
     (a new one starts full), so groups that stopped taking cost nothing."""
 
@@ -269,7 +267,10 @@ class SharedTokens:
         self._swept = monotonic()
 
     def take(self, group: Hashable) -> bool:
-        share = self._share(group)
+        share = self._groups.get(group)
+        if share is None:
+            self._sweep()
+            share = self._groups[group] = _Bucket(self._group_qps, self._group_burst, self._ticks)
         if share.reserve() > 0:
             share.give_back()
             return False
@@ -279,29 +280,8 @@ class SharedTokens:
             return False
         return True
 
-    def reserve(self, group: Hashable, most: float) -> float:
-        """For work that must be done, and may be put off a little (a read a decision waits for): take a
-        token of the whole and one of the group's share, now or ahead of time, and say how long until
-        both are earned (0.0: now; the caller waits that long, and the work that may wait finds none
-        meanwhile). When that is longer than `most`, nothing is taken and `most` is said: the caller goes
-        ahead then without one (its work is put off no longer)."""
-        share = self._share(group)
-        wait = max(share.reserve(), self._all.reserve())
-        if wait > most:
-            share.give_back()
-            self._all.give_back()
-            return most
-        return wait
-
     def __len__(self) -> int:
         return len(self._groups)
-
-    def _share(self, group: Hashable) -> _Bucket:
-        share = self._groups.get(group)
-        if share is None:
-            self._sweep()
-            share = self._groups[group] = _Bucket(self._group_qps, self._group_burst, self._ticks)
-        return share
 
     def _sweep(self) -> None:
         now = self._ticks.monotonic()

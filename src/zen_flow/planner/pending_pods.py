@@ -68,8 +68,7 @@ class PendingJob:
     pending (`seen_at`; again after each time it was not), when it last saw the Job's pod counts move
     while it stayed pending (`moved_at`: a pod ended, another was made; None: never), and its last read
     of the Job's pods (`wait`; None before the first); the refusals in a row of a read of it by the
-    limiter (`refusals`) and when a read may be tried again after the last (`retry_at`); when the read at
-    its step's bound, put off by the limiter, is made, whatever the limiter says then (`bound_read_at`)."""
+    limiter (`refusals`) and when a read may be tried again after the last (`retry_at`)."""
 
     job_uid: str
     seen_at: datetime
@@ -77,7 +76,6 @@ class PendingJob:
     moved_at: datetime | None = None
     refusals: int = 0
     retry_at: datetime | None = None
-    bound_read_at: datetime | None = None
 
 
 def refused(look: PendingJob, now: datetime) -> PendingJob:
@@ -265,11 +263,7 @@ def read_times(
 
 def put_off(due: datetime, look: PendingJob, bound: datetime | None) -> datetime:
     """A read due at `due`, put off until `look.retry_at` after the limiter refused the last, but never
-    past the step's bound; the read at the bound, until `look.bound_read_at` when the limiter put it off
-    (a few seconds at most: controller/pod_reads.py, BOUND_READ_DELAY_MAX_SECONDS)."""
-    held = look.bound_read_at
-    if bound is not None and held is not None and bound <= held:
-        return max(due, held)  # (a hint's read overdue as well is that one)
+    past the step's bound: the read at the bound is not the limiter's (controller/pod_reads.py)."""
     retry = look.retry_at
     if retry is None or retry <= due or (bound is not None and bound <= due):
         return due
