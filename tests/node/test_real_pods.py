@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from zen_flow.api.constants import APPROVE_PREFIX, LABEL_STEP
+from zen_flow.api.constants import APPROVE_PREFIX, LABEL_STEP, StepPhase
 from zen_flow_dev.cluster import LocalCluster
 from zen_flow_dev.node.host import BASE
 from zen_flow_dev.testing.controller import StartController
@@ -214,13 +214,21 @@ async def test_an_image_tag_the_registry_lacks_is_named_and_fails_the_step_at_it
     start_controller()
     await driver.create(manifest)
 
+    # A loaded node may still be making the pod's sandbox at a read (`ContainerCreating`, a pod on its
+    # way: no StepPodStuck), so wait for the message that names the pull (or the step's end, to say so).
+    pulls = ("pod waiting: container main ErrImagePull: ", "pod waiting: container main ImagePullBackOff: ")
+
+    def shown(step: dict[str, Any]) -> bool:
+        ended = StepPhase(step.get("phase", "Pending")).terminal
+        return ended or (step.get("message") or "").startswith(pulls)
+
     async def named() -> dict[str, Any] | None:
         flow = await driver.get(namespace, "pull")
         steps = ((flow or {}).get("status") or {}).get("steps") or []
-        return next((s for s in steps if (s.get("message") or "").startswith("pod waiting: ")), None)
+        return next((s for s in steps if shown(s)), None)
 
     step = await wait_until(named, 60, interval=0.5, what="the step's message naming the image pull")
-    assert step["phase"] == "Running"
+    assert step["phase"] == "Running", step.get("message")
     cause, _, words = step["message"].removeprefix("pod waiting: container main ").partition(": ")
     assert cause in ("ErrImagePull", "ImagePullBackOff"), step["message"]
     assert "zen-flow-absent" in words  # the kubelet's own words, which name the image
