@@ -10,9 +10,9 @@ The flows dropped are a subset of those the controller's books place nowhere (pl
 `ended`, planner/lock_book.py's `flow_locks`): a flow Succeeded, or Failed and not asked to rerun (a
 Failed flow with a retry request may be reset to contend again), or being deleted, stands in no line and
 holds no slot nor lock (nor hosts a child: planner/lineage.py's `_hosting`); and when only locks' lines
-are read, a flow whose steps declare no `synchronization` takes no place in them. Anything else,
-unexpected shapes included, is validated as a JobFlow, as before: a flow that does not parse is left out
-(the controller cannot read it either).
+are read, a flow that declares no `synchronization`, neither its steps nor itself, takes no place in
+them. Anything else, unexpected shapes included, is validated as a JobFlow, as before: a flow that does
+not parse is left out (the controller cannot read it either).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class _Unlocked(_Loose):
 
 class _UnlockedSpec(_Loose):
     steps: list[_Unlocked]
+    synchronization: None = None  # the flow's own locks: it holds or waits for them as a step would
 
 
 class _Unlocking(_Loose):
