@@ -10,24 +10,24 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ANNOTATION_RETRY
+from zen_flow.api.constants import ANNOTATION_RETRY, FlowPhase
 from zen_flow.cli.candidates import Candidates
 from zen_flow.core.matrix import effective_flow
 from zen_flow.planner.lineage import hosted
 from zen_flow.planner.lock_holders import expanded, flow_locks
-from zen_flow.planner.locks import LOCK_WAIT
-from zen_flow.planner.slot_standing import Standing, standing
+from zen_flow.planner.locks import LOCK_WAIT, flow_needs, needs_of
+from zen_flow.planner.slot_standing import Standing, as_planned, standing
 from zen_flow_dev.testing.flows import job_step, make_flow
 
 MUTEX = {"mutexes": [{"name": "db"}]}
 MATRIX = {"parameters": [{"name": "shard", "values": ["a", "b"]}]}
 STARTED = "2025-01-01T00:00:00Z"
 
-PHASES = st.sampled_from([None, "Pending", "Running", "Paused", "Succeeded", "Failed"])
+PHASES = st.sampled_from([None, "Pending", "Running", "Paused", "Suspended", "Succeeded", "Failed"])
 RETRIES = st.sampled_from([None, "", " ", "r1"])
 # Where the flow declares its lock: nowhere, on itself, on a step, on a matrix step (its items take it).
 LOCKS = st.sampled_from(["none", "own", "step", "matrix"])
@@ -99,14 +99,35 @@ FLOWS = st.builds(
 )
 
 
+# The books ask `out_of_line` first (slot_standing's `ended`, lock_holders' `declared`), so asking them
+# alone would check that rule against itself: these say, without it, why a flow stands in no line.
+def finished(flow: JobFlow) -> bool:
+    """Being deleted, or Succeeded or Failed as its next plan sees it (a rerun it honours resets it)."""
+    phase = as_planned(flow)[0].status.phase
+    return flow.metadata.deletion_timestamp is not None or phase in {p.value for p in FlowPhase if p.terminal}
+
+
+def lockless(flow: JobFlow) -> bool:
+    """Neither the flow nor any step of it (a matrix step's items, as the planner runs them) needs a lock."""
+    planned = expanded(flow, effective_flow)
+    return not flow_needs(planned) and not any(needs_of(s) for s in planned.spec.steps)
+
+
+# The cases a mutation of the rule would misplace, lest the draw miss them: a Paused or Suspended flow
+# stands in line; a Failed flow asked to rerun (not yet honoured) may.
+@example(a_flow("Paused", False, None, False, "none", "Running", False, False))
+@example(a_flow("Suspended", False, None, False, "own", "Pending", False, False))
+@example(a_flow("Failed", False, "r1", False, "step", "Failed", False, False))
 @given(FLOWS)
 def test_a_flow_get_leaves_unread_is_one_the_controllers_books_place_nowhere(flow: JobFlow) -> None:
     in_lock_lines = flow_locks(expanded(flow, effective_flow)) is not None
     if not kept(flow, slot=True):
+        assert finished(flow)
         assert standing(flow) == Standing.OUT
         assert not in_lock_lines
         assert not hosted(flow)[0]
     if not kept(flow, slot=False):
+        assert finished(flow) or lockless(flow)
         assert not in_lock_lines
 
 
