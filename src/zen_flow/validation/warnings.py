@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.api.constants import CRON_KIND
+from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
 
 # The apiserver keeps a warning to 4 KiB in all and cuts longer ones; kubectl prints one line each.
 MAX_WARNINGS = 10
@@ -30,12 +30,13 @@ def spec_may_warn(spec_bytes: bytes | None) -> bool:
 def flow_warnings(obj: Mapping[str, Any]) -> list[str]:
     """The warnings of a JobFlow, a JobFlowTemplate, a ClusterJobFlowTemplate or a CronJobFlow that passed
     validation (its shapes are known to be right): those of the flow spec it holds, at its path."""
-    if obj.get("kind") == CRON_KIND:
+    kind = obj.get("kind")
+    if kind == CRON_KIND:
         return _spec_warnings(_at(obj, "spec", "jobFlowTemplate", "spec"), "spec.jobFlowTemplate.spec")
-    return _spec_warnings(_at(obj, "spec"), "spec")
+    return _spec_warnings(_at(obj, "spec"), "spec", template=kind in (TEMPLATE_KIND, CLUSTER_TEMPLATE_KIND))
 
 
-def _spec_warnings(spec: Mapping[str, Any] | None, at: str) -> list[str]:
+def _spec_warnings(spec: Mapping[str, Any] | None, at: str, *, template: bool = False) -> list[str]:
     if spec is None:
         return []
     steps = spec.get("steps")
@@ -51,16 +52,18 @@ def _spec_warnings(spec: Mapping[str, Any] | None, at: str) -> list[str]:
                 )
     if len(warnings) > MAX_WARNINGS:
         warnings[MAX_WARNINGS - 1 :] = [f"and {len(warnings) - MAX_WARNINGS + 1} more artifacts without s3"]
-    roots = _root_under_non_root_default(spec, at)
+    roots = _root_under_non_root_default(spec, at, template)
     if len(roots) > MAX_WARNINGS:
         roots[MAX_WARNINGS - 1 :] = [f"and {len(roots) - MAX_WARNINGS + 1} more containers running as root"]
     return warnings + roots
 
 
-def _root_under_non_root_default(spec: Mapping[str, Any], at: str) -> list[str]:
+def _root_under_non_root_default(spec: Mapping[str, Any], at: str, template: bool) -> list[str]:
     """Containers with `runAsUser: 0` in steps whose pods get the defaults' `runAsNonRoot: true`: a step's
     pod spec without a securityContext takes the default's, and a container's own securityContext does
-    not replace it but adds to it, so the kubelet refuses to start the container."""
+    not replace it but adds to it, so the kubelet refuses to start the container. A JobFlowTemplate's
+    (`template`) may be spared: a flow made from it that sets its own `stepDefaults.podSpec.securityContext`
+    replaces the template's whole (core/step_defaults.py's `layer`)."""
     context = _at(spec, "stepDefaults", "podSpec", "securityContext")
     if context is None or context.get("runAsNonRoot") is not True:
         return []
@@ -76,7 +79,7 @@ def _root_under_non_root_default(spec: Mapping[str, Any], at: str) -> list[str]:
                 if _as_root(_at(container, "securityContext")):
                     found.append(
                         f"{at}.steps[{i}].template.spec.template.spec.{kind}[{j}]"
-                        + ROOT_UNDER_DEFAULT.format(at=at)
+                        + ROOT_UNDER_DEFAULT.format(at=at, unless=UNLESS_FLOW_SETS if template else "")
                     )
     return found
 
@@ -85,8 +88,11 @@ def _root_under_non_root_default(spec: Mapping[str, Any], at: str) -> list[str]:
 ROOT_UNDER_DEFAULT = (
     ".securityContext.runAsUser: 0 (root), but the step's pod spec has no securityContext of its own, so "
     "it gets {at}.stepDefaults.podSpec.securityContext with runAsNonRoot: true, and the kubelet will refuse "
-    "to start the container (CreateContainerConfigError); give the step's pod spec its own "
+    "to start the container (CreateContainerConfigError){unless}; give the step's pod spec its own "
     "securityContext, or the container runAsNonRoot: false"
+)
+UNLESS_FLOW_SETS = (
+    " unless the flow made from this template sets its own stepDefaults.podSpec.securityContext"
 )
 
 
