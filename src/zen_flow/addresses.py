@@ -25,7 +25,8 @@ def split_addr(addr: str) -> tuple[str, int]:
     """`host:port`, `:port` (all interfaces) or `[v6]:port` -> (host, port); the one parser for every
     listen address (metrics and webhooks alike)."""
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # isascii(): str.isdigit() takes a superscript (int() refuses it) and other scripts' digits.
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"{addr!r} is not host:port (e.g. :8080, 127.0.0.1:8080, [::1]:8080)")
     if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
         raise ValueError(f"{addr!r}: write an IPv6 host in brackets, e.g. [::1]:8080")

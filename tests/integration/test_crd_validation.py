@@ -238,6 +238,27 @@ async def test_steps_are_immutable_once_the_flow_started(
             "spec.steps: step b depends on clean-1, which is a finally step",
             id="item-of-finally-first",
         ),
+        pytest.param(
+            [
+                {
+                    "name": "child",
+                    "type": "Flow",
+                    "flow": {"templateRef": {"name": "build"}},
+                    "matrix": {"parameters": [{"name": "s", "values": ["a", "b"]}]},
+                }
+            ],
+            {},
+            "spec.steps[].matrix: a Flow step cannot fan out (step child)",
+            id="flow-matrix",
+        ),
+        # The schema's patterns are RE2's: `$` is the end of the text, not before a final newline as
+        # Python's (the webhook refuses it too: tests/unit/test_validation_newlines.py).
+        pytest.param(
+            [{"name": "a\n", "template": job()}],
+            {},
+            "spec.steps[0].name in body should match",
+            id="step-name-ending-in-a-newline",
+        ),
         pytest.param([], {}, "spec.steps: Invalid value", id="no-steps"),
     ],
 )

@@ -78,8 +78,34 @@ def test_the_policy_refuses_what_the_webhook_refuses_of_a_matrix(
     assert message in " ".join(said.split())
 
 
+def flow_step(name: str, *deps: str, **fields: Any) -> dict[str, Any]:
+    step = {"name": name, "type": "Flow", "flow": {"templateRef": {"name": "build"}}, **fields}
+    return {**step, "dependencies": list(deps)} if deps else step
+
+
+# name: (steps, the index of the Flow step with a matrix)
+FLOW_MATRIX_REFUSED = {
+    "a Flow step with a matrix": ([flow_step("child", matrix=MATRIX)], 0),
+    "a Flow step with a matrix after a Job step with one": (
+        [job_step("a", matrix=MATRIX), flow_step("child", "a", matrix=MATRIX)],
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize(("steps", "index"), FLOW_MATRIX_REFUSED.values(), ids=FLOW_MATRIX_REFUSED.keys())
+def test_the_policy_refuses_a_flow_step_with_a_matrix_naming_the_field_as_the_webhook_does(
+    steps: list[dict[str, Any]], index: int
+) -> None:
+    flow = flow_manifest("f", "default", steps)
+    refused = {e.path: e.detail for e in validate_jobflow(flow)}
+    assert refused[f"spec.steps[{index}].matrix"] == constants.FLOW_MATRIX  # the webhook's field and words
+    assert refusals(flow) == [f"spec.steps[].matrix: {constants.FLOW_MATRIX} (step {steps[index]['name']})"]
+
+
 ADMITTED = {
     "a main step depending on an item": [job_step("build", matrix=MATRIX), job_step("pub", "build-1")],
+    "a Flow step depending on a matrix Job step": [job_step("a", matrix=MATRIX), flow_step("child", "a")],
     "a finally step depending on an item of a finally matrix step": [
         job_step("a"),
         finally_step("clean", matrix=MATRIX),

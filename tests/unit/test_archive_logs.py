@@ -43,6 +43,11 @@ def test_a_logs_key_names_flow_step_attempt_pod_and_container_and_reads_back() -
         parse_log_key("jobflows/", "team-a", "nightly", "u-1", "jobflows/team-a/nightly/u-1/x.json") is None
     )
     assert logs_prefix("p/", "ns", "f", "u", "load") == "p/~logs/ns/f/u/load/"
+    # Digits Python's isdigit() takes but int() refuses (a superscript) or reads (another script's): no
+    # attempt of ours, which are written in ASCII.
+    for attempt in ("\N{SUPERSCRIPT TWO}", "\N{ARABIC-INDIC DIGIT ONE}"):
+        other = f"jobflows/~logs/team-a/nightly/u-1/load/{attempt}/pod/main.log"
+        assert parse_log_key("jobflows/", "team-a", "nightly", "u-1", other) is None
     # Not under the records' `<prefix><namespace>/`: listing a namespace's records meets no log.
     assert not key.startswith(list_prefix("jobflows/", "team-a"))
 

@@ -115,6 +115,19 @@ async def test_archive_logs_reads_the_store_alone(
     assert "no archived logs of step nope of default/f (uid u-1)" in err
 
 
+async def test_an_object_whose_attempt_is_no_ascii_number_is_passed_over(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `"\N{SUPERSCRIPT TWO}".isdigit()` is True, but int() refuses it: one such object in the bucket
+    # once ended both commands in a traceback.
+    s3 = filled()
+    s3.put(f"jobflows/~logs/{NS}/f/u-1/load/\N{SUPERSCRIPT TWO}/f-load-pod/main.log", b"not ours\n")
+    code, out, _ = await run(monkeypatch, capsys, s3, "archive", "logs", "f", "--step", "load")
+    assert (code, out) == (0, "loaded\nrows: 3\n")
+    code, out, _ = await run(monkeypatch, capsys, s3, "logs", "f", "load")  # the flow is deleted
+    assert (code, out) == (0, "loaded\nrows: 3\n")
+
+
 def test_logs_of_a_flow_step_are_its_child_flows_steps_logs(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

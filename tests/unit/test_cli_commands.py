@@ -589,7 +589,9 @@ def test_submit_labels_each_flow_for_example_for_a_controller_instance(
     assert from_file["metadata"]["labels"]["team"] == "data"
 
 
-@pytest.mark.parametrize("bad", ["team", "=a", "team=a b", "Bad Key=a", "k=" + "v" * 64])
+@pytest.mark.parametrize(
+    "bad", ["team", "=a", "team=a b", "Bad Key=a", "k=" + "v" * 64, "team=data\n", "team\n=data"]
+)
 def test_submit_refuses_a_bad_label_before_creating_anything(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], bad: str
 ) -> None:

@@ -133,6 +133,20 @@ def test_the_shards_show_holder_renewal_and_expiry(
     ]
 
 
+def test_a_lease_whose_number_is_no_ascii_number_is_passed_over(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    four_shards(cluster)
+    _, shown, _ = zen_flow(capsys)
+    # `"\N{SUPERSCRIPT TWO}".isdigit()` is True, but int() refuses it; another script's digits int()
+    # reads. Neither is a count or a shard the controller writes.
+    for odd in ("\N{SUPERSCRIPT TWO}", "\N{ARABIC-INDIC DIGIT ONE}"):
+        stray = lease(f"zen-flow-controller-shard-{odd}", "someone", 1)
+        stray["metadata"]["labels"]["workflow.kube-zen.io/shards"] = odd
+        cluster.add(stray)
+    assert zen_flow(capsys) == (0, shown, "")
+
+
 def test_a_flow_maps_to_the_shard_the_controller_computes_and_its_holder(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -385,6 +385,20 @@ async def test_a_long_log_is_asked_for_its_tail_only_and_the_page_says_so(served
     assert text.endswith(f"[cut at {LOG_BOUND.size} bytes: later lines left out]\n")
 
 
+@pytest.mark.parametrize("attempt", ["x", "\N{SUPERSCRIPT TWO}", "\N{ARABIC-INDIC DIGIT ONE}"])
+async def test_a_log_attempt_that_is_no_ascii_number_is_refused(served: Any, attempt: str) -> None:
+    # `"\N{SUPERSCRIPT TWO}".isdigit()` is True, but int() refuses it: it was a 500.
+    ui, fake = served
+    address = f"http://127.0.0.1:{ui.port}/flows/team-a/release/steps/build/logs"
+    async with (
+        _browser(cookies={ui.cookie: "s3cret"}) as browser,
+        browser.get(address, params={"attempt": attempt}) as answer,
+    ):
+        assert answer.status == 400
+        assert "expected a number, 1 for the first" in await answer.text()
+    assert fake.log_queries == []
+
+
 @pytest.mark.parametrize("address", ["0.0.0.0", "::"])
 async def test_a_wildcard_address_is_refused_as_no_browser_could_use_it(address: str) -> None:
     # Its pages accept only a Host header naming the server's address; a wildcard names none.

@@ -76,6 +76,20 @@ def holding(name: str, minute: int, step: str = "work") -> JobFlow:
     return running(name, minute, [job_step(step, synchronization=MUTEX)], **{step: "Running"})
 
 
+def own_lock_waiting(name: str, minute: int, lock: str = "db", **kw: Any) -> JobFlow:
+    """A flow waiting for its own mutex (`spec.synchronization`): Pending, condition Queued."""
+    said = f"waiting for lock {lock}"
+    cond = {"type": "Queued", "status": "True", "reason": "WaitingForLock", "message": said}
+    status = {"phase": "Pending", "message": said, "conditions": [cond]}
+    own = {"mutexes": [{"name": lock}]}
+    return flow(name, minute, [job_step("a")], status, synchronization=own, **kw)
+
+
+def own_lock_holding(name: str, minute: int, lock: str = "db") -> JobFlow:
+    status = {"phase": "Running", "startTime": "2025-01-01T00:00:00Z", "heldLocks": [lock]}
+    return flow(name, minute, [job_step("a")], status, synchronization={"mutexes": [{"name": lock}]})
+
+
 def test_ordinals() -> None:
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111, 112)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st", "111th", "112th",
@@ -124,6 +138,31 @@ def test_a_step_waiting_for_a_lock_names_its_holder_and_the_steps_ahead_of_it() 
     # The first in line waits for the holder only; the holder's own view has nothing to add.
     assert waits_of(flows[1], flows).steps == {"work": "held by jobflow/holder step work"}
     assert waits_of(flows[0], flows).steps == {}
+
+
+def test_a_flow_waiting_for_its_own_lock_names_the_holder_and_the_steps_and_flows_ahead_of_it() -> None:
+    me = own_lock_waiting("me", 5)
+    flows = [
+        own_lock_holding("holder", 9),
+        own_lock_waiting("older", 1),
+        lock_waiting("step-older", 2),  # a step's wait for db stands in the same line
+        me,
+        own_lock_waiting("newer", 7),
+        lock_waiting("step-newer", 8),
+    ]
+    waits = waits_of(me, flows)
+    assert waits.summary == (("Line", "lock db held by jobflow/holder, 1 step and 1 flow ahead in line"),)
+    assert waits.steps == {}
+    shown = flow_detail(me, T0, extra=waits.summary)
+    assert "\nMessage:    waiting for lock db\n" in shown
+    assert "\nLine:       lock db held by jobflow/holder, 1 step and 1 flow ahead in line\n" in shown
+    # A step behind the waiting flows counts them; the first in line waits for the holder only.
+    assert waits_of(flows[5], flows).steps == {
+        "work": "held by jobflow/holder, 1 step and 3 flows ahead in line"
+    }
+    assert waits_of(flows[1], flows).summary == (("Line", "lock db held by jobflow/holder"),)
+    # Suspended, it waits for nothing and stands in no line.
+    assert waits_of(with_spec(me, suspend=True), flows) == Waits()
 
 
 def test_a_flow_that_waits_for_nothing_costs_no_request(
@@ -219,6 +258,8 @@ def mixed() -> list[JobFlow]:
         lock_waiting("lock-older", 1),
         lock_waiting("lock-me", 5),
         with_meta(lock_waiting("lock-going", 0), deletion_timestamp=T0),
+        own_lock_holding("own-holder", 0, "cache"),  # its steps declare no lock: its own count
+        own_lock_waiting("own-me", 6, "cache"),
         parent,
         child,
         orphan,
@@ -240,25 +281,26 @@ async def test_get_validates_only_the_flows_that_may_stand_in_its_lines_and_find
         by_name["me"], [f for f in flows if f.metadata.name != "parent"]
     )
     said = {}
-    for name in ("me", "urgent", "older", "lock-me", "lock-older"):
+    for name in ("me", "urgent", "older", "lock-me", "lock-older", "own-me"):
         me = by_name[name]
         api.validated.clear()
         said[name] = await read_waits(session.Session(api, NS, sys.stdout), me)  # type: ignore[arg-type]
         assert said[name] == waits_of(me, flows), name  # as if every flow had been read
         assert said[name] != Waits()
-        if name.startswith("lock"):
-            # A lock's line: the unfinished flows whose steps declare locks.
-            assert api.validated == ["rerun", "holder", "lock-older", "lock-me"]
+        if name.startswith(("lock", "own")):
+            # A lock's line: the unfinished flows that, or whose steps, declare locks.
+            assert api.validated == ["rerun", "holder", "lock-older", "lock-me", "own-holder", "own-me"]
         else:
             # A slot's line: the unfinished flows, and the Failed one asked to rerun.
             assert api.validated == [
                 "older", "me", "urgent", "paused", "started", "rerun", "holder", "lock-older", "lock-me",
-                "parent", CHILD, "orphan",
+                "own-holder", "own-me", "parent", CHILD, "orphan",
             ]  # fmt: skip
     # Which way the page was read: straight from its bytes, or a dict per flow.
     assert (Candidates(slot=True).page(api.sent) is None) == unreadable
     assert said["me"].summary == (("Line", "4th of 5 flows waiting for a slot in namespace team-a"),)
     assert said["lock-me"].steps == {"work": "held by jobflow/holder step work, 1 step ahead in line"}
+    assert said["own-me"].summary == (("Line", "lock cache held by jobflow/own-holder"),)
 
 
 class FakeApi:

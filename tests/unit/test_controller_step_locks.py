@@ -4,84 +4,22 @@ queues the waiting flow at once (no polling)."""
 
 from __future__ import annotations
 
-from typing import Any
+from lock_rig import DB, NS, new_controller, queued, started_pair
 
 from zen_flow.api import JobFlow
 from zen_flow.controller.metric_collectors import FlowCollector
-from zen_flow.controller.metrics import Metrics
-from zen_flow.controller.reconciler import Controller
-from zen_flow.machinery.expectations import Expectations
-from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner import CreateJob, plan
-from zen_flow_dev.testing.apiserver_fake import FakeApiServer
-from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 
-NS = "team-a"
 WAITING = "waiting for lock db"
 
 
-class CountingApi(FakeApiServer):
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__(clock)
-        self.clock = clock
-        self.patches: list[str] = []
-
-    async def patch_flow_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
-        self.patches.append(name)
-        return await super().patch_flow_status(namespace, name, ops)
-
-
 def flow(name: str) -> JobFlow:
-    return make_flow([job_step("s0", synchronization={"mutexes": [{"name": "db"}]})], name=name, namespace=NS)
-
-
-async def queued(queue: WorkQueue[str]) -> list[str]:
-    """Every key in the queue, taken (and done)."""
-    out = []
-    while len(queue):
-        key = await queue.get()
-        queue.done(key)
-        out.append(key)
-    return out
-
-
-async def new_controller() -> tuple[CountingApi, Controller, WorkQueue[str]]:
-    clock = FakeClock()
-    api = CountingApi(clock)
-    queue: WorkQueue[str] = WorkQueue(clock=clock)
-    ctrl = Controller(
-        flows=api,
-        jobs=api,
-        api=api,
-        queue=queue,
-        expectations=Expectations(clock),
-        events=api,
-        clock=clock,
-        metrics=Metrics(),
-    )
-    api.on_flow, api.on_flow_deleted, api.on_job = ctrl.on_flow_event, ctrl.on_flow_deleted, ctrl.on_job_event
-    return api, ctrl, queue
-
-
-async def started_pair() -> tuple[CountingApi, Controller, WorkQueue[str]]:
-    """a holds db, b waits for it; the queue drained."""
-    api, ctrl, queue = await new_controller()
-    clock = api.clock
-    api.create_flow(flow("a"))
-    await clock.advance(1)
-    api.create_flow(flow("b"))
-    api.sync()
-    await ctrl.reconcile(f"{NS}/a")
-    api.sync()
-    await ctrl.reconcile(f"{NS}/b")
-    api.sync()
-    await queued(queue)
-    return api, ctrl, queue
+    return make_flow([job_step("s0", synchronization=DB)], name=name, namespace=NS)
 
 
 async def test_a_waiting_flow_says_for_whom_and_costs_no_request_while_it_waits() -> None:
-    api, ctrl, _ = await started_pair()
+    api, ctrl, _ = await started_pair(flow)
     assert api.flows[f"{NS}/b"].status.steps[0].message == WAITING
     told = [("Normal", "StepWaitingForLock", f"step s0: {WAITING} (db held by jobflow/a step s0)")]
     assert [e for e in api.events if e[1] == "StepWaitingForLock"] == told
@@ -93,7 +31,7 @@ async def test_a_waiting_flow_says_for_whom_and_costs_no_request_while_it_waits(
 
 
 async def test_a_holder_that_ends_queues_the_waiting_flow_which_then_starts() -> None:
-    api, ctrl, queue = await started_pair()
+    api, ctrl, queue = await started_pair(flow)
     (job,) = [name for (ns, name) in api.jobs if ns == NS]
     api.finish_job(NS, job)
     api.sync()
@@ -106,7 +44,7 @@ async def test_a_holder_that_ends_queues_the_waiting_flow_which_then_starts() ->
 
 
 async def test_after_a_failover_a_running_job_whose_start_the_status_lost_still_holds_the_lock() -> None:
-    api, ctrl, _ = await new_controller()
+    api, ctrl, _ = new_controller()
     a = api.create_flow(flow("a"))
     create = next(x for x in plan(a, [], api.clock.now()).actions if isinstance(x, CreateJob))
     await api.create_job(NS, create.body)  # the old leader's create; its status write was lost
@@ -120,7 +58,7 @@ async def test_after_a_failover_a_running_job_whose_start_the_status_lost_still_
 
 
 async def test_a_holder_deleted_queues_the_waiting_flow() -> None:
-    api, ctrl, queue = await started_pair()
+    api, ctrl, queue = await started_pair(flow)
     api.remove_flow(f"{NS}/a")
     api.sync()
     assert f"{NS}/b" in await queued(queue)
@@ -129,7 +67,7 @@ async def test_a_holder_deleted_queues_the_waiting_flow() -> None:
 
 
 async def test_the_waiting_steps_are_counted_by_namespace() -> None:
-    api, _, _ = await started_pair()
+    api, _, _ = await started_pair(flow)
     families = {m.name: m for m in FlowCollector(lambda: api.flows.values()).collect()}
     samples = families["zen_flow_lock_waiting_steps"].samples
     assert [(s.labels, s.value) for s in samples] == [({"namespace": NS}, 1)]
@@ -137,25 +75,12 @@ async def test_the_waiting_steps_are_counted_by_namespace() -> None:
 
 async def test_a_stored_flow_whose_flow_step_takes_a_lock_fails_naming_the_field() -> None:
     # Stored before admission refused it (or past a webhook down): planned, it could deadlock its family.
-    clock = FakeClock()
-    api = CountingApi(clock)
-    queue: WorkQueue[str] = WorkQueue(clock=clock)
-    ctrl = Controller(
-        flows=api,
-        jobs=api,
-        api=api,
-        queue=queue,
-        expectations=Expectations(clock),
-        events=api,
-        clock=clock,
-        metrics=Metrics(),
-    )
-    api.on_flow, api.on_flow_deleted, api.on_job = ctrl.on_flow_event, ctrl.on_flow_deleted, ctrl.on_job_event
+    api, ctrl, _ = new_controller()
     child = {
         "name": "sub",
         "type": "Flow",
         "flow": {"templateRef": {"name": "build"}},
-        "synchronization": {"mutexes": [{"name": "db"}]},
+        "synchronization": DB,
     }
     api.create_flow(make_flow([child], name="p", namespace=NS))
     api.sync()
@@ -170,9 +95,9 @@ async def test_a_stored_flow_whose_flow_step_takes_a_lock_fails_naming_the_field
 
 async def test_a_matrix_steps_items_each_hold_a_place_and_a_freed_one_queues_the_waiter() -> None:
     # The book reads the matrix flow's remembered expansion: its items hold the mutex one at a time.
-    api, ctrl, queue = await new_controller()
+    api, ctrl, queue = new_controller()
     matrix = {"parameters": [{"name": "shard", "values": ["0", "1"]}]}
-    steps = [job_step("load", matrix=matrix, synchronization={"mutexes": [{"name": "db"}]})]
+    steps = [job_step("load", matrix=matrix, synchronization=DB)]
     api.create_flow(make_flow(steps, name="a", namespace=NS))
     await api.clock.advance(1)
     api.create_flow(flow("b"))

@@ -422,7 +422,7 @@ def test_the_step_policy_says_the_finally_rules_as_the_webhook_does() -> None:
         and d["metadata"]["name"] == f"jobflow-steps.{constants.GROUP}"
     ]
     messages = " ".join(" ".join(v["messageExpression"].split()) for v in steps_policy["spec"]["validations"])
-    for text in (constants.MANUAL_FINALLY, *constants.FINALLY_CROSSING.values()):
+    for text in (constants.MANUAL_FINALLY, constants.FLOW_MATRIX, *constants.FINALLY_CROSSING.values()):
         assert text in messages
 
 

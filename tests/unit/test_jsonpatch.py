@@ -99,6 +99,8 @@ def test_pointers_escape_slashes_and_tildes() -> None:
         {"op": "replace", "path": "/status/steps/3", "value": {}},  # no such entry
         {"op": "remove", "path": "/status/message"},  # no such member
         {"op": "add", "path": "/status/nested/x", "value": 1},  # no parent
+        {"op": "replace", "path": "/status/steps/\N{SUPERSCRIPT TWO}", "value": {}},  # isdigit(), no int
+        {"op": "replace", "path": "/status/steps/\N{ARABIC-INDIC DIGIT ZERO}", "value": {}},  # no index
     ],
 )
 def test_an_operation_that_does_not_apply_is_refused(op: dict[str, Any]) -> None:

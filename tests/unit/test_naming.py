@@ -62,6 +62,16 @@ def test_label_value_is_always_valid(value: str) -> None:
     assert is_label_value(label_value(value))
 
 
+@given(DNS_LABEL, SUBDOMAIN)
+def test_a_trailing_newline_is_never_part_of_a_valid_name(label: str, subdomain: str) -> None:
+    # Python's `$` matches before a final "\n": a `^...$` pattern tried with match took "a\n" for "a".
+    key = f"{subdomain}/{label}"
+    for valid, value in ((is_dns1123_label, label), (is_dns1123_subdomain, subdomain),
+                         (is_label_value, label), (is_qualified_name, key)):  # fmt: skip
+        assert valid(value)
+        assert not valid(value + "\n")
+
+
 def test_validators() -> None:
     assert is_dns1123_label("a-1")
     assert not is_dns1123_label("a.b")

@@ -98,6 +98,13 @@ def test_a_child_the_parent_made_is_verified() -> None:
         ),
         pytest.param(lambda c: relabel(c, **{LABEL_PARENT_STEP: "other"}), id="another-step"),
         pytest.param(lambda c: relabel(c, **{LABEL_ATTEMPT: "7"}), id="attempt-past-the-retries"),
+        # isdigit() takes both; int() refuses the first and reads the second as 0.
+        pytest.param(
+            lambda c: relabel(c, **{LABEL_ATTEMPT: "\N{SUPERSCRIPT TWO}"}), id="superscript-attempt"
+        ),
+        pytest.param(
+            lambda c: relabel(c, **{LABEL_ATTEMPT: "\N{ARABIC-INDIC DIGIT ZERO}"}), id="arabic-attempt"
+        ),
         pytest.param(
             lambda c: c.model_copy(
                 update={"metadata": c.metadata.model_copy(update={"namespace": "elsewhere"})}

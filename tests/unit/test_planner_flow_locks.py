@@ -7,8 +7,9 @@ lock is freed. Each reconcile claims, plans, settles and lets the book observe, 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from lock_rig import DB, NS, T0, at, cluster, creates, key
 
 from zen_flow.api.constants import (
     ANNOTATION_RETRY,
@@ -19,16 +20,12 @@ from zen_flow.api.constants import (
     StepPhase,
 )
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner import CreateJob, LockBook, Plan, plan
+from zen_flow.planner import LockBook, plan
 from zen_flow.planner.locks import FLOW_LOCK_EVENT, REASON_WAITING_FOR_LOCK
 from zen_flow.planner.slot_standing import Standing, standing
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.lock_cluster import LockCluster
 from zen_flow_dev.testing.simulator import Simulator
-
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-NS = "team-a"
-DB = {"mutexes": [{"name": "db"}]}
 
 
 def locked_flow(
@@ -48,25 +45,10 @@ def locked_flow(
         steps,
         name=name,
         namespace=NS,
-        created=T0 + timedelta(seconds=created),
+        created=at(created),
         synchronization=own,
         execution_policy=None if priority is None else {"priority": priority},
     )
-
-
-def cluster(*flows: JobFlow) -> LockCluster:
-    c = LockCluster(T0)
-    for f in flows:
-        c.add(f)
-    return c
-
-
-def creates(result: Plan) -> list[str]:
-    return [a.step for a in result.actions if isinstance(a, CreateJob)]
-
-
-def key(name: str) -> str:
-    return f"{NS}/{name}"
 
 
 def queued(c: LockCluster, name: str) -> tuple[str, str] | None:
@@ -315,7 +297,7 @@ def grouped(name: str, created: float, policy: str) -> JobFlow:
         [job_step("work")],
         name=name,
         namespace=NS,
-        created=T0 + timedelta(seconds=created),
+        created=at(created),
         synchronization=DB,
         execution_policy={"concurrencyPolicy": policy},
         labels={LABEL_CONCURRENCY_KEY: "g"},

@@ -6,57 +6,22 @@ claim the view before the plan, settle after it, and the book observes every cha
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from lock_rig import DB, NS, T0, at, cluster, creates, key
+from lock_rig import step_lock_flow as flow
+
 from zen_flow.api.constants import ANNOTATION_RETRY, FlowPhase, StepPhase
-from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner import CreateJob, LockBook, Plan, SlotBook, SlotLimits, needs_slot, plan
+from zen_flow.planner import LockBook, SlotBook, SlotLimits, needs_slot, plan
 from zen_flow.planner.events import LOCK_WAIT_EVENT
 from zen_flow.planner.locks import NO_LOCKS
 from zen_flow_dev.testing.flows import job_step, make_flow
-from zen_flow_dev.testing.lock_cluster import LockCluster
 from zen_flow_dev.testing.simulator import Simulator
-
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-NS = "team-a"
-DB = {"mutexes": [{"name": "db"}]}
 
 
 def warehouse(limit: int) -> dict[str, Any]:
     return {"semaphores": [{"name": "warehouse", "limit": limit}]}
-
-
-def flow(
-    name: str,
-    created: float,
-    sync: dict[str, Any] = DB,
-    ns: str = NS,
-    priority: int | None = None,
-    **step: Any,
-) -> JobFlow:
-    return make_flow(
-        [job_step("migrate", synchronization=sync, **step)],
-        name=name,
-        namespace=ns,
-        created=T0 + timedelta(seconds=created),
-        execution_policy=None if priority is None else {"priority": priority},
-    )
-
-
-def cluster(*flows: JobFlow) -> LockCluster:
-    c = LockCluster(T0)
-    for f in flows:
-        c.add(f)
-    return c
-
-
-def creates(result: Plan) -> list[str]:
-    return [a.step for a in result.actions if isinstance(a, CreateJob)]
-
-
-def key(name: str, ns: str = NS) -> str:
-    return f"{ns}/{name}"
 
 
 def test_a_mutex_lets_one_step_of_the_namespace_run_and_the_next_waits_saying_for_whom() -> None:
@@ -325,7 +290,7 @@ def test_a_rerun_reserves_the_steps_it_will_run_again() -> None:
             [job_step("pre"), job_step("migrate", "pre", synchronization=DB)],
             name="b",
             namespace=NS,
-            created=T0 + timedelta(seconds=1),
+            created=at(1),
         ),
     )
     c.reconcile(key("r"))

@@ -6,20 +6,18 @@ the effective flow (the items) and the book observes the stored flow, as the con
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from lock_rig import DB, NS, T0, at, cluster, creates, key
+from lock_rig import step_lock_flow as plain_flow
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.matrix import effective_flow
-from zen_flow.planner import CreateJob, LockBook, Plan, plan
+from zen_flow.planner import LockBook, plan
 from zen_flow.planner.events import LOCK_WAIT_EVENT
 from zen_flow_dev.testing.flows import job_step, make_flow
-from zen_flow_dev.testing.lock_cluster import LockCluster
 
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-NS = "team-a"
-DB = {"mutexes": [{"name": "db"}]}
 POOL2 = {"semaphores": [{"name": "pool", "limit": 2}]}
 
 
@@ -38,33 +36,9 @@ def matrix_flow(
         [job_step("load", matrix=matrix, synchronization=sync)],
         name=name,
         namespace=NS,
-        created=T0 + timedelta(seconds=created),
+        created=at(created),
         execution_policy=None if parallelism is None else {"parallelism": parallelism},
     )
-
-
-def plain_flow(name: str, created: float, sync: dict[str, Any]) -> JobFlow:
-    return make_flow(
-        [job_step("migrate", synchronization=sync)],
-        name=name,
-        namespace=NS,
-        created=T0 + timedelta(seconds=created),
-    )
-
-
-def cluster(*flows: JobFlow) -> LockCluster:
-    c = LockCluster(T0)
-    for f in flows:
-        c.add(f)
-    return c
-
-
-def creates(result: Plan) -> list[str]:
-    return [a.step for a in result.actions if isinstance(a, CreateJob)]
-
-
-def key(name: str) -> str:
-    return f"{NS}/{name}"
 
 
 def test_a_semaphore_of_2_runs_2_items_of_a_matrix_of_5_and_the_others_wait_like_steps() -> None:

@@ -65,6 +65,12 @@ def test_lease_names_are_valid_and_map_back_to_their_shard() -> None:
     assert shard_of_lease("zen-flow-controller", "zen-flow-controller-shard-3", 4) == 3
     assert shard_of_lease("zen-flow-controller", "zen-flow-controller-shard-4", 4) is None
     assert shard_of_lease("zen-flow-controller", "zen-flow-controller-shard-03", 4) is None
+    # isdigit() takes both; int() refuses the first and reads the second as 1.
+    assert shard_of_lease("zen-flow-controller", "zen-flow-controller-shard-\N{SUPERSCRIPT TWO}", 4) is None
+    assert (
+        shard_of_lease("zen-flow-controller", "zen-flow-controller-shard-\N{ARABIC-INDIC DIGIT ONE}", 4)
+        is None
+    )
     assert shard_of_lease("zen-flow-controller", "zen-flow-controller-team-shard-1", 4) is None
     member = member_lease_name("zen-flow-controller", "Pod_A1b2")
     assert member.startswith("zen-flow-controller-member-")

@@ -6,16 +6,23 @@ that field (docs/API.md, "Defaults for every step")."""
 from __future__ import annotations
 
 import copy
+import io
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from test_controller_failures import Fake, controller
 from test_webhook_review import review
 
+from zen_flow.api.constants import API_VERSION, CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
+from zen_flow.cli.validate import validate_paths
 from zen_flow.kube.errors import from_status
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.warnings import flow_warnings
+from zen_flow.webhook.cron_review import validate_cron_review
 from zen_flow.webhook.review import validate_review
+from zen_flow.webhook.templates import validate_cluster_template_review, validate_template_review
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import flow_manifest, job_step, make_flow
 
@@ -191,9 +198,66 @@ def test_a_container_running_as_root_under_a_default_run_as_non_root_draws_a_war
     assert warning.startswith(
         "spec.steps[1].template.spec.template.spec.containers[0].securityContext.runAsUser: 0 (root), but "
     )
-    assert "kubelet will refuse to start the container" in warning
+    assert "kubelet will refuse to start the container (CreateContainerConfigError); " in warning
     answer = validate_review(review(flow))["response"]
     assert (answer["allowed"], answer["warnings"]) == (True, [warning])  # what kubectl prints
+
+
+def holders(spec: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """What holds a flow's spec besides a JobFlow, each with the path of that spec."""
+    meta = {"name": "build", "namespace": "ns"}
+    template = {"apiVersion": API_VERSION, "metadata": meta, "spec": spec}
+    cron = {
+        "apiVersion": API_VERSION,
+        "kind": CRON_KIND,
+        "metadata": meta,
+        "spec": {"schedule": "0 2 * * *", "jobFlowTemplate": {"spec": spec}},
+    }
+    return {
+        TEMPLATE_KIND: ({**template, "kind": TEMPLATE_KIND}, "spec"),
+        CLUSTER_TEMPLATE_KIND: (
+            {**template, "kind": CLUSTER_TEMPLATE_KIND, "metadata": {"name": "build"}},
+            "spec",
+        ),
+        CRON_KIND: (cron, "spec.jobFlowTemplate.spec"),
+    }
+
+
+REVIEWS = {
+    TEMPLATE_KIND: validate_template_review,
+    CLUSTER_TEMPLATE_KIND: validate_cluster_template_review,
+    CRON_KIND: validate_cron_review,
+}
+
+
+@pytest.mark.parametrize("kind", REVIEWS)
+def test_a_template_or_a_cronjobflow_draws_the_warning_at_its_own_path(kind: str, tmp_path: Path) -> None:
+    # A CronJobFlow's runs are created by the controller: its run would draw the warning where nobody
+    # sees it. Said when the CronJobFlow (or the template a flow is made from) is written instead.
+    spec = flow_manifest("f", "ns", [job_step("plain"), root_step("root")], stepDefaults=NON_ROOT)["spec"]
+    obj, at = holders(spec)[kind]
+    (warning,) = flow_warnings(obj)
+    assert warning.startswith(
+        f"{at}.steps[1].template.spec.template.spec.containers[0].securityContext.runAsUser: 0 (root), but "
+    )
+    assert f"it gets {at}.stepDefaults.podSpec.securityContext with runAsNonRoot: true" in warning
+    # A flow made from a template replaces the template's pod securityContext whole with its own: the
+    # container may start after all. A CronJobFlow's runs take its spec as it is.
+    spared = "unless the flow made from this template sets its own stepDefaults.podSpec.securityContext"
+    assert (spared in warning) == (kind != CRON_KIND)
+    answer = REVIEWS[kind](review(obj))["response"]
+    assert (answer["allowed"], answer["warnings"]) == (True, [warning])  # what kubectl prints
+    path = tmp_path / "obj.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    out, err = io.StringIO(), io.StringIO()
+    assert validate_paths([str(path)], out, err) == 0
+    assert f"{path}: Warning: {warning}\n" in err.getvalue()
+    # Without the default, none; and a label on the stored one says nothing again.
+    (plain, _) = holders(flow_manifest("f", "ns", [root_step("root")])["spec"])[kind]
+    assert "warnings" not in REVIEWS[kind](review(plain))["response"]
+    labelled = copy.deepcopy(obj)
+    labelled["metadata"]["labels"] = {"team": "a"}
+    assert "warnings" not in REVIEWS[kind](review(labelled, "UPDATE", old=obj))["response"]
 
 
 def test_no_warning_without_the_default_or_when_the_container_allows_root() -> None:

@@ -351,7 +351,20 @@ def test_split_address(addr: str, expected: tuple[str, int]) -> None:
     assert split_addr(addr) == expected
 
 
-@pytest.mark.parametrize("addr", ["9443", "host:", "host:https", ":70000", "::1:8443", "[::1:8443"])
+# A superscript or another script's digits pass isdigit(); int() refuses the one and reads the other.
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "9443",
+        "host:",
+        "host:https",
+        ":70000",
+        "::1:8443",
+        "[::1:8443",
+        ":\N{SUPERSCRIPT TWO}",
+        ":\u0668\u0660",
+    ],
+)
 def test_split_address_rejects_garbage(addr: str) -> None:
     from zen_flow.addresses import split_addr
 

@@ -131,6 +131,8 @@ MANUAL_FINALLY = (
 )
 # Why a Manual step cannot have a `matrix`: said by the validator and by the step admission policy.
 MANUAL_MATRIX = "a Manual step is an approval gate and cannot fan out; put the matrix on a Job step"
+# Why a Flow step cannot have a `matrix`: said by the validator and by the step admission policy.
+FLOW_MATRIX = "a Flow step cannot fan out"
 # A Manual step's `approval`: who may decide it and how many distinct users must approve it.
 DEFAULT_REQUIRED_APPROVALS = 1  # the controller's default: no schema default (stored flows stay as written)
 MAX_APPROVERS = 50  # CRD steps[].approval.approvers maxItems

@@ -6,77 +6,82 @@ and validating 5000 flows of 20 steps, 4000 of them finished (50 MB of JSON), to
 half of it making Python objects of the JSON; skipping the finished flows as the bytes are parsed
 (pydantic's parser builds no Python object for a field no model declares) took 1.3 to 1.6 s.
 
-The flows dropped are a subset of those the controller's books place nowhere (planner/slot_standing.py's
-`ended`, planner/lock_book.py's `flow_locks`): a flow Succeeded, or Failed and not asked to rerun (a
-Failed flow with a retry request may be reset to contend again), or being deleted, stands in no line and
-holds no slot nor lock (nor hosts a child: planner/lineage.py's `_hosting`); and when only locks' lines
-are read, a flow whose steps declare no `synchronization` takes no place in them. Anything else,
-unexpected shapes included, is validated as a JobFlow, as before: a flow that does not parse is left out
-(the controller cannot read it either).
+The flows dropped are those planner/bystanders.py's `out_of_line` names, the rule the controller's books
+decide with first, tried on the few fields it reads: a flow Succeeded, or Failed and not asked to rerun,
+or being deleted, stands in no line and holds no slot nor lock (nor hosts a child); and when only locks'
+lines are read, a flow that declares no `synchronization`, neither its steps nor itself, takes no place
+in them. Anything else, unexpected shapes included, is validated as a JobFlow, as before: a flow that
+does not parse is left out (the controller cannot read it either).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ANNOTATION_RETRY
 from zen_flow.kube.streams import DecodedPage, WatchEvent
+from zen_flow.planner.bystanders import out_of_line
 
 
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class _SucceededStatus(_Loose):
-    phase: Literal["Succeeded"]
+# The fields `out_of_line` reads, and no other: pydantic's parser builds no Python object for the rest.
+class _Annotations(_Loose):
+    retry: str | None = Field(None, alias=ANNOTATION_RETRY)
 
 
-class _Succeeded(_Loose):
-    status: _SucceededStatus
+class _Meta(_Loose):
+    deletion_timestamp: str | None = Field(None, alias="deletionTimestamp")
+    annotations: _Annotations = _Annotations()
 
 
-class _DeletingMeta(_Loose):
-    deletion_timestamp: str = Field(alias="deletionTimestamp")
+class _Status(_Loose):
+    phase: str | None = None
 
 
-class _Deleting(_Loose):
-    metadata: _DeletingMeta
+class _Locks(_Loose):
+    synchronization: object = None
 
 
-class _NoRetry(_Loose):
-    # An empty request is none (planner/interventions.request_id); any other value keeps the flow.
-    retry: Literal[""] | None = Field(None, alias=ANNOTATION_RETRY)
+class _Spec(_Loose):
+    synchronization: object = None
+    steps: list[_Locks] = []
 
 
-class _NoRetryMeta(_Loose):
-    annotations: _NoRetry = _NoRetry()
+class _Ended(_Loose):
+    """A flow `out_of_line` places in no line; any other fails to validate as one (and is tried next)."""
+
+    metadata: _Meta = _Meta()
+    status: _Status = _Status()
+
+    def _out(self, synchronization: tuple[object, ...] | None) -> Self:
+        meta = self.metadata
+        if not out_of_line(
+            self.status.phase, meta.deletion_timestamp is not None, meta.annotations.retry, synchronization
+        ):
+            raise ValueError("may stand in line")
+        return self
+
+    @model_validator(mode="after")
+    def _ended(self) -> Self:
+        return self._out(None)
 
 
-class _FailedStatus(_Loose):
-    phase: Literal["Failed"]
+class _Unlocking(_Ended):
+    """A flow in no lock's line: ended (as `_Ended`, tried first: it reads no step), or declaring none."""
+
+    spec: _Spec = _Spec()
+
+    @model_validator(mode="after")
+    def _ended(self) -> Self:
+        return self._out((self.spec.synchronization, *(s.synchronization for s in self.spec.steps)))
 
 
-class _Failed(_Loose):
-    metadata: _NoRetryMeta = _NoRetryMeta()
-    status: _FailedStatus
-
-
-class _Unlocked(_Loose):
-    synchronization: None = None
-
-
-class _UnlockedSpec(_Loose):
-    steps: list[_Unlocked]
-
-
-class _Unlocking(_Loose):
-    spec: _UnlockedSpec
-
-
-_Ended = _Succeeded | _Deleting | _Failed
 _Skipped = _Ended | _Unlocking
 
 

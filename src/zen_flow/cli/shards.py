@@ -68,7 +68,9 @@ def shard_count(leases: Sequence[LeaseRecord]) -> list[int]:
     counts = Counter(
         int(value)
         for lease in leases
-        if (value := dict(lease.labels).get(LABEL_SHARD_COUNT, "")).isdigit()
+        # isascii(): str.isdigit() takes a superscript (int() refuses it) and other scripts' digits.
+        if (value := dict(lease.labels).get(LABEL_SHARD_COUNT, "")).isascii()
+        and value.isdigit()
         and 1 <= int(value) <= MAX_SHARDS
     )
     return [n for n, _ in counts.most_common()]

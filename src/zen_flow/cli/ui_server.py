@@ -250,7 +250,8 @@ async def step_logs(request: web.Request) -> web.StreamResponse:
     is left out is said, with the command that shows it."""
     ns, name, step = _names(request, "namespace", "name", "step")
     attempt = request.query.get("attempt")
-    if attempt is not None and not attempt.isdigit():
+    # isascii(): str.isdigit() takes a superscript (int() refuses it) and other scripts' digits.
+    if attempt is not None and not (attempt.isascii() and attempt.isdigit()):
         raise UsageError(f"attempt {attempt!r}: expected a number, 1 for the first")
     session, out = request.app[UI_KEY].session(ns)
     args = argparse.Namespace(name=name, step=step, attempt=int(attempt) if attempt else None, follow=False)

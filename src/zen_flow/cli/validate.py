@@ -160,7 +160,7 @@ def validate_paths(
             continue
         for error in errors:
             out.write(f"{label}: {error}\n")
-        warnings = [] if errors or doc.get("kind") != KIND else flow_warnings(doc)
+        warnings = [] if errors else flow_warnings(doc)
         for warning in warnings:  # as kubectl prints the webhook's
             err.write(f"{label}: Warning: {warning}\n")
         if errors:

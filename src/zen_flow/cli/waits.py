@@ -1,6 +1,7 @@
 """What `zen-flow get` adds for a flow that waits: its place in line for a running-flow slot (`2nd of 5
 flows waiting for a slot in namespace team-a`), and who holds the locks a waiting step waits for (`held
-by jobflow/nightly step migrate`, `2 steps ahead in line`).
+by jobflow/nightly step migrate`, `2 steps ahead in line`), or the flow itself, for its own locks
+(`spec.synchronization`: `lock db held by jobflow/nightly, 1 flow ahead in line`).
 
 The controller writes neither into the status (planner/places.py says why); they are computed here, with
 the controller's own ordering, from one LIST of the namespace's JobFlows that the flow's controller
@@ -26,6 +27,7 @@ from zen_flow.cli.session import Session
 from zen_flow.core.instances import instance_selector
 from zen_flow.kube.errors import ApiError, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS
+from zen_flow.planner.locks import FLOW
 from zen_flow.planner.places import LockPlace, SlotPlace, lock_places, slot_place, slot_wait
 
 # One page holds a namespace's flows in all but the largest namespaces: one request, as promised.
@@ -50,8 +52,19 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _steps(n: int) -> str:
-    return f"{n} step{'' if n == 1 else 's'}"
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _held(place: LockPlace) -> str:
+    """Who holds the lock and who waits for it ahead: `held by jobflow/a step s, 1 step and 2 flows ahead
+    in line` (a flow in line waits for its own locks)."""
+    held = f"held by {few(place.holders, shown=3)}" if place.holders else "free"
+    ahead = [
+        *([_count(place.ahead, "step")] if place.ahead else []),
+        *([_count(place.flows_ahead, "flow")] if place.flows_ahead else []),
+    ]
+    return f"{held}, {' and '.join(ahead)} ahead in line" if ahead else held
 
 
 def slot_line(place: SlotPlace, line: str, namespace: str) -> str:
@@ -66,12 +79,13 @@ def slot_line(place: SlotPlace, line: str, namespace: str) -> str:
 def lock_note(places: Sequence[LockPlace]) -> str:
     """Who keeps a step from its locks: each lock's holders, and the steps ahead of it in the lock's line
     (the lock named when the step waits for several)."""
-    said = []
-    for p in places:
-        held = f"held by {few(p.holders, shown=3)}" if p.holders else "free"
-        ahead = f", {_steps(p.ahead)} ahead in line" if p.ahead else ""
-        said.append(f"{p.lock + ' ' if len(places) > 1 else ''}{held}{ahead}")
-    return "; ".join(said)
+    return "; ".join(f"{p.lock + ' ' if len(places) > 1 else ''}{_held(p)}" for p in places)
+
+
+def own_lock_line(places: Sequence[LockPlace]) -> str:
+    """Who keeps the flow from its own locks, for the summary's `Line:`: each lock named (the summary has
+    no waiting step's message to name it), its holders and those ahead of the flow in its line."""
+    return "; ".join(f"lock {p.lock} {_held(p)}" for p in places)
 
 
 def waits_of(flow: JobFlow, flows: Sequence[JobFlow]) -> Waits:
@@ -80,7 +94,10 @@ def waits_of(flow: JobFlow, flows: Sequence[JobFlow]) -> Waits:
     line = slot_wait(flow)
     if line is not None and (place := slot_place(flow, flows)) is not None:
         summary = (("Line", slot_line(place, line, flow.metadata.namespace)),)
-    steps = {step: lock_note(places) for step, places in lock_places(flow, flows).items()}
+    locks = dict(lock_places(flow, flows))
+    if own := locks.pop(FLOW, ()):  # the flow waits for its own locks: no step of it waits for any
+        summary += (("Line", own_lock_line(own)),)
+    steps = {step: lock_note(places) for step, places in locks.items()}
     return Waits(summary, steps)
 
 
@@ -88,8 +105,9 @@ def waits_of(flow: JobFlow, flows: Sequence[JobFlow]) -> Waits:
 class Lines:
     """The lines `flow` stands in, as its own copy shows: for a slot (`slot`: its condition says it waits
     for one and nothing of its own keeps it out, as being suspended or started does) and for a lock
-    (`locks`: a step of it waits for one, and the flow is not suspended). Other flows can move it in a
-    line, never put it in one, so when it stands in none no other flow needs reading."""
+    (`locks`: a step of it, or the flow itself, waits for one, and the flow is not suspended). Other
+    flows can move it in a line, never put it in one, so when it stands in none no other flow needs
+    reading."""
 
     slot: bool
     locks: bool

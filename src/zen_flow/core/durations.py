@@ -10,7 +10,7 @@ import re
 from decimal import Decimal
 
 # The CRD's pattern for retryPolicy.backoff.duration/maxDuration.
-_DURATION = re.compile(r"^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$")
+_DURATION = re.compile(r"0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+")  # fullmatch: "10s\n" is no duration
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
 _UNIT_SECONDS = {
     "ns": Decimal("1e-9"),
@@ -24,7 +24,7 @@ _UNIT_SECONDS = {
 
 def parse_duration(value: str) -> Decimal | None:
     """Seconds of a Go duration string, or None when malformed."""
-    if len(value) > 32 or not _DURATION.match(value):
+    if len(value) > 32 or not _DURATION.fullmatch(value):
         return None
     return sum(
         (Decimal(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value)),

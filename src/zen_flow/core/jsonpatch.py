@@ -179,7 +179,8 @@ def _child(target: Any, part: str, op: Operation) -> Any:
 
 def _index(target: list[Any], part: str, op: Operation, kind: str) -> int:
     limit = len(target) + (1 if kind == "add" else 0)
-    if not part.isdigit() or int(part) >= limit:
+    # isascii(): str.isdigit() takes a superscript (int() refuses it) and other scripts' digits.
+    if not (part.isascii() and part.isdigit()) or int(part) >= limit:
         raise PatchError(f"{op['op']} {op['path']}: index out of range")
     return int(part)
 

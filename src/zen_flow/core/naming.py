@@ -6,22 +6,24 @@ import hashlib
 import re
 
 MAX_NAME = 63  # DNS-1123 label: Job names become pod label values, so 63, not 253
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Tried with fullmatch, never match and `$`: Python's `$` also matches before a final "\n", so "a\n" would
+# pass for "a" (the apiserver's RE2 `$` is the end of the text, and it refuses it).
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 
 def is_dns1123_label(value: str) -> bool:
-    return len(value) <= MAX_NAME and bool(_DNS1123_LABEL.match(value))
+    return len(value) <= MAX_NAME and bool(_DNS1123_LABEL.fullmatch(value))
 
 
 def is_dns1123_subdomain(value: str) -> bool:
-    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.fullmatch(value))
 
 
 def is_label_value(value: str) -> bool:
-    return len(value) <= MAX_NAME and bool(_LABEL_VALUE.match(value))
+    return len(value) <= MAX_NAME and bool(_LABEL_VALUE.fullmatch(value))
 
 
 def is_qualified_name(key: str) -> bool:
@@ -29,7 +31,7 @@ def is_qualified_name(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
     if prefix and not is_dns1123_subdomain(prefix):
         return False
-    return len(name) <= MAX_NAME and bool(_QUALIFIED_NAME.match(name))
+    return len(name) <= MAX_NAME and bool(_QUALIFIED_NAME.fullmatch(name))
 
 
 def short_hash(*parts: str, length: int = 8) -> str:

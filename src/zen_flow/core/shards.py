@@ -80,7 +80,8 @@ def shard_of_lease(lease_name: str, name: str, shards: int) -> int | None:
     if not name.startswith(prefix):
         return None
     number = name[len(prefix) :]
-    if not number.isdigit() or str(int(number)) != number or int(number) >= shards:
+    # isascii(): str.isdigit() takes a superscript (int() refuses it); str(int()) != number drops the rest.
+    if not (number.isascii() and number.isdigit()) or str(int(number)) != number or int(number) >= shards:
         return None
     return int(number)
 

@@ -95,7 +95,8 @@ def parse_log_key(prefix: str, namespace: str, name: str, uid: str, key: str) ->
     if not key.startswith(base) or not key.endswith(".log"):
         return None
     parts = key[len(base) : -len(".log")].split("/")
-    if len(parts) != 4 or not all(parts) or not parts[1].isdigit():
+    # isascii(): str.isdigit() takes a superscript (int() refuses it) and other scripts' digits.
+    if len(parts) != 4 or not all(parts) or not (parts[1].isascii() and parts[1].isdigit()):
         return None
     return LogKey(parts[0], int(parts[1]), parts[2], parts[3])
 

@@ -44,7 +44,7 @@ from zen_flow.planner.children import ChildFlowJob
 
 RECORD_VERSION = 1
 DEFAULT_PREFIX = "jobflows/"
-_JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r[0-9]+)?$")
+_JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r[0-9]+)?\Z")  # \Z: `$` also matches before a final "\n"
 
 
 _STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z(?:-([0-9a-f]{8}))?")

@@ -36,7 +36,7 @@ _LISTED_ERRORS = 10
 # reason of the Normal event that names it.
 ENDED_REASON = "the flow has ended and its status does not record this Job"
 STRAY_EVENT = "StrayJobDeleted"
-_JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r([0-9]+))?$")
+_JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r([0-9]+))?\Z")  # \Z: `$` also matches before a final "\n"
 
 
 def ttl_rule(flow: JobFlow, phase: FlowPhase) -> tuple[str, int]:

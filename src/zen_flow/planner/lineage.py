@@ -76,7 +76,8 @@ class _FlowSteps:
         ):
             return False
         attempt = cm.labels.get(LABEL_ATTEMPT, "")
-        if not attempt.isdigit() or len(attempt) > 6:
+        # isascii(): str.isdigit() takes a superscript (int() refuses it) and other scripts' digits.
+        if not (attempt.isascii() and attempt.isdigit()) or len(attempt) > 6:
             return False
         step = self.steps.get(cm.labels.get(LABEL_PARENT_STEP, ""))
         if step is None or int(attempt) > step[1]:

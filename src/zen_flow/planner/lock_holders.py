@@ -26,6 +26,7 @@ from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.naming import job_name
+from zen_flow.planner.bystanders import out_of_line
 from zen_flow.planner.locks import (
     FLOW,
     HOLDING_PHASES,
@@ -72,6 +73,9 @@ def declared(flow: JobFlow) -> Steps:
     steps, own = flow.spec.steps, flow.spec.synchronization
 
     def derive() -> Steps:
+        # `zen-flow get` leaves the flows this says declare no lock out of the lines it reads.
+        if out_of_line(None, False, None, (own, *(s.synchronization for s in steps))):
+            return {}
         found: dict[str, Limits] = {}
         if needs := flow_needs(flow):
             found[FLOW] = {n.name: n.limit for n in needs}

@@ -1,6 +1,7 @@
 """Where a waiting flow, or a waiting step, stands in line, as `zen-flow get` shows it: a flow's place among
 its namespace's flows waiting for a running-flow slot (planner/slots.py), and, for a step waiting for step
-locks (planner/locks.py), who holds each lock and how many steps wait for it ahead.
+locks and a flow waiting for its own (`spec.synchronization`, planner/locks.py), who holds each lock and
+how many steps and flows wait for it ahead.
 
 The controller writes neither: a place changes each time a flow ahead starts, a holder at each hand-over,
 and writing them would cost every waiter a status write per change (slot_standing.waiting_message and
@@ -23,6 +24,7 @@ from zen_flow.planner.children import parent_of
 from zen_flow.planner.lineage import runs_under
 from zen_flow.planner.lock_book import LockBook
 from zen_flow.planner.lock_holders import flow_locks
+from zen_flow.planner.locks import FLOW
 from zen_flow.planner.slot_standing import NAMESPACE_FLAG
 from zen_flow.planner.slots import SlotBook, SlotLimits
 from zen_flow.planner.status import REASON_WAITING_FOR_SLOT
@@ -41,12 +43,14 @@ class SlotPlace:
 
 @dataclass(frozen=True)
 class LockPlace:
-    """One lock a waiting step waits for: the steps holding it (as messages name them, `jobflow/F step S`)
-    and how many steps wait for it ahead of this one."""
+    """One lock a waiting step (or flow) waits for: the steps and flows holding it (as messages name them,
+    `jobflow/F step S`, `jobflow/F`), and how many steps (`ahead`) and flows taking their own locks
+    (`flows_ahead`) wait for it ahead of this one: one line holds both (planner/locks.py)."""
 
     lock: str
     holders: tuple[str, ...]
     ahead: int
+    flows_ahead: int = 0
 
 
 def slot_wait(flow: JobFlow) -> str | None:
@@ -92,9 +96,10 @@ def slot_place(flow: JobFlow, flows: Iterable[JobFlow]) -> SlotPlace | None:
 
 
 def lock_places(flow: JobFlow, flows: Iterable[JobFlow]) -> Mapping[str, tuple[LockPlace, ...]]:
-    """For each step of `flow` waiting for locks (by name): each of its locks' holders and the steps
-    ahead of it in that lock's line. `flows`: as for `slot_place` (with none: the steps waiting, whoever
-    holds their locks)."""
+    """For each step of `flow` waiting for locks (by name), and for the flow itself waiting for its own
+    (as `FLOW`, as the controller's book keeps it: its condition Queued says WaitingForLock): each of its
+    locks' holders and the waiters ahead of it in that lock's line. `flows`: as for `slot_place` (with
+    none: the steps, or the flow, waiting, whoever holds their locks)."""
     mine = flow_locks(flow)
     if mine is None or not mine.waiting:
         return {}
@@ -107,7 +112,10 @@ def lock_places(flow: JobFlow, flows: Iterable[JobFlow]) -> Mapping[str, tuple[L
         found = []
         for name in limits:
             line = book.line(ns, name)
-            ahead = line.index((key, step)) if (key, step) in line else 0
-            found.append(LockPlace(name, tuple(book.holders(ns, name)), ahead))
+            before = line[: line.index((key, step))] if (key, step) in line else []
+            flows_ahead = sum(1 for _, s in before if s == FLOW)
+            found.append(
+                LockPlace(name, tuple(book.holders(ns, name)), len(before) - flows_ahead, flows_ahead)
+            )
         places[step] = tuple(found)
     return places

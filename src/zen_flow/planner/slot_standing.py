@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
-from zen_flow.api.constants import ConcurrencyPolicy, ConditionType, FlowPhase
+from zen_flow.api.constants import ANNOTATION_RETRY, ConcurrencyPolicy, ConditionType, FlowPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner.bystanders import out_of_line
 from zen_flow.planner.concurrency import Peer, judge, policy_of
 from zen_flow.planner.interventions import request, rerun, stop_request
 from zen_flow.planner.locks import flow_queued
@@ -74,8 +75,12 @@ def as_planned(flow: JobFlow) -> tuple[JobFlow, bool]:
 
 
 def ended(flow: JobFlow) -> bool:
-    """Finished (and no rerun of it asked) or being deleted: it holds no slot and takes no place."""
-    if flow.metadata.deletion_timestamp is not None:
+    """Finished (and no rerun of it asked, or the one asked refused) or being deleted: it holds no slot
+    and takes no place. `out_of_line` first: `zen-flow get` drops the flows it names unread."""
+    meta = flow.metadata
+    if out_of_line(
+        flow.status.phase, meta.deletion_timestamp is not None, meta.annotations.get(ANNOTATION_RETRY)
+    ):
         return True
     planned, _ = as_planned(flow)
     return planned.status.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.api.constants import KIND
+from zen_flow.api.constants import FLOW_MATRIX, KIND
 from zen_flow.core.matrix import expand_matrix, has_matrix
 from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.arguments import check_arguments
@@ -159,7 +159,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     check_flow_locks(r, spec, raw_steps or ())
     for i, raw in enumerate(raw_steps or ()):
         if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None:
-            r.add(forbidden(f"{steps_path}[{i}].matrix", "a Flow step cannot fan out"))
+            r.add(forbidden(f"{steps_path}[{i}].matrix", FLOW_MATRIX))
     matrix = expand_matrix(spec) if raw_steps and has_matrix(spec) else None
     if matrix is None:
         items = r.mappings(raw_steps, steps_path)

@@ -67,7 +67,8 @@ def label_value_problem(value: str) -> str | None:
     return LABEL_VALUE_MSG
 
 
-_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Patterns here are tried with fullmatch: Python's `$` also matches before a final "\n" (RE2's does not).
+_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 
 def qualified_name_problem(key: str) -> str | None:
@@ -81,18 +82,18 @@ def qualified_name_problem(key: str) -> str | None:
         return "name part must be non-empty"
     if len(name) > MAX_NAME:
         return f"name part must be no more than {MAX_NAME} characters"
-    if not _NAME_PART.match(name):
+    if not _NAME_PART.fullmatch(name):
         return QUALIFIED_NAME_MSG
     return None
 
 
-_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 def config_key_problem(key: str) -> str | None:
     if len(key) > 253:
         return "must be no more than 253 characters"
-    if not _CONFIG_KEY.match(key):
+    if not _CONFIG_KEY.fullmatch(key):
         return CONFIG_KEY_MSG
     if key in (".", ".."):
         return "must not be '.' or '..'"
@@ -101,7 +102,7 @@ def config_key_problem(key: str) -> str | None:
 
 # --- quantities (resource.Quantity) -------------------------------------------------------------------
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+_QUANTITY = re.compile(r"([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
     "n": Decimal("1e-9"),
@@ -115,7 +116,7 @@ _DECIMAL = {
     "P": Decimal("1e15"),
     "E": Decimal("1e18"),
 }
-_EXPONENT = re.compile(r"^[eE]([-+]?[0-9]+)$")
+_EXPONENT = re.compile(r"[eE]([-+]?[0-9]+)")
 
 
 def parse_quantity(value: object) -> Decimal | None:
@@ -136,7 +137,7 @@ def parse_quantity(value: object) -> Decimal | None:
 # Flows repeat the same few amounts ("100m", "1Gi") in every step: parse each once.
 @lru_cache(maxsize=1024)
 def _parse_quantity(value: str) -> Decimal | None:
-    match = _QUANTITY.match(value.strip())
+    match = _QUANTITY.fullmatch(value.strip())
     if match is None:
         return None
     number, suffix = match.groups()
@@ -150,7 +151,7 @@ def _parse_quantity(value: str) -> Decimal | None:
         return base * _BINARY[suffix]
     if suffix in _DECIMAL:
         return base * _DECIMAL[suffix]
-    exponent = _EXPONENT.match(suffix)
+    exponent = _EXPONENT.fullmatch(suffix)
     if exponent is None or len(exponent.group(1)) > 4:  # 1e99999 is not a resource amount
         return None
     return base.scaleb(int(exponent.group(1)))

@@ -218,8 +218,8 @@ def _check_input_artifact(
         )
 
 
-# RFC 9110's field-name: one or more "tchar".
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# RFC 9110's field-name: one or more "tchar" (fullmatch: Python's `$` would let a final "\n" through).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_HEADERS_FROM = 16
 
 
@@ -232,7 +232,7 @@ def _check_headers_from(r: Reader, value: Any, taken: set[str], path: Path) -> N
     for item_path, item in items:
         name = r.string(item.get("name"), item_path + ".name", require=True)
         if name is not None:
-            if not _TOKEN.match(name) or len(name) > 256:
+            if not _TOKEN.fullmatch(name) or len(name) > 256:
                 r.add(invalid(item_path + ".name", name, "must be an HTTP header name (letters, digits, -)"))
             elif name.lower() in taken:
                 r.add(

@@ -2,7 +2,10 @@
 for compatibility but that do not do what the manifest suggests (docs/API.md, "Differences from the
 original"), and a container that asks to run as root under a `stepDefaults` pod securityContext that
 forbids it (docs/API.md, "Defaults for every step"). Sent as admission warnings, which kubectl prints
-(`Warning: ...`) and `zen-flow validate` prints too; never a refusal.
+(`Warning: ...`) and `zen-flow validate` prints too; never a refusal. Said of a JobFlow, and of what
+holds a flow's spec: a JobFlowTemplate's (and a ClusterJobFlowTemplate's) spec, a CronJobFlow's
+`spec.jobFlowTemplate.spec`, each at its own path, since the flows made from them (a CronJobFlow's runs
+are created by the controller) would draw the warning where nobody sees it.
 
 Checked on valid flows only, and cheaply: most specs hold neither artifacts nor `runAsNonRoot`, and a
 spec without those words is not decoded for this at all.
@@ -13,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
+
 # The apiserver keeps a warning to 4 KiB in all and cuts longer ones; kubectl prints one line each.
 MAX_WARNINGS = 10
 
@@ -22,10 +27,19 @@ def spec_may_warn(spec_bytes: bytes | None) -> bool:
     return spec_bytes is not None and (b'"artifacts"' in spec_bytes or b'"runAsNonRoot"' in spec_bytes)
 
 
-def flow_warnings(flow: Mapping[str, Any]) -> list[str]:
-    """The warnings of a flow that passed validation (its shapes are known to be right)."""
-    spec = flow.get("spec")
-    steps = spec.get("steps") if isinstance(spec, Mapping) else None
+def flow_warnings(obj: Mapping[str, Any]) -> list[str]:
+    """The warnings of a JobFlow, a JobFlowTemplate, a ClusterJobFlowTemplate or a CronJobFlow that passed
+    validation (its shapes are known to be right): those of the flow spec it holds, at its path."""
+    kind = obj.get("kind")
+    if kind == CRON_KIND:
+        return _spec_warnings(_at(obj, "spec", "jobFlowTemplate", "spec"), "spec.jobFlowTemplate.spec")
+    return _spec_warnings(_at(obj, "spec"), "spec", template=kind in (TEMPLATE_KIND, CLUSTER_TEMPLATE_KIND))
+
+
+def _spec_warnings(spec: Mapping[str, Any] | None, at: str, *, template: bool = False) -> list[str]:
+    if spec is None:
+        return []
+    steps = spec.get("steps")
     warnings: list[str] = []
     for i, step in enumerate(steps if isinstance(steps, list) else []):
         outputs = step.get("outputs") if isinstance(step, Mapping) else None
@@ -33,21 +47,23 @@ def flow_warnings(flow: Mapping[str, Any]) -> list[str]:
         for j, artifact in enumerate(artifacts if isinstance(artifacts, list) else []):
             if isinstance(artifact, Mapping) and "s3" not in artifact:
                 warnings.append(
-                    f"spec.steps[{i}].outputs.artifacts[{j}]: no s3, so {artifact.get('name')!s} is stored "
+                    f"{at}.steps[{i}].outputs.artifacts[{j}]: no s3, so {artifact.get('name')!s} is stored "
                     "nowhere and no later step can take it (the original meant to keep it in a ConfigMap)"
                 )
     if len(warnings) > MAX_WARNINGS:
         warnings[MAX_WARNINGS - 1 :] = [f"and {len(warnings) - MAX_WARNINGS + 1} more artifacts without s3"]
-    roots = _root_under_non_root_default(spec) if isinstance(spec, Mapping) else []
+    roots = _root_under_non_root_default(spec, at, template)
     if len(roots) > MAX_WARNINGS:
         roots[MAX_WARNINGS - 1 :] = [f"and {len(roots) - MAX_WARNINGS + 1} more containers running as root"]
     return warnings + roots
 
 
-def _root_under_non_root_default(spec: Mapping[str, Any]) -> list[str]:
+def _root_under_non_root_default(spec: Mapping[str, Any], at: str, template: bool) -> list[str]:
     """Containers with `runAsUser: 0` in steps whose pods get the defaults' `runAsNonRoot: true`: a step's
     pod spec without a securityContext takes the default's, and a container's own securityContext does
-    not replace it but adds to it, so the kubelet refuses to start the container."""
+    not replace it but adds to it, so the kubelet refuses to start the container. A JobFlowTemplate's
+    (`template`) may be spared: a flow made from it that sets its own `stepDefaults.podSpec.securityContext`
+    replaces the template's whole (core/step_defaults.py's `layer`)."""
     context = _at(spec, "stepDefaults", "podSpec", "securityContext")
     if context is None or context.get("runAsNonRoot") is not True:
         return []
@@ -62,17 +78,21 @@ def _root_under_non_root_default(spec: Mapping[str, Any]) -> list[str]:
             for j, container in enumerate(containers if isinstance(containers, list) else []):
                 if _as_root(_at(container, "securityContext")):
                     found.append(
-                        f"spec.steps[{i}].template.spec.template.spec.{kind}[{j}]{ROOT_UNDER_DEFAULT}"
+                        f"{at}.steps[{i}].template.spec.template.spec.{kind}[{j}]"
+                        + ROOT_UNDER_DEFAULT.format(at=at, unless=UNLESS_FLOW_SETS if template else "")
                     )
     return found
 
 
-# After a container's path: why it will not start.
+# After a container's path: why it will not start (`at`: the path of the flow spec).
 ROOT_UNDER_DEFAULT = (
     ".securityContext.runAsUser: 0 (root), but the step's pod spec has no securityContext of its own, so "
-    "it gets spec.stepDefaults.podSpec.securityContext with runAsNonRoot: true, and the kubelet will refuse "
-    "to start the container (CreateContainerConfigError); give the step's pod spec its own "
+    "it gets {at}.stepDefaults.podSpec.securityContext with runAsNonRoot: true, and the kubelet will refuse "
+    "to start the container (CreateContainerConfigError){unless}; give the step's pod spec its own "
     "securityContext, or the container runAsNonRoot: false"
+)
+UNLESS_FLOW_SETS = (
+    " unless the flow made from this template sets its own stepDefaults.podSpec.securityContext"
 )
 
 

@@ -132,7 +132,8 @@ def review_whole(
 ) -> dict[str, Any]:
     """The validating review of a resource checked whole by `validate` (a CronJobFlow, a JobFlowTemplate),
     except an UPDATE that keeps the spec as stored: a rule added since it was accepted must not refuse a
-    label or a finalizer (ratcheting, as for JobFlows)."""
+    label or a finalizer (ratcheting, as for JobFlows). A new spec that passes draws the warnings of the
+    flow spec it holds, as a JobFlow's does."""
     request = parse_review(body)
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
         return allow(request.uid)
@@ -140,12 +141,14 @@ def review_whole(
     if request.operation == "UPDATE" and spec is not None and spec == request.old_object.raw("spec"):
         return allow(request.uid)  # the name cannot change; the spec is the one accepted before
     try:
-        errors = validate(request.object.decode())
+        obj = request.object.decode()
+        errors = validate(obj)
+        warnings = [] if errors else list(_warnings(obj, spec))
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc)
     if errors:
         return deny_invalid(request, errors, kind)
-    return allow(request.uid)
+    return allow(request.uid, warnings=warnings)
 
 
 def validate_review(body: bytes) -> dict[str, Any]:
