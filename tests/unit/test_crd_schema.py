@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import cel
 import pytest
 import yaml
 from hypothesis import given
@@ -39,8 +40,9 @@ from zen_flow.core import naming
 from zen_flow.core.durations import parse_duration
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
-from zen_flow.validation import limits, outputs, policy, size
+from zen_flow.validation import limits, outputs, policy, size, validate_jobflow
 from zen_flow_dev.testing.examples import all_flow_params
+from zen_flow_dev.testing.flows import flow_manifest, job_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
@@ -424,6 +426,30 @@ def test_the_step_policy_says_the_finally_rules_as_the_webhook_does() -> None:
     messages = " ".join(" ".join(v["messageExpression"].split()) for v in steps_policy["spec"]["validations"])
     for text in (constants.MANUAL_FINALLY, *constants.FINALLY_CROSSING.values()):
         assert text in messages
+
+
+@pytest.mark.parametrize(
+    "grace",
+    [
+        {},
+        {"activeDeadlineSeconds": 10},
+        {"finallyGraceSeconds": 5},
+        {"activeDeadlineSeconds": 10, "finallyGraceSeconds": 5},
+        {"activeDeadlineSeconds": 2, "finallyGraceSeconds": 1},
+        {"activeDeadlineSeconds": 10, "finallyGraceSeconds": 10},
+        {"activeDeadlineSeconds": 10, "finallyGraceSeconds": 11},
+    ],
+)
+def test_the_crd_rules_on_the_finally_grace_refuse_what_the_validator_refuses_in_its_words(
+    grace: dict[str, Any],
+) -> None:
+    # Without the webhook the CRD's rules on executionPolicy hold it (the apiserver names the fieldPath).
+    rules = limit("spec.executionPolicy", "x-kubernetes-validations")
+    said = [" ".join(r["message"].split()) for r in rules if not cel.evaluate(r["rule"], {"self": grace})]
+    assert all(r["fieldPath"] == ".finallyGraceSeconds" for r in rules)
+    flow = flow_manifest("f", "default", [job_step("a")], executionPolicy=grace)
+    field = "spec.executionPolicy.finallyGraceSeconds"
+    assert said == [e.detail for e in validate_jobflow(flow) if e.path == field]
 
 
 def test_no_crd_rule_runs_once_per_step() -> None:

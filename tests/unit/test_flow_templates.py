@@ -129,6 +129,23 @@ def test_the_flows_policy_fields_replace_the_templates_one_by_one() -> None:
     }
 
 
+def test_the_finally_grace_comes_from_the_template_or_the_flow_and_is_checked_merged() -> None:
+    tpl = template(executionPolicy={"activeDeadlineSeconds": 3600, "finallyGraceSeconds": 300})
+    kept = expand(flow_spec(), tpl, "team-a").spec
+    assert kept is not None
+    assert kept["executionPolicy"] == {"activeDeadlineSeconds": 3600, "finallyGraceSeconds": 300}
+    own = expand(flow_spec(executionPolicy={"finallyGraceSeconds": 600}), tpl, "team-a").spec
+    assert own is not None
+    assert own["executionPolicy"]["finallyGraceSeconds"] == 600
+    # A flow's shorter deadline under the template's grace: the merged policy is what is refused.
+    short = expand(flow_spec(executionPolicy={"activeDeadlineSeconds": 300}), tpl, "team-a").spec
+    assert short is not None
+    assert [str(e) for e in validate_jobflow(as_flow(short))] == [
+        "spec.executionPolicy.finallyGraceSeconds: Invalid value: 300: must be less than "
+        "activeDeadlineSeconds: it is the last seconds of the flow's deadline, kept for its finally steps"
+    ]
+
+
 def test_a_policy_field_at_its_schema_default_leaves_the_templates_value() -> None:
     # The apiserver writes the CRD's defaults into every flow before any webhook sees it: 6 and Forbid
     # are what every flow without its own values carries.

@@ -190,6 +190,8 @@ class _Planner(Starts):
             phase = FlowPhase.RUNNING
         if self.stopping is not None and self.stop_took_effect():
             return phase, self.stopping, REASON_STOPPED  # the finally steps run, then it fails Stopped
+        if self.closing is not None and self.grace_took_effect():
+            return phase, self.closing, REASON_DEADLINE  # the finally steps run in the deadline's grace
         return phase, self.failure or self.final_failure, REASON_STEP_FAILED
 
     def ended(self) -> tuple[FlowPhase, str | None, str] | None:
@@ -207,6 +209,10 @@ class _Planner(Starts):
             graceful = self.stopping is not None and self.final_failure
             said = f"{self.stop_reason}; {self.final_failure}" if graceful else self.stop_reason
             return FlowPhase.FAILED, said, REASON_STOPPED
+        if self.closing is not None and self.grace_took_effect():
+            # The finally grace ended the other steps: the deadline's doing, a failed finally step said too.
+            said = f"{self.closing}; {self.final_failure}" if self.final_failure else self.closing
+            return FlowPhase.FAILED, said, REASON_DEADLINE
         statuses = self.works.statuses()
         final = self.final
         failed = next((s for s in statuses if s.phase == StepPhase.FAILED and s.name not in final), None)
@@ -246,6 +252,7 @@ class _Planner(Starts):
                 self.wakeups.append(deadline)
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
+        self.wake_for_grace()
         phase, failure, reason = self.conclude()
         if not phase.terminal:  # a suspended parent suspends its running children, a resumed one resumes them
             self.actions.extend(suspensions(self.flow, self.moving.values(), self.jobs))
@@ -292,6 +299,8 @@ class _Planner(Starts):
                 events = (*events, EventSpec(NORMAL, FLOW_LOCK_EVENT, said))
         if self.stopping is not None:
             events = self.announce_stop(events, phase)
+        if self.closing is not None:
+            events = self.announce_grace(events)
         if phase.terminal:
             # Nothing of its own runs on behind an ended flow: a Job no step records (a lost write's that
             # nothing took over, one someone else made for a step that never started) is deleted too.

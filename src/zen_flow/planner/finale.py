@@ -21,6 +21,10 @@ Every plan does it again from the flow and its Jobs: after a lost status write o
 steps are ended again (their Jobs gone: `PlanState.own_delete`), never started again, and the finally
 steps' Jobs are taken over (`adopt`), never created twice. A stop, a graceful stop escalated to one, a
 replacement or the flow deadline ends everything at once (`conclude`).
+
+The finally grace (`executionPolicy.finallyGraceSeconds`, planner.grace) is a graceful stop the clock
+asks for: from its point on, every plan ends the other steps here as the graceful stop does, with its
+own message, and the flow ends DeadlineExceeded; what it ended is read back from the steps' messages.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from dataclasses import replace
 
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.core.expressions import WhenContext
-from zen_flow.planner.actions import DeleteJob
+from zen_flow.planner.actions import DeleteJob, EventSpec
+from zen_flow.planner.events import WARNING
+from zen_flow.planner.grace import GRACE_EVENT, ended_by_grace, grace_point
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.status import COMMIT_WAIT
 from zen_flow.planner.steps import StepWork
@@ -39,19 +45,22 @@ from zen_flow.planner.steps import StepWork
 class Finale(Observation):
     # What the finally steps' `when` sees: `flow.outcome` besides (set once the other steps have ended).
     final_context: WhenContext
+    _grace_before: bool | None = None
 
     def close_main(self) -> bool:
         """Have all the steps that are not finally ended, so that the finally steps may start? Under
         fail-fast, once none of them runs, those that would never start end here (Skipped), so the
-        finally steps start in this same plan; under a graceful stop, all of them end here at once. A
-        stop, a replacement or the flow deadline ends everything at once (`conclude`): no finally step
-        starts after them."""
+        finally steps start in this same plan; under a graceful stop or the finally grace, all of them
+        end here at once. A stop, a replacement or the flow deadline ends everything at once
+        (`conclude`): no finally step starts after them."""
         if self.stopped is not None or self.deadline_passed or self.group.replaced is not None:
             return False
         final = self.final
-        if self.stopping is not None:
-            self.stop_all(self.stopping, spare_final=True)
-        elif not self.final_outcome_known():
+        # A graceful stop first: the grace then finds nothing left to end (and the flow ends Stopped).
+        ending = [why for why in (self.stopping, self.closing) if why is not None]
+        for why in ending:
+            self.stop_all(why, spare_final=True)
+        if not ending and not self.final_outcome_known():
             if self.failure is None:
                 return False
             main = [w for name, w in self.moving.items() if name not in final]
@@ -62,7 +71,11 @@ class Finale(Observation):
             for name, w in self.moving.items():
                 if name not in final and not w.terminal:
                     w.drop(self.now, "the flow failed")
-        failed = self.main_failed or (self.stopping is not None and self.stop_took_effect())
+        failed = (
+            self.main_failed
+            or (self.stopping is not None and self.stop_took_effect())
+            or self.grace_took_effect()
+        )
         outcome = FlowPhase.FAILED if failed else FlowPhase.SUCCEEDED
         self.final_context = replace(
             self.when_context, flow={**self.when_context.flow, "outcome": outcome.value}
@@ -107,3 +120,32 @@ class Finale(Observation):
                     self.actions.append(DeleteJob(name, w.name, job_reason or reason))
             self.end_now(w, reason)
             self.stop_acted |= reason == self.stop_reason
+            self.grace_acted |= reason == self.closing
+
+    def grace_took_effect(self) -> bool:
+        """Has the finally grace, its point come, ended a step of this run, in this plan or an earlier one?
+        One that comes once the other steps have all ended ends nothing: the flow ends as its steps did.
+        A grace taken back (the policy edited) no longer counts, as a stop request removed."""
+        return self.closing is not None and (self.grace_acted or self.grace_before())
+
+    def grace_before(self) -> bool:
+        """Had the grace ended a step of this run before this plan (`ended_by_grace`)?"""
+        if self._grace_before is None:
+            began = self.flow.status.start_time
+            self._grace_before = any(ended_by_grace(s, began) for s in self.works.settled())
+        return self._grace_before
+
+    def wake_for_grace(self) -> None:
+        """Wake the flow at its grace point too (the deadline's wake-up is `run`'s), until it has come."""
+        if self.final and self.closing is None and self.start_time is not None:
+            point = grace_point(self.flow.spec.execution_policy, self.start_time)
+            if point is not None and point > self.now:
+                self.wakeups.append(point)
+
+    def announce_grace(self, events: tuple[EventSpec, ...]) -> tuple[EventSpec, ...]:
+        """One Warning event by the plan whose grace ended the other steps (a status diff cannot tell:
+        the flow is Running before and after; its end says FlowDeadlineExceeded)."""
+        if not self.grace_acted or self.grace_before():
+            return events
+        said = f"{self.closing}: the other steps were stopped, the finally steps run, then the flow fails"
+        return (*events, EventSpec(WARNING, GRACE_EVENT, said))

@@ -19,6 +19,7 @@ from zen_flow.planner.actions import Action, CreateResource, MemoAnswer, MemoLoo
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
+from zen_flow.planner.grace import closing
 from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
@@ -183,6 +184,10 @@ class PlanState:
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time
         self.deadline_passed = self._deadline_passed()
+        # Why the steps that are not finally end now, the flow's finally grace having come (planner.grace:
+        # as under a graceful stop), in a flow with finally steps; did this plan end one for it?
+        self.closing = closing(policy, self.start_time, now) if shape.final else None
+        self.grace_acted = False
         arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
         self.arguments = {a.name: a.value for a in arguments}
         self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
@@ -259,11 +264,12 @@ class PlanState:
     def own_delete(self, w: StepWork) -> str | None:
         """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
         this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
-        deadline, a graceful stop. Then that delete's status write was lost (a 409, a restart): `w` ends
-        as the plan that deleted it ended it, and the flow as it did (`ended_for`, `stop_acted`). Under a
-        graceful stop a finally step counts too: its Job was deleted by a stop now whose value was then
-        changed to RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the
-        same way: the flow is being stopped)."""
+        deadline, a graceful stop, the finally grace (planner.grace; not a finally step's). Then that
+        delete's status write was lost (a 409, a restart): `w` ends as the plan that deleted it ended it,
+        and the flow as it did (`ended_for`, `stop_acted`, `grace_acted`). Under a graceful stop a
+        finally step counts too: its Job was deleted by a stop now whose value was then changed to
+        RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the same way:
+        the flow is being stopped)."""
         if self.stopped is not None:
             self.stop_acted = True
             return self.stopped
@@ -276,6 +282,9 @@ class PlanState:
         if self.stopping is not None:
             self.stop_acted = True
             return self.stopping
+        if self.closing is not None and not w.spec.is_finally:
+            self.grace_acted = True
+            return self.closing
         return None
 
     def replacement(self) -> str | None:
@@ -322,13 +331,14 @@ class PlanState:
         return self.stop_acted or self.stopped_before()
 
     def blocked(self, w: StepWork | None = None) -> bool:
-        """May no step (or not `w`) start now? A failure or a graceful stop stops only the steps that are
-        not finally: the finally steps run whatever the outcome, and do not fail-fast each other."""
+        """May no step (or not `w`) start now? A failure, a graceful stop or the finally grace stops only
+        the steps that are not finally: the finally steps run whatever the outcome, and do not
+        fail-fast each other."""
         return (
             self.stopped is not None
             or self.suspended
             or (
-                (self.failure is not None or self.stopping is not None)
+                (self.failure is not None or self.stopping is not None or self.closing is not None)
                 and (w is None or not w.spec.is_finally)
             )
             or self.deadline_passed

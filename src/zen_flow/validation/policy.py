@@ -39,6 +39,10 @@ TTL_STRATEGY_FIELDS = ("secondsAfterSuccess", "secondsAfterFailure")
 POD_FAILURE_ACTIONS = ("FailJob", "Ignore", "Count")
 EXIT_CODE_OPERATORS = ("In", "NotIn")
 CONDITION_STATUSES = ("True", "False", "Unknown")
+# What finallyGraceSeconds is, said by the validator and the CRD's rule alike.
+FINALLY_GRACE_IS = "the last seconds of the flow's deadline, kept for its finally steps"
+FINALLY_GRACE_NEEDS_DEADLINE = f"needs activeDeadlineSeconds: it is {FINALLY_GRACE_IS}"
+FINALLY_GRACE_TOO_LONG = f"must be less than activeDeadlineSeconds: it is {FINALLY_GRACE_IS}"
 # executionPolicy.priority's bound either way (the CRD's minimum and maximum): room enough to rank, and a
 # scale every team of a namespace reads the same.
 MAX_PRIORITY = 1000
@@ -65,6 +69,7 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     deadline = r.integer(policy.get("activeDeadlineSeconds"), path + ".activeDeadlineSeconds")
     if deadline is not None and deadline <= 0:
         r.add(invalid(path + ".activeDeadlineSeconds", deadline, "must be greater than 0"))
+    check_finally_grace(r, policy, deadline, path)
     parallelism = r.integer(policy.get("parallelism"), path + ".parallelism", maximum=INT32_MAX)
     if parallelism is not None and parallelism < 1:
         r.add(invalid(path + ".parallelism", parallelism, "must be at least 1"))
@@ -85,6 +90,22 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     if pfp is None:
         return None
     return check_pod_failure_policy(r, pfp, pfp_path, allow_fail_index=False)
+
+
+def check_finally_grace(r: Reader, policy: Mapping[str, Any], deadline: int | None, path: Path) -> None:
+    """finallyGraceSeconds: the last seconds of activeDeadlineSeconds kept for the finally steps
+    (planner/grace.py), so it needs that deadline and must leave the other steps some of it. The CRD's
+    rule on executionPolicy says the same (config/crd)."""
+    field = path + ".finallyGraceSeconds"
+    grace = r.integer(policy.get("finallyGraceSeconds"), field)
+    if grace is None:
+        return
+    if grace <= 0:
+        r.add(invalid(field, grace, "must be greater than 0"))
+    elif policy.get("activeDeadlineSeconds") is None:
+        r.add(invalid(field, grace, FINALLY_GRACE_NEEDS_DEADLINE))
+    elif deadline is not None and deadline > 0 and grace >= deadline:
+        r.add(invalid(field, grace, FINALLY_GRACE_TOO_LONG))
 
 
 def check_pod_pending_timeout(r: Reader, value: Any, path: Path) -> None:
