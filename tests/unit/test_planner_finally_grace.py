@@ -355,26 +355,6 @@ def test_a_graceful_stop_after_the_grace_point_stops_nothing_more() -> None:
     assert failed_condition(sim) == ("DeadlineExceeded", SAID)
 
 
-def test_a_grace_taken_back_once_it_ended_the_steps_leaves_the_outcome_to_them() -> None:
-    # As a stop request removed: the steps stay ended, the finally steps go on, and the flow ends as its
-    # steps did.
-    sim = flow()
-    at_the_grace_point(sim)
-    sim.reconcile()
-    spec = sim.flow.spec.model_copy(
-        update={
-            "execution_policy": sim.flow.spec.execution_policy.model_copy(
-                update={"finally_grace_seconds": None}
-            )
-        }  # type: ignore[union-attr]
-    )
-    sim.flow = sim.flow.model_copy(update={"spec": spec})
-    result = sim.reconcile()
-    assert not deleted(result)
-    run(sim, by_step(sim, {}))
-    assert failed_condition(sim) == ("StepFailed", f"step test failed: {SAID}")
-
-
 def test_the_estimate_expects_the_finally_steps_at_the_grace_point_and_the_end_by_the_deadline() -> None:
     steps = [job_step("a"), job_step("b", "a"), job_step("cleanup", **FINALLY)]
     estimates = []

@@ -188,10 +188,8 @@ class _Planner(Starts):
             phase = FlowPhase.PENDING
         else:
             phase = FlowPhase.RUNNING
-        if self.stopping is not None and self.stop_took_effect():
-            return phase, self.stopping, REASON_STOPPED  # the finally steps run, then it fails Stopped
-        if self.closing is not None and self.grace_took_effect():
-            return phase, self.closing, REASON_DEADLINE  # the finally steps run in the deadline's grace
+        if (cut := self.cut_off()) is not None:
+            return phase, *cut  # a graceful stop or the grace: the finally steps run, then it fails so
         return phase, self.failure or self.final_failure, REASON_STEP_FAILED
 
     def ended(self) -> tuple[FlowPhase, str | None, str] | None:
@@ -202,17 +200,9 @@ class _Planner(Starts):
             # This plan found a Job the replacement or the deadline deleted (`own_delete`): the flow ends
             # as the plan that deleted it did, its write lost, not as its steps did since.
             return FlowPhase.FAILED, *self.ended_for
-        if self.stop_reason is not None and self.stop_took_effect():
-            # A stop that ended a step (a graceful one, or one whose write was lost) ends the flow Stopped,
-            # whatever its finally steps did; after a graceful stop, a failed one is said too (a stop now
-            # says only the stop, here as in `conclude`, whose write this plan may be making again).
-            graceful = self.stopping is not None and self.final_failure
-            said = f"{self.stop_reason}; {self.final_failure}" if graceful else self.stop_reason
-            return FlowPhase.FAILED, said, REASON_STOPPED
-        if self.closing is not None and self.grace_took_effect():
-            # The finally grace ended the other steps: the deadline's doing, a failed finally step said too.
-            said = f"{self.closing}; {self.final_failure}" if self.final_failure else self.closing
-            return FlowPhase.FAILED, said, REASON_DEADLINE
+        if (early := self.ended_early()) is not None:
+            # A stop or the finally grace ended a step (planner.finale): Stopped or DeadlineExceeded.
+            return early
         statuses = self.works.statuses()
         final = self.final
         failed = next((s for s in statuses if s.phase == StepPhase.FAILED and s.name not in final), None)

@@ -25,6 +25,10 @@ replacement or the flow deadline ends everything at once (`conclude`).
 The finally grace (`executionPolicy.finallyGraceSeconds`, planner.grace) is a graceful stop the clock
 asks for: from its point on, every plan ends the other steps here as the graceful stop does, with its
 own message, and the flow ends DeadlineExceeded; what it ended is read back from the steps' messages.
+
+What a graceful stop or the grace ended stays ended, and decides how the flow ends (`cut_off`), even once
+the request is removed or the policy edited: the flow ends Stopped or DeadlineExceeded, never as if those
+steps had run (a flow whose stop or grace only skipped steps would otherwise end Succeeded).
 """
 
 from __future__ import annotations
@@ -36,16 +40,16 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.core.expressions import WhenContext
 from zen_flow.planner.actions import DeleteJob, EventSpec
 from zen_flow.planner.events import WARNING
-from zen_flow.planner.grace import GRACE_EVENT, ended_by_grace, grace_point
+from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
+from zen_flow.planner.interventions import STOPPED_MESSAGES
 from zen_flow.planner.observation import Observation
-from zen_flow.planner.status import COMMIT_WAIT
-from zen_flow.planner.steps import StepWork
+from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
+from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
 
 
 class Finale(Observation):
     # What the finally steps' `when` sees: `flow.outcome` besides (set once the other steps have ended).
     final_context: WhenContext
-    _grace_before: bool | None = None
 
     def close_main(self) -> bool:
         """Have all the steps that are not finally ended, so that the finally steps may start? Under
@@ -71,11 +75,7 @@ class Finale(Observation):
             for name, w in self.moving.items():
                 if name not in final and not w.terminal:
                     w.drop(self.now, "the flow failed")
-        failed = (
-            self.main_failed
-            or (self.stopping is not None and self.stop_took_effect())
-            or self.grace_took_effect()
-        )
+        failed = self.main_failed or self.cut_off() is not None
         outcome = FlowPhase.FAILED if failed else FlowPhase.SUCCEEDED
         self.final_context = replace(
             self.when_context, flow={**self.when_context.flow, "outcome": outcome.value}
@@ -122,18 +122,56 @@ class Finale(Observation):
             self.stop_acted |= reason == self.stop_reason
             self.grace_acted |= reason == self.closing
 
-    def grace_took_effect(self) -> bool:
-        """Has the finally grace, its point come, ended a step of this run, in this plan or an earlier one?
-        One that comes once the other steps have all ended ends nothing: the flow ends as its steps did.
-        A grace taken back (the policy edited) no longer counts, as a stop request removed."""
-        return self.closing is not None and (self.grace_acted or self.grace_before())
+    def cut_off(self) -> tuple[str, str] | None:
+        """Why the steps that are not finally were ended before their time in this run, and the flow's
+        Failed reason: a graceful stop (or a stop now: Stopped), or the finally grace (DeadlineExceeded),
+        by this plan or one before it (`said_before`). One taken back since (the request removed, the
+        policy edited) still counts, said as it was written: those steps stay ended. A stop that ended
+        a step comes first; the grace then had nothing left to end."""
+        stored = bool(self.final) and self.final_outcome_known()  # only then did one end them all
+        if self.stop_acted or (stored and self.said_before(stop=True) is not None):
+            return self.stop_reason or self.said_before(stop=True) or "", REASON_STOPPED
+        if self.grace_acted or (stored and self.said_before(stop=False) is not None):
+            return self.closing or self.said_before(stop=False) or "", REASON_DEADLINE
+        return None
+
+    def ended_early(self) -> tuple[FlowPhase, str, str] | None:
+        """How a flow whose steps have all ended ends when a stop or the grace cut it off (`cut_off`),
+        whatever its finally steps did; a failed one is said too, but after a stop now (the stop only:
+        as in `conclude`, whose write this plan may be making again)."""
+        cut = self.cut_off()
+        if cut is None:
+            return None
+        said, reason = cut
+        if self.final_failure and not (reason == REASON_STOPPED and self.stopped is not None):
+            said = f"{said}; {self.final_failure}"
+        return FlowPhase.FAILED, said, reason
+
+    def stopped_before(self) -> bool:
+        """Had a stop ended a step of this run before this plan (`said_before`)?"""
+        return self.said_before(stop=True) is not None
 
     def grace_before(self) -> bool:
-        """Had the grace ended a step of this run before this plan (`ended_by_grace`)?"""
-        if self._grace_before is None:
-            began = self.flow.status.start_time
-            self._grace_before = any(ended_by_grace(s, began) for s in self.works.settled())
-        return self._grace_before
+        """Had the grace ended a step of this run before this plan (`said_before`)?"""
+        return self.said_before(stop=False) is not None
+
+    def said_before(self, *, stop: bool) -> str | None:
+        """What a stop (`stop`) or the finally grace said when it ended a step of this run before this
+        plan, read back from the stored messages (`ended_in_run`; None: it ended none). For a stop, a
+        finally step counts too: one whose Job a stop now deleted before its value changed to RunFinally;
+        the grace never ends one, and a finally step whose message happens to begin the same way (a
+        child flow's words) is no sign of it. What an earlier run wrote into a step a partial rerun kept
+        does not count: this stop may have stopped nothing."""
+        if stop not in self._said:
+            began, final = self.flow.status.start_time, self.final
+            prefixes = STOPPED_MESSAGES if stop else GRACE_MESSAGES
+            found = (
+                s.message or ""
+                for s in self.works.settled()
+                if (stop or s.name not in final) and ended_in_run(s, began, prefixes)
+            )
+            self._said[stop] = cause_of(message) if (message := next(found, None)) is not None else None
+        return self._said[stop]
 
     def wake_for_grace(self) -> None:
         """Wake the flow at its grace point too (the deadline's wake-up is `run`'s), until it has come."""

@@ -8,26 +8,25 @@ write later with `flow.outcome` Failed; at the deadline itself whatever still ru
 grace (the stop now). The flow ends Failed, reason DeadlineExceeded, whatever its finally steps did.
 
 Nothing is remembered but the status: every plan asks the clock whether the point has come (`closing`),
-and reads back from the steps' messages (`ended_by_grace`) whether the grace ended a step of this run, as
-a stop is read back (planner.interventions.stopped_in_run). A lost status write, a restart, so end the
-same steps again for the same cause. A flow with no finally step has nothing to keep the time for: the
-grace changes nothing there (admission warns). Unset, nothing here is asked, and nothing changes.
+and reads back from the messages of the steps that are not finally (`GRACE_MESSAGES`, `ended_in_run`)
+whether the grace ended a step of this run, as a stop is read back (planner.interventions). A lost status
+write, a restart, so end the same steps again for the same cause. A flow with no finally step has
+nothing to keep the time for: the grace changes nothing there (admission warns). Unset, nothing here is
+asked, and nothing changes.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from zen_flow.api.constants import StepPhase
-from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import ExecutionPolicy
-from zen_flow.planner.steps import NO_DECISION, NOT_STARTED
+from zen_flow.planner.steps import ended_early
 from zen_flow.planner.timing import after
 
 # How the message of a step the grace ended begins (after `not started: ` or `no decision: ` for one
 # it Skipped): no Job failure, skip or stop says this (`flow deadline exceeded` is the stop now's).
 GRACE_MARK = "flow deadline: the last "
-_GRACE_MESSAGES = (GRACE_MARK, NOT_STARTED + GRACE_MARK, NO_DECISION + GRACE_MARK)
+GRACE_MESSAGES = ended_early(GRACE_MARK)
 # The Warning event of the plan whose grace ended the other steps (the flow's end says
 # FlowDeadlineExceeded then).
 GRACE_EVENT = "FlowDeadlineGrace"
@@ -62,16 +61,3 @@ def closing(policy: ExecutionPolicy | None, start: datetime | None, now: datetim
     only of a flow with finally steps."""
     point = grace_point(policy, start)
     return grace_message(policy) if point is not None and now >= point else None
-
-
-def ended_by_grace(step: StepStatus, run_start: datetime | None) -> bool:
-    """Did the grace end this step in the current run (its message; it ended no earlier than the run
-    began: `run_start`, the status's startTime, which a rerun resets)? A step a partial rerun kept keeps
-    what an earlier run's grace wrote."""
-    message = step.message
-    return (
-        message is not None
-        and step.phase in (StepPhase.FAILED, StepPhase.SKIPPED)
-        and message.startswith(_GRACE_MESSAGES)
-        and (run_start is None or (step.completion_time is not None and step.completion_time >= run_start))
-    )

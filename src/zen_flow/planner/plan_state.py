@@ -20,7 +20,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.grace import closing
-from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
+from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -134,7 +134,9 @@ class PlanState:
         # the flow ends when that was a replacement or the deadline (message, reason).
         self.cut_short: set[str] = set()
         self.ended_for: tuple[str, str] | None = None
-        self._stopped_before: bool | None = None
+        # What a graceful stop (True) or the finally grace (False) said when it ended a step of this run
+        # before this plan, read once from the stored status (planner.finale: `said_before`).
+        self._said: dict[bool, str | None] = {}
         self._main_ended_before: bool | None = None
         # Steps this plan ended by their timeout (a gate's wait, a Job's run), and the steps it ended on
         # their account: none of their dependents starts in this plan (`Observation.after_timeout`).
@@ -303,15 +305,6 @@ class PlanState:
             w.drop(self.now, why)
         self.main_failed |= not w.spec.is_finally
 
-    def stopped_before(self) -> bool:
-        """Had a stop ended a step of this run before this plan (its message says so: `stopped_in_run`)?
-        A finally step too: one whose Job a stop now deleted before its value changed to RunFinally. What
-        an earlier stop wrote into a step a rerun kept does not count: this stop may have stopped nothing."""
-        if self._stopped_before is None:
-            began = self.flow.status.start_time
-            self._stopped_before = any(stopped_in_run(s, began) for s in self.works.settled())
-        return self._stopped_before
-
     def main_ended_before(self) -> bool:
         """Did the status this plan read, the one stored, have every step that is not finally ended? Only
         then may a finally step's Job be created or taken over (planner.finale): the plan that ends those
@@ -324,11 +317,6 @@ class PlanState:
                 if name not in final
             )
         return self._main_ended_before
-
-    def stop_took_effect(self) -> bool:
-        """Has the stop request ended a step, in this plan or an earlier one? A stop that comes once the
-        steps that are not finally have all ended stops nothing, and the flow ends as its steps did."""
-        return self.stop_acted or self.stopped_before()
 
     def blocked(self, w: StepWork | None = None) -> bool:
         """May no step (or not `w`) start now? A failure, a graceful stop or the finally grace stops only
