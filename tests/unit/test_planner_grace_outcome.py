@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from test_planner_child_flows import flow_step
 from test_planner_finally import FINALLY, by_step, failed_condition
-from test_planner_finally_grace import POLICY, SAID, T0, at_the_grace_point, deleted, flow
-from test_planner_joins import phases
+from test_planner_finally_grace import POLICY, SAID, T0, at_the_grace_point, deleted, flow, reasons
+from test_planner_joins import message, phases
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, StepPhase
 from zen_flow.planner.grace import GRACE_MARK
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator, run
@@ -97,3 +98,35 @@ def test_a_flow_step_whose_child_ended_for_its_own_grace_is_no_sign_of_the_paren
     run(sim, by_step(sim, {}))
     assert phases(sim) == {"sub": "Failed", "cleanup": "Succeeded"}
     assert failed_condition(sim) == ("StepFailed", f"step sub failed: child flow {child} failed: {SAID}")
+
+
+def graceful_stop(sim: Simulator) -> None:
+    sim.annotate(ANNOTATION_STOP, "RunFinally")
+    sim.annotate(ANNOTATION_STOPPED_BY, "alice")
+
+
+def test_a_graceful_stop_seen_with_the_grace_point_in_one_plan_stops_nothing_more() -> None:
+    # A stop set after the point, seen only by the same (late) plan as the point: the point came first,
+    # so the grace ends the steps and the flow ends DeadlineExceeded, as when the plans saw them apart.
+    sim = flow()
+    sim.reconcile()
+    sim.advance(75)
+    graceful_stop(sim)
+    result = sim.reconcile()
+    assert "FlowStopped" not in reasons(result)
+    run(sim, by_step(sim, {}))
+    assert failed_condition(sim) == ("DeadlineExceeded", SAID)
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_a_graceful_stop_after_the_grace_point_ends_alike_whether_the_graces_write_landed(lost: bool) -> None:
+    # The grace's plan deletes test's Job; a graceful stop lands (its annotation is what refuses that
+    # plan's status write, a 409). The next plan finds the Job gone: the grace's, not the stop's.
+    sim = flow()
+    at_the_grace_point(sim, write=not lost)
+    graceful_stop(sim)
+    result = sim.reconcile()
+    assert "FlowStopped" not in reasons(result)
+    assert message(sim, "test") == SAID
+    run(sim, by_step(sim, {}))
+    assert failed_condition(sim) == ("DeadlineExceeded", SAID)

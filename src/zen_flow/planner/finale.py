@@ -60,8 +60,10 @@ class Finale(Observation):
         if self.stopped is not None or self.deadline_passed or self.group.replaced is not None:
             return False
         final = self.final
-        # A graceful stop first: the grace then finds nothing left to end (and the flow ends Stopped).
-        ending = [why for why in (self.stopping, self.closing) if why is not None]
+        # The grace first, once its point has come: a graceful stop seen with it (a backlog, the grace's
+        # write lost) then finds nothing left to end, as one that came after the write. One that came
+        # before the point ended the other steps then: the grace finds nothing left (the flow ends Stopped).
+        ending = [why for why in (self.closing, self.stopping) if why is not None]
         for why in ending:
             self.stop_all(why, spare_final=True)
         if not ending and not self.final_outcome_known():

@@ -266,7 +266,7 @@ class PlanState:
     def own_delete(self, w: StepWork) -> str | None:
         """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
         this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
-        deadline, a graceful stop, the finally grace (planner.grace; not a finally step's). Then that
+        deadline, the finally grace (planner.grace; not a finally step's), a graceful stop. Then that
         delete's status write was lost (a 409, a restart): `w` ends as the plan that deleted it ended it,
         and the flow as it did (`ended_for`, `stop_acted`, `grace_acted`). Under a graceful stop a
         finally step counts too: its Job was deleted by a stop now whose value was then changed to
@@ -281,12 +281,15 @@ class PlanState:
         if self.deadline_passed:
             self.ended_for = self.deadline_message(), REASON_DEADLINE
             return DEADLINE_EXCEEDED
+        if self.closing is not None and not w.spec.is_finally:
+            # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
+            # stop came before or after it, as with the write kept (a stop seen after the point ends
+            # nothing more).
+            self.grace_acted = True
+            return self.closing
         if self.stopping is not None:
             self.stop_acted = True
             return self.stopping
-        if self.closing is not None and not w.spec.is_finally:
-            self.grace_acted = True
-            return self.closing
         return None
 
     def replacement(self) -> str | None:
