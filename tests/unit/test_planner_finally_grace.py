@@ -356,7 +356,12 @@ def test_a_graceful_stop_after_the_grace_point_stops_nothing_more() -> None:
     assert failed_condition(sim) == ("DeadlineExceeded", SAID)
 
 
-def test_the_estimate_expects_the_finally_steps_at_the_grace_point_and_the_end_by_the_deadline() -> None:
+@pytest.mark.parametrize("slots", [{}, {"parallelism": 1}])
+def test_the_estimate_expects_the_finally_steps_at_the_grace_point_and_the_end_by_the_deadline(
+    slots: dict[str, int],
+) -> None:
+    # Under parallelism 1 too: b gives its slot back at the point, where cleanup takes it (before: cleanup
+    # waited for b's expected end, 5 s past the point).
     steps = [job_step("a"), job_step("b", "a"), job_step("cleanup", **FINALLY)]
     estimates = []
     for policy in (
@@ -364,7 +369,7 @@ def test_the_estimate_expects_the_finally_steps_at_the_grace_point_and_the_end_b
         {"activeDeadlineSeconds": 30, "finallyGraceSeconds": 15},  # b cut at 15: cleanup until 25
         {"activeDeadlineSeconds": 22, "finallyGraceSeconds": 5},  # b cut at 17: the deadline at 22
     ):
-        sim = Simulator(make_flow(steps, execution_policy=policy), T0)
+        sim = Simulator(make_flow(steps, execution_policy={**policy, **slots}), T0)
         sim.reconcile()
         sim.advance(10)
         sim.complete(job_of(sim, "a"))

@@ -126,7 +126,11 @@ class _Run:
         self.play()
 
     def take(self, name: str, end: datetime) -> None:
-        """`name` runs until `end`, holding a slot of the flow's and of its matrix's."""
+        """`name` runs until `end`, holding a slot of the flow's and of its matrix's; a step that is not
+        finally gives its slots back by the grace point at the latest (`cut`): the grace ends it then, and
+        a finally step waiting for a slot starts."""
+        if self.cut is not None and name not in self.shape.final:
+            end = max(min(end, self.cut), self.t)
         item = self.items.get(name)
         group = (item.group or "") if item is not None else ""
         heapq.heappush(self.ends, (end, group))
