@@ -440,16 +440,29 @@ def test_the_step_policy_says_the_finally_rules_as_the_webhook_does() -> None:
         {"activeDeadlineSeconds": 10, "finallyGraceSeconds": 11},
     ],
 )
+@pytest.mark.parametrize("named", [False, True])
 def test_the_crd_rules_on_the_finally_grace_refuse_what_the_validator_refuses_in_its_words(
-    grace: dict[str, Any],
+    grace: dict[str, Any], named: bool
 ) -> None:
-    # Without the webhook the CRD's rules on executionPolicy hold it (the apiserver names the fieldPath).
-    rules = limit("spec.executionPolicy", "x-kubernetes-validations")
-    said = [" ".join(r["message"].split()) for r in rules if not cel.evaluate(r["rule"], {"self": grace})]
-    assert all(r["fieldPath"] == ".finallyGraceSeconds" for r in rules)
-    flow = flow_manifest("f", "default", [job_step("a")], executionPolicy=grace)
+    # Without the webhook the CRD's rules on the spec hold it (the apiserver names the fieldPath). A flow
+    # naming a template (`named`), not expanded yet, is merged with the template's policy first: neither
+    # says anything of it then (the deadline may be the template's); its expansion is checked merged.
     field = "spec.executionPolicy.finallyGraceSeconds"
+    rules = [
+        r for r in SCHEMA["properties"]["spec"]["x-kubernetes-validations"] if "finallyGrace" in r["rule"]
+    ]
+    assert len(rules) == 2
+    assert all(r["fieldPath"] == ".executionPolicy.finallyGraceSeconds" for r in rules)
+    if named:
+        flow = flow_manifest("f", "default", [], executionPolicy=grace)
+        flow["spec"] = {"templateRef": {"name": "t"}, "executionPolicy": grace}
+    else:
+        flow = flow_manifest("f", "default", [job_step("a")], executionPolicy=grace)
+    spec = flow["spec"]
+    said = [" ".join(r["message"].split()) for r in rules if not cel.evaluate(r["rule"], {"self": spec})]
     assert said == [e.detail for e in validate_jobflow(flow) if e.path == field]
+    if named:
+        assert said == []
 
 
 def test_no_crd_rule_runs_once_per_step() -> None:

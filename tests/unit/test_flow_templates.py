@@ -146,6 +146,33 @@ def test_the_finally_grace_comes_from_the_template_or_the_flow_and_is_checked_me
     ]
 
 
+def test_a_flow_naming_a_template_may_set_a_grace_the_templates_deadline_bounds() -> None:
+    # Unexpanded, the flow's policy is only a part of the one it runs with: a grace without a deadline of
+    # its own is admitted (without the mutating webhook, by the validating one and the CRD alike; a
+    # CronJobFlow's template too), and the expansion checks the merged policy, naming the field.
+    spec = flow_spec(executionPolicy={"finallyGraceSeconds": 600})
+    assert validate_jobflow(as_flow(spec)) == []
+    cron = {
+        "apiVersion": API,
+        "kind": "CronJobFlow",
+        "metadata": {"name": "nightly", "namespace": "team-a"},
+        "spec": {"schedule": "0 2 * * *", "jobFlowTemplate": {"spec": copy.deepcopy(spec)}},
+    }
+    assert validate_cronjobflow(cron) == []
+    long = expand(spec, template(executionPolicy={"activeDeadlineSeconds": 3600}), "team-a").spec
+    assert long is not None
+    assert validate_jobflow(as_flow(long)) == []
+    for policy in ({"activeDeadlineSeconds": 300}, {}):
+        merged = expand(spec, template(executionPolicy=policy), "team-a").spec
+        assert merged is not None
+        [error] = validate_jobflow(as_flow(merged))
+        assert str(error).startswith("spec.executionPolicy.finallyGraceSeconds: Invalid value: 600: ")
+    # A flow with steps of its own is checked whole, as before.
+    own = {"steps": [{"name": "a", "template": JOB}], "executionPolicy": spec["executionPolicy"]}
+    [error] = validate_jobflow(as_flow(own))
+    assert "needs activeDeadlineSeconds" in str(error)
+
+
 def test_a_policy_field_at_its_schema_default_leaves_the_templates_value() -> None:
     # The apiserver writes the CRD's defaults into every flow before any webhook sees it: 6 and Forbid
     # are what every flow without its own values carries.

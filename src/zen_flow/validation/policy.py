@@ -56,8 +56,12 @@ class PolicyNeeds:
     container_refs: tuple[tuple[Path, str], ...]
 
 
-def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> PolicyNeeds | None:
-    """Check spec.executionPolicy; returns the needs of its podFailurePolicy, if it has one."""
+def check_execution_policy(
+    r: Reader, policy: Mapping[str, Any], path: Path, *, partial: bool = False
+) -> PolicyNeeds | None:
+    """Check spec.executionPolicy; returns the needs of its podFailurePolicy, if it has one. `partial`:
+    the policy of a flow naming a template, not expanded yet, whose fields go over the template's one
+    by one: the rules across fields are the merged policy's (`check_finally_grace`)."""
     concurrency = r.string(policy.get("concurrencyPolicy"), path + ".concurrencyPolicy")
     if concurrency and concurrency not in CONCURRENCY_POLICIES:
         r.add(not_supported(path + ".concurrencyPolicy", concurrency, CONCURRENCY_POLICIES))
@@ -69,7 +73,7 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     deadline = r.integer(policy.get("activeDeadlineSeconds"), path + ".activeDeadlineSeconds")
     if deadline is not None and deadline <= 0:
         r.add(invalid(path + ".activeDeadlineSeconds", deadline, "must be greater than 0"))
-    check_finally_grace(r, policy, deadline, path)
+    check_finally_grace(r, policy, deadline, path, partial=partial)
     parallelism = r.integer(policy.get("parallelism"), path + ".parallelism", maximum=INT32_MAX)
     if parallelism is not None and parallelism < 1:
         r.add(invalid(path + ".parallelism", parallelism, "must be at least 1"))
@@ -92,16 +96,23 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     return check_pod_failure_policy(r, pfp, pfp_path, allow_fail_index=False)
 
 
-def check_finally_grace(r: Reader, policy: Mapping[str, Any], deadline: int | None, path: Path) -> None:
+def check_finally_grace(
+    r: Reader, policy: Mapping[str, Any], deadline: int | None, path: Path, *, partial: bool = False
+) -> None:
     """finallyGraceSeconds: the last seconds of activeDeadlineSeconds kept for the finally steps
-    (planner/grace.py), so it needs that deadline and must leave the other steps some of it. The CRD's
-    rule on executionPolicy says the same (config/crd)."""
+    (planner/grace.py), so it needs that deadline and must leave the other steps some of it. A
+    `partial` policy (a flow naming a template, not expanded yet) is merged with the template's first:
+    the deadline may be the template's, or a smaller one the flow's; the merged policy is checked
+    (the webhook's, or the controller's expansion: validation.expansion). The CRD's rules on the spec
+    say the same, for a spec that does not name a template (config/crd)."""
     field = path + ".finallyGraceSeconds"
     grace = r.integer(policy.get("finallyGraceSeconds"), field)
     if grace is None:
         return
     if grace <= 0:
         r.add(invalid(field, grace, "must be greater than 0"))
+    elif partial:
+        return
     elif policy.get("activeDeadlineSeconds") is None:
         r.add(invalid(field, grace, FINALLY_GRACE_NEEDS_DEADLINE))
     elif deadline is not None and deadline > 0 and grace >= deadline:
