@@ -24,7 +24,9 @@ replacement or the flow deadline ends everything at once (`conclude`).
 
 The finally grace (`executionPolicy.finallyGraceSeconds`, planner.grace) is a graceful stop the clock
 asks for: from its point on, every plan ends the other steps here as the graceful stop does, with its
-own message, and the flow ends DeadlineExceeded; what it ended is read back from the steps' messages.
+own message, and the flow ends DeadlineExceeded; what it ended is read back from the steps' messages. A
+Flow step's running child is stopped gracefully instead of deleted (`stop_child`), so its own finally
+steps run; the step, and the finally steps after it, wait for the child to end (the deadline deletes it).
 
 What a graceful stop or the grace ended stays ended, and decides how the flow ends (`cut_off`), even once
 the request is removed or the policy edited: the flow ends Stopped or DeadlineExceeded, never as if those
@@ -37,11 +39,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.job import Job
 from zen_flow.core.expressions import WhenContext
-from zen_flow.planner.actions import DeleteJob, EventSpec
+from zen_flow.planner.actions import DeleteJob, EventSpec, StopChild
+from zen_flow.planner.children import ChildFlowJob
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
-from zen_flow.planner.interventions import STOPPED_MESSAGES
+from zen_flow.planner.interventions import STOPPED_MESSAGES, stop_request
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
@@ -60,13 +64,15 @@ class Finale(Observation):
         if self.stopped is not None or self.deadline_passed or self.group.replaced is not None:
             return False
         final = self.final
-        # The grace first, once its point has come: a graceful stop seen with it (a backlog, the grace's
-        # write lost) then finds nothing left to end, as one that came after the write. One that came
-        # before the point ended the other steps then: the grace finds nothing left (the flow ends Stopped).
-        ending = [why for why in (self.closing, self.stopping) if why is not None]
-        for why in ending:
-            self.stop_all(why, spare_final=True)
-        if not ending and not self.final_outcome_known():
+        # The grace alone, once its point has come: a graceful stop seen with it (a backlog, the grace's
+        # write lost) ends nothing more, as one that came after the write. One that came before the point
+        # ended the other steps then: the grace finds nothing left (and the flow ends Stopped).
+        ending = self.closing or self.stopping
+        if ending is not None:
+            self.stop_all(ending, spare_final=True)
+            if not self.final_outcome_known():
+                return False  # a child flow runs its own finally steps first (`stop_child`)
+        elif not self.final_outcome_known():
             if self.failure is None:
                 return False
             main = [w for name, w in self.moving.items() if name not in final]
@@ -118,11 +124,29 @@ class Finale(Observation):
             if w.phase == StepPhase.RUNNING:
                 name = w.job_ref.name if w.job_ref is not None else ""
                 job = self.jobs.get(name)
+                if reason == self.closing and self.stop_child(w, job):
+                    continue
                 if job is not None and not job.finished and not job.deleting:
                     self.actions.append(DeleteJob(name, w.name, job_reason or reason))
             self.end_now(w, reason)
             self.stop_acted |= reason == self.stop_reason
             self.grace_acted |= reason == self.closing
+
+    def stop_child(self, w: StepWork, job: Job | None) -> bool:
+        """At the grace point a Flow step's running child is not deleted but stopped gracefully (its
+        `workflow.kube-zen.io/stop: RunFinally`, unless a stop is set on it already), so that its own
+        finally steps run too, in what is left of the parent's deadline, which deletes it if it still runs
+        then. The step runs on until the child ends, then ends for the grace (planner.observation), and
+        the parent's finally steps start after it."""
+        if not w.spec.is_flow or not isinstance(job, ChildFlowJob) or job.flow is None:
+            return False
+        if job.finished or job.deleting:
+            return False
+        if stop_request(job.child) is None:
+            self.actions.append(StopChild(job.metadata.name, w.name, job.metadata.uid))
+            self.grace_acted = True
+        self.grace_held = True
+        return True
 
     def cut_off(self) -> tuple[str, str] | None:
         """Why the steps that are not finally were ended before their time in this run, and the flow's
@@ -133,7 +157,7 @@ class Finale(Observation):
         stored = bool(self.final) and self.final_outcome_known()  # only then did one end them all
         if self.stop_acted or (stored and self.said_before(stop=True) is not None):
             return self.stop_reason or self.said_before(stop=True) or "", REASON_STOPPED
-        if self.grace_acted or (stored and self.said_before(stop=False) is not None):
+        if self.grace_acted or self.grace_held or (stored and self.said_before(stop=False) is not None):
             return self.closing or self.said_before(stop=False) or "", REASON_DEADLINE
         return None
 
