@@ -8,6 +8,7 @@ tier: the e2e tier has one)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,47 @@ async def test_stopping_the_parent_deletes_its_running_child(
         return True if found is None or found["metadata"].get("deletionTimestamp") else None
 
     await wait_until(gone, WAIT, what=f"child {child} deleted")
+
+
+async def test_at_the_parents_finally_grace_the_child_runs_its_own_finally_step(
+    namespace: str, kubectl: Any, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # The parent keeps the last 100 s of its 120 s for its finally steps: 20 s in, its Flow step's child
+    # is not deleted but patched `stop: RunFinally` (a merge patch under its UID), so it stops compile
+    # and runs its own finally step; then the parent's step ends for the grace and its cleanup runs.
+    template = example("JobFlowTemplate")
+    tidy = copy.deepcopy(template["spec"]["steps"][0]["template"])
+    tidy["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", "echo tidying"]
+    template["spec"]["steps"].append({"name": "tidy", "finally": True, "template": tidy})
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(template))
+    parent = example("JobFlow")
+    parent["metadata"]["namespace"] = namespace
+    publish = parent["spec"]["steps"][1]
+    parent["spec"]["steps"].append({"name": "cleanup", "finally": True, "template": publish["template"]})
+    parent["spec"]["executionPolicy"] = {"activeDeadlineSeconds": 120, "finallyGraceSeconds": 100}
+    await driver.create(parent)
+    start_controller()
+    child = await child_name(driver, namespace, "release", "package")
+    await wait_steps(driver, namespace, child, {"compile": "Running"})
+
+    async def asked() -> dict[str, Any] | None:
+        found = await driver.get(namespace, child)
+        stop = found["metadata"].get("annotations", {}).get("workflow.kube-zen.io/stop") if found else None
+        return found if stop == "RunFinally" else None
+
+    await wait_until(asked, WAIT + 20, what=f"child {child} asked to stop with RunFinally")
+    stopping = await wait_steps(driver, namespace, child, {"compile": "Failed", "tidy": "Running"})
+    assert stopping["metadata"].get("deletionTimestamp") is None
+    tidy_job = await job_of(driver, namespace, "tidy", flow=child)
+    await complete_job(driver.kube, namespace, tidy_job["metadata"]["name"])
+    ended = await driver.wait_phase(namespace, child, ("Failed",), timeout=WAIT)
+    assert next(s for s in ended["status"]["steps"] if s["name"] == "tidy")["phase"] == "Succeeded"
+    after = await wait_steps(driver, namespace, "release", {"package": "Failed", "cleanup": "Running"})
+    package = next(s for s in after["status"]["steps"] if s["name"] == "package")
+    assert package["message"].startswith("flow deadline: the last 100s of activeDeadlineSeconds (120s)")
+    cleanup = await job_of(driver, namespace, "cleanup", flow="release")
+    await complete_job(driver.kube, namespace, cleanup["metadata"]["name"])
+    done = await driver.wait_phase(namespace, "release", ("Failed",), timeout=WAIT)
+    failed = next(c for c in done["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "DeadlineExceeded"
+    assert await driver.get(namespace, child) is not None  # it ran its cleanup; never deleted

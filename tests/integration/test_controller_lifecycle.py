@@ -1,7 +1,7 @@
 """State transitions a user drives or waits for, with the controller running against the apiserver (the
 planner simulator proves them in the unit tier; here they go through the real API, watches and status
-writes): the flow deadline, suspend and resume, approval and rejection. The test plays the Job
-controller (controller_steps)."""
+writes): the flow deadline and its finally grace, suspend and resume, approval and rejection. The test
+plays the Job controller (controller_steps)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,47 @@ async def test_the_flow_deadline_stops_it_no_earlier_than_due(
         if not j["metadata"].get("deletionTimestamp")
     ]
     assert left == []
+
+
+async def test_the_finally_grace_ends_the_other_steps_and_runs_the_finally_steps_before_the_deadline(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    start_controller()
+    policy = {"activeDeadlineSeconds": 20, "finallyGraceSeconds": 10}
+    steps = [
+        job_step("a"),
+        job_step("b", "a"),
+        job_step("cleanup", when="flow.outcome == 'Failed'", **{"finally": True}),
+    ]
+    await driver.create(flow_manifest("graced", namespace, steps, executionPolicy=policy))
+    await wait_steps(driver, namespace, "graced", {"a": "Running"})
+
+    # Nobody finishes Job a: at startTime + 10 s it is stopped, and cleanup starts (one write later).
+    flow = await wait_steps(
+        driver, namespace, "graced", {"a": "Failed", "b": "Skipped", "cleanup": "Running"}
+    )
+    said = "flow deadline: the last 10s of activeDeadlineSeconds (20s) are kept for the finally steps"
+    steps_now = {s["name"]: s for s in flow["status"]["steps"]}
+    assert steps_now["a"]["message"] == said
+    assert steps_now["b"]["message"] == "not started: " + said
+    assert flow["status"]["phase"] == "Running"
+    started = parse_time(flow["status"]["startTime"])
+    assert (parse_time(steps_now["a"]["completionTime"]) - started).total_seconds() >= 10
+    left = [
+        j
+        for j in (await jobs_by_step(driver, namespace)).get("a", [])
+        if not j["metadata"].get("deletionTimestamp")
+    ]
+    assert left == []  # stopped (deleted), not left running
+
+    await finish(driver, namespace, "cleanup")
+    flow = await driver.wait_phase(namespace, "graced", timeout=WAIT)
+    assert flow["status"]["phase"] == "Failed"
+    failed = conditions(flow)["Failed"]
+    assert (failed["reason"], failed["message"]) == ("DeadlineExceeded", said)
+    assert step_phases(flow) == {"a": "Failed", "b": "Skipped", "cleanup": "Succeeded"}
+    ended = parse_time(flow["status"]["completionTime"]) - started
+    assert ended.total_seconds() < 20  # within the deadline: the finally step had its time
 
 
 async def test_suspend_holds_new_steps_and_resume_goes_on(

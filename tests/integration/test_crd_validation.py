@@ -154,6 +154,18 @@ async def test_steps_are_immutable_once_the_flow_started(
             id="exit-code-zero-with-in",
         ),
         pytest.param(
+            [{"name": "a", "template": job()}],
+            {"executionPolicy": {"finallyGraceSeconds": 10}},
+            "spec.executionPolicy.finallyGraceSeconds: Invalid value",
+            id="finally-grace-without-deadline",
+        ),
+        pytest.param(
+            [{"name": "a", "template": job()}],
+            {"executionPolicy": {"activeDeadlineSeconds": 20, "finallyGraceSeconds": 20}},
+            "spec.executionPolicy.finallyGraceSeconds: Invalid value: must be less than activeDeadline",
+            id="finally-grace-as-long-as-the-deadline",
+        ),
+        pytest.param(
             [{"name": "a", "template": job(), "retryPolicy": {"backoff": {"duration": "0s"}}}],
             {},
             "must be more than 0s and at most 720h (30 days)",

@@ -60,6 +60,7 @@ class Rig:
     api: FakeApiServer
     controller: Controller
     children: ChildFlows
+    clock: FakeClock
 
     async def spin(self, *keys: str, rounds: int = 4, lag: bool = False) -> None:
         """Reconcile these flows (all when none is named) in turn, the caches catching up after each
@@ -106,7 +107,7 @@ def rig(slots: SlotLimits | None = None) -> Rig:
     api.on_flow_deleted = on_flow_deleted
     api.on_job = controller.on_job_event
     api.on_job_deleted = lambda job: controller.on_job_event(job, deleted=True)
-    return Rig(api, controller, children)
+    return Rig(api, controller, children, clock)
 
 
 def replace_uid(flow: JobFlow, uid: str) -> JobFlow:
@@ -245,6 +246,47 @@ async def test_a_parent_suspends_and_resumes_its_child() -> None:
     suspend(False)
     await r.spin(p.key, child_key)
     assert not r.api.flows[child_key].spec.suspend
+
+
+async def test_at_its_parents_finally_grace_a_child_is_stopped_to_run_its_own_finally_steps() -> None:
+    # Not deleted: the parent's grace point patches the child's stop annotation to RunFinally (under its
+    # UID); the child ends its own steps and runs its finally one, then the parent's step ends for the
+    # grace and the parent's finally step runs; the parent ends DeadlineExceeded.
+    r = rig()
+    r.api.templates[(NS, "t")] = template("t", [job_step("inner"), job_step("tidy", **{"finally": True})])
+    policy = {"activeDeadlineSeconds": 100, "finallyGraceSeconds": 30}
+    p = r.api.create_flow(
+        make_flow(
+            [flow_step("sub"), job_step("cleanup", **{"finally": True})], name="p", execution_policy=policy
+        )
+    )
+    r.api.sync()
+    child_name = job_name("p", "sub", 0)
+    child_key = f"{NS}/{child_name}"
+    await r.spin(p.key, child_key)
+    assert r.steps(child_key)["inner"][0] == "Running"
+    await r.clock.advance(70)
+    await r.spin(p.key, child_key)
+    uid = r.api.flows[child_key].metadata.uid
+    assert r.api.stops == [(child_name, uid, "parent flow p")]
+    assert r.api.flows[child_key].metadata.annotations["workflow.kube-zen.io/stop"] == "RunFinally"
+    assert r.steps(child_key)["inner"][0] == "Failed"
+    assert r.steps(child_key)["tidy"][0] == "Running"
+    assert r.steps(p.key)["sub"][0] == "Running"
+    finish_jobs_of(r, child_name)
+    await r.spin(p.key, child_key)
+    assert r.api.flows[child_key].status.phase == "Failed"
+    assert r.steps(child_key)["tidy"][0] == "Succeeded"
+    sub, said = r.steps(p.key)["sub"]
+    assert sub == "Failed"
+    assert (said or "").startswith("flow deadline: the last 30s of activeDeadlineSeconds (100s)")
+    assert r.steps(p.key)["cleanup"][0] == "Running"
+    finish_jobs_of(r, "p-cleanup")
+    await r.spin(p.key)
+    failed = next(c for c in r.api.flows[p.key].status.conditions if c.type == "Failed")
+    assert (r.api.flows[p.key].status.phase, failed.reason) == ("Failed", "DeadlineExceeded")
+    assert child_key in r.api.flows  # never deleted: it ran its cleanup
+    assert len(r.api.stops) == 1
 
 
 async def test_templates_that_run_each_other_stop_at_the_family_cap_and_cost_only_their_namespace() -> None:

@@ -577,3 +577,37 @@ async def test_a_cron_runs_ttl_is_its_cronjobflows_the_templates_or_none_by_both
     by_controller = merged(raw["spec"], patch)
     assert by_webhook["executionPolicy"]["ttlSecondsAfterFinished"] == ttl
     assert by_controller["executionPolicy"]["ttlSecondsAfterFinished"] == ttl
+
+
+GRACED = from_template(
+    executionPolicy={"backoffLimit": 6, "concurrencyPolicy": "Forbid", "finallyGraceSeconds": 600}
+)
+
+
+@pytest.mark.parametrize(("deadline", "runs"), [(3600, True), (300, False)])
+@pytest.mark.parametrize("rig", [GRACED], indirect=True)
+async def test_a_flows_grace_is_checked_with_its_templates_deadline_at_expansion(
+    rig: Rig, deadline: int, runs: bool
+) -> None:
+    # Admitted unexpanded (its deadline is the template's), the flow is checked merged: under a template
+    # deadline of 300 s its grace of 600 s fails it, naming the field, before anything is written.
+    api = rig.api
+    template = copy.deepcopy(TEMPLATE)
+    template["spec"]["executionPolicy"]["activeDeadlineSeconds"] = deadline
+    api.templates[("team", "build")] = template
+    api.sync()
+    await rig.settle()
+    status = rig.flow.status
+    if runs:
+        policy = rig.flow.spec.execution_policy
+        assert policy is not None
+        assert (policy.active_deadline_seconds, policy.finally_grace_seconds) == (3600, 600)
+        assert status.phase != "Failed"
+        return
+    valid = next(c for c in status.conditions if c.type == "Valid")
+    assert (status.phase, valid.status, valid.reason) == ("Failed", "False", "InvalidSpec")
+    assert (valid.message or "").startswith(
+        "cannot expand the flow: spec.executionPolicy.finallyGraceSeconds: Invalid value: 600: must be less "
+        "than activeDeadlineSeconds"
+    )
+    assert api.job_creates == []

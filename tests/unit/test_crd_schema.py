@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import cel
 import pytest
 import yaml
 from hypothesis import given
@@ -39,8 +40,9 @@ from zen_flow.core import naming
 from zen_flow.core.durations import parse_duration
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
-from zen_flow.validation import limits, outputs, policy, size
+from zen_flow.validation import limits, outputs, policy, size, validate_jobflow
 from zen_flow_dev.testing.examples import all_flow_params
+from zen_flow_dev.testing.flows import flow_manifest, job_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "config" / "crd" / f"{constants.CRD_NAME}.yaml"
@@ -424,6 +426,43 @@ def test_the_step_policy_says_the_finally_rules_as_the_webhook_does() -> None:
     messages = " ".join(" ".join(v["messageExpression"].split()) for v in steps_policy["spec"]["validations"])
     for text in (constants.MANUAL_FINALLY, constants.FLOW_MATRIX, *constants.FINALLY_CROSSING.values()):
         assert text in messages
+
+
+@pytest.mark.parametrize(
+    "grace",
+    [
+        {},
+        {"activeDeadlineSeconds": 10},
+        {"finallyGraceSeconds": 5},
+        {"activeDeadlineSeconds": 10, "finallyGraceSeconds": 5},
+        {"activeDeadlineSeconds": 2, "finallyGraceSeconds": 1},
+        {"activeDeadlineSeconds": 10, "finallyGraceSeconds": 10},
+        {"activeDeadlineSeconds": 10, "finallyGraceSeconds": 11},
+    ],
+)
+@pytest.mark.parametrize("named", [False, True])
+def test_the_crd_rules_on_the_finally_grace_refuse_what_the_validator_refuses_in_its_words(
+    grace: dict[str, Any], named: bool
+) -> None:
+    # Without the webhook the CRD's rules on the spec hold it (the apiserver names the fieldPath). A flow
+    # naming a template (`named`), not expanded yet, is merged with the template's policy first: neither
+    # says anything of it then (the deadline may be the template's); its expansion is checked merged.
+    field = "spec.executionPolicy.finallyGraceSeconds"
+    rules = [
+        r for r in SCHEMA["properties"]["spec"]["x-kubernetes-validations"] if "finallyGrace" in r["rule"]
+    ]
+    assert len(rules) == 2
+    assert all(r["fieldPath"] == ".executionPolicy.finallyGraceSeconds" for r in rules)
+    if named:
+        flow = flow_manifest("f", "default", [], executionPolicy=grace)
+        flow["spec"] = {"templateRef": {"name": "t"}, "executionPolicy": grace}
+    else:
+        flow = flow_manifest("f", "default", [job_step("a")], executionPolicy=grace)
+    spec = flow["spec"]
+    said = [" ".join(r["message"].split()) for r in rules if not cel.evaluate(r["rule"], {"self": spec})]
+    assert said == [e.detail for e in validate_jobflow(flow) if e.path == field]
+    if named:
+        assert said == []
 
 
 def test_no_crd_rule_runs_once_per_step() -> None:

@@ -129,6 +129,50 @@ def test_the_flows_policy_fields_replace_the_templates_one_by_one() -> None:
     }
 
 
+def test_the_finally_grace_comes_from_the_template_or_the_flow_and_is_checked_merged() -> None:
+    tpl = template(executionPolicy={"activeDeadlineSeconds": 3600, "finallyGraceSeconds": 300})
+    kept = expand(flow_spec(), tpl, "team-a").spec
+    assert kept is not None
+    assert kept["executionPolicy"] == {"activeDeadlineSeconds": 3600, "finallyGraceSeconds": 300}
+    own = expand(flow_spec(executionPolicy={"finallyGraceSeconds": 600}), tpl, "team-a").spec
+    assert own is not None
+    assert own["executionPolicy"]["finallyGraceSeconds"] == 600
+    # A flow's shorter deadline under the template's grace: the merged policy is what is refused.
+    short = expand(flow_spec(executionPolicy={"activeDeadlineSeconds": 300}), tpl, "team-a").spec
+    assert short is not None
+    assert [str(e) for e in validate_jobflow(as_flow(short))] == [
+        "spec.executionPolicy.finallyGraceSeconds: Invalid value: 300: must be less than "
+        "activeDeadlineSeconds: it is the last seconds of the flow's deadline, kept for its finally steps"
+    ]
+
+
+def test_a_flow_naming_a_template_may_set_a_grace_the_templates_deadline_bounds() -> None:
+    # Unexpanded, the flow's policy is only a part of the one it runs with: a grace without a deadline of
+    # its own is admitted (without the mutating webhook, by the validating one and the CRD alike; a
+    # CronJobFlow's template too), and the expansion checks the merged policy, naming the field.
+    spec = flow_spec(executionPolicy={"finallyGraceSeconds": 600})
+    assert validate_jobflow(as_flow(spec)) == []
+    cron = {
+        "apiVersion": API,
+        "kind": "CronJobFlow",
+        "metadata": {"name": "nightly", "namespace": "team-a"},
+        "spec": {"schedule": "0 2 * * *", "jobFlowTemplate": {"spec": copy.deepcopy(spec)}},
+    }
+    assert validate_cronjobflow(cron) == []
+    long = expand(spec, template(executionPolicy={"activeDeadlineSeconds": 3600}), "team-a").spec
+    assert long is not None
+    assert validate_jobflow(as_flow(long)) == []
+    for policy in ({"activeDeadlineSeconds": 300}, {}):
+        merged = expand(spec, template(executionPolicy=policy), "team-a").spec
+        assert merged is not None
+        [error] = validate_jobflow(as_flow(merged))
+        assert str(error).startswith("spec.executionPolicy.finallyGraceSeconds: Invalid value: 600: ")
+    # A flow with steps of its own is checked whole, as before.
+    own = {"steps": [{"name": "a", "template": JOB}], "executionPolicy": spec["executionPolicy"]}
+    [error] = validate_jobflow(as_flow(own))
+    assert "needs activeDeadlineSeconds" in str(error)
+
+
 def test_a_policy_field_at_its_schema_default_leaves_the_templates_value() -> None:
     # The apiserver writes the CRD's defaults into every flow before any webhook sees it: 6 and Forbid
     # are what every flow without its own values carries.

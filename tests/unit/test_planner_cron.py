@@ -327,6 +327,13 @@ def test_a_run_with_no_time_at_all_sorts_oldest_instead_of_failing() -> None:
     assert [a.name for a in plan.actions if isinstance(a, DeleteRun)] == ["renamed"]
 
 
+def test_a_run_carries_the_templates_finally_grace() -> None:
+    policy = {"activeDeadlineSeconds": 3600, "finallyGraceSeconds": 300}
+    own = cron(jobFlowTemplate={"spec": {**TEMPLATE_SPEC, "executionPolicy": policy}})
+    spec: Any = build_run(own, at(0, 0))["spec"]
+    assert spec["executionPolicy"] == {**policy, "ttlSecondsAfterFinished": RUN_TTL_SECONDS}
+
+
 def test_a_run_is_kept_by_the_history_limits_not_the_jobflow_default_ttl() -> None:
     # The JobFlow default TTL (a day, written by the webhook or the CRD) would delete the one run a
     # @weekly schedule keeps six days before the next; a run gets "never" unless its template says.

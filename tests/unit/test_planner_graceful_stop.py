@@ -662,9 +662,10 @@ def test_a_blank_stopped_by_is_an_unrecorded_user_in_later_plans_too() -> None:
     assert failed_condition(sim) == ("Stopped", "stopped by an unrecorded user")
 
 
-def test_removing_the_request_during_the_finally_steps_ends_the_flow_on_the_stopped_step() -> None:
-    # The other steps stay stopped and the finally steps go on; with no request left, the flow ends as its
-    # steps did: the stopped step failed it (StepFailed), as API.md says.
+def test_removing_the_request_during_the_finally_steps_still_ends_the_flow_stopped() -> None:
+    # The other steps stay stopped and the finally steps go on; the stop ended them, so the flow ends
+    # Stopped, as its steps' messages say, with no request left (before: StepFailed "step test failed:
+    # stopped by alice").
     sim = flow()
     to_the_gate(sim)
     stop(sim)
@@ -672,9 +673,28 @@ def test_removing_the_request_during_the_finally_steps_ends_the_flow_on_the_stop
     sim.annotate(ANNOTATION_STOP, None)
     result = sim.reconcile()
     assert not [a for a in result.actions if isinstance(a, DeleteJob)]
+    assert (sim.flow.status.message or "").startswith("stopped by alice;")
     run(sim, by_step(sim, {}))
     assert phases(sim)["notify"] == "Succeeded"
-    assert failed_condition(sim) == ("StepFailed", "step test failed: stopped by alice")
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+
+
+def test_removing_a_graceful_stop_that_only_skipped_steps_does_not_end_the_flow_succeeded() -> None:
+    # alice's graceful stop skipped the waiting gate and the step after it: nothing failed. Removed while
+    # the finally step runs, the flow ended Succeeded "1 step succeeded, 2 skipped", its work never done.
+    steps = [manual_step("gate"), job_step("after", "gate"), job_step("cleanup", **ON_FAILURE)]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    sim.advance(5)
+    stop(sim)
+    sim.reconcile()
+    sim.reconcile()
+    assert phases(sim) == {"gate": "Skipped", "after": "Skipped", "cleanup": "Running"}
+    sim.annotate(ANNOTATION_STOP, None)
+    sim.annotate(ANNOTATION_STOPPED_BY, None)
+    run(sim, by_step(sim, {}))
+    assert phases(sim)["cleanup"] == "Succeeded"
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
 
 
 def test_a_lost_write_of_a_stop_now_after_a_finally_step_failed_says_only_the_stop() -> None:

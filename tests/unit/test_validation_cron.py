@@ -131,6 +131,18 @@ def test_template_approval_annotations_pass_the_jobflow_create_rules(step: str, 
     ]
 
 
+def test_a_finally_grace_in_the_template_is_checked_under_its_own_path() -> None:
+    obj = cron()
+    policy = {"activeDeadlineSeconds": 60, "finallyGraceSeconds": 60}
+    obj["spec"]["jobFlowTemplate"]["spec"]["executionPolicy"] = policy
+    assert problems(obj) == [
+        "spec.jobFlowTemplate.spec.executionPolicy.finallyGraceSeconds: Invalid value: 60: must be less than "
+        "activeDeadlineSeconds: it is the last seconds of the flow's deadline, kept for its finally steps"
+    ]
+    policy["finallyGraceSeconds"] = 10
+    assert problems(obj) == []
+
+
 def test_the_name_leaves_room_for_the_run_suffix() -> None:
     obj = cron()
     obj["metadata"]["name"] = "a" * 55

@@ -63,6 +63,8 @@ def exit_rule(*values: int, operator: str = "In", action: str = "FailJob", **ext
         {"priority": -1000, "parallelism": 2},
         {"podPendingTimeoutSeconds": 1},
         {"podPendingTimeoutSeconds": 86400},
+        {"activeDeadlineSeconds": 3600, "finallyGraceSeconds": 300},
+        {"activeDeadlineSeconds": 2, "finallyGraceSeconds": 1},
     ],
 )
 def test_valid_execution_policies(policy: dict[str, Any]) -> None:
@@ -124,6 +126,25 @@ def test_valid_execution_policies(policy: dict[str, Any]) -> None:
         ),
         ({"jobRetention": "Last"}, "jobRetention", E.NOT_SUPPORTED, '"All", "LastAttempt"'),
         ({"jobRetention": 1}, "jobRetention", E.INVALID, "must be a string"),
+        ({"finallyGraceSeconds": 300}, "finallyGraceSeconds", E.INVALID, "needs activeDeadlineSeconds"),
+        (
+            {"activeDeadlineSeconds": 300, "finallyGraceSeconds": 301},
+            "finallyGraceSeconds",
+            E.INVALID,
+            "must be less than activeDeadlineSeconds: it is",
+        ),
+        (
+            {"activeDeadlineSeconds": 300, "finallyGraceSeconds": 0},
+            "finallyGraceSeconds",
+            E.INVALID,
+            "greater than 0",
+        ),
+        (
+            {"activeDeadlineSeconds": 300, "finallyGraceSeconds": "5m"},
+            "finallyGraceSeconds",
+            E.INVALID,
+            "must be an integer",
+        ),
     ],
 )
 def test_invalid_execution_policies(policy: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
@@ -133,6 +154,23 @@ def test_invalid_execution_policies(policy: dict[str, Any], path: str, kind: Err
 def test_a_parallelism_of_zero_is_refused_naming_the_field() -> None:
     error = assert_error(with_policy({"parallelism": 0}), f"{EP}.parallelism", E.INVALID)
     assert str(error) == "spec.executionPolicy.parallelism: Invalid value: 0: must be at least 1"
+
+
+def test_a_finally_grace_as_long_as_the_deadline_is_refused_naming_the_field() -> None:
+    flow = with_policy({"activeDeadlineSeconds": 300, "finallyGraceSeconds": 300})
+    error = assert_error(flow, f"{EP}.finallyGraceSeconds", E.INVALID)
+    assert str(error) == (
+        "spec.executionPolicy.finallyGraceSeconds: Invalid value: 300: must be less than "
+        "activeDeadlineSeconds: it is the last seconds of the flow's deadline, kept for its finally steps"
+    )
+
+
+def test_a_finally_grace_without_a_deadline_is_refused_naming_the_field() -> None:
+    error = assert_error(with_policy({"finallyGraceSeconds": 60}), f"{EP}.finallyGraceSeconds", E.INVALID)
+    assert str(error) == (
+        "spec.executionPolicy.finallyGraceSeconds: Invalid value: 60: needs activeDeadlineSeconds: it is "
+        "the last seconds of the flow's deadline, kept for its finally steps"
+    )
 
 
 def test_both_ttl_strategy_errors_are_reported_each_naming_its_field() -> None:

@@ -52,6 +52,28 @@ def test_a_spec_without_artifacts_is_not_decoded_for_warnings() -> None:
     assert not spec_may_warn(None)
 
 
+def graced(*, final: bool) -> dict[str, Any]:
+    flow = base_flow()
+    flow["spec"]["executionPolicy"] = {"activeDeadlineSeconds": 3600, "finallyGraceSeconds": 300}
+    if final:
+        flow["spec"]["steps"].append({**copy.deepcopy(step(flow, "a")), "name": "cleanup", "finally": True})
+        del flow["spec"]["steps"][-1]["outputs"]
+    return flow
+
+
+def test_a_finally_grace_without_a_finally_step_draws_a_warning() -> None:
+    # Admitted (the flow keeps its deadline), but the grace keeps time for nothing.
+    flow = graced(final=False)
+    assert spec_may_warn(json.dumps(flow["spec"]).encode())
+    assert flow_warnings(flow) == [
+        "spec.executionPolicy.finallyGraceSeconds: the flow has no finally step, so no time of its deadline "
+        "is kept for one: it changes nothing (the deadline stops the flow at activeDeadlineSeconds)"
+    ]
+    created = validate_review(review(flow))["response"]
+    assert created["allowed"] is True
+    assert flow_warnings(graced(final=True)) == []
+
+
 def test_the_webhook_warns_on_a_new_spec_not_on_an_update_that_keeps_it() -> None:
     flow = kept_nowhere()
     created = validate_review(review(flow))["response"]

@@ -22,7 +22,12 @@ from datetime import datetime
 from typing import Any
 
 from zen_flow.api import Job, JobFlow, JobFlowSpec, JobFlowStatus
-from zen_flow.api.constants import ANNOTATION_SUSPENDED_BY_PARENT
+from zen_flow.api.constants import (
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
+    ANNOTATION_SUSPENDED_BY_PARENT,
+    STOP_RUN_FINALLY,
+)
 from zen_flow.api.job import JOB
 from zen_flow.api.meta import Condition, ObjectMeta
 from zen_flow.api.pod import Pod
@@ -67,6 +72,7 @@ class FakeApiServer:
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
         self.refused: list[str] = []  # "409 Conflict" / "409 AlreadyExists", in order
         self.suspends: list[tuple[str, bool, str]] = []  # child suspend patches: (name, suspend, uid)
+        self.stops: list[tuple[str, str, str]] = []  # child stop patches: (name, uid, stopped-by)
         self.events: list[tuple[str, str, str]] = []
         self.children_refused: list[tuple[str, str, str]] = []  # `child_refused`: (parent uid, name, why)
         self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
@@ -273,6 +279,15 @@ class FakeApiServer:
             )
 
         self.update_flow(key, patch)
+
+    async def stop_flow(self, namespace: str, name: str, uid: str, by: str) -> None:
+        """The merge patch of `Cluster.stop_flow` (no webhook: stopped-by as sent), under its UID."""
+        self.stops.append((name, uid, by))
+        key, stop = f"{namespace}/{name}", {ANNOTATION_STOP: STOP_RUN_FINALLY, ANNOTATION_STOPPED_BY: by}
+        if (flow := self.flows.get(key)) is not None and flow.metadata.uid != uid:
+            raise conflict(name)
+        self.update_flow(key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+            update={"annotations": {**f.metadata.annotations, **stop}})}))  # fmt: skip
 
     def child_refused(self, owner_uid: str, namespace: str, name: str, why: str) -> None:
         self.children_refused.append((owner_uid, name, why))

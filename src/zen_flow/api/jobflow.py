@@ -57,6 +57,8 @@ class ExecutionPolicy(Model):
     job_retention: str | None = None  # JobRetention; None: All
     backoff_limit: int | None = None
     active_deadline_seconds: int | None = None
+    # The last seconds of activeDeadlineSeconds kept for the finally steps (planner/grace.py); None: none.
+    finally_grace_seconds: int | None = None
     pod_failure_policy: PodFailurePolicy | None = None
     parallelism: int | None = None  # at most this many Job steps run at once; None: no limit
     # The rank among its namespace's flows waiting for a slot (planner/slots.py): higher first; None: 0.

@@ -38,6 +38,7 @@ class JobApi(Protocol):
     async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str: ...
     async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
     async def suspend_flow(self, namespace: str, name: str, suspend: bool, uid: str) -> None: ...
+    async def stop_flow(self, namespace: str, name: str, uid: str, by: str) -> None: ...
 
 
 class JobNameTaken(ApiError):
@@ -215,6 +216,13 @@ class PlanExecutor:
                 with contextlib.suppress(NotFound, Conflict):
                     await self._api.suspend_flow(ns, action.name, action.suspend, action.uid)
                 log.info("child flow suspended" if action.suspend else "child flow resumed", flow=action.name)
+            if isinstance(action, planner.StopChild):
+                # Its parent's finally grace: it runs its own finally steps (gone, or another's: as above).
+                with contextlib.suppress(NotFound, Conflict):
+                    await self._api.stop_flow(
+                        ns, action.name, action.uid, f"parent flow {flow.metadata.name}"
+                    )
+                log.info("child flow stopped to run its finally steps", flow=action.name)
             if isinstance(action, planner.DeleteFlow):
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
                     await self._api.delete_flow(ns, flow.metadata.name, uid)

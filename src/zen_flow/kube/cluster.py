@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zen_flow.api import Job
+from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, STOP_RUN_FINALLY
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.api.pod import Pod
 from zen_flow.kube.errors import NotFound
@@ -84,6 +85,13 @@ class Cluster:
         """Set a flow's spec.suspend (a merge patch). `NotFound` if it is gone, `Conflict` if the name now
         belongs to another JobFlow than `uid`'s."""
         await self._flows.set_suspend(namespace, name, suspend, uid)
+
+    async def stop_flow(self, namespace: str, name: str, uid: str, by: str) -> None:
+        """Ask a flow to stop and run its finally steps: its stop annotation `RunFinally`, stopped-by `by`
+        (a merge patch). `NotFound` if it is gone, `Conflict` if the name now belongs to another JobFlow
+        than `uid`'s."""
+        stop = {ANNOTATION_STOP: STOP_RUN_FINALLY, ANNOTATION_STOPPED_BY: by}
+        await self._flows.annotate(namespace, name, stop, uid)
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""

@@ -11,6 +11,7 @@ from zen_flow.planner.actions import (
     MemoLookup,
     Plan,
     SaveMemo,
+    StopChild,
     SuspendChild,
 )
 from zen_flow.planner.artifacts import ArtifactOptions
@@ -86,6 +87,7 @@ __all__ = [
     "SaveMemo",
     "SlotBook",
     "SlotLimits",
+    "StopChild",
     "SuspendChild",
     "adoptable",
     "as_job",

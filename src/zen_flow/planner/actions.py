@@ -79,7 +79,18 @@ class SuspendChild:
     uid: str = ""
 
 
-Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild
+@dataclass(frozen=True)
+class StopChild:
+    """Ask a child flow to stop and run its finally steps (`workflow.kube-zen.io/stop: RunFinally`): its
+    parent's finally grace has come (planner.finale). Its Flow step runs on until the child ends; the
+    parent's deadline deletes it if it still runs then. `uid`: the child's, the patch's precondition."""
+
+    name: str
+    step: str
+    uid: str = ""
+
+
+Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild | StopChild
 
 
 @dataclass(frozen=True)

@@ -188,8 +188,8 @@ class _Planner(Starts):
             phase = FlowPhase.PENDING
         else:
             phase = FlowPhase.RUNNING
-        if self.stopping is not None and self.stop_took_effect():
-            return phase, self.stopping, REASON_STOPPED  # the finally steps run, then it fails Stopped
+        if (cut := self.cut_off()) is not None:
+            return phase, *cut  # a graceful stop or the grace: the finally steps run, then it fails so
         return phase, self.failure or self.final_failure, REASON_STEP_FAILED
 
     def ended(self) -> tuple[FlowPhase, str | None, str] | None:
@@ -200,13 +200,9 @@ class _Planner(Starts):
             # This plan found a Job the replacement or the deadline deleted (`own_delete`): the flow ends
             # as the plan that deleted it did, its write lost, not as its steps did since.
             return FlowPhase.FAILED, *self.ended_for
-        if self.stop_reason is not None and self.stop_took_effect():
-            # A stop that ended a step (a graceful one, or one whose write was lost) ends the flow Stopped,
-            # whatever its finally steps did; after a graceful stop, a failed one is said too (a stop now
-            # says only the stop, here as in `conclude`, whose write this plan may be making again).
-            graceful = self.stopping is not None and self.final_failure
-            said = f"{self.stop_reason}; {self.final_failure}" if graceful else self.stop_reason
-            return FlowPhase.FAILED, said, REASON_STOPPED
+        if (early := self.ended_early()) is not None:
+            # A stop or the finally grace ended a step (planner.finale): Stopped or DeadlineExceeded.
+            return early
         statuses = self.works.statuses()
         final = self.final
         failed = next((s for s in statuses if s.phase == StepPhase.FAILED and s.name not in final), None)
@@ -246,6 +242,7 @@ class _Planner(Starts):
                 self.wakeups.append(deadline)
         elif not self.deadline_passed and (deadline := self._deadline()) is not None:
             self.wakeups.append(deadline)
+        self.wake_for_grace()
         phase, failure, reason = self.conclude()
         if not phase.terminal:  # a suspended parent suspends its running children, a resumed one resumes them
             self.actions.extend(suspensions(self.flow, self.moving.values(), self.jobs))
@@ -292,6 +289,8 @@ class _Planner(Starts):
                 events = (*events, EventSpec(NORMAL, FLOW_LOCK_EVENT, said))
         if self.stopping is not None:
             events = self.announce_stop(events, phase)
+        if self.closing is not None:
+            events = self.announce_grace(events)
         if phase.terminal:
             # Nothing of its own runs on behind an ended flow: a Job no step records (a lost write's that
             # nothing took over, one someone else made for a step that never started) is deleted too.

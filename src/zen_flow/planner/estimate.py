@@ -9,7 +9,9 @@ until their expected end) only when its matrix has one of its M free too. An ite
 leaves the flow's slot to a later step that can start; 256 items of a minute under parallelism 4 are
 expected in about 64 minutes, not one. There is no estimate (the field is absent) while nothing has
 succeeded yet, while the flow is not Running, or while an approval gate is still open: a human's wait
-cannot be predicted.
+cannot be predicted. Under `executionPolicy.finallyGraceSeconds` (planner.grace) the steps that are not
+finally are expected to end by the grace point at the latest, the finally steps to start then, and the
+flow to end by its deadline at the latest.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from datetime import datetime, timedelta
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.planner.grace import grace_of
 from zen_flow.planner.parallelism import item_limits, parallelism_of
 from zen_flow.planner.shape import Shape, shape_of
+from zen_flow.planner.timing import after
 
 _TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED})
 
@@ -46,8 +50,16 @@ def estimate_completion(
         return None
     # A finished step finished when it did; the others when they are expected to (`_Run`).
     finish = {s.name: s.completion_time or now for s in steps if s.phase in _TERMINAL}
-    _Run(shape, status, finish, mean, now, flow).run()
-    return max(finish.values(), default=now).replace(microsecond=0)
+    start = flow.status.start_time
+    bounds = grace_of(flow.spec.execution_policy) if shape.final and start is not None else None
+    if bounds is None or start is None:
+        _Run(shape, status, finish, mean, now, flow).run()
+        return max(finish.values(), default=now).replace(microsecond=0)
+    # The grace ends the other steps at its point: the finally steps start then, and the deadline ends all.
+    cut = max(after(start, bounds[0] - bounds[1]), now)
+    _Run(shape, status, finish, mean, now, flow, cut).run()
+    ends = (t if name in shape.final else min(t, cut) for name, t in finish.items())
+    return min(max(ends, default=now), max(after(start, bounds[0]), now)).replace(microsecond=0)
 
 
 class _Run:
@@ -71,8 +83,10 @@ class _Run:
         mean: timedelta,
         now: datetime,
         flow: JobFlow,
+        cut: datetime | None = None,
     ) -> None:
         self.shape, self.status, self.finish, self.mean, self.now = shape, status, finish, mean, now
+        self.cut = cut  # the finally grace's point: the other steps end then at the latest
         self.limit = parallelism_of(flow)
         self.items = item_limits(flow)
         self.held = self.limit is not None or bool(self.items)
@@ -112,7 +126,11 @@ class _Run:
         self.play()
 
     def take(self, name: str, end: datetime) -> None:
-        """`name` runs until `end`, holding a slot of the flow's and of its matrix's."""
+        """`name` runs until `end`, holding a slot of the flow's and of its matrix's; a step that is not
+        finally gives its slots back by the grace point at the latest (`cut`): the grace ends it then, and
+        a finally step waiting for a slot starts."""
+        if self.cut is not None and name not in self.shape.final:
+            end = max(min(end, self.cut), self.t)
         item = self.items.get(name)
         group = (item.group or "") if item is not None else ""
         heapq.heappush(self.ends, (end, group))
@@ -181,6 +199,8 @@ class _Run:
         """Every step that is not finally has its expected finish: the finally steps may be ready."""
         final = self.shape.final
         self.main_end = max((t for n, t in self.finish.items() if n not in final), default=self.now)
+        if self.cut is not None:
+            self.main_end = min(self.main_end, self.cut)
         settled: list[str] = []
         for name in self.deferred:
             settled.extend(self.arrive(name))

@@ -21,6 +21,16 @@ Every plan does it again from the flow and its Jobs: after a lost status write o
 steps are ended again (their Jobs gone: `PlanState.own_delete`), never started again, and the finally
 steps' Jobs are taken over (`adopt`), never created twice. A stop, a graceful stop escalated to one, a
 replacement or the flow deadline ends everything at once (`conclude`).
+
+The finally grace (`executionPolicy.finallyGraceSeconds`, planner.grace) is a graceful stop the clock
+asks for: from its point on, every plan ends the other steps here as the graceful stop does, with its
+own message, and the flow ends DeadlineExceeded; what it ended is read back from the steps' messages. A
+Flow step's running child is stopped gracefully instead of deleted (`stop_child`), so its own finally
+steps run; the step, and the finally steps after it, wait for the child to end (the deadline deletes it).
+
+What a graceful stop or the grace ended stays ended, and decides how the flow ends (`cut_off`), even once
+the request is removed or the policy edited: the flow ends Stopped or DeadlineExceeded, never as if those
+steps had run (a flow whose stop or grace only skipped steps would otherwise end Succeeded).
 """
 
 from __future__ import annotations
@@ -29,11 +39,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.job import Job
 from zen_flow.core.expressions import WhenContext
-from zen_flow.planner.actions import DeleteJob
+from zen_flow.planner.actions import DeleteJob, EventSpec, StopChild
+from zen_flow.planner.children import ChildFlowJob
+from zen_flow.planner.events import WARNING
+from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
+from zen_flow.planner.interventions import STOPPED_MESSAGES, stop_request
 from zen_flow.planner.observation import Observation
-from zen_flow.planner.status import COMMIT_WAIT
-from zen_flow.planner.steps import StepWork
+from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
+from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
 
 
 class Finale(Observation):
@@ -43,14 +58,20 @@ class Finale(Observation):
     def close_main(self) -> bool:
         """Have all the steps that are not finally ended, so that the finally steps may start? Under
         fail-fast, once none of them runs, those that would never start end here (Skipped), so the
-        finally steps start in this same plan; under a graceful stop, all of them end here at once. A
-        stop, a replacement or the flow deadline ends everything at once (`conclude`): no finally step
-        starts after them."""
+        finally steps start in this same plan; under a graceful stop or the finally grace, all of them
+        end here at once. A stop, a replacement or the flow deadline ends everything at once
+        (`conclude`): no finally step starts after them."""
         if self.stopped is not None or self.deadline_passed or self.group.replaced is not None:
             return False
         final = self.final
-        if self.stopping is not None:
-            self.stop_all(self.stopping, spare_final=True)
+        # The grace alone, once its point has come: a graceful stop seen with it (a backlog, the grace's
+        # write lost) ends nothing more, as one that came after the write. One that came before the point
+        # ended the other steps then: the grace finds nothing left (and the flow ends Stopped).
+        ending = self.closing or self.stopping
+        if ending is not None:
+            self.stop_all(ending, spare_final=True)
+            if not self.final_outcome_known():
+                return False  # a child flow runs its own finally steps first (`stop_child`)
         elif not self.final_outcome_known():
             if self.failure is None:
                 return False
@@ -62,7 +83,7 @@ class Finale(Observation):
             for name, w in self.moving.items():
                 if name not in final and not w.terminal:
                     w.drop(self.now, "the flow failed")
-        failed = self.main_failed or (self.stopping is not None and self.stop_took_effect())
+        failed = self.main_failed or self.cut_off() is not None
         outcome = FlowPhase.FAILED if failed else FlowPhase.SUCCEEDED
         self.final_context = replace(
             self.when_context, flow={**self.when_context.flow, "outcome": outcome.value}
@@ -103,7 +124,92 @@ class Finale(Observation):
             if w.phase == StepPhase.RUNNING:
                 name = w.job_ref.name if w.job_ref is not None else ""
                 job = self.jobs.get(name)
+                if reason == self.closing and self.stop_child(w, job):
+                    continue
                 if job is not None and not job.finished and not job.deleting:
                     self.actions.append(DeleteJob(name, w.name, job_reason or reason))
             self.end_now(w, reason)
             self.stop_acted |= reason == self.stop_reason
+            self.grace_acted |= reason == self.closing
+
+    def stop_child(self, w: StepWork, job: Job | None) -> bool:
+        """At the grace point a Flow step's running child is not deleted but stopped gracefully (its
+        `workflow.kube-zen.io/stop: RunFinally`, unless a stop is set on it already), so that its own
+        finally steps run too, in what is left of the parent's deadline, which deletes it if it still runs
+        then. The step runs on until the child ends, then ends for the grace (planner.observation), and
+        the parent's finally steps start after it."""
+        if not w.spec.is_flow or not isinstance(job, ChildFlowJob) or job.flow is None:
+            return False
+        if job.finished or job.deleting:
+            return False
+        if stop_request(job.child) is None:
+            self.actions.append(StopChild(job.metadata.name, w.name, job.metadata.uid))
+            self.grace_acted = True
+        self.grace_held = True
+        return True
+
+    def cut_off(self) -> tuple[str, str] | None:
+        """Why the steps that are not finally were ended before their time in this run, and the flow's
+        Failed reason: a graceful stop (or a stop now: Stopped), or the finally grace (DeadlineExceeded),
+        by this plan or one before it (`said_before`). One taken back since (the request removed, the
+        policy edited) still counts, said as it was written: those steps stay ended. A stop that ended
+        a step comes first; the grace then had nothing left to end."""
+        stored = bool(self.final) and self.final_outcome_known()  # only then did one end them all
+        if self.stop_acted or (stored and self.said_before(stop=True) is not None):
+            return self.stop_reason or self.said_before(stop=True) or "", REASON_STOPPED
+        if self.grace_acted or self.grace_held or (stored and self.said_before(stop=False) is not None):
+            return self.closing or self.said_before(stop=False) or "", REASON_DEADLINE
+        return None
+
+    def ended_early(self) -> tuple[FlowPhase, str, str] | None:
+        """How a flow whose steps have all ended ends when a stop or the grace cut it off (`cut_off`),
+        whatever its finally steps did; a failed one is said too, but after a stop now (the stop only:
+        as in `conclude`, whose write this plan may be making again)."""
+        cut = self.cut_off()
+        if cut is None:
+            return None
+        said, reason = cut
+        if self.final_failure and not (reason == REASON_STOPPED and self.stopped is not None):
+            said = f"{said}; {self.final_failure}"
+        return FlowPhase.FAILED, said, reason
+
+    def stopped_before(self) -> bool:
+        """Had a stop ended a step of this run before this plan (`said_before`)?"""
+        return self.said_before(stop=True) is not None
+
+    def grace_before(self) -> bool:
+        """Had the grace ended a step of this run before this plan (`said_before`)?"""
+        return self.said_before(stop=False) is not None
+
+    def said_before(self, *, stop: bool) -> str | None:
+        """What a stop (`stop`) or the finally grace said when it ended a step of this run before this
+        plan, read back from the stored messages (`ended_in_run`; None: it ended none). For a stop, a
+        finally step counts too: one whose Job a stop now deleted before its value changed to RunFinally;
+        the grace never ends one, and a finally step whose message happens to begin the same way (a
+        child flow's words) is no sign of it. What an earlier run wrote into a step a partial rerun kept
+        does not count: this stop may have stopped nothing."""
+        if stop not in self._said:
+            began, final = self.flow.status.start_time, self.final
+            prefixes = STOPPED_MESSAGES if stop else GRACE_MESSAGES
+            found = (
+                s.message or ""
+                for s in self.works.settled()
+                if (stop or s.name not in final) and ended_in_run(s, began, prefixes)
+            )
+            self._said[stop] = cause_of(message) if (message := next(found, None)) is not None else None
+        return self._said[stop]
+
+    def wake_for_grace(self) -> None:
+        """Wake the flow at its grace point too (the deadline's wake-up is `run`'s), until it has come."""
+        if self.final and self.closing is None and self.start_time is not None:
+            point = grace_point(self.flow.spec.execution_policy, self.start_time)
+            if point is not None and point > self.now:
+                self.wakeups.append(point)
+
+    def announce_grace(self, events: tuple[EventSpec, ...]) -> tuple[EventSpec, ...]:
+        """One Warning event by the plan whose grace ended the other steps (a status diff cannot tell:
+        the flow is Running before and after; its end says FlowDeadlineExceeded)."""
+        if not self.grace_acted or self.grace_before():
+            return events
+        said = f"{self.closing}: the other steps were stopped, the finally steps run, then the flow fails"
+        return (*events, EventSpec(WARNING, GRACE_EVENT, said))

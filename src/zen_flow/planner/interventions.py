@@ -73,12 +73,11 @@ from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED, listing
-from zen_flow.planner.steps import NO_DECISION, NOT_STARTED
+from zen_flow.planner.steps import NO_DECISION, NOT_STARTED, ended_early, ended_in_run
 
 STOP_MARK = "stopped by "
-# How the message of a step a stop ended begins: a running or retrying one (Failed), one that had not
-# started, a gate that waited for a decision (Skipped: StepWork.drop).
-_STOPPED_MESSAGES = (STOP_MARK, NOT_STARTED + STOP_MARK, NO_DECISION + STOP_MARK)
+# How the message of a step a stop ended begins (`ended_early`).
+STOPPED_MESSAGES = ended_early(STOP_MARK)
 # The Failed reasons of a flow ended from outside its steps, and how the message of a step it left unrun
 # begins (StepWork.drop): such a step never had its turn, and a rerun gives it (`unrun_steps`).
 _ENDED_FROM_OUTSIDE = frozenset({REASON_STOPPED, REASON_DEADLINE, REASON_REPLACED})
@@ -103,26 +102,15 @@ def runs_finally(flow: JobFlow) -> bool:
 
 
 def stopped_in_run(step: StepStatus, run_start: datetime | None) -> bool:
-    """Did a stop end this step in the current run (`stopped_by_request`, and it ended no earlier than
-    the run began: `run_start`, the status's startTime, which a rerun resets)? A step a partial rerun
-    kept (Failed with continueOnFailure, not named) keeps what an earlier stop wrote; it ended before
-    the rerun. Any user's stop counts: changing the value (RunFinally to true) writes a new stopped-by.
-    (An earlier stop in the very second the rerun started its first step cannot be told apart: the
-    times are whole seconds.)"""
-    if not stopped_by_request(step):
-        return False
-    return run_start is None or (step.completion_time is not None and step.completion_time >= run_start)
+    """Did a stop end this step in the current run (`ended_in_run`)? Any user's stop counts: changing
+    the value (RunFinally to true) writes a new stopped-by."""
+    return ended_in_run(step, run_start, STOPPED_MESSAGES)
 
 
 def stopped_by_request(step: StepStatus) -> bool:
-    """Did a stop end this step? No other message begins so: Job failures say `Job failed` or `attempt
-    N failed`, skips say which dependency or condition."""
-    message = step.message
-    return (
-        message is not None
-        and step.phase in (StepPhase.FAILED, StepPhase.SKIPPED)
-        and message.startswith(_STOPPED_MESSAGES)
-    )
+    """Did a stop end this step, in any run? No other message begins so: Job failures say `Job failed`
+    or `attempt N failed`, skips say which dependency or condition."""
+    return ended_in_run(step, None, STOPPED_MESSAGES)
 
 
 # status.audit.retries[].id holds at most this many characters (the CRD's maxLength).

@@ -108,12 +108,14 @@ class Observation(PodWatch):
             return
         if job.failed and w.spec.is_flow:  # its child failed (or was refused): the child's words
             cond = job.condition(JOB_FAILED)
-            self.attempt_failed(
-                w,
-                (cond.message if cond is not None else None) or f"child flow {name} failed",
-                # A user stopped the child itself: what they asked for, not a failure to retry.
-                final=cond is not None and cond.reason == CHILD_STOPPED_REASON,
-            )
+            said = (cond.message if cond is not None else None) or f"child flow {name} failed"
+            # A user stopped the child itself: what they asked for, not a failure to retry.
+            stopped = cond is not None and cond.reason == CHILD_STOPPED_REASON
+            if stopped and self.closing is not None and not w.spec.is_finally:
+                self.end_now(w, f"{self.closing}; {said}")  # the grace stopped it (finale.stop_child)
+                self.grace_held = True
+                return
+            self.attempt_failed(w, said, final=stopped)
             return
         if job.failed:
             if explains_failure(w.spec) and name not in self.messages:

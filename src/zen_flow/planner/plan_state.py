@@ -19,7 +19,8 @@ from zen_flow.planner.actions import Action, CreateResource, MemoAnswer, MemoLoo
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
-from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request, stopped_in_run
+from zen_flow.planner.grace import closing
+from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -133,7 +134,9 @@ class PlanState:
         # the flow ends when that was a replacement or the deadline (message, reason).
         self.cut_short: set[str] = set()
         self.ended_for: tuple[str, str] | None = None
-        self._stopped_before: bool | None = None
+        # What a graceful stop (True) or the finally grace (False) said when it ended a step of this run
+        # before this plan, read once from the stored status (planner.finale: `said_before`).
+        self._said: dict[bool, str | None] = {}
         self._main_ended_before: bool | None = None
         # Steps this plan ended by their timeout (a gate's wait, a Job's run), and the steps it ended on
         # their account: none of their dependents starts in this plan (`Observation.after_timeout`).
@@ -183,6 +186,13 @@ class PlanState:
         self.active_deadline = policy.active_deadline_seconds if policy is not None else None
         self.start_time = flow.status.start_time
         self.deadline_passed = self._deadline_passed()
+        # Why the steps that are not finally end now, the flow's finally grace having come (planner.grace:
+        # as under a graceful stop), in a flow with finally steps; did this plan end one for it?
+        self.closing = closing(policy, self.start_time, now) if shape.final else None
+        self.grace_acted = False
+        # Does a Flow step run on for the grace, its child stopping gracefully (planner.finale), or did
+        # one end so in this plan?
+        self.grace_held = False
         arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
         self.arguments = {a.name: a.value for a in arguments}
         self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
@@ -259,11 +269,12 @@ class PlanState:
     def own_delete(self, w: StepWork) -> str | None:
         """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
         this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
-        deadline, a graceful stop. Then that delete's status write was lost (a 409, a restart): `w` ends
-        as the plan that deleted it ended it, and the flow as it did (`ended_for`, `stop_acted`). Under a
-        graceful stop a finally step counts too: its Job was deleted by a stop now whose value was then
-        changed to RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the
-        same way: the flow is being stopped)."""
+        deadline, the finally grace (planner.grace; not a finally step's), a graceful stop. Then that
+        delete's status write was lost (a 409, a restart): `w` ends as the plan that deleted it ended it,
+        and the flow as it did (`ended_for`, `stop_acted`, `grace_acted`). Under a graceful stop a
+        finally step counts too: its Job was deleted by a stop now whose value was then changed to
+        RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the same way:
+        the flow is being stopped)."""
         if self.stopped is not None:
             self.stop_acted = True
             return self.stopped
@@ -273,6 +284,12 @@ class PlanState:
         if self.deadline_passed:
             self.ended_for = self.deadline_message(), REASON_DEADLINE
             return DEADLINE_EXCEEDED
+        if self.closing is not None and not w.spec.is_finally:
+            # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
+            # stop came before or after it, as with the write kept (a stop seen after the point ends
+            # nothing more).
+            self.grace_acted = True
+            return self.closing
         if self.stopping is not None:
             self.stop_acted = True
             return self.stopping
@@ -294,15 +311,6 @@ class PlanState:
             w.drop(self.now, why)
         self.main_failed |= not w.spec.is_finally
 
-    def stopped_before(self) -> bool:
-        """Had a stop ended a step of this run before this plan (its message says so: `stopped_in_run`)?
-        A finally step too: one whose Job a stop now deleted before its value changed to RunFinally. What
-        an earlier stop wrote into a step a rerun kept does not count: this stop may have stopped nothing."""
-        if self._stopped_before is None:
-            began = self.flow.status.start_time
-            self._stopped_before = any(stopped_in_run(s, began) for s in self.works.settled())
-        return self._stopped_before
-
     def main_ended_before(self) -> bool:
         """Did the status this plan read, the one stored, have every step that is not finally ended? Only
         then may a finally step's Job be created or taken over (planner.finale): the plan that ends those
@@ -316,19 +324,15 @@ class PlanState:
             )
         return self._main_ended_before
 
-    def stop_took_effect(self) -> bool:
-        """Has the stop request ended a step, in this plan or an earlier one? A stop that comes once the
-        steps that are not finally have all ended stops nothing, and the flow ends as its steps did."""
-        return self.stop_acted or self.stopped_before()
-
     def blocked(self, w: StepWork | None = None) -> bool:
-        """May no step (or not `w`) start now? A failure or a graceful stop stops only the steps that are
-        not finally: the finally steps run whatever the outcome, and do not fail-fast each other."""
+        """May no step (or not `w`) start now? A failure, a graceful stop or the finally grace stops only
+        the steps that are not finally: the finally steps run whatever the outcome, and do not
+        fail-fast each other."""
         return (
             self.stopped is not None
             or self.suspended
             or (
-                (self.failure is not None or self.stopping is not None)
+                (self.failure is not None or self.stopping is not None or self.closing is not None)
                 and (w is None or not w.spec.is_finally)
             )
             or self.deadline_passed

@@ -50,6 +50,36 @@ NOT_STARTED = "not started: "
 NO_DECISION = "no decision: "
 
 
+def ended_early(mark: str) -> tuple[str, ...]:
+    """How the message of a step something ended early (a stop, the finally grace) begins when that
+    cause's own message begins with `mark`: a running or retrying step (Failed), one that had not
+    started, a gate that waited for a decision (Skipped: `StepWork.drop`)."""
+    return mark, NOT_STARTED + mark, NO_DECISION + mark
+
+
+def ended_in_run(step: StepStatus, run_start: datetime | None, prefixes: tuple[str, ...]) -> bool:
+    """Did `step` end early (Failed or Skipped, its message beginning with one of `prefixes`: see
+    `ended_early`) in the current run: no earlier than `run_start`, the status's startTime, which a rerun
+    resets (None: whenever)? A step a partial rerun kept keeps what an earlier run wrote; it does not
+    count. (An earlier end in the very second the rerun started its first step cannot be told apart:
+    the times are whole seconds.)"""
+    message = step.message
+    return (
+        message is not None
+        and step.phase in (StepPhase.FAILED, StepPhase.SKIPPED)
+        and message.startswith(prefixes)
+        and (run_start is None or (step.completion_time is not None and step.completion_time >= run_start))
+    )
+
+
+def cause_of(message: str) -> str:
+    """What ended a step early, read back from its message (`ended_in_run`): without the `not started: `
+    or `no decision: ` before it, nor what a retrying step said after it (`; ...`)."""
+    for prefix in (NOT_STARTED, NO_DECISION):
+        message = message.removeprefix(prefix)
+    return message.partition("; ")[0]
+
+
 def held(message: str | None, child: bool = False) -> str:
     mark = HELD_CHILD if child else HELD
     if message is not None and message.startswith(mark):

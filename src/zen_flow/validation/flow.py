@@ -24,7 +24,7 @@ from zen_flow.validation.errors import (
     required,
     too_long,
 )
-from zen_flow.validation.expansion import BOTH, NEITHER, check_template_ref
+from zen_flow.validation.expansion import BOTH, NEITHER, check_template_ref, needs_expansion
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.index import build_index
 from zen_flow.validation.io import check_inputs
@@ -133,7 +133,9 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     needs: PolicyNeeds | None = None
     policy = r.mapping(spec.get("executionPolicy"), SPEC + ".executionPolicy")
     if policy is not None:
-        needs = check_execution_policy(r, policy, SPEC + ".executionPolicy")
+        # A flow naming a template, not expanded yet: its policy goes over the template's, checked merged.
+        partial = needs_expansion(spec)
+        needs = check_execution_policy(r, policy, SPEC + ".executionPolicy", partial=partial)
     templates = r.mapping(spec.get("resourceTemplates"), SPEC + ".resourceTemplates")
     if templates is not None:  # the only rule that reads the flow's name: see accepted.NAME_READERS
         check_resource_templates(r, templates, SPEC + ".resourceTemplates", flow_name)

@@ -39,6 +39,10 @@ TTL_STRATEGY_FIELDS = ("secondsAfterSuccess", "secondsAfterFailure")
 POD_FAILURE_ACTIONS = ("FailJob", "Ignore", "Count")
 EXIT_CODE_OPERATORS = ("In", "NotIn")
 CONDITION_STATUSES = ("True", "False", "Unknown")
+# What finallyGraceSeconds is, said by the validator and the CRD's rule alike.
+FINALLY_GRACE_IS = "the last seconds of the flow's deadline, kept for its finally steps"
+FINALLY_GRACE_NEEDS_DEADLINE = f"needs activeDeadlineSeconds: it is {FINALLY_GRACE_IS}"
+FINALLY_GRACE_TOO_LONG = f"must be less than activeDeadlineSeconds: it is {FINALLY_GRACE_IS}"
 # executionPolicy.priority's bound either way (the CRD's minimum and maximum): room enough to rank, and a
 # scale every team of a namespace reads the same.
 MAX_PRIORITY = 1000
@@ -52,8 +56,12 @@ class PolicyNeeds:
     container_refs: tuple[tuple[Path, str], ...]
 
 
-def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> PolicyNeeds | None:
-    """Check spec.executionPolicy; returns the needs of its podFailurePolicy, if it has one."""
+def check_execution_policy(
+    r: Reader, policy: Mapping[str, Any], path: Path, *, partial: bool = False
+) -> PolicyNeeds | None:
+    """Check spec.executionPolicy; returns the needs of its podFailurePolicy, if it has one. `partial`:
+    the policy of a flow naming a template, not expanded yet, whose fields go over the template's one
+    by one: the rules across fields are the merged policy's (`check_finally_grace`)."""
     concurrency = r.string(policy.get("concurrencyPolicy"), path + ".concurrencyPolicy")
     if concurrency and concurrency not in CONCURRENCY_POLICIES:
         r.add(not_supported(path + ".concurrencyPolicy", concurrency, CONCURRENCY_POLICIES))
@@ -65,6 +73,7 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     deadline = r.integer(policy.get("activeDeadlineSeconds"), path + ".activeDeadlineSeconds")
     if deadline is not None and deadline <= 0:
         r.add(invalid(path + ".activeDeadlineSeconds", deadline, "must be greater than 0"))
+    check_finally_grace(r, policy, deadline, path, partial=partial)
     parallelism = r.integer(policy.get("parallelism"), path + ".parallelism", maximum=INT32_MAX)
     if parallelism is not None and parallelism < 1:
         r.add(invalid(path + ".parallelism", parallelism, "must be at least 1"))
@@ -85,6 +94,29 @@ def check_execution_policy(r: Reader, policy: Mapping[str, Any], path: Path) -> 
     if pfp is None:
         return None
     return check_pod_failure_policy(r, pfp, pfp_path, allow_fail_index=False)
+
+
+def check_finally_grace(
+    r: Reader, policy: Mapping[str, Any], deadline: int | None, path: Path, *, partial: bool = False
+) -> None:
+    """finallyGraceSeconds: the last seconds of activeDeadlineSeconds kept for the finally steps
+    (planner/grace.py), so it needs that deadline and must leave the other steps some of it. A
+    `partial` policy (a flow naming a template, not expanded yet) is merged with the template's first:
+    the deadline may be the template's, or a smaller one the flow's; the merged policy is checked
+    (the webhook's, or the controller's expansion: validation.expansion). The CRD's rules on the spec
+    say the same, for a spec that does not name a template (config/crd)."""
+    field = path + ".finallyGraceSeconds"
+    grace = r.integer(policy.get("finallyGraceSeconds"), field)
+    if grace is None:
+        return
+    if grace <= 0:
+        r.add(invalid(field, grace, "must be greater than 0"))
+    elif partial:
+        return
+    elif policy.get("activeDeadlineSeconds") is None:
+        r.add(invalid(field, grace, FINALLY_GRACE_NEEDS_DEADLINE))
+    elif deadline is not None and deadline > 0 and grace >= deadline:
+        r.add(invalid(field, grace, FINALLY_GRACE_TOO_LONG))
 
 
 def check_pod_pending_timeout(r: Reader, value: Any, path: Path) -> None:

@@ -1,14 +1,15 @@
 """What admission accepts but the user should hear about: forms the original took that zen-flow keeps
 for compatibility but that do not do what the manifest suggests (docs/API.md, "Differences from the
-original"), and a container that asks to run as root under a `stepDefaults` pod securityContext that
-forbids it (docs/API.md, "Defaults for every step"). Sent as admission warnings, which kubectl prints
-(`Warning: ...`) and `zen-flow validate` prints too; never a refusal. Said of a JobFlow, and of what
-holds a flow's spec: a JobFlowTemplate's (and a ClusterJobFlowTemplate's) spec, a CronJobFlow's
-`spec.jobFlowTemplate.spec`, each at its own path, since the flows made from them (a CronJobFlow's runs
-are created by the controller) would draw the warning where nobody sees it.
+original"), a container that asks to run as root under a `stepDefaults` pod securityContext that
+forbids it (docs/API.md, "Defaults for every step"), and a finally grace in a flow with no finally step
+(docs/API.md, "Finally steps"). Sent as admission warnings, which kubectl prints (`Warning: ...`) and
+`zen-flow validate` prints too; never a refusal. Said of a JobFlow, and of what holds a flow's spec: a
+JobFlowTemplate's (and a ClusterJobFlowTemplate's) spec, a CronJobFlow's `spec.jobFlowTemplate.spec`,
+each at its own path, since the flows made from them (a CronJobFlow's runs are created by the
+controller) would draw the warning where nobody sees it.
 
-Checked on valid flows only, and cheaply: most specs hold neither artifacts nor `runAsNonRoot`, and a
-spec without those words is not decoded for this at all.
+Checked on valid flows only, and cheaply: most specs hold no artifacts, `runAsNonRoot` or
+`finallyGraceSeconds`, and a spec without those words is not decoded for this at all.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ MAX_WARNINGS = 10
 
 def spec_may_warn(spec_bytes: bytes | None) -> bool:
     """Could this spec (its JSON as the apiserver sent it) draw a warning? False skips the decode."""
-    return spec_bytes is not None and (b'"artifacts"' in spec_bytes or b'"runAsNonRoot"' in spec_bytes)
+    return spec_bytes is not None and any(word in spec_bytes for word in _WORDS)
+
+
+_WORDS = (b'"artifacts"', b'"runAsNonRoot"', b'"finallyGraceSeconds"')
 
 
 def flow_warnings(obj: Mapping[str, Any]) -> list[str]:
@@ -55,7 +59,25 @@ def _spec_warnings(spec: Mapping[str, Any] | None, at: str, *, template: bool = 
     roots = _root_under_non_root_default(spec, at, template)
     if len(roots) > MAX_WARNINGS:
         roots[MAX_WARNINGS - 1 :] = [f"and {len(roots) - MAX_WARNINGS + 1} more containers running as root"]
-    return warnings + roots
+    return warnings + roots + _idle_grace(spec, at)
+
+
+# After the field's path: why it does nothing.
+IDLE_GRACE = (
+    ": the flow has no finally step, so no time of its deadline is kept for one: it changes nothing "
+    "(the deadline stops the flow at activeDeadlineSeconds)"
+)
+
+
+def _idle_grace(spec: Mapping[str, Any], at: str) -> list[str]:
+    """executionPolicy.finallyGraceSeconds in a flow with steps, none of them finally."""
+    policy = _at(spec, "executionPolicy")
+    steps = spec.get("steps")
+    if policy is None or policy.get("finallyGraceSeconds") is None or not isinstance(steps, list):
+        return []
+    if any(isinstance(step, Mapping) and step.get("finally") is True for step in steps):
+        return []
+    return [f"{at}.executionPolicy.finallyGraceSeconds{IDLE_GRACE}"]
 
 
 def _root_under_non_root_default(spec: Mapping[str, Any], at: str, template: bool) -> list[str]:

@@ -1,0 +1,117 @@
+"""Planner: a Flow step's running child at its parent's finally grace point is stopped gracefully
+(`workflow.kube-zen.io/stop: RunFinally`: its own finally steps run), not deleted; the step runs on until
+the child ends, then ends for the grace, and the parent's finally steps start after it; the parent's
+deadline deletes a child still running (planner.finale `stop_child`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from test_planner_child_flows import T0, apply, as_job, child_of, creates, flow_step, phase_of
+from test_planner_finally import FINALLY, by_step, failed_condition
+from test_planner_finally_grace import POLICY, SAID
+from test_planner_joins import message, phases
+
+from zen_flow.api import JobFlow
+from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY
+from zen_flow.planner import CreateJob, DeleteJob, Plan, StopChild, plan
+from zen_flow_dev.testing.flows import job_step, make_flow
+from zen_flow_dev.testing.simulator import Simulator, run
+
+POINT = T0 + timedelta(seconds=70)  # deadline 100, grace 30
+
+
+def started() -> tuple[JobFlow, dict[str, Any]]:
+    parent = make_flow([flow_step("sub"), job_step("cleanup", **FINALLY)], execution_policy=POLICY)
+    first = plan(parent, [], T0)
+    return apply(parent, first), creates(first)[0].body
+
+
+def stopped(child: JobFlow, who: str = "parent flow flow") -> JobFlow:
+    """The child as the StopChild patch leaves it."""
+    annotations = {**child.metadata.annotations, ANNOTATION_STOP: "RunFinally", ANNOTATION_STOPPED_BY: who}
+    return child.model_copy(
+        update={"metadata": child.metadata.model_copy(update={"annotations": annotations})}
+    )
+
+
+def stops(result: Plan) -> list[StopChild]:
+    return [a for a in result.actions if isinstance(a, StopChild)]
+
+
+def deletes(result: Plan) -> list[DeleteJob]:
+    return [a for a in result.actions if isinstance(a, DeleteJob)]
+
+
+def reasons(result: Plan) -> list[str]:
+    return [e.reason for e in result.events]
+
+
+def test_at_the_grace_point_a_running_child_is_stopped_to_run_its_finally_steps_not_deleted() -> None:
+    parent, body = started()
+    child = as_job(child_of(body))
+    result = plan(parent, [child], POINT)
+    assert stops(result) == [StopChild(child.metadata.name, "sub", child.metadata.uid)]
+    assert not deletes(result)  # before: deleted, its own finally steps never ran
+    assert reasons(result).count("FlowDeadlineGrace") == 1
+    parent = apply(parent, result)
+    assert (phase_of(parent, "sub"), phase_of(parent, "cleanup")) == ("Running", "Pending")
+    assert parent.status.message == f"{SAID}; waiting for running steps to finish; running: sub"
+    # Its patch landed: said once, and the parent's finally step waits for the child to end.
+    going = as_job(stopped(child_of(body)))
+    later = plan(parent, [going], POINT + timedelta(seconds=5))
+    assert not stops(later)
+    assert not deletes(later)
+    assert "FlowDeadlineGrace" not in reasons(later)
+    assert not [a for a in later.actions if isinstance(a, CreateJob)]
+    assert apply(parent, later).status.message == parent.status.message
+
+
+def test_a_lost_write_sends_the_stop_again_until_the_child_carries_it() -> None:
+    parent, body = started()
+    child = as_job(child_of(body))
+    first = plan(parent, [child], POINT)
+    again = plan(parent, [child], POINT + timedelta(seconds=1))  # first's status write lost, its patch too
+    assert stops(again) == stops(first)
+    assert not deletes(again)
+    assert phase_of(apply(parent, again), "sub") == "Running"
+
+
+def test_once_the_stopped_child_ends_the_step_ends_for_the_grace_then_the_finally_steps_run() -> None:
+    sim = Simulator(
+        make_flow([flow_step("sub"), job_step("cleanup", **FINALLY)], execution_policy=POLICY), T0
+    )
+    sim.reconcile()
+    [create] = [a for a in sim.last.actions if isinstance(a, CreateJob)]
+    name = create.name
+    sim.jobs[name] = as_job(child_of(create.body))  # the child, as the controller shows it
+    sim.advance(70)
+    assert stops(sim.reconcile()) == [StopChild(name, "sub", f"uid-{name}")]
+    sim.jobs[name] = as_job(stopped(child_of(create.body)))
+    sim.advance(5)
+    assert not [a for a in sim.reconcile().actions if isinstance(a, CreateJob)]
+    sim.jobs[name] = as_job(
+        stopped(child_of(create.body, phase="Failed", message="stopped by parent flow flow"))
+    )
+    sim.advance(5)
+    result = sim.reconcile()
+    assert phases(sim) == {"sub": "Failed", "cleanup": "Pending"}
+    assert (message(sim, "sub") or "").startswith(
+        f"{SAID}; child flow {name} was stopped by parent flow flow"
+    )
+    assert "FlowDeadlineGrace" not in reasons(result)
+    run(sim, by_step(sim, {}))
+    assert phases(sim) == {"sub": "Failed", "cleanup": "Succeeded"}
+    assert failed_condition(sim) == ("DeadlineExceeded", SAID)
+
+
+def test_at_the_deadline_a_child_still_running_is_deleted() -> None:
+    parent, body = started()
+    parent = apply(parent, plan(parent, [as_job(child_of(body))], POINT))
+    going = as_job(stopped(child_of(body)))
+    result = plan(parent, [going], T0 + timedelta(seconds=100))
+    assert [(a.name, a.reason) for a in deletes(result)] == [(going.metadata.name, "flow deadline exceeded")]
+    parent = apply(parent, result)
+    assert parent.status.phase == "Failed"
+    assert phase_of(parent, "cleanup") == "Skipped"
