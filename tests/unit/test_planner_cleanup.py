@@ -214,3 +214,24 @@ def test_a_rerun_supersedes_the_failed_attempt_and_keeps_the_succeeded_steps_job
     assert deletes(sim.reconcile()) == [attempt("b", 0)]
     # Step a's Job (what b's inputs would read) stays: a is not rerun, its attempt is superseded by none.
     assert set(sim.jobs) == {attempt("a", 0), attempt("b", 1)}
+
+
+def test_a_rerun_taken_back_before_it_is_recorded_leaves_the_failed_attempts_job() -> None:
+    sim = Simulator(make_flow([job_step("a")], execution_policy={"jobRetention": "LastAttempt"}), T0)
+    sim.reconcile()
+    sim.fail(attempt("a", 0))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    sim.annotate(ANNOTATION_RETRY, "1")
+    sim.annotate(ANNOTATION_RETRIED_BY, "alice")
+    # The rerun's plans create the next attempt's Job, then take it over, their status writes lost...
+    assert [a.name for a in sim.reconcile(write_status=False).actions] == [attempt("a", 1)]
+    assert deletes(sim.reconcile(write_status=False)) == []  # ...and the status never recorded it
+    sim.annotate(ANNOTATION_RETRY, None)  # the request taken back: the rerun never happened
+    assert deletes(sim.reconcile()) == [attempt("a", 1)]  # a stray of the ended flow
+    assert sim.phase == "Failed"
+    status = sim.flow.status.step("a")
+    assert status is not None
+    assert status.job_ref is not None
+    assert status.job_ref.name == attempt("a", 0)
+    assert attempt("a", 0) in sim.jobs  # the failure it records keeps its Job and logs

@@ -20,6 +20,7 @@ from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.jobs import refusal_origin
+from zen_flow.planner.retention import RELEASED_REASON, RETENTION_REASONS
 
 log = get_logger(__name__)
 
@@ -192,9 +193,10 @@ class PlanExecutor:
                 raise failures[0]
             objects = {j.metadata.name: j for j in self._owned(uid)} if deletes and self._owned else {}
             for delete in deletes:
-                if delete.reason == planner.ENDED_REASON:
-                    # Its tombstone would bring it back to the next plans, deleted again and again, and
-                    # its outcome taken over by a rerun (informer/tombstones.py).
+                if delete.reason == planner.ENDED_REASON or delete.reason in RETENTION_REASONS:
+                    # Its tombstone would bring it back to the next plans, deleted again and again (and a
+                    # stray's outcome taken over by a rerun: informer/tombstones.py). jobRetention's are
+                    # finished Jobs whose outcome is stored or superseded: nothing reads their last state.
                     self._disown(f"{ns}/{delete.name}")
                 try:
                     await self._delete(flow, delete, made or {}, objects)
@@ -296,6 +298,8 @@ def delete_cause(reason: str) -> str:
     lowered = reason.lower()
     if reason == planner.ENDED_REASON:  # planner.lifecycle.strays: a Job an ended flow does not record
         return "ended"
+    if reason == RELEASED_REASON:  # planner.retention: a Succeeded step's Job (jobRetention FailedOnly)
+        return "succeeded"
     for mark, cause in (
         ("podpendingtimeout", "pod_pending"),  # planner.pending_pods: podPendingTimeoutSeconds
         (TIMEOUT_MARK, "timeout"),

@@ -27,6 +27,7 @@ from zen_flow.core.naming import short_hash
 from zen_flow.planner.actions import Action, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import NORMAL, derive_events
+from zen_flow.planner.retention import keeps_failed_only, released
 from zen_flow.planner.status import REASON_INVALID, assemble
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
@@ -148,9 +149,15 @@ def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl
         expiry = after(finished, seconds)
         if now >= expiry:
             return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
-    stops = tuple(strays(flow, jobs, finished=True))
+    jobs = tuple(jobs)
+    stops = strays(flow, jobs, finished=True)
+    events = stray_events(stops)
+    if keeps_failed_only(flow):
+        # The Jobs of its Succeeded steps: the last step's success was stored by the write that ended
+        # the flow, so this is the first plan that may delete its Job (planner.retention).
+        stops.extend(released(flow, {j.metadata.name: j for j in jobs}, stops))
     wake = None if finished is None or not ttl else until(now, expiry)
-    return Plan(stops, status, stray_events(stops), wake)
+    return Plan(tuple(stops), status, events, wake)
 
 
 def fail_invalid(

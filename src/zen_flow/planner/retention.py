@@ -3,46 +3,121 @@
 All (the default, also when omitted): every attempt's Job stays until the flow is deleted.
 LastAttempt: an attempt superseded by the step's next one (a retry, or a rerun's new attempt: the same
 rule) loses its Job, deleted with background propagation like the controller's other deletes, so a step
-keeps only its last attempt's Job. Only once the next attempt's Job is seen to exist: a create the
-apiserver refused (a quota, a webhook) leaves the step with the logs of the attempt that failed, not none.
+keeps only its last attempt's Job. Only once the next attempt's Job is seen to exist, and the status the
+plan read records it: a create the apiserver refused (a quota, a webhook) leaves the step with the logs of
+the attempt that failed, not none, and so does a rerun whose request is withdrawn before its status write
+lands (the step stays Failed at its earlier attempt).
 A retry served from the memoize cache (planner.memoization) has no Job, and needs none: Succeeded with its
 stored outputs, it supersedes the earlier attempts in the plan that serves it.
+FailedOnly: LastAttempt, and the Job of a step that Succeeded goes too once nothing needs it (`released`),
+so what a flow leaves in the cluster is the Jobs of the steps that failed (their last attempt, for
+`kubectl logs`) and those still running: Argo's `podGC: OnPodSuccess`, for Jobs. Named for what stays, as
+the other two are.
 
 What is never deleted:
-- the step's current attempt's Job (`job_ref`): the one `<step>:` inputs read (planner.readiness.producer),
-  and whose outputs a Succeeded step holds; a superseded attempt's outputs are needed by nothing (outputs
-  are captured into status from the attempt that completes, and that attempt is never superseded: a
-  rerun takes Failed steps only);
+- the step's current attempt's Job (`job_ref`) under LastAttempt: the one `<step>:` inputs read
+  (planner.readiness.producer), and whose outputs a Succeeded step holds; a superseded attempt's outputs
+  are needed by nothing (outputs are captured into status from the attempt that completes, and that
+  attempt is never superseded: a rerun takes Failed steps only);
+- under FailedOnly, a Succeeded step's Job until:
+  - the status the plan read (the stored one) holds the success, with its outputs: never on the plan that
+    sees the Job complete, whose write may be lost (the next plan captures the outputs again from the Job);
+  - every step whose inputs read it (`<step>:` JSONPath sources, `readers`) has started or been decided in
+    that status (its Job built from this one). One that reads the Job's own status (a path not under
+    `$.outputs`) reads it again at its next attempt, a rerun's included: the Job stays until that reader
+    Succeeded (a finally reader is rerun whatever its outcome), or until the flow did (nothing reruns a
+    Succeeded flow). One that reads only stored outputs reads the status, never the Job. Memoization
+    reads nothing more: a memoized reader's key comes from its inputs when it starts and when it stores
+    its result, in the plan that marks it Succeeded, both while this rule keeps the Job;
+  - the Job is the one the step records (its uid), and has completed;
+  a Flow step's child flow is never deleted (it has no Job; its parent's TTL, or its own, decides). With
+  the log archive on, the controller holds any delete of a finished Job whose logs are not written yet
+  (planner.archive_logs.logs_hold): these too.
 - a Job that has not finished (its pods would be killed), or one already being deleted (a timed-out
   attempt's, which the timeout's own delete stops: asked once is enough).
 
-Only the steps a plan walks (`moving`) are looked at: the next attempt's Job is first seen by the plan
-after the one that created it, while the step is Running, so no superseded attempt is missed, and a
-quiet flow's plan stays free of work. The price: set on a flow that already ran, the policy acts on the
-attempts superseded from then on, not on the Jobs of steps that had already settled.
+A step whose Job this policy deleted stays Succeeded: a settled step is never observed again, so no plan
+looks for its Job (a restart, a rerun, which takes Failed steps only, and a lost write alike: the status
+that holds the success is the one stored).
+
+Only the steps a plan walks (`moving`) are looked at for superseded attempts: the next attempt's Job is
+first seen by the plan after the one that created it, while the step is Running, so no superseded attempt
+is missed, and a quiet flow's plan stays free of work. The price: set on a flow that already ran, the
+policy acts on the attempts superseded from then on, not on the Jobs of steps that had already settled.
+A Succeeded step is settled, and no plan walks it again: its Job is found among the flow's Jobs, which
+every plan indexes already, against the stored status's Succeeded steps' Jobs, indexed once per status
+write (by identity: planner.memo). A plan costs one lookup per Job left, and under FailedOnly few are
+left (those running, failed, or still needed); a flow that has ended does the same (planner.lifecycle).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
-from zen_flow.api.constants import JobRetention, StepPhase
+from zen_flow.api.constants import KIND, FlowPhase, JobRetention, StepPhase
+from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.job import Job
-from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner.actions import DeleteJob
+from zen_flow.api.jobflow import JobFlow, Step
+from zen_flow.core.jsonpath import JsonPathError, parse
+from zen_flow.planner.actions import Action, DeleteJob
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
+from zen_flow.planner.shape import shape_of
 from zen_flow.planner.steps import StepWork
 
-# The DeleteJob reason; zen_flow_job_deletes_total counts it as "superseded" (controller.executor).
+# The DeleteJob reasons; zen_flow_job_deletes_total counts a superseded attempt's as "superseded", a
+# Succeeded step's as "succeeded" (controller.executor).
 SUPERSEDED_REASON = "superseded by a later attempt (jobRetention LastAttempt)"
+SUPERSEDED_FAILED_ONLY = "superseded by a later attempt (jobRetention FailedOnly)"
+RELEASED_REASON = "its step succeeded and nothing needs the Job any more (jobRetention FailedOnly)"
+RETENTION_REASONS = frozenset({SUPERSEDED_REASON, SUPERSEDED_FAILED_ONLY, RELEASED_REASON})
+
+# A reader in one of these has started or been decided; any other phase (Pending, or one this version
+# does not know) may still build its Job from the step's.
+_STARTED = frozenset(
+    {
+        StepPhase.RUNNING,
+        StepPhase.RETRYING,
+        StepPhase.PENDING_APPROVAL,
+        StepPhase.SUCCEEDED,
+        StepPhase.FAILED,
+        StepPhase.SKIPPED,
+    }
+)
 
 
-def keeps_last_attempt_only(flow: JobFlow) -> bool:
+def retention_of(flow: JobFlow) -> str:
     policy = flow.spec.execution_policy
-    return policy is not None and policy.job_retention == JobRetention.LAST_ATTEMPT
+    return (policy.job_retention if policy is not None else None) or JobRetention.ALL
+
+
+def keeps_failed_only(flow: JobFlow) -> bool:
+    return retention_of(flow) == JobRetention.FAILED_ONLY
+
+
+def retention_deletes(
+    flow: JobFlow,
+    works: Iterable[StepWork],
+    jobs: Mapping[str, Job],
+    job_name: Callable[[str, int], str],
+    planned: Iterable[Action] = (),
+) -> list[DeleteJob]:
+    """The deletes the flow's jobRetention asks of a plan that walks `works` (`planned`: its deletes so
+    far, not asked twice); none under All."""
+    retention = retention_of(flow)
+    if retention == JobRetention.LAST_ATTEMPT:
+        return superseded(works, jobs, job_name)
+    if retention != JobRetention.FAILED_ONLY:
+        return []
+    out = superseded(works, jobs, job_name, SUPERSEDED_FAILED_ONLY)
+    return out + released(flow, jobs, (*planned, *out))
 
 
 def superseded(
-    works: Iterable[StepWork], jobs: Mapping[str, Job], job_name: Callable[[str, int], str]
+    works: Iterable[StepWork],
+    jobs: Mapping[str, Job],
+    job_name: Callable[[str, int], str],
+    reason: str = SUPERSEDED_REASON,
 ) -> list[DeleteJob]:
     """The deletes of the finished Jobs of attempts superseded by a later attempt whose Job exists."""
     out: list[DeleteJob] = []
@@ -52,11 +127,125 @@ def superseded(
             continue
         if ref is None and w.phase != StepPhase.SUCCEEDED:  # a Job step has a Job, but when served
             continue
-        if ref is not None and (not ref.name or ref.name not in jobs):
+        if ref is not None and (not ref.name or ref.name not in jobs or not _recorded(w, ref.name)):
             continue
         for attempt in range(w.retry_count):
             name = job_name(w.name, attempt)
             job = jobs.get(name)
             if job is not None and (ref is None or name != ref.name) and job.finished and not job.deleting:
-                out.append(DeleteJob(name, w.name, SUPERSEDED_REASON))
+                out.append(DeleteJob(name, w.name, reason))
     return out
+
+
+def _recorded(w: StepWork, name: str) -> bool:
+    """Does the status the plan read record the step's current Job `name`? A Job this plan took over
+    (a lost write's, a rerun's) may never be stored: the rerun request withdrawn before its write lands
+    leaves the step Failed at its earlier attempt, whose Job must then still be there for its logs."""
+    old = w.old.job_ref if w.old is not None else None
+    return old is not None and old.name == name
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A step whose inputs read another's document (`<step>:<path>`)."""
+
+    step: str
+    job: bool  # a path into the Job's own status (not only `$.outputs`, the stored values)
+    final: bool  # a finally step: a rerun runs it again whatever its outcome
+
+
+def _reads_job(path: str) -> bool:
+    """Does the JSONPath (after `<step>:`) read the Job's status rather than the stored outputs? One that
+    does not parse fails its step (planner.parameters); counted as reading the Job all the same."""
+    try:
+        segments = parse(path)
+    except JsonPathError:
+        return True
+    return not segments or segments[0] != "outputs"
+
+
+def _derive_readers(steps: tuple[Step, ...]) -> Mapping[str, tuple[Reader, ...]]:
+    found: dict[str, dict[str, Reader]] = {}
+    for step in steps:
+        params = step.inputs.parameters if step.inputs is not None else ()
+        for param in params:
+            # The sources planner.parameters.json_path_sources names, with their paths.
+            path = param.value_from.json_path if param.value_from is not None else None
+            if param.value is not None or not path or path.startswith("$") or ":" not in path:
+                continue
+            ref, _, rest = path.partition(":")
+            seen = found.setdefault(ref, {})
+            old = seen.get(step.name)
+            job = _reads_job(rest) or (old is not None and old.job)
+            seen[step.name] = Reader(step.name, job, step.is_finally)
+    return {ref: tuple(readers.values()) for ref, readers in found.items()}
+
+
+_readers: IdentityMemo[Mapping[str, tuple[Reader, ...]]] = IdentityMemo(MEMO_STEPS)
+
+
+def readers(steps: tuple[Step, ...]) -> Mapping[str, tuple[Reader, ...]]:
+    """step -> the steps whose inputs read it, by the identity of the spec's step tuple."""
+    return _readers.get(steps, lambda: _derive_readers(steps))
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A status's step entries by name, and its Succeeded Job steps by the name of the Job they record."""
+
+    steps: Mapping[str, StepStatus]
+    succeeded: Mapping[str, StepStatus]
+
+    @staticmethod
+    def of(entries: tuple[StepStatus, ...]) -> _Stored:
+        succeeded = {
+            s.job_ref.name: s
+            for s in entries
+            if s.phase == StepPhase.SUCCEEDED
+            and s.job_ref is not None
+            and s.job_ref.name
+            and s.job_ref.kind != KIND  # a Flow step's child flow
+        }
+        return _Stored({s.name: s for s in entries}, succeeded)
+
+
+_stored: IdentityMemo[_Stored] = IdentityMemo(MEMO_STEPS)
+
+
+def released(flow: JobFlow, jobs: Mapping[str, Job], planned: Iterable[Action] = ()) -> list[DeleteJob]:
+    """The deletes of the finished Jobs of steps the stored status holds Succeeded that nothing needs any
+    more (the module's docstring), not those `planned` deletes already."""
+    if not jobs:
+        return []
+    entries = flow.status.steps
+    stored = _stored.get(entries, lambda: _Stored.of(entries))
+    found = [name for name in jobs if name in stored.succeeded] if stored.succeeded else []
+    if not found:
+        return []
+    deleted = {a.name for a in planned if isinstance(a, DeleteJob)}
+    specs = shape_of(flow).specs
+    index = readers(flow.spec.steps)
+    reruns = flow.status.phase != FlowPhase.SUCCEEDED
+    out: list[DeleteJob] = []
+    for name in found:
+        job, step = jobs[name], stored.succeeded[name]
+        spec = specs.get(step.name)
+        if spec is None or spec.is_flow or name in deleted or not job.complete or job.deleting:
+            continue
+        uid = step.job_ref.uid if step.job_ref is not None else None
+        if uid and job.metadata.uid and uid != job.metadata.uid:
+            continue  # not the Job the step records: someone else's under its name
+        if any(_needs(r, stored.steps.get(r.step), reruns) for r in index.get(step.name, ())):
+            continue
+        out.append(DeleteJob(name, step.name, RELEASED_REASON))
+    return out
+
+
+def _needs(reader: Reader, status: StepStatus | None, reruns: bool) -> bool:
+    """May `reader` (its stored `status`) still build a Job from the step's?"""
+    phase = status.phase if status is not None else StepPhase.PENDING
+    if phase not in _STARTED:
+        return True
+    if not reader.job or not reruns:
+        return False
+    return phase != StepPhase.SUCCEEDED or reader.final
