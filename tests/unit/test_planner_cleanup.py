@@ -235,3 +235,27 @@ def test_a_rerun_taken_back_before_it_is_recorded_leaves_the_failed_attempts_job
     assert status.job_ref is not None
     assert status.job_ref.name == attempt("a", 0)
     assert attempt("a", 0) in sim.jobs  # the failure it records keeps its Job and logs
+
+
+@pytest.mark.parametrize("retention", ["LastAttempt", "FailedOnly"])
+@pytest.mark.parametrize("running", [False, True], ids=["ended", "running"])
+def test_a_superseded_attempt_goes_when_its_successor_settled_before_any_plan_saw_it_run(
+    retention: str, running: bool
+) -> None:
+    # The plan that creates the retry's Job loses its status write; the Job finishes before the next
+    # plan, which takes it over and marks the step Succeeded: no plan ever walks it Running.
+    retries = {"limit": 2, "backoff": {"duration": "10s", "type": "Fixed"}}
+    steps = [job_step("a", retryPolicy=retries), *([job_step("b")] if running else [])]
+    sim = Simulator(make_flow(steps, execution_policy={"jobRetention": retention}), T0)
+    sim.reconcile()
+    sim.fail(attempt("a", 0))
+    sim.advance(sim.reconcile().requeue_after)
+    starting = sim.reconcile(write_status=False)
+    assert [a.name for a in starting.actions if isinstance(a, CreateJob)] == [attempt("a", 1)]
+    sim.complete(attempt("a", 1))
+    taken_over = sim.reconcile()
+    assert sim.flow.status.step("a").phase == "Succeeded"  # type: ignore[union-attr]
+    assert deletes(taken_over) == []  # the status it read does not record attempt 1 yet
+    sim.reconcile()  # reads the success stored (the ended flow's plan, or b's flow still running)
+    assert sim.phase == ("Running" if running else "Succeeded")
+    assert attempt("a", 0) not in sim.jobs

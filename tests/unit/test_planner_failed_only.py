@@ -163,6 +163,33 @@ def test_a_reader_of_the_jobs_status_keeps_it_for_its_retries_and_a_rerun() -> N
     assert (job("b", 1), SUPERSEDED_FAILED_ONLY) in {d for p in sim.plans for d in deletes(p)}
 
 
+def test_a_finally_reader_of_the_jobs_status_keeps_it_through_a_rerun() -> None:
+    # f (finally) reads a's Job status and succeeds; b fails the flow. A rerun runs b again, and f too,
+    # Succeeded or not: its new attempt builds its Job from a's again.
+    final = {**job_step("f"), "finally": True, "inputs": reads("a", "$.succeeded")}
+    sim = Simulator(make_flow([job_step("a"), job_step("b"), final], execution_policy=POLICY), T0)
+
+    def settle() -> None:
+        for _ in range(8):
+            sim.reconcile()
+            for name in sim.running():
+                sim.complete(name)
+
+    sim.reconcile()
+    sim.complete(job("a"))
+    sim.fail(job("b"))
+    settle()
+    assert sim.phase == "Failed"
+    assert sim.flow.status.step("f").phase == "Succeeded"  # type: ignore[union-attr]
+    assert job("a") in sim.jobs  # f has Succeeded, but a rerun runs it again
+    sim.annotate(ANNOTATION_RETRY, "1")
+    sim.annotate(ANNOTATION_RETRIED_BY, "alice")
+    settle()
+    assert job("f", 1) in {name for p in sim.plans for name in created(p)}
+    assert sim.phase == "Succeeded", [(s.name, s.phase, s.message) for s in sim.flow.status.steps]
+    assert job("a") not in sim.jobs  # nothing reruns a Succeeded flow: it goes
+
+
 def test_failed_steps_keep_their_jobs_and_superseded_attempts_go() -> None:
     retries = {"limit": 1, "backoff": {"duration": "1s", "type": "Fixed"}}
     steps = [job_step("ok", retryPolicy=retries), job_step("bad", retryPolicy=retries)]

@@ -37,18 +37,23 @@ PATHS = ["$.outputs.parameters.count", "$.succeeded"]
 
 @st.composite
 def passing_flows(draw: st.DrawFn) -> JobFlow:
-    """A random flow whose Job steps may have an output, and may read one dependency (its output, or its
-    Job's status)."""
+    """A random flow whose Job steps may have an output, and may read one dependency, or (a finally step)
+    any step that is not finally: its output, or its Job's status."""
     flow = draw(random_flows())
     doc = flow.model_dump(by_alias=True, exclude_none=True)
+    main = [s["name"] for s in doc["spec"]["steps"] if not s.get("finally") and s.get("type") != "Manual"]
     for step in doc["spec"]["steps"]:
         if step.get("type") == "Manual":
             continue
         if draw(st.booleans()):
             step["outputs"] = COUNT
-        deps = step.get("dependencies") or []
-        if deps and draw(st.integers(0, 3)):
-            source = f"{draw(st.sampled_from(deps))}:{draw(st.sampled_from(PATHS))}"
+        sources = step.get("dependencies") or []
+        if step.get("finally") and main and draw(st.booleans()):
+            # A finally step reads any step that is not finally, and a rerun runs it again whatever its
+            # outcome: the Job it reads stays while the flow may be rerun.
+            sources = [*sources, *main]
+        if sources and draw(st.integers(0, 3)):
+            source = f"{draw(st.sampled_from(sources))}:{draw(st.sampled_from(PATHS))}"
             step["inputs"] = {"parameters": [{"name": "n", "valueFrom": {"jsonPath": source}}]}
     return JobFlow.model_validate(doc)
 
@@ -66,6 +71,7 @@ def with_retention(flow: JobFlow, retention: str) -> JobFlow:
 class Run:
     sim: Simulator
     released: int = 0
+    deleted: bool = False  # the flow itself (its TTL)
 
 
 def run(flow: JobFlow, seed: int) -> Run:
@@ -88,6 +94,7 @@ def run(flow: JobFlow, seed: int) -> Run:
             elif isinstance(action, DeleteJob) and action.reason == SUPERSEDED_FAILED_ONLY:
                 assert superseded(jobs[action.name], action.step, result.status.steps)
         if sim.terminal and any(isinstance(a, DeleteFlow) for a in result.actions):
+            out.deleted = True
             break
         if sim.terminal and not lose_write:
             if reruns and sim.phase == "Failed":
@@ -95,7 +102,11 @@ def run(flow: JobFlow, seed: int) -> Run:
                 ask_rerun(sim, rng)
                 perturb(sim, rng, result)
                 continue
-            sim.reconcile()  # the plan of the ended flow: FailedOnly deletes its last successes' Jobs
+            ended = sim.reconcile()  # the plan of the ended flow: FailedOnly deletes its last successes' Jobs
+            out.deleted = any(isinstance(a, DeleteFlow) for a in ended.actions)
+            out.released += sum(
+                isinstance(a, DeleteJob) and a.reason == RELEASED_REASON for a in ended.actions
+            )
             break
         if lose_write and request(sim.flow) is not None and rng.random() < 0.7:
             meddle(sim, rng)
@@ -110,6 +121,13 @@ def superseded(job: Job, step: str, after: tuple[Any, ...]) -> bool:
     recorded = next(s for s in after if s.name == step)
     ref = recorded.job_ref
     return job.finished and (ref is None or ref.name != job.metadata.name)
+
+
+def kept_job(run: Run, step: Any) -> bool:
+    """Is the Job `step` records still there (and not on its way out)?"""
+    ref = step.job_ref
+    job = run.sim.jobs.get(ref.name) if ref is not None else None
+    return job is not None and not job.deleting
 
 
 def outcome(sim: Simulator) -> list[tuple[Any, ...]]:
@@ -130,3 +148,10 @@ def test_failed_only_ends_as_all_does_and_keeps_the_failures_jobs(flow: JobFlow,
         if s.phase == StepPhase.FAILED and s.job_ref is not None and s.job_ref.name in kept.sim.jobs:
             assert s.job_ref.name in lean.sim.jobs, f"step {s.name} failed and lost its Job"
     assert set(lean.sim.jobs) <= set(kept.sim.jobs)
+    if lean.sim.phase == "Succeeded" and not lean.deleted:
+        # Nothing reruns a Succeeded flow, so nothing needs its successes' Jobs: all are deleted.
+        left = [
+            s.name for s in lean.sim.flow.status.steps if s.phase == StepPhase.SUCCEEDED and kept_job(lean, s)
+        ]
+        assert not left, f"steps {left} succeeded and kept their Jobs"
+        assert lean.released or not any(s.job_ref for s in lean.sim.flow.status.steps)

@@ -62,9 +62,10 @@ class PlanExecutor:
         refused: Callable[[str, str, str, str], None] = lambda uid, ns, name, why: None,
         owned: Callable[[str], Iterable[Job]] | None = None,
     ) -> None:
-        """`disown`: told the key of each Job deleted as a stray of an ended flow before its delete goes
-        out (`JobCache.deleted_stray`). `refused`: told (flow uid, namespace, name, why) of each child
-        flow the apiserver refused for good (`JobCache.child_refused`): its step fails, not the flow.
+        """`disown`: told the key of each Job deleted as a stray of an ended flow, or by jobRetention,
+        before its delete goes out (`JobCache.deleted_stray`). `refused`: told (flow uid, namespace,
+        name, why) of each child flow the apiserver refused for good (`JobCache.child_refused`): its
+        step fails, not the flow.
         `owned`: the cached objects of a flow (by uid), as the plan saw them (`JobCache.jobs_for`): what a
         delete removes, and by which UID, read once per plan's deletes (None: every delete is a Job's, by
         name; tests)."""
@@ -202,8 +203,11 @@ class PlanExecutor:
                     await self._delete(flow, delete, made or {}, objects)
                 except (NotFound, Conflict):  # gone, or its name another's now: nothing of ours to delete
                     self._expectations.deletion_observed(uid, delete.name)
+                else:
+                    # Counted only when it deleted something: a Job someone else deleted (its tombstone
+                    # still among the flow's: informer/tombstones.py) is no delete of the controller's.
+                    self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
                 sent += 1
-                self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
                 log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
         except BaseException:
             # A delete that failed or was never sent will not be observed: an expectation left for it

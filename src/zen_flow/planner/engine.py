@@ -250,9 +250,7 @@ class _Planner(Starts):
         phase, failure, reason = self.conclude()
         if not phase.terminal:  # a suspended parent suspends its running children, a resumed one resumes them
             self.actions.extend(suspensions(self.flow, self.moving.values(), self.jobs))
-        self.actions.extend(
-            retention_deletes(self.flow, self.moving.values(), self.jobs, self.job_name, self.actions)
-        )
+        self.actions.extend(retention_deletes(self.flow, self.jobs, self.actions))
         steps = self.works.statuses()
         stall, due = judge_progress(
             phase,

@@ -3,12 +3,13 @@
 All (the default, also when omitted): every attempt's Job stays until the flow is deleted.
 LastAttempt: an attempt superseded by the step's next one (a retry, or a rerun's new attempt: the same
 rule) loses its Job, deleted with background propagation like the controller's other deletes, so a step
-keeps only its last attempt's Job. Only once the next attempt's Job is seen to exist, and the status the
-plan read records it: a create the apiserver refused (a quota, a webhook) leaves the step with the logs of
-the attempt that failed, not none, and so does a rerun whose request is withdrawn before its status write
-lands (the step stays Failed at its earlier attempt).
-A retry served from the memoize cache (planner.memoization) has no Job, and needs none: Succeeded with its
-stored outputs, it supersedes the earlier attempts in the plan that serves it.
+keeps only its last attempt's Job. Only once the status the plan read (the stored one) records the later
+attempt, and its Job is seen to exist: a create the apiserver refused (a quota, a webhook) leaves the step
+with the logs of the attempt that failed, not none, and so does a rerun whose request is withdrawn before
+its status write lands (the step stays Failed at its earlier attempt).
+A retry served from the memoize cache (planner.memoization) has no Job, and needs none: it supersedes the
+earlier attempts once the stored status holds it Succeeded (a served rerun whose write is lost, its request
+withdrawn, leaves the step Failed at the attempt whose Job it records).
 FailedOnly: LastAttempt, and the Job of a step that Succeeded goes too once nothing needs it (`released`),
 so what a flow leaves in the cluster is the Jobs of the steps that failed (their last attempt, for
 `kubectl logs`) and those still running: Argo's `podGC: OnPodSuccess`, for Jobs. Named for what stays, as
@@ -40,19 +41,19 @@ A step whose Job this policy deleted stays Succeeded: a settled step is never ob
 looks for its Job (a restart, a rerun, which takes Failed steps only, and a lost write alike: the status
 that holds the success is the one stored).
 
-Only the steps a plan walks (`moving`) are looked at for superseded attempts: the next attempt's Job is
-first seen by the plan after the one that created it, while the step is Running, so no superseded attempt
-is missed, and a quiet flow's plan stays free of work. The price: set on a flow that already ran, the
-policy acts on the attempts superseded from then on, not on the Jobs of steps that had already settled.
-A Succeeded step is settled, and no plan walks it again: its Job is found among the flow's Jobs, which
-every plan indexes already, against the stored status's Succeeded steps' Jobs, indexed once per status
-write (by identity: planner.memo). A plan costs one lookup per Job left, and under FailedOnly few are
-left (those running, failed, or still needed); a flow that has ended does the same (planner.lifecycle).
+Both are found from the stored status, not from the steps a plan walks: a settled step is never walked
+again, and a later attempt may settle before any plan saw it run (the plan that created its Job lost its
+status write; the next one took it over and marked it Succeeded), its earlier attempts then superseded by
+no step a plan walks. The flow's Jobs, which every plan indexes already, are looked up against the stored
+status's earlier attempts' Job names and its Succeeded steps' Jobs, indexed once per status write (by
+identity: planner.memo). A plan costs one lookup per Job left, and few are left (under FailedOnly: those
+running, failed, or still needed); a flow that has ended does the same (planner.lifecycle). Set on a flow
+that already ran, the policy acts on the Jobs it left too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from zen_flow.api.constants import KIND, FlowPhase, JobRetention, StepPhase
@@ -60,10 +61,10 @@ from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.core.jsonpath import JsonPathError, parse
+from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, DeleteJob
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.shape import shape_of
-from zen_flow.planner.steps import StepWork
 
 # The DeleteJob reasons; zen_flow_job_deletes_total counts a superseded attempt's as "superseded", a
 # Succeeded step's as "succeeded" (controller.executor).
@@ -96,53 +97,43 @@ def keeps_failed_only(flow: JobFlow) -> bool:
 
 
 def retention_deletes(
-    flow: JobFlow,
-    works: Iterable[StepWork],
-    jobs: Mapping[str, Job],
-    job_name: Callable[[str, int], str],
-    planned: Iterable[Action] = (),
+    flow: JobFlow, jobs: Mapping[str, Job], planned: Iterable[Action] = ()
 ) -> list[DeleteJob]:
-    """The deletes the flow's jobRetention asks of a plan that walks `works` (`planned`: its deletes so
-    far, not asked twice); none under All."""
+    """The deletes the flow's jobRetention asks of a plan that read `jobs` (`planned`: its deletes so far,
+    not asked twice); none under All. The same for a running flow's plan and an ended one's."""
     retention = retention_of(flow)
     if retention == JobRetention.LAST_ATTEMPT:
-        return superseded(works, jobs, job_name)
+        return superseded(flow, jobs, planned)
     if retention != JobRetention.FAILED_ONLY:
         return []
-    out = superseded(works, jobs, job_name, SUPERSEDED_FAILED_ONLY)
+    out = superseded(flow, jobs, planned, SUPERSEDED_FAILED_ONLY)
     return out + released(flow, jobs, (*planned, *out))
 
 
 def superseded(
-    works: Iterable[StepWork],
-    jobs: Mapping[str, Job],
-    job_name: Callable[[str, int], str],
-    reason: str = SUPERSEDED_REASON,
+    flow: JobFlow, jobs: Mapping[str, Job], planned: Iterable[Action] = (), reason: str = SUPERSEDED_REASON
 ) -> list[DeleteJob]:
-    """The deletes of the finished Jobs of attempts superseded by a later attempt whose Job exists."""
+    """The deletes of the finished Jobs of attempts the stored status has superseded (the module's
+    docstring), not those `planned` deletes already."""
+    if not jobs:
+        return []
+    stored = _stored_of(flow)
+    found = [name for name in jobs if name in stored.earlier] if stored.earlier else []
+    if not found:
+        return []
+    deleted = {a.name for a in planned if isinstance(a, DeleteJob)}
     out: list[DeleteJob] = []
-    for w in works:
-        ref = w.job_ref
-        if w.retry_count == 0:
+    for name in found:
+        job, step = jobs[name], stored.earlier[name]
+        if name in deleted or not job.finished or job.deleting:
             continue
-        if ref is None and w.phase != StepPhase.SUCCEEDED:  # a Job step has a Job, but when served
-            continue
-        if ref is not None and (not ref.name or ref.name not in jobs or not _recorded(w, ref.name)):
-            continue
-        for attempt in range(w.retry_count):
-            name = job_name(w.name, attempt)
-            job = jobs.get(name)
-            if job is not None and (ref is None or name != ref.name) and job.finished and not job.deleting:
-                out.append(DeleteJob(name, w.name, reason))
+        ref = step.job_ref
+        # A later attempt that has a Job supersedes once that Job is seen: a create the apiserver refused
+        # leaves the logs of the attempt that failed. One served from the memoize cache has no Job, and
+        # supersedes once its success is stored.
+        if step.phase == StepPhase.SUCCEEDED or (ref is not None and ref.name in jobs):
+            out.append(DeleteJob(name, step.name, reason))
     return out
-
-
-def _recorded(w: StepWork, name: str) -> bool:
-    """Does the status the plan read record the step's current Job `name`? A Job this plan took over
-    (a lost write's, a rerun's) may never be stored: the rerun request withdrawn before its write lands
-    leaves the step Failed at its earlier attempt, whose Job must then still be there for its logs."""
-    old = w.old.job_ref if w.old is not None else None
-    return old is not None and old.name == name
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +182,16 @@ def readers(steps: tuple[Step, ...]) -> Mapping[str, tuple[Reader, ...]]:
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
-    """A status's step entries by name, and its Succeeded Job steps by the name of the Job they record."""
+    """A status's step entries by name, its Succeeded Job steps by the name of the Job they record, and
+    the entries that record a later attempt by the names of the Jobs of their earlier ones (`earlier`)."""
 
+    flow: str
     steps: Mapping[str, StepStatus]
     succeeded: Mapping[str, StepStatus]
+    earlier: Mapping[str, StepStatus]
 
     @staticmethod
-    def of(entries: tuple[StepStatus, ...]) -> _Stored:
+    def of(flow: str, entries: tuple[StepStatus, ...]) -> _Stored:
         succeeded = {
             s.job_ref.name: s
             for s in entries
@@ -206,10 +200,24 @@ class _Stored:
             and s.job_ref.name
             and s.job_ref.kind != KIND  # a Flow step's child flow
         }
-        return _Stored({s.name: s for s in entries}, succeeded)
+        earlier: dict[str, StepStatus] = {}
+        for s in entries:
+            current = s.job_ref.name if s.job_ref is not None else None
+            for attempt in range(s.retry_count):
+                name = job_name(flow, s.name, attempt)
+                if name != current:
+                    earlier[name] = s
+        return _Stored(flow, {s.name: s for s in entries}, succeeded, earlier)
 
 
 _stored: IdentityMemo[_Stored] = IdentityMemo(MEMO_STEPS)
+
+
+def _stored_of(flow: JobFlow) -> _Stored:
+    """The stored status's index, derived once per status write (by identity: planner.memo)."""
+    name, entries = flow.metadata.name, flow.status.steps
+    found = _stored.get(entries, lambda: _Stored.of(name, entries))
+    return found if found.flow == name else _Stored.of(name, entries)
 
 
 def released(flow: JobFlow, jobs: Mapping[str, Job], planned: Iterable[Action] = ()) -> list[DeleteJob]:
@@ -217,8 +225,7 @@ def released(flow: JobFlow, jobs: Mapping[str, Job], planned: Iterable[Action] =
     more (the module's docstring), not those `planned` deletes already."""
     if not jobs:
         return []
-    entries = flow.status.steps
-    stored = _stored.get(entries, lambda: _Stored.of(entries))
+    stored = _stored_of(flow)
     found = [name for name in jobs if name in stored.succeeded] if stored.succeeded else []
     if not found:
         return []
