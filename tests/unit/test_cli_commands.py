@@ -491,6 +491,33 @@ def test_logs_of_an_attempt_jobretention_deleted_says_why(
     assert ("jobRetention: LastAttempt keeps only the last attempt's Job" in err) is hint
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["done"], "the Job f-done-1 of step done was deleted, and its pods with it (executionPolicy."),
+        ([], "no pod of jobflow f to show (executionPolicy.jobRetention: FailedOnly"),
+        (["broken", "--attempt", "1"], "jobRetention: FailedOnly keeps only the last attempt's Job"),
+    ],
+)
+def test_logs_of_a_succeeded_step_whose_job_failedonly_deleted_says_why(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    flow = flow_manifest(
+        "f", NS, [job_step("done"), job_step("broken")], executionPolicy={"jobRetention": "FailedOnly"}
+    )
+    steps = [
+        {"name": "done", "phase": "Succeeded", "jobRef": {"name": "f-done-1", "namespace": NS}},
+        {"name": "broken", "phase": "Failed", "retryCount": 1, "jobRef": {"name": "f-broken-2"}},
+    ]
+    cluster.add(flow, {"phase": "Failed", "steps": steps})
+    code, out, err = zen_flow(capsys, "logs", "f", *argv)
+    assert (code, out) == (2, "")
+    assert said in err
+    if argv[:1] != ["broken"]:
+        assert "FailedOnly deletes a Succeeded step's Job once nothing needs it" in err
+        assert "--archive-logs" in err  # where its logs are, when archived
+
+
 def test_an_apiserver_error_without_a_reason_prints_no_empty_parentheses(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -294,11 +294,12 @@ def test_every_job_delete_cause_is_exported_from_the_start() -> None:
         "stopped by ann",
     )
     from zen_flow.planner.lifecycle import ENDED_REASON
-    from zen_flow.planner.retention import SUPERSEDED_REASON
+    from zen_flow.planner.retention import RELEASED_REASON, SUPERSEDED_FAILED_ONLY, SUPERSEDED_REASON
 
+    retention = (SUPERSEDED_REASON, SUPERSEDED_FAILED_ONLY, RELEASED_REASON)
     causes = [
         delete_cause(reason)
-        for reason in (*reasons, STEPS_CHANGED, SUPERSEDED_REASON, ENDED_REASON, "the flow spec is invalid")
+        for reason in (*reasons, STEPS_CHANGED, *retention, ENDED_REASON, "the flow spec is invalid")
     ]
     assert causes == [
         "timeout",
@@ -308,10 +309,12 @@ def test_every_job_delete_cause_is_exported_from_the_start() -> None:
         "stopped",
         "edited",
         "superseded",
+        "superseded",
+        "succeeded",
         "ended",
         "other",
     ]
-    assert sorted(causes) == sorted(JOB_DELETE_CAUSES)
+    assert sorted(set(causes)) == sorted(JOB_DELETE_CAUSES)
     for cause in causes:
         assert registry.get_sample_value("zen_flow_job_deletes_total", {"reason": cause}) == 0
 

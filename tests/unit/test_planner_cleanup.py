@@ -214,3 +214,48 @@ def test_a_rerun_supersedes_the_failed_attempt_and_keeps_the_succeeded_steps_job
     assert deletes(sim.reconcile()) == [attempt("b", 0)]
     # Step a's Job (what b's inputs would read) stays: a is not rerun, its attempt is superseded by none.
     assert set(sim.jobs) == {attempt("a", 0), attempt("b", 1)}
+
+
+def test_a_rerun_taken_back_before_it_is_recorded_leaves_the_failed_attempts_job() -> None:
+    sim = Simulator(make_flow([job_step("a")], execution_policy={"jobRetention": "LastAttempt"}), T0)
+    sim.reconcile()
+    sim.fail(attempt("a", 0))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    sim.annotate(ANNOTATION_RETRY, "1")
+    sim.annotate(ANNOTATION_RETRIED_BY, "alice")
+    # The rerun's plans create the next attempt's Job, then take it over, their status writes lost...
+    assert [a.name for a in sim.reconcile(write_status=False).actions] == [attempt("a", 1)]
+    assert deletes(sim.reconcile(write_status=False)) == []  # ...and the status never recorded it
+    sim.annotate(ANNOTATION_RETRY, None)  # the request taken back: the rerun never happened
+    assert deletes(sim.reconcile()) == [attempt("a", 1)]  # a stray of the ended flow
+    assert sim.phase == "Failed"
+    status = sim.flow.status.step("a")
+    assert status is not None
+    assert status.job_ref is not None
+    assert status.job_ref.name == attempt("a", 0)
+    assert attempt("a", 0) in sim.jobs  # the failure it records keeps its Job and logs
+
+
+@pytest.mark.parametrize("retention", ["LastAttempt", "FailedOnly"])
+@pytest.mark.parametrize("running", [False, True], ids=["ended", "running"])
+def test_a_superseded_attempt_goes_when_its_successor_settled_before_any_plan_saw_it_run(
+    retention: str, running: bool
+) -> None:
+    # The plan that creates the retry's Job loses its status write; the Job finishes before the next
+    # plan, which takes it over and marks the step Succeeded: no plan ever walks it Running.
+    retries = {"limit": 2, "backoff": {"duration": "10s", "type": "Fixed"}}
+    steps = [job_step("a", retryPolicy=retries), *([job_step("b")] if running else [])]
+    sim = Simulator(make_flow(steps, execution_policy={"jobRetention": retention}), T0)
+    sim.reconcile()
+    sim.fail(attempt("a", 0))
+    sim.advance(sim.reconcile().requeue_after)
+    starting = sim.reconcile(write_status=False)
+    assert [a.name for a in starting.actions if isinstance(a, CreateJob)] == [attempt("a", 1)]
+    sim.complete(attempt("a", 1))
+    taken_over = sim.reconcile()
+    assert sim.flow.status.step("a").phase == "Succeeded"  # type: ignore[union-attr]
+    assert deletes(taken_over) == []  # the status it read does not record attempt 1 yet
+    sim.reconcile()  # reads the success stored (the ended flow's plan, or b's flow still running)
+    assert sim.phase == ("Running" if running else "Succeeded")
+    assert attempt("a", 0) not in sim.jobs

@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from test_planner_memoize import CACHE, creates, memoized, status
 
+from zen_flow.api.constants import ANNOTATION_RETRIED_BY, ANNOTATION_RETRY
 from zen_flow.core.naming import job_name
 from zen_flow.planner import DeleteJob
 from zen_flow.planner.memoization import MemoEntry, data_key, encode_entry
@@ -55,12 +57,37 @@ def test_a_served_retry_spends_the_flow_retry_budget() -> None:
     assert [c.attempt for c in creates(sim, "b")] == [0]
 
 
-def test_under_last_attempt_a_served_retry_supersedes_the_failed_attempts_job() -> None:
+def test_under_last_attempt_a_served_retry_supersedes_the_failed_attempts_job_once_stored() -> None:
     sim = served_retry(jobRetention="LastAttempt")
-    deletes = [a for p in sim.plans for a in p.actions if isinstance(a, DeleteJob)]
-    assert deletes == [DeleteJob(job_name("flow", "a", 0), "a", SUPERSEDED_REASON)]
+    # Not in the plan that serves it (its status write may be lost)...
+    assert not [a for p in sim.plans for a in p.actions if isinstance(a, DeleteJob)]
     assert sim.phase == "Succeeded"
+    # ...but in the next one, which reads the success stored.
+    deletes = [a for a in sim.reconcile().actions if isinstance(a, DeleteJob)]
+    assert deletes == [DeleteJob(job_name("flow", "a", 0), "a", SUPERSEDED_REASON)]
     assert list(sim.jobs) == []
+
+
+@pytest.mark.parametrize("retention", ["LastAttempt", "FailedOnly"])
+def test_a_served_rerun_taken_back_before_it_is_stored_keeps_the_failed_attempts_job(retention: str) -> None:
+    sim = Simulator(make_flow([memoized()], execution_policy={"jobRetention": retention}), T0)
+    sim.reconcile()
+    sim.fail(job_name("flow", "a", 0))
+    sim.reconcile()
+    assert sim.phase == "Failed"
+    entry = MemoEntry("build-v1", {"count": "7"}, "default/x", "a", T0)
+    sim.memo_cache[CACHE] = {data_key("build-v1"): encode_entry(entry)}  # another flow stored the key
+    sim.annotate(ANNOTATION_RETRY, "1")
+    sim.annotate(ANNOTATION_RETRIED_BY, "alice")
+    served = sim.reconcile(write_status=False)  # the rerun served from the cache; its write lost
+    assert not [a for a in served.actions if isinstance(a, DeleteJob)]
+    sim.annotate(ANNOTATION_RETRY, None)  # the request taken back: the rerun never happened
+    sim.reconcile()
+    a = status(sim, "a")
+    assert a.phase == "Failed"
+    assert a.job_ref is not None
+    assert a.job_ref.name == job_name("flow", "a", 0)
+    assert job_name("flow", "a", 0) in sim.jobs  # the failure it records keeps its Job and logs
 
 
 def test_by_default_a_served_retry_keeps_the_failed_attempts_job() -> None:

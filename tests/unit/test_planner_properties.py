@@ -32,6 +32,7 @@ from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan, plan_
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.lifecycle import ENDED_REASON, STRAY_EVENT
+from zen_flow.planner.retention import RELEASED_REASON
 from zen_flow.planner.steps import Works
 from zen_flow.planner.timing import normalize
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
@@ -143,6 +144,14 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
             # ... so no other step ever starts once a finally step has.
             begun = [n for n in final if old.get(n, StepPhase.PENDING) != StepPhase.PENDING]
             assert not begun, f"step {action.step} started after finally steps {begun}"
+    for action in result.actions:
+        if isinstance(action, DeleteJob) and action.reason == RELEASED_REASON:
+            # Only a success the stored status holds, with the Job it records (never a lost write's).
+            stored = before.status.step(action.step)
+            assert stored is not None
+            assert stored.phase == StepPhase.SUCCEEDED
+            assert stored.job_ref is not None
+            assert stored.job_ref.name == action.name
     for name, phase in new.items():
         if phase == StepPhase.PENDING_APPROVAL and old.get(name) != phase:
             assert dependencies_allow(flow, new, name)
@@ -156,8 +165,9 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
         assert result.status == kept
         if retry is None and kept is before.status:
             assert result.status is kept
-        # Only a Job of its own still running is deleted (one a lost write of a rerun's plan created).
-        stray = [a for a in result.actions if isinstance(a, DeleteJob)]
+        # Only a Job of its own still running is deleted (one a lost write of a rerun's plan created), and
+        # under jobRetention FailedOnly the Jobs of its Succeeded steps (planner.retention).
+        stray = [a for a in result.actions if isinstance(a, DeleteJob) and a.reason != RELEASED_REASON]
         assert all(a.reason == ENDED_REASON for a in stray)
         assert all(isinstance(a, DeleteFlow | DeleteJob) for a in result.actions)
         said = [e.reason for e in result.events if e.reason != STRAY_EVENT]  # one per stray deleted

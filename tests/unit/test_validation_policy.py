@@ -58,6 +58,7 @@ def exit_rule(*values: int, operator: str = "In", action: str = "FailJob", **ext
         {"ttlStrategy": {}},
         {"jobRetention": "All"},
         {"jobRetention": "LastAttempt", "backoffLimit": 3},
+        {"jobRetention": "FailedOnly", "ttlSecondsAfterFinished": 3600},
         {"priority": 0},
         {"priority": 1000},
         {"priority": -1000, "parallelism": 2},
@@ -124,7 +125,8 @@ def test_valid_execution_policies(policy: dict[str, Any]) -> None:
             E.INVALID,
             "2147483647",
         ),
-        ({"jobRetention": "Last"}, "jobRetention", E.NOT_SUPPORTED, '"All", "LastAttempt"'),
+        ({"jobRetention": "Last"}, "jobRetention", E.NOT_SUPPORTED, '"All", "LastAttempt", "FailedOnly"'),
+        ({"jobRetention": "failedOnly"}, "jobRetention", E.NOT_SUPPORTED, '"FailedOnly"'),
         ({"jobRetention": 1}, "jobRetention", E.INVALID, "must be a string"),
         ({"finallyGraceSeconds": 300}, "finallyGraceSeconds", E.INVALID, "needs activeDeadlineSeconds"),
         (

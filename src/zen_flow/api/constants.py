@@ -164,6 +164,8 @@ class JobRetention(StrEnum):
 
     ALL = "All"  # the default: every attempt's Job stays until the flow is deleted
     LAST_ATTEMPT = "LastAttempt"  # an attempt superseded by a retry or rerun loses its Job
+    # LastAttempt, and a Succeeded step's Job goes too once nothing needs it: only failures keep theirs
+    FAILED_ONLY = "FailedOnly"
 
 
 class BackoffType(StrEnum):

@@ -93,9 +93,8 @@ async def show(session: Session, args: argparse.Namespace, *, bound: Bound | Non
             return False
         single = args.step is not None and items is None
         why = await _why_no_pod(session, flow, args.step, args.attempt) if single else None
-        raise UsageError(
-            why or f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show"
-        )
+        said = f"no pod of jobflow {args.name}{' step ' + args.step if args.step else ''} to show"
+        raise UsageError(why or said + _retention_note(flow, steps))
     several_steps = len({step for step, _, _ in shown}) > 1 or any("/" in step for step, _, _ in shown)
     several_containers = len(shown) > len({step for step, _, _ in shown})
 
@@ -272,15 +271,39 @@ async def _why_no_pod(session: Session, flow: JobFlow, step: str, attempt: int |
     except NotFound:
         why = f"the Job {job} of step {step} was deleted, and its pods with it"
         policy = flow.spec.execution_policy
-        if (
-            attempt is not None
-            and attempt < attempts
-            and policy
-            and policy.job_retention == JobRetention.LAST_ATTEMPT
+        retention = policy.job_retention if policy is not None else None
+        if attempt is not None and attempt < attempts and retention in _LAST_ATTEMPT_ONLY:
+            why += f" (executionPolicy.jobRetention: {retention} keeps only the last attempt's Job)"
+        elif (
+            retention == JobRetention.FAILED_ONLY
+            and status is not None
+            and status.phase == StepPhase.SUCCEEDED
         ):
-            why += " (executionPolicy.jobRetention: LastAttempt keeps only the last attempt's Job)"
+            why += f" ({_FAILED_ONLY_NOTE})"
         return why
     return None
+
+
+_LAST_ATTEMPT_ONLY = (JobRetention.LAST_ATTEMPT, JobRetention.FAILED_ONLY)
+# Why a Succeeded step's Job is gone under FailedOnly (planner.retention), and where its logs are.
+_FAILED_ONLY_NOTE = (
+    "executionPolicy.jobRetention: FailedOnly deletes a Succeeded step's Job once nothing needs it; "
+    "the flow archive has its logs when the controller archives them (--archive-logs), read with "
+    "ZEN_FLOW_ARCHIVE_S3_* set"
+)
+
+
+def _retention_note(flow: JobFlow, steps: Sequence[str]) -> str:
+    """Why `steps` of `flow` show no pod at all when FailedOnly deleted the Jobs of those that
+    Succeeded ("" otherwise)."""
+    policy = flow.spec.execution_policy
+    if policy is None or policy.job_retention != JobRetention.FAILED_ONLY:
+        return ""
+    for step in steps:
+        status = flow.status.step(step)
+        if status is not None and status.phase == StepPhase.SUCCEEDED and status.job_ref is not None:
+            return f" ({_FAILED_ONLY_NOTE})"
+    return ""
 
 
 async def _follow(session: Session, pod: str, container: str, prefix: str) -> None:

@@ -20,6 +20,7 @@ from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.jobs import refusal_origin
+from zen_flow.planner.retention import RELEASED_REASON, RETENTION_REASONS
 
 log = get_logger(__name__)
 
@@ -62,9 +63,10 @@ class PlanExecutor:
         refused: Callable[[str, str, str, str], None] = lambda uid, ns, name, why: None,
         owned: Callable[[str], Iterable[Job]] | None = None,
     ) -> None:
-        """`disown`: told the key of each Job deleted as a stray of an ended flow before its delete goes
-        out (`JobCache.deleted_stray`). `refused`: told (flow uid, namespace, name, why) of each child
-        flow the apiserver refused for good (`JobCache.child_refused`): its step fails, not the flow.
+        """`disown`: told the key of each Job deleted as a stray of an ended flow, or by jobRetention,
+        before its delete goes out (`JobCache.deleted_stray`). `refused`: told (flow uid, namespace,
+        name, why) of each child flow the apiserver refused for good (`JobCache.child_refused`): its
+        step fails, not the flow.
         `owned`: the cached objects of a flow (by uid), as the plan saw them (`JobCache.jobs_for`): what a
         delete removes, and by which UID, read once per plan's deletes (None: every delete is a Job's, by
         name; tests)."""
@@ -193,16 +195,20 @@ class PlanExecutor:
                 raise failures[0]
             objects = {j.metadata.name: j for j in self._owned(uid)} if deletes and self._owned else {}
             for delete in deletes:
-                if delete.reason == planner.ENDED_REASON:
-                    # Its tombstone would bring it back to the next plans, deleted again and again, and
-                    # its outcome taken over by a rerun (informer/tombstones.py).
+                if delete.reason == planner.ENDED_REASON or delete.reason in RETENTION_REASONS:
+                    # Its tombstone would bring it back to the next plans, deleted again and again (and a
+                    # stray's outcome taken over by a rerun: informer/tombstones.py). jobRetention's are
+                    # finished Jobs whose outcome is stored or superseded: nothing reads their last state.
                     self._disown(f"{ns}/{delete.name}")
                 try:
                     await self._delete(flow, delete, made or {}, objects)
                 except (NotFound, Conflict):  # gone, or its name another's now: nothing of ours to delete
                     self._expectations.deletion_observed(uid, delete.name)
+                else:
+                    # Counted only when it deleted something: a Job someone else deleted (its tombstone
+                    # still among the flow's: informer/tombstones.py) is no delete of the controller's.
+                    self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
                 sent += 1
-                self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
                 log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
         except BaseException:
             # A delete that failed or was never sent will not be observed: an expectation left for it
@@ -304,6 +310,8 @@ def delete_cause(reason: str) -> str:
     lowered = reason.lower()
     if reason == planner.ENDED_REASON:  # planner.lifecycle.strays: a Job an ended flow does not record
         return "ended"
+    if reason == RELEASED_REASON:  # planner.retention: a Succeeded step's Job (jobRetention FailedOnly)
+        return "succeeded"
     for mark, cause in (
         ("podpendingtimeout", "pod_pending"),  # planner.pending_pods: podPendingTimeoutSeconds
         (TIMEOUT_MARK, "timeout"),

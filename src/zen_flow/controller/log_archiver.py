@@ -194,12 +194,21 @@ class LogArchiver:
         """The logs of every attempt of the flow (its Jobs), written first when they are not yet: what
         its record lists. StoreError when one could not be written (the record waits: it is retried)."""
         flow = self._effective.get(flow.metadata.uid, flow)
-        out: list[LogEntry] = []
-        for job in sorted(jobs, key=lambda j: j.metadata.name):
+        attempts: list[_Attempt] = []
+        for job in jobs:
             if isinstance(job, ChildFlowJob):
                 continue
             known = self._attempts.get(flow.metadata.uid, {}).get(job.metadata.uid)
-            out.extend(await self._write(known or self._attempt(flow, job)))
+            attempts.append(known or self._attempt(flow, job))
+        # The attempts whose Job is gone since their logs were written (jobRetention deletes a finished
+        # Job once they are: under FailedOnly, most of a flow's by the time it ends): listed too, as long
+        # as this process remembers them (after a restart the store has them, the record does not).
+        listed = {a.job_uid for a in attempts}
+        remembered = self._attempts.get(flow.metadata.uid, {}).values()
+        attempts += [a for a in remembered if a.job_uid not in listed and a.entries is not None]
+        out: list[LogEntry] = []
+        for attempt in sorted(attempts, key=lambda a: a.job):
+            out.extend(await self._write(attempt))
         return out
 
     def _attempt(self, flow: JobFlow, job: Job) -> _Attempt:

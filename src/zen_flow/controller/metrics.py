@@ -45,7 +45,8 @@ _FLOW_BUCKETS = (5, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400, 259200, 60
 
 # `zen_flow_job_deletes_total{reason}` (executor.delete_cause maps the DeleteJob reasons to these).
 JOB_DELETE_CAUSES = (
-    "timeout", "pod_pending", "deadline", "replaced", "stopped", "edited", "superseded", "ended", "other",
+    "timeout", "pod_pending", "deadline", "replaced", "stopped", "edited", "superseded", "succeeded", "ended",
+    "other",
 )  # fmt: skip
 
 

@@ -103,7 +103,8 @@ class JobInformer(Informer[Job]):
         self.add_handler(on_add=lambda job: self.gone.forget(job.metadata.key), on_delete=self.gone.remember)
 
     def deleted_stray(self, key: str) -> None:
-        """The controller deletes this Job (`namespace/name`) as a stray of its ended flow: no tombstone."""
+        """The controller deletes this Job (`namespace/name`) as a stray of its ended flow, or by
+        jobRetention: no tombstone (tombstones.py)."""
         self.gone.disown(key)
 
     def jobs_for(self, owner_uid: str) -> list[Job]:

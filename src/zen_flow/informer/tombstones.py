@@ -9,9 +9,11 @@ Job deleted while running did not finish, whoever deleted it), for `ttl` seconds
 them (a deleted flow's Jobs all pass through here on their way out). A restarted controller has none:
 by then the flow's status is the record, and a step whose result was never written still fails as before.
 
-A finished Job the controller itself deleted as a stray of an ended flow (`disown`) is not kept: its
-outcome is no step's, and its tombstone brought it back to the flow's next plans, which deleted it again
-on every wake-up and let a rerun take its old outcome over (planner.lifecycle.strays).
+A finished Job the controller itself deleted (`disown`) is not kept: a stray of an ended flow, whose
+outcome is no step's (its tombstone brought it back to the flow's next plans, which deleted it again on
+every wake-up, and let a rerun take its old outcome over: planner.lifecycle.strays), or a Job
+executionPolicy.jobRetention deleted, whose outcome is stored or superseded (planner.retention): nothing
+reads its last state, and its tombstone would have it deleted again.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ started, reads that failed for --archive-max-delay-seconds).
 What waits for the logs: the flow's record is written after them, so everything that waits for the
 record (the TTL, a CronJobFlow's history, a parent's deletes of its child flows, a rerun) waits for
 them too, bounded alike by `--archive-max-delay-seconds`. A plan's delete of a finished attempt's Job
-(`jobRetention: LastAttempt`) waits for that attempt's logs (`logs_hold`), bounded alike: once the
-writes of its logs have failed for `max_delay`, the Job goes with a Warning event NotArchived.
+(`jobRetention: LastAttempt` or `FailedOnly`: a superseded attempt's, a Succeeded step's) waits for its
+logs (`logs_hold`), bounded alike: once the writes of its logs have failed for `max_delay`, the Job goes
+with a Warning event NotArchived.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Three passes over the steps:
      once the status stored has every other step ended (planner.finale);
   3. conclude: a flow whose steps have all finished ends as they did; otherwise enforce a stop, a
      replacement or the flow deadline, end a failing flow once nothing runs, derive the phase; under
-     executionPolicy.jobRetention LastAttempt, delete the Jobs of superseded attempts (planner.retention).
+     executionPolicy.jobRetention LastAttempt, delete the Jobs of superseded attempts, under FailedOnly
+     those too and the Jobs of Succeeded steps nothing needs any more (planner.retention).
 An unchanged situation yields the input status object itself and no actions (a quiet flow costs no
 API calls).
 """
@@ -44,7 +45,7 @@ from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import dependency_verdict, uncommitted
 from zen_flow.planner.resources import missing
-from zen_flow.planner.retention import keeps_last_attempt_only, superseded
+from zen_flow.planner.retention import retention_deletes
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.starts import Starts
 from zen_flow.planner.status import (
@@ -246,8 +247,7 @@ class _Planner(Starts):
         phase, failure, reason = self.conclude()
         if not phase.terminal:  # a suspended parent suspends its running children, a resumed one resumes them
             self.actions.extend(suspensions(self.flow, self.moving.values(), self.jobs))
-        if keeps_last_attempt_only(self.flow):
-            self.actions.extend(superseded(self.moving.values(), self.jobs, self.job_name))
+        self.actions.extend(retention_deletes(self.flow, self.jobs, self.actions))
         steps = self.works.statuses()
         stall, due = judge_progress(
             phase,

@@ -16,8 +16,8 @@ webhook records who set it in `workflow.kube-zen.io/retried-by`. Each id is hono
 in `status.audit.retries` (id, user, time, the steps it reran):
 
 - on a Failed flow: its failed Job steps in scope go back to Pending with their next attempt (a new Job
-  name, so the old attempts' Jobs stay for their logs, but under jobRetention LastAttempt: see
-  planner.retention), and so do its Manual steps in scope that timed
+  name, so the old attempts' Jobs stay for their logs, but under jobRetention LastAttempt or
+  FailedOnly: see planner.retention), and so do its Manual steps in scope that timed
   out (nobody decided: reached again, they wait for a decision with a fresh timeout; one with
   continueOnFailure only when named, as its dependents went on without it); every Skipped step
   goes back to Pending (it never ran), Succeeded steps and their outputs stay, a rejected Manual step
@@ -338,8 +338,9 @@ def _reset(step: StepStatus, failed: bool, who: str) -> StepStatus:
         return StepStatus(
             name=step.name,
             # A Job step's next attempt: a new Job, the old one kept for its logs (but under jobRetention
-            # LastAttempt, planner.retention deletes it once the new one exists). A gate has no Job: its
-            # count stays; its cleared startTime makes its timeout count from when the rerun reaches it.
+            # LastAttempt or FailedOnly, planner.retention deletes it once the new one is recorded and
+            # exists). A gate has no Job: its count stays; its cleared startTime makes its timeout count
+            # from when the rerun reaches it.
             retry_count=step.retry_count + (0 if timed_out(step) else 1),
             message=f"rerun requested by {who}",
         )

@@ -18,6 +18,7 @@ from datetime import datetime
 from zen_flow.api.constants import (
     DEFAULT_TTL_SECONDS_AFTER_FINISHED,
     FlowPhase,
+    JobRetention,
     StepPhase,
 )
 from zen_flow.api.flow_status import JobFlowStatus, StepStatus
@@ -27,6 +28,7 @@ from zen_flow.core.naming import short_hash
 from zen_flow.planner.actions import Action, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import NORMAL, derive_events
+from zen_flow.planner.retention import retention_deletes, retention_of
 from zen_flow.planner.status import REASON_INVALID, assemble
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
@@ -148,9 +150,15 @@ def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl
         expiry = after(finished, seconds)
         if now >= expiry:
             return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
-    stops = tuple(strays(flow, jobs, finished=True))
+    jobs = tuple(jobs)
+    stops = strays(flow, jobs, finished=True)
+    events = stray_events(stops)
+    # Under jobRetention, its superseded attempts' Jobs and (FailedOnly) its Succeeded steps': the write
+    # that ended the flow stored the last ones, so this is the first plan that may delete them.
+    if jobs and retention_of(flow) != JobRetention.ALL:
+        stops.extend(retention_deletes(flow, {j.metadata.name: j for j in jobs}, stops))
     wake = None if finished is None or not ttl else until(now, expiry)
-    return Plan(stops, status, stray_events(stops), wake)
+    return Plan(tuple(stops), status, events, wake)
 
 
 def fail_invalid(

@@ -199,8 +199,8 @@ class Memoization(PlanState):
             w.start_time = self.now
         # A retry served from the cache ran no Job for its result: the failed attempt's Job is not the
         # step's (zen-flow logs, the estimate read job_ref). It is still an attempt: its count stays
-        # (the retry budget is spent, `zen-flow get` says which), and under jobRetention LastAttempt the
-        # earlier attempts' Jobs are superseded by it (planner.retention).
+        # (the retry budget is spent, `zen-flow get` says which), and under jobRetention LastAttempt or
+        # FailedOnly the earlier attempts' Jobs are superseded by it once it is stored (planner.retention).
         w.job_ref = None
         w.retry_count = attempt
         w.outputs = outputs

@@ -34,7 +34,7 @@ from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import TemplateInfo
 
 CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
-JOB_RETENTIONS = ("All", "LastAttempt")
+JOB_RETENTIONS = ("All", "LastAttempt", "FailedOnly")
 TTL_STRATEGY_FIELDS = ("secondsAfterSuccess", "secondsAfterFailure")
 POD_FAILURE_ACTIONS = ("FailJob", "Ignore", "Count")
 EXIT_CODE_OPERATORS = ("In", "NotIn")
