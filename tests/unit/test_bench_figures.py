@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zen_flow.validation import validate_jobflow
-from zen_flow_dev.bench import apicost, report
+from zen_flow_dev.bench import apicost, report, targets
 from zen_flow_dev.bench.observer import Observer
 from zen_flow_dev.bench.stats import (
     latencies_after,
@@ -105,14 +105,14 @@ def _burst(p99: float, after_start: float | None, base_p99: float, closed: int) 
 
 
 def test_the_burst_is_judged_on_the_whole_run_with_the_time_after_the_start_beside_it() -> None:
-    rows = {row[0]: row[1:] for row in report.targets({"workloads": [_burst(73.5, 13.0, 10.0, 0)]})}
+    rows = {row[0]: row[1:] for row in targets.targets({"workloads": [_burst(73.5, 13.0, 10.0, 0)]})}
     assert rows["transition p99 <= 1.2 x baseline (many-large)"] == [
         "73.5 / 10.0 ms = 7.35 x (after the flows' start, 12.5 s: 13.0 / 10.0 ms = 1.30 x,"
         " 1880 of 2000 transitions)",
         "MISSED",
     ]
     assert rows["no watch closed by the apiserver (many-large)"] == ["0", "met"]
-    rows = {row[0]: row[1:] for row in report.targets({"workloads": [_burst(11.0, None, 10.0, 2)]})}
+    rows = {row[0]: row[1:] for row in targets.targets({"workloads": [_burst(11.0, None, 10.0, 2)]})}
     assert rows["transition p99 <= 1.2 x baseline (many-large)"] == ["11.0 / 10.0 ms = 1.10 x", "met"]
     assert rows["no watch closed by the apiserver (many-large)"] == ["2", "MISSED"]
 
@@ -254,7 +254,7 @@ def test_the_memory_target_is_judged_on_the_larger_of_running_and_fresh(
             "fresh_controller": {"rss_mb": fresh},
         },
     }
-    rows = [row for row in report.targets({"workloads": [cache]}) if row[0].startswith("RSS")]
+    rows = [row for row in targets.targets({"workloads": [cache]}) if row[0].startswith("RSS")]
     assert rows == [[target, f"{max(running, fresh):.0f} MB (measured, {jobs} Jobs)", verdict]]
 
 
@@ -402,7 +402,7 @@ def test_the_api_cost_of_a_step_is_judged_against_the_baseline_in_the_same_run(
         },
         "baseline": part(apiserver[1], same_work[1]),
     }
-    rows = {row[0]: row[1:] for row in report.targets({"workloads": [many]})}
+    rows = {row[0]: row[1:] for row in targets.targets({"workloads": [many]})}
     assert rows["<= 2.5 requests per step, Events included (many)"] == [
         "2.6",
         "MISSED",
@@ -427,7 +427,7 @@ def test_repeated_runs_are_judged_on_their_median() -> None:
     # Ratios 1.20, 1.50, 1.25 and requests per step 2.4, 2.6, 2.6: one run misses the CPU target, two the
     # requests target; the medians (1.25, 2.6) decide.
     runs = [many(1, 24.0, 2.4), many(2, 30.0, 2.6), many(3, 25.0, 2.6)]
-    rows = {row[0]: row[1:] for row in report.targets({"workloads": runs})}
+    rows = {row[0]: row[1:] for row in targets.targets({"workloads": runs})}
     cpu = "apiserver CPU s per 1,000 steps <= 1.3 x baseline (many)"
     assert rows[f"{cpu} #2"] == ["30.0 / 20.0 s = 1.50 x", "MISSED"]
     assert rows[f"{cpu}, median of 3 runs"] == ["1.25 (1.20, 1.50, 1.25)", "met"]

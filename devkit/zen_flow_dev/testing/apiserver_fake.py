@@ -10,7 +10,7 @@ What it keeps from the apiserver, because the controller's correctness depends o
 - names are unique: creating a Job whose name exists answers 409 AlreadyExists;
 - timestamps in whole seconds (creationTimestamp, conditions), as metav1.Time serialises them.
 And from informers: the controller reads caches that lag behind the truth until `sync()` delivers the
-changes (with the controller's event handlers, as watch events would).
+changes (with the controller's event handlers, as watch events would: informer_fake.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.kube.memo_caches import ConfigMapData
 from zen_flow.machinery.clock import Clock
+from zen_flow_dev.testing.informer_fake import FakeInformerCaches
 
 
 def _refusal(reason: str, message: str) -> ApiError:
@@ -54,10 +55,12 @@ def already_exists(name: str) -> ApiError:
     return _refusal("AlreadyExists", f'jobs.batch "{name}" already exists')
 
 
-class FakeApiServer:
-    """Implements the controller's FlowCache, JobCache, ClusterApi and EventSink."""
+class FakeApiServer(FakeInformerCaches):
+    """Implements the controller's FlowCache, JobCache (its informer caches: informer_fake.py),
+    ClusterApi and EventSink."""
 
     def __init__(self, clock: Clock) -> None:
+        super().__init__()
         self._clock = clock
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
@@ -67,19 +70,12 @@ class FakeApiServer:
         self.pods: dict[tuple[str, str], list[Pod]] = {}
         self.pod_reads: list[tuple[str, str]] = []
         self.cached_pod_reads: list[tuple[str, str]] = []
-        self._cached_flows: dict[str, JobFlow] = {}
-        self._cached_jobs: dict[tuple[str, str], Job] = {}
         self.job_creates: list[str] = []  # every Job create that succeeded, in order
         self.refused: list[str] = []  # "409 Conflict" / "409 AlreadyExists", in order
         self.suspends: list[tuple[str, bool, str]] = []  # child suspend patches: (name, suspend, uid)
         self.stops: list[tuple[str, str, str]] = []  # child stop patches: (name, uid, stopped-by)
         self.events: list[tuple[str, str, str]] = []
         self.children_refused: list[tuple[str, str, str]] = []  # `child_refused`: (parent uid, name, why)
-        self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
-        self.on_flow: Callable[[JobFlow], None] | None = None
-        self.on_flow_deleted: Callable[[JobFlow], None] | None = None
-        self.on_job: Callable[[Job], None] | None = None
-        self.on_job_deleted: Callable[[Job], None] | None = None
         # Raised by the next status patches, in order, before anything is applied (a 503, a timeout).
         self.status_errors: list[Exception] = []
         # Memoize caches: (namespace, name) -> {"labels": {...}, "data": {...}}.
@@ -135,65 +131,6 @@ class FakeApiServer:
         ready (the pods a read finds are the test's: `pods`)."""
         job = self.jobs[(namespace, name)]
         return self._store_job(replace(job, status=replace(job.status, active=active, ready=ready)))
-
-    def sync(self, *, flows: bool = True, jobs: bool = True) -> None:
-        """The informers catch up (both, or one: two informers lag independently): the caches see the
-        truth, and the handlers get the changed objects."""
-        changed_flows = [f for k, f in self.flows.items() if flows and self._cached_flows.get(k) is not f]
-        changed_jobs = [j for k, j in self.jobs.items() if jobs and self._cached_jobs.get(k) is not j]
-        gone_jobs = [j for k, j in self._cached_jobs.items() if jobs and k not in self.jobs]
-        gone_flows = [f for k, f in self._cached_flows.items() if flows and k not in self.flows]
-        if flows:
-            self._cached_flows = dict(self.flows)
-        if jobs:
-            self._cached_jobs = dict(self.jobs)
-        for job in changed_jobs:
-            if self.on_job is not None:
-                self.on_job(job)
-        for job in gone_jobs:
-            if self.on_job_deleted is not None:
-                self.on_job_deleted(job)
-        for flow in changed_flows:
-            if self.on_flow is not None:
-                self.on_flow(flow)
-        for flow in gone_flows:
-            if self.on_flow_deleted is not None:
-                self.on_flow_deleted(flow)
-
-    # --- FlowCache, JobCache: what the controller's informers have seen --------------------------------
-
-    def get(self, key: str) -> JobFlow | None:
-        return self._cached_flows.get(key)
-
-    def parse_error(self, key: str) -> str | None:
-        return None
-
-    def concurrency_group(self, group: str) -> Sequence[JobFlow]:
-        return ()
-
-    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
-        pass  # this cache takes every version from the fake apiserver
-
-    def deleted_stray(self, key: str) -> None:
-        self.disowned.append(key)  # the JobInformer keeps no tombstone of it
-
-    def children_of(self, owner_uid: str) -> Sequence[JobFlow]:
-        """The cached flows whose controlling ownerReference names this UID (the JobFlow informer's
-        index of them: `JobFlowInformer.children_of`)."""
-        return [
-            f
-            for f in self._cached_flows.values()
-            if (ref := f.metadata.controller_ref()) is not None
-            and ref.uid == owner_uid
-            and ref.kind == "JobFlow"
-        ]
-
-    def jobs_for(self, owner_uid: str) -> Sequence[Job]:
-        return [
-            j
-            for j in self._cached_jobs.values()
-            if any(r.uid == owner_uid for r in j.metadata.owner_references)
-        ]
 
     # --- ClusterApi ------------------------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ from zen_flow.planner.actions import Action, DeleteFlow, DeleteJob, EventSpec, P
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.retention import retention_deletes, retention_of
-from zen_flow.planner.status import REASON_INVALID, assemble
+from zen_flow.planner.status import REASON_INVALID
+from zen_flow.planner.status_assembly import assemble
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
 

@@ -20,9 +20,9 @@ from zen_flow.planner.status import (
     MAX_FLOW_MESSAGE,
     REASON_QUEUED,
     REASON_WAITING_FOR_SLOT,
-    assemble,
     cut,
 )
+from zen_flow.planner.status_assembly import assemble
 
 
 def outcome(

@@ -1,4 +1,5 @@
-"""The flow-level parts of the status: phase, progress, the one-line message and the conditions.
+"""The flow-level parts of the status: progress, the one-line message and the conditions (put together
+with the phase in status_assembly.py).
 
 Conditions come in a fixed order, all of them always present, so `kubectl wait --for=condition=Complete`
 and `--for=condition=Failed` work; `lastTransitionTime` changes only when a condition's status flips.
@@ -10,20 +11,16 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
-from zen_flow.api.flow_status import Audit, JobFlowStatus, Progress, StepStatus
-from zen_flow.api.jobflow import JobFlow
+from zen_flow.api.flow_status import Progress, StepStatus
 from zen_flow.api.meta import Condition, format_time
 from zen_flow.planner.approvals import tally
-from zen_flow.planner.backoff import retry_limit
-from zen_flow.planner.estimate import estimate_completion
 from zen_flow.planner.locks import lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
-from zen_flow.planner.parallelism import flow_waiting, parallelism_of
+from zen_flow.planner.parallelism import flow_waiting
 from zen_flow.planner.parallelism import waiting as waiting_for_slot
-from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED, Stall, phases_changed
+from zen_flow.planner.progress import REASON_PROGRESSING, REASON_STALLED
 from zen_flow.planner.steps import HELD_PREFIXES, NAME, PHASE
 
 MAX_FLOW_MESSAGE = 256
@@ -47,7 +44,7 @@ REASON_QUEUED = "ConcurrencyForbid"
 REASON_WAITING_FOR_SLOT = "WaitingForSlot"
 REASON_JOB_REJECTED = "JobRejected"
 REASON_STATUS_REJECTED = "StatusRejected"
-# Running steps whose Job is held suspended, grouped beside the phases (`_by_phase`).
+# Running steps whose Job is held suspended, grouped beside the phases (`by_phase`).
 _HELD_KEY = "Running/held"
 # Ready steps held back by executionPolicy.parallelism or a matrix's maxParallel (Pending, or Retrying
 # with their retry due).
@@ -58,7 +55,7 @@ _ATTEMPT_FAILED = re.compile(r"attempt \d+ failed: ")
 COMMIT_WAIT = "waiting for the status that ends the other steps to be written"
 
 
-def _by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
+def by_phase(steps: Sequence[StepStatus]) -> Mapping[str, tuple[str, ...]]:
     """Step names by phase. Every plan asks (progress, message, conditions); a plan that changed no step
     hands back the status's own tuple, so the answer is remembered by its identity."""
 
@@ -89,7 +86,7 @@ _phases: IdentityMemo[Mapping[str, tuple[str, ...]]] = IdentityMemo(MEMO_STEPS)
 
 
 def progress(steps: Sequence[StepStatus]) -> Progress:
-    phases = _by_phase(steps)
+    phases = by_phase(steps)
     ok, failed = len(phases.get(StepPhase.SUCCEEDED, ())), len(phases.get(StepPhase.FAILED, ()))
     skipped = len(phases.get(StepPhase.SKIPPED, ()))
     return Progress(
@@ -115,8 +112,8 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _names(steps: Sequence[StepStatus], phase: StepPhase) -> list[str]:
-    return list(_by_phase(steps).get(phase, ()))
+def phase_names(steps: Sequence[StepStatus], phase: StepPhase) -> list[str]:
+    return list(by_phase(steps).get(phase, ()))
 
 
 def _retrying(steps: Sequence[StepStatus], names: Sequence[str], limit: Callable[[str], int]) -> str:
@@ -161,11 +158,11 @@ def flow_message(
     """One short human line saying what the flow is doing or why it ended; `limit(step)` is a step's
     retryPolicy limit, `parallelism` the flow's executionPolicy.parallelism, `tallied` the gates that
     count their approvals (`_waiting`)."""
-    held = _by_phase(steps).get(_HELD_KEY, ())
-    running = [n for n in _names(steps, StepPhase.RUNNING) if n not in held]
-    slotless = _by_phase(steps).get(_SLOT_KEY, ())
-    retrying = [n for n in _names(steps, StepPhase.RETRYING) if n not in slotless]
-    waiting = _names(steps, StepPhase.PENDING_APPROVAL)
+    held = by_phase(steps).get(_HELD_KEY, ())
+    running = [n for n in phase_names(steps, StepPhase.RUNNING) if n not in held]
+    slotless = by_phase(steps).get(_SLOT_KEY, ())
+    retrying = [n for n in phase_names(steps, StepPhase.RETRYING) if n not in slotless]
+    waiting = phase_names(steps, StepPhase.PENDING_APPROVAL)
     parts: list[str] = []
     if phase == FlowPhase.SUCCEEDED:
         counts = progress(steps)
@@ -317,85 +314,6 @@ def conditions(
         )
         out.append(before if before is not None and before == cond else cond)
     return tuple(out)
-
-
-def assemble(
-    flow: JobFlow,
-    steps: Sequence[StepStatus],
-    phase: FlowPhase,
-    *,
-    failure: str | None,
-    failed_reason: str,
-    start_time: datetime | None,
-    audit: Audit | None,
-    now: datetime,
-    queued: str | None = None,
-    stall: Stall | None = None,
-    queued_reason: str = REASON_QUEUED,
-    held_locks: tuple[str, ...] | None = None,
-) -> JobFlowStatus:
-    """The new status; the old object itself when nothing changed, so the controller skips the write.
-    `queued`: why a Pending flow is held back, by its concurrency group, a limit on running flows or its
-    own locks (condition Queued, with `queued_reason`); `stall`: when a step last changed phase and
-    whether that is past the progress deadline (none: as recorded); `held_locks`: the flow's own locks
-    it holds (planner.locks), said until it ends."""
-    old = flow.status
-    step_tuple = tuple(steps)
-    counts = progress(step_tuple)
-    if old.progress == counts:
-        counts = old.progress
-    queued = queued if phase == FlowPhase.PENDING else None
-    specs = {s.name: s for s in flow.spec.steps} if StepPhase.RETRYING in _by_phase(step_tuple) else {}
-    message = flow_message(
-        phase,
-        step_tuple,
-        failure,
-        queued,
-        lambda name: retry_limit(specs[name]) if name in specs else 0,
-        parallelism_of(flow),
-        _counting(flow) if StepPhase.PENDING_APPROVAL in _by_phase(step_tuple) else (),
-    )
-    generation = flow.metadata.generation or old.observed_generation
-    # Re-estimated only when a step or the flow changes phase: between transitions the old estimate
-    # stands, so a reconcile that changes nothing else writes nothing.
-    if not phases_changed(old, phase, step_tuple):
-        estimated = old.estimated_completion_time
-    else:
-        estimated = estimate_completion(flow, step_tuple, phase, now)
-    update: dict[str, Any] = {
-        "phase": phase.value,
-        "conditions": conditions(
-            old.conditions,
-            phase,
-            message=failure if phase == FlowPhase.FAILED and failure else message,
-            failed_reason=failed_reason,
-            waiting=_names(step_tuple, StepPhase.PENDING_APPROVAL),
-            generation=generation,
-            now=now,
-            queued=queued,
-            stalled=stall.stalled if stall is not None else None,
-            queued_reason=queued_reason,
-        ),
-        "start_time": start_time,
-        "completion_time": old.completion_time or (now if phase.terminal else None),
-        "estimated_completion_time": estimated,
-        "last_progress_time": stall.last_progress if stall is not None else old.last_progress_time,
-        "steps": step_tuple,
-        "progress": counts,
-        "progress_summary": summary(counts),
-        "observed_generation": generation,
-        "message": message,
-        "audit": audit,
-        "held_locks": held_locks if held_locks and not phase.terminal else None,
-    }
-    if all(getattr(old, key) == value for key, value in update.items()):
-        return old
-    return old.model_copy(update=update)
-
-
-def _counting(flow: JobFlow) -> set[str]:
-    """The gates whose waiting message begins with the controller's count of their approvals."""
-    return {s.name for s in flow.spec.steps if s.approval is not None and s.approval.needed > 1}
 
 
 def _count(n: int, noun: str) -> str:
