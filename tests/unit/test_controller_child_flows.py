@@ -289,6 +289,45 @@ async def test_at_its_parents_finally_grace_a_child_is_stopped_to_run_its_own_fi
     assert len(r.api.stops) == 1
 
 
+async def test_the_graces_stop_never_overwrites_a_stop_a_user_set_since_the_parent_read_the_child() -> None:
+    # The user stops the child now (`true`) after the parent's cache read it: the parent's RunFinally
+    # patch carries the resourceVersion it saw and is refused (409), the user's stop stays as written,
+    # and the next plan, seeing it, sends none.
+    r = rig()
+    r.api.templates[(NS, "t")] = template("t", [job_step("inner"), job_step("tidy", **{"finally": True})])
+    policy = {"activeDeadlineSeconds": 100, "finallyGraceSeconds": 30}
+    p = r.api.create_flow(
+        make_flow(
+            [flow_step("sub"), job_step("cleanup", **{"finally": True})], name="p", execution_policy=policy
+        )
+    )
+    r.api.sync()
+    child_name = job_name("p", "sub", 0)
+    child_key = f"{NS}/{child_name}"
+    await r.spin(p.key, child_key)
+    await r.clock.advance(70)
+    user_stop = {"workflow.kube-zen.io/stop": "true", "workflow.kube-zen.io/stopped-by": "alice"}
+    r.api.update_flow(
+        child_key,
+        lambda f: f.model_copy(
+            update={
+                "metadata": f.metadata.model_copy(
+                    update={"annotations": {**f.metadata.annotations, **user_stop}}
+                )
+            }
+        ),
+    )
+    await r.controller.reconcile(p.key)  # its cache still shows the child without a stop
+    assert len(r.api.stops) == 1
+    assert "409 Conflict" in r.api.refused
+    annotations = r.api.flows[child_key].metadata.annotations
+    assert {k: annotations.get(k) for k in user_stop} == user_stop
+    await r.spin(p.key, child_key)
+    assert len(r.api.stops) == 1  # the next plans see the user's stop: no patch
+    annotations = r.api.flows[child_key].metadata.annotations
+    assert {k: annotations.get(k) for k in user_stop} == user_stop
+
+
 async def test_templates_that_run_each_other_stop_at_the_family_cap_and_cost_only_their_namespace() -> None:
     """a -> b -> a, five Flow steps each, under limits of one running flow: the family grows to the cap
     (its members' creates counted before the cache shows them), the namespace's other flow waits behind

@@ -54,11 +54,11 @@ def test_at_the_grace_point_a_running_child_is_stopped_to_run_its_finally_steps_
     result = plan(parent, [child], POINT)
     assert stops(result) == [StopChild(child.metadata.name, "sub", child.metadata.uid)]
     assert not deletes(result)  # before: deleted, its own finally steps never ran
-    assert reasons(result).count("FlowDeadlineGrace") == 1
+    assert "FlowDeadlineGrace" not in reasons(result)  # said when the step ends, if the stop stops it
     parent = apply(parent, result)
     assert (phase_of(parent, "sub"), phase_of(parent, "cleanup")) == ("Running", "Pending")
     assert parent.status.message == f"{SAID}; waiting for running steps to finish; running: sub"
-    # Its patch landed: said once, and the parent's finally step waits for the child to end.
+    # Its patch landed: not sent again, and the parent's finally step waits for the child to end.
     going = as_job(stopped(child_of(body)))
     later = plan(parent, [going], POINT + timedelta(seconds=5))
     assert not stops(later)
@@ -100,7 +100,8 @@ def test_once_the_stopped_child_ends_the_step_ends_for_the_grace_then_the_finall
     assert (message(sim, "sub") or "").startswith(
         f"{SAID}; child flow {name} was stopped by parent flow flow"
     )
-    assert "FlowDeadlineGrace" not in reasons(result)
+    assert reasons(result).count("FlowDeadlineGrace") == 1  # the grace ended a step: said once
+    assert "FlowDeadlineGrace" not in reasons(sim.reconcile())
     run(sim, by_step(sim, {}))
     assert phases(sim) == {"sub": "Failed", "cleanup": "Succeeded"}
     assert failed_condition(sim) == ("DeadlineExceeded", SAID)
@@ -115,3 +116,47 @@ def test_at_the_deadline_a_child_still_running_is_deleted() -> None:
     parent = apply(parent, result)
     assert parent.status.phase == "Failed"
     assert phase_of(parent, "cleanup") == "Skipped"
+
+
+def test_a_child_whose_stop_stopped_nothing_succeeds_and_the_flow_ends_as_its_steps_did() -> None:
+    # At the point the child's own main steps had ended: its RunFinally stop stops nothing, it ends
+    # Succeeded; a stop that came too late to stop anything changes nothing.
+    sim = Simulator(
+        make_flow([flow_step("sub"), job_step("cleanup", **FINALLY)], execution_policy=POLICY), T0
+    )
+    sim.reconcile()
+    [create] = [a for a in sim.last.actions if isinstance(a, CreateJob)]
+    name = create.name
+    sim.jobs[name] = as_job(child_of(create.body))
+    sim.advance(70)
+    result = sim.reconcile()
+    assert stops(result) == [StopChild(name, "sub", f"uid-{name}")]
+    assert "FlowDeadlineGrace" not in reasons(result)  # nothing ended yet: no warning it fails
+    sim.jobs[name] = as_job(stopped(child_of(create.body, phase="Succeeded")))
+    sim.advance(5)
+    assert "FlowDeadlineGrace" not in reasons(sim.reconcile())
+    run(sim, by_step(sim, {}))
+    assert phases(sim) == {"sub": "Succeeded", "cleanup": "Succeeded"}
+    assert sim.phase == "Succeeded"
+
+
+def test_a_child_already_stopped_at_the_point_is_not_stopped_again_and_its_end_is_announced() -> None:
+    sim = Simulator(
+        make_flow([flow_step("sub"), job_step("cleanup", **FINALLY)], execution_policy=POLICY), T0
+    )
+    sim.reconcile()
+    [create] = [a for a in sim.last.actions if isinstance(a, CreateJob)]
+    name = create.name
+    sim.jobs[name] = as_job(stopped(child_of(create.body), who="user"))
+    sim.advance(70)
+    result = sim.reconcile()
+    assert not stops(result)
+    assert not deletes(result)
+    assert "FlowDeadlineGrace" not in reasons(result)
+    ended = child_of(create.body, phase="Failed", message="stopped by user")
+    sim.jobs[name] = as_job(stopped(ended, who="user"))
+    sim.advance(5)
+    assert reasons(sim.reconcile()).count("FlowDeadlineGrace") == 1  # the grace ended the step
+    run(sim, by_step(sim, {}))
+    assert phases(sim) == {"sub": "Failed", "cleanup": "Succeeded"}
+    assert failed_condition(sim) == ("DeadlineExceeded", SAID)

@@ -217,11 +217,17 @@ class FakeApiServer(FakeInformerCaches):
 
         self.update_flow(key, patch)
 
-    async def stop_flow(self, namespace: str, name: str, uid: str, by: str) -> None:
-        """The merge patch of `Cluster.stop_flow` (no webhook: stopped-by as sent), under its UID."""
+    async def stop_flow(
+        self, namespace: str, name: str, uid: str, by: str, resource_version: str = ""
+    ) -> None:
+        """The merge patch of `Cluster.stop_flow` (no webhook: stopped-by as sent), under its UID and,
+        when given, its resourceVersion (a 409 Conflict in `refused` if the flow changed since)."""
         self.stops.append((name, uid, by))
         key, stop = f"{namespace}/{name}", {ANNOTATION_STOP: STOP_RUN_FINALLY, ANNOTATION_STOPPED_BY: by}
         if (flow := self.flows.get(key)) is not None and flow.metadata.uid != uid:
+            raise conflict(name)
+        if flow is not None and resource_version and flow.metadata.resource_version != resource_version:
+            self.refused.append("409 Conflict")
             raise conflict(name)
         self.update_flow(key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
             update={"annotations": {**f.metadata.annotations, **stop}})}))  # fmt: skip

@@ -75,10 +75,13 @@ class ClusterApi(MemoApi, TemplateApi, Protocol):
         name now belongs to another JobFlow than `uid`'s."""
         ...
 
-    async def stop_flow(self, namespace: str, name: str, uid: str, by: str) -> None:
+    async def stop_flow(
+        self, namespace: str, name: str, uid: str, by: str, resource_version: str = ""
+    ) -> None:
         """Ask a child flow to stop and run its finally steps (`workflow.kube-zen.io/stop: RunFinally`,
         stopped-by `by`: the mutating webhook writes the controller's user instead). `NotFound` if it is
-        gone, `Conflict` if the name now belongs to another JobFlow than `uid`'s."""
+        gone, `Conflict` if the name now belongs to another JobFlow than `uid`'s, or (`resource_version`
+        given) if it changed since."""
         ...
 
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta: ...

@@ -39,7 +39,9 @@ class JobApi(Protocol):
     async def create_child_flow(self, namespace: str, body: dict[str, Any]) -> str: ...
     async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
     async def suspend_flow(self, namespace: str, name: str, suspend: bool, uid: str) -> None: ...
-    async def stop_flow(self, namespace: str, name: str, uid: str, by: str) -> None: ...
+    async def stop_flow(
+        self, namespace: str, name: str, uid: str, by: str, resource_version: str = ""
+    ) -> None: ...
 
 
 class JobNameTaken(ApiError):
@@ -223,10 +225,15 @@ class PlanExecutor:
                     await self._api.suspend_flow(ns, action.name, action.suspend, action.uid)
                 log.info("child flow suspended" if action.suspend else "child flow resumed", flow=action.name)
             if isinstance(action, planner.StopChild):
-                # Its parent's finally grace: it runs its own finally steps (gone, or another's: as above).
+                # Its parent's finally grace: it runs its own finally steps (gone, or another's: as above;
+                # changed since the plan read it, a user's stop perhaps: the next plan decides again).
                 with contextlib.suppress(NotFound, Conflict):
                     await self._api.stop_flow(
-                        ns, action.name, action.uid, f"parent flow {flow.metadata.name}"
+                        ns,
+                        action.name,
+                        action.uid,
+                        f"parent flow {flow.metadata.name}",
+                        action.resource_version,
                     )
                 log.info("child flow stopped to run its finally steps", flow=action.name)
             if isinstance(action, planner.DeleteFlow):

@@ -86,12 +86,15 @@ class Cluster:
         belongs to another JobFlow than `uid`'s."""
         await self._flows.set_suspend(namespace, name, suspend, uid)
 
-    async def stop_flow(self, namespace: str, name: str, uid: str, by: str) -> None:
+    async def stop_flow(
+        self, namespace: str, name: str, uid: str, by: str, resource_version: str = ""
+    ) -> None:
         """Ask a flow to stop and run its finally steps: its stop annotation `RunFinally`, stopped-by `by`
         (a merge patch). `NotFound` if it is gone, `Conflict` if the name now belongs to another JobFlow
-        than `uid`'s."""
+        than `uid`'s, or (`resource_version` given) if the flow changed since: a stop set meanwhile is
+        never overwritten."""
         stop = {ANNOTATION_STOP: STOP_RUN_FINALLY, ANNOTATION_STOPPED_BY: by}
-        await self._flows.annotate(namespace, name, stop, uid)
+        await self._flows.annotate(namespace, name, stop, uid, resource_version)
 
     async def delete_flow(self, namespace: str, name: str, uid: str) -> None:
         """`NotFound` if gone, `Conflict` if the name now belongs to another JobFlow."""

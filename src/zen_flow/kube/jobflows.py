@@ -124,10 +124,16 @@ class JobFlowClient(ResourceLister):
             content_type=MERGE_PATCH,
         )
 
-    async def annotate(self, namespace: str, name: str, annotations: dict[str, str], uid: str) -> None:
+    async def annotate(
+        self, namespace: str, name: str, annotations: dict[str, str], uid: str, resource_version: str = ""
+    ) -> None:
         """Merge `annotations` into the flow's (the stop request of a replaced run), only if the flow of
-        that name is still the one with `uid` (`Conflict` otherwise)."""
-        body = {"metadata": {"uid": uid, "annotations": annotations}}
+        that name is still the one with `uid`, and (`resource_version` given) still at that version
+        (`Conflict` otherwise)."""
+        meta: dict[str, Any] = {"uid": uid, "annotations": annotations}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        body = {"metadata": meta}
         await self._client.request(
             "PATCH",
             JOBFLOWS.path(namespace, name),

@@ -83,11 +83,14 @@ class SuspendChild:
 class StopChild:
     """Ask a child flow to stop and run its finally steps (`workflow.kube-zen.io/stop: RunFinally`): its
     parent's finally grace has come (planner.finale). Its Flow step runs on until the child ends; the
-    parent's deadline deletes it if it still runs then. `uid`: the child's, the patch's precondition."""
+    parent's deadline deletes it if it still runs then. `uid`: the child's, the patch's precondition;
+    `resource_version`: the child's as this plan saw it without a stop, the other precondition (a stop a
+    user set since, `true`, is never overwritten by this softer one: the next plan decides again)."""
 
     name: str
     step: str
     uid: str = ""
+    resource_version: str = ""
 
 
 Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild | StopChild

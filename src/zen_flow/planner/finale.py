@@ -27,6 +27,7 @@ asks for: from its point on, every plan ends the other steps here as the gracefu
 own message, and the flow ends DeadlineExceeded; what it ended is read back from the steps' messages. A
 Flow step's running child is stopped gracefully instead of deleted (`stop_child`), so its own finally
 steps run; the step, and the finally steps after it, wait for the child to end (the deadline deletes it).
+A child whose stop stopped nothing (its main steps had ended) may succeed: the step succeeds then.
 
 What a graceful stop or the grace ended stays ended, and decides how the flow ends (`cut_off`), even once
 the request is removed or the policy edited: the flow ends Stopped or DeadlineExceeded, never as if those
@@ -136,15 +137,18 @@ class Finale(Observation):
         """At the grace point a Flow step's running child is not deleted but stopped gracefully (its
         `workflow.kube-zen.io/stop: RunFinally`, unless a stop is set on it already), so that its own
         finally steps run too, in what is left of the parent's deadline, which deletes it if it still runs
-        then. The step runs on until the child ends, then ends for the grace (planner.observation), and
-        the parent's finally steps start after it."""
+        then. The step runs on until the child ends, then ends for the grace if the stop stopped it
+        (planner.observation; a child that succeeds anyway succeeds), and the parent's finally steps
+        start after it: they wait for the child's whole finally phase, out of the parent's grace."""
         if not w.spec.is_flow or not isinstance(job, ChildFlowJob) or job.flow is None:
             return False
         if job.finished or job.deleting:
             return False
         if stop_request(job.child) is None:
-            self.actions.append(StopChild(job.metadata.name, w.name, job.metadata.uid))
-            self.grace_acted = True
+            seen = job.child.metadata.resource_version or ""
+            self.actions.append(StopChild(job.metadata.name, w.name, job.metadata.uid, seen))
+        # Nothing is ended yet (no `grace_acted`, no warning): a child whose own main steps had ended
+        # stops nothing and may still succeed, and the flow then ends as its steps did.
         self.grace_held = True
         return True
 
@@ -207,8 +211,9 @@ class Finale(Observation):
                 self.wakeups.append(point)
 
     def announce_grace(self, events: tuple[EventSpec, ...]) -> tuple[EventSpec, ...]:
-        """One Warning event by the plan whose grace ended the other steps (a status diff cannot tell:
-        the flow is Running before and after; its end says FlowDeadlineExceeded)."""
+        """One Warning event by the plan whose grace first ended a step (a status diff cannot tell: the
+        flow is Running before and after; its end says FlowDeadlineExceeded). A child stopped gracefully
+        is not ended yet: the event comes when it ends stopped (planner.observation)."""
         if not self.grace_acted or self.grace_before():
             return events
         said = f"{self.closing}: the other steps were stopped, the finally steps run, then the flow fails"

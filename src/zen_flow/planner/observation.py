@@ -113,7 +113,7 @@ class Observation(PodWatch):
             stopped = cond is not None and cond.reason == CHILD_STOPPED_REASON
             if stopped and self.closing is not None and not w.spec.is_finally:
                 self.end_now(w, f"{self.closing}; {said}")  # the grace stopped it (finale.stop_child)
-                self.grace_held = True
+                self.grace_acted = True  # a step ended for the grace: announced (finale.announce_grace)
                 return
             self.attempt_failed(w, said, final=stopped)
             return

@@ -190,8 +190,7 @@ class PlanState:
         # as under a graceful stop), in a flow with finally steps; did this plan end one for it?
         self.closing = closing(policy, self.start_time, now) if shape.final else None
         self.grace_acted = False
-        # Does a Flow step run on for the grace, its child stopping gracefully (planner.finale), or did
-        # one end so in this plan?
+        # Does a Flow step run on for the grace, its child stopping gracefully (planner.finale)?
         self.grace_held = False
         arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
         self.arguments = {a.name: a.value for a in arguments}
