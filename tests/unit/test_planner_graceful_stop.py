@@ -341,6 +341,23 @@ def test_a_lost_write_when_a_finally_step_started_and_finished_is_taken_over() -
     assert started(sim).count("notify") == 1
 
 
+def test_a_graceful_stop_whose_delete_of_an_unrecorded_job_was_lost_still_runs_the_finally_steps() -> None:
+    # The write after build's create is lost, then the stop's plan (which took the Job over and deleted
+    # it) loses its write too: the next plan finds build Pending in the status with its Job being deleted.
+    # That delete was the stop's: build ends stopped, the flow had begun, and the finally steps run.
+    sim = Simulator(make_flow([job_step("build"), job_step("notify", **FINALLY)]), T0)
+    sim.instant_delete = False
+    sim.reconcile(write_status=False)
+    stop(sim)
+    sim.reconcile(write_status=False)
+    run(sim, by_step(sim, {}))
+    assert sim.phase == "Failed"
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+    assert phases(sim) == {"build": "Failed", "notify": "Succeeded"}
+    assert message(sim, "build") == "stopped by alice"
+    assert started(sim) == ["build", "notify"]
+
+
 @pytest.mark.parametrize("retry", [{}, RETRY])
 def test_a_lost_write_of_a_stop_now_still_ends_stopped(retry: dict[str, Any]) -> None:
     # The stop deleted the only running Job and lost its status write: the next plan finds the step's

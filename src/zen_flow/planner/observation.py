@@ -75,17 +75,23 @@ class Observation(PodWatch):
     def adopt(self, w: StepWork) -> None:
         """A Job of the next attempt exists although status does not know it: the status write after
         the create was lost. Take it over (never create it twice); repeat for several lost writes. One
-        being deleted before it finished is not (`adoptable`): `create` waits for it to go."""
+        being deleted before it finished is not (`adoptable`): `create` waits for it to go; unless it is
+        our own delete for a stop, a replacement or the deadline (`own_delete`) whose plan's write was lost
+        too: then the step ran, and ends as that plan ended it (`job_gone`), not as one never started."""
         while not w.spec.is_manual and w.phase in (StepPhase.PENDING, StepPhase.RETRYING):
             attempt = w.retry_count + (1 if w.phase == StepPhase.RETRYING else 0)
             name = self.job_name(w.name, attempt)
             job = self.jobs.get(name)
-            if job is None or not adoptable(job):
+            if job is None:
                 return
             if (w.spec.is_finally and not self.main_ended_before()) or self.after_timeout(w):
                 # None is created before the stored status ends the other steps (planner.finale), nor
                 # before it ends a dependency this plan timed out (`after_timeout`): not ours (forged, or
                 # left by a controller older than those rules); taken over, if at all, after.
+                return
+            if not adoptable(job) and self.own_delete(w) is None:
+                # Not our own delete for a stop, a replacement or the deadline whose write was lost
+                # (those end the step as that plan did: `job_gone`, and the flow had begun): wait for it.
                 return
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
             # What it said while held for a slot, or waiting for the status write, is over: it runs.
