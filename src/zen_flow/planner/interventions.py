@@ -7,8 +7,8 @@ who asked (`workflow.kube-zen.io/stopped-by`, written by the mutating webhook). 
 The value `RunFinally` (any case: `runfinally` typed by hand must not lose the cleanup it asks for) is a
 graceful stop: the steps that are not finally are stopped the same way, then the finally steps run
 (planner.finale); in a flow with no finally step, or one that has not started a step, it is the same
-as any other value. What a stop wrote into a step's message in this run (`stopped_in_run`) is how later
-plans know that it took effect: the status is the only memory a plan has.
+as any other value. What a stop wrote into a step's message in this run (`planner.steps.ended_in_run`)
+is how later plans know that it took effect: the status is the only memory a plan has.
 
 **Rerun**: the annotation `workflow.kube-zen.io/retry: <id>` (any new value is a new request),
 optionally limited by `workflow.kube-zen.io/retry-steps: a,b` to some of the failed steps; the mutating
@@ -99,12 +99,6 @@ def runs_finally(flow: JobFlow) -> bool:
     """Does the stop request ask for the finally steps to run first (`RunFinally`, any case)?"""
     value = (flow.metadata.annotations.get(ANNOTATION_STOP) or "").strip()
     return value.casefold() == STOP_RUN_FINALLY.casefold()
-
-
-def stopped_in_run(step: StepStatus, run_start: datetime | None) -> bool:
-    """Did a stop end this step in the current run (`ended_in_run`)? Any user's stop counts: changing
-    the value (RunFinally to true) writes a new stopped-by."""
-    return ended_in_run(step, run_start, STOPPED_MESSAGES)
 
 
 def stopped_by_request(step: StepStatus) -> bool:

@@ -92,10 +92,6 @@ def retention_of(flow: JobFlow) -> str:
     return (policy.job_retention if policy is not None else None) or JobRetention.ALL
 
 
-def keeps_failed_only(flow: JobFlow) -> bool:
-    return retention_of(flow) == JobRetention.FAILED_ONLY
-
-
 def retention_deletes(
     flow: JobFlow, jobs: Mapping[str, Job], planned: Iterable[Action] = ()
 ) -> list[DeleteJob]:
