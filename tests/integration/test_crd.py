@@ -89,6 +89,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
             "jobRetention": "LastAttempt",
             "backoffLimit": 2,
             "activeDeadlineSeconds": 7200,
+            "finallyGraceSeconds": 600,
             "parallelism": 4,
             "priority": 100,
             "podPendingTimeoutSeconds": 600,
