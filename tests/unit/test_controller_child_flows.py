@@ -248,11 +248,9 @@ async def test_a_parent_suspends_and_resumes_its_child() -> None:
     assert not r.api.flows[child_key].spec.suspend
 
 
-async def test_at_its_parents_finally_grace_a_child_is_stopped_to_run_its_own_finally_steps() -> None:
-    # Not deleted: the parent's grace point patches the child's stop annotation to RunFinally (under its
-    # UID); the child ends its own steps and runs its finally one, then the parent's step ends for the
-    # grace and the parent's finally step runs; the parent ends DeadlineExceeded.
-    r = rig()
+def graced_parent(r: Rig) -> tuple[Any, str, str]:
+    """Parent `p` (deadline 100 s, grace 30 s; a finally `cleanup`) whose Flow step `sub` runs template
+    `t` (`inner`, then a finally `tidy`): the parent, its child's name and key."""
     r.api.templates[(NS, "t")] = template("t", [job_step("inner"), job_step("tidy", **{"finally": True})])
     policy = {"activeDeadlineSeconds": 100, "finallyGraceSeconds": 30}
     p = r.api.create_flow(
@@ -262,7 +260,15 @@ async def test_at_its_parents_finally_grace_a_child_is_stopped_to_run_its_own_fi
     )
     r.api.sync()
     child_name = job_name("p", "sub", 0)
-    child_key = f"{NS}/{child_name}"
+    return p, child_name, f"{NS}/{child_name}"
+
+
+async def test_at_its_parents_finally_grace_a_child_is_stopped_to_run_its_own_finally_steps() -> None:
+    # Not deleted: the parent's grace point patches the child's stop annotation to RunFinally (under its
+    # UID); the child ends its own steps and runs its finally one, then the parent's step ends for the
+    # grace and the parent's finally step runs; the parent ends DeadlineExceeded.
+    r = rig()
+    p, child_name, child_key = graced_parent(r)
     await r.spin(p.key, child_key)
     assert r.steps(child_key)["inner"][0] == "Running"
     await r.clock.advance(70)
@@ -294,16 +300,7 @@ async def test_the_graces_stop_never_overwrites_a_stop_a_user_set_since_the_pare
     # patch carries the resourceVersion it saw and is refused (409), the user's stop stays as written,
     # and the next plan, seeing it, sends none.
     r = rig()
-    r.api.templates[(NS, "t")] = template("t", [job_step("inner"), job_step("tidy", **{"finally": True})])
-    policy = {"activeDeadlineSeconds": 100, "finallyGraceSeconds": 30}
-    p = r.api.create_flow(
-        make_flow(
-            [flow_step("sub"), job_step("cleanup", **{"finally": True})], name="p", execution_policy=policy
-        )
-    )
-    r.api.sync()
-    child_name = job_name("p", "sub", 0)
-    child_key = f"{NS}/{child_name}"
+    p, _, child_key = graced_parent(r)
     await r.spin(p.key, child_key)
     await r.clock.advance(70)
     user_stop = {"workflow.kube-zen.io/stop": "true", "workflow.kube-zen.io/stopped-by": "alice"}

@@ -83,15 +83,21 @@ def escape_expansion(value: str) -> str:
     return value.replace("$", "$$")
 
 
-def json_path_sources(step: Step) -> tuple[str, ...]:
-    """The steps whose documents this step's `<step>:<path>` inputs read."""
+def json_path_reads(step: Step) -> tuple[tuple[str, str], ...]:
+    """(step, path) of each `<step>:<path>` input of this step: whose document it reads, and where."""
     params = step.inputs.parameters if step.inputs is not None else ()
-    refs: list[str] = []
+    reads: list[tuple[str, str]] = []
     for param in params:
         path = param.value_from.json_path if param.value_from is not None else None
         if param.value is None and path and not path.startswith("$") and ":" in path:
-            refs.append(path.partition(":")[0])
-    return tuple(refs)
+            ref, _, rest = path.partition(":")
+            reads.append((ref, rest))
+    return tuple(reads)
+
+
+def json_path_sources(step: Step) -> tuple[str, ...]:
+    """The steps whose documents this step's `<step>:<path>` inputs read."""
+    return tuple(ref for ref, _ in json_path_reads(step))
 
 
 def _key_ref(ref: KeyRef, kind: str, what: str) -> dict[str, str]:

@@ -64,6 +64,7 @@ from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, DeleteJob
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
+from zen_flow.planner.parameters import json_path_reads
 from zen_flow.planner.shape import shape_of
 
 # The DeleteJob reasons; zen_flow_job_deletes_total counts a superseded attempt's as "superseded", a
@@ -154,13 +155,7 @@ def _reads_job(path: str) -> bool:
 def _derive_readers(steps: tuple[Step, ...]) -> Mapping[str, tuple[Reader, ...]]:
     found: dict[str, dict[str, Reader]] = {}
     for step in steps:
-        params = step.inputs.parameters if step.inputs is not None else ()
-        for param in params:
-            # The sources planner.parameters.json_path_sources names, with their paths.
-            path = param.value_from.json_path if param.value_from is not None else None
-            if param.value is not None or not path or path.startswith("$") or ":" not in path:
-                continue
-            ref, _, rest = path.partition(":")
+        for ref, rest in json_path_reads(step):
             seen = found.setdefault(ref, {})
             old = seen.get(step.name)
             job = _reads_job(rest) or (old is not None and old.job)
