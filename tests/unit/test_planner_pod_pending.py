@@ -368,19 +368,46 @@ def test_a_pod_that_succeeded_before_its_job_says_complete_never_fails_the_step(
 
 def completions(n: int | str) -> dict[str, Any]:
     """A step's Job template field: its `completions`."""
-    return {"template": {**job_template(), "spec": {**job_template()["spec"], "completions": n}}}
+    return job_spec(completions=n)
+
+
+def job_spec(**fields: int | str) -> dict[str, Any]:
+    """A step's Job template with these Job spec fields (`completions`, `parallelism`)."""
+    return {"template": {**job_template(), "spec": {**job_template()["spec"], **fields}}}
+
+
+def test_a_work_queue_whose_sibling_pod_never_runs_after_a_success_fails_its_bound() -> None:
+    # A work queue (completions unset, parallelism 2): one pod ran ten minutes and succeeded, its sibling
+    # never got a node. Kubernetes completes such a Job only once every pod has ended, so the sibling holds
+    # the step Running: the bound counts from the success, as after any pod's end, and fails the attempt.
+    sim, job = started([job_step("a", podPendingTimeoutSeconds=60, **job_spec(parallelism=2))])
+    owner = sim.owner(job)
+    sim.stick(job, [unschedulable(owner)], ready=1, active=2)
+    sim.advance(600)
+    sim.reconcile()
+    done_at = sim.now
+    sim.stick(job, [ended(owner, T0, done_at, phase="Succeeded"), unschedulable(owner)], succeeded=1)
+    failed = run_for(sim, 200)
+    assert failed is not None
+    assert done_at + timedelta(seconds=60) <= failed <= done_at + timedelta(seconds=62)
+    assert (
+        step(sim).message == f"PodPendingTimeout: no pod running for 60s; pod unschedulable: {UNSCHEDULABLE}"
+    )
+    assert [d.reason for d in deletes(sim)] == ["PodPendingTimeout"]
 
 
 def test_a_job_that_counted_its_success_before_saying_complete_never_fails_the_step() -> None:
     # The Job controller counted the pod's success (its finalizer off) and has yet to write Complete (or
     # SuccessCriteriaMet): a step's bound passing meanwhile is no wait, whether its status still counts
     # the pod active or not; nor, for a Job of three completions, a count of three; nor, for one whose
-    # completions an expression fills (not known here), a count of one with no pod active.
+    # completions an expression fills (not known here), or for a work queue (completions unset, parallelism
+    # over 1), a count of one with no pod active.
     cases: list[tuple[dict[str, Any], dict[str, int]]] = [
         ({}, {"succeeded": 1}),
         ({}, {"succeeded": 1, "active": 0}),
         (completions(3), {"succeeded": 3, "active": 0}),
         (completions("{{ params.n }}"), {"succeeded": 1, "active": 0}),
+        (job_spec(parallelism=3), {"succeeded": 1, "active": 0}),
     ]
     for extra, counts in cases:
         sim, job = started([job_step("a", podPendingTimeoutSeconds=60, **extra)])
@@ -641,6 +668,40 @@ def test_a_job_of_several_completions_fails_only_for_a_gap_without_progress_long
         assert run_for(sim, runs) is None
         done.append(ended(owner, started_at, sim.now, phase="Succeeded"))
     sim.stick(job, done, ready=0, active=0, succeeded=len(done))
+    sim.reconcile()
+    assert run_for(sim, 300) is None
+    assert not deletes(sim)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(2, 4), st.integers(1, 120), st.integers(1, 900), st.integers(0, 300))
+def test_a_work_queue_fails_only_for_a_sibling_left_pending_past_its_bound_after_a_success(
+    parallelism: int, bound: int, runs: int, siblings_end: int
+) -> None:
+    # A work queue: one pod runs and succeeds while its siblings never get a node; they end (are deleted,
+    # fail) `siblings_end` seconds after the success, or not before the step fails. The step fails only
+    # once they have waited the bound past the success, surely by then (a second late at most), and never
+    # once they have all ended: the Job's Complete comes.
+    sim, job = started([job_step("a", podPendingTimeoutSeconds=bound, **job_spec(parallelism=parallelism))])
+    owner = sim.owner(job)
+    siblings = [unschedulable(owner) for _ in range(parallelism - 1)]
+    sim.stick(job, siblings, ready=1, active=parallelism)
+    sim.reconcile()
+    assert run_for(sim, runs) is None
+    done_at = sim.now
+    done = ended(owner, T0, done_at, phase="Succeeded")
+    sim.stick(job, [done, *siblings], succeeded=1, active=len(siblings))
+    sim.reconcile()
+    failed = run_for(sim, siblings_end)
+    if failed is not None:
+        assert failed >= done_at + timedelta(seconds=bound)
+        assert step(sim).message == (
+            f"PodPendingTimeout: no pod running for {bound}s; pod unschedulable: {UNSCHEDULABLE}"
+        )
+        return
+    assert sim.now < done_at + timedelta(seconds=bound + 2), "siblings pending past the bound"
+    gone = [ended(owner, T0, sim.now) for _ in siblings]
+    sim.stick(job, [done, *gone], succeeded=1, failed=len(gone), active=0)
     sim.reconcile()
     assert run_for(sim, 300) is None
     assert not deletes(sim)

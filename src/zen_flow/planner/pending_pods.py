@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import compress
+from typing import TypeGuard
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.job import Job
@@ -113,13 +114,23 @@ def pending(job: Job) -> bool:
 
 
 def successes_needed(step: Step) -> int | None:
-    """How many pods of the step's Job must succeed for it to complete (`completions`; 1 when unset:
-    the first success ends a work queue); None: not known here (an expression the template fills)."""
+    """How many pods of the step's Job must succeed for it to complete (`completions`; 1 when unset and
+    its `parallelism` is at most 1); None: a success completes it only once no pod is active. So for a
+    work queue (`completions` unset, `parallelism` over 1): Kubernetes completes it once a pod succeeded
+    and every pod ended, and a sibling that never runs holds it open. None too when an expression the
+    template fills decides it (not known here)."""
     spec = (step.template or {}).get("spec")
-    completions = spec.get("completions") if isinstance(spec, Mapping) else None
-    if completions is None:
+    if not isinstance(spec, Mapping):
         return 1
-    return completions if isinstance(completions, int) and not isinstance(completions, bool) else None
+    completions = spec.get("completions")
+    if completions is None:
+        parallelism = spec.get("parallelism", 1)
+        return 1 if _integer(parallelism) and parallelism <= 1 else None
+    return completions if _integer(completions) else None
+
+
+def _integer(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def settling(job: Job, wait: PodWait, needed: int | None = 1) -> bool:
@@ -128,8 +139,9 @@ def settling(job: Job, wait: PodWait, needed: int | None = 1) -> bool:
     not a wait, whatever the time. So too a Job whose status counts as many succeeded pods as it needs
     (`needed`: its completions): its Complete condition may come later than a step's bound. A Job that
     counts fewer has more pods to run: its wait counts from its last success (`pods_moved`), and a next
-    pod that never comes (a quota refuses it) is a wait like any. When `needed` is not known here (an
-    expression fills it), a success with no pod active may be the last: not a wait."""
+    pod that never comes (a quota refuses it) is a wait like any. When `needed` is None (a work queue, or
+    an expression fills it), a success with no pod active may be the last: not a wait; a pod still
+    pending beside it is one (a work queue completes only once it ends)."""
     counted = job.status.succeeded
     if wait.uncounted or wait.succeeded > counted:
         return True
