@@ -62,6 +62,26 @@ def test_a_flow_step_needs_a_template_name_and_matrix_is_refused() -> None:
     assert found["spec.steps[2].matrix"] == "a Flow step cannot fan out"
 
 
+def test_a_flow_step_with_a_matrix_is_refused_for_its_matrix_alone() -> None:
+    # The matrix is not expanded into items for a Flow step (their labels would be refused as the step's
+    # metadata): the step is checked as the Flow step it is, and a step after it names it, not its items.
+    matrix = {"parameters": [{"name": "m", "values": ["1", "2"]}]}
+    flow = flow_manifest("f", "default", [flow_step("c", matrix=matrix), job_step("d", "c")])
+    assert [str(e) for e in validate_jobflow(flow)] == [
+        "spec.steps[0].matrix: Forbidden: a Flow step cannot fan out"
+    ]
+    flow = flow_manifest("f", "default", [job_step("a", matrix=matrix), flow_step("c", matrix=matrix)])
+    assert [str(e) for e in validate_jobflow(flow)] == [
+        "spec.steps[1].matrix: Forbidden: a Flow step cannot fan out"
+    ]
+    step = flow_step("c", matrix=matrix, podPendingTimeoutSeconds=60)
+    assert [str(e) for e in validate_jobflow(flow_manifest("f", "default", [step]))] == [
+        "spec.steps[0].matrix: Forbidden: a Flow step cannot fan out",
+        "spec.steps[0].podPendingTimeoutSeconds: Forbidden: "
+        "a Flow step has no pod of its own: set it on its template's steps",
+    ]
+
+
 def test_flow_on_a_step_that_is_not_of_type_flow_is_refused() -> None:
     found = errors(job_step("a", flow={"templateRef": {"name": "build"}}))
     assert found == {"spec.steps[0].flow": "only a step of type: Flow runs a child flow"}

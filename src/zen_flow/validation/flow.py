@@ -159,9 +159,21 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
     check_flow_locks(r, spec, raw_steps or ())
-    for i, raw in enumerate(raw_steps or ()):
-        if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None:
-            r.add(forbidden(f"{steps_path}[{i}].matrix", FLOW_MATRIX))
+    fanned = [
+        i
+        for i, raw in enumerate(raw_steps or ())
+        if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None
+    ]
+    for i in fanned:
+        r.add(forbidden(f"{steps_path}[{i}].matrix", FLOW_MATRIX))
+    if fanned and raw_steps:
+        # Refused: the rest is checked as if it had none, so the Flow step is checked as one, not as items
+        # (whose labels a Flow step refuses as its metadata), and steps after it name it, not its items.
+        raw_steps = [
+            {k: v for k, v in s.items() if k != "matrix"} if i in fanned else s
+            for i, s in enumerate(raw_steps)
+        ]
+        spec = {**spec, "steps": raw_steps}
     matrix = expand_matrix(spec) if raw_steps and has_matrix(spec) else None
     if matrix is None:
         items = r.mappings(raw_steps, steps_path)
