@@ -219,7 +219,8 @@ async def test_steps_are_immutable_once_the_flow_started(
         pytest.param(
             [{"name": "gate", "type": "Manual", "matrix": {"parameters": [{"name": "s", "values": ["a"]}]}}],
             {},
-            "a Manual step is an approval gate and cannot fan out; put the matrix on a Job step (step gate)",
+            "spec.steps[].matrix: a Manual step is an approval gate and cannot fan out; put the matrix on a"
+            " Job step (step gate)",
             id="manual-matrix",
         ),
         pytest.param(

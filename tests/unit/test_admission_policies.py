@@ -52,10 +52,6 @@ def finally_step(name: str, *deps: str, **fields: Any) -> dict[str, Any]:
 
 
 REFUSED = {
-    "a Manual step with a matrix": (
-        [job_step("a"), manual_step("gate", "a", matrix=MATRIX)],
-        constants.MANUAL_MATRIX + " (step gate)",
-    ),
     "a finally step depending on an item of a main matrix step": (
         [job_step("build", matrix=MATRIX), finally_step("report", "build-0")],
         "step report depends on build-0, which " + constants.FINALLY_CROSSING[True],
@@ -83,24 +79,38 @@ def flow_step(name: str, *deps: str, **fields: Any) -> dict[str, Any]:
     return {**step, "dependencies": list(deps)} if deps else step
 
 
-# name: (steps, the index of the Flow step with a matrix)
-FLOW_MATRIX_REFUSED = {
-    "a Flow step with a matrix": ([flow_step("child", matrix=MATRIX)], 0),
+# name: (steps, the index of the Manual or Flow step with a matrix, the webhook's words)
+MATRIX_FIELD_REFUSED = {
+    "a Manual step with a matrix": (
+        [job_step("a"), manual_step("gate", "a", matrix=MATRIX)],
+        1,
+        constants.MANUAL_MATRIX,
+    ),
+    "a step with neither type nor template (a Manual gate) with a matrix": (
+        [{"name": "gate", "matrix": MATRIX}],
+        0,
+        constants.MANUAL_MATRIX,
+    ),
+    "a Flow step with a matrix": ([flow_step("child", matrix=MATRIX)], 0, constants.FLOW_MATRIX),
     "a Flow step with a matrix after a Job step with one": (
         [job_step("a", matrix=MATRIX), flow_step("child", "a", matrix=MATRIX)],
         1,
+        constants.FLOW_MATRIX,
     ),
 }
 
 
-@pytest.mark.parametrize(("steps", "index"), FLOW_MATRIX_REFUSED.values(), ids=FLOW_MATRIX_REFUSED.keys())
-def test_the_policy_refuses_a_flow_step_with_a_matrix_naming_the_field_as_the_webhook_does(
-    steps: list[dict[str, Any]], index: int
+@pytest.mark.parametrize(
+    ("steps", "index", "words"), MATRIX_FIELD_REFUSED.values(), ids=MATRIX_FIELD_REFUSED.keys()
+)
+def test_the_policy_refuses_a_matrix_on_a_manual_or_flow_step_naming_the_field_as_the_webhook_does(
+    steps: list[dict[str, Any]], index: int, words: str
 ) -> None:
     flow = flow_manifest("f", "default", steps)
-    refused = {e.path: e.detail for e in validate_jobflow(flow)}
-    assert refused[f"spec.steps[{index}].matrix"] == constants.FLOW_MATRIX  # the webhook's field and words
-    assert refusals(flow) == [f"spec.steps[].matrix: {constants.FLOW_MATRIX} (step {steps[index]['name']})"]
+    # The webhook's field and words, and nothing else.
+    assert [str(e) for e in validate_jobflow(flow)] == [f"spec.steps[{index}].matrix: Forbidden: {words}"]
+    said = [" ".join(s.split()) for s in refusals(flow)]
+    assert said == [f"spec.steps[].matrix: {words} (step {steps[index]['name']})"]
 
 
 ADMITTED = {
