@@ -371,7 +371,7 @@ def completions(n: int | str) -> dict[str, Any]:
     return job_spec(completions=n)
 
 
-def job_spec(**fields: int | str) -> dict[str, Any]:
+def job_spec(**fields: int | str | None) -> dict[str, Any]:
     """A step's Job template with these Job spec fields (`completions`, `parallelism`)."""
     return {"template": {**job_template(), "spec": {**job_template()["spec"], **fields}}}
 
@@ -401,13 +401,17 @@ def test_a_job_that_counted_its_success_before_saying_complete_never_fails_the_s
     # SuccessCriteriaMet): a step's bound passing meanwhile is no wait, whether its status still counts
     # the pod active or not; nor, for a Job of three completions, a count of three; nor, for one whose
     # completions an expression fills (not known here), or for a work queue (completions unset, parallelism
-    # over 1), a count of one with no pod active.
+    # over 1, or one an expression fills), a count of one with no pod active. A parallelism of 1, or null
+    # (Kubernetes' default: 1), is one pod's Job: its one success is its last, active or not.
     cases: list[tuple[dict[str, Any], dict[str, int]]] = [
         ({}, {"succeeded": 1}),
         ({}, {"succeeded": 1, "active": 0}),
+        (job_spec(parallelism=1), {"succeeded": 1}),
+        (job_spec(parallelism=None), {"succeeded": 1}),
         (completions(3), {"succeeded": 3, "active": 0}),
         (completions("{{ params.n }}"), {"succeeded": 1, "active": 0}),
         (job_spec(parallelism=3), {"succeeded": 1, "active": 0}),
+        (job_spec(parallelism="{{ params.n }}"), {"succeeded": 1, "active": 0}),
     ]
     for extra, counts in cases:
         sim, job = started([job_step("a", podPendingTimeoutSeconds=60, **extra)])
@@ -694,7 +698,7 @@ def test_a_work_queue_fails_only_for_a_sibling_left_pending_past_its_bound_after
     sim.reconcile()
     failed = run_for(sim, siblings_end)
     if failed is not None:
-        assert failed >= done_at + timedelta(seconds=bound)
+        assert done_at + timedelta(seconds=bound) <= failed <= done_at + timedelta(seconds=bound + 2)
         assert step(sim).message == (
             f"PodPendingTimeout: no pod running for {bound}s; pod unschedulable: {UNSCHEDULABLE}"
         )

@@ -82,6 +82,20 @@ def test_a_flow_step_with_a_matrix_is_refused_for_its_matrix_alone() -> None:
     ]
 
 
+def test_a_flow_step_s_matrix_parameters_still_fill_its_arguments() -> None:
+    # Set aside, the matrix leaves its parameters as the step's (empty) inputs: an argument naming one is
+    # not refused as a placeholder naming no input parameter, only the matrix is.
+    matrix = {"parameters": [{"name": "m", "values": ["1", "2"]}]}
+    child = {
+        "templateRef": {"name": "build"},
+        "arguments": {"parameters": [{"name": "n", "value": "{{inputs.parameters.m}}"}]},
+    }
+    step = flow_step("c", matrix=matrix, flow=child)
+    assert [str(e) for e in validate_jobflow(flow_manifest("f", "default", [step]))] == [
+        "spec.steps[0].matrix: Forbidden: a Flow step cannot fan out"
+    ]
+
+
 def test_flow_on_a_step_that_is_not_of_type_flow_is_refused() -> None:
     found = errors(job_step("a", flow={"templateRef": {"name": "build"}}))
     assert found == {"spec.steps[0].flow": "only a step of type: Flow runs a child flow"}

@@ -124,7 +124,9 @@ def successes_needed(step: Step) -> int | None:
         return 1
     completions = spec.get("completions")
     if completions is None:
-        parallelism = spec.get("parallelism", 1)
+        parallelism = spec.get("parallelism")
+        if parallelism is None:  # unset or null: Kubernetes' default, 1
+            return 1
         return 1 if _integer(parallelism) and parallelism <= 1 else None
     return completions if _integer(completions) else None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from zen_flow.api.constants import FLOW_MATRIX, KIND
 from zen_flow.core.matrix import expand_matrix, has_matrix
+from zen_flow.core.matrix_items import stand_in
 from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
@@ -159,20 +160,18 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
     check_flow_locks(r, spec, raw_steps or ())
-    fanned = [
+    fanned = {
         i
         for i, raw in enumerate(raw_steps or ())
         if isinstance(raw, dict) and raw.get("type") == "Flow" and raw.get("matrix") is not None
-    ]
-    for i in fanned:
+    }
+    for i in sorted(fanned):
         r.add(forbidden(f"{steps_path}[{i}].matrix", FLOW_MATRIX))
-    if fanned and raw_steps:
-        # Refused: the rest is checked as if it had none, so the Flow step is checked as one, not as items
-        # (whose labels a Flow step refuses as its metadata), and steps after it name it, not its items.
-        raw_steps = [
-            {k: v for k, v in s.items() if k != "matrix"} if i in fanned else s
-            for i, s in enumerate(raw_steps)
-        ]
+    if fanned:  # not empty: raw_steps is a list
+        # Refused: the rest is checked with the step's stand-in, so the Flow step is checked as one, not as
+        # items (whose labels a Flow step refuses as its metadata), steps after it name it, not its items,
+        # and its matrix parameters stay its (empty) inputs, as its arguments' placeholders may name them.
+        raw_steps = [stand_in(s) if i in fanned else s for i, s in enumerate(raw_steps or ())]
         spec = {**spec, "steps": raw_steps}
     matrix = expand_matrix(spec) if raw_steps and has_matrix(spec) else None
     if matrix is None:
