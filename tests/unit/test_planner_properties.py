@@ -28,11 +28,17 @@ from zen_flow.api.constants import (
 )
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import Step
+from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan, plan_state, retry_delay
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.interventions import request, rerun
 from zen_flow.planner.lifecycle import ENDED_REASON, STRAY_EVENT
-from zen_flow.planner.retention import RELEASED_REASON
+from zen_flow.planner.retention import (
+    RELEASED_REASON,
+    RETENTION_REASONS,
+    SUPERSEDED_FAILED_ONLY,
+    SUPERSEDED_REASON,
+)
 from zen_flow.planner.steps import Works
 from zen_flow.planner.timing import normalize
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
@@ -40,6 +46,7 @@ from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 MAX_ROUNDS = 3000
+SUPERSEDED_REASONS = (SUPERSEDED_REASON, SUPERSEDED_FAILED_ONLY)
 
 WHENS = [
     None,
@@ -166,8 +173,17 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
         if retry is None and kept is before.status:
             assert result.status is kept
         # Only a Job of its own still running is deleted (one a lost write of a rerun's plan created), and
-        # under jobRetention FailedOnly the Jobs of its Succeeded steps (planner.retention).
-        stray = [a for a in result.actions if isinstance(a, DeleteJob) and a.reason != RELEASED_REASON]
+        # jobRetention's (planner.retention): under FailedOnly the Jobs of its Succeeded steps, and under
+        # LastAttempt or FailedOnly those of attempts the stored status supersedes (one whose successor was
+        # first recorded by the plan that ended the flow, the plan that created it having lost its write).
+        for action in result.actions:
+            if isinstance(action, DeleteJob) and action.reason in SUPERSEDED_REASONS:
+                stored = before.status.step(action.step)
+                assert stored is not None
+                earlier = {job_name(flow.metadata.name, stored.name, n) for n in range(stored.retry_count)}
+                current = stored.job_ref.name if stored.job_ref is not None else None
+                assert action.name in earlier - {current}, f"{action.name}: not a superseded attempt"
+        stray = [a for a in result.actions if isinstance(a, DeleteJob) and a.reason not in RETENTION_REASONS]
         assert all(a.reason == ENDED_REASON for a in stray)
         assert all(isinstance(a, DeleteFlow | DeleteJob) for a in result.actions)
         said = [e.reason for e in result.events if e.reason != STRAY_EVENT]  # one per stray deleted

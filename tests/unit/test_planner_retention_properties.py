@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_planner_properties import (
@@ -25,9 +27,10 @@ from test_planner_properties import (
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.job import Job
-from zen_flow.planner import DeleteFlow, DeleteJob
+from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan
 from zen_flow.planner.interventions import request
-from zen_flow.planner.retention import RELEASED_REASON, SUPERSEDED_FAILED_ONLY
+from zen_flow.planner.retention import RELEASED_REASON, SUPERSEDED_FAILED_ONLY, SUPERSEDED_REASON
+from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
 COUNT = {"parameters": [{"name": "count", "valueFrom": {"jsonPath": "$.succeeded"}}]}
@@ -155,3 +158,40 @@ def test_failed_only_ends_as_all_does_and_keeps_the_failures_jobs(flow: JobFlow,
         ]
         assert not left, f"steps {left} succeeded and kept their Jobs"
         assert lean.released or not any(s.job_ref for s in lean.sim.flow.status.steps)
+
+
+@pytest.mark.parametrize(
+    ("retention", "reason"), [("FailedOnly", SUPERSEDED_FAILED_ONLY), ("LastAttempt", SUPERSEDED_REASON)]
+)
+def test_an_ended_flow_deletes_the_attempt_its_last_plan_superseded(retention: str, reason: str) -> None:
+    # The shrunk failure of the property above (seed 36952303928400455441992780946806372936): the plan that
+    # created a retry's Job lost its write, so the stored status first records that attempt in the plan
+    # that sees it succeed and ends the flow; the earlier attempt is superseded only then, and the ended
+    # flow's plan deletes its Job (planner.retention: "a flow that has ended does the same").
+    retry = {"limit": 1, "backoff": {"type": "Fixed", "duration": "1s"}}
+    flow = make_flow(
+        [job_step("a", retryPolicy=retry)], name="f", execution_policy={"jobRetention": retention}
+    )
+    sim = Simulator(flow, T0)
+
+    def reconcile(write_status: bool = True) -> Plan:
+        before = sim.flow
+        result = sim.reconcile(write_status=write_status)
+        check_plan(sim, before, result)
+        return result
+
+    first = reconcile().actions[0]
+    assert isinstance(first, CreateJob)
+    sim.fail(first.name)
+    reconcile()  # Retrying, stored
+    sim.now += timedelta(seconds=2)
+    second = reconcile(write_status=False).actions[0]  # the retry's Job, its status write lost
+    assert isinstance(second, CreateJob)
+    assert second.attempt == 1
+    sim.complete(second.name)
+    ended = reconcile()
+    assert ended.status.phase == "Succeeded"
+    assert not ended.actions  # the stored status held attempt 0: nothing superseded yet
+    after = reconcile()  # the ended flow's plan
+    assert [a.name for a in after.actions if isinstance(a, DeleteJob) and a.reason == reason] == [first.name]
+    assert after.status == ended.status  # frozen: the step stays Succeeded at its last attempt
