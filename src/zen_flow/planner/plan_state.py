@@ -190,8 +190,11 @@ class PlanState:
         # as under a graceful stop), in a flow with finally steps; did this plan end one for it?
         self.closing = closing(policy, self.start_time, now) if shape.final else None
         self.grace_acted = False
-        # Does a Flow step run on for the grace, its child stopping gracefully (planner.finale)?
+        # Does a Flow step run on for the grace, its child stopping gracefully (planner.child_stops)? For a
+        # graceful stop: the stop a step's child is stopping (or ended stopped in this plan) for, recorded
+        # in the step's message (`interventions.stop_held`); the flow's message and reason say it.
         self.grace_held = False
+        self.child_stop: str | None = None
         arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
         self.arguments = {a.name: a.value for a in arguments}
         self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
