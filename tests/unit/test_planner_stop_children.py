@@ -14,13 +14,15 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_planner_child_flows import T0, as_job, child_of, flow_step
+from test_planner_child_flows import T0, child_of, flow_step
 from test_planner_finally import FINALLY, by_step, failed_condition
 from test_planner_joins import message, phases
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, StepPhase
+from zen_flow.api.job import Job
 from zen_flow.planner import CreateJob, DeleteJob, Plan, StopChild
+from zen_flow.planner.children import ChildFlowJob, as_job
 from zen_flow.planner.interventions import CHILD_STOPPING
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator, run
@@ -47,6 +49,12 @@ def stopped(child: JobFlow, who: str = BY, value: str = "RunFinally") -> JobFlow
     return child.model_copy(
         update={"metadata": child.metadata.model_copy(update={"annotations": annotations})}
     )
+
+
+def asked(job: Job) -> bool:
+    """Does the child carry a stop?"""
+    assert isinstance(job, ChildFlowJob)
+    return bool(job.child.metadata.annotations.get(ANNOTATION_STOP))
 
 
 def running_child(**spec: Any) -> tuple[Simulator, str, dict[str, Any]]:
@@ -219,7 +227,7 @@ def recorded(sim: Simulator, bodies: dict[str, Any]) -> bool:
     carry its own stop (the patch landed)?"""
     said = [s for s in sim.flow.status.steps if (s.message or "").startswith("stopped by alice")]
     going = [sim.jobs[n] for n in bodies if n in sim.jobs and not sim.jobs[n].finished]
-    return bool(said) and all(j.flow.metadata.annotations.get(ANNOTATION_STOP) for j in going)
+    return bool(said) and all(asked(j) for j in going)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -256,7 +264,7 @@ def test_a_stopped_parent_amid_lost_writes_restarts_and_edits_ends_stopped_after
             child = sim.jobs.get(name)
             if child is None or name in deleted or child.finished:
                 continue
-            if child.flow.metadata.annotations.get(ANNOTATION_STOP) and rng.random() < 0.3:
+            if asked(child) and rng.random() < 0.3:
                 child_ends_stopped(sim, name, body)
         roll = rng.random()
         if roll < 0.04 and not escalated:
