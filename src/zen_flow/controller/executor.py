@@ -233,7 +233,7 @@ class PlanExecutor:
                         ns,
                         action.name,
                         action.uid,
-                        action.by or f"parent flow {flow.metadata.name}",
+                        action.by,
                         action.resource_version,
                     )
                 log.info("child flow stopped to run its finally steps", flow=action.name)

@@ -92,7 +92,7 @@ class StopChild:
     step: str
     uid: str = ""
     resource_version: str = ""
-    by: str = ""
+    by: str = field(kw_only=True)
 
 
 Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild | StopChild

@@ -73,7 +73,16 @@ from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED, listing
-from zen_flow.planner.steps import NO_DECISION, NOT_STARTED, ended_early, ended_in_run, unheld
+from zen_flow.planner.steps import (
+    HELD_PREFIXES,
+    MAX_MESSAGE,
+    NO_DECISION,
+    NOT_STARTED,
+    bound,
+    ended_early,
+    ended_in_run,
+    unheld,
+)
 
 STOP_MARK = "stopped by "
 # How the message of a step a stop ended begins (`ended_early`).
@@ -100,8 +109,11 @@ def stop_request(flow: JobFlow) -> str | None:
 
 
 def stopping_child(stop: str) -> str:
-    """The message of a Running Flow step whose child `stop` (a graceful stop: `stop_request`) stopped."""
-    return f"{stop}{CHILD_STOPPING}"
+    """The message of a Running Flow step whose child `stop` (a graceful stop: `stop_request`) stopped.
+    Who stopped it is cut so that the record fits a step's message whole, after a suspension's words
+    (`held`): cut short, it would no longer be read back (`stop_held`), and the stop would be lost."""
+    room = MAX_MESSAGE - max(map(len, HELD_PREFIXES)) - len("; ") - len(CHILD_STOPPING)
+    return f"{bound(stop, room)}{CHILD_STOPPING}"
 
 
 def stop_held(message: str | None) -> str | None:

@@ -25,7 +25,6 @@ from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.child_stops import ChildStops
 from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
-from zen_flow.planner.interventions import stop_held
 from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
 from zen_flow.planner.outputs import (
     OutputError,
@@ -152,8 +151,7 @@ class Observation(ChildStops):
         if job.deleting:
             self.job_gone(w, job, f"{what} {name} was deleted outside zen-flow")
             return
-        if w.spec.is_flow and (stop := stop_held(w.message)) is not None:
-            self.child_stop = stop  # a graceful stop stopped its child: it still stops (planner.child_stops)
+        self.keep_stopping(w, job)  # a graceful stop its message records still stops its child
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
             # resume wakes the flow (its `Suspended` condition turns False). Its pods' wait is not news.
@@ -240,7 +238,10 @@ class Observation(ChildStops):
         self.save_result(w)  # only a success by running is stored
 
     def attempt_failed(self, w: StepWork, error: str, *, final: bool = False) -> None:
-        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule)."""
+        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule), or
+        a graceful stop its message records holds it (planner.child_stops: it ends for the stop)."""
+        if self.ended_for_stop(w, error):
+            return
         limit = retry_limit(w.spec)
         done = w.retry_count
         if final and limit:  # said first: a long failure message is cut at its end

@@ -20,7 +20,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.grace import closing
-from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
+from zen_flow.planner.interventions import runs_finally, stop_held, stop_request, stopped_by_request
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -286,6 +286,12 @@ class PlanState:
         if self.deadline_passed:
             self.ended_for = self.deadline_message(), REASON_DEADLINE
             return DEADLINE_EXCEEDED
+        if w.spec.is_flow and (stop := stop_held(w.message)) is not None:
+            # A graceful stop recorded before the grace point came (planner.child_stops): it stays the
+            # cause, as it does when the child ends stopped.
+            self.stop_acted = True
+            self.child_stop = stop
+            return stop
         if self.closing is not None and not w.spec.is_finally:
             # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
             # stop came before or after it, as with the write kept (a stop seen after the point ends
