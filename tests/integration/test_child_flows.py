@@ -141,12 +141,11 @@ async def test_stopping_the_parent_deletes_its_running_child(
     await wait_until(gone, WAIT, what=f"child {child} deleted")
 
 
-async def test_at_the_parents_finally_grace_the_child_runs_its_own_finally_step(
-    namespace: str, kubectl: Any, driver: FlowDriver, start_controller: StartController
+async def finally_family(
+    namespace: str, kubectl: Any, driver: FlowDriver, policy: dict[str, Any] | None = None
 ) -> None:
-    # The parent keeps the last 100 s of its 120 s for its finally steps: 20 s in, its Flow step's child
-    # is not deleted but patched `stop: RunFinally` (a merge patch under its UID), so it stops compile
-    # and runs its own finally step; then the parent's step ends for the grace and its cleanup runs.
+    """The example parent with a finally step `cleanup` (and `policy`), its child's template with a
+    finally step `tidy`."""
     template = example("JobFlowTemplate")
     tidy = copy.deepcopy(template["spec"]["steps"][0]["template"])
     tidy["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", "echo tidying"]
@@ -156,30 +155,103 @@ async def test_at_the_parents_finally_grace_the_child_runs_its_own_finally_step(
     parent["metadata"]["namespace"] = namespace
     publish = parent["spec"]["steps"][1]
     parent["spec"]["steps"].append({"name": "cleanup", "finally": True, "template": publish["template"]})
-    parent["spec"]["executionPolicy"] = {"activeDeadlineSeconds": 120, "finallyGraceSeconds": 100}
+    if policy is not None:
+        parent["spec"]["executionPolicy"] = policy
     await driver.create(parent)
-    start_controller()
-    child = await child_name(driver, namespace, "release", "package")
-    await wait_steps(driver, namespace, child, {"compile": "Running"})
+
+
+async def asked_to_stop(driver: FlowDriver, namespace: str, child: str, timeout: float) -> dict[str, Any]:
+    """The child once it carries `workflow.kube-zen.io/stop: RunFinally`."""
 
     async def asked() -> dict[str, Any] | None:
         found = await driver.get(namespace, child)
         stop = found["metadata"].get("annotations", {}).get("workflow.kube-zen.io/stop") if found else None
         return found if stop == "RunFinally" else None
 
-    await wait_until(asked, WAIT + 20, what=f"child {child} asked to stop with RunFinally")
+    found: dict[str, Any] = await wait_until(
+        asked, timeout, what=f"child {child} asked to stop with RunFinally"
+    )
+    return found
+
+
+async def child_tidies_up(driver: FlowDriver, namespace: str, child: str) -> dict[str, Any]:
+    """The stopped child stops compile and runs its finally step `tidy`, which succeeds: the child ended."""
     stopping = await wait_steps(driver, namespace, child, {"compile": "Failed", "tidy": "Running"})
     assert stopping["metadata"].get("deletionTimestamp") is None
     tidy_job = await job_of(driver, namespace, "tidy", flow=child)
     await complete_job(driver.kube, namespace, tidy_job["metadata"]["name"])
     ended = await driver.wait_phase(namespace, child, ("Failed",), timeout=WAIT)
     assert next(s for s in ended["status"]["steps"] if s["name"] == "tidy")["phase"] == "Succeeded"
+    return ended
+
+
+async def parent_cleans_up(driver: FlowDriver, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parent's step `package` has failed and its finally step `cleanup` runs; it succeeds: (the
+    step, the parent's Failed condition)."""
     after = await wait_steps(driver, namespace, "release", {"package": "Failed", "cleanup": "Running"})
     package = next(s for s in after["status"]["steps"] if s["name"] == "package")
-    assert package["message"].startswith("flow deadline: the last 100s of activeDeadlineSeconds (120s)")
     cleanup = await job_of(driver, namespace, "cleanup", flow="release")
     await complete_job(driver.kube, namespace, cleanup["metadata"]["name"])
     done = await driver.wait_phase(namespace, "release", ("Failed",), timeout=WAIT)
-    failed = next(c for c in done["status"]["conditions"] if c["type"] == "Failed")
+    return package, next(c for c in done["status"]["conditions"] if c["type"] == "Failed")
+
+
+async def test_at_the_parents_finally_grace_the_child_runs_its_own_finally_step(
+    namespace: str, kubectl: Any, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # The parent keeps the last 100 s of its 120 s for its finally steps: 20 s in, its Flow step's child
+    # is not deleted but patched `stop: RunFinally` (a merge patch under its UID), so it stops compile
+    # and runs its own finally step; then the parent's step ends for the grace and its cleanup runs.
+    await finally_family(
+        namespace, kubectl, driver, {"activeDeadlineSeconds": 120, "finallyGraceSeconds": 100}
+    )
+    start_controller()
+    child = await child_name(driver, namespace, "release", "package")
+    await wait_steps(driver, namespace, child, {"compile": "Running"})
+    await asked_to_stop(driver, namespace, child, WAIT + 20)
+    await child_tidies_up(driver, namespace, child)
+    package, failed = await parent_cleans_up(driver, namespace)
+    assert package["message"].startswith("flow deadline: the last 100s of activeDeadlineSeconds (120s)")
     assert failed["reason"] == "DeadlineExceeded"
+    assert await driver.get(namespace, child) is not None  # it ran its cleanup; never deleted
+
+
+async def test_a_graceful_stop_of_the_parent_runs_its_childs_finally_step_then_its_own(
+    namespace: str, kubectl: Any, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # `zen-flow stop --run-finally release`: the running child is not deleted (its cleanup would be lost)
+    # but patched `stop: RunFinally` itself; the parent's step runs on until the child has tidied up,
+    # then fails for the stop, the parent's cleanup runs, and the parent ends Stopped.
+    await finally_family(namespace, kubectl, driver)
+    start_controller()
+    child = await child_name(driver, namespace, "release", "package")
+    await wait_steps(driver, namespace, child, {"compile": "Running"})
+    kubectl(
+        "annotate",
+        "jf",
+        "release",
+        "-n",
+        namespace,
+        "workflow.kube-zen.io/stop=RunFinally",
+        "workflow.kube-zen.io/stopped-by=alice",  # the webhook's, in a tier without one
+    )
+    stopped = await asked_to_stop(driver, namespace, child, WAIT)
+    by = stopped["metadata"]["annotations"]["workflow.kube-zen.io/stopped-by"]
+    assert by == "parent flow release (stopped by alice)"  # no webhook: the controller's words
+
+    async def held() -> dict[str, Any] | None:  # the stop recorded in the Running step's message
+        found = await driver.get(namespace, "release")
+        steps = {s["name"]: s for s in (found or {}).get("status", {}).get("steps", [])}
+        package = steps.get("package", {})
+        recorded = (package.get("message") or "").startswith("stopped by alice (its child flow is stopping")
+        return found if package.get("phase") == "Running" and recorded else None
+
+    holding = await wait_until(held, WAIT, what="package held for its child's stop")
+    assert next(s for s in holding["status"]["steps"] if s["name"] == "cleanup")["phase"] == "Pending"
+    ended = await child_tidies_up(driver, namespace, child)
+    child_failed = next(c for c in ended["status"]["conditions"] if c["type"] == "Failed")
+    assert child_failed["reason"] == "Stopped"
+    package, failed = await parent_cleans_up(driver, namespace)
+    assert package["message"].startswith(f"stopped by alice; child flow {child} was stopped by parent flow")
+    assert (failed["reason"], failed["message"]) == ("Stopped", "stopped by alice")
     assert await driver.get(namespace, child) is not None  # it ran its cleanup; never deleted

@@ -295,6 +295,45 @@ async def test_at_its_parents_finally_grace_a_child_is_stopped_to_run_its_own_fi
     assert len(r.api.stops) == 1
 
 
+async def test_a_parents_graceful_stop_stops_its_child_to_run_its_own_finally_steps() -> None:
+    # `zen-flow stop --run-finally p` before the grace point: the child is not deleted but patched
+    # RunFinally, its stopped-by naming the parent and its stopper; the parent's step runs on until the
+    # child has tidied up, then fails for the stop; the parent's cleanup runs, and it ends Stopped.
+    r = rig()
+    p, child_name, child_key = graced_parent(r)
+    await r.spin(p.key, child_key)
+    stop = {"workflow.kube-zen.io/stop": "RunFinally", "workflow.kube-zen.io/stopped-by": "alice"}
+    r.api.update_flow(
+        p.key,
+        lambda f: f.model_copy(
+            update={
+                "metadata": f.metadata.model_copy(update={"annotations": {**f.metadata.annotations, **stop}})
+            }
+        ),
+    )
+    r.api.sync()
+    await r.spin(p.key, child_key)
+    uid = r.api.flows[child_key].metadata.uid
+    assert r.api.stops == [(child_name, uid, "parent flow p (stopped by alice)")]
+    assert r.steps(child_key)["tidy"][0] == "Running"
+    assert r.steps(p.key)["sub"][0] == "Running"
+    finish_jobs_of(r, child_name)
+    await r.spin(p.key, child_key)
+    sub, said = r.steps(p.key)["sub"]
+    assert sub == "Failed"
+    assert (said or "").startswith(f"stopped by alice; child flow {child_name} was stopped by parent flow p")
+    assert r.steps(p.key)["cleanup"][0] == "Running"
+    finish_jobs_of(r, "p-cleanup")
+    await r.spin(p.key)
+    failed = next(c for c in r.api.flows[p.key].status.conditions if c.type == "Failed")
+    assert (r.api.flows[p.key].status.phase, failed.reason, failed.message) == (
+        "Failed",
+        "Stopped",
+        "stopped by alice",
+    )
+    assert child_key in r.api.flows  # never deleted: it ran its cleanup
+
+
 async def test_the_graces_stop_never_overwrites_a_stop_a_user_set_since_the_parent_read_the_child() -> None:
     # The user stops the child now (`true`) after the parent's cache read it: the parent's RunFinally
     # patch carries the resourceVersion it saw and is refused (409), the user's stop stays as written,

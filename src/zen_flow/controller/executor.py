@@ -225,14 +225,15 @@ class PlanExecutor:
                     await self._api.suspend_flow(ns, action.name, action.suspend, action.uid)
                 log.info("child flow suspended" if action.suspend else "child flow resumed", flow=action.name)
             if isinstance(action, planner.StopChild):
-                # Its parent's finally grace: it runs its own finally steps (gone, or another's: as above;
-                # changed since the plan read it, a user's stop perhaps: the next plan decides again).
+                # Its parent's finally grace or graceful stop: it runs its own finally steps (gone, or
+                # another's: as above; changed since the plan read it, a user's stop perhaps: the next
+                # plan decides again).
                 with contextlib.suppress(NotFound, Conflict):
                     await self._api.stop_flow(
                         ns,
                         action.name,
                         action.uid,
-                        f"parent flow {flow.metadata.name}",
+                        action.by,
                         action.resource_version,
                     )
                 log.info("child flow stopped to run its finally steps", flow=action.name)

@@ -82,15 +82,17 @@ class SuspendChild:
 @dataclass(frozen=True)
 class StopChild:
     """Ask a child flow to stop and run its finally steps (`workflow.kube-zen.io/stop: RunFinally`): its
-    parent's finally grace has come (planner.finale). Its Flow step runs on until the child ends; the
-    parent's deadline deletes it if it still runs then. `uid`: the child's, the patch's precondition;
-    `resource_version`: the child's as this plan saw it without a stop, the other precondition (a stop a
-    user set since, `true`, is never overwritten by this softer one: the next plan decides again)."""
+    parent's finally grace has come, or its parent was stopped gracefully (planner.finale). Its Flow step
+    runs on until the child ends; the parent's deadline, or a stop now, deletes it if it still runs then.
+    `uid`: the child's, the patch's precondition; `resource_version`: the child's as this plan saw it
+    without a stop, the other precondition (a stop a user set since, `true`, is never overwritten by this
+    softer one: the next plan decides again); `by`: its `stopped-by` (the parent, and who stopped it)."""
 
     name: str
     step: str
     uid: str = ""
     resource_version: str = ""
+    by: str = field(kw_only=True)
 
 
 Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild | StopChild

@@ -287,7 +287,7 @@ class _Planner(Starts):
             if not flow_queued(self.flow):
                 said = f"{self.lock_wait.message} ({self.lock_wait.blocker})"
                 events = (*events, EventSpec(NORMAL, FLOW_LOCK_EVENT, said))
-        if self.stopping is not None:
+        if self.stopping is not None or self.child_stop is not None:  # also a stop removed, recorded
             events = self.announce_stop(events, phase)
         if self.closing is not None:
             events = self.announce_grace(events)
@@ -316,7 +316,7 @@ class _Planner(Starts):
         if self.stopped_before():
             return tuple(e for e in events if e.reason != STOPPED_EVENT)
         if self.stop_acted and not phase.terminal:
-            said = f"{self.stopping}: the finally steps run, then the flow fails"
+            said = f"{self.stopping or self.child_stop}: the finally steps run, then the flow fails"
             return (*events, EventSpec(WARNING, STOPPED_EVENT, said))
         return events
 

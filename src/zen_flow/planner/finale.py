@@ -17,6 +17,8 @@ write the finally steps then wait for.
 A graceful stop (`workflow.kube-zen.io/stop: RunFinally`) ends the other steps here too, at once, as a
 stop does (running Jobs deleted, the steps Failed, the rest Skipped, no retry), and the finally steps
 that have not run start once that is stored, with `flow.outcome` Failed; those already running go on.
+A Flow step's running child is stopped gracefully instead of deleted, as the grace does below
+(planner.child_stops, which also records the stop in the step's message, so that it stays the cause).
 Every plan does it again from the flow and its Jobs: after a lost status write or a restart, the stopped
 steps are ended again (their Jobs gone: `PlanState.own_delete`), never started again, and the finally
 steps' Jobs are taken over (`adopt`), never created twice. A stop, a graceful stop escalated to one, a
@@ -27,7 +29,9 @@ asks for: from its point on, every plan ends the other steps here as the gracefu
 own message, and the flow ends DeadlineExceeded; what it ended is read back from the steps' messages. A
 Flow step's running child is stopped gracefully instead of deleted (`stop_child`), so its own finally
 steps run; the step, and the finally steps after it, wait for the child to end (the deadline deletes it).
-A child whose stop stopped nothing (its main steps had ended) may succeed: the step succeeds then.
+A child whose stop stopped nothing (its main steps had ended) may succeed: the step succeeds then. A
+child a graceful stop stopped before the point stays the stop's (its recorded cause): the flow ends
+Stopped.
 
 What a graceful stop or the grace ended stays ended, and decides how the flow ends (`cut_off`), even once
 the request is removed or the policy edited: the flow ends Stopped or DeadlineExceeded, never as if those
@@ -40,13 +44,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from zen_flow.api.constants import FlowPhase, StepPhase
-from zen_flow.api.job import Job
 from zen_flow.core.expressions import WhenContext
-from zen_flow.planner.actions import DeleteJob, EventSpec, StopChild
-from zen_flow.planner.children import ChildFlowJob
+from zen_flow.planner.actions import DeleteJob, EventSpec
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
-from zen_flow.planner.interventions import STOPPED_MESSAGES, stop_request
+from zen_flow.planner.interventions import STOPPED_MESSAGES
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
@@ -125,7 +127,7 @@ class Finale(Observation):
             if w.phase == StepPhase.RUNNING:
                 name = w.job_ref.name if w.job_ref is not None else ""
                 job = self.jobs.get(name)
-                if reason == self.closing and self.stop_child(w, job):
+                if reason in (self.closing, self.stopping) and self.stop_child(w, job, reason):
                     continue
                 if job is not None and not job.finished and not job.deleting:
                     self.actions.append(DeleteJob(name, w.name, job_reason or reason))
@@ -133,34 +135,20 @@ class Finale(Observation):
             self.stop_acted |= reason == self.stop_reason
             self.grace_acted |= reason == self.closing
 
-    def stop_child(self, w: StepWork, job: Job | None) -> bool:
-        """At the grace point a Flow step's running child is not deleted but stopped gracefully (its
-        `workflow.kube-zen.io/stop: RunFinally`, unless a stop is set on it already), so that its own
-        finally steps run too, in what is left of the parent's deadline, which deletes it if it still runs
-        then. The step runs on until the child ends, then ends for the grace if the stop stopped it
-        (planner.observation; a child that succeeds anyway succeeds), and the parent's finally steps
-        start after it: they wait for the child's whole finally phase, out of the parent's grace."""
-        if not w.spec.is_flow or not isinstance(job, ChildFlowJob) or job.flow is None:
-            return False
-        if job.finished or job.deleting:
-            return False
-        if stop_request(job.child) is None:
-            seen = job.child.metadata.resource_version or ""
-            self.actions.append(StopChild(job.metadata.name, w.name, job.metadata.uid, seen))
-        # Nothing is ended yet (no `grace_acted`, no warning): a child whose own main steps had ended
-        # stops nothing and may still succeed, and the flow then ends as its steps did.
-        self.grace_held = True
-        return True
-
     def cut_off(self) -> tuple[str, str] | None:
         """Why the steps that are not finally were ended before their time in this run, and the flow's
         Failed reason: a graceful stop (or a stop now: Stopped), or the finally grace (DeadlineExceeded),
         by this plan or one before it (`said_before`). One taken back since (the request removed, the
         policy edited) still counts, said as it was written: those steps stay ended. A stop that ended
-        a step comes first; the grace then had nothing left to end."""
+        a step comes first; the grace then had nothing left to end. So does a graceful stop whose Flow
+        step's child is stopping, or ended stopped in this plan (`child_stop`, planner.child_stops)."""
         stored = bool(self.final) and self.final_outcome_known()  # only then did one end them all
-        if self.stop_acted or (stored and self.said_before(stop=True) is not None):
-            return self.stop_reason or self.said_before(stop=True) or "", REASON_STOPPED
+        if (
+            self.stop_acted
+            or self.child_stop is not None
+            or (stored and self.said_before(stop=True) is not None)
+        ):
+            return self.stop_reason or self.child_stop or self.said_before(stop=True) or "", REASON_STOPPED
         if self.grace_acted or self.grace_held or (stored and self.said_before(stop=False) is not None):
             return self.closing or self.said_before(stop=False) or "", REASON_DEADLINE
         return None

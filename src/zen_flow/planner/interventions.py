@@ -73,11 +73,24 @@ from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import NO_DECISION_MARK, NORMAL, REJECT_MARK, WARNING
 from zen_flow.planner.resources import REASON_RESOURCE_CONFLICT
 from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED, listing
-from zen_flow.planner.steps import NO_DECISION, NOT_STARTED, ended_early, ended_in_run
+from zen_flow.planner.steps import (
+    HELD_PREFIXES,
+    MAX_MESSAGE,
+    NO_DECISION,
+    NOT_STARTED,
+    bound,
+    ended_early,
+    ended_in_run,
+    unheld,
+)
 
 STOP_MARK = "stopped by "
 # How the message of a step a stop ended begins (`ended_early`).
 STOPPED_MESSAGES = ended_early(STOP_MARK)
+# How the message of a Running Flow step whose child a graceful stop stopped ends, after the stop's own
+# words (`stopping_child`): the stop is recorded in the stored status, so that every later plan (a
+# restart, the request removed, the finally grace's point come) ends the step, and the flow, for it.
+CHILD_STOPPING = " (its child flow is stopping: it runs its finally steps first)"
 # The Failed reasons of a flow ended from outside its steps, and how the message of a step it left unrun
 # begins (StepWork.drop): such a step never had its turn, and a rerun gives it (`unrun_steps`).
 _ENDED_FROM_OUTSIDE = frozenset({REASON_STOPPED, REASON_DEADLINE, REASON_REPLACED})
@@ -93,6 +106,23 @@ def stop_request(flow: JobFlow) -> str | None:
         return None
     user = " ".join((annotations.get(ANNOTATION_STOPPED_BY) or "").split())
     return f"{STOP_MARK}{user or 'an unrecorded user'}"
+
+
+def stopping_child(stop: str) -> str:
+    """The message of a Running Flow step whose child `stop` (a graceful stop: `stop_request`) stopped.
+    Who stopped it is cut so that the record fits a step's message whole, after a suspension's words
+    (`held`): cut short, it would no longer be read back (`stop_held`), and the stop would be lost."""
+    room = MAX_MESSAGE - max(map(len, HELD_PREFIXES)) - len("; ") - len(CHILD_STOPPING)
+    return f"{bound(stop, room)}{CHILD_STOPPING}"
+
+
+def stop_held(message: str | None) -> str | None:
+    """The stop a Running Flow step's message records (`stopping_child`), whatever a suspension said
+    before it (`unheld`); None: no stop holds it."""
+    said = unheld(message) or ""
+    if said.startswith(STOP_MARK) and said.endswith(CHILD_STOPPING):
+        return said.removesuffix(CHILD_STOPPING)
+    return None
 
 
 def runs_finally(flow: JobFlow) -> bool:

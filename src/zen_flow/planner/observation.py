@@ -22,6 +22,7 @@ from zen_flow.planner.approvals import (
     waiting_message,
 )
 from zen_flow.planner.backoff import retry_delay, retry_limit
+from zen_flow.planner.child_stops import ChildStops
 from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
 from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
@@ -34,7 +35,6 @@ from zen_flow.planner.outputs import (
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
 from zen_flow.planner.pod_waits import without_wait
-from zen_flow.planner.pod_watch import PodWatch
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.status import COMMIT_WAIT
 from zen_flow.planner.steps import HELD_PREFIXES, StepWork, bound, held, unheld
@@ -50,7 +50,7 @@ NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy mark
 MESSAGES_RETRY_SECONDS = 1.0
 
 
-class Observation(PodWatch):
+class Observation(ChildStops):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
@@ -117,9 +117,7 @@ class Observation(PodWatch):
             said = (cond.message if cond is not None else None) or f"child flow {name} failed"
             # A user stopped the child itself: what they asked for, not a failure to retry.
             stopped = cond is not None and cond.reason == CHILD_STOPPED_REASON
-            if stopped and self.closing is not None and not w.spec.is_finally:
-                self.end_now(w, f"{self.closing}; {said}")  # the grace stopped it (finale.stop_child)
-                self.grace_acted = True  # a step ended for the grace: announced (finale.announce_grace)
+            if stopped and not w.spec.is_finally and self.stopped_child(w, said):
                 return
             self.attempt_failed(w, said, final=stopped)
             return
@@ -153,6 +151,7 @@ class Observation(PodWatch):
         if job.deleting:
             self.job_gone(w, job, f"{what} {name} was deleted outside zen-flow")
             return
+        self.keep_stopping(w, job)  # a graceful stop its message records still stops its child
         if job.suspended:
             # No pod runs, and the step's timeout waits, as the Job's own activeDeadlineSeconds does; the
             # resume wakes the flow (its `Suspended` condition turns False). Its pods' wait is not news.
@@ -239,7 +238,10 @@ class Observation(PodWatch):
         self.save_result(w)  # only a success by running is stored
 
     def attempt_failed(self, w: StepWork, error: str, *, final: bool = False) -> None:
-        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule)."""
+        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule), or
+        a graceful stop its message records holds it (planner.child_stops: it ends for the stop)."""
+        if self.ended_for_stop(w, error):
+            return
         limit = retry_limit(w.spec)
         done = w.retry_count
         if final and limit:  # said first: a long failure message is cut at its end

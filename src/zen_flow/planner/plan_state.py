@@ -20,7 +20,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.grace import closing
-from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
+from zen_flow.planner.interventions import runs_finally, stop_held, stop_request, stopped_by_request
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -190,8 +190,11 @@ class PlanState:
         # as under a graceful stop), in a flow with finally steps; did this plan end one for it?
         self.closing = closing(policy, self.start_time, now) if shape.final else None
         self.grace_acted = False
-        # Does a Flow step run on for the grace, its child stopping gracefully (planner.finale)?
+        # Does a Flow step run on for the grace, its child stopping gracefully (planner.child_stops)? For a
+        # graceful stop: the stop a step's child is stopping (or ended stopped in this plan) for, recorded
+        # in the step's message (`interventions.stop_held`); the flow's message and reason say it.
         self.grace_held = False
+        self.child_stop: str | None = None
         arguments = flow.spec.arguments.parameters if flow.spec.arguments is not None else ()
         self.arguments = {a.name: a.value for a in arguments}
         self.when_context = WhenContext(StepViews(self.works), flow_view(flow))
@@ -283,6 +286,12 @@ class PlanState:
         if self.deadline_passed:
             self.ended_for = self.deadline_message(), REASON_DEADLINE
             return DEADLINE_EXCEEDED
+        if w.spec.is_flow and (stop := stop_held(w.message)) is not None:
+            # A graceful stop recorded before the grace point came (planner.child_stops): it stays the
+            # cause, as it does when the child ends stopped.
+            self.stop_acted = True
+            self.child_stop = stop
+            return stop
         if self.closing is not None and not w.spec.is_finally:
             # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
             # stop came before or after it, as with the write kept (a stop seen after the point ends
