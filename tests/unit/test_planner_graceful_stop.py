@@ -6,6 +6,7 @@ restart in the middle ends the same way."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -372,6 +373,47 @@ def test_a_lost_write_of_a_stop_now_still_ends_stopped(retry: dict[str, Any]) ->
     assert failed_condition(sim) == ("Stopped", "stopped by alice")
     assert message(sim, "a") == "stopped by alice"
     assert not [a for a in result.actions if isinstance(a, CreateJob)]
+
+
+def test_a_graceful_stop_whose_writes_are_all_lost_still_runs_the_finally_steps() -> None:
+    # The first plan created a's Job and lost its write (no start time, no step recorded); the stop's plan
+    # lost its write too. Had that plan deleted the Job then, a Job gone at once (not left in the cache
+    # being deleted) was all that said the flow had run: the next plan found a flow that never started,
+    # and skipped cleanup "not started: stopped by alice". The delete waits for the write that records the
+    # stop: lost, the Job runs on, and the next plan stops the flow again.
+    sim = Simulator(make_flow([job_step("a"), job_step("cleanup", **FINALLY)]), T0, instant_delete=True)
+    sim.reconcile(write_status=False)
+    a = job_of(sim, "a")
+    stop(sim)
+    lost = sim.reconcile(write_status=False)
+    assert [(d.name, d.after_write) for d in lost.actions if isinstance(d, DeleteJob)] == [(a, True)]
+    assert sim.running() == [a]
+    sim.reconcile()
+    assert not sim.running()
+    assert (phases(sim)["a"], message(sim, "a")) == ("Failed", "stopped by alice")
+    sim.reconcile()  # brought by that write: cleanup starts
+    assert started(sim) == ["a", "cleanup"]
+    run(sim, by_step(sim, {}))
+    assert failed_condition(sim) == ("Stopped", "stopped by alice")
+    assert phases(sim)["cleanup"] == "Succeeded"
+
+
+def test_a_graceful_stop_written_whose_deletes_never_went_out_deletes_them_next() -> None:
+    # The write that records the stop landed, its deletes (sent after it) did not: its answer was lost,
+    # or the controller restarted between the two. The next plan reads from the stored status which steps
+    # the stop ended, and deletes their Jobs still running, as the finally steps start.
+    sim = Simulator(make_flow([job_step("a"), job_step("cleanup", **FINALLY)]), T0, instant_delete=True)
+    sim.reconcile()
+    a = job_of(sim, "a")
+    stop(sim)
+    sim.apply(dataclasses.replace(sim.preview(), actions=()))
+    assert (phases(sim)["a"], sim.running()) == ("Failed", [a])
+    result = sim.reconcile()
+    assert [(d.name, d.reason) for d in result.actions if isinstance(d, DeleteJob)] == [
+        (a, "stopped by alice")
+    ]
+    assert [job for job in sim.running() if sim.steps[job] != "cleanup"] == []
+    assert phases(sim)["cleanup"] == "Running"
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -177,7 +177,7 @@ class Simulator:
         for action in result.actions:
             if isinstance(action, CreateJob):
                 self._create(action)
-            elif isinstance(action, DeleteJob):
+            elif isinstance(action, DeleteJob) and not action.after_write:
                 self._delete(action.name)
             elif isinstance(action, DeleteFlow):
                 self.flow_deleted = True
@@ -200,6 +200,10 @@ class Simulator:
             if predicted is not None and predicted != status:
                 raise AssertionError(f"patched_status predicted {predicted!r}, the wire holds {status!r}")
             self.flow = self.flow.model_copy(update={"status": status})
+        if write_status:  # as the reconciler: once the write has landed (or there was nothing to write)
+            for action in result.actions:
+                if isinstance(action, DeleteJob) and action.after_write:
+                    self._delete(action.name)
 
     def _create(self, action: CreateJob) -> None:
         name = action.name

@@ -265,7 +265,7 @@ class Controller(InformerEvents):
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
-            created, rejected = await self._executor.execute(flow, result.actions)
+            created, rejected = await self._executor.execute(flow, before_write(result.actions))
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
             await self._memo_cache.save(flow, result.actions, now)
         except (JobNameTaken, ApiError) as err:
@@ -289,7 +289,7 @@ class Controller(InformerEvents):
                     and (name := a.body["metadata"]["name"]) not in created
                 },
             )
-            await self._executor.execute(flow, result.actions, made=created)
+            await self._executor.execute(flow, before_write(result.actions), made=created)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
@@ -314,8 +314,17 @@ class Controller(InformerEvents):
                 self._metrics.reconciles.labels("invalid").inc()
         else:
             self._metrics.status_patches.labels("unchanged").inc()
+        if later := [a for a in result.actions if isinstance(a, planner.DeleteJob) and a.after_write]:
+            # Only now that the status recording them is stored (or needed no write): a write that failed
+            # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob).
+            await self._executor.execute(flow, later, made=created)
         self._announcements.recorded(flow, status, result.events, now, written=written)
         if made.waiting and not made.problems:
             self._announcements.waiting(flow, made.waiting)
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
+
+
+def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
+    """The plan's actions sent before its status write: all but the deletes that wait for it."""
+    return [a for a in actions if not (isinstance(a, planner.DeleteJob) and a.after_write)]

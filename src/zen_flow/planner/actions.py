@@ -23,11 +23,18 @@ class CreateJob:
 
 @dataclass(frozen=True)
 class DeleteJob:
-    """Stop a Job: executed with background propagation so its pods go too."""
+    """Stop a Job: executed with background propagation so its pods go too.
+
+    `after_write`: sent only once the plan's status write has landed (or there was nothing to write),
+    never when it was lost. A graceful stop's deletes are so: the running Job may be all that says the
+    flow had started (its first plan's write lost too), and a Job deleted at once (gone from the cache)
+    would leave the next plan a flow that never ran, its finally steps skipped. Kept running instead,
+    the next plan sees it and stops the flow again (planner.finale)."""
 
     name: str
     step: str
     reason: str
+    after_write: bool = False
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,10 @@ class Finale(Observation):
     def stop_all(self, reason: str, job_reason: str | None = None, *, spare_final: bool = False) -> None:
         """End every step that has not ended (`spare_final`: but the finally steps) for `reason`, their
         running Jobs deleted (background propagation, so their pods go too)."""
-        if spare_final and self.final_outcome_known():
-            return  # nothing left to end: the finally steps' own plans stay as cheap as before
+        if spare_final:
+            self.delete_again(reason)
+            if self.final_outcome_known():
+                return  # nothing left to end: the finally steps' own plans stay as cheap as before
         self.works.wake_all()
         for w in self.moving.values():
             if w.terminal or (spare_final and w.spec.is_finally):
@@ -128,10 +130,25 @@ class Finale(Observation):
                 if reason == self.closing and self.stop_child(w, job):
                     continue
                 if job is not None and not job.finished and not job.deleting:
-                    self.actions.append(DeleteJob(name, w.name, job_reason or reason))
+                    # A graceful ending's deletes follow the write that records it (DeleteJob).
+                    self.actions.append(DeleteJob(name, w.name, job_reason or reason, spare_final))
             self.end_now(w, reason)
             self.stop_acted |= reason == self.stop_reason
             self.grace_acted |= reason == self.closing
+
+    def delete_again(self, reason: str) -> None:
+        """The stored status has a step this graceful ending ended, but its Job still runs: the write that
+        recorded it landed and the delete, sent after it (DeleteJob), did not go out (the write's answer
+        lost, a restart). Read from the flow's live Jobs, so a plan's cost follows what is happening."""
+        live = {name for name, job in self.jobs.items() if not job.finished and not job.deleting}
+        if not live:
+            return
+        final = self.final
+        for s in self.flow.status.steps:
+            name = s.job_ref.name if s.job_ref is not None else ""
+            ended = s.phase == StepPhase.FAILED and (s.message or "").startswith(reason)
+            if name in live and ended and s.name not in final:
+                self.actions.append(DeleteJob(name, s.name, reason, after_write=True))
 
     def stop_child(self, w: StepWork, job: Job | None) -> bool:
         """At the grace point a Flow step's running child is not deleted but stopped gracefully (its
