@@ -314,17 +314,20 @@ class Controller(InformerEvents):
                 self._metrics.reconciles.labels("invalid").inc()
         else:
             self._metrics.status_patches.labels("unchanged").inc()
-        if later := [a for a in result.actions if isinstance(a, planner.DeleteJob) and a.after_write]:
-            # Only now that the status recording them is stored (or needed no write): a write that failed
-            # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob).
-            await self._executor.execute(flow, later, made=created)
         self._announcements.recorded(flow, status, result.events, now, written=written)
         if made.waiting and not made.problems:
             self._announcements.waiting(flow, made.waiting)
+        if later := [a for a in result.actions if planner.held(a)]:
+            # Only now that the status recording them is stored (or needed no write): a write that failed
+            # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob). Told first:
+            # should these fail, the retry's plan reads the stop stored and tells nothing, but sends them
+            # again (planner.finale `delete_again`, or the same plan when there was nothing to write).
+            await self._executor.execute(flow, later, made=created)
+        if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
 
 
 def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
-    """The plan's actions sent before its status write: all but the deletes that wait for it."""
-    return [a for a in actions if not (isinstance(a, planner.DeleteJob) and a.after_write)]
+    """The plan's actions sent before its status write: all but those that wait for it (planner.held)."""
+    return [a for a in actions if not planner.held(a)]

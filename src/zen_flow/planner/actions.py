@@ -92,15 +92,24 @@ class StopChild:
     parent's finally grace has come (planner.finale). Its Flow step runs on until the child ends; the
     parent's deadline deletes it if it still runs then. `uid`: the child's, the patch's precondition;
     `resource_version`: the child's as this plan saw it without a stop, the other precondition (a stop a
-    user set since, `true`, is never overwritten by this softer one: the next plan decides again)."""
+    user set since, `true`, is never overwritten by this softer one: the next plan decides again).
+    `after_write`: as DeleteJob's; the grace's are so, so that a grace taken back before its write
+    stops nothing (the next plan, seeing the child without a stop, asks again if it is still due)."""
 
     name: str
     step: str
     uid: str = ""
     resource_version: str = ""
+    after_write: bool = False
 
 
 Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild | StopChild
+
+
+def held(action: Action) -> bool:
+    """Does `action` wait for its plan's status write (`after_write`: sent once it landed, or there was
+    nothing to write; never when it was lost)?"""
+    return isinstance(action, DeleteJob | StopChild) and action.after_write
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,17 @@ A child whose stop stopped nothing (its main steps had ended) may succeed: the s
 
 What a graceful stop or the grace ended stays ended, and decides how the flow ends (`cut_off`), even once
 the request is removed or the policy edited: the flow ends Stopped or DeadlineExceeded, never as if those
-steps had run (a flow whose stop or grace only skipped steps would otherwise end Succeeded).
+steps had run (a flow whose stop or grace only skipped steps would otherwise end Succeeded); and a Job
+of theirs still running (its delete, held for the write, never went out) is deleted (`delete_again`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.job import Job
 from zen_flow.core.expressions import WhenContext
 from zen_flow.planner.actions import DeleteJob, EventSpec, StopChild
@@ -47,9 +49,22 @@ from zen_flow.planner.children import ChildFlowJob
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
 from zen_flow.planner.interventions import STOPPED_MESSAGES, stop_request
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
+
+# A stored status's Failed steps a graceful stop or the grace ended, by the Job they had (`delete_again`).
+_stopped_jobs: IdentityMemo[Mapping[str, StepStatus]] = IdentityMemo(MEMO_STEPS)
+
+
+def stopped_jobs(steps: tuple[StepStatus, ...]) -> Mapping[str, StepStatus]:
+    prefixes = STOPPED_MESSAGES + GRACE_MESSAGES
+    return {
+        s.job_ref.name: s
+        for s in steps
+        if s.job_ref is not None and s.phase == StepPhase.FAILED and (s.message or "").startswith(prefixes)
+    }
 
 
 class Finale(Observation):
@@ -116,10 +131,8 @@ class Finale(Observation):
     def stop_all(self, reason: str, job_reason: str | None = None, *, spare_final: bool = False) -> None:
         """End every step that has not ended (`spare_final`: but the finally steps) for `reason`, their
         running Jobs deleted (background propagation, so their pods go too)."""
-        if spare_final:
-            self.delete_again(reason)
-            if self.final_outcome_known():
-                return  # nothing left to end: the finally steps' own plans stay as cheap as before
+        if spare_final and self.final_outcome_known():
+            return  # nothing left to end: the finally steps' own plans stay as cheap as before
         self.works.wake_all()
         for w in self.moving.values():
             if w.terminal or (spare_final and w.spec.is_finally):
@@ -131,24 +144,30 @@ class Finale(Observation):
                     continue
                 if job is not None and not job.finished and not job.deleting:
                     # A graceful ending's deletes follow the write that records it (DeleteJob).
-                    self.actions.append(DeleteJob(name, w.name, job_reason or reason, spare_final))
+                    self.actions.append(
+                        DeleteJob(name, w.name, job_reason or reason, after_write=spare_final)
+                    )
             self.end_now(w, reason)
             self.stop_acted |= reason == self.stop_reason
             self.grace_acted |= reason == self.closing
 
-    def delete_again(self, reason: str) -> None:
-        """The stored status has a step this graceful ending ended, but its Job still runs: the write that
-        recorded it landed and the delete, sent after it (DeleteJob), did not go out (the write's answer
-        lost, a restart). Read from the flow's live Jobs, so a plan's cost follows what is happening."""
-        live = {name for name, job in self.jobs.items() if not job.finished and not job.deleting}
+    def delete_again(self) -> None:
+        """A step the stored status says a graceful stop or the grace ended whose Job still runs: the write
+        that recorded it landed and the delete, sent after it (DeleteJob), did not go out (the write's
+        answer lost, a restart). Deleted now, whatever became of the request since (taken back, set again
+        by another user, the grace point passed, the policy edited): those steps stay ended. Not held for
+        this plan's write: the stored status records it already. Read from the flow's live Jobs, so a
+        plan's cost follows what is happening; a retry or rerun makes a new Job name, never one of these."""
+        live = [name for name, job in self.jobs.items() if not job.finished and not job.deleting]
         if not live:
             return
+        steps = self.flow.status.steps
+        ended = _stopped_jobs.get(steps, lambda: stopped_jobs(steps))
         final = self.final
-        for s in self.flow.status.steps:
-            name = s.job_ref.name if s.job_ref is not None else ""
-            ended = s.phase == StepPhase.FAILED and (s.message or "").startswith(reason)
-            if name in live and ended and s.name not in final:
-                self.actions.append(DeleteJob(name, s.name, reason, after_write=True))
+        for name in live:
+            s = ended.get(name)
+            if s is not None and s.name not in final:
+                self.actions.append(DeleteJob(name, s.name, cause_of(s.message or "")))
 
     def stop_child(self, w: StepWork, job: Job | None) -> bool:
         """At the grace point a Flow step's running child is not deleted but stopped gracefully (its
@@ -163,7 +182,9 @@ class Finale(Observation):
             return False
         if stop_request(job.child) is None:
             seen = job.child.metadata.resource_version or ""
-            self.actions.append(StopChild(job.metadata.name, w.name, job.metadata.uid, seen))
+            self.actions.append(
+                StopChild(job.metadata.name, w.name, job.metadata.uid, seen, after_write=True)
+            )
         # Nothing is ended yet (no `grace_acted`, no warning): a child whose own main steps had ended
         # stops nothing and may still succeed, and the flow then ends as its steps did.
         self.grace_held = True
