@@ -4,6 +4,7 @@ to its parent, and nothing a forged one claims reaches another flow."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,7 +16,7 @@ from zen_flow.controller.executor import PlanExecutor
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core.naming import job_name
-from zen_flow.kube.errors import from_status
+from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow.planner import SlotLimits
@@ -511,3 +512,29 @@ async def test_a_delete_removes_only_the_object_the_plan_saw() -> None:
         r.api.flows[p.key], [planner.DeleteJob(name, "a", "test")], made={name: "another-uid"}
     )
     assert (NS, name) not in r.api.jobs
+
+
+async def test_a_grace_whose_write_fails_and_is_then_taken_back_stops_no_child() -> None:
+    # The grace point's stop of the child waits for the write that records the grace: that write
+    # failing, nothing is stopped, and once the grace is edited away the child runs on untouched.
+    r = rig()
+    p, _, child_key = graced_parent(r)
+    await r.spin(p.key, child_key)
+    await r.clock.advance(70)
+    r.api.status_errors.append(from_status(503, {"message": "etcdserver: leader changed"}))
+    with contextlib.suppress(ApiError):
+        await r.controller.reconcile(p.key)
+    assert r.api.stops == []
+
+    def ungraced(f: JobFlow) -> JobFlow:
+        policy = f.spec.execution_policy
+        assert policy is not None
+        ungraced = policy.model_copy(update={"finally_grace_seconds": None})
+        return f.model_copy(update={"spec": f.spec.model_copy(update={"execution_policy": ungraced})})
+
+    r.api.update_flow(p.key, ungraced)
+    r.api.sync()
+    await r.spin(p.key, child_key)
+    assert r.api.stops == []
+    assert "workflow.kube-zen.io/stop" not in r.api.flows[child_key].metadata.annotations
+    assert r.steps(child_key)["inner"][0] == "Running"

@@ -52,7 +52,9 @@ def test_at_the_grace_point_a_running_child_is_stopped_to_run_its_finally_steps_
     parent, body = started()
     child = as_job(child_of(body))
     result = plan(parent, [child], POINT)
-    assert stops(result) == [StopChild(child.metadata.name, "sub", child.metadata.uid, by="parent flow flow")]
+    assert stops(result) == [
+        StopChild(child.metadata.name, "sub", child.metadata.uid, by="parent flow flow", after_write=True)
+    ]
     assert not deletes(result)  # before: deleted, its own finally steps never ran
     assert "FlowDeadlineGrace" not in reasons(result)  # said when the step ends, if the stop stops it
     parent = apply(parent, result)
@@ -87,7 +89,9 @@ def test_once_the_stopped_child_ends_the_step_ends_for_the_grace_then_the_finall
     name = create.name
     sim.jobs[name] = as_job(child_of(create.body))  # the child, as the controller shows it
     sim.advance(70)
-    assert stops(sim.reconcile()) == [StopChild(name, "sub", f"uid-{name}", by="parent flow flow")]
+    assert stops(sim.reconcile()) == [
+        StopChild(name, "sub", f"uid-{name}", by="parent flow flow", after_write=True)
+    ]
     sim.jobs[name] = as_job(stopped(child_of(create.body)))
     sim.advance(5)
     assert not [a for a in sim.reconcile().actions if isinstance(a, CreateJob)]
@@ -130,7 +134,7 @@ def test_a_child_whose_stop_stopped_nothing_succeeds_and_the_flow_ends_as_its_st
     sim.jobs[name] = as_job(child_of(create.body))
     sim.advance(70)
     result = sim.reconcile()
-    assert stops(result) == [StopChild(name, "sub", f"uid-{name}", by="parent flow flow")]
+    assert stops(result) == [StopChild(name, "sub", f"uid-{name}", by="parent flow flow", after_write=True)]
     assert "FlowDeadlineGrace" not in reasons(result)  # nothing ended yet: no warning it fails
     sim.jobs[name] = as_job(stopped(child_of(create.body, phase="Succeeded")))
     sim.advance(5)

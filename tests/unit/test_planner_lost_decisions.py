@@ -38,14 +38,14 @@ class Checked(Simulator):
     """A simulator whose every plan is held to the rule: a finally step's Job is created only by a plan
     whose input status has every other step ended."""
 
-    def apply(self, result: Plan, *, write_status: bool = True) -> None:
+    def apply(self, result: Plan, *, write_status: bool = True, held: bool = True) -> None:
         final = {s.name for s in self.flow.spec.steps if s.is_finally}
         stored = {s.name: s.phase for s in self.flow.status.steps}
         main_ended = all(stored.get(s.name) in ENDED for s in self.flow.spec.steps if s.name not in final)
         for action in result.actions:
             if isinstance(action, CreateJob) and action.step in final:
                 assert main_ended, f"{action.step} created while the status stored has {stored}"
-        super().apply(result, write_status=write_status)
+        super().apply(result, write_status=write_status, held=held)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def test_a_graceful_stop_stops_a_running_child_to_run_its_finally_steps_not_dele
     stop(sim)
     result = sim.reconcile()
     # Before: the child was deleted, its own finally steps never ran.
-    assert stops(result) == [StopChild(name, "sub", f"uid-{name}", by=BY)]
+    assert stops(result) == [StopChild(name, "sub", f"uid-{name}", by=BY, after_write=True)]
     assert not deletes(result)
     assert "FlowStopped" not in reasons(result)  # nothing ended yet: said when the child ends stopped
     assert phases(sim) == {"sub": "Running", "cleanup": "Pending"}

@@ -104,11 +104,12 @@ class Simulator:
     def terminal(self) -> bool:
         return self.phase in (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
 
-    def reconcile(self, *, write_status: bool = True, peers: Sequence[Peer] = ()) -> Plan:
-        """One reconcile; `write_status=False` simulates a status write lost after the actions ran;
-        `peers`: the other flows of its concurrency group (see `zen_flow_dev.testing.group`)."""
+    def reconcile(self, *, write_status: bool = True, held: bool = True, peers: Sequence[Peer] = ()) -> Plan:
+        """One reconcile; `write_status=False`: a status write lost after the actions ran; `held=False`: the
+        actions that wait for it (planner.held) lost after it landed; `peers`: the other flows of its
+        concurrency group (see `zen_flow_dev.testing.group`)."""
         result = self.preview(peers=peers)
-        self.apply(result, write_status=write_status)
+        self.apply(result, write_status=write_status, held=held)
         return result
 
     def preview(self, *, peers: Sequence[Peer] = ()) -> Plan:
@@ -172,12 +173,14 @@ class Simulator:
         else:
             self.pending_jobs.pop(name, None)
 
-    def apply(self, result: Plan, *, write_status: bool = True) -> None:
+    def apply(self, result: Plan, *, write_status: bool = True, held: bool = True) -> None:
         self.plans.append(result)
+        # As the reconciler: held actions go out once the write landed, or when there was nothing to write.
+        landed = write_status or result.status == self.flow.status
         for action in result.actions:
             if isinstance(action, CreateJob):
                 self._create(action)
-            elif isinstance(action, DeleteJob):
+            elif isinstance(action, DeleteJob) and not action.after_write:
                 self._delete(action.name)
             elif isinstance(action, DeleteFlow):
                 self.flow_deleted = True
@@ -200,6 +203,10 @@ class Simulator:
             if predicted is not None and predicted != status:
                 raise AssertionError(f"patched_status predicted {predicted!r}, the wire holds {status!r}")
             self.flow = self.flow.model_copy(update={"status": status})
+        if landed and held:
+            for action in result.actions:
+                if isinstance(action, DeleteJob) and action.after_write:
+                    self._delete(action.name)
 
     def _create(self, action: CreateJob) -> None:
         name = action.name

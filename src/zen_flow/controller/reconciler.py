@@ -265,7 +265,7 @@ class Controller(InformerEvents):
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
-            created, rejected = await self._executor.execute(flow, result.actions)
+            created, rejected = await self._executor.execute(flow, before_write(result.actions))
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
             await self._memo_cache.save(flow, result.actions, now)
         except (JobNameTaken, ApiError) as err:
@@ -289,7 +289,7 @@ class Controller(InformerEvents):
                     and (name := a.body["metadata"]["name"]) not in created
                 },
             )
-            await self._executor.execute(flow, result.actions, made=created)
+            await self._executor.execute(flow, before_write(result.actions), made=created)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
@@ -317,5 +317,17 @@ class Controller(InformerEvents):
         self._announcements.recorded(flow, status, result.events, now, written=written)
         if made.waiting and not made.problems:
             self._announcements.waiting(flow, made.waiting)
+        if later := [a for a in result.actions if planner.held(a)]:
+            # Only now that the status recording them is stored (or needed no write): a write that failed
+            # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob). Told first:
+            # should these fail, the retry's plan reads the stop stored and tells nothing, but sends them
+            # again (planner.finale `delete_again`, or the same plan when there was nothing to write).
+            await self._executor.execute(flow, later, made=created)
+        if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
+
+
+def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
+    """The plan's actions sent before its status write: all but those that wait for it (planner.held)."""
+    return [a for a in actions if not planner.held(a)]

@@ -13,6 +13,7 @@ from zen_flow.planner.actions import (
     SaveMemo,
     StopChild,
     SuspendChild,
+    held,
 )
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
@@ -97,6 +98,7 @@ __all__ = [
     "fail_resources",
     "first_look_after",
     "group_of",
+    "held",
     "hosted",
     "is_child_body",
     "is_jobflow",

@@ -23,11 +23,18 @@ class CreateJob:
 
 @dataclass(frozen=True)
 class DeleteJob:
-    """Stop a Job: executed with background propagation so its pods go too."""
+    """Stop a Job: executed with background propagation so its pods go too.
+
+    `after_write`: sent only once the plan's status write has landed (or there was nothing to write),
+    never when it was lost. A graceful stop's deletes are so: the running Job may be all that says the
+    flow had started (its first plan's write lost too), and a Job deleted at once (gone from the cache)
+    would leave the next plan a flow that never ran, its finally steps skipped. Kept running instead,
+    the next plan sees it and stops the flow again (planner.finale)."""
 
     name: str
     step: str
     reason: str
+    after_write: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,16 +93,26 @@ class StopChild:
     runs on until the child ends; the parent's deadline, or a stop now, deletes it if it still runs then.
     `uid`: the child's, the patch's precondition; `resource_version`: the child's as this plan saw it
     without a stop, the other precondition (a stop a user set since, `true`, is never overwritten by this
-    softer one: the next plan decides again); `by`: its `stopped-by` (the parent, and who stopped it)."""
+    softer one: the next plan decides again); `by`: its `stopped-by` (the parent, and who stopped it).
+    `after_write`: as DeleteJob's; the grace's and a graceful stop's are so, so that one taken back before
+    its write stops nothing (the next plan, seeing the child without a stop, asks again if it is still
+    due)."""
 
     name: str
     step: str
     uid: str = ""
     resource_version: str = ""
     by: str = field(kw_only=True)
+    after_write: bool = False
 
 
 Action = CreateJob | DeleteJob | DeleteFlow | CreateResource | SaveMemo | SuspendChild | StopChild
+
+
+def held(action: Action) -> bool:
+    """Does `action` wait for its plan's status write (`after_write`: sent once it landed, or there was
+    nothing to write; never when it was lost)?"""
+    return isinstance(action, DeleteJob | StopChild) and action.after_write
 
 
 @dataclass(frozen=True)

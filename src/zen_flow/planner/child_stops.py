@@ -66,7 +66,7 @@ class ChildStops(PodWatch):
             return
         seen = job.child.metadata.resource_version or ""
         by = f"parent flow {self.flow.metadata.name}" + (f" ({stop})" if stop is not None else "")
-        self.actions.append(StopChild(name, w.name, job.metadata.uid, seen, by=by))
+        self.actions.append(StopChild(name, w.name, job.metadata.uid, seen, by=by, after_write=True))
 
     def keep_stopping(self, w: StepWork, job: Job) -> None:
         """`w`'s child runs on: a graceful stop its message records still stops it, the request removed

@@ -64,6 +64,8 @@ class _Planner(Starts):
     """Passes 2 and 3, and the run of all three."""
 
     def schedule(self) -> None:
+        if self.final:  # before the finally steps start: no stopped step's Job runs beside them
+            self.delete_again()
         self.schedule_all()
         while self.ready:
             ended = self.start_ready()

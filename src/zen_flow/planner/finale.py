@@ -35,23 +35,38 @@ Stopped.
 
 What a graceful stop or the grace ended stays ended, and decides how the flow ends (`cut_off`), even once
 the request is removed or the policy edited: the flow ends Stopped or DeadlineExceeded, never as if those
-steps had run (a flow whose stop or grace only skipped steps would otherwise end Succeeded).
+steps had run (a flow whose stop or grace only skipped steps would otherwise end Succeeded); and a Job
+of theirs still running (its delete, held for the write, never went out) is deleted (`delete_again`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from zen_flow.api.constants import FlowPhase, StepPhase
+from zen_flow.api.flow_status import StepStatus
 from zen_flow.core.expressions import WhenContext
 from zen_flow.planner.actions import DeleteJob, EventSpec
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
 from zen_flow.planner.interventions import STOPPED_MESSAGES
+from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
+
+# A stored status's Failed steps a graceful stop or the grace ended, by the Job they had (`delete_again`).
+_stopped_jobs: IdentityMemo[Mapping[str, StepStatus]] = IdentityMemo(MEMO_STEPS)
+
+
+def stopped_jobs(steps: tuple[StepStatus, ...]) -> Mapping[str, StepStatus]:
+    prefixes = STOPPED_MESSAGES + GRACE_MESSAGES
+    return {
+        s.job_ref.name: s
+        for s in steps
+        if s.job_ref is not None and s.phase == StepPhase.FAILED and (s.message or "").startswith(prefixes)
+    }
 
 
 class Finale(Observation):
@@ -130,10 +145,31 @@ class Finale(Observation):
                 if reason in (self.closing, self.stopping) and self.stop_child(w, job, reason):
                     continue
                 if job is not None and not job.finished and not job.deleting:
-                    self.actions.append(DeleteJob(name, w.name, job_reason or reason))
+                    # A graceful ending's deletes follow the write that records it (DeleteJob).
+                    self.actions.append(
+                        DeleteJob(name, w.name, job_reason or reason, after_write=spare_final)
+                    )
             self.end_now(w, reason)
             self.stop_acted |= reason == self.stop_reason
             self.grace_acted |= reason == self.closing
+
+    def delete_again(self) -> None:
+        """A step the stored status says a graceful stop or the grace ended whose Job still runs: the write
+        that recorded it landed and the delete, sent after it (DeleteJob), did not go out (the write's
+        answer lost, a restart). Deleted now, whatever became of the request since (taken back, set again
+        by another user, the grace point passed, the policy edited): those steps stay ended. Not held for
+        this plan's write: the stored status records it already. Read from the flow's live Jobs, so a
+        plan's cost follows what is happening; a retry or rerun makes a new Job name, never one of these."""
+        live = [name for name, job in self.jobs.items() if not job.finished and not job.deleting]
+        if not live:
+            return
+        steps = self.flow.status.steps
+        ended = _stopped_jobs.get(steps, lambda: stopped_jobs(steps))
+        final = self.final
+        for name in live:
+            s = ended.get(name)
+            if s is not None and s.name not in final:
+                self.actions.append(DeleteJob(name, s.name, cause_of(s.message or "")))
 
     def cut_off(self) -> tuple[str, str] | None:
         """Why the steps that are not finally were ended before their time in this run, and the flow's
