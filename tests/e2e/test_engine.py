@@ -138,6 +138,28 @@ async def test_failing_step_fails_the_flow_and_skips_dependents(
     assert sorted(_jobs_by_step(await driver.jobs(namespace))) == ["extract", "transform"]
 
 
+async def test_a_failure_allowed_by_allow_failure_lets_the_flow_succeed(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    steps = [
+        job_step("build"),
+        job_step("lint", "build", template=job_template(exit_code=3), allowFailure=True),
+        job_step("package", "lint"),
+    ]
+    start_controller()
+    await driver.create(flow_manifest("release", namespace, steps))
+    flow = await driver.wait_phase(namespace, "release", timeout=60)
+    assert flow["status"]["phase"] == "Succeeded", flow["status"]
+    assert step_phases(flow) == {"build": "Succeeded", "lint": "Failed", "package": "Succeeded"}
+    complete = next(c for c in flow["status"]["conditions"] if c["type"] == "Complete")
+    said = "2 steps succeeded, 1 failed with allowFailure: lint"
+    assert (complete["status"], complete["reason"], complete["message"]) == (
+        "True",
+        "SucceededWithFailures",
+        said,
+    )
+
+
 async def test_continue_on_failure_lets_dependents_run(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:

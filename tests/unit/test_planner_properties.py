@@ -72,6 +72,8 @@ def random_flows(draw: st.DrawFn) -> JobFlow:
         fields: dict[str, Any] = {"finally": True} if final else {}
         if draw(st.booleans()):
             fields["continueOnFailure"] = True
+        if draw(st.integers(0, 3)) == 0:
+            fields["allowFailure"] = True
         if draw(st.integers(0, 2)) == 0:
             fields["retryPolicy"] = {
                 "limit": draw(st.one_of(st.none(), st.integers(0, 3))),
@@ -115,7 +117,8 @@ def dependencies_allow(flow: JobFlow, status_phases: dict[str, str], step: str) 
         if phase == StepPhase.SUCCEEDED:
             succeeded = True
             continue
-        if phase == StepPhase.FAILED and (spec[dep].continue_on_failure or spec[dep].is_finally):
+        tolerated = spec[dep].continue_on_failure or spec[dep].allow_failure
+        if phase == StepPhase.FAILED and (tolerated or spec[dep].is_finally):
             continue  # finally steps do not fail-fast each other
         if phase == StepPhase.SKIPPED and policy != "AllSucceeded":
             continue
@@ -183,6 +186,20 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
     if all(phase == StepPhase.SUCCEEDED for phase in new.values()):
         # Work that all succeeded is a success, also when a late plan finds the deadline passed.
         assert result.status.phase == "Succeeded", result.status.message
+    allowed = {s.name for s in flow.spec.steps if s.allow_failure}
+    failed = {n for n, p in new.items() if p == StepPhase.FAILED}
+    if result.status.phase == "Succeeded":
+        # Only failures allowFailure tolerates let a flow succeed; Complete then says there were some.
+        assert failed <= allowed, failed - allowed
+        complete = next(c for c in result.status.conditions if c.type == "Complete")
+        assert (complete.reason == "SucceededWithFailures") == bool(failed)
+    elif result.status.phase == "Failed" and failed_reason(result) in ("StepFailed", "FinallyStepFailed"):
+        # A flow failed by its steps has a failure allowFailure does not tolerate.
+        assert failed - allowed, result.status.message
+
+
+def failed_reason(result: Plan) -> str:
+    return next(c.reason or "" for c in result.status.conditions if c.type == "Failed")
 
 
 @dataclass

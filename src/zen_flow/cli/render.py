@@ -21,6 +21,7 @@ from zen_flow.api.jobflow import MatrixVerdict, Step
 from zen_flow.api.meta import format_time
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.planner.backoff import retry_limit
+from zen_flow.planner.status import REASON_SUCCEEDED_WITH_FAILURES
 
 _GAP = "   "
 # C0 and C1 controls, and the bidi controls of "Trojan Source" (CVE-2021-42574).
@@ -206,7 +207,9 @@ def flow_summary(
         # The conditions that ask for attention; the others repeat the phase.
         stalled = cond.type == ConditionType.PROGRESSING and cond.status == "False" and cond.message
         failed = cond.type == ConditionType.FAILED and cond.status == "True"
-        if stalled or failed:
+        # A success with failures allowFailure tolerated (planner.status) is one to look at, too.
+        tolerated = cond.type == ConditionType.COMPLETE and cond.reason == REASON_SUCCEEDED_WITH_FAILURES
+        if stalled or failed or tolerated:
             lines.append(("Condition", f"{cond.type}={cond.status} {cond.reason}: {cond.message}"))
     return lines
 
@@ -244,7 +247,7 @@ def step_table(
         rows.append(
             (
                 "  " * depth + name,
-                step.phase if step is not None else "Pending",
+                _phase(step, spec),
                 str(step.retry_count + 1)
                 if step is not None and step.start_time and not spec.is_manual
                 else "-",
@@ -270,6 +273,13 @@ def step_table(
         "MESSAGE",
     )
     return StepTable(header, tuple(rows), tuple(name for name, _ in order))
+
+
+def _phase(step: StepStatus | None, spec: Step) -> str:
+    """A step's phase, a failure allowFailure tolerates said as such: it did not fail the flow."""
+    if step is None:
+        return "Pending"
+    return f"{step.phase} (allowed)" if step.phase == StepPhase.FAILED and spec.allow_failure else step.phase
 
 
 def _noted(message: str, note: str | None) -> str:

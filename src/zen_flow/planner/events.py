@@ -30,6 +30,9 @@ REJECT_MARK = "rejected"
 # a rerun may ask again (planner.interventions), unlike a rejection.
 NO_DECISION_MARK = f"{REJECT_MARK}: no decision within"
 STOPPED_EVENT = "FlowStopped"
+# After StepFailed (or StepRejected), for a step with allowFailure: its failure is tolerated.
+FAILURE_ALLOWED = "StepFailureAllowed"
+FAILURE_ALLOWED_SAID = "its failure is allowed (allowFailure): the flow goes on and can still succeed"
 # How the message of a step served from its memoize cache starts (planner.memoization).
 MEMOIZED_MARK = "memoized"
 MEMOIZED = "StepMemoized"
@@ -108,6 +111,8 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
             if PENDING_TIMEOUT_MARK in message and before != StepPhase.RETRYING:
                 out.append(step_event(WARNING, POD_PENDING_TIMEOUT_EVENT, f"step {name}: {message}"))
             out.append(step_event(WARNING, "StepFailed", f"step {name} failed: {message}"))
+        if spec is not None and spec.allow_failure:
+            out.append(step_event(NORMAL, FAILURE_ALLOWED, f"step {name}: {FAILURE_ALLOWED_SAID}"))
     elif new.phase == StepPhase.SKIPPED:
         out.append(step_event(NORMAL, "StepSkipped", f"step {name} skipped: {message}"))
     elif new.phase == StepPhase.PENDING_APPROVAL:

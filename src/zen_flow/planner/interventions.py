@@ -181,7 +181,7 @@ def rerunnable_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
         spec = specs[step.name]
         if not spec.is_manual:
             return True
-        return timed_out(step) and (not spec.continue_on_failure or step.name in wanted)
+        return timed_out(step) and (not spec.goes_on_after_failure or step.name in wanted)
 
     return [
         s.name
@@ -247,7 +247,7 @@ def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
     blocking = [
         n
         for n in failed
-        if n not in rerunnable and not specs[n].continue_on_failure and not specs[n].is_finally
+        if n not in rerunnable and not specs[n].goes_on_after_failure and not specs[n].is_finally
     ]
     if flow.status.phase != FlowPhase.FAILED:
         return f"the flow is {flow.status.phase or 'Pending'}, not Failed"
