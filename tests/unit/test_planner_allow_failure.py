@@ -160,3 +160,9 @@ def test_every_failed_item_of_a_matrix_step_is_tolerated() -> None:
     assert phases(sim)["publish"] == "Succeeded"
     assert sim.flow.status.message == "2 steps succeeded, 2 failed with allowFailure: build-0, build-2"
     assert [a.step for p in sim.plans for a in p.actions if isinstance(a, CreateJob)][-1] == "publish"
+
+
+def test_the_message_counts_one_step_in_the_singular() -> None:
+    sim = Simulator(make_flow([job_step("lint", **ALLOW), job_step("b")]), T0)
+    run(sim, failing(sim, "lint"))
+    assert sim.flow.status.message == "1 step succeeded, 1 failed with allowFailure: lint"

@@ -204,10 +204,10 @@ class _Planner(Starts):
         if (early := self.ended_early()) is not None:
             # A stop or the finally grace ended a step (planner.finale): Stopped or DeadlineExceeded.
             return early
-        final, works = self.final, self.works
+        final, specs = self.final, self.specs
         # A failure allowFailure tolerates fails nothing: the flow's status says it (planner.status).
-        failures = [s for s in works.statuses() if s.phase == StepPhase.FAILED]
-        failures = [s for s in failures if not works[s.name].spec.allow_failure]
+        failures = [s for s in self.works.statuses() if s.phase == StepPhase.FAILED]
+        failures = [s for s in failures if not specs[s.name].allow_failure]
         failed = next((s for s in failures if s.name not in final), None)
         if failed is None and final:
             failed = next(iter(failures), None)

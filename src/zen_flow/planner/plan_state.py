@@ -111,6 +111,7 @@ class PlanState:
         self.group = NO_GROUP
         self.now = now
         self.order = shape.order
+        self.specs = shape.specs  # by step name: a spec read without loading the step's work
         self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
         self.works = Works(shape.specs, flow.status.steps)
         if self.works.dormant and self.jobs and (unrecorded := self._created_unrecorded()):

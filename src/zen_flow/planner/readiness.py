@@ -2,8 +2,9 @@
 steps before it, and whether those values exist and are committed yet.
 
 `dependencyPolicy` (a step without dependencies has nothing to judge and is ready):
-  AllSucceeded (default)  every dependency Succeeded, or Failed with continueOnFailure; the first one
-                          Skipped skips the step (the original's rule, kept when the field is omitted);
+  AllSucceeded (default)  every dependency Succeeded, or Failed with continueOnFailure (or allowFailure,
+                          which implies it, here and below); the first one Skipped skips the step (the
+                          original's rule, kept when the field is omitted);
   SucceededOrSkipped      every dependency ended: Succeeded, Skipped, or Failed with continueOnFailure;
                           the step runs even when all were Skipped (its own `when` can test their phases);
   AnySucceeded            every dependency ended and at least one Succeeded; Skipped otherwise.
