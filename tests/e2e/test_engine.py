@@ -16,9 +16,10 @@ from zen_flow.api.constants import APPROVE_PREFIX
 from zen_flow.api.meta import parse_time
 from zen_flow.core.matrix import effective_flow
 from zen_flow_dev.testing.controller import StartController
-from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
+from zen_flow_dev.testing.driver import FlowDriver, jobs_by_step, step_phases, wait_until
 from zen_flow_dev.testing.examples import (
     EXPECT_PHASE,
+    FAILING,
     load,
     original_form_params,
     project_examples,
@@ -31,14 +32,6 @@ from zen_flow_dev.testing.flows import chain, flow_manifest, job_step, job_templ
 TIMEOUT = 5
 # What an example ends in on the local cluster before anyone approves anything.
 EXPECTED = {"approval-gate.yaml": "Paused"}
-
-
-def _jobs_by_step(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for job in jobs:
-        labels = job["metadata"].get("labels", {})
-        out.setdefault(labels.get("workflow.kube-zen.io/step", "?"), []).append(job["metadata"]["name"])
-    return out
 
 
 def _example_params() -> list[Any]:
@@ -98,97 +91,21 @@ async def test_every_example_runs_to_its_phase_and_gates_release_on_approval(
         flow = await driver.wait_phase(namespace, name, {"Succeeded", "Failed"}, timeout=90)
         assert flow["status"]["phase"] == "Succeeded", flow["status"]
     phases = step_phases(flow)
-    assert set(phases.values()) <= {"Succeeded", "Skipped"}
+    # Only the steps whose command fails (`exit 1`) failed: allowFailure tolerated it.
+    failing = FAILING.get(path.name, frozenset())
+    assert {s for s, phase in phases.items() if phase not in ("Succeeded", "Skipped")} == failing
     progress = flow["status"]["progress"]
     # A matrix step's items are its steps (of a matrix over an output: as its final status gave them).
     effective = effective_flow(JobFlow.model_validate(flow)).spec.steps
     steps = [s.model_dump(by_alias=True, exclude_none=True) for s in effective]
     assert progress["completedSteps"] == progress["totalSteps"] == len(steps)
     assert {c["type"]: c["status"] for c in flow["status"]["conditions"]}["Complete"] == "True"
-    jobs = _jobs_by_step(await driver.jobs(namespace))
+    jobs = jobs_by_step(await driver.jobs(namespace))
     ran = {s["name"] for s in steps if phases[s["name"]] == "Succeeded" and "template" in s}
-    assert set(jobs) == ran
-    assert all(len(names) == 1 for names in jobs.values())
+    assert set(jobs) == ran | failing
+    assert all(len(names) == 1 for step, names in jobs.items() if step not in failing)
     if path.name == "matrix-from-output.yaml":  # gen writes ["a","b","c"]: work ran as its three items
         assert {"work-0", "work-1", "work-2"} <= set(jobs)
-
-
-async def test_failing_step_fails_the_flow_and_skips_dependents(
-    namespace: str, driver: FlowDriver, start_controller: StartController
-) -> None:
-    steps = [
-        job_step("extract"),
-        job_step("transform", "extract", template=job_template(exit_code=3)),
-        job_step("load", "transform"),
-        job_step("report", "load"),
-    ]
-    start_controller()
-    await driver.create(flow_manifest("etl", namespace, steps))
-    flow = await driver.wait_phase(namespace, "etl", timeout=60)
-    assert flow["status"]["phase"] == "Failed"
-    assert step_phases(flow) == {
-        "extract": "Succeeded",
-        "transform": "Failed",
-        "load": "Skipped",
-        "report": "Skipped",
-    }
-    # How the container ended, read from the failed pod: what a user debugging the step needs first.
-    transform = next(s for s in flow["status"]["steps"] if s["name"] == "transform")
-    assert transform["message"].startswith("Job failed: main: exit code 3; ")
-    assert sorted(_jobs_by_step(await driver.jobs(namespace))) == ["extract", "transform"]
-
-
-async def test_continue_on_failure_lets_dependents_run(
-    namespace: str, driver: FlowDriver, start_controller: StartController
-) -> None:
-    steps = [
-        job_step("flaky", template=job_template(exit_code=1), continueOnFailure=True),
-        job_step("after", "flaky"),
-    ]
-    start_controller()
-    await driver.create(flow_manifest("tolerant", namespace, steps))
-    flow = await driver.wait_phase(namespace, "tolerant", timeout=60)
-    assert step_phases(flow) == {"flaky": "Failed", "after": "Succeeded"}
-    # The original's meaning is kept: a failed step fails the flow even when its dependents ran.
-    assert flow["status"]["phase"] == "Failed"
-
-
-async def test_retry_creates_a_new_job_and_succeeds_on_a_later_attempt(
-    namespace: str, driver: FlowDriver, start_controller: StartController
-) -> None:
-    retry = {"limit": 3, "backoff": {"type": "Fixed", "duration": "1s"}}
-    steps = [job_step("flaky", template=job_template(exit_code=2, fail_attempts=2), retryPolicy=retry)]
-    start_controller()
-    await driver.create(flow_manifest("retrying", namespace, steps))
-    flow = await driver.wait_phase(namespace, "retrying", timeout=90)
-    assert flow["status"]["phase"] == "Succeeded", flow["status"]
-    step = flow["status"]["steps"][0]
-    assert step["retryCount"] == 2
-    names = _jobs_by_step(await driver.jobs(namespace))["flaky"]
-    assert len(set(names)) == 3  # one Job per attempt, old attempts kept for logs
-    assert step["jobRef"]["name"] in names
-
-
-async def test_a_failure_a_failjob_rule_marks_final_is_not_retried(
-    namespace: str, driver: FlowDriver, start_controller: StartController
-) -> None:
-    # The real Job controller applies the flow's podFailurePolicy (copied into the Job): exit code 42 is
-    # final. The step's retryPolicy would retry it 3 times; it does not, and says why.
-    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
-    retry = {"limit": 3, "backoff": {"type": "Fixed", "duration": "1s"}}
-    steps = [job_step("migrate", template=job_template(exit_code=42), retryPolicy=retry)]
-    start_controller()
-    await driver.create(
-        flow_manifest("final", namespace, steps, executionPolicy={"podFailurePolicy": policy})
-    )
-    flow = await driver.wait_phase(namespace, "final", timeout=60)
-    assert flow["status"]["phase"] == "Failed"
-    step = flow["status"]["steps"][0]
-    assert step["message"].startswith(
-        "attempt 1 failed, not retried (a FailJob rule of its podFailurePolicy marked it final): "
-        "Job failed: main: exit code 42; PodFailurePolicy: "
-    )
-    assert len(_jobs_by_step(await driver.jobs(namespace))["migrate"]) == 1
 
 
 async def test_step_timeout_stops_its_job(
@@ -260,7 +177,7 @@ async def test_a_job_held_suspended_waits_without_its_timeout_running(
     flow = await driver.get(namespace, "queued")
     assert flow is not None
     assert (flow["status"]["phase"], step_phases(flow)) == ("Running", {"q": "Running", "next": "Pending"})
-    (job,) = _jobs_by_step(await driver.jobs(namespace))["q"]
+    (job,) = jobs_by_step(await driver.jobs(namespace))["q"]
     await driver.kube.request(
         "PATCH",
         f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}",
@@ -323,7 +240,7 @@ async def test_sigkill_mid_flow_then_restart_completes_without_duplicates(
     start_controller()
     flow = await driver.wait_phase(namespace, "long", timeout=120)
     assert flow["status"]["phase"] == "Succeeded"
-    jobs = _jobs_by_step(await driver.jobs(namespace))
+    jobs = jobs_by_step(await driver.jobs(namespace))
     assert sorted(jobs) == sorted(f"s{i}" for i in range(length))  # no lost step
     assert all(len(names) == 1 for names in jobs.values()), jobs  # no duplicate Job
 

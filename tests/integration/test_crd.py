@@ -173,6 +173,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
                 "podPendingTimeoutSeconds": 300,
                 "when": "always",
                 "continueOnFailure": True,
+                "allowFailure": True,
                 "template": job("echo produce"),
                 "inputs": {
                     "artifacts": [

@@ -13,7 +13,7 @@ import pytest
 from zen_flow.cli.render import dependency_order, flow_detail, flow_list, span
 from zen_flow.cli.watcher import EffectiveFlows, _show
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
-from zen_flow_dev.testing.simulator import Simulator
+from zen_flow_dev.testing.simulator import Simulator, run
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(seconds=50)
@@ -257,3 +257,17 @@ def test_get_and_watch_show_a_matrix_step_waiting_for_an_output_then_its_items()
     rows = drawn()  # the same watch: expanded again once the output landed
     assert sorted(rows) == ["build-0", "build-1"]
     assert "x=b" in rows["build-1"]
+
+
+def test_get_says_which_failures_allow_failure_tolerated_in_a_flow_that_succeeded() -> None:
+    steps = [job_step("build"), job_step("lint", "build", allowFailure=True), job_step("ship", "lint")]
+    sim = Simulator(make_flow(steps, name="release", namespace="team-a", created=T0), T0)
+    run(sim, lambda job: "fail" if sim.steps[job] == "lint" else "complete")
+    text = flow_detail(sim.flow, NOW)
+    said = "2 steps succeeded, 1 failed with allowFailure: lint"
+    assert "Phase:      Succeeded" in text
+    assert f"Message:    {said}" in text
+    assert f"Condition:  Complete=True SucceededWithFailures: {said}" in text
+    rows = {line.split()[0]: line for line in text.splitlines()[-3:]}
+    assert "  Failed (allowed)  " in rows["lint"]
+    assert "  Succeeded  " in rows["ship"]

@@ -31,7 +31,7 @@ from zen_flow.cli.ui_server import HEADERS, LOG_BOUND, Ui, is_loopback, refusal,
 from zen_flow.kube.errors import ApiError
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
-from zen_flow_dev.testing.simulator import Simulator
+from zen_flow_dev.testing.simulator import Simulator, run
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -80,6 +80,19 @@ def test_boxes_are_coloured_by_phase_and_a_manual_step_is_a_hexagon() -> None:
     built = text[text.index('data-step="build"') :].split("</a>")[0]
     assert "<rect " in built
     assert f'fill="{COLOURS["Succeeded"][0]}"' in built
+
+
+def test_a_tolerated_failure_is_red_in_the_table_and_marked_allowed_in_the_dag() -> None:
+    steps = [job_step("build"), job_step("lint", "build", allowFailure=True), job_step("ship", "lint")]
+    sim = Simulator(make_flow(steps, name="release", namespace="team-a", created=T0), T0)
+    run(sim, lambda job: "fail" if sim.steps[job] == "lint" else "complete")
+    fill, stroke = COLOURS["Failed"]
+    page = flow_page(sim.flow, NOW)
+    row = page[page.index('id="step-lint"') :].split("</tr>")[0]
+    assert f'style="background:{fill};border-color:{stroke}">Failed (allowed)</span>' in row
+    box = svg(sim.flow)[svg(sim.flow).index('data-step="lint"') :].split("</a>")[0]
+    assert f'fill="{fill}" stroke="{stroke}"' in box
+    assert ">Failed (allowed)</text>" in box
 
 
 def test_the_dag_escapes_names() -> None:

@@ -12,7 +12,7 @@ from zen_flow.api import JobFlow
 from zen_flow.api.constants import APPROVE_PREFIX
 from zen_flow.core.matrix import effective_flow, expand_matrix
 from zen_flow.planner import CreateJob, fail_invalid, plan
-from zen_flow_dev.testing.examples import ORIGINAL_FORMS, WRITTEN, all_flow_params, load
+from zen_flow_dev.testing.examples import FAILING, ORIGINAL_FORMS, WRITTEN, all_flow_params, load
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator, run
 
@@ -79,13 +79,17 @@ def test_every_example_runs_to_success_when_its_jobs_complete_and_gates_are_appr
             s.annotate(APPROVE_PREFIX + name, "true")
         return bool(pending)
 
-    run(sim, lambda _: "complete", on_idle=approve)
+    failing = FAILING.get(path.name, frozenset())  # their command fails; allowFailure tolerates it
+    run(sim, lambda job: "fail" if sim.steps[job] in failing else "complete", on_idle=approve)
     assert sim.phase == "Succeeded"
     ran = {s.name for s in sim.flow.status.steps if s.phase == "Succeeded"}
     skipped = {s.name for s in sim.flow.status.steps if s.phase == "Skipped"}
+    failed = {s.name for s in sim.flow.status.steps if s.phase == "Failed"}
+    assert failed == failing
     steps = [s.model_dump(by_alias=True, exclude_none=True) for s in effective_flow(sim.flow).spec.steps]
-    assert ran | skipped == {s["name"] for s in steps}
-    assert len(sim.created) == len(ran - {s["name"] for s in steps if "template" not in s})
+    assert ran | skipped | failed == {s["name"] for s in steps}
+    jobs = [sim.steps[j] for j in sim.created if sim.steps[j] not in failing]
+    assert len(jobs) == len(ran - {s["name"] for s in steps if "template" not in s})
     if path.name == "matrix-from-output.yaml":  # gen writes ["a","b","c"]: work ran as its three items
         assert {"work-0", "work-1", "work-2"} <= ran
         assert "work" not in ran | skipped

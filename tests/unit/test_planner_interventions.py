@@ -185,7 +185,7 @@ def test_a_rerun_never_repeats_what_succeeded_and_never_reuses_a_job(flow: JobFl
     ran = {s.name for s in sim.flow.status.steps if s.name in final and s.phase in ("Succeeded", "Failed")}
     succeeded = {s.name: s for s in sim.flow.status.steps if s.phase == "Succeeded" and s.name not in final}
     manual = {s.name for s in flow.spec.steps if s.is_manual}
-    optional = {s.name for s in flow.spec.steps if s.continue_on_failure}
+    optional = {s.name for s in flow.spec.steps if s.goes_on_after_failure}  # allowFailure implies it
     # Failed Job steps rerun, and gates that timed out (nobody decided) unless optional (their dependents
     # went on: rerun only when named); a rejected gate never does.
     failed_jobs = {

@@ -31,7 +31,8 @@ from zen_flow.api.jobflow import Step
 from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob, DeleteFlow, DeleteJob, Plan, plan, plan_state, retry_delay
 from zen_flow.planner.events import TIMEOUT_MARK
-from zen_flow.planner.interventions import request, rerun
+from zen_flow.planner.grace import GRACE_MESSAGES
+from zen_flow.planner.interventions import STOPPED_MESSAGES, request, rerun
 from zen_flow.planner.lifecycle import ENDED_REASON, STRAY_EVENT
 from zen_flow.planner.retention import (
     RELEASED_REASON,
@@ -39,7 +40,7 @@ from zen_flow.planner.retention import (
     SUPERSEDED_FAILED_ONLY,
     SUPERSEDED_REASON,
 )
-from zen_flow.planner.steps import Works
+from zen_flow.planner.steps import Works, ended_in_run
 from zen_flow.planner.timing import normalize
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -62,6 +63,8 @@ WHENS = [
 ]
 
 
+# A finally step's `when` on `flow.outcome` (`check_outcome`).
+OUTCOME_WHENS = ("flow.outcome == 'Failed'", "flow.outcome != 'Failed'")
 DEPENDENCY_POLICIES = ["AllSucceeded", "SucceededOrSkipped", "AnySucceeded"]
 
 
@@ -79,6 +82,8 @@ def random_flows(draw: st.DrawFn) -> JobFlow:
         fields: dict[str, Any] = {"finally": True} if final else {}
         if draw(st.booleans()):
             fields["continueOnFailure"] = True
+        if draw(st.integers(0, 3)) == 0:
+            fields["allowFailure"] = True
         if draw(st.integers(0, 2)) == 0:
             fields["retryPolicy"] = {
                 "limit": draw(st.one_of(st.none(), st.integers(0, 3))),
@@ -91,8 +96,9 @@ def random_flows(draw: st.DrawFn) -> JobFlow:
             fields["timeoutSeconds"] = draw(st.integers(1, 120))
         if draw(st.integers(0, 2)) == 0:  # joins: a Skipped dependency may let the step run
             fields["dependencyPolicy"] = draw(st.sampled_from(DEPENDENCY_POLICIES))
-        whens = [*WHENS, "flow.outcome == 'Failed'", "flow.outcome != 'Failed'"] if final else WHENS
-        when = draw(st.sampled_from(whens)) if draw(st.integers(0, 3)) == 0 else None
+        when = draw(st.sampled_from(WHENS)) if draw(st.integers(0, 3)) == 0 else None
+        if final and draw(st.booleans()):
+            when = draw(st.sampled_from(OUTCOME_WHENS))  # often: what `flow.outcome` is (check_outcome)
         if when is not None:
             dep = f'steps["{deps[0]}"]' if deps else "steps.missing"
             fields["when"] = when.format(dep=dep)
@@ -122,7 +128,8 @@ def dependencies_allow(flow: JobFlow, status_phases: dict[str, str], step: str) 
         if phase == StepPhase.SUCCEEDED:
             succeeded = True
             continue
-        if phase == StepPhase.FAILED and (spec[dep].continue_on_failure or spec[dep].is_finally):
+        tolerated = spec[dep].continue_on_failure or spec[dep].allow_failure
+        if phase == StepPhase.FAILED and (tolerated or spec[dep].is_finally):
             continue  # finally steps do not fail-fast each other
         if phase == StepPhase.SKIPPED and policy != "AllSucceeded":
             continue
@@ -199,6 +206,63 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
     if all(phase == StepPhase.SUCCEEDED for phase in new.values()):
         # Work that all succeeded is a success, also when a late plan finds the deadline passed.
         assert result.status.phase == "Succeeded", result.status.message
+    specs = {s.name: s for s in flow.spec.steps}
+    steps = {s.name: s for s in result.status.steps}
+    allowed = {s.name for s in flow.spec.steps if s.allow_failure}
+    failed = {n for n, p in new.items() if p == StepPhase.FAILED}
+    if result.status.phase == "Succeeded":
+        # Only failures allowFailure tolerates let a flow succeed; Complete then says there were some.
+        assert failed <= allowed, failed - allowed
+        complete = next(c for c in result.status.conditions if c.type == "Complete")
+        assert (complete.reason == "SucceededWithFailures") == bool(failed)
+        # ... and nothing was skipped for a failure: no fail-fast, no dependent of a tolerated one.
+        cut = [n for n, s in steps.items() if (s.message or "").endswith(FLOW_FAILED) and new[n] == "Skipped"]
+        assert not cut, cut
+    elif result.status.phase == "Failed" and failed_reason(result) in ("StepFailed", "FinallyStepFailed"):
+        # A flow failed by its steps has a failure allowFailure does not tolerate.
+        assert failed - allowed, result.status.message
+    for name, step in steps.items():
+        if step.phase == StepPhase.SKIPPED and old.get(name) != step.phase:
+            # A step is skipped for a dependency that failed only when that one fails the flow.
+            dep = (step.message or "").removeprefix("dependency ").removesuffix(" failed")
+            if step.message == f"dependency {dep} failed" and dep in specs:
+                assert not specs[dep].goes_on_after_failure, step.message
+                assert not specs[dep].is_finally, step.message
+    check_outcome(flow, before, result)
+
+
+# How the message of a step fail-fast left unrun ends (StepWork.drop).
+FLOW_FAILED = "the flow failed"
+
+
+def check_outcome(flow: JobFlow, before: JobFlow, result: Plan) -> None:
+    """What a finally step's `when` reads as `flow.outcome`: Failed exactly when a step that is not
+    finally failed without allowFailure, or a stop or the grace cut the others short (API.md "Finally
+    steps")."""
+    specs = {s.name: s for s in flow.spec.steps}
+    status = result.status
+    main = [s for s in status.steps if not specs[s.name].is_finally]
+    failed = any(s.phase == StepPhase.FAILED and not specs[s.name].allow_failure for s in main)
+    cut = STOPPED_MESSAGES + GRACE_MESSAGES  # a stop, the finally grace (test_planner_finally_grace)
+    stopped = any(ended_in_run(s, status.start_time, cut) for s in main)
+    expected = "Failed" if failed or stopped else "Succeeded"
+    started = {a.step for a in result.actions if isinstance(a, CreateJob) and a.attempt == 0}
+    for step in status.steps:
+        when = specs[step.name].when
+        was = before.status.step(step.name)
+        if when not in OUTCOME_WHENS or (was is not None and was.phase != StepPhase.PENDING):
+            continue
+        if step.name in started:
+            held = True
+        elif step.phase == StepPhase.SKIPPED and step.message == f"when {when!r} is false":
+            held = False
+        else:
+            continue  # not decided by its `when` in this plan
+        assert held == ((expected == "Failed") == (when == OUTCOME_WHENS[0])), (step.name, expected)
+
+
+def failed_reason(result: Plan) -> str:
+    return next(c.reason or "" for c in result.status.conditions if c.type == "Failed")
 
 
 @dataclass

@@ -61,6 +61,7 @@ def test_the_examples_cover_every_feature_of_the_api() -> None:
         "flow deadline": any("activeDeadlineSeconds" in p for p in policies),
         "when": any("when" in s for s in steps),
         "continueOnFailure": any(s.get("continueOnFailure") for s in steps),
+        "allowFailure": any(s.get("allowFailure") for s in steps),
         "manual approval": any(s.get("type") == "Manual" for s in steps),
         "parameters between steps": any(
             "jsonPath" in (p.get("valueFrom") or {})

@@ -1,5 +1,5 @@
 """Step rules: type and template (a batch/v1 Job), message and metadata, retryPolicy, timeoutSeconds,
-`when`, continueOnFailure, dependencyPolicy."""
+`when`, continueOnFailure, allowFailure, dependencyPolicy."""
 
 from __future__ import annotations
 
@@ -478,6 +478,20 @@ def test_continue_on_failure_is_a_boolean() -> None:
         "spec.steps[0].continueOnFailure",
         E.INVALID,
     )
+
+
+def test_allow_failure_is_a_boolean() -> None:
+    assert_error(
+        mutated(lambda f: step(f, "a").update(allowFailure="yes")),
+        "spec.steps[0].allowFailure",
+        E.INVALID,
+    )
+
+
+@pytest.mark.parametrize("name", ["a", "gate"])
+def test_allow_failure_is_allowed_on_job_and_manual_steps_and_beside_continue_on_failure(name: str) -> None:
+    assert_valid(mutated(lambda f: step(f, name).update(allowFailure=True)))
+    assert_valid(mutated(lambda f: step(f, name).update(allowFailure=True, continueOnFailure=True)))
 
 
 @pytest.mark.parametrize("policy", ["AllSucceeded", "SucceededOrSkipped", "AnySucceeded"])

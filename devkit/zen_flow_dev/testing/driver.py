@@ -98,3 +98,12 @@ class FlowDriver:
 
 def step_phases(flow: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: s.get("phase", "") for s in (flow.get("status") or {}).get("steps", [])}
+
+
+def jobs_by_step(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The names of `jobs` (as `FlowDriver.jobs` lists them) by the step their label names."""
+    out: dict[str, list[str]] = {}
+    for job in jobs:
+        labels = job["metadata"].get("labels", {})
+        out.setdefault(labels.get("workflow.kube-zen.io/step", "?"), []).append(job["metadata"]["name"])
+    return out

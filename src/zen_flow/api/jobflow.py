@@ -280,6 +280,9 @@ class Step(Model):
     pod_pending_timeout_seconds: int | None = None
     when: str | None = None
     continue_on_failure: bool = False
+    # Its failure (after its retries) is tolerated outright: continueOnFailure's dependents run, and the
+    # flow may still end Succeeded (GitLab's allow_failure, Tekton's onError: continue).
+    allow_failure: bool = False
     # None: AllSucceeded (the webhook writes no default, so stored flows stay as they were written).
     dependency_policy: str | None = None
     # A finally step (Argo's onExit, Tekton's finally) runs once every other step has ended, whatever
@@ -300,6 +303,12 @@ class Step(Model):
     @property
     def is_finally(self) -> bool:
         return bool(self.finally_)
+
+    @property
+    def goes_on_after_failure(self) -> bool:
+        """Do its dependents run once it failed for good: continueOnFailure, or allowFailure, which
+        implies it. Its failure then counts as ended, not succeeded (dependencyPolicy, `when`)."""
+        return self.continue_on_failure or self.allow_failure
 
     @property
     def is_flow(self) -> bool:

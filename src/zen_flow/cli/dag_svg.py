@@ -17,7 +17,8 @@ from html import escape
 
 from zen_flow.api import JobFlow
 from zen_flow.cli.graph import COLOURS
-from zen_flow.cli.render import dependency_order
+from zen_flow.cli.render import ALLOWED_NOTE, dependency_order
+from zen_flow.planner.tolerance import tolerated
 
 BOX_WIDTH, BOX_HEIGHT = 180, 46
 H_GAP, V_GAP = 28, 56
@@ -37,6 +38,7 @@ class Box:
     y: int
     manual: bool
     final: bool
+    allowed: bool = False  # a failure its allowFailure tolerated (planner.tolerance): said under its name
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def layout(flow: JobFlow) -> Layout:
                     y=MARGIN + row * (BOX_HEIGHT + V_GAP),
                     manual=steps[name].is_manual,
                     final=steps[name].is_finally,
+                    allowed=status is not None and tolerated(steps[name], status, flow.status),
                 )
             )
     edges = tuple((dep, s.name) for s in flow.spec.steps for dep in s.dependencies if dep in steps)
@@ -174,7 +177,8 @@ def _box(box: Box, anchor: str) -> str:
     else:
         shape = f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6" {paint}/>'
     name = _fit(box.step)
-    under = box.phase + (" \u00b7 finally" if box.final else "") + (" \u00b7 manual" if box.manual else "")
+    under = f"{box.phase} {ALLOWED_NOTE}" if box.allowed else box.phase
+    under += (" \u00b7 finally" if box.final else "") + (" \u00b7 manual" if box.manual else "")
     return (
         f'<a href="#{escape(anchor + box.step)}" class="step" data-step="{escape(box.step)}">'
         f"<title>{escape(box.step)}: {escape(under)}</title>{shape}"

@@ -16,13 +16,17 @@ from datetime import datetime
 
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import ANNOTATION_MATRIX, ConditionType, StepPhase
-from zen_flow.api.flow_status import StepStatus
+from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 from zen_flow.api.jobflow import MatrixVerdict, Step
 from zen_flow.api.meta import format_time
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.planner.backoff import retry_limit
+from zen_flow.planner.status import REASON_SUCCEEDED_WITH_FAILURES
+from zen_flow.planner.tolerance import tolerated
 
 _GAP = "   "
+# What follows the phase of a step whose failure allowFailure tolerated (`shown_phase`).
+ALLOWED_NOTE = "(allowed)"
 # C0 and C1 controls, and the bidi controls of "Trojan Source" (CVE-2021-42574).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -206,7 +210,9 @@ def flow_summary(
         # The conditions that ask for attention; the others repeat the phase.
         stalled = cond.type == ConditionType.PROGRESSING and cond.status == "False" and cond.message
         failed = cond.type == ConditionType.FAILED and cond.status == "True"
-        if stalled or failed:
+        # A success with failures allowFailure tolerated (planner.status) is one to look at, too.
+        tolerated = cond.type == ConditionType.COMPLETE and cond.reason == REASON_SUCCEEDED_WITH_FAILURES
+        if stalled or failed or tolerated:
             lines.append(("Condition", f"{cond.type}={cond.status} {cond.reason}: {cond.message}"))
     return lines
 
@@ -244,7 +250,7 @@ def step_table(
         rows.append(
             (
                 "  " * depth + name,
-                step.phase if step is not None else "Pending",
+                shown_phase(step, spec, status),
                 str(step.retry_count + 1)
                 if step is not None and step.start_time and not spec.is_manual
                 else "-",
@@ -270,6 +276,14 @@ def step_table(
         "MESSAGE",
     )
     return StepTable(header, tuple(rows), tuple(name for name, _ in order))
+
+
+def shown_phase(step: StepStatus | None, spec: Step, flow: JobFlowStatus) -> str:
+    """A step's phase, a failure allowFailure tolerates said as such: it did not fail the flow (one a
+    stop or the deadline ended is no such failure: planner.tolerance)."""
+    if step is None:
+        return "Pending"
+    return f"{step.phase} {ALLOWED_NOTE}" if tolerated(spec, step, flow) else step.phase
 
 
 def _noted(message: str, note: str | None) -> str:

@@ -110,7 +110,8 @@ def flow_path(namespace: str, name: str, *rest: str) -> str:
 
 
 def _phase(phase: str) -> str:
-    fill, stroke = COLOURS.get(phase, COLOURS["Pending"])
+    """A phase as `get` shows it, coloured by the phase itself: `Failed (allowed)` is a failure too."""
+    fill, stroke = COLOURS.get(phase.split(" ", 1)[0], COLOURS["Pending"])
     return f'<span class="phase" style="background:{fill};border-color:{stroke}">{_e(phase)}</span>'
 
 

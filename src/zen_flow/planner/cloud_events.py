@@ -20,7 +20,7 @@ from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import EventSpec
-from zen_flow.planner.events import MEMOIZED, STOPPED_EVENT, TIMED_OUT
+from zen_flow.planner.events import FAILURE_ALLOWED, MEMOIZED, STOPPED_EVENT, TIMED_OUT
 from zen_flow.planner.status import REASON_STATUS_REJECTED
 
 SPEC_VERSION = "1.0"
@@ -56,6 +56,9 @@ _OPENING = frozenset({"FlowStarted", "FlowRetried"})
 # step of 256 items sends two of them per item. The approval types are not among them: a gate waiting is
 # what a person must act on.
 STEP_PREFIX = "step."
+# The reasons whose body says `allowed: true` when the plan tolerated that failure (StepFailureAllowed,
+# not sent itself, follows them for the same step: planner.tolerance).
+_ENDINGS = frozenset({"StepFailed", "StepRejected"})
 _MAX_MESSAGE = 1024  # as a Kubernetes Event's message
 
 
@@ -104,11 +107,15 @@ def cloud_events(
 ) -> tuple[CloudEvent, ...]:
     """The CloudEvents of one plan's `events` (those with a type in TYPES), the flow's opening ones
     first; `status` is the status the plan wrote. `steps=False`: none of the `step.*` types."""
+    events = tuple(events)
+    allowed = {e.step for e in events if e.reason == FAILURE_ALLOWED}
     chosen = [
         e for e in events if e.reason in TYPES and (steps or not TYPES[e.reason].startswith(STEP_PREFIX))
     ]
     ordered = [e for e in chosen if e.reason in _OPENING] + [e for e in chosen if e.reason not in _OPENING]
-    return tuple(cloud_event(flow, status, e, now) for e in ordered)
+    return tuple(
+        cloud_event(flow, status, e, now, allowed=e.reason in _ENDINGS and e.step in allowed) for e in ordered
+    )
 
 
 def _run(status: JobFlowStatus) -> str:
@@ -117,7 +124,10 @@ def _run(status: JobFlowStatus) -> str:
     return retries[-1].id if retries else ""
 
 
-def cloud_event(flow: JobFlow, status: JobFlowStatus, event: EventSpec, now: datetime) -> CloudEvent:
+def cloud_event(
+    flow: JobFlow, status: JobFlowStatus, event: EventSpec, now: datetime, *, allowed: bool = False
+) -> CloudEvent:
+    """`allowed`: the step's failure (`event`) is one its allowFailure tolerates: the body says so."""
     meta = flow.metadata
     step = status.step(event.step) if event.step else None
     job = step.job_ref if step is not None else None
@@ -140,6 +150,8 @@ def cloud_event(flow: JobFlow, status: JobFlowStatus, event: EventSpec, now: dat
         data |= {"step": step.name, "stepPhase": step.phase, "retryCount": step.retry_count}
         if job is not None:
             data["job"] = job.name
+        if allowed:
+            data["allowed"] = True
     if meta.labels:
         data["labels"] = dict(sorted(meta.labels.items()))
     return CloudEvent(

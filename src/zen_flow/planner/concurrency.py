@@ -35,6 +35,8 @@ from zen_flow.planner.status import listing
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # DeleteJob reason (a metrics label, so it names no flow).
 REPLACED_JOB_REASON = "replaced by a newer flow"
+# How the failure message of a flow a newer Replace flow stops begins, and its steps' it ended.
+REPLACED_MARK = "replaced by newer flow "
 
 
 def concurrency_key(flow: JobFlow) -> str | None:
@@ -131,7 +133,7 @@ def judge(flow: JobFlow, peers: Sequence[Peer], *, started: bool) -> Verdict:
     replacers = [p for p in others if p.rank > me.rank and p.replaces]
     if replacers:
         newest = max(replacers, key=lambda p: p.rank)
-        return Verdict(key, replaced=f"replaced by newer flow {newest.name} (concurrency group {key})")
+        return Verdict(key, replaced=f"{REPLACED_MARK}{newest.name} (concurrency group {key})")
     if me.policy == ConcurrencyPolicy.REPLACE:
         return Verdict(key, replacing=tuple(p.name for p in older))
     if me.policy == ConcurrencyPolicy.FORBID and not started:

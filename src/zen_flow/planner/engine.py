@@ -206,14 +206,16 @@ class _Planner(Starts):
         if (early := self.ended_early()) is not None:
             # A stop or the finally grace ended a step (planner.finale): Stopped or DeadlineExceeded.
             return early
-        statuses = self.works.statuses()
-        final = self.final
-        failed = next((s for s in statuses if s.phase == StepPhase.FAILED and s.name not in final), None)
+        final, specs = self.final, self.specs
+        # A failure allowFailure tolerates fails nothing: the flow's status says it (planner.status).
+        failures = [s for s in self.works.statuses() if s.phase == StepPhase.FAILED]
+        failures = [s for s in failures if not specs[s.name].allow_failure]
+        failed = next((s for s in failures if s.name not in final), None)
         if failed is None and final:
-            failed = next((s for s in statuses if s.phase == StepPhase.FAILED), None)
+            failed = next(iter(failures), None)
         if failed is None:
             return FlowPhase.SUCCEEDED, None, REASON_STEP_FAILED
-        if failed.name in final:  # the main steps succeeded (or failed with continueOnFailure)
+        if failed.name in final:  # the main steps succeeded (or failed with continueOnFailure/allowFailure)
             message = self.final_failure or failure_message(failed.name, True, failed.message)
             return FlowPhase.FAILED, message, REASON_FINALLY_FAILED
         return (

@@ -3,7 +3,7 @@ nothing (level-based reconcile must not spam the event stream)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from zen_flow.api.constants import ConditionType, FlowPhase, StepPhase
@@ -30,6 +30,10 @@ REJECT_MARK = "rejected"
 # a rerun may ask again (planner.interventions), unlike a rejection.
 NO_DECISION_MARK = f"{REJECT_MARK}: no decision within"
 STOPPED_EVENT = "FlowStopped"
+# After StepFailed (or StepRejected) of a step whose failure allowFailure tolerates (planner.tolerance:
+# its own, not a stop's or the deadline's).
+FAILURE_ALLOWED = "StepFailureAllowed"
+FAILURE_ALLOWED_SAID = "its failure is allowed (allowFailure): it does not fail the flow"
 # How the message of a step served from its memoize cache starts (planner.memoization).
 MEMOIZED_MARK = "memoized"
 MEMOIZED = "StepMemoized"
@@ -59,7 +63,10 @@ def _newly_stuck(old: StepStatus | None, new: StepStatus) -> bool:
     )
 
 
-def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> list[EventSpec]:
+def _step_events(
+    old: StepStatus | None, new: StepStatus, spec: Step | None, *, allowed: bool = False
+) -> list[EventSpec]:
+    """`allowed`: `new` is a failure its allowFailure tolerates (planner.tolerance)."""
     before = old.phase if old is not None else StepPhase.PENDING
     before_retries = old.retry_count if old is not None else 0
     before_job = _job(old) if old is not None else ""
@@ -108,6 +115,8 @@ def _step_events(old: StepStatus | None, new: StepStatus, spec: Step | None) -> 
             if PENDING_TIMEOUT_MARK in message and before != StepPhase.RETRYING:
                 out.append(step_event(WARNING, POD_PENDING_TIMEOUT_EVENT, f"step {name}: {message}"))
             out.append(step_event(WARNING, "StepFailed", f"step {name} failed: {message}"))
+        if allowed:
+            out.append(step_event(NORMAL, FAILURE_ALLOWED, f"step {name}: {FAILURE_ALLOWED_SAID}"))
     elif new.phase == StepPhase.SKIPPED:
         out.append(step_event(NORMAL, "StepSkipped", f"step {name} skipped: {message}"))
     elif new.phase == StepPhase.PENDING_APPROVAL:
@@ -168,8 +177,11 @@ def naming_blockers(events: tuple[EventSpec, ...], blockers: Mapping[str, str]) 
     )
 
 
-def derive_events(old: JobFlowStatus, new: JobFlowStatus, specs: Mapping[str, Step]) -> tuple[EventSpec, ...]:
-    """Step events in status order, then flow events."""
+def derive_events(
+    old: JobFlowStatus, new: JobFlowStatus, specs: Mapping[str, Step], tolerated: Collection[str] = ()
+) -> tuple[EventSpec, ...]:
+    """Step events in status order, then flow events; `tolerated`: the steps whose failure in `new`
+    allowFailure tolerates (planner.tolerance, which the caller asks: it reads the stop's marks)."""
     if old is new:
         return ()
     previous = {s.name: s for s in old.steps}
@@ -178,6 +190,7 @@ def derive_events(old: JobFlowStatus, new: JobFlowStatus, specs: Mapping[str, St
         before = previous.get(step.name)
         if before is step:
             continue
-        out.extend(_step_events(before, step, specs.get(step.name)))
+        allowed = step.name in tolerated
+        out.extend(_step_events(before, step, specs.get(step.name), allowed=allowed))
     out.extend(_flow_events(old, new))
     return tuple(out)

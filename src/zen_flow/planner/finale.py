@@ -55,6 +55,7 @@ from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
+from zen_flow.planner.tolerance import NOT_RETRIED
 
 # A stored status's Failed steps a graceful stop or the grace ended, by the Job they had (`delete_again`).
 _stopped_jobs: IdentityMemo[Mapping[str, StepStatus]] = IdentityMemo(MEMO_STEPS)
@@ -128,7 +129,7 @@ class Finale(Observation):
     def fail_retrying(self, works: Sequence[StepWork]) -> None:
         for w in works:
             if w.phase == StepPhase.RETRYING:
-                w.fail(self.now, f"not retried, the flow is failing; {w.message or ''}")
+                w.fail(self.now, f"{NOT_RETRIED}; {w.message or ''}")
 
     def stop_all(self, reason: str, job_reason: str | None = None, *, spare_final: bool = False) -> None:
         """End every step that has not ended (`spare_final`: but the finally steps) for `reason`, their

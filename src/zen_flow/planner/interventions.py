@@ -19,7 +19,7 @@ in `status.audit.retries` (id, user, time, the steps it reran):
   name, so the old attempts' Jobs stay for their logs, but under jobRetention LastAttempt or
   FailedOnly: see planner.retention), and so do its Manual steps in scope that timed
   out (nobody decided: reached again, they wait for a decision with a fresh timeout; one with
-  continueOnFailure only when named, as its dependents went on without it); every Skipped step
+  continueOnFailure or allowFailure only when named, as its dependents went on without it); every Skipped step
   goes back to Pending (it never ran), Succeeded steps and their outputs stay, a rejected Manual step
   stays rejected (its annotation decides it); every finally step that ran (Succeeded or Failed, in scope
   or not) goes back to Pending with its next attempt, as cleanup must run again after the rerun and see
@@ -203,15 +203,16 @@ def timed_out(step: StepStatus) -> bool:
 def rerunnable_steps(flow: JobFlow, wanted: Collection[str] = ()) -> list[str]:
     """The failed steps a rerun of `wanted` (empty: every failed step) would run again: Job steps, and
     Manual steps that timed out; a rejected Manual step is decided by its annotation and never reruns.
-    A gate that timed out with `continueOnFailure` reruns only when named: its dependents went on without
-    it, and asked again unasked it would hold them for its whole timeout."""
+    A gate that timed out with `continueOnFailure` (or `allowFailure`, which implies it) reruns only when
+    named: its dependents went on without it, and asked again unasked it would hold them for its whole
+    timeout."""
     specs = {s.name: s for s in flow.spec.steps}
 
     def reruns(step: StepStatus) -> bool:
         spec = specs[step.name]
         if not spec.is_manual:
             return True
-        return timed_out(step) and (not spec.continue_on_failure or step.name in wanted)
+        return timed_out(step) and (not spec.goes_on_after_failure or step.name in wanted)
 
     return [
         s.name
@@ -277,7 +278,7 @@ def rerun_refusal(flow: JobFlow, wanted: Collection[str] = ()) -> str | None:
     blocking = [
         n
         for n in failed
-        if n not in rerunnable and not specs[n].continue_on_failure and not specs[n].is_finally
+        if n not in rerunnable and not specs[n].goes_on_after_failure and not specs[n].is_finally
     ]
     if flow.status.phase != FlowPhase.FAILED:
         return f"the flow is {flow.status.phase or 'Pending'}, not Failed"

@@ -23,6 +23,7 @@ from zen_flow.planner.status import (
     cut,
 )
 from zen_flow.planner.status_assembly import assemble
+from zen_flow.planner.tolerance import tolerated_steps
 
 
 def outcome(
@@ -73,7 +74,8 @@ def outcome(
         if phase == FlowPhase.PENDING:
             update["message"] = cut(f"creating {describe(creating)}", MAX_FLOW_MESSAGE)
         status = status.model_copy(update=update)
-    events = derive_events(old, status, shape_of(flow).specs)
+    specs = shape_of(flow).specs
+    events = derive_events(old, status, specs, tolerated_steps(status, specs))
     if creating:
         events += (EventSpec(NORMAL, REASON_RESOURCES_CREATED, cut(describe(creating), 1024)),)
     # Said when it starts, or when it starts to wait for its own locks: the older flows stop then

@@ -111,6 +111,7 @@ class PlanState:
         self.group = NO_GROUP
         self.now = now
         self.order = shape.order
+        self.specs = shape.specs  # by step name: a spec read without loading the step's work
         self.jobs = dict(zip(map(JOB_NAME, jobs), jobs, strict=True))
         self.works = Works(shape.specs, flow.status.steps)
         if self.works.dormant and self.jobs and (unrecorded := self._created_unrecorded()):
@@ -155,8 +156,8 @@ class PlanState:
         # not fail-fast each other, and never stop the others: their decisions stay theirs).
         self.final_failure: str | None = None
         self.final = shape.final  # the finally steps
-        # Did a step that is not finally fail, continueOnFailure or not? The flow then ends Failed:
-        # `flow.outcome` of the finally steps' `when`.
+        # Did a step that is not finally fail, continueOnFailure or not (allowFailure's is tolerated)? The
+        # flow then ends Failed: `flow.outcome` of the finally steps' `when`.
         self.main_failed = False
         # Objects of spec.resourceTemplates created by this plan: no step starts before they are recorded.
         self.creating: tuple[CreateResource, ...] = ()
@@ -174,8 +175,9 @@ class PlanState:
                 if s.phase != StepPhase.FAILED:
                     continue
                 final = s.name in self.final
-                self.main_failed |= not final
-                if shape.specs[s.name].continue_on_failure:
+                spec = shape.specs[s.name]
+                self.main_failed |= not final and not spec.allow_failure
+                if spec.goes_on_after_failure:
                     continue
                 if not final and self.failure is None:
                     self.failure = failure_message(s.name, False, s.message)
@@ -260,8 +262,8 @@ class PlanState:
 
     def note_failure(self, w: StepWork) -> None:
         final = w.spec.is_finally
-        self.main_failed |= not final
-        if w.spec.continue_on_failure:
+        self.main_failed |= not final and not w.spec.allow_failure
+        if w.spec.goes_on_after_failure:
             return
         if not final and self.failure is None:
             self.failure = failure_message(w.name, False, w.message)

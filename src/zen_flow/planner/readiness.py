@@ -2,15 +2,16 @@
 steps before it, and whether those values exist and are committed yet.
 
 `dependencyPolicy` (a step without dependencies has nothing to judge and is ready):
-  AllSucceeded (default)  every dependency Succeeded, or Failed with continueOnFailure; the first one
-                          Skipped skips the step (the original's rule, kept when the field is omitted);
+  AllSucceeded (default)  every dependency Succeeded, or Failed with continueOnFailure (or allowFailure,
+                          which implies it, here and below); the first one Skipped skips the step (the
+                          original's rule, kept when the field is omitted);
   SucceededOrSkipped      every dependency ended: Succeeded, Skipped, or Failed with continueOnFailure;
                           the step runs even when all were Skipped (its own `when` can test their phases);
   AnySucceeded            every dependency ended and at least one Succeeded; Skipped otherwise.
-Whatever the policy, a dependency Failed for good (without continueOnFailure) skips the step: the flow is
-failing (fail-fast), and a join must not turn a failure into a run. Finally steps do not fail-fast each
-other: a finally dependency that failed counts as if it had continueOnFailure (the cleanup after a failed
-cleanup still runs; its `when` can test the phase).
+Whatever the policy, a dependency Failed for good (without continueOnFailure, or allowFailure which
+implies it) skips the step: the flow is failing (fail-fast), and a join must not turn a failure into a
+run. Finally steps do not fail-fast each other: a finally dependency that failed counts as if it had
+continueOnFailure (the cleanup after a failed cleanup still runs; its `when` can test the phase).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def dependency_verdict(
             if strict:
                 return False, f"dependency {dep} was skipped"
         elif d.phase == StepPhase.FAILED:
-            if not d.spec.continue_on_failure and not d.spec.is_finally:
+            if not d.spec.goes_on_after_failure and not d.spec.is_finally:
                 return False, f"dependency {dep} failed"
         elif d.phase == StepPhase.SUCCEEDED:
             succeeded += 1

@@ -28,6 +28,8 @@ MAX_CONDITION_MESSAGE = 1024
 _LISTED = 5
 
 REASON_STEP_FAILED = "StepFailed"
+# Condition Complete's reason when the flow succeeded with steps that failed with allowFailure.
+REASON_SUCCEEDED_WITH_FAILURES = "SucceededWithFailures"
 REASON_FINALLY_FAILED = "FinallyStepFailed"  # the other steps succeeded; a finally step failed
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_INVALID = "InvalidSpec"
@@ -166,6 +168,12 @@ def flow_message(
     parts: list[str] = []
     if phase == FlowPhase.SUCCEEDED:
         counts = progress(steps)
+        if counts.failed_steps:  # only allowFailure's failures let a flow with a failed step succeed
+            skipped = f", {counts.skipped_steps} skipped" if counts.skipped_steps else ""
+            names = listing(phase_names(steps, StepPhase.FAILED))
+            failed = f"{counts.failed_steps} failed with allowFailure: {names}"
+            said = f"{_count(counts.successful_steps, 'step')} succeeded{skipped}, {failed}"
+            return cut(said, MAX_FLOW_MESSAGE)
         if counts.skipped_steps:
             return f"{_count(counts.successful_steps, 'step')} succeeded, {counts.skipped_steps} skipped"
         return (
@@ -225,6 +233,7 @@ def _wanted(
     queued: str | None,
     stalled: str | None,
     queued_reason: str = REASON_QUEUED,
+    tolerated: bool = False,
 ) -> list[_Want]:
     label = f"Flow{phase.value}"
     msg = cut(message, MAX_CONDITION_MESSAGE)
@@ -240,7 +249,7 @@ def _wanted(
         _Want(
             ConditionType.COMPLETE,
             phase == FlowPhase.SUCCEEDED,
-            label,
+            REASON_SUCCEEDED_WITH_FAILURES if tolerated and phase == FlowPhase.SUCCEEDED else label,
             msg if phase == FlowPhase.SUCCEEDED else "",
         ),
         _Want(
@@ -296,11 +305,13 @@ def conditions(
     queued: str | None = None,
     stalled: str | None = None,
     queued_reason: str = REASON_QUEUED,
+    tolerated: bool = False,
 ) -> tuple[Condition, ...]:
-    """The full condition list; an unchanged condition is the old object itself."""
+    """The full condition list; an unchanged condition is the old object itself. `tolerated`: a step
+    failed with allowFailure (Complete's reason says so when the flow succeeded)."""
     previous = {c.type: c for c in old}
     out: list[Condition] = []
-    for want in _wanted(phase, message, failed_reason, waiting, queued, stalled, queued_reason):
+    for want in _wanted(phase, message, failed_reason, waiting, queued, stalled, queued_reason, tolerated):
         status = "True" if want.true else "False"
         before = previous.get(want.type)
         since = before.last_transition_time if before is not None and before.status == status else None

@@ -84,6 +84,7 @@ def assemble(
             queued=queued,
             stalled=stall.stalled if stall is not None else None,
             queued_reason=queued_reason,
+            tolerated=StepPhase.FAILED in by_phase(step_tuple),
         ),
         "start_time": start_time,
         "completion_time": old.completion_time or (now if phase.terminal else None),

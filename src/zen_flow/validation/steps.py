@@ -135,6 +135,9 @@ def check_step_fields(
     if pending is not None and is_manual(step):
         r.add(forbidden(path + ".podPendingTimeoutSeconds", "a Manual step runs no pod"))
     r.boolean(step.get("continueOnFailure"), path + ".continueOnFailure")
+    # Allowed beside continueOnFailure (which it implies), on every kind of step: a Manual step's
+    # rejection or timeout, a Flow step's failed child, a finally step's failure are tolerated alike.
+    r.boolean(step.get("allowFailure"), path + ".allowFailure")
     if r.boolean(step.get("finally"), path + ".finally") and is_manual(step):
         r.add(forbidden(path + ".finally", MANUAL_FINALLY))
     policy = r.string(step.get("dependencyPolicy"), path + ".dependencyPolicy")
