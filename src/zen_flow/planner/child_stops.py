@@ -11,13 +11,14 @@ graceful stop from the step's own message (`interventions.stopping_child`), writ
 first held the step for it. So a stop that came first stays the cause whatever a later plan sees (a
 restart; the request removed; the grace point come meanwhile: the flow ends Stopped, not
 DeadlineExceeded), and whatever else ends the child's run (its step's timeout, the child deleted or
-failing) ends the step for the stop too, never retried (`ended_for_stop`). Lost writes: a plan's
-StopChild patch lost is sent again by the next plan while the child carries no stop, the request removed
-or not (under the resourceVersion it saw: a stop a user set since is never overwritten); its status write
-lost, the record is written again by the next plan that holds the step, or, the request removed
-meanwhile, the step ends as a child its own user stopped would (the stop never reached the stored
-status: taken back in time, it stopped nothing); the write that ends the step lost, the next plan ends
-it again from the same record.
+failing) ends the step for the stop too, never retried (`ended_for_stop`). Lost writes: the StopChild
+patch waits for the status write that records the stop (`after_write`); a patch lost is sent again by
+the next plan while the child carries no stop, the request removed or not (under the resourceVersion it
+saw: a stop a user set since is never overwritten); the status write lost, no patch goes out and the
+record is written again by the next plan that holds the step, or, the request removed meanwhile, the
+child runs on and the flow goes on as if never stopped (the stop never reached the stored status: taken
+back in time, it stopped nothing); the write that ends the step lost, the next plan ends it again from
+the same record.
 """
 
 from __future__ import annotations
