@@ -18,6 +18,7 @@ from zen_flow_dev.testing.controller import StartController
 from zen_flow_dev.testing.driver import FlowDriver, step_phases, wait_until
 from zen_flow_dev.testing.examples import (
     EXPECT_PHASE,
+    FAILING,
     load,
     original_forms,
     project_examples,
@@ -113,8 +114,11 @@ async def test_every_example_runs_to_the_end_with_real_containers(
 
     results = await asyncio.gather(*(settle(n, m, p) for n, (m, p) in manifests.items()))
     for flow in results:
-        assert flow["status"]["phase"] == "Succeeded", (flow["metadata"]["name"], flow["status"])
-        assert set(step_phases(flow).values()) <= {"Succeeded", "Skipped"}
+        name = flow["metadata"]["name"]
+        assert flow["status"]["phase"] == "Succeeded", (name, flow["status"])
+        # Only the steps whose command fails (`exit 1`) failed: allowFailure tolerated it.
+        failing = FAILING.get(manifests[name][1].name, frozenset())
+        assert {s for s, p in step_phases(flow).items() if p not in ("Succeeded", "Skipped")} == failing
     by_name = {f["metadata"]["name"]: f for f in results}
     # The parameters example really ran its command with the values substituted.
     params = by_name["parameters"]
