@@ -8,6 +8,8 @@ from typing import Any
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.api.constants import (
     ANNOTATION_ARCHIVE_LOGS,
+    ANNOTATION_STOP,
+    ANNOTATION_STOPPED_BY,
     ANNOTATION_SUSPENDED_BY_PARENT,
     LABEL_DEPTH,
     LABEL_PARENT,
@@ -22,6 +24,7 @@ from zen_flow.planner import (
     Plan,
     SlotBook,
     SlotLimits,
+    StopChild,
     SuspendChild,
     as_job,
     needs_slot,
@@ -48,6 +51,26 @@ def apply(flow: JobFlow, result: Plan) -> JobFlow:
 
 def creates(result: Plan) -> list[CreateJob]:
     return [a for a in result.actions if isinstance(a, CreateJob)]
+
+
+def stops(result: Plan) -> list[StopChild]:
+    return [a for a in result.actions if isinstance(a, StopChild)]
+
+
+def deletes(result: Plan) -> list[DeleteJob]:
+    return [a for a in result.actions if isinstance(a, DeleteJob)]
+
+
+def reasons(result: Plan) -> list[str]:
+    return [e.reason for e in result.events]
+
+
+def stopped(child: JobFlow, who: str = "parent flow flow", value: str = "RunFinally") -> JobFlow:
+    """The child as the StopChild patch leaves it (the grace's and a graceful stop's)."""
+    annotations = {**child.metadata.annotations, ANNOTATION_STOP: value, ANNOTATION_STOPPED_BY: who}
+    return child.model_copy(
+        update={"metadata": child.metadata.model_copy(update={"annotations": annotations})}
+    )
 
 
 def child_of(

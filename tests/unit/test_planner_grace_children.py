@@ -8,14 +8,25 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from test_planner_child_flows import T0, apply, as_job, child_of, creates, flow_step, phase_of
+from test_planner_child_flows import (
+    T0,
+    apply,
+    as_job,
+    child_of,
+    creates,
+    deletes,
+    flow_step,
+    phase_of,
+    reasons,
+    stopped,
+    stops,
+)
 from test_planner_finally import FINALLY, by_step, failed_condition
 from test_planner_finally_grace import POLICY, SAID
 from test_planner_joins import message, phases
 
 from zen_flow.api import JobFlow
-from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY
-from zen_flow.planner import CreateJob, DeleteJob, Plan, StopChild, plan
+from zen_flow.planner import CreateJob, StopChild, plan
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator, run
 
@@ -26,26 +37,6 @@ def started() -> tuple[JobFlow, dict[str, Any]]:
     parent = make_flow([flow_step("sub"), job_step("cleanup", **FINALLY)], execution_policy=POLICY)
     first = plan(parent, [], T0)
     return apply(parent, first), creates(first)[0].body
-
-
-def stopped(child: JobFlow, who: str = "parent flow flow") -> JobFlow:
-    """The child as the StopChild patch leaves it."""
-    annotations = {**child.metadata.annotations, ANNOTATION_STOP: "RunFinally", ANNOTATION_STOPPED_BY: who}
-    return child.model_copy(
-        update={"metadata": child.metadata.model_copy(update={"annotations": annotations})}
-    )
-
-
-def stops(result: Plan) -> list[StopChild]:
-    return [a for a in result.actions if isinstance(a, StopChild)]
-
-
-def deletes(result: Plan) -> list[DeleteJob]:
-    return [a for a in result.actions if isinstance(a, DeleteJob)]
-
-
-def reasons(result: Plan) -> list[str]:
-    return [e.reason for e in result.events]
 
 
 def test_at_the_grace_point_a_running_child_is_stopped_to_run_its_finally_steps_not_deleted() -> None:

@@ -14,14 +14,13 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_planner_child_flows import T0, child_of, flow_step
+from test_planner_child_flows import T0, child_of, deletes, flow_step, reasons, stopped, stops
 from test_planner_finally import FINALLY, by_step, failed_condition
 from test_planner_joins import message, phases
 
-from zen_flow.api import JobFlow
 from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, StepPhase
 from zen_flow.api.job import Job
-from zen_flow.planner import CreateJob, DeleteJob, Plan, StopChild
+from zen_flow.planner import CreateJob, StopChild
 from zen_flow.planner.children import ChildFlowJob, as_job
 from zen_flow.planner.interventions import CHILD_STOPPING
 from zen_flow.planner.steps import HELD_CHILD
@@ -30,26 +29,6 @@ from zen_flow_dev.testing.simulator import Simulator, run
 
 BY = "parent flow flow (stopped by alice)"  # the child's stopped-by without the webhook
 HELD = f"stopped by alice{CHILD_STOPPING}"  # the Running step's message while its child stops
-
-
-def stops(result: Plan) -> list[StopChild]:
-    return [a for a in result.actions if isinstance(a, StopChild)]
-
-
-def deletes(result: Plan) -> list[DeleteJob]:
-    return [a for a in result.actions if isinstance(a, DeleteJob)]
-
-
-def reasons(result: Plan) -> list[str]:
-    return [e.reason for e in result.events]
-
-
-def stopped(child: JobFlow, who: str = BY, value: str = "RunFinally") -> JobFlow:
-    """The child as the StopChild patch leaves it."""
-    annotations = {**child.metadata.annotations, ANNOTATION_STOP: value, ANNOTATION_STOPPED_BY: who}
-    return child.model_copy(
-        update={"metadata": child.metadata.model_copy(update={"annotations": annotations})}
-    )
 
 
 def asked(job: Job) -> bool:
@@ -77,7 +56,7 @@ def stop(sim: Simulator, value: str = "RunFinally", user: str = "alice") -> None
 
 def child_ends_stopped(sim: Simulator, name: str, body: dict[str, Any]) -> None:
     ended = child_of(body, phase="Failed", message=f"stopped by {BY}")
-    sim.jobs[name] = as_job(stopped(ended))
+    sim.jobs[name] = as_job(stopped(ended, BY))
     sim.advance(5)
 
 
@@ -93,7 +72,7 @@ def test_a_graceful_stop_stops_a_running_child_to_run_its_finally_steps_not_dele
     assert message(sim, "sub") == HELD
     assert sim.flow.status.message == "stopped by alice; waiting for running steps to finish; running: sub"
     # Its patch landed: not sent again, and the finally step waits for the child to end.
-    sim.jobs[name] = as_job(stopped(child_of(body)))
+    sim.jobs[name] = as_job(stopped(child_of(body), BY))
     sim.advance(5)
     later = sim.reconcile()
     assert not stops(later)
@@ -123,7 +102,7 @@ def test_a_restart_or_a_lost_write_mid_stop_plans_the_same_from_the_stored_statu
     again = sim.reconcile()
     assert stops(again) == stops(first)
     assert message(sim, "sub") == HELD
-    sim.jobs[name] = as_job(stopped(child_of(body)))
+    sim.jobs[name] = as_job(stopped(child_of(body), BY))
     sim.advance(5)
     # A restarted controller plans from the stored flow, its children and the clock: the same plan.
     restarted = Simulator(sim.flow, sim.now, jobs=dict(sim.jobs))
@@ -141,7 +120,7 @@ def test_the_stop_removed_while_the_child_stops_still_ends_the_flow_stopped() ->
     sim.reconcile()
     sim.annotate(ANNOTATION_STOP, None)
     sim.annotate(ANNOTATION_STOPPED_BY, None)
-    sim.jobs[name] = as_job(stopped(child_of(body)))
+    sim.jobs[name] = as_job(stopped(child_of(body), BY))
     sim.advance(5)
     sim.reconcile()
     assert message(sim, "sub") == HELD  # read back from the stored status
@@ -157,7 +136,7 @@ def test_a_stop_before_the_grace_point_whose_child_still_stops_then_stays_stoppe
     sim, name, body = running_child(execution_policy=policy)
     stop(sim)
     sim.reconcile()
-    sim.jobs[name] = as_job(stopped(child_of(body)))
+    sim.jobs[name] = as_job(stopped(child_of(body), BY))
     sim.advance(70)  # the grace point has come: the child, stopped already, is not stopped again
     result = sim.reconcile()
     assert not stops(result)
@@ -174,7 +153,7 @@ def test_a_stop_escalated_to_now_while_the_child_stops_deletes_it() -> None:
     sim, name, body = running_child()
     stop(sim)
     sim.reconcile()
-    sim.jobs[name] = as_job(stopped(child_of(body)))
+    sim.jobs[name] = as_job(stopped(child_of(body), BY))
     stop(sim, "true", "bob")
     sim.advance(5)
     result = sim.reconcile()
@@ -211,7 +190,7 @@ def test_a_child_whose_stop_stopped_nothing_succeeds_and_the_flow_ends_as_its_st
     sim, name, body = running_child()
     stop(sim)
     sim.reconcile()
-    sim.jobs[name] = as_job(stopped(child_of(body, phase="Succeeded")))
+    sim.jobs[name] = as_job(stopped(child_of(body, phase="Succeeded"), BY))
     sim.advance(5)
     result = sim.reconcile()
     assert "FlowStopped" not in reasons(result)
@@ -224,24 +203,29 @@ def test_a_child_whose_stop_stopped_nothing_succeeds_and_the_flow_ends_as_its_st
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 2**32), st.booleans(), st.booleans(), st.booleans())
+@given(st.integers(0, 2**32), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_a_stopped_parent_amid_lost_writes_restarts_and_edits_ends_stopped_after_its_childs_finally(
-    seed: int, graced: bool, second_child: bool, timed: bool
+    seed: int, graced: bool, second_child: bool, timed: bool, beside: bool
 ) -> None:
     """Random lost writes, restarts (a fresh plan from the stored flow must equal the running one's),
     the request removed or escalated, the grace point passing, children timing out, deleted outside
-    zen-flow or failing, with retries left: no Flow step makes a new child after the stop; a child is
-    deleted only by a stop now, the deadline or its step's timeout; otherwise it ends stopped, and the
-    parent ends Stopped with its finally step run."""
+    zen-flow or failing, with retries left; what waits for a write that landed dropped (`held=False`:
+    the next plan sends it again, a Job step's delete beside the stopping children, `beside`, by
+    finale.delete_again) and deleted Jobs lingering while they go: no Flow step makes a new child after
+    the stop; a child is stopped only once its parent's stored status records the stop (the controller
+    sends a StopChild after the write: `sim.child_stops`), deleted only by a stop now, the deadline or
+    its step's timeout; otherwise it ends stopped, and the parent ends Stopped with its finally step run."""
     rng = random.Random(seed)
     policy = {"activeDeadlineSeconds": 400, "finallyGraceSeconds": 300} if graced else None
     timeout = {"timeoutSeconds": 90} if timed else {}
     steps = [flow_step("sub", retryPolicy={"limit": 2}, **timeout), job_step("cleanup", **FINALLY)]
     if second_child:
         steps.insert(1, flow_step("sub2", retryPolicy={"limit": 2}))
-    sim = Simulator(make_flow(steps, execution_policy=policy), T0)
+    if beside:
+        steps.insert(1, job_step("work"))
+    sim = Simulator(make_flow(steps, execution_policy=policy), T0, instant_delete=rng.random() < 0.5)
     sim.reconcile()
-    bodies = {a.name: a.body for a in sim.last.actions if isinstance(a, CreateJob)}
+    bodies = {a.name: a.body for a in sim.last.actions if isinstance(a, CreateJob) and a.step != "work"}
     for name, body in bodies.items():
         sim.jobs[name] = as_job(child_of(body))
     sim.reconcile()
@@ -252,17 +236,22 @@ def test_a_stopped_parent_amid_lost_writes_restarts_and_edits_ends_stopped_after
         before = sim.flow
         assert Simulator(before, sim.now, jobs=dict(sim.jobs)).preview() == sim.preview()
         written = rng.random() > 0.25
-        result = sim.reconcile(write_status=written)
+        sent = len(sim.child_stops)
+        result = sim.reconcile(write_status=written, held=rng.random() > 0.2)
         # Stored by a plan that saw it: tracked here, not read from what the mechanism writes.
         stored |= written and not removed and not escalated
         assert not [a for a in result.actions if isinstance(a, CreateJob) and a.step != "cleanup"]
-        deleted |= {a.name for a in deletes(result) if not a.reason.startswith("timed out")}
-        for action in stops(result):  # the patch lands (or is lost: sent again by the next plan)
+        deleted |= {
+            a.name for a in deletes(result) if a.name in bodies and not a.reason.startswith("timed out")
+        }
+        for action in sim.child_stops[sent:]:  # the patch lands (or is lost: sent again by the next plan)
+            said = message(sim, action.step) or ""  # sent once the status recording the stop landed
+            assert said.startswith("stopped by "), f"{action.name} stopped before its parent stored: {said!r}"
             if rng.random() < 0.7 and action.name not in deleted:
-                sim.jobs[action.name] = as_job(stopped(child_of(bodies[action.name])))
+                sim.jobs[action.name] = as_job(stopped(child_of(bodies[action.name]), BY))
         for name, body in bodies.items():
             child = sim.jobs.get(name)
-            if child is None or name in deleted or child.finished:
+            if child is None or name in deleted or child.finished or child.deleting:
                 continue
             roll = rng.random()
             if asked(child) and roll < 0.2:
@@ -279,9 +268,12 @@ def test_a_stopped_parent_amid_lost_writes_restarts_and_edits_ends_stopped_after
             # Taken back once stored (before that it stopped nothing, in time).
             sim.annotate(ANNOTATION_STOP, None)
             removed = True
+        if rng.random() < 0.5:
+            sim.collect()  # the deleted children gone
         if sim.terminal and sim.last.status == sim.flow.status:
             break
         if not sim.running():
+            sim.collect()
             run(sim, by_step(sim, {}))
             break
         sim.advance(rng.choice([0, 1, 5, 30]))
@@ -311,7 +303,7 @@ def recorded_stop(**step: Any) -> tuple[Simulator, str, dict[str, Any]]:
     sim.reconcile()
     stop(sim)
     sim.reconcile()
-    sim.jobs[create.name] = as_job(stopped(child_of(create.body)))
+    sim.jobs[create.name] = as_job(stopped(child_of(create.body), BY))
     sim.annotate(ANNOTATION_STOP, None)
     sim.annotate(ANNOTATION_STOPPED_BY, None)
     sim.advance(5)
@@ -362,7 +354,7 @@ def test_a_recorded_stop_whose_child_is_deleted_after_the_grace_point_ends_stopp
     sim, name, body = running_child(execution_policy=policy)
     stop(sim)
     sim.reconcile()
-    sim.jobs[name] = as_job(stopped(child_of(body)))
+    sim.jobs[name] = as_job(stopped(child_of(body), BY))
     sim.advance(70)
     sim.reconcile()
     del sim.jobs[name]
@@ -380,7 +372,7 @@ def test_a_recorded_stop_whose_patch_was_lost_sends_it_again_after_the_request_i
     sim.advance(5)
     # Before: nothing stopped the child any more, and the flow ended as if never stopped.
     assert stops(sim.reconcile()) == stops(first)
-    sim.jobs[name] = as_job(stopped(child_of(body)))
+    sim.jobs[name] = as_job(stopped(child_of(body), BY))
     sim.advance(5)
     assert not stops(sim.reconcile())
     child_ends_stopped(sim, name, body)

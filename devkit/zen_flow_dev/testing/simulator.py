@@ -11,7 +11,6 @@ fails Jobs on request, and moves a fake clock. Used by the planner's tests and b
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -37,6 +36,7 @@ from zen_flow.planner import (
     Plan,
     PodMessages,
     SaveMemo,
+    StopChild,
     jobs_to_read,
     pending,
     plan,
@@ -90,6 +90,9 @@ class Simulator:
     # True: `flow` holds the stored spec, and each plan gets its effective flow (core/matrix.py) from it
     # and its current status, as the controller's MatrixFlows does (a matrix reading an output).
     expand: bool = False
+    # Every StopChild sent, in order: one held for the write (planner.held) only once it landed, as the
+    # controller sends it; what its patch does to the child is the test's to say.
+    child_stops: list[StopChild] = field(default_factory=list)
     _uid: int = 0
 
     @property
@@ -182,6 +185,8 @@ class Simulator:
                 self._create(action)
             elif isinstance(action, DeleteJob) and not action.after_write:
                 self._delete(action.name)
+            elif isinstance(action, StopChild) and not action.after_write:
+                self.child_stops.append(action)
             elif isinstance(action, DeleteFlow):
                 self.flow_deleted = True
             elif isinstance(action, CreateResource):
@@ -207,6 +212,8 @@ class Simulator:
             for action in result.actions:
                 if isinstance(action, DeleteJob) and action.after_write:
                     self._delete(action.name)
+                elif isinstance(action, StopChild) and action.after_write:
+                    self.child_stops.append(action)
 
     def _create(self, action: CreateJob) -> None:
         name = action.name
@@ -386,15 +393,3 @@ def run(
             # Nothing written either (a write wakes the flow: the finally steps start after one).
             raise AssertionError(f"flow is stuck in {sim.phase}: {sim.flow.status.message}")
     raise AssertionError(f"flow did not finish within {max_rounds} rounds")
-
-
-def random_outcome(rng: random.Random, failure_rate: float = 0.2, wait_rate: float = 0.2) -> Outcome:
-    """Settle Jobs at random: fail with `failure_rate`, stay running with `wait_rate`, else complete."""
-
-    def decide(_: str) -> str:
-        roll = rng.random()
-        if roll < failure_rate:
-            return "fail"
-        return "wait" if roll < failure_rate + wait_rate else "complete"
-
-    return decide
