@@ -247,11 +247,17 @@ async def test_an_image_tag_the_registry_lacks_is_named_and_fails_the_step_at_it
     said = failed["message"].removeprefix("PodPendingTimeout: no pod running for 40s; pod waiting: ")
     assert said.startswith(("container main ErrImagePull: ", "container main ImagePullBackOff: ")), said
     assert flow["status"]["message"].startswith("step a failed: PodPendingTimeout: no pod running for 40s")
-    events = await driver.kube.request(
-        "GET",
-        f"/api/v1/namespaces/{namespace}/events",
-        query=[("fieldSelector", "involvedObject.name=pull")],
-    )
-    warnings = {e["reason"]: e["message"] for e in events["items"] if e["type"] == "Warning"}
+
+    # Events go out after the status write that ends the step (their own queue): wait for the last one.
+    async def warned() -> dict[str, str] | None:
+        events = await driver.kube.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            query=[("fieldSelector", "involvedObject.name=pull")],
+        )
+        said = {e["reason"]: e["message"] for e in events["items"] if e["type"] == "Warning"}
+        return said if "PodPendingTimeout" in said else None
+
+    warnings = await wait_until(warned, 30, interval=0.5, what="the PodPendingTimeout Warning event")
     assert warnings["StepPodStuck"] == f"step a: {step['message']}"
     assert warnings["PodPendingTimeout"].startswith("step a: PodPendingTimeout: no pod running for 40s")
