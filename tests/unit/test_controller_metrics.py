@@ -10,7 +10,7 @@ import pytest
 from controller_rig import Rig
 
 from zen_flow.api import Job
-from zen_flow.api.constants import APPROVE_PREFIX
+from zen_flow.api.constants import ANNOTATION_STOP, APPROVE_PREFIX
 from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
@@ -19,6 +19,13 @@ INVALID = make_flow([job_step("a", "missing")], name="invalid", namespace="team"
 GATED = make_flow(
     [job_step("backup"), manual_step("gate", "backup"), job_step("migrate", "gate")],
     name="gated",
+    namespace="team",
+)
+
+# lint's failure is tolerated (allowFailure), test's is not.
+CI = make_flow(
+    [job_step("build"), job_step("lint", "build", allowFailure=True), job_step("test", "build")],
+    name="ci",
     namespace="team",
 )
 
@@ -162,3 +169,54 @@ async def test_an_invalid_flow_is_counted_once_not_at_every_reconcile_of_it(rig:
             update={"labels": {**f.metadata.labels, "touched": str(rig.clock.monotonic())}})}))  # fmt: skip
     assert rig.count("zen_flow_reconcile_total", "ok") + rig.count("zen_flow_reconcile_total", "requeue") >= 4
     assert rig.count("zen_flow_reconcile_total", "invalid") == 1
+
+
+def failures(rig: Rig) -> tuple[float | None, float | None]:
+    """The namespace's steps that entered Failed, and those of them whose failure allowFailure tolerated."""
+    registry = rig.metrics.registry
+    failed = registry.get_sample_value(
+        "zen_flow_step_transitions_total", {"namespace": "team", "phase": "Failed"}
+    )
+    allowed = registry.get_sample_value("zen_flow_step_failures_allowed_total", {"namespace": "team"})
+    return failed, allowed
+
+
+async def finish(rig: Rig, step: str, *, succeeded: bool) -> None:
+    rig.api.finish_job("team", rig.job(step), succeeded=succeeded)
+    rig.api.sync()
+    await rig.settle()
+    rig.api.sync()
+    await rig.settle()
+
+
+@pytest.mark.parametrize("rig", [CI], indirect=True)
+async def test_a_failure_allow_failure_tolerated_is_counted_apart_from_the_others(rig: Rig) -> None:
+    rig.api.sync()
+    await rig.settle()
+    # At 0 from the namespace's first step on: its first tolerated failure must be an increase, as the
+    # Failed transition counted with it is (ZenFlowStepsFailing subtracts one from the other).
+    assert failures(rig) == (None, 0)
+    await finish(rig, "build", succeeded=True)
+    await finish(rig, "lint", succeeded=False)
+    assert rig.step("lint") == "Failed"
+    assert failures(rig) == (1, 1)
+    await finish(rig, "test", succeeded=False)
+    assert rig.flow.status.phase == "Failed"
+    assert failures(rig) == (2, 1)  # test's failure is one of the flow's: counted as failed only
+
+
+@pytest.mark.parametrize("rig", [CI], indirect=True)
+async def test_a_step_a_stop_ended_is_no_tolerated_failure_in_the_metrics(rig: Rig) -> None:
+    rig.api.sync()
+    await rig.settle()
+    await finish(rig, "build", succeeded=True)
+    assert rig.step("lint") == "Running"
+    rig.api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"annotations": {**f.metadata.annotations, ANNOTATION_STOP: "true"}})}))  # fmt: skip
+    rig.api.sync()
+    await rig.settle()
+    rig.api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    assert rig.step("lint") == "Failed"
+    assert failures(rig) == (2, 0)  # lint and test, both stopped: neither failed on its own

@@ -21,6 +21,7 @@ def finished_a_flow(metrics: Metrics, ns: str) -> None:
     metrics.flow_completions.labels(ns, "Failed").inc()
     metrics.step_retries.labels(ns).inc()
     metrics.step_timeouts.labels(ns).inc()
+    metrics.step_failures_allowed.labels(ns).inc()
 
 
 def series_of(metrics: Metrics, ns: str) -> list[str]:
@@ -37,6 +38,7 @@ def test_a_namespace_without_flows_loses_its_series_at_the_second_sweep() -> Non
     assert len(series_of(metrics, "ci-run-1")) == len(kept) > 30
     assert sweeps.sweep({"team"}) == ["ci-run-1"]
     assert series_of(metrics, "ci-run-1") == []
+    assert 'zen_flow_step_failures_allowed_total{namespace="team"} 1.0' in kept
     assert series_of(metrics, "team") == kept
 
 
@@ -61,6 +63,17 @@ def test_a_flow_created_and_deleted_between_two_sweeps_keeps_its_namespaces_seri
     assert sweeps.sweep(set()) == []
     assert 'zen_flow_jobflow_completions_total{namespace="ci",phase="Failed"} 2.0' in series_of(metrics, "ci")
     assert sweeps.sweep(set()) == ["ci"]  # quiet since: now it goes
+
+
+def test_a_tolerated_failure_between_two_sweeps_is_activity_too() -> None:
+    metrics = Metrics()
+    finished_a_flow(metrics, "ci")
+    sweeps = NamespaceSeries(metrics)
+    assert sweeps.sweep(set()) == []
+    metrics.step_failures_allowed.labels("ci").inc()  # only that moved (a test touching one series)
+    assert sweeps.sweep(set()) == []
+    assert sweeps.sweep(set()) == ["ci"]
+    assert series_of(metrics, "ci") == []
 
 
 async def test_the_sweeps_run_on_the_cached_flows_every_ten_minutes() -> None:

@@ -147,6 +147,17 @@ class Metrics(RuntimeMetrics):
         self.step_timeouts = Counter(
             "zen_flow_step_timeouts_total", "Steps stopped by their timeout", ["namespace"], registry=r
         )
+        # The step failures allowFailure tolerated, also counted in step_transitions{phase="Failed"}
+        # (a sum by phase stays what it was): ZenFlowStepsFailing subtracts them. One series per namespace,
+        # made at 0 with the namespace's first step transition (status_writer), so that the first one
+        # is an increase.
+        self.step_failures_allowed = Counter(
+            "zen_flow_step_failures_allowed",
+            "Steps that entered Failed with a failure their allowFailure tolerated (counted in "
+            'zen_flow_step_transitions_total{phase="Failed"} too)',
+            ["namespace"],
+            registry=r,
+        )
         self.job_creates = Counter(
             "zen_flow_job_creates_total",
             "Job creates by result (created, adopted, taken, error, rejected)",

@@ -1,14 +1,14 @@
 """The flows' and steps' series of a namespace, removed once the namespace has had no flow for a while.
 
 zen_flow_jobflow_completions_total, zen_flow_step_transitions_total, zen_flow_step_duration_seconds,
-zen_flow_step_retries_total and zen_flow_step_timeouts_total carry the flows' namespace. Without this, a
-namespace that a CI system creates for each run and deletes afterwards would leave some 40 series behind in
-the leader, for as long as it runs. They go at the second sweep that finds no cached flow in their
-namespace and no activity since the first (a flow created and deleted in between counts), so one to two
-sweeps (10 to 20 minutes) after its last flow went: by then Prometheus has scraped
-that flow's completion (a flow with `ttlSecondsAfterFinished: 0` is deleted seconds after it ends), and an
-`increase()` over the past hour still counts what it scraped. A namespace whose flows come back later starts
-its series again from 0.
+zen_flow_step_retries_total, zen_flow_step_timeouts_total and zen_flow_step_failures_allowed_total carry the
+flows' namespace. Without this, a namespace that a CI system creates for each run and deletes afterwards would
+leave some 40 series behind in the leader, for as long as it runs. They go at the second sweep that finds no
+cached flow in their namespace and no activity since the first (a flow created and deleted in between counts),
+so one to two sweeps (10 to 20 minutes) after its last flow went: by then Prometheus has scraped that flow's
+completion (a flow with `ttlSecondsAfterFinished: 0` is deleted seconds after it ends), and an `increase()`
+over the past hour still counts what it scraped. A namespace whose flows come back later starts its series
+again from 0.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class NamespaceSeries:
             (m.flow_duration, "phase"),
             (m.step_retries, None),
             (m.step_timeouts, None),
+            (m.step_failures_allowed, None),
         )
         # Namespaces with series but no flow at the last sweep, with the sum of their samples then: a flow
         # created and deleted between two sweeps is never in the cache at a sweep, but moves the sum.

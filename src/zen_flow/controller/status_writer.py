@@ -21,7 +21,9 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import WARNING
+from zen_flow.planner.shape import shape_of
 from zen_flow.planner.status import REASON_STATUS_REJECTED, cut
+from zen_flow.planner.tolerance import tolerated
 
 log = get_logger(__name__)
 
@@ -176,6 +178,7 @@ class StatusWriter:
     def _record_transitions(self, flow: JobFlow, status: JobFlowStatus) -> None:
         ns = flow.metadata.namespace
         before = {s.name: s for s in flow.status.steps}
+        specs = shape_of(flow).specs  # the effective flow's: a matrix step's items by name
         for step in status.steps:
             old = before.get(step.name)
             # Counted when the attempt starts (its retryCount goes up), not when the step shows Retrying:
@@ -184,6 +187,11 @@ class StatusWriter:
                 self._metrics.step_retries.labels(ns).inc(retries)
             if old is None or old.phase != step.phase:
                 self._metrics.step_transitions.labels(ns, step.phase).inc()
+                # Made at 0 with the namespace's first transition (metrics.py); counted by the rule of the
+                # StepFailureAllowed event (planner.tolerance): not a step a stop or the deadline ended.
+                allowed = self._metrics.step_failures_allowed.labels(ns)
+                if step.phase == StepPhase.FAILED and tolerated(specs.get(step.name), step, status):
+                    allowed.inc()
                 # The run time of the step's Jobs (retries and their backoff included). A Manual gate has
                 # no Job: its "run" is the wait for a human, hours that would swamp every percentile.
                 if (
