@@ -193,9 +193,12 @@ async def finish(rig: Rig, step: str, *, succeeded: bool) -> None:
 async def test_a_failure_allow_failure_tolerated_is_counted_apart_from_the_others(rig: Rig) -> None:
     rig.api.sync()
     await rig.settle()
-    # At 0 from the namespace's first step on: its first tolerated failure must be an increase, as the
-    # Failed transition counted with it is (ZenFlowStepsFailing subtracts one from the other).
-    assert failures(rig) == (None, 0)
+    # Both at 0 from the namespace's first step on: its first failure, tolerated or not, must be an
+    # increase of each (ZenFlowStepsFailing subtracts one from the other; increase() misses a series'
+    # first sample, so a Failed series born at 1 would lose a failure the other counts).
+    assert failures(rig) == (0, 0)
+    succeeded = {"namespace": "team", "phase": "Succeeded"}
+    assert rig.metrics.registry.get_sample_value("zen_flow_step_transitions_total", succeeded) == 0
     await finish(rig, "build", succeeded=True)
     await finish(rig, "lint", succeeded=False)
     assert rig.step("lint") == "Failed"
@@ -220,3 +223,27 @@ async def test_a_step_a_stop_ended_is_no_tolerated_failure_in_the_metrics(rig: R
     assert rig.flow.status.phase == "Failed"
     assert rig.step("lint") == "Failed"
     assert failures(rig) == (2, 0)  # lint and test, both stopped: neither failed on its own
+
+
+# lint runs beside build; test's Job is refused, which fails the flow flow-wide.
+BESIDE = make_flow(
+    [job_step("lint", allowFailure=True), job_step("build"), job_step("test", "build")],
+    name="ci",
+    namespace="team",
+)
+
+
+@pytest.mark.parametrize("rig", [BESIDE], indirect=True)
+async def test_a_step_a_flow_wide_failure_ended_is_no_tolerated_failure_in_the_metrics(rig: Rig) -> None:
+    rig.api.sync()
+    await rig.settle()
+    assert (rig.step("lint"), rig.step("build")) == ("Running", "Running")
+
+    async def invalid(namespace: str, body: dict[str, Any]) -> Job:
+        raise from_status(422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": "no"})
+
+    rig.api.create_job = invalid  # type: ignore[method-assign]
+    await finish(rig, "build", succeeded=True)
+    assert rig.flow.status.phase == "Failed"
+    assert rig.step("lint") == "Failed"  # ended with the flow, its Job stopped: not a failure of its own
+    assert failures(rig) == (2, 0)  # lint's and test's

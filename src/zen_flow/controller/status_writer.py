@@ -186,9 +186,15 @@ class StatusWriter:
             if (retries := step.retry_count - (old.retry_count if old is not None else 0)) > 0:
                 self._metrics.step_retries.labels(ns).inc(retries)
             if old is None or old.phase != step.phase:
-                self._metrics.step_transitions.labels(ns, step.phase).inc()
-                # Made at 0 with the namespace's first transition (metrics.py); counted by the rule of the
-                # StepFailureAllowed event (planner.tolerance): not a step a stop or the deadline ended.
+                # The series ZenFlowStepsFailing reads are made here at 0 with the namespace's first
+                # transition: increase() misses a series' first sample, so a Failed series born at 1 (its
+                # first failure) would lose a failure the allowed one, already at 0, counts.
+                transitions = self._metrics.step_transitions
+                for finished in (StepPhase.FAILED, StepPhase.SUCCEEDED):
+                    transitions.labels(ns, finished)
+                transitions.labels(ns, step.phase).inc()
+                # Counted by the rule of the StepFailureAllowed event (planner.tolerance), on the status
+                # written: not a step a stop, the deadline or a flow-wide failure ended.
                 allowed = self._metrics.step_failures_allowed.labels(ns)
                 if step.phase == StepPhase.FAILED and tolerated(specs.get(step.name), step, status):
                     allowed.inc()
