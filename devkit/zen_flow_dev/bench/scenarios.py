@@ -12,7 +12,7 @@ import contextlib
 import time
 from typing import Any, Literal
 
-from zen_flow_dev.bench import apicost, procstats
+from zen_flow_dev.bench import apicost, procstats, storesize
 from zen_flow_dev.bench.baseline import BaselineDriver
 from zen_flow_dev.bench.observer import Observer
 from zen_flow_dev.bench.session import Session
@@ -64,6 +64,10 @@ async def measure_flows(
         if zen:
             result["settle_seconds"] = await session.settle()
         after = await session.snapshot()
+        # After the closing snapshot: these two reads are not the part's requests.
+        result["store"] = storesize.part(
+            before.store, after.store, await storesize.namespace_counts(session.kube, namespace)
+        )
         if seen.failed:
             result["error"] = f"{len(seen.failed)} Jobs failed, e.g. {sorted(seen.failed)[:3]}"
         if baseline is not None and baseline.errors:

@@ -122,6 +122,11 @@ class LocalCluster:
     def server(self) -> str:
         return f"https://127.0.0.1:{self._require(self._ports, 'server').apiserver}"
 
+    @property
+    def etcd_url(self) -> str:
+        """etcd's client URL (plain HTTP on loopback): its /metrics say how big the store is."""
+        return f"http://127.0.0.1:{self._require(self._ports, 'etcd_url').etcd_client}"
+
     def component_logs(self) -> dict[str, Path]:
         node = self.node.processes if self.node is not None else []
         return {p.name: p.log_path for p in [*self._processes, *node]}
