@@ -136,8 +136,8 @@ def test_the_report_names_the_retention_and_shows_each_part_s_store() -> None:
     assert "the baseline keeps every Job" in shown
     rows = report.store_rows([many])
     assert rows == [
-        ["many", "zen-flow", 0, 3, 12, None, 6230, 1000, 14.0, 2.0],
-        ["", "baseline", 50, None, None, None, None, None, None, None],
+        ["many", "zen-flow", 0, 3, 6230, 1000, 14.0, 2.0],
+        ["", "baseline", 50, None, None, None, None, None],
     ]
     # A run before the option: the field was omitted, which is the API's default.
     del meta["job_retention"]

@@ -6,7 +6,8 @@ Three views, each cheap and each optional (a figure that cannot be read is left 
   taken after the part's closing snapshot so the requests do not count in its figures. The A/B figure:
   zen-flow's and the baseline's namespaces ran the same pods;
 - the apiserver's `apiserver_storage_objects` (every namespace; the apiserver refreshes it from etcd
-  once per `--etcd-count-metric-poll-period`, a minute by default, so it lags);
+  once per `--etcd-count-metric-poll-period`, a minute by default, and reads 0 before the first
+  refresh: in the JSON, not in the report's table);
 - etcd's own /metrics (our LocalCluster only: it knows etcd's client URL): its key count and database
   size now, and what they grew by during the part. Deleted keys stay until the apiserver compacts
   (every 5 minutes), so a part that deletes its Jobs still adds their keys; the database file never
