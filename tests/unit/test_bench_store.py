@@ -11,7 +11,13 @@ from zen_flow.api.constants import JobRetention
 from zen_flow.validation import validate_jobflow
 from zen_flow_dev.bench import cli, report, storesize
 from zen_flow_dev.bench.runner import BenchConfig
-from zen_flow_dev.bench.workloads import PRESETS, baseline_job, build_workloads, flow_manifest_for
+from zen_flow_dev.bench.workloads import (
+    PRESETS,
+    WORKLOAD_NAMES,
+    baseline_job,
+    build_workloads,
+    flow_manifest_for,
+)
 
 APISERVER_METRICS = """\
 # HELP apiserver_storage_objects [STABLE] Number of stored objects at the time of last check split by kind.
@@ -44,9 +50,14 @@ def test_the_option_takes_the_api_s_values_and_defaults_to_leaving_the_field_out
 
 
 def test_every_zen_flow_flow_carries_the_retention_and_the_baseline_jobs_do_not_change() -> None:
-    plain = build_workloads(PRESETS["quick"])
-    kept = build_workloads(PRESETS["quick"], job_retention="FailedOnly")
-    assert [w.name for w in kept] == [w.name for w in plain]
+    # Sizes that build every workload, the length-* ones and many-large included.
+    sizes = {**PRESETS["quick"], "many_large_flows": 2, "length_max": 20}
+    plain = build_workloads(sizes, frozenset(WORKLOAD_NAMES))
+    kept = build_workloads(sizes, frozenset(WORKLOAD_NAMES), job_retention="FailedOnly")
+    names = [w.name for w in kept]
+    assert names == [w.name for w in plain]
+    assert "many-large" in names
+    assert any(name.startswith("length-") for name in names)
     for before, after in zip(plain, kept, strict=True):
         name = after.flow_names()[0]
         flow = flow_manifest_for(after, name, "ns")
@@ -132,15 +143,31 @@ def test_the_report_names_the_retention_and_shows_each_part_s_store() -> None:
         "baseline": _part("baseline", {"namespace_jobs": 50}),
     }
     shown = report.render({"meta": meta, "workloads": [many]})
-    assert "jobRetention FailedOnly" in shown
+    assert shown.splitlines()[0].endswith("; jobRetention FailedOnly")
     assert "the baseline keeps every Job" in shown
     rows = report.store_rows([many])
     assert rows == [
-        ["many", "zen-flow", 0, 3, 6230, 1000, 14.0, 2.0],
-        ["", "baseline", 50, None, None, None, None, None],
+        ["many", "zen-flow", 0, 3, 6230, 1000, 14.0, 2.0, None],
+        ["", "baseline", 50, None, None, None, None, None, None],
     ]
+    compacted = {**many, "zen-flow": _part("zen-flow", {**zen, "etcd_compacted": True})}
+    assert report.store_rows([compacted])[0][-1] == "yes"
     # A run before the option: the field was omitted, which is the API's default.
     del meta["job_retention"]
-    assert "jobRetention omitted (All)" in report.render({"meta": meta, "workloads": [many]})
+    assert report.render({"meta": meta, "workloads": [many]}).splitlines()[0].endswith("omitted (All)")
+    # --admission-only runs no flow: no retention to name.
+    assert "jobRetention" not in report.render({"meta": {**meta, "job_retention": "FailedOnly"}})
     # Parts without store figures (an older results file) show no store table.
     assert report.store_rows([{**many, "zen-flow": _part("zen-flow", None), "baseline": {}}]) == []
+
+
+def test_an_unknown_workload_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="nope"):
+        _config("--only", "many,nope")
+    assert _config("--only", "many").only == frozenset({"many"})
+    # main's logging would outlive the captured stderr and break every later test that logs.
+    monkeypatch.setattr(cli.zf_logging, "configure", lambda *_args: None)
+    assert cli.main(["--no-compiled", "--only", "nope"]) == 2
+    assert "unknown workloads: ['nope']" in capsys.readouterr().err

@@ -118,13 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--compiled"]
         return compiled.rerun([*given, "--no-compiled"])
     zf_logging.configure("console", "warning")
-    only = frozenset(x.strip() for x in args.only.split(",")) if args.only else None
-    if only and not only <= set(WORKLOAD_NAMES):
-        print(f"unknown workloads: {sorted(only - set(WORKLOAD_NAMES))}", file=sys.stderr)
-        return 2
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or Path("bench-results") / f"{stamp}.json"
-    results = run(config_from(args, out))
+    try:
+        config = config_from(args, out)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    results = run(config)
     write_json(results, out)
     print(render(results))
     print(f"\nresults: {out}")
@@ -142,12 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def config_from(args: argparse.Namespace, out: Path) -> BenchConfig:
-    """The run the parsed options ask for, its results written to `out`."""
+    """The run the parsed options ask for, its results written to `out`; ValueError for an `--only`
+    naming no workload."""
     sizes = dict(PRESETS[args.preset])
     for key in sizes:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     only = frozenset(x.strip() for x in args.only.split(",")) if args.only else None
+    if only and not only <= set(WORKLOAD_NAMES):
+        raise ValueError(f"unknown workloads: {sorted(only - set(WORKLOAD_NAMES))}")
     return BenchConfig(
         preset=args.preset,
         sizes=sizes,

@@ -75,7 +75,7 @@ class Environment:
             audit=AuditLog(audit_log),
             cluster=cluster,
             startup_seconds=cluster.startup_seconds.get("total", 0.0),
-            etcd_url=cluster.etcd_url,
+            etcd_url=cluster.ports.etcd_url,
         )
 
     @classmethod

@@ -108,11 +108,16 @@ def growth_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
 
 STORE_HEADERS = (
     "workload", "engine", "ns Jobs", "ns pods", "etcd keys", "keys added", "etcd in use MB", "MB added",
+    "compacted",
 )  # fmt: skip
 
 
 def _mb(value: float | None) -> float | None:
     return round(value / 1024 / 1024, 1) if value is not None else None
+
+
+def _yes_no(flag: bool | None) -> str | None:
+    return None if flag is None else ("yes" if flag else "no")
 
 
 def store_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
@@ -129,6 +134,7 @@ def store_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
                 run_label(w) if engine == "zen-flow" else "", engine, store.get("namespace_jobs"),
                 store.get("namespace_pods"), store.get("etcd_keys"), store.get("etcd_keys_added"),
                 _mb(store.get("etcd_db_in_use_bytes")), _mb(store.get("etcd_db_in_use_bytes_added")),
+                _yes_no(store.get("etcd_compacted")),
             ])  # fmt: skip
     return rows
 
@@ -173,7 +179,9 @@ def render(results: Mapping[str, Any]) -> str:
     parts.append(
         f"zen-flow benchmark, {meta['date']}, commit {meta['commit']}, preset {meta['preset']}, "
         f"{m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; controller {meta['controller']}; "
-        f"admission rules {meta.get('admission_rules', 'python')}; {retention_label(meta)}"
+        f"admission rules {meta.get('admission_rules', 'python')}"
+        # No flow runs with --admission-only: no retention to name.
+        + (f"; {retention_label(meta)}" if results.get("workloads") else "")
     )
     workloads = results.get("workloads", [])
     if workloads:  # none with --admission-only
@@ -189,7 +197,8 @@ def render(results: Mapping[str, Any]) -> str:
             parts.append(
                 f"\nStore at the end of each part ({retention_label(meta)} on zen-flow's flows; the baseline "
                 "keeps every Job until its namespace goes). ns: the part's namespace; etcd: every "
-                "namespace, keys deleted but not yet compacted included:"
+                "namespace, its live keys; its in-use size also holds deleted keys' revisions until a "
+                "compaction (compacted: one fell in the part, its MB added is smaller):"
             )
             parts.append(_table(STORE_HEADERS, rows))
     for w in workloads:

@@ -75,24 +75,27 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def meta(config: BenchConfig, started: datetime.datetime) -> dict[str, Any]:
+    """What the results file says about the run: when, what was built, how it was configured, where."""
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "zen_flow_version": __version__,
+        "admission_rules": VALIDATOR_BUILD,
+        "preset": config.preset,
+        "sizes": dict(config.sizes),
+        "controller": {"workers": config.controller.workers, "qps": config.controller.qps,
+                       "burst": config.controller.burst, "event_qps": config.controller.event_qps,
+                       "event_burst": config.controller.event_burst, "env": dict(config.controller.env)},
+        "job_retention": config.job_retention,
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+    }  # fmt: skip
+
+
 def run(config: BenchConfig) -> dict[str, Any]:
     started = datetime.datetime.now(datetime.UTC)
-    results: dict[str, Any] = {
-        "meta": {
-            "date": started.isoformat(timespec="seconds"),
-            "commit": git_commit(),
-            "zen_flow_version": __version__,
-            "admission_rules": VALIDATOR_BUILD,
-            "preset": config.preset,
-            "sizes": dict(config.sizes),
-            "controller": {"workers": config.controller.workers, "qps": config.controller.qps,
-                           "burst": config.controller.burst, "event_qps": config.controller.event_qps,
-                           "event_burst": config.controller.event_burst, "env": dict(config.controller.env)},
-            "job_retention": config.job_retention,
-            "machine": machine(),
-            "command": " ".join(sys.argv),
-        },
-    }  # fmt: skip
+    results: dict[str, Any] = {"meta": meta(config, started)}
     if not config.skip_admission:
         progress("admission: validator and webhook timings")
         results["admission"] = _admission(config.admission_budget)

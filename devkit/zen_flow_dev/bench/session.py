@@ -83,8 +83,11 @@ class Session:
         status, text = await asyncio.to_thread((controller or self.controller).get, "/metrics")
         return text if status == 200 else ""
 
-    async def snapshot(self, controller: ControllerProcess | None = None) -> Snapshot:
+    async def snapshot(self, controller: ControllerProcess | None = None, *, store: bool = False) -> Snapshot:
+        """The counters now; with `store`, also the store's size (etcd's /metrics: read before the clocks
+        and CPU counters, so its scrape is outside the window that opens here)."""
         proc = controller or self.controller
+        etcd = await asyncio.to_thread(storesize.scrape_etcd, self.env.etcd_url) if store else None
         apiserver: apicost.Tally | None = None
         terminated: float | None = None
         watched: float | None = None
@@ -109,9 +112,7 @@ class Session:
             controller=procstats.sample(proc.pid) if proc.alive else None,
             components_cpu=procstats.cpu_by_name(pids),
             harness_cpu=procstats.self_cpu_seconds(),
-            store=storesize.from_metrics(
-                text, await asyncio.to_thread(storesize.scrape_etcd, self.env.etcd_url)
-            ),
+            store=storesize.from_metrics(text, etcd) if store else {},
         )
 
     async def settle(
