@@ -45,11 +45,13 @@ def _spec_warnings(spec: Mapping[str, Any] | None, at: str, *, template: bool = 
         return []
     steps = spec.get("steps")
     warnings: list[str] = []
+    # isinstance of dict, not of Mapping (an ABC check: a Python call each, three per step of a 500-step
+    # spec): a validated spec's steps, outputs and artifacts are dicts (Reader.mapping refuses the rest).
     for i, step in enumerate(steps if isinstance(steps, list) else []):
-        outputs = step.get("outputs") if isinstance(step, Mapping) else None
-        artifacts = outputs.get("artifacts") if isinstance(outputs, Mapping) else None
+        outputs = step.get("outputs") if isinstance(step, dict) else None
+        artifacts = outputs.get("artifacts") if isinstance(outputs, dict) else None
         for j, artifact in enumerate(artifacts if isinstance(artifacts, list) else []):
-            if isinstance(artifact, Mapping) and "s3" not in artifact:
+            if isinstance(artifact, dict) and "s3" not in artifact:
                 warnings.append(
                     f"{at}.steps[{i}].outputs.artifacts[{j}]: no s3, so {artifact.get('name')!s} is stored "
                     "nowhere and no later step can take it (the original meant to keep it in a ConfigMap)"
