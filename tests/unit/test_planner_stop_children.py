@@ -20,7 +20,7 @@ from test_planner_joins import message, phases
 
 from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, StepPhase
 from zen_flow.api.job import Job
-from zen_flow.planner import CreateJob, StopChild
+from zen_flow.planner import CreateJob, StopChild, SuspendChild
 from zen_flow.planner.children import ChildFlowJob, as_job
 from zen_flow.planner.interventions import CHILD_STOPPING
 from zen_flow.planner.steps import HELD_CHILD
@@ -162,6 +162,19 @@ def test_a_stop_escalated_to_now_while_the_child_stops_deletes_it() -> None:
     assert failed_condition(sim) == ("Stopped", "stopped by bob")
 
 
+def test_a_stop_escalated_to_now_after_the_childs_stop_was_lost_deletes_it_and_sends_no_stop() -> None:
+    sim, name, _ = running_child()
+    stop(sim)
+    sim.reconcile(held=False)  # the write recording the stop landed, the StopChild held for it was lost
+    assert message(sim, "sub") == HELD
+    stop(sim, "true", "bob")
+    sim.advance(5)
+    result = sim.reconcile()
+    assert [(a.name, a.reason) for a in deletes(result)] == [(name, "stopped by bob")]
+    assert not stops(result)  # before: the lost StopChild sent again, beside the delete of its child
+    assert failed_condition(sim) == ("Stopped", "stopped by bob")
+
+
 def test_a_stop_now_still_deletes_a_running_child() -> None:
     sim, name, _ = running_child()
     stop(sim, "true")
@@ -241,6 +254,9 @@ def test_a_stopped_parent_amid_lost_writes_restarts_and_edits_ends_stopped_after
         # Stored by a plan that saw it: tracked here, not read from what the mechanism writes.
         stored |= written and not removed and not escalated
         assert not [a for a in result.actions if isinstance(a, CreateJob) and a.step != "cleanup"]
+        # A child the plan deletes is neither stopped nor suspended by it too.
+        gone = {a.name for a in deletes(result)}
+        assert not [a for a in result.actions if isinstance(a, StopChild | SuspendChild) and a.name in gone]
         deleted |= {
             a.name for a in deletes(result) if a.name in bodies and not a.reason.startswith("timed out")
         }

@@ -26,7 +26,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expressions import Evaluator
-from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan
+from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan, pruned
 from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.children import suspensions
@@ -307,7 +307,7 @@ class _Planner(Starts):
             self.wakeups = [] if self.lineage.child else [ttl_expiry(self.flow, phase, self.now)]
         requeue = [max(0.0, until(self.now, t)) for t in self.wakeups if t > self.now or phase.terminal]
         return Plan(
-            actions=tuple(self.actions),
+            actions=pruned(self.actions),  # a child it deletes is not patched too
             status=status,
             events=events,
             requeue_after=min(requeue) if requeue else None,
