@@ -9,6 +9,7 @@ still ends the flow Stopped. A stop now, or one escalated to it, deletes the chi
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from zen_flow_dev.testing.simulator import Simulator, run
 
 BY = "parent flow flow (stopped by alice)"  # the child's stopped-by without the webhook
 HELD = f"stopped by alice{CHILD_STOPPING}"  # the Running step's message while its child stops
+CHILD_DELETED = "child flow {name} was deleted before it finished stopping"
 
 
 def asked(job: Job) -> bool:
@@ -354,7 +356,27 @@ def test_a_recorded_stop_whose_child_is_deleted_outside_ends_the_step_for_the_st
     del sim.jobs[name]
     sim.advance(5)
     sim.reconcile()
+    # Before: "stopped by alice" alone, nothing said of the child gone.
+    assert message(sim, "sub") == f"stopped by alice; {CHILD_DELETED.format(name=name)}"
     ends_stopped_after_its_finally(sim, name, "")
+
+
+def test_a_recorded_stop_whose_child_is_being_deleted_outside_says_so_within_the_cap() -> None:
+    sim, name, body = running_child()
+    stop(sim, user=LONG_USER)
+    sim.reconcile()
+    record = (message(sim, "sub") or "").removesuffix(CHILD_STOPPING)  # the user cut to fit it whole
+    assert record.startswith("stopped by system:serviceaccount:team-payments")
+    job = as_job(stopped(child_of(body), who=f"parent flow flow (stopped by {LONG_USER})"))
+    sim.jobs[name] = replace(job, metadata=replace(job.metadata, deletion_timestamp=sim.now))
+    sim.advance(5)
+    sim.reconcile()
+    said = message(sim, "sub") or ""
+    assert said.startswith(f"{record}; child flow {name} was deleted")  # before: the record alone
+    assert all(len(s.message or "") <= 1024 for s in sim.flow.status.steps)  # the CRD's cap
+    run(sim, by_step(sim, {}))
+    assert phases(sim) == {"sub": "Failed", "cleanup": "Succeeded"}
+    assert failed_condition(sim) == ("Stopped", f"stopped by {LONG_USER}")  # the request, still set
 
 
 def test_a_recorded_stop_whose_child_fails_ends_the_step_for_the_stop() -> None:

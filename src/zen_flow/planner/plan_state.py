@@ -20,7 +20,13 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
 from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
 from zen_flow.planner.grace import closing
-from zen_flow.planner.interventions import runs_finally, stop_held, stop_request, stopped_by_request
+from zen_flow.planner.interventions import (
+    child_gone,
+    runs_finally,
+    stop_held,
+    stop_request,
+    stopped_by_request,
+)
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -290,10 +296,11 @@ class PlanState:
             return DEADLINE_EXCEEDED
         if w.spec.is_flow and (stop := stop_held(w.message)) is not None:
             # A graceful stop recorded before the grace point came (planner.child_stops): it stays the
-            # cause, as it does when the child ends stopped.
+            # cause, as it does when the child ends stopped. No plan deleted that child for it: said.
             self.stop_acted = True
             self.child_stop = stop
-            return stop
+            ref = w.job_ref
+            return child_gone(stop, ref.name if ref is not None else self.job_name(w.name, w.retry_count))
         if self.closing is not None and not w.spec.is_finally:
             # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
             # stop came before or after it, as with the write kept (a stop seen after the point ends
