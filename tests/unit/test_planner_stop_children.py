@@ -21,10 +21,11 @@ from test_planner_joins import message, phases
 
 from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, StepPhase
 from zen_flow.api.job import Job
-from zen_flow.planner import CreateJob, StopChild, SuspendChild
+from zen_flow.planner import CreateJob, DeleteJob, StopChild, SuspendChild
+from zen_flow.planner.actions import pruned
 from zen_flow.planner.children import ChildFlowJob, as_job
 from zen_flow.planner.interventions import CHILD_STOPPING
-from zen_flow.planner.steps import HELD_CHILD
+from zen_flow.planner.steps import HELD_CHILD, MAX_MESSAGE
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator, run
 
@@ -175,6 +176,13 @@ def test_a_stop_escalated_to_now_after_the_childs_stop_was_lost_deletes_it_and_s
     assert [(a.name, a.reason) for a in deletes(result)] == [(name, "stopped by bob")]
     assert not stops(result)  # before: the lost StopChild sent again, beside the delete of its child
     assert failed_condition(sim) == ("Stopped", "stopped by bob")
+
+
+def test_a_plan_drops_only_the_stop_of_a_child_it_deletes() -> None:
+    gone, kept = StopChild("c", "sub", by=BY), StopChild("d", "other", by=BY)
+    delete = DeleteJob("c", "sub", "stopped by bob")
+    assert pruned([delete, gone, kept]) == (delete, kept)
+    assert pruned([gone, kept]) == (gone, kept)  # nothing deleted: nothing dropped
 
 
 def test_a_stop_now_still_deletes_a_running_child() -> None:
@@ -372,11 +380,40 @@ def test_a_recorded_stop_whose_child_is_being_deleted_outside_says_so_within_the
     sim.advance(5)
     sim.reconcile()
     said = message(sim, "sub") or ""
-    assert said.startswith(f"{record}; child flow {name} was deleted")  # before: the record alone
-    assert all(len(s.message or "") <= 1024 for s in sim.flow.status.steps)  # the CRD's cap
+    assert said == f"{record}; {CHILD_DELETED.format(name=name)}"  # before: the record alone
+    assert len(said) <= MAX_MESSAGE  # whole: the longest record and child name fit a step's message
     run(sim, by_step(sim, {}))
     assert phases(sim) == {"sub": "Failed", "cleanup": "Succeeded"}
     assert failed_condition(sim) == ("Stopped", f"stopped by {LONG_USER}")  # the request, still set
+
+
+def test_a_stop_escalated_to_now_whose_write_was_lost_ends_stopped_by_it_not_deleted() -> None:
+    sim, name, _ = running_child()
+    stop(sim)
+    sim.reconcile()
+    stop(sim, "true", "bob")
+    sim.advance(5)
+    sim.reconcile(write_status=False)  # bob's delete went out, the write ending the step was lost
+    assert name not in sim.jobs
+    sim.advance(5)
+    sim.reconcile()
+    assert message(sim, "sub") == "stopped by bob"  # zen-flow's own delete, not one from outside
+    assert failed_condition(sim) == ("Stopped", "stopped by bob")
+
+
+def test_a_recorded_stop_whose_child_the_deadline_deleted_with_its_write_lost_ends_for_the_deadline() -> None:
+    sim, name, _ = running_child(execution_policy={"activeDeadlineSeconds": 100})
+    stop(sim)
+    sim.reconcile()
+    assert message(sim, "sub") == HELD
+    sim.advance(120)
+    result = sim.reconcile(write_status=False)  # the deadline's delete went out, its write was lost
+    assert [a.name for a in deletes(result)] == [name]
+    sim.advance(5)
+    sim.reconcile()
+    said = message(sim, "sub") or ""
+    assert "was deleted before it finished stopping" not in said  # zen-flow deleted it, for the deadline
+    assert failed_condition(sim)[0] == "DeadlineExceeded"
 
 
 def test_a_recorded_stop_whose_child_fails_ends_the_step_for_the_stop() -> None:

@@ -119,7 +119,7 @@ class _Planner(Starts):
         elif w.message == COMMIT_WAIT and self.main_ended_before():
             w.message = None  # written: what it may wait for now (a resume, a slot) says itself
         # A dependency this plan ended for a stop, a replacement or the deadline (its Job found gone:
-        # `PlanState.own_delete`) counts as running, as in the plan that ended it, whose write was lost:
+        # `Observation.own_delete`) counts as running, as in the plan that ended it, whose write was lost:
         # `w` then ends for that cause too (`stop_all`), not for "dependency ... failed".
         ready, never = dependency_verdict(w, self.works, self.cut_short)
         if never is not None:

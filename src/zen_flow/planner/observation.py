@@ -11,7 +11,9 @@ from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approval_gates import ApprovalGates
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.children import CHILD_STOPPED_REASON
+from zen_flow.planner.concurrency import judge
 from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.planner.interventions import child_gone, stop_held
 from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
 from zen_flow.planner.outputs import (
     OutputError,
@@ -21,9 +23,10 @@ from zen_flow.planner.outputs import (
 )
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
+from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.reports import download_failure, exit_summary
-from zen_flow.planner.status import COMMIT_WAIT
+from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import HELD_PREFIXES, StepWork, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
@@ -58,6 +61,50 @@ class Observation(ApprovalGates):
         self.works.wake(
             [d for w in self.moving.values() if w.terminal for d in self.dependents.get(w.name, ())]
         )
+
+    def own_delete(self, w: StepWork) -> str | None:
+        """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
+        this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
+        deadline, the finally grace (planner.grace; not a finally step's), a graceful stop. Then that
+        delete's status write was lost (a 409, a restart): `w` ends as the plan that deleted it ended it,
+        and the flow as it did (`ended_for`, `stop_acted`, `grace_acted`). Under a graceful stop a
+        finally step counts too: its Job was deleted by a stop now whose value was then changed to
+        RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the same way:
+        the flow is being stopped)."""
+        if self.stopped is not None:
+            self.stop_acted = True
+            return self.stopped
+        if (replaced := self.replacement()) is not None:
+            self.ended_for = replaced, REASON_REPLACED
+            return replaced
+        if self.deadline_passed:
+            self.ended_for = self.deadline_message(), REASON_DEADLINE
+            return DEADLINE_EXCEEDED
+        if w.spec.is_flow and (stop := stop_held(w.message)) is not None:
+            # A graceful stop recorded before the grace point came (planner.child_stops): it stays the
+            # cause, as it does when the child ends stopped. The graceful stop never deletes its child,
+            # so the child went some other way, said: deleted outside zen-flow, or by a stop now taken
+            # back (removed, or set back to RunFinally) before the write ending the step landed.
+            self.stop_acted = True
+            self.child_stop = stop
+            ref = w.job_ref
+            name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
+            return child_gone(stop, name)
+        if self.closing is not None and not w.spec.is_finally:
+            # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
+            # stop came before or after it, as with the write kept (a stop seen after the point ends
+            # nothing more).
+            self.grace_acted = True
+            return self.closing
+        if self.stopping is not None:
+            self.stop_acted = True
+            return self.stopping
+        return None
+
+    def replacement(self) -> str | None:
+        """Why a newer Replace flow of its group ends this one, asked before the plan judges the group
+        (a flow with a Running step has started)."""
+        return judge(self.flow, self.peers, started=True).replaced
 
     def adopt(self, w: StepWork) -> None:
         """A Job of the next attempt exists although status does not know it: the status write after
