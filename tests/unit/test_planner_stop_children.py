@@ -9,6 +9,7 @@ still ends the flow Stopped. A stop now, or one escalated to it, deletes the chi
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -20,15 +21,17 @@ from test_planner_joins import message, phases
 
 from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, StepPhase
 from zen_flow.api.job import Job
-from zen_flow.planner import CreateJob, StopChild
+from zen_flow.planner import CreateJob, DeleteJob, StopChild, SuspendChild
+from zen_flow.planner.actions import pruned
 from zen_flow.planner.children import ChildFlowJob, as_job
 from zen_flow.planner.interventions import CHILD_STOPPING
-from zen_flow.planner.steps import HELD_CHILD
+from zen_flow.planner.steps import HELD_CHILD, MAX_MESSAGE
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator, run
 
 BY = "parent flow flow (stopped by alice)"  # the child's stopped-by without the webhook
 HELD = f"stopped by alice{CHILD_STOPPING}"  # the Running step's message while its child stops
+CHILD_DELETED = "child flow {name} was deleted before it finished stopping"
 
 
 def asked(job: Job) -> bool:
@@ -162,6 +165,26 @@ def test_a_stop_escalated_to_now_while_the_child_stops_deletes_it() -> None:
     assert failed_condition(sim) == ("Stopped", "stopped by bob")
 
 
+def test_a_stop_escalated_to_now_after_the_childs_stop_was_lost_deletes_it_and_sends_no_stop() -> None:
+    sim, name, _ = running_child()
+    stop(sim)
+    sim.reconcile(held=False)  # the write recording the stop landed, the StopChild held for it was lost
+    assert message(sim, "sub") == HELD
+    stop(sim, "true", "bob")
+    sim.advance(5)
+    result = sim.reconcile()
+    assert [(a.name, a.reason) for a in deletes(result)] == [(name, "stopped by bob")]
+    assert not stops(result)  # before: the lost StopChild sent again, beside the delete of its child
+    assert failed_condition(sim) == ("Stopped", "stopped by bob")
+
+
+def test_a_plan_drops_only_the_stop_of_a_child_it_deletes() -> None:
+    gone, kept = StopChild("c", "sub", by=BY), StopChild("d", "other", by=BY)
+    delete = DeleteJob("c", "sub", "stopped by bob")
+    assert pruned([delete, gone, kept]) == (delete, kept)
+    assert pruned([gone, kept]) == (gone, kept)  # nothing deleted: nothing dropped
+
+
 def test_a_stop_now_still_deletes_a_running_child() -> None:
     sim, name, _ = running_child()
     stop(sim, "true")
@@ -241,6 +264,9 @@ def test_a_stopped_parent_amid_lost_writes_restarts_and_edits_ends_stopped_after
         # Stored by a plan that saw it: tracked here, not read from what the mechanism writes.
         stored |= written and not removed and not escalated
         assert not [a for a in result.actions if isinstance(a, CreateJob) and a.step != "cleanup"]
+        # A child the plan deletes is neither stopped nor suspended by it too.
+        gone = {a.name for a in deletes(result)}
+        assert not [a for a in result.actions if isinstance(a, StopChild | SuspendChild) and a.name in gone]
         deleted |= {
             a.name for a in deletes(result) if a.name in bodies and not a.reason.startswith("timed out")
         }
@@ -338,7 +364,56 @@ def test_a_recorded_stop_whose_child_is_deleted_outside_ends_the_step_for_the_st
     del sim.jobs[name]
     sim.advance(5)
     sim.reconcile()
+    # Before: "stopped by alice" alone, nothing said of the child gone.
+    assert message(sim, "sub") == f"stopped by alice; {CHILD_DELETED.format(name=name)}"
     ends_stopped_after_its_finally(sim, name, "")
+
+
+def test_a_recorded_stop_whose_child_is_being_deleted_outside_says_so_within_the_cap() -> None:
+    sim, name, body = running_child()
+    stop(sim, user=LONG_USER)
+    sim.reconcile()
+    record = (message(sim, "sub") or "").removesuffix(CHILD_STOPPING)  # the user cut to fit it whole
+    assert record.startswith("stopped by system:serviceaccount:team-payments")
+    job = as_job(stopped(child_of(body), who=f"parent flow flow (stopped by {LONG_USER})"))
+    sim.jobs[name] = replace(job, metadata=replace(job.metadata, deletion_timestamp=sim.now))
+    sim.advance(5)
+    sim.reconcile()
+    said = message(sim, "sub") or ""
+    assert said == f"{record}; {CHILD_DELETED.format(name=name)}"  # before: the record alone
+    assert len(said) <= MAX_MESSAGE  # whole: the longest record and child name fit a step's message
+    run(sim, by_step(sim, {}))
+    assert phases(sim) == {"sub": "Failed", "cleanup": "Succeeded"}
+    assert failed_condition(sim) == ("Stopped", f"stopped by {LONG_USER}")  # the request, still set
+
+
+def test_a_stop_escalated_to_now_whose_write_was_lost_ends_stopped_by_it_not_deleted() -> None:
+    sim, name, _ = running_child()
+    stop(sim)
+    sim.reconcile()
+    stop(sim, "true", "bob")
+    sim.advance(5)
+    sim.reconcile(write_status=False)  # bob's delete went out, the write ending the step was lost
+    assert name not in sim.jobs
+    sim.advance(5)
+    sim.reconcile()
+    assert message(sim, "sub") == "stopped by bob"  # zen-flow's own delete, not one from outside
+    assert failed_condition(sim) == ("Stopped", "stopped by bob")
+
+
+def test_a_recorded_stop_whose_child_the_deadline_deleted_with_its_write_lost_ends_for_the_deadline() -> None:
+    sim, name, _ = running_child(execution_policy={"activeDeadlineSeconds": 100})
+    stop(sim)
+    sim.reconcile()
+    assert message(sim, "sub") == HELD
+    sim.advance(120)
+    result = sim.reconcile(write_status=False)  # the deadline's delete went out, its write was lost
+    assert [a.name for a in deletes(result)] == [name]
+    sim.advance(5)
+    sim.reconcile()
+    said = message(sim, "sub") or ""
+    assert "was deleted before it finished stopping" not in said  # zen-flow deleted it, for the deadline
+    assert failed_condition(sim)[0] == "DeadlineExceeded"
 
 
 def test_a_recorded_stop_whose_child_fails_ends_the_step_for_the_stop() -> None:

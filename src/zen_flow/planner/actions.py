@@ -115,6 +115,19 @@ def held(action: Action) -> bool:
     return isinstance(action, DeleteJob | StopChild) and action.after_write
 
 
+def pruned(actions: list[Action]) -> tuple[Action, ...]:
+    """The plan's actions without a StopChild of a child flow the same plan deletes (DeleteJob): the
+    delete decides. A graceful stop's StopChild lost after its write is asked again by every plan while
+    the step records the stop (planner.child_stops), also by the one that deletes the child for a stop
+    now, the deadline or its step's timeout; held for the write, it went out after the delete and could
+    only meet a child on its way out. (A SuspendChild never meets a delete: suspensions are asked only
+    of Running steps, and every delete of a running child ends its step first.)"""
+    deleted = {a.name for a in actions if isinstance(a, DeleteJob)}
+    if not deleted:
+        return tuple(actions)
+    return tuple(a for a in actions if not (isinstance(a, StopChild) and a.name in deleted))
+
+
 @dataclass(frozen=True)
 class MemoLookup:
     """A memoized step ready to start whose cache entry the plan needs: the controller reads `data_key`

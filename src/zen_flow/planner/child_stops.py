@@ -4,7 +4,8 @@ gets its own `RunFinally` stop (`StopChild`, unless a stop is set on it already)
 steps run too. The step runs on until the child ends, then ends for what stopped it, never retried (a
 child whose stop stopped nothing, its main steps ended, may succeed: the step succeeds then), and the
 parent's finally steps start after it. The parent's deadline, a stop now, or a graceful stop escalated to
-one, deletes a child still running, as it deletes a running Job.
+one, deletes a child still running, as it deletes a running Job (and the plan that does sends it no
+StopChild: `actions.pruned`).
 
 What stopped it is read back from the stored status: the grace from the clock (its point has come), a
 graceful stop from the step's own message (`interventions.stopping_child`), written by the plan that

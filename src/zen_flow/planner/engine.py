@@ -26,7 +26,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expressions import Evaluator
-from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan
+from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan, pruned
 from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.children import suspensions
@@ -119,7 +119,7 @@ class _Planner(Starts):
         elif w.message == COMMIT_WAIT and self.main_ended_before():
             w.message = None  # written: what it may wait for now (a resume, a slot) says itself
         # A dependency this plan ended for a stop, a replacement or the deadline (its Job found gone:
-        # `PlanState.own_delete`) counts as running, as in the plan that ended it, whose write was lost:
+        # `Observation.own_delete`) counts as running, as in the plan that ended it, whose write was lost:
         # `w` then ends for that cause too (`stop_all`), not for "dependency ... failed".
         ready, never = dependency_verdict(w, self.works, self.cut_short)
         if never is not None:
@@ -307,7 +307,7 @@ class _Planner(Starts):
             self.wakeups = [] if self.lineage.child else [ttl_expiry(self.flow, phase, self.now)]
         requeue = [max(0.0, until(self.now, t)) for t in self.wakeups if t > self.now or phase.terminal]
         return Plan(
-            actions=tuple(self.actions),
+            actions=pruned(self.actions),  # a child it deletes is not patched too
             status=status,
             events=events,
             requeue_after=min(requeue) if requeue else None,

@@ -20,7 +20,7 @@ that have not run start once that is stored, with `flow.outcome` Failed; those a
 A Flow step's running child is stopped gracefully instead of deleted, as the grace does below
 (planner.child_stops, which also records the stop in the step's message, so that it stays the cause).
 Every plan does it again from the flow and its Jobs: after a lost status write or a restart, the stopped
-steps are ended again (their Jobs gone: `PlanState.own_delete`), never started again, and the finally
+steps are ended again (their Jobs gone: `Observation.own_delete`), never started again, and the finally
 steps' Jobs are taken over (`adopt`), never created twice. A stop, a graceful stop escalated to one, a
 replacement or the flow deadline ends everything at once (`conclude`).
 

@@ -116,6 +116,13 @@ def stopping_child(stop: str) -> str:
     return f"{bound(stop, room)}{CHILD_STOPPING}"
 
 
+def child_gone(stop: str, name: str) -> str:
+    """The message of a Flow step whose child `name` went (deleted outside zen-flow) while it stopped
+    for the graceful stop `stop` its message recorded (`stopping_child`): the stop first, the cause
+    (`steps.cause_of` reads it back), then what became of the child."""
+    return f"{stop}; child flow {name} was deleted before it finished stopping"
+
+
 def stop_held(message: str | None) -> str | None:
     """The stop a Running Flow step's message records (`stopping_child`), whatever a suspension said
     before it (`unheld`); None: no stop holds it."""

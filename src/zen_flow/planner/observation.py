@@ -1,30 +1,19 @@
 """Pass 1 of a plan: advance started steps from their Jobs (terminal conditions, timeouts, vanished
-Jobs), decide approvals, and adopt Jobs a lost status write did not record."""
+Jobs), decide approvals (planner/approval_gates.py), and adopt Jobs a lost status write did not record."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from zen_flow.api.constants import ANNOTATION_DECISION_MESSAGE_PREFIX, StepPhase
-from zen_flow.api.flow_status import Approval
+from zen_flow.api.constants import StepPhase
 from zen_flow.api.job import JOB_FAILED, Job
-from zen_flow.api.jobflow import StepApproval
-from zen_flow.core.gate_values import ValuesError
 from zen_flow.planner.actions import DeleteJob
-from zen_flow.planner.approvals import (
-    approval_count,
-    approvers_so_far,
-    decision,
-    gate_outputs,
-    supplier,
-    tally_message,
-    values_refused,
-    waiting_message,
-)
+from zen_flow.planner.approval_gates import ApprovalGates
 from zen_flow.planner.backoff import retry_delay, retry_limit
-from zen_flow.planner.child_stops import ChildStops
 from zen_flow.planner.children import CHILD_STOPPED_REASON
-from zen_flow.planner.events import NO_DECISION_MARK, TIMEOUT_MARK
+from zen_flow.planner.concurrency import judge
+from zen_flow.planner.events import TIMEOUT_MARK
+from zen_flow.planner.interventions import child_gone, stop_held
 from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
 from zen_flow.planner.outputs import (
     OutputError,
@@ -34,10 +23,11 @@ from zen_flow.planner.outputs import (
 )
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
+from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.reports import download_failure, exit_summary
-from zen_flow.planner.status import COMMIT_WAIT
-from zen_flow.planner.steps import HELD_PREFIXES, StepWork, bound, held, unheld
+from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
+from zen_flow.planner.steps import HELD_PREFIXES, StepWork, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -50,7 +40,7 @@ NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy mark
 MESSAGES_RETRY_SECONDS = 1.0
 
 
-class Observation(ChildStops):
+class Observation(ApprovalGates):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
@@ -71,6 +61,50 @@ class Observation(ChildStops):
         self.works.wake(
             [d for w in self.moving.values() if w.terminal for d in self.dependents.get(w.name, ())]
         )
+
+    def own_delete(self, w: StepWork) -> str | None:
+        """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
+        this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
+        deadline, the finally grace (planner.grace; not a finally step's), a graceful stop. Then that
+        delete's status write was lost (a 409, a restart): `w` ends as the plan that deleted it ended it,
+        and the flow as it did (`ended_for`, `stop_acted`, `grace_acted`). Under a graceful stop a
+        finally step counts too: its Job was deleted by a stop now whose value was then changed to
+        RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the same way:
+        the flow is being stopped)."""
+        if self.stopped is not None:
+            self.stop_acted = True
+            return self.stopped
+        if (replaced := self.replacement()) is not None:
+            self.ended_for = replaced, REASON_REPLACED
+            return replaced
+        if self.deadline_passed:
+            self.ended_for = self.deadline_message(), REASON_DEADLINE
+            return DEADLINE_EXCEEDED
+        if w.spec.is_flow and (stop := stop_held(w.message)) is not None:
+            # A graceful stop recorded before the grace point came (planner.child_stops): it stays the
+            # cause, as it does when the child ends stopped. The graceful stop never deletes its child,
+            # so the child went some other way, said: deleted outside zen-flow, or by a stop now taken
+            # back (removed, or set back to RunFinally) before the write ending the step landed.
+            self.stop_acted = True
+            self.child_stop = stop
+            ref = w.job_ref
+            name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
+            return child_gone(stop, name)
+        if self.closing is not None and not w.spec.is_finally:
+            # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
+            # stop came before or after it, as with the write kept (a stop seen after the point ends
+            # nothing more).
+            self.grace_acted = True
+            return self.closing
+        if self.stopping is not None:
+            self.stop_acted = True
+            return self.stopping
+        return None
+
+    def replacement(self) -> str | None:
+        """Why a newer Replace flow of its group ends this one, asked before the plan judges the group
+        (a flow with a Running step has started)."""
+        return judge(self.flow, self.peers, started=True).replaced
 
     def adopt(self, w: StepWork) -> None:
         """A Job of the next attempt exists although status does not know it: the status write after
@@ -266,123 +300,6 @@ class Observation(ChildStops):
             error += f" (flow retry budget backoffLimit={self.budget} used up)"
         w.fail(self.now, error)
         self.note_failure(w)
-
-    def observe_approval(self, w: StepWork) -> None:
-        annotations = self.flow.metadata.annotations
-        decided = decision(annotations, w.name, w.spec.approval)
-        approval = w.spec.approval
-        tallied = approval is not None and (decided is None or decided[0] == "Approved")
-        # The values of the approval that opens the gate: those on the flow when it is seen approved.
-        opened = decided is not None and decided[0] == "Approved"
-        supplied_by = supplier(annotations, w.spec) if opened else None
-        if approval is not None and tallied:
-            self.tally(w, approval, waiting=decided is None, supplied_by=supplied_by)
-        if decided is None:
-            self.expire_approval(w)
-            return
-        verdict, user = decided
-        w.approved_by = user
-        if not tallied:  # a tallied gate's approvals are in the audit already, one by one
-            why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
-            self.approvals.append(
-                Approval(
-                    step=w.name,
-                    decision=verdict,
-                    user=user,
-                    time=self.now,
-                    message=why and why[:1024],
-                    supplied_by=supplied_by,
-                )
-            )
-        if verdict != "Approved":
-            w.fail(self.now, f"rejected by {user}" if user else "rejected")
-            self.note_failure(w)
-            return
-        try:
-            w.outputs = gate_outputs(annotations, w.spec)
-        except ValuesError as err:  # no webhook checked them: fail, never stall nor guess
-            w.fail(self.now, values_refused(user, str(err), w.name))
-            self.note_failure(w)
-            return
-        w.succeed(self.now, f"approved by {user}" if user else "approved")
-
-    def tally(
-        self, w: StepWork, approval: StepApproval, *, waiting: bool, supplied_by: str | None = None
-    ) -> None:
-        """A tallied gate's approvals (`approval`): each approver audited as it comes, and, while it
-        waits, its count in its message (none yet on a gate one approval opens: its usual message).
-
-        The audit stays bounded, whatever approvals are given and taken back (validation/size.py counts
-        on it): in one reach of the gate each user is audited at most once, and approvals that do not
-        open it at most `required - 1` times; those that open it always are, the one that opens it (the
-        last recorded) even by a user audited before in this reach (who approved, was taken back and
-        approved again): at most `required` entries in the plan that opens it, `2 * required - 1` in
-        all. `supplied_by`: who set the values of a gate that opens now, for the entry of the approval
-        that opens it, so that entry is always there to carry it."""
-        annotations = self.flow.metadata.annotations
-        users = approvers_so_far(annotations, w.name, approval.needed)
-        audited = self.audited_in_reach(w)
-        room = approval.needed - 1 - len(audited)
-        # The webhook keeps a decision message only with the request that recorded its writer last in
-        # approved-by (webhook/mutation.py): it is theirs.
-        why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
-        for user in users:
-            opens = not waiting and user == users[-1]
-            if user in audited and not opens:
-                continue
-            if waiting:
-                if room <= 0:
-                    continue
-                room -= 1
-            self.approvals.append(
-                Approval(
-                    step=w.name,
-                    decision="Approved",
-                    user=user,
-                    time=self.now,
-                    message=why[:1024] if why and user == users[-1] else None,
-                    # The approval that opens it takes the values: who set them goes with it.
-                    supplied_by=supplied_by if opens else None,
-                )
-            )
-        if waiting:
-            w.approved_by = ", ".join(users) or None
-            count = approval_count(annotations, w.name, users)
-            if count or approval.needed > 1:
-                w.message = bound(tally_message(users, count, approval.needed, w.spec.message))
-            else:
-                w.message = bound(waiting_message(w.spec))
-
-    def audited_in_reach(self, w: StepWork) -> set[str]:
-        """The users audited approving `w` since it was last reached (a rerun reaches it again): entries
-        from its start on (the audit's times and the start are the planner's clock, to the second; an
-        entry of the run before in the very second a rerun reaches it would count as this run's: it can
-        only leave an audit entry out, never add one)."""
-        audit = self.flow.status.audit
-        since = w.start_time
-        return {
-            a.user
-            for a in (*(audit.approvals if audit is not None else ()), *self.approvals)
-            if a.step == w.name
-            and a.decision == "Approved"
-            and a.user
-            and (since is None or a.time is None or a.time >= since)
-        }
-
-    def expire_approval(self, w: StepWork) -> None:
-        """A Manual step's `timeoutSeconds` bounds its wait for a decision, from when it was reached:
-        then it is rejected (Failed), as if someone had said no; unlike a rejection, a rerun asks again
-        (its reset clears `start_time`, so the wait counts from when the rerun reaches it)."""
-        timeout = w.spec.timeout_seconds
-        if not timeout or w.start_time is None or w.phase != StepPhase.PENDING_APPROVAL:
-            return
-        due = after(w.start_time, timeout)
-        if self.now < due:
-            self.wakeups.append(due)
-            return
-        w.fail(self.now, f"{NO_DECISION_MARK} {timeout}s (timeoutSeconds)")
-        self.note_failure(w)
-        self.timed_out.add(w.name)  # an approval seen later still wins: `after_timeout`
 
     def after_timeout(self, w: StepWork) -> bool:
         """Does `w` depend on a step this plan ended by its timeout (or on one it ended on that account)?

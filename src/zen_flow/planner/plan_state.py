@@ -18,9 +18,9 @@ from zen_flow.core.naming import job_name
 from zen_flow.planner.actions import Action, CreateResource, MemoAnswer, MemoLookup
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import retry_budget
-from zen_flow.planner.concurrency import NO_GROUP, Peer, judge
+from zen_flow.planner.concurrency import NO_GROUP, Peer
 from zen_flow.planner.grace import closing
-from zen_flow.planner.interventions import runs_finally, stop_held, stop_request, stopped_by_request
+from zen_flow.planner.interventions import runs_finally, stop_request, stopped_by_request
 from zen_flow.planner.lineage import TOP_LEVEL, Lineage
 from zen_flow.planner.locks import NO_LOCKS, LockView, Wait, flow_needs, flow_wait, holds_own, lock_waiting
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -30,7 +30,6 @@ from zen_flow.planner.parameters import Resolved, resolve_inputs
 from zen_flow.planner.pending_pods import PendingJob
 from zen_flow.planner.readiness import producer
 from zen_flow.planner.shape import Shape
-from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import JOB_NAME, PHASE, SETTLED, StepViews, StepWork, Works
 from zen_flow.planner.timing import after
 
@@ -269,46 +268,6 @@ class PlanState:
             self.failure = failure_message(w.name, False, w.message)
         elif final and self.final_failure is None:
             self.final_failure = failure_message(w.name, True, w.message)
-
-    def own_delete(self, w: StepWork) -> str | None:
-        """Why this controller deleted `w`'s Job, found gone or going before it finished, if something
-        this plan sees ends it (in `conclude`'s order): a stop now, a newer Replace flow, the flow
-        deadline, the finally grace (planner.grace; not a finally step's), a graceful stop. Then that
-        delete's status write was lost (a 409, a restart): `w` ends as the plan that deleted it ended it,
-        and the flow as it did (`ended_for`, `stop_acted`, `grace_acted`). Under a graceful stop a
-        finally step counts too: its Job was deleted by a stop now whose value was then changed to
-        RunFinally, never by the graceful stop (a Job someone else deleted meanwhile ends the same way:
-        the flow is being stopped)."""
-        if self.stopped is not None:
-            self.stop_acted = True
-            return self.stopped
-        if (replaced := self.replacement()) is not None:
-            self.ended_for = replaced, REASON_REPLACED
-            return replaced
-        if self.deadline_passed:
-            self.ended_for = self.deadline_message(), REASON_DEADLINE
-            return DEADLINE_EXCEEDED
-        if w.spec.is_flow and (stop := stop_held(w.message)) is not None:
-            # A graceful stop recorded before the grace point came (planner.child_stops): it stays the
-            # cause, as it does when the child ends stopped.
-            self.stop_acted = True
-            self.child_stop = stop
-            return stop
-        if self.closing is not None and not w.spec.is_finally:
-            # The grace point has come: the grace's (planner.finale, `close_main`), whether the graceful
-            # stop came before or after it, as with the write kept (a stop seen after the point ends
-            # nothing more).
-            self.grace_acted = True
-            return self.closing
-        if self.stopping is not None:
-            self.stop_acted = True
-            return self.stopping
-        return None
-
-    def replacement(self) -> str | None:
-        """Why a newer Replace flow of its group ends this one, asked before the plan judges the group
-        (a flow with a Running step has started)."""
-        return judge(self.flow, self.peers, started=True).replaced
 
     def end_now(self, w: StepWork, why: str) -> None:
         """`w` ends before its time (a stop, a replacement, the deadline): Failed if it had started,
