@@ -370,3 +370,25 @@ def test_the_flows_own_locks_cannot_change_once_it_started_as_the_validator_says
         else:
             assert refused == []
     assert immutable_refusals(old, old) == []
+
+
+@pytest.mark.parametrize("phase", ["Running", "Pending"])
+def test_the_artifact_repository_cannot_change_once_the_flow_started_as_the_validator_says(
+    phase: str,
+) -> None:
+    repository = {"s3": {"bucket": "flows"}}
+    old = flow_manifest("f", "ns", [job_step("a")], artifactRepository=repository)
+    old["status"] = {"phase": phase}
+    for new_repository in ({"s3": {"bucket": "other"}}, None):
+        new = {**old, "spec": {k: v for k, v in old["spec"].items() if k != "artifactRepository"}}
+        if new_repository is not None:
+            new["spec"]["artifactRepository"] = new_repository
+        refused = immutable_refusals(old, new)
+        if phase == "Running":
+            assert refused == [
+                "spec.artifactRepository cannot change once the flow has started (its outputs stored "
+                "there are fetched from there by later steps); create a new JobFlow instead"
+            ]
+        else:
+            assert refused == []
+    assert immutable_refusals(old, old) == []

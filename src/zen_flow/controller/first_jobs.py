@@ -42,6 +42,7 @@ def _shared(flow: JobFlow) -> tuple[Any, ...]:
         policy.pod_failure_policy if policy is not None else None,
         flow.spec.step_defaults,
         flow.spec.synchronization,
+        flow.spec.artifact_repository,
     )
 
 

@@ -45,7 +45,9 @@ def _spec_warnings(spec: Mapping[str, Any] | None, at: str, *, template: bool = 
         return []
     steps = spec.get("steps")
     warnings: list[str] = []
-    for i, step in enumerate(steps if isinstance(steps, list) else []):
+    # With an artifact repository every output is stored: those without s3 there.
+    stored_anyway = isinstance(spec.get("artifactRepository"), Mapping)
+    for i, step in enumerate(steps if isinstance(steps, list) and not stored_anyway else []):
         outputs = step.get("outputs") if isinstance(step, Mapping) else None
         artifacts = outputs.get("artifacts") if isinstance(outputs, Mapping) else None
         for j, artifact in enumerate(artifacts if isinstance(artifacts, list) else []):
