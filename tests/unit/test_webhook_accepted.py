@@ -191,6 +191,28 @@ def test_an_update_that_keeps_the_spec_does_not_check_it() -> None:
     assert response(body(new, "UPDATE", old))["allowed"] is True
 
 
+def status_bounds_of(review: bytes) -> int:
+    """How many times one review computes a spec's status bound (a walk of all its steps)."""
+    with (
+        patch.object(flow_rules, "status_bound", wraps=flow_rules.status_bound) as in_rules,
+        patch.object(review_module, "status_bound", wraps=review_module.status_bound) as in_review,
+    ):
+        assert response(review)["allowed"] is True
+    return in_rules.call_count + in_review.call_count
+
+
+@counts_checks
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+def test_a_new_spec_s_status_bound_is_computed_once_and_remembered(
+    accepted: AcceptedSpecs, operation: str
+) -> None:
+    old, new = base_flow(), base_flow()
+    step(new, "c")["timeoutSeconds"] = 7
+    assert status_bounds_of(body(new, operation, old if operation == "UPDATE" else None)) == 1
+    (remembered,) = accepted._digests.values()
+    assert remembered[0] == review_module.status_bound(new["spec"]) > 0
+
+
 # --- argument values aside ----------------------------------------------------------------------------
 
 UNSET = object()  # a parameter without a value

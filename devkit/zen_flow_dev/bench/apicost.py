@@ -101,13 +101,23 @@ def controller_requests(metrics_text: str) -> Tally:
 
 
 def metric_sum(metrics_text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
+    """Sum of the samples of `name` whose labels include `labels` (0 when there is none)."""
+    found = metric_value(metrics_text, name, **labels)
+    return 0.0 if found is None else found
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float | None:
+    """Sum of the samples of `name` whose labels include `labels`; None when the page has none (a gauge
+    that is absent is not a gauge at 0)."""
     pattern = re.compile(rf"^{re.escape(name)}(?:\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$", re.MULTILINE)
-    found = 0.0
+    found: float | None = None
     for match in pattern.finditer(metrics_text):
         have = dict(_LABEL.findall(match["labels"] or ""))
         if all(have.get(k) == v for k, v in labels.items()):
-            found += float(match["value"])
+            try:
+                found = (found or 0.0) + float(match["value"])
+            except ValueError:
+                continue
     return found
 
 

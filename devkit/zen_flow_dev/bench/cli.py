@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zen_flow import logging as zf_logging
+from zen_flow.api.constants import JobRetention
 from zen_flow.validation import COMPILED
 from zen_flow_dev.bench import compiled
 from zen_flow_dev.bench.charts import write_charts
@@ -69,6 +70,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--py-spy", action="store_true", help="profile the controller with py-spy (pip install py-spy)"
     )
+    p.add_argument(
+        "--job-retention",
+        choices=[value.value for value in JobRetention],
+        help="executionPolicy.jobRetention of every flow zen-flow runs (default: left out, the API's All); "
+        "the baseline has no such policy: its Jobs stay until their namespace goes",
+    )
     p.add_argument("--step-timeout", type=float, default=1.0, help="timeout per step (+120 s) of each run")
     p.add_argument(
         "--apiserver-arg",
@@ -111,17 +118,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--compiled"]
         return compiled.rerun([*given, "--no-compiled"])
     zf_logging.configure("console", "warning")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or Path("bench-results") / f"{stamp}.json"
+    try:
+        config = config_from(args, out)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    results = run(config)
+    write_json(results, out)
+    print(render(results))
+    print(f"\nresults: {out}")
+    for chart in write_charts(results, out):
+        print(f"chart: {chart}")
+    if logs := results["meta"].get("logs"):  # none with --admission-only: no controller ran
+        print(f"logs:    {logs}")
+    failed = [
+        w["workload"]
+        for w in results.get("workloads", [])
+        for e in ("zen-flow", "baseline")
+        if w.get(e, {}).get("error")
+    ]
+    return 1 if failed else 0
+
+
+def config_from(args: argparse.Namespace, out: Path) -> BenchConfig:
+    """The run the parsed options ask for, its results written to `out`; ValueError for an `--only`
+    naming no workload."""
     sizes = dict(PRESETS[args.preset])
     for key in sizes:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     only = frozenset(x.strip() for x in args.only.split(",")) if args.only else None
     if only and not only <= set(WORKLOAD_NAMES):
-        print(f"unknown workloads: {sorted(only - set(WORKLOAD_NAMES))}", file=sys.stderr)
-        return 2
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path("bench-results") / f"{stamp}.json"
-    config = BenchConfig(
+        raise ValueError(f"unknown workloads: {sorted(only - set(WORKLOAD_NAMES))}")
+    return BenchConfig(
         preset=args.preset,
         sizes=sizes,
         only=only,
@@ -144,19 +175,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_crd=not args.skip_crd_install,
         wait_deletes=args.wait_deletes if args.wait_deletes is not None else args.preset != "quick",
         repeat=max(1, args.repeat),
+        job_retention=args.job_retention,
     )
-    results = run(config)
-    write_json(results, out)
-    print(render(results))
-    print(f"\nresults: {out}")
-    for chart in write_charts(results, out):
-        print(f"chart: {chart}")
-    if logs := results["meta"].get("logs"):  # none with --admission-only: no controller ran
-        print(f"logs:    {logs}")
-    failed = [
-        w["workload"]
-        for w in results.get("workloads", [])
-        for e in ("zen-flow", "baseline")
-        if w.get(e, {}).get("error")
-    ]
-    return 1 if failed else 0

@@ -48,6 +48,8 @@ class Environment:
     audit: AuditLog | None
     cluster: LocalCluster | None
     startup_seconds: float = 0.0
+    etcd_url: str | None = None
+    """Our LocalCluster's etcd, for its /metrics (the store's size); None on an existing cluster."""
 
     @classmethod
     def local(cls, workdir: Path, apiserver_args: Sequence[str] = ()) -> Environment:
@@ -73,6 +75,7 @@ class Environment:
             audit=AuditLog(audit_log),
             cluster=cluster,
             startup_seconds=cluster.startup_seconds.get("total", 0.0),
+            etcd_url=cluster.ports.etcd_url,
         )
 
     @classmethod

@@ -17,9 +17,10 @@ from dataclasses import field
 from pydantic.dataclasses import dataclass
 
 from zen_flow.api import Job, JobFlow
-from zen_flow.api.constants import LABEL_FLOW, LABEL_STEP
+from zen_flow.api.constants import LABEL_FLOW, LABEL_STEP, StepPhase
 from zen_flow.api.job import JobMeta
 from zen_flow.api.meta import RECORD
+from zen_flow.core.naming import label_value
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube import JobClient, JobFlowClient, KubeClient
 from zen_flow.machinery.clock import SystemClock
@@ -56,6 +57,10 @@ class Observer:
         """First seen with a ready (Running) pod."""
         self.job_names: dict[StepKey, list[str]] = {}
         """Every distinct Job name seen per step: more than one is a duplicate (or a retry)."""
+        self.succeeded: dict[StepKey, float] = {}
+        """Steps a flow's status says Succeeded: their count survives a Job deleted (jobRetention) while
+        the Job watch was being re-listed, which `completed` would miss. Not for latencies: a flow's status
+        arrives on another watch than its Jobs, with no order between the two."""
         self.flow_done: dict[str, tuple[str, float]] = {}
         """flow -> (terminal phase, first seen)."""
         self.resumed_at: list[float] = []
@@ -122,6 +127,9 @@ class Observer:
         now = time.monotonic()
         self._note_resumed(now)
         name = flow.metadata.name
+        for step in flow.status.steps:
+            if step.phase == StepPhase.SUCCEEDED:
+                self.succeeded.setdefault((label_value(name), label_value(step.name)), now)
         phase = flow.status.phase or ""
         if phase in ("Succeeded", "Failed"):
             self.flow_done.setdefault(name, (phase, now))
@@ -140,9 +148,13 @@ class Observer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 5.0))
 
+    def steps_done(self) -> int:
+        """Steps seen complete, from their Jobs or (zen-flow) their flow's status."""
+        return len(self.completed.keys() | self.succeeded.keys())
+
     def progress(self) -> str:
         return (
-            f"{self.namespace}: {len(self.created)} Jobs seen, {len(self.completed)} complete, "
+            f"{self.namespace}: {len(self.created)} Jobs seen, {self.steps_done()} steps complete, "
             f"{len(self.failed)} failed, {len(self.flow_done)} flows done"
         )
 

@@ -106,6 +106,45 @@ def growth_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+STORE_HEADERS = (
+    "workload", "engine", "ns Jobs", "ns pods", "etcd keys", "keys added", "etcd in use MB", "MB added",
+    "compacted",
+)  # fmt: skip
+
+
+def _mb(value: float | None) -> float | None:
+    return round(value / 1024 / 1024, 1) if value is not None else None
+
+
+def _yes_no(flag: bool | None) -> str | None:
+    return None if flag is None else ("yes" if flag else "no")
+
+
+def store_rows(workloads: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """The store at the end of each part (storesize.py): the part's namespace and etcd (every namespace).
+    Not the apiserver's object counts: in the JSON, but refreshed once a minute (0 before the first
+    refresh), so they would mislead a short part. Parts measured before these figures existed have none."""
+    rows: list[list[Any]] = []
+    for w in workloads:
+        for engine in ("zen-flow", "baseline"):
+            store = (w.get(engine) or {}).get("store")
+            if store is None:
+                continue
+            rows.append([
+                run_label(w) if engine == "zen-flow" else "", engine, store.get("namespace_jobs"),
+                store.get("namespace_pods"), store.get("etcd_keys"), store.get("etcd_keys_added"),
+                _mb(store.get("etcd_db_in_use_bytes")), _mb(store.get("etcd_db_in_use_bytes_added")),
+                _yes_no(store.get("etcd_compacted")),
+            ])  # fmt: skip
+    return rows
+
+
+def retention_label(meta: Mapping[str, Any]) -> str:
+    """`--job-retention`, as the run set it on zen-flow's flows (older results files lack it)."""
+    value = meta.get("job_retention")
+    return f"jobRetention {value}" if value else "jobRetention omitted (All)"
+
+
 def _cache_line(r: Mapping[str, Any]) -> str:
     fresh = r.get("fresh_controller", {})
     res = r.get("resources", {})
@@ -141,6 +180,8 @@ def render(results: Mapping[str, Any]) -> str:
         f"zen-flow benchmark, {meta['date']}, commit {meta['commit']}, preset {meta['preset']}, "
         f"{m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; controller {meta['controller']}; "
         f"admission rules {meta.get('admission_rules', 'python')}"
+        # No flow runs with --admission-only: no retention to name.
+        + (f"; {retention_label(meta)}" if results.get("workloads") else "")
     )
     workloads = results.get("workloads", [])
     if workloads:  # none with --admission-only
@@ -152,6 +193,14 @@ def render(results: Mapping[str, Any]) -> str:
         if rows := growth_rows(workloads):
             parts.append("\nCost as flows grow, per step (zen-flow):")
             parts.append(_table(GROWTH_HEADERS, rows))
+        if rows := store_rows(workloads):
+            parts.append(
+                f"\nStore at the end of each part ({retention_label(meta)} on zen-flow's flows; the baseline "
+                "keeps every Job until its namespace goes). ns: the part's namespace; etcd: every "
+                "namespace, its live keys; its in-use size also holds deleted keys' revisions until a "
+                "compaction (compacted: one fell in the part, its MB added is smaller):"
+            )
+            parts.append(_table(STORE_HEADERS, rows))
     for w in workloads:
         r = w.get("zen-flow", {})
         if w["kind"] == "waiting" and "window" in r:

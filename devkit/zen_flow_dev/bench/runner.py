@@ -67,29 +67,35 @@ class BenchConfig:
     then overlap the namespace controller's clean-up of the previous one)."""
     repeat: int = 1
     """Runs of each workload that has a baseline; the targets are judged on their median."""
+    job_retention: str | None = None
+    """`executionPolicy.jobRetention` of every flow zen-flow runs (None: the field left out)."""
 
 
 def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def meta(config: BenchConfig, started: datetime.datetime) -> dict[str, Any]:
+    """What the results file says about the run: when, what was built, how it was configured, where."""
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "zen_flow_version": __version__,
+        "admission_rules": VALIDATOR_BUILD,
+        "preset": config.preset,
+        "sizes": dict(config.sizes),
+        "controller": {"workers": config.controller.workers, "qps": config.controller.qps,
+                       "burst": config.controller.burst, "event_qps": config.controller.event_qps,
+                       "event_burst": config.controller.event_burst, "env": dict(config.controller.env)},
+        "job_retention": config.job_retention,
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+    }  # fmt: skip
+
+
 def run(config: BenchConfig) -> dict[str, Any]:
     started = datetime.datetime.now(datetime.UTC)
-    results: dict[str, Any] = {
-        "meta": {
-            "date": started.isoformat(timespec="seconds"),
-            "commit": git_commit(),
-            "zen_flow_version": __version__,
-            "admission_rules": VALIDATOR_BUILD,
-            "preset": config.preset,
-            "sizes": dict(config.sizes),
-            "controller": {"workers": config.controller.workers, "qps": config.controller.qps,
-                           "burst": config.controller.burst, "event_qps": config.controller.event_qps,
-                           "event_burst": config.controller.event_burst, "env": dict(config.controller.env)},
-            "machine": machine(),
-            "command": " ".join(sys.argv),
-        },
-    }  # fmt: skip
+    results: dict[str, Any] = {"meta": meta(config, started)}
     if not config.skip_admission:
         progress("admission: validator and webhook timings")
         results["admission"] = _admission(config.admission_budget)
@@ -140,7 +146,7 @@ async def _workloads(
     options = ClientOptions(qps=5000, burst=5000, user_agent=HARNESS_USER_AGENT, max_concurrent_requests=200)
     kube = KubeClient(await load_config(str(env.kubeconfig)), options)
     run_id = secrets.token_hex(3)
-    workloads = build_workloads(config.sizes, config.only)
+    workloads = build_workloads(config.sizes, config.only, config.job_retention)
     # Every run gets namespaces of its own, known to the controller from its start.
     rounds = {w.name: config.repeat if w.has_baseline else 1 for w in workloads}
     namespaces = {

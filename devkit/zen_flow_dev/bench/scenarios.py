@@ -12,10 +12,10 @@ import contextlib
 import time
 from typing import Any, Literal
 
-from zen_flow_dev.bench import apicost, procstats
+from zen_flow_dev.bench import apicost, procstats, storesize
 from zen_flow_dev.bench.baseline import BaselineDriver
 from zen_flow_dev.bench.observer import Observer
-from zen_flow_dev.bench.session import Session
+from zen_flow_dev.bench.session import Session, Snapshot
 from zen_flow_dev.bench.stats import latencies_after, latency_timeline, start_end, summarize, transitions
 from zen_flow_dev.bench.workloads import Workload
 from zen_flow_dev.testing.controller import ControllerProcess
@@ -44,7 +44,7 @@ async def measure_flows(
             driver = await BaselineDriver.connect(session.env.kubeconfig, workload, namespace)
             baseline = await stack.enter_async_context(driver)
         procstats.reset_peak(session.controller.pid)
-        before = await session.snapshot()
+        before = await session.snapshot(store=True)
         started = time.monotonic()
         if baseline is not None:
             await baseline.start()
@@ -55,15 +55,14 @@ async def measure_flows(
         def finished() -> bool:
             if seen.failed or (baseline is not None and baseline.errors):
                 return True
-            return len(seen.completed) >= workload.steps and (not zen or len(seen.flow_done) >= len(flows))
+            return seen.steps_done() >= workload.steps and (not zen or len(seen.flow_done) >= len(flows))
 
         try:
             await seen.wait_for(finished, session.timeout_for(workload), f"{workload.name} on {engine}")
         except TimeoutError as exc:
             result["error"] = str(exc)
-        if zen:
-            result["settle_seconds"] = await session.settle()
-        after = await session.snapshot()
+        after, closing = await close_part(session, namespace, before, zen=zen)
+        result.update(closing)
         if seen.failed:
             result["error"] = f"{len(seen.failed)} Jobs failed, e.g. {sorted(seen.failed)[:3]}"
         if baseline is not None and baseline.errors:
@@ -74,7 +73,7 @@ async def measure_flows(
     result["observer_resumed_at"] = [round(t - started, 1) for t in seen.resumed_at]
     observed = transitions(workload.dag, flows, seen.created, seen.completed)
     latencies = [latency for _, latency in observed]
-    completed = len(seen.completed)
+    completed = seen.steps_done()
     last_complete = max(seen.completed.values(), default=started)
     makespan = last_complete - started
     if (began := start_end(workload.dag, flows, seen.created)) is not None:
@@ -115,6 +114,26 @@ async def measure_flows(
             }
     result["resources"] = session.resource_figures(before, after)
     return result
+
+
+async def close_part(
+    session: Session, namespace: str, before: Snapshot, *, zen: bool
+) -> tuple[Snapshot, dict[str, Any]]:
+    """The end of a part once its flows are done: what the cluster still does for them, the closing
+    snapshot, then the store at the end (`store`)."""
+    out: dict[str, Any] = {}
+    if zen:
+        out["settle_seconds"] = await session.settle()
+    # Jobs jobRetention deleted leave their pods to the garbage collector and kwok: their work is the
+    # part's too, on either side of an A/B (two one-item LISTs when nothing is left to do).
+    out["gc_wait_seconds"], settled = await storesize.wait_gc(session.kube, namespace)
+    if not settled:
+        out["gc_unsettled"] = True
+    after = await session.snapshot(store=True)
+    # After the closing snapshot: these two reads are not the part's requests.
+    counts = await storesize.namespace_counts(session.kube, namespace)
+    out["store"] = storesize.part(before.store, after.store, counts)
+    return after, out
 
 
 async def measure_waiting(

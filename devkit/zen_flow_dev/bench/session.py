@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zen_flow.config import Settings
 from zen_flow.kube import KubeClient
 from zen_flow.kube.jobflows import JOBFLOWS
-from zen_flow_dev.bench import apicost, procstats
+from zen_flow_dev.bench import apicost, procstats, storesize
 from zen_flow_dev.bench.environment import Environment
 from zen_flow_dev.bench.procstats import ProcSample
 from zen_flow_dev.bench.workloads import Workload, flow_manifest_for
@@ -56,6 +56,8 @@ class Snapshot:
     controller: ProcSample | None
     components_cpu: dict[str, float]
     harness_cpu: float
+    store: storesize.Figures = field(default_factory=dict)
+    """Objects the apiserver stores, etcd's keys and size (storesize.py); what could not be read is absent."""
 
 
 @dataclass
@@ -81,11 +83,15 @@ class Session:
         status, text = await asyncio.to_thread((controller or self.controller).get, "/metrics")
         return text if status == 200 else ""
 
-    async def snapshot(self, controller: ControllerProcess | None = None) -> Snapshot:
+    async def snapshot(self, controller: ControllerProcess | None = None, *, store: bool = False) -> Snapshot:
+        """The counters now; with `store`, also the store's size (etcd's /metrics: read before the clocks
+        and CPU counters, so its scrape is outside the window that opens here)."""
         proc = controller or self.controller
+        etcd = await asyncio.to_thread(storesize.scrape_etcd, self.env.etcd_url) if store else None
         apiserver: apicost.Tally | None = None
         terminated: float | None = None
         watched: float | None = None
+        text: str | None = None
         if self.cluster_requests and self.env.kubectl is not None:
             text = await asyncio.to_thread(apicost.scrape_apiserver, self.env.kubectl, self.env.kubeconfig)
             if text is not None:
@@ -106,6 +112,7 @@ class Session:
             controller=procstats.sample(proc.pid) if proc.alive else None,
             components_cpu=procstats.cpu_by_name(pids),
             harness_cpu=procstats.self_cpu_seconds(),
+            store=storesize.from_metrics(text, etcd) if store else {},
         )
 
     async def settle(

@@ -9,6 +9,7 @@ puts on its Jobs are the names themselves, which is how the observer maps a Job 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -94,6 +95,9 @@ class Workload:
     run_seconds: float = 0.0
     """How long each pod runs (kwok Stage annotation; ignored by real kubelets)."""
     suspend_jobs: bool = False
+    job_retention: str | None = None
+    """`executionPolicy.jobRetention` of every flow (None: left out, the API's default `All`). zen-flow's
+    only: the baseline's Jobs stay until their namespace goes, as `All` keeps them."""
 
     @property
     def steps(self) -> int:
@@ -119,7 +123,9 @@ class Workload:
 
 def flow_manifest_for(workload: Workload, flow: str, namespace: str) -> dict[str, Any]:
     steps = [job_step(name, *deps, template=workload.template(name)) for name, deps in workload.dag.steps]
-    return flow_manifest(flow, namespace, steps)
+    if workload.job_retention is None:
+        return flow_manifest(flow, namespace, steps)
+    return flow_manifest(flow, namespace, steps, executionPolicy={"jobRetention": workload.job_retention})
 
 
 def baseline_job(workload: Workload, flow: str, step: str, namespace: str) -> dict[str, Any]:
@@ -185,8 +191,11 @@ PRESETS: Mapping[str, Mapping[str, int]] = {
 WORKLOAD_NAMES = ("chain", "diamond", "wide", "many", "many-large", "drain", "waiting", "cache", "length")
 
 
-def build_workloads(sizes: Mapping[str, int], only: frozenset[str] | None = None) -> list[Workload]:
-    """The workloads of one run, in run order; `only` keeps those named (see WORKLOAD_NAMES)."""
+def build_workloads(
+    sizes: Mapping[str, int], only: frozenset[str] | None = None, job_retention: str | None = None
+) -> list[Workload]:
+    """The workloads of one run, in run order; `only` keeps those named (see WORKLOAD_NAMES); every
+    flow with `job_retention` (`--job-retention`)."""
     s = sizes
     candidates = [
         Workload(
@@ -228,7 +237,7 @@ def build_workloads(sizes: Mapping[str, int], only: frozenset[str] | None = None
         fan = wide(longest - 1)
         candidates.append(Workload(f"length-wide-{longest}", f"1 x wide 1 -> {longest - 1}", "flows", fan, 1))
     return [
-        w
+        dataclasses.replace(w, job_retention=job_retention)
         for w in candidates
         if w.flows > 0 and (only is None or w.name in only or w.name.startswith("length-"))
     ]

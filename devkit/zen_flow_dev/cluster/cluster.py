@@ -92,8 +92,7 @@ class LocalCluster:
         self.node: RealNode | None = None
         self._lock = threading.Lock()
         self.startup_seconds: dict[str, float] = {}
-        """Wall-clock seconds per start-up phase (etcd, kube-apiserver, components, node, smoke-job,
-        total)."""
+        """Seconds per start-up phase (etcd, kube-apiserver, components, node, smoke-job, total)."""
 
     # -- public surface -------------------------------------------------------------------------------
 
@@ -119,8 +118,12 @@ class LocalCluster:
         return self.pki.ca.cert_path
 
     @property
+    def ports(self) -> components.Ports:
+        return self._require(self._ports, "ports")
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self._require(self._ports, 'server').apiserver}"
+        return f"https://127.0.0.1:{self.ports.apiserver}"
 
     def component_logs(self) -> dict[str, Path]:
         node = self.node.processes if self.node is not None else []

@@ -48,9 +48,14 @@ class Ports:
     scheduler: int
     kwok: int
 
+    @property
+    def etcd_url(self) -> str:
+        """etcd's client URL (plain HTTP on loopback): its /metrics say how big the store is."""
+        return f"http://127.0.0.1:{self.etcd_client}"
+
 
 def etcd_argv(bin_dir: Path, data_dir: Path, ports: Ports) -> list[str]:
-    client = f"http://127.0.0.1:{ports.etcd_client}"
+    client = ports.etcd_url
     peer = f"http://127.0.0.1:{ports.etcd_peer}"
     return [
         str(bin_dir / "etcd"),
@@ -115,7 +120,7 @@ def apiserver_argv(
     server = f"https://127.0.0.1:{ports.apiserver}"
     return [
         str(bin_dir / "kube-apiserver"),
-        f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+        f"--etcd-servers={ports.etcd_url}",
         "--bind-address=127.0.0.1",
         # Without it the apiserver looks for a default route and dies on hosts without one.
         "--advertise-address=127.0.0.1",

@@ -71,6 +71,7 @@ def validate_jobflow(
     skip_spec: bool = False,
     spec_bytes: bytes | None = None,
     known: KnownSpec | None = None,
+    bound: list[int] | None = None,
 ) -> list[FieldError]:
     """Every problem with `obj` as a JobFlow; an empty list means valid.
 
@@ -79,7 +80,9 @@ def validate_jobflow(
     flow costs no step checks. `known`: the spec is one the webhook accepted before but for its argument
     values (accepted.py), so only `spec.arguments` is read (the spec needs no other member) and the size
     is checked from `known`. `spec_bytes`: the spec's JSON as the apiserver sent it, for the size check
-    (else it is serialised here)."""
+    (else it is serialised here). `bound`: the spec's status bound (size.status_bound) is appended to it
+    when the size check computed it for `obj`'s own spec, so the webhook, which remembers it with an
+    accepted spec, does not walk a 500-step spec for it a second time."""
     errors: list[FieldError] = []
     r = Reader(errors)
     root = r.resource(obj, KIND)
@@ -100,7 +103,9 @@ def validate_jobflow(
         # Not JSON at all (a YAML alias cycle): no size to check; the apiserver would never see it.
         with contextlib.suppress(ValueError, TypeError, RecursionError):
             spec_bytes = spec_json(spec)
-    check_spec(r, spec, flow_name, spec_bytes)
+    status = check_spec(r, spec, flow_name, spec_bytes)
+    if bound is not None and status is not None:
+        bound.append(status)
     return errors
 
 
@@ -130,8 +135,10 @@ def check_flow_metadata(r: Reader, meta: Mapping[str, Any]) -> str:
     return name or ""
 
 
-def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: bytes | None) -> None:
-    """`encoded`: the spec as compact JSON (its size must fit in etcd), None when it is not JSON."""
+def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: bytes | None) -> int | None:
+    """`encoded`: the spec as compact JSON (its size must fit in etcd), None when it is not JSON. Returns
+    the status bound of `spec` when the size check computed it (None: not computed, or computed for a
+    spec with its Flow steps' matrices set aside, not `spec`)."""
     needs: PolicyNeeds | None = None
     policy = r.mapping(spec.get("executionPolicy"), SPEC + ".executionPolicy")
     if policy is not None:
@@ -155,13 +162,13 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     if spec.get("templateRef") is not None:
         check_template_ref(r, spec)
         if spec.get("steps") is None:
-            return  # not expanded yet: its steps are the template's (expansion.py), checked with them
+            return None  # not expanded yet: its steps are the template's (expansion.py), checked with them
         # Both: the steps are still checked below. Expansion removes templateRef, so a stored flow never
         # holds both: this is a create that wrote both, or an edit giving an expanded flow a templateRef.
         r.add(forbidden(SPEC + ".templateRef", BOTH))
     elif spec.get("steps") is None:
         r.add(required(steps_path, NEITHER))
-        return
+        return None
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
     check_flow_locks(r, spec, raw_steps or ())
@@ -221,11 +228,14 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         if info is not None:
             _check_step_policy(r, step, path, name, info, needs)
     check_cycle(r, index)
+    status = None
     if encoded is not None:
-        _check_size(r, len(encoded), status_bound(spec))
+        status = status_bound(spec)
+        _check_size(r, len(encoded), status)
     if matrix is not None:
         # Items share their matrix step's path: one error of its template would be said per item.
         r.errors[:] = said_once(r.errors, matrix)
+    return None if fanned else status
 
 
 def _check_arguments(r: Reader, spec: Mapping[str, Any]) -> frozenset[str]:

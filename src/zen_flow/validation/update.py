@@ -95,13 +95,17 @@ def validate_update(
     known: KnownSpec | None = None,
     spec_kept: bool = False,
     spec_bytes: bytes | None = None,
+    bound: list[int] | None = None,
 ) -> list[FieldError]:
     """The new object's own errors (approvals included) plus the transition rules; [] means fine.
     `known`: the new spec is one the webhook accepted before, argument values aside (validate_jobflow).
     `spec_kept`: the caller knows the spec did not change (the webhook compared its bytes), and may leave
-    it out of both objects unless approval annotations need it. `spec_bytes`: as for `validate_jobflow`."""
+    it out of both objects unless approval annotations need it. `spec_bytes`, `bound`: as for
+    `validate_jobflow`, of the new object."""
     ratcheted = _ratcheted(old, new, spec_kept)
-    found = validate_jobflow(new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known)
+    found = validate_jobflow(
+        new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known, bound=bound
+    )
     found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if errors and "spec" not in ratcheted and _get(old, "spec") is not None:

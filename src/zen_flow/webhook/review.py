@@ -224,12 +224,13 @@ def _check_create(raw: RawObject) -> Checked:
             obj["spec"] = raw.member_part("spec", ("arguments",))
         return validate_jobflow(obj, known=known) + validate_approvals(obj), known.warnings
     obj = raw.decode(reuse={"metadata": meta, "spec": raw.decode_spec()})
-    errors = validate_jobflow(obj, spec_bytes=spec) + validate_approvals(obj)
+    bound: list[int] = []  # the size check's status bound, remembered below rather than computed again
+    errors = validate_jobflow(obj, spec_bytes=spec, bound=bound) + validate_approvals(obj)
     if errors:
         return errors, ()
     warnings = _warnings(obj, spec)
     if key is not None:
-        ACCEPTED.add(key, status_bound(obj["spec"]), warnings)
+        ACCEPTED.add(key, bound[0] if bound else status_bound(obj["spec"]), warnings)
     return errors, warnings
 
 
@@ -246,7 +247,8 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> Checked:
     old = old if isinstance(old, Mapping) else {}
     key = _spec_key(new_raw, meta, spec)
     known = None if key is None or spec is None else ACCEPTED.recall(key, len(spec))
-    errors = validate_update(old, new, known=known, spec_bytes=spec)
+    bound: list[int] = []  # as in _check_create
+    errors = validate_update(old, new, known=known, spec_bytes=spec, bound=bound)
     if errors:
         return errors, ()
     if known is not None:
@@ -255,7 +257,7 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> Checked:
     warnings = _warnings(new, spec)
     # Not a spec equal to the stored one in other bytes: its problems are ratcheted, not checked.
     if key is not None and new["spec"] != old.get("spec"):
-        ACCEPTED.add(key, status_bound(new["spec"]), warnings)
+        ACCEPTED.add(key, bound[0] if bound else status_bound(new["spec"]), warnings)
     return errors, warnings
 
 
