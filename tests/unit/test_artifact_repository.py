@@ -15,14 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from validation_samples import ErrorType, Flow, assert_error, assert_valid, base_flow, mutated, step
 
-from zen_flow.api.transfer import DOWNLOADER, PLAN_ENV, UPLOADER, TransferPlan, UploadReport
+from zen_flow.api.transfer import DOWNLOADER, UPLOADER, UploadReport
 from zen_flow.core.naming import job_name
-from zen_flow.planner import CreateJob
 from zen_flow.validation import validate_jobflow, validate_update
 from zen_flow.validation.expansion import expand
 from zen_flow.validation.warnings import flow_warnings
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
+from zen_flow_dev.testing.transfer_plans import container, created, transfer_plan
 
 E = ErrorType
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -62,7 +62,12 @@ def test_a_flow_with_a_repository_stores_outputs_without_s3_and_later_steps_may_
     assert_valid(with_repository({"s3": {"bucket": "flows"}}))
     # Without the repository the same input is refused, as before.
     del flow["spec"]["artifactRepository"]
-    assert_error(flow, "spec.steps[3].inputs.artifacts[0].from", E.INVALID, "(it has no s3)")
+    assert_error(
+        flow,
+        "spec.steps[3].inputs.artifacts[0].from",
+        E.INVALID,
+        "(it has no s3 and the flow no spec.artifactRepository)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -150,24 +155,6 @@ def consumer() -> dict[str, Any]:
     return job_step("b", "a", inputs={"artifacts": [{"name": "app", "from": "a/app", "path": "/in/app"}]})
 
 
-def created(sim: Simulator, step_name: str) -> dict[str, Any] | None:
-    bodies = [
-        a.body for p in sim.plans for a in p.actions if isinstance(a, CreateJob) and a.step == step_name
-    ]
-    return bodies[-1] if bodies else None
-
-
-def container(body: dict[str, Any], name: str) -> dict[str, Any] | None:
-    spec = body["spec"]["template"]["spec"]
-    return next((c for c in spec.get("initContainers") or () if c["name"] == name), None)
-
-
-def transfer_plan(found: dict[str, Any] | None) -> TransferPlan:
-    assert found is not None
-    value = next(e["value"] for e in found["env"] if e["name"] == PLAN_ENV)
-    return TransferPlan.model_validate_json(value)
-
-
 def secret_refs(found: dict[str, Any]) -> dict[str, dict[str, str]]:
     return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in found["env"] if "valueFrom" in e}
 
@@ -234,6 +221,15 @@ def test_without_a_key_prefix_the_key_is_zen_flows_default() -> None:
     assert (upload.s3.access_key_env, upload.s3.secret_key_env) == (None, None)
 
 
+@pytest.mark.parametrize("prefix", ["/x", "x/", "/x/"])
+def test_the_slashes_around_the_key_prefix_are_dropped(prefix: str) -> None:
+    sim = planned(producer(), repository={"s3": {"bucket": "flows", "keyPrefix": prefix}})
+    body = created(sim, "a")
+    assert body is not None
+    (upload,) = transfer_plan(container(body, UPLOADER)).uploads
+    assert upload.s3.key == "x/default/flow/uid-flow/a/app"
+
+
 def test_an_artifacts_own_s3_wins_whole() -> None:
     own = {"bucket": "mine", "endpoint": "https://s3.example.com"}
     sim = planned(producer(s3=own), repository=REPOSITORY)
@@ -266,9 +262,9 @@ def test_an_artifacts_own_s3_wins_whole() -> None:
     ),
     stored=st.booleans(),
 )
-def test_without_a_repository_the_planned_job_is_as_before(s3: dict[str, Any], stored: bool) -> None:
-    """Property: a repository changes nothing for an output with its own s3, and a flow without one plans
-    exactly what it did (an output without s3 is not stored: no uploader at all)."""
+def test_a_repository_changes_nothing_for_an_output_with_its_own_s3(s3: dict[str, Any], stored: bool) -> None:
+    """Property: a repository changes nothing for an output with its own s3, and without one an output
+    without s3 is not stored: no uploader at all."""
     artifact = {"s3": s3} if stored else {}
     plain = created(planned(producer(**artifact)), "a")
     assert plain is not None

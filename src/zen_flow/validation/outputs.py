@@ -188,6 +188,11 @@ def check_outputs(
         supplied = r.mapping(source.get("supplied"), src_path + ".supplied")
         if supplied is not None:
             check_supplied(r, supplied, src_path + ".supplied")
+    if manual and outputs.get("artifacts"):
+        # Stored by nobody, with or without s3 or spec.artifactRepository: a later step taking one
+        # `from` the gate would fail once it ran, so refused here, as on a Flow step (flow_steps.py).
+        r.add(forbidden(path + ".artifacts", "a Manual step runs no pod, so it has no files to store"))
+        return
     names = set()
     for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
         check_item_name(r, artifact, item_path, names)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.validation.errors import forbidden, invalid, too_long
+from zen_flow.validation.formats import s3_key_problem
 from zen_flow.validation.io import check_s3
 from zen_flow.validation.reader import Reader
 
@@ -42,9 +43,12 @@ def check_repository(r: Reader, value: Any) -> None:
     prefix = r.string(s3.get("keyPrefix"), path + ".keyPrefix")
     if prefix is None:
         return
+    # The planner takes off the slashes around it (planner/artifacts.key_prefix); the rest is a key's.
     if not prefix.strip("/"):
         r.add(
             invalid(path + ".keyPrefix", prefix, "must hold a name (e.g. team-a/artifacts), not only slashes")
         )
+    elif problem := s3_key_problem(prefix.strip("/")):
+        r.add(invalid(path + ".keyPrefix", prefix, problem))
     elif len(prefix.encode()) > MAX_KEY_PREFIX:
         r.add(too_long(path + ".keyPrefix", prefix, MAX_KEY_PREFIX, "an S3 key has at most 1024 bytes"))
