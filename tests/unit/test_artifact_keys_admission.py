@@ -46,13 +46,13 @@ def with_prefix(prefix: str) -> Flow:
 
 
 @pytest.mark.parametrize(
-    "prefix", ["../x", "a/../../b", "./x", "a/./b", "a//b", "x/..", "a\nb", "a\x00b", "a\tb", "a\x7fb"]
+    "prefix", ["../x", "a/../../b", "./x", "a/./b", "x/..", "a\nb", "a\x00b", "a\tb", "a\x7fb"]
 )
-def test_a_key_prefix_with_a_dot_or_empty_segment_or_a_control_character_is_refused(prefix: str) -> None:
+def test_a_key_prefix_with_a_dot_segment_or_a_control_character_is_refused(prefix: str) -> None:
     assert_error(with_prefix(prefix), PREFIX, E.INVALID, "")
 
 
-@pytest.mark.parametrize("prefix", ["team-a", "/team-a/", "team-a/ci", "a.b/..c/d..", "ünïcode"])
+@pytest.mark.parametrize("prefix", ["team-a", "/team-a/", "team-a/ci", "a//b", "a.b/..c/d..", "ünïcode"])
 def test_a_key_prefix_of_names_is_accepted(prefix: str) -> None:
     assert [str(e) for e in validate_jobflow(with_prefix(prefix))] == []
 
@@ -72,12 +72,13 @@ def with_key(key: str) -> Flow:
     return mutated(mutation)
 
 
-@pytest.mark.parametrize("key", ["../x", "a/../b", "./x", "a//b", "/x", "x/", "a\rb", "a\x01b"])
-def test_an_s3_key_with_a_dot_or_empty_segment_or_a_control_character_is_refused(key: str) -> None:
+@pytest.mark.parametrize("key", ["../x", "a/../b", "./x", "x/.", "a\rb", "a\x01b"])
+def test_an_s3_key_with_a_dot_segment_or_a_control_character_is_refused(key: str) -> None:
     assert_error(with_key(key), "spec.steps[0].outputs.artifacts[0].s3.key", E.INVALID, "")
 
 
-@pytest.mark.parametrize("key", ["reports/out.tgz", "a..b/c.d", "x"])
+# Valid S3 keys the client sends as they are: accepted before admission checked keys, and still.
+@pytest.mark.parametrize("key", ["reports/out.tgz", "a..b/c.d", "x", "/x", "x/", "a//b"])
 def test_an_s3_key_of_names_is_accepted(key: str) -> None:
     assert [str(e) for e in validate_jobflow(with_key(key))] == []
 
