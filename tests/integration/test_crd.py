@@ -113,6 +113,17 @@ def kitchen_sink_spec() -> dict[str, Any]:
             "configMapTemplates": [{"metadata": {"name": "cfg"}, "data": {"k": "v"}}],
         },
         "suspend": False,
+        "artifactRepository": {
+            "s3": {
+                "endpoint": "https://s3.example.com",
+                "bucket": "flows",
+                "keyPrefix": "team-a/artifacts",
+                "region": "eu-west-1",
+                "insecure": False,
+                "accessKeyIDSecretRef": key_ref,
+                "secretAccessKeySecretRef": key_ref,
+            }
+        },
         "stepDefaults": {
             "metadata": {"labels": {"kueue.x-k8s.io/queue-name": "team-a"}, "annotations": {"cost": "42"}},
             "podSpec": {

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from zen_flow.api import constants
-from zen_flow.validation import validate_jobflow
+from zen_flow.validation import validate_jobflow, validate_update
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template, manual_step
 
 POLICIES = Path(__file__).parents[2] / "config" / "crd" / "admission-policies.yaml"
@@ -370,3 +370,34 @@ def test_the_flows_own_locks_cannot_change_once_it_started_as_the_validator_says
         else:
             assert refused == []
     assert immutable_refusals(old, old) == []
+
+
+@pytest.mark.parametrize("phase", ["Running", "Pending"])
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"s3": {"bucket": "flows"}}, {"s3": {"bucket": "other"}}),
+        ({"s3": {"bucket": "flows"}}, None),
+        (None, {"s3": {"bucket": "flows"}}),
+        ({"s3": {"bucket": "flows"}}, {"s3": {"bucket": "flows"}}),
+    ],
+)
+def test_the_artifact_repository_cannot_change_once_the_flow_started_as_the_validator_says(
+    phase: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> None:
+    def manifest(repository: dict[str, Any] | None) -> dict[str, Any]:
+        extra = {"artifactRepository": repository} if repository is not None else {}
+        flow = flow_manifest("f", "ns", [job_step("a")], **extra)
+        flow["status"] = {"phase": phase}
+        return flow
+
+    old, new = manifest(before), manifest(after)
+    refused = immutable_refusals(old, new)
+    validator = [str(e) for e in validate_update(old, new) if "artifactRepository" in e.path]
+    changed = before != after and phase == "Running"
+    assert bool(refused) == bool(validator) == changed, (refused, validator)
+    if changed:
+        assert refused == [
+            "spec.artifactRepository cannot change once the flow has started (its outputs stored "
+            "there are fetched from there by later steps); create a new JobFlow instead"
+        ]

@@ -41,6 +41,7 @@ from zen_flow.core.durations import parse_duration
 from zen_flow.planner import status as planner_status
 from zen_flow.planner import steps as planner_steps
 from zen_flow.validation import limits, outputs, policy, size, validate_jobflow
+from zen_flow.validation.repository import MAX_KEY_PREFIX
 from zen_flow_dev.testing.examples import all_flow_params
 from zen_flow_dev.testing.flows import flow_manifest, job_step
 
@@ -539,3 +540,9 @@ def test_the_models_keep_every_field_of_the_examples(example: Path) -> None:
     doc = yaml.safe_load(example.read_text())
     flow = JobFlow.model_validate(doc)
     assert flow.spec.model_dump(by_alias=True, exclude_unset=True, mode="json") == doc["spec"]
+
+
+def test_the_crd_bounds_the_key_prefix_as_the_validator_does() -> None:
+    repository = SCHEMA["properties"]["spec"]["properties"]["artifactRepository"]["properties"]["s3"]
+    # The CRD counts characters, the validator bytes: a prefix the CRD lets through is checked again.
+    assert repository["properties"]["keyPrefix"]["maxLength"] == MAX_KEY_PREFIX

@@ -544,7 +544,12 @@ def test_an_input_from_an_artifact_that_is_not_stored_is_refused() -> None:
         del step(flow, "a")["outputs"]["artifacts"][0]["s3"]
         step(flow, "c")["inputs"] = {"artifacts": [{"name": "x", "from": "a/out", "path": "/in/x"}]}
 
-    assert_error(mutated(unstored), f"{C_IN}.artifacts[0].from", E.INVALID, "(it has no s3)")
+    assert_error(
+        mutated(unstored),
+        f"{C_IN}.artifacts[0].from",
+        E.INVALID,
+        "(it has no s3 and the flow no spec.artifactRepository)",
+    )
 
 
 def test_the_bare_step_form_needs_exactly_one_stored_artifact() -> None:

@@ -102,6 +102,8 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
     names = draw(st.lists(labels, min_size=1, max_size=12, unique=True))
     arguments = draw(st.lists(labels, max_size=3, unique=True))
     with_pfp = draw(st.booleans())
+    # With an artifact repository an output without s3 is stored too, and later steps may take it.
+    repository = draw(st.booleans())
     steps: list[dict[str, Any]] = []
     ancestors: dict[str, set[str]] = {}
     manual: set[str] = set()
@@ -133,7 +135,7 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
                         "name": "out",
                         "path": "/out/data",
                         "archive": {"format": "tar", "compression": "gzip"},
-                        "s3": {"bucket": "results"},
+                        **({} if repository and draw(st.booleans()) else {"s3": {"bucket": "results"}}),
                     }
                 ],
             }
@@ -180,6 +182,25 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
             )
         steps.append(step)
     spec: dict[str, Any] = {"steps": steps}
+    if repository:
+        spec["artifactRepository"] = {
+            "s3": {
+                "bucket": "flows",
+                **draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "endpoint": st.sampled_from(["http://minio:9000", "https://s3.example.com"]),
+                            "keyPrefix": st.sampled_from(["team-a", "a/b/", "/x"]),
+                            "region": st.just("eu-west-1"),
+                            "insecure": st.booleans(),
+                            "accessKeyIDSecretRef": st.just({"name": "creds", "key": "id"}),
+                            "secretAccessKeySecretRef": st.just({"name": "creds"}),
+                        },
+                    )
+                ),
+            }
+        }
     if arguments:
         spec["arguments"] = {
             "parameters": [

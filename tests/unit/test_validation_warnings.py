@@ -21,8 +21,8 @@ from zen_flow.webhook import review as review_module
 from zen_flow.webhook.review import validate_review
 
 WARNING = (
-    "spec.steps[0].outputs.artifacts[0]: no s3, so out is stored nowhere and no later step can take it "
-    "(the original meant to keep it in a ConfigMap)"
+    "spec.steps[0].outputs.artifacts[0]: no s3, so out is stored nowhere (the flow sets no "
+    "spec.artifactRepository) and no later step can take it (the original meant to keep it in a ConfigMap)"
 )
 
 

@@ -106,14 +106,17 @@ def make_flow(
     arguments: Mapping[str, str] | None = None,
     step_defaults: Mapping[str, Any] | None = None,
     synchronization: Mapping[str, Any] | None = None,
+    artifact_repository: Mapping[str, Any] | None = None,
 ) -> JobFlow:
     """A parsed JobFlow (uid `uid-<name>`, creationTimestamp `created`; `synchronization`: the flow's own
-    locks) for planner tests."""
+    locks; `artifact_repository`: its spec.artifactRepository) for planner tests."""
     spec: dict[str, Any] = {}
     if step_defaults is not None:
         spec["stepDefaults"] = dict(step_defaults)
     if synchronization is not None:
         spec["synchronization"] = dict(synchronization)
+    if artifact_repository is not None:
+        spec["artifactRepository"] = dict(artifact_repository)
     if execution_policy is not None:
         spec["executionPolicy"] = dict(execution_policy)
     if suspend is not None:

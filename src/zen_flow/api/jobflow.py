@@ -17,7 +17,7 @@ from pydantic import Field
 from zen_flow.api.constants import API_VERSION, DEFAULT_REQUIRED_APPROVALS, KIND, StepType
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.meta import Model, ObjectMeta
-from zen_flow.api.step_io import StepInputs, StepOutputs
+from zen_flow.api.step_io import ArtifactRepository, StepInputs, StepOutputs
 
 # --- spec ---------------------------------------------------------------------------------------------
 
@@ -337,6 +337,8 @@ class Arguments(Model):
 
 class JobFlowSpec(Model):
     arguments: Arguments | None = None
+    # Where output artifacts without `s3` of their own are stored (planner/artifacts.py); None: nowhere.
+    artifact_repository: ArtifactRepository | None = None
     execution_policy: ExecutionPolicy | None = None
     resource_templates: ResourceTemplates | None = None
     # What every Job step's Job gets where its template does not say (core/step_defaults.py).

@@ -55,6 +55,26 @@ class S3Target(Model):
     secret_access_key_secret_ref: KeyRef | None = None
 
 
+class S3Repository(Model):
+    """`spec.artifactRepository.s3`: where a flow stores its output artifacts that name no `s3` of their
+    own, each under `<key_prefix>/<namespace>/<flow>/<uid prefix>/<step>/<artifact>` (planner/artifacts.py);
+    the fields S3Target's, with a key prefix in place of a key."""
+
+    endpoint: str | None = None
+    bucket: str | None = None
+    key_prefix: str | None = None
+    region: str | None = None
+    insecure: bool | None = None
+    access_key_id_secret_ref: KeyRef | None = Field(default=None, alias="accessKeyIDSecretRef")
+    secret_access_key_secret_ref: KeyRef | None = None
+
+
+class ArtifactRepository(Model):
+    """`spec.artifactRepository`, as Argo's default artifact repository (S3-compatible storage only)."""
+
+    s3: S3Repository | None = None
+
+
 class InputArtifact(Model):
     name: str = ""
     from_: str | None = Field(default=None, alias="from")

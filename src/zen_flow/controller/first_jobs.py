@@ -9,7 +9,9 @@ one, and the Job of a step the edit removed would run on, untracked. So the Jobs
 changed or removed are deleted, and those steps start from the new spec; all of them when the arguments,
 the pod failure policy or the step defaults (copied into every Job) changed, or the flow's own locks
 (`spec.synchronization`: the Jobs ran under the locks it named then, which may guard other work than those
-it names now). Other edits (a label, `suspend`, the TTL) keep the Jobs: the retried status write records them.
+it names now), or its artifact repository (`spec.artifactRepository`: the Jobs store their outputs
+where it named then). Other edits (a label, `suspend`, the TTL) keep the Jobs: the retried status
+write records them.
 
 Held in memory only: a restart between the refused write and the next reconcile loses it (the race needs
 an edit within the milliseconds between the creates and the write; a restart there too is not covered).
@@ -42,6 +44,7 @@ def _shared(flow: JobFlow) -> tuple[Any, ...]:
         policy.pod_failure_policy if policy is not None else None,
         flow.spec.step_defaults,
         flow.spec.synchronization,
+        flow.spec.artifact_repository,
     )
 
 

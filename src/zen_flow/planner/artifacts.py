@@ -13,6 +13,9 @@ decision 11). For a step with artifacts the Job's pod gets:
   An output's path must be on a volume the uploader can mount too: a volume of the template that covers
   it, or else zen-flow mounts an empty directory of `zf-artifacts` at the path's parent directory.
 
+An output is stored where its own `s3` says, or, without one, in the flow's `spec.artifactRepository`
+(`stored_in`); a flow without either stores it nowhere.
+
 Credentials are env vars of the transfer containers only, filled by the kubelet from the Secrets the
 flow names (`valueFrom.secretKeyRef`). The transfer plan itself is JSON in env `ZF_ARTIFACTS`.
 """
@@ -48,6 +51,7 @@ MOUNT = "/zf-artifacts"
 READY_FILE = f"{MOUNT}/.uploader-ready"
 SCRATCH = f"{MOUNT}/.scratch"
 DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
+DEFAULT_PREFIX = "zen-flow"  # the keys' first part, unless the flow's artifact repository names its own
 DEFAULT_KEYS = {"access": "accessKeyID", "secret": "secretAccessKey"}  # Secret keys when a ref names none
 
 # step name, artifact name -> what that step stored (None: nothing, e.g. an optional one was missing)
@@ -61,9 +65,33 @@ class ArtifactOptions(Model):
     pull_policy: str = "IfNotPresent"
 
 
-def uploads(step: Step) -> tuple[OutputArtifact, ...]:
-    """The output artifacts that are stored (those with `s3`; without it there is nowhere to put them)."""
-    return tuple(a for a in (step.outputs.artifacts if step.outputs else ()) if a.s3 is not None)
+def stored_in(flow: JobFlow, artifact: OutputArtifact) -> S3Target | None:
+    """Where an output is stored: its own `s3`, whole (a field it leaves out is never the repository's),
+    else the flow's `spec.artifactRepository.s3` (its key the default one under the repository's prefix:
+    `_output_key`); None: nowhere."""
+    if artifact.s3 is not None:
+        return artifact.s3
+    repository = flow.spec.artifact_repository
+    s3 = repository.s3 if repository is not None else None
+    if s3 is None:
+        return None
+    return S3Target(
+        endpoint=s3.endpoint,
+        bucket=s3.bucket,
+        region=s3.region,
+        insecure=s3.insecure,
+        access_key_id_secret_ref=s3.access_key_id_secret_ref,
+        secret_access_key_secret_ref=s3.secret_access_key_secret_ref,
+    )
+
+
+def uploads(flow: JobFlow, step: Step) -> tuple[OutputArtifact, ...]:
+    """The output artifacts that are stored: those with `s3`, and in a flow with an artifact repository
+    every one (without either there is nowhere to put them)."""
+    artifacts = step.outputs.artifacts if step.outputs else ()
+    if flow.spec.artifact_repository is not None and flow.spec.artifact_repository.s3 is not None:
+        return artifacts
+    return tuple(a for a in artifacts if a.s3 is not None)
 
 
 def downloads(step: Step) -> tuple[InputArtifact, ...]:
@@ -75,11 +103,19 @@ def input_path(artifact: InputArtifact) -> str:
     return artifact.path or f"/tmp/artifacts/{artifact.name}"
 
 
-def storage_key(flow: JobFlow, step: str, artifact: str) -> str:
+def storage_key(flow: JobFlow, step: str, artifact: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Where an output without `s3.key` is stored: unique per flow object (the uid), stable across its
     attempts (a retry overwrites the failed attempt's object)."""
     meta = flow.metadata
-    return f"zen-flow/{meta.namespace}/{meta.name}/{meta.uid[:8]}/{step}/{artifact}"
+    return f"{prefix}/{meta.namespace}/{meta.name}/{meta.uid[:8]}/{step}/{artifact}"
+
+
+def repository_prefix(flow: JobFlow) -> str:
+    """The first part of the keys of the outputs the flow's repository stores: its `keyPrefix` without the
+    slashes around it (admission refuses one that is nothing else), else DEFAULT_PREFIX."""
+    repository = flow.spec.artifact_repository
+    given = repository.s3.key_prefix if repository is not None and repository.s3 is not None else None
+    return (given or "").strip("/") or DEFAULT_PREFIX
 
 
 def archive_of(spec: ArchiveSpec | None) -> Archive | None:
@@ -131,20 +167,24 @@ def _location(target: S3Target, key: str, credentials: Credentials) -> S3Locatio
 
 
 def _output_key(flow: JobFlow, step: str, artifact: OutputArtifact) -> str:
-    return (artifact.s3.key if artifact.s3 else None) or storage_key(flow, step, artifact.name)
+    if artifact.s3 is not None:  # its own s3, whole: the repository's prefix is not its
+        return artifact.s3.key or storage_key(flow, step, artifact.name)
+    return storage_key(flow, step, artifact.name, repository_prefix(flow))
 
 
 def output_url(flow: JobFlow, step: str, artifact: OutputArtifact) -> str:
     """Where a stored output is, as status shows it (s3://bucket/key)."""
-    bucket = artifact.s3.bucket if artifact.s3 else ""
+    target = stored_in(flow, artifact)
+    bucket = target.bucket if target is not None else ""
     return f"s3://{bucket}/{_output_key(flow, step, artifact)}"
 
 
 def output_location(
     flow: JobFlow, step: str, artifact: OutputArtifact, credentials: Credentials
 ) -> S3Location:
-    assert artifact.s3 is not None  # `uploads` returns only outputs with s3
-    return _location(artifact.s3, _output_key(flow, step, artifact), credentials)
+    target = stored_in(flow, artifact)
+    assert target is not None  # `uploads` returns only outputs stored somewhere
+    return _location(target, _output_key(flow, step, artifact), credentials)
 
 
 def _download(
@@ -171,13 +211,14 @@ def _download(
         return Download(name=artifact.name, dest=dest, s3=location)
     step_name, _, name = (artifact.from_ or "").partition("/")
     producer = next((s for s in flow.spec.steps if s.name == step_name), None)
-    candidates = uploads(producer) if producer is not None else ()
+    candidates = uploads(flow, producer) if producer is not None else ()
     if not name and len(candidates) == 1:
         name = candidates[0].name  # the original's bare "<step>": its one stored artifact
     declared = next((a for a in candidates if a.name == name), None)
     if declared is None:
         raise JobBuildError(
-            f"{what}: step {step_name} stores no artifact {name or '(unnamed)'} (outputs.artifacts[].s3)"
+            f"{what}: step {step_name} stores no artifact {name or '(unnamed)'} (outputs.artifacts[].s3, "
+            "or spec.artifactRepository)"
         )
     ref = stored(step_name, name)
     if ref is None:
@@ -242,7 +283,7 @@ def add_transfers(
 ) -> dict[str, Any]:
     """Add the volume, the transfer containers and the mounts to the Job `body` (changed in place and
     returned); a Job without artifacts to move is returned as it is."""
-    inputs, outputs = downloads(step), uploads(step)
+    inputs, outputs = downloads(step), uploads(flow, step)
     if not inputs and not outputs:
         return body
     try:

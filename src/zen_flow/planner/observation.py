@@ -257,7 +257,7 @@ class Observation(ApprovalGates):
         """The Job completed: capture the output parameters; they go out in the same status write that
         marks the step Succeeded. One that cannot be captured fails the step (retrying reruns the work)."""
         name = job.metadata.name
-        if reads_messages(w.spec) and name not in self.messages:
+        if reads_messages(self.flow, w.spec) and name not in self.messages:
             # Its pod's termination messages have not been read yet (the controller reads them before
             # planning, see outputs.jobs_to_read): stay Running and look again in a moment.
             self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))

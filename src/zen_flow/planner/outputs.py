@@ -62,12 +62,12 @@ def check_size(what: str, value: str) -> None:
         raise OutputError(f"{what}: the value has {size} bytes, more than the limit of {MAX_VALUE_BYTES}")
 
 
-def reads_messages(step: Step) -> bool:
+def reads_messages(flow: JobFlow, step: Step) -> bool:
     """Must the pod of `step`'s completed Job be read: an output parameter comes from a termination
     message, or artifacts were stored (the uploader's report)?"""
     params = step.outputs.parameters if step.outputs is not None else ()
     written = any(p.value_from is not None and p.value_from.termination_message is not None for p in params)
-    return written or bool(uploads(step))
+    return written or bool(uploads(flow, step))
 
 
 def explains_failure(step: Step) -> bool:
@@ -89,7 +89,11 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     for job in compress(jobs, map(running.__contains__, map(JOB_NAME, jobs))):
         step = specs.get(running[job.metadata.name])
         # A failed Job's pod always: how its containers ended (exit code, OOMKilled) goes in the message.
-        if step is not None and not step.is_flow and (job.failed or (job.complete and reads_messages(step))):
+        if (
+            step is not None
+            and not step.is_flow
+            and (job.failed or (job.complete and reads_messages(flow, step)))
+        ):
             names.append(job.metadata.name)
     return tuple(names)
 
@@ -173,7 +177,7 @@ def capture_outputs(
     (nothing to store) for a step without either. `messages`: the termination messages of the Job's
     pod (containers and init containers), for what comes from the pod."""
     params = step.outputs.parameters if step.outputs is not None else ()
-    if not params and not uploads(step):
+    if not params and not uploads(flow, step):
         return current
     document: dict[str, Any] | None = None
     values: list[ParameterValue] = []
@@ -199,7 +203,7 @@ def capture_outputs(
         check_size(what, value)
         values.append(ParameterValue(name=param.name, value=value))
     try:
-        artifacts = stored_artifacts(flow, step, messages) if uploads(step) else ()
+        artifacts = stored_artifacts(flow, step, messages) if uploads(flow, step) else ()
     except ReportError as err:
         raise OutputError(str(err)) from None
     return StepOutputValues(parameters=tuple(values), artifacts=artifacts)

@@ -27,7 +27,7 @@ def stored_artifacts(
 ) -> tuple[ArtifactRef, ...]:
     """What the uploader stored, from its termination message; ReportError when an artifact that is
     not optional was not stored."""
-    items = uploads(step)
+    items = uploads(flow, step)
     if messages is None:
         raise ReportError(
             "output artifacts: the Job has no succeeded pod left to read the uploader's report from"

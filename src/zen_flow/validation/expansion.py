@@ -3,10 +3,11 @@
 Such a flow names its template and has no steps of its own; it may set `arguments` (values for the
 template's declared arguments), `executionPolicy` (its fields replace the template's, field by field),
 `stepDefaults` (over the template's, as a step's own over the defaults: core/step_defaults.py),
-`synchronization` (the flow's own locks: its own replace the template's whole) and `suspend`. `expand`
-returns the spec the flow is stored with: the template's steps, resourceTemplates and synchronization
-(unless the flow has its own), the template's arguments with the flow's values, the two policies merged,
-the two stepDefaults merged, and no `templateRef`: a stored flow holds steps or templateRef, never both
+`synchronization` (the flow's own locks: its own replace the template's whole), `artifactRepository`
+(likewise) and `suspend`. `expand` returns the spec the flow is stored with: the template's steps,
+resourceTemplates, synchronization and artifactRepository (the last two unless the flow has its own),
+the template's arguments with the flow's values, the two policies merged, the two stepDefaults merged,
+and no `templateRef`: a stored flow holds steps or templateRef, never both
 (the CRD, every validator and the webhook say so), so a flow expanded already cannot be given a
 templateRef again by an edit or a re-applied manifest; where it came from is the
 `workflow.kube-zen.io/template` label, informational (with `workflow.kube-zen.io/cluster-template: "true"`
@@ -197,9 +198,11 @@ def expand(
     defaults = layer(source.get("stepDefaults"), spec.get("stepDefaults"))
     if defaults is not None:
         expanded["stepDefaults"] = defaults
-    if spec.get("synchronization") is None and source.get("synchronization") is not None:
-        # The template's own locks are the flow's (a child flow's too), unless the flow names its own.
-        expanded["synchronization"] = source["synchronization"]
+    for member in ("synchronization", "artifactRepository"):
+        if spec.get(member) is None and source.get(member) is not None:
+            # The template's own locks and repository are the flow's (a child flow's too), unless the flow
+            # names its own, which replaces the template's whole.
+            expanded[member] = source[member]
     if errors:
         return Expansion(None, tuple(errors))
     _check_size(r, expanded, subject)

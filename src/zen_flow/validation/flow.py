@@ -42,6 +42,7 @@ from zen_flow.validation.policy import (
     check_policy_fits,
 )
 from zen_flow.validation.reader import Reader
+from zen_flow.validation.repository import check_repository, has_repository
 from zen_flow.validation.resources import check_resource_templates
 from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_json, status_bound
 from zen_flow.validation.step_defaults import check_step_defaults
@@ -150,6 +151,10 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     r.boolean(spec.get("suspend"), SPEC + ".suspend")
     if spec.get("stepDefaults") is not None:
         check_step_defaults(r, spec["stepDefaults"])
+    if spec.get("artifactRepository") is not None:  # also before a templateRef is expanded
+        check_repository(r, spec["artifactRepository"])
+    # Every output artifact is stored, those without `s3` of their own in the flow's repository.
+    stores_all = has_repository(spec)
     if spec.get("synchronization") is not None:  # its own rules, also before a templateRef is expanded
         check_synchronization(r, spec["synchronization"], OWN, kind="JobFlow")
     arguments = _check_arguments(r, spec)
@@ -193,8 +198,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         items = matrix_items(r, matrix)
         groups = dict(matrix.groups)
     check_step_names(r, items)
-    index = build_index(items, groups)
-    alike = step_memo()
+    index = build_index(items, groups, stores_all=stores_all)
+    alike = step_memo(stores_all=stores_all)
     placeholders = PlaceholderMemo()
     # Pods whose names leave room for the artifact transfer, by identity: the webhook decodes a template
     # that steps repeat as one object (decode_spec), and the spec keeps every one alive meanwhile.
@@ -215,7 +220,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         if outputs is not None:  # not an object: the step memo reported it
             check_output_references(r, name, outputs, path + ".outputs")
         pod = _pod_spec(step)
-        if pod is not None and id(pod) not in clean_pods and _moves_artifacts(inputs, outputs):
+        if pod is not None and id(pod) not in clean_pods and _moves_artifacts(inputs, outputs, stores_all):
             found = len(r.errors)
             check_transfer_names(r, pod, path + ".template.spec.template.spec")
             if len(r.errors) == found:
@@ -244,9 +249,10 @@ def _check_arguments(r: Reader, spec: Mapping[str, Any]) -> frozenset[str]:
 STEP_WIRING = frozenset({"name", "dependencies", "when", "inputs"})
 
 
-def step_memo() -> CheckMemo[TemplateInfo | None]:
+def step_memo(*, stores_all: bool = False) -> CheckMemo[TemplateInfo | None]:
     """A flow's steps checked once per distinct step, wiring aside; a step that differs still shares
-    the check of its Job template with the steps that have the same one."""
+    the check of its Job template with the steps that have the same one. `stores_all`: the flow has an
+    artifact repository, so every output artifact is stored (one memo is one flow's)."""
     templates = template_memo()
 
     def check(r: Reader, step: Mapping[str, Any], path: Path) -> TemplateInfo | None:
@@ -260,6 +266,7 @@ def step_memo() -> CheckMemo[TemplateInfo | None]:
                 _container_names(step),
                 _mount_paths(step),
                 manual=is_manual(step),
+                stores_all=stores_all,
             )
         return info
 
@@ -323,11 +330,13 @@ def _mount_paths(step: Mapping[str, Any]) -> list[str]:
     return paths
 
 
-def _moves_artifacts(inputs: Mapping[str, Any] | None, outputs: Mapping[str, Any] | None) -> bool:
+def _moves_artifacts(
+    inputs: Mapping[str, Any] | None, outputs: Mapping[str, Any] | None, stores_all: bool
+) -> bool:
     incoming = (inputs or {}).get("artifacts")
     outgoing = (outputs or {}).get("artifacts")
     stored = (
-        [a for a in outgoing if isinstance(a, dict) and a.get("s3") is not None]
+        [a for a in outgoing if isinstance(a, dict) and (stores_all or a.get("s3") is not None)]
         if isinstance(outgoing, list)
         else []
     )

@@ -169,3 +169,16 @@ def abs_path_problem(value: str) -> str | None:
     if "\x00" in value:
         return "must not contain NUL"
     return None
+
+
+def s3_key_problem(key: str) -> str | None:
+    """An S3 key (or a key prefix, its outer slashes taken off) the transfer can store under: the S3
+    client (minio's check_object_name) refuses `.` and `..` segments (urllib3 would fold them, so the
+    signed path and the sent one would differ); a control character breaks the request line. Refused at
+    admission rather than by the uploader after the step's work ran. Empty segments (`/x`, `x/`, `a//b`)
+    are valid S3 keys that the client sends as they are: accepted, as they always were."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        return "must not hold control characters"
+    if any(segment in (".", "..") for segment in key.split("/")):
+        return "no /-separated segment may be '.' or '..'"
+    return None

@@ -57,13 +57,14 @@ def _dependency_names(deps: Any) -> list[str]:
     return [d for d in deps if isinstance(d, str)]
 
 
-def _artifact_names(outputs: Any) -> tuple[frozenset[str], frozenset[str]]:
-    """The names of well-formed output artifacts (a mapping with a string name), and of those stored."""
+def _artifact_names(outputs: Any, stores_all: bool) -> tuple[frozenset[str], frozenset[str]]:
+    """The names of well-formed output artifacts (a mapping with a string name), and of those stored
+    (with `s3`, or all of them: `stores_all`, the flow's artifact repository stores the others)."""
     artifacts = outputs.get("artifacts") if isinstance(outputs, dict) else None
     if not isinstance(artifacts, list | tuple):
         return frozenset(), frozenset()
     named = [a for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str)]
-    stored = (a["name"] for a in named if isinstance(a.get("s3"), dict))
+    stored = (a["name"] for a in named if stores_all or isinstance(a.get("s3"), dict))
     return frozenset(a["name"] for a in named), frozenset(stored)
 
 
@@ -96,10 +97,14 @@ def _declared_order(graph: Graph) -> tuple[str, ...] | None:
 
 
 def build_index(
-    steps: Sequence[tuple[Path, Mapping[str, Any]]], groups: Mapping[str, tuple[str, ...]] | None = None
+    steps: Sequence[tuple[Path, Mapping[str, Any]]],
+    groups: Mapping[str, tuple[str, ...]] | None = None,
+    *,
+    stores_all: bool = False,
 ) -> StepIndex:
     """`steps` are the well-formed step objects with their paths (names already checked elsewhere);
-    `groups`: the flow's matrix steps and their items, when it has any."""
+    `groups`: the flow's matrix steps and their items, when it has any; `stores_all`: the flow has an
+    artifact repository, which stores every output artifact without `s3`."""
     paths: dict[str, Path] = {}
     outputs: dict[str, frozenset[str]] = {}
     stored: dict[str, frozenset[str]] = {}
@@ -120,7 +125,10 @@ def build_index(
             memoized.add(name)
         if (declared := step.get("outputs")) is not None:  # most have none: no entry (readers use .get)
             if (names := names_of.get(id(declared))) is None:
-                names = names_of[id(declared)] = (*_artifact_names(declared), _parameter_names(declared))
+                names = names_of[id(declared)] = (
+                    *_artifact_names(declared, stores_all),
+                    _parameter_names(declared),
+                )
             if names[0]:
                 outputs[name], stored[name] = names[0], names[1]
             if names[2]:

@@ -27,6 +27,7 @@ from zen_flow.validation.formats import (
     abs_path_problem,
     config_key_problem,
     label_problem,
+    s3_key_problem,
     subdomain_problem,
 )
 from zen_flow.validation.index import StepIndex
@@ -285,7 +286,8 @@ def _check_from(r: Reader, index: StepIndex, step: str, origin: str, path: Path)
             invalid(
                 path,
                 origin,
-                f"step {quote(parts[0])} does not store artifact {quote(parts[1])} (it has no s3), "
+                f"step {quote(parts[0])} does not store artifact {quote(parts[1])} (it has no s3 and the "
+                "flow no spec.artifactRepository), "
                 "so no later step can fetch it",
             )
         )
@@ -356,7 +358,9 @@ def _check_items(
 
 def check_s3(r: Reader, s3: Mapping[str, Any], path: Path, *, key_required: bool = False) -> None:
     r.string(s3.get("bucket"), path + ".bucket", require=True)
-    r.string(s3.get("key"), path + ".key", require=key_required)
+    key = r.string(s3.get("key"), path + ".key", require=key_required)
+    if key and (problem := s3_key_problem(key)):
+        r.add(invalid(path + ".key", key, problem))
     r.string(s3.get("region"), path + ".region")
     endpoint = r.string(s3.get("endpoint"), path + ".endpoint")
     if endpoint and not endpoint.startswith(("http://", "https://")):

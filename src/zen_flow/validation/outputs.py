@@ -86,14 +86,14 @@ def check_output_references(r: Reader, step: str, outputs: Mapping[str, Any], pa
 
 
 def _check_output_artifact(
-    r: Reader, artifact: Mapping[str, Any], path: Path, mounts: Sequence[str] | None
+    r: Reader, artifact: Mapping[str, Any], path: Path, mounts: Sequence[str] | None, stores_all: bool
 ) -> None:
     file_path = r.string(artifact.get("path"), path + ".path", require=True)
     if file_path is not None and (problem := abs_path_problem(file_path)):
         r.add(invalid(path + ".path", file_path, problem))
     elif (
         file_path is not None
-        and artifact.get("s3") is not None
+        and (stores_all or artifact.get("s3") is not None)
         and file_path.rstrip("/").count("/") < 2
         and not any(_under(file_path, m) for m in mounts or ())
     ):
@@ -145,11 +145,13 @@ def check_outputs(
     mounts: Sequence[str] | None = None,
     *,
     manual: bool = False,
+    stores_all: bool = False,
 ) -> None:
     """The outputs' own rules (check_output_references has the one that reads the step's name).
     `containers`: the names in the step's Job template (None when it has none to read); `mounts`: the
     mountPaths of its containers' volumes; `manual`: the step is a Manual gate, whose outputs are
-    supplied at its approval."""
+    supplied at its approval; `stores_all`: the flow's artifact repository stores the artifacts without
+    `s3` too."""
     names: set[str] = set()
     params = outputs.get("parameters")
     if isinstance(params, list) and len(params) > MAX_OUTPUT_PARAMETERS:
@@ -186,10 +188,15 @@ def check_outputs(
         supplied = r.mapping(source.get("supplied"), src_path + ".supplied")
         if supplied is not None:
             check_supplied(r, supplied, src_path + ".supplied")
+    if manual and outputs.get("artifacts"):
+        # Stored by nobody, with or without s3 or spec.artifactRepository: a later step taking one
+        # `from` the gate would fail once it ran, so refused here, as on a Flow step (flow_steps.py).
+        r.add(forbidden(path + ".artifacts", "a Manual step runs no pod, so it has no files to store"))
+        return
     names = set()
     for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
         check_item_name(r, artifact, item_path, names)
-        _check_output_artifact(r, artifact, item_path, mounts)
+        _check_output_artifact(r, artifact, item_path, mounts, stores_all)
 
 
 def check_supplied(r: Reader, supplied: Mapping[str, Any], path: Path) -> None:

@@ -56,6 +56,12 @@ AUDIT_BYTES = 600  # initiatedBy and correlationID
 # each name with its quotes and comma) and earlier ones in AUDIT_RETRIES_BYTES (planner.interventions).
 RETRY_ENTRY_BYTES = 253 + 256 + 30 + 80
 RETRY_STEP_BYTES = 3
+# An output the flow's artifact repository stores records its url, s3://<bucket>/<keyPrefix>/<key tail>:
+# the tail is <namespace>/<flow>/<uid prefix>/<step>/<artifact> (planner/artifacts.storage_key), here
+# without the artifact's name (added per artifact): "s3://", the slashes, a namespace (63), a flow
+# name (253), 8 of the uid, a step name (63) with a matrix item's "-NNN".
+REPOSITORY_URL_BYTES = 5 + 6 + 63 + 253 + 8 + 63 + 4
+DEFAULT_PREFIX = "zen-flow"  # planner/artifacts.DEFAULT_PREFIX (validation does not import the planner)
 
 
 def spec_json(spec: Mapping[str, Any]) -> bytes:
@@ -79,11 +85,12 @@ def status_bound(spec: Mapping[str, Any]) -> int:
     total += sum((len(name) + 4 + RETRY_STEP_BYTES) * (n - 1) for name, n in weights.items())
     # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
     by_outputs: dict[int, int] = {}
+    url = _repository_url_bytes(spec)
     for step in steps:
         outputs = step.get("outputs")
         if isinstance(outputs, dict):
             if (size := by_outputs.get(id(outputs))) is None:
-                size = by_outputs[id(outputs)] = _outputs_bound(outputs)
+                size = by_outputs[id(outputs)] = _outputs_bound(outputs, url)
             name = step.get("name")
             total += size * (weights.get(name, 1) if isinstance(name, str) else 1)
         if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
@@ -121,13 +128,32 @@ def _name_bytes(step: Mapping[str, Any]) -> int:
     return len(name) if isinstance(name, str) else 63
 
 
-def _outputs_bound(outputs: Mapping[str, Any]) -> int:
+def _repository_url_bytes(spec: Mapping[str, Any]) -> int | None:
+    """What the url of an output the flow's repository stores takes, but its artifact's name; None
+    without a repository (an output with its own s3 is within the 600 bytes per artifact)."""
+    s3 = _mapping(_mapping(spec.get("artifactRepository")).get("s3"))
+    if not s3:
+        return None
+    bucket, prefix = s3.get("bucket"), s3.get("keyPrefix")
+    prefix = prefix if isinstance(prefix, str) and prefix.strip("/") else DEFAULT_PREFIX
+    return (
+        REPOSITORY_URL_BYTES + len(prefix.encode()) + (len(bucket.encode()) if isinstance(bucket, str) else 0)
+    )
+
+
+def _outputs_bound(outputs: Mapping[str, Any], repository_url: int | None = None) -> int:
     total = 0
     for param in _items(outputs.get("parameters")):
         name = param.get("name")
         total += (len(name) if isinstance(name, str) else 253) + OUTPUT_VALUE_BYTES + 40
     # name, path, size and digest once artifacts are recorded
-    return total + 600 * len(_items(outputs.get("artifacts")))
+    artifacts = _items(outputs.get("artifacts"))
+    if repository_url is not None:  # the url of each one the repository stores
+        for artifact in artifacts:
+            name = artifact.get("name")
+            if artifact.get("s3") is None:
+                total += repository_url + (len(name) if isinstance(name, str) else 253)
+    return total + 600 * len(artifacts)
 
 
 def _supplies(outputs: Mapping[str, Any]) -> bool:

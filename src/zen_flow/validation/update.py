@@ -129,7 +129,15 @@ def validate_update(
         # flow's steps disagree about it.
         # The step defaults are in every Job created already, as the steps are; the flow's own locks
         # too: it took them (or not) when it started, and holds what it took.
-        for field in ("steps", "arguments", "stepDefaults", "templateRef", "synchronization"):
+        # The artifact repository is where the outputs stored already are, which later steps fetch.
+        for field in (
+            "steps",
+            "arguments",
+            "stepDefaults",
+            "templateRef",
+            "synchronization",
+            "artifactRepository",
+        ):
             if _get(old, "spec", field) != _get(new, "spec", field):
                 errors.append(forbidden(f"{SPEC}.{field}", f"{field} cannot change after the flow started"))
     return errors

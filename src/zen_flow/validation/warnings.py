@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
+from zen_flow.validation.repository import has_repository
 
 # The apiserver keeps a warning to 4 KiB in all and cuts longer ones; kubectl prints one line each.
 MAX_WARNINGS = 10
@@ -45,16 +46,19 @@ def _spec_warnings(spec: Mapping[str, Any] | None, at: str, *, template: bool = 
         return []
     steps = spec.get("steps")
     warnings: list[str] = []
+    # With an artifact repository every output is stored: those without s3 there.
+    stored_anyway = has_repository(spec)
     # isinstance of dict, not of Mapping (an ABC check: a Python call each, three per step of a 500-step
     # spec): a validated spec's steps, outputs and artifacts are dicts (Reader.mapping refuses the rest).
-    for i, step in enumerate(steps if isinstance(steps, list) else []):
+    for i, step in enumerate(steps if isinstance(steps, list) and not stored_anyway else []):
         outputs = step.get("outputs") if isinstance(step, dict) else None
         artifacts = outputs.get("artifacts") if isinstance(outputs, dict) else None
         for j, artifact in enumerate(artifacts if isinstance(artifacts, list) else []):
             if isinstance(artifact, dict) and "s3" not in artifact:
                 warnings.append(
                     f"{at}.steps[{i}].outputs.artifacts[{j}]: no s3, so {artifact.get('name')!s} is stored "
-                    "nowhere and no later step can take it (the original meant to keep it in a ConfigMap)"
+                    "nowhere (the flow sets no spec.artifactRepository) and no later step can take it (the "
+                    "original meant to keep it in a ConfigMap)"
                 )
     if len(warnings) > MAX_WARNINGS:
         warnings[MAX_WARNINGS - 1 :] = [f"and {len(warnings) - MAX_WARNINGS + 1} more artifacts without s3"]

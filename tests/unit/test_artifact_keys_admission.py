@@ -1,0 +1,134 @@
+"""Admission refuses what would pass and then break after the work ran: a Manual gate's output
+artifacts (a gate runs no pod, so nothing is ever stored, and a later step taking one `from` it would
+fail), and S3 keys the transfer cannot use (`.`/`..`/empty segments, control characters: the S3 client
+refuses them when the step's work is already done)."""
+
+from __future__ import annotations
+
+import pytest
+from validation_samples import ErrorType, Flow, assert_error, base_flow, mutated, step
+
+from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.validation import validate_jobflow
+from zen_flow.validation.repository import MAX_KEY_PREFIX
+from zen_flow.validation.size import status_bound
+
+E = ErrorType
+PREFIX = "spec.artifactRepository.s3.keyPrefix"
+GATE_ARTIFACTS = "spec.steps[2].outputs.artifacts"
+
+
+def gate_with_artifact(s3: dict[str, str] | None, *, repository: bool) -> Flow:
+    def mutation(flow: Flow) -> None:
+        artifact: dict[str, object] = {"name": "x", "path": "/o/x/y"}
+        if s3 is not None:
+            artifact["s3"] = s3
+        step(flow, "gate")["outputs"] = {"artifacts": [artifact]}
+        step(flow, "c")["inputs"] = {"artifacts": [{"name": "x", "from": "gate/x", "path": "/in/x"}]}
+        if repository:
+            flow["spec"]["artifactRepository"] = {"s3": {"bucket": "flows"}}
+
+    return mutated(mutation)
+
+
+@pytest.mark.parametrize("repository", [True, False])
+@pytest.mark.parametrize("s3", [None, {"bucket": "b", "key": "k"}])
+def test_a_manual_step_may_not_have_output_artifacts(s3: dict[str, str] | None, repository: bool) -> None:
+    error = assert_error(gate_with_artifact(s3, repository=repository), GATE_ARTIFACTS, E.FORBIDDEN, "Manual")
+    assert "no pod" in str(error)
+
+
+def with_prefix(prefix: str) -> Flow:
+    def mutation(flow: Flow) -> None:
+        flow["spec"]["artifactRepository"] = {"s3": {"bucket": "flows", "keyPrefix": prefix}}
+
+    return mutated(mutation)
+
+
+@pytest.mark.parametrize(
+    "prefix", ["../x", "a/../../b", "./x", "a/./b", "x/..", "a\nb", "a\x00b", "a\tb", "a\x7fb"]
+)
+def test_a_key_prefix_with_a_dot_segment_or_a_control_character_is_refused(prefix: str) -> None:
+    assert_error(with_prefix(prefix), PREFIX, E.INVALID, "")
+
+
+@pytest.mark.parametrize("prefix", ["team-a", "/team-a/", "team-a/ci", "a//b", "a.b/..c/d..", "ünïcode"])
+def test_a_key_prefix_of_names_is_accepted(prefix: str) -> None:
+    assert [str(e) for e in validate_jobflow(with_prefix(prefix))] == []
+
+
+def test_a_key_prefix_over_512_bytes_is_refused_and_one_of_512_accepted() -> None:
+    assert [str(e) for e in validate_jobflow(with_prefix("a" * MAX_KEY_PREFIX))] == []
+    assert_error(with_prefix("a" * (MAX_KEY_PREFIX + 1)), PREFIX, E.TOO_LONG, "1024")
+    assert_error(
+        with_prefix("é" * (MAX_KEY_PREFIX // 2 + 1)), PREFIX, E.TOO_LONG, ""
+    )  # bytes, not characters
+
+
+def with_key(key: str) -> Flow:
+    def mutation(flow: Flow) -> None:
+        step(flow, "a")["outputs"]["artifacts"][0]["s3"]["key"] = key
+
+    return mutated(mutation)
+
+
+@pytest.mark.parametrize("key", ["../x", "a/../b", "./x", "x/.", "a\rb", "a\x01b"])
+def test_an_s3_key_with_a_dot_segment_or_a_control_character_is_refused(key: str) -> None:
+    assert_error(with_key(key), "spec.steps[0].outputs.artifacts[0].s3.key", E.INVALID, "")
+
+
+# Valid S3 keys the client sends as they are: accepted before admission checked keys, and still.
+@pytest.mark.parametrize("key", ["reports/out.tgz", "a..b/c.d", "x", "/x", "x/", "a//b"])
+def test_an_s3_key_of_names_is_accepted(key: str) -> None:
+    assert [str(e) for e in validate_jobflow(with_key(key))] == []
+
+
+def test_base_flow_is_valid() -> None:
+    assert validate_jobflow(base_flow()) == []
+
+
+def matrix_flow(prefix: str | None, items: int) -> Flow:
+    """One matrix step of `items` items storing 4 artifacts each in the repository."""
+
+    def mutation(flow: Flow) -> None:
+        a = step(flow, "a")
+        a["matrix"] = {"parameters": [{"name": "n", "values": [str(i) for i in range(items)]}]}
+        a["outputs"] = {"artifacts": [{"name": f"out-{i}", "path": f"/work/o{i}/x"} for i in range(4)]}
+        s3 = {"bucket": "b" * 63} | ({"keyPrefix": prefix} if prefix is not None else {})
+        flow["spec"]["artifactRepository"] = {"s3": s3}
+
+    return mutated(mutation)
+
+
+def test_the_status_bound_counts_each_stored_output_url_with_the_repository_prefix() -> None:
+    short, long = (
+        status_bound(matrix_flow("p", 100)["spec"]),
+        status_bound(matrix_flow("p" * 500, 100)["spec"]),
+    )
+    # Each of the 400 urls holds the longer prefix.
+    assert long - short >= 400 * 499
+    unset = status_bound(matrix_flow(None, 100)["spec"])
+    assert unset - short >= 400 * (len("zen-flow") - 1)  # the default prefix when none is given
+    # Each url holds the bucket, the prefix and the tail: a namespace and a flow name at most.
+    assert short - status_bound(without_repository(matrix_flow("p", 100))["spec"]) >= 400 * (
+        63 + 1 + 63 + 253
+    )
+
+
+def without_repository(flow: Flow) -> Flow:
+    del flow["spec"]["artifactRepository"]
+    for artifact in step(flow, "a")["outputs"]["artifacts"]:
+        artifact["s3"] = {}  # within the 600 bytes per artifact, as before
+    return flow
+
+
+def test_a_step_storing_only_in_the_repository_may_not_use_the_transfer_s_reserved_names() -> None:
+    def mutation(flow: Flow) -> None:
+        flow["spec"]["artifactRepository"] = {"s3": {"bucket": "flows"}}
+        del step(flow, "a")["outputs"]["artifacts"][0]["s3"]
+        pod = step(flow, "a")["template"]["spec"]["template"]["spec"]
+        pod["volumes"] = [{"name": sorted(TRANSFER_NAMES)[0], "emptyDir": {}}]
+
+    flow = mutated(mutation)
+    path = "spec.steps[0].template.spec.template.spec.volumes[0].name"
+    assert_error(flow, path, E.INVALID, "reserved for zen-flow's artifact transfer")
