@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_planner_finally import FINALLY, by_step, failed_condition, started
 from test_planner_joins import message, phases
@@ -449,8 +449,27 @@ def test_a_stop_written_whose_deletes_never_went_out_deletes_them_whatever_came_
     assert [sim.steps[job] for job in sim.running()] == ["cleanup"]
 
 
+# Found by the property below (hypothesis seed 12345): s0 is skipped, the finally steps run, and a
+# graceful stop comes with a finally step's Job gone; s4 (after s1, `when: flow.outcome == 'Failed'`)
+# must still see Succeeded: no step that is not finally failed or was stopped.
+_BACKOFF: dict[str, Any] = {"retryPolicy": {"backoff": {"type": "Exponential", "duration": "1s"}}}
+_TOLERATED: dict[str, Any] = {"allowFailure": True, **FINALLY}
+LATE_STOP_FLOW = make_flow(
+    [
+        manual_step("s0", when="never", allowFailure=True, **_BACKOFF),
+        job_step("s1", dependencyPolicy="AllSucceeded", **_BACKOFF, **_TOLERATED),
+        job_step("s2", timeoutSeconds=1, dependencyPolicy="AllSucceeded", **_TOLERATED),
+        job_step("s3", **_BACKOFF, **_TOLERATED),
+        job_step("s4", "s1", when="flow.outcome == 'Failed'", **_TOLERATED),
+    ],
+    name="f",
+    execution_policy={"ttlSecondsAfterFinished": 0},
+)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_flows(), st.integers(0, 2**32))
+@example(LATE_STOP_FLOW, 1)
 def test_random_flows_stopped_gracefully_amid_lost_writes(flow: JobFlow, seed: int) -> None:
     rng = random.Random(seed)
     sim = Simulator(flow, T0, instant_delete=rng.random() < 0.5)
@@ -543,6 +562,36 @@ def test_a_graceful_stop_after_the_last_failure_runs_the_finally_steps_and_keeps
     run(sim, by_step(sim, {}))
     assert failed_condition(sim)[0] == "StepFailed"
     assert message(sim, "b") == "dependency a failed"
+
+
+def test_a_graceful_stop_during_the_finally_steps_keeps_flow_outcome() -> None:
+    # a succeeded, the finally steps run; a graceful stop comes then (it stops nothing of a's) and
+    # cleanup's Job is deleted by someone else: cleanup ends "stopped by alice" (tolerated), the flow
+    # ends Stopped, but flow.outcome stays a's, Succeeded, for every finally step of the run. Before:
+    # the plans after cleanup ended judged it Failed, so rollback ran and report was skipped.
+    on_success: dict[str, Any] = {"when": "flow.outcome == 'Succeeded'", **FINALLY}
+    steps = [
+        job_step("a"),
+        job_step("cleanup", allowFailure=True, **FINALLY),
+        job_step("check", allowFailure=True, **FINALLY),
+        job_step("rollback", "cleanup", **ON_FAILURE),
+        job_step("report", "cleanup", **on_success),
+    ]
+    sim = Simulator(make_flow(steps), T0)
+    sim.reconcile()
+    sim.complete(job_of(sim, "a"))
+    sim.reconcile()
+    sim.reconcile()
+    assert sorted(started(sim)) == ["a", "check", "cleanup"]
+    stop(sim)
+    sim.vanish(job_of(sim, "cleanup"))
+    sim.reconcile()
+    assert message(sim, "cleanup") == "stopped by alice"
+    run(sim, by_step(sim, {}))
+    assert "rollback" not in started(sim)
+    assert "report" in started(sim)
+    assert message(sim, "rollback") == "when \"flow.outcome == 'Failed'\" is false"
+    assert failed_condition(sim)[0] == "Stopped"  # the flow's own ending is the stop's, as before
 
 
 @pytest.mark.parametrize("value", ["true", "RunFinally"])

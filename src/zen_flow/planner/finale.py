@@ -102,7 +102,7 @@ class Finale(Observation):
             for name, w in self.moving.items():
                 if name not in final and not w.terminal:
                     w.drop(self.now, "the flow failed")
-        failed = self.main_failed or self.cut_off() is not None
+        failed = self.main_failed or self.main_cut_off()
         outcome = FlowPhase.FAILED if failed else FlowPhase.SUCCEEDED
         self.final_context = replace(
             self.when_context, flow={**self.when_context.flow, "outcome": outcome.value}
@@ -152,6 +152,7 @@ class Finale(Observation):
                     )
             self.end_now(w, reason)
             self.stop_acted |= reason == self.stop_reason
+            self.main_stop_acted |= reason == self.stop_reason and not w.spec.is_finally
             self.grace_acted |= reason == self.closing
 
     def delete_again(self) -> None:
@@ -190,6 +191,19 @@ class Finale(Observation):
             return self.closing or self.said_before(stop=False) or "", REASON_DEADLINE
         return None
 
+    def main_cut_off(self) -> bool:
+        """Did a stop or the finally grace cut a step that is not finally short in this run (`cut_off`,
+        without the finally steps)? What `flow.outcome` says besides their failures: a graceful stop that
+        came once they had ended stops nothing of theirs, so a finally step's Job found gone under it
+        (the step ends "stopped by", and the flow Stopped) changes no finally step's `when`, and every
+        plan of the run sees the same outcome."""
+        stored = self.final_outcome_known()
+        if self.main_stop_acted or self.child_stop is not None:
+            return True
+        if stored and self.said_before(stop=True, main=True) is not None:
+            return True
+        return self.grace_acted or self.grace_held or (stored and self.said_before(stop=False) is not None)
+
     def ended_early(self) -> tuple[FlowPhase, str, str] | None:
         """How a flow whose steps have all ended ends when a stop or the grace cut it off (`cut_off`),
         whatever its finally steps did; a failed one is said too, but after a stop now (the stop only:
@@ -210,23 +224,26 @@ class Finale(Observation):
         """Had the grace ended a step of this run before this plan (`said_before`)?"""
         return self.said_before(stop=False) is not None
 
-    def said_before(self, *, stop: bool) -> str | None:
+    def said_before(self, *, stop: bool, main: bool = False) -> str | None:
         """What a stop (`stop`) or the finally grace said when it ended a step of this run before this
         plan, read back from the stored messages (`ended_in_run`; None: it ended none). For a stop, a
         finally step counts too: one whose Job a stop now deleted before its value changed to RunFinally;
         the grace never ends one, and a finally step whose message happens to begin the same way (a
         child flow's words) is no sign of it. What an earlier run wrote into a step a partial rerun kept
-        does not count: this stop may have stopped nothing."""
-        if stop not in self._said:
+        does not count: this stop may have stopped nothing. `main`: the steps that are not finally only.
+        """
+        only_main = main or not stop
+        key = (stop, only_main)
+        if key not in self._said:
             began, final = self.flow.status.start_time, self.final
             prefixes = STOPPED_MESSAGES if stop else GRACE_MESSAGES
             found = (
                 s.message or ""
                 for s in self.works.settled()
-                if (stop or s.name not in final) and ended_in_run(s, began, prefixes)
+                if (not only_main or s.name not in final) and ended_in_run(s, began, prefixes)
             )
-            self._said[stop] = cause_of(message) if (message := next(found, None)) is not None else None
-        return self._said[stop]
+            self._said[key] = cause_of(message) if (message := next(found, None)) is not None else None
+        return self._said[key]
 
     def wake_for_grace(self) -> None:
         """Wake the flow at its grace point too (the deadline's wake-up is `run`'s), until it has come."""

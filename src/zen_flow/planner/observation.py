@@ -86,6 +86,7 @@ class Observation(ApprovalGates):
             # so the child went some other way, said: deleted outside zen-flow, or by a stop now taken
             # back (removed, or set back to RunFinally) before the write ending the step landed.
             self.stop_acted = True
+            self.main_stop_acted |= not w.spec.is_finally
             self.child_stop = stop
             ref = w.job_ref
             name = ref.name if ref is not None and ref.name else self.job_name(w.name, w.retry_count)
@@ -98,6 +99,9 @@ class Observation(ApprovalGates):
             return self.closing
         if self.stopping is not None:
             self.stop_acted = True
+            # A finally step's Job gone under a graceful stop ends the step, not the other steps' run:
+            # `flow.outcome` stays as they ended (planner.finale, `main_cut_off`).
+            self.main_stop_acted |= not w.spec.is_finally
             return self.stopping
         return None
 

@@ -130,13 +130,15 @@ class PlanState:
         self.stopped = None if graceful else self.stop_reason
         self.stopping = self.stop_reason if graceful else None
         self.stop_acted = False  # did this plan end a step for the stop?
+        self.main_stop_acted = False  # ... one that is not finally (`flow.outcome`: planner.finale)?
         # Steps this plan found with their Job gone and ended for what deleted it (`own_delete`), and how
         # the flow ends when that was a replacement or the deadline (message, reason).
         self.cut_short: set[str] = set()
         self.ended_for: tuple[str, str] | None = None
         # What a graceful stop (True) or the finally grace (False) said when it ended a step of this run
-        # before this plan, read once from the stored status (planner.finale: `said_before`).
-        self._said: dict[bool, str | None] = {}
+        # before this plan (all of them, or only those that are not finally), read once from the stored
+        # status (planner.finale: `said_before`).
+        self._said: dict[tuple[bool, bool], str | None] = {}
         self._main_ended_before: bool | None = None
         # Steps this plan ended by their timeout (a gate's wait, a Job's run), and the steps it ended on
         # their account: none of their dependents starts in this plan (`Observation.after_timeout`).
