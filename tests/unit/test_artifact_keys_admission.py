@@ -12,10 +12,11 @@ from validation_samples import ErrorType, Flow, assert_error, base_flow, mutated
 
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.transfer import TRANSFER_NAMES
-from zen_flow.planner.artifacts import Credentials, output_location, output_url, uploads
+from zen_flow.planner.artifacts import DEFAULT_PREFIX, Credentials, output_location, output_url, uploads
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.limits import MAX_S3_KEY_BYTES
 from zen_flow.validation.repository import MAX_KEY_PREFIX, MAX_KEY_TAIL
+from zen_flow.validation.size import DEFAULT_PREFIX as SIZE_DEFAULT_PREFIX
 from zen_flow.validation.size import status_bound
 
 E = ErrorType
@@ -209,3 +210,8 @@ def test_a_step_storing_only_in_the_repository_may_not_use_the_transfer_s_reserv
     flow = mutated(mutation)
     path = "spec.steps[0].template.spec.template.spec.volumes[0].name"
     assert_error(flow, path, E.INVALID, "reserved for zen-flow's artifact transfer")
+
+
+def test_the_status_bound_counts_the_default_prefix_the_planner_stores_under() -> None:
+    # validation/size.py keeps its own copy (validation does not import the planner).
+    assert SIZE_DEFAULT_PREFIX == DEFAULT_PREFIX
