@@ -5,12 +5,18 @@ refuses them when the step's work is already done)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from validation_samples import ErrorType, Flow, assert_error, base_flow, mutated, step
 
+from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.transfer import TRANSFER_NAMES
+from zen_flow.planner.artifacts import DEFAULT_PREFIX, Credentials, output_location, output_url, uploads
 from zen_flow.validation import validate_jobflow
-from zen_flow.validation.repository import MAX_KEY_PREFIX
+from zen_flow.validation.limits import MAX_S3_KEY_BYTES
+from zen_flow.validation.repository import MAX_KEY_PREFIX, MAX_KEY_TAIL
+from zen_flow.validation.size import DEFAULT_PREFIX as SIZE_DEFAULT_PREFIX
 from zen_flow.validation.size import status_bound
 
 E = ErrorType
@@ -77,6 +83,48 @@ def test_an_s3_key_with_a_dot_segment_or_a_control_character_is_refused(key: str
     assert_error(with_key(key), "spec.steps[0].outputs.artifacts[0].s3.key", E.INVALID, "")
 
 
+def test_an_s3_key_over_1024_bytes_is_refused_and_one_of_1024_accepted() -> None:
+    key = "k" * MAX_S3_KEY_BYTES
+    assert [str(e) for e in validate_jobflow(with_key(key))] == []
+    error = assert_error(with_key(key + "k"), "spec.steps[0].outputs.artifacts[0].s3.key", E.TOO_LONG, "")
+    assert "1024 bytes" in str(error)
+    assert_error(
+        with_key("é" * (MAX_S3_KEY_BYTES // 2 + 1)),
+        "spec.steps[0].outputs.artifacts[0].s3.key",
+        E.TOO_LONG,
+        "",
+    )  # bytes, not characters
+
+
+def test_the_longest_default_key_an_admitted_flow_can_store_under_fits_in_an_s3_key() -> None:
+    # Every name at the longest admission accepts: the key the uploader is given is one S3 takes.
+    def mutation(flow: Flow) -> None:
+        flow["metadata"]["name"] = "f" * 63
+        flow["spec"]["artifactRepository"] = {"s3": {"bucket": "flows", "keyPrefix": "p" * MAX_KEY_PREFIX}}
+        producer = step(flow, "d")
+        producer["name"] = "s" * 59  # its items are named up to s...s-255 (63 characters)
+        producer["matrix"] = {"parameters": [{"name": "n", "values": [str(i) for i in range(256)]}]}
+        name = ".".join(["a" * 63] * 3 + ["a" * 61])  # a DNS-1123 subdomain of 253
+        producer["outputs"] = {"artifacts": [{"name": name, "path": "/work/out"}]}
+
+    flow = mutated(mutation)
+    assert [str(e) for e in validate_jobflow(flow)] == []
+    for longer in ("f" * 64, "p" * (MAX_KEY_PREFIX + 1)):  # one more character is refused
+        too_long = copy.deepcopy(flow)
+        if longer.startswith("f"):
+            too_long["metadata"]["name"] = longer
+        else:
+            too_long["spec"]["artifactRepository"]["s3"]["keyPrefix"] = longer
+        assert validate_jobflow(too_long) != []
+    flow["metadata"] |= {"namespace": "n" * 63, "uid": "0" * 36}
+    parsed = JobFlow.model_validate(flow)
+    producer = next(s for s in parsed.spec.steps if s.name.startswith("s"))
+    (artifact,) = uploads(parsed, producer)
+    key = output_location(parsed, "s" * 59 + "-255", artifact, Credentials()).key
+    assert len(key.encode()) <= MAX_KEY_PREFIX + MAX_KEY_TAIL <= MAX_S3_KEY_BYTES
+    assert output_url(parsed, "s" * 59 + "-255", artifact).endswith(key)
+
+
 # Valid S3 keys the client sends as they are: accepted before admission checked keys, and still.
 @pytest.mark.parametrize("key", ["reports/out.tgz", "a..b/c.d", "x", "/x", "x/", "a//b"])
 def test_an_s3_key_of_names_is_accepted(key: str) -> None:
@@ -116,10 +164,40 @@ def test_the_status_bound_counts_each_stored_output_url_with_the_repository_pref
 
 
 def without_repository(flow: Flow) -> Flow:
-    del flow["spec"]["artifactRepository"]
-    for artifact in step(flow, "a")["outputs"]["artifacts"]:
-        artifact["s3"] = {}  # within the 600 bytes per artifact, as before
+    del flow["spec"]["artifactRepository"]  # its outputs are stored nowhere: no url is recorded
     return flow
+
+
+def own_s3_matrix(key_bytes: int) -> Flow:
+    """A 250-item matrix step storing 5 artifacts each in their own s3, under keys of `key_bytes`."""
+
+    def mutation(flow: Flow) -> None:
+        a = step(flow, "a")
+        a["matrix"] = {"parameters": [{"name": "n", "values": [str(i) for i in range(250)]}]}
+        a["outputs"] = {
+            "artifacts": [
+                {
+                    "name": f"out-{i}",
+                    "path": f"/work/o{i}/x",
+                    "s3": {"bucket": "b", "key": f"{i}" * key_bytes},
+                }
+                for i in range(5)
+            ]
+        }
+
+    return mutated(mutation)
+
+
+def test_the_status_bound_counts_the_url_of_an_output_stored_in_its_own_s3() -> None:
+    # 1,250 recorded urls of ~900 bytes: the status would outgrow etcd once the step succeeded.
+    assert [str(e) for e in validate_jobflow(own_s3_matrix(20))] == []
+    assert_error(own_s3_matrix(900), "spec", E.FORBIDDEN, "its status can grow to")
+    # An own s3 without `key`: its default key holds a namespace and a flow name at most.
+    flow = own_s3_matrix(20)
+    keyed = status_bound(flow["spec"])
+    for artifact in step(flow, "a")["outputs"]["artifacts"]:
+        del artifact["s3"]["key"]
+    assert status_bound(flow["spec"]) - keyed >= 1250 * (63 + 1 + 63 - 20)
 
 
 def test_a_step_storing_only_in_the_repository_may_not_use_the_transfer_s_reserved_names() -> None:
@@ -132,3 +210,8 @@ def test_a_step_storing_only_in_the_repository_may_not_use_the_transfer_s_reserv
     flow = mutated(mutation)
     path = "spec.steps[0].template.spec.template.spec.volumes[0].name"
     assert_error(flow, path, E.INVALID, "reserved for zen-flow's artifact transfer")
+
+
+def test_the_status_bound_counts_the_default_prefix_the_planner_stores_under() -> None:
+    # validation/size.py keeps its own copy (validation does not import the planner).
+    assert SIZE_DEFAULT_PREFIX == DEFAULT_PREFIX

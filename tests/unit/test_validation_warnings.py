@@ -37,6 +37,19 @@ def test_an_output_artifact_without_s3_draws_a_warning_and_one_with_s3_none() ->
     assert flow_warnings(base_flow()) == []
 
 
+def test_the_stored_nowhere_warning_names_a_cron_job_flow_s_field_and_a_template_s_way_out() -> None:
+    cron = {"kind": "CronJobFlow", "spec": {"jobFlowTemplate": {"spec": kept_nowhere()["spec"]}}}
+    assert flow_warnings(cron) == [WARNING.replace("spec.", "spec.jobFlowTemplate.spec.")]
+    template = {"kind": "JobFlowTemplate", "spec": kept_nowhere()["spec"]}
+    assert flow_warnings(template) == [
+        WARNING.replace(
+            "stored nowhere (the flow",
+            "stored nowhere unless the flow made from this template sets its own artifactRepository "
+            "(the template",
+        )
+    ]
+
+
 def test_many_warnings_are_summed_up() -> None:
     flow = kept_nowhere()
     artifact = step(flow, "a")["outputs"]["artifacts"][0]

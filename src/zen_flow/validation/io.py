@@ -21,6 +21,7 @@ from zen_flow.validation.errors import (
     not_found,
     quote,
     required,
+    too_long,
     too_many,
 )
 from zen_flow.validation.formats import (
@@ -31,6 +32,7 @@ from zen_flow.validation.formats import (
     subdomain_problem,
 )
 from zen_flow.validation.index import StepIndex
+from zen_flow.validation.limits import MAX_S3_KEY_BYTES
 from zen_flow.validation.memoize import memoized_job_status
 from zen_flow.validation.plain_inputs import plain_artifact, plain_parameter
 from zen_flow.validation.reader import Reader
@@ -361,6 +363,8 @@ def check_s3(r: Reader, s3: Mapping[str, Any], path: Path, *, key_required: bool
     key = r.string(s3.get("key"), path + ".key", require=key_required)
     if key and (problem := s3_key_problem(key)):
         r.add(invalid(path + ".key", key, problem))
+    elif key and len(key.encode(errors="surrogatepass")) > MAX_S3_KEY_BYTES:
+        r.add(too_long(path + ".key", key, MAX_S3_KEY_BYTES, "S3 refuses a longer key"))
     r.string(s3.get("region"), path + ".region")
     endpoint = r.string(s3.get("endpoint"), path + ".endpoint")
     if endpoint and not endpoint.startswith(("http://", "https://")):

@@ -12,6 +12,9 @@ MAX_BACKOFF_SECONDS = 30 * 24 * 3600  # the original's cap on retryPolicy.backof
 MAX_FLOW_NAME = 63  # the flow name is the value of the workflow.kube-zen.io/flow label
 # generateName gets 5 random characters appended by the apiserver.
 MAX_GENERATE_NAME = MAX_FLOW_NAME - 5
+# S3 refuses a key over 1,024 bytes of UTF-8: refused at admission rather than by the uploader after the
+# step's work ran.
+MAX_S3_KEY_BYTES = 1024
 # batch/v1 Job API limits on podFailurePolicy.
 MAX_POD_FAILURE_RULES = 20
 MAX_EXIT_CODE_VALUES = 255

@@ -7,13 +7,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from zen_flow.core.naming import MAX_NAME
 from zen_flow.validation.errors import forbidden, invalid, too_long
 from zen_flow.validation.formats import s3_key_problem
 from zen_flow.validation.io import check_s3
+from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_S3_KEY_BYTES
 from zen_flow.validation.reader import Reader
 
 PATH = "spec.artifactRepository"
-MAX_KEY_PREFIX = 512  # an S3 key has at most 1024 bytes: room for <namespace>/<flow>/<uid>/<step>/<artifact>
+# A key the repository stores under is <keyPrefix>/<key tail> (planner/artifacts.storage_key), the tail
+# <namespace>/<flow>/<uid prefix>/<step>/<artifact>: at most 5 slashes, a namespace (a DNS-1123 label: 63),
+# a flow name (MAX_FLOW_NAME: 63), 8 of the uid, a step name (a label, a matrix item's "-NNN" included:
+# 63) and an artifact name (a DNS-1123 subdomain: 253), all ASCII: 455 bytes. 512 + 455 = 967, within
+# the 1,024 bytes S3 allows a key (MAX_S3_KEY_BYTES).
+MAX_KEY_TAIL = 5 + 63 + MAX_FLOW_NAME + 8 + MAX_NAME + 253
+MAX_KEY_PREFIX = 512
 
 
 def has_repository(spec: Mapping[str, Any]) -> bool:
@@ -51,4 +59,12 @@ def check_repository(r: Reader, value: Any) -> None:
     elif problem := s3_key_problem(prefix.strip("/")):
         r.add(invalid(path + ".keyPrefix", prefix, problem))
     elif len(prefix.encode()) > MAX_KEY_PREFIX:
-        r.add(too_long(path + ".keyPrefix", prefix, MAX_KEY_PREFIX, "an S3 key has at most 1024 bytes"))
+        r.add(
+            too_long(
+                path + ".keyPrefix",
+                prefix,
+                MAX_KEY_PREFIX,
+                f"an S3 key has at most {MAX_S3_KEY_BYTES} bytes, and the prefix leaves room for "
+                "<namespace>/<flow>/<uid prefix>/<step>/<artifact>",
+            )
+        )

@@ -56,10 +56,11 @@ AUDIT_BYTES = 600  # initiatedBy and correlationID
 # each name with its quotes and comma) and earlier ones in AUDIT_RETRIES_BYTES (planner.interventions).
 RETRY_ENTRY_BYTES = 253 + 256 + 30 + 80
 RETRY_STEP_BYTES = 3
-# An output the flow's artifact repository stores records its url, s3://<bucket>/<keyPrefix>/<key tail>:
-# the tail is <namespace>/<flow>/<uid prefix>/<step>/<artifact> (planner/artifacts.storage_key), here
-# without the artifact's name (added per artifact): "s3://", the slashes, a namespace (63), a flow
-# name (253), 8 of the uid, a step name (63) with a matrix item's "-NNN".
+# Every stored output records its url (planner/artifacts.output_url), s3://<bucket>/<key>. A default key
+# (the repository's, or an own `s3` without `key`) is <prefix>/<key tail>, the tail
+# <namespace>/<flow>/<uid prefix>/<step>/<artifact> (planner/artifacts.storage_key), here without the
+# prefix and the artifact's name (added per artifact): "s3://", the slashes, a namespace (63), a flow
+# name (253, generously), 8 of the uid, a step name (63) with a matrix item's "-NNN".
 REPOSITORY_URL_BYTES = 5 + 6 + 63 + 253 + 8 + 63 + 4
 DEFAULT_PREFIX = "zen-flow"  # planner/artifacts.DEFAULT_PREFIX (validation does not import the planner)
 
@@ -130,15 +131,22 @@ def _name_bytes(step: Mapping[str, Any]) -> int:
 
 def _repository_url_bytes(spec: Mapping[str, Any]) -> int | None:
     """What the url of an output the flow's repository stores takes, but its artifact's name; None
-    without a repository (an output with its own s3 is within the 600 bytes per artifact)."""
+    without a repository."""
     s3 = _mapping(_mapping(spec.get("artifactRepository")).get("s3"))
     if not s3:
         return None
-    bucket, prefix = s3.get("bucket"), s3.get("keyPrefix")
+    prefix = s3.get("keyPrefix")
     prefix = prefix if isinstance(prefix, str) and prefix.strip("/") else DEFAULT_PREFIX
-    return (
-        REPOSITORY_URL_BYTES + len(prefix.encode()) + (len(bucket.encode()) if isinstance(bucket, str) else 0)
-    )
+    return REPOSITORY_URL_BYTES + _bytes(prefix) + _bytes(s3.get("bucket"))
+
+
+def _own_url_bytes(s3: Mapping[str, Any]) -> int:
+    """What the url of an output stored in its own `s3` takes, but its artifact's name: s3://bucket/key,
+    or the default key (planner/artifacts.storage_key) without `key`."""
+    key = s3.get("key")
+    if isinstance(key, str) and key:  # the artifact's name, added by the caller, is then to spare
+        return len("s3://") + _bytes(s3.get("bucket")) + 1 + _bytes(key)
+    return REPOSITORY_URL_BYTES + len(DEFAULT_PREFIX) + _bytes(s3.get("bucket"))
 
 
 def _outputs_bound(outputs: Mapping[str, Any], repository_url: int | None = None) -> int:
@@ -148,12 +156,17 @@ def _outputs_bound(outputs: Mapping[str, Any], repository_url: int | None = None
         total += (len(name) if isinstance(name, str) else 253) + OUTPUT_VALUE_BYTES + 40
     # name, path, size and digest once artifacts are recorded
     artifacts = _items(outputs.get("artifacts"))
-    if repository_url is not None:  # the url of each one the repository stores
-        for artifact in artifacts:
+    for artifact in artifacts:  # and the url of each one stored: in its own s3, or in the repository
+        s3 = artifact.get("s3")
+        url = repository_url if s3 is None else _own_url_bytes(_mapping(s3))
+        if url is not None:  # None: stored nowhere, no url
             name = artifact.get("name")
-            if artifact.get("s3") is None:
-                total += repository_url + (len(name) if isinstance(name, str) else 253)
+            total += url + (len(name) if isinstance(name, str) else 253)
     return total + 600 * len(artifacts)
+
+
+def _bytes(value: Any) -> int:
+    return len(value.encode(errors="surrogatepass")) if isinstance(value, str) else 0
 
 
 def _supplies(outputs: Mapping[str, Any]) -> bool:

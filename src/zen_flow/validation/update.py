@@ -101,7 +101,9 @@ def validate_update(
     `known`: the new spec is one the webhook accepted before, argument values aside (validate_jobflow).
     `spec_kept`: the caller knows the spec did not change (the webhook compared its bytes), and may leave
     it out of both objects unless approval annotations need it. `spec_bytes`, `bound`: as for
-    `validate_jobflow`, of the new object."""
+    `validate_jobflow`, of the new object; `bound` is left empty when ratcheting dropped any problem, so
+    the webhook does not remember as accepted a spec that only passed because the stored one had the same
+    problems (a CREATE of it would then skip them)."""
     ratcheted = _ratcheted(old, new, spec_kept)
     found = validate_jobflow(
         new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known, bound=bound
@@ -113,6 +115,8 @@ def validate_update(
         # update's doing. (Only when the new object has errors: the old one is then checked as well.)
         before = set(validate_jobflow(old) + validate_approvals(old))
         errors = [e for e in errors if e not in before]
+    if bound is not None and len(errors) < len(found):
+        bound.clear()  # the new object has problems, forgiven here only: see the docstring
     # A decided gate's values are its recorded outputs: they change only once a rerun reaches it again.
     errors += frozen_values(old, new)
     if not spec_kept and _adds_template_ref(old, new):

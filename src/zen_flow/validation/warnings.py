@@ -57,8 +57,9 @@ def _spec_warnings(spec: Mapping[str, Any] | None, at: str, *, template: bool = 
             if isinstance(artifact, dict) and "s3" not in artifact:
                 warnings.append(
                     f"{at}.steps[{i}].outputs.artifacts[{j}]: no s3, so {artifact.get('name')!s} is stored "
-                    "nowhere (the flow sets no spec.artifactRepository) and no later step can take it (the "
-                    "original meant to keep it in a ConfigMap)"
+                    f"nowhere{STORED_UNLESS if template else ''} (the {'template' if template else 'flow'} "
+                    f"sets no {at}.artifactRepository) and no later step can take it (the original meant to "
+                    "keep it in a ConfigMap)"
                 )
     if len(warnings) > MAX_WARNINGS:
         warnings[MAX_WARNINGS - 1 :] = [f"and {len(warnings) - MAX_WARNINGS + 1} more artifacts without s3"]
@@ -119,6 +120,8 @@ ROOT_UNDER_DEFAULT = (
     "to start the container (CreateContainerConfigError){unless}; give the step's pod spec its own "
     "securityContext, or the container runAsNonRoot: false"
 )
+# A flow made from a template may set its own repository (it wins over the template's, or the lack of one).
+STORED_UNLESS = " unless the flow made from this template sets its own artifactRepository"
 UNLESS_FLOW_SETS = (
     " unless the flow made from this template sets its own stepDefaults.podSpec.securityContext"
 )

@@ -255,9 +255,11 @@ def _check_update(old_raw: RawObject, new_raw: RawObject) -> Checked:
         return errors, known.warnings
     # The spec is new: its warnings are said, whatever the bytes (an equal spec in other bytes too).
     warnings = _warnings(new, spec)
-    # Not a spec equal to the stored one in other bytes: its problems are ratcheted, not checked.
-    if key is not None and new["spec"] != old.get("spec"):
-        ACCEPTED.add(key, bound[0] if bound else status_bound(new["spec"]), warnings)
+    # Not a spec equal to the stored one in other bytes: its problems are ratcheted, not checked. Nor one
+    # that passed only because the stored flow had its problems too (validate_update left `bound` empty):
+    # a CREATE of it must be refused. An empty `bound` for another reason costs a full check next time.
+    if key is not None and bound and new["spec"] != old.get("spec"):
+        ACCEPTED.add(key, bound[0], warnings)
     return errors, warnings
 
 
