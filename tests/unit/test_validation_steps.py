@@ -425,6 +425,45 @@ def test_a_step_without_a_pod_of_its_own_has_no_pod_pending_timeout() -> None:
     assert_error(flow, "spec.steps[5].podPendingTimeoutSeconds", E.FORBIDDEN, "no pod of its own")
 
 
+# --- retryPolicy.affinity ------------------------------------------------------------------------------
+
+AVOID = {"limit": 2, "affinity": {"nodeAntiAffinity": {}}}
+
+
+def test_a_job_steps_retries_may_avoid_the_nodes_its_failed_attempts_ran_on() -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=AVOID)))
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy={"affinity": {}})))  # avoids nothing
+
+
+@pytest.mark.parametrize(
+    ("affinity", "path", "text"),
+    [
+        (
+            {"nodeAntiAffinity": {"x": 1}},
+            "spec.steps[0].retryPolicy.affinity.nodeAntiAffinity",
+            "must be an empty object: {}",
+        ),
+        (
+            {"nodeAntiAffinity": True},
+            "spec.steps[0].retryPolicy.affinity.nodeAntiAffinity",
+            "must be an object",
+        ),
+        ("yes", "spec.steps[0].retryPolicy.affinity", "must be an object"),
+    ],
+)
+def test_invalid_retry_affinities(affinity: Any, path: str, text: str) -> None:
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy={"affinity": affinity}))
+    assert_error(flow, path, E.INVALID, text)
+
+
+def test_a_step_without_a_pod_of_its_own_has_no_retry_affinity() -> None:
+    gate = mutated(lambda f: step(f, "gate").update(retryPolicy=AVOID))
+    assert_error(gate, "spec.steps[2].retryPolicy.affinity", E.FORBIDDEN, "a Manual step runs no pod")
+    child = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "t"}}, "retryPolicy": AVOID}
+    flow = mutated(lambda f: f["spec"]["steps"].append(child))
+    assert_error(flow, "spec.steps[5].retryPolicy.affinity", E.FORBIDDEN, "no pod of its own")
+
+
 # --- when ----------------------------------------------------------------------------------------------
 
 

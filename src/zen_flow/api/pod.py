@@ -83,6 +83,9 @@ class Container(Model):
 
 class PodSpec(Model):
     containers: tuple[Container, ...] = ()
+    # The node it was bound to (none while unscheduled): a failed pod's, for retryPolicy's
+    # nodeAntiAffinity (planner/node_avoidance.py).
+    node_name: str | None = None
 
 
 class Pod(Model):

@@ -63,6 +63,11 @@ RETRY_STEP_BYTES = 3
 # name (253, generously), 8 of the uid, a step name (63) with a matrix item's "-NNN".
 REPOSITORY_URL_BYTES = 5 + 6 + 63 + 253 + 8 + 63 + 4
 DEFAULT_PREFIX = "zen-flow"  # planner/artifacts.DEFAULT_PREFIX (validation does not import the planner)
+# status.steps[].failedNodes of a step whose retries avoid its failed attempts' nodes
+# (retryPolicy.affinity.nodeAntiAffinity): at most planner/node_avoidance.MAX_FAILED_NODES node names
+# (DNS subdomains, 253 characters), each with its quotes, comma and a space, and the field's name.
+MAX_FAILED_NODES = 16
+FAILED_NODES_BYTES = MAX_FAILED_NODES * (253 + 4) + 20
 
 
 def spec_json(spec: Mapping[str, Any]) -> bytes:
@@ -94,6 +99,9 @@ def status_bound(spec: Mapping[str, Any]) -> int:
                 size = by_outputs[id(outputs)] = _outputs_bound(outputs, url)
             name = step.get("name")
             total += size * (weights.get(name, 1) if isinstance(name, str) else 1)
+        if _avoids_nodes(step):
+            name = step.get("name")
+            total += FAILED_NODES_BYTES * (weights.get(name, 1) if isinstance(name, str) else 1)
         if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
             total += _approvals_bound(step)
             if isinstance(outputs, dict) and _supplies(outputs):
@@ -194,6 +202,11 @@ def _approvals_bound(step: Mapping[str, Any]) -> int:
     needed = needed_approvals(required)
     needed = needed if needed <= MAX_APPROVERS else 1  # more is refused (validation/gates.py)
     return APPROVER_BYTES * needed + TALLIED_ENTRY_BYTES * (2 * needed - 1)
+
+
+def _avoids_nodes(step: Mapping[str, Any]) -> bool:
+    """Does the step record the nodes its failed attempts ran on (retryPolicy.affinity.nodeAntiAffinity)?"""
+    return _mapping(_mapping(step.get("retryPolicy")).get("affinity")).get("nodeAntiAffinity") is not None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

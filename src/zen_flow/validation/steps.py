@@ -125,6 +125,8 @@ def check_step_fields(
     retry = r.mapping(step.get("retryPolicy"), path + ".retryPolicy")
     if retry is not None:
         _check_retry_policy(r, retry, path + ".retryPolicy")
+        if retry.get("affinity") is not None:
+            _check_retry_affinity(r, retry["affinity"], path + ".retryPolicy.affinity", kind, is_manual(step))
     timeout = r.integer(step.get("timeoutSeconds"), path + ".timeoutSeconds")
     if timeout is not None and timeout <= 0:
         r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
@@ -261,6 +263,23 @@ def _check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None
             r.add(invalid(backoff_path + "." + field, text, "must be greater than 0"))
         elif seconds > MAX_BACKOFF_SECONDS:
             r.add(invalid(backoff_path + "." + field, text, "must be at most 720h (30 days)"))
+
+
+def _check_retry_affinity(r: Reader, affinity: Any, path: Path, kind: str | None, manual: bool) -> None:
+    """`retryPolicy.affinity.nodeAntiAffinity: {}` (Argo's spelling): an empty object, on a Job step
+    (planner/node_avoidance.py)."""
+    if manual:
+        r.add(forbidden(path, "a Manual step runs no pod"))
+        return
+    if kind == "Flow":
+        r.add(forbidden(path, "a Flow step has no pod of its own: set it on its template's steps"))
+        return
+    found = r.mapping(affinity, path)
+    if found is None:
+        return
+    anti = r.mapping(found.get("nodeAntiAffinity"), path + ".nodeAntiAffinity")
+    if anti:  # Argo's field takes nothing either: the nodes are those the step's failed attempts ran on
+        r.add(invalid(path + ".nodeAntiAffinity", dict(anti), "must be an empty object: {}"))
 
 
 def _check_when(
