@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.planner import CreateJob, plan
+from zen_flow.planner.interventions import _reset
 from zen_flow.planner.node_avoidance import FAILED_NODES, MAX_FAILED_NODES, avoid_nodes, remember
+from zen_flow.validation import size
 from zen_flow_dev.testing.flows import job_step, job_template, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -209,8 +211,6 @@ def test_the_retry_job_is_built_from_the_status_alone() -> None:
 
 
 def test_a_rerun_forgets_the_nodes() -> None:
-    from zen_flow.planner.interventions import _reset
-
     sim = Simulator(make_flow([job_step("train", retryPolicy={**AVOID, "limit": 0})]), T0)
     sim.reconcile()
     fail_on(sim, "gpu-7")
@@ -284,8 +284,6 @@ def test_a_malformed_affinity_fails_the_attempt_naming_the_field(bad: dict[str, 
 def test_the_longest_node_names_stay_within_the_status_bound_admission_counts() -> None:
     # 16 failed attempts, each on a node whose name is as long as a name may be (253), the step's message
     # long too: the status stays within what validation/size.py allows the flow.
-    from zen_flow.validation import size
-
     assert size.MAX_FAILED_NODES == MAX_FAILED_NODES  # validation does not import the planner
     flow = make_flow([job_step("train", retryPolicy=AVOID)], execution_policy={"backoffLimit": 30})
     spec = flow.spec.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -17,12 +17,15 @@ from validation_samples import (
     job_step,
     job_template,
     make_flow,
+    manual_step,
     mutated,
     pod_spec,
     step,
 )
 
 from zen_flow.validation import render
+from zen_flow.validation.cronjobflow import validate_cronjobflow
+from zen_flow.validation.flow_template import validate_jobflowtemplate
 
 E = ErrorType
 POD = "spec.steps[0].template.spec.template.spec"
@@ -585,3 +588,23 @@ def test_steps_alike_but_for_their_wiring_each_get_their_own_errors() -> None:
     assert {("spec.steps[1]" + prefix, E.INVALID), ("spec.steps[2]" + prefix, E.INVALID)} <= errors
     assert ("spec.steps[2].dependencies[0]", E.NOT_FOUND) in errors
     assert len(errors) == 9
+
+
+def test_a_templates_and_a_cronjobflows_steps_take_the_retry_affinity_checked_at_their_paths() -> None:
+    steps = [job_step("a", retryPolicy=AVOID), manual_step("gate", retryPolicy=AVOID)]
+    template = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlowTemplate",
+        "metadata": {"name": "t", "namespace": "ns"},
+        "spec": {"steps": steps},
+    }
+    assert [e.path for e in validate_jobflowtemplate(template)] == ["spec.steps[1].retryPolicy.affinity"]
+    cron = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "CronJobFlow",
+        "metadata": {"name": "c", "namespace": "ns"},
+        "spec": {"schedule": "@daily", "jobFlowTemplate": {"spec": {"steps": steps}}},
+    }
+    assert [e.path for e in validate_cronjobflow(cron)] == [
+        "spec.jobFlowTemplate.spec.steps[1].retryPolicy.affinity"
+    ]
