@@ -1,7 +1,7 @@
-"""A retry keeps off the node its failed attempt ran on (retryPolicy.affinity.nodeAntiAffinity, docs/API.md
-"Retries and backoff"): against a real apiserver, kube-controller-manager (the Job controller makes the
-pods), kube-scheduler (it places them) and TWO kwok nodes. This module runs its own cluster: the
-integration tier's has no scheduler."""
+"""A retry keeps off the node its failed attempt ran on (retryPolicy.affinity.nodeAntiAffinity,
+docs/API.md "Retrying on another node"): against a real apiserver, kube-controller-manager (the Job
+controller makes the pods), kube-scheduler (it places them) and TWO kwok nodes. This module runs its
+own cluster: the integration tier's has no scheduler."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import MAX_FAILED_NODES, StepPhase
 from zen_flow.planner import CreateJob, plan
 from zen_flow.planner.interventions import _reset
-from zen_flow.planner.node_avoidance import FAILED_NODES, MAX_FAILED_NODES, avoid_nodes, remember
+from zen_flow.planner.node_avoidance import FAILED_NODES, avoid_nodes, remember
 from zen_flow.validation import size
 from zen_flow_dev.testing.flows import job_step, job_template, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -222,21 +222,25 @@ def test_a_rerun_forgets_the_nodes() -> None:
 
 
 node_names = st.text("abc", min_size=1, max_size=2)
+# More distinct names than any bound keeps (39 of them), so the cut is exercised.
+many_names = st.text("abc", min_size=1, max_size=3)
 
 
-@given(st.lists(st.lists(node_names, max_size=4), max_size=12))
-def test_remember_keeps_distinct_newest_nodes_within_the_bound(reads: list[list[str]]) -> None:
+@given(st.lists(st.lists(many_names, max_size=6), max_size=20), st.integers(0, 30))
+def test_remember_keeps_distinct_newest_nodes_within_the_bound(reads: list[list[str]], limit: int) -> None:
+    keep = min(MAX_FAILED_NODES, limit + 1)
     known: tuple[str, ...] | None = None
     for found in reads:
-        known = remember(known, found)
+        known = remember(known, found, keep)
     seen = [n for found in reads for n in found]
     if not seen:
         assert known is None
         return
     assert known is not None
-    assert len(known) == len(set(known)) <= MAX_FAILED_NODES
-    assert known[-1] == reads[[i for i, f in enumerate(reads) if f][-1]][-1]  # the newest last
-    assert set(known) <= set(seen)
+    assert len(known) == len(set(known)) == min(keep, len(set(seen)))
+    # The newest: each name's last sighting, the latest `keep` of them, oldest first.
+    last = {n: i for i, n in enumerate(seen)}
+    assert list(known) == sorted(last, key=last.__getitem__)[-keep:]
 
 
 terms_strategy = st.lists(
@@ -284,7 +288,6 @@ def test_a_malformed_affinity_fails_the_attempt_naming_the_field(bad: dict[str, 
 def test_the_longest_node_names_stay_within_the_status_bound_admission_counts() -> None:
     # 16 failed attempts, each on a node whose name is as long as a name may be (253), the step's message
     # long too: the status stays within what validation/size.py allows the flow.
-    assert size.MAX_FAILED_NODES == MAX_FAILED_NODES  # validation does not import the planner
     flow = make_flow([job_step("train", retryPolicy=AVOID)], execution_policy={"backoffLimit": 30})
     spec = flow.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     plain = {**spec, "steps": [{k: v for k, v in spec["steps"][0].items() if k != "retryPolicy"}]}
@@ -303,3 +306,116 @@ def test_the_longest_node_names_stay_within_the_status_bound_admission_counts() 
     field = len(json.dumps({"failedNodes": list(step.failed_nodes)}))
     assert size.status_bound(spec) - size.status_bound(plain) >= field  # admission counts the field
     assert len(json.dumps(sim.flow.status.to_wire())) <= size.status_bound(spec)
+
+
+def test_the_nodes_kept_are_bounded_by_the_retry_limit() -> None:
+    # limit 1: two attempts, so at most two nodes matter; a parallel Job's three failed pods keep two.
+    sim = Simulator(make_flow([job_step("train", retryPolicy={**AVOID, "limit": 1})]), T0)
+    sim.reconcile()
+    fail_on(sim, "a", "b", "c")
+    step = sim.flow.status.step("train")
+    assert step is not None
+    assert step.failed_nodes == ("b", "c")
+    terms = pod_spec(retry(sim))["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"]
+    assert terms == [{"matchFields": not_on("b", "c")}]
+
+
+def test_the_note_survives_a_long_error_and_long_node_names() -> None:
+    sim = Simulator(make_flow([job_step("train", retryPolicy=AVOID)]), T0)
+    sim.reconcile()
+    (job,) = sim.running()
+    nodes = [c * 253 for c in "xyz"]
+    sim.fail(job, message="m" * 1000, messages={FAILED_NODES: " ".join(nodes), "exit:main": "exit code 1"})
+    sim.reconcile()
+    step = sim.flow.status.step("train")
+    assert step is not None
+    assert step.failed_nodes == tuple(nodes)
+    assert step.message is not None
+    assert len(step.message) <= 256
+    assert step.message.startswith("attempt 1 failed: Job failed")  # the error gives way, cut
+    shown = ", ".join(c * 60 + "..." for c in "zyx")  # a name is shown up to 63 characters
+    assert step.message.endswith(f"; the next attempt avoids nodes {shown}")
+
+
+def test_an_empty_term_stays_empty_beside_one_that_gets_the_requirement() -> None:
+    term = {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}
+    template = template_with({"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{}, term]}}})
+    sim = Simulator(make_flow([job_step("train", template=template, retryPolicy=AVOID)]), T0)
+    sim.reconcile()
+    fail_on(sim, "gpu-7")
+    terms = pod_spec(retry(sim))["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"]
+    assert terms == [{}, {**term, "matchFields": not_on("gpu-7")}]
+
+
+def test_a_template_deadline_records_no_node() -> None:
+    # The template's own activeDeadlineSeconds ended the attempt: the node did nothing wrong.
+    template = job_template()
+    template["spec"]["activeDeadlineSeconds"] = 60
+    sim = Simulator(make_flow([job_step("train", template=template, retryPolicy=AVOID)]), T0)
+    sim.reconcile()
+    (job,) = sim.running()
+    sim.fail(job, reason="DeadlineExceeded", messages={FAILED_NODES: "gpu-7"})
+    sim.reconcile()
+    step = sim.flow.status.step("train")
+    assert step is not None
+    assert step.phase == StepPhase.RETRYING
+    assert step.failed_nodes is None
+    assert "avoids" not in (step.message or "")
+    assert "affinity" not in pod_spec(retry(sim))
+
+
+def test_a_pod_pinned_by_node_name_fails_the_step_at_its_retry_naming_the_field() -> None:
+    # Admission refuses it (validation/steps.py); a flow that reaches the planner without the webhook
+    # fails clearly rather than retrying onto the node it excludes.
+    template = job_template()
+    template["spec"]["template"]["spec"]["nodeName"] = "gpu-7"
+    sim = Simulator(make_flow([job_step("train", template=template, retryPolicy=AVOID)]), T0)
+    sim.reconcile()
+    fail_on(sim, "gpu-7")
+    sim.advance(5)
+    sim.reconcile()
+    step = sim.flow.status.step("train")
+    assert step is not None
+    assert step.phase == StepPhase.FAILED
+    assert step.message is not None
+    assert step.message.startswith("cannot create Job: template.spec.template.spec.nodeName")
+
+
+def _spec(flow: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = flow.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return spec
+
+
+def test_the_status_bound_counts_the_nodes_of_each_matrix_item_by_the_retry_limit() -> None:
+    matrix = {"parameters": [{"name": "shard", "values": [str(i) for i in range(10)]}]}
+    items = _spec(make_flow([job_step("train", retryPolicy=AVOID, matrix=matrix)]))
+    plain = _spec(make_flow([job_step("train", matrix=matrix, retryPolicy={"limit": 20})]))
+    assert size.status_bound(items) - size.status_bound(plain) == 10 * size.failed_nodes_bytes(
+        MAX_FAILED_NODES
+    )
+    # At the default limit (3) four names are kept: about 1 KB per item.
+    default = _spec(
+        make_flow([job_step("train", matrix=matrix, retryPolicy={"affinity": {"nodeAntiAffinity": {}}})])
+    )
+    bare = _spec(make_flow([job_step("train", matrix=matrix, retryPolicy={})]))
+    assert size.status_bound(default) - size.status_bound(bare) == 10 * size.failed_nodes_bytes(4)
+    assert size.failed_nodes_bytes(4) <= 1100
+
+
+def test_the_status_bound_counts_the_nodes_of_each_item_an_output_may_give() -> None:
+    # A matrix whose items come from an earlier step's output: counted as its maxItems steps.
+    gen = job_step(
+        "gen",
+        outputs={
+            "parameters": [{"name": "list", "valueFrom": {"terminationMessage": {"container": "main"}}}]
+        },
+    )
+    source = {
+        "parameters": [{"name": "x", "valueFrom": {"jsonPath": "gen:$.outputs.parameters.list"}}],
+        "maxItems": 7,
+    }
+    avoiding = _spec(make_flow([gen, job_step("build", "gen", matrix=source, retryPolicy=AVOID)]))
+    plain = _spec(make_flow([gen, job_step("build", "gen", matrix=source, retryPolicy={"limit": 20})]))
+    assert size.status_bound(avoiding) - size.status_bound(plain) == 7 * size.failed_nodes_bytes(
+        MAX_FAILED_NODES
+    )

@@ -467,6 +467,42 @@ def test_a_step_without_a_pod_of_its_own_has_no_retry_affinity() -> None:
     assert_error(flow, "spec.steps[5].retryPolicy.affinity", E.FORBIDDEN, "no pod of its own")
 
 
+def test_a_pod_pinned_by_node_name_cannot_avoid_its_node() -> None:
+    def pin(f: Any) -> None:
+        step(f, "a").update(retryPolicy=AVOID)
+        pod_spec(f, "a")["nodeName"] = "gpu-7"
+
+    assert_error(
+        mutated(pin),
+        "spec.steps[0].retryPolicy.affinity.nodeAntiAffinity",
+        E.FORBIDDEN,
+        "pinned to a node by its template.spec.template.spec.nodeName",
+    )
+    assert_valid(mutated(lambda f: pod_spec(f, "a").update(nodeName="gpu-7")))  # without it: as before
+
+
+def test_two_large_matrix_steps_that_avoid_nodes_fit_at_the_default_limit() -> None:
+    # 150 items each: refused while every item was counted 16 names of 253 characters.
+    matrix = {"parameters": [{"name": "shard", "values": [str(i) for i in range(150)]}]}
+    policy = {"affinity": {"nodeAntiAffinity": {}}}
+    assert_valid(
+        make_flow(
+            job_step("a", matrix=matrix, retryPolicy=policy), job_step("b", matrix=matrix, retryPolicy=policy)
+        )
+    )
+
+
+def test_a_size_refusal_mostly_from_the_failed_nodes_names_them() -> None:
+    matrix = {"parameters": [{"name": "shard", "values": [str(i) for i in range(240)]}]}
+    policy = {"limit": 20, "affinity": {"nodeAntiAffinity": {}}}
+    flow = make_flow(*[job_step(f"s{i}", matrix=matrix, retryPolicy=policy) for i in range(2)])
+    refused = assert_error(flow, "spec", E.FORBIDDEN, "too large to run")
+    assert "status.steps[].failedNodes" in refused.detail
+    assert "retryPolicy.limit" in refused.detail
+    plain = make_flow(*[job_step(f"s{i}", matrix=matrix, retryPolicy={"limit": 20}) for i in range(2)])
+    assert_valid(plain)
+
+
 # --- when ----------------------------------------------------------------------------------------------
 
 

@@ -65,7 +65,7 @@ class StepStatus:
     # gate with `approval`, every distinct approver so far, comma-separated ("alice, bob").
     approved_by: str | None = None
     # With `retryPolicy.affinity.nodeAntiAffinity`: the nodes its failed attempts' pods ran on, oldest
-    # first (at most planner.node_avoidance.MAX_FAILED_NODES), which its next attempts' pods avoid.
+    # first (at most api.constants.failed_nodes_kept: limit + 1, 16 at most), which its next attempts avoid.
     failed_nodes: tuple[str, ...] | None = None
 
     def to_wire(self) -> dict[str, Any]:

@@ -59,9 +59,11 @@ class PodClient:
                 if ended is not None and ended.exit_code:
                     why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""
                     messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
-            # Where its failed pods ran, oldest first (retryPolicy's nodeAntiAffinity): a pod never
-            # scheduled has no node, and adds none.
-            nodes = newest_last(p.spec.node_name for p in sorted(finished, key=_finished) if p.spec.node_name)
+            # Where its failed pods ran, oldest first (retryPolicy's nodeAntiAffinity): only those whose
+            # node may be the cause (`Pod.blames_its_node`).
+            nodes = newest_last(
+                p.spec.node_name or "" for p in sorted(finished, key=_finished) if p.blames_its_node
+            )
             if nodes:
                 messages[FAILED_NODES] = " ".join(nodes)
         return messages

@@ -1,12 +1,14 @@
 """`retryPolicy.affinity.nodeAntiAffinity: {}` (Argo's spelling): a retry keeps off the nodes the step's
-failed attempts ran on (a bad GPU driver, a full disk, a spot node going away).
+failed attempts ran on (a bad GPU driver, a full disk, a flaky network card).
 
 Where the names come from: when a Job fails, the controller already lists its pods to say how their
 containers ended (kube/pods.py, `termination_messages`); the same list gives each failed pod's
 `spec.nodeName`, handed to the planner under FAILED_NODES beside the containers' words. No other read is
 made. The planner keeps them in `status.steps[].failedNodes` (distinct, oldest first, the newest
-MAX_FAILED_NODES), so a controller restart keeps them and whichever replica creates the retry's Job
-builds the same one: it is built from the status alone.
+`api.constants.failed_nodes_kept`: one per attempt, at most MAX_FAILED_NODES), so a controller restart
+keeps them and whichever replica creates the retry's Job builds the same one: it is built from the
+status alone. A pod being deleted, disrupted or ended by a deadline names no node (`Pod.blames_its_node`),
+nor does an attempt its Job's activeDeadlineSeconds ended.
 
 How they are avoided: the next attempt's pod template gets, in
 `affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution`, one `matchFields` requirement
@@ -15,6 +17,12 @@ ORed: a term without it would let the pod back onto the node), or one new term w
 `matchFields` on `metadata.name` is the node's own name; the hostname label may differ from it. One
 requirement per node, not one with every name: the apiserver takes exactly one value for a field
 selector's `In`/`NotIn`. Everything else of the user's affinity and nodeSelector stays as written.
+
+A pod template that sets `nodeName` skips the scheduler and is pinned to that node: no affinity can move
+it, and kubelet admission would reject every retry there (its required node affinity excludes the
+node), using up the retries without running. Admission refuses the pair (validation/steps.py); a flow
+that reaches the planner without the webhook fails the step when its retry's Job is built, naming the
+field.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from zen_flow.api.constants import MAX_FAILED_NODES
 from zen_flow.api.jobflow import Step
 from zen_flow.planner.jobs import JobBuildError
 
-MAX_FAILED_NODES = 16
 # The key under which a failed Job's pod read (`PodMessages`) carries the nodes its failed pods ran on,
 # space-separated, oldest first (a container name is a DNS label: it holds no ':').
 FAILED_NODES = "nodes:"
@@ -57,14 +65,15 @@ def newest_last(names: Iterable[str]) -> list[str]:
     return list(reversed(dict.fromkeys(reversed(list(names)))))
 
 
-def remember(known: tuple[str, ...] | None, found: Iterable[str]) -> tuple[str, ...] | None:
+def remember(known: tuple[str, ...] | None, found: Iterable[str], keep: int) -> tuple[str, ...] | None:
     """`known` with `found` added as the newest (a node that failed again moves to the end), the newest
-    MAX_FAILED_NODES kept; None when there is none (no field in the status)."""
+    `keep` (api.constants.failed_nodes_kept, at most MAX_FAILED_NODES) kept; None when there is none (no
+    field in the status)."""
     fresh = newest_last(n for n in found if n)
     if not fresh:
         return known
     kept = [n for n in known or () if n not in fresh] + fresh
-    return tuple(kept[-MAX_FAILED_NODES:])
+    return tuple(kept[-min(keep, MAX_FAILED_NODES) :])
 
 
 def avoiding(nodes: tuple[str, ...]) -> str:
@@ -89,6 +98,11 @@ def avoid_nodes(job: dict[str, Any], nodes: tuple[str, ...]) -> None:
         return
     where = "template.spec.template.spec"
     pod = _mapping(_mapping(_mapping(job, "spec", "template"), "template", "template.spec"), "spec", where)
+    if pod.get("nodeName"):  # pinned: no affinity moves it (see the module's docstring)
+        raise AvoidanceError(
+            f"{where}.nodeName pins the pod to a node, so retryPolicy.affinity.nodeAntiAffinity cannot keep "
+            "it off the nodes the step failed on: remove one of them"
+        )
     affinity = _mapping(pod, "affinity", where)
     node_affinity = _mapping(affinity, "nodeAffinity", where + ".affinity")
     required = _mapping(node_affinity, REQUIRED, where + ".affinity.nodeAffinity")

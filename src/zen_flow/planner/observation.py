@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import StepPhase, failed_nodes_kept
 from zen_flow.api.job import JOB_FAILED, Job
 from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approval_gates import ApprovalGates
@@ -185,8 +185,11 @@ class Observation(ApprovalGates):
             if why := download_failure(self.messages.get(name)):
                 detail = f"{why} ({detail})" if detail else why
             final = cond is not None and cond.reason == JOB_POD_FAILURE_POLICY_REASON
-            if avoids(w.spec):  # the nodes its failed pods ran on, read with their exit codes
-                w.failed_nodes = remember(w.failed_nodes, failed_nodes(self.messages.get(name)))
+            # The nodes its failed pods ran on, read with their exit codes; not when a deadline ended it
+            # (the node did nothing wrong).
+            if avoids(w.spec) and (cond is None or cond.reason != JOB_DEADLINE_REASON):
+                kept = failed_nodes_kept(w.spec.retry_policy.limit if w.spec.retry_policy else None)
+                w.failed_nodes = remember(w.failed_nodes, failed_nodes(self.messages.get(name)), kept)
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
             return
         if job.deleting:
