@@ -179,6 +179,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
                 "retryPolicy": {
                     "limit": 0,
                     "backoff": {"type": "Exponential", "factor": 1.5, "duration": "10s", "maxDuration": "1h"},
+                    "affinity": {"nodeAntiAffinity": {}},
                 },
                 "timeoutSeconds": 600,
                 "podPendingTimeoutSeconds": 300,
@@ -400,7 +401,14 @@ def full_status() -> dict[str, Any]:
                 "retryCount": 0,
                 "approvedBy": "alice",
             },
-            {"name": "consume", "phase": "Running", "startTime": t1, "attemptStartTime": t1, "retryCount": 0},
+            {
+                "name": "consume",
+                "phase": "Running",
+                "startTime": t1,
+                "attemptStartTime": t1,
+                "retryCount": 1,
+                "failedNodes": ["node-a"],
+            },
         ],
         "resourceRefs": [
             {"apiVersion": "v1", "kind": "ConfigMap", "name": "f-cfg", "namespace": "ns", "uid": "u-2"}

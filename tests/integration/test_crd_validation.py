@@ -98,6 +98,12 @@ async def test_steps_are_immutable_once_the_flow_started(
             id="negative-retry-limit",
         ),
         pytest.param(
+            [{"name": "a", "template": job(), "retryPolicy": {"affinity": {"nodeAntiAffinity": {"x": 1}}}}],
+            {},
+            "spec.steps[0].retryPolicy.affinity.nodeAntiAffinity: Too many: 1: must have at most 0 items",
+            id="node-anti-affinity-with-a-field",
+        ),
+        pytest.param(
             [{"name": "a", "template": job(), "retryPolicy": {"backoff": {"duration": "ten seconds"}}}],
             {},
             "spec.steps[0].retryPolicy.backoff.duration: Invalid value",

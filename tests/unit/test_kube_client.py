@@ -834,6 +834,73 @@ async def test_a_failed_pod_says_how_its_containers_ended(api: FakeApiserver, ku
     }
 
 
+async def test_a_failed_jobs_read_says_which_nodes_its_failed_pods_ran_on(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    # retryPolicy's nodeAntiAffinity: the same list gives each failed pod's spec.nodeName, oldest first,
+    # a node failed on again among the newest; a pod never scheduled, or not the Job's own, adds none.
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+
+    def failed(
+        name: str, node: str | None, at: str, owners: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        ended = {"name": "main", "state": {"terminated": {"exitCode": 1, "finishedAt": at}}}
+        spec: dict[str, Any] = {"containers": [{"name": "main"}]}
+        if node is not None:
+            spec["nodeName"] = node
+        return {
+            "metadata": {"name": name, "ownerReferences": [owner] if owners is None else owners},
+            "spec": spec,
+            "status": {"phase": "Failed", "containerStatuses": [ended] if node else []},
+        }
+
+    items = [
+        failed("p3", "node-a", "2026-12-05T10:00:03Z"),
+        failed("p1", "node-a", "2026-12-05T10:00:01Z"),
+        failed("p2", "node-b", "2026-12-05T10:00:02Z"),
+        failed("p0", None, "2026-12-05T10:00:00Z"),
+        failed("forged", "node-x", "2026-12-05T10:00:09Z", owners=[]),
+    ]
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": items}))
+    messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=False)
+    assert messages is not None
+    assert messages["nodes:"] == "node-b node-a"
+    assert len(api.requests) == 1  # no read of its own
+
+
+async def test_nodes_that_did_not_fail_their_pods_are_not_named(api: FakeApiserver, kube: KubeClient) -> None:
+    # A pod being deleted (the Job controller removing a parallel Job's siblings), one disrupted
+    # (preempted, evicted, its node drained) or one its own activeDeadlineSeconds ended: its node is not
+    # to blame, so a retry need not avoid it.
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+
+    def failed(name: str, node: str, **extra: Any) -> dict[str, Any]:
+        ended = {
+            "name": "main",
+            "state": {"terminated": {"exitCode": 1, "finishedAt": "2026-12-05T10:00:01Z"}},
+        }
+        pod: dict[str, Any] = {
+            "metadata": {"name": name, "ownerReferences": [owner]},
+            "spec": {"containers": [{"name": "main"}], "nodeName": node},
+            "status": {"phase": "Failed", "containerStatuses": [ended]},
+        }
+        for part, fields in extra.items():
+            pod[part].update(fields)
+        return pod
+
+    disrupted = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
+    items = [
+        failed("bad", "node-bad"),
+        failed("sibling", "node-a", metadata={"deletionTimestamp": "2026-12-05T10:00:05Z"}),
+        failed("preempted", "node-b", status={"conditions": [disrupted]}),
+        failed("late", "node-c", status={"reason": "DeadlineExceeded"}),
+    ]
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": items}))
+    messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=False)
+    assert messages is not None
+    assert messages["nodes:"] == "node-bad"
+
+
 async def test_one_namespaces_slow_requests_leave_slots_to_the_others(
     api: FakeApiserver, fake: tuple[FakeApiserver, TestServer], clock: InstantClock
 ) -> None:

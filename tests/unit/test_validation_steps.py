@@ -17,12 +17,15 @@ from validation_samples import (
     job_step,
     job_template,
     make_flow,
+    manual_step,
     mutated,
     pod_spec,
     step,
 )
 
 from zen_flow.validation import render
+from zen_flow.validation.cronjobflow import validate_cronjobflow
+from zen_flow.validation.flow_template import validate_jobflowtemplate
 
 E = ErrorType
 POD = "spec.steps[0].template.spec.template.spec"
@@ -425,6 +428,81 @@ def test_a_step_without_a_pod_of_its_own_has_no_pod_pending_timeout() -> None:
     assert_error(flow, "spec.steps[5].podPendingTimeoutSeconds", E.FORBIDDEN, "no pod of its own")
 
 
+# --- retryPolicy.affinity ------------------------------------------------------------------------------
+
+AVOID = {"limit": 2, "affinity": {"nodeAntiAffinity": {}}}
+
+
+def test_a_job_steps_retries_may_avoid_the_nodes_its_failed_attempts_ran_on() -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=AVOID)))
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy={"affinity": {}})))  # avoids nothing
+
+
+@pytest.mark.parametrize(
+    ("affinity", "path", "text"),
+    [
+        (
+            {"nodeAntiAffinity": {"x": 1}},
+            "spec.steps[0].retryPolicy.affinity.nodeAntiAffinity",
+            "must be an empty object: {}",
+        ),
+        (
+            {"nodeAntiAffinity": True},
+            "spec.steps[0].retryPolicy.affinity.nodeAntiAffinity",
+            "must be an object",
+        ),
+        ("yes", "spec.steps[0].retryPolicy.affinity", "must be an object"),
+    ],
+)
+def test_invalid_retry_affinities(affinity: Any, path: str, text: str) -> None:
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy={"affinity": affinity}))
+    assert_error(flow, path, E.INVALID, text)
+
+
+def test_a_step_without_a_pod_of_its_own_has_no_retry_affinity() -> None:
+    gate = mutated(lambda f: step(f, "gate").update(retryPolicy=AVOID))
+    assert_error(gate, "spec.steps[2].retryPolicy.affinity", E.FORBIDDEN, "a Manual step runs no pod")
+    child = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "t"}}, "retryPolicy": AVOID}
+    flow = mutated(lambda f: f["spec"]["steps"].append(child))
+    assert_error(flow, "spec.steps[5].retryPolicy.affinity", E.FORBIDDEN, "no pod of its own")
+
+
+def test_a_pod_pinned_by_node_name_cannot_avoid_its_node() -> None:
+    def pin(f: Any) -> None:
+        step(f, "a").update(retryPolicy=AVOID)
+        pod_spec(f, "a")["nodeName"] = "gpu-7"
+
+    assert_error(
+        mutated(pin),
+        "spec.steps[0].retryPolicy.affinity.nodeAntiAffinity",
+        E.FORBIDDEN,
+        "pinned to a node by its template.spec.template.spec.nodeName",
+    )
+    assert_valid(mutated(lambda f: pod_spec(f, "a").update(nodeName="gpu-7")))  # without it: as before
+
+
+def test_two_large_matrix_steps_that_avoid_nodes_fit_at_the_default_limit() -> None:
+    # 150 items each: refused while every item was counted 16 names of 253 characters.
+    matrix = {"parameters": [{"name": "shard", "values": [str(i) for i in range(150)]}]}
+    policy = {"affinity": {"nodeAntiAffinity": {}}}
+    assert_valid(
+        make_flow(
+            job_step("a", matrix=matrix, retryPolicy=policy), job_step("b", matrix=matrix, retryPolicy=policy)
+        )
+    )
+
+
+def test_a_size_refusal_mostly_from_the_failed_nodes_names_them() -> None:
+    matrix = {"parameters": [{"name": "shard", "values": [str(i) for i in range(240)]}]}
+    policy = {"limit": 20, "affinity": {"nodeAntiAffinity": {}}}
+    flow = make_flow(*[job_step(f"s{i}", matrix=matrix, retryPolicy=policy) for i in range(2)])
+    refused = assert_error(flow, "spec", E.FORBIDDEN, "too large to run")
+    assert "status.steps[].failedNodes" in refused.detail
+    assert "retryPolicy.limit" in refused.detail
+    plain = make_flow(*[job_step(f"s{i}", matrix=matrix, retryPolicy={"limit": 20}) for i in range(2)])
+    assert_valid(plain)
+
+
 # --- when ----------------------------------------------------------------------------------------------
 
 
@@ -546,3 +624,23 @@ def test_steps_alike_but_for_their_wiring_each_get_their_own_errors() -> None:
     assert {("spec.steps[1]" + prefix, E.INVALID), ("spec.steps[2]" + prefix, E.INVALID)} <= errors
     assert ("spec.steps[2].dependencies[0]", E.NOT_FOUND) in errors
     assert len(errors) == 9
+
+
+def test_a_templates_and_a_cronjobflows_steps_take_the_retry_affinity_checked_at_their_paths() -> None:
+    steps = [job_step("a", retryPolicy=AVOID), manual_step("gate", retryPolicy=AVOID)]
+    template = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlowTemplate",
+        "metadata": {"name": "t", "namespace": "ns"},
+        "spec": {"steps": steps},
+    }
+    assert [e.path for e in validate_jobflowtemplate(template)] == ["spec.steps[1].retryPolicy.affinity"]
+    cron = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "CronJobFlow",
+        "metadata": {"name": "c", "namespace": "ns"},
+        "spec": {"schedule": "@daily", "jobFlowTemplate": {"spec": {"steps": steps}}},
+    }
+    assert [e.path for e in validate_cronjobflow(cron)] == [
+        "spec.jobFlowTemplate.spec.steps[1].retryPolicy.affinity"
+    ]

@@ -58,6 +58,20 @@ ANNOTATION_RETRIED_BY = f"{GROUP}/retried-by"
 # bytes of JSON (planner.interventions): the admission size bound counts it (validation/size.py), so a
 # flow rerun over and over still fits in etcd.
 AUDIT_RETRIES_BYTES = 16 * 1024
+# retryPolicy.limit when a retryPolicy does not say (planner/backoff.py).
+DEFAULT_RETRY_LIMIT = 3
+# status.steps[].failedNodes (retryPolicy.affinity.nodeAntiAffinity) keeps at most this many names, and
+# never more than the step's attempts (retryPolicy.limit + 1): the planner keeps them, admission's status
+# bound counts them (validation/size.py), the CRD's status schema has it as maxItems.
+MAX_FAILED_NODES = 16
+
+
+def failed_nodes_kept(limit: int | None) -> int:
+    """How many node names a step with retryPolicy.limit `limit` keeps in status.steps[].failedNodes: one
+    per attempt at most (a parallel Job's attempt may fail on several: the newest are kept)."""
+    return min(MAX_FAILED_NODES, (DEFAULT_RETRY_LIMIT if limit is None else max(0, limit)) + 1)
+
+
 # A request to fail the flow now (`zen-flow stop`): running Jobs are deleted, nothing else starts;
 # stopped-by is written by the mutating webhook. The value STOP_RUN_FINALLY (any case; `zen-flow stop
 # --run-finally`) stops the other steps the same way but runs the finally steps first (planner.finale).

@@ -64,6 +64,9 @@ class StepStatus:
     # Who approved or rejected a Manual step (from the admission request's userInfo, when recorded); on a
     # gate with `approval`, every distinct approver so far, comma-separated ("alice, bob").
     approved_by: str | None = None
+    # With `retryPolicy.affinity.nodeAntiAffinity`: the nodes its failed attempts' pods ran on, oldest
+    # first (at most api.constants.failed_nodes_kept: limit + 1, 16 at most), which its next attempts avoid.
+    failed_nodes: tuple[str, ...] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return record_to_wire(_STEP_STATUS, self)

@@ -124,9 +124,21 @@ class Backoff(Model):
     max_duration: str | None = None
 
 
+class RetryAffinity(Model):
+    """`retryPolicy.affinity`, Argo's spelling: `nodeAntiAffinity: {}` (an empty object, present or not)
+    keeps a retry off the nodes the step's failed attempts ran on (planner/node_avoidance.py)."""
+
+    node_anti_affinity: dict[str, Any] | None = None
+
+
 class RetryPolicy(Model):
     limit: int | None = None
     backoff: Backoff | None = None
+    affinity: RetryAffinity | None = None
+
+    @property
+    def avoids_failed_nodes(self) -> bool:
+        return self.affinity is not None and self.affinity.node_anti_affinity is not None
 
 
 class Approver(Model):

@@ -45,6 +45,8 @@ class ContainerStatus(Model):
 
 class PodStatus(Model):
     phase: str | None = None
+    # Why it is in its phase: `DeadlineExceeded` when its own activeDeadlineSeconds ended it.
+    reason: str | None = None
     conditions: tuple[Condition, ...] = ()
     container_statuses: tuple[ContainerStatus, ...] = ()
     init_container_statuses: tuple[ContainerStatus, ...] = ()
@@ -59,6 +61,10 @@ class PodStatus(Model):
 # The finalizer the Job controller puts on its pods and takes off once it has counted the pod's end in the
 # Job's status (`succeeded`, `failed`, or a podFailurePolicy's verdict).
 JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+# The condition the control plane puts on a pod it is about to end for a disruption (preemption, eviction,
+# a taint, a node shutdown), and the kubelet's reason for a pod its activeDeadlineSeconds ended.
+DISRUPTION_TARGET = "DisruptionTarget"
+POD_DEADLINE_REASON = "DeadlineExceeded"
 
 
 class PodOwner(Model):
@@ -83,6 +89,9 @@ class Container(Model):
 
 class PodSpec(Model):
     containers: tuple[Container, ...] = ()
+    # The node it was bound to (none while unscheduled): a failed pod's, for retryPolicy's
+    # nodeAntiAffinity (planner/node_avoidance.py).
+    node_name: str | None = None
 
 
 class Pod(Model):
@@ -94,6 +103,20 @@ class Pod(Model):
         """Is it a pod of the object `uid` (its controller)? Anyone who may create pods in a namespace can
         put a Job's name label on one; only the owner reference says whose it is."""
         return any(o.controller and o.uid == uid for o in self.metadata.owner_references)
+
+    @property
+    def blames_its_node(self) -> bool:
+        """Did it fail where its node may be the cause (retryPolicy's nodeAntiAffinity)? Not when it is
+        being deleted (the Job controller removing a parallel Job's other pods once it failed), disrupted
+        (a DisruptionTarget condition: preempted, evicted, its node drained or shut down), or ended by its
+        activeDeadlineSeconds; nor when it never got a node."""
+        disrupted = self.status.condition(DISRUPTION_TARGET)
+        return (
+            bool(self.spec.node_name)
+            and self.metadata.deletion_timestamp is None
+            and (disrupted is None or disrupted.status != "True")
+            and self.status.reason != POD_DEADLINE_REASON
+        )
 
     @property
     def finished(self) -> bool:

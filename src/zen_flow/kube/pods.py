@@ -19,6 +19,7 @@ from zen_flow.api.pod import Pod as _Pod
 from zen_flow.api.pod import PodList as _PodList
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource
+from zen_flow.planner.node_avoidance import FAILED_NODES, newest_last
 from zen_flow.planner.reports import EXITED
 
 PODS = Resource("", "v1", "pods")
@@ -58,6 +59,13 @@ class PodClient:
                 if ended is not None and ended.exit_code:
                     why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""
                     messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
+            # Where its failed pods ran, oldest first (retryPolicy's nodeAntiAffinity): only those whose
+            # node may be the cause (`Pod.blames_its_node`).
+            nodes = newest_last(
+                p.spec.node_name or "" for p in sorted(finished, key=_finished) if p.blames_its_node
+            )
+            if nodes:
+                messages[FAILED_NODES] = " ".join(nodes)
         return messages
 
     async def pods_of(self, namespace: str, job: str, *, cached: bool = False) -> tuple[_Pod, ...]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 
-from zen_flow.api.constants import DEFAULT_BACKOFF_LIMIT, BackoffType
+from zen_flow.api.constants import DEFAULT_BACKOFF_LIMIT, DEFAULT_RETRY_LIMIT, BackoffType
 from zen_flow.api.jobflow import JobFlow, RetryPolicy, Step
 from zen_flow.core.durations import parse_duration as go_duration
 
-DEFAULT_RETRY_LIMIT = 3
 DEFAULT_BACKOFF_DURATION = 10.0
 DEFAULT_BACKOFF_FACTOR = 2.0
 DEFAULT_BACKOFF_CAP = 3600.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import StepPhase, failed_nodes_kept
 from zen_flow.api.job import JOB_FAILED, Job
 from zen_flow.planner.actions import DeleteJob
 from zen_flow.planner.approval_gates import ApprovalGates
@@ -15,6 +15,7 @@ from zen_flow.planner.concurrency import judge
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.interventions import child_gone, stop_held
 from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
+from zen_flow.planner.node_avoidance import avoiding, avoids, failed_nodes, remember
 from zen_flow.planner.outputs import (
     OutputError,
     capture_outputs,
@@ -27,7 +28,7 @@ from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.reports import download_failure, exit_summary
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
-from zen_flow.planner.steps import HELD_PREFIXES, StepWork, held, unheld
+from zen_flow.planner.steps import HELD_PREFIXES, MAX_MESSAGE, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
@@ -184,6 +185,11 @@ class Observation(ApprovalGates):
             if why := download_failure(self.messages.get(name)):
                 detail = f"{why} ({detail})" if detail else why
             final = cond is not None and cond.reason == JOB_POD_FAILURE_POLICY_REASON
+            # The nodes its failed pods ran on, read with their exit codes; not when a deadline ended it
+            # (the node did nothing wrong).
+            if avoids(w.spec) and (cond is None or cond.reason != JOB_DEADLINE_REASON):
+                kept = failed_nodes_kept(w.spec.retry_policy.limit if w.spec.retry_policy else None)
+                w.failed_nodes = remember(w.failed_nodes, failed_nodes(self.messages.get(name)), kept)
             self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
             return
         if job.deleting:
@@ -293,6 +299,9 @@ class Observation(ApprovalGates):
             # time comes from the cluster's clock, and one behind ours would retry early. It is usually the
             # same second; a plan made late (a restart, a backlog) retries late, never early. The planner's
             # now is cut to the second, so the delay counts from the next one.
+            if w.failed_nodes and avoids(w.spec):  # said last, never cut: the error gives way
+                note = avoiding(w.failed_nodes)
+                error = f"{bound(error, MAX_MESSAGE - len(note) - 2)}; {note}"
             w.retry_at(after_cut(self.now, retry_delay(w.spec.retry_policy, done)), error)
             return
         if limit and done >= limit:

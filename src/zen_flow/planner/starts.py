@@ -19,6 +19,7 @@ from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.lineage import MAX_DESCENDANTS
 from zen_flow.planner.locks import Claims
 from zen_flow.planner.memoization import serving_cache
+from zen_flow.planner.node_avoidance import avoid_nodes
 from zen_flow.planner.parallelism import Holder, missed, running, wait
 from zen_flow.planner.parameters import apply_parameters
 from zen_flow.planner.readiness import skipped_input
@@ -215,6 +216,8 @@ class Starts(Finale):
             return
         try:
             body = build_job(self.flow, w.spec, name, attempt)
+            if w.failed_nodes:  # kept only when it avoids them; from the status alone: any replica builds it
+                avoid_nodes(body, w.failed_nodes)
             resolved = self.resolved(w)
             # After the adoption above: a step whose Job exists is never served from its cache.
             if w.spec.memoize is not None and self.from_cache(w, resolved, attempt):

@@ -111,6 +111,8 @@ class StepWork:
     approved_by: str | None
     outputs: StepOutputValues | None
     attempt_start_time: datetime | None
+    # The nodes its failed attempts ran on, with retryPolicy's nodeAntiAffinity (planner/node_avoidance).
+    failed_nodes: tuple[str, ...] | None = None
 
     @classmethod
     def load(cls, spec: Step, old: StepStatus | None) -> StepWork:
@@ -130,6 +132,7 @@ class StepWork:
             old.approved_by,
             old.outputs,
             old.attempt_start_time,
+            old.failed_nodes,
         )
 
     @property
@@ -157,6 +160,7 @@ class StepWork:
             old.approved_by,
             old.outputs,
             old.attempt_start_time,
+            old.failed_nodes,
         ) == (
             self.phase,
             self.start_time,
@@ -168,6 +172,7 @@ class StepWork:
             self.approved_by,
             self.outputs,
             self.attempt_start_time,
+            self.failed_nodes,
         ):
             return old
         return StepStatus(
@@ -182,6 +187,7 @@ class StepWork:
             next_retry_time=self.next_retry_time,
             approved_by=self.approved_by,
             attempt_start_time=self.attempt_start_time,
+            failed_nodes=self.failed_nodes,
         )
 
     # --- transitions ---------------------------------------------------------------------------------

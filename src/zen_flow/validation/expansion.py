@@ -54,7 +54,14 @@ from zen_flow.validation.errors import (
 from zen_flow.validation.formats import subdomain_problem
 from zen_flow.validation.limits import MAX_FLOW_NAME
 from zen_flow.validation.reader import Reader
-from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_json, status_bound
+from zen_flow.validation.size import (
+    MAX_OBJECT_BYTES,
+    MAX_SPEC_BYTES,
+    failed_nodes_bound,
+    object_bound,
+    spec_json,
+    status_bound,
+)
 
 TEMPLATE_REF = "spec.templateRef"
 ARGUMENTS = "spec.arguments.parameters"
@@ -315,15 +322,23 @@ def _check_size(r: Reader, expanded: Mapping[str, Any], subject: str) -> None:
     argument values can grow a template that fits past what does."""
     with contextlib.suppress(ValueError, TypeError, RecursionError):
         size = len(spec_json(expanded))
-        bound = object_bound(size, status_bound(expanded))
+        status = status_bound(expanded)
+        bound = object_bound(size, status)
         if size > MAX_SPEC_BYTES or bound > MAX_OBJECT_BYTES:
+            nodes = failed_nodes_bound(expanded)
+            mostly = (
+                f" ({nodes:,} bytes of its status for status.steps[].failedNodes: lower the "
+                "retryPolicy.limit of its steps with retryPolicy.affinity.nodeAntiAffinity)"
+                if 2 * nodes > status
+                else ""
+            )
             r.add(
                 forbidden(
                     TEMPLATE_REF,
                     f"the flow expanded from {subject} is too large: its spec would be {size:,} bytes "
                     f"(at most {MAX_SPEC_BYTES:,}) and the stored flow could reach {bound:,} bytes with its "
-                    f"status (at most {MAX_OBJECT_BYTES:,}); use shorter argument values or a smaller "
-                    "template",
+                    f"status (at most {MAX_OBJECT_BYTES:,}){mostly}; use shorter argument values or a "
+                    "smaller template",
                 )
             )
 

@@ -44,7 +44,14 @@ from zen_flow.validation.policy import (
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.repository import check_repository, has_repository
 from zen_flow.validation.resources import check_resource_templates
-from zen_flow.validation.size import MAX_OBJECT_BYTES, MAX_SPEC_BYTES, object_bound, spec_json, status_bound
+from zen_flow.validation.size import (
+    MAX_OBJECT_BYTES,
+    MAX_SPEC_BYTES,
+    failed_nodes_bound,
+    object_bound,
+    spec_json,
+    status_bound,
+)
 from zen_flow.validation.step_defaults import check_step_defaults
 from zen_flow.validation.steps import (
     check_cycle,
@@ -97,7 +104,7 @@ def validate_jobflow(
         return errors
     if known is not None:
         _check_arguments(r, spec)
-        _check_size(r, known.size, known.status_bound)
+        _check_size(r, known.size, known.status_bound, spec)
         return errors
     if spec_bytes is None:
         # Not JSON at all (a YAML alias cycle): no size to check; the apiserver would never see it.
@@ -231,7 +238,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     status = None
     if encoded is not None:
         status = status_bound(spec)
-        _check_size(r, len(encoded), status)
+        _check_size(r, len(encoded), status, spec)
     if matrix is not None:
         # Items share their matrix step's path: one error of its template would be said per item.
         r.errors[:] = said_once(r.errors, matrix)
@@ -343,8 +350,8 @@ def _moves_artifacts(
     return bool(incoming) or bool(stored)
 
 
-def _check_size(r: Reader, size: int, status: int) -> None:
-    """`size`: the spec's JSON in bytes; `status`: its status bound (size.status_bound)."""
+def _check_size(r: Reader, size: int, status: int, spec: Mapping[str, Any] | None = None) -> None:
+    """`size`: the spec's JSON in bytes; `status`: its status bound (size.status_bound) of `spec`."""
     if size > MAX_SPEC_BYTES:
         r.add(
             too_long(
@@ -358,12 +365,24 @@ def _check_size(r: Reader, size: int, status: int) -> None:
         return
     bound = object_bound(size, status)
     if bound > MAX_OBJECT_BYTES:
+        parts = "steps, output parameters, messages, approvals"
+        advice = "use fewer steps, output parameters or required approvals, or split the flow"
+        # Mostly the nodes its steps' failed attempts ran on: say so, or the user looks elsewhere.
+        if spec is not None and 2 * (nodes := failed_nodes_bound(spec)) > status:
+            parts = (
+                f"{nodes:,} of them for the nodes status.steps[].failedNodes records, up to "
+                "retryPolicy.limit + 1 names (16 at most) per step and matrix item with "
+                f"retryPolicy.affinity.nodeAntiAffinity; {parts}"
+            )
+            advice = (
+                "lower those steps' retryPolicy.limit, drop their nodeAntiAffinity, use fewer matrix items, "
+                "or split the flow"
+            )
         r.add(
             forbidden(
                 SPEC,
-                f"too large to run: its status can grow to {status:,} bytes (steps, output parameters, "
-                f"messages, approvals) and with the spec ({size:,} bytes) the stored flow could reach "
-                f"{bound:,} bytes, over the {MAX_OBJECT_BYTES:,} that fit in etcd; use fewer steps, output "
-                "parameters or required approvals, or split the flow",
+                f"too large to run: its status can grow to {status:,} bytes ({parts}) and with the spec "
+                f"({size:,} bytes) the stored flow could reach {bound:,} bytes, over the "
+                f"{MAX_OBJECT_BYTES:,} that fit in etcd; {advice}",
             )
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS
+from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS, MAX_FAILED_NODES, failed_nodes_kept
 from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.matrix import expand_matrix, has_matrix
 from zen_flow.core.matrix_parameters import MAX_EFFECTIVE_STEPS, MAX_ITEMS, MAX_ITEMS_FIELD, bound_of
@@ -63,6 +63,11 @@ RETRY_STEP_BYTES = 3
 # name (253, generously), 8 of the uid, a step name (63) with a matrix item's "-NNN".
 REPOSITORY_URL_BYTES = 5 + 6 + 63 + 253 + 8 + 63 + 4
 DEFAULT_PREFIX = "zen-flow"  # planner/artifacts.DEFAULT_PREFIX (validation does not import the planner)
+# status.steps[].failedNodes of a step whose retries avoid its failed attempts' nodes
+# (retryPolicy.affinity.nodeAntiAffinity): at most api.constants.failed_nodes_kept(limit) node names
+# (DNS subdomains, 253 characters), each with its quotes, comma and a space, and the field's name.
+FAILED_NODE_BYTES = 253 + 4
+FAILED_NODES_FIELD_BYTES = 20
 
 
 def spec_json(spec: Mapping[str, Any]) -> bytes:
@@ -71,9 +76,25 @@ def spec_json(spec: Mapping[str, Any]) -> bytes:
     return to_json(spec, fallback=str)
 
 
+def failed_nodes_bytes(kept: int) -> int:
+    """What a status.steps[].failedNodes of `kept` names of the longest kind takes."""
+    return kept * FAILED_NODE_BYTES + FAILED_NODES_FIELD_BYTES
+
+
 def status_bound(spec: Mapping[str, Any]) -> int:
     """The largest status.* this spec can produce, in bytes of JSON: that of its effective flow, each
     item of a matrix step a step of its own (core/matrix.py)."""
+    return _status_bound(spec)[0]
+
+
+def failed_nodes_bound(spec: Mapping[str, Any]) -> int:
+    """The part of `status_bound` that status.steps[].failedNodes may take: a too-large flow's refusal
+    names it when it is most of the bound."""
+    return _status_bound(spec)[1]
+
+
+def _status_bound(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """(the status bound, its failedNodes part)."""
     weights: dict[str, int] = {}
     if has_matrix(spec):
         weights = _run_time_items(spec)
@@ -86,6 +107,7 @@ def status_bound(spec: Mapping[str, Any]) -> int:
     total += sum((len(name) + 4 + RETRY_STEP_BYTES) * (n - 1) for name, n in weights.items())
     # By identity: the webhook decodes equal outputs of different steps as one object (decode_spec).
     by_outputs: dict[int, int] = {}
+    nodes = 0
     url = _repository_url_bytes(spec)
     for step in steps:
         outputs = step.get("outputs")
@@ -94,6 +116,9 @@ def status_bound(spec: Mapping[str, Any]) -> int:
                 size = by_outputs[id(outputs)] = _outputs_bound(outputs, url)
             name = step.get("name")
             total += size * (weights.get(name, 1) if isinstance(name, str) else 1)
+        if (kept := _failed_nodes_kept(step)) is not None:
+            name = step.get("name")
+            nodes += failed_nodes_bytes(kept) * (weights.get(name, 1) if isinstance(name, str) else 1)
         if step.get("type") == "Manual" or (not step.get("type") and not step.get("template")):
             total += _approvals_bound(step)
             if isinstance(outputs, dict) and _supplies(outputs):
@@ -101,7 +126,7 @@ def status_bound(spec: Mapping[str, Any]) -> int:
     templates = _mapping(spec.get("resourceTemplates"))
     for kind in ("volumeClaimTemplates", "configMapTemplates"):
         total += RESOURCE_REF_BYTES * len(_items(templates.get(kind)))
-    return total
+    return total + nodes, nodes
 
 
 def _run_time_items(spec: Mapping[str, Any]) -> dict[str, int]:
@@ -194,6 +219,18 @@ def _approvals_bound(step: Mapping[str, Any]) -> int:
     needed = needed_approvals(required)
     needed = needed if needed <= MAX_APPROVERS else 1  # more is refused (validation/gates.py)
     return APPROVER_BYTES * needed + TALLIED_ENTRY_BYTES * (2 * needed - 1)
+
+
+def _failed_nodes_kept(step: Mapping[str, Any]) -> int | None:
+    """How many nodes the step records of its failed attempts (retryPolicy.affinity.nodeAntiAffinity);
+    None when it records none. A limit that is no integer (refused elsewhere) counts the most."""
+    retry = _mapping(step.get("retryPolicy"))
+    if _mapping(retry.get("affinity")).get("nodeAntiAffinity") is None:
+        return None
+    limit = retry.get("limit")
+    if limit is None or (isinstance(limit, int) and not isinstance(limit, bool)):
+        return failed_nodes_kept(limit)
+    return MAX_FAILED_NODES
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -125,6 +125,8 @@ def check_step_fields(
     retry = r.mapping(step.get("retryPolicy"), path + ".retryPolicy")
     if retry is not None:
         _check_retry_policy(r, retry, path + ".retryPolicy")
+        if retry.get("affinity") is not None:
+            _check_retry_affinity(r, step, path, kind)
     timeout = r.integer(step.get("timeoutSeconds"), path + ".timeoutSeconds")
     if timeout is not None and timeout <= 0:
         r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
@@ -261,6 +263,42 @@ def _check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None
             r.add(invalid(backoff_path + "." + field, text, "must be greater than 0"))
         elif seconds > MAX_BACKOFF_SECONDS:
             r.add(invalid(backoff_path + "." + field, text, "must be at most 720h (30 days)"))
+
+
+def _check_retry_affinity(r: Reader, step: Mapping[str, Any], step_path: Path, kind: str | None) -> None:
+    """`retryPolicy.affinity.nodeAntiAffinity: {}` (Argo's spelling): an empty object, on a Job step
+    whose pod the scheduler places (planner/node_avoidance.py)."""
+    path = step_path + ".retryPolicy.affinity"
+    if is_manual(step):
+        r.add(forbidden(path, "a Manual step runs no pod"))
+        return
+    if kind == "Flow":
+        r.add(forbidden(path, "a Flow step has no pod of its own: set it on its template's steps"))
+        return
+    found = r.mapping(step["retryPolicy"]["affinity"], path)
+    if found is None:
+        return
+    anti = r.mapping(found.get("nodeAntiAffinity"), path + ".nodeAntiAffinity")
+    if anti:  # Argo's field takes nothing either: the nodes are those the step's failed attempts ran on
+        r.add(invalid(path + ".nodeAntiAffinity", dict(anti), "must be an empty object: {}"))
+        return
+    if anti is not None and _pod_field(step, "nodeName"):
+        # Pinned: the scheduler is skipped, and kubelet admission would reject each retry on that node.
+        r.add(
+            forbidden(
+                path + ".nodeAntiAffinity",
+                "a pod pinned to a node by its template.spec.template.spec.nodeName cannot avoid it: "
+                "remove one of them",
+            )
+        )
+
+
+def _pod_field(step: Mapping[str, Any], name: str) -> Any:
+    """A field of the step's Job template's pod spec (None when the template is not that shape)."""
+    pod: Any = step.get("template")
+    for key in ("spec", "template", "spec"):
+        pod = pod.get(key) if isinstance(pod, dict) else None
+    return pod.get(name) if isinstance(pod, dict) else None
 
 
 def _check_when(
