@@ -755,6 +755,15 @@ def test_retry_of_an_older_run_says_replace_stops_it_and_the_history_limit_delet
         ("2026-03-27T02:30:00.250Z", None, "2026-03-27T02:30:00Z"),
         # A date: midnight in the CronJobFlow's time zone (CET, then CEST after the spring change).
         ("2026-03-27", "Europe/Berlin", "2026-03-26T23:00:00Z"),
+        ("2026-03-30", "Europe/Berlin", "2026-03-29T22:00:00Z"),
+        # A midnight the spring change skips is the instant of the change (the offset before it).
+        ("2026-03-08", "America/Havana", "2026-03-08T05:00:00Z"),
+        ("2026-03-29", "Asia/Beirut", "2026-03-28T22:00:00Z"),
+        # A midnight the autumn change repeats (01:00 back to 00:00) is the first of the two: summer time.
+        ("2026-10-25", "Atlantic/Azores", "2026-10-25T00:00:00Z"),
+        # Years before 1000 are written with four digits, as RFC 3339 requires (and the planner reads).
+        ("0500-01-01", None, "0500-01-01T00:00:00Z"),
+        ("0999-06-01T12:00:00+01:00", None, "0999-06-01T11:00:00Z"),
         ("2026-07-01", "Europe/Berlin", "2026-06-30T22:00:00Z"),
         ("2026-07-01", "America/New_York", "2026-07-01T04:00:00Z"),
         ("2026-07-01", None, "2026-07-01T00:00:00Z"),

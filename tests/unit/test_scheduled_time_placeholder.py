@@ -1,13 +1,16 @@
-"""`{{.JobFlow.ScheduledTime}}`: the run's logical time in its steps (Argo's `{{workflow.scheduledTime}}`,
-Airflow's `{{ ds }}`): a scheduled run's run time, a manual run's `--scheduled-time`, else when the flow was
-created; a child flow sees its parent's; admission accepts it wherever `{{.JobFlow.Name}}` is accepted."""
+"""`{{.JobFlow.ScheduledTime}}`: the run's logical time in its steps (what Argo's
+`{{workflow.scheduledTime}}` and Airflow's `{{ ds }}` give): a scheduled run's run time, a manual run's
+`--scheduled-time`, else when the flow was created; a child flow sees its parent's; admission accepts it
+wherever `{{.JobFlow.Name}}` is accepted."""
 
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +20,8 @@ from zen_flow.api.meta import format_time
 from zen_flow.planner import CreateJob, plan
 from zen_flow.validation import validate_update
 from zen_flow.validation.flow import validate_jobflow
+from zen_flow.webhook.envelope import RawObject
+from zen_flow.webhook.review import _check_update
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template, make_flow
 
 CREATED = datetime(2026, 12, 7, 6, 1, 2, tzinfo=UTC)  # when the flow was stored: a run started late
@@ -124,13 +129,22 @@ def test_a_child_flow_carries_its_parents_scheduled_time(
     assert create.body["spec"]["arguments"]["parameters"] == [{"name": "night", "value": expected}]
 
 
-def test_a_memoize_key_may_hold_it() -> None:
+def test_a_memoize_key_may_hold_it_and_is_looked_up_with_the_runs_night() -> None:
     step = job_step(
         "load",
         template=template("x"),
         memoize={"key": f"load-{PLACEHOLDER}", "cache": {"configMap": {"name": "c"}}},
     )
     assert validate_jobflow(flow_manifest("f", "ns", [step])) == []
+    # Two runs for two nights look up two entries: one night's result is never served to another.
+    looked_up = []
+    for night in (NIGHT, "2026-12-08T02:30:00Z"):
+        flow = make_flow(
+            [step], name="nightly", annotations={ANNOTATION_SCHEDULED_TIME: night}, created=CREATED
+        )
+        [lookup] = plan(flow, [], CREATED).lookups
+        looked_up.append(lookup.key)
+    assert looked_up == [f"load-{NIGHT}", "load-2026-12-08T02:30:00Z"]
 
 
 @pytest.mark.parametrize(
@@ -158,6 +172,11 @@ def test_admission_still_refuses_other_fields_of_the_flow(text: str) -> None:
     assert "{{.JobFlow.ScheduledTime}}" in str(errors[0])  # the message lists it among the supported
 
 
+def raw(obj: dict[str, Any]) -> RawObject:
+    """`obj` as the webhook receives it in a review."""
+    return RawObject.parse(msgspec.Raw(json.dumps(obj).encode()))
+
+
 def started(annotations: dict[str, str]) -> dict[str, Any]:
     flow = flow_manifest("f", "ns", [job_step("a")], annotations=annotations)
     flow["status"] = {"phase": "Running", "steps": [{"name": "a", "phase": "Running"}]}
@@ -181,6 +200,10 @@ def test_the_scheduled_time_of_a_started_flow_cannot_change(new: dict[str, str])
     assert [e.path for e in validate_update(started({}), started({ANNOTATION_SCHEDULED_TIME: NIGHT}))] == [
         error.path
     ]
+    # An annotation-only edit keeps the spec's bytes: the webhook takes its spec_kept path.
+    assert validate_update(old, edited, spec_kept=True) == [error]
+    said = _check_update(raw(old), raw(edited))[0]
+    assert [e.path for e in said] == [error.path]
 
 
 def test_the_scheduled_time_may_change_before_the_flow_started_and_other_annotations_after() -> None:

@@ -1,5 +1,6 @@
-"""A flow's logical time, `{{.JobFlow.ScheduledTime}}` in its steps (Argo's `{{workflow.scheduledTime}}`,
-Airflow's `{{ ds }}`): which night a nightly flow processes, also when it runs late or is run again. Pure.
+"""A flow's logical time, `{{.JobFlow.ScheduledTime}}` in its steps (what Argo's `{{workflow.scheduledTime}}`
+and Airflow's `{{ ds }}` give; Argo's form itself is not substituted here): which night a nightly flow
+processes, also when it runs late or is run again. Pure.
 
 The value is RFC 3339 in UTC to the second (`2026-12-07T02:30:00Z`): the flow's
 `workflow.kube-zen.io/scheduled-time` annotation when it holds an RFC 3339 time (a CronJobFlow's scheduled
@@ -8,11 +9,15 @@ child its parent's value), else the flow's creationTimestamp; anything else ther
 an offset) counts as no annotation, as if a user's note.
 
 It is decided from the flow object alone, so every replica and every plan (a memoized step's second
-plan too) renders the same Job. It is read whenever a Job, a memoize key or a child flow is built; the
-annotation cannot change once the flow started (validation/update.py refuses it, as it refuses a changed
-argument) and creationTimestamp never does, so every attempt of every step sees one value. Without the
-webhook a changed annotation reaches only what is built after it: an attempt's Job has one name and is
-created once, so one attempt never gets two Jobs.
+plan too) renders the same Job. It is read whenever a Job, a memoize key (looked up, and again when the
+result is stored) or a child flow is built; the annotation cannot change once the flow started (the
+webhook, validation/update.py, and the admission policy `jobflow-spec-immutable` refuse it) and
+creationTimestamp never does, so every attempt of every step sees one value; a change before the start
+is recorded replaces the first Jobs (controller/first_jobs.py). With neither the webhook nor the policy,
+a change reaches what is built after it: later Jobs and child flows, and the key a memoized step's result
+is stored under when it succeeds after the change (a Job rendered for the old value stores its result
+under the new value's key); an attempt's Job has one name and is created once, so one attempt never
+gets two Jobs.
 """
 
 from __future__ import annotations
