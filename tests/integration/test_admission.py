@@ -405,6 +405,19 @@ def test_steps_cannot_change_once_the_flow_started(
     assert get_flow(kubectl, namespace, "started")["spec"]["steps"][0]["template"] == job("echo 2")
     # Suspending stays possible, and goes through both webhooks.
     kubectl("patch", "jobflow", "started", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    # The scheduled time its Jobs render as {{.JobFlow.ScheduledTime}} is refused by the policy too (added
+    # here), so a cluster without the webhook cannot mis-key a memoized result; other annotations are not.
+    night = "workflow.kube-zen.io/scheduled-time=2026-12-08T02:30:00Z"
+    done = kubectl("annotate", "jobflow", "started", "-n", namespace, night, check=False)
+    assert done.returncode != 0
+    assert (
+        "metadata.annotations[workflow.kube-zen.io/scheduled-time] cannot change once the flow has started"
+        in done.stderr
+    )
+    kubectl("annotate", "jobflow", "started", "-n", namespace, "note=late")
+    assert "workflow.kube-zen.io/scheduled-time" not in annotations_of(
+        get_flow(kubectl, namespace, "started")
+    )
 
 
 def test_flows_created_from_one_manifest_with_generate_name_have_their_spec_checked_once(

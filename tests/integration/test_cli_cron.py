@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_steps import WAIT, finish, wait_steps
+from controller_steps import WAIT, finish, job_of, wait_steps
 from test_cli_flows import cli, tab
 
 from zen_flow_dev.testing.controller import StartController
@@ -22,8 +22,10 @@ pytestmark = pytest.mark.integration
 YEARLY = "0 0 1 1 *"
 
 
-def cron_manifest(name: str, namespace: str) -> str:
-    container = {"name": "main", "image": "busybox:1.36", "command": ["true"]}
+def cron_manifest(name: str, namespace: str, args: list[str] | None = None) -> str:
+    container: dict[str, Any] = {"name": "main", "image": "busybox:1.36", "command": ["true"]}
+    if args is not None:
+        container["args"] = args
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -117,3 +119,31 @@ async def test_a_triggered_run_is_run_and_counted_by_the_controller_and_suspend_
     # TAB after `zen-flow cron get` offers the namespace's CronJobFlows.
     kubectl("create", "-f", "-", input=cron_manifest("yearly-eu", namespace))
     assert tab(kubeconfig, "cron get", f"-n {namespace} year") == ["yearly", "yearly-eu"]
+
+
+async def test_a_run_triggered_for_a_past_night_renders_that_night_in_its_job(
+    namespace: str,
+    kubeconfig: Path,
+    kubectl: Any,
+    driver: FlowDriver,
+    start_controller: StartController,
+) -> None:
+    # `--scheduled-time 2026-12-07`: Berlin's midnight of that day, in UTC, in the Job's args.
+    start_controller()
+    manifest = cron_manifest("nightly", namespace, ["--night={{.JobFlow.ScheduledTime}}"])
+    kubectl("create", "-f", "-", input=manifest)
+    triggered = cli(
+        kubeconfig, "cron", "trigger", "nightly", "-n", namespace, "--scheduled-time", "2026-12-07"
+    )
+    assert triggered.returncode == 0, triggered.stderr
+    found = re.fullmatch(rf"jobflow {namespace}/(nightly-manual-[a-z0-9]{{5}}) created\n", triggered.stdout)
+    assert found is not None, triggered.stdout
+    run = json.loads(kubectl("get", "jf", found[1], "-n", namespace, "-o", "json").stdout)
+    assert run["metadata"]["annotations"]["workflow.kube-zen.io/scheduled-time"] == "2026-12-06T23:00:00Z"
+    job = await job_of(driver, namespace, "a", flow=found[1])
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["--night=2026-12-06T23:00:00Z"]
+
+    refused = cli(kubeconfig, "cron", "trigger", "nightly", "-n", namespace, "--scheduled-time", "tonight")
+    assert refused.returncode == 2
+    assert "--scheduled-time 'tonight' is neither an RFC 3339 time" in refused.stderr

@@ -95,6 +95,7 @@ def test_bash_completes_commands_options_and_choices() -> None:
     assert bash_tab("zen-flow list --phase F") == ["Failed"]
     assert bash_tab("zen-flow completion f") == ["fish"]
     assert bash_tab("zen-flow ui --p") == ["--port"]
+    assert bash_tab("zen-flow cron trigger nightly --sch") == ["--scheduled-time"]
 
 
 def test_fish_completes_commands_options_and_choices() -> None:

@@ -401,3 +401,37 @@ def test_the_artifact_repository_cannot_change_once_the_flow_started_as_the_vali
             "spec.artifactRepository cannot change once the flow has started (its outputs stored "
             "there are fetched from there by later steps); create a new JobFlow instead"
         ]
+
+
+NIGHT = "2026-12-07T02:30:00Z"
+
+
+@pytest.mark.parametrize("phase", ["Running", "Pending"])
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(NIGHT, "2026-12-08T02:30:00Z"), (NIGHT, None), (None, NIGHT), (NIGHT, NIGHT), (None, None)],
+)
+def test_the_scheduled_time_cannot_change_once_the_flow_started_as_the_validator_says(
+    phase: str, before: str | None, after: str | None
+) -> None:
+    # Without the webhook too: the first Jobs rendered it as {{.JobFlow.ScheduledTime}}, and a memoized
+    # step's result would be stored under another night's key than the one its Job ran for.
+    def manifest(night: str | None) -> dict[str, Any]:
+        annotations = {"note": "x"} | ({constants.ANNOTATION_SCHEDULED_TIME: night} if night else {})
+        flow = flow_manifest("f", "ns", [job_step("a")], annotations=annotations)
+        flow["status"] = {"phase": phase}
+        return flow
+
+    old, new = manifest(before), manifest(after)
+    refused = immutable_refusals(old, new)
+    validator = [str(e) for e in validate_update(old, new) if constants.ANNOTATION_SCHEDULED_TIME in e.path]
+    changed = before != after and phase == "Running"
+    assert bool(refused) == bool(validator) == changed, (refused, validator)
+    if changed:
+        assert refused == [
+            f"metadata.annotations[{constants.ANNOTATION_SCHEDULED_TIME}] cannot change once the flow has "
+            "started (its Jobs render it as {{.JobFlow.ScheduledTime}}); create a new JobFlow instead"
+        ]
+    # A flow with no annotations at all (no metadata.annotations) is no change either.
+    bare = {**old, "metadata": {"name": "f", "namespace": "ns"}}
+    assert immutable_refusals(bare, bare) == []

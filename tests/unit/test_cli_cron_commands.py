@@ -742,3 +742,107 @@ def test_retry_of_an_older_run_says_replace_stops_it_and_the_history_limit_delet
     plain["metadata"] = {"name": "plain", "namespace": NS}
     add(cluster, plain)
     assert zen_flow(capsys, "retry", "plain")[2] == ""
+
+
+# --- trigger --scheduled-time: the night a manual run processes ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "zone", "annotated"),
+    [
+        # RFC 3339, in any offset: that instant, in UTC, to the second.
+        ("2026-03-27T03:30:00+01:00", "Europe/Berlin", "2026-03-27T02:30:00Z"),
+        ("2026-03-27T02:30:00.250Z", None, "2026-03-27T02:30:00Z"),
+        # A date: midnight in the CronJobFlow's time zone (CET, then CEST after the spring change).
+        ("2026-03-27", "Europe/Berlin", "2026-03-26T23:00:00Z"),
+        ("2026-03-30", "Europe/Berlin", "2026-03-29T22:00:00Z"),
+        # A midnight the spring change skips is the instant of the change (the offset before it).
+        ("2026-03-08", "America/Havana", "2026-03-08T05:00:00Z"),
+        ("2026-03-29", "Asia/Beirut", "2026-03-28T22:00:00Z"),
+        # A midnight the autumn change repeats (01:00 back to 00:00) is the first of the two: summer time.
+        ("2026-10-25", "Atlantic/Azores", "2026-10-25T00:00:00Z"),
+        # Years before 1000 are written with four digits, as RFC 3339 requires (and the planner reads).
+        ("0500-01-01", None, "0500-01-01T00:00:00Z"),
+        ("0999-06-01T12:00:00+01:00", None, "0999-06-01T11:00:00Z"),
+        ("2026-07-01", "Europe/Berlin", "2026-06-30T22:00:00Z"),
+        ("2026-07-01", "America/New_York", "2026-07-01T04:00:00Z"),
+        ("2026-07-01", None, "2026-07-01T00:00:00Z"),
+    ],
+)
+def test_trigger_with_a_scheduled_time_makes_a_manual_run_annotated_with_it(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], given: str, zone: str | None, annotated: str
+) -> None:
+    add(cluster, cron_manifest(timeZone=zone))
+    code, out, err = zen_flow(capsys, "cron", "trigger", "nightly-report", "--scheduled-time", given)
+    assert (code, out, err) == (0, "jobflow default/nightly-report-manual-b2c4d created\n", "")
+    [body] = posted(cluster)
+    # A manual run in every other respect: its name and its manual mark.
+    assert body["metadata"]["annotations"] == {
+        "owner": "data",
+        "workflow.kube-zen.io/instantiate": "manual",
+        "workflow.kube-zen.io/scheduled-time": annotated,
+    }
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "yesterday",
+        "2026-02-30",
+        "2026-12-07T02:30:00",
+        "2026-12-07 02:30",
+        "07.12.2026",
+        "1776-07-04T25:00:00Z",
+    ],
+)
+def test_trigger_refuses_a_scheduled_time_that_is_neither_rfc3339_nor_a_date(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    add(cluster, cron_manifest())
+    code, out, err = zen_flow(capsys, "cron", "trigger", "nightly-report", "--scheduled-time", given)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"zen-flow cron trigger: --scheduled-time {given!r} is neither an RFC 3339 time "
+        "(2026-12-07T02:30:00Z, 2026-12-07T03:30:00+01:00) nor a date YYYY-MM-DD (midnight in the "
+        "CronJobFlow's time zone)\n"
+    )
+    assert posted(cluster) == []
+
+
+def test_trigger_refuses_a_date_whose_midnight_no_utc_time_reaches(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(cluster, cron_manifest())  # Europe/Berlin: its midnight of 1 January 1 is in year 0 in UTC
+    code, out, err = zen_flow(capsys, "cron", "trigger", "nightly-report", "--scheduled-time", "0001-01-01")
+    assert (code, out) == (2, "")
+    assert err == (
+        "zen-flow cron trigger: --scheduled-time 0001-01-01: midnight in Europe/Berlin is out of range "
+        "in UTC\n"
+    )
+    assert posted(cluster) == []
+
+
+def test_a_manual_run_with_a_scheduled_time_is_still_placed_at_its_creation() -> None:
+    # Triggered at 00:05 to process a night a day back: still the newest run, so Replace stops the
+    # scheduled run of 00:00 (not the manual one), and status.active lists it at its creation.
+    report = every_10(concurrencyPolicy="Replace")
+    scheduled = a_run(report, EVERY_10, {"phase": "Running"})
+    body = manual_run(CronJobFlow.model_validate(report), "b2c4d", EVERY_10 - timedelta(days=1))
+    assert body["metadata"]["annotations"]["workflow.kube-zen.io/scheduled-time"] == "2026-04-30T00:00:00Z"  # type: ignore[index]
+    created = EVERY_10 + timedelta(minutes=5)
+    late = {
+        **body,
+        "metadata": {**body["metadata"], "uid": "uid-late", "creationTimestamp": format_time(created)},  # type: ignore[dict-item]
+        "status": {"phase": "Running"},
+    }
+    plan = planned(report, [scheduled, late], created + timedelta(seconds=1))
+    assert outcome(plan) == (None, [], [scheduled["metadata"]["name"]])
+    assert [(r.name, r.scheduled_time) for r in plan.status.active] == [
+        (scheduled["metadata"]["name"], EVERY_10),
+        ("nightly-report-manual-b2c4d", created),
+    ]
+    # Finished, it counts for the history limits by its creation: the older scheduled run goes.
+    done = {**late, "status": {"phase": "Succeeded"}}
+    older = a_run(report, EVERY_10, {"phase": "Succeeded"})
+    limited = planned(every_10(successfulJobsHistoryLimit=1), [older, done], created + timedelta(minutes=1))
+    assert limited.actions == (DeleteRun(older["metadata"]["name"], older["metadata"]["uid"]),)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from zen_flow.api import JobFlow
 from zen_flow.core.parameter_forms import substitute
 from zen_flow.planner.jobs import JobBuildError
-from zen_flow.planner.parameters import apply_parameters, resolve_inputs
+from zen_flow.planner.parameters import FlowFields, apply_parameters, resolve_inputs
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -43,7 +43,7 @@ def flow_with(text: str) -> dict[str, Any]:
 def substituted(text: str) -> str:
     step = JobFlow.model_validate(flow_with(text)).spec.steps[0]
     body = {"metadata": {"annotations": {"t": text}}}
-    out = apply_parameters(body, "step", resolve_inputs(step, lambda _: None), ("flow", "ns"))
+    out = apply_parameters(body, "step", resolve_inputs(step, lambda _: None), FlowFields("flow", "ns", ""))
     return str(out["metadata"]["annotations"]["t"])
 
 

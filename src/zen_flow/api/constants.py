@@ -222,15 +222,17 @@ CRON_KIND = "CronJobFlow"
 CRON_PLURAL = "cronjobflows"
 CRON_SINGULAR = "cronjobflow"
 CRON_CRD_NAME = f"{CRON_PLURAL}.{GROUP}"
-# On every JobFlow a CronJobFlow creates: the CronJobFlow's name (select a schedule's runs with -l); on a
-# scheduled run, the run time it was made for (RFC 3339, UTC; Kubernetes' CronJob annotates its Jobs the
-# same way).
+# On every JobFlow a CronJobFlow creates: the CronJobFlow's name (select a schedule's runs with -l). The
+# scheduled time (RFC 3339, UTC; Kubernetes' CronJob annotates its Jobs the same way): on a scheduled run
+# the run time it was made for, on a manual run the time given to `--scheduled-time`, on a child flow
+# its parent's; what its steps render as `{{.JobFlow.ScheduledTime}}` (planner/scheduled_time.py).
 LABEL_CRON = f"{GROUP}/cronjobflow"
 ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
 # On a run made by hand (`zen-flow cron trigger`), as `kubectl create job --from=cronjob/NAME` marks its
 # Job `cronjob.kubernetes.io/instantiate: manual`: for people and selectors. The controller recognises a
 # manual run by its name, `<cron>-manual-<token>` (no `<cron>-<Unix minute>` of a run time), not by this
-# annotation, which a copy could forge; it has no scheduled-time (it was made for no run time).
+# annotation, which a copy could forge; nor by a scheduled-time it may carry (`--scheduled-time`: only
+# what its steps render).
 ANNOTATION_INSTANTIATE = f"{GROUP}/instantiate"
 INSTANTIATE_MANUAL = "manual"
 MANUAL_RUN_INFIX = "-manual-"

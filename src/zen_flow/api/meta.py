@@ -12,8 +12,10 @@ from zen_flow.api.constants import API_VERSION
 
 
 def format_time(value: datetime) -> str:
-    """RFC 3339 with second precision and a `Z`, like metav1.Time."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 with second precision and a `Z`, like metav1.Time. The year has four digits also before
+    1000 (glibc's `%Y` does not pad it; RFC 3339 and `parse_rfc3339` need four)."""
+    utc = value.astimezone(UTC)
+    return f"{utc.year:04d}-" + utc.strftime("%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str) -> datetime:

@@ -5,13 +5,16 @@
 `trigger` builds its run with the controller's own builder (planner.cron_runs.manual_run: the template,
 the CronJobFlow's label, its controller owner reference, the TTL), so the controller takes it for one of
 its runs; only the name `<cron>-manual-<random token>` and the annotations differ. Nothing is taken from
-this machine's clock: the controller places a manual run at its creationTimestamp."""
+this machine's clock: the controller places a manual run at its creationTimestamp. `--scheduled-time`
+only sets what its steps render as `{{.JobFlow.ScheduledTime}}` (the night it processes)."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import sys
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from zen_flow.api.constants import (
@@ -30,14 +33,17 @@ from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.cli.cron_render import cron_detail, cron_list
 from zen_flow.cli.session import EXIT_OK, Session, UsageError, now
+from zen_flow.core.cron import parse_time_zone
 from zen_flow.kube.cronjobflows import CRONJOBFLOWS
 from zen_flow.kube.errors import KubeError
 from zen_flow.kube.jobflows import JOBFLOWS
 from zen_flow.kube.transport import MERGE_PATCH
 from zen_flow.planner.cron_runs import manual_run, rank, rank_of
+from zen_flow.planner.scheduled_time import parse_rfc3339
 from zen_flow.validation import render, validate_cronjobflow
 
 ENDED = (FlowPhase.SUCCEEDED, FlowPhase.FAILED)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def token() -> str:
@@ -89,20 +95,52 @@ async def get_cron(session: Session, args: argparse.Namespace) -> int:
 async def trigger(session: Session, args: argparse.Namespace) -> int:
     """Create a run now, as `kubectl create job --from=cronjob/NAME` does; refused (exit 2) when the
     controller would not create one either: the CronJobFlow is invalid or being deleted."""
+    asked = scheduled_time_asked(args.scheduled_time)  # refused before anything is sent
     raw = await _get(session, args.name)
     cron = CronJobFlow.model_validate(raw)
     if cron.metadata.deletion_timestamp is not None:
         raise UsageError(f"cronjobflow {args.name} is being deleted: a run of it would be deleted with it")
     if errors := validate_cronjobflow(raw):
         raise UsageError(f"cronjobflow {args.name} is invalid, no run was created:\n{render(errors)}")
+    scheduled = asked if asked is None or isinstance(asked, datetime) else midnight(asked, cron)
     made = await session.client.request(
-        "POST", JOBFLOWS.path(session.namespace), body=manual_run(cron, token())
+        "POST", JOBFLOWS.path(session.namespace), body=manual_run(cron, token(), scheduled)
     )
     name = made["metadata"]["name"]
     for note in _notes(cron, JobFlow.model_validate(made)):
         sys.stderr.write(f"zen-flow cron trigger: note: {note}\n")
     session.out.write(f"jobflow {session.namespace}/{name} created\n")
     return EXIT_OK
+
+
+def scheduled_time_asked(text: str | None) -> datetime | date | None:
+    """`--scheduled-time`: an RFC 3339 time (its instant), or a date (its midnight, in the CronJobFlow's
+    time zone: known once it is read); UsageError (exit 2) for anything else."""
+    if text is None:
+        return None
+    if (moment := parse_rfc3339(text)) is not None:
+        return moment
+    if _DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise UsageError(
+        f"--scheduled-time {text!r} is neither an RFC 3339 time (2026-12-07T02:30:00Z, "
+        "2026-12-07T03:30:00+01:00) nor a date YYYY-MM-DD (midnight in the CronJobFlow's time zone)"
+    )
+
+
+def midnight(day: date, cron: CronJobFlow) -> datetime:
+    """The start of `day` in the CronJobFlow's time zone (validated already), in UTC. A midnight a clock
+    change skips is the instant of the change, as the schedule's skipped times are (fold 0: the offset
+    before)."""
+    try:
+        return datetime.combine(day, time(), tzinfo=parse_time_zone(cron.spec.time_zone)).astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise UsageError(
+            f"--scheduled-time {day.isoformat()}: midnight in {cron.spec.time_zone} is out of range in UTC"
+        ) from None
 
 
 def _notes(cron: CronJobFlow, made: JobFlow) -> list[str]:

@@ -11,7 +11,8 @@ CronJobFlows (scheduled flows), driven as `argo cron` drives CronWorkflows and k
 `trigger` creates a run now, as `kubectl create job --from=cronjob/NAME` or `argo submit --from
 cronwf/NAME` do: named NAME-manual-<5 random characters> and annotated
 workflow.kube-zen.io/instantiate=manual, it counts for concurrencyPolicy and the history limits like a
-scheduled run (docs/API.md, "Manual runs"). `resume` starts the latest run time missed while
+scheduled run (docs/API.md, "Manual runs"); `--scheduled-time` sets the time its steps process
+({{.JobFlow.ScheduledTime}}), not its place among the runs. `resume` starts the latest run time missed while
 suspended (within startingDeadlineSeconds)."""
 
 EXAMPLES = """\
@@ -19,6 +20,7 @@ examples:
   zen-flow cron list -A
   zen-flow cron get nightly-report -n team-a
   zen-flow cron trigger nightly-report     # jobflow team-a/nightly-report-manual-x7kqd created
+  zen-flow cron trigger nightly-report --scheduled-time 2026-12-06   # redo that night
   zen-flow cron suspend nightly-report"""
 
 
@@ -91,6 +93,13 @@ def add_cron_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         aliases=("run-now",),
     )
     named(p)
+    p.add_argument(
+        "--scheduled-time",
+        metavar="TIME",
+        help="the time the run's steps process, {{.JobFlow.ScheduledTime}} (a past night, run again): "
+        "RFC 3339 (2026-12-07T02:30:00Z) or a date YYYY-MM-DD, midnight in the CronJobFlow's time zone; "
+        "the run is still a manual run, placed among the runs at its creation",
+    )
     for verb, what in (("suspend", "create no new run (active runs go on)"), ("resume", "create runs again")):
         p = command(verb, f"{verb} a CronJobFlow: {what}", f"zen-flow cron {verb} nightly-report")
         named(p)

@@ -10,8 +10,9 @@ changed or removed are deleted, and those steps start from the new spec; all of 
 the pod failure policy or the step defaults (copied into every Job) changed, or the flow's own locks
 (`spec.synchronization`: the Jobs ran under the locks it named then, which may guard other work than those
 it names now), or its artifact repository (`spec.artifactRepository`: the Jobs store their outputs
-where it named then). Other edits (a label, `suspend`, the TTL) keep the Jobs: the retried status
-write records them.
+where it named then), or its scheduled time (the annotation `workflow.kube-zen.io/scheduled-time`,
+which the Jobs rendered as `{{.JobFlow.ScheduledTime}}`). Other edits (a label, `suspend`, the TTL)
+keep the Jobs: the retried status write records them.
 
 Held in memory only: a restart between the refused write and the next reconcile loses it (the race needs
 an edit within the milliseconds between the creates and the write; a restart there too is not covered).
@@ -25,6 +26,7 @@ from typing import Any
 
 from zen_flow import planner
 from zen_flow.api import JobFlow
+from zen_flow.planner.scheduled_time import scheduled_time
 
 # The DeleteJob reason, and the Normal event's reason when it happens.
 REASON_STEPS_CHANGED = "StepsChanged"
@@ -45,6 +47,9 @@ def _shared(flow: JobFlow) -> tuple[Any, ...]:
         flow.spec.step_defaults,
         flow.spec.synchronization,
         flow.spec.artifact_repository,
+        # What the Jobs rendered as `{{.JobFlow.ScheduledTime}}`: admission refuses a change only once
+        # the start is recorded, so an edit in this window would leave the Jobs on another night.
+        scheduled_time(flow.metadata),
     )
 
 

@@ -8,7 +8,8 @@ allowed. Env vars: `ZF_PARAM_<NAME>`, upper-cased, every other character `_`.
 
 The original ran a step's Job through Go's text/template with the context {Parameters, JobFlow,
 StepName}. Its simple forms work here too: `{{.JobFlow.Name}}`, `{{.JobFlow.Namespace}}` and
-`{{.StepName}}`. Any other action on that context (`{{ .Parameters.x | upper }}`,
+`{{.StepName}}`; and one of ours, `{{.JobFlow.ScheduledTime}}`, the run's logical time
+(planner/scheduled_time.py). Any other action on that context (`{{ .Parameters.x | upper }}`,
 `{{.JobFlow.Spec}}`, `{{ printf "%s" .StepName }}`) is not supported: `unsupported` finds it, so that
 admission refuses it and the planner never creates a Job with it left in. Other `{{ }}` text is not
 ours (a `kubectl -o go-template='{{.metadata.name}}'` in a command) and stays as it is.
@@ -28,17 +29,20 @@ ENV_PREFIX = "ZF_PARAM_"
 # Go's white space around a trim marker and the one it trims (text/template: space, tab, CR, LF).
 GO_SPACE = " \t\r\n"
 # What the planner substitutes, in one pass. A `{{ }}` form: a left trim marker (group 1), a parameter
-# (group 2) or a context field (3: Name or Namespace of JobFlow, 4: StepName), a right trim marker (5);
+# (group 2) or a context field (3: Name, Namespace or ScheduledTime of JobFlow, 4: StepName), a right trim
+# marker (5);
 # or `${parameters.NAME}` (group 6), which is not Go's and takes none.
 SUBSTITUTED = re.compile(
     r"\{\{(-[ \t\r\n])?\s*"
-    r"(?:(?:inputs\.parameters|\.?[Pp]arameters)\.([A-Za-z0-9_.-]+?)|\.(?:JobFlow\.(Name|Namespace)|(StepName)))"
+    r"(?:(?:inputs\.parameters|\.?[Pp]arameters)\.([A-Za-z0-9_.-]+?)"
+    r"|\.(?:JobFlow\.(Name|Namespace|ScheduledTime)|(StepName)))"
     r"\s*?([ \t\r\n]-)?\}\}"
     r"|\$\{parameters\.([A-Za-z0-9_.-]+)\}"
 )
 SUPPORTED = (
-    "{{inputs.parameters.NAME}} (or {{.Parameters.NAME}}), {{.JobFlow.Name}}, {{.JobFlow.Namespace}} "
-    "and {{.StepName}}, without pipes or functions (a trim marker is {{- or -}} with a space beside the dash)"
+    "{{inputs.parameters.NAME}} (or {{.Parameters.NAME}}), {{.JobFlow.Name}}, {{.JobFlow.Namespace}}, "
+    "{{.JobFlow.ScheduledTime}} and {{.StepName}}, without pipes or functions (a trim marker is {{- or -}} "
+    "with a space beside the dash)"
 )
 _ACTION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 # An action that reads the original's context: a term that starts with one of its fields.
@@ -66,7 +70,8 @@ def parameter(match: re.Match[str]) -> str | None:
 
 
 def context_field(match: re.Match[str]) -> str | None:
-    """The context field a `SUBSTITUTED` match names (Name, Namespace, StepName); None for a parameter."""
+    """The context field a `SUBSTITUTED` match names (Name, Namespace, ScheduledTime, StepName); None for a
+    parameter."""
     return match.group(3) or match.group(4)
 
 

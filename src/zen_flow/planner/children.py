@@ -23,6 +23,7 @@ from pydantic.dataclasses import dataclass
 
 from zen_flow.api.constants import (
     ANNOTATION_ARCHIVE_LOGS,
+    ANNOTATION_SCHEDULED_TIME,
     ANNOTATION_STOP,
     ANNOTATION_SUSPENDED_BY_PARENT,
     API_VERSION,
@@ -46,7 +47,7 @@ from zen_flow.core.naming import label_value
 from zen_flow.planner.actions import SuspendChild
 from zen_flow.planner.interventions import stop_request
 from zen_flow.planner.jobs import JobBuildError
-from zen_flow.planner.parameters import Resolved, substitute_text
+from zen_flow.planner.parameters import Resolved, flow_fields, substitute_text
 from zen_flow.planner.steps import StepWork
 
 # The reason of a child proxy's Failed condition.
@@ -134,10 +135,11 @@ def build_child(
     flow: JobFlow, step: Step, name: str, attempt: int, resolved: tuple[Resolved, ...], depth: int = 0
 ) -> dict[str, Any]:
     """The child JobFlow of one attempt of the Flow step `step`: named `name`, owned by `flow`, labelled
-    with its parent, step, attempt and depth, naming the step's template with its arguments (their
-    placeholders substituted from the step's inputs). `depth`: `flow`'s own, from its chain of verified
-    parents (planner.lineage; the depth label is only informational). JobBuildError when it cannot be
-    made: nested deeper than MAX_FLOW_DEPTH (a template that runs itself), no template named."""
+    with its parent, step, attempt and depth, annotated with `flow`'s scheduled time, naming the step's
+    template with its arguments (their placeholders substituted from the step's inputs). `depth`: `flow`'s
+    own, from its chain of verified parents (planner.lineage; the depth label is only informational).
+    JobBuildError when it cannot be made: nested deeper than MAX_FLOW_DEPTH (a template that runs
+    itself), no template named."""
     spec = step.flow
     ref = spec.template_ref if spec is not None else None
     if ref is None or not ref.name:
@@ -148,9 +150,12 @@ def build_child(
             f"child flows nest at most {MAX_FLOW_DEPTH} deep and this one would be {depth} deep "
             f"(does template {ref.name} run itself?)"
         )
-    where = (flow.metadata.name, flow.metadata.namespace)
+    fields = flow_fields(flow)
     arguments = [
-        {"name": a.name, "value": substitute_text(a.value, step.name, resolved, where, ("flow", "arguments"))}
+        {
+            "name": a.name,
+            "value": substitute_text(a.value, step.name, resolved, fields, ("flow", "arguments")),
+        }
         for a in (spec.arguments.parameters if spec is not None and spec.arguments is not None else ())
     ]
     template_ref: dict[str, Any] = {"name": ref.name}
@@ -160,6 +165,10 @@ def build_child(
     if arguments:
         child_spec["arguments"] = {"parameters": arguments}
     annotations = {}
+    if fields.scheduled_time:
+        # The child's steps process the parent's night (`{{.JobFlow.ScheduledTime}}`), not the moment the
+        # child was made: the parent's value, its annotation or else its creation.
+        annotations[ANNOTATION_SCHEDULED_TIME] = fields.scheduled_time
     if (archive_logs := flow.metadata.annotations.get(ANNOTATION_ARCHIVE_LOGS)) is not None:
         # A child's logs are archived as its own flow's: it asks as its parent does (--archive-logs).
         annotations[ANNOTATION_ARCHIVE_LOGS] = archive_logs

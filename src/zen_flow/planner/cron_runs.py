@@ -7,7 +7,9 @@ annotations are copied from the template and editable, and a copied `instantiate
 `scheduled-time` must not turn a scheduled run into a manual one or move it.
 
 A manual run's time is its `creationTimestamp`, written by the apiserver: the clock of the machine that
-triggered it never orders runs, so a laptop a minute off cannot invert Replace or the history.
+triggered it never orders runs, so a laptop a minute off cannot invert Replace or the history. Nor does
+the `scheduled-time` a manual run may carry (`zen-flow cron trigger --scheduled-time`): that is only the
+time its steps process (`{{.JobFlow.ScheduledTime}}`, planner/scheduled_time.py).
 """
 
 from __future__ import annotations
@@ -98,12 +100,16 @@ def build_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
     return _run(cron, run_name(cron.metadata.name, moment), {ANNOTATION_SCHEDULED_TIME: format_time(moment)})
 
 
-def manual_run(cron: CronJobFlow, token: str) -> dict[str, object]:
+def manual_run(cron: CronJobFlow, token: str, scheduled: datetime | None = None) -> dict[str, object]:
     """The run `zen-flow cron trigger` creates: a run time's run in all but its name and annotations, as
-    `kubectl create job --from=cronjob/NAME` makes a CronJob's Job: marked `instantiate: manual`, with no
-    scheduled-time (its time is its creationTimestamp)."""
+    `kubectl create job --from=cronjob/NAME` makes a CronJob's Job: marked `instantiate: manual`, with
+    the scheduled-time `scheduled` if given (`--scheduled-time`: what its steps render; its place among
+    the runs is still its creationTimestamp), else none."""
     name = manual_run_name(cron.metadata.name, token)
-    return _run(cron, name, {ANNOTATION_INSTANTIATE: INSTANTIATE_MANUAL})
+    marks = {ANNOTATION_INSTANTIATE: INSTANTIATE_MANUAL}
+    if scheduled is not None:
+        marks[ANNOTATION_SCHEDULED_TIME] = format_time(scheduled)
+    return _run(cron, name, marks)
 
 
 def _run(cron: CronJobFlow, name: str, marks: dict[str, str]) -> dict[str, object]:

@@ -35,7 +35,7 @@ from zen_flow.planner.actions import MemoLookup, SaveMemo
 from zen_flow.planner.events import MEMOIZED_MARK
 from zen_flow.planner.jobs import JobBuildError
 from zen_flow.planner.outputs import MAX_VALUE_BYTES
-from zen_flow.planner.parameters import Resolved, substitute_text
+from zen_flow.planner.parameters import Resolved, flow_fields, substitute_text
 from zen_flow.planner.plan_state import PlanState
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after
@@ -176,8 +176,7 @@ class Memoization(PlanState):
     def memo_key(self, w: StepWork, resolved: tuple[Resolved, ...]) -> str:
         """The step's key, its placeholders substituted (ParameterError when one cannot be)."""
         assert w.spec.memoize is not None
-        meta = self.flow.metadata
-        return substitute_text(w.spec.memoize.key, w.name, resolved, (meta.name, meta.namespace))
+        return substitute_text(w.spec.memoize.key, w.name, resolved, flow_fields(self.flow))
 
     def from_cache(self, w: StepWork, resolved: tuple[Resolved, ...], attempt: int) -> bool:
         """Did the cache settle the ready step `w` (its attempt `attempt`): Succeeded from a fresh entry,

@@ -20,7 +20,8 @@ Placeholders `{{inputs.parameters.NAME}}`, and the original's `{{.Parameters.NAM
 `{{.parameters.NAME}}` and `${parameters.NAME}`, are replaced in every string VALUE of the Job (never in
 keys, never as text over serialized JSON, so any value is JSON-safe), in one pass (a value containing
 `{{` is not expanded again); so are the original's `{{.JobFlow.Name}}`, `{{.JobFlow.Namespace}}` and
-`{{.StepName}}` (core/parameter_forms.py); every `{{ }}` form also with text/template's trim markers
+`{{.StepName}}`, and `{{.JobFlow.ScheduledTime}}`, the run's logical time (planner/scheduled_time.py)
+(core/parameter_forms.py); every `{{ }}` form also with text/template's trim markers
 (`{{- x -}}` trims the white space beside it, in the same string). Where Kubernetes expands `$(VAR)`
 (command, args, env values) a substituted value has `$` doubled so it arrives literally. An unknown
 name, a parameter that cannot be resolved, or another action on the original's template context
@@ -32,10 +33,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from zen_flow.api.constants import StepPhase
-from zen_flow.api.jobflow import Step
+from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.api.step_io import InputParameter, KeyRef
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.core.parameter_forms import (
@@ -48,12 +49,26 @@ from zen_flow.core.parameter_forms import (
     unsupported,
 )
 from zen_flow.planner.jobs import JobBuildError
+from zen_flow.planner.scheduled_time import scheduled_time
 
 _CONTAINER_LISTS = ("containers", "initContainers")
 _FINISHED = (StepPhase.SUCCEEDED.value, StepPhase.FAILED.value)
 # Linux refuses to exec a program one of whose environment strings (`NAME=value` and its NUL) is longer
 # than MAX_ARG_STRLEN, 32 pages: the container would never start, so the step fails before its Job.
 MAX_ENV_STRING = 131072
+
+
+class FlowFields(NamedTuple):
+    """What the `{{.JobFlow.X}}` placeholders read of the flow."""
+
+    name: str
+    namespace: str
+    scheduled_time: str
+
+
+def flow_fields(flow: JobFlow) -> FlowFields:
+    meta = flow.metadata
+    return FlowFields(meta.name, meta.namespace, scheduled_time(meta))
 
 
 class ParameterError(JobBuildError):
@@ -206,7 +221,7 @@ class _Substitution:
     def __init__(self, step: str, resolved: tuple[Resolved, ...], context: Mapping[str, str]) -> None:
         self.step = step
         self.by_name = {r.name: r for r in resolved}
-        self.context = context  # {"Name", "Namespace", "StepName"}
+        self.context = context  # {"Name", "Namespace", "ScheduledTime", "StepName"}
 
     def text(self, value: str, path: tuple[str | int, ...]) -> str:
         if not marked(value):
@@ -294,13 +309,11 @@ def apply_parameters(
     body: dict[str, Any],
     step: str,
     resolved: tuple[Resolved, ...],
-    flow: tuple[str, str],
+    flow: FlowFields,
 ) -> dict[str, Any]:
-    """Substitute the placeholders in `body` (changed in place and returned) and add the env vars;
-    `flow`: the flow's name and namespace."""
+    """Substitute the placeholders in `body` (changed in place and returned) and add the env vars."""
     if _marked(body):
-        context = {"Name": flow[0], "Namespace": flow[1], "StepName": step}
-        _Substitution(step, resolved, context).walk(body, ())
+        _Substitution(step, resolved, _context(flow, step)).walk(body, ())
     if resolved:
         _inject_env(body, resolved)
     return body
@@ -310,11 +323,19 @@ def substitute_text(
     text: str,
     step: str,
     resolved: tuple[Resolved, ...],
-    flow: tuple[str, str],
+    flow: FlowFields,
     where: tuple[str | int, ...] = ("memoize", "key"),
 ) -> str:
     """`text` with its placeholders substituted as in a Job's string value that Kubernetes does not expand
     (a `memoize.key`, a child flow's argument at `where`): a parameter only the pod knows (ConfigMap,
     Secret) fails with ParameterError."""
-    context = {"Name": flow[0], "Namespace": flow[1], "StepName": step}
-    return _Substitution(step, resolved, context).text(text, where)
+    return _Substitution(step, resolved, _context(flow, step)).text(text, where)
+
+
+def _context(flow: FlowFields, step: str) -> dict[str, str]:
+    return {
+        "Name": flow.name,
+        "Namespace": flow.namespace,
+        "ScheduledTime": flow.scheduled_time,
+        "StepName": step,
+    }

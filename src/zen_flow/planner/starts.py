@@ -21,7 +21,7 @@ from zen_flow.planner.locks import Claims
 from zen_flow.planner.memoization import serving_cache
 from zen_flow.planner.node_avoidance import avoid_nodes
 from zen_flow.planner.parallelism import Holder, missed, running, wait
-from zen_flow.planner.parameters import apply_parameters
+from zen_flow.planner.parameters import apply_parameters, flow_fields
 from zen_flow.planner.readiness import skipped_input
 from zen_flow.planner.steps import StepWork, bound
 from zen_flow.planner.timing import after, after_cut
@@ -222,9 +222,7 @@ class Starts(Finale):
             # After the adoption above: a step whose Job exists is never served from its cache.
             if w.spec.memoize is not None and self.from_cache(w, resolved, attempt):
                 return
-            body = apply_parameters(
-                body, w.name, resolved, (self.flow.metadata.name, self.flow.metadata.namespace)
-            )
+            body = apply_parameters(body, w.name, resolved, flow_fields(self.flow))
             body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")

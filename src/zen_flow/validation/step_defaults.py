@@ -6,9 +6,9 @@ the few the apiserver would otherwise only apply when it creates the Job, long a
 admitted: a name that cannot be a service account's, a toleration it refuses. Errors name
 `spec.stepDefaults...`, the field a user edits. A field the schema does not have is named too: the
 apiserver would prune it silently (`zen-flow validate` and a CronJobFlow's template see it first).
-Placeholders: `{{.JobFlow.Name}}`, `{{.JobFlow.Namespace}}` and `{{.StepName}}` are filled in per step
-as in a template; an input parameter's is refused, since the defaults are every step's and the steps'
-inputs differ.
+Placeholders: `{{.JobFlow.Name}}`, `{{.JobFlow.Namespace}}`, `{{.JobFlow.ScheduledTime}}` and
+`{{.StepName}}` are filled in per step as in a template; an input parameter's is refused, since the
+defaults are every step's and the steps' inputs differ.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _TOLERATION_FIELDS = ("key", "operator", "value", "effect", "tolerationSeconds")
 INPUT_PLACEHOLDER = (
     "stepDefaults apply to every Job step, whose input parameters differ: put an input parameter's "
-    "placeholder in the steps that declare it ({{.JobFlow.Name}}, {{.JobFlow.Namespace}} and {{.StepName}} "
-    "are allowed)"
+    "placeholder in the steps that declare it ({{.JobFlow.Name}}, {{.JobFlow.Namespace}}, "
+    "{{.JobFlow.ScheduledTime}} and {{.StepName}} are allowed)"
 )
 
 

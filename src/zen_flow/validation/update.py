@@ -3,8 +3,9 @@
 `spec.steps` is immutable once the flow has started (JOBFLOW_API.md decision 12): the controller has
 created Jobs from those steps and recorded their status by name, so an edited step list would describe a
 different flow than the one running. So are `spec.arguments`, `spec.templateRef` and the flow's own locks
-(`spec.synchronization`: taken when it started, held until it ends). Suspending, the execution policy,
-labels and annotations (which carry approvals) stay changeable.
+(`spec.synchronization`: taken when it started, held until it ends), and its annotation
+`workflow.kube-zen.io/scheduled-time` (`{{.JobFlow.ScheduledTime}}`, in its Jobs already). Suspending,
+the execution policy, labels and other annotations (which carry approvals) stay changeable.
 
 Ratcheting, as the apiserver does for CRD schemas: problems in a part the update leaves untouched
 (`spec`, the name, labels, annotations) are not reported, and when the spec changes, neither is a problem
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.api.constants import StepPhase
+from zen_flow.api.constants import ANNOTATION_SCHEDULED_TIME, StepPhase
 from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.errors import FieldError, forbidden
@@ -144,4 +145,18 @@ def validate_update(
         ):
             if _get(old, "spec", field) != _get(new, "spec", field):
                 errors.append(forbidden(f"{SPEC}.{field}", f"{field} cannot change after the flow started"))
+    if started and _scheduled_time(old) != _scheduled_time(new):
+        # `{{.JobFlow.ScheduledTime}}` is in the Jobs created already: a later attempt would process
+        # another night than the first (an added one too: the Jobs rendered the creation time).
+        errors.append(
+            forbidden(
+                f"metadata.annotations[{ANNOTATION_SCHEDULED_TIME}]",
+                "the scheduled time cannot change after the flow started",
+            )
+        )
     return errors
+
+
+def _scheduled_time(flow: Mapping[str, Any]) -> Any:
+    annotations = _get(flow, "metadata", "annotations")
+    return annotations.get(ANNOTATION_SCHEDULED_TIME) if isinstance(annotations, dict) else None
