@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +21,9 @@ from zen_flow.api.constants import (
     ConcurrencyPolicy,
 )
 from zen_flow.cli.render import step_table
-from zen_flow.planner import EventSpec, Peer, fail_invalid
+from zen_flow.planner import EventSpec, Peer, fail_invalid, fail_resources
 from zen_flow.planner.cloud_events import cloud_events
+from zen_flow.planner.lifecycle import FLOW_FAILED_MARK
 from zen_flow.planner.status import REASON_JOB_REJECTED
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -141,7 +143,47 @@ def test_a_step_a_flow_wide_failure_ended_is_no_tolerated_failure() -> None:
     sim.apply(ended)
     lint = sim.flow.status.step("lint")
     assert lint is not None
-    assert (sim.phase, lint.phase, lint.message) == ("Failed", "Failed", refused)
+    assert (sim.phase, lint.phase, lint.message) == ("Failed", "Failed", f"{FLOW_FAILED_MARK}{refused}")
+    assert shown(sim)["lint"] == "Failed"
+
+
+def test_its_own_failure_in_the_write_a_flow_wide_failure_ends_the_flow_stays_tolerated() -> None:
+    # lint's Job fails; the plan that records it asks for a resource the apiserver refuses, so the flow
+    # fails flow-wide in that very write (one completionTime for lint, the flow, and b which it ends).
+    sim = started(job_step("lint", **ALLOW), job_step("b", **ALLOW))
+    sim.advance(5)
+    sim.fail(job_of(sim, "lint"))
+    planned = sim.preview()
+    sim.apply(fail_resources(sim.flow, ["ConfigMap settings: 422"], sim.now, planned=planned))
+    lint, b = sim.flow.status.step("lint"), sim.flow.status.step("b")
+    assert lint is not None
+    assert b is not None
+    assert sim.phase == "Failed"
+    assert lint.completion_time == b.completion_time == sim.flow.status.completion_time
+    assert (b.message or "").startswith(FLOW_FAILED_MARK)
+    assert allowed_said(sim) == ["lint"]
+    assert shown(sim) == {"lint": "Failed (allowed)", "b": "Failed"}
+    published = [c for p in sim.plans for c in cloud_events(sim.flow, p.status, p.events, sim.now)]
+    said = {c.subject: json.loads(c.data) for c in published if c.type.endswith(".failed.v1")}
+    assert said["lint"]["allowed"] is True
+
+
+def test_a_flow_wide_failure_written_by_an_older_version_still_ends_its_steps_untolerated() -> None:
+    # Before the mark, a step the flow-wide failure ended said only the cause: the equal completion times
+    # and that cause tell it from a failure of its own.
+    sim = started(job_step("lint", **ALLOW), job_step("b"))
+    sim.advance(5)
+    refused = "the apiserver refused a step's Job"
+    ended = fail_invalid(
+        sim.flow, ["b: 422"], sim.now, reason=REASON_JOB_REJECTED, prefix=refused, base=sim.flow.status
+    )
+    old = tuple(
+        replace(s, message=(s.message or "").removeprefix(FLOW_FAILED_MARK)) for s in ended.status.steps
+    )
+    sim.apply(replace(ended, status=ended.status.model_copy(update={"steps": old})))
+    lint = sim.flow.status.step("lint")
+    assert lint is not None
+    assert (lint.phase, lint.message) == ("Failed", refused)
     assert shown(sim)["lint"] == "Failed"
 
 

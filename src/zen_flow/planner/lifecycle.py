@@ -39,6 +39,12 @@ _LISTED_ERRORS = 10
 # reason of the Normal event that names it.
 ENDED_REASON = "the flow has ended and its status does not record this Job"
 STRAY_EVENT = "StrayJobDeleted"
+# How the message of a step a flow-wide failure ended begins (`fail_invalid`: Failed, or Skipped after
+# `not started: `/`no decision: `), before the failure's cause: planner.tolerance reads it, so that a
+# failure of the step's own written in that very status (one completionTime for both) stays tolerated.
+FLOW_FAILED_MARK = "the flow failed: "
+# The cause an invalid spec's steps are ended for (any other flow-wide failure's: its prefix).
+INVALID_CAUSE = "the flow spec is invalid"
 _JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r([0-9]+))?\Z")  # \Z: `$` also matches before a final "\n"
 
 
@@ -188,7 +194,7 @@ def fail_invalid(
     listed = "; ".join(errors[:_LISTED_ERRORS]) or "unknown error"
     more = f" (+{len(errors) - _LISTED_ERRORS} more)" if len(errors) > _LISTED_ERRORS else ""
     failure = f"{prefix}: {listed}{more}"
-    cause = "the flow spec is invalid" if reason == REASON_INVALID else prefix
+    cause = INVALID_CAUSE if reason == REASON_INVALID else prefix
     current = flow.status if base is None else base
     old = {s.name: s for s in current.steps}
     works: dict[str, StepWork] = {}
@@ -200,11 +206,11 @@ def fail_invalid(
         if work.phase == StepPhase.RUNNING:
             if base is not None and work.job_ref is not None and work.job_ref.name not in unborn:
                 stops.append(DeleteJob(work.job_ref.name, spec.name, cause))
-            work.fail(now, cause)
+            work.fail(now, f"{FLOW_FAILED_MARK}{cause}")
         elif work.phase == StepPhase.RETRYING:
-            work.fail(now, f"{cause}; {work.message or ''}")
+            work.fail(now, f"{FLOW_FAILED_MARK}{cause}; {work.message or ''}")
         elif not work.terminal:
-            work.drop(now, cause)
+            work.drop(now, f"{FLOW_FAILED_MARK}{cause}")
         works[spec.name] = work
     status = assemble(
         flow,
