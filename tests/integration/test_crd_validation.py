@@ -674,7 +674,7 @@ def _stored(prefix: str | None = None, key: str | None = None) -> tuple[list[dic
         ("team\x07x", "must not hold control characters"),
         ("team\x7f", "must not hold control characters"),
         ("//", "must hold a name (e.g. team-a/artifacts), not only slashes"),
-        ("é" * 257, "must have at most 512 bytes of UTF-8"),  # 257 characters, 514 bytes
+        ("é" * 257, "may not be more than 512 bytes: an S3 key has at most 1024 bytes"),  # 514 bytes
     ],
 )
 def test_a_bad_repository_key_prefix_is_refused_without_the_webhook_naming_the_field(
