@@ -650,3 +650,71 @@ async def test_invalid_status_writes_are_rejected(
         await patch_status(objects, namespace, "st", status)
     assert raised.value.status == 422
     assert message in json.loads(raised.value.body or "{}")["message"]
+
+
+# S3 keys without the webhook: the CRD refuses the repository's keyPrefix as validation/repository.py does
+# (its CEL rules), and any key over 1,024 characters (maxLength; a key's own rules inside the step lists
+# would cost the schema's CEL budget many times over: the webhook alone checks their bytes and segments).
+PREFIX_FIELD = "spec.artifactRepository.s3.keyPrefix"
+
+
+def _stored(prefix: str | None = None, key: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    s3 = {"bucket": "b"} | ({"key": key} if key is not None else {})
+    steps = [
+        {
+            "name": "a",
+            "template": job(),
+            "outputs": {"artifacts": [{"name": "o", "path": "/out/o", "s3": s3}]},
+        }
+    ]
+    repository = {"bucket": "b"} | ({"keyPrefix": prefix} if prefix is not None else {})
+    return steps, {"artifactRepository": {"s3": repository}}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("team/../x", "no /-separated segment may be '.' or '..'"),
+        ("./x", "no /-separated segment may be '.' or '..'"),
+        ("team/.", "no /-separated segment may be '.' or '..'"),
+        ("team\x07x", "must not hold control characters"),
+        ("team\x7f", "must not hold control characters"),
+        ("//", "must hold a name (e.g. team-a/artifacts), not only slashes"),
+        ("é" * 257, "may not be more than 512 bytes: an S3 key has at most 1024 bytes"),  # 514 bytes
+    ],
+)
+def test_a_bad_repository_key_prefix_is_refused_without_the_webhook_naming_the_field(
+    kubectl: Kubectl, namespace: str, jobflow_crd: Any, prefix: str, message: str
+) -> None:
+    steps, spec = _stored(prefix)
+    body = flow("bad-prefix", namespace, steps, **spec)
+    assert validate_jobflow(body) != []  # the webhook refuses it too
+    done = kubectl_create(kubectl, body)
+    assert done.returncode != 0
+    assert PREFIX_FIELD in done.stderr
+    assert message in done.stderr
+
+
+@pytest.mark.parametrize("prefix", ["team-a/artifacts", "/x/", "a..b/c.d", "é" * 256])
+def test_a_repository_key_prefix_the_webhook_takes_is_admitted(
+    kubectl: Kubectl, namespace: str, jobflow_crd: Any, prefix: str
+) -> None:
+    steps, spec = _stored(prefix)
+    body = flow(f"prefix-{len(prefix)}-{prefix.count('/')}", namespace, steps, **spec)
+    assert [str(e) for e in validate_jobflow(body)] == []
+    done = kubectl_create(kubectl, body)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_artifact_s3_key_over_1024_characters_is_refused_without_the_webhook_naming_the_field(
+    kubectl: Kubectl, namespace: str, jobflow_crd: Any
+) -> None:
+    steps, spec = _stored(key="k" * 1025)
+    steps[0]["inputs"] = {"artifacts": [{"name": "i", "s3": {"bucket": "b", "key": "k" * 1025}}]}
+    done = kubectl_create(kubectl, flow("long-key", namespace, steps, **spec))
+    assert done.returncode != 0
+    for field in ("outputs", "inputs"):
+        assert f"spec.steps[0].{field}.artifacts[0].s3.key: Too long" in done.stderr
+    steps, spec = _stored(key="k" * 1024)
+    done = kubectl_create(kubectl, flow("longest-key", namespace, steps, **spec))
+    assert done.returncode == 0, done.stderr

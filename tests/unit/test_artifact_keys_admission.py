@@ -14,10 +14,10 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.planner.artifacts import DEFAULT_PREFIX, Credentials, output_location, output_url, uploads
 from zen_flow.validation import validate_jobflow
-from zen_flow.validation.limits import MAX_S3_KEY_BYTES
+from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_S3_KEY_BYTES
 from zen_flow.validation.repository import MAX_KEY_PREFIX, MAX_KEY_TAIL
 from zen_flow.validation.size import DEFAULT_PREFIX as SIZE_DEFAULT_PREFIX
-from zen_flow.validation.size import status_bound
+from zen_flow.validation.size import MAX_OBJECT_BYTES, object_bound, spec_json, status_bound
 
 E = ErrorType
 PREFIX = "spec.artifactRepository.s3.keyPrefix"
@@ -159,8 +159,22 @@ def test_the_status_bound_counts_each_stored_output_url_with_the_repository_pref
     assert unset - short >= 400 * (len("zen-flow") - 1)  # the default prefix when none is given
     # Each url holds the bucket, the prefix and the tail: a namespace and a flow name at most.
     assert short - status_bound(without_repository(matrix_flow("p", 100))["spec"]) >= 400 * (
-        63 + 1 + 63 + 253
+        63 + 1 + 63 + MAX_FLOW_NAME
     )
+
+
+def test_a_flow_whose_urls_fit_with_the_longest_flow_name_admission_allows_is_accepted() -> None:
+    # 1,024 recorded urls under a 100-byte prefix: with a flow name counted at 253 bytes (more than the
+    # validator's 63) the bound came to some 1.45 MB and the flow was refused although its status fits.
+    flow = matrix_flow("p" * 100, 256)
+    flow["metadata"]["name"] = "f" * MAX_FLOW_NAME
+    assert [str(e) for e in validate_jobflow(flow)] == []
+    spare = MAX_OBJECT_BYTES - object_bound(len(spec_json(flow["spec"])), status_bound(flow["spec"]))
+    assert 0 < spare < 1024 * (253 - MAX_FLOW_NAME)  # the old over-count would not have fit
+    # The bound still counts what the urls do hold: a fifth artifact per item is too much.
+    bigger = copy.deepcopy(flow)
+    step(bigger, "a")["outputs"]["artifacts"].append({"name": "out-4", "path": "/work/o4/x"})
+    assert_error(bigger, "spec", E.FORBIDDEN, "its status can grow to")
 
 
 def without_repository(flow: Flow) -> Flow:

@@ -546,3 +546,29 @@ def test_the_crd_bounds_the_key_prefix_as_the_validator_does() -> None:
     repository = SCHEMA["properties"]["spec"]["properties"]["artifactRepository"]["properties"]["s3"]
     # The CRD counts characters, the validator bytes: a prefix the CRD lets through is checked again.
     assert repository["properties"]["keyPrefix"]["maxLength"] == MAX_KEY_PREFIX
+
+
+# Each bad prefix breaks one rule (the webhook names only the first it breaks); the good ones none.
+PREFIXES = ["team/../x", "./x", "team/.", "team\x07x", "team\x7f", "//", "é" * 257]
+PREFIXES += ["team-a/artifacts", "/x/", "a..b/c.d", "é" * 256, "a" * MAX_KEY_PREFIX]
+
+
+@pytest.mark.parametrize(
+    "crd_name", [constants.CRD_NAME, constants.TEMPLATE_CRD_NAME, constants.CLUSTER_TEMPLATE_CRD_NAME]
+)
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_the_crd_rules_on_the_key_prefix_refuse_what_the_webhook_refuses_in_its_words(
+    crd_name: str, prefix: str
+) -> None:
+    # Without the webhook the apiserver runs these rules (the JobFlow CRD's, copied into the template
+    # CRDs): a prefix one lets through and the other refuses, or a message of other words, is drift.
+    crd = yaml.safe_load((CRD_PATH.parent / f"{crd_name}.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    node = spec["properties"]["artifactRepository"]["properties"]["s3"]["properties"]["keyPrefix"]
+    rules = node["x-kubernetes-validations"]
+    assert len(rules) == 4
+    said = [r["message"] for r in rules if not cel.evaluate(r["rule"], {"self": prefix})]
+    flow = flow_manifest("f", "default", [job_step("a")])
+    flow["spec"]["artifactRepository"] = {"s3": {"bucket": "b", "keyPrefix": prefix}}
+    field = "spec.artifactRepository.s3.keyPrefix"
+    assert said == [e.detail for e in validate_jobflow(flow) if e.path == field]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +21,9 @@ from zen_flow.api.constants import (
     ConcurrencyPolicy,
 )
 from zen_flow.cli.render import step_table
-from zen_flow.planner import EventSpec, Peer, fail_invalid
+from zen_flow.planner import EventSpec, Peer, fail_invalid, fail_resources
 from zen_flow.planner.cloud_events import cloud_events
+from zen_flow.planner.lifecycle import FLOW_FAILED_MARK
 from zen_flow.planner.status import REASON_JOB_REJECTED
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
@@ -141,8 +143,95 @@ def test_a_step_a_flow_wide_failure_ended_is_no_tolerated_failure() -> None:
     sim.apply(ended)
     lint = sim.flow.status.step("lint")
     assert lint is not None
-    assert (sim.phase, lint.phase, lint.message) == ("Failed", "Failed", refused)
+    assert (sim.phase, lint.phase, lint.message) == ("Failed", "Failed", f"{FLOW_FAILED_MARK}{refused}")
     assert shown(sim)["lint"] == "Failed"
+
+
+def test_its_own_failure_in_the_write_a_flow_wide_failure_ends_the_flow_stays_tolerated() -> None:
+    # lint's Job fails; the plan that records it asks for a resource the apiserver refuses, so the flow
+    # fails flow-wide in that very write (one completionTime for lint, the flow, and b which it ends).
+    sim = started(job_step("lint", **ALLOW), job_step("b", **ALLOW))
+    sim.advance(5)
+    sim.fail(job_of(sim, "lint"))
+    planned = sim.preview()
+    sim.apply(fail_resources(sim.flow, ["ConfigMap settings: 422"], sim.now, planned=planned))
+    lint, b = sim.flow.status.step("lint"), sim.flow.status.step("b")
+    assert lint is not None
+    assert b is not None
+    assert sim.phase == "Failed"
+    assert lint.completion_time == b.completion_time == sim.flow.status.completion_time
+    assert (b.message or "").startswith(FLOW_FAILED_MARK)
+    assert allowed_said(sim) == ["lint"]
+    assert shown(sim) == {"lint": "Failed (allowed)", "b": "Failed"}
+    published = [c for p in sim.plans for c in cloud_events(sim.flow, p.status, p.events, sim.now)]
+    said = {c.subject: json.loads(c.data) for c in published if c.type.endswith(".failed.v1")}
+    assert said["lint"]["allowed"] is True
+
+
+def test_a_flow_wide_failure_written_by_an_older_version_still_ends_its_steps_untolerated() -> None:
+    # Before the mark, a step the flow-wide failure ended said only the cause: the equal completion times
+    # and that cause tell it from a failure of its own.
+    sim = started(job_step("lint", **ALLOW), job_step("b"))
+    sim.advance(5)
+    refused = "the apiserver refused a step's Job"
+    ended = fail_invalid(
+        sim.flow, ["b: 422"], sim.now, reason=REASON_JOB_REJECTED, prefix=refused, base=sim.flow.status
+    )
+    old = tuple(
+        replace(s, message=(s.message or "").removeprefix(FLOW_FAILED_MARK)) for s in ended.status.steps
+    )
+    sim.apply(replace(ended, status=ended.status.model_copy(update={"steps": old})))
+    lint = sim.flow.status.step("lint")
+    assert lint is not None
+    assert (lint.phase, lint.message) == ("Failed", refused)
+    assert shown(sim)["lint"] == "Failed"
+
+
+def test_an_older_status_reads_a_failure_of_the_steps_own_before_the_flow_wide_one_as_tolerated() -> None:
+    # An older version's status again, but lint had failed on its own in an earlier write, its message
+    # (its container's termination message) the very words of the cause: only its completionTime, not
+    # the flow's, tells that the flow-wide failure did not end it.
+    sim = started(job_step("lint", **ALLOW), job_step("b"))
+    sim.advance(5)
+    sim.fail(job_of(sim, "lint"))
+    sim.reconcile()
+    sim.advance(5)
+    refused = "the apiserver refused a step's Job"
+    ended = fail_invalid(
+        sim.flow, ["b: 422"], sim.now, reason=REASON_JOB_REJECTED, prefix=refused, base=sim.flow.status
+    )
+    old = tuple(
+        replace(s, message=refused if s.name == "lint" else (s.message or "").removeprefix(FLOW_FAILED_MARK))
+        for s in ended.status.steps
+    )
+    sim.apply(replace(ended, status=ended.status.model_copy(update={"steps": old})))
+    lint = sim.flow.status.step("lint")
+    assert lint is not None
+    assert lint.completion_time != sim.flow.status.completion_time
+    assert shown(sim) == {"lint": "Failed (allowed)", "b": "Failed"}
+
+
+def test_a_flow_wide_failure_says_so_apart_from_the_ordinary_end_of_a_failed_flow() -> None:
+    # A step failing ends the flow once the running steps have ended, dropping the steps not started (here
+    # after-slow); a flow-wide failure ends them too. A script must be able to tell the two ends apart.
+    ordinary = started(job_step("a"), job_step("slow"), job_step("after-slow", "slow"))
+    ordinary.fail(job_of(ordinary, "a"))
+    ordinary.reconcile()
+    ordinary.complete(job_of(ordinary, "slow"))
+    settle(ordinary)
+    dropped = ordinary.flow.status.step("after-slow")
+    assert dropped is not None
+    assert (ordinary.phase, dropped.phase) == ("Failed", "Skipped")
+    assert dropped.message
+    wide = started(job_step("a"), job_step("b", "a"), manual_step("gate"))
+    ended = fail_invalid(
+        wide.flow, ["b: 422"], wide.now, reason=REASON_JOB_REJECTED, prefix="refused", base=wide.flow.status
+    )
+    wide.apply(ended)
+    by_name = {s.name: s.message or "" for s in wide.flow.status.steps}
+    assert by_name["b"] == f"not started: {FLOW_FAILED_MARK}refused"
+    assert by_name["gate"] == f"no decision: {FLOW_FAILED_MARK}refused"
+    assert not by_name["b"].startswith(dropped.message or "")
 
 
 def test_a_retry_fail_fast_cancelled_is_no_tolerated_failure() -> None:

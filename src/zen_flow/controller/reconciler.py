@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -40,7 +41,6 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
-from zen_flow.planner.status import REASON_JOB_REJECTED
 
 log = get_logger(__name__)
 
@@ -275,20 +275,8 @@ class Controller(InformerEvents):
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
-            result = planner.fail_invalid(
-                flow,
-                rejected,
-                now,
-                reason=REASON_JOB_REJECTED,
-                prefix="the apiserver refused a step's Job",
-                base=with_job_uids(result.status, created) if created else result.status,
-                unborn={
-                    name
-                    for a in result.actions
-                    if isinstance(a, planner.CreateJob)
-                    and (name := a.body["metadata"]["name"]) not in created
-                },
-            )
+            base = with_job_uids(result.status, created) if created else result.status
+            result = planner.fail_rejected(flow, rejected, now, replace(result, status=base), created)
             await self._executor.execute(flow, before_write(result.actions), made=created)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:

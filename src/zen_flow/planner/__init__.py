@@ -29,7 +29,7 @@ from zen_flow.planner.jobs import (
     name_taken,
     on_its_way_out,
 )
-from zen_flow.planner.lifecycle import ENDED_REASON, fail_invalid
+from zen_flow.planner.lifecycle import ENDED_REASON, fail_invalid, fail_rejected
 from zen_flow.planner.lineage import (
     MAX_DESCENDANTS,
     TOP_LEVEL,
@@ -95,6 +95,7 @@ __all__ = [
     "build_job",
     "describe_owner",
     "fail_invalid",
+    "fail_rejected",
     "fail_resources",
     "first_look_after",
     "group_of",

@@ -232,18 +232,33 @@ class Finale(Observation):
         child flow's words) is no sign of it. What an earlier run wrote into a step a partial rerun kept
         does not count: this stop may have stopped nothing. `main`: the steps that are not finally only.
         """
-        only_main = main or not stop
-        key = (stop, only_main)
-        if key not in self._said:
-            began, final = self.flow.status.start_time, self.final
-            prefixes = STOPPED_MESSAGES if stop else GRACE_MESSAGES
-            found = (
-                s.message or ""
-                for s in self.works.settled()
-                if (not only_main or s.name not in final) and ended_in_run(s, began, prefixes)
-            )
-            self._said[key] = cause_of(message) if (message := next(found, None)) is not None else None
-        return self._said[key]
+        if not self._said:
+            self._said = self._read_said()
+        return self._said[(stop, main or not stop)]
+
+    def _read_said(self) -> dict[tuple[bool, bool], str | None]:
+        """`said_before`'s three answers, keyed (stop, only the steps that are not finally), from one
+        scan of the settled steps: each is the first step in spec order that says it."""
+        began, final = self.flow.status.start_time, self.final
+        said: dict[tuple[bool, bool], str | None] = {
+            (True, False): None,
+            (True, True): None,
+            (False, True): None,
+        }
+        for s in self.works.settled():
+            main = s.name not in final
+            wanted = said[True, False] is None or (main and said[True, True] is None)
+            if wanted and ended_in_run(s, began, STOPPED_MESSAGES):
+                cause = cause_of(s.message or "")
+                if said[True, False] is None:
+                    said[True, False] = cause
+                if main and said[True, True] is None:
+                    said[True, True] = cause
+            if main and said[False, True] is None and ended_in_run(s, began, GRACE_MESSAGES):
+                said[False, True] = cause_of(s.message or "")
+            if all(v is not None for v in said.values()):
+                break
+        return said
 
     def wake_for_grace(self) -> None:
         """Wake the flow at its grace point too (the deadline's wake-up is `run`'s), until it has come."""

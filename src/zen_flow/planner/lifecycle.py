@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from zen_flow.api.constants import (
@@ -25,11 +26,11 @@ from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.naming import short_hash
-from zen_flow.planner.actions import Action, DeleteFlow, DeleteJob, EventSpec, Plan
+from zen_flow.planner.actions import Action, CreateJob, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.retention import retention_deletes, retention_of
-from zen_flow.planner.status import REASON_INVALID
+from zen_flow.planner.status import REASON_INVALID, REASON_JOB_REJECTED
 from zen_flow.planner.status_assembly import assemble
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
@@ -39,6 +40,16 @@ _LISTED_ERRORS = 10
 # reason of the Normal event that names it.
 ENDED_REASON = "the flow has ended and its status does not record this Job"
 STRAY_EVENT = "StrayJobDeleted"
+# How the message of a step a flow-wide failure ended begins (`fail_invalid`: Failed, or Skipped after
+# `not started: `/`no decision: `), before the failure's cause: planner.tolerance reads it, so that a
+# failure of the step's own written in that very status (one completionTime for both) stays tolerated.
+# Not "the flow failed": a step the ordinary end of a failed flow dropped says `not started: the flow
+# failed` (planner.finale), and a reader must tell the two apart.
+FLOW_FAILED_MARK = "flow-wide failure: "
+# The cause an invalid spec's steps are ended for (any other flow-wide failure's: its prefix).
+INVALID_CAUSE = "the flow spec is invalid"
+# The cause of a flow failed by the Jobs the apiserver refused (`fail_rejected`).
+JOB_REJECTED_CAUSE = "the apiserver refused a step's Job"
 _JOB_NAME_END = re.compile(r"-([0-9a-f]{8})(?:-r([0-9]+))?\Z")  # \Z: `$` also matches before a final "\n"
 
 
@@ -188,7 +199,7 @@ def fail_invalid(
     listed = "; ".join(errors[:_LISTED_ERRORS]) or "unknown error"
     more = f" (+{len(errors) - _LISTED_ERRORS} more)" if len(errors) > _LISTED_ERRORS else ""
     failure = f"{prefix}: {listed}{more}"
-    cause = "the flow spec is invalid" if reason == REASON_INVALID else prefix
+    cause = INVALID_CAUSE if reason == REASON_INVALID else prefix
     current = flow.status if base is None else base
     old = {s.name: s for s in current.steps}
     works: dict[str, StepWork] = {}
@@ -200,11 +211,11 @@ def fail_invalid(
         if work.phase == StepPhase.RUNNING:
             if base is not None and work.job_ref is not None and work.job_ref.name not in unborn:
                 stops.append(DeleteJob(work.job_ref.name, spec.name, cause))
-            work.fail(now, cause)
+            work.fail(now, f"{FLOW_FAILED_MARK}{cause}")
         elif work.phase == StepPhase.RETRYING:
-            work.fail(now, f"{cause}; {work.message or ''}")
+            work.fail(now, f"{FLOW_FAILED_MARK}{cause}; {work.message or ''}")
         elif not work.terminal:
-            work.drop(now, cause)
+            work.drop(now, f"{FLOW_FAILED_MARK}{cause}")
         works[spec.name] = work
     status = assemble(
         flow,
@@ -225,3 +236,28 @@ def fail_invalid(
         (*events, *stray_events(ended)),
         max(0.0, until(now, ttl_expiry(flow, FlowPhase.FAILED, now))),
     )
+
+
+def fail_rejected(
+    flow: JobFlow, rejected: Sequence[str], now: datetime, planned: Plan, created: Collection[str]
+) -> Plan:
+    """The apiserver refused (422/400) Jobs `planned` asked for: sending them again would loop, so the
+    flow fails flow-wide (reason JobRejected) from what that plan did. `planned.status` is its status with
+    the UIDs of the Jobs that were `created` (by name); every other Job it asked for is unborn, and its
+    step fails with the flow. The plan's events stay: what it saw happened (a step whose Job failed in it,
+    StepFailed, StepFailureAllowed if tolerated, its CloudEvents), and no later reconcile would tell them
+    (it diffs the Failed status against itself). All but the StepStarted of a step whose Job was refused:
+    that step never started. The flow's events are derived from the planned status, not repeated."""
+    unborn = {a.name for a in planned.actions if isinstance(a, CreateJob) and a.name not in created}
+    unstarted = {a.step for a in planned.actions if isinstance(a, CreateJob) and a.name in unborn}
+    ended = fail_invalid(
+        flow.model_copy(update={"status": planned.status}),
+        rejected,
+        now,
+        reason=REASON_JOB_REJECTED,
+        prefix=JOB_REJECTED_CAUSE,
+        base=planned.status,
+        unborn=unborn,
+    )
+    kept = tuple(e for e in planned.events if not (e.reason == "StepStarted" and e.step in unstarted))
+    return replace(ended, events=(*kept, *ended.events))

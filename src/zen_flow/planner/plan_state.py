@@ -137,7 +137,7 @@ class PlanState:
         self.ended_for: tuple[str, str] | None = None
         # What a graceful stop (True) or the finally grace (False) said when it ended a step of this run
         # before this plan (all of them, or only those that are not finally), read once from the stored
-        # status (planner.finale: `said_before`).
+        # status, all three in one scan (planner.finale: `said_before`).
         self._said: dict[tuple[bool, bool], str | None] = {}
         self._main_ended_before: bool | None = None
         # Steps this plan ended by their timeout (a gate's wait, a Job's run), and the steps it ended on

@@ -23,6 +23,7 @@ from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.matrix import expand_matrix, has_matrix
 from zen_flow.core.matrix_parameters import MAX_EFFECTIVE_STEPS, MAX_ITEMS, MAX_ITEMS_FIELD, bound_of
 from zen_flow.core.matrix_sources import is_dynamic
+from zen_flow.validation.limits import MAX_FLOW_NAME
 
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
 MAX_OBJECT_BYTES = 1_400_000
@@ -60,8 +61,9 @@ RETRY_STEP_BYTES = 3
 # (the repository's, or an own `s3` without `key`) is <prefix>/<key tail>, the tail
 # <namespace>/<flow>/<uid prefix>/<step>/<artifact> (planner/artifacts.storage_key), here without the
 # prefix and the artifact's name (added per artifact): "s3://", the slashes, a namespace (63), a flow
-# name (253, generously), 8 of the uid, a step name (63) with a matrix item's "-NNN".
-REPOSITORY_URL_BYTES = 5 + 6 + 63 + 253 + 8 + 63 + 4
+# name (MAX_FLOW_NAME, the validator's cap: counting more would refuse flows that fit), 8 of the uid, a
+# step name (63) with a matrix item's "-NNN".
+REPOSITORY_URL_BYTES = 5 + 6 + 63 + MAX_FLOW_NAME + 8 + 63 + 4
 DEFAULT_PREFIX = "zen-flow"  # planner/artifacts.DEFAULT_PREFIX (validation does not import the planner)
 # status.steps[].failedNodes of a step whose retries avoid its failed attempts' nodes
 # (retryPolicy.affinity.nodeAntiAffinity): at most api.constants.failed_nodes_kept(limit) node names
