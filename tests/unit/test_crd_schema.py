@@ -320,6 +320,10 @@ def test_spec_limits_are_the_validators() -> None:
     assert limit(f"{rules}[].onExitCodes.values", "maxItems") == limits.MAX_EXIT_CODE_VALUES
     assert limit(f"{rules}[].onPodConditions", "maxItems") == limits.MAX_POD_CONDITION_PATTERNS
     assert limit("spec.steps[].outputs.parameters", "maxItems") == size.MAX_OUTPUT_PARAMETERS
+    for io in ("inputs", "outputs"):
+        assert (
+            limit(f"spec.steps[].{io}.parameters[].valueFrom.jsonPath", "maxLength") == limits.MAX_JSON_PATH
+        )
     assert f"size() <= {limits.MAX_FLOW_NAME}" in SCHEMA["x-kubernetes-validations"][0]["rule"]
 
 

@@ -46,7 +46,18 @@ CASES = [pytest.param(with_input, INPUT, id="input"), pytest.param(with_output, 
 def test_the_validator_refuses_the_path_naming_its_field(make: Any, field: str) -> None:
     errors = validate_jobflow(make())
     assert [e.path for e in errors] == [field]
-    assert "at most 18 digits" in str(errors[0])
+    # Too long for a JSONPath too (512 characters, test_webhook_retained_memory.py): either says why.
+    assert "at most 18 digits" in str(errors[0]) or "Too long" in str(errors[0])
+
+
+def test_an_index_of_19_digits_is_refused_for_its_digits() -> None:
+    flow = base_flow()
+    step(flow, "a")["outputs"]["parameters"].append(
+        {"name": "q", "valueFrom": {"jsonPath": "$[" + "9" * 19 + "]"}}
+    )
+    (error,) = validate_jobflow(flow)
+    assert error.path == OUTPUT
+    assert "an index has at most 18 digits" in str(error)
 
 
 @pytest.mark.parametrize(("make", "field"), CASES)

@@ -19,8 +19,9 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Any
+
+from zen_flow.core.short_cache import short_cache
 
 Segment = str | int
 
@@ -59,7 +60,9 @@ def _quoted(path: str, pos: int) -> tuple[str, int]:
     raise JsonPathError(f"{path!r}: unterminated quoted name at position {pos}")
 
 
-@lru_cache(maxsize=4096)
+# Flows repeat the same few paths; a path over 128 characters is parsed every time, never kept, so the
+# cache holds at most 4,096 x ~3 KB however many distinct (denied) paths reviews send (core/short_cache.py).
+@short_cache(maxsize=4096, longest=128)
 def parse(path: str) -> tuple[Segment, ...]:
     """The segments of `path` (field names and list indexes); raises JsonPathError."""
     if not path.startswith("$"):
