@@ -20,7 +20,7 @@ from zen_flow.planner.lineage import MAX_DESCENDANTS
 from zen_flow.planner.locks import Claims
 from zen_flow.planner.memoization import serving_cache
 from zen_flow.planner.parallelism import Holder, missed, running, wait
-from zen_flow.planner.parameters import apply_parameters
+from zen_flow.planner.parameters import MAX_PLAN_SUBSTITUTED_BYTES, Meter, apply_parameters
 from zen_flow.planner.readiness import skipped_input
 from zen_flow.planner.steps import StepWork, bound
 from zen_flow.planner.timing import after, after_cut
@@ -210,6 +210,14 @@ class Starts(Finale):
             w.start(self.job_ref(name, existing, child=w.spec.is_flow), self.now, attempt=attempt)
             self.observe_running(w)
             return
+        if self.substituted >= MAX_PLAN_SUBSTITUTED_BYTES:
+            # Each Job (or child flow) is bounded (parameters.MAX_SUBSTITUTED_BYTES), and so is what one
+            # plan builds: the rest start in the next plan, the Jobs made here first out of memory.
+            w.message = bound(
+                f"waiting to be created: this plan built {self.substituted:,} bytes of parameter values"
+            )
+            self.wakeups.append(after(self.now, 1))
+            return
         if w.spec.is_flow:
             self.create_child(w, name, attempt)
             return
@@ -219,9 +227,11 @@ class Starts(Finale):
             # After the adoption above: a step whose Job exists is never served from its cache.
             if w.spec.memoize is not None and self.from_cache(w, resolved, attempt):
                 return
+            meter = Meter()
             body = apply_parameters(
-                body, w.name, resolved, (self.flow.metadata.name, self.flow.metadata.namespace)
+                body, w.name, resolved, (self.flow.metadata.name, self.flow.metadata.namespace), meter
             )
+            self.substituted += meter.used
             body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
@@ -237,7 +247,9 @@ class Starts(Finale):
                     f"at most {MAX_DESCENDANTS} child flows run at once under one top-level flow "
                     f"(all generations), and flow {self.flow.metadata.name}'s family has reached it"
                 )
-            body = build_child(self.flow, w.spec, name, attempt, self.resolved(w), self.lineage.depth)
+            meter = Meter()
+            body = build_child(self.flow, w.spec, name, attempt, self.resolved(w), self.lineage.depth, meter)
+            self.substituted += meter.used
             self.children_made += 1
         except JobBuildError as err:
             w.fail(self.now, f"cannot create child flow: {err}")
