@@ -80,7 +80,9 @@ def test_many_allowed_reviews_of_distinct_long_paths_keep_no_memory() -> None:
     assert grown < 2 * MIB, grown
 
 
-def test_denied_reviews_of_megabyte_paths_keep_no_memory() -> None:
+def test_denied_reviews_of_megabyte_paths_are_refused_by_length_and_keep_no_memory() -> None:
+    # The length check (validation/limits.MAX_JSON_PATH) refuses these before any parse: no cache sees
+    # them. What the path cache keeps of long paths it does parse is the 512-character test above.
     grown, answers = retained(lambda k: long_paths(1000 + k, length=90_000, deny=True), 5)
     assert answers == {False}
     assert grown < 2 * MIB, grown
@@ -97,4 +99,18 @@ def test_denied_reviews_of_megabyte_secret_names_keep_no_memory() -> None:
 
     grown, answers = retained(long_secret, 10)
     assert answers == {False}
+    assert grown < 2 * MIB, grown
+
+
+def test_many_reviews_of_distinct_long_quantities_keep_no_memory() -> None:
+    # 10 reviews x 100 distinct 4,000-digit amounts: 1,000 keys, each with its Decimal, well over 4 MB if
+    # the quantity cache kept them.
+    def long_quantities(k: int) -> dict[str, Any]:
+        flow = base_flow()
+        amounts = {f"example.com/r{j}": f"{(k + 2) * 1000 + j}" + "0" * 4_000 for j in range(100)}
+        container = step(flow, "d")["template"]["spec"]["template"]["spec"]["containers"][0]
+        container["resources"] = {"requests": amounts}
+        return flow
+
+    grown, _ = retained(long_quantities, 10)
     assert grown < 2 * MIB, grown

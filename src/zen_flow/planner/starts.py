@@ -32,6 +32,19 @@ DEFERRED_RETRY_SECONDS = 1.0
 UNAVAILABLE_RETRY_SECONDS = 10.0
 
 
+# How the message of a ready step past its plan's budget of parameter values begins (Starts.create).
+WAITING_TO_BE_CREATED = "waiting to be created: "
+
+
+def retry_reason(w: StepWork) -> str | None:
+    """A Retrying step's message (why its last attempt failed) without a deferral's note before it."""
+    if w.phase != StepPhase.RETRYING or not w.message:
+        return None
+    if w.message.startswith(WAITING_TO_BE_CREATED):
+        return w.message.partition("; ")[2] or None
+    return w.message
+
+
 class Starts(Finale):
     """The start of ready steps, for the schedule pass (planner.engine)."""
 
@@ -123,7 +136,7 @@ class Starts(Finale):
             self.memo_missed.add(w.name)
 
     def held(self, w: StepWork, holder: Holder) -> str:
-        return wait(w.message if w.phase == StepPhase.RETRYING else None, holder, w.name in self.memo_missed)
+        return wait(retry_reason(w), holder, w.name in self.memo_missed)
 
     def unread_cache(self, w: StepWork) -> bool:
         """Is `w` a memoized step whose cache no plan read since it became ready?"""
@@ -157,7 +170,7 @@ class Starts(Finale):
             w.message = bound(why)
 
     def create_attempt(self, w: StepWork, attempt: int) -> None:
-        previous = w.message if w.phase == StepPhase.RETRYING else None
+        previous = retry_reason(w)
         self.create(w, attempt)
         if w.phase == StepPhase.RUNNING and previous:
             w.message = bound(f"attempt {attempt + 1}; {previous}")
@@ -213,9 +226,11 @@ class Starts(Finale):
         if self.substituted >= MAX_PLAN_SUBSTITUTED_BYTES:
             # Each Job (or child flow) is bounded (parameters.MAX_SUBSTITUTED_BYTES), and so is what one
             # plan builds: the rest start in the next plan, the Jobs made here first out of memory.
-            w.message = bound(
-                f"waiting to be created: this plan built {self.substituted:,} bytes of parameter values"
-            )
+            waiting = f"{WAITING_TO_BE_CREATED}this plan built {self.substituted:,} bytes of parameter values"
+            # A Retrying step goes on saying why its last attempt failed, after the note (an earlier plan's
+            # note replaced, not stacked): create_attempt and held() read it without the note.
+            kept = retry_reason(w)
+            w.message = bound(f"{waiting}; {kept}" if kept else waiting)
             self.wakeups.append(after(self.now, 1))
             return
         if w.spec.is_flow:
