@@ -168,8 +168,14 @@ def test_a_denial_beyond_the_cause_limit_says_how_many_more_errors_there_are() -
     causes = status["details"]["causes"]
     assert len(causes) == 101
     assert causes[99]["field"] == "spec.steps[1].dependencies[99]"
-    assert causes[100] == {"message": "and 5 more errors"}
-    assert 'spec.steps[1].dependencies[104]: Not found: "missing-104"' in status["message"]
+    assert causes[100] == {
+        "reason": "FieldValueTooMany",
+        "message": "Too many: 5: more errors not listed (at most 100 are)",
+        "field": "",
+    }
+    assert 'spec.steps[1].dependencies[99]: Not found: "missing-99"' in status["message"]
+    assert "dependencies[100]" not in status["message"]
+    assert status["message"].endswith("Too many: 5: more errors not listed (at most 100 are)")
 
 
 def test_create_checks_approval_annotations() -> None:

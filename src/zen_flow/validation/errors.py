@@ -116,6 +116,29 @@ def too_many(path: Path, actual: int, limit: int, detail: str = "") -> FieldErro
     return FieldError(path, ErrorType.TOO_MANY, actual, f"{text}: {detail}" if detail else text)
 
 
+# The errors a validator lists, in the order it found them: a user sees the same first problems each time.
+# Past them one entry says how many more there are. A 1 MB spec of 250 steps with 500 unknown dependencies
+# each has 125,001 errors: listed whole, one webhook denial was 6.9 MB (1.3-1.7 s of CPU), and the
+# controller kept them all for each such flow (16 MiB).
+MAX_ERRORS = 100
+# Errors about the whole object (its size: found last, once every field was read) are listed before the
+# fields' errors are cut: the spec, a CronJobFlow's template's spec.
+_WHOLE = frozenset({ROOT, "spec", "spec.jobFlowTemplate.spec"})
+
+
+def listed(errors: list[FieldError]) -> list[FieldError]:
+    """At most `MAX_ERRORS` of `errors` in the order found (those about the whole object, then the first
+    of the others), then one `Too many` entry counting the rest."""
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    whole = [i for i, e in enumerate(errors) if e.path in _WHOLE][:MAX_ERRORS]
+    fields = [i for i, e in enumerate(errors) if e.path not in _WHOLE][: MAX_ERRORS - len(whole)]
+    shown = [errors[i] for i in sorted(whole + fields)]
+    more = len(errors) - len(shown)
+    detail = f"more errors not listed (at most {MAX_ERRORS} are)"
+    return [*shown, FieldError(ROOT, ErrorType.TOO_MANY, more, detail)]
+
+
 def render(errors: Iterable[FieldError]) -> str:
     """One error per line, as the webhook denial and the CLI print them."""
     return "\n".join(str(e) for e in errors)

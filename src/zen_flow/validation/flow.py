@@ -22,6 +22,7 @@ from zen_flow.validation.errors import (
     Path,
     forbidden,
     invalid,
+    listed,
     required,
     too_long,
 )
@@ -72,8 +73,11 @@ def validate_jobflow(
     spec_bytes: bytes | None = None,
     known: KnownSpec | None = None,
     bound: list[int] | None = None,
+    every: bool = False,
 ) -> list[FieldError]:
-    """Every problem with `obj` as a JobFlow; an empty list means valid.
+    """The problems with `obj` as a JobFlow, the first `MAX_ERRORS` of them and then how many more
+    (errors.listed); `every`: all of them (ratcheting an update compares them one by one). An empty list
+    means valid.
 
     `skip_spec`: the spec is known to pass, so it is not read at all (an update that keeps the spec as
     stored, whose problems are not reported: ratcheting, update.py): relabelling or approving a 500-step
@@ -83,6 +87,17 @@ def validate_jobflow(
     (else it is serialised here). `bound`: the spec's status bound (size.status_bound) is appended to it
     when the size check computed it for `obj`'s own spec, so the webhook, which remembers it with an
     accepted spec, does not walk a 500-step spec for it a second time."""
+    errors = _validate(obj, skip_spec, spec_bytes, known, bound)
+    return errors if every else listed(errors)
+
+
+def _validate(
+    obj: Mapping[str, Any],
+    skip_spec: bool,
+    spec_bytes: bytes | None,
+    known: KnownSpec | None,
+    bound: list[int] | None,
+) -> list[FieldError]:
     errors: list[FieldError] = []
     r = Reader(errors)
     root = r.resource(obj, KIND)

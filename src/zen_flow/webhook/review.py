@@ -28,6 +28,7 @@ from zen_flow.validation import (
     validate_jobflow,
     validate_update,
 )
+from zen_flow.validation.errors import MAX_ERRORS
 from zen_flow.validation.warnings import flow_warnings, spec_may_warn
 from zen_flow.webhook.envelope import (
     ADMISSION_API_VERSION,
@@ -59,8 +60,9 @@ _CAUSE_REASONS = {
     ErrorType.TOO_LONG: "FieldValueTooLong",
     ErrorType.TOO_MANY: "FieldValueTooMany",
 }
-# Bound what one denial carries back through the apiserver to kubectl.
-_MAX_CAUSES = 100
+# Bound what one denial carries back through the apiserver to kubectl, in its causes and its message
+# alike: a validator's errors as listed (errors.listed: the first MAX_ERRORS and how many more) fit.
+_MAX_CAUSES = MAX_ERRORS + 1
 # The specs this process accepted lately, by their bytes as the apiserver sent them (envelope.py).
 ACCEPTED = AcceptedSpecs()
 _ENCODE = msgspec.json.Encoder().encode
@@ -100,12 +102,14 @@ def deny_invalid(request: AdmissionRequest, errors: list[FieldError], kind: str 
     every error users need to see, and kind and name make kubectl name the flow.
     """
     subject = f'{kind} "{request.name}"' if request.name else kind
-    message = f"{subject} is invalid:\n{render(errors)}"
+    shown = errors[:_MAX_CAUSES]
+    more = f"and {len(errors) - _MAX_CAUSES} more errors" if len(errors) > _MAX_CAUSES else ""
+    message = f"{subject} is invalid:\n{render(shown)}" + (f"\n{more}" if more else "")
     causes: list[dict[str, str]] = [
-        {"reason": _CAUSE_REASONS[e.type], "message": e.body(), "field": e.path} for e in errors[:_MAX_CAUSES]
+        {"reason": _CAUSE_REASONS[e.type], "message": e.body(), "field": e.path} for e in shown
     ]
-    if len(errors) > _MAX_CAUSES:
-        causes.append({"message": f"and {len(errors) - _MAX_CAUSES} more errors"})
+    if more:
+        causes.append({"message": more})
     details = {"name": request.name, "group": GROUP, "kind": kind, "causes": causes}
     return deny(request.uid, 422, "Invalid", message, details)
 
