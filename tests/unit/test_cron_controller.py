@@ -449,3 +449,17 @@ async def test_with_an_archive_a_run_beyond_the_history_waits_for_its_record_the
     assert "without an archive record" in said[2]
     assert "cannot connect" in said[2]
     assert metrics.registry.get_sample_value("zen_flow_archive_writes_total", {"result": "skipped"}) == 1
+
+
+async def test_one_namespace_never_holds_every_cron_worker() -> None:
+    # Tenant-a's two due CronJobFlows, their run creates held (a slow admission webhook): tenant-b's run,
+    # due a moment later, still gets a worker, as the flow queue gives one to another namespace.
+    queue = cron_queue(FakeClock(wall_start=START))
+    queue.add("tenant-a/nightly-1")
+    queue.add("tenant-a/nightly-2")
+    first = await asyncio.wait_for(queue.get(), 5)
+    second = asyncio.ensure_future(queue.get())  # the other cron worker
+    queue.add("tenant-b/hourly")
+    assert (first, await asyncio.wait_for(second, 5)) == ("tenant-a/nightly-1", "tenant-b/hourly")
+    queue.done(first)
+    assert await asyncio.wait_for(queue.get(), 5) == "tenant-a/nightly-2"  # tenant-a's next, in turn

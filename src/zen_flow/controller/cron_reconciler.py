@@ -47,8 +47,10 @@ from zen_flow.validation import render, validate_cronjobflow
 
 log = get_logger(__name__)
 
-# Two: a create held by a slow admission webhook of one namespace leaves a worker to the others.
+# Two, of which one namespace holds at most one (CRON_NAMESPACE_LIMIT): a create held by a slow admission
+# webhook of one namespace leaves a worker to the others.
 CRON_WORKERS = 2
+CRON_NAMESPACE_LIMIT = CRON_WORKERS - 1
 MAX_VERDICT = 4096
 
 
@@ -59,6 +61,9 @@ def cron_queue(clock: Clock, metrics: QueueMetrics | None = None) -> WorkQueue[s
         rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
         metrics=metrics,
         group_of=namespace_of,
+        # The flow queue's per-namespace limit (machinery/group_limits.py): a namespace's next due
+        # CronJobFlow waits for its previous one rather than take the worker another namespace needs.
+        group_limit=CRON_NAMESPACE_LIMIT,
     )
 
 
