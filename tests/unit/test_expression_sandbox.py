@@ -161,3 +161,54 @@ def test_an_error_quoting_a_huge_value_is_the_expressions_error_not_the_sandboxs
         assert len(str(caught.value)) <= 1024
     finally:
         sandbox.close()
+
+
+# Run in a process of its own: its only children are the workers, so RUSAGE_CHILDREN's ru_maxrss is the
+# largest worker's peak resident memory (the kernel's own count: no sampling to miss the peak).
+_PEAK_PROBE = """
+import json, resource, sys
+from zen_flow.api import JobFlow
+from zen_flow.controller.expression_sandbox import ExpressionSandbox
+from zen_flow.core.expressions import WhenContext, _variables, compile_when
+from zen_flow.validation import validate_jobflow
+from zen_flow_dev.testing.flows import flow_manifest, job_step
+
+when = sys.argv[1]
+steps = [job_step(f"s{i}") for i in range(19)] + [job_step("last", "s0", when=when)]
+manifest = flow_manifest("f", "tenant-a", steps, annotations={"a": "x" * 250_000})
+admitted = validate_jobflow(manifest) == []
+table = {f"s{i}": {"phase": "Succeeded", "outputs": {"parameters": {}}} for i in range(19)}
+context = WhenContext(table, WhenContext.from_flow(JobFlow.model_validate(manifest), {}).flow)
+compiled = compile_when(when)
+sandbox = ExpressionSandbox(budget=120)  # memory, not time, must end it
+try:
+    answer = repr(sandbox.evaluate(compiled, _variables(compiled, context)))
+except Exception as err:
+    answer = f"{type(err).__name__}: {err}"
+after = sandbox.evaluate(compile_when("steps.exists(s, true)"), {"steps": {"a": {}}, "flow": {}})
+sandbox.close()
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"admitted": admitted, "answer": answer, "after": after, "peak": peak}))
+"""
+
+
+def test_an_admitted_expression_building_strings_past_the_worker_cap_fails_its_step() -> None:
+    # A 250 KB annotation concatenated in a nested map over 20 steps: admitted (the cost model counts
+    # iterations, not bytes), and it took a worker to 230-330 MiB resident, past the controller container's
+    # whole memory limit. Now the worker's cap ends it: the expression fails saying so, a fresh worker
+    # answers the next one, and no worker ever held more than the cap.
+    import json
+    import subprocess
+
+    from zen_flow.controller.expression_worker import MEMORY_LIMIT
+
+    when = "steps.map(s, steps.map(t, flow.annotations.a + t)).size() > 0"
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_PROBE, when], capture_output=True, text=True, timeout=600, check=True
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["admitted"] is True
+    assert result["answer"].startswith("BudgetExceeded: evaluation ended its worker process twice")
+    assert "out of the worker's memory" in result["answer"]
+    assert result["after"] is True  # replaced
+    assert result["peak"] < MEMORY_LIMIT  # was 230-330 MiB

@@ -19,7 +19,8 @@ How an evaluation can end, and what becomes of the step:
 
 Calls block: the reconciler runs such plans in threads of their own (controller/plan_runner.py), so the
 event loop keeps going while a worker thinks. Workers start on first use: a controller whose flows
-write only phase tests never starts one (each costs ~15 MB).
+write only phase tests never starts one (each costs ~40 MB resident at rest, at most 96 MiB:
+expression_worker.MEMORY_LIMIT).
 """
 
 from __future__ import annotations
