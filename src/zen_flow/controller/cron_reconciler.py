@@ -47,9 +47,11 @@ from zen_flow.validation import render, validate_cronjobflow
 
 log = get_logger(__name__)
 
-# Two, of which one namespace holds at most one (CRON_NAMESPACE_LIMIT): a create held by a slow admission
-# webhook of one namespace leaves a worker to the others.
-CRON_WORKERS = 2
+# Three, of which one namespace holds at most two (CRON_NAMESPACE_LIMIT): run creates held by a slow
+# admission webhook of one namespace leave a worker to the others, and a cluster of one namespace still
+# creates two runs at once (with one, a run with a short startingDeadlineSeconds due behind a slow create
+# was skipped twice as easily).
+CRON_WORKERS = 3
 CRON_NAMESPACE_LIMIT = CRON_WORKERS - 1
 MAX_VERDICT = 4096
 

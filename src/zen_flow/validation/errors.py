@@ -74,7 +74,9 @@ class FieldError:
     detail: str = ""
 
     def body(self) -> str:
-        text = str(self.type) if self.type in _VALUELESS else f"{self.type}: {render_value(self.value)}"
+        # A count of errors not known (errors.listed, `stopped`) is left out, as a valueless type's value.
+        valueless = self.type in _VALUELESS or (self.type is ErrorType.TOO_MANY and self.value is None)
+        text = str(self.type) if valueless else f"{self.type}: {render_value(self.value)}"
         return f"{text}: {self.detail}" if self.detail else text
 
     def __str__(self) -> str:
@@ -126,16 +128,22 @@ MAX_ERRORS = 100
 _WHOLE = frozenset({ROOT, "spec", "spec.jobFlowTemplate.spec"})
 
 
-def listed(errors: list[FieldError]) -> list[FieldError]:
+STOPPED = "the spec was checked no further, but for its size"
+
+
+def listed(errors: list[FieldError], *, stopped: bool = False) -> list[FieldError]:
     """At most `MAX_ERRORS` of `errors` in the order found (those about the whole object, then the first
-    of the others), then one `Too many` entry counting the rest."""
+    of the others), then one `Too many` entry counting the rest. `stopped`: the validator stopped looking
+    past `MAX_ERRORS` errors (Reader.stop), so the entry says so instead of a count."""
     if len(errors) <= MAX_ERRORS:
         return errors
     whole = [i for i, e in enumerate(errors) if e.path in _WHOLE][:MAX_ERRORS]
     fields = [i for i, e in enumerate(errors) if e.path not in _WHOLE][: MAX_ERRORS - len(whole)]
     shown = [errors[i] for i in sorted(whole + fields)]
-    more = len(errors) - len(shown)
+    more = None if stopped else len(errors) - len(shown)
     detail = f"more errors not listed (at most {MAX_ERRORS} are)"
+    if stopped:
+        detail = f"{detail}; {STOPPED}"
     return [*shown, FieldError(ROOT, ErrorType.TOO_MANY, more, detail)]
 
 

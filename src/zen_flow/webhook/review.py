@@ -24,7 +24,6 @@ from zen_flow.validation import (
     has_approvals,
     render,
     status_bound,
-    validate_approvals,
     validate_jobflow,
     validate_update,
 )
@@ -226,10 +225,11 @@ def _check_create(raw: RawObject) -> Checked:
         else:
             obj = raw.decode(skip=("spec",), reuse={"metadata": meta})
             obj["spec"] = raw.member_part("spec", ("arguments",))
-        return validate_jobflow(obj, known=known) + validate_approvals(obj), known.warnings
+        return validate_jobflow(obj, known=known, approvals=True), known.warnings
     obj = raw.decode(reuse={"metadata": meta, "spec": raw.decode_spec()})
     bound: list[int] = []  # the size check's status bound, remembered below rather than computed again
-    errors = validate_jobflow(obj, spec_bytes=spec, bound=bound) + validate_approvals(obj)
+    # Listed together: the spec's listed errors joined to the approvals' would be cut twice.
+    errors = validate_jobflow(obj, spec_bytes=spec, bound=bound, approvals=True)
     if errors:
         return errors, ()
     warnings = _warnings(obj, spec)
