@@ -17,7 +17,7 @@ from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition, format_time
 from zen_flow.controller import cron_reconciler
-from zen_flow.controller.cron_reconciler import CronController, cron_queue
+from zen_flow.controller.cron_reconciler import CRON_WORKERS, CronController, cron_queue
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.kube.errors import AlreadyExists, Invalid, TransportError
@@ -449,3 +449,21 @@ async def test_with_an_archive_a_run_beyond_the_history_waits_for_its_record_the
     assert "without an archive record" in said[2]
     assert "cannot connect" in said[2]
     assert metrics.registry.get_sample_value("zen_flow_archive_writes_total", {"result": "skipped"}) == 1
+
+
+async def test_one_namespace_never_holds_every_cron_worker() -> None:
+    # Tenant-a's three due CronJobFlows, their run creates held (a slow admission webhook): two of them
+    # are created at once (a cluster of one namespace is not serialised), and tenant-b's run, due a
+    # moment later, still gets the third worker, as the flow queue gives one to another namespace.
+    assert CRON_WORKERS == 3
+    queue = cron_queue(FakeClock(wall_start=START))
+    for n in (1, 2, 3):
+        queue.add(f"tenant-a/nightly-{n}")
+    first = await asyncio.wait_for(queue.get(), 5)
+    second = await asyncio.wait_for(queue.get(), 5)
+    third = asyncio.ensure_future(queue.get())  # the last cron worker
+    queue.add("tenant-b/hourly")
+    taken = (first, second, await asyncio.wait_for(third, 5))
+    assert taken == ("tenant-a/nightly-1", "tenant-a/nightly-2", "tenant-b/hourly")
+    queue.done(first)
+    assert await asyncio.wait_for(queue.get(), 5) == "tenant-a/nightly-3"  # tenant-a's next, in turn

@@ -4,12 +4,15 @@ expression that ends its worker fails its own step, saying so."""
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from zen_flow.controller.expression_sandbox import ExpressionSandbox
+from zen_flow.controller import expression_sandbox
+from zen_flow.controller.expression_sandbox import ExpressionSandbox, _Worker
+from zen_flow.controller.expression_worker import MEMORY_LIMIT
 from zen_flow.core.expressions import BudgetExceeded, EvaluationError, Unavailable, compile_when
 from zen_flow.planner.starts import UNAVAILABLE_RETRY_SECONDS
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -87,6 +90,70 @@ def test_a_worker_that_cannot_start_leaves_the_step_waiting_not_skipped() -> Non
         working.close()
 
 
+def test_a_worker_that_cannot_start_is_not_started_again_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each try spawned an interpreter (~0.25 s of CPU) for every waiting `when` of every plan, and printed
+    # its traceback to the controller's stderr; the message did not say why.
+    starts = tmp_path / "starts"
+    script = f"open({str(starts)!r}, 'a').write('x')\nimport sys\nsys.exit('no cel here')\n"
+    broken = ExpressionSandbox(budget=2.0, workers=1, command=worker(script))
+    try:
+        for _ in range(5):
+            with pytest.raises(Unavailable) as caught:
+                broken.evaluate(compile_when(WHEN), VARIABLES)
+            assert str(caught.value) == (
+                "the expression worker did not start (it exited with 1): no cel here"
+            )
+        assert starts.read_text() == "x"  # one try, then the failure remembered
+        later = time.monotonic() + expression_sandbox.START_RETRY_SECONDS
+        monkeypatch.setattr(expression_sandbox, "_clock", lambda: later)
+        for _ in range(3):
+            with pytest.raises(Unavailable):
+                broken.evaluate(compile_when(WHEN), VARIABLES)
+        assert starts.read_text() == "xx"  # past the wait, tried once more
+    finally:
+        broken.close()
+
+
+def test_a_worker_that_cannot_start_under_its_memory_cap_says_so() -> None:
+    starved = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_DATA, ({20 * 2**20}, {20 * 2**20}))\n"
+        "from zen_flow.controller.expression_worker import serve\n"
+        "serve(sys.stdin.buffer, sys.stdout.buffer)\n"
+    )
+    sandbox = ExpressionSandbox(budget=2.0, workers=1, command=worker(starved))
+    try:
+        with pytest.raises(Unavailable) as caught:
+            sandbox.evaluate(compile_when(WHEN), VARIABLES)
+    finally:
+        sandbox.close()
+    assert str(caught.value).startswith("the expression worker did not start (it exited with 1): ")
+    assert str(caught.value).endswith(f"({expression_sandbox.MEMORY_CAP})")
+    assert f"{MEMORY_LIMIT // 2**20} MiB" in expression_sandbox.MEMORY_CAP  # the cap said is the one set
+
+
+def test_a_worker_writes_no_core_and_starts_well_within_its_memory_cap() -> None:
+    # A worker past its cap aborts (the CEL library), and a core file would land in the pod's /tmp, a
+    # 64Mi emptyDir: the kubelet would evict the controller. Start-up needs headroom under the cap, or
+    # an injected import (a tracing agent's sitecustomize) would keep every worker from starting.
+    ready = _Worker(ExpressionSandbox()._command)
+    try:
+        pid = ready.process.pid
+        limits = {
+            line[:26].strip(): line[26:].split()[:2]
+            for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+        }
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    finally:
+        ready.kill()
+    assert limits["Max core file size"] == ["0", "0"]
+    assert limits["Max data size"] == [str(MEMORY_LIMIT)] * 2
+    data = int(status["VmData"].split()[0]) * 1024
+    assert data <= 0.6 * MEMORY_LIMIT  # 27 MiB of 72 measured
+
+
 def test_a_closed_sandbox_decides_nothing() -> None:
     sandbox = ExpressionSandbox(budget=2.0, workers=1)
     sandbox.close()
@@ -161,3 +228,66 @@ def test_an_error_quoting_a_huge_value_is_the_expressions_error_not_the_sandboxs
         assert len(str(caught.value)) <= 1024
     finally:
         sandbox.close()
+
+
+# Run in a process of its own: its only children are the workers, so RUSAGE_CHILDREN's ru_maxrss is the
+# largest worker's peak resident memory (the kernel's own count: no sampling to miss the peak).
+_PEAK_PROBE = """
+import json, resource, sys
+# As containerd's LimitCORE=infinity leaves it to the controller: cores allowed, up to the hard limit.
+resource.setrlimit(resource.RLIMIT_CORE, (resource.getrlimit(resource.RLIMIT_CORE)[1],) * 2)
+from zen_flow.api import JobFlow
+from zen_flow.controller import expression_sandbox
+from zen_flow.controller.expression_sandbox import ExpressionSandbox, _Worker
+from zen_flow.controller.expression_worker import MEMORY_LIMIT
+from zen_flow.core.expressions import WhenContext, _variables, compile_when
+from zen_flow.validation import validate_jobflow
+from zen_flow_dev.testing.flows import flow_manifest, job_step
+
+when = sys.argv[1]
+steps = [job_step(f"s{i}") for i in range(19)] + [job_step("last", "s0", when=when)]
+manifest = flow_manifest("f", "tenant-a", steps, annotations={"a": "x" * 250_000})
+admitted = validate_jobflow(manifest) == []
+table = {f"s{i}": {"phase": "Succeeded", "outputs": {"parameters": {}}} for i in range(19)}
+context = WhenContext(table, WhenContext.from_flow(JobFlow.model_validate(manifest), {}).flow)
+compiled = compile_when(when)
+sandbox = ExpressionSandbox(budget=120)  # memory, not time, must end it
+try:
+    answer = repr(sandbox.evaluate(compiled, _variables(compiled, context)))
+except Exception as err:
+    answer = f"{type(err).__name__}: {err}"
+after = sandbox.evaluate(compile_when("steps.exists(s, true)"), {"steps": {"a": {}}, "flow": {}})
+sandbox.close()
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"admitted": admitted, "answer": answer, "after": after, "peak": peak}))
+"""
+
+
+def test_an_admitted_expression_building_strings_past_the_worker_cap_fails_its_step(tmp_path: Path) -> None:
+    # A 250 KB annotation concatenated in a nested map over 20 steps: admitted (the cost model counts
+    # iterations, not bytes), and it took a worker to 230-330 MiB resident, past the controller container's
+    # whole memory limit. Now the worker's cap ends it: the expression fails saying so (under the former
+    # 1 GiB cap it finished, True), and a fresh worker answers the next one. The cap is on data, not
+    # address space, so resident memory is not bounded by construction: the peak is checked against what
+    # docs/OPERATOR_GUIDE.md counts per worker. Run in `tmp_path`, the workers' cwd: no core file.
+    import json
+    import subprocess
+
+    from zen_flow.controller.expression_worker import RESIDENT_BOUND
+
+    when = "steps.map(s, steps.map(t, flow.annotations.a + t)).size() > 0"
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_PROBE, when],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=tmp_path,
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["admitted"] is True
+    assert result["answer"].startswith("BudgetExceeded: evaluation ended its worker process twice")
+    assert "out of the worker's memory" in result["answer"]
+    assert result["after"] is True  # replaced
+    assert result["peak"] < RESIDENT_BOUND  # 88 MiB measured
+    assert list(tmp_path.iterdir()) == []

@@ -161,15 +161,26 @@ def test_denial_lists_every_error_one_per_line_with_422_invalid() -> None:
 
 
 def test_a_denial_beyond_the_cause_limit_says_how_many_more_errors_there_are() -> None:
-    # kubectl shows only the causes, so the cut must be visible there, not only in the message.
+    # kubectl shows only the causes, so the cut must be visible there, not only in the message. The
+    # validator stops looking past the listed errors: it says so instead of a count.
+    stopped = (
+        "Too many: more errors not listed (at most 100 are); "
+        "the spec was checked no further, but for its size"
+    )
     flow = base_flow()
     step(flow, "b")["dependencies"] = [f"missing-{i}" for i in range(105)]
     status = validate_review(review(flow))["response"]["status"]
     causes = status["details"]["causes"]
     assert len(causes) == 101
     assert causes[99]["field"] == "spec.steps[1].dependencies[99]"
-    assert causes[100] == {"message": "and 5 more errors"}
-    assert 'spec.steps[1].dependencies[104]: Not found: "missing-104"' in status["message"]
+    assert causes[100] == {
+        "reason": "FieldValueTooMany",
+        "message": stopped,
+        "field": "",
+    }
+    assert 'spec.steps[1].dependencies[99]: Not found: "missing-99"' in status["message"]
+    assert "dependencies[100]" not in status["message"]
+    assert status["message"].endswith(stopped)
 
 
 def test_create_checks_approval_annotations() -> None:

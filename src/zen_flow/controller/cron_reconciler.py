@@ -47,8 +47,12 @@ from zen_flow.validation import render, validate_cronjobflow
 
 log = get_logger(__name__)
 
-# Two: a create held by a slow admission webhook of one namespace leaves a worker to the others.
-CRON_WORKERS = 2
+# Three, of which one namespace holds at most two (CRON_NAMESPACE_LIMIT): run creates held by a slow
+# admission webhook of one namespace leave a worker to the others, and a cluster of one namespace still
+# creates two runs at once (with one, a run with a short startingDeadlineSeconds due behind a slow create
+# was skipped twice as easily).
+CRON_WORKERS = 3
+CRON_NAMESPACE_LIMIT = CRON_WORKERS - 1
 MAX_VERDICT = 4096
 
 
@@ -59,6 +63,9 @@ def cron_queue(clock: Clock, metrics: QueueMetrics | None = None) -> WorkQueue[s
         rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
         metrics=metrics,
         group_of=namespace_of,
+        # The flow queue's per-namespace limit (machinery/group_limits.py): a namespace's next due
+        # CronJobFlow waits for its previous one rather than take the worker another namespace needs.
+        group_limit=CRON_NAMESPACE_LIMIT,
     )
 
 

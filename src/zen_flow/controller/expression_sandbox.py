@@ -19,7 +19,10 @@ How an evaluation can end, and what becomes of the step:
 
 Calls block: the reconciler runs such plans in threads of their own (controller/plan_runner.py), so the
 event loop keeps going while a worker thinks. Workers start on first use: a controller whose flows
-write only phase tests never starts one (each costs ~15 MB).
+write only phase tests never starts one (each costs ~40 MB resident at rest, its data capped at 72 MiB:
+expression_worker.MEMORY_LIMIT, so at most ~96 MiB resident). A worker that does not start is not tried
+again for START_RETRY_SECONDS: meanwhile conditions wait (`Unavailable`), and no interpreter is spawned
+for each of them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -46,6 +50,13 @@ DEFAULT_BUDGET = 2.0
 DEFAULT_WORKERS = 2
 # A worker's start-up (an interpreter importing CEL, ~0.2 s) is not part of any expression's budget.
 STARTUP_TIMEOUT = 30.0
+# After a worker did not start, how long the sandbox answers `Unavailable` with that failure instead of
+# starting another: each try costs ~0.25 s of CPU, and every waiting `when` of every plan would try.
+START_RETRY_SECONDS = 30.0
+_STDERR_TAIL = 600
+# Not imported from expression_worker: a sibling module (the layers contract), and one that sets it.
+MEMORY_CAP = "out of memory under the worker's cap, 72 MiB of data: expression_worker.MEMORY_LIMIT"
+_clock = time.monotonic  # for START_RETRY_SECONDS (tests move it on)
 _HEADER = struct.Struct(">I")
 _MAX_ANSWER = 1024 * 1024
 
@@ -64,23 +75,52 @@ class _Died(Exception):
     """The worker exited, or closed its end of a pipe, while it had a request; the message says how."""
 
 
+# What a worker's stderr says when its memory cap is why it did not start: the interpreter or an import
+# could not allocate (CPython then sometimes reports a SystemError without an exception), or map a
+# library's segment.
+_OUT_OF_MEMORY = (
+    "MemoryError",
+    "memory allocation",
+    "failed to map segment",
+    "Cannot allocate memory",
+    "without exception set",
+    "without setting an exception",
+)
+
+
+def _start_failure(why: str, stderr: str) -> str:
+    tail = " ".join(stderr.split())[-_STDERR_TAIL:]
+    text = f"the expression worker did not start ({why})"
+    if tail:
+        text += f": {tail}"
+    if any(sign in stderr for sign in _OUT_OF_MEMORY):
+        text += f" ({MEMORY_CAP})"
+    return text
+
+
 class _Worker:
     def __init__(self, command: Sequence[str]) -> None:
+        # A file, not a pipe: a worker writing to a full pipe would block. Read when it fails to start;
+        # otherwise it holds what the CEL library says as it aborts.
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the worker's lifetime: closed by kill())
         try:
             self.process = subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                stderr=self.stderr,
                 close_fds=True,
             )
         except OSError as err:  # no process to be had (EAGAIN, ENOMEM): the controller's trouble
+            self.stderr.close()
             raise Unavailable(f"the expression worker did not start: {err}") from None
         try:
             hello = self._answer(time.monotonic() + STARTUP_TIMEOUT)
         except (TimeoutError, _Died, ValueError) as err:
-            self.kill()
             why = str(err) or f"no answer within {STARTUP_TIMEOUT:g}s"
-            raise Unavailable(f"the expression worker did not start ({why})") from None
+            stderr = self._stderr_tail()
+            self.kill()
+            raise Unavailable(_start_failure(why, stderr)) from None
         if hello.get("ready") is not True:
             self.kill()
             raise Unavailable(f"the expression worker said {hello!r} instead of ready")
@@ -105,6 +145,8 @@ class _Worker:
     def _exit(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1)
+        if tail := " ".join(self._stderr_tail().split())[-_STDERR_TAIL:]:
+            log.warning("expression worker exited", code=self.process.poll(), stderr=tail)
         return f"it exited with {self.process.poll()}"
 
     def _read(self, size: int, deadline: float) -> bytes:
@@ -121,6 +163,12 @@ class _Worker:
             data += chunk
         return data
 
+    def _stderr_tail(self) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            self.stderr.seek(max(0, self.stderr.seek(0, os.SEEK_END) - 4 * _STDERR_TAIL))
+            return self.stderr.read().decode(errors="replace")
+        return ""
+
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
@@ -130,6 +178,8 @@ class _Worker:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        with contextlib.suppress(OSError):
+            self.stderr.close()
 
 
 class ExpressionSandbox:
@@ -152,6 +202,7 @@ class ExpressionSandbox:
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._failed: tuple[float, str] | None = None  # (until when, why) after a worker did not start
         self.evaluations = 0
         self.budget_exceeded = 0
 
@@ -221,11 +272,17 @@ class ExpressionSandbox:
         with self._lock:
             if self._closed:
                 raise Unavailable("the expression sandbox is closed")
+            if self._failed is not None and _clock() < self._failed[0]:
+                raise Unavailable(self._failed[1])
             try:
                 worker = _Worker(self._command)
             except Unavailable as err:
-                log.warning("expression worker did not start", error=str(err))
+                self._failed = (_clock() + START_RETRY_SECONDS, str(err))
+                log.warning(
+                    "expression worker did not start", error=str(err), retry_after=START_RETRY_SECONDS
+                )
                 raise
+            self._failed = None
             self._all.add(worker)
             return worker
 

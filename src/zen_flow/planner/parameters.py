@@ -65,7 +65,7 @@ MAX_ENV_STRING = 131072
 # What one plan's Jobs may hold of substituted values before its other ready steps wait for the next plan
 # (a second later): a matrix's 256 items of 1 MiB each would otherwise be built in one plan. Small, as
 # every reconcile worker may plan such a flow at once: 16 workers (--workers 8) x (4 MiB + the one Job
-# built past it, 1 MiB) is 80 MiB of the controller's 256 MiB, where 16 MiB a plan allowed 272 MiB.
+# built past it, 1 MiB) is 80 MiB of the controller pod's 384 MiB, where 16 MiB a plan allowed 272 MiB.
 MAX_PLAN_SUBSTITUTED_BYTES = 4 * MAX_SUBSTITUTED_BYTES
 
 

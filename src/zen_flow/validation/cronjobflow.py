@@ -47,7 +47,7 @@ from zen_flow.api.constants import (
 )
 from zen_flow.core.cron import ScheduleError, parse_schedule, parse_time_zone
 from zen_flow.validation.approvals import awaits_expansion, validate_approvals
-from zen_flow.validation.errors import FieldError, forbidden, invalid, not_supported
+from zen_flow.validation.errors import FieldError, forbidden, invalid, listed, not_supported
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.limits import MAX_FLOW_NAME
 from zen_flow.validation.reader import Reader
@@ -112,7 +112,7 @@ def validate_cronjobflow(obj: Mapping[str, Any]) -> list[FieldError]:
     template = r.mapping(spec.get("jobFlowTemplate"), "spec.jobFlowTemplate", require=True)
     if template is not None:
         _check_template(r, template, name)
-    return errors
+    return listed(errors)
 
 
 def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:
@@ -178,7 +178,7 @@ def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
         },
         "spec": spec,
     }
-    for error in validate_jobflow(run):
+    for error in validate_jobflow(run, every=True):  # listed with the CronJobFlow's own
         # The run's metadata is ours (checked above as the CronJobFlow's name); its spec is the template's.
         if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
             r.add(FieldError("spec.jobFlowTemplate." + error.path, error.type, error.value, error.detail))

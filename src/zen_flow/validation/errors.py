@@ -74,7 +74,9 @@ class FieldError:
     detail: str = ""
 
     def body(self) -> str:
-        text = str(self.type) if self.type in _VALUELESS else f"{self.type}: {render_value(self.value)}"
+        # A count of errors not known (errors.listed, `stopped`) is left out, as a valueless type's value.
+        valueless = self.type in _VALUELESS or (self.type is ErrorType.TOO_MANY and self.value is None)
+        text = str(self.type) if valueless else f"{self.type}: {render_value(self.value)}"
         return f"{text}: {self.detail}" if self.detail else text
 
     def __str__(self) -> str:
@@ -114,6 +116,35 @@ def too_long(path: Path, value: Any, limit: int, detail: str = "") -> FieldError
 def too_many(path: Path, actual: int, limit: int, detail: str = "") -> FieldError:
     text = f"must have at most {limit} items"
     return FieldError(path, ErrorType.TOO_MANY, actual, f"{text}: {detail}" if detail else text)
+
+
+# The errors a validator lists, in the order it found them: a user sees the same first problems each time.
+# Past them one entry says how many more there are. A 1 MB spec of 250 steps with 500 unknown dependencies
+# each has 125,001 errors: listed whole, one webhook denial was 6.9 MB (1.3-1.7 s of CPU), and the
+# controller kept them all for each such flow (16 MiB).
+MAX_ERRORS = 100
+# Errors about the whole object (its size: found last, once every field was read) are listed before the
+# fields' errors are cut: the spec, a CronJobFlow's template's spec.
+_WHOLE = frozenset({ROOT, "spec", "spec.jobFlowTemplate.spec"})
+
+
+STOPPED = "the spec was checked no further, but for its size"
+
+
+def listed(errors: list[FieldError], *, stopped: bool = False) -> list[FieldError]:
+    """At most `MAX_ERRORS` of `errors` in the order found (those about the whole object, then the first
+    of the others), then one `Too many` entry counting the rest. `stopped`: the validator stopped looking
+    past `MAX_ERRORS` errors (Reader.stop), so the entry says so instead of a count."""
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    whole = [i for i, e in enumerate(errors) if e.path in _WHOLE][:MAX_ERRORS]
+    fields = [i for i, e in enumerate(errors) if e.path not in _WHOLE][: MAX_ERRORS - len(whole)]
+    shown = [errors[i] for i in sorted(whole + fields)]
+    more = None if stopped else len(errors) - len(shown)
+    detail = f"more errors not listed (at most {MAX_ERRORS} are)"
+    if stopped:
+        detail = f"{detail}; {STOPPED}"
+    return [*shown, FieldError(ROOT, ErrorType.TOO_MANY, more, detail)]
 
 
 def render(errors: Iterable[FieldError]) -> str:

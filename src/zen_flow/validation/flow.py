@@ -16,12 +16,15 @@ from zen_flow.api.constants import FLOW_MATRIX, KIND
 from zen_flow.core.matrix import expand_matrix, has_matrix
 from zen_flow.core.matrix_items import stand_in
 from zen_flow.validation.accepted import KnownSpec
+from zen_flow.validation.approvals import validate_approvals
 from zen_flow.validation.arguments import check_arguments
 from zen_flow.validation.errors import (
+    MAX_ERRORS,
     FieldError,
     Path,
     forbidden,
     invalid,
+    listed,
     required,
     too_long,
 )
@@ -79,8 +82,13 @@ def validate_jobflow(
     spec_bytes: bytes | None = None,
     known: KnownSpec | None = None,
     bound: list[int] | None = None,
+    every: bool = False,
+    approvals: bool = False,
 ) -> list[FieldError]:
-    """Every problem with `obj` as a JobFlow; an empty list means valid.
+    """The problems with `obj` as a JobFlow, the first `MAX_ERRORS` of them and then how many more
+    (errors.listed); `every`: all of them (ratcheting an update compares them one by one). An empty list
+    means valid. Without `every` the walk stops past `MAX_ERRORS` errors (Reader.stop), the size still
+    checked. `approvals`: with the approval annotations' errors (validate_approvals), listed together.
 
     `skip_spec`: the spec is known to pass, so it is not read at all (an update that keeps the spec as
     stored, whose problems are not reported: ratcheting, update.py): relabelling or approving a 500-step
@@ -90,22 +98,34 @@ def validate_jobflow(
     (else it is serialised here). `bound`: the spec's status bound (size.status_bound) is appended to it
     when the size check computed it for `obj`'s own spec, so the webhook, which remembers it with an
     accepted spec, does not walk a 500-step spec for it a second time."""
-    errors: list[FieldError] = []
-    r = Reader(errors)
+    r = Reader([], stop_after=None if every else MAX_ERRORS)
+    _validate(r, obj, skip_spec, spec_bytes, known, bound)
+    errors = r.errors + validate_approvals(obj) if approvals else r.errors
+    return errors if every else listed(errors, stopped=r.stopped)
+
+
+def _validate(
+    r: Reader,
+    obj: Mapping[str, Any],
+    skip_spec: bool,
+    spec_bytes: bytes | None,
+    known: KnownSpec | None,
+    bound: list[int] | None,
+) -> None:
     root = r.resource(obj, KIND)
     if root is None:
-        return errors
+        return
     meta = r.mapping(root.get("metadata"), METADATA, require=True)
     flow_name = check_flow_metadata(r, meta) if meta is not None else ""
     if skip_spec:
-        return errors
+        return
     spec = r.mapping(root.get("spec"), SPEC, require=True)
     if spec is None:
-        return errors
+        return
     if known is not None:
         _check_arguments(r, spec)
         _check_size(r, known.size, known.status_bound, spec)
-        return errors
+        return
     if spec_bytes is None:
         # Not JSON at all (a YAML alias cycle): no size to check; the apiserver would never see it.
         with contextlib.suppress(ValueError, TypeError, RecursionError):
@@ -113,7 +133,6 @@ def validate_jobflow(
     status = check_spec(r, spec, flow_name, spec_bytes)
     if bound is not None and status is not None:
         bound.append(status)
-    return errors
 
 
 def check_flow_metadata(r: Reader, meta: Mapping[str, Any]) -> str:
@@ -204,6 +223,9 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
                 check_matrix_memoize_key(r, raw, path)
         items = matrix_items(r, matrix)
         groups = dict(matrix.groups)
+        # An item's errors are said once per matrix step at the end (said_once): a walk stopped at a
+        # count of them could list fewer than it found, so it goes on.
+        r.stop_after = None
     check_step_names(r, items)
     index = build_index(items, groups, stores_all=stores_all)
     alike = step_memo(stores_all=stores_all)
@@ -212,6 +234,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     # that steps repeat as one object (decode_spec), and the spec keeps every one alive meanwhile.
     clean_pods: set[int] = set()
     for path, step in items:
+        if r.stop():
+            break
         info = alike.run(r, step, path)
         check_step_references(r, index, step, path, arguments)
         raw_name = step.get("name")
@@ -234,7 +258,8 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
                 clean_pods.add(id(pod))
         if info is not None:
             _check_step_policy(r, step, path, name, info, needs)
-    check_cycle(r, index)
+    if not r.stopped:  # stopped: its errors would not be listed
+        check_cycle(r, index)
     status = None
     if encoded is not None:
         status = status_bound(spec)

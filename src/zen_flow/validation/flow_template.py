@@ -17,7 +17,7 @@ from typing import Any
 
 from zen_flow.api.constants import API_VERSION, CLUSTER_TEMPLATE_KIND, KIND, LABEL_TEMPLATE, TEMPLATE_KIND
 from zen_flow.validation.child_templates import matrix_arguments
-from zen_flow.validation.errors import FieldError, forbidden
+from zen_flow.validation.errors import FieldError, forbidden, listed
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.flow_steps import self_references
 from zen_flow.validation.limits import MAX_FLOW_NAME
@@ -63,11 +63,11 @@ def _validate(obj: Mapping[str, Any], kind: str) -> list[FieldError]:
                 "the nesting depth limit fails it",
             )
         )
-    for error in validate_jobflow(flow):
+    for error in validate_jobflow(flow, every=True):  # listed with the template's own
         # The flow's metadata is ours (the template's name, checked above); its spec is the template's.
         if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
             r.add(error)
-    return errors
+    return listed(errors)
 
 
 # What an empty argument a matrix reads stands for in a template: one item of an empty value, as the

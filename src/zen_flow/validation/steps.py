@@ -229,6 +229,8 @@ def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path, final
             if (finals or final) and (dep in finals) != final:
                 r.add(invalid(path + f"[{i}]", dep, FINALLY_CROSSING[final]))
             continue
+        if r.stop():
+            return
         name = r.string(dep, path + f"[{i}]", item=True)
         if name is None:
             continue

@@ -21,7 +21,7 @@ from typing import Any
 from zen_flow.api.constants import ANNOTATION_SCHEDULED_TIME, StepPhase
 from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.approvals import validate_approvals
-from zen_flow.validation.errors import FieldError, forbidden
+from zen_flow.validation.errors import FieldError, forbidden, listed
 from zen_flow.validation.flow import SPEC, validate_jobflow
 from zen_flow.validation.gate_values import frozen_values
 from zen_flow.validation.gates import approval_edits
@@ -106,15 +106,17 @@ def validate_update(
     the webhook does not remember as accepted a spec that only passed because the stored one had the same
     problems (a CREATE of it would then skip them)."""
     ratcheted = _ratcheted(old, new, spec_kept)
+    # Every error of both objects, listed only at the end: the first errors of the new object may all be
+    # the old one's, and a new problem past them must not pass as ratcheted.
     found = validate_jobflow(
-        new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known, bound=bound
+        new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known, bound=bound, every=True
     )
     found += validate_approvals(new)
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if errors and "spec" not in ratcheted and _get(old, "spec") is not None:
         # Error by error: `suspend: true` on a flow whose untouched steps break a later rule is not the
         # update's doing. (Only when the new object has errors: the old one is then checked as well.)
-        before = set(validate_jobflow(old) + validate_approvals(old))
+        before = set(validate_jobflow(old, every=True) + validate_approvals(old))
         errors = [e for e in errors if e not in before]
     if bound is not None and len(errors) < len(found):
         bound.clear()  # the new object has problems, forgiven here only: see the docstring
@@ -154,7 +156,7 @@ def validate_update(
                 "the scheduled time cannot change after the flow started",
             )
         )
-    return errors
+    return listed(errors)
 
 
 def _scheduled_time(flow: Mapping[str, Any]) -> Any:

@@ -24,10 +24,10 @@ from zen_flow.validation import (
     has_approvals,
     render,
     status_bound,
-    validate_approvals,
     validate_jobflow,
     validate_update,
 )
+from zen_flow.validation.errors import MAX_ERRORS
 from zen_flow.validation.warnings import flow_warnings, spec_may_warn
 from zen_flow.webhook.envelope import (
     ADMISSION_API_VERSION,
@@ -59,8 +59,9 @@ _CAUSE_REASONS = {
     ErrorType.TOO_LONG: "FieldValueTooLong",
     ErrorType.TOO_MANY: "FieldValueTooMany",
 }
-# Bound what one denial carries back through the apiserver to kubectl.
-_MAX_CAUSES = 100
+# Bound what one denial carries back through the apiserver to kubectl, in its causes and its message
+# alike: a validator's errors as listed (errors.listed: the first MAX_ERRORS and how many more) fit.
+_MAX_CAUSES = MAX_ERRORS + 1
 # The specs this process accepted lately, by their bytes as the apiserver sent them (envelope.py).
 ACCEPTED = AcceptedSpecs()
 _ENCODE = msgspec.json.Encoder().encode
@@ -100,12 +101,14 @@ def deny_invalid(request: AdmissionRequest, errors: list[FieldError], kind: str 
     every error users need to see, and kind and name make kubectl name the flow.
     """
     subject = f'{kind} "{request.name}"' if request.name else kind
-    message = f"{subject} is invalid:\n{render(errors)}"
+    shown = errors[:_MAX_CAUSES]
+    more = f"and {len(errors) - _MAX_CAUSES} more errors" if len(errors) > _MAX_CAUSES else ""
+    message = f"{subject} is invalid:\n{render(shown)}" + (f"\n{more}" if more else "")
     causes: list[dict[str, str]] = [
-        {"reason": _CAUSE_REASONS[e.type], "message": e.body(), "field": e.path} for e in errors[:_MAX_CAUSES]
+        {"reason": _CAUSE_REASONS[e.type], "message": e.body(), "field": e.path} for e in shown
     ]
-    if len(errors) > _MAX_CAUSES:
-        causes.append({"message": f"and {len(errors) - _MAX_CAUSES} more errors"})
+    if more:
+        causes.append({"message": more})
     details = {"name": request.name, "group": GROUP, "kind": kind, "causes": causes}
     return deny(request.uid, 422, "Invalid", message, details)
 
@@ -222,10 +225,11 @@ def _check_create(raw: RawObject) -> Checked:
         else:
             obj = raw.decode(skip=("spec",), reuse={"metadata": meta})
             obj["spec"] = raw.member_part("spec", ("arguments",))
-        return validate_jobflow(obj, known=known) + validate_approvals(obj), known.warnings
+        return validate_jobflow(obj, known=known, approvals=True), known.warnings
     obj = raw.decode(reuse={"metadata": meta, "spec": raw.decode_spec()})
     bound: list[int] = []  # the size check's status bound, remembered below rather than computed again
-    errors = validate_jobflow(obj, spec_bytes=spec, bound=bound) + validate_approvals(obj)
+    # Listed together: the spec's listed errors joined to the approvals' would be cut twice.
+    errors = validate_jobflow(obj, spec_bytes=spec, bound=bound, approvals=True)
     if errors:
         return errors, ()
     warnings = _warnings(obj, spec)
