@@ -243,6 +243,16 @@ SOURCES_REFUSED: dict[str, tuple[list[dict[str, Any]], str, str]] = {
         "spec.steps[1].inputs.parameters[0].valueFrom.jsonPath",
         f"{INPUT}.valueFrom.jsonPath: must name the step it reads and a JSONPath",
     ),
+    "an input JSONPath index of more digits than any list has": (
+        [job_step("a"), job_step("b", "a", **takes(valueFrom={"jsonPath": "a:$[" + "1" * 4301 + "]"}))],
+        "spec.steps[1].inputs.parameters[0].valueFrom.jsonPath",
+        f"{INPUT}.valueFrom.jsonPath: must name the step it reads and a JSONPath",
+    ),
+    "an output JSONPath index of 19 digits": (
+        [job_step("a", **out("v", jsonPath="$.items[" + "9" * 19 + "]"))],
+        "spec.steps[0].outputs.parameters[0].valueFrom.jsonPath",
+        f"{OUTPUT}.jsonPath: unsupported JSONPath",
+    ),
     "an input naming an argument the flow does not declare": (
         [job_step("a", **takes(valueFrom={"argument": "nope"}))],
         "spec.steps[0].inputs.parameters[0].valueFrom.argument",

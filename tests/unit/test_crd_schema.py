@@ -307,6 +307,14 @@ def limit(path: str, keyword: str) -> Any:
     return node[keyword]
 
 
+def test_string_limits_added_after_release_stay_out_of_the_atomic_steps_list() -> None:
+    # spec.steps is atomic, so not ratcheted: a bound there refuses every status write of a stored flow
+    # that breaks it. The webhook and the controller hold these (validation/limits.MAX_JSON_PATH, 253).
+    for io in ("inputs", "outputs"):
+        assert "maxLength" not in node_at(f"spec.steps[].{io}.parameters[].valueFrom.jsonPath"), io
+    assert "maxLength" not in node_at("spec.steps[].inputs.parameters[].valueFrom.secretKeyRef.name")
+
+
 def test_spec_limits_are_the_validators() -> None:
     assert limit("spec.steps", "maxItems") == limits.MAX_STEPS
     assert limit("spec.steps[].dependencies", "maxItems") == limits.MAX_STEPS

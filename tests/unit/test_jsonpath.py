@@ -70,6 +70,21 @@ def test_unsupported_or_broken_paths_are_errors(path: str) -> None:
         parse(path)
 
 
+@pytest.mark.parametrize("digits", [19, 4301, 100_000])
+def test_an_index_of_more_than_18_digits_is_a_path_error_not_a_crash(digits: int) -> None:
+    # int() of over 4,300 digits raises a plain ValueError (int_max_str_digits) that callers, which catch
+    # JsonPathError, would let out; no list has 10**18 elements, so the index is refused for what it is.
+    with pytest.raises(JsonPathError, match="at most 18 digits"):
+        parse("$.items[" + "1" * digits + "]")
+    with pytest.raises(JsonPathError, match="at most 18 digits"):
+        parse("$[-" + "1" * digits + "]")
+
+
+def test_an_index_of_18_digits_parses() -> None:
+    assert parse("$[" + "9" * 18 + "]") == (10**18 - 1,)
+    assert parse("$[-" + "9" * 18 + "]") == (-(10**18 - 1),)
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [

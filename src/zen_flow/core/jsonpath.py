@@ -4,7 +4,7 @@ Grammar (a path is `$` followed by any number of segments):
   `$`                the document itself
   `.name`            a field; `name` is letters, digits, `_` and `-` (e.g. `.startTime`, `.my-key`)
   `['name']`         a field with any other characters (`"` quotes work too; `\\'` escapes a quote)
-  `[3]`, `[-1]`      a list element, counted from the end when negative
+  `[3]`, `[-1]`      a list element, counted from the end when negative (at most 18 digits)
 Nothing else: no wildcards, filters, slices or recursive descent. One path selects at most one value,
 which is what a parameter needs, and an unsupported form is a clear error instead of a silent miss.
 
@@ -19,13 +19,17 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Any
+
+from zen_flow.core.short_cache import short_cache
 
 Segment = str | int
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _INDEX = re.compile(r"-?[0-9]+")
+# No list has 10**18 elements; a longer index is refused as a path error here, because int() of over
+# 4,300 digits raises a plain ValueError (int_max_str_digits) that no caller, catching JsonPathError, expects.
+MAX_INDEX_DIGITS = 18
 
 
 class JsonPathError(ValueError):
@@ -56,7 +60,9 @@ def _quoted(path: str, pos: int) -> tuple[str, int]:
     raise JsonPathError(f"{path!r}: unterminated quoted name at position {pos}")
 
 
-@lru_cache(maxsize=4096)
+# Flows repeat the same few paths; a path over 128 characters is parsed every time, never kept, so the
+# cache holds at most 4,096 x ~3 KB however many distinct (denied) paths reviews send (core/short_cache.py).
+@short_cache(maxsize=4096, longest=128)
 def parse(path: str) -> tuple[Segment, ...]:
     """The segments of `path` (field names and list indexes); raises JsonPathError."""
     if not path.startswith("$"):
@@ -84,6 +90,12 @@ def parse(path: str) -> tuple[Segment, ...]:
                 raise JsonPathError(
                     f"{path!r}: expected an integer index or a quoted name after '[' at position {i} "
                     "(wildcards, slices and filters are not supported)"
+                )
+            if len(match.group().lstrip("-")) > MAX_INDEX_DIGITS:
+                shown = path if len(path) <= 80 else path[:64] + "..."
+                raise JsonPathError(
+                    f"{shown!r}: the index at position {i} has {len(match.group().lstrip('-')):,} digits; "
+                    f"an index has at most {MAX_INDEX_DIGITS} digits"
                 )
             segments.append(int(match.group()))
             i = match.end() + 1

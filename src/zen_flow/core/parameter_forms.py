@@ -26,6 +26,10 @@ import re
 from collections.abc import Callable
 
 ENV_PREFIX = "ZF_PARAM_"
+# What substituting parameters may add to one object, a Job body (placeholders and env vars) or a child
+# flow's arguments: within the apiserver's 1.5 MiB, room left for the template. The planner counts it as
+# it substitutes (planner/parameters.py); admission refuses what literal values make certain to pass it.
+MAX_SUBSTITUTED_BYTES = 1024 * 1024
 # Go's white space around a trim marker and the one it trims (text/template: space, tab, CR, LF).
 GO_SPACE = " \t\r\n"
 # What the planner substitutes, in one pass. A `{{ }}` form: a left trim marker (group 1), a parameter

@@ -47,7 +47,7 @@ from zen_flow.core.naming import label_value
 from zen_flow.planner.actions import SuspendChild
 from zen_flow.planner.interventions import stop_request
 from zen_flow.planner.jobs import JobBuildError
-from zen_flow.planner.parameters import Resolved, flow_fields, substitute_text
+from zen_flow.planner.parameters import Meter, Resolved, flow_fields, substitute_text
 from zen_flow.planner.steps import StepWork
 
 # The reason of a child proxy's Failed condition.
@@ -132,14 +132,21 @@ def document(job: Job) -> dict[str, Any] | None:
 
 
 def build_child(
-    flow: JobFlow, step: Step, name: str, attempt: int, resolved: tuple[Resolved, ...], depth: int = 0
+    flow: JobFlow,
+    step: Step,
+    name: str,
+    attempt: int,
+    resolved: tuple[Resolved, ...],
+    depth: int = 0,
+    meter: Meter | None = None,
 ) -> dict[str, Any]:
     """The child JobFlow of one attempt of the Flow step `step`: named `name`, owned by `flow`, labelled
     with its parent, step, attempt and depth, annotated with `flow`'s scheduled time, naming the step's
     template with its arguments (their placeholders substituted from the step's inputs). `depth`: `flow`'s
     own, from its chain of verified parents (planner.lineage; the depth label is only informational).
     JobBuildError when it cannot be made: nested deeper than MAX_FLOW_DEPTH (a template that runs
-    itself), no template named."""
+    itself), no template named, or arguments past `meter`'s bound (parameters.MAX_SUBSTITUTED_BYTES, all
+    of them together)."""
     spec = step.flow
     ref = spec.template_ref if spec is not None else None
     if ref is None or not ref.name:
@@ -151,10 +158,11 @@ def build_child(
             f"(does template {ref.name} run itself?)"
         )
     fields = flow_fields(flow)
+    meter = meter or Meter()
     arguments = [
         {
             "name": a.name,
-            "value": substitute_text(a.value, step.name, resolved, fields, ("flow", "arguments")),
+            "value": substitute_text(a.value, step.name, resolved, fields, ("flow", "arguments"), meter),
         }
         for a in (spec.arguments.parameters if spec is not None and spec.arguments is not None else ())
     ]

@@ -26,6 +26,11 @@ keys, never as text over serialized JSON, so any value is JSON-safe), in one pas
 (command, args, env values) a substituted value has `$` doubled so it arrives literally. An unknown
 name, a parameter that cannot be resolved, or another action on the original's template context
 (`{{ .Parameters.x | upper }}`) fails the step: the Job is never created with a placeholder left in it.
+
+What substitution adds to one object (a Job body: placeholders' values and the env vars; a child flow's
+arguments, all of them) is counted as it is made, and past MAX_SUBSTITUTED_BYTES the step fails before
+the rest is built: a 100 KB value in 3,000 placeholders would otherwise build a 300 MB Job in the
+controller's memory, for the apiserver to refuse (it takes no object over 1.5 MiB).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.api.step_io import InputParameter, KeyRef
 from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
 from zen_flow.core.parameter_forms import (
+    MAX_SUBSTITUTED_BYTES,
     SUPPORTED,
     context_field,
     env_name,
@@ -56,6 +62,11 @@ _FINISHED = (StepPhase.SUCCEEDED.value, StepPhase.FAILED.value)
 # Linux refuses to exec a program one of whose environment strings (`NAME=value` and its NUL) is longer
 # than MAX_ARG_STRLEN, 32 pages: the container would never start, so the step fails before its Job.
 MAX_ENV_STRING = 131072
+# What one plan's Jobs may hold of substituted values before its other ready steps wait for the next plan
+# (a second later): a matrix's 256 items of 1 MiB each would otherwise be built in one plan. Small, as
+# every reconcile worker may plan such a flow at once: 16 workers (--workers 8) x (4 MiB + the one Job
+# built past it, 1 MiB) is 80 MiB of the controller's 256 MiB, where 16 MiB a plan allowed 272 MiB.
+MAX_PLAN_SUBSTITUTED_BYTES = 4 * MAX_SUBSTITUTED_BYTES
 
 
 class FlowFields(NamedTuple):
@@ -217,11 +228,31 @@ def _expandable(path: tuple[str | int, ...]) -> bool:
     return len(path) == 8 and path[5] == "env" and path[7] == "value"
 
 
+class Meter:
+    """The bytes substitution added to one object so far; past `limit` it raises ParameterError."""
+
+    def __init__(self, limit: int = MAX_SUBSTITUTED_BYTES) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def add(self, size: int, what: str, where: str) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise ParameterError(
+                f"substituting {what} at {where} brings what parameter values add past {self.limit:,} "
+                "bytes (1 MiB; the apiserver refuses an object over 1.5 MiB): use the parameter in fewer "
+                "places, or pass large data as an artifact"
+            )
+
+
 class _Substitution:
-    def __init__(self, step: str, resolved: tuple[Resolved, ...], context: Mapping[str, str]) -> None:
+    def __init__(
+        self, step: str, resolved: tuple[Resolved, ...], context: Mapping[str, str], meter: Meter
+    ) -> None:
         self.step = step
         self.by_name = {r.name: r for r in resolved}
         self.context = context  # {"Name", "Namespace", "ScheduledTime", "StepName"}
+        self.meter = meter
 
     def text(self, value: str, path: tuple[str | int, ...]) -> str:
         if not marked(value):
@@ -243,7 +274,9 @@ class _Substitution:
                     f"(the inputs.parameters of step {self.step}: {known})"
                 )
             if found.value is not None:
-                return escape_expansion(found.value) if expandable else found.value
+                out = escape_expansion(found.value) if expandable else found.value
+                self.meter.add(len(out.encode()), f"input parameter {name}", _where(path))
+                return out
             if not expandable:
                 raise ParameterError(
                     f"input parameter {name} comes from a ConfigMap or Secret, which only the pod reads: "
@@ -268,18 +301,21 @@ class _Substitution:
         return node
 
 
-def _inject_env(body: dict[str, Any], resolved: tuple[Resolved, ...]) -> None:
+def _inject_env(body: dict[str, Any], resolved: tuple[Resolved, ...], meter: Meter) -> None:
     pod = body.get("spec", {}).get("template", {}).get("spec")
     if not isinstance(pod, dict):
         return
     names = {r.env_name for r in resolved}
+    # Every container gets every value: counted, as placeholders are (a value in 50 containers is 50).
+    size = sum(len(str(r.env.get("value", "")).encode()) for r in resolved)
     for field in _CONTAINER_LISTS:
         containers = pod.get(field)
         if not isinstance(containers, list):
             continue
-        for container in containers:
+        for i, container in enumerate(containers):
             if not isinstance(container, dict):
                 continue
+            meter.add(size, "the input parameters' env vars", f"spec.template.spec.{field}[{i}].env")
             own = container.get("env")
             kept = (
                 [e for e in own if not (isinstance(e, dict) and e.get("name") in names)]
@@ -310,12 +346,15 @@ def apply_parameters(
     step: str,
     resolved: tuple[Resolved, ...],
     flow: FlowFields,
+    meter: Meter | None = None,
 ) -> dict[str, Any]:
-    """Substitute the placeholders in `body` (changed in place and returned) and add the env vars."""
+    """Substitute the placeholders in `body` (changed in place and returned) and add the env vars;
+    `meter` counts what they add (a fresh one when None)."""
+    meter = meter or Meter()
     if _marked(body):
-        _Substitution(step, resolved, _context(flow, step)).walk(body, ())
+        _Substitution(step, resolved, _context(flow, step), meter).walk(body, ())
     if resolved:
-        _inject_env(body, resolved)
+        _inject_env(body, resolved, meter)
     return body
 
 
@@ -325,11 +364,12 @@ def substitute_text(
     resolved: tuple[Resolved, ...],
     flow: FlowFields,
     where: tuple[str | int, ...] = ("memoize", "key"),
+    meter: Meter | None = None,
 ) -> str:
     """`text` with its placeholders substituted as in a Job's string value that Kubernetes does not expand
     (a `memoize.key`, a child flow's argument at `where`): a parameter only the pod knows (ConfigMap,
-    Secret) fails with ParameterError."""
-    return _Substitution(step, resolved, _context(flow, step)).text(text, where)
+    Secret) fails with ParameterError. `meter`: shared by the texts of one object (a child's arguments)."""
+    return _Substitution(step, resolved, _context(flow, step), meter or Meter()).text(text, where)
 
 
 def _context(flow: FlowFields, step: str) -> dict[str, str]:

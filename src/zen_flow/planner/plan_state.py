@@ -120,6 +120,7 @@ class PlanState:
         self.dependents = shape.dependents
         self.actions: list[Action] = []
         self.wakeups: list[datetime] = []
+        self.substituted = 0  # bytes of parameter values this plan's Jobs hold (planner.starts)
         self.approvals: list[Approval] = []
         self.suspended = bool(flow.spec.suspend)
         # A stop request: why the flow must fail. `stopped`: now, everything at once; `stopping`: a graceful

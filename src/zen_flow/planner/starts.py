@@ -21,7 +21,7 @@ from zen_flow.planner.locks import Claims
 from zen_flow.planner.memoization import serving_cache
 from zen_flow.planner.node_avoidance import avoid_nodes
 from zen_flow.planner.parallelism import Holder, missed, running, wait
-from zen_flow.planner.parameters import apply_parameters, flow_fields
+from zen_flow.planner.parameters import MAX_PLAN_SUBSTITUTED_BYTES, Meter, apply_parameters, flow_fields
 from zen_flow.planner.readiness import skipped_input
 from zen_flow.planner.steps import StepWork, bound
 from zen_flow.planner.timing import after, after_cut
@@ -31,6 +31,19 @@ from zen_flow.planner.timing import after, after_cut
 # not asked again every second by every waiting flow.
 DEFERRED_RETRY_SECONDS = 1.0
 UNAVAILABLE_RETRY_SECONDS = 10.0
+
+
+# How the message of a ready step past its plan's budget of parameter values begins (Starts.create).
+WAITING_TO_BE_CREATED = "waiting to be created: "
+
+
+def retry_reason(w: StepWork) -> str | None:
+    """A Retrying step's message (why its last attempt failed) without a deferral's note before it."""
+    if w.phase != StepPhase.RETRYING or not w.message:
+        return None
+    if w.message.startswith(WAITING_TO_BE_CREATED):
+        return w.message.partition("; ")[2] or None
+    return w.message
 
 
 class Starts(Finale):
@@ -124,7 +137,7 @@ class Starts(Finale):
             self.memo_missed.add(w.name)
 
     def held(self, w: StepWork, holder: Holder) -> str:
-        return wait(w.message if w.phase == StepPhase.RETRYING else None, holder, w.name in self.memo_missed)
+        return wait(retry_reason(w), holder, w.name in self.memo_missed)
 
     def unread_cache(self, w: StepWork) -> bool:
         """Is `w` a memoized step whose cache no plan read since it became ready?"""
@@ -158,7 +171,7 @@ class Starts(Finale):
             w.message = bound(why)
 
     def create_attempt(self, w: StepWork, attempt: int) -> None:
-        previous = w.message if w.phase == StepPhase.RETRYING else None
+        previous = retry_reason(w)
         self.create(w, attempt)
         if w.phase == StepPhase.RUNNING and previous:
             w.message = bound(f"attempt {attempt + 1}; {previous}")
@@ -211,6 +224,16 @@ class Starts(Finale):
             w.start(self.job_ref(name, existing, child=w.spec.is_flow), self.now, attempt=attempt)
             self.observe_running(w)
             return
+        if self.substituted >= MAX_PLAN_SUBSTITUTED_BYTES:
+            # Each Job (or child flow) is bounded (parameters.MAX_SUBSTITUTED_BYTES), and so is what one
+            # plan builds: the rest start in the next plan, the Jobs made here first out of memory.
+            waiting = f"{WAITING_TO_BE_CREATED}this plan built {self.substituted:,} bytes of parameter values"
+            # A Retrying step goes on saying why its last attempt failed, after the note (an earlier plan's
+            # note replaced, not stacked): create_attempt and held() read it without the note.
+            kept = retry_reason(w)
+            w.message = bound(f"{waiting}; {kept}" if kept else waiting)
+            self.wakeups.append(after(self.now, 1))
+            return
         if w.spec.is_flow:
             self.create_child(w, name, attempt)
             return
@@ -222,7 +245,9 @@ class Starts(Finale):
             # After the adoption above: a step whose Job exists is never served from its cache.
             if w.spec.memoize is not None and self.from_cache(w, resolved, attempt):
                 return
-            body = apply_parameters(body, w.name, resolved, flow_fields(self.flow))
+            meter = Meter()
+            body = apply_parameters(body, w.name, resolved, flow_fields(self.flow), meter)
+            self.substituted += meter.used
             body = add_transfers(body, self.flow, w.spec, self.stored, self.transfers)
         except JobBuildError as err:
             w.fail(self.now, f"cannot create Job: {err}")
@@ -238,7 +263,9 @@ class Starts(Finale):
                     f"at most {MAX_DESCENDANTS} child flows run at once under one top-level flow "
                     f"(all generations), and flow {self.flow.metadata.name}'s family has reached it"
                 )
-            body = build_child(self.flow, w.spec, name, attempt, self.resolved(w), self.lineage.depth)
+            meter = Meter()
+            body = build_child(self.flow, w.spec, name, attempt, self.resolved(w), self.lineage.depth, meter)
+            self.substituted += meter.used
             self.children_made += 1
         except JobBuildError as err:
             w.fail(self.now, f"cannot create child flow: {err}")

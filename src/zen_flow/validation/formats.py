@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 
 from zen_flow.core.naming import MAX_NAME, is_dns1123_label, is_dns1123_subdomain, is_label_value
+from zen_flow.core.short_cache import short_cache
 
 DNS1123_LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
@@ -40,7 +40,9 @@ QUANTITY_MSG = "quantities must match the regular expression '^([+-]?[0-9.]+)([e
 DURATION_MSG = "must be a Go duration such as 10s, 1m30s or 1h (units ns, us, ms, s, m, h)"
 
 
-@lru_cache(maxsize=4096)
+# Names repeat across a flow's steps; only a name that can be valid is kept (core/short_cache.py), so a
+# denied spec's megabyte-long name is not held by the process after its review.
+@short_cache(maxsize=4096, longest=MAX_NAME)
 def label_problem(value: str) -> str | None:
     """Why `value` is not a DNS-1123 label, or None."""
     if is_dns1123_label(value):
@@ -50,7 +52,7 @@ def label_problem(value: str) -> str | None:
     return DNS1123_LABEL_MSG
 
 
-@lru_cache(maxsize=4096)
+@short_cache(maxsize=4096, longest=253)
 def subdomain_problem(value: str) -> str | None:
     if is_dns1123_subdomain(value):
         return None
@@ -134,8 +136,9 @@ def parse_quantity(value: object) -> Decimal | None:
     return _parse_quantity(value)
 
 
-# Flows repeat the same few amounts ("100m", "1Gi") in every step: parse each once.
-@lru_cache(maxsize=1024)
+# Flows repeat the same few amounts ("100m", "1Gi") in every step: parse each once (an amount over 64
+# characters is parsed every time and not kept: core/short_cache.py).
+@short_cache(maxsize=1024, longest=64)
 def _parse_quantity(value: str) -> Decimal | None:
     match = _QUANTITY.fullmatch(value.strip())
     if match is None:

@@ -32,7 +32,7 @@ from zen_flow.validation.formats import (
     subdomain_problem,
 )
 from zen_flow.validation.index import StepIndex
-from zen_flow.validation.limits import MAX_S3_KEY_BYTES
+from zen_flow.validation.limits import MAX_JSON_PATH, MAX_S3_KEY_BYTES
 from zen_flow.validation.memoize import memoized_job_status
 from zen_flow.validation.plain_inputs import plain_artifact, plain_parameter
 from zen_flow.validation.reader import Reader
@@ -178,7 +178,11 @@ def _check_input_parameter(
     field = given[0]
     field_path = src_path + "." + field
     if field == "jsonPath":
-        if (json_path := r.string(source[field], field_path)) is not None:
+        if (json_path := r.string(source[field], field_path)) is None:
+            pass
+        elif len(json_path) > MAX_JSON_PATH:
+            r.add(too_long(field_path, json_path, MAX_JSON_PATH))
+        else:
             _check_input_json_path(r, index, step, json_path, field_path)
     elif field == "argument":
         argument = r.string(source[field], field_path)

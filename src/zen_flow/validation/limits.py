@@ -15,6 +15,9 @@ MAX_GENERATE_NAME = MAX_FLOW_NAME - 5
 # S3 refuses a key over 1,024 bytes of UTF-8: refused at admission rather than by the uploader after the
 # step's work ran.
 MAX_S3_KEY_BYTES = 1024
+# CRD inputs/outputs.parameters[].valueFrom.jsonPath maxLength, as the matrix's: a step name and a path
+# fit many times over, and the webhook does not parse (or keep) megabyte-long paths.
+MAX_JSON_PATH = 512
 # batch/v1 Job API limits on podFailurePolicy.
 MAX_POD_FAILURE_RULES = 20
 MAX_EXIT_CODE_VALUES = 255

@@ -28,6 +28,7 @@ from zen_flow.validation.errors import (
 )
 from zen_flow.validation.formats import abs_path_problem
 from zen_flow.validation.io import check_item_name, check_json_path_syntax, check_s3
+from zen_flow.validation.limits import MAX_JSON_PATH
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.size import MAX_OUTPUT_PARAMETERS
 
@@ -180,7 +181,9 @@ def check_outputs(
             r.add(forbidden(src_path + "." + given[0], _MANUAL_ONLY if manual else _JOB_ONLY))
             continue
         json_path = r.string(source.get("jsonPath"), src_path + ".jsonPath")
-        if json_path is not None:
+        if json_path is not None and len(json_path) > MAX_JSON_PATH:
+            r.add(too_long(src_path + ".jsonPath", json_path, MAX_JSON_PATH))
+        elif json_path is not None:
             _check_output_json_path(r, json_path, src_path + ".jsonPath")
         message = r.mapping(source.get("terminationMessage"), src_path + ".terminationMessage")
         if message is not None:

@@ -7,6 +7,11 @@ from the spec, so admission refuses it, naming the field that holds it. A templa
 once per distinct template (a fan-out of 500 steps often repeats one; its JSON, ~2 µs, says which, and
 whether it holds a placeholder at all, as most do not); each step then only looks its names up among
 its inputs. Walking every template of a 500-step flow was half of validating it.
+
+What literal values will add to the Job is known here too: each placeholder of a parameter with a
+`value`, and that value again in every container's env var. Past MAX_SUBSTITUTED_BYTES the planner would
+fail the step, so admission refuses it, naming the value that fills most of it (values from arguments,
+outputs and Job statuses are counted by the planner as it substitutes).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Any
 
 import msgspec
 
-from zen_flow.core.parameter_forms import SUPPORTED, marked, placeholders, unsupported
-from zen_flow.validation.errors import Path, invalid, not_found, quote
+from zen_flow.core.parameter_forms import MAX_SUBSTITUTED_BYTES, SUPPORTED, marked, placeholders, unsupported
+from zen_flow.validation.errors import Path, forbidden, invalid, not_found, quote
 from zen_flow.validation.reader import Reader
 
 # Where a step's placeholders are substituted: its Job template and its metadata (planner/parameters.py),
@@ -94,13 +99,18 @@ def check_placeholders(
     inputs: Mapping[str, Any] | None,
     path: Path,
 ) -> None:
-    """Every placeholder in the step's template and metadata names one of its input parameters."""
+    """Every placeholder in the step's template and metadata names one of its input parameters, and
+    literal values do not make the Job (or a child flow's arguments) too large."""
     declared: frozenset[str] | None = None
+    counts: dict[str, dict[str, int]] = {}  # object (Job, child flow) -> parameter -> placeholders
     for field in _FIELDS:
         node = step.get(field)
         if not isinstance(node, dict):
             continue
         for at, text, parameter in memo.found(node):
+            if parameter is not None and field != "memoize":
+                made = counts.setdefault("flow" if field == "flow" else "template", {})
+                made[parameter] = made.get(parameter, 0) + 1
             if parameter is None:
                 r.add(invalid(f"{path}.{field}{at}", text, f"unsupported template action: use {SUPPORTED}"))
                 continue
@@ -115,3 +125,59 @@ def check_placeholders(
                         f"(its inputs.parameters: {', '.join(sorted(declared)) or 'none'})",
                     )
                 )
+    if inputs is not None:
+        _check_substituted_size(r, step, counts, inputs, path)
+
+
+def _literals(inputs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """Each input parameter with a literal `value`: (its index, its size in bytes)."""
+    params = inputs.get("parameters")
+    out: dict[str, tuple[int, int]] = {}
+    for i, p in enumerate(params if isinstance(params, list) else ()):
+        if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("value"), str):
+            out[p["name"]] = (i, len(p["value"].encode()))
+    return out
+
+
+def _containers(step: Mapping[str, Any]) -> int:
+    template = step.get("template")
+    spec = template.get("spec") if isinstance(template, dict) else None
+    pod = spec.get("template") if isinstance(spec, dict) else None
+    pod_spec = pod.get("spec") if isinstance(pod, dict) else None
+    if not isinstance(pod_spec, dict):
+        return 0
+    return sum(len(c) for f in ("containers", "initContainers") if isinstance(c := pod_spec.get(f), list))
+
+
+def _check_substituted_size(
+    r: Reader,
+    step: Mapping[str, Any],
+    counts: Mapping[str, Mapping[str, int]],
+    inputs: Mapping[str, Any],
+    path: Path,
+) -> None:
+    literals = _literals(inputs)
+    if not literals:
+        return
+    containers = _containers(step)
+    for made in ("template", "flow"):
+        uses = dict(counts.get(made, {}))
+        if made == "template":  # every container gets every parameter as an env var
+            for name in literals:
+                uses[name] = uses.get(name, 0) + containers
+        added = {n: k * literals[n][1] for n, k in uses.items() if n in literals}
+        total = sum(added.values())
+        if total <= MAX_SUBSTITUTED_BYTES:
+            continue
+        largest = max(added, key=lambda n: added[n])
+        index, size = literals[largest]
+        what = "the Job" if made == "template" else "the child flow's arguments"
+        r.add(
+            forbidden(
+                f"{path}.inputs.parameters[{index}].value",
+                f"its {size:,} bytes are substituted {uses[largest]:,} times (placeholders and env vars): "
+                f"the literal input values would add {total:,} bytes to {what}, more than "
+                f"{MAX_SUBSTITUTED_BYTES:,} (1 MiB; the apiserver refuses an object over 1.5 MiB): use the "
+                "parameter in fewer places, or pass large data as an artifact",
+            )
+        )

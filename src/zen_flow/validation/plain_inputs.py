@@ -18,6 +18,7 @@ from typing import Any
 from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.validation.formats import abs_path_problem, label_problem, subdomain_problem
 from zen_flow.validation.index import StepIndex
+from zen_flow.validation.limits import MAX_JSON_PATH
 
 
 def _new_name(item: Mapping[str, Any], seen: set[str]) -> bool:
@@ -45,7 +46,7 @@ def plain_parameter(index: StepIndex, step: str, param: Mapping[str, Any], seen:
     if param.get("value") is not None or type(source) is not dict or len(source) != 1:
         return False
     value = source.get("jsonPath")
-    if type(value) is not str:
+    if type(value) is not str or len(value) > MAX_JSON_PATH:
         return False
     ref, colon, expr = value.partition(":")
     if not colon or not expr.startswith("$") or not _reads_dependency(index, step, ref):
