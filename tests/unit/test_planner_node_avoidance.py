@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zen_flow.api.constants import MAX_FAILED_NODES, StepPhase
+from zen_flow.api.constants import MAX_FAILED_NODES, StepPhase, failed_nodes_kept
 from zen_flow.planner import CreateJob, plan
+from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.interventions import _reset
 from zen_flow.planner.node_avoidance import FAILED_NODES, avoid_nodes, remember
 from zen_flow.validation import size
@@ -318,6 +319,17 @@ def test_the_nodes_kept_are_bounded_by_the_retry_limit() -> None:
     assert step.failed_nodes == ("b", "c")
     terms = pod_spec(retry(sim))["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"]
     assert terms == [{"matchFields": not_on("b", "c")}]
+
+
+@given(st.one_of(st.none(), st.integers(min_value=-3, max_value=40)))
+def test_the_nodes_kept_are_one_per_attempt_the_planner_allows(limit: int | None) -> None:
+    # One reading of retryPolicy.limit (its default, a negative one) for the planner's retries and the
+    # nodes the status keeps and admission counts: were they two, a changed default would drift apart.
+    policy = (
+        {**AVOID, "limit": limit} if limit is not None else {k: v for k, v in AVOID.items() if k != "limit"}
+    )
+    step = make_flow([job_step("train", retryPolicy=policy)]).spec.steps[0]
+    assert failed_nodes_kept(limit) == min(MAX_FAILED_NODES, retry_limit(step) + 1)
 
 
 def test_the_note_survives_a_long_error_and_long_node_names() -> None:

@@ -66,10 +66,16 @@ DEFAULT_RETRY_LIMIT = 3
 MAX_FAILED_NODES = 16
 
 
+def retries_allowed(limit: int | None) -> int:
+    """The retries a retryPolicy with `limit` (retryPolicy.limit, None when unset) allows: the one reading
+    of it, the planner's (planner.backoff.retry_limit) and the status bound's (`failed_nodes_kept`)."""
+    return DEFAULT_RETRY_LIMIT if limit is None else max(0, limit)
+
+
 def failed_nodes_kept(limit: int | None) -> int:
     """How many node names a step with retryPolicy.limit `limit` keeps in status.steps[].failedNodes: one
     per attempt at most (a parallel Job's attempt may fail on several: the newest are kept)."""
-    return min(MAX_FAILED_NODES, (DEFAULT_RETRY_LIMIT if limit is None else max(0, limit)) + 1)
+    return min(MAX_FAILED_NODES, retries_allowed(limit) + 1)
 
 
 # A request to fail the flow now (`zen-flow stop`): running Jobs are deleted, nothing else starts;

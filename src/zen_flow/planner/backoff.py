@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from zen_flow.api.constants import DEFAULT_BACKOFF_LIMIT, DEFAULT_RETRY_LIMIT, BackoffType
+from zen_flow.api.constants import DEFAULT_BACKOFF_LIMIT, BackoffType, retries_allowed
 from zen_flow.api.jobflow import JobFlow, RetryPolicy, Step
 from zen_flow.core.durations import parse_duration as go_duration
 
@@ -42,7 +42,7 @@ def retry_limit(step: Step) -> int:
     policy = step.retry_policy
     if policy is None or step.is_manual:
         return 0
-    return DEFAULT_RETRY_LIMIT if policy.limit is None else max(0, policy.limit)
+    return retries_allowed(policy.limit)
 
 
 def retry_budget(flow: JobFlow) -> int:

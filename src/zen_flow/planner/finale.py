@@ -52,6 +52,7 @@ from zen_flow.planner.events import WARNING
 from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
 from zen_flow.planner.interventions import STOPPED_MESSAGES
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
+from zen_flow.planner.node_avoidance import without_avoiding
 from zen_flow.planner.observation import Observation
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_STOPPED
 from zen_flow.planner.steps import StepWork, cause_of, ended_in_run
@@ -129,7 +130,7 @@ class Finale(Observation):
     def fail_retrying(self, works: Sequence[StepWork]) -> None:
         for w in works:
             if w.phase == StepPhase.RETRYING:
-                w.fail(self.now, f"{NOT_RETRIED}; {w.message or ''}")
+                w.fail(self.now, f"{NOT_RETRIED}; {without_avoiding(w.message or '')}")
 
     def stop_all(self, reason: str, job_reason: str | None = None, *, spare_final: bool = False) -> None:
         """End every step that has not ended (`spare_final`: but the finally steps) for `reason`, their

@@ -29,6 +29,7 @@ from zen_flow.core.naming import short_hash
 from zen_flow.planner.actions import Action, CreateJob, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import NORMAL, derive_events
+from zen_flow.planner.node_avoidance import without_avoiding
 from zen_flow.planner.retention import retention_deletes, retention_of
 from zen_flow.planner.status import REASON_INVALID, REASON_JOB_REJECTED
 from zen_flow.planner.status_assembly import assemble
@@ -212,8 +213,8 @@ def fail_invalid(
             if base is not None and work.job_ref is not None and work.job_ref.name not in unborn:
                 stops.append(DeleteJob(work.job_ref.name, spec.name, cause))
             work.fail(now, f"{FLOW_FAILED_MARK}{cause}")
-        elif work.phase == StepPhase.RETRYING:
-            work.fail(now, f"{FLOW_FAILED_MARK}{cause}; {work.message or ''}")
+        elif work.phase == StepPhase.RETRYING:  # its next attempt, and the nodes it avoids, never come
+            work.fail(now, f"{FLOW_FAILED_MARK}{cause}; {without_avoiding(work.message or '')}")
         elif not work.terminal:
             work.drop(now, f"{FLOW_FAILED_MARK}{cause}")
         works[spec.name] = work
@@ -247,7 +248,9 @@ def fail_rejected(
     step fails with the flow. The plan's events stay: what it saw happened (a step whose Job failed in it,
     StepFailed, StepFailureAllowed if tolerated, its CloudEvents), and no later reconcile would tell them
     (it diffs the Failed status against itself). All but the StepStarted of a step whose Job was refused:
-    that step never started. The flow's events are derived from the planned status, not repeated."""
+    that step never started. And not the StepRetrying of a step the plan set to retry, which the flow's
+    failure ended instead: its StepFailed (with its final message) takes that place, so no retry is
+    promised that never comes. The flow's events are derived from the planned status, not repeated."""
     unborn = {a.name for a in planned.actions if isinstance(a, CreateJob) and a.name not in created}
     unstarted = {a.step for a in planned.actions if isinstance(a, CreateJob) and a.name in unborn}
     ended = fail_invalid(
@@ -259,5 +262,21 @@ def fail_rejected(
         base=planned.status,
         unborn=unborn,
     )
-    kept = tuple(e for e in planned.events if not (e.reason == "StepStarted" and e.step in unstarted))
+    ended_retries = {
+        s.name
+        for s in ended.status.steps
+        if s.phase == StepPhase.FAILED
+        and (before := planned.status.step(s.name)) is not None
+        and before.phase == StepPhase.RETRYING
+    }
+    specs = {s.name: s for s in flow.spec.steps if s.name in ended_retries}
+    finals = [e for e in derive_events(planned.status, ended.status, specs) if e.step in ended_retries]
+    kept: list[EventSpec] = []
+    for e in planned.events:
+        if e.reason == "StepStarted" and e.step in unstarted:
+            continue
+        if e.reason == "StepRetrying" and e.step in ended_retries:
+            kept.extend(f for f in finals if f.step == e.step)
+            continue
+        kept.append(e)
     return replace(ended, events=(*kept, *ended.events))

@@ -42,6 +42,8 @@ REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 # How many names a step's message shows (the rest are counted; status.steps[].failedNodes has them all).
 SHOWN = 3
 SHOWN_NAME = 63
+# How the note a retrying step's message ends with begins (`avoiding`; `without_avoiding` cuts it off).
+AVOIDING_MARK = "the next attempt avoids node"
 
 
 class AvoidanceError(JobBuildError):
@@ -80,7 +82,14 @@ def avoiding(nodes: tuple[str, ...]) -> str:
     """What a retrying step's message adds: `the next attempt avoids node a` (the newest first)."""
     newest = [n if len(n) <= SHOWN_NAME else n[: SHOWN_NAME - 3] + "..." for n in reversed(nodes[-SHOWN:])]
     more = f" and {len(nodes) - SHOWN} more" if len(nodes) > SHOWN else ""
-    return f"the next attempt avoids node{'s' if len(nodes) > 1 else ''} {', '.join(newest)}{more}"
+    return f"{AVOIDING_MARK}{'s' if len(nodes) > 1 else ''} {', '.join(newest)}{more}"
+
+
+def without_avoiding(message: str) -> str:
+    """A retrying step's `message` without the note `avoiding` added at its end: for a step that ends
+    instead of retrying (the flow fails), whose next attempt never comes."""
+    head, note, _ = message.rpartition(f"; {AVOIDING_MARK}")
+    return head if note else message
 
 
 def _mapping(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -65,7 +65,13 @@ from zen_flow.validation.steps import (
     is_manual,
 )
 from zen_flow.validation.synchronization import OWN, check_flow_locks, check_synchronization
-from zen_flow.validation.template import TemplateInfo, check_metadata_maps, relocate_info, template_memo
+from zen_flow.validation.template import (
+    TemplateInfo,
+    check_metadata_maps,
+    relocate_info,
+    step_pod_spec,
+    template_memo,
+)
 
 METADATA = "metadata"
 SPEC = "spec"
@@ -250,7 +256,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
         outputs = found if isinstance(found := step.get("outputs"), dict) else None
         if outputs is not None:  # not an object: the step memo reported it
             check_output_references(r, name, outputs, path + ".outputs")
-        pod = _pod_spec(step)
+        pod = step_pod_spec(step)
         if pod is not None and id(pod) not in clean_pods and _moves_artifacts(inputs, outputs, stores_all):
             found = len(r.errors)
             check_transfer_names(r, pod, path + ".template.spec.template.spec")
@@ -327,18 +333,8 @@ def _check_step_policy(
         check_policy_fits(r, flow_needs, name, info)
 
 
-def _pod_spec(step: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The pod spec of a step's Job template, or None when it is not shaped like one (the template's
-    own checks report that)."""
-    try:
-        pod = step["template"]["spec"]["template"]["spec"]
-    except (KeyError, TypeError):
-        return None
-    return pod if isinstance(pod, dict) else None
-
-
 def _containers(step: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
-    pod = _pod_spec(step)
+    pod = step_pod_spec(step)
     containers = pod.get("containers") if pod is not None else None
     if not isinstance(containers, list):
         return None

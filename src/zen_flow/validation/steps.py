@@ -42,7 +42,7 @@ from zen_flow.validation.memoize import check_memoize
 from zen_flow.validation.policy import check_pod_pending_timeout
 from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.synchronization import check_synchronization
-from zen_flow.validation.template import TemplateInfo, check_metadata_maps
+from zen_flow.validation.template import TemplateInfo, check_metadata_maps, step_pod_spec
 
 STEP_TYPES = ("Job", "Manual", "Flow")
 # `flow.outcome`: how the steps that are not finally ended, read by the `when` of finally steps only.
@@ -284,7 +284,7 @@ def _check_retry_affinity(r: Reader, step: Mapping[str, Any], step_path: Path, k
     if anti:  # Argo's field takes nothing either: the nodes are those the step's failed attempts ran on
         r.add(invalid(path + ".nodeAntiAffinity", dict(anti), "must be an empty object: {}"))
         return
-    if anti is not None and _pod_field(step, "nodeName"):
+    if anti is not None and (pod := step_pod_spec(step)) is not None and pod.get("nodeName"):
         # Pinned: the scheduler is skipped, and kubelet admission would reject each retry on that node.
         r.add(
             forbidden(
@@ -293,14 +293,6 @@ def _check_retry_affinity(r: Reader, step: Mapping[str, Any], step_path: Path, k
                 "remove one of them",
             )
         )
-
-
-def _pod_field(step: Mapping[str, Any], name: str) -> Any:
-    """A field of the step's Job template's pod spec (None when the template is not that shape)."""
-    pod: Any = step.get("template")
-    for key in ("spec", "template", "spec"):
-        pod = pod.get(key) if isinstance(pod, dict) else None
-    return pod.get(name) if isinstance(pod, dict) else None
 
 
 def _check_when(

@@ -114,6 +114,17 @@ def relocate_info(info: TemplateInfo | None, path: Path) -> TemplateInfo | None:
     )
 
 
+def step_pod_spec(step: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec of a step's Job template (`template.spec.template.spec`), or None when it is not
+    shaped like one (check_template reports that): what the cross-field rules read (containers, mounts,
+    nodeName), one walk for all of them."""
+    try:
+        pod = step["template"]["spec"]["template"]["spec"]
+    except (KeyError, TypeError):
+        return None
+    return pod if isinstance(pod, dict) else None
+
+
 def template_memo() -> CheckMemo[TemplateInfo | None]:
     """`check_template` once per distinct template of a flow: a step whose other fields differ from
     every earlier step's (so the step memo missed) still mostly shares its Job template."""
