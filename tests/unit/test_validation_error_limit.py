@@ -220,3 +220,53 @@ def test_a_denial_lists_at_most_the_listed_number_of_errors() -> None:
     assert len(lines) == MAX_ERRORS + 3  # the title, the causes shown and how many more
     assert lines[-1] == f"and {3 * MAX_ERRORS - MAX_ERRORS - 1} more errors"
     assert len(status["details"]["causes"]) == MAX_ERRORS + 2
+
+
+def test_an_updates_own_errors_are_listed_before_the_specs_and_never_cut() -> None:
+    # A started flow whose update changes its scheduled time and its steps, adding 150 bad dependencies:
+    # the two errors the user must fix first were cut by the 100 dependency errors before them.
+    old = base_flow()
+    old["status"] = {"phase": "Running"}
+    new = json.loads(json.dumps(old))
+    new["metadata"]["annotations"] = {"workflow.kube-zen.io/scheduled-time": "2025-01-02T00:00:00Z"}
+    step(new, "b")["dependencies"] = [f"missing-{i}" for i in range(150)]
+    errors = [str(e) for e in validate_update(old, new)]
+    assert errors[:2] == [
+        "spec.steps: Forbidden: steps cannot change after the flow started",
+        "metadata.annotations[workflow.kube-zen.io/scheduled-time]: Forbidden: "
+        "the scheduled time cannot change after the flow started",
+    ]
+    assert errors[2] == 'spec.steps[1].dependencies[0]: Not found: "missing-0"'
+    assert errors[-1].startswith("Too many: ")
+    assert len(errors) == 2 + MAX_ERRORS + 1
+
+
+def test_an_update_of_a_valid_flow_stops_checking_past_the_listed_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing stored can be forgiven, so a 125,000-error spec is walked no further than a CREATE's.
+    built: list[str] = []
+
+    def not_found(path: str, value: Any, detail: str = "") -> FieldError:
+        built.append(path)
+        return errors_module.not_found(path, value, detail)
+
+    monkeypatch.setattr(steps_module, "not_found", not_found)
+    old = make_flow(*(job_step(f"s{i}") for i in range(250)))
+    new = huge_invalid_flow()
+    new["metadata"] = old["metadata"]
+    errors = validate_update(old, new)
+    assert len(built) == MAX_ERRORS + 1  # of 125,000
+    assert str(errors[-2]).startswith("spec: Forbidden: too large to run")
+    assert str(errors[-1]) == STOPPED_HERE
+
+
+def test_an_update_forgiving_old_problems_still_lists_at_most_the_listed_number() -> None:
+    # The stored flow has problems, so both are checked to the end: the result is listed all the same.
+    old = base_flow()
+    step(old, "b")["dependencies"] = ["missing-old"]
+    new = json.loads(json.dumps(old))
+    step(new, "d")["dependencies"] = [f"missing-{i}" for i in range(MAX_ERRORS + 50)]
+    errors = validate_update(old, new)
+    assert len(errors) == MAX_ERRORS + 1
+    assert str(errors[-1]) == f"Too many: 50: {UNLISTED}"
