@@ -26,7 +26,6 @@ from zen_flow.validation.errors import (
     invalid,
     listed,
     required,
-    too_long,
 )
 from zen_flow.validation.expansion import BOTH, NEITHER, check_template_ref, needs_expansion
 from zen_flow.validation.formats import subdomain_problem
@@ -47,14 +46,7 @@ from zen_flow.validation.policy import (
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.repository import check_repository, has_repository
 from zen_flow.validation.resources import check_resource_templates
-from zen_flow.validation.size import (
-    MAX_OBJECT_BYTES,
-    MAX_SPEC_BYTES,
-    failed_nodes_bound,
-    object_bound,
-    spec_json,
-    status_bound,
-)
+from zen_flow.validation.size import check_size, spec_json, status_bound
 from zen_flow.validation.step_defaults import check_step_defaults
 from zen_flow.validation.steps import (
     check_cycle,
@@ -130,7 +122,7 @@ def _validate(
         return
     if known is not None:
         _check_arguments(r, spec)
-        _check_size(r, known.size, known.status_bound, spec)
+        check_size(r, known.size, known.status_bound, spec)
         return
     if spec_bytes is None:
         # Not JSON at all (a YAML alias cycle): no size to check; the apiserver would never see it.
@@ -269,7 +261,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     status = None
     if encoded is not None:
         status = status_bound(spec)
-        _check_size(r, len(encoded), status, spec)
+        check_size(r, len(encoded), status, spec)
     if matrix is not None:
         # Items share their matrix step's path: one error of its template would be said per item.
         r.errors[:] = said_once(r.errors, matrix)
@@ -369,41 +361,3 @@ def _moves_artifacts(
         else []
     )
     return bool(incoming) or bool(stored)
-
-
-def _check_size(r: Reader, size: int, status: int, spec: Mapping[str, Any] | None = None) -> None:
-    """`size`: the spec's JSON in bytes; `status`: its status bound (size.status_bound) of `spec`."""
-    if size > MAX_SPEC_BYTES:
-        r.add(
-            too_long(
-                SPEC,
-                None,
-                MAX_SPEC_BYTES,
-                f"the serialized spec is {size} bytes; etcd stores at most 1.5 MiB per object and the "
-                "flow's status needs room to grow while it runs",
-            )
-        )
-        return
-    bound = object_bound(size, status)
-    if bound > MAX_OBJECT_BYTES:
-        parts = "steps, output parameters, messages, approvals"
-        advice = "use fewer steps, output parameters or required approvals, or split the flow"
-        # Mostly the nodes its steps' failed attempts ran on: say so, or the user looks elsewhere.
-        if spec is not None and 2 * (nodes := failed_nodes_bound(spec)) > status:
-            parts = (
-                f"{nodes:,} of them for the nodes status.steps[].failedNodes records, up to "
-                "retryPolicy.limit + 1 names (16 at most) per step and matrix item with "
-                f"retryPolicy.affinity.nodeAntiAffinity; {parts}"
-            )
-            advice = (
-                "lower those steps' retryPolicy.limit, drop their nodeAntiAffinity, use fewer matrix items, "
-                "or split the flow"
-            )
-        r.add(
-            forbidden(
-                SPEC,
-                f"too large to run: its status can grow to {status:,} bytes ({parts}) and with the spec "
-                f"({size:,} bytes) the stored flow could reach {bound:,} bytes, over the "
-                f"{MAX_OBJECT_BYTES:,} that fit in etcd; {advice}",
-            )
-        )
