@@ -82,11 +82,14 @@ def validate_jobflow(
     bound: list[int] | None = None,
     every: bool = False,
     approvals: bool = False,
+    stopped: list[bool] | None = None,
 ) -> list[FieldError]:
     """The problems with `obj` as a JobFlow, the first `MAX_ERRORS` of them and then how many more
     (errors.listed); `every`: all of them (ratcheting an update compares them one by one). An empty list
     means valid. Without `every` the walk stops past `MAX_ERRORS` errors (Reader.stop), the size still
     checked. `approvals`: with the approval annotations' errors (validate_approvals), listed together.
+    `stopped`: the caller lists them with its own (a CronJobFlow's, a template's): they are returned
+    unlisted, the walk still stops, and whether it did is appended (for errors.listed's `stopped`).
 
     `skip_spec`: the spec is known to pass, so it is not read at all (an update that keeps the spec as
     stored, whose problems are not reported: ratcheting, update.py): relabelling or approving a 500-step
@@ -99,7 +102,9 @@ def validate_jobflow(
     r = Reader([], stop_after=None if every else MAX_ERRORS)
     _validate(r, obj, skip_spec, spec_bytes, known, bound)
     errors = r.errors + validate_approvals(obj) if approvals else r.errors
-    return errors if every else listed(errors, stopped=r.stopped)
+    if stopped is not None:
+        stopped.append(r.stopped)
+    return errors if every or stopped is not None else listed(errors, stopped=r.stopped)
 
 
 def _validate(
