@@ -453,3 +453,15 @@ def test_a_matrix_is_expanded_with_the_overridden_arguments(
     assert main(["validate", f"-pregions={regions}", str(REPO / "examples" / "matrix-build.yaml")]) == code
     out = capsys.readouterr().out
     assert (line in out) if line else out == ""
+
+
+def test_spec_and_approval_errors_are_listed_together_under_one_limit(tmp_path: Path) -> None:
+    # As the webhook lists them: one `Too many` line, last, never an approval error after it.
+    flow = base_flow()
+    step(flow, "b")["dependencies"] = [f"missing-{i}" for i in range(150)]
+    flow["metadata"]["annotations"] = {"approve.workflow.kube-zen.io/b": "true"}
+    path = write(tmp_path / "many.yaml", flow)
+    code, lines, _ = run(path)
+    assert code == 2
+    assert len(lines) == 101
+    assert [i for i, line in enumerate(lines) if ": Too many: " in line] == [100]

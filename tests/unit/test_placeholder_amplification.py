@@ -177,7 +177,7 @@ def test_admission_refuses_literal_values_past_the_bound_in_a_child_flows_argume
 
 def test_what_all_reconcile_workers_build_at_once_stays_well_under_the_pod_memory() -> None:
     # Every worker may plan a large flow at the same time; each plan builds at most its budget and one
-    # more Job (the budget is checked before each build). The controller's limit is 256 MiB.
+    # more Job (the budget is checked before each build). The controller's limit is 384 MiB.
     workers = worker_count(Settings().workers)
     assert workers * (MAX_PLAN_SUBSTITUTED_BYTES + MAX_SUBSTITUTED_BYTES) <= 80 * MIB
 
@@ -247,3 +247,55 @@ def test_a_deferred_retrying_step_keeps_why_its_last_attempt_failed() -> None:
     assert all(s.phase == StepPhase.RUNNING for s in sim.flow.status.steps)
     assert all("boom exit 3" in (s.message or "") for s in sim.flow.status.steps)
     assert not any("waiting to be created" in (s.message or "") for s in sim.flow.status.steps)
+
+
+def context_fields(arg: str, refs: int, matrix: int) -> dict[str, Any]:
+    """A step whose one container has `arg` (a context field's placeholder) as `refs` args, no inputs."""
+    spec = fields({"value": "v"}, 0, matrix=matrix)
+    del spec["inputs"]
+    spec["template"]["spec"]["template"]["spec"]["containers"][0]["args"] = [arg] * refs
+    return spec
+
+
+def test_admission_counts_each_context_field_at_its_longest() -> None:
+    # 30,000 x {{.StepName}}, 13 bytes as written: a matrix item's name may be 63, so 1.9 MB in each Job.
+    spec = context_fields("{{.StepName}}", 30_000, matrix=256)
+    errors = validate_jobflow(raw_flow({"name": "s" * 40, **spec}))
+    assert {e.path for e in errors} == {"spec.steps[0].template.spec.template.spec.containers[0].args[0]"}
+    assert "{{.StepName}}" in str(errors[0])
+    assert f"more than {MAX_SUBSTITUTED_BYTES:,}" in str(errors[0])
+    for field in ("{{.JobFlow.Name}}", "{{ .JobFlow.Namespace }}"):
+        assert validate_jobflow(raw_flow({"name": "a", **context_fields(field, 17_000, 0)})) != []
+        assert validate_jobflow(raw_flow({"name": "a", **context_fields(field, 16_000, 0)})) == []
+    # The run's time is 20 characters, never longer.
+    scheduled = context_fields("{{.JobFlow.ScheduledTime}}", 30_000, 0)
+    assert validate_jobflow(raw_flow({"name": "a", **scheduled})) == []
+
+
+def test_the_planner_counts_context_fields_and_fails_each_item_before_building_it() -> None:
+    # No webhook: a 512 KB spec made one plan build 256 Jobs of 1.4 MB (366 MB, a 777 MB peak).
+    spec = context_fields("{{.StepName}}", 30_000, matrix=256)
+    sim = Simulator(make_flow([job_step("s" * 40, **spec)]), NOW, expand=True)
+    sim.reconcile()
+    assert creates(sim) == []
+    failed = [s for s in sim.flow.status.steps if s.phase == StepPhase.FAILED]
+    assert failed
+    assert all(
+        "substituting {{.StepName}} at spec.template.spec.containers[0].args[" in (s.message or "")
+        for s in failed
+    )
+
+
+def test_context_fields_count_toward_what_one_plan_builds() -> None:
+    # 64 items, each Job ~0.9 MB of {{.StepName}} (20,000 x 44 bytes): under the bound, deferred per plan.
+    spec = context_fields("{{.StepName}}", 20_000, matrix=64)
+    sim = Simulator(make_flow([job_step("s" * 40, **spec)]), NOW, expand=True)
+    sim.reconcile()
+    made = creates(sim)
+    assert 0 < len(made) < 64
+    assert (
+        sum(len(json.dumps(a.body)) for a in made) <= MAX_PLAN_SUBSTITUTED_BYTES + 2 * MAX_SUBSTITUTED_BYTES
+    )
+    waiting = [s for s in sim.flow.status.steps if s.phase == StepPhase.PENDING]
+    assert waiting
+    assert all("waiting to be created" in (s.message or "") for s in waiting)

@@ -34,6 +34,18 @@ UNLISTED = f"more errors not listed (at most {MAX_ERRORS} are)"
 STOPPED_HERE = f"Too many: {UNLISTED}; {STOPPED}"
 
 
+def spy_not_found(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the unknown-dependency errors built from now on."""
+    built: list[str] = []
+
+    def not_found(path: str, value: Any, detail: str = "") -> FieldError:
+        built.append(path)
+        return errors_module.not_found(path, value, detail)
+
+    monkeypatch.setattr(steps_module, "not_found", not_found)
+    return built
+
+
 def huge_invalid_flow() -> dict[str, Any]:
     """250 steps of 500 unknown dependencies (the CRD's maxItems): 125,000 errors and the size's."""
     return make_flow(*(job_step(f"s{i}", *(f"u{j}" for j in range(500))) for i in range(250)))
@@ -169,7 +181,9 @@ def test_an_update_adding_a_problem_past_the_listed_ones_is_still_refused() -> N
     ]
 
 
-def test_a_cronjobflow_lists_its_template_errors_the_same_way() -> None:
+def test_a_cronjobflow_lists_its_template_errors_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Their own errors are listed with the template's, which stop as a flow's do.
+    built = spy_not_found(monkeypatch)
     cron = {
         "apiVersion": "workflow.kube-zen.io/v1alpha1",
         "kind": "CronJobFlow",
@@ -184,10 +198,13 @@ def test_a_cronjobflow_lists_its_template_errors_the_same_way() -> None:
     errors = validate_cronjobflow(cron)
     assert len(errors) == MAX_ERRORS + 1
     assert errors[0].path == "spec.jobFlowTemplate.spec.steps[0].dependencies[0]"
-    assert str(errors[-1]) == f"Too many: {MAX_ERRORS}: {UNLISTED}"
+    assert str(errors[-1]) == STOPPED_HERE
+    assert len(built) == MAX_ERRORS + 1
 
 
-def test_a_template_lists_its_errors_the_same_way() -> None:
+def test_a_template_lists_its_errors_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Their own errors are listed with the template's, which stop as a flow's do.
+    built = spy_not_found(monkeypatch)
     template = {
         "apiVersion": "workflow.kube-zen.io/v1alpha1",
         "kind": "JobFlowTemplate",
@@ -197,7 +214,8 @@ def test_a_template_lists_its_errors_the_same_way() -> None:
     errors = validate_jobflowtemplate(template)
     assert len(errors) == MAX_ERRORS + 1
     assert errors[0].path == "spec.steps[0].dependencies[0]"
-    assert str(errors[-1]) == f"Too many: {MAX_ERRORS}: {UNLISTED}"
+    assert str(errors[-1]) == STOPPED_HERE
+    assert len(built) == MAX_ERRORS + 1
 
 
 def test_a_create_lists_its_spec_and_approval_errors_together() -> None:
@@ -220,3 +238,53 @@ def test_a_denial_lists_at_most_the_listed_number_of_errors() -> None:
     assert len(lines) == MAX_ERRORS + 3  # the title, the causes shown and how many more
     assert lines[-1] == f"and {3 * MAX_ERRORS - MAX_ERRORS - 1} more errors"
     assert len(status["details"]["causes"]) == MAX_ERRORS + 2
+
+
+def test_an_updates_own_errors_are_listed_before_the_specs_and_never_cut() -> None:
+    # A started flow whose update changes its scheduled time and its steps, adding 150 bad dependencies:
+    # the two errors the user must fix first were cut by the 100 dependency errors before them.
+    old = base_flow()
+    old["status"] = {"phase": "Running"}
+    new = json.loads(json.dumps(old))
+    new["metadata"]["annotations"] = {"workflow.kube-zen.io/scheduled-time": "2025-01-02T00:00:00Z"}
+    step(new, "b")["dependencies"] = [f"missing-{i}" for i in range(150)]
+    errors = [str(e) for e in validate_update(old, new)]
+    assert errors[:2] == [
+        "spec.steps: Forbidden: steps cannot change after the flow started",
+        "metadata.annotations[workflow.kube-zen.io/scheduled-time]: Forbidden: "
+        "the scheduled time cannot change after the flow started",
+    ]
+    assert errors[2] == 'spec.steps[1].dependencies[0]: Not found: "missing-0"'
+    assert errors[-1].startswith("Too many: ")
+    assert len(errors) == 2 + MAX_ERRORS + 1
+
+
+def test_an_update_of_a_valid_flow_stops_checking_past_the_listed_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing stored can be forgiven, so a 125,000-error spec is walked no further than a CREATE's.
+    built: list[str] = []
+
+    def not_found(path: str, value: Any, detail: str = "") -> FieldError:
+        built.append(path)
+        return errors_module.not_found(path, value, detail)
+
+    monkeypatch.setattr(steps_module, "not_found", not_found)
+    old = make_flow(*(job_step(f"s{i}") for i in range(250)))
+    new = huge_invalid_flow()
+    new["metadata"] = old["metadata"]
+    errors = validate_update(old, new)
+    assert len(built) == MAX_ERRORS + 1  # of 125,000
+    assert str(errors[-2]).startswith("spec: Forbidden: too large to run")
+    assert str(errors[-1]) == STOPPED_HERE
+
+
+def test_an_update_forgiving_old_problems_still_lists_at_most_the_listed_number() -> None:
+    # The stored flow has problems, so both are checked to the end: the result is listed all the same.
+    old = base_flow()
+    step(old, "b")["dependencies"] = ["missing-old"]
+    new = json.loads(json.dumps(old))
+    step(new, "d")["dependencies"] = [f"missing-{i}" for i in range(MAX_ERRORS + 50)]
+    errors = validate_update(old, new)
+    assert len(errors) == MAX_ERRORS + 1
+    assert str(errors[-1]) == f"Too many: 50: {UNLISTED}"

@@ -26,7 +26,7 @@ from zen_flow.core.naming import is_label_value, is_qualified_name
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.kube.errors import NotFound
 from zen_flow.kube.jobflows import JOBFLOWS
-from zen_flow.validation.approvals import awaits_expansion, validate_approvals
+from zen_flow.validation.approvals import awaits_expansion
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.limits import MAX_GENERATE_NAME
 from zen_flow.validation.warnings import flow_warnings
@@ -236,11 +236,10 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
                     )
                 continue
             doc, errors = override_arguments(doc, overrides)
-            errors += validate_jobflow(doc)
-            if awaits_expansion(doc):  # the template is the cluster's: the webhook checks them then
+            waits = awaits_expansion(doc)  # the template is the cluster's: the webhook checks them then
+            errors += validate_jobflow(doc, approvals=not waits)  # listed together, as the webhook does
+            if waits:
                 sys.stderr.write(f"{label}: note: {UNCHECKED}\n")
-            else:
-                errors += validate_approvals(doc)
             problems += [f"{label}: {error}" for error in errors]
             for warning in [] if errors else flow_warnings(doc):  # what the webhook would say too
                 sys.stderr.write(f"{label}: Warning: {warning}\n")

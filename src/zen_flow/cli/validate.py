@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, GROUP, KIND, TEMPLATE_KIND
 from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
-from zen_flow.validation.approvals import awaits_expansion, validate_approvals
+from zen_flow.validation.approvals import awaits_expansion
 from zen_flow.validation.cronjobflow import validate_cronjobflow
 from zen_flow.validation.errors import FieldError
 from zen_flow.validation.expansion import expand, is_cron_run, needs_expansion, template_ref
@@ -129,11 +129,10 @@ def _check_flow(
         named = ref.labels if ref is not None else {}
         doc = {**doc, "metadata": {**meta, "labels": {**labels, **named}}}
         doc["spec"] = expansion.spec
-    errors += validate_jobflow(doc)
-    if awaits_expansion(doc):
+    waits = awaits_expansion(doc)
+    errors += validate_jobflow(doc, approvals=not waits)  # listed together, as the webhook does
+    if waits:
         err.write(f"{label}: note: {UNCHECKED}\n")
-    else:
-        errors += validate_approvals(doc)
     return doc, errors
 
 

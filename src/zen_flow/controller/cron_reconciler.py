@@ -63,8 +63,8 @@ def cron_queue(clock: Clock, metrics: QueueMetrics | None = None) -> WorkQueue[s
         rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
         metrics=metrics,
         group_of=namespace_of,
-        # The flow queue's per-namespace limit (machinery/group_limits.py): a namespace's next due
-        # CronJobFlow waits for its previous one rather than take the worker another namespace needs.
+        # The flow queue's per-namespace limit (machinery/group_limits.py): a namespace with two
+        # CronJobFlows in hand waits for one of them rather than take the worker another namespace needs.
         group_limit=CRON_NAMESPACE_LIMIT,
     )
 

@@ -27,10 +27,11 @@ keys, never as text over serialized JSON, so any value is JSON-safe), in one pas
 name, a parameter that cannot be resolved, or another action on the original's template context
 (`{{ .Parameters.x | upper }}`) fails the step: the Job is never created with a placeholder left in it.
 
-What substitution adds to one object (a Job body: placeholders' values and the env vars; a child flow's
-arguments, all of them) is counted as it is made, and past MAX_SUBSTITUTED_BYTES the step fails before
-the rest is built: a 100 KB value in 3,000 placeholders would otherwise build a 300 MB Job in the
-controller's memory, for the apiserver to refuse (it takes no object over 1.5 MiB).
+What substitution adds to one object (a Job body: placeholders' values, context fields included, and
+the env vars; a child flow's arguments, all of them) is counted as it is made, and past
+MAX_SUBSTITUTED_BYTES the step fails before the rest is built: a 100 KB value in 3,000 placeholders would
+otherwise build a 300 MB Job in the controller's memory, for the apiserver to refuse (it takes no object
+over 1.5 MiB).
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class Meter:
         self.used += size
         if self.used > self.limit:
             raise ParameterError(
-                f"substituting {what} at {where} brings what parameter values add past {self.limit:,} "
+                f"substituting {what} at {where} brings what substitution adds past {self.limit:,} "
                 "bytes (1 MiB; the apiserver refuses an object over 1.5 MiB): use the parameter in fewer "
                 "places, or pass large data as an artifact"
             )
@@ -264,7 +265,10 @@ class _Substitution:
         def replace(match: re.Match[str]) -> str:
             if (field := context_field(match)) is not None:
                 known = self.context[field]
-                return escape_expansion(known) if expandable else known
+                done = escape_expansion(known) if expandable else known
+                # Counted as values are: 30,000 `{{.StepName}}` of a 40-character name are 1.3 MB.
+                self.meter.add(len(done.encode()), f"{{{{.{field}}}}}", _where(path))
+                return done
             name = parameter(match) or ""
             found = self.by_name.get(name)
             if found is None:

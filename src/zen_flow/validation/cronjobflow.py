@@ -110,9 +110,10 @@ def validate_cronjobflow(obj: Mapping[str, Any]) -> list[FieldError]:
             r.add(invalid("spec." + field, value, "must be greater than or equal to 0"))
     r.boolean(spec.get("suspend"), "spec.suspend")
     template = r.mapping(spec.get("jobFlowTemplate"), "spec.jobFlowTemplate", require=True)
+    stopped: list[bool] = []  # the template's check stopped past the errors listed
     if template is not None:
-        _check_template(r, template, name)
-    return listed(errors)
+        _check_template(r, template, name, stopped)
+    return listed(errors, stopped=any(stopped))
 
 
 def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:
@@ -160,7 +161,7 @@ def _reserved(r: Reader, meta: Mapping[str, Any]) -> None:
                 r.add(forbidden(f"spec.jobFlowTemplate.metadata.{field}[{key}]", f"reserved: {why}"))
 
 
-def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
+def _check_template(r: Reader, template: Mapping[str, Any], name: str, stopped: list[bool]) -> None:
     meta = r.mapping(template.get("metadata"), "spec.jobFlowTemplate.metadata")
     if meta is not None:
         check_metadata_maps(r, meta, "spec.jobFlowTemplate.metadata")
@@ -178,7 +179,7 @@ def _check_template(r: Reader, template: Mapping[str, Any], name: str) -> None:
         },
         "spec": spec,
     }
-    for error in validate_jobflow(run, every=True):  # listed with the CronJobFlow's own
+    for error in validate_jobflow(run, stopped=stopped):  # listed with the CronJobFlow's own
         # The run's metadata is ours (checked above as the CronJobFlow's name); its spec is the template's.
         if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
             r.add(FieldError("spec.jobFlowTemplate." + error.path, error.type, error.value, error.detail))

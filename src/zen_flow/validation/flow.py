@@ -26,7 +26,6 @@ from zen_flow.validation.errors import (
     invalid,
     listed,
     required,
-    too_long,
 )
 from zen_flow.validation.expansion import BOTH, NEITHER, check_template_ref, needs_expansion
 from zen_flow.validation.formats import subdomain_problem
@@ -47,14 +46,7 @@ from zen_flow.validation.policy import (
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.repository import check_repository, has_repository
 from zen_flow.validation.resources import check_resource_templates
-from zen_flow.validation.size import (
-    MAX_OBJECT_BYTES,
-    MAX_SPEC_BYTES,
-    failed_nodes_bound,
-    object_bound,
-    spec_json,
-    status_bound,
-)
+from zen_flow.validation.size import check_size, spec_json, status_bound
 from zen_flow.validation.step_defaults import check_step_defaults
 from zen_flow.validation.steps import (
     check_cycle,
@@ -90,11 +82,14 @@ def validate_jobflow(
     bound: list[int] | None = None,
     every: bool = False,
     approvals: bool = False,
+    stopped: list[bool] | None = None,
 ) -> list[FieldError]:
     """The problems with `obj` as a JobFlow, the first `MAX_ERRORS` of them and then how many more
     (errors.listed); `every`: all of them (ratcheting an update compares them one by one). An empty list
     means valid. Without `every` the walk stops past `MAX_ERRORS` errors (Reader.stop), the size still
     checked. `approvals`: with the approval annotations' errors (validate_approvals), listed together.
+    `stopped`: the caller lists them with its own (a CronJobFlow's, a template's): they are returned
+    unlisted, the walk still stops, and whether it did is appended (for errors.listed's `stopped`).
 
     `skip_spec`: the spec is known to pass, so it is not read at all (an update that keeps the spec as
     stored, whose problems are not reported: ratcheting, update.py): relabelling or approving a 500-step
@@ -107,7 +102,9 @@ def validate_jobflow(
     r = Reader([], stop_after=None if every else MAX_ERRORS)
     _validate(r, obj, skip_spec, spec_bytes, known, bound)
     errors = r.errors + validate_approvals(obj) if approvals else r.errors
-    return errors if every else listed(errors, stopped=r.stopped)
+    if stopped is not None:
+        stopped.append(r.stopped)
+    return errors if every or stopped is not None else listed(errors, stopped=r.stopped)
 
 
 def _validate(
@@ -130,7 +127,7 @@ def _validate(
         return
     if known is not None:
         _check_arguments(r, spec)
-        _check_size(r, known.size, known.status_bound, spec)
+        check_size(r, known.size, known.status_bound, spec)
         return
     if spec_bytes is None:
         # Not JSON at all (a YAML alias cycle): no size to check; the apiserver would never see it.
@@ -269,7 +266,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     status = None
     if encoded is not None:
         status = status_bound(spec)
-        _check_size(r, len(encoded), status, spec)
+        check_size(r, len(encoded), status, spec)
     if matrix is not None:
         # Items share their matrix step's path: one error of its template would be said per item.
         r.errors[:] = said_once(r.errors, matrix)
@@ -369,41 +366,3 @@ def _moves_artifacts(
         else []
     )
     return bool(incoming) or bool(stored)
-
-
-def _check_size(r: Reader, size: int, status: int, spec: Mapping[str, Any] | None = None) -> None:
-    """`size`: the spec's JSON in bytes; `status`: its status bound (size.status_bound) of `spec`."""
-    if size > MAX_SPEC_BYTES:
-        r.add(
-            too_long(
-                SPEC,
-                None,
-                MAX_SPEC_BYTES,
-                f"the serialized spec is {size} bytes; etcd stores at most 1.5 MiB per object and the "
-                "flow's status needs room to grow while it runs",
-            )
-        )
-        return
-    bound = object_bound(size, status)
-    if bound > MAX_OBJECT_BYTES:
-        parts = "steps, output parameters, messages, approvals"
-        advice = "use fewer steps, output parameters or required approvals, or split the flow"
-        # Mostly the nodes its steps' failed attempts ran on: say so, or the user looks elsewhere.
-        if spec is not None and 2 * (nodes := failed_nodes_bound(spec)) > status:
-            parts = (
-                f"{nodes:,} of them for the nodes status.steps[].failedNodes records, up to "
-                "retryPolicy.limit + 1 names (16 at most) per step and matrix item with "
-                f"retryPolicy.affinity.nodeAntiAffinity; {parts}"
-            )
-            advice = (
-                "lower those steps' retryPolicy.limit, drop their nodeAntiAffinity, use fewer matrix items, "
-                "or split the flow"
-            )
-        r.add(
-            forbidden(
-                SPEC,
-                f"too large to run: its status can grow to {status:,} bytes ({parts}) and with the spec "
-                f"({size:,} bytes) the stored flow could reach {bound:,} bytes, over the "
-                f"{MAX_OBJECT_BYTES:,} that fit in etcd; {advice}",
-            )
-        )

@@ -63,11 +63,12 @@ def _validate(obj: Mapping[str, Any], kind: str) -> list[FieldError]:
                 "the nesting depth limit fails it",
             )
         )
-    for error in validate_jobflow(flow, every=True):  # listed with the template's own
+    stopped: list[bool] = []
+    for error in validate_jobflow(flow, stopped=stopped):  # listed with the template's own
         # The flow's metadata is ours (the template's name, checked above); its spec is the template's.
         if error.path == "spec" or error.path.startswith(("spec.", "spec[")):
             r.add(error)
-    return listed(errors)
+    return listed(errors, stopped=any(stopped))
 
 
 # What an empty argument a matrix reads stands for in a template: one item of an empty value, as the

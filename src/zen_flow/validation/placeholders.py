@@ -11,7 +11,9 @@ its inputs. Walking every template of a 500-step flow was half of validating it.
 What literal values will add to the Job is known here too: each placeholder of a parameter with a
 `value`, and that value again in every container's env var. Past MAX_SUBSTITUTED_BYTES the planner would
 fail the step, so admission refuses it, naming the value that fills most of it (values from arguments,
-outputs and Job statuses are counted by the planner as it substitutes).
+outputs and Job statuses are counted by the planner as it substitutes). The context fields
+(`{{.StepName}}`, `{{.JobFlow.Name}}`, ...) count too, each at its longest: 30,000 `{{.StepName}}` of a
+matrix item's name are 1.9 MB in each of its Jobs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from typing import Any
 
 import msgspec
 
-from zen_flow.core.parameter_forms import MAX_SUBSTITUTED_BYTES, SUPPORTED, marked, placeholders, unsupported
+from zen_flow.core.parameter_forms import (
+    MAX_SUBSTITUTED_BYTES,
+    SUBSTITUTED,
+    SUPPORTED,
+    context_field,
+    marked,
+    placeholders,
+    unsupported,
+)
 from zen_flow.validation.errors import Path, forbidden, invalid, not_found, quote
 from zen_flow.validation.reader import Reader
 
@@ -30,9 +40,14 @@ from zen_flow.validation.reader import Reader
 _FIELDS = ("template", "metadata", "memoize", "flow")
 
 _ENCODE = msgspec.json.Encoder().encode
+# A context field's placeholder in `Found`: this prefix and the field (no parameter's name holds a `{`).
+CONTEXT = "{{."
+# The most a context field puts in: a name (of the flow, its namespace, a matrix item's step) is at most
+# 63 characters; the scheduled time is always 20 (2006-01-02T15:04:05Z).
+_LONGEST = {"Name": 63, "Namespace": 63, "StepName": 63, "ScheduledTime": 20}
 
-# A template's placeholders: (where, relative to the template, as written, the parameter's name; None
-# for an unsupported action).
+# A template's placeholders: (where, relative to the template, as written, the parameter's name (CONTEXT
+# and the field for a context placeholder); None for an unsupported action).
 Found = tuple[tuple[str, str, str | None], ...]
 
 
@@ -70,6 +85,9 @@ def _collect(node: Any, at: str) -> Iterator[tuple[str, str, str | None]]:
                 yield at, text, None
             for text, name in placeholders(node):
                 yield at, text, name
+            for match in SUBSTITUTED.finditer(node):
+                if (field := context_field(match)) is not None:
+                    yield at, match.group(0), CONTEXT + field
     elif isinstance(node, dict):
         for key, item in node.items():
             if isinstance(item, str | dict | list):
@@ -103,11 +121,18 @@ def check_placeholders(
     literal values do not make the Job (or a child flow's arguments) too large."""
     declared: frozenset[str] | None = None
     counts: dict[str, dict[str, int]] = {}  # object (Job, child flow) -> parameter -> placeholders
+    context: dict[str, tuple[int, str, str]] = {}  # object -> (bytes at most, first one's path, as written)
     for field in _FIELDS:
         node = step.get(field)
         if not isinstance(node, dict):
             continue
         for at, text, parameter in memo.found(node):
+            if parameter is not None and parameter.startswith(CONTEXT):
+                if field != "memoize":
+                    made_by = "flow" if field == "flow" else "template"
+                    size, first, written = context.get(made_by, (0, f"{path}.{field}{at}", text))
+                    context[made_by] = (size + _LONGEST[parameter[len(CONTEXT) :]], first, written)
+                continue
             if parameter is not None and field != "memoize":
                 made = counts.setdefault("flow" if field == "flow" else "template", {})
                 made[parameter] = made.get(parameter, 0) + 1
@@ -125,8 +150,7 @@ def check_placeholders(
                         f"(its inputs.parameters: {', '.join(sorted(declared)) or 'none'})",
                     )
                 )
-    if inputs is not None:
-        _check_substituted_size(r, step, counts, inputs, path)
+    _check_substituted_size(r, step, counts, context, inputs or {}, path)
 
 
 def _literals(inputs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
@@ -153,11 +177,12 @@ def _check_substituted_size(
     r: Reader,
     step: Mapping[str, Any],
     counts: Mapping[str, Mapping[str, int]],
+    context: Mapping[str, tuple[int, str, str]],
     inputs: Mapping[str, Any],
     path: Path,
 ) -> None:
     literals = _literals(inputs)
-    if not literals:
+    if not literals and not context:
         return
     containers = _containers(step)
     for made in ("template", "flow"):
@@ -166,12 +191,24 @@ def _check_substituted_size(
             for name in literals:
                 uses[name] = uses.get(name, 0) + containers
         added = {n: k * literals[n][1] for n, k in uses.items() if n in literals}
-        total = sum(added.values())
+        fields, first, written = context.get(made, (0, "", ""))
+        total = sum(added.values()) + fields
         if total <= MAX_SUBSTITUTED_BYTES:
+            continue
+        what = "the Job" if made == "template" else "the child flow's arguments"
+        if fields >= max(added.values(), default=0):
+            r.add(
+                forbidden(
+                    first,
+                    f"{written} and the step's other context placeholders may add {fields:,} bytes (a name "
+                    f"counted at its longest, 63), {total:,} with the literal input values, to {what}: more "
+                    f"than {MAX_SUBSTITUTED_BYTES:,} (1 MiB; the apiserver refuses an object over 1.5 MiB): "
+                    "use them in fewer places",
+                )
+            )
             continue
         largest = max(added, key=lambda n: added[n])
         index, size = literals[largest]
-        what = "the Job" if made == "template" else "the child flow's arguments"
         r.add(
             forbidden(
                 f"{path}.inputs.parameters[{index}].value",

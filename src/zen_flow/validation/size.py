@@ -23,7 +23,9 @@ from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.matrix import expand_matrix, has_matrix
 from zen_flow.core.matrix_parameters import MAX_EFFECTIVE_STEPS, MAX_ITEMS, MAX_ITEMS_FIELD, bound_of
 from zen_flow.core.matrix_sources import is_dynamic
+from zen_flow.validation.errors import forbidden, too_long
 from zen_flow.validation.limits import MAX_FLOW_NAME
+from zen_flow.validation.reader import Reader
 
 # etcd's default request limit, minus room for metadata (labels, annotations, ownerReferences).
 MAX_OBJECT_BYTES = 1_400_000
@@ -241,3 +243,41 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _items(value: Any) -> Sequence[Mapping[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def check_size(r: Reader, size: int, status: int, spec: Mapping[str, Any] | None = None) -> None:
+    """`size`: the spec's JSON in bytes; `status`: its status bound (size.status_bound) of `spec`."""
+    if size > MAX_SPEC_BYTES:
+        r.add(
+            too_long(
+                "spec",
+                None,
+                MAX_SPEC_BYTES,
+                f"the serialized spec is {size} bytes; etcd stores at most 1.5 MiB per object and the "
+                "flow's status needs room to grow while it runs",
+            )
+        )
+        return
+    bound = object_bound(size, status)
+    if bound > MAX_OBJECT_BYTES:
+        parts = "steps, output parameters, messages, approvals"
+        advice = "use fewer steps, output parameters or required approvals, or split the flow"
+        # Mostly the nodes its steps' failed attempts ran on: say so, or the user looks elsewhere.
+        if spec is not None and 2 * (nodes := failed_nodes_bound(spec)) > status:
+            parts = (
+                f"{nodes:,} of them for the nodes status.steps[].failedNodes records, up to "
+                "retryPolicy.limit + 1 names (16 at most) per step and matrix item with "
+                f"retryPolicy.affinity.nodeAntiAffinity; {parts}"
+            )
+            advice = (
+                "lower those steps' retryPolicy.limit, drop their nodeAntiAffinity, use fewer matrix items, "
+                "or split the flow"
+            )
+        r.add(
+            forbidden(
+                "spec",
+                f"too large to run: its status can grow to {status:,} bytes ({parts}) and with the spec "
+                f"({size:,} bytes) the stored flow could reach {bound:,} bytes, over the "
+                f"{MAX_OBJECT_BYTES:,} that fit in etcd; {advice}",
+            )
+        )

@@ -20,7 +20,7 @@ from zen_flow.core.parameter_forms import SUPPORTED
 from zen_flow.core.step_defaults import POD_FIELDS
 from zen_flow.validation.errors import Path, forbidden, invalid, not_supported
 from zen_flow.validation.formats import label_value_problem, qualified_name_problem, subdomain_problem
-from zen_flow.validation.placeholders import PlaceholderMemo
+from zen_flow.validation.placeholders import CONTEXT, PlaceholderMemo
 from zen_flow.validation.pod_schema import check_affinity, check_security_context
 from zen_flow.validation.reader import Reader
 from zen_flow.validation.template import check_metadata_maps
@@ -120,6 +120,8 @@ def _check_placeholders(r: Reader, defaults: Mapping[str, Any], path: Path) -> N
             continue
         for at, text, parameter in PlaceholderMemo().found(node):
             where = f"{path}.{field}{at}"
+            if parameter is not None and parameter.startswith(CONTEXT):
+                continue  # substituted in the step's Job like its own
             if parameter is None:
                 r.add(invalid(where, text, f"unsupported template action: use {SUPPORTED}"))
             else:

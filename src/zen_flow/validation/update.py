@@ -11,6 +11,9 @@ Ratcheting, as the apiserver does for CRD schemas: problems in a part the update
 (`spec`, the name, labels, annotations) are not reported, and when the spec changes, neither is a problem
 the stored flow already had (same field, same message): so a flow stored before a rule existed can still
 be approved, suspended, resumed, relabelled, have its execution policy changed or its finalizers removed.
+When the stored flow has no problem there is nothing to forgive, so the new one is checked with the early
+stop of a CREATE (errors.listed, Reader.stop). The update's own rules (a started flow's steps, its
+scheduled time) are listed before the new object's errors, never cut by their limit.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from zen_flow.api.constants import ANNOTATION_SCHEDULED_TIME, StepPhase
 from zen_flow.validation.accepted import KnownSpec
 from zen_flow.validation.approvals import validate_approvals
-from zen_flow.validation.errors import FieldError, forbidden, listed
+from zen_flow.validation.errors import MAX_ERRORS, FieldError, forbidden, listed
 from zen_flow.validation.flow import SPEC, validate_jobflow
 from zen_flow.validation.gate_values import frozen_values
 from zen_flow.validation.gates import approval_edits
@@ -106,31 +109,19 @@ def validate_update(
     the webhook does not remember as accepted a spec that only passed because the stored one had the same
     problems (a CREATE of it would then skip them)."""
     ratcheted = _ratcheted(old, new, spec_kept)
-    # Every error of both objects, listed only at the end: the first errors of the new object may all be
-    # the old one's, and a new problem past them must not pass as ratcheted.
-    found = validate_jobflow(
-        new, skip_spec="spec" in ratcheted, spec_bytes=spec_bytes, known=known, bound=bound, every=True
-    )
-    found += validate_approvals(new)
-    errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
-    if errors and "spec" not in ratcheted and _get(old, "spec") is not None:
-        # Error by error: `suspend: true` on a flow whose untouched steps break a later rule is not the
-        # update's doing. (Only when the new object has errors: the old one is then checked as well.)
-        before = set(validate_jobflow(old, every=True) + validate_approvals(old))
-        errors = [e for e in errors if e not in before]
-    if bound is not None and len(errors) < len(found):
-        bound.clear()  # the new object has problems, forgiven here only: see the docstring
-    # A decided gate's values are its recorded outputs: they change only once a rerun reaches it again.
-    errors += frozen_values(old, new)
+    errors = _own_errors(old, new, ratcheted, known=known, spec_bytes=spec_bytes, bound=bound)
+    # The update's own rules, listed before the new object's errors and never cut by their limit: they
+    # are what the user has to fix first (a started flow's steps, its scheduled time).
+    transition = frozen_values(old, new)  # a decided gate's values are its recorded outputs
     if not spec_kept and _adds_template_ref(old, new):
         # A flow expanded already (or written with steps) given a templateRef and no steps: a re-applied
         # manifest that names the template, as server-side apply sends it. Refused rather than expanded
         # again from the template as it is now; with steps too, validate_jobflow said "not both".
-        errors.append(forbidden(f"{SPEC}.templateRef", TEMPLATE_REF_ADDED))
+        transition.append(forbidden(f"{SPEC}.templateRef", TEMPLATE_REF_ADDED))
     started = has_started(old)
     if not spec_kept and not started and _get(old, "spec", "steps") != _get(new, "spec", "steps"):
         # Before the start: a decision taken under a step's old `approval` would count under the new one.
-        errors += approval_edits(old, new)
+        transition += approval_edits(old, new)
     if started and not spec_kept:
         # The arguments were substituted into Jobs already created: a changed value would make the
         # flow's steps disagree about it.
@@ -146,16 +137,62 @@ def validate_update(
             "artifactRepository",
         ):
             if _get(old, "spec", field) != _get(new, "spec", field):
-                errors.append(forbidden(f"{SPEC}.{field}", f"{field} cannot change after the flow started"))
+                transition.append(
+                    forbidden(f"{SPEC}.{field}", f"{field} cannot change after the flow started")
+                )
     if started and _scheduled_time(old) != _scheduled_time(new):
         # `{{.JobFlow.ScheduledTime}}` is in the Jobs created already: a later attempt would process
         # another night than the first (an added one too: the Jobs rendered the creation time).
-        errors.append(
+        transition.append(
             forbidden(
                 f"metadata.annotations[{ANNOTATION_SCHEDULED_TIME}]",
                 "the scheduled time cannot change after the flow started",
             )
         )
+    return [*listed(transition), *errors]
+
+
+def _own_errors(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    ratcheted: list[str],
+    *,
+    known: KnownSpec | None,
+    spec_bytes: bytes | None,
+    bound: list[int] | None,
+) -> list[FieldError]:
+    """The new object's errors that are the update's doing, listed (errors.listed)."""
+
+    def check(every: bool) -> list[FieldError]:
+        skip = "spec" in ratcheted
+        found = validate_jobflow(
+            new, skip_spec=skip, spec_bytes=spec_bytes, known=known, bound=bound, every=every, approvals=True
+        )
+        if bound is not None and any(_under(e.path, p) for e in found for p in ratcheted):
+            bound.clear()  # the new object has problems, forgiven here only: see validate_update's docstring
+        return found
+
+    # First with the early stop of a CREATE: a valid new object (most updates) is walked once.
+    found = check(every=False)
+    errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
+    if not errors:
+        return []
+    forgiving = "spec" not in ratcheted and _get(old, "spec") is not None
+    if forgiving and not (validate_jobflow(old) or validate_approvals(old)):
+        forgiving = False  # the stored flow has no problem: there is nothing to forgive
+    if not forgiving and (len(errors) == len(found) or len(found) <= MAX_ERRORS):
+        return errors  # every problem is the update's doing, or every problem was found
+    # Every error of both objects, listed only at the end: the first errors of the new object may all be
+    # the old one's (or ratcheted), and a new problem past them must not pass as forgiven.
+    found = check(every=True)
+    errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
+    if errors and forgiving:
+        # Error by error: `suspend: true` on a flow whose untouched steps break a later rule is not the
+        # update's doing.
+        before = set(validate_jobflow(old, every=True) + validate_approvals(old))
+        errors = [e for e in errors if e not in before]
+    if bound is not None and len(errors) < len(found):
+        bound.clear()
     return listed(errors)
 
 
