@@ -30,7 +30,9 @@ class JobBuildError(ValueError):
     """The step's template cannot become a Job (the validator should have said so at admission)."""
 
 
-def _dict(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+def object_at(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """`parent[key]`, made an empty object when absent; JobBuildError naming `where.key` when it is
+    not an object."""
     value = parent.get(key)
     if value is None:
         value = parent[key] = {}
@@ -204,7 +206,7 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     default_labels = without_instance(default_meta.labels) if default_meta is not None else None
     default_annotations = default_meta.annotations if default_meta is not None else None
 
-    meta = _dict(body, "metadata", "template")
+    meta = object_at(body, "metadata", "template")
     for field in _SERVER_FIELDS:
         meta.pop(field, None)
     meta["name"] = name
@@ -223,9 +225,9 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
         meta.pop("annotations", None)
     meta["ownerReferences"] = [owner_reference(flow)]
 
-    spec = _dict(body, "spec", "template")
-    pod = _dict(spec, "template", "template.spec")
-    pod_meta = _dict(pod, "metadata", "template.spec.template")
+    spec = object_at(body, "spec", "template")
+    pod = object_at(spec, "template", "template.spec")
+    pod_meta = object_at(pod, "metadata", "template.spec.template")
     pod_labels = without_instance(_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels"))
     pod_meta["labels"] = {**default_map(default_labels, pod_labels), **extra_labels, **ours}
     pod_annotations = {
@@ -239,7 +241,7 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
         pod_meta["annotations"] = pod_annotations
     pod_spec = pod.get("spec")
     if defaults is not None and defaults.pod_spec is not None:
-        apply_pod_defaults(_dict(pod, "spec", "template.spec.template"), defaults.pod_spec.to_wire())
+        apply_pod_defaults(object_at(pod, "spec", "template.spec.template"), defaults.pod_spec.to_wire())
 
     deadline = job_deadline(step)
     if deadline is None:

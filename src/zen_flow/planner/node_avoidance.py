@@ -32,7 +32,7 @@ from typing import Any
 
 from zen_flow.api.constants import MAX_FAILED_NODES
 from zen_flow.api.jobflow import Step
-from zen_flow.planner.jobs import JobBuildError
+from zen_flow.planner.jobs import JobBuildError, object_at
 
 # The key under which a failed Job's pod read (`PodMessages`) carries the nodes its failed pods ran on,
 # space-separated, oldest first (a container name is a DNS label: it holds no ':').
@@ -92,29 +92,20 @@ def without_avoiding(message: str) -> str:
     return head if note else message
 
 
-def _mapping(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = parent.get(key)
-    if value is None:
-        value = parent[key] = {}
-    if not isinstance(value, dict):
-        raise AvoidanceError(f"{where}.{key} must be an object")
-    return value
-
-
 def avoid_nodes(job: dict[str, Any], nodes: tuple[str, ...]) -> None:
     """Keep `job`'s pods (a Job body, changed in place) off `nodes`; see the module's docstring."""
     if not nodes:
         return
     where = "template.spec.template.spec"
-    pod = _mapping(_mapping(_mapping(job, "spec", "template"), "template", "template.spec"), "spec", where)
+    pod = object_at(object_at(object_at(job, "spec", "template"), "template", "template.spec"), "spec", where)
     if pod.get("nodeName"):  # pinned: no affinity moves it (see the module's docstring)
         raise AvoidanceError(
             f"{where}.nodeName pins the pod to a node, so retryPolicy.affinity.nodeAntiAffinity cannot keep "
             "it off the nodes the step failed on: remove one of them"
         )
-    affinity = _mapping(pod, "affinity", where)
-    node_affinity = _mapping(affinity, "nodeAffinity", where + ".affinity")
-    required = _mapping(node_affinity, REQUIRED, where + ".affinity.nodeAffinity")
+    affinity = object_at(pod, "affinity", where)
+    node_affinity = object_at(affinity, "nodeAffinity", where + ".affinity")
+    required = object_at(node_affinity, REQUIRED, where + ".affinity.nodeAffinity")
     terms = required.get("nodeSelectorTerms") or []
     if not isinstance(terms, list) or not all(
         isinstance(t, dict) and isinstance(t.get("matchFields") or [], list) for t in terms
