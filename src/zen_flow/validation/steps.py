@@ -9,7 +9,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY, DependencyPolicy, StepPhase
-from zen_flow.core.durations import parse_duration
 from zen_flow.core.expression_cost import estimate_cost
 from zen_flow.core.expression_facts import facts
 from zen_flow.core.expression_scanner import phase_test_references
@@ -27,11 +26,10 @@ from zen_flow.validation.errors import (
     too_many,
 )
 from zen_flow.validation.flow_steps import check_flow_step, flow_field_forbidden
-from zen_flow.validation.formats import DURATION_MSG, label_problem
+from zen_flow.validation.formats import label_problem
 from zen_flow.validation.gates import check_approval
 from zen_flow.validation.index import StepIndex
 from zen_flow.validation.limits import (
-    MAX_BACKOFF_SECONDS,
     MAX_MESSAGE,
     MAX_STEPS,
     MAX_TIMEOUT_SECONDS,
@@ -40,9 +38,10 @@ from zen_flow.validation.limits import (
 from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.memoize import check_memoize
 from zen_flow.validation.policy import check_pod_pending_timeout
-from zen_flow.validation.reader import INT32_MAX, Reader
+from zen_flow.validation.reader import Reader
+from zen_flow.validation.retry_policy import check_retry_affinity, check_retry_policy
 from zen_flow.validation.synchronization import check_synchronization
-from zen_flow.validation.template import TemplateInfo, check_metadata_maps, step_pod_spec
+from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
 STEP_TYPES = ("Job", "Manual", "Flow")
 # `flow.outcome`: how the steps that are not finally ended, read by the `when` of finally steps only.
@@ -52,7 +51,6 @@ _OUTCOME_ONLY = (
     "ended, known only once they all have)"
 )
 DEPENDENCY_POLICIES = tuple(p.value for p in DependencyPolicy)
-BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
 
 
 def check_step_names(r: Reader, steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
@@ -124,9 +122,9 @@ def check_step_fields(
         check_metadata_maps(r, meta, path + ".metadata")
     retry = r.mapping(step.get("retryPolicy"), path + ".retryPolicy")
     if retry is not None:
-        _check_retry_policy(r, retry, path + ".retryPolicy")
+        check_retry_policy(r, retry, path + ".retryPolicy")
         if retry.get("affinity") is not None:
-            _check_retry_affinity(r, step, path, kind)
+            check_retry_affinity(r, step, path, kind, manual=is_manual(step))
     timeout = r.integer(step.get("timeoutSeconds"), path + ".timeoutSeconds")
     if timeout is not None and timeout <= 0:
         r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
@@ -238,61 +236,6 @@ def _check_dependencies(r: Reader, index: StepIndex, raw: Any, path: Path, final
             r.add(invalid(path + f"[{i}]", name, "must name a step of this flow"))
         elif name not in index:
             r.add(not_found(path + f"[{i}]", name))
-
-
-def _check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None:
-    limit = r.integer(retry.get("limit"), path + ".limit", maximum=INT32_MAX)
-    if limit is not None and limit < 0:
-        r.add(invalid(path + ".limit", limit, "must be greater than or equal to 0"))
-    backoff_path = path + ".backoff"
-    backoff = r.mapping(retry.get("backoff"), backoff_path)
-    if backoff is None:
-        return
-    kind = r.string(backoff.get("type"), backoff_path + ".type")
-    if kind and kind not in BACKOFF_TYPES:
-        r.add(not_supported(backoff_path + ".type", kind, BACKOFF_TYPES))
-    factor = r.number(backoff.get("factor"), backoff_path + ".factor")
-    if factor is not None and factor < 1:
-        r.add(invalid(backoff_path + ".factor", backoff.get("factor"), "must be greater than or equal to 1"))
-    for field in ("duration", "maxDuration"):
-        text = r.string(backoff.get(field), backoff_path + "." + field)
-        if text is None:
-            continue
-        seconds = parse_duration(text)
-        if seconds is None:
-            r.add(invalid(backoff_path + "." + field, text, DURATION_MSG))
-        elif seconds <= 0:
-            r.add(invalid(backoff_path + "." + field, text, "must be greater than 0"))
-        elif seconds > MAX_BACKOFF_SECONDS:
-            r.add(invalid(backoff_path + "." + field, text, "must be at most 720h (30 days)"))
-
-
-def _check_retry_affinity(r: Reader, step: Mapping[str, Any], step_path: Path, kind: str | None) -> None:
-    """`retryPolicy.affinity.nodeAntiAffinity: {}` (Argo's spelling): an empty object, on a Job step
-    whose pod the scheduler places (planner/node_avoidance.py)."""
-    path = step_path + ".retryPolicy.affinity"
-    if is_manual(step):
-        r.add(forbidden(path, "a Manual step runs no pod"))
-        return
-    if kind == "Flow":
-        r.add(forbidden(path, "a Flow step has no pod of its own: set it on its template's steps"))
-        return
-    found = r.mapping(step["retryPolicy"]["affinity"], path)
-    if found is None:
-        return
-    anti = r.mapping(found.get("nodeAntiAffinity"), path + ".nodeAntiAffinity")
-    if anti:  # Argo's field takes nothing either: the nodes are those the step's failed attempts ran on
-        r.add(invalid(path + ".nodeAntiAffinity", dict(anti), "must be an empty object: {}"))
-        return
-    if anti is not None and (pod := step_pod_spec(step)) is not None and pod.get("nodeName"):
-        # Pinned: the scheduler is skipped, and kubelet admission would reject each retry on that node.
-        r.add(
-            forbidden(
-                path + ".nodeAntiAffinity",
-                "a pod pinned to a node by its template.spec.template.spec.nodeName cannot avoid it: "
-                "remove one of them",
-            )
-        )
 
 
 def _check_when(

@@ -1,0 +1,73 @@
+"""A step's `retryPolicy`: its limit, its backoff curve, and `affinity.nodeAntiAffinity` (a retry avoids
+the nodes the step's failed attempts ran on: planner/node_avoidance.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zen_flow.core.durations import parse_duration
+from zen_flow.validation.errors import Path, forbidden, invalid, not_supported
+from zen_flow.validation.formats import DURATION_MSG
+from zen_flow.validation.limits import MAX_BACKOFF_SECONDS
+from zen_flow.validation.reader import INT32_MAX, Reader
+from zen_flow.validation.template import step_pod_spec
+
+BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
+
+
+def check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None:
+    limit = r.integer(retry.get("limit"), path + ".limit", maximum=INT32_MAX)
+    if limit is not None and limit < 0:
+        r.add(invalid(path + ".limit", limit, "must be greater than or equal to 0"))
+    backoff_path = path + ".backoff"
+    backoff = r.mapping(retry.get("backoff"), backoff_path)
+    if backoff is None:
+        return
+    kind = r.string(backoff.get("type"), backoff_path + ".type")
+    if kind and kind not in BACKOFF_TYPES:
+        r.add(not_supported(backoff_path + ".type", kind, BACKOFF_TYPES))
+    factor = r.number(backoff.get("factor"), backoff_path + ".factor")
+    if factor is not None and factor < 1:
+        r.add(invalid(backoff_path + ".factor", backoff.get("factor"), "must be greater than or equal to 1"))
+    for field in ("duration", "maxDuration"):
+        text = r.string(backoff.get(field), backoff_path + "." + field)
+        if text is None:
+            continue
+        seconds = parse_duration(text)
+        if seconds is None:
+            r.add(invalid(backoff_path + "." + field, text, DURATION_MSG))
+        elif seconds <= 0:
+            r.add(invalid(backoff_path + "." + field, text, "must be greater than 0"))
+        elif seconds > MAX_BACKOFF_SECONDS:
+            r.add(invalid(backoff_path + "." + field, text, "must be at most 720h (30 days)"))
+
+
+def check_retry_affinity(
+    r: Reader, step: Mapping[str, Any], step_path: Path, kind: str | None, *, manual: bool
+) -> None:
+    """`retryPolicy.affinity.nodeAntiAffinity: {}` (Argo's spelling): an empty object, on a Job step
+    whose pod the scheduler places (planner/node_avoidance.py)."""
+    path = step_path + ".retryPolicy.affinity"
+    if manual:
+        r.add(forbidden(path, "a Manual step runs no pod"))
+        return
+    if kind == "Flow":
+        r.add(forbidden(path, "a Flow step has no pod of its own: set it on its template's steps"))
+        return
+    found = r.mapping(step["retryPolicy"]["affinity"], path)
+    if found is None:
+        return
+    anti = r.mapping(found.get("nodeAntiAffinity"), path + ".nodeAntiAffinity")
+    if anti:  # Argo's field takes nothing either: the nodes are those the step's failed attempts ran on
+        r.add(invalid(path + ".nodeAntiAffinity", dict(anti), "must be an empty object: {}"))
+        return
+    if anti is not None and (pod := step_pod_spec(step)) is not None and pod.get("nodeName"):
+        # Pinned: the scheduler is skipped, and kubelet admission would reject each retry on that node.
+        r.add(
+            forbidden(
+                path + ".nodeAntiAffinity",
+                "a pod pinned to a node by its template.spec.template.spec.nodeName cannot avoid it: "
+                "remove one of them",
+            )
+        )
