@@ -236,11 +236,13 @@ class Meter:
         self.limit = limit
         self.used = 0
 
-    def add(self, size: int, what: str, where: str) -> None:
+    def add(self, size: int, what: str, path: tuple[str | int, ...]) -> None:
+        """Count `size` bytes substituted for `what` at `path` (named only in the error: formatting it
+        for every placeholder of every Job built would be work for nothing)."""
         self.used += size
         if self.used > self.limit:
             raise ParameterError(
-                f"substituting {what} at {where} brings what substitution adds past {self.limit:,} "
+                f"substituting {what} at {_where(path)} brings what substitution adds past {self.limit:,} "
                 "bytes (1 MiB; the apiserver refuses an object over 1.5 MiB): use the parameter in fewer "
                 "places, or pass large data as an artifact"
             )
@@ -267,7 +269,7 @@ class _Substitution:
                 known = self.context[field]
                 done = escape_expansion(known) if expandable else known
                 # Counted as values are: 30,000 `{{.StepName}}` of a 40-character name are 1.3 MB.
-                self.meter.add(len(done.encode()), f"{{{{.{field}}}}}", _where(path))
+                self.meter.add(len(done.encode()), f"{{{{.{field}}}}}", path)
                 return done
             name = parameter(match) or ""
             found = self.by_name.get(name)
@@ -279,7 +281,7 @@ class _Substitution:
                 )
             if found.value is not None:
                 out = escape_expansion(found.value) if expandable else found.value
-                self.meter.add(len(out.encode()), f"input parameter {name}", _where(path))
+                self.meter.add(len(out.encode()), f"input parameter {name}", path)
                 return out
             if not expandable:
                 raise ParameterError(
@@ -319,7 +321,7 @@ def _inject_env(body: dict[str, Any], resolved: tuple[Resolved, ...], meter: Met
         for i, container in enumerate(containers):
             if not isinstance(container, dict):
                 continue
-            meter.add(size, "the input parameters' env vars", f"spec.template.spec.{field}[{i}].env")
+            meter.add(size, "the input parameters' env vars", ("spec", "template", "spec", field, i, "env"))
             own = container.get("env")
             kept = (
                 [e for e in own if not (isinstance(e, dict) and e.get("name") in names)]

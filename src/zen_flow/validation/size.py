@@ -228,8 +228,12 @@ def _approvals_bound(step: Mapping[str, Any]) -> int:
 def _failed_nodes_kept(step: Mapping[str, Any]) -> int | None:
     """How many nodes the step records of its failed attempts (retryPolicy.affinity.nodeAntiAffinity);
     None when it records none. A limit that is no integer (refused elsewhere) counts the most."""
-    retry = _mapping(step.get("retryPolicy"))
-    if _mapping(retry.get("affinity")).get("nodeAntiAffinity") is None:
+    # Read inline: this runs for every step of every review, and few steps ask for it.
+    retry = step.get("retryPolicy")
+    if not isinstance(retry, dict):
+        return None
+    affinity = retry.get("affinity")
+    if not isinstance(affinity, dict) or affinity.get("nodeAntiAffinity") is None:
         return None
     limit = retry.get("limit")
     if limit is None or (isinstance(limit, int) and not isinstance(limit, bool)):
