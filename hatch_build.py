@@ -30,6 +30,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 COMPILED_MODULES = (
     "zen_flow/validation/*.py",
     "zen_flow/core/naming.py",
+    "zen_flow/core/short_cache.py",
     "zen_flow/core/dag.py",
     "zen_flow/core/expression_scanner.py",
 )

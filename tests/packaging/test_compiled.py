@@ -55,6 +55,7 @@ SUITES = (
     "tests/unit/test_webhook_envelope.py",
     "tests/unit/test_webhook_fuzz.py",
     "tests/unit/test_webhook_review.py",
+    "tests/unit/test_webhook_retained_memory.py",
     "tests/unit/test_cli_validate.py",
     "tests/unit/test_dag.py",
     "tests/unit/test_naming.py",

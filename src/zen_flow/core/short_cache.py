@@ -5,6 +5,9 @@ flows repeat. The caches live as long as the process, and the webhook runs in th
 any length would let a tenant keep megabytes per entry alive with specs that are then denied. A key
 longer than `longest` is computed every time and never stored, so a full cache holds at most
 `maxsize` short keys and their results. Valid values are short, so they still hit the cache.
+
+Compiled with the admission rules (hatch_build.py): the wrapper is a call in front of every cached check
+of a review (2,943 for a 500-step spec), interpreted it cost 2.4 % of a compiled review.
 """
 
 from __future__ import annotations
