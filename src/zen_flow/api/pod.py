@@ -119,6 +119,16 @@ class Pod(Model):
         )
 
     @property
+    def interrupted(self) -> str | None:
+        """What ended it before it ran to an exit of its own (retryPolicy.expression's `Error` status):
+        a DisruptionTarget condition (preempted, evicted, drained) or its activeDeadlineSeconds; None
+        when nothing did."""
+        disrupted = self.status.condition(DISRUPTION_TARGET)
+        if disrupted is not None and disrupted.status == "True":
+            return DISRUPTION_TARGET
+        return POD_DEADLINE_REASON if self.status.reason == POD_DEADLINE_REASON else None
+
+    @property
     def finished(self) -> bool:
         return self.status.phase in ("Succeeded", "Failed")
 

@@ -7,8 +7,9 @@ from datetime import datetime
 
 from zen_flow.api.constants import StepPhase, failed_nodes_kept
 from zen_flow.api.job import JOB_FAILED, Job
+from zen_flow.core.expressions import Deferred
+from zen_flow.core.retry_condition import LastRetry
 from zen_flow.planner.actions import DeleteJob
-from zen_flow.planner.approval_gates import ApprovalGates
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.concurrency import judge
@@ -27,6 +28,7 @@ from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
 from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.reports import download_failure, exit_summary
+from zen_flow.planner.retry_gate import RetryGate, last_retry
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import HELD_PREFIXES, MAX_MESSAGE, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
@@ -41,7 +43,7 @@ NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy mark
 MESSAGES_RETRY_SECONDS = 1.0
 
 
-class Observation(ApprovalGates):
+class Observation(RetryGate):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
@@ -161,7 +163,7 @@ class Observation(ApprovalGates):
             self.attempt_failed(w, said, final=stopped)
             return
         if job.failed:
-            if explains_failure(w.spec) and name not in self.messages:
+            if (explains_failure(w.spec) or _asks(w)) and name not in self.messages:
                 self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
                 return
             cond = job.condition(JOB_FAILED)
@@ -172,7 +174,7 @@ class Observation(ApprovalGates):
                 if timeout and job_deadline(w.spec) == timeout:
                     # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
                     # the same timeout, said the same way whoever noticed first.
-                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
+                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", last=self.last(w, job, name))
                     return
                 if (origin := deadline_origin(w.spec, defaults)) is not None:
                     # The template's own, smaller deadline stopped it (or the flow's default, for a step
@@ -190,7 +192,8 @@ class Observation(ApprovalGates):
             if avoids(w.spec) and (cond is None or cond.reason != JOB_DEADLINE_REASON):
                 kept = failed_nodes_kept(w.spec.retry_policy.limit if w.spec.retry_policy else None)
                 w.failed_nodes = remember(w.failed_nodes, failed_nodes(self.messages.get(name)), kept)
-            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
+            said = f"Job failed{': ' + detail if detail else ''}"
+            self.attempt_failed(w, said, final=final, last=self.last(w, job, name, said))
             return
         if job.deleting:
             self.job_gone(w, job, f"{what} {name} was deleted outside zen-flow")
@@ -206,17 +209,18 @@ class Observation(ApprovalGates):
             w.message = unheld(w.message)
             w.attempt_start_time = self.now
         if (stuck := self.watch_pods(w, job)) is not None:
-            self.actions.append(DeleteJob(name, w.name, PENDING_TIMEOUT_MARK))
-            self.attempt_failed(w, stuck)
-            self.timed_out.add(w.name)  # its pod may have started since the read: as `after_timeout`
+            # Its Job is deleted once the failure is decided (a retry condition may wait: `RetryGate`).
+            if self.attempt_failed(w, stuck):
+                self.actions.append(DeleteJob(name, w.name, PENDING_TIMEOUT_MARK))
+                self.timed_out.add(w.name)  # its pod may have started since the read: as `after_timeout`
             return
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             due = after_cut(self.began(w, job), timeout)
             if self.now >= due:
-                self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
-                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
-                self.timed_out.add(w.name)  # the Job may have completed before the delete: `after_timeout`
+                if self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s"):
+                    self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
+                    self.timed_out.add(w.name)  # it may have completed before the delete: `after_timeout`
             else:
                 self.wakeups.append(due)
 
@@ -281,19 +285,46 @@ class Observation(ApprovalGates):
         w.succeed(self.now, None)
         self.save_result(w)  # only a success by running is stored
 
-    def attempt_failed(self, w: StepWork, error: str, *, final: bool = False) -> None:
-        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule), or
-        a graceful stop its message records holds it (planner.child_stops: it ends for the stop)."""
+    def last(self, w: StepWork, job: Job, name: str, said: str | None = None) -> LastRetry | None:
+        """`lastRetry` of `w`'s failed Job (only for a step with a retry condition): `said` when its
+        pods' failures failed it, None for its deadline; the run counted up to its Failed condition."""
+        if not _asks(w):
+            return None
+        cond = job.condition(JOB_FAILED)
+        ended = cond.last_transition_time if cond is not None else None
+        return last_retry(
+            said or f"{TIMEOUT_MARK} {w.spec.timeout_seconds}s",
+            self.messages.get(name),
+            ran_to_exit=said is not None and (cond is None or cond.reason != JOB_DEADLINE_REASON),
+            began=self.began(w, job),
+            ended=ended or self.now,
+        )
+
+    def attempt_failed(
+        self, w: StepWork, error: str, *, final: bool = False, last: LastRetry | None = None
+    ) -> bool:
+        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule), its
+        retry condition says no (`RetryGate`; `last`: what it sees, None when no pod ran to an exit), or
+        a graceful stop its message records holds it (planner.child_stops: it ends for the stop). False
+        when nothing is decided: the retry condition waits for a later plan, the step stays Running."""
         if self.ended_for_stop(w, error):
-            return
+            return True
         limit = retry_limit(w.spec)
         done = w.retry_count
         if final and limit:  # said first: a long failure message is cut at its end
             w.fail(self.now, f"attempt {done + 1} failed, {NOT_RETRIED_FAIL_JOB}: {error}")
             self.note_failure(w)
-            return
+            return True
+        said = error
         error = f"attempt {done + 1} failed: {error}" if limit else error
         if done < limit and self.budget_used < self.budget and (self.failure is None or w.spec.is_finally):
+            refused = self.retry_refused(w, error, said, last)
+            if isinstance(refused, Deferred):
+                return False
+            if refused is not None:
+                w.fail(self.now, refused)
+                self.note_failure(w)
+                return True
             self.budget_used += 1
             # The delay counts from now, when we see the failure, not from the Job's Failed condition: its
             # time comes from the cluster's clock, and one behind ours would retry early. It is usually the
@@ -303,7 +334,7 @@ class Observation(ApprovalGates):
                 note = avoiding(w.failed_nodes)
                 error = f"{bound(error, MAX_MESSAGE - len(note) - 2)}; {note}"
             w.retry_at(after_cut(self.now, retry_delay(w.spec.retry_policy, done)), error)
-            return
+            return True
         if limit and done >= limit:
             # Past the limit only by reruns (`zen-flow retry` uses the retry counter too): say so rather
             # than "3/2".
@@ -313,6 +344,7 @@ class Observation(ApprovalGates):
             error += f" (flow retry budget backoffLimit={self.budget} used up)"
         w.fail(self.now, error)
         self.note_failure(w)
+        return True
 
     def after_timeout(self, w: StepWork) -> bool:
         """Does `w` depend on a step this plan ended by its timeout (or on one it ended on that account)?
@@ -327,3 +359,9 @@ class Observation(ApprovalGates):
             return False
         timed_out.add(w.name)
         return True
+
+
+def _asks(w: StepWork) -> bool:
+    """Has `w` a retry condition (retryPolicy.expression)?"""
+    policy = w.spec.retry_policy
+    return policy is not None and policy.expression is not None

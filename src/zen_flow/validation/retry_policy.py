@@ -1,5 +1,6 @@
-"""A step's `retryPolicy`: its limit, its backoff curve, and `affinity.nodeAntiAffinity` (a retry avoids
-the nodes the step's failed attempts ran on: planner/node_avoidance.py)."""
+"""A step's `retryPolicy`: its limit, its backoff curve, `affinity.nodeAntiAffinity` (a retry avoids
+the nodes the step's failed attempts ran on: planner/node_avoidance.py), and `expression` (a retry only
+when this CEL condition over the failed attempt holds: core/retry_condition.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.core.durations import parse_duration
-from zen_flow.validation.errors import Path, forbidden, invalid, not_supported
+from zen_flow.core.expression_cost import estimate_cost
+from zen_flow.core.expressions import ExpressionError
+from zen_flow.core.retry_condition import compile_retry
+from zen_flow.validation.errors import Path, forbidden, invalid, not_supported, too_long
 from zen_flow.validation.formats import DURATION_MSG
-from zen_flow.validation.limits import MAX_BACKOFF_SECONDS
+from zen_flow.validation.limits import MAX_BACKOFF_SECONDS, MAX_WHEN
 from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import step_pod_spec
 
@@ -71,3 +75,40 @@ def check_retry_affinity(
                 "remove one of them",
             )
         )
+
+
+def check_retry_expression(
+    r: Reader, step: Mapping[str, Any], step_path: Path, kind: str | None, *, manual: bool
+) -> None:
+    """`retryPolicy.expression`: `when`'s language over `lastRetry` and `flow`, as long as a `when` may
+    be, compiled in its shape (the program itself is compiled when a failure first asks it); only on a
+    Job step, whose attempts fail with a pod's exit."""
+    path = step_path + ".retryPolicy.expression"
+    if manual:
+        r.add(forbidden(path, "a Manual step runs no pod, and is never retried"))
+        return
+    if kind == "Flow":
+        r.add(forbidden(path, "a Flow step has no pod of its own: set it on its template's steps"))
+        return
+    expr = r.string(step["retryPolicy"]["expression"], path)
+    if expr is None:
+        return
+    if len(expr) > MAX_WHEN:
+        r.add(too_long(path, expr, MAX_WHEN))
+        return
+    try:
+        compiled = compile_retry(expr)
+    except ExpressionError as err:
+        r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
+        return
+    try:
+        if compiled.loops:  # only comprehensions iterate; the controller bounds the rest in time
+            estimate_cost(compiled.cel_source, 0)
+    except ExpressionError as err:
+        r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
+
+
+def _one_line(message: str) -> str:
+    """CEL errors come with a caret diagram over several lines; keep the words, on one line."""
+    lines = [line.strip() for line in message.splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith("|"))

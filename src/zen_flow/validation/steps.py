@@ -39,7 +39,11 @@ from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.memoize import check_memoize
 from zen_flow.validation.policy import check_pod_pending_timeout
 from zen_flow.validation.reader import Reader
-from zen_flow.validation.retry_policy import check_retry_affinity, check_retry_policy
+from zen_flow.validation.retry_policy import (
+    check_retry_affinity,
+    check_retry_expression,
+    check_retry_policy,
+)
 from zen_flow.validation.synchronization import check_synchronization
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
@@ -125,6 +129,8 @@ def check_step_fields(
         check_retry_policy(r, retry, path + ".retryPolicy")
         if retry.get("affinity") is not None:
             check_retry_affinity(r, step, path, kind, manual=is_manual(step))
+        if retry.get("expression") is not None:
+            check_retry_expression(r, step, path, kind, manual=is_manual(step))
     timeout = r.integer(step.get("timeoutSeconds"), path + ".timeoutSeconds")
     if timeout is not None and timeout <= 0:
         r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
