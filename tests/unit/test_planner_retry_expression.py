@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from zen_flow.api.constants import StepPhase
 from zen_flow.api.flow_status import StepStatus
+from zen_flow.api.pod import Pod
 from zen_flow.core.expressions import CompiledWhen, Deferred, Offload, Unavailable
 from zen_flow.planner import DeleteJob, plan, uses_evaluator
 from zen_flow.planner.reports import INTERRUPTED
@@ -48,6 +49,16 @@ def exits(sim: Simulator, code: int, **messages: str) -> None:
     (job,) = sim.running()
     sim.fail(job, messages={"exit:main": f"exit code {code}", **messages})
     sim.reconcile()
+
+
+def unschedulable(owner: dict[str, Any]) -> Pod:
+    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no node fits"}
+    return Pod.model_validate(
+        {
+            "metadata": {"creationTimestamp": "2026-01-01T00:00:00Z", "ownerReferences": [owner]},
+            "status": {"phase": "Pending", "conditions": [cond]},
+        }
+    )
 
 
 class Recorder:
@@ -106,9 +117,11 @@ def test_an_expression_error_means_no_retry_and_says_why() -> None:
     sim = sim_of("lastRetry.signal == 9")
     exits(sim, 1)
     assert step(sim).phase == StepPhase.FAILED
-    assert "not retried: retryPolicy.expression \"lastRetry.signal == 9\" failed: no such key 'signal'" in (
-        step(sim).message or ""
-    )
+    message = step(sim).message or ""
+    assert message.startswith("attempt 1 failed: Job failed: main: exit code 1")
+    # The failure and the verdict are kept; the quoted expression gives way to them.
+    assert '; not retried: retryPolicy.expression "' in message
+    assert "failed: no such key 'signal' (not set: a label, annotation or argument the flow lacks" in message
 
 
 def test_the_variables_of_a_pod_that_exited() -> None:
@@ -136,7 +149,7 @@ def test_a_deadline_is_an_error_with_no_exit_code() -> None:
     (asked,) = recorder.asked
     assert asked["lastRetry"]["status"] == "Error"
     assert asked["lastRetry"]["exitCode"] == -1
-    assert asked["lastRetry"]["duration"] == 61.0
+    assert asked["lastRetry"]["duration"] == 60.0  # its timeoutSeconds, whenever a plan decides
     assert step(sim).phase == StepPhase.FAILED
     assert (step(sim).message or "").endswith(
         'not retried: retryPolicy.expression "lastRetry.status == \\"Failed\\"" is false'
@@ -187,22 +200,119 @@ def test_a_lost_status_write_gives_the_same_verdict_on_the_same_inputs() -> None
     assert step(sim).phase == StepPhase.RETRYING
 
 
-def test_a_deferred_condition_keeps_the_step_running_and_its_job() -> None:
+def test_a_timeout_deletes_the_job_at_once_while_the_verdict_waits() -> None:
+    def broken(compiled: CompiledWhen, variables: dict[str, Any]) -> Any:
+        raise Unavailable("the expression worker does not start")
+
+    sim = sim_of(NOT_BAD_INPUT, timeoutSeconds=60)
+    (job,) = sim.running()
+    sim.evaluate = broken
+    sim.advance(61)
+    waiting = sim.reconcile()
+    # The timeout holds whatever the evaluator does: only the verdict (retry or not) waits.
+    assert DeleteJob(job, "train", "timed out after 60s") in waiting.actions
+    assert step(sim).phase == StepPhase.RUNNING
+    sim.advance(600)
+    sim.reconcile()
+    assert step(sim).phase == StepPhase.RUNNING
+    assert sim.running() == []  # the Job is going: it can no longer complete and end the step Succeeded
+    recorder = Recorder()
+    sim.evaluate = recorder
+    sim.reconcile()
+    assert step(sim).phase == StepPhase.RETRYING
+    assert step(sim).message == "attempt 1 failed: timed out after 60s"
+    (asked,) = recorder.asked
+    assert asked["lastRetry"] == {
+        "exitCode": -1,
+        "status": "Error",
+        "duration": 60.0,
+        "message": "timed out after 60s",
+    }
+
+
+def test_a_pending_timeout_deletes_the_job_at_once_while_the_verdict_waits() -> None:
     def later(compiled: CompiledWhen, variables: dict[str, Any]) -> Any:
         raise Deferred("later")
 
-    sim = sim_of(NOT_BAD_INPUT, timeoutSeconds=60)
+    sim = sim_of(NOT_BAD_INPUT, podPendingTimeoutSeconds=60)
+    (job,) = sim.running()
+    sim.stick(job, [unschedulable(sim.owner(job))])
     sim.evaluate = later
-    sim.advance(61)
-    deferred = sim.reconcile()
+    for _ in range(10):
+        sim.advance(sim.last.requeue_after)
+        sim.reconcile()
+        if any(isinstance(a, DeleteJob) for a in sim.last.actions):
+            break
+    assert DeleteJob(job, "train", "PodPendingTimeout") in sim.last.actions
     assert step(sim).phase == StepPhase.RUNNING
-    assert not [a for a in deferred.actions if isinstance(a, DeleteJob)]
-    assert deferred.requeue_after is not None
-    assert deferred.requeue_after <= 1
-    sim.evaluate = Recorder()
+    recorder = Recorder()
+    sim.evaluate = recorder
+    sim.advance(30)
     sim.reconcile()
     assert step(sim).phase == StepPhase.RETRYING
-    assert any(isinstance(a, DeleteJob) for a in sim.last.actions)
+    said = "PodPendingTimeout: no pod running for 60s; pod unschedulable: no node fits"
+    assert step(sim).message == f"attempt 1 failed: {said}"
+    (asked,) = recorder.asked
+    assert asked["lastRetry"] == {"exitCode": -1, "status": "Error", "duration": 60.0, "message": said}
+
+
+def test_a_timeout_decided_after_a_lost_write_sees_the_same_attempt() -> None:
+    recorder = Recorder()
+    sim = sim_of("lastRetry.duration < 62.0", timeoutSeconds=60)
+    sim.evaluate = recorder
+    sim.advance(61)
+    first = sim.reconcile(write_status=False)  # the Job is deleted; the status write is lost
+    decided = first.status.step("train")
+    assert decided is not None
+    sim.advance(5)
+    sim.reconcile()
+    assert step(sim).phase == decided.phase == StepPhase.RETRYING
+    assert recorder.asked[0] == recorder.asked[1]
+    assert recorder.asked[0]["lastRetry"]["duration"] == 60.0
+
+
+def test_a_deleted_retry_counts_from_its_own_start_to_its_deletion() -> None:
+    recorder = Recorder()
+    sim = sim_of("lastRetry.duration < 10.0")
+    sim.instant_delete = False
+    exits(sim, 137)
+    sim.advance(2)
+    sim.reconcile()
+    (retried,) = sim.running()
+    sim.evaluate = recorder
+    sim.advance(5)
+    sim.delete(retried)  # someone else deletes it; it lingers while its pods go
+    sim.advance(20)
+    sim.reconcile()
+    (asked,) = recorder.asked
+    assert asked["lastRetry"]["duration"] == 5.0
+    assert step(sim).phase == StepPhase.RETRYING
+
+
+def test_a_long_expression_keeps_the_exit_code_and_the_verdict_in_the_message() -> None:
+    expression = " && ".join(f"lastRetry.exitCode != {c}" for c in range(2, 14))
+    assert len(expression) > 256
+    sim = sim_of(expression)
+    exits(sim, 2)
+    message = step(sim).message or ""
+    assert step(sim).phase == StepPhase.FAILED
+    assert len(message) <= 256
+    assert message.startswith("attempt 1 failed: Job failed: main: exit code 2")
+    assert message.endswith('..." is false')
+    assert 'not retried: retryPolicy.expression "lastRetry.exitCode != 2 && ' in message
+
+
+def test_an_expression_reads_the_flow() -> None:
+    sim = sim_of("flow.labels['tier'] == 'batch' && lastRetry.exitCode != 2")
+    exits(sim, 137)
+    assert step(sim).phase == StepPhase.FAILED  # the flow has no such label
+    assert "no such key 'tier'" in (step(sim).message or "")
+    flow = make_flow([job_step("train", retryPolicy=policy(f"flow.name == '{sim.flow.metadata.name}'"))])
+    sim = Simulator(flow, T0)
+    sim.evaluate = Recorder()
+    sim.reconcile()
+    exits(sim, 137)
+    assert step(sim).phase == StepPhase.RETRYING
 
 
 def test_an_evaluator_that_cannot_evaluate_decides_nothing_and_says_so() -> None:
@@ -262,10 +372,13 @@ def test_the_plan_waits_for_the_pod_read_before_deciding() -> None:
 )
 def test_true_behaves_exactly_like_no_expression(codes: list[int | None], limit: int) -> None:
     """None in `codes`: that attempt succeeds; an integer: it exits with it (0: the Job fails anyway,
-    as when the pod was killed)."""
+    as when the pod was killed). An expression that always holds, constant or not, changes nothing."""
     plain, gated = sim_of(None, limit=limit), sim_of("true", limit=limit)
+    # Always true, and no constant: decided by the evaluator (here in-process), not at compile time.
+    asked = sim_of("lastRetry.exitCode >= -1", limit=limit)
+    asked.evaluate = Recorder()
     for code in codes:
-        for sim in (plain, gated):
+        for sim in (plain, gated, asked):
             running = sim.running()
             if not running:
                 continue
@@ -276,4 +389,4 @@ def test_true_behaves_exactly_like_no_expression(codes: list[int | None], limit:
                 exits(sim, code)
             sim.advance(2)
             sim.reconcile()
-        assert plain.flow.status == gated.flow.status
+        assert plain.flow.status == gated.flow.status == asked.flow.status

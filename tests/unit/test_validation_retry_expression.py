@@ -112,3 +112,52 @@ def test_templates_and_cronjobflows_check_it_at_their_paths() -> None:
         "spec.jobFlowTemplate.spec.steps[0].retryPolicy.expression",
         "spec.jobFlowTemplate.spec.steps[1].retryPolicy.expression",
     ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "field"),
+    [
+        ("lastRetry.exitcode != 2", "exitcode"),
+        ("lastRetry['signal'] == 9", "signal"),
+        ("lastRetry.status == 'Error' || lastRetry.reason == 'OOMKilled'", "reason"),
+    ],
+)
+def test_a_field_lastretry_does_not_have_is_refused_naming_the_known_ones(
+    expression: str, field: str
+) -> None:
+    # Compiled, it would fail at every failure ("no such key"): never retried, for a typo.
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression)))
+    assert_error(
+        flow,
+        PATH,
+        E.INVALID,
+        f'lastRetry has no field "{field}" (its fields: exitCode, status, duration, message)',
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "text"),
+    [
+        ("lastRetry.exitCode != '2'", "compares lastRetry.exitCode, a number, with '2'"),
+        ("'137' == lastRetry.exitCode", "compares lastRetry.exitCode, a number, with '137'"),
+        ("lastRetry.status == 1", "compares lastRetry.status, a string, with 1"),
+        ("lastRetry.duration > '60'", "compares lastRetry.duration, a number, with '60'"),
+    ],
+)
+def test_a_comparison_that_never_holds_is_refused(expression: str, text: str) -> None:
+    # In CEL 2 != '2' is true: `lastRetry.exitCode != '2'` would retry every failure.
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression)))
+    assert_error(flow, PATH, E.INVALID, text)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "!(lastRetry.exitCode in [2, 3])",
+        "lastRetry.message.size() > 0",
+        "lastRetry['exitCode'] != 2 && lastRetry.duration < 60.0",
+        "[lastRetry].exists(r, r.exitCode != 2)",
+    ],
+)
+def test_the_known_fields_compared_with_their_types_are_admitted(expression: str) -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression))))

@@ -87,8 +87,15 @@ class Container(Model):
     name: str = ""
 
 
+class InitContainer(Model):
+    name: str = ""
+    # "Always": a sidecar (a native one: it runs beside the containers, and is killed at the pod's end).
+    restart_policy: str | None = None
+
+
 class PodSpec(Model):
     containers: tuple[Container, ...] = ()
+    init_containers: tuple[InitContainer, ...] = ()
     # The node it was bound to (none while unscheduled): a failed pod's, for retryPolicy's
     # nodeAntiAffinity (planner/node_avoidance.py).
     node_name: str | None = None
@@ -117,6 +124,12 @@ class Pod(Model):
             and (disrupted is None or disrupted.status != "True")
             and self.status.reason != POD_DEADLINE_REASON
         )
+
+    @property
+    def sidecars(self) -> frozenset[str]:
+        """Its init containers that run beside its containers (`restartPolicy: Always`): zen-flow's own
+        uploader, a user's proxy. Killed when the pod ends, their exit says nothing of its work."""
+        return frozenset(c.name for c in self.spec.init_containers if c.restart_policy == "Always")
 
     @property
     def interrupted(self) -> str | None:

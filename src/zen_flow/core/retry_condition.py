@@ -41,7 +41,14 @@ LABEL = "retryPolicy.expression"
 FAILED = "Failed"
 ERROR = "Error"
 UNKNOWN_EXIT_CODE = -1
-_HINT = "not set: e.g. a label, annotation or argument the flow does not have"
+# lastRetry's fields (`LastRetry.view`); admission refuses any other (validation/retry_policy.py).
+LAST_RETRY_FIELDS = ("exitCode", "status", "duration", "message")
+NUMBER_FIELDS = frozenset({"exitCode", "duration"})  # the others are strings
+# How much of the expression a reason quotes (a step's message is 256 characters, an expression up to 1024).
+QUOTED_MAX = 96
+_HINT = "not set: a label, annotation or argument the flow lacks; lastRetry has " + ", ".join(
+    LAST_RETRY_FIELDS
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,10 @@ def needs_evaluator(expr: str | None) -> bool:
 
 
 def quoted(source: str) -> str:
-    """The expression as the reason quotes it: in double quotes (JSON's escapes)."""
+    """The expression as the reason quotes it: in double quotes (JSON's escapes), cut to QUOTED_MAX
+    characters so that what follows it (the verdict, the error) fits the reason's bound."""
+    if len(source) > QUOTED_MAX:
+        source = source[: QUOTED_MAX - 3] + "..."
     return json.dumps(source, ensure_ascii=False)
 
 

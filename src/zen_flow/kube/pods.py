@@ -54,7 +54,10 @@ class PodClient:
             for c in latest.status.all()
         }
         if not succeeded:  # how its containers failed: what a user debugging the step needs first
-            for c in latest.status.all():
+            # Sidecars last: the first failing container's exit code is retryPolicy.expression's
+            # lastRetry.exitCode (planner/reports.py), and a sidecar killed at the pod's end is not it.
+            sidecars = latest.sidecars
+            for c in sorted(latest.status.all(), key=lambda c: c.name in sidecars):
                 ended = c.state.terminated
                 if ended is not None and ended.exit_code:
                     why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""

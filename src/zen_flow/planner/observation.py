@@ -28,7 +28,8 @@ from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
 from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.reports import download_failure, exit_summary
-from zen_flow.planner.retry_gate import RetryGate, last_retry
+from zen_flow.planner.retry_gate import WAITING, RetryGate, last_retry, pending_said, seconds_between
+from zen_flow.planner.shape import retry_expression
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import HELD_PREFIXES, MAX_MESSAGE, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
@@ -163,7 +164,7 @@ class Observation(RetryGate):
             self.attempt_failed(w, said, final=stopped)
             return
         if job.failed:
-            if (explains_failure(w.spec) or _asks(w)) and name not in self.messages:
+            if (explains_failure(w.spec) or retry_expression(w.spec)) and name not in self.messages:
                 self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
                 return
             cond = job.condition(JOB_FAILED)
@@ -209,18 +210,23 @@ class Observation(RetryGate):
             w.message = unheld(w.message)
             w.attempt_start_time = self.now
         if (stuck := self.watch_pods(w, job)) is not None:
-            # Its Job is deleted once the failure is decided (a retry condition may wait: `RetryGate`).
-            if self.attempt_failed(w, stuck):
-                self.actions.append(DeleteJob(name, w.name, PENDING_TIMEOUT_MARK))
-                self.timed_out.add(w.name)  # its pod may have started since the read: as `after_timeout`
+            # Its Job is deleted now, whatever the verdict: only a retry condition's verdict may wait
+            # (`RetryGate`); the step then records why it failed, for the plan that finds the Job gone.
+            self.actions.append(DeleteJob(name, w.name, PENDING_TIMEOUT_MARK))
+            self.timed_out.add(w.name)  # its pod may have started since the read: as `after_timeout`
+            if not self.attempt_failed(w, stuck):
+                waiting = w.message if (w.message or "").startswith(WAITING) else None
+                w.message = bound("; ".join(x for x in (pending_said(stuck), waiting) if x))
             return
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             due = after_cut(self.began(w, job), timeout)
             if self.now >= due:
-                if self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s"):
-                    self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
-                    self.timed_out.add(w.name)  # it may have completed before the delete: `after_timeout`
+                # Deleted now, whatever the verdict (a retry condition's may wait): the plan that finds
+                # it gone says the same (`gone`).
+                self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
+                self.timed_out.add(w.name)  # it may have completed before the delete: `after_timeout`
+                self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
             else:
                 self.wakeups.append(due)
 
@@ -230,10 +236,14 @@ class Observation(RetryGate):
         replacement or the flow deadline, whose status write was lost (a 409: the stop annotation
         itself bumps the resourceVersion; a restart), ends the step as that plan ended it
         (`own_delete`), never as a failure to retry; anything else is a failed attempt."""
+        message = w.message or ""
+        if message.startswith(PENDING_TIMEOUT_MARK):  # our own delete, its verdict waiting: see above
+            why = message.partition(f"; {WAITING}")[0]
         said = self.gone(w, job, why)
         cause = self.own_delete(w) if said == why else None
         if cause is None:
-            self.attempt_failed(w, said)
+            last = self.unexited(w, said, job) if retry_expression(w.spec) is not None else None
+            self.attempt_failed(w, said, last=last)
             return
         self.end_now(w, cause)
         self.cut_short.add(w.name)
@@ -287,17 +297,23 @@ class Observation(RetryGate):
 
     def last(self, w: StepWork, job: Job, name: str, said: str | None = None) -> LastRetry | None:
         """`lastRetry` of `w`'s failed Job (only for a step with a retry condition): `said` when its
-        pods' failures failed it, None for its deadline; the run counted up to its Failed condition."""
-        if not _asks(w):
+        pods' failures failed it, counted up to its Failed condition; None for its deadline (our
+        timeoutSeconds), which it ran, as when the controller deletes it for that (`unexited`)."""
+        if retry_expression(w.spec) is None:
             return None
         cond = job.condition(JOB_FAILED)
-        ended = cond.last_transition_time if cond is not None else None
+        if said is None:
+            timeout = w.spec.timeout_seconds or 0
+            seconds = float(timeout)
+            said = f"{TIMEOUT_MARK} {timeout}s"
+        else:
+            ended = cond.last_transition_time if cond is not None else None
+            seconds = seconds_between(self.began(w, job), ended or self.now)
         return last_retry(
-            said or f"{TIMEOUT_MARK} {w.spec.timeout_seconds}s",
+            said,
             self.messages.get(name),
-            ran_to_exit=said is not None and (cond is None or cond.reason != JOB_DEADLINE_REASON),
-            began=self.began(w, job),
-            ended=ended or self.now,
+            ran_to_exit=cond is None or cond.reason != JOB_DEADLINE_REASON,
+            seconds=seconds,
         )
 
     def attempt_failed(
@@ -359,9 +375,3 @@ class Observation(RetryGate):
             return False
         timed_out.add(w.name)
         return True
-
-
-def _asks(w: StepWork) -> bool:
-    """Has `w` a retry condition (retryPolicy.expression)?"""
-    policy = w.spec.retry_policy
-    return policy is not None and policy.expression is not None

@@ -74,15 +74,17 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
         specs=specs,
         dependents={name: tuple(names) for name, names in dependents.items()},
         manual=tuple(s.name for s in steps if s.is_manual),
-        evaluated=any(needs_evaluator(s.when) or _asks_evaluator(s) for s in steps),
+        evaluated=any(
+            needs_evaluator(s.when) or retry_condition.needs_evaluator(retry_expression(s)) for s in steps
+        ),
         final=final,
     )
 
 
-def _asks_evaluator(step: Step) -> bool:
-    """Does its retryPolicy.expression go to the evaluator (planner.retry_gate)?"""
+def retry_expression(step: Step) -> str | None:
+    """Its retryPolicy.expression (planner.retry_gate), if it has one."""
     policy = step.retry_policy
-    return policy is not None and retry_condition.needs_evaluator(policy.expression)
+    return policy.expression if policy is not None else None
 
 
 def _crossing(step: Step, dep: str) -> str:

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.core.durations import parse_duration
-from zen_flow.core.expression_cost import estimate_cost
-from zen_flow.core.expressions import ExpressionError
-from zen_flow.core.retry_condition import compile_retry
-from zen_flow.validation.errors import Path, forbidden, invalid, not_supported, too_long
+from zen_flow.core.expression_facts import member_reads
+from zen_flow.core.retry_condition import LAST_RETRY_FIELDS, NUMBER_FIELDS, compile_retry
+from zen_flow.validation.conditions import compiled_or_refused
+from zen_flow.validation.errors import Path, forbidden, invalid, not_supported, quote, too_long
 from zen_flow.validation.formats import DURATION_MSG
 from zen_flow.validation.limits import MAX_BACKOFF_SECONDS, MAX_WHEN
 from zen_flow.validation.reader import INT32_MAX, Reader
@@ -96,19 +96,30 @@ def check_retry_expression(
     if len(expr) > MAX_WHEN:
         r.add(too_long(path, expr, MAX_WHEN))
         return
-    try:
-        compiled = compile_retry(expr)
-    except ExpressionError as err:
-        r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
-        return
-    try:
-        if compiled.loops:  # only comprehensions iterate; the controller bounds the rest in time
-            estimate_cost(compiled.cel_source, 0)
-    except ExpressionError as err:
-        r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
+    compiled = compiled_or_refused(r, path, expr, compile_retry, 0)
+    if compiled is not None and compiled.constant is None:
+        _check_last_retry(r, expr, path)
 
 
-def _one_line(message: str) -> str:
-    """CEL errors come with a caret diagram over several lines; keep the words, on one line."""
-    lines = [line.strip() for line in message.splitlines()]
-    return " ".join(line for line in lines if line and not line.startswith("|"))
+def _check_last_retry(r: Reader, expr: str, path: Path) -> None:
+    """What it reads of `lastRetry` by name must be one of its fields, and a field compared with a literal
+    must be compared with one of its type: a typo (`lastRetry.exitcode`) fails every evaluation (no
+    retry, ever), and `lastRetry.exitCode != '2'` always holds (in CEL a number never equals a string)."""
+    known = ", ".join(LAST_RETRY_FIELDS)
+    for read in dict.fromkeys(member_reads(expr, "lastRetry")):
+        if read.field not in LAST_RETRY_FIELDS:
+            r.add(invalid(path, expr, f"lastRetry has no field {quote(read.field)} (its fields: {known})"))
+            continue
+        if read.literal is None:
+            continue
+        number = read.field in NUMBER_FIELDS
+        if number == read.string:  # a number with a string, a string with a number or a bool
+            kind, wanted = ("a number", "a number") if number else ("a string", "a string")
+            r.add(
+                invalid(
+                    path,
+                    expr,
+                    f"compares lastRetry.{read.field}, {kind}, with {read.literal}, which never equals it "
+                    f"in CEL (2 != '2' is true): compare with {wanted}",
+                )
+            )
