@@ -180,6 +180,7 @@ def kitchen_sink_spec() -> dict[str, Any]:
                     "limit": 0,
                     "backoff": {"type": "Exponential", "factor": 1.5, "duration": "10s", "maxDuration": "1h"},
                     "affinity": {"nodeAntiAffinity": {}},
+                    "expression": "lastRetry.exitCode != 2",
                 },
                 "timeoutSeconds": 600,
                 "podPendingTimeoutSeconds": 300,

@@ -3,6 +3,7 @@ expression that ends its worker fails its own step, saying so."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from zen_flow.controller import expression_sandbox
 from zen_flow.controller.expression_sandbox import ExpressionSandbox, _Worker
 from zen_flow.controller.expression_worker import MEMORY_LIMIT
 from zen_flow.core.expressions import BudgetExceeded, EvaluationError, Unavailable, compile_when
-from zen_flow.planner.starts import UNAVAILABLE_RETRY_SECONDS
+from zen_flow.planner.timing import UNAVAILABLE_RETRY_SECONDS
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -291,3 +292,29 @@ def test_an_admitted_expression_building_strings_past_the_worker_cap_fails_its_s
     assert result["after"] is True  # replaced
     assert result["peak"] < RESIDENT_BOUND  # 88 MiB measured
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_retry_condition_is_decided_in_a_worker_with_what_the_attempt_said() -> None:
+    # retryPolicy.expression goes to the same workers as `when`: its lastRetry crosses as JSON (an int,
+    # a double, strings) and reads as CEL expects (a double compared with a double).
+    expression = 'lastRetry.exitCode != 2 && lastRetry.status == "Failed" && lastRetry.duration >= 5.0'
+    sandbox = ExpressionSandbox(budget=5.0, workers=1)
+    try:
+        verdicts = []
+        for code in (137, 2):
+            policy = {"limit": 2, "backoff": {"type": "Fixed", "duration": "1s"}, "expression": expression}
+            sim = Simulator(make_flow([job_step("train", retryPolicy=policy)]), T0)
+            sim.evaluate = sandbox.evaluate
+            sim.reconcile()
+            sim.advance(5)
+            sim.fail(sim.running()[0], messages={"exit:main": f"exit code {code}"})
+            sim.reconcile()
+            train = sim.flow.status.step("train")
+            assert train is not None
+            verdicts.append((train.phase, (train.message or "").rpartition("; ")[2]))
+        assert verdicts == [
+            ("Retrying", "BackoffLimitExceeded: Job has failed"),
+            ("Failed", f"not retried: retryPolicy.expression {json.dumps(expression)} is false"),
+        ]
+    finally:
+        sandbox.close()

@@ -47,6 +47,7 @@ from zen_flow.kube.transport import METADATA_ONLY
 from zen_flow.machinery.clock import SystemClock
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
 from zen_flow.planner.archive_logs import step_containers
+from zen_flow.planner.reports import INTERRUPTED, exit_summary, first_exit_code
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -834,6 +835,47 @@ async def test_a_failed_pod_says_how_its_containers_ended(api: FakeApiserver, ku
     }
 
 
+async def test_a_failed_pods_main_containers_exit_code_comes_before_its_sidecars(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    # retryPolicy.expression's lastRetry.exitCode is the first failing container's: a sidecar (an init
+    # container that restarts: zen-flow's own uploader, a user's proxy) killed at the pod's end is not it.
+    def ended(name: str, code: int) -> dict[str, Any]:
+        return {
+            "name": name,
+            "state": {"terminated": {"exitCode": code, "finishedAt": "2026-12-05T10:00:00Z"}},
+        }
+
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+    failed = {
+        "metadata": {"name": "p", "ownerReferences": [owner]},
+        "spec": {
+            "initContainers": [
+                {"name": "zf-artifacts-in"},
+                {"name": "zf-artifacts-out", "restartPolicy": "Always"},
+                {"name": "proxy", "restartPolicy": "Always"},
+            ],
+            "containers": [{"name": "main"}],
+        },
+        "status": {
+            "phase": "Failed",
+            "initContainerStatuses": [
+                ended("zf-artifacts-in", 0),
+                ended("zf-artifacts-out", 137),
+                ended("proxy", 143),
+            ],
+            "containerStatuses": [ended("main", 2)],
+        },
+    }
+    api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": [failed]}))
+    messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=False)
+    assert messages is not None
+    assert first_exit_code(messages) == 2
+    assert (
+        exit_summary(messages) == "main: exit code 2; zf-artifacts-out: exit code 137; proxy: exit code 143"
+    )
+
+
 async def test_a_failed_jobs_read_says_which_nodes_its_failed_pods_ran_on(
     api: FakeApiserver, kube: KubeClient
 ) -> None:
@@ -899,6 +941,38 @@ async def test_nodes_that_did_not_fail_their_pods_are_not_named(api: FakeApiserv
     messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=False)
     assert messages is not None
     assert messages["nodes:"] == "node-bad"
+
+
+async def test_a_failed_pod_that_never_ran_to_an_exit_of_its_own_says_what_ended_it(
+    api: FakeApiserver, kube: KubeClient
+) -> None:
+    # retryPolicy.expression's lastRetry.status: "Error" when the last failed pod was evicted or
+    # preempted (a DisruptionTarget condition) or ended by its activeDeadlineSeconds, whatever its
+    # containers' exit codes; a pod whose container exited on its own says nothing more.
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid", "controller": True}
+
+    def failed(**status: Any) -> dict[str, Any]:
+        ended = {
+            "name": "main",
+            "state": {"terminated": {"exitCode": 137, "finishedAt": "2026-12-05T10:00:01Z"}},
+        }
+        return {
+            "metadata": {"name": "p", "ownerReferences": [owner]},
+            "spec": {"containers": [{"name": "main"}], "nodeName": "n"},
+            "status": {"phase": "Failed", "containerStatuses": [ended], **status},
+        }
+
+    disrupted = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    for status, said in [
+        ({"conditions": [disrupted]}, "DisruptionTarget"),
+        ({"reason": "DeadlineExceeded"}, "DeadlineExceeded"),
+        ({}, None),
+    ]:
+        api.answer(reply(200, {"metadata": {"resourceVersion": "9"}, "items": [failed(**status)]}))
+        messages = await PodClient(kube).termination_messages("ns", "j", job_uid="job-uid", succeeded=False)
+        assert messages is not None
+        assert messages.get(INTERRUPTED) == said
+        assert messages["exit:main"] == "exit code 137"
 
 
 async def test_one_namespaces_slow_requests_leave_slots_to_the_others(

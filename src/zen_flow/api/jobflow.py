@@ -135,6 +135,9 @@ class RetryPolicy(Model):
     limit: int | None = None
     backoff: Backoff | None = None
     affinity: RetryAffinity | None = None
+    # CEL over the failed attempt (`lastRetry`) and the flow: retried only when true
+    # (core/retry_condition.py).
+    expression: str | None = None
 
     @property
     def avoids_failed_nodes(self) -> bool:

@@ -87,8 +87,15 @@ class Container(Model):
     name: str = ""
 
 
+class InitContainer(Model):
+    name: str = ""
+    # "Always": a sidecar (a native one: it runs beside the containers, and is killed at the pod's end).
+    restart_policy: str | None = None
+
+
 class PodSpec(Model):
     containers: tuple[Container, ...] = ()
+    init_containers: tuple[InitContainer, ...] = ()
     # The node it was bound to (none while unscheduled): a failed pod's, for retryPolicy's
     # nodeAntiAffinity (planner/node_avoidance.py).
     node_name: str | None = None
@@ -117,6 +124,22 @@ class Pod(Model):
             and (disrupted is None or disrupted.status != "True")
             and self.status.reason != POD_DEADLINE_REASON
         )
+
+    @property
+    def sidecars(self) -> frozenset[str]:
+        """Its init containers that run beside its containers (`restartPolicy: Always`): zen-flow's own
+        uploader, a user's proxy. Killed when the pod ends, their exit says nothing of its work."""
+        return frozenset(c.name for c in self.spec.init_containers if c.restart_policy == "Always")
+
+    @property
+    def interrupted(self) -> str | None:
+        """What ended it before it ran to an exit of its own (retryPolicy.expression's `Error` status):
+        a DisruptionTarget condition (preempted, evicted, drained) or its activeDeadlineSeconds; None
+        when nothing did."""
+        disrupted = self.status.condition(DISRUPTION_TARGET)
+        if disrupted is not None and disrupted.status == "True":
+            return DISRUPTION_TARGET
+        return POD_DEADLINE_REASON if self.status.reason == POD_DEADLINE_REASON else None
 
     @property
     def finished(self) -> bool:

@@ -207,3 +207,50 @@ def facts(expr: str) -> Facts:
                 arguments.append(argument[0])
                 typed.extend(_compared(toks, k, argument[1], expr))
     return Facts(tuple(outputs), tuple(arguments), tuple(phases), tuple(typed))
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRead:
+    """`root.field` (or `root["field"]`) as an expression reads it, and a literal it is compared with
+    directly (==, !=, <, ...), as written: a number or bool, or a string (`string`)."""
+
+    field: str
+    literal: str | None = None
+    string: bool = False
+
+
+@lru_cache(maxsize=1024)
+def member_reads(expr: str, root: str) -> tuple[MemberRead, ...]:
+    """The fields of the variable `root` that `expr` reads by name (retryPolicy.expression's
+    `lastRetry`), in order; raises ExpressionError when it does not tokenize."""
+    toks = tokens(expr)
+    found: list[MemberRead] = []
+    for k, tok in enumerate(toks):
+        if tok.kind != "ident" or tok.text != root or (k > 0 and toks[k - 1].text == "."):
+            continue
+        member = _member(toks, k + 1)
+        if member is None:
+            continue
+        field, end = member
+        if typed := _compared(toks, k, end, expr):
+            found.append(MemberRead(field, typed[0].literal))
+        else:
+            found.append(MemberRead(field, _string_compared(toks, k, end, expr), string=True))
+    return tuple(found)
+
+
+def _string_compared(toks: list[Token], start: int, end: int, src: str) -> str | None:
+    """A string literal the reference toks[start:end] is compared with directly, on either side."""
+    if _read_on(toks, end):
+        return None
+    after = _operator(toks, end)
+    if after is not None and after[1] < len(toks) and toks[after[1]].kind == "string":
+        at = after[1]
+        if not (at + 1 < len(toks) and toks[at + 1].text in ("+", ".", "[")):
+            return src[toks[at].start : toks[at].end]
+    before = _operator_before(toks, start)
+    if before is not None and before[1] >= 1 and toks[before[1] - 1].kind == "string":
+        at = before[1] - 1
+        if not _operand_of_plus(toks, at):
+            return src[toks[at].start : toks[at].end]
+    return None

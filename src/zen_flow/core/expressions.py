@@ -49,6 +49,8 @@ MAX_EXPRESSION_LENGTH = 4096
 COMPILE_CACHE_SIZE = 4096  # conditions kept compiled (the planner evaluates them on every reconcile)
 _MAX_REASON = 200
 _CONSTANTS = {"always": True, "true": True, "never": False, "false": False, "": True}
+# The variables a `when` reads; a step's retryPolicy.expression has its own (core/retry_condition.py).
+WHEN_VARIABLES = ("steps", "flow")
 
 
 class BudgetExceeded(Exception):
@@ -157,14 +159,14 @@ def flow_view(flow: JobFlow) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=COMPILE_CACHE_SIZE)
-def _compile(expr: str) -> CompiledWhen | ExpressionError:
+def _compile(expr: str, names: tuple[str, ...] = WHEN_VARIABLES) -> CompiledWhen | ExpressionError:
     key = expr.strip().lower()
     if key in _CONSTANTS:
         return CompiledWhen(expr, key, _CONSTANTS[key], frozenset(), False)
     if len(expr) > MAX_EXPRESSION_LENGTH:
         return ExpressionError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
-        phase_tests = scan_phase_tests(expr)
+        phase_tests = scan_phase_tests(expr) if "steps" in names else None
         scanned = phase_tests or scan(expr)
     except ExpressionError as err:
         return err
@@ -177,9 +179,10 @@ def _compile(expr: str) -> CompiledWhen | ExpressionError:
             variables = tuple(cel.compile(cel_source).variables())
         except Exception as err:  # the binding raises ValueError; any failure means "does not compile"
             return ExpressionError(_first_lines(str(err)))
-    bad = [v for v in variables if v not in ("steps", "flow") and not _bound_by_macro(v, expr)]
+    bad = [v for v in variables if v not in names and not _bound_by_macro(v, expr)]
     if bad:
-        return ExpressionError(f"unknown variable {bad[0]!r}: only 'steps' and 'flow' are defined")
+        known = " and ".join(repr(n) for n in names)
+        return ExpressionError(f"unknown variable {bad[0]!r}: only {known} are defined")
     return CompiledWhen(expr, cel_source, None, refs, dynamic, loops, phase_tests is not None, fields)
 
 
@@ -206,6 +209,12 @@ def _bound_by_macro(name: str, expr: str) -> bool:
 
 def _first_lines(message: str, limit: int = 600) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def compile_condition(expr: str, names: tuple[str, ...]) -> CompiledWhen | ExpressionError:
+    """Compile (cached) a condition of this language over the variables `names` instead of `when`'s
+    (a step's retryPolicy.expression: core/retry_condition.py)."""
+    return _compile(expr, names)
 
 
 def compile_when(expr: str) -> CompiledWhen:
@@ -236,45 +245,66 @@ def check_when(
     if expr is None:
         return WhenResult(True, "no condition")
     compiled = _compile(expr) if isinstance(expr, str) else expr
+    return check_compiled(compiled, lambda c: _variables(c, context), evaluate, context=context)
+
+
+# What a KeyError means to the user, by the condition's label (`_explained`).
+_WHEN_HINT = "not set: e.g. an output of a step that did not succeed; test its phase first"
+
+
+def check_compiled(
+    compiled: CompiledWhen | ExpressionError,
+    variables: Callable[[CompiledWhen], dict[str, Any]],
+    evaluate: Evaluator | None,
+    *,
+    label: str = "when",
+    quote: Callable[[str], str] = repr,
+    hint: str = _WHEN_HINT,
+    context: WhenContext | None = None,
+) -> WhenResult:
+    """`check_when` for any condition of this language: `variables` gives what the expression reads,
+    `label` names it in the reason (`when`, `retryPolicy.expression`), `quote` quotes its source there.
+    Only a `when` (with its `context`) has `inline` phase tests."""
     if isinstance(compiled, ExpressionError):
-        return WhenResult(False, _bound(f"when does not compile: {compiled}"))
+        return WhenResult(False, _bound(f"{label} does not compile: {compiled}"))
     if compiled.constant is not None:
-        return WhenResult(compiled.constant, f"when is {compiled.cel_source or 'empty'}")
-    evaluator = evaluate is not None and not compiled.inline
+        return WhenResult(compiled.constant, f"{label} is {compiled.cel_source or 'empty'}")
+    source = quote(compiled.source)
+    inline = compiled.inline and context is not None
+    evaluator = evaluate is not None and not inline
     try:
-        if compiled.inline:  # phase tests read phases only
+        if inline and context is not None:  # phase tests read phases only
             steps = context.steps
             phases = {n: {"phase": steps[n]["phase"]} for n in compiled.references if n in steps}
             value = compiled.program.execute({"steps": phases})  # compiled here the first time
         elif evaluate is not None:
-            value = evaluate(compiled, _variables(compiled, context))
+            value = evaluate(compiled, variables(compiled))
         else:
-            value = compiled.program.execute(_variables(compiled, context))
+            value = compiled.program.execute(variables(compiled))
     except (Deferred, Offload):
         raise
     except BudgetExceeded as err:
         # The reason first: a long expression would push it past the message bound.
-        reason = _bound(f"when stopped: {err}; expression {compiled.source!r}")
+        reason = _bound(f"{label} stopped: {err}; expression {source}")
         return WhenResult(False, reason, exceeded=True)
     except EvaluationError as err:
-        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {_explained(str(err))}"))
+        return WhenResult(False, _bound(f"{label} {source} failed: {_explained(str(err), hint)}"))
     except Exception as err:
         if evaluator:  # the evaluator's own failure says nothing of the condition
             raise Unavailable(f"the expression evaluator failed: {type(err).__name__}: {err}") from err
         # fail-closed: whatever went wrong, the condition does not hold
-        why = _explained(f"{type(err).__name__}: {err}")
-        return WhenResult(False, _bound(f"when {compiled.source!r} failed: {why}"))
+        why = _explained(f"{type(err).__name__}: {err}", hint)
+        return WhenResult(False, _bound(f"{label} {source} failed: {why}"))
     if not isinstance(value, bool):
-        return WhenResult(False, _bound(f"when {compiled.source!r} is not a bool: {value!r}"))
-    return WhenResult(value, _bound(f"when {compiled.source!r} is {str(value).lower()}"))
+        return WhenResult(False, _bound(f"{label} {source} is not a bool: {value!r}"))
+    return WhenResult(value, _bound(f"{label} {source} is {str(value).lower()}"))
 
 
-def _explained(error: str) -> str:
+def _explained(error: str, hint: str = _WHEN_HINT) -> str:
     """The evaluator's error in the user's terms: a missing key is Python's `KeyError: 'url'`, and most
     often an output of a step that did not succeed, or a label or annotation the flow does not have."""
     if error.startswith("KeyError: "):
         key = error.removeprefix("KeyError: ")
-        hint = "not set: e.g. an output of a step that did not succeed; test its phase first"
         return f"no such key {key} ({hint})"
     return error
 

@@ -20,7 +20,7 @@ from zen_flow.api.pod import PodList as _PodList
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource
 from zen_flow.planner.node_avoidance import FAILED_NODES, newest_last
-from zen_flow.planner.reports import EXITED
+from zen_flow.planner.reports import EXITED, INTERRUPTED
 
 PODS = Resource("", "v1", "pods")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -54,11 +54,16 @@ class PodClient:
             for c in latest.status.all()
         }
         if not succeeded:  # how its containers failed: what a user debugging the step needs first
-            for c in latest.status.all():
+            # Sidecars last: the first failing container's exit code is retryPolicy.expression's
+            # lastRetry.exitCode (planner/reports.py), and a sidecar killed at the pod's end is not it.
+            sidecars = latest.sidecars
+            for c in sorted(latest.status.all(), key=lambda c: c.name in sidecars):
                 ended = c.state.terminated
                 if ended is not None and ended.exit_code:
                     why = f" ({ended.reason})" if ended.reason and ended.reason != "Error" else ""
                     messages[EXITED + c.name] = f"exit code {ended.exit_code}{why}"
+            if (cause := latest.interrupted) is not None:  # no exit of its own (retryPolicy.expression)
+                messages[INTERRUPTED] = cause
             # Where its failed pods ran, oldest first (retryPolicy's nodeAntiAffinity): only those whose
             # node may be the cause (`Pod.blames_its_node`).
             nodes = newest_last(

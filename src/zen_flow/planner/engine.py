@@ -326,9 +326,9 @@ class _Planner(Starts):
 
 
 def uses_evaluator(flow: JobFlow) -> bool:
-    """Does a step's `when` go to the evaluator (anything but constants and phase tests)? Evaluating
-    those can take long (the controller bounds it in another process), so their plans may have to run
-    off the event loop."""
+    """Does a step's `when` or retryPolicy.expression go to the evaluator (anything but constants and
+    phase tests)? Evaluating those can take long (the controller bounds it in another process), so
+    their plans may have to run off the event loop."""
     return shape_of(flow).evaluated
 
 

@@ -7,8 +7,9 @@ from datetime import datetime
 
 from zen_flow.api.constants import StepPhase, failed_nodes_kept
 from zen_flow.api.job import JOB_FAILED, Job
+from zen_flow.core.expressions import Deferred
+from zen_flow.core.retry_condition import LastRetry
 from zen_flow.planner.actions import DeleteJob
-from zen_flow.planner.approval_gates import ApprovalGates
 from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.concurrency import judge
@@ -27,6 +28,8 @@ from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
 from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.reports import download_failure, exit_summary
+from zen_flow.planner.retry_gate import WAITING, RetryGate, last_retry, pending_said, seconds_between
+from zen_flow.planner.shape import retry_expression
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import HELD_PREFIXES, MAX_MESSAGE, StepWork, bound, held, unheld
 from zen_flow.planner.timing import after, after_cut
@@ -41,7 +44,7 @@ NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy mark
 MESSAGES_RETRY_SECONDS = 1.0
 
 
-class Observation(ApprovalGates):
+class Observation(RetryGate):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
@@ -161,7 +164,7 @@ class Observation(ApprovalGates):
             self.attempt_failed(w, said, final=stopped)
             return
         if job.failed:
-            if explains_failure(w.spec) and name not in self.messages:
+            if (explains_failure(w.spec) or retry_expression(w.spec)) and name not in self.messages:
                 self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
                 return
             cond = job.condition(JOB_FAILED)
@@ -172,7 +175,7 @@ class Observation(ApprovalGates):
                 if timeout and job_deadline(w.spec) == timeout:
                     # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
                     # the same timeout, said the same way whoever noticed first.
-                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
+                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", last=self.last(w, job, name))
                     return
                 if (origin := deadline_origin(w.spec, defaults)) is not None:
                     # The template's own, smaller deadline stopped it (or the flow's default, for a step
@@ -190,7 +193,8 @@ class Observation(ApprovalGates):
             if avoids(w.spec) and (cond is None or cond.reason != JOB_DEADLINE_REASON):
                 kept = failed_nodes_kept(w.spec.retry_policy.limit if w.spec.retry_policy else None)
                 w.failed_nodes = remember(w.failed_nodes, failed_nodes(self.messages.get(name)), kept)
-            self.attempt_failed(w, f"Job failed{': ' + detail if detail else ''}", final=final)
+            said = f"Job failed{': ' + detail if detail else ''}"
+            self.attempt_failed(w, said, final=final, last=self.last(w, job, name, said))
             return
         if job.deleting:
             self.job_gone(w, job, f"{what} {name} was deleted outside zen-flow")
@@ -206,17 +210,23 @@ class Observation(ApprovalGates):
             w.message = unheld(w.message)
             w.attempt_start_time = self.now
         if (stuck := self.watch_pods(w, job)) is not None:
+            # Its Job is deleted now, whatever the verdict: only a retry condition's verdict may wait
+            # (`RetryGate`); the step then records why it failed, for the plan that finds the Job gone.
             self.actions.append(DeleteJob(name, w.name, PENDING_TIMEOUT_MARK))
-            self.attempt_failed(w, stuck)
             self.timed_out.add(w.name)  # its pod may have started since the read: as `after_timeout`
+            if not self.attempt_failed(w, stuck):
+                waiting = w.message if (w.message or "").startswith(WAITING) else None
+                w.message = bound("; ".join(x for x in (pending_said(stuck), waiting) if x))
             return
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             due = after_cut(self.began(w, job), timeout)
             if self.now >= due:
+                # Deleted now, whatever the verdict (a retry condition's may wait): the plan that finds
+                # it gone says the same (`gone`).
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
+                self.timed_out.add(w.name)  # it may have completed before the delete: `after_timeout`
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
-                self.timed_out.add(w.name)  # the Job may have completed before the delete: `after_timeout`
             else:
                 self.wakeups.append(due)
 
@@ -226,10 +236,14 @@ class Observation(ApprovalGates):
         replacement or the flow deadline, whose status write was lost (a 409: the stop annotation
         itself bumps the resourceVersion; a restart), ends the step as that plan ended it
         (`own_delete`), never as a failure to retry; anything else is a failed attempt."""
+        message = w.message or ""
+        if message.startswith(PENDING_TIMEOUT_MARK):  # our own delete, its verdict waiting: see above
+            why = message.partition(f"; {WAITING}")[0]
         said = self.gone(w, job, why)
         cause = self.own_delete(w) if said == why else None
         if cause is None:
-            self.attempt_failed(w, said)
+            last = self.unexited(w, said, job) if retry_expression(w.spec) is not None else None
+            self.attempt_failed(w, said, last=last)
             return
         self.end_now(w, cause)
         self.cut_short.add(w.name)
@@ -281,19 +295,52 @@ class Observation(ApprovalGates):
         w.succeed(self.now, None)
         self.save_result(w)  # only a success by running is stored
 
-    def attempt_failed(self, w: StepWork, error: str, *, final: bool = False) -> None:
-        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule), or
-        a graceful stop its message records holds it (planner.child_stops: it ends for the stop)."""
+    def last(self, w: StepWork, job: Job, name: str, said: str | None = None) -> LastRetry | None:
+        """`lastRetry` of `w`'s failed Job (only for a step with a retry condition): `said` when its
+        pods' failures failed it, counted up to its Failed condition; None for its deadline (our
+        timeoutSeconds), which it ran, as when the controller deletes it for that (`unexited`)."""
+        if retry_expression(w.spec) is None:
+            return None
+        cond = job.condition(JOB_FAILED)
+        if said is None:
+            timeout = w.spec.timeout_seconds or 0
+            seconds = float(timeout)
+            said = f"{TIMEOUT_MARK} {timeout}s"
+        else:
+            ended = cond.last_transition_time if cond is not None else None
+            seconds = seconds_between(self.began(w, job), ended or self.now)
+        return last_retry(
+            said,
+            self.messages.get(name),
+            ran_to_exit=cond is None or cond.reason != JOB_DEADLINE_REASON,
+            seconds=seconds,
+        )
+
+    def attempt_failed(
+        self, w: StepWork, error: str, *, final: bool = False, last: LastRetry | None = None
+    ) -> bool:
+        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule), its
+        retry condition says no (`RetryGate`; `last`: what it sees, None when no pod ran to an exit), or
+        a graceful stop its message records holds it (planner.child_stops: it ends for the stop). False
+        when nothing is decided: the retry condition waits for a later plan, the step stays Running."""
         if self.ended_for_stop(w, error):
-            return
+            return True
         limit = retry_limit(w.spec)
         done = w.retry_count
         if final and limit:  # said first: a long failure message is cut at its end
             w.fail(self.now, f"attempt {done + 1} failed, {NOT_RETRIED_FAIL_JOB}: {error}")
             self.note_failure(w)
-            return
+            return True
+        said = error
         error = f"attempt {done + 1} failed: {error}" if limit else error
         if done < limit and self.budget_used < self.budget and (self.failure is None or w.spec.is_finally):
+            refused = self.retry_refused(w, error, said, last)
+            if isinstance(refused, Deferred):
+                return False
+            if refused is not None:
+                w.fail(self.now, refused)
+                self.note_failure(w)
+                return True
             self.budget_used += 1
             # The delay counts from now, when we see the failure, not from the Job's Failed condition: its
             # time comes from the cluster's clock, and one behind ours would retry early. It is usually the
@@ -303,7 +350,7 @@ class Observation(ApprovalGates):
                 note = avoiding(w.failed_nodes)
                 error = f"{bound(error, MAX_MESSAGE - len(note) - 2)}; {note}"
             w.retry_at(after_cut(self.now, retry_delay(w.spec.retry_policy, done)), error)
-            return
+            return True
         if limit and done >= limit:
             # Past the limit only by reruns (`zen-flow retry` uses the retry counter too): say so rather
             # than "3/2".
@@ -313,6 +360,7 @@ class Observation(ApprovalGates):
             error += f" (flow retry budget backoffLimit={self.budget} used up)"
         w.fail(self.now, error)
         self.note_failure(w)
+        return True
 
     def after_timeout(self, w: StepWork) -> bool:
         """Does `w` depend on a step this plan ended by its timeout (or on one it ended on that account)?

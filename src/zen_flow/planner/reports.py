@@ -72,6 +72,9 @@ def download_failure(messages: Mapping[str, str] | None) -> str | None:
 # Beside what a failed pod's containers wrote, `PodMessages` holds how each one that failed ended, under
 # `EXITED + name` (a container name is a DNS label: it holds no ':'), e.g. "exit code 137 (OOMKilled)".
 EXITED = "exit:"
+# ... and, under this key, what ended the pod before it ran to an exit of its own (a DisruptionTarget
+# condition, its activeDeadlineSeconds): retryPolicy.expression's `lastRetry.status` is then "Error".
+INTERRUPTED = "interrupted:"
 
 
 def exit_summary(messages: Mapping[str, str] | None) -> str | None:
@@ -80,3 +83,21 @@ def exit_summary(messages: Mapping[str, str] | None) -> str | None:
         f"{key[len(EXITED) :]}: {text}" for key, text in (messages or {}).items() if key.startswith(EXITED)
     ]
     return "; ".join(ended) or None
+
+
+def first_exit_code(messages: Mapping[str, str] | None) -> int | None:
+    """The exit code of the failed pod's first container that failed (init containers first: the
+    others never ran then), read back from `exit_summary`'s words; None when none is known."""
+    for key, text in (messages or {}).items():
+        if key.startswith(EXITED):
+            word = text.removeprefix("exit code ").partition(" ")[0]
+            try:
+                return int(word)
+            except ValueError:
+                continue
+    return None
+
+
+def interrupted(messages: Mapping[str, str] | None) -> bool:
+    """Did something end the failed pod before it ran to an exit of its own (`INTERRUPTED`)?"""
+    return bool((messages or {}).get(INTERRUPTED))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY
 from zen_flow.api.jobflow import JobFlow, Step
+from zen_flow.core import retry_condition
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.core.expressions import needs_evaluator
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
@@ -29,7 +30,8 @@ class Shape:
     specs: Mapping[str, Step]  # by name (the first of duplicated names)
     dependents: Mapping[str, tuple[str, ...]]  # the steps that depend on each step (only those that do)
     manual: tuple[str, ...]  # steps that wait for an approval
-    evaluated: bool  # does a step's `when` go to the evaluator (off the event loop, time-bounded)?
+    # Does a step's `when` or retryPolicy.expression go to the evaluator (off the event loop, bounded)?
+    evaluated: bool
     final: frozenset[str] = frozenset()  # the finally steps (run once every other step has ended)
 
 
@@ -72,9 +74,17 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
         specs=specs,
         dependents={name: tuple(names) for name, names in dependents.items()},
         manual=tuple(s.name for s in steps if s.is_manual),
-        evaluated=any(needs_evaluator(s.when) for s in steps),
+        evaluated=any(
+            needs_evaluator(s.when) or retry_condition.needs_evaluator(retry_expression(s)) for s in steps
+        ),
         final=final,
     )
+
+
+def retry_expression(step: Step) -> str | None:
+    """Its retryPolicy.expression (planner.retry_gate), if it has one."""
+    policy = step.retry_policy
+    return policy.expression if policy is not None else None
 
 
 def _crossing(step: Step, dep: str) -> str:

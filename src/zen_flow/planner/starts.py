@@ -24,14 +24,7 @@ from zen_flow.planner.parallelism import Holder, missed, running, wait
 from zen_flow.planner.parameters import MAX_PLAN_SUBSTITUTED_BYTES, Meter, apply_parameters, flow_fields
 from zen_flow.planner.readiness import skipped_input
 from zen_flow.planner.steps import StepWork, bound
-from zen_flow.planner.timing import after, after_cut
-
-# A `when` the evaluator deferred (`Deferred`) is looked at again after this; one it could not evaluate
-# at all (`Unavailable`: its worker does not start) after the longer delay, so that a broken sandbox is
-# not asked again every second by every waiting flow.
-DEFERRED_RETRY_SECONDS = 1.0
-UNAVAILABLE_RETRY_SECONDS = 10.0
-
+from zen_flow.planner.timing import DEFERRED_RETRY_SECONDS, UNAVAILABLE_RETRY_SECONDS, after, after_cut
 
 # How the message of a ready step past its plan's budget of parameter values begins (Starts.create).
 WAITING_TO_BE_CREATED = "waiting to be created: "

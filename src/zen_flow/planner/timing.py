@@ -6,6 +6,12 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+# A condition the evaluator deferred (`Deferred`: a `when`, a retryPolicy.expression) is looked at again
+# after this; one it could not evaluate at all (`Unavailable`: its worker does not start) after the
+# longer delay, so that a broken sandbox is not asked again every second by every waiting flow.
+DEFERRED_RETRY_SECONDS = 1.0
+UNAVAILABLE_RETRY_SECONDS = 10.0
+
 
 def normalize(now: datetime) -> datetime:
     """`now` in UTC, truncated to the second (a naive datetime is taken as UTC)."""

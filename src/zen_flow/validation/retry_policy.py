@@ -1,5 +1,6 @@
-"""A step's `retryPolicy`: its limit, its backoff curve, and `affinity.nodeAntiAffinity` (a retry avoids
-the nodes the step's failed attempts ran on: planner/node_avoidance.py)."""
+"""A step's `retryPolicy`: its limit, its backoff curve, `affinity.nodeAntiAffinity` (a retry avoids
+the nodes the step's failed attempts ran on: planner/node_avoidance.py), and `expression` (a retry only
+when this CEL condition over the failed attempt holds: core/retry_condition.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.core.durations import parse_duration
-from zen_flow.validation.errors import Path, forbidden, invalid, not_supported
+from zen_flow.core.expression_facts import member_reads
+from zen_flow.core.retry_condition import LAST_RETRY_FIELDS, NUMBER_FIELDS, compile_retry
+from zen_flow.validation.conditions import compiled_or_refused
+from zen_flow.validation.errors import Path, forbidden, invalid, not_supported, quote, too_long
 from zen_flow.validation.formats import DURATION_MSG
-from zen_flow.validation.limits import MAX_BACKOFF_SECONDS
+from zen_flow.validation.limits import MAX_BACKOFF_SECONDS, MAX_WHEN
 from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import step_pod_spec
 
@@ -71,3 +75,51 @@ def check_retry_affinity(
                 "remove one of them",
             )
         )
+
+
+def check_retry_expression(
+    r: Reader, step: Mapping[str, Any], step_path: Path, kind: str | None, *, manual: bool
+) -> None:
+    """`retryPolicy.expression`: `when`'s language over `lastRetry` and `flow`, as long as a `when` may
+    be, compiled in its shape (the program itself is compiled when a failure first asks it); only on a
+    Job step, whose attempts fail with a pod's exit."""
+    path = step_path + ".retryPolicy.expression"
+    if manual:
+        r.add(forbidden(path, "a Manual step runs no pod, and is never retried"))
+        return
+    if kind == "Flow":
+        r.add(forbidden(path, "a Flow step has no pod of its own: set it on its template's steps"))
+        return
+    expr = r.string(step["retryPolicy"]["expression"], path)
+    if expr is None:
+        return
+    if len(expr) > MAX_WHEN:
+        r.add(too_long(path, expr, MAX_WHEN))
+        return
+    compiled = compiled_or_refused(r, path, expr, compile_retry, 0)
+    if compiled is not None and compiled.constant is None:
+        _check_last_retry(r, expr, path)
+
+
+def _check_last_retry(r: Reader, expr: str, path: Path) -> None:
+    """What it reads of `lastRetry` by name must be one of its fields, and a field compared with a literal
+    must be compared with one of its type: a typo (`lastRetry.exitcode`) fails every evaluation (no
+    retry, ever), and `lastRetry.exitCode != '2'` always holds (in CEL a number never equals a string)."""
+    known = ", ".join(LAST_RETRY_FIELDS)
+    for read in dict.fromkeys(member_reads(expr, "lastRetry")):
+        if read.field not in LAST_RETRY_FIELDS:
+            r.add(invalid(path, expr, f"lastRetry has no field {quote(read.field)} (its fields: {known})"))
+            continue
+        if read.literal is None:
+            continue
+        number = read.field in NUMBER_FIELDS
+        if number == read.string:  # a number with a string, a string with a number or a bool
+            kind, wanted = ("a number", "a number") if number else ("a string", "a string")
+            r.add(
+                invalid(
+                    path,
+                    expr,
+                    f"compares lastRetry.{read.field}, {kind}, with {read.literal}, which never equals it "
+                    f"in CEL (2 != '2' is true): compare with {wanted}",
+                )
+            )

@@ -9,10 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY, DependencyPolicy, StepPhase
-from zen_flow.core.expression_cost import estimate_cost
 from zen_flow.core.expression_facts import facts
 from zen_flow.core.expression_scanner import phase_test_references
-from zen_flow.core.expressions import ExpressionError, compile_when
+from zen_flow.core.expressions import compile_when
+from zen_flow.validation.conditions import compiled_or_refused
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -39,7 +39,11 @@ from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.memoize import check_memoize
 from zen_flow.validation.policy import check_pod_pending_timeout
 from zen_flow.validation.reader import Reader
-from zen_flow.validation.retry_policy import check_retry_affinity, check_retry_policy
+from zen_flow.validation.retry_policy import (
+    check_retry_affinity,
+    check_retry_expression,
+    check_retry_policy,
+)
 from zen_flow.validation.synchronization import check_synchronization
 from zen_flow.validation.template import TemplateInfo, check_metadata_maps
 
@@ -125,6 +129,8 @@ def check_step_fields(
         check_retry_policy(r, retry, path + ".retryPolicy")
         if retry.get("affinity") is not None:
             check_retry_affinity(r, step, path, kind, manual=is_manual(step))
+        if retry.get("expression") is not None:
+            check_retry_expression(r, step, path, kind, manual=is_manual(step))
     timeout = r.integer(step.get("timeoutSeconds"), path + ".timeoutSeconds")
     if timeout is not None and timeout <= 0:
         r.add(invalid(path + ".timeoutSeconds", timeout, "must be greater than 0"))
@@ -248,16 +254,8 @@ def _check_when(
     if references is not None:  # its only string literals are phases
         _check_phases([a or b for a, b in _QUOTED_WORD.findall(expr)], r, expr, path)
     else:
-        try:
-            compiled = compile_when(expr)
-        except ExpressionError as err:
-            r.add(invalid(path, expr, f"does not compile: {_one_line(str(err))}"))
-            return
-        try:
-            if compiled.loops:  # only comprehensions iterate; the controller bounds the rest in time
-                estimate_cost(compiled.cel_source, len(index.paths))
-        except ExpressionError as err:
-            r.add(invalid(path, expr, f"too expensive: {_one_line(str(err))}"))
+        compiled = compiled_or_refused(r, path, expr, compile_when, len(index.paths))
+        if compiled is None:
             return
         references = compiled.references
         if compiled.constant is None:
@@ -341,9 +339,3 @@ def _check_facts(r: Reader, index: StepIndex, expr: str, path: Path, arguments: 
                 f"with a string ({quote(c.literal)}) or convert it first (int(...), double(...))",
             )
         )
-
-
-def _one_line(message: str) -> str:
-    """CEL errors come with a caret diagram over several lines; keep the words, one line per error."""
-    lines = [line.strip() for line in message.splitlines()]
-    return " ".join(line for line in lines if line and not line.startswith("|"))

@@ -1,0 +1,163 @@
+"""retryPolicy.expression at admission: `when`'s language over `lastRetry` and `flow`, on Job steps only
+(validation/retry_policy.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from validation_samples import (
+    ErrorType,
+    assert_error,
+    assert_valid,
+    job_step,
+    make_flow,
+    manual_step,
+    mutated,
+    step,
+)
+
+from zen_flow.validation.cronjobflow import validate_cronjobflow
+from zen_flow.validation.flow_template import validate_jobflowtemplate
+from zen_flow.validation.limits import MAX_WHEN
+
+E = ErrorType
+PATH = "spec.steps[0].retryPolicy.expression"
+
+
+def retried_when(expression: Any) -> dict[str, Any]:
+    return {"limit": 3, "expression": expression}
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "lastRetry.exitCode != 2",
+        'lastRetry.status == "Error" || lastRetry.duration < 300.0',
+        "!lastRetry.message.contains('bad input') && flow.labels['tier'] == 'batch'",
+        "flow.annotations.exists(k, k == 'retry')",
+        "true",
+    ],
+)
+def test_a_job_step_takes_a_retry_condition(expression: str) -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression))))
+
+
+@pytest.mark.parametrize(
+    ("expression", "text"),
+    [
+        ("lastRetry.exitCode !=", "does not compile"),
+        ("steps.a.phase == 'Succeeded'", "unknown variable 'steps': only 'lastRetry' and 'flow' are defined"),
+        ("retries < 3", "unknown variable 'retries'"),
+    ],
+)
+def test_a_retry_condition_that_does_not_compile_is_refused_naming_the_field(
+    expression: str, text: str
+) -> None:
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression)))
+    assert_error(flow, PATH, E.INVALID, text)
+
+
+def test_a_retry_condition_as_long_as_a_when_may_be() -> None:
+    fits = "lastRetry.exitCode != 2" + " " * (MAX_WHEN - 23)
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(fits))))
+    too_long = fits + " "
+    assert_error(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(too_long))), PATH, E.TOO_LONG)
+
+
+def test_a_retry_condition_is_a_string() -> None:
+    assert_error(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(2))), PATH, E.INVALID)
+
+
+def test_a_step_without_a_pod_of_its_own_has_no_retry_condition() -> None:
+    gate = mutated(lambda f: step(f, "gate").update(retryPolicy=retried_when("true")))
+    assert_error(gate, "spec.steps[2].retryPolicy.expression", E.FORBIDDEN, "a Manual step runs no pod")
+    child = {
+        "name": "sub",
+        "type": "Flow",
+        "flow": {"templateRef": {"name": "t"}},
+        "retryPolicy": retried_when("lastRetry.exitCode != 2"),
+    }
+    flow = mutated(lambda f: f["spec"]["steps"].append(child))
+    assert_error(flow, "spec.steps[5].retryPolicy.expression", E.FORBIDDEN, "no pod of its own")
+
+
+def test_a_matrix_step_takes_one() -> None:
+    matrix = {"parameters": [{"name": "shard", "values": ["1", "2"]}]}
+    assert_valid(make_flow(job_step("a", matrix=matrix, retryPolicy=retried_when("lastRetry.exitCode != 2"))))
+
+
+def test_templates_and_cronjobflows_check_it_at_their_paths() -> None:
+    steps = [
+        job_step("a", retryPolicy=retried_when("lastRetry.exitCode !=")),
+        manual_step("gate", retryPolicy=retried_when("true")),
+    ]
+    template = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "JobFlowTemplate",
+        "metadata": {"name": "t", "namespace": "ns"},
+        "spec": {"steps": steps},
+    }
+    assert [e.path for e in validate_jobflowtemplate(template)] == [
+        "spec.steps[0].retryPolicy.expression",
+        "spec.steps[1].retryPolicy.expression",
+    ]
+    cron = {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "CronJobFlow",
+        "metadata": {"name": "c", "namespace": "ns"},
+        "spec": {"schedule": "@daily", "jobFlowTemplate": {"spec": {"steps": steps}}},
+    }
+    assert [e.path for e in validate_cronjobflow(cron)] == [
+        "spec.jobFlowTemplate.spec.steps[0].retryPolicy.expression",
+        "spec.jobFlowTemplate.spec.steps[1].retryPolicy.expression",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "field"),
+    [
+        ("lastRetry.exitcode != 2", "exitcode"),
+        ("lastRetry['signal'] == 9", "signal"),
+        ("lastRetry.status == 'Error' || lastRetry.reason == 'OOMKilled'", "reason"),
+    ],
+)
+def test_a_field_lastretry_does_not_have_is_refused_naming_the_known_ones(
+    expression: str, field: str
+) -> None:
+    # Compiled, it would fail at every failure ("no such key"): never retried, for a typo.
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression)))
+    assert_error(
+        flow,
+        PATH,
+        E.INVALID,
+        f'lastRetry has no field "{field}" (its fields: exitCode, status, duration, message)',
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "text"),
+    [
+        ("lastRetry.exitCode != '2'", "compares lastRetry.exitCode, a number, with '2'"),
+        ("'137' == lastRetry.exitCode", "compares lastRetry.exitCode, a number, with '137'"),
+        ("lastRetry.status == 1", "compares lastRetry.status, a string, with 1"),
+        ("lastRetry.duration > '60'", "compares lastRetry.duration, a number, with '60'"),
+    ],
+)
+def test_a_comparison_that_never_holds_is_refused(expression: str, text: str) -> None:
+    # In CEL 2 != '2' is true: `lastRetry.exitCode != '2'` would retry every failure.
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression)))
+    assert_error(flow, PATH, E.INVALID, text)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "!(lastRetry.exitCode in [2, 3])",
+        "lastRetry.message.size() > 0",
+        "lastRetry['exitCode'] != 2 && lastRetry.duration < 60.0",
+        "[lastRetry].exists(r, r.exitCode != 2)",
+    ],
+)
+def test_the_known_fields_compared_with_their_types_are_admitted(expression: str) -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression))))
