@@ -127,9 +127,16 @@ def _labelled(obj: dict[str, Any], key: str, value: str) -> bool:
     return bool((obj["metadata"].get("labels") or {}).get(key) == value)
 
 
+@pytest.fixture(name="cluster")
+def cluster_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    """The `cluster` of the cron CLI tests: each module imports it as `cluster_fixture as
+    cluster_fixture` (a fixture imported under its own name would be redefined by every test's
+    parameter, and an import no code reads is an unused one to the linter)."""
+    return fake_cluster(monkeypatch)
+
+
 def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    """A FakeCluster the CLI's sessions talk to, at NOW, with predictable tokens (each test module's
-    `cluster` fixture)."""
+    """A FakeCluster the CLI's sessions talk to, at NOW, with predictable tokens."""
     fake = FakeCluster()
 
     @asynccontextmanager

@@ -15,20 +15,14 @@ from cron_cli_rig import (
     a_run,
     add,
     cron_manifest,
-    fake_cluster,
     zen_flow,
 )
+from cron_cli_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.cli import completion, main
 from zen_flow.kube.transport import MERGE_PATCH
 from zen_flow.planner.cron_runs import manual_run
-
-
-@pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    return fake_cluster(monkeypatch)
-
 
 # --- list -------------------------------------------------------------------------------------------------
 

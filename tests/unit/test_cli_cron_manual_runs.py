@@ -17,23 +17,17 @@ from cron_cli_rig import (
     add,
     cron_manifest,
     every_10,
-    fake_cluster,
     manual,
     outcome,
     planned,
     zen_flow,
 )
+from cron_cli_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
 from zen_flow.api.constants import LABEL_INSTANCE, RUN_TTL_SECONDS
 from zen_flow.api.meta import format_time
 from zen_flow.cli import cron
 from zen_flow.planner.cron import CreateRun, DeleteRun, StopRun, run_name
-
-
-@pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    return fake_cluster(monkeypatch)
-
 
 # --- the manual run, as the controller's planner sees it --------------------------------------------------
 

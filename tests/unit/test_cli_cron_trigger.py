@@ -18,13 +18,13 @@ from cron_cli_rig import (
     add,
     cron_manifest,
     every_10,
-    fake_cluster,
     manual,
     outcome,
     planned,
     posted,
     zen_flow,
 )
+from cron_cli_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
 from zen_flow.api.constants import LABEL_CRON, LABEL_INSTANCE
 from zen_flow.api.cronjobflow import CronJobFlow
@@ -35,12 +35,6 @@ from zen_flow.planner.cron_runs import manual_run, manual_run_name
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.cronjobflow import MAX_CRON_NAME
 from zen_flow.validation.limits import MAX_FLOW_NAME
-
-
-@pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    return fake_cluster(monkeypatch)
-
 
 # --- trigger ----------------------------------------------------------------------------------------------
 
