@@ -286,9 +286,10 @@ def test_valid_resources(resources: dict[str, Any]) -> None:
         ({"requests": {"cpu": True}}, "requests[cpu]", "quantities must match"),
         # Any other white space reaches it escaped, and it refuses the quantity: the step's Job with it
         # (tests/integration/test_quantities_agree.py).
-        ({"limits": {"memory": "\t1Gi\n"}}, "limits[memory]", "quantities must match"),
-        ({"requests": {"memory": "\u00a01Gi"}}, "requests[memory]", "quantities must match"),
-        ({"limits": {"memory": "1Gi\x1c"}}, "limits[memory]", "quantities must match"),
+        ({"limits": {"memory": "\t1Gi"}}, "limits[memory]", "not U+0009"),
+        ({"limits": {"memory": "1Gi\n"}}, "limits[memory]", "not U+000A"),
+        ({"requests": {"memory": "\u00a01Gi"}}, "requests[memory]", "not U+00A0"),
+        ({"limits": {"memory": "1Gi\x1c"}}, "limits[memory]", "not U+001C"),
     ],
 )
 def test_invalid_resources(resources: dict[str, Any], path: str, text: str) -> None:
