@@ -272,6 +272,24 @@ def test_admission_counts_each_context_field_at_its_longest() -> None:
     assert validate_jobflow(raw_flow({"name": "a", **scheduled})) == []
 
 
+def test_a_matrix_steps_context_fields_are_refused_once_not_per_item() -> None:
+    # Its items' literal values (the matrix parameter: "0" to "255") differ in size; the field to edit is
+    # one, and so is its error. Another step's same mistake is its own.
+    spec = context_fields("{{.StepName}}", 17_000, matrix=100)
+    errors = validate_jobflow(raw_flow({"name": "a", **spec}, {"name": "b", **spec}))
+    assert [e.path for e in errors] == [
+        f"spec.steps[{k}].template.spec.template.spec.containers[0].args[0]" for k in (0, 1)
+    ]
+    assert "may add 1,071,000 bytes" in errors[0].detail
+    # 4 bytes under the bound alone: past it with the values of two of the three items, said once.
+    close = context_fields("{{.StepName}}", MAX_SUBSTITUTED_BYTES // 63, matrix=3)
+    close["matrix"]["parameters"][0]["values"] = ["x", "x" * 8, "x" * 9]
+    (error,) = validate_jobflow(raw_flow({"name": "a", **close}))
+    assert "with the literal input values" in error.detail
+    close["matrix"]["parameters"][0]["values"] = ["x", "xx", "xxx"]
+    assert validate_jobflow(raw_flow({"name": "a", **close})) == []
+
+
 def test_the_planner_counts_context_fields_and_fails_each_item_before_building_it() -> None:
     # No webhook: a 512 KB spec made one plan build 256 Jobs of 1.4 MB (366 MB, a 777 MB peak).
     spec = context_fields("{{.StepName}}", 30_000, matrix=256)

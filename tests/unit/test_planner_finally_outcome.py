@@ -4,8 +4,8 @@ of the run, and a finally step's own Job found gone under the stop does not chan
 
 from typing import Any
 
+from graceful_stop_rig import ON_FAILURE, T0, job_of, stop
 from test_planner_finally import FINALLY, by_step, started
-from test_planner_graceful_stop import ON_FAILURE, T0, job_of, stop
 from test_planner_joins import message, phases
 
 from zen_flow.api.constants import ANNOTATION_STOP

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from zen_flow.api.constants import StepPhase
-from zen_flow.planner import CreateJob, fail_invalid, fail_rejected
+from zen_flow.planner import CreateJob, fail_invalid, fail_rejected, fail_resources
 from zen_flow.planner.node_avoidance import AVOIDING_MARK, FAILED_NODES, without_avoiding
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -47,6 +47,54 @@ def test_a_step_set_to_retry_in_the_plan_whose_job_is_refused_says_failed_not_re
     said = [(e.reason, e.message) for e in ended.events if e.step == "a"]
     assert said == [("StepFailed", f"step a failed: {a.message}")]
     assert [e.reason for e in ended.events if e.step == "b"] == ["StepSucceeded"]  # what the plan saw stays
+
+
+def test_a_step_already_retrying_when_a_job_is_refused_says_it_failed() -> None:
+    # a failed in an earlier plan and waits out its backoff; the plan that starts c has its Job refused.
+    flow = make_flow(
+        [job_step("a", retryPolicy=AVOID), job_step("b"), job_step("c", dependencies=["b"])], created=T0
+    )
+    sim = Simulator(flow, T0)
+    sim.reconcile()
+    sim.fail(job_of(sim, "a"), messages=FAILED_ON_GPU_7)
+    sim.reconcile()
+    sim.complete(job_of(sim, "b"))
+    before = sim.flow
+    assert before.status.step("a").phase == StepPhase.RETRYING  # type: ignore[union-attr]
+    planned = sim.preview()
+    assert [a.step for a in planned.actions if isinstance(a, CreateJob)] == ["c"]
+    ended = fail_rejected(before, ["Job.batch is invalid: x"], sim.now, planned, set())
+    a = ended.status.step("a")
+    assert a is not None
+    assert a.phase == StepPhase.FAILED
+    said = [(e.type, e.reason, e.message) for e in ended.events if e.step == "a"]
+    assert said == [("Warning", "StepFailed", f"step a failed: {a.message}")]
+    assert [e.reason for e in ended.events if e.step == "c"] == []  # its Job never existed
+
+
+def test_a_retrying_step_an_invalid_spec_ends_says_it_failed_and_the_others_stay_quiet() -> None:
+    sim = Simulator(
+        make_flow([job_step("a", retryPolicy=AVOID), job_step("b", dependencies=["a"])], created=T0), T0
+    )
+    sim.reconcile()
+    sim.fail(job_of(sim, "a"), messages=FAILED_ON_GPU_7)
+    sim.reconcile()
+    ended = fail_invalid(sim.flow, ["boom"], sim.now)
+    a = ended.status.step("a")
+    assert a is not None
+    said = [(e.step, e.reason) for e in ended.events]
+    assert said == [("a", "StepFailed"), ("", "FlowFailed")]  # b never ran: no event of its own
+    assert ended.events[0].message == f"step a failed: {a.message}"
+
+
+def test_a_retrying_step_whose_resources_are_refused_says_failed_not_retrying() -> None:
+    sim = Simulator(make_flow([job_step("a", retryPolicy=AVOID), job_step("b")], created=T0), T0)
+    sim.reconcile()
+    sim.fail(job_of(sim, "a"), messages=FAILED_ON_GPU_7)
+    planned = sim.preview()
+    assert planned.status.step("a").phase == StepPhase.RETRYING  # type: ignore[union-attr]
+    ended = fail_resources(sim.flow, ["ConfigMap settings: 422"], sim.now, planned=planned)
+    assert [e.reason for e in ended.events if e.step == "a"] == ["StepFailed"]
 
 
 def test_a_retrying_step_a_flow_wide_failure_ends_keeps_its_error_without_the_nodes_note() -> None:

@@ -426,6 +426,12 @@ def test_valid_resource_templates() -> None:
             E.INVALID,
             "quantities",
         ),
+        (
+            pvc(resources={"requests": {"storage": "10Gi\u00a0"}}),
+            "spec.resources.requests[storage]",
+            E.INVALID,
+            "only spaces around a quantity, not U+00A0",
+        ),
         # YAML's `enabled: true` would have become the label value "True".
         (
             {**pvc(), "metadata": {"name": "data", "labels": {"enabled": True}}},

@@ -261,6 +261,8 @@ def test_valid_templates(mutation: Mutation) -> None:
         {"requests": {"cpu": 1}, "limits": {"cpu": 2.5}},
         {"limits": {"nvidia.com/gpu": "1", "ephemeral-storage": "1e9"}},
         {"requests": {"memory": "1Gi"}, "limits": {"memory": "1074M"}},
+        # The apiserver trims the spaces around a quantity in the Job the controller sends, so do we.
+        {"requests": {"memory": " 1Gi  "}},
     ],
 )
 def test_valid_resources(resources: dict[str, Any]) -> None:
@@ -282,6 +284,12 @@ def test_valid_resources(resources: dict[str, Any]) -> None:
         ),
         ({"requests": {"memory": "2Gi"}, "limits": {"memory": "2G"}}, "requests[memory]", "limit of 2G"),
         ({"requests": {"cpu": True}}, "requests[cpu]", "quantities must match"),
+        # Any other white space reaches it escaped, and it refuses the quantity: the step's Job with it
+        # (tests/integration/test_quantities_agree.py).
+        ({"limits": {"memory": "\t1Gi"}}, "limits[memory]", "not U+0009"),
+        ({"limits": {"memory": "1Gi\n"}}, "limits[memory]", "not U+000A"),
+        ({"requests": {"memory": "\u00a01Gi"}}, "requests[memory]", "not U+00A0"),
+        ({"limits": {"memory": "1Gi\x1c"}}, "limits[memory]", "not U+001C"),
     ],
 )
 def test_invalid_resources(resources: dict[str, Any], path: str, text: str) -> None:

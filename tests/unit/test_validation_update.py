@@ -9,6 +9,7 @@ import pytest
 from validation_samples import ErrorType, Flow, base_flow, job_step, step
 
 from zen_flow.validation import has_started, validate_update
+from zen_flow.validation import update as update_module
 
 E = ErrorType
 FORBIDDEN_LINE = "spec.steps: Forbidden: steps cannot change after the flow started"
@@ -191,3 +192,22 @@ def test_the_flows_own_locks_are_frozen_once_it_started(started_flow: bool) -> N
         ]
     else:
         assert errors == []
+
+
+def test_the_stored_flows_problems_are_found_once_to_forgive_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A flow stored before a rule existed (`d`'s `when` names a step outside its dependencies) whose
+    # update breaks another: the stored one is walked once, its problem forgiven, the new one said.
+    old = started()
+    step(old, "d")["when"] = "steps.c.phase == 'Succeeded'"
+    new = copy.deepcopy(old)
+    new["spec"]["executionPolicy"] = {"backoffLimit": -1}
+    walked: list[object] = []
+    real = update_module.validate_jobflow
+
+    def counting(obj: Any, **kwargs: Any) -> Any:
+        walked.append(obj)
+        return real(obj, **kwargs)
+
+    monkeypatch.setattr(update_module, "validate_jobflow", counting)
+    assert [e.path for e in validate_update(old, new)] == ["spec.executionPolicy.backoffLimit"]
+    assert sum(obj is old for obj in walked) == 1

@@ -88,8 +88,13 @@ _OUT_OF_MEMORY = (
 )
 
 
+def _squeezed(stderr: str) -> str:
+    """The end of a worker's stderr on one line (a traceback's lines joined), for a message or a log."""
+    return " ".join(stderr.split())[-_STDERR_TAIL:]
+
+
 def _start_failure(why: str, stderr: str) -> str:
-    tail = " ".join(stderr.split())[-_STDERR_TAIL:]
+    tail = _squeezed(stderr)
     text = f"the expression worker did not start ({why})"
     if tail:
         text += f": {tail}"
@@ -145,7 +150,7 @@ class _Worker:
     def _exit(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1)
-        if tail := " ".join(self._stderr_tail().split())[-_STDERR_TAIL:]:
+        if tail := _squeezed(self._stderr_tail()):
             log.warning("expression worker exited", code=self.process.poll(), stderr=tail)
         return f"it exited with {self.process.poll()}"
 

@@ -305,6 +305,9 @@ class KubeClient:
         headers = {"Content-Type": content_type} if body is not None else {}
         if accept is not None:
             headers["Accept"] = accept
+        # ASCII-escaped JSON (json.dumps' default; keep it, or an encoder that escapes as much): the
+        # apiserver trims a quantity's raw text, so an escaped tab or no-break space is refused as
+        # admission refuses it (validation/formats.py, _parse_quantity); tests/unit/test_kube_client_bodies.py
         data = json.dumps(body).encode() if body is not None else None
         sent = len(data or b"")
         for refreshed in (False, True):

@@ -228,8 +228,15 @@ def fail_invalid(
         audit=with_origin(current.audit, flow.metadata.annotations),  # the plan's approvals too
         now=now,
     )
-    # Only the flow's own events: one event per never-run step would be noise here.
-    events = tuple(e for e in derive_events(flow.status, status, {}) if e.reason.startswith("Flow"))
+    # The flow's own events, and the StepFailed of a step that was retrying (its failure, as any other
+    # failed step's, with its final message); one event per never-run step would be noise here.
+    retried = {s.name for s in flow.status.steps if s.phase == StepPhase.RETRYING}
+    specs = {s.name: s for s in flow.spec.steps if s.name in retried}
+    events = tuple(
+        e
+        for e in derive_events(flow.status, status, specs)
+        if e.reason.startswith("Flow") or (e.step in retried and e.reason == "StepFailed")
+    )
     ended = strays(flow, jobs, stops)
     return Plan(
         (*stops, *ended),
@@ -237,6 +244,13 @@ def fail_invalid(
         (*events, *stray_events(ended)),
         max(0.0, until(now, ttl_expiry(flow, FlowPhase.FAILED, now))),
     )
+
+
+def unpromised(events: Iterable[EventSpec], ended: JobFlowStatus) -> tuple[EventSpec, ...]:
+    """A failing plan's `events` but the StepRetrying of a step the flow's failure then `ended` (Failed
+    now): no retry is promised that never comes; `fail_invalid` says its StepFailed instead."""
+    failed = {s.name for s in ended.steps if s.phase == StepPhase.FAILED}
+    return tuple(e for e in events if not (e.reason == "StepRetrying" and e.step in failed))
 
 
 def fail_rejected(
@@ -249,8 +263,9 @@ def fail_rejected(
     StepFailed, StepFailureAllowed if tolerated, its CloudEvents), and no later reconcile would tell them
     (it diffs the Failed status against itself). All but the StepStarted of a step whose Job was refused:
     that step never started. And not the StepRetrying of a step the plan set to retry, which the flow's
-    failure ended instead: its StepFailed (with its final message) takes that place, so no retry is
-    promised that never comes. The flow's events are derived from the planned status, not repeated."""
+    failure ended instead (`unpromised`): its StepFailed (with its final message, from `fail_invalid`,
+    as a step retrying before the plan gets) comes instead. The flow's and those steps' events are
+    derived from the planned status, not repeated."""
     unborn = {a.name for a in planned.actions if isinstance(a, CreateJob) and a.name not in created}
     unstarted = {a.step for a in planned.actions if isinstance(a, CreateJob) and a.name in unborn}
     ended = fail_invalid(
@@ -262,21 +277,9 @@ def fail_rejected(
         base=planned.status,
         unborn=unborn,
     )
-    ended_retries = {
-        s.name
-        for s in ended.status.steps
-        if s.phase == StepPhase.FAILED
-        and (before := planned.status.step(s.name)) is not None
-        and before.phase == StepPhase.RETRYING
-    }
-    specs = {s.name: s for s in flow.spec.steps if s.name in ended_retries}
-    finals = [e for e in derive_events(planned.status, ended.status, specs) if e.step in ended_retries]
-    kept: list[EventSpec] = []
-    for e in planned.events:
-        if e.reason == "StepStarted" and e.step in unstarted:
-            continue
-        if e.reason == "StepRetrying" and e.step in ended_retries:
-            kept.extend(f for f in finals if f.step == e.step)
-            continue
-        kept.append(e)
+    kept = tuple(
+        e
+        for e in unpromised(planned.events, ended.status)
+        if not (e.reason == "StepStarted" and e.step in unstarted)
+    )
     return replace(ended, events=(*kept, *ended.events))

@@ -22,7 +22,7 @@ from zen_flow.core.instances import instance_labels, without_instance
 from zen_flow.core.naming import label_value, resource_name
 from zen_flow.planner.actions import CreateResource, EventSpec, Plan
 from zen_flow.planner.jobs import owner_reference
-from zen_flow.planner.lifecycle import fail_invalid
+from zen_flow.planner.lifecycle import fail_invalid, unpromised
 
 PVC = "PersistentVolumeClaim"
 CONFIG_MAP = "ConfigMap"
@@ -169,4 +169,4 @@ def fail_resources(
         known = {(ref.kind, ref.name) for ref in base.resource_refs}
         refs = (*base.resource_refs, *(r for r in recorded if (r.kind, r.name) not in known))
         status = status.model_copy(update={"resource_refs": refs})
-    return Plan(result.actions, status, (*kept, *result.events), result.requeue_after)
+    return Plan(result.actions, status, (*unpromised(kept, status), *result.events), result.requeue_after)

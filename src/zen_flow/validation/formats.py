@@ -6,6 +6,7 @@ Messages are apimachinery's wording, so users see the same text as from `kubectl
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 
 from zen_flow.core.naming import MAX_NAME, is_dns1123_label, is_dns1123_subdomain, is_label_value
@@ -136,11 +137,47 @@ def parse_quantity(value: object) -> Decimal | None:
     return _parse_quantity(value)
 
 
+# What reads as a space or as nothing around a quantity in an answer: white space (Python's, more than
+# Go's TrimSpace takes), controls, format characters (a zero-width space) and separators.
+_UNSEEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})
+_EDGE = 64
+
+
+def _unseen(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in _UNSEEN
+
+
+def quantity_problem(value: object) -> str:
+    """Why a value parse_quantity refused is not a quantity: apimachinery's message, or, for a character
+    around it that the apiserver does not trim, its code point: a tab shows as `\\t` in the answer, but a
+    no-break or ideographic space reads as a space there, and is one once the controller squeezes the
+    failure into the flow's condition and event (planner/status.cut), where `" 1Gi"` is what it shows."""
+    if not isinstance(value, str):
+        return QUANTITY_MSG
+    start, end = 0, len(value)
+    # Bounded: a quantity is short, and a megabyte of no-break spaces should not cost a megabyte of calls.
+    while start < min(end, _EDGE) and _unseen(value[start]):
+        start += 1
+    while end > max(start, len(value) - _EDGE) and _unseen(value[end - 1]):
+        end -= 1
+    around = dict.fromkeys(c for c in value[:start] + value[end:] if c != " ")
+    if not around:
+        return QUANTITY_MSG
+    points = ", ".join(f"U+{ord(c):04X}" for c in around)
+    said = f"the apiserver trims only spaces around a quantity, not {points}"
+    return said if _parse_quantity(value[start:end]) is not None else f"{said}; {QUANTITY_MSG}"
+
+
 # Flows repeat the same few amounts ("100m", "1Gi") in every step: parse each once (an amount over 64
 # characters is parsed every time and not kept: core/short_cache.py).
 @short_cache(maxsize=1024, longest=64)
 def _parse_quantity(value: str) -> Decimal | None:
-    match = _QUANTITY.fullmatch(value.strip())
+    # Only spaces around it, as the apiserver reads it in the Job (or claim) the controller sends: its JSON
+    # escapes every other white space (kube/client.py, json.dumps), and resource.Quantity's UnmarshalJSON
+    # trims the text between the quotes as it is, escapes not decoded, so ParseQuantity refuses a tab or a
+    # no-break space (tests/integration/test_quantities_agree.py). str.strip() took them all, so such a
+    # step passed admission and failed at its Job create.
+    match = _QUANTITY.fullmatch(value.strip(" "))
     if match is None:
         return None
     number, suffix = match.groups()

@@ -197,13 +197,15 @@ def _check_substituted_size(
             continue
         what = "the Job" if made == "template" else "the child flow's arguments"
         if fields >= max(added.values(), default=0):
+            # Said without the total: a matrix step's items share the template (and `fields`) but not
+            # their literal values, and one field to edit gets one error (validation.matrix.said_once).
+            beyond = "" if fields > MAX_SUBSTITUTED_BYTES else " with the literal input values"
             r.add(
                 forbidden(
                     first,
                     f"{written} and the step's other context placeholders may add {fields:,} bytes (a name "
-                    f"counted at its longest, 63), {total:,} with the literal input values, to {what}: more "
-                    f"than {MAX_SUBSTITUTED_BYTES:,} (1 MiB; the apiserver refuses an object over 1.5 MiB): "
-                    "use them in fewer places",
+                    f"counted at its longest, 63) to {what}, more than {MAX_SUBSTITUTED_BYTES:,}{beyond} "
+                    "(1 MiB; the apiserver refuses an object over 1.5 MiB): use them in fewer places",
                 )
             )
             continue

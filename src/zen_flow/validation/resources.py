@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.validation.errors import Path, duplicate, invalid, not_supported, required
-from zen_flow.validation.formats import QUANTITY_MSG, config_key_problem, parse_quantity, subdomain_problem
+from zen_flow.validation.formats import (
+    config_key_problem,
+    parse_quantity,
+    quantity_problem,
+    subdomain_problem,
+)
 from zen_flow.validation.reader import Reader
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
@@ -63,7 +68,7 @@ def _check_claim(r: Reader, claim: Mapping[str, Any], path: Path) -> None:
         return
     amount = parse_quantity(requests["storage"])
     if amount is None:
-        r.add(invalid(storage_path, requests["storage"], QUANTITY_MSG))
+        r.add(invalid(storage_path, requests["storage"], quantity_problem(requests["storage"])))
     elif amount <= 0:
         r.add(invalid(storage_path, requests["storage"], "must be greater than 0"))
 

@@ -20,11 +20,11 @@ from zen_flow.validation.errors import (
     required,
 )
 from zen_flow.validation.formats import (
-    QUANTITY_MSG,
     label_problem,
     label_value_problem,
     parse_quantity,
     qualified_name_problem,
+    quantity_problem,
 )
 from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.reader import INT32_MAX, Reader
@@ -208,7 +208,7 @@ def _check_resources(r: Reader, resources: Mapping[str, Any], path: Path) -> Non
             item_path = path + "." + kind + f"[{resource!s}]"
             amount = parse_quantity(raw)
             if amount is None:
-                r.add(invalid(item_path, raw, QUANTITY_MSG))
+                r.add(invalid(item_path, raw, quantity_problem(raw)))
             elif amount <= 0:
                 r.add(invalid(item_path, raw, "must be greater than 0"))
             else:

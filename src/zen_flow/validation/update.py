@@ -177,9 +177,12 @@ def _own_errors(
     errors = [e for e in found if not any(_under(e.path, p) for p in ratcheted)]
     if not errors:
         return []
-    forgiving = "spec" not in ratcheted and _get(old, "spec") is not None
-    if forgiving and not (validate_jobflow(old) or validate_approvals(old)):
-        forgiving = False  # the stored flow has no problem: there is nothing to forgive
+    # The stored flow's every problem, found once: none (most stored flows) leaves nothing to forgive,
+    # and the walk of a valid flow is the same with or without the early stop.
+    before: set[FieldError] = set()
+    if "spec" not in ratcheted and _get(old, "spec") is not None:
+        before = set(validate_jobflow(old, every=True) + validate_approvals(old))
+    forgiving = bool(before)
     if not forgiving and (len(errors) == len(found) or len(found) <= MAX_ERRORS):
         return errors  # every problem is the update's doing, or every problem was found
     # Every error of both objects, listed only at the end: the first errors of the new object may all be
@@ -189,7 +192,6 @@ def _own_errors(
     if errors and forgiving:
         # Error by error: `suspend: true` on a flow whose untouched steps break a later rule is not the
         # update's doing.
-        before = set(validate_jobflow(old, every=True) + validate_approvals(old))
         errors = [e for e in errors if e not in before]
     if bound is not None and len(errors) < len(found):
         bound.clear()
