@@ -128,7 +128,7 @@ class Controller(InformerEvents):
             family=self._family,
         )
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
-        self._validity = Validity(flows.parse_error)
+        self._validity = Validity(flows.parse_error, self._runner.cpu)
         self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
         self._shards = shards
@@ -142,7 +142,7 @@ class Controller(InformerEvents):
         return keys if self._shards is None else self._shards.held_flows(keys, self._flows.get)
 
     def close(self) -> None:
-        """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
+        """Stop the threads of sandboxed plans and of large ones (none start until a flow needs them)."""
         self._runner.close()
 
     # --- workers -------------------------------------------------------------------------------------
@@ -233,7 +233,10 @@ class Controller(InformerEvents):
         refusal = None
         if unexpanded(flow) and (refusal := await self._templates.resolve(flow)) is None:
             return None  # its steps are written now: the watch event of that write brings it back
-        errors = refusal.errors if refusal is not None else (self._validity.errors(stored) or unexpandable)
+        if refusal is not None:
+            errors = refusal.errors
+        else:  # a large spec is validated in a thread (controller/plan_cpu.py)
+            errors = await self._validity.checked(stored) or unexpandable
         now = self._clock.now()
         started = time.perf_counter()
         if errors and refusal is not None:
