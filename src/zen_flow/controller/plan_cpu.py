@@ -13,7 +13,7 @@ how long the others wait, which charging namespaces for their CPU alone would no
 holds the loop 300 ms).
 
 Large is predicted from the spec before the work (`spec_size`: validation and a first plan cost about
-`STEP_SIZE` units per step plus one per dependency, ~1.1 µs each), and measured after it: a plan that took
+`STEP_SIZE` units per step plus one per dependency, ~0.8-1.2 µs each), and measured after it: a plan that took
 `SLOW_PLAN_SECONDS` of CPU sends its flow's next plans to the pool, until one takes less than half of
 that (CPU time of the thread that ran it, so a loaded machine does not move small plans off the loop).
 """
@@ -47,7 +47,7 @@ SLOW_PLAN_SECONDS = 0.010
 
 
 def spec_size(flow: JobFlow) -> int:
-    """What validating and first planning the flow costs, in units of ~1.1 µs: its steps and their
+    """What validating and first planning the flow costs, in units of ~1 µs: its steps and their
     dependencies (the validator and the planner walk each dependency a few times)."""
     steps = flow.spec.steps
     return STEP_SIZE * len(steps) + sum(len(step.dependencies) for step in steps)
