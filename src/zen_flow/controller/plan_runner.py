@@ -207,7 +207,7 @@ class PlanRunner:
             progress_deadline=self._progress_deadline,
         )
         # A flow with no `when` to evaluate never calls `_offload`; one that has stops at it (`Offload`)
-        # and is planned again below. Asking `planner.uses_evaluator` first would derive a large flow's
+        # and is planned again below. Asking first (from the flow's shape) would derive a large flow's
         # shape on the event loop, the very work `cpu` moves off it.
         if (evaluator := self._evaluate) is None:
             return await self.cpu.run(flow, run)

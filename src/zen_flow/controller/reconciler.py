@@ -14,6 +14,7 @@ from dataclasses import replace
 import structlog
 
 from zen_flow import planner
+from zen_flow.api import JobFlow
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import CloudEventSink
@@ -28,6 +29,7 @@ from zen_flow.controller.informer_events import InformerEvents
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.plan_cpu import FlowGone, PlanCpu
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.shard_gate import ShardGate, cached_flow_shard, shard_turn
@@ -88,6 +90,7 @@ class Controller(InformerEvents):
             progress_deadline=progress_deadline,
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
+            cpu=PlanCpu(current=lambda flow: _current(flows, flow), waited=metrics.plan_thread_wait.observe),
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
         self._groups = FlowGroups(flows, jobs, queue)
@@ -145,6 +148,14 @@ class Controller(InformerEvents):
         """Stop the threads of sandboxed plans and of large ones (none start until a flow needs them)."""
         self._runner.close()
 
+    async def _effective(self, stored: JobFlow) -> tuple[JobFlow, tuple[str, ...]]:
+        """The flow's effective flow (matrix steps expanded): a large matrix expands in a thread, as its
+        validation and plan run (two steps of 250 items, one after the other, made 62,500 dependencies)."""
+        cpu = self._runner.cpu
+        if (expand := self._matrix.due(stored)) is None or not cpu.large(stored):
+            return self._matrix.effective(stored)
+        return self._matrix.effective(stored, await cpu.run(stored, expand, measured=False))
+
     # --- workers -------------------------------------------------------------------------------------
 
     async def run_worker(self) -> None:
@@ -198,6 +209,14 @@ class Controller(InformerEvents):
             self._queue.done(key)
 
     async def reconcile(self, key: str) -> float | None:
+        try:
+            return await self._reconcile(key)
+        except FlowGone:
+            # Deleted while its validation, expansion or plan waited for a thread or ran in one
+            # (controller/plan_cpu.py): nothing of it is applied; its delete event queued it again.
+            return None
+
+    async def _reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
         if (
             flow is None
@@ -211,7 +230,7 @@ class Controller(InformerEvents):
         # From here on the flow is its effective flow (matrix steps expanded into their items); the
         # stored one is validated and written (its status), so the cache never holds an effective spec.
         stored = flow
-        flow, unexpandable = self._matrix.effective(stored)
+        flow, unexpandable = await self._effective(stored)
         uid = flow.metadata.uid
         self._announcements.settle(flow)  # a status write in doubt that the cache shows now landed
         if not self._expectations.satisfied(uid):
@@ -322,3 +341,11 @@ class Controller(InformerEvents):
 def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
     """The plan's actions sent before its status write: all but those that wait for it (planner.held)."""
     return [a for a in actions if not planner.held(a)]
+
+
+def _current(flows: FlowCache, flow: JobFlow) -> bool:
+    """Is `flow` still the cache's flow of its key, not being deleted (else its plan is not applied)?"""
+    now = flows.get(flow.key)
+    return (
+        now is not None and now.metadata.uid == flow.metadata.uid and now.metadata.deletion_timestamp is None
+    )

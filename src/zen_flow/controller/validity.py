@@ -18,20 +18,16 @@ class Validity:
         self._cpu = cpu or PlanCpu()  # where a large spec is validated (off the event loop)
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}  # uid -> (generation, errors)
 
-    def errors(self, flow: JobFlow) -> tuple[str, ...]:
-        """Errors that make the flow fail now; empty for valid flows and for flows already under way.
+    async def checked(self, flow: JobFlow) -> tuple[str, ...]:
+        """Errors that make the flow fail now; empty for valid flows and for flows already under way. A
+        large spec (counted after its matrix's expansion: validation expands it) is validated in a thread
+        (`PlanCpu`), not on the event loop; a flow deleted meanwhile raises `FlowGone`, and nothing of it
+        is remembered.
 
         A flow that started was valid when it started (webhook, or this check on its first reconcile);
         re-validating it after an upgrade that added a rule would fail work that is running fine, and
         `spec.steps` cannot change after the start anyway (admission and CEL enforce it).
         """
-        cached = self._validated.get(flow.metadata.uid)
-        if cached is not None and cached[0] == flow.metadata.generation:
-            return cached[1]
-        return self._remember(flow, self._parse_error(flow.key) or _check(flow))
-
-    async def checked(self, flow: JobFlow) -> tuple[str, ...]:
-        """`errors(flow)`, validating a large spec in a thread (`PlanCpu`) rather than on the event loop."""
         cached = self._validated.get(flow.metadata.uid)
         if cached is not None and cached[0] == flow.metadata.generation:
             return cached[1]

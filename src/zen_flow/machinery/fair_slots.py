@@ -40,6 +40,14 @@ class FairSlots:
         finally:
             self._release(group)
 
+    async def take(self, group: Hashable) -> None:
+        """One slot for `group` (waiting for it in turns), until `give_back`: for a holder whose work
+        outlives the task that waited (a thread's, which a cancelled await does not stop)."""
+        await self._acquire(group)
+
+    def give_back(self, group: Hashable) -> None:
+        self._release(group)
+
     def held(self, group: Hashable) -> int:
         return self._held[group]
 

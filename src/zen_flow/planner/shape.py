@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.core.dag import CycleError, Graph
-from zen_flow.core.expressions import needs_evaluator
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 
 
@@ -30,7 +29,6 @@ class Shape:
     specs: Mapping[str, Step]  # by name (the first of duplicated names)
     dependents: Mapping[str, tuple[str, ...]]  # the steps that depend on each step (only those that do)
     manual: tuple[str, ...]  # steps that wait for an approval
-    evaluated: bool  # does a step's `when` go to the evaluator (off the event loop, time-bounded)?
     final: frozenset[str] = frozenset()  # the finally steps (run once every other step has ended)
 
 
@@ -85,7 +83,6 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
         specs=specs,
         dependents=dependents,
         manual=tuple(s.name for s in steps if s.is_manual),
-        evaluated=any(needs_evaluator(s.when) for s in steps),
         final=final,
     )
 
