@@ -69,10 +69,10 @@ def test_the_webhook_denies_it_naming_the_field_not_as_an_internal_error(make: A
 
 
 @pytest.mark.parametrize(("make", "field"), CASES)
-def test_in_crd_only_mode_the_controller_fails_the_flow_naming_the_field(make: Any, field: str) -> None:
+async def test_in_crd_only_mode_the_controller_fails_the_flow_naming_the_field(make: Any, field: str) -> None:
     flow = make()
     stored = {**flow, "metadata": {**flow["metadata"], "uid": "u1", "generation": 1}}
-    errors = Validity(lambda key: None).errors(JobFlow.model_validate(stored))
+    errors = await Validity(lambda key: None).checked(JobFlow.model_validate(stored))
     assert any(e.startswith(field) for e in errors), errors
 
 

@@ -52,12 +52,12 @@ def test_a_matrix_flow_is_expanded_once_per_generation() -> None:
     assert len(flows) == 0
 
 
-def test_a_matrix_that_cannot_expand_fails_the_flow_naming_the_field() -> None:
+async def test_a_matrix_that_cannot_expand_fails_the_flow_naming_the_field() -> None:
     flow = make_flow([matrix_step()], arguments={"regions": "eu,us"})
     effective, problems = MatrixFlows().effective(flow)
     assert [s.name for s in effective.spec.steps] == ["deploy"]  # one stand-in step: nothing runs
     assert problems
-    errors = Validity(lambda key: None).errors(flow)  # what the controller fails the flow with
+    errors = await Validity(lambda key: None).checked(flow)  # what the controller fails the flow with
     assert any(
         e.startswith("spec.steps[0].matrix.parameters[0].valueFrom.argument: Invalid value") for e in errors
     )
@@ -81,7 +81,7 @@ def test_a_flow_of_too_many_items_fails_without_building_them(monkeypatch: Any) 
     assert built == []
 
 
-def test_a_started_flow_keeps_its_items_when_an_argument_is_edited_under_it() -> None:
+async def test_a_started_flow_keeps_its_items_when_an_argument_is_edited_under_it() -> None:
     # Without the webhook an argument can be edited after the start: the running items keep their
     # entries and Jobs, and the flow goes on from the items it started with.
     flows = MatrixFlows()
@@ -93,7 +93,7 @@ def test_a_started_flow_keeps_its_items_when_an_argument_is_edited_under_it() ->
     edited = edited.model_copy(update={"status": sim.flow.status})
     kept, problems = flows.effective(edited)
     assert problems == ()
-    assert Validity(lambda key: None).errors(edited) == ()  # started: what the controller fails with
+    assert await Validity(lambda key: None).checked(edited) == ()  # started: what the controller fails with
     assert [s.name for s in kept.spec.steps] == ["deploy-0", "deploy-1"]
     sim.flow = kept
     for item in ("deploy-0", "deploy-1"):

@@ -161,11 +161,11 @@ def test_a_megabyte_of_unknown_dependencies_is_denied_in_kilobytes() -> None:
     }
 
 
-def test_the_controller_keeps_the_listed_errors_of_a_flow() -> None:
+async def test_the_controller_keeps_the_listed_errors_of_a_flow() -> None:
     flow = JobFlow.model_validate(
         {**huge_invalid_flow(), "metadata": {"name": "f", "namespace": "d", "uid": "1"}}
     )
-    errors = Validity(lambda key: None).errors(flow)
+    errors = await Validity(lambda key: None).checked(flow)
     assert len(errors) == MAX_ERRORS + 1  # was 125,001 strings, kept until the flow is deleted
     assert errors[0] == 'spec.steps[0].dependencies[0]: Not found: "u0"'
     assert errors[-1] == STOPPED_HERE

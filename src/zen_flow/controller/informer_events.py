@@ -70,6 +70,7 @@ class InformerEvents:
         self._first_jobs.forget(flow.metadata.uid)
         self._templates.forget(flow.metadata.uid)
         self._runner.pod_reads.forget(flow.metadata.uid)
+        self._runner.cpu.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
         self._executor.deletion_observed(flow.metadata.uid)
         self._failures.forget(flow.key)

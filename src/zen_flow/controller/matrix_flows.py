@@ -32,7 +32,9 @@ to).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 from zen_flow.api import JobFlow, JobFlowSpec
@@ -64,20 +66,34 @@ class MatrixFlows:
         # The finished flows' entries, the least recently used first.
         self._finished: OrderedDict[str, _Entry] = OrderedDict()
 
-    def effective(self, flow: JobFlow) -> tuple[JobFlow, tuple[str, ...]]:
-        """`flow` with its effective spec, and the problems of its matrix (empty when it expands, and for
-        a started flow this controller saw expand: it keeps those items)."""
-        uid, generation = flow.metadata.uid, flow.metadata.generation
-        finished = flow.status.phase in _FINISHED
-        cached = self._specs.get(uid) or self._finished.get(uid)
-        if cached is None or cached.generation != generation:
+    def due(self, flow: JobFlow) -> Callable[[], _Entry] | None:
+        """The expansion `effective(flow)` needs first (pure: a thread may make it, controller/plan_cpu.py),
+        None when the one remembered holds."""
+        cached = self._specs.get(flow.metadata.uid) or self._finished.get(flow.metadata.uid)
+        if cached is None or cached.generation != flow.metadata.generation:
             kept = cached is not None and not cached.problems and flow.status.start_time is not None
             # A started flow keeps the items it started with (the module's docstring).
-            cached = self._expand(flow, cached.basis if kept and cached is not None else None)
-        elif cached.wanted:
+            return functools.partial(
+                self._expand, flow, cached.basis if kept and cached is not None else None
+            )
+        if cached.wanted:
             sources = tuple(source_states(cached.wanted, flow.status.steps).items())
             if sources != cached.sources:  # an output a matrix reads landed: its items now
-                cached = self._expand(flow, cached.basis)
+                return functools.partial(self._expand, flow, cached.basis)
+        return None
+
+    def effective(self, flow: JobFlow, expanded: _Entry | None = None) -> tuple[JobFlow, tuple[str, ...]]:
+        """`flow` with its effective spec, and the problems of its matrix (empty when it expands, and for
+        a started flow this controller saw expand: it keeps those items). `expanded`: what `due(flow)`
+        made, elsewhere; None: expanded here if due."""
+        uid = flow.metadata.uid
+        finished = flow.status.phase in _FINISHED
+        if expanded is not None:
+            cached = expanded
+        elif (expand := self.due(flow)) is not None:
+            cached = expand()
+        else:
+            cached = self._specs.get(uid) or self._finished[uid]
         if finished and cached.spec is not None:
             # Only expansions take a place here: a finished flow without one (most) is a small entry,
             # and letting those in would push out the expansions the places are for.

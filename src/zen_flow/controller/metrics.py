@@ -107,7 +107,13 @@ class Metrics(RuntimeMetrics):
         )
         self.plan_duration = Histogram(
             "zen_flow_plan_duration_seconds",
-            "Time spent in the pure planner",
+            "Time from a validated flow to its plan: the planner, the pod reads it needs, a plan thread",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.plan_thread_wait = Histogram(
+            "zen_flow_plan_thread_wait_seconds",
+            "Time a large flow's validation, matrix expansion or plan waited for a plan thread",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -4,7 +4,8 @@ Before a plan: what finished pods wrote (termination-message outputs, artifact r
 steps' pods wait (`pod_reads`, controller/pod_reads.py), and whether a
 Running step's Job the cache lacks is merely late (`cache_lags`); after it, whether a plan deleting an
 ended flow's unrecorded Jobs was made from the stored flow (`flow_lags`). The plan itself runs on the
-event loop, or in a thread of its own pool when it has a `when` to evaluate that is not a phase test:
+event loop, or in a thread when it is too large for the loop (`PlanCpu`, controller/plan_cpu.py), or in a
+thread of its own pool when it has a `when` to evaluate that is not a phase test:
 those wait for an expression worker (up to the budget each), because no `when` may hold the event loop
 (a chain of `+` over a large annotation, on 500 steps, once held it 13 s). Which plans those are is
 known only by making them: a plan on the loop whose evaluator is asked anything stops (`Offload`) and is made
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.pod import Pod
+from zen_flow.controller.plan_cpu import PlanCpu
 from zen_flow.controller.pod_reads import PodReads
 from zen_flow.core.expressions import (
     BudgetExceeded,
@@ -84,8 +86,11 @@ class PlanRunner:
         progress_deadline: float,
         sandboxed_plans: int = 2,
         monotonic: Callable[[], float] = time.monotonic,
+        cpu: PlanCpu | None = None,
     ) -> None:
         self._api = api
+        # Where a plan without `when` to evaluate runs: on the loop, or in a thread when large (plan_cpu.py).
+        self.cpu = cpu or PlanCpu()
         self._monotonic = monotonic
         self._evaluate = evaluate
         self._transfers = transfers
@@ -201,10 +206,13 @@ class PlanRunner:
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )
-        if self._evaluate is None or not planner.uses_evaluator(flow):
-            return run()
+        # A flow with no `when` to evaluate never calls `_offload`; one that has stops at it (`Offload`)
+        # and is planned again below. Asking first (from the flow's shape) would derive a large flow's
+        # shape on the event loop, the very work `cpu` moves off it.
+        if (evaluator := self._evaluate) is None:
+            return await self.cpu.run(flow, run)
         try:
-            return run(evaluate=_offload)
+            return await self.cpu.run(flow, functools.partial(run, evaluate=_offload))
         except Offload:
             pass
         namespace, uid = flow.metadata.namespace, flow.metadata.uid
@@ -219,7 +227,7 @@ class PlanRunner:
         try:
             # Its `when` may wait for an expression worker (up to its budget): not on the event loop. In
             # the reconcile's context, as `asyncio.to_thread` would: its log lines keep the flow's fields.
-            call = functools.partial(run, evaluate=self._share(self._evaluate))
+            call = functools.partial(run, evaluate=self._share(evaluator))
             return await asyncio.get_running_loop().run_in_executor(
                 self._pool, functools.partial(contextvars.copy_context().run, call)
             )
@@ -293,6 +301,7 @@ class PlanRunner:
         return evaluate_in_turn
 
     def close(self) -> None:
+        self.cpu.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

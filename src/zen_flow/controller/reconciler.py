@@ -14,6 +14,7 @@ from dataclasses import replace
 import structlog
 
 from zen_flow import planner
+from zen_flow.api import JobFlow
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import CloudEventSink
@@ -28,6 +29,7 @@ from zen_flow.controller.informer_events import InformerEvents
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.plan_cpu import FlowGone, PlanCpu
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.shard_gate import ShardGate, cached_flow_shard, shard_turn
@@ -88,6 +90,7 @@ class Controller(InformerEvents):
             progress_deadline=progress_deadline,
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
+            cpu=PlanCpu(current=lambda flow: _current(flows, flow), waited=metrics.plan_thread_wait.observe),
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
         self._groups = FlowGroups(flows, jobs, queue)
@@ -128,7 +131,7 @@ class Controller(InformerEvents):
             family=self._family,
         )
         self._templates = TemplateResolver(api, events, monotonic=clock.monotonic)
-        self._validity = Validity(flows.parse_error)
+        self._validity = Validity(flows.parse_error, self._runner.cpu)
         self._failures = FailureReports(log)  # the causes of failing reconciles, logged once
         self._reconcile_ids = itertools.count(1)
         self._shards = shards
@@ -142,8 +145,16 @@ class Controller(InformerEvents):
         return keys if self._shards is None else self._shards.held_flows(keys, self._flows.get)
 
     def close(self) -> None:
-        """Stop the threads of sandboxed plans (none run unless a flow's `when` needed them)."""
+        """Stop the threads of sandboxed plans and of large ones (none start until a flow needs them)."""
         self._runner.close()
+
+    async def _effective(self, stored: JobFlow) -> tuple[JobFlow, tuple[str, ...]]:
+        """The flow's effective flow (matrix steps expanded): a large matrix expands in a thread, as its
+        validation and plan run (two steps of 250 items, one after the other, made 62,500 dependencies)."""
+        cpu = self._runner.cpu
+        if (expand := self._matrix.due(stored)) is None or not cpu.large(stored):
+            return self._matrix.effective(stored)
+        return self._matrix.effective(stored, await cpu.run(stored, expand, measured=False))
 
     # --- workers -------------------------------------------------------------------------------------
 
@@ -198,6 +209,14 @@ class Controller(InformerEvents):
             self._queue.done(key)
 
     async def reconcile(self, key: str) -> float | None:
+        try:
+            return await self._reconcile(key)
+        except FlowGone:
+            # Deleted while its validation, expansion or plan waited for a thread or ran in one
+            # (controller/plan_cpu.py): nothing of it is applied; its delete event queued it again.
+            return None
+
+    async def _reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
         if (
             flow is None
@@ -211,7 +230,7 @@ class Controller(InformerEvents):
         # From here on the flow is its effective flow (matrix steps expanded into their items); the
         # stored one is validated and written (its status), so the cache never holds an effective spec.
         stored = flow
-        flow, unexpandable = self._matrix.effective(stored)
+        flow, unexpandable = await self._effective(stored)
         uid = flow.metadata.uid
         self._announcements.settle(flow)  # a status write in doubt that the cache shows now landed
         if not self._expectations.satisfied(uid):
@@ -233,7 +252,10 @@ class Controller(InformerEvents):
         refusal = None
         if unexpanded(flow) and (refusal := await self._templates.resolve(flow)) is None:
             return None  # its steps are written now: the watch event of that write brings it back
-        errors = refusal.errors if refusal is not None else (self._validity.errors(stored) or unexpandable)
+        if refusal is not None:
+            errors = refusal.errors
+        else:  # a large spec is validated in a thread (controller/plan_cpu.py)
+            errors = await self._validity.checked(stored) or unexpandable
         now = self._clock.now()
         started = time.perf_counter()
         if errors and refusal is not None:
@@ -319,3 +341,11 @@ class Controller(InformerEvents):
 def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
     """The plan's actions sent before its status write: all but those that wait for it (planner.held)."""
     return [a for a in actions if not planner.held(a)]
+
+
+def _current(flows: FlowCache, flow: JobFlow) -> bool:
+    """Is `flow` still the cache's flow of its key, not being deleted (else its plan is not applied)?"""
+    now = flows.get(flow.key)
+    return (
+        now is not None and now.metadata.uid == flow.metadata.uid and now.metadata.deletion_timestamp is None
+    )

@@ -1,38 +1,49 @@
 """Whether a flow's spec lets it be planned: the JobFlow validator's errors (or the cache's parse error)
 for a flow that has not started, remembered per generation: validation is pure but not free (500 steps:
-milliseconds), and a spec only changes with its generation."""
+milliseconds, and one of 500 steps with 150 dependencies each ~30-60 ms: in a thread then, plan_cpu.py), and
+a spec only changes with its generation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from zen_flow.api import JobFlow
+from zen_flow.controller.plan_cpu import PlanCpu
 from zen_flow.validation import has_started, validate_jobflow
 
 
 class Validity:
-    def __init__(self, parse_error: Callable[[str], str | None]) -> None:
+    def __init__(self, parse_error: Callable[[str], str | None], cpu: PlanCpu | None = None) -> None:
         self._parse_error = parse_error  # the informer's: why a flow's object did not decode
+        self._cpu = cpu or PlanCpu()  # where a large spec is validated (off the event loop)
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}  # uid -> (generation, errors)
 
-    def errors(self, flow: JobFlow) -> tuple[str, ...]:
-        """Errors that make the flow fail now; empty for valid flows and for flows already under way.
+    async def checked(self, flow: JobFlow) -> tuple[str, ...]:
+        """Errors that make the flow fail now; empty for valid flows and for flows already under way. A
+        large spec (counted after its matrix's expansion: validation expands it) is validated in a thread
+        (`PlanCpu`), not on the event loop; a flow deleted meanwhile raises `FlowGone`, and nothing of it
+        is remembered.
 
         A flow that started was valid when it started (webhook, or this check on its first reconcile);
         re-validating it after an upgrade that added a rule would fail work that is running fine, and
         `spec.steps` cannot change after the start anyway (admission and CEL enforce it).
         """
-        uid, generation = flow.metadata.uid, flow.metadata.generation
-        cached = self._validated.get(uid)
-        if cached is not None and cached[0] == generation:
+        cached = self._validated.get(flow.metadata.uid)
+        if cached is not None and cached[0] == flow.metadata.generation:
             return cached[1]
         if (parse_error := self._parse_error(flow.key)) is not None:
-            errors: tuple[str, ...] = (parse_error,)
-        else:
-            raw = flow.model_dump(by_alias=True, exclude_none=True, mode="json")
-            errors = () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))
-        self._validated[uid] = (generation, errors)
-        return errors
+            return self._remember(flow, parse_error)
+        return self._remember(flow, await self._cpu.run(flow, lambda: _check(flow), measured=False))
+
+    def _remember(self, flow: JobFlow, errors: str | tuple[str, ...]) -> tuple[str, ...]:
+        found = (errors,) if isinstance(errors, str) else errors
+        self._validated[flow.metadata.uid] = (flow.metadata.generation, found)
+        return found
 
     def forget(self, uid: str) -> None:
         self._validated.pop(uid, None)
+
+
+def _check(flow: JobFlow) -> tuple[str, ...]:
+    raw = flow.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return () if has_started(raw) else tuple(str(e) for e in validate_jobflow(raw))

@@ -52,11 +52,13 @@ class Graph:
                 out[dep].append(node)
         return {n: tuple(v) for n, v in out.items()}
 
-    def topological_order(self) -> tuple[str, ...]:
-        """Dependencies before dependents; raises `CycleError` naming one cycle."""
+    def topological_order(self, dependents: Mapping[str, Sequence[str]] | None = None) -> tuple[str, ...]:
+        """Dependencies before dependents; raises `CycleError` naming one cycle. `dependents`: this
+        graph's `dependents()`, when the caller has them already."""
         position = {n: i for i, n in enumerate(self.nodes)}
         indegree = {n: len(self.deps[n]) for n in self.nodes}
-        dependents = self.dependents()
+        if dependents is None:
+            dependents = self.dependents()
         ready = [(position[n], n) for n in self.nodes if indegree[n] == 0]
         heapq.heapify(ready)
         order: list[str] = []

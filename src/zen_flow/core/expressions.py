@@ -225,13 +225,6 @@ def compile_when(expr: str) -> CompiledWhen:
     return result
 
 
-def needs_evaluator(expr: str | None) -> bool:
-    """Is the expression one that `check_when` gives to its evaluator (it compiles, and it is neither a
-    constant nor `inline`)?"""
-    compiled = _compile(expr) if expr is not None else None
-    return isinstance(compiled, CompiledWhen) and compiled.constant is None and not compiled.inline
-
-
 def referenced_steps(expr: str) -> set[str]:
     """The step names the expression names statically; the validator checks they exist."""
     return set(compile_when(expr).references)

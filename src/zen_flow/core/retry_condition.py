@@ -77,14 +77,6 @@ def compile_retry(expr: str) -> CompiledWhen:
     return result
 
 
-def needs_evaluator(expr: str | None) -> bool:
-    """Does `check_retry` give the expression to its evaluator (it compiles and is no constant)?"""
-    if expr is None:
-        return False
-    compiled = compile_condition(expr, RETRY_VARIABLES)
-    return isinstance(compiled, CompiledWhen) and compiled.constant is None
-
-
 def quoted(source: str) -> str:
     """The expression as the reason quotes it: in double quotes (JSON's escapes), cut to QUOTED_MAX
     characters so that what follows it (the verdict, the error) fits the reason's bound."""

@@ -19,7 +19,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.children import ChildFlowJob, as_job, is_child_body, parent_of, refused_job
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
-from zen_flow.planner.engine import plan, uses_evaluator
+from zen_flow.planner.engine import plan
 from zen_flow.planner.jobs import (
     JobBuildError,
     adoptable,
@@ -124,7 +124,6 @@ __all__ = [
     "retry_delay",
     "runs_under",
     "unseen_jobs",
-    "uses_evaluator",
     "verified_children",
     "verified_parent",
 ]

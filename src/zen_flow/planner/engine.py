@@ -325,13 +325,6 @@ class _Planner(Starts):
         return events
 
 
-def uses_evaluator(flow: JobFlow) -> bool:
-    """Does a step's `when` or retryPolicy.expression go to the evaluator (anything but constants and
-    phase tests)? Evaluating those can take long (the controller bounds it in another process), so
-    their plans may have to run off the event loop."""
-    return shape_of(flow).evaluated
-
-
 def plan(
     flow: JobFlow,
     jobs: Sequence[Job],
