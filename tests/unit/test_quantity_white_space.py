@@ -56,11 +56,11 @@ def test_the_webhook_names_the_character_around_the_quantity(memory: str, point:
 
 
 @pytest.mark.parametrize(("memory", "point"), CASES)
-def test_a_stored_flow_fails_invalid_spec_naming_the_character(memory: str, point: str) -> None:
+async def test_a_stored_flow_fails_invalid_spec_naming_the_character(memory: str, point: str) -> None:
     stored = JobFlow.model_validate(
         {**flow_with(memory), "metadata": {"name": "f", "namespace": "d", "uid": "1"}}
     )
-    plan = fail_invalid(stored, Validity(lambda key: None).errors(stored), T0)
+    plan = fail_invalid(stored, await Validity(lambda key: None).checked(stored), T0)
     valid = next(c for c in plan.status.conditions if c.type == "Valid")
     (event,) = (e for e in plan.events if e.reason == "FlowFailed")
     for said in (valid.message, event.message, plan.status.message or ""):
