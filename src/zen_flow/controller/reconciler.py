@@ -265,12 +265,20 @@ class Controller(InformerEvents):
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
-            created, rejected = await self._executor.execute(flow, before_write(result.actions))
+            executed = await self._executor.execute(flow, before_write(result.actions))
+            if executed.unwritten is not None:  # a name taken: soon free, nothing written meanwhile
+                raise executed.unwritten
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
             await self._memo_cache.save(flow, result.actions, now)
         except (JobNameTaken, ApiError) as err:
             self._announcements.create_failed(flow, err)
             raise
+        created, rejected, refusals = executed.created, executed.rejected, executed.refused
+        if refusals and not rejected:
+            # Tried again with backoff (the error raised below), and meanwhile the rest of the plan is
+            # recorded: the Jobs it created, its deletes, the refused steps Pending saying why.
+            result = planner.refused_creates(flow, result, refusals, now)
+            self._announcements.create_failed(flow, executed.errors[0], repeated=executed.again)
         self._announcements.acted(flow, result.events)
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
@@ -281,6 +289,7 @@ class Controller(InformerEvents):
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
+        status = planner.with_create_condition(flow.status, status, () if rejected else refusals, now)
         written = False
         if status != flow.status:
             try:
@@ -310,7 +319,9 @@ class Controller(InformerEvents):
             # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob). Told first:
             # should these fail, the retry's plan reads the stop stored and tells nothing, but sends them
             # again (planner.finale `delete_again`, or the same plan when there was nothing to write).
-            await self._executor.execute(flow, later, made=created)
+            await self._executor.execute(flow, later, made=created, judged=False)
+        if refusals and not rejected:
+            raise executed.errors[0]  # the queue's backoff, per namespace, as for any failed reconcile
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
