@@ -7,7 +7,7 @@ runs to its end as if they had never been."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -112,8 +112,14 @@ def test_the_condition_keeps_its_transition_time_while_it_holds() -> None:
     later = datetime(2025, 1, 1, 1, tzinfo=UTC)
     again = with_create_condition(first, first, [refusal("b")], later)
     assert again is first  # nothing to write
-    cleared = with_create_condition(again, again, [], later)
+    cleared = with_create_condition(again, again, [], later, created=True)
     (cond,) = [c for c in cleared.conditions if c.type == JOB_CREATE_FAILING]
     assert (cond.status, cond.reason, cond.last_transition_time) == ("False", "JobsCreated", later)
+    # Said once: the next plans (creating something or not) keep it as it is.
+    assert with_create_condition(cleared, cleared, [], later + timedelta(hours=1)) is cleared
+    # Nothing refused, and nothing created either (a suspended flow): not "JobsCreated".
+    idle = with_create_condition(again, again, [], later)
+    (cond,) = [c for c in idle.conditions if c.type == JOB_CREATE_FAILING]
+    assert (cond.status, cond.reason) == ("False", "NoCreatesRefused")
     # A flow none of whose creates ever failed gets no such condition.
     assert with_create_condition(sim.flow.status, sim.flow.status, [], later) is sim.flow.status

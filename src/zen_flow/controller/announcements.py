@@ -33,6 +33,7 @@ from datetime import datetime
 
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.controller.cloud_event_sink import CloudEventSink
+from zen_flow.controller.create_failures import answer
 from zen_flow.controller.executor import JobNameTaken
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED
 from zen_flow.controller.memo_cache import EventSink
@@ -106,9 +107,7 @@ class Announcements:
             self._events.emit(flow, WARNING, CREATE_FORBIDDEN, f"{err.message} (retried with backoff)")
         elif repeated:
             # A webhook that fails (5xx), no answer: once is a blip its retry gets past; again, say it.
-            said = err.message if isinstance(err, ApiError) else (str(err) or type(err).__name__)
-            status = f"{err.status} " if isinstance(err, ApiError) else "no answer: "
-            self._events.emit(flow, WARNING, CREATE_FAILED, f"{status}{said} (retried with backoff)")
+            self._events.emit(flow, WARNING, CREATE_FAILED, f"{answer(err)} (retried with backoff)")
 
     def acted(self, flow: JobFlow, specs: Iterable[EventSpec]) -> None:
         """The actions are done: tell of them, before the status write (told once, whatever the write)."""
@@ -170,8 +169,6 @@ class Announcements:
             # no reconcile of this uid will come to settle it.
             return
         doubt = self._telling(flow, status, specs, now)
-        if not (doubt.told or doubt.events) and status == flow.status:
-            return  # nothing to tell, nothing to count
         doubts = self._doubts.setdefault(uid, [])
         if len(doubts) >= MAX_DOUBTS:
             # Planned from the version the kept ones read (`settle` ran before this plan): at most one of

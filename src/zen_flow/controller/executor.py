@@ -9,18 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
+from zen_flow.controller.create_failures import Executed, refusal
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
-from zen_flow.planner.create_refusals import REASON_CREATE_FAILED as CREATE_FAILED
-from zen_flow.planner.create_refusals import REASON_CREATE_FORBIDDEN as CREATE_FORBIDDEN
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.jobs import refusal_origin
 from zen_flow.planner.retention import RELEASED_REASON, RETENTION_REASONS
@@ -53,36 +51,6 @@ class JobNameTaken(ApiError):
 
     def __init__(self, name: str, err: ApiError) -> None:
         super().__init__(err.status, err.reason, planner.name_taken("Job", name))
-
-
-@dataclass(frozen=True)
-class Executed:
-    """What a plan's creates did. `created`: {name: uid} of the Jobs (and child flows) it created or
-    adopted; `rejected`: why the apiserver refused Jobs for good (422/400: sending them again could not
-    succeed); `refused`: the steps whose creates failed for now (403, 5xx, no answer), tried again with
-    backoff, and `errors` their errors in the same order (the reconciler raises the first once the
-    status is written, for the queue's backoff); `again`: the flow's creates had failed the time before
-    as well; `unwritten`: a create that failed otherwise (a Job name taken by one on its way out, a
-    failed look at who holds it), for which the reconciler writes nothing and raises, to retry soon."""
-
-    created: dict[str, str]
-    rejected: list[str]
-    refused: tuple[planner.CreateRefusal, ...] = ()
-    errors: tuple[Exception, ...] = ()
-    again: bool = False
-    unwritten: Exception | None = None
-
-
-def refusal(create: planner.CreateJob, err: Exception) -> planner.CreateRefusal:
-    """What the step of a create that failed for now says (`Job create refused: 403 ...`)."""
-    what = "JobFlow" if planner.is_child_body(create.body) else "Job"
-    if isinstance(err, ApiError):
-        reason = CREATE_FORBIDDEN if err.status == 403 else CREATE_FAILED
-        return planner.CreateRefusal(
-            create.step, reason, f"{what} create refused: {err.status} {err.message}"
-        )
-    said = str(err) or type(err).__name__
-    return planner.CreateRefusal(create.step, CREATE_FAILED, f"{what} create failed, no answer: {said}")
 
 
 class PlanExecutor:
@@ -293,6 +261,7 @@ class PlanExecutor:
         told = {id(err) for _, _, err in refused}
         # A taken name (or a failed look at who holds it): as before, nothing is written; the retry soon.
         unwritten = next((f for f in failures if id(f) not in told), None)
+        names = {c.step: c.body["metadata"]["name"] for c in creates}
         return Executed(
             created,
             rejected,
@@ -300,6 +269,7 @@ class PlanExecutor:
             tuple(err for _, _, err in refused),
             again,
             unwritten if isinstance(unwritten, Exception) else None,
+            tuple(names[r.step] for _, r, e in refused if not isinstance(e, ApiError) or e.status >= 500),
         )
 
     def _fail_deletes(self, uid: str, deletes: Sequence[planner.DeleteJob]) -> None:
