@@ -5,6 +5,7 @@ The controller runs its real worker loop against FakeApiServer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from controller_rig import Rig, running
 from test_controller_create_refusals import ALONE, FAN, QUOTA, WEBHOOK, failing, refuse_step, turns
 
+from zen_flow import planner
 from zen_flow.api import Job, JobFlow
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.kube.errors import from_status
@@ -193,3 +195,20 @@ def test_first_jobs_told_twice_keep_every_job() -> None:
     first.unrecorded(flow, {names["b"]: "uid-b"}, actions)
     changed = flow.model_copy(update={"spec": flow.spec.model_copy(update={"arguments": {"x": "1"}})})
     assert sorted(d.step for d in first.outdated(changed)) == ["a", "b"]
+
+
+@pytest.mark.parametrize("rig", [FAN], indirect=True)
+async def test_a_plan_waking_every_second_retries_a_refused_create_at_most_every_ten_seconds(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan whose own wakeup is short (a substitution budget's one second, a pod read) must not turn
+    the refused create into one request a second per flow: its timers wait for the floor instead."""
+    real = planner.refused_creates
+    monkeypatch.setattr(planner, "refused_creates", lambda *a, **k: replace(real(*a, **k), requeue_after=0.5))
+    refuse_step(rig, "b", 500, WEBHOOK)
+    for _ in range(60):  # the backoff's own first tries, milliseconds to seconds apart
+        await turns(rig, 1, 1)
+    before = rig.count("zen_flow_job_creates_total", "error")
+    for _ in range(60):
+        await turns(rig, 1, 1)
+    assert 1 <= rig.count("zen_flow_job_creates_total", "error") - before <= 7

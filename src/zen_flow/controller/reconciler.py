@@ -48,6 +48,9 @@ log = get_logger(__name__)
 # How soon to look again when a resourceTemplates object's name is held by one on its way out (a flow
 # deleted and re-created under that name: the old flow's PVC awaits the garbage collector, then its pods).
 RESOURCE_RETRY_SECONDS = 5.0
+# While a create is refused, the plan's own timers (another step's timeout, a retry) still wake the flow,
+# at most this often: each look also tries the refused create again.
+REFUSED_WAKEUP_FLOOR_SECONDS = 10.0
 # A look after replacing first Jobs built from edited steps, whose deletes may wake nothing (first_jobs.py).
 STEPS_CHANGED_RETRY_SECONDS = 1.0
 
@@ -344,7 +347,10 @@ class Controller(InformerEvents):
             await self._executor.execute(flow, later, made=created, judged=False)
         if refusals and not rejected:
             if result.requeue_after is not None:  # the plan's own timers (timeouts, retries) beside it
-                self._queue.add_after(key, result.requeue_after, priority(stored))
+                # Not sooner than the floor: each look tries the refused create again, and a plan waking
+                # every second (a pod read, the substitution budget) would bypass the backoff.
+                wakeup = max(result.requeue_after, REFUSED_WAKEUP_FLOOR_SECONDS)
+                self._queue.add_after(key, wakeup, priority(stored))
             raise executed.errors[0]  # the queue's backoff, per namespace, as for any failed reconcile
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
