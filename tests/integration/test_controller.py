@@ -427,3 +427,56 @@ async def test_readiness_says_why_the_caches_cannot_sync(
         controller.stop()
     assert "informer-jobflows-synced: cache not synced yet: token file" in body
     assert "no-such-token" in body
+
+
+async def test_a_job_quota_holds_back_one_step_and_the_flow_says_why(
+    namespace: str, driver: FlowDriver, start_controller: StartController, kubectl: Any
+) -> None:
+    """A `count/jobs.batch` ResourceQuota of 1: the real apiserver's quota admission refuses the second
+    Job (403 `exceeded quota`). The first is recorded Running, the refused step waits Pending saying why,
+    condition JobCreateFailing says so, and once the quota is raised the step starts and it clears."""
+
+    def quota(jobs: int) -> None:
+        # No quota controller runs in this profile: the test sets the quota's status as it would (the
+        # admission plugin enforces status.hard, and counts each Job it admits into status.used).
+        hard = {"count/jobs.batch": str(jobs)}
+        spec = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "jobs"},
+            "spec": {"hard": hard},
+        }
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(spec))
+        status = (
+            {"status": {"hard": hard}}
+            if jobs > 1
+            else {"status": {"hard": hard, "used": {"count/jobs.batch": "0"}}}
+        )
+        kubectl("patch", "resourcequota", "jobs", "-n", namespace, "--subresource=status", "--type=merge",
+                "-p", json.dumps(status))  # fmt: skip
+
+    quota(1)
+    start_controller()
+    await driver.create(flow_manifest("quota", namespace, [job_step("a"), job_step("b")]))
+
+    async def refused() -> dict[str, Any] | None:
+        flow = await driver.get(namespace, "quota")
+        cond = conditions(flow).get("JobCreateFailing") if flow and flow.get("status") else None
+        return flow if cond is not None and cond["status"] == "True" else None
+
+    flow = await wait_until(refused, WAIT, what="condition JobCreateFailing")
+    steps = {s["name"]: s for s in flow["status"]["steps"]}
+    (ran,) = [n for n, s in steps.items() if s["phase"] == "Running"]
+    (held,) = [n for n, s in steps.items() if s["phase"] == "Pending"]
+    assert steps[held]["message"].startswith("Job create refused: 403 ")
+    assert "exceeded quota" in steps[held]["message"]
+    cond = conditions(flow)["JobCreateFailing"]
+    assert cond["reason"] == "CreateForbidden"
+    assert f"step {held}" in cond["message"]
+    assert flow["status"]["phase"] == "Running"
+    assert sorted(await jobs_by_step(driver, namespace)) == [ran]
+
+    quota(2)
+    flow = await wait_steps(driver, namespace, "quota", {ran: "Running", held: "Running"})
+    cond = conditions(flow)["JobCreateFailing"]
+    assert (cond["status"], cond["reason"]) == ("False", "JobsCreated")

@@ -54,7 +54,11 @@ class Rig:
 
 @asynccontextmanager
 async def running(
-    flow: JobFlow, *, cloud_events: CloudEventSink | None = None, shards: ShardGate | None = None
+    flow: JobFlow,
+    *,
+    cloud_events: CloudEventSink | None = None,
+    shards: ShardGate | None = None,
+    progress_deadline: float = 0.0,
 ) -> AsyncIterator[Rig]:
     clock = FakeClock()
     api = FakeApiServer(clock)
@@ -64,6 +68,7 @@ async def running(
     ctrl = Controller(
         flows=api, jobs=api, api=api, queue=queue, expectations=Expectations(clock), events=api,
         clock=clock, metrics=metrics, cloud_events=cloud_events, shards=shards,
+        progress_deadline=progress_deadline,
     )  # fmt: skip
     api.on_flow = ctrl.on_flow_event
     api.on_job = ctrl.on_job_event

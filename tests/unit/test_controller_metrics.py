@@ -68,7 +68,9 @@ async def test_a_flow_whose_job_creates_are_refused_counts_as_failing_until_one_
         assert creates_failing(rig) == 1
     assert rig.count("zen_flow_job_creates_total", "error") > 10
     refusing.clear()  # the quota is raised
+    rig.api.sync()  # the status written meanwhile (step a refused, condition JobCreateFailing)
     await rig.settle(1000)
+    rig.api.sync()
     assert rig.step("a") == "Running"
     assert creates_failing(rig) is None
 

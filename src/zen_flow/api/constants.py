@@ -216,6 +216,14 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
 
 
+# Conditions set beside the planner's (ConditionType): an ended flow's record stored (planner.archiving),
+# Job creates refused for now (planner.create_refusals).
+ARCHIVED = "Archived"
+JOB_CREATE_FAILING = "JobCreateFailing"
+# Every condition type a flow's status can hold: the status size bound counts one of each (validation/size).
+CONDITION_TYPES: tuple[str, ...] = (*(t.value for t in ConditionType), ARCHIVED, JOB_CREATE_FAILING)
+
+
 # Defaults (decision 15): the original's executionPolicy defaults, shared by the mutating webhook, the CRD
 # schema defaults and the controller's fallbacks.
 DEFAULT_CONCURRENCY_POLICY = ConcurrencyPolicy.FORBID

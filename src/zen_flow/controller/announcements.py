@@ -33,21 +33,26 @@ from datetime import datetime
 
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.controller.cloud_event_sink import CloudEventSink
+from zen_flow.controller.create_failures import answer
 from zen_flow.controller.executor import JobNameTaken
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED
 from zen_flow.controller.memo_cache import EventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import REASON_RESOURCE_NAME_TAKEN
+from zen_flow.controller.transition_metrics import record_transitions
 from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.logging import get_logger
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.cloud_events import CloudEvent, cloud_events
+from zen_flow.planner.create_refusals import REASON_CREATE_FAILED, REASON_CREATE_FORBIDDEN
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 
 log = get_logger(__name__)
 
-# The Warning event while the apiserver refuses the flow's Job or resource creates with 403 (a quota).
-CREATE_FORBIDDEN = "CreateForbidden"
+# The Warning events while the apiserver refuses the flow's Job or resource creates: with 403 (a quota,
+# a policy), and with a 5xx or no answer, twice in a row (planner.create_refusals, the condition's reasons).
+CREATE_FORBIDDEN = REASON_CREATE_FORBIDDEN
+CREATE_FAILED = REASON_CREATE_FAILED
 # Writes in doubt kept per flow: each retry of a flow whose cache lags is one more (a 409), until the
 # cache shows the flow again. Past this many, the new one is not kept: the earliest are the ones that
 # may have landed (all were planned from one version, and a later 409 says an earlier write landed).
@@ -64,6 +69,8 @@ class _Telling:
     read: str
     told: tuple[EventSpec, ...]  # not `acted`: those were told before the write
     events: tuple[CloudEvent, ...]
+    # The flow the write was planned from: its metrics are the transitions from its status to `planned`.
+    source: JobFlow
 
 
 class Announcements:
@@ -89,13 +96,18 @@ class Announcements:
         """The flow's first Jobs were built from steps since edited: they are replaced (first_jobs.py)."""
         self._events.emit(flow, NORMAL, REASON_STEPS_CHANGED, f"{STEPS_CHANGED}: its first Jobs are replaced")
 
-    def create_failed(self, flow: JobFlow, err: JobNameTaken | ApiError) -> None:
-        """A create failed and is retried with backoff; nothing is written to the status meanwhile."""
+    def create_failed(self, flow: JobFlow, err: Exception, *, repeated: bool = False) -> None:
+        """A create failed and is retried with backoff. The Event is what `kubectl describe` shows of why
+        the flow (or a step) waits; the recorder makes a repeat one count more (kube/events.py), not one
+        Event per retry. `repeated`: the flow's creates failed the time before as well."""
         if isinstance(err, JobNameTaken):
-            # The Event is what `kubectl describe` shows of why the flow waits (a repeat is one count more).
             self._events.emit(flow, WARNING, "JobNameTaken", err.message)
-        elif err.status == 403:  # a ResourceQuota or an admission policy: the tenant's to fix, so say it
+        elif isinstance(err, ApiError) and err.status == 403:
+            # A ResourceQuota, an admission policy, RBAC: the tenant's or the admin's to fix, so say it.
             self._events.emit(flow, WARNING, CREATE_FORBIDDEN, f"{err.message} (retried with backoff)")
+        elif repeated:
+            # A webhook that fails (5xx), no answer: once is a blip its retry gets past; again, say it.
+            self._events.emit(flow, WARNING, CREATE_FAILED, f"{answer(err)} (retried with backoff)")
 
     def acted(self, flow: JobFlow, specs: Iterable[EventSpec]) -> None:
         """The actions are done: tell of them, before the status write (told once, whatever the write)."""
@@ -157,8 +169,6 @@ class Announcements:
             # no reconcile of this uid will come to settle it.
             return
         doubt = self._telling(flow, status, specs, now)
-        if not (doubt.told or doubt.events):
-            return
         doubts = self._doubts.setdefault(uid, [])
         if len(doubts) >= MAX_DOUBTS:
             # Planned from the version the kept ones read (`settle` ran before this plan): at most one of
@@ -177,7 +187,7 @@ class Announcements:
         events: tuple[CloudEvent, ...] = ()
         if self._cloud_events is not None:
             events = cloud_events(flow, status, specs, now, steps=self._cloud_events.step_events)
-        return _Telling(status, flow.metadata.resource_version, _transitions(specs), events)
+        return _Telling(status, flow.metadata.resource_version, _transitions(specs), events, flow)
 
     def settle(self, flow: JobFlow) -> None:
         """Tell of the write in doubt whose status the cache shows, exactly; drop those that did not land
@@ -190,8 +200,10 @@ class Announcements:
         if landed is not None:
             # The others did not land: all were planned from the version `landed` read, and each write is
             # conditional on it. Two writes retried from the same stale cache may have planned the same
-            # status (the same ids): one is told.
+            # status (the same ids): one is told. Its metrics are counted here, as an answered write's
+            # are when the answer comes (status_writer.py): this one's never came.
             self._tell(flow, landed)
+            record_transitions(self._metrics, landed.source, landed.planned)
             kept: list[_Telling] = []
         else:
             # Planned from the version the cache shows: their outcome is still unknown.

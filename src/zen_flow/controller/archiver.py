@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from zen_flow import __version__
 from zen_flow.api import Job, JobFlow
-from zen_flow.api.constants import FlowPhase
+from zen_flow.api.constants import ARCHIVED, FlowPhase
 from zen_flow.api.meta import format_time
 from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.config import Settings
@@ -52,7 +52,6 @@ from zen_flow.planner.archive_records import (
     run_tag,
 )
 from zen_flow.planner.archiving import (
-    ARCHIVED,
     REASON_ARCHIVE_FAILED,
     ArchiveState,
     ChildRecord,

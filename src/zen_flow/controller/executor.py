@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
+from zen_flow.controller.create_failures import Executed, refusal
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from zen_flow.logging import get_logger
@@ -106,14 +107,24 @@ class PlanExecutor:
         self._deleted_flows.discard(uid)
 
     async def execute(
-        self, flow: JobFlow, actions: Sequence[planner.Action], made: Mapping[str, str] | None = None
-    ) -> tuple[dict[str, str], list[str]]:
-        """Execute the plan's actions; returns {job name: uid} of the Jobs it created, and why the
-        apiserver refused Jobs for good (422/400: sending them again could not succeed). `made`: {name:
-        uid} of what this reconcile created already, which the cache may not show yet (its deletes)."""
+        self,
+        flow: JobFlow,
+        actions: Sequence[planner.Action],
+        made: Mapping[str, str] | None = None,
+        *,
+        judged: bool = True,
+    ) -> Executed:
+        """Execute the plan's actions: every create, whatever became of the others, then every delete,
+        whatever became of the creates (a succeeded step's Job deleted by jobRetention may be what frees
+        the quota a refused create waits for). Returns what the creates did (`Executed`); a delete that
+        fails raises, once the creates are done. `made`: {name: uid} of what this reconcile created
+        already, which the cache may not show yet (its deletes). `judged`: a plan's actions, whose
+        creates (or none) say whether the flow's creates are failing; not the deletes a reconcile sends
+        after its status write."""
         ns, uid = flow.metadata.namespace, flow.metadata.uid
         created: dict[str, str] = {}
         rejected: list[str] = []
+        refused: list[tuple[int, planner.CreateRefusal, Exception]] = []  # (its place in `creates`, ...)
         creates = [a for a in actions if isinstance(a, planner.CreateJob)]
         deletes = [a for a in actions if isinstance(a, planner.DeleteJob)]
         if creates:
@@ -122,7 +133,7 @@ class PlanExecutor:
             self._expectations.expect_deletions(uid, [a.name for a in deletes])
         gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
-        async def create_one(create: planner.CreateJob) -> None:
+        async def create_one(place: int, create: planner.CreateJob) -> None:
             name = create.body["metadata"]["name"]
             child = planner.is_child_body(create.body)  # a Flow step's child JobFlow (planner/children.py)
             asked = self._clock.monotonic()
@@ -167,6 +178,7 @@ class PlanExecutor:
                 self._expectations.creation_failed(uid, name)
                 if not err.permanent:
                     self._metrics.job_creates.labels("error").inc()
+                    refused.append((place, refusal(create, err), err))
                     raise
                 self._metrics.job_creates.labels("rejected").inc()
                 if child:  # its step fails saying why (ChildFlows); the flow's other steps go on
@@ -175,26 +187,32 @@ class PlanExecutor:
                     return
                 origin = refusal_origin(flow, create.step, err.message)  # a field the step did not write
                 rejected.append(f"step {create.step}: {err.status} {err.message}{origin}")
-            except Exception:
+            except Exception as err:  # no answer: tried again (a Job it made after all is adopted then)
                 self._metrics.job_creates.labels("error").inc()
                 self._expectations.creation_failed(uid, name)
+                refused.append((place, refusal(create, err), err))
                 raise
 
         # Concurrently: one after the other, the last Job of a 200-wide fan-out waited for 199 round trips
         # (docs/BENCHMARKS.md). Every create is attempted even when one fails, so no expectation is left
-        # waiting for a create that was never sent; the first error is raised once all have settled.
-        outcomes = await asyncio.gather(*(create_one(c) for c in creates), return_exceptions=True)
+        # waiting for a create that was never sent.
+        outcomes = await asyncio.gather(
+            *(create_one(i, c) for i, c in enumerate(creates)), return_exceptions=True
+        )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, Exception):  # cancelled: the reconcile itself is going away
+                self._fail_deletes(uid, deletes)
+                raise failure
         # Until the flow's next plan gets here: a plan without creates (the flow was stopped, suspended,
         # failed) waits on none. A taken name is no failure: it waits for the garbage collector.
+        again = flow.key in self._creates_failing
         if any(not isinstance(f, JobNameTaken) for f in failures):
             self._creates_failing.add(flow.key)
-        else:
+        elif judged:
             self._creates_failing.discard(flow.key)
         sent = 0
         try:
-            if failures:
-                raise failures[0]
             objects = {j.metadata.name: j for j in self._owned(uid)} if deletes and self._owned else {}
             for delete in deletes:
                 if delete.reason == planner.ENDED_REASON or delete.reason in RETENTION_REASONS:
@@ -213,10 +231,7 @@ class PlanExecutor:
                 sent += 1
                 log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
         except BaseException:
-            # A delete that failed or was never sent will not be observed: an expectation left for it
-            # held the flow's next reconcile until it expired (5 minutes) instead of the retry's backoff.
-            for delete in deletes[sent:]:
-                self._expectations.deletion_failed(uid, delete.name)
+            self._fail_deletes(uid, deletes[sent:])
             raise
         for action in actions:
             if isinstance(action, planner.SuspendChild):
@@ -242,7 +257,26 @@ class PlanExecutor:
                     await self._api.delete_flow(ns, flow.metadata.name, uid)
                 self._deleted_flows.add(uid)
                 log.info("deleted flow", reason=action.reason)
-        return created, rejected
+        refused.sort(key=lambda entry: entry[0])
+        told = {id(err) for _, _, err in refused}
+        # A taken name (or a failed look at who holds it): as before, nothing is written; the retry soon.
+        unwritten = next((f for f in failures if id(f) not in told), None)
+        names = {c.step: c.body["metadata"]["name"] for c in creates}
+        return Executed(
+            created,
+            rejected,
+            tuple(r for _, r, _ in refused),
+            tuple(err for _, _, err in refused),
+            again,
+            unwritten if isinstance(unwritten, Exception) else None,
+            tuple(names[r.step] for _, r, e in refused if not isinstance(e, ApiError) or e.status >= 500),
+        )
+
+    def _fail_deletes(self, uid: str, deletes: Sequence[planner.DeleteJob]) -> None:
+        """A delete that failed or was never sent will not be observed: an expectation left for it held
+        the flow's next reconcile until it expired (5 minutes) instead of the retry's backoff."""
+        for delete in deletes:
+            self._expectations.deletion_failed(uid, delete.name)
 
     async def _delete(
         self, flow: JobFlow, delete: planner.DeleteJob, made: Mapping[str, str], objects: Mapping[str, Job]

@@ -62,12 +62,17 @@ class FirstJobs:
     def unrecorded(
         self, flow: JobFlow, created: Mapping[str, str], actions: Iterable[planner.Action]
     ) -> None:
-        """The status write after `created` (Job name -> UID) failed."""
-        if flow.status.start_time is not None or not created or flow.metadata.uid in self._starts:
+        """The status write after `created` (Job name -> UID) failed, or those creates got no answer (a
+        5xx, a timeout: the Jobs may exist all the same). Added to those recorded already: the flow's
+        spec is the one they were built from, or `outdated` would have replaced them first."""
+        if flow.status.start_time is not None or not created:
             return
         steps = {a.body["metadata"]["name"]: a.step for a in actions if isinstance(a, planner.CreateJob)}
         specs = {s.name: s for s in flow.spec.steps}
         jobs = tuple((name, steps[name], specs.get(steps[name])) for name in created if name in steps)
+        known = self._starts.get(flow.metadata.uid)
+        if known is not None:
+            jobs = (*(j for j in known.jobs if j[0] not in created), *jobs)
         self._starts[flow.metadata.uid] = _Start(_shared(flow), jobs)
 
     def outdated(self, flow: JobFlow) -> tuple[planner.DeleteJob, ...]:

@@ -43,12 +43,18 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
+from zen_flow.planner.create_refusals import REASON_CREATE_FAILED
 
 log = get_logger(__name__)
 
 # How soon to look again when a resourceTemplates object's name is held by one on its way out (a flow
 # deleted and re-created under that name: the old flow's PVC awaits the garbage collector, then its pods).
 RESOURCE_RETRY_SECONDS = 5.0
+# While a create is refused, the plan's own timers (another step's timeout, a retry) still wake the flow,
+# at most this often: each look also tries the refused create again.
+REFUSED_WAKEUP_FLOOR_SECONDS = 10.0
+# A look after replacing first Jobs built from edited steps, whose deletes may wake nothing (first_jobs.py).
+STEPS_CHANGED_RETRY_SECONDS = 1.0
 
 
 class Controller(InformerEvents):
@@ -83,6 +89,7 @@ class Controller(InformerEvents):
         # steps' child flows among them when the JobCache shows them (controller/child_flows.py).
         self._family = jobs if isinstance(jobs, ChildFlowCache) else None
         self._slots = FlowSlots(slots or planner.SlotLimits(), flows, jobs, queue, self._family)
+        self._progress_deadline = progress_deadline
         self._runner = PlanRunner(
             api=api,
             evaluate=evaluate,
@@ -248,7 +255,8 @@ class Controller(InformerEvents):
             self._announcements.steps_changed(flow)
             await self._executor.execute(flow, outdated)
             self._first_jobs.replaced(uid)
-            return None
+            # A Job of a create that got no answer may never have been made: no delete event then.
+            return STEPS_CHANGED_RETRY_SECONDS
         refusal = None
         if unexpanded(flow) and (refusal := await self._templates.resolve(flow)) is None:
             return None  # its steps are written now: the watch event of that write brings it back
@@ -287,12 +295,30 @@ class Controller(InformerEvents):
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
-            created, rejected = await self._executor.execute(flow, before_write(result.actions))
+            executed = await self._executor.execute(flow, before_write(result.actions))
+            if executed.unwritten is not None:  # a name taken: soon free, nothing written meanwhile
+                raise executed.unwritten
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
             await self._memo_cache.save(flow, result.actions, now)
         except (JobNameTaken, ApiError) as err:
             self._announcements.create_failed(flow, err)
             raise
+        created, rejected, refusals = executed.created, executed.rejected, executed.refused
+        # A first 5xx or lost answer is most often a blip the retry gets past: nothing said of it yet.
+        quiet = (
+            bool(refusals) and not executed.again and all(r.reason == REASON_CREATE_FAILED for r in refusals)
+        )
+        if refusals and not rejected:
+            # Tried again with backoff (the error raised below), and meanwhile the rest of the plan is
+            # recorded: the Jobs it created, its deletes, the refused steps Pending saying why.
+            result = planner.refused_creates(
+                flow, result, refusals, now, deadline=self._progress_deadline, quiet=quiet
+            )
+            self._announcements.create_failed(flow, executed.errors[0], repeated=executed.again)
+        if executed.unanswered:
+            # Those Jobs may exist while the status says nothing started: an edit of their steps before a
+            # status records the start must replace them, not adopt them.
+            self._first_jobs.unrecorded(flow, dict.fromkeys(executed.unanswered, ""), result.actions)
         self._announcements.acted(flow, result.events)
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
@@ -303,6 +329,14 @@ class Controller(InformerEvents):
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
+        status = planner.with_create_condition(
+            flow.status,
+            status,
+            () if rejected else refusals,
+            now,
+            created=bool(created),
+            quiet=quiet and not rejected,
+        )
         written = False
         if status != flow.status:
             try:
@@ -332,7 +366,14 @@ class Controller(InformerEvents):
             # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob). Told first:
             # should these fail, the retry's plan reads the stop stored and tells nothing, but sends them
             # again (planner.finale `delete_again`, or the same plan when there was nothing to write).
-            await self._executor.execute(flow, later, made=created)
+            await self._executor.execute(flow, later, made=created, judged=False)
+        if refusals and not rejected:
+            if result.requeue_after is not None:  # the plan's own timers (timeouts, retries) beside it
+                # Not sooner than the floor: each look tries the refused create again, and a plan waking
+                # every second (a pod read, the substitution budget) would bypass the backoff.
+                wakeup = max(result.requeue_after, REFUSED_WAKEUP_FLOOR_SECONDS)
+                self._queue.add_after(key, wakeup, priority(stored))
+            raise executed.errors[0]  # the queue's backoff, per namespace, as for any failed reconcile
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after

@@ -19,6 +19,7 @@ from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
 from zen_flow.planner.children import ChildFlowJob, as_job, is_child_body, parent_of, refused_job
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
+from zen_flow.planner.create_refusals import CreateRefusal, refused_creates, with_create_condition
 from zen_flow.planner.engine import plan
 from zen_flow.planner.jobs import (
     JobBuildError,
@@ -69,6 +70,7 @@ __all__ = [
     "ArtifactOptions",
     "ChildFlowJob",
     "CreateJob",
+    "CreateRefusal",
     "CreateResource",
     "DeleteFlow",
     "DeleteJob",
@@ -120,10 +122,12 @@ __all__ = [
     "pods_moved",
     "pods_to_read",
     "refused",
+    "refused_creates",
     "refused_job",
     "retry_delay",
     "runs_under",
     "unseen_jobs",
     "verified_children",
     "verified_parent",
+    "with_create_condition",
 ]

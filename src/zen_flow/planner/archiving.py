@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from zen_flow.api.constants import FlowPhase
+from zen_flow.api.constants import ARCHIVED, FlowPhase
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition, format_time
@@ -40,7 +40,6 @@ from zen_flow.planner.lifecycle import ttl_rule
 from zen_flow.planner.status import MAX_CONDITION_MESSAGE, cut
 from zen_flow.planner.timing import after, normalize, until
 
-ARCHIVED = "Archived"  # the condition type
 REASON_ARCHIVED = "Archived"
 REASON_ARCHIVE_FAILED = "ArchiveFailed"  # the condition's reason and the Warning event's
 REASON_NOT_ARCHIVED = "NotArchived"  # the Warning event of a flow deleted without a record

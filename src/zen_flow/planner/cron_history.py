@@ -21,9 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from zen_flow.api.constants import DEFAULT_FAILED_HISTORY_LIMIT, DEFAULT_SUCCESSFUL_HISTORY_LIMIT, FlowPhase
+from zen_flow.api.constants import (
+    ARCHIVED,
+    DEFAULT_FAILED_HISTORY_LIMIT,
+    DEFAULT_SUCCESSFUL_HISTORY_LIMIT,
+    FlowPhase,
+)
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.planner.archiving import ARCHIVED, archived
+from zen_flow.planner.archiving import archived
 from zen_flow.planner.cron_runs import rank_of
 from zen_flow.planner.timing import after, until
 

@@ -14,6 +14,7 @@ from zen_flow.core.expressions import Deferred, Unavailable, check_when
 from zen_flow.planner.actions import CreateJob
 from zen_flow.planner.artifacts import add_transfers
 from zen_flow.planner.children import build_child
+from zen_flow.planner.create_refusals import unnoted
 from zen_flow.planner.finale import Finale
 from zen_flow.planner.jobs import JobBuildError, adoptable, build_job
 from zen_flow.planner.lineage import MAX_DESCENDANTS
@@ -31,12 +32,13 @@ WAITING_TO_BE_CREATED = "waiting to be created: "
 
 
 def retry_reason(w: StepWork) -> str | None:
-    """A Retrying step's message (why its last attempt failed) without a deferral's note before it."""
+    """A Retrying step's message (why its last attempt failed) without a deferral's or a refused create's
+    note before it."""
     if w.phase != StepPhase.RETRYING or not w.message:
         return None
     if w.message.startswith(WAITING_TO_BE_CREATED):
         return w.message.partition("; ")[2] or None
-    return w.message
+    return unnoted(w.message)
 
 
 class Starts(Finale):

@@ -18,7 +18,13 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from zen_flow.api.constants import AUDIT_RETRIES_BYTES, MAX_APPROVERS, MAX_FAILED_NODES, failed_nodes_kept
+from zen_flow.api.constants import (
+    AUDIT_RETRIES_BYTES,
+    CONDITION_TYPES,
+    MAX_APPROVERS,
+    MAX_FAILED_NODES,
+    failed_nodes_kept,
+)
 from zen_flow.api.jobflow import needed_approvals
 from zen_flow.core.matrix import expand_matrix, has_matrix
 from zen_flow.core.matrix_parameters import MAX_EFFECTIVE_STEPS, MAX_ITEMS, MAX_ITEMS_FIELD, bound_of
@@ -40,9 +46,10 @@ STEP_MESSAGE_BYTES = 256 + 64  # 256 characters (planner/steps.py MAX_MESSAGE), 
 # One status.steps[] entry without outputs: field names and punctuation, name, four timestamps,
 # jobRef (Job name and namespace up to 63 each, UID, kind), retryCount, message.
 STEP_ENTRY_BYTES = 300 + 63 + 4 * 30 + (63 + 63 + 36 + 40) + 20 + STEP_MESSAGE_BYTES
-# Conditions (8, messages up to 1 KiB), phase, times, progress, message, observedGeneration, and
-# heldLocks (the flow's own locks: at most 8 names of 63 characters).
-FLOW_STATUS_BYTES = 8 * (1024 + 200) + 256 * 3 + 800 + 8 * (63 + 3) + 16
+# Conditions (one of each type, messages up to 1 KiB), phase, times, progress, message,
+# observedGeneration, and heldLocks (the flow's own locks: at most 8 names of 63 characters).
+CONDITION_BYTES = 1024 + 200
+FLOW_STATUS_BYTES = len(CONDITION_TYPES) * CONDITION_BYTES + 256 * 3 + 800 + 8 * (63 + 3) + 16
 # A plain gate: approvedBy, and status.audit.approvals[]: step, user, time and the decision message (1 KiB,
 # planner/observation.py): 400 plain gates approved with a long message outgrew the bound without it.
 APPROVAL_BYTES = 2 * 256 + 63 + 30 + 80 + 1024

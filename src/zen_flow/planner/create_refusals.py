@@ -1,0 +1,258 @@
+"""A plan written without the Job creates the apiserver refused for now (403: a ResourceQuota, an admission
+policy, missing RBAC; a 5xx: a failing webhook; no answer), and the condition that says so.
+
+Such a create is tried again with backoff, but the rest of the plan stands: the Jobs it did create run,
+and its deletes went out (a succeeded step's Job deleted by jobRetention is what frees a `count/jobs.batch`
+quota). Writing nothing until every create passes left the flow's status stale while its Jobs ran: their
+start times taken from whichever later plan adopted them (a timeout counted from then), the flow's start
+unrecorded (admission let its steps be edited under running Jobs), dependents and slots acting on it.
+
+So the status is written as the plan made it, but for the refused steps: each keeps the entry it had
+(Pending, or Retrying for a retry's attempt) with a message naming the refusal, and a flow that nothing
+started yet stays Pending and unstarted. Condition JobCreateFailing is True while creates are refused
+and False once a plan's creates pass; the planner never names it, so every status written carries it on
+(`with_create_condition`).
+
+A refused step's message is a note before what it said (a failed attempt's error), taken off once its
+create goes out (`unnoted`, read by planner.starts when it starts the next attempt) or no plan tries it
+any more (a suspended flow). A first 5xx or lost answer is usually a blip the retry gets past: it holds
+its step back but says nothing (`quiet`), so a one-off does not flap the condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from zen_flow.api.constants import JOB_CREATE_FAILING, FlowPhase, StepPhase
+from zen_flow.api.flow_status import JobFlowStatus, StepStatus
+from zen_flow.api.jobflow import JobFlow
+from zen_flow.api.meta import Condition
+from zen_flow.planner.actions import EventSpec, Plan
+from zen_flow.planner.backoff import retry_limit
+from zen_flow.planner.events import WARNING
+from zen_flow.planner.parallelism import parallelism_of
+from zen_flow.planner.progress import REASON_STALLED, judge, last_progress, phases_changed, stalled
+from zen_flow.planner.status import (
+    MAX_CONDITION_MESSAGE,
+    MAX_FLOW_MESSAGE,
+    conditions,
+    cut,
+    flow_message,
+    listing,
+    progress,
+    summary,
+)
+from zen_flow.planner.steps import bound
+from zen_flow.planner.timing import normalize, until
+
+__all__ = ["JOB_CREATE_FAILING", "CreateRefusal", "refused_creates", "unnoted", "with_create_condition"]
+
+REASON_CREATE_FORBIDDEN = "CreateForbidden"  # 403: a quota, a policy, RBAC (also the Warning event's)
+REASON_CREATE_FAILED = "CreateFailed"  # a 5xx, no answer (also the Warning event's, when repeated)
+REASON_JOBS_CREATED = "JobsCreated"  # False: the last plan's creates passed
+REASON_NONE_REFUSED = "NoCreatesRefused"  # False: the last plan created nothing, and nothing was refused
+RETRIED = "retried with backoff"
+# How a refused step's message starts (controller/executor.py `refusal`), and what joins what it said before.
+NOTES = ("Job create refused: ", "JobFlow create refused: ", "Job create failed, ", "JobFlow create failed, ")
+BEFORE = "; before: "
+
+
+@dataclass(frozen=True)
+class CreateRefusal:
+    """A step whose Job (or child flow) create failed and is tried again: `reason` is the condition's,
+    `message` the step's (`Job create refused: 403 ...`)."""
+
+    step: str
+    reason: str
+    message: str
+
+
+def unnoted(message: str | None) -> str | None:
+    """A step's `message` without a refusal's note before it."""
+    if message is None or not message.startswith(NOTES):
+        return message
+    return message.partition(BEFORE)[2] or None
+
+
+def refused_creates(
+    flow: JobFlow,
+    planned: Plan,
+    refusals: Sequence[CreateRefusal],
+    now: datetime,
+    *,
+    deadline: float = 0.0,
+    quiet: bool = False,
+) -> Plan:
+    """`planned` without the starts of the refused steps: its status, and its events of those steps (a
+    StepStarted that never happened, a FlowStarted when nothing started). `deadline`: the progress
+    deadline, judged from the last real phase change (each retry plans the refused start as one).
+    `quiet`: a first blip, the refused steps keep their messages and the flow's says nothing of it."""
+    if not refusals:
+        return planned
+    old, new = flow.status, planned.status
+    why = {r.step: r.message for r in refusals}
+    steps = tuple(_held(old.step(s.name), s, why[s.name], quiet) if s.name in why else s for s in new.steps)
+    # Begun: a step moved in this plan beside the refused ones (started, skipped, reached a gate), or the
+    # flow holds its own locks; a rerun's settled steps, kept from before, do not count.
+    before = {s.name: s.phase for s in old.steps}
+    begun = (
+        old.start_time is not None
+        or bool(new.held_locks)
+        or any(s.phase != before.get(s.name, StepPhase.PENDING) for s in steps if s.name not in why)
+    )
+    phase = FlowPhase(new.phase) if new.phase else FlowPhase.PENDING
+    if not begun:
+        phase = FlowPhase.PENDING
+    elif phase == FlowPhase.RUNNING and not _moving(steps):
+        gated = any(s.phase == StepPhase.PENDING_APPROVAL for s in steps)
+        phase = FlowPhase.PAUSED if gated else FlowPhase.RUNNING
+    names = [r.step for r in refusals]
+    said = f"Job create refused: {listing(names)} ({RETRIED})"
+    if any(s.phase in (StepPhase.FAILED, StepPhase.PENDING_APPROVAL) for s in steps):
+        # What the plan said of a failure or a gate's approvals, which only it knows how to say.
+        rest = new.message or ""
+    else:
+        specs = {s.name: s for s in flow.spec.steps}
+        rest = flow_message(
+            phase,
+            steps,
+            None,
+            None,
+            lambda n: retry_limit(specs[n]) if n in specs else 0,
+            parallelism_of(flow),
+        )
+    if quiet:
+        said = ""
+    message = cut(f"{said}; {rest}" if said and rest else said or rest or "", MAX_FLOW_MESSAGE)
+    counts = progress(steps)
+    update: dict[str, Any] = {
+        "steps": steps,
+        "phase": phase.value,
+        "message": message,
+        "progress": counts,
+        "progress_summary": summary(counts),
+    }
+    # The times the plan set for the refused starts, at its `now`: kept, each retry would write again
+    # (and its watch event bring the next at once, not after the backoff).
+    kept = last_progress(old, phase, steps, now)
+    update["last_progress_time"] = kept
+    stall, due = judge(phase, steps, kept, deadline, now)
+    if not begun or not phases_changed(old, phase, steps):
+        update["estimated_completion_time"] = old.estimated_completion_time
+    if not begun:
+        update["start_time"] = None
+    if phase.value != new.phase or stall.stalled is not None:
+        # Only from a plan that started something (Running), to Pending or Paused: not queued, not stalled.
+        update["conditions"] = conditions(
+            old.conditions,
+            phase,
+            message=message,
+            failed_reason="",
+            waiting=[s.name for s in steps if s.phase == StepPhase.PENDING_APPROVAL],
+            generation=new.observed_generation,
+            now=now,
+            stalled=stall.stalled,
+        )
+    elif message != new.message:  # the conditions that carry the flow's message carry this one
+        said_before = cut(new.message or "", MAX_CONDITION_MESSAGE)
+        update["conditions"] = tuple(
+            c.model_copy(update={"message": cut(message, MAX_CONDITION_MESSAGE)})
+            if c.message and c.message == said_before
+            else c
+            for c in new.conditions
+        )
+    status = new.model_copy(update=update)
+    events = tuple(
+        e
+        for e in planned.events
+        if e.acted
+        or (
+            e.step not in why
+            and (begun or e.reason != "FlowStarted")
+            and (stall.stalled is None or e.reason not in ("FlowProgressing", REASON_STALLED))
+        )
+    )
+    if stall.stalled is not None and stalled(old) is None:
+        events = (*events, EventSpec(WARNING, REASON_STALLED, stall.stalled))
+    wake = planned.requeue_after
+    if due is not None:
+        wake = min(until(now, due), wake) if wake is not None else until(now, due)
+    return replace(planned, status=status, events=events, requeue_after=wake)
+
+
+def with_create_condition(
+    old: JobFlowStatus,
+    status: JobFlowStatus,
+    refusals: Sequence[CreateRefusal],
+    now: datetime,
+    *,
+    created: bool = False,
+    quiet: bool = False,
+) -> JobFlowStatus:
+    """`status` with condition JobCreateFailing: True naming the first refusal, False once a plan of a
+    flow that had it got by without one (JobsCreated when it `created` something); absent on a flow none
+    of whose creates ever failed. Its `lastTransitionTime` moves only when its status flips. `quiet`: as
+    it was (a first blip). The notes of steps no longer refused are taken off their messages."""
+    before = next((c for c in old.conditions if c.type == JOB_CREATE_FAILING), None)
+    if quiet:
+        return _carried(status, before)
+    if before is not None and before.status == "True":
+        status = _unnote(status, {r.step for r in refusals})
+    if refusals:
+        first = refusals[0]
+        steps = [r.step for r in refusals]
+        named = f"step {first.step}" if len(steps) == 1 else f"steps {listing(steps)}"
+        value, reason, message = "True", first.reason, f"{named}: {first.message} ({RETRIED})"
+    elif before is not None and before.status == "True":
+        value, reason, message = "False", REASON_JOBS_CREATED if created else REASON_NONE_REFUSED, ""
+    elif before is not None:  # False already: said once, not again for each plan's creates
+        return _carried(status, before.model_copy(update={"observed_generation": status.observed_generation}))
+    else:
+        return status
+    since = before.last_transition_time if before is not None and before.status == value else None
+    cond = Condition(
+        type=JOB_CREATE_FAILING,
+        status=value,
+        reason=reason,
+        message=cut(message, MAX_CONDITION_MESSAGE),
+        last_transition_time=since or normalize(now),
+        observed_generation=status.observed_generation,
+    )
+    return _carried(status, cond)
+
+
+def _carried(status: JobFlowStatus, cond: Condition | None) -> JobFlowStatus:
+    """`status` with `cond` as its JobCreateFailing condition (none: without one)."""
+    current = next((c for c in status.conditions if c.type == JOB_CREATE_FAILING), None)
+    if current == cond:
+        return status
+    others = tuple(c for c in status.conditions if c.type != JOB_CREATE_FAILING)
+    return status.model_copy(update={"conditions": (*others, cond) if cond is not None else others})
+
+
+def _unnote(status: JobFlowStatus, refused: set[str]) -> JobFlowStatus:
+    steps = tuple(
+        s if s.name in refused or s.message is None or not s.message.startswith(NOTES)
+        else replace(s, message=unnoted(s.message))
+        for s in status.steps
+    )  # fmt: skip
+    if all(a is b for a, b in zip(steps, status.steps, strict=True)):
+        return status
+    return status.model_copy(update={"steps": steps})
+
+
+def _held(before: StepStatus | None, planned: StepStatus, message: str, quiet: bool) -> StepStatus:
+    """The refused step as it was before this plan (Pending, or Retrying), saying why it did not start
+    before what it said (a failed attempt's error)."""
+    held = before if before is not None else StepStatus(name=planned.name)
+    if quiet:
+        return held
+    said = unnoted(held.message)
+    return replace(held, message=bound(f"{message}{BEFORE}{said}" if said else message))
+
+
+def _moving(steps: Sequence[StepStatus]) -> bool:
+    return any(s.phase in (StepPhase.RUNNING, StepPhase.RETRYING) for s in steps)
