@@ -77,7 +77,7 @@ def compile_retry(expr: str) -> CompiledWhen:
     return result
 
 
-def needs_evaluator(expr: str | None) -> bool:
+def retry_needs_evaluator(expr: str | None) -> bool:
     """Does `check_retry` give the expression to its evaluator (it compiles and is no constant)?"""
     if expr is None:
         return False

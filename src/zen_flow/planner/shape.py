@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY
 from zen_flow.api.jobflow import JobFlow, Step
-from zen_flow.core import retry_condition
 from zen_flow.core.dag import CycleError, Graph
 from zen_flow.core.expressions import needs_evaluator
+from zen_flow.core.retry_condition import retry_needs_evaluator
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 
 
@@ -74,9 +74,7 @@ def _derive(steps: tuple[Step, ...]) -> Shape:
         specs=specs,
         dependents={name: tuple(names) for name, names in dependents.items()},
         manual=tuple(s.name for s in steps if s.is_manual),
-        evaluated=any(
-            needs_evaluator(s.when) or retry_condition.needs_evaluator(retry_expression(s)) for s in steps
-        ),
+        evaluated=any(needs_evaluator(s.when) or retry_needs_evaluator(retry_expression(s)) for s in steps),
         final=final,
     )
 
