@@ -324,6 +324,7 @@ def test_an_evaluator_that_cannot_evaluate_decides_nothing_and_says_so() -> None
     exits(sim, 2)
     assert step(sim).phase == StepPhase.RUNNING
     assert step(sim).message == (
+        "Job failed: main: exit code 2; BackoffLimitExceeded: Job has failed; "
         "waiting to evaluate retryPolicy.expression: the expression worker does not start"
     )
     assert sim.last.requeue_after == UNAVAILABLE_RETRY_SECONDS

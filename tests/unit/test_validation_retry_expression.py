@@ -141,7 +141,9 @@ def test_a_field_lastretry_does_not_have_is_refused_naming_the_known_ones(
         ("lastRetry.exitCode != '2'", "compares lastRetry.exitCode, a number, with '2'"),
         ("'137' == lastRetry.exitCode", "compares lastRetry.exitCode, a number, with '137'"),
         ("lastRetry.status == 1", "compares lastRetry.status, a string, with 1"),
-        ("lastRetry.duration > '60'", "compares lastRetry.duration, a number, with '60'"),
+        ("lastRetry.duration > '60'", "orders lastRetry.duration, a number, against '60'"),
+        ("lastRetry.status != 'failed'", 'lastRetry.status is "Failed" or "Error", never \'failed\''),
+        ("'OOMKilled' == lastRetry.status", 'lastRetry.status is "Failed" or "Error", never \'OOMKilled\''),
     ],
 )
 def test_a_comparison_that_never_holds_is_refused(expression: str, text: str) -> None:
@@ -160,4 +162,21 @@ def test_a_comparison_that_never_holds_is_refused(expression: str, text: str) ->
     ],
 )
 def test_the_known_fields_compared_with_their_types_are_admitted(expression: str) -> None:
+    assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression))))
+
+
+def test_an_ordering_with_a_literal_of_another_type_is_not_said_to_be_unequal() -> None:
+    # CEL has no `<` between a number and a string: every evaluation fails (no retry), it is not "true".
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retried_when("lastRetry.duration > '60'")))
+    assert_error(
+        flow,
+        PATH,
+        E.INVALID,
+        "orders lastRetry.duration, a number, against '60', a string: CEL has no such comparison, so "
+        "every evaluation fails (no retry, ever): compare with a number",
+    )
+
+
+@pytest.mark.parametrize("expression", ["lastRetry.status == 'Failed'", '"Error" != lastRetry.status'])
+def test_the_status_compared_with_one_of_its_values_is_admitted(expression: str) -> None:
     assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression))))

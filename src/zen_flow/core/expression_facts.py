@@ -217,6 +217,8 @@ class MemberRead:
     field: str
     literal: str | None = None
     string: bool = False
+    operator: str | None = None  # the comparison's, when there is a literal
+    value: str | None = None  # a string literal's, decoded
 
 
 @lru_cache(maxsize=1024)
@@ -233,24 +235,29 @@ def member_reads(expr: str, root: str) -> tuple[MemberRead, ...]:
             continue
         field, end = member
         if typed := _compared(toks, k, end, expr):
-            found.append(MemberRead(field, typed[0].literal))
+            found.append(MemberRead(field, typed[0].literal, operator=typed[0].operator))
+        elif (compared := _string_compared(toks, k, end)) is not None:
+            op, at = compared
+            literal = expr[toks[at].start : toks[at].end]
+            found.append(MemberRead(field, literal, string=True, operator=op, value=toks[at].value))
         else:
-            found.append(MemberRead(field, _string_compared(toks, k, end, expr), string=True))
+            found.append(MemberRead(field, string=True))
     return tuple(found)
 
 
-def _string_compared(toks: list[Token], start: int, end: int, src: str) -> str | None:
-    """A string literal the reference toks[start:end] is compared with directly, on either side."""
+def _string_compared(toks: list[Token], start: int, end: int) -> tuple[str, int] | None:
+    """A string literal the reference toks[start:end] is compared with directly, on either side:
+    (the operator, the literal's index)."""
     if _read_on(toks, end):
         return None
     after = _operator(toks, end)
     if after is not None and after[1] < len(toks) and toks[after[1]].kind == "string":
         at = after[1]
         if not (at + 1 < len(toks) and toks[at + 1].text in ("+", ".", "[")):
-            return src[toks[at].start : toks[at].end]
+            return after[0], at
     before = _operator_before(toks, start)
     if before is not None and before[1] >= 1 and toks[before[1] - 1].kind == "string":
         at = before[1] - 1
         if not _operand_of_plus(toks, at):
-            return src[toks[at].start : toks[at].end]
+            return before[0], at
     return None

@@ -31,6 +31,7 @@ from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.node_avoidance import without_avoiding
 from zen_flow.planner.retention import retention_deletes, retention_of
+from zen_flow.planner.retry_messages import waited_failure
 from zen_flow.planner.status import REASON_INVALID, REASON_JOB_REJECTED
 from zen_flow.planner.status_assembly import assemble
 from zen_flow.planner.steps import StepWork
@@ -212,7 +213,9 @@ def fail_invalid(
         if work.phase == StepPhase.RUNNING:
             if base is not None and work.job_ref is not None and work.job_ref.name not in unborn:
                 stops.append(DeleteJob(work.job_ref.name, spec.name, cause))
-            work.fail(now, f"{FLOW_FAILED_MARK}{cause}")
+            # Its Job failed already if its retry condition's verdict waits: that failure stays said.
+            failed = waited_failure(work.message, work.retry_count)
+            work.fail(now, f"{FLOW_FAILED_MARK}{cause}{f'; {failed}' if failed else ''}")
         elif work.phase == StepPhase.RETRYING:  # its next attempt, and the nodes it avoids, never come
             work.fail(now, f"{FLOW_FAILED_MARK}{cause}; {without_avoiding(work.message or '')}")
         elif not work.terminal:
@@ -228,9 +231,15 @@ def fail_invalid(
         audit=with_origin(current.audit, flow.metadata.annotations),  # the plan's approvals too
         now=now,
     )
-    # The flow's own events, and the StepFailed of a step that was retrying (its failure, as any other
-    # failed step's, with its final message); one event per never-run step would be noise here.
-    retried = {s.name for s in flow.status.steps if s.phase == StepPhase.RETRYING}
+    # The flow's own events, and the StepFailed of a step that was retrying, or whose Job had failed
+    # with the verdict of its retry condition waiting (its failure, as any other failed step's, with its
+    # final message); one event per never-run step would be noise here.
+    retried = {
+        s.name
+        for s in flow.status.steps
+        if s.phase == StepPhase.RETRYING
+        or (s.phase == StepPhase.RUNNING and waited_failure(s.message, s.retry_count))
+    }
     specs = {s.name: s for s in flow.spec.steps if s.name in retried}
     events = tuple(
         e

@@ -24,11 +24,12 @@ from zen_flow.planner.outputs import (
     reads_messages,
 )
 from zen_flow.planner.parallelism import unwait
-from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began
+from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began, attempt_start
 from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
 from zen_flow.planner.reports import download_failure, exit_summary
-from zen_flow.planner.retry_gate import WAITING, RetryGate, last_retry, pending_said, seconds_between
+from zen_flow.planner.retry_gate import RetryGate, last_retry, seconds_between
+from zen_flow.planner.retry_messages import WAITING
 from zen_flow.planner.shape import retry_expression
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import HELD_PREFIXES, MAX_MESSAGE, StepWork, bound, held, unheld
@@ -174,8 +175,9 @@ class Observation(RetryGate):
                 defaults = self.flow.spec.step_defaults
                 if timeout and job_deadline(w.spec) == timeout:
                     # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
-                    # the same timeout, said the same way whoever noticed first.
-                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s", last=self.last(w, job, name))
+                    # the same timeout, said and judged the same way whoever noticed first (its lastRetry
+                    # is `unexited`'s: which of the two ends the attempt is a race, whatever its pods say).
+                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
                     return
                 if (origin := deadline_origin(w.spec, defaults)) is not None:
                     # The template's own, smaller deadline stopped it (or the flow's default, for a step
@@ -214,9 +216,7 @@ class Observation(RetryGate):
             # (`RetryGate`); the step then records why it failed, for the plan that finds the Job gone.
             self.actions.append(DeleteJob(name, w.name, PENDING_TIMEOUT_MARK))
             self.timed_out.add(w.name)  # its pod may have started since the read: as `after_timeout`
-            if not self.attempt_failed(w, stuck):
-                waiting = w.message if (w.message or "").startswith(WAITING) else None
-                w.message = bound("; ".join(x for x in (pending_said(stuck), waiting) if x))
+            self.attempt_failed(w, stuck)  # its verdict waiting, its message says `pending_said`
             return
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
@@ -238,7 +238,7 @@ class Observation(RetryGate):
         (`own_delete`), never as a failure to retry; anything else is a failed attempt."""
         message = w.message or ""
         if message.startswith(PENDING_TIMEOUT_MARK):  # our own delete, its verdict waiting: see above
-            why = message.partition(f"; {WAITING}")[0]
+            why = message.partition(f"; {WAITING}")[0]  # `waiting`
         said = self.gone(w, job, why)
         cause = self.own_delete(w) if said == why else None
         if cause is None:
@@ -268,11 +268,7 @@ class Observation(RetryGate):
             return why
         if job is None and (w.message or "").startswith(HELD_PREFIXES):
             return why
-        began = (
-            self.began(w, job)
-            if job is not None
-            else w.attempt_start_time or (w.start_time if w.retry_count == 0 else None)
-        )
+        began = self.began(w, job) if job is not None else attempt_start(w)
         if began is not None and self.now >= after_cut(began, timeout):
             return f"{TIMEOUT_MARK} {timeout}s"
         return why
@@ -295,25 +291,18 @@ class Observation(RetryGate):
         w.succeed(self.now, None)
         self.save_result(w)  # only a success by running is stored
 
-    def last(self, w: StepWork, job: Job, name: str, said: str | None = None) -> LastRetry | None:
+    def last(self, w: StepWork, job: Job, name: str, said: str) -> LastRetry | None:
         """`lastRetry` of `w`'s failed Job (only for a step with a retry condition): `said` when its
-        pods' failures failed it, counted up to its Failed condition; None for its deadline (our
-        timeoutSeconds), which it ran, as when the controller deletes it for that (`unexited`)."""
+        pods' failures (or a deadline not its timeout's) failed it, counted up to its Failed condition."""
         if retry_expression(w.spec) is None:
             return None
         cond = job.condition(JOB_FAILED)
-        if said is None:
-            timeout = w.spec.timeout_seconds or 0
-            seconds = float(timeout)
-            said = f"{TIMEOUT_MARK} {timeout}s"
-        else:
-            ended = cond.last_transition_time if cond is not None else None
-            seconds = seconds_between(self.began(w, job), ended or self.now)
+        ended = cond.last_transition_time if cond is not None else None
         return last_retry(
             said,
             self.messages.get(name),
             ran_to_exit=cond is None or cond.reason != JOB_DEADLINE_REASON,
-            seconds=seconds,
+            seconds=seconds_between(self.began(w, job), ended or self.now),
         )
 
     def attempt_failed(

@@ -41,7 +41,7 @@ from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.planner.memo import MEMO_STEPS, IdentityMemo
 from zen_flow.planner.pod_waits import NO_POD_REASON, PodWait
 from zen_flow.planner.shape import shape_of
-from zen_flow.planner.steps import JOB_NAME, PHASE
+from zen_flow.planner.steps import JOB_NAME, PHASE, StepWork
 from zen_flow.planner.timing import after, after_cut, normalize, utc
 
 _looks: IdentityMemo[float] = IdentityMemo(MEMO_STEPS)
@@ -188,6 +188,12 @@ def attempt_began(job: Job, attempt_start_time: datetime | None, fallback: datet
     if theirs is None:
         return attempt_start_time or fallback
     return theirs if attempt_start_time is None else max(theirs, attempt_start_time)
+
+
+def attempt_start(w: StepWork) -> datetime | None:
+    """When `w`'s attempt began by the status alone (its Job unseen): `attempt_start_time`; in a status
+    written before that field existed, `start_time` for a first attempt."""
+    return w.attempt_start_time or (w.start_time if w.retry_count == 0 else None)
 
 
 def cluster_lag(job: Job, attempt_start_time: datetime | None) -> timedelta:

@@ -10,8 +10,9 @@ for an attempt the controller ended or someone deleted, fixed moments: a timeout
 timeoutSeconds, a pending timeout its podPendingTimeoutSeconds, a deleted Job until its
 deletionTimestamp. An expression that is not a constant goes to the plan's evaluator (the controller's
 sandboxed workers), as `when` does; when the evaluator defers (`Deferred`, `Unavailable`) only the
-verdict waits: the step stays Running and a later plan observes the failure again, but a timeout still
-deletes its Job at once (planner.observation).
+verdict waits: the step stays Running, its message saying the failure it waits on (a flow-wide failure
+ending it meanwhile keeps that: planner.lifecycle), and a later plan observes the failure again, but a
+timeout still deletes its Job at once (planner.observation). The words are planner/retry_messages.py's.
 """
 
 from __future__ import annotations
@@ -26,22 +27,17 @@ from zen_flow.core.retry_condition import (
     UNKNOWN_EXIT_CODE,
     LastRetry,
     check_retry,
-    quoted,
 )
 from zen_flow.planner.approval_gates import ApprovalGates
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.outputs import PodMessages
-from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began, pending_timeout
+from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began, attempt_start, pending_timeout
 from zen_flow.planner.reports import first_exit_code, interrupted
+from zen_flow.planner.retry_messages import refusal, waiting
 from zen_flow.planner.shape import retry_expression
-from zen_flow.planner.steps import MAX_MESSAGE, StepWork, bound
+from zen_flow.planner.steps import StepWork, bound
 from zen_flow.planner.timing import DEFERRED_RETRY_SECONDS, UNAVAILABLE_RETRY_SECONDS, after
 
-NOT_RETRIED = "not retried: "
-WAITING = "waiting to evaluate retryPolicy.expression: "
-# What of a message the failure itself keeps at least (e.g. `attempt 1 failed: Job failed: main: exit
-# code 2`) beside why it is not retried: the quoted expression gives way first.
-MIN_FAILURE = 100
 # A pending timeout whose verdict waits is recorded in the step's message, cut to this, so that a later
 # plan, finding the Job gone, knows it as ours (`pending_said`); its lastRetry.message is cut the same.
 PENDING_SAID = 180
@@ -87,17 +83,16 @@ class RetryGate(ApprovalGates):
             last = self.unexited(w, said, None)
         try:
             verdict = check_retry(expr, last, self.when_context.flow, self.evaluate)
-        except Unavailable as err:  # nothing is known of the condition: decided later, never a no
-            w.message = bound(f"{WAITING}{err}")
-            self.wakeups.append(after(self.now, UNAVAILABLE_RETRY_SECONDS))
-            return err
-        except Deferred as err:
-            self.wakeups.append(after(self.now, DEFERRED_RETRY_SECONDS))
+        except Deferred as err:  # `Unavailable` too: nothing is known of the condition, never a no
+            unavailable = isinstance(err, Unavailable)
+            # The words of a mere Deferred (how long this plan evaluated) change with each plan: left out.
+            w.message = waiting(last.message, str(err) if unavailable else None)
+            wait = UNAVAILABLE_RETRY_SECONDS if unavailable else DEFERRED_RETRY_SECONDS
+            self.wakeups.append(after(self.now, wait))
             return err
         if verdict.value:
             return None
-        note = _note(verdict.reason, expr, MAX_MESSAGE - min(len(error), MIN_FAILURE) - 2)
-        return f"{bound(error, MAX_MESSAGE - len(note) - 2)}; {note}"
+        return refusal(error, verdict.reason, expr)
 
     def unexited(self, w: StepWork, said: str, job: Job | None) -> LastRetry:
         """`lastRetry` of an attempt no pod of which ran to an exit, ended by the controller or gone
@@ -112,19 +107,6 @@ class RetryGate(ApprovalGates):
         if job is not None:
             began: datetime | None = attempt_began(job, w.attempt_start_time, w.start_time or self.now)
         else:
-            began = w.attempt_start_time or (w.start_time if w.retry_count == 0 else None)
+            began = attempt_start(w)
         ended = (job.metadata.deletion_timestamp if job is not None else None) or self.now
         return LastRetry(UNKNOWN_EXIT_CODE, ERROR, seconds_between(began, ended), said)
-
-
-def _note(reason: str, expr: str, room: int) -> str:
-    """`not retried: <reason>` in at most `room` characters: the reason's verdict (`is false`, `failed:
-    ...`) follows the quoted expression, so that is cut, not the verdict."""
-    note = f"{NOT_RETRIED}{reason}"
-    quote = quoted(expr)
-    over = len(note) - room
-    if over > 0 and quote in note:
-        shown = quote[1:-1]  # its escapes counted as they show
-        kept = shown[: max(0, len(shown) - over - 3)].rstrip("\\")  # never half an escape
-        note = note.replace(quote, f'"{kept}..."', 1)
-    return bound(note, room)

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from zen_flow.core.durations import parse_duration
-from zen_flow.core.expression_facts import member_reads
-from zen_flow.core.retry_condition import LAST_RETRY_FIELDS, NUMBER_FIELDS, compile_retry
+from zen_flow.core.expression_facts import MemberRead, member_reads
+from zen_flow.core.retry_condition import ERROR, FAILED, LAST_RETRY_FIELDS, NUMBER_FIELDS, compile_retry
 from zen_flow.validation.conditions import compiled_or_refused
 from zen_flow.validation.errors import Path, forbidden, invalid, not_supported, quote, too_long
 from zen_flow.validation.formats import DURATION_MSG
@@ -18,6 +18,7 @@ from zen_flow.validation.reader import INT32_MAX, Reader
 from zen_flow.validation.template import step_pod_spec
 
 BACKOFF_TYPES = ("Exponential", "Linear", "Fixed")
+STATUSES = (FAILED, ERROR)  # lastRetry.status
 
 
 def check_retry_policy(r: Reader, retry: Mapping[str, Any], path: Path) -> None:
@@ -103,23 +104,35 @@ def check_retry_expression(
 
 def _check_last_retry(r: Reader, expr: str, path: Path) -> None:
     """What it reads of `lastRetry` by name must be one of its fields, and a field compared with a literal
-    must be compared with one of its type: a typo (`lastRetry.exitcode`) fails every evaluation (no
-    retry, ever), and `lastRetry.exitCode != '2'` always holds (in CEL a number never equals a string)."""
+    must be compared with one of its type (and `status` with one of its two values): a typo
+    (`lastRetry.exitcode`) fails every evaluation (no retry, ever), `lastRetry.exitCode != '2'` always
+    holds (in CEL a number never equals a string), as does `lastRetry.status != 'failed'`."""
     known = ", ".join(LAST_RETRY_FIELDS)
     for read in dict.fromkeys(member_reads(expr, "lastRetry")):
         if read.field not in LAST_RETRY_FIELDS:
             r.add(invalid(path, expr, f"lastRetry has no field {quote(read.field)} (its fields: {known})"))
-            continue
-        if read.literal is None:
-            continue
-        number = read.field in NUMBER_FIELDS
-        if number == read.string:  # a number with a string, a string with a number or a bool
-            kind, wanted = ("a number", "a number") if number else ("a string", "a string")
-            r.add(
-                invalid(
-                    path,
-                    expr,
-                    f"compares lastRetry.{read.field}, {kind}, with {read.literal}, which never equals it "
-                    f"in CEL (2 != '2' is true): compare with {wanted}",
-                )
+        elif read.literal is not None and (refused := _compared_wrongly(read)) is not None:
+            r.add(invalid(path, expr, refused))
+
+
+def _compared_wrongly(read: MemberRead) -> str | None:
+    """Why the comparison of a lastRetry field with a literal is refused, by its operator; None if not."""
+    number = read.field in NUMBER_FIELDS
+    kind = "a number" if number else "a string"
+    if number == read.string:  # a number with a string, a string with a number or a bool
+        if read.operator in ("==", "!="):
+            return (
+                f"compares lastRetry.{read.field}, {kind}, with {read.literal}, which never equals it "
+                f"in CEL (2 != '2' is true): compare with {kind}"
             )
+        other = "a string" if read.string else "a bool" if read.literal in ("true", "false") else "a number"
+        return (
+            f"orders lastRetry.{read.field}, {kind}, against {read.literal}, {other}: CEL has no such "
+            f"comparison, so every evaluation fails (no retry, ever): compare with {kind}"
+        )
+    if read.field == "status" and read.operator in ("==", "!=") and read.value not in (None, *STATUSES):
+        return (
+            f"lastRetry.status is {quote(FAILED)} or {quote(ERROR)}, never {read.literal}, so the "
+            "comparison always says the same (case matters)"
+        )
+    return None
