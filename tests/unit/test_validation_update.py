@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from validation_samples import ErrorType, Flow, base_flow, job_step, step
 
-from zen_flow.validation import has_started, validate_update
+from zen_flow.validation import COMPILED, has_started, validate_update
 from zen_flow.validation import update as update_module
 
 E = ErrorType
@@ -194,6 +194,9 @@ def test_the_flows_own_locks_are_frozen_once_it_started(started_flow: bool) -> N
         assert errors == []
 
 
+@pytest.mark.skipif(
+    COMPILED, reason="counts validate_jobflow calls by patching it (compiled calls are direct)"
+)
 def test_the_stored_flows_problems_are_found_once_to_forgive_them(monkeypatch: pytest.MonkeyPatch) -> None:
     # A flow stored before a rule existed (`d`'s `when` names a step outside its dependencies) whose
     # update breaks another: the stored one is walked once, its problem forgiven, the new one said.

@@ -130,7 +130,13 @@ def _compared_wrongly(read: MemberRead) -> str | None:
             f"orders lastRetry.{read.field}, {kind}, against {read.literal}, {other}: CEL has no such "
             f"comparison, so every evaluation fails (no retry, ever): compare with {kind}"
         )
-    if read.field == "status" and read.operator in ("==", "!=") and read.value not in (None, *STATUSES):
+    # Two tests, not `not in (None, *STATUSES)`: mypyc cannot compile a starred tuple there.
+    if (
+        read.field == "status"
+        and read.operator in ("==", "!=")
+        and read.value is not None
+        and read.value not in STATUSES
+    ):
         return (
             f"lastRetry.status is {quote(FAILED)} or {quote(ERROR)}, never {read.literal}, so the "
             "comparison always says the same (case matters)"
