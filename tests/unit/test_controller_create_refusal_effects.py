@@ -104,6 +104,36 @@ async def test_an_edit_after_a_create_with_no_answer_replaces_its_job(rig: Rig) 
     assert rig.flow.status.step("a").job_ref.uid != old
 
 
+@pytest.mark.parametrize("rig", [ALONE], indirect=True)
+async def test_replacing_the_jobs_of_edited_steps_does_not_forget_that_creates_fail(rig: Rig) -> None:
+    """A create got no answer, the step was edited, its Job replaced: deleting it says nothing of whether
+    creates pass, so the 5xx of the new Job's create is a second failure in a row, not a first blip."""
+    real = rig.api.create_job
+    answers: list[Exception] = [
+        TimeoutError(),
+        from_status(500, {"kind": "Status", "code": 500, "message": WEBHOOK}),
+    ]
+
+    async def create(namespace: str, body: dict[str, Any]) -> Job:
+        if not answers:
+            return await real(namespace, body)
+        failure = answers.pop(0)
+        if isinstance(failure, TimeoutError):
+            await real(namespace, body)  # made, but the answer lost
+        raise failure
+
+    rig.api.create_job = create  # type: ignore[method-assign]
+    rig.api.sync()
+    await rig.settle(0.001)
+    assert rig.flow.status.start_time is None
+    rig.api.update_flow(rig.key, edited)
+    await turns(rig, 100, 4)
+    assert events(rig, "StepsChanged")
+    assert not answers  # the new Job's create was answered 500
+    assert failing(rig) is not None  # said, and JobCreateFailing set (it may have cleared since)
+    assert events(rig, "CreateFailed")
+
+
 @pytest.mark.parametrize("rig", [RETRIED], indirect=True)
 async def test_a_refused_retry_keeps_why_its_last_attempt_failed(rig: Rig) -> None:
     await turns(rig, 1)

@@ -19,6 +19,7 @@ from zen_flow.api.jobflow import JobFlowSpec
 from zen_flow.controller import matrix_flows, validity
 from zen_flow.controller.plan_cpu import OFFLOAD_SIZE, SLOW_PLAN_SECONDS, FlowGone, PlanCpu, spec_size
 from zen_flow.controller.validity import Validity
+from zen_flow.core.expressions import Offload
 from zen_flow.core.matrix import effective_flow
 from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
@@ -147,6 +148,34 @@ async def test_a_flow_deleted_while_its_plan_runs_in_a_thread_is_not_remembered(
             await running
         # Its slow plan did not mark the uid again: a flow of that uid plans on the loop.
         assert await cpu.run(small, clock.work) == loop
+    finally:
+        cpu.close()
+
+
+async def test_a_flow_deleted_while_its_plan_stops_for_an_expression_is_gone() -> None:
+    # A large flow's plan stops at a `when` to evaluate (`Offload`: planned again in the sandbox pool);
+    # the flow was deleted meanwhile, so it must not be planned again.
+    there = {"large"}
+    cpu = PlanCpu(current=lambda flow: flow.metadata.name in there)
+    large = make_flow(wide_steps(), name="large")
+
+    def stops() -> Any:
+        there.discard("large")
+        raise Offload("when")
+
+    try:
+        with pytest.raises(FlowGone):
+            await cpu.run(large, stops)
+        # A cancelled reconcile stays cancelled, gone or not.
+        there.add("large")
+        gate = Gate()
+        running = asyncio.ensure_future(cpu.run(large, gate))
+        await gate.running()
+        there.discard("large")
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        gate.go.set()
     finally:
         cpu.close()
 

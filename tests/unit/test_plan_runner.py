@@ -9,11 +9,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import structlog
 
 from zen_flow import planner
 from zen_flow.api import JobFlow
 from zen_flow.api.job import JOB
+from zen_flow.controller.plan_cpu import FlowGone, PlanCpu
 from zen_flow.controller.plan_runner import PLAN_EVALUATION_SECONDS, PlanRunner
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
@@ -226,3 +228,43 @@ def test_every_thread_is_used_when_the_shares_do_not_divide_evenly() -> None:
     assert take(runner, "b")
     assert runner._busy == 3  # b took the free thread: 2 for a, 1 for b, none idle
     assert not take(runner, "a")
+
+
+@pytest.mark.parametrize("deleted", ["in its thread plan", "while its expressions are evaluated"])
+async def test_a_large_flow_with_a_when_deleted_while_it_is_planned_gets_no_jobs(
+    deleted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A large flow's plan runs in a plan thread first (controller/plan_cpu.py) and stops at its `when`
+    # (made again in the sandbox pool): deleted meanwhile, it was planned all the same, its Jobs created.
+    there = [True]
+    cpu = PlanCpu(current=lambda flow: there[0])
+
+    def evaluate(compiled: Any, variables: dict[str, Any]) -> Any:
+        if deleted == "while its expressions are evaluated":
+            there[0] = False
+        return compiled.program.execute(variables)
+
+    runner = PlanRunner(
+        api=None,  # type: ignore[arg-type]
+        evaluate=evaluate,
+        transfers=planner.ArtifactOptions(),
+        progress_deadline=0.0,
+        cpu=cpu,
+    )
+    steps = [job_step(f"s{i}", *[f"s{j}" for j in range(max(0, i - 30), i)]) for i in range(400)]
+    steps[0]["when"] = "flow.name != 'x'"
+    flow = make_flow(steps)
+    assert cpu.large(flow)
+    real = planner.plan
+
+    def plan(*args: Any, **kwargs: Any) -> planner.Plan:
+        if deleted == "in its thread plan" and threading.current_thread().name.startswith("zen-flow-cpu"):
+            there[0] = False
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan", plan)
+    try:
+        with pytest.raises(FlowGone):
+            await runner.plan(flow, [], T0, {}, (), None)
+    finally:
+        runner.close()

@@ -131,7 +131,7 @@ class PlanCpu:
         the caller claimed just before is still current), else in the pool in the namespace's turn. Its
         result is returned here, on the loop. `measured`: does its CPU time decide where the flow's next
         plans run (its plans: yes; its validation, once per generation: no)? Raises `FlowGone` when the
-        flow was deleted before its turn came or while its work ran."""
+        flow was deleted before its turn came or while its work ran, whatever the work raised."""
         spent: list[float] = []  # the work's CPU time, once it ran (raised or not)
         if not self.large(flow):
             try:
@@ -145,11 +145,13 @@ class PlanCpu:
         self._flying[uid] = self._flying.get(uid, 0) + 1
         asked = self._monotonic()
         taken = handed = False  # handed: the slot is the thread's to give back once its work ends
+        failure: Exception | None = None  # what the work raised (a cancel, not an Exception, goes on)
         try:
             await self._slots.take(namespace)
             taken = True
             self._waited(self._monotonic() - asked)
-            self._still_there(flow)  # it may have waited for its turn for seconds
+            if not self._there(flow):  # it may have waited for its turn for seconds
+                raise FlowGone(flow.key)
             # In the reconcile's context, as `asyncio.to_thread` would: its log lines keep its fields.
             call = functools.partial(self._timed, work, spent)
             done = self._pool.submit(contextvars.copy_context().run, call)
@@ -159,6 +161,8 @@ class PlanCpu:
             done.add_done_callback(lambda _: self._give_back(loop, namespace))
             handed = True
             result = await asyncio.wrap_future(done)
+        except Exception as error:
+            failure = error
         finally:
             if taken and not handed:
                 self._slots.give_back(namespace)
@@ -171,9 +175,18 @@ class PlanCpu:
                     del self._flying[uid]
             if measured and spent and not gone:
                 self._measured(uid, spent[0])
+        # Gone wins over what the work raised: an `Offload` must not have the flow planned again.
         if gone:
-            raise FlowGone(flow.key)
+            raise FlowGone(flow.key) from failure
+        if failure is not None:
+            raise failure
         return result
+
+    def still_there(self, flow: JobFlow) -> None:
+        """Raise `FlowGone` unless the flow is still there (same uid, not being deleted): for a caller
+        about to do, or having done, the flow's work off the loop itself (controller/plan_runner.py)."""
+        if not self._current(flow):
+            raise FlowGone(flow.key)
 
     def _give_back(self, loop: asyncio.AbstractEventLoop, namespace: str) -> None:
         # From the pool's thread (or from `close`, cancelling a work not started): on the loop.
@@ -182,10 +195,6 @@ class PlanCpu:
 
     def _there(self, flow: JobFlow) -> bool:
         return flow.metadata.uid in self._flying and self._current(flow)
-
-    def _still_there(self, flow: JobFlow) -> None:
-        if not self._there(flow):
-            raise FlowGone(flow.key)
 
     def _timed(self, work: Callable[[], T], spent: list[float]) -> T:
         started = self._thread_time()

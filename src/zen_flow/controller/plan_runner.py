@@ -1,23 +1,24 @@
 """Running the pure planner for the reconciler: what it must first read from the API, and where it runs.
 
-Before a plan: what finished pods wrote (termination-message outputs, artifact reports), why pending
-steps' pods wait (`pod_reads`, controller/pod_reads.py), and whether a
-Running step's Job the cache lacks is merely late (`cache_lags`); after it, whether a plan deleting an
-ended flow's unrecorded Jobs was made from the stored flow (`flow_lags`). The plan itself runs on the
-event loop, or in a thread when it is too large for the loop (`PlanCpu`, controller/plan_cpu.py), or in a
-thread of its own pool when it has a `when` to evaluate that is not a phase test:
-those wait for an expression worker (up to the budget each), because no `when` may hold the event loop
-(a chain of `+` over a large annotation, on 500 steps, once held it 13 s). Which plans those are is
-known only by making them: a plan on the loop whose evaluator is asked anything stops (`Offload`) and is made
-again in the pool; the other plans of such a flow (nearly all: a step's `when` is decided once) stay on
-the loop. That pool has as many threads as there are expression workers, and a plan that finds
-them all busy is not queued for one: the reconciler looks at the flow again a second later. A tenant's
-flows full of slow expressions once held every reconcile worker waiting for threads, and every other
-flow with them. And one plan evaluates for `PLAN_EVALUATION_SECONDS` (and the expression under way
-then): the conditions left are decided by the flow's next plans (`Deferred`), so a 500-step flow of
-slow conditions takes turns with the other flows instead of holding a worker for minutes. The turns go
-by namespace (`_may_start`): each namespace that wants threads gets an equal share, and a free thread
-goes to the namespace that has waited longest.
+Before a plan: what finished pods wrote (termination-message outputs, artifact reports), why pending steps'
+pods wait (`pod_reads`, controller/pod_reads.py), and whether a Running step's Job the cache lacks is merely
+late (`cache_lags`); after it, whether a plan deleting an ended flow's unrecorded Jobs was made from the
+stored flow (`flow_lags`). The plan itself runs on the event loop, or in a thread when it is too large for
+the loop (`PlanCpu`, controller/plan_cpu.py), or in a thread of its own pool when it has a `when` or a
+retryPolicy.expression to evaluate that is not constant (nor a phase test): those wait for an expression
+worker (up to the budget each), because no expression may hold the event loop (a chain of `+` over a large
+annotation, on 500 steps, once held it 13 s). Which plans those are is known only by making them: a plan on
+the loop (or, for a large flow, in a `PlanCpu` thread) whose evaluator is asked anything stops (`Offload`)
+and is made again in the pool, unless the flow was deleted meanwhile (`FlowGone`); the other plans of such a
+flow (nearly all: a step's `when` is decided once) stay on the loop, or in a `PlanCpu` thread when large.
+That pool has as many threads as there are expression workers, and a plan that finds them all busy is not
+queued for one: the reconciler looks at the flow again a second later. A tenant's flows full of slow
+expressions once held every reconcile worker waiting for threads, and every other flow with them. And one
+plan evaluates for `PLAN_EVALUATION_SECONDS` (and the expression under way then): the conditions left are
+decided by the flow's next plans (`Deferred`), so a 500-step flow of slow conditions takes turns with the
+other flows instead of holding a worker for minutes. The turns go by namespace (`_may_start`): each
+namespace that wants threads gets an equal share, and a free thread goes to the namespace that has waited
+longest.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class PlanRunner:
         cpu: PlanCpu | None = None,
     ) -> None:
         self._api = api
-        # Where a plan without `when` to evaluate runs: on the loop, or in a thread when large (plan_cpu.py).
+        # Where a plan with no `when` or retryPolicy.expression to evaluate runs: on the loop, or in a
+        # thread when large (plan_cpu.py).
         self.cpu = cpu or PlanCpu()
         self._monotonic = monotonic
         self._evaluate = evaluate
@@ -190,7 +192,8 @@ class PlanRunner:
         """The plan; None when it would evaluate in the sandbox and every thread for that is taken.
         `memos`: the cache entries read for the lookups of the flow's plan before this one; `slot`: why
         the flow waits for a limit on running flows (None: it may start); `locks`: the other flows' use of the
-        locks its steps declare (planner.lock_book)."""
+        locks its steps declare (planner.lock_book). Raises `FlowGone` (controller/plan_cpu.py) when the
+        flow was deleted while its plan ran or waited off the loop."""
         run = functools.partial(
             planner.plan,
             flow,
@@ -206,7 +209,8 @@ class PlanRunner:
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )
-        # A flow with no `when` to evaluate never calls `_offload`; one that has stops at it (`Offload`)
+        # A flow with no `when` or retryPolicy.expression to evaluate never calls `_offload`; one that has
+        # stops at it (`Offload`)
         # and is planned again below. Asking first (from the flow's shape) would derive a large flow's
         # shape on the event loop, the very work `cpu` moves off it.
         if (evaluator := self._evaluate) is None:
@@ -215,6 +219,9 @@ class PlanRunner:
             return await self.cpu.run(flow, functools.partial(run, evaluate=_offload))
         except Offload:
             pass
+        # A large flow's first plan ran in a plan thread (`cpu`): it may have been deleted meanwhile, or
+        # while its plan below waits for its expressions; a deleted flow is not planned (nor its Jobs made).
+        self.cpu.still_there(flow)
         namespace, uid = flow.metadata.namespace, flow.metadata.uid
         if not self._may_start(namespace):
             self._wanting[uid] = self._monotonic()
@@ -228,7 +235,7 @@ class PlanRunner:
             # Its `when` may wait for an expression worker (up to its budget): not on the event loop. In
             # the reconcile's context, as `asyncio.to_thread` would: its log lines keep the flow's fields.
             call = functools.partial(run, evaluate=self._share(evaluator))
-            return await asyncio.get_running_loop().run_in_executor(
+            made = await asyncio.get_running_loop().run_in_executor(
                 self._pool, functools.partial(contextvars.copy_context().run, call)
             )
         finally:
@@ -236,6 +243,8 @@ class PlanRunner:
             self._held[namespace] -= 1
             if not self._held[namespace]:
                 del self._held[namespace]
+        self.cpu.still_there(flow)
+        return made
 
     def turned_away(self, flow: JobFlow) -> bool:
         """Would the flow's plan, which found no thread last time, find none now? Asked before the

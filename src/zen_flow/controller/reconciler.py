@@ -253,7 +253,9 @@ class Controller(InformerEvents):
             # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
             log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
             self._announcements.steps_changed(flow)
-            await self._executor.execute(flow, outdated)
+            # Not judged: deleting them says nothing of whether creates pass (a 5xx before the edit
+            # still counts, as does the window of the creates-failing metric).
+            await self._executor.execute(flow, outdated, judged=False)
             self._first_jobs.replaced(uid)
             # A Job of a create that got no answer may never have been made: no delete event then.
             return STEPS_CHANGED_RETRY_SECONDS

@@ -35,6 +35,7 @@ from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.parallelism import parallelism_of
 from zen_flow.planner.progress import REASON_STALLED, judge, last_progress, phases_changed, stalled
+from zen_flow.planner.retry_messages import failure_kept
 from zen_flow.planner.status import (
     MAX_CONDITION_MESSAGE,
     MAX_FLOW_MESSAGE,
@@ -45,7 +46,7 @@ from zen_flow.planner.status import (
     progress,
     summary,
 )
-from zen_flow.planner.steps import bound
+from zen_flow.planner.steps import MAX_MESSAGE, bound
 from zen_flow.planner.timing import normalize, until
 
 __all__ = ["JOB_CREATE_FAILING", "CreateRefusal", "refused_creates", "unnoted", "with_create_condition"]
@@ -251,7 +252,13 @@ def _held(before: StepStatus | None, planned: StepStatus, message: str, quiet: b
     if quiet:
         return held
     said = unnoted(held.message)
-    return replace(held, message=bound(f"{message}{BEFORE}{said}" if said else message))
+    if not said:
+        return replace(held, message=bound(message))
+    # The apiserver's answer is long (a quota's, a webhook's) and said in condition JobCreateFailing: the
+    # note is cut first, so the failure keeps its start up to its exit code (its next attempt says it).
+    said = " ".join(said.split())
+    note = bound(message, MAX_MESSAGE - len(BEFORE) - failure_kept(said))
+    return replace(held, message=f"{note}{BEFORE}{bound(said, MAX_MESSAGE - len(note) - len(BEFORE))}")
 
 
 def _moving(steps: Sequence[StepStatus]) -> bool:

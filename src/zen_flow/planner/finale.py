@@ -48,6 +48,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.core.expressions import WhenContext
 from zen_flow.planner.actions import DeleteJob, EventSpec
+from zen_flow.planner.create_refusals import unnoted
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.grace import GRACE_EVENT, GRACE_MESSAGES, grace_point
 from zen_flow.planner.interventions import STOPPED_MESSAGES
@@ -130,7 +131,7 @@ class Finale(Observation):
     def fail_retrying(self, works: Sequence[StepWork]) -> None:
         for w in works:
             if w.phase == StepPhase.RETRYING:
-                w.fail(self.now, f"{NOT_RETRIED}; {without_avoiding(w.message or '')}")
+                w.fail(self.now, f"{NOT_RETRIED}; {without_avoiding(unnoted(w.message) or '')}")
 
     def stop_all(self, reason: str, job_reason: str | None = None, *, spare_final: bool = False) -> None:
         """End every step that has not ended (`spare_final`: but the finally steps) for `reason`, their

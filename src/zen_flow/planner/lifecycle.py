@@ -28,6 +28,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.naming import short_hash
 from zen_flow.planner.actions import Action, CreateJob, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.approvals import with_origin
+from zen_flow.planner.create_refusals import unnoted
 from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.node_avoidance import without_avoiding
 from zen_flow.planner.retention import retention_deletes, retention_of
@@ -217,7 +218,7 @@ def fail_invalid(
             failed = waited_failure(work.message, work.retry_count)
             work.fail(now, f"{FLOW_FAILED_MARK}{cause}{f'; {failed}' if failed else ''}")
         elif work.phase == StepPhase.RETRYING:  # its next attempt, and the nodes it avoids, never come
-            work.fail(now, f"{FLOW_FAILED_MARK}{cause}; {without_avoiding(work.message or '')}")
+            work.fail(now, f"{FLOW_FAILED_MARK}{cause}; {without_avoiding(unnoted(work.message) or '')}")
         elif not work.terminal:
             work.drop(now, f"{FLOW_FAILED_MARK}{cause}")
         works[spec.name] = work

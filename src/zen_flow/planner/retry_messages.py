@@ -42,11 +42,11 @@ def waited_failure(message: str | None, retry_count: int) -> str | None:
 def refusal(error: str, reason: str, expr: str) -> str:
     """The step's message when its failed attempt (`error`) is not retried for its expression's verdict
     (`reason`, as core/retry_condition.py words it)."""
-    note = _note(reason, expr, MAX_MESSAGE - _failure_kept(error) - 2)
+    note = _note(reason, expr, MAX_MESSAGE - failure_kept(error) - 2)
     return f"{bound(error, MAX_MESSAGE - len(note) - 2)}; {note}"
 
 
-def _failure_kept(error: str) -> int:
+def failure_kept(error: str) -> int:
     """How long the failure `error` stays in a refusal: whole, or MIN_FAILURE characters, or up to its
     first exit code, then `...`."""
     found = _EXIT_CODE.search(error)
