@@ -1,5 +1,6 @@
 """Driving a flow through the bare-apiserver profile, where the test plays the Job controller: which Jobs
-exist per step, waiting for step phases, finishing a step's Job (zen_flow_dev.testing.jobstatus)."""
+exist per step, waiting for step phases, finishing a step's Job (zen_flow_dev.testing.jobstatus); and a
+step's status entry, read alike on the full clusters (`scheduled`)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,9 @@ async def finish(driver: FlowDriver, namespace: str, step: str, *, ok: bool = Tr
 
 def conditions(flow: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in flow["status"].get("conditions", [])}
+
+
+def step_of(flow: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """Step `name`'s entry in the flow's status.steps; empty when it has none (yet)."""
+    steps = ((flow or {}).get("status") or {}).get("steps") or []
+    return next((s for s in steps if s["name"] == name), {})

@@ -6,15 +6,13 @@ step's message. This module runs its own cluster: the integration tier's has no 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from controller_steps import step_of
 
-from zen_flow_dev.cluster import LocalCluster, find_kubectl
+from zen_flow_dev.cluster import LocalCluster
 from zen_flow_dev.testing.controller import ControllerProcess
-from zen_flow_dev.testing.crd import install_crd
 from zen_flow_dev.testing.driver import FlowDriver
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
@@ -22,20 +20,6 @@ pytestmark = pytest.mark.integration
 
 NAMESPACE = "default"
 NOT_BAD_INPUT = "lastRetry.exitCode != 2"
-
-
-@pytest.fixture(scope="module")
-def scheduled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster("full", workdir=tmp_path_factory.mktemp("retry-expression"), smoke_job=False)
-    cluster.start()
-    install_crd(find_kubectl(cluster.bin_dir), cluster.kubeconfig)
-    yield cluster
-    cluster.stop()
-
-
-def step_of(flow: dict[str, Any] | None, name: str) -> dict[str, Any]:
-    steps = ((flow or {}).get("status") or {}).get("steps") or []
-    return next((s for s in steps if s["name"] == name), {})
 
 
 async def test_bad_input_fails_at_once_and_a_crash_is_retried(

@@ -5,16 +5,14 @@ own cluster: the integration tier's has no scheduler."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from controller_steps import step_of
 
-from zen_flow_dev.cluster import LocalCluster, find_kubectl
+from zen_flow_dev.cluster import LocalCluster
 from zen_flow_dev.cluster.stages import ATTEMPT_LABEL, NODE_NAME, node_manifest
 from zen_flow_dev.testing.controller import ControllerProcess
-from zen_flow_dev.testing.crd import install_crd
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
@@ -23,20 +21,6 @@ pytestmark = pytest.mark.integration
 NAMESPACE = "default"
 OTHER_NODE = "kwok-node-1"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
-
-
-@pytest.fixture(scope="module")
-def scheduled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster("full", workdir=tmp_path_factory.mktemp("retry-nodes"), smoke_job=False)
-    cluster.start()
-    install_crd(find_kubectl(cluster.bin_dir), cluster.kubeconfig)
-    yield cluster
-    cluster.stop()
-
-
-def step_of(flow: dict[str, Any] | None, name: str) -> dict[str, Any]:
-    steps = ((flow or {}).get("status") or {}).get("steps") or []
-    return next((s for s in steps if s["name"] == name), {})
 
 
 async def test_a_retry_lands_on_another_node_than_the_failed_attempt(

@@ -5,15 +5,14 @@ not match. This module runs its own cluster: the integration tier's has no sched
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from controller_steps import step_of
 
-from zen_flow_dev.cluster import LocalCluster, find_kubectl
+from zen_flow_dev.cluster import LocalCluster
 from zen_flow_dev.testing.controller import ControllerProcess
-from zen_flow_dev.testing.crd import install_crd
 from zen_flow_dev.testing.driver import FlowDriver, wait_until
 from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template
 
@@ -22,25 +21,11 @@ pytestmark = pytest.mark.integration
 NAMESPACE = "default"
 
 
-@pytest.fixture(scope="module")
-def scheduled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster("full", workdir=tmp_path_factory.mktemp("stuck-pods"), smoke_job=False)
-    cluster.start()
-    install_crd(find_kubectl(cluster.bin_dir), cluster.kubeconfig)
-    yield cluster
-    cluster.stop()
-
-
 def nowhere(name: str, **fields: Any) -> dict[str, Any]:
     """A Job step whose pod's nodeSelector no node matches."""
     template = job_template()
     template["spec"]["template"]["spec"]["nodeSelector"] = {"zenflow.test/nowhere": "true"}
     return job_step(name, template=template, **fields)
-
-
-def step_of(flow: dict[str, Any] | None, name: str) -> dict[str, Any]:
-    steps = ((flow or {}).get("status") or {}).get("steps") or []
-    return next((s for s in steps if s["name"] == name), {})
 
 
 async def test_an_unschedulable_step_says_so_and_fails_at_its_bound(

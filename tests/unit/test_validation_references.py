@@ -97,22 +97,61 @@ def test_a_phase_compared_with_what_is_no_phase_is_refused(when: str, literal: s
 
 
 @pytest.mark.parametrize(
-    ("when", "reference", "literal"),
+    ("when", "said"),
     [
         # "0" != 0 is true in CEL: the step ran when the scan found no vulnerabilities.
-        ("steps.a.outputs.parameters.count != 0", "steps.a.outputs.parameters.count", "0"),
-        ("flow.arguments.environment > 2", "flow.arguments.environment", "2"),
-        ("steps.a.outputs.parameters.count == false", "steps.a.outputs.parameters.count", "false"),
-        ("1.5 <= steps['a'].outputs.parameters['count']", "steps['a'].outputs.parameters['count']", "1.5"),
+        (
+            "steps.a.outputs.parameters.count != 0",
+            "compares steps.a.outputs.parameters.count, a string, with 0,",
+        ),
+        (
+            "flow.arguments.environment > 2",
+            "orders flow.arguments.environment, a string, against 2, a number:",
+        ),
+        (
+            "steps.a.outputs.parameters.count == false",
+            "compares steps.a.outputs.parameters.count, a string, with false,",
+        ),
+        (
+            "1.5 <= steps['a'].outputs.parameters['count']",
+            "orders steps['a'].outputs.parameters['count'], a string, against 1.5, a number:",
+        ),
     ],
 )
-def test_an_output_or_argument_compared_with_a_number_or_bool_is_refused(
-    when: str, reference: str, literal: str
-) -> None:
+def test_an_output_or_argument_compared_with_a_number_or_bool_is_refused(when: str, said: str) -> None:
     error = assert_error(when_c(when), WHEN_C, E.INVALID, "outputs and arguments are strings")
-    assert f"compares {reference} with {literal}" in str(error)
-    assert "compare with a string" in str(error)
-    assert "int(" in str(error)
+    assert said in str(error)
+    assert "convert it first (int(...), double(...))" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("when", "detail"),
+    [
+        (
+            "steps.a.outputs.parameters.count == 0",
+            'compares steps.a.outputs.parameters.count, a string, with 0, which never equals it in CEL ("0" '
+            '!= 0 is true): outputs and arguments are strings, so compare with a string ("0") or convert '
+            "it first (int(...), double(...))",
+        ),
+        (
+            # No `<` between a string and a number: every evaluation fails, the step is skipped (not
+            # "never equals"), and only a conversion orders numbers ("10" < "9" as strings).
+            "flow.arguments.environment < 3",
+            "orders flow.arguments.environment, a string, against 3, a number: CEL has no such comparison, "
+            "so every evaluation fails (the step is always skipped): outputs and arguments are strings, so "
+            "convert it first (int(...), double(...))",
+        ),
+        (
+            "true >= flow.arguments.environment",
+            "orders flow.arguments.environment, a string, against true, a bool: CEL has no such comparison, "
+            "so every evaluation fails (the step is always skipped): outputs and arguments are strings, so "
+            "convert it first (int(...), double(...))",
+        ),
+    ],
+)
+def test_the_refusal_says_what_the_operator_does(when: str, detail: str) -> None:
+    error = assert_error(when_c(when), WHEN_C, E.INVALID, "outputs and arguments are strings")
+    assert error.detail == detail
 
 
 _PHASE_TEST = st.builds(

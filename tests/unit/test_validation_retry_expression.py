@@ -177,6 +177,15 @@ def test_an_ordering_with_a_literal_of_another_type_is_not_said_to_be_unequal() 
     )
 
 
+def test_an_equality_with_a_literal_of_another_type_is_said_to_never_hold() -> None:
+    flow = mutated(lambda f: step(f, "a").update(retryPolicy=retried_when("lastRetry.exitCode != '2'")))
+    error = assert_error(flow, PATH, E.INVALID, "never equals")
+    assert error.detail == (
+        "compares lastRetry.exitCode, a number, with '2', which never equals it in CEL (2 != '2' is true): "
+        "compare with a number"
+    )
+
+
 @pytest.mark.parametrize("expression", ["lastRetry.status == 'Failed'", '"Error" != lastRetry.status'])
 def test_the_status_compared_with_one_of_its_values_is_admitted(expression: str) -> None:
     assert_valid(mutated(lambda f: step(f, "a").update(retryPolicy=retried_when(expression))))

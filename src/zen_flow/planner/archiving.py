@@ -33,11 +33,11 @@ from datetime import datetime
 from zen_flow.api.constants import ARCHIVED, FlowPhase
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.api.meta import Condition, format_time
+from zen_flow.api.meta import format_time
 from zen_flow.planner.actions import Action, DeleteFlow, DeleteJob, EventSpec, Plan
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.lifecycle import ttl_rule
-from zen_flow.planner.status import MAX_CONDITION_MESSAGE, cut
+from zen_flow.planner.status import MAX_CONDITION_MESSAGE, cut, next_condition
 from zen_flow.planner.timing import after, normalize, until
 
 REASON_ARCHIVED = "Archived"
@@ -113,17 +113,9 @@ def with_condition(
     """`status` with condition Archived as given (after the planner's, which never name it); the old
     object itself when it already says so. `lastTransitionTime` moves only when its status flips."""
     before = next((c for c in status.conditions if c.type == ARCHIVED), None)
-    value = "True" if true else "False"
-    since = before.last_transition_time if before is not None and before.status == value else None
-    cond = Condition(
-        type=ARCHIVED,
-        status=value,
-        reason=reason,
-        message=cut(message, MAX_CONDITION_MESSAGE),
-        last_transition_time=since or normalize(now),
-        observed_generation=generation,
-    )
-    if before == cond:
+    said = cut(message, MAX_CONDITION_MESSAGE)
+    cond = next_condition(ARCHIVED, true, reason, said, generation, normalize(now), before)
+    if cond is before:
         return status
     others = tuple(c for c in status.conditions if c.type != ARCHIVED)
     return status.model_copy(update={"conditions": (*others, cond)})

@@ -31,9 +31,7 @@ from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
 from zen_flow.planner.actions import EventSpec, Plan
-from zen_flow.planner.backoff import retry_limit
 from zen_flow.planner.events import WARNING
-from zen_flow.planner.parallelism import parallelism_of
 from zen_flow.planner.progress import REASON_STALLED, judge, last_progress, phases_changed, stalled
 from zen_flow.planner.retry_messages import failure_kept
 from zen_flow.planner.status import (
@@ -41,11 +39,12 @@ from zen_flow.planner.status import (
     MAX_FLOW_MESSAGE,
     conditions,
     cut,
-    flow_message,
     listing,
+    next_condition,
     progress,
     summary,
 )
+from zen_flow.planner.status_assembly import flow_message_of
 from zen_flow.planner.steps import MAX_MESSAGE, bound
 from zen_flow.planner.timing import normalize, until
 
@@ -116,15 +115,7 @@ def refused_creates(
         # What the plan said of a failure or a gate's approvals, which only it knows how to say.
         rest = new.message or ""
     else:
-        specs = {s.name: s for s in flow.spec.steps}
-        rest = flow_message(
-            phase,
-            steps,
-            None,
-            None,
-            lambda n: retry_limit(specs[n]) if n in specs else 0,
-            parallelism_of(flow),
-        )
+        rest = flow_message_of(flow, phase, steps, None)
     if quiet:
         said = ""
     message = cut(f"{said}; {rest}" if said and rest else said or rest or "", MAX_FLOW_MESSAGE)
@@ -206,23 +197,18 @@ def with_create_condition(
         first = refusals[0]
         steps = [r.step for r in refusals]
         named = f"step {first.step}" if len(steps) == 1 else f"steps {listing(steps)}"
-        value, reason, message = "True", first.reason, f"{named}: {first.message} ({RETRIED})"
+        true, reason, message = True, first.reason, f"{named}: {first.message} ({RETRIED})"
     elif before is not None and before.status == "True":
-        value, reason, message = "False", REASON_JOBS_CREATED if created else REASON_NONE_REFUSED, ""
+        true, reason, message = False, REASON_JOBS_CREATED if created else REASON_NONE_REFUSED, ""
     elif before is not None:  # False already: said once, not again for each plan's creates
         return _carried(status, before.model_copy(update={"observed_generation": status.observed_generation}))
     else:
         return status
-    since = before.last_transition_time if before is not None and before.status == value else None
-    cond = Condition(
-        type=JOB_CREATE_FAILING,
-        status=value,
-        reason=reason,
-        message=cut(message, MAX_CONDITION_MESSAGE),
-        last_transition_time=since or normalize(now),
-        observed_generation=status.observed_generation,
+    said = cut(message, MAX_CONDITION_MESSAGE)
+    generation = status.observed_generation
+    return _carried(
+        status, next_condition(JOB_CREATE_FAILING, true, reason, said, generation, normalize(now), before)
     )
-    return _carried(status, cond)
 
 
 def _carried(status: JobFlowStatus, cond: Condition | None) -> JobFlowStatus:

@@ -67,6 +67,7 @@ from zen_flow.planner.cron_runs import (
     run_time_of,
     time_of,
 )
+from zen_flow.planner.status import next_condition
 
 __all__ = [  # the run builders and the history's delete, where the planner's users have always found them
     "DeleteRun",
@@ -144,19 +145,12 @@ def _condition(
     generation: int | None,
     now: datetime,
 ) -> Condition:
-    status = "True" if true else "False"
+    """Condition `kind` (status.next_condition); one that says the same is the old one, at `generation`."""
     before = next((c for c in old if c.type == kind.value), None)
-    if before is not None and (before.status, before.reason, before.message) == (status, reason, message):
+    said = ("True" if true else "False", reason, message)
+    if before is not None and (before.status, before.reason, before.message) == said:
         return before.model_copy(update={"observed_generation": generation})
-    since = before.last_transition_time if before is not None and before.status == status else now
-    return Condition(
-        type=kind.value,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
+    return next_condition(kind.value, true, reason, message, generation, now, before)
 
 
 def plan_cron(

@@ -2,7 +2,8 @@
 with the phase in status_assembly.py).
 
 Conditions come in a fixed order, all of them always present, so `kubectl wait --for=condition=Complete`
-and `--for=condition=Failed` work; `lastTransitionTime` changes only when a condition's status flips.
+and `--for=condition=Failed` work; `lastTransitionTime` changes only when a condition's status flips
+(`next_condition`, which the planner's other conditions use as well).
 """
 
 from __future__ import annotations
@@ -310,21 +311,37 @@ def conditions(
     """The full condition list; an unchanged condition is the old object itself. `tolerated`: a step
     failed with allowFailure (Complete's reason says so when the flow succeeded)."""
     previous = {c.type: c for c in old}
-    out: list[Condition] = []
-    for want in _wanted(phase, message, failed_reason, waiting, queued, stalled, queued_reason, tolerated):
-        status = "True" if want.true else "False"
-        before = previous.get(want.type)
-        since = before.last_transition_time if before is not None and before.status == status else None
-        cond = Condition(
-            type=want.type.value,
-            status=status,
-            reason=want.reason,
-            message=want.message,
-            last_transition_time=since or now,
-            observed_generation=generation,
-        )
-        out.append(before if before is not None and before == cond else cond)
-    return tuple(out)
+    wanted = _wanted(phase, message, failed_reason, waiting, queued, stalled, queued_reason, tolerated)
+    return tuple(
+        next_condition(w.type.value, w.true, w.reason, w.message, generation, now, previous.get(w.type))
+        for w in wanted
+    )
+
+
+def next_condition(
+    kind: str,
+    true: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+    before: Condition | None,
+) -> Condition:
+    """Condition `kind` as it is now, `before` being what it said (None: it was not there): `before`
+    itself when it already says so. Its `lastTransitionTime` moves only when its status flips: a new
+    reason, message or generation keeps it (every condition zen-flow writes, the flow's, a
+    CronJobFlow's, Archived, JobCreateFailing)."""
+    status = "True" if true else "False"
+    since = before.last_transition_time if before is not None and before.status == status else None
+    cond = Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since or now,
+        observed_generation=generation,
+    )
+    return before if before is not None and before == cond else cond
 
 
 def _count(n: int, noun: str) -> str:

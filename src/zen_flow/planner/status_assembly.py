@@ -54,16 +54,7 @@ def assemble(
     if old.progress == counts:
         counts = old.progress
     queued = queued if phase == FlowPhase.PENDING else None
-    specs = {s.name: s for s in flow.spec.steps} if StepPhase.RETRYING in by_phase(step_tuple) else {}
-    message = flow_message(
-        phase,
-        step_tuple,
-        failure,
-        queued,
-        lambda name: retry_limit(specs[name]) if name in specs else 0,
-        parallelism_of(flow),
-        _counting(flow) if StepPhase.PENDING_APPROVAL in by_phase(step_tuple) else (),
-    )
+    message = flow_message_of(flow, phase, step_tuple, failure, queued)
     generation = flow.metadata.generation or old.observed_generation
     # Re-estimated only when a step or the flow changes phase: between transitions the old estimate
     # stands, so a reconcile that changes nothing else writes nothing.
@@ -101,6 +92,28 @@ def assemble(
     if all(getattr(old, key) == value for key, value in update.items()):
         return old
     return old.model_copy(update=update)
+
+
+def flow_message_of(
+    flow: JobFlow,
+    phase: FlowPhase,
+    steps: tuple[StepStatus, ...],
+    failure: str | None,
+    queued: str | None = None,
+) -> str:
+    """The flow's one-line message (status.flow_message) with what its spec says of it: its steps' retry
+    limits, its parallelism, the gates that count their approvals."""
+    phases = by_phase(steps)
+    specs = {s.name: s for s in flow.spec.steps} if StepPhase.RETRYING in phases else {}
+    return flow_message(
+        phase,
+        steps,
+        failure,
+        queued,
+        lambda name: retry_limit(specs[name]) if name in specs else 0,
+        parallelism_of(flow),
+        _counting(flow) if StepPhase.PENDING_APPROVAL in phases else (),
+    )
 
 
 def _counting(flow: JobFlow) -> set[str]:

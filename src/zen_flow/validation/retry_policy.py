@@ -10,7 +10,7 @@ from typing import Any
 from zen_flow.core.durations import parse_duration
 from zen_flow.core.expression_facts import MemberRead, member_reads
 from zen_flow.core.retry_condition import ERROR, FAILED, LAST_RETRY_FIELDS, NUMBER_FIELDS, compile_retry
-from zen_flow.validation.conditions import compiled_or_refused
+from zen_flow.validation.conditions import EQUALITIES, compiled_or_refused, literal_type, mistyped
 from zen_flow.validation.errors import Path, forbidden, invalid, not_supported, quote, too_long
 from zen_flow.validation.formats import DURATION_MSG
 from zen_flow.validation.limits import MAX_BACKOFF_SECONDS, MAX_WHEN
@@ -119,21 +119,22 @@ def _compared_wrongly(read: MemberRead) -> str | None:
     """Why the comparison of a lastRetry field with a literal is refused, by its operator; None if not."""
     number = read.field in NUMBER_FIELDS
     kind = "a number" if number else "a string"
+    literal = read.literal or ""
     if number == read.string:  # a number with a string, a string with a number or a bool
-        if read.operator in ("==", "!="):
-            return (
-                f"compares lastRetry.{read.field}, {kind}, with {read.literal}, which never equals it "
-                f"in CEL (2 != '2' is true): compare with {kind}"
-            )
-        other = "a string" if read.string else "a bool" if read.literal in ("true", "false") else "a number"
-        return (
-            f"orders lastRetry.{read.field}, {kind}, against {read.literal}, {other}: CEL has no such "
-            f"comparison, so every evaluation fails (no retry, ever): compare with {kind}"
+        return mistyped(
+            f"lastRetry.{read.field}",
+            kind,
+            literal,
+            "a string" if read.string else literal_type(literal),
+            read.operator,
+            example="2 != '2' is true",
+            fails="no retry, ever",
+            fix=f"compare with {kind}",
         )
     # Two tests, not `not in (None, *STATUSES)`: mypyc cannot compile a starred tuple there.
     if (
         read.field == "status"
-        and read.operator in ("==", "!=")
+        and read.operator in EQUALITIES
         and read.value is not None
         and read.value not in STATUSES
     ):

@@ -12,7 +12,7 @@ from zen_flow.api.constants import FINALLY_CROSSING, MANUAL_FINALLY, DependencyP
 from zen_flow.core.expression_facts import facts
 from zen_flow.core.expression_scanner import phase_test_references
 from zen_flow.core.expressions import compile_when
-from zen_flow.validation.conditions import compiled_or_refused
+from zen_flow.validation.conditions import EQUALITIES, compiled_or_refused, literal_type, mistyped
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -330,12 +330,17 @@ def _check_facts(r: Reader, index: StepIndex, expr: str, path: Path, arguments: 
                 )
             )
     for c in found.typed_comparisons:
-        r.add(
-            invalid(
-                path,
-                expr,
-                f"compares {c.reference} with {c.literal}, but outputs and arguments are strings, "
-                f'and a string never equals a number or a bool in CEL ("0" != 0 is true): compare '
-                f"with a string ({quote(c.literal)}) or convert it first (int(...), double(...))",
-            )
+        instead = "convert it first"  # ordered as strings, "10" < "9": only a conversion orders numbers
+        if c.operator in EQUALITIES:
+            instead = f"compare with a string ({quote(c.literal)}) or {instead}"
+        said = mistyped(
+            c.reference,
+            "a string",
+            c.literal,
+            literal_type(c.literal),
+            c.operator,
+            example='"0" != 0 is true',
+            fails="the step is always skipped",
+            fix=f"outputs and arguments are strings, so {instead} (int(...), double(...))",
         )
+        r.add(invalid(path, expr, said))
