@@ -1,7 +1,7 @@
 """The JobFlow CRD on a real kube-apiserver: it installs, keeps every field, defaults, prints.
 
 The CRD is installed by the session fixture `jobflow_crd` (tests/integration/conftest.py); what the
-apiserver rejects is in test_crd_validation.py.
+apiserver rejects is in test_crd_validation.py, test_crd_value_sources.py and test_crd_updates.py.
 """
 
 from __future__ import annotations

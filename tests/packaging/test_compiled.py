@@ -50,6 +50,7 @@ SUITES = (
     "tests/unit/test_validation_policy.py",
     "tests/unit/test_validation_properties.py",
     "tests/unit/test_validation_steps.py",
+    "tests/unit/test_validation_step_runs.py",
     "tests/unit/test_validation_update.py",
     "tests/unit/test_webhook_accepted.py",
     "tests/unit/test_webhook_envelope.py",

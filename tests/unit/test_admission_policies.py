@@ -1,6 +1,7 @@
 """The step and parameter admission policies (config/crd/admission-policies.yaml), evaluated with the CEL
 library: what they refuse without the webhook, said in the validator's words. The apiserver runs them in
-tests/integration/test_crd_validation.py; here every case is cheap to try."""
+tests/integration/test_crd_validation.py, test_crd_value_sources.py and test_crd_updates.py; here every
+case is cheap to try."""
 
 from __future__ import annotations
 

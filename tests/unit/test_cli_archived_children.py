@@ -9,16 +9,15 @@ import json
 from typing import Any
 
 import pytest
+from cli_flows_rig import NS, FakeCluster
+from cli_flows_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 from test_cli_archived_logs import run
-from test_cli_commands import NS, FakeCluster, cluster
 
 from zen_flow.core.naming import job_name
 from zen_flow.planner.archive_logs import log_key
 from zen_flow.planner.archive_records import record_key
 from zen_flow_dev.testing.flows import flow_manifest, job_step
 from zen_flow_dev.testing.s3_fake import FakeS3
-
-__all__ = ["cluster"]  # the fixture, imported for the tests here
 
 SUB = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "build"}}, "dependencies": ["prep"]}
 FIRST, LATEST = job_name("p", "sub", 0), job_name("p", "sub", 1)

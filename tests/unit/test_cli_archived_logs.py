@@ -7,15 +7,14 @@ import asyncio
 import json
 
 import pytest
-from test_cli_commands import NS, FakeCluster, cluster, zen_flow
+from cli_flows_rig import NS, FakeCluster, zen_flow
+from cli_flows_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
 from zen_flow.core.naming import job_name
 from zen_flow.planner.archive_logs import log_key
 from zen_flow.planner.archive_records import record_key
 from zen_flow_dev.testing.flows import flow_manifest, job_step
 from zen_flow_dev.testing.s3_fake import ACCESS_KEY, SECRET_KEY, FakeS3, fake_s3
-
-__all__ = ["cluster"]  # the fixture, imported for the tests here
 
 CHILD = {"apiVersion": "workflow.kube-zen.io/v1alpha1", "kind": "JobFlow", "name": "p-sub-1a2b3c4d"}
 

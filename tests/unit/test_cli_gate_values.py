@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from test_cli_commands import NS, FakeCluster, annotation_writes, zen_flow
-from test_cli_commands import cluster as cluster  # the fixture
+from cli_flows_rig import NS, FakeCluster, annotation_writes, zen_flow
+from cli_flows_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
 from zen_flow.cli import session
 from zen_flow.kube.errors import from_status

@@ -8,16 +8,15 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from cli_flows_rig import NS, FakeCluster, zen_flow
+from cli_flows_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 from test_cli_archived_children import SUB, put_child, put_record
 from test_cli_archived_logs import CHILD, run
-from test_cli_commands import NS, FakeCluster, cluster, zen_flow
 
 from zen_flow.core.naming import job_name
 from zen_flow.planner.archive_logs import log_key
 from zen_flow_dev.testing.flows import flow_manifest, job_step
 from zen_flow_dev.testing.s3_fake import FakeS3
-
-__all__ = ["cluster"]  # the fixture, imported for the tests here
 
 FLOW_STEP = {"name": "sub", "type": "Flow", "flow": {"templateRef": {"name": "build"}}}
 REF = {"apiVersion": "workflow.kube-zen.io/v1alpha1", "kind": "JobFlow"}

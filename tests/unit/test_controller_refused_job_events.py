@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from scripted_controller_rig import Fake, controller
 from test_announcements import Sink
-from test_controller_failures import Fake, controller
 
 from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.clock import FakeClock

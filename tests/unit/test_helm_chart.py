@@ -1,6 +1,7 @@
 """The Helm chart without helm: its metadata, values and copies of config/ files.
 
-The chart rendered and linted by the real helm is tested in the tools tier (tests/tools/test_helm_render.py).
+The chart rendered and linted by the real helm is tested in the tools tier (tests/tools/test_helm_render.py,
+test_helm_values.py, test_helm_flags.py).
 """
 
 from __future__ import annotations

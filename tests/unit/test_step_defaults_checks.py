@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_controller_failures import Fake, controller
+from scripted_controller_rig import Fake, controller
 from test_webhook_review import review
 
 from zen_flow.api.constants import API_VERSION, CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
