@@ -258,5 +258,7 @@ def test_a_manual_run_with_a_scheduled_time_is_still_placed_at_its_creation() ->
     # Finished, it counts for the history limits by its creation: the older scheduled run goes.
     done = {**late, "status": {"phase": "Succeeded"}}
     older = a_run(report, EVERY_10, {"phase": "Succeeded"})
-    limited = planned(every_10(successfulJobsHistoryLimit=1), [older, done], created + timedelta(minutes=1))
+    limits = every_10(successfulJobsHistoryLimit=1)
+    limits["status"]["lastScheduleTime"] = format_time(EVERY_10)  # the older run's run time recorded
+    limited = planned(limits, [older, done], created + timedelta(minutes=1))
     assert limited.actions == (DeleteRun(older["metadata"]["name"], older["metadata"]["uid"]),)

@@ -20,7 +20,7 @@ from zen_flow.controller import cron_reconciler
 from zen_flow.controller.cron_reconciler import CRON_WORKERS, CronController, cron_queue
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.shard_gate import ShardGate
-from zen_flow.kube.errors import AlreadyExists, Invalid, TransportError
+from zen_flow.kube.errors import AlreadyExists, Conflict, Invalid, TransportError
 from zen_flow.planner.cron import CronPlan, plan_cron
 from zen_flow_dev.testing.clock import FakeClock, settle
 
@@ -467,3 +467,70 @@ async def test_one_namespace_never_holds_every_cron_worker() -> None:
     assert taken == ("tenant-a/nightly-1", "tenant-a/nightly-2", "tenant-b/hourly")
     queue.done(first)
     assert await asyncio.wait_for(queue.get(), 5) == "tenant-a/nightly-3"  # tenant-a's next, in turn
+
+
+async def test_a_run_whose_status_write_was_refused_is_recorded_and_never_made_again(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, metrics = running
+    assert cluster.controller is not None
+    controller = cluster.controller
+    real_patch = cluster.patch_status
+    refused: list[object] = []
+
+    async def patch_status(namespace: str, name: str, status: dict[str, Any], rv: str) -> None:
+        # The write after the run's create is refused: the CronJobFlow changed since it was read.
+        if cluster.runs("once") and not refused:
+            refused.append(status.get("lastScheduleTime"))
+            raise Conflict(409, "Conflict", "the object has been modified")
+        await real_patch(namespace, name, status, rv)
+
+    async def delete(namespace: str, name: str, uid: str | None = None) -> None:
+        controller.on_flow_event(cluster.flows.pop(f"{namespace}/{name}"))
+
+    cluster.patch_status = patch_status  # type: ignore[method-assign]
+    controller._flow_api.delete = delete  # type: ignore[method-assign]
+    cluster.add_cron("once", successfulJobsHistoryLimit=0)
+    await clock.advance(30)  # 00:01: the run time
+    await clock.advance(1)  # the retry
+    assert refused == ["2030-01-01T00:01:00Z"]
+    retried = cluster.crons["ns/once"].status
+    # 00:01:20: the run succeeds; successfulJobsHistoryLimit 0 deletes it, and 00:01 is not run again.
+    await clock.advance(19)
+    key = "ns/once-31557601"
+    cluster.flows[key] = cluster.flows[key].model_copy(
+        update={"status": JobFlowStatus(phase="Succeeded", completion_time=clock.now())}
+    )
+    controller.on_flow_event(cluster.flows[key])
+    await clock.advance(1)
+    await settle()
+    assert cluster.runs("once") == []
+    assert [e[1] for e in cluster.events] == ["RunCreated"]
+    assert runs_total(metrics, "created") == 1
+    # The retry recorded the run time the refused write was to record.
+    assert retried.last_schedule_time == datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    scheduled = next(c for c in retried.conditions if c.type == "Scheduled")
+    assert (scheduled.status, scheduled.reason) == ("True", "RunCreated")
+
+
+async def test_a_run_time_refused_for_good_keeps_the_record_its_predecessors_run_gives(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    cluster, clock, _ = running
+    real_patch = cluster.patch_status
+    two = datetime(2030, 1, 1, 0, 2, tzinfo=UTC)
+
+    async def patch_status(namespace: str, name: str, status: dict[str, Any], rv: str) -> None:
+        if clock.now() < two:  # every write lost until 00:02
+            raise TransportError("connection reset")
+        await real_patch(namespace, name, status, rv)
+
+    cluster.patch_status = patch_status  # type: ignore[method-assign]
+    cluster.add_cron("gap")
+    await clock.advance(30)  # 00:01: the run made, its record lost
+    assert cluster.runs("gap") == ["gap-31557601"]
+    cluster.failing["gap"] = Invalid(422, "Invalid", "admission webhook denied: quota")
+    await clock.advance(60)  # 00:02: the apiserver refuses that run for good
+    status = cluster.crons["ns/gap"].status
+    assert status.last_skipped_time == two
+    assert status.last_schedule_time == datetime(2030, 1, 1, 0, 1, tzinfo=UTC)

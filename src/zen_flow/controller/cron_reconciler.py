@@ -337,7 +337,7 @@ def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> 
         old,
         {
             "last_skipped_time": action.scheduled_time,
-            "last_schedule_time": cron.status.last_schedule_time,
+            "last_schedule_time": action.previous_schedule_time,
             "active": active,
             "conditions": tuple(
                 _refusal_condition(c, message) if c.type == CronConditionType.SCHEDULED else c

@@ -7,6 +7,12 @@ computed from the CronJobFlow's own record (status.lastScheduleTime, status.last
 and its runs, never from a memory of the controller's, so a reconcile late, twice or after a crash
 decides the same.
 
+The runs are part of that record: a run's name gives its run time, so a run whose status write was lost
+(a 409, a lost lease, a kill) still has its run time recorded by the next reconcile (lastScheduleTime
+raised to the latest run time among the runs, the Scheduled condition refreshed), and the history limits
+delete a run only once the stored status records its run time: deleted before, with that write lost,
+nothing would tell the run time was run, and it would come due and run again.
+
 Kubernetes' CronJob is the model:
 - After an outage at most one missed run time is started, the latest; with `startingDeadlineSeconds`,
   only if it is not later than that.
@@ -92,6 +98,9 @@ class CreateRun:
     name: str
     scheduled_time: datetime
     body: dict[str, object]  # the JobFlow to POST
+    # status.lastScheduleTime should the run not be made (the apiserver refuses it for good): the run
+    # time before it, as its runs record it, not the stored one a lost write left behind.
+    previous_schedule_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -182,17 +191,34 @@ def plan_cron(
         now,
         archive_max_delay,
     )
-    actions: list[CronAction] = list(kept.deletes)
+    # A delete waits for the stored record of its run's run time: deleted first, with the write that
+    # records it lost, nothing would tell that the run time was run, and it would come due again.
+    actions: list[CronAction] = [d for d in kept.deletes if not _unrecorded(name, d.name, old)]
     succeeded = [r.status.completion_time for r in live if r.status.phase == FlowPhase.SUCCEEDED]
     last_success = max([t for t in (old.last_successful_time, *succeeded) if t is not None], default=None)
+    served = _served(name, runs, now)
+    recorded = _later(old.last_schedule_time, served)
     status = old.model_copy(
         update={
             "last_successful_time": last_success,
+            "last_schedule_time": recorded,
             "active": tuple(_ref(name, r) for r in _by_time(name, active))[::-1],
             "observed_generation": generation,
         }
     )
     conditions = {c.type: c for c in old.conditions}
+    told = _later(old.last_schedule_time, old.last_skipped_time)  # the latest run time the status tells of
+    if served is not None and (told is None or served > told):
+        # A run the stored status does not tell of (its write lost): the condition says it was created.
+        conditions[CronConditionType.SCHEDULED] = _condition(
+            old.conditions,
+            CronConditionType.SCHEDULED,
+            True,
+            RUN_CREATED,
+            _created(run_name(name, served), served),
+            generation,
+            now,
+        )
     events: list[EventSpec] = []
     if invalid is not None or schedule is None:
         why = invalid or "no schedule"
@@ -213,7 +239,7 @@ def plan_cron(
             t
             for t in (
                 cron.metadata.creation_timestamp,
-                old.last_schedule_time,
+                recorded,
                 old.last_skipped_time,
                 # Only a run named for a run time: a manual run's time is when it was created, which
                 # must not hide a run time due before it (suspended, or the controller behind).
@@ -224,7 +250,7 @@ def plan_cron(
         since = max(known, default=now)
         due = schedule.latest_due(since, now)
         if due is not None:
-            outcome, update, event, made = _decide(cron, due, now, active, runs)
+            outcome, update, event, made = _decide(cron, due, now, active, recorded)
             actions.extend(made)
             events.append(event)
             status = status.model_copy(update=update)
@@ -247,6 +273,31 @@ def plan_cron(
     upcoming = None if spec.suspend else schedule.next_after(now)
     requeue = None if upcoming is None else max((upcoming - now).total_seconds(), MIN_REQUEUE_SECONDS)
     return CronPlan(tuple(actions), status, tuple(events), _sooner(requeue, kept.wake), outcome)
+
+
+def _served(cron_name: str, runs: Sequence[JobFlow], now: datetime) -> datetime | None:
+    """The latest run time come that a run of the CronJobFlow was made for: its runs are the record of
+    what it scheduled when the status write that recorded one was lost (a 409, a lost lease, a kill).
+    Only runs named for a run time (cron_runs.run_time_of): a manual run, whatever scheduled-time it
+    carries, is no run time. None before now: a name no reconcile of ours gave yet (a replica whose
+    clock is ahead, a hand-made name) must not hold the schedule back once its run is gone."""
+    times = [t for r in runs if (t := run_time_of(cron_name, r.metadata.name)) is not None and t <= now]
+    return max(times, default=None)
+
+
+def _unrecorded(cron_name: str, run: str, stored: CronJobFlowStatus) -> bool:
+    """Whether a run's run time is later than the stored status records (its write lost)."""
+    moment = run_time_of(cron_name, run)
+    recorded = stored.last_schedule_time
+    return moment is not None and (recorded is None or moment > recorded)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return max((t for t in (a, b) if t is not None), default=None)
+
+
+def _created(run: str, due: datetime) -> str:
+    return f"created {run} for run time {format_time(due)}"
 
 
 def _sooner(requeue: float | None, wake: float | None) -> float | None:
@@ -281,9 +332,10 @@ def _was(status: CronJobFlowStatus, kind: CronConditionType, value: str, message
 
 
 def _decide(
-    cron: CronJobFlow, due: datetime, now: datetime, active: Sequence[JobFlow], runs: Sequence[JobFlow]
+    cron: CronJobFlow, due: datetime, now: datetime, active: Sequence[JobFlow], recorded: datetime | None
 ) -> tuple[str, dict[str, object], EventSpec, list[CronAction]]:
-    """The fate of run time `due`: (outcome, status fields, event, actions)."""
+    """The fate of run time `due`, later than every run's (`since`): no run by its name exists yet.
+    Returns (outcome, status fields, event, actions); `recorded`: lastScheduleTime before it."""
     spec = cron.spec
     name = run_name(cron.metadata.name, due)
     when = format_time(due)
@@ -299,14 +351,13 @@ def _decide(
         )
     policy = spec.concurrency_policy or ConcurrencyPolicy.FORBID
     others = [r for r in active if r.metadata.name != name]
-    existing = next((r for r in runs if r.metadata.name == name), None)
     if others and policy == ConcurrencyPolicy.FORBID:
         names = ", ".join(r.metadata.name for r in others)
         message = f"run time {when} skipped: concurrencyPolicy Forbid and {names} not finished"
         return ("skipped_forbid", {"last_skipped_time": due}, EventSpec("Normal", "RunSkipped", message), [])
     mine = rank(cron.metadata.name, name, due)
     newer = [r for r in others if not _stopping(r) and rank_of(cron.metadata.name, r) > mine]
-    if existing is None and newer and policy == ConcurrencyPolicy.REPLACE:
+    if newer and policy == ConcurrencyPolicy.REPLACE:
         # A manual run created after the run time: Replace keeps the newest run, so the run would be
         # stopped as soon as created (_replaced, the same order): not created, as Forbid would not.
         names = ", ".join(r.metadata.name for r in newer)
@@ -323,19 +374,15 @@ def _decide(
             EventSpec("Warning", "RunSkipped", message),
             [],
         )
-    made: list[CronAction] = []  # the create, when the run does not exist yet
+    made: list[CronAction] = [CreateRun(name, due, build_run(cron, due), recorded)]
     ref = RunRef(name=name, scheduled_time=due)
     active_refs = [_ref(cron.metadata.name, r) for r in _by_time(cron.metadata.name, active)]
     active_refs = [r for r in active_refs if r.name != name][::-1]
-    if existing is None:
-        made.append(CreateRun(name, due, build_run(cron, due)))
-    else:
-        ref = _ref(cron.metadata.name, existing)
     replaced = (
         f" (stopping {', '.join(r.metadata.name for r in others)})"
         if others and policy == ConcurrencyPolicy.REPLACE
         else ""
     )
-    message = f"created {name} for run time {when}{replaced}"
+    message = f"{_created(name, due)}{replaced}"
     update: dict[str, object] = {"last_schedule_time": due, "active": (*active_refs, ref)}
     return "created", update, EventSpec("Normal", RUN_CREATED, message), made
