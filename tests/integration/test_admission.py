@@ -323,6 +323,19 @@ def field_errors(stderr: str, name: str) -> list[str]:
             'spec.steps[0].template.apiVersion: Unsupported value: "batch/v2"',
             id="template-not-a-batch-v1-job",
         ),
+        pytest.param(
+            [{"name": "a", "template": job()}],
+            {
+                "resourceTemplates": {
+                    "configMapTemplates": [
+                        {"metadata": {"name": "cache", "labels": {"workflow.kube-zen.io/memo-cache": "true"}}}
+                    ]
+                }
+            },
+            "spec.resourceTemplates.configMapTemplates[0].metadata.labels[workflow.kube-zen.io/memo-cache]: "
+            "Forbidden: a key of zen-flow's own",
+            id="resource-template-with-zen-flows-own-label",
+        ),
     ],
 )
 def test_kubectl_apply_of_an_invalid_flow_is_refused_with_the_field_error(
@@ -703,6 +716,11 @@ def test_a_flow_naming_a_template_is_stored_expanded_and_applied_again_is_refuse
             {"templateRef": {"name": "ghost", "clusterScope": True}},
             'spec.templateRef.name: Not found: "ghost": ClusterJobFlowTemplate "ghost" not found',
             id="missing-cluster-template",
+        ),
+        pytest.param(  # refused before any read: `..` in the read's path was the API group's listing
+            {"templateRef": {"name": "..", "clusterScope": True}},
+            'spec.templateRef.name: Invalid value: "..": a lowercase RFC 1123 subdomain',
+            id="not-a-template-name",
         ),
     ],
 )
