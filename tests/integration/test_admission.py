@@ -82,6 +82,19 @@ pytestmark = pytest.mark.integration
             'spec.steps[0].template.apiVersion: Unsupported value: "batch/v2"',
             id="template-not-a-batch-v1-job",
         ),
+        pytest.param(
+            [{"name": "a", "template": job()}],
+            {
+                "resourceTemplates": {
+                    "configMapTemplates": [
+                        {"metadata": {"name": "cache", "labels": {"workflow.kube-zen.io/memo-cache": "true"}}}
+                    ]
+                }
+            },
+            "spec.resourceTemplates.configMapTemplates[0].metadata.labels[workflow.kube-zen.io/memo-cache]: "
+            "Forbidden: a key of zen-flow's own",
+            id="resource-template-with-zen-flows-own-label",
+        ),
     ],
 )
 def test_kubectl_apply_of_an_invalid_flow_is_refused_with_the_field_error(

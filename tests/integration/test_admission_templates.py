@@ -82,6 +82,11 @@ def test_a_flow_naming_a_template_is_stored_expanded_and_applied_again_is_refuse
             'spec.templateRef.name: Not found: "ghost": ClusterJobFlowTemplate "ghost" not found',
             id="missing-cluster-template",
         ),
+        pytest.param(  # refused before any read: `..` in the read's path was the API group's listing
+            {"templateRef": {"name": "..", "clusterScope": True}},
+            'spec.templateRef.name: Invalid value: "..": a lowercase RFC 1123 subdomain',
+            id="not-a-template-name",
+        ),
     ],
 )
 def test_a_flow_the_template_cannot_make_is_refused_naming_the_field(

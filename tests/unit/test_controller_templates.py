@@ -6,6 +6,7 @@ worker loop against FakeApiServer."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -60,6 +61,28 @@ async def test_a_flow_whose_template_does_not_exist_fails_invalid_naming_it(rig:
     api.sync()
     await rig.settle(60)
     assert len(api.events) == events
+    assert rig.flow.status.phase == "Failed"
+
+
+@pytest.mark.parametrize("rig", [from_template("..")], indirect=True)
+async def test_a_flow_naming_a_template_by_a_name_that_cannot_be_one_fails_without_a_read(rig: Rig) -> None:
+    # Stored without the webhook: the name is checked before it goes into the read's URL path.
+    api = rig.api
+    read: list[str] = []
+
+    async def get_flow_template(
+        namespace: str, name: str, *, cluster: bool = False
+    ) -> Mapping[str, Any] | None:
+        read.append(name)
+        return None
+
+    api.get_flow_template = get_flow_template  # type: ignore[method-assign]
+    api.sync()
+    await rig.settle()
+    assert read == []
+    valid = next(c for c in rig.flow.status.conditions if c.type == "Valid")
+    assert (valid.status, valid.reason) == ("False", "InvalidSpec")
+    assert valid.message.startswith('cannot expand the flow: spec.templateRef.name: Invalid value: "..": ')
     assert rig.flow.status.phase == "Failed"
 
 

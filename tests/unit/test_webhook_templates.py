@@ -9,6 +9,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from zen_flow.kube.errors import Forbidden, TransportError
@@ -358,3 +359,21 @@ async def test_cluster_scope_must_be_a_boolean(aiohttp_client: Any) -> None:
     response = validate_review(json.dumps(review(obj)).encode())["response"]
     assert not response["allowed"]
     assert [c["field"] for c in response["status"]["details"]["causes"]] == ["spec.templateRef.clusterScope"]
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+@pytest.mark.parametrize("name", ["..", "a/b", "Build", "build?watch=1"])
+async def test_a_template_name_that_cannot_be_one_is_refused_before_any_read(
+    aiohttp_client: Any, name: str, cluster: bool
+) -> None:
+    # The name goes into the read's URL path: `..` (with clusterScope) read the API group's listing.
+    templates = Templates(TEMPLATE, CLUSTER_TEMPLATE)
+    client = await aiohttp_client(create_webhook_app(templates=templates))
+    obj = flow(templateRef={"name": name, "clusterScope": cluster})
+    response = await post(client, "/mutate-jobflow", review(obj))
+    assert templates.asked == []
+    assert not response["allowed"]
+    assert response["status"]["code"] == 422
+    [cause] = response["status"]["details"]["causes"]
+    assert cause["field"] == "spec.templateRef.name"
+    assert cause["message"].startswith(f"Invalid value: {json.dumps(name)}: ")

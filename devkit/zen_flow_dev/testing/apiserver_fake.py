@@ -78,7 +78,8 @@ class FakeApiServer(FakeInformerCaches):
         self.children_refused: list[tuple[str, str, str]] = []  # `child_refused`: (parent uid, name, why)
         # Raised by the next status patches, in order, before anything is applied (a 503, a timeout).
         self.status_errors: list[Exception] = []
-        # Memoize caches: (namespace, name) -> {"labels": {...}, "data": {...}}.
+        # ConfigMaps (memoize caches, resourceTemplates' ConfigMaps): (namespace, name) ->
+        # {"labels": {...}, "data": {...}}.
         self.config_maps: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         # The next requests' answers by verb: an error, or None (answered as usual).
         self.config_map_errors: dict[str, list[Exception | None]] = {}
@@ -236,10 +237,16 @@ class FakeApiServer(FakeInformerCaches):
         self.children_refused.append((owner_uid, name, why))
 
     async def create_resource(self, namespace: str, kind: str, body: dict[str, Any]) -> ObjectMeta:
-        raise NotImplementedError("spec.resourceTemplates: not in this fake")
+        """spec.resourceTemplates' ConfigMaps, kept where memoize caches are read (their labels and data);
+        other kinds are not in this fake."""
+        if kind != "ConfigMap":
+            raise NotImplementedError(f"spec.resourceTemplates' {kind}s: not in this fake")
+        meta = body["metadata"]
+        await self.create_memo_cache(namespace, meta["name"], meta.get("labels", {}), body.get("data", {}))
+        return ObjectMeta(name=meta["name"], namespace=namespace, uid=f"uid-configmap-{next(self._uids)}")
 
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
-        raise NotImplementedError("spec.resourceTemplates: not in this fake")
+        raise NotImplementedError("spec.resourceTemplates: reading one back is not in this fake")
 
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool

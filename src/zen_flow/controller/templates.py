@@ -47,6 +47,7 @@ from zen_flow.validation.expansion import (
     merge_patch,
     missing_template,
     needs_expansion,
+    template_name_problem,
     template_ref,
     unreadable_template,
 )
@@ -140,6 +141,9 @@ class TemplateResolver:
         named, namespace = flow.spec.template_ref, flow.metadata.namespace
         if not named.name:
             return Refusal(REASON_INVALID, ("spec.templateRef.name: Required value",))
+        if (problem := template_name_problem(named.name)) is not None:
+            # Never put into a read's URL path (`..` would read the API group's listing).
+            return Refusal(REASON_INVALID, (str(problem),))
         # The flow as stored first, and the template its stored spec names: templateRef may be edited
         # until the flow starts, and the cache may not have seen the edit yet. A spec expanded from the
         # template the cache names would be another template's steps, with its labels.

@@ -26,7 +26,7 @@ from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.core.expressions import Evaluator
-from zen_flow.planner.actions import EventSpec, MemoAnswer, Plan, pruned
+from zen_flow.planner.actions import CreateResource, EventSpec, MemoAnswer, Plan, pruned
 from zen_flow.planner.approvals import waiting_message, with_approvals, with_origin
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.children import suspensions
@@ -44,7 +44,7 @@ from zen_flow.planner.plan_state import DEADLINE_EXCEEDED, failure_message
 from zen_flow.planner.progress import judge as judge_progress
 from zen_flow.planner.progress import last_progress
 from zen_flow.planner.readiness import dependency_verdict, uncommitted
-from zen_flow.planner.resources import missing
+from zen_flow.planner.resources import fail_resources, missing, refusals
 from zen_flow.planner.retention import retention_deletes
 from zen_flow.planner.shape import shape_of
 from zen_flow.planner.starts import Starts
@@ -383,4 +383,8 @@ def plan(
         locks,
         pods or {},
     ).run()
+    if any(isinstance(a, CreateResource) for a in result.actions) and (refused := refusals(flow)):
+        # A template with a key of zen-flow's own that got past admission: the flow fails as when the
+        # apiserver refuses a template, before any object is made (planner/resources.py).
+        result = fail_resources(flow, refused, now, planned=result)
     return replace(result, events=(said, *result.events)) if said is not None else result

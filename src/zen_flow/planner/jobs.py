@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from zen_flow.api.constants import (
+    ANNOTATION_CREATED_BY,
     GROUP,
     KIND,
     LABEL_ATTEMPT,
@@ -187,9 +188,19 @@ def refusal_origin(flow: JobFlow, step_name: str, message: str) -> str:
     return "".join(f" (from spec.stepDefaults.podSpec.{field})" for field in fields)
 
 
+def with_creator(flow: JobFlow, annotations: dict[str, str]) -> dict[str, str]:
+    """`annotations` (a Job's or its pod template's) naming the user who created the flow, as the flow's
+    `workflow.kube-zen.io/created-by` does (the mutating webhook writes it from the request's user), or
+    without the key when the flow records no one: the Job's own requester is the controller, so admission
+    policies on Jobs and pods tell tenants apart by this, and a step's own value must not pass for it."""
+    creator = flow.metadata.annotations.get(ANNOTATION_CREATED_BY)
+    ours = {ANNOTATION_CREATED_BY: creator} if creator else {}
+    return {**{k: v for k, v in annotations.items() if k != ANNOTATION_CREATED_BY}, **ours}
+
+
 def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, Any]:
     """Deep copy of the template with the flow's `stepDefaults` where it sets none (core/step_defaults.py),
-    our name, namespace, labels, ownerReference and deadlines."""
+    our name, namespace, labels, annotations (`with_creator`), ownerReference and deadlines."""
     if not isinstance(step.template, dict) or not step.template:
         raise JobBuildError("step has no Job template")
     body = copy.deepcopy(step.template)
@@ -213,12 +224,15 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     meta["namespace"] = flow.metadata.namespace
     template_labels = without_instance(_str_map(meta.get("labels"), "template.metadata.labels"))
     meta["labels"] = {**default_map(default_labels, template_labels), **extra_labels, **ours}
-    annotations = {
-        **default_map(
-            default_annotations, _str_map(meta.get("annotations"), "template.metadata.annotations")
-        ),
-        **extra_annotations,
-    }
+    annotations = with_creator(
+        flow,
+        {
+            **default_map(
+                default_annotations, _str_map(meta.get("annotations"), "template.metadata.annotations")
+            ),
+            **extra_annotations,
+        },
+    )
     if annotations:
         meta["annotations"] = annotations
     else:
@@ -230,15 +244,20 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
     pod_meta = object_at(pod, "metadata", "template.spec.template")
     pod_labels = without_instance(_str_map(pod_meta.get("labels"), "template.spec.template.metadata.labels"))
     pod_meta["labels"] = {**default_map(default_labels, pod_labels), **extra_labels, **ours}
-    pod_annotations = {
-        **default_map(
-            default_annotations,
-            _str_map(pod_meta.get("annotations"), "template.spec.template.metadata.annotations"),
-        ),
-        **extra_annotations,
-    }
+    pod_annotations = with_creator(
+        flow,
+        {
+            **default_map(
+                default_annotations,
+                _str_map(pod_meta.get("annotations"), "template.spec.template.metadata.annotations"),
+            ),
+            **extra_annotations,
+        },
+    )
     if pod_annotations:
         pod_meta["annotations"] = pod_annotations
+    else:
+        pod_meta.pop("annotations", None)
     pod_spec = pod.get("spec")
     if defaults is not None and defaults.pod_spec is not None:
         apply_pod_defaults(object_at(pod, "spec", "template.spec.template"), defaults.pod_spec.to_wire())

@@ -6,6 +6,12 @@ once `status.resourceRefs` lists it: the plan that creates it also records it, a
 what lets a later reconcile start steps. The names are deterministic, so a create repeated after a lost
 status write answers 409, and the controller adopts the object if the flow owns it and it is not being
 deleted (controller/provisioning.py).
+
+A template's labels and annotations under zen-flow's own domain (core/own_keys.py) are never sent: the
+controller creates the object under its identity, and trusts those keys (a ConfigMap labelled as a memoize
+cache serves other flows' steps). Admission refuses them; a flow that got one past it (no webhook, stored
+before the rule) fails when the object would be made, naming the field and the key (`refusals`), rather
+than running without the labels it asked for. Objects an earlier version made are left as they are.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any
 from zen_flow.api.constants import LABEL_FLOW, LABEL_MANAGED_BY, MANAGED_BY
 from zen_flow.api.flow_status import ObjectRef
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.core.instances import instance_labels, without_instance
+from zen_flow.core.instances import instance_labels
 from zen_flow.core.naming import label_value, resource_name
+from zen_flow.core.own_keys import OWN_KEY_REFUSAL, is_own_key
 from zen_flow.planner.actions import CreateResource, EventSpec, Plan
 from zen_flow.planner.jobs import owner_reference
 from zen_flow.planner.lifecycle import fail_invalid, unpromised
@@ -58,8 +65,16 @@ def _template_name(template: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) else ""
 
 
+def _foreign(value: object) -> dict[str, str]:
+    """A template's labels or annotations without zen-flow's own keys."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items() if not is_own_key(str(k))}
+
+
 def build_resource(flow: JobFlow, kind: str, template: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep copy of the template with our name, namespace, labels and ownerReference."""
+    """Deep copy of the template with our name, namespace, labels and ownerReference, and zen-flow's own
+    label and annotation keys dropped from it (a flow whose template has one fails first: `refusals`)."""
     body = copy.deepcopy(dict(template))
     body["apiVersion"] = API_VERSION
     body["kind"] = kind
@@ -68,53 +83,77 @@ def build_resource(flow: JobFlow, kind: str, template: Mapping[str, Any]) -> dic
     meta = dict(meta) if isinstance(meta, Mapping) else {}
     for field in _SERVER_FIELDS:
         meta.pop(field, None)
-    labels = meta.get("labels")
-    extra = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
-    extra = without_instance(extra)
     meta["name"] = resource_name(flow.metadata.name, _template_name(template))
     meta["namespace"] = flow.metadata.namespace
-    meta["labels"] = {**extra, **resource_labels(flow)}
+    meta["labels"] = {**_foreign(meta.get("labels")), **resource_labels(flow)}
+    if (annotations := _foreign(meta.get("annotations"))) or "annotations" in meta:
+        meta["annotations"] = annotations
     # Only ours: an object has at most one controller, and it must be the flow for GC and adoption.
     meta["ownerReferences"] = [owner_reference(flow)]
     body["metadata"] = meta
     return body
 
 
-def _templates(flow: JobFlow) -> list[tuple[str, Mapping[str, Any]]]:
-    """(kind, template) of every named template, PVCs first, in spec order. Templates without a name
-    are left out (the validator rejects them; the controller validates a flow before planning it)."""
+def _templates(flow: JobFlow) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(kind, field path, template) of every named template, PVCs first, in spec order. Templates without
+    a name are left out (the validator rejects them; the controller validates a flow before planning it)."""
     templates = flow.spec.resource_templates
     if templates is None:
         return []
     return [
-        (kind, template)
-        for kind, items in (
-            (PVC, templates.volume_claim_templates),
-            (CONFIG_MAP, templates.config_map_templates),
+        (kind, f"spec.resourceTemplates.{field}[{i}]", template)
+        for kind, field, items in (
+            (PVC, "volumeClaimTemplates", templates.volume_claim_templates),
+            (CONFIG_MAP, "configMapTemplates", templates.config_map_templates),
         )
-        for template in items
+        for i, template in enumerate(items)
         if _template_name(template)
+    ]
+
+
+def _unrecorded(flow: JobFlow) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """The templates whose objects `status.resourceRefs` does not list yet."""
+    templates = _templates(flow)
+    if not templates:
+        return []
+    recorded = {(ref.kind, ref.name) for ref in flow.status.resource_refs}
+    flow_name = flow.metadata.name
+    return [
+        (kind, path, t)
+        for kind, path, t in templates
+        if (kind, resource_name(flow_name, _template_name(t))) not in recorded
     ]
 
 
 def wanted(flow: JobFlow) -> tuple[CreateResource, ...]:
     """Every object the flow's templates describe."""
-    return tuple(CreateResource(kind, build_resource(flow, kind, t)) for kind, t in _templates(flow))
+    return tuple(CreateResource(kind, build_resource(flow, kind, t)) for kind, _, t in _templates(flow))
 
 
 def missing(flow: JobFlow) -> tuple[CreateResource, ...]:
     """The objects `status.resourceRefs` does not list yet: to create before any step may start.
     Cheap once they are all recorded (no manifest is built): it runs on every reconcile."""
-    templates = _templates(flow)
-    if not templates:
-        return ()
-    recorded = {(ref.kind, ref.name) for ref in flow.status.resource_refs}
-    flow_name = flow.metadata.name
-    return tuple(
-        CreateResource(kind, build_resource(flow, kind, t))
-        for kind, t in templates
-        if (kind, resource_name(flow_name, _template_name(t))) not in recorded
-    )
+    return tuple(CreateResource(kind, build_resource(flow, kind, t)) for kind, _, t in _unrecorded(flow))
+
+
+def refusals(flow: JobFlow) -> list[str]:
+    """Why the objects still to create cannot be: each label or annotation key of zen-flow's own in
+    their templates, as admission words it (`ConfigMap ci-cache: spec.resourceTemplates...labels[KEY]:
+    Forbidden: ...`). Empty for a flow whose objects are all recorded (made by an earlier version)."""
+    found: list[str] = []
+    for kind, path, template in _unrecorded(flow):
+        meta = template.get("metadata")
+        if not isinstance(meta, Mapping):
+            continue
+        name = resource_name(flow.metadata.name, _template_name(template))
+        for field in ("labels", "annotations"):
+            keys = meta.get(field)
+            for key in keys if isinstance(keys, Mapping) else ():
+                if is_own_key(str(key)):
+                    found.append(
+                        f"{kind} {name}: {path}.metadata.{field}[{key}]: Forbidden: {OWN_KEY_REFUSAL}"
+                    )
+    return found
 
 
 def resource_ref(flow: JobFlow, create: CreateResource, uid: str | None = None) -> ObjectRef:

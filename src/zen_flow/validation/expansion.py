@@ -149,6 +149,17 @@ def needs_expansion(spec: Any) -> bool:
     return isinstance(spec, Mapping) and spec.get("templateRef") is not None and spec.get("steps") is None
 
 
+def template_name_problem(name: str) -> FieldError | None:
+    """Why `name` cannot be a template's (a label value on its flows: at most 63 characters; an object
+    name), or None. Checked before a template is read by it: the name goes into the read's URL path, where
+    `..` would read the API group's listing."""
+    if len(name) > MAX_FLOW_NAME:
+        return invalid(TEMPLATE_REF + ".name", name, f"must be no more than {MAX_FLOW_NAME} characters")
+    if problem := subdomain_problem(name):
+        return invalid(TEMPLATE_REF + ".name", name, problem)
+    return None
+
+
 def check_template_ref(r: Reader, spec: Mapping[str, Any]) -> None:
     """The rules of a flow's `templateRef` that need no template: a name that can be one (a template's
     name is a label value on its flows: at most 63 characters), and, while the flow is not expanded,
@@ -158,11 +169,8 @@ def check_template_ref(r: Reader, spec: Mapping[str, Any]) -> None:
         return
     name = r.string(ref.get("name"), TEMPLATE_REF + ".name", require=True)
     r.boolean(ref.get("clusterScope"), TEMPLATE_REF + ".clusterScope")
-    if name:
-        if len(name) > MAX_FLOW_NAME:
-            r.add(invalid(TEMPLATE_REF + ".name", name, f"must be no more than {MAX_FLOW_NAME} characters"))
-        elif problem := subdomain_problem(name):
-            r.add(invalid(TEMPLATE_REF + ".name", name, problem))
+    if name and (problem := template_name_problem(name)) is not None:
+        r.add(problem)
     if spec.get("steps") is None and spec.get("resourceTemplates") is not None:
         r.add(
             forbidden(

@@ -1,7 +1,9 @@
 """spec.resourceTemplates: PersistentVolumeClaims and ConfigMaps created once when the flow starts.
 
 Each is created as `<flow name>-<metadata.name>`; the original's checks (a name, access modes, a
-non-zero storage request) plus unique names and that the prefixed name is still a valid object name.
+non-zero storage request) plus unique names and that the prefixed name is still a valid object name, and
+no label or annotation key of zen-flow's own (core/own_keys.py): the controller creates these objects
+under its identity, and trusts those keys on ConfigMaps.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.validation.errors import Path, duplicate, invalid, not_supported, required
+from zen_flow.core.own_keys import OWN_KEY_REFUSAL, is_own_key
+from zen_flow.validation.errors import Path, duplicate, forbidden, invalid, not_supported, required
 from zen_flow.validation.formats import (
     config_key_problem,
     parse_quantity,
@@ -28,7 +31,10 @@ def _check_name(r: Reader, obj: Mapping[str, Any], path: Path, flow: str, seen: 
     if meta is None:
         return
     for field in ("labels", "annotations"):  # `enabled: true` would become the label value "True"
-        r.string_map(meta.get(field), path + ".metadata" + "." + field)
+        field_path = path + ".metadata" + "." + field
+        for key in r.string_map(meta.get(field), field_path) or ():
+            if is_own_key(key):  # the controller creates the object: it must not carry keys it trusts
+                r.add(forbidden(field_path + f"[{key}]", OWN_KEY_REFUSAL))
     name_path = path + ".metadata" + ".name"
     name = r.string(meta.get("name"), name_path, require=True)
     if name is None:

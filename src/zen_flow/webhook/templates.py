@@ -6,14 +6,15 @@ with the same rules; an UPDATE that keeps the stored spec is not checked again (
 JobFlows and CronJobFlows).
 
 The mutating webhook expands a JobFlow created with `spec.templateRef` and no steps: the server reads the
-template (`template_to_read`, then a GET), and `expand_review` writes the expansion into the flow
-(validation/expansion.py: the template's steps and resourceTemplates, its arguments with the flow's
-values, the policies merged), removes `templateRef`, labels it `workflow.kube-zen.io/template: NAME` (and
-`workflow.kube-zen.io/cluster-template: "true"` for a ClusterJobFlowTemplate; for a JobFlowTemplate that
-label is removed, should the user have set it), and adds the usual defaults and audit annotations. The
-validating webhook then sees an ordinary flow. A create that sets both steps and templateRef is refused
-(a stored flow never holds both: a flow read back with `kubectl get -o yaml` has steps only, and the
-apiserver calling this webhook again on its own output sees no templateRef).
+template (`template_to_read`, then a GET; a name that cannot be a template's is refused unread), and
+`expand_review` writes the expansion into the flow (validation/expansion.py: the template's steps and
+resourceTemplates, its arguments with the flow's values, the policies merged), removes `templateRef`,
+labels it `workflow.kube-zen.io/template: NAME` (and `workflow.kube-zen.io/cluster-template: "true"` for
+a ClusterJobFlowTemplate; for a JobFlowTemplate that label is removed, should the user have set it), and
+adds the usual defaults and audit annotations. The validating webhook then sees an ordinary flow. A
+create that sets both steps and templateRef is refused (a stored flow never holds both: a flow read back
+with `kubectl get -o yaml` has steps only, and the apiserver calling this webhook again on its own output
+sees no templateRef).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from zen_flow.validation.expansion import (
     flow_shape,
     is_cron_run,
     missing_template,
+    template_name_problem,
     template_ref,
     unreadable_template,
 )
@@ -59,7 +61,9 @@ def template_to_read(request: AdmissionRequest) -> TemplateName | None:
     members = request.object.members_of("spec")
     if members is None or "steps" in members:
         return None
-    return template_ref(request.object.member_part("spec", ("templateRef",)))
+    ref = template_ref(request.object.member_part("spec", ("templateRef",)))
+    # A name that cannot be a template's is refused by `expand_review`, never put into a read's URL path.
+    return ref if ref is not None and template_name_problem(ref.name) is None else None
 
 
 def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> dict[str, Any]:
@@ -72,8 +76,8 @@ def expand_review(request: AdmissionRequest, template: Any, *, read: bool) -> di
         ref = template_ref(spec)
         if not isinstance(spec, dict) or ref is None:
             return mutate_request(request)  # nothing to expand; the validating webhook says why
-        if (problem := flow_shape(spec)) is not None:  # steps and templateRef
-            return deny_invalid(request, [problem])
+        if (problem := flow_shape(spec) or template_name_problem(ref.name)) is not None:
+            return deny_invalid(request, [problem])  # steps and templateRef, or a name no template has
         if not read:
             return mutate_request(request)
         if template is None:
