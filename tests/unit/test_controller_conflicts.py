@@ -128,8 +128,12 @@ async def test_a_failed_delete_of_outdated_first_jobs_is_sent_again(rig: Rig) ->
         await delete(namespace, name, uid)
 
     api.delete_job = flaky_delete  # type: ignore[method-assign]
-    await rig.settle()  # the first delete fails; the reconcile is retried with backoff
+    await rig.settle()  # the first delete fails, the other goes out; the reconcile is retried with backoff
+    assert deletes[0].split("-")[1] == "migrate"
+    assert sorted(name.split("-")[1] for _, name in api.jobs) == ["migrate"]
+    api.sync()  # the other's deletion is seen: the retry sends the failed one again
     await rig.settle()
+    assert [name.split("-")[1] for name in deletes].count("migrate") == 2
     api.sync()
     await rig.settle()
     api.sync()

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
-from zen_flow.controller.create_failures import Executed, refusal
+from zen_flow.controller.create_failures import Executed, delete_refusal, refusal
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from zen_flow.logging import get_logger
@@ -86,6 +86,9 @@ class PlanExecutor:
         # 403, an admission webhook's refusal, a 5xx): zen_flow_jobflows_job_creates_failing. The retries
         # back off to 1000 s apart, too rarely for a rate of failed creates to show a flow that stays stuck.
         self._creates_failing: set[str] = set()
+        # Keys of the flows whose last Job deletes failed (a policy's 403 or 422, a 5xx, no answer): a
+        # second failure in a row of a 5xx or no answer is told, a first one taken for a blip.
+        self._deletes_failing: set[str] = set()
         # UIDs of the flows this controller deleted (an expired TTL) that the flow cache still shows: the
         # delete has no finalizer to wait for, so the cache holds the flow, not marked deleted, until its
         # watch event comes. A reconcile meanwhile (a Job event, a timer, a wake-up) would plan the
@@ -97,6 +100,7 @@ class PlanExecutor:
 
     def forget(self, key: str) -> None:
         self._creates_failing.discard(key)
+        self._deletes_failing.discard(key)
 
     def deleted(self, uid: str) -> bool:
         """Did this controller delete the flow of this UID (the cache has not shown it gone yet)?"""
@@ -116,11 +120,12 @@ class PlanExecutor:
     ) -> Executed:
         """Execute the plan's actions: every create, whatever became of the others, then every delete,
         whatever became of the creates (a succeeded step's Job deleted by jobRetention may be what frees
-        the quota a refused create waits for). Returns what the creates did (`Executed`); a delete that
-        fails raises, once the creates are done. `made`: {name: uid} of what this reconcile created
-        already, which the cache may not show yet (its deletes). `judged`: a plan's actions, whose
-        creates (or none) say whether the flow's creates are failing; not the deletes a reconcile sends
-        after its status write."""
+        the quota a refused create waits for) and of the other deletes. Returns what they did
+        (`Executed`): a create or a delete that fails for now is the reconciler's to raise, once the
+        status is written. `made`: {name: uid} of what this reconcile created already, which the cache
+        may not show yet (its deletes). `judged`: a plan's actions, whose creates and deletes (or none)
+        say whether the flow's creates and deletes are failing; not the deletes a reconcile sends after
+        its status write."""
         ns, uid = flow.metadata.namespace, flow.metadata.uid
         created: dict[str, str] = {}
         rejected: list[str] = []
@@ -211,6 +216,8 @@ class PlanExecutor:
             self._creates_failing.add(flow.key)
         elif judged:
             self._creates_failing.discard(flow.key)
+        undeleted: list[tuple[planner.DeleteRefusal, Exception]] = []
+        deleted = False
         sent = 0
         try:
             objects = {j.metadata.name: j for j in self._owned(uid)} if deletes and self._owned else {}
@@ -224,15 +231,32 @@ class PlanExecutor:
                     await self._delete(flow, delete, made or {}, objects)
                 except (NotFound, Conflict):  # gone, or its name another's now: nothing of ours to delete
                     self._expectations.deletion_observed(uid, delete.name)
+                except Exception as err:
+                    # Refused (a webhook's or RBAC's 403, a policy's 422), a 5xx, no answer: the status is
+                    # written all the same, and the next plans ask for this delete again while the Job
+                    # runs (planner.delete_refusals); the reconciler raises this for the queue's backoff.
+                    sent += 1
+                    self._expectations.deletion_failed(uid, delete.name)
+                    self._metrics.job_delete_failures.labels(delete_cause(delete.reason)).inc()
+                    child = any(s.is_flow and s.name == delete.step for s in flow.spec.steps)
+                    undeleted.append((delete_refusal(delete, err, child=child), err))
+                    log.info("job delete failed", step=delete.step, job=delete.name, error=str(err))
+                    continue
                 else:
                     # Counted only when it deleted something: a Job someone else deleted (its tombstone
                     # still among the flow's: informer/tombstones.py) is no delete of the controller's.
                     self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
+                    deleted = True
                 sent += 1
                 log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
         except BaseException:
             self._fail_deletes(uid, deletes[sent:])
             raise
+        deletes_again = flow.key in self._deletes_failing
+        if undeleted:
+            self._deletes_failing.add(flow.key)
+        elif judged:
+            self._deletes_failing.discard(flow.key)
         for action in actions:
             if isinstance(action, planner.SuspendChild):
                 # Gone, or its name another flow's now (the UID precondition): its step sees that.
@@ -270,6 +294,10 @@ class PlanExecutor:
             again,
             unwritten if isinstance(unwritten, Exception) else None,
             tuple(names[r.step] for _, r, e in refused if not isinstance(e, ApiError) or e.status >= 500),
+            tuple(r for r, _ in undeleted),
+            tuple(err for _, err in undeleted),
+            deletes_again,
+            deleted,
         )
 
     def _fail_deletes(self, uid: str, deletes: Sequence[planner.DeleteJob]) -> None:

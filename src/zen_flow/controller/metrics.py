@@ -177,6 +177,16 @@ class Metrics(RuntimeMetrics):
         # out Job first), and a series that does not exist yet shows "No data" and breaks rate().
         for cause in JOB_DELETE_CAUSES:
             self.job_deletes.labels(cause)
+        # Deletes the apiserver refused (a policy's 403, RBAC), a 5xx or no answer: their Jobs run on and
+        # the next reconciles send them again. By the same causes, every one at 0 from the start.
+        self.job_delete_failures = Counter(
+            "zen_flow_job_delete_failures_total",
+            "Job deletes that failed (403, 5xx, no answer) and are sent again, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for cause in JOB_DELETE_CAUSES:
+            self.job_delete_failures.labels(cause)
         # CronJobFlows: what became of each run time that came due (an operator's "did my schedule run?").
         self.cron_runs = Counter(
             "zen_flow_cronjobflow_runs_total",
