@@ -231,3 +231,5 @@ async def test_an_ended_flows_refused_deletes_are_sent_again_and_told_once_done(
     await turns(rig, 1000)
     assert live(rig) == []
     assert events(rig, "StrayJobDeleted").count(f"Job {forged} (step cleanup) deleted: {ENDED_REASON}") == 1
+    # build's Job is the one its step records: deleted as its ended attempt's, never told as a stray.
+    assert not [m for m in events(rig, "StrayJobDeleted") if build in m]

@@ -4,6 +4,7 @@ transition time moves only when it flips, and a first blip leaves it as it was."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from zen_flow.api.flow_status import JobFlowStatus
@@ -62,3 +63,26 @@ def test_a_stray_whose_delete_failed_is_not_told_as_deleted() -> None:
     strays = stray_events([FAILED.delete, DeleteJob("flow-c-0", "c", ENDED_REASON)])
     kept = untold((told, *strays), [FORBIDDEN, FAILED])
     assert kept == (told, strays[1])
+
+
+def test_a_true_conditions_message_stays_while_its_reason_and_its_job_do() -> None:
+    """The answer's text varies (a webhook's request id, a lost answer's error, how many more): each
+    status written brings the flow back at once past the backoff, so the same refusal of the same Job is
+    not written again; another Job or another reason is."""
+    clean = JobFlowStatus(phase="Running")
+    failing = with_delete_condition(clean, clean, [FORBIDDEN], T0)
+    later = T0 + timedelta(minutes=1)
+    varied = replace(FORBIDDEN, message=f"{FORBIDDEN.message} (request 7f3a)")
+    assert with_delete_condition(failing, failing, [varied, FAILED], later) is failing
+    # Its Job went, another is still refused: that one is named now.
+    other = with_delete_condition(failing, failing, [FAILED], later)
+    assert cond(other) == ("True", "DeleteFailed", f"{FAILED.message} (retried with backoff)", T0)
+    # The same Job, another answer's kind: said.
+    blip = DeleteRefusal(FORBIDDEN.delete, "DeleteFailed", "Job flow-a-1 (step a) delete failed, no answer")
+    assert cond(with_delete_condition(failing, failing, [blip], later))[1:3] == (
+        "DeleteFailed",
+        f"{blip.message} (retried with backoff)",
+    )
+    # A Job whose name begins with the named one's is another Job.
+    longer = DeleteRefusal(DeleteJob("flow-a-10", "a", ""), "DeleteForbidden", "Job flow-a-10 (step a) ...")
+    assert cond(with_delete_condition(failing, failing, [longer], later))[2].startswith("Job flow-a-10 ")

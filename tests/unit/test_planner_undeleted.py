@@ -11,10 +11,13 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import StepPhase
+from zen_flow.api.flow_status import Audit, JobFlowStatus, ObjectRef, Retry, StepStatus
 from zen_flow.core.naming import job_name
-from zen_flow.planner import DeleteJob, Plan
-from zen_flow.planner.undeleted import ENDED_ATTEMPT
+from zen_flow.planner import DeleteJob, Plan, as_job
+from zen_flow.planner.lifecycle import STRAY_EVENT, terminal_plan
+from zen_flow.planner.undeleted import ENDED_ATTEMPT, undeleted
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -145,3 +148,97 @@ def test_refused_deletes_never_touch_a_running_attempt_and_end_once_they_pass(
     }
     live = {name for name, job in sim.jobs.items() if not job.finished}
     assert live <= current
+
+
+def child_step(name: str) -> dict[str, object]:
+    return {"name": name, "type": "Flow", "flow": {"templateRef": {"name": "t"}}}
+
+
+def with_child(
+    step: StepStatus, *, phase: str = "Running", reruns: int = 0, uid: str = "u1", parent: str = "flow"
+) -> tuple[JobFlow, dict[str, Job]]:
+    """A parent flow (its step `c` a Flow step, stored as `step`) and its live child at `step`'s
+    attempt `step.retry_count` (or its recorded one), `reruns` times rerun by a user."""
+    flow = make_flow([job_step("a"), child_step("c")], name=parent)
+    flow = flow.model_copy(update={"status": JobFlowStatus(phase="Running", steps=(step,))})
+    name = step.job_ref.name if step.job_ref is not None else job_name(parent, "c", 0)
+    audit = Audit(retries=tuple(Retry(id=f"r{i}", steps=("x",)) for i in range(reruns)))
+    child = JobFlow.model_validate(
+        {"metadata": {"name": name, "namespace": "default", "uid": uid}, "spec": {"steps": []}}
+    ).model_copy(update={"status": JobFlowStatus(phase=phase, audit=audit)})
+    return flow, {name: as_job(child)}
+
+
+def recorded(phase: str, message: str, retry_count: int = 0) -> StepStatus:
+    name = job_name("flow", "c", retry_count)
+    ref = ObjectRef(name=name, kind="JobFlow", uid="u1")
+    return StepStatus(name="c", phase=phase, retry_count=retry_count, job_ref=ref, message=message)
+
+
+def test_a_child_flow_a_user_reran_is_not_deleted_by_its_parent() -> None:
+    """`zen-flow retry <child>` sets a Failed child Running again: its step ended with the child's own
+    failure (no delete of the controller's), so nothing was refused and nothing is sent."""
+    failed = "child flow flow-c-x failed: step s: Job failed: main: exit code 1"
+    for step in (
+        recorded(StepPhase.FAILED, failed),  # continueOnFailure or allowFailure: the parent runs on
+        recorded(StepPhase.RETRYING, f"attempt 1 failed: {failed}", 0),  # during its backoff
+    ):
+        assert undeleted(*with_child(step, reruns=1)) == []
+    # An earlier attempt's child, rerun by a user since: its status says so.
+    running = StepStatus(name="c", phase=StepPhase.RUNNING, retry_count=1)
+    flow, jobs = with_child(running, reruns=1)
+    assert undeleted(flow, jobs) == []
+
+
+def test_a_timed_out_child_flow_whose_delete_failed_is_deleted_again() -> None:
+    flow, jobs = with_child(recorded(StepPhase.FAILED, "timed out after 60s"))
+    assert [(d.name, d.reason) for d in undeleted(flow, jobs)] == [
+        (job_name("flow", "c", 0), f"{ENDED_ATTEMPT}: timed out after 60s")
+    ]
+    retrying = recorded(StepPhase.RETRYING, "attempt 1 failed: timed out after 60s")
+    assert len(undeleted(*with_child(retrying))) == 1
+    # Its retry started beside it: an earlier attempt's child, never rerun, still runs.
+    flow, jobs = with_child(StepStatus(name="c", phase=StepPhase.RUNNING, retry_count=1))
+    assert [d.name for d in undeleted(flow, jobs)] == [job_name("flow", "c", 0)]
+
+
+def test_a_job_under_a_recorded_name_that_is_not_the_recorded_one_is_left_alone() -> None:
+    """Someone else's Job under the name a Failed step records (another uid): not the flow's to stop."""
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=60), job_step("b")]), T0)
+    sim.reconcile()
+    sim.advance(61)
+    refused(sim)
+    ref = sim.flow.status.step("a").job_ref
+    assert ref is not None
+    assert ref.uid
+    assert [d.name for d in undeleted(sim.flow, sim.jobs)] == [job("a")]
+    other = sim.jobs[job("a")]
+    forged = {**sim.jobs, job("a"): replace(other, metadata=replace(other.metadata, uid="someone-else"))}
+    assert undeleted(sim.flow, forged) == []
+    # Asked for already by another rule of the plan: not asked twice.
+    assert undeleted(sim.flow, sim.jobs, [DeleteJob(job("a"), "a", "the flow has ended")]) == []
+
+
+def test_an_ended_flows_recorded_job_is_deleted_as_its_ended_attempt_not_as_a_stray() -> None:
+    """The last step timed out, its delete refused, and the flow ended: the Job the status records is
+    deleted again, but never told as one the status does not record (StrayJobDeleted)."""
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=60)]), T0)
+    sim.reconcile()
+    sim.advance(61)
+    refused(sim)
+    assert sim.flow.status.phase == "Failed"
+    again = sim.preview()
+    assert deletes(again) == [(job("a"), f"{ENDED_ATTEMPT}: timed out after 60s")]
+    assert not [e for e in again.events if e.reason == STRAY_EVENT]
+    sim.reconcile()
+    assert job("a") not in sim.jobs
+    assert deletes(sim.reconcile()) == []
+
+
+def test_an_ended_flows_live_child_is_deleted_whatever_ended_its_step() -> None:
+    """Nothing of an ended flow runs on behind it: its child reran by a user too (as a stray before)."""
+    flow, jobs = with_child(recorded(StepPhase.FAILED, "child flow flow-c-x failed: boom"), reruns=1)
+    ended = flow.model_copy(update={"status": flow.status.model_copy(update={"phase": "Failed"})})
+    result = terminal_plan(ended, T0, jobs.values())
+    assert [a.name for a in result.actions if isinstance(a, DeleteJob)] == list(jobs)
+    assert not [e for e in result.events if e.reason == STRAY_EVENT]

@@ -113,11 +113,11 @@ class Announcements:
         """Job deletes failed; the next plans send them again, with backoff, while the Jobs run. A Warning
         per Job, naming it and the answer: `DeleteForbidden` for a 4xx verdict (a webhook's or RBAC's 403,
         a ValidatingAdmissionPolicy's 422), `DeleteFailed` for a 5xx or no answer, the second time in a
-        row (a first is a blip its retry gets past). The recorder counts a repeat on the Event it sent
-        (kube/events.py)."""
+        row (a first is a blip its retry gets past); none for a delete held back after one got no answer
+        (never sent). The recorder counts a repeat on the Event it sent (kube/events.py)."""
         if executed.deletes_quiet:
             return
-        for refused in executed.undeleted:
+        for refused in (r for r in executed.undeleted if r.sent):
             self._events.emit(flow, WARNING, refused.reason, f"{refused.message} ({RETRIED})")
 
     def acted(self, flow: JobFlow, specs: Iterable[EventSpec]) -> None:

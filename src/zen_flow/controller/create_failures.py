@@ -91,17 +91,33 @@ def refusal(create: planner.CreateJob, err: Exception) -> planner.CreateRefusal:
     return planner.CreateRefusal(create.step, REASON_CREATE_FAILED, f"{what} create failed, {answer(err)}")
 
 
+def verdict(err: Exception) -> bool:
+    """Is this failed request's answer a verdict (a 4xx: a webhook's or RBAC's 403, a policy's 422), the
+    admin's or the policy's to lift? A 5xx, a 429 or no answer is the apiserver's trouble, most often a
+    blip."""
+    return isinstance(err, ApiError) and 400 <= err.status < 500 and err.status != 429
+
+
 def delete_refusal(delete: planner.DeleteJob, err: Exception, *, child: bool) -> planner.DeleteRefusal:
     """What a delete that failed for now says (`Job x (step a) delete refused: 403 ...`); `child`: the
     step's object is a child JobFlow."""
-    what = f"{'JobFlow' if child else 'Job'} {delete.name}{f' (step {delete.step})' if delete.step else ''}"
+    what = _deleted(delete, child)
     if isinstance(err, ApiError):
-        # A verdict (403: a webhook, RBAC; 422: a ValidatingAdmissionPolicy's default): the admin's or the
-        # policy's to lift, said at once. A 5xx or a 429 is the apiserver's trouble, most often a blip.
-        verdict = 400 <= err.status < 500 and err.status != 429
-        reason = REASON_DELETE_FORBIDDEN if verdict else REASON_DELETE_FAILED
+        reason = REASON_DELETE_FORBIDDEN if verdict(err) else REASON_DELETE_FAILED
         return planner.DeleteRefusal(delete, reason, f"{what} delete refused: {answer(err)}")
     return planner.DeleteRefusal(delete, REASON_DELETE_FAILED, f"{what} delete failed, {answer(err)}")
+
+
+def delete_held(delete: planner.DeleteJob, first: Exception, *, child: bool) -> planner.DeleteRefusal:
+    """A delete not sent once an earlier one of the plan got no verdict (`first`: a 5xx, no answer): the
+    next plans send it again (controller/job_deletes.py). Not told as refused: it was not asked."""
+    what = _deleted(delete, child)
+    said = f"{what} delete not sent: an earlier delete got {answer(first)}"
+    return planner.DeleteRefusal(delete, REASON_DELETE_FAILED, said, sent=False)
+
+
+def _deleted(delete: planner.DeleteJob, child: bool) -> str:
+    return f"{'JobFlow' if child else 'Job'} {delete.name}{f' (step {delete.step})' if delete.step else ''}"
 
 
 def with_failing_conditions(

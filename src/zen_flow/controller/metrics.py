@@ -43,7 +43,7 @@ _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400
 _FLOW_BUCKETS = (5, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400, 259200, 604800, 2592000)
 
 
-# `zen_flow_job_deletes_total{reason}` (executor.delete_cause maps the DeleteJob reasons to these).
+# `zen_flow_job_deletes_total{reason}` (job_deletes.delete_cause maps the DeleteJob reasons to these).
 JOB_DELETE_CAUSES = (
     "timeout", "pod_pending", "deadline", "replaced", "stopped", "edited", "superseded", "succeeded", "ended",
     "other",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import structlog
@@ -253,10 +254,8 @@ class Controller(InformerEvents):
             # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
             log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
             self._announcements.steps_changed(flow)
-            # Not judged: deleting them says nothing of whether creates pass (a 5xx before the edit
-            # still counts, as does the window of the creates-failing metric).
-            # A delete that fails raises: the record stays, and the next reconcile sends them again.
-            self._undeleted(flow, await self._executor.execute(flow, outdated, judged=False))
+            # A failed one raises (judging nothing): the record stays, the next reconcile sends it again.
+            await self._sent(flow, outdated)
             self._first_jobs.replaced(uid)
             # A Job of a create that got no answer may never have been made: no delete event then.
             return STEPS_CHANGED_RETRY_SECONDS
@@ -306,8 +305,8 @@ class Controller(InformerEvents):
         except (JobNameTaken, ApiError) as err:
             self._announcements.create_failed(flow, err)
             raise
-        # A delete that failed is sent again by the next plans while its Job runs, and the status is written
-        # all the same: the Jobs created, the steps' transitions (a timed-out step's own delete refused).
+        # A failed delete is sent again by the next plans while its Job runs; the status is written all
+        # the same (the Jobs created, the steps' transitions: a timed-out step's own delete refused).
         self._announcements.delete_failed(flow, executed)
         created, rejected, refusals = executed.created, executed.rejected, executed.refused
         if refusals and not rejected:
@@ -327,9 +326,7 @@ class Controller(InformerEvents):
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
             base = with_job_uids(result.status, created) if created else result.status
             result = planner.fail_rejected(flow, rejected, now, replace(result, status=base), created)
-            stops = await self._executor.execute(flow, before_write(result.actions), made=created)
-            self._announcements.delete_failed(flow, stops)
-            executed = executed.and_deletes(stops)
+            executed = await self._sent(flow, before_write(result.actions), created, executed)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
@@ -341,7 +338,7 @@ class Controller(InformerEvents):
             except BaseException as err:
                 if isinstance(err, ApiError) and err.permanent:
                     refused = await self._status.refused(flow, err, now, status, stored=stored)
-                    self._undeleted(flow, await self._executor.execute(flow, refused, made=created))
+                    await self._sent(flow, refused, created)
                     return None
                 # A conflict, a timeout, a reset connection: the write may have been applied all the same
                 # (a 409 to the client's retry of an applied write); `in_doubt` keeps its Events and
@@ -360,12 +357,9 @@ class Controller(InformerEvents):
             self._announcements.waiting(flow, made.waiting)
         if later := [a for a in result.actions if planner.held(a)]:
             # Only now that the status recording them is stored (or needed no write): a write that failed
-            # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob). Told first:
-            # should these fail, the retry's plan reads the stop stored and tells nothing, but sends them
-            # again (planner.finale `delete_again`, or the same plan when there was nothing to write).
-            held = await self._executor.execute(flow, later, made=created, judged=False)
-            self._announcements.delete_failed(flow, held)
-            executed = executed.and_deletes(held)
+            # raised above, and the Jobs run on for the next plan, which sends them again (planner.finale
+            # `delete_again`, or the same plan when there was nothing to write), telling nothing.
+            executed = await self._sent(flow, later, created, executed)
         if failed := [*(executed.errors if refusals and not rejected else ()), *executed.delete_errors]:
             if result.requeue_after is not None:  # the plan's own timers (timeouts, retries) beside it
                 # Not sooner than the floor: each look tries the refused create or delete again, and a plan
@@ -377,12 +371,20 @@ class Controller(InformerEvents):
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
 
-    def _undeleted(self, flow: JobFlow, executed: Executed) -> None:
-        """Deletes sent with no status write of theirs to follow: a failed one is told, and raised for
-        the queue's backoff (the next reconcile sends it again)."""
-        self._announcements.delete_failed(flow, executed)
-        if executed.delete_errors:
-            raise executed.delete_errors[0]
+    async def _sent(
+        self, flow: JobFlow, actions: Sequence[planner.Action], made: Mapping[str, str] | None = None,
+        executed: Executed | None = None,
+    ) -> Executed:  # fmt: skip
+        """Deletes sent beside a plan's own (its stops as its Jobs or status were refused, those held for
+        its write) or with none (outdated first Jobs): judging nothing (the plan's deletes do). A failure
+        is told now, raised with the plan's (`executed`), or at once when there is no plan."""
+        sent = await self._executor.execute(flow, actions, made=made, judged=False)
+        self._announcements.delete_failed(flow, sent)
+        if executed is not None:
+            return executed.and_deletes(sent)
+        if sent.delete_errors:
+            raise sent.delete_errors[0]
+        return sent
 
 
 def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
