@@ -128,8 +128,11 @@ async def test_a_failed_delete_of_outdated_first_jobs_is_sent_again(rig: Rig) ->
         await delete(namespace, name, uid)
 
     api.delete_job = flaky_delete  # type: ignore[method-assign]
-    await rig.settle()  # the first delete fails; the reconcile is retried with backoff
+    # The first delete fails with a 503: the other is held back (the apiserver is in trouble), and the
+    # reconcile is retried with backoff (milliseconds), which sends both.
     await rig.settle()
+    assert [name.split("-")[1] for name in deletes] == ["migrate", "migrate", "extra"]
+    assert not api.jobs
     api.sync()
     await rig.settle()
     api.sync()
@@ -280,8 +283,8 @@ async def test_a_timeout_the_jobs_own_deadline_noticed_first_is_counted_as_one(r
 
 
 def test_every_job_delete_cause_is_exported_from_the_start() -> None:
-    from zen_flow.controller.executor import delete_cause
     from zen_flow.controller.first_jobs import STEPS_CHANGED
+    from zen_flow.controller.job_deletes import delete_cause
     from zen_flow.controller.metrics import JOB_DELETE_CAUSES
     from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK
 

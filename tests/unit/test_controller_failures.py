@@ -10,9 +10,10 @@ import pytest
 from scripted_controller_rig import T0, Fake, controller
 from structlog.testing import capture_logs
 
-from zen_flow.api import Job
+from zen_flow.api import Job, JobFlowStatus
 from zen_flow.api.constants import ANNOTATION_APPROVED_BY_PREFIX, ANNOTATION_RETRY, APPROVE_PREFIX
 from zen_flow.controller.metrics import Metrics
+from zen_flow.core import jsonpatch
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.machinery.workqueue import WorkQueue
@@ -160,9 +161,11 @@ async def test_an_approval_decided_in_the_plan_whose_job_is_refused_stays_record
 
 
 async def test_a_delete_that_failed_is_sent_again_on_the_retry_not_five_minutes_later() -> None:
-    sim = Simulator(make_flow([job_step("a", timeoutSeconds=5), job_step("b", "a")]), T0)
+    # b runs on beside a: the flow has not ended, and nothing but a's timeout deletes a's Job.
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=5), job_step("b")]), T0)
     sim.reconcile()
-    (job,) = sim.running()
+    job = job_name("flow", "a", 0)
+    assert job in sim.running()
     fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock(wall_start=sim.now)
     clock.jump(10)  # past step a's timeout: the plan deletes its Job
     fake.delete_errors = [from_status(503, {"message": "apiserver unavailable"})]
@@ -170,7 +173,15 @@ async def test_a_delete_that_failed_is_sent_again_on_the_retry_not_five_minutes_
     with pytest.raises(ApiError, match="unavailable"):
         await ctrl.reconcile(fake.flow.key)
     assert fake.deleted == []
-    await ctrl.reconcile(fake.flow.key)  # the queue's retry, after its backoff
+    # The status recording the timeout was written all the same; its watch event brings it to the cache.
+    document = {"metadata": {"resourceVersion": "1"}, "status": fake.flow.status.to_wire()}
+    stored = JobFlowStatus.model_validate(jsonpatch.apply(document, fake.ops[-1])["status"])
+    assert stored.step("a") is not None
+    assert "timed out after 5s" in (stored.step("a").message or "")
+    meta = fake.flow.metadata.model_copy(update={"resource_version": str(len(fake.patches) + 1)})
+    fake.flow = fake.flow.model_copy(update={"metadata": meta, "status": stored})
+    ctrl.on_flow_event(fake.flow)
+    await ctrl.reconcile(fake.flow.key)  # the queue's retry, after its backoff: the Job still runs
     assert fake.deleted == [job]
 
 

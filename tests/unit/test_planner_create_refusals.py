@@ -123,3 +123,18 @@ def test_the_condition_keeps_its_transition_time_while_it_holds() -> None:
     assert (cond.status, cond.reason) == ("False", "NoCreatesRefused")
     # A flow none of whose creates ever failed gets no such condition.
     assert with_create_condition(sim.flow.status, sim.flow.status, [], later) is sim.flow.status
+
+
+def test_the_conditions_message_stays_while_the_same_step_is_refused_for_the_same_reason() -> None:
+    """A quota's answer says how much is used, a webhook's carries a request id: the same refusal of the
+    same step is not written again (its write would bring the flow back at once, past the backoff)."""
+    sim = Simulator(make_flow([job_step("a"), job_step("b"), job_step("c")], name="f"), T0)
+    first = with_create_condition(sim.flow.status, sim.flow.status, [refusal("b")], T0)
+    later = T0 + timedelta(minutes=1)
+    varied = replace(refusal("b"), message=f"{refusal('b').message}, used: count/jobs.batch=7")
+    assert with_create_condition(first, first, [varied, refusal("c")], later) is first
+    # b passed, c is still refused: c is named now.
+    moved = with_create_condition(first, first, [refusal("c")], later)
+    (cond,) = [c for c in moved.conditions if c.type == JOB_CREATE_FAILING]
+    assert cond.message is not None
+    assert cond.message.startswith("step c: ")

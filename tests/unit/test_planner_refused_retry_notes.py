@@ -82,3 +82,19 @@ def test_a_flow_wide_failure_ending_a_refused_retry_says_the_failure() -> None:
     assert a is not None
     assert a.phase == StepPhase.FAILED
     assert (a.message or "").startswith(f"flow-wide failure: the flow spec is invalid; {FAILURE}")
+
+
+def test_the_same_refusal_with_other_words_leaves_the_steps_note_as_it_was() -> None:
+    """A quota's answer counts what is used, a webhook's carries a request id: the same kind of answer
+    (the same status) writes nothing new, since each write brings the flow back at once past the
+    backoff; another kind of answer (no answer at all now) is said."""
+    sim = refused_retry()
+    said = sim.flow.status.step("a").message
+    planned = sim.preview()
+    (create,) = [a for a in planned.actions if isinstance(a, CreateJob) and a.step == "a"]
+    used = quota(create.name).replace("is forbidden", "is forbidden (request 7f3a)")
+    result = refused_creates(sim.flow, planned, [CreateRefusal("a", REASON_CREATE_FORBIDDEN, used)], sim.now)
+    assert result.status.step("a").message == said
+    lost = CreateRefusal("a", "CreateFailed", "Job create failed, no answer: connection reset")
+    result = refused_creates(sim.flow, planned, [lost], sim.now)
+    assert (result.status.step("a").message or "").startswith(lost.message)

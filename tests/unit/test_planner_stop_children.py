@@ -23,7 +23,8 @@ from zen_flow.api.constants import ANNOTATION_STOP, ANNOTATION_STOPPED_BY, StepP
 from zen_flow.api.job import Job
 from zen_flow.planner import CreateJob, DeleteJob, StopChild, SuspendChild
 from zen_flow.planner.actions import pruned
-from zen_flow.planner.children import ChildFlowJob, as_job
+from zen_flow.planner.child_job import ChildFlowJob
+from zen_flow.planner.children import as_job
 from zen_flow.planner.interventions import CHILD_STOPPING
 from zen_flow.planner.steps import HELD_CHILD, MAX_MESSAGE
 from zen_flow_dev.testing.flows import job_step, make_flow

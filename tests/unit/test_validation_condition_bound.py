@@ -1,6 +1,6 @@
 """The status size bound admission checks a spec against (validation/size.py) counts one condition of
-every type a flow's status can hold: the planner's, Archived and JobCreateFailing. Counting fewer let a
-spec through whose worst-case status could outgrow the object limit by their size."""
+every type a flow's status can hold: the planner's, Archived, JobCreateFailing and JobDeleteFailing.
+Counting fewer let a spec through whose worst-case status could outgrow the object limit by their size."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 
 from zen_flow.api.constants import CONDITION_TYPES, FlowPhase
 from zen_flow.api.flow_status import JobFlowStatus
-from zen_flow.planner import CreateRefusal, with_create_condition
+from zen_flow.planner import (
+    CreateRefusal,
+    DeleteJob,
+    DeleteRefusal,
+    with_create_condition,
+    with_delete_condition,
+)
 from zen_flow.planner.archiving import with_condition
 from zen_flow.planner.status import MAX_CONDITION_MESSAGE, conditions
 from zen_flow.validation.size import CONDITION_BYTES, FLOW_STATUS_BYTES
@@ -32,7 +38,9 @@ def every_condition() -> JobFlowStatus:
     )
     status = JobFlowStatus(conditions=planned)
     status = with_condition(status, True, "Archived", LONG, 1, NOW)
-    return with_create_condition(status, status, [CreateRefusal("a", "CreateForbidden", LONG)], NOW)
+    status = with_create_condition(status, status, [CreateRefusal("a", "CreateForbidden", LONG)], NOW)
+    refused = DeleteRefusal(DeleteJob("x", "a", "timed out after 60s"), "DeleteForbidden", LONG)
+    return with_delete_condition(status, status, [refused], NOW)
 
 
 def test_the_bound_counts_one_condition_of_each_type_any_status_holds() -> None:

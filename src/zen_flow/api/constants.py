@@ -220,8 +220,15 @@ class ConditionType(StrEnum):
 # Job creates refused for now (planner.create_refusals).
 ARCHIVED = "Archived"
 JOB_CREATE_FAILING = "JobCreateFailing"
+# Job deletes refused for now: the Jobs the flow should have stopped run on (planner.delete_refusals).
+JOB_DELETE_FAILING = "JobDeleteFailing"
 # Every condition type a flow's status can hold: the status size bound counts one of each (validation/size).
-CONDITION_TYPES: tuple[str, ...] = (*(t.value for t in ConditionType), ARCHIVED, JOB_CREATE_FAILING)
+CONDITION_TYPES: tuple[str, ...] = (
+    *(t.value for t in ConditionType),
+    ARCHIVED,
+    JOB_CREATE_FAILING,
+    JOB_DELETE_FAILING,
+)
 
 
 # Defaults (decision 15): the original's executionPolicy defaults, shared by the mutating webhook, the CRD

@@ -33,7 +33,7 @@ from datetime import datetime
 
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.controller.cloud_event_sink import CloudEventSink
-from zen_flow.controller.create_failures import answer
+from zen_flow.controller.create_failures import Executed, answer
 from zen_flow.controller.executor import JobNameTaken
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED
 from zen_flow.controller.memo_cache import EventSink
@@ -44,7 +44,7 @@ from zen_flow.kube.errors import ApiError, Conflict
 from zen_flow.logging import get_logger
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.cloud_events import CloudEvent, cloud_events
-from zen_flow.planner.create_refusals import REASON_CREATE_FAILED, REASON_CREATE_FORBIDDEN
+from zen_flow.planner.create_refusals import REASON_CREATE_FAILED, REASON_CREATE_FORBIDDEN, RETRIED
 from zen_flow.planner.events import NORMAL, TIMED_OUT, WARNING
 
 log = get_logger(__name__)
@@ -108,6 +108,17 @@ class Announcements:
         elif repeated:
             # A webhook that fails (5xx), no answer: once is a blip its retry gets past; again, say it.
             self._events.emit(flow, WARNING, CREATE_FAILED, f"{answer(err)} (retried with backoff)")
+
+    def delete_failed(self, flow: JobFlow, executed: Executed) -> None:
+        """Job deletes failed; the next plans send them again, with backoff, while the Jobs run. A Warning
+        per Job, naming it and the answer: `DeleteForbidden` for a 4xx verdict (a webhook's or RBAC's 403,
+        a ValidatingAdmissionPolicy's 422), `DeleteFailed` for a 5xx or no answer, the second time in a
+        row (a first is a blip its retry gets past); none for a delete held back after one got no answer
+        (never sent). The recorder counts a repeat on the Event it sent (kube/events.py)."""
+        if executed.deletes_quiet:
+            return
+        for refused in (r for r in executed.undeleted if r.sent):
+            self._events.emit(flow, WARNING, refused.reason, f"{refused.message} ({RETRIED})")
 
     def acted(self, flow: JobFlow, specs: Iterable[EventSpec]) -> None:
         """The actions are done: tell of them, before the status write (told once, whatever the write)."""

@@ -60,7 +60,7 @@ from zen_flow.planner.archiving import (
     children_hold,
     retry_delay,
 )
-from zen_flow.planner.children import ChildFlowJob
+from zen_flow.planner.child_job import ChildFlowJob
 from zen_flow.planner.events import WARNING
 from zen_flow.planner.timing import after
 from zen_flow.s3 import S3Store, StoreConfig, StoreError

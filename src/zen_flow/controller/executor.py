@@ -14,14 +14,13 @@ from typing import Any, Protocol
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
 from zen_flow.controller.create_failures import Executed, refusal
+from zen_flow.controller.job_deletes import JobDeletes
 from zen_flow.controller.metrics import Metrics
 from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
-from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.jobs import refusal_origin
-from zen_flow.planner.retention import RELEASED_REASON, RETENTION_REASONS
 
 log = get_logger(__name__)
 
@@ -74,18 +73,24 @@ class PlanExecutor:
         delete removes, and by which UID, read once per plan's deletes (None: every delete is a Job's, by
         name; tests)."""
         self._refused = refused
-        self._owned = owned
         self._api = api
         self._expectations = expectations
         self._metrics = metrics
         self._clock = clock
         # How long a flow waited in the queue for the reconcile now running (`WorkQueue.waited`).
         self._waited = waited
-        self._disown = disown
+        # Deletes go out as many at once as creates: the same share of the client's requests.
+        self._deletes = JobDeletes(
+            api=api, expectations=expectations, metrics=metrics, disown=disown, owned=owned,
+            limit=CREATE_CONCURRENCY,
+        )  # fmt: skip
         # Keys of the flows whose last Job creates failed and are retried with backoff (a ResourceQuota's
         # 403, an admission webhook's refusal, a 5xx): zen_flow_jobflows_job_creates_failing. The retries
         # back off to 1000 s apart, too rarely for a rate of failed creates to show a flow that stays stuck.
         self._creates_failing: set[str] = set()
+        # Keys of the flows whose last Job deletes failed (a policy's 403 or 422, a 5xx, no answer): a
+        # second failure in a row of a 5xx or no answer is told, a first one taken for a blip.
+        self._deletes_failing: set[str] = set()
         # UIDs of the flows this controller deleted (an expired TTL) that the flow cache still shows: the
         # delete has no finalizer to wait for, so the cache holds the flow, not marked deleted, until its
         # watch event comes. A reconcile meanwhile (a Job event, a timer, a wake-up) would plan the
@@ -97,6 +102,7 @@ class PlanExecutor:
 
     def forget(self, key: str) -> None:
         self._creates_failing.discard(key)
+        self._deletes_failing.discard(key)
 
     def deleted(self, uid: str) -> bool:
         """Did this controller delete the flow of this UID (the cache has not shown it gone yet)?"""
@@ -114,13 +120,15 @@ class PlanExecutor:
         *,
         judged: bool = True,
     ) -> Executed:
-        """Execute the plan's actions: every create, whatever became of the others, then every delete,
+        """Execute the plan's actions: every create, whatever became of the others, then the deletes,
         whatever became of the creates (a succeeded step's Job deleted by jobRetention may be what frees
-        the quota a refused create waits for). Returns what the creates did (`Executed`); a delete that
-        fails raises, once the creates are done. `made`: {name: uid} of what this reconcile created
-        already, which the cache may not show yet (its deletes). `judged`: a plan's actions, whose
-        creates (or none) say whether the flow's creates are failing; not the deletes a reconcile sends
-        after its status write."""
+        the quota a refused create waits for): all of them, but those held back once one got no answer
+        (controller/job_deletes.py). Returns what they did
+        (`Executed`): a create or a delete that fails for now is the reconciler's to raise, once the
+        status is written. `made`: {name: uid} of what this reconcile created already, which the cache
+        may not show yet (its deletes). `judged`: a plan's actions, whose creates and deletes (or none)
+        say whether the flow's creates and deletes are failing; not the deletes a reconcile sends after
+        its status write."""
         ns, uid = flow.metadata.namespace, flow.metadata.uid
         created: dict[str, str] = {}
         rejected: list[str] = []
@@ -202,7 +210,7 @@ class PlanExecutor:
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         for failure in failures:
             if not isinstance(failure, Exception):  # cancelled: the reconcile itself is going away
-                self._fail_deletes(uid, deletes)
+                self._deletes.fail(deletes, uid)
                 raise failure
         # Until the flow's next plan gets here: a plan without creates (the flow was stopped, suspended,
         # failed) waits on none. A taken name is no failure: it waits for the garbage collector.
@@ -211,28 +219,14 @@ class PlanExecutor:
             self._creates_failing.add(flow.key)
         elif judged:
             self._creates_failing.discard(flow.key)
-        sent = 0
-        try:
-            objects = {j.metadata.name: j for j in self._owned(uid)} if deletes and self._owned else {}
-            for delete in deletes:
-                if delete.reason == planner.ENDED_REASON or delete.reason in RETENTION_REASONS:
-                    # Its tombstone would bring it back to the next plans, deleted again and again (and a
-                    # stray's outcome taken over by a rerun: informer/tombstones.py). jobRetention's are
-                    # finished Jobs whose outcome is stored or superseded: nothing reads their last state.
-                    self._disown(f"{ns}/{delete.name}")
-                try:
-                    await self._delete(flow, delete, made or {}, objects)
-                except (NotFound, Conflict):  # gone, or its name another's now: nothing of ours to delete
-                    self._expectations.deletion_observed(uid, delete.name)
-                else:
-                    # Counted only when it deleted something: a Job someone else deleted (its tombstone
-                    # still among the flow's: informer/tombstones.py) is no delete of the controller's.
-                    self._metrics.job_deletes.labels(delete_cause(delete.reason)).inc()
-                sent += 1
-                log.info("deleted job", step=delete.step, job=delete.name, reason=delete.reason)
-        except BaseException:
-            self._fail_deletes(uid, deletes[sent:])
-            raise
+        # Then every delete, whatever became of the creates (controller/job_deletes.py).
+        done = await self._deletes.send(flow, deletes, made or {})
+        undeleted = done.undeleted
+        deletes_again = flow.key in self._deletes_failing
+        if undeleted:
+            self._deletes_failing.add(flow.key)
+        elif judged:
+            self._deletes_failing.discard(flow.key)
         for action in actions:
             if isinstance(action, planner.SuspendChild):
                 # Gone, or its name another flow's now (the UID precondition): its step sees that.
@@ -270,37 +264,11 @@ class PlanExecutor:
             again,
             unwritten if isinstance(unwritten, Exception) else None,
             tuple(names[r.step] for _, r, e in refused if not isinstance(e, ApiError) or e.status >= 500),
+            tuple(r for r, _ in undeleted),
+            tuple(err for _, err in undeleted),
+            deletes_again,
+            done.deleted,
         )
-
-    def _fail_deletes(self, uid: str, deletes: Sequence[planner.DeleteJob]) -> None:
-        """A delete that failed or was never sent will not be observed: an expectation left for it held
-        the flow's next reconcile until it expired (5 minutes) instead of the retry's backoff."""
-        for delete in deletes:
-            self._expectations.deletion_failed(uid, delete.name)
-
-    async def _delete(
-        self, flow: JobFlow, delete: planner.DeleteJob, made: Mapping[str, str], objects: Mapping[str, Job]
-    ) -> None:
-        """Delete the flow's object of this name, as the cache shows it among the flow's: a verified child
-        flow with a JobFlow delete (its Jobs follow it by ownerReference), a Job with a Job delete, each
-        only if it is still the object of that UID (`Conflict` otherwise). Never chosen by the step's name:
-        a JobFlow that claims this flow as its parent but is not its child is no Job of it, and a Job
-        delete of its name would remove someone else's Job. `NotFound` when the cache no longer has it."""
-        ns, name = flow.metadata.namespace, delete.name
-        if name in made:  # created by this very reconcile: its UID says which object it is
-            child = any(s.is_flow and s.name == delete.step for s in flow.spec.steps)
-            await (self._api.delete_flow if child else self._api.delete_job)(ns, name, made[name])
-            return
-        if self._owned is None:
-            await self._api.delete_job(ns, name)
-            return
-        found = objects.get(name)
-        if isinstance(found, planner.ChildFlowJob) and found.flow is not None:
-            await self._api.delete_flow(ns, name, found.metadata.uid)
-        elif found is not None and not isinstance(found, planner.ChildFlowJob):
-            await self._api.delete_job(ns, name, found.metadata.uid)
-        else:  # a refused child (never created), or gone from the cache since the plan
-            raise NotFound(404, "NotFound", f"{name} is not among the flow's objects")
 
     async def _holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:
         """Whose is the Job a create found under its name? The flow's (a create whose answer was lost, or
@@ -345,24 +313,3 @@ class PlanExecutor:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
-
-
-def delete_cause(reason: str) -> str:
-    """A bounded metric label for why a Job was stopped (the planner's reason is free text)."""
-    lowered = reason.lower()
-    if reason == planner.ENDED_REASON:  # planner.lifecycle.strays: a Job an ended flow does not record
-        return "ended"
-    if reason == RELEASED_REASON:  # planner.retention: a Succeeded step's Job (jobRetention FailedOnly)
-        return "succeeded"
-    for mark, cause in (
-        ("podpendingtimeout", "pod_pending"),  # planner.pending_pods: podPendingTimeoutSeconds
-        (TIMEOUT_MARK, "timeout"),
-        ("deadline", "deadline"),
-        ("replaced", "replaced"),
-        ("stopped", "stopped"),
-        ("steps changed", "edited"),  # first_jobs.STEPS_CHANGED: Jobs built from steps edited since
-        ("superseded", "superseded"),  # planner.retention: an earlier attempt's Job (jobRetention)
-    ):
-        if mark in lowered:
-            return cause
-    return "other"

@@ -54,7 +54,7 @@ from zen_flow.planner.archive_logs import (
     step_containers,
 )
 from zen_flow.planner.archiving import retry_delay
-from zen_flow.planner.children import ChildFlowJob
+from zen_flow.planner.child_job import ChildFlowJob
 from zen_flow.planner.timing import after
 from zen_flow.s3 import Listed, StoreError
 

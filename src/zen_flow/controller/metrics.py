@@ -43,7 +43,7 @@ _STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400
 _FLOW_BUCKETS = (5, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400, 259200, 604800, 2592000)
 
 
-# `zen_flow_job_deletes_total{reason}` (executor.delete_cause maps the DeleteJob reasons to these).
+# `zen_flow_job_deletes_total{reason}` (job_deletes.delete_cause maps the DeleteJob reasons to these).
 JOB_DELETE_CAUSES = (
     "timeout", "pod_pending", "deadline", "replaced", "stopped", "edited", "superseded", "succeeded", "ended",
     "other",
@@ -177,6 +177,16 @@ class Metrics(RuntimeMetrics):
         # out Job first), and a series that does not exist yet shows "No data" and breaks rate().
         for cause in JOB_DELETE_CAUSES:
             self.job_deletes.labels(cause)
+        # Deletes the apiserver refused (a policy's 403, RBAC), a 5xx or no answer: their Jobs run on and
+        # the next reconciles send them again. By the same causes, every one at 0 from the start.
+        self.job_delete_failures = Counter(
+            "zen_flow_job_delete_failures_total",
+            "Job deletes that failed (403, 5xx, no answer) and are sent again, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for cause in JOB_DELETE_CAUSES:
+            self.job_delete_failures.labels(cause)
         # CronJobFlows: what became of each run time that came due (an operator's "did my schedule run?").
         self.cron_runs = Counter(
             "zen_flow_cronjobflow_runs_total",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import structlog
@@ -19,6 +20,7 @@ from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.archiver import Archiver
 from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.cluster_access import ChildFlowCache, ChildRefusals, ClusterApi, FlowCache, JobCache
+from zen_flow.controller.create_failures import Executed, with_failing_conditions
 from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_admission import FlowAdmission
@@ -43,7 +45,6 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
 from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
-from zen_flow.planner.create_refusals import REASON_CREATE_FAILED
 
 log = get_logger(__name__)
 
@@ -253,9 +254,8 @@ class Controller(InformerEvents):
             # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
             log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
             self._announcements.steps_changed(flow)
-            # Not judged: deleting them says nothing of whether creates pass (a 5xx before the edit
-            # still counts, as does the window of the creates-failing metric).
-            await self._executor.execute(flow, outdated, judged=False)
+            # A failed one raises (judging nothing): the record stays, the next reconcile sends it again.
+            await self._sent(flow, outdated)
             self._first_jobs.replaced(uid)
             # A Job of a create that got no answer may never have been made: no delete event then.
             return STEPS_CHANGED_RETRY_SECONDS
@@ -305,40 +305,32 @@ class Controller(InformerEvents):
         except (JobNameTaken, ApiError) as err:
             self._announcements.create_failed(flow, err)
             raise
+        # A failed delete is sent again by the next plans while its Job runs; the status is written all
+        # the same (the Jobs created, the steps' transitions: a timed-out step's own delete refused).
+        self._announcements.delete_failed(flow, executed)
         created, rejected, refusals = executed.created, executed.rejected, executed.refused
-        # A first 5xx or lost answer is most often a blip the retry gets past: nothing said of it yet.
-        quiet = (
-            bool(refusals) and not executed.again and all(r.reason == REASON_CREATE_FAILED for r in refusals)
-        )
         if refusals and not rejected:
             # Tried again with backoff (the error raised below), and meanwhile the rest of the plan is
             # recorded: the Jobs it created, its deletes, the refused steps Pending saying why.
             result = planner.refused_creates(
-                flow, result, refusals, now, deadline=self._progress_deadline, quiet=quiet
+                flow, result, refusals, now, deadline=self._progress_deadline, quiet=executed.quiet
             )
             self._announcements.create_failed(flow, executed.errors[0], repeated=executed.again)
         if executed.unanswered:
             # Those Jobs may exist while the status says nothing started: an edit of their steps before a
             # status records the start must replace them, not adopt them.
             self._first_jobs.unrecorded(flow, dict.fromkeys(executed.unanswered, ""), result.actions)
-        self._announcements.acted(flow, result.events)
+        self._announcements.acted(flow, planner.untold(result.events, executed.undeleted))
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
             base = with_job_uids(result.status, created) if created else result.status
             result = planner.fail_rejected(flow, rejected, now, replace(result, status=base), created)
-            await self._executor.execute(flow, before_write(result.actions), made=created)
+            executed = await self._sent(flow, before_write(result.actions), created, executed)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
-        status = planner.with_create_condition(
-            flow.status,
-            status,
-            () if rejected else refusals,
-            now,
-            created=bool(created),
-            quiet=quiet and not rejected,
-        )
+        status = with_failing_conditions(flow.status, status, executed, now)
         written = False
         if status != flow.status:
             try:
@@ -346,7 +338,7 @@ class Controller(InformerEvents):
             except BaseException as err:
                 if isinstance(err, ApiError) and err.permanent:
                     refused = await self._status.refused(flow, err, now, status, stored=stored)
-                    await self._executor.execute(flow, refused, made=created)
+                    await self._sent(flow, refused, created)
                     return None
                 # A conflict, a timeout, a reset connection: the write may have been applied all the same
                 # (a 409 to the client's retry of an applied write); `in_doubt` keeps its Events and
@@ -365,20 +357,34 @@ class Controller(InformerEvents):
             self._announcements.waiting(flow, made.waiting)
         if later := [a for a in result.actions if planner.held(a)]:
             # Only now that the status recording them is stored (or needed no write): a write that failed
-            # raised above, and the Jobs run on for the next plan to see (planner.DeleteJob). Told first:
-            # should these fail, the retry's plan reads the stop stored and tells nothing, but sends them
-            # again (planner.finale `delete_again`, or the same plan when there was nothing to write).
-            await self._executor.execute(flow, later, made=created, judged=False)
-        if refusals and not rejected:
+            # raised above, and the Jobs run on for the next plan, which sends them again (planner.finale
+            # `delete_again`, or the same plan when there was nothing to write), telling nothing.
+            executed = await self._sent(flow, later, created, executed)
+        if failed := [*(executed.errors if refusals and not rejected else ()), *executed.delete_errors]:
             if result.requeue_after is not None:  # the plan's own timers (timeouts, retries) beside it
-                # Not sooner than the floor: each look tries the refused create again, and a plan waking
-                # every second (a pod read, the substitution budget) would bypass the backoff.
+                # Not sooner than the floor: each look tries the refused create or delete again, and a plan
+                # waking every second (a pod read, the substitution budget) would bypass the backoff.
                 wakeup = max(result.requeue_after, REFUSED_WAKEUP_FLOOR_SECONDS)
                 self._queue.add_after(key, wakeup, priority(stored))
-            raise executed.errors[0]  # the queue's backoff, per namespace, as for any failed reconcile
+            raise failed[0]  # the queue's backoff, per namespace, as for any failed reconcile
         if made.waiting and not made.problems:
             return min(result.requeue_after or RESOURCE_RETRY_SECONDS, RESOURCE_RETRY_SECONDS)
         return result.requeue_after
+
+    async def _sent(
+        self, flow: JobFlow, actions: Sequence[planner.Action], made: Mapping[str, str] | None = None,
+        executed: Executed | None = None,
+    ) -> Executed:  # fmt: skip
+        """Deletes sent beside a plan's own (its stops as its Jobs or status were refused, those held for
+        its write) or with none (outdated first Jobs): judging nothing (the plan's deletes do). A failure
+        is told now, raised with the plan's (`executed`), or at once when there is no plan."""
+        sent = await self._executor.execute(flow, actions, made=made, judged=False)
+        self._announcements.delete_failed(flow, sent)
+        if executed is not None:
+            return executed.and_deletes(sent)
+        if sent.delete_errors:
+            raise sent.delete_errors[0]
+        return sent
 
 
 def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:

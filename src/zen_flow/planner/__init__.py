@@ -17,9 +17,11 @@ from zen_flow.planner.actions import (
 )
 from zen_flow.planner.artifacts import ArtifactOptions
 from zen_flow.planner.backoff import parse_duration, retry_delay
-from zen_flow.planner.children import ChildFlowJob, as_job, is_child_body, parent_of, refused_job
+from zen_flow.planner.child_job import ChildFlowJob
+from zen_flow.planner.children import as_job, is_child_body, parent_of, refused_job
 from zen_flow.planner.concurrency import Peer, group_of, keys_to_wake, peers_of
 from zen_flow.planner.create_refusals import CreateRefusal, refused_creates, with_create_condition
+from zen_flow.planner.delete_refusals import DeleteRefusal, untold, with_delete_condition
 from zen_flow.planner.engine import plan
 from zen_flow.planner.jobs import (
     JobBuildError,
@@ -74,6 +76,7 @@ __all__ = [
     "CreateResource",
     "DeleteFlow",
     "DeleteJob",
+    "DeleteRefusal",
     "DueRead",
     "EventSpec",
     "JobBuildError",
@@ -127,7 +130,9 @@ __all__ = [
     "retry_delay",
     "runs_under",
     "unseen_jobs",
+    "untold",
     "verified_children",
     "verified_parent",
     "with_create_condition",
+    "with_delete_condition",
 ]

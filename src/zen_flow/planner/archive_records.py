@@ -40,7 +40,7 @@ from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
 from zen_flow.core.naming import short_hash
 from zen_flow.planner.archive_logs import LogEntry, job_step
-from zen_flow.planner.children import ChildFlowJob
+from zen_flow.planner.child_job import ChildFlowJob
 
 RECORD_VERSION = 1
 DEFAULT_PREFIX = "jobflows/"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from zen_flow.api.job import Job
 from zen_flow.planner.actions import StopChild
-from zen_flow.planner.children import ChildFlowJob
+from zen_flow.planner.child_job import ChildFlowJob
 from zen_flow.planner.interventions import stop_held, stop_request, stopping_child
 from zen_flow.planner.pod_watch import PodWatch
 from zen_flow.planner.steps import HELD_CHILD, StepWork, held

@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic.dataclasses import dataclass
-
 from zen_flow.api.constants import (
     ANNOTATION_ARCHIVE_LOGS,
     ANNOTATION_SCHEDULED_TIME,
@@ -41,10 +39,11 @@ from zen_flow.api.constants import (
 )
 from zen_flow.api.job import JOB_COMPLETE, JOB_FAILED, JOB_SUSPENDED, Job, JobMeta, JobStatus
 from zen_flow.api.jobflow import JobFlow, Step
-from zen_flow.api.meta import RECORD, Condition, OwnerReference, controller_reference
+from zen_flow.api.meta import Condition, OwnerReference, controller_reference
 from zen_flow.core.instances import instance_labels
 from zen_flow.core.naming import label_value
 from zen_flow.planner.actions import SuspendChild
+from zen_flow.planner.child_job import ChildFlowJob
 from zen_flow.planner.interventions import stop_request
 from zen_flow.planner.jobs import JobBuildError
 from zen_flow.planner.parameters import Meter, Resolved, flow_fields, substitute_text
@@ -54,19 +53,6 @@ from zen_flow.planner.steps import StepWork
 CHILD_FAILED_REASON = "ChildFlowFailed"
 # ... when a user stopped the child itself (its stop annotation): the step fails, never retried.
 CHILD_STOPPED_REASON = "ChildFlowStopped"
-
-
-@dataclass(frozen=True, slots=True, config=RECORD)
-class ChildFlowJob(Job):
-    """A child flow as its step's Job. `flow`: the child itself (its status is what the step's output
-    paths read, its `spec.suspend` what the parent's suspension is compared with)."""
-
-    flow: Any = None
-
-    @property
-    def child(self) -> JobFlow:
-        assert isinstance(self.flow, JobFlow)
-        return self.flow
 
 
 def parent_of(flow: JobFlow) -> OwnerReference | None:

@@ -11,12 +11,14 @@ So the status is written as the plan made it, but for the refused steps: each ke
 (Pending, or Retrying for a retry's attempt) with a message naming the refusal, and a flow that nothing
 started yet stays Pending and unstarted. Condition JobCreateFailing is True while creates are refused
 and False once a plan's creates pass; the planner never names it, so every status written carries it on
-(`with_create_condition`).
+(`with_create_condition`, by planner.failing_condition's rule: its message as first written while the
+same step is refused for the same reason).
 
 A refused step's message is a note before what it said (a failed attempt's error), taken off once its
 create goes out (`unnoted`, read by planner.starts when it starts the next attempt) or no plan tries it
-any more (a suspended flow). A first 5xx or lost answer is usually a blip the retry gets past: it holds
-its step back but says nothing (`quiet`), so a one-off does not flap the condition.
+any more (a suspended flow); the same kind of answer in other words leaves it as written (each write
+brings the flow back at once, past the backoff). A first 5xx or lost answer is usually a blip the retry
+gets past: it holds its step back but says nothing (`quiet`), so a one-off does not flap the condition.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from typing import Any
 from zen_flow.api.constants import JOB_CREATE_FAILING, FlowPhase, StepPhase
 from zen_flow.api.flow_status import JobFlowStatus, StepStatus
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.api.meta import Condition
 from zen_flow.planner.actions import EventSpec, Plan
 from zen_flow.planner.events import WARNING
+from zen_flow.planner.failing_condition import FailingCondition, Refused, with_failing
 from zen_flow.planner.progress import REASON_STALLED, judge, last_progress, phases_changed, stalled
 from zen_flow.planner.retry_messages import failure_kept
 from zen_flow.planner.status import (
@@ -40,13 +42,12 @@ from zen_flow.planner.status import (
     conditions,
     cut,
     listing,
-    next_condition,
     progress,
     summary,
 )
 from zen_flow.planner.status_assembly import flow_message_of
 from zen_flow.planner.steps import MAX_MESSAGE, bound
-from zen_flow.planner.timing import normalize, until
+from zen_flow.planner.timing import until
 
 __all__ = ["JOB_CREATE_FAILING", "CreateRefusal", "refused_creates", "unnoted", "with_create_condition"]
 
@@ -54,6 +55,7 @@ REASON_CREATE_FORBIDDEN = "CreateForbidden"  # 403: a quota, a policy, RBAC (als
 REASON_CREATE_FAILED = "CreateFailed"  # a 5xx, no answer (also the Warning event's, when repeated)
 REASON_JOBS_CREATED = "JobsCreated"  # False: the last plan's creates passed
 REASON_NONE_REFUSED = "NoCreatesRefused"  # False: the last plan created nothing, and nothing was refused
+CREATE_FAILING = FailingCondition(JOB_CREATE_FAILING, REASON_JOBS_CREATED, REASON_NONE_REFUSED)
 RETRIED = "retried with backoff"
 # How a refused step's message starts (controller/executor.py `refusal`), and what joins what it said before.
 NOTES = ("Job create refused: ", "JobFlow create refused: ", "Job create failed, ", "JobFlow create failed, ")
@@ -184,40 +186,24 @@ def with_create_condition(
     created: bool = False,
     quiet: bool = False,
 ) -> JobFlowStatus:
-    """`status` with condition JobCreateFailing: True naming the first refusal, False once a plan of a
-    flow that had it got by without one (JobsCreated when it `created` something); absent on a flow none
-    of whose creates ever failed. Its `lastTransitionTime` moves only when its status flips. `quiet`: as
-    it was (a first blip). The notes of steps no longer refused are taken off their messages."""
-    before = next((c for c in old.conditions if c.type == JOB_CREATE_FAILING), None)
+    """`status` with condition JobCreateFailing (planner.failing_condition): True naming the first
+    refusal, False once a plan of a flow that had it got by without one (JobsCreated when it `created`
+    something). `quiet`: as it was (a first blip). The notes of steps no longer refused are taken off
+    their messages."""
     if quiet:
-        return _carried(status, before)
+        return with_failing(old, status, CREATE_FAILING, None, now, quiet=True)
+    before = next((c for c in old.conditions if c.type == JOB_CREATE_FAILING), None)
     if before is not None and before.status == "True":
         status = _unnote(status, {r.step for r in refusals})
+    refused = None
     if refusals:
         first = refusals[0]
         steps = [r.step for r in refusals]
         named = f"step {first.step}" if len(steps) == 1 else f"steps {listing(steps)}"
-        true, reason, message = True, first.reason, f"{named}: {first.message} ({RETRIED})"
-    elif before is not None and before.status == "True":
-        true, reason, message = False, REASON_JOBS_CREATED if created else REASON_NONE_REFUSED, ""
-    elif before is not None:  # False already: said once, not again for each plan's creates
-        return _carried(status, before.model_copy(update={"observed_generation": status.observed_generation}))
-    else:
-        return status
-    said = cut(message, MAX_CONDITION_MESSAGE)
-    generation = status.observed_generation
-    return _carried(
-        status, next_condition(JOB_CREATE_FAILING, true, reason, said, generation, normalize(now), before)
-    )
-
-
-def _carried(status: JobFlowStatus, cond: Condition | None) -> JobFlowStatus:
-    """`status` with `cond` as its JobCreateFailing condition (none: without one)."""
-    current = next((c for c in status.conditions if c.type == JOB_CREATE_FAILING), None)
-    if current == cond:
-        return status
-    others = tuple(c for c in status.conditions if c.type != JOB_CREATE_FAILING)
-    return status.model_copy(update={"conditions": (*others, cond) if cond is not None else others})
+        # A message naming one of these steps first: `step b: ...`, `steps b, c: ...`.
+        leads = tuple(lead for s in steps for lead in (f"step {s}: ", f"steps {s}, "))
+        refused = Refused(first.reason, f"{named}: {first.message} ({RETRIED})", leads)
+    return with_failing(old, status, CREATE_FAILING, refused, now, passed=created)
 
 
 def _unnote(status: JobFlowStatus, refused: set[str]) -> JobFlowStatus:
@@ -235,7 +221,9 @@ def _held(before: StepStatus | None, planned: StepStatus, message: str, quiet: b
     """The refused step as it was before this plan (Pending, or Retrying), saying why it did not start
     before what it said (a failed attempt's error)."""
     held = before if before is not None else StepStatus(name=planned.name)
-    if quiet:
+    if quiet or (held.message is not None and _kind(held.message) == _kind(message)):
+        # A first blip; or the same kind of answer as the note says, in other words (a quota's usage, a
+        # webhook's request id): as written, since each write brings the flow back past the backoff.
         return held
     said = unnoted(held.message)
     if not said:
@@ -245,6 +233,12 @@ def _held(before: StepStatus | None, planned: StepStatus, message: str, quiet: b
     said = " ".join(said.split())
     note = bound(message, MAX_MESSAGE - len(BEFORE) - failure_kept(said))
     return replace(held, message=f"{note}{BEFORE}{bound(said, MAX_MESSAGE - len(note) - len(BEFORE))}")
+
+
+def _kind(message: str) -> tuple[str, ...] | None:
+    """The kind of answer a refusal's note says (`Job create refused: 403`, `Job create failed, no`),
+    None for a message that is no note."""
+    return tuple(message.split(" ", 4)[:4]) if message.startswith(NOTES) else None
 
 
 def _moving(steps: Sequence[StepStatus]) -> bool:

@@ -58,6 +58,7 @@ from zen_flow.planner.status import (
 )
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import normalize, until
+from zen_flow.planner.undeleted import undeleted
 
 
 class _Planner(Starts):
@@ -252,6 +253,8 @@ class _Planner(Starts):
         if not phase.terminal:  # a suspended parent suspends its running children, a resumed one resumes them
             self.actions.extend(suspensions(self.flow, self.moving.values(), self.jobs))
         self.actions.extend(retention_deletes(self.flow, self.jobs, self.actions))
+        # A Job whose delete the apiserver refused, its attempt's end stored: asked again until it goes.
+        self.actions.extend(undeleted(self.flow, self.jobs, self.actions))
         steps = self.works.statuses()
         stall, due = judge_progress(
             phase,

@@ -37,6 +37,7 @@ from zen_flow.planner.status import REASON_INVALID, REASON_JOB_REJECTED
 from zen_flow.planner.status_assembly import assemble
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
+from zen_flow.planner.undeleted import undeleted
 
 _LISTED_ERRORS = 10
 # The DeleteJob reason for a Job of an ended flow that its status does not record (`strays`), and the
@@ -166,7 +167,10 @@ def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl
         if now >= expiry:
             return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
     jobs = tuple(jobs)
-    stops = strays(flow, jobs, finished=True)
+    # The live Jobs of ended attempts, its status recording them (a delete refused as the flow ended):
+    # asked for as such first, never told as strays the status does not record.
+    stops = undeleted(flow, {j.metadata.name: j for j in jobs}, flow_ended=True) if jobs else []
+    stops.extend(strays(flow, jobs, stops, finished=True))
     events = stray_events(stops)
     # Under jobRetention, its superseded attempts' Jobs and (FailedOnly) its Succeeded steps': the write
     # that ended the flow stored the last ones, so this is the first plan that may delete them.
