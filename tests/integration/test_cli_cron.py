@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 YEARLY = "0 0 1 1 *"
 
 
-def cron_manifest(name: str, namespace: str, args: list[str] | None = None, schedule: str = YEARLY) -> str:
+def cron_manifest(
+    name: str, namespace: str, args: list[str] | None = None, schedule: str = YEARLY, policy: str = "Forbid"
+) -> str:
     container: dict[str, Any] = {"name": "main", "image": "busybox:1.36", "command": ["true"]}
     if args is not None:
         container["args"] = args
@@ -41,6 +43,7 @@ def cron_manifest(name: str, namespace: str, args: list[str] | None = None, sche
             "spec": {
                 "schedule": schedule,
                 "timeZone": "Europe/Berlin",
+                "concurrencyPolicy": policy,
                 "jobFlowTemplate": {"spec": {"steps": [{"name": "a", "template": job}]}},
             },
         }
@@ -160,7 +163,9 @@ async def test_a_backfill_makes_the_runs_of_past_nights_once_and_the_controller_
 ) -> None:
     # 04:30 in Berlin: a time no clock change skips or repeats, whatever day the test runs.
     start_controller()
-    kubectl("create", "-f", "-", input=cron_manifest("nightly", namespace, schedule="30 4 * * *"))
+    kubectl(
+        "create", "-f", "-", input=cron_manifest("nightly", namespace, schedule="30 4 * * *", policy="Allow")
+    )
     berlin = ZoneInfo("Europe/Berlin")
     today = datetime.now(berlin).date()
     days = [today - timedelta(days=n) for n in (3, 2, 1)]

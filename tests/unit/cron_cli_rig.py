@@ -152,6 +152,9 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     monkeypatch.setattr(session, "open_session", open_session)
     monkeypatch.setattr(cron, "now", lambda: NOW)
     monkeypatch.setattr(cron_backfill, "now", lambda: NOW)
+    # No test waits: a poll or a retry comes at once (the rig's runs change between LISTs, on_list).
+    monkeypatch.setattr(cron_backfill, "POLL_SECONDS", 0)
+    monkeypatch.setattr(cron_backfill, "RETRY_SECONDS", (0, 0, 0))
     tokens = iter(["b2c4d", "f5g6h", "j7k8l", "m9n2p"])
     monkeypatch.setattr(cron, "token", lambda: next(tokens))
     return fake

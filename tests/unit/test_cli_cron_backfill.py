@@ -62,7 +62,7 @@ def test_backfill_creates_the_controllers_run_of_each_run_time_of_the_range_olde
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at(monkeypatch, utc(2026, 4, 1, 12))
-    report = add(cluster, cron_manifest())
+    report = add(cluster, cron_manifest(concurrencyPolicy="Allow"))
     code, out, err = backfill(capsys, "--from", "2026-03-27", "--to", "2026-03-30", "--parallel", "4")
     assert code == 0, err
     assert lines(out) == [
@@ -108,7 +108,7 @@ def test_backfill_over_the_autumn_change_runs_the_repeated_hour_as_the_controlle
     shown: list[str],
 ) -> None:
     at(monkeypatch, utc(2026, 11, 1))
-    add(cluster, cron_manifest(schedule=schedule))
+    add(cluster, cron_manifest(concurrencyPolicy="Allow", schedule=schedule))
     bounds = ["--from", "2026-10-25T01:00:00+02:00", "--to", "2026-10-25T03:59:00+01:00"]
     code, out, err = backfill(capsys, *bounds, "--parallel", "4")
     assert code == 0, err
@@ -134,7 +134,7 @@ def test_backfill_over_the_autumn_change_runs_the_repeated_hour_as_the_controlle
 def test_the_range_holds_both_its_ends(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], bounds: list[str], expected: list[datetime]
 ) -> None:
-    add(cluster, cron_manifest())
+    add(cluster, cron_manifest(concurrencyPolicy="Allow"))
     code, _, err = backfill(capsys, *bounds, "--parallel", "2")
     assert code == 0, err
     assert [b["metadata"]["name"] for b in posted(cluster)] == [name_of(t) for t in expected]
@@ -171,7 +171,7 @@ def test_a_range_without_a_run_time_creates_nothing_and_says_so(
 def test_a_second_backfill_of_the_same_range_creates_nothing(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add(cluster, cron_manifest())
+    add(cluster, cron_manifest(concurrencyPolicy="Allow"))
     assert backfill(capsys, "--from", "2026-03-26", "--parallel", "3")[0] == 0
     first = posted(cluster)
     assert len(first) == 3
@@ -186,7 +186,7 @@ def test_a_second_backfill_of_the_same_range_creates_nothing(
 def test_a_run_time_the_controller_ran_is_skipped(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    report = add(cluster, cron_manifest())
+    report = add(cluster, cron_manifest(concurrencyPolicy="Allow"))
     add(cluster, a_run(report, utc(2026, 3, 27, 1, 30), {"phase": "Succeeded"}))
     code, out, _ = backfill(capsys, "--from", "2026-03-26", "--parallel", "3")
     assert code == 0
@@ -203,7 +203,7 @@ def test_the_controller_does_not_run_again_a_run_time_a_backfill_ran(
 ) -> None:
     # Suspended since the 26th's run: resumed at noon, the controller would start the 28th's 02:30,
     # the latest run time missed. Backfilled first, it is not started again.
-    report = add(cluster, cron_manifest(suspend=True))
+    report = add(cluster, cron_manifest(concurrencyPolicy="Allow", suspend=True))
     report["status"] = {"lastScheduleTime": "2026-03-26T01:30:00Z"}
     assert backfill(capsys, "--from", "2026-03-27", "--parallel", "2")[0] == 0
     report["spec"]["suspend"] = False
@@ -219,7 +219,7 @@ def test_the_controller_does_not_run_again_a_run_time_a_backfill_ran(
 def test_a_flow_that_has_the_name_but_is_no_run_is_not_taken_for_one(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add(cluster, cron_manifest())
+    add(cluster, cron_manifest(concurrencyPolicy="Allow"))
     taken = name_of(utc(2026, 3, 28, 1, 30))
     add(cluster, {"apiVersion": "workflow.kube-zen.io/v1alpha1", "kind": "JobFlow",
                   "metadata": {"name": taken, "namespace": "default"}, "spec": {"steps": []}})  # fmt: skip
@@ -284,7 +284,7 @@ def test_a_dry_run_prints_the_run_times_and_names_and_sends_nothing(
 def test_a_create_that_fails_is_said_and_the_others_are_still_made(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add(cluster, cron_manifest())
+    add(cluster, cron_manifest(concurrencyPolicy="Allow"))
     refused = name_of(utc(2026, 3, 27, 1, 30))
     cluster.refused[refused] = from_status(
         403, {"reason": "Forbidden", "message": "exceeded quota: jobflows, requested: count/jobflows=1"}
@@ -299,11 +299,17 @@ def test_a_create_that_fails_is_said_and_the_others_are_still_made(
         f"zen-flow cron backfill: jobflow default/{refused} (run time 2026-03-27 02:30 CET) not created: "
         "the apiserver refused (403 Forbidden): exceeded quota: jobflows, requested: count/jobflows=1\n"
     ) in err
-    assert err.splitlines()[-1].endswith("3 run times, 2 created, 0 already existed, 1 not created")
-    # Run again once the quota allows: only the night that failed is made.
+    assert err.splitlines()[-2:] == [
+        "zen-flow cron backfill: cronjobflow default/nightly-report: 3 run times, 2 created, 0 already "
+        "existed, 1 not created",
+        "zen-flow cron backfill: to make the rest: zen-flow cron backfill nightly-report -n default --from "
+        "2026-03-27T01:30:00Z --to 2026-03-27T01:30:00Z",
+    ]
+    # The command said, run once the quota allows, makes the night that failed and no other.
     del cluster.refused[refused]
-    assert backfill(capsys, "--from", "2026-03-26", "--parallel", "3")[0] == 0
-    assert posted(cluster)[-1]["metadata"]["name"] == refused
+    assert backfill(capsys, "--from", "2026-03-27T01:30:00Z", "--to", "2026-03-27T01:30:00Z")[0] == 0
+    made = [b["metadata"]["name"] for b in posted(cluster)]  # the refused create was sent too
+    assert (len(made), made[-1], made.count(refused)) == (4, refused, 2)
 
 
 @pytest.mark.parametrize(
@@ -359,13 +365,14 @@ def test_a_missing_invalid_or_replace_cronjobflow_is_refused_before_anything_is_
     code, _, err = zen_flow(capsys, "cron", "backfill", "broken", "--from", "2026-03-27")
     assert code == 2
     assert err.startswith("zen-flow cron backfill: cronjobflow broken is invalid, no run was created:\n")
-    add(cluster, cron_manifest(concurrencyPolicy="Replace"))
-    code, _, err = backfill(capsys, "--from", "2026-03-26", "--parallel", "2")
-    assert code == 2
-    assert err == (
-        "zen-flow cron backfill: --parallel 2: concurrencyPolicy Replace keeps one run of cronjobflow "
-        "nightly-report active, the newest, and stops the others: backfill it with --parallel 1\n"
-    )
+    for policy in ("Replace", "Forbid"):
+        add(cluster, cron_manifest(concurrencyPolicy=policy))
+        code, _, err = backfill(capsys, "--from", "2026-03-26", "--parallel", "2")
+        assert code == 2
+        assert err == (
+            f"zen-flow cron backfill: --parallel 2: concurrencyPolicy {policy} runs one run of cronjobflow "
+            "nightly-report at a time: backfill it with --parallel 1\n"
+        )
     assert cluster.writes == []
 
 
@@ -373,15 +380,16 @@ def test_a_missing_invalid_or_replace_cronjobflow_is_refused_before_anything_is_
 
 
 def _finish_one_every(cluster: FakeCluster, lists: int) -> list[str]:
-    """Every `lists`-th LIST of the runs after the first (the backfill's look at the runs there are), the
-    oldest active run has succeeded; what happened, in order."""
+    """Every `lists`-th LIST of the runs after the first two (the backfill's look at the runs there are,
+    and its look before the first create), the oldest active run has succeeded; what happened, in
+    order."""
     seen: list[str] = []
     count = -1
 
     def on_list() -> None:
         nonlocal count
         count += 1
-        if count == 0 or count % lists:
+        if count <= 1 or (count - 1) % lists:
             return
         going = sorted(k for k, f in cluster.flows.items() if (f.get("status") or {}).get("phase") is None
                        or f["status"]["phase"] == "Running")  # fmt: skip
@@ -406,7 +414,7 @@ def test_at_most_parallel_runs_of_the_range_are_active_at_once(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, parallel: int
 ) -> None:
     monkeypatch.setattr(cron_backfill, "POLL_SECONDS", 0)
-    add(cluster, cron_manifest())
+    add(cluster, cron_manifest(concurrencyPolicy="Allow"))
     seen = _finish_one_every(cluster, 2)
     code, _, err = backfill(capsys, "--from", "2026-03-26", "--parallel", str(parallel))
     assert code == 0, err
@@ -463,9 +471,9 @@ def test_notes_say_what_the_controller_does_with_the_backfills_runs(
         "all the same",
         "zen-flow cron backfill: note: concurrencyPolicy Forbid: a run time that comes while a backfill run "
         "is active is skipped",
-        "zen-flow cron backfill: note: successfulJobsHistoryLimit 1 keeps the 1 newest successful runs, and "
-        "1 newer than the backfill's exist: the controller deletes its runs older than those as soon as "
-        "they succeed",
+        "zen-flow cron backfill: warning: successfulJobsHistoryLimit 1 keeps the 1 newest such runs, and 1 "
+        "newer than the backfill's exist: the controller deletes a backfill run as soon as it succeeds: "
+        "running this backfill again would run those nights again",
     ]
 
 
@@ -477,9 +485,9 @@ def test_under_replace_a_newer_active_run_is_named(
     code, _, err = backfill(capsys, "--from", "2026-03-26", "--to", "2026-03-27", "--dry-run")
     assert code == 0
     assert (
-        "zen-flow cron backfill: note: concurrencyPolicy Replace keeps the newest active run: the controller "
-        f"stops a backfill run while a newer one is active ({name_of(utc(2026, 3, 28, 1, 30))} is active "
-        "now)\n"
+        "zen-flow cron backfill: note: concurrencyPolicy Replace keeps the newest active run: each backfill "
+        f"run waits until no run is active ({name_of(utc(2026, 3, 28, 1, 30))} is active now: waited for), "
+        "and a run time that comes while it runs stops it\n"
     ) in err
 
 

@@ -14,8 +14,9 @@ workflow.kube-zen.io/instantiate=manual, it counts for concurrencyPolicy and the
 scheduled run (docs/API.md, "Manual runs"); `--scheduled-time` sets the time its steps process
 ({{.JobFlow.ScheduledTime}}), not its place among the runs. `backfill` runs the run times of a past range
 that were not run (an outage, a suspension), as `argo cron backfill` does: each run is named as the
-controller names that run time's run, so none is ever run twice (docs/API.md, "Backfill"). `resume`
-starts the latest run time missed while suspended (within startingDeadlineSeconds)."""
+controller names that run time's run, so one whose run still exists is skipped (docs/API.md,
+"Backfill"). `resume` starts the latest run time missed while suspended (within
+startingDeadlineSeconds)."""
 
 EXAMPLES = """\
 examples:
@@ -138,8 +139,9 @@ def add_cron_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=_positive,
         default=1,
         metavar="N",
-        help="how many of the range's runs may be active at once (default 1: each waits for the one before "
-        "to finish); the command returns once the last is created",
+        help="concurrencyPolicy Allow: how many of the range's runs may be active at once (default 1; under "
+        "Forbid and Replace only 1: each run waits until no run of the CronJobFlow is active); the command "
+        "returns once the last is created",
     )
     p.add_argument("--dry-run", action="store_true", help="print the run times and run names; create nothing")
     for verb, what in (("suspend", "create no new run (active runs go on)"), ("resume", "create runs again")):
