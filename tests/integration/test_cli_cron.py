@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from controller_steps import WAIT, finish, job_of, wait_steps
@@ -22,7 +24,9 @@ pytestmark = pytest.mark.integration
 YEARLY = "0 0 1 1 *"
 
 
-def cron_manifest(name: str, namespace: str, args: list[str] | None = None) -> str:
+def cron_manifest(
+    name: str, namespace: str, args: list[str] | None = None, schedule: str = YEARLY, policy: str = "Forbid"
+) -> str:
     container: dict[str, Any] = {"name": "main", "image": "busybox:1.36", "command": ["true"]}
     if args is not None:
         container["args"] = args
@@ -37,8 +41,9 @@ def cron_manifest(name: str, namespace: str, args: list[str] | None = None) -> s
             "kind": "CronJobFlow",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {
-                "schedule": YEARLY,
+                "schedule": schedule,
                 "timeZone": "Europe/Berlin",
+                "concurrencyPolicy": policy,
                 "jobFlowTemplate": {"spec": {"steps": [{"name": "a", "template": job}]}},
             },
         }
@@ -147,3 +152,59 @@ async def test_a_run_triggered_for_a_past_night_renders_that_night_in_its_job(
     refused = cli(kubeconfig, "cron", "trigger", "nightly", "-n", namespace, "--scheduled-time", "tonight")
     assert refused.returncode == 2
     assert "--scheduled-time 'tonight' is neither an RFC 3339 time" in refused.stderr
+
+
+async def test_a_backfill_makes_the_runs_of_past_nights_once_and_the_controller_counts_them_as_its_own(
+    namespace: str,
+    kubeconfig: Path,
+    kubectl: Any,
+    driver: FlowDriver,
+    start_controller: StartController,
+) -> None:
+    # 04:30 in Berlin: a time no clock change skips or repeats, whatever day the test runs.
+    start_controller()
+    kubectl(
+        "create", "-f", "-", input=cron_manifest("nightly", namespace, schedule="30 4 * * *", policy="Allow")
+    )
+    berlin = ZoneInfo("Europe/Berlin")
+    today = datetime.now(berlin).date()
+    days = [today - timedelta(days=n) for n in (3, 2, 1)]
+    nights = [datetime.combine(d, time(4, 30), tzinfo=berlin).astimezone(UTC) for d in days]
+    names = [f"nightly-{int(n.timestamp()) // 60}" for n in nights]
+    argv = ["cron", "backfill", "nightly", "-n", namespace, "--from", days[0].isoformat(), "--to",
+            days[-1].isoformat(), "--parallel", "3"]  # fmt: skip
+    done = cli(kubeconfig, *argv)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[:3] for line in done.stdout.splitlines()] == [
+        ["jobflow", f"{namespace}/{name}", "created"] for name in names
+    ]
+    for name, night in zip(names, nights, strict=True):
+        run = json.loads(kubectl("get", "jf", name, "-n", namespace, "-o", "json").stdout)
+        meta = run["metadata"]
+        assert meta["annotations"]["workflow.kube-zen.io/instantiate"] == "backfill"
+        assert meta["annotations"]["workflow.kube-zen.io/scheduled-time"] == f"{night:%Y-%m-%dT%H:%M:%SZ}"
+        assert meta["labels"]["workflow.kube-zen.io/cronjobflow"] == "nightly"
+        [owner] = meta["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJobFlow", "nightly", True)
+
+    # The controller runs them as its runs of those nights: active, each at its run time.
+    async def active() -> list[tuple[str, str]] | None:
+        got = json.loads(kubectl("get", "cjf", "nightly", "-n", namespace, "-o", "json").stdout)
+        listed = [(a["name"], a.get("scheduledTime")) for a in (got.get("status") or {}).get("active", [])]
+        return listed if len(listed) == len(names) else None
+
+    expected = [(n, f"{t:%Y-%m-%dT%H:%M:%SZ}") for n, t in zip(names, nights, strict=True)]
+    assert await wait_until(active, WAIT, interval=0.2, what="the runs in status.active") == expected
+    await wait_steps(driver, namespace, names[0], {"a": "Running"})
+
+    # Again: nothing is created twice.
+    again = cli(kubeconfig, *argv)
+    assert again.returncode == 0, again.stderr
+    said = [line.split()[2:5] for line in again.stdout.splitlines()]
+    assert said == [["already", "exists,", "skipped"]] * 3
+    assert again.stderr.splitlines()[-1].endswith("3 run times, 0 created, 3 already existed, 0 not created")
+    shown = cli(kubeconfig, "cron", "get", "nightly", "-n", namespace)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{names[-1]}" in shown.stdout
+    assert " backfill " in shown.stdout
+    assert tab(kubeconfig, "cron backfill", f"-n {namespace} nigh") == ["nightly"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,8 +15,8 @@ import pytest
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import format_time
-from zen_flow.cli import cron, main, session
-from zen_flow.kube.errors import from_status
+from zen_flow.cli import cron, cron_backfill, main, session
+from zen_flow.kube.errors import ApiError, from_status
 from zen_flow.kube.streams import ListResult
 from zen_flow.planner.cron import CreateRun, StopRun, build_run, plan_cron
 from zen_flow.planner.cron_runs import manual_run
@@ -73,6 +73,8 @@ class FakeCluster:
         self.flows: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, Any, str | None]] = []
         self.clock = NOW
+        self.refused: dict[str, ApiError] = {}  # a create of this name answers this error
+        self.on_list: Callable[[], None] | None = None  # time passing between two LISTs (runs ending)
 
     def store(self, path: str) -> tuple[dict[tuple[str, str], dict[str, Any]], str | None, str | None]:
         parts = path.strip("/").split("/")
@@ -87,6 +89,8 @@ class FakeCluster:
 
     async def list_all(self, path: str, query: Any = (), *, page_size: int = 500) -> ListResult:
         objects, namespace, _ = self.store(path)
+        if self.on_list is not None:
+            self.on_list()
         selector = dict(query).get("labelSelector")
         items = [
             copy.deepcopy(o)
@@ -106,6 +110,8 @@ class FakeCluster:
             made: dict[str, Any] = copy.deepcopy(body)
             made["metadata"].setdefault("name", made["metadata"].get("generateName", "") + "x7k2p")
             key = (namespace, made["metadata"]["name"])
+            if key[1] in self.refused:
+                raise self.refused[key[1]]
             if key in objects:
                 raise from_status(409, {"reason": "AlreadyExists", "message": f'"{key[1]}" already exists'})
             # The apiserver's clock, which orders a manual run (the user's machine's clock may be off).
@@ -145,6 +151,10 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
 
     monkeypatch.setattr(session, "open_session", open_session)
     monkeypatch.setattr(cron, "now", lambda: NOW)
+    monkeypatch.setattr(cron_backfill, "now", lambda: NOW)
+    # No test waits: a poll or a retry comes at once (the rig's runs change between LISTs, on_list).
+    monkeypatch.setattr(cron_backfill, "POLL_SECONDS", 0)
+    monkeypatch.setattr(cron_backfill, "RETRY_SECONDS", (0, 0, 0))
     tokens = iter(["b2c4d", "f5g6h", "j7k8l", "m9n2p"])
     monkeypatch.setattr(cron, "token", lambda: next(tokens))
     return fake

@@ -184,6 +184,36 @@ def test_around_dst_changes_next_is_later_and_latest_due_is_in_the_window_and_bo
         assert schedule.next_after(due) == moment
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    zone=st.sampled_from(_DST_ZONES),
+    expression=st.sampled_from(_EXPRESSIONS),
+    change=st.sampled_from(_CHANGES),
+    offset=st.integers(-30 * 3600, 30 * 3600),
+    window=st.integers(0, 3 * 3600),
+)
+def test_the_run_times_of_a_range_are_every_minute_the_controller_finds_due_both_ends_included(
+    zone: str, expression: str, change: datetime, offset: int, window: int
+) -> None:
+    # `zen-flow cron backfill`'s run times, against a brute-force oracle: every minute of [first, last]
+    # (run times are whole minutes) that the controller's latest_due finds due at that very minute.
+    schedule = parse_schedule(expression, zone)
+    first = change + timedelta(seconds=offset, microseconds=offset % 7)  # not always on a second
+    last = first + timedelta(seconds=window)
+    minute = first.replace(second=0, microsecond=0)
+    minute += timedelta(minutes=1) if minute < first else timedelta(0)
+    tick = timedelta(microseconds=1)
+    due = []
+    while minute <= last:
+        if schedule.latest_due(minute - tick, minute) == minute:
+            due.append(minute)
+        minute += timedelta(minutes=1)
+    assert list(schedule.between(first, last)) == due
+    # A range that is exactly a run time holds it.
+    for t in due:
+        assert list(schedule.between(t, t)) == [t]
+
+
 @pytest.mark.parametrize(
     ("expression", "zone", "message"),
     [

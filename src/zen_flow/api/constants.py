@@ -249,13 +249,17 @@ CRON_CRD_NAME = f"{CRON_PLURAL}.{GROUP}"
 # its parent's; what its steps render as `{{.JobFlow.ScheduledTime}}` (planner/scheduled_time.py).
 LABEL_CRON = f"{GROUP}/cronjobflow"
 ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
-# On a run made by hand (`zen-flow cron trigger`), as `kubectl create job --from=cronjob/NAME` marks its
-# Job `cronjob.kubernetes.io/instantiate: manual`: for people and selectors. The controller recognises a
+# On a run made by hand (`zen-flow cron trigger`: manual; `zen-flow cron backfill`: backfill), as `kubectl
+# create job --from=cronjob/NAME` marks its Job `cronjob.kubernetes.io/instantiate: manual`: for people
+# and selectors. The controller recognises a
 # manual run by its name, `<cron>-manual-<token>` (no `<cron>-<Unix minute>` of a run time), not by this
 # annotation, which a copy could forge; nor by a scheduled-time it may carry (`--scheduled-time`: only
 # what its steps render).
 ANNOTATION_INSTANTIATE = f"{GROUP}/instantiate"
 INSTANTIATE_MANUAL = "manual"
+# `zen-flow cron backfill`'s runs, one per past run time, are named as the controller names that run
+# time's run (so neither ever makes it twice): to the controller they are that run time's run.
+INSTANTIATE_BACKFILL = "backfill"
 MANUAL_RUN_INFIX = "-manual-"
 # Random characters that end a manual run's name, so two triggers at once do not collide (27**5); the
 # apiserver's generateName alphabet (no vowels: no words).

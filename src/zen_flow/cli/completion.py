@@ -71,7 +71,7 @@ def any_flow_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> li
 
 
 def cron_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-    """The CronJobFlows of the namespace (`zen-flow cron get|trigger|suspend|resume NAME`)."""
+    """The CronJobFlows of the namespace (`zen-flow cron get|trigger|backfill|suspend|resume NAME`)."""
     from zen_flow.kube.cronjobflows import CRONJOBFLOWS
 
     return _lookup(_names_of(CRONJOBFLOWS), prefix, parsed_args)

@@ -1,6 +1,7 @@
 """`zen-flow cron list|get|trigger|suspend|resume`: CronJobFlows driven from a terminal, as `argo cron` and
 `kubectl create job --from=cronjob/NAME` drive theirs, with the user's own kubeconfig and RBAC
-(cli.session: connection, errors, exit status; cli.cron_render: what is printed).
+(cli.session: connection, errors, exit status; cli.cron_render: what is printed; cli.cron_backfill:
+`backfill`).
 
 `trigger` builds its run with the controller's own builder (planner.cron_runs.manual_run: the template,
 the CronJobFlow's label, its controller owner reference, the TTL), so the controller takes it for one of
@@ -92,16 +93,23 @@ async def get_cron(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def runnable(session: Session, name: str) -> CronJobFlow:
+    """The CronJobFlow `name`, if the controller would run it; refused (exit 2) when it would create no
+    run either: it is invalid (the errors are printed) or being deleted."""
+    raw = await _get(session, name)
+    cron = CronJobFlow.model_validate(raw)
+    if cron.metadata.deletion_timestamp is not None:
+        raise UsageError(f"cronjobflow {name} is being deleted: a run of it would be deleted with it")
+    if errors := validate_cronjobflow(raw):
+        raise UsageError(f"cronjobflow {name} is invalid, no run was created:\n{render(errors)}")
+    return cron
+
+
 async def trigger(session: Session, args: argparse.Namespace) -> int:
     """Create a run now, as `kubectl create job --from=cronjob/NAME` does; refused (exit 2) when the
     controller would not create one either: the CronJobFlow is invalid or being deleted."""
     asked = scheduled_time_asked(args.scheduled_time)  # refused before anything is sent
-    raw = await _get(session, args.name)
-    cron = CronJobFlow.model_validate(raw)
-    if cron.metadata.deletion_timestamp is not None:
-        raise UsageError(f"cronjobflow {args.name} is being deleted: a run of it would be deleted with it")
-    if errors := validate_cronjobflow(raw):
-        raise UsageError(f"cronjobflow {args.name} is invalid, no run was created:\n{render(errors)}")
+    cron = await runnable(session, args.name)
     scheduled = asked if asked is None or isinstance(asked, datetime) else midnight(asked, cron)
     made = await session.client.request(
         "POST", JOBFLOWS.path(session.namespace), body=manual_run(cron, token(), scheduled)
@@ -118,6 +126,12 @@ def scheduled_time_asked(text: str | None) -> datetime | date | None:
     time zone: known once it is read); UsageError (exit 2) for anything else."""
     if text is None:
         return None
+    return time_or_date(text, "--scheduled-time", "midnight in the CronJobFlow's time zone")
+
+
+def time_or_date(text: str, option: str, day_means: str) -> datetime | date:
+    """An RFC 3339 time (its instant) or a date YYYY-MM-DD (`day_means` says what of it: known once the
+    CronJobFlow is read); UsageError naming `option` for anything else."""
     if (moment := parse_rfc3339(text)) is not None:
         return moment
     if _DATE.fullmatch(text):
@@ -126,12 +140,12 @@ def scheduled_time_asked(text: str | None) -> datetime | date | None:
         except ValueError:
             pass
     raise UsageError(
-        f"--scheduled-time {text!r} is neither an RFC 3339 time (2026-12-07T02:30:00Z, "
-        "2026-12-07T03:30:00+01:00) nor a date YYYY-MM-DD (midnight in the CronJobFlow's time zone)"
+        f"{option} {text!r} is neither an RFC 3339 time (2026-12-07T02:30:00Z, "
+        f"2026-12-07T03:30:00+01:00) nor a date YYYY-MM-DD ({day_means})"
     )
 
 
-def midnight(day: date, cron: CronJobFlow) -> datetime:
+def midnight(day: date, cron: CronJobFlow, option: str = "--scheduled-time") -> datetime:
     """The start of `day` in the CronJobFlow's time zone (validated already), in UTC. A midnight a clock
     change skips is the instant of the change, as the schedule's skipped times are (fold 0: the offset
     before)."""
@@ -139,7 +153,7 @@ def midnight(day: date, cron: CronJobFlow) -> datetime:
         return datetime.combine(day, time(), tzinfo=parse_time_zone(cron.spec.time_zone)).astimezone(UTC)
     except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
         raise UsageError(
-            f"--scheduled-time {day.isoformat()}: midnight in {cron.spec.time_zone} is out of range in UTC"
+            f"{option} {day.isoformat()}: midnight in {cron.spec.time_zone} is out of range in UTC"
         ) from None
 
 

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 
 from zen_flow.api.constants import (
+    ANNOTATION_INSTANTIATE,
     DEFAULT_FAILED_HISTORY_LIMIT,
     DEFAULT_SUCCESSFUL_HISTORY_LIMIT,
+    INSTANTIATE_BACKFILL,
     ConcurrencyPolicy,
     CronConditionType,
 )
@@ -112,6 +114,13 @@ def _when(moment: datetime | None, now: datetime) -> str:
     return f"{format_time(moment)} ({_ago(moment, now)} ago)" if moment is not None else "-"
 
 
+def _made_by(run: JobFlow) -> str:
+    """`backfill ` before the run time of a run `zen-flow cron backfill` made (the controller's own show
+    the time alone)."""
+    backfilled = run.metadata.annotations.get(ANNOTATION_INSTANTIATE) == INSTANTIATE_BACKFILL
+    return "backfill " if backfilled else ""
+
+
 def cron_detail(cron: CronJobFlow, runs: Sequence[JobFlow], now: datetime) -> str:
     """`zen-flow cron get NAME`: the spec in short, the status, the next run times, then its runs (the
     flows it controls), newest first."""
@@ -162,7 +171,7 @@ def cron_detail(cron: CronJobFlow, runs: Sequence[JobFlow], now: datetime) -> st
             [
                 run.metadata.name,
                 run.status.phase or "Pending",
-                f"manual {when}" if is_manual(name, run) else when,
+                f"manual {when}" if is_manual(name, run) else f"{_made_by(run)}{when}",
                 f"{_ago(started, now)} ago" if started is not None else "-",
                 span(((ended or now) - started).total_seconds()) if started is not None else "-",
                 run.status.message or "",

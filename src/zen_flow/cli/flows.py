@@ -119,7 +119,7 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
         namespace, name = key.split("/", 1)
         flow, finished = await _until_finished(session, namespace, name, args.timeout)
         if not finished:
-            gates = _awaiting_approval(flow)
+            gates = awaiting_approval(flow)
             what = f"waiting for approval of {', '.join(gates)}" if gates else "still running"
             session.out.write(f"jobflow {key}: {what} after {args.timeout:g}s\n")
             outcome = EXIT_FAILED
@@ -203,7 +203,7 @@ async def _until_finished(
         flow = effective_flow(JobFlow.model_validate(await session.flows.get(namespace, name)))
         if flow.status.phase in ("Succeeded", "Failed"):
             return flow, True
-        if (gates := _awaiting_approval(flow)) and gates != told:
+        if (gates := awaiting_approval(flow)) and gates != told:
             told = gates
             how = f"zen-flow approve {name} {gates[0]} -n {namespace}"
             session.out.write(
@@ -214,7 +214,7 @@ async def _until_finished(
         await asyncio.sleep(WAIT_POLL_SECONDS)  # polling one object; a watch is the `watch` command's job
 
 
-def _awaiting_approval(flow: JobFlow) -> tuple[str, ...]:
+def awaiting_approval(flow: JobFlow) -> tuple[str, ...]:
     return tuple(step.name for step in flow.status.steps if step.phase == "PendingApproval")
 
 

@@ -63,18 +63,8 @@ def run(command: Command, args: argparse.Namespace, offline: Offline | None = No
     except UsageError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except NotFound as err:
-        print(f"{prog}: not found: {err.message}", file=sys.stderr)
-        return EXIT_FAILED
-    except ApiError as err:
-        # 403 names the user, the verb and the resource; a webhook's denial lists its field errors.
-        status = f"{err.status} {err.reason}" if err.reason else str(err.status)
-        print(
-            f"{prog}: the apiserver refused ({status}): {err.message or 'no reason given'}", file=sys.stderr
-        )
-        return EXIT_FAILED
-    except TransportError as err:
-        print(f"{prog}: cannot reach the apiserver: {err}", file=sys.stderr)
+    except (ApiError, TransportError) as err:
+        print(f"{prog}: {described(err)}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:
         raise  # the reader went away (`| head`): zen_flow.__main__ ends quietly
@@ -83,6 +73,17 @@ def run(command: Command, args: argparse.Namespace, offline: Offline | None = No
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def described(err: ApiError | TransportError) -> str:
+    """What went wrong with a request, in one line: the apiserver's words (a 403 names the user, the verb
+    and the resource; a webhook's denial lists its field errors), or why it could not be reached."""
+    if isinstance(err, NotFound):
+        return f"not found: {err.message}"
+    if isinstance(err, TransportError):
+        return f"cannot reach the apiserver: {err}"
+    status = f"{err.status} {err.reason}" if err.reason else str(err.status)
+    return f"the apiserver refused ({status}): {err.message or 'no reason given'}"
 
 
 class Session:

@@ -1,13 +1,14 @@
-"""Cron schedules of CronJobFlows: parsing, the next run time, and the latest run time that is due.
+"""Cron schedules of CronJobFlows: parsing, the next run time, the latest run time that is due, and the
+run times of a range.
 
 The expressions are Kubernetes CronJob's (core/cron_fields.py): five fields or one of the descriptors
 `@yearly` (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`) and `@hourly`.
 
 A schedule is a set of instants, the run times: for every day the fields match (in the time zone's
-calendar), each wall-clock time of its minute and hour fields, mapped to UTC. Both questions asked of it,
-`next_after` and `latest_due`, look that one set up in UTC, so they always agree, the next run time is
-always strictly later than the moment asked about, and the latest due one always in the window asked
-about: whatever a daylight saving change does to the wall clock.
+calendar), each wall-clock time of its minute and hour fields, mapped to UTC. The questions asked of it,
+`next_after`, `latest_due` and `between`, look that one set up in UTC, so they always agree, the next run
+time is always strictly later than the moment asked about, and the latest due one always in the window
+asked about: whatever a daylight saving change does to the wall clock.
 
 Daylight saving changes follow Debian's cron:
 - A schedule at particular times (no `*` in the minute or hour field, `30 2 * * *`): a time the spring
@@ -28,6 +29,7 @@ import importlib.resources
 import math
 import zoneinfo
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 
@@ -48,6 +50,7 @@ MAX_SCHEDULE = 256  # what a schedule may hold (the CRD's maxLength); real ones 
 # A schedule that matches nothing for this long never fires (`0 0 30 2 *`): refused.
 _HORIZON = timedelta(days=366 * 50)
 _DAY = timedelta(days=1)
+_TICK = timedelta(microseconds=1)  # the instant just before another: datetime's resolution
 # Zones of the tzdata package that are not places: refused although the package ships them.
 _NOT_PLACES = frozenset({"Factory"})
 
@@ -90,6 +93,14 @@ class Schedule:
                 return run if run > since else None
             day -= _DAY
         return None
+
+    def between(self, first: datetime, last: datetime) -> Iterator[datetime]:
+        """The run times in [`first`, `last`] (UTC), oldest first: the forward walk of next_after, so the
+        very instants the controller would have run (`zen-flow cron backfill`)."""
+        moment = self.next_after(first - _TICK)  # `first` itself is in the range
+        while moment is not None and moment <= last:
+            yield moment
+            moment = self.next_after(moment)
 
     def _first_after(self, day: date, moment: datetime) -> datetime | None:
         """The first run time of local calendar day `day` strictly after `moment`, or None."""

@@ -1,6 +1,7 @@
 """What a run of a CronJobFlow is: its name, its body, its time and its place among the other runs. Pure.
 
-A scheduled run is named `<cron>-<Unix minute of its run time>` by the controller; a manual run
+A scheduled run is named `<cron>-<Unix minute of its run time>` by the controller, and so is a run
+`zen-flow cron backfill` makes for a past run time (to the controller, that run time's run); a manual run
 (`zen-flow cron trigger`) `<cron>-manual-<token>`. The name is the only thing about a run no one but its
 creator sets, so the controller reads from it both what kind of run it is and a scheduled run's run time:
 annotations are copied from the template and editable, and a copied `instantiate: manual` or
@@ -22,6 +23,7 @@ from zen_flow.api.constants import (
     ANNOTATION_SCHEDULED_TIME,
     API_VERSION,
     CRON_KIND,
+    INSTANTIATE_BACKFILL,
     INSTANTIATE_MANUAL,
     KIND,
     LABEL_CRON,
@@ -98,6 +100,14 @@ def build_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
     label, its controller instance label (when it has one) and the run time; owned by the CronJobFlow
     (deleting it deletes its runs)."""
     return _run(cron, run_name(cron.metadata.name, moment), {ANNOTATION_SCHEDULED_TIME: format_time(moment)})
+
+
+def backfill_run(cron: CronJobFlow, moment: datetime) -> dict[str, object]:
+    """The run `zen-flow cron backfill` creates for past run time `moment`: the controller's run of that
+    run time (build_run: its name, so a run time the controller ran, or a backfill ran before, is never
+    run twice; its scheduled-time), marked `instantiate: backfill`: made by hand."""
+    marks = {ANNOTATION_SCHEDULED_TIME: format_time(moment), ANNOTATION_INSTANTIATE: INSTANTIATE_BACKFILL}
+    return _run(cron, run_name(cron.metadata.name, moment), marks)
 
 
 def manual_run(cron: CronJobFlow, token: str, scheduled: datetime | None = None) -> dict[str, object]:

@@ -72,7 +72,7 @@ RESERVED_LABELS = {
 }
 RESERVED_ANNOTATIONS = {
     ANNOTATION_SCHEDULED_TIME: f"{_WRITTEN} (its run time)",
-    ANNOTATION_INSTANTIATE: f"{_WRITTEN} made by `zen-flow cron trigger` (manual)",
+    ANNOTATION_INSTANTIATE: f"{_WRITTEN} made by `zen-flow cron trigger` (manual) or `backfill`",
     ANNOTATION_STOP: "a request to stop the run: copied to every run, it would stop each as it starts",
     ANNOTATION_RETRY: _RERUN,
     ANNOTATION_RETRY_STEPS: _RERUN,
