@@ -41,15 +41,18 @@ def made(cluster: FakeCluster) -> list[str]:
 
 
 def controller(cluster: FakeCluster, report: dict[str, Any]) -> None:
-    """Between two LISTs every run succeeds and the controller applies the history limits (plan_cron)."""
+    """Between two LISTs every run succeeds and the controller applies the history limits (plan_cron), then
+    writes the status (a run is deleted only once a stored status records its run time)."""
 
     def act() -> None:
         for flow in cluster.flows.values():
             flow["metadata"].setdefault("uid", f"uid-{flow['metadata']['name']}")
             flow["status"] = {"phase": "Succeeded"}
-        for action in planned(report, list(cluster.flows.values()), NOW).actions:
+        plan = planned(report, list(cluster.flows.values()), NOW)
+        for action in plan.actions:
             if isinstance(action, DeleteRun):
                 del cluster.flows[("default", action.name)]
+        report["status"] = plan.status.to_wire()
 
     cluster.on_list = act
 
