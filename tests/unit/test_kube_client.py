@@ -19,6 +19,7 @@ from test_planner_artifacts import S3, T0, created
 
 from zen_flow import __version__
 from zen_flow.api import JobFlow
+from zen_flow.api.job import labels_of
 from zen_flow.api.meta import ObjectMeta
 from zen_flow.api.transfer import TRANSFER_NAMES
 from zen_flow.kube import (
@@ -193,6 +194,17 @@ async def test_create_job_returns_the_cached_model(api: FakeApiserver, kube: Kub
     _, path, headers, query, _ = api.requests[0]
     assert path == "/apis/batch/v1/namespaces/ns/jobs"
     assert query["fieldManager"] == "zen-flow"
+    assert headers["Accept"] == METADATA_ONLY
+
+
+async def test_a_job_read_alone_keeps_its_labels(api: FakeApiserver, kube: KubeClient) -> None:
+    # What says why the label-selected cache lacks a Job of the controller's own: its label removed.
+    meta = {"name": "j", "namespace": "ns", "uid": "u", "labels": {"app.kubernetes.io/managed-by": "x"}}
+    api.answer(reply(200, {"kind": "PartialObjectMetadata", "metadata": meta}))
+    job = await JobClient(kube).get("ns", "j")
+    assert (job.metadata.uid, labels_of(job)) == ("u", {"app.kubernetes.io/managed-by": "x"})
+    _, path, headers, _, _ = api.requests[0]
+    assert path == "/apis/batch/v1/namespaces/ns/jobs/j"
     assert headers["Accept"] == METADATA_ONLY
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from zen_flow.api import Job
 from zen_flow.api.constants import FIELD_MANAGER, JOB_SELECTOR
+from zen_flow.api.job import LabelledJob
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource, ResourceLister
 from zen_flow.kube.transport import METADATA_ONLY
@@ -41,9 +42,12 @@ class JobClient(ResourceLister):
             accept=METADATA_ONLY,
         )
 
-    async def get(self, namespace: str, name: str) -> Job:
-        """One Job's metadata (its owners, whether it is being deleted); `NotFound` if there is none."""
-        return await self._client.request_model(Job, "GET", JOBS.path(namespace, name), accept=METADATA_ONLY)
+    async def get(self, namespace: str, name: str) -> LabelledJob:
+        """One Job's metadata (its owners, whether it is being deleted, its labels: one the label-selected
+        cache lacks may have lost its managed-by label); `NotFound` if there is none."""
+        return await self._client.request_model(
+            LabelledJob, "GET", JOBS.path(namespace, name), accept=METADATA_ONLY
+        )
 
     async def delete(
         self,

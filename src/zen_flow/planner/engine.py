@@ -235,6 +235,10 @@ class _Planner(Starts):
         if started or self.group.holds or self.stopped is not None:
             self.slot = None  # a started flow holds its slot; one its group holds back takes none
         self.take_own_locks()  # before its objects: a flow waiting for its locks makes none
+        if self.start_time is None and self.adopted_since is not None and not self.held_back():
+            # A lost write's plan started it (its Jobs adopted now): it began when they were created,
+            # and its deadline may have passed meanwhile; known before anything starts (`blocked`).
+            self.began_at(self.adopted_since)
         if not self.blocked():
             # Only a flow that may start steps now gets its objects (not a queued or suspended one).
             self.creating = missing(self.flow)
@@ -340,6 +344,7 @@ def plan(
     lineage: Lineage | None = None,
     locks: LockView = NO_LOCKS,
     pods: Mapping[str, PendingJob] | None = None,
+    unwatched: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
@@ -353,7 +358,9 @@ def plan(
     `lineage`: its place among child flows (planner.lineage; None: a top-level flow); `locks`: what the
     namespace's other flows hold and wait for of the locks its steps declare (planner.lock_book); `pods`:
     what the controller knows of each pending Job (since when it has seen it pending, its last read of its
-    pods), by Job name (planner.pending_pods names the Jobs to read)."""
+    pods), by Job name (planner.pending_pods names the Jobs to read); `unwatched`: Running steps' Jobs the
+    controller deleted because its cache never showed them (Job name -> why): their attempts fail saying
+    so, not as Jobs deleted outside zen-flow."""
     lineage = lineage or TOP_LEVEL
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request
@@ -382,5 +389,6 @@ def plan(
         lineage,
         locks,
         pods or {},
+        unwatched or {},
     ).run()
     return replace(result, events=(said, *result.events)) if said is not None else result
