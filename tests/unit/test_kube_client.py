@@ -221,6 +221,18 @@ async def test_delete_job_propagates_in_background_with_uid_precondition(
     assert json.loads(body) == {"propagationPolicy": "Background", "preconditions": {"uid": "u1"}}
 
 
+async def test_a_job_label_is_merged_on_its_uid_alone(api: FakeApiserver, kube: KubeClient) -> None:
+    # A Job that lost its managed-by label gets it back: only that label, only on that Job.
+    api.answer(reply(200, {"kind": "PartialObjectMetadata", "metadata": {"name": "j"}}))
+    await JobClient(kube).label("ns", "j", {"app.kubernetes.io/managed-by": "zen-flow"}, "u1")
+    method, path, headers, _, body = api.requests[0]
+    assert (method, path) == ("PATCH", "/apis/batch/v1/namespaces/ns/jobs/j")
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(body) == {
+        "metadata": {"uid": "u1", "labels": {"app.kubernetes.io/managed-by": "zen-flow"}}
+    }
+
+
 async def test_transient_errors_are_retried_briefly(
     api: FakeApiserver, kube: KubeClient, clock: InstantClock
 ) -> None:

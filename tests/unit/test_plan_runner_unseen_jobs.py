@@ -2,9 +2,8 @@
 deleted) is the cache's fault, however old the Job: a Job watch that lags or hangs (its watchdog fires
 after 150 s), a new leader's or shard holder's that is behind, or a Job whose managed-by label was removed
 (the Job informer is label-selected). The flow is not planned from that cache, which would fail the
-attempt as "deleted outside zen-flow" and run a retry beside the Job still running: it waits, by the
-controller's own clock from when it first found the Job missing, longer than a hung watch takes to heal.
-A Job the cache still lacks then is deleted by its uid, and its attempt fails saying why."""
+attempt as "deleted outside zen-flow" and run a retry beside the Job still running: it waits, with no end
+and nothing deleted, a Warning event saying so after a while; a Job that lost its label gets it back."""
 
 from __future__ import annotations
 
@@ -15,17 +14,17 @@ from typing import Any
 import pytest
 
 from zen_flow import planner
-from zen_flow.api import Job
+from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import LABEL_MANAGED_BY
-from zen_flow.api.job import JOB
+from zen_flow.api.job import JOB, labels_of
 from zen_flow.controller.plan_runner import PlanRunner
 from zen_flow.controller.unseen_jobs import (
     CACHE_LAG_LOOKUPS,
     CACHE_LAG_RETRY_MAX_SECONDS,
-    CACHE_LAG_WAIT_SECONDS,
+    CACHE_LAG_WARN_SECONDS,
 )
 from zen_flow.informer.reflector import ReflectorOptions
-from zen_flow.kube.errors import NotFound
+from zen_flow.kube.errors import Conflict, KubeError, NotFound
 from zen_flow.planner import CreateJob, plan
 from zen_flow_dev.testing.apiserver_fake import with_labels
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -36,12 +35,15 @@ RETRIES: dict[str, Any] = {"limit": 2, "backoff": {"duration": "10s", "type": "F
 
 
 class Apiserver:
-    """The apiserver as the runner's lookups see it: its Jobs by name; the GETs and deletes it served."""
+    """The apiserver as the runner's lookups see it: its Jobs by name; the GETs and label patches it
+    served (`refuse`: the answer to the next patch instead); the events the controller emitted."""
 
     def __init__(self, jobs: Mapping[str, Job]) -> None:
         self.jobs = dict(jobs)
         self.gets: list[str] = []
-        self.deletes: list[tuple[str, str]] = []
+        self.patches: list[tuple[str, dict[str, str], str]] = []
+        self.refuse: KubeError | None = None
+        self.events: list[tuple[str, str, str]] = []
 
     async def get_job(self, namespace: str, name: str) -> Job:
         self.gets.append(name)
@@ -49,11 +51,15 @@ class Apiserver:
             raise NotFound(404, "NotFound", name)
         return self.jobs[name]
 
-    async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
-        self.deletes.append((name, uid))
-        if name not in self.jobs:
-            raise NotFound(404, "NotFound", name)
-        del self.jobs[name]
+    async def label_job(self, namespace: str, name: str, labels: Mapping[str, str], uid: str) -> None:
+        self.patches.append((name, dict(labels), uid))
+        if self.refuse is not None:
+            raise self.refuse
+        job = self.jobs[name]
+        self.jobs[name] = with_labels(job, {**(labels_of(job) or {}), **labels})
+
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
 
 
 def runner(api: Apiserver, clock: list[float]) -> PlanRunner:
@@ -63,6 +69,7 @@ def runner(api: Apiserver, clock: list[float]) -> PlanRunner:
         transfers=planner.ArtifactOptions(),
         progress_deadline=0.0,
         monotonic=lambda: clock[0],
+        events=api,
     )
 
 
@@ -85,12 +92,12 @@ async def waits(lookups: PlanRunner, sim: Simulator, clock: list[float], until: 
     return asked
 
 
-def test_the_wait_outlasts_what_heals_a_hung_job_watch() -> None:
+def test_the_warning_comes_after_what_heals_a_hung_job_watch() -> None:
     # informer/reflector.py: the watchdog reopens a silent watch; a rewatch that fails backs off (at its
-    # cap, with its jitter) before the relist: the wait leaves time for the relist itself on top.
+    # cap, with its jitter) before the relist: the warning leaves time for the relist itself on top.
     options = ReflectorOptions()
     heals = options.inactivity_timeout + options.backoff_max * (1 + options.backoff_jitter)
-    assert heals + 60 <= CACHE_LAG_WAIT_SECONDS
+    assert heals + 60 <= CACHE_LAG_WARN_SECONDS
 
 
 async def test_a_running_steps_job_the_cache_lacks_is_waited_for_however_old_it_is() -> None:
@@ -103,78 +110,129 @@ async def test_a_running_steps_job_the_cache_lacks_is_waited_for_however_old_it_
         sim.now = T0 + age
         assert await lookups.cache_lags(sim.flow, []) is not None
     assert api.gets == [name, name]
-    assert api.deletes == []
 
 
-async def test_the_wait_counts_on_the_controllers_clock_and_a_job_never_shown_is_deleted_first() -> None:
+async def test_the_wait_has_no_end_deletes_nothing_and_warns_once() -> None:
     sim = running(retryPolicy=RETRIES)
     (name,) = sim.running()
-    uid = sim.jobs[name].metadata.uid
     api = Apiserver(sim.jobs)
     clock = [1000.0]
     lookups = runner(api, clock)
-    asked = await waits(lookups, sim, clock, until=2000.0)
-    assert sum(asked) == pytest.approx(CACHE_LAG_WAIT_SECONDS)  # then it asked for no more
+    asked = await waits(lookups, sim, clock, until=1000.0 + CACHE_LAG_WARN_SECONDS - 1)
     assert asked[0] == 1.0  # a watch event moments late is not waited for long
+    assert api.events == []
+    asked += await waits(lookups, sim, clock, until=1000.0 + 3600)
+    assert sum(asked) >= 3600 - CACHE_LAG_RETRY_MAX_SECONDS  # it never asked to plan
     assert max(asked) == CACHE_LAG_RETRY_MAX_SECONDS
-    assert len(api.gets) == len(asked) + 1 < 40  # one GET a look, the looks spread out
-    assert api.deletes == [(name, uid)]  # by its uid: never another Job given that name since
-    # The plan that follows fails the attempt saying so; its retry comes once the Job is gone.
-    made = await lookups.plan(sim.flow, [], sim.now, {}, (), None)
-    assert made is not None
-    a = made.status.step("s0")
-    assert a is not None
-    assert (a.phase, a.message) == (
-        "Retrying",
-        f"attempt 1 failed: Job {name} deleted: it ran but the controller could not see it "
-        f"(not in its Job watch for {CACHE_LAG_WAIT_SECONDS:.0f}s)",
-    )
-    retried = plan(sim.flow.model_copy(update={"status": made.status}), [], sim.now + timedelta(seconds=11))
-    assert [a.name for a in retried.actions if isinstance(a, CreateJob)] == [f"{name}-r1"]
-    assert api.jobs == {}  # nothing runs beside it
+    assert len(api.gets) == len(asked) < 3600 / CACHE_LAG_RETRY_MAX_SECONDS + 20  # the looks spread out
+    ((kind, reason, message),) = api.events
+    assert (kind, reason) == ("Warning", "JobNotInCache")
+    assert message.startswith(f"Job {name} exists but has not been in the controller's Job cache for 3")
+    assert "s; the flow is planned once it is" in message
+    assert api.jobs == sim.jobs
+    assert api.patches == []
+    # The cache shows it at last: planned from it, nothing of it kept.
+    assert await lookups.cache_lags(sim.flow, [sim.jobs[name]]) is None
+    assert lookups.unseen.kept() == 0
 
 
 @pytest.mark.parametrize("label", [None, "someone-else"], ids=["label-removed", "label-changed"])
-async def test_a_job_whose_managed_by_label_was_removed_fails_its_attempt_naming_the_label(
+async def test_a_job_whose_managed_by_label_was_removed_gets_it_back_and_is_waited_for(
     label: str | None,
 ) -> None:
     sim = running()
     (name,) = sim.running()
-    api = Apiserver({name: with_labels(sim.jobs[name], {LABEL_MANAGED_BY: label} if label else {})})
+    job = sim.jobs[name]
+    api = Apiserver({name: with_labels(job, {"team": "a", **({LABEL_MANAGED_BY: label} if label else {})})})
     clock = [0.0]
     lookups = runner(api, clock)
-    await waits(lookups, sim, clock, until=CACHE_LAG_WAIT_SECONDS + 60)
-    made = await lookups.plan(sim.flow, [], sim.now, {}, (), None)
-    assert made is not None
-    a = made.status.step("s0")
-    assert a is not None
-    assert (a.phase, a.message) == (
-        "Failed",
-        f"Job {name} deleted: it ran but the controller could not see it "
-        f"(label {LABEL_MANAGED_BY} is not zen-flow)",
-    )
-    assert made.status.phase == "Failed"
+    asked = await waits(lookups, sim, clock, until=60)
+    assert sum(asked) >= 60  # waited for all along: the cache shows it once its watch brings the patch
+    assert api.patches == [(name, {LABEL_MANAGED_BY: "zen-flow"}, job.metadata.uid)]  # only that label
+    assert labels_of(api.jobs[name]) == {"team": "a", LABEL_MANAGED_BY: "zen-flow"}
+    was = "removed" if label is None else "set to 'someone-else'"
+    assert api.events == [
+        (
+            "Warning",
+            "JobRelabelled",
+            f"Job {name}: its label {LABEL_MANAGED_BY} was {was}, which hides it from the controller;"
+            " set back to zen-flow",
+        )
+    ]
 
 
-async def test_a_lost_write_of_that_failure_says_the_same_and_nothing_is_kept_once_it_lands() -> None:
-    sim = running(retryPolicy=RETRIES)
+@pytest.mark.parametrize("answer", [Conflict(409, "Conflict", "x"), KubeError("forbidden")])
+async def test_a_relabel_refused_is_tried_again_and_the_job_still_waited_for(answer: KubeError) -> None:
+    sim = running()
+    (name,) = sim.running()
+    api = Apiserver({name: with_labels(sim.jobs[name], {})})
+    api.refuse = answer
+    clock = [0.0]
+    lookups = runner(api, clock)
+    assert await lookups.cache_lags(sim.flow, []) == 1.0
+    assert api.events == []
+    api.refuse = None
+    clock[0] += 1
+    assert await lookups.cache_lags(sim.flow, []) is not None
+    assert len(api.patches) == 2
+    assert [reason for _, reason, _ in api.events] == ["JobRelabelled"]
+
+
+async def test_more_unseen_jobs_than_a_round_looks_up_never_let_the_flow_be_planned() -> None:
+    # Review item 1: ten steps running, the cache lacking all their Jobs. No plan (which would take the
+    # ones not looked up for deleted, and run retries beside them) until every one has been looked at.
+    sim = running(steps=10, retryPolicy=RETRIES)
+    names = sim.running()
     api = Apiserver(sim.jobs)
     clock = [0.0]
     lookups = runner(api, clock)
-    await waits(lookups, sim, clock, until=CACHE_LAG_WAIT_SECONDS + 60)
-    first = await lookups.plan(sim.flow, [], sim.now, {}, (), None)
-    # Its write lost: the step still runs the deleted Job, as stored; the next plan says the same.
-    looked = len(api.gets)
+    asked = await waits(lookups, sim, clock, until=CACHE_LAG_WARN_SECONDS + 60)
+    assert sum(asked) >= CACHE_LAG_WARN_SECONDS + 60
+    assert set(api.gets[: 2 * CACHE_LAG_LOOKUPS]) == set(names)  # each looked at within two rounds
+    assert sorted(r for _, r, _ in api.events) == ["JobNotInCache"] * 10
+    # Once the cache shows them the plan makes no retry of any.
+    made = await lookups.plan(sim.flow, list(api.jobs.values()), sim.now, {}, (), None)
+    assert made is not None
+    later = plan(sim.flow.model_copy(update={"status": made.status}), list(api.jobs.values()), sim.now)
+    assert [a for a in later.actions if isinstance(a, CreateJob)] == []
+
+
+async def test_jobs_found_gone_are_not_looked_up_again_nor_hide_one_that_exists() -> None:
+    # Eight Jobs really deleted and a ninth the cache lacks: the ninth is looked up in the next round.
+    sim = running(steps=9)
+    names = sim.running()
+    api = Apiserver({names[-1]: sim.jobs[names[-1]]})
+    lookups = runner(api, [0.0])
+    assert await lookups.cache_lags(sim.flow, []) == 1.0  # one not looked up yet: it may exist
+    assert api.gets == names[:CACHE_LAG_LOOKUPS]
+    assert await lookups.cache_lags(sim.flow, []) == 1.0  # it does
+    assert api.gets == [*names[:CACHE_LAG_LOOKUPS], names[-1]]
+    del api.jobs[names[-1]]
+    assert await lookups.cache_lags(sim.flow, []) is None  # all gone: the plan says so
     assert await lookups.cache_lags(sim.flow, []) is None
-    again = await lookups.plan(sim.flow, [], sim.now, {}, (), None)
-    assert first is not None
-    assert again is not None
-    assert again.status.step("s0") == first.status.step("s0")
-    assert len(api.gets) == looked  # not looked up again: it deleted that Job
-    assert lookups.unseen.kept() == 1
-    stored = sim.flow.model_copy(update={"status": first.status})
-    assert await lookups.cache_lags(stored, []) is None
-    assert lookups.unseen.kept() == 0
+    assert api.gets == [*names[:CACHE_LAG_LOOKUPS], names[-1], names[-1]]  # none looked up again
+
+
+@pytest.mark.parametrize("how", ["being deleted", "another flow's"])
+async def test_a_job_being_deleted_or_not_the_flows_is_no_wait_and_its_step_fails(how: str) -> None:
+    sim = running()
+    (name,) = sim.running()
+    job = sim.jobs[name]
+    if how == "being deleted":
+        meta = {"name": name, "uid": job.metadata.uid, "deletionTimestamp": T0.isoformat(),
+                "ownerReferences": [{"apiVersion": "workflow.kube-zen.io/v1alpha1", "kind": "JobFlow",
+                                     "name": sim.flow.metadata.name, "uid": sim.flow.metadata.uid,
+                                     "controller": True}]}  # fmt: skip
+    else:
+        meta = {"name": name, "uid": "other"}
+    api = Apiserver({name: JOB.validate_python({"metadata": meta})})
+    lookups = runner(api, [0.0])
+    assert await lookups.cache_lags(sim.flow, []) is None
+    made = await lookups.plan(sim.flow, [], sim.now, {}, (), None)
+    assert made is not None
+    s0 = made.status.step("s0")
+    assert s0 is not None
+    assert (s0.phase, s0.message) == ("Failed", f"Job {name} not found (deleted outside zen-flow)")
 
 
 async def test_a_job_the_cache_shows_again_is_forgotten_and_a_later_miss_waits_afresh() -> None:
@@ -183,13 +241,11 @@ async def test_a_job_the_cache_shows_again_is_forgotten_and_a_later_miss_waits_a
     api = Apiserver(sim.jobs)
     clock = [0.0]
     lookups = runner(api, clock)
-    await waits(lookups, sim, clock, until=CACHE_LAG_WAIT_SECONDS - 10)
+    await waits(lookups, sim, clock, until=CACHE_LAG_WARN_SECONDS - 10)
     assert await lookups.cache_lags(sim.flow, [sim.jobs[name]]) is None  # the watch healed
     assert lookups.unseen.kept() == 0
     clock[0] += 5
-    asked = await waits(lookups, sim, clock, until=clock[0] + CACHE_LAG_WAIT_SECONDS - 1)
-    assert sum(asked) >= CACHE_LAG_WAIT_SECONDS - 1
-    assert api.deletes == []
+    assert await lookups.cache_lags(sim.flow, []) == 1.0
 
 
 @pytest.mark.parametrize("how", ["forgotten", "not looked at"])
@@ -198,24 +254,12 @@ async def test_a_flow_deleted_or_long_unseen_by_this_process_waits_afresh(how: s
     api = Apiserver(sim.jobs)
     clock = [0.0]
     lookups = runner(api, clock)
-    await waits(lookups, sim, clock, until=CACHE_LAG_WAIT_SECONDS - 10)
+    await waits(lookups, sim, clock, until=CACHE_LAG_WARN_SECONDS - 10)
     if how == "forgotten":
         lookups.unseen.forget(sim.flow.metadata.uid)  # the flow was deleted (then one of its name came back)
         assert lookups.unseen.kept() == 0
     else:
         clock[0] += 600  # its shard held by another replica meanwhile
     assert await lookups.cache_lags(sim.flow, []) == 1.0
-    assert api.deletes == []
-
-
-async def test_at_most_a_few_jobs_are_looked_up_per_reconcile_and_one_gone_is_no_wait() -> None:
-    sim = running(steps=20)
-    names = sim.running()
-    api = Apiserver({n: j for n, j in sim.jobs.items() if n != names[0]})  # the first is really gone
-    lookups = runner(api, [0.0])
-    assert await lookups.cache_lags(sim.flow, []) == 1.0
-    assert api.gets == names[:CACHE_LAG_LOOKUPS]
-    # A Job someone deleted (gone, or going), or one of another flow's now: nothing to wait for.
-    for n in names[1:]:
-        api.jobs[n] = JOB.validate_python({"metadata": {"name": n, "uid": "other"}})
-    assert await lookups.cache_lags(sim.flow, []) is None
+    await waits(lookups, sim, clock, until=clock[0] + CACHE_LAG_WARN_SECONDS - 20)
+    assert api.events == []  # its wait counts afresh

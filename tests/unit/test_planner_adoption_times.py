@@ -7,6 +7,7 @@ Job's creation as the Job's own activeDeadlineSeconds does. Retry attempts and m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -139,12 +140,53 @@ def test_adopted_matrix_items_start_when_their_jobs_were_created() -> None:
     )
     sim = Simulator(flow, T0)
     sim.reconcile(write_status=False)
-    assert len(sim.running()) == 2
+    _, second = sorted(sim.running())
+    later = T0 + timedelta(seconds=60)  # the second item's Job was created a minute after the first's
+    job = sim.jobs[second]
+    sim.jobs[second] = replace(job, metadata=replace(job.metadata, creation_timestamp=later))
     sim.advance(1800)
     adopted = sim.reconcile()
-    assert sim.flow.status.start_time == T0
-    assert times(sim, "build-0") == times(sim, "build-1") == (T0, T0)
+    assert sim.flow.status.start_time == T0  # the flow began with its first Job
+    assert {times(sim, "build-0"), times(sim, "build-1")} == {(T0, T0), (later, later)}
     assert adopted.requeue_after == 1800
+
+
+def test_a_retry_adopted_under_a_cluster_clock_behind_starts_no_earlier_than_it_was_due() -> None:
+    # Review item 4: the cluster's clock 120 s behind the controller's. The retry, due at T0 + 16 s by the
+    # controller's clock, is stamped created at T0 - 104 s; adopted 4 s later it had not timed out.
+    sim = Simulator(make_flow([job_step("a", timeoutSeconds=120, retryPolicy=RETRIES)]), T0, skew=-120)
+    sim.reconcile()
+    (first,) = sim.running()
+    sim.advance(5)
+    sim.fail(first)
+    sim.reconcile()  # Retrying, due T0 + 16 s
+    sim.advance(11)
+    sim.reconcile(write_status=False)  # -r1 created; the write recording it lost
+    sim.advance(4)  # a failover moments later
+    sim.reconcile()
+    a = sim.flow.status.step("a")
+    assert a is not None
+    assert (a.phase, a.retry_count) == ("Running", 1)
+    assert times(sim, "a") == (T0, T0 + timedelta(seconds=16))
+
+
+def test_a_dependent_adopted_under_a_clock_behind_starts_no_earlier_than_its_dependency_ended() -> None:
+    flow = make_flow([job_step("a"), job_step("b", dependencies=["a"], timeoutSeconds=60)])
+    sim = Simulator(flow, T0, skew=-300)
+    sim.reconcile()
+    (first,) = sim.running()
+    sim.advance(30)
+    sim.complete(first)
+    sim.reconcile(write_status=False)  # a's end and b's Job in one plan, its write lost
+    sim.advance(10)
+    sim.reconcile()  # the cluster stamped b's Job 300 s before a ended, by the controller's clock
+    a, b = sim.flow.status.step("a"), sim.flow.status.step("b")
+    assert a is not None
+    assert b is not None
+    assert a.completion_time is not None
+    assert a.completion_time >= T0 + timedelta(seconds=30)
+    assert b.phase == "Running"
+    assert times(sim, "b") == (a.completion_time, a.completion_time)
 
 
 @given(

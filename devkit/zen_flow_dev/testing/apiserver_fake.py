@@ -174,6 +174,12 @@ class FakeApiServer(FakeInformerCaches):
         labels = self.job_labels.get((namespace, name))
         return job if labels is None else with_labels(job, labels)
 
+    async def label_job(self, namespace: str, name: str, labels: Mapping[str, str], uid: str) -> None:
+        job = self.jobs.get((namespace, name))
+        if job is None or job.metadata.uid != uid:
+            raise conflict(name)  # the apiserver's uid precondition (a 404 when none: the same to callers)
+        self.relabel(namespace, name, {**self.job_labels.get((namespace, name), {}), **labels})
+
     async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         job = self.jobs.get((namespace, name))
         if job is not None and uid and job.metadata.uid != uid:

@@ -38,7 +38,7 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.api.pod import Pod
 from zen_flow.controller.plan_cpu import PlanCpu
 from zen_flow.controller.pod_reads import PodReads
-from zen_flow.controller.unseen_jobs import CACHE_LAG_RETRY_SECONDS, JobApi, UnseenJobs
+from zen_flow.controller.unseen_jobs import CACHE_LAG_RETRY_SECONDS, EventSink, JobApi, UnseenJobs
 from zen_flow.core.expressions import (
     BudgetExceeded,
     CompiledWhen,
@@ -81,6 +81,7 @@ class PlanRunner:
         sandboxed_plans: int = 2,
         monotonic: Callable[[], float] = time.monotonic,
         cpu: PlanCpu | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self._api = api
         # Where a plan with no `when` or retryPolicy.expression to evaluate runs: on the loop, or in a
@@ -100,8 +101,8 @@ class PlanRunner:
         self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
         # Why pending steps' pods wait: read before a plan when due, the last of each Job kept for its plans.
         self.pod_reads = PodReads(api, monotonic=monotonic)
-        # Running steps' Jobs the cache lacks: waited for, deleted if it never shows them.
-        self.unseen = UnseenJobs(api, monotonic=monotonic)
+        # Running steps' Jobs the cache lacks: waited for (relabelled if they lost their label).
+        self.unseen = UnseenJobs(api, monotonic=monotonic, events=events)
 
     async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job]) -> float | None:
         """When to look again if a Running step's Job the cache lacks exists (unseen_jobs.py)."""
@@ -186,7 +187,6 @@ class PlanRunner:
             lineage=lineage,
             locks=locks,
             pods=self.pod_reads.seen(flow),
-            unwatched=self.unseen.unwatched(flow.metadata.uid),
             transfers=self._transfers,
             progress_deadline=self._progress_deadline,
         )

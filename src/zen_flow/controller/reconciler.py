@@ -98,6 +98,7 @@ class Controller(InformerEvents):
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
             cpu=PlanCpu(current=lambda flow: _current(flows, flow), waited=metrics.plan_thread_wait.observe),
+            events=events,
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
         self._groups = FlowGroups(flows, jobs, queue)

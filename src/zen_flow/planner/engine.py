@@ -344,7 +344,6 @@ def plan(
     lineage: Lineage | None = None,
     locks: LockView = NO_LOCKS,
     pods: Mapping[str, PendingJob] | None = None,
-    unwatched: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide what to do for `flow`, given the Jobs it owns (any attempt), the current time, and the
     other flows of its concurrency group (`peers`; none for a flow without the concurrency-key label).
@@ -358,9 +357,7 @@ def plan(
     `lineage`: its place among child flows (planner.lineage; None: a top-level flow); `locks`: what the
     namespace's other flows hold and wait for of the locks its steps declare (planner.lock_book); `pods`:
     what the controller knows of each pending Job (since when it has seen it pending, its last read of its
-    pods), by Job name (planner.pending_pods names the Jobs to read); `unwatched`: Running steps' Jobs the
-    controller deleted because its cache never showed them (Job name -> why): their attempts fail saying
-    so, not as Jobs deleted outside zen-flow."""
+    pods), by Job name (planner.pending_pods names the Jobs to read)."""
     lineage = lineage or TOP_LEVEL
     now = normalize(now)
     said: EventSpec | None = None  # what became of a rerun request
@@ -389,6 +386,5 @@ def plan(
         lineage,
         locks,
         pods or {},
-        unwatched or {},
     ).run()
     return replace(result, events=(said, *result.events)) if said is not None else result

@@ -132,7 +132,7 @@ class Observation(RetryGate):
                 # before it ends a dependency this plan timed out (`after_timeout`): not ours (forged, or
                 # left by a controller older than those rules); taken over, if at all, after.
                 return
-            since = self.created(job)
+            since = self.created(w, job)
             if not adoptable(job) and not self.overran(w, job, since) and self.own_delete(w) is None:
                 # Not our own delete for its timeout, a stop, a replacement or the deadline whose write
                 # was lost (those end the step as that plan did: `job_gone`, and the flow had begun):
@@ -155,14 +155,22 @@ class Observation(RetryGate):
             return False
         return self.now >= after_cut(attempt_began(job, since, since), timeout)
 
-    def created(self, job: Job) -> datetime:
+    def created(self, w: StepWork, job: Job) -> datetime:
         """When an adopted Job's attempt began: its creation, not this plan (which may come an outage
         later: a restart, a failover), so that the outage adds nothing to the flow's deadline and
-        finally grace, nor to the step's timeout (which counts from the Job's creation, as the Job's own
-        activeDeadlineSeconds does: `began`). Never after now: the cluster's clock may be ahead of ours.
-        It may be behind: then the attempt starts up to that much early, as the Job's own deadline does."""
+        finally grace, nor to the step's timeout. Never after now (the cluster's clock may be ahead of
+        ours), nor before the attempt could start by this controller's clock (the cluster's may be
+        behind): the step's retry was due (`next_retry_time`), its dependencies ended (the flow's deadline
+        may still fire early by the skew when no such time bounds it). Else a retry
+        adopted moments after its create could time out at once."""
         created = job.metadata.creation_timestamp
-        return self.now if created is None else min(self.now, normalize(created))
+        since = self.now if created is None else min(self.now, normalize(created))
+        floors = [w.next_retry_time] if w.phase == StepPhase.RETRYING else []
+        for dep in w.spec.dependencies:
+            d = self.works.get(dep)
+            floors.append(d.completion_time if d is not None and d is not w else None)
+        # Still never after now: a retry this plan scheduled is due later by the plan's own clock.
+        return min(self.now, max([since, *(normalize(f) for f in floors if f is not None)]))
 
     def observe_running(self, w: StepWork) -> None:
         ref = w.job_ref
@@ -170,8 +178,7 @@ class Observation(RetryGate):
         job = self.jobs.get(name)
         what = "JobFlow" if w.spec.is_flow else "Job"
         if job is None or (ref is not None and ref.uid and job.metadata.uid and ref.uid != job.metadata.uid):
-            why = self.unwatched.get(name) if job is None else None
-            self.job_gone(w, None, why or f"{what} {name} not found (deleted outside zen-flow)")
+            self.job_gone(w, None, f"{what} {name} not found (deleted outside zen-flow)")
             return
         if ref is None or ref.uid is None or ref.name != name:
             w.job_ref = self.job_ref(name, job, child=w.spec.is_flow)

@@ -80,11 +80,8 @@ class PlanState:
         lineage: Lineage = TOP_LEVEL,
         locks: LockView = NO_LOCKS,
         pods: Mapping[str, PendingJob] | None = None,
-        unwatched: Mapping[str, str] | None = None,
     ) -> None:
         self.flow = flow
-        # Running steps' Jobs the controller deleted because its cache never showed them: why, by name.
-        self.unwatched: Mapping[str, str] = unwatched or {}
         # What the controller knows of each pending Job and its last read of its pods, by Job name
         # (planner.pod_watch).
         self.pods: Mapping[str, PendingJob] = pods or {}
