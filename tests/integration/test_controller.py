@@ -251,9 +251,11 @@ async def test_restarted_controller_adopts_jobs_instead_of_duplicating_them(
             flow_manifest(name, namespace, [job_step(f"{name}-a"), job_step(f"{name}-b", f"{name}-a")])
         )
     originals: dict[str, str] = {}
+    created: dict[str, str] = {}
     for name in ("kept", "lost"):
         await wait_steps(driver, namespace, name, {f"{name}-a": "Running", f"{name}-b": "Pending"})
-        originals[name] = (await job_of(driver, namespace, f"{name}-a"))["metadata"]["uid"]
+        job = await job_of(driver, namespace, f"{name}-a")
+        originals[name], created[name] = job["metadata"]["uid"], job["metadata"]["creationTimestamp"]
     first.stop()  # SIGTERM: an orderly stop, as in a rolling update
     await driver.kube.request(
         "PATCH",
@@ -267,6 +269,9 @@ async def test_restarted_controller_adopts_jobs_instead_of_duplicating_them(
     # `lost` gets its status back only from a reconcile, which must find the existing Job by its owner.
     flow = await wait_steps(driver, namespace, "lost", {"lost-a": "Running", "lost-b": "Pending"})
     assert flow["status"]["steps"][0]["jobRef"]["uid"] == originals["lost"]
+    # It started when its Job was created, not when the second controller took the Job over.
+    assert flow["status"]["startTime"] == created["lost"]
+    assert flow["status"]["steps"][0]["startTime"] == created["lost"]
     jobs = await jobs_by_step(driver, namespace)
     assert {step: [j["metadata"]["uid"] for j in js] for step, js in jobs.items()} == {
         "kept-a": [originals["kept"]],

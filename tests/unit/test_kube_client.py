@@ -19,6 +19,7 @@ from kube_client_rig import fake_fixture as fake_fixture  # the `fake` fixture
 from kube_client_rig import kube_fixture as kube_fixture  # the `kube` fixture
 
 from zen_flow import __version__
+from zen_flow.api.job import labels_of
 from zen_flow.kube import (
     AlreadyExists,
     ApiError,
@@ -109,6 +110,17 @@ async def test_create_job_returns_the_cached_model(api: FakeApiserver, kube: Kub
     assert headers["Accept"] == METADATA_ONLY
 
 
+async def test_a_job_read_alone_keeps_its_labels(api: FakeApiserver, kube: KubeClient) -> None:
+    # What says why the label-selected cache lacks a Job of the controller's own: its label removed.
+    meta = {"name": "j", "namespace": "ns", "uid": "u", "labels": {"app.kubernetes.io/managed-by": "x"}}
+    api.answer(reply(200, {"kind": "PartialObjectMetadata", "metadata": meta}))
+    job = await JobClient(kube).get("ns", "j")
+    assert (job.metadata.uid, labels_of(job)) == ("u", {"app.kubernetes.io/managed-by": "x"})
+    _, path, headers, _, _ = api.requests[0]
+    assert path == "/apis/batch/v1/namespaces/ns/jobs/j"
+    assert headers["Accept"] == METADATA_ONLY
+
+
 async def test_delete_job_propagates_in_background_with_uid_precondition(
     api: FakeApiserver, kube: KubeClient
 ) -> None:
@@ -120,6 +132,18 @@ async def test_delete_job_propagates_in_background_with_uid_precondition(
     method, path, _, _, body = api.requests[0]
     assert (method, path) == ("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j")
     assert json.loads(body) == {"propagationPolicy": "Background", "preconditions": {"uid": "u1"}}
+
+
+async def test_a_job_label_is_merged_on_its_uid_alone(api: FakeApiserver, kube: KubeClient) -> None:
+    # A Job that lost its managed-by label gets it back: only that label, only on that Job.
+    api.answer(reply(200, {"kind": "PartialObjectMetadata", "metadata": {"name": "j"}}))
+    await JobClient(kube).label("ns", "j", {"app.kubernetes.io/managed-by": "zen-flow"}, "u1")
+    method, path, headers, _, body = api.requests[0]
+    assert (method, path) == ("PATCH", "/apis/batch/v1/namespaces/ns/jobs/j")
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(body) == {
+        "metadata": {"uid": "u1", "labels": {"app.kubernetes.io/managed-by": "zen-flow"}}
+    }
 
 
 async def test_transient_errors_are_retried_briefly(

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from zen_flow.api import Job
 from zen_flow.api.constants import LABEL_FLOW, LABEL_STEP
+from zen_flow.api.job import LabelledJob
 from zen_flow.informer import JobInformer
 from zen_flow.kube import AlreadyExists, ClientOptions, JobClient, KubeClient, load_config
 from zen_flow.kube.jobs import JOBS
 from zen_flow.machinery.clock import SystemClock
-from zen_flow_dev.bench.observer import LabelledJob, labels_of
+from zen_flow_dev.bench.observer import labels_of
 from zen_flow_dev.bench.workloads import BENCH_LABEL, Workload, baseline_job
 
 USER_AGENT = "zen-flow-bench-baseline"

@@ -12,14 +12,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import field
-
-from pydantic.dataclasses import dataclass
 
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import LABEL_FLOW, LABEL_STEP, StepPhase
-from zen_flow.api.job import JobMeta
-from zen_flow.api.meta import RECORD
+from zen_flow.api.job import LabelledJob
+from zen_flow.api.job import labels_of as job_labels
 from zen_flow.core.naming import label_value
 from zen_flow.informer import JobFlowInformer, JobInformer
 from zen_flow.kube import JobClient, JobFlowClient, KubeClient
@@ -28,22 +25,11 @@ from zen_flow.machinery.clock import SystemClock
 StepKey = tuple[str, str]  # (flow, step)
 
 
-@dataclass(frozen=True, slots=True, config=RECORD)
-class LabelledMeta(JobMeta):
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, config=RECORD)
-class LabelledJob(Job):
-    """A Job with its labels: the harness tells steps apart by them (the controller's record drops them)."""
-
-    metadata: LabelledMeta
-
-
 def labels_of(job: Job) -> dict[str, str]:
     """The labels of a Job cached by an informer of `LabelledJob`s."""
-    assert isinstance(job.metadata, LabelledMeta), "the informer must cache LabelledJob"
-    return job.metadata.labels
+    labels = job_labels(job)
+    assert labels is not None, "the informer must cache LabelledJob"
+    return labels
 
 
 class Observer:

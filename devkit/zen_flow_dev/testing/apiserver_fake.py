@@ -15,6 +15,7 @@ changes (with the controller's event handlers, as watch events would: informer_f
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -26,9 +27,11 @@ from zen_flow.api.constants import (
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
     ANNOTATION_SUSPENDED_BY_PARENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
     STOP_RUN_FINALLY,
 )
-from zen_flow.api.job import JOB
+from zen_flow.api.job import JOB, JobMeta, LabelledJob, LabelledMeta
 from zen_flow.api.meta import Condition, ObjectMeta
 from zen_flow.api.pod import Pod
 from zen_flow.core import jsonpatch
@@ -41,6 +44,12 @@ from zen_flow_dev.testing.informer_fake import FakeInformerCaches
 def _refusal(reason: str, message: str) -> ApiError:
     """A 409 as the apiserver words it."""
     return from_status(409, {"kind": "Status", "code": 409, "reason": reason, "message": message})
+
+
+def with_labels(job: Job, labels: Mapping[str, str]) -> LabelledJob:
+    """`job` as a GET of it answers, with its labels (`JobClient.get`)."""
+    meta = {f.name: getattr(job.metadata, f.name) for f in dataclasses.fields(JobMeta)}
+    return LabelledJob(metadata=LabelledMeta(**meta, labels=dict(labels)), status=job.status)
 
 
 def conflict(name: str) -> ApiError:
@@ -91,6 +100,8 @@ class FakeApiServer(FakeInformerCaches):
         # 403 where the controller is bound by RoleBindings only).
         self.cluster_templates: dict[str, dict[str, Any]] = {}
         self.cluster_template_error: Exception | None = None
+        # Jobs whose labels a user changed (`relabel`): what a GET of them answers.
+        self.job_labels: dict[tuple[str, str], dict[str, str]] = {}
 
     # --- writes that happen outside the controller (users, the Job controller) -------------------------
 
@@ -127,6 +138,17 @@ class FakeApiServer(FakeInformerCaches):
         )  # fmt: skip
         return self._store_job(replace(job, status=status))
 
+    def relabel(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
+        """A user sets the Job's labels: one no longer labelled managed-by zen-flow leaves the Job
+        informer, which is label-selected (its next `sync` drops it, as the watch's DELETED event)."""
+        key = (namespace, name)
+        self.job_labels[key] = dict(labels)
+        if labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
+            self.unwatched.discard(key)
+        else:
+            self.unwatched.add(key)
+        self._store_job(self.jobs[key])
+
     def report_pods(self, namespace: str, name: str, *, ready: int, active: int = 1) -> Job:
         """What the Job controller writes as the Job's pods come and go: `active` pods, `ready` of them
         ready (the pods a read finds are the test's: `pods`)."""
@@ -149,7 +171,15 @@ class FakeApiServer(FakeInformerCaches):
     async def get_job(self, namespace: str, name: str) -> Job:
         if (namespace, name) not in self.jobs:
             raise from_status(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": name})
-        return self.jobs[(namespace, name)]
+        job = self.jobs[(namespace, name)]
+        labels = self.job_labels.get((namespace, name))
+        return job if labels is None else with_labels(job, labels)
+
+    async def label_job(self, namespace: str, name: str, labels: Mapping[str, str], uid: str) -> None:
+        job = self.jobs.get((namespace, name))
+        if job is None or job.metadata.uid != uid:
+            raise conflict(name)  # the apiserver's uid precondition (a 404 when none: the same to callers)
+        self.relabel(namespace, name, {**self.job_labels.get((namespace, name), {}), **labels})
 
     async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         job = self.jobs.get((namespace, name))

@@ -21,6 +21,10 @@ class FakeInformerCaches:
         self._cached_flows: dict[str, JobFlow] = {}
         self._cached_jobs: dict[tuple[str, str], Job] = {}
         self.disowned: list[str] = []  # Job keys the controller deleted as strays (`deleted_stray`)
+        # Jobs of the truth the Job informer does not show (`sync` leaves them out, as gone): a Job watch
+        # that lost them (one that hangs, or is behind), or a Job the informer's label selector no longer
+        # selects (`FakeApiServer.relabel`).
+        self.unwatched: set[tuple[str, str]] = set()
         # The controller's event handlers, as its informers call them.
         self.on_flow: Callable[[JobFlow], None] | None = None
         self.on_flow_deleted: Callable[[JobFlow], None] | None = None
@@ -30,14 +34,15 @@ class FakeInformerCaches:
     def sync(self, *, flows: bool = True, jobs: bool = True) -> None:
         """The informers catch up (both, or one: two informers lag independently): the caches see the
         truth, and the handlers get the changed objects."""
+        shown = {k: j for k, j in self.jobs.items() if k not in self.unwatched}
         changed_flows = [f for k, f in self.flows.items() if flows and self._cached_flows.get(k) is not f]
-        changed_jobs = [j for k, j in self.jobs.items() if jobs and self._cached_jobs.get(k) is not j]
-        gone_jobs = [j for k, j in self._cached_jobs.items() if jobs and k not in self.jobs]
+        changed_jobs = [j for k, j in shown.items() if jobs and self._cached_jobs.get(k) is not j]
+        gone_jobs = [j for k, j in self._cached_jobs.items() if jobs and k not in shown]
         gone_flows = [f for k, f in self._cached_flows.items() if flows and k not in self.flows]
         if flows:
             self._cached_flows = dict(self.flows)
         if jobs:
-            self._cached_jobs = dict(self.jobs)
+            self._cached_jobs = shown
         for job in changed_jobs:
             if self.on_job is not None:
                 self.on_job(job)

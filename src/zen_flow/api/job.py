@@ -5,11 +5,12 @@ flow, and a pydantic model carries a `__dict__` per instance (a Job with its met
 dicts before any value; a record of the same fields ~0.2 KB). They are decoded from the apiserver's
 bytes as directly as models are. What reconcile never reads is not kept: labels, annotations,
 managedFields, the spec (the planner rebuilds a step's Job from the flow). A tool that needs more
-declares its own record (the benchmark's observer keeps the labels) and passes it to the informer.
+declares its own record and passes it to the informer; a read of one Job keeps its labels (`LabelledJob`).
 """
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -133,6 +134,25 @@ class Job:
     @property
     def deleting(self) -> bool:
         return self.metadata.deletion_timestamp is not None
+
+
+@dataclass(frozen=True, slots=True, config=RECORD)
+class LabelledMeta(JobMeta):
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, config=RECORD)
+class LabelledJob(Job):
+    """A Job with its labels: what a read of one Job gives (a GET costs no cache memory), so that the
+    controller can say why its cache, label-selected, lacks a Job of its own (its managed-by label was
+    removed); the benchmark's observer caches these to tell steps apart."""
+
+    metadata: LabelledMeta
+
+
+def labels_of(job: Job) -> dict[str, str] | None:
+    """The labels of a Job read with them (`LabelledJob`); None for a cached Job record (never kept)."""
+    return job.metadata.labels if isinstance(job.metadata, LabelledMeta) else None
 
 
 JOB: TypeAdapter[Job] = TypeAdapter(Job)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from zen_flow.api import Job, JobFlow
@@ -57,6 +57,10 @@ class ClusterApi(MemoApi, TemplateApi, Protocol):
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> Job: ...
     async def get_job(self, namespace: str, name: str) -> Job: ...
+    async def label_job(self, namespace: str, name: str, labels: Mapping[str, str], uid: str) -> None:
+        """Merge `labels` into the Job's; `Conflict` if the Job of that name is not `uid`."""
+        ...
+
     async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         """With `uid`, `Conflict` if the Job of that name is another one."""
         ...

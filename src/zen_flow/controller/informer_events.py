@@ -71,6 +71,7 @@ class InformerEvents:
         self._templates.forget(flow.metadata.uid)
         self._runner.pod_reads.forget(flow.metadata.uid)
         self._runner.cpu.forget(flow.metadata.uid)
+        self._runner.unseen.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
         self._executor.deletion_observed(flow.metadata.uid)
         self._failures.forget(flow.key)

@@ -1,8 +1,8 @@
 """Running the pure planner for the reconciler: what it must first read from the API, and where it runs.
 
 Before a plan: what finished pods wrote (termination-message outputs, artifact reports), why pending steps'
-pods wait (`pod_reads`, controller/pod_reads.py), and whether a Running step's Job the cache lacks is merely
-late (`cache_lags`); after it, whether a plan deleting an ended flow's unrecorded Jobs was made from the
+pods wait (`pod_reads`, controller/pod_reads.py), and whether a Running step's Job the cache lacks exists
+(`cache_lags`); after it, whether a plan deleting an ended flow's unrecorded Jobs was made from the
 stored flow (`flow_lags`). The plan itself runs on the event loop, or in a thread when it is too large for
 the loop (`PlanCpu`, controller/plan_cpu.py), or in a thread of its own pool when it has a `when` or a
 retryPolicy.expression to evaluate that is not constant (nor a phase test): those wait for an expression
@@ -38,6 +38,7 @@ from zen_flow.api import Job, JobFlow
 from zen_flow.api.pod import Pod
 from zen_flow.controller.plan_cpu import PlanCpu
 from zen_flow.controller.pod_reads import PodReads
+from zen_flow.controller.unseen_jobs import CACHE_LAG_RETRY_SECONDS, EventSink, JobApi, UnseenJobs
 from zen_flow.core.expressions import (
     BudgetExceeded,
     CompiledWhen,
@@ -46,17 +47,10 @@ from zen_flow.core.expressions import (
     Evaluator,
     Offload,
 )
-from zen_flow.kube.errors import NotFound
 from zen_flow.logging import get_logger
 
 log = get_logger(__name__)
 
-# A Running step's Job the cache lacks (`cache_lags`): younger than this, the cache is taken to lag behind
-# the apiserver (watch delivery takes milliseconds to seconds); older, it was deleted or relabelled, and
-# the plan says so. At most this many are looked up per reconcile, and the flow looks again after this.
-CACHE_LAG_SECONDS = 60.0
-CACHE_LAG_LOOKUPS = 8
-CACHE_LAG_RETRY_SECONDS = 1.0
 # Pod reads for termination messages in flight per plan (the client allows 32 in all).
 POD_READS_AT_ONCE = 8
 # When every thread for plans that evaluate in the sandbox is taken: look at the flow again after this.
@@ -68,8 +62,7 @@ PLAN_EVALUATION_SECONDS = 5.0
 TURN_SECONDS = 3.0
 
 
-class PlanApi(Protocol):
-    async def get_job(self, namespace: str, name: str) -> Job: ...
+class PlanApi(JobApi, Protocol):
     async def get_flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
     async def termination_messages(
         self, namespace: str, job: str, *, job_uid: str, succeeded: bool
@@ -88,6 +81,7 @@ class PlanRunner:
         sandboxed_plans: int = 2,
         monotonic: Callable[[], float] = time.monotonic,
         cpu: PlanCpu | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self._api = api
         # Where a plan with no `when` or retryPolicy.expression to evaluate runs: on the loop, or in a
@@ -107,25 +101,12 @@ class PlanRunner:
         self._pool: ThreadPoolExecutor | None = None  # started on first use, like the expression workers
         # Why pending steps' pods wait: read before a plan when due, the last of each Job kept for its plans.
         self.pod_reads = PodReads(api, monotonic=monotonic)
+        # Running steps' Jobs the cache lacks: waited for (relabelled if they lost their label).
+        self.unseen = UnseenJobs(api, monotonic=monotonic, events=events)
 
-    async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> float | None:
-        """When to look again if a Running step's Job is missing from the cache but not from the
-        apiserver: one the flow made moments ago (by the leader before this one, whose creates this
-        process has no expectations for) that the Job watch has yet to bring. The plan would take it for
-        deleted, and fail or re-run the step. None when there is nothing to wait for (one GET per Job
-        the cache lacks, which is rare: a Job deleted outside zen-flow fails its step after it)."""
-        for name in planner.unseen_jobs(flow, jobs)[:CACHE_LAG_LOOKUPS]:
-            try:
-                job = await self._api.get_job(flow.metadata.namespace, name)
-            except NotFound:
-                continue
-            ref, created = job.metadata.controller_ref(), job.metadata.creation_timestamp
-            if ref is None or ref.uid != flow.metadata.uid or created is None:
-                continue
-            if (now - created).total_seconds() < CACHE_LAG_SECONDS:
-                log.info("job not in the cache yet; planning once it is", job=name)
-                return CACHE_LAG_RETRY_SECONDS
-        return None
+    async def cache_lags(self, flow: JobFlow, jobs: Sequence[Job]) -> float | None:
+        """When to look again if a Running step's Job the cache lacks exists (unseen_jobs.py)."""
+        return await self.unseen.lags(flow, jobs)
 
     async def flow_lags(self, flow: JobFlow, actions: Sequence[planner.Action]) -> float | None:
         """When to look again if the plan deletes Jobs its ended flow does not record (`ENDED_REASON`)

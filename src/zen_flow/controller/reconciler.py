@@ -99,6 +99,7 @@ class Controller(InformerEvents):
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
             cpu=PlanCpu(current=lambda flow: _current(flows, flow), waited=metrics.plan_thread_wait.observe),
+            events=events,
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
         self._groups = FlowGroups(flows, jobs, queue)
@@ -280,7 +281,7 @@ class Controller(InformerEvents):
             if self._runner.turned_away(flow):
                 return SANDBOX_BUSY_RETRY_SECONDS
             jobs = self._jobs.jobs_for(uid)
-            if (lag := await self._runner.cache_lags(flow, jobs, now)) is not None:
+            if (lag := await self._runner.cache_lags(flow, jobs)) is not None:
                 return lag
             messages = await self._runner.termination_messages(flow, jobs)
             await self._runner.pod_reads.read(flow, jobs, now)

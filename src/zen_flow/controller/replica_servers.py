@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # An informer that made no progress (list, event or bookmark) for this long is stuck. Watches end every
-# 5-10 minutes and the inactivity watchdog restarts a silent one after 90 s, so a healthy informer
+# 5-10 minutes and the inactivity watchdog restarts a silent one after 150 s, so a healthy informer
 # reports progress far more often than this.
 STALE_INFORMER_SECONDS = 15 * 60
 

@@ -40,6 +40,10 @@ class Cluster:
         """The Job's metadata; `NotFound` if there is none."""
         return await self._jobs.get(namespace, name)
 
+    async def label_job(self, namespace: str, name: str, labels: Mapping[str, str], uid: str) -> None:
+        """Merge `labels` into the Job's; `Conflict` if the Job of that name is not `uid`."""
+        await self._jobs.label(namespace, name, dict(labels), uid)
+
     async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         """Background propagation (the Pods go too). `NotFound` if already gone; with `uid`, `Conflict`
         if the Job of that name is another one."""

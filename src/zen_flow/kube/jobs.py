@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from zen_flow.api import Job
 from zen_flow.api.constants import FIELD_MANAGER, JOB_SELECTOR
+from zen_flow.api.job import LabelledJob
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.resource import Resource, ResourceLister
-from zen_flow.kube.transport import METADATA_ONLY
+from zen_flow.kube.transport import MERGE_PATCH, METADATA_ONLY
 
 JOBS = Resource("batch", "v1", "jobs")
 
@@ -41,9 +42,23 @@ class JobClient(ResourceLister):
             accept=METADATA_ONLY,
         )
 
-    async def get(self, namespace: str, name: str) -> Job:
-        """One Job's metadata (its owners, whether it is being deleted); `NotFound` if there is none."""
-        return await self._client.request_model(Job, "GET", JOBS.path(namespace, name), accept=METADATA_ONLY)
+    async def get(self, namespace: str, name: str) -> LabelledJob:
+        """One Job's metadata (its owners, whether it is being deleted, its labels: one the label-selected
+        cache lacks may have lost its managed-by label); `NotFound` if there is none."""
+        return await self._client.request_model(
+            LabelledJob, "GET", JOBS.path(namespace, name), accept=METADATA_ONLY
+        )
+
+    async def label(self, namespace: str, name: str, labels: dict[str, str], uid: str) -> None:
+        """Merge `labels` into the Job's (nothing else), only if the Job of that name is still the one
+        with `uid` (`Conflict` otherwise); `NotFound` if there is none."""
+        await self._client.request(
+            "PATCH",
+            JOBS.path(namespace, name),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"metadata": {"uid": uid, "labels": labels}},
+            content_type=MERGE_PATCH,
+        )
 
     async def delete(
         self,

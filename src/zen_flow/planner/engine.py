@@ -236,6 +236,10 @@ class _Planner(Starts):
         if started or self.group.holds or self.stopped is not None:
             self.slot = None  # a started flow holds its slot; one its group holds back takes none
         self.take_own_locks()  # before its objects: a flow waiting for its locks makes none
+        if self.start_time is None and self.adopted_since is not None and not self.held_back():
+            # A lost write's plan started it (its Jobs adopted now): it began when they were created,
+            # and its deadline may have passed meanwhile; known before anything starts (`blocked`).
+            self.began_at(self.adopted_since)
         if not self.blocked():
             # Only a flow that may start steps now gets its objects (not a queued or suspended one).
             self.creating = missing(self.flow)

@@ -33,7 +33,7 @@ from zen_flow.planner.retry_messages import WAITING
 from zen_flow.planner.shape import retry_expression
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
 from zen_flow.planner.steps import HELD_PREFIXES, MAX_MESSAGE, StepWork, bound, held, unheld
-from zen_flow.planner.timing import after, after_cut
+from zen_flow.planner.timing import after, after_cut, normalize
 
 # The Job controller's reason when a Job's activeDeadlineSeconds passed.
 JOB_DEADLINE_REASON = "DeadlineExceeded"
@@ -132,15 +132,45 @@ class Observation(RetryGate):
                 # before it ends a dependency this plan timed out (`after_timeout`): not ours (forged, or
                 # left by a controller older than those rules); taken over, if at all, after.
                 return
-            if not adoptable(job) and self.own_delete(w) is None:
-                # Not our own delete for a stop, a replacement or the deadline whose write was lost
-                # (those end the step as that plan did: `job_gone`, and the flow had begun): wait for it.
+            since = self.created(w, job)
+            if not adoptable(job) and not self.overran(w, job, since) and self.own_delete(w) is None:
+                # Not our own delete for its timeout, a stop, a replacement or the deadline whose write
+                # was lost (those end the step as that plan did: `job_gone`, and the flow had begun):
+                # wait for it.
                 return
             # The budget is unchanged: a Retrying step's reservation becomes its retry count.
             # What it said while held for a slot, or waiting for the status write, is over: it runs.
             message = None if w.message == COMMIT_WAIT else unwait(w.message)
-            w.start(self.job_ref(name, job, child=w.spec.is_flow), self.now, attempt=attempt, message=message)
+            w.start(self.job_ref(name, job, child=w.spec.is_flow), since, attempt=attempt, message=message)
+            self.adopted_since = since if self.adopted_since is None else min(self.adopted_since, since)
             self.observe_running(w)
+
+    def overran(self, w: StepWork, job: Job, since: datetime) -> bool:
+        """Is `job`, an attempt of `w` no status records, past `w`'s timeout? Then, being deleted, it was
+        deleted for its timeout (by a plan that adopted it, its write lost too; or by someone else once
+        it ran too long): taken over, it ends as a timeout (`gone`), as when the status records it, and
+        is not run again under its name; nor taken for a stop's delete (`own_delete` says a stop acted)."""
+        timeout = w.spec.timeout_seconds
+        if not timeout or timeout <= 0 or job.suspended:
+            return False
+        return self.now >= after_cut(attempt_began(job, since, since), timeout)
+
+    def created(self, w: StepWork, job: Job) -> datetime:
+        """When an adopted Job's attempt began: its creation, not this plan (which may come an outage
+        later: a restart, a failover), so that the outage adds nothing to the flow's deadline and
+        finally grace, nor to the step's timeout. Never after now (the cluster's clock may be ahead of
+        ours), nor before the attempt could start by this controller's clock (the cluster's may be
+        behind): the step's retry was due (`next_retry_time`), its dependencies ended (the flow's deadline
+        may still fire early by the skew when no such time bounds it). Else a retry
+        adopted moments after its create could time out at once."""
+        created = job.metadata.creation_timestamp
+        since = self.now if created is None else min(self.now, normalize(created))
+        floors = [w.next_retry_time] if w.phase == StepPhase.RETRYING else []
+        for dep in w.spec.dependencies:
+            d = self.works.get(dep)
+            floors.append(d.completion_time if d is not None and d is not w else None)
+        # Still never after now: a retry this plan scheduled is due later by the plan's own clock.
+        return min(self.now, max([since, *(normalize(f) for f in floors if f is not None)]))
 
     def observe_running(self, w: StepWork) -> None:
         ref = w.job_ref

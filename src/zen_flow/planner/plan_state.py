@@ -194,6 +194,9 @@ class PlanState:
         # as under a graceful stop), in a flow with finally steps; did this plan end one for it?
         self.closing = closing(policy, self.start_time, now) if shape.final else None
         self.grace_acted = False
+        # The earliest start of the Jobs this plan adopted (`Observation.adopt`): the flow's start when
+        # its status has none (a lost write's plan started it).
+        self.adopted_since: datetime | None = None
         # Does a Flow step run on for the grace, its child stopping gracefully (planner.child_stops)? For a
         # graceful stop: the stop a step's child is stopping (or ended stopped in this plan) for, recorded
         # in the step's message (`interventions.stop_held`); the flow's message and reason say it.
@@ -228,6 +231,13 @@ class PlanState:
         w = self.works.get(step)
         found = w.outputs.artifacts if w is not None and w.outputs is not None else ()
         return next((a for a in found if a.name == artifact), None)
+
+    def began_at(self, start: datetime) -> None:
+        """The flow started at `start`: its deadline and finally grace count from there."""
+        self.start_time = start
+        self.deadline_passed = self._deadline_passed()
+        if self.final:
+            self.closing = closing(self.flow.spec.execution_policy, start, self.now)
 
     def _deadline(self) -> datetime | None:
         if self.active_deadline is None or self.active_deadline <= 0 or self.start_time is None:

@@ -1,0 +1,189 @@
+"""A Running step's Job the controller's Job cache lacks while the apiserver has it (ours, not being
+deleted): the cache's fault, whatever the Job's age. A Job watch that lags or hangs (the reflector's
+inactivity watchdog reopens a silent one after 150 s), a new leader's or shard holder's that is behind,
+or a Job whose `app.kubernetes.io/managed-by` label was removed or changed (the Job informer is
+label-selected, and its watch drops such a Job). Planned from that cache, the flow took the Job for
+deleted: it failed the attempt as "deleted outside zen-flow" and a retry ran beside the Job still running.
+
+So the flow is not planned while such a Job is missing (`lags`): the reconcile looks again, sooner at
+first, then every CACHE_LAG_RETRY_MAX_SECONDS, for as long as it takes. Nothing is deleted: the Job is
+healthy, and it may finish meanwhile (a GET of its metadata cannot say), so its result is planned from
+once the cache shows it. A Job that lost its managed-by label gets it back (a patch of that label only,
+on the Job's uid: `JobRelabelled`), which brings it into the cache. A Job still missing after
+CACHE_LAG_WARN_SECONDS (by this process's monotonic clock) gets a Warning event (`JobNotInCache`), once:
+a watch that never heals is healed by a restart of the controller. Meanwhile the whole flow waits (its
+other steps, its deadline, a stop): a known limitation, as a plan needs every Job of the flow.
+
+At most CACHE_LAG_LOOKUPS GETs per reconcile, the names looked at least recently first; a flow with names
+not looked at this round waits too (one may exist). Names a GET found gone (or not the flow's, or being
+deleted) are not looked up again: the plan takes those for deleted. What is kept of a flow goes when its
+steps no longer miss those Jobs, or with the flow (`forget`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from zen_flow import planner
+from zen_flow.api import Job, JobFlow
+from zen_flow.api.constants import LABEL_MANAGED_BY, MANAGED_BY
+from zen_flow.api.job import labels_of
+from zen_flow.kube.errors import KubeError, NotFound, describe
+from zen_flow.logging import get_logger
+
+log = get_logger(__name__)
+
+# A Job missing this long gets a Warning event: longer than what heals a hung watch (informer/reflector.py:
+# the inactivity watchdog's 150 s, a failed rewatch's backoff at its cap, 30 s and up to 100 % jitter) by
+# 90 s for the relist.
+CACHE_LAG_WARN_SECONDS = 300.0
+# Jobs looked up per reconcile; the flow looks again after the first delay, then less often, up to the
+# second (plan_runner.py's `flow_lags` waits the first too).
+CACHE_LAG_LOOKUPS = 8
+CACHE_LAG_RETRY_SECONDS = 1.0
+CACHE_LAG_RETRY_MAX_SECONDS = 15.0
+# A flow this process has not looked at for this long (its shard held by another replica meanwhile)
+# waits afresh: what its cache showed in between is not known.
+CACHE_LAG_GAP_SECONDS = 120.0
+REASON_NOT_IN_CACHE = "JobNotInCache"
+REASON_RELABELLED = "JobRelabelled"
+
+
+class JobApi(Protocol):
+    async def get_job(self, namespace: str, name: str) -> Job: ...
+    async def label_job(self, namespace: str, name: str, labels: Mapping[str, str], uid: str) -> None:
+        """Merge `labels` into the Job's, only if the Job of that name is still `uid` (`Conflict`)."""
+        ...
+
+
+class EventSink(Protocol):
+    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Missing:
+    first: float  # when first found missing
+    last: float  # when last looked up
+    warned: bool = False
+
+
+class UnseenJobs:
+    """The missing Jobs of the flows this process reconciles (see the module's note)."""
+
+    def __init__(
+        self, api: JobApi, *, monotonic: Callable[[], float], events: EventSink | None = None
+    ) -> None:
+        self._api = api
+        self._events = events
+        self._monotonic = monotonic
+        # flow uid -> {Job name: what is known of it while it exists; None once a GET found it gone}.
+        self._missing: dict[str, dict[str, _Missing | None]] = {}
+
+    async def lags(self, flow: JobFlow, jobs: Sequence[Job]) -> float | None:
+        """When to look again if a Running step's Job is missing from the cache but not from the
+        apiserver (ours, not being deleted), or may be (not looked up this round): the plan would take
+        it for deleted, fail the attempt and retry it beside the Job still running. None when there is
+        nothing to wait for (one GET per Job the cache lacks, which is rare: a Job deleted outside
+        zen-flow fails its step after it)."""
+        uid, namespace = flow.metadata.uid, flow.metadata.namespace
+        unseen = planner.unseen_jobs(flow, jobs)
+        self._prune(uid, unseen)
+        if not unseen:
+            return None
+        missing = self._missing.setdefault(uid, {})
+        # Gone ones out, then the least recently looked at first: every name is looked at in turn.
+        names = sorted((n for n in unseen if n not in missing or missing[n] is not None), key=_last(missing))
+        wait: float | None = None if len(names) <= CACHE_LAG_LOOKUPS else CACHE_LAG_RETRY_SECONDS
+        for name in names[:CACHE_LAG_LOOKUPS]:
+            try:
+                job = await self._api.get_job(namespace, name)
+            except NotFound:
+                job = None
+            ref = None if job is None else job.metadata.controller_ref()
+            if job is None or ref is None or ref.uid != uid or job.deleting:
+                missing[name] = None  # the plan takes it for deleted (or not this flow's)
+                continue
+            again = await self._waiting(flow, job)
+            wait = again if wait is None else min(wait, again)
+        return wait
+
+    async def _waiting(self, flow: JobFlow, job: Job) -> float:
+        """`job` exists and the cache lacks it: give it back its label if it lost it, say so if it has
+        been missing long; when to look again."""
+        missing, name = self._missing[flow.metadata.uid], job.metadata.name
+        clock = self._monotonic()
+        was = missing.get(name)
+        if was is None or clock - was.last > CACHE_LAG_GAP_SECONDS:
+            was = _Missing(clock, clock)
+        labels = labels_of(job)
+        if labels is not None and labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+            await self._relabel(flow, job, labels.get(LABEL_MANAGED_BY))
+        waited = clock - was.first
+        warned = was.warned
+        if waited >= CACHE_LAG_WARN_SECONDS and not warned:
+            warned = True
+            message = (
+                f"Job {name} exists but has not been in the controller's Job cache for {waited:.0f}s;"
+                " the flow is planned once it is (a Job watch stuck for good: restart the controller)"
+            )
+            log.warning("job missing from the cache; its flow waits", job=name, waited=round(waited))
+            if self._events is not None:
+                self._events.emit(flow, "Warning", REASON_NOT_IN_CACHE, message)
+        else:
+            log.info("job not in the cache yet; planning once it is", job=name, waited=round(waited))
+        missing[name] = _Missing(was.first, clock, warned)
+        # Sooner at first (a watch event moments late), then less often: the Job's event wakes the flow
+        # when it comes, and a hung watch takes minutes.
+        return min(max(CACHE_LAG_RETRY_SECONDS, waited / 4), CACHE_LAG_RETRY_MAX_SECONDS)
+
+    async def _relabel(self, flow: JobFlow, job: Job, had: str | None) -> None:
+        """Put back the Job's managed-by label (the controller's own), which the label-selected Job cache
+        needs; only on that Job (its uid), so a Job of the same name made since is left alone."""
+        name = job.metadata.name
+        try:
+            await self._api.label_job(
+                flow.metadata.namespace, name, {LABEL_MANAGED_BY: MANAGED_BY}, job.metadata.uid
+            )
+        except KubeError as err:  # looked at again on the next round
+            log.warning("job label not restored", job=name, error=describe(err))
+            return
+        was = "removed" if had is None else f"set to {had!r}"
+        log.warning("job label restored", job=name, label=LABEL_MANAGED_BY, had=had)
+        if self._events is not None:
+            self._events.emit(
+                flow,
+                "Warning",
+                REASON_RELABELLED,
+                f"Job {name}: its label {LABEL_MANAGED_BY} was {was}, which hides it from the controller;"
+                f" set back to {MANAGED_BY}",
+            )
+
+    def _prune(self, uid: str, unseen: Sequence[str]) -> None:
+        """Forget the flow's Jobs that its Running steps no longer miss: the cache shows them again, or
+        their steps moved on."""
+        if (missing := self._missing.get(uid)) is not None:
+            still = set(unseen)
+            for name in [n for n in missing if n not in still]:
+                del missing[name]
+            if not missing:
+                del self._missing[uid]
+
+    def kept(self) -> int:
+        """The flows whose missing Jobs are remembered (each until its steps move on, or it goes)."""
+        return len(self._missing)
+
+    def forget(self, uid: str) -> None:
+        """The flow was deleted: nothing of its Jobs is kept."""
+        self._missing.pop(uid, None)
+
+
+def _last(missing: Mapping[str, _Missing | None]) -> Callable[[str], float]:
+    """When a name was last looked up; never: first in line."""
+
+    def last(name: str) -> float:
+        known = missing.get(name)
+        return -1.0 if known is None else known.last
+
+    return last
