@@ -85,9 +85,9 @@ def test_a_second_backfill_skips_a_night_only_while_its_run_exists(
     code, _, err = backfill(capsys, "--from", "2026-03-20", "--to", "2026-03-25")
     assert (code, len(made(cluster))) == (0, 6), err
     warned = (
-        f"{PROG}: warning: successfulJobsHistoryLimit 3 keeps the 3 newest such runs, and 3 newer than the "
-        "backfill's exist: the controller deletes a backfill run as soon as it succeeds: running this "
-        "backfill again would run those nights again\n"
+        f"{PROG}: warning: successfulJobsHistoryLimit 3 keeps the 3 newest such runs; 3 newer than the "
+        "backfill's exist and it makes 6: the controller deletes a backfill run once 3 newer ones "
+        "succeeded: running this backfill again would run those nights again\n"
     )
     assert (warned in err) == (limit is None)
     if limit is None:
@@ -100,6 +100,45 @@ def test_a_second_backfill_skips_a_night_only_while_its_run_exists(
     assert code == 0
     assert len(made(cluster)) - 6 == again == 6 - len(kept)
     assert sum("already exists, skipped" in line for line in out.splitlines()) == len(kept)
+
+
+def test_a_backfill_after_a_suspension_warns_that_its_own_newer_runs_delete_its_older_ones(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Suspended from the 20th: every run older than the range. Six nights, three kept (the default).
+    report = add(cluster, cron_manifest())
+    for day in (17, 18, 19):
+        add(cluster, a_run(report, night(day), {"phase": "Succeeded"}))
+    controller(cluster, report)
+    code, _, err = backfill(capsys, "--from", "2026-03-20", "--to", "2026-03-25")
+    assert (code, len(made(cluster))) == (0, 6), err
+    warned = (
+        f"{PROG}: warning: successfulJobsHistoryLimit 3 keeps the 3 newest such runs; 0 newer than the "
+        "backfill's exist and it makes 6: the controller deletes a backfill run once 3 newer ones "
+        "succeeded: running this backfill again would run those nights again\n"
+    )
+    assert warned in err
+    assert err.index(warned) < err.index("created")
+    assert cluster.on_list is not None
+    cluster.on_list()  # the last run ends too
+    assert {key[1] for key in cluster.flows} == {name_of(day) for day in (23, 24, 25)}
+
+
+@pytest.mark.parametrize(
+    ("nights", "limit", "warned"), [(3, 3, False), (4, 3, True), (1, 1, False), (2, 1, True)]
+)
+def test_the_history_warning_comes_when_the_backfills_runs_are_more_than_the_limit_keeps(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], nights: int, limit: int, warned: bool
+) -> None:
+    # No newer run: the backfill's own runs are all there is; as many as the limit are all kept.
+    report = add(cluster, cron_manifest(successfulJobsHistoryLimit=limit))
+    controller(cluster, report)
+    code, _, err = backfill(capsys, "--from", "2026-03-20", "--to", f"2026-03-{19 + nights}")
+    assert (code, len(made(cluster))) == (0, nights), err
+    assert ("warning: successfulJobsHistoryLimit" in err) == warned
+    assert cluster.on_list is not None
+    cluster.on_list()
+    assert len(cluster.flows) == min(nights, limit)
 
 
 # --- stopped half-way: the summary and the commands that make the rest ------------------------------------
@@ -319,17 +358,17 @@ def test_only_newer_runs_make_the_replace_note_and_the_history_warning(
     add(cluster, a_run(report, night(24), {"phase": "Running"}))
     add(cluster, a_run(report, night(23), {"phase": "Succeeded"}))
     add(cluster, a_run(report, night(22), {"phase": "Failed"}))
-    code, _, err = backfill(capsys, "--from", "2026-03-25", "--to", "2026-03-26", "--dry-run")
+    code, _, err = backfill(capsys, "--from", "2026-03-25", "--to", "2026-03-25", "--dry-run")
     assert code == 0
     assert "is active now" not in err
     assert "warning" not in err
     # Newer ones: named, and warned of.
     add(cluster, a_run(report, night(27), {"phase": "Failed"}))
     add(cluster, a_run(report, night(28), {"phase": "Succeeded"}))
-    code, _, err = backfill(capsys, "--from", "2026-03-25", "--to", "2026-03-26", "--dry-run")
-    assert "successfulJobsHistoryLimit 1 keeps the 1 newest such runs, and 1 newer" in err
-    assert "failedJobsHistoryLimit 1 keeps the 1 newest such runs, and 1 newer" in err
-    assert "deletes a backfill run as soon as it fails" in err
+    code, _, err = backfill(capsys, "--from", "2026-03-25", "--to", "2026-03-25", "--dry-run")
+    assert "successfulJobsHistoryLimit 1 keeps the 1 newest such runs; 1 newer" in err
+    assert "failedJobsHistoryLimit 1 keeps the 1 newest such runs; 1 newer" in err
+    assert "deletes a backfill run once 1 newer one failed" in err
 
 
 def test_a_history_limit_of_zero_is_warned_of(

@@ -227,6 +227,27 @@ async def test_a_run_the_apiserver_refuses_is_skipped_with_the_reason(
     assert runs_total(metrics, "created") == 0
 
 
+async def test_a_refused_run_dates_the_scheduled_conditions_flip_to_false(
+    running: tuple[Cluster, FakeClock, Metrics],
+) -> None:
+    # Scheduled is True since the 00:01 run; the 00:02 run is refused: False since 00:02, not 00:01.
+    cluster, clock, _ = running
+    cluster.add_cron("flaky", concurrencyPolicy="Allow")
+    await clock.advance(30)
+    cluster.failing["flaky"] = Invalid(422, "Invalid", "admission webhook denied")
+    await clock.advance(60)
+    scheduled = next(c for c in cluster.crons["ns/flaky"].status.conditions if c.type == "Scheduled")
+    assert (scheduled.status, scheduled.reason) == ("False", "CreateFailed")
+    assert scheduled.last_transition_time == datetime(2030, 1, 1, 0, 2, tzinfo=UTC)
+    # Refused again at 00:03: still False, so still since 00:02.
+    await clock.advance(60)
+    scheduled = next(c for c in cluster.crons["ns/flaky"].status.conditions if c.type == "Scheduled")
+    assert (scheduled.status, scheduled.last_transition_time) == (
+        "False",
+        datetime(2030, 1, 1, 0, 2, tzinfo=UTC),
+    )
+
+
 async def test_an_invalid_cronjobflow_ends_with_a_condition(
     running: tuple[Cluster, FakeClock, Metrics],
 ) -> None:

@@ -170,24 +170,31 @@ def _notes(cron: CronJobFlow, slots: list[Slot], runs: list[JobFlow]) -> list[st
         (FlowPhase.SUCCEEDED, cron.spec.successful_jobs_history_limit, DEFAULT_SUCCESSFUL_HISTORY_LIMIT),
         (FlowPhase.FAILED, cron.spec.failed_jobs_history_limit, DEFAULT_FAILED_HISTORY_LIMIT),
     ):
-        notes.extend(_history_warning(name, phase, default if limit is None else limit, runs, oldest))
+        kept = default if limit is None else limit
+        notes.extend(_history_warning(name, phase, kept, runs, oldest, len(new)))
     return notes
 
 
-def _history_warning(name: str, phase: FlowPhase, kept: int, runs: list[JobFlow], oldest: Rank) -> list[str]:
+def _history_warning(
+    name: str, phase: FlowPhase, kept: int, runs: list[JobFlow], oldest: Rank, made: int
+) -> list[str]:
     """The warning that the history limit of `phase` deletes the backfill's runs that end so: a name that
-    is gone is no proof of a night run, and running the backfill again would run those nights again."""
+    is gone is no proof of a night run, and running the backfill again would run those nights again.
+    The limit keeps the `kept` newest (planner/cron_history.py): the oldest of the `made` runs goes
+    once `kept` newer ones ended so, the runs that exist newer than it and its `made - 1` own."""
     field = "successfulJobsHistoryLimit" if phase == FlowPhase.SUCCEEDED else "failedJobsHistoryLimit"
     ended = "succeeds" if phase == FlowPhase.SUCCEEDED else "fails"
+    past = f"{'one' if kept == 1 else 'ones'} {'succeeded' if phase == FlowPhase.SUCCEEDED else 'failed'}"
     again = "running this backfill again would run those nights again"
     if kept == 0:
         return [f"warning: {field} 0: the controller deletes each run as soon as it {ended}: {again}"]
     newer = [r for r in runs if r.status.phase == phase and rank_of(name, r) > oldest]
-    if len(newer) < kept:
+    if len(newer) + made <= kept:
         return []
     return [
-        f"warning: {field} {kept} keeps the {kept} newest such runs, and {len(newer)} newer than the "
-        f"backfill's exist: the controller deletes a backfill run as soon as it {ended}: {again}"
+        f"warning: {field} {kept} keeps the {kept} newest such runs; {len(newer)} newer than the backfill's "
+        f"exist and it makes {made}: the controller deletes a backfill run once {kept} newer "
+        f"{past}: {again}"
     ]
 
 

@@ -125,7 +125,8 @@ def add_cron_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         dest="end",
         metavar="TIME",
         help="the last time of the range, included (default: now): RFC 3339 or a date YYYY-MM-DD, to its end "
-        "in the CronJobFlow's time zone; run times after now are left to the controller",
+        "in the CronJobFlow's time zone; run times after now (this machine's clock) are left to the "
+        "controller",
     )
     p.add_argument(
         "--max-runs",

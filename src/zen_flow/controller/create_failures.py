@@ -17,6 +17,14 @@ from zen_flow.planner.create_refusals import REASON_CREATE_FAILED, REASON_CREATE
 from zen_flow.planner.delete_refusals import REASON_DELETE_FAILED, REASON_DELETE_FORBIDDEN
 
 
+def _first_blip(
+    failed: tuple[planner.CreateRefusal, ...] | tuple[planner.DeleteRefusal, ...], again: bool, blip: str
+) -> bool:
+    """Requests failed, each only with `blip` (a 5xx or no answer), and not the time before as well: most
+    often a blip the retry gets past, so nothing is said of it yet."""
+    return bool(failed) and not again and all(r.reason == blip for r in failed)
+
+
 @dataclass(frozen=True)
 class Executed:
     """What a plan's creates and deletes did. `created`: {name: uid} of the Jobs (and child flows) it
@@ -46,21 +54,13 @@ class Executed:
 
     @property
     def quiet(self) -> bool:
-        """Only a first 5xx or lost answer failed the creates: most often a blip the retry gets past,
-        nothing said of it yet (a 403 is said at once)."""
-        refused = self.refused
-        return bool(refused) and not self.again and all(r.reason == REASON_CREATE_FAILED for r in refused)
+        """Only a first 5xx or lost answer failed the creates (_first_blip; a 403 is said at once)."""
+        return _first_blip(self.refused, self.again, REASON_CREATE_FAILED)
 
     @property
     def deletes_quiet(self) -> bool:
-        """Only a first 5xx or lost answer failed the deletes: a blip the retry most often gets past,
-        nothing said of it yet (a 4xx verdict is said at once)."""
-        undeleted = self.undeleted
-        return (
-            bool(undeleted)
-            and not self.deletes_again
-            and all(r.reason == REASON_DELETE_FAILED for r in undeleted)
-        )
+        """Only a first 5xx or lost answer failed the deletes (_first_blip; a 4xx verdict is said at once)."""
+        return _first_blip(self.undeleted, self.deletes_again, REASON_DELETE_FAILED)
 
     def and_deletes(self, later: Executed) -> Executed:
         """This with the deletes a `later` execution of the same reconcile sent (its creates are none)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -23,7 +24,6 @@ import structlog
 from zen_flow.api.constants import ANNOTATION_STOP, CronConditionType
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.api.meta import Condition
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.runtime_metrics import PrometheusQueueMetrics
 from zen_flow.controller.shard_gate import ShardGate, shard_turn
@@ -43,6 +43,7 @@ from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.archiving import REASON_NOT_ARCHIVED
 from zen_flow.planner.cron import RUN_CREATED, CreateRun, CronPlan, DeleteRun, StopRun, counted, plan_cron
+from zen_flow.planner.status import next_condition
 from zen_flow.validation import render, validate_cronjobflow
 
 log = get_logger(__name__)
@@ -304,15 +305,14 @@ class CronController:
                     return _unreported(plan)
                 self._reported[cron.metadata.uid] = action.name
                 return plan
-            return _refused(
-                cron, plan, action, f"the name {action.name} is taken by a flow this did not create"
-            )
+            taken = f"the name {action.name} is taken by a flow this did not create"
+            return _refused(cron, plan, action, taken, self._clock.now())
         except ApiError as err:
             if err.transient:
                 raise
             # The apiserver or the JobFlow webhook refused the run (a template that a newer rule rejects,
             # a quota): retrying would not help; the run time is skipped and the reason shown.
-            return _refused(cron, plan, action, describe(err))
+            return _refused(cron, plan, action, describe(err), self._clock.now())
         log.info("run created", run=action.name, scheduled_time=str(action.scheduled_time))
         self._reported[cron.metadata.uid] = action.name
         return plan
@@ -328,11 +328,18 @@ class CronController:
         )
 
 
-def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> CronPlan:
-    """The plan as if its run time had been skipped: the apiserver refused the run for good."""
+def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str, now: datetime) -> CronPlan:
+    """The plan as if its run time had been skipped: the apiserver refused the run for good. Scheduled
+    goes by the stored condition (not the plan's, which says the run was created at `now`), so its
+    lastTransitionTime moves when it flips to False, and only then."""
     message = f"run time of {action.name} skipped: the run could not be created: {why}"
     old = plan.status
     active = tuple(r for r in old.active if r.name != action.name)
+    stored = next((c for c in cron.status.conditions if c.type == CronConditionType.SCHEDULED), None)
+    generation = cron.metadata.generation or None
+    refusal = next_condition(
+        CronConditionType.SCHEDULED.value, False, "CreateFailed", message, generation, now, stored
+    )
     status = counted(
         old,
         {
@@ -340,8 +347,7 @@ def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str) -> 
             "last_schedule_time": action.previous_schedule_time,
             "active": active,
             "conditions": tuple(
-                _refusal_condition(c, message) if c.type == CronConditionType.SCHEDULED else c
-                for c in old.conditions
+                refusal if c.type == CronConditionType.SCHEDULED else c for c in old.conditions
             ),
         },
     )
@@ -362,10 +368,6 @@ def _unreported(plan: CronPlan) -> CronPlan:
 def _not_created(plan: CronPlan) -> tuple[EventSpec, ...]:
     """The plan's Events but its RunCreated (a create refused for good, or one reported before)."""
     return tuple(e for e in plan.events if e.reason != RUN_CREATED)
-
-
-def _refusal_condition(condition: Condition, message: str) -> Condition:
-    return condition.model_copy(update={"status": "False", "reason": "CreateFailed", "message": message})
 
 
 def _controller_uid(raw: dict[str, Any]) -> str | None:
