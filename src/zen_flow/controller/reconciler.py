@@ -176,8 +176,7 @@ class Controller(InformerEvents):
                 return
             async with shard_turn(self._shards, shard_of, key, self._queue, self._dropped) as mine:
                 if mine:
-                    # Every line of this reconcile, the failure report included, names the flow and the
-                    # reconcile.
+                    # Every line of this reconcile, the failure report included, names flow and reconcile.
                     with structlog.contextvars.bound_contextvars(
                         flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
                     ):
