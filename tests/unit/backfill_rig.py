@@ -4,9 +4,10 @@ times, run names, this machine's clock, and the command itself."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from cron_cli_rig import zen_flow
+from cron_cli_rig import FakeCluster, zen_flow
 
 from zen_flow.cli import cron_backfill
 from zen_flow.planner.cron import run_name
@@ -31,3 +32,15 @@ def backfill(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 
 def lines(out: str) -> list[str]:
     return out.splitlines()
+
+
+def record_creates(cluster: FakeCluster, seen: list[str]) -> None:
+    """Each run the backfill POSTs is noted in `seen` (`created NAME`), in order with what else happens."""
+    request = cluster.request
+
+    async def recorded(method: str, path: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if method == "POST":
+            seen.append(f"created {body['metadata']['name']}")
+        return await request(method, path, body, *args, **kwargs)
+
+    cluster.request = recorded  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from backfill_rig import record_creates
 from cron_cli_rig import NOW, FakeCluster, a_run, add, cron_manifest, manual, planned, posted, zen_flow
 from cron_cli_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
@@ -254,14 +255,7 @@ def _finishing(cluster: FakeCluster, after: int = 2) -> list[str]:
             seen.append(f"finished {going[0][1]}")
 
     cluster.on_list = on_list
-    request = cluster.request
-
-    async def recorded(method: str, path: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if method == "POST":
-            seen.append(f"created {body['metadata']['name']}")
-        return await request(method, path, body, *args, **kwargs)
-
-    cluster.request = recorded  # type: ignore[method-assign]
+    record_creates(cluster, seen)
     return seen
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from backfill_rig import backfill, lines, name_of, utc
+from backfill_rig import backfill, lines, name_of, record_creates, utc
 from cron_cli_rig import (
     FakeCluster,
     a_run,
@@ -189,14 +189,7 @@ def _finish_one_every(cluster: FakeCluster, lists: int) -> list[str]:
             seen.append(f"finished {going[0][1]}")
 
     cluster.on_list = on_list
-    request = cluster.request
-
-    async def recorded(method: str, path: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if method == "POST":
-            seen.append(f"created {body['metadata']['name']}")
-        return await request(method, path, body, *args, **kwargs)
-
-    cluster.request = recorded  # type: ignore[method-assign]
+    record_creates(cluster, seen)
     return seen
 
 
