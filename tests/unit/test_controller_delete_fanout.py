@@ -92,7 +92,7 @@ async def test_deletes_that_get_no_answer_cost_one_wait_not_one_per_job() -> Non
     announcements = Announcements(
         events=Told(told), metrics=Metrics(), cloud_events=None, cached=lambda key: None
     )
-    announcements.delete_failed(FLOW, replace(executed, deletes_again=True))
+    announcements.undone(FLOW, replace(executed, deletes_again=True))
     assert sorted(told) == sorted(f"wide-s{i}" for i in range(CREATE_CONCURRENCY))
 
 

@@ -109,16 +109,21 @@ class Announcements:
             # A webhook that fails (5xx), no answer: once is a blip its retry gets past; again, say it.
             self._events.emit(flow, WARNING, CREATE_FAILED, f"{answer(err)} (retried with backoff)")
 
-    def delete_failed(self, flow: JobFlow, executed: Executed) -> None:
-        """Job deletes failed; the next plans send them again, with backoff, while the Jobs run. A Warning
-        per Job, naming it and the answer: `DeleteForbidden` for a 4xx verdict (a webhook's or RBAC's 403,
-        a ValidatingAdmissionPolicy's 422), `DeleteFailed` for a 5xx or no answer, the second time in a
-        row (a first is a blip its retry gets past); none for a delete held back after one got no answer
-        (never sent). The recorder counts a repeat on the Event it sent (kube/events.py)."""
-        if executed.deletes_quiet:
-            return
-        for refused in (r for r in executed.undeleted if r.sent):
-            self._events.emit(flow, WARNING, refused.reason, f"{refused.message} ({RETRIED})")
+    def undone(self, flow: JobFlow, executed: Executed) -> None:
+        """Deletes, child flow patches or the flow's TTL deletion failed; the next plans (or the retry,
+        for the TTL's) send them again, with backoff. A Warning per Job, naming it and the answer:
+        `DeleteForbidden` for a 4xx verdict (a webhook's or RBAC's 403, a ValidatingAdmissionPolicy's
+        422), `DeleteFailed` for a 5xx or no answer, the second time in a row (a first is a blip its retry
+        gets past); none for a delete held back after one got no answer (never sent). The recorder counts
+        a repeat on the Event it sent (kube/events.py). A child flow's patch or the TTL deletion says why
+        as controller/flow_requests.py decided (`ChildUpdateForbidden`, `ChildUpdateFailed`; the TTL's
+        `DeleteForbidden` or `DeleteFailed` once); never as a refused create."""
+        if not executed.deletes_quiet:
+            for refused in (r for r in executed.undeleted if r.sent):
+                self._events.emit(flow, WARNING, refused.reason, f"{refused.message} ({RETRIED})")
+        undeleted = (executed.flow_undeleted,) if executed.flow_undeleted is not None else ()
+        for failed in (f for f in (*executed.unpatched, *undeleted) if f.told):
+            self._events.emit(flow, WARNING, failed.reason, f"{failed.message} ({RETRIED})")
 
     def acted(self, flow: JobFlow, specs: Iterable[EventSpec]) -> None:
         """The actions are done: tell of them, before the status write (told once, whatever the write)."""

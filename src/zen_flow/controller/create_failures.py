@@ -1,5 +1,5 @@
 """What a plan's Job creates and deletes did (`Executed`), and what a create or a delete that failed for
-now says.
+now says; also a child flow's patch or the flow's TTL deletion (controller/flow_requests.py).
 
 Apart from the executor (controller/executor.py) that sends them, so the reconciler, the announcements
 and the executor read one wording of a failed request's answer.
@@ -16,6 +16,11 @@ from zen_flow.kube.errors import ApiError
 from zen_flow.planner.create_refusals import REASON_CREATE_FAILED, REASON_CREATE_FORBIDDEN
 from zen_flow.planner.delete_refusals import REASON_DELETE_FAILED, REASON_DELETE_FORBIDDEN
 
+# The Warning events of a Flow step's child flow its parent could not suspend, resume or stop: a 4xx
+# verdict (a webhook's or RBAC's 403, a policy's 422), and a 5xx, a 429 or no answer.
+REASON_CHILD_UPDATE_FORBIDDEN = "ChildUpdateForbidden"
+REASON_CHILD_UPDATE_FAILED = "ChildUpdateFailed"
+
 
 def _first_blip(
     failed: tuple[planner.CreateRefusal, ...] | tuple[planner.DeleteRefusal, ...], again: bool, blip: str
@@ -23,6 +28,19 @@ def _first_blip(
     """Requests failed, each only with `blip` (a 5xx or no answer), and not the time before as well: most
     often a blip the retry gets past, so nothing is said of it yet."""
     return bool(failed) and not again and all(r.reason == blip for r in failed)
+
+
+@dataclass(frozen=True)
+class RequestFailure:
+    """A request on a flow that failed for now (controller/flow_requests.py): a child flow's suspend,
+    resume or stop, or the flow's TTL deletion. `reason` and `message`: its Warning event's; `told`: is
+    the event sent (not for a first blip, nor for a TTL deletion's refusal said already); `error`: the
+    answer, raised for the queue's backoff."""
+
+    reason: str
+    message: str
+    error: Exception
+    told: bool = True
 
 
 @dataclass(frozen=True)
@@ -38,7 +56,10 @@ class Executed:
     `undeleted`: the deletes that failed (any answer but 404 and 409, which leave nothing of the flow's
     to delete), tried again by the next plans, and `delete_errors` their errors in the same order (raised
     once the status is written); `deletes_again`: the flow's deletes had failed the time before as well;
-    `deleted`: a delete went through."""
+    `deleted`: a delete went through. `unpatched`: the child flow patches (suspend, resume, stop) that
+    failed, asked for again by the next plans (raised once the status is written); `flow_undeleted`: the
+    flow's TTL deletion, when it failed (raised with no status written: the plan deleting the flow
+    records nothing else)."""
 
     created: dict[str, str]
     rejected: list[str]
@@ -51,6 +72,8 @@ class Executed:
     delete_errors: tuple[Exception, ...] = ()
     deletes_again: bool = False
     deleted: bool = False
+    unpatched: tuple[RequestFailure, ...] = ()
+    flow_undeleted: RequestFailure | None = None
 
     @property
     def quiet(self) -> bool:
@@ -62,9 +85,15 @@ class Executed:
         """Only a first 5xx or lost answer failed the deletes (_first_blip; a 4xx verdict is said at once)."""
         return _first_blip(self.undeleted, self.deletes_again, REASON_DELETE_FAILED)
 
-    def and_deletes(self, later: Executed) -> Executed:
-        """This with the deletes a `later` execution of the same reconcile sent (its creates are none)."""
-        if not later.undeleted and not later.deleted:
+    @property
+    def undone_errors(self) -> tuple[Exception, ...]:
+        """The errors of the failed deletes and child flow patches, raised once the status is written."""
+        return (*self.delete_errors, *(f.error for f in self.unpatched))
+
+    def and_later(self, later: Executed) -> Executed:
+        """This with the deletes and child flow stops a `later` execution of the same reconcile sent (its
+        creates are none)."""
+        if not later.undeleted and not later.deleted and not later.unpatched:
             return self
         return replace(
             self,
@@ -72,6 +101,7 @@ class Executed:
             delete_errors=(*self.delete_errors, *later.delete_errors),
             deletes_again=self.deletes_again or later.deletes_again,
             deleted=self.deleted or later.deleted,
+            unpatched=(*self.unpatched, *later.unpatched),
         )
 
 
@@ -98,14 +128,21 @@ def verdict(err: Exception) -> bool:
     return isinstance(err, ApiError) and 400 <= err.status < 500 and err.status != 429
 
 
+def said(request: str, err: Exception, forbidden: str, failed: str) -> tuple[str, str]:
+    """The reason and the message of a `request` (`Job x (step a) delete`) that failed for now: `forbidden`
+    for a 4xx verdict, `failed` for a 5xx, a 429 or no answer (`... refused: 403 ...`, `... failed, no
+    answer: ...`)."""
+    if isinstance(err, ApiError):
+        return forbidden if verdict(err) else failed, f"{request} refused: {answer(err)}"
+    return failed, f"{request} failed, {answer(err)}"
+
+
 def delete_refusal(delete: planner.DeleteJob, err: Exception, *, child: bool) -> planner.DeleteRefusal:
     """What a delete that failed for now says (`Job x (step a) delete refused: 403 ...`); `child`: the
     step's object is a child JobFlow."""
-    what = _deleted(delete, child)
-    if isinstance(err, ApiError):
-        reason = REASON_DELETE_FORBIDDEN if verdict(err) else REASON_DELETE_FAILED
-        return planner.DeleteRefusal(delete, reason, f"{what} delete refused: {answer(err)}")
-    return planner.DeleteRefusal(delete, REASON_DELETE_FAILED, f"{what} delete failed, {answer(err)}")
+    request = f"{_deleted(delete, child)} delete"
+    reason, message = said(request, err, REASON_DELETE_FORBIDDEN, REASON_DELETE_FAILED)
+    return planner.DeleteRefusal(delete, reason, message)
 
 
 def delete_held(delete: planner.DeleteJob, first: Exception, *, child: bool) -> planner.DeleteRefusal:

@@ -1,4 +1,5 @@
-"""Carrying out a plan's Job creates and deletes (and a flow's TTL deletion) for the reconciler.
+"""Carrying out a plan's Job creates and deletes (and its requests on flows: controller/flow_requests.py)
+for the reconciler.
 
 Expectations are raised before a request goes out and lowered when it fails, so the reconciler never
 plans on a cache that has not seen its own writes yet, and never waits for a write that was not made.
@@ -7,16 +8,16 @@ plans on a cache that has not seen its own writes yet, and never waits for a wri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
 from zen_flow.controller.create_failures import Executed, refusal
+from zen_flow.controller.flow_requests import FlowRequests
 from zen_flow.controller.job_deletes import JobDeletes
 from zen_flow.controller.metrics import Metrics
-from zen_flow.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
+from zen_flow.kube.errors import AlreadyExists, ApiError, NotFound
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.machinery.expectations import Expectations
@@ -91,11 +92,7 @@ class PlanExecutor:
         # Keys of the flows whose last Job deletes failed (a policy's 403 or 422, a 5xx, no answer): a
         # second failure in a row of a 5xx or no answer is told, a first one taken for a blip.
         self._deletes_failing: set[str] = set()
-        # UIDs of the flows this controller deleted (an expired TTL) that the flow cache still shows: the
-        # delete has no finalizer to wait for, so the cache holds the flow, not marked deleted, until its
-        # watch event comes. A reconcile meanwhile (a Job event, a timer, a wake-up) would plan the
-        # expired TTL again and send a second DELETE (404), logged and announced as another deletion.
-        self._deleted_flows: set[str] = set()
+        self._requests = FlowRequests(api)
 
     def creates_failing(self) -> list[str]:
         return list(self._creates_failing)
@@ -103,14 +100,15 @@ class PlanExecutor:
     def forget(self, key: str) -> None:
         self._creates_failing.discard(key)
         self._deletes_failing.discard(key)
+        self._requests.forget(key)
 
     def deleted(self, uid: str) -> bool:
         """Did this controller delete the flow of this UID (the cache has not shown it gone yet)?"""
-        return uid in self._deleted_flows
+        return self._requests.deleted(uid)
 
     def deletion_observed(self, uid: str) -> None:
         """The flow cache shows the flow of this UID gone."""
-        self._deleted_flows.discard(uid)
+        self._requests.deletion_observed(uid)
 
     async def execute(
         self,
@@ -123,12 +121,12 @@ class PlanExecutor:
         """Execute the plan's actions: every create, whatever became of the others, then the deletes,
         whatever became of the creates (a succeeded step's Job deleted by jobRetention may be what frees
         the quota a refused create waits for): all of them, but those held back once one got no answer
-        (controller/job_deletes.py). Returns what they did
-        (`Executed`): a create or a delete that fails for now is the reconciler's to raise, once the
-        status is written. `made`: {name: uid} of what this reconcile created already, which the cache
-        may not show yet (its deletes). `judged`: a plan's actions, whose creates and deletes (or none)
-        say whether the flow's creates and deletes are failing; not the deletes a reconcile sends after
-        its status write."""
+        (controller/job_deletes.py); then its child flows' patches and the flow's TTL deletion
+        (controller/flow_requests.py). Returns what they did (`Executed`): a create, a delete or a child's
+        patch that fails for now is the reconciler's to raise, once the status is written. `made`:
+        {name: uid} of what this reconcile created already, which the cache may not show yet (its
+        deletes). `judged`: a plan's actions, whose creates and deletes (or none) say whether the flow's
+        creates and deletes are failing; not the deletes a reconcile sends after its status write."""
         ns, uid = flow.metadata.namespace, flow.metadata.uid
         created: dict[str, str] = {}
         rejected: list[str] = []
@@ -227,30 +225,8 @@ class PlanExecutor:
             self._deletes_failing.add(flow.key)
         elif judged:
             self._deletes_failing.discard(flow.key)
-        for action in actions:
-            if isinstance(action, planner.SuspendChild):
-                # Gone, or its name another flow's now (the UID precondition): its step sees that.
-                with contextlib.suppress(NotFound, Conflict):
-                    await self._api.suspend_flow(ns, action.name, action.suspend, action.uid)
-                log.info("child flow suspended" if action.suspend else "child flow resumed", flow=action.name)
-            if isinstance(action, planner.StopChild):
-                # Its parent's finally grace or graceful stop: it runs its own finally steps (gone, or
-                # another's: as above; changed since the plan read it, a user's stop perhaps: the next
-                # plan decides again).
-                with contextlib.suppress(NotFound, Conflict):
-                    await self._api.stop_flow(
-                        ns,
-                        action.name,
-                        action.uid,
-                        action.by,
-                        action.resource_version,
-                    )
-                log.info("child flow stopped to run its finally steps", flow=action.name)
-            if isinstance(action, planner.DeleteFlow):
-                with contextlib.suppress(NotFound):  # already gone: what we wanted
-                    await self._api.delete_flow(ns, flow.metadata.name, uid)
-                self._deleted_flows.add(uid)
-                log.info("deleted flow", reason=action.reason)
+        # Then the child flows' patches and the flow's TTL deletion (controller/flow_requests.py).
+        requested = await self._requests.send(flow, actions)
         refused.sort(key=lambda entry: entry[0])
         told = {id(err) for _, _, err in refused}
         # A taken name (or a failed look at who holds it): as before, nothing is written; the retry soon.
@@ -268,6 +244,8 @@ class PlanExecutor:
             tuple(err for _, err in undeleted),
             deletes_again,
             done.deleted,
+            requested.unpatched,
+            requested.undeleted,
         )
 
     async def _holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:

@@ -297,7 +297,7 @@ class Controller(InformerEvents):
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
-            executed = await self._executor.execute(flow, before_write(result.actions))
+            executed = await self._executor.execute(flow, planner.before_write(result.actions))
             if executed.unwritten is not None:  # a name taken: soon free, nothing written meanwhile
                 raise executed.unwritten
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
@@ -305,9 +305,11 @@ class Controller(InformerEvents):
         except (JobNameTaken, ApiError) as err:
             self._announcements.create_failed(flow, err)
             raise
-        # A failed delete is sent again by the next plans while its Job runs; the status is written all
+        # A failed delete (or child flow patch) is sent again by the next plans; the status is written all
         # the same (the Jobs created, the steps' transitions: a timed-out step's own delete refused).
-        self._announcements.delete_failed(flow, executed)
+        self._announcements.undone(flow, executed)
+        if executed.flow_undeleted is not None:  # its TTL deletion, tried again: no status left to write
+            raise executed.flow_undeleted.error
         created, rejected, refusals = executed.created, executed.rejected, executed.refused
         if refusals and not rejected:
             # Tried again with backoff (the error raised below), and meanwhile the rest of the plan is
@@ -326,7 +328,7 @@ class Controller(InformerEvents):
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
             base = with_job_uids(result.status, created) if created else result.status
             result = planner.fail_rejected(flow, rejected, now, replace(result, status=base), created)
-            executed = await self._sent(flow, before_write(result.actions), created, executed)
+            executed = await self._sent(flow, planner.before_write(result.actions), created, executed)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
@@ -360,7 +362,7 @@ class Controller(InformerEvents):
             # raised above, and the Jobs run on for the next plan, which sends them again (planner.finale
             # `delete_again`, or the same plan when there was nothing to write), telling nothing.
             executed = await self._sent(flow, later, created, executed)
-        if failed := [*(executed.errors if refusals and not rejected else ()), *executed.delete_errors]:
+        if failed := [*(executed.errors if refusals and not rejected else ()), *executed.undone_errors]:
             if result.requeue_after is not None:  # the plan's own timers (timeouts, retries) beside it
                 # Not sooner than the floor: each look tries the refused create or delete again, and a plan
                 # waking every second (a pod read, the substitution budget) would bypass the backoff.
@@ -375,21 +377,17 @@ class Controller(InformerEvents):
         self, flow: JobFlow, actions: Sequence[planner.Action], made: Mapping[str, str] | None = None,
         executed: Executed | None = None,
     ) -> Executed:  # fmt: skip
-        """Deletes sent beside a plan's own (its stops as its Jobs or status were refused, those held for
-        its write) or with none (outdated first Jobs): judging nothing (the plan's deletes do). A failure
-        is told now, raised with the plan's (`executed`), or at once when there is no plan."""
+        """Deletes (and child flow stops) sent beside a plan's own (its stops as its Jobs or status were
+        refused, those held for its write) or with none (outdated first Jobs): judging nothing (the plan's
+        deletes do). A failure is told now, raised with the plan's (`executed`), or at once when there is
+        no plan."""
         sent = await self._executor.execute(flow, actions, made=made, judged=False)
-        self._announcements.delete_failed(flow, sent)
+        self._announcements.undone(flow, sent)
         if executed is not None:
-            return executed.and_deletes(sent)
-        if sent.delete_errors:
-            raise sent.delete_errors[0]
+            return executed.and_later(sent)
+        if sent.undone_errors:
+            raise sent.undone_errors[0]
         return sent
-
-
-def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
-    """The plan's actions sent before its status write: all but those that wait for it (planner.held)."""
-    return [a for a in actions if not planner.held(a)]
 
 
 def _current(flows: FlowCache, flow: JobFlow) -> bool:

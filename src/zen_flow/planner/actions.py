@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,11 @@ def held(action: Action) -> bool:
     """Does `action` wait for its plan's status write (`after_write`: sent once it landed, or there was
     nothing to write; never when it was lost)?"""
     return isinstance(action, DeleteJob | StopChild) and action.after_write
+
+
+def before_write(actions: Iterable[Action]) -> list[Action]:
+    """The plan's actions sent before its status write: all but those that wait for it (`held`)."""
+    return [a for a in actions if not held(a)]
 
 
 def pruned(actions: list[Action]) -> tuple[Action, ...]:
