@@ -19,8 +19,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -140,7 +139,7 @@ def registered(port: int, ca: CertificateAuthority) -> list[dict[str, Any]]:
 
 
 def admin_kubectl(cluster: Any, cache_dir: Path) -> Kubectl:
-    """The `kubectl` fixture's runner, for what outlives a test (that fixture is per test)."""
+    """The `kubectl` fixture's runner, for module-scoped fixtures (that fixture is per test)."""
     return kubectl_runner(
         find_kubectl(getattr(cluster, "bin_dir", None)), cluster.kubeconfig, cache_dir=cache_dir
     )
@@ -150,54 +149,13 @@ def unknown_dependency_flow(name: str, namespace: str) -> dict[str, Any]:
     return flow(name, namespace, [{"name": "a", "template": job()}, {"name": "b", "dependencies": ["zzz"]}])
 
 
-class SharedWebhook:
-    """The one webhook the admission tests share, for a row of test files with tests that ask for it:
-    started by the first such test, stopped (its configurations deleted) once the next test is in a file
-    with none, as a pytest plugin (conftest.py registers it). Not for the session: the configurations'
-    namespace selector matches every test namespace, ClusterJobFlowTemplates have none, and the tier's
-    other modules count on no webhook in front of the apiserver (test_controller.py,
-    test_crd_validation.py, test_child_flows.py). No test needs one of its own: a rotated certificate
-    comes from the same CA (test_admission_certificates.py)."""
-
-    def __init__(self, start: Callable[[], AbstractContextManager[Webhook]]) -> None:
-        self._start = start
-        self._running = ExitStack()
-        self._webhook: Webhook | None = None
-        self._failed: BaseException | None = None  # a start that failed fails the row's tests at once
-        self._files: set[Path] | None = None  # the files with a test that asks for `webhook`
-
-    def get(self) -> Webhook:
-        if self._failed is not None:
-            raise self._failed
-        if self._webhook is None:
-            try:
-                self._webhook = self._running.enter_context(self._start())
-            except BaseException as exc:
-                self._failed = exc
-                raise
-        return self._webhook
-
-    def close(self) -> None:
-        self._webhook, self._failed = None, None
-        running, self._running = self._running, ExitStack()
-        running.close()
-
-    @pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
-    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-        if self._files is None:
-            self._files = {
-                test.path for test in item.session.items if "webhook" in getattr(test, "fixturenames", ())
-            }
-        if nextitem is None or nextitem.path not in self._files:
-            self.close()
-
-
-@contextmanager
-def registered_webhook(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory, kubectl_cache_dir: Path
+@pytest.fixture(name="webhook", scope="module")
+def webhook_fixture(
+    cluster: Any, jobflow_crd: Any, tmp_path_factory: pytest.TempPathFactory, _kubectl_cache_dir: Path
 ) -> Iterator[Webhook]:
-    """The webhook server running and registered with the apiserver, answering it; unregistered after."""
-    kubectl = admin_kubectl(cluster, kubectl_cache_dir)
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("the apiserver must reach a webhook on this machine's 127.0.0.1 (a local cluster)")
+    kubectl = admin_kubectl(cluster, _kubectl_cache_dir)
     workdir = tmp_path_factory.mktemp("webhook")
     cert_dir = workdir / "certs"
     cert_dir.mkdir()

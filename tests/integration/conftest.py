@@ -2,18 +2,15 @@
 
 `cluster` binds the shared fixtures of tests/conftest.py (kubeconfig, kubectl, namespace, api_client)
 to the session's `apiserver_cluster`; every test here is marked `integration`. A module whose steps need
-pods made, placed and ended asks for `scheduled` instead: a full local cluster of its own. `webhook`:
-zen-flow's admission webhooks in front of the apiserver, only while the files that ask for it run.
+pods made, placed and ended asks for `scheduled` instead: a full local cluster of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from admission_rig import SharedWebhook, Webhook, registered_webhook
 
 from zen_flow_dev.cluster import LocalCluster, find_kubectl
 from zen_flow_dev.testing.crd import install_crd
@@ -43,29 +40,3 @@ def scheduled(
     install_crd(find_kubectl(cluster.bin_dir), cluster.kubeconfig)
     yield cluster
     cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def _shared_webhook(
-    request: pytest.FixtureRequest,
-    cluster: Any,
-    jobflow_crd: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-    _kubectl_cache_dir: Path,
-) -> Iterator[SharedWebhook]:
-    shared = SharedWebhook(lambda: registered_webhook(cluster, tmp_path_factory, _kubectl_cache_dir))
-    request.config.pluginmanager.register(shared)
-    try:
-        yield shared
-    finally:
-        request.config.pluginmanager.unregister(shared)
-        shared.close()
-
-
-@pytest.fixture
-def webhook(cluster: Any, _shared_webhook: SharedWebhook) -> Webhook:
-    """zen-flow's webhooks registered with the apiserver (admission_rig): one for the test files that
-    ask for it one after another, as test_admission*.py run, so it is set up once for them all."""
-    if not isinstance(cluster, LocalCluster):
-        pytest.skip("the apiserver must reach a webhook on this machine's 127.0.0.1 (a local cluster)")
-    return _shared_webhook.get()

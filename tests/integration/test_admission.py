@@ -19,6 +19,7 @@ from unittest.mock import patch
 import pytest
 import yaml
 from admission_rig import DENIED, ZZZ, Webhook, annotations_of, apply, field_errors, get_flow
+from admission_rig import webhook_fixture as webhook_fixture  # the `webhook` fixture
 from jobflow_objects import Kubectl, flow, job
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from admission_rig import DEADLINE, Webhook, annotations_of
+from admission_rig import webhook_fixture as webhook_fixture  # the `webhook` fixture
 from jobflow_objects import Kubectl, flow, job
 
 from zen_flow.api.constants import ANNOTATION_CREATED_BY

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from admission_rig import DEADLINE, Webhook, annotations_of, apply, field_errors, get_flow
+from admission_rig import webhook_fixture as webhook_fixture  # the `webhook` fixture
 from jobflow_objects import DEFAULT_POLICY, Kubectl, flow, job
 
 from zen_flow.api.constants import ANNOTATION_APPROVED_BY_PREFIX, ANNOTATION_CREATED_BY, APPROVE_PREFIX

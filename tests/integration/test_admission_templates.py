@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from admission_rig import Webhook, apply, field_errors, get_flow
+from admission_rig import webhook_fixture as webhook_fixture  # the `webhook` fixture
 from jobflow_objects import Kubectl, flow
 
 from zen_flow.api.constants import LABEL_CLUSTER_TEMPLATE, LABEL_TEMPLATE
