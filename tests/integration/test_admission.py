@@ -199,8 +199,10 @@ def test_flows_created_from_one_manifest_with_generate_name_have_their_spec_chec
     # pipeline that creates flows from one manifest must not pay a 500-step spec's checks each time.
     body = flow("unused", namespace, [{"name": "a", "template": job()}, {"name": "b", "template": job()}])
     body["metadata"] = {"generateName": "nightly-", "namespace": namespace}
-    # The apiserver is real; the webhook runs in this process, so its own work is counted in place: a
-    # memory of its own for this test, and a spy that lets every check run unchanged.
+    # The apiserver is real and nothing stands in for it: the two patches reach only the webhook's
+    # server, which runs in this process, to count its own work in place (a memory of accepted specs of
+    # its own for this test, and a spy that lets every check run unchanged). No seam would do it more
+    # cleanly: the memory is the review module's, shared by every request, with no constructor to take it.
     with (
         patch.object(review_module, "ACCEPTED", AcceptedSpecs()),
         patch.object(flow_rules, "check_spec", wraps=flow_rules.check_spec) as check_spec,

@@ -3,6 +3,7 @@ times, run names, this machine's clock, and the command itself."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,3 +45,30 @@ def record_creates(cluster: FakeCluster, seen: list[str]) -> None:
         return await request(method, path, body, *args, **kwargs)
 
     cluster.request = recorded  # type: ignore[method-assign]
+
+
+# The phases of a run the backfill waits for: all but Succeeded and Failed (None: no status yet).
+ACTIVE = (None, "Pending", "Running", "Suspended", "Paused")
+
+
+def finish_oldest(cluster: FakeCluster, *, after: int, every: int = 1) -> list[str]:
+    """A stand-in controller: the first `after` LISTs of the runs find them as they are; of the LISTs
+    after those, each `every`-th (the `every`-th, the 2·`every`-th, ...) finds the oldest active run (by
+    name) succeeded. Returns what happened, in order: `finished NAME` and (record_creates) `created
+    NAME`. `after` 2 passes the backfill's look at the runs there are and its look before the first
+    create."""
+    seen: list[str] = []
+    lists = itertools.count()
+
+    def on_list() -> None:
+        count = next(lists)
+        if count < after or (count - after + 1) % every:
+            return
+        going = sorted(k for k, f in cluster.flows.items() if (f.get("status") or {}).get("phase") in ACTIVE)
+        if going:
+            cluster.flows[going[0]]["status"] = {"phase": "Succeeded"}
+            seen.append(f"finished {going[0][1]}")
+
+    cluster.on_list = on_list
+    record_creates(cluster, seen)
+    return seen

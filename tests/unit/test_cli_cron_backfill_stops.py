@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from backfill_rig import record_creates
+from backfill_rig import finish_oldest
 from cron_cli_rig import NOW, FakeCluster, a_run, add, cron_manifest, manual, planned, posted, zen_flow
 from cron_cli_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
@@ -239,26 +239,6 @@ def test_a_create_that_got_no_answer_is_looked_up(
 # --- what a backfill run waits for ------------------------------------------------------------------------
 
 
-def _finishing(cluster: FakeCluster, after: int = 2) -> list[str]:
-    """From the `after`-th LIST on, each LIST finds the oldest active run (by name) succeeded: what
-    happened, in order."""
-    seen: list[str] = []
-    lists = iter(range(10_000))
-
-    def on_list() -> None:
-        if next(lists) < after:
-            return
-        going = sorted(k for k, f in cluster.flows.items() if (f.get("status") or {}).get("phase")
-                       in (None, "Running", "Suspended", "Paused"))  # fmt: skip
-        if going:
-            cluster.flows[going[0]]["status"] = {"phase": "Succeeded"}
-            seen.append(f"finished {going[0][1]}")
-
-    cluster.on_list = on_list
-    record_creates(cluster, seen)
-    return seen
-
-
 @pytest.mark.parametrize("policy", ["Forbid", "Replace"])
 def test_a_backfill_run_never_starts_beside_an_active_run_of_the_cronjobflow(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], policy: str
@@ -267,7 +247,7 @@ def test_a_backfill_run_never_starts_beside_an_active_run_of_the_cronjobflow(
     report = add(cluster, cron_manifest(concurrencyPolicy=policy))
     add(cluster, manual(report, NOW - timedelta(hours=1), "Running"))
     add(cluster, a_run(report, night(28), {"phase": "Running"}))
-    seen = _finishing(cluster, after=2)
+    seen = finish_oldest(cluster, after=2)
     code, _, err = backfill(capsys, "--from", "2026-03-26", "--to", "2026-03-27")
     assert code == 0, err
     assert seen == [
@@ -318,7 +298,7 @@ def test_the_wait_says_why_a_run_has_not_finished(
     add(cluster, a_run(report, night(27), {"phase": "Suspended"}))
     add(cluster, a_run(report, night(28), {"phase": "Running", "steps": [
         {"name": "collect", "phase": "PendingApproval"}]}))  # fmt: skip
-    _finishing(cluster, after=3)
+    finish_oldest(cluster, after=3)
     code, _, err = backfill(capsys, "--from", "2026-03-26", "--to", "2026-03-26")
     assert code == 0, err
     assert (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from backfill_rig import backfill, lines, name_of, record_creates, utc
+from backfill_rig import backfill, finish_oldest, lines, name_of, utc
 from cron_cli_rig import (
     FakeCluster,
     a_run,
@@ -170,36 +170,13 @@ def test_a_missing_invalid_or_replace_cronjobflow_is_refused_before_anything_is_
 # --- how many at once -------------------------------------------------------------------------------------
 
 
-def _finish_one_every(cluster: FakeCluster, lists: int) -> list[str]:
-    """Every `lists`-th LIST of the runs after the first two (the backfill's look at the runs there are,
-    and its look before the first create), the oldest active run has succeeded; what happened, in
-    order."""
-    seen: list[str] = []
-    count = -1
-
-    def on_list() -> None:
-        nonlocal count
-        count += 1
-        if count <= 1 or (count - 1) % lists:
-            return
-        going = sorted(k for k, f in cluster.flows.items() if (f.get("status") or {}).get("phase") is None
-                       or f["status"]["phase"] == "Running")  # fmt: skip
-        if going:
-            cluster.flows[going[0]]["status"] = {"phase": "Succeeded"}
-            seen.append(f"finished {going[0][1]}")
-
-    cluster.on_list = on_list
-    record_creates(cluster, seen)
-    return seen
-
-
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_at_most_parallel_runs_of_the_range_are_active_at_once(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, parallel: int
 ) -> None:
     monkeypatch.setattr(cron_backfill, "POLL_SECONDS", 0)
     add(cluster, cron_manifest(concurrencyPolicy="Allow"))
-    seen = _finish_one_every(cluster, 2)
+    seen = finish_oldest(cluster, after=2, every=2)
     code, _, err = backfill(capsys, "--from", "2026-03-26", "--parallel", str(parallel))
     assert code == 0, err
     a, b, c = (name_of(utc(2026, 3, day, 1, 30)) for day in (26, 27, 28))
@@ -218,7 +195,7 @@ def test_an_active_run_of_the_range_counts_so_an_interrupted_backfill_goes_on_as
     monkeypatch.setattr(cron_backfill, "POLL_SECONDS", 0)
     report = add(cluster, cron_manifest())
     add(cluster, a_run(report, utc(2026, 3, 27, 1, 30), {"phase": "Running"}))
-    seen = _finish_one_every(cluster, 1)
+    seen = finish_oldest(cluster, after=2)
     assert backfill(capsys, "--from", "2026-03-27")[0] == 0
     running, last = name_of(utc(2026, 3, 27, 1, 30)), name_of(utc(2026, 3, 28, 1, 30))
     assert seen == [f"finished {running}", f"created {last}"]

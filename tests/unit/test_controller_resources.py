@@ -3,23 +3,21 @@ someone else's)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from scripted_controller_rig import Fake as ScriptedFake
+from scripted_controller_rig import controller as controller_of
 
 from zen_flow.api import Job, JobFlow, JobFlowStatus
 from zen_flow.api.constants import ANNOTATION_RETRIED_BY, ANNOTATION_RETRY, API_VERSION
-from zen_flow.api.job import JOB
 from zen_flow.api.jobflow import ResourceTemplates
 from zen_flow.api.meta import ObjectMeta
-from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.reconciler import Controller
 from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import AlreadyExists, ApiError, BadRequest, Invalid, RequestTooLarge
 from zen_flow.machinery.expectations import Expectations
-from zen_flow.machinery.workqueue import WorkQueue
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 
@@ -30,42 +28,16 @@ CLAIM: dict[str, Any] = {
 CONFIG: dict[str, Any] = {"metadata": {"name": "settings"}, "data": {"mode": "fast"}}
 
 
-class Fake:
-    """Flow cache, Job cache, cluster API and event sink in one."""
+class Fake(ScriptedFake):
+    """The rig's caches and API (its Job cache empty, the steps it created in `created`), with an
+    apiserver that keeps the flow's status writes and the objects of its resourceTemplates."""
 
     def __init__(self, flow: JobFlow) -> None:
-        self.flow = flow
+        super().__init__(flow)
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.jobs: list[dict[str, Any]] = []
-        self.events: list[tuple[str, str, str]] = []
         self.rv = 1
         self.invalid: set[str] = set()
         self.refusals: dict[str, ApiError] = {}  # object name -> what the apiserver answers its create
-
-    # FlowCache
-    def get(self, key: str) -> JobFlow | None:
-        return self.flow if key == self.flow.key else None
-
-    def parse_error(self, key: str) -> str | None:
-        return None
-
-    def concurrency_group(self, group: str) -> Sequence[JobFlow]:
-        return ()
-
-    def expect_status(self, flow: JobFlow, resource_version: str, ops: list[dict[str, Any]]) -> None:
-        pass  # this cache takes every version from the fake apiserver
-
-    # JobCache
-    def deleted_stray(self, key: str) -> None:
-        pass
-
-    def jobs_for(self, owner_uid: str) -> Sequence[Job]:
-        return ()
-
-    # ClusterApi
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
-        self.jobs.append(body)
-        return JOB.validate_python({"metadata": {**body["metadata"], "uid": f"job-{len(self.jobs)}"}})
 
     async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         raise AssertionError("no Job is deleted here")
@@ -96,10 +68,6 @@ class Fake:
     async def get_resource(self, namespace: str, kind: str, name: str) -> ObjectMeta:
         return ObjectMeta.model_validate(self.objects[(kind, name)]["metadata"])
 
-    # EventSink
-    def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
-
 
 def flow_with_resources() -> JobFlow:
     flow = make_flow([job_step("a")], name="etl")
@@ -114,25 +82,9 @@ def fake() -> Fake:
     return Fake(flow_with_resources())
 
 
-def controller_of(
-    fake: Fake, expectations: Expectations | None = None, clock: FakeClock | None = None
-) -> Controller:
-    clock = clock if clock is not None else FakeClock()
-    return Controller(
-        flows=fake,
-        jobs=fake,
-        api=fake,
-        queue=WorkQueue(clock=clock),
-        expectations=expectations if expectations is not None else Expectations(clock),
-        events=fake,
-        clock=clock,
-        metrics=Metrics(),
-    )
-
-
 @pytest.fixture
 def controller(fake: Fake) -> Controller:
-    return controller_of(fake)
+    return controller_of(fake, FakeClock())
 
 
 def refs(fake: Fake) -> list[tuple[str | None, str, str | None]]:
@@ -148,9 +100,9 @@ async def test_objects_are_created_and_recorded_with_uids_before_any_job(
         ("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid"),
         ("ConfigMap", "etl-settings", "ConfigMap-etl-settings-uid"),
     ]
-    assert fake.jobs == []
+    assert fake.created == []
     await controller.reconcile(fake.flow.key)
-    assert [j["metadata"]["labels"]["workflow.kube-zen.io/step"] for j in fake.jobs] == ["a"]
+    assert fake.created == ["a"]
 
 
 async def test_our_own_object_is_adopted_after_a_lost_status_write(
@@ -197,10 +149,10 @@ async def test_someone_elses_object_fails_the_flow(
     assert f"it belongs to {kind} {name} ({api_version})" in failed.message
     # The claim this flow did create is its own and listed; no Job ever ran.
     assert refs(fake) == [("PersistentVolumeClaim", "etl-data", "PersistentVolumeClaim-etl-data-uid")]
-    assert fake.jobs == []
+    assert fake.created == []
     assert ("Warning", "FlowFailed") in [(t, r) for t, r, _ in fake.events]
     await controller.reconcile(fake.flow.key)  # terminal: nothing more happens
-    assert fake.jobs == []
+    assert fake.created == []
 
 
 async def test_a_manifest_the_apiserver_refuses_fails_the_flow(fake: Fake, controller: Controller) -> None:
@@ -245,18 +197,10 @@ async def test_a_template_refused_by_a_quota_is_retried_and_says_why(
 class Running(Fake):
     """Also a Job cache of the Jobs it created (each Running), and a Job API that records deletes."""
 
-    def __init__(self, flow: JobFlow) -> None:
-        super().__init__(flow)
-        self.deleted: list[str] = []
-
-    def deleted_stray(self, key: str) -> None:
-        pass
-
-    def jobs_for(self, owner_uid: str) -> Sequence[Job]:
-        return [
-            JOB.validate_python({"metadata": {**body["metadata"], "uid": f"job-{n + 1}"}})
-            for n, body in enumerate(self.jobs)
-        ]
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> Job:
+        job = await super().create_job(namespace, body)
+        self.jobs = (*self.jobs, job)
+        return job
 
     async def delete_job(self, namespace: str, name: str, uid: str = "") -> None:
         self.deleted.append(name)
@@ -270,9 +214,9 @@ async def test_a_template_refused_on_a_running_flow_stops_its_jobs() -> None:
         flow.model_copy(update={"metadata": flow.metadata.model_copy(update={"resource_version": "1"})})
     )
     expectations = Expectations(FakeClock())
-    controller = controller_of(fake, expectations)
+    controller = controller_of(fake, FakeClock(), expectations=expectations)
     await controller.reconcile(fake.flow.key)
-    (job_a,) = [body["metadata"]["name"] for body in fake.jobs]
+    (job_a,) = [job.metadata.name for job in fake.jobs]
     expectations.creation_observed(fake.flow.metadata.uid, job_a)
     spec = fake.flow.spec.model_copy(
         update={"resource_templates": ResourceTemplates(volume_claim_templates=(CLAIM,))}
@@ -323,9 +267,9 @@ async def test_a_name_held_by_an_object_on_its_way_out_is_waited_for(
         ("etl-data", "PersistentVolumeClaim-etl-data-uid"),
         ("etl-settings", "ConfigMap-etl-settings-uid"),  # a new object, not the one that went
     ]
-    assert fake.jobs == []
+    assert fake.created == []
     await controller.reconcile(fake.flow.key)
-    assert len(fake.jobs) == 1
+    assert len(fake.created) == 1
 
 
 def ask_rerun(fake: Fake, rid: str) -> None:
@@ -341,7 +285,7 @@ async def test_a_rerun_of_a_flow_that_failed_creating_its_resources_creates_them
     fake: Fake, cause: str
 ) -> None:
     clock = FakeClock()
-    controller = controller_of(fake, clock=clock)
+    controller = controller_of(fake, clock)
     # Nothing else could be done but delete and re-create the flow: no step had failed, so a rerun was
     # refused ("no failed Job step to rerun").
     if cause == "taken":
@@ -392,7 +336,7 @@ async def test_a_rerun_of_a_flow_that_failed_creating_its_resources_creates_them
     ]
     failed = next(c for c in fake.flow.status.conditions if c.type == "Failed")
     assert failed.status == "False"
-    assert fake.jobs == []
+    assert fake.created == []
     await controller.reconcile(fake.flow.key)
-    assert [j["metadata"]["labels"]["workflow.kube-zen.io/step"] for j in fake.jobs] == ["a"]
+    assert fake.created == ["a"]
     assert fake.flow.status.phase == "Running"

@@ -160,9 +160,9 @@ class Observation(RetryGate):
         later: a restart, a failover), so that the outage adds nothing to the flow's deadline and
         finally grace, nor to the step's timeout. Never after now (the cluster's clock may be ahead of
         ours), nor before the attempt could start by this controller's clock (the cluster's may be
-        behind): the step's retry was due (`next_retry_time`), its dependencies ended (the flow's deadline
-        may still fire early by the skew when no such time bounds it). Else a retry
-        adopted moments after its create could time out at once."""
+        behind): before the step's retry was due (`next_retry_time`) or its dependencies ended, else a
+        retry adopted moments after its create could time out at once. The flow's deadline may still
+        fire early by the skew when no such time bounds the attempt."""
         created = job.metadata.creation_timestamp
         since = self.now if created is None else min(self.now, normalize(created))
         floors = [w.next_retry_time] if w.phase == StepPhase.RETRYING else []
