@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 
 import structlog
 
@@ -31,7 +32,7 @@ from zen_flow.controller.informer_events import InformerEvents
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
-from zen_flow.controller.plan_cpu import FlowGone, PlanCpu
+from zen_flow.controller.plan_cpu import FlowGone, PlanCpu, still_cached
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.shard_gate import ShardGate, cached_flow_shard, shard_turn
@@ -98,7 +99,7 @@ class Controller(InformerEvents):
             progress_deadline=progress_deadline,
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
-            cpu=PlanCpu(current=lambda flow: _current(flows, flow), waited=metrics.plan_thread_wait.observe),
+            cpu=PlanCpu(current=partial(still_cached, flows.get), waited=metrics.plan_thread_wait.observe),
             events=events,
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
@@ -150,7 +151,13 @@ class Controller(InformerEvents):
         """Keys of the flows whose last Job creates failed and are being retried (read at scrape time).
         Under --shards only those of shards held: a flow handed over is another replica's to report, and
         the alert sums over replicas."""
-        keys = self._executor.creates_failing()
+        return self._held_shards(self._executor.creates_failing())
+
+    def status_held(self) -> list[str]:
+        """Keys of the flows held as every status write of them is refused (status_holds.py); as above."""
+        return self._held_shards(self._status.held_flows())
+
+    def _held_shards(self, keys: list[str]) -> list[str]:
         return keys if self._shards is None else self._shards.held_flows(keys, self._flows.get)
 
     def close(self) -> None:
@@ -250,6 +257,10 @@ class Controller(InformerEvents):
             # Our last status write is on its way to the cache and its event wakes us; the requeue is
             # only the safety net for when that event never comes (a relist skipped it).
             return unseen
+        if (held := await self._status.held(flow)) is not None:
+            return held  # every write of it is refused: nothing is done until one is accepted
+        if (newer := self._validity.newer(stored)) is not None:  # written for a newer zen-flow
+            return await self._status.newer_schema(flow, newer, stored=stored)
         if outdated := self._first_jobs.outdated(flow):
             # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
             log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
@@ -297,7 +308,7 @@ class Controller(InformerEvents):
             made = await create_resources(self._api, flow, result.actions)
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
-            executed = await self._executor.execute(flow, before_write(result.actions))
+            executed = await self._executor.execute(flow, planner.before_write(result.actions))
             if executed.unwritten is not None:  # a name taken: soon free, nothing written meanwhile
                 raise executed.unwritten
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
@@ -326,7 +337,7 @@ class Controller(InformerEvents):
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.
             base = with_job_uids(result.status, created) if created else result.status
             result = planner.fail_rejected(flow, rejected, now, replace(result, status=base), created)
-            executed = await self._sent(flow, before_write(result.actions), created, executed)
+            executed = await self._sent(flow, planner.before_write(result.actions), created, executed)
         status = with_job_uids(result.status, created) if created else result.status
         if made.uids or made.waiting:
             status = with_resource_uids(status, made.uids, made.waiting)
@@ -339,7 +350,9 @@ class Controller(InformerEvents):
                 if isinstance(err, ApiError) and err.permanent:
                     refused = await self._status.refused(flow, err, now, status, stored=stored)
                     await self._sent(flow, refused, created)
-                    return None
+                    if (held := await self._status.held(flow)) is not None:  # its Jobs run on, unrecorded
+                        self._first_jobs.unrecorded(flow, created, result.actions)  # an edit replaces them
+                    return held
                 # A conflict, a timeout, a reset connection: the write may have been applied all the same
                 # (a 409 to the client's retry of an applied write); `in_doubt` keeps its Events and
                 # CloudEvents unless the answer says it was not (a 404, a 403).
@@ -385,16 +398,3 @@ class Controller(InformerEvents):
         if sent.delete_errors:
             raise sent.delete_errors[0]
         return sent
-
-
-def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
-    """The plan's actions sent before its status write: all but those that wait for it (planner.held)."""
-    return [a for a in actions if not planner.held(a)]
-
-
-def _current(flows: FlowCache, flow: JobFlow) -> bool:
-    """Is `flow` still the cache's flow of its key, not being deleted (else its plan is not applied)?"""
-    now = flows.get(flow.key)
-    return (
-        now is not None and now.metadata.uid == flow.metadata.uid and now.metadata.deletion_timestamp is None
-    )

@@ -13,6 +13,7 @@ from zen_flow.planner.actions import (
     SaveMemo,
     StopChild,
     SuspendChild,
+    before_write,
     held,
 )
 from zen_flow.planner.artifacts import ArtifactOptions
@@ -97,6 +98,7 @@ __all__ = [
     "SuspendChild",
     "adoptable",
     "as_job",
+    "before_write",
     "build_job",
     "describe_owner",
     "fail_invalid",

@@ -115,6 +115,11 @@ def held(action: Action) -> bool:
     return isinstance(action, DeleteJob | StopChild) and action.after_write
 
 
+def before_write(actions: tuple[Action, ...]) -> list[Action]:
+    """The plan's actions sent before its status write: all but those that wait for it (`held`)."""
+    return [a for a in actions if not held(a)]
+
+
 def pruned(actions: list[Action]) -> tuple[Action, ...]:
     """The plan's actions without a StopChild of a child flow the same plan deletes (DeleteJob): the
     delete decides. A graceful stop's StopChild lost after its write is asked again by every plan while
