@@ -74,11 +74,15 @@ async def test_a_patch_that_does_not_apply_is_sent_again_as_the_whole_status() -
     assert "StatusRejected" not in {r for _, r, _ in fake.events}  # the flow goes on
 
 
-async def test_a_refused_failure_write_gives_up_quietly_instead_of_looping() -> None:
+async def test_a_refused_failure_write_holds_the_flow_instead_of_looping() -> None:
+    # The object itself is refused: its Jobs are left as they are, and the flow is looked at again
+    # slowly (test_controller_status_held.py), not at once.
     fake, clock = Fake(make_flow([job_step("a")])), FakeClock()
     fake.patch_errors = [too_large(413), too_large(413)]
-    assert await controller(fake, clock).reconcile(fake.flow.key) is None
+    assert await controller(fake, clock).reconcile(fake.flow.key) == 10.0
     assert len(fake.patches) == 2
+    assert fake.created == ["a"]
+    assert fake.deleted == []
 
 
 async def test_a_transient_status_error_is_retried_not_failed() -> None:

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from zen_flow.api import JobFlow, Step
 from zen_flow.api.job import JOB, JobStatus
+from zen_flow.api.known_fields import newer_field
 from zen_flow.api.meta import OwnerReference
 from zen_flow.informer.compaction import Compactor
 from zen_flow.informer.resources import JobFlowInformer, JobInformer
@@ -210,3 +211,23 @@ def test_strings_inside_tuples_are_interned_too() -> None:
     one, two = (compactor.compact(JobFlow.model_validate(flow(n))) for n in ("one", "two"))
     assert one.spec.steps[1].dependencies == ("extract-orders",)
     assert one.spec.steps[1].dependencies[0] is two.spec.steps[1].dependencies[0]
+
+
+def test_a_spec_key_this_release_does_not_know_stays_visible_and_a_known_spec_costs_no_extra_dict() -> None:
+    # Spec models keep the keys they do not declare (api.meta.SpecModel), so that a flow written for a
+    # newer zen-flow is recognised (api/known_fields.py); compaction drops the empty dict the others
+    # hold, so a known spec costs what it did.
+    compactor = Compactor((Step,))
+    raw = flow_raw("newer", "u1")
+    raw["spec"]["steps"][1]["allowFailureFromTheFuture"] = True
+    newer = compactor.compact(JobFlow.model_validate_json(json.dumps(raw)))
+    known = compactor.compact(JobFlow.model_validate_json(json.dumps(flow_raw("known", "u2"))))
+    assert (
+        newer_field(newer.spec)
+        == "spec.steps[1].allowFailureFromTheFuture: a field this release does not know"
+    )
+    assert newer_field(known.spec) is None
+    assert known.spec.__pydantic_extra__ is None
+    assert all(step.__pydantic_extra__ is None for step in known.spec.steps)
+    assert newer.spec.steps[0] is known.spec.steps[0]  # still shared: equal steps
+    assert newer.spec.steps[1] is not known.spec.steps[1]

@@ -14,20 +14,20 @@ from typing import Any
 from pydantic import Field
 
 from zen_flow.api.constants import API_VERSION, CRON_KIND
-from zen_flow.api.meta import Condition, Model, ObjectMeta, Timestamp
+from zen_flow.api.meta import Condition, Model, ObjectMeta, SpecModel, Timestamp
 
 
-class TemplateMetadata(Model):
+class TemplateMetadata(SpecModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class JobFlowTemplate(Model):
+class JobFlowTemplate(SpecModel):
     metadata: TemplateMetadata | None = None
     spec: dict[str, Any] = Field(default_factory=dict)
 
 
-class CronJobFlowSpec(Model):
+class CronJobFlowSpec(SpecModel):
     schedule: str = ""
     time_zone: str | None = None  # IANA name; None: UTC
     concurrency_policy: str | None = None  # ConcurrencyPolicy; None: Forbid

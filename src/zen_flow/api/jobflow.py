@@ -16,41 +16,41 @@ from pydantic import Field
 
 from zen_flow.api.constants import API_VERSION, DEFAULT_REQUIRED_APPROVALS, KIND, StepType
 from zen_flow.api.flow_status import JobFlowStatus
-from zen_flow.api.meta import Model, ObjectMeta
+from zen_flow.api.meta import Model, ObjectMeta, SpecModel
 from zen_flow.api.step_io import ArtifactRepository, StepInputs, StepOutputs
 
 # --- spec ---------------------------------------------------------------------------------------------
 
 
-class ExitCodesRule(Model):
+class ExitCodesRule(SpecModel):
     container_name: str | None = None
     operator: str = "In"
     values: tuple[int, ...] = ()
 
 
-class PodConditionRule(Model):
+class PodConditionRule(SpecModel):
     type: str
     status: str = "True"
 
 
-class PodFailurePolicyRule(Model):
+class PodFailurePolicyRule(SpecModel):
     action: str
     on_exit_codes: ExitCodesRule | None = None
     on_pod_conditions: tuple[PodConditionRule, ...] = ()
 
 
-class PodFailurePolicy(Model):
+class PodFailurePolicy(SpecModel):
     rules: tuple[PodFailurePolicyRule, ...] = ()
 
 
-class TTLStrategy(Model):
+class TTLStrategy(SpecModel):
     """Per-outcome TTLs; each one set replaces `ttlSecondsAfterFinished` for its outcome."""
 
     seconds_after_success: int | None = None
     seconds_after_failure: int | None = None
 
 
-class ExecutionPolicy(Model):
+class ExecutionPolicy(SpecModel):
     concurrency_policy: str | None = None
     ttl_seconds_after_finished: int | None = None
     ttl_strategy: TTLStrategy | None = None
@@ -68,17 +68,17 @@ class ExecutionPolicy(Model):
     pod_pending_timeout_seconds: int | None = None
 
 
-class ResourceTemplates(Model):
+class ResourceTemplates(SpecModel):
     volume_claim_templates: tuple[dict[str, Any], ...] = ()
     config_map_templates: tuple[dict[str, Any], ...] = ()
 
 
-class StepMetadata(Model):
+class StepMetadata(SpecModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class Toleration(Model):
+class Toleration(SpecModel):
     """core/v1 Toleration, as a pod spec holds it (checked by the apiserver when the Job is created)."""
 
     key: str | None = None
@@ -88,11 +88,11 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
 
-class LocalObjectReference(Model):
+class LocalObjectReference(SpecModel):
     name: str = ""
 
 
-class StepPodDefaults(Model):
+class StepPodDefaults(SpecModel):
     """`spec.stepDefaults.podSpec`: pod spec fields every Job step's pod gets where its own template does
     not set them (core/step_defaults.py says how). Free-form where Kubernetes' type is large (affinity,
     securityContext): the apiserver checks them when it creates the Job."""
@@ -108,7 +108,7 @@ class StepPodDefaults(Model):
     scheduler_name: str | None = None
 
 
-class StepDefaults(Model):
+class StepDefaults(SpecModel):
     """`spec.stepDefaults`: what every Job step's Job and pod get where the step's own template (and
     `metadata`) do not say; never a Manual or a Flow step's (core/step_defaults.py)."""
 
@@ -117,21 +117,21 @@ class StepDefaults(Model):
     active_deadline_seconds: int | None = None
 
 
-class Backoff(Model):
+class Backoff(SpecModel):
     type: str | None = None
     factor: float | None = None
     duration: str | None = None
     max_duration: str | None = None
 
 
-class RetryAffinity(Model):
+class RetryAffinity(SpecModel):
     """`retryPolicy.affinity`, Argo's spelling: `nodeAntiAffinity: {}` (an empty object, present or not)
     keeps a retry off the nodes the step's failed attempts ran on (planner/node_avoidance.py)."""
 
     node_anti_affinity: dict[str, Any] | None = None
 
 
-class RetryPolicy(Model):
+class RetryPolicy(SpecModel):
     limit: int | None = None
     backoff: Backoff | None = None
     affinity: RetryAffinity | None = None
@@ -144,7 +144,7 @@ class RetryPolicy(Model):
         return self.affinity is not None and self.affinity.node_anti_affinity is not None
 
 
-class Approver(Model):
+class Approver(SpecModel):
     """Who may decide a gate, as an RBAC subject: a `User` by name, or any member of a `Group`."""
 
     kind: str
@@ -160,7 +160,7 @@ def needed_approvals(required: object) -> int:
     return required if type(required) is int and required > 1 else 1
 
 
-class StepApproval(Model):
+class StepApproval(SpecModel):
     """A Manual step's `approval`: only its `approvers` (when listed) may decide it, and it succeeds once
     `required` distinct users approved it (None: DEFAULT_REQUIRED_APPROVALS, the controller's default:
     no schema default is written, so stored flows stay as they were written)."""
@@ -179,15 +179,15 @@ class StepApproval(Model):
         return 2 * self.needed - 1
 
 
-class ConfigMapCache(Model):
+class ConfigMapCache(SpecModel):
     name: str = ""
 
 
-class MemoizeCache(Model):
+class MemoizeCache(SpecModel):
     config_map: ConfigMapCache | None = None
 
 
-class Memoize(Model):
+class Memoize(SpecModel):
     """A Job step's result kept under `key` in a ConfigMap of the flow's namespace (planner.memoization)."""
 
     key: str = ""
@@ -195,7 +195,7 @@ class Memoize(Model):
     cache: MemoizeCache | None = None
 
 
-class MatrixSource(Model):
+class MatrixSource(SpecModel):
     """Exactly one: a flow argument holding a JSON array, or `<step>:$.outputs.parameters.<name>`, an
     earlier step's output read at run time (core/matrix_sources.py)."""
 
@@ -213,7 +213,7 @@ class MatrixVerdict(NamedTuple):
     sources: tuple[str, ...]
 
 
-class MatrixParameter(Model):
+class MatrixParameter(SpecModel):
     """One dimension of a matrix: its `values`, or those of a flow argument holding a JSON array."""
 
     name: str = ""
@@ -221,7 +221,7 @@ class MatrixParameter(Model):
     value_from: MatrixSource | None = None
 
 
-class Matrix(Model):
+class Matrix(SpecModel):
     """A step run once per combination of its parameters' values (core/matrix.py expands it)."""
 
     parameters: tuple[MatrixParameter, ...] = ()
@@ -231,7 +231,7 @@ class Matrix(Model):
     max_items: int | None = None
 
 
-class TemplateRef(Model):
+class TemplateRef(SpecModel):
     """The JobFlowTemplate a flow is made from (validation/expansion.py): its steps, arguments and
     policy are copied into the flow when it is created, so the template's later edits never reach it.
     `cluster_scope`: the ClusterJobFlowTemplate of that name instead (Argo's `clusterScope`)."""
@@ -240,20 +240,20 @@ class TemplateRef(Model):
     cluster_scope: bool | None = None
 
 
-class Mutex(Model):
+class Mutex(SpecModel):
     """A lock at most one step of the namespace holds at a time (planner/locks.py)."""
 
     name: str = ""
 
 
-class Semaphore(Model):
+class Semaphore(SpecModel):
     """A lock at most `limit` steps of the namespace hold at a time (planner/locks.py)."""
 
     name: str = ""
     limit: int = 1
 
 
-class Synchronization(Model):
+class Synchronization(SpecModel):
     """The named locks a step takes, all at once, when it would start, and holds until it ends. A lock
     is shared by the flows of one namespace handled by one controller instance (Argo's mutexes and
     semaphores)."""
@@ -262,16 +262,16 @@ class Synchronization(Model):
     semaphores: tuple[Semaphore, ...] = ()
 
 
-class StepFlowArgument(Model):
+class StepFlowArgument(SpecModel):
     name: str = ""
     value: str = ""
 
 
-class StepFlowArguments(Model):
+class StepFlowArguments(SpecModel):
     parameters: tuple[StepFlowArgument, ...] = ()
 
 
-class StepFlow(Model):
+class StepFlow(SpecModel):
     """A `type: Flow` step's child flow (planner/children.py): made from the JobFlowTemplate (or
     ClusterJobFlowTemplate) `template_ref` names, with `arguments` (their values may hold the step's
     input placeholders)."""
@@ -280,7 +280,7 @@ class StepFlow(Model):
     arguments: StepFlowArguments | None = None
 
 
-class Step(Model):
+class Step(SpecModel):
     name: str = ""
     type: str | None = None
     message: str | None = None
@@ -339,18 +339,18 @@ class Step(Model):
         return self.template is None
 
 
-class ArgumentParameter(Model):
+class ArgumentParameter(SpecModel):
     name: str = ""
     value: str = ""
     description: str | None = None
     enum: tuple[str, ...] = ()
 
 
-class Arguments(Model):
+class Arguments(SpecModel):
     parameters: tuple[ArgumentParameter, ...] = ()
 
 
-class JobFlowSpec(Model):
+class JobFlowSpec(SpecModel):
     arguments: Arguments | None = None
     # Where output artifacts without `s3` of their own are stored (planner/artifacts.py); None: nowhere.
     artifact_repository: ArtifactRepository | None = None

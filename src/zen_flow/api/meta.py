@@ -40,6 +40,20 @@ class Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class SpecModel(Model):
+    """A part of a spec (a JobFlow's, a CronJobFlow's): a key it does not declare is kept, not dropped, so
+    that a spec written for a newer zen-flow is recognised (api/known_fields.py) instead of planned
+    without what this release does not know. The informer's compaction drops the empty dict of a model
+    that has none (informer/compaction.py)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+    )
+
+
 RECORD = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 """The config of *records*, frozen slotted pydantic dataclasses (`@dataclass(frozen=True, slots=True,
 config=RECORD)`): what is cached by the thousand (a Job, a step's status). Like `Model` on the wire, but

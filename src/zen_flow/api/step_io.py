@@ -10,28 +10,28 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from zen_flow.api.meta import Model
+from zen_flow.api.meta import SpecModel
 
 
-class KeyRef(Model):
+class KeyRef(SpecModel):
     name: str = ""
     key: str = ""
 
 
-class ParameterSource(Model):
+class ParameterSource(SpecModel):
     json_path: str | None = None
     argument: str | None = None
     config_map_key_ref: KeyRef | None = None
     secret_key_ref: KeyRef | None = None
 
 
-class InputParameter(Model):
+class InputParameter(SpecModel):
     name: str = ""
     value: str | None = None
     value_from: ParameterSource | None = None
 
 
-class HeaderFrom(Model):
+class HeaderFrom(SpecModel):
     """A request header whose value is a Secret's key: the kubelet puts it in the transfer container's
     environment; the controller never reads it."""
 
@@ -39,13 +39,13 @@ class HeaderFrom(Model):
     secret_key_ref: KeyRef | None = None
 
 
-class HTTPSource(Model):
+class HTTPSource(SpecModel):
     url: str = ""
     headers: dict[str, str] = Field(default_factory=dict)
     headers_from: tuple[HeaderFrom, ...] = ()
 
 
-class S3Target(Model):
+class S3Target(SpecModel):
     endpoint: str | None = None
     bucket: str | None = None
     key: str | None = None
@@ -55,7 +55,7 @@ class S3Target(Model):
     secret_access_key_secret_ref: KeyRef | None = None
 
 
-class S3Repository(Model):
+class S3Repository(SpecModel):
     """`spec.artifactRepository.s3`: where a flow stores its output artifacts that name no `s3` of their
     own, each under `<key_prefix>/<namespace>/<flow>/<uid prefix>/<step>/<artifact>` (planner/artifacts.py);
     the fields S3Target's, with a key prefix in place of a key."""
@@ -69,13 +69,13 @@ class S3Repository(Model):
     secret_access_key_secret_ref: KeyRef | None = None
 
 
-class ArtifactRepository(Model):
+class ArtifactRepository(SpecModel):
     """`spec.artifactRepository`, as Argo's default artifact repository (S3-compatible storage only)."""
 
     s3: S3Repository | None = None
 
 
-class InputArtifact(Model):
+class InputArtifact(SpecModel):
     name: str = ""
     from_: str | None = Field(default=None, alias="from")
     path: str | None = None
@@ -83,17 +83,17 @@ class InputArtifact(Model):
     s3: S3Target | None = None
 
 
-class StepInputs(Model):
+class StepInputs(SpecModel):
     artifacts: tuple[InputArtifact, ...] = ()
     parameters: tuple[InputParameter, ...] = ()
 
 
-class TerminationMessageSource(Model):
+class TerminationMessageSource(SpecModel):
     container: str | None = None
     key: str | None = None
 
 
-class SuppliedSource(Model):
+class SuppliedSource(SpecModel):
     """A value given when a Manual gate is approved (annotation values.workflow.kube-zen.io/<step>), as
     Argo's suspend step's `valueFrom.supplied`: `default` when none is given, `enum` the values allowed."""
 
@@ -102,23 +102,23 @@ class SuppliedSource(Model):
     description: str | None = None
 
 
-class OutputParameterSource(Model):
+class OutputParameterSource(SpecModel):
     json_path: str | None = None
     termination_message: TerminationMessageSource | None = None
     supplied: SuppliedSource | None = None
 
 
-class OutputParameter(Model):
+class OutputParameter(SpecModel):
     name: str = ""
     value_from: OutputParameterSource | None = None
 
 
-class ArchiveSpec(Model):
+class ArchiveSpec(SpecModel):
     format: str | None = None
     compression: str | None = None
 
 
-class OutputArtifact(Model):
+class OutputArtifact(SpecModel):
     name: str = ""
     path: str | None = None
     optional: bool | None = None
@@ -126,6 +126,6 @@ class OutputArtifact(Model):
     s3: S3Target | None = None
 
 
-class StepOutputs(Model):
+class StepOutputs(SpecModel):
     artifacts: tuple[OutputArtifact, ...] = ()
     parameters: tuple[OutputParameter, ...] = ()

@@ -21,12 +21,14 @@ from typing import Any
 
 import structlog
 
+from zen_flow import __version__
 from zen_flow.api.constants import ANNOTATION_STOP, CronConditionType
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.runtime_metrics import PrometheusQueueMetrics
 from zen_flow.controller.shard_gate import ShardGate, shard_turn
+from zen_flow.controller.validity import KnownSpecs
 from zen_flow.informer import JobFlowInformer
 from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.informer.resources import owner_cron_key
@@ -43,6 +45,7 @@ from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.archiving import REASON_NOT_ARCHIVED
 from zen_flow.planner.cron import RUN_CREATED, CreateRun, CronPlan, DeleteRun, StopRun, counted, plan_cron
+from zen_flow.planner.newer_schema import NEWER_SCHEMA_RETRY_SECONDS, newer_schema_conditions
 from zen_flow.planner.status import next_condition
 from zen_flow.validation import render, validate_cronjobflow
 
@@ -161,6 +164,7 @@ class CronController:
         self._metrics = metrics
         # (uid, generation) -> the validator's verdict (None: valid); the spec only changes with a generation.
         self._verdicts: dict[tuple[str, int], str | None] = {}
+        self._known = KnownSpecs()  # written for a newer zen-flow? per generation
         self._ids = itertools.count(1)
         # uid -> the run this process last reported created (Event and metric): a create answered
         # AlreadyExists is reported only when it was not (its first answer was lost), never twice.
@@ -183,6 +187,7 @@ class CronController:
         # Its runs go with it (ownerReferences); only the memory of its verdicts is ours to drop.
         for key in [k for k in self._verdicts if k[0] == cron.metadata.uid]:
             del self._verdicts[key]
+        self._known.forget(cron.metadata.uid)
         self._reported.pop(cron.metadata.uid, None)
 
     def on_flow_event(self, flow: JobFlow) -> None:
@@ -234,6 +239,9 @@ class CronController:
         cron = self._crons.get(key)
         if cron is None or cron.metadata.deletion_timestamp is not None:
             return None
+        if (newer := self._known.newer(cron.metadata, cron.spec)) is not None:  # for a newer zen-flow
+            await self._newer_schema(cron, newer)
+            return None
         invalid = self._crons.parse_error(key) or self._verdict(cron)
         runs = self._flows.runs_of(cron.metadata.uid)
         plan = plan_cron(cron, runs, self._clock.now(), invalid, archive_max_delay=self._archive_max_delay)
@@ -248,6 +256,14 @@ class CronController:
         if cleanup_failed is not None:
             raise cleanup_failed  # retried with backoff; the run and the status are written already
         return plan.requeue_after
+
+    async def _newer_schema(self, cron: CronJobFlow, found: str) -> None:
+        """Written for a newer zen-flow (api/known_fields.py): Valid=Unknown (NewerSchema), no run."""
+        self._queue.add_after(cron.key, NEWER_SCHEMA_RETRY_SECONDS)
+        conditions = newer_schema_conditions(
+            cron.status.conditions, found, cron.metadata.generation, self._clock.now(), __version__
+        )
+        await self._write_status(cron, cron.status.model_copy(update={"conditions": conditions}))
 
     def _verdict(self, cron: CronJobFlow) -> str | None:
         """Why the CronJobFlow cannot make valid runs (the webhook's rules: it may not have run), or None."""

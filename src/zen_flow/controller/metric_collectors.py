@@ -104,22 +104,19 @@ def _waiting_for_slot(flow: JobFlow) -> bool:
     )
 
 
-class CreatesFailingCollector(Collector):
-    """zen_flow_jobflows_job_creates_failing{namespace}, from the keys of the flows whose Job creates the
-    leader retries after a failure (the reconciler's record, read at scrape time; a standby has none)."""
+class FlowKeysCollector(Collector):
+    """A gauge of flows by namespace, from the keys the reconciler keeps of them, read at scrape time (a
+    standby has none): zen_flow_jobflows_job_creates_failing (the flows whose Job creates the leader
+    retries after a failure), zen_flow_jobflows_status_held (those whose every status write is refused)."""
 
-    def __init__(self, keys: Callable[[], Iterable[str]]) -> None:
-        self._keys = keys
+    def __init__(self, name: str, documentation: str, keys: Callable[[], Iterable[str]]) -> None:
+        self._name, self._documentation, self._keys = name, documentation, keys
 
     def collect(self) -> Iterator[Metric]:
-        failing = GaugeMetricFamily(
-            "zen_flow_jobflows_job_creates_failing",
-            "JobFlows whose last Job creates failed and are retried with backoff",
-            labels=["namespace"],
-        )
+        gauge = GaugeMetricFamily(self._name, self._documentation, labels=["namespace"])
         for ns, n in sorted(Tally(key.partition("/")[0] for key in self._keys()).items()):
-            failing.add_metric([ns], n)
-        yield failing
+            gauge.add_metric([ns], n)
+        yield gauge
 
 
 @dataclass(frozen=True)

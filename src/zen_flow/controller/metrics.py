@@ -24,8 +24,8 @@ from prometheus_client import (
 from zen_flow import __version__
 from zen_flow.api import JobFlow
 from zen_flow.controller.metric_collectors import (
-    CreatesFailingCollector,
     FlowCollector,
+    FlowKeysCollector,
     InformerCollector,
     InformerStats,
 )
@@ -322,7 +322,23 @@ class Metrics(RuntimeMetrics):
 
     def watch_job_creates(self, failing: Callable[[], Iterable[str]]) -> None:
         """`failing`: the keys (namespace/name) of the flows whose Job creates are being retried."""
-        self.registry.register(CreatesFailingCollector(failing))
+        self.registry.register(
+            FlowKeysCollector(
+                "zen_flow_jobflows_job_creates_failing",
+                "JobFlows whose last Job creates failed and are retried with backoff",
+                failing,
+            )
+        )
+
+    def watch_status_held(self, held: Callable[[], Iterable[str]]) -> None:
+        """`held`: the keys of the flows held because the apiserver refuses every status write of them."""
+        self.registry.register(
+            FlowKeysCollector(
+                "zen_flow_jobflows_status_held",
+                "JobFlows left as they are (no Job created or deleted) because every status write is refused",
+                held,
+            )
+        )
 
     def watch_informers(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
         self.registry.register(InformerCollector(stats))

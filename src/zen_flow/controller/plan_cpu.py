@@ -102,6 +102,15 @@ class FlowGone(Exception):
     """The flow was deleted (or is being deleted) while its work waited for a thread or ran in one."""
 
 
+def still_cached(cached: Callable[[str], JobFlow | None], flow: JobFlow) -> bool:
+    """Is `flow` still the cache's flow of its key (`cached`: the flow cache's lookup), not being deleted
+    (else its plan is not applied)?"""
+    now = cached(flow.key)
+    return (
+        now is not None and now.metadata.uid == flow.metadata.uid and now.metadata.deletion_timestamp is None
+    )
+
+
 class PlanCpu:
     def __init__(
         self,

@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 
 import structlog
 
@@ -31,7 +32,7 @@ from zen_flow.controller.informer_events import InformerEvents
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
-from zen_flow.controller.plan_cpu import FlowGone, PlanCpu
+from zen_flow.controller.plan_cpu import FlowGone, PlanCpu, still_cached
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.shard_gate import ShardGate, cached_flow_shard, shard_turn
@@ -98,7 +99,7 @@ class Controller(InformerEvents):
             progress_deadline=progress_deadline,
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
-            cpu=PlanCpu(current=lambda flow: _current(flows, flow), waited=metrics.plan_thread_wait.observe),
+            cpu=PlanCpu(current=partial(still_cached, flows.get), waited=metrics.plan_thread_wait.observe),
             events=events,
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
@@ -150,7 +151,13 @@ class Controller(InformerEvents):
         """Keys of the flows whose last Job creates failed and are being retried (read at scrape time).
         Under --shards only those of shards held: a flow handed over is another replica's to report, and
         the alert sums over replicas."""
-        keys = self._executor.creates_failing()
+        return self._held_shards(self._executor.creates_failing())
+
+    def status_held(self) -> list[str]:
+        """Keys of the flows held as every status write of them is refused (status_holds.py); as above."""
+        return self._held_shards(self._status.held_flows())
+
+    def _held_shards(self, keys: list[str]) -> list[str]:
         return keys if self._shards is None else self._shards.held_flows(keys, self._flows.get)
 
     def close(self) -> None:
@@ -207,8 +214,7 @@ class Controller(InformerEvents):
             self._failures.succeeded(key)
             if requeue_after is not None:
                 self._metrics.reconciles.labels("requeue").inc()
-                # As the flow's events would queue it: a flow that has not started stays behind running
-                # ones when it comes back (waiting for a sandbox thread, a queued Forbid flow).
+                # As its events would queue it: a flow not yet started stays behind running ones.
                 self._queue.add_after(key, requeue_after, priority(self._flows.get(key)))
             else:
                 self._metrics.reconciles.labels("ok").inc()
@@ -220,8 +226,7 @@ class Controller(InformerEvents):
         try:
             return await self._reconcile(key)
         except FlowGone:
-            # Deleted while its validation, expansion or plan waited for a thread or ran in one
-            # (controller/plan_cpu.py): nothing of it is applied; its delete event queued it again.
+            # Deleted while its validation, expansion or plan waited for or ran in a thread: not applied.
             return None
 
     async def _reconcile(self, key: str) -> float | None:
@@ -250,6 +255,10 @@ class Controller(InformerEvents):
             # Our last status write is on its way to the cache and its event wakes us; the requeue is
             # only the safety net for when that event never comes (a relist skipped it).
             return unseen
+        if (held := await self._status.held(flow)) is not None:
+            return held  # every write of it is refused: nothing is done until one is accepted
+        if (newer := self._validity.newer(stored)) is not None:  # written for a newer zen-flow
+            return await self._status.newer_schema(flow, newer, stored=stored)
         if outdated := self._first_jobs.outdated(flow):
             # Their deletions wake the flow, which then starts from its new spec (first_jobs.py).
             log.info("first jobs built from edited steps; replacing them", jobs=len(outdated))
@@ -341,7 +350,9 @@ class Controller(InformerEvents):
                 if isinstance(err, ApiError) and err.permanent:
                     refused = await self._status.refused(flow, err, now, status, stored=stored)
                     await self._sent(flow, refused, created)
-                    return None
+                    if (held := await self._status.held(flow)) is not None:  # its Jobs run on, unrecorded
+                        self._first_jobs.unrecorded(flow, created, result.actions)  # an edit replaces them
+                    return held
                 # A conflict, a timeout, a reset connection: the write may have been applied all the same
                 # (a 409 to the client's retry of an applied write); `in_doubt` keeps its Events and
                 # CloudEvents unless the answer says it was not (a 404, a 403).
@@ -377,10 +388,9 @@ class Controller(InformerEvents):
         self, flow: JobFlow, actions: Sequence[planner.Action], made: Mapping[str, str] | None = None,
         executed: Executed | None = None,
     ) -> Executed:  # fmt: skip
-        """Deletes (and child flow stops) sent beside a plan's own (its stops as its Jobs or status were
-        refused, those held for its write) or with none (outdated first Jobs): judging nothing (the plan's
-        deletes do). A failure is told now, raised with the plan's (`executed`), or at once when there is
-        no plan."""
+        """Deletes and child stops sent beside a plan's own (as its Jobs or status were refused, or held for
+        its write) or with none (outdated first Jobs), judging nothing: a failure is told now, raised with
+        the plan's (`executed`), or at once when there is no plan."""
         sent = await self._executor.execute(flow, actions, made=made, judged=False)
         self._announcements.undone(flow, sent)
         if executed is not None:
@@ -388,11 +398,3 @@ class Controller(InformerEvents):
         if sent.undone_errors:
             raise sent.undone_errors[0]
         return sent
-
-
-def _current(flows: FlowCache, flow: JobFlow) -> bool:
-    """Is `flow` still the cache's flow of its key, not being deleted (else its plan is not applied)?"""
-    now = flows.get(flow.key)
-    return (
-        now is not None and now.metadata.uid == flow.metadata.uid and now.metadata.deletion_timestamp is None
-    )

@@ -10,10 +10,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from zen_flow import planner
+from zen_flow import __version__, planner
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.controller.announcements import Announcements
 from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.status_holds import RETRY_CAP_SECONDS, StatusHolds
 from zen_flow.controller.transition_metrics import record_transitions
 from zen_flow.core import jsonpatch
 from zen_flow.kube.errors import ApiError, Conflict
@@ -21,6 +22,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import WARNING
+from zen_flow.planner.newer_schema import NEWER_SCHEMA_RETRY_SECONDS, newer_schema_conditions
 from zen_flow.planner.status import REASON_STATUS_REJECTED, cut
 
 log = get_logger(__name__)
@@ -62,6 +64,7 @@ class StatusWriter:
         # delivers that version, the cached flow is older than what we wrote: reconciling it would only
         # earn a 409 (the patch is conditional) and a wasted round trip.
         self._written: dict[str, tuple[str, float]] = {}
+        self._holds = StatusHolds(clock.monotonic)
 
     def observed(self, flow: JobFlow) -> None:
         """The informer delivered `flow`: if it is our last write, the cache has caught up."""
@@ -71,6 +74,7 @@ class StatusWriter:
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._holds.forget(uid)
 
     def unseen_for(self, uid: str) -> float | None:
         """Seconds to go before the cache is trusted although it has not shown our last write of the
@@ -113,6 +117,7 @@ class StatusWriter:
             self._metrics.status_patches.labels("conflict").inc()
             raise
         self._metrics.status_patches.labels("written").inc()
+        self._holds.accepted(flow.metadata.uid)
         cached = self._flows.get(flow.key)
         # The watch event may already have been applied while we awaited the response.
         if rv and (cached is None or cached.metadata.resource_version != rv):
@@ -134,7 +139,8 @@ class StatusWriter:
         Failed with a write that changes only its phase, conditions and message (the status it has
         already fits), instead of retrying the same refused write forever. Returns the deletes of the
         Jobs still running in the `planned` status (those the refused plan created included): a Failed
-        flow must not leave them running, unrecorded."""
+        flow must not leave them running, unrecorded. When that write is refused too, the stored object
+        is what the apiserver refuses: the flow is held (status_holds.py) and nothing is deleted."""
         cause = "too large to store" if err.too_large else "refused"
         log.error(
             "status write refused; failing the flow", flow=flow.key, status=err.status, error=err.message
@@ -151,27 +157,87 @@ class StatusWriter:
         failed = ended.status
         unchanged = {"steps", "progress", "progress_summary", "resource_refs", "audit"}
         minimal = failed.model_copy(update={k: getattr(flow.status, k) for k in unchanged})
-        # Its Event is told whatever becomes of the write below (acted); its CloudEvent (failed.v1) once
-        # the write records the failure, as a transition's.
+        # Its Event is told whatever becomes of the write below (acted), unless the flow is held; its
+        # CloudEvent (failed.v1) once the write records the failure, as a transition's.
         told = (
             EventSpec(
                 WARNING, REASON_STATUS_REJECTED, cut(f"status {cause}: {err.message}", 1024), acted=True
             ),
         )
-        self._announcements.acted(flow, told)
         try:
             written = await self.write(flow, minimal, stored=stored)
         except BaseException as again:
             if not isinstance(again, ApiError) or not again.permanent:
+                self._announcements.acted(flow, told)
                 self._announcements.in_doubt(flow, minimal, told, now, again)
                 raise
-            # Even the smallest write is refused: nothing more we can do for this flow but say so.
-            log.error(
-                "the failure status was refused too; giving up on the flow", flow=flow.key, error=str(again)
-            )
-        else:
-            self._announcements.recorded(flow, minimal, told, now, written=written)
+            self._hold(flow, planned, err, stored=stored)
+            return ()
+        self._announcements.acted(flow, told)
+        self._announcements.recorded(flow, minimal, told, now, written=written)
         return tuple(a for a in ended.actions if isinstance(a, planner.DeleteJob))
+
+    def _hold(self, flow: JobFlow, planned: JobFlowStatus, err: ApiError, *, stored: JobFlow | None) -> None:
+        """Even the smallest write is refused: hold the flow (status_holds.py), told once per cause."""
+        self._metrics.status_patches.labels("refused").inc()
+        if not self._holds.hold(flow, planned, err.message, stored=stored):
+            log.debug("status write refused again; the flow stays held", flow=flow.key, error=err.message)
+            return
+        log.error(
+            "the flow's failure status was refused too; holding the flow: no Job is created or deleted "
+            "until a status write is accepted",
+            flow=flow.key,
+            status=err.status,
+            error=err.message,
+        )
+        message = (
+            f"status refused ({err.status}): {err.message}. The flow is held: its Jobs are neither created "
+            f"nor deleted until a status write is accepted (tried again up to every {RETRY_CAP_SECONDS:g}s, "
+            "and at once when the flow changes)"
+        )
+        self._announcements.acted(
+            flow, (EventSpec(WARNING, REASON_STATUS_REJECTED, cut(message, 1024), acted=True),)
+        )
+
+    async def held(self, flow: JobFlow) -> float | None:
+        """Seconds until the held `flow` is looked at again; None when it is not held (or changed since:
+        planned as any flow). A held flow due for it has its refused write sent again: accepted, the
+        flow goes on from the status it recorded (its watch event, or the returned safety net, brings it
+        back); refused again, it backs off further."""
+        hold = self._holds.held(flow)
+        if hold is None:
+            return None
+        if (wait := self._holds.due_in(hold)) > 0:
+            return wait
+        try:
+            await self.write(hold.flow, hold.status, stored=hold.stored)
+        except Conflict:
+            self._holds.accepted(flow.metadata.uid)  # it changed: its watch event brings it back
+            raise
+        except ApiError as err:
+            if not err.permanent:
+                log.info("held flow's status write failed; tried again later", flow=flow.key, error=str(err))
+                return self._holds.put_off(hold)
+            self._hold(hold.flow, hold.status, err, stored=hold.stored)
+            return self._holds.due_in(self._holds.held(flow) or hold)
+        log.info("held flow's status write accepted; the flow goes on", flow=flow.key)
+        return self.unseen_for(flow.metadata.uid) or 0.0
+
+    async def newer_schema(self, flow: JobFlow, found: str, *, stored: JobFlow) -> float:
+        """The flow was written for a newer zen-flow (`found`: api/known_fields.newer_field): its
+        condition Valid says so (Unknown, NewerSchema), nothing of it is planned; looked at again slowly."""
+        meta = stored.metadata
+        conditions = newer_schema_conditions(
+            flow.status.conditions, found, meta.generation, self._clock.now(), __version__
+        )
+        if conditions != flow.status.conditions:
+            log.warning("flow written for a newer zen-flow; not planned", flow=flow.key, newer=found)
+            await self.write(flow, flow.status.model_copy(update={"conditions": conditions}), stored=stored)
+        return NEWER_SCHEMA_RETRY_SECONDS
+
+    def held_flows(self) -> list[str]:
+        """namespace/name of the flows held (read at scrape time)."""
+        return self._holds.keys()
 
 
 def with_job_uids(status: JobFlowStatus, created: dict[str, str]) -> JobFlowStatus:

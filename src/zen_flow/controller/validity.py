@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pydantic import BaseModel
+
 from zen_flow.api import JobFlow
+from zen_flow.api.known_fields import newer_field
+from zen_flow.api.meta import ObjectMeta
 from zen_flow.controller.plan_cpu import PlanCpu
 from zen_flow.validation import has_started, validate_jobflow
 
@@ -17,6 +21,12 @@ class Validity:
         self._parse_error = parse_error  # the informer's: why a flow's object did not decode
         self._cpu = cpu or PlanCpu()  # where a large spec is validated (off the event loop)
         self._validated: dict[str, tuple[int, tuple[str, ...]]] = {}  # uid -> (generation, errors)
+        self._known = KnownSpecs()
+
+    def newer(self, flow: JobFlow) -> str | None:
+        """The first field or value of the flow's spec this release does not know: it was written for a
+        newer zen-flow (api/known_fields.py), and is not planned; None for a flow this release knows."""
+        return self._known.newer(flow.metadata, flow.spec)
 
     async def checked(self, flow: JobFlow) -> tuple[str, ...]:
         """Errors that make the flow fail now; empty for valid flows and for flows already under way. A
@@ -42,6 +52,26 @@ class Validity:
 
     def forget(self, uid: str) -> None:
         self._validated.pop(uid, None)
+        self._known.forget(uid)
+
+
+class KnownSpecs:
+    """`newer_field` of each object's spec, remembered per generation (a 500-step spec: a few ms)."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, tuple[int, str | None]] = {}  # uid -> (generation, newer_field)
+
+    def newer(self, meta: ObjectMeta, spec: BaseModel) -> str | None:
+        cached = self._found.get(meta.uid)
+        if cached is not None and cached[0] == meta.generation:
+            return cached[1]
+        found = newer_field(spec)
+        if meta.generation:  # 0: nobody counts the spec's changes (never from an apiserver)
+            self._found[meta.uid] = (meta.generation, found)
+        return found
+
+    def forget(self, uid: str) -> None:
+        self._found.pop(uid, None)
 
 
 def _check(flow: JobFlow) -> tuple[str, ...]:

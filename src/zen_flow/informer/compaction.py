@@ -125,6 +125,8 @@ class Compactor:
             if shared is None:
                 shared = self._fields_sets[key] = set(fields_set)
             object.__setattr__(obj, "__pydantic_fields_set__", shared)
+            if obj.__pydantic_extra__ == {}:  # a spec model's (api.meta.SpecModel) with no unknown key
+                object.__setattr__(obj, "__pydantic_extra__", None)
             values = obj.__dict__
             for name, value in values.items():
                 if name not in unique:

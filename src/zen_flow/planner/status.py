@@ -320,7 +320,7 @@ def conditions(
 
 def next_condition(
     kind: str,
-    true: bool,
+    true: bool | None,
     reason: str,
     message: str,
     generation: int | None,
@@ -330,8 +330,8 @@ def next_condition(
     """Condition `kind` as it is now, `before` being what it said (None: it was not there): `before`
     itself when it already says so. Its `lastTransitionTime` moves only when its status flips: a new
     reason, message or generation keeps it (every condition zen-flow writes, the flow's, a
-    CronJobFlow's, Archived, JobCreateFailing, JobDeleteFailing)."""
-    status = "True" if true else "False"
+    CronJobFlow's, Archived, JobCreateFailing, JobDeleteFailing). `true` None: Unknown (NewerSchema)."""
+    status = "Unknown" if true is None else "True" if true else "False"
     since = before.last_transition_time if before is not None and before.status == status else None
     cond = Condition(
         type=kind,
