@@ -112,6 +112,10 @@ class PlanExecutor:
         """The flow cache shows the flow of this UID gone."""
         self._deleted_flows.discard(uid)
 
+    def deleted_flows(self) -> list[str]:
+        """The UIDs of the flows it deleted that the cache still showed last it heard."""
+        return list(self._deleted_flows)
+
     async def execute(
         self,
         flow: JobFlow,
@@ -247,9 +251,14 @@ class PlanExecutor:
                     )
                 log.info("child flow stopped to run its finally steps", flow=action.name)
             if isinstance(action, planner.DeleteFlow):
-                with contextlib.suppress(NotFound):  # already gone: what we wanted
-                    await self._api.delete_flow(ns, flow.metadata.name, uid)
+                # Before the request, as its watch event may come before its answer (deletion_observed).
                 self._deleted_flows.add(uid)
+                try:
+                    with contextlib.suppress(NotFound):  # already gone: what we wanted
+                        await self._api.delete_flow(ns, flow.metadata.name, uid)
+                except BaseException:
+                    self._deleted_flows.discard(uid)  # not deleted, or not known to be: planned again
+                    raise
                 log.info("deleted flow", reason=action.reason)
         refused.sort(key=lambda entry: entry[0])
         told = {id(err) for _, _, err in refused}

@@ -214,6 +214,9 @@ class PlanCpu:
         self._slow.discard(uid)
         self._flying.pop(uid, None)
 
+    def uids(self) -> set[str]:
+        return {*self._slow, *self._flying}
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

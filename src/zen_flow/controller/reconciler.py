@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 
 import structlog
 
@@ -25,6 +26,7 @@ from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_admission import FlowAdmission
 from zen_flow.controller.flow_groups import FlowGroups
+from zen_flow.controller.flow_memory import current
 from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.flow_slots import FlowSlots
 from zen_flow.controller.informer_events import InformerEvents
@@ -98,7 +100,7 @@ class Controller(InformerEvents):
             progress_deadline=progress_deadline,
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
-            cpu=PlanCpu(current=lambda flow: _current(flows, flow), waited=metrics.plan_thread_wait.observe),
+            cpu=PlanCpu(current=partial(current, flows.get), waited=metrics.plan_thread_wait.observe),
             events=events,
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
@@ -145,6 +147,7 @@ class Controller(InformerEvents):
         self._reconcile_ids = itertools.count(1)
         self._shards = shards
         self._archive = archive
+        self._memory = self._remembering(jobs)
 
     def creates_failing(self) -> list[str]:
         """Keys of the flows whose last Job creates failed and are being retried (read at scrape time).
@@ -182,11 +185,6 @@ class Controller(InformerEvents):
                     ):
                         await self._work(key)
 
-    def _dropped(self, key: str) -> None:
-        """What this replica remembered of a flow it no longer reconciles is its holder's now."""
-        self._executor.forget(key)
-        self._failures.forget(key)
-
     async def _work(self, key: str) -> None:
         started = time.perf_counter()
         try:
@@ -217,12 +215,16 @@ class Controller(InformerEvents):
             self._queue.done(key)
 
     async def reconcile(self, key: str) -> float | None:
+        flow = self._flows.get(key)
         try:
             return await self._reconcile(key)
         except FlowGone:
             # Deleted while its validation, expansion or plan waited for a thread or ran in one
             # (controller/plan_cpu.py): nothing of it is applied; its delete event queued it again.
             return None
+        finally:
+            if flow is not None:  # deleted meanwhile: what it wrote after its delete event goes too
+                self._memory.settled(flow)
 
     async def _reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
@@ -234,6 +236,7 @@ class Controller(InformerEvents):
             # Gone: owner references let the garbage collector remove its Jobs. A create refused after
             # the delete was seen (it was in flight) must not leave the flow counted as failing.
             self._executor.forget(key)
+            self._queue.cancel_after(key)  # a timer set as its delete event came (`_work`'s requeue)
             return None
         # From here on the flow is its effective flow (matrix steps expanded into their items); the
         # stored one is validated and written (its status), so the cache never holds an effective spec.
@@ -390,11 +393,3 @@ class Controller(InformerEvents):
 def before_write(actions: tuple[planner.Action, ...]) -> list[planner.Action]:
     """The plan's actions sent before its status write: all but those that wait for it (planner.held)."""
     return [a for a in actions if not planner.held(a)]
-
-
-def _current(flows: FlowCache, flow: JobFlow) -> bool:
-    """Is `flow` still the cache's flow of its key, not being deleted (else its plan is not applied)?"""
-    now = flows.get(flow.key)
-    return (
-        now is not None and now.metadata.uid == flow.metadata.uid and now.metadata.deletion_timestamp is None
-    )

@@ -43,6 +43,9 @@ class Validity:
     def forget(self, uid: str) -> None:
         self._validated.pop(uid, None)
 
+    def uids(self) -> list[str]:
+        return list(self._validated)
+
 
 def _check(flow: JobFlow) -> tuple[str, ...]:
     raw = flow.model_dump(by_alias=True, exclude_none=True, mode="json")
