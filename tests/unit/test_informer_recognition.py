@@ -202,3 +202,21 @@ def test_a_deletion_or_a_relist_drops_the_expectation() -> None:
     again = written(raw, ops, "9")
     assert deliver(flows, again, "ADDED") == fresh(again)
     assert flows.recognised == 0
+
+
+def test_a_write_answered_after_its_flows_delete_event_is_not_kept() -> None:
+    # A namespace deleted while its flows write their status: each answer comes after its flow's DELETED
+    # event. An expectation kept then (the whole flow) waited for an event that never comes, until the
+    # next relist: a red team's 1,000 such flows held 3 MiB.
+    raw = flow_raw()
+    flows, before = informer_with(raw)
+    ops = jsonpatch.status_ops(before.status, before.status.model_copy(update={"message": "ours"}), "7")
+    gone = decode_event(event("DELETED", raw), flows.decoder)
+    flows._apply_event(gone.type, gone.object)
+    flows.expect_status(before, "8", ops)
+    assert flows._expected == {}
+    # Nor for another flow made under its name since.
+    again = {**raw, "metadata": {**raw["metadata"], "uid": "uid-again", "resourceVersion": "9"}}
+    deliver(flows, again, "ADDED")
+    flows.expect_status(before, "8", ops)
+    assert flows._expected == {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from informer_rig import (
@@ -24,6 +26,7 @@ from informer_rig import recorder_fixture as recorder_fixture  # the `recorder` 
 
 from zen_flow.api import Job
 from zen_flow.informer import Backoff, JobFlowInformer, JobInformer, ReflectorOptions
+from zen_flow.informer.cronjobflows import CronJobFlowInformer
 from zen_flow.kube import Decoder, Expired, ListResult, TransportError
 from zen_flow_dev.testing.clock import FakeClock, settle
 
@@ -330,3 +333,51 @@ async def test_one_reflector_per_namespace_each_replacing_only_its_own(clock: Fa
             ("list", "one"),
             ("list", "two"),
         ]
+
+
+def cron_raw(name: str, *, rv: str = "1") -> dict[str, Any]:
+    return {
+        "apiVersion": "workflow.kube-zen.io/v1alpha1",
+        "kind": "CronJobFlow",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": rv},
+        "spec": {"schedule": "@daily", "jobFlowTemplate": {"spec": {"steps": [{"name": "a"}]}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("informer_type", "raw"),
+    [(JobFlowInformer, flow_raw), (CronJobFlowInformer, cron_raw), (JobInformer, job_raw)],
+)
+async def test_an_object_recreated_under_its_name_while_the_watch_was_away_is_told_deleted_then_added(
+    clock: FakeClock,
+    recorder: Recorder,
+    informer_type: type[JobFlowInformer | CronJobFlowInformer | JobInformer],
+    raw: Callable[..., dict[str, Any]],
+) -> None:
+    # A nightly flow deleted and made again under its name during a watch gap: the relist finds another
+    # object (UID) under the key. Told as an update, the handlers that forget an object on its delete
+    # (the controller's state of a flow, a CronJobFlow's verdicts and timer) kept the old one's for ever.
+    again = raw("nightly", rv="25")
+    again["metadata"]["uid"] = "uid-nightly-again"
+    source = FakeSource(
+        ListResult(items=(raw("nightly", rv="5"), raw("other", rv="6")), resource_version="10"),
+        ListResult(items=(again, raw("other", rv="26")), resource_version="30"),
+    )
+    informer = informer_type(source, clock=clock, rng=random.Random(0))
+    uids: list[tuple[str, str]] = []
+    informer.add_handler(
+        on_add=lambda o: uids.append(("add", o.metadata.uid)),
+        on_update=lambda _, o: uids.append(("update", o.metadata.uid)),
+        on_delete=lambda o: uids.append(("delete", o.metadata.uid)),
+    )
+    async with running(informer):
+        stream = await source.next_stream()
+        stream.push(Expired(410, "Expired", "too old resource version"))
+        await source.next_stream()
+    assert uids == [
+        ("add", "uid-nightly"),
+        ("add", "uid-other"),
+        ("delete", "uid-nightly"),  # the old one first: its key is the new one's
+        ("add", "uid-nightly-again"),
+        ("update", "uid-other"),  # the same object: an update, as before
+    ]

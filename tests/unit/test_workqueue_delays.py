@@ -37,6 +37,25 @@ async def test_add_after_keeps_only_the_earliest_timer_per_key() -> None:
     assert len(q) == 0  # neither the 7 s nor the 10 s timer survived
 
 
+async def test_cancel_after_drops_the_keys_timer_and_nothing_else() -> None:
+    # A deleted flow's TTL wake-up (a day by default) or a deleted CronJobFlow's next run: held until
+    # due, one per deleted object, unless its delete cancels it.
+    clock = FakeClock()
+    q = make_queue(clock)
+    q.add_after("ns/gone", 86400.0)
+    q.add_after("ns/kept", 60.0)
+    q.add("ns/gone")  # its delete event queues it once more, as the handlers do
+    q.cancel_after("ns/gone")
+    q.cancel_after("ns/never-delayed")  # nothing to cancel: nothing happens
+    assert (q.delayed, clock.pending_timers) == (1, 1)
+    assert await q.get() == "ns/gone"  # a key already queued stays queued
+    q.done("ns/gone")
+    await clock.advance(86400.0)
+    assert await q.get() == "ns/kept"
+    q.done("ns/kept")
+    assert (len(q), q.delayed) == (0, 0)
+
+
 async def test_add_after_without_delay_adds_at_once_and_delayed_duplicates_collapse() -> None:
     clock = FakeClock()
     q = make_queue(clock)

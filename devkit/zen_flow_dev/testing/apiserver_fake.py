@@ -191,7 +191,9 @@ class FakeApiServer(FakeInformerCaches):
         if self.status_errors:
             raise self.status_errors.pop(0)
         key = f"{namespace}/{name}"
-        flow = self.flows[key]
+        flow = self.flows.get(key)
+        if flow is None:  # deleted since the cache showed it
+            raise from_status(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": name})
         current = {"metadata": {"resourceVersion": flow.metadata.resource_version}}
         current["status"] = flow.status.to_wire()
         try:

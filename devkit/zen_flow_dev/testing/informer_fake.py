@@ -33,23 +33,31 @@ class FakeInformerCaches:
 
     def sync(self, *, flows: bool = True, jobs: bool = True) -> None:
         """The informers catch up (both, or one: two informers lag independently): the caches see the
-        truth, and the handlers get the changed objects."""
+        truth, and the handlers get the changed objects. An object deleted and re-created under its name
+        since the last sync is told deleted, then added, as the informers tell a relist's (store.py)."""
         shown = {k: j for k, j in self.jobs.items() if k not in self.unwatched}
-        changed_flows = [f for k, f in self.flows.items() if flows and self._cached_flows.get(k) is not f]
-        changed_jobs = [j for k, j in shown.items() if jobs and self._cached_jobs.get(k) is not j]
-        gone_jobs = [j for k, j in self._cached_jobs.items() if jobs and k not in shown]
-        gone_flows = [f for k, f in self._cached_flows.items() if flows and k not in self.flows]
+        was_flows, was_jobs = self._cached_flows, self._cached_jobs
+        changed_flows = [f for k, f in self.flows.items() if flows and was_flows.get(k) is not f]
+        changed_jobs = [(k, j) for k, j in shown.items() if jobs and was_jobs.get(k) is not j]
+        gone_jobs = [j for k, j in was_jobs.items() if jobs and k not in shown]
+        gone_flows = [f for k, f in was_flows.items() if flows and k not in self.flows]
         if flows:
             self._cached_flows = dict(self.flows)
         if jobs:
             self._cached_jobs = shown
-        for job in changed_jobs:
+        for key, job in changed_jobs:
+            old_job = was_jobs.get(key)
+            if old_job is not None and old_job.metadata.uid != job.metadata.uid and self.on_job_deleted:
+                self.on_job_deleted(old_job)
             if self.on_job is not None:
                 self.on_job(job)
         for job in gone_jobs:
             if self.on_job_deleted is not None:
                 self.on_job_deleted(job)
         for flow in changed_flows:
+            old = was_flows.get(flow.key)
+            if old is not None and old.metadata.uid != flow.metadata.uid and self.on_flow_deleted:
+                self.on_flow_deleted(old)
             if self.on_flow is not None:
                 self.on_flow(flow)
         for flow in gone_flows:

@@ -233,6 +233,9 @@ class Announcements:
     def forget(self, uid: str) -> None:
         self._doubts.pop(uid, None)
 
+    def uids(self) -> list[str]:
+        return list(self._doubts)
+
     def kept(self) -> int:
         """Writes in doubt held, over every flow: at most MAX_DOUBTS a flow, none of a deleted flow."""
         return sum(len(doubts) for doubts in self._doubts.values())

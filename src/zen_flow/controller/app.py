@@ -137,8 +137,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         flows = JobFlowInformer(flow_api, clock=clock, namespaces=settings.namespaces)
         jobs = JobInformer(job_api, clock=clock, namespaces=settings.namespaces, owner_alive=flows.owns)
         queue = flow_queue(clock, settings.start_limit, settings.workers, PrometheusQueueMetrics(metrics))
-        metrics.wq_unfinished.labels("jobflows").set_function(queue.unfinished_work_seconds)
-        metrics.wq_longest.labels("jobflows").set_function(queue.longest_running_processor_seconds)
+        metrics.watch_queue(queue)
         recorder = EventRecorder(
             kube,
             clock=clock,
@@ -203,6 +202,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             archive_max_delay=settings.archive_max_delay_seconds if archive is not None else None,
         )
         crons = scheduler.informer
+        metrics.watch_queue(scheduler.queue)
         if gate is not None:
             gate.on_grant(queue_shard(gate, flows.list, queue, crons.list, scheduler.queue))
         cron_stop = asyncio.Event()
@@ -319,6 +319,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
                 tg.create_task(_critical("event recorder", recorder.run()))
                 tg.create_task(_critical("memory release", release_memory(clock)))
                 tg.create_task(_critical("namespace series", NamespaceSeries(metrics).run(flows.list, clock)))
+                tg.create_task(_critical("flow memory sweep", controller.memory.run(flows.list, clock)))
                 if sink is not None:
                     tg.create_task(_critical("cloudevents sink", sink.run(), stop))
                 if archive is not None:

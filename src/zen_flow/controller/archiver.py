@@ -34,6 +34,7 @@ from zen_flow.api.meta import format_time
 from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.config import Settings
 from zen_flow.controller.due_line import DueLine
+from zen_flow.controller.flow_memory import holds
 from zen_flow.controller.flow_queue import priority
 from zen_flow.controller.log_archiver import WRITERS as LOG_WRITERS
 from zen_flow.controller.log_archiver import LogArchiver, PodReader
@@ -221,6 +222,9 @@ class Archiver:
         if self._logs is not None:
             self._logs.forget(uid)
 
+    def uids(self) -> set[str]:
+        return {*self._runs, *self._children, *(self._logs.uids() if self._logs is not None else ())}
+
     def _run(self, flow: JobFlow) -> _Run | None:
         run = self._runs.get(flow.metadata.uid)
         completion = flow.status.completion_time
@@ -265,6 +269,7 @@ class Archiver:
                 raw is None
                 or (raw.get("metadata") or {}).get("uid") != uid
                 or stored_end != (run.completion, run.tag)
+                or not holds(self._flows.get, flow)  # its delete event came meanwhile: it is forgotten
             ):
                 run.state = replace(run.state, pending=False)
                 # Gone (a flow deleted before its record is not archived), or rerun since: a rerun waits

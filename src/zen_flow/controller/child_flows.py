@@ -75,6 +75,14 @@ class ChildFlows:
         """The apiserver refused the child `name` of the flow `owner_uid` for good: its step fails."""
         self._refused.setdefault(owner_uid, {})[name] = planner.refused_job(namespace, name, why)
 
+    def uids(self) -> set[str]:
+        """The parents (by UID) whose refused or arrived children are kept (controller/flow_memory.py)."""
+        return {*self._refused, *self._made}
+
+    def forget(self, uid: str) -> None:
+        self._refused.pop(uid, None)
+        self._made.pop(uid, None)
+
     # --- families (planner/lineage.py) -------------------------------------------------------------
 
     def _verified(self, owner_uid: str) -> list[JobFlow]:
@@ -114,8 +122,7 @@ class ChildFlows:
     def on_flow_event(self, flow: JobFlow, *, deleted: bool = False) -> None:
         """A flow was added, changed or deleted: if it is a child, its parent hears of it."""
         if deleted:
-            self._refused.pop(flow.metadata.uid, None)  # a parent gone: its refusals with it
-            self._made.pop(flow.metadata.uid, None)
+            self.forget(flow.metadata.uid)  # a parent gone: its refusals with it
         parent = planner.parent_of(flow)
         if parent is None:
             return

@@ -184,11 +184,13 @@ class CronController:
         self._queue.add(cron.key)
 
     def on_cron_deleted(self, cron: CronJobFlow) -> None:
-        # Its runs go with it (ownerReferences); only the memory of its verdicts is ours to drop.
+        # Its runs go with it (ownerReferences); only the memory of its verdicts is ours to drop, and the
+        # timer of its next run time (weeks away for a monthly schedule), which would wake nothing.
         for key in [k for k in self._verdicts if k[0] == cron.metadata.uid]:
             del self._verdicts[key]
         self._known.forget(cron.metadata.uid)
         self._reported.pop(cron.metadata.uid, None)
+        self._queue.cancel_after(cron.key)
 
     def on_flow_event(self, flow: JobFlow) -> None:
         """A run changed (started, finished, was deleted): its CronJobFlow's active list and history too."""
@@ -319,7 +321,7 @@ class CronController:
                 log.info("run already created", run=action.name)
                 if self._reported.get(cron.metadata.uid) == action.name:
                     return _unreported(plan)
-                self._reported[cron.metadata.uid] = action.name
+                self._report(cron, action.name)
                 return plan
             taken = f"the name {action.name} is taken by a flow this did not create"
             return _refused(cron, plan, action, taken, self._clock.now())
@@ -330,8 +332,15 @@ class CronController:
             # a quota): retrying would not help; the run time is skipped and the reason shown.
             return _refused(cron, plan, action, describe(err), self._clock.now())
         log.info("run created", run=action.name, scheduled_time=str(action.scheduled_time))
-        self._reported[cron.metadata.uid] = action.name
+        self._report(cron, action.name)
         return plan
+
+    def _report(self, cron: CronJobFlow, run: str) -> None:
+        """Remember the run reported created; not for a CronJobFlow deleted during the create (its delete
+        event forgot it already, and nothing would again)."""
+        cached = self._crons.get(cron.key)
+        if cached is not None and cached.metadata.uid == cron.metadata.uid:
+            self._reported[cron.metadata.uid] = run
 
     async def _write_status(self, cron: CronJobFlow, status: CronJobFlowStatus) -> None:
         new, old = status.to_wire(), cron.status.to_wire()

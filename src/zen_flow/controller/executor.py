@@ -110,6 +110,10 @@ class PlanExecutor:
         """The flow cache shows the flow of this UID gone."""
         self._requests.deletion_observed(uid)
 
+    def deleted_flows(self) -> list[str]:
+        """The UIDs of the flows it deleted that the cache still showed last it heard."""
+        return self._requests.deleted_uids()
+
     async def execute(
         self,
         flow: JobFlow,

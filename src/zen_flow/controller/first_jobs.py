@@ -96,3 +96,6 @@ class FirstJobs:
 
     def forget(self, uid: str) -> None:
         self._starts.pop(uid, None)
+
+    def uids(self) -> list[str]:
+        return list(self._starts)

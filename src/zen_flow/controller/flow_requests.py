@@ -89,6 +89,10 @@ class FlowRequests:
         """Was the flow of this UID deleted here (the cache has not shown it gone yet)?"""
         return uid in self._deleted
 
+    def deleted_uids(self) -> list[str]:
+        """The UIDs of the flows it deleted that the cache still showed last it heard."""
+        return list(self._deleted)
+
     def deletion_observed(self, uid: str) -> None:
         """The flow cache shows the flow of this UID gone."""
         self._deleted.discard(uid)
@@ -144,11 +148,14 @@ class FlowRequests:
     async def _delete(self, flow: JobFlow, action: planner.DeleteFlow) -> RequestFailure | None:
         """Delete the flow (its Jobs follow by ownerReference); a failure unless it is gone."""
         ns, name, uid = flow.metadata.namespace, flow.metadata.name, flow.metadata.uid
+        # Before the request, as its watch event may come before its answer (deletion_observed).
+        self._deleted.add(uid)
         try:
             await self._api.delete_flow(ns, name, uid)
         except (NotFound, Conflict):  # gone already, or its name another flow's now: ours is gone
             pass
         except Exception as err:
+            self._deleted.discard(uid)  # not deleted, or not known to be: planned again
             request = f"JobFlow {name} ({action.reason}) delete"
             reason, message = said(request, err, REASON_DELETE_FORBIDDEN, REASON_DELETE_FAILED)
             last = self._deletes_failing.get(flow.key)  # None: it did not fail the time before
@@ -156,7 +163,9 @@ class FlowRequests:
             self._deletes_failing[flow.key] = reason if told else last or ""
             log.info("flow delete failed", reason=action.reason, error=str(err))
             return RequestFailure(reason, message, err, told)
+        except BaseException:  # cancelled: not known to be deleted either
+            self._deleted.discard(uid)
+            raise
         self._deletes_failing.pop(flow.key, None)
-        self._deleted.add(uid)
         log.info("deleted flow", reason=action.reason)
         return None

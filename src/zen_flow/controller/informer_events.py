@@ -13,6 +13,7 @@ from zen_flow.controller.cluster_access import FlowCache
 from zen_flow.controller.executor import PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_groups import FlowGroups
+from zen_flow.controller.flow_memory import FlowMemory, FlowUids, Kept
 from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.flow_slots import FlowSlots
 from zen_flow.controller.matrix_flows import MatrixFlows
@@ -49,6 +50,31 @@ class InformerEvents:
     _templates: TemplateResolver
     _failures: FailureReports
     _archive: Archiver | None
+    _memory: FlowMemory
+
+    def _remembering(self, family: object) -> FlowMemory:
+        """Every part that keeps state by flow UID (`family`: the JobCache, when it keeps child flows'),
+        forgotten together (flow_memory.py)."""
+        parts: list[FlowUids] = [
+            self._expectations, self._validity, self._matrix, self._status, self._announcements,
+            self._first_jobs, self._templates, self._runner.pod_reads, self._runner.cpu, self._runner.unseen,
+            Kept(self._executor.deleted_flows, self._executor.deletion_observed),
+        ]  # fmt: skip
+        if self._archive is not None:
+            parts.append(self._archive)
+        if isinstance(family, FlowUids):
+            parts.append(family)
+        return FlowMemory(parts, self._flows.get)
+
+    @property
+    def memory(self) -> FlowMemory:
+        """What the controller keeps by flow UID; its sweep runs beside the workers (flow_memory.py)."""
+        return self._memory
+
+    def _dropped(self, key: str) -> None:
+        """What this replica remembered of a flow it no longer reconciles is its holder's now."""
+        self._executor.forget(key)
+        self._failures.forget(key)
 
     def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
         self._status.observed(flow)
@@ -62,21 +88,11 @@ class InformerEvents:
             self._slots.family_changed(flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
-        self._expectations.forget(flow.metadata.uid)
-        self._validity.forget(flow.metadata.uid)
-        self._matrix.forget(flow.metadata.uid)
-        self._status.forget(flow.metadata.uid)
-        self._announcements.forget(flow.metadata.uid)
-        self._first_jobs.forget(flow.metadata.uid)
-        self._templates.forget(flow.metadata.uid)
-        self._runner.pod_reads.forget(flow.metadata.uid)
-        self._runner.cpu.forget(flow.metadata.uid)
-        self._runner.unseen.forget(flow.metadata.uid)
+        self._memory.forget(flow.metadata.uid)
         self._executor.forget(flow.key)
-        self._executor.deletion_observed(flow.metadata.uid)
         self._failures.forget(flow.key)
-        if self._archive is not None:
-            self._archive.forget(flow.metadata.uid)
+        # Its timers would wake nothing, and stay until due: a finished flow's TTL (a day by default).
+        self._queue.cancel_after(flow.key)
         self._queue.add(flow.key)
         self._groups.observe(flow, None)
         self._slots.observe(flow, None)
@@ -104,19 +120,23 @@ class InformerEvents:
         if old is not None and not deleted and not planner.plan_sees_change(old, job):
             self._metrics.job_updates_ignored.inc()
             self._pods_moved(key, flow, owner.uid, old, job)
-            self._saw(owner.uid, job, old)
+            self._saw(flow, owner.uid, job, old)
             return  # a counter moved (active, ready): no plan can differ now
-        self._saw(owner.uid, job, old, deleted=deleted)
+        self._saw(flow, owner.uid, job, old, deleted=deleted)
         self._queue.add(key)
         # A Job running for a flow whose status records no start (a lost write, a failover) holds a slot,
         # and the locks of its step.
         self._slots.observe(flow, flow)
         self._locks.observe(flow, flow)
 
-    def _saw(self, owner_uid: str, job: Job, old: Job | None, *, deleted: bool = False) -> None:
+    def _saw(
+        self, flow: JobFlow, owner_uid: str, job: Job, old: Job | None, *, deleted: bool = False
+    ) -> None:
         """When the Job turns pending or its pods move while it is, by our clock: its step's wait never
-        counts from before the controller saw it (planner/pending_pods.py)."""
-        self._runner.pod_reads.saw(owner_uid, job, self._clock.now(), old, deleted=deleted)
+        counts from before the controller saw it (planner/pending_pods.py). Not for the Job of a flow
+        deleted under `flow`'s name (the garbage collector's now): nothing would forget it."""
+        if owner_uid == flow.metadata.uid:
+            self._runner.pod_reads.saw(owner_uid, job, self._clock.now(), old, deleted=deleted)
 
     def _pods_moved(self, key: str, flow: JobFlow, owner_uid: str, old: Job, job: Job) -> None:
         """The Job's pod counts moved, which only its step's pod watch reads (planner/pod_watch.py):

@@ -156,6 +156,9 @@ class LogArchiver:
         self._attempts.pop(flow_uid, None)
         self._effective.pop(flow_uid, None)
 
+    def uids(self) -> set[str]:
+        return {*self._attempts, *self._effective}
+
     def notice(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> None:
         """Queue the logs of the flow's finished Jobs not written yet (a failed write's after its retry).
         `flow` is the effective flow (its matrix steps expanded into their items)."""

@@ -136,5 +136,8 @@ class MatrixFlows:
         self._specs.pop(uid, None)
         self._finished.pop(uid, None)
 
+    def uids(self) -> list[str]:
+        return [*self._specs, *self._finished]
+
     def __len__(self) -> int:
         return len(self._specs) + len(self._finished)

@@ -102,15 +102,6 @@ class FlowGone(Exception):
     """The flow was deleted (or is being deleted) while its work waited for a thread or ran in one."""
 
 
-def still_cached(cached: Callable[[str], JobFlow | None], flow: JobFlow) -> bool:
-    """Is `flow` still the cache's flow of its key (`cached`: the flow cache's lookup), not being deleted
-    (else its plan is not applied)?"""
-    now = cached(flow.key)
-    return (
-        now is not None and now.metadata.uid == flow.metadata.uid and now.metadata.deletion_timestamp is None
-    )
-
-
 class PlanCpu:
     def __init__(
         self,
@@ -222,6 +213,9 @@ class PlanCpu:
         """The flow was deleted: forget its measure, and drop the results of its works under way."""
         self._slow.discard(uid)
         self._flying.pop(uid, None)
+
+    def uids(self) -> set[str]:
+        return {*self._slow, *self._flying}
 
     def close(self) -> None:
         if self._pool is not None:

@@ -105,6 +105,9 @@ class PodReads:
             {key for key in self._failing if key[0] != flow_uid} if self._failing else self._failing
         )
 
+    def uids(self) -> set[str]:
+        return {*self._jobs, *(uid for uid, _ in self._failing)}
+
     async def read(self, flow: JobFlow, jobs: Sequence[Job], now: datetime) -> None:
         """Read the pods of the flow's Jobs whose read is due (planner.pods_to_read); note the pending
         Jobs the informer's handler did not (after a restart: from now), and forget those no longer so."""

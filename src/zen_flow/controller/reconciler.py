@@ -26,13 +26,14 @@ from zen_flow.controller.executor import JobNameTaken, PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_admission import FlowAdmission
 from zen_flow.controller.flow_groups import FlowGroups
+from zen_flow.controller.flow_memory import current
 from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.flow_slots import FlowSlots
 from zen_flow.controller.informer_events import InformerEvents
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.controller.memo_cache import EventSink, MemoCache
 from zen_flow.controller.metrics import Metrics
-from zen_flow.controller.plan_cpu import FlowGone, PlanCpu, still_cached
+from zen_flow.controller.plan_cpu import FlowGone, PlanCpu
 from zen_flow.controller.plan_runner import SANDBOX_BUSY_RETRY_SECONDS, PlanRunner
 from zen_flow.controller.provisioning import create_resources, with_resource_uids
 from zen_flow.controller.shard_gate import ShardGate, cached_flow_shard, shard_turn
@@ -99,7 +100,7 @@ class Controller(InformerEvents):
             progress_deadline=progress_deadline,
             sandboxed_plans=sandboxed_plans,
             monotonic=clock.monotonic,
-            cpu=PlanCpu(current=partial(still_cached, flows.get), waited=metrics.plan_thread_wait.observe),
+            cpu=PlanCpu(current=partial(current, flows.get), waited=metrics.plan_thread_wait.observe),
             events=events,
         )
         # One planner at a time per concurrency group, and the peers its plans weigh.
@@ -146,6 +147,7 @@ class Controller(InformerEvents):
         self._reconcile_ids = itertools.count(1)
         self._shards = shards
         self._archive = archive
+        self._memory = self._remembering(jobs)
 
     def creates_failing(self) -> list[str]:
         """Keys of the flows whose last Job creates failed and are being retried (read at scrape time).
@@ -184,15 +186,9 @@ class Controller(InformerEvents):
             async with shard_turn(self._shards, shard_of, key, self._queue, self._dropped) as mine:
                 if mine:
                     # Every line of this reconcile, the failure report included, names flow and reconcile.
-                    with structlog.contextvars.bound_contextvars(
-                        flow=key, reconcile_id=f"{next(self._reconcile_ids):x}"
-                    ):
+                    names = {"flow": key, "reconcile_id": f"{next(self._reconcile_ids):x}"}
+                    with structlog.contextvars.bound_contextvars(**names):
                         await self._work(key)
-
-    def _dropped(self, key: str) -> None:
-        """What this replica remembered of a flow it no longer reconciles is its holder's now."""
-        self._executor.forget(key)
-        self._failures.forget(key)
 
     async def _work(self, key: str) -> None:
         started = time.perf_counter()
@@ -223,11 +219,15 @@ class Controller(InformerEvents):
             self._queue.done(key)
 
     async def reconcile(self, key: str) -> float | None:
+        flow = self._flows.get(key)
         try:
             return await self._reconcile(key)
         except FlowGone:
             # Deleted while its validation, expansion or plan waited for or ran in a thread: not applied.
             return None
+        finally:
+            if flow is not None:  # deleted meanwhile: what it wrote after its delete event goes too
+                self._memory.settled(flow)
 
     async def _reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
@@ -236,9 +236,9 @@ class Controller(InformerEvents):
             or flow.metadata.deletion_timestamp is not None
             or self._executor.deleted(flow.metadata.uid)  # by us; its delete event is on its way
         ):
-            # Gone: owner references let the garbage collector remove its Jobs. A create refused after
-            # the delete was seen (it was in flight) must not leave the flow counted as failing.
+            # Gone (the garbage collector removes its Jobs); a create refused meanwhile counts no more.
             self._executor.forget(key)
+            self._queue.cancel_after(key)  # a timer set as its delete event came (`_work`'s requeue)
             return None
         # From here on the flow is its effective flow (matrix steps expanded into their items); the
         # stored one is validated and written (its status), so the cache never holds an effective spec.

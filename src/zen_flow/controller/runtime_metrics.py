@@ -8,8 +8,20 @@ own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WatchedQueue(Protocol):
+    """What the gauges read of a work queue (machinery/workqueue.py) at scrape time."""
+
+    name: str
+
+    @property
+    def delayed(self) -> int: ...
+    def unfinished_work_seconds(self) -> float: ...
+    def longest_running_processor_seconds(self) -> float: ...
 
 
 class RuntimeMetrics:
@@ -112,6 +124,19 @@ class RuntimeMetrics:
         self.wq_longest = Gauge(
             "workqueue_longest_running_processor_seconds", "Longest running processor", ["name"], registry=r
         )
+        self.wq_delayed = Gauge(
+            "zen_flow_workqueue_delayed_keys",
+            "Keys waiting on a timer: requeues a reconcile scheduled (a TTL, a timeout, a CronJobFlow's next "
+            "run time) and retries",
+            ["name"],
+            registry=r,
+        )
+
+    def watch_queue(self, queue: WatchedQueue) -> None:
+        """The queue's gauges, read at scrape time (machinery/queue_metrics.py)."""
+        self.wq_unfinished.labels(queue.name).set_function(queue.unfinished_work_seconds)
+        self.wq_longest.labels(queue.name).set_function(queue.longest_running_processor_seconds)
+        self.wq_delayed.labels(queue.name).set_function(lambda: queue.delayed)
 
 
 class PrometheusQueueMetrics:

@@ -87,6 +87,10 @@ class StatusHolds:
 
     forget = accepted
 
+    def uids(self) -> set[str]:
+        """The flows (by UID) it keeps anything of (flow_memory.py's sweep)."""
+        return self._causes.keys() | self._keys.keys()
+
     def keys(self) -> list[str]:
         """namespace/name of the flows held now."""
         return [self._keys[uid] for uid in self._holds]

@@ -76,6 +76,9 @@ class StatusWriter:
         self._written.pop(uid, None)
         self._holds.forget(uid)
 
+    def uids(self) -> list[str]:
+        return [*self._written, *self._holds.uids()]
+
     def unseen_for(self, uid: str) -> float | None:
         """Seconds to go before the cache is trusted although it has not shown our last write of the
         flow; None when the cache shows every write (or the wait is over: a relist may skip an event)."""
@@ -119,8 +122,14 @@ class StatusWriter:
         self._metrics.status_patches.labels("written").inc()
         self._holds.accepted(flow.metadata.uid)
         cached = self._flows.get(flow.key)
-        # The watch event may already have been applied while we awaited the response.
-        if rv and (cached is None or cached.metadata.resource_version != rv):
+        # The watch event may already have been applied while we awaited the response, or the flow's
+        # delete event: then nothing of it comes any more, and nothing is kept for it.
+        if (
+            rv
+            and cached is not None
+            and cached.metadata.uid == flow.metadata.uid
+            and cached.metadata.resource_version != rv
+        ):
             self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
             self._flows.expect_status(stored or flow, rv, ops)
         record_transitions(self._metrics, flow, status)

@@ -132,6 +132,9 @@ class TemplateResolver:
         """The flow is gone: nothing more is retried for it."""
         self._forbidden.pop(uid, None)
 
+    def uids(self) -> list[str]:
+        return list(self._forbidden)
+
     async def resolve(self, flow: JobFlow) -> Refusal | None:
         """Expand `flow` (an `unexpanded` one) into its spec; None once written (or when nothing is left
         to expand: the flow is gone, or was written meanwhile), else why it cannot be. `Forbidden` (the

@@ -112,7 +112,7 @@ class UnseenJobs:
     async def _waiting(self, flow: JobFlow, job: Job) -> float:
         """`job` exists and the cache lacks it: give it back its label if it lost it, say so if it has
         been missing long; when to look again."""
-        missing, name = self._missing[flow.metadata.uid], job.metadata.name
+        missing, name = self._missing.get(flow.metadata.uid, {}), job.metadata.name  # {}: deleted meanwhile
         clock = self._monotonic()
         was = missing.get(name)
         if was is None or clock - was.last > CACHE_LAG_GAP_SECONDS:
@@ -177,6 +177,9 @@ class UnseenJobs:
     def forget(self, uid: str) -> None:
         """The flow was deleted: nothing of its Jobs is kept."""
         self._missing.pop(uid, None)
+
+    def uids(self) -> list[str]:
+        return list(self._missing)
 
 
 def _last(missing: Mapping[str, _Missing | None]) -> Callable[[str], float]:

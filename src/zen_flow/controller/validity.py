@@ -54,6 +54,9 @@ class Validity:
         self._validated.pop(uid, None)
         self._known.forget(uid)
 
+    def uids(self) -> list[str]:
+        return [*self._validated, *self._known.uids()]
+
 
 class KnownSpecs:
     """`newer_field` of each object's spec, remembered per generation (a 500-step spec: a few ms)."""
@@ -72,6 +75,9 @@ class KnownSpecs:
 
     def forget(self, uid: str) -> None:
         self._found.pop(uid, None)
+
+    def uids(self) -> list[str]:
+        return list(self._found)
 
 
 def _check(flow: JobFlow) -> tuple[str, ...]:

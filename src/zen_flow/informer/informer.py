@@ -193,7 +193,12 @@ class Informer(Generic[T]):
         """`obj` is what the apiserver holds after our own write (its answer gave the resourceVersion): its
         watch event will be taken as `obj` instead of being decoded. `unchanged`: parts of it taken from a
         cached object (already compacted). Only for a write whose event has not arrived yet: otherwise the
-        expectation waits, unused, for that object's next event, which drops it."""
+        expectation waits, unused, for that object's next event, which drops it. Not kept for an object
+        the cache no longer holds (its DELETED event came before the write's answer): no event of it
+        will come, and the whole object would be held until the next relist."""
+        cached = self.store.get(obj.metadata.key)
+        if cached is None or cached.metadata.uid != obj.metadata.uid:
+            return
         self._expected[obj.metadata.uid] = self._compactor.compact(obj, done=unchanged)
 
     def _recall(self, raw: bytes) -> T | None:
@@ -230,8 +235,7 @@ class Informer(Generic[T]):
                     if handler.on_add:
                         handler.on_add(obj)
                 for old, new in result.updated:
-                    if handler.on_update:
-                        handler.on_update(old, new)
+                    _changed(handler, old, new)
                 for obj in result.deleted:
                     if handler.on_delete:
                         handler.on_delete(obj)
@@ -252,11 +256,7 @@ class Informer(Generic[T]):
             return
         old = self.store.upsert(obj)
         for handler in self._handlers:
-            if old is None:
-                if handler.on_add:
-                    handler.on_add(obj)
-            elif handler.on_update:
-                handler.on_update(old, obj)
+            _changed(handler, old, obj)
 
     def _finish(self, obj: Any) -> Any:
         """Every model decoded from the API passes here once: it parsed, so any old parse error is gone."""
@@ -293,6 +293,21 @@ class Informer(Generic[T]):
             self._parse_errors[key] = message
             return self._fallback(raw)
         return cast("T", self._finish(obj))
+
+
+def _changed(handler: Handler[T], old: T | None, new: T) -> None:
+    """Tell `handler` of `new`, cached in place of `old`: an add, an update, or, when `old` is another
+    object of that name (deleted and re-created while the watch was away, which a relist finds as a
+    change), the old one's delete and then the new one's add. Handlers that forget an object on its delete
+    would otherwise keep the old one's state for ever (client-go leaves each handler to compare UIDs)."""
+    if old is not None and old.metadata.uid == new.metadata.uid:
+        if handler.on_update:
+            handler.on_update(old, new)
+        return
+    if old is not None and handler.on_delete:
+        handler.on_delete(old)
+    if handler.on_add:
+        handler.on_add(new)
 
 
 def describe_error(err: Exception) -> str:

@@ -6,7 +6,9 @@ models or records), so a reader can keep one without it changing underneath.
 
 `replace()` is what a relist does: it reports every listed object as added or updated, and every cached
 object the list no longer has as deleted, with its last known state (client-go's
-`DeletedFinalStateUnknown` tombstone: a delete that happened while we were not watching).
+`DeletedFinalStateUnknown` tombstone: a delete that happened while we were not watching). An object
+"updated" into another UID was deleted and re-created under its name meanwhile: the informer tells its
+handlers of that as a delete and an add (informer.py).
 """
 
 from __future__ import annotations

@@ -122,6 +122,10 @@ class Expectations:
         """Drop everything about flow `uid` (it was deleted)."""
         self._records.pop(uid, None)
 
+    def uids(self) -> list[str]:
+        """The flows with a record."""
+        return list(self._records)
+
     def __len__(self) -> int:
         """Flows with a record (possibly already satisfied but not yet pruned)."""
         return len(self._records)

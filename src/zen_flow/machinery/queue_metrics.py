@@ -9,9 +9,11 @@ class QueueMetrics(Protocol):
     """Event hooks, named after client-go's workqueue metrics (all labelled with the queue's `name`).
 
     The two gauges about work in progress (`workqueue_unfinished_work_seconds`,
-    `workqueue_longest_running_processor_seconds`) are not pushed: read them at scrape time from
-    `WorkQueue.unfinished_work_seconds()` / `longest_running_processor_seconds()` (e.g. with
-    prometheus_client's `Gauge.set_function`), so they are exact instead of sampled on a ticker.
+    `workqueue_longest_running_processor_seconds`) and the keys waiting on a timer
+    (`zen_flow_workqueue_delayed_keys`) are not pushed: read them at scrape time from
+    `WorkQueue.unfinished_work_seconds()` / `longest_running_processor_seconds()` / `delayed` (e.g. with
+    prometheus_client's `Gauge.set_function`: `RuntimeMetrics.watch_queue`), so they are exact instead of
+    sampled on a ticker.
     """
 
     def add(self, name: str) -> None:

@@ -26,9 +26,10 @@ Guarantees, as in client-go:
 * **Stingy**: a key waiting in the queue is held once, however often it is added (the `dirty` map);
   a key is never handed to two workers at once (the `processing` set). Adding a key that a worker is
   processing marks it dirty; `done()` then puts it back in the queue, so the change is seen again.
-* **Delayed and rate-limited adds**: `add_after` keeps only the earliest pending timer per key;
-  `add_rate_limited` asks the limiter for the delay (per-key backoff, global bucket); `forget` clears
-  the key's failure history and must be called when a key succeeds.
+* **Delayed and rate-limited adds**: `add_after` keeps only the earliest pending timer per key, and
+  `cancel_after` drops it (the key's object was deleted); `add_rate_limited` asks the limiter for the
+  delay (per-key backoff, global bucket); `forget` clears the key's failure history and must be called
+  when a key succeeds.
 * **Shutdown notification**: `get()` raises `QueueShutDown` once there is nothing more to hand out.
 
 Worker loop::
@@ -190,6 +191,14 @@ class WorkQueue(Generic[K]):
             pending[1].cancel()
         timer = self._clock.call_later(delay, lambda: self._fire(key, deadline, priority))
         self._timers[key] = (deadline, timer)
+
+    def cancel_after(self, key: K) -> None:
+        """Drop `key`'s pending `add_after` timer, if any (its object was deleted: a finished flow's TTL
+        wake-up, a CronJobFlow's next run time would otherwise stay on the event loop until due, up to a
+        day or a year). A key already queued stays queued."""
+        pending = self._timers.pop(key, None)
+        if pending is not None:
+            pending[1].cancel()
 
     def add_rate_limited(self, key: K, priority: Priority = Priority.NORMAL) -> None:
         """Add `key` (at `priority`) after the delay the rate limiter assigns it (counts one more failure)."""
