@@ -126,6 +126,8 @@ def _check(s: Settings) -> None:
         problems.append("--log-format must be json, console or auto")
     problems.extend(cloudevents_problems(s))
     problems.extend(archive_problems(s))
+    if s.webhook_client_names and not s.webhook_client_ca:
+        problems.append("--webhook-client-names needs --webhook-client-ca (the CA that signs those names)")
     for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):
         if addr:  # empty disables the server
             try:

@@ -129,6 +129,22 @@ class Settings:
         default="/etc/webhook/certs",
         metadata={"help": "directory holding tls.crt and tls.key (reloaded on change)"},
     )
+    webhook_client_ca: str = field(
+        default="",
+        metadata={
+            "help": "PEM file of the CA(s) whose client certificates the webhook server requires (mutual "
+            "TLS, TLS 1.3 only; reloaded on change): only a client presenting one, the apiserver given a "
+            "kubeconfig in its AdmissionConfiguration, completes a TLS handshake; empty: any client that "
+            "reaches the port is served (docs/WEBHOOKS.md, 'Client authentication')"
+        },
+    )
+    webhook_client_names: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "with --webhook-client-ca: accept only client certificates whose subject CN or a DNS or "
+            "URI subjectAltName is one of these, comma-separated; empty: any certificate the CA signed"
+        },
+    )
     authorize_approvals: bool = field(
         default=True,
         metadata={

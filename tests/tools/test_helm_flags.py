@@ -76,6 +76,25 @@ def test_cloudevents_values_become_flags_and_the_ca_a_mount(helm: str, tmp_path:
     assert mounts["cloudevents-ca"]["mountPath"] == "/etc/zen-flow/cloudevents-ca"
 
 
+def test_webhook_client_auth_becomes_the_flags_and_the_ca_a_mount(helm: str, tmp_path: Path) -> None:
+    default = container(deployment(render(helm, tmp_path, {})))
+    assert not [a for a in default["args"] if a.startswith("--webhook-client")]  # no mutual TLS by default
+    values = {"webhook": {"clientAuth": {"caConfigMap": "apiserver-ca", "names": ["kube-apiserver", "a.b"]}}}
+    dep = deployment(render(helm, tmp_path, values))
+    pod = dep["spec"]["template"]["spec"]
+    settings = settings_of(dep)  # a missing CA file is the server's to report (unready), not start-up's
+    assert settings.webhook_client_ca == "/etc/zen-flow/webhook-client-ca/ca.crt"
+    assert settings.webhook_client_names == ("kube-apiserver", "a.b")
+    volume = {v["name"]: v for v in pod["volumes"]}["webhook-client-ca"]
+    assert volume["configMap"] == {"name": "apiserver-ca", "optional": True}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["webhook-client-ca"]["mountPath"] == "/etc/zen-flow/webhook-client-ca"
+    with pytest.raises(
+        RenderError, match=r"webhook\.clientAuth\.names needs webhook\.clientAuth\.caConfigMap"
+    ):
+        render(helm, tmp_path, {"webhook": {"clientAuth": {"names": ["kube-apiserver"]}}})
+
+
 def test_the_cloudevents_sink_from_a_secret_keeps_its_timeout_and_ca(helm: str, tmp_path: Path) -> None:
     ce = {"sinkSecret": {"name": "hook", "key": "endpoint"}, "timeoutSeconds": 2, "caConfigMap": "hooks-ca"}
     pod = deployment(render(helm, tmp_path, {"controller": {"cloudEvents": ce}}))["spec"]["template"]["spec"]

@@ -45,6 +45,7 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
     assert "flows-zen-flow-webhook.ops.svc" in cert["spec"]["dnsNames"]
     volume = next(v for v in pod["volumes"] if "secret" in v)
     assert volume["secret"]["secretName"] == cert["spec"]["secretName"]
+    assert volume["secret"].get("optional") is True  # as config/manager's: ready once it appears
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         config = find(docs, kind)
         assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
@@ -125,6 +126,19 @@ def test_the_network_policy_lets_in_the_ports_the_pods_serve(helm: str, tmp_path
     off = render(helm, tmp_path, {"networkPolicy": {"enabled": True}, "webhook": {"enabled": False}})
     assert [p["port"] for rule in find(off, "NetworkPolicy")["spec"]["ingress"] for p in rule["ports"]] == [
         8080
+    ]
+
+
+def test_the_webhook_port_is_open_to_the_peers_of_webhook_from_only(helm: str, tmp_path: Path) -> None:
+    # The port is unauthenticated without webhook.clientAuth: an operator limits it to the apiserver.
+    peers = [{"ipBlock": {"cidr": "10.0.0.0/28"}}, {"namespaceSelector": {"matchLabels": {"a": "b"}}}]
+    values = {"networkPolicy": {"enabled": True, "webhookFrom": peers}}
+    ingress = find(render(helm, tmp_path, values), "NetworkPolicy")["spec"]["ingress"]
+    (webhook,) = [rule for rule in ingress if rule["ports"] == [{"protocol": "TCP", "port": 9443}]]
+    assert webhook["from"] == peers
+    (metrics,) = [rule for rule in ingress if rule is not webhook]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"zen-flow.kube-zen.io/metrics": "allow"}}}
     ]
 
 

@@ -76,6 +76,19 @@ def test_the_network_policy_component_selects_the_controller_pods(tmp_path: Path
     assert ports == {split_addr(SETTINGS.metrics_addr)[1], split_addr(SETTINGS.webhook_addr)[1]}
 
 
+def test_the_webhook_client_auth_component_mounts_the_ca_it_names(tmp_path: Path) -> None:
+    (deploy,) = [
+        d for d in _kustomize_overlay(tmp_path, ["webhook-client-auth"]) if d["kind"] == "Deployment"
+    ]
+    pod = deploy["spec"]["template"]["spec"]
+    (ca_arg,) = [a for a in pod["containers"][0]["args"] if a.startswith("--webhook-client-ca=")]
+    ca_file = Path(ca_arg.partition("=")[2])
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if Path(m["mountPath"]) == ca_file.parent]
+    volume = {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+    assert volume["configMap"] == {"name": "zen-flow-webhook-client-ca", "optional": True}
+    assert ca_file.name == "ca.crt"
+
+
 def test_the_no_cert_manager_component_leaves_no_cert_manager_object(tmp_path: Path) -> None:
     # On a cluster without cert-manager one such object fails the whole apply ("no matches for kind").
     docs = _kustomize_overlay(tmp_path, ["no-cert-manager"])

@@ -99,23 +99,31 @@ def replica_probes(
     return ReplicaProbes(tuple(liveness), tuple(readiness))
 
 
-def webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> WebhookRuntime | None:
-    """The admission webhook server, or None when disabled or when no certificate is mounted."""
+def webhook_server(
+    settings: Settings, metrics: Metrics, kube: KubeClient, *, reload_interval: float | None = None
+) -> WebhookRuntime | None:
+    """The admission webhook server, or None when disabled (`--webhook-addr ''`).
+
+    Built whether or not the certificate is there yet: until `tls.crt` and `tls.key` load (a Secret not
+    issued yet, mounted as an empty optional volume), the server refuses handshakes and the readiness
+    probe answers 503, so the Service sends this replica no admission calls; it picks the files up when
+    they appear (webhook/tls.py). Disabling it instead left a Ready pod with 9443 closed until a restart.
+    """
     if not settings.webhook_addr:
-        return None
-    cert_dir = Path(settings.webhook_cert_dir)
-    if not (cert_dir / "tls.crt").exists():
-        log.warning("admission webhooks disabled: no tls.crt/tls.key", cert_dir=str(cert_dir))
         return None
     # Imported here: a controller without webhooks never loads them.
     from zen_flow.kube.access_reviews import AccessReviews
     from zen_flow.kube.flow_templates import WEBHOOK_TIMEOUT_SECONDS, FlowTemplateClient
     from zen_flow.webhook.approvers import ApprovalAuthorizer
+    from zen_flow.webhook.client_auth import client_auth
     from zen_flow.webhook.runtime import WebhookRuntime
 
+    options = {} if reload_interval is None else {"reload_interval": reload_interval}
     return WebhookRuntime(
-        cert_dir,
+        Path(settings.webhook_cert_dir),
         metrics,
+        **options,
         authorize=ApprovalAuthorizer(AccessReviews(kube)) if settings.authorize_approvals else None,
         templates=FlowTemplateClient(kube, timeout=WEBHOOK_TIMEOUT_SECONDS),
+        client_auth=client_auth(settings.webhook_client_ca, settings.webhook_client_names),
     )

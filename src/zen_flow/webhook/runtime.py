@@ -8,6 +8,7 @@ from pathlib import Path
 
 from zen_flow.addresses import split_addr
 from zen_flow.controller.metrics import Metrics
+from zen_flow.webhook.client_auth import ClientAuth
 from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, Authorize, Templates, WebhookServer
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
 
@@ -21,6 +22,7 @@ class WebhookRuntime:
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         authorize: Authorize | None = None,
         templates: Templates | None = None,
+        client_auth: ClientAuth | None = None,
     ):
         self.server = WebhookServer(
             cert_dir,
@@ -28,6 +30,7 @@ class WebhookRuntime:
             metrics=PrometheusWebhookMetrics(metrics),
             authorize=authorize,
             templates=templates,
+            client_auth=client_auth,
         )
 
     def tls_problem(self) -> str | None:

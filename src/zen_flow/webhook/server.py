@@ -32,6 +32,7 @@ from zen_flow.webhook.child_templates import (
     flow_children,
     made_by_controller,
 )
+from zen_flow.webhook.client_auth import ClientAuth, ClientNames
 from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.cron_review import validate_cron_review
 from zen_flow.webhook.envelope import parse_review
@@ -272,7 +273,7 @@ class WebhookServer:
 
     `cert_dir` holds `tls.crt` and `tls.key`. The server starts even before the files exist (it answers
     handshakes with an alert and /readyz with 503 until they do), so a pod can come up while
-    cert-manager is still issuing its certificate.
+    cert-manager is still issuing its certificate. `client_auth`: mutual TLS (webhook/client_auth.py).
     """
 
     def __init__(
@@ -285,8 +286,11 @@ class WebhookServer:
         limits: ConnectionLimits = DEFAULT_LIMITS,
         authorize: Authorize | None = None,
         templates: Templates | None = None,
+        client_auth: ClientAuth | None = None,
     ) -> None:
-        self.certs = CertReloader(cert_dir, metrics=metrics)
+        ca = client_auth.ca_file if client_auth is not None else None
+        self.certs = CertReloader(cert_dir, metrics=metrics, client_ca=ca)
+        self.client_names = ClientNames(client_auth.names) if client_auth and client_auth.names else None
         self._interval = reload_interval
         self.guard = ConnectionGuard(limits)
         self._app = create_webhook_app(
@@ -335,8 +339,11 @@ class WebhookServer:
         assert factory is not None  # set by setup()
         # Our own listener instead of web.TCPSite: each connection goes through the guard (a cap, and
         # deadlines for clients that connect and never finish a request), and the TLS handshake is bounded.
+        protocols = self.guard.wrap(factory)
+        if self.client_names is not None:  # outermost: a refused client takes no connection slot
+            protocols = self.client_names.wrap(protocols)
         self._server = await asyncio.get_running_loop().create_server(
-            self.guard.wrap(factory),
+            protocols,
             host,
             port,
             ssl=self.certs.listening_context(),

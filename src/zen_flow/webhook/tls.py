@@ -7,6 +7,12 @@ SSLContext and installed only if it loads (a half-written pair, a key that does 
 file: the old context keeps serving and the failure is counted). The listening socket's context has an
 `sni_callback` that hands every new handshake the current context, so rotation needs no restart and
 drops no connection; established connections keep the certificate they negotiated.
+
+With a client CA (mutual TLS, webhook/client_auth.py) the CA file is part of the pair: its content is in
+the hash, it is loaded into each new context (a handshake verifies the client against the store of the
+context the callback hands it), and the listening context requires a client certificate (the verify
+mode stays the listening context's). A CA that does not load is a pair that does not load: the old
+context keeps serving; with none loaded yet, every handshake is refused.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ class CertReloader:
         *,
         cert_file: str = "tls.crt",
         key_file: str = "tls.key",
+        client_ca: str | Path | None = None,
         metrics: CertMetrics | None = None,
     ) -> None:
         self.cert_path = Path(cert_dir) / cert_file
         self.key_path = Path(cert_dir) / key_file
+        self.client_ca = Path(client_ca) if client_ca else None
         self._metrics = metrics
         self._current: ServingCert | None = None
         self._failed_digest: str | None = None  # do not retry (and re-count) the same broken pair
@@ -71,14 +79,23 @@ class CertReloader:
         h.update(self.cert_path.read_bytes())
         h.update(b"\0")
         h.update(self.key_path.read_bytes())
+        if self.client_ca is not None:
+            h.update(b"\0")
+            h.update(self.client_ca.read_bytes())
         return h.hexdigest()
+
+    def _files(self) -> str:
+        files = f"{self.cert_path} / {self.key_path}"
+        return files if self.client_ca is None else f"{files} / client CA {self.client_ca}"
 
     def check(self) -> bool:
         """Load the pair if its content changed; True when a new certificate was installed."""
         try:
             digest = self._digest()
         except OSError as exc:
-            return self._fail(None, f"cannot read {self.cert_path.parent}: {exc}")
+            return self._fail(
+                None, f"cannot read {exc.filename or self.cert_path.parent}: {exc.strerror or exc}"
+            )
         if self._current is not None and digest == self._current.digest:
             return False
         if digest == self._failed_digest:
@@ -88,13 +105,16 @@ class CertReloader:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(self.cert_path, self.key_path)
+            if self.client_ca is not None:
+                _require_client_certificates(context)  # getpeercert() reads this context's mode
+                context.load_verify_locations(cafile=self.client_ca)
             cert = x509.load_pem_x509_certificate(cert_bytes)
             # The files may have changed between hashing and loading (a rotation mid-read): only
             # install what matches the digest, and pick up the rest on the next check.
             if self._digest() != digest:
                 return False
         except (OSError, ssl.SSLError, ValueError) as exc:
-            return self._fail(digest, f"cannot load {self.cert_path} / {self.key_path}: {exc}")
+            return self._fail(digest, f"cannot load {self._files()}: {exc}")
         not_after = cert.not_valid_after_utc.timestamp()
         self._current = ServingCert(
             context, digest, not_after, cert.serial_number, cert.subject.rfc4514_string()
@@ -103,7 +123,12 @@ class CertReloader:
         self.last_error = None
         if self._metrics is not None:
             self._metrics.cert_reloaded(True, not_after)
-        log.info("webhook certificate loaded", subject=self._current.subject, serial=hex(cert.serial_number))
+        log.info(
+            "webhook certificate loaded",
+            subject=self._current.subject,
+            serial=hex(cert.serial_number),
+            client_ca=str(self.client_ca) if self.client_ca is not None else None,
+        )
         return True
 
     def _fail(self, digest: str | None, message: str) -> bool:
@@ -123,6 +148,8 @@ class CertReloader:
             listening = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             listening.minimum_version = ssl.TLSVersion.TLSv1_2
             listening.sni_callback = self._select
+            if self.client_ca is not None:
+                _require_client_certificates(listening)  # the mode of every handshake it starts
             self._listening = listening
         return self._listening
 
@@ -144,3 +171,13 @@ class CertReloader:
                 self.check()
             except Exception as exc:  # a reload is best effort: the current certificate keeps serving
                 self._fail(None, f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _require_client_certificates(context: ssl.SSLContext) -> None:
+    """Mutual TLS: a client certificate in every handshake, and no handshake that skips it. A resumed
+    session is not verified again (a client holding one would outlive its CA's removal from the file),
+    so no session is ever resumed: TLS 1.3 only (every apiserver speaks it), which resumes only with
+    the tickets this context does not issue (TLS 1.2 also resumes from the server's session cache)."""
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.num_tickets = 0
