@@ -85,6 +85,24 @@ async def test_diamond_creates_jobs_in_dependency_order(
     )
     assert waited.returncode == 0, waited.stderr
 
+    # The ended flow re-applied with a changed TTL: kubectl wait goes by the condition's own
+    # observedGeneration, which must follow the edit or the wait runs to its timeout.
+    edited = await driver.patch(
+        namespace, "diamond", {"spec": {"executionPolicy": {"ttlSecondsAfterFinished": 900}}}
+    )
+    generation = edited["metadata"]["generation"]
+    assert generation == flow["metadata"]["generation"] + 1
+
+    async def acknowledged() -> bool:
+        stored = await driver.get(namespace, "diamond")
+        return ((stored or {}).get("status") or {}).get("observedGeneration") == generation
+
+    await wait_until(acknowledged, timeout=WAIT)
+    waited = kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "jobflow/diamond", "--timeout=10s", check=False
+    )
+    assert waited.returncode == 0, waited.stderr
+
 
 async def test_failed_job_fails_the_flow_and_skips_dependents(
     namespace: str, driver: FlowDriver, start_controller: StartController

@@ -573,3 +573,16 @@ def test_kubectl_explain_prints_the_descriptions(kubectl: Kubectl, jobflow_crd: 
     assert "total number of step retries allowed across the whole flow" in policy
     memoize = " ".join(kubectl("explain", "jobflow.spec.steps.memoize").stdout.split())
     assert "a step whose result is already known for the same key is not run again" in memoize
+
+
+def test_kubectl_explain_describes_a_cronjobflows_spec_and_status(kubectl: Kubectl, jobflow_crd: Any) -> None:
+    # `kubectl explain cjf.spec` printed an empty DESCRIPTION.
+    def explained(what: str) -> str | None:
+        done = kubectl("explain", what, check=False)
+        return " ".join(done.stdout.split()) if done.returncode == 0 else None
+
+    spec = wait_until(lambda: explained("cjf.spec"), timeout=30, what="kubectl explain cjf.spec")
+    assert "A change applies from the next run time on" in spec
+    status = explained("cjf.status")
+    assert status is not None
+    assert "Observed state, written only by zen-flow" in status

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -22,9 +23,10 @@ from zen_flow.controller.unseen_jobs import (
     CACHE_LAG_LOOKUPS,
     CACHE_LAG_RETRY_MAX_SECONDS,
     CACHE_LAG_WARN_SECONDS,
+    RELABEL_RETELL_SECONDS,
 )
 from zen_flow.informer.reflector import ReflectorOptions
-from zen_flow.kube.errors import Conflict, KubeError, NotFound
+from zen_flow.kube.errors import ApiError, Conflict, Forbidden, KubeError, NotFound
 from zen_flow.planner import CreateJob, plan
 from zen_flow_dev.testing.apiserver_fake import with_labels
 from zen_flow_dev.testing.flows import job_step, make_flow
@@ -44,6 +46,9 @@ class Apiserver:
         self.patches: list[tuple[str, dict[str, str], str]] = []
         self.refuse: KubeError | None = None
         self.events: list[tuple[str, str, str]] = []
+        self.revert: str | None = None  # a policy that sets the label back to this after each patch
+        self.clock: list[float] = [0.0]
+        self.told_at: list[float] = []  # when each event was emitted, by `clock`
 
     async def get_job(self, namespace: str, name: str) -> Job:
         self.gets.append(name)
@@ -56,13 +61,18 @@ class Apiserver:
         if self.refuse is not None:
             raise self.refuse
         job = self.jobs[name]
-        self.jobs[name] = with_labels(job, {**(labels_of(job) or {}), **labels})
+        kept = {**(labels_of(job) or {}), **labels}
+        if self.revert is not None:
+            kept[LABEL_MANAGED_BY] = self.revert
+        self.jobs[name] = with_labels(job, kept)
 
     def emit(self, flow: JobFlow, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+        self.told_at.append(self.clock[0])
 
 
 def runner(api: Apiserver, clock: list[float]) -> PlanRunner:
+    api.clock = clock
     return PlanRunner(
         api=api,  # type: ignore[arg-type]
         evaluate=None,
@@ -176,6 +186,106 @@ async def test_a_relabel_refused_is_tried_again_and_the_job_still_waited_for(ans
     assert await lookups.cache_lags(sim.flow, []) is not None
     assert len(api.patches) == 2
     assert [reason for _, reason, _ in api.events] == ["JobRelabelled"]
+
+
+RBAC_REFUSAL = (
+    'jobs.batch "{job}" is forbidden: User "system:serviceaccount:zen-flow-system:zen-flow-controller" '
+    'cannot patch resource "jobs" in API group "batch" in the namespace "default"'
+)
+
+
+def relabels_refused(refusal: ApiError) -> tuple[Simulator, str, Apiserver, list[float]]:
+    sim = running()
+    (name,) = sim.running()
+    api = Apiserver({name: with_labels(sim.jobs[name], {})})
+    api.refuse = refusal
+    return sim, name, api, [0.0]
+
+
+async def test_a_relabel_rbac_refuses_is_told_once_naming_the_grant_and_the_wait_says_so() -> None:
+    # A Role from a release before the relabel (no `patch` on jobs): the flow waits, and the only advice
+    # used to be "restart the controller", which cannot help.
+    sim, name, api, clock = relabels_refused(Forbidden(403, "Forbidden", RBAC_REFUSAL.format(job="x")))
+    lookups = runner(api, clock)
+    asked = await waits(lookups, sim, clock, until=CACHE_LAG_WARN_SECONDS + 600)
+    assert sum(asked) >= CACHE_LAG_WARN_SECONDS + 600  # it still waits, and still tries
+    assert len(api.patches) > 20
+    reasons = [r for _, r, _ in api.events]
+    assert reasons == ["JobRelabelForbidden", "JobNotInCache"]
+    assert {t for t, _, _ in api.events} == {"Warning"}
+    refused, waiting = (m for _, _, m in api.events)
+    assert refused.startswith(f"Job {name}: its label {LABEL_MANAGED_BY} was removed, which hides it")
+    assert "grant the controller `patch` on `jobs.batch` in namespace default" in refused
+    assert "cannot patch resource" in refused  # the apiserver's own words too
+    assert api.told_at[0] == 0.0  # at once, not after the 5 minutes
+    assert waiting.startswith(f"Job {name} exists but is hidden from the controller's Job cache for 3")
+    assert "putting it back is refused (JobRelabelForbidden)" in waiting
+    assert "restart" not in waiting
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        Forbidden(403, "Forbidden", 'admission webhook "labels.example.com" denied the request: no'),
+        ApiError(422, "Invalid", "ValidatingAdmissionPolicy 'pin-labels' denied request: no"),
+    ],
+    ids=["webhook-403", "policy-422"],
+)
+async def test_a_relabel_a_policy_refuses_is_told_once_with_its_words(refusal: ApiError) -> None:
+    sim, name, api, clock = relabels_refused(refusal)
+    lookups = runner(api, clock)
+    await waits(lookups, sim, clock, until=120)
+    ((kind, reason, message),) = api.events
+    assert (kind, reason) == ("Warning", "JobRelabelForbidden")
+    assert message.startswith(f"Job {name}: its label {LABEL_MANAGED_BY} was removed")
+    assert refusal.message in message
+    assert "grant" not in message  # RBAC allowed it: no grant would help
+
+
+async def test_a_label_a_policy_keeps_setting_back_is_told_at_most_every_ten_minutes() -> None:
+    # Each patch is accepted, and the label is someone else's again at once (a mutating policy).
+    sim = running()
+    (name,) = sim.running()
+    api = Apiserver({name: with_labels(sim.jobs[name], {LABEL_MANAGED_BY: "argocd"})})
+    api.revert = "argocd"
+    clock = [0.0]
+    lookups = runner(api, clock)
+    await waits(lookups, sim, clock, until=3600)
+    assert len(api.patches) > 200  # still put back each time
+    relabelled = [
+        (t, m) for (_, r, m), t in zip(api.events, api.told_at, strict=True) if r == "JobRelabelled"
+    ]
+    times = [t for t, _ in relabelled]
+    assert 5 <= len(times) <= 7
+    assert all(b - a >= RELABEL_RETELL_SECONDS for a, b in pairwise(times))
+    first, again = relabelled[0][1], relabelled[1][1]
+    assert first.endswith("set back to zen-flow")
+    assert f"Job {name}: its label {LABEL_MANAGED_BY} was set to 'argocd' again" in again
+    assert "something keeps changing it" in again
+    (waiting,) = [m for _, r, m in api.events if r == "JobNotInCache"]
+    assert "keeps being changed back" in waiting
+    assert "restart" not in waiting
+
+
+async def test_a_label_changed_back_after_the_cache_showed_the_job_is_not_told_again_at_once() -> None:
+    sim = running()
+    (name,) = sim.running()
+    job = sim.jobs[name]
+    api = Apiserver({name: with_labels(job, {})})
+    clock = [0.0]
+    lookups = runner(api, clock)
+    for _ in range(3):  # put back, seen, removed again (a controller reverting it a minute later)
+        assert await lookups.cache_lags(sim.flow, []) is not None
+        assert await lookups.cache_lags(sim.flow, [api.jobs[name]]) is None
+        clock[0] += 60
+        api.jobs[name] = with_labels(job, {})
+    assert len(api.patches) == 3
+    assert [r for _, r, _ in api.events] == ["JobRelabelled"]
+    clock[0] += RELABEL_RETELL_SECONDS
+    assert await lookups.cache_lags(sim.flow, []) is not None
+    assert [r for _, r, _ in api.events] == ["JobRelabelled"] * 2
+    assert f"Job {name}: its label {LABEL_MANAGED_BY} was removed again" in api.events[-1][2]
+    assert "set back to zen-flow, 4 times in 13 min" in api.events[-1][2]
 
 
 async def test_more_unseen_jobs_than_a_round_looks_up_never_let_the_flow_be_planned() -> None:

@@ -462,7 +462,8 @@ def test_the_success_message_counts_in_plain_english(steps: list[dict[str, Any]]
 
 def test_a_finished_flow_acknowledges_a_spec_edited_since_in_observed_generation() -> None:
     # `zen-flow suspend` on a finished flow: the generation moves; tools that judge health by
-    # observedGeneration (Argo CD, Flux) must not see it as never reconciled. Nothing else changes.
+    # observedGeneration (Argo CD, Flux) must not see it as never reconciled. Nothing else changes but
+    # the conditions' observedGeneration (test_planner_condition_generation.py: `kubectl wait`).
     sim = Simulator(make_flow([job_step("a")]).model_copy(deep=True), T0)
     sim.reconcile()
     sim.complete(sim.running()[0])
@@ -473,7 +474,8 @@ def test_a_finished_flow_acknowledges_a_spec_edited_since_in_observed_generation
     sim.flow = sim.flow.model_copy(update={"metadata": edited})
     plan = sim.reconcile()
     assert sim.flow.status.observed_generation == edited.generation
-    assert sim.flow.status.model_copy(update={"observed_generation": before.observed_generation}) == before
+    unmoved = {"observed_generation": before.observed_generation, "conditions": before.conditions}
+    assert sim.flow.status.model_copy(update=unmoved) == before
     assert plan.actions == ()
     assert sim.reconcile().status is sim.flow.status  # then quiet again
 

@@ -144,6 +144,9 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
     flow = before
     spec_names = [s.name for s in flow.spec.steps]
     assert [s.name for s in result.status.steps] == spec_names
+    # Every condition at the generation planned: `kubectl wait` reads a condition's own.
+    generation = flow.metadata.generation
+    assert all(c.observed_generation == generation for c in result.status.conditions) or not generation
     new = {s.name: s.phase for s in result.status.steps}
     old = {s.name: s.phase for s in before.status.steps}
     final = {s.name for s in flow.spec.steps if s.is_finally}
@@ -174,8 +177,12 @@ def check_plan(sim: Simulator, before: JobFlow, result: Plan) -> None:
     if before.status.phase in ("Succeeded", "Failed"):
         kept = before.status
         generation = before.metadata.generation
-        if generation and kept.observed_generation != generation:
-            kept = kept.model_copy(update={"observed_generation": generation})  # a spec edit acknowledged
+        if generation:  # a spec edit acknowledged, by the status and each condition (`kubectl wait`)
+            conditions = tuple(
+                c.model_copy(update={"observed_generation": generation}) for c in kept.conditions
+            )
+            if kept.observed_generation != generation or conditions != kept.conditions:
+                kept = kept.model_copy(update={"observed_generation": generation, "conditions": conditions})
         assert result.status == kept
         if retry is None and kept is before.status:
             assert result.status is kept

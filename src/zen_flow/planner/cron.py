@@ -73,7 +73,7 @@ from zen_flow.planner.cron_runs import (
     run_time_of,
     time_of,
 )
-from zen_flow.planner.status import next_condition
+from zen_flow.planner.status import next_condition, observed_at
 
 __all__ = [  # the run builders and the history's delete, where the planner's users have always found them
     "DeleteRun",
@@ -158,7 +158,7 @@ def _condition(
     before = next((c for c in old if c.type == kind.value), None)
     said = ("True" if true else "False", reason, message)
     if before is not None and (before.status, before.reason, before.message) == said:
-        return before.model_copy(update={"observed_generation": generation})
+        return observed_at(before, generation)
     return next_condition(kind.value, true, reason, message, generation, now, before)
 
 
@@ -206,7 +206,8 @@ def plan_cron(
             "observed_generation": generation,
         }
     )
-    conditions = {c.type: c for c in old.conditions}
+    # Each at the generation planned, the Scheduled of a run time before an edit too (`kubectl wait`).
+    conditions = {c.type: observed_at(c, generation) for c in old.conditions}
     told = _later(old.last_schedule_time, old.last_skipped_time)  # the latest run time the status tells of
     if served is not None and (told is None or served > told):
         # A run the stored status does not tell of (its write lost): the condition says it was created.

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.meta import Condition
-from zen_flow.planner.status import MAX_CONDITION_MESSAGE, cut, next_condition
+from zen_flow.planner.status import MAX_CONDITION_MESSAGE, cut, next_condition, observed_at
 from zen_flow.planner.timing import normalize
 
 __all__ = ["FailingCondition", "Refused", "carried", "with_failing"]
@@ -60,8 +60,8 @@ def with_failing(
     """`status` (planned from `old`) with the condition of `kind`: True saying `refused`, False once a
     plan of a flow that had it got by without a refusal, as the module's docstring says."""
     before = next((c for c in old.conditions if c.type == kind.type), None)
-    if quiet:
-        return carried(status, kind.type, before)
+    if quiet:  # as it was, at the generation planned
+        return carried(status, kind.type, before and observed_at(before, status.observed_generation))
     if refused is not None:
         value, reason, message = "True", refused.reason, cut(refused.message, MAX_CONDITION_MESSAGE)
         if (
@@ -74,8 +74,7 @@ def with_failing(
     elif before is not None and before.status == "True":
         value, reason, message = "False", kind.passed if passed else kind.idle, ""
     elif before is not None:  # False already: said once, not again for each plan's requests
-        generation = status.observed_generation
-        return carried(status, kind.type, before.model_copy(update={"observed_generation": generation}))
+        return carried(status, kind.type, observed_at(before, status.observed_generation))
     else:
         return status
     generation = status.observed_generation

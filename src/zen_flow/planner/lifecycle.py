@@ -33,7 +33,7 @@ from zen_flow.planner.events import NORMAL, derive_events
 from zen_flow.planner.node_avoidance import without_avoiding
 from zen_flow.planner.retention import retention_deletes, retention_of
 from zen_flow.planner.retry_messages import waited_failure
-from zen_flow.planner.status import REASON_INVALID, REASON_JOB_REJECTED
+from zen_flow.planner.status import REASON_INVALID, REASON_JOB_REJECTED, all_observed_at
 from zen_flow.planner.status_assembly import assemble
 from zen_flow.planner.steps import StepWork
 from zen_flow.planner.timing import after, normalize, until
@@ -146,17 +146,24 @@ def step_attempt(name: str, steps: Mapping[str, str]) -> tuple[str, int]:
 
 
 def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl: bool = True) -> Plan:
-    """A Succeeded or Failed flow: only the TTL acts, and a spec edited since (a suspend, say) is
-    acknowledged in `observedGeneration`: tools that judge health by it (kstatus: Argo CD, Flux) would
-    otherwise take the flow for never reconciled. A Job of its own that its status does not record
-    (`jobs`, `strays`) is deleted, with an event: the status stays as it is. Once the TTL has expired
-    only the flow is deleted: the garbage collector takes its Jobs with it, and a Job delete the
-    apiserver keeps refusing (an admission policy) cannot hold the flow's deletion back. `ttl` False (a
-    verified child flow, planner.lineage): its own TTL does not apply, its parent's retention decides."""
+    """A Succeeded or Failed flow: only the TTL acts, and a spec edited since (a suspend, a re-applied
+    TTL) is acknowledged in `observedGeneration`, the status's and every condition's: tools that judge
+    health by it (kstatus: Argo CD, Flux) would otherwise take the flow for never reconciled, and
+    `kubectl wait --for=condition=Complete` would wait on to its timeout. A Job of its own that its
+    status does not record (`jobs`, `strays`) is deleted, with an event: the status stays as it is.
+    Once the TTL has expired only the flow is deleted: the garbage collector takes its Jobs with it,
+    and a Job delete the apiserver keeps refusing (an admission policy) cannot hold the flow's deletion
+    back. `ttl` False (a verified child flow, planner.lineage): its own TTL does not apply, its
+    parent's retention decides."""
     status = flow.status
     generation = flow.metadata.generation
-    if generation and status.observed_generation != generation:
-        status = status.model_copy(update={"observed_generation": generation})
+    if generation:
+        # Each condition too (`kubectl wait` goes by a condition's own), also of a flow edited under an
+        # earlier version, which raised only the status's: what they say stays.
+        conditions = all_observed_at(status.conditions, generation)
+        if status.observed_generation != generation or conditions is not status.conditions:
+            update = {"observed_generation": generation, "conditions": conditions}
+            status = status.model_copy(update=update)
     finished = status.completion_time or status.start_time or flow.metadata.creation_timestamp
     if flow.metadata.deletion_timestamp is not None:
         return Plan((), status, (), None)  # the garbage collector deletes its Jobs

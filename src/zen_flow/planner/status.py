@@ -344,5 +344,21 @@ def next_condition(
     return before if before is not None and before == cond else cond
 
 
+def observed_at(cond: Condition, generation: int | None) -> Condition:
+    """`cond` saying what it said (its lastTransitionTime too), observed at `generation`: for a condition
+    a reconcile of an edited spec keeps as it is. `kubectl wait --for=condition=X` reads a condition's own
+    observedGeneration before the status's and waits while it is below metadata.generation, so every
+    condition kept moves with the status's (an ended flow's, a CronJobFlow's between run times)."""
+    if generation is None or cond.observed_generation == generation:
+        return cond
+    return cond.model_copy(update={"observed_generation": generation})
+
+
+def all_observed_at(conds: tuple[Condition, ...], generation: int | None) -> tuple[Condition, ...]:
+    """Every condition of `conds` `observed_at` `generation`; `conds` itself when none moves."""
+    moved = tuple(observed_at(c, generation) for c in conds)
+    return conds if all(a is b for a, b in zip(moved, conds, strict=True)) else moved
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
