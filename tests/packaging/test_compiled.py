@@ -44,6 +44,8 @@ def compiled_sources(src: Path) -> list[str]:
 # The tests that exercise what is compiled: the rules, the webhook that calls them, `zen-flow validate`.
 SUITES = (
     "tests/unit/test_validation_flow.py",
+    "tests/unit/test_validation_job_spec.py",
+    "tests/unit/test_job_template_keys.py",
     "tests/unit/test_validation_matrix.py",
     "tests/unit/test_validation_io.py",
     "tests/unit/test_validation_plain_inputs.py",

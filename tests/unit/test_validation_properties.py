@@ -122,6 +122,20 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
             step["template"] = template(
                 "Never" if with_pfp else draw(st.sampled_from(["Never", "OnFailure"]))
             )
+            # Job fields the Job API accepts beside the flow's podFailurePolicy, and labels of the user's.
+            step["template"]["spec"].update(
+                draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "podReplacementPolicy": st.just("Failed"),
+                            "managedBy": st.just("kubernetes.io/job-controller"),
+                        },
+                    )
+                )
+            )
+            if draw(st.booleans()):
+                step["metadata"] = {"labels": {"team": "a", "kueue.x-k8s.io/queue-name": "q"}}
             step["outputs"] = {
                 "parameters": [
                     {"name": "succeeded", "valueFrom": {"jsonPath": "$.succeeded"}},
@@ -323,6 +337,7 @@ BREAKAGES: list[BadStep] = [
     ("when", "steps.a.phase =="),
     ("timeoutSeconds", -1),
     ("retryPolicy", {"limit": -2}),
+    ("metadata", {"labels": {"workflow.kube-zen.io/flow": "other"}}),  # zen-flow's own key
 ]
 
 

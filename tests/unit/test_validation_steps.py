@@ -219,7 +219,7 @@ def test_template_must_be_a_valid_job(mutation: Mutation, path: str, kind: Error
         lambda f: pod_spec(f, "a").pop("restartPolicy"),
         lambda f: pod_spec(f, "a").update(restartPolicy="OnFailure"),
         lambda f: step(f, "a")["template"]["spec"].update(
-            backoffLimit=0, activeDeadlineSeconds=1, completionMode="Indexed"
+            backoffLimit=0, activeDeadlineSeconds=1, completionMode="Indexed", completions=1
         ),
         lambda f: step(f, "a")["template"]["spec"].update(
             selector={"matchLabels": {"a": "b"}}, manualSelector=True

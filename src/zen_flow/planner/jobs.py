@@ -118,7 +118,7 @@ def native_pod_failure_policy(policy: PodFailurePolicy) -> dict[str, Any] | None
         if rule.on_exit_codes is not None:
             codes: dict[str, Any] = {
                 "operator": rule.on_exit_codes.operator,
-                "values": list(rule.on_exit_codes.values),
+                "values": sorted(rule.on_exit_codes.values),  # the Job API refuses them unordered
             }
             # No containerName means every container (the Job API's meaning); the original's implicit
             # "main" would be rejected by the apiserver for pods without such a container.

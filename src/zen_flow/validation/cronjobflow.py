@@ -164,7 +164,7 @@ def _reserved(r: Reader, meta: Mapping[str, Any]) -> None:
 def _check_template(r: Reader, template: Mapping[str, Any], name: str, stopped: list[bool]) -> None:
     meta = r.mapping(template.get("metadata"), "spec.jobFlowTemplate.metadata")
     if meta is not None:
-        check_metadata_maps(r, meta, "spec.jobFlowTemplate.metadata")
+        check_metadata_maps(r, meta, "spec.jobFlowTemplate.metadata", own_keys=False)
         _reserved(r, meta)
     spec = r.mapping(template.get("spec"), TEMPLATE_SPEC, require=True)
     if spec is None:

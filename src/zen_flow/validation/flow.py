@@ -54,6 +54,7 @@ from zen_flow.validation.steps import (
     check_step_fields,
     check_step_names,
     check_step_references,
+    check_stored_step_keys,
     is_manual,
 )
 from zen_flow.validation.synchronization import OWN, check_flow_locks, check_synchronization
@@ -160,7 +161,7 @@ def check_flow_metadata(r: Reader, meta: Mapping[str, Any]) -> str:
             )
         )
     r.string(meta.get("namespace"), METADATA + ".namespace")
-    check_metadata_maps(r, meta, METADATA)
+    check_metadata_maps(r, meta, METADATA, own_keys=False)
     return name or ""
 
 
@@ -201,6 +202,7 @@ def check_spec(r: Reader, spec: Mapping[str, Any], flow_name: str, encoded: byte
     raw_steps = r.sequence(spec.get("steps"), steps_path, require=True)
     check_step_count(r, raw_steps, steps_path)
     check_flow_locks(r, spec, raw_steps or ())
+    check_stored_step_keys(r, raw_steps or (), steps_path)
     fanned = {
         i
         for i, raw in enumerate(raw_steps or ())
@@ -323,7 +325,11 @@ def _check_step_policy(
         pfp = r.mapping(job_spec.get("podFailurePolicy"), pfp_path)
         if pfp is not None:
             own = check_pod_failure_policy(
-                r, pfp, pfp_path, allow_fail_index=job_spec.get("backoffLimitPerIndex") is not None
+                r,
+                pfp,
+                pfp_path,
+                allow_fail_index=job_spec.get("backoffLimitPerIndex") is not None,
+                as_written=True,
             )
             check_policy_fits(r, own, name, info)
     elif flow_needs is not None:

@@ -97,5 +97,5 @@ def _with_unfilled_matrix_arguments(spec: Mapping[str, Any]) -> Mapping[str, Any
 def _check_name(r: Reader, meta: Mapping[str, Any]) -> str:
     why = f"it is the value of the {LABEL_TEMPLATE} label on the flows made from it"
     name, _ = r.object_name(meta, MAX_FLOW_NAME, why)
-    check_metadata_maps(r, meta, "metadata")
+    check_metadata_maps(r, meta, "metadata", own_keys=False)
     return name

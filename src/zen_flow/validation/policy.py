@@ -24,6 +24,7 @@ from zen_flow.validation.errors import (
     too_many,
 )
 from zen_flow.validation.formats import label_problem, qualified_name_problem
+from zen_flow.validation.job_spec import POD_REPLACEMENT_WITH_PFP
 from zen_flow.validation.limits import (
     MAX_EXIT_CODE_VALUES,
     MAX_POD_CONDITION_PATTERNS,
@@ -127,8 +128,10 @@ def check_pod_pending_timeout(r: Reader, value: Any, path: Path) -> None:
 
 
 def check_pod_failure_policy(
-    r: Reader, pfp: Mapping[str, Any], path: Path, *, allow_fail_index: bool
+    r: Reader, pfp: Mapping[str, Any], path: Path, *, allow_fail_index: bool, as_written: bool = False
 ) -> PolicyNeeds:
+    """`as_written`: a Job template's own policy, which reaches the Job API as it is: no operator is
+    filled in nor exit codes sorted for it, as the Job builder does for the flow's (planner/jobs.py)."""
     rules_path = path + ".rules"
     raw_rules = pfp.get("rules")
     rules = r.sequence(raw_rules, rules_path)
@@ -138,14 +141,14 @@ def check_pod_failure_policy(
         r.add(too_many(rules_path, len(rules), MAX_POD_FAILURE_RULES))
     refs: list[tuple[Path, str]] = []
     for rule_path, rule in r.mappings(rules, rules_path):
-        ref = _check_rule(r, rule, rule_path, allow_fail_index)
+        ref = _check_rule(r, rule, rule_path, allow_fail_index, as_written)
         if ref is not None:
             refs.append(ref)
     return PolicyNeeds(path, tuple(refs))
 
 
 def _check_rule(
-    r: Reader, rule: Mapping[str, Any], path: Path, allow_fail_index: bool
+    r: Reader, rule: Mapping[str, Any], path: Path, allow_fail_index: bool, as_written: bool
 ) -> tuple[Path, str] | None:
     action = r.string(rule.get("action"), path + ".action", require=True)
     actions = (*POD_FAILURE_ACTIONS, "FailIndex") if allow_fail_index else POD_FAILURE_ACTIONS
@@ -162,12 +165,17 @@ def _check_rule(
         _check_pod_conditions(r, conditions, path + ".onPodConditions")
     if exit_codes is None:
         return None
-    return _check_exit_codes(r, exit_codes, path + ".onExitCodes")
+    return _check_exit_codes(r, exit_codes, path + ".onExitCodes", as_written)
 
 
-def _check_exit_codes(r: Reader, rule: Mapping[str, Any], path: Path) -> tuple[Path, str] | None:
+def _check_exit_codes(
+    r: Reader, rule: Mapping[str, Any], path: Path, as_written: bool
+) -> tuple[Path, str] | None:
     operator = r.string(rule.get("operator"), path + ".operator") or "In"
-    if operator not in EXIT_CODE_OPERATORS:
+    if as_written and rule.get("operator") is None:
+        detail = 'the Job API has no default for it: supported values: "In", "NotIn"'
+        r.add(required(path + ".operator", detail))
+    elif operator not in EXIT_CODE_OPERATORS:
         r.add(not_supported(path + ".operator", operator, EXIT_CODE_OPERATORS))
     values_path = path + ".values"
     values = r.sequence(rule.get("values"), values_path, require=True)
@@ -176,6 +184,7 @@ def _check_exit_codes(r: Reader, rule: Mapping[str, Any], path: Path) -> tuple[P
     elif values is not None and len(values) > MAX_EXIT_CODE_VALUES:
         r.add(too_many(values_path, len(values), MAX_EXIT_CODE_VALUES))
     seen: set[int] = set()
+    ordered, previous = True, -1
     for i, raw in enumerate(values or ()):
         value = r.integer(raw, values_path + f"[{i}]", maximum=INT32_MAX)
         if value is None:
@@ -187,6 +196,13 @@ def _check_exit_codes(r: Reader, rule: Mapping[str, Any], path: Path) -> tuple[P
         if value in seen:
             r.add(duplicate(values_path + f"[{i}]", value))
         seen.add(value)
+        ordered, previous = ordered and value >= previous, value
+    if as_written and not ordered:  # the flow's are sorted by the Job builder
+        r.add(
+            invalid(
+                values_path, values, "must be ordered: the Job API takes the template's policy as written"
+            )
+        )
     name_path = path + ".containerName"
     name = r.string(rule.get("containerName"), name_path)
     if name is None:
@@ -219,6 +235,20 @@ def check_policy_fits(r: Reader, needs: PolicyNeeds, step: str, info: TemplateIn
                 f"{needs.path} applies to step {quote(step)}, and Kubernetes accepts a podFailurePolicy only "
                 "with restartPolicy Never (a pod restarted in place never fails); set restartPolicy: "
                 "Never in this step's template, or give its Job a podFailurePolicy of its own",
+            )
+        )
+    replacement = info.pod_replacement_policy
+    # Beside the Job's own policy this was said checking the template (validation/job_spec.py).
+    own = info.has_own_pod_failure_policy
+    if replacement is not None and replacement not in POD_REPLACEMENT_WITH_PFP and not own:
+        r.add(
+            not_supported(
+                info.pod_replacement_policy_path,
+                replacement,
+                POD_REPLACEMENT_WITH_PFP,
+                f"{needs.path} applies to step {quote(step)}, and beside a podFailurePolicy the Job API "
+                "accepts only podReplacementPolicy Failed; set Failed (or leave it out) in this step's "
+                "template, or give its Job a podFailurePolicy of its own",
             )
         )
     for ref_path, name in needs.container_refs:

@@ -13,8 +13,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from zen_flow.core.own_keys import OWN_KEY_REFUSAL, is_own_key
-from zen_flow.validation.errors import Path, duplicate, forbidden, invalid, not_supported, required
+from zen_flow.validation.errors import Path, duplicate, invalid, not_supported, required
 from zen_flow.validation.formats import (
     config_key_problem,
     parse_quantity,
@@ -22,6 +21,7 @@ from zen_flow.validation.formats import (
     subdomain_problem,
 )
 from zen_flow.validation.reader import Reader
+from zen_flow.validation.template import refuse_own_keys
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 
@@ -32,9 +32,8 @@ def _check_name(r: Reader, obj: Mapping[str, Any], path: Path, flow: str, seen: 
         return
     for field in ("labels", "annotations"):  # `enabled: true` would become the label value "True"
         field_path = path + ".metadata" + "." + field
-        for key in r.string_map(meta.get(field), field_path) or ():
-            if is_own_key(key):  # the controller creates the object: it must not carry keys it trusts
-                r.add(forbidden(field_path + f"[{key}]", OWN_KEY_REFUSAL))
+        # The controller creates the object: it must not carry keys it trusts.
+        refuse_own_keys(r, r.string_map(meta.get(field), field_path) or (), field_path)
     name_path = path + ".metadata" + ".name"
     name = r.string(meta.get("name"), name_path, require=True)
     if name is None:

@@ -47,7 +47,7 @@ def check_step_defaults(r: Reader, raw: Any, path: Path = STEP_DEFAULTS) -> None
     meta = r.mapping(defaults.get("metadata"), path + ".metadata")
     if meta is not None:
         _unknown(r, meta, ("labels", "annotations"), path + ".metadata")
-        check_metadata_maps(r, meta, path + ".metadata")
+        check_metadata_maps(r, meta, path + ".metadata", own_keys=True)
     pod = r.mapping(defaults.get("podSpec"), path + ".podSpec")
     if pod is not None:
         _unknown(r, pod, POD_FIELDS, path + ".podSpec")

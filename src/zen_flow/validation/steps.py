@@ -45,7 +45,7 @@ from zen_flow.validation.retry_policy import (
     check_retry_policy,
 )
 from zen_flow.validation.synchronization import check_synchronization
-from zen_flow.validation.template import TemplateInfo, check_metadata_maps
+from zen_flow.validation.template import TemplateInfo, check_metadata_maps, refuse_own_keys
 
 STEP_TYPES = ("Job", "Manual", "Flow")
 # `flow.outcome`: how the steps that are not finally ended, read by the `when` of finally steps only.
@@ -55,6 +55,21 @@ _OUTCOME_ONLY = (
     "ended, known only once they all have)"
 )
 DEPENDENCY_POLICIES = tuple(p.value for p in DependencyPolicy)
+
+
+def check_stored_step_keys(r: Reader, steps: Sequence[Any], path: Path) -> None:
+    """No key of zen-flow's own in a step's `metadata`, which goes onto its Job and pods: checked on the
+    steps as stored, before a matrix expands them (each item carries zen-flow's annotation
+    `workflow.kube-zen.io/matrix`, check_step_fields sees the items). The map's other rules, and a
+    metadata that is no object, are check_step_fields'; a Flow step takes no metadata at all."""
+    for i, step in enumerate(steps):
+        meta = step.get("metadata") if isinstance(step, dict) and step.get("type") != "Flow" else None
+        if not isinstance(meta, dict):
+            continue
+        for field in ("labels", "annotations"):
+            keys = meta.get(field)
+            if isinstance(keys, dict):
+                refuse_own_keys(r, keys, f"{path}[{i}].metadata.{field}")
 
 
 def check_step_names(r: Reader, steps: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
@@ -123,7 +138,7 @@ def check_step_fields(
     check_approval(r, step.get("approval"), path + ".approval", manual=is_manual(step))
     meta = r.mapping(step.get("metadata"), path + ".metadata")
     if meta is not None:
-        check_metadata_maps(r, meta, path + ".metadata")
+        check_metadata_maps(r, meta, path + ".metadata", own_keys=False)  # check_stored_step_keys
     retry = r.mapping(step.get("retryPolicy"), path + ".retryPolicy")
     if retry is not None:
         check_retry_policy(r, retry, path + ".retryPolicy")

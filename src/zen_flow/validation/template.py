@@ -8,9 +8,10 @@ that did not parse as a Job; we check what a Job needs, and the types of the fie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from zen_flow.core.own_keys import OWN_KEY_REFUSAL, is_own_key
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -26,14 +27,14 @@ from zen_flow.validation.formats import (
     qualified_name_problem,
     quantity_problem,
 )
+from zen_flow.validation.job_spec import check_job_spec_fields, pod_replacement_policy
 from zen_flow.validation.memo import CheckMemo
-from zen_flow.validation.reader import INT32_MAX, Reader
+from zen_flow.validation.reader import Reader
 
 RESTART_POLICIES = ("OnFailure", "Never")
 # The pod template of a Job has no valid default (PodSpec defaults to Always, which the Job API rejects);
 # the Job builder fills in Never, the only policy that works with podFailurePolicy.
 DEFAULT_RESTART_POLICY = "Never"
-COMPLETION_MODES = ("NonIndexed", "Indexed")
 
 
 class TemplateInfo(NamedTuple):
@@ -44,10 +45,14 @@ class TemplateInfo(NamedTuple):
     restart_policy_path: Path
     container_names: frozenset[str]  # containers and initContainers
     has_own_pod_failure_policy: bool
+    pod_replacement_policy: str | None  # when it is one the Job API knows
+    pod_replacement_policy_path: Path
 
 
-def check_metadata_maps(r: Reader, meta: Mapping[str, Any], path: Path) -> None:
-    """labels / annotations as the apiserver will check them when the Job (or pod) is created."""
+def check_metadata_maps(r: Reader, meta: Mapping[str, Any], path: Path, *, own_keys: bool) -> None:
+    """labels / annotations as the apiserver will check them when the Job (or pod) is created; with
+    `own_keys` (what reaches the step's Job and pods), none of zen-flow's own keys (`refuse_own_keys`).
+    The flow's own metadata, a template's or a CronJobFlow's run's carry them by design."""
     labels = r.string_map(meta.get("labels"), path + ".labels")
     for key, value in (labels or {}).items():
         if problem := qualified_name_problem(key):
@@ -58,6 +63,18 @@ def check_metadata_maps(r: Reader, meta: Mapping[str, Any], path: Path) -> None:
     for key in annotations or {}:
         if problem := qualified_name_problem(key):
             r.add(invalid(path + ".annotations", key, problem))
+    if own_keys:
+        refuse_own_keys(r, labels or (), path + ".labels")
+        refuse_own_keys(r, annotations or (), path + ".annotations")
+
+
+def refuse_own_keys(r: Reader, keys: Iterable[object], path: Path) -> None:
+    """Each of zen-flow's own keys (core/own_keys.py) among `keys`, as `path[KEY]: Forbidden`: only
+    zen-flow writes them on what it creates (a Job's `workflow.kube-zen.io/flow`, `created-by`, a matrix
+    item's `matrix`), and a key it trusts must not be one a flow author chose."""
+    for key in keys:
+        if isinstance(key, str) and is_own_key(key):
+            r.add(forbidden(path + f"[{key}]", OWN_KEY_REFUSAL))
 
 
 def check_template(r: Reader, template: Mapping[str, Any], path: Path) -> TemplateInfo | None:
@@ -72,19 +89,19 @@ def check_template(r: Reader, template: Mapping[str, Any], path: Path) -> Templa
         r.add(not_supported(path + ".kind", kind, ["Job"]))
     meta = r.mapping(template.get("metadata"), path + ".metadata")
     if meta is not None:
-        check_metadata_maps(r, meta, path + ".metadata")
+        check_metadata_maps(r, meta, path + ".metadata", own_keys=True)
     spec_path = path + ".spec"
     spec = r.mapping(template.get("spec"), spec_path, require=True)
     if spec is None:
         return None
-    _check_job_spec_fields(r, spec, spec_path)
+    check_job_spec_fields(r, spec, spec_path)
     pod_template_path = spec_path + ".template"
     pod_template = r.mapping(spec.get("template"), pod_template_path, require=True)
     if pod_template is None:
         return None
     pod_meta = r.mapping(pod_template.get("metadata"), pod_template_path + ".metadata")
     if pod_meta is not None:
-        check_metadata_maps(r, pod_meta, pod_template_path + ".metadata")
+        check_metadata_maps(r, pod_meta, pod_template_path + ".metadata", own_keys=True)
     pod_spec_path = pod_template_path + ".spec"
     pod_spec = r.mapping(pod_template.get("spec"), pod_spec_path, require=True)
     if pod_spec is None:
@@ -99,6 +116,8 @@ def check_template(r: Reader, template: Mapping[str, Any], path: Path) -> Templa
         restart_policy_path=restart_path,
         container_names=frozenset(names),
         has_own_pod_failure_policy=spec.get("podFailurePolicy") is not None,
+        pod_replacement_policy=pod_replacement_policy(spec),
+        pod_replacement_policy_path=spec_path + ".podReplacementPolicy",
     )
 
 
@@ -111,6 +130,8 @@ def relocate_info(info: TemplateInfo | None, path: Path) -> TemplateInfo | None:
         path + info.restart_policy_path,
         info.container_names,
         info.has_own_pod_failure_policy,
+        info.pod_replacement_policy,
+        path + info.pod_replacement_policy_path,
     )
 
 
@@ -129,30 +150,6 @@ def template_memo() -> CheckMemo[TemplateInfo | None]:
     """`check_template` once per distinct template of a flow: a step whose other fields differ from
     every earlier step's (so the step memo missed) still mostly shares its Job template."""
     return CheckMemo(check_template, relocate_info)
-
-
-def _check_job_spec_fields(r: Reader, spec: Mapping[str, Any], path: Path) -> None:
-    for field in ("parallelism", "completions", "ttlSecondsAfterFinished", "backoffLimitPerIndex"):
-        value = r.integer(spec.get(field), path + "." + field, maximum=INT32_MAX)
-        if value is not None and value < 0:
-            r.add(invalid(path + "." + field, value, "must be greater than or equal to 0"))
-    backoff = r.integer(spec.get("backoffLimit"), path + ".backoffLimit", maximum=INT32_MAX)
-    if backoff is not None and backoff < 0:
-        r.add(invalid(path + ".backoffLimit", backoff, "must be greater than or equal to 0"))
-    deadline = r.integer(spec.get("activeDeadlineSeconds"), path + ".activeDeadlineSeconds")
-    if deadline is not None and deadline <= 0:
-        r.add(invalid(path + ".activeDeadlineSeconds", deadline, "must be greater than 0"))
-    r.boolean(spec.get("suspend"), path + ".suspend")
-    mode = r.string(spec.get("completionMode"), path + ".completionMode")
-    if mode and mode not in COMPLETION_MODES:
-        r.add(not_supported(path + ".completionMode", mode, COMPLETION_MODES))
-    if spec.get("selector") is not None and spec.get("manualSelector") is not True:
-        r.add(
-            forbidden(
-                path + ".selector",
-                "the Job controller generates the selector; set manualSelector: true to supply one",
-            )
-        )
 
 
 def _check_pod_spec(r: Reader, pod_spec: Mapping[str, Any], path: Path) -> list[str]:
