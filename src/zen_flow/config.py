@@ -19,7 +19,12 @@ from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.instances import instance_id_problem
 from zen_flow.core.naming import is_dns1123_subdomain
 from zen_flow.planner.archive_logs import LOG_MODES
-from zen_flow.setting_checks import archive_problems, cloudevents_problems, shard_problems
+from zen_flow.setting_checks import (
+    archive_problems,
+    cloudevents_problems,
+    shard_problems,
+    webhook_load_problems,
+)
 from zen_flow.settings import DEFAULT_LEASE_NAME as DEFAULT_LEASE_NAME
 from zen_flow.settings import Settings as Settings
 
@@ -126,6 +131,7 @@ def _check(s: Settings) -> None:
         problems.append("--log-format must be json, console or auto")
     problems.extend(cloudevents_problems(s))
     problems.extend(archive_problems(s))
+    problems.extend(webhook_load_problems(s))
     for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):
         if addr:  # empty disables the server
             try:

@@ -111,6 +111,8 @@ def webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> We
     from zen_flow.kube.access_reviews import AccessReviews
     from zen_flow.kube.flow_templates import WEBHOOK_TIMEOUT_SECONDS, FlowTemplateClient
     from zen_flow.webhook.approvers import ApprovalAuthorizer
+    from zen_flow.webhook.connections import ConnectionLimits
+    from zen_flow.webhook.review_threads import ReviewLimits
     from zen_flow.webhook.runtime import WebhookRuntime
 
     return WebhookRuntime(
@@ -118,4 +120,14 @@ def webhook_server(settings: Settings, metrics: Metrics, kube: KubeClient) -> We
         metrics,
         authorize=ApprovalAuthorizer(AccessReviews(kube)) if settings.authorize_approvals else None,
         templates=FlowTemplateClient(kube, timeout=WEBHOOK_TIMEOUT_SECONDS),
+        limits=ConnectionLimits(
+            max_connections=settings.webhook_max_connections,
+            max_connections_per_ip=settings.webhook_max_connections_per_ip,
+        ),
+        body_budget=settings.webhook_body_budget_bytes,
+        reviews=ReviewLimits(
+            threads=settings.webhook_review_threads,
+            per_namespace=settings.webhook_namespace_review_threads,
+            max_wait=settings.webhook_queue_wait_seconds,
+        ),
     )

@@ -8,7 +8,16 @@ from pathlib import Path
 
 from zen_flow.addresses import split_addr
 from zen_flow.controller.metrics import Metrics
-from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, Authorize, Templates, WebhookServer
+from zen_flow.webhook.bodies import BODY_BUDGET_BYTES
+from zen_flow.webhook.connections import ConnectionLimits
+from zen_flow.webhook.review_threads import DEFAULT_REVIEW_LIMITS, ReviewLimits
+from zen_flow.webhook.server import (
+    DEFAULT_LIMITS,
+    DEFAULT_RELOAD_INTERVAL,
+    Authorize,
+    Templates,
+    WebhookServer,
+)
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
 
 
@@ -21,6 +30,9 @@ class WebhookRuntime:
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         authorize: Authorize | None = None,
         templates: Templates | None = None,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+        body_budget: int = BODY_BUDGET_BYTES,
+        reviews: ReviewLimits = DEFAULT_REVIEW_LIMITS,
     ):
         self.server = WebhookServer(
             cert_dir,
@@ -28,6 +40,9 @@ class WebhookRuntime:
             metrics=PrometheusWebhookMetrics(metrics),
             authorize=authorize,
             templates=templates,
+            limits=limits,
+            body_budget=body_budget,
+            reviews=reviews,
         )
 
     def tls_problem(self) -> str | None:
