@@ -19,7 +19,12 @@ from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.core.instances import instance_id_problem
 from zen_flow.core.naming import is_dns1123_subdomain
 from zen_flow.planner.archive_logs import LOG_MODES
-from zen_flow.setting_checks import archive_problems, cloudevents_problems, shard_problems
+from zen_flow.setting_checks import (
+    archive_problems,
+    cloudevents_problems,
+    shard_problems,
+    webhook_load_problems,
+)
 from zen_flow.settings import DEFAULT_LEASE_NAME as DEFAULT_LEASE_NAME
 from zen_flow.settings import Settings as Settings
 
@@ -128,6 +133,7 @@ def _check(s: Settings) -> None:
     problems.extend(archive_problems(s))
     if s.webhook_client_names and not s.webhook_client_ca:
         problems.append("--webhook-client-names needs --webhook-client-ca (the CA that signs those names)")
+    problems.extend(webhook_load_problems(s))
     for name, addr in (("--metrics-addr", s.metrics_addr), ("--webhook-addr", s.webhook_addr)):
         if addr:  # empty disables the server
             try:

@@ -1,6 +1,7 @@
-"""What is wrong with the settings that need more than a type to check: shards, the CloudEvents sink and
-the archive store. Kept apart from `zen_flow.config` (which parses the settings; `zen_flow.settings` holds
-them) so that each reads on its own; `config.load` runs them all, and `zen-flow archive` runs the archive's.
+"""What is wrong with the settings that need more than a type to check: shards, the CloudEvents sink,
+the archive store and the webhook's limits on load. Kept apart from `zen_flow.config` (which parses the
+settings; `zen_flow.settings` holds them) so that each reads on its own; `config.load` runs them all, and
+`zen-flow archive` runs the archive's.
 """
 
 from __future__ import annotations
@@ -130,4 +131,29 @@ def archive_problems(s: Settings) -> list[str]:
             problems.append(
                 f"--archive-s3-ca-file: {s.archive_s3_ca_file!r} is not a readable PEM bundle ({exc})"
             )
+    return problems
+
+
+# The largest admission request body the webhook reads (webhook/bodies.py, MAX_BODY_BYTES; the config
+# layer does not import the webhook, and a test holds the two equal): a body budget below it would
+# refuse the largest legitimate reviews for ever.
+LARGEST_REVIEW_BYTES = 3 * 1024 * 1024 + 64 * 1024
+
+
+def webhook_load_problems(s: Settings) -> list[str]:
+    problems = []
+    if s.webhook_max_connections < 1 or s.webhook_max_connections_per_ip < 0:
+        problems.append(
+            "--webhook-max-connections must be >= 1 and --webhook-max-connections-per-ip >= 0 (0: no cap)"
+        )
+    if s.webhook_body_budget_bytes < LARGEST_REVIEW_BYTES:
+        problems.append(
+            f"--webhook-body-budget-bytes must be >= {LARGEST_REVIEW_BYTES} (the largest request body)"
+        )
+    if not 1 <= s.webhook_namespace_review_threads <= s.webhook_review_threads:
+        problems.append(
+            "--webhook-review-threads must be >= 1 and --webhook-namespace-review-threads between 1 and it"
+        )
+    if not s.webhook_queue_wait_seconds > 0:
+        problems.append("--webhook-queue-wait-seconds must be > 0")
     return problems

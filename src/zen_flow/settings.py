@@ -145,6 +145,49 @@ class Settings:
             "URI subjectAltName is one of these, comma-separated; empty: any certificate the CA signed"
         },
     )
+    webhook_max_connections: int = field(
+        default=128,
+        metadata={
+            "help": "connections the webhook server keeps open at once; a new one past it closes the "
+            "connection that has waited on its client longest (idle, or still sending its request), and is "
+            "refused only when every connection has a request under review"
+        },
+    )
+    webhook_max_connections_per_ip: int = field(
+        default=96,
+        metadata={
+            "help": "connections from one address at once (0: no cap); a new one past it closes that "
+            "address's longest-waiting connection, or is refused. The apiserver calls from one address or a "
+            "few, and opens a connection per call in flight: keep it well above its busiest moment"
+        },
+    )
+    webhook_body_budget_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={
+            "help": "bytes of admission request bodies held at once, from their first byte to the answer; "
+            "a request past it is answered 503 with Retry-After: 1, unread (at least 3211264, one "
+            "largest body)"
+        },
+    )
+    webhook_review_threads: int = field(
+        default=2,
+        metadata={
+            "help": "threads the admission reviews' work runs in, shared by namespaces in turns (one "
+            "interpreter lock: more threads bound the waits, they do not review faster)"
+        },
+    )
+    webhook_namespace_review_threads: int = field(
+        default=1,
+        metadata={"help": "of --webhook-review-threads, how many one namespace's reviews may hold at once"},
+    )
+    webhook_queue_wait_seconds: float = field(
+        default=3.0,
+        metadata={
+            "help": "seconds from a review's arrival within which it must get a review thread; past them "
+            "it is denied with code 429 (TooManyRequests, retry after 1 s) instead of running into the "
+            "webhooks' timeoutSeconds (5)"
+        },
+    )
     authorize_approvals: bool = field(
         default=True,
         metadata={

@@ -11,8 +11,11 @@ that message too (checked once, through the Python client).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import threading
+import time
 from typing import Any
 from unittest.mock import patch
 
@@ -28,6 +31,8 @@ import zen_flow.validation.flow as flow_rules
 import zen_flow.webhook.review as review_module
 from zen_flow.api.constants import GROUP, PLURAL, VERSION
 from zen_flow.validation import AcceptedSpecs
+from zen_flow.webhook import handlers
+from zen_flow.webhook.bodies import BodyBudget, Shed
 from zen_flow_dev.testing.crd import REPO
 from zen_flow_dev.testing.examples import original_forms, project_examples, upstream_examples
 
@@ -277,3 +282,75 @@ def test_kubectl_prints_the_webhooks_warning_for_an_artifact_stored_nowhere(
     labelled = kubectl("label", "jobflow", "nowhere", "-n", namespace, "team=a", check=False)
     assert labelled.returncode == 0
     assert "Warning" not in labelled.stderr  # the spec did not change: said once
+
+
+async def test_a_review_with_no_thread_in_time_reaches_the_client_as_a_429_to_retry(
+    webhook: Webhook, namespace: str, api_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One review of the namespace holds its namespace's review thread; the next one through the apiserver
+    # waits --webhook-queue-wait-seconds (3 s) and is denied with code 429: the apiserver hands the client
+    # a 429 with Retry-After, which client-go (kubectl, controllers) retries.
+    inside, gate = threading.Event(), threading.Event()
+    marker = f'"namespace":"{namespace}"'.encode()  # as the apiserver encodes the review
+    validate = handlers.validate_review_decisions
+
+    def held(body: bytes) -> Any:
+        if marker in body and not gate.is_set():
+            inside.set()
+            gate.wait(30)
+        return validate(body)
+
+    monkeypatch.setattr(handlers, "validate_review_decisions", held)
+    objects = client.CustomObjectsApi(api_client)
+    one_step = [{"name": "a", "template": job()}]
+
+    async def dry_run(name: str) -> Any:
+        body = flow(name, namespace, one_step)
+        return await objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, dry_run="All"
+        )
+
+    first = asyncio.create_task(dry_run("first"))
+    try:
+        assert await asyncio.to_thread(inside.wait, 30), "the first review never reached the webhook"
+        with pytest.raises(ApiException) as raised:
+            await dry_run("second")
+    finally:
+        gate.set()
+        await asyncio.gather(first, return_exceptions=True)
+    assert raised.value.status == 429
+    assert (raised.value.headers or {}).get("Retry-After") == "1"
+    status = json.loads(raised.value.body or "{}")
+    assert status["reason"] == "TooManyRequests"
+    assert "the zen-flow admission webhook is busy" in status["message"]
+    assert f"namespace {namespace!r}" in status["message"]
+
+
+async def test_the_apiserver_retries_a_call_refused_past_the_body_budget(
+    webhook: Webhook, namespace: str, api_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past --webhook-body-budget-bytes a request is answered 503 with Retry-After: 1, unread. The apiserver
+    # calls webhooks with client-go, which retries such an answer a second later, within the call's
+    # timeout: the write goes through once the budget has room again.
+    calls: list[float] = []
+    body = BodyBudget.body
+
+    def refused_once(self: BodyBudget, request: Any) -> Any:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise Shed("held bodies use the budget")
+        return body(self, request)
+
+    monkeypatch.setattr(BodyBudget, "body", refused_once)
+    objects = client.CustomObjectsApi(api_client)
+    created = await objects.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        flow("retried", namespace, [{"name": "a", "template": job()}]),
+        dry_run="All",
+    )
+    assert created["metadata"]["name"] == "retried"
+    assert len(calls) >= 3  # the mutating call, refused, then again; the validating call
+    assert calls[1] - calls[0] >= 0.9  # after the Retry-After second

@@ -45,6 +45,15 @@ class RecordingMetrics:
     def cert_reloaded(self, ok: bool, not_after: float | None) -> None:
         self.reloads.append((ok, not_after))
 
+    # The load hooks (webhook/pressure.py; test_webhook_load.py records them).
+    def connections_open(self, count: int) -> None: ...
+    def connection_refused(self, limit: str) -> None: ...
+    def connection_evicted(self, limit: str) -> None: ...
+    def connection_timed_out(self) -> None: ...
+    def body_bytes(self, held: int) -> None: ...
+    def review_shed(self, reason: str) -> None: ...
+    def review_waited(self, seconds: float) -> None: ...
+
 
 @pytest.fixture
 def metrics() -> RecordingMetrics:
@@ -515,35 +524,29 @@ async def test_a_request_head_dribbled_in_byte_by_byte_is_cut_off(
     assert tight.guard.timed_out == 1
 
 
-async def test_connections_past_the_cap_are_refused_and_the_server_keeps_serving(
-    tight: WebhookServer, trust: ssl.SSLContext
+async def test_connections_that_send_nothing_make_way_for_a_new_one_at_the_cap(
+    tmp_path: Path, ca: CertificateAuthority, trust: ssl.SSLContext
 ) -> None:
-    idle = [
-        await asyncio.open_connection("127.0.0.1", tight.port, ssl=trust)
-        for _ in range(TIGHT.max_connections)
-    ]
+    # Silent connections held every place once, and a newcomer was closed unanswered; now the one that
+    # has waited longest is closed for it (test_webhook_load.py: the caps, and when a newcomer is refused).
+    # The deadlines are the defaults: none of them must close a silent connection first.
+    cert_dir = tmp_path / "certs"
+    issue(ca, cert_dir)
+    server = WebhookServer(cert_dir, reload_interval=3600, limits=ConnectionLimits(max_connections=4))
+    await server.start("127.0.0.1", 0)
+    idle = [await asyncio.open_connection("127.0.0.1", server.port, ssl=trust) for _ in range(4)]
     try:
         deadline = time.monotonic() + 5
-        while tight.guard.open < TIGHT.max_connections:  # handshakes finish in the server's loop
+        while server.guard.open < 4:  # handshakes finish in the server's loop
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
-        assert not await _answered(tight.port, trust)  # one more: closed at once, no answer
-        assert tight.guard.refused >= 1
+        assert await _answered(server.port, trust)
+        assert await _closed_by_server(idle[0][0], within=5)
+        assert (server.guard.evicted, server.guard.refused) == (1, 0)
     finally:
         for _, writer in idle:
             writer.close()
-    # Once the idle ones are gone (closed by us, or timed out), reviews are served again.
-    async with aiohttp.ClientSession() as session:
-        url = f"https://127.0.0.1:{tight.port}/validate-jobflow"
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                async with session.post(url, json=review(base_flow()), ssl=trust) as resp:
-                    assert (await resp.json())["response"]["allowed"] is True
-                    break
-            except aiohttp.ClientError:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+        await server.stop()
 
 
 async def test_a_keep_alive_connection_serves_several_reviews_then_idles_out(

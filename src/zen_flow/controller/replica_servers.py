@@ -116,6 +116,8 @@ def webhook_server(
     from zen_flow.kube.flow_templates import WEBHOOK_TIMEOUT_SECONDS, FlowTemplateClient
     from zen_flow.webhook.approvers import ApprovalAuthorizer
     from zen_flow.webhook.client_auth import client_auth
+    from zen_flow.webhook.connections import ConnectionLimits
+    from zen_flow.webhook.review_threads import ReviewLimits
     from zen_flow.webhook.runtime import WebhookRuntime
 
     options = {} if reload_interval is None else {"reload_interval": reload_interval}
@@ -126,4 +128,14 @@ def webhook_server(
         authorize=ApprovalAuthorizer(AccessReviews(kube)) if settings.authorize_approvals else None,
         templates=FlowTemplateClient(kube, timeout=WEBHOOK_TIMEOUT_SECONDS),
         client_auth=client_auth(settings.webhook_client_ca, settings.webhook_client_names),
+        limits=ConnectionLimits(
+            max_connections=settings.webhook_max_connections,
+            max_connections_per_ip=settings.webhook_max_connections_per_ip,
+        ),
+        body_budget=settings.webhook_body_budget_bytes,
+        reviews=ReviewLimits(
+            threads=settings.webhook_review_threads,
+            per_namespace=settings.webhook_namespace_review_threads,
+            max_wait=settings.webhook_queue_wait_seconds,
+        ),
     )

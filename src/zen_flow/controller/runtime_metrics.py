@@ -92,6 +92,49 @@ class RuntimeMetrics:
             "notAfter of the serving certificate",
             registry=r,
         )
+        # the webhook's limits on load (webhook/connections.py, bodies.py, review_threads.py); the
+        # counters at 0 from the start, so a first refusal is an increase
+        self.webhook_connections = Gauge(
+            "zen_flow_webhook_connections", "Connections open to the webhook server", registry=r
+        )
+        self.webhook_refused = Counter(
+            "zen_flow_webhook_connections_refused_total",
+            "New connections closed at once: a limit (total, per_ip) reached with every connection under it "
+            "busy with a request",
+            ["limit"],
+            registry=r,
+        )
+        self.webhook_evicted = Counter(
+            "zen_flow_webhook_connections_evicted_total",
+            "Connections the server was waiting on (idle, or still sending) closed for a new one at a limit",
+            ["limit"],
+            registry=r,
+        )
+        for limit in ("total", "per_ip"):
+            self.webhook_refused.labels(limit)
+            self.webhook_evicted.labels(limit)
+        self.webhook_timed_out = Counter(
+            "zen_flow_webhook_connections_timed_out_total",
+            "Connections closed for not sending a request, or its body, in time",
+            registry=r,
+        )
+        self.webhook_body_bytes = Gauge(
+            "zen_flow_webhook_body_bytes", "Bytes of request bodies the webhook holds", registry=r
+        )
+        self.webhook_shed = Counter(
+            "zen_flow_webhook_shed_total",
+            "Requests answered without a review: body_budget (503) or queue_wait (denied, 429)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("body_budget", "queue_wait"):
+            self.webhook_shed.labels(reason)
+        self.webhook_thread_wait = Histogram(
+            "zen_flow_webhook_review_thread_wait_seconds",
+            "Time a piece of a review's work waited for a review thread",
+            buckets=latency_buckets,
+            registry=r,
+        )
         # work queue (client-go names)
         self.wq_depth = Gauge("workqueue_depth", "Current depth of the work queue", ["name"], registry=r)
         self.wq_adds = Counter("workqueue_adds_total", "Adds handled by the work queue", ["name"], registry=r)

@@ -7,7 +7,9 @@ a slot longest ago (one never handed one first, in the order they began to wait)
 bounded by the work the slots' holders are doing, not by how many tasks another group sends.
 
 Used for plans too large for the event loop (controller/plan_cpu.py): one tenant's forty 500-step flows
-of 150 dependencies each must not keep another tenant's large flow from its plan for seconds.
+of 150 dependencies each must not keep another tenant's large flow from its plan for seconds; and for the
+admission reviews' work (webhook/review_threads.py): one namespace's flood of reviews must not keep
+another's review past the apiserver's timeout.
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ deleted or changed after the flow was admitted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND
 from zen_flow.kube.errors import KubeError
@@ -45,6 +45,8 @@ from zen_flow.validation.expansion import TemplateName, zen_flow_owner
 from zen_flow.webhook.envelope import AdmissionRequest
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 # Distinct templates one review reads, at once (each GET is bounded: kube/flow_templates.py); the Flow
 # steps naming others are checked when they run.
@@ -69,13 +71,20 @@ class Findings:
         return [f"{error} ({after})" for error in self.errors] + self.notes
 
 
-async def check_children(children: list[ChildStep], namespace: str, templates: TemplateReader) -> Findings:
-    """Read each template `children` name (once) and check each step against it, in a worker thread (500
-    Flow steps take tens of milliseconds the event loop keeps for probes and other reviews)."""
+class Offload(Protocol):
+    def __call__(self, work: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
+async def check_children(
+    children: list[ChildStep], namespace: str, templates: TemplateReader, run: Offload = asyncio.to_thread
+) -> Findings:
+    """Read each template `children` name (once) and check each step against it, in a thread (`run`: the
+    review's, webhook/review_threads.py), for 500 Flow steps take tens of milliseconds the event loop
+    keeps for probes and other reviews."""
     names = list(dict.fromkeys(child.template for child in children))
     read = names[:MAX_READS]
     answers = await asyncio.gather(*(_read(templates, namespace, name) for name in read))
-    return await asyncio.to_thread(_judge, children, namespace, dict(zip(read, answers, strict=True)), names)
+    return await run(_judge, children, namespace, dict(zip(read, answers, strict=True)), names)
 
 
 def _judge(

@@ -8,8 +8,17 @@ from pathlib import Path
 
 from zen_flow.addresses import split_addr
 from zen_flow.controller.metrics import Metrics
+from zen_flow.webhook.bodies import BODY_BUDGET_BYTES
 from zen_flow.webhook.client_auth import ClientAuth
-from zen_flow.webhook.server import DEFAULT_RELOAD_INTERVAL, Authorize, Templates, WebhookServer
+from zen_flow.webhook.connections import ConnectionLimits
+from zen_flow.webhook.review_threads import DEFAULT_REVIEW_LIMITS, ReviewLimits
+from zen_flow.webhook.server import (
+    DEFAULT_LIMITS,
+    DEFAULT_RELOAD_INTERVAL,
+    Authorize,
+    Templates,
+    WebhookServer,
+)
 from zen_flow.webhook.telemetry import PrometheusWebhookMetrics
 
 
@@ -23,6 +32,9 @@ class WebhookRuntime:
         authorize: Authorize | None = None,
         templates: Templates | None = None,
         client_auth: ClientAuth | None = None,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+        body_budget: int = BODY_BUDGET_BYTES,
+        reviews: ReviewLimits = DEFAULT_REVIEW_LIMITS,
     ):
         self.server = WebhookServer(
             cert_dir,
@@ -31,6 +43,9 @@ class WebhookRuntime:
             authorize=authorize,
             templates=templates,
             client_auth=client_auth,
+            limits=limits,
+            body_budget=body_budget,
+            reviews=reviews,
         )
 
     def tls_problem(self) -> str | None:

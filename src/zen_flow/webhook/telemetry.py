@@ -19,3 +19,24 @@ class PrometheusWebhookMetrics:
         self._m.cert_reloads.labels("success" if ok else "failure").inc()
         if not_after is not None:
             self._m.cert_expiry.set(not_after)
+
+    def connections_open(self, count: int) -> None:
+        self._m.webhook_connections.set(count)
+
+    def connection_refused(self, limit: str) -> None:
+        self._m.webhook_refused.labels(limit).inc()
+
+    def connection_evicted(self, limit: str) -> None:
+        self._m.webhook_evicted.labels(limit).inc()
+
+    def connection_timed_out(self) -> None:
+        self._m.webhook_timed_out.inc()
+
+    def body_bytes(self, held: int) -> None:
+        self._m.webhook_body_bytes.set(held)
+
+    def review_shed(self, reason: str) -> None:
+        self._m.webhook_shed.labels(reason).inc()
+
+    def review_waited(self, seconds: float) -> None:
+        self._m.webhook_thread_wait.observe(seconds)
