@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from zen_flow.api.constants import DEFAULT_RESTART_POLICY
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -30,9 +31,6 @@ from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.reader import INT32_MAX, Reader
 
 RESTART_POLICIES = ("OnFailure", "Never")
-# The pod template of a Job has no valid default (PodSpec defaults to Always, which the Job API rejects);
-# the Job builder fills in Never, the only policy that works with podFailurePolicy.
-DEFAULT_RESTART_POLICY = "Never"
 COMPLETION_MODES = ("NonIndexed", "Indexed")
 
 
