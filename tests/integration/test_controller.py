@@ -177,6 +177,23 @@ async def test_created_jobs_carry_the_contract(
     assert (ref["name"], ref["uid"]) == (meta["name"], meta["uid"])
 
 
+async def test_a_template_without_restart_policy_runs_with_the_flows_pod_failure_policy(
+    namespace: str, driver: FlowDriver, start_controller: StartController
+) -> None:
+    # Admission counts an unset restartPolicy as Never; the Job API has no default for it and refuses a
+    # Job without one, so the step runs only if the Job is created with Never (and the policy with it).
+    step = job_step("a")
+    del step["template"]["spec"]["template"]["spec"]["restartPolicy"]
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
+    start_controller()
+    manifest = flow_manifest("unset", namespace, [step], executionPolicy={"podFailurePolicy": policy})
+    await driver.create(manifest)
+    await wait_steps(driver, namespace, "unset", {"a": "Running"})
+    job = await job_of(driver, namespace, "a")
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["action"] == "FailJob"
+
+
 async def test_step_defaults_reach_every_jobs_pods_under_the_steps_own_values(
     namespace: str, driver: FlowDriver, start_controller: StartController
 ) -> None:

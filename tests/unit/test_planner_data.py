@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from zen_flow.core.jsonpath import NotFound
 from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob, jobs_to_read, plan
-from zen_flow.planner.observation import MESSAGES_RETRY_SECONDS
+from zen_flow.planner.job_verdicts import MESSAGES_RETRY_SECONDS
 from zen_flow.planner.outputs import message_value
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator

@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 
 from zen_flow.api.meta import OwnerReference
+from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import is_dns1123_subdomain, job_name
 from zen_flow.planner import CreateJob, on_its_way_out, plan
-from zen_flow_dev.testing.flows import job_step, job_template, make_flow
+from zen_flow.validation import render, validate_jobflow
+from zen_flow_dev.testing.flows import flow_manifest, job_step, job_template, make_flow
+from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 POLICY = {
@@ -94,6 +97,37 @@ def test_pod_failure_policy_is_left_out_with_restart_on_failure() -> None:
     step["template"] = job_template(restart_policy="OnFailure")
     body = body_for(step, execution_policy=POLICY)
     assert "podFailurePolicy" not in body["spec"]
+
+
+@pytest.mark.parametrize("unset", [{}, {"restartPolicy": None}, {"restartPolicy": ""}])
+def test_a_template_without_restart_policy_runs_as_admission_accepted_it(unset: dict[str, Any]) -> None:
+    # Admission counts an unset restartPolicy as Never, the only one a podFailurePolicy works with; the Job
+    # API refuses an unset one (`spec.template.spec.restartPolicy: Required value`). So every Job made of
+    # such a template has Never and the flow's podFailurePolicy: a plain step's, a matrix item's, a
+    # finally step's.
+    template = job_template()
+    pod = template["spec"]["template"]["spec"]
+    del pod["restartPolicy"]
+    pod.update(unset)
+    steps = [
+        job_step("a", template=template),
+        job_step("m", "a", template=template, matrix={"parameters": [{"name": "n", "values": ["1", "2"]}]}),
+        {**job_step("f", template=template), "finally": True},
+    ]
+    manifest = flow_manifest("etl", "data", steps, executionPolicy=POLICY)
+    assert [render(e) for e in validate_jobflow(manifest)] == []
+    flow = make_flow(steps, name="etl", namespace="data", execution_policy=POLICY)
+    sim = Simulator(effective_flow(flow), T0)
+    for _ in range(5):
+        sim.reconcile()
+        for name in sim.running():
+            sim.complete(name)
+    assert sim.phase == "Succeeded"
+    creates = [a for p in sim.plans for a in p.actions if isinstance(a, CreateJob)]
+    assert sorted(a.step for a in creates) == ["a", "f", "m-0", "m-1"]
+    for create in creates:
+        assert create.body["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        assert create.body["spec"]["podFailurePolicy"] == POLICY["podFailurePolicy"]
 
 
 def test_a_template_pod_failure_policy_wins() -> None:

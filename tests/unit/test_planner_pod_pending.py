@@ -19,6 +19,7 @@ from pod_pending_rig import (
     unschedulable,
 )
 
+from zen_flow.api.pod import Pod
 from zen_flow.planner import DeleteJob, DueRead
 from zen_flow.planner.pending_pods import READS_PER_PLAN, STUCK_AFTER_SECONDS, first_look_after, pods_to_read
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
@@ -269,3 +270,31 @@ def test_a_retried_step_keeps_what_its_message_said_before_while_its_pod_waits_a
     sim.stick(retried, [], ready=1)
     sim.reconcile()
     assert step(sim).message == history
+
+
+def test_a_step_whose_only_running_container_is_its_uploader_fails_its_bound_naming_the_pull_error() -> None:
+    # Every step with output artifacts has zen-flow's uploader, a native sidecar that starts first and runs
+    # beside the step's containers: it running is not the step's pod running.
+    sim, job = started([job_step("a", podPendingTimeoutSeconds=120)])
+    uploader = {"name": "zf-artifacts-out", "state": {"running": {"startedAt": stamp(T0)}}}
+    main = {"name": "main", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}}
+    stuck = Pod.model_validate(
+        {
+            "metadata": {"creationTimestamp": stamp(T0), "ownerReferences": [sim.owner(job)]},
+            "spec": {"initContainers": [{"name": "zf-artifacts-out", "restartPolicy": "Always"}]},
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "initContainerStatuses": [uploader],
+                "containerStatuses": [main],
+            },
+        }
+    )
+    sim.stick(job, [stuck])
+    failed = run_for(sim, 300)
+    assert failed is not None
+    assert failed <= T0 + timedelta(seconds=122)
+    assert step(sim).phase == "Failed"
+    assert step(sim).message == (
+        "PodPendingTimeout: no pod running for 120s; pod waiting: container main ImagePullBackOff: Back-off"
+    )

@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from zen_flow.api.pod import Pod
 from zen_flow.planner.pod_waits import (
     DETAIL_LIMIT,
@@ -45,10 +48,13 @@ def pod(
     conditions: tuple[dict[str, Any], ...] = ({"type": "PodScheduled", "status": "True"},),
     owner: dict[str, Any] = OWNER,
     name: str = "f-a-0-abcde",
+    sidecars: tuple[str, ...] = (),
 ) -> Pod:
+    """`sidecars`: the names of its init containers with `restartPolicy: Always` (native sidecars)."""
     return Pod.model_validate(
         {
             "metadata": {"name": name, "creationTimestamp": stamp(created), "ownerReferences": [owner]},
+            "spec": {"initContainers": [{"name": n, "restartPolicy": "Always"} for n in sidecars]},
             "status": {
                 "phase": phase,
                 "conditions": list(conditions),
@@ -130,6 +136,43 @@ def test_a_pod_with_a_container_running_is_not_stuck() -> None:
     assert pod_wait([pod(init=(downloading,))], JOB_UID, NOW).running
     ready = pod(phase="Running", conditions=({"type": "Ready", "status": "True"},))
     assert pod_wait([ready], JOB_UID, NOW).running
+
+
+PULL = 'Back-off pulling image "busybox:nope"'
+# What a native sidecar (zen-flow's uploader, a mesh proxy) that started may be doing: running, or
+# restarting after it stopped.
+SIDECAR_STATES = st.sampled_from(
+    [
+        {"running": {"startedAt": stamp(2)}},
+        {"terminated": {"exitCode": 1, "finishedAt": stamp(30)}},
+        {"waiting": {"reason": "CrashLoopBackOff"}},
+    ]
+)
+
+
+@given(st.lists(SIDECAR_STATES, min_size=1, max_size=3))
+def test_sidecars_running_beside_a_container_that_cannot_start_do_not_make_the_pod_run(
+    states: list[dict[str, Any]],
+) -> None:
+    # A native sidecar starts before the pod's containers and runs beside them: zen-flow's own uploader on
+    # every step with output artifacts, a mesh proxy. Its running says nothing of the step's work: the pod
+    # whose main container cannot pull its image is stuck, and says why, whatever its sidecars do.
+    names = tuple(f"side-{i}" for i in range(len(states)))
+    sidecars = tuple({"name": n, "state": state} for n, state in zip(names, states, strict=True))
+    main = waiting("main", "ImagePullBackOff", PULL)
+    found = pod_wait([pod(init=sidecars, containers=(main,), sidecars=names)], JOB_UID, NOW)
+    assert not found.running
+    if all("waiting" not in state for state in states):  # else a sidecar's crash loop is named first
+        assert found.reason == "ImagePullBackOff"
+        assert found.message == f"pod waiting: container main ImagePullBackOff: {PULL}"
+
+
+def test_a_pod_whose_containers_ended_while_its_sidecars_stop_is_not_waiting() -> None:
+    # The step's container exited; the uploader uploads its outputs as it stops (within the pod's grace).
+    uploading = {"name": "zf-artifacts-out", "state": {"running": {"startedAt": stamp(2)}}}
+    exited = {"name": "main", "state": {"terminated": {"exitCode": 0, "finishedAt": stamp(200)}}}
+    ending = pod(phase="Running", init=(uploading,), containers=(exited,), sidecars=("zf-artifacts-out",))
+    assert pod_wait([ending], JOB_UID, NOW).running
 
 
 def test_only_the_jobs_own_live_pods_count() -> None:

@@ -27,6 +27,11 @@ JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 # cluster".
 LABEL_INSTANCE = f"{GROUP}/controller-instance"
 
+# A step Job's pod restartPolicy where its template sets none: the Job API has no default for it (it
+# refuses a Job without one), and Never is the only policy a podFailurePolicy works with. Admission counts
+# an unset one as this (validation/template.py), and the Job builder writes it (planner/jobs.py).
+DEFAULT_RESTART_POLICY = "Never"
+
 # Approval (decision 6). The original's `workflow.kube-zen.io/approved/<step>` is not a legal key (two
 # slashes); the prefix carries the verb and the name part is the step name (<= 63 characters).
 APPROVE_PREFIX = f"approve.{GROUP}/"

@@ -32,9 +32,12 @@ JOB_FAILED = "Failed"
 # True while the Job is suspended (`spec.suspend`: a queue such as Kueue holds it until it admits it, or
 # preempts it; or a user); False once it was resumed, with the time of the resume.
 JOB_SUSPENDED = "Suspended"
-# The Job controller's interim conditions: the Job has met its success criteria, or will fail (its
-# backoffLimit, a podFailurePolicy's FailJob), and `Complete` or `Failed` follows once its pods are gone.
-JOB_ENDING = ("SuccessCriteriaMet", "FailureTarget")
+# The Job controller's interim conditions (Kubernetes 1.31+): the Job has met its success criteria, or
+# will fail (its backoffLimit, a podFailurePolicy's FailJob, its deadline), and `Complete` or `Failed`
+# follows once its pods are gone. Never taken back: the outcome is decided.
+JOB_SUCCESS_CRITERIA_MET = "SuccessCriteriaMet"
+JOB_FAILURE_TARGET = "FailureTarget"
+JOB_ENDING = (JOB_SUCCESS_CRITERIA_MET, JOB_FAILURE_TARGET)
 
 
 @dataclass(frozen=True, slots=True, config=RECORD)
@@ -116,6 +119,16 @@ class Job:
     def ending(self) -> bool:
         """Its terminal condition is on its way (`JOB_ENDING`): no pod of it is to run any more."""
         return any(self._is_true(type_) for type_ in JOB_ENDING)
+
+    @property
+    def interim(self) -> Condition | None:
+        """The interim condition (`JOB_ENDING`) that is True, if any: how the Job will end."""
+        return next((c for c in self.status.conditions if c.type in JOB_ENDING and c.status == "True"), None)
+
+    @property
+    def succeeds(self) -> bool:
+        """Completed, or decided to (`SuccessCriteriaMet`): its succeeded pod holds its outputs."""
+        return self.complete or self._is_true(JOB_SUCCESS_CRITERIA_MET)
 
     @property
     def suspended(self) -> bool:

@@ -146,7 +146,7 @@ class PlanRunner:
                     flow.metadata.namespace,
                     name,
                     job_uid=by_name[name].metadata.uid,
-                    succeeded=by_name[name].complete,
+                    succeeded=by_name[name].succeeds,  # SuccessCriteriaMet too (planner.jobs_to_read)
                 )
 
         reads = [asyncio.ensure_future(read(name)) for name in names]

@@ -7,6 +7,7 @@ from typing import Any
 
 from zen_flow.api.constants import (
     ANNOTATION_CREATED_BY,
+    DEFAULT_RESTART_POLICY,
     GROUP,
     KIND,
     LABEL_ATTEMPT,
@@ -200,7 +201,8 @@ def with_creator(flow: JobFlow, annotations: dict[str, str]) -> dict[str, str]:
 
 def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, Any]:
     """Deep copy of the template with the flow's `stepDefaults` where it sets none (core/step_defaults.py),
-    our name, namespace, labels, annotations (`with_creator`), ownerReference and deadlines."""
+    our name, namespace, labels, annotations (`with_creator`), ownerReference and deadlines, and the pod's
+    restartPolicy Never where the template sets none."""
     if not isinstance(step.template, dict) or not step.template:
         raise JobBuildError("step has no Job template")
     body = copy.deepcopy(step.template)
@@ -258,9 +260,13 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
         pod_meta["annotations"] = pod_annotations
     else:
         pod_meta.pop("annotations", None)
-    pod_spec = pod.get("spec")
+    pod_spec = object_at(pod, "spec", "template.spec.template")
     if defaults is not None and defaults.pod_spec is not None:
-        apply_pod_defaults(object_at(pod, "spec", "template.spec.template"), defaults.pod_spec.to_wire())
+        apply_pod_defaults(pod_spec, defaults.pod_spec.to_wire())
+    if not pod_spec.get("restartPolicy"):
+        # Admission counts an unset one as Never (validation/template.py); the Job API has no default
+        # for it and refuses the Job without one, and the flow's podFailurePolicy below needs Never.
+        pod_spec["restartPolicy"] = DEFAULT_RESTART_POLICY
 
     deadline = job_deadline(step)
     if deadline is None:
@@ -269,8 +275,7 @@ def build_job(flow: JobFlow, step: Step, name: str, attempt: int) -> dict[str, A
         spec["activeDeadlineSeconds"] = deadline
 
     policy = flow.spec.execution_policy.pod_failure_policy if flow.spec.execution_policy else None
-    restart_never = isinstance(pod_spec, dict) and pod_spec.get("restartPolicy") == "Never"
-    if policy is not None and "podFailurePolicy" not in spec and restart_never:
+    if policy is not None and "podFailurePolicy" not in spec and pod_spec["restartPolicy"] == "Never":
         native = native_pod_failure_policy(policy)
         if native is not None:
             spec["podFailurePolicy"] = native

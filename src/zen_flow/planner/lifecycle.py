@@ -82,12 +82,13 @@ def strays(
     flow: JobFlow, jobs: Iterable[Job], planned: Sequence[Action] = (), *, finished: bool = False
 ) -> list[DeleteJob]:
     """The deletes of the flow's own Jobs (`jobs`: those it controls) still running once it has ended
-    (every one not being deleted already, nor deleted by a `planned` action): nothing of a finished
-    flow runs on. The plan does not ask whether its status records them: a running Job of an ended flow
-    is one it does not (a Job a plan created whose status write was lost, and that no later plan took
-    over: a rerun's, whose request the next plan refused or no longer saw; or one someone else made
-    under the name of a step's Job that never started). `finished` (the plan of a flow that has ended
-    before it): also a finished Job of an abandoned rerun (`_abandoned`), which a later rerun would
+    (every one not being deleted already, nor deleted by a `planned` action): nothing of a finished flow
+    runs on (one the Job controller has decided, `Job.ending`, runs none any more: left to finish as a
+    finished one is). The plan does not ask whether its status records them: a running Job of an ended
+    flow is one it does not (a Job a plan created whose status write was lost, and that no later plan took
+    over: a rerun's, whose request the next plan refused or no longer saw; or one someone else made under
+    the name of a step's Job that never started). `finished` (the plan of a flow that has ended before
+    it): also a finished Job of an abandoned rerun (`_abandoned`), which a later rerun would
     otherwise take over as its own attempt instead of running it.
     The controller makes sure the flow it planned from is the stored one before deleting any
     (`ENDED_REASON`): a flow cache behind the Job cache would take a live rerun's Jobs for these."""
@@ -100,7 +101,10 @@ def strays(
         if job.deleting or name in deleted:
             continue
         step, attempt = step_attempt(name, steps)
-        if job.finished and not (finished and step and _abandoned(job, attempt, recorded.get(step))):
+        # An ending one (decided: planner/job_verdicts.py) runs no pod any more, and its step may have
+        # ended from its interim condition: left to finish, unless abandoned, as a finished one.
+        over = job.finished or job.ending
+        if over and not (finished and step and _abandoned(job, attempt, recorded.get(step))):
             continue
         found.append(DeleteJob(name, step, ENDED_REASON))
     return found

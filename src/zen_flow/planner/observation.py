@@ -1,51 +1,32 @@
-"""Pass 1 of a plan: advance started steps from their Jobs (terminal conditions, timeouts, vanished
-Jobs), decide approvals (planner/approval_gates.py), and adopt Jobs a lost status write did not record."""
+"""Pass 1 of a plan: advance started steps from their Jobs (terminal conditions, planner/job_verdicts.py;
+timeouts, vanished Jobs), decide approvals (planner/approval_gates.py), and adopt Jobs a lost status write
+did not record."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from zen_flow.api.constants import StepPhase, failed_nodes_kept
+from zen_flow.api.constants import StepPhase
 from zen_flow.api.job import JOB_FAILED, Job
-from zen_flow.core.expressions import Deferred
-from zen_flow.core.retry_condition import LastRetry
 from zen_flow.planner.actions import DeleteJob
-from zen_flow.planner.backoff import retry_delay, retry_limit
 from zen_flow.planner.children import CHILD_STOPPED_REASON
 from zen_flow.planner.concurrency import judge
 from zen_flow.planner.events import TIMEOUT_MARK
 from zen_flow.planner.interventions import child_gone, stop_held
-from zen_flow.planner.jobs import adoptable, deadline_origin, job_deadline
-from zen_flow.planner.node_avoidance import avoiding, avoids, failed_nodes, remember
-from zen_flow.planner.outputs import (
-    OutputError,
-    capture_outputs,
-    explains_failure,
-    reads_messages,
-)
+from zen_flow.planner.job_verdicts import JobVerdicts, ended_before
+from zen_flow.planner.jobs import adoptable
 from zen_flow.planner.parallelism import unwait
 from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK, attempt_began, attempt_start
 from zen_flow.planner.plan_state import DEADLINE_EXCEEDED
 from zen_flow.planner.pod_waits import without_wait
-from zen_flow.planner.reports import download_failure, exit_summary
-from zen_flow.planner.retry_gate import RetryGate, last_retry, seconds_between
 from zen_flow.planner.retry_messages import WAITING
 from zen_flow.planner.shape import retry_expression
 from zen_flow.planner.status import COMMIT_WAIT, REASON_DEADLINE, REASON_REPLACED
-from zen_flow.planner.steps import HELD_PREFIXES, MAX_MESSAGE, StepWork, bound, held, unheld
-from zen_flow.planner.timing import after, after_cut, normalize
-
-# The Job controller's reason when a Job's activeDeadlineSeconds passed.
-JOB_DEADLINE_REASON = "DeadlineExceeded"
-# The Job controller's reason when a FailJob rule of the Job's podFailurePolicy matched: the user declared
-# that failure final (Kubernetes: "terminate the Job on failures that are non-retriable").
-JOB_POD_FAILURE_POLICY_REASON = "PodFailurePolicy"
-NOT_RETRIED_FAIL_JOB = "not retried (a FailJob rule of its podFailurePolicy marked it final)"
-# How soon to look again at a completed Job whose pod's termination messages were not read yet.
-MESSAGES_RETRY_SECONDS = 1.0
+from zen_flow.planner.steps import HELD_PREFIXES, StepWork, held, unheld
+from zen_flow.planner.timing import after_cut, normalize
 
 
-class Observation(RetryGate):
+class Observation(JobVerdicts):
     """The observe pass (see `zen_flow.planner.engine`)."""
 
     def observe(self) -> None:
@@ -149,11 +130,13 @@ class Observation(RetryGate):
         """Is `job`, an attempt of `w` no status records, past `w`'s timeout? Then, being deleted, it was
         deleted for its timeout (by a plan that adopted it, its write lost too; or by someone else once
         it ran too long): taken over, it ends as a timeout (`gone`), as when the status records it, and
-        is not run again under its name; nor taken for a stop's delete (`own_delete` says a stop acted)."""
+        is not run again under its name; nor taken for a stop's delete (`own_delete` says a stop acted).
+        Not one the Job controller had decided before its timeout (`ended_before`): no plan deletes that."""
         timeout = w.spec.timeout_seconds
         if not timeout or timeout <= 0 or job.suspended:
             return False
-        return self.now >= after_cut(attempt_began(job, since, since), timeout)
+        due = after_cut(attempt_began(job, since, since), timeout)
+        return self.now >= due and not ended_before(job, due)
 
     def created(self, w: StepWork, job: Job) -> datetime:
         """When an adopted Job's attempt began: its creation, not this plan (which may come an outage
@@ -195,38 +178,7 @@ class Observation(RetryGate):
             self.attempt_failed(w, said, final=stopped)
             return
         if job.failed:
-            if (explains_failure(w.spec) or retry_expression(w.spec)) and name not in self.messages:
-                self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))  # see `complete`
-                return
-            cond = job.condition(JOB_FAILED)
-            timeout = w.spec.timeout_seconds
-            limit = ""
-            if cond is not None and cond.reason == JOB_DEADLINE_REASON:
-                defaults = self.flow.spec.step_defaults
-                if timeout and job_deadline(w.spec) == timeout:
-                    # The Job's own activeDeadlineSeconds (our timeoutSeconds) stopped it before we did:
-                    # the same timeout, said and judged the same way whoever noticed first (its lastRetry
-                    # is `unexited`'s: which of the two ends the attempt is a race, whatever its pods say).
-                    self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
-                    return
-                if (origin := deadline_origin(w.spec, defaults)) is not None:
-                    # The template's own, smaller deadline stopped it (or the flow's default, for a step
-                    # bounding its run time in no way of its own): not the step's timeout; say which.
-                    limit = f" ({origin})"
-            detail = ": ".join(x for x in (cond.reason, cond.message) if x) if cond is not None else ""
-            detail += limit
-            if exits := exit_summary(self.messages.get(name)):  # e.g. main: exit code 137 (OOMKilled)
-                detail = f"{exits}; {detail}" if detail else exits
-            if why := download_failure(self.messages.get(name)):
-                detail = f"{why} ({detail})" if detail else why
-            final = cond is not None and cond.reason == JOB_POD_FAILURE_POLICY_REASON
-            # The nodes its failed pods ran on, read with their exit codes; not when a deadline ended it
-            # (the node did nothing wrong).
-            if avoids(w.spec) and (cond is None or cond.reason != JOB_DEADLINE_REASON):
-                kept = failed_nodes_kept(w.spec.retry_policy.limit if w.spec.retry_policy else None)
-                w.failed_nodes = remember(w.failed_nodes, failed_nodes(self.messages.get(name)), kept)
-            said = f"Job failed{': ' + detail if detail else ''}"
-            self.attempt_failed(w, said, final=final, last=self.last(w, job, name, said))
+            self.job_failed(w, job, name, job.condition(JOB_FAILED))
             return
         if job.deleting:
             self.job_gone(w, job, f"{what} {name} was deleted outside zen-flow")
@@ -251,14 +203,17 @@ class Observation(RetryGate):
         timeout = w.spec.timeout_seconds
         if timeout is not None and timeout > 0:
             due = after_cut(self.began(w, job), timeout)
-            if self.now >= due:
+            if self.now < due:
+                self.wakeups.append(due)
+            elif job.ending and not w.spec.is_flow:
+                # Decided by the Job controller, its pods terminating: it ends as decided (`end_decided`).
+                self.end_decided(w, job, name, due)
+            else:
                 # Deleted now, whatever the verdict (a retry condition's may wait): the plan that finds
                 # it gone says the same (`gone`).
                 self.actions.append(DeleteJob(name, w.name, f"{TIMEOUT_MARK} {timeout}s"))
                 self.timed_out.add(w.name)  # it may have completed before the delete: `after_timeout`
                 self.attempt_failed(w, f"{TIMEOUT_MARK} {timeout}s")
-            else:
-                self.wakeups.append(due)
 
     def job_gone(self, w: StepWork, job: Job | None, why: str) -> None:
         """`w`'s Job is gone or going before it finished. Our own delete for its timeout stays a timeout
@@ -278,108 +233,23 @@ class Observation(RetryGate):
         self.end_now(w, cause)
         self.cut_short.add(w.name)
 
-    def began(self, w: StepWork, job: Job) -> datetime:
-        """Whence the step's timeout counts: the Job's creation, or the last resume of a Job that was
-        suspended (a queue's wait, or a preemption, does not count: the Job controller restarts its
-        activeDeadlineSeconds then too); never before the attempt began by the controller's own clock
-        (`attempt_start_time`): the Job's timestamps come from the cluster's clocks, and one behind ours
-        would make the timeout fire early. Our record is the plan's time (cut to the second) before the
-        create, so it is at most that much early, which `after_cut`'s second covers."""
-        return attempt_began(job, w.attempt_start_time, w.start_time or self.now)
-
     def gone(self, w: StepWork, job: Job | None, why: str) -> str:
         """Why a Running step's Job went away: `why`, unless its timeout had passed (then it was our own
         delete for the timeout, whose status write was lost: said as a timeout, whoever noticed). Only
         when that is known: a held Job's timeout never ran, and without the Job only the status says when
         the attempt began (`attempt_start_time`; in a status written before it existed, `start_time`
-        for a first attempt)."""
+        for a first attempt); and not for a Job the Job controller had decided before its timeout
+        (`ended_before`: no plan deletes it for that timeout)."""
         timeout = w.spec.timeout_seconds
         if not timeout or timeout <= 0 or (job is not None and job.suspended):
             return why
         if job is None and (w.message or "").startswith(HELD_PREFIXES):
             return why
         began = self.began(w, job) if job is not None else attempt_start(w)
-        if began is not None and self.now >= after_cut(began, timeout):
+        due = None if began is None else after_cut(began, timeout)
+        if due is not None and self.now >= due and not (job is not None and ended_before(job, due)):
             return f"{TIMEOUT_MARK} {timeout}s"
         return why
-
-    def complete(self, w: StepWork, job: Job) -> None:
-        """The Job completed: capture the output parameters; they go out in the same status write that
-        marks the step Succeeded. One that cannot be captured fails the step (retrying reruns the work)."""
-        name = job.metadata.name
-        if reads_messages(self.flow, w.spec) and name not in self.messages:
-            # Its pod's termination messages have not been read yet (the controller reads them before
-            # planning, see outputs.jobs_to_read): stay Running and look again in a moment.
-            self.wakeups.append(after(self.now, MESSAGES_RETRY_SECONDS))
-            return
-        try:
-            w.outputs = capture_outputs(self.flow, w.spec, job, w.outputs, self.messages.get(name))
-        except OutputError as err:
-            w.fail(self.now, str(err))
-            self.note_failure(w)
-            return
-        w.succeed(self.now, None)
-        self.save_result(w)  # only a success by running is stored
-
-    def last(self, w: StepWork, job: Job, name: str, said: str) -> LastRetry | None:
-        """`lastRetry` of `w`'s failed Job (only for a step with a retry condition): `said` when its
-        pods' failures (or a deadline not its timeout's) failed it, counted up to its Failed condition."""
-        if retry_expression(w.spec) is None:
-            return None
-        cond = job.condition(JOB_FAILED)
-        ended = cond.last_transition_time if cond is not None else None
-        return last_retry(
-            said,
-            self.messages.get(name),
-            ran_to_exit=cond is None or cond.reason != JOB_DEADLINE_REASON,
-            seconds=seconds_between(self.began(w, job), ended or self.now),
-        )
-
-    def attempt_failed(
-        self, w: StepWork, error: str, *, final: bool = False, last: LastRetry | None = None
-    ) -> bool:
-        """The attempt failed: retried when its retryPolicy allows, unless `final` (a FailJob rule), its
-        retry condition says no (`RetryGate`; `last`: what it sees, None when no pod ran to an exit), or
-        a graceful stop its message records holds it (planner.child_stops: it ends for the stop). False
-        when nothing is decided: the retry condition waits for a later plan, the step stays Running."""
-        if self.ended_for_stop(w, error):
-            return True
-        limit = retry_limit(w.spec)
-        done = w.retry_count
-        if final and limit:  # said first: a long failure message is cut at its end
-            w.fail(self.now, f"attempt {done + 1} failed, {NOT_RETRIED_FAIL_JOB}: {error}")
-            self.note_failure(w)
-            return True
-        said = error
-        error = f"attempt {done + 1} failed: {error}" if limit else error
-        if done < limit and self.budget_used < self.budget and (self.failure is None or w.spec.is_finally):
-            refused = self.retry_refused(w, error, said, last)
-            if isinstance(refused, Deferred):
-                return False
-            if refused is not None:
-                w.fail(self.now, refused)
-                self.note_failure(w)
-                return True
-            self.budget_used += 1
-            # The delay counts from now, when we see the failure, not from the Job's Failed condition: its
-            # time comes from the cluster's clock, and one behind ours would retry early. It is usually the
-            # same second; a plan made late (a restart, a backlog) retries late, never early. The planner's
-            # now is cut to the second, so the delay counts from the next one.
-            if w.failed_nodes and avoids(w.spec):  # said last, never cut: the error gives way
-                note = avoiding(w.failed_nodes)
-                error = f"{bound(error, MAX_MESSAGE - len(note) - 2)}; {note}"
-            w.retry_at(after_cut(self.now, retry_delay(w.spec.retry_policy, done)), error)
-            return True
-        if limit and done >= limit:
-            # Past the limit only by reruns (`zen-flow retry` uses the retry counter too): say so rather
-            # than "3/2".
-            reruns = f", reruns: {done - limit}" if done > limit else ""
-            error += f" (retries exhausted: {limit}/{limit}{reruns})"
-        elif limit and self.budget_used >= self.budget:
-            error += f" (flow retry budget backoffLimit={self.budget} used up)"
-        w.fail(self.now, error)
-        self.note_failure(w)
-        return True
 
     def after_timeout(self, w: StepWork) -> bool:
         """Does `w` depend on a step this plan ended by its timeout (or on one it ended on that account)?

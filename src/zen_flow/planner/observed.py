@@ -10,6 +10,9 @@ a creation time, which the apiserver never sends). Every other update planned th
 nothing: first the counters' updates, then the start time's and `SuccessCriteriaMet`'s, 2 of the 4.9
 plans per step of a chain (docs/BENCHMARKS.md, "Cost as flows grow", "Job updates a plan cannot see").
 What `outputs` read from the Job's status (a jsonPath) is read once the Job finished, when it is final.
+The interim conditions are read only by a plan made once the step's timeout has passed (a Job decided
+before it is not ended by it: planner/job_verdicts.py): the timeout's own wake-up makes that plan, which
+asks for a wake-up of its own for what follows, so their updates need no plan either.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from __future__ import annotations
 from zen_flow.api.job import JOB_COMPLETE, JOB_FAILED, JOB_SUSPENDED, Job
 
 READ_CONDITIONS = (JOB_COMPLETE, JOB_FAILED, JOB_SUSPENDED)
-"""The Job conditions a plan reads (zen_flow.planner.observation)."""
+"""The Job conditions whose change a plan reads (zen_flow.planner.observation; the interim ones only at
+a step's timeout, see the module)."""
 
 
 def plan_sees_change(old: Job, new: Job) -> bool:

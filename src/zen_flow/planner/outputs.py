@@ -78,7 +78,9 @@ def explains_failure(step: Step) -> bool:
 def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     """The finished Jobs whose pods the controller must read before planning: those of Running steps
     whose outputs come from the pod (`reads_messages`) or whose failure the pod explains; once per
-    finished step, since the next status write moves the step on."""
+    finished step, since the next status write moves the step on. An ending Job (`Job.interim`) too when
+    its step has a timeout: the step may end from that condition (planner/job_verdicts.py); read in the
+    plans made while it ends, which are few (the interim condition wakes none: planner/observed.py)."""
     # Only Running steps' Jobs matter: a long flow has few of them, so the Jobs are looked at by name
     # instead of asking every one of them whether it finished.
     running = _running_jobs(flow)
@@ -88,12 +90,12 @@ def jobs_to_read(flow: JobFlow, jobs: Sequence[Job]) -> tuple[str, ...]:
     names = []
     for job in compress(jobs, map(running.__contains__, map(JOB_NAME, jobs))):
         step = specs.get(running[job.metadata.name])
+        if step is None or step.is_flow:
+            continue
+        if not (job.finished or (step.timeout_seconds and job.ending)):
+            continue
         # A failed Job's pod always: how its containers ended (exit code, OOMKilled) goes in the message.
-        if (
-            step is not None
-            and not step.is_flow
-            and (job.failed or (job.complete and reads_messages(flow, step)))
-        ):
+        if not job.succeeds or reads_messages(flow, step):
             names.append(job.metadata.name)
     return tuple(names)
 

@@ -202,10 +202,18 @@ def _head_length(wait: str) -> int:
 
 
 def _runs(pod: Pod) -> bool:
+    """Does the pod run the step's work: it is ready, or a container of its own runs (an init container
+    too: one downloading inputs), or they have all exited (its sidecars stop, the uploader uploading)? A
+    native sidecar (`Pod.sidecars`: zen-flow's uploader, a mesh proxy) running says nothing of it: it
+    starts first and runs beside a container that cannot start (its image cannot be pulled)."""
     ready = pod.status.condition("Ready")
     if ready is not None and ready.status == "True":
         return True
-    return any(c.state.running is not None for c in pod.status.all())
+    sidecars = pod.sidecars
+    if any(c.state.running is not None for c in pod.status.all() if c.name not in sidecars):
+        return True
+    containers = pod.status.container_statuses
+    return bool(containers) and all(c.state.terminated is not None for c in containers)
 
 
 def _why(pod: Pod) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from zen_flow.api.constants import DEFAULT_RESTART_POLICY
 from zen_flow.core.own_keys import OWN_KEY_REFUSAL, is_own_key
 from zen_flow.validation.errors import (
     Path,
@@ -32,9 +33,6 @@ from zen_flow.validation.memo import CheckMemo
 from zen_flow.validation.reader import Reader
 
 RESTART_POLICIES = ("OnFailure", "Never")
-# The pod template of a Job has no valid default (PodSpec defaults to Always, which the Job API rejects);
-# the Job builder fills in Never, the only policy that works with podFailurePolicy.
-DEFAULT_RESTART_POLICY = "Never"
 
 
 class TemplateInfo(NamedTuple):
