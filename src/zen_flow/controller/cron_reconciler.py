@@ -67,9 +67,7 @@ def cron_queue(clock: Clock, metrics: QueueMetrics | None = None) -> WorkQueue[s
         rate_limiter=default_controller_rate_limiter(clock, group_of=namespace_of),
         metrics=metrics,
         group_of=namespace_of,
-        # The flow queue's per-namespace limit (machinery/group_limits.py): a namespace with two
-        # CronJobFlows in hand waits for one of them rather than take the worker another namespace needs.
-        group_limit=CRON_NAMESPACE_LIMIT,
+        group_limit=CRON_NAMESPACE_LIMIT,  # per namespace (group_limits.py): workers for the others
     )
 
 
@@ -86,11 +84,9 @@ def cron_controller(
     shards: ShardGate | None = None,
     archive_max_delay: float | None = None,
 ) -> CronController:
-    """The CronJobFlow informer, queue and controller, its handlers added to both informers (the JobFlow
-    informer's first: before the flow controller's). `label_selector`: the CronJobFlows of this controller
-    instance (core/instances.py). `shards`: with `--shards N > 1`, which CronJobFlows this replica may
-    reconcile now (controller/shard_gate.py). `archive_max_delay`: with a flow archive,
-    `--archive-max-delay-seconds` (the history limits wait for runs' records: planner/cron_history.py)."""
+    """The CronJobFlow informer, queue and controller, handlers on both informers (the JobFlow one's
+    first). `label_selector`: this instance's (core/instances.py); `shards`: which CronJobFlows this replica
+    may reconcile (shard_gate.py); `archive_max_delay`: the runs' records the history waits for."""
     crons = CronJobFlowInformer(CronJobFlowClient(kube, label_selector), clock=clock, namespaces=namespaces)
     scheduler = CronController(
         crons=crons,
@@ -122,8 +118,7 @@ async def run_cron_workers(
 ) -> None:
     """The CronJobFlow workers, once their cache has synced; until then (the CRD not installed yet, say)
     JobFlows are served without them. Ends when the controller stops."""
-    synced = asyncio.ensure_future(crons.wait_synced())
-    stopping = asyncio.ensure_future(stop.wait())
+    synced, stopping = asyncio.ensure_future(crons.wait_synced()), asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([synced, stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -79,10 +79,13 @@ class FlowMemory:
         for part in self._parts:
             part.forget(uid)
 
-    def settled(self, flow: JobFlow) -> None:
-        """A reconcile of `flow` is over: if its delete event came meanwhile, what it wrote since goes."""
-        if not holds(self._cached, flow):
-            self.forget(flow.metadata.uid)
+    def settled(self, flow: JobFlow) -> bool:
+        """A reconcile of `flow` is over: if its delete event came meanwhile, what it wrote since goes
+        (True)."""
+        if holds(self._cached, flow):
+            return False
+        self.forget(flow.metadata.uid)
+        return True
 
     def sweep(self, cached: Iterable[JobFlow]) -> int:
         """Forget every flow the cache (`cached`: all its flows) does not hold; how many there were."""

@@ -226,8 +226,8 @@ class Controller(InformerEvents):
             # Deleted while its validation, expansion or plan waited for or ran in a thread: not applied.
             return None
         finally:
-            if flow is not None:  # deleted meanwhile: what it wrote after its delete event goes too
-                self._memory.settled(flow)
+            if flow is not None and self._memory.settled(flow):  # deleted meanwhile: what it wrote goes
+                self._executor.forget(key)  # by key too (the key's next flow has not run yet: one worker)
 
     async def _reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)

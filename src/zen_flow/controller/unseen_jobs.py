@@ -224,7 +224,7 @@ class UnseenJobs:
         self._relabels.pop(uid, None)
 
     def uids(self) -> list[str]:
-        return list(self._missing)
+        return [*self._missing, *self._relabels]
 
 
 def _last(missing: Mapping[str, _Missing | None]) -> Callable[[str], float]:
