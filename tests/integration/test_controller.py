@@ -199,7 +199,7 @@ async def test_step_defaults_reach_every_jobs_pods_under_the_steps_own_values(
 ) -> None:
     queue = "kueue.x-k8s.io/queue-name"
     defaults = {
-        "metadata": {"labels": {queue: "team-a", LABEL_FLOW: "forged"}},
+        "metadata": {"labels": {queue: "team-a"}},  # zen-flow's own keys are refused here (admission)
         "podSpec": {
             "serviceAccountName": "runner",
             "nodeSelector": {"pool": "batch", "kubernetes.io/os": "linux"},
@@ -221,7 +221,7 @@ async def test_step_defaults_reach_every_jobs_pods_under_the_steps_own_values(
 
     # As the apiserver stored them: the CRD kept every field, and it took the Jobs as they were built.
     assert plain["metadata"]["labels"][queue] == "team-a"
-    assert plain["metadata"]["labels"][LABEL_FLOW] == "defaults"  # zen-flow's own label wins
+    assert plain["metadata"]["labels"][LABEL_FLOW] == "defaults"  # beside zen-flow's own labels
     assert plain["spec"]["activeDeadlineSeconds"] == 3600
     pod = plain["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "runner"
