@@ -17,7 +17,7 @@ from zen_flow_dev.testing.apiserver_fake import FakeApiServer
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 
-OUTPUT = {"name": "model", "valueFrom": {"terminationMessage": {"containerName": "main"}}}
+OUTPUT = {"name": "model", "valueFrom": {"terminationMessage": {"container": "main"}}}
 
 
 async def test_a_step_ended_from_its_success_criteria_reads_the_succeeded_pods_messages() -> None:

@@ -116,17 +116,6 @@ def test_an_ended_flow_edited_under_an_earlier_version_has_its_conditions_caught
     assert not kubectl_waits_on(wire, "Complete")
 
 
-def test_an_edited_flow_whose_ttl_expired_is_deleted_without_a_status_write() -> None:
-    # The write would only find the flow gone (a 404 and a failed reconcile): only the delete goes out.
-    sim = succeeded()
-    edited(sim)
-    stored = sim.flow.status
-    sim.advance(600 + 1)
-    plan = sim.reconcile()
-    assert [type(a).__name__ for a in plan.actions] == ["DeleteFlow"]
-    assert plan.status is stored
-
-
 def suspended() -> Simulator:
     sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
     sim.reconcile()

@@ -176,8 +176,7 @@ def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl
         field, seconds = ttl_rule(flow, outcome)
         expiry = after(finished, seconds)
         if now >= expiry:
-            # Its stored status: a write next to the delete would only find the flow gone (a 404).
-            return Plan((DeleteFlow(f"{field}={seconds}s expired"),), flow.status, (), None)
+            return Plan((DeleteFlow(f"{field}={seconds}s expired"),), status, (), None)
     jobs = tuple(jobs)
     # The live Jobs of ended attempts, its status recording them (a delete refused as the flow ended):
     # asked for as such first, never told as strays the status does not record.
