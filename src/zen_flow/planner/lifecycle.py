@@ -159,8 +159,10 @@ def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl
     for a Valid=Unknown (NewerSchema) an older leader wrote, said again (newer_schema.known_again).
     Once the TTL has expired only the flow is deleted: the garbage collector takes its Jobs with it,
     and a Job delete the apiserver keeps refusing (an admission policy) cannot hold the flow's deletion
-    back. `ttl` False (a verified child flow, planner.lineage): its own TTL does not apply, its
-    parent's retention decides."""
+    back; the status, caught up all the same, is written only if an archive record holds the deletion
+    back (planner/archiving.py): the reconciler writes none beside a deletion that went through. `ttl`
+    False (a verified child flow, planner.lineage): its own TTL does not apply, its parent's retention
+    decides."""
     status = flow.status
     generation = flow.metadata.generation
     if (known := known_again(status.conditions, generation or None, now)) is not status.conditions:
