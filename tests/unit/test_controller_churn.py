@@ -15,6 +15,8 @@ from test_controller_archive_logs import KEY as ARCHIVED
 from test_controller_archive_logs import end_flow
 from test_controller_archive_logs import rig as archive_rig
 
+from zen_flow.api import Job
+from zen_flow.kube.errors import from_status
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 
@@ -116,3 +118,30 @@ async def test_a_flow_deleted_while_its_archive_record_is_read_keeps_no_log_atte
         assert ctrl.memory.uids() == set()
     finally:
         writers.cancel()
+
+
+async def test_a_flow_re_created_under_its_name_does_not_inherit_the_old_ones_failing_creates() -> None:
+    # The old flow is deleted, and another made under its name, while its Job create waits for an answer
+    # that is a 503. The new flow's own first 503 is then a first one (a blip its retry gets past, not
+    # said), not taken for a repeat of the old flow's.
+    async with churning() as churn:
+        api, real = churn.api, churn.api.create_job
+        answers = ["re-created meanwhile", "503"]
+
+        async def create(namespace: str, body: dict[str, Any]) -> Job:
+            if not answers:
+                return await real(namespace, body)
+            if answers.pop(0) == "re-created meanwhile":
+                api.remove_flow(f"{NS}/nightly")
+                api.create_flow(make_flow([job_step("s0")], name="nightly", namespace=NS))
+                api.sync()  # the delete and add events, handled while the create is in flight
+            raise from_status(503, {"kind": "Status", "code": 503, "reason": "ServiceUnavailable"})
+
+        api.create_job = create  # type: ignore[method-assign]
+        api.create_flow(make_flow([job_step("s0")], name="nightly", namespace=NS))
+        for _ in range(3):
+            api.sync()
+            await churn.settle()
+        assert not answers  # both 503s answered: the old flow's create, then the new flow's first
+        assert api.flows[f"{NS}/nightly"].status.phase == "Running"
+        assert [reason for _, reason, _ in api.events if reason.startswith("Create")] == []

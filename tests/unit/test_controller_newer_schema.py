@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
 from controller_rig import Rig
 from test_cron_controller import Cluster, running  # noqa: F401  (the fixture)
 
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.api.meta import Condition
 from zen_flow.controller.metrics import Metrics
+from zen_flow.kube.errors import from_status
 from zen_flow.planner.newer_schema import NEWER_SCHEMA_RETRY_SECONDS
 from zen_flow_dev.testing.clock import FakeClock, settle
 from zen_flow_dev.testing.flows import flow_manifest, job_step
@@ -109,3 +111,81 @@ async def test_a_cronjobflow_written_for_a_newer_release_makes_no_run(
     condition = next(c for c in cluster.crons["ns/newer"].status.conditions if c.type == "Valid")
     assert (condition.status, condition.reason) == ("Unknown", "NewerSchema")
     assert 'spec.concurrencyPolicy: "ReplaceGentlyFromTheFuture"' in condition.message
+
+
+# A CRD and a controller rolled back together: the CRD refuses a value the stored flow holds (its enum is
+# the older release's, and validation does not ratchet an atomic list), so every write of the object, the
+# Valid=Unknown (NewerSchema) one too, gets 422. It once failed every reconcile, backing off, the warning
+# logged each time and nothing told on the flow.
+ROLLED_BACK = (
+    'JobFlow.workflow.kube-zen.io "value" is invalid: spec.executionPolicy.jobRetention: Unsupported '
+    'value: "KeepNothingFromTheFuture": supported values: "All", "FailedOnly"'
+)
+
+
+def refuse_status_writes(rig: Rig, message: str) -> tuple[list[str], list[int]]:
+    """Every status write is refused with 422 `message` while the returned switch holds "on"; returns
+    the switch and the writes tried (one entry each)."""
+    switch, tried, real = ["on"], [], rig.api.patch_flow_status
+
+    async def patch(namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        tried.append(1)
+        if switch:
+            raise from_status(422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": message})
+        return await real(namespace, name, ops)
+
+    rig.api.patch_flow_status = patch  # type: ignore[method-assign]
+    return switch, tried
+
+
+@pytest.mark.parametrize("rig", [newer_flow("value", unknown_value)], indirect=True)
+async def test_a_newer_flow_whose_crd_refuses_its_status_is_told_once_and_looked_at_slowly(rig: Rig) -> None:
+    switch, tried = refuse_status_writes(rig, ROLLED_BACK)
+    await rounds(rig, 5)
+    looks = len(tried)
+    assert looks <= 2  # one look (a patch, then the whole status), not one per backoff step
+    await rounds(rig, 3, NEWER_SCHEMA_RETRY_SECONDS)
+    assert len(tried) <= looks + 3 * 2  # then as slowly as any newer flow
+    told = [m for t, r, m in rig.api.events if (t, r) == ("Warning", "NewerSchema")]
+    assert len(told) == 1  # once, however often it is looked at
+    assert "422" in told[0]
+    assert "spec.executionPolicy.jobRetention" in told[0]  # the apiserver's words name the field
+    assert rig.count("zen_flow_reconcile_total", "error") == 0  # not a failing reconcile
+    assert rig.api.job_creates == []
+    assert rig.flow.status.phase is None
+    # Edited, still refused: told again (a new generation); then the CRD rolled forward: marked at last.
+    rig.api.update_flow(rig.key, lambda f: f.model_copy(update={"metadata": f.metadata.model_copy(
+        update={"generation": 2})}))  # fmt: skip
+    await rounds(rig, 2)
+    assert len([r for _, r, _ in rig.api.events if r == "NewerSchema"]) == 2
+    switch.clear()
+    await rounds(rig, 1, NEWER_SCHEMA_RETRY_SECONDS)
+    assert (valid(rig.flow).status, valid(rig.flow).reason) == ("Unknown", "NewerSchema")
+    assert rig.api.job_creates == []
+
+
+async def test_a_newer_cronjobflow_whose_crd_refuses_its_status_is_told_once(
+    running: tuple[Cluster, FakeClock, Metrics],  # noqa: F811
+) -> None:
+    cluster, clock, _ = running
+    real = cluster.patch_status
+    refusal = 'CronJobFlow "newer" is invalid: spec.concurrencyPolicy: Unsupported value'
+
+    async def patch(namespace: str, name: str, status: dict[str, Any], rv: str) -> None:
+        if name == "newer":
+            raise from_status(422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": refusal})
+        await real(namespace, name, status, rv)
+
+    cluster.patch_status = patch  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        cluster.add_cron("newer", concurrencyPolicy="ReplaceGentlyFromTheFuture")
+        cluster.add_cron("known")
+        await settle()
+        for _ in range(4):
+            await clock.advance(NEWER_SCHEMA_RETRY_SECONDS)
+    assert cluster.runs("newer") == []
+    assert cluster.runs("known") != []
+    told = [m for name, reason, m in cluster.events if (name, reason) == ("newer", "NewerSchema")]
+    assert len(told) == 1
+    assert "spec.concurrencyPolicy" in told[0]
+    assert not [e for e in logs if "reconcile failed" in e["event"]]  # no backoff, no warning each time

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zen_flow.api.constants import ARCHIVED, JOB_CREATE_FAILING, JOB_DELETE_FAILING
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
@@ -18,6 +20,7 @@ from zen_flow.api.flow_status import JobFlowStatus
 from zen_flow.api.meta import Condition, format_time
 from zen_flow.planner import with_create_condition
 from zen_flow.planner.cron import plan_cron
+from zen_flow.planner.newer_schema import known_again, newer_schema_conditions
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -210,3 +213,68 @@ def test_a_cronjobflow_edited_between_run_times_is_at_the_new_generation() -> No
     assert [said(c) for c in status.conditions] == [said(c) for c in stored.conditions]
     wire = {"metadata": {"generation": 2}, "status": status.to_wire()}
     assert not kubectl_waits_on(wire, "Scheduled")
+
+
+def failed_invalid() -> Simulator:
+    sim = Simulator(make_flow([job_step("a", "b"), job_step("b", "a")]), T0)  # a dependency cycle
+    sim.reconcile()
+    return sim
+
+
+def valid_of(status: JobFlowStatus) -> Condition:
+    return next(c for c in status.conditions if c.type == "Valid")
+
+
+@pytest.mark.parametrize("ended", [succeeded, failed, failed_invalid])
+def test_an_ended_flow_an_older_leader_marked_newer_schema_is_valid_again(
+    ended: Callable[[], Simulator],
+) -> None:
+    # A controller-only rollback: the older leader marks the ended flow holding a newer value Valid=Unknown
+    # (NewerSchema); after the upgrade, this release knows the flow and says Valid again, as it did before.
+    sim = ended()
+    before = sim.flow.status
+    was = valid_of(before)
+    sim.advance(60)
+    marked = newer_schema_conditions(before.conditions, "spec.x", 1, sim.now, "0.0.1")
+    sim.flow = sim.flow.model_copy(update={"status": before.model_copy(update={"conditions": marked})})
+    sim.advance(60)
+    plan = sim.reconcile()
+    assert plan.actions == ()
+    valid = valid_of(sim.flow.status)
+    assert (valid.status, valid.reason, valid.message) == (was.status, was.reason, was.message)
+    assert valid.observed_generation == 1
+    assert valid.last_transition_time == sim.now  # it flipped from Unknown now
+    others = [said(c) for c in sim.flow.status.conditions if c.type != "Valid"]
+    assert others == [said(c) for c in before.conditions if c.type != "Valid"]  # nothing else moved
+    assert sim.reconcile().status is sim.flow.status  # then quiet again
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    valid=st.tuples(
+        st.sampled_from(["True", "False", "Unknown"]),
+        st.sampled_from(["SpecValid", "InvalidSpec", "NewerSchema"]),
+    ),
+    failed=st.tuples(
+        st.sampled_from(["True", "False"]), st.sampled_from(["InvalidSpec", "TemplateNotFound", "StepFailed"])
+    ),
+    generation=st.integers(1, 5),
+)
+def test_no_newer_schema_verdict_outlives_a_plan_of_a_flow_this_release_knows(
+    valid: tuple[str, str], failed: tuple[str, str], generation: int
+) -> None:
+    # Whatever an older controller left: only a NewerSchema Valid changes, to what the Failed one implies.
+    conds = (
+        Condition(type="Failed", status=failed[0], reason=failed[1], message="m", last_transition_time=T0),
+        Condition(type="Valid", status=valid[0], reason=valid[1], last_transition_time=T0),
+    )
+    now = T0 + timedelta(hours=1)
+    after = known_again(conds, generation, now)
+    if valid[1] != "NewerSchema":
+        assert after is conds
+        return
+    assert after[0] is conds[0]
+    invalid = failed[0] == "True" and failed[1] in ("InvalidSpec", "TemplateNotFound")
+    assert (after[1].status, after[1].reason) == (("False", failed[1]) if invalid else ("True", "SpecValid"))
+    assert after[1].observed_generation == generation
+    assert after[1].last_transition_time == (T0 if after[1].status == valid[0] else now)

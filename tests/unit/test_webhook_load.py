@@ -25,7 +25,7 @@ from zen_flow.webhook.connections import ConnectionGuard, ConnectionLimits
 from zen_flow.webhook.review import validate_review_decisions
 from zen_flow.webhook.review_threads import ReviewLimits
 from zen_flow.webhook.server import BODIES, REVIEW_THREADS, WebhookServer, create_webhook_app
-from zen_flow_dev.cluster.pki import CertificateAuthority, create_ca
+from zen_flow_dev.cluster.pki import CertificateAuthority
 
 # Generous: each wait ends as soon as its condition holds.
 DEADLINE = 10.0
@@ -36,16 +36,6 @@ async def until(condition: Callable[[], bool], what: str, within: float = DEADLI
     while not condition():
         assert time.monotonic() < deadline, f"not within {within}s: {what}"
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-def ca(tmp_path: Path) -> CertificateAuthority:
-    return create_ca(tmp_path / "ca")
-
-
-@pytest.fixture
-def trust(ca: CertificateAuthority) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca.cert_path))
 
 
 class Load:

@@ -20,7 +20,7 @@ from validation_samples import base_flow
 
 from zen_flow.webhook.connections import ConnectionLimits
 from zen_flow.webhook.server import MAX_BODY_BYTES, WebhookServer, create_webhook_app
-from zen_flow_dev.cluster.pki import CertificateAuthority, create_ca, issue_serving_cert
+from zen_flow_dev.cluster.pki import CertificateAuthority, issue_serving_cert
 
 UID = "b0a3d0a8-0000-4000-8000-000000000001"
 
@@ -170,16 +170,6 @@ async def peer_serial(port: int, context: ssl.SSLContext) -> int:
     finally:
         writer.close()
         await writer.wait_closed()
-
-
-@pytest.fixture
-def ca(tmp_path: Path) -> CertificateAuthority:
-    return create_ca(tmp_path / "ca")
-
-
-@pytest.fixture
-def trust(ca: CertificateAuthority) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca.cert_path))
 
 
 @pytest.fixture

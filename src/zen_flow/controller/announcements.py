@@ -36,6 +36,7 @@ from zen_flow.controller.cloud_event_sink import CloudEventSink
 from zen_flow.controller.create_failures import Executed, answer
 from zen_flow.controller.executor import JobNameTaken
 from zen_flow.controller.first_jobs import REASON_STEPS_CHANGED, STEPS_CHANGED
+from zen_flow.controller.flow_memory import holds
 from zen_flow.controller.memo_cache import EventSink
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.provisioning import REASON_RESOURCE_NAME_TAKEN
@@ -179,8 +180,7 @@ class Announcements:
         if not _maybe_applied(error):
             return
         uid = flow.metadata.uid
-        cached = self._cached(flow.key)
-        if cached is None or cached.metadata.uid != uid:
+        if not holds(self._cached, flow):
             # Deleted (or relabelled away) while the write was in flight: `forget` ran before this, and
             # no reconcile of this uid will come to settle it.
             return

@@ -34,7 +34,7 @@ from zen_flow.api.meta import format_time
 from zen_flow.archive_keys import ArchiveKeys
 from zen_flow.config import Settings
 from zen_flow.controller.due_line import DueLine
-from zen_flow.controller.flow_memory import holds
+from zen_flow.controller.flow_memory import cached_as, holds
 from zen_flow.controller.flow_queue import priority
 from zen_flow.controller.log_archiver import WRITERS as LOG_WRITERS
 from zen_flow.controller.log_archiver import LogArchiver, PodReader
@@ -256,8 +256,8 @@ class Archiver:
 
     async def _write(self, key: str, uid: str) -> None:
         run = self._runs.get(uid)
-        flow = self._flows.get(key)
-        if run is None or flow is None or flow.metadata.uid != uid:
+        flow = cached_as(self._flows.get, key, uid)
+        if run is None or flow is None:
             return  # deleted meanwhile (forgotten), or another flow of that name now
         started = time.perf_counter()
         where = ""

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
+from zen_flow.controller.flow_memory import cached_as
 from zen_flow.machinery.expectations import Expectations
 
 
@@ -92,8 +93,8 @@ class ChildFlows:
         ref = planner.parent_of(claimed[0]) if claimed else None
         if ref is None:
             return []
-        parent = self._flow_by_key(f"{claimed[0].metadata.namespace}/{ref.name}")
-        if parent is None or parent.metadata.uid != owner_uid:
+        parent = cached_as(self._flow_by_key, f"{claimed[0].metadata.namespace}/{ref.name}", owner_uid)
+        if parent is None:
             return []
         return planner.verified_children(parent, self._children_of)
 

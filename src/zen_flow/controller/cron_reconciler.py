@@ -17,15 +17,17 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
 
-from zen_flow import __version__
 from zen_flow.api.constants import ANNOTATION_STOP, CronConditionType
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.controller.flow_memory import holds
 from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.newer_schema_marks import NewerSchemaMarks
 from zen_flow.controller.runtime_metrics import PrometheusQueueMetrics
 from zen_flow.controller.shard_gate import ShardGate, shard_turn
 from zen_flow.controller.validity import KnownSpecs
@@ -45,7 +47,7 @@ from zen_flow.machinery.workqueue import QueueShutDown, WorkQueue
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.archiving import REASON_NOT_ARCHIVED
 from zen_flow.planner.cron import RUN_CREATED, CreateRun, CronPlan, DeleteRun, StopRun, counted, plan_cron
-from zen_flow.planner.newer_schema import NEWER_SCHEMA_RETRY_SECONDS, newer_schema_conditions
+from zen_flow.planner.newer_schema import NEWER_SCHEMA_RETRY_SECONDS, REASON_NEWER_SCHEMA
 from zen_flow.planner.status import next_condition
 from zen_flow.validation import render, validate_cronjobflow
 
@@ -160,6 +162,7 @@ class CronController:
         # (uid, generation) -> the validator's verdict (None: valid); the spec only changes with a generation.
         self._verdicts: dict[tuple[str, int], str | None] = {}
         self._known = KnownSpecs()  # written for a newer zen-flow? per generation
+        self._newer = NewerSchemaMarks(clock.now, crons.get)
         self._ids = itertools.count(1)
         # uid -> the run this process last reported created (Event and metric): a create answered
         # AlreadyExists is reported only when it was not (its first answer was lost), never twice.
@@ -184,6 +187,7 @@ class CronController:
         for key in [k for k in self._verdicts if k[0] == cron.metadata.uid]:
             del self._verdicts[key]
         self._known.forget(cron.metadata.uid)
+        self._newer.forget(cron.metadata.uid)
         self._reported.pop(cron.metadata.uid, None)
         self._queue.cancel_after(cron.key)
 
@@ -255,12 +259,10 @@ class CronController:
         return plan.requeue_after
 
     async def _newer_schema(self, cron: CronJobFlow, found: str) -> None:
-        """Written for a newer zen-flow (api/known_fields.py): Valid=Unknown (NewerSchema), no run."""
+        """Written for a newer zen-flow (api/known_fields.py): no run, told (newer_schema_marks.py)."""
         self._queue.add_after(cron.key, NEWER_SCHEMA_RETRY_SECONDS)
-        conditions = newer_schema_conditions(
-            cron.status.conditions, found, cron.metadata.generation, self._clock.now(), __version__
-        )
-        await self._write_status(cron, cron.status.model_copy(update={"conditions": conditions}))
+        tell = partial(self._events.emit, cron, "Warning", REASON_NEWER_SCHEMA)
+        await self._newer.mark(cron.metadata, cron.status, found, partial(self._write_status, cron), tell)
 
     def _verdict(self, cron: CronJobFlow) -> str | None:
         """Why the CronJobFlow cannot make valid runs (the webhook's rules: it may not have run), or None."""
@@ -331,10 +333,8 @@ class CronController:
         return plan
 
     def _report(self, cron: CronJobFlow, run: str) -> None:
-        """Remember the run reported created; not for a CronJobFlow deleted during the create (its delete
-        event forgot it already, and nothing would again)."""
-        cached = self._crons.get(cron.key)
-        if cached is not None and cached.metadata.uid == cron.metadata.uid:
+        """Remember the run reported created; not if the CronJobFlow was deleted since (none would forget)."""
+        if holds(self._crons.get, cron):
             self._reported[cron.metadata.uid] = run
 
     async def _write_status(self, cron: CronJobFlow, status: CronJobFlowStatus) -> None:

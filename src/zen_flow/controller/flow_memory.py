@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from zen_flow.api import JobFlow
+from zen_flow.api.meta import ObjectMeta
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 
@@ -51,10 +52,29 @@ class Kept:
     forget: Callable[[str], None]
 
 
-def holds(cached: Callable[[str], JobFlow | None], flow: JobFlow) -> bool:
+class Keyed(Protocol):
+    """A JobFlow or a CronJobFlow."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def metadata(self) -> ObjectMeta: ...
+
+
+K = TypeVar("K", bound=Keyed)
+
+
+def cached_as(cached: Callable[[str], K | None], key: str, uid: str) -> K | None:
+    """The cache's object of `key` when it is the one of `uid`: None when it is gone, or another one now
+    (re-created under its name)."""
+    now = cached(key)
+    return now if now is not None and now.metadata.uid == uid else None
+
+
+def holds(cached: Callable[[str], K | None], flow: K) -> bool:
     """Does the cache still hold `flow` (its key is not another flow's now, re-created under its name)?"""
-    now = cached(flow.key)
-    return now is not None and now.metadata.uid == flow.metadata.uid
+    return cached_as(cached, flow.key, flow.metadata.uid) is not None
 
 
 def current(cached: Callable[[str], JobFlow | None], flow: JobFlow) -> bool:

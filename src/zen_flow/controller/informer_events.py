@@ -72,7 +72,8 @@ class InformerEvents:
         return self._memory
 
     def _dropped(self, key: str) -> None:
-        """What this replica remembered of a flow it no longer reconciles is its holder's now."""
+        """Forget what is kept by the flow's key: the flow is gone, or this replica no longer reconciles
+        it (its holder's now)."""
         self._executor.forget(key)
         self._failures.forget(key)
 
@@ -89,8 +90,7 @@ class InformerEvents:
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
         self._memory.forget(flow.metadata.uid)
-        self._executor.forget(flow.key)
-        self._failures.forget(flow.key)
+        self._dropped(flow.key)
         # Its timers would wake nothing, and stay until due: a finished flow's TTL (a day by default).
         self._queue.cancel_after(flow.key)
         self._queue.add(flow.key)

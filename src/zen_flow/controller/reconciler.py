@@ -247,13 +247,11 @@ class Controller(InformerEvents):
         uid = flow.metadata.uid
         self._announcements.settle(flow)  # a status write in doubt that the cache shows now landed
         if not self._expectations.satisfied(uid):
-            # Our own creates/deletes are not in the cache yet; their watch events will enqueue us again.
-            # Should an event be lost, look again when the expectation expires rather than never (with
-            # resync off nothing else would wake the flow).
+            # Our own creates/deletes are not in the cache yet: their watch events enqueue us again. Should
+            # one be lost, look again when the expectation expires (with resync off nothing else would).
             return self._expectations.expires_in(uid)
         if (unseen := self._status.unseen_for(uid)) is not None:
-            # Our last status write is on its way to the cache and its event wakes us; the requeue is
-            # only the safety net for when that event never comes (a relist skipped it).
+            # Our last write is on its way to the cache, whose event wakes us (the requeue: a safety net).
             return unseen
         if (held := await self._status.held(flow)) is not None:
             return held  # every write of it is refused: nothing is done until one is accepted
@@ -332,6 +330,8 @@ class Controller(InformerEvents):
             # status records the start must replace them, not adopt them.
             self._first_jobs.unrecorded(flow, dict.fromkeys(executed.unanswered, ""), result.actions)
         self._announcements.acted(flow, planner.untold(result.events, executed.undeleted))
+        if any(isinstance(a, planner.DeleteFlow) for a in result.actions):  # its TTL deletion went through:
+            return None  # no status write (one caught up to an edit would only find the flow gone: a 404)
         if rejected:
             # The apiserver will never accept these Jobs (422/400): sending them again would loop. The
             # flow fails from what this plan did (the Jobs it created, Running) and stops its Jobs.

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
-from zen_flow import __version__, planner
+from zen_flow import planner
 from zen_flow.api import JobFlow, JobFlowStatus
 from zen_flow.controller.announcements import Announcements
+from zen_flow.controller.flow_memory import cached_as
 from zen_flow.controller.metrics import Metrics
+from zen_flow.controller.newer_schema_marks import NewerSchemaMarks
 from zen_flow.controller.status_holds import RETRY_CAP_SECONDS, StatusHolds
 from zen_flow.controller.transition_metrics import record_transitions
 from zen_flow.core import jsonpatch
@@ -22,7 +25,7 @@ from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
 from zen_flow.planner.actions import EventSpec
 from zen_flow.planner.events import WARNING
-from zen_flow.planner.newer_schema import NEWER_SCHEMA_RETRY_SECONDS, newer_schema_conditions
+from zen_flow.planner.newer_schema import REASON_NEWER_SCHEMA
 from zen_flow.planner.status import REASON_STATUS_REJECTED, cut
 
 log = get_logger(__name__)
@@ -65,6 +68,7 @@ class StatusWriter:
         # earn a 409 (the patch is conditional) and a wasted round trip.
         self._written: dict[str, tuple[str, float]] = {}
         self._holds = StatusHolds(clock.monotonic)
+        self._newer = NewerSchemaMarks(clock.now, flows.get)  # refusals of a NewerSchema write told
 
     def observed(self, flow: JobFlow) -> None:
         """The informer delivered `flow`: if it is our last write, the cache has caught up."""
@@ -75,9 +79,10 @@ class StatusWriter:
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._holds.forget(uid)
+        self._newer.forget(uid)
 
     def uids(self) -> list[str]:
-        return [*self._written, *self._holds.uids()]
+        return [*self._written, *self._holds.uids(), *self._newer.uids()]
 
     def unseen_for(self, uid: str) -> float | None:
         """Seconds to go before the cache is trusted although it has not shown our last write of the
@@ -121,15 +126,10 @@ class StatusWriter:
             raise
         self._metrics.status_patches.labels("written").inc()
         self._holds.accepted(flow.metadata.uid)
-        cached = self._flows.get(flow.key)
+        cached = cached_as(self._flows.get, flow.key, flow.metadata.uid)
         # The watch event may already have been applied while we awaited the response, or the flow's
         # delete event: then nothing of it comes any more, and nothing is kept for it.
-        if (
-            rv
-            and cached is not None
-            and cached.metadata.uid == flow.metadata.uid
-            and cached.metadata.resource_version != rv
-        ):
+        if rv and cached is not None and cached.metadata.resource_version != rv:
             self._written[flow.metadata.uid] = (rv, self._clock.monotonic() + WRITE_VISIBLE_TIMEOUT)
             self._flows.expect_status(stored or flow, rv, ops)
         record_transitions(self._metrics, flow, status)
@@ -234,15 +234,15 @@ class StatusWriter:
 
     async def newer_schema(self, flow: JobFlow, found: str, *, stored: JobFlow) -> float:
         """The flow was written for a newer zen-flow (`found`: api/known_fields.newer_field): its
-        condition Valid says so (Unknown, NewerSchema), nothing of it is planned; looked at again slowly."""
-        meta = stored.metadata
-        conditions = newer_schema_conditions(
-            flow.status.conditions, found, meta.generation, self._clock.now(), __version__
+        condition Valid says so (Unknown, NewerSchema), nothing of it is planned; looked at again slowly.
+        A refusal of that write for good is told once (newer_schema_marks.py), not raised."""
+
+        def tell(message: str) -> None:
+            self._announcements.acted(flow, (EventSpec(WARNING, REASON_NEWER_SCHEMA, message, acted=True),))
+
+        return await self._newer.mark(
+            stored.metadata, flow.status, found, partial(self.write, flow, stored=stored), tell
         )
-        if conditions != flow.status.conditions:
-            log.warning("flow written for a newer zen-flow; not planned", flow=flow.key, newer=found)
-            await self.write(flow, flow.status.model_copy(update={"conditions": conditions}), stored=stored)
-        return NEWER_SCHEMA_RETRY_SECONDS
 
     def held_flows(self) -> list[str]:
         """namespace/name of the flows held (read at scrape time)."""

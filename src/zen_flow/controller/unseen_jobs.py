@@ -38,7 +38,8 @@ from zen_flow import planner
 from zen_flow.api import Job, JobFlow
 from zen_flow.api.constants import LABEL_MANAGED_BY, MANAGED_BY
 from zen_flow.api.job import labels_of
-from zen_flow.kube.errors import ApiError, KubeError, NotFound, describe
+from zen_flow.controller.create_failures import verdict
+from zen_flow.kube.errors import ApiError, Conflict, KubeError, NotFound, describe
 from zen_flow.logging import get_logger
 
 log = get_logger(__name__)
@@ -238,9 +239,9 @@ def _last(missing: Mapping[str, _Missing | None]) -> Callable[[str], float]:
 
 
 def _refusal(err: KubeError) -> bool:
-    """A verdict on the relabel itself (RBAC's or a policy's 403, a 400 or 422), which sending it again
-    does not change: not a gone Job (404), another Job of its name (409) or throttling (429)."""
-    return isinstance(err, ApiError) and 400 <= err.status < 500 and err.status not in (404, 409, 429)
+    """A verdict on the relabel itself (create_failures.verdict: RBAC's or a policy's 403, a 400 or 422),
+    which sending it again does not change: not a gone Job (404) nor another Job of its name (409)."""
+    return verdict(err) and not isinstance(err, NotFound | Conflict)
 
 
 def _refused_message(name: str, namespace: str, was: str, err: KubeError) -> str:

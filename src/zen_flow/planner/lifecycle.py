@@ -30,6 +30,7 @@ from zen_flow.planner.actions import Action, CreateJob, DeleteFlow, DeleteJob, E
 from zen_flow.planner.approvals import with_origin
 from zen_flow.planner.create_refusals import unnoted
 from zen_flow.planner.events import NORMAL, derive_events
+from zen_flow.planner.newer_schema import known_again
 from zen_flow.planner.node_avoidance import without_avoiding
 from zen_flow.planner.retention import retention_deletes, retention_of
 from zen_flow.planner.retry_messages import waited_failure
@@ -154,13 +155,18 @@ def terminal_plan(flow: JobFlow, now: datetime, jobs: Iterable[Job] = (), *, ttl
     TTL) is acknowledged in `observedGeneration`, the status's and every condition's: tools that judge
     health by it (kstatus: Argo CD, Flux) would otherwise take the flow for never reconciled, and
     `kubectl wait --for=condition=Complete` would wait on to its timeout. A Job of its own that its
-    status does not record (`jobs`, `strays`) is deleted, with an event: the status stays as it is.
+    status does not record (`jobs`, `strays`) is deleted, with an event: the status stays as it is, but
+    for a Valid=Unknown (NewerSchema) an older leader wrote, said again (newer_schema.known_again).
     Once the TTL has expired only the flow is deleted: the garbage collector takes its Jobs with it,
     and a Job delete the apiserver keeps refusing (an admission policy) cannot hold the flow's deletion
-    back. `ttl` False (a verified child flow, planner.lineage): its own TTL does not apply, its
-    parent's retention decides."""
+    back; the status, caught up all the same, is written only if an archive record holds the deletion
+    back (planner/archiving.py): the reconciler writes none beside a deletion that went through. `ttl`
+    False (a verified child flow, planner.lineage): its own TTL does not apply, its parent's retention
+    decides."""
     status = flow.status
     generation = flow.metadata.generation
+    if (known := known_again(status.conditions, generation or None, now)) is not status.conditions:
+        status = status.model_copy(update={"conditions": known})  # an older leader's NewerSchema
     if generation:
         # Each condition too (`kubectl wait` goes by a condition's own), also of a flow edited under an
         # earlier version, which raised only the status's: what they say stays.

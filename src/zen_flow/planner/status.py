@@ -34,6 +34,8 @@ REASON_SUCCEEDED_WITH_FAILURES = "SucceededWithFailures"
 REASON_FINALLY_FAILED = "FinallyStepFailed"  # the other steps succeeded; a finally step failed
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_INVALID = "InvalidSpec"
+# Condition Valid's reason when it is True.
+REASON_SPEC_VALID = "SpecValid"
 # A flow naming a JobFlowTemplate that does not exist (controller/templates.py): invalid as well.
 REASON_TEMPLATE_NOT_FOUND = "TemplateNotFound"
 # A flow whose template the controller may not read (403, RBAC), after its retries: invalid as well.
@@ -273,7 +275,9 @@ def _wanted(
         _Want(
             ConditionType.VALID,
             failed_reason not in INVALID_REASONS or phase != FlowPhase.FAILED,
-            failed_reason if failed_reason in INVALID_REASONS and phase == FlowPhase.FAILED else "SpecValid",
+            failed_reason
+            if failed_reason in INVALID_REASONS and phase == FlowPhase.FAILED
+            else REASON_SPEC_VALID,
             msg if failed_reason in INVALID_REASONS and phase == FlowPhase.FAILED else "",
         ),
         _Want(
