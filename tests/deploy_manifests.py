@@ -103,6 +103,7 @@ def metric_catalog() -> dict[str, frozenset[str]]:
     )
     metrics.watch_flows(lambda: [flow])
     metrics.watch_job_creates(lambda: [flow.key])
+    metrics.watch_status_held(lambda: [flow.key])
     metrics.watch_informers(lambda: [InformerStats("jobs", {"ADDED": 1}, 1)])
     catalog: dict[str, frozenset[str]] = {}
     for wrapper in vars(metrics).values():

@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_archive_commands(sub)
 
+    from zen_flow.cli.crd_check import add_crd_commands
+
+    add_crd_commands(sub)
+
     _add_shards_command(sub)
 
     from zen_flow.cli.completion import SHELLS

@@ -223,7 +223,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
         )
         metrics.watch_flows(flows.list)
         metrics.watch_job_creates(controller.creates_failing)
-        metrics.watch_status_held(controller.status_held)
+        metrics.watch_status_held(lambda: [*controller.status_held(), *scheduler.status_held()])
         metrics.watch_informers(
             lambda: [
                 InformerStats(i.name, i.events, i.lists, i.closed_early, i.recognised)

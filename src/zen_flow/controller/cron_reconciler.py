@@ -3,8 +3,8 @@
 One reconcile: the CronJobFlow and its runs from the caches (runs through the JobFlow informer's index of
 flows by their CronJobFlow owner), the validator's verdict (once per generation), `plan_cron(..., now)`,
 then the plan's run creates, stop requests and history deletes, its Events, and one conditional merge
-patch of /status when it changed. The key comes back at the next run time (`requeue_after`, the work
-queue's delayed add): a quiet schedule costs nothing between its run times.
+patch of /status when it changed (cron_status.py: held when refused for good). The key comes back at the
+next run time (`requeue_after`, the work queue's delayed add): a quiet schedule costs nothing between.
 
 Its own work queue and workers, beside the JobFlow ones: a CronJobFlow's run must not wait behind a burst
 of flow reconciles, nor one CronJobFlow's failing creates behind another's (each key is retried on its
@@ -23,8 +23,9 @@ from typing import Any
 import structlog
 
 from zen_flow.api.constants import ANNOTATION_STOP, CronConditionType
-from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
+from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
+from zen_flow.controller.cron_status import CronStatus
 from zen_flow.controller.flow_memory import holds
 from zen_flow.controller.metrics import Metrics
 from zen_flow.controller.newer_schema_marks import NewerSchemaMarks
@@ -153,7 +154,6 @@ class CronController:
         self._archive_max_delay = archive_max_delay
         self._shards = shards
         self._flows = flows
-        self._cron_api = cron_api
         self._flow_api = flow_api
         self._queue = queue
         self._events = events
@@ -163,6 +163,7 @@ class CronController:
         self._verdicts: dict[tuple[str, int], str | None] = {}
         self._known = KnownSpecs()  # written for a newer zen-flow? per generation
         self._newer = NewerSchemaMarks(clock.now, crons.get)
+        self._status = CronStatus(cron_api, events, clock, queue.add_after, crons.get)  # and its holds
         self._ids = itertools.count(1)
         # uid -> the run this process last reported created (Event and metric): a create answered
         # AlreadyExists is reported only when it was not (its first answer was lost), never twice.
@@ -188,6 +189,7 @@ class CronController:
             del self._verdicts[key]
         self._known.forget(cron.metadata.uid)
         self._newer.forget(cron.metadata.uid)
+        self._status.forget(cron.metadata.uid)
         self._reported.pop(cron.metadata.uid, None)
         self._queue.cancel_after(cron.key)
 
@@ -243,6 +245,8 @@ class CronController:
         if (newer := self._known.newer(cron.metadata, cron.spec)) is not None:  # for a newer zen-flow
             await self._newer_schema(cron, newer)
             return None
+        if await self._status.held(cron):  # its status writes refused (cron_status.py): not planned
+            return None
         invalid = self._crons.parse_error(key) or self._verdict(cron)
         runs = self._flows.runs_of(cron.metadata.uid)
         plan = plan_cron(cron, runs, self._clock.now(), invalid, archive_max_delay=self._archive_max_delay)
@@ -253,7 +257,8 @@ class CronController:
             self._events.emit(cron, event.type, event.reason, event.message)
         if plan.outcome is not None:
             self._metrics.cron_runs.labels(plan.outcome).inc()
-        await self._write_status(cron, plan.status)
+        if not await self._status.record(cron, plan.status):  # refused: held, its deletes not retried
+            return None
         if cleanup_failed is not None:
             raise cleanup_failed  # retried with backoff; the run and the status are written already
         return plan.requeue_after
@@ -262,7 +267,7 @@ class CronController:
         """Written for a newer zen-flow (api/known_fields.py): no run, told (newer_schema_marks.py)."""
         self._queue.add_after(cron.key, NEWER_SCHEMA_RETRY_SECONDS)
         tell = partial(self._events.emit, cron, "Warning", REASON_NEWER_SCHEMA)
-        await self._newer.mark(cron.metadata, cron.status, found, partial(self._write_status, cron), tell)
+        await self._newer.mark(cron.metadata, cron.status, found, partial(self._status.write, cron), tell)
 
     def _verdict(self, cron: CronJobFlow) -> str | None:
         """Why the CronJobFlow cannot make valid runs (the webhook's rules: it may not have run), or None."""
@@ -337,15 +342,9 @@ class CronController:
         if holds(self._crons.get, cron):
             self._reported[cron.metadata.uid] = run
 
-    async def _write_status(self, cron: CronJobFlow, status: CronJobFlowStatus) -> None:
-        new, old = status.to_wire(), cron.status.to_wire()
-        if new == old:
-            return
-        # A merge patch: a field the new status no longer has is removed with a null.
-        patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
-        await self._cron_api.patch_status(
-            cron.metadata.namespace, cron.metadata.name, patch, cron.metadata.resource_version
-        )
+    def status_held(self) -> list[str]:
+        """Keys of the CronJobFlows held (cron_status.py), of the shards held (read at scrape time)."""
+        return self._status.held_keys(self._shards)
 
 
 def _refused(cron: CronJobFlow, plan: CronPlan, action: CreateRun, why: str, now: datetime) -> CronPlan:

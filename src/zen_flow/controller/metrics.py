@@ -331,11 +331,12 @@ class Metrics(RuntimeMetrics):
         )
 
     def watch_status_held(self, held: Callable[[], Iterable[str]]) -> None:
-        """`held`: the keys of the flows held because the apiserver refuses every status write of them."""
+        """`held`: the keys of the flows and CronJobFlows held as the apiserver refuses every status write."""
         self.registry.register(
             FlowKeysCollector(
                 "zen_flow_jobflows_status_held",
-                "JobFlows left as they are (no Job created or deleted) because every status write is refused",
+                "JobFlows and CronJobFlows left as they are (no Job or run created or deleted) because every "
+                "status write is refused",
                 held,
             )
         )

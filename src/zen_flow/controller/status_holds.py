@@ -1,4 +1,5 @@
-"""Flows whose every status write the apiserver refuses for good, the write that fails them included.
+"""Flows (and CronJobFlows) whose every status write the apiserver refuses for good, the write that fails
+them included.
 
 That is a verdict on the stored object, not on our status: after a CRD rolled back past a value the flow
 uses (an enum widened under the atomic spec.steps list, which validation does not ratchet), every write
@@ -9,14 +10,19 @@ own: the plan a later accepted write records adopts them), until its object chan
 resourceVersion: an edit, a label, another writer) or a slow retry of the refused write, backing off
 to RETRY_CAP_SECONDS, finds it accepted (the CRD rolled forward: the stored object does not change).
 The book is in memory: a restart (or a shard handed over) costs one more plan and refusal, no loop.
+A CronJobFlow is held alike (cron_holds.py): no run created, stopped or deleted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from zen_flow.api import JobFlow, JobFlowStatus
+from zen_flow.controller.flow_memory import Keyed
+
+K = TypeVar("K", bound=Keyed)  # a JobFlow or a CronJobFlow
+S = TypeVar("S")  # its status
 
 # The first retry of a held flow's write, doubled each refusal up to the cap.
 RETRY_FIRST_SECONDS = 10.0
@@ -24,13 +30,13 @@ RETRY_CAP_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
-class Hold:
+class Hold(Generic[K, S]):
     """A held flow: the write refused (the flow as planned, its stored flow, the status) and when to
     send it again."""
 
-    flow: JobFlow  # as planned (its effective flow); its resourceVersion is the one the write read
-    stored: JobFlow | None
-    status: JobFlowStatus
+    flow: K  # as planned (its effective flow); its resourceVersion is the one the write read
+    stored: K | None
+    status: S
     due: float  # monotonic
 
 
@@ -40,16 +46,16 @@ class _Cause:
     refusals: int  # in a row, for the backoff
 
 
-class StatusHolds:
+class StatusHolds(Generic[K, S]):
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self._monotonic = monotonic
-        self._holds: dict[str, Hold] = {}  # flow uid ->
+        self._holds: dict[str, Hold[K, S]] = {}  # flow uid ->
         # flow uid -> why its writes are refused: kept when a change lifts the hold, so that the same
         # refusal of the changed flow is not told again and its retries keep backing off.
         self._causes: dict[str, _Cause] = {}
         self._keys: dict[str, str] = {}  # flow uid -> namespace/name, for the gauge
 
-    def hold(self, flow: JobFlow, status: JobFlowStatus, message: str, *, stored: JobFlow | None) -> bool:
+    def hold(self, flow: K, status: S, message: str, *, stored: K | None) -> bool:
         """The write of `status` planned from `flow` was refused with `message`, and so was the failure
         write: hold the flow. True when the cause is new (to be told)."""
         uid = flow.metadata.uid
@@ -60,7 +66,7 @@ class StatusHolds:
         self._keys[uid] = flow.key
         return cause is None or cause.message != message
 
-    def held(self, flow: JobFlow) -> Hold | None:
+    def held(self, flow: K) -> Hold[K, S] | None:
         """The flow's hold, if it is held and has not changed since (a change lifts it)."""
         hold = self._holds.get(flow.metadata.uid)
         if hold is not None and hold.flow.metadata.resource_version != flow.metadata.resource_version:
@@ -68,10 +74,10 @@ class StatusHolds:
             return None
         return hold
 
-    def due_in(self, hold: Hold) -> float:
+    def due_in(self, hold: Hold[K, S]) -> float:
         return max(hold.due - self._monotonic(), 0.0)
 
-    def put_off(self, hold: Hold) -> float:
+    def put_off(self, hold: Hold[K, S]) -> float:
         """A retry got no verdict (a 5xx, no answer): the next one after the same wait."""
         uid = hold.flow.metadata.uid
         cause = self._causes.get(uid)

@@ -67,7 +67,7 @@ class StatusWriter:
         # delivers that version, the cached flow is older than what we wrote: reconciling it would only
         # earn a 409 (the patch is conditional) and a wasted round trip.
         self._written: dict[str, tuple[str, float]] = {}
-        self._holds = StatusHolds(clock.monotonic)
+        self._holds: StatusHolds[JobFlow, JobFlowStatus] = StatusHolds(clock.monotonic)
         self._newer = NewerSchemaMarks(clock.now, flows.get)  # refusals of a NewerSchema write told
 
     def observed(self, flow: JobFlow) -> None:
