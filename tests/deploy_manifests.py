@@ -105,6 +105,7 @@ def metric_catalog() -> dict[str, frozenset[str]]:
     metrics.watch_job_creates(lambda: [flow.key])
     metrics.watch_status_held(lambda: [flow.key])
     metrics.watch_informers(lambda: [InformerStats("jobs", {"ADDED": 1}, 1)])
+    metrics.watch_events(lambda: {"queue_full": 0, "failed": 0})
     catalog: dict[str, frozenset[str]] = {}
     for wrapper in vars(metrics).values():
         if not isinstance(wrapper, MetricWrapperBase):

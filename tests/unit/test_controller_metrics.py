@@ -249,3 +249,24 @@ async def test_a_step_a_flow_wide_failure_ended_is_no_tolerated_failure_in_the_m
     assert rig.flow.status.phase == "Failed"
     assert rig.step("lint") == "Failed"  # ended with the flow, its Job stopped: not a failure of its own
     assert failures(rig) == (2, 0)  # lint's and test's
+
+
+@pytest.mark.parametrize("rig", [BLOCKED], indirect=True)
+async def test_a_namespaces_flow_completions_are_exported_at_0_before_its_first_flow_ends(rig: Rig) -> None:
+    # increase() misses a counter's first sample: a Failed series born at 1 with the namespace's first
+    # failure (after every failover too: a new leader counts afresh) would hide it from
+    # ZenFlowJobFlowsFailing, whose "at least 3 in an hour" then needs a fourth.
+    registry = rig.metrics.registry
+    failed = {"namespace": "team", "phase": "Failed"}
+    rig.api.sync()
+    await rig.settle()
+    assert rig.flow.status.phase == "Running"
+    succeeded = {"namespace": "team", "phase": "Succeeded"}
+    assert registry.get_sample_value("zen_flow_jobflow_completions_total", failed) == 0
+    assert registry.get_sample_value("zen_flow_jobflow_completions_total", succeeded) == 0
+    rig.api.finish_job("team", rig.job("a"), succeeded=False)
+    for _ in range(2):
+        rig.api.sync()
+        await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    assert registry.get_sample_value("zen_flow_jobflow_completions_total", failed) == 1

@@ -18,6 +18,7 @@ from kube_client_rig import kube_fixture as kube_fixture  # the `kube` fixture
 
 from zen_flow.api import JobFlow
 from zen_flow.api.meta import ObjectMeta
+from zen_flow.controller.metrics import Metrics
 from zen_flow.kube import EventRecorder, KubeClient, LeaseClient
 from zen_flow.kube.memo_caches import ConfigMapData, MemoCacheClient
 from zen_flow.machinery.leader import ConflictError, LeaseRecord
@@ -185,3 +186,21 @@ async def test_a_memoize_cache_is_read_with_its_labels_and_written_by_a_merge_pa
     assert (method, path) == ("PATCH", "/api/v1/namespaces/ns/configmaps/c")
     assert headers["Content-Type"] == "application/merge-patch+json"
     assert json.loads(body) == {"data": {"memo-b": "y", "memo-a": None}}
+
+
+async def test_events_never_recorded_are_counted_by_reason(api: FakeApiserver, kube: KubeClient) -> None:
+    # An Event dropped from a full backlog, or whose send failed (not retried), is lost to `kubectl
+    # describe`: zen_flow_events_dropped_total says how many, at 0 from the start so the first is an increase.
+    metrics = Metrics()
+    recorder = EventRecorder(kube, clock=InstantClock(), max_pending=1)
+    metrics.watch_events(recorder.lost)
+
+    def lost(reason: str) -> float | None:
+        return metrics.registry.get_sample_value("zen_flow_events_dropped_total", {"reason": reason})
+
+    assert (lost("queue_full"), lost("failed")) == (0, 0)
+    recorder.emit(flow(), "Normal", "Started", "go")
+    recorder.emit(flow(), "Normal", "Dropped", "queue is full")
+    api.answer(reply(403, status_body(403, "Forbidden")))
+    await recorder.record(flow(), "Warning", "StepFailed", "step a failed")
+    assert (lost("queue_full"), lost("failed")) == (1, 1)

@@ -145,6 +145,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, clock:
             burst=settings.event_burst,
             skip=frozenset() if settings.step_events == "all" else ROUTINE_STEP_EVENTS,
         )
+        metrics.watch_events(recorder.lost)
         sandbox = ExpressionSandbox(budget=settings.expression_budget, workers=settings.expression_workers)
         stack.callback(sandbox.close)
         # --shards N > 1: every replica reconciles the flows of the shards it holds (shard_gate.py).

@@ -1,5 +1,6 @@
 """The collectors of the metrics read at scrape time (controller/metrics.py registers them): the flows and
-steps in the informer cache by phase, the flows whose Job creates are failing, the informers' tallies.
+steps in the informer cache by phase, the flows whose Job creates are failing, the informers' tallies, the
+Kubernetes Events never recorded.
 Computed from what is there when Prometheus asks, they can never drift the way inc/dec gauges do.
 """
 
@@ -164,3 +165,24 @@ class InformerCollector(Collector):
             closed.add_metric([stat.resource], stat.closed_early)
             recognised.add_metric([stat.resource], stat.recognised)
         yield from (events, lists, closed, recognised)
+
+
+class EventsCollector(Collector):
+    """zen_flow_events_dropped_total{reason}: the Kubernetes Events the recorder never recorded
+    (kube/events.py, `EventRecorder.lost`), read from its tallies at scrape time; every reason from the
+    start, at 0, so a first drop is an increase."""
+
+    def __init__(self, lost: Callable[[], Mapping[str, int]]) -> None:
+        self._lost = lost
+
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(
+            "zen_flow_events_dropped",
+            "Kubernetes Events never recorded, by reason: queue_full (dropped from a full backlog: the "
+            "events budget, --event-qps, cannot keep up), failed (the apiserver refused or failed the write, "
+            "or did not answer; not retried)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self._lost().items()):
+            dropped.add_metric([reason], n)
+        yield dropped

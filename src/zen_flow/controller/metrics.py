@@ -10,7 +10,7 @@ defined in controller/runtime_metrics.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +24,7 @@ from prometheus_client import (
 from zen_flow import __version__
 from zen_flow.api import JobFlow
 from zen_flow.controller.metric_collectors import (
+    EventsCollector,
     FlowCollector,
     FlowKeysCollector,
     InformerCollector,
@@ -340,6 +341,10 @@ class Metrics(RuntimeMetrics):
                 held,
             )
         )
+
+    def watch_events(self, lost: Callable[[], Mapping[str, int]]) -> None:
+        """`lost`: the Kubernetes Events never recorded, by reason (kube/events.py, `EventRecorder.lost`)."""
+        self.registry.register(EventsCollector(lost))
 
     def watch_informers(self, stats: Callable[[], Iterable[InformerStats]]) -> None:
         self.registry.register(InformerCollector(stats))

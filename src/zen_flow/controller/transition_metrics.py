@@ -14,6 +14,12 @@ from zen_flow.planner.tolerance import tolerated
 def record_transitions(metrics: Metrics, flow: JobFlow, status: JobFlowStatus) -> None:
     """Count the transitions from `flow`'s status to `status`, a write of it that landed."""
     ns = flow.metadata.namespace
+    # The namespace's completion series, made at 0 with its first status write (a flow has some, Running
+    # and its steps', before it ends), as the step series below: increase() misses a series' first
+    # sample, so a Failed series born at 1 would hide the first failure ZenFlowJobFlowsFailing counts,
+    # in a new namespace and in every namespace after a failover (a new leader counts afresh).
+    for ended in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+        metrics.flow_completions.labels(ns, ended)
     before = {s.name: s for s in flow.status.steps}
     specs = shape_of(flow).specs  # the effective flow's: a matrix step's items by name
     for step in status.steps:

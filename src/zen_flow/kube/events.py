@@ -98,7 +98,10 @@ class EventRecorder:
         self._skip = skip
         self._sent: OrderedDict[Key, _Sent] = OrderedDict()
         self._similar: OrderedDict[tuple[str, str, str, str], _Similar] = OrderedDict()
+        # Events never recorded (exported as zen_flow_events_dropped_total, `lost`): dropped from a full
+        # backlog, and sends that failed (not retried: an Event is best effort).
         self.dropped = 0
+        self.failed = 0
 
     def emit(self, flow: JobFlow | CronJobFlow, type_: str, reason: str, message: str) -> None:
         """Queue an event (type_ "Normal" or "Warning") about a JobFlow or a CronJobFlow. Never blocks,
@@ -109,6 +112,10 @@ class EventRecorder:
         if dropped is not None:
             self.dropped += dropped.count
             log.warning("event dropped: queue full", flow=dropped.target.key, reason=dropped.reason)
+
+    def lost(self) -> dict[str, int]:
+        """Events never recorded, by reason: queue_full (dropped from the backlog), failed (a send failed)."""
+        return {"queue_full": self.dropped, "failed": self.failed}
 
     async def run(self) -> None:
         """Send queued events, one at a time, forever."""
@@ -163,8 +170,10 @@ class EventRecorder:
             )
             self._remember(key, _Sent(name, item.count, now))
         except KubeError as err:
+            self.failed += item.count
             log.warning("event not recorded", flow=target.key, reason=item.reason, error=str(err))
         except Exception:  # a bug here must not take the process down for a diagnostic
+            self.failed += item.count
             log.exception("event not recorded", flow=target.key, reason=item.reason)
 
     async def _repeat(self, namespace: str, seen: _Sent, item: Pending) -> None:
