@@ -8,13 +8,24 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from validation_samples import ErrorType, Flow, assert_error, base_flow, mutated, step
 
 from zen_flow.api.jobflow import JobFlow
-from zen_flow.api.transfer import TRANSFER_NAMES
-from zen_flow.planner.artifacts import DEFAULT_PREFIX, Credentials, output_location, output_url, uploads
+from zen_flow.api.transfer import TRANSFER_NAMES, Stored, UploadReport
+from zen_flow.planner.artifacts import (
+    DEFAULT_PREFIX,
+    Credentials,
+    archive_of,
+    output_location,
+    output_url,
+    uploads,
+)
+from zen_flow.transfer.runner import MESSAGE_LIMIT, report_text
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_S3_KEY_BYTES
+from zen_flow.validation.outputs import REPORT_LIMIT
 from zen_flow.validation.repository import MAX_KEY_PREFIX, MAX_KEY_TAIL
 from zen_flow.validation.size import DEFAULT_PREFIX as SIZE_DEFAULT_PREFIX
 from zen_flow.validation.size import MAX_OBJECT_BYTES, object_bound, spec_json, status_bound
@@ -229,3 +240,94 @@ def test_a_step_storing_only_in_the_repository_may_not_use_the_transfer_s_reserv
 def test_the_status_bound_counts_the_default_prefix_the_planner_stores_under() -> None:
     # validation/size.py keeps its own copy (validation does not import the planner).
     assert SIZE_DEFAULT_PREFIX == DEFAULT_PREFIX
+
+
+# --- the uploader's report must fit its termination message ------------------------------------------
+
+ARCHIVES = st.sampled_from(
+    [
+        None,
+        {"format": "tar"},
+        {"format": "zip"},
+        {"format": "tar", "compression": "none"},
+        {"format": "zip", "compression": "none"},
+    ]
+)
+NAMES = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,60}", fullmatch=True), min_size=1, max_size=40, unique=True)
+
+
+def storing(names: list[str], archives: list[dict[str, str] | None]) -> Flow:
+    """Step a stores an artifact of each name, in the repository."""
+
+    def mutation(flow: Flow) -> None:
+        artifacts = []
+        for i, (name, archive) in enumerate(zip(names, archives, strict=False)):
+            artifact: dict[str, object] = {"name": name, "path": f"/work/o{i}/x"}
+            if archive is not None:
+                artifact["archive"] = archive
+            artifacts.append(artifact)
+        step(flow, "a")["outputs"] = {"artifacts": artifacts}
+        flow["spec"]["artifactRepository"] = {"s3": {"bucket": "results"}}
+
+    return mutated(mutation)
+
+
+def worst_report(flow: Flow) -> str:
+    """The longest report the uploader can write for step a: every artifact stored, 5 TiB (S3's largest
+    object), packed as the planner asks (a directory's tar+gzip when nothing is asked)."""
+    outputs = JobFlow.model_validate(flow).spec.steps[0].outputs
+    assert outputs is not None
+    stored = {
+        a.name: Stored(
+            size=5 * 2**40, digest="sha256:" + "f" * 64, archive=archive_of(a.archive) or "tar+gzip"
+        )
+        for a in outputs.artifacts
+    }
+    return report_text(UploadReport(stored=stored))
+
+
+@settings(max_examples=60)
+@given(NAMES, st.lists(ARCHIVES, min_size=40, max_size=40))
+def test_stored_outputs_are_refused_exactly_when_their_report_could_pass_what_the_kubelet_keeps(
+    names: list[str], archives: list[dict[str, str] | None]
+) -> None:
+    # The kubelet keeps 4,096 bytes of a termination message: a longer report was cut, unreadable, and
+    # the step failed after its work ran and every artifact was stored (some 28 artifacts of short names).
+    flow = storing(names, archives)
+    errors = [e for e in validate_jobflow(flow) if e.path == "spec.steps[0].outputs.artifacts"]
+    fits = len(worst_report(flow).encode()) <= MESSAGE_LIMIT == REPORT_LIMIT
+    assert not errors if fits else [e.type for e in errors] == [E.TOO_MANY]
+
+
+def test_too_many_stored_outputs_are_refused_naming_the_field_and_why() -> None:
+    flow = storing([f"artifact-{i:02d}" for i in range(30)], [None] * 30)
+    error = assert_error(flow, "spec.steps[0].outputs.artifacts", E.TOO_MANY, "termination message")
+    assert str(error).startswith("spec.steps[0].outputs.artifacts: Too many: 30: must have at most 28 items")
+    assert "the kubelet cuts at 4,096 bytes" in str(error)
+    assert [
+        str(e) for e in validate_jobflow(storing([f"artifact-{i:02d}" for i in range(28)], [None] * 28))
+    ] == []
+
+
+@settings(max_examples=60)
+@given(NAMES, st.lists(st.text(max_size=400), min_size=40, max_size=40), st.integers(0, 40))
+def test_a_report_of_outputs_admission_accepts_fits_whatever_fails(
+    names: list[str], reasons: list[str], failed: int
+) -> None:
+    flow = storing(names, [None] * len(names))
+    if report_bound_errors := [
+        e for e in validate_jobflow(flow) if e.path == "spec.steps[0].outputs.artifacts"
+    ]:
+        assert report_bound_errors[0].type == E.TOO_MANY
+        return
+    # Errors for some (any text: quotes, control characters and wide characters take more bytes than
+    # characters), the others stored at their largest.
+    errors = {name: '\x01"' * 50 + reason for name, reason in zip(names[:failed], reasons, strict=False)}
+    stored = {
+        n: Stored(size=5 * 2**40, digest="sha256:" + "f" * 64, archive="tar+gzip") for n in names[failed:]
+    }
+    text = report_text(UploadReport(stored=stored, errors=errors))
+    assert len(text.encode()) <= MESSAGE_LIMIT
+    read = UploadReport.model_validate_json(text)
+    assert read.stored == stored  # what the next steps need is never cut
+    assert read.errors.keys() == errors.keys()

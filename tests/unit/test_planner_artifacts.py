@@ -110,6 +110,43 @@ def test_an_output_on_a_volume_of_the_template_is_read_through_that_volume() -> 
     assert [m["name"] for m in main["volumeMounts"]] == ["work"]  # nothing of ours hides /workspace
 
 
+def test_outputs_sharing_a_volume_of_the_template_give_the_uploader_that_volume_once() -> None:
+    """The apiserver refuses a container with two mounts at one path (`mountPath: must be unique`): the
+    uploader mounts each of the template's volumes it reads through once, however many outputs lie on
+    it, so the Job can be created."""
+    step = job_step(
+        "a",
+        outputs={
+            "artifacts": [
+                {"name": "x", "path": "/workspace/x.txt", "s3": S3},
+                {"name": "y", "path": "/workspace/y.txt", "s3": S3},
+                {"name": "z", "path": "/workspace/cache/z.txt", "s3": S3},
+                {"name": "w", "path": "/workspace/cache/w.txt", "s3": S3},
+            ]
+        },
+    )
+    spec = step["template"]["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "work", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
+    spec["containers"][0]["volumeMounts"] = [
+        {"name": "work", "mountPath": "/workspace"},
+        {"name": "cache", "mountPath": "/workspace/cache"},
+    ]
+    sim = Simulator(make_flow([step]), T0)
+    sim.reconcile()
+    uploader = init(created(sim, "a"), UPLOADER)
+    paths = [m["mountPath"] for m in uploader["volumeMounts"]]
+    assert len(paths) == len(set(paths)), paths
+    assert {"name": "work", "mountPath": "/workspace", "readOnly": True} in uploader["volumeMounts"]
+    assert {"name": "cache", "mountPath": "/workspace/cache", "readOnly": True} in uploader["volumeMounts"]
+    sources = {u.name: u.source for u in transfer_plan(uploader).uploads}
+    assert sources == {
+        "x": "/workspace/x.txt",
+        "y": "/workspace/y.txt",
+        "z": "/workspace/cache/z.txt",
+        "w": "/workspace/cache/w.txt",
+    }
+
+
 def run_producer(messages: dict[str, str] | None, **artifact: Any) -> Simulator:
     sim = Simulator(
         make_flow([producer(**artifact), consumer({"name": "app", "from": "a/app", "path": "/in/app"})]), T0

@@ -20,6 +20,16 @@ from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
+# Text of any characters, lone surrogates often (st.text leaves them out, whatever its alphabet).
+CHARACTERS = st.one_of(
+    st.sampled_from(["\ud800", "\udfff", "\ud83d", "\ude00"]), st.characters(exclude_categories=())
+)
+
+
+def any_text(max_size: int) -> st.SearchStrategy[str]:
+    return st.lists(CHARACTERS, max_size=max_size).map("".join)
+
+
 A0 = job_name("flow", "a", 0)
 
 
@@ -167,6 +177,43 @@ def test_a_missing_or_oversized_value_fails_the_step_naming_the_parameter(
     assert sim.phase == "Failed"
     assert step_status(sim, "b").phase == "Skipped"
     assert sim.created == [A0]  # completed work is not rerun for a value it did not write
+
+
+def test_a_json_value_utf8_cannot_encode_fails_the_step_naming_the_parameter() -> None:
+    # `{"digest": "\ud800"}` is valid ASCII JSON a container may write; Python reads it into a lone
+    # surrogate (Go reads U+FFFD), and the plan raised UnicodeEncodeError at every reconcile: the flow
+    # stayed Running with no message, its timeouts and stops never acted.
+    a = job_step("a", outputs={"parameters": [from_message("digest", "digest")]})
+    sim = Simulator(make_flow([a, job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.complete(A0, messages={"main": '{"digest": "\\ud800"}'})
+    run(sim, 2)
+    status = step_status(sim, "a")
+    assert status.phase == "Failed"
+    assert status.message == (
+        "output parameter digest: container main's termination message: its value holds \\ud800, a "
+        "lone surrogate, which is no Unicode text"
+    )
+    assert sim.phase == "Failed"
+    assert step_status(sim, "b").phase == "Skipped"
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), any_text(8), max_size=3),
+    st.sampled_from(["a", "b", None]),
+)
+def test_any_json_a_container_writes_is_a_value_or_a_failure_naming_the_parameter(
+    values: dict[str, str], key: str | None
+) -> None:
+    message = json.dumps(values)  # lone surrogates travel as their ASCII escapes
+    try:
+        found = message_value(message, key)
+    except NotFound as err:
+        str(err).encode()  # the step's message: UTF-8 encodes it
+        return
+    found.encode()  # never raises: the value reaches the status and the next steps' Jobs
+    # A surrogate pair's two escapes are one character, as in JSON.
+    assert found == (message if key is None else json.loads(message)[key])
 
 
 def test_the_step_stays_running_until_its_pod_was_read() -> None:

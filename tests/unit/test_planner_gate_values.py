@@ -190,6 +190,21 @@ def test_an_annotation_that_is_no_json_object_fails_the_gate_instead_of_raising(
     assert "JSON object of strings" in message
 
 
+def test_a_value_utf8_cannot_encode_fails_the_gate_instead_of_every_plan() -> None:
+    # `"\ud800"` is valid ASCII JSON that Python reads into a lone surrogate: without the webhook the
+    # plan raised UnicodeEncodeError at every reconcile, and the flow stayed waiting with no word.
+    sim = release()
+    sim.annotate(VALUES_PREFIX + "gate", '{"env": "\\ud800"}')
+    approve(sim)
+    sim.reconcile()
+    phase, message = gate(sim)
+    assert phase == "Failed"
+    assert message is not None
+    assert "'env' holds \\ud800, a lone surrogate, which is no Unicode text" in message
+    assert outputs(sim) is None
+    assert sim.phase == "Failed"
+
+
 def test_a_waiting_gate_records_no_values() -> None:
     sim = release()
     give(sim, {"env": "prod"})

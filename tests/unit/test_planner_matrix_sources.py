@@ -12,10 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from zen_flow.api.flow_status import ParameterValue, StepOutputValues
 from zen_flow.controller.matrix_flows import MatrixFlows
 from zen_flow.core.matrix import effective_flow
+from zen_flow.core.matrix_sources import read_array
 from zen_flow.core.naming import job_name
 from zen_flow.planner import CreateJob, DeleteJob
 from zen_flow_dev.testing import simulator as simulator_module
@@ -23,6 +26,16 @@ from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
+# Text of any characters, lone surrogates often (st.text leaves them out, whatever its alphabet).
+CHARACTERS = st.one_of(
+    st.sampled_from(["\ud800", "\udfff", "\ud83d", "\ude00"]), st.characters(exclude_categories=())
+)
+
+
+def any_text(max_size: int) -> st.SearchStrategy[str]:
+    return st.lists(CHARACTERS, max_size=max_size).map("".join)
+
+
 FIELD = "spec.steps[1].matrix.parameters[0].valueFrom.jsonPath"
 GEN = job_name("flow", "gen", 0)
 
@@ -122,6 +135,9 @@ def test_an_unusable_value_fails_the_step_before_any_job_naming_the_field() -> N
         ('["a", NaN]', '"[\\"a\\", NaN]" is not JSON'),  # Python's json reads NaN; JSON has none
         ("[Infinity]", '"[Infinity]" is not JSON'),
         ("[1e400]", '"[1e400]" is not JSON'),  # Infinity as a float
+        # Valid ASCII JSON that Python reads into text UTF-8 cannot encode (Go reads U+FFFD): it raised
+        # UnicodeEncodeError in every plan, and the flow stayed Running with no message.
+        ('["a", "\\ud800"]', "item 1 holds \\ud800, a lone surrogate, which is no Unicode text"),
     ]:
         sim = simulator()
         sim.reconcile()
@@ -133,6 +149,20 @@ def test_an_unusable_value_fails_the_step_before_any_job_naming_the_field() -> N
         assert why in message
         assert sim.phase == "Failed"
         assert sorted(created(sim)) == ["gen"]
+
+
+@given(st.lists(any_text(6), max_size=5))
+def test_an_array_of_any_strings_gives_values_utf8_encodes_or_says_why(items: list[str]) -> None:
+    text = json.dumps(items)  # a lone surrogate travels as its ASCII escape
+    values, why = read_array(text)
+    if why is None:
+        assert values == json.loads(text)  # a surrogate pair's two escapes are one character, as in JSON
+        for value in values:
+            value.encode()  # never raises: every value reaches a Job, and the status
+    else:
+        assert values == []
+        assert "lone surrogate" in why
+        why.encode()
 
 
 def test_an_output_nested_a_thousand_deep_fails_the_step_and_the_finally_step_runs() -> None:

@@ -145,6 +145,13 @@ def test_a_value_over_one_kib_is_refused() -> None:
     assert "value of parameter 'env' has 1025 bytes, more than the limit of 1024" in errors[0]
 
 
+def test_a_value_utf8_cannot_encode_is_refused_not_a_crash_of_admission() -> None:
+    # Valid ASCII JSON that Python reads into a lone surrogate: value_problem's byte count raised.
+    errors = admission(gated(env(), annotations={VALUES: '{"env":"\\udc80"}'}))
+    assert len(errors) == 1
+    assert "'env' holds \\udc80, a lone surrogate, which is no Unicode text" in errors[0]
+
+
 def test_values_on_a_job_step_or_no_step_are_refused() -> None:
     flow = gated(env())
     flow["metadata"]["annotations"] = {

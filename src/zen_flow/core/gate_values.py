@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from zen_flow.api.jobflow import Step
+from zen_flow.core.jsonpath import surrogate_problem
 
 # As planner/outputs.py MAX_VALUE_BYTES: a supplied value is stored as any output value.
 MAX_VALUE_BYTES = 1024
@@ -59,6 +60,9 @@ def read_values(text: str | None) -> dict[str, str]:
     for name, value in found.items():
         if not isinstance(value, str):
             raise ValuesError(f"must be a JSON object of strings, e.g. {EXAMPLE}: {name!r} is not a string")
+        # `"\\ud800"` is valid JSON that Python reads into text no status write could carry.
+        if (problem := surrogate_problem(name) or surrogate_problem(value)) is not None:
+            raise ValuesError(f"must be a JSON object of strings, e.g. {EXAMPLE}: {name!a} {problem}")
     return found
 
 

@@ -11,6 +11,10 @@ which is what a parameter needs, and an unsupported form is a clear error instea
 Rendering (`render`): strings as they are; integers and floats as JSON writes them but without losing
 decimals (3 -> "3", 2.5 -> "2.5", 3.0 -> "3"); booleans `true`/`false`; objects and lists as compact
 JSON. The original formatted every number with `%.0f` and so lost decimals.
+
+Text read from JSON a step wrote (`lone_surrogate`): Python's json reads the escape `"\\ud800"`, valid
+ASCII JSON, into a string UTF-8 cannot encode (Go's reads U+FFFD); such a value is refused where it is
+read, since no status write, Job or byte count could take it.
 """
 
 from __future__ import annotations
@@ -138,3 +142,18 @@ def render(value: Any) -> str:
             return str(int(value))
         return repr(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in `text` as its escape (`\\ud800`), None when UTF-8 encodes all of it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as err:
+        return f"\\u{ord(text[err.start]):04x}"
+    return None
+
+
+def surrogate_problem(text: str) -> str | None:
+    """Why `text`, read from JSON, is no value (a lone surrogate), None when it is one."""
+    found = lone_surrogate(text)
+    return None if found is None else f"holds {found}, a lone surrogate, which is no Unicode text"

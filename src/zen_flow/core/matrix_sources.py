@@ -27,7 +27,7 @@ from zen_flow.api.constants import StepPhase
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import JobFlowSpec
 from zen_flow.api.jobflow import MatrixVerdict as Verdict
-from zen_flow.core.jsonpath import JsonPathError, parse
+from zen_flow.core.jsonpath import JsonPathError, parse, surrogate_problem
 from zen_flow.core.matrix_parameters import (
     DUPLICATE,
     FORBIDDEN,
@@ -304,6 +304,8 @@ def read_array(text: str) -> tuple[list[str], str | None]:
             return [], f"item {k} is {kind}, not a string"
         if len(value) > MAX_VALUE:
             return [], f"item {k} is longer than {MAX_VALUE} characters"
+        if (problem := surrogate_problem(value)) is not None:
+            return [], f"item {k} {problem}"
         values.append(value)
     return values, None
 

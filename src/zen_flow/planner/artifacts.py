@@ -353,8 +353,11 @@ def _outputs(
             mount = {
                 k: v for k, v in covering.items() if k in ("name", "mountPath", "subPath", "subPathExpr")
             }
+            mount["readOnly"] = True
+            # Once per volume however many outputs lie on it: the apiserver refuses a container with two
+            # mounts at one path (`mountPath: must be unique`), so the Job could not be created.
             if mount not in uploader_mounts:
-                uploader_mounts.append({**mount, "readOnly": True})
+                uploader_mounts.append(mount)
             source = path
         else:
             parent = posixpath.dirname(path)

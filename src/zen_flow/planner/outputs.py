@@ -26,7 +26,7 @@ from zen_flow.api.flow_status import ParameterValue, StepOutputValues
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.api.step_io import OutputParameter, TerminationMessageSource
-from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render
+from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render, surrogate_problem
 from zen_flow.planner.artifacts import downloads, uploads
 from zen_flow.planner.children import document
 from zen_flow.planner.reports import ReportError, stored_artifacts
@@ -121,7 +121,15 @@ def _running_jobs(flow: JobFlow) -> dict[str, str]:
 
 
 def message_value(message: str, key: str | None) -> str:
-    """The value `key` selects in a termination message (NotFound when it has none)."""
+    """The value `key` selects in a termination message (NotFound when it has none, or when it holds a
+    lone surrogate: JSON's `"\\ud800"`, which Python reads into text no status write could carry)."""
+    value = _message_value(message, key)
+    if (problem := surrogate_problem(value)) is not None:
+        raise NotFound(f"its value {problem}")
+    return value
+
+
+def _message_value(message: str, key: str | None) -> str:
     if key is None:
         return message[:-1] if message.endswith("\n") else message
     try:

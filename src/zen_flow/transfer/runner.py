@@ -99,15 +99,24 @@ def upload_all(plan: TransferPlan, workdir: Path, log: TextIO) -> UploadReport:
     return UploadReport(stored=stored, missing=tuple(missing), errors=errors)
 
 
+# What an error says when even its shortest form leaves no room: the reasons are in the uploader's log.
+SEE_LOG = "see the uploader's log"
+
+
 def report_text(report: UploadReport) -> str:
     """The report as JSON within MESSAGE_LIMIT bytes: error messages are shortened until it fits (the
-    stored artifacts' sizes and digests are what the next steps need, so they are kept)."""
+    stored artifacts' sizes and digests are what the next steps need, so they are kept), at last to
+    SEE_LOG each: an error then takes less than a stored artifact, for which admission leaves room
+    (validation/outputs.py report_bound)."""
     text = report.model_dump_json(by_alias=True)
     budget = 400
     while len(text.encode()) > MESSAGE_LIMIT and budget >= 16:
         errors = {name: _shorten(message, budget) for name, message in report.errors.items()}
         text = report.model_copy(update={"errors": errors}).model_dump_json(by_alias=True)
         budget //= 2
+    if len(text.encode()) > MESSAGE_LIMIT:  # escapes and wide characters: 25 of them may be 150 bytes
+        errors = dict.fromkeys(report.errors, SEE_LOG)
+        text = report.model_copy(update={"errors": errors}).model_dump_json(by_alias=True)
     return text
 
 

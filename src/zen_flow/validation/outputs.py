@@ -197,9 +197,70 @@ def check_outputs(
         r.add(forbidden(path + ".artifacts", "a Manual step runs no pod, so it has no files to store"))
         return
     names = set()
+    stored: list[Mapping[str, Any]] = []
     for item_path, artifact in r.mappings(outputs.get("artifacts"), path + ".artifacts"):
         check_item_name(r, artifact, item_path, names)
         _check_output_artifact(r, artifact, item_path, mounts, stores_all)
+        if stores_all or artifact.get("s3") is not None:
+            stored.append(artifact)
+    if (need := report_bound(stored)) > REPORT_LIMIT:
+        r.add(
+            too_many(
+                path + ".artifacts",
+                len(stored),
+                _fitting(stored),
+                f"the uploader reports each stored artifact's size and digest in its termination message, "
+                f"which the kubelet cuts at {REPORT_LIMIT:,} bytes, and these could need {need:,}: the step "
+                "would fail once its work ran; store fewer (one artifact may be a whole directory) or "
+                "shorten their names",
+            )
+        )
+
+
+# The uploader's report (api/transfer.py UploadReport) is its termination message, which the kubelet cuts
+# at REPORT_LIMIT bytes (transfer/runner.py MESSAGE_LIMIT): a cut report is unreadable and fails the step
+# after its work ran. As JSON it is `{"stored":{},"missing":[],"errors":{}}` (REPORT_FRAME bytes) with, per
+# artifact, at its longest a stored entry `"NAME":{"size":S,"digest":"sha256:<64 hex>","archive":"A"}` (S
+# at most 13 digits: S3 stores at most 5 TiB) and a comma between two; the uploader shortens what an error
+# or a missing artifact takes below that (runner.report_text). tests/unit/test_artifact_keys_admission.py
+# holds these numbers to the model's JSON.
+REPORT_LIMIT = 4096
+REPORT_FRAME = 38
+REPORT_ENTRY = 121  # the entry's bytes but its name and its archive's
+
+
+def _archive_name(artifact: Mapping[str, Any]) -> str:
+    """The longest `archive` the report may give the artifact (planner/artifacts.archive_of): without
+    `archive`, "none" for a file or "tar+gzip" for a directory."""
+    archive = artifact.get("archive")
+    if not isinstance(archive, Mapping):
+        return "tar+gzip"
+    packed = "zip" if archive.get("format") == "zip" else "tar"
+    if archive.get("compression") == "none":
+        return packed
+    return "zip+deflate" if packed == "zip" else "tar+gzip"
+
+
+def _entry(artifact: Mapping[str, Any]) -> int:
+    name = artifact.get("name")
+    size = len(name.encode(errors="surrogatepass")) if isinstance(name, str) else 0
+    return size + REPORT_ENTRY + len(_archive_name(artifact))
+
+
+def report_bound(stored: Sequence[Mapping[str, Any]]) -> int:
+    """The most bytes the uploader's report on these stored output artifacts can take."""
+    return REPORT_FRAME + sum(map(_entry, stored)) + max(len(stored) - 1, 0)
+
+
+def _fitting(stored: Sequence[Mapping[str, Any]]) -> int:
+    """How many of these artifacts' entries, taken in order, fit in the report (for the error's limit)."""
+    used, count = REPORT_FRAME - 1, 0
+    for artifact in stored:
+        used += _entry(artifact) + 1
+        if used > REPORT_LIMIT:
+            break
+        count += 1
+    return count
 
 
 def check_supplied(r: Reader, supplied: Mapping[str, Any], path: Path) -> None:
