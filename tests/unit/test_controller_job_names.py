@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from scripted_controller_rig import T0, Fake, controller
 
+from zen_flow.api import JobFlowStatus
 from zen_flow.api.constants import API_VERSION
 from zen_flow.api.job import JOB
 from zen_flow.controller.executor import JobNameTaken
 from zen_flow.controller.metrics import Metrics
+from zen_flow.core import jsonpatch
 from zen_flow.core.naming import job_name
 from zen_flow.kube.errors import AlreadyExists
 from zen_flow.machinery.expectations import EXPECTATIONS_TIMEOUT, Expectations
@@ -32,6 +34,14 @@ def taken(fake: Fake, step: str, owner: dict[str, Any] | None) -> str:
     return name
 
 
+def stored(fake: Fake) -> None:
+    """The last status write in the flow cache, as its watch event brings it."""
+    document = {"metadata": {"resourceVersion": "1"}, "status": fake.flow.status.to_wire()}
+    status = JobFlowStatus.model_validate(jsonpatch.apply(document, fake.ops[-1])["status"])
+    meta = fake.flow.metadata.model_copy(update={"resource_version": str(len(fake.patches) + 1)})
+    fake.flow = fake.flow.model_copy(update={"metadata": meta, "status": status})
+
+
 def flow_ref(name: str, uid: str) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "JobFlow", "name": name, "uid": uid, "controller": True}
 
@@ -44,13 +54,18 @@ async def test_a_job_of_a_deleted_flow_of_the_same_name_is_waited_for_not_adopte
     ctrl = controller(fake, clock, expectations=expectations, metrics=metrics)
     with pytest.raises(JobNameTaken, match="a deleted flow's of the same name"):
         await ctrl.reconcile(fake.flow.key)
-    assert fake.patches == []  # no step recorded as Running on a Job that is not the flow's
+    # No step recorded as Running on a Job that is not the flow's: Pending, saying why.
+    (step,) = fake.patches[-1]["status"]["steps"]
+    assert (step["phase"], step.get("jobRef")) == ("Pending", None)
+    assert "is on its way out" in step["message"]
     assert expectations.satisfied(fake.flow.metadata.uid)  # the retry plans again, now
     assert metrics.registry.get_sample_value("zen_flow_job_creates_total", {"result": "taken"}) == 1
     [(kind, reason, message)] = fake.events  # what `kubectl describe` shows of why the flow waits
     assert (kind, reason) == ("Warning", "JobNameTaken")
     assert "a deleted flow's of the same name awaiting the garbage collector" in message
     del fake.create_errors["a"]  # collected
+    stored(fake)
+    ctrl.on_flow_event(fake.flow)
     await ctrl.reconcile(fake.flow.key)
     assert fake.created == ["a"]
     assert fake.patches[-1]["status"]["steps"][0]["phase"] == "Running"
@@ -108,9 +123,12 @@ async def test_our_own_job_being_deleted_is_waited_for_not_adopted() -> None:
     ctrl = controller(fake, clock, expectations=expectations)
     with pytest.raises(JobNameTaken, match="is on its way out"):
         await ctrl.reconcile(fake.flow.key)
-    assert fake.patches == []  # the step is not recorded as running on it
+    (step,) = fake.patches[-1]["status"]["steps"]  # the step is not recorded as running on it
+    assert (step["phase"], step.get("jobRef")) == ("Pending", None)
     assert expectations.satisfied(fake.flow.metadata.uid)
     del fake.create_errors["a"]  # gone: the retry creates the step's Job afresh
+    stored(fake)
+    ctrl.on_flow_event(fake.flow)
     await ctrl.reconcile(fake.flow.key)
     assert fake.created == ["a"]
     (step,) = fake.patches[-1]["status"]["steps"]

@@ -110,6 +110,12 @@ class Announcements:
             # A webhook that fails (5xx), no answer: once is a blip its retry gets past; again, say it.
             self._events.emit(flow, WARNING, CREATE_FAILED, f"{answer(err)} (retried with backoff)")
 
+    def creates_held(self, flow: JobFlow, executed: Executed) -> None:
+        """A plan's creates held back (`Executed.held`): the first refused one told (`create_failed`),
+        and the first name held by a Job on its way out (`JobNameTaken`)."""
+        for err in (*executed.errors[:1], *executed.taken_errors[:1]):
+            self.create_failed(flow, err, repeated=executed.again)
+
     def undone(self, flow: JobFlow, executed: Executed) -> None:
         """Deletes, child flow patches or the flow's TTL deletion failed; the next plans (or the retry,
         for the TTL's) send them again, with backoff. A Warning per Job, naming it and the answer:

@@ -13,7 +13,11 @@ from datetime import datetime
 from zen_flow import planner
 from zen_flow.api import JobFlowStatus
 from zen_flow.kube.errors import ApiError
-from zen_flow.planner.create_refusals import REASON_CREATE_FAILED, REASON_CREATE_FORBIDDEN
+from zen_flow.planner.create_refusals import (
+    REASON_CREATE_FAILED,
+    REASON_CREATE_FORBIDDEN,
+    REASON_NAME_TAKEN,
+)
 from zen_flow.planner.delete_refusals import REASON_DELETE_FAILED, REASON_DELETE_FORBIDDEN
 
 # The Warning events of a Flow step's child flow its parent could not suspend, resume or stop: a 4xx
@@ -50,8 +54,8 @@ class Executed:
     could not succeed); `refused`: the steps whose creates failed for now (403, 5xx, no answer), tried
     again with backoff, and `errors` their errors in the same order (the reconciler raises the first once
     the status is written, for the queue's backoff); `again`: the flow's creates had failed the time
-    before as well; `unwritten`: a create that failed otherwise (a Job name taken by one on its way out, a
-    failed look at who holds it), for which the reconciler writes nothing and raises, to retry soon;
+    before as well; `unwritten`: a create that failed otherwise (a failed look at who holds a taken name),
+    for which the reconciler writes nothing and raises, to retry soon;
     `unanswered`: the names of refused creates with no verdict (a 5xx, no answer): the object may exist.
     `undeleted`: the deletes that failed (any answer but 404 and 409, which leave nothing of the flow's
     to delete), tried again by the next plans, and `delete_errors` their errors in the same order (raised
@@ -59,7 +63,10 @@ class Executed:
     `deleted`: a delete went through. `unpatched`: the child flow patches (suspend, resume, stop) that
     failed, asked for again by the next plans (raised once the status is written); `flow_undeleted`: the
     flow's TTL deletion, when it failed (raised with no status written: the plan deleting the flow
-    records nothing else)."""
+    records nothing else). `taken`: the steps whose Job (or child flow) name is held by one on its way out
+    (being deleted, a deleted flow's awaiting the garbage collector), held back as refused ones are, and
+    `taken_errors` their JobNameTaken in the same order (raised once the status is written, to retry
+    soon); no failing create (condition JobCreateFailing, zen_flow_jobflows_job_creates_failing)."""
 
     created: dict[str, str]
     rejected: list[str]
@@ -74,6 +81,18 @@ class Executed:
     deleted: bool = False
     unpatched: tuple[RequestFailure, ...] = ()
     flow_undeleted: RequestFailure | None = None
+    taken: tuple[planner.CreateRefusal, ...] = ()
+    taken_errors: tuple[Exception, ...] = ()
+
+    @property
+    def held(self) -> tuple[planner.CreateRefusal, ...]:
+        """The steps whose creates did not go through for now (refused, or their names taken)."""
+        return (*self.refused, *self.taken)
+
+    @property
+    def held_errors(self) -> tuple[Exception, ...]:
+        """Their errors: the first refused create's and the first taken name's are told as Warnings."""
+        return (*self.errors, *self.taken_errors)
 
     @property
     def quiet(self) -> bool:
@@ -119,6 +138,13 @@ def refusal(create: planner.CreateJob, err: Exception) -> planner.CreateRefusal:
         reason = REASON_CREATE_FORBIDDEN if err.status == 403 else REASON_CREATE_FAILED
         return planner.CreateRefusal(create.step, reason, f"{what} create refused: {answer(err)}")
     return planner.CreateRefusal(create.step, REASON_CREATE_FAILED, f"{what} create failed, {answer(err)}")
+
+
+def waiting(create: planner.CreateJob, err: ApiError) -> planner.CreateRefusal:
+    """What the step of a create whose name is held by one on its way out says (`Job create waits: Job x
+    already exists and is on its way out ...`)."""
+    what = "JobFlow" if planner.is_child_body(create.body) else "Job"
+    return planner.CreateRefusal(create.step, REASON_NAME_TAKEN, f"{what} create waits: {err.message}")
 
 
 def verdict(err: Exception) -> bool:
@@ -170,6 +196,7 @@ def with_failing_conditions(
         now,
         created=bool(executed.created),
         quiet=executed.quiet and not rejected,
+        taken=[r.step for r in executed.taken],
     )
     return planner.with_delete_condition(
         old, status, executed.undeleted, now, deleted=executed.deleted, quiet=executed.deletes_quiet

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from zen_flow import planner
 from zen_flow.api import Job, JobFlow
-from zen_flow.controller.create_failures import Executed, refusal
+from zen_flow.controller.create_failures import Executed, refusal, waiting
 from zen_flow.controller.flow_requests import FlowRequests
 from zen_flow.controller.job_deletes import JobDeletes
 from zen_flow.controller.metrics import Metrics
@@ -47,10 +47,11 @@ class JobApi(Protocol):
 
 class JobNameTaken(ApiError):
     """A Job of the planned name exists and is on its way out: the Job of a flow of the same name deleted
-    moments ago, which the garbage collector has yet to remove. Retried with the queue's backoff."""
+    moments ago, which the garbage collector has yet to remove, or one being deleted (foreground, a
+    finalizer). Its step waits, the rest of the plan is written; retried with the queue's backoff."""
 
-    def __init__(self, name: str, err: ApiError) -> None:
-        super().__init__(err.status, err.reason, planner.name_taken("Job", name))
+    def __init__(self, name: str, err: ApiError, kind: str = "Job") -> None:
+        super().__init__(err.status, err.reason, planner.name_taken(kind, name))
 
 
 class PlanExecutor:
@@ -135,6 +136,7 @@ class PlanExecutor:
         created: dict[str, str] = {}
         rejected: list[str] = []
         refused: list[tuple[int, planner.CreateRefusal, Exception]] = []  # (its place in `creates`, ...)
+        taken: list[tuple[int, planner.CreateRefusal, Exception]] = []  # names held by one on its way out
         creates = [a for a in actions if isinstance(a, planner.CreateJob)]
         deletes = [a for a in actions if isinstance(a, planner.DeleteJob)]
         if creates:
@@ -177,6 +179,7 @@ class PlanExecutor:
                 self._expectations.creation_failed(uid, name)
                 if isinstance(found, JobNameTaken):
                     self._metrics.job_creates.labels("taken").inc()
+                    taken.append((place, waiting(create, found), found))
                     raise found from None
                 self._metrics.job_creates.labels("rejected").inc()
                 if child:  # a JobFlow squats the child's name: its step fails naming it, not the flow
@@ -232,8 +235,9 @@ class PlanExecutor:
         # Then the child flows' patches and the flow's TTL deletion (controller/flow_requests.py).
         requested = await self._requests.send(flow, actions)
         refused.sort(key=lambda entry: entry[0])
-        told = {id(err) for _, _, err in refused}
-        # A taken name (or a failed look at who holds it): as before, nothing is written; the retry soon.
+        taken.sort(key=lambda entry: entry[0])
+        told = {id(err) for _, _, err in (*refused, *taken)}
+        # A failed look at who holds a taken name: as before, nothing is written; the retry soon.
         unwritten = next((f for f in failures if id(f) not in told), None)
         names = {c.step: c.body["metadata"]["name"] for c in creates}
         return Executed(
@@ -250,6 +254,8 @@ class PlanExecutor:
             done.deleted,
             requested.unpatched,
             requested.undeleted,
+            tuple(r for _, r, _ in taken),
+            tuple(err for _, _, err in taken),
         )
 
     async def _holder(self, flow: JobFlow, name: str, err: AlreadyExists) -> Job | JobNameTaken | str:
@@ -279,14 +285,14 @@ class PlanExecutor:
         whose answer was lost), JobNameTaken when it is on its way out, else why the step cannot run."""
         stored = await self._api.get_flow(flow.metadata.namespace, name)
         if stored is None:
-            return JobNameTaken(name, err)
+            return JobNameTaken(name, err, "JobFlow")
         child = JobFlow.model_validate({"metadata": stored.get("metadata", {})})
         ref = child.metadata.controller_ref()
         deleting = child.metadata.deletion_timestamp is not None
         if ref is not None and ref.uid == flow.metadata.uid and not deleting:
             return planner.as_job(child)
         if planner.on_its_way_out(ref, deleting, flow):
-            return JobNameTaken(name, err)
+            return JobNameTaken(name, err, "JobFlow")
         return (
             f"JobFlow {name} already exists and is not this flow's child (owned by "
             f"{planner.describe_owner(ref)}): delete it or rename the flow"

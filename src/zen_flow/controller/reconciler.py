@@ -305,7 +305,7 @@ class Controller(InformerEvents):
             if made.problems:
                 result = planner.fail_resources(flow, made.problems, now, made.recorded, planned=result)
             executed = await self._executor.execute(flow, planner.before_write(result.actions))
-            if executed.unwritten is not None:  # a name taken: soon free, nothing written meanwhile
+            if executed.unwritten is not None:  # who holds a taken name is unknown: nothing written
                 raise executed.unwritten
             # Before the status write that marks the steps Succeeded: a lost write stores them again.
             await self._memo_cache.save(flow, result.actions, now)
@@ -317,14 +317,14 @@ class Controller(InformerEvents):
         self._announcements.undone(flow, executed)
         if executed.flow_undeleted is not None:  # its TTL deletion, tried again: no status left to write
             raise executed.flow_undeleted.error
-        created, rejected, refusals = executed.created, executed.rejected, executed.refused
+        created, rejected, refusals = executed.created, executed.rejected, executed.held
         if refusals and not rejected:
-            # Tried again with backoff (the error raised below), and meanwhile the rest of the plan is
-            # recorded: the Jobs it created, its deletes, the refused steps Pending saying why.
+            # Tried again with backoff (raised below); meanwhile the rest of the plan is recorded: the Jobs
+            # it created, its deletes, the held steps Pending saying why (refused; a Job being deleted).
             result = planner.refused_creates(
                 flow, result, refusals, now, deadline=self._progress_deadline, quiet=executed.quiet
             )
-            self._announcements.create_failed(flow, executed.errors[0], repeated=executed.again)
+            self._announcements.creates_held(flow, executed)
         if executed.unanswered:
             # Those Jobs may exist while the status says nothing started: an edit of their steps before a
             # status records the start must replace them, not adopt them.
@@ -373,7 +373,7 @@ class Controller(InformerEvents):
             # raised above, and the Jobs run on for the next plan, which sends them again (planner.finale
             # `delete_again`, or the same plan when there was nothing to write), telling nothing.
             executed = await self._sent(flow, later, created, executed)
-        if failed := [*(executed.errors if refusals and not rejected else ()), *executed.undone_errors]:
+        if failed := [*(executed.held_errors if refusals and not rejected else ()), *executed.undone_errors]:
             if result.requeue_after is not None:  # the plan's own timers (timeouts, retries) beside it
                 # Not sooner than the floor: each look tries the refused create or delete again, and a plan
                 # waking every second (a pod read, the substitution budget) would bypass the backoff.

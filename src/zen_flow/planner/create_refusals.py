@@ -16,9 +16,12 @@ same step is refused for the same reason).
 
 A refused step's message is a note before what it said (a failed attempt's error), taken off once its
 create goes out (`unnoted`, read by planner.starts when it starts the next attempt) or no plan tries it
-any more (a suspended flow); the same kind of answer in other words leaves it as written (each write
-brings the flow back at once, past the backoff). A first 5xx or lost answer is usually a blip the retry
-gets past: it holds its step back but says nothing (`quiet`), so a one-off does not flap the condition.
+any more (a suspended flow). A step whose Job name is held by one on its way out (being deleted, a
+deleted flow's awaiting the garbage collector: REASON_NAME_TAKEN) is held back the same way, saying
+whose, but sets no condition: nothing refuses its create, it waits. The same kind of answer in other
+words leaves it as written (each write brings the flow back at once, past the backoff). A first 5xx or
+lost answer is usually a blip the retry gets past: it holds its step back but says nothing (`quiet`), so
+a one-off does not flap the condition.
 """
 
 from __future__ import annotations
@@ -54,11 +57,21 @@ __all__ = ["JOB_CREATE_FAILING", "CreateRefusal", "refused_creates", "unnoted", 
 REASON_CREATE_FORBIDDEN = "CreateForbidden"  # 403: a quota, a policy, RBAC (also the Warning event's)
 REASON_CREATE_FAILED = "CreateFailed"  # a 5xx, no answer (also the Warning event's, when repeated)
 REASON_JOBS_CREATED = "JobsCreated"  # False: the last plan's creates passed
+# A name held by one on its way out (being deleted; a deleted flow's awaiting the garbage collector): its
+# step waits like a refused one, but no create is failing (controller/executor.py JobNameTaken).
+REASON_NAME_TAKEN = "JobNameTaken"
 REASON_NONE_REFUSED = "NoCreatesRefused"  # False: the last plan created nothing, and nothing was refused
 CREATE_FAILING = FailingCondition(JOB_CREATE_FAILING, REASON_JOBS_CREATED, REASON_NONE_REFUSED)
 RETRIED = "retried with backoff"
 # How a refused step's message starts (controller/executor.py `refusal`), and what joins what it said before.
-NOTES = ("Job create refused: ", "JobFlow create refused: ", "Job create failed, ", "JobFlow create failed, ")
+NOTES = (
+    "Job create refused: ",
+    "JobFlow create refused: ",
+    "Job create failed, ",
+    "JobFlow create failed, ",
+    "Job create waits: ",
+    "JobFlow create waits: ",
+)
 BEFORE = "; before: "
 
 
@@ -91,12 +104,17 @@ def refused_creates(
     """`planned` without the starts of the refused steps: its status, and its events of those steps (a
     StepStarted that never happened, a FlowStarted when nothing started). `deadline`: the progress
     deadline, judged from the last real phase change (each retry plans the refused start as one).
-    `quiet`: a first blip, the refused steps keep their messages and the flow's says nothing of it."""
+    `quiet`: a first blip, the refused steps keep their messages and the flow's says nothing of it (not
+    of a step whose name is taken, REASON_NAME_TAKEN: it waits for a Job on its way out, saying so)."""
     if not refusals:
         return planned
     old, new = flow.status, planned.status
     why = {r.step: r.message for r in refusals}
-    steps = tuple(_held(old.step(s.name), s, why[s.name], quiet) if s.name in why else s for s in new.steps)
+    taken = {r.step for r in refusals if r.reason == REASON_NAME_TAKEN}
+    steps = tuple(
+        _held(old.step(s.name), s, why[s.name], quiet and s.name not in taken) if s.name in why else s
+        for s in new.steps
+    )
     # Begun: a step moved in this plan beside the refused ones (started, skipped, reached a gate), or the
     # flow holds its own locks; a rerun's settled steps, kept from before, do not count.
     before = {s.name: s.phase for s in old.steps}
@@ -111,15 +129,16 @@ def refused_creates(
     elif phase == FlowPhase.RUNNING and not _moving(steps):
         gated = any(s.phase == StepPhase.PENDING_APPROVAL for s in steps)
         phase = FlowPhase.PAUSED if gated else FlowPhase.RUNNING
-    names = [r.step for r in refusals]
-    said = f"Job create refused: {listing(names)} ({RETRIED})"
+    names = [r.step for r in refusals if r.step not in taken]
+    said = f"Job create refused: {listing(names)} ({RETRIED})" if names and not quiet else ""
+    if taken:  # the names held by Jobs on their way out: the steps' messages say whose
+        waits = f"Job name taken by one being deleted: {listing([s for s in why if s in taken])} (waiting)"
+        said = f"{said}; {waits}" if said else waits
     if any(s.phase in (StepPhase.FAILED, StepPhase.PENDING_APPROVAL) for s in steps):
         # What the plan said of a failure or a gate's approvals, which only it knows how to say.
         rest = new.message or ""
     else:
         rest = flow_message_of(flow, phase, steps, None)
-    if quiet:
-        said = ""
     message = cut(f"{said}; {rest}" if said and rest else said or rest or "", MAX_FLOW_MESSAGE)
     counts = progress(steps)
     update: dict[str, Any] = {
@@ -185,16 +204,17 @@ def with_create_condition(
     *,
     created: bool = False,
     quiet: bool = False,
+    taken: Sequence[str] = (),
 ) -> JobFlowStatus:
     """`status` with condition JobCreateFailing (planner.failing_condition): True naming the first
     refusal, False once a plan of a flow that had it got by without one (JobsCreated when it `created`
     something). `quiet`: as it was (a first blip). The notes of steps no longer refused are taken off
-    their messages."""
+    their messages (not those of the steps `taken` holds back: a name held by one on its way out)."""
     if quiet:
         return with_failing(old, status, CREATE_FAILING, None, now, quiet=True)
     before = next((c for c in old.conditions if c.type == JOB_CREATE_FAILING), None)
     if before is not None and before.status == "True":
-        status = _unnote(status, {r.step for r in refusals})
+        status = _unnote(status, {r.step for r in refusals} | set(taken))
     refused = None
     if refusals:
         first = refusals[0]
