@@ -66,7 +66,11 @@ def add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--phase", choices=["Pending", "Running", "Paused", "Suspended", "Succeeded", "Failed"])
     p.add_argument("-l", "--selector", help="label selector, as kubectl's")
     p.add_argument(
-        "-o", "--output", choices=["name"], help="name: one `jobflow.workflow.kube-zen.io/NAME` per line"
+        "-o",
+        "--output",
+        choices=["json", "yaml", "name"],
+        help="json, yaml: the flows as stored, in a kubectl List; name: one "
+        "`jobflow.workflow.kube-zen.io/NAME` per line",
     )
 
     p = command("get", "show a JobFlow and its steps in dependency order", "zen-flow get nightly -n team-a")
