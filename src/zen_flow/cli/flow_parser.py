@@ -106,7 +106,9 @@ def add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     follow.add_argument(
         "--watch", action="store_true", help="follow the flow as `zen-flow watch` does; exit 1 if it failed"
     )
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    p.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds --wait waits, for all the flows (default 3600)"
+    )
 
     for verb in ("approve", "reject"):
         p = command(verb, f"{verb} a Manual step (the webhook records who)", f"zen-flow {verb} release gate")

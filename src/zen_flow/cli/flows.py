@@ -135,9 +135,12 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
     if not args.wait:
         return EXIT_OK
     outcome = EXIT_OK
+    deadline = (
+        time.monotonic() + args.timeout
+    )  # for them all: N flows still running wait --timeout, not N times it
     for key in created:
         namespace, name = key.split("/", 1)
-        flow, finished = await _until_finished(session, namespace, name, args.timeout)
+        flow, finished = await _until_finished(session, namespace, name, deadline)
         if not finished:
             gates = awaiting_approval(flow)
             what = f"waiting for approval of {', '.join(gates)}" if gates else "still running"
@@ -213,11 +216,11 @@ def _drawn(flow: JobFlow, fmt: str) -> str:
 
 
 async def _until_finished(
-    session: Session, namespace: str, name: str, timeout: float
+    session: Session, namespace: str, name: str, deadline: float
 ) -> tuple[JobFlow, bool]:
-    """The flow once it finished (True), or as it was at `timeout` (False). Says once when it starts
-    waiting for a person: a `--wait` of an hour must not sit silent while a gate waits for an approval."""
-    deadline = time.monotonic() + timeout
+    """The flow once it finished (True), or as it was at `deadline` (False; time.monotonic). Says once
+    when it starts waiting for a person: a `--wait` of an hour must not sit silent while a gate waits for
+    an approval."""
     told: tuple[str, ...] = ()
     while True:
         flow = effective_flow(JobFlow.model_validate(await session.flows.get(namespace, name)))
