@@ -320,3 +320,18 @@ async def test_a_list_of_every_namespace_does_not_page_through_the_step_logs(
     assert rc == "0"
     assert len(out.splitlines()) == 1 + records
     assert len(s3.requests) <= others // 5 + 1  # the records' pages and the one where the logs begin
+
+
+async def test_get_of_a_record_whose_flow_does_not_decode_names_the_key_and_field_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = FakeS3()
+    flow = {"metadata": {"name": "n", "namespace": "team", "uid": "u"}, "spec": {"steps": "oops"}}
+    key = record_key("jobflows/", "team", "n", "u", "2026-03-01T01:00:00Z")
+    s3.put(key, json.dumps({"recordVersion": 1, "flow": flow}).encode(), "2026-03-01T01:00:02.000Z")
+    rc, out, err = await run_cli(monkeypatch, capsys, s3, "get", "n", "-n", "team")
+    assert (rc, out) == ("1", "")
+    assert err == (
+        f"zen-flow archive get: {key} is not a record this zen-flow reads: flow.spec.steps: "
+        "Input should be a valid tuple\n"
+    )

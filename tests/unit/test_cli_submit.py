@@ -3,7 +3,9 @@ and `-p`, labels, and what it refuses before creating anything."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from cli_flows_rig import NS, FakeCluster, gate_flow, zen_flow
 from cli_flows_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 
 from zen_flow.cli import flows
-from zen_flow_dev.testing.flows import flow_manifest
+from zen_flow_dev.testing.flows import flow_manifest, job_step
 
 # --- submit --wait -----------------------------------------------------------------------------------------
 
@@ -54,6 +56,32 @@ def test_submit_wait_that_times_out_at_a_gate_says_so(
     code, out, _ = zen_flow(capsys, "submit", submitted(tmp_path), "--wait", "--timeout", "0")
     assert code == 1
     assert out.splitlines()[-1] == "jobflow default/gate: waiting for approval of approve after 0s"
+
+
+def test_submit_wait_for_several_flows_waits_timeout_seconds_in_all_not_for_each(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = itertools.count()  # a clock one second further at every look
+    monkeypatch.setattr(flows, "time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
+    monkeypatch.setattr(flows, "WAIT_POLL_SECONDS", 0)
+    reads: list[str] = []
+    request = cluster.request
+
+    async def counted(method: str, path: str, **kw: Any) -> Any:
+        if method == "GET":
+            reads.append(path.rsplit("/", 1)[-1])
+        return await request(method, path, **kw)
+
+    monkeypatch.setattr(cluster, "request", counted)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all([flow_manifest(n, NS, [job_step("a")]) for n in ("one", "two")]))
+    code, out, _ = zen_flow(capsys, "submit", str(path), "--wait", "--timeout", "5")
+    assert code == 1
+    assert out.splitlines()[-2:] == [
+        "jobflow default/one: still running after 5s",
+        "jobflow default/two: still running after 5s",
+    ]
+    assert reads.count("two") == 1  # read once more, past the deadline: not five more seconds
 
 
 # --- submit --from-template --------------------------------------------------------------------------------

@@ -465,3 +465,25 @@ def test_spec_and_approval_errors_are_listed_together_under_one_limit(tmp_path: 
     assert code == 2
     assert len(lines) == 101
     assert [i for i, line in enumerate(lines) if ": Too many: " in line] == [100]
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("Jobflow", 'kind: Unsupported value: "Jobflow": kinds are case-sensitive: JobFlow'),
+        ("cronjobflow", 'kind: Unsupported value: "cronjobflow": kinds are case-sensitive: CronJobFlow'),
+        (
+            "JobFlows",
+            'kind: Unsupported value: "JobFlows": the kinds of workflow.kube-zen.io: JobFlow, CronJobFlow, '
+            "JobFlowTemplate, ClusterJobFlowTemplate",
+        ),
+    ],
+)
+def test_a_document_of_zen_flows_api_with_a_kind_it_does_not_have_is_an_error_not_skipped(
+    tmp_path: Path, kind: str, said: str
+) -> None:
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "still-skipped"}}
+    path = write(tmp_path / "flow.yaml", {**base_flow(), "kind": kind}, other)
+    code, lines, err = run(path)
+    assert (code, lines) == (2, [f"{path}#1: {said}"])
+    assert "1 document(s) of a kind zen-flow does not have" in err

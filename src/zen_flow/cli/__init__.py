@@ -81,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "validate",
         help="validate JobFlow YAML files or directories offline",
-        description="Validate JobFlow YAML files or directories offline, with the webhook's rules: one line\n"
-        "per error on stdout (FILE: field: problem), then how many flows were checked on stderr.\n"
-        "Directories are searched for *.yaml and *.yml; documents that are not JobFlows are skipped.\n"
+        description="Validate JobFlow YAML files or directories offline, with the webhook's rules and the\n"
+        "schema's keys (a misspelt one would be dropped): one line per error on stdout (FILE: field:\n"
+        "problem), then how many flows were checked on stderr.\n"
+        "Directories are searched for *.yaml and *.yml; documents of other APIs are skipped (a kind\n"
+        "zen-flow does not have, e.g. `Jobflow`, is an error).\n"
         "Exit status: 0 every flow is valid; 2 a flow is invalid or a file could not be read.",
         epilog="example: zen-flow validate flows/ -p env=prod",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from zen_flow import config
 from zen_flow.api import JobFlow
@@ -171,15 +172,27 @@ async def get_record(config_: StoreConfig, prefix: str, args: argparse.Namespace
     try:
         record = json.loads(body)
         flow_of(record)
+        view = record_view(record, args.output, datetime.now(UTC))  # its flow read: a ValidationError
     except (RecordError, ValueError) as err:
-        print(f"zen-flow archive get: {key} is not a record this zen-flow reads: {err}", file=sys.stderr)
+        print(
+            f"zen-flow archive get: {key} is not a record this zen-flow reads: {_why(err)}", file=sys.stderr
+        )
         return EXIT_FAILED
-    view = record_view(record, args.output, datetime.now(UTC))
     if args.output in ("json", "yaml"):
         sys.stdout.write(view)
     else:
         painter(sys.stdout)(view)  # coloured on a terminal, as `zen-flow get`
     return EXIT_OK
+
+
+def _why(err: ValueError) -> str:
+    """One line: a record's flow that does not decode names its first wrong field, not pydantic's page."""
+    if isinstance(err, ValidationError) and (errors := err.errors()):
+        first = errors[0]
+        where = ".".join(str(part) for part in ("flow", *first["loc"]))
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{where}: {first['msg']}{more}"
+    return str(err)
 
 
 async def show_logs(config_: StoreConfig, prefix: str, args: argparse.Namespace) -> int:

@@ -66,7 +66,11 @@ def add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--phase", choices=["Pending", "Running", "Paused", "Suspended", "Succeeded", "Failed"])
     p.add_argument("-l", "--selector", help="label selector, as kubectl's")
     p.add_argument(
-        "-o", "--output", choices=["name"], help="name: one `jobflow.workflow.kube-zen.io/NAME` per line"
+        "-o",
+        "--output",
+        choices=["json", "yaml", "name"],
+        help="json, yaml: the flows as stored, in a kubectl List; name: one "
+        "`jobflow.workflow.kube-zen.io/NAME` per line",
     )
 
     p = command("get", "show a JobFlow and its steps in dependency order", "zen-flow get nightly -n team-a")
@@ -102,7 +106,9 @@ def add_flow_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     follow.add_argument(
         "--watch", action="store_true", help="follow the flow as `zen-flow watch` does; exit 1 if it failed"
     )
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    p.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds --wait waits, for all the flows (default 3600)"
+    )
 
     for verb in ("approve", "reject"):
         p = command(verb, f"{verb} a Manual step (the webhook records who)", f"zen-flow {verb} release gate")

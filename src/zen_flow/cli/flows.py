@@ -19,7 +19,7 @@ from zen_flow.cli.graph import dot, mermaid
 from zen_flow.cli.overrides import override_arguments, parse_overrides, template_arguments
 from zen_flow.cli.render import flow_detail, flow_list, printable
 from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
-from zen_flow.cli.validate import UNCHECKED, is_jobflow
+from zen_flow.cli.validate import UNCHECKED, is_jobflow, unknown_fields
 from zen_flow.cli.waits import read_waits
 from zen_flow.core.matrix import effective_flow
 from zen_flow.core.naming import is_label_value, is_qualified_name
@@ -32,15 +32,20 @@ from zen_flow.validation.limits import MAX_GENERATE_NAME
 from zen_flow.validation.warnings import flow_warnings
 
 WAIT_POLL_SECONDS = 1.0
+STRICT = (("fieldValidation", "Strict"),)
 
 
 async def list_flows(session: Session, args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else session.namespace
     selector = (("labelSelector", args.selector),) if args.selector else ()
     listed = await session.client.list_all(JOBFLOWS.path(namespace), selector, page_size=100)
-    flows = [JobFlow.model_validate(item) for item in listed.items]
+    decoded = [(item, JobFlow.model_validate(item)) for item in listed.items]
     if args.phase:
-        flows = [f for f in flows if (f.status.phase or "Pending") == args.phase]
+        decoded = [(item, f) for item, f in decoded if (f.status.phase or "Pending") == args.phase]
+    if args.output in ("json", "yaml"):  # for scripts: the flows as stored, an empty List when none
+        session.print_object(as_list([item for item, _ in decoded]), args.output, _kind_name)
+        return EXIT_OK
+    flows = [f for _, f in decoded]
     if not flows:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         print(f"No JobFlows found in {where}.", file=sys.stderr)
@@ -50,6 +55,18 @@ async def list_flows(session: Session, args: argparse.Namespace) -> int:
         return EXIT_OK
     session.show(flow_list(flows, now(), all_namespaces=namespace is None))
     return EXIT_OK
+
+
+def as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """kubectl's `get -o json` of several objects: a v1 List, each item with its apiVersion and kind, in
+    `list`'s order (namespace, then name)."""
+    ordered = sorted(items, key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"]))
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": ""},
+        "items": [{"apiVersion": API_VERSION, "kind": KIND, **item} for item in ordered],
+    }
 
 
 def _kind_name(name: str) -> str:
@@ -103,7 +120,10 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
         if args.generate_name and metadata.get("name"):
             metadata["generateName"] = f"{metadata.pop('name')}-"
         metadata["namespace"] = metadata.get("namespace") or session.namespace
-        made = await session.client.request("POST", JOBFLOWS.path(metadata["namespace"]), body=doc)
+        # Strict, as kubectl: a key the CRD does not have is refused by name, never silently pruned.
+        made = await session.client.request(
+            "POST", JOBFLOWS.path(metadata["namespace"]), query=STRICT, body=doc
+        )
         name = made["metadata"]["name"]
         created.append(f"{metadata['namespace']}/{name}")
         session.out.write(f"jobflow {metadata['namespace']}/{name} created\n")
@@ -115,9 +135,12 @@ async def submit(session: Session, args: argparse.Namespace) -> int:
     if not args.wait:
         return EXIT_OK
     outcome = EXIT_OK
+    deadline = (
+        time.monotonic() + args.timeout
+    )  # for them all: N flows still running wait --timeout, not N times it
     for key in created:
         namespace, name = key.split("/", 1)
-        flow, finished = await _until_finished(session, namespace, name, args.timeout)
+        flow, finished = await _until_finished(session, namespace, name, deadline)
         if not finished:
             gates = awaiting_approval(flow)
             what = f"waiting for approval of {', '.join(gates)}" if gates else "still running"
@@ -193,11 +216,11 @@ def _drawn(flow: JobFlow, fmt: str) -> str:
 
 
 async def _until_finished(
-    session: Session, namespace: str, name: str, timeout: float
+    session: Session, namespace: str, name: str, deadline: float
 ) -> tuple[JobFlow, bool]:
-    """The flow once it finished (True), or as it was at `timeout` (False). Says once when it starts
-    waiting for a person: a `--wait` of an hour must not sit silent while a gate waits for an approval."""
-    deadline = time.monotonic() + timeout
+    """The flow once it finished (True), or as it was at `deadline` (False; time.monotonic). Says once
+    when it starts waiting for a person: a `--wait` of an hour must not sit silent while a gate waits for
+    an approval."""
     told: tuple[str, ...] = ()
     while True:
         flow = effective_flow(JobFlow.model_validate(await session.flows.get(namespace, name)))
@@ -235,7 +258,9 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
                         f"zen-flow: skipped {label}: {kind or 'not a JobFlow'} (only JobFlows are read)\n"
                     )
                 continue
+            unknown = unknown_fields(doc)  # the apiserver would drop them: a typo that changes the flow
             doc, errors = override_arguments(doc, overrides)
+            errors += unknown
             waits = awaits_expansion(doc)  # the template is the cluster's: the webhook checks them then
             errors += validate_jobflow(doc, approvals=not waits)  # listed together, as the webhook does
             if waits:

@@ -9,7 +9,8 @@ theirs (their spec with the JobFlow rules). A flow that names a template (`spec.
 from it, as the webhook would, when the template is among the documents given (same name, and namespace
 when both set one; a ClusterJobFlowTemplate, `clusterScope: true`, by name), and the expanded flow
 checked; otherwise it is checked as far as it can be without it (the steps its approval and values
-annotations name are left to the webhook: a note on `err` says so).
+annotations name are left to the webhook: a note on `err` says so). A key a JobFlow's or CronJobFlow's
+spec does not have is an error too (`unknown_fields`): the apiserver would drop it.
 One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number, when the
 file has several documents); the webhook's warnings on a valid flow on
 `err` (`Warning: ...`, as kubectl prints them); then one line on `err`: how many flows were checked and how
@@ -23,12 +24,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import BaseModel, ValidationError
+
+from zen_flow.api import JobFlowSpec
 from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, GROUP, KIND, TEMPLATE_KIND
+from zen_flow.api.cronjobflow import CronJobFlowSpec
+from zen_flow.api.known_fields import unknown_keys
 from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import awaits_expansion
 from zen_flow.validation.cronjobflow import validate_cronjobflow
-from zen_flow.validation.errors import FieldError
+from zen_flow.validation.errors import ErrorType, FieldError
 from zen_flow.validation.expansion import expand, is_cron_run, needs_expansion, template_ref
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.flow_template import validate_clusterjobflowtemplate, validate_jobflowtemplate
@@ -43,6 +49,47 @@ UNCHECKED = (
     "the steps its approval and values annotations name are its JobFlowTemplate's: the webhook checks "
     "them once it has expanded the flow"
 )
+
+
+def unknown_fields(doc: Mapping[str, Any]) -> list[FieldError]:
+    """The keys of a JobFlow's or CronJobFlow's spec (its run template's spec too) that the schema does not
+    have: the apiserver prunes them (kubectl's strict field validation refuses them), so a misspelt
+    `dependencies` would let its step start at once. None for a spec whose types are wrong: the rules
+    name that."""
+    spec = doc.get("spec")
+    found: list[str] = []
+    cron = doc.get("kind") == CRON_KIND
+    parts: list[tuple[type[BaseModel], Any, str]] = [(CronJobFlowSpec if cron else JobFlowSpec, spec, "spec")]
+    if cron and isinstance(spec, dict) and isinstance(template := spec.get("jobFlowTemplate"), dict):
+        parts.append((JobFlowSpec, template.get("spec"), "spec.jobFlowTemplate.spec"))
+    for model, value, root in parts:
+        if isinstance(value, dict):
+            try:
+                found += unknown_keys(model.model_validate(value), root)
+            except ValidationError:
+                continue
+    detail = "unknown field: the schema has no such key (a typo? the apiserver would drop it)"
+    return [FieldError(path, ErrorType.FORBIDDEN, detail=detail) for path in found]
+
+
+KINDS = (KIND, CRON_KIND, TEMPLATE_KIND, CLUSTER_TEMPLATE_KIND)
+
+
+def misnamed(doc: Any) -> FieldError | None:
+    """Why a document meant for zen-flow would be skipped: a kind its API group does not have, or one of
+    its kinds spelt in another case (`Jobflow`). Documents of other APIs are None: skipped, so that a
+    manifests folder can be checked."""
+    if not isinstance(doc, dict) or not isinstance(kind := doc.get("kind"), str):
+        return None
+    version = doc.get("apiVersion")
+    group = version.split("/")[0] if isinstance(version, str) else None
+    if kind not in KINDS and (meant := [k for k in KINDS if k.lower() == kind.lower()]):
+        return FieldError("kind", ErrorType.NOT_SUPPORTED, kind, f"kinds are case-sensitive: {meant[0]}")
+    if group != GROUP:
+        return None
+    if kind not in KINDS:
+        return FieldError("kind", ErrorType.NOT_SUPPORTED, kind, f"the kinds of {GROUP}: {', '.join(KINDS)}")
+    return None  # a version it does not serve: the rules say so
 
 
 def _files(path: Path) -> Iterator[Path]:
@@ -115,7 +162,9 @@ def _check_flow(
     its errors. A flow naming a template not given is checked as far as it can be without it: the steps
     its approval and values annotations name are left to the webhook, which checks them once it has
     expanded the flow."""
+    unknown = unknown_fields(doc)  # the file's own keys, before -p and a template change them
     doc, errors = override_arguments(doc, overrides)
+    errors += unknown
     spec = doc.get("spec")
     if needs_expansion(spec) and (template := _template_for(doc, docs)) is not None:
         meta = doc.get("metadata")
@@ -141,11 +190,16 @@ def validate_paths(
 ) -> int:
     loaded, readable = _load(paths, err)
     status = EXIT_OK if readable else EXIT_UNREADABLE
-    flows = crons = templates = cluster_templates = invalid = 0
+    flows = crons = templates = cluster_templates = invalid = unknown = 0
     for label, doc in loaded:
+        if (wrong := misnamed(doc)) is not None:
+            out.write(f"{label}: {wrong}\n")
+            unknown += 1
+            status = EXIT_INVALID
+            continue
         if is_jobflow(doc, CRON_KIND):
             crons += 1
-            errors = validate_cronjobflow(doc)
+            errors = validate_cronjobflow(doc) + unknown_fields(doc)
         elif is_jobflow(doc, TEMPLATE_KIND):
             templates += 1
             errors = validate_jobflowtemplate(doc)
@@ -175,4 +229,6 @@ def validate_paths(
         counted += [f"{cluster_templates} ClusterJobFlowTemplate(s)"] if cluster_templates else []
         listed = counted[0] if len(counted) == 1 else ", ".join(counted[:-1]) + " and " + counted[-1]
         err.write(f"zen-flow validate: {listed} checked, {invalid} invalid\n")
+    if unknown:
+        err.write(f"zen-flow validate: {unknown} document(s) of a kind zen-flow does not have\n")
     return status

@@ -1,0 +1,99 @@
+"""A key the JobFlow schema does not have (`dependecies:` for `dependencies:`) is named by `zen-flow validate`
+and `zen-flow submit` before anything is sent: the apiserver would prune it, and the flow would run without
+it (its step no longer waiting, a Job step become a Manual gate). `submit` also asks the apiserver for
+strict field validation, as kubectl does."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cli_flows_rig import FakeCluster, zen_flow
+from cli_flows_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
+from validation_samples import base_flow, step
+
+from zen_flow.cli.validate import validate_paths
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def typo_flow() -> dict[str, Any]:
+    flow = base_flow()
+    step(flow, "b")["dependecies"] = step(flow, "b").pop("dependencies")
+    flow["spec"]["executionPolicy"] = {"concurency": 2}
+    return flow
+
+
+def validated(path: Path) -> tuple[int, list[str], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = validate_paths([str(path)], out, err)
+    return code, out.getvalue().splitlines(), err.getvalue()
+
+
+def test_validate_names_every_key_the_schema_does_not_have(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(typo_flow()))
+    code, lines, err = validated(path)
+    assert code == 2
+    b = [s["name"] for s in base_flow()["spec"]["steps"]].index("b")
+    assert sorted(line.split(": ")[1] for line in lines) == [
+        "spec.executionPolicy.concurency",
+        f"spec.steps[{b}].dependecies",
+    ]
+    assert all(line.startswith(f"{path}: ") and "unknown field" in line for line in lines)
+    assert "1 invalid" in err
+
+
+def test_validate_names_an_unknown_key_in_a_cronjobflows_template(tmp_path: Path) -> None:
+    cron = yaml.safe_load((REPO / "examples/scheduled/nightly-report.yaml").read_text())
+    template = cron["spec"]["jobFlowTemplate"]["spec"]
+    later = next(i for i, s in enumerate(template["steps"]) if s.get("dependencies"))
+    template["steps"][later]["dependecies"] = template["steps"][later].pop("dependencies")
+    cron["spec"]["schedul"] = cron["spec"]["schedule"]
+    path = tmp_path / "cron.yaml"
+    path.write_text(yaml.safe_dump(cron))
+    code, lines, _ = validated(path)
+    assert code == 2
+    assert sorted(line.split(": ")[1] for line in lines) == [
+        f"spec.jobFlowTemplate.spec.steps[{later}].dependecies",
+        "spec.schedul",
+    ]
+
+
+def test_the_projects_examples_have_no_unknown_key() -> None:
+    code, lines, _ = validated(REPO / "examples")
+    assert (code, lines) == (0, [])
+
+
+def test_submit_refuses_an_unknown_key_before_creating_anything(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(typo_flow()))
+    code, out, err = zen_flow(capsys, "submit", str(path))
+    assert (code, out, cluster.writes) == (2, "", [])
+    assert "invalid, nothing was created" in err
+    b = [s["name"] for s in base_flow()["spec"]["steps"]].index("b")
+    assert f"spec.steps[{b}].dependecies: Forbidden: unknown field" in err
+
+
+def test_submit_asks_the_apiserver_for_strict_field_validation(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queries: list[Any] = []
+    request = cluster.request
+
+    async def recorded(method: str, path: str, body: Any = None, query: Any = (), **kw: Any) -> Any:
+        if method == "POST":
+            queries.append(list(query))
+        return await request(method, path, body=body, query=query, **kw)
+
+    monkeypatch.setattr(cluster, "request", recorded)
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(base_flow()))
+    code, _, _ = zen_flow(capsys, "submit", str(path))
+    assert code == 0
+    assert queries == [[("fieldValidation", "Strict")]]
