@@ -20,6 +20,8 @@ from zen_flow.planner.lifecycle import ENDED_REASON
 from zen_flow_dev.testing.flows import job_step, make_flow, manual_step
 
 APPROVE = "approve.workflow.kube-zen.io/gate"
+APPROVED_BY = "approved-by.workflow.kube-zen.io/gate"
+REJECT = "reject.workflow.kube-zen.io/gate"
 
 CHAIN = make_flow([job_step("a"), job_step("b", "a")], name="chain", namespace="team")
 GATED = make_flow(
@@ -253,12 +255,56 @@ async def test_an_approval_racing_a_status_write_is_not_lost(rig: Rig) -> None:
     await rig.settle()
     api.sync()
     assert rig.step("gate") == "Succeeded"
+    await rig.settle(0)  # b starts on the event of that write, once the approval is stored
+    api.sync()
     assert rig.step("b") == "Running"
     approvals = rig.flow.status.audit.approvals if rig.flow.status.audit else ()
     assert [(a.step, a.decision) for a in approvals] == [("gate", "Approved")]
     assert len(api.job_creates) == 2
     reasons = [reason for _, reason, _ in api.events]
     assert reasons.count("StepApproved") == 1  # events of the refused plan were never sent
+
+
+@pytest.mark.parametrize("rig", [GATED], indirect=True)
+async def test_a_reject_that_refused_the_approvals_status_write_runs_nothing_behind_the_gate(
+    rig: Rig,
+) -> None:
+    # Alice approves; Bob's reject lands between the controller's read and its status write, which the
+    # apiserver refuses (409). The approval never was stored: step b, behind the gate, never runs.
+    api = rig.api
+    api.sync()
+    await rig.settle()
+    api.sync()
+    api.finish_job("team", rig.job("a"))
+    api.sync()
+    await rig.settle()
+    api.sync()
+    assert rig.step("gate") == "PendingApproval"
+    api.update_flow(rig.key, annotated({APPROVE: "true", APPROVED_BY: "alice"}))
+    api.sync()
+    real = api.patch_flow_status
+    rejected: list[bool] = []
+
+    async def patch(namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        if not rejected:
+            rejected.append(True)
+            api.update_flow(rig.key, annotated({REJECT: "true", APPROVED_BY: "bob"}))
+        return await real(namespace, name, ops)
+
+    api.patch_flow_status = patch  # type: ignore[method-assign]
+    await rig.settle(0)
+    assert api.refused == ["409 Conflict"]
+    for _ in range(3):
+        api.sync()
+        await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    assert (rig.step("gate"), rig.step("b")) == ("Failed", "Skipped")
+    assert [name.split("-")[1] for name in api.job_creates] == ["a"]
+    approvals = rig.flow.status.audit.approvals if rig.flow.status.audit else ()
+    assert [(a.decision, a.user) for a in approvals] == [("Rejected", "bob")]
+    reasons = [reason for _, reason, _ in api.events]
+    assert "StepApproved" not in reasons
+    assert reasons.count("StepStarted") == 1  # step a's
 
 
 TIMED = make_flow([job_step("a", timeoutSeconds=30)], name="timed", namespace="team")

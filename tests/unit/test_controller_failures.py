@@ -151,17 +151,21 @@ async def test_a_refused_job_in_a_rerun_stops_the_rerun_and_says_why() -> None:
     assert fake.deleted == [good["jobRef"]["name"]]
 
 
-async def test_an_approval_decided_in_the_plan_whose_job_is_refused_stays_recorded() -> None:
+async def test_an_approval_stays_recorded_when_the_next_steps_job_is_refused() -> None:
     sim = Simulator(make_flow([manual_step("gate"), job_step("next", "gate")]), T0)
     sim.reconcile()
     sim.annotate(APPROVE_PREFIX + "gate", "true")
     sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "gate", "alice@example.com")
+    sim.reconcile()  # the approval is written first: next starts in the reconcile after it
     fake, clock = Fake(sim.flow, jobs=list(sim.jobs.values())), FakeClock(wall_start=sim.now)
     fake.create_errors["next"] = from_status(422, {"reason": "Invalid", "message": "no"})
     await controller(fake, clock).reconcile(fake.flow.key)
     status = fake.patches[-1]["status"]
     assert status["phase"] == "Failed"
-    assert [(a["step"], a["user"]) for a in status["audit"]["approvals"]] == [("gate", "alice@example.com")]
+    audit = fake.flow.status.audit
+    assert audit is not None
+    assert [(a.step, a.user) for a in audit.approvals] == [("gate", "alice@example.com")]
+    assert "audit" not in status  # the write of the refusal leaves the recorded approval as it is
 
 
 async def test_a_delete_that_failed_is_sent_again_on_the_retry_not_five_minutes_later() -> None:

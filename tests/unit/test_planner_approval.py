@@ -12,6 +12,7 @@ from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CORRELATION_ID,
     ANNOTATION_CREATED_BY,
+    ANNOTATION_STOP,
     APPROVE_PREFIX,
     REJECT_PREFIX,
 )
@@ -72,10 +73,14 @@ def test_approval_annotation_releases_the_gate_and_records_the_user() -> None:
     sim.annotate(APPROVE_PREFIX + "approve", "true")
     sim.annotate(ANNOTATION_APPROVED_BY_PREFIX + "approve", "alice@example.com")
     result = sim.reconcile()
-    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["migrate"]
+    # migrate starts once the approval is stored (taken back or overruled before, it never ran).
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == []
     approve = sim.flow.status.step("approve")
     assert approve is not None
     assert (approve.phase, approve.approved_by) == ("Succeeded", "alice@example.com")
+    assert "StepApproved" in reasons(sim)
+    result = sim.reconcile()  # the plan its status write brings
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["migrate"]
     assert sim.phase == "Running"
     audit = sim.flow.status.audit
     assert audit is not None
@@ -87,7 +92,6 @@ def test_approval_annotation_releases_the_gate_and_records_the_user() -> None:
         "alice@example.com",
         T0.replace(minute=2),
     )
-    assert "StepApproved" in reasons(sim)
     sim.reconcile()
     assert len(sim.flow.status.audit.approvals) == 1  # type: ignore[union-attr]
 
@@ -115,10 +119,11 @@ def test_pre_approval_passes_the_gate_directly() -> None:
     sim = Simulator(flow, T0)
     sim.reconcile()
     sim.complete(sim.running()[0])
-    result = sim.reconcile()
-    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["migrate"]
+    sim.reconcile()
     assert phases(sim)["approve"] == "Succeeded"
     assert "StepApproved" in reasons(sim)
+    result = sim.reconcile()  # once the approval is stored
+    assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["migrate"]
 
 
 def test_approval_value_must_be_true() -> None:
@@ -191,6 +196,29 @@ def test_suspend_starts_nothing_new_but_lets_running_jobs_finish() -> None:
     assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["b"]
     assert sim.phase == "Running"
     assert "FlowResumed" in reasons(sim)
+
+
+@pytest.mark.parametrize("end", ["last job", "stop", "gate timeout"])
+def test_a_suspended_flow_that_ends_while_suspended_does_not_say_it_resumed(end: str) -> None:
+    # Only a resume (spec.suspend set back to false) is one: a flow that ends with spec.suspend still
+    # true (its last Job finished, stopped, a gate's timeout) says how it ended, never "flow resumed".
+    sim = Simulator(make_flow([job_step("a"), manual_step("gate", timeoutSeconds=60)]), T0)
+    sim.reconcile()
+    sim.set_suspend(True)
+    sim.reconcile()
+    assert sim.phase == "Suspended"
+    if end == "last job":
+        sim.annotate(APPROVE_PREFIX + "gate", "true")
+        sim.complete(sim.running()[0])
+    elif end == "stop":
+        sim.annotate(ANNOTATION_STOP, "true")
+    else:
+        sim.complete(sim.running()[0])
+        sim.advance(61)
+    sim.reconcile()
+    assert sim.terminal
+    assert "FlowResumed" not in reasons(sim)
+    assert ("FlowSucceeded" if end == "last job" else "FlowFailed") in reasons(sim)
 
 
 def test_a_flow_created_suspended_starts_nothing() -> None:
@@ -307,6 +335,7 @@ def test_a_decision_seen_only_after_the_timeout_still_counts() -> None:
     sim = timed_gate(60)
     sim.advance(90)
     sim.annotate(f"{APPROVE_PREFIX}gate", "true")
+    sim.reconcile()
     sim.reconcile()
     assert phases(sim) == {"build": "Succeeded", "gate": "Succeeded", "ship": "Running"}
 

@@ -276,6 +276,7 @@ def test_a_rerun_of_a_gate_that_timed_out_waits_for_a_decision_again_with_a_fres
     assert phases(sim)["gate"] == "PendingApproval"
     sim.annotate(f"{APPROVE_PREFIX}gate", "true")  # decided after the rerun: it counts
     sim.reconcile()
+    sim.reconcile()  # ship starts once the approval is written
     assert phases(sim) == {"build": "Succeeded", "gate": "Succeeded", "ship": "Running"}
     sim.complete(sim.running()[0])
     sim.reconcile()

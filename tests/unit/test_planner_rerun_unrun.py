@@ -48,7 +48,7 @@ def paused(policy: dict[str, object] | None = None, name: str = "flow") -> Simul
 
 
 def settle(sim: Simulator) -> None:
-    for _ in range(4):
+    for _ in range(6):
         sim.reconcile()
         for job in sim.running():
             sim.complete(job)
@@ -148,6 +148,7 @@ def test_an_approval_given_after_the_stop_counts_when_the_rerun_reaches_the_gate
     assert rerun_refusal(sim.flow) is None
     ask(sim)
     assert phases(sim)["gate"] == "Succeeded"
+    sim.reconcile()  # ship starts once the approval is written
     assert [a.step for a in sim.plans[-1].actions if isinstance(a, CreateJob)] == ["ship"]
 
 

@@ -43,6 +43,10 @@ class ApprovalGates(ChildStops):
             return
         verdict, user = decided
         w.approved_by = user
+        # Decided on annotations that can change before this plan's status write lands (a reject after
+        # the approve: a 409; an approval taken back): its dependents wait for the write, as a timeout's
+        # do (`after_timeout`), so none runs on a decision the stored status never held.
+        self.timed_out.add(w.name)
         if not tallied:  # a tallied gate's approvals are in the audit already, one by one
             why = annotations.get(ANNOTATION_DECISION_MESSAGE_PREFIX + w.name) or None
             self.approvals.append(

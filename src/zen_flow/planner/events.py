@@ -133,7 +133,7 @@ def _queued(status: JobFlowStatus) -> bool:
     return any(c.type == ConditionType.QUEUED and c.status == "True" for c in status.conditions)
 
 
-def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
+def _flow_events(old: JobFlowStatus, new: JobFlowStatus, suspended: bool) -> list[EventSpec]:
     out: list[EventSpec] = []
     message = new.message or ""
     if old.start_time is None and new.start_time is not None:
@@ -147,7 +147,9 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus) -> list[EventSpec]:
         out.append(EventSpec(NORMAL, QUEUED_EVENT, message))
     if new.phase == old.phase:
         return out
-    if old.phase == FlowPhase.SUSPENDED and new.phase != FlowPhase.SUSPENDED:
+    if old.phase == FlowPhase.SUSPENDED and new.phase != FlowPhase.SUSPENDED and not suspended:
+        # Only a resume (spec.suspend false again): a flow that ends while suspended (its last Job, a
+        # stop, a timeout) says how it ended, not that it resumed.
         out.append(EventSpec(NORMAL, "FlowResumed", "flow resumed"))
     if new.phase == FlowPhase.SUSPENDED:
         out.append(EventSpec(NORMAL, "FlowSuspended", message or "flow suspended"))
@@ -178,10 +180,16 @@ def naming_blockers(events: tuple[EventSpec, ...], blockers: Mapping[str, str]) 
 
 
 def derive_events(
-    old: JobFlowStatus, new: JobFlowStatus, specs: Mapping[str, Step], tolerated: Collection[str] = ()
+    old: JobFlowStatus,
+    new: JobFlowStatus,
+    specs: Mapping[str, Step],
+    tolerated: Collection[str] = (),
+    *,
+    suspended: bool = False,
 ) -> tuple[EventSpec, ...]:
     """Step events in status order, then flow events; `tolerated`: the steps whose failure in `new`
-    allowFailure tolerates (planner.tolerance, which the caller asks: it reads the stop's marks)."""
+    allowFailure tolerates (planner.tolerance, which the caller asks: it reads the stop's marks);
+    `suspended`: the flow's spec.suspend (a flow leaving Suspended with it set did not resume)."""
     if old is new:
         return ()
     previous = {s.name: s for s in old.steps}
@@ -192,5 +200,5 @@ def derive_events(
             continue
         allowed = step.name in tolerated
         out.extend(_step_events(before, step, specs.get(step.name), allowed=allowed))
-    out.extend(_flow_events(old, new))
+    out.extend(_flow_events(old, new, suspended))
     return tuple(out)

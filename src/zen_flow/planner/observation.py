@@ -256,9 +256,12 @@ class Observation(JobVerdicts):
         Then `w` waits for the next plan, whose input, the stored status, has that end: decided on the
         clock, it can turn otherwise in a plan after this one's write is lost (an approval seen with the
         gate's timeout passed wins; the Job deleted for its timeout may have completed first), and `w`
-        must not run on an outcome the status never held. A Pending `w` that ends here anyway (skipped
-        by its dependencies) passes the wait on to its own dependents. Timeouts are rare: nothing is read
-        otherwise, and no status write is added to other transitions."""
+        must not run on an outcome the status never held. So too a gate decided in this plan
+        (planner.approval_gates): the decision read from the annotations can be changed before the write
+        lands (a reject after the approve refuses it, 409; an approval taken back), and the next plan
+        decides again. A Pending `w` that ends here anyway (skipped by its dependencies) passes the wait
+        on to its own dependents. Timeouts and decisions are rare: nothing is read otherwise, and no
+        status write is added to other transitions (a decision writes the gate's end anyway)."""
         timed_out = self.timed_out
         if not timed_out or timed_out.isdisjoint(w.spec.dependencies):
             return False

@@ -77,7 +77,7 @@ def outcome(
     specs = shape_of(flow).specs
     # Every plan of a flow comes here, most with nothing new to tell: the steps are read only then.
     tolerated = tolerated_steps(status, specs) if status is not old else frozenset()
-    events = derive_events(old, status, specs, tolerated)
+    events = derive_events(old, status, specs, tolerated, suspended=bool(flow.spec.suspend))
     if creating:
         events += (EventSpec(NORMAL, REASON_RESOURCES_CREATED, cut(describe(creating), 1024)),)
     # Said when it starts, or when it starts to wait for its own locks: the older flows stop then

@@ -141,8 +141,9 @@ class PlanState:
         # status, all three in one scan (planner.finale: `said_before`).
         self._said: dict[tuple[bool, bool], str | None] = {}
         self._main_ended_before: bool | None = None
-        # Steps this plan ended by their timeout (a gate's wait, a Job's run), and the steps it ended on
-        # their account: none of their dependents starts in this plan (`Observation.after_timeout`).
+        # Steps this plan ended by their timeout (a gate's wait, a Job's run) or decided at their gate, and
+        # the steps it ended on their account: none of their dependents starts in this plan
+        # (`Observation.after_timeout`).
         self.timed_out: set[str] = set()
         self.budget = retry_budget(flow)
         # Retrying steps are never settled nor dormant: they are all in `moving`.
