@@ -191,3 +191,39 @@ def test_values_another_wrote_between_the_read_and_the_write_are_merged_not_undo
     first, second = annotation_writes(raced)
     assert first["metadata"]["resourceVersion"] == "1"  # refused: carol's write came first
     assert second["metadata"]["resourceVersion"] == "2"
+
+
+class LostAnswerCluster(FakeCluster):
+    """The approval's first send is stored (resourceVersion 1 -> 2) but its answer is lost, and the
+    controller records the gate Succeeded at once; the client's resend, still conditional on 1, gets 409."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    async def request(
+        self, method: str, path: str, body: Any = None, query: Any = (), content_type: str | None = None
+    ) -> dict[str, Any]:
+        if method == "PATCH" and not self.lost:
+            self.lost = True
+            await super().request(method, path, body, query, content_type)
+            flow = self.flows["rel"]
+            flow["metadata"]["resourceVersion"] = "2"
+            flow["status"] = {"phase": "Running", "steps": [{"name": "gate", "phase": "Succeeded"}]}
+            raise from_status(409, {"reason": "Conflict", "message": "the object has been modified"})
+        return await super().request(method, path, body, query, content_type)
+
+
+def test_an_approval_stored_under_a_lost_answer_is_reported_approved(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lost = LostAnswerCluster()
+    use(monkeypatch, lost)
+    flow = release()
+    flow["metadata"]["resourceVersion"] = "1"
+    lost.add(flow, {"phase": "Paused", "steps": [{"name": "gate", "phase": "PendingApproval"}]})
+    code, out, err = zen_flow(capsys, "approve", "rel", "gate", "-p", "env=prod")
+    assert (code, out, err) == (0, "jobflow default/rel: step gate approved\n", "")
+    assert len(annotation_writes(lost)) == 1  # nothing sent again once the first send is seen stored
+    stored = lost.flows["rel"]["metadata"]["annotations"]
+    assert (stored[APPROVE], json.loads(stored[VALUES])) == ("true", {"env": "prod"})

@@ -44,9 +44,16 @@ DECIDE_ATTEMPTS = 5
 
 async def decide(session: Session, args: argparse.Namespace) -> int:
     """`approve` / `reject`: the annotation the API defines; the mutating webhook records who did it."""
+    step: Step | None = None
+    sent: dict[str, str] = {}
     for attempt in range(DECIDE_ATTEMPTS):
         flow = await session.get(args.name)
+        if step is not None and _landed(flow, sent):
+            # The 409 answered the client's resend of a patch whose first send was stored (its answer
+            # lost): the decision is in, though the controller may have acted on it since (the step ended).
+            break
         step, patch = _decision_patch(flow, args)
+        sent = patch["metadata"]["annotations"]
         try:
             await session.merge_patch(args.name, patch)
             break
@@ -55,12 +62,20 @@ async def decide(session: Session, args: argparse.Namespace) -> int:
             # read, merge and check again, never overwrite them with what was read before.
             if attempt == DECIDE_ATTEMPTS - 1:
                 raise
+    assert step is not None  # the loop ran, and either wrote or raised
     approving = args.command == "approve"
     verb = "approved" if approving else "rejected"
     needed = step.approval.needed if step.approval is not None else 1
     counted = f" (it needs {needed} distinct approvals)" if approving and needed > 1 else ""
     session.out.write(f"jobflow {session.namespace}/{args.name}: step {args.step} {verb}{counted}\n")
     return EXIT_OK
+
+
+def _landed(flow: JobFlow, sent: dict[str, str]) -> bool:
+    """Does the flow hold every annotation of the decision patch sent (a tallied approval's value is
+    unique to that patch: nobody else's)?"""
+    held = flow.metadata.annotations
+    return all(held.get(key) == value for key, value in sent.items())
 
 
 def _decision_patch(flow: JobFlow, args: argparse.Namespace) -> tuple[Step, dict[str, Any]]:
