@@ -76,7 +76,9 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
 @pytest.fixture
 def older_crds(tmp_path: Path) -> Path:
     """The older release's CRDs in one file, as `kubectl kustomize config/crd` writes them."""
-    docs = [older(crd(p)) for p in ("jobflows", "cronjobflows", "jobflowtemplates")]
+    docs = [
+        older(crd(p)) for p in ("jobflows", "cronjobflows", "jobflowtemplates", "clusterjobflowtemplates")
+    ]
     path = tmp_path / "older.yaml"
     path.write_text(yaml.safe_dump_all(docs))
     return path
@@ -124,7 +126,12 @@ def test_the_objects_holding_what_the_older_crd_lacks_are_named_with_the_field(
         "values (All, FailedOnly): every write refused",
     ]  # a CronJobFlow's jobFlowTemplate.spec keeps any key: the CRD prunes nothing there
     assert "2 finding(s) in 4 object(s)" in err
-    assert sorted(cluster.listed) == [f"{V}/cronjobflows", f"{V}/jobflows", f"{V}/jobflowtemplates"]
+    assert sorted(cluster.listed) == [
+        f"{V}/clusterjobflowtemplates",
+        f"{V}/cronjobflows",
+        f"{V}/jobflows",
+        f"{V}/jobflowtemplates",
+    ]
 
 
 def test_one_namespace_and_nothing_found_is_exit_0(
@@ -134,6 +141,7 @@ def test_one_namespace_and_nothing_found_is_exit_0(
     code, out, err = zen_flow(capsys, "--crd", str(older_crds), "-n", "team-a")
     assert (code, out) == (0, "")
     assert "0 finding(s) in 1 object(s)" in err
+    assert "ClusterJobFlowTemplate" not in err  # cluster-scoped: not checked with -n, not said to be
     assert f"{V}/namespaces/team-a/jobflows" in cluster.listed
 
 

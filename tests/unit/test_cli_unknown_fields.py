@@ -15,6 +15,7 @@ from cli_flows_rig import FakeCluster, zen_flow
 from cli_flows_rig import cluster_fixture as cluster_fixture  # the `cluster` fixture
 from validation_samples import base_flow, step
 
+from zen_flow import __version__
 from zen_flow.cli.validate import validate_paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +45,8 @@ def test_validate_names_every_key_the_schema_does_not_have(tmp_path: Path) -> No
         f"spec.steps[{b}].dependecies",
     ]
     assert all(line.startswith(f"{path}: ") and "unknown field" in line for line in lines)
+    # An older CLI cannot tell a typo from a newer release's field: it says which release it checked by.
+    assert all(f"zen-flow {__version__}'s schema" in line and "newer zen-flow" in line for line in lines)
     assert "1 invalid" in err
 
 

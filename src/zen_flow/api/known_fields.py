@@ -90,8 +90,8 @@ def _inner(value: Any, wire: str) -> tuple[list[str], str] | None:
 def unknown_keys(spec: BaseModel, root: str = "spec") -> list[str]:
     """Every key of `spec`, at any depth, that its models do not declare, as its path
     (`spec.steps[1].dependecies`). In a user's file (`zen-flow validate`, `submit`)
-    such a key is a typo, or a field of a newer release: either way the apiserver would prune it, and the
-    flow would run without it."""
+    such a key is a typo (the apiserver prunes it, or refuses it under strict field validation), or a
+    field of a newer release's that a newer cluster takes: this release cannot tell which."""
     found: list[str] = []
     _collect(spec, root, found)
     return found

@@ -115,9 +115,9 @@ def _older_crd(doc: Any) -> OlderCrd | None:
 async def check_downgrade(s: Session, args: argparse.Namespace) -> int:
     namespace: str | None = args.namespace  # None: every namespace (not the context's: a whole cluster)
     found = checked = 0
-    for crd in args.older_crds:
-        if namespace is not None and not crd.namespaced:
-            continue  # cluster-scoped: not of one namespace
+    # Cluster-scoped kinds are not of one namespace: left out with -n (and from the summary's list).
+    crds = [c for c in args.older_crds if namespace is None or c.namespaced]
+    for crd in crds:
         where = f"namespaces/{namespace}/" if namespace is not None else ""
         listed = await s.client.list_all(f"/apis/{GROUP}/{crd.version}/{where}{crd.plural}")
         for obj in listed.items:
@@ -127,6 +127,6 @@ async def check_downgrade(s: Session, args: argparse.Namespace) -> int:
             for path, what in lacking(crd.schema, obj):
                 found += 1
                 s.out.write(f"{crd.kind} {name}: {path}: {what}\n")
-    kinds = ", ".join(c.kind for c in args.older_crds)
+    kinds = ", ".join(c.kind for c in crds)
     s.err.write(f"{found} finding(s) in {checked} object(s) ({kinds}) against {args.crd}\n")
     return EXIT_FAILED if found else EXIT_OK

@@ -258,7 +258,7 @@ def _read_flows(paths: list[str], overrides: dict[str, str]) -> list[dict[str, A
                         f"zen-flow: skipped {label}: {kind or 'not a JobFlow'} (only JobFlows are read)\n"
                     )
                 continue
-            unknown = unknown_fields(doc)  # the apiserver would drop them: a typo that changes the flow
+            unknown = unknown_fields(doc)  # a typo the apiserver would drop changes the flow
             doc, errors = override_arguments(doc, overrides)
             errors += unknown
             waits = awaits_expansion(doc)  # the template is the cluster's: the webhook checks them then

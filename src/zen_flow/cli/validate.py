@@ -10,7 +10,8 @@ from it, as the webhook would, when the template is among the documents given (s
 when both set one; a ClusterJobFlowTemplate, `clusterScope: true`, by name), and the expanded flow
 checked; otherwise it is checked as far as it can be without it (the steps its approval and values
 annotations name are left to the webhook: a note on `err` says so). A key a JobFlow's or CronJobFlow's
-spec does not have is an error too (`unknown_fields`): the apiserver would drop it.
+spec does not have is an error too (`unknown_fields`): a typo the apiserver would drop (or a newer release's
+field, which this CLI cannot check).
 One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number, when the
 file has several documents); the webhook's warnings on a valid flow on
 `err` (`Warning: ...`, as kubectl prints them); then one line on `err`: how many flows were checked and how
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ValidationError
 
+from zen_flow import __version__
 from zen_flow.api import JobFlowSpec
 from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, GROUP, KIND, TEMPLATE_KIND
 from zen_flow.api.cronjobflow import CronJobFlowSpec
@@ -68,7 +70,11 @@ def unknown_fields(doc: Mapping[str, Any]) -> list[FieldError]:
                 found += unknown_keys(model.model_validate(value), root)
             except ValidationError:
                 continue
-    detail = "unknown field: the schema has no such key (a typo? the apiserver would drop it)"
+    # An older CLI cannot tell a typo from a newer release's field; the advice covers both.
+    detail = (
+        f"unknown field: zen-flow {__version__}'s schema has no such key (a typo, which the apiserver would "
+        "drop, or a field of a newer zen-flow: use its CLI)"
+    )
     return [FieldError(path, ErrorType.FORBIDDEN, detail=detail) for path in found]
 
 

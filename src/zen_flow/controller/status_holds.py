@@ -10,7 +10,7 @@ own: the plan a later accepted write records adopts them), until its object chan
 resourceVersion: an edit, a label, another writer) or a slow retry of the refused write, backing off
 to RETRY_CAP_SECONDS, finds it accepted (the CRD rolled forward: the stored object does not change).
 The book is in memory: a restart (or a shard handed over) costs one more plan and refusal, no loop.
-A CronJobFlow is held alike (cron_holds.py): no run created, stopped or deleted.
+A CronJobFlow is held alike (cron_status.py): no run created, stopped or deleted.
 """
 
 from __future__ import annotations
