@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from zen_flow.cli.colour import painter
 from zen_flow.core.matrix import effective_flow
 from zen_flow.kube.client import KubeClient
 from zen_flow.kube.config import load_config
-from zen_flow.kube.errors import ApiError, KubeError, NotFound, TransportError
+from zen_flow.kube.errors import ApiError, KubeError, NotFound, RequestTimedOut, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS, JobFlowClient
 from zen_flow.kube.transport import MERGE_PATCH, ClientOptions
 
@@ -42,8 +43,34 @@ def add_client_arguments(parser: argparse.ArgumentParser, *, all_namespaces: boo
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context (default: the current context)")
     parser.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    parser.add_argument(
+        "--request-timeout",
+        type=parse_request_timeout,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="DURATION",
+        help="how long one request may wait for its answer: 10s, 1m, plain seconds; 0: no limit (default:"
+        " 30s). Per request, as kubectl: `watch` and `--wait` keep going across requests",
+    )
     if all_namespaces:
         parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_request_timeout(text: str) -> float | None:
+    """kubectl's `--request-timeout`: a Go duration (`10s`, `1m30s`, `250ms`) or plain seconds (`10`);
+    zero means no limit (None)."""
+    if re.fullmatch(r"\d+", text):
+        seconds = float(text)
+    else:
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(number + unit for number, unit in parts) != text:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 10s, 1m, or plain seconds)")
+        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    return seconds or None
 
 
 Command = Callable[["Session", argparse.Namespace], Awaitable[int]]
@@ -78,6 +105,8 @@ def run(command: Command, args: argparse.Namespace, offline: Offline | None = No
 def described(err: ApiError | TransportError) -> str:
     """What went wrong with a request, in one line: the apiserver's words (a 403 names the user, the verb
     and the resource; a webhook's denial lists its field errors), or why it could not be reached."""
+    if isinstance(err, RequestTimedOut):
+        return f"no answer from {err.server} within {err.seconds:g}s (--request-timeout)"
     if isinstance(err, NotFound):
         return f"not found: {err.message}"
     if isinstance(err, TransportError):
@@ -142,9 +171,11 @@ async def _with_session(command: Command, args: argparse.Namespace) -> int:
 
 @asynccontextmanager
 async def open_session(args: argparse.Namespace, out: TextIO = sys.stdout) -> AsyncIterator[Session]:
-    """A session for kubectl's flags in `args` (--kubeconfig, --context, -n); the client closed after."""
+    """A session for kubectl's flags in `args` (--kubeconfig, --context, -n, --request-timeout); the
+    client closed after."""
     config = await load_config(args.kubeconfig, args.context)
-    client = KubeClient(config, ClientOptions(user_agent=USER_AGENT))
+    timeout = getattr(args, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
+    client = KubeClient(config, ClientOptions(user_agent=USER_AGENT, timeout=timeout))
     try:
         yield Session(client, args.namespace or config.namespace or "default", out)
     finally:

@@ -28,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from zen_flow.core import nesting
 from zen_flow.kube.config import KubeConfig
-from zen_flow.kube.errors import Expired, TransportError, describe, from_response
+from zen_flow.kube.errors import Expired, RequestTimedOut, TransportError, describe, from_response
 from zen_flow.kube.request_slots import RequestSlots
 from zen_flow.kube.retries import retrying
 from zen_flow.kube.streams import (
@@ -299,9 +299,8 @@ class KubeClient:
     ) -> bytes:
         queued = self._clock.monotonic()
         await limiter.acquire()
-        client_timeout = aiohttp.ClientTimeout(
-            total=request_timeout or self.options.timeout, sock_connect=self.options.connect_timeout
-        )
+        total = request_timeout or self.options.timeout
+        client_timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.options.connect_timeout)
         headers = {"Content-Type": content_type} if body is not None else {}
         if accept is not None:
             headers["Accept"] = accept
@@ -327,6 +326,10 @@ class KubeClient:
                     self._requests.release(slot)
             except TRANSPORT_ERRORS as err:
                 self._observe(method, path, 0, sent, queued=queued, sending=sending)
+                # aiohttp's total timeout is a bare TimeoutError (its connect and read timeouts are
+                # subclasses saying which): the apiserver took the request and did not answer in time.
+                if type(err) is TimeoutError and total is not None:
+                    raise RequestTimedOut(f"{method} {path}", self.host, total) from err
                 raise TransportError(f"{method} {path}: {describe(err)}") from err
             self._observe(method, path, response.status, sent, queued=queued, sending=sending)
             queued = self._clock.monotonic()  # a second attempt (fresh credentials) waits only for a slot

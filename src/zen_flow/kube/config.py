@@ -176,15 +176,22 @@ async def _from_kubeconfig(paths: list[Path], context: str | None, clock: Clock)
     if cluster_entry is None:
         raise ValueError(f"context {name!r}: cluster {ctx.get('cluster')!r} not found")
     cluster, cluster_file = cluster_entry
-    user, user_file = merged.users.get(str(ctx.get("user", "")), ({}, paths[0]))
+    user_name = str(ctx.get("user") or "")
+    # A context without a user is anonymous; one naming a user nobody defined is a mistake (kubectl
+    # refuses it too), not a reason to send requests without the credentials the user meant.
+    user_entry = merged.users.get(user_name) if user_name else ({}, paths[0])
+    if user_entry is None:
+        raise ValueError(f"context {name!r}: user {user_name!r} not found")
+    user, user_file = user_entry
     server = str(cluster.get("server") or "").rstrip("/")
     if not server.startswith(("https://", "http://")):
         raise ValueError(f"cluster {ctx.get('cluster')!r}: server {server!r} is not an http(s) URL")
 
-    ssl_context = _ssl_context(cluster, cluster_file) if server.startswith("https://") else None
+    cluster_name = f"cluster {ctx.get('cluster')!r}"
+    ssl_context = _ssl_context(cluster, cluster_file, cluster_name) if server.startswith("https://") else None
     credentials = _credentials(user, user_file, ssl_context, clock, _exec_cluster_info(cluster, cluster_file))
     if ssl_context is not None:
-        _load_client_cert(ssl_context, user, user_file)
+        _load_client_cert(ssl_context, user, user_file, f"user {user_name!r}")
         await credentials.prepare()  # an exec plugin may hand out the client certificate
     host = urllib.parse.urlsplit(server).hostname or ""
     return KubeConfig(
@@ -198,22 +205,22 @@ async def _from_kubeconfig(paths: list[Path], context: str | None, clock: Clock)
     )
 
 
-def _ssl_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext:
+def _ssl_context(cluster: Mapping[str, Any], base: Path, owner: str) -> ssl.SSLContext:
     if cluster.get("insecure-skip-tls-verify"):
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
     if data := cluster.get("certificate-authority-data"):
-        return ssl.create_default_context(cadata=base64.b64decode(data).decode())
+        return ssl.create_default_context(cadata=_b64(data, owner, "certificate-authority-data").decode())
     if path := cluster.get("certificate-authority"):
         return ssl.create_default_context(cafile=str(_resolve(path, base)))
     return ssl.create_default_context()  # the system trust store
 
 
-def _load_client_cert(context: ssl.SSLContext, user: Mapping[str, Any], base: Path) -> None:
-    cert = _pem(user, "client-certificate", base)
-    key = _pem(user, "client-key", base)
+def _load_client_cert(context: ssl.SSLContext, user: Mapping[str, Any], base: Path, owner: str) -> None:
+    cert = _pem(user, "client-certificate", base, owner)
+    key = _pem(user, "client-key", base, owner)
     if cert is None and key is None:
         return
     if cert is None or key is None:
@@ -221,12 +228,22 @@ def _load_client_cert(context: ssl.SSLContext, user: Mapping[str, Any], base: Pa
     load_cert_chain(context, cert, key)
 
 
-def _pem(user: Mapping[str, Any], name: str, base: Path) -> bytes | None:
+def _pem(user: Mapping[str, Any], name: str, base: Path, owner: str) -> bytes | None:
     if data := user.get(f"{name}-data"):
-        return base64.b64decode(data)
+        return _b64(data, owner, f"{name}-data")
     if path := user.get(name):
         return _resolve(path, base).read_bytes()
     return None
+
+
+def _b64(data: object, owner: str, field_name: str) -> bytes:
+    """A `*-data` field decoded as Go's base64 decodes it: line breaks ignored, anything else outside the
+    alphabet refused (Python's lenient default would drop it and hand TLS a garbled certificate)."""
+    text = "".join(str(data).split())
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{owner}: {field_name} is not base64") from None
 
 
 def _credentials(

@@ -20,6 +20,15 @@ class TransportError(KubeError):
     """The request did not get an HTTP answer: connection refused/reset, TLS failure, client timeout."""
 
 
+class RequestTimedOut(TransportError):
+    """The apiserver took the request but no whole answer came within the client's timeout for it."""
+
+    def __init__(self, request: str, server: str, seconds: float) -> None:
+        super().__init__(f"{request}: no answer within {seconds:g}s")
+        self.server = server
+        self.seconds = seconds
+
+
 def describe(err: BaseException) -> str:
     """A transport failure in words (`ClientConnectorError: Cannot connect to host 127.0.0.1:1 ...`), not
     its repr (which nests the connection key and the OS error); the type alone when it says nothing

@@ -52,7 +52,7 @@ class Limiter(Protocol):
 class ClientOptions:
     qps: float = 50.0
     burst: int = 100
-    timeout: float = 30.0  # total seconds for one ordinary request, body included
+    timeout: float | None = 30.0  # total seconds for one ordinary request, body included; None: none
     connect_timeout: float = 10.0
     user_agent: str = USER_AGENT
     retry_attempts: int = 3
