@@ -4,6 +4,7 @@ and output parameters that containers write to their termination message."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -196,6 +197,57 @@ def test_a_json_value_utf8_cannot_encode_fails_the_step_naming_the_parameter() -
     )
     assert sim.phase == "Failed"
     assert step_status(sim, "b").phase == "Skipped"
+
+
+@pytest.mark.parametrize(
+    ("written", "why"),
+    [
+        ("NaN", "NaN is not JSON"),
+        ("Infinity", "Infinity is not JSON"),
+        ("-Infinity", "-Infinity is not JSON"),
+        ("1e400", "1e400 is out of range"),  # infinite as a float
+    ],
+)
+def test_a_number_json_does_not_have_fails_the_step_naming_the_parameter(written: str, why: str) -> None:
+    # Python's json reads these, and the next step got "nan" or "inf", while a matrix fed by the same
+    # output refuses the text as not JSON.
+    a = job_step("a", outputs={"parameters": [from_message("ratio", "ratio")]})
+    sim = Simulator(make_flow([a, job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.complete(A0, messages={"main": '{"ratio": ' + written + ', "rows": 3}'})
+    run(sim, 2)
+    status = step_status(sim, "a")
+    assert status.phase == "Failed"
+    assert status.message == (
+        f"output parameter ratio: container main's termination message: it is not JSON ({why}) and "
+        "has no line ratio=..."
+    )
+    assert step_status(sim, "b").phase == "Skipped"
+
+
+def test_key_value_lines_may_still_say_nan() -> None:
+    assert message_value("ratio=NaN\n", "ratio") == "NaN"  # text, not a JSON number
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from([math.nan, math.inf, -math.inf]) | st.floats() | st.integers() | st.text(max_size=4),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from(["a", "b"]),
+)
+def test_a_json_number_is_passed_on_as_json_or_the_step_fails(values: dict[str, Any], key: str) -> None:
+    message = json.dumps(values)  # Python writes nan and inf as NaN and Infinity
+    unreadable = any(isinstance(v, float) and not math.isfinite(v) for v in values.values())
+    if unreadable or key not in values:
+        with pytest.raises(NotFound):
+            message_value(message, key)
+        return
+    found, value = message_value(message, key), values[key]
+    # What the next step gets reads back, as JSON, as the number written (never Python's nan or inf).
+    assert found == value if isinstance(value, str) else json.loads(found) == value
 
 
 @given(

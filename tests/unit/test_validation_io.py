@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from validation_samples import ErrorType, Flow, assert_error, assert_valid, mutated, pod_spec, step
+from hypothesis import given
+from hypothesis import strategies as st
+from validation_samples import (
+    ErrorType,
+    Flow,
+    assert_error,
+    assert_valid,
+    errors_of,
+    mutated,
+    pod_spec,
+    step,
+)
 
 E = ErrorType
 # Step "c" (index 3) depends on gate -> b -> a; step "d" (index 4) depends on a only.
@@ -271,6 +282,48 @@ def test_valid_input_artifacts(artifact: dict[str, Any]) -> None:
 )
 def test_invalid_input_artifacts(artifact: dict[str, Any], path: str, kind: ErrorType, text: str) -> None:
     assert_error(inputs(artifacts=[artifact]), f"{C_IN}.artifacts[0].{path}", kind, text)
+
+
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [
+        ({"http": {"url": "https://user:hunter2@example.com/x.csv"}}, "http.url"),
+        ({"http": {"url": "http://hunter2@example.com"}}, "http.url"),  # a user name alone: a token too
+        ({"http": {"url": "https://user:hunter2@example.com:8443?a=b@c"}}, "http.url"),
+        ({"s3": {"bucket": "b", "key": "k", "endpoint": "https://ak:hunter2@s3.example.com"}}, "s3.endpoint"),
+    ],
+)
+def test_a_url_holding_credentials_is_refused_without_showing_them(source: dict[str, Any], path: str) -> None:
+    # urllib cannot send userinfo: the download failed with `nonnumeric port: 'hunter2@example.com'`,
+    # which the step's message (status, events) showed. Credentials come from Secrets instead.
+    flow = inputs(artifacts=[{"name": "x", **source}])
+    error = assert_error(flow, f"{C_IN}.artifacts[0].{path}", E.FORBIDDEN, "from a Secret")
+    assert "hunter2" not in "\n".join(map(str, errors_of(flow)))
+    assert "user name or password" in str(error)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/a@b", "https://example.com/x?user=a@b.c", "https://example.com/#x@y"]
+)
+def test_an_at_sign_after_the_host_is_no_credential(url: str) -> None:
+    assert_valid(inputs(artifacts=[{"name": "x", "http": {"url": url}}]))
+
+
+@given(
+    st.sampled_from(["http", "https"]),
+    st.text(st.characters(codec="ascii", exclude_characters="/?#@"), max_size=12),
+    st.text(st.characters(codec="ascii", exclude_characters="/?#@"), min_size=1, max_size=12),
+    st.sampled_from(["example.com", "10.0.0.1:8080", "[::1]:443"]),
+    st.text(st.characters(codec="ascii"), max_size=20),
+)
+def test_any_url_with_userinfo_is_refused_naming_the_field_and_never_showing_it(
+    scheme: str, user: str, secret: str, host: str, rest: str
+) -> None:
+    url = f"{scheme}://{user}:{secret}@{host}/{rest}"
+    flow = inputs(artifacts=[{"name": "x", "http": {"url": url}}])
+    assert_error(flow, f"{C_IN}.artifacts[0].http.url", E.FORBIDDEN, "headersFrom")
+    shown = "\n".join(map(str, errors_of(flow)))
+    assert f"{user}:{secret}@" not in shown
 
 
 def test_duplicate_input_artifact_names() -> None:

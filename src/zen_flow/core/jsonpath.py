@@ -15,6 +15,11 @@ JSON. The original formatted every number with `%.0f` and so lost decimals.
 Text read from JSON a step wrote (`lone_surrogate`): Python's json reads the escape `"\\ud800"`, valid
 ASCII JSON, into a string UTF-8 cannot encode (Go's reads U+FFFD); such a value is refused where it is
 read, since no status write, Job or byte count could take it.
+
+Reading JSON a step wrote (`read_json`): Python's json also reads `NaN`, `Infinity`, `-Infinity` and
+numbers past a float's range (`1e400`), which JSON does not have; taken, they would reach later steps
+as Python's `nan` and `inf`. Both readers of step output, termination-message outputs
+(planner/outputs.py) and matrix values from an output (core/matrix_sources.py), refuse them alike.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ MAX_INDEX_DIGITS = 18
 
 class JsonPathError(ValueError):
     """A path outside the supported subset; the message says where."""
+
+
+class NotJson(ValueError):
+    """Text Python's json reads but JSON has not (NaN, Infinity, 1e400); the message says which."""
 
 
 class NotFound(LookupError):
@@ -157,3 +166,20 @@ def surrogate_problem(text: str) -> str | None:
     """Why `text`, read from JSON, is no value (a lone surrogate), None when it is one."""
     found = lone_surrogate(text)
     return None if found is None else f"holds {found}, a lone surrogate, which is no Unicode text"
+
+
+def read_json(text: str) -> Any:
+    """`json.loads`, refusing NaN, Infinity and infinite numbers (NotJson); ValueError when not JSON."""
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+
+
+def _not_json(constant: str) -> Any:
+    raise NotJson(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; `1e400` (infinite as a float, and written out as `Infinity`) is none."""
+    found = float(text)
+    if not math.isfinite(found):
+        raise NotJson(f"{text} is out of range")
+    return found

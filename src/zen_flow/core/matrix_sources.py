@@ -18,7 +18,6 @@ input parameter, a string).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from zen_flow.api.constants import StepPhase
 from zen_flow.api.flow_status import StepStatus
 from zen_flow.api.jobflow import JobFlowSpec
 from zen_flow.api.jobflow import MatrixVerdict as Verdict
-from zen_flow.core.jsonpath import JsonPathError, parse, surrogate_problem
+from zen_flow.core.jsonpath import JsonPathError, parse, read_json, surrogate_problem
 from zen_flow.core.matrix_parameters import (
     DUPLICATE,
     FORBIDDEN,
@@ -286,7 +285,7 @@ def read_array(text: str) -> tuple[list[str], str | None]:
         # RecursionError out of json, and only a flat array of scalars is usable anyway.
         return [], nested
     try:
-        found = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        found = read_json(text)
     except ValueError:
         return [], f"{json.dumps(text[:80])} is not JSON"
     if not isinstance(found, list):
@@ -308,19 +307,6 @@ def read_array(text: str) -> tuple[list[str], str | None]:
             return [], f"item {k} {problem}"
         values.append(value)
     return values, None
-
-
-def _not_json(constant: str) -> Any:
-    """Python's json reads NaN and Infinity, which JSON does not have."""
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(text: str) -> float:
-    """A JSON number as a float; `1e400` (infinite as a float, and written out as `Infinity`) is none."""
-    found = float(text)
-    if not math.isfinite(found):
-        raise ValueError(f"{text} is out of range")
-    return found
 
 
 def _nested(text: str) -> str | None:

@@ -16,7 +16,6 @@ decision 14).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from itertools import compress
 from typing import Any
@@ -26,7 +25,15 @@ from zen_flow.api.flow_status import ParameterValue, StepOutputValues
 from zen_flow.api.job import Job
 from zen_flow.api.jobflow import JobFlow, Step
 from zen_flow.api.step_io import OutputParameter, TerminationMessageSource
-from zen_flow.core.jsonpath import JsonPathError, NotFound, evaluate, render, surrogate_problem
+from zen_flow.core.jsonpath import (
+    JsonPathError,
+    NotFound,
+    NotJson,
+    evaluate,
+    read_json,
+    render,
+    surrogate_problem,
+)
 from zen_flow.planner.artifacts import downloads, uploads
 from zen_flow.planner.children import document
 from zen_flow.planner.reports import ReportError, stored_artifacts
@@ -132,8 +139,9 @@ def message_value(message: str, key: str | None) -> str:
 def _message_value(message: str, key: str | None) -> str:
     if key is None:
         return message[:-1] if message.endswith("\n") else message
+    beyond: NotJson | None = None
     try:
-        document = json.loads(message)
+        document = read_json(message)
         if isinstance(document, dict):
             if key not in document:
                 raise NotFound(f"the JSON object has no field {key!r}")
@@ -142,12 +150,16 @@ def _message_value(message: str, key: str | None) -> str:
             return render(document[key])
     except RecursionError:  # 4 KiB of brackets nest 2,000 deep: the step fails saying so
         raise NotFound("its JSON nests too deep to read") from None
+    except NotJson as err:  # NaN, Infinity, 1e400: Python's json reads them, the next step would get "nan"
+        beyond = err
     except ValueError:
         pass
     for line in message.splitlines():
         name, equals, value = line.partition("=")
         if equals and name.strip() == key:
             return value.strip()
+    if beyond is not None:
+        raise NotFound(f"it is not JSON ({beyond}) and has no line {key}=...")
     raise NotFound(f"no JSON object field and no line {key}=... in the message")
 
 

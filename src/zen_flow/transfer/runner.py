@@ -22,7 +22,7 @@ from typing import TextIO
 
 from zen_flow.api.transfer import Download, Stored, TransferPlan, Upload, UploadReport
 from zen_flow.transfer.archive import TransferError, default_archive, pack, unpack
-from zen_flow.transfer.stores import get_http, get_s3, put_s3, sha256_of
+from zen_flow.transfer.stores import get_http, get_s3, put_s3, sha256_of, shown_url
 
 MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -40,7 +40,7 @@ def download(item: Download, log: TextIO) -> None:
             where = item.s3.url
         elif item.http is not None:
             get_http(item.http, stored)
-            where = item.http.url.split("?", 1)[0]
+            where = shown_url(item.http.url)
         else:
             raise TransferError("no source (s3 or http) in the plan")
         digest = sha256_of(stored)

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from zen_flow.api.transfer import HttpLocation, S3Location
+from zen_flow.core.urls import has_userinfo, without_userinfo
 from zen_flow.transfer.archive import TransferError
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def s3_client(location: S3Location) -> Minio:
 
     parts = urlsplit(location.endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise TransferError(f"endpoint {location.endpoint!r} is not http(s)://host[:port]")
+        raise TransferError(f"endpoint {shown_url(location.endpoint)!r} is not http(s)://host[:port]")
     access, secret = _env(location.access_key_env), _env(location.secret_key_env)
     # Without Secrets: the usual chain (AWS_* or MINIO_* variables, then the instance or pod role).
     chain = None if access else ChainedProvider([EnvAWSProvider(), EnvMinioProvider(), IamAwsProvider()])
@@ -70,7 +71,7 @@ def s3_client(location: S3Location) -> Minio:
 def _s3_problem(location: S3Location, err: Exception) -> TransferError:
     from minio.error import S3Error
 
-    where = f"{location.url} at {location.endpoint}"
+    where = f"{location.url} at {shown_url(location.endpoint)}"
     if isinstance(err, S3Error):
         return TransferError(f"{where}: {err.code}: {err.message}")
     return TransferError(f"{where}: {type(err).__name__}: {err}")
@@ -122,10 +123,22 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
 
 
+def shown_url(url: str) -> str:
+    """`url` as messages and logs show it: without userinfo (a password) nor query and fragment (a
+    token may be there)."""
+    return without_userinfo(url).split("#", 1)[0].split("?", 1)[0]
+
+
 def get_http(location: HttpLocation, file: Path) -> None:
+    where = shown_url(location.url)
+    if has_userinfo(location.url):  # a flow stored before admission refused it (validation/io.py)
+        raise TransferError(
+            f"{where}: the URL holds a user name or password, which the downloader never sends: give the "
+            "credential as a header from a Secret (http.headersFrom)"
+        )
     parts = urlsplit(location.url)
     if parts.scheme not in ("http", "https"):
-        raise TransferError(f"{location.url}: only http and https URLs can be downloaded")
+        raise TransferError(f"{where}: only http and https URLs can be downloaded")
     secret = {}
     for header, variable in location.header_env.items():
         value = os.environ.get(variable)
@@ -135,7 +148,6 @@ def get_http(location: HttpLocation, file: Path) -> None:
     headers = {"User-Agent": USER_AGENT, **location.headers, **secret}
     request = urllib.request.Request(location.url, headers=headers)
     opener = urllib.request.build_opener(_OwnOriginHeaders([*location.headers, *secret]))
-    where = parts._replace(query="", fragment="").geturl()  # a query may hold a token: not in messages
     try:
         with opener.open(request, timeout=HTTP_TIMEOUT) as response, file.open("wb") as out:
             shutil.copyfileobj(response, out, CHUNK)

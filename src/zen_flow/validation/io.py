@@ -13,6 +13,7 @@ from typing import Any
 
 from zen_flow.core.jsonpath import JsonPathError, parse
 from zen_flow.core.parameter_forms import env_name
+from zen_flow.core.urls import has_userinfo
 from zen_flow.validation.errors import (
     Path,
     duplicate,
@@ -39,6 +40,11 @@ from zen_flow.validation.reader import Reader
 
 _SOURCES = ("jsonPath", "argument", "configMapKeyRef", "secretKeyRef")
 _ARTIFACT_SOURCES = ("from", "http", "s3")
+# A URL's `user:password@` (core/urls.py): the downloader cannot send it, and the spec, the Job and
+# every message quoting the URL would show it.
+CREDENTIALS_IN_URL = "may not hold a user name or password (user:password@host): "
+HTTP_CREDENTIALS = "give the credential as a header from a Secret, in headersFrom (e.g. Authorization)"
+S3_CREDENTIALS = "give the keys from a Secret, in accessKeyIDSecretRef and secretAccessKeySecretRef"
 
 
 def check_item_name(r: Reader, item: Mapping[str, Any], path: Path, seen: set[str]) -> None:
@@ -217,7 +223,9 @@ def _check_input_artifact(
         check_s3(r, s3, path + ".s3", key_required=True)
     if http is not None:
         url = r.string(http.get("url"), path + ".http" + ".url", require=True)
-        if url is not None and not url.startswith(("http://", "https://")):
+        if url is not None and has_userinfo(url):  # the URL is not shown: the password would be
+            r.add(forbidden(path + ".http.url", CREDENTIALS_IN_URL + HTTP_CREDENTIALS))
+        elif url is not None and not url.startswith(("http://", "https://")):
             r.add(invalid(path + ".http" + ".url", url, "must start with http:// or https://"))
         plain = r.string_map(http.get("headers"), path + ".http" + ".headers") or {}
         _check_headers_from(
@@ -371,7 +379,9 @@ def check_s3(r: Reader, s3: Mapping[str, Any], path: Path, *, key_required: bool
         r.add(too_long(path + ".key", key, MAX_S3_KEY_BYTES, "S3 refuses a longer key"))
     r.string(s3.get("region"), path + ".region")
     endpoint = r.string(s3.get("endpoint"), path + ".endpoint")
-    if endpoint and not endpoint.startswith(("http://", "https://")):
+    if endpoint and has_userinfo(endpoint):
+        r.add(forbidden(path + ".endpoint", CREDENTIALS_IN_URL + S3_CREDENTIALS))
+    elif endpoint and not endpoint.startswith(("http://", "https://")):
         r.add(invalid(path + ".endpoint", endpoint, "must start with http:// or https://"))
     r.boolean(s3.get("insecure"), path + ".insecure")
     for field in ("accessKeyIDSecretRef", "secretAccessKeySecretRef"):
