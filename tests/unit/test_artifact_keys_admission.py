@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from validation_samples import ErrorType, Flow, assert_error, base_flow, mutated, step
 
@@ -22,7 +22,7 @@ from zen_flow.planner.artifacts import (
     output_url,
     uploads,
 )
-from zen_flow.transfer.runner import MESSAGE_LIMIT, report_text
+from zen_flow.transfer.runner import MESSAGE_LIMIT, SEE_LOG, report_text
 from zen_flow.validation import validate_jobflow
 from zen_flow.validation.limits import MAX_FLOW_NAME, MAX_S3_KEY_BYTES
 from zen_flow.validation.outputs import REPORT_LIMIT
@@ -309,8 +309,12 @@ def test_too_many_stored_outputs_are_refused_naming_the_field_and_why() -> None:
     ] == []
 
 
+SHORT = [f"{chr(ord('a') + i // 10)}{i % 10}" for i in range(30)]  # 30 names of 2 characters
+
+
 @settings(max_examples=60)
 @given(NAMES, st.lists(st.text(max_size=400), min_size=40, max_size=40), st.integers(0, 40))
+@example(SHORT, [""] * 40, 30)  # every one failing, short names: only SEE_LOG leaves room
 def test_a_report_of_outputs_admission_accepts_fits_whatever_fails(
     names: list[str], reasons: list[str], failed: int
 ) -> None:
@@ -320,9 +324,10 @@ def test_a_report_of_outputs_admission_accepts_fits_whatever_fails(
     ]:
         assert report_bound_errors[0].type == E.TOO_MANY
         return
-    # Errors for some (any text: quotes, control characters and wide characters take more bytes than
-    # characters), the others stored at their largest.
-    errors = {name: '\x01"' * 50 + reason for name, reason in zip(names[:failed], reasons, strict=False)}
+    # Errors for some (any text: control characters take 6 bytes a character, `\u0001`: even cut to 25
+    # characters an error then outgrows a stored entry, and short names leave no room), the others
+    # stored at their largest.
+    errors = {name: "\x01" * 50 + reason for name, reason in zip(names[:failed], reasons, strict=False)}
     stored = {
         n: Stored(size=5 * 2**40, digest="sha256:" + "f" * 64, archive="tar+gzip") for n in names[failed:]
     }
@@ -331,3 +336,13 @@ def test_a_report_of_outputs_admission_accepts_fits_whatever_fails(
     read = UploadReport.model_validate_json(text)
     assert read.stored == stored  # what the next steps need is never cut
     assert read.errors.keys() == errors.keys()
+
+
+def test_a_report_of_every_output_failing_with_escaped_errors_fits_saying_see_the_log() -> None:
+    # 30 artifacts of 2-character names (admission takes them), each failing with 100 control
+    # characters: cut to 25 characters, an error still takes ~150 bytes (`\u0001` each), 30 of them
+    # overflow the 4,096 bytes the kubelet keeps; each then says only where its reasons are.
+    assert [str(e) for e in validate_jobflow(storing(SHORT, [None] * 30))] == []
+    text = report_text(UploadReport(errors=dict.fromkeys(SHORT, "\x01" * 100)))
+    assert len(text.encode()) <= MESSAGE_LIMIT
+    assert UploadReport.model_validate_json(text).errors == dict.fromkeys(SHORT, SEE_LOG)

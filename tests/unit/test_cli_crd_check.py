@@ -175,3 +175,19 @@ def test_maps_and_subtrees_that_keep_any_key_are_not_findings() -> None:
     assert lacking(walked, manifest) == [
         ("status.someFutureStatus", "a field that CRD does not have: pruned at the object's next write")
     ]
+
+
+def test_the_keys_of_a_map_are_not_findings_and_its_values_are_walked() -> None:
+    # A step's metadata.labels is a map (additionalProperties): any key is the user's, none is pruned.
+    walked = schema(older(crd("jobflows")))
+    manifest = flow("f", "ns")
+    manifest["spec"]["steps"][0]["metadata"] = {"labels": {"team": "a", "kueue.x-k8s.io/queue-name": "q"}}
+    assert lacking(walked, manifest) == []
+    # A map's values are checked by its one schema: an older CRD lacking a key or a value of them says so.
+    items = {"type": "object", "properties": {"mode": {"type": "string", "enum": ["Copy"]}}}
+    mapped = {"properties": {"spec": {"type": "object", "properties": {"mounts": {
+        "type": "object", "additionalProperties": items}}}}}  # fmt: skip
+    stored = {"spec": {"mounts": {"data": {"mode": "Link"}, "logs": {"mode": "Copy", "x": 1}}}}
+    found = lacking(mapped, stored)
+    assert [path for path, _ in found] == ["spec.mounts.data.mode", "spec.mounts.logs.x"]
+    assert '"Link" is not one of that CRD\'s values (Copy)' in found[0][1]

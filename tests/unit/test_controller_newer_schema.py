@@ -164,6 +164,24 @@ async def test_a_newer_flow_whose_crd_refuses_its_status_is_told_once_and_looked
     assert rig.api.job_creates == []
 
 
+@pytest.mark.parametrize("rig", [newer_flow("value", unknown_value)], indirect=True)
+async def test_a_newer_flow_deleted_while_its_status_was_refused_is_not_told_of(rig: Rig) -> None:
+    # The user deletes the flow while its status write is in flight; the write is refused (422) and the
+    # flow's delete event is seen meanwhile: no Warning Event about an object that is gone.
+
+    async def patch(namespace: str, name: str, ops: list[dict[str, Any]]) -> str:
+        if rig.key in rig.api.flows:
+            rig.api.remove_flow(rig.key)
+            rig.api.sync()
+        raise from_status(422, {"kind": "Status", "code": 422, "reason": "Invalid", "message": ROLLED_BACK})
+
+    rig.api.patch_flow_status = patch  # type: ignore[method-assign]
+    await rounds(rig, 3)
+    assert rig.key not in rig.api.flows
+    assert [r for _, r, _ in rig.api.events if r == "NewerSchema"] == []
+    assert rig.count("zen_flow_reconcile_total", "error") == 0
+
+
 async def test_a_newer_cronjobflow_whose_crd_refuses_its_status_is_told_once(
     running: tuple[Cluster, FakeClock, Metrics],  # noqa: F811
 ) -> None:

@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 from zen_flow.api import JobFlow
 from zen_flow.api.constants import FlowPhase, StepPhase
 from zen_flow.planner import CreateJob, CreateRefusal, refused_creates, with_create_condition
-from zen_flow.planner.create_refusals import JOB_CREATE_FAILING, REASON_CREATE_FORBIDDEN
+from zen_flow.planner.create_refusals import (
+    JOB_CREATE_FAILING,
+    REASON_CREATE_FAILED,
+    REASON_CREATE_FORBIDDEN,
+    REASON_NAME_TAKEN,
+)
 from zen_flow_dev.testing.flows import job_step, make_flow
 from zen_flow_dev.testing.simulator import Simulator
 
@@ -45,6 +50,18 @@ def dags(draw: st.DrawFn) -> JobFlow:
 
 def refusal(step: str) -> CreateRefusal:
     return CreateRefusal(step, REASON_CREATE_FORBIDDEN, f"Job create refused: 403 {QUOTA}")
+
+
+def taken(step: str) -> CreateRefusal:
+    """`step`'s Job name held by a Job being deleted (controller/create_failures.py name_taken)."""
+    return CreateRefusal(step, REASON_NAME_TAKEN, f"Job create waits: Job f-{step}-0 {GOING}")
+
+
+def blip(step: str) -> CreateRefusal:
+    return CreateRefusal(step, REASON_CREATE_FAILED, "Job create refused: 503 the server is shutting down")
+
+
+GOING = "already exists and is on its way out (being deleted)"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -140,3 +157,41 @@ def test_the_conditions_message_stays_while_the_same_step_is_refused_for_the_sam
     (cond,) = [c for c in moved.conditions if c.type == JOB_CREATE_FAILING]
     assert cond.message is not None
     assert cond.message.startswith("step c: ")
+
+
+def test_a_first_blip_on_one_step_does_not_hide_that_another_waits_for_its_job_name() -> None:
+    # a's create got a first 503 (a blip, said nothing of yet); b's Job name is held by one being
+    # deleted: b says so at once, the blip does not silence it.
+    sim = Simulator(make_flow([job_step("a"), job_step("b")], name="f"), T0)
+    planned = sim.preview()
+    result = refused_creates(sim.flow, planned, [blip("a"), taken("b")], T0, quiet=True)
+    status = with_create_condition(sim.flow.status, result.status, [blip("a")], T0, quiet=True, taken=["b"])
+    a, b = status.step("a"), status.step("b")
+    assert a is not None
+    assert b is not None
+    assert a.message is None
+    assert b.message == f"Job create waits: Job f-b-0 {GOING}"
+    assert (b.phase, b.job_ref) == (StepPhase.PENDING, None)
+    assert "Job name taken by one being deleted: b" in (status.message or "")
+
+
+def test_a_step_waiting_for_its_job_name_keeps_saying_so_while_another_s_create_is_refused() -> None:
+    # Both creates are refused (403: JobCreateFailing True); then b's Job name turns out held by one
+    # being deleted while a's is still refused. The notes of steps no longer refused are taken off, but
+    # not b's: it still waits.
+    sim = Simulator(make_flow([job_step("a"), job_step("b")], name="f"), T0)
+    planned = sim.preview()  # a and b to start, each plan again while they wait
+    first = refused_creates(sim.flow, planned, [refusal("a"), refusal("b")], T0)
+    before = with_create_condition(sim.flow.status, first.status, [refusal("a"), refusal("b")], T0)
+    assert any(c.type == JOB_CREATE_FAILING and c.status == "True" for c in before.conditions)
+    flow = sim.flow.model_copy(update={"status": before})
+    later = T0 + timedelta(seconds=10)
+    for _ in range(3):  # every plan while both hold
+        result = refused_creates(flow, planned, [refusal("a"), taken("b")], later)
+        status = with_create_condition(flow.status, result.status, [refusal("a")], later, taken=["b"])
+        b = status.step("b")
+        assert b is not None
+        assert b.message == f"Job create waits: Job f-b-0 {GOING}"
+        assert (status.step("a") or b).message == f"Job create refused: 403 {QUOTA}"
+        flow = flow.model_copy(update={"status": status})
+        later += timedelta(seconds=10)
