@@ -191,3 +191,12 @@ def test_the_keys_of_a_map_are_not_findings_and_its_values_are_walked() -> None:
     found = lacking(mapped, stored)
     assert [path for path, _ in found] == ["spec.mounts.data.mode", "spec.mounts.logs.x"]
     assert '"Link" is not one of that CRD\'s values (Copy)' in found[0][1]
+
+
+def test_it_takes_the_client_flags_of_every_cluster_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["crd", "check-downgrade", "--help"])
+    assert ended.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split())  # argparse wraps the help's lines
+    assert "--request-timeout" in usage  # as every other command that talks to the apiserver
+    assert "only this namespace's objects (default: every namespace)" in usage

@@ -57,9 +57,7 @@ def add_crd_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # kubectl's flags, but -n: its default is every namespace (a rollback is the whole cluster's).
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
-    p.add_argument("--context", help="kubeconfig context (default: the current context)")
-    p.add_argument("-n", "--namespace", help="only this namespace's objects (default: every namespace)")
+    session.add_client_arguments(p, namespace_help="only this namespace's objects (default: every namespace)")
     p.add_argument(
         "--crd",
         required=True,

@@ -38,11 +38,16 @@ class UsageError(Exception):
     """Bad input, found before anything was sent: exit 2."""
 
 
-def add_client_arguments(parser: argparse.ArgumentParser, *, all_namespaces: bool = False) -> None:
-    """kubectl's flags, with kubectl's meaning."""
+def add_client_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    all_namespaces: bool = False,
+    namespace_help: str = "namespace (default: the context's, else default)",
+) -> None:
+    """kubectl's flags, with kubectl's meaning (`namespace_help`: a command whose -n means otherwise)."""
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context (default: the current context)")
-    parser.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    parser.add_argument("-n", "--namespace", help=namespace_help)
     parser.add_argument(
         "--request-timeout",
         type=parse_request_timeout,
