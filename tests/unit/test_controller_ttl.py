@@ -53,11 +53,9 @@ def controller(api: FakeApiServer, clock: FakeClock) -> Controller:
     return made
 
 
-async def test_a_reconcile_before_the_cache_shows_the_ttl_delete_does_not_delete_the_flow_again() -> None:
-    clock = FakeClock()
-    api = CountingApi(clock)
-    ctrl = controller(api, clock)
-    ttl = {"ttlSecondsAfterFinished": 2}
+async def succeeded(api: CountingApi, ctrl: Controller, *, ttl_seconds: int) -> JobFlow:
+    """A one-step flow with that TTL, run by `ctrl` to Succeeded (its Job finished)."""
+    ttl = {"ttlSecondsAfterFinished": ttl_seconds}
     flow = api.create_flow(
         make_flow([job_step("s0")], name="short-lived", namespace=NS, execution_policy=ttl)
     )
@@ -70,6 +68,14 @@ async def test_a_reconcile_before_the_cache_shows_the_ttl_delete_does_not_delete
     await ctrl.reconcile(KEY)
     api.sync()
     assert api.flows[KEY].status.phase == "Succeeded"
+    return flow
+
+
+async def test_a_reconcile_before_the_cache_shows_the_ttl_delete_does_not_delete_the_flow_again() -> None:
+    clock = FakeClock()
+    api = CountingApi(clock)
+    ctrl = controller(api, clock)
+    flow = await succeeded(api, ctrl, ttl_seconds=2)
     await clock.advance(5)
     await ctrl.reconcile(KEY)  # the TTL expired: the flow is deleted
     assert KEY not in api.flows
@@ -100,19 +106,7 @@ async def test_a_flow_whose_ttl_an_edit_made_expire_is_deleted_with_no_status_wr
     clock = FakeClock()
     api = CountingApi(clock)
     ctrl = controller(api, clock)
-    ttl = {"ttlSecondsAfterFinished": 3600}
-    flow = api.create_flow(
-        make_flow([job_step("s0")], name="short-lived", namespace=NS, execution_policy=ttl)
-    )
-    api.sync()
-    await ctrl.reconcile(KEY)
-    api.sync()
-    (job,) = [name for (_, name) in api.jobs]
-    api.finish_job(NS, job)
-    api.sync()
-    await ctrl.reconcile(KEY)
-    api.sync()
-    assert api.flows[KEY].status.phase == "Succeeded"
+    flow = await succeeded(api, ctrl, ttl_seconds=3600)
     writes = len(api.status_writes)
     api.update_flow(KEY, ttl_shortened)
     api.sync()
