@@ -252,6 +252,20 @@ async def test_a_step_a_flow_wide_failure_ended_is_no_tolerated_failure_in_the_m
 
 
 @pytest.mark.parametrize("rig", [BLOCKED], indirect=True)
+async def test_a_flow_gone_unseen_stops_counting_as_failing_at_the_memory_sweep(rig: Rig) -> None:
+    # Its failing creates are kept by its UID, with the rest the controller keeps of it: whatever way the
+    # flow goes (its delete event, or the sweep, for a flow gone without one), they go with it.
+    rig.metrics.watch_job_creates(rig.controller.creates_failing)
+    refuse_creates(rig)
+    rig.api.sync()
+    await rig.settle()
+    assert creates_failing(rig) == 1
+    rig.api.remove_flow(rig.key)  # its delete event not handled
+    assert rig.controller.memory.sweep(rig.api.flows.values()) >= 1
+    assert creates_failing(rig) is None
+
+
+@pytest.mark.parametrize("rig", [BLOCKED], indirect=True)
 async def test_a_namespaces_flow_completions_are_exported_at_0_before_its_first_flow_ends(rig: Rig) -> None:
     # increase() misses a counter's first sample: a Failed series born at 1 with the namespace's first
     # failure (after every failover too: a new leader counts afresh) would hide it from
@@ -268,5 +282,24 @@ async def test_a_namespaces_flow_completions_are_exported_at_0_before_its_first_
     for _ in range(2):
         rig.api.sync()
         await rig.settle()
+    assert rig.flow.status.phase == "Failed"
+    assert registry.get_sample_value("zen_flow_jobflow_completions_total", failed) == 1
+
+
+@pytest.mark.parametrize("rig", [INVALID], indirect=True)
+async def test_failure_series_are_at_0_from_the_flows_sight_before_its_first_write(rig: Rig) -> None:
+    # The flow fails at its first status write (invalid), the namespace's first: a Failed series made
+    # at 0 by that very write is scraped at 1 already, and increase() misses the failure (after every
+    # failover too). Made when the cache shows the flow (a standby's cache too, long before it leads),
+    # every scrape from then on sees 0 until the failure.
+    registry = rig.metrics.registry
+    failed = {"namespace": "team", "phase": "Failed"}
+    rig.api.sync()  # the informer delivers the flow; no reconcile has run yet
+    assert registry.get_sample_value("zen_flow_jobflow_completions_total", failed) == 0
+    succeeded = {"namespace": "team", "phase": "Succeeded"}
+    assert registry.get_sample_value("zen_flow_jobflow_completions_total", succeeded) == 0
+    assert registry.get_sample_value("zen_flow_step_transitions_total", failed) == 0
+    assert registry.get_sample_value("zen_flow_step_failures_allowed_total", {"namespace": "team"}) == 0
+    await rig.settle()
     assert rig.flow.status.phase == "Failed"
     assert registry.get_sample_value("zen_flow_jobflow_completions_total", failed) == 1

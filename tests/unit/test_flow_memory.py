@@ -9,7 +9,7 @@ import asyncio
 import structlog
 
 from zen_flow.api import JobFlow
-from zen_flow.controller.flow_memory import SWEEP_SECONDS, FlowMemory, Kept
+from zen_flow.controller.flow_memory import SWEEP_SECONDS, FlowMemory
 from zen_flow_dev.testing.clock import FakeClock
 from zen_flow_dev.testing.flows import job_step, make_flow
 
@@ -36,7 +36,7 @@ async def test_the_sweep_forgets_every_ten_minutes_the_flows_the_cache_no_longer
     clock = FakeClock()
     cache = {f.key: f for f in (flow("a", "uid-a"), flow("b", "uid-b"))}
     one, two = Part("uid-a", "uid-gone"), Part("uid-b", "uid-gone", "uid-also-gone")
-    memory = FlowMemory([one, Kept(two.uids, two.forget)], cache.get)
+    memory = FlowMemory([one, two], cache.get)
     assert memory.uids() == {"uid-a", "uid-b", "uid-gone", "uid-also-gone"}
     with structlog.testing.capture_logs() as logs:
         sweeping = asyncio.create_task(memory.run(lambda: cache.values(), clock))

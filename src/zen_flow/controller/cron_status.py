@@ -17,6 +17,7 @@ flows, by zen_flow_jobflows_status_held. The book is in memory: a restart costs 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from zen_flow.api.cronjobflow import CronJobFlow, CronJobFlowStatus
@@ -24,7 +25,7 @@ from zen_flow.controller.flow_memory import holds
 from zen_flow.controller.shard_gate import ShardGate
 from zen_flow.controller.status_holds import RETRY_CAP_SECONDS, StatusHolds
 from zen_flow.kube.cronjobflows import CronJobFlowClient
-from zen_flow.kube.errors import ApiError, Conflict
+from zen_flow.kube.errors import ApiError
 from zen_flow.kube.events import EventRecorder
 from zen_flow.logging import get_logger
 from zen_flow.machinery.clock import Clock
@@ -84,21 +85,15 @@ class CronStatus:
         if (wait := self._holds.due_in(hold)) > 0:
             self._look_again(cron.key, wait)
             return True
-        try:
-            await self.write(hold.flow, hold.status)
-        except Conflict:
-            self._holds.accepted(cron.metadata.uid)  # it changed: its watch event brings it back
-            raise
-        except ApiError as err:
-            if not err.permanent:
-                log.info("held cronjobflow's status write failed; tried again later", error=str(err))
-                self._look_again(cron.key, self._holds.put_off(hold))
-            else:
-                self._refused(hold.flow, hold.status, err)
-            return True
-        log.info("held cronjobflow's status write accepted; it goes on")
-        self._holds.accepted(cron.metadata.uid)
-        self._look_again(cron.key, 0.0)
+        err = await self._holds.resend(hold, partial(self.write, hold.flow, hold.status))
+        if err is None:
+            log.info("held cronjobflow's status write accepted; it goes on")
+            self._look_again(cron.key, 0.0)
+        elif err.permanent:
+            self._refused(hold.flow, hold.status, err)  # looked at again when its retry is due
+        else:
+            log.info("held cronjobflow's status write failed; tried again later", error=str(err))
+            self._look_again(cron.key, self._holds.due_in(self._holds.held(cron) or hold))
         return True
 
     def _refused(self, cron: CronJobFlow, status: CronJobFlowStatus, err: ApiError) -> None:

@@ -86,34 +86,33 @@ class PlanExecutor:
             api=api, expectations=expectations, metrics=metrics, disown=disown, owned=owned,
             limit=CREATE_CONCURRENCY,
         )  # fmt: skip
-        # Keys of the flows whose last Job creates failed and are retried with backoff (a ResourceQuota's
-        # 403, an admission webhook's refusal, a 5xx): zen_flow_jobflows_job_creates_failing. The retries
-        # back off to 1000 s apart, too rarely for a rate of failed creates to show a flow that stays stuck.
-        self._creates_failing: set[str] = set()
-        # Keys of the flows whose last Job deletes failed (a policy's 403 or 422, a 5xx, no answer): a
+        # UID -> key of the flows whose last Job creates failed and are retried with backoff (a
+        # ResourceQuota's 403, an admission webhook's refusal, a 5xx): zen_flow_jobflows_job_creates_failing.
+        # The retries back off to 1000 s apart, too rarely for a rate of failed creates to show a flow that
+        # stays stuck. By UID, as every book here: a flow re-created under its name (while a create of the
+        # old one was in flight) starts afresh, and the flow's memory forgets them with it (flow_memory.py).
+        self._creates_failing: dict[str, str] = {}
+        # UIDs of the flows whose last Job deletes failed (a policy's 403 or 422, a 5xx, no answer): a
         # second failure in a row of a 5xx or no answer is told, a first one taken for a blip.
         self._deletes_failing: set[str] = set()
         self._requests = FlowRequests(api)
 
     def creates_failing(self) -> list[str]:
-        return list(self._creates_failing)
+        """Keys of the flows whose last Job creates failed."""
+        return list(self._creates_failing.values())
 
-    def forget(self, key: str) -> None:
-        self._creates_failing.discard(key)
-        self._deletes_failing.discard(key)
-        self._requests.forget(key)
+    def uids(self) -> set[str]:
+        """The flows (by UID) it keeps anything of (flow_memory.py)."""
+        return self._creates_failing.keys() | self._deletes_failing | self._requests.uids()
+
+    def forget(self, uid: str) -> None:
+        self._creates_failing.pop(uid, None)
+        self._deletes_failing.discard(uid)
+        self._requests.forget(uid)
 
     def deleted(self, uid: str) -> bool:
         """Did this controller delete the flow of this UID (the cache has not shown it gone yet)?"""
         return self._requests.deleted(uid)
-
-    def deletion_observed(self, uid: str) -> None:
-        """The flow cache shows the flow of this UID gone."""
-        self._requests.deletion_observed(uid)
-
-    def deleted_flows(self) -> list[str]:
-        """The UIDs of the flows it deleted that the cache still showed last it heard."""
-        return self._requests.deleted_uids()
 
     async def execute(
         self,
@@ -219,19 +218,19 @@ class PlanExecutor:
                 raise failure
         # Until the flow's next plan gets here: a plan without creates (the flow was stopped, suspended,
         # failed) waits on none. A taken name is no failure: it waits for the garbage collector.
-        again = flow.key in self._creates_failing
+        again = uid in self._creates_failing
         if any(not isinstance(f, JobNameTaken) for f in failures):
-            self._creates_failing.add(flow.key)
+            self._creates_failing[uid] = flow.key
         elif judged:
-            self._creates_failing.discard(flow.key)
+            self._creates_failing.pop(uid, None)
         # Then every delete, whatever became of the creates (controller/job_deletes.py).
         done = await self._deletes.send(flow, deletes, made or {})
         undeleted = done.undeleted
-        deletes_again = flow.key in self._deletes_failing
+        deletes_again = uid in self._deletes_failing
         if undeleted:
-            self._deletes_failing.add(flow.key)
+            self._deletes_failing.add(uid)
         elif judged:
-            self._deletes_failing.discard(flow.key)
+            self._deletes_failing.discard(uid)
         # Then the child flows' patches and the flow's TTL deletion (controller/flow_requests.py).
         requested = await self._requests.send(flow, actions)
         refused.sort(key=lambda entry: entry[0])

@@ -18,7 +18,6 @@ pods were read, while its status write was in flight). So, in one place rather t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 from zen_flow.api import JobFlow
@@ -42,14 +41,6 @@ class FlowUids(Protocol):
     def forget(self, uid: str) -> None:
         """The flow is gone: keep nothing of it."""
         ...
-
-
-@dataclass(frozen=True)
-class Kept:
-    """A `FlowUids` made of two functions, for a part whose own `forget` takes something else."""
-
-    uids: Callable[[], Iterable[str]]
-    forget: Callable[[str], None]
 
 
 class Keyed(Protocol):

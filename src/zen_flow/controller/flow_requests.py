@@ -70,10 +70,11 @@ class Requested:
 class FlowRequests:
     def __init__(self, api: FlowApi) -> None:
         self._api = api
-        # Keys of the flows whose last child patches failed: a 5xx or no answer is told from its second
-        # time in a row.
+        # UIDs of the flows whose last child patches failed: a 5xx or no answer is told from its second
+        # time in a row. By UID, as every book here: a flow re-created under its name starts afresh, and
+        # the flow's memory (flow_memory.py) forgets them with it.
         self._patches_failing: set[str] = set()
-        # Keys of the flows whose last TTL deletion failed -> the reason last told of it ("": none yet).
+        # UIDs of the flows whose last TTL deletion failed -> the reason last told of it ("": none yet).
         self._deletes_failing: dict[str, str] = {}
         # UIDs of the flows deleted here (an expired TTL) that the flow cache still shows: the delete has
         # no finalizer to wait for, so the cache holds the flow, not marked deleted, until its watch event
@@ -81,25 +82,23 @@ class FlowRequests:
         # and send a second DELETE (404), logged as another deletion.
         self._deleted: set[str] = set()
 
-    def forget(self, key: str) -> None:
-        self._patches_failing.discard(key)
-        self._deletes_failing.pop(key, None)
+    def uids(self) -> set[str]:
+        """The flows (by UID) it keeps anything of."""
+        return self._patches_failing | self._deletes_failing.keys() | self._deleted
+
+    def forget(self, uid: str) -> None:
+        self._patches_failing.discard(uid)
+        self._deletes_failing.pop(uid, None)
+        self._deleted.discard(uid)
 
     def deleted(self, uid: str) -> bool:
         """Was the flow of this UID deleted here (the cache has not shown it gone yet)?"""
         return uid in self._deleted
 
-    def deleted_uids(self) -> list[str]:
-        """The UIDs of the flows it deleted that the cache still showed last it heard."""
-        return list(self._deleted)
-
-    def deletion_observed(self, uid: str) -> None:
-        """The flow cache shows the flow of this UID gone."""
-        self._deleted.discard(uid)
-
     async def send(self, flow: JobFlow, actions: Iterable[planner.Action]) -> Requested:
         """Send the child patches and the TTL deletion among `actions`, in order, as the module says."""
-        again = flow.key in self._patches_failing
+        uid = flow.metadata.uid
+        again = uid in self._patches_failing
         unpatched: list[RequestFailure] = []
         undeleted: RequestFailure | None = None
         patched = False
@@ -112,9 +111,9 @@ class FlowRequests:
             elif isinstance(action, planner.DeleteFlow):
                 undeleted = await self._delete(flow, action)
         if unpatched:
-            self._patches_failing.add(flow.key)
+            self._patches_failing.add(uid)
         elif patched:
-            self._patches_failing.discard(flow.key)
+            self._patches_failing.discard(uid)
         return Requested(tuple(unpatched), undeleted)
 
     async def _patch(
@@ -148,7 +147,7 @@ class FlowRequests:
     async def _delete(self, flow: JobFlow, action: planner.DeleteFlow) -> RequestFailure | None:
         """Delete the flow (its Jobs follow by ownerReference); a failure unless it is gone."""
         ns, name, uid = flow.metadata.namespace, flow.metadata.name, flow.metadata.uid
-        # Before the request, as its watch event may come before its answer (deletion_observed).
+        # Before the request, as its watch event may come before its answer (`forget`).
         self._deleted.add(uid)
         try:
             await self._api.delete_flow(ns, name, uid)
@@ -158,14 +157,14 @@ class FlowRequests:
             self._deleted.discard(uid)  # not deleted, or not known to be: planned again
             request = f"JobFlow {name} ({action.reason}) delete"
             reason, message = said(request, err, REASON_DELETE_FORBIDDEN, REASON_DELETE_FAILED)
-            last = self._deletes_failing.get(flow.key)  # None: it did not fail the time before
+            last = self._deletes_failing.get(uid)  # None: it did not fail the time before
             told = reason != last and (verdict(err) or last is not None)
-            self._deletes_failing[flow.key] = reason if told else last or ""
+            self._deletes_failing[uid] = reason if told else last or ""
             log.info("flow delete failed", reason=action.reason, error=str(err))
             return RequestFailure(reason, message, err, told)
         except BaseException:  # cancelled: not known to be deleted either
             self._deleted.discard(uid)
             raise
-        self._deletes_failing.pop(flow.key, None)
+        self._deletes_failing.pop(uid, None)
         log.info("deleted flow", reason=action.reason)
         return None

@@ -13,7 +13,7 @@ from zen_flow.controller.cluster_access import FlowCache
 from zen_flow.controller.executor import PlanExecutor
 from zen_flow.controller.first_jobs import FirstJobs
 from zen_flow.controller.flow_groups import FlowGroups
-from zen_flow.controller.flow_memory import FlowMemory, FlowUids, Kept
+from zen_flow.controller.flow_memory import FlowMemory, FlowUids
 from zen_flow.controller.flow_queue import FailureReports, priority
 from zen_flow.controller.flow_slots import FlowSlots
 from zen_flow.controller.matrix_flows import MatrixFlows
@@ -22,6 +22,7 @@ from zen_flow.controller.plan_runner import PlanRunner
 from zen_flow.controller.status_writer import StatusWriter
 from zen_flow.controller.step_locks import StepLocks
 from zen_flow.controller.templates import TemplateResolver
+from zen_flow.controller.transition_metrics import namespace_seen
 from zen_flow.controller.validity import Validity
 from zen_flow.informer import owner_flow_key
 from zen_flow.machinery.clock import Clock
@@ -58,7 +59,7 @@ class InformerEvents:
         parts: list[FlowUids] = [
             self._expectations, self._validity, self._matrix, self._status, self._announcements,
             self._first_jobs, self._templates, self._runner.pod_reads, self._runner.cpu, self._runner.unseen,
-            Kept(self._executor.deleted_flows, self._executor.deletion_observed),
+            self._executor,
         ]  # fmt: skip
         if self._archive is not None:
             parts.append(self._archive)
@@ -72,12 +73,15 @@ class InformerEvents:
         return self._memory
 
     def _dropped(self, key: str) -> None:
-        """Forget what is kept by the flow's key: the flow is gone, or this replica no longer reconciles
-        it (its holder's now)."""
-        self._executor.forget(key)
+        """This replica no longer reconciles the flow of `key` (its shard's holder does): forget its
+        failing requests (by its UID) and reconciles (by its key), told anew should it come back."""
+        if (flow := self._flows.get(key)) is not None:
+            self._executor.forget(flow.metadata.uid)
         self._failures.forget(key)
 
     def on_flow_event(self, flow: JobFlow, old: JobFlow | None = None) -> None:
+        if old is None:  # on a standby too: its series are at 0 long before it leads
+            namespace_seen(self._metrics, flow.metadata.namespace)
         self._status.observed(flow)
         self._queue.add(flow.key, priority(flow))
         self._groups.observe(old, flow)
@@ -89,8 +93,8 @@ class InformerEvents:
             self._slots.family_changed(flow)
 
     def on_flow_deleted(self, flow: JobFlow) -> None:
-        self._memory.forget(flow.metadata.uid)
-        self._dropped(flow.key)
+        self._memory.forget(flow.metadata.uid)  # its failing requests (the executor's) among the rest
+        self._failures.forget(flow.key)
         # Its timers would wake nothing, and stay until due: a finished flow's TTL (a day by default).
         self._queue.cancel_after(flow.key)
         self._queue.add(flow.key)

@@ -226,8 +226,8 @@ class Controller(InformerEvents):
             # Deleted while its validation, expansion or plan waited for or ran in a thread: not applied.
             return None
         finally:
-            if flow is not None and self._memory.settled(flow):  # deleted meanwhile: what it wrote goes
-                self._executor.forget(key)  # by key too (the key's next flow has not run yet: one worker)
+            if flow is not None:
+                self._memory.settled(flow)  # deleted meanwhile: what it wrote goes (failing creates too)
 
     async def _reconcile(self, key: str) -> float | None:
         flow = self._flows.get(key)
@@ -236,8 +236,8 @@ class Controller(InformerEvents):
             or flow.metadata.deletion_timestamp is not None
             or self._executor.deleted(flow.metadata.uid)  # by us; its delete event is on its way
         ):
-            # Gone (the garbage collector removes its Jobs); a create refused meanwhile counts no more.
-            self._executor.forget(key)
+            if flow is not None and flow.metadata.deletion_timestamp is not None:  # deleted, not gone yet:
+                self._executor.forget(flow.metadata.uid)  # a create refused meanwhile counts no more
             self._queue.cancel_after(key)  # a timer set as its delete event came (`_work`'s requeue)
             return None
         # From here on the flow is its effective flow (matrix steps expanded into their items); the

@@ -15,11 +15,12 @@ A CronJobFlow is held alike (cron_status.py): no run created, stopped or deleted
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from zen_flow.controller.flow_memory import Keyed
+from zen_flow.kube.errors import ApiError, Conflict
 
 K = TypeVar("K", bound=Keyed)  # a JobFlow or a CronJobFlow
 S = TypeVar("S")  # its status
@@ -84,6 +85,24 @@ class StatusHolds(Generic[K, S]):
         refusals = cause.refusals if cause is not None else 1
         self._holds[uid] = Hold(hold.flow, hold.stored, hold.status, self._monotonic() + _delay(refusals))
         return _delay(refusals)
+
+    async def resend(self, hold: Hold[K, S], write: Callable[[], Awaitable[object]]) -> ApiError | None:
+        """Send the held flow's refused write again (`write`), its retry due. None: accepted, the hold is
+        over. An error that is no verdict (a 5xx, no answer): the retry is put off by the same wait. One
+        for good (`permanent`): the caller holds the flow anew (told once per cause). A Conflict (the
+        flow changed: its watch event brings it back) lifts the hold and is raised."""
+        uid = hold.flow.metadata.uid
+        try:
+            await write()
+        except Conflict:
+            self.accepted(uid)
+            raise
+        except ApiError as err:
+            if not err.permanent:
+                self.put_off(hold)
+            return err
+        self.accepted(uid)
+        return None
 
     def accepted(self, uid: str) -> None:
         """A write of the flow was accepted: its refusals are over."""

@@ -218,19 +218,15 @@ class StatusWriter:
             return None
         if (wait := self._holds.due_in(hold)) > 0:
             return wait
-        try:
-            await self.write(hold.flow, hold.status, stored=hold.stored)
-        except Conflict:
-            self._holds.accepted(flow.metadata.uid)  # it changed: its watch event brings it back
-            raise
-        except ApiError as err:
-            if not err.permanent:
-                log.info("held flow's status write failed; tried again later", flow=flow.key, error=str(err))
-                return self._holds.put_off(hold)
+        err = await self._holds.resend(hold, partial(self.write, hold.flow, hold.status, stored=hold.stored))
+        if err is None:
+            log.info("held flow's status write accepted; the flow goes on", flow=flow.key)
+            return self.unseen_for(flow.metadata.uid) or 0.0
+        if err.permanent:
             self._hold(hold.flow, hold.status, err, stored=hold.stored)
-            return self._holds.due_in(self._holds.held(flow) or hold)
-        log.info("held flow's status write accepted; the flow goes on", flow=flow.key)
-        return self.unseen_for(flow.metadata.uid) or 0.0
+        else:
+            log.info("held flow's status write failed; tried again later", flow=flow.key, error=str(err))
+        return self._holds.due_in(self._holds.held(flow) or hold)
 
     async def newer_schema(self, flow: JobFlow, found: str, *, stored: JobFlow) -> float:
         """The flow was written for a newer zen-flow (`found`: api/known_fields.newer_field): its

@@ -11,15 +11,28 @@ from zen_flow.planner.shape import shape_of
 from zen_flow.planner.tolerance import tolerated
 
 
+def namespace_seen(metrics: Metrics, ns: str) -> None:
+    """Make the series the failure alerts read at 0 for namespace `ns`, whose flow the cache shows.
+
+    increase() misses a series' first sample: a Failed series born at 1 would hide the first failure
+    ZenFlowJobFlowsFailing and ZenFlowStepsFailing count (and the step one would lose a failure the
+    allowed one, already at 0, counts). Made at 0 with the status write that counts the event is not
+    enough: Prometheus never scrapes that 0 (a flow failed at its first write, e.g. invalid). So they are
+    made when the informer shows a flow of the namespace, on every replica, a standby included: after a
+    failover the new leader's series have been scraped at 0 since its caches synced, long before its
+    first write. Idempotent; each status write calls it again, for a namespace whose series a sweep
+    removed meanwhile (namespace_series.py)."""
+    for ended in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
+        metrics.flow_completions.labels(ns, ended)
+    for finished in (StepPhase.FAILED, StepPhase.SUCCEEDED):
+        metrics.step_transitions.labels(ns, finished)
+    metrics.step_failures_allowed.labels(ns)
+
+
 def record_transitions(metrics: Metrics, flow: JobFlow, status: JobFlowStatus) -> None:
     """Count the transitions from `flow`'s status to `status`, a write of it that landed."""
     ns = flow.metadata.namespace
-    # The namespace's completion series, made at 0 with its first status write (a flow has some, Running
-    # and its steps', before it ends), as the step series below: increase() misses a series' first
-    # sample, so a Failed series born at 1 would hide the first failure ZenFlowJobFlowsFailing counts,
-    # in a new namespace and in every namespace after a failover (a new leader counts afresh).
-    for ended in (FlowPhase.SUCCEEDED, FlowPhase.FAILED):
-        metrics.flow_completions.labels(ns, ended)
+    namespace_seen(metrics, ns)  # made at the flow's sight already; again after a sweep removed them
     before = {s.name: s for s in flow.status.steps}
     specs = shape_of(flow).specs  # the effective flow's: a matrix step's items by name
     for step in status.steps:
@@ -29,18 +42,11 @@ def record_transitions(metrics: Metrics, flow: JobFlow, status: JobFlowStatus) -
         if (retries := step.retry_count - (old.retry_count if old is not None else 0)) > 0:
             metrics.step_retries.labels(ns).inc(retries)
         if old is None or old.phase != step.phase:
-            # The series ZenFlowStepsFailing reads are made here at 0 with the namespace's first
-            # transition: increase() misses a series' first sample, so a Failed series born at 1 (its
-            # first failure) would lose a failure the allowed one, already at 0, counts.
-            transitions = metrics.step_transitions
-            for finished in (StepPhase.FAILED, StepPhase.SUCCEEDED):
-                transitions.labels(ns, finished)
-            transitions.labels(ns, step.phase).inc()
+            metrics.step_transitions.labels(ns, step.phase).inc()
             # Counted by the rule of the StepFailureAllowed event (planner.tolerance), on the status
             # written: not a step a stop, the deadline or a flow-wide failure ended.
-            allowed = metrics.step_failures_allowed.labels(ns)
             if step.phase == StepPhase.FAILED and tolerated(specs.get(step.name), step, status):
-                allowed.inc()
+                metrics.step_failures_allowed.labels(ns).inc()
             # The run time of the step's Jobs (retries and their backoff included). A Manual gate has
             # no Job: its "run" is the wait for a human, hours that would swamp every percentile.
             if (
