@@ -87,30 +87,6 @@ def _inner(value: Any, wire: str) -> tuple[list[str], str] | None:
     return None
 
 
-def unknown_keys(spec: BaseModel, root: str = "spec") -> list[str]:
-    """Every key of `spec`, at any depth, that its models do not declare, as its path
-    (`spec.steps[1].dependecies`). In a user's file (`zen-flow validate`, `submit`)
-    such a key is a typo (the apiserver prunes it, or refuses it under strict field validation), or a
-    field of a newer release's that a newer cluster takes: this release cannot tell which."""
-    found: list[str] = []
-    _collect(spec, root, found)
-    return found
-
-
-def _collect(model: BaseModel, path: str, found: list[str]) -> None:
-    found += [f"{path}.{key}" for key in model.__pydantic_extra__ or {}]
-    for attr, wire, allowed in _fields(type(model)):
-        value = model.__dict__.get(attr)
-        if allowed is not None or value is None:
-            continue
-        if isinstance(value, BaseModel):
-            _collect(value, f"{path}.{wire}", found)
-        elif isinstance(value, tuple):
-            for i, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    _collect(item, f"{path}.{wire}[{i}]", found)
-
-
 def _fields(cls: type[BaseModel]) -> tuple[tuple[str, str, frozenset[str] | None], ...]:
     """The fields of `cls` worth a look: enumerated ones, and those that may hold a model (11 of a
     step's 22; a 500-step spec was walked in 15 ms with all of them, 6 ms so, on a loaded machine)."""
