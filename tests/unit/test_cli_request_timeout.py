@@ -15,12 +15,17 @@ from zen_flow.cli.session import parse_request_timeout
 
 
 @pytest.fixture
-def silent_server() -> Iterator[str]:
+def silent_listener() -> Iterator[socket.socket]:
     """A listening socket nobody accepts from: the kernel completes the handshake, no answer ever comes."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        yield listener
+
+
+@pytest.fixture
+def silent_server(silent_listener: socket.socket) -> str:
+    return f"http://127.0.0.1:{silent_listener.getsockname()[1]}"
 
 
 def kubeconfig(path: Path, server: str) -> str:
@@ -69,3 +74,28 @@ def test_a_request_timeout_that_is_no_duration_is_bad_usage(
         main(["list", "--kubeconfig", str(tmp_path / "none"), "--request-timeout", given])
     assert exit_.value.code == 2
     assert "--request-timeout" in capsys.readouterr().err
+
+
+def test_a_timed_out_request_is_not_sent_again(
+    silent_listener: socket.socket, silent_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As kubectl: the timeout bounds the request, not each of several attempts (a GET was sent three
+    times, for up to 5 s more)."""
+    code = main(
+        ["list", "--kubeconfig", kubeconfig(tmp_path / "kc", silent_server), "--request-timeout", "200ms"]
+    )
+    assert code == 1
+    assert connections_made(silent_listener) == 1
+
+
+def connections_made(listener: socket.socket) -> int:
+    """The connections the kernel completed on `listener` (none accepted before): one per request sent."""
+    listener.setblocking(False)
+    made = 0
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return made
+        conn.close()
+        made += 1

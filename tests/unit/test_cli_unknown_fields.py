@@ -66,6 +66,62 @@ def test_validate_names_an_unknown_key_in_a_cronjobflows_template(tmp_path: Path
     ]
 
 
+def test_a_snake_case_key_is_named_with_the_key_meant(tmp_path: Path) -> None:
+    """The CLI's models take a field's Python name too (`execution_policy`): the apiserver does not, and
+    drops it with the user's setting."""
+    flow = base_flow()
+    flow["spec"]["execution_policy"] = {"backoffLimit": 1}
+    step(flow, "b")["allow_failure"] = True
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(flow))
+    code, lines, _ = validated(path)
+    assert code == 2
+    b = [s["name"] for s in base_flow()["spec"]["steps"]].index("b")
+    assert sorted(lines) == [
+        f"{path}: spec.execution_policy: Forbidden: unknown field: did you mean executionPolicy? (keys are "
+        "camelCase: the apiserver would drop this one)",
+        f"{path}: spec.steps[{b}].allow_failure: Forbidden: unknown field: did you mean allowFailure? (keys "
+        "are camelCase: the apiserver would drop this one)",
+    ]
+
+
+def test_a_misspelt_key_is_named_with_the_closest_key(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(typo_flow()))
+    _, lines, _ = validated(path)
+    said = {line.split(": ")[1]: line for line in lines}
+    b = [s["name"] for s in base_flow()["spec"]["steps"]].index("b")
+    assert "did you mean dependencies?" in said[f"spec.steps[{b}].dependecies"]
+    assert "did you mean" not in said["spec.executionPolicy.concurency"]  # nothing close enough
+
+
+@pytest.mark.parametrize(
+    "example", ["examples/templates/build-and-test.yaml", "examples/cluster-templates/1-image-scan.yaml"]
+)
+def test_validate_names_an_unknown_key_in_a_template(tmp_path: Path, example: str) -> None:
+    template = yaml.safe_load((REPO / example).read_text())
+    template["spec"]["steps"][0]["templat"] = template["spec"]["steps"][0].pop("template")
+    template["spec"]["executionPolicy"]["backoff_limit"] = 3
+    path = tmp_path / "template.yaml"
+    path.write_text(yaml.safe_dump(template))
+    code, lines, _ = validated(path)
+    assert code == 2
+    unknown = sorted(line.split(": ")[1] for line in lines if "unknown field" in line)
+    assert unknown == ["spec.executionPolicy.backoff_limit", "spec.steps[0].templat"]
+
+
+def test_submit_names_a_snake_case_key_before_creating_anything(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    flow = base_flow()
+    flow["spec"]["execution_policy"] = {"backoffLimit": 1}
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(flow))
+    code, out, err = zen_flow(capsys, "submit", str(path))
+    assert (code, out, cluster.writes) == (2, "", [])
+    assert "spec.execution_policy: Forbidden: unknown field: did you mean executionPolicy?" in err
+
+
 def test_the_projects_examples_have_no_unknown_key() -> None:
     code, lines, _ = validated(REPO / "examples")
     assert (code, lines) == (0, [])

@@ -72,3 +72,57 @@ async def test_base64_wrapped_over_lines_is_still_read(tmp_path: Path) -> None:
     config = await load_config(write(tmp_path / "kc", cluster=cluster, user={"token": "t"}))
     assert config.ssl_context is not None
     assert config.ssl_context.get_ca_certs()[0]["subject"][0][0][1] == "zenflow-dev-ca"
+
+
+# PEM armour around something that is no certificate.
+NOT_A_CERTIFICATE = base64.b64encode(
+    b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+)
+
+
+@pytest.mark.parametrize(
+    "data", [NOT_A_CERTIFICATE, base64.b64encode(b"hello"), base64.b64encode(b"\xff\xfe")]
+)
+async def test_certificate_authority_data_holding_no_certificate_is_named(
+    tmp_path: Path, data: bytes
+) -> None:
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority-data": data.decode()}
+    path = write(tmp_path / "kc", cluster=cluster, user={"token": "t"})
+    with pytest.raises(KubeError, match="cluster 'c': certificate-authority-data holds no PEM certificate"):
+        await load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        ("client-certificate-data", "client-certificate-data holds no PEM certificate"),
+        ("client-key-data", "client-key-data holds no PEM private key"),
+    ],
+)
+async def test_client_data_holding_no_certificate_or_key_is_named(
+    tmp_path: Path, bad: str, said: str
+) -> None:
+    ca = create_ca(tmp_path / "pki")
+    cert, key = issue_client_cert(ca, tmp_path / "pki", "bob")
+    user = {
+        "client-certificate-data": base64.b64encode(cert.read_bytes()).decode(),
+        "client-key-data": base64.b64encode(key.read_bytes()).decode(),
+    }
+    user[bad] = NOT_A_CERTIFICATE.decode()
+    path = write(tmp_path / "kc", cluster={"server": "https://127.0.0.1:6443"}, user=user)
+    with pytest.raises(KubeError, match=f"user 'u': {said}"):
+        await load_config(path)
+
+
+async def test_a_client_key_of_another_certificate_is_named(tmp_path: Path) -> None:
+    ca = create_ca(tmp_path / "pki")
+    cert, _ = issue_client_cert(ca, tmp_path / "pki", "bob")
+    _, other_key = issue_client_cert(ca, tmp_path / "other", "alice")
+    user = {
+        "client-certificate-data": base64.b64encode(cert.read_bytes()).decode(),
+        "client-key-data": base64.b64encode(other_key.read_bytes()).decode(),
+    }
+    path = write(tmp_path / "kc", cluster={"server": "https://127.0.0.1:6443"}, user=user)
+    mismatch = "user 'u': client-key-data is not the key of client-certificate-data"
+    with pytest.raises(KubeError, match=mismatch):
+        await load_config(path)

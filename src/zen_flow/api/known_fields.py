@@ -17,7 +17,7 @@ CronJobFlow's jobFlowTemplate.spec) are plain dicts here, never walked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, get_args
 
 from pydantic import BaseModel
@@ -46,38 +46,45 @@ _FIELDS: dict[type[BaseModel], tuple[tuple[str, str, frozenset[str] | None], ...
 def newer_field(spec: BaseModel, root: str = "spec") -> str | None:
     """The first key or enumerated value of `spec` this release does not know, as its path and what is
     there (`spec.steps[2].allowRetry: a field this release does not know`); None when it knows them all."""
-    found = next(_unknown(spec, root, enums=True), None)
-    return None if found is None else f"{found[0]}: {found[1]}"
+    found = _first(spec)
+    if found is None:
+        return None
+    path, what = found
+    return f"{root}{''.join(reversed(path))}: {what}"
 
 
-def unknown_keys(spec: BaseModel, root: str = "spec") -> list[str]:
-    """Every key of `spec`, at any depth, that its models do not declare, as its path
-    (`spec.steps[1].dependecies`). In a user's file (`zen-flow validate`, `submit`)
-    such a key is a typo (the apiserver prunes it, or refuses it under strict field validation), or a
-    field of a newer release's that a newer cluster takes: this release cannot tell which."""
-    return [path for path, _ in _unknown(spec, root, enums=False)]
-
-
-def _unknown(model: BaseModel, path: str, *, enums: bool) -> Iterator[tuple[str, str]]:
-    """The keys of `model` (at `path`), at any depth, that its models do not declare, and with `enums`
-    the enumerated values this release does not know: (path, what is there), in the spec's order (a
-    model's own undeclared keys first). Lazy: newer_field stops at the first."""
-    for key in model.__pydantic_extra__ or {}:
-        yield f"{path}.{key}", "a field this release does not know"
+def _first(model: BaseModel) -> tuple[list[str], str] | None:
+    """The path (innermost first, as its segments) and description of the first unknown key or value."""
+    extra = model.__pydantic_extra__
+    if extra:
+        return [f".{next(iter(extra))}"], "a field this release does not know"
     for attr, wire, allowed in _fields(type(model)):
         value = model.__dict__.get(attr)
         if value is None:
             continue
         if allowed is not None:
-            if enums and isinstance(value, str) and value not in allowed:
+            if isinstance(value, str) and value not in allowed:
                 known = ", ".join(sorted(allowed))
-                yield f"{path}.{wire}", f'"{value}" is not a value this release knows ({known})'
-        elif isinstance(value, BaseModel):
-            yield from _unknown(value, f"{path}.{wire}", enums=enums)
-        elif isinstance(value, tuple):
-            for i, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    yield from _unknown(item, f"{path}.{wire}[{i}]", enums=enums)
+                return [f".{wire}"], f'"{value}" is not a value this release knows ({known})'
+            continue
+        found = _inner(value, wire)
+        if found is not None:
+            return found
+    return None
+
+
+def _inner(value: Any, wire: str) -> tuple[list[str], str] | None:
+    if isinstance(value, BaseModel):
+        found = _first(value)
+        if found is not None:
+            found[0].append(f".{wire}")
+        return found
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            if isinstance(item, BaseModel) and (found := _first(item)) is not None:
+                found[0].extend((f"[{i}]", f".{wire}"))
+                return found
+    return None
 
 
 def _fields(cls: type[BaseModel]) -> tuple[tuple[str, str, frozenset[str] | None], ...]:

@@ -33,7 +33,7 @@ from zen_flow.api.constants import (
 from zen_flow.api.cronjobflow import CronJobFlow
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.cli.cron_render import cron_detail, cron_list
-from zen_flow.cli.session import EXIT_OK, Session, UsageError, now
+from zen_flow.cli.session import EXIT_OK, STRICT, Session, UsageError, now
 from zen_flow.core.cron import parse_time_zone
 from zen_flow.kube.cronjobflows import CRONJOBFLOWS
 from zen_flow.kube.errors import KubeError
@@ -112,7 +112,7 @@ async def trigger(session: Session, args: argparse.Namespace) -> int:
     cron = await runnable(session, args.name)
     scheduled = asked if asked is None or isinstance(asked, datetime) else midnight(asked, cron)
     made = await session.client.request(
-        "POST", JOBFLOWS.path(session.namespace), body=manual_run(cron, token(), scheduled)
+        "POST", JOBFLOWS.path(session.namespace), query=STRICT, body=manual_run(cron, token(), scheduled)
     )
     name = made["metadata"]["name"]
     for note in _notes(cron, JobFlow.model_validate(made)):

@@ -32,7 +32,7 @@ from zen_flow.api.meta import format_time
 from zen_flow.cli.cron import ENDED, midnight, runnable, runs_of, time_or_date
 from zen_flow.cli.cron_render import local
 from zen_flow.cli.flows import awaiting_approval
-from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, described, now
+from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, STRICT, Session, UsageError, described, now
 from zen_flow.core.cron import parse_schedule, parse_time_zone
 from zen_flow.kube.errors import AlreadyExists, ApiError, TransportError
 from zen_flow.kube.jobflows import JOBFLOWS
@@ -281,7 +281,7 @@ async def _make(session: Session, cron: CronJobFlow, slot: Slot, zone: tzinfo) -
     run, when = _named(session, slot, zone)
     body = backfill_run(cron, slot.moment)
     try:
-        await session.client.request("POST", JOBFLOWS.path(session.namespace), body=body)
+        await session.client.request("POST", JOBFLOWS.path(session.namespace), query=STRICT, body=body)
     except AlreadyExists:  # made meanwhile: by the controller (the run time was due), or another backfill
         theirs = await _existing(session, cron, slot.name)
         if isinstance(theirs, str):

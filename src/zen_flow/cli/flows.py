@@ -18,7 +18,7 @@ from zen_flow.api.constants import API_VERSION, KIND
 from zen_flow.cli.graph import dot, mermaid
 from zen_flow.cli.overrides import override_arguments, parse_overrides, template_arguments
 from zen_flow.cli.render import flow_detail, flow_list, printable
-from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, Session, UsageError, now
+from zen_flow.cli.session import EXIT_FAILED, EXIT_OK, STRICT, Session, UsageError, now
 from zen_flow.cli.validate import UNCHECKED, is_jobflow, unknown_fields
 from zen_flow.cli.waits import read_waits
 from zen_flow.core.matrix import effective_flow
@@ -32,7 +32,6 @@ from zen_flow.validation.limits import MAX_GENERATE_NAME
 from zen_flow.validation.warnings import flow_warnings
 
 WAIT_POLL_SECONDS = 1.0
-STRICT = (("fieldValidation", "Strict"),)
 
 
 async def list_flows(session: Session, args: argparse.Namespace) -> int:

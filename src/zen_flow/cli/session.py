@@ -32,6 +32,9 @@ from zen_flow.kube.transport import MERGE_PATCH, ClientOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 USER_AGENT = "zen-flow-cli"
+# The query of every create the CLI sends (submit, cron trigger, cron backfill): strict, as kubectl's, so
+# that a key the CRD does not have is refused by name, never silently pruned.
+STRICT = (("fieldValidation", "Strict"),)
 
 
 class UsageError(Exception):
@@ -180,7 +183,9 @@ async def open_session(args: argparse.Namespace, out: TextIO = sys.stdout) -> As
     client closed after."""
     config = await load_config(args.kubeconfig, args.context)
     timeout = getattr(args, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
-    client = KubeClient(config, ClientOptions(user_agent=USER_AGENT, timeout=timeout))
+    # A timed-out request is final, as with kubectl: --request-timeout bounds it, not each of its attempts.
+    options = ClientOptions(user_agent=USER_AGENT, timeout=timeout, retry_timed_out=False)
+    client = KubeClient(config, options)
     try:
         yield Session(client, args.namespace or config.namespace or "default", out)
     finally:

@@ -9,9 +9,10 @@ theirs (their spec with the JobFlow rules). A flow that names a template (`spec.
 from it, as the webhook would, when the template is among the documents given (same name, and namespace
 when both set one; a ClusterJobFlowTemplate, `clusterScope: true`, by name), and the expanded flow
 checked; otherwise it is checked as far as it can be without it (the steps its approval and values
-annotations name are left to the webhook: a note on `err` says so). A key a JobFlow's or CronJobFlow's
-spec does not have is an error too (`unknown_fields`): a typo the apiserver would drop (or a newer release's
-field, which this CLI cannot check).
+annotations name are left to the webhook: a note on `err` says so). A key a JobFlow's, CronJobFlow's
+(its run template's included) or template's spec does not have is an error too (`unknown_fields`), a
+snake_case one (`execution_policy`) with the key meant: a typo the apiserver would drop (or a newer
+release's field, which this CLI cannot check).
 One line per error on `out`, prefixed with the file (and `#<n>`, the 1-based document number, when the
 file has several documents); the webhook's warnings on a valid flow on
 `err` (`Warning: ...`, as kubectl prints them); then one line on `err`: how many flows were checked and how
@@ -25,13 +26,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import BaseModel, ValidationError
-
 from zen_flow import __version__
-from zen_flow.api import JobFlowSpec
 from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, GROUP, KIND, TEMPLATE_KIND
-from zen_flow.api.cronjobflow import CronJobFlowSpec
-from zen_flow.api.known_fields import unknown_keys
 from zen_flow.cli.overrides import override_arguments
 from zen_flow.documents import DocumentError, load_all, read_bounded
 from zen_flow.validation.approvals import awaits_expansion
@@ -40,6 +36,7 @@ from zen_flow.validation.errors import ErrorType, FieldError
 from zen_flow.validation.expansion import expand, is_cron_run, needs_expansion, template_ref
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.flow_template import validate_clusterjobflowtemplate, validate_jobflowtemplate
+from zen_flow.validation.unknown_keys import document_unknown_keys
 from zen_flow.validation.warnings import flow_warnings
 
 EXIT_OK = 0
@@ -54,28 +51,26 @@ UNCHECKED = (
 
 
 def unknown_fields(doc: Mapping[str, Any]) -> list[FieldError]:
-    """The keys of a JobFlow's or CronJobFlow's spec (its run template's spec too) that the schema does not
-    have: the apiserver prunes them (kubectl's strict field validation refuses them), so a misspelt
-    `dependencies` would let its step start at once. None for a spec whose types are wrong: the rules
-    name that."""
-    spec = doc.get("spec")
-    found: list[str] = []
-    cron = doc.get("kind") == CRON_KIND
-    parts: list[tuple[type[BaseModel], Any, str]] = [(CronJobFlowSpec if cron else JobFlowSpec, spec, "spec")]
-    if cron and isinstance(spec, dict) and isinstance(template := spec.get("jobFlowTemplate"), dict):
-        parts.append((JobFlowSpec, template.get("spec"), "spec.jobFlowTemplate.spec"))
-    for model, value, root in parts:
-        if isinstance(value, dict):
-            try:
-                found += unknown_keys(model.model_validate(value), root)
-            except ValidationError:
-                continue
-    # An older CLI cannot tell a typo from a newer release's field; the advice covers both.
-    detail = (
-        f"unknown field: zen-flow {__version__}'s schema has no such key (a typo, which the apiserver would "
-        "drop, or a field of a newer zen-flow: use its CLI)"
-    )
-    return [FieldError(path, ErrorType.FORBIDDEN, detail=detail) for path in found]
+    """The keys of a JobFlow's, CronJobFlow's (its run template's spec too) or template's spec that the
+    schema does not have (validation/unknown_keys.py): the apiserver prunes them (kubectl's strict field
+    validation refuses them), so a misspelt `dependencies` would let its step start at once. A key in
+    another spelling of one it has (`execution_policy`, `ExecutionPolicy`) is named with that one."""
+    errors = []
+    for found in document_unknown_keys(doc):
+        if found.respelt:  # certainly a typo: no release has snake_case keys
+            detail = (
+                f"unknown field: did you mean {found.meant}? (keys are camelCase: the apiserver would drop "
+                "this one)"
+            )
+        else:
+            # An older CLI cannot tell a typo from a newer release's field; the advice covers both.
+            meant = f"did you mean {found.meant}? " if found.meant else ""
+            detail = (
+                f"unknown field: {meant}zen-flow {__version__}'s schema has no such key (a typo, which the "
+                "apiserver would drop, or a field of a newer zen-flow: use its CLI)"
+            )
+        errors.append(FieldError(found.path, ErrorType.FORBIDDEN, detail=detail))
+    return errors
 
 
 KINDS = (KIND, CRON_KIND, TEMPLATE_KIND, CLUSTER_TEMPLATE_KIND)
@@ -208,10 +203,10 @@ def validate_paths(
             errors = validate_cronjobflow(doc) + unknown_fields(doc)
         elif is_jobflow(doc, TEMPLATE_KIND):
             templates += 1
-            errors = validate_jobflowtemplate(doc)
+            errors = validate_jobflowtemplate(doc) + unknown_fields(doc)
         elif is_jobflow(doc, CLUSTER_TEMPLATE_KIND):
             cluster_templates += 1
-            errors = validate_clusterjobflowtemplate(doc)
+            errors = validate_clusterjobflowtemplate(doc) + unknown_fields(doc)
         elif is_jobflow(doc):
             flows += 1
             doc, errors = _check_flow(label, doc, loaded, overrides or {}, err)

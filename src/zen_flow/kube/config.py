@@ -212,10 +212,17 @@ def _ssl_context(cluster: Mapping[str, Any], base: Path, owner: str) -> ssl.SSLC
         context.verify_mode = ssl.CERT_NONE
         return context
     if data := cluster.get("certificate-authority-data"):
-        return ssl.create_default_context(cadata=_b64(data, owner, "certificate-authority-data").decode())
-    if path := cluster.get("certificate-authority"):
-        return ssl.create_default_context(cafile=str(_resolve(path, base)))
-    return ssl.create_default_context()  # the system trust store
+        what = "certificate-authority-data"
+        pem = _b64(data, owner, what)
+    elif path := cluster.get("certificate-authority"):
+        what = f"certificate-authority {path}"
+        pem = _resolve(path, base).read_bytes()
+    else:
+        return ssl.create_default_context()  # the system trust store
+    try:
+        return ssl.create_default_context(cadata=pem.decode("ascii"))
+    except (UnicodeDecodeError, ssl.SSLError) as err:  # ssl's words name neither the field nor its owner
+        raise ValueError(f"{owner}: {what} holds no PEM certificate ({_ssl_words(err)})") from None
 
 
 def _load_client_cert(context: ssl.SSLContext, user: Mapping[str, Any], base: Path, owner: str) -> None:
@@ -225,14 +232,30 @@ def _load_client_cert(context: ssl.SSLContext, user: Mapping[str, Any], base: Pa
         return
     if cert is None or key is None:
         raise ValueError("client-certificate and client-key must be given together")
-    load_cert_chain(context, cert, key)
+    (cert_pem, cert_field), (key_pem, key_field) = cert, key
+    try:  # the certificate alone first: ssl's one error for the pair names neither
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert_pem.decode("ascii"))
+    except (UnicodeDecodeError, ssl.SSLError) as err:
+        raise ValueError(f"{owner}: {cert_field} holds no PEM certificate ({_ssl_words(err)})") from None
+    try:
+        load_cert_chain(context, cert_pem, key_pem)
+    except ssl.SSLError as err:
+        if err.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"{owner}: {key_field} is not the key of {cert_field}") from None
+        raise ValueError(f"{owner}: {key_field} holds no PEM private key ({_ssl_words(err)})") from None
 
 
-def _pem(user: Mapping[str, Any], name: str, base: Path, owner: str) -> bytes | None:
+def _ssl_words(err: Exception) -> str:
+    """ssl's (or the decoder's) reason, without the C source line (`... (_ssl.c:4020)`)."""
+    return str(err).split(" (_ssl.c:")[0]
+
+
+def _pem(user: Mapping[str, Any], name: str, base: Path, owner: str) -> tuple[bytes, str] | None:
+    """The PEM of `name` (its `-data` or its file), and how to name where it came from."""
     if data := user.get(f"{name}-data"):
-        return _b64(data, owner, f"{name}-data")
+        return _b64(data, owner, f"{name}-data"), f"{name}-data"
     if path := user.get(name):
-        return _resolve(path, base).read_bytes()
+        return _resolve(path, base).read_bytes(), f"{name} {path}"
     return None
 
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import tenacity
 
-from zen_flow.kube.errors import ApiError, TransportError
+from zen_flow.kube.errors import ApiError, RequestTimedOut, TransportError
 from zen_flow.kube.transport import ClientOptions
 
 
@@ -20,11 +20,14 @@ def retrying(options: ClientOptions, sleep: Callable[[float], Awaitable[None]]) 
     def wait(state: tenacity.RetryCallState) -> float:
         return retry_wait(options, state)
 
+    def retried(error: BaseException) -> bool:
+        return transient(error) and (options.retry_timed_out or not isinstance(error, RequestTimedOut))
+
     return tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(options.retry_attempts)
         | tenacity.stop_after_delay(options.retry_deadline),
         wait=wait,
-        retry=tenacity.retry_if_exception(transient),
+        retry=tenacity.retry_if_exception(retried),
         sleep=sleep,
         reraise=True,
     )

@@ -58,6 +58,9 @@ class ClientOptions:
     retry_attempts: int = 3
     retry_deadline: float = 5.0  # give up retrying after this many seconds
     retry_max_wait: float = 2.0  # cap on one wait, also applied to Retry-After
+    # A request that got no answer within `timeout` is sent again (the controller: a hung connection is
+    # worth another try). The CLI's is final, as kubectl's: its --request-timeout bounds the request.
+    retry_timed_out: bool = True
     # Ordinary requests in flight at once (watches are not counted: each holds a connection of its own
     # for minutes). HTTP/1.1 means one connection per request in flight, each with a TLS read buffer
     # (`TLS_READ_CHUNK`): at 64 and asyncio's 256 KiB the pool held 17 MB (docs/BENCHMARKS.md). 32 leave
