@@ -6,6 +6,7 @@ test_helm_values.py, test_helm_flags.py).
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -67,3 +68,41 @@ def test_sync_script_check_mode_agrees() -> None:
         [str(ROOT / "tools" / "sync-chart-files.sh"), "--check"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
+
+
+def _schema_paths(schema: dict[str, object], prefix: str = "") -> set[str]:
+    """The dotted paths of the values the schema lists, down to its open (free-form) objects."""
+    paths: set[str] = set()
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for key, sub in properties.items():
+            path = f"{prefix}{key}"
+            paths.add(path)
+            if isinstance(sub, dict):
+                paths |= _schema_paths(sub, f"{path}.")
+    return paths
+
+
+def _value_paths(values: dict[str, object], schema: dict[str, object], prefix: str = "") -> set[str]:
+    """The dotted paths of values.yaml, descending only where the schema closes the object (a Kubernetes
+    object passed through, as resources, is one value)."""
+    paths: set[str] = set()
+    properties = schema.get("properties")
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        sub = properties.get(key) if isinstance(properties, dict) else None
+        if isinstance(value, dict) and isinstance(sub, dict) and sub.get("additionalProperties") is False:
+            paths |= _value_paths(value, sub, f"{path}.")
+    return paths
+
+
+def test_the_values_schema_lists_every_value_and_refuses_the_others() -> None:
+    # helm checks values against values.schema.json: a value missing there would fail every install,
+    # and one listed there but not in values.yaml is an undocumented setting (but a parent chart's
+    # `global`, and the fields of issuerRef, `{}` by default, that its comment names).
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = documents(CHART / "values.yaml")[0]
+    assert schema["additionalProperties"] is False
+    issuer = {f"webhook.certManager.issuerRef.{field}" for field in ("name", "kind", "group")}
+    assert _schema_paths(schema) - _value_paths(values, schema) == {"global"} | issuer

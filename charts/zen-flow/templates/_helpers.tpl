@@ -65,8 +65,20 @@ after the sink was cleared (to turn it off) must not stop the pod from starting.
 {{- if $set }}true{{ end -}}
 {{- end }}
 
+{{/* repository:tag, repository@digest, or repository:tag@digest when both are set (the digest decides
+what is pulled; the tag stays for the reader). The default tag, appVersion, is left out with a digest:
+a mirror that keeps digests only may have no such tag. */}}
 {{- define "zen-flow.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $image := .Values.image }}
+{{- if $image.digest }}
+{{- if $image.tag }}
+{{- printf "%s:%s@%s" $image.repository $image.tag $image.digest }}
+{{- else }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- end }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* Labels */}}
