@@ -12,6 +12,8 @@ decision 11). For a step with artifacts the Job's pod gets:
   digests in its termination message, which the controller reads with the step's other outputs.
   An output's path must be on a volume the uploader can mount too: a volume of the template that covers
   it, or else zen-flow mounts an empty directory of `zf-artifacts` at the path's parent directory.
+  A template's mount with `subPathExpr` gets, in the uploader, the env vars it names, defined as the
+  step's container defines them (planner.uploader_env), so that it resolves to the same directory.
 
 An output is stored where its own `s3` says, or, without one, in the flow's `spec.artifactRepository`
 (`stored_in`); a flow without either stores it nowhere.
@@ -46,6 +48,7 @@ from zen_flow.api.transfer import (
     Upload,
 )
 from zen_flow.planner.jobs import JobBuildError
+from zen_flow.planner.uploader_env import uploader_env
 
 MOUNT = "/zf-artifacts"
 READY_FILE = f"{MOUNT}/.uploader-ready"
@@ -230,15 +233,18 @@ def _download(
     )
 
 
-def _covering_mount(containers: list[dict[str, Any]], path: str) -> dict[str, Any] | None:
-    """The template's volume mount (in any container) under which `path` lies, the deepest one."""
-    best: dict[str, Any] | None = None
+def _covering_mount(
+    containers: list[dict[str, Any]], path: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The template's volume mount (in any container) under which `path` lies, the deepest one, with
+    its container."""
+    best: tuple[dict[str, Any], dict[str, Any]] | None = None
     depth = -1
     for container in containers:
         for mount in container.get("volumeMounts") or ():
             base = str(mount.get("mountPath", "")).rstrip("/") if isinstance(mount, dict) else ""
             if base and (path == base or path.startswith(base + "/")) and len(base) > depth:
-                best, depth = mount, len(base)
+                best, depth = (container, mount), len(base)
     return best
 
 
@@ -313,7 +319,7 @@ def add_transfers(
 
     if outputs:
         upload_credentials = Credentials()
-        items, uploader_mounts = _outputs(flow, step, outputs, containers, upload_credentials)
+        items, uploader_mounts, expressions = _outputs(flow, step, outputs, containers, upload_credentials)
         uploader = _container(
             UPLOADER,
             ["upload", "--scratch", SCRATCH, "--ready-file", READY_FILE],
@@ -322,6 +328,8 @@ def add_transfers(
             options,
         )
         uploader["volumeMounts"] += uploader_mounts
+        # A mount's subPathExpr must expand in the uploader as in the container it was copied from.
+        uploader["env"][:0] = uploader_env(expressions, (e["name"] for e in uploader["env"]))
         uploader["restartPolicy"] = "Always"
         # The step's containers start only once the uploader listens for SIGTERM (runner.run_upload).
         uploader["startupProbe"] = {
@@ -341,23 +349,26 @@ def _outputs(
     outputs: tuple[OutputArtifact, ...],
     containers: list[dict[str, Any]],
     credentials: Credentials,
-) -> tuple[tuple[Upload, ...], list[dict[str, Any]]]:
-    """The uploads, and the mounts the uploader needs to read them."""
+) -> tuple[tuple[Upload, ...], list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """The uploads, the mounts the uploader needs to read them, and the subPathExpr of those that have
+    one with the container it comes from (planner.uploader_env)."""
     items: list[Upload] = []
     uploader_mounts: list[dict[str, Any]] = []
+    expressions: list[tuple[dict[str, Any], str]] = []
     parents: set[str] = set()
     for artifact in outputs:
         path = artifact.path or ""
         covering = _covering_mount(containers, path)
         if covering is not None:
-            mount = {
-                k: v for k, v in covering.items() if k in ("name", "mountPath", "subPath", "subPathExpr")
-            }
+            owner, found = covering
+            mount = {k: v for k, v in found.items() if k in ("name", "mountPath", "subPath", "subPathExpr")}
             mount["readOnly"] = True
             # Once per volume however many outputs lie on it: the apiserver refuses a container with two
             # mounts at one path (`mountPath: must be unique`), so the Job could not be created.
             if mount not in uploader_mounts:
                 uploader_mounts.append(mount)
+                if isinstance(expression := mount.get("subPathExpr"), str) and expression:
+                    expressions.append((owner, expression))
             source = path
         else:
             parent = posixpath.dirname(path)
@@ -383,4 +394,4 @@ def _outputs(
                 archive=archive_of(artifact.archive),
             )
         )
-    return tuple(items), uploader_mounts
+    return tuple(items), uploader_mounts, expressions

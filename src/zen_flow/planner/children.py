@@ -5,8 +5,8 @@ The planner treats the child as the step's Job: same deterministic name per atte
 create-if-absent, expectations, retries, timeout, stop, deadline and retention, because the controller
 shows it each child as a `ChildFlowJob`, a Job record whose terminal conditions mirror the child's phase
 (`as_job`). What differs is said here: the child's manifest (`build_child`), its outputs (read from its
-status, `document`), the depth limit that stops recursion, and the suspension the parent passes on
-(`suspensions`).
+status, its steps in its spec order: `document`), the depth limit that stops recursion, and the
+suspension the parent passes on (`suspensions`).
 
 The child names its template (`spec.templateRef`) and is expanded as any flow naming one: by the mutating
 webhook at its creation, or else by the controller (controller/templates.py), with the same function
@@ -44,6 +44,7 @@ from zen_flow.core.instances import instance_labels
 from zen_flow.core.naming import label_value
 from zen_flow.planner.actions import SuspendChild
 from zen_flow.planner.child_job import ChildFlowJob
+from zen_flow.planner.child_outputs import child_document
 from zen_flow.planner.interventions import stop_request
 from zen_flow.planner.jobs import JobBuildError
 from zen_flow.planner.parameters import Meter, Resolved, flow_fields, substitute_text
@@ -109,12 +110,11 @@ def refused_job(namespace: str, name: str, why: str) -> ChildFlowJob:
 
 
 def document(job: Job) -> dict[str, Any] | None:
-    """What a Flow step's output paths read: the child's status as JSON (None for a Job)."""
+    """What a Flow step's output paths read: the child's status as JSON, its steps in the child's spec
+    order (planner.child_outputs); None for a Job."""
     if not isinstance(job, ChildFlowJob) or job.flow is None:
         return None
-    dumped = job.child.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    assert isinstance(dumped, dict)
-    return dumped
+    return child_document(job.child)
 
 
 def build_child(

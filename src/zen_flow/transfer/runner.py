@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from zen_flow.api.transfer import Download, Stored, TransferPlan, Upload, UploadReport
+from zen_flow.core.urls import scrubbed
 from zen_flow.transfer.archive import TransferError, default_archive, pack, unpack
 from zen_flow.transfer.stores import get_http, get_s3, put_s3, sha256_of, shown_url
 
@@ -131,7 +132,8 @@ def run_download(plan: TransferPlan, message_file: Path, log: TextIO | None = No
             download(item, log)
         except Exception as err:
             reason = str(err) if isinstance(err, TransferError) else f"{type(err).__name__}: {err}"
-            text = f"input artifact {item.name}: {reason}"
+            # A library's text may quote a URL with its userinfo: never into the log or the status.
+            text = scrubbed(f"input artifact {item.name}: {reason}")
             log.write(text + "\n")
             message_file.write_text(_shorten(text, MESSAGE_LIMIT // 4))
             return 1

@@ -13,13 +13,13 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from http.client import HTTPMessage
+from http.client import HTTPMessage, InvalidURL
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from zen_flow.api.transfer import HttpLocation, S3Location
-from zen_flow.core.urls import has_userinfo, without_userinfo
+from zen_flow.core.urls import has_userinfo, scrubbed, without_userinfo
 from zen_flow.transfer.archive import TransferError
 
 if TYPE_CHECKING:
@@ -97,10 +97,33 @@ def get_s3(location: S3Location, file: Path) -> None:
 
 class _OwnOriginHeaders(urllib.request.HTTPRedirectHandler):
     """Redirects are followed, but the flow's headers (an API key, a bearer token) only to the origin
-    (scheme, host, port) they were written for: urllib copies every header to wherever one points."""
+    (scheme, host, port) they were written for: urllib copies every header to wherever one points.
+
+    Only to http(s) URLs without userinfo: urllib would follow `ftp://` too (logging in with the
+    URL's user), and quotes a Location it refuses, userinfo and all, in its error, as http.client
+    does a password it reads as a port (`nonnumeric port: 'password@host'`). A redirect to one is
+    refused here, before urllib reads it, saying where it pointed without the userinfo."""
 
     def __init__(self, private: Iterable[str]) -> None:
         self._private = [name.capitalize() for name in private]  # how urllib stores header names
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage
+    ) -> IO[bytes] | None:
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            target = urljoin(req.full_url, location)
+            whence = f"{shown_url(req.full_url)} redirected ({code}) to {shown_url(target)}"
+            if has_userinfo(target):
+                raise TransferError(
+                    f"{whence}, a URL with a user name or password, which the downloader never sends"
+                )
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise TransferError(f"{whence}: only http and https redirects are followed")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    # The base class binds these to its own http_error_302, not to this one.
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
     def redirect_request(
         self,
@@ -152,7 +175,9 @@ def get_http(location: HttpLocation, file: Path) -> None:
         with opener.open(request, timeout=HTTP_TIMEOUT) as response, file.open("wb") as out:
             shutil.copyfileobj(response, out, CHUNK)
     except urllib.error.HTTPError as err:
-        raise TransferError(f"{where}: HTTP {err.code} {err.reason}") from None
+        raise TransferError(scrubbed(f"{where}: HTTP {err.code} {err.reason}")) from None
     except (urllib.error.URLError, OSError) as err:
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
-        raise TransferError(f"{where}: {reason}") from None
+        raise TransferError(scrubbed(f"{where}: {reason}")) from None
+    except InvalidURL:  # its text quotes the URL's pieces (a password read as a port): not shown
+        raise TransferError(f"{where}: an invalid URL (this one, or one a redirect named)") from None
