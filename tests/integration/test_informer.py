@@ -87,7 +87,6 @@ class Relay:
         self._tasks.add(task)
         try:
             if self.blocked:
-                writer.transport.abort()
                 return
             up_reader, up_writer = await asyncio.open_connection(*self._upstream)
             self._writers.update((writer, up_writer))
@@ -98,8 +97,11 @@ class Relay:
             finally:
                 self._writers.difference_update((writer, up_writer))
                 up_writer.transport.abort()
-                writer.transport.abort()
         finally:
+            # Also when the upstream connect fails or close() cancels it: asyncio's server does not
+            # close accepted connections, so a writer left open is an unclosed socket some later
+            # test's garbage collection reports.
+            writer.transport.abort()
             self._tasks.discard(task)
 
 
