@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helm_rig import RenderError, deployment, render
@@ -23,7 +24,18 @@ from deploy_manifests import (
     settings_of,
 )
 from zen_flow_dev.testing.prometheus import alert_rules
-from zen_flow_dev.testing.rbac import rules_allow
+from zen_flow_dev.testing.rbac import granted, rules_allow, webhook_permissions
+
+CLUSTER_TEMPLATES_GET = ("workflow.kube-zen.io", "clusterjobflowtemplates", "get")
+
+
+def cluster_wide(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """What the rendered ClusterRoleBindings grant: (group, resource, verb) in every namespace."""
+    return {
+        key
+        for binding in find_all(docs, "ClusterRoleBinding")
+        for key in granted(find(docs, "ClusterRole", binding["roleRef"]["name"])["rules"])
+    }
 
 
 def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path: Path) -> None:
@@ -76,23 +88,46 @@ def test_other_release_name_keeps_every_reference_consistent(helm: str, tmp_path
 
 
 def test_watch_namespaces_bind_per_namespace_and_restrict_the_informers(helm: str, tmp_path: Path) -> None:
-    docs = render(helm, tmp_path, {"watchNamespaces": ["team-a", "team-b"]})
+    docs = render(helm, tmp_path, {"watchNamespaces": ["team-a", "team-b"], "webhook": {"enabled": False}})
     assert settings_of(deployment(docs)).namespaces == ("team-a", "team-b")
-    # One cluster-wide binding, of one grant: reading ClusterJobFlowTemplates (no RoleBinding can).
-    (binding,) = find_all(docs, "ClusterRoleBinding")
-    role = find(docs, "ClusterRole", binding["roleRef"]["name"])
-    assert role["rules"] == [
-        {"apiGroups": ["workflow.kube-zen.io"], "resources": ["clusterjobflowtemplates"], "verbs": ["get"]}
-    ]
+    # Without the webhooks, one cluster-wide grant: reading ClusterJobFlowTemplates (no RoleBinding can).
+    assert cluster_wide(docs) == {CLUSTER_TEMPLATES_GET}
     bindings = [b for b in find_all(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+
+
+def test_the_release_serving_the_webhooks_reads_what_a_review_reads_in_every_namespace(
+    helm: str, tmp_path: Path
+) -> None:
+    # The webhooks review flows in every namespace, the other releases' teams' too: a release watching
+    # team-a only was refused every template read and approval check elsewhere, so every flow with a
+    # templateRef and every approval outside team-a was refused. It gets exactly the requests its
+    # reviews send (read from the code), cluster-wide, and nothing else.
+    needed = {p.key for p in webhook_permissions()}
+    assert ("authorization.k8s.io", "localsubjectaccessreviews", "create") in needed
+    docs = render(helm, tmp_path, {"watchNamespaces": ["team-a"]})
+    assert cluster_wide(docs) == needed | {CLUSTER_TEMPLATES_GET}
+    bound = {b["roleRef"]["name"] for b in find_all(docs, "RoleBinding")}
+    assert "zen-flow-controller-webhook" not in bound
+    without_cluster_templates = render(
+        helm, tmp_path, {"watchNamespaces": ["team-a"], "rbac": {"clusterTemplates": False}}
+    )
+    assert cluster_wide(without_cluster_templates) == needed - {CLUSTER_TEMPLATES_GET}
+    # Watching every namespace, the controller's ClusterRoleBinding holds them already: no other grant.
+    (binding,) = find_all(render(helm, tmp_path), "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "zen-flow-controller"
 
 
 def test_rbac_cluster_templates_false_leaves_out_every_grant_on_cluster_templates(
     helm: str, tmp_path: Path
 ) -> None:
     # The one cluster-wide binding of a watchNamespaces install, and the rule in the ClusterRole, go.
-    scoped = render(helm, tmp_path, {"watchNamespaces": ["team-a"], "rbac": {"clusterTemplates": False}})
+    values = {
+        "watchNamespaces": ["team-a"],
+        "rbac": {"clusterTemplates": False},
+        "webhook": {"enabled": False},
+    }
+    scoped = render(helm, tmp_path, values)
     assert not find_all(scoped, "ClusterRoleBinding")
     assert [r["metadata"]["name"] for r in find_all(scoped, "ClusterRole")] == ["zen-flow-controller"]
     for docs in (scoped, render(helm, tmp_path, {"rbac": {"clusterTemplates": False}})):

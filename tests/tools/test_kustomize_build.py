@@ -16,6 +16,7 @@ from deploy_manifests import CONFIG, find, objects, settings_of
 from zen_flow.config import split_addr
 from zen_flow_dev.cluster import find_kubectl
 from zen_flow_dev.testing.kubectl import kustomize_with_components
+from zen_flow_dev.testing.rbac import granted, webhook_permissions
 
 SETTINGS = settings_of(find(objects("manager"), "Deployment", "zen-flow-controller"))
 
@@ -45,18 +46,24 @@ def _kustomize_overlay(tmp_path: Path, components: list[str]) -> list[dict[str, 
 
 def test_the_namespaced_rbac_component_binds_only_the_watched_namespaces(tmp_path: Path) -> None:
     docs = _kustomize_overlay(tmp_path, ["namespaced-rbac"])
-    # One cluster-wide binding, of one grant: reading ClusterJobFlowTemplates (no RoleBinding can).
-    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
-    assert binding["roleRef"]["name"] == "zen-flow-controller-cluster-templates"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "zen-flow-controller", "namespace": "zen-flow-system"}
+    # Two cluster-wide bindings: reading ClusterJobFlowTemplates (no RoleBinding can), and what the
+    # webhooks' reviews send (read from the code: they review flows in every namespace). Nothing else.
+    cluster_bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert sorted(b["roleRef"]["name"] for b in cluster_bindings) == [
+        "zen-flow-controller-cluster-templates",
+        "zen-flow-controller-webhook",
     ]
-    (role,) = [
-        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == binding["roleRef"]["name"]
-    ]
-    assert role["rules"] == [
+    for binding in cluster_bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "zen-flow-controller", "namespace": "zen-flow-system"}
+        ]
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    assert roles["zen-flow-controller-cluster-templates"]["rules"] == [
         {"apiGroups": ["workflow.kube-zen.io"], "resources": ["clusterjobflowtemplates"], "verbs": ["get"]}
     ]
+    assert granted(roles["zen-flow-controller-webhook"]["rules"]) == {
+        p.key for p in webhook_permissions() if p.resource != "clusterjobflowtemplates"
+    }
     bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"]
     assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings] == [
         ("team-a", "zen-flow-controller")

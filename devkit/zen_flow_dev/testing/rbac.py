@@ -60,6 +60,23 @@ def required_permissions() -> frozenset[Permission]:
     return frozenset(found.values())
 
 
+def webhook_permissions() -> frozenset[Permission]:
+    """Every (group, resource, verb) an admission review sends: the requests of the `zen_flow.kube`
+    modules `zen_flow.controller.replica_servers.webhook_server` hands the webhook server (its only API
+    clients). A release that serves the webhooks needs these in every namespace the webhooks review."""
+    from zen_flow.controller import replica_servers
+
+    tree = ast.parse(inspect.getsource(replica_servers.webhook_server))
+    imported = (node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom))
+    names = sorted({name for name in imported if name is not None and name.startswith("zen_flow.kube.")})
+    assert names, "webhook_server hands the webhooks no API client"
+    found: dict[tuple[str, str, str], Permission] = {}
+    for name in names:
+        for perm in _scan(importlib.import_module(name)):
+            found.setdefault(perm.key, perm)
+    return frozenset(found.values())
+
+
 def _implied_permissions() -> Iterator[Permission]:
     """Permissions no request names: the apiserver checks them on a request for another resource."""
     from zen_flow.planner.jobs import owner_reference
