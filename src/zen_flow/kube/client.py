@@ -3,8 +3,7 @@
 Every request goes through `KubeClient.request` or `KubeClient.stream`, which
 
 - wait for a token from a client-side token bucket (QPS/burst, like client-go's `rest.Config`);
-- always carry a client-side timeout, so a half-open TCP connection cannot hang a call forever
-  (craft.md §2.2);
+- always carry a client-side timeout, so a half-open TCP connection cannot hang a call (craft.md §2.2);
 - use one aiohttp session directly, with `trust_env=False`: the proxy is decided once when the config is
   loaded (`zen_flow.kube.config`), where aiohttp would re-read the proxy environment and ~/.netrc in a
   thread for every request (31 % of the controller's CPU, docs/BENCHMARKS.md). Bodies are raw JSON with
