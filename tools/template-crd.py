@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from zen_flow.api.jobflow import FLOWS_OWN  # `zen-flow validate` reads the same (validation/unknown_keys.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_CRD = ROOT / "config" / "crd" / "jobflows.workflow.kube-zen.io.yaml"
 TEMPLATE_CRDS = (
@@ -22,7 +24,6 @@ TEMPLATE_CRDS = (
 )
 SPEC_PROPERTIES = " " * 14 + "properties:\n"  # the `properties:` of openAPIV3Schema.properties.spec
 PROPERTY = " " * 16  # the indentation of a spec property's name
-FLOWS_OWN = {"suspend", "templateRef"}
 
 
 def _properties_of_spec(lines: list[str], spec_line: int) -> tuple[int, int]:

@@ -156,3 +156,17 @@ def test_submit_asks_the_apiserver_for_strict_field_validation(
     code, _, _ = zen_flow(capsys, "submit", str(path))
     assert code == 0
     assert queries == [[("fieldValidation", "Strict")]]
+
+
+@pytest.mark.parametrize(
+    "example", ["examples/templates/build-and-test.yaml", "examples/cluster-templates/1-image-scan.yaml"]
+)
+def test_validate_names_a_flows_own_key_in_a_template(tmp_path: Path, example: str) -> None:
+    # A template's CRD has no `suspend` or `templateRef` (a JobFlow's own): the apiserver would prune them.
+    template = yaml.safe_load((REPO / example).read_text())
+    template["spec"]["suspend"] = True
+    path = tmp_path / "template.yaml"
+    path.write_text(yaml.safe_dump(template))
+    code, lines, _ = validated(path)
+    assert code == 2
+    assert [line.split(": ")[1] for line in lines if "unknown field" in line] == ["spec.suspend"]

@@ -87,3 +87,27 @@ def test_a_stored_unknown_key_does_not_refuse_an_update_that_keeps_the_spec() ->
     relabelled = copy.deepcopy(stored)
     relabelled["metadata"]["labels"] = {"team": "data"}
     assert review(relabelled, "UPDATE", old=stored)["allowed"] is True
+
+
+def test_suspending_a_cron_stored_with_an_unknown_key_is_allowed() -> None:
+    # `zen-flow cron suspend` patches spec.suspend: the emergency stop must not fail on a key that did no
+    # harm (stored before this check, or a newer release's field after a rollback).
+    stored = cron(timeoutSecond=60)
+    for edit in ("suspend", "parallelism"):
+        changed = copy.deepcopy(stored)
+        if edit == "suspend":
+            changed["spec"]["suspend"] = True
+        else:  # an edit elsewhere in the run template keeps the old key too
+            changed["spec"]["jobFlowTemplate"]["spec"]["steps"][0]["timeoutSecond"] = 120
+            changed["spec"]["jobFlowTemplate"]["spec"]["steps"].append({"name": "b", "template": JOB})
+        assert review(changed, "UPDATE", old=stored)["allowed"] is True, edit
+
+
+def test_an_update_adding_an_unknown_key_is_refused_though_another_was_stored() -> None:
+    stored = cron(timeoutSecond=60)
+    changed = copy.deepcopy(stored)
+    changed["spec"]["suspend"] = True
+    changed["spec"]["jobFlowTemplate"]["spec"]["steps"][0]["retrys"] = 2
+    response = review(changed, "UPDATE", old=stored)
+    assert response["allowed"] is False
+    assert set(causes(response)) == {"spec.jobFlowTemplate.spec.steps[0].retrys"}

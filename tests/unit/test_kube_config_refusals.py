@@ -126,3 +126,32 @@ async def test_a_client_key_of_another_certificate_is_named(tmp_path: Path) -> N
     mismatch = "user 'u': client-key-data is not the key of client-certificate-data"
     with pytest.raises(KubeError, match=mismatch):
         await load_config(path)
+
+
+LABEL = "# NetLock Arany (Class Gold) Főtanúsítvány\n".encode()
+
+
+async def test_pem_files_with_non_ascii_comment_lines_are_read(tmp_path: Path) -> None:
+    # A system CA bundle labels its certificates in UTF-8, `openssl pkcs12` writes non-ASCII friendlyNames
+    # above a client certificate: both are read as kubectl (and `cafile=`) reads them.
+    ca = create_ca(tmp_path / "pki")
+    cert, key = issue_client_cert(ca, tmp_path / "pki", "bob")
+    bundle, client = tmp_path / "bundle.pem", tmp_path / "client.pem"
+    bundle.write_bytes(LABEL + ca.cert_path.read_bytes())
+    client.write_bytes(b"Bag Attributes\n    friendlyName: B\xc3\xb6b\n" + cert.read_bytes())
+    user = {"client-certificate": str(client), "client-key": str(key)}
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority": str(bundle)}
+    config = await load_config(write(tmp_path / "kc", cluster=cluster, user=user))
+    assert config.ssl_context is not None
+    assert len(config.ssl_context.get_ca_certs()) == 1
+
+
+async def test_a_pem_file_of_only_a_non_ascii_comment_is_named(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(LABEL)
+    cluster = {"server": "https://127.0.0.1:6443", "certificate-authority": str(bundle)}
+    path = write(tmp_path / "kc", cluster=cluster, user={"token": "t"})
+    with pytest.raises(
+        KubeError, match=f"cluster 'c': certificate-authority {bundle} holds no PEM certificate"
+    ):
+        await load_config(path)

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zen_flow.api import JobFlow, JobFlowStatus
+from zen_flow.api.constants import StepPhase
+from zen_flow.core.matrix import effective_spec
 from zen_flow.planner import CreateJob, as_job, plan
+from zen_flow.planner.child_outputs import child_document
+from zen_flow.planner.readiness import matrix_producer
+from zen_flow.planner.steps import StepWork
 from zen_flow_dev.testing.flows import job_step, make_flow
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -133,3 +138,34 @@ def test_every_plain_step_reads_at_its_spec_index_wherever_matrices_are(
     parent = parent_reading(*(f"$.steps[{i}].name" for i in range(len(names))))
     got = values(outputs_after(parent, spec, status))
     assert [got[f"out{i}"] for i in range(len(names))] == names
+
+
+def matrix_child(phases: list[str]) -> JobFlow:
+    """A child of the matrix step `build` (one item per phase) then `publish`, its items in these phases."""
+    matrix = {"parameters": [{"name": "n", "values": [str(i) for i in range(len(phases))]}]}
+    body = {"apiVersion": "workflow.kube-zen.io/v1alpha1", "kind": "JobFlow", "metadata": {"name": "c"}}
+    spec = [produces("build", matrix=matrix), produces("publish", "build")]
+    items = [entry(f"build-{i}", str(i) if p == "Succeeded" else None, phase=p) for i, p in enumerate(phases)]
+    return succeeded_child(body, spec, [*items, entry("publish", None, phase="Pending")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([p.value for p in StepPhase]), min_size=1, max_size=4))
+def test_the_matrix_steps_phase_is_the_one_a_dependent_in_its_own_flow_reads(phases: list[str]) -> None:
+    # API.md: Failed when an item failed (an allowFailure item of a child that succeeded), an item's own
+    # phase while it has not ended. The child's reader and the flow's own (matrix_producer) must agree.
+    child = matrix_child(phases)
+    effective, _ = effective_spec(child.spec, child.status.steps)
+    specs = {s.name: s for s in effective.steps}
+    old = {s.name: s for s in child.status.steps}
+    names = effective.matrix_groups["build"]
+    works = {n: StepWork.load(specs[n], old.get(n)) for n in names}
+    expected = matrix_producer(names, works).phase
+    assert child_document(child)["steps"][0]["phase"] == expected
+
+
+def test_a_matrix_step_with_a_failed_item_reads_failed_and_one_still_running_reads_running() -> None:
+    assert child_document(matrix_child(["Succeeded", "Failed", "Skipped"]))["steps"][0]["phase"] == "Failed"
+    running = child_document(matrix_child(["Succeeded", "Running", "Failed"]))["steps"][0]["phase"]
+    assert running == "Running"
+    assert child_document(matrix_child(["Succeeded", "Skipped"]))["steps"][0]["phase"] == "Succeeded"

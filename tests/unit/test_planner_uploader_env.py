@@ -210,3 +210,38 @@ def test_any_env_gives_the_uploader_the_containers_expansion(
     assert expand(expression, kubelet_env(uploader, PROPERTY_WORLD)) == expand(
         expression, kubelet_env(container, PROPERTY_WORLD)
     )
+
+
+def test_the_uploaders_own_values_are_not_expanded_by_the_copied_variables() -> None:
+    # The kubelet expands `$(VAR)` in a value against the entries before it: the uploader's plan holds an
+    # output's key as the controller records it in status, `$(POD)` and all, and must reach it so.
+    step = producer(
+        {"env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}, "runs/$(POD)"
+    )
+    step["outputs"]["artifacts"][0]["s3"] = {**S3, "key": "logs/$(POD)/run.txt"}
+    main, uploader = built(step)
+    assert sub_path(uploader) == sub_path(main) == "runs/flow-a-pod"
+    [written] = [e["value"] for e in uploader["env"] if e["name"] == PLAN_ENV]
+    assert "logs/$(POD)/run.txt" in written
+    assert kubelet_env(uploader)[PLAN_ENV] == written
+
+
+@pytest.mark.parametrize(
+    "name", ["AWS_ENDPOINT_URL", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "PATH", "HOME", "PYTHONPATH"]
+)
+@pytest.mark.parametrize("through_another", [False, True])
+def test_a_subpathexpr_naming_a_variable_the_uploader_depends_on_fails_the_step(
+    name: str, through_another: bool
+) -> None:
+    # Copied into the uploader, it would change where it stores, as whom, or how it runs.
+    env = [{"name": name, "value": "x"}]
+    if through_another:
+        env.append({"name": "DIR", "value": f"d-$({name})"})
+    sim = Simulator(
+        make_flow([producer({"env": env}, "runs/$(DIR)" if through_another else f"$({name})")]), T0
+    )
+    sim.reconcile()
+    [status] = sim.flow.status.steps
+    assert status.phase == "Failed"
+    assert (status.message or "").startswith("cannot create Job: container main's volume mount subPathExpr")
+    assert f"names {name}, an env var zen-flow's artifact uploader depends on" in (status.message or "")

@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from zen_flow.api import constants
+from zen_flow.api.jobflow import FLOWS_OWN
 from zen_flow.validation.flow_template import validate_clusterjobflowtemplate, validate_jobflowtemplate
 from zen_flow.validation.limits import MAX_FLOW_NAME
+from zen_flow.validation.unknown_keys import document_unknown_keys
 from zen_flow_dev.testing.flows import job_step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,10 +81,22 @@ def test_names_match_the_api_constants(
 @pytest.mark.parametrize("name", CRD_NAMES)
 def test_the_spec_schema_is_the_jobflows_without_the_flows_own_fields(name: str) -> None:
     spec = schema(name)["properties"]["spec"]
-    assert set(spec["properties"]) == set(FLOW_SPEC["properties"]) - {"suspend", "templateRef"}
+    assert set(spec["properties"]) == set(FLOW_SPEC["properties"]) - FLOWS_OWN
     for prop, prop_schema in spec["properties"].items():
         assert prop_schema == FLOW_SPEC["properties"][prop], f"spec.{prop} differs from the JobFlow CRD's"
     assert spec["required"] == ["steps"]
+
+
+@pytest.mark.parametrize(("name", "kind"), [pytest.param(p.values[0], p.values[1], id=p.id) for p in KINDS])
+def test_zen_flow_validate_knows_each_kinds_spec_keys_as_its_crd_does(name: str, kind: str) -> None:
+    # `zen-flow validate` names a key the apiserver would prune: every top-level key of the CRD's spec is
+    # known, and every other one (a JobFlow's own `suspend`, `templateRef`) named unknown.
+    flow_keys = set(FLOW_SPEC["properties"])
+    crd_keys = set(schema(name)["properties"]["spec"]["properties"])
+    doc = {"kind": kind, "spec": dict.fromkeys(flow_keys, None)}
+    unknown = {found.path for found in document_unknown_keys(doc)}
+    assert unknown == {f"spec.{key}" for key in flow_keys - crd_keys} != set()
+    assert document_unknown_keys({"kind": constants.KIND, "spec": dict.fromkeys(flow_keys, None)}) == []
 
 
 @pytest.mark.parametrize("name", CRD_NAMES)

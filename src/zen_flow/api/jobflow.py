@@ -350,6 +350,11 @@ class Arguments(SpecModel):
     parameters: tuple[ArgumentParameter, ...] = ()
 
 
+# The spec fields that are a JobFlow's own, not its definition's: a JobFlowTemplate's and a
+# ClusterJobFlowTemplate's spec (their CRDs: tools/template-crd.py) has all the others and not these.
+FLOWS_OWN = frozenset({"suspend", "templateRef"})
+
+
 class JobFlowSpec(SpecModel):
     arguments: Arguments | None = None
     # Where output artifacts without `s3` of their own are stored (planner/artifacts.py); None: nowhere.

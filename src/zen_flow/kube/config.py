@@ -220,8 +220,8 @@ def _ssl_context(cluster: Mapping[str, Any], base: Path, owner: str) -> ssl.SSLC
     else:
         return ssl.create_default_context()  # the system trust store
     try:
-        return ssl.create_default_context(cadata=pem.decode("ascii"))
-    except (UnicodeDecodeError, ssl.SSLError) as err:  # ssl's words name neither the field nor its owner
+        return ssl.create_default_context(cadata=_pem_text(pem))
+    except (ValueError, ssl.SSLError) as err:  # ssl's words name neither the field nor its owner
         raise ValueError(f"{owner}: {what} holds no PEM certificate ({_ssl_words(err)})") from None
 
 
@@ -234,8 +234,8 @@ def _load_client_cert(context: ssl.SSLContext, user: Mapping[str, Any], base: Pa
         raise ValueError("client-certificate and client-key must be given together")
     (cert_pem, cert_field), (key_pem, key_field) = cert, key
     try:  # the certificate alone first: ssl's one error for the pair names neither
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert_pem.decode("ascii"))
-    except (UnicodeDecodeError, ssl.SSLError) as err:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=_pem_text(cert_pem))
+    except (ValueError, ssl.SSLError) as err:
         raise ValueError(f"{owner}: {cert_field} holds no PEM certificate ({_ssl_words(err)})") from None
     try:
         load_cert_chain(context, cert_pem, key_pem)
@@ -243,6 +243,17 @@ def _load_client_cert(context: ssl.SSLContext, user: Mapping[str, Any], base: Pa
         if err.reason == "KEY_VALUES_MISMATCH":
             raise ValueError(f"{owner}: {key_field} is not the key of {cert_field}") from None
         raise ValueError(f"{owner}: {key_field} holds no PEM private key ({_ssl_words(err)})") from None
+
+
+def _pem_text(pem: bytes) -> str:
+    """`pem` as ssl's `cadata` takes it (ASCII text only), without the lines holding other bytes: outside
+    a PEM block such a line is a comment that a file given as `cafile` was read with (a system CA bundle's
+    UTF-8 label, `# ... Főtanúsítvány`; `openssl pkcs12`'s friendlyName), inside one its block is left
+    broken and ssl refuses it."""
+    text = "".join(line.decode("ascii") for line in pem.splitlines(keepends=True) if line.isascii())
+    if not text.strip():  # ssl takes an empty `cadata` as no certificates, without a word
+        raise ValueError("no PEM text")
+    return text
 
 
 def _ssl_words(err: Exception) -> str:

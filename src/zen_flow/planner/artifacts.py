@@ -328,8 +328,10 @@ def add_transfers(
             options,
         )
         uploader["volumeMounts"] += uploader_mounts
-        # A mount's subPathExpr must expand in the uploader as in the container it was copied from.
-        uploader["env"][:0] = uploader_env(expressions, (e["name"] for e in uploader["env"]))
+        # A mount's subPathExpr must expand in the uploader as in the container it was copied from. After
+        # the uploader's own entries: the kubelet expands `$(VAR)` in a value against the entries before
+        # it, and the plan's keys must stay the literal text the controller records.
+        uploader["env"] += uploader_env(expressions, (e["name"] for e in uploader["env"]))
         uploader["restartPolicy"] = "Always"
         # The step's containers start only once the uploader listens for SIGTERM (runner.run_upload).
         uploader["startupProbe"] = {

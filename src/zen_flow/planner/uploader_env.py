@@ -17,8 +17,15 @@ the step's container defines them:
   source holding a key wins, and an optional key that is absent sets nothing, as `envFrom` does.
 
 Only what the expression needs is copied: the whole env could hold `AWS_*` variables or proxies that
-would change where the uploader's S3 client goes. The controller reads no ConfigMap or Secret (decision
-11), hence one entry per candidate source rather than the one source that holds the key.
+would change where the uploader's S3 client goes. For the same reason an expression naming one of those
+(or `PATH`, `HOME`, `PYTHON*`, ... which the uploader's process depends on), itself or through a value
+referring to it, fails the step as a name the uploader sets does. The entries are placed after the
+uploader's own (planner/artifacts.py): the kubelet expands `$(VAR)` in a value against the entries before
+it, so the uploader's plan (an output's `s3.key` holding `$(POD_NAME)`) stays the literal text the
+controller records, while `subPathExpr` is expanded from the container's whole env.
+
+The controller reads no ConfigMap or Secret (decision 11), hence one entry per candidate source rather
+than the one source that holds the key.
 """
 
 from __future__ import annotations
@@ -27,6 +34,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from zen_flow.planner.jobs import JobBuildError
+
+# What the uploader's process and its S3 client read from the env besides its own ZF_* settings: where it
+# connects and as whom (AWS_*, proxies, CA files), and how it runs (PATH, HOME, Python's, the loader's).
+_DEPENDED_ON = frozenset(
+    {"PATH", "HOME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+)
+_DEPENDED_ON_PROXIES = frozenset({"http_proxy", "https_proxy", "no_proxy", "all_proxy"})  # any case
+_DEPENDED_ON_PREFIXES = ("AWS_", "PYTHON", "LD_")
+
+
+def depended_on(name: str) -> bool:
+    """Whether the uploader depends on the env var `name`, so a copy from the step's container would
+    change where it stores, as whom, or how it runs."""
+    return (
+        name in _DEPENDED_ON
+        or name.lower() in _DEPENDED_ON_PROXIES
+        or name.upper().startswith(_DEPENDED_ON_PREFIXES)
+    )
 
 
 def references(text: str) -> list[str]:
@@ -68,6 +93,12 @@ def uploader_env(
             raise JobBuildError(
                 f"container {whose}'s volume mount subPathExpr {expression!r} names {', '.join(clash)}, "
                 "an env var zen-flow's artifact uploader sets itself: rename it"
+            )
+        if clash := sorted(n for n in needed if depended_on(n)):
+            raise JobBuildError(
+                f"container {whose}'s volume mount subPathExpr {expression!r} names {', '.join(clash)}, "
+                "an env var zen-flow's artifact uploader depends on (where it stores, as whom, how it "
+                "runs): use another variable"
             )
         new: set[str] = set()
         for name in sorted(needed):

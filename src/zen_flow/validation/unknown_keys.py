@@ -23,9 +23,9 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from zen_flow.api.constants import CRON_KIND
+from zen_flow.api.constants import CLUSTER_TEMPLATE_KIND, CRON_KIND, TEMPLATE_KIND
 from zen_flow.api.cronjobflow import CronJobFlowSpec
-from zen_flow.api.jobflow import JobFlowSpec
+from zen_flow.api.jobflow import FLOWS_OWN, JobFlowSpec
 
 TEMPLATE_SPEC = "spec.jobFlowTemplate.spec"
 
@@ -39,17 +39,23 @@ class UnknownKey:
     respelt: bool = False
 
 
-def unknown_keys(model: type[BaseModel], value: Any, root: str = "spec") -> list[UnknownKey]:
-    """Every key of `value` (a raw `model`), at any depth, that the schema does not have, as its path."""
+def unknown_keys(
+    model: type[BaseModel], value: Any, root: str = "spec", without: frozenset[str] = frozenset()
+) -> list[UnknownKey]:
+    """Every key of `value` (a raw `model`, less its top-level fields in `without`), at any depth, that the
+    schema does not have, as its path."""
     found: list[UnknownKey] = []
-    _walk(model, value, root, found)
+    _walk(model, value, root, found, without)
     return found
 
 
 def document_unknown_keys(doc: Mapping[str, Any]) -> list[UnknownKey]:
     """`unknown_keys` of a JobFlow's spec, a CronJobFlow's (its run template's spec too), or a
-    JobFlowTemplate's or ClusterJobFlowTemplate's (a JobFlow's spec)."""
+    JobFlowTemplate's or ClusterJobFlowTemplate's (a JobFlow's spec without the flow's own `suspend` and
+    `templateRef`, which their CRDs do not have: the apiserver would prune them)."""
     spec = doc.get("spec")
+    if doc.get("kind") in (TEMPLATE_KIND, CLUSTER_TEMPLATE_KIND):
+        return unknown_keys(JobFlowSpec, spec, without=FLOWS_OWN)
     if doc.get("kind") != CRON_KIND:
         return unknown_keys(JobFlowSpec, spec)
     return unknown_keys(CronJobFlowSpec, spec) + run_template_unknown_keys(doc)
@@ -64,10 +70,18 @@ def run_template_unknown_keys(cron: Mapping[str, Any]) -> list[UnknownKey]:
     return unknown_keys(JobFlowSpec, template.get("spec"), TEMPLATE_SPEC)
 
 
-def _walk(model: type[BaseModel], value: Any, path: str, found: list[UnknownKey]) -> None:
+def _walk(
+    model: type[BaseModel],
+    value: Any,
+    path: str,
+    found: list[UnknownKey],
+    without: frozenset[str] = frozenset(),
+) -> None:
     if not isinstance(value, dict):
         return  # absent, or of the wrong type: the rules name that
     fields = _wire_fields(model)
+    if without:
+        fields = {key: held for key, held in fields.items() if key not in without}
     for key, item in value.items():
         child = fields.get(key) if isinstance(key, str) else None
         if child is None:

@@ -10,7 +10,9 @@ A key the run template's spec does not have is refused here too (validation/unkn
 JobFlow the apiserver prunes such a key before any webhook sees it (kubectl's strict field validation
 refuses it by name), but the CRD keeps `jobFlowTemplate.spec` whole, so it was stored, and every run was
 created without it. The controller does not hold this against a CronJobFlow stored before (its runs go on
-as they did): only its next change of spec is refused until the key is mended.
+as they did), nor does an UPDATE: only a key the stored object did not already hold at that path is
+refused. Suspending a misbehaving schedule (`zen-flow cron suspend`) must not fail on a key that did no
+harm, nor must any other edit after a rollback to a release without a newer field.
 """
 
 from __future__ import annotations
@@ -33,17 +35,17 @@ _NO_SUCH_KEY = (
 
 
 def validate_cron_review(body: bytes) -> dict[str, Any]:
-    return review_whole(body, _validate, CRON_KIND)
+    return review_whole(body, validate_cronjobflow, CRON_KIND, run_template_errors)
 
 
-def _validate(cron: Mapping[str, Any]) -> list[FieldError]:
-    return validate_cronjobflow(cron) + run_template_errors(cron)
-
-
-def run_template_errors(cron: Mapping[str, Any]) -> list[FieldError]:
-    """An error per key of the CronJobFlow's run template spec that a JobFlow does not have."""
+def run_template_errors(cron: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[FieldError]:
+    """An error per key of the CronJobFlow's run template spec that a JobFlow does not have, but none
+    for a key `old` (the stored object of an UPDATE) held at the same path already."""
+    held = {found.path for found in run_template_unknown_keys(old)} if old is not None else set()
     errors = []
     for found in run_template_unknown_keys(cron):
+        if found.path in held:
+            continue
         if found.respelt:
             detail = f"unknown field: did you mean {found.meant}? (keys are camelCase): every run would be "
             detail += "created without it"

@@ -131,12 +131,16 @@ class Decisions:
 
 
 def review_whole(
-    body: bytes, validate: Callable[[Mapping[str, Any]], list[FieldError]], kind: str
+    body: bytes,
+    validate: Callable[[Mapping[str, Any]], list[FieldError]],
+    kind: str,
+    ratchet: Callable[[Mapping[str, Any], Mapping[str, Any] | None], list[FieldError]] | None = None,
 ) -> dict[str, Any]:
     """The validating review of a resource checked whole by `validate` (a CronJobFlow, a JobFlowTemplate),
     except an UPDATE that keeps the spec as stored: a rule added since it was accepted must not refuse a
-    label or a finalizer (ratcheting, as for JobFlows). A new spec that passes draws the warnings of the
-    flow spec it holds, as a JobFlow's does."""
+    label or a finalizer (ratcheting, as for JobFlows). `ratchet`, when given, adds the errors of a rule
+    that sees the stored object too (None on CREATE), so it can spare what that object already held. A
+    new spec that passes draws the warnings of the flow spec it holds, as a JobFlow's does."""
     request = parse_review(body)
     if request.sub_resource or request.operation not in ("CREATE", "UPDATE"):
         return allow(request.uid)
@@ -146,6 +150,9 @@ def review_whole(
     try:
         obj = request.object.decode()
         errors = validate(obj)
+        if ratchet is not None:
+            old = request.old_object.decode() if request.operation == "UPDATE" else None
+            errors += ratchet(obj, old if isinstance(old, Mapping) else None)
         warnings = [] if errors else list(_warnings(obj, spec))
     except Exception as exc:  # fail closed, with a message, never a 500 traceback
         return _internal(request, "validation", exc)
