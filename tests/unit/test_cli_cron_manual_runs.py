@@ -186,6 +186,23 @@ def test_resubmit_of_a_run_makes_a_flow_that_is_no_run_and_has_the_jobflow_defau
     assert cluster.writes[-1][2]["spec"]["executionPolicy"] == {"ttlSecondsAfterFinished": RUN_TTL_SECONDS}
 
 
+def test_resubmit_leaves_out_who_suspended_and_resumed_the_old_flow(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The webhook's record of the old flow, not the new one's: copied, it would read as forged.
+    report = add(cluster, cron_manifest())
+    run = a_run(report, NOW - timedelta(days=1), {"phase": "Failed"})
+    run["metadata"]["annotations"].update(
+        {
+            "workflow.kube-zen.io/suspend-requested-by": "bob",
+            "workflow.kube-zen.io/resume-requested-by": "carol",
+        }
+    )
+    add(cluster, run)
+    assert zen_flow(capsys, "resubmit", run["metadata"]["name"])[0] == 0
+    assert cluster.writes[-1][2]["metadata"]["annotations"] == {"owner": "data"}
+
+
 def test_resubmit_keeps_the_flows_controller_instance(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,9 @@ from zen_flow.api.constants import (
     ANNOTATION_APPROVED_BY_PREFIX,
     ANNOTATION_CORRELATION_ID,
     ANNOTATION_CREATED_BY,
+    ANNOTATION_RESUME_REQUESTED_BY,
     ANNOTATION_STOP,
+    ANNOTATION_SUSPEND_REQUESTED_BY,
     APPROVE_PREFIX,
     REJECT_PREFIX,
 )
@@ -196,6 +198,34 @@ def test_suspend_starts_nothing_new_but_lets_running_jobs_finish() -> None:
     assert [a.step for a in result.actions if isinstance(a, CreateJob)] == ["b"]
     assert sim.phase == "Running"
     assert "FlowResumed" in reasons(sim)
+
+
+def test_the_suspend_and_resume_events_name_who_asked() -> None:
+    # `kubectl describe jf` shows who suspended the flow and who resumed it (the webhook's record).
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.annotate(ANNOTATION_SUSPEND_REQUESTED_BY, "bob")
+    sim.set_suspend(True)
+    sim.reconcile()
+    [said] = [e.message for e in sim.last.events if e.reason == "FlowSuspended"]
+    assert said.endswith("(suspended by bob)"), said
+    sim.annotate(ANNOTATION_RESUME_REQUESTED_BY, "carol")
+    sim.set_suspend(False)
+    sim.reconcile()
+    assert [e.message for e in sim.last.events if e.reason == "FlowResumed"] == ["flow resumed by carol"]
+
+
+def test_a_suspension_nobody_is_recorded_for_says_no_name() -> None:
+    # Flows stored before the webhook recorded it (or without the webhook) say what they said before.
+    sim = Simulator(make_flow([job_step("a"), job_step("b", "a")]), T0)
+    sim.reconcile()
+    sim.set_suspend(True)
+    sim.reconcile()
+    [said] = [e.message for e in sim.last.events if e.reason == "FlowSuspended"]
+    assert "suspended by" not in said
+    sim.set_suspend(False)
+    sim.reconcile()
+    assert [e.message for e in sim.last.events if e.reason == "FlowResumed"] == ["flow resumed"]
 
 
 @pytest.mark.parametrize("end", ["last job", "stop", "gate timeout"])

@@ -232,6 +232,8 @@ def test_a_template_may_name_a_jobflowtemplate() -> None:
         ("annotations", "workflow.kube-zen.io/stop"),  # every run stopped as it starts
         ("annotations", "workflow.kube-zen.io/created-by"),
         ("annotations", "approved-by.workflow.kube-zen.io/gate"),
+        ("annotations", "workflow.kube-zen.io/suspend-requested-by"),  # the webhook's record, forged
+        ("annotations", "workflow.kube-zen.io/resume-requested-by"),
         ("labels", "workflow.kube-zen.io/cronjobflow"),
         ("labels", "workflow.kube-zen.io/template"),
         ("labels", "workflow.kube-zen.io/controller-instance"),  # a run goes where its CronJobFlow does

@@ -29,6 +29,8 @@ RETRY_STEPS = "workflow.kube-zen.io/retry-steps"
 RETRIED_BY = "workflow.kube-zen.io/retried-by"
 STOP = "workflow.kube-zen.io/stop"
 STOPPED_BY = "workflow.kube-zen.io/stopped-by"
+SUSPEND_BY = "workflow.kube-zen.io/suspend-requested-by"
+RESUME_BY = "workflow.kube-zen.io/resume-requested-by"
 
 
 def review(
@@ -469,6 +471,8 @@ def annotation_maps(draw: st.DrawFn) -> dict[str, str] | None:
             APPROVED_BY + "gate",
             APPROVE + "x",
             APPROVED_BY + "y",
+            SUSPEND_BY,
+            RESUME_BY,
             "other",
         ]
     )
@@ -497,7 +501,7 @@ def test_mutation_is_idempotent_and_audit_is_never_forged(
     result = once["metadata"].get("annotations", {})
     previous = (old_ann or {}) if operation == "UPDATE" else {}
     for key, value in result.items():
-        if key == CREATED_BY or key.startswith(APPROVED_BY):
+        if key in (CREATED_BY, SUSPEND_BY, RESUME_BY) or key.startswith(APPROVED_BY):
             # every audit value is the requesting user's or was already there before this request
             assert value == user or previous.get(key) == value
 
@@ -593,3 +597,55 @@ def test_an_update_that_keeps_the_spec_is_decided_as_on_the_whole_objects(
         expected = validate_update(request["oldObject"], request["object"])
         causes = response.get("status", {}).get("details", {}).get("causes", [])
         assert [c["field"] for c in causes] == [e.path for e in expected][:100]
+
+
+def suspended(flow: dict[str, Any], value: bool | None) -> dict[str, Any]:
+    out = copy.deepcopy(flow)
+    if value is None:
+        out["spec"].pop("suspend", None)
+    else:
+        out["spec"]["suspend"] = value
+    return out
+
+
+def test_suspend_and_resume_record_who_flipped_spec_suspend() -> None:
+    created = mutate(suspended(base_flow(), False), user="alice")
+    assert SUSPEND_BY not in created["metadata"]["annotations"]
+    held = mutate(suspended(created, True), "UPDATE", created, user="bob")
+    assert held["metadata"]["annotations"][SUSPEND_BY] == "bob"
+    assert RESUME_BY not in held["metadata"]["annotations"]
+    relabelled = copy.deepcopy(held)
+    relabelled["metadata"]["labels"] = {"x": "y"}
+    assert patch_of(mutate_review(review(relabelled, "UPDATE", held, user="eve"))) == []  # still bob's
+    resumed = mutate(suspended(held, None), "UPDATE", held, user="carol")  # removing the field resumes
+    annotations = resumed["metadata"]["annotations"]
+    assert (annotations[SUSPEND_BY], annotations[RESUME_BY]) == ("bob", "carol")  # the last of each
+    again = mutate(suspended(resumed, True), "UPDATE", resumed, user="dave")
+    assert (again["metadata"]["annotations"][SUSPEND_BY], again["metadata"]["annotations"][RESUME_BY]) == (
+        "dave",
+        "carol",
+    )
+
+
+def test_a_flow_created_suspended_records_its_creator_as_who_suspended_it() -> None:
+    flow = suspended(base_flow(), True)
+    flow["metadata"]["annotations"] = {SUSPEND_BY: "mallory", RESUME_BY: "mallory"}
+    annotations = mutate(flow, user="alice")["metadata"]["annotations"]
+    assert annotations.get(SUSPEND_BY) == "alice"
+    assert RESUME_BY not in annotations
+
+
+def test_suspend_audit_cannot_be_forged_nor_taken_for_the_parents_mark() -> None:
+    old = mutate(suspended(base_flow(), True), user="alice")
+    forged = copy.deepcopy(old)
+    forged["metadata"]["annotations"].update(
+        {SUSPEND_BY: "mallory", RESUME_BY: "mallory", "workflow.kube-zen.io/suspended-by-parent": "true"}
+    )
+    annotations = mutate(forged, "UPDATE", old, user="mallory")["metadata"]["annotations"]
+    assert annotations[SUSPEND_BY] == "alice"
+    assert RESUME_BY not in annotations
+    # The parent's mark is the controller's business, not an audit record: left as written.
+    assert annotations["workflow.kube-zen.io/suspended-by-parent"] == "true"
+    gone = copy.deepcopy(old)
+    del gone["metadata"]["annotations"][SUSPEND_BY]
+    assert mutate(gone, "UPDATE", old, user="mallory")["metadata"]["annotations"][SUSPEND_BY] == "alice"

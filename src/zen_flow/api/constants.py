@@ -91,6 +91,12 @@ ANNOTATION_STOP = f"{GROUP}/stop"
 # undo on resume; a child a user suspended stays suspended.
 ANNOTATION_SUSPENDED_BY_PARENT = f"{GROUP}/suspended-by-parent"
 ANNOTATION_STOPPED_BY = f"{GROUP}/stopped-by"
+# Who last suspended the flow (set spec.suspend true, or created it suspended) and who last resumed it
+# (set it false or removed it), written by the mutating webhook when spec.suspend flips: the last of
+# each is kept. Named apart from `suspended-by-parent` (a mark, not an audit record) so that no prefix
+# of one is the other.
+ANNOTATION_SUSPEND_REQUESTED_BY = f"{GROUP}/suspend-requested-by"
+ANNOTATION_RESUME_REQUESTED_BY = f"{GROUP}/resume-requested-by"
 # Asks for (or against) the flow's step logs in the flow archive, as --archive-logs allows
 # (planner/archive_logs.py); a Flow step's child flow carries its parent's (planner/children.py).
 ANNOTATION_ARCHIVE_LOGS = f"{GROUP}/archive-logs"

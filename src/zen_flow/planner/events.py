@@ -16,7 +16,7 @@ from zen_flow.planner.locks import lock_waiting
 from zen_flow.planner.pending_pods import PENDING_TIMEOUT_MARK
 from zen_flow.planner.pod_waits import benign, wait_key, wait_part
 from zen_flow.planner.progress import REASON_STALLED, stalled
-from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED
+from zen_flow.planner.status import REASON_DEADLINE, REASON_REPLACED, REASON_STOPPED, cut
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -133,7 +133,20 @@ def _queued(status: JobFlowStatus) -> bool:
     return any(c.type == ConditionType.QUEUED and c.status == "True" for c in status.conditions)
 
 
-def _flow_events(old: JobFlowStatus, new: JobFlowStatus, suspended: bool) -> list[EventSpec]:
+# A recorded user's name in an event is cut to this: the webhook writes whatever the apiserver's
+# authenticator said, and an event's message is read on one line.
+_USER_SAID = 253
+
+
+def _by(user: str | None, verb: str) -> str:
+    """`VERB by USER` ("suspended by bob") when the webhook recorded a user, else nothing."""
+    name = cut(user or "", _USER_SAID)
+    return f"{verb} by {name}" if name else ""
+
+
+def _flow_events(
+    old: JobFlowStatus, new: JobFlowStatus, suspended: bool, by: tuple[str | None, str | None]
+) -> list[EventSpec]:
     out: list[EventSpec] = []
     message = new.message or ""
     if old.start_time is None and new.start_time is not None:
@@ -150,9 +163,12 @@ def _flow_events(old: JobFlowStatus, new: JobFlowStatus, suspended: bool) -> lis
     if old.phase == FlowPhase.SUSPENDED and new.phase != FlowPhase.SUSPENDED and not suspended:
         # Only a resume (spec.suspend false again): a flow that ends while suspended (its last Job, a
         # stop, a timeout) says how it ended, not that it resumed.
-        out.append(EventSpec(NORMAL, "FlowResumed", "flow resumed"))
+        resumer = _by(by[1], "resumed")
+        out.append(EventSpec(NORMAL, "FlowResumed", f"flow {resumer}" if resumer else "flow resumed"))
     if new.phase == FlowPhase.SUSPENDED:
-        out.append(EventSpec(NORMAL, "FlowSuspended", message or "flow suspended"))
+        suspender = _by(by[0], "suspended")
+        said = message or "flow suspended"
+        out.append(EventSpec(NORMAL, "FlowSuspended", f"{said} ({suspender})" if suspender else said))
     elif new.phase == FlowPhase.PAUSED:
         out.append(EventSpec(NORMAL, "FlowPaused", message))
     elif new.phase == FlowPhase.SUCCEEDED:
@@ -186,10 +202,12 @@ def derive_events(
     tolerated: Collection[str] = (),
     *,
     suspended: bool = False,
+    by: tuple[str | None, str | None] = (None, None),
 ) -> tuple[EventSpec, ...]:
     """Step events in status order, then flow events; `tolerated`: the steps whose failure in `new`
     allowFailure tolerates (planner.tolerance, which the caller asks: it reads the stop's marks);
-    `suspended`: the flow's spec.suspend (a flow leaving Suspended with it set did not resume)."""
+    `suspended`: the flow's spec.suspend (a flow leaving Suspended with it set did not resume); `by`:
+    who last suspended it and who last resumed it, as the webhook recorded them (named in the events)."""
     if old is new:
         return ()
     previous = {s.name: s for s in old.steps}
@@ -200,5 +218,5 @@ def derive_events(
             continue
         allowed = step.name in tolerated
         out.extend(_step_events(before, step, specs.get(step.name), allowed=allowed))
-    out.extend(_flow_events(old, new, suspended))
+    out.extend(_flow_events(old, new, suspended, by))
     return tuple(out)

@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from zen_flow.api.constants import FlowPhase
+from zen_flow.api.constants import (
+    ANNOTATION_RESUME_REQUESTED_BY,
+    ANNOTATION_SUSPEND_REQUESTED_BY,
+    FlowPhase,
+)
 from zen_flow.api.flow_status import Audit, JobFlowStatus, StepStatus
 from zen_flow.api.jobflow import JobFlow
 from zen_flow.planner.actions import CreateResource, EventSpec
@@ -77,7 +81,9 @@ def outcome(
     specs = shape_of(flow).specs
     # Every plan of a flow comes here, most with nothing new to tell: the steps are read only then.
     tolerated = tolerated_steps(status, specs) if status is not old else frozenset()
-    events = derive_events(old, status, specs, tolerated, suspended=bool(flow.spec.suspend))
+    annotations = flow.metadata.annotations
+    by = (annotations.get(ANNOTATION_SUSPEND_REQUESTED_BY), annotations.get(ANNOTATION_RESUME_REQUESTED_BY))
+    events = derive_events(old, status, specs, tolerated, suspended=bool(flow.spec.suspend), by=by)
     if creating:
         events += (EventSpec(NORMAL, REASON_RESOURCES_CREATED, cut(describe(creating), 1024)),)
     # Said when it starts, or when it starts to wait for its own locks: the older flows stop then

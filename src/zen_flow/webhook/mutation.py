@@ -7,7 +7,9 @@
    approve./reject. annotation, and `workflow.kube-zen.io/retried-by` the user who set or changed the
    rerun request `workflow.kube-zen.io/retry`, and `workflow.kube-zen.io/stopped-by` the user who set the
    stop request `workflow.kube-zen.io/stop`, and `values-by.workflow.kube-zen.io/<step>` the user who set
-   or changed the values supplied at that gate (`values.workflow.kube-zen.io/<step>`). Any other value a
+   or changed the values supplied at that gate (`values.workflow.kube-zen.io/<step>`), and
+   `suspend-requested-by`/`resume-requested-by` the user who last flipped `spec.suspend` to true (or
+   created the flow suspended) / to false or absent (`_suspension`). Any other value a
    user writes into these keys is put back (UPDATE) or dropped (CREATE): the controller copies them into
    status.audit, so they must be trustworthy.
    So is `decision-message.workflow.kube-zen.io/<step>`, recorded beside the approver's name: it is kept
@@ -19,9 +21,9 @@
    is who set or changed its reject annotation (`_tally`).
 
 Every function is idempotent: run on its own output it returns no operations (the apiserver may
-re-invoke mutating webhooks). They read the metadata and `spec.executionPolicy`, nothing else of the spec
-(`SPEC_READ`), but for a request that takes a decision, whose steps say which gates are tallied: the
-webhook decodes no more of a 500-step spec than that.
+re-invoke mutating webhooks). They read the metadata, `spec.executionPolicy` and `spec.suspend`, nothing
+else of the spec (`SPEC_READ`), but for a request that takes a decision, whose steps say which gates are
+tallied: the webhook decodes no more of a 500-step spec than that.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from zen_flow.api.constants import (
     ANNOTATION_CREATED_BY,
     ANNOTATION_DECISION_MESSAGE_PREFIX,
     ANNOTATION_REJECTED_BY_PREFIX,
+    ANNOTATION_RESUME_REQUESTED_BY,
     ANNOTATION_RETRIED_BY,
     ANNOTATION_RETRY,
     ANNOTATION_RETRY_STEPS,
     ANNOTATION_STOP,
     ANNOTATION_STOPPED_BY,
+    ANNOTATION_SUSPEND_REQUESTED_BY,
     ANNOTATION_VALUES_BY_PREFIX,
     APPROVE_PREFIX,
     DEFAULT_BACKOFF_LIMIT,
@@ -171,6 +175,7 @@ def desired_audit(
         want[ANNOTATION_STOPPED_BY] = username or None
     else:
         want[ANNOTATION_STOPPED_BY] = old_ann.get(ANNOTATION_STOPPED_BY)
+    want.update(_suspension(obj, old if operation == "UPDATE" else None, old_ann, username))
     for key in new_ann.keys() | old_ann.keys():
         if key.startswith(
             (ANNOTATION_APPROVED_BY_PREFIX, ANNOTATION_REJECTED_BY_PREFIX, ANNOTATION_VALUES_BY_PREFIX)
@@ -201,6 +206,28 @@ def desired_audit(
             # already, one past the count, a reject value that rejects nothing): not the words of the
             # user the controller audits for it (the last one recorded, or the rejecter).
             want[key] = None
+    return want
+
+
+def _suspended(obj: Mapping[str, Any] | None) -> bool:
+    spec = obj.get("spec") if isinstance(obj, Mapping) else None
+    return isinstance(spec, Mapping) and spec.get("suspend") is True
+
+
+def _suspension(
+    obj: Mapping[str, Any], old: Mapping[str, Any] | None, old_ann: Mapping[str, str], user: str
+) -> dict[str, str | None]:
+    """Who suspended and who resumed the flow: the request's user for the way spec.suspend flips (a
+    CREATE flips it from "not suspended"), the recorded one for the other way and for a request that
+    flips nothing. Removing the field resumes, as the controller reads it."""
+    want: dict[str, str | None] = {
+        ANNOTATION_SUSPEND_REQUESTED_BY: old_ann.get(ANNOTATION_SUSPEND_REQUESTED_BY),
+        ANNOTATION_RESUME_REQUESTED_BY: old_ann.get(ANNOTATION_RESUME_REQUESTED_BY),
+    }
+    now, before = _suspended(obj), _suspended(old)
+    if now != before:
+        flipped = ANNOTATION_SUSPEND_REQUESTED_BY if now else ANNOTATION_RESUME_REQUESTED_BY
+        want[flipped] = user or None
     return want
 
 
@@ -277,7 +304,7 @@ def audit_ops(
 
 # The spec members mutation reads; the webhook decodes only these (zen_flow.webhook.review), and the
 # steps only for a request that changes a decision (`tallied_steps`).
-SPEC_READ = ("executionPolicy",)
+SPEC_READ = ("executionPolicy", "suspend")
 SPEC_READ_DECIDING = (*SPEC_READ, "steps")
 
 
