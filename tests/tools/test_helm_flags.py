@@ -224,13 +224,13 @@ def test_archive_logs_takes_the_controllers_modes_and_pods_log_is_granted_only_w
         docs = render(helm, tmp_path, {"archive": {**store, "logs": logs}})
         args = container(deployment(docs))["args"]
         assert [a for a in args if a.startswith("--archive-logs=")] == ([flag] if flag else [])
-        rules = find(docs, "ClusterRole")["rules"]
+        rules = find(docs, "ClusterRole", "zen-flow-controller")["rules"]
         assert rules_allow(rules, "", "pods/log", "get") == (flag is not None), logs
         if flag:
             assert rules == full  # the same rules as config/rbac
     # Without an archive no log is read, whatever archive.logs says: no flag, no pods/log.
     docs = render(helm, tmp_path, {"archive": {"logs": "on"}})
-    assert not rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get")
+    assert not rules_allow(find(docs, "ClusterRole", "zen-flow-controller")["rules"], "", "pods/log", "get")
     with pytest.raises(RenderError, match=r"archive\.logs must be off, on, opt-in or opt-out"):
         render(helm, tmp_path, {"archive": {**store, "logs": "sometimes"}})
     # archive.logs off but the controller told to read logs all the same (extraArgs, extraEnv): granted.
@@ -239,6 +239,8 @@ def test_archive_logs_takes_the_controllers_modes_and_pods_log_is_granted_only_w
         {"extraEnv": [{"name": "ZEN_FLOW_ARCHIVE_LOGS", "value": "opt-in"}]},
     ):
         docs = render(helm, tmp_path, {"archive": {**store, "logs": "off"}, "controller": controller})
-        assert rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get"), controller
+        assert rules_allow(
+            find(docs, "ClusterRole", "zen-flow-controller")["rules"], "", "pods/log", "get"
+        ), controller
     docs = render(helm, tmp_path, {"archive": store, "controller": {"extraArgs": ["--archive-logs=off"]}})
-    assert not rules_allow(find(docs, "ClusterRole")["rules"], "", "pods/log", "get")
+    assert not rules_allow(find(docs, "ClusterRole", "zen-flow-controller")["rules"], "", "pods/log", "get")

@@ -31,7 +31,7 @@ def test_default_release_renders_the_objects_of_config_default(helm: str, tmp_pa
         assert doc["metadata"]["name"], doc
     config = [
         d
-        for d in objects("crd", "rbac", "manager", "webhook")
+        for d in objects("crd", "rbac", "user-roles", "manager", "webhook")
         # Helm installs into the release namespace (--create-namespace); the VPA is opt-in.
         if d["kind"] not in ("Namespace", "VerticalPodAutoscaler")
     ]
@@ -69,10 +69,14 @@ def test_default_rbac_and_webhooks_equal_config(helm: str, tmp_path: Path) -> No
     docs = render(helm, tmp_path)
     config = objects("rbac", "webhook")
     for kind in ("ClusterRole", "Role"):
-        ours = find(config, kind)["rules"]
+        mine = find(config, kind)
         # The chart grants pods/log only with archive.logs on (config/rbac keeps it, saying so).
-        ours = [r for r in ours if r["resources"] != ["pods/log"]]
-        assert find(docs, kind)["rules"] == ours, kind
+        ours = [r for r in mine["rules"] if r["resources"] != ["pods/log"]]
+        assert find(docs, kind, mine["metadata"]["name"])["rules"] == ours, kind
+    for role in objects("user-roles"):  # view, edit and admin get the same grants from either
+        chart_role = find(docs, "ClusterRole", role["metadata"]["name"])
+        assert chart_role["rules"] == role["rules"]
+        assert chart_role["metadata"]["labels"].items() >= role["metadata"]["labels"].items()
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         chart, ours = find(docs, kind), find(config, kind)
         assert chart["webhooks"] == ours["webhooks"], kind

@@ -118,6 +118,27 @@ def test_the_release_serving_the_webhooks_reads_what_a_review_reads_in_every_nam
     assert binding["roleRef"]["name"] == "zen-flow-controller"
 
 
+def test_users_built_in_roles_get_the_flows_unless_turned_off(helm: str, tmp_path: Path) -> None:
+    # Whoever holds view, edit or admin in a namespace reads (view) or also writes the flows there, as
+    # Jobs; `zen-flow stop/suspend/retry` patch the flow; only admin decides a gate (verb approve).
+    docs = render(helm, tmp_path, release="flows")
+    workflow = "workflow.kube-zen.io"
+    for role in ("view", "edit", "admin"):
+        found = find(docs, "ClusterRole", f"flows-zen-flow-aggregate-to-{role}")
+        assert found["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{role}"] == "true"
+        rules = found["rules"]
+        for kind in ("jobflows", "cronjobflows", "jobflowtemplates"):
+            assert rules_allow(rules, workflow, kind, "list")
+            for verb in ("create", "patch", "delete"):
+                assert rules_allow(rules, workflow, kind, verb) == (role != "view"), (role, kind, verb)
+        assert rules_allow(rules, workflow, "jobflows", "approve") == (role == "admin"), role
+        assert rules_allow(rules, workflow, "clusterjobflowtemplates", "get") == (role == "view"), role
+        assert not rules_allow(rules, workflow, "jobflows/status", "patch"), role  # the controller's
+    for values in ({"rbac": {"aggregateToDefaultRoles": False}}, {"rbac": {"create": False}}):
+        names = [r["metadata"]["name"] for r in find_all(render(helm, tmp_path, values), "ClusterRole")]
+        assert not [n for n in names if "aggregate-to" in n], values
+
+
 def test_rbac_cluster_templates_false_leaves_out_every_grant_on_cluster_templates(
     helm: str, tmp_path: Path
 ) -> None:
@@ -129,7 +150,10 @@ def test_rbac_cluster_templates_false_leaves_out_every_grant_on_cluster_template
     }
     scoped = render(helm, tmp_path, values)
     assert not find_all(scoped, "ClusterRoleBinding")
-    assert [r["metadata"]["name"] for r in find_all(scoped, "ClusterRole")] == ["zen-flow-controller"]
+    assert {r["metadata"]["name"] for r in find_all(scoped, "ClusterRole")} == {
+        "zen-flow-controller",
+        *(f"zen-flow-aggregate-to-{role}" for role in ("view", "edit", "admin")),
+    }
     for docs in (scoped, render(helm, tmp_path, {"rbac": {"clusterTemplates": False}})):
         resources = {
             res for role in find_all(docs, "ClusterRole") for r in role["rules"] for res in r["resources"]

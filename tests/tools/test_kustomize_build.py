@@ -31,13 +31,18 @@ def test_kustomize_builds_the_default_composition() -> None:
         check=True,
         timeout=60,
     ).stdout
-    built = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out) if d}
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    built = {(d["kind"], d["metadata"]["name"]) for d in docs}
     expected = {
         (d["kind"], d["metadata"]["name"])
-        for d in objects("crd", "rbac", "manager", "webhook")
+        for d in objects("crd", "rbac", "user-roles", "manager", "webhook")
         if d["kind"] != "VerticalPodAutoscaler"  # applied on its own
     }
     assert built == expected
+    # Kubernetes' view, edit and admin roles take in zen-flow's kinds (docs/RBAC.md, "Users' roles").
+    for role in ("view", "edit", "admin"):
+        labels = find(docs, "ClusterRole", f"zen-flow-aggregate-to-{role}")["metadata"]["labels"]
+        assert labels[f"rbac.authorization.k8s.io/aggregate-to-{role}"] == "true"
 
 
 def _kustomize_overlay(tmp_path: Path, components: list[str]) -> list[dict[str, Any]]:

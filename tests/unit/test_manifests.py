@@ -80,13 +80,15 @@ def test_every_config_yaml_parses_into_objects_with_kind_and_name(path: Path) ->
             assert doc["metadata"]["name"]
 
 
-@pytest.mark.parametrize("directory", ["crd", "rbac", "manager", "webhook", "prometheus", "default"])
+@pytest.mark.parametrize(
+    "directory", ["crd", "rbac", "user-roles", "manager", "webhook", "prometheus", "default"]
+)
 def test_kustomization_lists_exactly_the_manifests_of_its_directory(directory: str) -> None:
     base = CONFIG / directory
     kustomization = next(base / n for n in ("kustomization.yaml", "Kustomization") if (base / n).exists())
     listed = set(documents(kustomization)[0]["resources"])
     if directory == "default":
-        assert listed == {"../crd", "../rbac", "../manager", "../webhook"}
+        assert listed == {"../crd", "../rbac", "../user-roles", "../manager", "../webhook"}
         return
     present = {p.name for p in base.glob("*.yaml") if p.name != "kustomization.yaml"}
     # vpa.yaml needs the VPA CRDs and is applied on its own (its comment says so).

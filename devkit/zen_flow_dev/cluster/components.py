@@ -22,6 +22,9 @@ KCM_CONTROLLERS = (
     "pod-garbage-collector-controller",
     # Binds a flow's PersistentVolumeClaim (spec.resourceTemplates) to a PersistentVolume a test made.
     "persistentvolume-binder-controller",
+    # Fills the built-in view/edit/admin roles from the ClusterRoles labelled for aggregation
+    # (config/user-roles, tests/integration/test_user_roles.py); cheap, it watches ClusterRoles alone.
+    "clusterrole-aggregation-controller",
 )
 """Deliberately absent: node-lifecycle-controller (would taint the fake node unreachable and evict its pods
 when heartbeats pause) and serviceaccount-controller (the ServiceAccount admission plugin is off)."""
