@@ -36,7 +36,7 @@ from zen_flow.validation.errors import ErrorType, FieldError
 from zen_flow.validation.expansion import expand, is_cron_run, needs_expansion, template_ref
 from zen_flow.validation.flow import validate_jobflow
 from zen_flow.validation.flow_template import validate_clusterjobflowtemplate, validate_jobflowtemplate
-from zen_flow.validation.unknown_keys import document_unknown_keys
+from zen_flow.validation.unknown_keys import detail, document_unknown_keys
 from zen_flow.validation.warnings import flow_warnings
 
 EXIT_OK = 0
@@ -55,22 +55,16 @@ def unknown_fields(doc: Mapping[str, Any]) -> list[FieldError]:
     schema does not have (validation/unknown_keys.py): the apiserver prunes them (kubectl's strict field
     validation refuses them), so a misspelt `dependencies` would let its step start at once. A key in
     another spelling of one it has (`execution_policy`, `ExecutionPolicy`) is named with that one."""
-    errors = []
-    for found in document_unknown_keys(doc):
-        if found.respelt:  # certainly a typo: no release has snake_case keys
-            detail = (
-                f"unknown field: did you mean {found.meant}? (keys are camelCase: the apiserver would drop "
-                "this one)"
-            )
-        else:
-            # An older CLI cannot tell a typo from a newer release's field; the advice covers both.
-            meant = f"did you mean {found.meant}? " if found.meant else ""
-            detail = (
-                f"unknown field: {meant}zen-flow {__version__}'s schema has no such key (a typo, which the "
-                "apiserver would drop, or a field of a newer zen-flow: use its CLI)"
-            )
-        errors.append(FieldError(found.path, ErrorType.FORBIDDEN, detail=detail))
-    return errors
+    # An older CLI cannot tell a typo from a newer release's field; the advice covers both.
+    unknown = (
+        f"zen-flow {__version__}'s schema has no such key (a typo, which the apiserver would drop, or a "
+        "field of a newer zen-flow: use its CLI)"
+    )
+    respelt = "(keys are camelCase: the apiserver would drop this one)"  # no release has snake_case keys
+    return [
+        FieldError(found.path, ErrorType.FORBIDDEN, detail=detail(found, respelt, unknown))
+        for found in document_unknown_keys(doc)
+    ]
 
 
 KINDS = (KIND, CRON_KIND, TEMPLATE_KIND, CLUSTER_TEMPLATE_KIND)

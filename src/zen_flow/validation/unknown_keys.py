@@ -39,6 +39,13 @@ class UnknownKey:
     respelt: bool = False
 
 
+def detail(found: UnknownKey, respelt: str, unknown: str) -> str:
+    """What an error says of `found`: the key meant, when one is close, then `respelt` (why a key in another
+    spelling is lost) or `unknown` (what this release can tell of a key it lacks)."""
+    meant = f"did you mean {found.meant}? " if found.meant else ""
+    return f"unknown field: {meant}{respelt if found.respelt else unknown}"
+
+
 def unknown_keys(
     model: type[BaseModel], value: Any, root: str = "spec", without: frozenset[str] = frozenset()
 ) -> list[UnknownKey]:

@@ -23,7 +23,7 @@ from typing import Any
 from zen_flow.api.constants import CRON_KIND
 from zen_flow.validation import validate_cronjobflow
 from zen_flow.validation.errors import ErrorType, FieldError
-from zen_flow.validation.unknown_keys import run_template_unknown_keys
+from zen_flow.validation.unknown_keys import detail, run_template_unknown_keys
 from zen_flow.webhook.review import review_whole
 
 # Said of an unknown key whose release this replica cannot tell: during a rolling upgrade an older replica
@@ -32,6 +32,7 @@ _NO_SUCH_KEY = (
     "a JobFlow has no such key (or not before a newer zen-flow than this controller's): every run would be "
     "created without it"
 )
+_RESPELT = "(keys are camelCase): every run would be created without it"
 
 
 def validate_cron_review(body: bytes) -> dict[str, Any]:
@@ -42,14 +43,8 @@ def run_template_errors(cron: Mapping[str, Any], old: Mapping[str, Any] | None =
     """An error per key of the CronJobFlow's run template spec that a JobFlow does not have, but none
     for a key `old` (the stored object of an UPDATE) held at the same path already."""
     held = {found.path for found in run_template_unknown_keys(old)} if old is not None else set()
-    errors = []
-    for found in run_template_unknown_keys(cron):
-        if found.path in held:
-            continue
-        if found.respelt:
-            detail = f"unknown field: did you mean {found.meant}? (keys are camelCase): every run would be "
-            detail += "created without it"
-        else:
-            detail = f"unknown field: {f'did you mean {found.meant}? ' if found.meant else ''}{_NO_SUCH_KEY}"
-        errors.append(FieldError(found.path, ErrorType.FORBIDDEN, detail=detail))
-    return errors
+    return [
+        FieldError(found.path, ErrorType.FORBIDDEN, detail=detail(found, _RESPELT, _NO_SUCH_KEY))
+        for found in run_template_unknown_keys(cron)
+        if found.path not in held
+    ]
